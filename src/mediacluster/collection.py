@@ -1,0 +1,85 @@
+"""The data that flows between stages: what was found, what was skipped, and the vectors.
+
+Everything here is a plain container. Stages take and return plain numpy arrays; these classes
+only keep ids, paths, labels and skip reasons aligned with those arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that was not used, and why (shown to the user and written to run.json)."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass
+class Collection:
+    """What ingest found.
+
+    ``ids`` are stable strings naming each item (the path for files, the given id for
+    precomputed vectors). ``paths`` is None for precomputed vectors. ``labels`` are ground-truth
+    labels used only for evaluation, never for fitting. ``vectors`` is set when the input was
+    precomputed embeddings, in which case no encoder runs.
+    """
+
+    ids: list[str]
+    paths: list[str] | None = None
+    labels: list[str | None] | None = None
+    vectors: np.ndarray | None = None
+    media: str = "image"
+    skipped: list[Skipped] = field(default_factory=list)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None and any(lab is not None for lab in self.labels)
+
+
+@dataclass
+class Embeddings:
+    """Vectors for the items of a collection that could be embedded.
+
+    ``vectors`` is (n, d) float32, row i belongs to ``ids[i]``. ``extras`` holds other per-item
+    outputs of the encoder, aligned with ``vectors`` (e.g. ``imagenet_probs``, (n, 1000)).
+    ``skipped`` lists items of the collection that could not be embedded, with the reason.
+    """
+
+    ids: list[str]
+    vectors: np.ndarray
+    encoder: str
+    encoder_version: str = ""
+    paths: list[str] | None = None
+    labels: list[str | None] | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: np.ndarray) -> Embeddings:
+        index = np.asarray(index)
+        return Embeddings(
+            ids=[self.ids[i] for i in index],
+            vectors=self.vectors[index],
+            encoder=self.encoder,
+            encoder_version=self.encoder_version,
+            paths=None if self.paths is None else [self.paths[i] for i in index],
+            labels=None if self.labels is None else [self.labels[i] for i in index],
+            extras={k: v[index] for k, v in self.extras.items()},
+            skipped=list(self.skipped),
+            timings=dict(self.timings),
+        )

@@ -1,0 +1,46 @@
+"""Encoders by name.
+
+``get_encoder("efficientnet-lite0")`` or ``get_encoder("clip:openai/clip-vit-base-patch32")``:
+the part before ``:`` picks the family, the rest is passed to it as ``model``.
+Adding an encoder is one module that calls ``register``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from .base import Encoder
+
+_REGISTRY: dict[str, Callable[..., Encoder]] = {}
+# family name -> module that registers it (imported lazily: torch / transformers are heavy)
+_LAZY = {
+    "efficientnet-lite0": "mediacluster.encoders.efficientnet",
+    "clip": "mediacluster.encoders.clip",
+}
+
+DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+
+
+def register(name: str, factory: Callable[..., Encoder], module: str | None = None) -> None:
+    _REGISTRY[name] = factory
+    if module:
+        _LAZY.setdefault(name, module)
+
+
+def available() -> list[str]:
+    return sorted(set(_REGISTRY) | set(_LAZY))
+
+
+def get_encoder(spec: str = DEFAULT_IMAGE_ENCODER, **kwargs) -> Encoder:
+    family, _, model = spec.partition(":")
+    if family not in _REGISTRY and family in _LAZY:
+        importlib.import_module(_LAZY[family])
+    if family not in _REGISTRY:
+        raise ValueError(f"unknown encoder {family!r}; available: {', '.join(available())}")
+    if model:
+        kwargs["model"] = model
+    return _REGISTRY[family](**kwargs)
+
+
+__all__ = ["Encoder", "register", "get_encoder", "available", "DEFAULT_IMAGE_ENCODER"]
