@@ -1,0 +1,60 @@
+"""Shared fixtures: small real slices of ../shared/datasets, extracted once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+
+
+def dataset(name: str) -> Path:
+    p = SHARED / f"{name}.tar.gz"
+    if not p.exists():
+        pytest.skip(f"shared dataset {p} not available")
+    return p
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def cifar3_dir(tmp_path_factory) -> Path:
+    """300 CIFAR-10 test images: 100 each of airplane, frog, truck."""
+    from mediacluster.datasets import extract_slice
+
+    d = tmp_path_factory.mktemp("cifar3")
+    extract_slice(dataset("cifar10-test"), d, classes=["airplane", "frog", "truck"], per_class=100, seed=0)
+    return d
+
+
+@pytest.fixture(scope="session")
+def cifar3_embeddings(cifar3_dir, tmp_path_factory):
+    """Default-encoder embeddings of ``cifar3_dir`` (with folder labels), computed once."""
+    from mediacluster.ingest import collect
+    from mediacluster.run import embed_collection
+
+    coll = collect(cifar3_dir, labels_from_folders=True)
+    return embed_collection(coll, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def imagenette_dir(tmp_path_factory) -> Path:
+    """20 Imagenette val photos from each of 4 classes (224 px JPEGs)."""
+    from mediacluster.datasets import extract_slice
+
+    d = tmp_path_factory.mktemp("imagenette")
+    extract_slice(dataset("imagenette-val"), d,
+                  classes=["n01440764", "n02102040", "n03028079", "n03888257"], per_class=20, seed=0)
+    return d
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
