@@ -1,0 +1,8 @@
+"""Cluster names: WordNet lifting of ImageNet probabilities, CLIP zero-shot, and names a person
+gave by hand (``names.yaml`` next to a run, which always wins)."""
+
+from __future__ import annotations
+
+from .overrides import load_names, save_names_template
+
+__all__ = ["load_names", "save_names_template"]
