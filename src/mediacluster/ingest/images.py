@@ -1,89 +1,267 @@
-"""Decode an image file into an RGB PIL image, or explain why not."""
+"""Decode an image file into an 8-bit RGB PIL image, or say in plain words why not.
+
+Every failure becomes ``SkipItem(reason)`` with a distinct, human-readable reason (and a short
+machine code in ``SkipItem.kind``):
+
+========================  ==============================================================
+kind                      reason starts with
+========================  ==============================================================
+``not_found``             ``file not found``
+``unreadable``            ``cannot read file`` (permissions, I/O error)
+``not_a_file``            ``not a regular file`` (directory, FIFO, device named *.jpg)
+``empty``                 ``empty file (0 bytes)``
+``file_too_large``        ``file too large`` (byte-size cap, checked before opening)
+``image_too_large``       ``image too large`` (pixel cap from the header: decompression bomb)
+``not_an_image``          ``not an image`` (text, HTML, unknown format)
+``truncated``             ``truncated image``
+``corrupt``               ``corrupt image``
+``unsupported``           ``unsupported image mode``
+========================  ==============================================================
+
+Decoding is cheap on purpose: the file is opened once, the size cap comes from ``fstat``, the
+pixel cap from the header (nothing is decoded or allocated for a 30000 x 30000 header), JPEGs
+are decoded at a reduced scale with ``draft`` when the caller only needs a small image, and no
+conversion copies the pixels more than needed. The function touches no global state (no PIL
+settings, no warning filters), so it is safe to call from many threads at once.
+"""
 
 from __future__ import annotations
 
+import codecs
 import os
-import warnings
+import re
+import stat
+from struct import error as StructError
 
-from PIL import Image, ImageFile, ImageOps
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import SkipItem
 
-# Images with more pixels than this are refused (decompression bombs). 16k x 16k.
-MAX_PIXELS = 16384 * 16384
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+#: Largest decoded image accepted, in pixels (after JPEG draft scaling). 120 megapixels as
+#: 8-bit RGB is 360 MB; bigger non-JPEG images are almost always decompression bombs or scans
+#: that would not help an embedding computed at 224 px anyway. PIL itself refuses headers
+#: above 2 x ``PIL.Image.MAX_IMAGE_PIXELS`` (179 MP by default) before we even look.
+MAX_PIXELS = 120_000_000
+#: Largest file accepted on disk, in bytes (checked before anything is read).
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+# (signature, format name) used only to word the reason when PIL cannot identify a file.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+_DRAFTABLE = ("JPEG", "MPO")
 
 
-def load_image(path: str, draft_size: int | None = None) -> Image.Image:
-    """Open ``path`` as an RGB image.
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
-    EXIF orientation is applied; palette, CMYK, greyscale, 16-bit and alpha images become RGB
-    (alpha composited on white); animated images give their first frame. ``draft_size`` lets JPEG
-    decoding shrink by DCT scaling to at least that short side, which is much faster for large
-    photos. Raises ``SkipItem`` with a reason for anything unusable.
+
+def _sniff(head: bytes) -> str | None:
+    for sig, name in _SIGNATURES:
+        if head.startswith(sig):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def _unidentified_reason(f) -> tuple[str, str]:
+    """Word the reason for a file PIL cannot identify, from its first and last bytes."""
+    f.seek(0)
+    head = f.read(512)
+    fmt = _sniff(head)
+    if fmt is not None:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 32))
+        tail = f.read()
+        ended = {"JPEG": b"\xff\xd9" in tail, "PNG": b"IEND" in tail}.get(fmt, True)
+        if not ended:
+            return f"truncated image: the {fmt} file ends early (header incomplete)", "truncated"
+        return f"corrupt image: the {fmt} header is damaged", "corrupt"
+    text = head.lstrip()
+    if text[:1] == b"<" and b"html" in text[:200].lower():
+        return "not an image: the file is an HTML page", "not_an_image"
+    try:  # incremental: a multi-byte character cut at byte 512 is not an error
+        decoded = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        if decoded and all(c.isprintable() or c in "\r\n\t" for c in decoded.rstrip("\x00")):
+            return "not an image: the file contains text", "not_an_image"
+    except UnicodeDecodeError:
+        pass
+    return "not an image: unrecognised file format", "not_an_image"
+
+
+def load_image(
+    path: str | os.PathLike,
+    draft_size: int | None = None,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+) -> Image.Image:
+    """Open ``path`` as an 8-bit RGB image.
+
+    EXIF orientation is applied; palette (with or without transparency), CMYK, greyscale, LA,
+    16-bit and alpha images become RGB (transparent areas composited on white); animated GIF /
+    WebP / multi-page TIFF give their first frame. ``draft_size`` lets JPEG decoding shrink by
+    DCT scaling (1/2, 1/4, 1/8) to the smallest size whose sides stay >= ``draft_size``, which
+    is several times faster for camera photos. ``max_pixels`` / ``max_bytes`` default to
+    ``MAX_PIXELS`` / ``MAX_FILE_BYTES``.
+
+    Raises ``SkipItem`` with a human-readable reason for anything unusable (see module doc).
     """
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
+    path = os.fspath(path)
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SkipItem("file not found", kind="not_found") from None
     except OSError as e:
-        raise SkipItem(f"cannot read file: {e.strerror or e}") from None
-    if size == 0:
-        raise SkipItem("empty file (0 bytes)")
+        raise SkipItem(f"cannot read file: {e.strerror or e}", kind="unreadable") from None
+    # Refuse FIFOs, devices and directories before open(): opening a FIFO would block forever.
+    if not stat.S_ISREG(st.st_mode):
+        raise SkipItem("not a regular file", kind="not_a_file")
+    if st.st_size == 0:
+        raise SkipItem("empty file (0 bytes)", kind="empty")
+    if st.st_size > max_bytes:
+        raise SkipItem(
+            f"file too large ({_mb(st.st_size)} on disk, limit {_mb(max_bytes)})",
+            kind="file_too_large",
+        )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise SkipItem(f"image too large ({w}x{h} pixels, limit {MAX_PIXELS})")
-                if getattr(im, "is_animated", False):
-                    im.seek(0)
-                if draft_size and im.format == "JPEG":
-                    im.draft("RGB", (draft_size, draft_size))
-                im.load()
-                return to_rgb(im)
-    except SkipItem:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise SkipItem(f"image too large (decompression bomb): {e}") from None
-    except Image.UnidentifiedImageError:
-        raise SkipItem("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        msg = str(e) or type(e).__name__
-        if "truncated" in msg.lower():
-            raise SkipItem(f"truncated image: {msg}") from None
-        raise SkipItem(f"corrupt image: {msg}") from None
+        f = open(path, "rb")
+    except OSError as e:
+        raise SkipItem(f"cannot read file: {e.strerror or e}", kind="unreadable") from None
+    with f:
+        try:
+            im = Image.open(f)
+        except Image.DecompressionBombError as e:
+            raise _bomb(e) from None
+        except UnidentifiedImageError:
+            reason, kind = _unidentified_reason(f)
+            raise SkipItem(reason, kind=kind) from None
+        except (OSError, SyntaxError, ValueError, EOFError, StructError) as e:
+            raise _decode_error(e) from None
+        # ``im`` is not closed here on purpose: we own ``f`` (closed below), and the returned
+        # image may be ``im`` itself when it is already RGB.
+        try:
+            return _decode(im, draft_size, max_pixels)
+        except SkipItem:
+            raise
+        except Image.DecompressionBombError as e:
+            raise _bomb(e) from None
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, StructError) as e:
+            raise _decode_error(e) from None
+
+
+def _bomb(e: BaseException) -> SkipItem:
+    """PIL's own decompression-bomb refusal (raised by ``Image.open`` from the header)."""
+    nums = re.findall(r"\d+", str(e))
+    if len(nums) >= 2:
+        msg = (f"image too large ({int(nums[0]) / 1e6:.0f} megapixels in the header, limit "
+               f"{int(nums[1]) / 1e6:.0f}): refused as a possible decompression bomb")
+    else:
+        msg = f"image too large: refused as a possible decompression bomb ({e})"
+    return SkipItem(msg, kind="image_too_large")
+
+
+def _decode_error(e: BaseException) -> SkipItem:
+    msg = str(e) or type(e).__name__
+    low = msg.lower()
+    if "truncated" in low or isinstance(e, EOFError) or "unexpected end" in low:
+        return SkipItem(f"truncated image: {msg}", kind="truncated")
+    return SkipItem(f"corrupt image: {msg}", kind="corrupt")
+
+
+def _decode(im: Image.Image, draft_size: int | None, max_pixels: int) -> Image.Image:
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise SkipItem(f"corrupt image: header says {w}x{h} pixels", kind="corrupt")
+    # Animated GIF/WebP, multi-page TIFF: Image.open is positioned on the first frame already.
+    if draft_size and im.format in _DRAFTABLE:
+        im.draft("RGB" if im.mode in ("RGB", "YCbCr") else im.mode, (draft_size, draft_size))
+    dw, dh = im.size  # after draft: what will actually be decoded
+    if dw * dh > max_pixels:
+        raise SkipItem(
+            f"image too large ({w}x{h} pixels, limit {max_pixels / 1e6:.0f} megapixels): "
+            "refused from the header, possibly a decompression bomb",
+            kind="image_too_large",
+        )
+    im.load()
+    return to_rgb(im)
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a broken EXIF block must not lose the picture
+        return 1
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB, applying EXIF orientation."""
-    try:
-        im = ImageOps.exif_transpose(im)
-    except Exception:  # a broken EXIF block must not lose the picture
-        pass
+    """Convert a loaded PIL image of any mode to 8-bit RGB, applying EXIF orientation."""
+    if _orientation(im) != 1:
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception:
+            pass
     mode = im.mode
     if mode == "RGB":
         return im
     if mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
-        mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        import numpy as np
-
-        a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
-        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype("uint8")
-        return Image.fromarray(a, "L").convert("RGB")
+        # palette with a transparent index (or alpha palette) -> RGBA, else plain RGB
+        if "transparency" in im.info or im.palette is not None and im.palette.mode == "RGBA":
+            im, mode = im.convert("RGBA"), "RGBA"
+        else:
+            return im.convert("RGB")
+    if mode.startswith("I;16") or mode == "I":
+        return _gray_to_rgb(_scale16(im))
     if mode == "F":
-        import numpy as np
-
         a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        a = (a - lo) / (hi - lo if hi > lo else 1.0) * 255.0
-        return Image.fromarray(a.astype("uint8"), "L").convert("RGB")
-    if mode in ("RGBA", "LA", "RGBa", "La", "PA"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, im).convert("RGB")
-    # L, 1, CMYK, YCbCr, LAB, HSV, ...
-    return im.convert("RGB")
+        finite = a[np.isfinite(a)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        a = np.nan_to_num((a - lo) / (hi - lo if hi > lo else 1.0), nan=0.0) * 255.0
+        return _gray_to_rgb(np.clip(a + 0.5, 0, 255).astype(np.uint8))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        if mode != "LA":  # PA, premultiplied RGBa / La -> straight RGBA
+            im = im.convert("RGBA")
+        alpha = im.getchannel("A")
+        rgb = im.getchannel("L").convert("RGB") if im.mode == "LA" else im.convert("RGB")
+        white = Image.new("RGB", im.size, (255, 255, 255))
+        white.paste(rgb, (0, 0), alpha)  # alpha-composite over white
+        return white
+    try:
+        # L, 1, CMYK, YCbCr, RGBX, HSV, ...
+        return im.convert("RGB")
+    except ValueError:
+        raise SkipItem(f"unsupported image mode {mode}", kind="unsupported") from None
+
+
+def _scale16(im: Image.Image) -> np.ndarray:
+    """16/32-bit integer greyscale -> uint8, scaled (not clipped) to the full 0-255 range.
+
+    ``I;16*`` modes are 16-bit by definition: divide by 257 (65535 -> 255). Mode ``I`` (32-bit)
+    carries no bit depth: values within 0..255 are kept, within 0..65535 are treated as 16-bit,
+    anything else is min-max normalised.
+    """
+    a = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    a = a.astype(np.int64)
+    lo, hi = int(a.min()), int(a.max())
+    if lo >= 0 and hi <= 255:
+        return a.astype(np.uint8)
+    if lo >= 0 and hi <= 65535:
+        return ((a + 128) // 257).astype(np.uint8)
+    return ((a - lo) * 255 // max(hi - lo, 1)).astype(np.uint8)
+
+
+def _gray_to_rgb(a: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(a), "L").convert("RGB")

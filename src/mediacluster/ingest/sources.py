@@ -1,17 +1,43 @@
-"""Turn what the user points at into a ``Collection``.
+"""Turn what the user points at into a ``Collection`` (media-generic: images or audio).
 
-Accepted inputs:
+Accepted inputs (``collect`` picks by what ``source`` is):
 
-* a folder, scanned recursively for media files (hidden files and folders skipped);
-* a manifest, CSV or Parquet, with a ``path`` column and optional ``label`` (and ``id``) columns;
-  relative paths are resolved against the manifest's folder;
-* precomputed embeddings: ``.npy`` (n x d; ids are row numbers), ``.npz`` (``vectors`` and
-  optional ``ids`` / ``labels``) or Parquet with an id column and a list/array vector column.
+* **a folder**, scanned recursively for files whose extension (case-insensitive) belongs to the
+  media kind (``IMAGE_EXTENSIONS`` / ``AUDIO_EXTENSIONS``). Hidden files and hidden folders
+  (name starting with ``.``) and NAS / archive metadata folders (``@eaDir``, ``__MACOSX``) are
+  ignored silently. Symbolic links to files and folders are followed, but every real folder is
+  visited once, so link loops (``a/loop -> ..``) terminate and a linked folder is not listed
+  twice. Broken links and non-regular files (FIFOs, devices) with a media extension, and
+  unreadable folders, are listed as skipped with a reason. Order: sorted names, depth first, so
+  the same folder always gives the same order. With ``labels_from_folders`` an item's label is
+  its folder relative to the root (``"cat"``, or ``"animals/cat"`` when nested); files directly
+  in the root get no label. Labels are for evaluation only, never for fitting.
+* **a manifest**, CSV/TSV or Parquet, with a ``path`` column and optional ``label`` and ``id``
+  columns (header names are matched case-insensitively). Relative paths are resolved against
+  the manifest's folder. Rows whose file does not exist are skipped with the reason
+  ``"file not found"``, empty paths with ``"empty path in manifest"``, and a path listed again
+  (without distinct ids) with ``"duplicate of manifest row N"``. Explicit ids must be unique.
+  ``labels_from_folders`` takes each file's parent folder name as its label.
+* **precomputed embeddings**, so the rest of the pipeline runs on vectors made elsewhere:
+  ``.npy`` (one 2-D numeric array, ids are row numbers), ``.npz`` (an array named ``vectors`` /
+  ``embeddings`` / ... or the only array, optional ``ids`` and ``labels``), or a Parquet/CSV
+  table with an id column and a vector column (list/array values; in CSV a ``"[0.1, 0.2]"`` or
+  space-separated string) or one numeric column per dimension. Wrong shapes, ragged rows,
+  missing values, NaN/infinity and duplicate ids are refused with a message naming the rows.
+
+**Duplicate files** (same bytes under different paths) are kept as separate items: every path
+the user gave gets its own row in the assignments, which is what people look up. They cost
+nothing extra to embed (the embedding cache is keyed by content hash) and, having identical
+vectors, land in the same cluster. ``find_duplicates(paths)`` lists the groups for anyone who
+wants to drop or report them; it compares sizes first and hashes only same-size files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +48,12 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif"})
 MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
 
-_VECTOR_COLUMNS = ("vector", "embedding", "embeddings", "vectors", "features")
-_ID_COLUMNS = ("id", "ids", "path", "name", "key")
+#: Folders that hold metadata or thumbnails rather than the user's media.
+SKIP_FOLDERS = frozenset({"@eaDir", "__MACOSX", "$RECYCLE.BIN", "System Volume Information"})
+
+_VECTOR_COLUMNS = ("vector", "vectors", "embedding", "embeddings", "features", "feature")
+_ID_COLUMNS = ("id", "ids", "path", "name", "key", "filename", "file")
+_TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
 def collect(
@@ -31,7 +61,9 @@ def collect(
     media: str = "image",
     labels_from_folders: bool = False,
 ) -> Collection:
-    """Find the items of ``source`` (folder, manifest or embeddings file)."""
+    """Find the items of ``source``: a folder, a manifest, an embeddings file or one media file."""
+    if media not in MEDIA_EXTENSIONS:
+        raise ValueError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)}")
     p = Path(source)
     if not p.exists():
         raise FileNotFoundError(f"input not found: {p}")
@@ -40,37 +72,88 @@ def collect(
     suffix = p.suffix.lower()
     if suffix in (".npy", ".npz"):
         return read_vectors(p)
-    if suffix in (".csv", ".tsv", ".parquet", ".pq"):
+    if suffix in _TABLE_SUFFIXES:
         df = _read_table(p)
-        if "path" in df.columns:
-            return read_manifest(p, df, media=media)
+        if _vector_column(df) is None and "path" in df.columns:
+            return read_manifest(p, df, media=media, labels_from_folders=labels_from_folders)
         return read_vectors(p, df)
-    if suffix in MEDIA_EXTENSIONS.get(media, ()):  # a single file
-        return Collection(ids=[str(p)], paths=[str(p)], media=media, source=str(p))
+    if suffix in MEDIA_EXTENSIONS[media]:  # a single file
+        label = [p.parent.name] if labels_from_folders else None
+        return Collection(ids=[str(p)], paths=[str(p)], labels=label, media=media, source=str(p))
     raise ValueError(
         f"don't know how to read {p}: expected a folder, a CSV/Parquet manifest with a 'path' "
-        f"column, or embeddings (.npy, .npz, Parquet with a vector column)"
+        f"column, or embeddings (.npy, .npz, Parquet with an id and a vector column)"
     )
 
 
-def scan_folder(root: Path, media: str = "image", labels_from_folders: bool = False) -> Collection:
+# -- folders ----------------------------------------------------------------------------------
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folders: bool = False) -> Collection:
+    """Recursively list the media files under ``root`` (see the module doc for the rules)."""
+    root = Path(root)
     exts = MEDIA_EXTENSIONS[media]
     paths: list[str] = []
     labels: list[str | None] = []
     skipped: list[Skipped] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fn in sorted(filenames):
-            if fn.startswith("."):
+    try:
+        rst = os.stat(root)
+    except OSError as e:
+        raise FileNotFoundError(f"cannot read folder {root}: {e.strerror or e}") from None
+    visited = {(rst.st_dev, rst.st_ino)}
+    # depth-first with an explicit stack: (folder path, label relative to root)
+    stack: list[tuple[str, str | None]] = [(str(root), None)]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(Skipped(folder, f"cannot read folder: {e.strerror or e}"))
+            continue
+        subdirs: list[tuple[str, str | None]] = []
+        for entry in entries:
+            name = entry.name
+            if _hidden(name):
                 continue
-            ext = os.path.splitext(fn)[1].lower()
-            if ext not in exts:
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if name in SKIP_FOLDERS:
+                    continue
+                try:
+                    st = entry.stat()
+                except OSError as e:
+                    skipped.append(Skipped(entry.path, f"cannot read folder: {e.strerror or e}"))
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in visited:  # link loop or a second link to a folder already listed
+                    continue
+                visited.add(key)
+                subdirs.append((entry.path, name if rel is None else f"{rel}/{name}"))
                 continue
-            full = os.path.join(dirpath, fn)
-            paths.append(full)
-            if labels_from_folders:
-                rel = os.path.relpath(dirpath, root)
-                labels.append(None if rel == "." else rel.replace(os.sep, "/"))
+            if os.path.splitext(name)[1].lower() not in exts:
+                continue
+            try:
+                st = entry.stat()  # follows symlinks
+            except FileNotFoundError:
+                skipped.append(Skipped(entry.path, "broken symbolic link"))
+                continue
+            except OSError as e:
+                skipped.append(Skipped(entry.path, f"cannot read file: {e.strerror or e}"))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append(Skipped(entry.path, "not a regular file"))
+                continue
+            paths.append(entry.path)
+            labels.append(rel)
+        stack.extend(reversed(subdirs))  # pop in sorted order
     return Collection(
         ids=list(paths),
         paths=paths,
@@ -81,63 +164,281 @@ def scan_folder(root: Path, media: str = "image", labels_from_folders: bool = Fa
     )
 
 
+def find_duplicates(paths: list[str], chunk: int = 1 << 20) -> list[list[str]]:
+    """Groups (2+ paths each) of files with identical content, in input order.
+
+    Only files sharing a byte size are hashed (BLAKE2b), so a collection without duplicates
+    costs one ``stat`` per file.
+    """
+    by_size: dict[int, list[str]] = {}
+    for p in paths:
+        try:
+            by_size.setdefault(os.path.getsize(p), []).append(p)
+        except OSError:
+            continue
+    groups: list[list[str]] = []
+    for same in by_size.values():
+        if len(same) < 2:
+            continue
+        by_hash: dict[bytes, list[str]] = {}
+        for p in same:
+            h = hashlib.blake2b(digest_size=20)
+            try:
+                with open(p, "rb") as f:
+                    while block := f.read(chunk):
+                        h.update(block)
+            except OSError:
+                continue
+            by_hash.setdefault(h.digest(), []).append(p)
+        groups.extend(g for g in by_hash.values() if len(g) > 1)
+    order = {p: i for i, p in enumerate(paths)}
+    return sorted(groups, key=lambda g: order[g[0]])
+
+
+# -- manifests ----------------------------------------------------------------------------------
+
+
 def _read_table(p: Path):
     import pandas as pd
 
     suffix = p.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(p)
-    return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(p)
+        else:
+            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                             na_values=[""])
+    except Exception as e:  # pandas/pyarrow raise many types for unreadable tables
+        raise ValueError(f"{p}: cannot read table: {e}") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    return df
 
 
-def read_manifest(p: Path, df=None, media: str = "image") -> Collection:
+def _str_or_none(x) -> str | None:
+    if _isna(x):
+        return None
+    if isinstance(x, bytes):
+        x = x.decode("utf-8", "replace")
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
+    s = str(x).strip()
+    return s or None
+
+
+def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
+                  labels_from_folders: bool = False) -> Collection:
+    """A CSV/Parquet manifest with a ``path`` column (see the module doc)."""
+    p = Path(p)
     df = _read_table(p) if df is None else df
+    if "path" not in df.columns:
+        raise ValueError(f"{p}: a manifest needs a 'path' column; columns are {list(df.columns)}")
     base = p.parent
-    paths = [str(x) if os.path.isabs(str(x)) else str(base / str(x)) for x in df["path"]]
-    ids = [str(x) for x in df["id"]] if "id" in df.columns else list(paths)
+    has_ids = "id" in df.columns
+    has_labels = "label" in df.columns and not labels_from_folders
+    ids: list[str] = []
+    paths: list[str] = []
+    labels: list[str | None] = []
+    skipped: list[Skipped] = []
+    seen_path: dict[str, str] = {}
+    seen_id: dict[str, str] = {}
+    raw_ids = df["id"].tolist() if has_ids else None
+    raw_labels = df["label"].tolist() if has_labels else None
+    csv = p.suffix.lower() in (".csv", ".tsv")
+    for row, raw in enumerate(df["path"].tolist()):
+        where = f"line {row + 2}" if csv else f"row {row}"  # CSV: header is line 1
+        s = _str_or_none(raw)
+        if s is None:
+            skipped.append(Skipped(f"{p} ({where})", "empty path in manifest"))
+            continue
+        s = os.path.expanduser(s)
+        full = os.path.normpath(s if os.path.isabs(s) else base / s)
+        item_id = full
+        if has_ids:
+            item_id = _str_or_none(raw_ids[row])
+            if item_id is None:
+                raise ValueError(f"{p}: {where} has an empty id")
+            if item_id in seen_id:
+                raise ValueError(
+                    f"{p}: id {item_id!r} appears twice ({seen_id[item_id]} and {where}); ids must be unique")
+            seen_id[item_id] = where
+        elif full in seen_path:
+            skipped.append(Skipped(full, f"duplicate of manifest {seen_path[full]}"))
+            continue
+        seen_path.setdefault(full, where)
+        if not os.path.exists(full):
+            skipped.append(Skipped(full, "file not found"))
+            continue
+        ids.append(item_id)
+        paths.append(full)
+        if labels_from_folders:
+            labels.append(os.path.basename(os.path.dirname(full)) or None)
+        elif has_labels:
+            labels.append(_str_or_none(raw_labels[row]))
+    return Collection(
+        ids=ids, paths=paths, labels=labels if (has_labels or labels_from_folders) else None,
+        media=media, skipped=skipped, source=str(p),
+    )
+
+
+# -- precomputed vectors -----------------------------------------------------------------------
+
+
+def _vector_column(df) -> str | None:
+    return next((c for c in _VECTOR_COLUMNS if c in df.columns), None)
+
+
+_NUM_SPLIT = re.compile(r"[\s,;]+")
+
+
+def _parse_vector(v, row: int, p: Path) -> np.ndarray:
+    if isinstance(v, str):
+        s = v.strip().strip("[]()")
+        try:
+            return np.array([float(x) for x in _NUM_SPLIT.split(s) if x], dtype=np.float64)
+        except ValueError:
+            raise ValueError(f"{p}: row {row}: cannot parse vector {v[:60]!r}") from None
+    if v is None or (np.isscalar(v) and _isna(v)):
+        raise ValueError(f"{p}: row {row}: vector is missing")
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{p}: row {row}: vector has non-numeric values") from None
+    if a.ndim != 1:
+        raise ValueError(f"{p}: row {row}: expected a flat vector, got shape {a.shape}")
+    return a
+
+
+def _stack_rows(values, p: Path) -> np.ndarray:
+    rows = [_parse_vector(v, i, p) for i, v in enumerate(values)]
+    if not rows:
+        raise ValueError(f"{p}: no vectors")
+    d = len(rows[0])
+    for i, r in enumerate(rows):
+        if len(r) != d:
+            raise ValueError(f"{p}: vectors have different lengths: row 0 has {d} values, row {i} has {len(r)}")
+    return np.stack(rows)
+
+
+def _check_ids(ids: list[str], p: Path) -> None:
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{p}: ids are not unique")
-    labels = None
-    if "label" in df.columns:
-        labels = [None if _isna(x) else str(x) for x in df["label"]]
-    return Collection(ids=ids, paths=paths, labels=labels, media=media, source=str(p))
+        seen: set[str] = set()
+        dup = [i for i in ids if i in seen or seen.add(i)]
+        raise ValueError(f"{p}: ids are not unique (e.g. {dup[:3]})")
 
 
-def read_vectors(p: Path, df=None) -> Collection:
+def read_vectors(p: str | os.PathLike, df=None) -> Collection:
+    """Precomputed embeddings (see the module doc); raises ``ValueError`` with a clear message."""
+    p = Path(p)
     suffix = p.suffix.lower()
     labels = None
+    paths = None
     if suffix == ".npy":
-        vectors = np.load(p, allow_pickle=False)
-        ids = [str(i) for i in range(len(vectors))]
+        vectors = _load_npy(p)
+        ids = [str(i) for i in range(len(vectors))] if vectors.ndim >= 1 else []
     elif suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
+        try:
+            z = np.load(p, allow_pickle=False)
+        except Exception as e:
+            raise ValueError(f"{p}: cannot read .npz: {e}") from None
+        with z:
             key = next((k for k in _VECTOR_COLUMNS if k in z.files), None)
             if key is None:
-                raise ValueError(f"{p}: no array named one of {_VECTOR_COLUMNS}")
-            vectors = z[key]
-            ids = [str(x) for x in z["ids"]] if "ids" in z.files else [str(i) for i in range(len(vectors))]
-            if "labels" in z.files:
-                labels = [str(x) for x in z["labels"]]
+                arrays = [k for k in z.files if k not in ("ids", "labels", "paths")]
+                if len(arrays) != 1:
+                    raise ValueError(
+                        f"{p}: no array named one of {_VECTOR_COLUMNS} (arrays: {z.files})")
+                key = arrays[0]
+            try:
+                vectors = z[key]
+                ids = [str(x) for x in z["ids"]] if "ids" in z.files else None
+                if "labels" in z.files:
+                    labels = [_str_or_none(x) for x in z["labels"].tolist()]
+                if "paths" in z.files:
+                    paths = [str(x) for x in z["paths"]]
+            except ValueError as e:
+                raise ValueError(f"{p}: {e} (save ids/labels as string arrays, not objects)") from None
+        if ids is None:
+            ids = [str(i) for i in range(len(vectors))] if vectors.ndim >= 1 else []
     else:
         df = _read_table(p) if df is None else df
-        vcol = next((c for c in _VECTOR_COLUMNS if c in df.columns), None)
-        if vcol is None:
-            raise ValueError(
-                f"{p}: need a 'path' column (manifest) or a vector column named one of {_VECTOR_COLUMNS}"
-            )
-        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in df[vcol]])
+        vcol = _vector_column(df)
         icol = next((c for c in _ID_COLUMNS if c in df.columns), None)
-        ids = [str(x) for x in df[icol]] if icol else [str(i) for i in range(len(df))]
+        if vcol is not None:
+            vectors = _stack_rows(df[vcol].tolist(), p)
+        else:
+            num = [c for c in df.columns if c not in (icol, "label", "path")]
+            try:
+                vectors = df[num].to_numpy(dtype=np.float64) if num else None
+            except (TypeError, ValueError):
+                vectors = None
+            if vectors is None or vectors.shape[1] < 2:
+                raise ValueError(
+                    f"{p}: need a 'path' column (manifest), a vector column named one of "
+                    f"{_VECTOR_COLUMNS}, or one numeric column per dimension; columns are {list(df.columns)}"
+                )
+            if np.isnan(vectors).any():
+                r = int(np.flatnonzero(np.isnan(vectors).any(axis=1))[0])
+                raise ValueError(f"{p}: row {r} has missing or NaN values")
+        ids = [_str_or_none(x) or "" for x in df[icol]] if icol else [str(i) for i in range(len(df))]
+        if icol and any(i == "" for i in ids):
+            raise ValueError(f"{p}: column {icol!r} has empty ids (row {ids.index('')})")
         if "label" in df.columns:
-            labels = [None if _isna(x) else str(x) for x in df["label"]]
-    vectors = np.asarray(vectors, dtype=np.float32)
+            labels = [_str_or_none(x) for x in df["label"].tolist()]
+        if "path" in df.columns:
+            paths = [_str_or_none(x) for x in df["path"].tolist()]
+    vectors = _check_vectors(vectors, p)
+    if len(ids) != len(vectors):
+        raise ValueError(f"{p}: {len(ids)} ids for {len(vectors)} vectors")
+    if labels is not None and len(labels) != len(vectors):
+        raise ValueError(f"{p}: {len(labels)} labels for {len(vectors)} vectors")
+    if paths is not None and (len(paths) != len(vectors) or any(x is None for x in paths)):
+        paths = None
+    _check_ids(ids, p)
+    return Collection(ids=ids, paths=paths, labels=labels, vectors=vectors, media="vector", source=str(p))
+
+
+def _load_npy(p: Path) -> np.ndarray:
+    try:
+        return np.load(p, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            raise ValueError(
+                f"{p}: the array holds Python objects, which are never unpickled; "
+                "save a numeric (n_items, dim) array") from None
+        raise ValueError(f"{p}: cannot read .npy: {e}") from None
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read .npy: {e}") from None
+
+
+def _check_vectors(vectors: np.ndarray, p: Path) -> np.ndarray:
+    vectors = np.asarray(vectors)
+    if vectors.dtype.kind not in "fiub":
+        raise ValueError(f"{p}: vectors must be numbers, got dtype {vectors.dtype}")
     if vectors.ndim != 2:
-        raise ValueError(f"{p}: expected a 2-D array of vectors, got shape {vectors.shape}")
-    if not np.isfinite(vectors).all():
-        bad = int((~np.isfinite(vectors).all(axis=1)).sum())
-        raise ValueError(f"{p}: {bad} vectors contain NaN or infinity")
-    return Collection(ids=ids, labels=labels, vectors=vectors, media="vector", source=str(p))
+        hint = " (a single vector? reshape it to (1, dim))" if vectors.ndim == 1 else ""
+        raise ValueError(f"{p}: expected a 2-D array (n_items, dim), got shape {vectors.shape}{hint}")
+    n, d = vectors.shape
+    if n == 0 or d == 0:
+        raise ValueError(f"{p}: no vectors (shape {vectors.shape})")
+    vectors = vectors.astype(np.float32, copy=False)
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{p}: {len(bad)} of {n} vectors contain NaN or infinity (rows {bad[:5].tolist()}"
+            f"{' ...' if len(bad) > 5 else ''})"
+        )
+    return vectors
 
 
 def _isna(x) -> bool:
-    return x is None or (isinstance(x, float) and np.isnan(x))
+    import pandas as pd
+
+    if x is None:
+        return True
+    if np.isscalar(x) or x is pd.NA:
+        try:
+            return bool(pd.isna(x))
+        except (TypeError, ValueError):
+            return False
+    return False

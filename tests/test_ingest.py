@@ -1,0 +1,268 @@
+"""Ingest: folders, manifests and precomputed embeddings become a Collection (no decoding here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from broken_media import jpeg_bytes, photo
+
+from mediacluster.ingest import collect, find_duplicates
+from mediacluster.ingest.sources import scan_folder
+
+JPEG = jpeg_bytes(photo((16, 16)))
+
+
+def touch(p, data: bytes = JPEG):
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+# -- folders ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "photos"
+    touch(root / "cats" / "a.JPG")
+    touch(root / "cats" / "b.jpeg")
+    touch(root / "cats" / "notes.txt", b"not media")
+    touch(root / "dogs" / "small" / "c.Png")
+    touch(root / "dogs" / "d.TIFF")
+    touch(root / "top.gif")
+    touch(root / "w.webp")
+    touch(root / "x.bmp")
+    touch(root / ".hidden.jpg")
+    touch(root / ".cache" / "thumb.jpg")
+    touch(root / "cats" / ".DS_Store", b"junk")
+    touch(root / "@eaDir" / "SYNOPHOTO_THUMB.jpg")
+    touch(root / "audio.wav", b"RIFF")
+    return root
+
+
+def rel(coll, root):
+    return [os.path.relpath(p, root) for p in coll.paths]
+
+
+def test_folder_recursive_case_insensitive_hidden_skipped(tree):
+    coll = collect(tree, labels_from_folders=True)
+    assert rel(coll, tree) == [
+        "top.gif", "w.webp", "x.bmp",
+        os.path.join("cats", "a.JPG"), os.path.join("cats", "b.jpeg"),
+        os.path.join("dogs", "d.TIFF"), os.path.join("dogs", "small", "c.Png"),
+    ]
+    assert coll.labels == [None, None, None, "cats", "cats", "dogs", "dogs/small"]
+    assert coll.ids == coll.paths and coll.vectors is None and coll.skipped == []
+    assert coll.has_labels
+    # without the flag there are no labels at all
+    assert collect(tree).labels is None
+    # the same scan gives the same order
+    assert collect(tree).paths == coll.paths
+
+
+def test_folder_audio_media_kind(tree):
+    coll = collect(tree, media="audio")
+    assert rel(coll, tree) == ["audio.wav"]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_symlinks_followed_once_and_loops_safe(tree, tmp_path):
+    outside = tmp_path / "elsewhere"
+    touch(outside / "e.jpg")
+    os.symlink(tree, tree / "dogs" / "loop")  # loop back to the root
+    os.symlink(tree / "cats", tree / "zz_cats_again")  # second way to reach cats/
+    os.symlink(outside, tree / "linked")  # a folder outside the root
+    os.symlink(tree / "cats" / "a.JPG", tree / "alias.jpg")  # link to a file: an item
+    os.symlink(tmp_path / "gone.jpg", tree / "dead.jpg")  # broken link
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tree / "pipe.jpg")
+    coll = scan_folder(tree, labels_from_folders=True)
+    names = rel(coll, tree)
+    assert names.count(os.path.join("cats", "a.JPG")) == 1
+    assert not any("zz_cats_again" in n or "loop" in n for n in names)
+    assert os.path.join("linked", "e.jpg") in names
+    assert coll.labels[names.index(os.path.join("linked", "e.jpg"))] == "linked"
+    assert "alias.jpg" in names
+    reasons = {os.path.basename(s.path): s.reason for s in coll.skipped}
+    assert reasons["dead.jpg"] == "broken symbolic link"
+    if hasattr(os, "mkfifo"):
+        assert reasons["pipe.jpg"] == "not a regular file"
+
+
+def test_unreadable_subfolder_listed(tree):
+    if os.geteuid() == 0:
+        pytest.skip("root reads every folder")
+    locked = tree / "locked"
+    touch(locked / "f.jpg")
+    locked.chmod(0)
+    try:
+        coll = collect(tree)
+        assert any(s.reason.startswith("cannot read folder") for s in coll.skipped)
+    finally:
+        locked.chmod(0o755)
+
+
+def test_empty_and_missing_input(tmp_path):
+    assert len(collect(tmp_path)) == 0
+    with pytest.raises(FileNotFoundError):
+        collect(tmp_path / "nope")
+    (tmp_path / "x.docx").write_bytes(b"x")
+    with pytest.raises(ValueError, match="don't know how to read"):
+        collect(tmp_path / "x.docx")
+
+
+# -- manifests ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def files(tmp_path):
+    d = tmp_path / "data"
+    return [touch(d / "imgs" / f"{i}.jpg", jpeg_bytes(photo((16, 16), seed=i))) for i in range(4)]
+
+
+def test_csv_manifest_relative_missing_empty_duplicate(files, tmp_path, monkeypatch):
+    d = files[0].parents[1]
+    (d / "m.csv").write_text(
+        "Path,Label\n"
+        "imgs/0.jpg,cat\n"
+        f"{files[1]},dog\n"  # absolute
+        "imgs/missing.jpg,cat\n"
+        ",cat\n"
+        "imgs/0.jpg,cat\n"  # listed twice
+        "./imgs/2.jpg,\n"  # no label
+    )
+    monkeypatch.chdir(tmp_path)  # relative paths resolve against the manifest, not the cwd
+    coll = collect(d / "m.csv")
+    assert coll.paths == [str(files[0]), str(files[1]), str(files[2])]
+    assert coll.ids == coll.paths
+    assert coll.labels == ["cat", "dog", None]
+    reasons = [(os.path.basename(s.path), s.reason) for s in coll.skipped]
+    assert ("missing.jpg", "file not found") in reasons
+    assert ("m.csv (line 5)", "empty path in manifest") in reasons
+    assert ("0.jpg", "duplicate of manifest line 2") in reasons
+
+
+def test_parquet_manifest_ids_and_folder_labels(files):
+    d = files[0].parents[1]
+    pd.DataFrame({"id": ["a", "b", "c"], "path": ["imgs/0.jpg", "imgs/1.jpg", "imgs/x.jpg"],
+                  "label": [1, 2, None]}).to_parquet(d / "m.parquet")
+    coll = collect(d / "m.parquet")
+    assert coll.ids == ["a", "b"] and coll.labels == ["1", "2"]
+    assert [s.reason for s in coll.skipped] == ["file not found"]
+    coll = collect(d / "m.parquet", labels_from_folders=True)
+    assert coll.labels == ["imgs", "imgs"]
+    # duplicate explicit ids are an error, not a silent overwrite
+    pd.DataFrame({"id": ["a", "a"], "path": ["imgs/0.jpg", "imgs/1.jpg"]}).to_parquet(d / "dup.parquet")
+    with pytest.raises(ValueError, match="appears twice"):
+        collect(d / "dup.parquet")
+
+
+# -- precomputed embeddings --------------------------------------------------------------------
+
+
+def test_npy_and_npz(tmp_path, rng):
+    X = rng.normal(size=(5, 8)).astype(np.float64)
+    np.save(tmp_path / "v.npy", X)
+    coll = collect(tmp_path / "v.npy")
+    assert coll.vectors.dtype == np.float32 and coll.vectors.shape == (5, 8)
+    assert coll.ids == ["0", "1", "2", "3", "4"] and coll.paths is None and coll.media == "vector"
+    np.savez(tmp_path / "v.npz", vectors=X, ids=np.array(list("abcde")), labels=np.array(list("xxyyz")))
+    coll = collect(tmp_path / "v.npz")
+    assert coll.ids == list("abcde") and coll.labels == list("xxyyz")
+    np.testing.assert_allclose(coll.vectors, X.astype(np.float32))
+    np.savez(tmp_path / "one.npz", whatever=X)  # a single array of any name is the vectors
+    assert collect(tmp_path / "one.npz").vectors.shape == (5, 8)
+
+
+@pytest.mark.parametrize(
+    "arr, message",
+    [
+        (np.zeros(8), "expected a 2-D array.*single vector"),
+        (np.zeros((2, 3, 4)), "expected a 2-D array"),
+        (np.zeros((0, 4)), "no vectors"),
+        (np.array([[1.0, np.nan], [1.0, 2.0], [np.inf, 0.0]]), r"2 of 3 vectors contain NaN or infinity \(rows \[0, 2\]"),
+        (np.array([["a", "b"]]), "must be numbers"),
+    ],
+)
+def test_npy_errors(tmp_path, arr, message):
+    np.save(tmp_path / "bad.npy", arr)
+    with pytest.raises(ValueError, match=message):
+        collect(tmp_path / "bad.npy")
+
+
+def test_npy_object_array_never_unpickled(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="never unpickled"):
+        collect(tmp_path / "obj.npy")
+
+
+def test_npz_mismatched_ids(tmp_path):
+    np.savez(tmp_path / "v.npz", vectors=np.zeros((3, 2)), ids=np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="2 ids for 3 vectors"):
+        collect(tmp_path / "v.npz")
+
+
+def test_parquet_vectors(tmp_path, rng):
+    X = rng.normal(size=(4, 6)).astype(np.float32)
+    df = pd.DataFrame({"id": ["a", "b", "c", "d"], "embedding": list(X), "label": ["p", "q", "p", None]})
+    df.to_parquet(tmp_path / "v.parquet")
+    coll = collect(tmp_path / "v.parquet")
+    assert coll.ids == ["a", "b", "c", "d"] and coll.labels == ["p", "q", "p", None]
+    np.testing.assert_array_equal(coll.vectors, X)
+    # a 'path' column next to a vector column: still vectors (not a manifest), paths kept
+    df["path"] = [f"/x/{i}.jpg" for i in "abcd"]
+    df.to_parquet(tmp_path / "vp.parquet")
+    coll = collect(tmp_path / "vp.parquet")
+    assert coll.vectors is not None and coll.paths == df["path"].tolist() and coll.ids == ["a", "b", "c", "d"]
+    # one numeric column per dimension
+    wide = pd.DataFrame(X, columns=[f"d{i}" for i in range(6)])
+    wide.insert(0, "id", list("abcd"))
+    wide.to_parquet(tmp_path / "wide.parquet")
+    np.testing.assert_array_equal(collect(tmp_path / "wide.parquet").vectors, X)
+
+
+def test_csv_vectors_as_strings(tmp_path):
+    (tmp_path / "v.csv").write_text('id,vector\nu,"[1, 2, 3]"\nv,4 5 6\n')
+    coll = collect(tmp_path / "v.csv")
+    assert coll.ids == ["u", "v"]
+    np.testing.assert_array_equal(coll.vectors, [[1, 2, 3], [4, 5, 6]])
+
+
+@pytest.mark.parametrize(
+    "vectors, ids, message",
+    [
+        ([[1.0, 2.0], [1.0, 2.0, 3.0]], ["a", "b"], "different lengths: row 0 has 2 values, row 1 has 3"),
+        ([[1.0, 2.0], None], ["a", "b"], "row 1: vector is missing"),
+        ([[1.0, 2.0], [np.nan, 1.0]], ["a", "b"], r"NaN or infinity \(rows \[1\]"),
+        ([[1.0, 2.0], [3.0, 1.0]], ["a", "a"], "ids are not unique"),
+    ],
+)
+def test_parquet_vector_errors(tmp_path, vectors, ids, message):
+    pd.DataFrame({"id": ids, "vector": vectors}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=message):
+        collect(tmp_path / "bad.parquet")
+
+
+def test_table_without_path_or_vectors(tmp_path):
+    pd.DataFrame({"id": ["a"], "label": ["x"]}).to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match="need a 'path' column"):
+        collect(tmp_path / "t.parquet")
+
+
+# -- duplicates ---------------------------------------------------------------------------------
+
+
+def test_duplicates_kept_and_findable(files):
+    d = files[0].parent
+    shutil.copy(files[1], d / "copy_of_1.jpg")
+    shutil.copy(files[1], d / "another_copy.jpg")
+    touch(d / "same_size_other.jpg", files[2].read_bytes()[:-1] + b"\0")
+    coll = collect(d)
+    assert len(coll) == 7  # every path stays an item
+    groups = find_duplicates(coll.paths)
+    assert [sorted(os.path.basename(p) for p in g) for g in groups] == [
+        ["1.jpg", "another_copy.jpg", "copy_of_1.jpg"]]
