@@ -1,39 +1,288 @@
-"""Clustering stages: HDBSCAN and the classic alternatives behind fit / labels_ / predict."""
+"""Clustering stages: HDBSCAN and the classic alternatives behind ``fit`` / ``labels_`` / ``predict``.
+
+Every clusterer is a scikit-learn estimator with ``fit(Z)`` setting ``labels_`` (int64, ``-1`` =
+noise, ``>= 0`` = cluster id) and ``probabilities_`` (membership strength in [0, 1]), and
+``predict(Z) -> (labels, probabilities)`` for new points of the same space.
+
+``predict`` of the density-based clusterers (HDBSCAN, DBSCAN, Agglomerative, which have no
+native out-of-sample rule in every backend) is a distance-weighted vote of the ``k`` nearest
+training points (noise votes as noise), which reproduces the training labels exactly on the
+training points and is what ``Pipeline.predict`` generalises (see ``mediacluster.pipeline``).
+K-means and MeanShift predict their nearest centre.
+
+>>> from mediacluster.cluster import HDBSCANClusterer
+>>> labels = HDBSCANClusterer(min_cluster_size=100).fit(Z).labels_      # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
+NOISE = -1
 
-class HDBSCANClusterer(BaseEstimator, ClusterMixin):
-    """HDBSCAN (``hdbscan`` package); noise is -1, ``probabilities_`` is membership strength."""
+
+def knn_vote(ref: np.ndarray, ref_labels: np.ndarray, query: np.ndarray, k: int = 15,
+             ref_prob: np.ndarray | None = None, index=None):
+    """Distance-weighted (1/d) vote of the ``k`` nearest reference points.
+
+    Returns ``(labels, share, prob)``: the winning label, its weighted vote share in [0, 1], and
+    the weighted mean ``ref_prob`` of the neighbours that voted for it (1 if not given). A query
+    that coincides with a reference point takes that point's label (share ~1), as in
+    scikit-learn's ``KNeighborsClassifier(weights="distance")``.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    ref_labels = np.asarray(ref_labels)
+    n_q = len(query)
+    if n_q == 0:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    k = int(max(1, min(k, len(ref))))
+    if index is None:
+        index = NearestNeighbors(n_neighbors=k).fit(ref)
+    dist, idx = index.kneighbors(np.asarray(query, dtype=ref.dtype), n_neighbors=k)
+    return vote(dist, idx, ref_labels, ref_prob)
+
+
+def vote(dist: np.ndarray, idx: np.ndarray, ref_labels: np.ndarray, ref_prob=None):
+    """The weighting used by :func:`knn_vote`, given neighbour distances and indices."""
+    w = 1.0 / np.maximum(dist.astype(np.float64), 1e-9)
+    lab = ref_labels[idx]
+    classes, inv = np.unique(lab, return_inverse=True)
+    inv = inv.reshape(lab.shape)
+    n_q = len(idx)
+    tally = np.zeros((n_q, len(classes)))
+    np.add.at(tally, (np.repeat(np.arange(n_q), idx.shape[1]), inv.ravel()), w.ravel())
+    best = tally.argmax(axis=1)
+    share = tally[np.arange(n_q), best] / tally.sum(axis=1)
+    if ref_prob is None:
+        prob = np.ones(n_q)
+    else:
+        p = np.asarray(ref_prob, dtype=np.float64)[idx]
+        m = inv == best[:, None]
+        prob = (w * p * m).sum(axis=1) / np.maximum((w * m).sum(axis=1), 1e-300)
+    return classes[best].astype(np.int64), share, prob
+
+
+class _KNNPredictMixin:
+    """predict() by a weighted vote of the training points (noise included as a label)."""
+
+    predict_neighbors = 15
+
+    def _remember(self, Z):
+        from sklearn.neighbors import NearestNeighbors
+
+        self._train_ = np.asarray(Z, dtype=np.float32)
+        self._index_ = NearestNeighbors(n_neighbors=int(min(self.predict_neighbors, len(Z)))).fit(self._train_)
+
+    def predict(self, Z):
+        labels, share, prob = knn_vote(self._train_, self.labels_, np.asarray(Z, dtype=np.float32),
+                                       k=self.predict_neighbors, ref_prob=self.probabilities_,
+                                       index=self._index_)
+        p = np.where(labels >= 0, share * prob, 0.0)
+        return labels, np.clip(p, 0.0, 1.0)
+
+
+class HDBSCANClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
+    """HDBSCAN; ``labels_`` has ``-1`` for noise, ``probabilities_`` is membership strength.
+
+    ``backend``: ``"auto"`` uses ``fast_hdbscan`` (measured fastest with the same labels, see
+    ``benchmarks/choices.py`` / RESULTS.md) unless ``alpha != 1`` (only ``hdbscan`` implements
+    alpha), ``"hdbscan"`` or ``"sklearn"`` force one implementation.
+    ``max_cluster_size`` (0 = unlimited) is passed to both libraries.
+    """
 
     def __init__(self, min_cluster_size: int = 50, min_samples: int | None = None,
                  cluster_selection_method: str = "eom", cluster_selection_epsilon: float = 0.0,
-                 alpha: float = 1.0):
+                 alpha: float = 1.0, max_cluster_size: int = 0, allow_single_cluster: bool = False,
+                 backend: str = "auto"):
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         self.cluster_selection_method = cluster_selection_method
         self.cluster_selection_epsilon = cluster_selection_epsilon
         self.alpha = alpha
+        self.max_cluster_size = max_cluster_size
+        self.allow_single_cluster = allow_single_cluster
+        self.backend = backend
 
-    def fit(self, X, y=None):
-        import hdbscan
+    def _backend(self) -> str:
+        if self.backend != "auto":
+            return self.backend
+        return "hdbscan" if float(self.alpha) != 1.0 else "fast_hdbscan"
 
-        X = np.asarray(X, dtype=np.float64)
-        self.model_ = hdbscan.HDBSCAN(
-            min_cluster_size=self.min_cluster_size, min_samples=self.min_samples,
-            cluster_selection_method=self.cluster_selection_method,
-            cluster_selection_epsilon=self.cluster_selection_epsilon, alpha=self.alpha,
-            prediction_data=True,
-        ).fit(X)
-        self.labels_ = self.model_.labels_.astype(np.int64)
-        self.probabilities_ = self.model_.probabilities_.astype(np.float64)
+    def fit(self, Z, y=None):
+        if self.cluster_selection_method not in ("eom", "leaf"):
+            raise ValueError(f"cluster_selection_method must be 'eom' or 'leaf', not {self.cluster_selection_method!r}")
+        Z = np.asarray(Z, dtype=np.float64)
+        n = len(Z)
+        mcs = int(max(2, min(self.min_cluster_size, n)))
+        ms = None if self.min_samples is None else int(max(1, min(self.min_samples, n - 1)))
+        backend = self._backend()
+        common = dict(min_cluster_size=mcs, min_samples=ms,
+                      cluster_selection_method=self.cluster_selection_method,
+                      cluster_selection_epsilon=float(self.cluster_selection_epsilon),
+                      allow_single_cluster=bool(self.allow_single_cluster))
+        if n <= mcs:
+            labels, probs = np.full(n, NOISE, dtype=np.int64), np.zeros(n)
+        elif backend == "fast_hdbscan":
+            import fast_hdbscan
+
+            kw = {"max_cluster_size": self.max_cluster_size} if self.max_cluster_size else {}
+            m = fast_hdbscan.HDBSCAN(**common, **kw).fit(Z)
+            labels, probs = m.labels_, m.probabilities_
+        elif backend == "hdbscan":
+            import hdbscan
+
+            m = hdbscan.HDBSCAN(**common, alpha=float(self.alpha),
+                                max_cluster_size=int(self.max_cluster_size)).fit(Z)
+            labels, probs = m.labels_, m.probabilities_
+        elif backend == "sklearn":
+            from sklearn.cluster import HDBSCAN
+
+            m = HDBSCAN(**common, alpha=float(self.alpha),
+                        max_cluster_size=self.max_cluster_size or None, copy=True).fit(Z)
+            labels, probs = m.labels_, m.probabilities_
+        else:
+            raise ValueError(f"unknown HDBSCAN backend {backend!r} (auto, fast_hdbscan, hdbscan, sklearn)")
+        self.labels_ = np.asarray(labels, dtype=np.int64)
+        self.probabilities_ = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+        self._remember(Z)
         return self
 
-    def predict(self, X):
-        import hdbscan
 
-        labels, strengths = hdbscan.approximate_predict(self.model_, np.asarray(X, dtype=np.float64))
-        return labels.astype(np.int64), strengths
+class KMeansClusterer(BaseEstimator, ClusterMixin):
+    """K-means (scikit-learn); no noise. ``probabilities_`` is the margin ``(d2 - d1) / (d2 + d1)``
+    between the nearest and second-nearest centre (1 at a centre, 0 on a boundary)."""
+
+    def __init__(self, n_clusters: int = 10, n_init: int = 3, random_state: int | None = 0):
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def fit(self, Z, y=None):
+        from sklearn.cluster import KMeans
+
+        Z = np.asarray(Z, dtype=np.float32)
+        k = int(max(1, min(self.n_clusters, len(Z))))
+        self.km_ = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state).fit(Z)
+        self.cluster_centers_ = self.km_.cluster_centers_
+        self.labels_, self.probabilities_ = self.predict(Z)
+        return self
+
+    def predict(self, Z):
+        return _nearest_centre(np.asarray(Z, dtype=np.float32), self.cluster_centers_)
+
+
+def _nearest_centre(Z, centres):
+    d = np.sqrt(np.maximum(((Z[:, None, :] - centres[None, :, :]) ** 2).sum(-1), 0.0)) if len(Z) * len(centres) < 5e7 \
+        else _chunked_dist(Z, centres)
+    order = np.argsort(d, axis=1)
+    lab = order[:, 0]
+    if d.shape[1] == 1:
+        return lab.astype(np.int64), np.ones(len(Z))
+    d1 = d[np.arange(len(Z)), lab]
+    d2 = d[np.arange(len(Z)), order[:, 1]]
+    return lab.astype(np.int64), (d2 - d1) / np.maximum(d2 + d1, 1e-12)
+
+
+def _chunked_dist(Z, C):
+    from sklearn.metrics import pairwise_distances
+
+    return pairwise_distances(Z, C)
+
+
+class AgglomerativeClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
+    """Agglomerative clustering (scikit-learn), ``linkage`` ward / average / complete / single.
+
+    Give ``n_clusters`` or a ``distance_threshold``. Memory grows as n^2 without connectivity:
+    ``connectivity_neighbors`` (default 30, 0 = none) restricts merges to a kNN graph.
+    """
+
+    def __init__(self, n_clusters: int | None = 10, linkage: str = "ward", metric: str = "euclidean",
+                 distance_threshold: float | None = None, connectivity_neighbors: int = 30):
+        self.n_clusters = n_clusters
+        self.linkage = linkage
+        self.metric = metric
+        self.distance_threshold = distance_threshold
+        self.connectivity_neighbors = connectivity_neighbors
+
+    def fit(self, Z, y=None):
+        from sklearn.cluster import AgglomerativeClustering
+
+        Z = np.asarray(Z, dtype=np.float32)
+        conn = None
+        if self.connectivity_neighbors and len(Z) > self.connectivity_neighbors + 1:
+            from sklearn.neighbors import kneighbors_graph
+
+            conn = kneighbors_graph(Z, self.connectivity_neighbors, include_self=False)
+        n_clusters = None if self.distance_threshold is not None else int(min(self.n_clusters, len(Z)))
+        m = AgglomerativeClustering(
+            n_clusters=n_clusters, linkage=self.linkage,
+            metric="euclidean" if self.linkage == "ward" else self.metric,
+            distance_threshold=self.distance_threshold, connectivity=conn,
+        )
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "the number of connected components ..." is handled
+            self.labels_ = m.fit_predict(Z).astype(np.int64)
+        self.probabilities_ = np.ones(len(Z))
+        self._remember(Z)
+        return self
+
+
+class DBSCANClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
+    """DBSCAN (scikit-learn); ``-1`` = noise, ``probabilities_`` 1 for core points, 0.5 for border."""
+
+    def __init__(self, eps: float = 0.5, min_samples: int = 10, metric: str = "euclidean"):
+        self.eps = eps
+        self.min_samples = min_samples
+        self.metric = metric
+
+    def fit(self, Z, y=None):
+        from sklearn.cluster import DBSCAN
+
+        Z = np.asarray(Z, dtype=np.float32)
+        m = DBSCAN(eps=self.eps, min_samples=self.min_samples, metric=self.metric).fit(Z)
+        self.labels_ = m.labels_.astype(np.int64)
+        p = np.where(self.labels_ >= 0, 0.5, 0.0)
+        p[m.core_sample_indices_] = 1.0
+        self.probabilities_ = p
+        self._remember(Z)
+        return self
+
+
+class MeanShiftClusterer(BaseEstimator, ClusterMixin):
+    """MeanShift (scikit-learn) with an estimated bandwidth unless given; no noise
+    (``cluster_all=True``). Slow beyond ~10k points: use ``bin_seeding``."""
+
+    def __init__(self, bandwidth: float | None = None, quantile: float = 0.2, bin_seeding: bool = True,
+                 random_state: int | None = 0):
+        self.bandwidth = bandwidth
+        self.quantile = quantile
+        self.bin_seeding = bin_seeding
+        self.random_state = random_state
+
+    def fit(self, Z, y=None):
+        from sklearn.cluster import MeanShift, estimate_bandwidth
+
+        Z = np.asarray(Z, dtype=np.float32)
+        bw = self.bandwidth or estimate_bandwidth(Z, quantile=self.quantile,
+                                                  n_samples=min(len(Z), 2000),
+                                                  random_state=self.random_state)
+        m = MeanShift(bandwidth=max(float(bw), 1e-6), bin_seeding=self.bin_seeding, cluster_all=True).fit(Z)
+        self.cluster_centers_ = m.cluster_centers_.astype(np.float32)
+        self.labels_, self.probabilities_ = self.predict(Z)
+        return self
+
+    def predict(self, Z):
+        return _nearest_centre(np.asarray(Z, dtype=np.float32), self.cluster_centers_)
+
+
+CLUSTERERS = {
+    "hdbscan": HDBSCANClusterer,
+    "kmeans": KMeansClusterer,
+    "agglomerative": AgglomerativeClusterer,
+    "dbscan": DBSCANClusterer,
+    "meanshift": MeanShiftClusterer,
+}

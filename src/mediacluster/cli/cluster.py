@@ -19,19 +19,64 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=None, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_pipeline_args(p)
     return p
+
+
+def add_pipeline_args(p) -> None:
+    """Stage selection flags (shared with other commands that fit a pipeline)."""
+    g = p.add_argument_group("pipeline stages (see mediacluster.pipeline; a --config file sets the same)")
+    g.add_argument("--config", default=None, help="YAML/JSON pipeline config: reducer/outliers/clusterer "
+                   "as {name: ..., params: {...}}, assign_noise, reference_size, ...")
+    for kind, names in (("reducer", "auto|umap|pca|ipca|kernel_pca|none"),
+                        ("outliers", "none|lof|isolation_forest"),
+                        ("clusterer", "auto|hdbscan|kmeans|agglomerative|dbscan|meanshift")):
+        g.add_argument(f"--{kind}", default=None, help=f"{kind} stage: {names}")
+        g.add_argument(f"--{kind}-param", action="append", default=[], metavar="NAME=VALUE",
+                       help=f"{kind} parameter, repeatable, e.g. n_components=10")
+    g.add_argument("--no-assign-noise", dest="assign_noise", action="store_false", default=None,
+                   help="leave noise/outliers unassigned (default: give each its nearest cluster + confidence)")
+    g.add_argument("--save-model", action="store_true",
+                   help="also save the fitted pipeline to OUT/model (for `mediacluster assign`)")
+
+
+def build_pipeline(args):
+    """Pipeline from --config plus command-line overrides (flags win)."""
+    from ..pipeline import load_config, parse_param, pipeline_from_config
+
+    cfg = load_config(args.config) if args.config else {}
+    for kind in ("reducer", "outliers", "clusterer"):
+        name = getattr(args, kind)
+        params = dict(parse_param(t) for t in getattr(args, f"{kind}_param"))
+        if name is None and not params:
+            continue
+        base = cfg.get(kind)
+        if isinstance(base, dict):
+            base_name, base_params = base.get("name"), dict(base.get("params") or {})
+        else:
+            base_name, base_params = base, {}
+        if name is not None and name != base_name:
+            base_params = {}
+        cfg[kind] = {"name": name or base_name or "auto", "params": {**base_params, **params}}
+    cfg.setdefault("random_state", args.seed)
+    return pipeline_from_config(cfg, assign_noise=args.assign_noise)
 
 
 def run(args) -> int:
     from ..run import cluster_folder
 
+    pipe = build_pipeline(args)
     res = cluster_folder(
-        args.input, args.out, encoder=args.encoder, seed=args.seed,
+        args.input, args.out, encoder=args.encoder, seed=args.seed, pipeline=pipe,
         labels_from_folders=args.labels_from_folders, cache_dir=args.cache_dir,
         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
         params={k: v for k, v in vars(args).items() if not k.startswith("_")},
     )
     print_summary(res.summary, res.embeddings.skipped, res.out)
+    if args.save_model:
+        info = res.pipeline.save(res.out / "model", overwrite=True,
+                                 metadata={"encoder": args.encoder})
+        print(f"model: {info['path']} ({info['bytes'] / 1e6:.1f} MB)")
     # exit code 0 when everything was used, 3 when some files were skipped (the run still finished)
     return 3 if res.embeddings.skipped else 0
 
