@@ -1,0 +1,140 @@
+"""Automatic cluster names for a run: pick the method from what the run holds, make the names
+unique and readable, keep three alternatives, and write them into ``clusters.json`` and
+``names.json``. Hand-given names (``names.yaml``) are applied on top by :func:`load_names`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..io import read_json, write_json
+
+
+def unique_names(candidates: dict[int, list[dict]], extra: dict[int, list[str]] | None = None,
+                 qualify=None) -> dict[int, str]:
+    """First-choice names, with duplicates disambiguated.
+
+    Clusters sharing a name keep it and get a distinguishing qualifier: the first of their own
+    alternatives that the other clusters with that name don't have ("dog (terrier)", "dog
+    (toy dog)"); else a numeral ("dog 2").
+    """
+    first = {c: (cands[0]["name"] if cands else f"cluster {c}") for c, cands in candidates.items()}
+    counts = Counter(first.values())
+    out = dict(first)
+    for nm, n in counts.items():
+        if n < 2:
+            continue
+        group = [c for c in candidates if first[c] == nm]
+        used: set[str] = set()
+        if qualify is not None:  # method-specific contrast (ImageNet: concept enriched in this cluster)
+            for c, q in qualify(group, candidates[group[0]][0] if candidates[group[0]] else None).items():
+                if q != nm and q not in used:
+                    used.add(q)
+                    out[c] = f"{nm} ({q})"
+        for c in group:
+            if out[c] != nm:
+                continue
+            alts = [a["name"] for a in candidates[c][1:]] + list((extra or {}).get(c, []))
+            others = {a["name"] for g in group if g != c for a in candidates[g][:2]}
+            q = next((a for a in alts if a != nm and a not in others and a not in used), None)
+            if q is not None:
+                used.add(q)
+                out[c] = f"{nm} ({q})"
+    # still duplicated (no qualifier found): number them
+    counts = Counter(out.values())
+    seen: Counter = Counter()
+    for c in sorted(out):
+        if counts[out[c]] > 1:
+            seen[out[c]] += 1
+            if seen[out[c]] > 1:
+                out[c] = f"{out[c]} {seen[out[c]]}"
+    return out
+
+
+def name_clusters(vectors: np.ndarray | None, labels: np.ndarray, imagenet_probs: np.ndarray | None = None,
+                  encoder=None, vocabulary: list[str] | None = None) -> list[dict]:
+    """Names for every cluster id >= 0 of ``labels``.
+
+    With a text-capable ``encoder`` (CLIP) and ``vectors`` from it: zero-shot against the
+    vocabulary. Otherwise with ``imagenet_probs``: WordNet lifting. Returns a list of
+    ``{"cluster", "name", "alternatives": [3 names], "method", "candidates": [...]}``.
+    """
+    labels = np.asarray(labels)
+    if encoder is not None and getattr(encoder, "has_text", False) and vectors is not None:
+        from .zeroshot import name_clusters_zeroshot
+
+        cands = name_clusters_zeroshot(vectors, labels, encoder, vocabulary)
+        method = "clip-zeroshot"
+        qualify = None
+    elif imagenet_probs is not None:
+        from .imagenet import cluster_masses, contrast_qualifiers, name_clusters_imagenet
+
+        cands = name_clusters_imagenet(imagenet_probs, labels)
+        masses = cluster_masses(imagenet_probs, labels)
+        method = "imagenet-wordnet"
+
+        def qualify(group, top):
+            return contrast_qualifiers(masses, group, base=(top or {}).get("synset"))
+    else:
+        ids = sorted(set(labels[labels >= 0].tolist()))
+        cands = {int(c): [] for c in ids}
+        method = "none"
+        qualify = None
+    names = unique_names(cands, qualify=qualify)
+    out = []
+    for c in sorted(cands):
+        alts = [a["name"] for a in cands[c] if a["name"] != names[c]][:3]
+        out.append({"cluster": int(c), "name": names[c], "alternatives": alts, "method": method,
+                    "candidates": cands[c]})
+    return out
+
+
+def name_run(run_dir: str | Path, vocabulary: str | Path | None = None, encoder=None,
+             write: bool = True) -> list[dict]:
+    """Name the clusters of a finished run and (by default) write ``names.json`` and the
+    ``name`` / ``alternatives`` keys of ``clusters.json``.
+
+    The encoder is taken from ``run.json``: a CLIP run (``has_text``) is named zero-shot (the
+    text tower is loaded), otherwise the ImageNet probabilities are lifted through WordNet.
+    """
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    assign = pd.read_parquet(run_dir / "assignments.parquet", columns=["cluster"])
+    labels = assign["cluster"].to_numpy()
+    probs = None
+    p = run_dir / "extra_imagenet_probs.npy"
+    if p.exists():
+        probs = np.load(p, allow_pickle=False)
+    vectors = None
+    if encoder is None and probs is None:
+        info = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+        spec = (info.get("encoder") or {}).get("name", "")
+        if spec.startswith("clip"):
+            from ..encoders import get_encoder
+
+            encoder = get_encoder(spec)
+    if encoder is not None and getattr(encoder, "has_text", False):
+        vectors = np.load(run_dir / "embeddings.npy", allow_pickle=False)
+    vocab = None
+    if vocabulary is not None:
+        from .zeroshot import load_vocabulary
+
+        vocab = load_vocabulary(vocabulary)
+    named = name_clusters(vectors, labels, imagenet_probs=probs, encoder=encoder, vocabulary=vocab)
+    if write:
+        write_json(run_dir / "names.json", {"clusters": named})
+        cj = run_dir / "clusters.json"
+        if cj.exists():
+            data = read_json(cj)
+            by_id = {e["cluster"]: e for e in named}
+            for e in data.get("clusters", []):
+                n = by_id.get(int(e["cluster"]))
+                if n:
+                    e["name"] = n["name"]
+                    e["alternatives"] = n["alternatives"]
+            write_json(cj, data)
+    return named
