@@ -1,15 +1,23 @@
 """Run an encoder over many files: decode in worker threads while the model runs.
 
 ``embed_paths`` is the engine; the embedding cache (``mediacluster.store``) sits in front of it
-so that only files not yet embedded reach it.
+(``embed_collection_cached``) so that only files not yet embedded reach it, and each finished
+batch is committed to the store before the next one is handed out.
+
+Threads: ``workers`` decoding threads (PIL releases the GIL while decoding and resizing) feed a
+bounded window of prepared items; ``encoder.concurrency`` batches are encoded at once in their
+own threads (ONNX Runtime calls release the GIL), and results come back in input order.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -17,6 +25,14 @@ from .collection import Skipped
 from .encoders.base import Encoder
 from .ingest import SkipItem
 from .progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    """Decoding threads: 2 on 2 cores (measured best; see benchmarks/RESULTS.md), at most 8."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(2, min(8, n))
 
 
 def _prepare(encoder: Encoder, path: str):
@@ -35,42 +51,62 @@ def iter_batches(
     encoder: Encoder,
     batch_size: int = 16,
     workers: int | None = None,
+    prefetch: int | None = None,
 ) -> Iterator[tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]]:
     """Yield ``(indices, outputs, skipped)`` per batch, in input order.
 
-    Decoding of the next batches runs in a thread pool while the current batch is encoded.
+    Decoding of the next batches runs in a thread pool while the current batches are encoded.
     ``skipped`` holds ``(index, reason)`` for files of this batch that could not be decoded.
+    ``prefetch``: how many items may be decoded ahead (default: enough for the batches being
+    encoded plus two more).
     """
-    workers = workers or max(1, min(4, (os.cpu_count() or 2)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        # keep a bounded window of decode futures ahead of the model
-        window = max(batch_size * 4, workers * 2)
-        futures: dict[int, object] = {}
-        next_submit = 0
-        n = len(paths)
+    workers = workers or default_workers()
+    conc = max(1, int(getattr(encoder, "concurrency", 1) or 1))
+    window = prefetch or max(batch_size * (conc + 2), workers * 4)
+    n = len(paths)
+    decode = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    infer = ThreadPoolExecutor(max_workers=conc, thread_name_prefix="encode") if conc > 1 else None
+    futures: dict[int, Future] = {}
+    pending: deque[tuple[list[int], Future | dict, list[tuple[int, str]]]] = deque()
+    next_submit = 0
 
-        def fill():
-            nonlocal next_submit
-            while next_submit < n and len(futures) < window:
-                futures[next_submit] = pool.submit(_prepare, encoder, paths[next_submit])
-                next_submit += 1
+    def fill():
+        nonlocal next_submit
+        while next_submit < n and len(futures) < window:
+            futures[next_submit] = decode.submit(_prepare, encoder, paths[next_submit])
+            next_submit += 1
 
+    try:
         fill()
         start = 0
-        while start < n:
-            stop = min(n, start + batch_size)
-            idx, inputs, skipped = [], [], []
-            for i in range(start, stop):
-                x, reason = futures.pop(i).result()
-                if reason is None:
-                    idx.append(i)
-                    inputs.append(x)
+        while start < n or pending:
+            if start < n:
+                stop = min(n, start + batch_size)
+                idx, inputs, skipped = [], [], []
+                for i in range(start, stop):
+                    x, reason = futures.pop(i).result()
+                    if reason is None:
+                        idx.append(i)
+                        inputs.append(x)
+                    else:
+                        skipped.append((i, reason))
+                    fill()
+                start = stop
+                if not inputs:
+                    out: Future | dict = {}
+                elif infer is not None:
+                    out = infer.submit(encoder.encode, inputs)
                 else:
-                    skipped.append((i, reason))
-                fill()
-            outputs = encoder.encode(inputs) if inputs else {}
-            yield idx, outputs, skipped
-            start = stop
+                    out = encoder.encode(inputs)
+                pending.append((idx, out, skipped))
+                if len(pending) < conc and start < n:
+                    continue
+            idx, out, skipped = pending.popleft()
+            yield idx, (out.result() if isinstance(out, Future) else out), skipped
+    finally:
+        decode.shutdown(wait=True, cancel_futures=True)
+        if infer is not None:
+            infer.shutdown(wait=True, cancel_futures=True)
 
 
 def embed_paths(
@@ -80,14 +116,16 @@ def embed_paths(
     workers: int | None = None,
     progress: bool = True,
     on_batch: Callable[[list[int], dict[str, np.ndarray]], None] | None = None,
+    keep: bool = True,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], list[Skipped], np.ndarray]:
     """Embed ``paths``; returns (vectors, extras, skipped, kept_index).
 
     ``kept_index`` gives, for each row of ``vectors``, its position in ``paths``.
     ``on_batch(indices, outputs)`` is called after each batch (the cache uses it to persist
-    work as it is done, so an interrupted run loses at most one batch).
+    work as it is done, so an interrupted run loses at most the batches in flight).
+    ``keep=False`` does not gather the outputs (vectors come back empty), for callers that
+    read them from the store afterwards.
     """
-    t0 = time.perf_counter()
     chunks: dict[str, list[np.ndarray]] = {}
     kept: list[int] = []
     skipped: list[Skipped] = []
@@ -97,17 +135,17 @@ def embed_paths(
                 skipped.append(Skipped(paths[i], reason))
             if idx:
                 kept.extend(idx)
-                for k, v in outputs.items():
-                    chunks.setdefault(k, []).append(v)
                 if on_batch is not None:
                     on_batch(idx, outputs)
+                if keep:
+                    for k, v in outputs.items():
+                        chunks.setdefault(k, []).append(v)
             bar.update(len(idx) + len(bad))
-    if kept:
+    if kept and keep:
         out = {k: np.concatenate(v) for k, v in chunks.items()}
     else:
         out = {"embedding": np.zeros((0, encoder.dim), np.float32)}
     vectors = out.pop("embedding")
-    _ = time.perf_counter() - t0
     return vectors, out, skipped, np.asarray(kept, dtype=np.int64)
 
 
@@ -119,24 +157,75 @@ def embed_collection_cached(
     workers: int | None = None,
     progress: bool = True,
 ):
-    """Embed a collection's files, skipping (and listing) the unusable ones.
+    """Embed a collection's files through the embedding cache, skipping (and listing) bad ones.
 
-    TODO(store): look vectors up in / write them to ``mediacluster.store`` keyed by
-    (content hash, encoder id) so re-runs embed only new files.
+    Files are hashed (``mediacluster.store``); only content not yet stored for this encoder's
+    id is decoded and encoded, each batch committed as it finishes, so an interrupted run
+    resumes where it stopped. Identical files are embedded once. ``cache_dir``: folder of the
+    store (None: the user cache, ``$MEDIACLUSTER_CACHE`` or ``~/.cache/mediacluster``).
+    The returned vectors and extras are read back from the store. ``timings`` gets the seconds
+    spent hashing, encoding and reading, and ``cache_stats`` the counts.
     """
     from .collection import Embeddings
     from .encoders import get_encoder
+    from .store import EmbeddingStore
 
     enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
-    paths = list(collection.paths)
-    vectors, extras, skipped, kept = embed_paths(paths, enc, batch_size, workers, progress)
-    return Embeddings(
-        ids=[collection.ids[i] for i in kept],
+    paths = [str(p) for p in collection.paths]
+    timings: dict[str, float] = {}
+    with EmbeddingStore(cache_dir) as store:
+        t = time.perf_counter()
+        hashes, unreadable = store.hash_files(paths, workers=max(4, workers or 0),
+                                              progress=progress and len(paths) > 2000)
+        timings["embed.hash"] = time.perf_counter() - t
+        t = time.perf_counter()
+        todo_hashes = store.missing([h for h in hashes if h is not None], enc.id)
+        first_path: dict[str, str] = {}
+        for p, h in zip(paths, hashes):
+            if h is not None:
+                first_path.setdefault(h, p)
+        todo_paths = [first_path[h] for h in todo_hashes]
+        n_unique = len(first_path)
+        if progress:
+            print(f"embedding cache {store.path}: {n_unique - len(todo_hashes)} of {n_unique} distinct "
+                  f"files already embedded, {len(todo_hashes)} to embed", file=sys.stderr)
+
+        def commit(idx: list[int], outputs: dict[str, np.ndarray]) -> None:
+            store.put([todo_hashes[i] for i in idx], enc.id, outputs)
+
+        _, _, bad, kept = embed_paths(todo_paths, enc, batch_size, workers, progress,
+                                      on_batch=commit, keep=False)
+        timings["embed.encode"] = time.perf_counter() - t
+        bad_hash: dict[str, str] = {}
+        path_to_hash = dict(zip(todo_paths, todo_hashes))
+        for s in bad:
+            bad_hash[path_to_hash[s.path]] = s.reason
+        skipped = list(collection.skipped)
+        keep_idx: list[int] = []
+        for i, (p, h) in enumerate(zip(paths, hashes)):
+            if h is None:
+                skipped.append(Skipped(p, unreadable.get(i, "cannot read file")))
+            elif h in bad_hash:
+                skipped.append(Skipped(p, bad_hash[h]))
+            else:
+                keep_idx.append(i)
+        t = time.perf_counter()
+        vectors, extras = store.get([hashes[i] for i in keep_idx], enc.id)
+        timings["embed.read"] = time.perf_counter() - t
+    if not keep_idx:
+        vectors = np.zeros((0, enc.dim), np.float32)
+    emb = Embeddings(
+        ids=[collection.ids[i] for i in keep_idx],
         vectors=vectors,
         encoder=enc.name,
         encoder_version=enc.id,
-        paths=[paths[i] for i in kept],
-        labels=None if collection.labels is None else [collection.labels[i] for i in kept],
+        paths=[paths[i] for i in keep_idx],
+        labels=None if collection.labels is None else [collection.labels[i] for i in keep_idx],
         extras=extras,
-        skipped=list(collection.skipped) + skipped,
+        skipped=skipped,
+        timings=timings,
     )
+    emb.cache_stats = {"items": len(paths), "distinct": n_unique, "cached": n_unique - len(todo_hashes),
+                       "encoded": int(len(kept)), "skipped": len(skipped) - len(collection.skipped)}
+    log.info("embedding: %s", emb.cache_stats)
+    return emb

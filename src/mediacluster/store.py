@@ -1,0 +1,335 @@
+"""The embedding cache: vectors keyed by (file content hash, encoder id), safe to kill.
+
+Design (and why):
+
+* **Key = content, not path.** A vector belongs to the bytes of a file and to the encoder that
+  made it (``Encoder.id`` = name + weights + preprocessing version). Renamed, moved or copied
+  files with the same bytes are found again; an edited file gets a new key.
+* **One SQLite file in WAL mode, one transaction per batch.** A batch's vectors and extras are
+  committed together; SQLite's journal makes each commit all-or-nothing, so ``kill -9`` (or
+  Ctrl-C) at any instant leaves the store as it was after the last commit: nothing committed is
+  lost and nothing is half-written. ``synchronous=NORMAL`` in WAL mode is durable against a
+  process crash (only a power cut may lose the last commits, still without corruption). SQLite
+  also serialises writers across processes (file locks, ``busy_timeout``), so two runs on the
+  same cache cannot corrupt it; at worst both embed the same new file and the second write wins
+  (``writes`` counts such re-writes). Append-only shards + an atomic index would need the same
+  guarantees written by hand; SQLite is in the standard library and well tested at this.
+  (WAL needs a local filesystem: shared memory does not work on NFS.)
+* **Extras** (e.g. ``imagenet_probs``) are stored per (hash, encoder, name); arrays whose name
+  ends in ``probs`` as float16 (probabilities need no more), everything else as float32.
+  The vectors a run returns are always read back from the store, so a cached and a fresh run
+  give the same numbers bit for bit.
+* **Hashing** is BLAKE2b-128 of the whole file, read in chunks by ``hashlib.file_digest`` in a
+  thread pool (files are small next to decoding them). The content hash is the truth; a fast
+  path skips re-reading a file whose (path, size, mtime_ns, ctime_ns, inode) are unchanged since
+  it was hashed, the assumption ``make``, ``rsync`` and git's index rely on. Any write to a file
+  changes its ctime (even ``cp -p`` / ``touch -r`` that restore mtime), and entries whose
+  timestamps were younger than 2 s when hashed are not trusted (git's "racily clean" rule), so
+  a same-size rewrite within one timestamp tick cannot slip through. ``verify=True`` hashes
+  everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = "1"
+DB_NAME = "embeddings.sqlite"
+_CHUNK = 500  # host parameters per IN (...) query
+_RACY_S = 2.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    hash TEXT NOT NULL, encoder TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
+    writes INTEGER NOT NULL DEFAULT 1, created REAL NOT NULL,
+    PRIMARY KEY (hash, encoder)
+);
+CREATE TABLE IF NOT EXISTS extras (
+    hash TEXT NOT NULL, encoder TEXT NOT NULL, name TEXT NOT NULL, dtype TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (hash, encoder, name)
+);
+"""
+
+
+def hash_file(path: str | os.PathLike) -> str:
+    """BLAKE2b-128 hex digest of a file's bytes (chunked reads)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def default_store_path() -> Path:
+    from .encoders.onnx_cache import cache_root
+
+    return cache_root() / DB_NAME
+
+
+class EmbeddingStore:
+    """Vectors (and extras) by (content hash, encoder id) in one SQLite file.
+
+    ``location`` is a folder (the store is ``location/embeddings.sqlite``) or a file path; None
+    means the user cache (``$MEDIACLUSTER_CACHE`` or ``~/.cache/mediacluster``).
+
+    >>> store = EmbeddingStore(tmp_dir)                                   # doctest: +SKIP
+    >>> hashes, errors = store.hash_files(paths)                          # doctest: +SKIP
+    >>> missing = store.missing(hashes, encoder.id)                       # doctest: +SKIP
+    >>> store.put(batch_hashes, encoder.id, encoder.encode(batch))        # doctest: +SKIP
+    >>> vectors, extras = store.get(hashes, encoder.id)                   # doctest: +SKIP
+    """
+
+    def __init__(self, location: str | os.PathLike | None = None, timeout: float = 120.0):
+        if location is None:
+            path = default_store_path()
+        else:
+            path = Path(location)
+            if path.suffix not in (".sqlite", ".db", ".sqlite3"):
+                path = path / DB_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._con = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False,
+                                    isolation_level=None)
+        con = self._con
+        con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory
+            raise RuntimeError(f"embedding store {path}: cannot use WAL journal (got {mode!r}); "
+                               "put the cache on a local filesystem (--cache-dir)")
+        con.execute("PRAGMA synchronous=NORMAL")
+        with self._tx():
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    con.execute(stmt)
+            row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                con.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise RuntimeError(f"embedding store {path} has schema {row[0]}, expected {SCHEMA_VERSION}")
+
+    # -- plumbing -------------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, store):
+            self.store = store
+
+        def __enter__(self):
+            self.store._lock.acquire()
+            try:
+                self.store._con.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.store._lock.release()
+                raise
+            return self.store._con
+
+        def __exit__(self, et, ev, tb):
+            try:
+                self.store._con.execute("COMMIT" if et is None else "ROLLBACK")
+            finally:
+                self.store._lock.release()
+
+    def _tx(self):
+        return EmbeddingStore._Tx(self)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- hashing --------------------------------------------------------------------------
+    def hash_files(self, paths: Sequence[str], workers: int = 4, verify: bool = False,
+                   progress: bool = False) -> tuple[list[str | None], dict[int, str]]:
+        """Content hashes of ``paths`` (None where unreadable) and ``{index: reason}`` errors.
+
+        Files whose (size, mtime_ns, ctime_ns, inode) match what was recorded take the recorded
+        hash without being read (unless ``verify``).
+        """
+        from .progress import progress_bar
+
+        paths = [str(p) for p in paths]
+        stats: list[os.stat_result | None] = [None] * len(paths)
+        errors: dict[int, str] = {}
+        for i, p in enumerate(paths):
+            try:
+                stats[i] = os.stat(p)
+            except OSError as e:
+                errors[i] = f"cannot read file: {e.strerror or e}"
+        hashes: list[str | None] = [None] * len(paths)
+        if not verify:
+            known: dict[str, tuple] = {}
+            with self._lock:
+                for chunk in _chunks(paths):
+                    q = ",".join("?" * len(chunk))
+                    for row in self._con.execute(
+                            f"SELECT path, size, mtime_ns, ctime_ns, ino, hash FROM files WHERE path IN ({q})",
+                            list(chunk)):
+                        known[row[0]] = row[1:]
+            for i, p in enumerate(paths):
+                st, k = stats[i], known.get(p)
+                if st is not None and k is not None and k[:4] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+                    hashes[i] = k[4]
+        todo = [i for i in range(len(paths)) if hashes[i] is None and i not in errors]
+        if todo:
+            def one(i):
+                try:
+                    return i, hash_file(paths[i]), None
+                except OSError as e:
+                    return i, None, f"cannot read file: {e.strerror or e}"
+
+            now = time.time()
+            fresh = []
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(
+                    total=len(todo), desc="hash files", unit="file", disable=not progress) as bar:
+                for i, h, err in pool.map(one, todo, chunksize=64):
+                    bar.update(1)
+                    if err is not None:
+                        errors[i] = err
+                        continue
+                    hashes[i] = h
+                    st = stats[i]
+                    if max(st.st_mtime, st.st_ctime) < now - _RACY_S:
+                        fresh.append((paths[i], st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h))
+            for chunk in _chunks(fresh, 5000):
+                with self._tx() as con:
+                    con.executemany(
+                        "INSERT INTO files VALUES (?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET "
+                        "size=excluded.size, mtime_ns=excluded.mtime_ns, ctime_ns=excluded.ctime_ns, "
+                        "ino=excluded.ino, hash=excluded.hash", chunk)
+        return hashes, errors
+
+    # -- vectors --------------------------------------------------------------------------
+    def contains(self, hashes: Iterable[str], encoder: str) -> set[str]:
+        """The subset of ``hashes`` stored for ``encoder``."""
+        hashes = list(dict.fromkeys(hashes))
+        found: set[str] = set()
+        with self._lock:
+            for chunk in _chunks(hashes):
+                q = ",".join("?" * len(chunk))
+                found.update(r[0] for r in self._con.execute(
+                    f"SELECT hash FROM vectors WHERE encoder=? AND hash IN ({q})", [encoder, *chunk]))
+        return found
+
+    def missing(self, hashes: Iterable[str], encoder: str) -> list[str]:
+        """Distinct ``hashes`` not yet stored for ``encoder``, in first-seen order."""
+        hashes = list(dict.fromkeys(hashes))
+        have = self.contains(hashes, encoder)
+        return [h for h in hashes if h not in have]
+
+    def put(self, hashes: Sequence[str], encoder: str, outputs: dict[str, np.ndarray]) -> None:
+        """Store one batch in one transaction (all of it or nothing)."""
+        vec = np.ascontiguousarray(outputs["embedding"], dtype=np.float32)
+        if len(vec) != len(hashes):
+            raise ValueError(f"{len(hashes)} hashes but {len(vec)} vectors")
+        extras = {}
+        for name, arr in outputs.items():
+            if name == "embedding":
+                continue
+            dt = np.float16 if name.endswith("probs") else np.float32
+            extras[name] = (np.dtype(dt).str, np.ascontiguousarray(arr, dtype=dt))
+        now = time.time()
+        with self._tx() as con:
+            con.executemany(
+                "INSERT INTO vectors (hash, encoder, dim, vector, writes, created) VALUES (?,?,?,?,1,?) "
+                "ON CONFLICT(hash, encoder) DO UPDATE SET vector=excluded.vector, dim=excluded.dim, "
+                "writes=writes+1",
+                [(h, encoder, vec.shape[1], vec[i].tobytes(), now) for i, h in enumerate(hashes)])
+            for name, (dt, arr) in extras.items():
+                con.executemany(
+                    "INSERT INTO extras VALUES (?,?,?,?,?) ON CONFLICT(hash, encoder, name) "
+                    "DO UPDATE SET dtype=excluded.dtype, data=excluded.data",
+                    [(h, encoder, name, dt, arr[i].tobytes()) for i, h in enumerate(hashes)])
+
+    def get(self, hashes: Sequence[str], encoder: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Vectors (n, d) float32 and extras (float32) for ``hashes``, in order (repeats allowed).
+
+        Raises ``KeyError`` if one is missing.
+        """
+        uniq = list(dict.fromkeys(hashes))
+        vecs: dict[str, bytes] = {}
+        ext: dict[str, dict[str, tuple[str, bytes]]] = {}
+        dim = None
+        with self._lock:
+            for chunk in _chunks(uniq):
+                q = ",".join("?" * len(chunk))
+                for h, d, blob in self._con.execute(
+                        f"SELECT hash, dim, vector FROM vectors WHERE encoder=? AND hash IN ({q})",
+                        [encoder, *chunk]):
+                    vecs[h] = blob
+                    dim = d
+                for h, name, dt, blob in self._con.execute(
+                        f"SELECT hash, name, dtype, data FROM extras WHERE encoder=? AND hash IN ({q})",
+                        [encoder, *chunk]):
+                    ext.setdefault(name, {})[h] = (dt, blob)
+        miss = [h for h in uniq if h not in vecs]
+        if miss:
+            raise KeyError(f"{len(miss)} item(s) not in the store for {encoder}, e.g. {miss[0]}")
+        if not hashes:
+            return np.zeros((0, 0), np.float32), {}
+        out = np.empty((len(hashes), dim), np.float32)
+        for i, h in enumerate(hashes):
+            out[i] = np.frombuffer(vecs[h], np.float32)
+        extras = {}
+        for name, rows in ext.items():
+            if len(rows) != len(uniq):  # an extra missing for some items: leave it out entirely
+                continue
+            first = next(iter(rows.values()))
+            width = len(np.frombuffer(first[1], np.dtype(first[0])))
+            arr = np.empty((len(hashes), width), np.float32)
+            for i, h in enumerate(hashes):
+                dt, blob = rows[h]
+                arr[i] = np.frombuffer(blob, np.dtype(dt))
+            extras[name] = arr
+        return out, extras
+
+    # -- inspection -----------------------------------------------------------------------
+    def stats(self, encoder: str | None = None) -> dict:
+        """Counts: ``vectors`` stored, ``rewrites`` (vectors written more than once), ``files``."""
+        where, args = ("WHERE encoder=?", [encoder]) if encoder else ("", [])
+        with self._lock:
+            n, rewrites = self._con.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(writes - 1), 0) FROM vectors {where}", args).fetchone()
+            files = self._con.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            encoders = [r[0] for r in self._con.execute("SELECT DISTINCT encoder FROM vectors")]
+        return {"vectors": int(n), "rewrites": int(rewrites), "files": int(files), "encoders": encoders}
+
+    def writes(self, encoder: str) -> dict[str, int]:
+        """hash -> how many times its vector was written (1 unless embedded more than once)."""
+        with self._lock:
+            return dict(self._con.execute("SELECT hash, writes FROM vectors WHERE encoder=?", (encoder,)))
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return self._con.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+__all__ = ["EmbeddingStore", "hash_file", "default_store_path"]
