@@ -1,0 +1,369 @@
+"""``build_report(run_dir)``: one self-contained HTML page for a clustering run.
+
+Everything the page needs is inside it (styles, script, data) except the thumbnails, which are
+small JPEG files next to it in ``report/thumbs/`` loaded lazily by the browser; the page works
+from disk with no network. The 2-D map is a UMAP of the run's embeddings, computed once and cached
+in the run folder as ``map2d.npy``.
+"""
+
+from __future__ import annotations
+
+import base64
+import colorsys
+import html
+import json
+import logging
+import math
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_path, read_json, write_json, write_npy
+
+log = logging.getLogger(__name__)
+
+MAP_FILE = "map2d.npy"
+MAP_META = "map2d.json"
+
+
+# --------------------------------------------------------------------------- data gathering
+def map_2d(run_dir: Path, vectors: np.ndarray, method: str = "umap", random_state: int = 0,
+           recompute: bool = False) -> np.ndarray:
+    """2-D coordinates of every item, cached in ``run_dir/map2d.npy`` (recomputed when the number
+    of items or the method changed)."""
+    p, meta_p = run_dir / MAP_FILE, run_dir / MAP_META
+    if p.exists() and meta_p.exists() and not recompute:
+        meta = read_json(meta_p)
+        xy = np.load(p, allow_pickle=False)
+        if len(xy) == len(vectors) and meta.get("method") == method:
+            return xy
+    t = time.perf_counter()
+    X = np.asarray(vectors, dtype=np.float32)
+    if method == "umap" and len(X) >= 10:
+        from ..reduce import UMAPReducer
+
+        nn = int(min(30, max(2, len(X) - 1)))
+        xy = UMAPReducer(n_neighbors=nn, n_components=2, min_dist=0.1, metric="cosine",
+                         random_state=random_state).fit_transform(X)
+    else:  # "pca", or too few items for UMAP
+        from sklearn.decomposition import PCA
+
+        Xc = X - X.mean(axis=0)
+        k = min(2, Xc.shape[0], Xc.shape[1])
+        xy = PCA(n_components=k, random_state=random_state).fit_transform(Xc) if k else np.zeros((len(X), 0))
+        if xy.shape[1] < 2:
+            xy = np.hstack([xy, np.zeros((len(X), 2 - xy.shape[1]))])
+        method = "pca" if method == "umap" else method
+    xy = np.asarray(xy, dtype=np.float32)
+    write_npy(p, xy)
+    write_json(meta_p, {"method": method, "n": len(xy), "seconds": round(time.perf_counter() - t, 2)})
+    return xy
+
+
+def cluster_colors(ids: list[int]) -> dict[int, str]:
+    """Distinct colours: golden-angle hues, alternating lightness."""
+    out = {}
+    for k, c in enumerate(sorted(ids)):
+        h = (k * 0.61803398875) % 1.0
+        light = 0.45 if k % 2 == 0 else 0.58
+        r, g, b = colorsys.hls_to_rgb(h, light, 0.75)
+        out[c] = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+    return out
+
+
+NOISE_COLOR = "#b9bcc2"
+OUTLIER_COLOR = "#111111"
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+
+
+def _representatives(X: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` members nearest the cluster centre (cosine)."""
+    Xi = X[idx]
+    centre = Xi.mean(axis=0)
+    centre /= max(float(np.linalg.norm(centre)), 1e-12)
+    d = 1.0 - Xi @ centre
+    return idx[np.argsort(d, kind="stable")[:k]]
+
+
+def read_study(path: Path) -> dict | None:
+    """Trials of the Optuna study (or studies) in ``path``: number, value(s), coverage if recorded."""
+    try:
+        import optuna
+    except ImportError:  # pragma: no cover
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{path}"
+    try:
+        names = optuna.study.get_all_study_names(storage=storage)
+    except Exception as e:  # noqa: BLE001 - a broken study must not break the report
+        log.warning("could not read tuning study %s: %s", path, e)
+        return None
+    studies = []
+    for name in names:
+        try:
+            st = optuna.load_study(study_name=name, storage=storage)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not load study %s: %s", name, e)
+            continue
+        directions = [d.name.lower() for d in st.directions]
+        trials = []
+        for t in st.trials:
+            vals = t.values
+            attrs = {k: v for k, v in t.user_attrs.items() if isinstance(v, int | float) and math.isfinite(v)}
+            cov = next((attrs[k] for k in ("coverage", "clustered_share", "coverage_all") if k in attrs), None)
+            if cov is None:
+                cov = next((v for k, v in attrs.items() if "coverage" in k), None)
+            quality = next((attrs[k] for k in ("quality", "silhouette", "score", "dbcv") if k in attrs), None)
+            trials.append({
+                "n": t.number, "state": t.state.name.lower(),
+                "value": None if not vals else (float(vals[0]) if math.isfinite(vals[0]) else None),
+                "values": None if not vals else [float(v) if math.isfinite(v) else None for v in vals],
+                "coverage": cov, "quality": quality,
+                "params": {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in t.params.items()},
+            })
+        studies.append({"name": name, "directions": directions, "trials": trials})
+    return {"studies": studies} if studies else None
+
+
+def _flatten(d, prefix="", out=None, depth=0):
+    out = {} if out is None else out
+    if isinstance(d, dict) and depth < 6:
+        for k, v in d.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out, depth + 1)
+    elif isinstance(d, list) and len(d) > 12:
+        out[prefix] = f"[{len(d)} items]"
+    else:
+        out[prefix] = d if isinstance(d, int | float | str | bool) or d is None else json.dumps(d, default=str)
+    return out
+
+
+# --------------------------------------------------------------------------- page
+def _asset(name: str) -> str:
+    return resources.files("mediacluster.report").joinpath("assets", name).read_text("utf-8")
+
+
+def _img(thumbs: list, i: int, paths: list, cls: str = "") -> str:
+    t = thumbs[i]
+    title = html.escape(str(paths[i]) if paths[i] is not None else "")
+    if t is None:
+        return f'<span class="noimg {cls}" title="{title}" data-i="{i}">?</span>'
+    return f'<img loading="lazy" decoding="async" class="{cls}" src="thumbs/{t}" title="{title}" data-i="{i}" alt="">'
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_size: int = 96,
+                 n_representatives: int = 12, n_borderline: int = 6, gallery_size: int = 60,
+                 map_method: str = "umap", workers: int | None = None, progress: bool = True,
+                 title: str | None = None, name: bool = True) -> Path:
+    """Write ``out_dir/index.html`` (default ``run_dir/report``) and its thumbnails; return the
+    HTML path. ``name=True`` computes automatic names first when the run has none."""
+    import pandas as pd
+
+    from ..naming import load_names
+    from .thumbs import make_thumbnails
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir else run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    assign = pd.read_parquet(run_dir / "assignments.parquet")
+    labels = assign["cluster"].to_numpy().astype(np.int64)
+    probs = assign["probability"].to_numpy().astype(np.float64) if "probability" in assign else np.ones(len(labels))
+    paths = [p if isinstance(p, str) else None for p in assign["path"].tolist()] if "path" in assign else [None] * len(labels)
+    ids = [str(x) for x in assign["id"].tolist()] if "id" in assign else [str(i) for i in range(len(labels))]
+    shown_paths = [p if p is not None else i for p, i in zip(paths, ids)]
+    true_labels = assign["label"].tolist() if "label" in assign else None
+    vectors = np.load(run_dir / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    n = len(labels)
+    if len(vectors) != n:
+        raise ValueError(f"{run_dir}: {len(vectors)} embeddings but {n} assignments")
+    info = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    clusters_json = read_json(run_dir / "clusters.json") if (run_dir / "clusters.json").exists() else {"clusters": []}
+    evaluation = read_json(run_dir / "evaluation.json") if (run_dir / "evaluation.json").exists() else None
+
+    cluster_ids = sorted(set(labels[labels >= 0].tolist()))
+    if name and cluster_ids and not any(e.get("name") for e in clusters_json.get("clusters", [])) \
+            and not (run_dir / "names.json").exists():
+        try:
+            from ..naming.names import name_run
+
+            name_run(run_dir)
+            clusters_json = read_json(run_dir / "clusters.json") if (run_dir / "clusters.json").exists() else clusters_json
+        except Exception as e:  # noqa: BLE001 - naming is optional for the page
+            log.warning("automatic naming failed: %s", e)
+    timings["load"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    xy = map_2d(run_dir, np.asarray(vectors), method=map_method)
+    timings["map2d"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    thumbs = make_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers, progress=progress)
+    timings["thumbnails"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    X = np.asarray(vectors, dtype=np.float32)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    names = load_names(run_dir)
+    from ..naming.overrides import _read_overrides, automatic_names
+
+    hand = _read_overrides(run_dir)
+    auto = automatic_names(run_dir)
+    meta_by_id = {int(e["cluster"]): e for e in clusters_json.get("clusters", [])}
+    names_json = read_json(run_dir / "names.json") if (run_dir / "names.json").exists() else {"clusters": []}
+    alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in names_json.get("clusters", [])}
+    colors = cluster_colors(cluster_ids)
+    clusters = []
+    for c in cluster_ids:
+        idx = np.flatnonzero(labels == c)
+        reps = _representatives(X, idx, n_representatives)
+        border = idx[np.argsort(probs[idx], kind="stable")[:n_borderline]]
+        border = np.array([i for i in border if i not in set(reps.tolist())], dtype=np.int64)
+        m = meta_by_id.get(c, {})
+        entry = {
+            "id": c, "name": names.get(c, f"cluster {c}"), "auto_name": auto.get(c), "hand": c in hand,
+            "alternatives": alts_by_id.get(c) or m.get("alternatives", []),
+            "size": int(len(idx)), "share": float(len(idx) / n), "color": colors[c],
+            "reps": reps.tolist(), "border": border.tolist(),
+            "mean_probability": float(probs[idx].mean()),
+            "top_classes": m.get("top_classes", [])[:5],
+        }
+        if true_labels is not None:
+            vals, cnt = np.unique(np.array([str(true_labels[i]) for i in idx]), return_counts=True)
+            o = np.argsort(-cnt)[:3]
+            entry["true_labels"] = [{"label": str(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
+        clusters.append(entry)
+    clusters.sort(key=lambda e: -e["size"])
+    rng = np.random.default_rng(0)
+    noise_idx = np.flatnonzero(labels == -1)
+    out_idx = np.flatnonzero(labels == -2)
+    noise_show = np.sort(rng.choice(noise_idx, min(gallery_size, len(noise_idx)), replace=False)) if len(noise_idx) else noise_idx
+    out_show = np.sort(rng.choice(out_idx, min(gallery_size, len(out_idx)), replace=False)) if len(out_idx) else out_idx
+    study = read_study(run_dir / "study.db") if (run_dir / "study.db").exists() else None
+
+    # thumbnails are referenced by index into a table of distinct names (compact at 100k items)
+    tnames = sorted({t for t in thumbs if t})
+    tpos = {t: i for i, t in enumerate(tnames)}
+    tidx = np.array([tpos[t] if t else -1 for t in thumbs], dtype=np.int32)
+    data = {
+        "n": n,
+        "x": _b64(xy[:, 0].astype(np.float32)), "y": _b64(xy[:, 1].astype(np.float32)),
+        "c": _b64(labels.astype(np.int32)), "t": _b64(tidx), "thumbs": [t[:-len(".jpg")] for t in tnames],
+        "paths": [str(p) for p in shown_paths],
+        "clusters": [{k: e[k] for k in ("id", "name", "color", "size")} for e in clusters],
+        "noise_color": NOISE_COLOR, "outlier_color": OUTLIER_COLOR,
+        "study": study,
+    }
+    summary = info.get("summary", {})
+    page = _render(
+        title=title or f"mediacluster report - {run_dir.name}", run_dir=run_dir, n=n, clusters=clusters,
+        thumbs=thumbs, paths=shown_paths, noise_show=noise_show, n_noise=len(noise_idx), out_show=out_show,
+        n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
+        hand_names=bool(hand),
+    )
+    html_path = out_dir / "index.html"
+    with atomic_path(html_path) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    html_path.chmod(0o644)  # a page to share, not a secret (atomic writes start as 0600)
+    timings["html"] = time.perf_counter() - t
+    size = html_path.stat().st_size
+    write_json(out_dir / "report.json", {"items": n, "clusters": len(clusters), "html_bytes": size,
+                                         "thumbnails": len(tnames), "timings_s": timings})
+    log.info("report: %s (%.1f MB)", html_path, size / 1e6)
+    return html_path
+
+
+def _table(d: dict) -> str:
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        rows.append(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>")
+    return "<table class='kv'>" + "".join(rows) + "</table>"
+
+
+def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, out_show, n_out, info, summary,
+            evaluation, study, data, hand_names) -> str:
+    esc = html.escape
+    cards = []
+    for e in clusters:
+        reps = "".join(_img(thumbs, i, paths) for i in e["reps"])
+        border = "".join(_img(thumbs, i, paths, "border") for i in e["border"])
+        tc = ", ".join(f"{esc(str(x['class']))} {100 * x['share']:.0f}%" for x in e["top_classes"])
+        tl = ", ".join(f"{esc(x['label'])} {100 * x['share']:.0f}%" for x in e.get("true_labels", []))
+        alts = ", ".join(esc(a) for a in e["alternatives"][:3])
+        auto = ""
+        if e["hand"] and e["auto_name"]:
+            auto = f"<div class='meta'>automatic name: {esc(e['auto_name'])}</div>"
+        cards.append(f"""
+<section class="card" data-cluster="{e['id']}" tabindex="0" title="click to show only this cluster on the map">
+  <header><span class="swatch" style="background:{e['color']}"></span>
+    <h3>{esc(e['name'])}{' <span class="hand" title="named by hand in names.yaml">&#9998;</span>' if e['hand'] else ''}</h3>
+    <span class="cid">#{e['id']}</span></header>
+  <div class="meta"><b>{e['size']:,}</b> items &middot; {100 * e['share']:.1f}% &middot; mean membership {e['mean_probability']:.2f}</div>
+  {f"<div class='meta'>also: {alts}</div>" if alts else ''}{auto}
+  {f"<div class='meta'>top classes: {tc}</div>" if tc else ''}
+  {f"<div class='meta'>true labels: {tl}</div>" if tl else ''}
+  <div class="grid">{reps}</div>
+  {f'<div class="sub">borderline (lowest membership)</div><div class="grid small">{border}</div>' if border else ''}
+</section>""")
+    noise_gal = "".join(_img(thumbs, int(i), paths) for i in noise_show)
+    out_gal = "".join(_img(thumbs, int(i), paths) for i in out_show)
+    params = {}
+    for key in ("command", "source", "seed", "finished"):
+        if key in info:
+            params[key] = info[key]
+    params.update({f"encoder.{k}": v for k, v in (info.get("encoder") or {}).items()})
+    params.update(_flatten(info.get("pipeline") or {}, "pipeline"))
+    scores = {k: v for k, v in summary.items() if k != "timings_s"}
+    timings = summary.get("timings_s") or info.get("timings_s") or {}
+    eval_html = _table(_flatten(evaluation)) if evaluation else "<p class='muted'>no evaluation.json in the run folder (run <code>mediacluster evaluate</code>)</p>"
+    study_html = ("<div id='study-plots'></div>" if study else
+                  "<p class='muted'>no tuning study (study.db) in the run folder</p>")
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    n_clusters = len(clusters)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)}</title>
+<style>{_asset('report.css')}</style>
+</head><body>
+<header class="top"><h1>{esc(title)}</h1>
+<div class="stats"><b>{n:,}</b> items &middot; <b>{n_clusters}</b> clusters &middot;
+noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b>{n_out:,}</b> ({100 * n_out / max(n, 1):.1f}%)
+&middot; <span class="muted">{esc(str(run_dir))}</span></div>
+<nav><a href="#map-section">map</a> <a href="#clusters">clusters</a> <a href="#noise">noise</a> <a href="#outliers">outliers</a> <a href="#run">run</a> <a href="#tuning">tuning</a></nav>
+</header>
+<main>
+<section id="map-section">
+  <div class="maphead"><h2>Map</h2>
+   <span class="muted">2-D UMAP of the embeddings &middot; wheel: zoom &middot; drag: pan &middot; hover: preview &middot; click a cluster card or legend entry to filter</span>
+   <button id="reset">show all</button> <span id="filter-label" class="muted"></span></div>
+  <div id="mapwrap"><canvas id="map" width="900" height="620" data-filter="all"></canvas>
+   <div id="tip" hidden><img id="tipimg" alt=""><div id="tiptext"></div></div></div>
+  <div id="legend"></div>
+</section>
+<section id="clusters"><h2>Clusters</h2>
+<p class="muted">Cards are sorted by size. Representative images are the members nearest the cluster centre; borderline ones have the lowest membership probability.
+{'Names marked &#9998; come from names.yaml.' if hand_names else 'Rename clusters by writing <code>names.yaml</code> (cluster id: name) in the run folder and re-running <code>mediacluster report</code>.'}</p>
+<div class="cards">{''.join(cards)}</div></section>
+<section id="noise"><h2>Noise <span class="muted">({n_noise:,} items, label -1{', a random sample' if n_noise > len(noise_show) else ''})</span></h2>
+<div class="grid gallery">{noise_gal or '<span class="muted">none</span>'}</div></section>
+<section id="outliers"><h2>Outliers <span class="muted">({n_out:,} items, label -2{', a random sample' if n_out > len(out_show) else ''})</span></h2>
+<div class="grid gallery">{out_gal or '<span class="muted">none</span>'}</div></section>
+<section id="run"><h2>Run</h2>
+<div class="cols"><div><h3>Parameters</h3>{_table(params)}</div>
+<div><h3>Summary</h3>{_table(scores)}<h3>Time per stage (s)</h3>{_table(timings)}</div>
+<div><h3>Scores (evaluation.json)</h3>{eval_html}</div></div></section>
+<section id="tuning"><h2>Tuning</h2>{study_html}</section>
+</main>
+<script id="mc-data" type="application/json">{payload}</script>
+<script>{_asset('report.js')}</script>
+</body></html>
+"""
