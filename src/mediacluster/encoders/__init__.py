@@ -17,9 +17,16 @@ _REGISTRY: dict[str, Callable[..., Encoder]] = {}
 _LAZY = {
     "efficientnet-lite0": "mediacluster.encoders.efficientnet",
     "clip": "mediacluster.encoders.clip",
+    # audio (media = "audio"); birdnet is opt-in: its model is CC BY-NC-SA 4.0 (non-commercial)
+    "mfcc": "mediacluster.encoders.audio_mfcc",
+    "resemblyzer": "mediacluster.encoders.audio_resemblyzer",
+    "birdnet": "mediacluster.encoders.audio_birdnet",
+    "clap": "mediacluster.encoders.audio_clap",
 }
 
 DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+DEFAULT_AUDIO_ENCODER = "mfcc"
+DEFAULT_ENCODERS = {"image": DEFAULT_IMAGE_ENCODER, "audio": DEFAULT_AUDIO_ENCODER}
 
 
 def register(name: str, factory: Callable[..., Encoder], module: str | None = None) -> None:
@@ -43,4 +50,5 @@ def get_encoder(spec: str = DEFAULT_IMAGE_ENCODER, **kwargs) -> Encoder:
     return _REGISTRY[family](**kwargs)
 
 
-__all__ = ["Encoder", "register", "get_encoder", "available", "DEFAULT_IMAGE_ENCODER"]
+__all__ = ["Encoder", "register", "get_encoder", "available", "DEFAULT_IMAGE_ENCODER",
+           "DEFAULT_AUDIO_ENCODER", "DEFAULT_ENCODERS"]
