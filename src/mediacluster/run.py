@@ -202,10 +202,20 @@ def cluster_folder(
     coll = collect(source, media=media, labels_from_folders=labels_from_folders)
     timings["ingest"] = time.perf_counter() - t
     if len(coll) == 0:
-        raise ValueError(f"no usable {media} files found in {source}")
+        raise ValueError(f"no usable {coll.media if media == 'auto' else media} files found in {source}")
+    if coll.vectors is None:  # media = "auto" resolved by collect; the encoder must read that kind
+        from .encoders import DEFAULT_ENCODERS, get_encoder
+
+        encoder = encoder or DEFAULT_ENCODERS[coll.media]
+        enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
+        if enc.media != coll.media:
+            raise ValueError(f"encoder {enc.name!r} reads {enc.media} files but {source} holds "
+                             f"{coll.media} files (choose an {coll.media} encoder or --media)")
+    else:
+        enc = encoder
     t = time.perf_counter()
     emb = embed_collection(
-        coll, encoder=encoder, cache_dir=cache_dir if cache_dir else out / "cache",
+        coll, encoder=enc, cache_dir=cache_dir if cache_dir else out / "cache",
         batch_size=batch_size, workers=workers, progress=progress,
     )
     timings["embed"] = time.perf_counter() - t
@@ -229,7 +239,8 @@ def cluster_folder(
         "seed": seed,
         "params": params or {},
         "pipeline": describe(pipe),
-        "encoder": {"name": encoder, "id": emb.encoder_version or emb.encoder},
+        "encoder": {"name": encoder if isinstance(encoder, str) else getattr(enc, "name", None),
+                    "media": coll.media, "id": emb.encoder_version or emb.encoder},
         "versions": versions(),
         "timings_s": timings,
         "summary": summary,

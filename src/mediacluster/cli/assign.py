@@ -36,9 +36,12 @@ def run(args) -> int:
 
     model = load(args.model)
     encoder = args.encoder or model.model_info_.get("metadata", {}).get("encoder") or "efficientnet-lite0"
+    from ..encoders import get_encoder
+
+    encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
     ids, paths, vecs, skipped = [], [], [], []
     for src in args.paths:
-        coll = collect(src)
+        coll = collect(src, media=encoder.media)  # audio models read audio files
         emb = embed_collection(coll, encoder=encoder, cache_dir=args.cache_dir, batch_size=args.batch_size,
                                workers=args.workers, progress=not args.quiet)
         skipped += list(emb.skipped)

@@ -9,9 +9,15 @@ def add_parser(sub):
     p = sub.add_parser("cluster", help="embed and cluster a folder, manifest or embeddings file")
     p.add_argument("input", help="folder of images, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--encoder", default="efficientnet-lite0",
-                   help="encoder name, e.g. efficientnet-lite0 or clip:openai/clip-vit-base-patch32 "
-                        "or clip:/path/to/local/model")
+    p.add_argument("--encoder", default=None,
+                   help="encoder name; images: efficientnet-lite0 (default) or "
+                        "clip:openai/clip-vit-base-patch32 or clip:/path/to/local/model; audio: mfcc "
+                        "(default, MFCC statistics), resemblyzer (speaker), clap:laion/clap-htsat-unfused "
+                        "or clap:/local/dir, birdnet (BirdNET v2.4, model licence CC BY-NC-SA 4.0: "
+                        "NON-COMMERCIAL use only)")
+    p.add_argument("--media", choices=("auto", "image", "audio"), default="auto",
+                   help="which files to cluster: auto (default) takes the majority kind of a mixed "
+                        "folder and lists the other kind as skipped; one run embeds one kind")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels-from-folders", action="store_true",
                    help="take ground-truth labels from sub-folder names (evaluation only, never fitting)")
@@ -67,7 +73,7 @@ def run(args) -> int:
 
     pipe = build_pipeline(args)
     res = cluster_folder(
-        args.input, args.out, encoder=args.encoder, seed=args.seed, pipeline=pipe,
+        args.input, args.out, encoder=args.encoder, seed=args.seed, pipeline=pipe, media=args.media,
         labels_from_folders=args.labels_from_folders, cache_dir=args.cache_dir,
         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
         params={k: v for k, v in vars(args).items() if not k.startswith("_")},
@@ -75,10 +81,19 @@ def run(args) -> int:
     print_summary(res.summary, res.embeddings.skipped, res.out)
     if args.save_model:
         info = res.pipeline.save(res.out / "model", overwrite=True,
-                                 metadata={"encoder": args.encoder})
+                                 metadata={"encoder": _encoder_spec(args, res.out)})
         print(f"model: {info['path']} ({info['bytes'] / 1e6:.1f} MB)")
     # exit code 0 when everything was used, 3 when some files were skipped (the run still finished)
     return 3 if res.embeddings.skipped else 0
+
+
+def _encoder_spec(args, out) -> str | None:
+    """The encoder spec the run used (``--encoder`` or the default for the media it found)."""
+    if args.encoder:
+        return args.encoder
+    from ..io import read_json
+
+    return read_json(out / "run.json").get("encoder", {}).get("name")
 
 
 def print_summary(s: dict, skipped, out) -> None:

@@ -17,6 +17,13 @@ class SkipItem(Exception):
 
 
 from .images import load_image  # noqa: E402
-from .sources import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, collect, find_duplicates  # noqa: E402
+from .sources import (  # noqa: E402
+    AUDIO_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    collect,
+    detect_media,
+    find_duplicates,
+)
 
-__all__ = ["SkipItem", "load_image", "collect", "find_duplicates", "IMAGE_EXTENSIONS", "AUDIO_EXTENSIONS"]
+__all__ = ["SkipItem", "load_image", "collect", "detect_media", "find_duplicates", "IMAGE_EXTENSIONS",
+           "AUDIO_EXTENSIONS"]

@@ -61,7 +61,25 @@ def collect(
     media: str = "image",
     labels_from_folders: bool = False,
 ) -> Collection:
-    """Find the items of ``source``: a folder, a manifest, an embeddings file or one media file."""
+    """Find the items of ``source``: a folder, a manifest, an embeddings file or one media file.
+
+    ``media="auto"`` picks ``"image"`` or ``"audio"`` by the majority of media file extensions
+    (``detect_media``); in a folder holding both, files of the other kind are listed as skipped
+    with the reason and the ``--media`` switch that clusters them (one run embeds one media kind:
+    images and sounds have no shared embedding space).
+    """
+    if media == "auto":
+        media, counts = detect_media(source)
+        if media == "vector":  # precomputed embeddings: the media kind plays no part
+            return collect(source, media="image", labels_from_folders=labels_from_folders)
+        coll = collect(source, media=media, labels_from_folders=labels_from_folders)
+        other = next((k for k in counts if k != media and counts[k]), None)
+        if other is not None and Path(source).is_dir():
+            for path in _media_files(Path(source), MEDIA_EXTENSIONS[other]):
+                coll.skipped.append(Skipped(path, (
+                    f"{other} file in a mixed folder: this run clusters the {counts[media]} {media} "
+                    f"files; cluster the {counts[other]} {other} files with --media {other}")))
+        return coll
     if media not in MEDIA_EXTENSIONS:
         raise ValueError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)}")
     p = Path(source)
@@ -84,6 +102,41 @@ def collect(
         f"don't know how to read {p}: expected a folder, a CSV/Parquet manifest with a 'path' "
         f"column, or embeddings (.npy, .npz, Parquet with an id and a vector column)"
     )
+
+
+def _media_files(root: Path, exts) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d) and d not in SKIP_FOLDERS)
+        out.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                   if not _hidden(f) and os.path.splitext(f)[1].lower() in exts)
+    return out
+
+
+def detect_media(source: str | os.PathLike) -> tuple[str, dict[str, int]]:
+    """``("image" | "audio" | "vector", {kind: number of files})`` for what ``source`` holds.
+
+    Folders and manifests count media extensions; the majority wins, ties and empty inputs give
+    ``"image"``. Embedding files give ``"vector"``.
+    """
+    p = Path(source)
+    counts = dict.fromkeys(MEDIA_EXTENSIONS, 0)
+    suffix = p.suffix.lower()
+    if p.is_dir():
+        names = [os.path.splitext(f)[1].lower() for f in _media_files(p, set().union(*MEDIA_EXTENSIONS.values()))]
+    elif suffix in (".npy", ".npz"):
+        return "vector", counts
+    elif suffix in _TABLE_SUFFIXES:
+        df = _read_table(p)
+        if _vector_column(df) is not None or "path" not in df.columns:
+            return "vector", counts
+        names = [os.path.splitext(str(x))[1].lower() for x in df["path"].tolist()]
+    else:
+        names = [suffix]
+    for kind, exts in MEDIA_EXTENSIONS.items():
+        counts[kind] = sum(1 for e in names if e in exts)
+    media = "audio" if counts["audio"] > counts["image"] else "image"
+    return media, counts
 
 
 # -- folders ----------------------------------------------------------------------------------
