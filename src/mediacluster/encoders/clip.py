@@ -1,0 +1,194 @@
+"""CLIP through Hugging Face ``transformers``: image vectors and text vectors in one space.
+
+``get_encoder("clip:openai/clip-vit-base-patch32")`` or ``get_encoder("clip:/path/to/dir")``
+(a folder written by ``save_pretrained`` holding the model, tokenizer and image processor).
+Vectors are L2-normalised, so cosine similarity is a dot product; ``encode_text`` gives text
+vectors for naming and zero-shot tags.
+
+Offline first: the model is looked up in the local Hugging Face cache before anything else, and
+the network is tried only if it is not there and ``HF_HUB_OFFLINE`` is not set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..ingest import load_image
+from . import register
+from .base import Encoder
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
+        os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _load_pretrained(cls, model: str, **kw):
+    """``cls.from_pretrained`` from local files first; the hub only if allowed and needed."""
+    try:
+        return cls.from_pretrained(model, local_files_only=True, **kw)
+    except OSError:
+        if Path(model).exists() or _offline():
+            raise
+    return cls.from_pretrained(model, **kw)
+
+
+def _weights_fingerprint(folder: Path) -> str:
+    """Cheap identity of a local model folder: config bytes + weight files' names and sizes."""
+    h = hashlib.blake2b(digest_size=8)
+    cfg = folder / "config.json"
+    if cfg.exists():
+        h.update(cfg.read_bytes())
+    for p in sorted(folder.iterdir()):
+        if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5"):
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        if (folder / name).exists():
+            h.update((folder / name).read_bytes())
+    return h.hexdigest()
+
+
+class ClipEncoder(Encoder):
+    """CLIP image tower (``embedding``: normalised image vectors) plus ``encode_text``.
+
+    ``model``: a hub name (``openai/clip-vit-base-patch32``) or a local folder.
+    ``threads``: PyTorch intra-op threads (default: all cores).
+    """
+
+    name = "clip"
+    media = "image"
+
+    def __init__(self, model: str = DEFAULT_MODEL, threads: int | None = None):
+        self.model = model or DEFAULT_MODEL
+        self.threads = threads
+        self._model = None
+        self._processor = None
+        self._tokenizer = None
+        self._fingerprint = None
+        self._dim = None
+        self._lock = threading.Lock()
+
+    # -- loading ----------------------------------------------------------------------------
+    def _load(self):
+        if self._model is not None:
+            return self._model
+        with self._lock:
+            if self._model is None:
+                import torch
+                from transformers import CLIPModel
+
+                try:  # transformers >= 5: the PIL processor by its own name (no torchvision)
+                    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+                except ImportError:
+                    from transformers import CLIPImageProcessor
+
+                if self.threads:
+                    torch.set_num_threads(self.threads)
+                model = _load_pretrained(CLIPModel, self.model)
+                model.eval()
+                self._processor = _load_pretrained(CLIPImageProcessor, self.model)
+                local = Path(self.model)
+                if local.is_dir():
+                    self._fingerprint = _weights_fingerprint(local)
+                else:
+                    commit = getattr(model.config, "_commit_hash", None)
+                    self._fingerprint = commit or hashlib.blake2b(
+                        json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode(),
+                        digest_size=8).hexdigest()
+                self._dim = int(model.config.projection_dim)
+                self._model = model
+        return self._model
+
+    def _load_tokenizer(self):
+        if self._tokenizer is None:
+            with self._lock:
+                if self._tokenizer is None:
+                    from transformers import AutoTokenizer
+
+                    self._tokenizer = _load_pretrained(AutoTokenizer, self.model)
+        return self._tokenizer
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        self._load()
+        return self._dim
+
+    @property
+    def version(self) -> str:
+        self._load()
+        size = getattr(self._processor, "crop_size", None) or getattr(self._processor, "size", None)
+        return f"{self.model}#{self._fingerprint}#crop{_size_str(size)}"
+
+    @property
+    def has_text(self) -> bool:
+        return True
+
+    # -- the Encoder interface ----------------------------------------------------------------
+    def prepare(self, path: str) -> np.ndarray:
+        self._load()
+        im = load_image(path, draft_size=2 * _short_side(self._processor))
+        px = self._processor(images=im, return_tensors="np")["pixel_values"][0]
+        return np.ascontiguousarray(px, dtype=np.float32)
+
+    def encode(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        model = self._load()
+        x = torch.from_numpy(np.stack(batch))
+        with torch.inference_mode():
+            out = model.get_image_features(pixel_values=x)
+            feats = out if isinstance(out, torch.Tensor) else out.pooler_output
+            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+        return {"embedding": feats.numpy().astype(np.float32, copy=False)}
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        model = self._load()
+        tok = self._load_tokenizer()
+        max_len = int(getattr(model.config.text_config, "max_position_embeddings", 77))
+        enc = tok(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        with torch.inference_mode():
+            out = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            feats = out if isinstance(out, torch.Tensor) else out.pooler_output
+            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+        return feats.numpy().astype(np.float32, copy=False)
+
+    def info(self) -> dict:
+        d = super().info()
+        d["model"] = self.model
+        return d
+
+
+def _size_vals(size) -> dict[str, int]:
+    """A processor's size setting (int, dict or transformers' SizeDict) as a plain dict."""
+    if size is None:
+        return {}
+    if isinstance(size, int):
+        return {"shortest_edge": size}
+    keys = ("shortest_edge", "longest_edge", "height", "width")
+    if isinstance(size, dict):
+        return {k: int(v) for k, v in size.items() if isinstance(v, int)}
+    return {k: int(getattr(size, k)) for k in keys if isinstance(getattr(size, k, None), int)}
+
+
+def _size_str(size) -> str:
+    vals = _size_vals(size)
+    return "x".join(f"{k}{vals[k]}" for k in sorted(vals))
+
+
+def _short_side(processor) -> int:
+    vals = _size_vals(getattr(processor, "size", None))
+    return int(vals.get("shortest_edge") or min(vals.values(), default=224))
+
+
+register("clip", ClipEncoder)
