@@ -1,0 +1,172 @@
+"""End to end through the command line: ``mediacluster cluster DIR --out OUT``.
+
+Only the CLI contract is tested (exit code and the files / columns listed in notes/API.md), not
+the pipeline's internals, which may change. One folder run is shared by most tests: the 300
+CIFAR-10 test images of airplane / frog / truck (``cifar3_dir``), plus broken files that must be
+skipped with their reasons, plus one byte-identical copy of an image (duplicates are kept).
+The first run in a process pays numba's JIT for UMAP (~30 s); the later runs are quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from broken_media import make_broken
+from sklearn.metrics import normalized_mutual_info_score
+
+from mediacluster.cli import main
+
+# Measured (2026-11-24, this repo at commit dc035e3, default encoder and pipeline, seed 0):
+# NMI 0.597 over all 300 items, noise counted as its own group (2 clusters: frog vs vehicles,
+# 1% noise). Chance level for 3 balanced classes is ~0.00-0.02 (a random permutation of the
+# same assignments scores < 0.02, checked below). A 2-way split that is pure scores ~0.73 at
+# best, a 3-way split higher. 0.35 keeps a wide margin for changes in the pipeline defaults
+# while still failing on anything near chance (1 cluster, or clusters unrelated to content).
+NMI_THRESHOLD = 0.35
+
+# where each broken file goes (inside the class folders, as in a real collection)
+BROKEN_HOME = {
+    "truncated.jpg": "airplane",
+    "empty.jpg": "frog",
+    "notes.jpg": "truck",
+    "bomb.png": "airplane",
+    "badcrc.png": "misc",
+}
+REASON_PREFIX = {
+    "truncated": "truncated image",
+    "empty": "empty file",
+    "not_an_image": "not an image",
+    "image_too_large": "image too large",
+    "corrupt": "corrupt image",
+}
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    return rc, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def collection(cifar3_dir, tmp_path_factory):
+    """A copy of cifar3_dir plus the broken files and one duplicate image."""
+    root = tmp_path_factory.mktemp("cli") / "photos"
+    shutil.copytree(cifar3_dir, root)
+    tmp = tmp_path_factory.mktemp("broken_src")
+    kinds = make_broken(tmp)
+    broken = {}
+    for name, folder in BROKEN_HOME.items():
+        dest = root / folder / name
+        dest.parent.mkdir(exist_ok=True)
+        shutil.move(str(tmp / name), dest)
+        broken[str(dest)] = kinds[name]
+    first = sorted((root / "frog").glob("*.jpg"))[0]
+    dup = root / "frog" / "zz_copy_of_first.jpg"
+    shutil.copy(first, dup)
+    return {"root": root, "broken": broken, "duplicate": (str(first), str(dup)),
+            "cache": tmp_path_factory.mktemp("cli_cache")}
+
+
+@pytest.fixture(scope="module")
+def first_run(collection, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run1")
+    rc, stdout = run_cli(["cluster", str(collection["root"]), "--out", str(out), "--labels-from-folders",
+                          "--quiet", "--seed", "0", "--cache-dir", str(collection["cache"])])
+    return {"rc": rc, "stdout": stdout, "out": out}
+
+
+def test_exit_code_and_summary_say_skipped(first_run, collection):
+    assert first_run["rc"] == 3  # finished, some files skipped
+    n_broken = len(collection["broken"])
+    info = json.loads((first_run["out"] / "run.json").read_text())
+    assert info["summary"]["skipped"] == n_broken
+    assert f"skipped: {n_broken}" in first_run["stdout"]
+
+
+def test_run_json_lists_each_broken_file_with_its_reason(first_run, collection):
+    info = json.loads((first_run["out"] / "run.json").read_text())
+    skipped = {s["path"]: s["reason"] for s in info["skipped"]}
+    assert set(skipped) == set(collection["broken"])
+    for path, kind in collection["broken"].items():
+        assert skipped[path].startswith(REASON_PREFIX[kind]), (path, skipped[path])
+    assert len(set(skipped.values())) == len(skipped)  # distinct reasons per kind
+
+
+def read_assignments(out: Path) -> pd.DataFrame:
+    csv = pd.read_csv(out / "assignments.csv", dtype={"id": str, "path": str, "label": str})
+    pq = pd.read_parquet(out / "assignments.parquet")
+    assert list(csv.columns) == list(pq.columns)
+    cols = ["id", "path", "cluster", "status"]  # a missing path is NaN in CSV and None in Parquet
+    pd.testing.assert_frame_equal(csv[cols].fillna(""), pq[cols].fillna(""), check_dtype=False)
+    np.testing.assert_allclose(csv["probability"], pq["probability"], atol=1e-6)
+    return pq
+
+
+def test_outputs_consistent(first_run, collection):
+    out = first_run["out"]
+    a = read_assignments(out)
+    for col in ("id", "path", "cluster", "status", "probability", "label"):
+        assert col in a.columns
+    assert len(a) == 301  # 300 CIFAR images + the duplicate, no broken file
+    assert not set(a["path"]) & set(collection["broken"])
+    assert a["id"].is_unique
+    status = np.where(a["cluster"] >= 0, "clustered", np.where(a["cluster"] == -1, "noise", "outlier"))
+    assert (a["status"].to_numpy() == status).all()
+    assert a["probability"].between(0, 1).all()
+    assert set(a["label"]) == {"airplane", "frog", "truck"}
+
+    clusters = json.loads((out / "clusters.json").read_text())["clusters"]
+    counts = a.loc[a["cluster"] >= 0, "cluster"].value_counts().to_dict()
+    assert {c["cluster"]: c["size"] for c in clusters} == counts
+    assert sum(c["size"] for c in clusters) == int((a["cluster"] >= 0).sum())
+    members = a.groupby("cluster")["path"].apply(set).to_dict()
+    for c in clusters:
+        assert 1 <= len(c["examples"]) <= 9
+        assert set(c["examples"]) <= members[c["cluster"]]
+        assert abs(c["share"] - c["size"] / len(a)) < 1e-6
+        if "top_classes" in c:
+            assert c["top_classes"] and all(0 <= t["share"] <= 1 for t in c["top_classes"])
+
+    items = pd.read_parquet(out / "items.parquet")
+    assert len(np.load(out / "embeddings.npy")) == len(items) == len(a)
+
+
+def test_duplicates_kept(first_run, collection):
+    a = read_assignments(first_run["out"]).set_index("path")
+    first, dup = collection["duplicate"]
+    assert first in a.index and dup in a.index
+    assert a.loc[first, "cluster"] == a.loc[dup, "cluster"]
+
+
+def test_nmi_against_folder_labels(first_run):
+    a = read_assignments(first_run["out"])
+    nmi = normalized_mutual_info_score(a["label"], a["cluster"])  # noise is its own group
+    shuffled = normalized_mutual_info_score(a["label"], np.random.default_rng(0).permutation(a["cluster"]))
+    assert shuffled < 0.05  # chance level with the same cluster sizes
+    assert nmi > NMI_THRESHOLD, f"NMI {nmi:.3f}"
+
+
+def test_same_seed_same_assignments(first_run, collection, tmp_path):
+    rc, _ = run_cli(["cluster", str(collection["root"]), "--out", str(tmp_path), "--labels-from-folders",
+                     "--quiet", "--seed", "0", "--cache-dir", str(collection["cache"])])
+    assert rc == 3
+    a, b = read_assignments(first_run["out"]), read_assignments(tmp_path)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_precomputed_vectors_input(first_run, tmp_path):
+    """The run's own embeddings.npy goes back in as precomputed vectors: nothing skipped."""
+    rc, _ = run_cli(["cluster", str(first_run["out"] / "embeddings.npy"), "--out", str(tmp_path),
+                     "--quiet", "--seed", "0"])
+    assert rc == 0
+    a = read_assignments(tmp_path)
+    assert len(a) == 301 and a["id"].tolist() == [str(i) for i in range(301)]
+    assert json.loads((tmp_path / "run.json").read_text())["skipped"] == []
