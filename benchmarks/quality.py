@@ -1,0 +1,264 @@
+"""Quality benchmark: how well do baselines and the default pipeline recover the true classes?
+
+Data: the WHOLE CIFAR-10 test set (10,000), Imagenette val (3,925) and MNIST test (10,000), read
+from ``../shared/datasets`` with ``mediacluster.datasets.extract_slice`` and embedded through the
+package (``mediacluster.run.embed_collection``, default encoder) into ``benchmarks/out/quality``
+(gitignored). The embeddings are saved there with ``mediacluster.run.save_embeddings``, so a
+rerun does not re-embed.
+
+Rows per dataset (seed 0 everywhere; k = the true number of classes):
+
+* ``K-means (k) raw``       K-means on the raw 1280-d features, told k (the usual baseline)
+* ``PCA(50)+K-means (k)``
+* ``UMAP+K-means (k)``      UMAP(10 dims, 30 neighbours, min_dist 0) + K-means told k
+* ``UMAP+HDBSCAN``          min_cluster_size N/(4k) (as in MEASURED.md), noise kept
+* ``UMAP+HDBSCAN, noise assigned``   same, noise/outliers assigned to a cluster (100% coverage)
+* ``UMAP+LOF+HDBSCAN``      LOF(n_neighbors=30) outliers (-2) removed before HDBSCAN, noise kept
+* ``Pipeline() default``    the project's default, NOT told k; scored on its noise-assigned
+                            labels (``cluster_``) when it provides them
+
+The UMAP embedding is computed once per dataset and shared by the UMAP rows; its time is added
+to each UMAP row's time. Scores: ACC (Hungarian), NMI, ARI over ALL items, unclustered items
+(-1 / -2) counted as one extra group (``mediacluster.metrics.external_scores``), coverage,
+cluster count, wall time of the clustering (not of embedding).
+
+Usage::
+
+    flock /tmp/mc-bench.lock python benchmarks/quality.py --write-results
+
+``--vectors-from DIR`` (development only, NOT used for the committed table) reads
+``DIR/<dataset>.npz`` (arrays ``vectors``, ``labels``) instead of embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = {
+    # name: (archive, split folder inside the archive)
+    "imagenette-val": "imagenette-val.tar.gz",
+    "cifar10-test": "cifar10-test.tar.gz",
+    "mnist-test": "mnist-test.tar.gz",
+}
+SECTION = "## Quality benchmark (metrics helper)"
+
+
+def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, progress: bool):
+    """(X float32 (n, d), labels list[str], source description)."""
+    if vectors_from is not None:
+        d = np.load(vectors_from / f"{name}.npz", allow_pickle=False)
+        return d["vectors"].astype(np.float32), [str(v) for v in d["labels"]], f"dev vectors {vectors_from}"
+    from mediacluster.run import load_embeddings, save_embeddings
+
+    emb_dir = out / "embeddings" / name
+    if (emb_dir / "embeddings.npy").exists() and (emb_dir / "items.parquet").exists():
+        emb = load_embeddings(emb_dir)
+        return emb.vectors.astype(np.float32), list(emb.labels), f"cached embeddings {emb_dir}"
+    from mediacluster.datasets import extract_slice
+    from mediacluster.ingest import collect
+    from mediacluster.run import embed_collection
+
+    data_dir = out / "data" / name
+    marker = data_dir / ".extracted"
+    if not marker.exists():
+        t = time.perf_counter()
+        extract_slice(shared / DATASETS[name], data_dir)  # every file, keeping class folders
+        marker.write_text("ok\n")
+        print(f"[{name}] extracted in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    coll = collect(data_dir, labels_from_folders=True)
+    t = time.perf_counter()
+    emb = embed_collection(coll, cache_dir=out / "cache", progress=progress)
+    print(f"[{name}] embedded {len(emb)} items in {time.perf_counter() - t:.0f}s "
+          f"({len(emb.skipped)} skipped)", file=sys.stderr)
+    save_embeddings(emb_dir, emb)
+    return emb.vectors.astype(np.float32), list(emb.labels), f"embedded by {emb.encoder_version or emb.encoder}"
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    res = fn()
+    return res, time.perf_counter() - t
+
+
+def run_rows(X: np.ndarray, y: list[str], rows: list[str], seed: int) -> list[dict]:
+    from mediacluster.cluster import HDBSCANClusterer, KMeansClusterer
+    from mediacluster.metrics import external_scores
+    from mediacluster.outliers import LOFOutliers
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.reduce import PCAReducer, UMAPReducer
+
+    n = len(X)
+    k = len(set(y))
+    mcs = max(5, round(n / (4 * k)))
+    out = []
+
+    def score(name, labels, seconds, note=""):
+        s = external_scores(y, labels)
+        row = {"row": name, "acc": s["all"]["acc"], "nmi": s["all"]["nmi"], "ari": s["all"]["ari"],
+               "coverage": s["coverage"], "n_clusters": s["n_clusters"], "time_s": seconds,
+               "clustered_only": s["clustered"], "note": note}
+        out.append(row)
+        print(f"  {name:<32} ACC {row['acc']:.3f} NMI {row['nmi']:.3f} ARI {row['ari']:.3f} "
+              f"cov {row['coverage']:.3f} k={row['n_clusters']:<3} {seconds:7.1f}s  {note}",
+              file=sys.stderr, flush=True)
+
+    def stages(Z, outliers, clusterer, **kw):
+        return Pipeline(reducer=None, outliers=outliers, clusterer=clusterer, random_state=seed, **kw).fit(Z)
+
+    if "kmeans" in rows:
+        p, t = _timed(lambda: KMeansClusterer(n_clusters=k, random_state=seed).fit(X))
+        score("K-means (k) raw", p.labels_, t, f"n_init={p.n_init}")
+    if "pca" in rows:
+        def pca_km():
+            Z = PCAReducer(n_components=50, random_state=seed).fit_transform(X)
+            return KMeansClusterer(n_clusters=k, random_state=seed).fit(Z)
+        p, t = _timed(pca_km)
+        score("PCA(50)+K-means (k)", p.labels_, t)
+    umap_rows = {"umap-kmeans", "umap-hdbscan", "umap-lof-hdbscan"} & set(rows)
+    if umap_rows:
+        Z, t_umap = _timed(lambda: UMAPReducer(n_neighbors=30, n_components=10, min_dist=0.0,
+                                              random_state=seed).fit_transform(X))
+        print(f"  (UMAP 10d nn30: {t_umap:.1f}s, added to each UMAP row)", file=sys.stderr)
+        if "umap-kmeans" in rows:
+            p, t = _timed(lambda: KMeansClusterer(n_clusters=k, random_state=seed).fit(Z))
+            score("UMAP+K-means (k)", p.labels_, t_umap + t)
+        if "umap-hdbscan" in rows:
+            p, t = _timed(lambda: stages(Z, None, HDBSCANClusterer(min_cluster_size=mcs)))
+            score("UMAP+HDBSCAN", p.labels_, t_umap + t, f"mcs={mcs}, noise kept")
+            assigned = getattr(p, "cluster_", None)
+            if assigned is None:
+                p2, t2 = _timed(lambda: stages(Z, None, HDBSCANClusterer(min_cluster_size=mcs),
+                                               assign_noise=True))
+                assigned, t = getattr(p2, "cluster_", None), t2
+            if assigned is not None:
+                score("UMAP+HDBSCAN, noise assigned", assigned, t_umap + t, f"mcs={mcs}")
+        if "umap-lof-hdbscan" in rows:
+            p, t = _timed(lambda: stages(Z, LOFOutliers(n_neighbors=30),
+                                         HDBSCANClusterer(min_cluster_size=mcs)))
+            score("UMAP+LOF+HDBSCAN", p.labels_, t_umap + t,
+                  f"LOF nn30 removed {(p.labels_ == -2).mean():.1%}, mcs={mcs}, noise kept")
+    if "default" in rows:
+        p, t = _timed(lambda: Pipeline(random_state=seed).fit(X))
+        assigned = getattr(p, "cluster_", None)
+        labels = assigned if assigned is not None else p.labels_
+        desc = _describe(p)
+        score("Pipeline() default (not told k)", labels, t,
+              ("noise assigned" if assigned is not None else "labels_ (no noise assignment)"))
+        out[-1]["pipeline"] = desc
+    return out
+
+
+def _describe(p) -> dict | None:
+    try:
+        from mediacluster.run import describe
+
+        return describe(p)
+    except Exception:  # description is informative only
+        return None
+
+
+def versions() -> dict:
+    from mediacluster.run import versions as v
+
+    return v()
+
+
+def markdown(results: dict, command: str) -> str:
+    lines = [SECTION, "",
+             "Clustering quality against the true classes, default encoder (EfficientNet-Lite0) "
+             "features, whole sets. ACC = accuracy after Hungarian matching, NMI, ARI over **all** "
+             "items (noise and outliers form one extra group), coverage = share of items in a "
+             "cluster, time = clustering wall time on 2 shared cores (embedding excluded). "
+             "Seed 0. Produced by `benchmarks/quality.py` (see its docstring for each row's "
+             "exact configuration).", "",
+             f"Command: `{command}`", "",
+             f"Run: {results['finished']}, loadavg at start {results['loadavg_start']}, at end "
+             f"{results['loadavg_end']}; versions: "
+             + ", ".join(f"{k} {v}" for k, v in results["versions"].items()), ""]
+    ref = {"imagenette-val": (".856", ".938", ".925"), "cifar10-test": (".351", ".417", ".289"),
+           "mnist-test": (".469", ".768", ".788")}
+    for name, ds in results["datasets"].items():
+        lines += [f"### {name} (n={ds['n']}, k={ds['k']}; {ds['source']})", "",
+                  "| row | ACC | NMI | ARI | coverage | clusters | time (s) | note |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in ds["rows"]:
+            lines.append(f"| {r['row']} | {r['acc']:.3f} | {r['nmi']:.3f} | {r['ari']:.3f} | "
+                         f"{100 * r['coverage']:.1f}% | {r['n_clusters']} | {r['time_s']:.1f} | {r['note']} |")
+        if name in ref:
+            a, b, c = ref[name]
+            lines += ["", f"Reference NMI from MEASURED.md: K-means told k {a}, UMAP+K-means {b}, "
+                          f"UMAP+HDBSCAN noise reassigned {c}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace (or append) our own ``## `` section of RESULTS.md, leaving the others alone."""
+    from mediacluster.io import atomic_path
+
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    start = old.find(SECTION)
+    if start >= 0:
+        nxt = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text.rstrip() + "\n" + ("" if nxt < 0 else old[nxt:])
+    else:
+        new = old.rstrip() + "\n\n" + text.rstrip() + "\n"
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(new, encoding="utf-8")
+
+
+ALL_ROWS = ["kmeans", "pca", "umap-kmeans", "umap-hdbscan", "umap-lof-hdbscan", "default"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    ap.add_argument("--rows", nargs="+", default=ALL_ROWS, choices=ALL_ROWS)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "datasets")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--embed-only", action="store_true", help="only extract and embed, then stop")
+    ap.add_argument("--vectors-from", type=Path, default=None,
+                    help="DEVELOPMENT ONLY: read DIR/<dataset>.npz instead of embedding; never used "
+                         "for the committed table")
+    ap.add_argument("--write-results", action="store_true",
+                    help="write the table into benchmarks/RESULTS.md (refused with --vectors-from)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    if args.write_results and args.vectors_from is not None:
+        ap.error("--write-results is refused with --vectors-from (the table must come from the package)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {"loadavg_start": [round(v, 2) for v in os.getloadavg()], "versions": versions(),
+               "platform": platform.platform(), "seed": args.seed, "datasets": {}}
+    for name in args.datasets:
+        X, y, source = load_dataset(name, args.out, args.shared, args.vectors_from, not args.quiet)
+        print(f"[{name}] n={len(X)} d={X.shape[1]} classes={len(set(y))} ({source})", file=sys.stderr)
+        if args.embed_only:
+            continue
+        rows = run_rows(X, y, args.rows, args.seed)
+        results["datasets"][name] = {"n": len(X), "k": len(set(y)), "source": source, "rows": rows}
+    if args.embed_only:
+        return 0
+    results["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    from mediacluster.io import write_json
+
+    write_json(args.out / "quality.json", results)
+    text = markdown(results, command.strip())
+    print(text)
+    if args.write_results:
+        write_section(ROOT / "benchmarks" / "RESULTS.md", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""``mediacluster evaluate`` on a real run folder (300 CIFAR-10 images) and on a saved model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mediacluster import metrics as M
+from mediacluster.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(cifar3_embeddings, tmp_path_factory):
+    """A run folder laid out as ``mediacluster cluster --save-model`` writes it.
+
+    PCA + HDBSCAN (instead of the UMAP default) keeps the fixture quick; HDBSCAN leaves noise,
+    so both the fitted and the noise-assigned labellings exist.
+    """
+    from mediacluster.cluster import HDBSCANClusterer
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.reduce import PCAReducer
+    from mediacluster.run import save_embeddings, write_assignments
+
+    out = tmp_path_factory.mktemp("run")
+    emb = cifar3_embeddings
+    pipe = Pipeline(reducer=PCAReducer(n_components=10), clusterer=HDBSCANClusterer(min_cluster_size=15),
+                    random_state=0).fit(emb.vectors)
+    assert (pipe.labels_ == -1).any() and pipe.n_clusters_ >= 2
+    save_embeddings(out, emb)
+    write_assignments(out, emb, pipe)
+    pipe.save(out / "model")
+    return out
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_evaluate_run_folder(run_dir, cifar3_embeddings, capsys):
+    assert main(["evaluate", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "coverage" in printed and "NMI" in printed and "original space" in printed
+    res = _read(run_dir / "evaluation.json")
+    assert not list(run_dir.glob(".evaluation.json*"))  # atomic write left no temp file
+    a = pd.read_parquet(run_dir / "assignments.parquet")
+    y = cifar3_embeddings.labels
+    assert set(res["labelings"]) == {"fitted", "assigned"}
+    fitted, assigned = res["labelings"]["fitted"], res["labelings"]["assigned"]
+    assert fitted["coverage"] == pytest.approx((a["cluster"] >= 0).mean()) and fitted["coverage"] < 1
+    assert assigned["coverage"] == 1.0
+    # internal scores in both spaces, with the space and noise policy stated
+    for e in (fitted, assigned):
+        assert set(e["internal"]) == {"original", "reduced"}
+        assert e["internal"]["original"]["dims"] == 1280 and e["internal"]["reduced"]["dims"] == 10
+        assert e["internal"]["original"]["silhouette"]["exclude_noise"] is True
+    # the numbers are exactly the metrics module's on the same labels
+    ext = M.external_scores(y, a["cluster"].to_numpy())
+    assert fitted["external"]["all"] == pytest.approx(ext["all"])
+    assert fitted["external"]["clustered"] == pytest.approx(ext["clustered"])
+    ext2 = M.external_scores(y, a["assigned_cluster"].to_numpy())
+    assert assigned["external"]["all"]["nmi"] == pytest.approx(ext2["all"]["nmi"])
+    sil = M.silhouette(cifar3_embeddings.vectors, a["cluster"].to_numpy())
+    assert fitted["internal"]["original"]["silhouette"]["value"] == pytest.approx(sil["value"])
+    assert res["noise_policy"]["external"] == M.NOISE_POLICY_EXTERNAL
+
+
+def test_evaluate_labels_file_and_unlabelled_items(run_dir, tmp_path, capsys):
+    items = pd.read_parquet(run_dir / "items.parquet")
+    lab = items["label"].tolist()
+    lab[:50] = [None] * 50  # unlabelled items are excluded from external scores
+    pd.DataFrame({"path": items["path"], "label": lab}).to_csv(tmp_path / "truth.csv", index=False)
+    out = tmp_path / "ev.json"
+    assert main(["evaluate", str(run_dir), "--labels", str(tmp_path / "truth.csv"),
+                 "--out", str(out), "--labeling", "fitted", "--no-original"]) == 0
+    res = _read(out)
+    assert "matched by path" in res["labels_matched"]
+    assert set(res["labelings"]) == {"fitted"}
+    e = res["labelings"]["fitted"]
+    assert set(e["internal"]) == {"reduced"}
+    assert e["external"]["n_labelled"] == 250 and e["external"]["n_unlabelled"] == 50
+    assert "true labels" in capsys.readouterr().out
+
+
+def test_evaluate_run_without_labels_or_model(run_dir, tmp_path):
+    run2 = tmp_path / "run2"
+    shutil.copytree(run_dir, run2, ignore=shutil.ignore_patterns("model", "evaluation.json"))
+    items = pd.read_parquet(run2 / "items.parquet")
+    items["label"] = None
+    items.to_parquet(run2 / "items.parquet", index=False)
+    assert main(["evaluate", str(run2), "--labeling", "fitted"]) == 0
+    res = _read(run2 / "evaluation.json")
+    e = res["labelings"]["fitted"]
+    assert "external" not in e and set(e["internal"]) == {"original"}
+    assert any("no true labels" in n for n in res["notes"])
+    assert any("reduced space not available" in n for n in res["notes"])
+
+
+def test_evaluate_bare_model(run_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(run_dir / "model", model)
+    items = pd.read_parquet(run_dir / "items.parquet")
+    items[["label"]].to_csv(tmp_path / "labels.csv", index=False)  # no ids: matched by position
+    assert main(["evaluate", str(model), "--labels", str(tmp_path / "labels.csv")]) == 0
+    res = _read(model / "evaluation.json")
+    assert res["kind"] == "model" and "position" in res["labels_matched"]
+    fitted = res["labelings"]["fitted"]
+    assert set(fitted["internal"]) == {"reduced"}
+    a = pd.read_parquet(run_dir / "assignments.parquet")
+    assert fitted["external"]["all"]["nmi"] == pytest.approx(
+        M.external_scores(items["label"], a["cluster"].to_numpy())["all"]["nmi"])
+
+
+def test_evaluate_refuses_bad_input(run_dir, tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", str(tmp_path / "empty")]) == 2
+    assert "neither a run folder" in capsys.readouterr().err
+    bad = tmp_path / "bad_model"
+    shutil.copytree(run_dir / "model", bad)
+    (bad / "evil.pkl").write_bytes(b"\x80\x04K\x01.")
+    assert main(["evaluate", str(bad)]) == 2
+    assert "pickle" in capsys.readouterr().err
+    # a labels file that matches nothing is an error, not silent zeros
+    pd.DataFrame({"id": ["x", "y"], "label": ["a", "b"]}).to_csv(tmp_path / "l.csv", index=False)
+    assert main(["evaluate", str(run_dir), "--labels", str(tmp_path / "l.csv"), "--no-original",
+                 "--out", str(tmp_path / "e.json")]) == 2
+    assert not (tmp_path / "e.json").exists()
+    assert np.isfinite(_read(run_dir / "model" / "model.json")["n_items"])
