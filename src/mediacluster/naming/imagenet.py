@@ -7,17 +7,27 @@ cluster whose mass sits on tabby, tiger cat and Persian cat is named "cat" (whic
 three), not "tabby" (which covers one third) and not "animal" (which covers the same mass but says
 less).
 
-The rule (``lift``): score every concept ``s`` by
+The rule (``lift``):
 
-    score(s) = cover(s) - penalty * generality(s),   generality(s) = log(n_below(s)) / log(1000)
+1. each member's probabilities are cut to its ``TOP_K`` = 5 classes and renormalised (the long
+   softmax tail is spread over classes roughly in proportion to how many a concept holds - 398 of
+   the 1000 are animals - so summed over a cluster it votes for "animal" whatever the images are);
+2. every concept ``s`` is scored
 
-where ``n_below`` is the number of ImageNet classes under ``s`` (1 for a class itself, 1000 for
-``entity``), and pick the best scoring concept among those with ``cover(s) >= min_cover``. The
-penalty trades mass for specificity in information-content units (number of classes below),
-which - unlike the raw WordNet depth - is comparable across branches (animal branches are twice
-as deep as artifact branches). ``min_cover`` keeps a concept that covers only a sliver of the
-mass from winning. Defaults were chosen on real data (CIFAR-10 test and Imagenette val, grouped
-by true class; ``benchmarks/naming.py``; see RESULTS.md).
+       score(s) = cover(s) - PENALTY * generality(s) + CONTRAST * (cover(s) - cover_all(s))
+
+   where ``generality(s) = log(n_below(s)) / log(1000)`` (``n_below`` = ImageNet classes under
+   ``s``: 1 for a class, 1000 for ``entity``) and ``cover_all`` is the concept's cover over the
+   whole collection (what sets this cluster apart from the others);
+3. the best scoring concept with ``cover(s) >= MIN_COVER`` wins; if none covers that much (a
+   diffuse cluster) the concept with the highest ``cover + CONTRAST * lift`` does.
+
+Generality counts classes (information content) rather than WordNet depth, because depth is not
+comparable across branches (animal branches are twice as deep as artifact branches). Defaults
+(``MIN_COVER`` 0.5, ``PENALTY`` 1.0, ``TOP_K`` 5, ``CONTRAST`` 0.5) were chosen on real data:
+CIFAR-10 test and Imagenette val grouped by true class (whole classes and random 50-image
+subsets), maximising the share of names that are the class's concept or a hypernym of it, then
+specificity; ``benchmarks/naming.py`` reproduces the grid, RESULTS.md has the numbers.
 
 A few WordNet concepts are correct but useless as names (``entity``, ``whole``, ``artifact``,
 ``organism``...): concepts in :data:`TOO_ABSTRACT` are never chosen.
@@ -32,8 +42,10 @@ import numpy as np
 from . import wordnet as wn
 
 #: default rule parameters (tuned in benchmarks/naming.py)
-MIN_COVER = 0.4
+MIN_COVER = 0.5
 PENALTY = 1.0
+TOP_K: int | None = 5
+CONTRAST = 0.5
 
 #: WordNet concepts that are correct for almost anything and so name nothing
 TOO_ABSTRACT = frozenset({
@@ -95,7 +107,8 @@ def readable(synset: str) -> str:
     return lem.replace("_", " ")
 
 
-def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALTY, k: int = 4) -> list[dict]:
+def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALTY, k: int = 4,
+         background: np.ndarray | None = None, contrast: float = CONTRAST) -> list[dict]:
     """Best concepts for one probability mass over the 1000 classes, best first.
 
     Returns up to ``k`` dicts ``{"synset", "name", "cover", "score", "depth"}``; alternatives never
@@ -107,10 +120,16 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
     s = m.sum()
     m = m / s if s > 0 else np.full(1000, 1e-3)
     cover = t.cover @ m
-    score = cover - penalty * t.generality
+    if background is not None:  # what sets this cluster apart from the whole collection
+        b = np.asarray(background, dtype=np.float64)
+        lift_ = cover - t.cover @ (b / max(b.sum(), 1e-12))
+    else:
+        lift_ = np.zeros_like(cover)
+    score = cover - penalty * t.generality + contrast * lift_
     ok = t.allowed & (cover >= min_cover)
-    if not ok.any():  # nothing covers enough (a diffuse cluster): the broadest useful concept
-        ok = t.allowed & (cover >= cover[t.allowed].max() - 1e-9)
+    if not ok.any():  # nothing covers enough (a diffuse cluster): the most enriched broad concept
+        key = cover + contrast * lift_
+        ok = t.allowed & (key >= key[t.allowed].max() - 1e-9)
     order = np.argsort(-np.where(ok, score, -np.inf), kind="stable")
     out: list[dict] = []
     # alternatives: next best concepts, also from below the threshold (e.g. the top class)
@@ -135,20 +154,41 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
     return out
 
 
-def cluster_masses(probs: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
-    """Summed (normalised) ImageNet probabilities per cluster id >= 0."""
+def item_mass(probs: np.ndarray, top_k: int | None = TOP_K) -> np.ndarray:
+    """Per-item probabilities kept to their ``top_k`` classes and renormalised.
+
+    The long tail of a softmax is spread over all 1000 classes roughly in proportion to how many
+    classes a concept holds (398 of them are animals), so summed over a cluster it votes for the
+    biggest concepts whatever the images show; cutting it keeps what the encoder actually saw.
+    """
+    P = np.asarray(probs, dtype=np.float32)
+    if top_k is None or top_k >= P.shape[1]:
+        return P / np.maximum(P.sum(axis=1, keepdims=True), 1e-12)
+    part = np.argpartition(-P, top_k - 1, axis=1)[:, :top_k]
+    out = np.zeros_like(P)
+    rows = np.arange(len(P))[:, None]
+    out[rows, part] = P[rows, part]
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+
+
+def cluster_masses(probs: np.ndarray, labels: np.ndarray, top_k: int | None = TOP_K) -> dict[int, np.ndarray]:
+    """Summed (normalised) ImageNet probabilities per cluster id >= 0 (see :func:`item_mass`)."""
+    labels = np.asarray(labels)
     out = {}
-    for c in sorted(set(np.asarray(labels)[np.asarray(labels) >= 0].tolist())):
+    for c in sorted(set(labels[labels >= 0].tolist())):
         idx = np.flatnonzero(labels == c)
-        m = np.asarray(probs[idx], dtype=np.float64).sum(axis=0)
+        m = item_mass(probs[idx], top_k).astype(np.float64).sum(axis=0)
         out[int(c)] = m / max(m.sum(), 1e-12)
     return out
 
 
 def name_clusters_imagenet(probs: np.ndarray, labels: np.ndarray, min_cover: float = MIN_COVER,
-                           penalty: float = PENALTY) -> dict[int, list[dict]]:
+                           penalty: float = PENALTY, top_k: int | None = TOP_K,
+                           contrast: float = CONTRAST) -> dict[int, list[dict]]:
     """Cluster id -> ranked candidate concepts (see :func:`lift`)."""
-    return {c: lift(m, min_cover=min_cover, penalty=penalty) for c, m in cluster_masses(probs, labels).items()}
+    bg = item_mass(probs, top_k).astype(np.float64).sum(axis=0) if contrast else None
+    return {c: lift(m, min_cover=min_cover, penalty=penalty, background=bg, contrast=contrast)
+            for c, m in cluster_masses(probs, labels, top_k).items()}
 
 
 def contrast_qualifiers(masses: dict[int, np.ndarray], group: list[int], base: str | None = None) -> dict[int, str]:

@@ -1,0 +1,145 @@
+"""Automatic cluster names (WordNet lifting, zero-shot), names.yaml overrides, the WordNet API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mediacluster.naming import wordnet as wn
+
+CAT, DOMESTIC_CAT, DOG, CAR, SHIP = "n02121620", "n02121808", "n02084071", "n02958343", "n04194289"
+
+
+def test_wordnet_api():
+    assert CAT in wn.synsets_for("cat")
+    assert wn.synsets_for("cats")[0] == CAT  # plural reduced like nltk's morphy
+    assert wn.synsets_for("Tiger cat") == wn.synsets_for("tiger_cat") != []
+    assert wn.synsets_for("no such word xyz") == []
+    ims = wn.imagenet_synsets()
+    assert len(ims) == 1000 and ims[0] == "n01440764" and len(set(ims)) == 1000
+    tabby = ims[281]
+    assert "tabby" in wn.lemmas(tabby)
+    anc = wn.hypernym_closure(tabby)
+    assert {DOMESTIC_CAT, CAT, "n00015388", "n00001740"} <= anc  # domestic cat, cat, animal, entity
+    assert tabby not in anc
+    assert wn.depth("n00001740") == 0 and wn.depth(CAT) > wn.depth("n00015388")
+    assert wn.is_hypernym_or_synonym("automobile", CAR) and wn.is_hypernym_or_synonym("vehicle", CAR)
+    assert not wn.is_hypernym_or_synonym("dog", CAT)
+    assert len(wn.all_synsets()) == 82115  # WordNet 3.0 nouns
+
+
+def test_lift_prefers_specific_covering_concept():
+    from mediacluster.naming.imagenet import lift
+
+    idx = [281, 282, 283]  # tabby, tiger cat, Persian cat
+    mass = np.zeros(1000)
+    mass[idx] = [0.4, 0.35, 0.25]
+    best = lift(mass)[0]
+    assert best["synset"] in (DOMESTIC_CAT, CAT), best  # not "tabby", not "animal"
+    assert best["cover"] == pytest.approx(1.0)
+    # one dominant class keeps its own name
+    mass2 = np.full(1000, 0.02 / 999)
+    mass2[idx[0]] = 0.98
+    assert lift(mass2)[0]["synset"] == wn.imagenet_synsets()[idx[0]]
+    # dog breeds + cat breeds in equal parts: a concept covering both (carnivore / mammal...)
+    mass3 = np.zeros(1000)
+    dogs = [i for i, s in enumerate(wn.imagenet_synsets()) if DOG in wn.hypernym_closure(s)][:20]
+    mass3[dogs] = 0.5 / len(dogs)
+    mass3[idx] = 0.5 / 3
+    b3 = lift(mass3)[0]["synset"]
+    ims = wn.imagenet_synsets()
+    assert b3 in wn.hypernym_closure(ims[281]) and b3 in wn.hypernym_closure(ims[dogs[0]])  # e.g. domestic animal
+
+
+def test_unique_names_are_disambiguated():
+    from mediacluster.naming.names import name_clusters
+
+    rng = np.random.default_rng(0)
+    P = np.zeros((40, 1000), dtype=np.float32)
+    a = [281, 282]  # tabby, tiger cat
+    P[:20, a[0]] = 0.9
+    P[20:, a[1]] = 0.3
+    P[20:, 283] = 0.6  # Persian cat
+    P += rng.random(P.shape).astype(np.float32) * 1e-4
+    labels = np.array([0] * 20 + [1] * 20)
+    out = name_clusters(None, labels, imagenet_probs=P)
+    got = [e["name"] for e in out]
+    assert len(set(got)) == 2, got
+    assert all(len(e["alternatives"]) == 3 and e["name"] not in e["alternatives"] for e in out)
+
+
+@pytest.fixture(scope="module")
+def cifar4(tmp_path_factory):
+    """50 CIFAR-10 test images each of cat, dog, ship, automobile, embedded by the default encoder."""
+    from conftest import dataset
+
+    from mediacluster.datasets import extract_slice
+    from mediacluster.ingest import collect
+    from mediacluster.run import embed_collection
+
+    d = tmp_path_factory.mktemp("cifar4")
+    extract_slice(dataset("cifar10-test"), d, classes=["cat", "dog", "ship", "automobile"], per_class=50, seed=1)
+    coll = collect(d, labels_from_folders=True)
+    return embed_collection(coll, cache_dir=tmp_path_factory.mktemp("cache4"), progress=False)
+
+
+def test_names_of_cifar_classes_are_acceptable(cifar4):
+    """Clusters = true classes; each name must be the class's concept or a hypernym of it
+    (checked through WordNet, not by string), and not the useless root."""
+    from mediacluster.naming.names import name_clusters
+
+    truth = {"cat": CAT, "dog": DOG, "ship": SHIP, "automobile": CAR}
+    classes = sorted(truth)
+    labels = np.array([classes.index(x) for x in cifar4.labels])
+    out = name_clusters(cifar4.vectors, labels, imagenet_probs=cifar4.extras["imagenet_probs"])
+    assert len({e["name"] for e in out}) == len(classes)
+    for e in out:
+        cls = classes[e["cluster"]]
+        syn = e["candidates"][0]["synset"]
+        ok = {truth[cls]} | wn.hypernym_closure(truth[cls])
+        assert syn in ok, (cls, e["name"], e["candidates"][:2])
+        assert wn.depth(syn) >= 4, (cls, e["name"])  # deeper than entity/object/whole/...
+        head = e["name"].split(" (")[0]  # the readable name itself resolves to such a concept
+        assert any(s in ok for s in wn.synsets_for(head)), (cls, e["name"])
+
+
+def test_load_names_overrides(tmp_path):
+    from mediacluster.io import write_json
+    from mediacluster.naming import load_names, save_names_template
+
+    write_json(tmp_path / "clusters.json", {"clusters": [
+        {"cluster": 0, "size": 3, "name": "cat", "alternatives": []},
+        {"cluster": 1, "size": 2, "name": "dog", "alternatives": []},
+        {"cluster": 2, "size": 2}]})
+    assert load_names(tmp_path) == {0: "cat", 1: "dog"}
+    p = save_names_template(tmp_path)
+    assert "1:   # automatic: dog" in p.read_text()
+    assert load_names(tmp_path) == {0: "cat", 1: "dog"}  # the empty template changes nothing
+    p.write_text("1: my dogs\n2: 'screenshots'\n")
+    assert load_names(tmp_path) == {0: "cat", 1: "my dogs", 2: "screenshots"}
+    write_json(tmp_path / "names.json", {"clusters": [{"cluster": 0, "name": "feline", "alternatives": []}]})
+    assert load_names(tmp_path)[0] == "feline"
+    p.write_text("x: bad\n")
+    with pytest.raises(ValueError):
+        load_names(tmp_path)
+
+
+def test_name_run_writes_names(tmp_path):
+    import pandas as pd
+
+    from mediacluster.io import write_json, write_npy
+    from mediacluster.naming.names import name_run
+
+    names = wn.imagenet_names()
+    P = np.full((6, 1000), 1e-5, dtype=np.float32)
+    P[:3, names.index("golf ball")] = 1.0
+    P[3:, names.index("tench")] = 1.0
+    write_npy(tmp_path / "extra_imagenet_probs.npy", P.astype(np.float16))
+    pd.DataFrame({"id": list("abcdef"), "cluster": [0, 0, 0, 1, 1, -1]}).to_parquet(tmp_path / "assignments.parquet")
+    write_json(tmp_path / "clusters.json", {"clusters": [{"cluster": 0, "size": 3}, {"cluster": 1, "size": 2}]})
+    name_run(tmp_path)
+    cj = json.loads((tmp_path / "clusters.json").read_text())["clusters"]
+    assert [e["name"] for e in cj] == ["golf ball", "tench"]
+    assert json.loads((tmp_path / "names.json").read_text())["clusters"][1]["method"] == "imagenet-wordnet"
