@@ -143,3 +143,46 @@ def test_name_run_writes_names(tmp_path):
     cj = json.loads((tmp_path / "clusters.json").read_text())["clusters"]
     assert [e["name"] for e in cj] == ["golf ball", "tench"]
     assert json.loads((tmp_path / "names.json").read_text())["clusters"][1]["method"] == "imagenet-wordnet"
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_encoder(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from test_encoders import make_tiny_clip
+
+    from mediacluster.encoders import get_encoder
+
+    return get_encoder(f"clip:{make_tiny_clip(tmp_path_factory.mktemp('tiny_clip'))}")
+
+
+def test_zeroshot_names_with_clip_text_tower(tiny_clip_encoder, tmp_path):
+    """The encoders helper's tiny random-weight CLIP (real transformers CLIPModel): clusters whose
+    members lie next to a topic's prompt-ensembled text vector get that topic's name."""
+    from mediacluster.naming.names import name_clusters
+    from mediacluster.naming.zeroshot import TEMPLATES, load_vocabulary, topic_vectors
+
+    vocab = load_vocabulary(None)
+    assert len(vocab) > 50 and "memes" in vocab and "cats" in vocab
+    enc = tiny_clip_encoder
+    calls = []
+    orig = enc.encode_text
+    enc.encode_text = lambda texts: (calls.append(len(texts)), orig(texts))[1]
+    try:
+        T = topic_vectors(enc, ["cats", "cars", "food"])
+    finally:
+        enc.encode_text = orig
+    assert calls == [3 * len(TEMPLATES)]  # every topic through every prompt template
+    assert T.shape == (3, 16) and np.allclose(np.linalg.norm(T, axis=1), 1, atol=1e-5)
+    # members = the topic vector plus small noise (what a perfect image tower would give)
+    rng = np.random.default_rng(0)
+    V = np.vstack([T[j] + 0.05 * rng.standard_normal((10, 16)) for j in range(3)]).astype(np.float32)
+    labels = np.repeat([0, 1, 2], 10)
+    vf = tmp_path / "topics.txt"
+    vf.write_text("# my topics\ncats\ncars\nfood\n")
+    out = name_clusters(V, labels, encoder=enc, vocabulary=load_vocabulary(vf))
+    assert [e["name"] for e in out] == ["cats", "cars", "food"]
+    assert all(e["method"] == "clip-zeroshot" and set(e["alternatives"]) <= {"cats", "cars", "food"} for e in out)
+    # two clusters of the same topic get distinct names
+    out2 = name_clusters(V[:10], np.repeat([0, 1], 5), encoder=enc, vocabulary=["cats", "cars", "food"])
+    assert out2[0]["name"].startswith("cats") and out2[1]["name"].startswith("cats")
+    assert len({e["name"] for e in out2}) == 2
