@@ -26,6 +26,9 @@ def add_parser(sub):
     p.add_argument("--workers", type=int, default=None, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_pipeline_args(p)
+    from .report import add_report_argument
+
+    add_report_argument(p)
     return p
 
 
@@ -83,6 +86,9 @@ def run(args) -> int:
         info = res.pipeline.save(res.out / "model", overwrite=True,
                                  metadata={"encoder": _encoder_spec(args, res.out)})
         print(f"model: {info['path']} ({info['bytes'] / 1e6:.1f} MB)")
+    from .report import report_after
+
+    report_after(args, res.out)
     # exit code 0 when everything was used, 3 when some files were skipped (the run still finished)
     return 3 if res.embeddings.skipped else 0
 

@@ -59,3 +59,26 @@ def run(args) -> int:
     sys.stdout.write(f"report: {path} ({size / 1e6:.1f} MB; thumbnails in {path.parent / 'thumbs'})\n"
                      f"open it in a browser: file://{path.resolve()}\n")
     return 0
+
+
+# -- `--report` on other commands (cluster, tune) ----------------------------------------------
+def add_report_argument(p) -> None:
+    """Add ``--report`` (and ``--vocabulary``) to another sub-command's parser."""
+    p.add_argument("--report", action="store_true",
+                   help="also name the clusters and write the HTML report (OUT/report/index.html)")
+    if not any("--vocabulary" in a.option_strings for a in p._actions):
+        p.add_argument("--vocabulary", default=None,
+                       help="topics file for CLIP zero-shot names (with --report)")
+
+
+def report_after(args, run_dir) -> None:
+    """Write the report of ``run_dir`` when ``--report`` was given (a failure is reported, not
+    raised: the run itself has finished)."""
+    if not getattr(args, "report", False):
+        return
+    try:
+        path = make_report(run_dir, vocabulary=getattr(args, "vocabulary", None),
+                           progress=not getattr(args, "quiet", False))
+        sys.stdout.write(f"report: {path}\n")
+    except Exception as e:  # noqa: BLE001
+        sys.stderr.write(f"mediacluster: the report could not be written: {e}\n")
