@@ -1,0 +1,114 @@
+"""``mediacluster tune INPUT --out DIR``: search reduce/outlier/cluster parameters with Optuna.
+
+INPUT is a run folder written by ``mediacluster cluster`` (its ``embeddings.npy`` is reused), a
+folder of media, a manifest, or a vectors file. The study lives in ``DIR/study.db`` (open it
+with ``optuna-dashboard sqlite:///DIR/study.db``); re-running the same command continues it
+(``--trials`` is the total to reach). The best trial is refitted and saved to ``DIR/model``,
+its parameters to ``DIR/best_params.json``; every trial's scores are in ``DIR/trials.csv``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(sub):
+    from ..tune.objectives import OBJECTIVES
+    from ..tune.space import PRESETS
+    from ..tune.study import SAMPLERS
+
+    p = sub.add_parser("tune", help="tune pipeline parameters with Optuna (resumable study)",
+                       description=__doc__.split("\n\n", 1)[1])
+    p.add_argument("input", help="run folder (embeddings.npy), media folder, manifest or vectors file")
+    p.add_argument("--out", required=True, help="output folder (study.db, model/, best_params.json)")
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS,
+                   help="tpe / gp (Bayesian), random, grid, cmaes (evolutionary), nsga2 (genetic, Pareto)")
+    p.add_argument("--trials", type=int, default=50, help="total finished trials the study should hold")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--space", default="default",
+                   help=f"preset ({', '.join(PRESETS)}) or a YAML/JSON file, e.g. "
+                        "'reduce.n_components: {int: [2, 50]}'")
+    p.add_argument("--objective", default="default", choices=list(OBJECTIVES))
+    p.add_argument("--pareto", action="store_true",
+                   help="maximise (quality, coverage) and print the Pareto front (default with nsga2)")
+    p.add_argument("--pick", type=int, default=None,
+                   help="Pareto mode: trial number from the printed front to refit and save")
+    p.add_argument("--fidelity", default="auto",
+                   help="'auto' (subsample first when >= 8000 items), a subsample size, or 'off'")
+    p.add_argument("--prune-keep", type=float, default=0.3,
+                   help="share of trials promoted from the subsample to full size")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study")
+    p.add_argument("--grid-points", type=int, default=5, help="points per range for --sampler grid")
+    p.add_argument("--labels-from-folders", action="store_true",
+                   help="record NMI against folder labels per trial (evaluation only)")
+    p.add_argument("--encoder", default="efficientnet-lite0", help="encoder when INPUT is media")
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default: OUT/cache)")
+    p.add_argument("--no-refit", action="store_true", help="do not refit/save the best pipeline")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def load_input(src: str, out: Path, encoder: str, cache_dir, labels_from_folders: bool, progress: bool):
+    from ..run import embed_collection, load_embeddings
+
+    p = Path(src)
+    if p.is_dir() and (p / "embeddings.npy").exists() and (p / "items.parquet").exists():
+        return load_embeddings(p)
+    from ..ingest import collect
+
+    coll = collect(src, labels_from_folders=labels_from_folders)
+    if len(coll) == 0:
+        raise ValueError(f"no usable items found in {src}")
+    return embed_collection(coll, encoder=encoder, cache_dir=cache_dir or out / "cache",
+                            progress=progress)
+
+
+def run(args) -> int:
+    from ..tune import tune
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    emb = load_input(args.input, out, args.encoder, args.cache_dir, args.labels_from_folders,
+                     not args.quiet)
+    fidelity = args.fidelity if args.fidelity in ("auto", "off") else int(args.fidelity)
+    res = tune(
+        emb, out=out, space=args.space, sampler=args.sampler, objective=args.objective,
+        n_trials=args.trials, timeout=args.timeout, seed=args.seed,
+        multi_objective=True if args.pareto else None, pick=args.pick, fidelity=fidelity,
+        prune_keep=args.prune_keep, n_jobs=args.jobs, grid_points=args.grid_points,
+        refit=not args.no_refit, progress=not args.quiet,
+    )
+    print_result(res, out)
+    return 0
+
+
+def print_result(res, out: Path) -> None:
+    w = sys.stdout.write
+    s = res.summary
+    st = s["states"]
+    w(f"\nstudy {out / 'study.db'}: {s['n_trials']} trials ({st.get('COMPLETE', 0)} complete, "
+      f"{st.get('PRUNED', 0)} pruned, {st.get('FAIL', 0)} failed); "
+      f"{s['timing']['trials_this_run']} run now in {s['timing']['wall_s']:.0f} s\n")
+    w(f"objective: {s['objective_description']}\n")
+    for note in s.get("space_notes", []):
+        w(f"note: {note}\n")
+    if res.pareto:
+        w("Pareto front (quality vs coverage); refit another with --pick TRIAL:\n")
+        w(f"  {'trial':>5} {'quality':>8} {'coverage':>8} {'clusters':>8}\n")
+        for r in res.pareto:
+            mark = " <- picked" if r["trial"] == res.best_trial else ""
+            q, c = r["values"]
+            w(f"  {r['trial']:>5} {q:>8.3f} {c:>8.3f} {r.get('n_clusters', '?'):>8}{mark}\n")
+    m = s["best_metrics"]
+    val = res.best_value if not isinstance(res.best_value, list) else tuple(round(v, 4) for v in res.best_value)
+    w(f"best trial {res.best_trial}: value {val}, clusters {m.get('n_clusters')}, "
+      f"coverage {m.get('coverage', 0):.3f}, silhouette {m.get('silhouette')}\n")
+    w("best parameters:\n")
+    for k, v in sorted(res.best_params.items()):
+        w(f"  {k}: {v}\n")
+    if "model" in s:
+        w(f"model: {s['model']}\n")
+    w(f"files: {out}/best_params.json, tune.json, trials.csv; dashboard: "
+      f"optuna-dashboard sqlite:///{(out / 'study.db').resolve()}\n")

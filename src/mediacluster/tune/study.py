@@ -1,0 +1,545 @@
+"""``tune``: an Optuna study over reduce -> outliers -> cluster, resumable, fast by design.
+
+Storage: with ``out`` the study lives in ``out/study.db`` (Optuna's SQLite storage, opens in
+``optuna-dashboard sqlite:///out/study.db``); re-running the same call continues it. ``n_trials``
+is the **total** the study should reach, so an interrupted run re-run unchanged finishes the
+job, with trial numbers continuing where they stopped. Trials left ``RUNNING`` by a killed
+process are marked ``FAIL`` on resume (user attr ``failed_reason="interrupted"``) and their
+parameters are enqueued again, so nothing the sampler proposed is lost.
+
+Speed (see ``workspace``): one input neighbour graph per study, reduced embeddings cached by
+reducer parameters, LOF on a cached reduced-space graph, sampled silhouette, multi-fidelity
+(a subsample first, Optuna's PercentilePruner stops the hopeless, the rest run at full size),
+``n_jobs`` worker processes sharing the study and the on-disk caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .objectives import DESCRIPTIONS, get_objective, quality_for_pareto
+from .space import SearchSpace, full_params, load_space
+from .workspace import Workspace, build_pipeline, setup_numba_cache
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "nsga2")
+STUDY_NAME = "mediacluster"
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` returns."""
+
+    study: object
+    best_params: dict
+    best_value: float | list | None
+    best_trial: int | None
+    pipeline: object | None
+    pareto: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int = 5,
+                 n_directions: int = 1):
+    import optuna
+
+    s = optuna.samplers
+    if name == "tpe":
+        return s.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
+    if name == "random":
+        return s.RandomSampler(seed=seed)
+    if name == "grid":
+        return s.GridSampler(space.grid(grid_points), seed=seed)
+    if name == "gp":
+        return s.GPSampler(seed=seed, n_startup_trials=10, warn_independent_sampling=False)
+    if name == "cmaes":
+        if n_directions > 1:
+            raise ValueError("cmaes handles one objective; use nsga2 (or tpe/random) for the Pareto mode")
+        return s.CmaEsSampler(seed=seed, n_startup_trials=5, warn_independent_sampling=False,
+                              independent_sampler=s.RandomSampler(seed=seed))
+    if name == "nsga2":
+        return s.NSGAIISampler(seed=seed, population_size=min(50, 20))
+    raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+
+
+def _fidelity_size(n: int, fidelity) -> int | None:
+    if fidelity in (None, False, "off", 0):
+        return None
+    if fidelity == "auto" or fidelity is True:
+        return max(2000, min(10000, n // 5)) if n >= 8000 else None
+    m = int(fidelity)
+    return m if m < n else None
+
+
+def _attrs_safe(d: dict) -> dict:
+    """Optuna user_attrs must be JSON-able; drop NaN/inf."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float | np.floating):
+            v = float(v)
+            if not math.isfinite(v):
+                v = None
+        elif isinstance(v, np.integer):
+            v = int(v)
+        elif isinstance(v, dict):
+            v = _attrs_safe(v)
+        elif isinstance(v, list | tuple):
+            v = [None if isinstance(x, float) and not math.isfinite(x) else x for x in v]
+        out[k] = v
+    return out
+
+
+def _external(y, labels) -> dict:
+    if y is None:
+        return {}
+    from .. import metrics as M
+
+    e = M.external_scores(y, labels)
+    return {"ext_nmi": e["all"]["nmi"], "ext_ari": e["all"]["ari"], "ext_acc": e["all"].get("acc"),
+            "ext_nmi_clustered": e["clustered"]["nmi"]}
+
+
+def _base_params(pipeline) -> dict:
+    """Fixed values from a starting pipeline's explicit stages (parameters not in the space)."""
+    out: dict = {}
+    if pipeline is None:
+        return out
+    from ..cluster import HDBSCANClusterer
+    from ..outliers import LOFOutliers
+    from ..reduce import UMAPReducer
+
+    r, o, c = pipeline.reducer, pipeline.outliers, pipeline.clusterer
+    if isinstance(r, UMAPReducer):
+        for k in ("n_neighbors", "n_components", "min_dist", "spread", "metric", "n_epochs"):
+            out[f"reduce.{k}"] = getattr(r, k)
+    if isinstance(o, LOFOutliers):
+        out["outliers.method"] = "lof"
+        out["outliers.n_neighbors"] = o.n_neighbors
+        out["outliers.contamination"] = o.contamination
+    if isinstance(c, HDBSCANClusterer):
+        for k in ("min_cluster_size", "min_samples", "cluster_selection_method",
+                  "cluster_selection_epsilon", "alpha"):
+            out[f"cluster.{k}"] = getattr(c, k)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# the objective function Optuna calls
+# ------------------------------------------------------------------------------------------
+class _Objective:
+    def __init__(self, ws: Workspace, space: SearchSpace, objective: str | Callable, base: dict,
+                 multi: bool, fidelity: bool, y=None):
+        self.ws, self.space, self.base, self.multi, self.fidelity, self.y = ws, space, base, multi, fidelity, y
+        self.name, self.fn = get_objective(objective)
+        self.quality = quality_for_pareto(self.name) if multi and isinstance(objective, str) else self.fn
+
+    def params_of(self, trial) -> dict:
+        p = dict(self.base)
+        p.update(self.space.suggest(trial))
+        return p
+
+    def values(self, m: dict):
+        if self.multi:
+            return [self.quality(m), float(m.get("coverage", 0.0))]
+        return self.fn(m)
+
+    def __call__(self, trial):
+        import optuna
+
+        params = self.params_of(trial)
+        t0 = time.perf_counter()
+        if self.fidelity:
+            low = self.ws.run(params, "sub")
+            v0 = self.values(low.metrics)
+            trial.set_user_attr("low", _attrs_safe({k: v for k, v in low.metrics.items()
+                                                    if k != "params_used"} | {"objective": v0}))
+            trial.report(v0, 0)
+            if trial.should_prune():
+                trial.set_user_attr("fidelity", "subsample (pruned)")
+                trial.set_user_attr("time_s", time.perf_counter() - t0)
+                raise optuna.TrialPruned()
+        out = self.ws.run(params, "full")
+        m = {k: v for k, v in out.metrics.items() if k != "params_used"}
+        m.update(_external(self.y, out.labels))
+        val = self.values(m)
+        for k, v in _attrs_safe(m).items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("fidelity", "full")
+        trial.set_user_attr("objective_name", self.name)
+        trial.set_user_attr("time_s", time.perf_counter() - t0)
+        if not self.multi and self.fidelity:
+            trial.report(val, 1)
+        return val
+
+
+# ------------------------------------------------------------------------------------------
+# resume
+# ------------------------------------------------------------------------------------------
+def recover_interrupted(study) -> list[int]:
+    """Mark trials a killed process left RUNNING as FAIL and enqueue their parameters again.
+
+    Only call when no other process works on the study (``tune`` does it at start-up)."""
+    from optuna.trial import TrialState
+
+    redo = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "failed_reason", "interrupted")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=True)
+        redo.append(t.number)
+    return redo
+
+
+def _done(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _storage_url(out: Path) -> str:
+    return f"sqlite:///{(out / 'study.db').resolve()}"
+
+
+def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = STUDY_NAME):
+    import optuna
+
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    old = study.user_attrs
+    if old:
+        for k in ("data", "space", "objective", "directions", "multi_fidelity"):
+            if k in old and old[k] != meta[k]:
+                raise ValueError(
+                    f"the study in {storage} was started with a different {k} "
+                    f"({old[k]!r} vs now {meta[k]!r}); use another --out folder or the same settings")
+    else:
+        for k, v in meta.items():
+            study.set_user_attr(k, v)
+    return study
+
+
+# ------------------------------------------------------------------------------------------
+# worker processes (n_jobs > 1)
+# ------------------------------------------------------------------------------------------
+def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
+    setup_numba_cache(cfg.get("numba_cache"))
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    X = np.load(cfg["x_path"], mmap_mode="r")
+    space = SearchSpace.from_dict(cfg["space"], name=cfg["space_name"])
+    ws = Workspace(np.asarray(X), space, seed=cfg["seed"], cache_dir=cfg["cache_dir"],
+                   subsample=cfg["subsample"], silhouette_sample=cfg["silhouette_sample"])
+    y = np.load(cfg["y_path"], allow_pickle=False).tolist() if cfg.get("y_path") else None
+    sampler = make_sampler(cfg["sampler"], cfg["seed"] + 7919 * cfg["worker"], space,
+                           cfg["grid_points"], len(cfg["directions"]))
+    pruner = _pruner(bool(cfg["subsample"]), len(cfg["directions"]) > 1, cfg["prune_keep"])
+    study = optuna.load_study(study_name=STUDY_NAME, storage=cfg["storage"], sampler=sampler,
+                              pruner=pruner)
+    obj = _Objective(ws, space, cfg["objective"], cfg["base"], len(cfg["directions"]) > 1,
+                     bool(cfg["subsample"]), y)
+    _optimize(study, obj, cfg["n_trials"], cfg["deadline"])
+
+
+def _pruner(fidelity: bool, multi: bool, keep: float):
+    import optuna
+
+    if not fidelity or multi:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.PercentilePruner(percentile=100.0 * keep, n_startup_trials=5,
+                                           n_warmup_steps=0)
+
+
+def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -> None:
+    """Run trials until the study holds ``n_total`` finished trials or the deadline passes."""
+    from optuna.trial import TrialState
+
+    while True:
+        n_done = len(study.get_trials(deepcopy=False, states=(
+            TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
+        if n_done >= n_total:
+            return
+        if deadline is not None and time.time() >= deadline:
+            return
+        if hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study):
+            return  # the grid sampler has visited every point
+        study.optimize(obj, n_trials=1, catch=(ValueError, FloatingPointError,
+                                                np.linalg.LinAlgError))
+        if progress is not None:
+            progress(study)
+
+
+# ------------------------------------------------------------------------------------------
+# the entry point
+# ------------------------------------------------------------------------------------------
+def tune(
+    X,
+    out: str | os.PathLike | None = None,
+    space="default",
+    sampler: str = "tpe",
+    objective: str | Callable[[dict], float] = "default",
+    n_trials: int = 50,
+    timeout: float | None = None,
+    seed: int | None = None,
+    multi_objective: bool | None = None,
+    pick: int | Callable | None = None,
+    fidelity="auto",
+    prune_keep: float = 0.3,
+    n_jobs: int = 1,
+    grid_points: int = 5,
+    silhouette_sample: int = 5000,
+    labels=None,
+    pipeline=None,
+    refit: bool = True,
+    progress: bool = True,
+    study_name: str = STUDY_NAME,
+    cache_dir: str | os.PathLike | None = None,
+) -> TuneResult:
+    """Search stage parameters with Optuna; returns the study, the best parameters and the
+    best pipeline refitted on all of ``X``.
+
+    Parameters
+    ----------
+    X : (n, d) vectors (or an ``Embeddings``; its labels, if any, are only *recorded*).
+    out : folder for ``study.db``, caches, ``best_params.json``, ``trials.csv`` and ``model/``;
+        None keeps everything in memory (no resume).
+    space : preset name (``default``, ``seed-study``), YAML/JSON path, dict or SearchSpace.
+    sampler : tpe | random | grid | gp | cmaes | nsga2 (all Optuna).
+    objective : a name from ``mediacluster.tune.objectives.OBJECTIVES`` or ``f(metrics) -> float``.
+    n_trials : total number of finished trials the study should hold (resume-friendly).
+    multi_objective : maximise (quality, coverage) and return the Pareto front; default True
+        for nsga2. ``pick``: trial number from the front, or ``f(front) -> FrozenTrial``;
+        default picks the front trial with the largest quality x coverage.
+    fidelity : "auto" (subsample first when n >= 8000), an int subsample size, or "off".
+    prune_keep : share of trials the pruner lets through to full size.
+    n_jobs : worker processes (needs ``out``: they share the SQLite study and disk caches).
+    cache_dir : where the input graph and reduced embeddings are cached (default ``out/cache``).
+    labels : ground truth, recorded as ``ext_*`` per trial for evaluation; never optimised.
+    pipeline : starting Pipeline: its explicit stage parameters are the fixed values, its
+        random_state the seed, its other settings are kept in the refitted model.
+    """
+    import optuna
+
+    from ..collection import Embeddings
+
+    if isinstance(X, Embeddings):
+        if labels is None and X.labels is not None:
+            labels = X.labels
+        X = X.vectors
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or len(X) < 10:
+        raise ValueError(f"need a 2-D array of at least 10 vectors, got shape {X.shape}")
+    if seed is None:
+        seed = int(getattr(pipeline, "random_state", 0) or 0)
+    n = len(X)
+    out = Path(out) if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if cache_dir is None:
+            cache_dir = out / "cache"
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    setup_numba_cache()
+    sp = load_space(space, n)
+    obj_name = objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
+    get_objective(objective)  # validate the name early
+    multi = (sampler == "nsga2") if multi_objective is None else bool(multi_objective)
+    directions = ["maximize", "maximize"] if multi else ["maximize"]
+    sub = None if multi else _fidelity_size(n, fidelity)
+    base = _base_params(pipeline)
+    y = None if labels is None else [None if v is None else str(v) for v in labels]
+
+    ws = Workspace(X, sp, seed=seed, cache_dir=cache_dir, subsample=sub,
+                   silhouette_sample=silhouette_sample)
+    meta = {
+        "data": f"{n}x{X.shape[1]}:{ws.fingerprint}", "space": sp.to_dict(), "space_name": sp.name,
+        "objective": obj_name, "directions": directions, "multi_fidelity": sub,
+        "sampler": sampler, "seed": seed, "space_notes": sp.notes,
+        "objective_description": DESCRIPTIONS.get(obj_name, obj_name),
+    }
+    storage = _storage_url(out) if out is not None else optuna.storages.InMemoryStorage()
+    # reseed per (re)start so a resumed study does not replay its first random proposals
+    t_start = time.time()
+    probe = optuna.load_study(study_name=study_name, storage=storage) if (
+        out is not None and (out / "study.db").exists() and
+        study_name in [s.study_name for s in optuna.get_all_study_summaries(storage)]) else None
+    prior = len(probe.trials) if probe is not None else 0
+    smp = make_sampler(sampler, seed + prior, sp, grid_points, len(directions))
+    study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, prune_keep), meta,
+                        study_name)
+    recovered = recover_interrupted(study)
+    if recovered:
+        log.warning("trials %s were left running by an interrupted run: marked FAIL, parameters "
+                    "enqueued again", recovered)
+
+    # shared work up front (workers load it from disk)
+    metric = full_params(dict(base) | {k: d.value for k, d in sp.dims.items() if d.kind == "fixed"},
+                         n)["reduce.metric"]
+    t = time.perf_counter()
+    ws.graph("full", metric)
+    if sub:
+        ws.graph("sub", metric)
+    t_graph = time.perf_counter() - t
+
+    obj = _Objective(ws, sp, objective, base, multi, bool(sub), y)
+    deadline = time.time() + timeout if timeout else None
+    before = _done(study)
+    bar = None
+    if progress:
+        from ..progress import progress_bar
+
+        bar = progress_bar(total=n_trials, desc=f"tune ({sampler})", unit="trial")
+        bar.update(min(before, n_trials))
+
+    def _tick(st):
+        if bar is not None:
+            bar.n = min(_done(st), n_trials)
+            bar.refresh()
+
+    procs = []
+    if n_jobs > 1:
+        if out is None:
+            raise ValueError("n_jobs > 1 needs an output folder (workers share out/study.db)")
+        if not callable(objective):
+            procs = _start_workers(n_jobs - 1, X, y, sp, cache_dir, storage, sampler, seed + prior,
+                                   grid_points, directions, prune_keep, obj_name, base, n_trials,
+                                   deadline, sub, silhouette_sample)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        _optimize(study, obj, n_trials, deadline, _tick)
+    finally:
+        for p in procs:
+            p.join()
+        if bar is not None:
+            _tick(study)
+            bar.close()
+    wall = time.time() - t_start
+    return _finish(study, X, sp, base, seed, multi, pick, out, refit, pipeline, ws, y, obj,
+                   {"wall_s": wall, "graph_s": t_graph, "trials_this_run": _done(study) - before,
+                    "recovered_trials": recovered, "n_jobs": n_jobs})
+
+
+def _start_workers(k, X, y, sp, cache_dir, storage, sampler, seed, grid_points, directions,
+                   prune_keep, obj_name, base, n_trials, deadline, sub, silhouette_sample):
+    import multiprocessing as mp
+
+    from ..io import write_npy
+
+    x_path = cache_dir / "X.npy"
+    if not x_path.exists():
+        write_npy(x_path, X)
+    y_path = None
+    if y is not None:
+        y_path = cache_dir / "y.npy"
+        np.save(y_path, np.asarray(["" if v is None else v for v in y]), allow_pickle=False)
+    ctx = mp.get_context("spawn")
+    procs = []
+    for w in range(1, k + 1):
+        cfg = {"x_path": str(x_path), "y_path": str(y_path) if y_path else None,
+               "space": sp.to_dict(), "space_name": sp.name, "seed": seed, "worker": w,
+               "cache_dir": str(cache_dir), "storage": storage, "sampler": sampler,
+               "grid_points": grid_points, "directions": directions, "prune_keep": prune_keep,
+               "objective": obj_name, "base": base, "n_trials": n_trials, "deadline": deadline,
+               "subsample": sub, "silhouette_sample": silhouette_sample,
+               "numba_cache": os.environ.get("NUMBA_CACHE_DIR")}
+        p = ctx.Process(target=_worker, args=(cfg,), daemon=True)
+        p.start()
+        procs.append(p)
+    return procs
+
+
+def _trial_row(t) -> dict:
+    keys = ("n_clusters", "coverage", "silhouette", "silhouette_input", "dbcv", "ext_nmi",
+            "time_s", "fidelity")
+    row = {"trial": t.number, "values": t.values, "params": t.params}
+    row.update({k: t.user_attrs.get(k) for k in keys if k in t.user_attrs})
+    return row
+
+
+def _finish(study, X, sp, base, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing):
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise ValueError("no trial finished; nothing to pick (give more --trials or --timeout)")
+    pareto = []
+    if multi:
+        front = sorted(study.best_trials, key=lambda t: (-t.values[1], -t.values[0]))
+        pareto = [_trial_row(t) for t in front]
+        if callable(pick):
+            best = pick(front)
+        elif pick is not None:
+            chosen = [t for t in front if t.number == int(pick)]
+            if not chosen:
+                raise ValueError(f"--pick {pick}: not a trial on the Pareto front "
+                                 f"({[t.number for t in front]})")
+            best = chosen[0]
+        else:
+            best = max(front, key=lambda t: (t.values[0] if t.values[0] is not None else -1) * t.values[1])
+        best_value = list(best.values)
+    else:
+        best = study.best_trial
+        best_value = best.value
+    params = dict(base)
+    params.update({k: d.value for k, d in sp.dims.items() if d.kind == "fixed"})
+    params.update(best.params)
+    params = full_params(params, len(X))
+    pipe = None
+    summary = {
+        "best_trial": best.number, "best_value": best_value, "best_params": params,
+        "best_metrics": {k: v for k, v in best.user_attrs.items() if k != "low"},
+        "n_trials": len(study.trials),
+        "states": {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState},
+        "timing": timing, "workspace": {"timings_s": ws.timings, **ws.stats},
+        "space": sp.to_dict(), "space_name": sp.name, "space_notes": sp.notes,
+        "objective": obj.name, "objective_description": DESCRIPTIONS.get(obj.name, obj.name),
+        "multi_objective": multi, "seed": seed,
+    }
+    if pareto:
+        summary["pareto_front"] = pareto
+    if refit:
+        t = time.perf_counter()
+        pipe = build_pipeline(params, len(X), seed)
+        if pipeline is not None:
+            keep = {k: v for k, v in pipeline.get_params(deep=False).items()
+                    if k not in ("reducer", "outliers", "clusterer", "random_state")}
+            pipe.set_params(**keep)
+        idx, dist = ws.graph("full", params["reduce.metric"])
+        nn = int(min(params["reduce.n_neighbors"], len(X) - 1))
+        pipe.fit(X, precomputed_knn=(idx[:, :nn], dist[:, :nn]))
+        summary["refit_s"] = time.perf_counter() - t
+        summary["refit_n_clusters"] = pipe.n_clusters_
+        summary["refit_coverage"] = float((pipe.labels_ >= 0).mean())
+    if out is not None:
+        from ..io import write_json
+
+        write_json(out / "best_params.json", {"trial": best.number, "value": best_value,
+                                              "params": params})
+        write_json(out / "tune.json", summary)
+        try:
+            df = study.trials_dataframe()
+            from ..io import write_table
+
+            write_table(out / "trials.csv", df)
+        except Exception as e:  # a dataframe quirk must not lose the study
+            log.warning("could not write trials.csv: %s", e)
+        if pipe is not None:
+            try:
+                pipe.save(out / "model", overwrite=True, metadata={
+                    "tuned": {"trial": best.number, "value": best_value, "study": str(out / "study.db")}})
+                summary["model"] = str(out / "model")
+            except (ImportError, AttributeError, NotImplementedError) as e:
+                log.warning("model not saved (%s); parameters are in best_params.json", e)
+    return TuneResult(study=study, best_params=params, best_value=best_value,
+                      best_trial=best.number, pipeline=pipe, pareto=pareto, summary=summary)
