@@ -186,3 +186,16 @@ def test_zeroshot_names_with_clip_text_tower(tiny_clip_encoder, tmp_path):
     out2 = name_clusters(V[:10], np.repeat([0, 1], 5), encoder=enc, vocabulary=["cats", "cars", "food"])
     assert out2[0]["name"].startswith("cats") and out2[1]["name"].startswith("cats")
     assert len({e["name"] for e in out2}) == 2
+
+
+def test_names_near_a_saved_model(tmp_path):
+    """``assign`` finds the run's names from a model saved as RUN/model (hand names win)."""
+    from mediacluster.io import write_json
+    from mediacluster.naming import names_near
+
+    (tmp_path / "model").mkdir()
+    assert names_near(tmp_path / "model") == {}
+    write_json(tmp_path / "names.json", {"clusters": [{"cluster": 0, "name": "cat"}, {"cluster": 1, "name": "dog"}]})
+    (tmp_path / "names.yaml").write_text("1: puppies\n")
+    assert names_near(tmp_path / "model") == {0: "cat", 1: "puppies"}
+    assert names_near(tmp_path) == {0: "cat", 1: "puppies"}

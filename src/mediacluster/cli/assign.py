@@ -60,6 +60,12 @@ def run(args) -> int:
         "probability": np.round(res["probabilities"], 6),
         "assigned_cluster": res["cluster"], "confidence": np.round(res["confidence"], 6),
     })
+    from ..naming import names_near  # the run's names; hand-given names.yaml wins
+
+    names = names_near(args.model)
+    if names:
+        df["name"] = [names.get(int(c)) for c in df["cluster"]]
+        df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
     if args.out:
         write_table(args.out, df)
         print(f"wrote {len(df)} assignments to {args.out}")

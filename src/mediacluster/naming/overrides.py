@@ -90,3 +90,15 @@ def save_names_template(run_dir: str | Path, overwrite: bool = False) -> Path:
     with atomic_path(p) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return p
+
+
+def names_near(path: str | Path) -> dict[int, str]:
+    """Cluster names for a saved model or run folder: looks in ``path`` and its parent (a model
+    saved as ``RUN/model``) for the run's names (automatic + ``names.yaml``); ``{}`` if none."""
+    path = Path(path)
+    for d in (path, path.parent):
+        if d.is_dir() and any((d / f).exists() for f in (NAMES_YAML, "names.yml", NAMES_JSON, "clusters.json")):
+            names = load_names(d)
+            if names:
+                return names
+    return {}
