@@ -204,7 +204,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     timings["map2d"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    thumbs = make_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers, progress=progress)
+    audio = info.get("encoder", {}).get("media") == "audio"
+    if audio:  # spectrograms stand in for thumbnails (mediacluster.report_audio)
+        from ..report_audio import make_spectrogram_thumbnails
+
+        thumbs = make_spectrogram_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers,
+                                             progress=progress)
+    else:
+        thumbs = make_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers, progress=progress)
     timings["thumbnails"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -240,6 +247,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             entry["true_labels"] = [{"label": str(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
         clusters.append(entry)
     clusters.sort(key=lambda e: -e["size"])
+    clips: dict[int, str | None] = {}
+    if audio:  # players for the cards' representatives only
+        from ..report_audio import make_audio_clips
+
+        rep_idx = sorted({i for e in clusters for i in e["reps"]})
+        clips = dict(zip(rep_idx, make_audio_clips([paths[i] for i in rep_idx], out_dir / "audio",
+                                                    workers=workers, progress=progress)))
     rng = np.random.default_rng(0)
     noise_idx = np.flatnonzero(labels == -1)
     out_idx = np.flatnonzero(labels == -2)
@@ -265,7 +279,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         title=title or f"mediacluster report - {run_dir.name}", run_dir=run_dir, n=n, clusters=clusters,
         thumbs=thumbs, paths=shown_paths, noise_show=noise_show, n_noise=len(noise_idx), out_show=out_show,
         n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
-        hand_names=bool(hand),
+        hand_names=bool(hand), clips=clips,
     )
     html_path = out_dir / "index.html"
     with atomic_path(html_path) as tmp:
@@ -289,11 +303,17 @@ def _table(d: dict) -> str:
 
 
 def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, out_show, n_out, info, summary,
-            evaluation, study, data, hand_names) -> str:
+            evaluation, study, data, hand_names, clips=None) -> str:
     esc = html.escape
     cards = []
     for e in clusters:
-        reps = "".join(_img(thumbs, i, paths) for i in e["reps"])
+        if clips:  # audio: spectrogram + a player that plays only when pressed
+            from ..report_audio import audio_player_html
+
+            reps = "".join(f'<figure class="aclip">{_img(thumbs, i, paths)}{audio_player_html(clips.get(i))}</figure>'
+                           for i in e["reps"])
+        else:
+            reps = "".join(_img(thumbs, i, paths) for i in e["reps"])
         border = "".join(_img(thumbs, i, paths, "border") for i in e["border"])
         tc = ", ".join(f"{esc(str(x['class']))} {100 * x['share']:.0f}%" for x in e["top_classes"])
         tl = ", ".join(f"{esc(x['label'])} {100 * x['share']:.0f}%" for x in e.get("true_labels", []))
@@ -310,7 +330,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
   {f"<div class='meta'>also: {alts}</div>" if alts else ''}{auto}
   {f"<div class='meta'>top classes: {tc}</div>" if tc else ''}
   {f"<div class='meta'>true labels: {tl}</div>" if tl else ''}
-  <div class="grid">{reps}</div>
+  <div class="grid{' audio' if clips else ''}">{reps}</div>
   {f'<div class="sub">borderline (lowest membership)</div><div class="grid small">{border}</div>' if border else ''}
 </section>""")
     noise_gal = "".join(_img(thumbs, int(i), paths) for i in noise_show)
