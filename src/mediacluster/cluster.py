@@ -191,6 +191,70 @@ def _chunked_dist(Z, C):
     return pairwise_distances(Z, C)
 
 
+class SilhouetteKMeansClusterer(BaseEstimator, ClusterMixin):
+    """K-means with the number of clusters chosen by silhouette, not told k.
+
+    Fits K-means for every k in ``[k_min, k_max]`` (``k_max`` also capped at n / ``min_size``)
+    and scores each with the silhouette on a fixed random sample of ``sample_size`` points.
+    ``selection``:
+
+    * ``"max"``: the k with the highest silhouette (the textbook rule; on CIFAR-10 it picks
+      k=2, animals vs vehicles, because that top split has the widest gap);
+    * ``"local_max"``: the highest silhouette among *interior* local maxima of the silhouette
+      curve (``s[k] >= s[k-1]`` and ``s[k] >= s[k+1]``, k_min < k < k_max), falling back to "max" when
+      the curve has none. A curve that only falls from k_min says "the coarsest split is the
+      sharpest", not "there is nothing finer"; the interior peak is the finest level that is
+      still locally well separated. See benchmarks/default_search.py for the measurements.
+
+    ``scores_`` maps k to its silhouette; ``n_clusters_`` is the chosen k.
+    """
+
+    def __init__(self, k_min: int = 2, k_max: int = 30, selection: str = "local_max",
+                 min_size: int = 10, sample_size: int = 3000, n_init: int = 3,
+                 random_state: int | None = 0):
+        self.k_min = k_min
+        self.k_max = k_max
+        self.selection = selection
+        self.min_size = min_size
+        self.sample_size = sample_size
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def fit(self, Z, y=None):
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import silhouette_score
+
+        if self.selection not in ("max", "local_max"):
+            raise ValueError(f"selection must be 'max' or 'local_max', not {self.selection!r}")
+        Z = np.asarray(Z, dtype=np.float32)
+        n = len(Z)
+        k_hi = int(max(2, min(self.k_max, n // max(1, self.min_size), n - 1)))
+        k_lo = int(max(2, min(self.k_min, k_hi)))
+        rng = np.random.default_rng(self.random_state)
+        samp = rng.choice(n, size=min(n, self.sample_size), replace=False)
+        self.scores_, fits = {}, {}
+        for k in range(k_lo, k_hi + 1):
+            km = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state).fit(Z)
+            lab = km.labels_
+            ok = len(np.unique(lab[samp])) > 1
+            self.scores_[k] = float(silhouette_score(Z[samp], lab[samp])) if ok else -1.0
+            fits[k] = km.cluster_centers_.astype(np.float32)
+        ks = sorted(self.scores_)
+        s = [self.scores_[k] for k in ks]
+        best = ks[int(np.argmax(s))]
+        if self.selection == "local_max":
+            interior = [ks[i] for i in range(1, len(ks) - 1) if s[i] >= s[i - 1] and s[i] >= s[i + 1]]
+            if interior:
+                best = max(interior, key=lambda k: self.scores_[k])
+        self.n_clusters_ = int(best)
+        self.cluster_centers_ = fits[best]
+        self.labels_, self.probabilities_ = self.predict(Z)
+        return self
+
+    def predict(self, Z):
+        return _nearest_centre(np.asarray(Z, dtype=np.float32), self.cluster_centers_)
+
+
 class AgglomerativeClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
     """Agglomerative clustering (scikit-learn), ``linkage`` ward / average / complete / single.
 
@@ -282,6 +346,7 @@ class MeanShiftClusterer(BaseEstimator, ClusterMixin):
 CLUSTERERS = {
     "hdbscan": HDBSCANClusterer,
     "kmeans": KMeansClusterer,
+    "kmeans_auto": SilhouetteKMeansClusterer,
     "agglomerative": AgglomerativeClusterer,
     "dbscan": DBSCANClusterer,
     "meanshift": MeanShiftClusterer,

@@ -34,7 +34,7 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck", ".pcl", ".dill")
 FORMAT_NAME = "mediacluster-model"
 
 ARRAYS = ["labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
-          "ref_vectors_", "ref_mean_", "ref_components_"]
+          "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_"]
 
 
 class ModelFormatError(ValueError):
@@ -85,7 +85,7 @@ def save(pipe, path, overwrite: bool = False, metadata: dict | None = None) -> d
     for name in ARRAYS:
         v = getattr(pipe, name, None)
         if v is not None:
-            arrays[name.rstrip("_")] = np.ascontiguousarray(v)
+            arrays[name.rstrip("_")] = np.asarray(v) if np.ndim(v) == 0 else np.ascontiguousarray(v)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     with atomic_path(path / "arrays.npz") as tmp:

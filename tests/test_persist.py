@@ -1,0 +1,98 @@
+"""Save / load: identical predictions, no pickle ever, clear refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import mediacluster
+from mediacluster._version import MODEL_FORMAT_VERSION
+from mediacluster.persist import ModelFormatError
+from mediacluster.pipeline import Pipeline, make_stage
+
+
+@pytest.fixture(scope="module")
+def X(cifar3_embeddings):
+    return np.asarray(cifar3_embeddings.vectors, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted(X):
+    return Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 10}),
+                    outliers=make_stage("outliers", "lof", {"contamination": 0.03}),
+                    clusterer=make_stage("clusterer", "hdbscan", {"min_cluster_size": 15})).fit(X)
+
+
+def test_round_trip_identical_predictions(fitted, X, tmp_path):
+    info = fitted.save(tmp_path / "m", metadata={"encoder": "efficientnet-lite0"})
+    assert info["bytes"] > 0 and set(info["files"]) == {"model.json", "arrays.npz"}
+    loaded = mediacluster.load(tmp_path / "m")
+    a, b = fitted.predict_details(X), loaded.predict_details(X)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    for attr in ("labels_", "cluster_", "confidence_", "probabilities_", "embedding_"):
+        assert np.array_equal(getattr(fitted, attr), getattr(loaded, attr))
+    assert np.array_equal(fitted.status_, loaded.status_)
+    assert loaded.n_clusters_ == fitted.n_clusters_
+    assert loaded.model_info_["metadata"]["encoder"] == "efficientnet-lite0"
+    assert loaded.clusterer.get_params() == fitted.clusterer_.get_params()
+
+
+def test_arrays_load_without_pickle(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    with np.load(tmp_path / "m" / "arrays.npz", allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "sub/umap.joblib", "x.pickle"])
+def test_pickle_in_directory_is_refused(fitted, tmp_path, name):
+    import pickle
+
+    fitted.save(tmp_path / "m")
+    p = tmp_path / "m" / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ModelFormatError, match="pickle"):
+        mediacluster.load(tmp_path / "m")
+
+
+def test_wrong_version_is_refused(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    meta = tmp_path / "m" / "model.json"
+    info = json.loads(meta.read_text())
+    info["format_version"] = MODEL_FORMAT_VERSION + 1
+    meta.write_text(json.dumps(info))
+    with pytest.raises(ModelFormatError, match=f"format version {MODEL_FORMAT_VERSION + 1}.*reads format"):
+        mediacluster.load(tmp_path / "m")
+
+
+def test_object_arrays_and_foreign_classes_are_refused(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    np.savez(tmp_path / "m" / "arrays.npz", labels=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ModelFormatError, match="pickle"):
+        mediacluster.load(tmp_path / "m")
+    fitted.save(tmp_path / "m2")
+    meta = tmp_path / "m2" / "model.json"
+    info = json.loads(meta.read_text())
+    info["stages"]["clusterer"] = {"class": "os.system", "params": {}}
+    meta.write_text(json.dumps(info))
+    with pytest.raises(ModelFormatError, match="unknown clusterer class"):
+        mediacluster.load(tmp_path / "m2")
+
+
+def test_not_a_model(tmp_path):
+    with pytest.raises(ModelFormatError, match="no model.json"):
+        mediacluster.load(tmp_path)
+
+
+def test_subsampled_reference_is_smaller(fitted, X, tmp_path):
+    small = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 10}),
+                     clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 3}),
+                     reference_size=50, reference_dims=32).fit(X)
+    full = fitted.save(tmp_path / "full")["bytes"]
+    part = small.save(tmp_path / "small")["bytes"]
+    assert part < full
+    loaded = mediacluster.load(tmp_path / "small")
+    assert np.array_equal(loaded.predict(X), small.predict(X))

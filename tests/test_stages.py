@@ -1,0 +1,134 @@
+"""Each stage on real embeddings (300 CIFAR-10 test images, 3 classes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from mediacluster.cluster import (
+    AgglomerativeClusterer,
+    DBSCANClusterer,
+    HDBSCANClusterer,
+    KMeansClusterer,
+    MeanShiftClusterer,
+    knn_vote,
+)
+from mediacluster.outliers import IsolationForestOutliers, LOFOutliers, NoOutliers
+from mediacluster.reduce import (
+    IncrementalPCAReducer,
+    KernelPCAReducer,
+    NoReduction,
+    PCAReducer,
+    UMAPReducer,
+)
+
+
+@pytest.fixture(scope="module")
+def data(cifar3_embeddings):
+    X = np.asarray(cifar3_embeddings.vectors, dtype=np.float32)
+    y = np.asarray(cifar3_embeddings.labels)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def Z10(data):
+    return PCAReducer(n_components=10).fit_transform(data[0])
+
+
+@pytest.mark.parametrize("cls,kw,dim", [
+    (PCAReducer, {"n_components": 7}, 7),
+    (IncrementalPCAReducer, {"n_components": 7, "batch_size": 64}, 7),
+    (KernelPCAReducer, {"n_components": 5}, 5),
+    (NoReduction, {}, 1280),
+])
+def test_linear_reducers_shapes_and_transform(data, cls, kw, dim):
+    X, _ = data
+    r = cls(**kw)
+    assert not hasattr(r, "embedding_")  # constructor does no work
+    Z = r.fit_transform(X)
+    assert Z.shape == (len(X), dim) and Z.dtype == np.float32
+    np.testing.assert_allclose(r.transform(X[:20]), Z[:20], rtol=1e-3, atol=1e-3)
+    assert kw.items() <= r.get_params().items()
+
+
+def test_incremental_pca_matches_pca_subspace_and_reads_batches(data):
+    X, _ = data
+    full = PCAReducer(n_components=5).fit(X)
+    inc = IncrementalPCAReducer(n_components=5, batch_size=50).fit(X)
+    # same leading subspace (signs may flip): |cos| of the first axis close to 1
+    a, b = full.pca_.components_[0], inc.ipca_.components_[0]
+    assert abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99
+    batches = [X[i:i + 40] for i in range(0, len(X), 40)]  # an iterable of batches, not one array
+    inc2 = IncrementalPCAReducer(n_components=5, batch_size=40).fit(batches)
+    assert inc2.embedding_.shape == (len(X), 5)
+
+
+def test_umap_with_precomputed_knn(data):
+    from sklearn.neighbors import NearestNeighbors
+
+    X, y = data
+    dist, idx = NearestNeighbors(n_neighbors=20, metric="cosine").fit(X).kneighbors(X)
+    r = UMAPReducer(n_neighbors=15, n_components=5, n_epochs=100, random_state=0)
+    Z = r.fit_transform(X, precomputed_knn=(idx, dist))  # 20 columns given, 15 used
+    assert Z.shape == (len(X), 5)
+    km = KMeansClusterer(n_clusters=3).fit(Z)
+    assert normalized_mutual_info_score(y, km.labels_) > 0.6
+    with pytest.raises(ValueError, match="precomputed_knn"):
+        UMAPReducer(n_neighbors=30).fit(X, precomputed_knn=(idx, dist))  # k < n_neighbors
+
+
+def test_lof_flags_contamination_share_and_predicts(Z10):
+    lof = LOFOutliers(n_neighbors=20, contamination=0.05).fit(Z10)
+    assert lof.outlier_mask_.dtype == bool and len(lof.outlier_mask_) == len(Z10)
+    assert 0.03 <= lof.outlier_mask_.mean() <= 0.07
+    far = Z10[:3] + 100.0 * np.abs(Z10).max()  # far away from everything
+    assert lof.predict(far).all()
+    assert not lof.predict(np.median(Z10, axis=0, keepdims=True)).any()
+
+
+def test_isolation_forest_and_none(Z10):
+    iso = IsolationForestOutliers(contamination=0.1, random_state=0).fit(Z10)
+    assert 0.05 <= iso.outlier_mask_.mean() <= 0.15
+    iso2 = IsolationForestOutliers(contamination=0.1, random_state=0).fit(Z10)
+    assert np.array_equal(iso.outlier_mask_, iso2.outlier_mask_)  # deterministic: refit on load
+    assert not NoOutliers().fit(Z10).outlier_mask_.any()
+
+
+@pytest.mark.parametrize("clu,min_nmi", [
+    (HDBSCANClusterer(min_cluster_size=15), 0.3),
+    (HDBSCANClusterer(min_cluster_size=15, cluster_selection_method="leaf", backend="hdbscan", alpha=1.2), 0.3),
+    (KMeansClusterer(n_clusters=3), 0.6),
+    (AgglomerativeClusterer(n_clusters=3, linkage="ward"), 0.5),
+    (AgglomerativeClusterer(n_clusters=3, linkage="average", metric="cosine", connectivity_neighbors=0), 0.0),
+    (DBSCANClusterer(eps=3.0, min_samples=5), 0.0),
+    (MeanShiftClusterer(quantile=0.3), 0.0),
+])
+def test_clusterers_labels_probabilities_predict(Z10, data, clu, min_nmi):
+    _, y = data
+    clu.fit(Z10)
+    lab, p = clu.labels_, clu.probabilities_
+    assert lab.dtype == np.int64 and len(lab) == len(Z10)
+    assert set(np.unique(lab)) <= {-1} | set(range(len(Z10)))
+    assert np.all((p >= 0) & (p <= 1))
+    assert normalized_mutual_info_score(y, lab) >= min_nmi
+    plab, pp = clu.predict(Z10)
+    assert (plab == lab).mean() >= 0.99
+    assert np.all((pp >= 0) & (pp <= 1))
+
+
+def test_hdbscan_backends_agree(Z10):
+    a = HDBSCANClusterer(min_cluster_size=15, min_samples=5, backend="fast_hdbscan").fit(Z10).labels_
+    b = HDBSCANClusterer(min_cluster_size=15, min_samples=5, backend="hdbscan").fit(Z10).labels_
+    assert adjusted_rand_score(a, b) > 0.9
+    with pytest.raises(ValueError, match="cluster_selection_method"):
+        HDBSCANClusterer(cluster_selection_method="best").fit(Z10)
+
+
+def test_knn_vote_self_match_and_share():
+    ref = np.array([[0.0, 0], [0, 1], [5, 5], [5, 6]], dtype=np.float32)
+    lab = np.array([0, 0, 1, 1])
+    got, share, _ = knn_vote(ref, lab, ref, k=3)
+    assert np.array_equal(got, lab) and np.all(share > 0.99)
+    got, share, _ = knn_vote(ref, lab, np.array([[2.5, 2.8]], dtype=np.float32), k=4)
+    assert 0.3 < share[0] < 0.8
