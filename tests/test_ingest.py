@@ -93,6 +93,27 @@ def test_symlinks_followed_once_and_loops_safe(tree, tmp_path):
         assert reasons["pipe.jpg"] == "not a regular file"
 
 
+def test_oversized_files_skipped_before_reading(tree, tmp_path):
+    """The byte cap applies at ingest (from stat), so the embedding cache never hashes them."""
+    from mediacluster.ingest import images
+
+    big = tree / "cats" / "huge.jpg"
+    with open(big, "wb") as f:  # sparse: no disk space used
+        f.truncate(images.MAX_FILE_BYTES + 1)
+    coll = collect(tree)
+    assert str(big) not in coll.paths
+    [s] = coll.skipped
+    assert s.path == str(big) and s.reason.startswith("file too large")
+    (tmp_path / "m.csv").write_text(f"path\n{big}\n{tree / 'top.gif'}\n")
+    coll = collect(tmp_path / "m.csv")
+    assert coll.paths == [str(tree / "top.gif")] and coll.skipped[0].reason.startswith("file too large")
+    # audio is not capped by the image limit
+    big_wav = tree / "long.wav"
+    with open(big_wav, "wb") as f:
+        f.truncate(images.MAX_FILE_BYTES + 1)
+    assert str(big_wav) in collect(tree, media="audio").paths
+
+
 def test_unreadable_subfolder_listed(tree):
     if os.geteuid() == 0:
         pytest.skip("root reads every folder")

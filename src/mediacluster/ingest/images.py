@@ -64,6 +64,10 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def file_too_large_reason(size: int, limit: int) -> str:
+    return f"file too large ({_mb(size)} on disk, limit {_mb(limit)})"
+
+
 def _sniff(head: bytes) -> str | None:
     for sig, name in _SIGNATURES:
         if head.startswith(sig):
@@ -131,10 +135,7 @@ def load_image(
     if st.st_size == 0:
         raise SkipItem("empty file (0 bytes)", kind="empty")
     if st.st_size > max_bytes:
-        raise SkipItem(
-            f"file too large ({_mb(st.st_size)} on disk, limit {_mb(max_bytes)})",
-            kind="file_too_large",
-        )
+        raise SkipItem(file_too_large_reason(st.st_size, max_bytes), kind="file_too_large")
     try:
         f = open(path, "rb")
     except OSError as e:
@@ -252,7 +253,7 @@ def _scale16(im: Image.Image) -> np.ndarray:
     anything else is min-max normalised.
     """
     a = np.asarray(im)
-    if im.mode.startswith("I;16"):
+    if im.mode.startswith("I;16") and a.dtype.kind == "u":
         return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
     a = a.astype(np.int64)
     lo, hi = int(a.min()), int(a.max())

@@ -9,14 +9,16 @@ Accepted inputs (``collect`` picks by what ``source`` is):
   visited once, so link loops (``a/loop -> ..``) terminate and a linked folder is not listed
   twice. Broken links and non-regular files (FIFOs, devices) with a media extension, and
   unreadable folders, are listed as skipped with a reason. Order: sorted names, depth first, so
-  the same folder always gives the same order. With ``labels_from_folders`` an item's label is
+  the same folder always gives the same order. Image files over the loader's byte cap
+  (``images.MAX_FILE_BYTES``) are skipped here already, from ``stat``, so nothing reads them. With ``labels_from_folders`` an item's label is
   its folder relative to the root (``"cat"``, or ``"animals/cat"`` when nested); files directly
   in the root get no label. Labels are for evaluation only, never for fitting.
 * **a manifest**, CSV/TSV or Parquet, with a ``path`` column and optional ``label`` and ``id``
   columns (header names are matched case-insensitively). Relative paths are resolved against
   the manifest's folder. Rows whose file does not exist are skipped with the reason
   ``"file not found"``, empty paths with ``"empty path in manifest"``, and a path listed again
-  (without distinct ids) with ``"duplicate of manifest row N"``. Explicit ids must be unique.
+  (without distinct ids) with ``"duplicate of manifest line N"`` (``row N`` for Parquet);
+  non-regular and over-cap files as for folders. Explicit ids must be unique.
   ``labels_from_folders`` takes each file's parent folder name as its label.
 * **precomputed embeddings**, so the rest of the pipeline runs on vectors made elsewhere:
   ``.npy`` (one 2-D numeric array, ids are row numbers), ``.npz`` (an array named ``vectors`` /
@@ -201,8 +203,9 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
             except OSError as e:
                 skipped.append(Skipped(entry.path, f"cannot read file: {e.strerror or e}"))
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                skipped.append(Skipped(entry.path, "not a regular file"))
+            reason = _precheck(st, media)
+            if reason is not None:
+                skipped.append(Skipped(entry.path, reason))
                 continue
             paths.append(entry.path)
             labels.append(rel)
@@ -215,6 +218,22 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
         skipped=skipped,
         source=str(root),
     )
+
+
+def _precheck(st: os.stat_result, media: str) -> str | None:
+    """Reasons to skip a file from its ``stat`` alone, before anything reads it.
+
+    Done at ingest so that the embedding cache never hashes a FIFO (it would block) or reads a
+    multi-gigabyte file that the image loader would refuse anyway. Wording as in the loader.
+    """
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if media == "image":
+        from . import images
+
+        if st.st_size > images.MAX_FILE_BYTES:
+            return images.file_too_large_reason(st.st_size, images.MAX_FILE_BYTES)
+    return None
 
 
 def find_duplicates(paths: list[str], chunk: int = 1 << 20) -> list[list[str]]:
@@ -318,8 +337,17 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
             skipped.append(Skipped(full, f"duplicate of manifest {seen_path[full]}"))
             continue
         seen_path.setdefault(full, where)
-        if not os.path.exists(full):
+        try:
+            st = os.stat(full)
+        except FileNotFoundError:
             skipped.append(Skipped(full, "file not found"))
+            continue
+        except OSError as e:
+            skipped.append(Skipped(full, f"cannot read file: {e.strerror or e}"))
+            continue
+        reason = _precheck(st, media)
+        if reason is not None:
+            skipped.append(Skipped(full, reason))
             continue
         ids.append(item_id)
         paths.append(full)
