@@ -83,9 +83,14 @@ def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, 
 
 
 def _timed(fn):
-    t = time.perf_counter()
+    """(result, wall seconds); the process CPU seconds go to ``_timed.cpu``."""
+    t, c = time.perf_counter(), time.process_time()
     res = fn()
+    _timed.cpu = time.process_time() - c
     return res, time.perf_counter() - t
+
+
+_timed.cpu = 0.0
 
 
 def run_rows(X: np.ndarray, y: list[str], rows: list[str], seed: int) -> list[dict]:
@@ -100,15 +105,16 @@ def run_rows(X: np.ndarray, y: list[str], rows: list[str], seed: int) -> list[di
     mcs = max(5, round(n / (4 * k)))
     out = []
 
-    def score(name, labels, seconds, note=""):
+    def score(name, labels, seconds, note="", cpu=None):
         s = external_scores(y, labels)
         row = {"row": name, "acc": s["all"]["acc"], "nmi": s["all"]["nmi"], "ari": s["all"]["ari"],
                "coverage": s["coverage"], "n_clusters": s["n_clusters"], "time_s": seconds,
+               "cpu_s": _timed.cpu if cpu is None else cpu, "loadavg": round(os.getloadavg()[0], 1),
                "clustered_only": s["clustered"], "note": note}
         out.append(row)
         print(f"  {name:<32} ACC {row['acc']:.3f} NMI {row['nmi']:.3f} ARI {row['ari']:.3f} "
-              f"cov {row['coverage']:.3f} k={row['n_clusters']:<3} {seconds:7.1f}s  {note}",
-              file=sys.stderr, flush=True)
+              f"cov {row['coverage']:.3f} k={row['n_clusters']:<3} {seconds:7.1f}s "
+              f"cpu {row['cpu_s']:6.1f}s  {note}", file=sys.stderr, flush=True)
 
     def stages(Z, outliers, clusterer, **kw):
         return Pipeline(reducer=None, outliers=outliers, clusterer=clusterer, random_state=seed, **kw).fit(Z)
@@ -126,25 +132,32 @@ def run_rows(X: np.ndarray, y: list[str], rows: list[str], seed: int) -> list[di
     if umap_rows:
         Z, t_umap = _timed(lambda: UMAPReducer(n_neighbors=30, n_components=10, min_dist=0.0,
                                               random_state=seed).fit_transform(X))
+        c_umap = _timed.cpu
         print(f"  (UMAP 10d nn30: {t_umap:.1f}s, added to each UMAP row)", file=sys.stderr)
         if "umap-kmeans" in rows:
             p, t = _timed(lambda: KMeansClusterer(n_clusters=k, random_state=seed).fit(Z))
-            score("UMAP+K-means (k)", p.labels_, t_umap + t)
+            score("UMAP+K-means (k)", p.labels_, t_umap + t, cpu=c_umap + _timed.cpu)
         if "umap-hdbscan" in rows:
             p, t = _timed(lambda: stages(Z, None, HDBSCANClusterer(min_cluster_size=mcs)))
-            score("UMAP+HDBSCAN", p.labels_, t_umap + t, f"mcs={mcs}, noise kept")
+            score("UMAP+HDBSCAN", p.labels_, t_umap + t, f"mcs={mcs}, noise kept",
+                  cpu=c_umap + _timed.cpu)
             assigned = getattr(p, "cluster_", None)
             if assigned is None:
-                p2, t2 = _timed(lambda: stages(Z, None, HDBSCANClusterer(min_cluster_size=mcs),
-                                               assign_noise=True))
-                assigned, t = getattr(p2, "cluster_", None), t2
+                p2, t = _timed(lambda: stages(Z, None, HDBSCANClusterer(min_cluster_size=mcs),
+                                              assign_noise=True))
+                assigned = getattr(p2, "cluster_", None)
             if assigned is not None:
-                score("UMAP+HDBSCAN, noise assigned", assigned, t_umap + t, f"mcs={mcs}")
+                score("UMAP+HDBSCAN, noise assigned", assigned, t_umap + t, f"mcs={mcs}",
+                      cpu=c_umap + _timed.cpu)
         if "umap-lof-hdbscan" in rows:
             p, t = _timed(lambda: stages(Z, LOFOutliers(n_neighbors=30),
                                          HDBSCANClusterer(min_cluster_size=mcs)))
+            cpu = c_umap + _timed.cpu
             score("UMAP+LOF+HDBSCAN", p.labels_, t_umap + t,
-                  f"LOF nn30 removed {(p.labels_ == -2).mean():.1%}, mcs={mcs}, noise kept")
+                  f"LOF nn30 removed {(p.labels_ == -2).mean():.1%}, mcs={mcs}, noise kept", cpu=cpu)
+            if getattr(p, "cluster_", None) is not None:
+                score("UMAP+LOF+HDBSCAN, assigned", p.cluster_, t_umap + t,
+                      "outliers and noise assigned", cpu=cpu)
     if "default" in rows:
         p, t = _timed(lambda: Pipeline(random_state=seed).fit(X))
         assigned = getattr(p, "cluster_", None)
@@ -171,27 +184,35 @@ def versions() -> dict:
     return v()
 
 
-def markdown(results: dict, command: str) -> str:
+ROW_ORDER = ["K-means (k) raw", "PCA(50)+K-means (k)", "UMAP+K-means (k)", "UMAP+HDBSCAN",
+             "UMAP+HDBSCAN, noise assigned", "UMAP+LOF+HDBSCAN", "UMAP+LOF+HDBSCAN, assigned",
+             "Pipeline() default (not told k)"]
+
+
+def markdown(results: dict) -> str:
     lines = [SECTION, "",
              "Clustering quality against the true classes, default encoder (EfficientNet-Lite0) "
              "features, whole sets. ACC = accuracy after Hungarian matching, NMI, ARI over **all** "
              "items (noise and outliers form one extra group), coverage = share of items in a "
-             "cluster, time = clustering wall time on 2 shared cores (embedding excluded). "
+             "cluster, wall = clustering wall time on the 2 shared cores (embedding excluded), CPU = "
+             "process CPU seconds (less sensitive to the other agents' load), load = 1-min loadavg "
+             "when the row finished. "
              "Seed 0. Produced by `benchmarks/quality.py` (see its docstring for each row's "
              "exact configuration).", "",
-             f"Command: `{command}`", "",
-             f"Run: {results['finished']}, loadavg at start {results['loadavg_start']}, at end "
-             f"{results['loadavg_end']}; versions: "
+             "Commands (in order; a later one replaces the rows it names): "
+             + "; ".join(f"`{c}`" for c in results["commands"]), "",
+             f"Last run finished {results['finished']}; versions: "
              + ", ".join(f"{k} {v}" for k, v in results["versions"].items()), ""]
     ref = {"imagenette-val": (".856", ".938", ".925"), "cifar10-test": (".351", ".417", ".289"),
            "mnist-test": (".469", ".768", ".788")}
     for name, ds in results["datasets"].items():
         lines += [f"### {name} (n={ds['n']}, k={ds['k']}; {ds['source']})", "",
-                  "| row | ACC | NMI | ARI | coverage | clusters | time (s) | note |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| row | ACC | NMI | ARI | coverage | clusters | wall (s) | CPU (s) | load | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in ds["rows"]:
             lines.append(f"| {r['row']} | {r['acc']:.3f} | {r['nmi']:.3f} | {r['ari']:.3f} | "
-                         f"{100 * r['coverage']:.1f}% | {r['n_clusters']} | {r['time_s']:.1f} | {r['note']} |")
+                         f"{100 * r['coverage']:.1f}% | {r['n_clusters']} | {r['time_s']:.1f} | "
+                         f"{r.get('cpu_s', float('nan')):.1f} | {r.get('loadavg', '')} | {r['note']} |")
         if name in ref:
             a, b, c = ref[name]
             lines += ["", f"Reference NMI from MEASURED.md: K-means told k {a}, UMAP+K-means {b}, "
@@ -231,32 +252,46 @@ def main(argv=None) -> int:
                          "for the committed table")
     ap.add_argument("--write-results", action="store_true",
                     help="write the table into benchmarks/RESULTS.md (refused with --vectors-from)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of earlier runs in OUT/quality.json that this run does not "
+                         "recompute (e.g. re-run only --rows default after the default changed)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.write_results and args.vectors_from is not None:
         ap.error("--write-results is refused with --vectors-from (the table must come from the package)")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"loadavg_start": [round(v, 2) for v in os.getloadavg()], "versions": versions(),
-               "platform": platform.platform(), "seed": args.seed, "datasets": {}}
+    from mediacluster.io import read_json, write_json
+
+    command = ("python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    qpath = args.out / ("quality.json" if args.vectors_from is None else "quality-dev.json")
+    results = {"versions": versions(), "platform": platform.platform(), "seed": args.seed,
+               "datasets": {}, "commands": []}
+    if args.merge and qpath.exists():
+        old = read_json(qpath)
+        results["datasets"], results["commands"] = old.get("datasets", {}), old.get("commands", [])
+    results["commands"].append(command)
     for name in args.datasets:
         X, y, source = load_dataset(name, args.out, args.shared, args.vectors_from, not args.quiet)
-        print(f"[{name}] n={len(X)} d={X.shape[1]} classes={len(set(y))} ({source})", file=sys.stderr)
+        print(f"[{name}] n={len(X)} d={X.shape[1]} classes={len(set(y))} ({source}) "
+              f"loadavg {os.getloadavg()[0]:.1f}", file=sys.stderr)
         if args.embed_only:
             continue
         rows = run_rows(X, y, args.rows, args.seed)
-        results["datasets"][name] = {"n": len(X), "k": len(set(y)), "source": source, "rows": rows}
+        for r in rows:
+            r["command"] = command
+        prev = results["datasets"].get(name, {}).get("rows", [])
+        new_names = {r["row"] for r in rows}
+        merged = [r for r in prev if r["row"] not in new_names] + rows
+        merged.sort(key=lambda r: ROW_ORDER.index(r["row"]) if r["row"] in ROW_ORDER else 99)
+        results["datasets"][name] = {"n": len(X), "k": len(set(y)), "source": source, "rows": merged}
+        # write after every dataset, so a long run keeps what it finished
+        results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        write_json(qpath, results)
+        if args.write_results:
+            write_section(ROOT / "benchmarks" / "RESULTS.md", markdown(results))
     if args.embed_only:
         return 0
-    results["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    from mediacluster.io import write_json
-
-    write_json(args.out / "quality.json", results)
-    text = markdown(results, command.strip())
-    print(text)
-    if args.write_results:
-        write_section(ROOT / "benchmarks" / "RESULTS.md", text)
+    print(markdown(results))
     return 0
 
 
