@@ -1,0 +1,226 @@
+"""Tags benchmark: CIFAR-10 train (50,000) -> test (10,000) with the default encoder.
+
+Data: the whole CIFAR-10 train and test splits, read from ``../shared/datasets`` with
+``mediacluster.datasets.extract_slice`` and embedded through the package
+(``mediacluster.run.embed_collection``, default encoder, embedding cache ``benchmarks/out/cache``
+shared with the other benchmarks); the vectors are saved under ``benchmarks/out/tags/`` with
+``mediacluster.run.save_embeddings`` so a rerun does not touch the encoder.
+
+For each model (``logreg``: the calibrated linear baseline; ``mlp``: one hidden layer) and target
+precision (0.9, 0.95): fit ``TagClassifier`` on train (holdout validation 25%, seed 0, thresholds
+chosen on it with a 95% Clopper-Pearson margin), then on the 10,000 test images report
+accuracy, balanced accuracy, coverage at the validation thresholds and the precision measured
+there (with its 95% interval), and the oracle coverage a threshold tuned on test itself would
+reach. Then the suggestion latency of one image end to end (decode + preprocess + encoder +
+classifier), warm process, ``--latency-n`` single-image calls: p50 / p95.
+
+Usage::
+
+    flock /tmp/mc-bench.lock python benchmarks/tags.py --write-results
+
+``--embed-only`` extracts and embeds, then stops. ``--vectors-from DIR`` (development only, NOT
+used for the committed table) reads ``DIR/cifar10-{train,test}.npz`` instead of embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = "## Tags benchmark (tags helper)"
+SPLITS = {"cifar10-train": "cifar10-train.tar.gz", "cifar10-test": "cifar10-test.tar.gz"}
+
+
+def load_split(name: str, out: Path, shared: Path, vectors_from: Path | None, progress: bool):
+    if vectors_from is not None:
+        d = np.load(vectors_from / f"{name}.npz", allow_pickle=False)
+        return d["vectors"].astype(np.float32), [str(v) for v in d["labels"]], [str(v) for v in d["ids"]], "dev"
+    from mediacluster.run import load_embeddings, save_embeddings
+
+    emb_dir = out / "tags" / "embeddings" / name
+    data_dir = out / "tags" / "data" / name
+    if (emb_dir / "embeddings.npy").exists() and (emb_dir / "items.parquet").exists():
+        emb = load_embeddings(emb_dir)
+        return emb.vectors, list(emb.labels), list(emb.paths or emb.ids), f"cached {emb_dir}"
+    from mediacluster.datasets import extract_slice
+    from mediacluster.ingest import collect
+    from mediacluster.run import embed_collection
+
+    marker = data_dir / ".extracted"
+    if not marker.exists():
+        t = time.perf_counter()
+        extract_slice(shared / SPLITS[name], data_dir)
+        marker.write_text("ok\n")
+        print(f"[{name}] extracted in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    coll = collect(data_dir, labels_from_folders=True)
+    t = time.perf_counter()
+    emb = embed_collection(coll, cache_dir=out / "cache", progress=progress)
+    print(f"[{name}] embedded {len(emb)} items in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    save_embeddings(emb_dir, emb)
+    return emb.vectors, list(emb.labels), list(emb.paths), f"embedded by {emb.encoder_version}"
+
+
+def fit_eval(model: str, target: float, Xtr, ytr, Xte, yte, seed: int, C: float) -> dict:
+    from mediacluster.tags import TagClassifier
+    from mediacluster.tags.evaluate import evaluate_tagger
+
+    t = time.perf_counter()
+    clf = TagClassifier(model=model, C=C, precision=target, validation="holdout", random_state=seed)
+    clf.fit(Xtr, ytr)
+    fit_s = time.perf_counter() - t
+    res = evaluate_tagger(clf, Xte, yte)
+    a = res["abstention"]
+    return {
+        "model": model, "C": C if model == "logreg" else None, "target": target, "fit_s": fit_s,
+        "accuracy": res["accuracy"], "balanced_accuracy": res["balanced_accuracy"],
+        "val_coverage": clf.validation_["coverage"], "val_precision": clf.validation_["precision"],
+        "coverage": a["coverage"], "precision": a["precision"], "precision_ci": a["precision_ci"],
+        "oracle_coverage": res["oracle_coverage_at_precision"][str(target)]["coverage"],
+        "threshold_mode": clf.threshold_mode_, "temperature": clf.temperature_,
+        "ece_before": clf.calibration_["ece_before"], "ece_after": clf.calibration_["ece_after"],
+        "_clf": clf, "_res": res,
+    }
+
+
+def latency(model_dir: Path, paths: list[str], n: int, tta: bool = False) -> dict:
+    """Single-image suggestion latency in a warm process (decode included)."""
+    from mediacluster.tags import Tagger
+
+    tagger = Tagger.load(model_dir).warm_up()
+    for p in paths[:5]:  # warm caches, first calls
+        tagger.suggest([p], tta=tta)
+    times = []
+    for p in paths[:n]:
+        t = time.perf_counter()
+        tagger.suggest([p], tta=tta)
+        times.append(time.perf_counter() - t)
+    ms = np.asarray(times) * 1000
+    enc = tagger.encoder
+    return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean()), "tta": tta, "encoder": enc.info()}
+
+
+def fmt(x, d=3):
+    return "-" if x is None else f"{x:.{d}f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "datasets"))
+    ap.add_argument("--vectors-from", default=None)
+    ap.add_argument("--embed-only", action="store_true")
+    ap.add_argument("--models", default="logreg,mlp")
+    ap.add_argument("--C", type=float, default=1.0)
+    ap.add_argument("--targets", default="0.9,0.95")
+    ap.add_argument("--latency-n", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write-results", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    out, shared = Path(args.out), Path(args.shared)
+    vf = Path(args.vectors_from) if args.vectors_from else None
+    load0 = os.getloadavg()
+    Xtr, ytr, _, src_tr = load_split("cifar10-train", out, shared, vf, not args.quiet)
+    Xte, yte, pte, src_te = load_split("cifar10-test", out, shared, vf, not args.quiet)
+    print(f"train {Xtr.shape} ({src_tr}), test {Xte.shape} ({src_te})", file=sys.stderr)
+    if args.embed_only:
+        return 0
+    rows = []
+    for model in args.models.split(","):
+        for target in [float(t) for t in args.targets.split(",")]:
+            r = fit_eval(model, target, Xtr, ytr, Xte, yte, args.seed, args.C)
+            rows.append(r)
+            print(f"{model} target {target}: acc {r['accuracy']:.4f} bal {r['balanced_accuracy']:.4f} "
+                  f"coverage {r['coverage']:.3f} precision {fmt(r['precision'], 4)} "
+                  f"(val cov {r['val_coverage']:.3f}) oracle cov {r['oracle_coverage']:.3f} "
+                  f"fit {r['fit_s']:.0f}s", file=sys.stderr, flush=True)
+    # keep the stronger model only if it wins on balanced accuracy AND coverage at 0.9
+    by = {(r["model"], r["target"]): r for r in rows}
+    best = "logreg"
+    if ("mlp", 0.9) in by and ("logreg", 0.9) in by:
+        m, lr = by[("mlp", 0.9)], by[("logreg", 0.9)]
+        if m["balanced_accuracy"] > lr["balanced_accuracy"] and m["coverage"] > lr["coverage"]:
+            best = "mlp"
+    first = next(r for r in rows if r["model"] == best)
+    model_dir = out / "tags" / "model"
+    from mediacluster.tags import Tagger
+    from mediacluster.tags.evaluate import write_evaluation
+
+    enc_id = None
+    try:
+        from mediacluster.encoders import get_encoder
+
+        enc_id = get_encoder("efficientnet-lite0").id
+    except Exception:
+        pass
+    Tagger(first["_clf"], encoder="efficientnet-lite0", encoder_id=enc_id).save(model_dir)
+    write_evaluation(first["_res"], out / "tags" / "eval")
+    load1 = os.getloadavg()
+    lat = None
+    if vf is None and args.latency_n > 0:
+        lat = latency(model_dir, pte, args.latency_n)
+        lat_tta = latency(model_dir, pte, max(20, args.latency_n // 4), tta=True)
+        print(f"latency: p50 {lat['p50_ms']:.1f} ms p95 {lat['p95_ms']:.1f} ms; with flip TTA "
+              f"p50 {lat_tta['p50_ms']:.1f} ms ({lat['encoder']})", file=sys.stderr)
+    load2 = os.getloadavg()
+    summary = {
+        "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+        "chosen": best, "latency": lat, "latency_tta": lat_tta if lat else None,
+        "loadavg": {"start": load0, "before_latency": load1, "end": load2},
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+    }
+    (out / "tags").mkdir(parents=True, exist_ok=True)
+    (out / "tags" / "summary.json").write_text(json.dumps(summary, indent=2))
+    table = ["| model | target precision | accuracy | balanced acc. | coverage (test) | precision (test, 95% CI) "
+             "| val. coverage | oracle coverage | ECE before -> after | fit s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = r["precision_ci"]
+        table.append(f"| {r['model']} | {r['target']} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | "
+                     f"{r['coverage']:.3f} | {fmt(r['precision'], 4)} ({ci[0]:.3f}-{ci[1]:.3f}) | "
+                     f"{r['val_coverage']:.3f} | {r['oracle_coverage']:.3f} | "
+                     f"{r['ece_before']:.3f} -> {r['ece_after']:.3f} | {r['fit_s']:.0f} |")
+    text = "\n".join(table)
+    if lat:
+        text += (f"\n\nSuggestion latency, one image end to end (decode + preprocess + encoder + classifier), "
+                 f"warm process, {lat['n']} CIFAR test files: p50 {lat['p50_ms']:.1f} ms, p95 "
+                 f"{lat['p95_ms']:.1f} ms (mean {lat['mean_ms']:.1f}); with flip TTA p50 "
+                 f"{lat_tta['p50_ms']:.1f} ms, p95 {lat_tta['p95_ms']:.1f} ms. Encoder: {lat['encoder']}.")
+    text += (f"\n\nKept model: {best}. Load average (1/5/15 min) at start {tuple(round(x, 1) for x in load0)}, "
+             f"before latency {tuple(round(x, 1) for x in load1)}, end {tuple(round(x, 1) for x in load2)}; "
+             f"{os.cpu_count()} CPUs.")
+    print(text)
+    if args.write_results and vf is None:
+        write_section(ROOT / "benchmarks" / "RESULTS.md", text)
+    return 0
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace (or append) only our own ``## `` section of RESULTS.md."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    cmd = "flock /tmp/mc-bench.lock python benchmarks/tags.py --write-results"
+    block = (f"{SECTION}\n\nCIFAR-10 train (50,000) -> test (10,000), default encoder, embedded through the "
+             f"package. Command: `{cmd}`\n\n{body}\n")
+    start = text.find(SECTION)
+    if start >= 0:
+        nxt = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + block + (text[nxt + 1:] if nxt >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    from mediacluster.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Where training examples come from: labelled files, or clusters a person tagged.
+
+* ``examples_from_source(source)``: a folder with one sub-folder per tag, a CSV/Parquet manifest
+  with ``path`` and ``label`` columns, or precomputed vectors (``.npz`` with ``vectors`` and
+  ``labels``). Files are embedded through ``mediacluster.run.embed_collection`` (cached).
+* ``examples_from_run(run_dir, cluster_tags)``: the embeddings a clustering run saved, each
+  clustered item labelled with the tag its cluster was given in ``cluster_tags`` (YAML or CSV:
+  cluster id -> tag, ``other``, or ``ignore``/empty). Without a file the names a person gave in
+  the run's ``names.yaml`` are the tags. Noise and outliers are never used.
+
+A fine-label -> tag mapping (``mediacluster tags map``) can be applied to either with
+``apply_mapping``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IGNORE = {"", "ignore", "-", "none", "null", "skip"}
+
+
+@dataclass
+class Examples:
+    vectors: np.ndarray
+    labels: list[str]
+    ids: list[str]
+    encoder: str
+    encoder_id: str = ""
+    skipped: list = field(default_factory=list)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        tags, n = np.unique(np.asarray(self.labels), return_counts=True)
+        return {str(t): int(c) for t, c in zip(tags, n)}
+
+
+def read_mapping(path: str | Path) -> dict[str, str]:
+    """A ``key -> tag`` mapping from YAML (``mapping:`` section or top level) or 2-column CSV."""
+    path = Path(path)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        import pandas as pd
+
+        df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
+                         keep_default_na=False)
+        if df.shape[1] < 2:
+            raise ValueError(f"{path}: need two columns (key, tag)")
+        return {str(k).strip(): str(v).strip() for k, v in zip(df.iloc[:, 0], df.iloc[:, 1])}
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        d = yaml.safe_load(f) or {}
+    if isinstance(d, dict) and isinstance(d.get("mapping"), dict):
+        d = d["mapping"]
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a mapping 'key: tag'")
+    return {str(k).strip(): "" if v is None else str(v).strip() for k, v in d.items()}
+
+
+def apply_mapping(labels: list, mapping: dict[str, str], unmapped: str = "other") -> list[str | None]:
+    """Map each label; labels missing from ``mapping`` become ``unmapped`` (None drops them),
+    labels mapped to ignore/empty become None (dropped)."""
+    out: list[str | None] = []
+    for lab in labels:
+        if lab is None:
+            out.append(None)
+            continue
+        t = mapping.get(str(lab), unmapped)
+        out.append(None if t is None or t.lower() in IGNORE else t)
+    return out
+
+
+def _drop_none(vectors: np.ndarray, labels: list, ids: list) -> tuple[np.ndarray, list[str], list[str]]:
+    keep = np.array([lab is not None for lab in labels], dtype=bool)
+    idx = np.flatnonzero(keep)
+    return vectors[idx], [str(labels[i]) for i in idx], [str(ids[i]) for i in idx]
+
+
+def examples_from_source(source: str | Path, encoder: str = "efficientnet-lite0", cache_dir=None,
+                         mapping: dict[str, str] | None = None, progress: bool = True) -> Examples:
+    from ..ingest import collect
+    from ..run import embed_collection
+
+    p = Path(source)
+    coll = collect(p, labels_from_folders=p.is_dir())
+    if not coll.has_labels:
+        raise ValueError(f"{source}: no labels (use a folder with one sub-folder per tag, a manifest "
+                         f"with a 'label' column, or an .npz with 'labels')")
+    emb = embed_collection(coll, encoder=encoder, cache_dir=cache_dir, progress=progress)
+    labels = list(emb.labels)
+    if mapping is not None:
+        labels = apply_mapping(labels, mapping)
+    X, y, ids = _drop_none(emb.vectors, labels, emb.ids)
+    return Examples(vectors=X, labels=y, ids=ids, encoder=emb.encoder,
+                    encoder_id=emb.encoder_version or emb.encoder, skipped=list(emb.skipped), source=str(source))
+
+
+def examples_from_run(run_dir: str | Path, cluster_tags: str | Path | dict | None = None) -> Examples:
+    import pandas as pd
+
+    from ..io import read_json
+    from ..run import load_embeddings
+
+    run_dir = Path(run_dir)
+    emb = load_embeddings(run_dir)
+    asg_path = run_dir / "assignments.parquet"
+    if asg_path.exists():
+        asg = pd.read_parquet(asg_path)
+    elif (run_dir / "assignments.csv").exists():
+        asg = pd.read_csv(run_dir / "assignments.csv")
+    else:
+        raise FileNotFoundError(f"{run_dir}: no assignments.parquet/csv (not a clustering run?)")
+    if len(asg) != len(emb.ids) or [str(i) for i in asg["id"]] != [str(i) for i in emb.ids]:
+        by_id = {str(i): c for i, c in zip(asg["id"], asg["cluster"])}
+        clusters = np.array([by_id.get(str(i), -1) for i in emb.ids], dtype=np.int64)
+    else:
+        clusters = asg["cluster"].to_numpy(dtype=np.int64)
+    if cluster_tags is None:
+        from ..naming import load_names
+
+        tags = {str(k): v for k, v in load_names(run_dir, automatic=False).items()}
+        if not tags:
+            raise ValueError(f"{run_dir}: no cluster tags given and no hand-given names.yaml; "
+                             f"pass a YAML/CSV mapping cluster id -> tag (or 'other' / 'ignore')")
+    elif isinstance(cluster_tags, dict):
+        tags = {str(k): "" if v is None else str(v) for k, v in cluster_tags.items()}
+    else:
+        tags = read_mapping(cluster_tags)
+    labels: list[str | None] = []
+    for c in clusters:
+        t = tags.get(str(int(c))) if c >= 0 else None
+        labels.append(None if t is None or t.lower() in IGNORE else t)
+    X, y, ids = _drop_none(emb.vectors, labels, emb.ids)
+    if not y:
+        raise ValueError(f"{run_dir}: no clustered item has a tag (cluster ids in the mapping: "
+                         f"{sorted(tags)[:10]})")
+    info = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    enc = info.get("encoder", {})
+    return Examples(vectors=X, labels=y, ids=ids, encoder=enc.get("name") or emb.encoder or "precomputed",
+                    encoder_id=enc.get("id", ""), source=str(run_dir))

@@ -1,0 +1,369 @@
+"""A tag classifier on embeddings that abstains below per-tag confidence thresholds.
+
+``TagClassifier`` (scikit-learn style) splits the labelled vectors into train and validation
+parts (stratified, seeded), fits a classifier on L2-normalised, standardised vectors, fits a
+softmax temperature on the validation part (calibration; expected calibration error before and
+after is kept in ``calibration_``), then chooses per-tag confidence thresholds on the validation
+part so that suggestions reach ``precision`` with a Clopper-Pearson margin
+(``mediacluster.tags.thresholds``). A tag with too few validation predictions to certify its own
+threshold falls back to the global threshold (chosen the same way over all tags pooled).
+
+Labels listed in ``abstain_labels`` (default ``"other"``) are learned as classes, so that items
+looking like them pull probability away from real tags, but are never suggested.
+
+Saved as ``model.json`` (parameters, classes, thresholds, metrics) + ``weights.npz`` (arrays,
+loaded with ``allow_pickle=False``): no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ..io import atomic_path, write_json
+from .thresholds import choose_threshold, clopper_pearson, min_support
+
+FORMAT = "mediacluster.tags/1"
+MODELS = ("logreg", "mlp")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def expected_calibration_error(proba: np.ndarray, y_idx: np.ndarray, n_bins: int = 15) -> float:
+    """ECE of the top-class confidence (equal-width bins), the usual calibration summary."""
+    conf = proba.max(axis=1)
+    right = proba.argmax(axis=1) == y_idx
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            ece += m.mean() * abs(right[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def _fit_temperature(logits: np.ndarray, y_idx: np.ndarray) -> float:
+    """Softmax temperature minimising validation NLL (Guo et al. 2017), searched on log T."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        return float((lse - z[np.arange(len(z)), y_idx]).mean())
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+class TagClassifier(BaseEstimator, ClassifierMixin):
+    """Classifier on embeddings with calibrated confidences and abstention thresholds.
+
+    Parameters
+    ----------
+    model : "logreg" (multinomial logistic regression, the baseline) or "mlp" (one hidden layer).
+    C : inverse L2 strength of the logistic regression.
+    hidden, alpha : MLP hidden width and L2 penalty.
+    precision : target precision of the suggestions.
+    confidence : confidence level of the lower bound on precision (1 - alpha of the test).
+    thresholds : "per-tag" (each tag certified on its own validation predictions; tags that cannot
+        be certified are never suggested), "global" (one threshold over all tags pooled) or
+        "auto" (whichever of the two covers more of the validation set; both are certified).
+    validation : how the confidences that calibration and thresholds rest on are obtained:
+        "holdout" (a stratified ``val_size`` share is held out; the model never sees it),
+        "cv" (``n_folds``-fold cross-fitting: out-of-fold scores for every item, then the final
+        model is fitted on all items), or "auto" (cv below ``cv_below`` items, where a holdout
+        would be too small to certify a precision, else holdout).
+    val_size : share of the labelled items held out in "holdout" mode.
+    calibrate : fit a softmax temperature on the validation part.
+    abstain_labels : labels learned but never suggested.
+    random_state : seed of the split and of the MLP.
+
+    >>> clf = TagClassifier(precision=0.9).fit(X, y)          # doctest: +SKIP
+    >>> clf.suggest(X_new)                                    # doctest: +SKIP
+    [[("animal", 0.97)], [], ...]
+    """
+
+    def __init__(self, model: str = "logreg", C: float = 1.0, hidden: int = 512, alpha: float = 1e-3,
+                 precision: float = 0.9, confidence: float = 0.95, thresholds: str = "auto",
+                 validation: str = "auto", val_size: float = 0.25, n_folds: int = 5,
+                 cv_below: int = 20000, calibrate: bool = True, abstain_labels=("other",),
+                 max_iter: int = 500, random_state: int = 0):
+        self.model = model
+        self.C = C
+        self.hidden = hidden
+        self.alpha = alpha
+        self.precision = precision
+        self.confidence = confidence
+        self.thresholds = thresholds
+        self.validation = validation
+        self.val_size = val_size
+        self.n_folds = n_folds
+        self.cv_below = cv_below
+        self.calibrate = calibrate
+        self.abstain_labels = abstain_labels
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    # -- features -------------------------------------------------------------------------
+    @staticmethod
+    def _l2(X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim == 1:
+            X = X[None]
+        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+    def _features(self, X: np.ndarray) -> np.ndarray:
+        return (self._l2(X) - self.mean_) / self.scale_
+
+    # -- fitting --------------------------------------------------------------------------
+    def fit(self, X, y):
+        from sklearn.model_selection import train_test_split
+
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
+        if self.thresholds not in ("per-tag", "global", "auto"):
+            raise ValueError("thresholds must be 'per-tag', 'global' or 'auto'")
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray([str(v) for v in y])
+        if len(X) != len(y):
+            raise ValueError(f"{len(X)} vectors but {len(y)} labels")
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2:
+            raise ValueError(f"need at least 2 different tags to train, got {classes.tolist()}")
+        if counts.min() < 2:
+            few = classes[counts < 2].tolist()
+            raise ValueError(f"tags with fewer than 2 examples cannot be split for validation: {few}")
+        t0 = time.perf_counter()
+        self.classes_ = classes
+        self.n_features_in_ = X.shape[1]
+        y_idx = np.searchsorted(classes, y)
+        Xl = self._l2(X)
+        # standardisation statistics are label-free, so all items may contribute
+        self.mean_ = Xl.mean(axis=0)
+        self.scale_ = Xl.std(axis=0) + 1e-6
+        F = (Xl - self.mean_) / self.scale_
+        mode = self.validation
+        if mode == "auto":
+            mode = "cv" if len(y) < self.cv_below else "holdout"
+        if mode not in ("cv", "holdout"):
+            raise ValueError("validation must be 'auto', 'cv' or 'holdout'")
+        self.validation_mode_ = mode
+        if mode == "holdout":
+            idx = np.arange(len(y))
+            tr, va = train_test_split(idx, test_size=self.val_size, stratify=y,
+                                      random_state=self.random_state)
+            self._fit_model(F[tr], y_idx[tr])
+            logits_va = self._logits(F[va])
+            n_train = len(tr)
+        else:
+            # cross-fitting: every item is scored by a model that did not see it (out-of-fold),
+            # so thresholds rest on all items; the final model is then fitted on everything
+            from sklearn.model_selection import StratifiedKFold
+
+            k = int(min(self.n_folds, counts.min()))
+            skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=self.random_state)
+            logits_va = np.zeros((len(y), len(classes)), dtype=np.float64)
+            for tr_f, va_f in skf.split(F, y_idx):
+                self._fit_model(F[tr_f], y_idx[tr_f])
+                logits_va[va_f] = self._logits(F[va_f])
+            self._fit_model(F, y_idx)
+            va = np.arange(len(y))
+            n_train = len(y)
+        self.temperature_ = 1.0
+        p_raw = _softmax(logits_va.copy())
+        if self.calibrate:
+            self.temperature_ = _fit_temperature(logits_va, y_idx[va])
+        p_va = _softmax(logits_va / self.temperature_)
+        self.calibration_ = {
+            "temperature": self.temperature_,
+            "ece_before": expected_calibration_error(p_raw, y_idx[va]),
+            "ece_after": expected_calibration_error(p_va, y_idx[va]),
+            "n_validation": int(len(va)),
+        }
+        self._choose_thresholds(p_va, y_idx[va])
+        pred_va = p_va.argmax(axis=1)
+        self.validation_ = {
+            "mode": mode, "n_train": int(n_train), "n_validation": int(len(va)),
+            "accuracy": float((pred_va == y_idx[va]).mean()),
+            **self._abstention_summary(p_va, y_idx[va]),
+        }
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _fit_model(self, F: np.ndarray, y_idx: np.ndarray) -> None:
+        if self.model == "logreg":
+            from sklearn.linear_model import LogisticRegression
+
+            lr = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-4)
+            lr.fit(F, y_idx)
+            coef, icpt = lr.coef_, lr.intercept_
+            if len(self.classes_) == 2:  # sklearn keeps one row for 2 classes: expand to softmax
+                coef = np.vstack([-coef / 2, coef / 2])
+                icpt = np.array([-icpt[0] / 2, icpt[0] / 2])
+            self.weights_ = {"coef": coef.astype(np.float32), "intercept": icpt.astype(np.float32)}
+            self.n_iter_ = int(np.max(lr.n_iter_))
+        else:
+            from sklearn.neural_network import MLPClassifier
+
+            mlp = MLPClassifier(hidden_layer_sizes=(self.hidden,), alpha=self.alpha, early_stopping=True,
+                                max_iter=self.max_iter, random_state=self.random_state)
+            mlp.fit(F, y_idx)
+            if len(mlp.classes_) != len(self.classes_):
+                raise ValueError("every tag must appear in the training part")
+            W1, W2 = mlp.coefs_
+            b1, b2 = mlp.intercepts_
+            if W2.shape[1] == 1:  # binary: logistic output -> two-logit softmax
+                W2 = np.hstack([-W2 / 2, W2 / 2])
+                b2 = np.array([-b2[0] / 2, b2[0] / 2])
+            self.weights_ = {"W1": W1.astype(np.float32), "b1": b1.astype(np.float32),
+                             "W2": W2.astype(np.float32), "b2": b2.astype(np.float32)}
+            self.n_iter_ = int(mlp.n_iter_)
+
+    def _logits(self, F: np.ndarray) -> np.ndarray:
+        w = self.weights_
+        if "coef" in w:
+            return F @ w["coef"].T + w["intercept"]
+        h = np.maximum(F @ w["W1"] + w["b1"], 0.0)
+        return h @ w["W2"] + w["b2"]
+
+    def _suggestable(self) -> np.ndarray:
+        ab = {str(a) for a in (self.abstain_labels or ())}
+        return np.array([c not in ab for c in self.classes_])
+
+    def _choose_thresholds(self, p: np.ndarray, y_idx: np.ndarray) -> None:
+        alpha = 1.0 - self.confidence
+        pred = p.argmax(axis=1)
+        conf = p.max(axis=1)
+        right = pred == y_idx
+        can = self._suggestable()
+        ok = can[pred]
+        self.global_threshold_ = choose_threshold(conf[ok], right[ok], self.precision, alpha)
+        g = self.global_threshold_["threshold"]
+        per_tag: dict[str, dict] = {}
+        glob: dict[str, dict] = {}
+        for j, tag in enumerate(self.classes_):
+            if not can[j]:
+                continue
+            m = pred == j
+            per_tag[str(tag)] = {**choose_threshold(conf[m], right[m], self.precision, alpha),
+                                 "source": "tag"}
+            sel = m & (conf >= (np.inf if g is None else g))
+            glob[str(tag)] = {"threshold": g, "n": int(sel.sum()), "correct": int((sel & right).sum()),
+                              "support": int(m.sum()), "source": "global"}
+
+        def covered(th: dict[str, dict]) -> int:
+            return sum(v["n"] if v["threshold"] is not None else 0 for v in th.values())
+
+        mode = self.thresholds
+        if mode == "auto":
+            mode = "per-tag" if covered(per_tag) > covered(glob) else "global"
+        self.threshold_mode_ = mode
+        chosen = per_tag if mode == "per-tag" else glob
+        self.tag_thresholds_ = chosen
+        self.threshold_vector_ = self._vector(chosen)
+        self.min_support_ = min_support(self.precision, alpha)
+
+    def _vector(self, th: dict[str, dict]) -> np.ndarray:
+        return np.array([np.inf if th.get(str(c), {}).get("threshold") is None else th[str(c)]["threshold"]
+                         for c in self.classes_], dtype=np.float64)
+
+    def _abstention_summary(self, p: np.ndarray, y_idx: np.ndarray) -> dict:
+        pred = p.argmax(axis=1)
+        conf = p.max(axis=1)
+        sug = conf >= self.threshold_vector_[pred]
+        n, k = int(sug.sum()), int((sug & (pred == y_idx)).sum())
+        lo, hi = clopper_pearson(k, n, 1.0 - self.confidence, side="two")
+        return {"coverage": float(n / max(len(p), 1)), "suggested": n, "right": k,
+                "precision": float(k / n) if n else None,
+                "precision_ci": [float(lo), float(hi)], "target_precision": self.precision}
+
+    # -- prediction -----------------------------------------------------------------------
+    def predict_proba(self, X) -> np.ndarray:
+        return _softmax(self._logits(self._features(X)) / self.temperature_)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def decide(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: (top class index, its confidence, whether it is suggested)."""
+        pred = proba.argmax(axis=1)
+        conf = proba[np.arange(len(proba)), pred]
+        return pred, conf, conf >= self.threshold_vector_[pred]
+
+    def suggest_proba(self, proba: np.ndarray, top_k: int = 1) -> list[list[tuple[str, float]]]:
+        """Tags whose confidence clears their threshold, best first (at most ``top_k``)."""
+        out = []
+        passed = proba >= self.threshold_vector_[None, :]
+        for row, ok in zip(proba, passed):
+            idx = np.flatnonzero(ok)
+            idx = idx[np.argsort(-row[idx])][:top_k]
+            out.append([(str(self.classes_[j]), float(row[j])) for j in idx])
+        return out
+
+    def suggest(self, X, top_k: int = 1) -> list[list[tuple[str, float]]]:
+        return self.suggest_proba(self.predict_proba(X), top_k=top_k)
+
+    # -- persistence ----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        params = self.get_params()
+        params["abstain_labels"] = list(params["abstain_labels"] or ())
+        return {
+            "format": FORMAT,
+            "params": params,
+            "classes": [str(c) for c in self.classes_],
+            "n_features_in": int(self.n_features_in_),
+            "temperature": float(self.temperature_),
+            "tag_thresholds": self.tag_thresholds_,
+            "global_threshold": self.global_threshold_,
+            "threshold_mode": self.threshold_mode_,
+            "calibration": self.calibration_,
+            "validation": self.validation_,
+            "fit_seconds": float(self.fit_seconds_),
+        }
+
+    def save(self, folder: str | Path, extra: dict | None = None) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"mean": self.mean_, "scale": self.scale_, **self.weights_}
+        with atomic_path(folder / "weights.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
+        write_json(folder / "model.json", {**self.to_dict(), **(extra or {})})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TagClassifier:
+        folder = Path(folder)
+        with open(folder / "model.json", encoding="utf-8") as f:
+            d = json.load(f)
+        if d.get("format") != FORMAT:
+            raise ValueError(f"{folder}: not a mediacluster tag model (format {d.get('format')!r})")
+        params = dict(d["params"])
+        params["abstain_labels"] = tuple(params.get("abstain_labels") or ())
+        clf = cls(**params)
+        with np.load(folder / "weights.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        clf.mean_ = arrays.pop("mean")
+        clf.scale_ = arrays.pop("scale")
+        clf.weights_ = arrays
+        clf.classes_ = np.asarray(d["classes"])
+        clf.n_features_in_ = int(d["n_features_in"])
+        clf.temperature_ = float(d["temperature"])
+        clf.tag_thresholds_ = d["tag_thresholds"]
+        clf.global_threshold_ = d["global_threshold"]
+        clf.calibration_ = d.get("calibration", {})
+        clf.validation_ = d.get("validation", {})
+        clf.fit_seconds_ = float(d.get("fit_seconds", 0.0))
+        clf.threshold_mode_ = d.get("threshold_mode", "per-tag")
+        clf.threshold_vector_ = clf._vector(clf.tag_thresholds_)
+        return clf
