@@ -104,6 +104,15 @@ def test_jpeg_draft_decodes_smaller(awkward):
     assert close(px(small, (small.size[0] // 2, small.size[1] // 2)), px(full, (1000, 750)), tol=12)
 
 
+def test_grey_with_transparent_colour(tmp_path):
+    p = tmp_path / "trns.png"  # greyscale PNG whose value 0 is declared transparent (tRNS)
+    a = np.full((4, 4), 90, np.uint8)
+    a[:, :2] = 0
+    Image.fromarray(a, "L").save(p, transparency=0)
+    im = load_image(p)
+    assert px(im, (0, 0)) == (255, 255, 255) and px(im, (3, 0)) == (90, 90, 90)
+
+
 def test_plain_rgb_and_grey(tmp_path):
     p = tmp_path / "g.bmp"
     Image.new("L", (5, 5), 77).save(p)

@@ -214,6 +214,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
         except Exception:
             pass
     mode = im.mode
+    if mode in ("L", "RGB") and "transparency" in im.info:  # PNG tRNS: one transparent colour
+        im, mode = im.convert("RGBA"), "RGBA"
     if mode == "RGB":
         return im
     if mode == "P":
