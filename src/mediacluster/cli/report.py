@@ -82,3 +82,46 @@ def report_after(args, run_dir) -> None:
         sys.stdout.write(f"report: {path}\n")
     except Exception as e:  # noqa: BLE001
         sys.stderr.write(f"mediacluster: the report could not be written: {e}\n")
+
+
+def report_after_tune(args, out, emb, pipeline) -> None:
+    """``tune --report``: write the refit best pipeline's run files into the study folder
+    (embeddings, assignments, clusters.json, run.json if absent), then the report, which then
+    also shows the study's plots (``study.db`` is there)."""
+    if not getattr(args, "report", False):
+        return
+    if pipeline is None or getattr(pipeline, "labels_", None) is None:
+        sys.stderr.write("mediacluster: --report needs the refit best pipeline (drop --no-refit)\n")
+        return
+    try:
+        from pathlib import Path
+
+        from ..io import write_json
+        from ..run import (
+            cluster_cmd_summary,
+            cluster_summaries,
+            describe,
+            save_embeddings,
+            versions,
+            write_assignments,
+        )
+
+        out = Path(out)
+        save_embeddings(out, emb)
+        write_assignments(out, emb, pipeline)
+        write_json(out / "clusters.json", {"clusters": cluster_summaries(emb, pipeline.labels_)})
+        for stale in ("names.json", "map2d.npy", "map2d.json"):  # a new best pipeline: recompute these
+            (out / stale).unlink(missing_ok=True)
+        if not (out / "run.json").exists():
+            write_json(out / "run.json", {
+                "command": "tune", "pipeline": describe(pipeline),
+                "encoder": {"name": getattr(args, "encoder", None), "id": emb.encoder_version or emb.encoder},
+                "params": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+                "summary": cluster_cmd_summary(emb, pipeline.labels_, getattr(pipeline, "timings_", {})),
+                "versions": versions(),
+            })
+        path = make_report(out, vocabulary=getattr(args, "vocabulary", None),
+                           progress=not getattr(args, "quiet", False))
+        sys.stdout.write(f"report: {path}\n")
+    except Exception as e:  # noqa: BLE001 - the study itself has finished
+        sys.stderr.write(f"mediacluster: the report could not be written: {e}\n")

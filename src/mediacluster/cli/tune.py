@@ -47,6 +47,9 @@ def add_parser(sub):
     p.add_argument("--cache-dir", default=None, help="embedding cache (default: OUT/cache)")
     p.add_argument("--no-refit", action="store_true", help="do not refit/save the best pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from .report import add_report_argument
+
+    add_report_argument(p)
     return p
 
 
@@ -81,6 +84,9 @@ def run(args) -> int:
         refit=not args.no_refit, progress=not args.quiet,
     )
     print_result(res, out)
+    from .report import report_after_tune
+
+    report_after_tune(args, out, emb, res.pipeline)
     return 0
 
 

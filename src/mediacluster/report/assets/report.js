@@ -63,7 +63,9 @@
   function draw() {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = "#ffffff"; ctx.fillRect(0, 0, W, H);
-    var r = Math.max(1.2, Math.min(5, 2.2 * Math.sqrt(state.scale) * (N > 20000 ? 0.7 : 1)));
+    // point size: larger for small collections, growing slowly with zoom
+    var base_r = Math.max(1.2, Math.min(4.5, 2.2 * Math.pow(3000 / Math.max(N, 1), 0.25)));
+    var r = Math.min(8, base_r * Math.sqrt(state.scale));
     var f = state.filter, drawn = 0, hi = 0, last = null;
     // pass 1: context (filtered-out points) in pale grey
     if (f !== null) {
@@ -88,7 +90,7 @@
       } else if (c === -1) {
         ctx.globalAlpha = 0.7; ctx.fillRect(px - r / 2, py - r / 2, r, r); ctx.globalAlpha = 1;
       } else {
-        ctx.beginPath(); ctx.arc(px, py, r * 0.62, 0, 6.2832); ctx.fill();
+        ctx.beginPath(); ctx.arc(px, py, r * 0.6, 0, 6.2832); ctx.fill();
       }
       drawn++; hi++;
     }
