@@ -215,3 +215,31 @@ def test_thread_safe_and_deterministic(awkward, broken):
     serial = [outcome(p) for p in paths]
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(outcome, paths)) == serial
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"])
+def test_damaged_files_never_crash(tmp_path, fmt):
+    """Random byte damage and cuts: always an RGB image or a SkipItem, never another error."""
+    import io
+
+    buf = io.BytesIO()
+    photo((48, 40)).save(buf, fmt)
+    good = buf.getvalue()
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for i in range(40):
+        b = bytearray(good)
+        if i % 4 == 0:
+            b = b[: rng.integers(1, len(b))]
+        else:
+            for pos in rng.integers(0, len(b), size=1 + i % 5):
+                b[pos] = rng.integers(0, 256)
+        p = tmp_path / f"d{i}.{fmt.lower()}"
+        p.write_bytes(bytes(b))
+        try:
+            im = load_image(p, draft_size=16)
+            assert im.mode == "RGB" and im.size[0] > 0
+        except SkipItem as e:
+            assert e.kind in {"truncated", "corrupt", "not_an_image", "image_too_large"}, str(e)
+            kinds.add(e.kind)
+    assert kinds  # the damage was noticed at least sometimes

@@ -31,7 +31,6 @@ import codecs
 import os
 import re
 import stat
-from struct import error as StructError
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -148,7 +147,7 @@ def load_image(
         except UnidentifiedImageError:
             reason, kind = _unidentified_reason(f)
             raise SkipItem(reason, kind=kind) from None
-        except (OSError, SyntaxError, ValueError, EOFError, StructError) as e:
+        except Exception as e:  # OSError, SyntaxError, struct.error, ... from a damaged header
             raise _decode_error(e) from None
         # ``im`` is not closed here on purpose: we own ``f`` (closed below), and the returned
         # image may be ``im`` itself when it is already RGB.
@@ -158,7 +157,9 @@ def load_image(
             raise
         except Image.DecompressionBombError as e:
             raise _bomb(e) from None
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, StructError) as e:
+        except MemoryError:
+            raise SkipItem("image too large: out of memory while decoding", kind="image_too_large") from None
+        except Exception as e:  # PIL plugins raise many types (KeyError, TypeError...) on odd files
             raise _decode_error(e) from None
 
 
@@ -175,6 +176,8 @@ def _bomb(e: BaseException) -> SkipItem:
 
 def _decode_error(e: BaseException) -> SkipItem:
     msg = str(e) or type(e).__name__
+    if not isinstance(e, OSError | SyntaxError | ValueError | EOFError):
+        msg = f"{type(e).__name__}: {msg}"
     low = msg.lower()
     if "truncated" in low or isinstance(e, EOFError) or "unexpected end" in low:
         return SkipItem(f"truncated image: {msg}", kind="truncated")
