@@ -118,12 +118,13 @@ def read_study(path: Path) -> dict | None:
             cov = next((attrs[k] for k in ("coverage", "clustered_share", "coverage_all") if k in attrs), None)
             if cov is None:
                 cov = next((v for k, v in attrs.items() if "coverage" in k), None)
-            quality = next((attrs[k] for k in ("quality", "silhouette", "score", "dbcv") if k in attrs), None)
+            qkey = next((k for k in ("quality", "silhouette", "score", "dbcv") if k in attrs), None)
+            quality = attrs[qkey] if qkey else None
             trials.append({
                 "n": t.number, "state": t.state.name.lower(),
                 "value": None if not vals else (float(vals[0]) if math.isfinite(vals[0]) else None),
                 "values": None if not vals else [float(v) if math.isfinite(v) else None for v in vals],
-                "coverage": cov, "quality": quality,
+                "coverage": cov, "quality": quality, "quality_key": qkey,
                 "params": {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in t.params.items()},
             })
         studies.append({"name": name, "directions": directions, "trials": trials})

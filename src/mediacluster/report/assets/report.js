@@ -213,8 +213,8 @@
     return e;
   }
   function fmt(v) { return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3); }
-  function scatter(host, title, pts, xl, yl, line) {
-    var w = 440, h = 280, ml = 52, mr = 12, mt = 10, mb = 38;
+  function scatter(host, title, pts, xl, yl, line, intX) {
+    var w = 440, h = 280, ml = 52, mr = 24, mt = 10, mb = 38;
     var box = document.createElement("div"); box.className = "plot";
     var t = document.createElement("div"); t.className = "title"; t.textContent = title; box.appendChild(t);
     var svg = el("svg", { width: w, height: h, viewBox: "0 0 " + w + " " + h }, box);
@@ -228,9 +228,14 @@
     function Y_(v) { return h - mb - (v - y0) / (y1 - y0) * (h - mt - mb); }
     el("line", { x1: ml, y1: h - mb, x2: w - mr, y2: h - mb, stroke: "#999" }, svg);
     el("line", { x1: ml, y1: mt, x2: ml, y2: h - mb, stroke: "#999" }, svg);
+    var lastTick = null;
     for (var q = 0; q <= 4; q++) {
       var vx = x0 + (x1 - x0) * q / 4, vy = y0 + (y1 - y0) * q / 4;
-      el("text", { x: X_(vx), y: h - mb + 14, "font-size": 10, "text-anchor": "middle", fill: "#555" }, svg).textContent = fmt(vx);
+      if (intX) vx = Math.round(vx);
+      if (!intX || vx !== lastTick) {
+        el("text", { x: X_(vx), y: h - mb + 14, "font-size": 10, "text-anchor": "middle", fill: "#555" }, svg).textContent = intX ? String(vx) : fmt(vx);
+      }
+      lastTick = vx;
       el("text", { x: ml - 4, y: Y_(vy) + 3, "font-size": 10, "text-anchor": "end", fill: "#555" }, svg).textContent = fmt(vy);
       el("line", { x1: ml, y1: Y_(vy), x2: w - mr, y2: Y_(vy), stroke: "#eee" }, svg);
     }
@@ -255,15 +260,18 @@
         if (b === null || (maximize ? t.value > b : t.value < b)) b = t.value;
         best.push([t.n, b]);
       });
-      scatter(host, st.name + ": objective over trials (" + st.trials.length + " trials, red = best so far)", pts, "trial", "objective", best);
+      scatter(host, st.name + ": objective over trials (" + st.trials.length + " trials, red = best so far)", pts, "trial", "objective", best, true);
+      var qname = "objective";
       var qc = done.filter(function (t) { return t.coverage !== null && t.coverage !== undefined; }).map(function (t) {
-        var qv = (t.quality !== null && t.quality !== undefined) ? t.quality : t.value;
-        return [t.coverage, qv, "trial " + t.n + ": quality " + qv + ", coverage " + t.coverage];
+        var has = t.quality !== null && t.quality !== undefined;
+        if (has) qname = t.quality_key || "quality";
+        var qv = has ? t.quality : t.value;
+        return [t.coverage, qv, "trial " + t.n + ": " + qname + " " + qv + ", coverage " + t.coverage];
       });
       if (!qc.length && done.length && done[0].values && done[0].values.length >= 2) {
         qc = done.map(function (t) { return [t.values[1], t.values[0], "trial " + t.n]; });
       }
-      if (qc.length) scatter(host, st.name + ": quality vs coverage", qc, "coverage (share clustered)", "quality");
+      if (qc.length) scatter(host, st.name + ": quality vs coverage", qc, "coverage (share clustered)", "quality: " + qname);
       else {
         var p = document.createElement("p"); p.className = "muted";
         p.textContent = "quality vs coverage: the study records no coverage per trial";
