@@ -176,7 +176,7 @@ class EmbeddingStore:
         """
         from .progress import progress_bar
 
-        paths = [str(p) for p in paths]
+        paths = [os.path.abspath(p) for p in paths]  # fast-path records are by absolute path
         stats: list[os.stat_result | None] = [None] * len(paths)
         errors: dict[int, str] = {}
         for i, p in enumerate(paths):
