@@ -43,7 +43,10 @@ def add_parser(sub):
     p.add_argument("--grid-points", type=int, default=5, help="points per range for --sampler grid")
     p.add_argument("--labels-from-folders", action="store_true",
                    help="record NMI against folder labels per trial (evaluation only)")
-    p.add_argument("--encoder", default="efficientnet-lite0", help="encoder when INPUT is media")
+    p.add_argument("--encoder", default=None,
+                   help="encoder when INPUT is media (default: efficientnet-lite0 for images, mfcc for audio)")
+    p.add_argument("--media", choices=("auto", "image", "audio"), default="auto",
+                   help="which files to embed when INPUT is a folder/manifest (auto: the majority kind)")
     p.add_argument("--cache-dir", default=None, help="embedding cache (default: OUT/cache)")
     p.add_argument("--no-refit", action="store_true", help="do not refit/save the best pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -53,7 +56,8 @@ def add_parser(sub):
     return p
 
 
-def load_input(src: str, out: Path, encoder: str, cache_dir, labels_from_folders: bool, progress: bool):
+def load_input(src: str, out: Path, encoder: str | None, cache_dir, labels_from_folders: bool, progress: bool,
+               media: str = "auto"):
     from ..run import embed_collection, load_embeddings
 
     p = Path(src)
@@ -61,9 +65,13 @@ def load_input(src: str, out: Path, encoder: str, cache_dir, labels_from_folders
         return load_embeddings(p)
     from ..ingest import collect
 
-    coll = collect(src, labels_from_folders=labels_from_folders)
+    coll = collect(src, media=media, labels_from_folders=labels_from_folders)
     if len(coll) == 0:
         raise ValueError(f"no usable items found in {src}")
+    if encoder is None and coll.vectors is None:
+        from ..encoders import DEFAULT_ENCODERS
+
+        encoder = DEFAULT_ENCODERS[coll.media]
     return embed_collection(coll, encoder=encoder, cache_dir=cache_dir or out / "cache",
                             progress=progress)
 
@@ -74,7 +82,7 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     emb = load_input(args.input, out, args.encoder, args.cache_dir, args.labels_from_folders,
-                     not args.quiet)
+                     not args.quiet, media=getattr(args, "media", "auto"))
     fidelity = args.fidelity if args.fidelity in ("auto", "off") else int(args.fidelity)
     res = tune(
         emb, out=out, space=args.space, sampler=args.sampler, objective=args.objective,
