@@ -58,6 +58,8 @@ def main(argv=None):
     ap.add_argument("--vectors-from", type=Path, default=None,
                     help="dev only: DIR/cifar10-test.npz instead of embedding through the package")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "quality")
+    ap.add_argument("--umap-cache", type=Path, default=None,
+                    help="reuse DIR/cifar10-test.npy written by default_search.py --umap-cache")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from quality import load_dataset
@@ -106,8 +108,12 @@ def main(argv=None):
     from mediacluster.cluster import HDBSCANClusterer
     from mediacluster.reduce import UMAPReducer
 
-    Z, t_umap = timed(lambda: UMAPReducer(n_neighbors=30, n_components=10, min_dist=0.0,
-                                          random_state=0).fit_transform(X))
+    cache = args.umap_cache / "cifar10-test.npy" if args.umap_cache else None
+    if cache is not None and cache.exists():
+        Z, t_umap = np.load(cache, allow_pickle=False), float("nan")
+    else:
+        Z, t_umap = timed(lambda: UMAPReducer(n_neighbors=30, n_components=10, min_dist=0.0,
+                                              random_state=0).fit_transform(X))
     print(f"\n(UMAP 10d nn30 for the HDBSCAN comparison: {t_umap:.1f}s)")
     for b in ("fast_hdbscan", "hdbscan", "sklearn"):  # JIT / import warm-up
         HDBSCANClusterer(min_cluster_size=20, backend=b).fit(Z[:500])

@@ -21,6 +21,16 @@ CLUSTERERS = [("hdbscan", {"min_cluster_size": 10}),
               ("dbscan", {"eps": 0.5, "min_samples": 5}), ("meanshift", {})]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """Small matrices: multi-threaded OpenBLAS only spins on a loaded 2-core box (measured 50x
+    slower PCA on 150 x 1280 at load 20); one thread keeps these tests fast anywhere."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def data(cifar3_embeddings):
     return (np.asarray(cifar3_embeddings.vectors, dtype=np.float32), np.asarray(cifar3_embeddings.labels))
@@ -33,7 +43,7 @@ def fitted_default(data):
     return Pipeline(random_state=0).fit(X)
 
 
-@settings(max_examples=14, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(r=st.sampled_from(REDUCERS), o=st.sampled_from(OUTLIERS), c=st.sampled_from(CLUSTERERS),
        assign=st.booleans())
 def test_any_composition_runs_with_documented_labels(data, r, o, c, assign):
