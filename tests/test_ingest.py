@@ -64,6 +64,13 @@ def test_folder_recursive_case_insensitive_hidden_skipped(tree):
     assert collect(tree).paths == coll.paths
 
 
+def test_relative_input_gives_absolute_paths(tree, monkeypatch):
+    monkeypatch.chdir(tree.parent)
+    coll = collect("photos")
+    assert all(os.path.isabs(p) for p in coll.paths)
+    assert coll.paths == collect(tree).paths
+
+
 def test_folder_audio_media_kind(tree):
     coll = collect(tree, media="audio")
     assert rel(coll, tree) == ["audio.wav"]

@@ -2,6 +2,9 @@
 
 Accepted inputs (``collect`` picks by what ``source`` is):
 
+Paths in the collection are absolute (not symlink-resolved), so a run's outputs stay usable
+from any working folder.
+
 * **a folder**, scanned recursively for files whose extension (case-insensitive) belongs to the
   media kind (``IMAGE_EXTENSIONS`` / ``AUDIO_EXTENSIONS``). Hidden files and hidden folders
   (name starting with ``.``) and NAS / archive metadata folders (``@eaDir``, ``__MACOSX``) are
@@ -77,7 +80,7 @@ def collect(
         coll = collect(source, media=media, labels_from_folders=labels_from_folders)
         other = next((k for k in counts if k != media and counts[k]), None)
         if other is not None and Path(source).is_dir():
-            for path in _media_files(Path(source), MEDIA_EXTENSIONS[other]):
+            for path in _media_files(Path(os.path.abspath(source)), MEDIA_EXTENSIONS[other]):
                 coll.skipped.append(Skipped(path, (
                     f"{other} file in a mixed folder: this run clusters the {counts[media]} {media} "
                     f"files; cluster the {counts[other]} {other} files with --media {other}")))
@@ -150,7 +153,7 @@ def _hidden(name: str) -> bool:
 
 def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folders: bool = False) -> Collection:
     """Recursively list the media files under ``root`` (see the module doc for the rules)."""
-    root = Path(root)
+    root = Path(os.path.abspath(root))  # absolute: later stages may run from another folder
     exts = MEDIA_EXTENSIONS[media]
     paths: list[str] = []
     labels: list[str | None] = []
@@ -304,7 +307,7 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
     df = _read_table(p) if df is None else df
     if "path" not in df.columns:
         raise ValueError(f"{p}: a manifest needs a 'path' column; columns are {list(df.columns)}")
-    base = p.parent
+    base = Path(os.path.abspath(p.parent))
     has_ids = "id" in df.columns
     has_labels = "label" in df.columns and not labels_from_folders
     ids: list[str] = []
