@@ -94,7 +94,7 @@ def run_mediacluster(paths: list[str], cache: Path, batch_size: int, workers: in
     assert again.cache_stats["encoded"] == 0
     return {"n": len(paths), "seconds": dt, "rate": len(paths) / dt, "load_s": load_s,
             "cpu_ms": 1000 * cpu / len(paths),
-            "warm_rerun_s": warm, "backend": enc.backend_, "threads": enc.threads or 1,
+            "warm_rerun_s": warm, "backend": enc.backend_, "threads": enc.threads or max(1, len(os.sched_getaffinity(0)) // enc.concurrency),
             "concurrency": enc.concurrency, "workers": workers, "batch_size": batch_size,
             "timings": {k: round(v, 2) for k, v in emb.timings.items()}, "load1_before": la0,
             "vectors": emb.vectors}
