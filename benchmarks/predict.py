@@ -31,20 +31,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def embeddings(args):
+    """CIFAR-10 test vectors, loaded/embedded through the package exactly like quality.py."""
     if args.vectors:
         with np.load(args.vectors, allow_pickle=False) as z:
             return z["vectors"].astype(np.float32)[: args.limit]
-    from mediacluster.datasets import extract_slice
-    from mediacluster.ingest import collect
-    from mediacluster.run import embed_collection
+    import sys
 
-    work = Path(args.work)
-    data = work / "cifar10-test"
-    if not data.exists():
-        extract_slice(ROOT.parent / "shared" / "datasets" / "cifar10-test.tar.gz", data,
-                      per_class=args.limit // 10 if args.limit else None, seed=0)
-    emb = embed_collection(collect(data), cache_dir=work / "cache", progress=True)
-    return np.asarray(emb.vectors, dtype=np.float32)[: args.limit]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from quality import load_dataset
+
+    X, _y, _src = load_dataset("cifar10-test", ROOT / "benchmarks" / "out" / "quality",
+                               ROOT.parent / "shared" / "datasets", None, progress=False)
+    return np.asarray(X, dtype=np.float32)[: args.limit]
 
 
 def leave_self_out_agreement(pipe, X) -> float:
@@ -70,15 +68,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--vectors", default=None)
-    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "mc-bench-predict"))
+    ap.add_argument("--umap-cache", type=Path, default=None,
+                    help="reuse DIR/cifar10-test.npy (default_search.py --umap-cache) as the UMAP space")
     args = ap.parse_args()
     from mediacluster import Pipeline
     from mediacluster.persist import load
 
     X = embeddings(args)
     n = len(X)
+    Z = None
+    if args.umap_cache is not None and (args.umap_cache / "cifar10-test.npy").exists() and args.limit is None:
+        Z = np.load(args.umap_cache / "cifar10-test.npy", allow_pickle=False)
     t = time.perf_counter()
-    pipe = Pipeline(random_state=0).fit(X)
+    pipe = Pipeline(random_state=0).fit(X, embedding=Z)
     fit_s = time.perf_counter() - t
     pipe.predict_details(X[:10])  # warm-up
     lat = []
@@ -111,7 +113,9 @@ def main():
             agree = float((p2.predict(X)[m] == pipe.labels_[m]).mean())
             rows.append((ref or n, size, agree))
     load1 = os.getloadavg()[0]
-    print(f"\n## predict benchmark (n={n}, clusters={pipe.n_clusters_}, fit {fit_s:.1f}s, loadavg {load1:.2f})")
+    print(f"\n## predict benchmark (n={n}, clusters={pipe.n_clusters_}, fit {fit_s:.1f}s"
+          f"{' with cached UMAP space' if Z is not None else ''}, loadavg {load1:.2f})")
+    print("fit timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in pipe.timings_.items()))
     print(f"single item: median {np.median(lat):.2f} ms, p95 {np.percentile(lat, 95):.2f} ms")
     for b, r in rates.items():
         print(f"batch of {b}: {r:,.0f} items/s")

@@ -141,7 +141,13 @@ class Pipeline(BaseEstimator):
         return reducer, outliers, clusterer
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, X, y=None, precomputed_knn=None):
+    def fit(self, X, y=None, precomputed_knn=None, embedding=None):
+        """Fit every stage on ``X`` (n, d).
+
+        ``precomputed_knn=(indices, distances)`` is passed to the reducer (UMAP reuses it);
+        ``embedding`` (n, k) skips the reducer's fit and uses these reduced coordinates instead
+        (e.g. a cached UMAP space; the reducer is then kept unfitted, for its parameters).
+        """
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or len(X) < 3:
             raise ValueError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
@@ -149,7 +155,11 @@ class Pipeline(BaseEstimator):
         self.timings_ = {}
         reducer, outliers, clusterer = self._resolve(n)
         t = time.perf_counter()
-        if reducer is not None:
+        if embedding is not None:
+            Z = np.asarray(embedding)
+            if Z.ndim != 2 or len(Z) != n:
+                raise ValueError(f"embedding must be ({n}, k), got {Z.shape}")
+        elif reducer is not None:
             Z = reducer.fit(X, precomputed_knn=precomputed_knn).embedding_
         else:
             Z = X
@@ -178,7 +188,10 @@ class Pipeline(BaseEstimator):
         self._assign()
         self.timings_["assign_noise"] = time.perf_counter() - t
         t = time.perf_counter()
-        self._fit_predictor(X)
+        from .cluster import single_blas_thread
+
+        with single_blas_thread():
+            self._fit_predictor(X)
         self.timings_["predictor"] = time.perf_counter() - t
         return self
 
