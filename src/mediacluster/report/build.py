@@ -83,7 +83,8 @@ def _b64(a: np.ndarray) -> str:
 
 def _representatives(X: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` members nearest the cluster centre (cosine)."""
-    Xi = X[idx]
+    Xi = np.asarray(X[idx], dtype=np.float32)
+    Xi /= np.maximum(np.linalg.norm(Xi, axis=1, keepdims=True), 1e-12)
     centre = Xi.mean(axis=0)
     centre /= max(float(np.linalg.norm(centre)), 1e-12)
     d = 1.0 - Xi @ centre
@@ -201,7 +202,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     timings["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    xy = map_2d(run_dir, np.asarray(vectors), method=map_method)
+    xy = map_2d(run_dir, vectors, method=map_method)
     timings["map2d"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -216,8 +217,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     timings["thumbnails"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    X = np.asarray(vectors, dtype=np.float32)
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    X = vectors  # memory-mapped; each cluster's rows are read and normalised on their own
     names = load_names(run_dir)
     from ..naming.overrides import _read_overrides, automatic_names
 
