@@ -101,8 +101,9 @@ def collect(
             return read_manifest(p, df, media=media, labels_from_folders=labels_from_folders)
         return read_vectors(p, df)
     if suffix in MEDIA_EXTENSIONS[media]:  # a single file
+        full = os.path.abspath(p)
         label = [p.parent.name] if labels_from_folders else None
-        return Collection(ids=[str(p)], paths=[str(p)], labels=label, media=media, source=str(p))
+        return Collection(ids=[full], paths=[full], labels=label, media=media, source=str(p))
     raise ValueError(
         f"don't know how to read {p}: expected a folder, a CSV/Parquet manifest with a 'path' "
         f"column, or embeddings (.npy, .npz, Parquet with an id and a vector column)"
