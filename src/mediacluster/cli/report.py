@@ -36,7 +36,10 @@ def make_report(run_dir, out=None, vocabulary=None, rename=False, names_template
     run_dir = Path(run_dir)
     if rename or vocabulary is not None or not (run_dir / "names.json").exists():
         try:
-            name_run(run_dir, vocabulary=vocabulary)
+            named = name_run(run_dir, vocabulary=vocabulary)
+            if vocabulary is not None and named and named[0]["method"] != "clip-zeroshot":
+                sys.stderr.write("mediacluster report: --vocabulary is used with CLIP runs only; this run's "
+                                 f"encoder has no text tower, names come from {named[0]['method']}\n")
         except Exception as e:  # noqa: BLE001 - the report is still useful without names
             sys.stderr.write(f"mediacluster report: automatic naming failed: {e}\n")
     if names_template:
