@@ -1,0 +1,186 @@
+"""mediacluster.tune: spaces, reuse == slow path, every sampler, resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mediacluster.tune import SearchSpace, SpaceError, load_space, preset, tune
+from mediacluster.tune.workspace import Workspace, slow_labels
+
+# small, fast spaces on the 300-item CIFAR slice (n_epochs fixed low to keep UMAP quick)
+SPACE = {
+    "reduce.n_neighbors": {"int": [10, 30]},
+    "reduce.n_components": {"choice": [3, 5]},
+    "reduce.n_epochs": 100,
+    "cluster.min_cluster_size": {"int": [5, 40], "log": True},
+    "cluster.cluster_selection_method": {"choice": ["eom", "leaf"]},
+}
+
+
+@pytest.fixture(scope="module")
+def X(cifar3_embeddings):
+    return cifar3_embeddings.vectors
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("tune-cache")
+
+
+# -- spaces --------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec, message", [
+    ({"reduce.n_neighbours": {"int": [5, 50]}}, "unknown parameter 'reduce.n_neighbours'"),
+    ({"umap.n_components": {"int": [2, 5]}}, "unknown parameter 'umap.n_components'"),
+    ({"reduce.n_components": {"int": [50, 2]}}, "empty range, min 50 > max 2"),
+    ({"reduce.min_dist": {"float": [0.1, 0.1]}}, "empty range"),
+    ({"reduce.n_components": {"float": [2, 5]}}, "integer parameter"),
+    ({"reduce.n_components": {"int": [2.5, 5]}}, "whole numbers"),
+    ({"reduce.n_components": {"int": ["a", 5]}}, "must be numbers"),
+    ({"cluster.cluster_selection_method": {"choice": ["eom", "tree"]}}, "'tree' is not one of"),
+    ({"cluster.cluster_selection_method": {"int": [1, 2]}}, "use {choice"),
+    ({"reduce.min_dist": {"float": [-0.1, 0.2]}}, "below the smallest allowed value"),
+    ({"reduce.n_neighbors": {"int": [0, 10], "log": True}}, "reduce.n_neighbors"),
+    ({"reduce.n_neighbors": {"int": [5, 10], "logg": True}}, "unknown option"),
+    ({"reduce.metric": "cosine"}, "no free parameter"),
+    ({}, "non-empty"),
+])
+def test_invalid_space_is_refused_with_a_message(spec, message):
+    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace("{", r"\{")):
+        SearchSpace.from_dict(spec)
+
+
+def test_space_file_presets_clamping_and_grid(tmp_path):
+    f = tmp_path / "space.yaml"
+    f.write_text("reduce:\n  n_components: {int: [2, 50]}\n  min_dist: {float: [0, 0.25]}\n"
+                 "cluster.cluster_selection_method: {choice: [eom, leaf]}\n"
+                 "outliers.n_neighbors: {int: [10, 1000], log: true}\n")
+    sp = load_space(str(f), 300)
+    assert sp.dims["outliers.n_neighbors"].high == 299  # clamped to the data, and said so
+    assert any("outliers.n_neighbors" in n for n in sp.notes)
+    g = sp.grid(points=3)
+    assert g["reduce.n_components"] == [2, 26, 50]
+    assert g["reduce.min_dist"] == [0.0, 0.125, 0.25]
+    assert g["cluster.cluster_selection_method"] == ["eom", "leaf"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"cluster.min_cluster_size": {"int": [50, 5]}}))
+    with pytest.raises(SpaceError, match="cluster.min_cluster_size: empty range"):
+        load_space(str(bad), 1000)
+    seed = preset("seed-study", 50000)
+    assert (seed.dims["reduce.n_neighbors"].low, seed.dims["reduce.n_neighbors"].high) == (100, 2000)
+    assert (seed.dims["outliers.n_neighbors"].low, seed.dims["outliers.n_neighbors"].high) == (10, 1000)
+    assert seed.dims["reduce.min_dist"].high == 0.25 and seed.dims["reduce.n_components"].high == 50
+    with pytest.raises(SpaceError, match="neither a preset"):
+        load_space("no-such-space", 100)
+
+
+# -- the fast path gives the slow path's labels ----------------------------------------------
+def test_reuse_paths_equal_slow_path(X):
+    space = SearchSpace.from_dict({
+        "reduce.n_neighbors": {"int": [10, 40]}, "outliers.n_neighbors": {"int": [5, 60]},
+        "cluster.min_cluster_size": {"int": [5, 40]}}).clamp_to(len(X))
+    ws = Workspace(X, space, seed=3)
+    cases = [
+        # graph computed at k=40, sliced to 15; LOF graph at k=60 sliced to 20
+        {"reduce.n_neighbors": 15, "reduce.n_components": 5, "reduce.n_epochs": 100,
+         "outliers.method": "lof", "outliers.n_neighbors": 20, "cluster.min_cluster_size": 10},
+        # same reducer: cached embedding; different LOF k and clustering
+        {"reduce.n_neighbors": 15, "reduce.n_components": 5, "reduce.n_epochs": 100,
+         "outliers.method": "lof", "outliers.n_neighbors": 45, "cluster.min_cluster_size": 15,
+         "cluster.cluster_selection_method": "leaf"},
+        {"reduce.n_neighbors": 40, "reduce.n_components": 3, "reduce.n_epochs": 100,
+         "outliers.method": "none", "cluster.min_cluster_size": 8, "cluster.min_samples": 3},
+    ]
+    for p in cases:
+        fast = ws.run(p).labels
+        slow = slow_labels(X, p, seed=3)
+        assert len(set(slow.tolist()) - {-1, -2}) >= 2  # a real clustering, not a trivial one
+        np.testing.assert_array_equal(fast, slow, err_msg=str(p))
+    assert ws.stats["umap_fits"] == 2 and ws.stats["umap_cache_hits"] == 1
+
+
+# -- every sampler runs and returns a fitted pipeline -------------------------------------------
+@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "gp", "cmaes", "nsga2"])
+def test_each_sampler_returns_a_fitted_pipeline(X, cifar3_embeddings, sampler, tmp_path, shared_cache):
+    space = dict(SPACE)
+    if sampler == "grid":  # a small discretised grid: 2 x 2 points
+        space = {"reduce.n_neighbors": 15, "reduce.n_components": 5, "reduce.n_epochs": 100,
+                 "cluster.min_cluster_size": {"int": [10, 30]},
+                 "cluster.cluster_selection_method": {"choice": ["eom", "leaf"]}}
+    res = tune(cifar3_embeddings, out=tmp_path, space=space, sampler=sampler, n_trials=4, seed=1,
+               progress=False, grid_points=2, cache_dir=shared_cache)
+    pipe = res.pipeline
+    assert pipe is not None and len(pipe.labels_) == len(X)
+    assert (pipe.predict(X[:5]) >= -2).all()
+    assert (tmp_path / "study.db").exists() and (tmp_path / "best_params.json").exists()
+    trials = [t for t in res.study.trials if t.state.name == "COMPLETE"]
+    assert len(trials) == 4
+    for t in trials:  # every trial records all scores, not just the objective
+        for k in ("silhouette", "silhouette_input", "dbcv", "coverage", "n_clusters", "time_s", "ext_nmi"):
+            assert k in t.user_attrs, (k, t.user_attrs)
+    if sampler == "grid":
+        assert sorted((t.params["cluster.min_cluster_size"], t.params["cluster.cluster_selection_method"])
+                      for t in trials) == [(10, "eom"), (10, "leaf"), (30, "eom"), (30, "leaf")]
+    if sampler == "nsga2":  # Pareto mode: quality vs coverage, picked trial on the front
+        assert res.pareto and all(len(r["values"]) == 2 for r in res.pareto)
+        assert res.best_trial in [r["trial"] for r in res.pareto]
+    # the refitted pipeline reproduces the best trial's clustering
+    best = res.study.trials[res.best_trial]
+    assert pipe.n_clusters_ == best.user_attrs["n_clusters"]
+
+
+# -- interrupted studies continue ---------------------------------------------------------------
+def test_interrupted_study_resumes_with_the_same_numbering(X, tmp_path, shared_cache):
+    import optuna
+
+    calls = {"n": 0}
+
+    def flaky(m):  # dies (like Ctrl-C) during the third trial
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return m["coverage"]
+
+    with pytest.raises(KeyboardInterrupt):
+        tune(X, out=tmp_path, space=SPACE, objective=flaky, n_trials=5, progress=False,
+             cache_dir=shared_cache)
+    study = optuna.load_study(study_name="mediacluster", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+    # a SIGKILL leaves the trial RUNNING in storage: what ask() without tell() leaves too
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    study.ask({"reduce.n_neighbors": IntDistribution(10, 30),
+               "reduce.n_components": CategoricalDistribution([3, 5]),
+               "cluster.min_cluster_size": IntDistribution(5, 40, log=True),
+               "cluster.cluster_selection_method": CategoricalDistribution(["eom", "leaf"])})
+    assert study.trials[-1].state.name == "RUNNING"
+    res = tune(X, out=tmp_path, space=SPACE, objective=flaky, n_trials=5, progress=False,
+               refit=False, cache_dir=shared_cache)
+    trials = res.study.trials
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert trials[3].state.name == "FAIL" and trials[3].user_attrs["failed_reason"] == "interrupted"
+    assert res.summary["timing"]["recovered_trials"] == [3]
+    retried = [t for t in trials if t.user_attrs.get("retry_of") == 3]
+    assert len(retried) == 1 and retried[0].params == trials[3].params  # re-enqueued, not lost
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 5
+    # a different space in the same folder is refused rather than mixed in
+    with pytest.raises(ValueError, match="different space"):
+        tune(X, out=tmp_path, space={"cluster.min_cluster_size": {"int": [5, 9]}}, n_trials=6,
+             progress=False, refit=False)
+
+
+def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", X)
+    (tmp_path / "space.json").write_text(json.dumps(SPACE))
+    rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o"), "--trials", "2",
+               "--space", str(tmp_path / "space.json"), "--quiet", "--pareto", "--sampler", "random"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "Pareto front" in text and "best parameters" in text
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"cluster.min_cluster_size": {"int": [9, 3]}}))
+    rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o2"), "--space", str(bad)])
+    assert rc == 2 and "min 9 > max 3" in capsys.readouterr().err
