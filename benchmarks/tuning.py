@@ -1,0 +1,321 @@
+"""Tuning benchmark: fast tuner vs the naive loop, samplers, and objective vs the NMI oracle.
+
+Full mode (the issue's claim): CIFAR-10 train (50,000 images) embedded by the default encoder
+through the package (embedding cache under benchmarks/out/), 100 TPE trials over the
+seed-study space. ``--quick``: CIFAR-10 test (10,000 images).
+
+    python benchmarks/tuning.py --quick            # ~CIFAR-10 test
+    python benchmarks/tuning.py                    # CIFAR-10 train, 50k
+    python benchmarks/tuning.py --quick --vectors /work/devcache/cifar10-test.npz   # dev shortcut
+
+Parts (``--parts``):
+  study    N TPE trials (``--trials``) with the fast tuner; wall time, per trial, work reused.
+  naive    ``--naive-trials`` trials done the naive way on the same data, same parameters as the
+           study's first trials: umap-learn from raw vectors (its own NNDescent/exact graph),
+           scikit-learn LOF, hdbscan, full (unsampled) silhouette. -> speed-up ratio.
+  samplers every sampler, ``--repeats`` runs of ``--compare-trials`` trials on a
+           ``--compare-n`` subsample; median and range of the best objective, time.
+  oracle   for every objective: NMI of the trial it selects vs the best NMI of any trial
+           (labels are recorded per trial, never optimised). Read from the finished studies.
+  grid     how the default objective was chosen: a fixed grid of UMAP x HDBSCAN settings
+           (``GRID_REDUCERS`` x min_cluster_size x min_samples x eom/leaf) on a labelled
+           ``--grid-n`` subsample, every trial scored, then every objective's pick vs the
+           NMI oracle over the same trials (``python benchmarks/tuning.py --quick --parts grid``).
+
+Results (JSON) go to benchmarks/out/tuning-<mode>/results.json; the tables printed at the end
+are what benchmarks/RESULTS.md quotes, with the load average at the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+
+
+def load_data(args):
+    """(vectors, labels, how) for the chosen mode."""
+    if args.vectors:
+        f = np.load(args.vectors, allow_pickle=False)
+        return f["vectors"].astype(np.float32), [str(v) for v in f["labels"]], f"vectors file {args.vectors}"
+    from mediacluster.datasets import extract_slice
+    from mediacluster.ingest import collect
+    from mediacluster.run import embed_collection
+
+    split = "test" if args.quick else "train"
+    dest = OUT / f"cifar10-{split}"
+    if not dest.exists() or not any(dest.iterdir()):
+        extract_slice(SHARED / "cifar10-test.tar.gz" if split == "test" else SHARED / "cifar10-train.tar.gz",
+                      dest)
+    coll = collect(dest, labels_from_folders=True)
+    emb = embed_collection(coll, cache_dir=OUT / "cache", progress=True)
+    return emb.vectors.astype(np.float32), list(emb.labels), f"CIFAR-10 {split} via mediacluster (cache {OUT / 'cache'})"
+
+
+def seed_space(n: int, scale: bool) -> dict | str:
+    """The seed study's space; ``scale`` keeps its neighbourhood sizes as the same *share* of
+    the data (100-2000 of 50k) when the data set is smaller."""
+    if not scale or n >= 50000:
+        return "seed-study"
+    from mediacluster.tune.space import _mcs_range
+
+    f = n / 50000
+    lo, hi = _mcs_range(n)
+    return {
+        "reduce.n_components": {"int": [2, 50]},
+        "reduce.n_neighbors": {"int": [max(5, round(100 * f)), round(2000 * f)]},
+        "reduce.min_dist": {"float": [0.0, 0.25]},
+        "reduce.metric": "cosine",
+        "outliers.method": "lof",
+        "outliers.n_neighbors": {"int": [10, max(20, round(1000 * f))]},
+        "cluster.min_cluster_size": {"int": [lo, hi], "log": True},
+    }
+
+
+def run_study(X, y, space, out, args, sampler="tpe", n_trials=None, seed=0, objective="default"):
+    from mediacluster.tune import tune
+
+    t = time.perf_counter()
+    res = tune(X, out=out, space=space, sampler=sampler, objective=objective,
+               n_trials=n_trials or args.trials, seed=seed, labels=y, n_jobs=args.jobs,
+               timeout=args.timeout, progress=not args.quiet, refit=False)
+    wall = time.perf_counter() - t
+    return res, wall
+
+
+def part_naive(X, study, n_naive, seed=0):
+    """The naive trial: everything from raw vectors, full silhouette."""
+    from sklearn.metrics import silhouette_score
+
+    from mediacluster.tune.space import full_params
+    from mediacluster.tune.workspace import build_pipeline
+
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")][:n_naive]
+    rows = []
+    fixed = {k: v["fixed"] for k, v in study.user_attrs["space"].items() if "fixed" in v}
+    for t in done:
+        params = full_params(fixed | t.params, len(X))
+        t0 = time.perf_counter()
+        pipe = build_pipeline(params, len(X), seed).fit(X)
+        t1 = time.perf_counter()
+        lab = pipe.labels_
+        m = lab >= 0
+        sil = float(silhouette_score(pipe.embedding_[m], lab[m])) if len(set(lab[m].tolist())) >= 2 else None
+        t2 = time.perf_counter()
+        rows.append({"trial": t.number, "params": t.params, "fit_s": t1 - t0, "silhouette_full_s": t2 - t1,
+                     "total_s": t2 - t0, "silhouette": sil, "timings": pipe.timings_})
+        print(f"naive trial {t.number}: {t2 - t0:.1f} s (fit {t1 - t0:.1f}, full silhouette {t2 - t1:.1f})",
+              flush=True)
+    return rows
+
+
+GRID_REDUCERS = [(15, 5), (30, 10), (60, 10), (100, 5), (30, 2)]  # (n_neighbors, n_components)
+
+
+def part_grid(X, y, n, out_json: Path, seed=1):
+    """Score a fixed grid of settings on a labelled subsample; returns per-trial records."""
+    import itertools
+
+    from mediacluster import metrics as M
+    from mediacluster.tune.space import SearchSpace
+    from mediacluster.tune.workspace import Workspace
+
+    rng = np.random.default_rng(seed)
+    if n < len(X):
+        idx = np.sort(rng.choice(len(X), n, replace=False))
+        X, y = X[idx], [y[i] for i in idx]
+    sp = SearchSpace.from_dict({"reduce.n_neighbors": {"int": [10, 100]},
+                                "cluster.min_cluster_size": {"int": [5, 500]}}).clamp_to(len(X))
+    ws = Workspace(X, sp, seed=0, cache_dir=out_json.parent / "grid-cache")
+    N = len(X)
+    mcs_vals = sorted({max(5, int(N * q)) for q in (0.002, 0.005, 0.01, 0.02, 0.04, 0.08)})
+    rows = json.loads(out_json.read_text()) if out_json.exists() else []
+    seen = {json.dumps(r["params"], sort_keys=True) for r in rows}
+    for nn, nc in GRID_REDUCERS:
+        for mcs, ms, meth in itertools.product(mcs_vals, [None, 5, 25], ["eom", "leaf"]):
+            p = {"reduce.n_neighbors": nn, "reduce.n_components": nc, "cluster.min_cluster_size": mcs,
+                 "cluster.min_samples": ms, "cluster.cluster_selection_method": meth}
+            if json.dumps(p, sort_keys=True) in seen:
+                continue
+            o = ws.run(p)
+            m = {k: v for k, v in o.metrics.items() if k != "params_used"}
+            e = M.external_scores(y, o.labels)
+            m.update(params=p, nmi=e["all"]["nmi"], ari=e["all"]["ari"])
+            rows.append(m)
+            print(f"grid {p} -> {m['n_clusters']} clusters, coverage {m['coverage']:.2f}, NMI {m['nmi']:.3f}",
+                  flush=True)
+        out_json.write_text(json.dumps(rows, default=str))
+    return rows
+
+
+def grid_table(rows: list) -> dict:
+    from mediacluster.tune.objectives import OBJECTIVES
+
+    oracle = max(rows, key=lambda r: r["nmi"])
+    out = {"n_trials": len(rows), "oracle_nmi": oracle["nmi"], "oracle_clusters": oracle["n_clusters"],
+           "oracle_params": oracle["params"], "objectives": {}}
+    for name, fn in OBJECTIVES.items():
+        pick = max(rows, key=fn)
+        out["objectives"][name] = {"nmi": pick["nmi"], "gap": oracle["nmi"] - pick["nmi"],
+                                   "clusters": pick["n_clusters"], "coverage": pick["coverage"],
+                                   "params": pick["params"]}
+    return out
+
+
+def oracle_table(studies: list) -> dict:
+    """Per objective: NMI of its pick vs the best NMI among the same complete trials."""
+    from mediacluster.tune.objectives import OBJECTIVES
+
+    trials = [t for s in studies for t in s.trials
+              if t.state.name == "COMPLETE" and t.user_attrs.get("ext_nmi") is not None]
+    if not trials:
+        return {}
+    oracle = max(trials, key=lambda t: t.user_attrs["ext_nmi"])
+    out = {"n_trials": len(trials), "oracle_nmi": oracle.user_attrs["ext_nmi"],
+           "oracle_trial": oracle.number, "oracle_clusters": oracle.user_attrs.get("n_clusters"),
+           "objectives": {}}
+    for name, fn in OBJECTIVES.items():
+        pick = max(trials, key=lambda t: fn(t.user_attrs))
+        nmi = pick.user_attrs["ext_nmi"]
+        out["objectives"][name] = {
+            "nmi": nmi, "gap": out["oracle_nmi"] - nmi, "clusters": pick.user_attrs.get("n_clusters"),
+            "coverage": pick.user_attrs.get("coverage"), "trial": pick.number}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CIFAR-10 test (10k) instead of train (50k)")
+    ap.add_argument("--vectors", default=None, help="npz with vectors+labels instead of embedding (dev only)")
+    ap.add_argument("--parts", default="study,naive,samplers,oracle")
+    ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--timeout", type=float, default=None)
+    ap.add_argument("--naive-trials", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--no-scale-space", action="store_true",
+                    help="quick mode: use the literal seed-study ranges (default scales them to n/50k)")
+    ap.add_argument("--compare-n", type=int, default=3000)
+    ap.add_argument("--compare-trials", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--samplers", default="tpe,random,grid,gp,cmaes,nsga2")
+    ap.add_argument("--grid-n", type=int, default=4000)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    parts = set(args.parts.split(","))
+    mode = "quick" if args.quick else "full"
+    out = Path(args.out) if args.out else OUT / f"tuning-{mode}"
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results["command"] = " ".join([sys.executable.split("/")[-1], *sys.argv])
+    results["loadavg_start"] = os.getloadavg()
+
+    def save():
+        results["loadavg_now"] = os.getloadavg()
+        results_path.write_text(json.dumps(results, indent=2, default=str))
+
+    t = time.perf_counter()
+    X, y, how = load_data(args)
+    results["data"] = {"how": how, "n": len(X), "dims": int(X.shape[1]), "load_s": time.perf_counter() - t}
+    print(f"data: {how}: {X.shape}", flush=True)
+    space = seed_space(len(X), not args.no_scale_space)
+    results["space"] = space
+    studies = []
+
+    if "study" in parts or "naive" in parts:
+        res, wall = run_study(X, y, space, out / "study-tpe", args)
+        s = res.summary
+        n_run = s["timing"]["trials_this_run"]
+        results["study"] = {
+            "wall_s": wall, "trials_this_run": n_run, "states": s["states"],
+            "per_trial_s": wall / max(1, n_run), "graph_s": s["timing"]["graph_s"],
+            "workspace": s["workspace"], "best_value": s["best_value"], "best_params": s["best_params"],
+            "best_nmi": s["best_metrics"].get("ext_nmi"), "best_clusters": s["best_metrics"].get("n_clusters"),
+            "best_coverage": s["best_metrics"].get("coverage"), "loadavg": os.getloadavg(),
+        }
+        studies.append(res.study)
+        print(f"fast study: {n_run} trials in {wall:.0f} s ({wall / max(1, n_run):.1f} s/trial); "
+              f"states {s['states']}", flush=True)
+        save()
+        if "naive" in parts:
+            rows = part_naive(X, res.study, args.naive_trials)
+            per = statistics.mean(r["total_s"] for r in rows)
+            results["naive"] = {"trials": rows, "per_trial_s": per, "loadavg": os.getloadavg(),
+                                "speedup": per / results["study"]["per_trial_s"],
+                                "naive_100_trials_s": 100 * per}
+            print(f"naive: {per:.1f} s/trial -> speed-up x{results['naive']['speedup']:.1f}", flush=True)
+            save()
+
+    if "samplers" in parts:
+        rng = np.random.default_rng(0)
+        idx = np.sort(rng.choice(len(X), min(args.compare_n, len(X)), replace=False))
+        Xs, ys = X[idx], [y[i] for i in idx]
+        sp = seed_space(len(Xs), True)
+        table = {}
+        for sampler in args.samplers.split(","):
+            bests, times = [], []
+            for r in range(args.repeats):
+                res, wall = run_study(Xs, ys, sp, out / f"samplers/{sampler}-{r}", args, sampler=sampler,
+                                      n_trials=args.compare_trials, seed=100 + r)
+                bv = res.best_value[0] if isinstance(res.best_value, list) else res.best_value
+                if isinstance(res.best_value, list):  # Pareto mode: report the default objective of the pick
+                    from mediacluster.tune.objectives import OBJECTIVES
+
+                    bv = OBJECTIVES["default"](res.study.trials[res.best_trial].user_attrs)
+                bests.append(bv)
+                times.append(wall)
+                studies.append(res.study)
+                print(f"sampler {sampler} repeat {r}: best {bv:.4f} in {wall:.0f} s", flush=True)
+            table[sampler] = {"best_median": statistics.median(bests), "best_min": min(bests),
+                              "best_max": max(bests), "time_median_s": statistics.median(times),
+                              "repeats": len(bests)}
+            results["samplers"] = {"n": len(Xs), "trials": args.compare_trials, "table": table,
+                                   "loadavg": os.getloadavg()}
+            save()
+
+    if "grid" in parts:
+        rows = part_grid(X, y, args.grid_n, out / f"grid-{len(X)}-{args.grid_n}.json")
+        results["grid"] = grid_table(rows)
+        save()
+        g = results["grid"]
+        print(f"\ngrid: {g['n_trials']} settings, oracle NMI {g['oracle_nmi']:.3f} ({g['oracle_clusters']} clusters)")
+        for name, r in g["objectives"].items():
+            print(f"  {name:20s} NMI {r['nmi']:.3f}  gap {r['gap']:.3f}  clusters {r['clusters']}  "
+                  f"coverage {r['coverage']:.2f}")
+
+    if "oracle" in parts:
+        if not studies:
+            import optuna
+
+            for db in sorted(out.glob("**/study.db")):
+                studies.append(optuna.load_study(study_name="mediacluster", storage=f"sqlite:///{db}"))
+        results["oracle"] = oracle_table(studies[:1])
+        results["oracle_all_studies"] = oracle_table(studies)
+        save()
+        for key in ("oracle", "oracle_all_studies"):
+            o = results[key]
+            if not o:
+                continue
+            print(f"\n{key}: {o['n_trials']} complete trials, oracle NMI {o['oracle_nmi']:.3f} "
+                  f"({o['oracle_clusters']} clusters)")
+            for name, r in o["objectives"].items():
+                print(f"  {name:20s} NMI {r['nmi']:.3f}  gap {r['gap']:.3f}  clusters {r['clusters']}  "
+                      f"coverage {r['coverage']:.2f}")
+    save()
+    print(f"\nresults: {results_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
