@@ -63,8 +63,9 @@ def vote(dist: np.ndarray, idx: np.ndarray, ref_labels: np.ndarray, ref_prob=Non
     classes, inv = np.unique(lab, return_inverse=True)
     inv = inv.reshape(lab.shape)
     n_q = len(idx)
-    tally = np.zeros((n_q, len(classes)))
-    np.add.at(tally, (np.repeat(np.arange(n_q), idx.shape[1]), inv.ravel()), w.ravel())
+    rows = np.repeat(np.arange(n_q), idx.shape[1])
+    tally = np.bincount(rows * len(classes) + inv.ravel(), weights=w.ravel(),
+                        minlength=n_q * len(classes)).reshape(n_q, len(classes))
     best = tally.argmax(axis=1)
     share = tally[np.arange(n_q), best] / tally.sum(axis=1)
     if ref_prob is None:
