@@ -23,7 +23,7 @@ def add_parser(sub):
     t.add_argument("--confidence", type=float, default=0.95, help="confidence of the lower bound on precision")
     t.add_argument("--thresholds", choices=["auto", "per-tag", "global"], default="auto")
     t.add_argument("--model", choices=["logreg", "mlp"], default="logreg")
-    t.add_argument("--C", type=float, default=1.0, help="inverse regularisation of the logistic regression")
+    t.add_argument("--C", type=float, default=0.1, help="inverse regularisation of the logistic regression")
     t.add_argument("--val-size", type=float, default=0.25)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--encoder", default="efficientnet-lite0")

@@ -93,7 +93,7 @@ class TagClassifier(BaseEstimator, ClassifierMixin):
     [[("animal", 0.97)], [], ...]
     """
 
-    def __init__(self, model: str = "logreg", C: float = 1.0, hidden: int = 512, alpha: float = 1e-3,
+    def __init__(self, model: str = "logreg", C: float = 0.1, hidden: int = 256, alpha: float = 1e-3,
                  precision: float = 0.9, confidence: float = 0.95, thresholds: str = "auto",
                  validation: str = "auto", val_size: float = 0.25, n_folds: int = 5,
                  cv_below: int = 20000, calibrate: bool = True, abstain_labels=("other",),
@@ -190,6 +190,7 @@ class TagClassifier(BaseEstimator, ClassifierMixin):
             "ece_after": expected_calibration_error(p_va, y_idx[va]),
             "n_validation": int(len(va)),
         }
+        self._val_scores = (p_va, y_idx[va])  # in memory only: lets set_precision re-choose
         self._choose_thresholds(p_va, y_idx[va])
         pred_va = p_va.argmax(axis=1)
         self.validation_ = {
@@ -198,6 +199,17 @@ class TagClassifier(BaseEstimator, ClassifierMixin):
             **self._abstention_summary(p_va, y_idx[va]),
         }
         self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def set_precision(self, precision: float) -> TagClassifier:
+        """Re-choose the thresholds for another target precision without refitting (uses the
+        validation scores kept in memory since ``fit``; not available on a loaded model)."""
+        if getattr(self, "_val_scores", None) is None:
+            raise ValueError("set_precision needs the validation scores of fit(); refit the model")
+        self.precision = float(precision)
+        p_va, y_va = self._val_scores
+        self._choose_thresholds(p_va, y_va)
+        self.validation_.update(self._abstention_summary(p_va, y_va))
         return self
 
     def _fit_model(self, F: np.ndarray, y_idx: np.ndarray) -> None:
