@@ -39,7 +39,7 @@ def add_pipeline_args(p) -> None:
                    "as {name: ..., params: {...}}, assign_noise, reference_size, ...")
     for kind, names in (("reducer", "auto|umap|pca|ipca|kernel_pca|none"),
                         ("outliers", "none|lof|isolation_forest"),
-                        ("clusterer", "auto|hdbscan|kmeans|agglomerative|dbscan|meanshift")):
+                        ("clusterer", "auto|hdbscan|kmeans|kmeans_auto|agglomerative|dbscan|meanshift")):
         g.add_argument(f"--{kind}", default=None, help=f"{kind} stage: {names}")
         g.add_argument(f"--{kind}-param", action="append", default=[], metavar="NAME=VALUE",
                        help=f"{kind} parameter, repeatable, e.g. n_components=10")
