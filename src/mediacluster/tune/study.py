@@ -157,6 +157,7 @@ class _Objective:
 
         params = self.params_of(trial)
         t0 = time.perf_counter()
+        c0 = time.process_time()  # CPU seconds of this process: robust to a shared, loaded CPU
         if self.fidelity:
             low = self.ws.run(params, "sub")
             v0 = self.values(low.metrics)
@@ -166,6 +167,7 @@ class _Objective:
             if trial.should_prune():
                 trial.set_user_attr("fidelity", "subsample (pruned)")
                 trial.set_user_attr("time_s", time.perf_counter() - t0)
+                trial.set_user_attr("cpu_s", time.process_time() - c0)
                 raise optuna.TrialPruned()
         out = self.ws.run(params, "full")
         m = {k: v for k, v in out.metrics.items() if k != "params_used"}
@@ -176,6 +178,7 @@ class _Objective:
         trial.set_user_attr("fidelity", "full")
         trial.set_user_attr("objective_name", self.name)
         trial.set_user_attr("time_s", time.perf_counter() - t0)
+        trial.set_user_attr("cpu_s", time.process_time() - c0)
         if not self.multi and self.fidelity:
             trial.report(val, 1)
         return val
