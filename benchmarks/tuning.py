@@ -105,6 +105,7 @@ def part_naive(X, study, n_naive, seed=0):
     fixed = {k: v["fixed"] for k, v in study.user_attrs["space"].items() if "fixed" in v}
     for t in done:
         params = full_params(fixed | t.params, len(X))
+        c0 = time.process_time()
         t0 = time.perf_counter()
         pipe = build_pipeline(params, len(X), seed).fit(X)
         t1 = time.perf_counter()
@@ -113,7 +114,7 @@ def part_naive(X, study, n_naive, seed=0):
         sil = float(silhouette_score(pipe.embedding_[m], lab[m])) if len(set(lab[m].tolist())) >= 2 else None
         t2 = time.perf_counter()
         rows.append({"trial": t.number, "params": t.params, "fit_s": t1 - t0, "silhouette_full_s": t2 - t1,
-                     "total_s": t2 - t0, "silhouette": sil, "timings": pipe.timings_})
+                     "total_s": t2 - t0, "cpu_s": time.process_time() - c0, "silhouette": sil, "timings": pipe.timings_})
         print(f"naive trial {t.number}: {t2 - t0:.1f} s (fit {t1 - t0:.1f}, full silhouette {t2 - t1:.1f})",
               flush=True)
     return rows
@@ -202,6 +203,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=None)
     ap.add_argument("--naive-trials", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--space", default=None,
+                    help="search space for the study part (default: the seed study's, see --no-scale-space)")
     ap.add_argument("--no-scale-space", action="store_true",
                     help="quick mode: use the literal seed-study ranges (default scales them to n/50k)")
     ap.add_argument("--compare-n", type=int, default=3000)
@@ -229,7 +232,7 @@ def main(argv=None) -> int:
     X, y, how = load_data(args)
     results["data"] = {"how": how, "n": len(X), "dims": int(X.shape[1]), "load_s": time.perf_counter() - t}
     print(f"data: {how}: {X.shape}", flush=True)
-    space = seed_space(len(X), not args.no_scale_space)
+    space = args.space or seed_space(len(X), not args.no_scale_space)
     results["space"] = space
     studies = []
 
@@ -243,6 +246,8 @@ def main(argv=None) -> int:
             "workspace": s["workspace"], "best_value": s["best_value"], "best_params": s["best_params"],
             "best_nmi": s["best_metrics"].get("ext_nmi"), "best_clusters": s["best_metrics"].get("n_clusters"),
             "best_coverage": s["best_metrics"].get("coverage"), "loadavg": os.getloadavg(),
+            "cpu_s_trials": sum(t.user_attrs.get("cpu_s", 0.0) for t in res.study.trials),
+            "cpu_s_process": time.process_time(),
         }
         studies.append(res.study)
         print(f"fast study: {n_run} trials in {wall:.0f} s ({wall / max(1, n_run):.1f} s/trial); "
@@ -251,7 +256,11 @@ def main(argv=None) -> int:
         if "naive" in parts:
             rows = part_naive(X, res.study, args.naive_trials)
             per = statistics.mean(r["total_s"] for r in rows)
+            cpu = statistics.mean(r["cpu_s"] for r in rows)
+            n_t = max(1, results["study"]["trials_this_run"])
             results["naive"] = {"trials": rows, "per_trial_s": per, "loadavg": os.getloadavg(),
+                                "cpu_per_trial_s": cpu,
+                                "speedup_cpu": cpu / (results["study"]["cpu_s_process"] / n_t),
                                 "speedup": per / results["study"]["per_trial_s"],
                                 "naive_100_trials_s": 100 * per}
             print(f"naive: {per:.1f} s/trial -> speed-up x{results['naive']['speedup']:.1f}", flush=True)
