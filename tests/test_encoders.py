@@ -41,6 +41,14 @@ def test_registry_lists_and_rejects():
         get_encoder("efficientnet-lite0", backend="tensorflow")
 
 
+def test_backend_can_be_forced(monkeypatch):
+    assert get_encoder("efficientnet-lite0").backend == "auto"
+    monkeypatch.setenv("MEDIACLUSTER_BACKEND", "torch")
+    enc = get_encoder("efficientnet-lite0")
+    assert enc.backend == "torch" and enc.concurrency == 1
+    assert get_encoder("efficientnet-lite0", backend="onnx").backend == "onnx"  # explicit wins
+
+
 def test_adding_an_encoder_is_one_registration(tmp_path):
     class MeanColour(Encoder):
         """Mean RGB of the image: a real (if weak) encoder, enough to show the registry."""
