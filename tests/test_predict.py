@@ -1,0 +1,67 @@
+"""Predicting new items with a fitted model: batch == one by one, probabilities, speed sanity."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from mediacluster.pipeline import Pipeline, make_stage
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def split(cifar3_embeddings):
+    X = np.asarray(cifar3_embeddings.vectors, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(X))
+    return X[order[:240]], X[order[240:]]
+
+
+@pytest.fixture(scope="module")
+def model(split):
+    train, _ = split
+    return Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 10}),
+                    clusterer=make_stage("clusterer", "hdbscan", {"min_cluster_size": 10}),
+                    reference_dims=64).fit(train)
+
+
+def test_batch_equals_one_by_one(model, split):
+    _, new = split
+    batch = model.predict_details(new)
+    for i in range(0, len(new), 7):
+        one = model.predict_details(new[i])
+        for k in ("labels", "cluster", "status"):
+            assert one[k][0] == batch[k][i], k
+        assert one["probabilities"][0] == pytest.approx(batch["probabilities"][i], abs=1e-5)  # float32 gemm vs loop
+
+
+def test_held_out_items_get_valid_assignments(model, split):
+    _, new = split
+    det = model.predict_details(new)
+    fitted = set(model.labels_.tolist())
+    assert set(det["labels"].tolist()) <= fitted | {-1}
+    assert (det["cluster"] >= 0).all()  # assign_noise: every item gets its nearest cluster
+    assert np.all((det["probabilities"] >= 0) & (det["probabilities"] <= 1))
+    assert np.all(det["probabilities"][det["labels"] < 0] == 0)
+    assert det["embedding"].shape == (len(new), 10)
+    # held-out items of clustered classes mostly land in a cluster, not noise
+    assert (det["labels"] >= 0).mean() > 0.5
+
+
+def test_latency_sanity(model, split):
+    """Loose bound (the real figures are in benchmarks/predict.py): one item well under 50 ms."""
+    _, new = split
+    model.predict_details(new[0])
+    t = time.perf_counter()
+    for i in range(20):
+        model.predict_details(new[i])
+    assert (time.perf_counter() - t) / 20 < 0.05
