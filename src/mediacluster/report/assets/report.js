@@ -34,7 +34,11 @@
   // drawing order: noise first, clusters, outliers last (on top)
   var order = new Uint32Array(N), k = 0;
   [-1].forEach(function () { for (var i = 0; i < N; i++) if (C[i] === -1) order[k++] = i; });
-  for (var i2 = 0; i2 < N; i2++) if (C[i2] >= 0) order[k++] = i2;
+  var byLabel = [];  // clustered items grouped by label: one canvas path (one fill) per colour
+  for (var i2 = 0; i2 < N; i2++) if (C[i2] >= 0) byLabel.push(i2);
+  byLabel.sort(function (a, b) { return C[a] - C[b] || a - b; });
+  for (var i5 = 0; i5 < byLabel.length; i5++) order[k++] = byLabel[i5];
+  byLabel = null;
   for (var i3 = 0; i3 < N; i3++) if (C[i3] === -2) order[k++] = i3;
   for (var i4 = 0; i4 < N; i4++) if (C[i4] < -2) order[k++] = i4;
 
@@ -66,16 +70,19 @@
     // point size: larger for small collections, growing slowly with zoom
     var base_r = Math.max(1.2, Math.min(4.5, 2.2 * Math.pow(3000 / Math.max(N, 1), 0.25)));
     var r = Math.min(8, base_r * Math.sqrt(state.scale));
-    var f = state.filter, drawn = 0, hi = 0, last = null;
+    var round = N <= 30000 || r >= 3;  // discs when few or zoomed in, squares (much faster) otherwise
+    var f = state.filter, drawn = 0, hi = 0, last = null, open = false;
+    function flush() { if (open) { ctx.fill(); open = false; } }
     // pass 1: context (filtered-out points) in pale grey
     if (f !== null) {
-      ctx.fillStyle = "#e4e6ea";
+      ctx.fillStyle = "#e4e6ea"; ctx.beginPath();
       for (var a = 0; a < N; a++) {
         var i = order[a]; if (C[i] === f) continue;
         var x = sx(X[i]), y = sy(Y[i]);
         if (x < -5 || y < -5 || x > W + 5 || y > H + 5) continue;
-        ctx.fillRect(x - r / 2, y - r / 2, r, r); drawn++;
+        ctx.rect(x - r / 2, y - r / 2, r, r); drawn++;
       }
+      ctx.fill();
     }
     for (var b = 0; b < N; b++) {
       var p = order[b], c = C[p];
@@ -83,17 +90,22 @@
       var px = sx(X[p]), py = sy(Y[p]);
       if (px < -5 || py < -5 || px > W + 5 || py > H + 5) continue;
       var col = colorOf[c] || "#888";
-      if (col !== last) { ctx.fillStyle = col; last = col; }
+      if (col !== last) {
+        flush();
+        ctx.fillStyle = col; ctx.globalAlpha = c === -1 ? 0.7 : 1; last = col;
+        ctx.beginPath(); open = true;
+      }
       if (c === -2) {  // outliers: small dark crosses
         var q = r * 0.9;
-        ctx.fillRect(px - q, py - 0.5, 2 * q, 1.2); ctx.fillRect(px - 0.5, py - q, 1.2, 2 * q);
-      } else if (c === -1) {
-        ctx.globalAlpha = 0.7; ctx.fillRect(px - r / 2, py - r / 2, r, r); ctx.globalAlpha = 1;
+        ctx.rect(px - q, py - 0.6, 2 * q, 1.2); ctx.rect(px - 0.6, py - q, 1.2, 2 * q);
+      } else if (c === -1 || !round) {
+        ctx.rect(px - r / 2, py - r / 2, r, r);
       } else {
-        ctx.beginPath(); ctx.arc(px, py, r * 0.6, 0, 6.2832); ctx.fill();
+        ctx.moveTo(px + r * 0.6, py); ctx.arc(px, py, r * 0.6, 0, 6.2832);
       }
       drawn++; hi++;
     }
+    flush(); ctx.globalAlpha = 1;
     state.drawn = drawn; state.highlighted = hi; state.redraws++;
   }
 
