@@ -1,0 +1,204 @@
+"""Time and size of the HTML report for the 10,000 CIFAR-10 test images (and a 100k-item page).
+
+Steps (everything through the package; persistent caches under benchmarks/out/):
+
+1. extract CIFAR-10 test from ../shared/datasets into benchmarks/out/report/cifar10-test;
+2. ``mediacluster.run.cluster_folder`` (default encoder and pipeline, embedding cache
+   benchmarks/out/cache, reused between runs) -> run folder benchmarks/out/report/run;
+3. **cold** report: names, 2-D UMAP (map2d.npy removed first), all 10,000 thumbnails (report/
+   removed first) and the page, timed per stage; then **warm**: the same command again (map and
+   thumbnails cached);
+4. sizes: index.html, thumbnails;
+5. headless Chromium: page load to first map drawn, time of a filter redraw, a screenshot
+   (benchmarks/out/report/screenshot*.png);
+6. ``--scale 100000``: a 100,000-item page built from the 10k run (each item repeated 10x with a
+   jittered map position; thumbnails are shared by content) to check the page stays usable:
+   HTML size, load and redraw times in Chromium. UMAP time at 100k is *not* measured here.
+
+Usage:
+    flock /tmp/mc-bench.lock python benchmarks/report.py [--scale 100000] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+OUT = ROOT / "benchmarks" / "out" / "report"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SECTION = "## Report and names (report/naming helper)"
+
+
+def prepare_run() -> Path:
+    from mediacluster.datasets import extract_slice
+    from mediacluster.run import cluster_folder
+
+    data = OUT / "cifar10-test"
+    if not (data / ".done").exists():
+        extract_slice(SHARED / "cifar10-test.tar.gz", data)
+        (data / ".done").write_text("ok")
+    run = OUT / "run"
+    if not (run / "assignments.parquet").exists():
+        cluster_folder(data, run, cache_dir=ROOT / "benchmarks" / "out" / "cache", labels_from_folders=True,
+                       progress=True, params={"benchmark": "report"})
+    return run
+
+
+def chrome():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    o = Options()
+    o.binary_location = shutil.which("chromium")
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
+        o.add_argument(a)
+    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=o, service=Service(shutil.which("chromedriver")))
+
+
+def browse(html: Path, shot: Path) -> dict:
+    d = chrome()
+    try:
+        t = time.perf_counter()
+        d.get(html.resolve().as_uri())  # returns after the load event: data parsed, map drawn
+        load = time.perf_counter() - t
+        drawn = d.execute_script("return window.mcReport.drawn")
+        cid = int(d.find_elements("css selector", "[data-cluster]")[0].get_attribute("data-cluster"))
+        redraw = d.execute_script(
+            "const t = performance.now(); window.mcReport.setFilter(arguments[0]);"
+            "const a = performance.now() - t; const t2 = performance.now(); window.mcReport.setFilter(null);"
+            "return [a, performance.now() - t2];", cid)
+        d.save_screenshot(str(shot))
+        d.execute_script("document.getElementById('clusters').scrollIntoView()")
+        time.sleep(1.5)
+        d.save_screenshot(str(shot.with_name(shot.stem + "-cards.png")))
+        severe = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+        return {"load_s": round(load, 2), "drawn": drawn, "filter_redraw_ms": round(redraw[0], 1),
+                "full_redraw_ms": round(redraw[1], 1), "severe_console": len(severe)}
+    finally:
+        d.quit()
+
+
+def dir_bytes(p: Path) -> tuple[int, int]:
+    files = [f for f in p.iterdir() if f.is_file()]
+    return len(files), sum(f.stat().st_size for f in files)
+
+
+def scaled_run(run: Path, n_target: int) -> Path:
+    """A run folder of ``n_target`` items made by repeating the 10k run (see module doc)."""
+    import pandas as pd
+
+    big = OUT / f"run-{n_target}"
+    if big.exists():
+        shutil.rmtree(big)
+    big.mkdir(parents=True)
+    a = pd.read_parquet(run / "assignments.parquet")
+    reps = int(np.ceil(n_target / len(a)))
+    A = pd.concat([a] * reps, ignore_index=True).iloc[:n_target].copy()
+    A["id"] = [f"{i}:{x}" for i, x in enumerate(A["id"])]
+    A.to_parquet(big / "assignments.parquet")
+    v = np.load(run / "embeddings.npy")
+    np.save(big / "embeddings.npy", np.tile(v, (reps, 1))[:n_target])
+    xy = np.load(run / "map2d.npy")
+    rng = np.random.default_rng(0)
+    span = xy.max(axis=0) - xy.min(axis=0)
+    big_xy = np.tile(xy, (reps, 1))[:n_target] + rng.normal(0, 0.004, (n_target, 2)) * span
+    np.save(big / "map2d.npy", big_xy.astype(np.float32))
+    (big / "map2d.json").write_text(json.dumps({"method": "umap", "n": n_target}))
+    for f in ("run.json", "clusters.json", "names.json"):
+        if (run / f).exists():
+            shutil.copy(run / f, big / f)
+    # the thumbnails are content-addressed: copy the 10k set so only the page is measured
+    shutil.copytree(run / "report" / "thumbs", big / "report" / "thumbs")
+    return big
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", type=int, default=0, help="also build and load a page of this many items")
+    ap.add_argument("--write", action="store_true", help="write the results into benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    from mediacluster.cli.report import make_report
+
+    run = prepare_run()
+    res: dict = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+    for f in ("map2d.npy", "map2d.json", "names.json"):
+        (run / f).unlink(missing_ok=True)
+    shutil.rmtree(run / "report", ignore_errors=True)
+    t = time.perf_counter()
+    html = make_report(run, progress=True)
+    res["cold_s"] = round(time.perf_counter() - t, 1)
+    res["cold_stages_s"] = {k: round(v, 1) for k, v in json.loads((html.parent / "report.json").read_text())["timings_s"].items()}
+    t = time.perf_counter()
+    html = make_report(run, progress=False)
+    res["warm_s"] = round(time.perf_counter() - t, 1)
+    res["html_bytes"] = html.stat().st_size
+    res["thumbs"], res["thumb_bytes"] = dir_bytes(html.parent / "thumbs")
+    info = json.loads((run / "run.json").read_text())["summary"]
+    res["items"], res["clusters"] = info["items"], info["clusters"]
+    res["names"] = [(e["cluster"], e["name"]) for e in json.loads((run / "names.json").read_text())["clusters"]]
+    res["browser"] = browse(html, OUT / "screenshot.png")
+    if args.scale:
+        big = scaled_run(run, args.scale)
+        t = time.perf_counter()
+        bhtml = make_report(big, progress=False)
+        res["scaled"] = {"items": args.scale, "build_s": round(time.perf_counter() - t, 1),
+                         "html_bytes": bhtml.stat().st_size, "browser": browse(bhtml, OUT / f"screenshot-{args.scale}.png")}
+    res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(res, indent=1))
+    (OUT / "results.json").write_text(json.dumps(res, indent=1))
+    if args.write:
+        write_results(res, " ".join(["python", "benchmarks/report.py", *sys.argv[1:]]))
+    return 0
+
+
+def write_results(r: dict, cmd: str) -> None:
+    b = r["browser"]
+    lines = [
+        SECTION, "",
+        f"Command: `flock /tmp/mc-bench.lock {cmd}` (2 shared CPU cores; load average "
+        f"{r['loadavg_before']} before, {r['loadavg_after']} after).", "",
+        f"CIFAR-10 test, {r['items']:,} images, {r['clusters']} clusters (default encoder and pipeline):", "",
+        "| | value |", "|---|---|",
+        f"| cold report (names + 2-D UMAP + {r['thumbs']:,} thumbnails + page) | {r['cold_s']} s |",
+        "| of which: " + ", ".join(f"{k} {v} s" for k, v in r["cold_stages_s"].items()) + " | |",
+        f"| warm report (map and thumbnails cached) | {r['warm_s']} s |",
+        f"| index.html (all data inlined) | {r['html_bytes'] / 1e6:.2f} MB |",
+        f"| thumbnails (96 px JPEG, lazy-loaded) | {r['thumbs']:,} files, {r['thumb_bytes'] / 1e6:.1f} MB |",
+        f"| headless Chromium: load to map drawn | {b['load_s']} s ({b['drawn']:,} points) |",
+        f"| filter redraw / full redraw | {b['filter_redraw_ms']} ms / {b['full_redraw_ms']} ms |",
+        f"| SEVERE console messages | {b['severe_console']} |",
+    ]
+    if "scaled" in r:
+        s = r["scaled"]
+        lines += [
+            f"| **{s['items']:,}-item page** (10k run repeated, map jittered): build | {s['build_s']} s |",
+            f"| {s['items']:,}-item index.html | {s['html_bytes'] / 1e6:.1f} MB |",
+            f"| {s['items']:,}-item page: load to map drawn; filter / full redraw | {s['browser']['load_s']} s; "
+            f"{s['browser']['filter_redraw_ms']} ms / {s['browser']['full_redraw_ms']} ms |",
+        ]
+    lines += ["", "Automatic names (ImageNet -> WordNet lifting): " +
+              "; ".join(f"#{c} {n}" for c, n in r["names"]), ""]
+    block = "\n".join(lines) + "\n"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    pat = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)
+    text = pat.sub(lambda _: block.rstrip("\n"), text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
