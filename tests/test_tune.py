@@ -184,3 +184,16 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
     bad.write_text(json.dumps({"cluster.min_cluster_size": {"int": [9, 3]}}))
     rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o2"), "--space", str(bad)])
     assert rc == 2 and "min 9 > max 3" in capsys.readouterr().err
+
+
+def test_pipeline_tune_keeps_the_starting_pipelines_settings(X, shared_cache):
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.reduce import UMAPReducer
+
+    start = Pipeline(reducer=UMAPReducer(n_neighbors=15, n_components=5, n_epochs=100),
+                     assign_noise=False, random_state=2)
+    res = start.tune(X, space={"cluster.min_cluster_size": {"int": [5, 30]}}, n_trials=3,
+                     progress=False, cache_dir=shared_cache)
+    assert res.best_params["reduce.n_neighbors"] == 15 and res.best_params["reduce.n_epochs"] == 100
+    assert res.summary["seed"] == 2 and res.pipeline.assign_noise is False
+    assert res.summary["workspace"]["umap_fits"] + res.summary["workspace"]["umap_disk_hits"] == 1
