@@ -5,11 +5,11 @@ embedding cache in ``WORK/cache``), then clusters twice per labelling (digit = c
 
 * ``kmeans-k``: scikit-learn K-means told the true k (10 digits / 6 speakers), on the encoder's
   vectors as they come (n_init=10, seed 0);
-* ``pipeline``: ``mediacluster.pipeline.Pipeline()`` with its defaults (UMAP 10-d cosine ->
-  HDBSCAN, min_cluster_size 1% of n; never told k), scored with noise as its own group
-  (``labels_``) and after noise reassignment (``cluster_``, "pipeline+assign");
-* ``pipeline-mcs5%``: HDBSCAN with min_cluster_size 5% of n on the same UMAP output (a coarser
-  granularity, still not told k), noise as its own group.
+* ``pipeline``: ``mediacluster.pipeline.Pipeline()`` with its defaults, never told k (at the
+  time of writing: UMAP 10-d cosine -> K-means with k chosen by the silhouette curve);
+* ``umap+hdbscan``: the seed study's recipe on the same UMAP output: HDBSCAN with
+  min_cluster_size 1% of n, scored with noise as its own group and after noise assignment
+  (``+assign``); ``umap+hdbscan-mcs5%``: min_cluster_size 5% of n, noise as its own group.
 
 Scores from ``mediacluster.metrics.external_scores``: ACC (Hungarian), NMI, ARI, coverage.
 Labels come from the file names ``{digit}_{speaker}_{i}.wav`` via a manifest with label columns.
@@ -92,22 +92,26 @@ def run_encoder(spec: str, manifest: Path, work: Path, seed: int = 0) -> dict:
     pipe = Pipeline(random_state=seed).fit(X)
     res["pipeline_s"] = time.perf_counter() - t
     res["pipeline_clusters"] = pipe.n_clusters_
-    # coarser granularity on the same reduced space, still not told k: HDBSCAN with
-    # min_cluster_size 5% of n (the default is 1%), noise left as its own group
+    res["pipeline_clusterer"] = type(pipe.clusterer_).__name__
+    # the seed study's recipe on the same UMAP output (not told k): HDBSCAN min_cluster_size 1%
+    # of n with noise assignment, and a coarser 5% with noise left as its own group
     from mediacluster.cluster import HDBSCANClusterer
+    from mediacluster.pipeline import default_min_cluster_size
 
+    hdb = Pipeline(clusterer=HDBSCANClusterer(min_cluster_size=default_min_cluster_size(len(X))),
+                   random_state=seed).fit(X, embedding=pipe.embedding_)
     coarse = HDBSCANClusterer(min_cluster_size=max(5, len(X) // 20)).fit(pipe.embedding_).labels_
     for lab in ("digit", "speaker"):
         y = truth.loc[emb.paths, lab].astype(str).to_numpy()
         k = len(set(y))
         km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(X)
-        assigned = getattr(pipe, "cluster_", None)
         res["by"][lab] = {
             "k": k,
             "kmeans-k": score(y, km),
             "pipeline": score(y, pipe.labels_),
-            "pipeline+assign": score(y, assigned) if assigned is not None else None,
-            "pipeline-mcs5%": score(y, coarse),
+            "umap+hdbscan": score(y, hdb.labels_),
+            "umap+hdbscan+assign": score(y, hdb.cluster_),
+            "umap+hdbscan-mcs5%": score(y, coarse),
         }
     return res
 
@@ -117,11 +121,12 @@ def table(results: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for lab in ("digit", "speaker"):
         for r in results:
-            for m in ("kmeans-k", "pipeline", "pipeline+assign", "pipeline-mcs5%"):
+            for m in ("kmeans-k", "pipeline", "umap+hdbscan", "umap+hdbscan+assign", "umap+hdbscan-mcs5%"):
                 s = r["by"][lab][m]
                 if s is None:
                     continue
-                name = f"K-means k={r['by'][lab]['k']}" if m == "kmeans-k" else m
+                name = {"kmeans-k": f"K-means k={r['by'][lab]['k']}",
+                        "pipeline": f"Pipeline() default ({r.get('pipeline_clusterer', '')})"}.get(m, m)
                 lines.append(f"| {lab} | {r['encoder']} | {name} | {s['acc']:.3f} | {s['nmi']:.3f} | "
                              f"{s['ari']:.3f} | {s['coverage']:.3f} | {s['n_clusters']} |")
     lines.append("")
@@ -144,7 +149,7 @@ def main(argv=None) -> int:
     if not ARCHIVE.exists():
         print(f"dataset not found: {ARCHIVE}", file=sys.stderr)
         return 2
-    work = Path(args.work)
+    work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     manifest = prepare_data(work, args.limit, args.seed)
     results = []

@@ -204,10 +204,10 @@ def test_speaker_clusters_with_resemblyzer(tmp_path, fsdd_two_speakers):
     Chance: a random 2-way split of 200 items has NMI ~0.003. Measured on this slice (seed 0,
     resemblyzer 0.1.4): HDBSCAN min_cluster_size 20 (10% of the items) finds 2 clusters with
     NMI 0.78 / ACC 0.955 after noise assignment (min_cluster_size 10: 0.70; K-means told k=2:
-    0.80). The pipeline's default min_cluster_size for 200 items (5) splits each voice into
-    digit groups (8 clusters, NMI ~0.55), which is why the test sets 20. Threshold 0.5: far above
-    chance and above what MFCC statistics reach on speakers, with room for UMAP's
-    run-to-run variation.
+    0.80). HDBSCAN's 1% default for 200 items (min_cluster_size 5) splits each voice into digit
+    groups (8 clusters, NMI ~0.55), hence 20. Threshold 0.5: far above chance, with room for
+    UMAP's run-to-run variation. (The pipeline's default clusterer, silhouette-selected K-means,
+    is scored on all 3,000 clips in benchmarks/audio.py.)
     """
     from mediacluster.cluster import HDBSCANClusterer
     from mediacluster.ingest import collect
