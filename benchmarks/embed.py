@@ -206,7 +206,7 @@ def write_results(rows: list[dict], args, la_before, la_after) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     pat = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)
     if pat.search(text):
-        text = pat.sub(lambda m: block.rstrip("\n"), text)
+        text = pat.sub(lambda m: block.rstrip("\n") + "\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + block
     from mediacluster.io import atomic_path
