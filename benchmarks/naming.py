@@ -126,7 +126,7 @@ def write(rows, default, shown, cmd):
     block = "\n".join(lines) + "\n"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     pat = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)
-    text = pat.sub(lambda _: block.rstrip("\n"), text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
+    text = pat.sub(lambda _: block.rstrip("\n") + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
     RESULTS.write_text(text)
 
 

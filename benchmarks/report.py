@@ -192,11 +192,14 @@ def write_results(r: dict, cmd: str) -> None:
             f"{s['browser']['filter_redraw_ms']} ms / {s['browser']['full_redraw_ms']} ms |",
         ]
     lines += ["", "Automatic names (ImageNet -> WordNet lifting): " +
-              "; ".join(f"#{c} {n}" for c, n in r["names"]), ""]
+              "; ".join(f"#{c} {n}" for c, n in r["names"]) + ". The cold time is mostly the 2-D UMAP "
+              "(numba compilation in a fresh process included); it is cached in the run folder (map2d.npy), "
+              "and thumbnails are cached by content, so a re-run only rewrites the page. Redraw times are "
+              "JavaScript time for one frame (setFilter) in headless Chromium.", ""]
     block = "\n".join(lines) + "\n"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     pat = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)
-    text = pat.sub(lambda _: block.rstrip("\n"), text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
+    text = pat.sub(lambda _: block.rstrip("\n") + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
     RESULTS.write_text(text)
 
 
