@@ -180,3 +180,14 @@ def test_report_in_chromium(report_run, tmp_path):
         assert not severe, severe
     finally:
         drv.quit()
+
+
+def test_report_cli(report_run, tmp_path, capsys):
+    from mediacluster.cli import main
+
+    out = tmp_path / "rep"
+    assert main(["report", str(report_run["run"]), "--out", str(out), "--quiet", "--names-template"]) == 0
+    assert (out / "index.html").exists() and "file://" in capsys.readouterr().out
+    # the template never overwrites the person's names.yaml
+    assert "my hand-given name" in (report_run["run"] / "names.yaml").read_text()
+    assert main(["report", str(tmp_path / "not-a-run")]) == 2
