@@ -178,6 +178,14 @@ def test_cluster_command_on_audio_lists_broken_files(tmp_path, fsdd_two_speakers
     assert len(a) == 40 and (a["cluster"] >= -2).all()
     assert np.load(out / "embeddings.npy").shape == (40, 180)
 
+    # the report of an audio run: spectrogram thumbnails and click-to-play players on the cards
+    from mediacluster.report.build import build_report
+
+    page = build_report(out, progress=False, name=False).read_text()
+    assert page.count("<audio ") >= 1 and 'preload="none"' in page and "autoplay" not in page
+    assert len(list((out / "report" / "audio").glob("*.mp3"))) >= 1
+    assert len(list((out / "report" / "thumbs").glob("*.jpg"))) == 40
+
 
 def test_image_encoder_on_audio_is_refused(tmp_path, fsdd_two_speakers):
     from mediacluster.run import cluster_folder
