@@ -96,6 +96,13 @@ def test_save_load_roundtrip_and_no_pickle(cifar_slices, fitted, tmp_path):
                                fitted.predict_proba(te.vectors[:50]), rtol=1e-5, atol=1e-6)
     assert back.classifier.suggest(te.vectors[:50]) == fitted.suggest(te.vectors[:50])
     assert json.loads((tmp_path / "m" / "model.json").read_text())["format"].startswith("mediacluster.tags")
+    # the MLP option round-trips too (its forward pass is rebuilt from the saved arrays)
+    tr = cifar_slices["train"]
+    mlp = TagClassifier(model="mlp", validation="holdout", random_state=0).fit(tr.vectors, tr.labels)
+    mlp.save(tmp_path / "mlp")
+    np.testing.assert_allclose(TagClassifier.load(tmp_path / "mlp").predict_proba(te.vectors[:50]),
+                               mlp.predict_proba(te.vectors[:50]), rtol=1e-5, atol=1e-6)
+    assert TagClassifier.load(tmp_path / "mlp").model_ == "mlp" and fitted.model_ == "logreg"
     # a weights file holding pickled objects is refused, never unpickled
     bad = tmp_path / "bad"
     bad.mkdir()
