@@ -260,7 +260,19 @@ Test slice (the one `tests/test_tags.py` uses: 60/class CIFAR-10 train, seed 0 -
 test, seed 1; `mediacluster tags train TRAIN --eval TEST`): with 600 items the tagger cross-fits
 (5 folds) instead of holding out, because a 150-item holdout certified no threshold at 0.9.
 Accuracy = balanced accuracy 0.686 (chance 0.1); target 0.9 -> coverage 0.280 at measured
-precision 0.936 (95% CI 0.881-0.970); oracle coverage 0.444. Validation ECE 0.075 -> 0.042."""
+precision 0.936 (95% CI 0.881-0.970); oracle coverage 0.444. Validation ECE 0.075 -> 0.042.
+
+Reading the rows: every certified operating point landed within its 95% interval of the target
+on test (logreg at 0.9 measured 0.8975, CI 0.890-0.904: the target is inside, so "precision >=
+target minus its statistical margin" holds, not "precision >= target" on every draw; the
+validation set is a random 25% of CIFAR-10 *train*, and the bound is at 95% confidence). The
+certified coverage is within 1.5 points of the oracle's. The MLP (one hidden layer of 256,
+early stopping) beat the logistic baseline on balanced accuracy (0.805 vs 0.777) and on
+coverage at both targets, so `TagClassifier(model="auto")` (the CLI default) uses it from
+20,000 labelled items on; below that the logistic regression stays (on the 600-item test
+slice the MLP covered 0.244 vs 0.280 at the same accuracy). Latency was measured with the
+logistic model (the classifier is < 0.1 ms either way); one image end to end is ~9 ms wall,
+~7 ms CPU, far under the 100 ms goal; flip TTA doubles the encoder work."""
 
 
 def write_section(path: Path, body: str) -> None:
@@ -269,7 +281,7 @@ def write_section(path: Path, body: str) -> None:
     cmd = "python benchmarks/tags.py --write-results"
     block = (f"{SECTION}\n\nCIFAR-10 train (50,000) -> test (10,000), default encoder, embedded through the "
              f"package. Command: `{cmd}` (MLP row: `{cmd} --models mlp --merge --latency-n 0`)\n\n"
-             f"{body}\n\n{NOTES}\n")
+             f"{body}\n\n{NOTES}\n\n")
     start = text.find(SECTION)
     if start >= 0:
         nxt = text.find("\n## ", start + len(SECTION))
