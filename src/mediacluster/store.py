@@ -83,6 +83,23 @@ def default_store_path() -> Path:
     return cache_root() / DB_NAME
 
 
+def _set_wal(con: sqlite3.Connection, timeout: float) -> str:
+    """Switch to WAL, retrying: SQLite answers "database is locked" to a journal-mode change
+    while another process opens the same new file, without calling the busy handler."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class EmbeddingStore:
     """Vectors (and extras) by (content hash, encoder id) in one SQLite file.
 
@@ -110,7 +127,7 @@ class EmbeddingStore:
                                     isolation_level=None)
         con = self._con
         con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = _set_wal(con, timeout)
         if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory
             raise RuntimeError(f"embedding store {path}: cannot use WAL journal (got {mode!r}); "
                                "put the cache on a local filesystem (--cache-dir)")
