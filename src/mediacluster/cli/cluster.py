@@ -37,12 +37,14 @@ def add_pipeline_args(p) -> None:
     g = p.add_argument_group("pipeline stages (see mediacluster.pipeline; a --config file sets the same)")
     g.add_argument("--config", default=None, help="YAML/JSON pipeline config: reducer/outliers/clusterer "
                    "as {name: ..., params: {...}}, assign_noise, reference_size, ...")
-    for kind, names in (("reducer", "auto|umap|pca|ipca|kernel_pca|none"),
-                        ("outliers", "none|lof|isolation_forest"),
-                        ("clusterer", "auto|hdbscan|kmeans|kmeans_auto|agglomerative|dbscan|meanshift")):
+    for kind, names, example in (
+            ("reducer", "auto|umap|pca|ipca|kernel_pca|none", "n_components=10"),
+            ("outliers", "none|lof|isolation_forest", "n_neighbors=20"),
+            ("clusterer", "auto|hdbscan|kmeans|kmeans_auto|agglomerative|dbscan|meanshift",
+             "min_cluster_size=100")):
         g.add_argument(f"--{kind}", default=None, help=f"{kind} stage: {names}")
         g.add_argument(f"--{kind}-param", action="append", default=[], metavar="NAME=VALUE",
-                       help=f"{kind} parameter, repeatable, e.g. n_components=10")
+                       help=f"{kind} parameter, repeatable, e.g. {example}")
     g.add_argument("--no-assign-noise", dest="assign_noise", action="store_false", default=None,
                    help="leave noise/outliers unassigned (default: give each its nearest cluster + confidence)")
     g.add_argument("--save-model", action="store_true",
