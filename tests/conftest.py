@@ -55,6 +55,16 @@ def imagenette_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """Small matrices: multi-threaded OpenBLAS only spins on a loaded 2-core box (measured 50x
+    slower PCA on 150 x 1280 at load 20); one thread keeps these tests fast anywhere."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

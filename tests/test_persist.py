@@ -12,15 +12,7 @@ from mediacluster._version import MODEL_FORMAT_VERSION
 from mediacluster.persist import ModelFormatError
 from mediacluster.pipeline import Pipeline, make_stage
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Small matrices: multi-threaded OpenBLAS only spins on a loaded 2-core box (measured 50x
-    slower PCA on 150 x 1280 at load 20); one thread keeps these tests fast anywhere."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")
