@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import tempfile
 import time
 from pathlib import Path
 
+from _results import write_section
 from PIL import Image
 
 from mediacluster.datasets import extract_slice
@@ -88,10 +88,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-        pat = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-        new = pat.sub(text + "\n", old) if pat.search(old) else old.rstrip("\n") + "\n\n" + text
-        RESULTS.write_text(new)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

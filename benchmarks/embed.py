@@ -26,13 +26,13 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
@@ -203,16 +203,7 @@ def write_results(rows: list[dict], args, la_before, la_after) -> None:
         "",
     ]
     block = "\n".join(lines)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pat = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)
-    if pat.search(text):
-        text = pat.sub(lambda m: block.rstrip("\n") + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    from mediacluster.io import atomic_path
-
-    with atomic_path(RESULTS) as tmp:
-        Path(tmp).write_text(text.rstrip("\n") + "\n")
+    write_section(SECTION, block)
     print(f"wrote {RESULTS}")
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
+from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
@@ -124,10 +124,7 @@ def write(rows, default, shown, cmd):
                      " | ".join(f"{r[n][0]:.3f} / {r[n][1]:.2f}" for n in names) + " |")
     lines += ["", "Whole-class names with the defaults: " + "; ".join(shown) + ".", "", NOTE, ""]
     block = "\n".join(lines) + "\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pat = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)
-    text = pat.sub(lambda _: block.rstrip("\n") + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(text)
+    write_section(SECTION, block)
 
 
 if __name__ == "__main__":

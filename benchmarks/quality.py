@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,17 +246,7 @@ def markdown(results: dict) -> str:
 
 def write_section(path: Path, text: str) -> None:
     """Replace (or append) our own ``## `` section of RESULTS.md, leaving the others alone."""
-    from mediacluster.io import atomic_path
-
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    start = old.find(SECTION)
-    if start >= 0:
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip() + "\n" + ("" if nxt < 0 else old[nxt:])
-    else:
-        new = old.rstrip() + "\n\n" + text.rstrip() + "\n"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(new, encoding="utf-8")
+    _results.write_section(SECTION, text, path)
 
 
 ALL_ROWS = ["kmeans", "pca", "umap-kmeans", "umap-hdbscan", "umap-lof-hdbscan", "default"]

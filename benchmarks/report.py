@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
@@ -197,10 +197,7 @@ def write_results(r: dict, cmd: str) -> None:
               "and thumbnails are cached by content, so a re-run only rewrites the page. Redraw times are "
               "JavaScript time for one frame (setFilter) in headless Chromium.", ""]
     block = "\n".join(lines) + "\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pat = re.compile(re.escape(SECTION) + r"\n.*?(?=\n## |\Z)", re.S)
-    text = pat.sub(lambda _: block.rstrip("\n") + "\n", text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(text)
+    write_section(SECTION, block)
 
 
 if __name__ == "__main__":

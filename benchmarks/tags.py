@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,21 +278,11 @@ logistic model (the classifier is < 0.1 ms either way); one image end to end is 
 
 def write_section(path: Path, body: str) -> None:
     """Replace (or append) only our own ``## `` section of RESULTS.md."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     cmd = "python benchmarks/tags.py --write-results"
     block = (f"{SECTION}\n\nCIFAR-10 train (50,000) -> test (10,000), default encoder, embedded through the "
              f"package. Command: `{cmd}` (MLP row: `{cmd} --models mlp --merge --latency-n 0`)\n\n"
              f"{body}\n\n{NOTES}\n\n")
-    start = text.find(SECTION)
-    if start >= 0:
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + block + (text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    from mediacluster.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
+    _results.write_section(SECTION, block, path)
 
 
 if __name__ == "__main__":
