@@ -45,6 +45,7 @@ def shared_cache(tmp_path_factory):
     ({"reduce.n_neighbors": {"int": [0, 10], "log": True}}, "reduce.n_neighbors"),
     ({"reduce.n_neighbors": {"int": [5, 10], "logg": True}}, "unknown option"),
     ({"reduce.metric": "cosine"}, "no free parameter"),
+    ({"reduce.min_dist": {"float": [0.0, 0.2], "step": 0.05, "grid": [0.0, 0.07]}}, "not on the step 0.05"),
     ({}, "non-empty"),
 ])
 def test_invalid_space_is_refused_with_a_message(spec, message):
@@ -72,6 +73,13 @@ def test_space_file_presets_clamping_and_grid(tmp_path):
     assert (seed.dims["reduce.n_neighbors"].low, seed.dims["reduce.n_neighbors"].high) == (100, 2000)
     assert (seed.dims["outliers.n_neighbors"].low, seed.dims["outliers.n_neighbors"].high) == (10, 1000)
     assert seed.dims["reduce.min_dist"].high == 0.25 and seed.dims["reduce.n_components"].high == 50
+    # the study fixed HDBSCAN min_cluster_size (500 at 50k) and searched its grid with these values
+    assert seed.dims["cluster.min_cluster_size"].value == 500
+    g = seed.grid()
+    assert g["reduce.n_neighbors"] == [100, 250, 500, 1000, 1500, 2000]
+    assert g["reduce.n_components"] == [2, 5, 10, 15, 20, 35, 50]
+    assert g["reduce.min_dist"] == [0.0, 0.025, 0.1, 0.25]
+    assert g["outliers.n_neighbors"] == [10, 100, 250, 500, 1000]
     with pytest.raises(SpaceError, match="neither a preset"):
         load_space("no-such-space", 100)
 
@@ -197,3 +205,38 @@ def test_pipeline_tune_keeps_the_starting_pipelines_settings(X, shared_cache):
     assert res.best_params["reduce.n_neighbors"] == 15 and res.best_params["reduce.n_epochs"] == 100
     assert res.summary["seed"] == 2 and res.pipeline.assign_noise is False
     assert res.summary["workspace"]["umap_fits"] + res.summary["workspace"]["umap_disk_hits"] == 1
+
+
+# -- multi-fidelity: successive halving over nested subsamples ----------------------------------
+def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_embeddings, tmp_path,
+                                                                       shared_cache):
+    from mediacluster.tune.study import _fidelity_sizes
+
+    assert _fidelity_sizes(50000, "auto", 4) == [3125, 12500]
+    assert _fidelity_sizes(10000, "auto", 4) == [2500]
+    assert _fidelity_sizes(5000, "auto", 4) == [] and _fidelity_sizes(50000, "off", 4) == []
+    assert _fidelity_sizes(300, [150, 75, 400], 4) == [75, 150]
+    n_trials = 12
+    res = tune(cifar3_embeddings, out=tmp_path, space=SPACE, sampler="random", n_trials=n_trials, seed=4,
+               fidelity=[75, 150], prune_keep=0.5, progress=False, refit=False,
+               cache_dir=shared_cache)
+    trials = res.study.trials
+    states = [t.state.name for t in trials]
+    assert len(trials) == n_trials and set(states) <= {"COMPLETE", "PRUNED"}
+    assert "PRUNED" in states and "COMPLETE" in states
+    per = res.summary["trials_per_level"]
+    assert list(per.values())[0] == n_trials  # every trial ran on the smallest subsample first
+    assert n_trials > list(per.values())[1] >= per["full (300 items)"] == states.count("COMPLETE")
+    for t in trials:
+        r0 = t.user_attrs["rung0"]
+        assert r0["n_items"] == 75 and "ext_nmi" in r0 and "objective" in r0
+        if t.state.name == "COMPLETE":  # promoted twice: judged on both rungs, then full size
+            assert t.user_attrs["rung1"]["n_items"] == 150 and t.user_attrs["n_items"] == 300
+            assert sorted(t.intermediate_values) == [1, 2]
+    # a promoted trial was never worse than every trial judged before it at that rung
+    seen: list[float] = []
+    for t in sorted(trials, key=lambda t: t.number):
+        v = t.user_attrs["rung0"]["objective"]
+        if "rung1" in t.user_attrs and seen:
+            assert v >= min(seen)
+        seen.append(v)

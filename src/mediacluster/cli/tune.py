@@ -36,9 +36,11 @@ def add_parser(sub):
     p.add_argument("--pick", type=int, default=None,
                    help="Pareto mode: trial number from the printed front to refit and save")
     p.add_argument("--fidelity", default="auto",
-                   help="'auto' (subsample first when >= 8000 items), a subsample size, or 'off'")
-    p.add_argument("--prune-keep", type=float, default=0.3,
-                   help="share of trials promoted from the subsample to full size")
+                   help="multi-fidelity rungs: 'auto' (>= 8000 items: subsamples of n/16 and n/4 "
+                        "items, each >= 2000, before the full set), sizes such as '3000,12000', "
+                        "or 'off'")
+    p.add_argument("--prune-keep", type=float, default=0.25,
+                   help="share of the trials at a rung promoted to the next (successive halving)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study")
     p.add_argument("--grid-points", type=int, default=5, help="points per range for --sampler grid")
     p.add_argument("--labels-from-folders", action="store_true",
@@ -83,7 +85,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     emb = load_input(args.input, out, args.encoder, args.cache_dir, args.labels_from_folders,
                      not args.quiet, media=getattr(args, "media", "auto"))
-    fidelity = args.fidelity if args.fidelity in ("auto", "off") else int(args.fidelity)
+    fidelity = parse_fidelity(args.fidelity)
     res = tune(
         emb, out=out, space=args.space, sampler=args.sampler, objective=args.objective,
         n_trials=args.trials, timeout=args.timeout, seed=args.seed,
@@ -98,6 +100,18 @@ def run(args) -> int:
     return 0
 
 
+def parse_fidelity(text: str):
+    """'auto' | 'off' | '3000' | '3000,12000' -> what ``tune(fidelity=...)`` takes."""
+    if text in ("auto", "off"):
+        return text
+    try:
+        sizes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise SystemExit(f"--fidelity: expected 'auto', 'off' or item counts like 3000,12000; "
+                         f"got {text!r}") from None
+    return sizes if sizes else "off"
+
+
 def print_result(res, out: Path) -> None:
     w = sys.stdout.write
     s = res.summary
@@ -106,6 +120,9 @@ def print_result(res, out: Path) -> None:
       f"{st.get('PRUNED', 0)} pruned, {st.get('FAIL', 0)} failed); "
       f"{s['timing']['trials_this_run']} run now in {s['timing']['wall_s']:.0f} s\n")
     w(f"objective: {s['objective_description']}\n")
+    if s.get("trials_per_level"):
+        w("multi-fidelity (trials that reached each level): "
+          + ", ".join(f"{k}: {v}" for k, v in s["trials_per_level"].items()) + "\n")
     for note in s.get("space_notes", []):
         w(f"note: {note}\n")
     if res.pareto:

@@ -261,6 +261,9 @@ def _parse_dim(name: str, val) -> Dim:
             _check_value(name, info, g)
             if not lo <= g <= hi:
                 raise SpaceError(f"{name}: grid value {g} outside the range [{lo}, {hi}]")
+            if step is not None and not math.isclose((g - lo) / step, round((g - lo) / step),
+                                                     abs_tol=1e-6):
+                raise SpaceError(f"{name}: grid value {g} is not on the step {step} from {lo}")
         grid = tuple(grid)
     if kind == "int":
         lo, hi = int(lo), int(hi)
@@ -303,14 +306,19 @@ def preset(name: str, n: int) -> SearchSpace:
     ``benchmarks/RESULTS.md``, section tuning, for the experiment that chose it)."""
     lo, hi = _mcs_range(n)
     if name == "seed-study":
+        # the source study (seed 000): UMAP n_components 2-50, n_neighbors 100-2000, min_dist
+        # 0-0.25 in steps of 0.01 (random / Bayesian / evolutionary), LOF n_neighbors 10-1000,
+        # HDBSCAN min_cluster_size fixed at 500 for 50k items (1 % of the items here); its grid
+        # search used the ``grid`` values below. The step is 0.005 so that both the 0.01 steps
+        # and the grid's 0.025 are on it.
         spec = {
-            "reduce.n_components": {"int": [2, 50]},
-            "reduce.n_neighbors": {"int": [100, 2000]},
-            "reduce.min_dist": {"float": [0.0, 0.25]},
+            "reduce.n_components": {"int": [2, 50], "grid": [2, 5, 10, 15, 20, 35, 50]},
+            "reduce.n_neighbors": {"int": [100, 2000], "grid": [100, 250, 500, 1000, 1500, 2000]},
+            "reduce.min_dist": {"float": [0.0, 0.25], "step": 0.005, "grid": [0.0, 0.025, 0.1, 0.25]},
             "reduce.metric": "cosine",
             "outliers.method": "lof",
-            "outliers.n_neighbors": {"int": [10, 1000]},
-            "cluster.min_cluster_size": {"int": [lo, hi], "log": True},
+            "outliers.n_neighbors": {"int": [10, 1000], "grid": [10, 100, 250, 500, 1000]},
+            "cluster.min_cluster_size": max(5, int(round(0.01 * n))),
         }
     elif name == "default":
         # reducer settings are a few discrete choices: at most 6 UMAP fits per study, every

@@ -9,8 +9,9 @@ parameters are enqueued again, so nothing the sampler proposed is lost.
 
 Speed (see ``workspace``): one input neighbour graph per study, reduced embeddings cached by
 reducer parameters, LOF on a cached reduced-space graph, sampled silhouette, multi-fidelity
-(a subsample first, Optuna's PercentilePruner stops the hopeless, the rest run at full size),
-``n_jobs`` worker processes sharing the study and the on-disk caches.
+(successive halving over nested subsamples: every trial first runs on n/16 items, Optuna's
+``SuccessiveHalvingPruner`` promotes the best quarter to n/4 items and the best quarter of those
+to the full set), ``n_jobs`` worker processes sharing the study and the on-disk caches.
 """
 
 from __future__ import annotations
@@ -71,13 +72,32 @@ def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int = 5,
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
 
 
-def _fidelity_size(n: int, fidelity) -> int | None:
+MIN_RUNG = 2000  # "auto" never makes a rung smaller than this many items
+
+
+def _fidelity_sizes(n: int, fidelity, rf: int) -> list[int]:
+    """Subsample sizes of the low-fidelity rungs, smallest first ([] = every trial at full size).
+
+    ``"auto"``: for n >= 8,000 items, n / rf**2 and n / rf, keeping those >= 2,000 (50,000
+    items, rf 4: 3,125 and 12,500; 10,000 items: 2,500); an int or a list gives sizes."""
     if fidelity in (None, False, "off", 0):
-        return None
+        return []
     if fidelity == "auto" or fidelity is True:
-        return max(2000, min(10000, n // 5)) if n >= 8000 else None
-    m = int(fidelity)
-    return m if m < n else None
+        if n < 8000:
+            return []
+        return [m for m in (n // rf ** 2, n // rf) if MIN_RUNG <= m < n]
+    sizes = [fidelity] if isinstance(fidelity, int | np.integer | str) else list(fidelity)
+    out = sorted({int(m) for m in sizes})
+    if any(m < 10 for m in out):
+        raise ValueError(f"fidelity sizes must be at least 10 items, got {out}")
+    return [m for m in out if m < n]
+
+
+def reduction_factor(prune_keep: float) -> int:
+    """Successive-halving reduction factor from the share of trials promoted per rung."""
+    if not 0.0 < prune_keep <= 1.0:
+        raise ValueError(f"prune_keep must be in (0, 1], got {prune_keep}")
+    return max(2, int(round(1.0 / prune_keep)))
 
 
 def _attrs_safe(d: dict) -> dict:
@@ -137,8 +157,9 @@ def _base_params(pipeline) -> dict:
 # ------------------------------------------------------------------------------------------
 class _Objective:
     def __init__(self, ws: Workspace, space: SearchSpace, objective: str | Callable, base: dict,
-                 multi: bool, fidelity: bool, y=None):
-        self.ws, self.space, self.base, self.multi, self.fidelity, self.y = ws, space, base, multi, fidelity, y
+                 multi: bool, rf: int = 4, y=None):
+        self.ws, self.space, self.base, self.multi, self.rf, self.y = ws, space, base, multi, rf, y
+        self.rungs = [lev for lev in ws.levels if lev != "full"] if not multi else []
         self.name, self.fn = get_objective(objective)
         self.quality = quality_for_pareto(self.name) if multi and isinstance(objective, str) else self.fn
 
@@ -158,14 +179,19 @@ class _Objective:
         params = self.params_of(trial)
         t0 = time.perf_counter()
         c0 = time.process_time()  # CPU seconds of this process: robust to a shared, loaded CPU
-        if self.fidelity:
-            low = self.ws.run(params, "sub")
-            v0 = self.values(low.metrics)
-            trial.set_user_attr("low", _attrs_safe({k: v for k, v in low.metrics.items()
-                                                    if k != "params_used"} | {"objective": v0}))
-            trial.report(v0, 0)
+        # successive halving: rung r runs on a subsample and reports at step rf**r (the step
+        # at which Optuna's SuccessiveHalvingPruner with min_resource=1 judges rung r)
+        for r, level in enumerate(self.rungs):
+            low = self.ws.run(params, level)
+            v = self.values(low.metrics)
+            m = {k: val for k, val in low.metrics.items() if k != "params_used"}
+            if self.y is not None:
+                idx = self.ws.index(level)
+                m.update(_external([self.y[i] for i in idx], low.labels))
+            trial.set_user_attr(f"rung{r}", _attrs_safe(m | {"objective": v}))
+            trial.report(v, self.rf ** r)
             if trial.should_prune():
-                trial.set_user_attr("fidelity", "subsample (pruned)")
+                trial.set_user_attr("fidelity", f"{level} (pruned)")
                 trial.set_user_attr("time_s", time.perf_counter() - t0)
                 trial.set_user_attr("cpu_s", time.process_time() - c0)
                 raise optuna.TrialPruned()
@@ -179,8 +205,6 @@ class _Objective:
         trial.set_user_attr("objective_name", self.name)
         trial.set_user_attr("time_s", time.perf_counter() - t0)
         trial.set_user_attr("cpu_s", time.process_time() - c0)
-        if not self.multi and self.fidelity:
-            trial.report(val, 1)
         return val
 
 
@@ -246,21 +270,25 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     y = np.load(cfg["y_path"], allow_pickle=False).tolist() if cfg.get("y_path") else None
     sampler = make_sampler(cfg["sampler"], cfg["seed"] + 7919 * cfg["worker"], space,
                            cfg["grid_points"], len(cfg["directions"]))
-    pruner = _pruner(bool(cfg["subsample"]), len(cfg["directions"]) > 1, cfg["prune_keep"])
+    pruner = _pruner(bool(cfg["subsample"]), len(cfg["directions"]) > 1, cfg["rf"])
     study = optuna.load_study(study_name=STUDY_NAME, storage=cfg["storage"], sampler=sampler,
                               pruner=pruner)
     obj = _Objective(ws, space, cfg["objective"], cfg["base"], len(cfg["directions"]) > 1,
-                     bool(cfg["subsample"]), y)
+                     cfg["rf"], y)
     _optimize(study, obj, cfg["n_trials"], cfg["deadline"])
 
 
-def _pruner(fidelity: bool, multi: bool, keep: float):
+def _pruner(fidelity: bool, multi: bool, rf: int):
+    """Successive halving (asynchronous, Li et al. 2020): a trial goes on to the next rung only
+    if its value is in the best 1/rf of all values reported at its rung so far. Unlike a
+    percentile pruner it needs no finished trials to start pruning, so the first trials do not
+    all pay the full size."""
     import optuna
 
     if not fidelity or multi:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.PercentilePruner(percentile=100.0 * keep, n_startup_trials=5,
-                                           n_warmup_steps=0)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=rf,
+                                                  min_early_stopping_rate=0)
 
 
 def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -> None:
@@ -297,7 +325,7 @@ def tune(
     multi_objective: bool | None = None,
     pick: int | Callable | None = None,
     fidelity="auto",
-    prune_keep: float = 0.3,
+    prune_keep: float = 0.25,
     n_jobs: int = 1,
     grid_points: int = 5,
     silhouette_sample: int = 5000,
@@ -323,8 +351,10 @@ def tune(
     multi_objective : maximise (quality, coverage) and return the Pareto front; default True
         for nsga2. ``pick``: trial number from the front, or ``f(front) -> FrozenTrial``;
         default picks the front trial with the largest quality x coverage.
-    fidelity : "auto" (subsample first when n >= 8000), an int subsample size, or "off".
-    prune_keep : share of trials the pruner lets through to full size.
+    fidelity : "auto" (for n >= 8,000: rungs of n/16 and n/4 items before the full set, each
+        >= 2,000 items), an int or a list of subsample sizes, or "off".
+    prune_keep : share of the trials at a rung promoted to the next (successive halving with
+        reduction factor 1/prune_keep).
     n_jobs : worker processes (needs ``out``: they share the SQLite study and disk caches).
     cache_dir : where the input graph and reduced embeddings are cached (default ``out/cache``).
     labels : ground truth, recorded as ``ext_*`` per trial for evaluation; never optimised.
@@ -359,7 +389,8 @@ def tune(
     get_objective(objective)  # validate the name early
     multi = (sampler == "nsga2") if multi_objective is None else bool(multi_objective)
     directions = ["maximize", "maximize"] if multi else ["maximize"]
-    sub = None if multi else _fidelity_size(n, fidelity)
+    rf = reduction_factor(prune_keep)
+    sub = [] if multi else _fidelity_sizes(n, fidelity, rf)
     base = _base_params(pipeline)
     y = None if labels is None else [None if v is None else str(v) for v in labels]
 
@@ -368,6 +399,7 @@ def tune(
     meta = {
         "data": f"{n}x{X.shape[1]}:{ws.fingerprint}", "space": sp.to_dict(), "space_name": sp.name,
         "objective": obj_name, "directions": directions, "multi_fidelity": sub,
+        "reduction_factor": rf if sub else None,
         "sampler": sampler, "seed": seed, "space_notes": sp.notes,
         "objective_description": DESCRIPTIONS.get(obj_name, obj_name),
     }
@@ -379,7 +411,7 @@ def tune(
         study_name in [s.study_name for s in optuna.get_all_study_summaries(storage)]) else None
     prior = len(probe.trials) if probe is not None else 0
     smp = make_sampler(sampler, seed + prior, sp, grid_points, len(directions))
-    study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, prune_keep), meta,
+    study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, rf), meta,
                         study_name)
     recovered = recover_interrupted(study)
     if recovered:
@@ -390,12 +422,11 @@ def tune(
     metric = full_params(dict(base) | {k: d.value for k, d in sp.dims.items() if d.kind == "fixed"},
                          n)["reduce.metric"]
     t = time.perf_counter()
-    ws.graph("full", metric)
-    if sub:
-        ws.graph("sub", metric)
+    for level in ws.levels:
+        ws.graph(level, metric)
     t_graph = time.perf_counter() - t
 
-    obj = _Objective(ws, sp, objective, base, multi, bool(sub), y)
+    obj = _Objective(ws, sp, objective, base, multi, rf, y)
     deadline = time.time() + timeout if timeout else None
     before = _done(study)
     bar = None
@@ -416,7 +447,7 @@ def tune(
             raise ValueError("n_jobs > 1 needs an output folder (workers share out/study.db)")
         if not callable(objective):
             procs = _start_workers(n_jobs - 1, X, y, sp, cache_dir, storage, sampler, seed + prior,
-                                   grid_points, directions, prune_keep, obj_name, base, n_trials,
+                                   grid_points, directions, rf, obj_name, base, n_trials,
                                    deadline, sub, silhouette_sample)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -434,7 +465,7 @@ def tune(
 
 
 def _start_workers(k, X, y, sp, cache_dir, storage, sampler, seed, grid_points, directions,
-                   prune_keep, obj_name, base, n_trials, deadline, sub, silhouette_sample):
+                   rf, obj_name, base, n_trials, deadline, sub, silhouette_sample):
     import multiprocessing as mp
 
     from ..io import write_npy
@@ -452,7 +483,7 @@ def _start_workers(k, X, y, sp, cache_dir, storage, sampler, seed, grid_points, 
         cfg = {"x_path": str(x_path), "y_path": str(y_path) if y_path else None,
                "space": sp.to_dict(), "space_name": sp.name, "seed": seed, "worker": w,
                "cache_dir": str(cache_dir), "storage": storage, "sampler": sampler,
-               "grid_points": grid_points, "directions": directions, "prune_keep": prune_keep,
+               "grid_points": grid_points, "directions": directions, "rf": rf,
                "objective": obj_name, "base": base, "n_trials": n_trials, "deadline": deadline,
                "subsample": sub, "silhouette_sample": silhouette_sample,
                "numba_cache": os.environ.get("NUMBA_CACHE_DIR")}
@@ -501,14 +532,19 @@ def _finish(study, X, sp, base, seed, multi, pick, out, refit, pipeline, ws, y, 
     pipe = None
     summary = {
         "best_trial": best.number, "best_value": best_value, "best_params": params,
-        "best_metrics": {k: v for k, v in best.user_attrs.items() if k != "low"},
+        "best_metrics": {k: v for k, v in best.user_attrs.items() if not k.startswith("rung")},
         "n_trials": len(study.trials),
         "states": {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState},
         "timing": timing, "workspace": {"timings_s": ws.timings, **ws.stats},
         "space": sp.to_dict(), "space_name": sp.name, "space_notes": sp.notes,
         "objective": obj.name, "objective_description": DESCRIPTIONS.get(obj.name, obj.name),
         "multi_objective": multi, "seed": seed,
+        "fidelity_levels": {lev: ws.size(lev) for lev in ws.levels},
     }
+    if len(ws.levels) > 1:  # how far successive halving let trials go
+        summary["trials_per_level"] = {
+            f"{lev} ({ws.size(lev)} items)": sum(1 for t in study.trials if f"rung{r}" in t.user_attrs)
+            for r, lev in enumerate(ws.levels[:-1])} | {f"full ({ws.n} items)": len(complete)}
     if pareto:
         summary["pareto_front"] = pareto
     if refit:
