@@ -212,10 +212,11 @@ def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_em
                                                                        shared_cache):
     from mediacluster.tune.study import _fidelity_sizes
 
+    assert _fidelity_sizes(50000, "auto", 5) == [2000, 10000]
     assert _fidelity_sizes(50000, "auto", 4) == [3125, 12500]
-    assert _fidelity_sizes(10000, "auto", 4) == [2500]
-    assert _fidelity_sizes(5000, "auto", 4) == [] and _fidelity_sizes(50000, "off", 4) == []
-    assert _fidelity_sizes(300, [150, 75, 400], 4) == [75, 150]
+    assert _fidelity_sizes(10000, "auto", 5) == [2000]
+    assert _fidelity_sizes(5000, "auto", 5) == [] and _fidelity_sizes(50000, "off", 5) == []
+    assert _fidelity_sizes(300, [150, 75, 400], 5) == [75, 150]
     n_trials = 12
     res = tune(cifar3_embeddings, out=tmp_path, space=SPACE, sampler="random", n_trials=n_trials, seed=4,
                fidelity=[75, 150], prune_keep=0.5, progress=False, refit=False,
@@ -233,10 +234,13 @@ def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_em
         if t.state.name == "COMPLETE":  # promoted twice: judged on both rungs, then full size
             assert t.user_attrs["rung1"]["n_items"] == 150 and t.user_attrs["n_items"] == 300
             assert sorted(t.intermediate_values) == [1, 2]
-    # a promoted trial was never worse than every trial judged before it at that rung
+    # the first trial at a rung stops there (bootstrap), a promoted trial is the better half of
+    # what its rung had seen (rf = 2) and never the worst
     seen: list[float] = []
     for t in sorted(trials, key=lambda t: t.number):
         v = t.user_attrs["rung0"]["objective"]
-        if "rung1" in t.user_attrs and seen:
+        if not seen:
+            assert "rung1" not in t.user_attrs
+        if "rung1" in t.user_attrs:
             assert v >= min(seen)
         seen.append(v)

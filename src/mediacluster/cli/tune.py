@@ -36,10 +36,10 @@ def add_parser(sub):
     p.add_argument("--pick", type=int, default=None,
                    help="Pareto mode: trial number from the printed front to refit and save")
     p.add_argument("--fidelity", default="auto",
-                   help="multi-fidelity rungs: 'auto' (>= 8000 items: subsamples of n/16 and n/4 "
-                        "items, each >= 2000, before the full set), sizes such as '3000,12000', "
+                   help="multi-fidelity rungs: 'auto' (>= 8000 items: subsamples of n/25 and n/5 "
+                        "items, each >= 2000, before the full set), sizes such as '2000,10000', "
                         "or 'off'")
-    p.add_argument("--prune-keep", type=float, default=0.25,
+    p.add_argument("--prune-keep", type=float, default=0.2,
                    help="share of the trials at a rung promoted to the next (successive halving)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes sharing the study")
     p.add_argument("--grid-points", type=int, default=5, help="points per range for --sampler grid")

@@ -9,9 +9,9 @@ parameters are enqueued again, so nothing the sampler proposed is lost.
 
 Speed (see ``workspace``): one input neighbour graph per study, reduced embeddings cached by
 reducer parameters, LOF on a cached reduced-space graph, sampled silhouette, multi-fidelity
-(successive halving over nested subsamples: every trial first runs on n/16 items, Optuna's
-``SuccessiveHalvingPruner`` promotes the best quarter to n/4 items and the best quarter of those
-to the full set), ``n_jobs`` worker processes sharing the study and the on-disk caches.
+(successive halving over nested subsamples: every trial first runs on n/25 items, Optuna's
+``SuccessiveHalvingPruner`` promotes the best fifth to n/5 items and the best fifth of those to
+the full set), ``n_jobs`` worker processes sharing the study and the on-disk caches.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _fidelity_sizes(n: int, fidelity, rf: int) -> list[int]:
     """Subsample sizes of the low-fidelity rungs, smallest first ([] = every trial at full size).
 
     ``"auto"``: for n >= 8,000 items, n / rf**2 and n / rf, keeping those >= 2,000 (50,000
-    items, rf 4: 3,125 and 12,500; 10,000 items: 2,500); an int or a list gives sizes."""
+    items, rf 5: 2,000 and 10,000; 10,000 items: 2,000); an int or a list gives sizes."""
     if fidelity in (None, False, "off", 0):
         return []
     if fidelity == "auto" or fidelity is True:
@@ -280,15 +280,17 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
 
 def _pruner(fidelity: bool, multi: bool, rf: int):
     """Successive halving (asynchronous, Li et al. 2020): a trial goes on to the next rung only
-    if its value is in the best 1/rf of all values reported at its rung so far. Unlike a
-    percentile pruner it needs no finished trials to start pruning, so the first trials do not
-    all pay the full size."""
+    if its value is in the best 1/rf of all values reported at its rung so far, and only once
+    at least rf values are there (``bootstrap_count``: the first rf - 1 trials at a rung stop
+    there, so an early, mediocre trial cannot walk up to the full size unopposed). Unlike a
+    percentile pruner it needs no finished trials to start pruning."""
     import optuna
 
     if not fidelity or multi:
         return optuna.pruners.NopPruner()
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=rf,
-                                                  min_early_stopping_rate=0)
+                                                  min_early_stopping_rate=0,
+                                                  bootstrap_count=rf - 1)
 
 
 def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -> None:
@@ -325,7 +327,7 @@ def tune(
     multi_objective: bool | None = None,
     pick: int | Callable | None = None,
     fidelity="auto",
-    prune_keep: float = 0.25,
+    prune_keep: float = 0.2,
     n_jobs: int = 1,
     grid_points: int = 5,
     silhouette_sample: int = 5000,
@@ -351,8 +353,8 @@ def tune(
     multi_objective : maximise (quality, coverage) and return the Pareto front; default True
         for nsga2. ``pick``: trial number from the front, or ``f(front) -> FrozenTrial``;
         default picks the front trial with the largest quality x coverage.
-    fidelity : "auto" (for n >= 8,000: rungs of n/16 and n/4 items before the full set, each
-        >= 2,000 items), an int or a list of subsample sizes, or "off".
+    fidelity : "auto" (for n >= 8,000: rungs of n/rf**2 and n/rf items before the full set,
+        each >= 2,000 items; rf = 1/prune_keep), an int or a list of subsample sizes, or "off".
     prune_keep : share of the trials at a rung promoted to the next (successive halving with
         reduction factor 1/prune_keep).
     n_jobs : worker processes (needs ``out``: they share the SQLite study and disk caches).
