@@ -21,6 +21,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,10 +156,29 @@ def _base_params(pipeline) -> dict:
 # ------------------------------------------------------------------------------------------
 # the objective function Optuna calls
 # ------------------------------------------------------------------------------------------
+@contextmanager
+def one_thread():
+    """One trial per core: BLAS / OpenMP pools (numpy, scikit-learn, faiss) and numba's parallel
+    loops (fast_hdbscan, pynndescent) limited to one thread. With ``n_jobs`` processes on as many
+    cores, letting each also spawn a thread per core oversubscribes them (load 2.2-3 on 2 cores
+    in the 50k study) and they wait on each other."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        numba.set_num_threads(old)
+
+
 class _Objective:
     def __init__(self, ws: Workspace, space: SearchSpace, objective: str | Callable, base: dict,
-                 multi: bool, rf: int = 4, y=None):
+                 multi: bool, rf: int = 4, y=None, single_thread: bool = False):
         self.ws, self.space, self.base, self.multi, self.rf, self.y = ws, space, base, multi, rf, y
+        self.single_thread = single_thread
         self.rungs = [lev for lev in ws.levels if lev != "full"] if not multi else []
         self.name, self.fn = get_objective(objective)
         self.quality = quality_for_pareto(self.name) if multi and isinstance(objective, str) else self.fn
@@ -174,6 +194,10 @@ class _Objective:
         return self.fn(m)
 
     def __call__(self, trial):
+        with one_thread() if self.single_thread else nullcontext():
+            return self._run(trial)
+
+    def _run(self, trial):
         import optuna
 
         params = self.params_of(trial)
@@ -192,6 +216,7 @@ class _Objective:
             trial.report(v, self.rf ** r)
             if trial.should_prune():
                 trial.set_user_attr("fidelity", f"{level} (pruned)")
+                trial.set_user_attr("pid", os.getpid())
                 trial.set_user_attr("time_s", time.perf_counter() - t0)
                 trial.set_user_attr("cpu_s", time.process_time() - c0)
                 raise optuna.TrialPruned()
@@ -202,6 +227,7 @@ class _Objective:
         for k, v in _attrs_safe(m).items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("fidelity", "full")
+        trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("objective_name", self.name)
         trial.set_user_attr("time_s", time.perf_counter() - t0)
         trial.set_user_attr("cpu_s", time.process_time() - c0)
@@ -274,7 +300,7 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     study = optuna.load_study(study_name=STUDY_NAME, storage=cfg["storage"], sampler=sampler,
                               pruner=pruner)
     obj = _Objective(ws, space, cfg["objective"], cfg["base"], len(cfg["directions"]) > 1,
-                     cfg["rf"], y)
+                     cfg["rf"], y, single_thread=True)
     _optimize(study, obj, cfg["n_trials"], cfg["deadline"])
 
 
@@ -428,7 +454,7 @@ def tune(
         ws.graph(level, metric)
     t_graph = time.perf_counter() - t
 
-    obj = _Objective(ws, sp, objective, base, multi, rf, y)
+    obj = _Objective(ws, sp, objective, base, multi, rf, y, single_thread=n_jobs > 1)
     deadline = time.time() + timeout if timeout else None
     before = _done(study)
     bar = None
