@@ -109,23 +109,6 @@ def test_reuse_paths_equal_slow_path(X):
     assert ws.stats["umap_fits"] == 2 and ws.stats["umap_cache_hits"] == 1
 
 
-def test_large_reduced_graph_from_faiss_gives_scikit_learns_lof():
-    """Above 4,096 items the reduced-space graph comes from faiss; LOF on it must match
-    scikit-learn's own LOF on the coordinates."""
-    from sklearn.neighbors import LocalOutlierFactor
-
-    from mediacluster.tune.workspace import SMALL_DATA, reduced_knn
-
-    rng = np.random.default_rng(0)
-    Z = np.concatenate([rng.normal(size=(SMALL_DATA // 2 + 500, 6)),
-                        rng.normal(4, 0.5, size=(SMALL_DATA // 2, 6))]).astype(np.float32)
-    G = reduced_knn(Z, 30)
-    assert G.shape == (len(Z), len(Z)) and G.nnz == 31 * len(Z)
-    ours = LocalOutlierFactor(n_neighbors=20, metric="precomputed").fit(G)
-    ref = LocalOutlierFactor(n_neighbors=20).fit(Z)
-    np.testing.assert_allclose(ours.negative_outlier_factor_, ref.negative_outlier_factor_, rtol=1e-4)
-
-
 # -- every sampler runs and returns a fitted pipeline -------------------------------------------
 @pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "gp", "cmaes", "nsga2"])
 def test_each_sampler_returns_a_fitted_pipeline(X, cifar3_embeddings, sampler, tmp_path, shared_cache):
