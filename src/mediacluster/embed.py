@@ -129,7 +129,9 @@ def embed_paths(
     chunks: dict[str, list[np.ndarray]] = {}
     kept: list[int] = []
     skipped: list[Skipped] = []
-    with progress_bar(total=len(paths), desc=f"embed ({encoder.name})", unit="img", disable=not progress) as bar:
+    unit = "clip" if getattr(encoder, "media", "image") == "audio" else "img"
+    with progress_bar(total=len(paths), desc=f"embed ({encoder.name})", unit=unit,
+                      disable=not progress or not paths) as bar:
         for idx, outputs, bad in iter_batches(paths, encoder, batch_size, workers):
             for i, reason in bad:
                 skipped.append(Skipped(paths[i], reason))
