@@ -64,22 +64,20 @@ def load_data(args):
 
 def seed_space(n: int, scale: bool) -> dict | str:
     """The seed study's space; ``scale`` keeps its neighbourhood sizes as the same *share* of
-    the data (100-2000 of 50k) when the data set is smaller."""
+    the data (100-2000 of 50k) when the data set is smaller (grid values scaled alike)."""
     if not scale or n >= 50000:
         return "seed-study"
-    from mediacluster.tune.space import _mcs_range
+    from mediacluster.tune.space import preset
 
     f = n / 50000
-    lo, hi = _mcs_range(n)
-    return {
-        "reduce.n_components": {"int": [2, 50]},
-        "reduce.n_neighbors": {"int": [max(5, round(100 * f)), round(2000 * f)]},
-        "reduce.min_dist": {"float": [0.0, 0.25]},
-        "reduce.metric": "cosine",
-        "outliers.method": "lof",
-        "outliers.n_neighbors": {"int": [10, max(20, round(1000 * f))]},
-        "cluster.min_cluster_size": {"int": [lo, hi], "log": True},
-    }
+    spec = preset("seed-study", 50000).to_dict()
+    for key, lo_min in (("reduce.n_neighbors", 5), ("outliers.n_neighbors", 2)):
+        d = spec[key]
+        lo, hi = d["int"]
+        d["int"] = [max(lo_min, round(lo * f)), max(lo_min + 1, round(hi * f))]
+        d["grid"] = sorted({min(d["int"][1], max(d["int"][0], round(g * f))) for g in d["grid"]})
+    spec["cluster.min_cluster_size"] = max(5, round(0.01 * n))
+    return spec
 
 
 def run_study(X, y, space, out, args, sampler="tpe", n_trials=None, seed=0, objective="default"):
@@ -194,6 +192,61 @@ def oracle_table(studies: list) -> dict:
     return out
 
 
+def levels_table(study) -> dict:
+    """Per fidelity level: trials that ran it, their summed and mean compute time, and how well
+    the level ranks trials the way the next level does (Spearman, trials that ran both)."""
+    from scipy.stats import spearmanr
+
+    trials = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    keys = sorted({k for t in trials for k in t.user_attrs if k.startswith("rung")})
+
+    def metrics(t, key):
+        return t.user_attrs.get(key) if key != "full" else (
+            t.user_attrs if t.state.name == "COMPLETE" else None)
+
+    out = {}
+    levels = [*keys, "full"]
+    for i, key in enumerate(levels):
+        ms = [m for t in trials if (m := metrics(t, key))]
+        if not ms:
+            continue
+        times = [m.get("time_total_s") or 0.0 for m in ms]
+        row = {"items": ms[0].get("n_items"), "trials": len(ms), "time_sum_s": sum(times),
+               "time_mean_s": sum(times) / len(ms)}
+        if i + 1 < len(levels):
+            nxt = levels[i + 1]
+            pairs = [(metrics(t, key), metrics(t, nxt)) for t in trials
+                     if metrics(t, key) and metrics(t, nxt)]
+            if nxt == "full":
+                pairs = [(a, {"objective": t.value}) for t in trials
+                         if (a := metrics(t, key)) and t.state.name == "COMPLETE"]
+            if len(pairs) >= 3:
+                rho = spearmanr([a["objective"] for a, _ in pairs], [b["objective"] for _, b in pairs])
+                row[f"spearman_vs_{nxt}"] = float(rho.statistic)
+                row[f"pairs_vs_{nxt}"] = len(pairs)
+        out[key] = row
+    return out
+
+
+def rung_oracle_table(study, key="rung0") -> dict:
+    """The oracle comparison on the cheapest rung, where *every* trial was scored (NMI of the
+    subsample's labels against its true labels)."""
+    from mediacluster.tune.objectives import OBJECTIVES
+
+    rows = [t.user_attrs[key] for t in study.trials
+            if key in t.user_attrs and t.user_attrs[key].get("ext_nmi") is not None]
+    if not rows:
+        return {}
+    oracle = max(rows, key=lambda m: m["ext_nmi"])
+    out = {"n_trials": len(rows), "items": rows[0].get("n_items"), "oracle_nmi": oracle["ext_nmi"],
+           "oracle_clusters": oracle.get("n_clusters"), "objectives": {}}
+    for name, fn in OBJECTIVES.items():
+        pick = max(rows, key=fn)
+        out["objectives"][name] = {"nmi": pick["ext_nmi"], "gap": oracle["ext_nmi"] - pick["ext_nmi"],
+                                   "clusters": pick.get("n_clusters"), "coverage": pick.get("coverage")}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="CIFAR-10 test (10k) instead of train (50k)")
@@ -209,7 +262,9 @@ def main(argv=None) -> int:
                     help="quick mode: use the literal seed-study ranges (default scales them to n/50k)")
     ap.add_argument("--compare-n", type=int, default=3000)
     ap.add_argument("--compare-trials", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=8, help="at most this many rounds (the study ran 8)")
+    ap.add_argument("--compare-budget", type=float, default=1800,
+                    help="seconds for the sampler comparison; no round starts that would not fit")
     ap.add_argument("--samplers", default="tpe,random,grid,gp,cmaes,nsga2")
     ap.add_argument("--grid-n", type=int, default=4000)
     ap.add_argument("--out", default=None)
@@ -237,6 +292,7 @@ def main(argv=None) -> int:
     studies = []
 
     if "study" in parts or "naive" in parts:
+        cpu0 = time.process_time()
         res, wall = run_study(X, y, space, out / "study-tpe", args)
         s = res.summary
         n_run = s["timing"]["trials_this_run"]
@@ -249,6 +305,13 @@ def main(argv=None) -> int:
             "cpu_s_trials": sum(t.user_attrs.get("cpu_s", 0.0) for t in res.study.trials),
             "cpu_s_process": time.process_time(),
         }
+        # CPU of the whole study: this process (graph, its trials, overhead) + the trials the
+        # worker processes ran (each trial records its process id and CPU seconds)
+        results["study"]["cpu_s_total"] = time.process_time() - cpu0 + sum(
+            t.user_attrs.get("cpu_s", 0.0) for t in res.study.trials
+            if t.user_attrs.get("pid") not in (None, os.getpid()))
+        results["study"]["levels"] = levels_table(res.study)
+        results["study"]["trials_per_level"] = s.get("trials_per_level")
         studies.append(res.study)
         print(f"fast study: {n_run} trials in {wall:.0f} s ({wall / max(1, n_run):.1f} s/trial); "
               f"states {s['states']}", flush=True)
@@ -260,38 +323,54 @@ def main(argv=None) -> int:
             n_t = max(1, results["study"]["trials_this_run"])
             results["naive"] = {"trials": rows, "per_trial_s": per, "loadavg": os.getloadavg(),
                                 "cpu_per_trial_s": cpu,
-                                "speedup_cpu": cpu / (results["study"]["cpu_s_process"] / n_t),
+                                "speedup_cpu": cpu / (results["study"]["cpu_s_total"] / n_t),
                                 "speedup": per / results["study"]["per_trial_s"],
                                 "naive_100_trials_s": 100 * per}
             print(f"naive: {per:.1f} s/trial -> speed-up x{results['naive']['speedup']:.1f}", flush=True)
             save()
 
     if "samplers" in parts:
+        # the study's comparison: every sampler, repeated with new seeds; whole rounds (one run of
+        # every sampler) until --compare-budget seconds have passed, so all samplers get the same
+        # number of repeats ("as many repeats as fit in 30 minutes")
+        from mediacluster.tune.objectives import OBJECTIVES
+
         rng = np.random.default_rng(0)
         idx = np.sort(rng.choice(len(X), min(args.compare_n, len(X)), replace=False))
         Xs, ys = X[idx], [y[i] for i in idx]
         sp = seed_space(len(Xs), True)
-        table = {}
-        for sampler in args.samplers.split(","):
-            bests, times = [], []
-            for r in range(args.repeats):
+        names = args.samplers.split(",")
+        runs = {name: [] for name in names}
+        t_start = time.perf_counter()
+        for r in range(args.repeats):
+            elapsed = time.perf_counter() - t_start
+            if r > 0 and elapsed + elapsed / r > args.compare_budget:
+                break  # another round (at the mean round time so far) would not fit
+            for sampler in names:
                 res, wall = run_study(Xs, ys, sp, out / f"samplers/{sampler}-{r}", args, sampler=sampler,
                                       n_trials=args.compare_trials, seed=100 + r)
-                bv = res.best_value[0] if isinstance(res.best_value, list) else res.best_value
-                if isinstance(res.best_value, list):  # Pareto mode: report the default objective of the pick
-                    from mediacluster.tune.objectives import OBJECTIVES
-
+                if isinstance(res.best_value, list):  # Pareto mode: the default objective of the pick
                     bv = OBJECTIVES["default"](res.study.trials[res.best_trial].user_attrs)
-                bests.append(bv)
-                times.append(wall)
+                else:
+                    bv = res.best_value
+                runs[sampler].append({"best": bv, "time_s": wall,
+                                      "nmi": res.study.trials[res.best_trial].user_attrs.get("ext_nmi")})
                 studies.append(res.study)
                 print(f"sampler {sampler} repeat {r}: best {bv:.4f} in {wall:.0f} s", flush=True)
-            table[sampler] = {"best_median": statistics.median(bests), "best_min": min(bests),
-                              "best_max": max(bests), "time_median_s": statistics.median(times),
-                              "repeats": len(bests)}
+            table = {}
+            for sampler, rr in runs.items():
+                bests = [x["best"] for x in rr]
+                table[sampler] = {"best_median": statistics.median(bests), "best_min": min(bests),
+                                  "best_max": max(bests),
+                                  "time_median_s": statistics.median(x["time_s"] for x in rr),
+                                  "repeats": len(rr), "runs": rr}
             results["samplers"] = {"n": len(Xs), "trials": args.compare_trials, "table": table,
-                                   "loadavg": os.getloadavg()}
+                                   "jobs": args.jobs, "budget_s": args.compare_budget,
+                                   "elapsed_s": time.perf_counter() - t_start, "loadavg": os.getloadavg()}
             save()
+        for sampler, row in results.get("samplers", {}).get("table", {}).items():
+            print(f"  {sampler:7s} best median {row['best_median']:.4f} range [{row['best_min']:.4f}, "
+                  f"{row['best_max']:.4f}] over {row['repeats']} runs, median {row['time_median_s']:.0f} s")
 
     if "grid" in parts:
         rows = part_grid(X, y, args.grid_n, out / f"grid-{len(X)}-{args.grid_n}.json")
@@ -311,8 +390,12 @@ def main(argv=None) -> int:
                 studies.append(optuna.load_study(study_name="mediacluster", storage=f"sqlite:///{db}"))
         results["oracle"] = oracle_table(studies[:1])
         results["oracle_all_studies"] = oracle_table(studies)
+        results["oracle_rung0"] = rung_oracle_table(studies[0])
+        results["levels"] = levels_table(studies[0])
         save()
-        for key in ("oracle", "oracle_all_studies"):
+        for lev, row in results["levels"].items():
+            print(f"level {lev}: {row}")
+        for key in ("oracle", "oracle_rung0", "oracle_all_studies"):
             o = results[key]
             if not o:
                 continue
