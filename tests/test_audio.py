@@ -312,3 +312,22 @@ def test_report_media_spectrogram_and_player(fsdd_two_speakers, tmp_path):
     assert r["audio"].startswith("data:audio/")
     (tmp_path / "x.wav").write_bytes(b"")
     assert "empty" in report_media(str(tmp_path / "x.wav"))["error"]
+
+
+def test_report_files_are_made_once_and_skip_unreadable_clips(fsdd_two_speakers, tmp_path):
+    from PIL import Image
+
+    from mediacluster.report_audio import make_audio_clips, make_spectrogram_thumbnails
+
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"")
+    paths = [str(fsdd_two_speakers[0]), str(broken), None]
+    thumbs = make_spectrogram_thumbnails(paths, tmp_path / "thumbs", size=64, progress=False)
+    assert thumbs[0].endswith(".jpg") and thumbs[1:] == [None, None]
+    assert Image.open(tmp_path / "thumbs" / thumbs[0]).size == (64, 42)
+    clips = make_audio_clips(paths, tmp_path / "audio", progress=False)
+    assert clips[0].endswith((".mp3", ".wav")) and clips[1:] == [None, None]
+    stamp = (tmp_path / "audio" / clips[0]).stat().st_mtime_ns
+    assert make_audio_clips(paths[:1], tmp_path / "audio", progress=False) == clips[:1]
+    assert (tmp_path / "audio" / clips[0]).stat().st_mtime_ns == stamp  # reused, not rewritten
+    assert not list((tmp_path / "audio").glob(".*.tmp"))

@@ -43,37 +43,51 @@ def _parallel(paths, job, desc: str, workers: int | None, progress: bool) -> lis
     return out
 
 
-def make_spectrogram_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: int = 96,
-                                workers: int | None = None, progress: bool = True) -> list[str | None]:
-    """Spectrogram JPEG file names (relative to ``out_dir``) for ``paths``; ``None`` if unreadable."""
-    from PIL import Image
-
-    from .ingest import SkipItem
-    from .ingest.audio import spectrogram_png
-
+def _cached_files(paths, out_dir, tag: str, exts: tuple[str, ...], make, desc: str,
+                  workers: int | None, progress: bool) -> list[str | None]:
+    """For each path, the name of ``out_dir/<content key><ext>``: an existing file with one of
+    ``exts`` is reused, otherwise ``make(path) -> (bytes, ext)`` is written atomically; ``None``
+    for an empty or unreadable path (unreadable clips simply get no file)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def job(p):
         if not p:
             return None
-        key = _key(p, f"spec{size}")
+        key = _key(p, tag)
         if key is None:
             return None
-        name = key + ".jpg"
-        dst = out_dir / name
-        if dst.exists():
-            return name
+        for ext in exts:
+            if (out_dir / (key + ext)).exists():
+                return key + ext
         try:
-            png = spectrogram_png(p, width=size, height=max(32, size * 2 // 3))
-        except (SkipItem, Exception):  # noqa: BLE001 - unreadable clips simply get no picture
+            data, ext = make(p)
+        except Exception:  # noqa: BLE001 - SkipItem or any decoder error: no file for this clip
             return None
-        tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
-        Image.open(io.BytesIO(png)).convert("RGB").save(tmp, "JPEG", quality=85)
-        os.replace(tmp, dst)
+        name = key + ext
+        tmp = out_dir / f".{name}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, out_dir / name)
         return name
 
-    return _parallel(paths, job, "spectrograms", workers, progress)
+    return _parallel(paths, job, desc, workers, progress)
+
+
+def make_spectrogram_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: int = 96,
+                                workers: int | None = None, progress: bool = True) -> list[str | None]:
+    """Spectrogram JPEG file names (relative to ``out_dir``) for ``paths``; ``None`` if unreadable."""
+    from PIL import Image
+
+    from .ingest.audio import spectrogram_png
+
+    def make(p):
+        png = spectrogram_png(p, width=size, height=max(32, size * 2 // 3))
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(png)).convert("RGB").save(buf, "JPEG", quality=85)
+        return buf.getvalue(), ".jpg"
+
+    return _cached_files(paths, out_dir, f"spec{size}", (".jpg",), make, "spectrograms", workers,
+                         progress)
 
 
 def make_audio_clips(paths: list[str | None], out_dir: str | os.PathLike, max_seconds: float = 10.0,
@@ -81,29 +95,12 @@ def make_audio_clips(paths: list[str | None], out_dir: str | os.PathLike, max_se
     """Playable excerpt file names (relative to ``out_dir``) for ``paths``; ``None`` if unreadable."""
     from .ingest.audio import audio_preview
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    def make(p):
+        data, mime = audio_preview(p, max_seconds=max_seconds)
+        return data, (".mp3" if mime == "audio/mpeg" else ".wav")
 
-    def job(p):
-        if not p:
-            return None
-        key = _key(p, f"clip{max_seconds:g}")
-        if key is None:
-            return None
-        for ext in (".mp3", ".wav"):
-            if (out_dir / (key + ext)).exists():
-                return key + ext
-        try:
-            data, mime = audio_preview(p, max_seconds=max_seconds)
-        except Exception:  # noqa: BLE001
-            return None
-        name = key + (".mp3" if mime == "audio/mpeg" else ".wav")
-        tmp = out_dir / f".{name}.{os.getpid()}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, out_dir / name)
-        return name
-
-    return _parallel(paths, job, "audio clips", workers, progress)
+    return _cached_files(paths, out_dir, f"clip{max_seconds:g}", (".mp3", ".wav"), make,
+                         "audio clips", workers, progress)
 
 
 def audio_player_html(name: str | None, folder: str = "audio") -> str:
