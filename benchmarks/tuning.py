@@ -157,39 +157,35 @@ def part_grid(X, y, n, out_json: Path, seed=1):
     return rows
 
 
-def grid_table(rows: list) -> dict:
+def pick_vs_oracle(rows: list[dict], nmi: str = "ext_nmi", tag: str | None = None) -> dict:
+    """For every objective: the NMI of the row it picks vs the best NMI of any row (the oracle).
+    ``rows`` are per-trial score dicts; ``tag`` names a field (trial number, params) to report
+    with the oracle and each pick."""
     from mediacluster.tune.objectives import OBJECTIVES
 
-    oracle = max(rows, key=lambda r: r["nmi"])
-    out = {"n_trials": len(rows), "oracle_nmi": oracle["nmi"], "oracle_clusters": oracle["n_clusters"],
-           "oracle_params": oracle["params"], "objectives": {}}
+    oracle = max(rows, key=lambda m: m[nmi])
+    out = {"n_trials": len(rows), "oracle_nmi": oracle[nmi], "oracle_clusters": oracle.get("n_clusters"),
+           "objectives": {}}
+    if tag:
+        out[f"oracle_{tag}"] = oracle[tag]
     for name, fn in OBJECTIVES.items():
         pick = max(rows, key=fn)
-        out["objectives"][name] = {"nmi": pick["nmi"], "gap": oracle["nmi"] - pick["nmi"],
-                                   "clusters": pick["n_clusters"], "coverage": pick["coverage"],
-                                   "params": pick["params"]}
+        out["objectives"][name] = {"nmi": pick[nmi], "gap": oracle[nmi] - pick[nmi],
+                                   "clusters": pick.get("n_clusters"), "coverage": pick.get("coverage")}
+        if tag:
+            out["objectives"][name][tag] = pick[tag]
     return out
+
+
+def grid_table(rows: list) -> dict:
+    return pick_vs_oracle(rows, nmi="nmi", tag="params")
 
 
 def oracle_table(studies: list) -> dict:
     """Per objective: NMI of its pick vs the best NMI among the same complete trials."""
-    from mediacluster.tune.objectives import OBJECTIVES
-
-    trials = [t for s in studies for t in s.trials
-              if t.state.name == "COMPLETE" and t.user_attrs.get("ext_nmi") is not None]
-    if not trials:
-        return {}
-    oracle = max(trials, key=lambda t: t.user_attrs["ext_nmi"])
-    out = {"n_trials": len(trials), "oracle_nmi": oracle.user_attrs["ext_nmi"],
-           "oracle_trial": oracle.number, "oracle_clusters": oracle.user_attrs.get("n_clusters"),
-           "objectives": {}}
-    for name, fn in OBJECTIVES.items():
-        pick = max(trials, key=lambda t: fn(t.user_attrs))
-        nmi = pick.user_attrs["ext_nmi"]
-        out["objectives"][name] = {
-            "nmi": nmi, "gap": out["oracle_nmi"] - nmi, "clusters": pick.user_attrs.get("n_clusters"),
-            "coverage": pick.user_attrs.get("coverage"), "trial": pick.number}
-    return out
+    rows = [t.user_attrs | {"trial": t.number} for s in studies for t in s.trials
+            if t.state.name == "COMPLETE" and t.user_attrs.get("ext_nmi") is not None]
+    return pick_vs_oracle(rows, tag="trial") if rows else {}
 
 
 def levels_table(study) -> dict:
@@ -199,13 +195,18 @@ def levels_table(study) -> dict:
 
     trials = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     keys = sorted({k for t in trials for k in t.user_attrs if k.startswith("rung")})
+    levels = [*keys, "full"]
 
-    def metrics(t, key):
-        return t.user_attrs.get(key) if key != "full" else (
-            t.user_attrs if t.state.name == "COMPLETE" else None)
+    def metrics(t, key):  # a trial's recorded scores at a level, None if it never ran there
+        if key == "full":
+            return t.user_attrs if t.state.name == "COMPLETE" else None
+        return t.user_attrs.get(key)
+
+    def value(t, key):  # its objective there
+        m = metrics(t, key)
+        return None if m is None else (t.value if key == "full" else m["objective"])
 
     out = {}
-    levels = [*keys, "full"]
     for i, key in enumerate(levels):
         ms = [m for t in trials if (m := metrics(t, key))]
         if not ms:
@@ -215,14 +216,10 @@ def levels_table(study) -> dict:
                "time_mean_s": sum(times) / len(ms)}
         if i + 1 < len(levels):
             nxt = levels[i + 1]
-            pairs = [(metrics(t, key), metrics(t, nxt)) for t in trials
-                     if metrics(t, key) and metrics(t, nxt)]
-            if nxt == "full":
-                pairs = [(a, {"objective": t.value}) for t in trials
-                         if (a := metrics(t, key)) and t.state.name == "COMPLETE"]
+            pairs = [(value(t, key), value(t, nxt)) for t in trials
+                     if value(t, key) is not None and value(t, nxt) is not None]
             if len(pairs) >= 3:
-                rho = spearmanr([a["objective"] for a, _ in pairs], [b["objective"] for _, b in pairs])
-                row[f"spearman_vs_{nxt}"] = float(rho.statistic)
+                row[f"spearman_vs_{nxt}"] = float(spearmanr(*zip(*pairs)).statistic)
                 row[f"pairs_vs_{nxt}"] = len(pairs)
         out[key] = row
     return out
@@ -231,20 +228,11 @@ def levels_table(study) -> dict:
 def rung_oracle_table(study, key="rung0") -> dict:
     """The oracle comparison on the cheapest rung, where *every* trial was scored (NMI of the
     subsample's labels against its true labels)."""
-    from mediacluster.tune.objectives import OBJECTIVES
-
     rows = [t.user_attrs[key] for t in study.trials
             if key in t.user_attrs and t.user_attrs[key].get("ext_nmi") is not None]
     if not rows:
         return {}
-    oracle = max(rows, key=lambda m: m["ext_nmi"])
-    out = {"n_trials": len(rows), "items": rows[0].get("n_items"), "oracle_nmi": oracle["ext_nmi"],
-           "oracle_clusters": oracle.get("n_clusters"), "objectives": {}}
-    for name, fn in OBJECTIVES.items():
-        pick = max(rows, key=fn)
-        out["objectives"][name] = {"nmi": pick["ext_nmi"], "gap": oracle["ext_nmi"] - pick["ext_nmi"],
-                                   "clusters": pick.get("n_clusters"), "coverage": pick.get("coverage")}
-    return out
+    return pick_vs_oracle(rows) | {"items": rows[0].get("n_items")}
 
 
 def main(argv=None) -> int:
@@ -290,6 +278,7 @@ def main(argv=None) -> int:
     space = args.space or seed_space(len(X), not args.no_scale_space)
     results["space"] = space
     studies = []
+    study_levels = None  # the study part's levels table, reused by the oracle part
 
     if "study" in parts or "naive" in parts:
         cpu0 = time.process_time()
@@ -310,7 +299,7 @@ def main(argv=None) -> int:
         results["study"]["cpu_s_total"] = time.process_time() - cpu0 + sum(
             t.user_attrs.get("cpu_s", 0.0) for t in res.study.trials
             if t.user_attrs.get("pid") not in (None, os.getpid()))
-        results["study"]["levels"] = levels_table(res.study)
+        results["study"]["levels"] = study_levels = levels_table(res.study)
         results["study"]["trials_per_level"] = s.get("trials_per_level")
         studies.append(res.study)
         print(f"fast study: {n_run} trials in {wall:.0f} s ({wall / max(1, n_run):.1f} s/trial); "
@@ -391,7 +380,7 @@ def main(argv=None) -> int:
         results["oracle"] = oracle_table(studies[:1])
         results["oracle_all_studies"] = oracle_table(studies)
         results["oracle_rung0"] = rung_oracle_table(studies[0])
-        results["levels"] = levels_table(studies[0])
+        results["levels"] = study_levels or levels_table(studies[0])
         save()
         for lev, row in results["levels"].items():
             print(f"level {lev}: {row}")
