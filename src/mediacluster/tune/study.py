@@ -163,12 +163,13 @@ def one_thread():
     cores, letting each also spawn a thread per core oversubscribes them (load 2.2-3 on 2 cores
     in the 50k study) and they wait on each other."""
     import numba
-    from threadpoolctl import threadpool_limits
+
+    from ..cluster import single_blas_thread
 
     old = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        with threadpool_limits(limits=1):
+        with single_blas_thread():
             yield
     finally:
         numba.set_num_threads(old)
