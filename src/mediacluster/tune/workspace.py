@@ -10,7 +10,7 @@
 * per reduced embedding, one neighbour graph at the largest LOF ``n_neighbors``, passed to
   scikit-learn's LocalOutlierFactor as a precomputed sparse graph;
 * silhouette on a seeded random sample with a bootstrap CI (``mediacluster.metrics``);
-* nested fixed random subsamples (``sub3125`` inside ``sub12500`` inside the full set) for the
+* nested fixed random subsamples (``sub2000`` inside ``sub10000`` inside 50,000 items) for the
   low-fidelity rungs of multi-fidelity tuning, each with its own graph; neighbourhood sizes are
   scaled by the subsample fraction there (the same *share* of the data, so the same radius),
   and UMAP runs the number of epochs it would run on the full set.
@@ -255,10 +255,15 @@ class Workspace:
         perm = np.random.default_rng(self.seed).permutation(self.n) if sizes else None
         self.level_index = {f"sub{m}": np.sort(perm[:m]) for m in sizes}
         self.levels = [*self.level_index, "full"]  # cheapest first
+        self._level_data: dict[str, np.ndarray] = {}  # subsample rows, gathered once per level
 
     # -- fidelity levels -------------------------------------------------------------------
     def data(self, level: str) -> np.ndarray:
-        return self.X if level == "full" else self.X[self.index(level)]
+        if level == "full":
+            return self.X
+        if level not in self._level_data:
+            self._level_data[level] = self.X[self.index(level)]
+        return self._level_data[level]
 
     def index(self, level: str) -> np.ndarray:
         if level == "full":
@@ -358,7 +363,7 @@ class Workspace:
         """Fit reduce -> outliers -> cluster with the shared work; labels -2/-1/>=0 + metrics."""
         from sklearn.neighbors import LocalOutlierFactor
 
-        p = full_params(self.scale_params(params, level), len(self.data(level)))
+        p = full_params(self.scale_params(params, level), self.size(level))
         t0 = time.perf_counter()
         Z = self.reduce(p, level)
         t1 = time.perf_counter()
