@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mediacluster.io import atomic_path
+from mediacluster.fileio import atomic_path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

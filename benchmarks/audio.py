@@ -72,9 +72,9 @@ def run_encoder(spec: str, manifest: Path, work: Path, seed: int = 0) -> dict:
     import pandas as pd
     from sklearn.cluster import KMeans
 
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
     from mediacluster.pipeline import Pipeline
-    from mediacluster.run import embed_collection
 
     coll = collect(manifest, media="audio")
     t = time.perf_counter()
@@ -95,8 +95,8 @@ def run_encoder(spec: str, manifest: Path, work: Path, seed: int = 0) -> dict:
     res["pipeline_clusterer"] = type(pipe.clusterer_).__name__
     # the seed study's recipe on the same UMAP output (not told k): HDBSCAN min_cluster_size 1%
     # of n with noise assignment, and a coarser 5% with noise left as its own group
-    from mediacluster.cluster import HDBSCANClusterer
     from mediacluster.pipeline import default_min_cluster_size
+    from mediacluster.stages.cluster import HDBSCANClusterer
 
     hdb = Pipeline(clusterer=HDBSCANClusterer(min_cluster_size=default_min_cluster_size(len(X))),
                    random_state=seed).fit(X, embedding=pipe.embedding_)

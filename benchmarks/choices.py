@@ -105,8 +105,8 @@ def main(argv=None):
     # 2. HDBSCAN implementations --------------------------------------------------------------
     from sklearn.metrics import adjusted_rand_score
 
-    from mediacluster.cluster import HDBSCANClusterer
-    from mediacluster.reduce import UMAPReducer
+    from mediacluster.stages.cluster import HDBSCANClusterer
+    from mediacluster.stages.reduce import UMAPReducer
 
     cache = args.umap_cache / "cifar10-test.npy" if args.umap_cache else None
     if cache is not None and cache.exists():

@@ -37,7 +37,7 @@ NAMES = ["imagenette-val", "cifar10-test", "mnist-test"]
 
 
 def assign(Z, lab, k=15):
-    from mediacluster.cluster import knn_vote
+    from mediacluster.stages.cluster import knn_vote
 
     lab = lab.copy()
     m = lab >= 0
@@ -51,8 +51,12 @@ def run_dataset(name, args, rows):
     from quality import load_dataset
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from mediacluster.cluster import HDBSCANClusterer, KMeansClusterer, SilhouetteKMeansClusterer
-    from mediacluster.reduce import UMAPReducer
+    from mediacluster.stages.cluster import (
+        HDBSCANClusterer,
+        KMeansClusterer,
+        SilhouetteKMeansClusterer,
+    )
+    from mediacluster.stages.reduce import UMAPReducer
 
     X, y, src = load_dataset(name, args.out, HERE.parent.parent / "shared" / "datasets",
                              args.vectors_from, progress=False)

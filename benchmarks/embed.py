@@ -70,7 +70,7 @@ def extract(name: str, dest: Path, n: int | None) -> list[str]:
 
 def run_mediacluster(paths: list[str], cache: Path, batch_size: int, workers: int | None,
                      threads: int | None = None, concurrency: int | None = None) -> dict:
-    from mediacluster.collection import Collection
+    from mediacluster.data import Collection
     from mediacluster.embed import embed_collection_cached
     from mediacluster.encoders import get_encoder
 

@@ -40,8 +40,8 @@ CIFAR = {"airplane": "n02691156", "automobile": "n02958343", "bird": "n01503061"
 
 def embed(name: str):
     from mediacluster.datasets import extract_slice
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
-    from mediacluster.run import embed_collection
 
     d = OUT / name
     if not (d / ".done").exists():

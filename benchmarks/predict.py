@@ -46,7 +46,7 @@ def embeddings(args):
 
 
 def leave_self_out_agreement(pipe, X) -> float:
-    from mediacluster.cluster import vote
+    from mediacluster.stages.cluster import vote
 
     Q = pipe._space(X)
     k = pipe.predict_neighbors

@@ -65,8 +65,8 @@ def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, 
         return (emb.vectors.astype(np.float32), list(emb.labels),
                 f"embedded through the package, cached in {_rel(emb_dir)}")
     from mediacluster.datasets import extract_slice
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
-    from mediacluster.run import embed_collection
 
     data_dir = out / "data" / name
     marker = data_dir / ".extracted"
@@ -104,11 +104,11 @@ _timed.cpu = 0.0
 
 
 def run_rows(X: np.ndarray, y: list[str], rows: list[str], seed: int) -> list[dict]:
-    from mediacluster.cluster import HDBSCANClusterer, KMeansClusterer
     from mediacluster.metrics import external_scores
-    from mediacluster.outliers import LOFOutliers
     from mediacluster.pipeline import Pipeline
-    from mediacluster.reduce import PCAReducer, UMAPReducer
+    from mediacluster.stages.cluster import HDBSCANClusterer, KMeansClusterer
+    from mediacluster.stages.outliers import LOFOutliers
+    from mediacluster.stages.reduce import PCAReducer, UMAPReducer
 
     n = len(X)
     k = len(set(y))
@@ -273,7 +273,7 @@ def main(argv=None) -> int:
                     help="only re-write the RESULTS.md section from OUT/quality.json (no computing)")
     args = ap.parse_args(argv)
     if args.render:
-        from mediacluster.io import read_json
+        from mediacluster.fileio import read_json
 
         res = read_json(args.out / "quality.json")
         for ds in res["datasets"].values():  # older runs recorded absolute cache paths
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     if args.write_results and args.vectors_from is not None:
         ap.error("--write-results is refused with --vectors-from (the table must come from the package)")
     args.out.mkdir(parents=True, exist_ok=True)
-    from mediacluster.io import read_json, write_json
+    from mediacluster.fileio import read_json, write_json
 
     command = ("python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     qpath = args.out / ("quality.json" if args.vectors_from is None else "quality-dev.json")

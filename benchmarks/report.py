@@ -41,8 +41,9 @@ SECTION = "## Report and names (report/naming helper)"
 
 
 def prepare_run() -> Path:
-    from mediacluster.datasets import extract_slice
     from mediacluster.run import cluster_folder
+
+    from mediacluster.datasets import extract_slice
 
     data = OUT / "cifar10-test"
     if not (data / ".done").exists():

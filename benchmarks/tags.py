@@ -56,8 +56,8 @@ def load_split(name: str, out: Path, shared: Path, vectors_from: Path | None, pr
         emb = load_embeddings(emb_dir)
         return emb.vectors, list(emb.labels), list(emb.paths or emb.ids), f"cached {emb_dir}"
     from mediacluster.datasets import extract_slice
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
-    from mediacluster.run import embed_collection
 
     marker = data_dir / ".extracted"
     if not marker.exists():

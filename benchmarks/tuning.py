@@ -49,8 +49,8 @@ def load_data(args):
         f = np.load(args.vectors, allow_pickle=False)
         return f["vectors"].astype(np.float32), [str(v) for v in f["labels"]], f"vectors file {args.vectors}"
     from mediacluster.datasets import extract_slice
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
-    from mediacluster.run import embed_collection
 
     split = "test" if args.quick else "train"
     dest = OUT / f"cifar10-{split}"

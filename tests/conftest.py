@@ -37,8 +37,8 @@ def cifar3_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cifar3_embeddings(cifar3_dir, tmp_path_factory):
     """Default-encoder embeddings of ``cifar3_dir`` (with folder labels), computed once."""
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
-    from mediacluster.run import embed_collection
 
     coll = collect(cifar3_dir, labels_from_folders=True)
     return embed_collection(coll, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)

@@ -188,7 +188,7 @@ def test_cluster_command_on_audio_lists_broken_files(tmp_path, fsdd_two_speakers
 
 
 def test_image_encoder_on_audio_is_refused(tmp_path, fsdd_two_speakers):
-    from mediacluster.run import cluster_folder
+    from mediacluster.workflow import cluster_folder
 
     for p in fsdd_two_speakers[:4]:
         (tmp_path / p.name).write_bytes(p.read_bytes())
@@ -217,11 +217,11 @@ def test_speaker_clusters_with_resemblyzer(tmp_path, fsdd_two_speakers):
     UMAP's run-to-run variation. (The pipeline's default clusterer, silhouette-selected K-means,
     is scored on all 3,000 clips in benchmarks/audio.py.)
     """
-    from mediacluster.cluster import HDBSCANClusterer
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
     from mediacluster.metrics import external_scores
     from mediacluster.pipeline import Pipeline
-    from mediacluster.run import embed_collection
+    from mediacluster.stages.cluster import HDBSCANClusterer
 
     coll = collect(fsdd_two_speakers[0].parent, media="audio")
     emb = embed_collection(coll, encoder="resemblyzer", cache_dir=tmp_path / "cache", progress=False)
@@ -295,7 +295,7 @@ def test_report_media_spectrogram_and_player(fsdd_two_speakers, tmp_path):
 
     from PIL import Image
 
-    from mediacluster.ingest.audio import audio_preview, report_media, spectrogram_png
+    from mediacluster.report.audio import audio_preview, report_media, spectrogram_png
 
     png = spectrogram_png(str(fsdd_two_speakers[0]), width=120, height=48)
     im = Image.open(io.BytesIO(png))
@@ -317,7 +317,7 @@ def test_report_media_spectrogram_and_player(fsdd_two_speakers, tmp_path):
 def test_report_files_are_made_once_and_skip_unreadable_clips(fsdd_two_speakers, tmp_path):
     from PIL import Image
 
-    from mediacluster.report_audio import make_audio_clips, make_spectrogram_thumbnails
+    from mediacluster.report.audio import make_audio_clips, make_spectrogram_thumbnails
 
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"")

@@ -14,16 +14,18 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
+from mediacluster.pipeline import Pipeline
 from mediacluster.tune import tune
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard")
 
 # fast: UMAP with few epochs on 300 vectors
 SPACE = {
-    "reduce.n_neighbors": {"int": [10, 30]},
-    "reduce.n_components": {"choice": [3, 5]},
-    "reduce.n_epochs": 100,
-    "cluster.min_cluster_size": {"int": [5, 40], "log": True},
+    "reducer__n_neighbors": {"int": [10, 30]},
+    "reducer__n_components": {"choice": [3, 5]},
+    "reducer__n_epochs": 100,
+    "clusterer": "hdbscan",
+    "clusterer__min_cluster_size": {"int": [5, 40], "log": True},
 }
 N_TRIALS = 3
 
@@ -36,7 +38,7 @@ class _Quiet(WSGIRequestHandler):
 @pytest.fixture(scope="module")
 def study_db(cifar3_embeddings, tmp_path_factory, one_blas_thread):
     out = tmp_path_factory.mktemp("tune-out")
-    res = tune(cifar3_embeddings.vectors, out=out, n_trials=N_TRIALS, sampler="random",
+    res = tune(cifar3_embeddings.vectors, Pipeline(), out=out, n_trials=N_TRIALS, sampler="random",
                space=SPACE, seed=0, refit=False, progress=False)
     return out / "study.db", res
 
@@ -91,7 +93,7 @@ def test_study_db_opens_in_optuna_dashboard(study_db, dashboard):
         assert int(ua["n_clusters"]) >= 0 and 0.0 <= float(ua["coverage"]) <= 1.0
         assert ua["fidelity"] == "full"
         assert {p["name"] for p in t["params"]} == {
-            "reduce.n_neighbors", "reduce.n_components", "cluster.min_cluster_size"}
+            "reducer__n_neighbors", "reducer__n_components", "clusterer__min_cluster_size"}
     # the dashboard shows the same trials and best value that tune() returned
     own = {t.number: t for t in res.study.trials}
     for t in trials:

@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 
 from mediacluster.embed import embed_collection_cached
+from mediacluster.embed.store import EmbeddingStore
+from mediacluster.fileio import hash_file
 from mediacluster.ingest import collect
-from mediacluster.store import EmbeddingStore, hash_file
 
 N = 120
 BATCH = 8

@@ -20,19 +20,17 @@ def run_dir(cifar3_embeddings, tmp_path_factory):
     PCA + HDBSCAN (instead of the UMAP default) keeps the fixture quick; HDBSCAN leaves noise,
     so both the fitted and the noise-assigned labellings exist.
     """
-    from mediacluster.cluster import HDBSCANClusterer
     from mediacluster.pipeline import Pipeline
-    from mediacluster.reduce import PCAReducer
-    from mediacluster.run import save_embeddings, write_assignments
+    from mediacluster.stages.cluster import HDBSCANClusterer
+    from mediacluster.stages.reduce import PCAReducer
+    from mediacluster.workflow import publish_run
 
-    out = tmp_path_factory.mktemp("run")
+    out = tmp_path_factory.mktemp("run") / "run"
     emb = cifar3_embeddings
     pipe = Pipeline(reducer=PCAReducer(n_components=10), clusterer=HDBSCANClusterer(min_cluster_size=15),
                     random_state=0).fit(emb.vectors)
     assert (pipe.labels_ == -1).any() and pipe.n_clusters_ >= 2
-    save_embeddings(out, emb)
-    write_assignments(out, emb, pipe)
-    pipe.save(out / "model")
+    publish_run(out, emb, pipe, save_model=True)
     return out
 
 
@@ -88,7 +86,7 @@ def test_evaluate_labels_file_and_unlabelled_items(run_dir, tmp_path, capsys):
 
 def test_evaluate_run_without_labels_or_model(run_dir, tmp_path):
     run2 = tmp_path / "run2"
-    shutil.copytree(run_dir, run2, ignore=shutil.ignore_patterns("model", "evaluation.json"))
+    shutil.copytree(run_dir, run2, ignore=shutil.ignore_patterns("models", "evaluation.json"))
     items = pd.read_parquet(run2 / "items.parquet")
     items["label"] = None
     items.to_parquet(run2 / "items.parquet", index=False)
@@ -102,7 +100,7 @@ def test_evaluate_run_without_labels_or_model(run_dir, tmp_path):
 
 def test_evaluate_bare_model(run_dir, tmp_path):
     model = tmp_path / "model"
-    shutil.copytree(run_dir / "model", model)
+    shutil.copytree(run_dir / "models" / "v0001", model)
     items = pd.read_parquet(run_dir / "items.parquet")
     items[["label"]].to_csv(tmp_path / "labels.csv", index=False)  # no ids: matched by position
     assert main(["evaluate", str(model), "--labels", str(tmp_path / "labels.csv")]) == 0
@@ -119,9 +117,9 @@ def test_evaluate_refuses_bad_input(run_dir, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", str(tmp_path / "empty")]) == 2
-    assert "neither a run folder" in capsys.readouterr().err
+    assert "not a run folder" in capsys.readouterr().err
     bad = tmp_path / "bad_model"
-    shutil.copytree(run_dir / "model", bad)
+    shutil.copytree(run_dir / "models" / "v0001", bad)
     (bad / "evil.pkl").write_bytes(b"\x80\x04K\x01.")
     assert main(["evaluate", str(bad)]) == 2
     assert "pickle" in capsys.readouterr().err
@@ -130,4 +128,4 @@ def test_evaluate_refuses_bad_input(run_dir, tmp_path, capsys):
     assert main(["evaluate", str(run_dir), "--labels", str(tmp_path / "l.csv"), "--no-original",
                  "--out", str(tmp_path / "e.json")]) == 2
     assert not (tmp_path / "e.json").exists()
-    assert np.isfinite(_read(run_dir / "model" / "model.json")["n_items"])
+    assert np.isfinite(_read(run_dir / "models" / "v0001" / "model.json")["n_items"])

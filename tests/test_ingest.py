@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from broken_media import jpeg_bytes, photo
 
+from mediacluster.errors import InputError
 from mediacluster.ingest import collect, find_duplicates
 from mediacluster.ingest.sources import scan_folder
 
@@ -136,7 +137,7 @@ def test_unreadable_subfolder_listed(tree):
 
 def test_empty_and_missing_input(tmp_path):
     assert len(collect(tmp_path)) == 0
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="input not found"):
         collect(tmp_path / "nope")
     (tmp_path / "x.docx").write_bytes(b"x")
     with pytest.raises(ValueError, match="don't know how to read"):

@@ -76,8 +76,8 @@ def cifar4(tmp_path_factory):
     from conftest import dataset
 
     from mediacluster.datasets import extract_slice
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
-    from mediacluster.run import embed_collection
 
     d = tmp_path_factory.mktemp("cifar4")
     extract_slice(dataset("cifar10-test"), d, classes=["cat", "dog", "ship", "automobile"], per_class=50, seed=1)
@@ -105,44 +105,69 @@ def test_names_of_cifar_classes_are_acceptable(cifar4):
         assert any(s in ok for s in wn.synsets_for(head)), (cls, e["name"])
 
 
+def tiny_run(path, clusters, probs=None, clusters_json=None):
+    """A real run folder (through RunDir) holding these cluster labels."""
+    import pandas as pd
+
+    from mediacluster.data import Embeddings
+    from mediacluster.rundir import RunDir
+
+    n = len(clusters)
+    ids = [f"item{i}" for i in range(n)]
+    emb = Embeddings(ids=ids, vectors=np.eye(n, 4, dtype=np.float32), encoder="x",
+                     extras={} if probs is None else {"imagenet_probs": probs})
+    with RunDir.create(path) as run:
+        run.write_embeddings(emb)
+        run.write_assignments(pd.DataFrame({"id": ids, "cluster": clusters, "status": "clustered"}))
+        run.write_clusters(clusters_json if clusters_json is not None else
+                           [{"cluster": c, "size": int(np.sum(np.asarray(clusters) == c))}
+                            for c in sorted(set(clusters) - {-1, -2})])
+        run.write_info({})
+    return run.published
+
+
 def test_load_names_overrides(tmp_path):
-    from mediacluster.io import write_json
+    from mediacluster.errors import ConfigError
     from mediacluster.naming import load_names, save_names_template
 
-    write_json(tmp_path / "clusters.json", {"clusters": [
+    run = tiny_run(tmp_path / "run", [0, 0, 0, 1, 1, 2, 2], clusters_json=[
         {"cluster": 0, "size": 3, "name": "cat", "alternatives": []},
         {"cluster": 1, "size": 2, "name": "dog", "alternatives": []},
-        {"cluster": 2, "size": 2}]})
-    assert load_names(tmp_path) == {0: "cat", 1: "dog"}
-    p = save_names_template(tmp_path)
+        {"cluster": 2, "size": 2}])
+    assert load_names(run) == {0: "cat", 1: "dog"}
+    p = save_names_template(run)
     assert "1:   # automatic: dog" in p.read_text()
-    assert load_names(tmp_path) == {0: "cat", 1: "dog"}  # the empty template changes nothing
+    assert load_names(run) == {0: "cat", 1: "dog"}  # the empty template changes nothing
     p.write_text("1: my dogs\n2: 'screenshots'\n")
-    assert load_names(tmp_path) == {0: "cat", 1: "my dogs", 2: "screenshots"}
-    write_json(tmp_path / "names.json", {"clusters": [{"cluster": 0, "name": "feline", "alternatives": []}]})
-    assert load_names(tmp_path)[0] == "feline"
+    assert load_names(run.path) == {0: "cat", 1: "my dogs", 2: "screenshots"}
+    run.write_names([{"cluster": 0, "name": "feline", "alternatives": []}])
+    assert load_names(run)[0] == "feline"
     p.write_text("x: bad\n")
-    with pytest.raises(ValueError):
-        load_names(tmp_path)
+    with pytest.raises(ConfigError, match="names.yaml: cluster id 'x' is not an integer"):
+        load_names(run)
+    p.write_text("7: ghost\n")
+    with pytest.raises(ConfigError, match="7 is not a cluster of this run"):
+        load_names(run)
+    p.write_text("1: {a: 1}\n")
+    with pytest.raises(ConfigError, match="must be plain text"):
+        load_names(run)
+    p.write_text("1: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_names(run)
 
 
 def test_name_run_writes_names(tmp_path):
-    import pandas as pd
-
-    from mediacluster.io import write_json, write_npy
     from mediacluster.naming.names import name_run
 
     names = wn.imagenet_names()
     P = np.full((6, 1000), 1e-5, dtype=np.float32)
     P[:3, names.index("golf ball")] = 1.0
     P[3:, names.index("tench")] = 1.0
-    write_npy(tmp_path / "extra_imagenet_probs.npy", P.astype(np.float16))
-    pd.DataFrame({"id": list("abcdef"), "cluster": [0, 0, 0, 1, 1, -1]}).to_parquet(tmp_path / "assignments.parquet")
-    write_json(tmp_path / "clusters.json", {"clusters": [{"cluster": 0, "size": 3}, {"cluster": 1, "size": 2}]})
-    name_run(tmp_path)
-    cj = json.loads((tmp_path / "clusters.json").read_text())["clusters"]
+    run = tiny_run(tmp_path / "run", [0, 0, 0, 1, 1, -1], probs=P.astype(np.float16))
+    name_run(run)
+    cj = json.loads((run.path / "clusters.json").read_text())["clusters"]
     assert [e["name"] for e in cj] == ["golf ball", "tench"]
-    assert json.loads((tmp_path / "names.json").read_text())["clusters"][1]["method"] == "imagenet-wordnet"
+    assert json.loads((run.path / "names.json").read_text())["clusters"][1]["method"] == "imagenet-wordnet"
 
 
 @pytest.fixture(scope="module")
@@ -189,13 +214,22 @@ def test_zeroshot_names_with_clip_text_tower(tiny_clip_encoder, tmp_path):
 
 
 def test_names_near_a_saved_model(tmp_path):
-    """``assign`` finds the run's names from a model saved as RUN/model (hand names win)."""
-    from mediacluster.io import write_json
+    """``assign`` finds the run's names from a model saved in RUN/models/v0001 (hand names win)."""
+    import pandas as pd
+
+    from mediacluster.data import Embeddings
     from mediacluster.naming import names_near
+    from mediacluster.rundir import RunDir
 
     (tmp_path / "model").mkdir()
     assert names_near(tmp_path / "model") == {}
-    write_json(tmp_path / "names.json", {"clusters": [{"cluster": 0, "name": "cat"}, {"cluster": 1, "name": "dog"}]})
-    (tmp_path / "names.yaml").write_text("1: puppies\n")
-    assert names_near(tmp_path / "model") == {0: "cat", 1: "puppies"}
-    assert names_near(tmp_path) == {0: "cat", 1: "puppies"}
+    emb = Embeddings(ids=["a", "b"], vectors=np.eye(2, dtype=np.float32), encoder="x")
+    with RunDir.create(tmp_path / "run") as run:
+        run.write_embeddings(emb)
+        run.write_assignments(pd.DataFrame({"id": ["a", "b"], "cluster": [0, 1], "status": "clustered"}))
+        run.write_clusters([{"cluster": 0}, {"cluster": 1}])
+        run.write_names([{"cluster": 0, "name": "cat"}, {"cluster": 1, "name": "dog"}])
+        run.write_info({})
+    (tmp_path / "run" / "names.yaml").write_text("1: puppies\n")
+    assert names_near(tmp_path / "run" / "models" / "v0001") == {0: "cat", 1: "puppies"}
+    assert names_near(tmp_path / "run") == {0: "cat", 1: "puppies"}

@@ -9,8 +9,9 @@ import pytest
 
 import mediacluster
 from mediacluster._version import MODEL_FORMAT_VERSION
-from mediacluster.persist import ModelFormatError
-from mediacluster.pipeline import Pipeline, make_stage
+from mediacluster.errors import ModelFormatError
+from mediacluster.pipeline import Pipeline
+from mediacluster.stages import build as make_stage
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
@@ -85,7 +86,7 @@ def test_object_arrays_and_foreign_classes_are_refused(fitted, tmp_path):
 
 
 def test_not_a_model(tmp_path):
-    with pytest.raises(ModelFormatError, match="no model.json"):
+    with pytest.raises(ModelFormatError, match="holds no model"):
         mediacluster.load(tmp_path)
 
 

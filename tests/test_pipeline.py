@@ -8,7 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import normalized_mutual_info_score
 
-from mediacluster.pipeline import Pipeline, make_stage, parse_param, pipeline_from_config
+from mediacluster.config import parse_param, pipeline_from_config
+from mediacluster.pipeline import Pipeline
+from mediacluster.stages import build as make_stage
+from mediacluster.stages.outliers import NoOutliers
 
 REDUCERS = [("pca", {"n_components": 8}), ("ipca", {"n_components": 8, "batch_size": 100}),
             ("kernel_pca", {"n_components": 6}), ("none", {})]
@@ -129,7 +132,7 @@ def test_config_and_params():
         make_stage("clusterer", "kmeans", {"min_cluster_size": 3})
     with pytest.raises(ValueError, match="unknown pipeline config key"):
         pipeline_from_config({"reduce": "pca"})
-    assert make_stage("outliers", "none") is None
+    assert isinstance(make_stage("outliers", "none"), NoOutliers) and make_stage("outliers", None) is None
 
 
 def test_cli_cluster_with_stage_flags_and_assign(tmp_path, data, cifar3_dir, capsys):
@@ -148,14 +151,14 @@ def test_cli_cluster_with_stage_flags_and_assign(tmp_path, data, cifar3_dir, cap
     assert rc == 0
     import json
 
-    info = json.loads((out / "model" / "model.json").read_text())
+    info = json.loads((out / "models" / "v0001" / "model.json").read_text())
     assert info["stages"]["clusterer"]["params"]["n_clusters"] == 3
     assert info["stages"]["reducer"]["params"]["n_components"] == 12
     assert info["stages"]["outliers"]["class"] == "LOFOutliers"
     images = sorted(p for p in cifar3_dir.rglob("*.jpg"))[:4]
     capsys.readouterr()
     res = tmp_path / "assign.csv"
-    rc = main(["assign", str(out / "model"), *map(str, images), "--out", str(res), "--quiet",
+    rc = main(["assign", str(out), *map(str, images), "--out", str(res), "--quiet",
                "--cache-dir", str(tmp_path / "cache")])
     assert rc == 0
     import pandas as pd

@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from mediacluster.pipeline import Pipeline, make_stage
+from mediacluster.pipeline import Pipeline
+from mediacluster.stages import build as make_stage
 
 
 @pytest.fixture(autouse=True, scope="module")

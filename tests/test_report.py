@@ -17,26 +17,11 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 def make_run(emb, out: Path) -> Path:
     """A run folder written by the package's own functions from real embeddings."""
-    from mediacluster.io import write_json
     from mediacluster.pipeline import Pipeline
-    from mediacluster.run import (
-        cluster_cmd_summary,
-        cluster_summaries,
-        describe,
-        save_embeddings,
-        write_assignments,
-    )
+    from mediacluster.workflow import publish_run
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_embeddings(out, emb)
     pipe = Pipeline(random_state=0, outliers="lof").fit(emb.vectors)
-    write_assignments(out, emb, pipe)
-    write_json(out / "clusters.json", {"clusters": cluster_summaries(emb, pipe.labels_)})
-    write_json(out / "run.json", {
-        "command": "cluster", "pipeline": describe(pipe), "encoder": {"name": emb.encoder},
-        "summary": cluster_cmd_summary(emb, pipe.labels_, getattr(pipe, "timings_", {})),
-    })
-    return out
+    return publish_run(out, emb, pipe, name=False).path
 
 
 def add_study(run_dir: Path, X: np.ndarray) -> None:
@@ -60,14 +45,14 @@ def add_study(run_dir: Path, X: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def report_run(cifar3_embeddings, tmp_path_factory):
-    run = make_run(cifar3_embeddings, tmp_path_factory.mktemp("run"))
+    run = make_run(cifar3_embeddings, tmp_path_factory.mktemp("run") / "run")
     add_study(run, cifar3_embeddings.vectors[:150])
     import pandas as pd
 
     labels = pd.read_parquet(run / "assignments.parquet")["cluster"].to_numpy()
     first = int(min(labels[labels >= 0]))
     (run / "names.yaml").write_text(f"{first}: my hand-given name\n", encoding="utf-8")
-    from mediacluster.cli.report import make_report
+    from mediacluster.report import make_report
 
     t = time.perf_counter()
     html = make_report(run, progress=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from mediacluster.cluster import (
+from mediacluster.stages.cluster import (
     AgglomerativeClusterer,
     DBSCANClusterer,
     HDBSCANClusterer,
@@ -14,8 +14,8 @@ from mediacluster.cluster import (
     MeanShiftClusterer,
     knn_vote,
 )
-from mediacluster.outliers import IsolationForestOutliers, LOFOutliers, NoOutliers
-from mediacluster.reduce import (
+from mediacluster.stages.outliers import IsolationForestOutliers, LOFOutliers, NoOutliers
+from mediacluster.stages.reduce import (
     IncrementalPCAReducer,
     KernelPCAReducer,
     NoReduction,
@@ -85,8 +85,8 @@ def test_lof_flags_contamination_share_and_predicts(Z10):
     assert lof.outlier_mask_.dtype == bool and len(lof.outlier_mask_) == len(Z10)
     assert 0.03 <= lof.outlier_mask_.mean() <= 0.07
     far = Z10[:3] + 100.0 * np.abs(Z10).max()  # far away from everything
-    assert lof.predict(far).all()
-    assert not lof.predict(np.median(Z10, axis=0, keepdims=True)).any()
+    assert (lof.predict(far) == -1).all()  # scikit-learn's convention: -1 outlier, 1 inlier
+    assert (lof.predict(np.median(Z10, axis=0, keepdims=True)) == 1).all()
 
 
 def test_isolation_forest_and_none(Z10):
@@ -114,7 +114,7 @@ def test_clusterers_labels_probabilities_predict(Z10, data, clu, min_nmi):
     assert set(np.unique(lab)) <= {-1} | set(range(len(Z10)))
     assert np.all((p >= 0) & (p <= 1))
     assert normalized_mutual_info_score(y, lab) >= min_nmi
-    plab, pp = clu.predict(Z10)
+    plab, pp = clu.predict(Z10), clu.predict_membership(Z10)
     assert (plab == lab).mean() >= 0.99
     assert np.all((pp >= 0) & (pp <= 1))
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mediacluster.store as store_mod
-from mediacluster.collection import Collection
+import mediacluster.embed.store as store_mod
+from mediacluster.data import Collection
 from mediacluster.embed import embed_collection_cached
+from mediacluster.embed.store import EmbeddingStore
 from mediacluster.encoders import get_encoder
+from mediacluster.fileio import hash_file
 from mediacluster.ingest import collect
-from mediacluster.store import EmbeddingStore, hash_file
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,7 @@ def test_fast_path_skips_reading_unchanged_files(folder, tmp_path, monkeypatch):
 
 _WRITER = r"""
 import sys, numpy as np
-from mediacluster.store import EmbeddingStore
+from mediacluster.embed.store import EmbeddingStore
 path, seed = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(seed)
 with EmbeddingStore(path) as st:

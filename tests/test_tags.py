@@ -26,8 +26,8 @@ TARGET = 0.9
 def cifar_slices(tmp_path_factory, shared_datasets):
     """60/class CIFAR-10 train and 50/class test images, embedded once (default encoder)."""
     from mediacluster.datasets import extract_slice
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
-    from mediacluster.run import embed_collection
 
     root = tmp_path_factory.mktemp("tags")
     tr_dir, te_dir, cache = root / "train", root / "test", root / "cache"
@@ -133,17 +133,18 @@ def test_train_from_tagged_run(cifar_slices, tmp_path):
     import pandas as pd
     from sklearn.cluster import KMeans
 
-    from mediacluster.io import write_table
-    from mediacluster.run import save_embeddings
+    from mediacluster.rundir import RunDir
     from mediacluster.tags.data import examples_from_run
 
     tr = cifar_slices["train"]
-    save_embeddings(tmp_path, tr)
     km = KMeans(6, n_init=3, random_state=0).fit(tr.vectors)
     clusters = km.labels_.copy()
     clusters[:25] = -1  # noise is never used for training
-    write_table(tmp_path / "assignments.parquet", pd.DataFrame(
-        {"id": tr.ids, "path": tr.paths, "cluster": clusters, "status": "clustered"}))
+    with RunDir.create(tmp_path / "run") as run:  # a run folder holding these clusters
+        run.write_embeddings(tr)
+        run.write_assignments(pd.DataFrame(
+            {"id": tr.ids, "path": tr.paths, "cluster": clusters, "status": "clustered"}))
+        run.write_info({"encoder": {"name": tr.encoder, "id": tr.encoder_version}})
     lab = np.asarray(tr.labels)
     vehicles = {"airplane", "automobile", "ship", "truck"}
     tags = {}
@@ -152,7 +153,7 @@ def test_train_from_tagged_run(cifar_slices, tmp_path):
         tags[c] = "vehicle" if share > 0.7 else "animal" if share < 0.3 else "ignore"
     tags[5] = "other" if tags[5] != "ignore" else "ignore"
     (tmp_path / "tags.yaml").write_text("".join(f"{k}: {v}\n" for k, v in tags.items()))
-    ex = examples_from_run(tmp_path, tmp_path / "tags.yaml")
+    ex = examples_from_run(tmp_path / "run", tmp_path / "tags.yaml")
     kept = np.isin(clusters, [c for c, t in tags.items() if t != "ignore"])
     assert len(ex) == int(kept.sum())
     assert set(ex.labels) == {t for t in tags.values() if t != "ignore"}

@@ -7,17 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from mediacluster.tune import SearchSpace, SpaceError, load_space, preset, tune
+from mediacluster.pipeline import Pipeline
+from mediacluster.tune import SearchSpace, SpaceError, load_space, preset
+from mediacluster.tune import tune as _tune
 from mediacluster.tune.workspace import Workspace, slow_labels
 
 # small, fast spaces on the 300-item CIFAR slice (n_epochs fixed low to keep UMAP quick)
 SPACE = {
-    "reduce.n_neighbors": {"int": [10, 30]},
-    "reduce.n_components": {"choice": [3, 5]},
-    "reduce.n_epochs": 100,
-    "cluster.min_cluster_size": {"int": [5, 40], "log": True},
-    "cluster.cluster_selection_method": {"choice": ["eom", "leaf"]},
+    "reducer__n_neighbors": {"int": [10, 30]},
+    "reducer__n_components": {"choice": [3, 5]},
+    "reducer__n_epochs": 100,
+    "clusterer": "hdbscan",
+    "clusterer__min_cluster_size": {"int": [5, 40], "log": True},
+    "clusterer__cluster_selection_method": {"choice": ["eom", "leaf"]},
 }
+
+
+def tune(X, **kw):
+    """The tuner from the default pipeline (what `mediacluster tune` starts from)."""
+    return _tune(X, Pipeline(random_state=kw.get("seed") or 0), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -32,78 +40,85 @@ def shared_cache(tmp_path_factory):
 
 # -- spaces --------------------------------------------------------------------------------
 @pytest.mark.parametrize("spec, message", [
-    ({"reduce.n_neighbours": {"int": [5, 50]}}, "unknown parameter 'reduce.n_neighbours'"),
+    ({"reducer": "umap", "reducer__n_neighbours": {"int": [5, 50]}}, "unknown parameter 'reducer__n_neighbours'"),
+    ({"reducer__n_neighbours": {"int": [5, 50]}, "reducer": "umap"}, "unknown parameter 'reducer__n_neighbours'"),
     ({"umap.n_components": {"int": [2, 5]}}, "unknown parameter 'umap.n_components'"),
-    ({"reduce.n_components": {"int": [50, 2]}}, "empty range, min 50 > max 2"),
-    ({"reduce.min_dist": {"float": [0.1, 0.1]}}, "empty range"),
-    ({"reduce.n_components": {"float": [2, 5]}}, "integer parameter"),
-    ({"reduce.n_components": {"int": [2.5, 5]}}, "whole numbers"),
-    ({"reduce.n_components": {"int": ["a", 5]}}, "must be numbers"),
-    ({"cluster.cluster_selection_method": {"choice": ["eom", "tree"]}}, "'tree' is not one of"),
-    ({"cluster.cluster_selection_method": {"int": [1, 2]}}, "use {choice"),
-    ({"reduce.min_dist": {"float": [-0.1, 0.2]}}, "below the smallest allowed value"),
-    ({"reduce.n_neighbors": {"int": [0, 10], "log": True}}, "reduce.n_neighbors"),
-    ({"reduce.n_neighbors": {"int": [5, 10], "logg": True}}, "unknown option"),
-    ({"reduce.metric": "cosine"}, "no free parameter"),
-    ({"reduce.min_dist": {"float": [0.0, 0.2], "step": 0.05, "grid": [0.0, 0.07]}}, "not on the step 0.05"),
+    ({"reducer": "tsne", "reducer__n_components": {"int": [2, 5]}}, "unknown reducer 'tsne'"),
+    ({"clusterer": "kmeans", "clusterer__min_cluster_size": {"int": [2, 5]}}, "known clusterer \\(kmeans\\) parameters"),
+    ({"reducer__n_components": {"int": [50, 2]}}, "empty range, min 50 > max 2"),
+    ({"reducer__min_dist": {"float": [0.1, 0.1]}}, "empty range"),
+    ({"reducer__n_components": {"float": [2, 5]}}, "integer parameter"),
+    ({"reducer__n_components": {"int": [2.5, 5]}}, "whole numbers"),
+    ({"reducer__n_components": {"int": ["a", 5]}}, "must be numbers"),
+    ({"clusterer__cluster_selection_method": {"choice": ["eom", "tree"]}}, "'tree' is not one of"),
+    ({"clusterer__cluster_selection_method": {"int": [1, 2]}}, "use {choice"),
+    ({"reducer__min_dist": {"float": [-0.1, 0.2]}}, "below the smallest allowed value"),
+    ({"reducer__n_neighbors": {"int": [0, 10], "log": True}}, "reducer__n_neighbors"),
+    ({"reducer__n_neighbors": {"int": [5, 10], "logg": True}}, "unknown option"),
+    ({"reducer__metric": "cosine"}, "no free parameter"),
+    ({"reducer__min_dist": {"float": [0.0, 0.2], "step": 0.05, "grid": [0.0, 0.07]}}, "not on the step 0.05"),
     ({}, "non-empty"),
 ])
 def test_invalid_space_is_refused_with_a_message(spec, message):
-    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace("{", r"\{")):
-        SearchSpace.from_dict(spec)
+    base = {"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}
+    pattern = message if "\\(" in message else message.replace("(", r"\(").replace("{", r"\{")
+    with pytest.raises(SpaceError, match=pattern):
+        SearchSpace.from_dict(spec, base=base)
 
 
 def test_space_file_presets_clamping_and_grid(tmp_path):
     f = tmp_path / "space.yaml"
     f.write_text("reduce:\n  n_components: {int: [2, 50]}\n  min_dist: {float: [0, 0.25]}\n"
-                 "cluster.cluster_selection_method: {choice: [eom, leaf]}\n"
-                 "outliers.n_neighbors: {int: [10, 1000], log: true}\n")
-    sp = load_space(str(f), 300)
-    assert sp.dims["outliers.n_neighbors"].high == 299  # clamped to the data, and said so
-    assert any("outliers.n_neighbors" in n for n in sp.notes)
+                 "clusterer: hdbscan\nclusterer__cluster_selection_method: {choice: [eom, leaf]}\n"
+                 "outliers: lof\noutliers__n_neighbors: {int: [10, 1000], log: true}\n")
+    sp = load_space(str(f), 300, Pipeline())  # the reducer is the pipeline's own (UMAP)
+    assert sp.dims["outliers__n_neighbors"].high == 299  # clamped to the data, and said so
+    assert any("outliers__n_neighbors" in n for n in sp.notes)
     g = sp.grid(points=3)
-    assert g["reduce.n_components"] == [2, 26, 50]
-    assert g["reduce.min_dist"] == [0.0, 0.125, 0.25]
-    assert g["cluster.cluster_selection_method"] == ["eom", "leaf"]
+    assert g["reducer__n_components"] == [2, 26, 50]
+    assert g["reducer__min_dist"] == [0.0, 0.125, 0.25]
+    assert g["clusterer__cluster_selection_method"] == ["eom", "leaf"]
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"cluster.min_cluster_size": {"int": [50, 5]}}))
-    with pytest.raises(SpaceError, match="cluster.min_cluster_size: empty range"):
+    bad.write_text(json.dumps({"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [50, 5]}}))
+    with pytest.raises(SpaceError, match="clusterer__min_cluster_size: empty range"):
         load_space(str(bad), 1000)
     seed = preset("seed-study", 50000)
-    assert (seed.dims["reduce.n_neighbors"].low, seed.dims["reduce.n_neighbors"].high) == (100, 2000)
-    assert (seed.dims["outliers.n_neighbors"].low, seed.dims["outliers.n_neighbors"].high) == (10, 1000)
-    assert seed.dims["reduce.min_dist"].high == 0.25 and seed.dims["reduce.n_components"].high == 50
+    assert (seed.dims["reducer__n_neighbors"].low, seed.dims["reducer__n_neighbors"].high) == (100, 2000)
+    assert (seed.dims["outliers__n_neighbors"].low, seed.dims["outliers__n_neighbors"].high) == (10, 1000)
+    assert seed.dims["reducer__min_dist"].high == 0.25 and seed.dims["reducer__n_components"].high == 50
     # the study fixed HDBSCAN min_cluster_size (500 at 50k) and searched its grid with these values
-    assert seed.dims["cluster.min_cluster_size"].value == 500
+    assert seed.dims["clusterer__min_cluster_size"].value == 500
     g = seed.grid()
-    assert g["reduce.n_neighbors"] == [100, 250, 500, 1000, 1500, 2000]
-    assert g["reduce.n_components"] == [2, 5, 10, 15, 20, 35, 50]
-    assert g["reduce.min_dist"] == [0.0, 0.025, 0.1, 0.25]
-    assert g["outliers.n_neighbors"] == [10, 100, 250, 500, 1000]
+    assert g["reducer__n_neighbors"] == [100, 250, 500, 1000, 1500, 2000]
+    assert g["reducer__n_components"] == [2, 5, 10, 15, 20, 35, 50]
+    assert g["reducer__min_dist"] == [0.0, 0.025, 0.1, 0.25]
+    assert g["outliers__n_neighbors"] == [10, 100, 250, 500, 1000]
     with pytest.raises(SpaceError, match="neither a preset"):
         load_space("no-such-space", 100)
 
 
 # -- the fast path gives the slow path's labels ----------------------------------------------
 def test_reuse_paths_equal_slow_path(X):
+    start = Pipeline(reducer="umap", outliers="lof", clusterer="hdbscan", random_state=3)
     space = SearchSpace.from_dict({
-        "reduce.n_neighbors": {"int": [10, 40]}, "outliers.n_neighbors": {"int": [5, 60]},
-        "cluster.min_cluster_size": {"int": [5, 40]}}).clamp_to(len(X))
-    ws = Workspace(X, space, seed=3)
+        "reducer__n_neighbors": {"int": [10, 40]}, "outliers__n_neighbors": {"int": [5, 60]},
+        "clusterer__min_cluster_size": {"int": [5, 40]}},
+        base={"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}).clamp_to(len(X))
+    ws = Workspace(X, space, start, seed=3)
     cases = [
         # graph computed at k=40, sliced to 15; LOF graph at k=60 sliced to 20
-        {"reduce.n_neighbors": 15, "reduce.n_components": 5, "reduce.n_epochs": 100,
-         "outliers.method": "lof", "outliers.n_neighbors": 20, "cluster.min_cluster_size": 10},
+        {"reducer__n_neighbors": 15, "reducer__n_components": 5, "reducer__n_epochs": 100,
+         "outliers": "lof", "outliers__n_neighbors": 20, "clusterer__min_cluster_size": 10},
         # same reducer: cached embedding; different LOF k and clustering
-        {"reduce.n_neighbors": 15, "reduce.n_components": 5, "reduce.n_epochs": 100,
-         "outliers.method": "lof", "outliers.n_neighbors": 45, "cluster.min_cluster_size": 15,
-         "cluster.cluster_selection_method": "leaf"},
-        {"reduce.n_neighbors": 40, "reduce.n_components": 3, "reduce.n_epochs": 100,
-         "outliers.method": "none", "cluster.min_cluster_size": 8, "cluster.min_samples": 3},
+        {"reducer__n_neighbors": 15, "reducer__n_components": 5, "reducer__n_epochs": 100,
+         "outliers": "lof", "outliers__n_neighbors": 45, "clusterer__min_cluster_size": 15,
+         "clusterer__cluster_selection_method": "leaf"},
+        {"reducer__n_neighbors": 40, "reducer__n_components": 3, "reducer__n_epochs": 100,
+         "outliers": None, "clusterer__min_cluster_size": 8, "clusterer__min_samples": 3},
     ]
     for p in cases:
         fast = ws.run(p).labels
-        slow = slow_labels(X, p, seed=3)
+        slow = slow_labels(X, p, seed=3, pipeline=start)
         assert len(set(slow.tolist()) - {-1, -2}) >= 2  # a real clustering, not a trivial one
         np.testing.assert_array_equal(fast, slow, err_msg=str(p))
     assert ws.stats["umap_fits"] == 2 and ws.stats["umap_cache_hits"] == 1
@@ -114,9 +129,9 @@ def test_reuse_paths_equal_slow_path(X):
 def test_each_sampler_returns_a_fitted_pipeline(X, cifar3_embeddings, sampler, tmp_path, shared_cache):
     space = dict(SPACE)
     if sampler == "grid":  # a small discretised grid: 2 x 2 points
-        space = {"reduce.n_neighbors": 15, "reduce.n_components": 5, "reduce.n_epochs": 100,
-                 "cluster.min_cluster_size": {"int": [10, 30]},
-                 "cluster.cluster_selection_method": {"choice": ["eom", "leaf"]}}
+        space = {"reducer__n_neighbors": 15, "reducer__n_components": 5, "reducer__n_epochs": 100,
+                 "clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [10, 30]},
+                 "clusterer__cluster_selection_method": {"choice": ["eom", "leaf"]}}
     res = tune(cifar3_embeddings, out=tmp_path, space=space, sampler=sampler, n_trials=4, seed=1,
                progress=False, grid_points=2, cache_dir=shared_cache)
     pipe = res.pipeline
@@ -129,7 +144,7 @@ def test_each_sampler_returns_a_fitted_pipeline(X, cifar3_embeddings, sampler, t
         for k in ("silhouette", "silhouette_input", "dbcv", "coverage", "n_clusters", "time_s", "ext_nmi"):
             assert k in t.user_attrs, (k, t.user_attrs)
     if sampler == "grid":
-        assert sorted((t.params["cluster.min_cluster_size"], t.params["cluster.cluster_selection_method"])
+        assert sorted((t.params["clusterer__min_cluster_size"], t.params["clusterer__cluster_selection_method"])
                       for t in trials) == [(10, "eom"), (10, "leaf"), (30, "eom"), (30, "leaf")]
     if sampler == "nsga2":  # Pareto mode: quality vs coverage, picked trial on the front
         assert res.pareto and all(len(r["values"]) == 2 for r in res.pareto)
@@ -159,10 +174,10 @@ def test_interrupted_study_resumes_with_the_same_numbering(X, tmp_path, shared_c
     # a SIGKILL leaves the trial RUNNING in storage: what ask() without tell() leaves too
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
-    study.ask({"reduce.n_neighbors": IntDistribution(10, 30),
-               "reduce.n_components": CategoricalDistribution([3, 5]),
-               "cluster.min_cluster_size": IntDistribution(5, 40, log=True),
-               "cluster.cluster_selection_method": CategoricalDistribution(["eom", "leaf"])})
+    study.ask({"reducer__n_neighbors": IntDistribution(10, 30),
+               "reducer__n_components": CategoricalDistribution([3, 5]),
+               "clusterer__min_cluster_size": IntDistribution(5, 40, log=True),
+               "clusterer__cluster_selection_method": CategoricalDistribution(["eom", "leaf"])})
     assert study.trials[-1].state.name == "RUNNING"
     res = tune(X, out=tmp_path, space=SPACE, objective=flaky, n_trials=5, progress=False,
                refit=False, cache_dir=shared_cache)
@@ -175,7 +190,7 @@ def test_interrupted_study_resumes_with_the_same_numbering(X, tmp_path, shared_c
     assert sum(t.state.name == "COMPLETE" for t in trials) == 5
     # a different space in the same folder is refused rather than mixed in
     with pytest.raises(ValueError, match="different space"):
-        tune(X, out=tmp_path, space={"cluster.min_cluster_size": {"int": [5, 9]}}, n_trials=6,
+        tune(X, out=tmp_path, space={"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [5, 9]}}, n_trials=6,
              progress=False, refit=False)
 
 
@@ -189,22 +204,37 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and "Pareto front" in text and "best parameters" in text
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"cluster.min_cluster_size": {"int": [9, 3]}}))
+    bad.write_text(json.dumps({"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [9, 3]}}))
     rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o2"), "--space", str(bad)])
     assert rc == 2 and "min 9 > max 3" in capsys.readouterr().err
 
 
 def test_pipeline_tune_keeps_the_starting_pipelines_settings(X, shared_cache):
     from mediacluster.pipeline import Pipeline
-    from mediacluster.reduce import UMAPReducer
+    from mediacluster.stages.reduce import UMAPReducer
 
     start = Pipeline(reducer=UMAPReducer(n_neighbors=15, n_components=5, n_epochs=100),
                      assign_noise=False, random_state=2)
-    res = start.tune(X, space={"cluster.min_cluster_size": {"int": [5, 30]}}, n_trials=3,
-                     progress=False, cache_dir=shared_cache)
-    assert res.best_params["reduce.n_neighbors"] == 15 and res.best_params["reduce.n_epochs"] == 100
+    res = start.tune(X, space={"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [5, 30]}},
+                     n_trials=3, progress=False, cache_dir=shared_cache)
+    assert res.best_params["reducer__n_neighbors"] == 15 and res.best_params["reducer__n_epochs"] == 100
     assert res.summary["seed"] == 2 and res.pipeline.assign_noise is False
     assert res.summary["workspace"]["umap_fits"] + res.summary["workspace"]["umap_disk_hits"] == 1
+
+
+def test_pipeline_tune_without_a_space_tunes_its_own_stages(X, shared_cache):
+    """The default pipeline's clusterer (K-means with k from the silhouette curve) stays: the
+    space comes from the registry's tunable ranges of the pipeline's own stages."""
+    from mediacluster.stages.cluster import KMeansClusterer
+    from mediacluster.stages.reduce import PCAReducer
+
+    start = Pipeline(reducer=PCAReducer(n_components=8), clusterer=KMeansClusterer(n_clusters=3),
+                     random_state=1)
+    res = start.tune(X, n_trials=4, progress=False, cache_dir=shared_cache)
+    assert set(res.study.best_trial.params) == {"reducer__n_components", "clusterer__n_clusters"}
+    assert isinstance(res.pipeline.clusterer_, KMeansClusterer)
+    assert res.best_params["clusterer"] == "kmeans" and res.best_params["reducer"] == "pca"
+    assert res.pipeline.n_clusters_ == res.best_params["clusterer__n_clusters"]
 
 
 # -- multi-fidelity: successive halving over nested subsamples ----------------------------------

@@ -30,6 +30,8 @@ import warnings
 
 import numpy as np
 
+from .errors import InputError
+
 NOISE_POLICY_INTERNAL = "clustered items only (labels -1 noise and -2 outliers excluded)"
 NOISE_POLICY_EXTERNAL = (
     "all: every labelled item, unclustered items (-1 noise and -2 outliers) form one extra group; "
@@ -44,12 +46,12 @@ _UNCLUSTERED = -1  # the single group that -1 and -2 are merged into for 'all it
 def _labels(labels) -> np.ndarray:
     lab = np.asarray(labels)
     if lab.ndim != 1:
-        raise ValueError(f"labels must be 1-d, got shape {lab.shape}")
+        raise InputError(f"labels must be 1-d, got shape {lab.shape}")
     if lab.size and not np.issubdtype(lab.dtype, np.integer):
         if np.issubdtype(lab.dtype, np.floating) and np.all(np.mod(lab, 1) == 0):
             lab = lab.astype(np.int64)
         else:
-            raise ValueError("cluster labels must be integers (-2 outlier, -1 noise, >= 0 cluster)")
+            raise InputError("cluster labels must be integers (-2 outlier, -1 noise, >= 0 cluster)")
     return lab.astype(np.int64, copy=False)
 
 
@@ -158,7 +160,7 @@ def silhouette(
     lab = _labels(labels)
     X = np.asarray(X)
     if len(X) != len(lab):
-        raise ValueError(f"X has {len(X)} rows but labels has {len(lab)}")
+        raise InputError(f"X has {len(X)} rows but labels has {len(lab)}")
     if exclude_noise:
         idx = np.flatnonzero(lab >= 0)
         groups = lab
@@ -232,7 +234,7 @@ def dbcv_details(
     lab = _labels(labels)
     X = np.asarray(X, dtype=np.float64)
     if len(X) != len(lab):
-        raise ValueError(f"X has {len(X)} rows but labels has {len(lab)}")
+        raise InputError(f"X has {len(X)} rows but labels has {len(lab)}")
     sel = _sample(np.arange(len(lab)), sample_size, random_state)
     Xs, ls = X[sel], lab[sel].copy()
     ids, counts = np.unique(ls[ls >= 0], return_counts=True)
@@ -300,7 +302,7 @@ def internal_scores(
     lab = _labels(labels)
     X = np.asarray(X)
     if len(X) != len(lab):
-        raise ValueError(f"X has {len(X)} rows but labels has {len(lab)}")
+        raise InputError(f"X has {len(X)} rows but labels has {len(lab)}")
     k = n_clusters(lab)
     res = {
         "space": space,
@@ -369,7 +371,7 @@ def hungarian_accuracy(y_true, y_pred) -> float:
     yt = np.asarray(y_true)
     yp = np.asarray(y_pred)
     if len(yt) != len(yp):
-        raise ValueError(f"y_true has {len(yt)} items but y_pred has {len(yp)}")
+        raise InputError(f"y_true has {len(yt)} items but y_pred has {len(yp)}")
     if len(yt) == 0:
         return 0.0
     _, yt = np.unique(yt.astype(str) if yt.dtype == object else yt, return_inverse=True)
@@ -408,7 +410,7 @@ def external_scores(y_true, y_pred) -> dict:
     """
     yp = _labels(y_pred)
     if len(y_true) != len(yp):
-        raise ValueError(f"y_true has {len(y_true)} items but y_pred has {len(yp)}")
+        raise InputError(f"y_true has {len(y_true)} items but y_pred has {len(yp)}")
     mask, t = _encode_truth(y_true)
     p = yp[mask]
     p_all = np.where(p >= 0, p, _UNCLUSTERED)

@@ -1,130 +1,77 @@
-"""Save / load a fitted :class:`~mediacluster.pipeline.Pipeline` as a safe, versioned directory.
+"""Model folders and model versions: fitted state as JSON + npz, never pickle.
 
-Layout of ``DIR`` (all written atomically)::
+A **model folder** holds::
 
-    model.json    format version, package versions, stage classes + parameters, sizes, timings
-    arrays.npz    plain numeric arrays only (read back with ``np.load(allow_pickle=False)``)
+    model.json    format name and version, package versions, what the owner recorded
+    arrays.npz    plain numeric arrays (read back with ``np.load(allow_pickle=False)``)
 
-Nothing is ever unpickled: ``load`` refuses a directory that contains a pickle-like file
-(``*.pkl``, ``*.pickle``, ``*.joblib``), reads arrays with ``allow_pickle=False`` (object arrays
-raise) and rebuilds stages only from the fixed registries in ``reduce`` / ``outliers`` /
-``cluster`` (a class name outside them is refused), so opening someone else's model cannot run
-their code. The UMAP object and the HDBSCAN tree are not stored at all: prediction works from
-the reference vectors, their reduced coordinates and labels (see ``mediacluster.pipeline``); an
-outlier stage is deterministic given its training data, so it is refitted on the stored reduced
-coordinates at load time.
+Nothing is ever unpickled: :func:`read_model` refuses a folder that contains a pickle-like file
+(``*.pkl``, ``*.pickle``, ``*.joblib``, ...), reads arrays with ``allow_pickle=False`` (object
+arrays raise), and the owner (``Pipeline.load``) rebuilds stages only from the stage registry,
+so opening someone else's model cannot run their code. A folder written with another
+``MODEL_FORMAT_VERSION`` is refused with a message naming both versions.
 
-A model written with another ``MODEL_FORMAT_VERSION`` is refused with a message that says which
-version wrote it and which this package reads.
+A **model store** (``RUN/models/``) keeps versions ``v0001``, ``v0002``, ... (each a model
+folder) and a ``LATEST`` file naming the current one with its run id. :meth:`ModelStore.publish`
+builds a version in a temporary folder, renames it into place, then atomically rewrites
+``LATEST``; a reader (``assign``, the service's file watch) that reads ``LATEST`` therefore always
+finds a complete version, and a service sees a new one appear in one step.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ._version import MODEL_FORMAT_VERSION, __version__
-from .io import atomic_path, read_json, write_json
+from ._version import MODEL_FORMAT_VERSION, __version__, versions
+from .errors import ModelFormatError, OutputError
+from .fileio import atomic_path, read_json, write_json
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck", ".pcl", ".dill")
 FORMAT_NAME = "mediacluster-model"
-
-ARRAYS = ["labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
-          "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_"]
-
-
-class ModelFormatError(ValueError):
-    """The directory is not a model this version of mediacluster can (safely) load."""
+MODEL_JSON = "model.json"
+ARRAYS_NPZ = "arrays.npz"
+LATEST = "LATEST"
 
 
-def _stage_json(stage):
-    if stage is None:
-        return None
-    from sklearn.base import BaseEstimator
-
-    if not isinstance(stage, BaseEstimator):
-        raise TypeError(f"cannot save stage of type {type(stage).__name__}")
-    params = stage.get_params(deep=False)
-    for k, v in params.items():
-        try:
-            json.dumps(v)
-        except TypeError as e:
-            raise TypeError(f"{type(stage).__name__}.{k}={v!r} is not JSON-serialisable; cannot save") from e
-    return {"class": type(stage).__name__, "params": params}
-
-
-def _stage_from_json(kind: str, spec):
-    if spec is None:
-        return None
-    from .cluster import CLUSTERERS
-    from .outliers import OUTLIERS
-    from .reduce import REDUCERS
-
-    registry = {"reducer": REDUCERS, "outliers": OUTLIERS, "clusterer": CLUSTERERS}[kind]
-    by_class = {cls.__name__: cls for cls in registry.values()}
-    cls = by_class.get(spec.get("class"))
-    if cls is None:
-        raise ModelFormatError(f"unknown {kind} class {spec.get('class')!r} in model; known: {sorted(by_class)}")
-    return cls(**spec.get("params", {}))
-
-
-def save(pipe, path, overwrite: bool = False, metadata: dict | None = None) -> dict:
-    """Write ``pipe`` (fitted) to directory ``path``; returns ``{"path", "bytes", "files"}``."""
-    if not hasattr(pipe, "labels_"):
-        raise ValueError("fit the pipeline before saving it")
+def write_model(path: str | os.PathLike, info: dict, arrays: dict[str, np.ndarray],
+                overwrite: bool = False) -> dict:
+    """Write a model folder; returns ``{"path", "bytes", "files"}``."""
     path = Path(path)
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        if not (path / "model.json").exists():
-            raise FileExistsError(f"{path} exists and is not a mediacluster model; refusing to write into it")
-    path.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for name in ARRAYS:
-        v = getattr(pipe, name, None)
-        if v is not None:
-            arrays[name.rstrip("_")] = np.asarray(v) if np.ndim(v) == 0 else np.ascontiguousarray(v)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    with atomic_path(path / "arrays.npz") as tmp:
-        with open(tmp, "wb") as f:
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path} is a file; a model is saved as a folder")
+    if path.exists() and any(path.iterdir()) and not (path / MODEL_JSON).exists():
+        raise OutputError(f"{path} exists and is not a mediacluster model; refusing to write into it")
+    if (path / MODEL_JSON).exists() and not overwrite:
+        raise OutputError(f"{path} already holds a model; pass overwrite=True to replace it")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        with atomic_path(path / ARRAYS_NPZ) as tmp, open(tmp, "wb") as f:
             f.write(buf.getvalue())
-    params = {k: v for k, v in pipe.get_params(deep=False).items()
-              if k not in ("reducer", "outliers", "clusterer")}
-    from .run import versions
-
-    info = {
-        "format": FORMAT_NAME,
-        "format_version": MODEL_FORMAT_VERSION,
-        "mediacluster_version": __version__,
-        "versions": versions(),
-        "pipeline": params,
-        "stages": {
-            "reducer": _stage_json(pipe.reducer_),
-            "outliers": _stage_json(pipe.outliers_),
-            "clusterer": _stage_json(pipe.clusterer_),
-        },
-        "n_items": int(len(pipe.labels_)),
-        "n_features_in": int(pipe.n_features_in_),
-        "n_clusters": int(pipe.n_clusters_),
-        "n_reference": int(len(pipe.ref_index_)),
-        "ref_normalize": bool(pipe.ref_normalize_),
-        "timings_s": {k: float(v) for k, v in getattr(pipe, "timings_", {}).items()},
-        "metadata": dict(metadata or {}),
-        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
-    }
-    write_json(path / "model.json", info)
+        doc = {"format": FORMAT_NAME, "format_version": MODEL_FORMAT_VERSION,
+               "mediacluster_version": __version__, "versions": versions(), **info,
+               "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
+                          for k, v in arrays.items()}}
+        write_json(path / MODEL_JSON, doc)
+    except OSError as e:
+        raise OutputError(f"cannot write the model to {path}: {e.strerror or e}") from e
     files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
     return {"path": str(path), "bytes": int(sum(files.values())), "files": files}
 
 
-def check_dir(path: Path) -> dict:
-    """Refuse unsafe / foreign / incompatible model directories; return model.json."""
+def check_model_dir(path: str | os.PathLike) -> dict:
+    """Refuse unsafe / foreign / incompatible model folders; return model.json."""
     path = Path(path)
     if not path.is_dir():
-        raise ModelFormatError(f"{path} is not a directory (a mediacluster model is a folder with model.json)")
+        raise ModelFormatError(f"{path} is not a folder (a mediacluster model is a folder with {MODEL_JSON})")
     for root, _dirs, files in os.walk(path):
         for f in files:
             if f.lower().endswith(PICKLE_SUFFIXES):
@@ -132,50 +79,121 @@ def check_dir(path: Path) -> dict:
                     f"refusing to load {path}: it contains {Path(root, f)}, a pickle-type file. "
                     "mediacluster models are JSON + npz only and are never unpickled "
                     "(a pickle can run arbitrary code when opened).")
-    if not (path / "model.json").exists():
-        raise ModelFormatError(f"{path} has no model.json; not a mediacluster model")
-    info = read_json(path / "model.json")
-    if info.get("format") != FORMAT_NAME:
-        raise ModelFormatError(f"{path}/model.json is not a mediacluster model (format={info.get('format')!r})")
+    mj = path / MODEL_JSON
+    if not mj.exists():
+        raise ModelFormatError(f"{path} has no {MODEL_JSON}; not a mediacluster model")
+    try:
+        info = read_json(mj)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{mj} is not valid JSON: {e}") from e
+    if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
+        fmt = info.get("format") if isinstance(info, dict) else None
+        raise ModelFormatError(f"{mj} is not a mediacluster model (format={fmt!r})")
     ver = info.get("format_version")
-    if ver != MODEL_FORMAT_VERSION:
+    if type(ver) is not int or ver != MODEL_FORMAT_VERSION:
         raise ModelFormatError(
-            f"model {path} has format version {ver} (written by mediacluster "
+            f"model {path} has format version {ver!r} (written by mediacluster "
             f"{info.get('mediacluster_version', '?')}); this mediacluster {__version__} reads format "
-            f"version {MODEL_FORMAT_VERSION} only. Refit the model with this version "
+            f"version {MODEL_FORMAT_VERSION} (an integer) only. Refit the model with this version "
             f"(mediacluster cluster ... --save-model) or install the version that wrote it.")
     return info
 
 
-def load(path):
-    """Read a model written by :func:`save` into a :class:`Pipeline` ready to ``predict``."""
-    from .pipeline import Pipeline
-
+def read_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(model.json, arrays)`` of a checked model folder."""
     path = Path(path)
-    info = check_dir(path)
+    info = check_model_dir(path)
     try:
-        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        with np.load(path / ARRAYS_NPZ, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path} has no {ARRAYS_NPZ}") from None
     except ValueError as e:  # object arrays need pickle: refuse
-        raise ModelFormatError(f"{path}/arrays.npz holds non-numeric (pickled) arrays; refusing: {e}") from e
-    st = info["stages"]
-    stages = {k: _stage_from_json(k, st.get(k)) for k in ("reducer", "outliers", "clusterer")}
-    pipe = Pipeline(reducer=stages["reducer"], outliers=stages["outliers"], clusterer=stages["clusterer"],
-                    **info["pipeline"])
-    for name in ARRAYS:
-        setattr(pipe, name, arrays.get(name.rstrip("_")))
-    pipe.reducer_, pipe.clusterer_ = stages["reducer"], stages["clusterer"]
-    pipe.n_features_in_ = int(info["n_features_in"])
-    pipe.ref_normalize_ = bool(info["ref_normalize"])
-    pipe.timings_ = dict(info.get("timings_s", {}))
-    pipe.outliers_ = None
-    if stages["outliers"] is not None:
-        keep_all = pipe.embedding_
-        pipe.outliers_ = stages["outliers"].fit(keep_all)
-    pipe._build_index()
-    pipe.model_info_ = info
-    return pipe
+        raise ModelFormatError(f"{path}/{ARRAYS_NPZ} holds non-numeric (pickled) arrays; refusing: {e}") from e
+    except (OSError, EOFError) as e:
+        raise ModelFormatError(f"{path}/{ARRAYS_NPZ} cannot be read: {e}") from e
+    for k, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise ModelFormatError(f"{path}/{ARRAYS_NPZ}: array {k!r} has dtype {a.dtype}, not numeric")
+    return info, arrays
 
 
-def model_size(path) -> int:
-    return int(sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()))
+class ModelStore:
+    """Versions of a model in one folder (``RUN/models``): ``v0001``, ``v0002``, ... + ``LATEST``."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and p.name.startswith("v") and p.name[1:].isdigit())
+
+    def pointer(self) -> dict | None:
+        """``LATEST``'s content ({"version", "run_id", "published"}), None when there is none."""
+        p = self.root / LATEST
+        try:
+            return read_json(p)
+        except (OSError, ValueError):
+            return None
+
+    def latest(self) -> Path | None:
+        ptr = self.pointer()
+        if ptr and (self.root / ptr.get("version", "")).is_dir() and ptr.get("version"):
+            return self.root / ptr["version"]
+        vs = self.versions()
+        return self.root / vs[-1] if vs else None
+
+    def publish(self, write: Callable[[Path], object], run_id: str | None = None,
+                source: str = "") -> Path:
+        """Write a new version with ``write(folder)`` and make it the latest; returns its path."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+            write(tmp)
+            vs = self.versions()
+            n = int(vs[-1][1:]) + 1 if vs else 1
+            while True:
+                dest = self.root / f"v{n:04d}"
+                try:
+                    os.rename(tmp, dest)  # fails if dest exists (non-empty): another writer won
+                    break
+                except OSError:
+                    if not dest.exists():
+                        raise
+                    n += 1
+            write_json(self.root / LATEST, {"version": dest.name, "run_id": run_id, "source": source,
+                                            "published": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        except OSError as e:
+            shutil.rmtree(self.root / f".tmp-{os.getpid()}", ignore_errors=True)
+            raise OutputError(f"cannot publish a model version in {self.root}: {e.strerror or e}") from e
+        return dest
+
+
+def resolve_model(path: str | os.PathLike) -> Path:
+    """The model folder meant by ``path``: a model folder itself, a model store (its latest
+    version), or a run / tuning folder (the latest version of its ``models/``)."""
+    path = Path(path)
+    if (path / MODEL_JSON).exists():
+        return path
+    for store in (path, path / "models", path / "best" / "models"):
+        latest = ModelStore(store).latest()
+        if latest is not None:
+            return latest
+    if not path.exists():
+        raise ModelFormatError(f"{path} does not exist")
+    raise ModelFormatError(f"{path} holds no model: give a model folder (with {MODEL_JSON}), a run "
+                           "folder written with `cluster --save-model`, or its models/ folder")
+
+
+def model_store_of(path: str | os.PathLike) -> ModelStore | None:
+    """The store whose LATEST a service should watch for ``path`` (None for a plain folder)."""
+    path = Path(path)
+    for store in (path, path / "models", path / "best" / "models"):
+        if (store / LATEST).exists() or ModelStore(store).versions():
+            return ModelStore(store)
+    parent = path.parent
+    if ModelStore(parent).versions() and path.name in ModelStore(parent).versions():
+        return None  # a pinned version: never switch
+    return None

@@ -1,8 +1,10 @@
 """Pipeline: reduce -> remove outliers -> cluster (-> assign noise) -> predict / save, one object.
 
-Each stage is a scikit-learn style estimator passed to the constructor (or a registry name such
-as ``"umap"`` / ``"pca"`` / ``"lof"`` / ``"hdbscan"``; ``None`` or ``"none"`` skips it). The
-pipeline only composes them; the work lives in the stages.
+Each stage is a scikit-learn style estimator passed to the constructor, or a name from the
+stage registry (``"umap"``, ``"pca"``, ``"lof"``, ``"hdbscan"``, ...; see
+``mediacluster.stages``); ``None`` skips a stage, ``"auto"`` picks the default at fit time. The
+pipeline only composes them; the work lives in the stages. Parameters use scikit-learn's
+nested naming: ``Pipeline().set_params(reducer__n_neighbors=15)``.
 
 Label convention (as in the source study): ``-2`` = removed as an outlier, ``-1`` = clustering
 noise, ``>= 0`` = cluster id. After ``fit``:
@@ -33,18 +35,34 @@ UMAP object nor the HDBSCAN tree, so a saved model is plain arrays (see ``mediac
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
 
-OUTLIER = -2
-NOISE = -1
-STATUS = ("clustered", "noise", "outlier")
+from . import persist
+from .data import NOISE, OUTLIER, l2_normalize, status_of
+from .errors import InputError, ModelFormatError, ParameterError
+from .stages import registry
+from .stages.cluster import SilhouetteKMeansClusterer, knn_vote, single_blas_thread, vote
+from .stages.reduce import UMAPReducer
+
+STAGES = ("reducer", "outliers", "clusterer")
 # With an outlier stage, a new item whose mean distance to its nearest reference items exceeds
 # this quantile of the training items' own (leave-self-out) distances is also an outlier.
 NOVELTY_QUANTILE = 0.99
 SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thread
+MODEL_ARRAYS = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
+                "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_")
+PIPELINE_PARAMS = {
+    "assign_noise": registry.Bool(),
+    "predict_neighbors": registry.Int(1),
+    "reference_size": registry.Int(1, none_ok=True),
+    "reference_dims": registry.Int(1, none_ok=True),
+    "random_state": registry.SEED,
+}
 
 
 def default_min_cluster_size(n: int) -> int:
@@ -56,40 +74,22 @@ def default_min_cluster_size(n: int) -> int:
     return int(max(5, min(1000, round(0.01 * n))))
 
 
-def make_stage(kind: str, spec, params: dict | None = None):
-    """Build a stage from a registry name (``kind`` = reducer / outliers / clusterer).
+def default_reducer(n: int, random_state=0) -> UMAPReducer:
+    """UMAP to 10 dims, 30 neighbours, min_dist 0, cosine (see benchmarks/RESULTS.md)."""
+    return UMAPReducer(n_neighbors=min(30, max(2, n - 1)), n_components=10, min_dist=0.0,
+                       metric="cosine", random_state=random_state)
 
-    ``spec`` may already be an estimator (returned as is, with ``params`` applied), ``None`` /
-    ``"none"``, ``"auto"`` (resolved at fit time), or a name from the stage module's registry.
-    Only names from these registries are accepted: a config can never import arbitrary code.
+
+def default_clusterer(n: int, random_state=0) -> SilhouetteKMeansClusterer:
+    """The default clusterer for ``n`` items (chosen by benchmarks/default_search.py).
+
+    K-means on the UMAP space with k chosen by the silhouette curve's best interior local
+    maximum (``SilhouetteKMeansClusterer(selection="local_max")``), k in [2, min(30, n/10)].
+    Plain UMAP+HDBSCAN (eom) merged CIFAR-10 into animals vs vehicles (NMI .31) and leaf
+    selection over-split Imagenette (.83); see benchmarks/RESULTS.md for the table.
     """
-    from .cluster import CLUSTERERS
-    from .outliers import OUTLIERS
-    from .reduce import REDUCERS
-
-    registry = {"reducer": REDUCERS, "outliers": OUTLIERS, "clusterer": CLUSTERERS}[kind]
-    params = dict(params or {})
-    if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
-        if params:
-            raise ValueError(f"{kind} 'none' takes no parameters, got {sorted(params)}")
-        return None
-    if isinstance(spec, str) and spec == "auto":
-        if params:
-            raise ValueError(f"{kind} 'auto' takes no parameters; name the stage to set {sorted(params)}")
-        return "auto"
-    if isinstance(spec, str):
-        key = spec.lower().replace("-", "_")
-        if key not in registry:
-            raise ValueError(f"unknown {kind} {spec!r}; choose one of {sorted(registry)}")
-        cls = registry[key]
-        valid = cls().get_params()
-        bad = sorted(set(params) - set(valid))
-        if bad:
-            raise ValueError(f"{kind} {spec!r} has no parameter(s) {bad}; valid: {sorted(valid)}")
-        return cls(**params)
-    if params:
-        spec = clone(spec).set_params(**params)
-    return spec
+    return SilhouetteKMeansClusterer(k_min=2, k_max=30, selection="local_max", min_size=10,
+                                     random_state=random_state)
 
 
 def _is_auto(x) -> bool:
@@ -105,12 +105,15 @@ class Pipeline(BaseEstimator):
         cosine) or None
     outliers : estimator, registry name (``"lof"``, ``"isolation_forest"``) or None
     clusterer : estimator, registry name or ``"auto"`` (K-means with k chosen by the silhouette
-        curve, see :func:`auto_clusterer`)
+        curve, see :func:`default_clusterer`)
     assign_noise : give noise and outliers their nearest cluster in ``cluster_`` / ``confidence_``
     predict_neighbors : neighbours voting in ``predict``
     reference_size : keep at most this many training vectors in the model (None = all)
     reference_dims : PCA dimensions of the stored reference vectors (None = keep all dims)
     random_state : seed passed on to the auto stages
+
+    >>> pipe = Pipeline(clusterer="hdbscan", random_state=0).fit(X)      # doctest: +SKIP
+    >>> pipe.labels_, pipe.predict(X_new)                                 # doctest: +SKIP
     """
 
     def __init__(self, reducer="auto", outliers=None, clusterer="auto", assign_noise: bool = True,
@@ -126,32 +129,72 @@ class Pipeline(BaseEstimator):
         self.random_state = random_state
 
     # -- building the stages ---------------------------------------------------------------
-    def _resolve(self, n: int):
-        from .reduce import UMAPReducer
+    def check_params(self) -> None:
+        """Check every parameter (the pipeline's and each stage's) before any work."""
+        for k, p in PIPELINE_PARAMS.items():
+            p.check(getattr(self, k), k)
+        for kind in STAGES:
+            registry.build(kind, getattr(self, kind))
 
-        reducer = make_stage("reducer", self.reducer)
+    def _resolve(self, n: int):
+        reducer = registry.build("reducer", self.reducer)
         if _is_auto(reducer):
-            reducer = UMAPReducer(n_neighbors=min(30, max(2, n - 1)), n_components=10, min_dist=0.0,
-                                  metric="cosine", random_state=self.random_state)
+            reducer = default_reducer(n, self.random_state)
         elif reducer is not None:
             reducer = clone(reducer)
-        outliers = make_stage("outliers", self.outliers)
+        outliers = registry.build("outliers", self.outliers)
         outliers = clone(outliers) if outliers is not None else None
-        clusterer = make_stage("clusterer", self.clusterer)
-        clusterer = auto_clusterer(n, self.random_state) if _is_auto(clusterer) else clone(clusterer)
+        clusterer = registry.build("clusterer", self.clusterer)
+        if clusterer is None:
+            raise ParameterError("clusterer: a pipeline needs a clusterer", "clusterer")
+        clusterer = default_clusterer(n, self.random_state) if _is_auto(clusterer) else clone(clusterer)
         return reducer, outliers, clusterer
 
+    def stages(self) -> dict:
+        """kind -> the stage as configured (an estimator, None, or "auto")."""
+        return {kind: registry.build(kind, getattr(self, kind)) for kind in STAGES}
+
+    def concrete(self, n: int) -> Pipeline:
+        """A copy whose "auto" stages are the concrete defaults for ``n`` items (so their
+        parameters can be set, e.g. by the tuner)."""
+        reducer, outliers, clusterer = self._resolve(n)
+        return clone(self).set_params(reducer=reducer, outliers=outliers, clusterer=clusterer)
+
+    def with_params(self, params: dict) -> Pipeline:
+        """A copy with ``params`` applied; stage values may be registry names, e.g.
+        ``{"outliers": "lof", "outliers__n_neighbors": 50, "clusterer__min_cluster_size": 20}``."""
+        new = clone(self)
+        stage_names = {k: v for k, v in params.items() if k in STAGES}
+        for kind, spec in stage_names.items():
+            setattr(new, kind, registry.build(kind, spec))
+        rest = {k: v for k, v in params.items() if k not in STAGES}
+        for kind in STAGES:  # "auto" stages become their concrete default before taking params
+            if any(k.startswith(kind + "__") for k in rest) and _is_auto(getattr(new, kind)):
+                raise ParameterError(f"{kind} is 'auto'; name the stage to set its parameters "
+                                     f"(e.g. {kind}: umap)", kind)
+        if rest:
+            new.set_params(**rest)
+        return new
+
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, X, y=None, precomputed_knn=None, embedding=None):
+    def fit(self, X, y=None, precomputed_knn=None, embedding=None, outlier_graph=None,
+            build_predictor: bool = True):
         """Fit every stage on ``X`` (n, d).
 
         ``precomputed_knn=(indices, distances)`` is passed to the reducer (UMAP reuses it);
         ``embedding`` (n, k) skips the reducer's fit and uses these reduced coordinates instead
-        (e.g. a cached UMAP space; the reducer is then kept unfitted, for its parameters).
+        (e.g. a cached UMAP space; the reducer is then kept unfitted, for its parameters);
+        ``outlier_graph`` is a sparse kNN distance graph of the reduced coordinates for the
+        outlier stage. The tuner passes these caches; a plain fit computes everything.
+        ``build_predictor=False`` stops after the stages (labels only: what a tuning trial needs).
         """
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or len(X) < 3:
-            raise ValueError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
+            raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+            raise InputError(f"vector {bad} contains NaN or infinity")
+        self.check_params()
         n = len(X)
         self.timings_ = {}
         reducer, outliers, clusterer = self._resolve(n)
@@ -159,7 +202,7 @@ class Pipeline(BaseEstimator):
         if embedding is not None:
             Z = np.asarray(embedding)
             if Z.ndim != 2 or len(Z) != n:
-                raise ValueError(f"embedding must be ({n}, k), got {Z.shape}")
+                raise InputError(f"embedding must be ({n}, k), got {Z.shape}")
         elif reducer is not None:
             Z = reducer.fit(X, precomputed_knn=precomputed_knn).embedding_
         else:
@@ -171,7 +214,7 @@ class Pipeline(BaseEstimator):
         keep = np.ones(n, dtype=bool)
         t = time.perf_counter()
         if outliers is not None:
-            keep = ~outliers.fit(Z).outlier_mask_
+            keep = ~outliers.fit(Z, neighbors_graph=outlier_graph).outlier_mask_
         self.timings_["outliers"] = time.perf_counter() - t
         t = time.perf_counter()
         if keep.sum() >= 2:
@@ -185,12 +228,12 @@ class Pipeline(BaseEstimator):
         self.labels_ = labels
         self.probabilities_ = np.where(labels >= 0, probs, 0.0)
         self.n_features_in_ = X.shape[1]
+        if not build_predictor:
+            return self
         t = time.perf_counter()
         self._assign()
         self.timings_["assign_noise"] = time.perf_counter() - t
         t = time.perf_counter()
-        from .cluster import single_blas_thread
-
         with single_blas_thread():
             self._fit_predictor(X)
         self.timings_["predictor"] = time.perf_counter() - t
@@ -208,8 +251,6 @@ class Pipeline(BaseEstimator):
         return int(len(set(self.labels_.tolist()) - {NOISE, OUTLIER}))
 
     def _assign(self):
-        from .cluster import knn_vote
-
         lab = self.labels_
         self.cluster_ = lab.copy()
         self.confidence_ = self.probabilities_.copy()
@@ -227,11 +268,15 @@ class Pipeline(BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         if X.ndim == 1:
             X = X[None, :]
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"model expects {self.n_features_in_}-d vectors, got {X.shape[1]}-d "
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            got = X.shape[1] if X.ndim == 2 else X.shape
+            raise InputError(f"model expects {self.n_features_in_}-d vectors, got {got}-d "
                              "(was it fitted with another encoder?)")
+        if not np.isfinite(X).all():
+            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+            raise InputError(f"vector {bad} contains NaN or infinity")
         if self.ref_normalize_:
-            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+            X = l2_normalize(X)
         if self.ref_components_ is not None:
             X = (X - self.ref_mean_) @ self.ref_components_.T
         return np.ascontiguousarray(X, dtype=np.float32)
@@ -246,7 +291,7 @@ class Pipeline(BaseEstimator):
         if dims is not None and d > dims and n > dims:
             from sklearn.decomposition import PCA
 
-            Xs = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12) if self.ref_normalize_ else X
+            Xs = l2_normalize(X) if self.ref_normalize_ else X
             rng = np.random.default_rng(self.random_state)
             sub = rng.choice(n, size=min(n, 20000), replace=False) if n > 20000 else slice(None)
             pca = PCA(n_components=int(dims), svd_solver="randomized", random_state=self.random_state).fit(Xs[sub])
@@ -264,7 +309,7 @@ class Pipeline(BaseEstimator):
         self.novelty_threshold_ = np.asarray(float(np.quantile(dist[:, 1:].mean(axis=1), NOVELTY_QUANTILE)))
 
     def _build_index(self):
-        import faiss
+        import faiss  # heavy: loaded when a predictor is built or a model loaded
 
         self._faiss_ = faiss.IndexFlatL2(self.ref_vectors_.shape[1])
         self._faiss_.add(np.ascontiguousarray(self.ref_vectors_, dtype=np.float32))
@@ -288,8 +333,7 @@ class Pipeline(BaseEstimator):
     def predict_details(self, X) -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
         ``confidence`` (nearest cluster even for noise/outliers), ``embedding`` (reduced coords)."""
-        from .cluster import vote
-
+        check_is_fitted(self, "ref_vectors_")
         Q = self._space(X)
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
         dist, idx = self._neighbours(Q, k)
@@ -300,8 +344,9 @@ class Pipeline(BaseEstimator):
         ref_lab = np.where(self.labels_[ri] == OUTLIER, NOISE, self.labels_[ri])
         labels, share, prob = vote(dist, idx, ref_lab, self.probabilities_[ri])
         proba = np.where(labels >= 0, share * prob, 0.0)
+        novel = dist.mean(axis=1) > float(np.ravel(self.novelty_threshold_)[0])
         if getattr(self, "outliers_", None) is not None:
-            out = self.outliers_.predict(emb) | (dist.mean(axis=1) > float(np.ravel(self.novelty_threshold_)[0]))
+            out = (self.outliers_.predict(emb) == -1) | novel
             labels = np.where(out, OUTLIER, labels)
             proba = np.where(out, 0.0, proba)
         cluster, cshare, cconf = vote(dist, idx, self.cluster_[ri], self.confidence_[ri])
@@ -309,13 +354,14 @@ class Pipeline(BaseEstimator):
         if not self.assign_noise:
             cluster, conf = labels.copy(), proba.copy()
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status_of(labels),
-                "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb}
+                "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
+                "novel": novel}
 
     def predict(self, X) -> np.ndarray:
         """Labels (-2 outlier / -1 noise / >= 0 cluster) for new vectors, without refitting."""
         return self.predict_details(X)["labels"]
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_membership(self, X) -> np.ndarray:
         """Membership probability of the predicted cluster (0 for noise / outliers)."""
         return self.predict_details(X)["probabilities"]
 
@@ -323,25 +369,132 @@ class Pipeline(BaseEstimator):
         """Approximate reduced coordinates of new vectors (neighbour-weighted training coords)."""
         return self.predict_details(X)["embedding"]
 
-    # -- persistence / tuning ---------------------------------------------------------------
+    # -- persistence -------------------------------------------------------------------------
+    def _model_doc(self, metadata: dict | None) -> tuple[dict, dict]:
+        check_is_fitted(self, "ref_vectors_")
+        arrays = {}
+        for name in MODEL_ARRAYS:
+            v = getattr(self, name, None)
+            if v is not None:
+                arrays[name.rstrip("_")] = np.asarray(v) if np.ndim(v) == 0 else np.ascontiguousarray(v)
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in STAGES}
+        info = {
+            "pipeline": params,
+            "stages": {"reducer": _stage_json(self.reducer_), "outliers": _stage_json(self.outliers_),
+                       "clusterer": _stage_json(self.clusterer_)},
+            "n_items": int(len(self.labels_)), "n_features_in": int(self.n_features_in_),
+            "n_clusters": int(self.n_clusters_), "n_reference": int(len(self.ref_index_)),
+            "ref_normalize": bool(self.ref_normalize_),
+            "timings_s": {k: float(v) for k, v in getattr(self, "timings_", {}).items()},
+            "metadata": dict(metadata or {}),
+        }
+        return info, arrays
+
     def save(self, path, overwrite: bool = False, metadata: dict | None = None) -> dict:
-        """Write the fitted model as a directory of JSON + npz (no pickle); returns
-        ``{"path", "bytes", "files"}``. ``metadata`` (JSON-able, e.g. the encoder name) is stored
-        in model.json."""
-        from .persist import save
+        """Write the fitted model as a folder of JSON + npz (no pickle); returns
+        ``{"path", "bytes", "files"}``. ``metadata`` (JSON-able: the encoder, cluster names,
+        the run id) is stored in model.json."""
+        info, arrays = self._model_doc(metadata)
+        return persist.write_model(path, info, arrays, overwrite=overwrite)
 
-        return save(self, path, overwrite=overwrite, metadata=metadata)
+    def publish(self, store, metadata: dict | None = None, run_id: str | None = None,
+                source: str = "") -> str:
+        """Save as the next version of a model store (``RUN/models``); returns its path."""
+        store = store if isinstance(store, persist.ModelStore) else persist.ModelStore(store)
+        info, arrays = self._model_doc({**(metadata or {}), "run_id": run_id, "source": source})
+        return str(store.publish(lambda d: persist.write_model(d, info, arrays), run_id, source))
 
+    @classmethod
+    def load(cls, path) -> Pipeline:
+        """A model written by :meth:`save` / :meth:`publish`, ready to ``predict`` (``path``: a
+        model folder, a model store or a run folder: the latest version)."""
+        folder = persist.resolve_model(path)
+        info, arrays = persist.read_model(folder)
+        try:
+            st = info["stages"]
+            stages = {k: _stage_from_json(k, st.get(k)) for k in STAGES}
+            pipe = cls(**stages, **info["pipeline"])
+            pipe.check_params()
+            for name in MODEL_ARRAYS:
+                setattr(pipe, name, arrays.get(name.rstrip("_")))
+            pipe.reducer_, pipe.clusterer_ = stages["reducer"], stages["clusterer"]
+            pipe.n_features_in_ = int(info["n_features_in"])
+            pipe.ref_normalize_ = bool(info["ref_normalize"])
+            pipe.timings_ = dict(info.get("timings_s", {}))
+            _check_model_arrays(pipe, folder)
+        except (KeyError, TypeError, ParameterError) as e:
+            raise ModelFormatError(f"{folder}/model.json is damaged or was edited: {e}") from e
+        pipe.outliers_ = None
+        if stages["outliers"] is not None:  # deterministic given its data: refit, never unpickle
+            pipe.outliers_ = stages["outliers"].fit(pipe.embedding_)
+        pipe._build_index()
+        pipe.model_info_ = info
+        pipe.model_path_ = str(folder)
+        return pipe
+
+    # -- tuning ------------------------------------------------------------------------------
     def tune(self, X, **kwargs):
-        """Thin delegate to :func:`mediacluster.tune.tune` starting from this pipeline."""
-        from .tune import tune
+        """Tune this pipeline's parameters with Optuna (see :func:`mediacluster.tune.tune`)."""
+        from .tune import tune  # heavy: optuna loads only when tuning
 
         return tune(X, pipeline=self, **kwargs)
 
 
-def status_of(labels: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels)
-    return np.where(labels >= 0, "clustered", np.where(labels == OUTLIER, "outlier", "noise"))
+def _stage_json(stage):
+    if stage is None:
+        return None
+    info = registry.of(stage)
+    if info is None:
+        raise ModelFormatError(f"cannot save stage of type {type(stage).__name__}: not a registered stage")
+    params = stage.get_params(deep=False)
+    import json
+
+    for k, v in params.items():
+        try:
+            json.dumps(v)
+        except TypeError as e:
+            raise ModelFormatError(f"{type(stage).__name__}.{k}={v!r} is not JSON-serialisable; cannot save") from e
+    return {"class": type(stage).__name__, "params": params}
+
+
+def _stage_from_json(kind: str, spec):
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise ModelFormatError(f"{kind}: expected {{class, params}}, got {spec!r}")
+    try:
+        info = registry.by_class(kind, spec.get("class"))
+    except KeyError:
+        raise ModelFormatError(f"unknown {kind} class {spec.get('class')!r} in model; known: "
+                               f"{sorted(i.cls.__name__ for i in map(lambda n: registry.get(kind, n), registry.names(kind)))}") from None
+    params = spec.get("params", {})
+    if not isinstance(params, dict) or set(params) - set(info.params):
+        raise ModelFormatError(f"{kind} {spec.get('class')}: unexpected parameters {params!r}")
+    return registry.build(kind, info.name, params)
+
+
+def _check_model_arrays(pipe, folder) -> None:
+    n = len(pipe.labels_) if pipe.labels_ is not None else -1
+    need = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
+            "ref_vectors_", "novelty_threshold_")
+    for name in need:
+        if getattr(pipe, name) is None:
+            raise ModelFormatError(f"{folder}: arrays.npz lacks {name.rstrip('_')!r}")
+    for name in ("labels_", "cluster_", "ref_index_"):
+        if getattr(pipe, name).dtype.kind not in "iu":
+            raise ModelFormatError(f"{folder}: {name.rstrip('_')} must be integers")
+    for name in ("probabilities_", "confidence_", "embedding_", "ref_vectors_", "novelty_threshold_"):
+        if not np.isfinite(getattr(pipe, name)).all():
+            raise ModelFormatError(f"{folder}: {name.rstrip('_')} holds NaN or infinity")
+    for name in ("probabilities_", "cluster_", "confidence_", "embedding_"):
+        if len(getattr(pipe, name)) != n:
+            raise ModelFormatError(f"{folder}: {name.rstrip('_')} has {len(getattr(pipe, name))} rows, "
+                                   f"labels {n}")
+    ri = pipe.ref_index_
+    if ri.ndim != 1 or len(ri) != len(pipe.ref_vectors_) or (len(ri) and (ri.min() < 0 or ri.max() >= n)):
+        raise ModelFormatError(f"{folder}: ref_index does not match the reference vectors")
+    if pipe.labels_.min(initial=0) < OUTLIER:
+        raise ModelFormatError(f"{folder}: labels below {OUTLIER}")
 
 
 def reference_sample(groups: np.ndarray, size: int | None, random_state) -> np.ndarray:
@@ -358,71 +511,6 @@ def reference_sample(groups: np.ndarray, size: int | None, random_state) -> np.n
     return np.sort(np.concatenate(out))
 
 
-def auto_clusterer(n: int, random_state=0):
-    """The default clusterer for ``n`` items (chosen by benchmarks/default_search.py).
-
-    K-means on the UMAP space with k chosen by the silhouette curve's best interior local
-    maximum (``SilhouetteKMeansClusterer(selection="local_max")``), k in [2, min(30, n/10)].
-    Plain UMAP+HDBSCAN (eom) merged CIFAR-10 into animals vs vehicles (NMI .31) and leaf
-    selection over-split Imagenette (.83); see benchmarks/RESULTS.md for the table.
-    """
-    from .cluster import SilhouetteKMeansClusterer
-
-    return SilhouetteKMeansClusterer(k_min=2, k_max=30, selection="local_max", min_size=10,
-                                     random_state=random_state)
-
-
-# -- configuration (CLI flags and YAML/JSON files) ---------------------------------------------
-PIPELINE_KEYS = ("assign_noise", "predict_neighbors", "reference_size", "reference_dims", "random_state")
-
-
-def parse_param(text: str) -> tuple[str, object]:
-    """``"n_components=10"`` -> ``("n_components", 10)``; values parsed as YAML scalars
-    (numbers, true/false, null, strings)."""
-    import yaml
-
-    if "=" not in text:
-        raise ValueError(f"stage parameter {text!r} must look like name=value")
-    k, v = text.split("=", 1)
-    return k.strip(), yaml.safe_load(v) if v.strip() else None
-
-
-def load_config(path) -> dict:
-    """Read a YAML or JSON pipeline config (safe loader: no Python objects)."""
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: a pipeline config must be a mapping, e.g. 'reducer: {{name: umap}}'")
-    return cfg
-
-
-def pipeline_from_config(cfg: dict, **overrides) -> Pipeline:
-    """Build a :class:`Pipeline` from a mapping such as::
-
-        reducer: {name: umap, params: {n_components: 10, n_neighbors: 30}}
-        outliers: {name: lof, params: {n_neighbors: 20, contamination: 0.02}}
-        clusterer: {name: hdbscan, params: {min_cluster_size: 100, cluster_selection_method: leaf}}
-        assign_noise: true
-
-    A stage may also be a bare name (``reducer: pca``), ``auto`` or ``none``. Unknown keys,
-    stage names or stage parameters are refused with a message naming them.
-    """
-    cfg = dict(cfg)
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
-    known = {"reducer", "outliers", "clusterer", *PIPELINE_KEYS}
-    bad = sorted(set(cfg) - known)
-    if bad:
-        raise ValueError(f"unknown pipeline config key(s) {bad}; valid: {sorted(known)}")
-    stages = {}
-    for kind in ("reducer", "outliers", "clusterer"):
-        spec = cfg.get(kind, None if kind == "outliers" else "auto")
-        params = {}
-        if isinstance(spec, dict):
-            extra = sorted(set(spec) - {"name", "params"})
-            if extra or "name" not in spec:
-                raise ValueError(f"{kind}: expected {{name: ..., params: {{...}}}}, got keys {sorted(spec)}")
-            spec, params = spec["name"], dict(spec.get("params") or {})
-        stages[kind] = make_stage(kind, spec, params)
-    return Pipeline(**stages, **{k: cfg[k] for k in PIPELINE_KEYS if k in cfg})
+def load(path) -> Pipeline:
+    """A saved model (a model folder, a model store or a run folder's latest version)."""
+    return Pipeline.load(os.fspath(path))

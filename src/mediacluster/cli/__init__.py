@@ -2,6 +2,11 @@
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)`` and ``run(args)``
 (returning the exit code), so adding one touches this list only.
+
+Exit codes: 0 done; 3 done, but some input files were skipped (listed with reasons); 2 a
+problem with what was given (a :class:`~mediacluster.errors.MediaclusterError`: the message
+names the file, parameter or row); 1 a bug (a short hint on stderr, the traceback in the log
+file it names); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,10 +15,27 @@ import argparse
 import importlib
 import logging
 import sys
+import time
+import traceback
 
 from .._version import __version__
+from ..errors import MediaclusterError
+from ..fileio import cache_root, setup_numba_cache
 
 COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags"]
+
+
+def printable(text) -> str:
+    """A file name or message safe to print on a terminal: control characters (escape
+    sequences that could clear or recolour it) shown as ``\\xNN``, undecodable bytes too."""
+    out = []
+    for ch in str(text):
+        o = ord(ch)
+        if o < 32 or o == 127 or 0x80 <= o < 0xA0 or 0xD800 <= o <= 0xDFFF:
+            out.append(f"\\x{o & 0xFF:02x}" if o < 0x100 or 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,18 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"mediacluster.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"mediacluster.cli.{name}":
-                continue  # command not built yet
-            raise
+        mod = importlib.import_module(f"mediacluster.cli.{name}")
         p = mod.add_parser(sub)
         p.set_defaults(_run=mod.run)
     return parser
 
 
+def _log_bug(argv) -> str:
+    """Write the current exception's traceback to a log file; return its path."""
+    d = cache_root() / "logs"
+    text = (f"mediacluster {__version__}, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
+            f"argv: {argv!r}\n\n{traceback.format_exc()}")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        p.write_text(text, encoding="utf-8", errors="backslashreplace")
+        return str(p)
+    except OSError:
+        sys.stderr.write(text)
+        return "(could not write a log file; the traceback is above)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    setup_numba_cache()  # before umap / pynndescent are imported: no command pays the JIT twice
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -53,9 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except MediaclusterError as e:
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - anything else is a bug: say so, keep the traceback
+        if args.verbose:
+            traceback.print_exc()
+        log = _log_bug(sys.argv if argv is None else argv)
+        print(f"mediacluster: internal error (a bug, not your input): {type(e).__name__}: "
+              f"{printable(e)}\nthe traceback is in {log}; please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,16 +12,26 @@ import sys
 
 import numpy as np
 
+from ..embed import embed_collection
+from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
+from ..fileio import write_table
+from ..ingest import collect
+from ..naming import names_near
+from ..pipeline import Pipeline
+from . import printable
+from .cluster import positive_int
+
 
 def add_parser(sub):
     p = sub.add_parser("assign", help="assign new files or vectors to the clusters of a saved model")
-    p.add_argument("model", help="model directory (written by `cluster --save-model` or Pipeline.save)")
+    p.add_argument("model", help="model folder, or a run folder / models folder (its latest model "
+                                 "version), written by `cluster --save-model`, `tune` or the studio")
     p.add_argument("paths", nargs="+", help="folders, image files, manifests or embedding files")
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
     p.add_argument("--encoder", default=None, help="encoder (default: the one recorded in the model)")
     p.add_argument("--cache-dir", default=None, help="embedding cache directory")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--workers", type=positive_int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -29,15 +39,8 @@ def add_parser(sub):
 def run(args) -> int:
     import pandas as pd
 
-    from ..ingest import collect
-    from ..io import write_table
-    from ..persist import load
-    from ..run import embed_collection
-
-    model = load(args.model)
-    encoder = args.encoder or model.model_info_.get("metadata", {}).get("encoder") or "efficientnet-lite0"
-    from ..encoders import get_encoder
-
+    model = Pipeline.load(args.model)
+    encoder = args.encoder or model.model_info_.get("metadata", {}).get("encoder") or DEFAULT_IMAGE_ENCODER
     encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
     ids, paths, vecs, skipped = [], [], [], []
     for src in args.paths:
@@ -52,7 +55,7 @@ def run(args) -> int:
     if not vecs:
         print("error: nothing could be embedded", file=sys.stderr)
         for s in skipped:
-            print(f"  skipped {s.path}: {s.reason}", file=sys.stderr)
+            print(f"  skipped {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)
         return 2
     res = model.predict_details(np.vstack(vecs))
     df = pd.DataFrame({
@@ -60,9 +63,9 @@ def run(args) -> int:
         "probability": np.round(res["probabilities"], 6),
         "assigned_cluster": res["cluster"], "confidence": np.round(res["confidence"], 6),
     })
-    from ..naming import names_near  # the run's names; hand-given names.yaml wins
-
-    names = names_near(args.model)
+    # the names the model was published with, then the run's own (a hand-given names.yaml wins)
+    names = {int(k): v for k, v in (model.model_info_.get("metadata", {}).get("names") or {}).items()}
+    names.update(names_near(model.model_path_))
     if names:
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
         df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
@@ -74,7 +77,7 @@ def run(args) -> int:
         w("cluster\tstatus\tprobability\tassigned_cluster\tconfidence\tpath\n")
         for r in df.itertuples(index=False):
             w(f"{r.cluster}\t{r.status}\t{r.probability:.3f}\t{r.assigned_cluster}\t{r.confidence:.3f}\t"
-              f"{r.path if r.path is not None else r.id}\n")
+              f"{printable(r.path if r.path is not None else r.id)}\n")
     for s in skipped:
-        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+        print(f"skipped {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)
     return 3 if skipped else 0

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import sys
 
+from .. import stages
+from ..config import load_config, parse_param, pipeline_from_config
+from ..workflow import cluster_folder
+from . import printable
+from .report import add_report_argument, report_after
+
 
 def add_parser(sub):
     p = sub.add_parser("cluster", help="embed and cluster a folder, manifest or embeddings file")
@@ -21,13 +27,15 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels-from-folders", action="store_true",
                    help="take ground-truth labels from sub-folder names (evaluation only, never fitting)")
-    p.add_argument("--cache-dir", default=None, help="embedding cache (default: OUT/cache)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=None, help="decoding threads")
+    p.add_argument("--cache-dir", default=None,
+                   help="embedding cache folder (default: the user cache, $MEDIACLUSTER_CACHE or "
+                        "~/.cache/mediacluster, shared by every run on the machine)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")
+    p.add_argument("--no-names", dest="names", action="store_false",
+                   help="do not name the clusters (names come from WordNet or CLIP zero-shot)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_pipeline_args(p)
-    from .report import add_report_argument
-
     add_report_argument(p)
     return p
 
@@ -37,24 +45,34 @@ def add_pipeline_args(p) -> None:
     g = p.add_argument_group("pipeline stages (see mediacluster.pipeline; a --config file sets the same)")
     g.add_argument("--config", default=None, help="YAML/JSON pipeline config: reducer/outliers/clusterer "
                    "as {name: ..., params: {...}}, assign_noise, reference_size, ...")
-    for kind, names, example in (
-            ("reducer", "auto|umap|pca|ipca|kernel_pca|none", "n_components=10"),
-            ("outliers", "none|lof|isolation_forest", "n_neighbors=20"),
-            ("clusterer", "auto|hdbscan|kmeans|kmeans_auto|agglomerative|dbscan|meanshift",
-             "min_cluster_size=100")):
+    for kind, example in (("reducer", "n_components=10"), ("outliers", "n_neighbors=20"),
+                          ("clusterer", "min_cluster_size=100")):
+        names = "|".join((["auto"] if kind != "outliers" else []) + stages.names(kind))
         g.add_argument(f"--{kind}", default=None, help=f"{kind} stage: {names}")
         g.add_argument(f"--{kind}-param", action="append", default=[], metavar="NAME=VALUE",
                        help=f"{kind} parameter, repeatable, e.g. {example}")
     g.add_argument("--no-assign-noise", dest="assign_noise", action="store_false", default=None,
                    help="leave noise/outliers unassigned (default: give each its nearest cluster + confidence)")
     g.add_argument("--save-model", action="store_true",
-                   help="also save the fitted pipeline to OUT/model (for `mediacluster assign`)")
+                   help="also save the fitted pipeline as a model version in OUT/models (for "
+                        "`mediacluster assign OUT` and `mediacluster serve OUT`)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is refused before any work)."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
 
 
 def build_pipeline(args):
     """Pipeline from --config plus command-line overrides (flags win)."""
-    from ..pipeline import load_config, parse_param, pipeline_from_config
-
     cfg = load_config(args.config) if args.config else {}
     for kind in ("reducer", "outliers", "clusterer"):
         name = getattr(args, kind)
@@ -70,38 +88,24 @@ def build_pipeline(args):
             base_params = {}
         cfg[kind] = {"name": name or base_name or "auto", "params": {**base_params, **params}}
     cfg.setdefault("random_state", args.seed)
-    return pipeline_from_config(cfg, assign_noise=args.assign_noise)
+    return pipeline_from_config(cfg, source=args.config, assign_noise=args.assign_noise)
 
 
 def run(args) -> int:
-    from ..run import cluster_folder
-
     pipe = build_pipeline(args)
     res = cluster_folder(
         args.input, args.out, encoder=args.encoder, seed=args.seed, pipeline=pipe, media=args.media,
         labels_from_folders=args.labels_from_folders, cache_dir=args.cache_dir,
         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
         params={k: v for k, v in vars(args).items() if not k.startswith("_")},
+        save_model=args.save_model, name=args.names,
     )
     print_summary(res.summary, res.embeddings.skipped, res.out)
-    if args.save_model:
-        info = res.pipeline.save(res.out / "model", overwrite=True,
-                                 metadata={"encoder": _encoder_spec(args, res.out)})
-        print(f"model: {info['path']} ({info['bytes'] / 1e6:.1f} MB)")
-    from .report import report_after
-
+    if res.model:
+        print(f"model: {res.model}")
     report_after(args, res.out)
     # exit code 0 when everything was used, 3 when some files were skipped (the run still finished)
     return 3 if res.embeddings.skipped else 0
-
-
-def _encoder_spec(args, out) -> str | None:
-    """The encoder spec the run used (``--encoder`` or the default for the media it found)."""
-    if args.encoder:
-        return args.encoder
-    from ..io import read_json
-
-    return read_json(out / "run.json").get("encoder", {}).get("name")
 
 
 def print_summary(s: dict, skipped, out) -> None:
@@ -111,7 +115,7 @@ def print_summary(s: dict, skipped, out) -> None:
       f"coverage {100 * s['coverage']:.1f}%\n")
     w(f"skipped: {s['skipped']} file(s)\n")
     for item in skipped[:10]:
-        w(f"  {item.path}: {item.reason}\n")
+        w(f"  {printable(item.path)}: {printable(item.reason)}\n")
     if len(skipped) > 10:
         w(f"  ... and {len(skipped) - 10} more (see run.json)\n")
     w("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in s["timings_s"].items()) + "\n")

@@ -6,6 +6,8 @@ import json
 import sys
 import time
 
+from ..errors import ParameterError
+
 
 def add_parser(sub):
     p = sub.add_parser("tags", help="train a tagger, suggest tags (or nothing), map labels to tags, evaluate")
@@ -79,7 +81,7 @@ def _train(args) -> int:
     from ..tags.data import examples_from_run
 
     if bool(args.run) == bool(args.source):
-        raise ValueError("give either SOURCE (labelled examples) or --run RUN_DIR (tagged clusters)")
+        raise ParameterError("give either SOURCE (labelled examples) or --run RUN_DIR (tagged clusters)")
     t0 = time.perf_counter()
     if args.run:
         ex = examples_from_run(args.run, args.cluster_tags)

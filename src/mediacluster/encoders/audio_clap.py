@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 
+from ..data import l2_normalize
 from ..ingest.audio import MAX_SECONDS, load_audio, windows
 from . import register
 from .base import Encoder
@@ -98,7 +99,7 @@ class CLAPEncoder(Encoder):
         start = 0
         for i, c in enumerate(counts):
             v = z[start:start + c].mean(axis=0)
-            res[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+            res[i] = l2_normalize(v)
             start += c
         return {"embedding": res}
 
@@ -119,7 +120,7 @@ class CLAPEncoder(Encoder):
             out = model.get_text_features(**enc)
             z = out.pooler_output if hasattr(out, "pooler_output") else out
         z = z.float().numpy()
-        return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return l2_normalize(z)
 
 
 register("clap", CLAPEncoder)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ParameterError
 from ..ingest.audio import MAX_SECONDS, load_audio
 from . import register
 from .base import Encoder
@@ -58,7 +59,7 @@ class MFCCEncoder(Encoder):
     def __init__(self, model: str = "", sr: int = 16000, n_mfcc: int = 20, segments: int = 3,
                  trim_db: float | None = 30.0, max_seconds: float = MAX_SECONDS):
         if model and model not in ("stats", "mfcc"):
-            raise ValueError(f"mfcc: unknown variant {model!r} (only 'stats')")
+            raise ParameterError(f"mfcc: unknown variant {model!r} (only 'stats')")
         self.sr = sr
         self.n_mfcc = n_mfcc
         self.segments = segments

@@ -22,6 +22,8 @@ import threading
 
 import numpy as np
 
+from ..data import l2_normalize
+from ..errors import ParameterError
 from ..ingest import SkipItem
 from ..ingest.audio import MAX_SECONDS, load_audio
 from . import register
@@ -57,7 +59,7 @@ class ResemblyzerEncoder(Encoder):
     def __init__(self, model: str = "", max_seconds: float = MAX_SECONDS, rate: float = 1.3,
                  min_coverage: float = 0.75, max_partials: int = 64, threads: int | None = 1):
         if model and model not in ("ge2e", "pretrained"):
-            raise ValueError(f"resemblyzer: only the bundled 'pretrained' model exists, not {model!r}")
+            raise ParameterError(f"resemblyzer: only the bundled 'pretrained' model exists, not {model!r}")
         self.max_seconds = max_seconds
         self.rate = rate
         self.min_coverage = min_coverage
@@ -115,7 +117,7 @@ class ResemblyzerEncoder(Encoder):
         start = 0
         for i, c in enumerate(counts):
             v = partial[start:start + c].mean(axis=0)
-            out[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+            out[i] = l2_normalize(v)
             start += c
         return {"embedding": out}
 

@@ -25,6 +25,7 @@ import threading
 import numpy as np
 from PIL import Image
 
+from ..errors import ParameterError
 from ..ingest import load_image
 from . import register
 from .base import Encoder
@@ -113,10 +114,10 @@ class EfficientNetLite0(Encoder):
                  concurrency: int | None = None, onnx_cache_dir: str | None = None):
         # ``model`` is accepted for registry symmetry; only lite0 is shipped.
         if model and model not in ("lite0", "efficientnet-lite0"):
-            raise ValueError(f"efficientnet: only 'lite0' weights are available offline, not {model!r}")
+            raise ParameterError(f"efficientnet: only 'lite0' weights are available offline, not {model!r}")
         backend = os.environ.get("MEDIACLUSTER_BACKEND", backend) if backend == "auto" else backend
         if backend not in BACKENDS:
-            raise ValueError(f"efficientnet: backend must be one of {BACKENDS}, not {backend!r}")
+            raise ParameterError(f"efficientnet: backend must be one of {BACKENDS}, not {backend!r}")
         self.backend = backend
         self.threads = threads
         self._concurrency = concurrency

@@ -4,7 +4,7 @@ The exported file is never shipped or committed: it is made from the installed P
 the first time an encoder runs on ONNX Runtime and kept under ``cache_root() / "onnx"``.
 Writing is atomic (temporary file + fsync + rename) and guarded by a file lock, so two
 processes starting at once export once and never see half a file. A JSON sidecar records the
-file's SHA-256; a file whose hash does not match (truncated, overwritten, bit rot) or that ONNX
+file's content hash (``fileio.hash_file``); a file whose hash does not match (truncated, overwritten, bit rot) or that ONNX
 Runtime refuses to load is exported again.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -20,24 +19,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from ..fileio import atomic_path, cache_root, hash_file, write_json
+
 log = logging.getLogger(__name__)
 
 #: bump when the export recipe changes (opset, wrapper), so old files are not reused
 EXPORT_RECIPE = "ts-opset17-1"
-
-
-def cache_root() -> Path:
-    """``$MEDIACLUSTER_CACHE``, else ``$XDG_CACHE_HOME/mediacluster``, else ``~/.cache/mediacluster``."""
-    env = os.environ.get("MEDIACLUSTER_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mediacluster"
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _safe_name(key: str) -> str:
@@ -60,7 +47,7 @@ def _valid(onnx_path: Path, meta_path: Path) -> bool:
         return False
     try:
         meta = json.loads(meta_path.read_text())
-        return meta.get("sha256") == _sha256(onnx_path) and meta.get("recipe") == EXPORT_RECIPE
+        return meta.get("hash") == hash_file(onnx_path) and meta.get("recipe") == EXPORT_RECIPE
     except (OSError, ValueError):
         return False
 
@@ -70,7 +57,6 @@ def exported_model(key: str, export: Callable[[str], None], cache_dir: str | os.
 
     ``key`` must identify the weights and preprocessing (the encoder id does).
     """
-    from ..io import atomic_path, write_json
 
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "onnx"
     base = _safe_name(f"{key}-{EXPORT_RECIPE}")
@@ -87,7 +73,7 @@ def exported_model(key: str, export: Callable[[str], None], cache_dir: str | os.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 export(tmp)
-        write_json(meta_path, {"key": key, "recipe": EXPORT_RECIPE, "sha256": _sha256(onnx_path)})
+        write_json(meta_path, {"key": key, "recipe": EXPORT_RECIPE, "hash": hash_file(onnx_path)})
     return onnx_path
 
 
@@ -123,8 +109,4 @@ def load_session(key: str, export: Callable[[str], None], threads: int = 1,
         return ort_session(path, threads)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    return _sha256(Path(path))
-
-
-__all__ = ["cache_root", "exported_model", "ort_session", "load_session", "EXPORT_RECIPE"]
+__all__ = ["exported_model", "ort_session", "load_session", "EXPORT_RECIPE"]

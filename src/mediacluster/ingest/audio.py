@@ -17,15 +17,11 @@ Then stereo / multichannel audio is mixed down to mono and resampled (soxr, thro
 the rate the encoder asks for. ``windows`` cuts a waveform into fixed-length windows (padding the
 last or only one), which encoders embed and pool.
 
-For the report, ``spectrogram_png`` draws a small log-mel spectrogram and ``audio_preview``
-re-encodes a short excerpt for an HTML ``<audio>`` player; ``report_media`` returns both as
-data URIs.
+Drawing spectrograms and re-encoding excerpts for the report is in ``mediacluster.report.audio``.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import struct
 
@@ -167,102 +163,3 @@ def windows(wav: np.ndarray, length: int, hop: int | None = None, min_fill: floa
         out[i, :len(seg)] = seg
     return out
 
-
-# -- report pieces -----------------------------------------------------------------------------
-
-# viridis anchor colours (matplotlib's, public domain data); interpolated to a 256-entry table
-_VIRIDIS = np.array([
-    [68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142],
-    [31, 158, 137], [53, 183, 121], [109, 205, 89], [180, 222, 44], [253, 231, 37],
-], dtype=np.float64)
-
-
-def _colormap(v: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] -> uint8 RGB (viridis)."""
-    x = np.clip(v, 0, 1) * (len(_VIRIDIS) - 1)
-    i = np.minimum(x.astype(int), len(_VIRIDIS) - 2)
-    t = (x - i)[..., None]
-    rgb = _VIRIDIS[i] * (1 - t) + _VIRIDIS[i + 1] * t
-    return rgb.round().astype(np.uint8)
-
-
-def spectrogram_png(path: str, width: int = 160, height: int = 64, max_seconds: float = 10.0,
-                    sr: int = 16000, top_db: float = 70.0) -> bytes:
-    """PNG bytes of a small log-mel spectrogram of the first ``max_seconds`` of ``path``.
-
-    Low frequencies at the bottom, time left to right, ``top_db`` of dynamic range (viridis).
-    Raises ``SkipItem`` when the file cannot be decoded (same checks as ``load_audio``, except
-    silence: a silent clip draws as a dark image).
-    """
-    import librosa
-    from PIL import Image
-
-    info = audio_info(path)
-    frames = int(min(info.frames, max_seconds * info.samplerate)) if info.frames > 0 else 0
-    if frames <= 0:
-        raise SkipItem("no audio samples (0 frames)", "no_samples")
-    import soundfile as sf
-
-    data, rate = sf.read(path, frames=frames, dtype="float32", always_2d=True)
-    wav = data.mean(axis=1)
-    if rate != sr:
-        wav = resample(wav, rate, sr)
-    n_fft = 512
-    hop = max(64, len(wav) // max(1, width))
-    mel = librosa.feature.melspectrogram(y=np.pad(wav, (0, max(0, n_fft - len(wav)))), sr=sr,
-                                         n_fft=n_fft, hop_length=hop, n_mels=height,
-                                         fmax=min(sr / 2, rate / 2))
-    db = librosa.power_to_db(mel, ref=max(float(mel.max()), 1e-10), top_db=top_db)
-    v = (db + top_db) / top_db
-    img = Image.fromarray(_colormap(v[::-1]), "RGB").resize((width, height), Image.BILINEAR)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-def audio_preview(path: str, max_seconds: float = 10.0, sr: int = 16000) -> tuple[bytes, str]:
-    """A short mono excerpt of ``path`` for an HTML ``<audio>`` player: ``(bytes, mime type)``.
-
-    Re-encoded as MP3 (libsndfile's LAME, every browser plays it; about 2 kB per second at
-    16 kHz), or 16-bit WAV when this libsndfile cannot write MP3.
-    """
-    import soundfile as sf
-
-    info = audio_info(path)
-    frames = int(min(info.frames, max_seconds * info.samplerate))
-    if frames <= 0:
-        raise SkipItem("no audio samples (0 frames)", "no_samples")
-    data, rate = sf.read(path, frames=frames, dtype="float32", always_2d=True)
-    wav = data.mean(axis=1)
-    out_sr = min(sr, rate)
-    if rate != out_sr:
-        wav = resample(wav, rate, out_sr)
-    buf = io.BytesIO()
-    try:
-        sf.write(buf, wav, out_sr, format="MP3", subtype="MPEG_LAYER_III")
-        return buf.getvalue(), "audio/mpeg"
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
-        buf = io.BytesIO()
-        sf.write(buf, wav, out_sr, format="WAV", subtype="PCM_16")
-        return buf.getvalue(), "audio/wav"
-
-
-def report_media(path: str, max_seconds: float = 10.0) -> dict:
-    """What a report card needs for one audio example, as data URIs.
-
-    ``{"spectrogram": "data:image/png;base64,...", "audio": "data:audio/mpeg;base64,...",
-    "duration_s": float}``; on an unreadable file ``{"error": reason}``. The report shows the
-    spectrogram with ``<audio controls preload="none">`` under it, so nothing plays unless the
-    user presses play (the map's hover shows the spectrogram only).
-    """
-    try:
-        png = spectrogram_png(path, max_seconds=max_seconds)
-        snd, mime = audio_preview(path, max_seconds=max_seconds)
-        info = audio_info(path)
-    except SkipItem as e:
-        return {"error": str(e)}
-    return {
-        "spectrogram": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
-        "audio": f"data:{mime};base64," + base64.b64encode(snd).decode("ascii"),
-        "duration_s": float(info.frames / info.samplerate) if info.samplerate else 0.0,
-    }

@@ -8,7 +8,8 @@ from any working folder.
 * **a folder**, scanned recursively for files whose extension (case-insensitive) belongs to the
   media kind (``IMAGE_EXTENSIONS`` / ``AUDIO_EXTENSIONS``). Hidden files and hidden folders
   (name starting with ``.``) and NAS / archive metadata folders (``@eaDir``, ``__MACOSX``) are
-  ignored silently. Symbolic links to files and folders are followed, but every real folder is
+  ignored silently, and so is a mediacluster run folder inside the input (an ``--out`` there:
+  its report thumbnails are not part of the collection). Symbolic links to files and folders are followed, but every real folder is
   visited once, so link loops (``a/loop -> ..``) terminate and a linked folder is not listed
   twice. Broken links and non-regular files (FIFOs, devices) with a media extension, and
   unreadable folders, are listed as skipped with a reason. Order: sorted names, depth first, so
@@ -39,7 +40,6 @@ wants to drop or report them; it compares sizes first and hashes only same-size 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -47,7 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..collection import Collection, Skipped
+from ..data import Collection, Skipped
+from ..errors import InputError, ParameterError
+from ..fileio import hash_file
+from ..rundir import RunDir
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif"})
@@ -86,10 +89,10 @@ def collect(
                     f"files; cluster the {counts[other]} {other} files with --media {other}")))
         return coll
     if media not in MEDIA_EXTENSIONS:
-        raise ValueError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)}")
+        raise ParameterError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)}")
     p = Path(source)
     if not p.exists():
-        raise FileNotFoundError(f"input not found: {p}")
+        raise InputError(f"input not found: {p}")
     if p.is_dir():
         return scan_folder(p, media=media, labels_from_folders=labels_from_folders)
     suffix = p.suffix.lower()
@@ -104,7 +107,7 @@ def collect(
         full = os.path.abspath(p)
         label = [p.parent.name] if labels_from_folders else None
         return Collection(ids=[full], paths=[full], labels=label, media=media, source=str(p))
-    raise ValueError(
+    raise InputError(
         f"don't know how to read {p}: expected a folder, a CSV/Parquet manifest with a 'path' "
         f"column, or embeddings (.npy, .npz, Parquet with an id and a vector column)"
     )
@@ -113,7 +116,8 @@ def collect(
 def _media_files(root: Path, exts) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d) and d not in SKIP_FOLDERS)
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d) and d not in SKIP_FOLDERS
+                             and not RunDir.is_run(os.path.join(dirpath, d)))
         out.extend(os.path.join(dirpath, f) for f in sorted(filenames)
                    if not _hidden(f) and os.path.splitext(f)[1].lower() in exts)
     return out
@@ -162,7 +166,7 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
     try:
         rst = os.stat(root)
     except OSError as e:
-        raise FileNotFoundError(f"cannot read folder {root}: {e.strerror or e}") from None
+        raise InputError(f"cannot read folder {root}: {e.strerror or e}") from None
     visited = {(rst.st_dev, rst.st_ino)}
     # depth-first with an explicit stack: (folder path, label relative to root)
     stack: list[tuple[str, str | None]] = [(str(root), None)]
@@ -184,8 +188,8 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
             except OSError:
                 is_dir = False
             if is_dir:
-                if name in SKIP_FOLDERS:
-                    continue
+                if name in SKIP_FOLDERS or RunDir.is_run(entry.path):
+                    continue  # a run folder (an --out inside the input) holds our own thumbnails
                 try:
                     st = entry.stat()
                 except OSError as e:
@@ -240,10 +244,10 @@ def _precheck(st: os.stat_result, media: str) -> str | None:
     return None
 
 
-def find_duplicates(paths: list[str], chunk: int = 1 << 20) -> list[list[str]]:
+def find_duplicates(paths: list[str]) -> list[list[str]]:
     """Groups (2+ paths each) of files with identical content, in input order.
 
-    Only files sharing a byte size are hashed (BLAKE2b), so a collection without duplicates
+    Only files sharing a byte size are hashed (``fileio.hash_file``), so a collection without duplicates
     costs one ``stat`` per file.
     """
     by_size: dict[int, list[str]] = {}
@@ -256,16 +260,12 @@ def find_duplicates(paths: list[str], chunk: int = 1 << 20) -> list[list[str]]:
     for same in by_size.values():
         if len(same) < 2:
             continue
-        by_hash: dict[bytes, list[str]] = {}
+        by_hash: dict[str, list[str]] = {}
         for p in same:
-            h = hashlib.blake2b(digest_size=20)
             try:
-                with open(p, "rb") as f:
-                    while block := f.read(chunk):
-                        h.update(block)
+                by_hash.setdefault(hash_file(p), []).append(p)
             except OSError:
                 continue
-            by_hash.setdefault(h.digest(), []).append(p)
         groups.extend(g for g in by_hash.values() if len(g) > 1)
     order = {p: i for i, p in enumerate(paths)}
     return sorted(groups, key=lambda g: order[g[0]])
@@ -285,7 +285,7 @@ def _read_table(p: Path):
             df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
                              na_values=[""])
     except Exception as e:  # pandas/pyarrow raise many types for unreadable tables
-        raise ValueError(f"{p}: cannot read table: {e}") from None
+        raise InputError(f"{p}: cannot read table: {e}") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
     return df
 
@@ -307,7 +307,7 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
     p = Path(p)
     df = _read_table(p) if df is None else df
     if "path" not in df.columns:
-        raise ValueError(f"{p}: a manifest needs a 'path' column; columns are {list(df.columns)}")
+        raise InputError(f"{p}: a manifest needs a 'path' column; columns are {list(df.columns)}")
     base = Path(os.path.abspath(p.parent))
     has_ids = "id" in df.columns
     has_labels = "label" in df.columns and not labels_from_folders
@@ -332,9 +332,9 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
         if has_ids:
             item_id = _str_or_none(raw_ids[row])
             if item_id is None:
-                raise ValueError(f"{p}: {where} has an empty id")
+                raise InputError(f"{p}: {where} has an empty id")
             if item_id in seen_id:
-                raise ValueError(
+                raise InputError(
                     f"{p}: id {item_id!r} appears twice ({seen_id[item_id]} and {where}); ids must be unique")
             seen_id[item_id] = where
         elif full in seen_path:
@@ -381,26 +381,26 @@ def _parse_vector(v, row: int, p: Path) -> np.ndarray:
         try:
             return np.array([float(x) for x in _NUM_SPLIT.split(s) if x], dtype=np.float64)
         except ValueError:
-            raise ValueError(f"{p}: row {row}: cannot parse vector {v[:60]!r}") from None
+            raise InputError(f"{p}: row {row}: cannot parse vector {v[:60]!r}") from None
     if v is None or (np.isscalar(v) and _isna(v)):
-        raise ValueError(f"{p}: row {row}: vector is missing")
+        raise InputError(f"{p}: row {row}: vector is missing")
     try:
         a = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{p}: row {row}: vector has non-numeric values") from None
+        raise InputError(f"{p}: row {row}: vector has non-numeric values") from None
     if a.ndim != 1:
-        raise ValueError(f"{p}: row {row}: expected a flat vector, got shape {a.shape}")
+        raise InputError(f"{p}: row {row}: expected a flat vector, got shape {a.shape}")
     return a
 
 
 def _stack_rows(values, p: Path) -> np.ndarray:
     rows = [_parse_vector(v, i, p) for i, v in enumerate(values)]
     if not rows:
-        raise ValueError(f"{p}: no vectors")
+        raise InputError(f"{p}: no vectors")
     d = len(rows[0])
     for i, r in enumerate(rows):
         if len(r) != d:
-            raise ValueError(f"{p}: vectors have different lengths: row 0 has {d} values, row {i} has {len(r)}")
+            raise InputError(f"{p}: vectors have different lengths: row 0 has {d} values, row {i} has {len(r)}")
     return np.stack(rows)
 
 
@@ -408,7 +408,7 @@ def _check_ids(ids: list[str], p: Path) -> None:
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         dup = [i for i in ids if i in seen or seen.add(i)]
-        raise ValueError(f"{p}: ids are not unique (e.g. {dup[:3]})")
+        raise InputError(f"{p}: ids are not unique (e.g. {dup[:3]})")
 
 
 def read_vectors(p: str | os.PathLike, df=None) -> Collection:
@@ -424,13 +424,13 @@ def read_vectors(p: str | os.PathLike, df=None) -> Collection:
         try:
             z = np.load(p, allow_pickle=False)
         except Exception as e:
-            raise ValueError(f"{p}: cannot read .npz: {e}") from None
+            raise InputError(f"{p}: cannot read .npz: {e}") from None
         with z:
             key = next((k for k in _VECTOR_COLUMNS if k in z.files), None)
             if key is None:
                 arrays = [k for k in z.files if k not in ("ids", "labels", "paths")]
                 if len(arrays) != 1:
-                    raise ValueError(
+                    raise InputError(
                         f"{p}: no array named one of {_VECTOR_COLUMNS} (arrays: {z.files})")
                 key = arrays[0]
             try:
@@ -441,7 +441,7 @@ def read_vectors(p: str | os.PathLike, df=None) -> Collection:
                 if "paths" in z.files:
                     paths = [str(x) for x in z["paths"]]
             except ValueError as e:
-                raise ValueError(f"{p}: {e} (save ids/labels as string arrays, not objects)") from None
+                raise InputError(f"{p}: {e} (save ids/labels as string arrays, not objects)") from None
         if ids is None:
             ids = [str(i) for i in range(len(vectors))] if vectors.ndim >= 1 else []
     else:
@@ -457,25 +457,25 @@ def read_vectors(p: str | os.PathLike, df=None) -> Collection:
             except (TypeError, ValueError):
                 vectors = None
             if vectors is None or vectors.shape[1] < 2:
-                raise ValueError(
+                raise InputError(
                     f"{p}: need a 'path' column (manifest), a vector column named one of "
                     f"{_VECTOR_COLUMNS}, or one numeric column per dimension; columns are {list(df.columns)}"
                 )
             if np.isnan(vectors).any():
                 r = int(np.flatnonzero(np.isnan(vectors).any(axis=1))[0])
-                raise ValueError(f"{p}: row {r} has missing or NaN values")
+                raise InputError(f"{p}: row {r} has missing or NaN values")
         ids = [_str_or_none(x) or "" for x in df[icol]] if icol else [str(i) for i in range(len(df))]
         if icol and any(i == "" for i in ids):
-            raise ValueError(f"{p}: column {icol!r} has empty ids (row {ids.index('')})")
+            raise InputError(f"{p}: column {icol!r} has empty ids (row {ids.index('')})")
         if "label" in df.columns:
             labels = [_str_or_none(x) for x in df["label"].tolist()]
         if "path" in df.columns:
             paths = [_str_or_none(x) for x in df["path"].tolist()]
     vectors = _check_vectors(vectors, p)
     if len(ids) != len(vectors):
-        raise ValueError(f"{p}: {len(ids)} ids for {len(vectors)} vectors")
+        raise InputError(f"{p}: {len(ids)} ids for {len(vectors)} vectors")
     if labels is not None and len(labels) != len(vectors):
-        raise ValueError(f"{p}: {len(labels)} labels for {len(vectors)} vectors")
+        raise InputError(f"{p}: {len(labels)} labels for {len(vectors)} vectors")
     if paths is not None and (len(paths) != len(vectors) or any(x is None for x in paths)):
         paths = None
     _check_ids(ids, p)
@@ -487,29 +487,29 @@ def _load_npy(p: Path) -> np.ndarray:
         return np.load(p, allow_pickle=False)
     except ValueError as e:
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
-            raise ValueError(
+            raise InputError(
                 f"{p}: the array holds Python objects, which are never unpickled; "
                 "save a numeric (n_items, dim) array") from None
-        raise ValueError(f"{p}: cannot read .npy: {e}") from None
+        raise InputError(f"{p}: cannot read .npy: {e}") from None
     except OSError as e:
-        raise ValueError(f"{p}: cannot read .npy: {e}") from None
+        raise InputError(f"{p}: cannot read .npy: {e}") from None
 
 
 def _check_vectors(vectors: np.ndarray, p: Path) -> np.ndarray:
     vectors = np.asarray(vectors)
     if vectors.dtype.kind not in "fiub":
-        raise ValueError(f"{p}: vectors must be numbers, got dtype {vectors.dtype}")
+        raise InputError(f"{p}: vectors must be numbers, got dtype {vectors.dtype}")
     if vectors.ndim != 2:
         hint = " (a single vector? reshape it to (1, dim))" if vectors.ndim == 1 else ""
-        raise ValueError(f"{p}: expected a 2-D array (n_items, dim), got shape {vectors.shape}{hint}")
+        raise InputError(f"{p}: expected a 2-D array (n_items, dim), got shape {vectors.shape}{hint}")
     n, d = vectors.shape
     if n == 0 or d == 0:
-        raise ValueError(f"{p}: no vectors (shape {vectors.shape})")
+        raise InputError(f"{p}: no vectors (shape {vectors.shape})")
     vectors = vectors.astype(np.float32, copy=False)
     finite = np.isfinite(vectors).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise ValueError(
+        raise InputError(
             f"{p}: {len(bad)} of {n} vectors contain NaN or infinity (rows {bad[:5].tolist()}"
             f"{' ...' if len(bad) > 5 else ''})"
         )

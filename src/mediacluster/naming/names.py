@@ -1,6 +1,10 @@
-"""Automatic cluster names for a run: pick the method from what the run holds, make the names
-unique and readable, keep three alternatives, and write them into ``clusters.json`` and
-``names.json``. Hand-given names (``names.yaml``) are applied on top by :func:`load_names`.
+"""Automatic cluster names: pick the method from what the run holds (a CLIP text tower, or
+ImageNet probabilities), make the names unique and readable, keep three alternatives.
+
+``name_clusters`` works on arrays (the ``cluster`` job calls it before publishing a run);
+``name_run`` re-names a published run and writes ``names.json`` and the ``name`` keys of
+``clusters.json`` through its ``RunDir``. Hand-given names (``names.yaml``) are applied on top by
+:func:`mediacluster.naming.load_names`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_json, write_json
+from ..rundir import RunDir
 
 
 def unique_names(candidates: dict[int, list[dict]], extra: dict[int, list[str]] | None = None,
@@ -92,33 +96,29 @@ def name_clusters(vectors: np.ndarray | None, labels: np.ndarray, imagenet_probs
     return out
 
 
-def name_run(run_dir: str | Path, vocabulary: str | Path | None = None, encoder=None,
+def encoder_for_names(spec: str | None):
+    """The encoder whose text tower names a run's clusters (CLIP runs), else None."""
+    if spec and spec.startswith("clip"):
+        from ..encoders import get_encoder
+
+        return get_encoder(spec)
+    return None
+
+
+def name_run(run: str | Path | RunDir, vocabulary: str | Path | None = None, encoder=None,
              write: bool = True) -> list[dict]:
-    """Name the clusters of a finished run and (by default) write ``names.json`` and the
+    """Name the clusters of a published run and (by default) write ``names.json`` and the
     ``name`` / ``alternatives`` keys of ``clusters.json``.
 
     The encoder is taken from ``run.json``: a CLIP run (``has_text``) is named zero-shot (the
     text tower is loaded), otherwise the ImageNet probabilities are lifted through WordNet.
     """
-    import pandas as pd
-
-    run_dir = Path(run_dir)
-    assign = pd.read_parquet(run_dir / "assignments.parquet", columns=["cluster"])
-    labels = assign["cluster"].to_numpy()
-    probs = None
-    p = run_dir / "extra_imagenet_probs.npy"
-    if p.exists():
-        probs = np.load(p, allow_pickle=False)
-    vectors = None
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    labels = run.read_assignments(["cluster"])["cluster"].to_numpy()
+    probs = run.read_extra("imagenet_probs")
     if encoder is None and probs is None:
-        info = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
-        spec = (info.get("encoder") or {}).get("name", "")
-        if spec.startswith("clip"):
-            from ..encoders import get_encoder
-
-            encoder = get_encoder(spec)
-    if encoder is not None and getattr(encoder, "has_text", False):
-        vectors = np.load(run_dir / "embeddings.npy", allow_pickle=False)
+        encoder = encoder_for_names((run.info.get("encoder") or {}).get("name"))
+    vectors = run.read_embeddings().vectors if getattr(encoder, "has_text", False) else None
     vocab = None
     if vocabulary is not None:
         from .zeroshot import load_vocabulary
@@ -126,15 +126,21 @@ def name_run(run_dir: str | Path, vocabulary: str | Path | None = None, encoder=
         vocab = load_vocabulary(vocabulary)
     named = name_clusters(vectors, labels, imagenet_probs=probs, encoder=encoder, vocabulary=vocab)
     if write:
-        write_json(run_dir / "names.json", {"clusters": named})
-        cj = run_dir / "clusters.json"
-        if cj.exists():
-            data = read_json(cj)
-            by_id = {e["cluster"]: e for e in named}
-            for e in data.get("clusters", []):
-                n = by_id.get(int(e["cluster"]))
-                if n:
-                    e["name"] = n["name"]
-                    e["alternatives"] = n["alternatives"]
-            write_json(cj, data)
+        with run.writing("naming"):
+            run.write_names(named, method=named[0]["method"] if named else None)
+            run.write_clusters(merge_names(run.read_clusters(), named))
     return named
+
+
+def merge_names(clusters: list[dict], named: list[dict]) -> list[dict]:
+    """``clusters.json`` entries with the ``name`` / ``alternatives`` of ``named``."""
+    by_id = {e["cluster"]: e for e in named}
+    out = []
+    for e in clusters:
+        e = dict(e)
+        n = by_id.get(int(e["cluster"]))
+        if n:
+            e["name"] = n["name"]
+            e["alternatives"] = n["alternatives"]
+        out.append(e)
+    return out

@@ -8,80 +8,85 @@ Format (plain YAML mapping, cluster id -> name)::
 
 Hand names override automatic ones everywhere (report, assignments, tags). ``load_names`` merges
 automatic names (``names.json`` or the ``name`` keys of ``clusters.json``) with the overrides.
+An id that is not a cluster of the run, or a value that is not a plain name, is refused with a
+message naming the file and the entry.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-NAMES_YAML = "names.yaml"
-NAMES_JSON = "names.json"
+from ..errors import ConfigError
+from ..fileio import atomic_path
+from ..rundir import NAMES_YAML, RunDir, find_run
 
 
-def _read_overrides(run_dir: Path) -> dict[int, str]:
-    p = run_dir / NAMES_YAML
+def _as_run(run) -> RunDir:
+    return run if isinstance(run, RunDir) else RunDir.open(run)
+
+
+def _read_overrides(run: RunDir, valid_ids: set[int] | None = None) -> dict[int, str]:
+    p = run.file(NAMES_YAML)
     if not p.exists():
-        p = run_dir / "names.yml"
+        p = run.file("names.yml")
         if not p.exists():
             return {}
     import yaml
 
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{p}: expected a mapping 'cluster id: name', got {type(data).__name__}")
+        raise ConfigError(f"{p}: expected a mapping 'cluster id: name', got {type(data).__name__}")
     out: dict[int, str] = {}
     for k, v in data.items():
         try:
             cid = int(k)
         except (TypeError, ValueError):
-            raise ValueError(f"{p}: cluster id {k!r} is not an integer") from None
-        if v is None or str(v).strip() == "":
+            raise ConfigError(f"{p}: cluster id {k!r} is not an integer") from None
+        if v is None or (isinstance(v, str) and v.strip() == ""):
             continue  # an empty entry means "keep the automatic name"
+        if not isinstance(v, str | int | float) or isinstance(v, bool):
+            raise ConfigError(f"{p}: the name of cluster {cid} must be plain text, got {v!r}")
+        if valid_ids is not None and cid not in valid_ids:
+            raise ConfigError(f"{p}: {cid} is not a cluster of this run (clusters: "
+                              f"{', '.join(map(str, sorted(valid_ids)))})")
         out[cid] = str(v).strip()
     return out
 
 
-def automatic_names(run_dir: str | Path) -> dict[int, str]:
+def automatic_names(run) -> dict[int, str]:
     """Automatic names of a run (``names.json``, else ``clusters.json`` name keys)."""
-    from ..io import read_json
-
-    run_dir = Path(run_dir)
-    out: dict[int, str] = {}
-    if (run_dir / NAMES_JSON).exists():
-        d = read_json(run_dir / NAMES_JSON)
-        for e in d.get("clusters", []):
-            if e.get("name"):
-                out[int(e["cluster"])] = str(e["name"])
-    if not out and (run_dir / "clusters.json").exists():
-        for e in read_json(run_dir / "clusters.json").get("clusters", []):
-            if e.get("name"):
-                out[int(e["cluster"])] = str(e["name"])
+    run = _as_run(run)
+    out = {int(e["cluster"]): str(e["name"]) for e in run.read_automatic_names() if e.get("name")}
+    if not out:
+        out = {int(e["cluster"]): str(e["name"]) for e in run.read_clusters() if e.get("name")}
     return out
 
 
-def load_names(run_dir: str | Path, automatic: bool = True) -> dict[int, str]:
+def load_names(run, automatic: bool = True) -> dict[int, str]:
     """Cluster id -> name for a run: automatic names, overridden by the hand-edited ``names.yaml``.
 
     Clusters without any name are absent; callers fall back to e.g. ``f"cluster {id}"``.
     """
-    run_dir = Path(run_dir)
-    names = automatic_names(run_dir) if automatic else {}
-    names.update(_read_overrides(run_dir))
+    run = _as_run(run)
+    names = automatic_names(run) if automatic else {}
+    ids = {int(e["cluster"]) for e in run.read_clusters()} or None
+    names.update(_read_overrides(run, ids))
     return names
 
 
-def save_names_template(run_dir: str | Path, overwrite: bool = False) -> Path:
+def save_names_template(run, overwrite: bool = False) -> Path:
     """Write a ``names.yaml`` listing every cluster with its automatic name commented, for editing."""
-    from ..io import atomic_path, read_json
-
-    run_dir = Path(run_dir)
-    p = run_dir / NAMES_YAML
+    run = _as_run(run)
+    p = run.file(NAMES_YAML)
     if p.exists() and not overwrite:
         return p
-    auto = automatic_names(run_dir)
-    ids = sorted(auto)
-    if (run_dir / "clusters.json").exists():
-        ids = sorted({int(e["cluster"]) for e in read_json(run_dir / "clusters.json").get("clusters", [])} | set(ids))
+    auto = automatic_names(run)
+    ids = sorted({int(e["cluster"]) for e in run.read_clusters()} | set(auto))
     lines = ["# Hand-given cluster names: 'cluster id: name'. They override automatic names in",
              "# the report and in later assignments. Leave a value empty to keep the automatic one.", ""]
     for c in ids:
@@ -93,12 +98,7 @@ def save_names_template(run_dir: str | Path, overwrite: bool = False) -> Path:
 
 
 def names_near(path: str | Path) -> dict[int, str]:
-    """Cluster names for a saved model or run folder: looks in ``path`` and its parent (a model
-    saved as ``RUN/model``) for the run's names (automatic + ``names.yaml``); ``{}`` if none."""
-    path = Path(path)
-    for d in (path, path.parent):
-        if d.is_dir() and any((d / f).exists() for f in (NAMES_YAML, "names.yml", NAMES_JSON, "clusters.json")):
-            names = load_names(d)
-            if names:
-                return names
-    return {}
+    """Cluster names for a saved model or run folder: the run that holds ``path`` (a model saved
+    in ``RUN/models/v0001``), automatic + ``names.yaml``; ``{}`` if none."""
+    run = find_run(path)
+    return load_names(run) if run is not None else {}

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import l2_normalize
+from ..errors import InputError
+
 TEMPLATES = [
     "a photo of {}.",
     "a picture of {}.",
@@ -47,13 +50,11 @@ def load_vocabulary(path: str | Path | None) -> list[str]:
         return default_vocabulary()
     vocab = parse_vocabulary(Path(path).read_text(encoding="utf-8"))
     if not vocab:
-        raise ValueError(f"vocabulary file {path} has no entries")
+        raise InputError(f"vocabulary file {path} has no entries")
     return vocab
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+_unit = l2_normalize
 
 
 def topic_vectors(encoder, vocabulary: list[str], templates: list[str] = TEMPLATES) -> np.ndarray:

@@ -1,8 +1,46 @@
-"""Offline HTML report of a clustering run (``mediacluster report RUN_DIR``)."""
+"""Offline HTML report of a clustering run (``mediacluster report RUN_DIR``).
+
+``make_report(run)`` names the clusters when the run has no names yet (or when asked), then
+writes ``report/index.html`` with its thumbnails (``build.build_report``); audio runs get
+spectrograms and players (``report.audio``).
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+from ..naming.names import name_run
+from ..naming.overrides import save_names_template
+from ..rundir import RunDir
 from .build import build_report, map_2d, read_study
 from .thumbs import make_thumbnails
 
-__all__ = ["build_report", "map_2d", "read_study", "make_thumbnails"]
+__all__ = ["build_report", "make_report", "map_2d", "read_study", "make_thumbnails"]
+
+log = logging.getLogger(__name__)
+
+
+def make_report(run_dir, out=None, vocabulary=None, rename=False, names_template=False, thumb_size=96,
+                map_method="umap", workers=None, progress=True) -> Path:
+    """What ``mediacluster report`` does, callable from ``cluster --report`` / ``tune --report``.
+
+    Holds the run folder's lock while it writes (names, the map, the report)."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+    with run.writing("report"):
+        if rename or vocabulary is not None or not run.read_automatic_names():
+            try:
+                named = name_run(run, vocabulary=vocabulary, write=False)
+                run.write_names(named, method=named[0]["method"] if named else None)
+                from ..naming.names import merge_names
+
+                run.write_clusters(merge_names(run.read_clusters(), named))
+                if vocabulary is not None and named and named[0]["method"] != "clip-zeroshot":
+                    log.warning("--vocabulary is used with CLIP runs only; this run's encoder has no "
+                                "text tower, names come from %s", named[0]["method"])
+            except Exception as e:  # noqa: BLE001 - the report is still useful without names
+                log.warning("automatic naming failed: %s", e)
+        if names_template:
+            save_names_template(run)
+        return build_report(run, out_dir=out, thumb_size=thumb_size, map_method=map_method,
+                            workers=workers, progress=progress, name=False)

@@ -20,29 +20,29 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, read_json, write_json, write_npy
+from ..data import nearest_to_centre
+from ..errors import RunDirError
+from ..fileio import atomic_path, read_json, write_json
+from ..naming import load_names
+from ..naming.overrides import _read_overrides, automatic_names
+from ..rundir import RunDir
+from ..stages.reduce import UMAPReducer
+from .thumbs import make_thumbnails
 
 log = logging.getLogger(__name__)
 
-MAP_FILE = "map2d.npy"
-MAP_META = "map2d.json"
-
 
 # --------------------------------------------------------------------------- data gathering
-def map_2d(run_dir: Path, vectors: np.ndarray, method: str = "umap", random_state: int = 0,
+def map_2d(run: RunDir, vectors: np.ndarray, method: str = "umap", random_state: int = 0,
            recompute: bool = False) -> np.ndarray:
-    """2-D coordinates of every item, cached in ``run_dir/map2d.npy`` (recomputed when the number
-    of items or the method changed)."""
-    p, meta_p = run_dir / MAP_FILE, run_dir / MAP_META
-    if p.exists() and meta_p.exists() and not recompute:
-        meta = read_json(meta_p)
-        xy = np.load(p, allow_pickle=False)
-        if len(xy) == len(vectors) and meta.get("method") == method:
-            return xy
+    """2-D coordinates of every item, cached in the run folder (``map2d.npy``, stamped with the
+    run id; recomputed when the run, the number of items or the method changed)."""
+    cached = None if recompute else run.read_map(len(vectors))
+    if cached is not None and cached[1].get("method") == method:
+        return cached[0]
     t = time.perf_counter()
     X = np.asarray(vectors, dtype=np.float32)
     if method == "umap" and len(X) >= 10:
-        from ..reduce import UMAPReducer
 
         nn = int(min(30, max(2, len(X) - 1)))
         xy = UMAPReducer(n_neighbors=nn, n_components=2, min_dist=0.1, metric="cosine",
@@ -57,8 +57,7 @@ def map_2d(run_dir: Path, vectors: np.ndarray, method: str = "umap", random_stat
             xy = np.hstack([xy, np.zeros((len(X), 2 - xy.shape[1]))])
         method = "pca" if method == "umap" else method
     xy = np.asarray(xy, dtype=np.float32)
-    write_npy(p, xy)
-    write_json(meta_p, {"method": method, "n": len(xy), "seconds": round(time.perf_counter() - t, 2)})
+    run.write_map(xy, {"method": method, "seconds": round(time.perf_counter() - t, 2)})
     return xy
 
 
@@ -79,16 +78,6 @@ OUTLIER_COLOR = "#111111"
 
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
-
-
-def _representatives(X: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` members nearest the cluster centre (cosine)."""
-    Xi = np.asarray(X[idx], dtype=np.float32)
-    Xi /= np.maximum(np.linalg.norm(Xi, axis=1, keepdims=True), 1e-12)
-    centre = Xi.mean(axis=0)
-    centre /= max(float(np.linalg.norm(centre)), 1e-12)
-    d = 1.0 - Xi @ centre
-    return idx[np.argsort(d, kind="stable")[:k]]
 
 
 def read_study(path: Path) -> dict | None:
@@ -163,52 +152,49 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
                  title: str | None = None, name: bool = True) -> Path:
     """Write ``out_dir/index.html`` (default ``run_dir/report``) and its thumbnails; return the
     HTML path. ``name=True`` computes automatic names first when the run has none."""
-    import pandas as pd
-
-    from ..naming import load_names
-    from .thumbs import make_thumbnails
-
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir else run_dir / "report"
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+    run_dir = run.path
+    out_dir = Path(out_dir) if out_dir else run.file("report")
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    assign = pd.read_parquet(run_dir / "assignments.parquet")
+    assign = run.read_assignments()
     labels = assign["cluster"].to_numpy().astype(np.int64)
     probs = assign["probability"].to_numpy().astype(np.float64) if "probability" in assign else np.ones(len(labels))
     paths = [p if isinstance(p, str) else None for p in assign["path"].tolist()] if "path" in assign else [None] * len(labels)
     ids = [str(x) for x in assign["id"].tolist()] if "id" in assign else [str(i) for i in range(len(labels))]
     shown_paths = [p if p is not None else i for p, i in zip(paths, ids)]
     true_labels = assign["label"].tolist() if "label" in assign else None
-    vectors = np.load(run_dir / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    vectors = run.read_embeddings(mmap=True).vectors
     n = len(labels)
     if len(vectors) != n:
-        raise ValueError(f"{run_dir}: {len(vectors)} embeddings but {n} assignments")
-    info = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
-    clusters_json = read_json(run_dir / "clusters.json") if (run_dir / "clusters.json").exists() else {"clusters": []}
-    evaluation = read_json(run_dir / "evaluation.json") if (run_dir / "evaluation.json").exists() else None
+        raise RunDirError(f"{run_dir}: {len(vectors)} embeddings but {n} assignments; the folder is "
+                          "damaged, re-run cluster")
+    info = run.info
+    clusters_list = run.read_clusters()
+    evaluation = read_json(run.file("evaluation.json")) if run.file("evaluation.json").exists() else None
 
     cluster_ids = sorted(set(labels[labels >= 0].tolist()))
-    if name and cluster_ids and not any(e.get("name") for e in clusters_json.get("clusters", [])) \
-            and not (run_dir / "names.json").exists():
+    if name and cluster_ids and not any(e.get("name") for e in clusters_list) \
+            and not run.read_automatic_names():
         try:
             from ..naming.names import name_run
 
-            name_run(run_dir)
-            clusters_json = read_json(run_dir / "clusters.json") if (run_dir / "clusters.json").exists() else clusters_json
+            name_run(run)
+            clusters_list = run.read_clusters()
         except Exception as e:  # noqa: BLE001 - naming is optional for the page
             log.warning("automatic naming failed: %s", e)
     timings["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    xy = map_2d(run_dir, vectors, method=map_method)
+    xy = map_2d(run, vectors, method=map_method)
     timings["map2d"] = time.perf_counter() - t
 
     t = time.perf_counter()
     audio = info.get("encoder", {}).get("media") == "audio"
-    if audio:  # spectrograms stand in for thumbnails (mediacluster.report_audio)
-        from ..report_audio import make_spectrogram_thumbnails
+    if audio:  # spectrograms stand in for thumbnails (mediacluster.report.audio)
+        from .audio import make_spectrogram_thumbnails  # librosa: loaded for audio runs only
 
         thumbs = make_spectrogram_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers,
                                              progress=progress)
@@ -218,19 +204,16 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
 
     t = time.perf_counter()
     X = vectors  # memory-mapped; each cluster's rows are read and normalised on their own
-    names = load_names(run_dir)
-    from ..naming.overrides import _read_overrides, automatic_names
-
-    hand = _read_overrides(run_dir)
-    auto = automatic_names(run_dir)
-    meta_by_id = {int(e["cluster"]): e for e in clusters_json.get("clusters", [])}
-    names_json = read_json(run_dir / "names.json") if (run_dir / "names.json").exists() else {"clusters": []}
-    alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in names_json.get("clusters", [])}
+    names = load_names(run)
+    hand = _read_overrides(run)
+    auto = automatic_names(run)
+    meta_by_id = {int(e["cluster"]): e for e in clusters_list}
+    alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in run.read_automatic_names()}
     colors = cluster_colors(cluster_ids)
     clusters = []
     for c in cluster_ids:
         idx = np.flatnonzero(labels == c)
-        reps = _representatives(X, idx, n_representatives)
+        reps = nearest_to_centre(X, idx, n_representatives)
         border = idx[np.argsort(probs[idx], kind="stable")[:n_borderline]]
         border = np.array([i for i in border if i not in set(reps.tolist())], dtype=np.int64)
         m = meta_by_id.get(c, {})
@@ -250,7 +233,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     clusters.sort(key=lambda e: -e["size"])
     clips: dict[int, str | None] = {}
     if audio:  # players for the cards' representatives only
-        from ..report_audio import make_audio_clips
+        from .audio import make_audio_clips
 
         rep_idx = sorted({i for e in clusters for i in e["reps"]})
         clips = dict(zip(rep_idx, make_audio_clips([paths[i] for i in rep_idx], out_dir / "audio",
@@ -260,7 +243,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     out_idx = np.flatnonzero(labels == -2)
     noise_show = np.sort(rng.choice(noise_idx, min(gallery_size, len(noise_idx)), replace=False)) if len(noise_idx) else noise_idx
     out_show = np.sort(rng.choice(out_idx, min(gallery_size, len(out_idx)), replace=False)) if len(out_idx) else out_idx
-    study = read_study(run_dir / "study.db") if (run_dir / "study.db").exists() else None
+    study_db = _study_of(run)
+    study = read_study(study_db) if study_db is not None else None
 
     # thumbnails are referenced by index into a table of distinct names (compact at 100k items)
     tnames = sorted({t for t in thumbs if t})
@@ -285,13 +269,20 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     html_path = out_dir / "index.html"
     with atomic_path(html_path) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
-    html_path.chmod(0o644)  # a page to share, not a secret (atomic writes start as 0600)
     timings["html"] = time.perf_counter() - t
     size = html_path.stat().st_size
     write_json(out_dir / "report.json", {"items": n, "clusters": len(clusters), "html_bytes": size,
                                          "thumbnails": len(tnames), "timings_s": timings})
     log.info("report: %s (%.1f MB)", html_path, size / 1e6)
     return html_path
+
+
+def _study_of(run: RunDir) -> Path | None:
+    """The tuning study a run came from: ``study.db`` beside a tuning run's ``best/`` folder."""
+    for p in (run.file("study.db"), run.path.parent / "study.db"):
+        if p.exists() and (p.parent == run.path or run.info.get("command") == "tune"):
+            return p
+    return None
 
 
 def _table(d: dict) -> str:
@@ -309,7 +300,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
     cards = []
     for e in clusters:
         if clips:  # audio: spectrogram + a player that plays only when pressed
-            from ..report_audio import audio_player_html
+            from .audio import audio_player_html
 
             reps = "".join(f'<figure class="aclip">{_img(thumbs, i, paths)}{audio_player_html(clips.get(i))}</figure>'
                            for i in e["reps"])
@@ -347,7 +338,10 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
     eval_html = _table(_flatten(evaluation)) if evaluation else "<p class='muted'>no evaluation.json in the run folder (run <code>mediacluster evaluate</code>)</p>"
     study_html = ("<div id='study-plots'></div>" if study else
                   "<p class='muted'>no tuning study (study.db) in the run folder</p>")
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    # inside <script> the HTML parser still reacts to "</script", "<!--" and "<script": with
+    # every <, > and & written as a JSON escape no file name can end or re-open the element
+    payload = (json.dumps(data, separators=(",", ":"), allow_nan=False)
+               .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     n_clusters = len(clusters)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -7,27 +7,23 @@ re-made; a report over the same collection (or a re-run) only makes the missing 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..fileio import hash_file
 from ..progress import progress_bar
 
 THUMB_EXT = ".jpg"
 
 
-def content_key(path: str | os.PathLike, size: int) -> str | None:
-    """16 hex chars of sha1(file bytes + size); ``None`` when the file can't be read."""
-    h = hashlib.sha1()
+def content_key(path: str | os.PathLike, tag) -> str | None:
+    """File name stem for a derived file: the content hash plus ``tag`` (e.g. the thumbnail
+    size); ``None`` when the file can't be read."""
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        return f"{hash_file(path)}-{tag}"
     except OSError:
         return None
-    h.update(f"|thumb{size}".encode())
-    return h.hexdigest()[:16]
 
 
 def _make_one(src: str, dst: Path, size: int) -> bool:

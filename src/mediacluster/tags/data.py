@@ -19,6 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..embed import embed_collection
+from ..errors import InputError
+from ..ingest import collect
+from ..naming import load_names
+from ..rundir import RunDir
+
 IGNORE = {"", "ignore", "-", "none", "null", "skip"}
 
 
@@ -49,7 +55,7 @@ def read_mapping(path: str | Path) -> dict[str, str]:
         df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
                          keep_default_na=False)
         if df.shape[1] < 2:
-            raise ValueError(f"{path}: need two columns (key, tag)")
+            raise InputError(f"{path}: need two columns (key, tag)")
         return {str(k).strip(): str(v).strip() for k, v in zip(df.iloc[:, 0], df.iloc[:, 1])}
     import yaml
 
@@ -58,7 +64,7 @@ def read_mapping(path: str | Path) -> dict[str, str]:
     if isinstance(d, dict) and isinstance(d.get("mapping"), dict):
         d = d["mapping"]
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a mapping 'key: tag'")
+        raise InputError(f"{path}: expected a mapping 'key: tag'")
     return {str(k).strip(): "" if v is None else str(v).strip() for k, v in d.items()}
 
 
@@ -83,13 +89,10 @@ def _drop_none(vectors: np.ndarray, labels: list, ids: list) -> tuple[np.ndarray
 
 def examples_from_source(source: str | Path, encoder: str = "efficientnet-lite0", cache_dir=None,
                          mapping: dict[str, str] | None = None, progress: bool = True) -> Examples:
-    from ..ingest import collect
-    from ..run import embed_collection
-
     p = Path(source)
     coll = collect(p, labels_from_folders=p.is_dir())
     if not coll.has_labels:
-        raise ValueError(f"{source}: no labels (use a folder with one sub-folder per tag, a manifest "
+        raise InputError(f"{source}: no labels (use a folder with one sub-folder per tag, a manifest "
                          f"with a 'label' column, or an .npz with 'labels')")
     emb = embed_collection(coll, encoder=encoder, cache_dir=cache_dir, progress=progress)
     labels = list(emb.labels)
@@ -101,31 +104,17 @@ def examples_from_source(source: str | Path, encoder: str = "efficientnet-lite0"
 
 
 def examples_from_run(run_dir: str | Path, cluster_tags: str | Path | dict | None = None) -> Examples:
-    import pandas as pd
-
-    from ..io import read_json
-    from ..run import load_embeddings
-
-    run_dir = Path(run_dir)
-    emb = load_embeddings(run_dir)
-    asg_path = run_dir / "assignments.parquet"
-    if asg_path.exists():
-        asg = pd.read_parquet(asg_path)
-    elif (run_dir / "assignments.csv").exists():
-        asg = pd.read_csv(run_dir / "assignments.csv")
-    else:
-        raise FileNotFoundError(f"{run_dir}: no assignments.parquet/csv (not a clustering run?)")
-    if len(asg) != len(emb.ids) or [str(i) for i in asg["id"]] != [str(i) for i in emb.ids]:
-        by_id = {str(i): c for i, c in zip(asg["id"], asg["cluster"])}
-        clusters = np.array([by_id.get(str(i), -1) for i in emb.ids], dtype=np.int64)
-    else:
-        clusters = asg["cluster"].to_numpy(dtype=np.int64)
+    """Training examples from a run: each clustered item tagged with its cluster's tag. The
+    curated clusters (``curated_cluster``, from the studio) are used when the run has them."""
+    run = RunDir.open(run_dir)
+    emb = run.read_embeddings()
+    asg = run.read_assignments()
+    col = "curated_cluster" if "curated_cluster" in asg.columns else "cluster"
+    clusters = asg[col].to_numpy(dtype=np.int64)
     if cluster_tags is None:
-        from ..naming import load_names
-
-        tags = {str(k): v for k, v in load_names(run_dir, automatic=False).items()}
+        tags = {str(k): v for k, v in load_names(run, automatic=False).items()}
         if not tags:
-            raise ValueError(f"{run_dir}: no cluster tags given and no hand-given names.yaml; "
+            raise InputError(f"{run_dir}: no cluster tags given and no hand-given names.yaml; "
                              f"pass a YAML/CSV mapping cluster id -> tag (or 'other' / 'ignore')")
     elif isinstance(cluster_tags, dict):
         tags = {str(k): "" if v is None else str(v) for k, v in cluster_tags.items()}
@@ -137,9 +126,8 @@ def examples_from_run(run_dir: str | Path, cluster_tags: str | Path | dict | Non
         labels.append(None if t is None or t.lower() in IGNORE else t)
     X, y, ids = _drop_none(emb.vectors, labels, emb.ids)
     if not y:
-        raise ValueError(f"{run_dir}: no clustered item has a tag (cluster ids in the mapping: "
+        raise InputError(f"{run_dir}: no clustered item has a tag (cluster ids in the mapping: "
                          f"{sorted(tags)[:10]})")
-    info = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
-    enc = info.get("encoder", {})
+    enc = run.info.get("encoder", {})
     return Examples(vectors=X, labels=y, ids=ids, encoder=enc.get("name") or emb.encoder or "precomputed",
                     encoder_id=enc.get("id", ""), source=str(run_dir))

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, write_json
+from ..errors import InputError
+from ..fileio import atomic_path, write_json
 from .thresholds import clopper_pearson, coverage_at_precision, precision_coverage_curve
 
 
@@ -31,7 +32,7 @@ def evaluate_tagger(clf, X: np.ndarray, y, proba: np.ndarray | None = None) -> d
     classes = [str(c) for c in clf.classes_]
     unknown = sorted(set(y) - set(classes))
     if unknown:
-        raise ValueError(f"labels the model does not know: {unknown[:10]} (map them with --mapping; "
+        raise InputError(f"labels the model does not know: {unknown[:10]} (map them with --mapping; "
                          f"model labels: {classes})")
     proba = clf.predict_proba(X) if proba is None else proba
     pred_idx, conf, suggested = clf.decide(proba)

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import InputError
+
 OTHER = "other"
 _WNID = re.compile(r"^n\d{8}$")
 
@@ -50,7 +52,7 @@ def parse_tag(spec: str) -> tuple[str, list[str]]:
     name, _, syns = spec.partition("=")
     name = name.strip().lstrip("#").strip()
     if not name:
-        raise ValueError(f"empty tag in {spec!r}")
+        raise InputError(f"empty tag in {spec!r}")
     if syns:
         ids = [s.strip() for s in syns.replace(",", "+").split("+") if s.strip()]
         for s in ids:
@@ -126,7 +128,7 @@ def propose_mapping(labels: list[str], tags: list[str]) -> list[LabelMapping]:
     parsed = [parse_tag(t) for t in tags]
     missing = [n for n, s in parsed if not s]
     if missing:
-        raise ValueError(f"tags with no WordNet noun sense (give one as tag=wnid): {missing}")
+        raise InputError(f"tags with no WordNet noun sense (give one as tag=wnid): {missing}")
     return [map_label(lab, parsed) for lab in labels]
 
 
@@ -138,7 +140,7 @@ def write_mapping_yaml(path: str | Path, mappings: list[LabelMapping], tags: lis
     """Write the proposal as YAML (``tags:`` list, ``mapping:`` label -> tag) with comments."""
     import yaml
 
-    from ..io import atomic_path
+    from ..fileio import atomic_path
 
     def q(s: str) -> str:
         return yaml.safe_dump(s, default_style=None, width=10_000).strip().removesuffix("...").strip()

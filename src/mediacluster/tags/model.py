@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..io import atomic_path, write_json
+from ..data import l2_normalize
+from ..errors import InputError
+from ..fileio import atomic_path, write_json
 from .thresholds import choose_threshold, clopper_pearson, min_support
 
 FORMAT = "mediacluster.tags/1"
@@ -123,9 +125,7 @@ class TagClassifier(BaseEstimator, ClassifierMixin):
     @staticmethod
     def _l2(X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
-        if X.ndim == 1:
-            X = X[None]
-        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        return l2_normalize(X[None] if X.ndim == 1 else X)
 
     def _features(self, X: np.ndarray) -> np.ndarray:
         return (self._l2(X) - self.mean_) / self.scale_
@@ -135,19 +135,19 @@ class TagClassifier(BaseEstimator, ClassifierMixin):
         from sklearn.model_selection import train_test_split
 
         if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
+            raise InputError(f"model must be one of {MODELS}, not {self.model!r}")
         if self.thresholds not in ("per-tag", "global", "auto"):
-            raise ValueError("thresholds must be 'per-tag', 'global' or 'auto'")
+            raise InputError("thresholds must be 'per-tag', 'global' or 'auto'")
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray([str(v) for v in y])
         if len(X) != len(y):
-            raise ValueError(f"{len(X)} vectors but {len(y)} labels")
+            raise InputError(f"{len(X)} vectors but {len(y)} labels")
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
-            raise ValueError(f"need at least 2 different tags to train, got {classes.tolist()}")
+            raise InputError(f"need at least 2 different tags to train, got {classes.tolist()}")
         if counts.min() < 2:
             few = classes[counts < 2].tolist()
-            raise ValueError(f"tags with fewer than 2 examples cannot be split for validation: {few}")
+            raise InputError(f"tags with fewer than 2 examples cannot be split for validation: {few}")
         t0 = time.perf_counter()
         self.model_ = self.model if self.model != "auto" else ("mlp" if len(y) >= MLP_FROM else "logreg")
         self.classes_ = classes
@@ -162,7 +162,7 @@ class TagClassifier(BaseEstimator, ClassifierMixin):
         if mode == "auto":
             mode = "cv" if len(y) < self.cv_below else "holdout"
         if mode not in ("cv", "holdout"):
-            raise ValueError("validation must be 'auto', 'cv' or 'holdout'")
+            raise InputError("validation must be 'auto', 'cv' or 'holdout'")
         self.validation_mode_ = mode
         if mode == "holdout":
             idx = np.arange(len(y))
@@ -211,7 +211,7 @@ class TagClassifier(BaseEstimator, ClassifierMixin):
         """Re-choose the thresholds for another target precision without refitting (uses the
         validation scores kept in memory since ``fit``; not available on a loaded model)."""
         if getattr(self, "_val_scores", None) is None:
-            raise ValueError("set_precision needs the validation scores of fit(); refit the model")
+            raise InputError("set_precision needs the validation scores of fit(); refit the model")
         self.precision = float(precision)
         p_va, y_va = self._val_scores
         self._choose_thresholds(p_va, y_va)
@@ -237,7 +237,7 @@ class TagClassifier(BaseEstimator, ClassifierMixin):
                                 max_iter=self.max_iter, random_state=self.random_state)
             mlp.fit(F, y_idx)
             if len(mlp.classes_) != len(self.classes_):
-                raise ValueError("every tag must appear in the training part")
+                raise InputError("every tag must appear in the training part")
             W1, W2 = mlp.coefs_
             b1, b2 = mlp.intercepts_
             if W2.shape[1] == 1:  # binary: logistic output -> two-logit softmax
@@ -366,7 +366,7 @@ class TagClassifier(BaseEstimator, ClassifierMixin):
         with open(folder / "model.json", encoding="utf-8") as f:
             d = json.load(f)
         if d.get("format") != FORMAT:
-            raise ValueError(f"{folder}: not a mediacluster tag model (format {d.get('format')!r})")
+            raise InputError(f"{folder}: not a mediacluster tag model (format {d.get('format')!r})")
         params = dict(d["params"])
         params["abstain_labels"] = tuple(params.get("abstain_labels") or ())
         clf = cls(**params)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..ingest import SkipItem
 from .model import TagClassifier
 
@@ -28,7 +29,7 @@ def _flip(x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x[:, ::-1, :])
     if x.ndim == 3:
         return np.ascontiguousarray(x[:, :, ::-1])
-    raise ValueError(f"cannot flip a prepared input of shape {x.shape}")
+    raise InputError(f"cannot flip a prepared input of shape {x.shape}")
 
 
 class Tagger:
@@ -49,7 +50,7 @@ class Tagger:
 
     @classmethod
     def load(cls, folder: str | Path) -> Tagger:
-        from ..io import read_json
+        from ..fileio import read_json
 
         clf = TagClassifier.load(folder)
         d = read_json(Path(folder) / "model.json")
@@ -61,12 +62,12 @@ class Tagger:
     def encoder(self):
         if self._encoder is None:
             if not self.encoder_name or self.encoder_name == "precomputed":
-                raise ValueError("this tag model was trained on precomputed vectors; pass vectors, not files")
+                raise InputError("this tag model was trained on precomputed vectors; pass vectors, not files")
             from ..encoders import get_encoder
 
             enc = get_encoder(self.encoder_name)
             if self.encoder_id and enc.id != self.encoder_id:
-                raise ValueError(f"the model was trained on {self.encoder_id} vectors but the installed "
+                raise InputError(f"the model was trained on {self.encoder_id} vectors but the installed "
                                  f"encoder is {enc.id}; retrain the tag model")
             self._encoder = enc
         return self._encoder

@@ -20,6 +20,8 @@ import math
 import numpy as np
 from scipy.stats import beta
 
+from ..errors import ParameterError
+
 __all__ = ["clopper_pearson", "min_support", "choose_threshold", "precision_coverage_curve"]
 
 
@@ -45,13 +47,13 @@ def clopper_pearson(k, n, alpha: float = 0.05, side: str = "lower"):
         if side == "upper":
             hi = np.where(k < n, beta.ppf(1 - alpha, k + 1, n - k), 1.0)
             return np.where(n > 0, hi, 1.0)[()]
-    raise ValueError(f"side must be 'lower', 'upper' or 'two', not {side!r}")
+    raise ParameterError(f"side must be 'lower', 'upper' or 'two', not {side!r}")
 
 
 def min_support(target: float, alpha: float = 0.05) -> int:
     """Fewest validation suggestions (all right) whose lower bound can reach ``target``."""
     if not 0.0 < target < 1.0:
-        raise ValueError("target precision must be in (0, 1)")
+        raise ParameterError("target precision must be in (0, 1)")
     return int(math.ceil(math.log(alpha) / math.log(target)))
 
 

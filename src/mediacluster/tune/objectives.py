@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import ParameterError
+
 WORST = -1.0
 
 
@@ -92,7 +94,7 @@ def get_objective(name: str | Callable[[dict], float]) -> tuple[str, Callable[[d
     if callable(name):
         return getattr(name, "__name__", "custom"), name
     if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
+        raise ParameterError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
     return name, OBJECTIVES[name]
 
 

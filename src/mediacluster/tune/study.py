@@ -27,9 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import Embeddings
+from ..errors import InputError, MediaclusterError, ParameterError
+from ..fileio import setup_numba_cache, write_json, write_npy, write_table
+from ..stages.cluster import single_blas_thread
 from .objectives import DESCRIPTIONS, get_objective, quality_for_pareto
-from .space import SearchSpace, full_params, load_space
-from .workspace import Workspace, build_pipeline, setup_numba_cache
+from .space import SearchSpace, load_space
+from .workspace import Workspace, flat_params
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +69,12 @@ def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int = 5,
         return s.GPSampler(seed=seed, n_startup_trials=10, warn_independent_sampling=False)
     if name == "cmaes":
         if n_directions > 1:
-            raise ValueError("cmaes handles one objective; use nsga2 (or tpe/random) for the Pareto mode")
+            raise ParameterError("cmaes handles one objective; use nsga2 (or tpe/random) for the Pareto mode")
         return s.CmaEsSampler(seed=seed, n_startup_trials=5, warn_independent_sampling=False,
                               independent_sampler=s.RandomSampler(seed=seed))
     if name == "nsga2":
         return s.NSGAIISampler(seed=seed, population_size=min(50, 20))
-    raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    raise ParameterError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
 
 
 MIN_RUNG = 2000  # "auto" never makes a rung smaller than this many items
@@ -90,14 +94,14 @@ def _fidelity_sizes(n: int, fidelity, rf: int) -> list[int]:
     sizes = [fidelity] if isinstance(fidelity, int | np.integer | str) else list(fidelity)
     out = sorted({int(m) for m in sizes})
     if any(m < 10 for m in out):
-        raise ValueError(f"fidelity sizes must be at least 10 items, got {out}")
+        raise ParameterError(f"fidelity sizes must be at least 10 items, got {out}")
     return [m for m in out if m < n]
 
 
 def reduction_factor(prune_keep: float) -> int:
     """Successive-halving reduction factor from the share of trials promoted per rung."""
     if not 0.0 < prune_keep <= 1.0:
-        raise ValueError(f"prune_keep must be in (0, 1], got {prune_keep}")
+        raise ParameterError(f"prune_keep must be in (0, 1], got {prune_keep}")
     return max(2, int(round(1.0 / prune_keep)))
 
 
@@ -129,30 +133,6 @@ def _external(y, labels) -> dict:
             "ext_nmi_clustered": e["clustered"]["nmi"]}
 
 
-def _base_params(pipeline) -> dict:
-    """Fixed values from a starting pipeline's explicit stages (parameters not in the space)."""
-    out: dict = {}
-    if pipeline is None:
-        return out
-    from ..cluster import HDBSCANClusterer
-    from ..outliers import LOFOutliers
-    from ..reduce import UMAPReducer
-
-    r, o, c = pipeline.reducer, pipeline.outliers, pipeline.clusterer
-    if isinstance(r, UMAPReducer):
-        for k in ("n_neighbors", "n_components", "min_dist", "spread", "metric", "n_epochs"):
-            out[f"reduce.{k}"] = getattr(r, k)
-    if isinstance(o, LOFOutliers):
-        out["outliers.method"] = "lof"
-        out["outliers.n_neighbors"] = o.n_neighbors
-        out["outliers.contamination"] = o.contamination
-    if isinstance(c, HDBSCANClusterer):
-        for k in ("min_cluster_size", "min_samples", "cluster_selection_method",
-                  "cluster_selection_epsilon", "alpha"):
-            out[f"cluster.{k}"] = getattr(c, k)
-    return out
-
-
 # ------------------------------------------------------------------------------------------
 # the objective function Optuna calls
 # ------------------------------------------------------------------------------------------
@@ -162,9 +142,7 @@ def one_thread():
     loops (fast_hdbscan, pynndescent) limited to one thread. With ``n_jobs`` processes on as many
     cores, letting each also spawn a thread per core oversubscribes them (load 2.2-3 on 2 cores
     in the 50k study) and they wait on each other."""
-    import numba
-
-    from ..cluster import single_blas_thread
+    import numba  # heavy (LLVM); only the tuner's worker processes need it here
 
     old = numba.get_num_threads()
     numba.set_num_threads(1)
@@ -176,18 +154,16 @@ def one_thread():
 
 
 class _Objective:
-    def __init__(self, ws: Workspace, space: SearchSpace, objective: str | Callable, base: dict,
+    def __init__(self, ws: Workspace, space: SearchSpace, objective: str | Callable,
                  multi: bool, rf: int = 4, y=None, single_thread: bool = False):
-        self.ws, self.space, self.base, self.multi, self.rf, self.y = ws, space, base, multi, rf, y
+        self.ws, self.space, self.multi, self.rf, self.y = ws, space, multi, rf, y
         self.single_thread = single_thread
         self.rungs = [lev for lev in ws.levels if lev != "full"] if not multi else []
         self.name, self.fn = get_objective(objective)
         self.quality = quality_for_pareto(self.name) if multi and isinstance(objective, str) else self.fn
 
     def params_of(self, trial) -> dict:
-        p = dict(self.base)
-        p.update(self.space.suggest(trial))
-        return p
+        return self.space.suggest(trial)
 
     def values(self, m: dict):
         if self.multi:
@@ -273,7 +249,7 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
     if old:
         for k in ("data", "space", "objective", "directions", "multi_fidelity"):
             if k in old and old[k] != meta[k]:
-                raise ValueError(
+                raise ParameterError(
                     f"the study in {storage} was started with a different {k} "
                     f"({old[k]!r} vs now {meta[k]!r}); use another --out folder or the same settings")
     else:
@@ -286,13 +262,15 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
 # worker processes (n_jobs > 1)
 # ------------------------------------------------------------------------------------------
 def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
-    setup_numba_cache(cfg.get("numba_cache"))
+    if cfg.get("numba_cache"):
+        os.environ.setdefault("NUMBA_CACHE_DIR", cfg["numba_cache"])
+    setup_numba_cache()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     X = np.load(cfg["x_path"], mmap_mode="r")
-    space = SearchSpace.from_dict(cfg["space"], name=cfg["space_name"])
-    ws = Workspace(np.asarray(X), space, seed=cfg["seed"], cache_dir=cfg["cache_dir"],
+    space = cfg["space_obj"]
+    ws = Workspace(np.asarray(X), space, cfg["pipeline"], seed=cfg["seed"], cache_dir=cfg["cache_dir"],
                    subsample=cfg["subsample"], silhouette_sample=cfg["silhouette_sample"])
     y = np.load(cfg["y_path"], allow_pickle=False).tolist() if cfg.get("y_path") else None
     sampler = make_sampler(cfg["sampler"], cfg["seed"] + 7919 * cfg["worker"], space,
@@ -300,7 +278,7 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     pruner = _pruner(bool(cfg["subsample"]), len(cfg["directions"]) > 1, cfg["rf"])
     study = optuna.load_study(study_name=STUDY_NAME, storage=cfg["storage"], sampler=sampler,
                               pruner=pruner)
-    obj = _Objective(ws, space, cfg["objective"], cfg["base"], len(cfg["directions"]) > 1,
+    obj = _Objective(ws, space, cfg["objective"], len(cfg["directions"]) > 1,
                      cfg["rf"], y, single_thread=True)
     _optimize(study, obj, cfg["n_trials"], cfg["deadline"])
 
@@ -333,7 +311,9 @@ def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -
             return
         if hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study):
             return  # the grid sampler has visited every point
-        study.optimize(obj, n_trials=1, catch=(ValueError, FloatingPointError,
+        # a trial fails on what its parameters cause (a MediaclusterError from a stage, a
+        # numerical breakdown); anything else is a bug and stops the study
+        study.optimize(obj, n_trials=1, catch=(MediaclusterError, FloatingPointError,
                                                 np.linalg.LinAlgError))
         if progress is not None:
             progress(study)
@@ -344,8 +324,9 @@ def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -
 # ------------------------------------------------------------------------------------------
 def tune(
     X,
+    pipeline,
     out: str | os.PathLike | None = None,
-    space="default",
+    space=None,
     sampler: str = "tpe",
     objective: str | Callable[[dict], float] = "default",
     n_trials: int = 50,
@@ -359,21 +340,25 @@ def tune(
     grid_points: int = 5,
     silhouette_sample: int = 5000,
     labels=None,
-    pipeline=None,
     refit: bool = True,
     progress: bool = True,
     study_name: str = STUDY_NAME,
     cache_dir: str | os.PathLike | None = None,
 ) -> TuneResult:
-    """Search stage parameters with Optuna; returns the study, the best parameters and the
-    best pipeline refitted on all of ``X``.
+    """Search a pipeline's parameters with Optuna; returns the study, the best parameters and
+    the best pipeline refitted on all of ``X``. ``Pipeline.tune(X, ...)`` calls this.
 
     Parameters
     ----------
     X : (n, d) vectors (or an ``Embeddings``; its labels, if any, are only *recorded*).
-    out : folder for ``study.db``, caches, ``best_params.json``, ``trials.csv`` and ``model/``;
+    pipeline : the starting Pipeline: every trial is this pipeline with the trial's stage
+        choices and parameters (see ``space``); its random_state is the seed, its other settings
+        are kept in the refitted model.
+    out : folder for ``study.db``, caches, ``best_params.json``, ``trials.csv`` and ``models/``;
         None keeps everything in memory (no resume).
-    space : preset name (``default``, ``seed-study``), YAML/JSON path, dict or SearchSpace.
+    space : None (every tunable parameter of the pipeline's own stages, from the stage
+        registry), a preset name (``default``, ``seed-study``: these name their stages), a
+        YAML/JSON path, a dict or a SearchSpace (see ``mediacluster.tune.space``).
     sampler : tpe | random | grid | gp | cmaes | nsga2 (all Optuna).
     objective : a name from ``mediacluster.tune.objectives.OBJECTIVES`` or ``f(metrics) -> float``.
     n_trials : total number of finished trials the study should hold (resume-friendly).
@@ -387,20 +372,19 @@ def tune(
     n_jobs : worker processes (needs ``out``: they share the SQLite study and disk caches).
     cache_dir : where the input graph and reduced embeddings are cached (default ``out/cache``).
     labels : ground truth, recorded as ``ext_*`` per trial for evaluation; never optimised.
-    pipeline : starting Pipeline: its explicit stage parameters are the fixed values, its
-        random_state the seed, its other settings are kept in the refitted model.
     """
-    import optuna
+    import optuna  # heavy: loaded only when tuning
 
-    from ..collection import Embeddings
-
+    if pipeline is None or not hasattr(pipeline, "with_params"):
+        raise ParameterError("tune needs the starting pipeline, e.g. tune(X, Pipeline()) or "
+                             "Pipeline().tune(X)", "pipeline")
     if isinstance(X, Embeddings):
         if labels is None and X.labels is not None:
             labels = X.labels
         X = X.vectors
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2 or len(X) < 10:
-        raise ValueError(f"need a 2-D array of at least 10 vectors, got shape {X.shape}")
+        raise InputError(f"tuning needs a 2-D array of at least 10 vectors, got shape {X.shape}")
     if seed is None:
         seed = int(getattr(pipeline, "random_state", 0) or 0)
     n = len(X)
@@ -413,17 +397,17 @@ def tune(
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
     setup_numba_cache()
-    sp = load_space(space, n)
+    pipeline.check_params()
+    sp = load_space(space, n, pipeline)
     obj_name = objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
     get_objective(objective)  # validate the name early
     multi = (sampler == "nsga2") if multi_objective is None else bool(multi_objective)
     directions = ["maximize", "maximize"] if multi else ["maximize"]
     rf = reduction_factor(prune_keep)
     sub = [] if multi else _fidelity_sizes(n, fidelity, rf)
-    base = _base_params(pipeline)
     y = None if labels is None else [None if v is None else str(v) for v in labels]
 
-    ws = Workspace(X, sp, seed=seed, cache_dir=cache_dir, subsample=sub,
+    ws = Workspace(X, sp, pipeline, seed=seed, cache_dir=cache_dir, subsample=sub,
                    silhouette_sample=silhouette_sample)
     meta = {
         "data": f"{n}x{X.shape[1]}:{ws.fingerprint}", "space": sp.to_dict(), "space_name": sp.name,
@@ -447,15 +431,17 @@ def tune(
         log.warning("trials %s were left running by an interrupted run: marked FAIL, parameters "
                     "enqueued again", recovered)
 
-    # shared work up front (workers load it from disk)
-    metric = full_params(dict(base) | {k: d.value for k, d in sp.dims.items() if d.kind == "fixed"},
-                         n)["reduce.metric"]
+    # shared work up front (workers load it from disk): the input graph, when the reducer uses one
     t = time.perf_counter()
-    for level in ws.levels:
-        ws.graph(level, metric)
+    fixed = {k: d.value for k, d in sp.dims.items() if d.kind == "fixed"}
+    probe_pipe = ws.trial_pipeline({k: v for k, v in fixed.items() if k in ("reducer",) or k.startswith("reducer__")})
+    rp = probe_pipe.reducer.get_params() if probe_pipe.reducer is not None else {}
+    if {"n_neighbors", "metric"} <= set(rp):
+        for level in ws.levels:
+            ws.graph(level, rp["metric"])
     t_graph = time.perf_counter() - t
 
-    obj = _Objective(ws, sp, objective, base, multi, rf, y, single_thread=n_jobs > 1)
+    obj = _Objective(ws, sp, objective, multi, rf, y, single_thread=n_jobs > 1)
     deadline = time.time() + timeout if timeout else None
     before = _done(study)
     bar = None
@@ -473,10 +459,10 @@ def tune(
     procs = []
     if n_jobs > 1:
         if out is None:
-            raise ValueError("n_jobs > 1 needs an output folder (workers share out/study.db)")
+            raise ParameterError("n_jobs > 1 needs an output folder (workers share out/study.db)", "n_jobs")
         if not callable(objective):
-            procs = _start_workers(n_jobs - 1, X, y, sp, cache_dir, storage, sampler, seed + prior,
-                                   grid_points, directions, rf, obj_name, base, n_trials,
+            procs = _start_workers(n_jobs - 1, X, y, sp, pipeline, cache_dir, storage, sampler, seed + prior,
+                                   grid_points, directions, rf, obj_name, n_trials,
                                    deadline, sub, silhouette_sample)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -488,16 +474,14 @@ def tune(
             _tick(study)
             bar.close()
     wall = time.time() - t_start
-    return _finish(study, X, sp, base, seed, multi, pick, out, refit, pipeline, ws, y, obj,
+    return _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj,
                    {"wall_s": wall, "graph_s": t_graph, "trials_this_run": _done(study) - before,
                     "recovered_trials": recovered, "n_jobs": n_jobs})
 
 
-def _start_workers(k, X, y, sp, cache_dir, storage, sampler, seed, grid_points, directions,
-                   rf, obj_name, base, n_trials, deadline, sub, silhouette_sample):
+def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
+                   rf, obj_name, n_trials, deadline, sub, silhouette_sample):
     import multiprocessing as mp
-
-    from ..io import write_npy
 
     x_path = cache_dir / "X.npy"
     if not x_path.exists():
@@ -510,10 +494,10 @@ def _start_workers(k, X, y, sp, cache_dir, storage, sampler, seed, grid_points, 
     procs = []
     for w in range(1, k + 1):
         cfg = {"x_path": str(x_path), "y_path": str(y_path) if y_path else None,
-               "space": sp.to_dict(), "space_name": sp.name, "seed": seed, "worker": w,
+               "space_obj": sp, "pipeline": pipeline, "seed": seed, "worker": w,
                "cache_dir": str(cache_dir), "storage": storage, "sampler": sampler,
                "grid_points": grid_points, "directions": directions, "rf": rf,
-               "objective": obj_name, "base": base, "n_trials": n_trials, "deadline": deadline,
+               "objective": obj_name, "n_trials": n_trials, "deadline": deadline,
                "subsample": sub, "silhouette_sample": silhouette_sample,
                "numba_cache": os.environ.get("NUMBA_CACHE_DIR")}
         p = ctx.Process(target=_worker, args=(cfg,), daemon=True)
@@ -530,12 +514,13 @@ def _trial_row(t) -> dict:
     return row
 
 
-def _finish(study, X, sp, base, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing):
+def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing):
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise ValueError("no trial finished; nothing to pick (give more --trials or --timeout)")
+        raise InputError("no trial finished; nothing to pick (give more --trials or --timeout; "
+                         "the failed trials' reasons are in the study)")
     pareto = []
     if multi:
         front = sorted(study.best_trials, key=lambda t: (-t.values[1], -t.values[0]))
@@ -545,7 +530,7 @@ def _finish(study, X, sp, base, seed, multi, pick, out, refit, pipeline, ws, y, 
         elif pick is not None:
             chosen = [t for t in front if t.number == int(pick)]
             if not chosen:
-                raise ValueError(f"--pick {pick}: not a trial on the Pareto front "
+                raise ParameterError(f"--pick {pick}: not a trial on the Pareto front "
                                  f"({[t.number for t in front]})")
             best = chosen[0]
         else:
@@ -554,10 +539,9 @@ def _finish(study, X, sp, base, seed, multi, pick, out, refit, pipeline, ws, y, 
     else:
         best = study.best_trial
         best_value = best.value
-    params = dict(base)
-    params.update({k: d.value for k, d in sp.dims.items() if d.kind == "fixed"})
-    params.update(best.params)
-    params = full_params(params, len(X))
+    chosen = {k: d.value for k, d in sp.dims.items() if d.kind == "fixed"} | dict(best.params)
+    best_pipe = ws.trial_pipeline(chosen)
+    params = flat_params(best_pipe)
     pipe = None
     summary = {
         "best_trial": best.number, "best_value": best_value, "best_params": params,
@@ -578,36 +562,24 @@ def _finish(study, X, sp, base, seed, multi, pick, out, refit, pipeline, ws, y, 
         summary["pareto_front"] = pareto
     if refit:
         t = time.perf_counter()
-        pipe = build_pipeline(params, len(X), seed)
-        if pipeline is not None:
-            keep = {k: v for k, v in pipeline.get_params(deep=False).items()
-                    if k not in ("reducer", "outliers", "clusterer", "random_state")}
-            pipe.set_params(**keep)
-        idx, dist = ws.graph("full", params["reduce.metric"])
-        nn = int(min(params["reduce.n_neighbors"], len(X) - 1))
-        pipe.fit(X, precomputed_knn=(idx[:, :nn], dist[:, :nn]))
+        pipe = best_pipe
+        rp = pipe.reducer.get_params() if pipe.reducer is not None else {}
+        knn = ws.graph("full", rp["metric"]) if {"n_neighbors", "metric"} <= set(rp) else None
+        pipe.fit(X, precomputed_knn=knn)
         summary["refit_s"] = time.perf_counter() - t
         summary["refit_n_clusters"] = pipe.n_clusters_
         summary["refit_coverage"] = float((pipe.labels_ >= 0).mean())
     if out is not None:
-        from ..io import write_json
-
         write_json(out / "best_params.json", {"trial": best.number, "value": best_value,
                                               "params": params})
         write_json(out / "tune.json", summary)
         try:
             df = study.trials_dataframe()
-            from ..io import write_table
-
             write_table(out / "trials.csv", df)
         except Exception as e:  # a dataframe quirk must not lose the study
             log.warning("could not write trials.csv: %s", e)
         if pipe is not None:
-            try:
-                pipe.save(out / "model", overwrite=True, metadata={
-                    "tuned": {"trial": best.number, "value": best_value, "study": str(out / "study.db")}})
-                summary["model"] = str(out / "model")
-            except (ImportError, AttributeError, NotImplementedError) as e:
-                log.warning("model not saved (%s); parameters are in best_params.json", e)
+            summary["model"] = pipe.publish(out / "models", source="tune", metadata={
+                "tuned": {"trial": best.number, "value": best_value, "study": str(out / "study.db")}})
     return TuneResult(study=study, best_params=params, best_value=best_value,
                       best_trial=best.number, pipeline=pipe, pareto=pareto, summary=summary)

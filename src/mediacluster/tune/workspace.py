@@ -1,6 +1,9 @@
 """Shared work for a tuning study: computed once, reused by every trial.
 
-* one neighbour graph of the input vectors at the largest ``reduce.n_neighbors`` of the space
+The workspace only supplies caches; every trial is the starting ``Pipeline`` configured with the
+trial's parameters (:func:`configure`) and fitted by ``Pipeline.fit`` itself, which accepts them:
+
+* one neighbour graph of the input vectors at the largest ``reducer__n_neighbors`` of the space
   (exact: faiss / scikit-learn brute force), sliced per trial and handed to
   ``UMAPReducer.fit(X, precomputed_knn=...)``; for fewer than 4096 items it is built the way
   umap-learn builds its own small-data graph, so the labels equal the slow path exactly;
@@ -30,19 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
 
-from .space import SearchSpace, full_params, split_params
+from ..data import l2_normalize
+from ..fileio import atomic_path, write_npy
+from .space import SearchSpace
 
 SMALL_DATA = 4096  # umap-learn's exact-distance threshold
-
-
-def setup_numba_cache(cache_dir: str | os.PathLike | None = None) -> None:
-    """Persist numba's compiled code (umap-learn / pynndescent use ``cache=True``) so a new
-    process does not pay the JIT again. Must run before umap is imported to take effect."""
-    if "NUMBA_CACHE_DIR" not in os.environ:
-        d = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "mediacluster" / "numba"
-        d.mkdir(parents=True, exist_ok=True)
-        os.environ["NUMBA_CACHE_DIR"] = str(d)
 
 
 # ------------------------------------------------------------------------------------------
@@ -78,7 +75,7 @@ def knn_graph(X: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray
 
         Y = np.ascontiguousarray(X, dtype=np.float32)
         if metric == "cosine":
-            Y = Y / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12)
+            Y = l2_normalize(Y)
             index = faiss.IndexFlatIP(Y.shape[1])
         else:
             index = faiss.IndexFlatL2(Y.shape[1])
@@ -161,59 +158,42 @@ def reduced_knn(Z: np.ndarray, k: int):
 
 
 # ------------------------------------------------------------------------------------------
-# stages
+# trial pipelines
 # ------------------------------------------------------------------------------------------
-def make_stages(params: dict, n: int, seed: int):
-    """(reducer, outliers-or-None, clusterer) stage objects for a full parameter dict."""
-    from ..cluster import HDBSCANClusterer
-    from ..reduce import UMAPReducer
-
-    p = split_params(full_params(params, n))
-    r = p["reduce"]
-    reducer = UMAPReducer(
-        n_neighbors=int(r["n_neighbors"]), n_components=int(r["n_components"]),
-        min_dist=float(r["min_dist"]), spread=float(r["spread"]), metric=r["metric"],
-        n_epochs=None if r["n_epochs"] is None else int(r["n_epochs"]), random_state=seed,
-    )
-    o = p["outliers"]
-    outliers = None
-    if o["method"] == "lof":
-        from ..outliers import LOFOutliers
-
-        outliers = LOFOutliers(n_neighbors=int(o["n_neighbors"]), contamination=o["contamination"])
-    c = p["cluster"]
-    clusterer = HDBSCANClusterer(
-        min_cluster_size=int(c["min_cluster_size"]),
-        min_samples=None if c["min_samples"] is None else int(c["min_samples"]),
-        cluster_selection_method=c["cluster_selection_method"],
-        cluster_selection_epsilon=float(c["cluster_selection_epsilon"]), alpha=float(c["alpha"]),
-    )
-    return reducer, outliers, clusterer
+def configure(pipeline, params: dict, seed: int):
+    """The pipeline a trial fits: ``pipeline`` with the trial's stage choices and parameters,
+    every stage's ``random_state`` and the pipeline's set to ``seed``."""
+    pipe = pipeline.with_params(params)
+    seeds = {"random_state": seed}
+    for kind, stage in pipe.stages().items():
+        if stage is not None and stage != "auto" and "random_state" in stage.get_params(deep=False):
+            seeds[f"{kind}__random_state"] = seed
+    return pipe.set_params(**seeds)
 
 
-def build_pipeline(params: dict, n: int, seed: int):
-    """A ``mediacluster.Pipeline`` for the parameters (what the best trial is refitted as)."""
-    from ..pipeline import Pipeline
+def flat_params(pipe) -> dict:
+    """Stage names and every stage parameter as ``kind__param`` (JSON-able), e.g. for
+    ``best_params.json``."""
+    from ..stages import registry
 
-    reducer, outliers, clusterer = make_stages(params, n, seed)
-    return Pipeline(reducer=reducer, outliers=outliers, clusterer=clusterer, random_state=seed)
+    out: dict = {}
+    for kind, stage in pipe.stages().items():
+        info = registry.of(stage) if stage not in (None, "auto") else None
+        out[kind] = info.name if info is not None else stage
+        if info is not None:
+            for k, v in stage.get_params(deep=False).items():
+                out[f"{kind}__{k}"] = v
+    return out
 
 
-def slow_labels(X: np.ndarray, params: dict, seed: int) -> np.ndarray:
-    """Reference path: the stages fitted from raw vectors, nothing reused."""
-    return build_pipeline(params, len(X), seed).fit(X).labels_
+def slow_labels(X: np.ndarray, params: dict, seed: int, pipeline) -> np.ndarray:
+    """Reference path: the trial's pipeline fitted from raw vectors, nothing reused."""
+    return configure(pipeline.concrete(len(X)), params, seed).fit(X, build_predictor=False).labels_
 
 
 def umap_default_epochs(n: int) -> int:
     """The epoch count umap-learn picks for ``n`` items when ``n_epochs`` is None."""
     return 500 if n <= 10000 else 200
-
-
-def _clamp_cluster(c, n_kept: int):
-    c.min_cluster_size = int(max(2, min(c.min_cluster_size, n_kept)))
-    if c.min_samples is not None:
-        c.min_samples = int(max(1, min(c.min_samples, n_kept - 1)))
-    return c
 
 
 # ------------------------------------------------------------------------------------------
@@ -227,15 +207,17 @@ class TrialOutput:
 
 
 class Workspace:
-    """Everything trials share. ``X``: (n, d) vectors; ``space``: the (clamped) search space."""
+    """Everything trials share. ``X``: (n, d) vectors; ``space``: the (clamped) search space;
+    ``pipeline``: the starting pipeline every trial is configured from."""
 
-    def __init__(self, X: np.ndarray, space: SearchSpace, seed: int = 0,
+    def __init__(self, X: np.ndarray, space: SearchSpace, pipeline, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, silhouette_sample: int = 5000,
                  dbcv_sample: int = 1000, input_sample: int = 3000,
                  subsample=None, max_cached: int = 64):
         self.X = np.ascontiguousarray(X, dtype=np.float32)
         self.n = len(self.X)
         self.space = space
+        self.base = pipeline.concrete(self.n)
         self.seed = int(seed)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.silhouette_sample = silhouette_sample
@@ -275,33 +257,54 @@ class Workspace:
     def size(self, level: str) -> int:
         return self.n if level == "full" else len(self.index(level))
 
-    def scale_params(self, params: dict, level: str) -> dict:
-        """Parameters for a low-fidelity level: neighbourhood sizes scaled by the subsample
-        fraction, and UMAP's epoch count fixed to what it would use on the full set (umap-learn
-        gives <= 10,000 items 500 epochs, more items 200; a subsample standing in for 50,000
-        items should train like them, and 2.5x fewer epochs is what makes a rung cheap)."""
+    def scaled(self, value: int, low: int, level: str) -> int:
+        """A neighbourhood size for a low-fidelity level: the same share of the data."""
         if level == "full":
-            return dict(params)
+            return int(value)
         m = self.size(level)
-        frac = m / self.n
-        out = dict(params)
-        for k, lo in (("reduce.n_neighbors", 2), ("outliers.n_neighbors", 2),
-                      ("cluster.min_cluster_size", 2), ("cluster.min_samples", 1)):
-            if out.get(k) is not None:
-                out[k] = int(min(m - 1, max(lo, round(out[k] * frac))))
-        if out.get("reduce.n_epochs") is None:
-            out["reduce.n_epochs"] = umap_default_epochs(self.n)
-        return out
+        return int(min(m - 1, max(low, round(value * m / self.n))))
+
+    def trial_pipeline(self, params: dict, level: str = "full"):
+        """The pipeline a trial fits at ``level``: on a subsample, parameters the registry marks
+        as neighbourhood sizes are scaled by the subsample fraction, and a reducer with an
+        ``n_epochs`` left to its library trains for the epochs it would use on the full set
+        (umap-learn gives <= 10,000 items 500 epochs, more items 200; a subsample standing in
+        for 50,000 items should train like them, and 2.5x fewer epochs is what makes a rung
+        cheap)."""
+        from ..stages import registry
+
+        pipe = configure(self.base, params, self.seed)
+        if level == "full":
+            return pipe
+        updates = {}
+        for kind, stage in pipe.stages().items():
+            info = registry.of(stage) if stage not in (None, "auto") else None
+            if info is None:
+                continue
+            for p, spec in info.params.items():
+                v = getattr(stage, p)
+                if spec.scale and v is not None:
+                    updates[f"{kind}__{p}"] = self.scaled(v, int(spec.low or 1), level)
+            if kind == "reducer" and "n_epochs" in info.params and stage.n_epochs is None:
+                updates["reducer__n_epochs"] = umap_default_epochs(self.n)
+        return pipe.set_params(**updates)
+
+    def _space_max(self, name: str, default: int, level: str) -> int:
+        kind, p = name.split("__", 1)
+        from ..stages import registry
+
+        v = int(self.space.max_of(name, default) or default)
+        info = registry.of(getattr(self.base, kind)) if getattr(self.base, kind) not in (None, "auto") else None
+        low = int(info.params[p].low or 1) if info is not None and p in info.params else 1
+        return max(self.scaled(v, low, level), 1)
 
     # -- neighbour graph of the inputs -----------------------------------------------------
     def graph(self, level: str, metric: str):
         key = (level, metric)
         if key not in self._graphs:
-            k = int(self.space.max_of("reduce.n_neighbors", 30))
+            base_nn = getattr(self.base.reducer, "n_neighbors", 30) or 30
             data = self.data(level)
-            if level != "full":
-                k = self.scale_params({"reduce.n_neighbors": k}, level)["reduce.n_neighbors"]
-            k = min(k, len(data) - 1)
+            k = min(self._space_max("reducer__n_neighbors", base_nn, level), len(data) - 1)
             path = None
             if self.cache_dir is not None:
                 path = self.cache_dir / f"knn-{self.fingerprint}-{level}-{metric}-{k}.npz"
@@ -313,18 +316,21 @@ class Workspace:
             g = knn_graph(data, k, metric)
             self.timings["knn"] += time.perf_counter() - t
             if path is not None:
-                from ..io import atomic_path
-
                 with atomic_path(path, suffix=".npz") as tmp:
                     np.savez(tmp, indices=g[0], distances=g[1])
             self._graphs[key] = g
         return self._graphs[key]
 
     # -- reduction with caching --------------------------------------------------------------
-    def reduce(self, params: dict, level: str = "full") -> np.ndarray:
-        reducer, _, _ = make_stages(params, self.n, self.seed)
+    def reduce(self, pipe, level: str = "full") -> np.ndarray:
+        """The trial reducer's embedding of the level's data: from memory, from disk, or fitted
+        once on the shared input graph."""
+        reducer = pipe.reducer
+        if reducer is None:
+            return self.data(level)
         rp = reducer.get_params()
-        key = json.dumps({"level": level, "data": self.fingerprint, **rp}, sort_keys=True, default=str)
+        key = json.dumps({"level": level, "data": self.fingerprint, "class": type(reducer).__name__, **rp},
+                         sort_keys=True, default=str)
         if key in self._reduced:
             self._reduced.move_to_end(key)
             self.stats["umap_cache_hits"] += 1
@@ -336,20 +342,26 @@ class Workspace:
             self.stats["umap_disk_hits"] += 1
         else:
             data = self.data(level)
-            idx, dist = self.graph(level, rp["metric"])
-            nn = int(min(rp["n_neighbors"], max(2, len(data) - 1)))
-            Z = reducer.fit(data, precomputed_knn=(idx[:, :nn], dist[:, :nn])).embedding_
+            knn = self.graph(level, rp["metric"]) if {"n_neighbors", "metric"} <= set(rp) else None
+            Z = clone(reducer).fit(data, precomputed_knn=knn).embedding_
             self.stats["umap_fits"] += 1
             if path is not None:
-                from ..io import write_npy
-
                 write_npy(path, Z)
         self._reduced[key] = Z
         while len(self._reduced) > self.max_cached:
             self._reduced.popitem(last=False)
         return Z
 
-    def _zgraph(self, Z: np.ndarray, zkey: str, k_max: int):
+    def outlier_graph(self, pipe, Z: np.ndarray, level: str):
+        """A reduced-space kNN graph for a neighbourhood-based outlier stage (LOF), computed once
+        per reduced space at the largest ``outliers__n_neighbors`` the space can ask for."""
+        o = pipe.outliers
+        if o is None or "n_neighbors" not in o.get_params():
+            return None
+        n = len(Z)
+        k_max = max(self._space_max("outliers__n_neighbors", o.n_neighbors, level), int(o.n_neighbors))
+        k_max = min(k_max, n - 1)
+        zkey = f"{id(Z)}"
         g = self._zknn.get(zkey)
         if g is None or g[0] < k_max or g[2] is not Z:
             g = (k_max, reduced_knn(Z, k_max), Z)
@@ -360,35 +372,17 @@ class Workspace:
 
     # -- one trial ---------------------------------------------------------------------------
     def run(self, params: dict, level: str = "full", score: bool = True) -> TrialOutput:
-        """Fit reduce -> outliers -> cluster with the shared work; labels -2/-1/>=0 + metrics."""
-        from sklearn.neighbors import LocalOutlierFactor
-
-        p = full_params(self.scale_params(params, level), self.size(level))
+        """Fit the trial's pipeline with the shared work; labels -2/-1/>=0 + metrics."""
+        pipe = self.trial_pipeline(params, level)
         t0 = time.perf_counter()
-        Z = self.reduce(p, level)
+        Z = self.reduce(pipe, level)
         t1 = time.perf_counter()
-        n = len(Z)
-        keep = np.ones(n, dtype=bool)
-        if p["outliers.method"] == "lof":
-            k_space = self.space.max_of("outliers.n_neighbors", p["outliers.n_neighbors"])
-            k_max = int(self.scale_params({"outliers.n_neighbors": k_space}, level)["outliers.n_neighbors"])
-            k_max = max(k_max, int(p["outliers.n_neighbors"]))
-            k = int(min(p["outliers.n_neighbors"], max(1, n - 1)))
-            G = self._zgraph(Z, f"{id(Z)}", min(k_max, n - 1))
-            lof = LocalOutlierFactor(n_neighbors=k, metric="precomputed",
-                                     contamination=p["outliers.contamination"], novelty=True).fit(G)
-            keep = ~(lof.negative_outlier_factor_ < lof.offset_)
-        t2 = time.perf_counter()
-        _, _, clusterer = make_stages(p, int(keep.sum()), self.seed)
-        _clamp_cluster(clusterer, int(keep.sum()))
-        labels = np.full(n, -1, dtype=np.int64)
-        labels[~keep] = -2
-        if keep.sum() >= 2:
-            clusterer.fit(Z[keep])
-            labels[keep] = clusterer.labels_
-        t3 = time.perf_counter()
-        m = {"level": level, "n_items": int(n), "params_used": p,
-             "time_reduce_s": t1 - t0, "time_outliers_s": t2 - t1, "time_cluster_s": t3 - t2}
+        G = self.outlier_graph(pipe, Z, level)
+        pipe.fit(self.data(level), embedding=Z, outlier_graph=G, build_predictor=False)
+        labels = pipe.labels_
+        m = {"level": level, "n_items": int(len(Z)), "params_used": flat_params(pipe),
+             "time_reduce_s": t1 - t0, "time_outliers_s": pipe.timings_["outliers"],
+             "time_cluster_s": pipe.timings_["cluster"]}
         if score:
             ts = time.perf_counter()
             m.update(self.score(Z, labels, level))

@@ -31,7 +31,6 @@ Design (and why):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import threading
@@ -41,6 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from ..fileio import cache_root, hash_file
+from ..progress import progress_bar
 
 SCHEMA_VERSION = "1"
 DB_NAME = "embeddings.sqlite"
@@ -66,20 +68,12 @@ CREATE TABLE IF NOT EXISTS extras (
 """
 
 
-def hash_file(path: str | os.PathLike) -> str:
-    """BLAKE2b-128 hex digest of a file's bytes (chunked reads)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
-
-
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
 
 
 def default_store_path() -> Path:
-    from .encoders.onnx_cache import cache_root
-
     return cache_root() / DB_NAME
 
 
@@ -191,7 +185,6 @@ class EmbeddingStore:
         Files whose (size, mtime_ns, ctime_ns, inode) match what was recorded take the recorded
         hash without being read (unless ``verify``).
         """
-        from .progress import progress_bar
 
         paths = [os.path.abspath(p) for p in paths]  # fast-path records are by absolute path
         stats: list[os.stat_result | None] = [None] * len(paths)

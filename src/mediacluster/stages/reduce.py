@@ -15,12 +15,41 @@ from collections.abc import Iterable
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from ..errors import InputError
+from .registry import SEED, Bool, Choice, Float, Int, check_params, register
 
-class _Reducer(BaseEstimator, TransformerMixin):
+# metrics umap-learn computes natively (numba); others are refused with the list
+UMAP_METRICS = ("cosine", "euclidean", "correlation", "manhattan", "chebyshev", "minkowski",
+                "canberra", "braycurtis", "hamming", "jaccard", "dice", "hellinger")
+
+
+class _Reducer(TransformerMixin, BaseEstimator):
     def fit_transform(self, X, y=None, precomputed_knn=None):
         return self.fit(X, y, precomputed_knn=precomputed_knn).embedding_
 
+    def _fit_data(self, X) -> np.ndarray:
+        """Parameters checked against the registry, then X as finite 2-D float32."""
+        from sklearn.utils.validation import validate_data
 
+        check_params(self)
+        return validate_data(self, X, dtype=np.float32)
+
+    def _new_data(self, X) -> np.ndarray:
+        from sklearn.utils.validation import check_is_fitted, validate_data
+
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=np.float32, reset=False)
+
+
+@register("reducer", "umap", params={
+    "n_neighbors": Int(2, tune={"int": [5, 200], "log": True}, scale=True),
+    "n_components": Int(1, tune={"int": [2, 50]}),
+    "min_dist": Float(0.0, tune={"float": [0.0, 0.5]}),
+    "spread": Float(0.0, low_open=True),
+    "metric": Choice(*UMAP_METRICS),
+    "n_epochs": Int(1, none_ok=True),
+    "random_state": SEED,
+})
 class UMAPReducer(_Reducer):
     """UMAP (umap-learn) with every parameter the source study tuned.
 
@@ -46,16 +75,16 @@ class UMAPReducer(_Reducer):
         self.random_state = random_state
 
     def fit(self, X, y=None, precomputed_knn=None):
-        import umap
+        import umap  # heavy (numba): loaded when a UMAP is fitted
 
-        X = np.asarray(X, dtype=np.float32)
+        X = self._fit_data(X)
         nn = int(min(self.n_neighbors, max(2, len(X) - 1)))
         kw = {}
         if precomputed_knn is not None:
             idx, dist = precomputed_knn
             idx, dist = np.asarray(idx), np.asarray(dist)
             if idx.shape != dist.shape or idx.shape[0] != len(X) or idx.shape[1] < nn:
-                raise ValueError(
+                raise InputError(
                     f"precomputed_knn must be two (n, k) arrays with n={len(X)} and k >= n_neighbors={nn}; "
                     f"got {idx.shape} and {dist.shape}")
             kw["precomputed_knn"] = (np.ascontiguousarray(idx[:, :nn], dtype=np.int32),
@@ -71,13 +100,15 @@ class UMAPReducer(_Reducer):
             warnings.filterwarnings("ignore", message=".*n_jobs value.*")
             warnings.filterwarnings("ignore", message=".*precomputed_knn.*")
             self.embedding_ = np.asarray(self.umap_.fit_transform(X), dtype=np.float32)
-        self.n_features_in_ = X.shape[1]
+
         return self
 
     def transform(self, X):
-        return np.asarray(self.umap_.transform(np.asarray(X, dtype=np.float32)), dtype=np.float32)
+        return np.asarray(self.umap_.transform(self._new_data(X)), dtype=np.float32)
 
 
+@register("reducer", "pca", params={
+    "n_components": Int(1, tune={"int": [2, 100], "log": True}), "whiten": Bool(), "random_state": SEED})
 class PCAReducer(_Reducer):
     """Principal component analysis (scikit-learn ``PCA``)."""
 
@@ -89,17 +120,19 @@ class PCAReducer(_Reducer):
     def fit(self, X, y=None, precomputed_knn=None):
         from sklearn.decomposition import PCA
 
-        X = np.asarray(X, dtype=np.float32)
+        X = self._fit_data(X)
         k = int(min(self.n_components, X.shape[0], X.shape[1]))
         self.pca_ = PCA(n_components=k, whiten=self.whiten, random_state=self.random_state)
         self.embedding_ = self.pca_.fit_transform(X).astype(np.float32)
-        self.n_features_in_ = X.shape[1]
+
         return self
 
     def transform(self, X):
-        return self.pca_.transform(np.asarray(X, dtype=np.float32)).astype(np.float32)
+        return self.pca_.transform(self._new_data(X)).astype(np.float32)
 
 
+@register("reducer", "ipca", aliases=("incremental_pca",), params={
+    "n_components": Int(1, tune={"int": [2, 100], "log": True}), "batch_size": Int(1), "whiten": Bool()})
 class IncrementalPCAReducer(_Reducer):
     """PCA fitted batch by batch (scikit-learn ``IncrementalPCA``) for data not held in memory.
 
@@ -134,7 +167,7 @@ class IncrementalPCAReducer(_Reducer):
                 pending = None
         if pending is not None:
             if not hasattr(self.ipca_, "components_"):
-                raise ValueError(f"IncrementalPCA needs at least n_components={self.n_components} rows")
+                raise InputError(f"IncrementalPCA needs at least n_components={self.n_components} rows")
             if len(pending) >= self.n_components:
                 self.ipca_.partial_fit(pending)
         reiterable = hasattr(X, "shape") or isinstance(X, list | tuple)
@@ -147,6 +180,10 @@ class IncrementalPCAReducer(_Reducer):
         return self.ipca_.transform(np.asarray(X, dtype=np.float32)).astype(np.float32)
 
 
+@register("reducer", "kernel_pca", aliases=("kpca",), params={
+    "n_components": Int(1, tune={"int": [2, 50]}),
+    "kernel": Choice("linear", "poly", "rbf", "sigmoid", "cosine"),
+    "gamma": Float(0.0, low_open=True, none_ok=True), "degree": Int(1), "random_state": SEED})
 class KernelPCAReducer(_Reducer):
     """Kernel PCA (scikit-learn ``KernelPCA``); O(n^2) memory, for collections up to ~20k items."""
 
@@ -161,38 +198,28 @@ class KernelPCAReducer(_Reducer):
     def fit(self, X, y=None, precomputed_knn=None):
         from sklearn.decomposition import KernelPCA
 
-        X = np.asarray(X, dtype=np.float32)
+        X = self._fit_data(X)
         self.kpca_ = KernelPCA(
             n_components=int(min(self.n_components, len(X))), kernel=self.kernel, gamma=self.gamma,
             degree=self.degree, random_state=self.random_state,
             eigen_solver="randomized" if len(X) > 2000 else "auto",
         )
         self.embedding_ = self.kpca_.fit_transform(X).astype(np.float32)
-        self.n_features_in_ = X.shape[1]
+
         return self
 
     def transform(self, X):
-        return self.kpca_.transform(np.asarray(X, dtype=np.float32)).astype(np.float32)
+        return self.kpca_.transform(self._new_data(X)).astype(np.float32)
 
 
+@register("reducer", "none", params={})
 class NoReduction(_Reducer):
     """Pass the vectors through unchanged (the "none" stage)."""
 
     def fit(self, X, y=None, precomputed_knn=None):
-        self.embedding_ = np.asarray(X, dtype=np.float32)
-        self.n_features_in_ = self.embedding_.shape[1]
+        self.embedding_ = self._fit_data(X)
         return self
 
     def transform(self, X):
-        return np.asarray(X, dtype=np.float32)
+        return self._new_data(X)
 
-
-REDUCERS = {
-    "umap": UMAPReducer,
-    "pca": PCAReducer,
-    "ipca": IncrementalPCAReducer,
-    "incremental_pca": IncrementalPCAReducer,
-    "kernel_pca": KernelPCAReducer,
-    "kpca": KernelPCAReducer,
-    "none": NoReduction,
-}

@@ -1,7 +1,11 @@
-"""The data that flows between stages: what was found, what was skipped, and the vectors.
+"""The data that flows between stages: what was found, what was skipped, the vectors, and the
+label convention.
 
 Everything here is a plain container. Stages take and return plain numpy arrays; these classes
 only keep ids, paths, labels and skip reasons aligned with those arrays.
+
+Labels follow the source study: ``OUTLIER`` (-2) = removed by the outlier stage, ``NOISE`` (-1)
+= left unclustered by the clusterer, ``>= 0`` = a cluster id.
 """
 
 from __future__ import annotations
@@ -9,6 +13,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+OUTLIER = -2
+NOISE = -1
+
+
+def status_of(labels) -> np.ndarray:
+    """``"clustered"`` / ``"noise"`` / ``"outlier"`` per label."""
+    labels = np.asarray(labels)
+    return np.where(labels >= 0, "clustered", np.where(labels == OUTLIER, "outlier", "noise"))
+
+
+def l2_normalize(X, eps: float = 1e-12) -> np.ndarray:
+    """Rows (or one vector) scaled to unit length (float32; zero rows stay zero)."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), eps)
+
+
+def nearest_to_centre(X, idx: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` of the items ``idx`` nearest (cosine) to their mean direction: a cluster's most
+    typical members, in order."""
+    Xi = l2_normalize(X[idx])
+    centre = l2_normalize(Xi.mean(axis=0))
+    return np.asarray(idx)[np.argsort(1.0 - Xi @ centre, kind="stable")[:k]]
 
 
 @dataclass(frozen=True)

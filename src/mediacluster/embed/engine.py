@@ -21,10 +21,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from .collection import Skipped
-from .encoders.base import Encoder
-from .ingest import SkipItem
-from .progress import progress_bar
+from ..data import Embeddings, Skipped
+from ..encoders import get_encoder
+from ..encoders.base import Encoder
+from ..ingest import SkipItem
+from ..progress import progress_bar
+from .store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +170,6 @@ def embed_collection_cached(
     The returned vectors and extras are read back from the store. ``timings`` gets the seconds
     spent hashing, encoding and reading, and ``cache_stats`` the counts.
     """
-    from .collection import Embeddings
-    from .encoders import get_encoder
-    from .store import EmbeddingStore
-
     enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
     paths = [str(p) for p in collection.paths]
     timings: dict[str, float] = {}

@@ -1,8 +1,9 @@
 """Clustering stages: HDBSCAN and the classic alternatives behind ``fit`` / ``labels_`` / ``predict``.
 
 Every clusterer is a scikit-learn estimator with ``fit(Z)`` setting ``labels_`` (int64, ``-1`` =
-noise, ``>= 0`` = cluster id) and ``probabilities_`` (membership strength in [0, 1]), and
-``predict(Z) -> (labels, probabilities)`` for new points of the same space.
+noise, ``>= 0`` = cluster id) and ``probabilities_`` (membership strength in [0, 1]);
+``predict(Z)`` returns labels for new points of the same space and ``predict_membership(Z)``
+their membership probabilities.
 
 ``predict`` of the density-based clusterers (HDBSCAN, DBSCAN, Agglomerative, which have no
 native out-of-sample rule in every backend) is a distance-weighted vote of the ``k`` nearest
@@ -19,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-NOISE = -1
+from ..data import NOISE
+from ..errors import ParameterError
+from .registry import SEED, Bool, Choice, Float, Int, check_params, register
 
 
 def single_blas_thread():
@@ -77,7 +80,22 @@ def vote(dist: np.ndarray, idx: np.ndarray, ref_labels: np.ndarray, ref_prob=Non
     return classes[best].astype(np.int64), share, prob
 
 
-class _KNNPredictMixin:
+class _Clusterer(ClusterMixin, BaseEstimator):
+    """``predict`` / ``predict_membership`` on top of a ``_predict(Z) -> (labels, prob)``."""
+
+    def predict(self, Z) -> np.ndarray:
+        """Cluster labels of new points (``-1`` = noise)."""
+        return self._predict(_check_Z(self, Z, reset=False))[0]
+
+    def predict_membership(self, Z) -> np.ndarray:
+        """Membership probability in [0, 1] of each new point's predicted cluster."""
+        return self._predict(_check_Z(self, Z, reset=False))[1]
+
+    def fit_predict(self, Z, y=None):
+        return self.fit(Z).labels_
+
+
+class _KNNPredictMixin(_Clusterer):
     """predict() by a weighted vote of the training points (noise included as a label)."""
 
     predict_neighbors = 15
@@ -88,7 +106,7 @@ class _KNNPredictMixin:
         self._train_ = np.asarray(Z, dtype=np.float32)
         self._index_ = NearestNeighbors(n_neighbors=int(min(self.predict_neighbors, len(Z)))).fit(self._train_)
 
-    def predict(self, Z):
+    def _predict(self, Z):
         labels, share, prob = knn_vote(self._train_, self.labels_, np.asarray(Z, dtype=np.float32),
                                        k=self.predict_neighbors, ref_prob=self.probabilities_,
                                        index=self._index_)
@@ -96,7 +114,32 @@ class _KNNPredictMixin:
         return labels, np.clip(p, 0.0, 1.0)
 
 
-class HDBSCANClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
+def _check_Z(est, Z, reset: bool = True, dtype=np.float32) -> np.ndarray:
+    """2-D finite data (scikit-learn's ``validate_data``); sets/checks ``n_features_in_``."""
+    from sklearn.utils.validation import check_is_fitted, validate_data
+
+    if reset:
+        check_params(est)  # every parameter against the registry table, before any work
+    else:
+        check_is_fitted(est)
+    return validate_data(est, Z, reset=reset, dtype=dtype)
+
+
+def _too_many(name: str, value: int, n: int) -> ParameterError:
+    return ParameterError(f"{name}={value} but there are only {n} items to cluster; lower it", name)
+
+
+@register("clusterer", "hdbscan", params={
+    "min_cluster_size": Int(2, tune={"int": [5, 1000], "log": True}, scale=True),
+    "min_samples": Int(1, none_ok=True, tune={"int": [1, 50], "log": True}, scale=True),
+    "cluster_selection_method": Choice("eom", "leaf", tune={"choice": ["eom", "leaf"]}),
+    "cluster_selection_epsilon": Float(0.0),
+    "alpha": Float(0.0, low_open=True),
+    "max_cluster_size": Int(0),
+    "allow_single_cluster": Bool(),
+    "backend": Choice("auto", "fast_hdbscan", "hdbscan", "sklearn"),
+})
+class HDBSCANClusterer(_KNNPredictMixin):
     """HDBSCAN; ``labels_`` has ``-1`` for noise, ``probabilities_`` is membership strength.
 
     ``backend``: ``"auto"`` uses ``fast_hdbscan`` (measured fastest with the same labels, see
@@ -124,11 +167,11 @@ class HDBSCANClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
         return "hdbscan" if float(self.alpha) != 1.0 else "fast_hdbscan"
 
     def fit(self, Z, y=None):
-        if self.cluster_selection_method not in ("eom", "leaf"):
-            raise ValueError(f"cluster_selection_method must be 'eom' or 'leaf', not {self.cluster_selection_method!r}")
-        Z = np.asarray(Z, dtype=np.float64)
+        Z = _check_Z(self, Z, dtype=np.float64)
         n = len(Z)
-        mcs = int(max(2, min(self.min_cluster_size, n)))
+        if self.min_cluster_size > n:
+            raise _too_many("min_cluster_size", self.min_cluster_size, n)
+        mcs = int(self.min_cluster_size)
         ms = None if self.min_samples is None else int(max(1, min(self.min_samples, n - 1)))
         backend = self._backend()
         common = dict(min_cluster_size=mcs, min_samples=ms,
@@ -156,14 +199,17 @@ class HDBSCANClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
                         max_cluster_size=self.max_cluster_size or None, copy=True).fit(Z)
             labels, probs = m.labels_, m.probabilities_
         else:
-            raise ValueError(f"unknown HDBSCAN backend {backend!r} (auto, fast_hdbscan, hdbscan, sklearn)")
+            raise ParameterError(f"unknown HDBSCAN backend {backend!r} (auto, fast_hdbscan, hdbscan, "
+                                 "sklearn)", "backend")
         self.labels_ = np.asarray(labels, dtype=np.int64)
         self.probabilities_ = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
         self._remember(Z)
         return self
 
 
-class KMeansClusterer(BaseEstimator, ClusterMixin):
+@register("clusterer", "kmeans", params={
+    "n_clusters": Int(1, tune={"int": [2, 100], "log": True}), "n_init": Int(1), "random_state": SEED})
+class KMeansClusterer(_Clusterer):
     """K-means (scikit-learn); no noise. ``probabilities_`` is the margin ``(d2 - d1) / (d2 + d1)``
     between the nearest and second-nearest centre (1 at a centre, 0 on a boundary)."""
 
@@ -175,15 +221,17 @@ class KMeansClusterer(BaseEstimator, ClusterMixin):
     def fit(self, Z, y=None):
         from sklearn.cluster import KMeans
 
-        Z = np.asarray(Z, dtype=np.float32)
-        k = int(max(1, min(self.n_clusters, len(Z))))
+        Z = _check_Z(self, Z)
+        if self.n_clusters > len(Z):
+            raise _too_many("n_clusters", self.n_clusters, len(Z))
+        k = int(self.n_clusters)
         with single_blas_thread():
             self.km_ = KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state).fit(Z)
         self.cluster_centers_ = self.km_.cluster_centers_
-        self.labels_, self.probabilities_ = self.predict(Z)
+        self.labels_, self.probabilities_ = self._predict(Z)
         return self
 
-    def predict(self, Z):
+    def _predict(self, Z):
         return _nearest_centre(np.asarray(Z, dtype=np.float32), self.cluster_centers_)
 
 
@@ -205,7 +253,11 @@ def _chunked_dist(Z, C):
     return pairwise_distances(Z, C)
 
 
-class SilhouetteKMeansClusterer(BaseEstimator, ClusterMixin):
+@register("clusterer", "kmeans_auto", params={
+    "k_min": Int(2), "k_max": Int(2, tune={"int": [10, 100], "log": True}),
+    "selection": Choice("max", "local_max"), "min_size": Int(1), "sample_size": Int(2),
+    "n_init": Int(1), "random_state": SEED})
+class SilhouetteKMeansClusterer(_Clusterer):
     """K-means with the number of clusters chosen by silhouette, not told k.
 
     Fits K-means for every k in ``[k_min, k_max]`` (``k_max`` also capped at n / ``min_size``)
@@ -234,11 +286,14 @@ class SilhouetteKMeansClusterer(BaseEstimator, ClusterMixin):
         self.n_init = n_init
         self.random_state = random_state
 
-    def fit(self, Z, y=None):
+    def _check_params(self, prefix=None):
+        if self.k_min > self.k_max:
+            name = f"{prefix}__k_min" if prefix else "k_min"
+            raise ParameterError(f"{name}={self.k_min} is above k_max={self.k_max}", name)
 
-        if self.selection not in ("max", "local_max"):
-            raise ValueError(f"selection must be 'max' or 'local_max', not {self.selection!r}")
-        Z = np.asarray(Z, dtype=np.float32)
+    def fit(self, Z, y=None):
+        self._check_params()
+        Z = _check_Z(self, Z)
         n = len(Z)
         k_hi = int(max(2, min(self.k_max, n // max(1, self.min_size), n - 1)))
         k_lo = int(max(2, min(self.k_min, k_hi)))
@@ -256,7 +311,7 @@ class SilhouetteKMeansClusterer(BaseEstimator, ClusterMixin):
                 best = max(interior, key=lambda k: self.scores_[k])
         self.n_clusters_ = int(best)
         self.cluster_centers_ = fits[best]
-        self.labels_, self.probabilities_ = self.predict(Z)
+        self.labels_, self.probabilities_ = self._predict(Z)
         return self
 
     def _sweep(self, Z, samp, k_lo, k_hi, fits):
@@ -270,11 +325,17 @@ class SilhouetteKMeansClusterer(BaseEstimator, ClusterMixin):
             self.scores_[k] = float(silhouette_score(Z[samp], lab[samp])) if ok else -1.0
             fits[k] = km.cluster_centers_.astype(np.float32)
 
-    def predict(self, Z):
+    def _predict(self, Z):
         return _nearest_centre(np.asarray(Z, dtype=np.float32), self.cluster_centers_)
 
 
-class AgglomerativeClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
+@register("clusterer", "agglomerative", params={
+    "n_clusters": Int(1, none_ok=True, tune={"int": [2, 100], "log": True}),
+    "linkage": Choice("ward", "average", "complete", "single"),
+    "metric": Choice("euclidean", "manhattan", "cosine", "l1", "l2"),
+    "distance_threshold": Float(0.0, low_open=True, none_ok=True),
+    "connectivity_neighbors": Int(0)})
+class AgglomerativeClusterer(_KNNPredictMixin):
     """Agglomerative clustering (scikit-learn), ``linkage`` ward / average / complete / single.
 
     Give ``n_clusters`` or a ``distance_threshold``. Memory grows as n^2 without connectivity:
@@ -292,7 +353,11 @@ class AgglomerativeClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
     def fit(self, Z, y=None):
         from sklearn.cluster import AgglomerativeClustering
 
-        Z = np.asarray(Z, dtype=np.float32)
+        Z = _check_Z(self, Z)
+        if self.n_clusters is None and self.distance_threshold is None:
+            raise ParameterError("give n_clusters or distance_threshold", "n_clusters")
+        if self.distance_threshold is None and self.n_clusters > len(Z):
+            raise _too_many("n_clusters", self.n_clusters, len(Z))
         conn = None
         if self.connectivity_neighbors and len(Z) > self.connectivity_neighbors + 1:
             from sklearn.neighbors import kneighbors_graph
@@ -314,7 +379,11 @@ class AgglomerativeClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
         return self
 
 
-class DBSCANClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
+@register("clusterer", "dbscan", params={
+    "eps": Float(0.0, low_open=True, tune={"float": [0.05, 5.0], "log": True}),
+    "min_samples": Int(1, tune={"int": [2, 100], "log": True}, scale=True),
+    "metric": Choice("euclidean", "manhattan", "cosine", "chebyshev", "l1", "l2")})
+class DBSCANClusterer(_KNNPredictMixin):
     """DBSCAN (scikit-learn); ``-1`` = noise, ``probabilities_`` 1 for core points, 0.5 for border."""
 
     def __init__(self, eps: float = 0.5, min_samples: int = 10, metric: str = "euclidean"):
@@ -325,7 +394,7 @@ class DBSCANClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
     def fit(self, Z, y=None):
         from sklearn.cluster import DBSCAN
 
-        Z = np.asarray(Z, dtype=np.float32)
+        Z = _check_Z(self, Z)
         m = DBSCAN(eps=self.eps, min_samples=self.min_samples, metric=self.metric).fit(Z)
         self.labels_ = m.labels_.astype(np.int64)
         p = np.where(self.labels_ >= 0, 0.5, 0.0)
@@ -335,7 +404,10 @@ class DBSCANClusterer(_KNNPredictMixin, BaseEstimator, ClusterMixin):
         return self
 
 
-class MeanShiftClusterer(BaseEstimator, ClusterMixin):
+@register("clusterer", "meanshift", params={
+    "bandwidth": Float(0.0, low_open=True, none_ok=True), "quantile": Float(0.0, 1.0, low_open=True),
+    "bin_seeding": Bool(), "random_state": SEED})
+class MeanShiftClusterer(_Clusterer):
     """MeanShift (scikit-learn) with an estimated bandwidth unless given; no noise
     (``cluster_all=True``). Slow beyond ~10k points: use ``bin_seeding``."""
 
@@ -349,24 +421,15 @@ class MeanShiftClusterer(BaseEstimator, ClusterMixin):
     def fit(self, Z, y=None):
         from sklearn.cluster import MeanShift, estimate_bandwidth
 
-        Z = np.asarray(Z, dtype=np.float32)
+        Z = _check_Z(self, Z)
         bw = self.bandwidth or estimate_bandwidth(Z, quantile=self.quantile,
                                                   n_samples=min(len(Z), 2000),
                                                   random_state=self.random_state)
         m = MeanShift(bandwidth=max(float(bw), 1e-6), bin_seeding=self.bin_seeding, cluster_all=True).fit(Z)
         self.cluster_centers_ = m.cluster_centers_.astype(np.float32)
-        self.labels_, self.probabilities_ = self.predict(Z)
+        self.labels_, self.probabilities_ = self._predict(Z)
         return self
 
-    def predict(self, Z):
+    def _predict(self, Z):
         return _nearest_centre(np.asarray(Z, dtype=np.float32), self.cluster_centers_)
 
-
-CLUSTERERS = {
-    "hdbscan": HDBSCANClusterer,
-    "kmeans": KMeansClusterer,
-    "kmeans_auto": SilhouetteKMeansClusterer,
-    "agglomerative": AgglomerativeClusterer,
-    "dbscan": DBSCANClusterer,
-    "meanshift": MeanShiftClusterer,
-}

@@ -1,0 +1,54 @@
+"""Errors a user can fix, in one hierarchy.
+
+Everything mediacluster raises on purpose is a :class:`MediaclusterError`: bad input, a bad
+parameter, a folder that is not what it should be. The command line prints those as
+``error: ...`` and exits with 2; any other exception is a bug (exit 1, traceback in the log).
+The tuner fails a trial only on a :class:`MediaclusterError` raised by the trial's parameters
+(or a numerical error), never on a bug.
+
+Subclasses that describe a bad value also derive from :class:`ValueError`, so code written
+against scikit-learn's conventions (``except ValueError``) keeps working.
+"""
+
+from __future__ import annotations
+
+
+class MediaclusterError(Exception):
+    """Base class: a problem with what the user gave, stated so they can fix it."""
+
+
+class InputError(MediaclusterError, ValueError):
+    """Input data that cannot be used: a missing file, a bad manifest row, bad vectors."""
+
+
+class ParameterError(MediaclusterError, ValueError):
+    """A parameter value out of range or of the wrong type; ``param`` names it."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class ConfigError(ParameterError):
+    """A pipeline config, names file or search-space file that cannot be used."""
+
+
+class SpaceError(ConfigError):
+    """An invalid tuning search space (the message names the parameter and the problem)."""
+
+
+class RunDirError(MediaclusterError):
+    """A run folder that is missing, foreign, of another schema version, or inconsistent."""
+
+
+class RunLockedError(RunDirError):
+    """Another process is writing the same run folder."""
+
+
+class ModelFormatError(MediaclusterError, ValueError):
+    """A model folder this version of mediacluster cannot (safely) load."""
+
+
+class OutputError(MediaclusterError, OSError):
+    """An output cannot be written (read-only folder, full disk, a file where a folder goes)."""
+

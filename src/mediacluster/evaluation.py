@@ -1,0 +1,168 @@
+"""Scoring a clustering: read a run folder or a saved model, score it, with or without labels.
+
+``load_source(path)`` gathers what scoring needs (ids, original vectors, reduced coordinates,
+the labellings, true labels) from a run folder (through its ``RunDir``) or a model folder;
+``evaluate(src)`` computes, for each labelling (``fitted``: as found, -1 noise / -2 outliers
+kept; ``assigned``: after noise assignment), internal scores in the original and the reduced
+space (``metrics.internal_scores``), external scores against true labels when there are any
+(``metrics.external_scores``), and coverage.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics as M
+from ._version import versions
+from .errors import InputError, MediaclusterError, RunDirError
+from .pipeline import Pipeline
+from .rundir import RunDir, find_run
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist") from None
+    except Exception as e:  # noqa: BLE001 - pandas / pyarrow parse errors: name the file
+        raise InputError(f"cannot read {path} as a table: {e}") from None
+
+
+def load_source(path: Path) -> dict:
+    """Everything evaluate needs: ids, original vectors, reduced coords, labellings, truth."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"not found: {path}")
+    if not path.is_dir():
+        raise InputError(f"{path} is not a folder; expected a run folder (from 'mediacluster cluster') "
+                         f"or a model folder (with model.json)")
+    src: dict = {"path": str(path), "notes": []}
+    pipe = None
+    run = None
+    if (path / "model.json").exists():
+        src["kind"] = "model"
+        pipe = Pipeline.load(path)
+        src["model"] = str(path)
+        run = find_run(path.parent)
+        if run is not None and pipe.model_info_.get("metadata", {}).get("run_id") != run.run_id:
+            src["notes"].append(f"model {path} was not fitted in the run {run.path}; its items not used")
+            run = None
+    else:
+        run = RunDir.open(path)
+        src["kind"] = "run"
+        latest = run.models.latest()
+        if latest is not None:
+            try:
+                pipe = Pipeline.load(latest)
+                src["model"] = str(latest)
+            except MediaclusterError as e:
+                src["notes"].append(f"model {latest} not used: {e}")
+
+    if run is not None:
+        emb = run.read_embeddings()
+        src["ids"] = list(emb.ids)
+        src["paths"] = emb.paths
+        src["truth"] = emb.labels
+        src["X"] = emb.vectors
+        src["encoder"] = emb.encoder
+        a = run.read_assignments()
+        if len(a) != len(src["ids"]) or list(a["id"]) != list(src["ids"]):
+            raise RunDirError(f"{run.path}: assignments do not match the run's items; the folder is "
+                              "damaged, re-run cluster")
+        src["fitted"] = a["cluster"].to_numpy(np.int64)
+        if "assigned_cluster" in a.columns:
+            src["assigned"] = a["assigned_cluster"].to_numpy(np.int64)
+        if "curated_cluster" in a.columns:
+            src["curated"] = a["curated_cluster"].to_numpy(np.int64)
+        if pipe is not None:
+            if len(pipe.labels_) == len(src["ids"]) and np.array_equal(np.asarray(pipe.labels_), src["fitted"]):
+                src["Z"] = np.asarray(pipe.embedding_)
+            else:
+                src["notes"].append("the model's labels differ from the run's assignments (a curated "
+                                    "model?): reduced-space scores not computed")
+    else:  # a bare model folder
+        src["ids"] = None
+        src["paths"] = None
+        src["truth"] = None
+        src["X"] = None
+        src["Z"] = np.asarray(pipe.embedding_)
+        src["fitted"] = np.asarray(pipe.labels_, np.int64)
+        if getattr(pipe, "cluster_", None) is not None:
+            src["assigned"] = np.asarray(pipe.cluster_, np.int64)
+        src["notes"].append("a model keeps no original vectors (only reduced coordinates and a "
+                            "compressed reference set): internal scores in the reduced space only")
+    if "Z" not in src and src["kind"] == "run":
+        src["notes"].append("reduced space not available (no model in the run folder; "
+                            "run 'mediacluster cluster --save-model' to keep it)")
+    if "assigned" in src and np.array_equal(src["assigned"], src["fitted"]):
+        del src["assigned"]  # nothing was assigned: one labelling
+    return src
+
+
+def read_labels(path: Path, ids, paths, n: int) -> tuple[list, str]:
+    """Truth labels from a manifest, aligned with the items; returns (labels, how matched)."""
+    df = _read_table(Path(path))
+    if "label" not in df.columns:
+        raise InputError(f"{path} needs a 'label' column (and 'id' or 'path'); has {list(df.columns)}")
+    lab = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in df["label"]]
+    for key, keys in (("id", ids), ("path", paths)):
+        if key in df.columns and keys is not None:
+            m: dict = {}
+            for row, (k, v) in enumerate(zip(df[key], lab)):
+                k = str(k)
+                if k in m and m[k] != v:
+                    raise InputError(f"{path}: row {row + 2} gives {key} {k!r} the label {v!r}, an "
+                                     f"earlier row gave it {m[k]!r}; conflicting labels are refused")
+                m[k] = v
+            hits = sum(str(k) in m for k in keys)
+            if hits:
+                return [m.get(str(k)) for k in keys], f"matched by {key}: {hits} of {len(keys)} items"
+    if ids is None and len(df) == n:
+        return lab, f"matched by position ({n} rows; the model stores no item ids)"
+    raise InputError(f"{path}: no row matches the items by 'id' or 'path'")
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------
+def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeling="both",
+             original=True, labels_file=None) -> dict:
+    res = {"source": src["path"], "kind": src["kind"], "n_items": int(len(src["fitted"])),
+           "seed": seed, "sample_size": sample_size, "dbcv_sample_size": dbcv_sample_size,
+           "noise_policy": {"internal": M.NOISE_POLICY_INTERNAL, "external": M.NOISE_POLICY_EXTERNAL},
+           "notes": list(src["notes"]), "labelings": {}}
+    truth = src.get("truth")
+    if labels_file is not None:
+        truth, how = read_labels(labels_file, src.get("ids"), src.get("paths"), len(src["fitted"]))
+        res["labels_file"] = str(labels_file)
+        res["labels_matched"] = how
+    has_truth = truth is not None and any(t is not None for t in truth)
+    names = ["fitted", "assigned", "curated"] if labeling == "both" else [labeling]
+    names = [k for k in names if k in src]
+    if not names:
+        raise InputError(f"labelling {labeling!r} not available in {src['path']} (has: fitted only)")
+    t0 = time.perf_counter()
+    for name in names:
+        lab = src[name]
+        entry = {"coverage": M.coverage(lab), "n_clusters": M.n_clusters(lab),
+                 "noise": int((lab == -1).sum()), "outliers": int((lab == -2).sum()), "internal": {}}
+        kw = dict(sample_size=sample_size, random_state=seed, dbcv_sample_size=dbcv_sample_size)
+        if original and src.get("X") is not None:
+            entry["internal"]["original"] = M.internal_scores(src["X"], lab, space="original", **kw)
+        if src.get("Z") is not None:
+            entry["internal"]["reduced"] = M.internal_scores(src["Z"], lab, space="reduced", **kw)
+        if has_truth:
+            entry["external"] = M.external_scores(truth, lab)
+        res["labelings"][name] = entry
+    res["seconds"] = round(time.perf_counter() - t0, 2)
+    res["versions"] = versions()
+    res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if not has_truth:
+        res["notes"].append("no true labels (items.parquet label column empty, no --labels): "
+                            "external scores skipped")
+    return res

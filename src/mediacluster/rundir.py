@@ -1,0 +1,635 @@
+"""The run folder: the one owner of its file names, its schema and how it is published.
+
+A run folder (``mediacluster cluster ... --out DIR``) holds, at schema version 1::
+
+    run.json             schema, run_id, command, parameters, versions, timings, summary, skipped
+    items.parquet        id, path, label (+ escaped) - row i belongs to row i of embeddings.npy
+    embeddings.npy       (n, d) float32 vectors
+    extra_<name>.npy     per-item encoder outputs (imagenet_probs as float16)
+    assignments.parquet  id, path, cluster, status, probability, assigned_cluster, confidence,
+    assignments.csv        level columns, curated_cluster, duplicate_group, ... (same rows)
+    clusters.json        per cluster: size, share, examples, top classes, names
+    hierarchy.npz        the cluster tree when the clusterer has levels
+    duplicates.parquet   duplicate groups (with --dedup)
+    names.json           automatic names          (derived: stamped with the run_id)
+    names.yaml           hand-given names         (written by a person)
+    map2d.npy, map2d.json  2-D map of the items   (derived: stamped with the run_id)
+    models/              model versions v0001/, v0002/, ... and LATEST (see persist.ModelStore)
+    report/              the HTML report          (derived)
+    edits.sqlite         the studio's edit log    (written by a person, through the studio)
+
+**Publishing.** A new run is built in a hidden temporary sibling folder and swapped in when
+complete (:meth:`RunDir.create` -> :class:`RunBuilder`): Linux's ``renameat2(RENAME_EXCHANGE)``
+swaps the two folders in one step; elsewhere two renames with recovery on the next open. So a
+folder is always one whole run: a kill at any instant leaves the old run or the new one, and
+nothing derived from an old run (names, map, model, report) can be paired with new
+assignments. A previous run that holds a person's work (``names.yaml``, ``edits.sqlite``) is
+kept beside it as ``DIR.replaced-<run_id>`` instead of being deleted.
+
+**Locking.** Writers hold an exclusive ``fcntl`` lock on the sibling file ``.DIR.lock`` (it
+outlives the swaps); a second writer fails at once with a message naming the holder.
+
+**Derived files** written after publishing (names, map) record the run_id they were derived
+from; a reader ignores one whose run_id differs.
+
+**Paths.** File names are kept as Python strings (undecodable bytes as surrogate escapes,
+as ``os.listdir`` gives them). Tables and JSON need valid UTF-8, so such a name is written with
+each undecodable byte as ``\\xNN`` and each backslash doubled, and the row gets
+``escaped = true``; :func:`path_from_text` reverses it exactly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from .data import Embeddings
+from .errors import OutputError, RunDirError, RunLockedError
+from .fileio import atomic_path, read_json, write_json, write_npy, write_table
+
+SCHEMA = "mediacluster-run"
+SCHEMA_VERSION = 1
+
+RUN_JSON = "run.json"
+ITEMS = "items.parquet"
+EMBEDDINGS = "embeddings.npy"
+ASSIGNMENTS = "assignments.parquet"
+ASSIGNMENTS_CSV = "assignments.csv"
+CLUSTERS = "clusters.json"
+HIERARCHY = "hierarchy.npz"
+DUPLICATES = "duplicates.parquet"
+NAMES = "names.json"
+NAMES_YAML = "names.yaml"
+MAP = "map2d.npy"
+MAP_META = "map2d.json"
+MODELS = "models"
+REPORT = "report"
+EDITS = "edits.sqlite"
+EXTRA_PREFIX = "extra_"
+# files a person made: a run holding them is kept aside, not deleted, when replaced
+PERSONAL = (NAMES_YAML, "names.yml", EDITS)
+
+
+# ------------------------------------------------------------------------------------------
+# lossless text form of file names
+# ------------------------------------------------------------------------------------------
+def needs_escape(p: str) -> bool:
+    try:
+        p.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def path_to_text(p: str) -> str:
+    """A file name as valid UTF-8 text: unchanged when it already is; otherwise every
+    undecodable byte as ``\\xNN`` and every backslash doubled (reversed by :func:`path_from_text`)."""
+    if not needs_escape(p):
+        return p
+    out = []
+    for ch in p:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        elif 0xD800 <= o <= 0xDFFF:  # a lone surrogate that is not an escaped byte
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def path_from_text(t: str) -> str:
+    """Inverse of :func:`path_to_text` for a text that was escaped."""
+    out, i = [], 0
+    while i < len(t):
+        ch = t[i]
+        if ch == "\\" and i + 1 < len(t):
+            nxt = t[i + 1]
+            if nxt == "\\":
+                out.append("\\")
+                i += 2
+                continue
+            if nxt == "x" and i + 3 < len(t):
+                out.append(chr(0xDC00 + int(t[i + 2:i + 4], 16)))
+                i += 4
+                continue
+            if nxt == "u":
+                out.append(chr(int(t[i + 2:i + 6], 16)))
+                i += 6
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def texts(values) -> tuple[list, list[bool]]:
+    """Column values as text plus a per-row ``escaped`` flag (None stays None)."""
+    col, flags = [], []
+    for v in values:
+        if v is None:
+            col.append(None)
+            flags.append(False)
+        else:
+            esc = needs_escape(str(v))
+            col.append(path_to_text(str(v)) if esc else str(v))
+            flags.append(esc)
+    return col, flags
+
+
+def untexts(values, flags) -> list:
+    return [path_from_text(v) if f and v is not None else v for v, f in zip(values, flags)]
+
+
+# ------------------------------------------------------------------------------------------
+# the lock
+# ------------------------------------------------------------------------------------------
+def lock_path(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    return path.parent / f".{path.name}.lock"
+
+
+_HELD: dict[tuple, int] = {}  # (lock file, thread) -> depth: re-entrant within one thread
+
+
+@contextmanager
+def run_lock(path: str | os.PathLike, what: str = "write"):
+    """Exclusive lock for writing the run folder ``path`` (held by this process while inside).
+
+    Fails at once with :class:`RunLockedError` naming the holder when another process has it;
+    re-entering it in the process that holds it is allowed."""
+    import fcntl
+
+    lp = lock_path(Path(path))
+    key = (lp, threading.get_ident())
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise OutputError(f"cannot create the lock file {lp}: {e.strerror or e}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            raise RunLockedError(
+                f"{path} is being written by another mediacluster process ({holder}); wait for it "
+                f"to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {what} since {time.strftime('%H:%M:%S')}".encode(), 0)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------
+# swapping folders
+# ------------------------------------------------------------------------------------------
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the call is unavailable."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _recover(path: Path) -> None:
+    """Finish a two-rename swap that a kill interrupted (only on systems without renameat2)."""
+    if path.exists():
+        return
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
+    if olds:
+        os.rename(olds[-1], path)
+
+
+def _remove_stale_builds(path: Path) -> None:
+    """Temporary build folders of killed runs (their pid is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+# reading and writing
+# ------------------------------------------------------------------------------------------
+def _wrap_os(e: OSError, target) -> OutputError:
+    return OutputError(f"cannot write {target}: {e.strerror or e}")
+
+
+class _Files:
+    """Typed readers and writers shared by a published run and one being built."""
+
+    path: Path
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- items and vectors -------------------------------------------------------------------
+    def write_embeddings(self, emb: Embeddings) -> None:
+        import pandas as pd
+
+        write_npy(self.file(EMBEDDINGS), np.asarray(emb.vectors, dtype=np.float32))
+        for k, v in emb.extras.items():
+            write_npy(self.file(f"{EXTRA_PREFIX}{k}.npy"), v.astype(np.float16) if k.endswith("probs") else v)
+        n = len(emb.ids)
+        ids, e1 = texts(emb.ids)
+        paths, e2 = texts(emb.paths if emb.paths is not None else [None] * n)
+        labels = emb.labels if emb.labels is not None else [None] * n
+        write_table(self.file(ITEMS), pd.DataFrame({
+            "id": ids, "path": paths, "label": [None if v is None else str(v) for v in labels],
+            "escaped": np.logical_or(e1, e2)}))
+
+    def read_items(self):
+        import pandas as pd
+
+        df = pd.read_parquet(self._need(ITEMS))
+        if "escaped" in df and df["escaped"].any():
+            flags = df["escaped"].tolist()
+            df["id"] = untexts(df["id"].tolist(), flags)
+            df["path"] = untexts(df["path"].tolist(), flags)
+        return df
+
+    def read_embeddings(self, mmap: bool = False) -> Embeddings:
+        """The run's vectors with ids, paths, labels and extras (no re-embedding)."""
+        vectors = np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
+        items = self.read_items()
+        if len(items) != len(vectors):
+            raise RunDirError(f"{self.path}: {ITEMS} has {len(items)} rows but {EMBEDDINGS} "
+                              f"{len(vectors)}; the folder is damaged, re-run cluster")
+        extras = {p.name[len(EXTRA_PREFIX):-len(".npy")]: np.load(p, allow_pickle=False).astype(np.float32)
+                  for p in sorted(self.path.glob(f"{EXTRA_PREFIX}*.npy"))}
+        enc = self.info.get("encoder", {}) if self.file(RUN_JSON).exists() else {}
+        labels = items["label"].tolist()
+        paths = items["path"].tolist()
+        return Embeddings(
+            ids=items["id"].tolist(), vectors=vectors, encoder=enc.get("name") or "",
+            encoder_version=enc.get("id") or "",
+            paths=paths if any(p is not None for p in paths) else None,
+            labels=labels if any(v is not None for v in labels) else None, extras=extras)
+
+    def read_extra(self, name: str) -> np.ndarray | None:
+        """One per-item encoder extra (e.g. ``imagenet_probs``) as float32, None if absent."""
+        p = self.file(f"{EXTRA_PREFIX}{name}.npy")
+        return np.load(p, allow_pickle=False).astype(np.float32) if p.exists() else None
+
+    # -- assignments -------------------------------------------------------------------------
+    def write_assignments(self, df) -> None:
+        """Write the per-item table (Parquet + CSV); ``id``/``path`` are escaped like items."""
+        missing = {"id", "cluster", "status"} - set(df.columns)
+        if missing:
+            raise RunDirError(f"assignments need columns {sorted(missing)}")
+        df = df.copy()
+        ids, e1 = texts(df["id"].tolist())
+        df["id"] = ids
+        flags = list(e1)
+        if "path" in df:
+            paths, e2 = texts(df["path"].tolist())
+            df["path"] = paths
+            flags = list(np.logical_or(e1, e2))
+        if any(flags):
+            df["escaped"] = flags
+        write_table(self.file(ASSIGNMENTS), df)
+        write_table(self.file(ASSIGNMENTS_CSV), df)
+
+    def read_assignments(self, columns: list[str] | None = None):
+        import pandas as pd
+
+        p = self._need(ASSIGNMENTS)
+        cols = None
+        if columns is not None:
+            have = set(pd.read_parquet(p, columns=[]).columns) | set(_parquet_columns(p))
+            cols = [c for c in columns if c in have] + (["escaped"] if "escaped" in have else [])
+        df = pd.read_parquet(p, columns=cols)
+        if "escaped" in df and df["escaped"].any():
+            flags = df["escaped"].tolist()
+            for c in ("id", "path"):
+                if c in df:
+                    df[c] = untexts(df[c].tolist(), flags)
+        if columns is not None and "escaped" not in columns and "escaped" in df:
+            df = df.drop(columns="escaped")
+        return df
+
+    # -- json documents ------------------------------------------------------------------------
+    def write_clusters(self, clusters: list[dict], **extra) -> None:
+        write_json(self.file(CLUSTERS), {"run_id": self.run_id, "clusters": clusters, **extra})
+
+    def read_clusters(self) -> list[dict]:
+        p = self.file(CLUSTERS)
+        return read_json(p).get("clusters", []) if p.exists() else []
+
+    def write_hierarchy(self, arrays: dict[str, np.ndarray]) -> None:
+        with atomic_path(self.file(HIERARCHY)) as tmp:
+            np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+
+    def read_hierarchy(self) -> dict[str, np.ndarray] | None:
+        p = self.file(HIERARCHY)
+        if not p.exists():
+            return None
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def write_info(self, info: dict) -> None:
+        write_json(self.file(RUN_JSON), info)
+
+    @property
+    def info(self) -> dict:
+        return read_json(self._need(RUN_JSON))
+
+    @property
+    def run_id(self) -> str:
+        return self.info["run_id"]
+
+    # -- derived, stamped with the run_id --------------------------------------------------------
+    def write_names(self, named: list[dict], method: str | None = None) -> None:
+        write_json(self.file(NAMES), {"run_id": self.run_id, "method": method, "clusters": named})
+
+    def read_automatic_names(self) -> list[dict]:
+        """Automatic names of this run (``names.json``), [] if absent or from another run."""
+        p = self.file(NAMES)
+        if not p.exists():
+            return []
+        doc = read_json(p)
+        if doc.get("run_id") != self.run_id:
+            return []
+        return list(doc.get("clusters", []))
+
+    def write_map(self, xy: np.ndarray, meta: dict) -> None:
+        write_npy(self.file(MAP), np.asarray(xy, dtype=np.float32))
+        write_json(self.file(MAP_META), {**meta, "run_id": self.run_id, "n": int(len(xy))})
+
+    def read_map(self, n: int | None = None) -> tuple[np.ndarray, dict] | None:
+        """The cached 2-D map and its metadata, or None if absent, of another run or size."""
+        p, mp = self.file(MAP), self.file(MAP_META)
+        if not (p.exists() and mp.exists()):
+            return None
+        meta = read_json(mp)
+        if meta.get("run_id") != self.run_id:
+            return None
+        xy = np.load(p, allow_pickle=False)
+        if n is not None and len(xy) != n:
+            return None
+        return xy, meta
+
+    @property
+    def models(self):
+        from .persist import ModelStore
+
+        return ModelStore(self.file(MODELS))
+
+    def _need(self, name: str) -> Path:
+        p = self.file(name)
+        if not p.exists():
+            raise RunDirError(f"{self.path} has no {name}; is it a run folder written by "
+                              "`mediacluster cluster`?")
+        return p
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+class RunDir(_Files):
+    """A published run folder. ``RunDir.open(path)`` checks it; ``RunDir.create(path)`` builds
+    a new one (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @staticmethod
+    def is_run(path: str | os.PathLike) -> bool:
+        p = Path(path) / RUN_JSON
+        if not p.is_file():
+            return False
+        try:
+            return read_json(p).get("schema") == SCHEMA
+        except (OSError, ValueError):
+            return False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RunDir:
+        """A run folder for reading; refuses anything else with a message that says what it is."""
+        path = Path(path)
+        _recover(path)
+        if not path.exists():
+            raise RunDirError(f"{path} does not exist")
+        if not path.is_dir():
+            raise RunDirError(f"{path} is a file, not a run folder")
+        p = path / RUN_JSON
+        if not p.exists():
+            raise RunDirError(f"{path} is not a run folder (no {RUN_JSON}); write one with "
+                              "`mediacluster cluster INPUT --out DIR`")
+        try:
+            info = read_json(p)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RunDirError(f"{p} is not valid JSON ({e}); the folder is damaged, re-run cluster") from e
+        if not isinstance(info, dict) or info.get("schema") != SCHEMA:
+            raise RunDirError(f"{p} was not written by mediacluster's run folder code "
+                              "(written by an older version?); re-run `mediacluster cluster`")
+        ver = info.get("schema_version")
+        if ver != SCHEMA_VERSION:
+            raise RunDirError(f"{path} has run-folder schema version {ver!r}; this mediacluster reads "
+                              f"version {SCHEMA_VERSION}; re-run `mediacluster cluster`")
+        return cls(path)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, command: str = "cluster") -> RunBuilder:
+        """Start building a new run for ``path`` (use as a context manager; see RunBuilder)."""
+        return RunBuilder(Path(path), command)
+
+    @contextmanager
+    def writing(self, what: str = "update"):
+        """Hold the folder's lock while adding derived files to a published run."""
+        with run_lock(self.path, what):
+            yield self
+
+
+class RunBuilder(_Files):
+    """A run under construction in a temporary sibling folder; published on success.
+
+    >>> with RunDir.create("runs/demo") as run:           # doctest: +SKIP
+    ...     run.write_embeddings(emb); run.write_assignments(df); run.write_info({...})
+    >>> # leaving the block without an error swaps the new folder in; an error discards it
+    """
+
+    def __init__(self, target: Path, command: str):
+        self.target = Path(os.path.abspath(target))
+        self.command = command
+        self._run_id = uuid.uuid4().hex[:16]
+        self.path = None
+        self._lock = None
+        self.published: RunDir | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def check_target(self) -> None:
+        t = self.target
+        if t.exists() and not t.is_dir():
+            raise RunDirError(f"--out {t} is an existing file; give a folder")
+        if t.is_dir() and any(t.iterdir()) and not RunDir.is_run(t) and not _is_legacy_run(t):
+            raise RunDirError(f"--out {t} is a folder that is not a mediacluster run; refusing to "
+                              "replace it (give a new or empty folder)")
+
+    def __enter__(self) -> RunBuilder:
+        self.check_target()
+        self._lock = run_lock(self.target, self.command)
+        self._lock.__enter__()
+        try:
+            _recover(self.target)
+            _remove_stale_builds(self.target)
+            tmp = self.target.parent / f".{self.target.name}.tmp-{os.getpid()}-{self._run_id[:6]}"
+            tmp.mkdir(parents=True)
+            self.path = tmp
+        except OSError as e:
+            self._lock.__exit__(None, None, None)
+            raise _wrap_os(e, self.target.parent) from e
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.published = self._publish()
+            else:
+                shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            self._lock.__exit__(None, None, None)
+        return False
+
+    def base_info(self) -> dict:
+        from ._version import versions
+
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "run_id": self._run_id,
+                "command": self.command, "versions": versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def write_info(self, info: dict) -> None:
+        write_json(self.file(RUN_JSON), {**self.base_info(), **info})
+
+    @property
+    def info(self) -> dict:
+        p = self.file(RUN_JSON)
+        return read_json(p) if p.exists() else self.base_info()
+
+    def _publish(self) -> RunDir:
+        if not self.file(RUN_JSON).exists():
+            raise RunDirError(f"internal: run {self.target} finished without {RUN_JSON}")
+        _fsync_dir(self.path)
+        t = self.target
+        try:
+            if not t.exists():
+                os.rename(self.path, t)
+            elif not _exchange(self.path, t):
+                old = t.parent / f".{t.name}.old-{self._run_id}"
+                os.rename(t, old)
+                os.rename(self.path, t)
+                self.path = old
+            _fsync_dir(t.parent)
+        except OSError as e:
+            raise _wrap_os(e, t) from e
+        if self.path.exists():  # the previous run, now at the temporary name
+            self._retire(self.path)
+        return RunDir(t)
+
+    def _retire(self, old: Path) -> None:
+        if any((old / f).exists() for f in PERSONAL):
+            try:
+                rid = read_json(old / RUN_JSON).get("run_id") or "previous"
+            except (OSError, ValueError):
+                rid = "previous"
+            keep = self.target.parent / f"{self.target.name}.replaced-{rid}"
+            os.rename(old, keep)
+            self.kept_previous = keep
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_legacy_run(path: Path) -> bool:
+    """A run folder written before the schema was recorded (replaceable, not readable)."""
+    p = path / RUN_JSON
+    try:
+        return p.is_file() and "command" in json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def find_run(path: str | os.PathLike) -> RunDir | None:
+    """The run folder at ``path`` or one of its parents (e.g. given ``RUN/models/v0001``)."""
+    p = Path(path).resolve()
+    for cand in (p, *p.parents):
+        if RunDir.is_run(cand):
+            return RunDir(cand)
+    return None

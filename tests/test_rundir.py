@@ -1,0 +1,205 @@
+"""The run folder: one whole run at every instant, one writer at a time, nothing stale.
+
+Real processes (``python -m mediacluster``) on real files: a re-run into an existing folder with
+other input, two writers on one folder, and kill -9 at many moments of a re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mediacluster.errors import RunDirError, RunLockedError
+from mediacluster.rundir import (
+    RunDir,
+    lock_path,
+    needs_escape,
+    path_from_text,
+    path_to_text,
+    run_lock,
+)
+
+FAST = ["--reducer", "pca", "--reducer-param", "n_components=8", "--clusterer", "kmeans",
+        "--clusterer-param", "n_clusters=3", "--quiet"]
+
+
+def cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "mediacluster", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, **kw)
+
+
+@pytest.fixture(scope="module")
+def vectors(cifar3_embeddings, tmp_path_factory):
+    """Two different inputs: the 300 CIFAR vectors and a 120-vector subset of them."""
+    d = tmp_path_factory.mktemp("vectors")
+    X = np.asarray(cifar3_embeddings.vectors, dtype=np.float32)
+    np.save(d / "a.npy", X)
+    np.save(d / "b.npy", X[::-1][:120])
+    return d / "a.npy", d / "b.npy"
+
+
+def consistent(out: Path) -> str:
+    """The run id of a whole, self-consistent run folder (asserts that it is one)."""
+    run = RunDir.open(out)
+    rid = run.run_id
+    n = len(run.read_items())
+    assert len(run.read_assignments()) == n == len(np.load(out / "embeddings.npy"))
+    assert json.loads((out / "clusters.json").read_text())["run_id"] == rid
+    if (out / "names.json").exists():
+        assert json.loads((out / "names.json").read_text())["run_id"] == rid
+    latest = run.models.latest()
+    if latest is not None:
+        assert json.loads((latest / "model.json").read_text())["metadata"]["run_id"] == rid
+    return rid
+
+
+def test_rerun_with_other_input_leaves_nothing_of_the_old_run(vectors, tmp_path):
+    a, b = vectors
+    out = tmp_path / "run"
+    r = cli("cluster", a, "--out", out, *FAST, "--save-model", "--report")
+    assert r.returncode == 0, r.stderr
+    first = consistent(out)
+    assert (out / "map2d.npy").exists() and (out / "report" / "index.html").exists()
+    assert len(pd.read_parquet(out / "assignments.parquet")) == 300
+    r = cli("cluster", b, "--out", out, *FAST)  # no --save-model, no --report this time
+    assert r.returncode == 0, r.stderr
+    second = consistent(out)
+    assert second != first
+    assert len(pd.read_parquet(out / "assignments.parquet")) == 120
+    for stale in ("map2d.npy", "map2d.json", "report", "models"):  # derived from the old run
+        assert not (out / stale).exists(), stale
+    assert [p.name for p in tmp_path.glob(".run.*")] == [".run.lock"]  # no temporary or old folder
+    r = cli("assign", out, a)  # the old model is gone with its run: assign says so
+    assert r.returncode == 2 and "holds no model" in r.stderr
+
+
+def test_a_run_with_hand_given_names_is_kept_aside_when_replaced(vectors, tmp_path):
+    a, b = vectors
+    out = tmp_path / "run"
+    assert cli("cluster", a, "--out", out, *FAST).returncode == 0
+    first = consistent(out)
+    (out / "names.yaml").write_text("0: my cats\n")
+    assert cli("cluster", b, "--out", out, *FAST).returncode == 0
+    assert not (out / "names.yaml").exists()  # never paired with the new clusters
+    kept = tmp_path / f"run.replaced-{first}"
+    assert (kept / "names.yaml").read_text() == "0: my cats\n"  # a person's work is not deleted
+
+
+def test_a_second_writer_fails_at_once_with_the_holder_named(vectors, tmp_path):
+    a, _ = vectors
+    out = tmp_path / "run"
+    assert cli("cluster", a, "--out", out, *FAST).returncode == 0
+    before = consistent(out)
+    with run_lock(out, "test"):
+        t = time.perf_counter()
+        r = cli("cluster", a, "--out", out, *FAST)
+        assert time.perf_counter() - t < 60
+    assert r.returncode == 2
+    assert "being written by another mediacluster process" in r.stderr and f"pid {os.getpid()}" in r.stderr
+    assert consistent(out) == before
+
+
+def test_two_cluster_processes_on_one_folder(cifar3_dir, tmp_path):
+    """Two real `cluster` processes on one --out: the second one fails (exit 2) while the first
+    holds the folder; the first finishes and the folder is its whole run."""
+    out = tmp_path / "run"
+    cache = tmp_path / "cache"  # empty: the first process really embeds, so it holds the lock a while
+    p1 = subprocess.Popen([sys.executable, "-m", "mediacluster", "cluster", str(cifar3_dir), "--out",
+                           str(out), *FAST, "--cache-dir", str(cache)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    lock = lock_path(out)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lock.exists() and lock.read_text().startswith("pid")):
+        time.sleep(0.05)
+    r2 = cli("cluster", cifar3_dir, "--out", out, *FAST, "--cache-dir", cache)
+    o1, e1 = p1.communicate(timeout=600)
+    assert p1.returncode == 0, e1
+    assert r2.returncode == 2 and "being written by another" in r2.stderr
+    consistent(out)
+
+
+def test_kill_at_any_moment_leaves_the_old_run_or_the_new_one(vectors, tmp_path):
+    a, b = vectors
+    out = tmp_path / "run"
+    assert cli("cluster", a, "--out", out, *FAST, "--save-model").returncode == 0
+    runs = {consistent(out)}
+    seen_new = False
+    for delay in (0.3, 0.8, 1.3, 1.8, 2.5, 3.5, 5.0):
+        p = subprocess.Popen([sys.executable, "-m", "mediacluster", "cluster", str(b if len(runs) % 2 else a),
+                              "--out", str(out), *FAST, "--save-model"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        rid = consistent(out)  # never a mix: every file of one run
+        seen_new |= rid not in runs
+        runs.add(rid)
+    # the next run cleans what killed ones left beside the folder, and succeeds
+    assert cli("cluster", a, "--out", out, *FAST).returncode == 0
+    consistent(out)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.tmp")]
+
+
+def test_out_inside_the_input_is_not_clustered(cifar3_dir, tmp_path):
+    import shutil
+
+    src = tmp_path / "photos"
+    shutil.copytree(cifar3_dir / "airplane", src)
+    out = src / "results"
+    for _ in range(2):  # the second run must not cluster the first run's thumbnails
+        r = cli("cluster", src, "--out", out, *FAST, "--report")
+        assert r.returncode == 0, r.stderr
+        assert len(pd.read_parquet(out / "assignments.parquet")) == 100
+
+
+def test_out_that_is_a_file_or_a_foreign_folder_is_refused(vectors, tmp_path):
+    a, _ = vectors
+    f = tmp_path / "file.txt"
+    f.write_text("keep me")
+    r = cli("cluster", a, "--out", f, *FAST)
+    assert r.returncode == 2 and "is an existing file" in r.stderr and f.read_text() == "keep me"
+    foreign = tmp_path / "Pictures"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    r = cli("cluster", a, "--out", foreign, *FAST)
+    assert r.returncode == 2 and "not a mediacluster run" in r.stderr
+    assert (foreign / "holiday.jpg").exists()
+
+
+def test_open_refuses_what_is_not_a_run(tmp_path):
+    with pytest.raises(RunDirError, match="does not exist"):
+        RunDir.open(tmp_path / "nope")
+    with pytest.raises(RunDirError, match="not a run folder"):
+        RunDir.open(tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({"schema": "mediacluster-run", "schema_version": 99}))
+    with pytest.raises(RunDirError, match="schema version 99"):
+        RunDir.open(tmp_path)
+
+
+def test_lock_is_reentrant_in_one_thread_and_exclusive_across_processes(tmp_path):
+    out = tmp_path / "run"
+    with run_lock(out), run_lock(out):  # nested in one thread: fine
+        code = ("import sys; from mediacluster.rundir import run_lock\n"
+                f"with run_lock({str(out)!r}): pass")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode != 0 and "RunLockedError" in r.stderr
+    with run_lock(out):  # released: can be taken again
+        pass
+    assert issubclass(RunLockedError, RunDirError)
+
+
+@pytest.mark.parametrize("name", ["plain.jpg", "caf\u00e9.jpg", "bad\udcff\udcfe.jpg",
+                                  "back\\slash\udce9.jpg", "x\\xff.jpg", "\\\\udcff.jpg"])
+def test_file_names_round_trip_through_text(name):
+    text = path_to_text(name)
+    text.encode("utf-8")  # always valid UTF-8
+    assert (path_from_text(text) if needs_escape(name) else text) == name
