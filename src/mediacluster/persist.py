@@ -185,15 +185,3 @@ def resolve_model(path: str | os.PathLike) -> Path:
         raise ModelFormatError(f"{path} does not exist")
     raise ModelFormatError(f"{path} holds no model: give a model folder (with {MODEL_JSON}), a run "
                            "folder written with `cluster --save-model`, or its models/ folder")
-
-
-def model_store_of(path: str | os.PathLike) -> ModelStore | None:
-    """The store whose LATEST a service should watch for ``path`` (None for a plain folder)."""
-    path = Path(path)
-    for store in (path, path / "models", path / "best" / "models"):
-        if (store / LATEST).exists() or ModelStore(store).versions():
-            return ModelStore(store)
-    parent = path.parent
-    if ModelStore(parent).versions() and path.name in ModelStore(parent).versions():
-        return None  # a pinned version: never switch
-    return None
