@@ -225,15 +225,17 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         batch_size.observe(n)
         encode_s.observe(seconds)
 
-    def show(served: Served) -> None:
-        model_info.clear()
+    def show(served: Served, old: Served | None = None) -> None:
+        if old is not None:  # kept at 0, not removed: several workers may switch at different times
+            ref = _ref(old)
+            model_info.labels(ref["version"], ref["run_id"] or "").set(0)
         ref = _ref(served)
         model_info.labels(ref["version"], ref["run_id"] or "").set(1)
 
     holder.on_batch = on_batch
     for slot in holder._slots.values():
         slot.batcher.on_batch = on_batch
-    holder.on_switch = lambda old, new: show(new)
+    holder.on_switch = lambda old, new: show(new, old)
     show(holder.current)
 
     @contextlib.asynccontextmanager
@@ -332,7 +334,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             X, filenames = await _images(request, served)
             kind = "image"
         elif ctype in ("application/json", ""):
-            X = _parse_vectors(await request.body(), served, opt.max_vectors)
+            body = await request.body()
+            # parsed off the event loop: megabytes of JSON would hold up every other request
+            X = await asyncio.to_thread(_parse_vectors, body, served, opt.max_vectors)
             filenames, kind = [None] * len(X), "vector"
         else:
             raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send images as "
