@@ -24,6 +24,7 @@ from mediacluster.pipeline import Pipeline
 from mediacluster.stages import build as make_stage
 
 ENCODER = "efficientnet-lite0"
+TOKEN = "test-token-7f3a"
 LIMITS = ["--max-files", "6", "--max-vectors", "100", "--max-file-mb", "1", "--max-body-mb", "2",
           "--time-limit", "6"]
 
@@ -69,10 +70,12 @@ def tag_model(cifar3_embeddings, tmp_path_factory) -> Path:
 class Server:
     """`python -m mediacluster serve ...` in a child process; URL read from its first line."""
 
-    def __init__(self, *args: str, log: Path):
+    def __init__(self, *args: str, log: Path, token: str | None = None):
         self.log = open(log, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", *args, "--port", "0"],
+        extra = ["--token", token] if token else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", *args, *extra,
+                                      "--port", "0"],
                                      stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.url = None
         deadline = time.monotonic() + 240
@@ -83,13 +86,14 @@ class Server:
                 break
             lines.append(line)
             if "listening on " in line:
-                self.url = line.split("listening on ", 1)[1].strip().rstrip("/")
+                self.url = line.split("listening on ", 1)[1].strip().split("?")[0].rstrip("/")
                 break
         if self.url is None:
             self.stop()
             raise AssertionError(f"server did not start: {''.join(lines)}\n{log.read_text()}")
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep the pipe drained
-        self.client = httpx.Client(base_url=self.url, timeout=60)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.url, timeout=60, headers=self.headers)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -108,7 +112,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(run_dir, tag_model, tmp_path_factory):
     s = Server(str(run_dir), "--tags", str(tag_model), "--poll", "0.2", *LIMITS,
-               log=tmp_path_factory.mktemp("serve-log") / "server.log")
+               log=tmp_path_factory.mktemp("serve-log") / "server.log", token=TOKEN)
     yield s
     s.stop()
     assert s.proc.returncode in (0, -15), s.proc.returncode
@@ -162,7 +166,20 @@ def test_model_clusters_health_docs(server, run_dir):
     body = spec["paths"]["/v1/assign"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
     assert {"/v1/clusters", "/v1/model", "/v1/reload", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
-    assert "swagger" in c.get("/docs").text.lower()
+    # the OpenAPI page works offline: Swagger UI comes from the package, not a CDN
+    page = c.get("/docs").text
+    assert "swagger" in page.lower() and "cdn" not in page.lower()
+    js = page.split('src="', 1)[1].split('"', 1)[0]
+    assert js.startswith("/static-offline-docs/") and c.get(js).status_code == 200
+    # the token: data and metrics need it; probes and the API description do not
+    bare = httpx.Client(base_url=server.url, timeout=30)
+    for path in ("/v1/model", "/v1/clusters", "/metrics"):
+        r = bare.get(path)
+        assert r.status_code == 401 and r.json()["error"]["kind"] == "unauthorized", path
+    assert bare.post("/v1/assign", json={"vectors": [[0.0] * 1280]}).status_code == 401
+    for path in ("/healthz", "/readyz", "/docs", "/openapi.json", js):
+        assert bare.get(path).status_code == 200, path
+    assert bare.get("/v1/model", params={"token": TOKEN}).status_code == 200
 
 
 def test_images_answered_like_predict(server, run_dir, images, tag_model):
@@ -285,7 +302,7 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     assert r.status_code == 400 and r.json()["error"]["kind"] in ("empty_batch", "invalid_request")
     # a client that trickles its body past the time limit gets 503, the server is not held up
     head = (b"POST /v1/assign HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 100000\r\n\r\n")
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: 100000\r\n\r\n")
     t = time.monotonic()
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(raw_request, server.url, head, [b" " * 100] * 100, 0.1)
@@ -382,7 +399,7 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
     failures: list[str] = []
 
     def client_loop():
-        with httpx.Client(base_url=server.url, timeout=60) as c:
+        with httpx.Client(base_url=server.url, timeout=60, headers=server.headers) as c:
             i = 0
             while not stop.is_set():
                 i += 1

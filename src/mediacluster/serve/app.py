@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from .._version import __version__
 from ..ingest import SkipItem
 from ..web import ApiError, create_app
+from ..web.app import DOCS_STATIC
 from ..web.metrics import HttpMetrics
 from .model import ModelHolder, Served
 
@@ -249,6 +250,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     app = create_app("mediacluster service", __version__, token=opt.token,
                      max_body_bytes=opt.max_body_bytes, time_limit_s=opt.time_limit_s,
                      on_error=metrics.error, lifespan=lifespan,
+                     # probes and the API description need no token; data and metrics do
+                     public_paths=("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect",
+                                   "/openapi.json", DOCS_STATIC),
                      description="Which cluster does this image belong to: assigns new images or "
                                  "vectors to the clusters of a saved mediacluster model.")
     app.state.holder = holder

@@ -50,12 +50,23 @@ def _kind(e: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_").removesuffix("_error") or "error"
 
 
+#: the documentation page's own files (served from the package: the page works offline)
+DOCS_STATIC = "/static-offline-docs/"
+
+
 def create_app(title: str, version: str, token: str | None = None, max_body_bytes: int = 32 << 20,
-               time_limit_s: float | None = None, on_error=None, **kw) -> FastAPI:
+               time_limit_s: float | None = None, on_error=None,
+               public_paths: tuple[str, ...] = ("/healthz",), **kw) -> FastAPI:
     """A FastAPI app with JSON errors, a body limit, an optional token and a time limit.
 
-    ``on_error(kind)`` is called for every error answered (the service counts them)."""
-    app = FastAPI(title=title, version=version, **kw)
+    ``on_error(kind)`` is called for every error answered (the service counts them).
+    ``public_paths`` need no token (an entry ending in "/" is a prefix). The OpenAPI page
+    (``/docs``) loads Swagger UI from files shipped in ``fastapi-offline``, not from a CDN."""
+    from fastapi_offline import FastAPIOffline
+
+    app = FastAPIOffline(title=title, version=version, static_url=DOCS_STATIC.rstrip("/"), **kw)
+    public = {p for p in public_paths if not p.endswith("/")}
+    prefixes = tuple(p for p in public_paths if p.endswith("/"))
     app.state.token = token
     count = on_error or (lambda kind: None)
 
@@ -96,7 +107,8 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
     @app.middleware("http")
     async def _guards(request: Request, call_next):
         expected = request.app.state.token
-        if expected and request.url.path not in ("/healthz",):
+        path = request.url.path
+        if expected and path not in public and not path.startswith(prefixes):
             given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
                      or request.query_params.get("token") or request.cookies.get("mediacluster_token") or "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
