@@ -485,6 +485,49 @@ def test_vectors_only_model_refuses_images(cifar3_embeddings, images, tmp_path):
         s.stop()
 
 
+# -- the micro-batcher on its own ------------------------------------------------------------------
+
+
+def test_batcher_waits_only_for_announced_items():
+    """A lone item is encoded at once whatever the window; items other requests announced are
+    waited for (up to the window) and encoded in one call; a withdrawn announcement ends the
+    wait; a failing call fails its items only; batches never exceed max_batch."""
+    from mediacluster.serve import MicroBatcher
+
+    sizes = []
+
+    def encode(batch):
+        if any(x is None for x in batch):
+            raise RuntimeError("cannot encode None")
+        return np.stack([np.full(3, x, np.float32) for x in batch])
+
+    b = MicroBatcher(encode, max_batch=4, window_s=2.0, on_batch=lambda n, s: sizes.append(n))
+    try:
+        t = time.monotonic()
+        assert b.submit([1.0])[0].result(5)[0] == 1.0
+        assert time.monotonic() - t < 1.0 and sizes == [1]  # nobody announced: no waiting
+        b.announce(3)
+        first = b.submit([2.0], announced=True)
+        time.sleep(0.2)
+        rest = b.submit([3.0, 4.0], announced=True)
+        assert [f.result(5)[0] for f in first + rest] == [2.0, 3.0, 4.0] and sizes[-1] == 3
+        b.announce(2)
+        f = b.submit([5.0], announced=True)
+        time.sleep(0.1)
+        t = time.monotonic()
+        b.withdraw(1)  # the other announced item failed to decode
+        assert f[0].result(5)[0] == 5.0 and time.monotonic() - t < 1.0
+        bad = b.submit([None, 6.0])
+        with pytest.raises(RuntimeError):
+            bad[0].result(5)
+        assert b.submit([7.0])[0].result(5)[0] == 7.0 and b.alive
+        futs = b.submit([float(i) for i in range(10)])
+        assert [f.result(5)[0] for f in futs] == list(range(10)) and max(sizes) <= 4
+    finally:
+        b.close()
+    assert not b.alive
+
+
 # -- the holder on its own, and the command line --------------------------------------------------
 
 
