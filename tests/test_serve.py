@@ -390,9 +390,12 @@ def wait_for_version(server, version: str, timeout: float = 30) -> None:
 
 def test_switch_versions_under_load_without_a_failed_request(server, run_dir, cifar3_embeddings, images):
     """A client keeps sending images and vectors while new versions are published (file watch)
-    and reloaded (POST /v1/reload): no request fails, and every answer is the answer of the
-    version it names. A damaged version, or one the tag model cannot read, is not switched to:
-    the old one keeps serving and /v1/model says why."""
+    and reloaded (POST /v1/reload), and when the run is clustered again into the same folder: no
+    request fails, and every answer is the answer of the version it names. A damaged version, or
+    one the tag model cannot read, is not switched to: the old one keeps serving and /v1/model
+    says why."""
+    from mediacluster.workflow import publish_run
+
     X = cifar3_embeddings.vectors[::15].astype(np.float32)
     stop = threading.Event()
     seen: list[tuple[str, list]] = []
@@ -414,7 +417,8 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
                 if r.status_code != 200:
                     failures.append(f"{r.status_code} {r.text[:200]}")
                 elif i % 2:
-                    seen.append((r.json()["model"]["version"], r.json()["items"]))
+                    m = r.json()["model"]
+                    seen.append(((m["run_id"], m["version"]), r.json()["items"]))
 
     threads = [threading.Thread(target=client_loop) for _ in range(2)]
     for t in threads:
@@ -449,6 +453,19 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
         v5 = publish(run_dir, fast_pipeline(3).fit(cifar3_embeddings.vectors))
         wait_for_version(server, v5)
         assert server.client.get("/v1/model").json()["reload_error"] is None
+        time.sleep(0.5)
+        # the run is clustered again into the same folder: its models/ starts again at v0001,
+        # and the service still notices the new model
+        old_run = server.client.get("/v1/model").json()["run_id"]
+        models = {(old_run, v): Pipeline.load(run_dir / "models" / v) for v in ("v0001", v2, v3, v5)}
+        new_run = publish_run(run_dir, cifar3_embeddings, fast_pipeline(5).fit(cifar3_embeddings.vectors),
+                              save_model=True).run_id
+        deadline = time.monotonic() + 30
+        while server.client.get("/v1/model").json()["run_id"] != new_run:
+            assert time.monotonic() < deadline, "the server did not switch to the re-run's model"
+            time.sleep(0.1)
+        assert server.client.get("/v1/clusters").json()["model"] == {"version": "v0001", "run_id": new_run}
+        models[(new_run, "v0001")] = Pipeline.load(run_dir / "models" / "v0001")
         time.sleep(1.0)
     finally:
         stop.set()
@@ -456,11 +473,12 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
             t.join(60)
     assert not failures, failures[:5]
     versions = {v for v, _ in seen}
-    assert {v2, v3, v5} <= versions and v4 not in versions, versions
-    for v in versions:  # every answer is exactly the answer of the version that gave it
-        items = next(it for ver, it in seen if ver == v)
-        check_items(items, expected(run_dir, v, X))
-    assert server.client.get("/v1/model").json()["switches"] >= 3
+    assert {(old_run, v) for v in (v2, v3, v5)} | {(new_run, "v0001")} <= versions, versions
+    assert (old_run, v4) not in versions
+    for key in versions:  # every answer is exactly the answer of the version that gave it
+        items = next(it for k, it in seen if k == key)
+        check_items(items, models[key].predict_details(X))
+    assert server.client.get("/v1/model").json()["switches"] >= 4
     assert server.alive()
 
 

@@ -59,6 +59,7 @@ class Served:
     slot: EncoderSlot | None
     tagger: object | None
     loaded: str
+    identity: tuple = ()
     clusters: list[dict] = field(default_factory=list)
 
     @property
@@ -92,6 +93,13 @@ class Served:
             clf = self.tagger.classifier
             det["tags"] = clf.suggest_proba(clf.predict_proba(np.asarray(X, dtype=np.float32)))
         return det
+
+
+def identity(folder: Path) -> tuple:
+    """What tells two model versions apart even at the same path (a run re-run into the same
+    folder starts again at v0001): the folder, and model.json's inode and modification time."""
+    st = (Path(folder) / persist.MODEL_JSON).stat()
+    return (str(Path(folder).resolve()), st.st_ino, st.st_mtime_ns)
 
 
 def _created(path: Path) -> str | None:
@@ -148,8 +156,8 @@ class ModelHolder:
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
         self.last_error: str | None = None
-        self._failed_version: str | None = None
         self.switches = 0
+        self._seen = self.store.pointer() if self.store is not None else None
         self.current: Served = self._load(persist.resolve_model(self.source))
 
     # -- loading ---------------------------------------------------------------------------------
@@ -199,7 +207,7 @@ class ModelHolder:
             pointer = {}
         served = Served(pipeline=pipe, path=str(folder), version=folder.name, pointer=pointer,
                         names=names, encoder_name=encoder_name, slot=slot, tagger=tagger,
-                        loaded=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        loaded=time.strftime("%Y-%m-%dT%H:%M:%S%z"), identity=identity(folder),
                         clusters=cluster_table(pipe, names))
         rng = np.random.default_rng(0)  # warm up: faiss, the outlier stage, the tagger
         served.predict(rng.standard_normal((1, served.dim)).astype(np.float32))
@@ -220,18 +228,21 @@ class ModelHolder:
         with self._load_lock:
             cur = self.current
             latest = self.latest_path()
-            if latest is None or Path(latest).resolve() == Path(cur.path).resolve():
+            try:
+                same = latest is None or identity(latest) == cur.identity
+            except OSError:
+                same = False  # no readable model.json: let loading say what is wrong
+            if same:
                 return {"switched": False, "version": cur.version, "previous": cur.version}
             try:
                 new = self._load(Path(latest))
             except MediaclusterError as e:
                 self.last_error = f"{latest}: {e}"
-                self._failed_version = Path(latest).name
                 log.error("model version %s not loaded, still serving %s: %s", latest, cur.version, e)
                 raise ModelFormatError(f"cannot switch to {latest}: {e}; still serving "
                                        f"{cur.version}") from e
             self.current = new  # the switch: one reference assignment
-            self.last_error, self._failed_version = None, None
+            self.last_error = None
             self.switches += 1
             log.info("switched model %s -> %s", cur.version, new.version)
             if self.on_switch is not None:
@@ -241,12 +252,12 @@ class ModelHolder:
     def _watch_loop(self) -> None:
         while not self._stop.wait(self.poll_s):
             try:
-                ptr = self.store.pointer() or {}
-                version = ptr.get("version")
-                if (version and version != self.current.version and version != self._failed_version):
+                ptr = self.store.pointer()
+                if ptr != self._seen:  # LATEST was rewritten: a new version, or a new run
+                    self._seen = ptr
                     self.reload()
             except ModelFormatError:
-                pass  # logged and kept in last_error; retried when LATEST names another version
+                pass  # logged and kept in last_error; tried again when LATEST changes again
             except Exception:  # noqa: BLE001 - the watch must outlive any surprise
                 log.exception("model watch: unexpected error")
 
