@@ -88,11 +88,21 @@ class Served:
     def predict(self, X: np.ndarray) -> dict:
         """``Pipeline.predict_details`` plus tag suggestions (``tags``: one list per item, None
         without a tagger)."""
+        _one_omp_thread()
         det = self.pipeline.predict_details(X)
         if self.tagger is not None:
             clf = self.tagger.classifier
             det["tags"] = clf.suggest_proba(clf.predict_proba(np.asarray(X, dtype=np.float32)))
         return det
+
+
+def _one_omp_thread() -> None:
+    """faiss's OpenMP threads to 1 for the calling thread (OpenMP keeps this setting per thread,
+    so the process-wide limit set at start does not reach the request threads)."""
+    import faiss  # loaded already: the pipeline's index is a faiss index
+
+    if faiss.omp_get_max_threads() != 1:
+        faiss.omp_set_num_threads(1)
 
 
 def identity(folder: Path) -> tuple:
