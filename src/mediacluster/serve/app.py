@@ -233,9 +233,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         ref = _ref(served)
         model_info.labels(ref["version"], ref["run_id"] or "").set(1)
 
-    holder.on_batch = on_batch
-    for slot in holder._slots.values():
-        slot.batcher.on_batch = on_batch
+    holder.set_batch_hook(on_batch)
     holder.on_switch = lambda old, new: show(new, old)
     show(holder.current)
 

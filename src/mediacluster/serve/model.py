@@ -223,6 +223,12 @@ class ModelHolder:
         served.predict(rng.standard_normal((1, served.dim)).astype(np.float32))
         return served
 
+    def set_batch_hook(self, on_batch) -> None:
+        """Call ``on_batch(size, seconds)`` after every encoder call, now and for later encoders."""
+        self.on_batch = on_batch
+        for slot in self._slots.values():
+            slot.batcher.on_batch = on_batch
+
     # -- switching -------------------------------------------------------------------------------
     @property
     def pinned(self) -> bool:
