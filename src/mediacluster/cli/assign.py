@@ -16,7 +16,7 @@ from ..embed import embed_collection
 from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
 from ..fileio import write_table
 from ..ingest import collect
-from ..naming import names_near
+from ..naming import model_names
 from ..pipeline import Pipeline
 from . import printable
 from .cluster import positive_int
@@ -63,9 +63,8 @@ def run(args) -> int:
         "probability": np.round(res["probabilities"], 6),
         "assigned_cluster": res["cluster"], "confidence": np.round(res["confidence"], 6),
     })
-    # the names the model was published with, then the run's own (a hand-given names.yaml wins)
-    names = {int(k): v for k, v in (model.model_info_.get("metadata", {}).get("names") or {}).items()}
-    names.update(names_near(model.model_path_))
+    # the run's automatic names, the names the model was published with, a hand-given names.yaml
+    names = model_names(model.model_path_, model.model_info_.get("metadata", {}).get("names"))
     if names:
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
         df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]

@@ -31,6 +31,7 @@ import codecs
 import os
 import re
 import stat
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -103,12 +104,15 @@ def _unidentified_reason(f) -> tuple[str, str]:
 
 
 def load_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
     draft_size: int | None = None,
     max_pixels: int | None = None,
     max_bytes: int | None = None,
 ) -> Image.Image:
     """Open ``path`` as an 8-bit RGB image.
+
+    ``path`` may also be a seekable binary file object holding the file's bytes (an upload the
+    service received: ``io.BytesIO(data)``); the same checks apply, the size cap to its length.
 
     EXIF orientation is applied; palette (with or without transparency), CMYK, greyscale, LA,
     16-bit and alpha images become RGB (transparent areas composited on white); animated GIF /
@@ -121,6 +125,8 @@ def load_image(
     """
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
+    if hasattr(path, "read"):
+        return _load_stream(path, draft_size, max_pixels, max_bytes)
     path = os.fspath(path)
     try:
         st = os.stat(path)
@@ -140,27 +146,47 @@ def load_image(
     except OSError as e:
         raise SkipItem(f"cannot read file: {e.strerror or e}", kind="unreadable") from None
     with f:
-        try:
-            im = Image.open(f)
-        except Image.DecompressionBombError as e:
-            raise _bomb(e) from None
-        except UnidentifiedImageError:
-            reason, kind = _unidentified_reason(f)
-            raise SkipItem(reason, kind=kind) from None
-        except Exception as e:  # OSError, SyntaxError, struct.error, ... from a damaged header
-            raise _decode_error(e) from None
-        # ``im`` is not closed here on purpose: we own ``f`` (closed below), and the returned
-        # image may be ``im`` itself when it is already RGB.
-        try:
-            return _decode(im, draft_size, max_pixels)
-        except SkipItem:
-            raise
-        except Image.DecompressionBombError as e:
-            raise _bomb(e) from None
-        except MemoryError:
-            raise SkipItem("image too large: out of memory while decoding", kind="image_too_large") from None
-        except Exception as e:  # PIL plugins raise many types (KeyError, TypeError...) on odd files
-            raise _decode_error(e) from None
+        return _open_decode(f, draft_size, max_pixels)
+
+
+def _load_stream(f: BinaryIO, draft_size: int | None, max_pixels: int, max_bytes: int) -> Image.Image:
+    """``load_image`` on an open binary stream (the caller owns and closes it)."""
+    try:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(0)
+    except (OSError, ValueError) as e:
+        raise SkipItem(f"cannot read file: {e}", kind="unreadable") from None
+    if size == 0:
+        raise SkipItem("empty file (0 bytes)", kind="empty")
+    if size > max_bytes:
+        raise SkipItem(file_too_large_reason(size, max_bytes), kind="file_too_large")
+    return _open_decode(f, draft_size, max_pixels)
+
+
+def _open_decode(f: BinaryIO, draft_size: int | None, max_pixels: int) -> Image.Image:
+    """Identify, check and decode the image in the open file ``f``."""
+    try:
+        im = Image.open(f)
+    except Image.DecompressionBombError as e:
+        raise _bomb(e) from None
+    except UnidentifiedImageError:
+        reason, kind = _unidentified_reason(f)
+        raise SkipItem(reason, kind=kind) from None
+    except Exception as e:  # OSError, SyntaxError, struct.error, ... from a damaged header
+        raise _decode_error(e) from None
+    # ``im`` is not closed here on purpose: the caller owns ``f``, and the returned image may
+    # be ``im`` itself when it is already RGB.
+    try:
+        return _decode(im, draft_size, max_pixels)
+    except SkipItem:
+        raise
+    except Image.DecompressionBombError as e:
+        raise _bomb(e) from None
+    except MemoryError:
+        raise SkipItem("image too large: out of memory while decoding", kind="image_too_large") from None
+    except Exception as e:  # PIL plugins raise many types (KeyError, TypeError...) on odd files
+        raise _decode_error(e) from None
 
 
 def _bomb(e: BaseException) -> SkipItem:

@@ -3,6 +3,6 @@ gave by hand (``names.yaml`` next to a run, which always wins)."""
 
 from __future__ import annotations
 
-from .overrides import load_names, names_near, save_names_template
+from .overrides import load_names, model_names, names_near, save_names_template
 
-__all__ = ["load_names", "names_near", "save_names_template"]
+__all__ = ["load_names", "model_names", "names_near", "save_names_template"]

@@ -97,6 +97,22 @@ def save_names_template(run, overwrite: bool = False) -> Path:
     return p
 
 
+def model_names(path: str | Path, published: dict | None = None) -> dict[int, str]:
+    """Cluster names for a saved model at ``path``: the run's automatic names, then the names
+    the model was published with (``model_info_["metadata"]["names"]``: the studio's curated
+    names, say), then the run's hand-given ``names.yaml``, which always wins. ``assign`` and
+    the service use this one rule."""
+    run = find_run(path)
+    names = automatic_names(run) if run is not None else {}
+    for k, v in (published or {}).items():
+        if v:
+            names[int(k)] = str(v)
+    if run is not None:
+        ids = {int(e["cluster"]) for e in run.read_clusters()} or None
+        names.update(_read_overrides(run, ids))
+    return names
+
+
 def names_near(path: str | Path) -> dict[int, str]:
     """Cluster names for a saved model or run folder: the run that holds ``path`` (a model saved
     in ``RUN/models/v0001``), automatic + ``names.yaml``; ``{}`` if none."""
