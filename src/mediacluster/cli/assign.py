@@ -14,7 +14,7 @@ import numpy as np
 
 from ..embed import embed_collection
 from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
-from ..fileio import write_table
+from ..fileio import text_series, write_table
 from ..ingest import collect
 from ..naming import names_near
 from ..pipeline import Pipeline
@@ -59,7 +59,7 @@ def run(args) -> int:
         return 2
     res = model.predict_details(np.vstack(vecs))
     df = pd.DataFrame({
-        "id": ids, "path": paths, "cluster": res["labels"], "status": res["status"],
+        "id": text_series(ids), "path": text_series(paths), "cluster": res["labels"], "status": res["status"],
         "probability": np.round(res["probabilities"], 6),
         "assigned_cluster": res["cluster"], "confidence": np.round(res["confidence"], 6),
     })
@@ -71,7 +71,7 @@ def run(args) -> int:
         df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
     if args.out:
         write_table(args.out, df)
-        print(f"wrote {len(df)} assignments to {args.out}")
+        print(f"wrote {len(df)} assignments to {printable(args.out)}")
     else:
         w = sys.stdout.write
         w("cluster\tstatus\tprobability\tassigned_cluster\tconfidence\tpath\n")

@@ -37,8 +37,9 @@ def run(args) -> int:
                        names_template=args.names_template, thumb_size=args.thumb_size,
                        map_method=args.map_method, workers=args.workers, progress=not args.quiet)
     size = path.stat().st_size
-    sys.stdout.write(f"report: {path} ({size / 1e6:.1f} MB; thumbnails in {path.parent / 'thumbs'})\n"
-                     f"open it in a browser: file://{path.resolve()}\n")
+    sys.stdout.write(f"report: {printable(path)} ({size / 1e6:.1f} MB; thumbnails in "
+                     f"{printable(path.parent / 'thumbs')})\n"
+                     f"open it in a browser: file://{printable(path.resolve())}\n")
     return 0
 
 
@@ -60,7 +61,7 @@ def report_after(args, run_dir) -> None:
     try:
         path = make_report(run_dir, vocabulary=getattr(args, "vocabulary", None),
                            progress=not getattr(args, "quiet", False))
-        sys.stdout.write(f"report: {path}\n")
+        sys.stdout.write(f"report: {printable(path)}\n")
     except MediaclusterError as e:
         sys.stderr.write(f"mediacluster: the report could not be written: {printable(e)}\n")
 
@@ -79,6 +80,6 @@ def report_after_tune(args, out, emb, res) -> None:
                                  params={k: v for k, v in vars(args).items() if not k.startswith("_")})
         path = make_report(best, vocabulary=getattr(args, "vocabulary", None),
                            progress=not getattr(args, "quiet", False))
-        sys.stdout.write(f"report: {path}\n")
+        sys.stdout.write(f"report: {printable(path)}\n")
     except MediaclusterError as e:  # the study itself has finished
         sys.stderr.write(f"mediacluster: the report could not be written: {printable(e)}\n")

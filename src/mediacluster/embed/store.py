@@ -73,6 +73,22 @@ def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
         yield seq[i:i + n]
 
 
+def _path_key(p: str):
+    """The ``files`` table's key for a path: the text itself, or, for a name that is not valid
+    UTF-8 (undecodable bytes held as surrogate escapes, as ``os.listdir`` gives them), its raw
+    bytes as a BLOB. SQLite keeps BLOBs apart from TEXT, so the key is exact and cannot collide
+    with any text path, and caches written before keep their keys."""
+    try:
+        p.encode("utf-8")
+        return p
+    except UnicodeEncodeError:
+        return os.fsencode(p)
+
+
+def _path_of_key(k) -> str:
+    return os.fsdecode(k) if isinstance(k, bytes) else k
+
+
 def default_store_path() -> Path:
     return cache_root() / DB_NAME
 
@@ -202,8 +218,8 @@ class EmbeddingStore:
                     q = ",".join("?" * len(chunk))
                     for row in self._con.execute(
                             f"SELECT path, size, mtime_ns, ctime_ns, ino, hash FROM files WHERE path IN ({q})",
-                            list(chunk)):
-                        known[row[0]] = row[1:]
+                            [_path_key(p) for p in chunk]):
+                        known[_path_of_key(row[0])] = row[1:]
             for i, p in enumerate(paths):
                 st, k = stats[i], known.get(p)
                 if st is not None and k is not None and k[:4] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
@@ -228,7 +244,7 @@ class EmbeddingStore:
                     hashes[i] = h
                     st = stats[i]
                     if max(st.st_mtime, st.st_ctime) < now - _RACY_S:
-                        fresh.append((paths[i], st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h))
+                        fresh.append((_path_key(paths[i]), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h))
             for chunk in _chunks(fresh, 5000):
                 with self._tx() as con:
                     con.executemany(

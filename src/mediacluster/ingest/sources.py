@@ -49,7 +49,7 @@ import numpy as np
 
 from ..data import Collection, Skipped
 from ..errors import InputError, ParameterError
-from ..fileio import hash_file
+from ..fileio import ESCAPED, hash_file, read_table
 from ..rundir import RunDir
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -275,15 +275,13 @@ def find_duplicates(paths: list[str]) -> list[list[str]]:
 
 
 def _read_table(p: Path):
-    import pandas as pd
-
-    suffix = p.suffix.lower()
+    """A manifest or vectors table. CSV bytes that are not UTF-8 are kept as surrogate escapes
+    (they are file names: the same bytes name the same file), and a table written by
+    mediacluster with an ``escaped`` column is read back exactly (see ``fileio``)."""
     try:
-        if suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(p)
-        else:
-            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                             na_values=[""])
+        df = read_table(p, dtype=object, keep_default_na=False, na_values=[""],
+                        encoding_errors="surrogateescape")
+        df = df.drop(columns=ESCAPED) if ESCAPED in df else df
     except Exception as e:  # pandas/pyarrow raise many types for unreadable tables
         raise InputError(f"{p}: cannot read table: {e}") from None
     df.columns = [str(c).strip().lower() for c in df.columns]

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data import nearest_to_centre
 from ..errors import RunDirError
-from ..fileio import atomic_path, read_json, write_json
+from ..fileio import atomic_path, display_text, json_text, read_json, write_json
 from ..naming import load_names
 from ..naming.overrides import _read_overrides, automatic_names
 from ..rundir import RunDir
@@ -164,7 +164,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     probs = assign["probability"].to_numpy().astype(np.float64) if "probability" in assign else np.ones(len(labels))
     paths = [p if isinstance(p, str) else None for p in assign["path"].tolist()] if "path" in assign else [None] * len(labels)
     ids = [str(x) for x in assign["id"].tolist()] if "id" in assign else [str(i) for i in range(len(labels))]
-    shown_paths = [p if p is not None else i for p, i in zip(paths, ids)]
+    # shown to people: a file name that is not UTF-8 in its escaped form (see fileio)
+    shown_paths = [display_text(p if p is not None else i) for p, i in zip(paths, ids)]
     true_labels = assign["label"].tolist() if "label" in assign else None
     vectors = run.read_embeddings(mmap=True).vectors
     n = len(labels)
@@ -228,7 +229,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         if true_labels is not None:
             vals, cnt = np.unique(np.array([str(true_labels[i]) for i in idx]), return_counts=True)
             o = np.argsort(-cnt)[:3]
-            entry["true_labels"] = [{"label": str(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
+            entry["true_labels"] = [{"label": display_text(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
         clusters.append(entry)
     clusters.sort(key=lambda e: -e["size"])
     clips: dict[int, str | None] = {}
@@ -261,7 +262,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     }
     summary = info.get("summary", {})
     page = _render(
-        title=title or f"mediacluster report - {run_dir.name}", run_dir=run_dir, n=n, clusters=clusters,
+        title=title or f"mediacluster report - {display_text(run_dir.name)}", run_dir=display_text(run_dir), n=n, clusters=clusters,
         thumbs=thumbs, paths=shown_paths, noise_show=noise_show, n_noise=len(noise_idx), out_show=out_show,
         n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
         hand_names=bool(hand), clips=clips,
@@ -340,7 +341,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
                   "<p class='muted'>no tuning study (study.db) in the run folder</p>")
     # inside <script> the HTML parser still reacts to "</script", "<!--" and "<script": with
     # every <, > and & written as a JSON escape no file name can end or re-open the element
-    payload = (json.dumps(data, separators=(",", ":"), allow_nan=False)
+    payload = (json_text(data, indent=None, separators=(",", ":"))
                .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     n_clusters = len(clusters)
     return f"""<!DOCTYPE html>
