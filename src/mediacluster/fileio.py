@@ -18,6 +18,7 @@ writes (CSV, Parquet, JSON, HTML) is valid UTF-8, so such a name is written in *
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from .errors import OutputError
 
 
 def _umask() -> int:
@@ -37,22 +40,52 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def output_error(e: OSError, path) -> OutputError:
+    """An OSError met while writing ``path``, as the user's problem it is (exit 2): a full disk,
+    a read-only folder, a file where a folder should be."""
+    if isinstance(e, OutputError):
+        return e
+    why = e.strerror or str(e) or type(e).__name__
+    if e.errno in _FULL or (e.errno is None and "requested and" in str(e)):  # numpy: short write
+        why = f"{why} (the disk or your file-size quota is full; free some space or write elsewhere)"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = f"{why} (choose a folder you can write to)"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        why = f"{why} (a file is in the way of a folder)"
+    return OutputError(f"cannot write {path}: {why}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
 
     The file gets the permissions a plain ``open(path, "w")`` would give (0666 minus the umask),
-    not the 0600 of a temporary file, so a shared run folder stays readable by its group."""
+    not the 0600 of a temporary file, so a shared run folder stays readable by its group.
+    An OSError while writing (full disk, read-only folder) becomes an :class:`OutputError`
+    naming ``path``; the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise output_error(e, path) from e
+    try:
+        try:
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, path)
+        except OutputError:
+            raise
+        except OSError as e:
+            if isinstance(e, FileNotFoundError) and e.filename not in (None, tmp, str(path)):
+                raise  # not a write failure: something the caller read is missing
+            raise output_error(e, path) from e
     except BaseException:
         try:
             os.unlink(tmp)

@@ -44,7 +44,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import persist
 from .data import NOISE, OUTLIER, l2_normalize, status_of
-from .errors import InputError, ModelFormatError, ParameterError
+from .errors import InputError, MediaclusterError, ModelFormatError, ParameterError
 from .stages import registry
 from .stages.cluster import SilhouetteKMeansClusterer, knn_vote, single_blas_thread, vote
 from .stages.reduce import UMAPReducer
@@ -411,6 +411,7 @@ class Pipeline(BaseEstimator):
         folder = persist.resolve_model(path)
         info, arrays = persist.read_model(folder)
         try:
+            _check_model_doc(info)
             st = info["stages"]
             stages = {k: _stage_from_json(k, st.get(k)) for k in STAGES}
             pipe = cls(**stages, **info["pipeline"])
@@ -421,9 +422,10 @@ class Pipeline(BaseEstimator):
             pipe.n_features_in_ = int(info["n_features_in"])
             pipe.ref_normalize_ = bool(info["ref_normalize"])
             pipe.timings_ = dict(info.get("timings_s", {}))
-            _check_model_arrays(pipe, folder)
-        except (KeyError, TypeError, ParameterError) as e:
-            raise ModelFormatError(f"{folder}/model.json is damaged or was edited: {e}") from e
+        except (KeyError, TypeError, ValueError, MediaclusterError) as e:
+            what = f"lacks {e}" if isinstance(e, KeyError) else str(e)
+            raise ModelFormatError(f"{folder}/model.json is damaged or was edited: {what}") from e
+        _check_model_arrays(pipe, folder, info)
         pipe.outliers_ = None
         if stages["outliers"] is not None:  # deterministic given its data: refit, never unpickle
             pipe.outliers_ = stages["outliers"].fit(pipe.embedding_)
@@ -473,28 +475,112 @@ def _stage_from_json(kind: str, spec):
     return registry.build(kind, info.name, params)
 
 
-def _check_model_arrays(pipe, folder) -> None:
-    n = len(pipe.labels_) if pipe.labels_ is not None else -1
+def _need_type(doc: dict, key: str, types, what: str, optional: bool = False, prefix: str = ""):
+    if key not in doc:
+        if optional:
+            return None
+        raise ModelFormatError(f"lacks {prefix}{key!r}")
+    v = doc[key]
+    if v is None and optional:
+        return None
+    if (isinstance(v, bool) and types is not bool) or not isinstance(v, types):
+        raise ModelFormatError(f"{prefix}{key} must be {what}, got {v!r}")
+    return v
+
+
+def _check_model_doc(info: dict) -> None:
+    """Every field of model.json that loading or ``assign`` reads, by type and range (the
+    arrays are checked by :func:`_check_model_arrays`)."""
+    pipe = _need_type(info, "pipeline", dict, "a mapping of pipeline parameters")
+    bad = sorted(set(pipe) - set(PIPELINE_PARAMS))
+    if bad:
+        raise ModelFormatError(f"pipeline has unknown parameter(s) {bad}")
+    st = _need_type(info, "stages", dict, "a mapping reducer/outliers/clusterer -> {class, params}")
+    bad = sorted(set(st) - set(STAGES))
+    if bad:
+        raise ModelFormatError(f"stages has unknown stage kind(s) {bad}")
+    for key in ("n_features_in", "n_items"):
+        v = _need_type(info, key, int, "a positive integer", optional=key != "n_features_in")
+        if v is not None and v < 1:
+            raise ModelFormatError(f"{key} must be a positive integer, got {v!r}")
+    _need_type(info, "ref_normalize", bool, "true or false")
+    t = _need_type(info, "timings_s", dict, "a mapping of stage -> seconds", optional=True)
+    if t and not all(isinstance(v, int | float) and not isinstance(v, bool) for v in t.values()):
+        raise ModelFormatError("timings_s must map stages to seconds")
+    meta = _need_type(info, "metadata", dict, "a mapping", optional=True) or {}
+    for key in ("encoder", "run_id", "source"):
+        _need_type(meta, key, str, "text", optional=True, prefix="metadata.")
+    names = _need_type(meta, "names", dict, "a mapping of cluster id -> name", optional=True,
+                       prefix="metadata.") or {}
+    for k, v in names.items():
+        try:
+            int(k)
+        except ValueError:
+            raise ModelFormatError(f"metadata.names: {k!r} is not a cluster id") from None
+        if v is not None and not isinstance(v, str):
+            raise ModelFormatError(f"metadata.names: the name of cluster {k} must be text, got {v!r}")
+
+
+def _check_model_arrays(pipe, folder, info: dict | None = None) -> None:
+    """The arrays of a loaded model: present, of the right kind, shape and range, consistent
+    with each other and with model.json (a tampered model is refused, naming what is wrong)."""
+    def bad(msg):
+        return ModelFormatError(f"{folder}/arrays.npz is damaged or was edited: {msg}")
+
     need = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
             "ref_vectors_", "novelty_threshold_")
     for name in need:
         if getattr(pipe, name) is None:
-            raise ModelFormatError(f"{folder}: arrays.npz lacks {name.rstrip('_')!r}")
+            raise bad(f"it lacks {name.rstrip('_')!r}")
+    for name in ("ref_mean_", "ref_components_"):
+        v = getattr(pipe, name)
+        if v is not None and v.dtype.kind not in "iuf":
+            raise bad(f"{name.rstrip('_')} must be numbers")
     for name in ("labels_", "cluster_", "ref_index_"):
-        if getattr(pipe, name).dtype.kind not in "iu":
-            raise ModelFormatError(f"{folder}: {name.rstrip('_')} must be integers")
+        a = getattr(pipe, name)
+        if a.dtype.kind not in "iu" or a.ndim != 1:
+            raise bad(f"{name.rstrip('_')} must be a 1-D array of integers, got {a.dtype} {a.shape}")
     for name in ("probabilities_", "confidence_", "embedding_", "ref_vectors_", "novelty_threshold_"):
-        if not np.isfinite(getattr(pipe, name)).all():
-            raise ModelFormatError(f"{folder}: {name.rstrip('_')} holds NaN or infinity")
-    for name in ("probabilities_", "cluster_", "confidence_", "embedding_"):
-        if len(getattr(pipe, name)) != n:
-            raise ModelFormatError(f"{folder}: {name.rstrip('_')} has {len(getattr(pipe, name))} rows, "
-                                   f"labels {n}")
-    ri = pipe.ref_index_
-    if ri.ndim != 1 or len(ri) != len(pipe.ref_vectors_) or (len(ri) and (ri.min() < 0 or ri.max() >= n)):
-        raise ModelFormatError(f"{folder}: ref_index does not match the reference vectors")
-    if pipe.labels_.min(initial=0) < OUTLIER:
-        raise ModelFormatError(f"{folder}: labels below {OUTLIER}")
+        a = getattr(pipe, name)
+        if a.dtype.kind not in "iuf":
+            raise bad(f"{name.rstrip('_')} must be numbers, got {a.dtype}")
+        if not np.isfinite(a).all():
+            raise bad(f"{name.rstrip('_')} holds NaN or infinity")
+    n = len(pipe.labels_)
+    if n < 1:
+        raise bad("the model has no items")
+    for key, have in (("n_items", n), ("n_reference", len(pipe.ref_index_))):
+        if info is not None and info.get(key) is not None and info.get(key) != have:
+            raise bad(f"it holds {have} rows where model.json says {key} {info.get(key)!r}")
+    for name in ("probabilities_", "confidence_"):
+        a = getattr(pipe, name)
+        if a.ndim != 1 or len(a) != n:
+            raise bad(f"{name.rstrip('_')} has shape {a.shape}, labels {n} rows")
+        if len(a) and (a.min() < 0 or a.max() > 1):
+            raise bad(f"{name.rstrip('_')} must lie in [0, 1]")
+    if len(pipe.cluster_) != n:
+        raise bad(f"cluster has {len(pipe.cluster_)} rows, labels {n}")
+    if pipe.embedding_.ndim != 2 or len(pipe.embedding_) != n or pipe.embedding_.shape[1] < 1:
+        raise bad(f"embedding has shape {pipe.embedding_.shape}, expected ({n}, k)")
+    for name in ("labels_", "cluster_"):
+        if getattr(pipe, name).min() < OUTLIER:
+            raise bad(f"{name.rstrip('_')} holds values below {OUTLIER}")
+    ri, rv = pipe.ref_index_, pipe.ref_vectors_
+    if rv.ndim != 2 or len(ri) != len(rv) or len(ri) < 1 or ri.min() < 0 or ri.max() >= n:
+        raise bad("ref_index does not match the reference vectors")
+    d = pipe.n_features_in_
+    mean, comp = pipe.ref_mean_, pipe.ref_components_
+    if (mean is None) != (comp is None):
+        raise bad("ref_mean and ref_components come together")
+    if comp is not None:
+        if comp.ndim != 2 or comp.shape[1] != d or mean.shape != (d,) or rv.shape[1] != comp.shape[0]:
+            raise bad(f"ref_mean {mean.shape} / ref_components {comp.shape} / ref_vectors {rv.shape} "
+                      f"do not fit {d}-d inputs")
+    elif rv.shape[1] != d:
+        raise bad(f"ref_vectors are {rv.shape[1]}-d but model.json says n_features_in {d}")
+    nt = pipe.novelty_threshold_
+    if nt.size != 1 or float(np.ravel(nt)[0]) < 0:
+        raise bad(f"novelty_threshold must be one number >= 0, got {nt.tolist()}")
 
 
 def reference_sample(groups: np.ndarray, size: int | None, random_state) -> np.ndarray:

@@ -61,6 +61,7 @@ from .fileio import (
     ESCAPED,
     atomic_path,
     needs_escape,
+    output_error,
     path_from_text,
     path_to_text,
     read_json,
@@ -226,10 +227,6 @@ def _alive(pid: int) -> bool:
 # ------------------------------------------------------------------------------------------
 # reading and writing
 # ------------------------------------------------------------------------------------------
-def _wrap_os(e: OSError, target) -> OutputError:
-    return OutputError(f"cannot write {target}: {e.strerror or e}")
-
-
 class _Files:
     """Typed readers and writers shared by a published run and one being built."""
 
@@ -468,7 +465,7 @@ class RunBuilder(_Files):
             self.path = tmp
         except OSError as e:
             self._lock.__exit__(None, None, None)
-            raise _wrap_os(e, self.target.parent) from e
+            raise output_error(e, self.target.parent) from e
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
@@ -480,6 +477,9 @@ class RunBuilder(_Files):
                 self.published = self._publish()
             else:
                 shutil.rmtree(self.path, ignore_errors=True)
+                if isinstance(exc, OutputError):  # full disk, read-only folder: say what is left
+                    msg = str(exc).replace(str(self.path), str(self.target))
+                    raise OutputError(f"{msg}; nothing was changed in {self.target}") from exc
         finally:
             self._lock.__exit__(None, None, None)
         return False
@@ -514,7 +514,7 @@ class RunBuilder(_Files):
                 self.path = old
             _fsync_dir(t.parent)
         except OSError as e:
-            raise _wrap_os(e, t) from e
+            raise output_error(e, t) from e
         if self.path.exists():  # the previous run, now at the temporary name
             self._retire(self.path)
         return RunDir(t)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..embed import embed_collection
 from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
+from ..errors import ModelFormatError, ParameterError
 from ..fileio import text_series, write_table
 from ..ingest import collect
 from ..naming import names_near
@@ -41,7 +42,13 @@ def run(args) -> int:
 
     model = Pipeline.load(args.model)
     encoder = args.encoder or model.model_info_.get("metadata", {}).get("encoder") or DEFAULT_IMAGE_ENCODER
-    encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    try:
+        encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    except ParameterError as e:
+        if args.encoder:
+            raise
+        raise ModelFormatError(f"{model.model_path_}: the model records encoder {encoder!r}, which "
+                               f"this mediacluster cannot load ({e}); pass --encoder") from None
     ids, paths, vecs, skipped = [], [], [], []
     for src in args.paths:
         coll = collect(src, media=encoder.media)  # audio models read audio files

@@ -41,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import cache_root, hash_file
+from ..errors import OutputError
+from ..fileio import cache_root, hash_file, output_error
 from ..progress import progress_bar
 
 SCHEMA_VERSION = "1"
@@ -89,6 +90,24 @@ def _path_of_key(k) -> str:
     return os.fsdecode(k) if isinstance(k, bytes) else k
 
 
+def cache_error(e: BaseException, path) -> OutputError:
+    """A failure of the embedding cache (full disk, read-only or damaged file) in words, with
+    what to do (exit 2, not a traceback)."""
+    if isinstance(e, OutputError):
+        return e
+    if isinstance(e, OSError):
+        return output_error(e, path)
+    msg = str(e)
+    hint = "choose another --cache-dir"
+    if "full" in msg:
+        hint = "free some space or " + hint
+    elif "readonly" in msg or "unable to open" in msg:
+        hint = "make it writable or " + hint
+    elif "not a database" in msg or "malformed" in msg:
+        hint = "it is damaged: delete it (it is only a cache) or " + hint
+    return OutputError(f"embedding cache {path}: {msg}; {hint}")
+
+
 def default_store_path() -> Path:
     return cache_root() / DB_NAME
 
@@ -130,17 +149,26 @@ class EmbeddingStore:
             path = Path(location)
             if path.suffix not in (".sqlite", ".db", ".sqlite3"):
                 path = path / DB_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._con = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False,
+        self._con = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._open(path, timeout)
+        except (sqlite3.Error, OSError) as e:
+            self.close()
+            raise cache_error(e, path) from e
+
+    def _open(self, path: Path, timeout: float) -> None:
+        # a Path, not str(path): sqlite3 then encodes it like the OS does (any file name)
+        self._con = sqlite3.connect(path, timeout=timeout, check_same_thread=False,
                                     isolation_level=None)
         con = self._con
         con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         mode = _set_wal(con, timeout)
         if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory
-            raise RuntimeError(f"embedding store {path}: cannot use WAL journal (got {mode!r}); "
-                               "put the cache on a local filesystem (--cache-dir)")
+            raise OutputError(f"embedding cache {path}: cannot use WAL journal (got {mode!r}); "
+                              "put the cache on a local filesystem (--cache-dir)")
         con.execute("PRAGMA synchronous=NORMAL")
         with self._tx():
             for stmt in _SCHEMA.strip().split(";"):
@@ -150,7 +178,8 @@ class EmbeddingStore:
             if row is None:
                 con.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif row[0] != SCHEMA_VERSION:
-                raise RuntimeError(f"embedding store {path} has schema {row[0]}, expected {SCHEMA_VERSION}")
+                raise OutputError(f"embedding cache {path} has schema {row[0]}, this mediacluster "
+                                  f"uses {SCHEMA_VERSION}; choose another --cache-dir")
 
     # -- plumbing -------------------------------------------------------------------------
     class _Tx:
