@@ -103,9 +103,11 @@ def run(args) -> int:
     print_summary(res.summary, res.embeddings.skipped, res.out)
     if res.model:
         print(f"model: {printable(res.model)}")
-    report_after(args, res.out)
+    rep = report_after(args, res.out)
+    if rep == 2:
+        return 2  # the report asked for could not be written (said above; the run is kept)
     # exit code 0 when everything was used, 3 when some files were skipped (the run still finished)
-    return 3 if res.embeddings.skipped else 0
+    return 3 if res.embeddings.skipped or rep == 3 else 0
 
 
 def print_summary(s: dict, skipped, out) -> None:

@@ -101,8 +101,7 @@ def run(args) -> int:
         refit=not args.no_refit, progress=not args.quiet,
     )
     print_result(res, out)
-    report_after_tune(args, out, emb, res)
-    return 0
+    return report_after_tune(args, out, emb, res)
 
 
 def parse_fidelity(text: str):

@@ -193,15 +193,21 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     timings["map2d"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    failures: dict[int, str] = {}
     audio = info.get("encoder", {}).get("media") == "audio"
     if audio:  # spectrograms stand in for thumbnails (mediacluster.report.audio)
         from .audio import make_spectrogram_thumbnails  # librosa: loaded for audio runs only
 
         thumbs = make_spectrogram_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers,
-                                             progress=progress)
+                                             progress=progress, failures=failures)
     else:
-        thumbs = make_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers, progress=progress)
+        thumbs = make_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers, progress=progress,
+                                 failures=failures)
     timings["thumbnails"] = time.perf_counter() - t
+    if failures:  # said, not swallowed: the page shows "?" for these
+        first = next(iter(failures))
+        log.warning("%d of %d items have no thumbnail in the report, e.g. %s: %s (all listed in %s)",
+                    len(failures), n, display_text(paths[first]), failures[first], out_dir / "report.json")
 
     t = time.perf_counter()
     X = vectors  # memory-mapped; each cluster's rows are read and normalised on their own
@@ -272,8 +278,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         Path(tmp).write_text(page, encoding="utf-8")
     timings["html"] = time.perf_counter() - t
     size = html_path.stat().st_size
-    write_json(out_dir / "report.json", {"items": n, "clusters": len(clusters), "html_bytes": size,
-                                         "thumbnails": len(tnames), "timings_s": timings})
+    write_json(out_dir / "report.json", {
+        "run_id": run.run_id, "items": n, "clusters": len(clusters), "html_bytes": size,
+        "thumbnails": len(tnames), "timings_s": timings,
+        "missing_thumbnails": [{"path": paths[i], "reason": r} for i, r in sorted(failures.items())]})
     log.info("report: %s (%.1f MB)", html_path, size / 1e6)
     return html_path
 
