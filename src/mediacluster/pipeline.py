@@ -188,16 +188,63 @@ class Pipeline(BaseEstimator):
         outlier stage. The tuner passes these caches; a plain fit computes everything.
         ``build_predictor=False`` stops after the stages (labels only: what a tuning trial needs).
         """
-        X = np.asarray(X, dtype=np.float32)
+        X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or len(X) < 3:
             raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
         if not np.isfinite(X).all():
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
             raise InputError(f"vector {bad} contains NaN or infinity")
         self.check_params()
-        n = len(X)
         self.timings_ = {}
+        t = time.perf_counter()
+        # Identical vectors (copies of one file) must share everything; see distinct_rows.
+        dup = distinct_rows(X)
+        self.timings_["distinct"] = time.perf_counter() - t
+        Z, labels, probs = self._fit_stages(X, dup, precomputed_knn, embedding, outlier_graph)
+        self.embedding_ = Z
+        self.labels_ = labels
+        self.probabilities_ = np.where(labels >= 0, probs, 0.0)
+        self.n_features_in_ = X.shape[1]
+        if not build_predictor:
+            return self
+        t = time.perf_counter()
+        self._assign()
+        self.timings_["assign_noise"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with single_blas_thread():
+            self._fit_predictor(X, distinct=dup[0] if dup is not None else None)
+        self.timings_["predictor"] = time.perf_counter() - t
+        return self
+
+    def _fit_stages(self, X, dup, precomputed_knn, embedding, outlier_graph):
+        """Reduce, remove outliers and cluster; sets the fitted stages and returns (reduced
+        coordinates, labels, probabilities) for every row of ``X``.
+
+        Exact copies (``dup`` from :func:`distinct_rows`) are one item to every stage: the
+        stages are fitted on the distinct vectors and each copy gets its first occurrence's
+        coordinates, label and probability, whatever the stages are (UMAP scatters copies,
+        K-means splits them, density clusterers see infinite density at zero distance). Sizes
+        such as ``min_cluster_size`` therefore count distinct vectors. With the tuner's caches
+        (which describe every row) all rows are fitted and copies are made to agree afterwards.
+        With fewer than ``MIN_DISTINCT`` distinct vectors nothing is fitted: each distinct
+        vector is a cluster."""
+        n = len(X)
+        if dup is not None and precomputed_knn is None and embedding is None and outlier_graph is None:
+            first, inverse = dup
+            if len(first) < MIN_DISTINCT:
+                reducer, outliers, clusterer = self._resolve(n)
+                self.reducer_, self.outliers_, self.clusterer_ = reducer, None, clusterer
+                for k in ("reduce", "outliers", "cluster"):
+                    self.timings_[k] = 0.0
+                return X.copy(), inverse.astype(np.int64), np.ones(n, dtype=np.float64)
+            try:
+                Z, labels, probs = self._fit_stages(X[first], None, None, None, None)
+            except ParameterError as e:  # e.g. min_cluster_size above the distinct count
+                raise ParameterError(f"{e} (the {n} items hold {len(first)} distinct vectors: "
+                                     "exact copies are clustered once)", e.param) from None
+            return Z[inverse], labels[inverse], probs[inverse]
         reducer, outliers, clusterer = self._resolve(n)
+        self.reducer_, self.outliers_, self.clusterer_ = reducer, outliers, clusterer
         t = time.perf_counter()
         if embedding is not None:
             Z = np.asarray(embedding)
@@ -223,21 +270,10 @@ class Pipeline(BaseEstimator):
             probs[keep] = clusterer.probabilities_
         labels[~keep] = OUTLIER
         self.timings_["cluster"] = time.perf_counter() - t
-        self.reducer_, self.outliers_, self.clusterer_ = reducer, outliers, clusterer
-        self.embedding_ = Z
-        self.labels_ = labels
-        self.probabilities_ = np.where(labels >= 0, probs, 0.0)
-        self.n_features_in_ = X.shape[1]
-        if not build_predictor:
-            return self
-        t = time.perf_counter()
-        self._assign()
-        self.timings_["assign_noise"] = time.perf_counter() - t
-        t = time.perf_counter()
-        with single_blas_thread():
-            self._fit_predictor(X)
-        self.timings_["predictor"] = time.perf_counter() - t
-        return self
+        if dup is not None:  # tuner caches: copies take their first occurrence's result
+            first = dup[0][dup[1]]
+            Z, labels, probs = Z[first], labels[first], probs[first]
+        return Z, labels, probs
 
     def fit_predict(self, X, y=None):
         return self.fit(X).labels_
@@ -281,7 +317,9 @@ class Pipeline(BaseEstimator):
             X = (X - self.ref_mean_) @ self.ref_components_.T
         return np.ascontiguousarray(X, dtype=np.float32)
 
-    def _fit_predictor(self, X):
+    def _fit_predictor(self, X, distinct=None):
+        """``distinct``: indices of the distinct rows of ``X`` (None: all are); copies of a row
+        add nothing to the reference set, and would make the novelty distances zero."""
         n, d = X.shape
         metric = getattr(self.reducer_, "metric", "euclidean")
         self.ref_normalize_ = bool(metric == "cosine")
@@ -297,13 +335,21 @@ class Pipeline(BaseEstimator):
             pca = PCA(n_components=int(dims), svd_solver="randomized", random_state=self.random_state).fit(Xs[sub])
             self.ref_mean_ = pca.mean_.astype(np.float32)
             self.ref_components_ = pca.components_.astype(np.float32)
-        self.ref_index_ = reference_sample(self.cluster_, self.reference_size, self.random_state)
+        if distinct is None:
+            self.ref_index_ = reference_sample(self.cluster_, self.reference_size, self.random_state)
+        else:
+            distinct = np.asarray(distinct)
+            self.ref_index_ = distinct[reference_sample(self.cluster_[distinct], self.reference_size,
+                                                        self.random_state)]
         self.ref_vectors_ = self._space(X[self.ref_index_])
         self._build_index()
         # novelty: mean distance to the k nearest reference items, leave-self-out, on a sample
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_) - 1)))
         rng = np.random.default_rng(self.random_state)
         m = len(self.ref_index_)
+        if m < 2:  # one distinct training vector: no distances to learn from
+            self.novelty_threshold_ = np.asarray(0.0)
+            return
         probe = rng.choice(m, size=min(m, 5000), replace=False)
         dist, _ = self._neighbours(self.ref_vectors_[probe], k + 1)
         self.novelty_threshold_ = np.asarray(float(np.quantile(dist[:, 1:].mean(axis=1), NOVELTY_QUANTILE)))
@@ -581,6 +627,41 @@ def _check_model_arrays(pipe, folder, info: dict | None = None) -> None:
     nt = pipe.novelty_threshold_
     if nt.size != 1 or float(np.ravel(nt)[0]) < 0:
         raise bad(f"novelty_threshold must be one number >= 0, got {nt.tolist()}")
+
+
+MIN_DISTINCT = 3  # below this many distinct vectors the stages are not run (see _fit_stages)
+
+
+def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Exact duplicate rows of ``X``: ``(first, inverse)`` with ``first`` the index of each
+    distinct row's first occurrence (in input order) and ``X[first][inverse] == X``; None when
+    every row is distinct.
+
+    Rows are first grouped by the bytes of 8 spread-out columns (cheap: 32 bytes a row), and
+    only rows that share those are compared whole, so a collection without copies costs one
+    sort of short keys (milliseconds at 50k items)."""
+    X = np.ascontiguousarray(X)
+    n, d = X.shape
+    if n < 2:
+        return None
+    cols = np.unique(np.linspace(0, d - 1, min(d, 8)).astype(np.int64))
+    key = np.ascontiguousarray(X[:, cols])
+    key = key.view(np.dtype((np.void, key.dtype.itemsize * len(cols)))).ravel()
+    _, inv0, counts = np.unique(key, return_inverse=True, return_counts=True)
+    cand = np.flatnonzero(counts[inv0.ravel()] > 1)
+    if not len(cand):
+        return None
+    full = np.ascontiguousarray(X[cand])
+    full = full.view(np.dtype((np.void, full.dtype.itemsize * d))).ravel()
+    _, first_c, inv_c = np.unique(full, return_index=True, return_inverse=True)
+    rep = np.arange(n)
+    rep[cand] = cand[first_c[inv_c.ravel()]]
+    first = np.flatnonzero(rep == np.arange(n))
+    if len(first) == n:
+        return None
+    pos = np.empty(n, dtype=np.int64)
+    pos[first] = np.arange(len(first))
+    return first, pos[rep]
 
 
 def reference_sample(groups: np.ndarray, size: int | None, random_state) -> np.ndarray:

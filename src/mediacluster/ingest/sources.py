@@ -90,6 +90,8 @@ def collect(
         return coll
     if media not in MEDIA_EXTENSIONS:
         raise ParameterError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)}")
+    if _URL.match(os.fspath(source)):
+        raise InputError(f"{source}: {URL_REASON}")
     p = Path(source)
     if not p.exists():
         raise InputError(f"input not found: {p}")
@@ -324,6 +326,9 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
         if s is None:
             skipped.append(Skipped(f"{p} ({where})", "empty path in manifest"))
             continue
+        if _URL.match(s):
+            skipped.append(Skipped(s, f"{URL_REASON} ({p}, {where})"))
+            continue
         s = os.path.expanduser(s)
         full = os.path.normpath(s if os.path.isabs(s) else base / s)
         item_id = full
@@ -369,6 +374,10 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
 def _vector_column(df) -> str | None:
     return next((c for c in _VECTOR_COLUMNS if c in df.columns), None)
 
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+URL_REASON = ("a URL, not a local file: mediacluster reads local files only and never downloads "
+              "anything; download it and give its local path")
 
 _NUM_SPLIT = re.compile(r"[\s,;]+")
 
@@ -503,15 +512,25 @@ def _check_vectors(vectors: np.ndarray, p: Path) -> np.ndarray:
     n, d = vectors.shape
     if n == 0 or d == 0:
         raise InputError(f"{p}: no vectors (shape {vectors.shape})")
-    vectors = vectors.astype(np.float32, copy=False)
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise InputError(
-            f"{p}: {len(bad)} of {n} vectors contain NaN or infinity (rows {bad[:5].tolist()}"
-            f"{' ...' if len(bad) > 5 else ''})"
-        )
-    return vectors
+    if vectors.dtype.kind == "f":  # NaN / infinity as given, before any conversion
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise InputError(
+                f"{p}: {len(bad)} of {n} vectors contain NaN or infinity (rows {bad[:5].tolist()}"
+                f"{' ...' if len(bad) > 5 else ''})"
+            )
+    big = np.finfo(np.float32).max
+    if vectors.dtype.itemsize > 4 or vectors.dtype.kind in "iu":  # values float32 cannot hold
+        over = np.abs(vectors) > big
+        if over.any():
+            rows = np.flatnonzero(over.any(axis=1))
+            r, c = int(rows[0]), int(np.flatnonzero(over[rows[0]])[0])
+            raise InputError(
+                f"{p}: {len(rows)} of {n} vectors hold values beyond the float32 range (+-{big:.3g}), "
+                f"which vectors are computed in (row {r}, column {c}: {vectors[r, c]!r}; rows "
+                f"{rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}); rescale them")
+    return vectors.astype(np.float32, copy=False)
 
 
 def _isna(x) -> bool:

@@ -91,10 +91,13 @@ class UMAPReducer(_Reducer):
                                      np.ascontiguousarray(dist[:, :nn], dtype=np.float32), None)
         import warnings
 
+        # umap-learn's spectral initialisation asks scipy for n_components + 1 eigenvectors,
+        # which a graph of that few items does not have: start those from random positions
+        init = "spectral" if len(X) > int(self.n_components) + 1 else "random"
         self.umap_ = umap.UMAP(
             n_neighbors=nn, n_components=int(self.n_components), min_dist=float(self.min_dist),
             spread=float(self.spread), metric=self.metric, n_epochs=self.n_epochs,
-            random_state=self.random_state, **kw,
+            random_state=self.random_state, init=init, **kw,
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs value.*")
