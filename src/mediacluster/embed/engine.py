@@ -26,6 +26,7 @@ from ..data import Embeddings, Skipped
 from ..encoders import get_encoder
 from ..encoders.base import Encoder
 from ..ingest import SkipItem
+from ..ingest.images import decoding
 from ..progress import progress_bar
 from .store import EmbeddingStore, cache_error
 
@@ -40,7 +41,8 @@ def default_workers() -> int:
 
 def _prepare(encoder: Encoder, path: str):
     try:
-        return encoder.prepare(path), None
+        with decoding():  # decoded pixels count against the process-wide budget until prepared
+            return encoder.prepare(path), None
     except SkipItem as e:
         return None, str(e)
     except MemoryError:
