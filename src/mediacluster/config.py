@@ -64,11 +64,10 @@ def pipeline_from_config(cfg: dict, source: str | None = None, **overrides) -> P
     ``source`` (the file name) is put in front of error messages."""
     try:
         return _build(cfg, overrides)
-    except ConfigError:
-        raise
     except MediaclusterError as e:
-        msg = f"{source}: {e}" if source else str(e)
-        raise ConfigError(msg, getattr(e, "param", None)) from None
+        if not source or str(e).startswith(f"{source}:"):
+            raise
+        raise ConfigError(f"{source}: {e}", getattr(e, "param", None)) from None
 
 
 def _build(cfg: dict, overrides: dict) -> Pipeline:

@@ -474,7 +474,9 @@ class Pipeline(BaseEstimator):
         _check_model_arrays(pipe, folder, info)
         pipe.outliers_ = None
         if stages["outliers"] is not None:  # deterministic given its data: refit, never unpickle
-            pipe.outliers_ = stages["outliers"].fit(pipe.embedding_)
+            E = pipe.embedding_  # fitted on the distinct items, as in fit (copies share a row)
+            dup = distinct_rows(np.asarray(E, dtype=np.float32))
+            pipe.outliers_ = stages["outliers"].fit(E[dup[0]] if dup is not None else E)
         pipe._build_index()
         pipe.model_info_ = info
         pipe.model_path_ = str(folder)

@@ -7,6 +7,7 @@ re-made; a report over the same collection (or a re-run) only makes the missing 
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,8 +42,10 @@ def _make_one(src: str, dst: Path, size: int) -> str | None:
         return str(e)
     except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not cost the report
         return f"cannot make a thumbnail: {type(e).__name__}: {e}"
+    buf = io.BytesIO()  # PIL writes straight to the file descriptor and misses short writes
+    im.convert("RGB").save(buf, "JPEG", quality=82, optimize=True)
     with atomic_path(dst) as tmp, open(tmp, "wb") as f:
-        im.convert("RGB").save(f, "JPEG", quality=82, optimize=True)
+        f.write(buf.getvalue())  # Python's write: a full disk raises
     return None
 
 
