@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MediaclusterError
-from ..report import make_report
+from ..report import make_report, missing_thumbnails
 from ..rundir import RunDir
 from ..workflow import publish_tuned_run
 from . import printable
@@ -45,16 +45,6 @@ def run(args) -> int:
         print_missing(missing)
         return 3  # done, but some items are shown without a picture
     return 0
-
-
-def missing_thumbnails(html_path) -> list[dict]:
-    """The items a written report shows without a thumbnail (``report.json``), with reasons."""
-    from ..fileio import read_json
-
-    try:
-        return list(read_json(Path(html_path).parent / "report.json").get("missing_thumbnails") or [])
-    except (OSError, ValueError):
-        return []
 
 
 def print_missing(missing: list[dict]) -> None:

@@ -14,10 +14,10 @@ from ..errors import OutputError
 from ..naming.names import name_run
 from ..naming.overrides import save_names_template
 from ..rundir import RunDir
-from .build import build_report, map_2d, read_study
+from .build import build_report, map_2d, missing_thumbnails, read_study
 from .thumbs import make_thumbnails
 
-__all__ = ["build_report", "make_report", "map_2d", "read_study", "make_thumbnails"]
+__all__ = ["build_report", "make_report", "map_2d", "missing_thumbnails", "read_study", "make_thumbnails"]
 
 log = logging.getLogger(__name__)
 

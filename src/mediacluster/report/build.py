@@ -286,6 +286,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     return html_path
 
 
+def missing_thumbnails(html_path) -> list[dict]:
+    """The items a written report shows without a thumbnail, with reasons (its ``report.json``)."""
+    try:
+        return list(read_json(Path(html_path).parent / "report.json").get("missing_thumbnails") or [])
+    except (OSError, ValueError):
+        return []
+
+
 def _study_of(run: RunDir) -> Path | None:
     """The tuning study a run came from: ``study.db`` beside a tuning run's ``best/`` folder."""
     for p in (run.file("study.db"), run.path.parent / "study.db"):
