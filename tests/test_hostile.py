@@ -451,6 +451,21 @@ def test_text_form_of_each_name_round_trips(h, tmp_path):
     assert ("escaped" in escape_table(df)) == needs_escape(name)
 
 
+def test_csv_with_raw_non_utf8_names_is_read_exactly(hostile_dir, tmp_path):
+    """A manifest or labels file written by another tool holds the raw bytes of the names:
+    they name the same files (and numbers stay numbers)."""
+    from mediacluster.ingest import collect
+
+    root, good, _ = hostile_dir
+    rows = b"".join(os.fsencode(p).replace(b'"', b'""').join([b'"', b'"']) + b",%d\n" % i
+                    for i, p in enumerate(sorted(good)))
+    (tmp_path / "m.csv").write_bytes(b"path,n\n" + rows)
+    df = read_table(tmp_path / "m.csv", encoding_errors="surrogateescape")
+    assert df["path"].tolist() == sorted(good) and df["n"].tolist() == list(range(len(good)))
+    coll = collect(tmp_path / "m.csv")
+    assert sorted(coll.paths) == sorted(good) and not coll.skipped
+
+
 def test_embedding_cache_keys_non_utf8_paths_exactly(tmp_path, photos):
     """The cache's fast path records a non-UTF-8 path by its bytes (it used to abort the run)."""
     from mediacluster.embed import EmbeddingStore

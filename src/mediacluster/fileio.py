@@ -294,10 +294,29 @@ def read_table(path, columns=None, unescape: bool = True, **csv_kw):
                 f.seek(0)
             df = pd.read_parquet(f, columns=columns)
         else:
-            df = pd.read_csv(f, **({"sep": "\t"} if path.suffix.lower() == ".tsv" else {}), **csv_kw)
+            kw = {**({"sep": "\t"} if path.suffix.lower() == ".tsv" else {}), **csv_kw}
+            try:
+                df = pd.read_csv(f, **kw)
+            except UnicodeEncodeError:  # raw non-UTF-8 names (surrogateescape): object columns
+                f.seek(0)
+                df = _numeric_columns(pd.read_csv(f, **{**kw, "dtype": object}), kw.get("dtype"))
             if columns is not None:
                 df = df[[c for c in df.columns if c in columns or c == ESCAPED]]
     return unescape_table(df) if unescape else df
+
+
+def _numeric_columns(df, dtype):
+    """Columns read as text that are all numbers become numbers (unless a dtype was asked)."""
+    import pandas as pd
+
+    if dtype is not None:
+        return df
+    for c in df.columns:
+        try:
+            df[c] = pd.to_numeric(df[c])
+        except (ValueError, TypeError):
+            pass
+    return df
 
 
 def hash_file(path: str | os.PathLike) -> str:
