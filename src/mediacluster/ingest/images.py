@@ -120,10 +120,10 @@ def decoding(budget: PixelBudget | None = None):
         yield budget
     finally:
         _scope.frame = prev
+        if sum(held) >= TRIM_PIXELS:
+            _trim()  # before the release: the next image must not meet this one's memory
         for taken in held:
             budget.release(taken)
-        if sum(held) >= TRIM_PIXELS:
-            _trim()
 
 
 #: After an image of this many pixels is done, free heap memory goes back to the system: each
