@@ -641,7 +641,8 @@ def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
     Rows are first grouped by the bytes of 8 spread-out columns (cheap: 32 bytes a row), and
     only rows that share those are compared whole, so a collection without copies costs one
-    sort of short keys (milliseconds at 50k items)."""
+    sort of short keys (52-95 ms for 50k CIFAR-10 vectors of 1280 dims at load 21 on 2 cores;
+    1.3 s when 5k of 55k rows are copies)."""
     X = np.ascontiguousarray(X)
     n, d = X.shape
     if n < 2:
