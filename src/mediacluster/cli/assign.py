@@ -14,7 +14,8 @@ import numpy as np
 
 from ..embed import embed_collection
 from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
-from ..fileio import write_table
+from ..errors import ModelFormatError, ParameterError
+from ..fileio import text_series, write_table
 from ..ingest import collect
 from ..naming import model_names
 from ..pipeline import Pipeline
@@ -41,7 +42,13 @@ def run(args) -> int:
 
     model = Pipeline.load(args.model)
     encoder = args.encoder or model.model_info_.get("metadata", {}).get("encoder") or DEFAULT_IMAGE_ENCODER
-    encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    try:
+        encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    except ParameterError as e:
+        if args.encoder:
+            raise
+        raise ModelFormatError(f"{model.model_path_}: the model records encoder {encoder!r}, which "
+                               f"this mediacluster cannot load ({e}); pass --encoder") from None
     ids, paths, vecs, skipped = [], [], [], []
     for src in args.paths:
         coll = collect(src, media=encoder.media)  # audio models read audio files
@@ -59,7 +66,7 @@ def run(args) -> int:
         return 2
     res = model.predict_details(np.vstack(vecs))
     df = pd.DataFrame({
-        "id": ids, "path": paths, "cluster": res["labels"], "status": res["status"],
+        "id": text_series(ids), "path": text_series(paths), "cluster": res["labels"], "status": res["status"],
         "probability": np.round(res["probabilities"], 6),
         "assigned_cluster": res["cluster"], "confidence": np.round(res["confidence"], 6),
     })
@@ -70,7 +77,7 @@ def run(args) -> int:
         df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
     if args.out:
         write_table(args.out, df)
-        print(f"wrote {len(df)} assignments to {args.out}")
+        print(f"wrote {len(df)} assignments to {printable(args.out)}")
     else:
         w = sys.stdout.write
         w("cluster\tstatus\tprobability\tassigned_cluster\tconfidence\tpath\n")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, yaml_problem
 from ..fileio import atomic_path
 from ..rundir import NAMES_YAML, RunDir, find_run
 
@@ -36,7 +36,7 @@ def _read_overrides(run: RunDir, valid_ids: set[int] | None = None) -> dict[int,
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p} is not valid YAML: {e}") from None
+        raise ConfigError(f"{p} is not valid YAML: {yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(data, dict):
