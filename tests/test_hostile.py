@@ -681,7 +681,9 @@ def test_issue_reproduction_eight_110_megapixel_pngs(tmp_path, cache):
     _big_pngs(tmp_path / "big", 8, (11000, 10000))
     res = _peak_rss(tmp_path / "big", None, cache)
     assert res["n"] == 8 and res["peak"] <= res["budget"]
-    assert res["rss_kb"] < 1_500_000, res
+    # the peak since the warm-up (which may export the encoder to ONNX, a one-time ~2 GB peak
+    # of its own on a fresh machine): decoding eight 110-megapixel images stays well under 1.5 GB
+    assert res["decode_peak_kb"] < 1_500_000, res
 
 
 # ------------------------------------------------------------------------------------------
