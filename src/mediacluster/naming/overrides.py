@@ -6,10 +6,13 @@ Format (plain YAML mapping, cluster id -> name)::
     3: "memes"
     7: screenshots
 
-Hand names override automatic ones everywhere (report, assignments, tags). ``load_names`` merges
-automatic names (``names.json`` or the ``name`` keys of ``clusters.json``) with the overrides.
-An id that is not a cluster of the run, or a value that is not a plain name, is refused with a
-message naming the file and the entry.
+**One rule for names**, applied by :func:`load_names` wherever a name is shown or used (report,
+assignments, tags, models): automatic names (``names.json``, else the ``name`` keys of
+``clusters.json``), overridden by ``names.yaml``, overridden by the studio's curated names
+(``curated.json``, derived from the studio's edit log: every cluster of the curated state, with
+the name a person gave it there or the one it started with). An id in ``names.yaml`` that is not
+a cluster of the run (fitted or curated), or a value that is not a plain name, is refused with
+a message naming the file and the entry.
 """
 
 from __future__ import annotations
@@ -67,16 +70,43 @@ def automatic_names(run) -> dict[int, str]:
     return out
 
 
-def load_names(run, automatic: bool = True) -> dict[int, str]:
-    """Cluster id -> name for a run: automatic names, overridden by the hand-edited ``names.yaml``.
+def curated_names(run, person_only: bool = False) -> dict[int, str]:
+    """Names of the studio's curated clusters (``curated.json``); ``person_only``: only those a
+    person gave (in the studio or, before that, in ``names.yaml``). ``{}`` without a studio."""
+    doc = _as_run(run).read_curated()
+    if not doc:
+        return {}
+    return {int(e["id"]): str(e["name"]) for e in doc.get("clusters", [])
+            if e.get("name") and (not person_only or e.get("named_by") == "person")}
 
-    Clusters without any name are absent; callers fall back to e.g. ``f"cluster {id}"``.
+
+def _cluster_ids(run: RunDir) -> set[int] | None:
+    ids = {int(e["cluster"]) for e in run.read_clusters()}
+    doc = run.read_curated()
+    if doc:
+        ids |= {int(e["id"]) for e in doc.get("clusters", [])}
+    return ids or None
+
+
+def load_names(run, automatic: bool = True, curated: bool = True) -> dict[int, str]:
+    """Cluster id -> name for a run: automatic names, overridden by the hand-edited
+    ``names.yaml``, overridden by the studio's curated names (see the module docstring).
+
+    ``automatic=False``: only names a person gave; ``curated=False``: as before the studio (what
+    the studio itself starts from). Clusters without any name are absent; callers fall back to
+    e.g. ``f"cluster {id}"``.
     """
     run = _as_run(run)
     names = automatic_names(run) if automatic else {}
-    ids = {int(e["cluster"]) for e in run.read_clusters()} or None
-    names.update(_read_overrides(run, ids))
+    names.update(_read_overrides(run, _cluster_ids(run)))
+    if curated:
+        names.update(curated_names(run, person_only=not automatic))
     return names
+
+
+def hand_names(run) -> dict[int, str]:
+    """The names a person gave (``names.yaml``, then the studio's)."""
+    return load_names(run, automatic=False)
 
 
 def save_names_template(run, overwrite: bool = False) -> Path:
