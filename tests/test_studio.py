@@ -172,6 +172,10 @@ def test_page_and_reading_endpoints(server, truth):
         for order in ("map", "file"):
             assert c.get("/api/clusters/0/items", params={"order": order}).status_code == 200
         assert c.get("/api/clusters/0/items", params={"order": "nope"}).status_code == 400
+        br = c.get("/api/briefs", params={"ids": "5,7,9"}).json()["items"]
+        assert [b["i"] for b in br] == [5, 7, 9] and all(b["name"] for b in br)
+        assert c.get("/api/briefs", params={"ids": "5,x"}).status_code == 400
+        assert c.get("/api/briefs", params={"ids": "5,300"}).status_code == 404
         allm = c.get("/api/clusters/0/all").json()["items"]
         assert sorted(allm) == np.flatnonzero(lab == 0).tolist()
         noise = c.get("/api/clusters/-1/items").json()

@@ -151,6 +151,14 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def cluster_all(cid: int):
         return {"cluster": cid, "items": call(studio.all_members, cid)}
 
+    @app.get("/api/briefs")
+    def briefs(ids: str = ""):
+        try:
+            nums = [int(x) for x in ids.split(",") if x.strip()]
+        except ValueError:
+            raise ApiError(400, "invalid_request", "ids must be item numbers separated by commas") from None
+        return {"items": call(studio.briefs, nums)}
+
     @app.get("/api/items/{i}")
     def item(i: int):
         return call(studio.item, i)

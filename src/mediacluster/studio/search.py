@@ -57,6 +57,7 @@ class WordSearch:
 
     def warm(self) -> None:
         self._sparse()
+        self.concepts("dog")  # loads WordNet and the ImageNet tree
 
     @staticmethod
     def concepts(query: str) -> list[dict]:

@@ -48,7 +48,7 @@ class Studio:
     """A run opened for curation (see the module docstring)."""
 
     def __init__(self, run: RunDir | str | os.PathLike, map_method: str = "auto",
-                 write_delay: float = WRITE_DELAY, progress: bool = False):
+                 write_delay: float = WRITE_DELAY, progress: bool = False, warm: bool = True):
         self.run = run if isinstance(run, RunDir) else RunDir.open(run)
         self.run_id = self.run.run_id
         info = self.run.info
@@ -102,6 +102,17 @@ class Studio:
         if self.state.seq != self._written_seq:
             self._dirty.set()  # killed before the last edits were written: write them now
         self.load_seconds = time.perf_counter() - t0
+        if warm:
+            threading.Thread(target=self._warm, name="studio-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        """Build the search structures in the background, so the first search is quick."""
+        try:
+            if self.imagenet is not None and not str(self.encoder_info.get("name") or "").startswith("clip"):
+                self._word_search().warm()
+            self.index.warm()
+        except Exception as e:  # noqa: BLE001 - a search will build them (and report) on demand
+            log.warning("studio: preparing search failed: %s", e)
 
     # -- setup ---------------------------------------------------------------------------------
     def _map(self, method: str, progress: bool):
@@ -276,6 +287,14 @@ class Studio:
         page = idx[int(max(0, offset)): int(max(0, offset)) + limit]
         return {"cluster": int(cid), "seq": seq, "total": int(len(idx)), "offset": int(offset),
                 "items": [self._item_brief(int(i)) for i in page]}
+
+    def briefs(self, ids: list[int]) -> list[dict]:
+        """Name, cluster and membership of the given items (a selection's page, a hover)."""
+        if len(ids) > MAX_PAGE:
+            raise InputError(f"at most {MAX_PAGE} items at a time")
+        items = [self._check_item(i) for i in ids]
+        with self._lock:
+            return [self._item_brief(i) for i in items]
 
     def all_members(self, cid: int) -> list[int]:
         with self._lock:
@@ -546,12 +565,7 @@ class Studio:
         if name.startswith("clip"):
             searcher, method = self._text_search(), "clip-text"
         elif self.imagenet is not None:
-            with self._aux_lock:
-                if self._word is None:
-                    from .search import WordSearch
-
-                    self._word = WordSearch(self.imagenet)
-            searcher, method = self._word, "imagenet-wordnet"
+            searcher, method = self._word_search(), "imagenet-wordnet"
         else:
             raise InputError("this run has neither ImageNet probabilities (default encoder) nor a "
                              "CLIP encoder, so it cannot be searched by words; search by example")
@@ -559,6 +573,14 @@ class Studio:
         return self._ranked(scores, cluster, limit, {"query": q, "method": method, "concept": used,
                                                      "other_meanings": others}, t,
                             min_score=1e-6 if method == "imagenet-wordnet" else None)
+
+    def _word_search(self):
+        with self._aux_lock:
+            if self._word is None:
+                from .search import WordSearch
+
+                self._word = WordSearch(self.imagenet)
+        return self._word
 
     def _text_search(self):
         with self._aux_lock:

@@ -276,12 +276,18 @@
     if (i !== hoverI) {
       hoverI = i;
       $("tip-img").src = thumbURL(i, 96);
-      const c = S.clusters.get(S.L[i]);
-      clear($("tip-text")).appendChild(el("div", null, el("b", { text: itemName(i) }),
-        el("div", { class: "muted", text: c ? c.name + " (#" + c.id + ")" : (S.L[i] === -1 ? "unassigned" : "outlier") })));
+      tipText(i);
+      if (!names.has(i)) {
+        api("api/briefs?ids=" + i).then((r) => { for (const it of r.items) names.set(it.i, it.name); if (hoverI === i) tipText(i); }).catch(() => {});
+      }
     }
     tip.hidden = false;
     tip.style.left = Math.min(x + 14, W - 210) + "px"; tip.style.top = Math.min(y + 14, H - 130) + "px";
+  }
+  function tipText(i) {
+    const c = S.clusters.get(S.L[i]);
+    clear($("tip-text")).appendChild(el("div", null, el("b", { text: itemName(i) }),
+      el("div", { class: "muted", text: c ? c.name + " (#" + c.id + ")" : (S.L[i] === -1 ? "unassigned" : "outlier") })));
   }
   const names = new Map();  // item -> file name, filled from every page and search the page sees
   function itemName(i) { return names.get(i) || ("item " + i); }
@@ -505,6 +511,7 @@
     if (focusItem !== undefined) { const t = document.querySelector('#grid .tile[data-i="' + focusItem + '"]'); if (t) t.scrollIntoView({ block: "nearest" }); }
   }
   function showSelection() {
+    leaveCluster();
     S.view = { kind: "selection" }; S.page = 0;
     renderView();
   }
@@ -515,9 +522,16 @@
     if (v.kind === "selection") {
       const all = Array.from(S.selected);
       const head = clear($("view-head"));
+      head.removeAttribute("data-cluster");
       head.appendChild(el("h2", { text: "Selection" }));
       head.appendChild(el("span", { class: "muted", text: all.length + " items (from the map or galleries): move, junk or tag them below" }));
-      const page = all.slice(S.page * S.pageSize, (S.page + 1) * S.pageSize).map((i) => ({ i: i, name: itemName(i), cluster: S.L[i] }));
+      const ids = all.slice(S.page * S.pageSize, (S.page + 1) * S.pageSize);
+      let page = ids.map((i) => ({ i: i, name: itemName(i), cluster: S.L[i], p: 0 }));
+      try {
+        if (ids.length) page = (await api("api/briefs?ids=" + ids.join(","))).items;
+      } catch (e) { fail(e); }
+      for (const it of page) names.set(it.i, it.name);
+      if (S.view.kind !== "selection") return;
       return renderGrid(page, all.length);
     }
     clear($("view-head")).appendChild(el("span", { class: "muted", text: "Choose a cluster on the left or on the map, or search." }));
@@ -537,6 +551,7 @@
     const focused = head.contains(document.activeElement) && document.activeElement.tagName === "INPUT";
     if (!focused) {
       clear(head);
+      head.setAttribute("data-cluster", String(id));
       const sw = el("span", { style: "width:14px;height:14px;border-radius:3px;display:inline-block" }); sw.style.background = colorOf(id);
       head.appendChild(sw);
       if (id >= 0) {
@@ -660,7 +675,9 @@
   }
 
   // ------------------------------------------------------------------ search
+  function leaveCluster() { S.preview = null; $("split-panel").hidden = true; }
   function searchResult(r) {
+    leaveCluster();
     for (const it of r.items) names.set(it.i, it.name);
     S.view = { kind: "search", result: r }; S.page = 0;
     S.highlight = null; updateMapInfo();
@@ -668,6 +685,7 @@
   }
   function renderSearch(r) {
     const head = clear($("view-head"));
+    head.removeAttribute("data-cluster");
     let title;
     if (r.method === "imagenet-wordnet") title = "Words: \u201c" + r.query + "\u201d \u2192 " + r.concept.name + " (" + r.concept.synset + ", " + r.concept.classes + " ImageNet classes" + (r.concept.via ? ", via " + r.concept.via : "") + ")";
     else if (r.method === "clip-text") title = "Words: \u201c" + r.query + "\u201d (CLIP text)";
@@ -758,7 +776,7 @@
       const r = await api("api/publish", { method: "POST", body: {} });
       S.lastPublish = r;
       toast("published model " + r.version + ": it predicts the curated cluster of " + (100 * r.agreement).toFixed(2) + "% of " + fmt(r.checked) + " curated items");
-    } catch (e) { fail(e); } finally { btn.disabled = false; btn.textContent = "publish model"; }
+    } catch (e) { fail(e); } finally { btn.disabled = false; btn.textContent = "publish"; }
   });
 
   // ------------------------------------------------------------------ levels
