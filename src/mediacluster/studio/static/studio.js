@@ -816,6 +816,7 @@
     } catch (e) { fail(e); }
   }
   window.addEventListener("resize", resize);
-  S.api = api; S.refresh = refresh; S.showCluster = showCluster; S.redraw = redraw;
+  // for tests and benchmarks
+  S.api = api; S.refresh = refresh; S.showCluster = showCluster; S.redraw = redraw; S.draw = draw; S.edit = edit;
   start();
 })();
