@@ -388,6 +388,8 @@ def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
 
     with client(server) as c:
         lab = labels_of(c)
+        named = int(np.bincount(lab[lab >= 0]).argmax())
+        assert post(c, "/api/edits", {"kind": "rename", "cluster": named, "name": "published name"}).status_code == 200
         cl = clusters_of(c)
         r = post(c, "/api/publish")
         assert r.status_code == 200, r.text
@@ -411,7 +413,17 @@ def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
     assert set(got["name"]) <= {e["name"] for e in cl.values()}
     # `tags train --run` reads the curated clusters and the names a person gave
     ex = examples_from_run(server.run)
-    assert len(ex.labels) > 0 and "flying things" in set(ex.labels)
+    person = [k for k, e in cl.items() if e["named_by"] == "person" and not e["junk"]]
+    assert "published name" in set(ex.labels) and len(ex.labels) == int(np.isin(lab, person).sum())
+    # the report shows the curated clusters and their names
+    from mediacluster.report import build_report
+
+    html = build_report(server.run, progress=False).read_text(encoding="utf-8")
+    assert "published name" in html
+    import re
+
+    cards = set(map(int, re.findall(r'<section class="card" data-cluster="(\d+)"', html)))
+    assert cards == set(lab[lab >= 0].tolist())
 
 
 def test_path_traversal_and_foreign_hosts(server):

@@ -102,6 +102,14 @@ def test_the_whole_loop_in_chromium(base_run, tmp_path):
             assert len(rows) == 3
             shot(drv, "studio-start.png")
 
+            # -- a second tab on the same studio
+            tab_a = drv.current_window_handle
+            drv.switch_to.new_window("tab")
+            drv.get(s.url)
+            wait(lambda: loaded(drv), what="the second tab")
+            tab_b = drv.current_window_handle
+            drv.switch_to.window(tab_a)
+
             # -- open the largest cluster and rename it
             lab = np.frombuffer(api.get("/api/labels").content, "<i4")
             big = int(np.bincount(lab).argmax())
@@ -112,6 +120,11 @@ def test_the_whole_loop_in_chromium(base_run, tmp_path):
             name.clear()
             name.send_keys("renamed in chromium" + Keys.ENTER)
             wait(lambda: cluster_rows(drv)[big] == "renamed in chromium", what="rename")
+            # the other tab sees it within a few seconds, without reloading
+            drv.switch_to.window(tab_b)
+            wait(lambda: cluster_rows(drv)[big] == "renamed in chromium", timeout=5, what="the edit in the other tab")
+            drv.close()
+            drv.switch_to.window(tab_a)
 
             # -- merge the two others
             others = [c for c in rows if c != big]
@@ -286,6 +299,8 @@ def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path):
             assert caps == {names[i] for i in np.flatnonzero(lab == cid)}
         for i in hostile_items:  # the item view of each, opened from its gallery
             drv.execute_script("window.mcStudio.showCluster(arguments[0])", int(lab[i]))
+            wait(lambda i=i: js(drv, "return window.mcStudio.busy") == 0 and
+                 drv.find_element("id", "view-head").get_attribute("data-cluster") == str(int(lab[i])))
             tile = wait(lambda i=i: drv.find_element("css selector", f'#grid .tile[data-i="{i}"]'), what=f"tile {i}")
             assert tile.get_attribute("title") == names[i]
             ActionChains(drv).double_click(tile).perform()

@@ -29,6 +29,9 @@ UMAP object nor the HDBSCAN tree, so a saved model is plain arrays (see ``mediac
    vote share x the neighbours' membership probabilities. A training item's own copy dominates
    its vote, so predicting the training items reproduces their labels (tested >= 99%).
 
+``fit_labels(X, labels, embedding)`` builds the same predictor for labels given from outside (a
+person's curated clusters, published by the studio) without fitting the stages.
+
 ``reference_size`` keeps only a class-stratified sample of the training vectors inside the model
 (smaller files, cost measured in benchmarks/RESULTS.md).
 """

@@ -314,7 +314,7 @@ class CuratedState:
                 junk = bool(cr.get("junk"))
                 self.clusters[cr["id"]] = Cluster(
                     cr["id"], cr.get("name") or f"new cluster {cr['id']}",
-                    named_by="person" if cr.get("name") else "automatic",
+                    named_by="person" if cr.get("name") and not junk else "automatic",
                     origin="junk" if junk else "new", junk=junk, parent=parent)
             self.labels[items] = p["to"]
         elif kind == "split":
