@@ -16,6 +16,7 @@ a message (item numbers in the events are rows of that run).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -78,6 +79,9 @@ class EditLog:
                         ("schema", SCHEMA), ("schema_version", str(SCHEMA_VERSION)),
                         ("run_id", run_id), ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))])
         except sqlite3.DatabaseError as e:
+            if not os.access(self.path.parent, os.W_OK):
+                raise RunDirError(f"the edit log {self.path} cannot be written: {self.path.parent} is "
+                                  "not writable (the studio keeps every edit in the run folder)") from None
             raise RunDirError(f"{self.path} is not a readable edit log ({e}); move it aside to "
                               "start over") from None
         if meta:

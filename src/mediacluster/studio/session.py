@@ -82,7 +82,8 @@ class Studio:
                          for p, i in zip(self.paths, self.ids)]
         self._lock = threading.RLock()
         self.log = self.run.edits()
-        self.state = CuratedState(self.fitted, self._start_names())
+        self._names0 = self._start_names()
+        self.state = CuratedState(self.fitted, self._names0)
         for ev in self.log.events():
             self.state.apply(ev)
         self._written_seq = (self.run.read_curated() or {}).get("edits_seq", 0)
@@ -217,7 +218,7 @@ class Studio:
             seq = self.state.seq
             undo, redo = self.state.can_undo(), self.state.can_redo()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
-        fitted_names = self._start_names()
+        fitted_names = self._names0
         for e in table:
             e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
