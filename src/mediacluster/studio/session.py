@@ -34,8 +34,10 @@ from .state import CuratedState, EditConflict
 
 log = logging.getLogger(__name__)
 
-#: seconds the background writer waits after an edit before writing the run's tables
+#: the background writer writes the run's tables once no edit came for WRITE_DELAY seconds,
+#: or WRITE_MAX_WAIT seconds after the first unwritten edit while edits keep coming
 WRITE_DELAY = 1.0
+WRITE_MAX_WAIT = 10.0
 THUMB_SIZES = (96, 160)
 PREVIEW_SIZE = 512
 MAX_PAGE = 500
@@ -98,6 +100,7 @@ class Studio:
         self._encoder = None
         self._aux_lock = threading.Lock()
         self.write_delay = write_delay
+        self._last_edit = 0.0
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="studio-writer", daemon=True)
@@ -432,6 +435,7 @@ class Studio:
                 ev = self.log.insert(kind, payload, client)
             self.state.apply(ev)
             ack = self._ack(ev)
+        self._last_edit = time.monotonic()
         self._dirty.set()
         return ack
 
@@ -467,7 +471,14 @@ class Studio:
             self._dirty.wait()
             if self._stop.is_set():
                 return
-            self._stop.wait(self.write_delay)  # let a burst of edits settle
+            # write once a burst of edits has settled (no edit for write_delay seconds), but at
+            # least every WRITE_MAX_WAIT seconds while edits keep coming
+            first = time.monotonic()
+            while not self._stop.is_set():
+                quiet = time.monotonic() - self._last_edit
+                if quiet >= self.write_delay or time.monotonic() - first >= WRITE_MAX_WAIT:
+                    break
+                self._stop.wait(max(0.05, self.write_delay - quiet))
             self._dirty.clear()
             try:
                 self.write_state()
