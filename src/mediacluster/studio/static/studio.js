@@ -11,7 +11,7 @@
   const S = {
     info: null, n: 0, X: null, Y: null, L: null, seq: -1, clusters: new Map(), special: [], groups: {},
     view: { kind: "none" }, page: 0, pageSize: 60, order: "typical", items: [], total: 0,
-    selected: new Set(), lastClicked: null, tool: "pan", highlight: null, preview: null,
+    selected: new Set(), resultSet: null, lastClicked: null, tool: "pan", highlight: null, preview: null,
     level: "", levelLabels: null, canUndo: false, canRedo: false,
     scale: 1, tx: 0, ty: 0, drawn: 0, redraws: 0, drawMs: 0, firstPaint: null, errors: [], toasts: [],
     busy: 0, polls: 0,
@@ -173,6 +173,7 @@
     let r = n > 100000 ? 1 : n > 20000 ? 2 : n > 3000 ? 3 : 4;
     r = Math.max(1, Math.min(7, Math.round(r * dpr * Math.sqrt(S.scale))));
     const hl = S.highlight, pv = S.preview, sel = S.selected;
+    const rs = S.view.kind === "search" && hl === null ? S.resultSet : null;  // search results stand out
     let drawn = 0;
     const plot = (px, py, col, rr) => {
       const x0 = Math.max(0, px - (rr >> 1)), y0 = Math.max(0, py - (rr >> 1));
@@ -183,7 +184,7 @@
     for (let pass = 0; pass < 2; pass++) {
       for (let i = 0; i < n; i++) {
         const lab = L[i], cur = S.L[i];
-        const inHl = hl === null || cur === hl;
+        const inHl = hl === null ? (rs === null || rs.has(i)) : cur === hl;
         if ((pass === 0) !== (!inHl || lab === -1)) continue;
         const px = (ox + k * X[i]) | 0, py = (oy - k * Y[i]) | 0;
         if (px < -8 || py < -8 || px > cw + 8 || py > chh + 8) continue;
@@ -680,6 +681,7 @@
     leaveCluster();
     for (const it of r.items) names.set(it.i, it.name);
     S.view = { kind: "search", result: r }; S.page = 0;
+    S.resultSet = new Set(r.items.map((it) => it.i));
     S.highlight = null; updateMapInfo();
     renderSearch(r); redraw();
   }
