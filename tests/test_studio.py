@@ -595,6 +595,14 @@ def test_levels_of_a_hierarchy_are_shown(base_run, tmp_path):
             st.level_bytes("nope")
     finally:
         st.close()
+    # the clusterer's own layout: one (n_levels, n) array, row 0 coarsest
+    with run.writing("test"):
+        run.write_hierarchy({"levels": np.stack([coarse, lab]), "parents_0": np.array([0, 1, 1])})
+    st = Studio(run_dir)
+    try:
+        assert [(lv["name"], lv["groups"]) for lv in st.info()["levels"]] == [("levels 0", 2), ("levels 1", 3)]
+    finally:
+        st.close()
 
 
 def test_clip_run_searches_words_with_the_text_tower(cifar3_dir, tmp_path, monkeypatch):

@@ -832,7 +832,8 @@ class Studio:
 
 def _read_levels(run: RunDir, a, n: int) -> list[dict]:
     """The run's hierarchy levels as flat labellings, coarse to fine: assignment columns named
-    ``level_<k>``, else every per-item integer array of ``hierarchy.npz``. [] without levels."""
+    ``level_<k>``, else from ``hierarchy.npz`` every per-item integer array (n,) and every
+    (n_levels, n) integer array (the clusterer's ``levels_``, row 0 coarsest). [] without levels."""
     out = []
     for c in a.columns:
         if LEVEL_COLUMN.fullmatch(str(c)):
@@ -847,8 +848,12 @@ def _read_levels(run: RunDir, a, n: int) -> list[dict]:
             h = None
         for k, v in sorted((h or {}).items()):
             v = np.asarray(v)
-            if v.ndim == 1 and len(v) == n and v.dtype.kind in "iu":
+            if v.dtype.kind not in "iu":
+                continue
+            if v.ndim == 1 and len(v) == n:
                 out.append({"name": str(k), "labels": v.astype(np.int64)})
+            elif v.ndim == 2 and v.shape[1] == n and v.shape[0] <= 64:  # (levels, n), row 0 coarsest
+                out += [{"name": f"{k} {lv}", "labels": row.astype(np.int64)} for lv, row in enumerate(v)]
     for lv in out:
         lv["groups"] = int(len(set(lv["labels"][lv["labels"] >= 0].tolist())))
     out.sort(key=lambda lv: lv["groups"])
