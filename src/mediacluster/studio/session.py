@@ -101,6 +101,7 @@ class Studio:
         self._aux_lock = threading.Lock()
         self.write_delay = write_delay
         self._last_edit = 0.0
+        self._write_lock = threading.Lock()  # one writer of the run folder at a time in this process
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="studio-writer", daemon=True)
@@ -278,7 +279,7 @@ class Studio:
         with self._lock:
             idx = self.state.members(cid)
             seq = self.state.seq
-        if cid >= 0 and int(cid) not in self.state.clusters:
+        if cid >= 0 and (int(cid) not in self.state.clusters or not self.state.clusters[int(cid)].alive):
             raise KeyError(cid)
         if order == "typical":
             idx = idx[np.argsort(-self.probability[idx], kind="stable")]
@@ -505,7 +506,9 @@ class Studio:
         masses = self._masses(labels, [e["id"] for e in table])
         for e in table:
             e["top_classes"] = masses.get(e["id"], [])
-        with self.run.writing("studio"):
+        with self._write_lock, self.run.writing("studio"):
+            if seq <= self._written_seq and not force:
+                return self._written_seq  # another thread wrote it meanwhile
             if self.replaced():
                 return self._written_seq
             df = self.run.read_assignments()
@@ -822,9 +825,10 @@ class Studio:
         seq, labels, table, _, tags = self._snapshot()
         self.write_state()
         base = self._model if self._reduced_space() is not None else None
-        res = publish_curated(self.run, self.vectors, labels, table, self.probability, self.fitted,
-                              base=base, xy=self.xy, map_method=self.map_method,
-                              encoder=self.encoder_info, seq=seq, item_tags=tags)
+        with self._write_lock:
+            res = publish_curated(self.run, self.vectors, labels, table, self.probability, self.fitted,
+                                  base=base, xy=self.xy, map_method=self.map_method,
+                                  encoder=self.encoder_info, seq=seq, item_tags=tags)
         res["seconds"] = round(time.perf_counter() - t0, 2)
         self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client)
         return res
