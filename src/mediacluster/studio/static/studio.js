@@ -417,11 +417,13 @@
     $("counts").textContent = fmt(S.n) + " items \u00b7 " + alive + " clusters";
   }
   function renderMoveTargets() {
+    const keep = $("move-to").value;
     const sel = clear($("move-to"));
     sel.appendChild(el("option", { value: "new", text: "\u2192 a new cluster" }));
     const arr = Array.from(S.clusters.values()).filter((c) => c.size > 0 || c.origin !== "fitted").sort((a, b) => a.name.localeCompare(b.name));
     for (const c of arr) sel.appendChild(el("option", { value: String(c.id), text: "\u2192 " + c.name + " (#" + c.id + ")" }));
     sel.appendChild(el("option", { value: "-1", text: "\u2192 unassigned (noise)" }));
+    if (Array.from(sel.options).some((o) => o.value === keep)) sel.value = keep;  // a refresh keeps the choice
   }
   function renderScope() {
     const s = $("scope"), cur = s.value;
