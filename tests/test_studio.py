@@ -660,3 +660,35 @@ def test_cli_publish_and_export_without_a_server(base_run, tmp_path, capsys):
     run = RunDir.open(run_dir)
     assert run.models.pointer()["source"] == "studio"
     assert main(["studio", str(tmp_path / "nope")]) == 2
+
+
+def test_audio_run_shows_spectrograms_and_plays_excerpts(tmp_path):
+    from PIL import Image
+    from test_audio import _extract
+
+    from mediacluster.embed import embed_collection
+    from mediacluster.ingest import collect
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report.build import map_2d
+    from mediacluster.studio.session import Studio
+    from mediacluster.workflow import publish_run
+
+    _extract(tmp_path / "fsdd", ("nicolas", "theo"), 10)
+    emb = embed_collection(collect(tmp_path / "fsdd", media="audio"), encoder="mfcc",
+                           cache_dir=tmp_path / "cache", progress=False)
+    pipe = Pipeline(outliers=None).with_params({"reducer": "pca", "reducer__n_components": 5,
+                                                "clusterer": "kmeans", "clusterer__n_clusters": 2}).fit(emb.vectors)
+    run = publish_run(tmp_path / "run", emb, pipe, media="audio", name=False)
+    with run.writing("t"):
+        map_2d(run, emb.vectors, method="pca")
+    st = Studio(run.path)
+    try:
+        info = st.info()
+        assert info["media"] == "audio" and info["word_search"] is None and not info["upload_search"]
+        for data, kind in (st.thumbnail(0), st.thumbnail(0, 96), st.preview(3)):
+            assert kind == "image/png" and Image.open(io.BytesIO(data)).format == "PNG"
+        data, kind = st.audio(0)
+        assert kind in ("audio/mpeg", "audio/wav") and len(data) > 1000
+        assert st.split_preview(0, k=2)["k"] == 2
+    finally:
+        st.close()

@@ -2,8 +2,9 @@
 
 Every route is a thin call into :class:`~mediacluster.studio.session.Studio`. What is served:
 the front end's three files (a fixed list, never a path from the request), JSON, the map and
-labels as little-endian binary arrays, and JPEG renderings of the collection's images made by
-the package's image loader, addressed by item number only, so no request can name a file
+labels as little-endian binary arrays, and renderings of the collection's files made by the
+package's loaders (JPEG thumbnails of images, spectrograms and re-encoded excerpts of sounds),
+addressed by item number only, so no request can name a file
 (no path traversal by construction; tested anyway).
 
 Safety beyond the shared stack (JSON errors, body limit, token): requests that change
@@ -30,8 +31,8 @@ from .state import EditConflict
 
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
 MAX_UPLOAD = 20 << 20
-CSP = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self'; script-src 'self'; "
+       "style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _CLIENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -163,15 +164,21 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def item(i: int):
         return call(studio.item, i)
 
+    def media(pair) -> Response:
+        data, kind = pair
+        return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
+
     @app.get("/api/items/{i}/thumb")
     def thumb(i: int, size: int = 160):
-        return Response(call(studio.thumbnail, i, size), media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=3600"})
+        return media(call(studio.thumbnail, i, size))
 
     @app.get("/api/items/{i}/preview")
     def preview(i: int):
-        return Response(call(studio.preview, i), media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=3600"})
+        return media(call(studio.preview, i))
+
+    @app.get("/api/items/{i}/audio")
+    def audio(i: int):
+        return media(call(studio.audio, i))
 
     @app.get("/api/edits")
     def edits(since: int = 0, limit: int = 200):

@@ -358,47 +358,74 @@ class Studio:
         return out
 
     # -- images ----------------------------------------------------------------------------------
-    def thumbnail(self, i: int, size: int = 160) -> bytes:
-        """A JPEG thumbnail of item ``i`` (made with the package's hardened image loader, cached
-        by content in the user cache)."""
+    def thumbnail(self, i: int, size: int = 160) -> tuple[bytes, str]:
+        """``(bytes, media type)``: a JPEG thumbnail of image ``i`` (made with the package's
+        hardened image loader), or a PNG spectrogram of audio item ``i``; cached by content in
+        the user cache."""
         from ..fileio import hash_file
 
         i = self._check_item(i)
         if size not in THUMB_SIZES:
             raise InputError(f"size must be one of {THUMB_SIZES}")
+        audio = self.media == "audio"
+        kind = "image/png" if audio else "image/jpeg"
         key = (i, size)
         p = self._thumbs.get(key)
         if p is not None and p.exists():
-            return p.read_bytes()
-        src = self._image_path(i)
+            return p.read_bytes(), kind
+        src = self._file(i)
         try:
             h = hash_file(src)
         except OSError as e:
             raise FileNotFoundError(f"item {i}: cannot read its file ({e.strerror or e})") from None
-        dst = self._thumb_dir / f"{h}-{size}.jpg"
+        dst = self._thumb_dir / (f"{h}-spec{size}.png" if audio else f"{h}-{size}.jpg")
         if not dst.exists():
-            data = self._jpeg(src, size, quality=82)
+            data = self._spectrogram(src, size, min(64, size // 2)) if audio else self._jpeg(src, size, quality=82)
             self._thumb_dir.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, dst)
             self._thumbs[key] = dst
-            return data
+            return data, kind
         self._thumbs[key] = dst
-        return dst.read_bytes()
+        return dst.read_bytes(), kind
 
-    def preview(self, i: int) -> bytes:
-        """A larger JPEG of item ``i`` for the item view (never the original file itself)."""
+    def preview(self, i: int) -> tuple[bytes, str]:
+        """A larger rendering of item ``i`` for the item view (never the original file itself):
+        a JPEG of an image, a PNG spectrogram of a sound."""
         i = self._check_item(i)
-        return self._jpeg(self._image_path(i), PREVIEW_SIZE, quality=88)
+        if self.media == "audio":
+            return self._spectrogram(self._file(i), PREVIEW_SIZE, 64), "image/png"  # 64 mel bands
+        return self._jpeg(self._file(i), PREVIEW_SIZE, quality=88), "image/jpeg"
 
-    def _image_path(self, i: int) -> str:
-        if self.media != "image":
-            raise FileNotFoundError(f"item {i} is {self.media}, not an image")
+    def audio(self, i: int) -> tuple[bytes, str]:
+        """A short re-encoded excerpt of audio item ``i`` for the item view's player."""
+        from ..ingest import SkipItem
+        from ..report.audio import audio_preview  # librosa / soundfile: audio runs only
+
+        i = self._check_item(i)
+        if self.media != "audio":
+            raise FileNotFoundError(f"item {i} is an image, not a sound")
+        try:
+            return audio_preview(self._file(i))
+        except SkipItem as e:
+            raise FileNotFoundError(f"cannot play item {i}: {e}") from None
+
+    def _file(self, i: int) -> str:
         p = self.paths[i]
         if not p:
             raise FileNotFoundError(f"item {i} has no file (the run was made from vectors)")
         return p
+
+    @staticmethod
+    def _spectrogram(src: str, width: int, height: int) -> bytes:
+        from ..ingest import SkipItem
+        from ..report.audio import spectrogram_png  # librosa: audio runs only
+
+        try:
+            return spectrogram_png(src, width=width, height=height)
+        except SkipItem as e:
+            raise FileNotFoundError(f"cannot draw {path_to_text(os.path.basename(src))}: {e}") from None
 
     @staticmethod
     def _jpeg(src: str, size: int, quality: int) -> bytes:

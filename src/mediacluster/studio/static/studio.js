@@ -733,6 +733,7 @@
     const img = el("img", { class: "big", src: "api/items/" + i + "/preview", alt: "" });
     img.addEventListener("error", () => img.replaceWith(el("div", { class: "noimg", text: "no image" })));
     p.appendChild(img);
+    if (S.info.media === "audio") p.appendChild(el("audio", { controls: true, preload: "none", src: "api/items/" + i + "/audio", id: "item-audio" }));
     p.appendChild(el("h3", { id: "item-name", text: it.name }));
     const tb = el("table");
     const row = (k, v) => tb.appendChild(el("tr", null, el("th", { text: k }), el("td", { text: v })));
