@@ -97,6 +97,29 @@ def test_broken_files_are_refused_with_reasons(tmp_path):
     assert e.value.kind == "silent"
 
 
+def test_uploads_prepare_like_files(tmp_path, fsdd_two_speakers):
+    """An upload held in memory (what the service receives) prepares exactly like the file,
+    through a private temporary file that is gone afterwards; broken uploads get the file's
+    reasons."""
+    import glob
+    import tempfile
+
+    from mediacluster.encoders import get_encoder
+    from mediacluster.ingest import SkipItem
+
+    enc = get_encoder("mfcc")
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "mediacluster-upload-*")))
+    for p in fsdd_two_speakers[:3]:
+        np.testing.assert_array_equal(enc.prepare_bytes(Path(p).read_bytes(), Path(p).name),
+                                      enc.prepare(str(p)))
+    expected = make_broken(tmp_path)
+    for name, kind in expected.items():
+        with pytest.raises(SkipItem) as e:
+            enc.prepare_bytes((tmp_path / name).read_bytes(), name)
+        assert e.value.kind == kind, (name, str(e.value))
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "mediacluster-upload-*"))) == before
+
+
 def test_formats_mixdown_and_resampling(tmp_path, fsdd_two_speakers):
     from mediacluster.ingest.audio import load_audio
 

@@ -217,6 +217,28 @@ def test_thread_safe_and_deterministic(awkward, broken):
         assert list(pool.map(outcome, paths)) == serial
 
 
+def test_bytes_in_memory_decode_like_files(awkward, broken):
+    """An upload's bytes (a BytesIO) get the same pixels or the same reason as the file."""
+    import io
+
+    d, expected = broken
+    paths = [p for p in [*awkward.values(), *(d / n for n in expected)] if os.path.isfile(p)]
+
+    def outcome(src, **kw):
+        try:
+            return np.asarray(load_image(src, draft_size=256, **kw)).tobytes()
+        except SkipItem as e:
+            return (e.kind, str(e))
+
+    for p in paths:
+        with open(p, "rb") as f:
+            data = f.read()
+        assert outcome(io.BytesIO(data)) == outcome(p), p
+    small = jpeg_bytes(photo())
+    assert outcome(io.BytesIO(small), max_bytes=100)[0] == "file_too_large"
+    assert outcome(io.BytesIO(b""))[0] == "empty"
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"])
 def test_damaged_files_never_crash(tmp_path, fmt):
     """Random byte damage and cuts: always an RGB image or a SkipItem, never another error."""

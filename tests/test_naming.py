@@ -233,3 +233,11 @@ def test_names_near_a_saved_model(tmp_path):
     (tmp_path / "run" / "names.yaml").write_text("1: puppies\n")
     assert names_near(tmp_path / "run" / "models" / "v0001") == {0: "cat", 1: "puppies"}
     assert names_near(tmp_path / "run") == {0: "cat", 1: "puppies"}
+    # a model's published names (e.g. curated in the studio) beat the automatic ones; names.yaml
+    # still wins; a model outside any run keeps exactly what it was published with
+    from mediacluster.naming import model_names
+
+    model = tmp_path / "run" / "models" / "v0002"
+    assert model_names(model, {"0": "kittens", "1": "hounds"}) == {0: "kittens", 1: "puppies"}
+    assert model_names(model, None) == {0: "cat", 1: "puppies"}
+    assert model_names(tmp_path / "model", {"3": "x"}) == {3: "x"}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ConfigError, MediaclusterError, ParameterError
+from .errors import ConfigError, MediaclusterError, ParameterError, yaml_problem
 from .pipeline import PIPELINE_PARAMS, STAGES, Pipeline
 from .stages import registry
 
@@ -52,7 +52,7 @@ def load_config(path) -> dict:
     try:
         cfg = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML/JSON: {e}") from None
+        raise ConfigError(f"config file {p} is not valid YAML/JSON: {yaml_problem(e)}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{p}: a pipeline config must be a mapping, e.g. 'reducer: {{name: umap}}'")
     return cfg
@@ -64,11 +64,10 @@ def pipeline_from_config(cfg: dict, source: str | None = None, **overrides) -> P
     ``source`` (the file name) is put in front of error messages."""
     try:
         return _build(cfg, overrides)
-    except ConfigError:
-        raise
     except MediaclusterError as e:
-        msg = f"{source}: {e}" if source else str(e)
-        raise ConfigError(msg, getattr(e, "param", None)) from None
+        if not source or str(e).startswith(f"{source}:"):
+            raise
+        raise ConfigError(f"{source}: {e}", getattr(e, "param", None)) from None
 
 
 def _build(cfg: dict, overrides: dict) -> Pipeline:

@@ -46,6 +46,12 @@ class Skipped:
     reason: str
 
     def to_dict(self) -> dict:
+        """For JSON: a name that is not UTF-8 in escaped form, marked ``"escaped": true``
+        (see ``mediacluster.fileio``)."""
+        from .fileio import needs_escape, path_to_text
+
+        if needs_escape(self.path):
+            return {"path": path_to_text(self.path), "reason": path_to_text(self.reason), "escaped": True}
         return {"path": self.path, "reason": self.reason}
 
 

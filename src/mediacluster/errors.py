@@ -13,6 +13,15 @@ against scikit-learn's conventions (``except ValueError``) keeps working.
 from __future__ import annotations
 
 
+def yaml_problem(e: Exception) -> str:
+    """A YAML parse error in one line, with where it is: ``line 2, column 1: expected ...``."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(e, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
 class MediaclusterError(Exception):
     """Base class: a problem with what the user gave, stated so they can fix it."""
 

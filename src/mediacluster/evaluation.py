@@ -18,15 +18,14 @@ import numpy as np
 from . import metrics as M
 from ._version import versions
 from .errors import InputError, MediaclusterError, RunDirError
+from .fileio import read_table
 from .pipeline import Pipeline
 from .rundir import RunDir, find_run
 
 
 def _read_table(path: Path):
-    import pandas as pd
-
     try:
-        return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        return read_table(path, encoding_errors="surrogateescape")
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - pandas / pyarrow parse errors: name the file

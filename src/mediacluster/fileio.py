@@ -1,9 +1,24 @@
-"""Files: atomic writes (a temporary file in the same folder, fsync, rename) and the one
+r"""Files: atomic writes (a temporary file in the same folder, fsync, rename), the one
 content hash of the package (BLAKE2b-128 of a file's bytes; the embedding cache keys vectors
-by it, duplicate detection groups exact copies by it)."""
+by it, duplicate detection groups exact copies by it), and the text form of file names.
+
+**File names that are not UTF-8.** On Linux a file name is bytes; Python holds the bytes that
+are not valid UTF-8 as surrogate escapes (``"bad\udcff.jpg"``, as ``os.listdir`` gives them),
+and such a file is read, hashed and embedded like any other. Every text file mediacluster
+writes (CSV, Parquet, JSON, HTML) is valid UTF-8, so such a name is written in *escaped form*
+(:func:`path_to_text`): each undecodable byte as ``\xNN`` and each backslash doubled.
+
+* Tables (:func:`write_table`): a row holding such a name gets ``escaped = true`` and *every*
+  text cell of that row is in escaped form; :func:`read_table` reverses it exactly. Tables
+  without such names are unchanged (no ``escaped`` column).
+* JSON (:func:`write_json`): such a string is written in escaped form; where the exact name
+  matters the entry says ``"escaped": true`` (``run.json``'s skipped list).
+* Terminal output and the HTML report show the escaped form.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -12,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from .errors import OutputError
 
 
 def _umask() -> int:
@@ -23,28 +40,188 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def output_error(e: OSError, path) -> OutputError:
+    """An OSError met while writing ``path``, as the user's problem it is (exit 2): a full disk,
+    a read-only folder, a file where a folder should be."""
+    if isinstance(e, OutputError):
+        return e
+    why = e.strerror or str(e) or type(e).__name__
+    if e.errno in _FULL or (e.errno is None and "requested and" in str(e)):  # numpy: short write
+        why = f"{why} (the disk or your file-size quota is full; free some space or write elsewhere)"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = f"{why} (choose a folder you can write to)"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        why = f"{why} (a file is in the way of a folder)"
+    return OutputError(f"cannot write {path}: {why}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
 
     The file gets the permissions a plain ``open(path, "w")`` would give (0666 minus the umask),
-    not the 0600 of a temporary file, so a shared run folder stays readable by its group."""
+    not the 0600 of a temporary file, so a shared run folder stays readable by its group.
+    An OSError while writing (full disk, read-only folder) becomes an :class:`OutputError`
+    naming ``path``; the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise output_error(e, path) from e
+    try:
+        try:
+            yield tmp
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, path)
+        except OutputError:
+            raise
+        except OSError as e:
+            if isinstance(e, FileNotFoundError) and e.filename not in (None, tmp, str(path)):
+                raise  # not a write failure: something the caller read is missing
+            raise output_error(e, path) from e
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+
+
+# ------------------------------------------------------------------------------------------
+# the text form of file names
+# ------------------------------------------------------------------------------------------
+ESCAPED = "escaped"  # the table column that marks rows written in escaped form
+
+
+def needs_escape(p: str) -> bool:
+    """True when ``p`` cannot be written as UTF-8 (it holds surrogate-escaped bytes)."""
+    try:
+        p.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def path_to_text(p: str, force: bool = False) -> str:
+    """A file name as valid UTF-8 text: unchanged when it already is (unless ``force``);
+    otherwise every undecodable byte as ``\\xNN`` and every backslash doubled (reversed by
+    :func:`path_from_text`)."""
+    if not force and not needs_escape(p):
+        return p
+    out = []
+    for ch in p:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        elif 0xD800 <= o <= 0xDFFF:  # a lone surrogate that is not an escaped byte
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def path_from_text(t: str) -> str:
+    """Inverse of :func:`path_to_text` for a text that was escaped."""
+    out, i = [], 0
+    while i < len(t):
+        ch = t[i]
+        if ch == "\\" and i + 1 < len(t):
+            nxt = t[i + 1]
+            if nxt == "\\":
+                out.append("\\")
+                i += 2
+                continue
+            if nxt == "x" and i + 3 < len(t):
+                try:
+                    out.append(chr(0xDC00 + int(t[i + 2:i + 4], 16)))
+                    i += 4
+                    continue
+                except ValueError:
+                    pass
+            if nxt == "u" and i + 5 < len(t):
+                try:
+                    out.append(chr(int(t[i + 2:i + 6], 16)))
+                    i += 6
+                    continue
+                except ValueError:
+                    pass
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def display_text(value) -> str:
+    """A value as valid UTF-8 text for people (a report, a message): escaped form if needed."""
+    return path_to_text(str(value))
+
+
+def _text_columns(df) -> list:
+    return [c for c in df.columns if df[c].dtype == object or str(df[c].dtype) in ("str", "string")]
+
+
+def escape_table(df):
+    """``df`` with every row that holds a non-UTF-8 text cell in escaped form and marked
+    ``escaped = true`` (see the module docstring); ``df`` itself when there is none."""
+    import pandas as pd
+
+    cols = [c for c in _text_columns(df) if c != ESCAPED]
+    flags = np.zeros(len(df), dtype=bool)
+    for c in cols:
+        if df[c].dtype == object:
+            flags |= np.fromiter((isinstance(v, str) and needs_escape(v) for v in df[c]), bool, len(df))
+    if not flags.any():
+        return df
+    out = df.copy()
+    for c in cols:
+        out[c] = pd.Series([path_to_text(v, force=True) if f and isinstance(v, str) else v
+                            for v, f in zip(df[c].tolist(), flags)], index=df.index, dtype=object)
+    out[ESCAPED] = flags | (df[ESCAPED].fillna(False).astype(bool).to_numpy() if ESCAPED in df else False)
+    return out
+
+
+def unescape_table(df, drop: bool = False):
+    """Reverse :func:`escape_table` (text cells of rows marked ``escaped``); ``drop`` removes the
+    ``escaped`` column."""
+    import pandas as pd
+
+    if ESCAPED not in df:
+        return df
+    flags = df[ESCAPED].fillna(False).astype(bool).to_numpy()
+    if flags.any():
+        df = df.copy()
+        for c in _text_columns(df):
+            if c == ESCAPED:
+                continue
+            df[c] = pd.Series([path_from_text(v) if f and isinstance(v, str) else v
+                               for v, f in zip(df[c].tolist(), flags)], index=df.index, dtype=object)
+    return df.drop(columns=ESCAPED) if drop else df
+
+
+def text_series(values, index=None):
+    """A pandas column of strings that may hold surrogate-escaped bytes (object dtype: pandas'
+    Arrow-backed string type cannot hold them)."""
+    import pandas as pd
+
+    return pd.Series(list(values), index=index, dtype=object)
+
+
+def _json_safe(o):
+    if isinstance(o, str):
+        return path_to_text(o)
+    if isinstance(o, dict):
+        return {_json_safe(k) if isinstance(k, str) else k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_json_safe(v) for v in o]
+    return o
 
 
 def _json_default(o):
@@ -61,11 +238,21 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def json_text(obj, indent: int | None = 2, **kw) -> str:
+    """``obj`` as JSON text that is valid UTF-8: strings holding non-UTF-8 file names in escaped
+    form (see the module docstring); numpy values and paths converted."""
+    kw = {"indent": indent, "default": _json_default, "ensure_ascii": False, "allow_nan": False, **kw}
+    text = json.dumps(obj, **kw)
+    if needs_escape(text):
+        text = json.dumps(_json_safe(json.loads(text)), **kw)
+    return text
+
+
 def write_json(path, obj, indent: int = 2) -> None:
+    text = json_text(obj, indent=indent) + "\n"
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, default=_json_default, ensure_ascii=False, allow_nan=False)
-            f.write("\n")
+            f.write(text)
 
 
 def read_json(path):
@@ -79,13 +266,57 @@ def write_npy(path, array: np.ndarray) -> None:
 
 
 def write_table(path, df) -> None:
-    """Write a pandas DataFrame as Parquet or CSV (by suffix), atomically."""
+    """Write a pandas DataFrame as Parquet or CSV (by suffix), atomically; rows holding file
+    names that are not UTF-8 are written in escaped form (:func:`escape_table`)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        if path.suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
+    df = escape_table(df)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # Python's open: any file name
+        if path.suffix in (".parquet", ".pq"):
+            df.to_parquet(f, index=False)
         else:
-            df.to_csv(tmp, index=False)
+            df.to_csv(f, index=False, encoding="utf-8")
+
+
+def read_table(path, columns=None, unescape: bool = True, **csv_kw):
+    """A table written by :func:`write_table`, escaped rows restored (Parquet by suffix, else
+    CSV/TSV). The file is opened by Python, so any file name works (pyarrow's own paths must
+    be UTF-8); ``columns`` keeps those that exist (plus ``escaped``)."""
+    import pandas as pd
+
+    path = Path(path)
+    with open(path, "rb") as f:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            if columns is not None:
+                import pyarrow.parquet as pq
+
+                have = set(pq.read_schema(f).names)
+                columns = [c for c in columns if c in have] + ([ESCAPED] if ESCAPED in have else [])
+                f.seek(0)
+            df = pd.read_parquet(f, columns=columns)
+        else:
+            kw = {**({"sep": "\t"} if path.suffix.lower() == ".tsv" else {}), **csv_kw}
+            try:
+                df = pd.read_csv(f, **kw)
+            except UnicodeEncodeError:  # raw non-UTF-8 names (surrogateescape): object columns
+                f.seek(0)
+                df = _numeric_columns(pd.read_csv(f, **{**kw, "dtype": object}), kw.get("dtype"))
+            if columns is not None:
+                df = df[[c for c in df.columns if c in columns or c == ESCAPED]]
+    return unescape_table(df) if unescape else df
+
+
+def _numeric_columns(df, dtype):
+    """Columns read as text that are all numbers become numbers (unless a dtype was asked)."""
+    import pandas as pd
+
+    if dtype is not None:
+        return df
+    for c in df.columns:
+        try:
+            df[c] = pd.to_numeric(df[c])
+        except (ValueError, TypeError):
+            pass
+    return df
 
 
 def hash_file(path: str | os.PathLike) -> str:

@@ -61,6 +61,8 @@ def write_model(path: str | os.PathLike, info: dict, arrays: dict[str, np.ndarra
                "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
                           for k, v in arrays.items()}}
         write_json(path / MODEL_JSON, doc)
+    except OutputError:
+        raise
     except OSError as e:
         raise OutputError(f"cannot write the model to {path}: {e.strerror or e}") from e
     files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
@@ -148,9 +150,9 @@ class ModelStore:
     def publish(self, write: Callable[[Path], object], run_id: str | None = None,
                 source: str = "") -> Path:
         """Write a new version with ``write(folder)`` and make it the latest; returns its path."""
+        tmp = self.root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
             write(tmp)
             vs = self.versions()
             n = int(vs[-1][1:]) + 1 if vs else 1
@@ -166,7 +168,9 @@ class ModelStore:
             write_json(self.root / LATEST, {"version": dest.name, "run_id": run_id, "source": source,
                                             "published": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         except OSError as e:
-            shutil.rmtree(self.root / f".tmp-{os.getpid()}", ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OutputError):
+                raise
             raise OutputError(f"cannot publish a model version in {self.root}: {e.strerror or e}") from e
         return dest
 

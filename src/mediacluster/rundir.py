@@ -38,7 +38,8 @@ from; a reader ignores one whose run_id differs.
 **Paths.** File names are kept as Python strings (undecodable bytes as surrogate escapes,
 as ``os.listdir`` gives them). Tables and JSON need valid UTF-8, so such a name is written with
 each undecodable byte as ``\\xNN`` and each backslash doubled, and the row gets
-``escaped = true``; :func:`path_from_text` reverses it exactly.
+``escaped = true`` with every text cell of that row in escaped form; the readers reverse it
+exactly (``fileio.escape_table`` / ``unescape_table``, the rule is in ``fileio``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,20 @@ import numpy as np
 
 from .data import Embeddings
 from .errors import OutputError, RunDirError, RunLockedError
-from .fileio import atomic_path, read_json, write_json, write_npy, write_table
+from .fileio import (
+    ESCAPED,
+    atomic_path,
+    needs_escape,
+    output_error,
+    path_from_text,
+    path_to_text,
+    read_json,
+    read_table,
+    text_series,
+    write_json,
+    write_npy,
+    write_table,
+)
 
 SCHEMA = "mediacluster-run"
 SCHEMA_VERSION = 1
@@ -87,59 +101,8 @@ PERSONAL = (NAMES_YAML, "names.yml", EDITS)
 
 
 # ------------------------------------------------------------------------------------------
-# lossless text form of file names
+# lossless text form of file names (the rule lives in fileio; these names are kept for callers)
 # ------------------------------------------------------------------------------------------
-def needs_escape(p: str) -> bool:
-    try:
-        p.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
-
-
-def path_to_text(p: str) -> str:
-    """A file name as valid UTF-8 text: unchanged when it already is; otherwise every
-    undecodable byte as ``\\xNN`` and every backslash doubled (reversed by :func:`path_from_text`)."""
-    if not needs_escape(p):
-        return p
-    out = []
-    for ch in p:
-        o = ord(ch)
-        if 0xDC80 <= o <= 0xDCFF:
-            out.append(f"\\x{o - 0xDC00:02x}")
-        elif ch == "\\":
-            out.append("\\\\")
-        elif 0xD800 <= o <= 0xDFFF:  # a lone surrogate that is not an escaped byte
-            out.append(f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def path_from_text(t: str) -> str:
-    """Inverse of :func:`path_to_text` for a text that was escaped."""
-    out, i = [], 0
-    while i < len(t):
-        ch = t[i]
-        if ch == "\\" and i + 1 < len(t):
-            nxt = t[i + 1]
-            if nxt == "\\":
-                out.append("\\")
-                i += 2
-                continue
-            if nxt == "x" and i + 3 < len(t):
-                out.append(chr(0xDC00 + int(t[i + 2:i + 4], 16)))
-                i += 4
-                continue
-            if nxt == "u":
-                out.append(chr(int(t[i + 2:i + 6], 16)))
-                i += 6
-                continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
-
-
 def texts(values) -> tuple[list, list[bool]]:
     """Column values as text plus a per-row ``escaped`` flag (None stays None)."""
     col, flags = [], []
@@ -269,10 +232,6 @@ def _alive(pid: int) -> bool:
 # ------------------------------------------------------------------------------------------
 # reading and writing
 # ------------------------------------------------------------------------------------------
-def _wrap_os(e: OSError, target) -> OutputError:
-    return OutputError(f"cannot write {target}: {e.strerror or e}")
-
-
 class _Files:
     """Typed readers and writers shared by a published run and one being built."""
 
@@ -289,22 +248,16 @@ class _Files:
         for k, v in emb.extras.items():
             write_npy(self.file(f"{EXTRA_PREFIX}{k}.npy"), v.astype(np.float16) if k.endswith("probs") else v)
         n = len(emb.ids)
-        ids, e1 = texts(emb.ids)
-        paths, e2 = texts(emb.paths if emb.paths is not None else [None] * n)
+        paths = emb.paths if emb.paths is not None else [None] * n
         labels = emb.labels if emb.labels is not None else [None] * n
-        write_table(self.file(ITEMS), pd.DataFrame({
-            "id": ids, "path": paths, "label": [None if v is None else str(v) for v in labels],
-            "escaped": np.logical_or(e1, e2)}))
+        df = pd.DataFrame({"id": text_series(map(str, emb.ids)), "path": text_series(paths),
+                           "label": text_series(None if v is None else str(v) for v in labels)})
+        if ESCAPED not in df:
+            df[ESCAPED] = False
+        write_table(self.file(ITEMS), df)
 
     def read_items(self):
-        import pandas as pd
-
-        df = pd.read_parquet(self._need(ITEMS))
-        if "escaped" in df and df["escaped"].any():
-            flags = df["escaped"].tolist()
-            df["id"] = untexts(df["id"].tolist(), flags)
-            df["path"] = untexts(df["path"].tolist(), flags)
-        return df
+        return read_table(self._need(ITEMS))
 
     def read_embeddings(self, mmap: bool = False) -> Embeddings:
         """The run's vectors with ids, paths, labels and extras (no re-embedding)."""
@@ -346,35 +299,13 @@ class _Files:
         missing = {"id", "cluster", "status"} - set(df.columns)
         if missing:
             raise RunDirError(f"assignments need columns {sorted(missing)}")
-        df = df.copy()
-        ids, e1 = texts(df["id"].tolist())
-        df["id"] = ids
-        flags = list(e1)
-        if "path" in df:
-            paths, e2 = texts(df["path"].tolist())
-            df["path"] = paths
-            flags = list(np.logical_or(e1, e2))
-        if any(flags):
-            df["escaped"] = flags
         write_table(self.file(ASSIGNMENTS), df)
         write_table(self.file(ASSIGNMENTS_CSV), df)
 
     def read_assignments(self, columns: list[str] | None = None):
-        import pandas as pd
-
-        p = self._need(ASSIGNMENTS)
-        cols = None
-        if columns is not None:
-            have = set(pd.read_parquet(p, columns=[]).columns) | set(_parquet_columns(p))
-            cols = [c for c in columns if c in have] + (["escaped"] if "escaped" in have else [])
-        df = pd.read_parquet(p, columns=cols)
-        if "escaped" in df and df["escaped"].any():
-            flags = df["escaped"].tolist()
-            for c in ("id", "path"):
-                if c in df:
-                    df[c] = untexts(df[c].tolist(), flags)
-        if columns is not None and "escaped" not in columns and "escaped" in df:
-            df = df.drop(columns="escaped")
+        df = read_table(self._need(ASSIGNMENTS), columns=columns)
+        if columns is not None and ESCAPED not in columns and ESCAPED in df:
+            df = df.drop(columns=ESCAPED)
         return df
 
     # -- json documents ------------------------------------------------------------------------
@@ -483,12 +414,6 @@ class _Files:
         return p
 
 
-def _parquet_columns(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return list(pq.read_schema(path).names)
-
-
 class RunDir(_Files):
     """A published run folder. ``RunDir.open(path)`` checks it; ``RunDir.create(path)`` builds
     a new one (see the module docstring)."""
@@ -587,7 +512,7 @@ class RunBuilder(_Files):
             self.path = tmp
         except OSError as e:
             self._lock.__exit__(None, None, None)
-            raise _wrap_os(e, self.target.parent) from e
+            raise output_error(e, self.target.parent) from e
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
@@ -599,6 +524,9 @@ class RunBuilder(_Files):
                 self.published = self._publish()
             else:
                 shutil.rmtree(self.path, ignore_errors=True)
+                if isinstance(exc, OutputError):  # full disk, read-only folder: say what is left
+                    msg = str(exc).replace(str(self.path), str(self.target))
+                    raise OutputError(f"{msg}; nothing was changed in {self.target}") from exc
         finally:
             self._lock.__exit__(None, None, None)
         return False
@@ -633,7 +561,7 @@ class RunBuilder(_Files):
                 self.path = old
             _fsync_dir(t.parent)
         except OSError as e:
-            raise _wrap_os(e, t) from e
+            raise output_error(e, t) from e
         if self.path.exists():  # the previous run, now at the temporary name
             self._retire(self.path)
         return RunDir(t)

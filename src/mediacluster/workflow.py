@@ -19,6 +19,7 @@ from .data import Collection, Embeddings, nearest_to_centre, status_of
 from .embed import embed_collection
 from .encoders import DEFAULT_ENCODERS, get_encoder
 from .errors import InputError
+from .fileio import text_series
 from .ingest import collect
 from .naming.names import merge_names, name_clusters
 from .pipeline import Pipeline
@@ -87,9 +88,9 @@ def assignments_table(emb: Embeddings, pipe, names: dict[int, str] | None = None
     import pandas as pd
 
     labels = pipe.labels_
-    df = pd.DataFrame({
-        "id": emb.ids,
-        "path": emb.paths if emb.paths is not None else [None] * len(emb.ids),
+    df = pd.DataFrame({  # object columns: file names may hold undecodable bytes (see fileio)
+        "id": text_series(emb.ids),
+        "path": text_series(emb.paths if emb.paths is not None else [None] * len(emb.ids)),
         "cluster": labels.astype(np.int64),
         "status": status_of(labels),
         "probability": np.round(pipe.probabilities_.astype(np.float64), 6),
@@ -103,7 +104,7 @@ def assignments_table(emb: Embeddings, pipe, names: dict[int, str] | None = None
         if "assigned_cluster" in df:
             df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
     if emb.labels is not None:
-        df["label"] = emb.labels
+        df["label"] = text_series(emb.labels)
     return df
 
 

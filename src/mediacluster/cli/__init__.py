@@ -22,7 +22,7 @@ from .._version import __version__
 from ..errors import MediaclusterError
 from ..fileio import cache_root, setup_numba_cache
 
-COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "studio"]
+COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio"]
 
 
 def printable(text) -> str:
@@ -36,6 +36,23 @@ def printable(text) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines safe on a terminal: every line of a message through :func:`printable`."""
+
+    def format(self, record):
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
+def _safe_streams() -> None:
+    """A name that is not UTF-8 never crashes a print (``printable`` escapes the names we print;
+    this covers anything else, e.g. a terminal whose locale makes Python's stdout strict)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # a replaced or closed stream: leave it
+            pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_numba_cache()  # before umap / pynndescent are imported: no command pays the JIT twice
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    _safe_streams()
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:  # faiss announces which CPU build it loaded at INFO on every import
         logging.getLogger("faiss").setLevel(logging.WARNING)
     if not getattr(args, "_run", None):

@@ -14,9 +14,10 @@ import numpy as np
 
 from ..embed import embed_collection
 from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
-from ..fileio import write_table
+from ..errors import ModelFormatError, ParameterError
+from ..fileio import text_series, write_table
 from ..ingest import collect
-from ..naming import names_near
+from ..naming import model_names
 from ..pipeline import Pipeline
 from . import printable
 from .cluster import positive_int
@@ -41,7 +42,13 @@ def run(args) -> int:
 
     model = Pipeline.load(args.model)
     encoder = args.encoder or model.model_info_.get("metadata", {}).get("encoder") or DEFAULT_IMAGE_ENCODER
-    encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    try:
+        encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    except ParameterError as e:
+        if args.encoder:
+            raise
+        raise ModelFormatError(f"{model.model_path_}: the model records encoder {encoder!r}, which "
+                               f"this mediacluster cannot load ({e}); pass --encoder") from None
     ids, paths, vecs, skipped = [], [], [], []
     for src in args.paths:
         coll = collect(src, media=encoder.media)  # audio models read audio files
@@ -59,19 +66,18 @@ def run(args) -> int:
         return 2
     res = model.predict_details(np.vstack(vecs))
     df = pd.DataFrame({
-        "id": ids, "path": paths, "cluster": res["labels"], "status": res["status"],
+        "id": text_series(ids), "path": text_series(paths), "cluster": res["labels"], "status": res["status"],
         "probability": np.round(res["probabilities"], 6),
         "assigned_cluster": res["cluster"], "confidence": np.round(res["confidence"], 6),
     })
-    # the names the model was published with, then the run's own (a hand-given names.yaml wins)
-    names = {int(k): v for k, v in (model.model_info_.get("metadata", {}).get("names") or {}).items()}
-    names.update(names_near(model.model_path_))
+    # the run's automatic names, the names the model was published with, a hand-given names.yaml
+    names = model_names(model.model_path_, model.model_info_.get("metadata", {}).get("names"))
     if names:
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
         df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
     if args.out:
         write_table(args.out, df)
-        print(f"wrote {len(df)} assignments to {args.out}")
+        print(f"wrote {len(df)} assignments to {printable(args.out)}")
     else:
         w = sys.stdout.write
         w("cluster\tstatus\tprobability\tassigned_cluster\tconfidence\tpath\n")

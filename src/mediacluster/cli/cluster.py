@@ -102,10 +102,12 @@ def run(args) -> int:
     )
     print_summary(res.summary, res.embeddings.skipped, res.out)
     if res.model:
-        print(f"model: {res.model}")
-    report_after(args, res.out)
+        print(f"model: {printable(res.model)}")
+    rep = report_after(args, res.out)
+    if rep == 2:
+        return 2  # the report asked for could not be written (said above; the run is kept)
     # exit code 0 when everything was used, 3 when some files were skipped (the run still finished)
-    return 3 if res.embeddings.skipped else 0
+    return 3 if res.embeddings.skipped or rep == 3 else 0
 
 
 def print_summary(s: dict, skipped, out) -> None:
@@ -119,4 +121,4 @@ def print_summary(s: dict, skipped, out) -> None:
     if len(skipped) > 10:
         w(f"  ... and {len(skipped) - 10} more (see run.json)\n")
     w("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in s["timings_s"].items()) + "\n")
-    w(f"results: {out}/assignments.parquet, clusters.json, run.json\n")
+    w(f"results: {printable(out)}/assignments.parquet, clusters.json, run.json\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..evaluation import evaluate, load_source
 from ..fileio import write_json
 from ..rundir import RunDir
+from . import printable
 
 
 def add_parser(sub):
@@ -48,9 +49,9 @@ def _f(v, fmt=".3f"):
 
 def print_report(res: dict, out=None) -> None:
     w = (out or sys.stdout).write
-    w(f"evaluation of {res['source']} ({res['kind']}, {res['n_items']} items)\n")
+    w(f"evaluation of {printable(res['source'])} ({res['kind']}, {res['n_items']} items)\n")
     if res.get("labels_file"):
-        w(f"true labels: {res['labels_file']} ({res['labels_matched']})\n")
+        w(f"true labels: {printable(res['labels_file'])} ({res['labels_matched']})\n")
     for name, e in res["labelings"].items():
         desc = ("as fitted: -1 noise / -2 outliers kept" if name == "fitted"
                 else "after noise assignment")
@@ -76,7 +77,7 @@ def print_report(res: dict, out=None) -> None:
                 w(f"    {label:<31} NMI {_f(p['nmi'])}  AMI {_f(p['ami'])}  ARI {_f(p['ari'])}  "
                   f"ACC {_f(p['acc'])}  (n={p['n']})\n")
     for note in res["notes"]:
-        w(f"note: {note}\n")
+        w(f"note: {printable(note)}\n")
 
 
 def run(args) -> int:
@@ -96,5 +97,5 @@ def run(args) -> int:
     else:
         out = Path(args.source) / "evaluation.json"
         write_json(out, res)
-    print(f"written: {out}")
+    print(f"written: {printable(out)}")
     return 0

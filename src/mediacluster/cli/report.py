@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MediaclusterError
-from ..report import make_report
+from ..report import make_report, missing_thumbnails
 from ..rundir import RunDir
 from ..workflow import publish_tuned_run
 from . import printable
@@ -37,9 +37,22 @@ def run(args) -> int:
                        names_template=args.names_template, thumb_size=args.thumb_size,
                        map_method=args.map_method, workers=args.workers, progress=not args.quiet)
     size = path.stat().st_size
-    sys.stdout.write(f"report: {path} ({size / 1e6:.1f} MB; thumbnails in {path.parent / 'thumbs'})\n"
-                     f"open it in a browser: file://{path.resolve()}\n")
+    sys.stdout.write(f"report: {printable(path)} ({size / 1e6:.1f} MB; thumbnails in "
+                     f"{printable(path.parent / 'thumbs')})\n"
+                     f"open it in a browser: file://{printable(path.resolve())}\n")
+    missing = missing_thumbnails(path)
+    if missing:
+        print_missing(missing)
+        return 3  # done, but some items are shown without a picture
     return 0
+
+
+def print_missing(missing: list[dict]) -> None:
+    sys.stderr.write(f"{len(missing)} item(s) have no thumbnail in the report:\n")
+    for m in missing[:10]:
+        sys.stderr.write(f"  {printable(m['path'])}: {printable(m['reason'])}\n")
+    if len(missing) > 10:
+        sys.stderr.write(f"  ... and {len(missing) - 10} more (see report.json)\n")
 
 
 # -- `--report` on other commands (cluster, tune) ----------------------------------------------
@@ -52,33 +65,48 @@ def add_report_argument(p) -> None:
                        help="topics file for CLIP zero-shot names (with --report)")
 
 
-def report_after(args, run_dir) -> None:
-    """Write the report of ``run_dir`` when ``--report`` was given (a failure is reported, not
-    raised: the run itself has finished)."""
+def report_after(args, run_dir) -> int:
+    """Write the report of ``run_dir`` when ``--report`` was given. Returns 0 when written (or
+    not asked), 3 when some items have no thumbnail, 2 when it could not be written (said, not
+    raised: the run itself has finished and is kept)."""
     if not getattr(args, "report", False):
-        return
+        return 0
     try:
         path = make_report(run_dir, vocabulary=getattr(args, "vocabulary", None),
                            progress=not getattr(args, "quiet", False))
-        sys.stdout.write(f"report: {path}\n")
+        sys.stdout.write(f"report: {printable(path)}\n")
     except MediaclusterError as e:
-        sys.stderr.write(f"mediacluster: the report could not be written: {printable(e)}\n")
+        sys.stderr.write(f"error: the run in {printable(run_dir)} is complete, but its report could not be "
+                         f"written: {printable(e)}\n")
+        return 2
+    missing = missing_thumbnails(path)
+    if missing:
+        print_missing(missing)
+        return 3
+    return 0
 
 
-def report_after_tune(args, out, emb, res) -> None:
+def report_after_tune(args, out, emb, res) -> int:
     """``tune --report``: publish the refit best pipeline as a run folder ``OUT/best`` (its
     report also shows the study's plots: ``OUT/study.db``), then write its report."""
     if not getattr(args, "report", False):
-        return
+        return 0
     pipeline = res.pipeline
     if pipeline is None or getattr(pipeline, "labels_", None) is None:
         sys.stderr.write("mediacluster: --report needs the refit best pipeline (drop --no-refit)\n")
-        return
+        return 2
     try:
         best = publish_tuned_run(Path(out) / "best", emb, pipeline, res.summary,
                                  params={k: v for k, v in vars(args).items() if not k.startswith("_")})
         path = make_report(best, vocabulary=getattr(args, "vocabulary", None),
                            progress=not getattr(args, "quiet", False))
-        sys.stdout.write(f"report: {path}\n")
+        sys.stdout.write(f"report: {printable(path)}\n")
     except MediaclusterError as e:  # the study itself has finished
-        sys.stderr.write(f"mediacluster: the report could not be written: {printable(e)}\n")
+        sys.stderr.write(f"error: the study is complete, but the report could not be written: "
+                         f"{printable(e)}\n")
+        return 2
+    missing = missing_thumbnails(path)
+    if missing:
+        print_missing(missing)
+        return 3
+    return 0

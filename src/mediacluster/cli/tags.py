@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 from ..errors import ParameterError
+from ..fileio import json_text
+from . import printable
 
 
 def add_parser(sub):
@@ -111,7 +112,8 @@ def _train(args) -> int:
         t = "never (not enough evidence)" if th["threshold"] is None else f"{th['threshold']:.3f}"
         w(f"  {tag}: threshold {t}\n")
     if ex.skipped:
-        w(f"skipped {len(ex.skipped)} file(s), e.g. {ex.skipped[0].path}: {ex.skipped[0].reason}\n")
+        w(f"skipped {len(ex.skipped)} file(s), e.g. {printable(ex.skipped[0].path)}: "
+          f"{printable(ex.skipped[0].reason)}\n")
     w(f"model: {args.out}\n")
     if args.eval_source:
         from pathlib import Path
@@ -135,17 +137,17 @@ def _suggest(args) -> int:
     bad = 0
     for r in res:
         if args.json:
-            print(json.dumps(r, ensure_ascii=False))
+            print(json_text(r, indent=None))
             bad += "skipped" in r
             continue
         if "skipped" in r:
             bad += 1
-            print(f"{r['item']}\tskipped: {r['skipped']}")
+            print(f"{printable(r['item'])}\tskipped: {printable(r['skipped'])}")
         elif r["tags"]:
-            print(f"{r['item']}\t" + ", ".join(f"#{x['tag']} ({x['confidence']:.2f})" for x in r["tags"]))
+            print(f"{printable(r['item'])}\t" + ", ".join(f"#{x['tag']} ({x['confidence']:.2f})" for x in r["tags"]))
         else:
             best = r["top"][0]
-            print(f"{r['item']}\t(no suggestion; best guess {best['label']} {best['probability']:.2f} "
+            print(f"{printable(r['item'])}\t(no suggestion; best guess {best['label']} {best['probability']:.2f} "
                   f"is below its threshold)")
     print(f"{len(res)} item(s) in {dt:.2f}s", file=sys.stderr)
     return 3 if bad else 0

@@ -19,6 +19,7 @@ from ..pipeline import Pipeline
 from ..rundir import RunDir
 from ..tune import tune
 from ..workflow import resolve_encoder
+from . import printable
 from .report import add_report_argument, report_after_tune
 
 
@@ -101,8 +102,7 @@ def run(args) -> int:
         refit=not args.no_refit, progress=not args.quiet,
     )
     print_result(res, out)
-    report_after_tune(args, out, emb, res)
-    return 0
+    return report_after_tune(args, out, emb, res)
 
 
 def parse_fidelity(text: str):
@@ -121,7 +121,7 @@ def print_result(res, out: Path) -> None:
     w = sys.stdout.write
     s = res.summary
     st = s["states"]
-    w(f"\nstudy {out / 'study.db'}: {s['n_trials']} trials ({st.get('COMPLETE', 0)} complete, "
+    w(f"\nstudy {printable(out / 'study.db')}: {s['n_trials']} trials ({st.get('COMPLETE', 0)} complete, "
       f"{st.get('PRUNED', 0)} pruned, {st.get('FAIL', 0)} failed); "
       f"{s['timing']['trials_this_run']} run now in {s['timing']['wall_s']:.0f} s\n")
     w(f"objective: {s['objective_description']}\n")
@@ -145,6 +145,6 @@ def print_result(res, out: Path) -> None:
     for k, v in sorted(res.best_params.items()):
         w(f"  {k}: {v}\n")
     if "model" in s:
-        w(f"model: {s['model']}\n")
-    w(f"files: {out}/best_params.json, tune.json, trials.csv; dashboard: "
-      f"optuna-dashboard sqlite:///{(out / 'study.db').resolve()}\n")
+        w(f"model: {printable(s['model'])}\n")
+    w(f"files: {printable(out)}/best_params.json, tune.json, trials.csv; dashboard: "
+      f"optuna-dashboard sqlite:///{printable((out / 'study.db').resolve())}\n")

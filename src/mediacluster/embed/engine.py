@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections import deque
@@ -25,8 +26,9 @@ from ..data import Embeddings, Skipped
 from ..encoders import get_encoder
 from ..encoders.base import Encoder
 from ..ingest import SkipItem
+from ..ingest.images import decoding
 from ..progress import progress_bar
-from .store import EmbeddingStore
+from .store import EmbeddingStore, cache_error
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ def default_workers() -> int:
 
 def _prepare(encoder: Encoder, path: str):
     try:
-        return encoder.prepare(path), None
+        with decoding():  # decoded pixels count against the process-wide budget until prepared
+            return encoder.prepare(path), None
     except SkipItem as e:
         return None, str(e)
     except MemoryError:
@@ -171,47 +174,55 @@ def embed_collection_cached(
     spent hashing, encoding and reading, and ``cache_stats`` the counts.
     """
     enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    store = EmbeddingStore(cache_dir)
+    try:
+        with store:
+            return _embed_through(store, collection, enc, batch_size, workers, progress)
+    except sqlite3.Error as e:  # full disk, read-only or damaged cache: the user's to fix
+        raise cache_error(e, store.path) from e
+
+
+def _embed_through(store, collection, enc, batch_size, workers, progress):
     paths = [str(p) for p in collection.paths]
     timings: dict[str, float] = {}
-    with EmbeddingStore(cache_dir) as store:
-        t = time.perf_counter()
-        hashes, unreadable = store.hash_files(paths, workers=max(4, workers or 0),
-                                              progress=progress and len(paths) > 2000)
-        timings["embed.hash"] = time.perf_counter() - t
-        t = time.perf_counter()
-        todo_hashes = store.missing([h for h in hashes if h is not None], enc.id)
-        first_path: dict[str, str] = {}
-        for p, h in zip(paths, hashes):
-            if h is not None:
-                first_path.setdefault(h, p)
-        todo_paths = [first_path[h] for h in todo_hashes]
-        n_unique = len(first_path)
-        if progress:
-            print(f"embedding cache {store.path}: {n_unique - len(todo_hashes)} of {n_unique} distinct "
-                  f"files already embedded, {len(todo_hashes)} to embed", file=sys.stderr)
+    t = time.perf_counter()
+    hashes, unreadable = store.hash_files(paths, workers=max(4, workers or 0),
+                                          progress=progress and len(paths) > 2000)
+    timings["embed.hash"] = time.perf_counter() - t
+    t = time.perf_counter()
+    todo_hashes = store.missing([h for h in hashes if h is not None], enc.id)
+    first_path: dict[str, str] = {}
+    for p, h in zip(paths, hashes):
+        if h is not None:
+            first_path.setdefault(h, p)
+    todo_paths = [first_path[h] for h in todo_hashes]
+    n_unique = len(first_path)
+    if progress:
+        print(f"embedding cache {store.path}: {n_unique - len(todo_hashes)} of {n_unique} distinct "
+              f"files already embedded, {len(todo_hashes)} to embed", file=sys.stderr)
 
-        def commit(idx: list[int], outputs: dict[str, np.ndarray]) -> None:
-            store.put([todo_hashes[i] for i in idx], enc.id, outputs)
+    def commit(idx: list[int], outputs: dict[str, np.ndarray]) -> None:
+        store.put([todo_hashes[i] for i in idx], enc.id, outputs)
 
-        _, _, bad, kept = embed_paths(todo_paths, enc, batch_size, workers, progress,
-                                      on_batch=commit, keep=False)
-        timings["embed.encode"] = time.perf_counter() - t
-        bad_hash: dict[str, str] = {}
-        path_to_hash = dict(zip(todo_paths, todo_hashes))
-        for s in bad:
-            bad_hash[path_to_hash[s.path]] = s.reason
-        skipped = list(collection.skipped)
-        keep_idx: list[int] = []
-        for i, (p, h) in enumerate(zip(paths, hashes)):
-            if h is None:
-                skipped.append(Skipped(p, unreadable.get(i, "cannot read file")))
-            elif h in bad_hash:
-                skipped.append(Skipped(p, bad_hash[h]))
-            else:
-                keep_idx.append(i)
-        t = time.perf_counter()
-        vectors, extras = store.get([hashes[i] for i in keep_idx], enc.id)
-        timings["embed.read"] = time.perf_counter() - t
+    _, _, bad, kept = embed_paths(todo_paths, enc, batch_size, workers, progress,
+                                  on_batch=commit, keep=False)
+    timings["embed.encode"] = time.perf_counter() - t
+    bad_hash: dict[str, str] = {}
+    path_to_hash = dict(zip(todo_paths, todo_hashes))
+    for s in bad:
+        bad_hash[path_to_hash[s.path]] = s.reason
+    skipped = list(collection.skipped)
+    keep_idx: list[int] = []
+    for i, (p, h) in enumerate(zip(paths, hashes)):
+        if h is None:
+            skipped.append(Skipped(p, unreadable.get(i, "cannot read file")))
+        elif h in bad_hash:
+            skipped.append(Skipped(p, bad_hash[h]))
+        else:
+            keep_idx.append(i)
+    t = time.perf_counter()
+    vectors, extras = store.get([hashes[i] for i in keep_idx], enc.id)
+    timings["embed.read"] = time.perf_counter() - t
     if not keep_idx:
         vectors = np.zeros((0, enc.dim), np.float32)
     emb = Embeddings(

@@ -41,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import cache_root, hash_file
+from ..errors import OutputError
+from ..fileio import cache_root, hash_file, output_error
 from ..progress import progress_bar
 
 SCHEMA_VERSION = "1"
@@ -71,6 +72,40 @@ CREATE TABLE IF NOT EXISTS extras (
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
+
+
+def _path_key(p: str):
+    """The ``files`` table's key for a path: the text itself, or, for a name that is not valid
+    UTF-8 (undecodable bytes held as surrogate escapes, as ``os.listdir`` gives them), its raw
+    bytes as a BLOB. SQLite keeps BLOBs apart from TEXT, so the key is exact and cannot collide
+    with any text path, and caches written before keep their keys."""
+    try:
+        p.encode("utf-8")
+        return p
+    except UnicodeEncodeError:
+        return os.fsencode(p)
+
+
+def _path_of_key(k) -> str:
+    return os.fsdecode(k) if isinstance(k, bytes) else k
+
+
+def cache_error(e: BaseException, path) -> OutputError:
+    """A failure of the embedding cache (full disk, read-only or damaged file) in words, with
+    what to do (exit 2, not a traceback)."""
+    if isinstance(e, OutputError):
+        return e
+    if isinstance(e, OSError):
+        return output_error(e, path)
+    msg = str(e)
+    hint = "choose another --cache-dir"
+    if "full" in msg:
+        hint = "free some space or " + hint
+    elif "readonly" in msg or "unable to open" in msg:
+        hint = "make it writable or " + hint
+    elif "not a database" in msg or "malformed" in msg:
+        hint = "it is damaged: delete it (it is only a cache) or " + hint
+    return OutputError(f"embedding cache {path}: {msg}; {hint}")
 
 
 def default_store_path() -> Path:
@@ -114,17 +149,26 @@ class EmbeddingStore:
             path = Path(location)
             if path.suffix not in (".sqlite", ".db", ".sqlite3"):
                 path = path / DB_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._con = sqlite3.connect(str(path), timeout=timeout, check_same_thread=False,
+        self._con = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._open(path, timeout)
+        except (sqlite3.Error, OSError) as e:
+            self.close()
+            raise cache_error(e, path) from e
+
+    def _open(self, path: Path, timeout: float) -> None:
+        # a Path, not str(path): sqlite3 then encodes it like the OS does (any file name)
+        self._con = sqlite3.connect(path, timeout=timeout, check_same_thread=False,
                                     isolation_level=None)
         con = self._con
         con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         mode = _set_wal(con, timeout)
         if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory
-            raise RuntimeError(f"embedding store {path}: cannot use WAL journal (got {mode!r}); "
-                               "put the cache on a local filesystem (--cache-dir)")
+            raise OutputError(f"embedding cache {path}: cannot use WAL journal (got {mode!r}); "
+                              "put the cache on a local filesystem (--cache-dir)")
         con.execute("PRAGMA synchronous=NORMAL")
         with self._tx():
             for stmt in _SCHEMA.strip().split(";"):
@@ -134,7 +178,8 @@ class EmbeddingStore:
             if row is None:
                 con.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif row[0] != SCHEMA_VERSION:
-                raise RuntimeError(f"embedding store {path} has schema {row[0]}, expected {SCHEMA_VERSION}")
+                raise OutputError(f"embedding cache {path} has schema {row[0]}, this mediacluster "
+                                  f"uses {SCHEMA_VERSION}; choose another --cache-dir")
 
     # -- plumbing -------------------------------------------------------------------------
     class _Tx:
@@ -202,8 +247,8 @@ class EmbeddingStore:
                     q = ",".join("?" * len(chunk))
                     for row in self._con.execute(
                             f"SELECT path, size, mtime_ns, ctime_ns, ino, hash FROM files WHERE path IN ({q})",
-                            list(chunk)):
-                        known[row[0]] = row[1:]
+                            [_path_key(p) for p in chunk]):
+                        known[_path_of_key(row[0])] = row[1:]
             for i, p in enumerate(paths):
                 st, k = stats[i], known.get(p)
                 if st is not None and k is not None and k[:4] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
@@ -228,7 +273,7 @@ class EmbeddingStore:
                     hashes[i] = h
                     st = stats[i]
                     if max(st.st_mtime, st.st_ctime) < now - _RACY_S:
-                        fresh.append((paths[i], st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h))
+                        fresh.append((_path_key(paths[i]), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h))
             for chunk in _chunks(fresh, 5000):
                 with self._tx() as con:
                     con.executemany(

@@ -7,6 +7,8 @@ preprocessing (``prepare``, runs in worker threads, must be thread-safe) overlap
 
 from __future__ import annotations
 
+import os
+import tempfile
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -40,6 +42,22 @@ class Encoder(ABC):
 
         Raises ``mediacluster.ingest.SkipItem`` with a human reason when the file is unusable.
         """
+
+    def prepare_bytes(self, data: bytes, name: str = "") -> Any:
+        """``prepare`` for a file's content held in memory (an upload), same checks and result.
+
+        This default writes the bytes to a private temporary file (suffix taken from ``name``,
+        which loaders may use to pick a decoder) and prepares that; image encoders override it
+        to decode from memory. Raises ``SkipItem`` like ``prepare``.
+        """
+        suffix = os.path.splitext(os.path.basename(name))[1][:16] if name else ""
+        fd, path = tempfile.mkstemp(prefix="mediacluster-upload-", suffix=suffix)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return self.prepare(path)
+        finally:
+            os.unlink(path)
 
     @abstractmethod
     def encode(self, batch: list[Any]) -> dict[str, np.ndarray]:

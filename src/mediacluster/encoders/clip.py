@@ -12,6 +12,7 @@ the network is tried only if it is not there and ``HF_HUB_OFFLINE`` is not set.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
@@ -133,11 +134,14 @@ class ClipEncoder(Encoder):
         return True
 
     # -- the Encoder interface ----------------------------------------------------------------
-    def prepare(self, path: str) -> np.ndarray:
+    def prepare(self, path) -> np.ndarray:
         self._load()
         im = load_image(path, draft_size=2 * _short_side(self._processor))
         px = self._processor(images=im, return_tensors="np")["pixel_values"][0]
         return np.ascontiguousarray(px, dtype=np.float32)
+
+    def prepare_bytes(self, data: bytes, name: str = "") -> np.ndarray:
+        return self.prepare(io.BytesIO(data))
 
     def encode(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
         import torch

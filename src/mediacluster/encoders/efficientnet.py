@@ -18,6 +18,7 @@ transpose happen inside the model graph on the whole batch.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -198,6 +199,9 @@ class EfficientNetLite0(Encoder):
     # -- the Encoder interface ---------------------------------------------------------------
     def prepare(self, path: str) -> np.ndarray:
         return preprocess_uint8(load_image(path, draft_size=RESIZE))
+
+    def prepare_bytes(self, data: bytes, name: str = "") -> np.ndarray:
+        return preprocess_uint8(load_image(io.BytesIO(data), draft_size=RESIZE))
 
     def encode(self, batch: list[np.ndarray]) -> dict[str, np.ndarray]:
         run = self._load()

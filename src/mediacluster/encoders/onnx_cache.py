@@ -24,7 +24,7 @@ from ..fileio import atomic_path, cache_root, hash_file, write_json
 log = logging.getLogger(__name__)
 
 #: bump when the export recipe changes (opset, wrapper), so old files are not reused
-EXPORT_RECIPE = "ts-opset17-1"
+EXPORT_RECIPE = "ts-opset17-2"  # 2: the record keeps fileio.hash_file, not SHA-256
 
 
 def _safe_name(key: str) -> str:

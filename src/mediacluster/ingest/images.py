@@ -31,6 +31,9 @@ import codecs
 import os
 import re
 import stat
+import threading
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -44,6 +47,11 @@ from . import SkipItem
 MAX_PIXELS = 120_000_000
 #: Largest file accepted on disk, in bytes (checked before anything is read).
 MAX_FILE_BYTES = 512 * 1024 * 1024
+#: Decoded pixels allowed in flight at once across every decoding thread of the process (the
+#: embedding's workers, a service's requests): a caps per image is not enough when 8 workers
+#: each decode a 110-megapixel PNG. ``$MEDIACLUSTER_DECODE_PIXELS`` overrides it. An image
+#: larger than the budget is decoded alone.
+MAX_PIXELS_IN_FLIGHT = 120_000_000
 
 # (signature, format name) used only to word the reason when PIL cannot identify a file.
 _SIGNATURES = (
@@ -57,6 +65,96 @@ _SIGNATURES = (
 )
 
 _DRAFTABLE = ("JPEG", "MPO")
+
+
+class PixelBudget:
+    """A shared allowance of decoded pixels (a counting semaphore measured in pixels).
+
+    ``acquire(n)`` blocks until ``n`` more pixels fit (an ``n`` above the capacity waits until
+    nothing else is held, then takes the whole budget) and returns what it took, for
+    ``release``."""
+
+    def __init__(self, pixels: int):
+        self.capacity = max(1, int(pixels))
+        self.used = 0
+        self.peak = 0  # the most ever held at once (for tests and measurements)
+        self._cond = threading.Condition()
+
+    def acquire(self, pixels: int) -> int:
+        take = max(0, min(int(pixels), self.capacity))
+        with self._cond:
+            while self.used and self.used + take > self.capacity:
+                self._cond.wait()
+            self.used += take
+            self.peak = max(self.peak, self.used)
+        return take
+
+    def release(self, taken: int) -> None:
+        with self._cond:
+            self.used -= taken
+            self._cond.notify_all()
+
+
+def _budget_from_env() -> PixelBudget:
+    try:
+        return PixelBudget(int(os.environ.get("MEDIACLUSTER_DECODE_PIXELS", MAX_PIXELS_IN_FLIGHT)))
+    except ValueError:
+        return PixelBudget(MAX_PIXELS_IN_FLIGHT)
+
+
+#: The process-wide budget ``decoding()`` uses by default.
+DECODE_BUDGET = _budget_from_env()
+_scope = threading.local()
+
+
+@contextmanager
+def decoding(budget: PixelBudget | None = None):
+    """Within this block, every :func:`load_image` in this thread holds its decoded pixels
+    from ``budget`` (default: the process-wide ``DECODE_BUDGET``) until the block ends, i.e.
+    until the caller has turned the big decoded image into its small model input. Decoding
+    threads use it around ``encoder.prepare(path)``."""
+    budget = DECODE_BUDGET if budget is None else budget
+    held: list[int] = []
+    prev = getattr(_scope, "frame", None)
+    _scope.frame = (budget, held)
+    try:
+        yield budget
+    finally:
+        _scope.frame = prev
+        if sum(held) >= TRIM_PIXELS:
+            _trim()  # before the release: the next image must not meet this one's memory
+        for taken in held:
+            budget.release(taken)
+
+
+#: After an image of this many pixels is done, free heap memory goes back to the system: each
+#: decoding thread has its own malloc arena, and without this every arena keeps the largest
+#: image it ever decoded (8 workers -> 8 images resident although one is in flight).
+TRIM_PIXELS = 4_000_000
+
+
+def _trim() -> None:
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+            import ctypes.util
+
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
+def _hold_pixels(pixels: int) -> None:
+    frame = getattr(_scope, "frame", None)
+    if frame is not None:
+        budget, held = frame
+        held.append(budget.acquire(pixels))
 
 
 def _mb(n: int) -> str:
@@ -103,12 +201,15 @@ def _unidentified_reason(f) -> tuple[str, str]:
 
 
 def load_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
     draft_size: int | None = None,
     max_pixels: int | None = None,
     max_bytes: int | None = None,
 ) -> Image.Image:
     """Open ``path`` as an 8-bit RGB image.
+
+    ``path`` may also be a seekable binary file object holding the file's bytes (an upload the
+    service received: ``io.BytesIO(data)``); the same checks apply, the size cap to its length.
 
     EXIF orientation is applied; palette (with or without transparency), CMYK, greyscale, LA,
     16-bit and alpha images become RGB (transparent areas composited on white); animated GIF /
@@ -121,6 +222,8 @@ def load_image(
     """
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
+    if hasattr(path, "read"):
+        return _load_stream(path, draft_size, max_pixels, max_bytes)
     path = os.fspath(path)
     try:
         st = os.stat(path)
@@ -140,27 +243,47 @@ def load_image(
     except OSError as e:
         raise SkipItem(f"cannot read file: {e.strerror or e}", kind="unreadable") from None
     with f:
-        try:
-            im = Image.open(f)
-        except Image.DecompressionBombError as e:
-            raise _bomb(e) from None
-        except UnidentifiedImageError:
-            reason, kind = _unidentified_reason(f)
-            raise SkipItem(reason, kind=kind) from None
-        except Exception as e:  # OSError, SyntaxError, struct.error, ... from a damaged header
-            raise _decode_error(e) from None
-        # ``im`` is not closed here on purpose: we own ``f`` (closed below), and the returned
-        # image may be ``im`` itself when it is already RGB.
-        try:
-            return _decode(im, draft_size, max_pixels)
-        except SkipItem:
-            raise
-        except Image.DecompressionBombError as e:
-            raise _bomb(e) from None
-        except MemoryError:
-            raise SkipItem("image too large: out of memory while decoding", kind="image_too_large") from None
-        except Exception as e:  # PIL plugins raise many types (KeyError, TypeError...) on odd files
-            raise _decode_error(e) from None
+        return _open_decode(f, draft_size, max_pixels)
+
+
+def _load_stream(f: BinaryIO, draft_size: int | None, max_pixels: int, max_bytes: int) -> Image.Image:
+    """``load_image`` on an open binary stream (the caller owns and closes it)."""
+    try:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(0)
+    except (OSError, ValueError) as e:
+        raise SkipItem(f"cannot read file: {e}", kind="unreadable") from None
+    if size == 0:
+        raise SkipItem("empty file (0 bytes)", kind="empty")
+    if size > max_bytes:
+        raise SkipItem(file_too_large_reason(size, max_bytes), kind="file_too_large")
+    return _open_decode(f, draft_size, max_pixels)
+
+
+def _open_decode(f: BinaryIO, draft_size: int | None, max_pixels: int) -> Image.Image:
+    """Identify, check and decode the image in the open file ``f``."""
+    try:
+        im = Image.open(f)
+    except Image.DecompressionBombError as e:
+        raise _bomb(e) from None
+    except UnidentifiedImageError:
+        reason, kind = _unidentified_reason(f)
+        raise SkipItem(reason, kind=kind) from None
+    except Exception as e:  # OSError, SyntaxError, struct.error, ... from a damaged header
+        raise _decode_error(e) from None
+    # ``im`` is not closed here on purpose: the caller owns ``f``, and the returned image may
+    # be ``im`` itself when it is already RGB.
+    try:
+        return _decode(im, draft_size, max_pixels)
+    except SkipItem:
+        raise
+    except Image.DecompressionBombError as e:
+        raise _bomb(e) from None
+    except MemoryError:
+        raise SkipItem("image too large: out of memory while decoding", kind="image_too_large") from None
+    except Exception as e:  # PIL plugins raise many types (KeyError, TypeError...) on odd files
+        raise _decode_error(e) from None
 
 
 def _bomb(e: BaseException) -> SkipItem:
@@ -198,6 +321,7 @@ def _decode(im: Image.Image, draft_size: int | None, max_pixels: int) -> Image.I
             "refused from the header, possibly a decompression bomb",
             kind="image_too_large",
         )
+    _hold_pixels(dw * dh)  # waits while other threads hold the pixel budget (see decoding())
     im.load()
     return to_rgb(im)
 

@@ -49,7 +49,7 @@ import numpy as np
 
 from ..data import Collection, Skipped
 from ..errors import InputError, ParameterError
-from ..fileio import hash_file
+from ..fileio import ESCAPED, hash_file, read_table
 from ..rundir import RunDir
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -90,6 +90,8 @@ def collect(
         return coll
     if media not in MEDIA_EXTENSIONS:
         raise ParameterError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)}")
+    if _URL.match(os.fspath(source)):
+        raise InputError(f"{source}: {URL_REASON}")
     p = Path(source)
     if not p.exists():
         raise InputError(f"input not found: {p}")
@@ -275,15 +277,13 @@ def find_duplicates(paths: list[str]) -> list[list[str]]:
 
 
 def _read_table(p: Path):
-    import pandas as pd
-
-    suffix = p.suffix.lower()
+    """A manifest or vectors table. CSV bytes that are not UTF-8 are kept as surrogate escapes
+    (they are file names: the same bytes name the same file), and a table written by
+    mediacluster with an ``escaped`` column is read back exactly (see ``fileio``)."""
     try:
-        if suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(p)
-        else:
-            df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                             na_values=[""])
+        df = read_table(p, dtype=object, keep_default_na=False, na_values=[""],
+                        encoding_errors="surrogateescape")
+        df = df.drop(columns=ESCAPED) if ESCAPED in df else df
     except Exception as e:  # pandas/pyarrow raise many types for unreadable tables
         raise InputError(f"{p}: cannot read table: {e}") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
@@ -325,6 +325,9 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
         s = _str_or_none(raw)
         if s is None:
             skipped.append(Skipped(f"{p} ({where})", "empty path in manifest"))
+            continue
+        if _URL.match(s):
+            skipped.append(Skipped(s, f"{URL_REASON} ({p}, {where})"))
             continue
         s = os.path.expanduser(s)
         full = os.path.normpath(s if os.path.isabs(s) else base / s)
@@ -371,6 +374,10 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
 def _vector_column(df) -> str | None:
     return next((c for c in _VECTOR_COLUMNS if c in df.columns), None)
 
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+URL_REASON = ("a URL, not a local file: mediacluster reads local files only and never downloads "
+              "anything; download it and give its local path")
 
 _NUM_SPLIT = re.compile(r"[\s,;]+")
 
@@ -505,15 +512,25 @@ def _check_vectors(vectors: np.ndarray, p: Path) -> np.ndarray:
     n, d = vectors.shape
     if n == 0 or d == 0:
         raise InputError(f"{p}: no vectors (shape {vectors.shape})")
-    vectors = vectors.astype(np.float32, copy=False)
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise InputError(
-            f"{p}: {len(bad)} of {n} vectors contain NaN or infinity (rows {bad[:5].tolist()}"
-            f"{' ...' if len(bad) > 5 else ''})"
-        )
-    return vectors
+    if vectors.dtype.kind == "f":  # NaN / infinity as given, before any conversion
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise InputError(
+                f"{p}: {len(bad)} of {n} vectors contain NaN or infinity (rows {bad[:5].tolist()}"
+                f"{' ...' if len(bad) > 5 else ''})"
+            )
+    big = np.finfo(np.float32).max
+    if vectors.dtype.itemsize > 4 or vectors.dtype.kind in "iu":  # values float32 cannot hold
+        over = np.abs(vectors) > big
+        if over.any():
+            rows = np.flatnonzero(over.any(axis=1))
+            r, c = int(rows[0]), int(np.flatnonzero(over[rows[0]])[0])
+            raise InputError(
+                f"{p}: {len(rows)} of {n} vectors hold values beyond the float32 range (+-{big:.3g}), "
+                f"which vectors are computed in (row {r}, column {c}: {vectors[r, c]!r}; rows "
+                f"{rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}); rescale them")
+    return vectors.astype(np.float32, copy=False)
 
 
 def _isna(x) -> bool:

@@ -1,8 +1,8 @@
 """Cluster names: WordNet lifting of ImageNet probabilities, CLIP zero-shot, and names a person
-gave by hand (``names.yaml`` next to a run, which always wins)."""
+gave by hand (``names.yaml`` next to a run) or in the studio (one rule: ``load_names``)."""
 
 from __future__ import annotations
 
-from .overrides import load_names, names_near, save_names_template
+from .overrides import load_names, model_names, names_near, save_names_template
 
-__all__ = ["load_names", "names_near", "save_names_template"]
+__all__ = ["load_names", "model_names", "names_near", "save_names_template"]

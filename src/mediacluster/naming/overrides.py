@@ -8,7 +8,8 @@ Format (plain YAML mapping, cluster id -> name)::
 
 **One rule for names**, applied by :func:`load_names` wherever a name is shown or used (report,
 assignments, tags, models): automatic names (``names.json``, else the ``name`` keys of
-``clusters.json``), overridden by ``names.yaml``, overridden by the studio's curated names
+``clusters.json``; for a model, then the names it was published with), overridden by
+``names.yaml``, overridden by the studio's curated names
 (``curated.json``, derived from the studio's edit log: every cluster of the curated state, with
 the name a person gave it there or the one it started with). An id in ``names.yaml`` that is not
 a cluster of the run (fitted or curated), or a value that is not a plain name, is refused with
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, yaml_problem
 from ..fileio import atomic_path
 from ..rundir import NAMES_YAML, RunDir, find_run
 
@@ -39,7 +40,7 @@ def _read_overrides(run: RunDir, valid_ids: set[int] | None = None) -> dict[int,
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p} is not valid YAML: {e}") from None
+        raise ConfigError(f"{p} is not valid YAML: {yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(data, dict):
@@ -88,16 +89,20 @@ def _cluster_ids(run: RunDir) -> set[int] | None:
     return ids or None
 
 
-def load_names(run, automatic: bool = True, curated: bool = True) -> dict[int, str]:
+def load_names(run, automatic: bool = True, curated: bool = True,
+               published: dict | None = None) -> dict[int, str]:
     """Cluster id -> name for a run: automatic names, overridden by the hand-edited
     ``names.yaml``, overridden by the studio's curated names (see the module docstring).
 
     ``automatic=False``: only names a person gave; ``curated=False``: as before the studio (what
-    the studio itself starts from). Clusters without any name are absent; callers fall back to
-    e.g. ``f"cluster {id}"``.
+    the studio itself starts from); ``published``: the names a model was published with, a
+    layer just above the automatic names (:func:`model_names`). Clusters without any name are
+    absent; callers fall back to e.g. ``f"cluster {id}"``.
     """
     run = _as_run(run)
     names = automatic_names(run) if automatic else {}
+    if automatic and published:
+        names.update({int(k): str(v) for k, v in published.items() if v})
     names.update(_read_overrides(run, _cluster_ids(run)))
     if curated:
         names.update(curated_names(run, person_only=not automatic))
@@ -127,8 +132,18 @@ def save_names_template(run, overwrite: bool = False) -> Path:
     return p
 
 
+def model_names(path: str | Path, published: dict | None = None) -> dict[int, str]:
+    """Cluster names for a saved model at ``path``: :func:`load_names` of the run that holds it,
+    with the names the model was published with (``model_info_["metadata"]["names"]``) as the
+    layer just above the automatic ones. ``assign`` and the service use this."""
+    run = find_run(path)
+    if run is None:
+        return {int(k): str(v) for k, v in (published or {}).items() if v}
+    return load_names(run, published=published)
+
+
 def names_near(path: str | Path) -> dict[int, str]:
-    """Cluster names for a saved model or run folder: the run that holds ``path`` (a model saved
-    in ``RUN/models/v0001``), automatic + ``names.yaml``; ``{}`` if none."""
+    """Cluster names for a saved model or run folder: :func:`load_names` of the run that holds
+    ``path`` (a model saved in ``RUN/models/v0001``); ``{}`` if none."""
     run = find_run(path)
     return load_names(run) if run is not None else {}

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..errors import OutputError
 from ..naming.names import name_run
 from ..naming.overrides import save_names_template
 from ..rundir import RunDir
-from .build import build_report, map_2d, read_study
+from .build import build_report, map_2d, missing_thumbnails, read_study
 from .thumbs import make_thumbnails
 
-__all__ = ["build_report", "make_report", "map_2d", "read_study", "make_thumbnails"]
+__all__ = ["build_report", "make_report", "map_2d", "missing_thumbnails", "read_study", "make_thumbnails"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def make_report(run_dir, out=None, vocabulary=None, rename=False, names_template
                 if vocabulary is not None and named and named[0]["method"] != "clip-zeroshot":
                     log.warning("--vocabulary is used with CLIP runs only; this run's encoder has no "
                                 "text tower, names come from %s", named[0]["method"])
+            except OutputError:  # a full disk is not a naming problem: say it
+                raise
             except Exception as e:  # noqa: BLE001 - the report is still useful without names
                 log.warning("automatic naming failed: %s", e)
         if names_template:

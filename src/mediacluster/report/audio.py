@@ -27,56 +27,66 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path, output_error
 from ..ingest import SkipItem
 from ..ingest.audio import audio_info, resample
 from ..progress import progress_bar
 from .thumbs import content_key as _key
 
 
-def _parallel(paths, job, desc: str, workers: int | None, progress: bool) -> list[str | None]:
+def _parallel(paths, job, desc: str, workers: int | None, progress: bool,
+              failures: dict[int, str] | None = None) -> list[str | None]:
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     out: list[str | None] = [None] * len(paths)
     with ThreadPoolExecutor(workers) as ex, progress_bar(len(paths), desc, "clip",
                                                           disable=not progress) as bar:
-        for i, r in enumerate(ex.map(job, paths)):
+        for i, (r, why) in enumerate(ex.map(job, paths)):
             out[i] = r
+            if why is not None and failures is not None:
+                failures[i] = why
             bar.update(1)
     return out
 
 
 def _cached_files(paths, out_dir, tag: str, exts: tuple[str, ...], make, desc: str,
-                  workers: int | None, progress: bool) -> list[str | None]:
+                  workers: int | None, progress: bool,
+                  failures: dict[int, str] | None = None) -> list[str | None]:
     """For each path, the name of ``out_dir/<content key><ext>``: an existing file with one of
     ``exts`` is reused, otherwise ``make(path) -> (bytes, ext)`` is written atomically; ``None``
-    for an empty or unreadable path (unreadable clips simply get no file)."""
+    for an empty or unreadable path, with the reason in ``failures[index]``. A file that cannot
+    be written (full disk) raises OutputError."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(e, out_dir) from e
 
     def job(p):
         if not p:
-            return None
+            return None, None
         key = _key(p, tag)
         if key is None:
-            return None
+            return None, "cannot read file (moved or deleted since the run?)"
         for ext in exts:
             if (out_dir / (key + ext)).exists():
-                return key + ext
+                return key + ext, None
         try:
             data, ext = make(p)
-        except Exception:  # noqa: BLE001 - SkipItem or any decoder error: no file for this clip
-            return None
+        except Exception as e:  # noqa: BLE001 - SkipItem or any decoder error: no file for this clip
+            return None, str(e) or type(e).__name__
         name = key + ext
-        tmp = out_dir / f".{name}.{os.getpid()}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, out_dir / name)
-        return name
+        with atomic_path(out_dir / name) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+        return name, None
 
-    return _parallel(paths, job, desc, workers, progress)
+    return _parallel(paths, job, desc, workers, progress, failures)
 
 
 def make_spectrogram_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: int = 96,
-                                workers: int | None = None, progress: bool = True) -> list[str | None]:
-    """Spectrogram JPEG file names (relative to ``out_dir``) for ``paths``; ``None`` if unreadable."""
+                                workers: int | None = None, progress: bool = True,
+                                failures: dict[int, str] | None = None) -> list[str | None]:
+    """Spectrogram JPEG file names (relative to ``out_dir``) for ``paths``; ``None`` if unreadable
+    (the reason in ``failures[index]``)."""
     from PIL import Image
 
     def make(p):
@@ -86,7 +96,7 @@ def make_spectrogram_thumbnails(paths: list[str | None], out_dir: str | os.PathL
         return buf.getvalue(), ".jpg"
 
     return _cached_files(paths, out_dir, f"spec{size}", (".jpg",), make, "spectrograms", workers,
-                         progress)
+                         progress, failures)
 
 
 def make_audio_clips(paths: list[str | None], out_dir: str | os.PathLike, max_seconds: float = 10.0,

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data import nearest_to_centre
 from ..errors import RunDirError
-from ..fileio import atomic_path, read_json, write_json
+from ..fileio import atomic_path, display_text, json_text, read_json, write_json
 from ..naming import load_names
 from ..naming.overrides import automatic_names, hand_names
 from ..rundir import RunDir
@@ -167,7 +167,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     probs = assign["probability"].to_numpy().astype(np.float64) if "probability" in assign else np.ones(len(labels))
     paths = [p if isinstance(p, str) else None for p in assign["path"].tolist()] if "path" in assign else [None] * len(labels)
     ids = [str(x) for x in assign["id"].tolist()] if "id" in assign else [str(i) for i in range(len(labels))]
-    shown_paths = [p if p is not None else i for p, i in zip(paths, ids)]
+    # shown to people: a file name that is not UTF-8 in its escaped form (see fileio)
+    shown_paths = [display_text(p if p is not None else i) for p, i in zip(paths, ids)]
     true_labels = assign["label"].tolist() if "label" in assign else None
     vectors = run.read_embeddings(mmap=True).vectors
     n = len(labels)
@@ -195,15 +196,21 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     timings["map2d"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    failures: dict[int, str] = {}
     audio = info.get("encoder", {}).get("media") == "audio"
     if audio:  # spectrograms stand in for thumbnails (mediacluster.report.audio)
         from .audio import make_spectrogram_thumbnails  # librosa: loaded for audio runs only
 
         thumbs = make_spectrogram_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers,
-                                             progress=progress)
+                                             progress=progress, failures=failures)
     else:
-        thumbs = make_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers, progress=progress)
+        thumbs = make_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers, progress=progress,
+                                 failures=failures)
     timings["thumbnails"] = time.perf_counter() - t
+    if failures:  # said, not swallowed: the page shows "?" for these
+        first = next(iter(failures))
+        log.warning("%d of %d items have no thumbnail in the report, e.g. %s: %s (all listed in %s)",
+                    len(failures), n, display_text(paths[first]), failures[first], out_dir / "report.json")
 
     t = time.perf_counter()
     X = vectors  # memory-mapped; each cluster's rows are read and normalised on their own
@@ -234,7 +241,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         if true_labels is not None:
             vals, cnt = np.unique(np.array([str(true_labels[i]) for i in idx]), return_counts=True)
             o = np.argsort(-cnt)[:3]
-            entry["true_labels"] = [{"label": str(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
+            entry["true_labels"] = [{"label": display_text(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
         clusters.append(entry)
     clusters.sort(key=lambda e: -e["size"])
     clips: dict[int, str | None] = {}
@@ -267,7 +274,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     }
     summary = info.get("summary", {})
     page = _render(
-        title=title or f"mediacluster report - {run_dir.name}", run_dir=run_dir, n=n, clusters=clusters,
+        title=title or f"mediacluster report - {display_text(run_dir.name)}", run_dir=display_text(run_dir), n=n, clusters=clusters,
         thumbs=thumbs, paths=shown_paths, noise_show=noise_show, n_noise=len(noise_idx), out_show=out_show,
         n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
         hand_names=bool(hand), clips=clips,
@@ -277,10 +284,20 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         Path(tmp).write_text(page, encoding="utf-8")
     timings["html"] = time.perf_counter() - t
     size = html_path.stat().st_size
-    write_json(out_dir / "report.json", {"items": n, "clusters": len(clusters), "html_bytes": size,
-                                         "thumbnails": len(tnames), "timings_s": timings})
+    write_json(out_dir / "report.json", {
+        "run_id": run.run_id, "items": n, "clusters": len(clusters), "html_bytes": size,
+        "thumbnails": len(tnames), "timings_s": timings,
+        "missing_thumbnails": [{"path": paths[i], "reason": r} for i, r in sorted(failures.items())]})
     log.info("report: %s (%.1f MB)", html_path, size / 1e6)
     return html_path
+
+
+def missing_thumbnails(html_path) -> list[dict]:
+    """The items a written report shows without a thumbnail, with reasons (its ``report.json``)."""
+    try:
+        return list(read_json(Path(html_path).parent / "report.json").get("missing_thumbnails") or [])
+    except (OSError, ValueError):
+        return []
 
 
 def _study_of(run: RunDir) -> Path | None:
@@ -346,7 +363,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
                   "<p class='muted'>no tuning study (study.db) in the run folder</p>")
     # inside <script> the HTML parser still reacts to "</script", "<!--" and "<script": with
     # every <, > and & written as a JSON escape no file name can end or re-open the element
-    payload = (json.dumps(data, separators=(",", ":"), allow_nan=False)
+    payload = (json_text(data, indent=None, separators=(",", ":"))
                .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     n_clusters = len(clusters)
     return f"""<!DOCTYPE html>

@@ -295,6 +295,8 @@ class SilhouetteKMeansClusterer(_Clusterer):
         self._check_params()
         Z = _check_Z(self, Z)
         n = len(Z)
+        if self.k_min > max(2, n - 1):  # k_max is a cap (scaled to n); k_min is a demand
+            raise _too_many("k_min", self.k_min, n)
         k_hi = int(max(2, min(self.k_max, n // max(1, self.min_size), n - 1)))
         k_lo = int(max(2, min(self.k_min, k_hi)))
         rng = np.random.default_rng(self.random_state)

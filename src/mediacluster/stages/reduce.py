@@ -91,10 +91,13 @@ class UMAPReducer(_Reducer):
                                      np.ascontiguousarray(dist[:, :nn], dtype=np.float32), None)
         import warnings
 
+        # umap-learn's spectral initialisation asks scipy for n_components + 1 eigenvectors,
+        # which a graph of that few items does not have: start those from random positions
+        init = "spectral" if len(X) > int(self.n_components) + 1 else "random"
         self.umap_ = umap.UMAP(
             n_neighbors=nn, n_components=int(self.n_components), min_dist=float(self.min_dist),
             spread=float(self.spread), metric=self.metric, n_epochs=self.n_epochs,
-            random_state=self.random_state, **kw,
+            random_state=self.random_state, init=init, **kw,
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs value.*")
@@ -158,17 +161,20 @@ class IncrementalPCAReducer(_Reducer):
     def fit(self, X, y=None, precomputed_knn=None):
         from sklearn.decomposition import IncrementalPCA
 
-        self.ipca_ = IncrementalPCA(n_components=int(self.n_components), whiten=self.whiten)
+        k = int(self.n_components)
+        if hasattr(X, "shape") and len(X.shape) == 2:  # as PCA: never more components than the data has
+            k = int(max(1, min(k, X.shape[0], X.shape[1])))
+        self.ipca_ = IncrementalPCA(n_components=k, whiten=self.whiten)
         pending = None  # partial_fit needs >= n_components rows per call: merge small tails
         for b in self._batches(X):
             pending = b if pending is None else np.vstack([pending, b])
-            if len(pending) >= self.n_components:
+            if len(pending) >= k:
                 self.ipca_.partial_fit(pending)
                 pending = None
         if pending is not None:
             if not hasattr(self.ipca_, "components_"):
-                raise InputError(f"IncrementalPCA needs at least n_components={self.n_components} rows")
-            if len(pending) >= self.n_components:
+                raise InputError(f"IncrementalPCA needs at least n_components={k} rows")
+            if len(pending) >= k:
                 self.ipca_.partial_fit(pending)
         reiterable = hasattr(X, "shape") or isinstance(X, list | tuple)
         self.embedding_ = (np.vstack([self.transform(b) for b in self._batches(X)])

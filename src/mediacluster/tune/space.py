@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SpaceError
+from ..errors import SpaceError, yaml_problem
 from ..stages import registry
 
 KINDS = registry.KINDS
@@ -446,7 +446,12 @@ def load_space(spec, n: int, pipeline=None) -> SearchSpace:
     p = Path(s)
     if not p.exists():
         raise SpaceError(f"search space {s!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise SpaceError(f"{p}: cannot read: {e.strerror or e}") from None
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -458,7 +463,7 @@ def load_space(spec, n: int, pipeline=None) -> SearchSpace:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise SpaceError(f"{p}: not valid YAML: {e}") from None
+            raise SpaceError(f"{p}: not valid YAML: {yaml_problem(e)}") from None
     try:
         return SearchSpace.from_dict(data, name=p.stem, base=base).clamp_to(n)
     except SpaceError as e:

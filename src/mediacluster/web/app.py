@@ -32,15 +32,17 @@ STATUS = [(RunLockedError, 409), (RunDirError, 404), (ModelFormatError, 503), (P
 
 
 class ApiError(Exception):
-    """Raise in an endpoint to answer ``status`` with ``{"error": {"kind", "message"}}``."""
+    """Raise in an endpoint to answer ``status`` with ``{"error": {"kind", "message", ...}}``
+    (``details``: more JSON fields for the error object, e.g. which items of a batch failed)."""
 
-    def __init__(self, status: int, kind: str, message: str):
+    def __init__(self, status: int, kind: str, message: str, details: dict | None = None):
         super().__init__(message)
-        self.status, self.kind, self.message = status, kind, message
+        self.status, self.kind, self.message, self.details = status, kind, message, details or {}
 
 
-def error_response(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"kind": kind, "message": message}}, status_code=status)
+def error_response(status: int, kind: str, message: str, details: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"kind": kind, "message": message, **(details or {})}},
+                        status_code=status)
 
 
 def _kind(e: Exception) -> str:
@@ -48,19 +50,30 @@ def _kind(e: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_").removesuffix("_error") or "error"
 
 
+#: the documentation page's own files (served from the package: the page works offline)
+DOCS_STATIC = "/static-offline-docs/"
+
+
 def create_app(title: str, version: str, token: str | None = None, max_body_bytes: int = 32 << 20,
-               time_limit_s: float | None = None, on_error=None, **kw) -> FastAPI:
+               time_limit_s: float | None = None, on_error=None,
+               public_paths: tuple[str, ...] = ("/healthz",), **kw) -> FastAPI:
     """A FastAPI app with JSON errors, a body limit, an optional token and a time limit.
 
-    ``on_error(kind)`` is called for every error answered (the service counts them)."""
-    app = FastAPI(title=title, version=version, **kw)
+    ``on_error(kind)`` is called for every error answered (the service counts them).
+    ``public_paths`` need no token (an entry ending in "/" is a prefix). The OpenAPI page
+    (``/docs``) loads Swagger UI from files shipped in ``fastapi-offline``, not from a CDN."""
+    from fastapi_offline import FastAPIOffline
+
+    app = FastAPIOffline(title=title, version=version, static_url=DOCS_STATIC.rstrip("/"), **kw)
+    public = {p for p in public_paths if not p.endswith("/")}
+    prefixes = tuple(p for p in public_paths if p.endswith("/"))
     app.state.token = token
     count = on_error or (lambda kind: None)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
         count(e.kind)
-        return error_response(e.status, e.kind, e.message)
+        return error_response(e.status, e.kind, e.message, e.details)
 
     @app.exception_handler(MediaclusterError)
     async def _user_error(request: Request, e: MediaclusterError):
@@ -94,7 +107,8 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
     @app.middleware("http")
     async def _guards(request: Request, call_next):
         expected = request.app.state.token
-        if expected and request.url.path not in ("/healthz",):
+        path = request.url.path
+        if expected and path not in public and not path.startswith(prefixes):
             given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
                      or request.query_params.get("token") or request.cookies.get("mediacluster_token") or "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -174,19 +188,35 @@ def resolve_token(host: str, token: str | None) -> str | None:
 
 
 def run_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "mediacluster",
-               log_level: str = "warning", on_listen=None) -> None:
-    """Serve ``app`` with uvicorn on a socket bound here; print ``NAME: listening on URL``."""
+               log_level: str = "warning", on_listen=None, workers: int = 1,
+               token: str | None = None) -> None:
+    """Serve ``app`` with uvicorn on a socket bound here; print ``NAME: listening on URL``.
+
+    With ``workers`` > 1, ``app`` is the import string ``"module:factory"`` of a function that
+    builds the application; uvicorn starts that many worker processes which share the socket,
+    each building its own app (so its own state). ``token`` is the one shown with the URL
+    (default: ``app.state.token``)."""
     import uvicorn
 
+    if workers > 1 and not isinstance(app, str):
+        raise ParameterError("several workers need the app as an import string 'module:factory'",
+                             "workers")
     sock = bind(host, port)
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{real_port}/"
-    token = getattr(app.state, "token", None)
+    if token is None:
+        token = getattr(getattr(app, "state", None), "token", None)
     sys.stdout.write(f"{name}: listening on {url}" + (f"?token={token}" if token else "") + "\n")
     sys.stdout.flush()
     if on_listen is not None:
         on_listen(url)
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
+    common = dict(log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config(app, factory=True, workers=workers, **common)
+        Multiprocess(config, sockets=[sock]).run()
+        return
+    config = uvicorn.Config(app, **common)
     uvicorn.Server(config).run(sockets=[sock])

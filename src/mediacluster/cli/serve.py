@@ -1,0 +1,124 @@
+"""``mediacluster serve MODEL_OR_RUN``: an HTTP service that assigns new images or vectors to the
+clusters of a saved model (see ``mediacluster.serve``). Loads the model and its encoder once,
+then answers ``POST /v1/assign`` in milliseconds; switches to a newer model version (published
+by ``cluster --save-model``, ``tune`` or the studio) without dropping a request.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import printable
+from .cluster import positive_int
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return v
+
+
+def add_parser(sub):
+    p = sub.add_parser("serve", help="HTTP service: assign new images or vectors to a saved model's "
+                                     "clusters, with zero-downtime model switches")
+    p.add_argument("model", help="a run folder or its models/ folder (watched: newer versions are "
+                                 "switched to), or one model version folder (pinned)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any "
+                   "other address needs an access token, generated unless --token is given)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: a free one; the URL is printed)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes sharing the port, each with its own model and encoder "
+                        "(default 1: on few cores one process batching the encoder is faster)")
+    p.add_argument("--token", default=None, help="access token clients send as 'Authorization: "
+                   "Bearer TOKEN' (default: none on loopback, a random one elsewhere)")
+    p.add_argument("--tags", default=None, metavar="TAG_MODEL",
+                   help="a tag model (`mediacluster tags train`) trained on the same encoder: each "
+                        "answer then carries suggested tags, or none when the tagger abstains")
+    g = p.add_argument_group("limits (each refused request gets a 4xx JSON error naming the problem)")
+    g.add_argument("--max-files", type=positive_int, default=64, help="images per request")
+    g.add_argument("--max-vectors", type=positive_int, default=4096, help="vectors per request")
+    g.add_argument("--max-file-mb", type=_positive_float, default=20.0, help="size of one upload")
+    g.add_argument("--max-body-mb", type=_positive_float, default=128.0, help="size of one request")
+    g.add_argument("--time-limit", type=_positive_float, default=30.0,
+                   help="seconds a request may take before it is answered 503")
+    b = p.add_argument_group("encoder batching")
+    b.add_argument("--batch-size", type=positive_int, default=32,
+                   help="most images per encoder call")
+    b.add_argument("--batch-window-ms", type=_non_negative_float, default=2.0,
+                   help="longest wait for images other requests are still decoding, once one is "
+                        "queued (never waits when no other request is under way)")
+    b.add_argument("--encode-workers", type=positive_int, default=None,
+                   help="threads calling the encoder (default: the encoder's own concurrency)")
+    p.add_argument("--poll", type=_positive_float, default=1.0,
+                   help="seconds between two checks for a newer model version")
+    return p
+
+
+def run(args) -> int:
+    from ..persist import resolve_model
+    from ..pipeline import Pipeline
+    from ..web import run_server
+    from ..web.app import resolve_token
+
+    token = resolve_token(args.host, args.token)
+    config = {
+        "source": os.path.abspath(args.model), "tags": args.tags and os.path.abspath(args.tags),
+        "poll_s": args.poll, "max_batch": args.batch_size, "window_ms": args.batch_window_ms,
+        "encode_workers": args.encode_workers, "max_files": args.max_files,
+        "max_vectors": args.max_vectors, "max_file_bytes": int(args.max_file_mb * 2**20),
+        "max_body_bytes": int(args.max_body_mb * 2**20), "time_limit_s": args.time_limit,
+        "token": token,
+    }
+    name = "mediacluster serve"
+    if args.workers == 1:
+        from ..serve import build_service
+
+        app = build_service(config)
+        cur = app.state.holder.current
+        print(f"{name}: model {printable(cur.path)} ({len(cur.clusters)} clusters, encoder "
+              f"{cur.encoder_name or 'none: vectors only'})" + (f", tags from {printable(args.tags)}"
+                                                                if args.tags else ""))
+        run_server(app, args.host, args.port, name=name)
+        return 0
+    import json
+
+    from ..serve.app import CONFIG_ENV
+    from ..web.metrics import multiprocess_dir
+
+    folder = resolve_model(args.model)
+    Pipeline.load(folder)  # a broken model stops here, once, not in every worker
+    if args.tags:
+        from ..tags import Tagger
+
+        Tagger.load(args.tags)
+    os.environ[CONFIG_ENV] = json.dumps(config)
+    metrics_dir = multiprocess_dir()
+    print(f"{name}: model {printable(folder)}, {args.workers} worker processes", flush=True)
+    try:
+        run_server("mediacluster.serve.app:app_from_env", args.host, args.port, name=name,
+                   workers=args.workers, token=token)
+    finally:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    sys.stdout.flush()
+    return 0

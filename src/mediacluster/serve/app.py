@@ -1,0 +1,430 @@
+"""The service's HTTP API (FastAPI, on the shared ``mediacluster.web`` stack).
+
+Endpoints: ``POST /v1/assign`` (images as multipart ``files``, or JSON ``{"vectors": [...]}``),
+``GET /v1/clusters``, ``GET /v1/model``, ``POST /v1/reload``, ``GET /healthz``, ``/readyz``,
+``/metrics`` (Prometheus text), and the framework's OpenAPI page at ``/docs``.
+
+One image's way through: the upload is read and size-checked here; decoded and preprocessed by
+the encoder's own ``prepare_bytes`` (the package's hardened loader: decompression-bomb and size
+caps, truncated files, non-images) in a thread, at most ``decode_slots`` at a time; encoded by
+the micro-batcher together with whatever other requests sent meanwhile; then reduced,
+outlier-checked and assigned by the served model's ``predict_details`` (plus tags), all with the
+model version the request started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
+
+from .._version import __version__
+from ..ingest import SkipItem
+from ..web import ApiError, create_app
+from ..web.app import DOCS_STATIC
+from ..web.metrics import HttpMetrics
+from .model import ModelHolder, Served
+
+#: SkipItem kinds that are about size: answered 413, the rest of a bad upload 400
+TOO_LARGE = {"file_too_large", "image_too_large"}
+MAX_FILENAME = 200
+
+
+@dataclass
+class ServeOptions:
+    """Limits and settings of one service (the CLI flags)."""
+
+    max_files: int = 64            # images per request
+    max_vectors: int = 4096        # vectors per request
+    max_file_bytes: int = 20 << 20  # one uploaded file
+    max_body_bytes: int = 128 << 20  # a whole request
+    time_limit_s: float | None = 30.0
+    decode_slots: int = 0          # concurrent decodes (0: 2 x cores)
+    token: str | None = None
+
+
+# -- response schema (also the OpenAPI page) ---------------------------------------------------
+class Tag(BaseModel):
+    tag: str
+    confidence: float
+
+
+class Assigned(BaseModel):
+    index: int = Field(description="position of the item in the request")
+    filename: str | None = Field(None, description="the uploaded file's name (images)")
+    cluster: int = Field(description="cluster id; -1 noise, -2 outlier")
+    name: str | None = Field(None, description="the cluster's name")
+    status: str = Field(description="clustered | noise | outlier")
+    probability: float = Field(description="membership probability of `cluster` (0 for noise/outliers)")
+    assigned_cluster: int = Field(description="nearest cluster, also for noise and outliers")
+    assigned_name: str | None = None
+    confidence: float = Field(description="confidence of `assigned_cluster`")
+    outlier: bool = Field(description="flagged as an outlier / novelty (status 'outlier')")
+    novel: bool = Field(description="farther from the training items than 99% of them are")
+    path: list = Field(default_factory=list, description="hierarchy path from the root to the "
+                       "leaf when the model has levels; empty for a flat model")
+    duplicate_of: dict | None = Field(None, description="near-duplicate match when the model "
+                                      "carries a duplicate index")
+    tags: list[Tag] | None = Field(None, description="suggested tags; [] when the tagger "
+                                   "abstains; null without a tag model")
+
+
+class ModelRef(BaseModel):
+    version: str
+    run_id: str | None = None
+
+
+class AssignResponse(BaseModel):
+    model: ModelRef
+    items: list[Assigned]
+
+
+class ClusterInfo(BaseModel):
+    id: int
+    name: str | None = None
+    size: int = Field(description="training items in the cluster")
+    assigned_size: int = Field(description="training items whose nearest cluster it is")
+    level: int = 0
+
+
+class ClustersResponse(BaseModel):
+    model: ModelRef
+    levels: list[dict]
+    clusters: list[ClusterInfo]
+
+
+ASSIGN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["files"],
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                         "description": "image files (repeat the field)"}}}},
+            "application/json": {"schema": {
+                "type": "object", "required": ["vectors"],
+                "properties": {"vectors": {"type": "array", "items": {"type": "array", "items": {
+                    "type": "number"}}, "description": "vectors from the model's encoder"}}}},
+        },
+    }
+}
+
+
+def _ref(served: Served) -> dict:
+    return {"version": served.version, "run_id": (served.pipeline.model_info_.get("metadata") or {})
+            .get("run_id") or served.pointer.get("run_id")}
+
+
+def _jsonable(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _items(served: Served, det: dict, filenames: list[str | None]) -> list[dict]:
+    names = served.names
+    labels, cluster = det["labels"].tolist(), det["cluster"].tolist()
+    prob, conf = det["probabilities"].tolist(), det["confidence"].tolist()
+    status, novel = list(det["status"]), det["novel"].tolist()
+    paths, dups, tags = det.get("path"), det.get("duplicate_of"), det.get("tags")
+    out = []
+    for i in range(len(labels)):
+        c, a = int(labels[i]), int(cluster[i])
+        out.append({
+            "index": i, "filename": filenames[i], "cluster": c, "name": names.get(c),
+            "status": str(status[i]), "probability": round(float(prob[i]), 6),
+            "assigned_cluster": a, "assigned_name": names.get(a),
+            "confidence": round(float(conf[i]), 6), "outlier": c == -2, "novel": bool(novel[i]),
+            "path": _jsonable(paths[i]) if paths is not None and paths[i] is not None else [],
+            "duplicate_of": _jsonable(dups[i]) if dups is not None and dups[i] is not None else None,
+            "tags": ([{"tag": t, "confidence": round(float(p), 4)} for t, p in tags[i]]
+                     if tags is not None else None),
+        })
+    return out
+
+
+def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
+    if not body:
+        raise ApiError(400, "empty_batch", "the request body is empty; send {\"vectors\": [[...], ...]}")
+    try:
+        import orjson
+
+        doc = orjson.loads(body)
+    except ImportError:
+        doc = None
+    except ValueError:
+        doc = None  # orjson refuses NaN / Infinity literals: the stdlib parser reads them
+    if doc is None:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or "vectors" not in doc:
+        raise ApiError(400, "invalid_request", "expected a JSON object {\"vectors\": [[...], ...]}")
+    if set(doc) - {"vectors"}:
+        raise ApiError(400, "invalid_request", f"unexpected keys {sorted(set(doc) - {'vectors'})}; "
+                       "only 'vectors' is read")
+    rows = doc["vectors"]
+    if not isinstance(rows, list):
+        raise ApiError(400, "invalid_request", "'vectors' must be a list of lists of numbers")
+    if not rows:
+        raise ApiError(400, "empty_batch", "'vectors' is empty: send at least one vector")
+    if len(rows) > limit:
+        raise ApiError(413, "batch_too_large", f"{len(rows)} vectors in one request; the limit is {limit}")
+    d = served.dim
+    for i, r in enumerate(rows):
+        if not isinstance(r, list):
+            raise ApiError(400, "invalid_request", f"vectors[{i}] is not a list of numbers")
+        if len(r) != d:
+            raise ApiError(400, "wrong_dimension", f"vectors[{i}] has {len(r)} values; this model "
+                           f"reads {d}-d vectors from {served.encoder_name or 'its training data'}")
+    try:
+        X = np.asarray(rows, dtype=np.float32)
+    except (ValueError, TypeError):
+        bad = next((i for i, r in enumerate(rows) if not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in r)), None)
+        raise ApiError(400, "invalid_request", f"vectors[{bad}] holds something that is not a number"
+                       if bad is not None else "'vectors' must hold numbers only") from None
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise ApiError(400, "not_finite", f"vectors[{bad}] contains NaN or infinity "
+                       f"({int((~finite).sum())} such vectors)")
+    return X
+
+
+def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> FastAPI:
+    """The FastAPI app answering with ``holder``'s current model."""
+    opt = options or ServeOptions()
+    metrics = HttpMetrics("mediacluster")
+    from prometheus_client import Counter, Gauge, Histogram
+
+    reg = metrics.registry
+    items_total = Counter("mediacluster_assign_items", "Items assigned, by input kind", ["input"],
+                          registry=reg)
+    batch_size = Histogram("mediacluster_encode_batch_size", "Items per encoder call (micro-batches)",
+                           buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=reg)
+    encode_s = Histogram("mediacluster_encode_batch_seconds", "Time of one encoder call",
+                         buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56), registry=reg)
+    reloads = Counter("mediacluster_model_reloads", "Reload checks, by result", ["result"], registry=reg)
+    model_info = Gauge("mediacluster_model_info", "The model version served (value 1)",
+                       ["version", "run_id"], registry=reg, multiprocess_mode="livemax")
+
+    def on_batch(n: int, seconds: float) -> None:
+        batch_size.observe(n)
+        encode_s.observe(seconds)
+
+    def show(served: Served, old: Served | None = None) -> None:
+        if old is not None:  # kept at 0, not removed: several workers may switch at different times
+            ref = _ref(old)
+            model_info.labels(ref["version"], ref["run_id"] or "").set(0)
+        ref = _ref(served)
+        model_info.labels(ref["version"], ref["run_id"] or "").set(1)
+
+    holder.set_batch_hook(on_batch)
+    holder.on_switch = lambda old, new: show(new, old)
+    show(holder.current)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):  # the file watch runs while the server does
+        holder.start()
+        try:
+            yield
+        finally:
+            holder.stop()
+
+    app = create_app("mediacluster service", __version__, token=opt.token,
+                     max_body_bytes=opt.max_body_bytes, time_limit_s=opt.time_limit_s,
+                     on_error=metrics.error, lifespan=lifespan,
+                     # probes and the API description need no token; data and metrics do
+                     public_paths=("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect",
+                                   "/openapi.json", DOCS_STATIC),
+                     description="Which cluster does this image belong to: assigns new images or "
+                                 "vectors to the clusters of a saved mediacluster model.")
+    app.state.holder = holder
+    slots = opt.decode_slots or 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                     else (os.cpu_count() or 1))
+    decode_gate = asyncio.Semaphore(slots)
+
+    async def _one_image(served: Served, data: bytes, name: str):
+        """Decode + batch-encode one upload; returns its vector, or raises SkipItem."""
+        batcher = served.slot.batcher
+        submitted = False
+        try:
+            async with decode_gate:
+                x = await asyncio.to_thread(served.slot.encoder.prepare_bytes, data, name)
+            fut = batcher.submit([x], announced=True)[0]
+            submitted = True
+            return await asyncio.wrap_future(fut)
+        finally:
+            if not submitted:
+                batcher.withdraw(1)
+
+    async def _images(request: Request, served: Served) -> tuple[np.ndarray, list[str]]:
+        try:
+            form = await request.form(max_files=opt.max_files + 1, max_fields=opt.max_files + 8)
+        except Exception as e:  # starlette answers a malformed or over-long form with HTTPException
+            msg = getattr(e, "detail", None) or str(e)
+            if "Too many files" in msg:
+                raise ApiError(413, "batch_too_large", f"more than {opt.max_files} files in one "
+                               "request; send fewer per request") from None
+            raise ApiError(400, "invalid_request", f"cannot read the multipart form: {msg}") from None
+        try:
+            others = sorted({k for k in form.keys() if k != "files"})
+            uploads = form.getlist("files")
+            if others:
+                raise ApiError(400, "invalid_request", f"unexpected form fields {others}; send the "
+                               "images as 'files' (repeat the field for several)")
+            files = [u for u in uploads if hasattr(u, "read")]
+            if len(files) != len(uploads):
+                raise ApiError(400, "invalid_request", "'files' must be file uploads, not text fields")
+            if not files:
+                raise ApiError(400, "empty_batch", "no files in the request; send images as 'files'")
+            if len(files) > opt.max_files:
+                raise ApiError(413, "batch_too_large", f"{len(files)} files in one request; the "
+                               f"limit is {opt.max_files}")
+            if served.slot is None:
+                raise ApiError(400, "no_encoder", f"model {served.version} was fitted on precomputed "
+                               "vectors, so it cannot read images; send {\"vectors\": [...]} as JSON")
+            names = [(u.filename or "")[:MAX_FILENAME] or None for u in files]
+            for i, u in enumerate(files):
+                if u.size is not None and u.size > opt.max_file_bytes:
+                    raise ApiError(413, "file_too_large", f"files[{i}] ({names[i]!r}) has {u.size} "
+                                   f"bytes; the limit is {opt.max_file_bytes} per file")
+            datas = [await u.read() for u in files]
+        finally:
+            await form.close()
+        served.slot.batcher.announce(len(datas))
+        results = await asyncio.gather(*(_one_image(served, d, n or "") for d, n in zip(datas, names)),
+                                       return_exceptions=True)
+        bad = []
+        for i, r in enumerate(results):
+            if isinstance(r, SkipItem):
+                bad.append({"index": i, "filename": names[i], "kind": r.kind or "unusable",
+                            "message": r.reason})
+            elif isinstance(r, BaseException):
+                raise r
+        if bad:
+            first = bad[0]
+            status = 413 if all(b["kind"] in TOO_LARGE for b in bad) else 400
+            where = f"files[{first['index']}]" + (f" ({first['filename']!r})" if first["filename"] else "")
+            more = f" (and {len(bad) - 1} more, see 'items')" if len(bad) > 1 else ""
+            raise ApiError(status, first["kind"], f"{where}: {first['message']}{more}",
+                           {"items": bad})
+        return np.stack(results).astype(np.float32, copy=False), names
+
+    @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=ASSIGN_BODY,
+              summary="Assign images or vectors to the model's clusters",
+              responses={400: {"description": "unusable input (the error names it)"},
+                         413: {"description": "too large: body, a file, an image or a batch"}})
+    async def assign(request: Request):
+        served = holder.current  # this request answers with this version, whatever happens
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            X, filenames = await _images(request, served)
+            kind = "image"
+        elif ctype in ("application/json", ""):
+            body = await request.body()
+            # parsed off the event loop: megabytes of JSON would hold up every other request
+            X = await asyncio.to_thread(_parse_vectors, body, served, opt.max_vectors)
+            filenames, kind = [None] * len(X), "vector"
+        else:
+            raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send images as "
+                           "multipart/form-data (field 'files') or vectors as application/json")
+        det = await asyncio.to_thread(served.predict, X)
+        items_total.labels(kind).inc(len(X))
+        return {"model": _ref(served), "items": _items(served, det, filenames)}
+
+    @app.get("/v1/clusters", response_model=ClustersResponse, summary="The model's clusters")
+    async def clusters():
+        served = holder.current
+        return {"model": _ref(served), "clusters": served.clusters,
+                "levels": [{"level": 0, "n_clusters": len(served.clusters)}]}
+
+    @app.get("/v1/model", summary="The model version served")
+    async def model():
+        served = holder.current
+        return {**served.describe(), "watching": None if holder.pinned else str(holder.store.root),
+                "switches": holder.switches, "reload_error": holder.last_error}
+
+    @app.post("/v1/reload", summary="Switch to the newest model version now, if there is one")
+    async def reload():
+        if holder.pinned:
+            reloads.labels("pinned").inc()
+            return {"switched": False, "version": holder.current.version,
+                    "previous": holder.current.version, "pinned": True}
+        try:
+            res = await asyncio.to_thread(holder.reload)
+        except Exception:
+            reloads.labels("failed").inc()
+            raise
+        reloads.labels("switched" if res["switched"] else "unchanged").inc()
+        return res
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="A model is loaded and the encoder runs")
+    async def readyz():
+        if not holder.ready:
+            raise ApiError(503, "not_ready", "the encoder workers are not running")
+        return {"status": "ready", "version": holder.current.version}
+
+    @app.get("/metrics", summary="Prometheus metrics (text format)", include_in_schema=True)
+    async def prom():
+        return metrics.response()
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return {"service": "mediacluster", "version": __version__, "model": holder.current.version,
+                "docs": "/docs", "endpoints": ["/v1/assign", "/v1/clusters", "/v1/model",
+                                               "/v1/reload", "/healthz", "/readyz", "/metrics"]}
+
+    metrics.install(app)
+    return app
+
+
+CONFIG_ENV = "MEDIACLUSTER_SERVE_CONFIG"
+
+
+def build_service(config: dict) -> FastAPI:
+    """Load the model (and tag model) named in ``config`` and build the app: what each worker
+    process does. Keys: ``source``, ``tags``, ``poll_s``, ``max_batch``, ``window_ms``,
+    ``encode_workers``, and the ``ServeOptions`` fields."""
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS / OpenMP thread per call for the whole server process: its parallelism is the
+    # concurrent requests. predict_details on 256 vectors cost 30.9 ms CPU with the default 2
+    # threads (spinning on a busy machine), 13.2 ms with 1 (RESULTS.md, Service). The encoder's
+    # ONNX Runtime threads are its own and not affected.
+    threadpool_limits(limits=1)
+    tagger = None
+    if config.get("tags"):
+        from ..tags import Tagger
+
+        tagger = Tagger.load(config["tags"])
+    holder = ModelHolder(config["source"], tagger=tagger, poll_s=config.get("poll_s", 1.0),
+                         max_batch=config.get("max_batch", 32),
+                         window_s=config.get("window_ms", 2.0) / 1000.0,
+                         encode_workers=config.get("encode_workers"))
+    fields = ServeOptions.__dataclass_fields__
+    return create_service(holder, ServeOptions(**{k: v for k, v in config.items() if k in fields}))
+
+
+def app_from_env() -> FastAPI:
+    """The app factory of a worker process (``--workers`` > 1): its config is in the
+    environment variable ``MEDIACLUSTER_SERVE_CONFIG`` (JSON) set by the parent."""
+    return build_service(json.loads(os.environ[CONFIG_ENV]))

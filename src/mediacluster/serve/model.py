@@ -1,0 +1,299 @@
+"""The model a service answers with, and switching to a newer version without downtime.
+
+:class:`ModelHolder` owns the current :class:`Served` (a loaded ``Pipeline`` with its cluster
+names, encoder, micro-batcher and tagger). A request reads ``holder.current`` once and keeps
+that reference to the end, so a switch (one attribute assignment, atomic in Python) never
+changes the model under a request: requests in flight finish on the version they started
+with, the next ones get the new one, and none fails. The old version is freed when its last
+request ends.
+
+New versions are found through the model store's ``LATEST`` file (``persist.ModelStore``:
+rewritten atomically after a complete version is in place): a watch thread reads it every
+``poll_s`` seconds, and ``reload()`` (``POST /v1/reload``) checks at once. The new version is
+loaded and warmed up completely before the switch; if it cannot be loaded the old one keeps
+serving and the error is kept for ``/v1/model`` and the reload answer. A model folder given
+directly (``RUN/models/v0003``) is pinned: it is never switched.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import persist
+from ..errors import MediaclusterError, ModelFormatError, ParameterError
+from ..naming import model_names
+from ..pipeline import Pipeline
+from .batcher import MicroBatcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncoderSlot:
+    """An encoder loaded once and the micro-batcher that feeds it (shared by model versions
+    that use the same encoder)."""
+
+    name: str
+    encoder: object
+    batcher: MicroBatcher
+
+
+@dataclass
+class Served:
+    """One loaded model version and what answering with it needs."""
+
+    pipeline: Pipeline
+    path: str
+    version: str
+    pointer: dict
+    names: dict[int, str]
+    encoder_name: str | None
+    slot: EncoderSlot | None
+    tagger: object | None
+    loaded: str
+    identity: tuple = ()
+    clusters: list[dict] = field(default_factory=list)
+
+    @property
+    def dim(self) -> int:
+        return int(self.pipeline.n_features_in_)
+
+    def describe(self) -> dict:
+        info = self.pipeline.model_info_
+        meta = info.get("metadata", {}) or {}
+        return {
+            "version": self.version, "path": self.path,
+            "run_id": meta.get("run_id") or self.pointer.get("run_id"),
+            "source": meta.get("source") or self.pointer.get("source"),
+            "published": self.pointer.get("published"),
+            "created": _created(Path(self.path)),
+            "loaded": self.loaded,
+            "encoder": self.encoder_name, "dim": self.dim,
+            "media": getattr(self.slot.encoder, "media", None) if self.slot else None,
+            "n_items": int(info.get("n_items", len(self.pipeline.labels_))),
+            "n_clusters": int(self.pipeline.n_clusters_),
+            "stages": info.get("stages"),
+            "mediacluster_version": info.get("mediacluster_version"),
+            "tags": self.tagger.classifier.classes_.tolist() if self.tagger is not None else None,
+        }
+
+    def predict(self, X: np.ndarray) -> dict:
+        """``Pipeline.predict_details`` plus tag suggestions (``tags``: one list per item, None
+        without a tagger)."""
+        _one_omp_thread()
+        det = self.pipeline.predict_details(X)
+        if self.tagger is not None:
+            clf = self.tagger.classifier
+            det["tags"] = clf.suggest_proba(clf.predict_proba(np.asarray(X, dtype=np.float32)))
+        return det
+
+
+def _one_omp_thread() -> None:
+    """faiss's OpenMP threads to 1 for the calling thread (OpenMP keeps this setting per thread,
+    so the process-wide limit set at start does not reach the request threads)."""
+    import faiss  # loaded already: the pipeline's index is a faiss index
+
+    if faiss.omp_get_max_threads() != 1:
+        faiss.omp_set_num_threads(1)
+
+
+def identity(folder: Path) -> tuple:
+    """What tells two model versions apart even at the same path (a run re-run into the same
+    folder starts again at v0001): the folder, and model.json's inode and modification time."""
+    st = (Path(folder) / persist.MODEL_JSON).stat()
+    return (str(Path(folder).resolve()), st.st_ino, st.st_mtime_ns)
+
+
+def _created(path: Path) -> str | None:
+    try:
+        st = (path / persist.MODEL_JSON).stat()
+    except OSError:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime))
+
+
+def cluster_table(pipe: Pipeline, names: dict[int, str]) -> list[dict]:
+    """id, name, size (training items labelled so) and assigned size (items whose nearest
+    cluster it is, noise and outliers included) of every cluster of a model."""
+    labels = np.asarray(pipe.labels_)
+    ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    assigned = dict(zip(*np.unique(np.asarray(pipe.cluster_), return_counts=True)))
+    return [{"id": int(c), "name": names.get(int(c)), "size": int(n),
+             "assigned_size": int(assigned.get(c, 0))} for c, n in zip(ids, sizes)]
+
+
+def _sample_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), (127, 127, 127)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class ModelHolder:
+    """The current model version of a service, switched atomically (see the module docstring).
+
+    Parameters
+    ----------
+    source : a run folder, a ``models/`` folder (watched) or one model folder (pinned)
+    tagger : a loaded ``mediacluster.tags.Tagger`` (its encoder must be the model's), or None
+    poll_s : seconds between two reads of ``LATEST`` by the watch thread
+    max_batch, window_s, encode_workers : the micro-batcher (see ``MicroBatcher``);
+        ``encode_workers`` None = the encoder's own ``concurrency``
+    on_batch : metrics hook ``(batch size, seconds)``
+    """
+
+    def __init__(self, source: str | os.PathLike, tagger=None, poll_s: float = 1.0,
+                 max_batch: int = 32, window_s: float = 0.002, encode_workers: int | None = None,
+                 on_batch=None, on_switch=None):
+        self.source = Path(source)
+        self.store = persist.model_store_of(self.source)
+        self.tagger = tagger
+        self.poll_s = float(poll_s)
+        self.max_batch, self.window_s, self.encode_workers = max_batch, window_s, encode_workers
+        self.on_batch = on_batch
+        self.on_switch = on_switch
+        self._slots: dict[str, EncoderSlot] = {}
+        self._load_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.switches = 0
+        self._seen = self.store.pointer() if self.store is not None else None
+        self.current: Served = self._load(persist.resolve_model(self.source))
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _slot(self, name: str) -> EncoderSlot:
+        slot = self._slots.get(name)
+        if slot is not None:
+            return slot
+        from ..encoders import get_encoder
+
+        enc = get_encoder(name)
+
+        def encode(batch):
+            return enc.encode(batch)["embedding"]
+
+        workers = self.encode_workers or int(getattr(enc, "concurrency", 1) or 1)
+        batcher = MicroBatcher(encode, max_batch=self.max_batch, window_s=self.window_s,
+                               workers=workers, on_batch=self.on_batch, name=f"encode-{name}")
+        slot = EncoderSlot(name, enc, batcher)
+        if getattr(enc, "media", None) == "image":  # the first model call pays graph set-up
+            batcher.submit([enc.prepare_bytes(_sample_png(), "warm-up.png")])[0].result()
+        self._slots[name] = slot
+        return slot
+
+    def _load(self, folder: Path) -> Served:
+        pipe = Pipeline.load(folder)
+        meta = pipe.model_info_.get("metadata", {}) or {}
+        names = model_names(pipe.model_path_, meta.get("names"))
+        encoder_name = meta.get("encoder") or None
+        slot = self._slot(encoder_name) if encoder_name else None
+        tagger = self.tagger
+        if tagger is not None:
+            tag_enc = tagger.encoder_name if tagger.encoder_name not in ("precomputed", "") else None
+            if tag_enc != encoder_name:
+                raise ParameterError(
+                    f"the tag model reads {tag_enc or 'precomputed'} vectors but the model {folder} "
+                    f"was fitted on {encoder_name or 'precomputed'} vectors; train the tagger on the "
+                    "same encoder", "tags")
+            if slot is not None and tagger.encoder_id and tagger.encoder_id != slot.encoder.id:
+                raise ParameterError(f"the tag model was trained on {tagger.encoder_id} vectors but "
+                                     f"the installed encoder is {slot.encoder.id}", "tags")
+            n_in = int(getattr(tagger.classifier, "n_features_in_", pipe.n_features_in_))
+            if n_in != pipe.n_features_in_:
+                raise ParameterError(f"the tag model reads {n_in}-d vectors, the model "
+                                     f"{pipe.n_features_in_}-d", "tags")
+        pointer = (self.store.pointer() if self.store is not None else None) or {}
+        if pointer.get("version") != folder.name:
+            pointer = {}
+        served = Served(pipeline=pipe, path=str(folder), version=folder.name, pointer=pointer,
+                        names=names, encoder_name=encoder_name, slot=slot, tagger=tagger,
+                        loaded=time.strftime("%Y-%m-%dT%H:%M:%S%z"), identity=identity(folder),
+                        clusters=cluster_table(pipe, names))
+        rng = np.random.default_rng(0)  # warm up: faiss, the outlier stage, the tagger
+        served.predict(rng.standard_normal((1, served.dim)).astype(np.float32))
+        return served
+
+    def set_batch_hook(self, on_batch) -> None:
+        """Call ``on_batch(size, seconds)`` after every encoder call, now and for later encoders."""
+        self.on_batch = on_batch
+        for slot in self._slots.values():
+            slot.batcher.on_batch = on_batch
+
+    # -- switching -------------------------------------------------------------------------------
+    @property
+    def pinned(self) -> bool:
+        return self.store is None
+
+    def latest_path(self) -> Path | None:
+        return None if self.store is None else self.store.latest()
+
+    def reload(self) -> dict:
+        """Switch to the store's latest version if it is not the one served; returns
+        ``{"switched", "version", "previous"}``. Raises ``ModelFormatError`` (the old version
+        keeps serving) when the latest version cannot be loaded."""
+        with self._load_lock:
+            cur = self.current
+            latest = self.latest_path()
+            try:
+                same = latest is None or identity(latest) == cur.identity
+            except OSError:
+                same = False  # no readable model.json: let loading say what is wrong
+            if same:
+                return {"switched": False, "version": cur.version, "previous": cur.version}
+            try:
+                new = self._load(Path(latest))
+            except MediaclusterError as e:
+                self.last_error = f"{latest}: {e}"
+                log.error("model version %s not loaded, still serving %s: %s", latest, cur.version, e)
+                raise ModelFormatError(f"cannot switch to {latest}: {e}; still serving "
+                                       f"{cur.version}") from e
+            self.current = new  # the switch: one reference assignment
+            self.last_error = None
+            self.switches += 1
+            log.info("switched model %s -> %s", cur.version, new.version)
+            if self.on_switch is not None:
+                self.on_switch(cur, new)
+            return {"switched": True, "version": new.version, "previous": cur.version}
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                ptr = self.store.pointer()
+                if ptr != self._seen:  # LATEST was rewritten: a new version, or a new run
+                    self._seen = ptr
+                    self.reload()
+            except ModelFormatError:
+                pass  # logged and kept in last_error; tried again when LATEST changes again
+            except Exception:  # noqa: BLE001 - the watch must outlive any surprise
+                log.exception("model watch: unexpected error")
+
+    def start(self) -> None:
+        """Start the file watch (nothing to watch for a pinned model folder)."""
+        if self.store is None or self._watch is not None:
+            return
+        self._stop.clear()
+        self._watch = threading.Thread(target=self._watch_loop, name="model-watch", daemon=True)
+        self._watch.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join(timeout=5)
+            self._watch = None
+        for slot in self._slots.values():
+            slot.batcher.close()
+
+    @property
+    def ready(self) -> bool:
+        cur = self.current
+        return cur is not None and (cur.slot is None or cur.slot.batcher.alive)

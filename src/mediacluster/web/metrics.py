@@ -1,0 +1,108 @@
+"""Prometheus metrics for a web app: requests by route and status, a latency histogram, errors
+by kind, in the Prometheus text format (``prometheus_client``).
+
+One :class:`HttpMetrics` per app. ``metrics.install(app)`` after ``create_app`` wraps the whole
+app (outermost, so requests refused by the token or body-limit guards are counted too);
+``create_app(on_error=metrics.error)`` counts every error answered, by its ``kind``;
+``metrics.response()`` is the body of a ``/metrics`` endpoint. Apps add their own metrics to
+``metrics.registry``.
+
+Several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` names an empty folder before the
+workers start (``multiprocess_dir()`` makes one), prometheus_client keeps every value in files
+there and ``response()`` sums them over the workers, so any worker answers for all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+#: latency buckets (seconds): fine around the milliseconds a model call takes, coarse above
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str:
+    """Create a private folder for multi-process metrics and point ``PROMETHEUS_MULTIPROC_DIR``
+    at it (call in the parent before the workers start; they inherit the environment)."""
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="mediacluster-metrics-")
+    os.environ[MULTIPROC_ENV] = d
+    return d
+
+
+class HttpMetrics:
+    """Request counts, latency and errors of one app (``prefix`` starts every metric name)."""
+
+    def __init__(self, prefix: str = "mediacluster"):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.prefix = prefix
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(f"{prefix}_http_requests", "HTTP requests answered, by route "
+                                "template, method and status code", ["route", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram(f"{prefix}_http_request_duration_seconds", "Time from the "
+                                 "request's arrival to the end of its response, by route template",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.errors = Counter(f"{prefix}_http_errors", "Errors answered, by kind (the 'kind' of "
+                              "the JSON error body)", ["kind"], registry=self.registry)
+
+    def error(self, kind: str) -> None:
+        self.errors.labels(kind).inc()
+
+    def install(self, app) -> None:
+        """Measure every request of ``app`` (call after the app's own middleware is added)."""
+        app.add_middleware(_Measure, metrics=self)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """``(body, content type)`` of the Prometheus text exposition."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client import CollectorRegistry, multiprocess
+
+            reg = CollectorRegistry()
+            multiprocess.MultiProcessCollector(reg)
+            return generate_latest(reg), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def response(self):
+        from starlette.responses import Response
+
+        body, ctype = self.render()
+        return Response(body, media_type=ctype)
+
+
+class _Measure:
+    """Plain ASGI middleware (no per-request task like ``BaseHTTPMiddleware``): times each HTTP
+    request and labels it with its route template, never the raw path (bounded label values)."""
+
+    def __init__(self, app, metrics: HttpMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(template, scope.get("method", ""), status[0], time.perf_counter() - t0)

@@ -1,0 +1,600 @@
+"""The service, as a client sees it: a real `mediacluster serve` process on a free loopback port,
+spoken to over HTTP. Every endpoint, every kind of bad input (the server stays up), a model switch
+while a client keeps sending (zero failures), /metrics as Prometheus text, and answers equal to
+``Pipeline.predict_details`` on the same items."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from broken_media import jpeg_bytes, make_broken, photo
+
+from mediacluster.pipeline import Pipeline
+from mediacluster.stages import build as make_stage
+
+ENCODER = "efficientnet-lite0"
+TOKEN = "test-token-7f3a"
+LIMITS = ["--max-files", "6", "--max-vectors", "100", "--max-file-mb", "1", "--max-body-mb", "2",
+          "--time-limit", "6"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def fast_pipeline(k: int = 3) -> Pipeline:
+    return Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 8}),
+                    clusterer=make_stage("clusterer", "kmeans", {"n_clusters": k}), reference_dims=64)
+
+
+@pytest.fixture(scope="module")
+def run_dir(cifar3_embeddings, tmp_path_factory) -> Path:
+    """A run folder with a saved model, as `cluster --save-model` writes it."""
+    from mediacluster.workflow import publish_run
+
+    out = tmp_path_factory.mktemp("serve") / "run"
+    pipe = fast_pipeline().fit(cifar3_embeddings.vectors)
+    publish_run(out, cifar3_embeddings, pipe, save_model=True)
+    assert (out / "models" / "v0001" / "model.json").exists()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tag_model(cifar3_embeddings, tmp_path_factory) -> Path:
+    """A tag model trained on the same vectors (folder labels: airplane / frog / truck)."""
+    from mediacluster.encoders import get_encoder
+    from mediacluster.tags import TagClassifier, Tagger
+
+    clf = TagClassifier(model="logreg", precision=0.9).fit(cifar3_embeddings.vectors,
+                                                           list(cifar3_embeddings.labels))
+    folder = tmp_path_factory.mktemp("tagger")
+    Tagger(clf, encoder=ENCODER, encoder_id=get_encoder(ENCODER).id).save(folder)
+    return folder
+
+
+class Server:
+    """`python -m mediacluster serve ...` in a child process; URL read from its first line."""
+
+    def __init__(self, *args: str, log: Path, token: str | None = None):
+        self.log = open(log, "w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        extra = ["--token", token] if token else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", *args, *extra,
+                                      "--port", "0"],
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
+        self.url = None
+        deadline = time.monotonic() + 240
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "listening on " in line:
+                self.url = line.split("listening on ", 1)[1].strip().split("?")[0].rstrip("/")
+                break
+        if self.url is None:
+            self.stop()
+            raise AssertionError(f"server did not start: {''.join(lines)}\n{log.read_text()}")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep the pipe drained
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.url, timeout=60, headers=self.headers)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, tag_model, tmp_path_factory):
+    s = Server(str(run_dir), "--tags", str(tag_model), "--poll", "0.2", *LIMITS,
+               log=tmp_path_factory.mktemp("serve-log") / "server.log", token=TOKEN)
+    yield s
+    s.stop()
+    assert s.proc.returncode in (0, -15), s.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def images(cifar3_dir) -> list[Path]:
+    return [p for c in ("airplane", "frog", "truck") for p in sorted((cifar3_dir / c).glob("*.jpg"))[:2]]
+
+
+def upload(paths) -> list:
+    return [("files", (Path(p).name, Path(p).read_bytes(), "image/jpeg")) for p in paths]
+
+
+def expected(run_dir: Path, version: str, X: np.ndarray) -> dict:
+    return Pipeline.load(run_dir / "models" / version).predict_details(X)
+
+
+def check_items(items: list[dict], det: dict, names: dict | None = None, atol: float = 2e-6) -> None:
+    """The service's items against predict_details (answers are rounded to 6 decimals)."""
+    assert [it["cluster"] for it in items] == det["labels"].tolist()
+    assert [it["assigned_cluster"] for it in items] == det["cluster"].tolist()
+    assert [it["status"] for it in items] == list(det["status"])
+    assert [it["novel"] for it in items] == det["novel"].tolist()
+    assert [it["outlier"] for it in items] == (det["labels"] == -2).tolist()
+    np.testing.assert_allclose([it["probability"] for it in items], det["probabilities"], atol=atol)
+    np.testing.assert_allclose([it["confidence"] for it in items], det["confidence"], atol=atol)
+    for it in items:
+        assert it["path"] == [] and it["duplicate_of"] is None  # a flat model without a dup index
+        if names is not None:
+            assert it["name"] == names.get(it["cluster"])
+
+
+# -- endpoints -----------------------------------------------------------------------------------
+
+
+def test_model_clusters_health_docs(server, run_dir):
+    c = server.client
+    assert c.get("/healthz").json() == {"status": "ok"}
+    assert c.get("/readyz").json()["status"] == "ready"
+    m = c.get("/v1/model").json()
+    assert m["version"] == "v0001" and m["encoder"] == ENCODER and m["dim"] == 1280
+    assert m["n_clusters"] == 3 and m["n_items"] == 300 and m["created"] and m["run_id"]
+    assert m["watching"] == str(run_dir / "models") and m["tags"] == ["airplane", "frog", "truck"]
+    cl = c.get("/v1/clusters").json()
+    assert cl["model"]["version"] == "v0001" and len(cl["clusters"]) == 3
+    assert sum(x["size"] for x in cl["clusters"]) == 300
+    assert all(x["name"] for x in cl["clusters"])  # automatic names from the run
+    assert cl["levels"] == [{"level": 0, "n_clusters": 3}]
+    spec = c.get("/openapi.json").json()
+    body = spec["paths"]["/v1/assign"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(body)
+    assert {"/v1/clusters", "/v1/model", "/v1/reload", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    # the OpenAPI page works offline: Swagger UI comes from the package, not a CDN
+    page = c.get("/docs").text
+    assert "swagger" in page.lower() and "cdn" not in page.lower()
+    js = page.split('src="', 1)[1].split('"', 1)[0]
+    assert js.startswith("/static-offline-docs/") and c.get(js).status_code == 200
+    # the token: data and metrics need it; probes and the API description do not
+    bare = httpx.Client(base_url=server.url, timeout=30)
+    for path in ("/v1/model", "/v1/clusters", "/metrics"):
+        r = bare.get(path)
+        assert r.status_code == 401 and r.json()["error"]["kind"] == "unauthorized", path
+    assert bare.post("/v1/assign", json={"vectors": [[0.0] * 1280]}).status_code == 401
+    for path in ("/healthz", "/readyz", "/docs", "/openapi.json", js):
+        assert bare.get(path).status_code == 200, path
+    assert bare.get("/v1/model", params={"token": TOKEN}).status_code == 200
+
+
+def test_images_answered_like_predict(server, run_dir, images, tag_model):
+    """One request with six images, and one image per request: the same answers as encoding the
+    files here and calling Pipeline.predict_details; tags as the tagger suggests them."""
+    from mediacluster.encoders import get_encoder
+    from mediacluster.tags import Tagger
+
+    enc = get_encoder(ENCODER)
+    X = enc.encode([enc.prepare(str(p)) for p in images])["embedding"]
+    r = server.client.post("/v1/assign", files=upload(images))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"]["version"] == "v0001"
+    items = body["items"]
+    assert [it["filename"] for it in items] == [p.name for p in images]
+    # encoded here in one batch of six, there one by one or batched with others: the same
+    # labels; probabilities within float32 noise of the encoder
+    check_items(items, expected(run_dir, "v0001", X), atol=1e-5)
+    tagger = Tagger.load(tag_model)
+    sugg = tagger.classifier.suggest_proba(tagger.classifier.predict_proba(X))
+    for it, s in zip(items, sugg):
+        assert [t["tag"] for t in it["tags"]] == [t for t, _ in s]  # [] when it abstains
+    assert any(it["tags"] for it in items)
+    one = [server.client.post("/v1/assign", files=upload([p])).json()["items"][0] for p in images]
+    assert [o["cluster"] for o in one] == [it["cluster"] for it in items]
+    np.testing.assert_allclose([o["probability"] for o in one], [it["probability"] for it in items], atol=1e-4)
+
+
+def test_vectors_answered_exactly_like_predict(server, run_dir, cifar3_embeddings):
+    """JSON vectors (float32 written as text) give exactly predict_details' answers."""
+    rng = np.random.default_rng(1)
+    X = cifar3_embeddings.vectors[rng.choice(300, 60, replace=False)].astype(np.float32)
+    X = np.vstack([X, X[:20] + rng.normal(0, 0.3, X[:20].shape).astype(np.float32)])
+    r = server.client.post("/v1/assign", json={"vectors": X.tolist()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    names = {c["id"]: c["name"] for c in server.client.get("/v1/clusters").json()["clusters"]}
+    check_items(body["items"], expected(run_dir, body["model"]["version"], X), names)
+
+
+# -- hostile input -------------------------------------------------------------------------------
+
+
+def raw_request(url: str, head: bytes, body_chunks, pause: float) -> bytes:
+    """Send a request by hand (a slow client), return the raw answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(head)
+        for chunk in body_chunks:
+            try:
+                s.sendall(chunk)
+            except OSError:
+                break  # the server answered and closed early
+            time.sleep(pause)
+        s.settimeout(30)
+        out = b""
+        while b"\r\n\r\n" not in out or not out.rstrip().endswith(b"}"):
+            try:
+                part = s.recv(65536)
+            except OSError:
+                break
+            if not part:
+                break
+            out += part
+        return out
+
+
+def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
+    c = server.client
+    broken = tmp_path / "broken"
+    make_broken(broken)
+    good = upload(images[:1])
+    vec = [0.0] * 1280
+
+    def refused(status: int, kind: str, **kw):
+        r = c.post("/v1/assign", **kw)
+        assert r.status_code == status, (kind, r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["kind"] == kind and err["message"], err
+        ok = c.post("/v1/assign", files=good)  # the next request is served normally
+        assert ok.status_code == 200 and ok.json()["items"][0]["cluster"] >= 0
+        return err
+
+    def file(name, data, ctype="image/jpeg"):
+        return [("files", (name, data, ctype))]
+
+    for name, kind in (("notes.jpg", "not_an_image"), ("truncated.jpg", "truncated"),
+                       ("empty.jpg", "empty"), ("badcrc.png", "corrupt")):
+        err = refused(400, kind, files=file(name, (broken / name).read_bytes()))
+        assert name in err["message"] and err["items"][0]["filename"] == name
+    err = refused(413, "image_too_large", files=file("bomb.png", (broken / "bomb.png").read_bytes()))
+    assert "decompression bomb" in err["message"]
+    big = jpeg_bytes(photo((64, 64))) + os.urandom(1_200_000)  # over the 1 MB file limit
+    refused(413, "file_too_large", files=file("big.jpg", big))
+    refused(413, "too_large", content=b"{" + b" " * (3 << 20) + b"}", headers={"content-type": "application/json"})
+    # one bad file among good ones: the whole request is refused, naming the bad one
+    err = refused(400, "not_an_image", files=good + file("notes.jpg", (broken / "notes.jpg").read_bytes()))
+    assert err["message"].startswith("files[1] ('notes.jpg')") and len(err["items"]) == 1
+    refused(413, "batch_too_large", files=upload(images + images[:1]))
+    refused(400, "empty_batch", content=b"--x--\r\n", headers={"content-type": "multipart/form-data; boundary=x"})
+    refused(400, "invalid_request", data={"note": "hi"}, files=good)
+    # vectors
+    refused(400, "wrong_dimension", json={"vectors": [vec[:100]]})
+    refused(400, "not_finite", content=b'{"vectors": [[NaN' + b", 0.0" * 1279 + b"]]}",
+            headers={"content-type": "application/json"})
+    refused(400, "not_finite", content=b'{"vectors": [[1e999' + b", 0.0" * 1279 + b"]]}",
+            headers={"content-type": "application/json"})
+    refused(400, "empty_batch", json={"vectors": []})
+    refused(400, "empty_batch", content=b"", headers={"content-type": "application/json"})
+    refused(413, "batch_too_large", json={"vectors": [vec] * 101})
+    refused(400, "invalid_json", content=b'{"vectors": [[1, 2', headers={"content-type": "application/json"})
+    refused(400, "invalid_request", json={"vectors": [["a"] * 1280]})
+    refused(400, "invalid_request", json={"vectors": [vec, 3]})
+    refused(400, "invalid_request", json=[[0.0] * 1280])
+    refused(415, "unsupported_media_type", content=b"hello", headers={"content-type": "text/plain"})
+    r = c.post("/v1/assign", files=[])  # no body at all
+    assert r.status_code in (400, 415) and r.json()["error"]["kind"]
+    r = c.post("/v1/assign", content=b"--x\r\n\r\n", headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400 and r.json()["error"]["kind"] in ("empty_batch", "invalid_request")
+    # a client that trickles its body past the time limit gets 503, the server is not held up
+    head = (b"POST /v1/assign HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: 100000\r\n\r\n")
+    t = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(raw_request, server.url, head, [b" " * 100] * 100, 0.1)
+        time.sleep(0.5)
+        assert c.post("/v1/assign", files=good).status_code == 200  # served meanwhile
+        answer = slow.result()
+    assert b" 503 " in answer.split(b"\r\n", 1)[0] and b'"timeout"' in answer, answer[:300]
+    assert time.monotonic() - t < 20
+    assert c.get("/v1/nope").json()["error"]["kind"] == "not_found"
+    assert c.get("/v1/assign").status_code == 405
+    assert server.alive()
+
+
+# -- metrics and batching ------------------------------------------------------------------------
+
+
+def metric_families(server) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = server.client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+
+def test_concurrent_images_are_batched_and_metrics_parse(server, images):
+    before = metric_families(server)
+
+    def batches(fams):
+        f = fams.get("mediacluster_encode_batch_size")
+        s = {x.name.rsplit("_", 1)[1]: x.value for x in f.samples if not x.labels.get("le")} if f else {}
+        return s.get("count", 0.0), s.get("sum", 0.0)
+
+    n0, s0 = batches(before)
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda p: server.client.post("/v1/assign", files=upload([p])).status_code,
+                              images * 6))
+    assert codes == [200] * len(codes)
+    fams = metric_families(server)
+    n1, s1 = batches(fams)
+    assert s1 - s0 == len(codes)  # every image went through the batcher once
+    assert (s1 - s0) / (n1 - n0) > 1.0, (n1 - n0, s1 - s0)  # and some calls held several
+    req = fams["mediacluster_http_requests"]
+    ok = [s for s in req.samples if s.labels.get("route") == "/v1/assign" and s.labels.get("status") == "200"]
+    assert ok and ok[0].value >= len(codes)
+    lat = fams["mediacluster_http_request_duration_seconds"]
+    assert any(s.name.endswith("_bucket") and s.labels["route"] == "/v1/assign" for s in lat.samples)
+    assert "mediacluster_http_errors" in fams and "mediacluster_model_info" in fams
+    items = {s.labels["input"]: s.value for s in fams["mediacluster_assign_items"].samples
+             if s.name.endswith("_total")}
+    assert items["image"] >= len(codes)
+
+
+def test_errors_counted_by_kind(server):
+    fams = metric_families(server)
+    kinds = {s.labels["kind"]: s.value for s in fams["mediacluster_http_errors"].samples
+             if s.name.endswith("_total")}
+    if not kinds.get("not_an_image"):  # on its own (-k): make one
+        server.client.post("/v1/assign", files=[("files", ("a.jpg", b"hello there", "image/jpeg"))])
+        fams = metric_families(server)
+        kinds = {s.labels["kind"]: s.value for s in fams["mediacluster_http_errors"].samples
+                 if s.name.endswith("_total")}
+    assert kinds["not_an_image"] >= 1
+
+
+# -- model versions ------------------------------------------------------------------------------
+
+
+def publish(run_dir: Path, pipe: Pipeline, encoder: str | None = ENCODER, names=None) -> str:
+    from mediacluster.rundir import RunDir
+
+    run = RunDir.open(run_dir)
+    path = pipe.publish(run_dir / "models", metadata={"encoder": encoder, "names": names or {}},
+                        run_id=run.run_id, source="test")
+    return Path(path).name
+
+
+def wait_for_version(server, version: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.client.get("/v1/model").json()["version"] == version:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the server did not switch to {version}")
+
+
+def test_switch_versions_under_load_without_a_failed_request(server, run_dir, cifar3_embeddings, images):
+    """A client keeps sending images and vectors while new versions are published (file watch)
+    and reloaded (POST /v1/reload), and when the run is clustered again into the same folder: no
+    request fails, and every answer is the answer of the version it names. A damaged version, or
+    one the tag model cannot read, is not switched to: the old one keeps serving and /v1/model
+    says why."""
+    from mediacluster.workflow import publish_run
+
+    X = cifar3_embeddings.vectors[::15].astype(np.float32)
+    stop = threading.Event()
+    seen: list[tuple[str, list]] = []
+    failures: list[str] = []
+
+    def client_loop():
+        with httpx.Client(base_url=server.url, timeout=60, headers=server.headers) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    if i % 2:
+                        r = c.post("/v1/assign", json={"vectors": X.tolist()})
+                    else:
+                        r = c.post("/v1/assign", files=upload(images[i % 6:i % 6 + 1]))
+                except httpx.HTTPError as e:
+                    failures.append(f"{type(e).__name__}: {e}")
+                    continue
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                elif i % 2:
+                    m = r.json()["model"]
+                    seen.append(((m["run_id"], m["version"]), r.json()["items"]))
+
+    threads = [threading.Thread(target=client_loop) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        v2 = publish(run_dir, fast_pipeline(4).fit(cifar3_embeddings.vectors), names={"0": "zero"})
+        wait_for_version(server, v2)  # the file watch found it
+        time.sleep(0.5)
+        # POST /v1/reload: switches at once (if the watch has not already)
+        v3 = publish(run_dir, fast_pipeline(2).fit(cifar3_embeddings.vectors))
+        r = server.client.post("/v1/reload").json()
+        assert r["version"] == v3 and server.client.get("/v1/model").json()["version"] == v3
+        assert server.client.post("/v1/reload").json()["switched"] is False
+        time.sleep(0.5)
+        # a damaged version: refused, v3 keeps serving, /v1/model says why
+        bad = run_dir / "models" / "v0099"
+        bad.mkdir()
+        (bad / "model.json").write_text("{not json")
+        (run_dir / "models" / "LATEST").write_text(json.dumps({"version": "v0099"}))
+        r = server.client.post("/v1/reload")
+        assert r.status_code == 503 and r.json()["error"]["kind"] == "model_format", r.text
+        m = server.client.get("/v1/model").json()
+        assert m["version"] == v3 and "v0099" in m["reload_error"]
+        # a version fitted on other vectors than the tag model's: refused too, with the reason
+        v4 = publish(run_dir, fast_pipeline(3).fit(cifar3_embeddings.vectors), encoder=None)
+        deadline = time.monotonic() + 30
+        while "tag model" not in (server.client.get("/v1/model").json()["reload_error"] or ""):
+            assert time.monotonic() < deadline, "the watch did not try the new version"
+            time.sleep(0.1)
+        assert server.client.get("/v1/model").json()["version"] == v3
+        v5 = publish(run_dir, fast_pipeline(3).fit(cifar3_embeddings.vectors))
+        wait_for_version(server, v5)
+        assert server.client.get("/v1/model").json()["reload_error"] is None
+        time.sleep(0.5)
+        # the run is clustered again into the same folder: its models/ starts again at v0001,
+        # and the service still notices the new model
+        old_run = server.client.get("/v1/model").json()["run_id"]
+        models = {(old_run, v): Pipeline.load(run_dir / "models" / v) for v in ("v0001", v2, v3, v5)}
+        new_run = publish_run(run_dir, cifar3_embeddings, fast_pipeline(5).fit(cifar3_embeddings.vectors),
+                              save_model=True).run_id
+        deadline = time.monotonic() + 30
+        while server.client.get("/v1/model").json()["run_id"] != new_run:
+            assert time.monotonic() < deadline, "the server did not switch to the re-run's model"
+            time.sleep(0.1)
+        assert server.client.get("/v1/clusters").json()["model"] == {"version": "v0001", "run_id": new_run}
+        models[(new_run, "v0001")] = Pipeline.load(run_dir / "models" / "v0001")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not failures, failures[:5]
+    versions = {v for v, _ in seen}
+    assert {(old_run, v) for v in (v2, v3, v5)} | {(new_run, "v0001")} <= versions, versions
+    assert (old_run, v4) not in versions
+    for key in versions:  # every answer is exactly the answer of the version that gave it
+        items = next(it for k, it in seen if k == key)
+        check_items(items, models[key].predict_details(X))
+    assert server.client.get("/v1/model").json()["switches"] >= 4
+    assert server.alive()
+
+
+def test_vectors_only_model_refuses_images(cifar3_embeddings, images, tmp_path):
+    """A model fitted on precomputed vectors (no encoder): vectors are answered, an image
+    upload gets a clear 400 (and the server goes on)."""
+    pipe = fast_pipeline().fit(cifar3_embeddings.vectors)
+    pipe.save(tmp_path / "model", metadata={"encoder": None})
+    s = Server(str(tmp_path / "model"), log=tmp_path / "server.log")
+    try:
+        r = s.client.post("/v1/assign", files=upload(images[:1]))
+        assert r.status_code == 400 and r.json()["error"]["kind"] == "no_encoder", r.text
+        assert "vectors" in r.json()["error"]["message"]
+        X = cifar3_embeddings.vectors[:5]
+        r = s.client.post("/v1/assign", json={"vectors": X.tolist()})
+        assert r.status_code == 200
+        check_items(r.json()["items"], pipe.predict_details(X))
+        m = s.client.get("/v1/model").json()
+        assert m["encoder"] is None and m["watching"] is None and m["tags"] is None
+        assert s.client.post("/v1/reload").json()["pinned"] is True
+    finally:
+        s.stop()
+
+
+# -- the micro-batcher on its own ------------------------------------------------------------------
+
+
+def test_batcher_waits_only_for_announced_items():
+    """A lone item is encoded at once whatever the window; items other requests announced are
+    waited for (up to the window) and encoded in one call; a withdrawn announcement ends the
+    wait; a failing call fails its items only; batches never exceed max_batch."""
+    from mediacluster.serve import MicroBatcher
+
+    sizes = []
+
+    def encode(batch):
+        if any(x is None for x in batch):
+            raise RuntimeError("cannot encode None")
+        return np.stack([np.full(3, x, np.float32) for x in batch])
+
+    b = MicroBatcher(encode, max_batch=4, window_s=2.0, on_batch=lambda n, s: sizes.append(n))
+    try:
+        t = time.monotonic()
+        assert b.submit([1.0])[0].result(5)[0] == 1.0
+        assert time.monotonic() - t < 1.0 and sizes == [1]  # nobody announced: no waiting
+        b.announce(3)
+        first = b.submit([2.0], announced=True)
+        time.sleep(0.2)
+        rest = b.submit([3.0, 4.0], announced=True)
+        assert [f.result(5)[0] for f in first + rest] == [2.0, 3.0, 4.0] and sizes[-1] == 3
+        b.announce(2)
+        f = b.submit([5.0], announced=True)
+        time.sleep(0.1)
+        t = time.monotonic()
+        b.withdraw(1)  # the other announced item failed to decode
+        assert f[0].result(5)[0] == 5.0 and time.monotonic() - t < 1.0
+        bad = b.submit([None, 6.0])
+        with pytest.raises(RuntimeError):
+            bad[0].result(5)
+        assert b.submit([7.0])[0].result(5)[0] == 7.0 and b.alive
+        futs = b.submit([float(i) for i in range(10)])
+        assert [f.result(5)[0] for f in futs] == list(range(10)) and max(sizes) <= 4
+    finally:
+        b.close()
+    assert not b.alive
+
+
+# -- the holder on its own, and the command line --------------------------------------------------
+
+
+def test_pinned_model_folder_is_never_switched(run_dir):
+    from mediacluster.serve import ModelHolder
+
+    h = ModelHolder(run_dir / "models" / "v0001", poll_s=0.1)
+    try:
+        assert h.pinned and h.current.version == "v0001"
+        assert h.reload()["switched"] is False and h.current.version == "v0001"
+    finally:
+        h.stop()
+
+
+def test_cli_refuses_bad_model_and_mismatched_tagger(tmp_path, run_dir, capsys):
+    from mediacluster.cli import main
+
+    assert main(["serve", str(tmp_path / "nothing"), "--port", "0"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 2
+    assert "holds no model" in capsys.readouterr().err
+    from mediacluster.tags import TagClassifier, Tagger
+
+    rng = np.random.default_rng(0)
+    clf = TagClassifier(model="logreg").fit(rng.standard_normal((80, 16)), ["a", "b"] * 40)
+    Tagger(clf, encoder="precomputed").save(tmp_path / "tags")
+    assert main(["serve", str(run_dir / "models" / "v0001"), "--tags", str(tmp_path / "tags"),
+                 "--port", "0"]) == 2
+    assert "tag model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tmp_path):
+    s = Server(str(run_dir / "models" / "v0001"), "--workers", "2", log=tmp_path / "server.log")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if s.client.get("/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(lambda p: s.client.post("/v1/assign", files=upload([p])).status_code,
+                                  images * 4))
+        assert codes == [200] * 24
+        fams = metric_families(s)
+        ok = sum(x.value for x in fams["mediacluster_http_requests"].samples
+                 if x.labels.get("route") == "/v1/assign" and x.name.endswith("_total"))
+        assert ok == 24  # summed over both workers, whichever answered /metrics
+    finally:
+        s.stop()
