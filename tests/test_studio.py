@@ -436,6 +436,8 @@ def test_path_traversal_and_foreign_hosts(server):
         "/api/download/..%2frun.json", "/api/download/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
         "/%2e%2e/%2e%2e/etc/passwd", "/api/items/0/thumb?size=../../etc/passwd",
         "/exports/", "/run.json", "/edits.sqlite", "/models/LATEST",
+        "/static-offline-docs/../../run.json", "/static-offline-docs/..%2f..%2f..%2frun.json",
+        "/static-offline-docs/%2e%2e/%2e%2e/etc/passwd",
     ]
     host, port = server.base.split("//")[1].rstrip("/").split(":")
     for path in attempts + ["/../../etc/passwd", "/static/../../../../etc/passwd", "//etc/passwd"]:

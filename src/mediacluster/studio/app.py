@@ -58,7 +58,7 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         await run_in_threadpool(studio.close)  # write what is not written yet
 
     app = create_app("mediacluster studio", __version__, token=token, max_body_bytes=max_body_bytes,
-                     lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+                     lifespan=lifespan)  # /docs: the API, from files shipped in the package
     app.state.studio = studio
     loopback = is_loopback(host)
 
