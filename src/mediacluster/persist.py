@@ -175,13 +175,18 @@ class ModelStore:
         return dest
 
 
+def _stores(path: Path) -> tuple[Path, ...]:
+    """Where a model store may be for ``path``: itself, a run's ``models/``, a tuning folder's."""
+    return (path, path / "models", path / "best" / "models")
+
+
 def resolve_model(path: str | os.PathLike) -> Path:
     """The model folder meant by ``path``: a model folder itself, a model store (its latest
     version), or a run / tuning folder (the latest version of its ``models/``)."""
     path = Path(path)
     if (path / MODEL_JSON).exists():
         return path
-    for store in (path, path / "models", path / "best" / "models"):
+    for store in _stores(path):
         latest = ModelStore(store).latest()
         if latest is not None:
             return latest
@@ -189,3 +194,15 @@ def resolve_model(path: str | os.PathLike) -> Path:
         raise ModelFormatError(f"{path} does not exist")
     raise ModelFormatError(f"{path} holds no model: give a model folder (with {MODEL_JSON}), a run "
                            "folder written with `cluster --save-model`, or its models/ folder")
+
+
+def model_store_of(path: str | os.PathLike) -> ModelStore | None:
+    """The store whose ``LATEST`` a service watches for ``path``; None for a model folder given
+    directly (a pinned version never switches)."""
+    path = Path(path)
+    if (path / MODEL_JSON).exists():
+        return None
+    for store in _stores(path):
+        if (store / LATEST).exists() or ModelStore(store).versions():
+            return ModelStore(store)
+    return None
