@@ -29,6 +29,9 @@ UMAP object nor the HDBSCAN tree, so a saved model is plain arrays (see ``mediac
    vote share x the neighbours' membership probabilities. A training item's own copy dominates
    its vote, so predicting the training items reproduces their labels (tested >= 99%).
 
+``fit_labels(X, labels, embedding)`` builds the same predictor for labels given from outside (a
+person's curated clusters, published by the studio) without fitting the stages.
+
 ``reference_size`` keeps only a class-stratified sample of the training vectors inside the model
 (smaller files, cost measured in benchmarks/RESULTS.md).
 """
@@ -274,6 +277,48 @@ class Pipeline(BaseEstimator):
             first = dup[0][dup[1]]
             Z, labels, probs = Z[first], labels[first], probs[first]
         return Z, labels, probs
+
+    def fit_labels(self, X, labels, embedding, probabilities=None):
+        """Build the predictor for labels given from outside (a person's curated clusters from
+        the studio) instead of fitting the stages.
+
+        ``labels`` (n,) are cluster ids (``-1`` for unassigned items), ``embedding`` (n, k) the
+        reduced coordinates the predictions' ``embedding`` is interpolated from (the space the
+        labels were made in, e.g. the fitted model's or the studio's map), ``probabilities``
+        the membership of each item (default 1: a person placed it). No stage is fitted: the
+        reducer and clusterer are kept as configured (for their parameters); there is no outlier
+        stage (set ``outliers=None``). ``predict`` on the training vectors then reproduces the
+        labels (each item's own copy dominates its neighbours' vote).
+        """
+        X = np.asarray(X, dtype=np.float32)
+        labels = np.asarray(labels)
+        if X.ndim != 2 or len(X) < 3:
+            raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
+        if labels.shape != (len(X),) or labels.dtype.kind not in "iu":
+            raise InputError(f"labels must be {len(X)} integers, got {labels.dtype} {labels.shape}")
+        if labels.min(initial=0) < NOISE:
+            raise InputError("labels below -1: give unassigned items -1 (no outlier stage here)")
+        Z = np.asarray(embedding, dtype=np.float32)
+        if Z.ndim != 2 or len(Z) != len(X):
+            raise InputError(f"embedding must be ({len(X)}, k), got {Z.shape}")
+        if self.outliers is not None:
+            raise ParameterError("fit_labels builds a model without an outlier stage; set outliers=None",
+                                 "outliers")
+        self.check_params()
+        reducer, _, clusterer = self._resolve(len(X))
+        self.reducer_, self.outliers_, self.clusterer_ = reducer, None, clusterer
+        self.timings_ = {}
+        self.embedding_ = Z
+        self.labels_ = labels.astype(np.int64)
+        p = np.ones(len(X)) if probabilities is None else np.clip(np.asarray(probabilities, np.float64), 0, 1)
+        self.probabilities_ = np.where(self.labels_ >= 0, p, 0.0)
+        self.n_features_in_ = X.shape[1]
+        t = time.perf_counter()
+        self._assign()
+        with single_blas_thread():
+            self._fit_predictor(X)
+        self.timings_["predictor"] = time.perf_counter() - t
+        return self
 
     def fit_predict(self, X, y=None):
         return self.fit(X).labels_

@@ -17,6 +17,9 @@ A run folder (``mediacluster cluster ... --out DIR``) holds, at schema version 1
     models/              model versions v0001/, v0002/, ... and LATEST (see persist.ModelStore)
     report/              the HTML report          (derived)
     edits.sqlite         the studio's edit log    (written by a person, through the studio)
+    curated.json         the curated clusters      (derived from edits.sqlite: stamped with the
+                                                    run_id and the last edit's number)
+    exports/             the studio's exports      (folders per cluster, tables, Label Studio)
 
 **Publishing.** A new run is built in a hidden temporary sibling folder and swapped in when
 complete (:meth:`RunDir.create` -> :class:`RunBuilder`): Linux's ``renameat2(RENAME_EXCHANGE)``
@@ -90,6 +93,8 @@ MAP_META = "map2d.json"
 MODELS = "models"
 REPORT = "report"
 EDITS = "edits.sqlite"
+CURATED = "curated.json"
+EXPORTS = "exports"
 EXTRA_PREFIX = "extra_"
 # files a person made: a run holding them is kept aside, not deleted, when replaced
 PERSONAL = (NAMES_YAML, "names.yml", EDITS)
@@ -272,10 +277,21 @@ class _Files:
             paths=paths if any(p is not None for p in paths) else None,
             labels=labels if any(v is not None for v in labels) else None, extras=extras)
 
-    def read_extra(self, name: str) -> np.ndarray | None:
-        """One per-item encoder extra (e.g. ``imagenet_probs``) as float32, None if absent."""
+    def read_vectors(self, mmap: bool = True) -> np.ndarray:
+        """The (n, d) float32 vectors alone (memory-mapped by default), without the items table
+        and the extras :meth:`read_embeddings` also loads."""
+        return np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
+
+    def read_extra(self, name: str, mmap: bool = False) -> np.ndarray | None:
+        """One per-item encoder extra (e.g. ``imagenet_probs``) as float32, None if absent;
+        ``mmap=True``: memory-mapped in its stored dtype (float16 for probabilities), for
+        reading a few rows or chunks of a large run."""
         p = self.file(f"{EXTRA_PREFIX}{name}.npy")
-        return np.load(p, allow_pickle=False).astype(np.float32) if p.exists() else None
+        if not p.exists():
+            return None
+        if mmap:
+            return np.load(p, allow_pickle=False, mmap_mode="r")
+        return np.load(p, allow_pickle=False).astype(np.float32)
 
     # -- assignments -------------------------------------------------------------------------
     def write_assignments(self, df) -> None:
@@ -352,6 +368,37 @@ class _Files:
         if n is not None and len(xy) != n:
             return None
         return xy, meta
+
+    # -- the studio's work: the edit log and the curated state derived from it ------------------
+    def edits(self, create: bool = True):
+        """The studio's edit log (``edits.sqlite``, append-only) of this run; ``create=False``
+        gives None when the run has none."""
+        from .studio.editlog import EditLog
+
+        p = self.file(EDITS)
+        if not create and not p.exists():
+            return None
+        return EditLog(p, self.run_id)
+
+    def write_curated(self, doc: dict) -> None:
+        """The curated clusters (names, tags, junk flags, sizes) derived from the edit log;
+        ``doc["edits_seq"]`` says which edit it reflects."""
+        write_json(self.file(CURATED), {**doc, "run_id": self.run_id})
+
+    def read_curated(self) -> dict | None:
+        """``curated.json`` of this run, None if absent or derived from another run."""
+        p = self.file(CURATED)
+        if not p.exists():
+            return None
+        try:
+            doc = read_json(p)
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) and doc.get("run_id") == self.run_id else None
+
+    def exports_dir(self) -> Path:
+        """Where the studio writes exports (``exports/``)."""
+        return self.file(EXPORTS)
 
     @property
     def models(self):

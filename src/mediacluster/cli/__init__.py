@@ -22,7 +22,7 @@ from .._version import __version__
 from ..errors import MediaclusterError
 from ..fileio import cache_root, setup_numba_cache
 
-COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve"]
+COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio"]
 
 
 def printable(text) -> str:

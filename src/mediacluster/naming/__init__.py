@@ -1,5 +1,5 @@
 """Cluster names: WordNet lifting of ImageNet probabilities, CLIP zero-shot, and names a person
-gave by hand (``names.yaml`` next to a run, which always wins)."""
+gave by hand (``names.yaml`` next to a run) or in the studio (one rule: ``load_names``)."""
 
 from __future__ import annotations
 

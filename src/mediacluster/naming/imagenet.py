@@ -164,11 +164,21 @@ def item_mass(probs: np.ndarray, top_k: int | None = TOP_K) -> np.ndarray:
     P = np.asarray(probs, dtype=np.float32)
     if top_k is None or top_k >= P.shape[1]:
         return P / np.maximum(P.sum(axis=1, keepdims=True), 1e-12)
-    part = np.argpartition(-P, top_k - 1, axis=1)[:, :top_k]
+    idx, w = top_classes(P, top_k)
     out = np.zeros_like(P)
-    rows = np.arange(len(P))[:, None]
-    out[rows, part] = P[rows, part]
-    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+    out[np.arange(len(P))[:, None], idx] = w
+    return out
+
+
+def top_classes(probs: np.ndarray, top_k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
+    """The sparse form of :func:`item_mass`: per item its ``top_k`` class indices (int16) and
+    their renormalised probabilities (float32), e.g. for ranking a large run by a concept."""
+    P = np.asarray(probs, dtype=np.float32)
+    k = int(min(top_k, P.shape[1]))
+    part = np.argpartition(-P, k - 1, axis=1)[:, :k]
+    w = np.take_along_axis(P, part, axis=1)
+    w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+    return part.astype(np.int16), w.astype(np.float32)
 
 
 def cluster_masses(probs: np.ndarray, labels: np.ndarray, top_k: int | None = TOP_K) -> dict[int, np.ndarray]:

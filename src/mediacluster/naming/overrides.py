@@ -6,10 +6,14 @@ Format (plain YAML mapping, cluster id -> name)::
     3: "memes"
     7: screenshots
 
-Hand names override automatic ones everywhere (report, assignments, tags). ``load_names`` merges
-automatic names (``names.json`` or the ``name`` keys of ``clusters.json``) with the overrides.
-An id that is not a cluster of the run, or a value that is not a plain name, is refused with a
-message naming the file and the entry.
+**One rule for names**, applied by :func:`load_names` wherever a name is shown or used (report,
+assignments, tags, models): automatic names (``names.json``, else the ``name`` keys of
+``clusters.json``; for a model, then the names it was published with), overridden by
+``names.yaml``, overridden by the studio's curated names
+(``curated.json``, derived from the studio's edit log: every cluster of the curated state, with
+the name a person gave it there or the one it started with). An id in ``names.yaml`` that is not
+a cluster of the run (fitted or curated), or a value that is not a plain name, is refused with
+a message naming the file and the entry.
 """
 
 from __future__ import annotations
@@ -67,16 +71,47 @@ def automatic_names(run) -> dict[int, str]:
     return out
 
 
-def load_names(run, automatic: bool = True) -> dict[int, str]:
-    """Cluster id -> name for a run: automatic names, overridden by the hand-edited ``names.yaml``.
+def curated_names(run, person_only: bool = False) -> dict[int, str]:
+    """Names of the studio's curated clusters (``curated.json``); ``person_only``: only those a
+    person gave (in the studio or, before that, in ``names.yaml``). ``{}`` without a studio."""
+    doc = _as_run(run).read_curated()
+    if not doc:
+        return {}
+    return {int(e["id"]): str(e["name"]) for e in doc.get("clusters", [])
+            if e.get("name") and (not person_only or e.get("named_by") == "person")}
 
-    Clusters without any name are absent; callers fall back to e.g. ``f"cluster {id}"``.
+
+def _cluster_ids(run: RunDir) -> set[int] | None:
+    ids = {int(e["cluster"]) for e in run.read_clusters()}
+    doc = run.read_curated()
+    if doc:
+        ids |= {int(e["id"]) for e in doc.get("clusters", [])}
+    return ids or None
+
+
+def load_names(run, automatic: bool = True, curated: bool = True,
+               published: dict | None = None) -> dict[int, str]:
+    """Cluster id -> name for a run: automatic names, overridden by the hand-edited
+    ``names.yaml``, overridden by the studio's curated names (see the module docstring).
+
+    ``automatic=False``: only names a person gave; ``curated=False``: as before the studio (what
+    the studio itself starts from); ``published``: the names a model was published with, a
+    layer just above the automatic names (:func:`model_names`). Clusters without any name are
+    absent; callers fall back to e.g. ``f"cluster {id}"``.
     """
     run = _as_run(run)
     names = automatic_names(run) if automatic else {}
-    ids = {int(e["cluster"]) for e in run.read_clusters()} or None
-    names.update(_read_overrides(run, ids))
+    if automatic and published:
+        names.update({int(k): str(v) for k, v in published.items() if v})
+    names.update(_read_overrides(run, _cluster_ids(run)))
+    if curated:
+        names.update(curated_names(run, person_only=not automatic))
     return names
+
+
+def hand_names(run) -> dict[int, str]:
+    """The names a person gave (``names.yaml``, then the studio's)."""
+    return load_names(run, automatic=False)
 
 
 def save_names_template(run, overwrite: bool = False) -> Path:
@@ -98,23 +133,17 @@ def save_names_template(run, overwrite: bool = False) -> Path:
 
 
 def model_names(path: str | Path, published: dict | None = None) -> dict[int, str]:
-    """Cluster names for a saved model at ``path``: the run's automatic names, then the names
-    the model was published with (``model_info_["metadata"]["names"]``: the studio's curated
-    names, say), then the run's hand-given ``names.yaml``, which always wins. ``assign`` and
-    the service use this one rule."""
+    """Cluster names for a saved model at ``path``: :func:`load_names` of the run that holds it,
+    with the names the model was published with (``model_info_["metadata"]["names"]``) as the
+    layer just above the automatic ones. ``assign`` and the service use this."""
     run = find_run(path)
-    names = automatic_names(run) if run is not None else {}
-    for k, v in (published or {}).items():
-        if v:
-            names[int(k)] = str(v)
-    if run is not None:
-        ids = {int(e["cluster"]) for e in run.read_clusters()} or None
-        names.update(_read_overrides(run, ids))
-    return names
+    if run is None:
+        return {int(k): str(v) for k, v in (published or {}).items() if v}
+    return load_names(run, published=published)
 
 
 def names_near(path: str | Path) -> dict[int, str]:
-    """Cluster names for a saved model or run folder: the run that holds ``path`` (a model saved
-    in ``RUN/models/v0001``), automatic + ``names.yaml``; ``{}`` if none."""
+    """Cluster names for a saved model or run folder: :func:`load_names` of the run that holds
+    ``path`` (a model saved in ``RUN/models/v0001``); ``{}`` if none."""
     run = find_run(path)
     return load_names(run) if run is not None else {}

@@ -24,7 +24,7 @@ from ..data import nearest_to_centre
 from ..errors import RunDirError
 from ..fileio import atomic_path, display_text, json_text, read_json, write_json
 from ..naming import load_names
-from ..naming.overrides import _read_overrides, automatic_names
+from ..naming.overrides import automatic_names, hand_names
 from ..rundir import RunDir
 from ..stages.reduce import UMAPReducer
 from .thumbs import make_thumbnails
@@ -160,7 +160,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     t0 = time.perf_counter()
 
     assign = run.read_assignments()
-    labels = assign["cluster"].to_numpy().astype(np.int64)
+    curated = run.read_curated()
+    # the studio's curated clusters, when a person has worked on the run, are what it shows
+    label_col = "curated_cluster" if curated is not None and "curated_cluster" in assign else "cluster"
+    labels = assign[label_col].to_numpy().astype(np.int64)
     probs = assign["probability"].to_numpy().astype(np.float64) if "probability" in assign else np.ones(len(labels))
     paths = [p if isinstance(p, str) else None for p in assign["path"].tolist()] if "path" in assign else [None] * len(labels)
     ids = [str(x) for x in assign["id"].tolist()] if "id" in assign else [str(i) for i in range(len(labels))]
@@ -212,9 +215,12 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     t = time.perf_counter()
     X = vectors  # memory-mapped; each cluster's rows are read and normalised on their own
     names = load_names(run)
-    hand = _read_overrides(run)
+    hand = hand_names(run)
     auto = automatic_names(run)
     meta_by_id = {int(e["cluster"]): e for e in clusters_list}
+    if label_col == "curated_cluster":  # clusters the studio made (split, new) have their own
+        meta_by_id.update({int(e["id"]): e for e in curated.get("clusters", [])
+                           if int(e["id"]) not in meta_by_id or e.get("top_classes")})
     alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in run.read_automatic_names()}
     colors = cluster_colors(cluster_ids)
     clusters = []
@@ -333,7 +339,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
         cards.append(f"""
 <section class="card" data-cluster="{e['id']}" tabindex="0" title="click to show only this cluster on the map">
   <header><span class="swatch" style="background:{e['color']}"></span>
-    <h3>{esc(e['name'])}{' <span class="hand" title="named by hand in names.yaml">&#9998;</span>' if e['hand'] else ''}</h3>
+    <h3>{esc(e['name'])}{' <span class="hand" title="named by hand (names.yaml or the studio)">&#9998;</span>' if e['hand'] else ''}</h3>
     <span class="cid">#{e['id']}</span></header>
   <div class="meta"><b>{e['size']:,}</b> items &middot; {100 * e['share']:.1f}% &middot; mean membership {e['mean_probability']:.2f}</div>
   {f"<div class='meta'>also: {alts}</div>" if alts else ''}{auto}
@@ -383,7 +389,7 @@ noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b
 </section>
 <section id="clusters"><h2>Clusters</h2>
 <p class="muted">Cards are sorted by size. Representative images are the members nearest the cluster centre; borderline ones have the lowest membership probability.
-{'Names marked &#9998; come from names.yaml.' if hand_names else 'Rename clusters by writing <code>names.yaml</code> (cluster id: name) in the run folder and re-running <code>mediacluster report</code>.'}</p>
+{'Names marked &#9998; were given by a person (names.yaml or the studio).' if hand_names else 'Rename, merge and split clusters in the studio (<code>mediacluster studio RUN_DIR</code>), or write <code>names.yaml</code> (cluster id: name) in the run folder, and re-run <code>mediacluster report</code>.'}</p>
 <div class="cards">{''.join(cards)}</div></section>
 <section id="noise"><h2>Noise <span class="muted">({n_noise:,} items, label -1{', a random sample' if n_noise > len(noise_show) else ''})</span></h2>
 <div class="grid gallery">{noise_gal or '<span class="muted">none</span>'}</div></section>

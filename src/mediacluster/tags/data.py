@@ -105,12 +105,15 @@ def examples_from_source(source: str | Path, encoder: str = "efficientnet-lite0"
 
 def examples_from_run(run_dir: str | Path, cluster_tags: str | Path | dict | None = None) -> Examples:
     """Training examples from a run: each clustered item tagged with its cluster's tag. The
-    curated clusters (``curated_cluster``, from the studio) are used when the run has them."""
+    curated clusters (``curated_cluster``, from the studio) are used when the run has them, without
+    the items a person marked as junk."""
     run = RunDir.open(run_dir)
     emb = run.read_embeddings()
     asg = run.read_assignments()
     col = "curated_cluster" if "curated_cluster" in asg.columns else "cluster"
     clusters = asg[col].to_numpy(dtype=np.int64)
+    if "curated_status" in asg.columns:  # what a person marked as junk teaches no tag
+        clusters = np.where(asg["curated_status"].to_numpy() == "junk", -1, clusters)
     if cluster_tags is None:
         tags = {str(k): v for k, v in load_names(run, automatic=False).items()}
         if not tags:

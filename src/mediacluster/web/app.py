@@ -170,6 +170,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be listened on now (to prefer a fixed default port)."""
+    try:
+        bind(host, port).close()
+        return True
+    except ParameterError:
+        return False
+
+
 def resolve_token(host: str, token: str | None) -> str | None:
     """The access token a server on ``host`` needs: none on loopback unless given; elsewhere the
     given one or a new random one (printed with the URL)."""

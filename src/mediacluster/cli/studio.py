@@ -1,0 +1,84 @@
+"""``mediacluster studio RUN_DIR``: review, fix and name a run's clusters in a browser.
+
+Serves the studio on 127.0.0.1 (a free port unless ``--port``), prints its URL and opens it in
+the browser. Every edit is kept in ``RUN_DIR/edits.sqlite``; the curated clusters are written
+back into the run (``assignments.curated_cluster``, names in ``curated.json``) for ``report``,
+``assign``, ``tags train --run`` and the service. ``--publish`` and ``--export KIND`` do the
+same as the page's buttons without starting a server.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from ..studio.session import Studio
+from . import printable
+
+DEFAULT_PORT = 8765
+
+
+def add_parser(sub):
+    p = sub.add_parser("studio", help="review, rename, merge, split and fix clusters in a browser; "
+                                      "every edit is kept")
+    p.add_argument("run_dir", help="output folder of `mediacluster cluster` / `tune`")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other needs an access token, "
+                        "made and printed when not given)")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"port (default {DEFAULT_PORT}, or a free one when that is taken; 0 = a free one)")
+    p.add_argument("--token", default=None, help="access token (required off loopback; default: random)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--map", dest="map_method", choices=["auto", "umap", "pca"], default="auto",
+                   help="2-D map: the run's cached one (auto), else a UMAP computed once and cached")
+    p.add_argument("--publish", action="store_true",
+                   help="publish the curated clusters as a new model version and exit (no server)")
+    p.add_argument("--export", choices=["folders", "csv", "parquet", "labelstudio"], default=None,
+                   help="write an export of the curated clusters into RUN_DIR/exports and exit")
+    p.add_argument("--export-mode", choices=["symlink", "copy"], default="symlink",
+                   help="folders export: symbolic links (default) or copies")
+    return p
+
+
+def run(args) -> int:
+    from ..web.app import port_free, resolve_token, run_server
+
+    studio = Studio(args.run_dir, map_method=args.map_method, progress=True)
+    if args.publish or args.export:
+        try:
+            if args.export:
+                res = studio.export(args.export, args.export_mode, client="cli")
+                sys.stdout.write(f"export: {printable(res['path'])} ({res['items']} items; "
+                                 f"{', '.join(map(printable, res['files'][:5]))}"
+                                 f"{' ...' if len(res['files']) > 5 else ''})\n")
+            if args.publish:
+                res = studio.publish(client="cli")
+                sys.stdout.write(f"published model {res['version']}: {printable(res['path'])}\n"
+                                 f"it predicts the curated cluster of {100 * res['agreement']:.2f}% of "
+                                 f"{res['checked']} curated items ({res['clusters']} clusters, edit "
+                                 f"{res['edits_seq']})\n")
+        finally:
+            studio.close()
+        return 0
+
+    from ..studio.app import create_studio_app
+
+    token = resolve_token(args.host, args.token)
+    port = args.port
+    if port is None:
+        port = DEFAULT_PORT if port_free(args.host, DEFAULT_PORT) else 0
+    app = create_studio_app(studio, token=token, host=args.host)
+    state = studio.state
+    sys.stdout.write(f"studio: {studio.n:,} items, {len(state.alive())} clusters, {state.seq} edits "
+                     f"so far (loaded in {studio.load_seconds:.1f} s)\n")
+
+    def opened(url):
+        if not args.no_browser:
+            import webbrowser
+
+            full = url + (f"?token={token}" if token else "")
+            threading.Timer(0.5, lambda: webbrowser.open(full)).start()
+
+    run_server(app, host=args.host, port=port, name="studio", on_listen=opened)
+    return 0
+

@@ -1,0 +1,257 @@
+"""The studio's HTTP API and front end, on the shared web stack (:mod:`mediacluster.web`).
+
+Every route is a thin call into :class:`~mediacluster.studio.session.Studio`. What is served:
+the front end's three files (a fixed list, never a path from the request), JSON, the map and
+labels as little-endian binary arrays, and renderings of the collection's files made by the
+package's loaders (JPEG thumbnails of images, spectrograms and re-encoded excerpts of sounds),
+addressed by item number only, so no request can name a file
+(no path traversal by construction; tested anyway).
+
+Safety beyond the shared stack (JSON errors, body limit, token): requests that change
+something need the ``X-Mediacluster`` header (a browser cannot send it from another site
+without a CORS preflight, which this server never grants), a loopback server answers only to
+loopback host names (against DNS rebinding), and pages carry a strict Content-Security-Policy
+(scripts and styles from this server only) on top of the front end writing every string as text.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from .._version import __version__
+from ..web import ApiError, create_app
+from ..web.app import is_loopback
+from .state import EditConflict
+
+STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
+MAX_UPLOAD = 20 << 20
+CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self'; script-src 'self'; "
+       "style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_CLIENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _hostname(host: str) -> str:
+    """The name part of a Host header ("127.0.0.1:8765" -> "127.0.0.1", "[::1]:80" -> "[::1]")."""
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("mediacluster.studio").joinpath("static", name).read_bytes()
+
+
+def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
+                      max_body_bytes: int = 32 << 20):
+    """The FastAPI app serving ``studio`` (a :class:`~mediacluster.studio.session.Studio`)."""
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await run_in_threadpool(studio.close)  # write what is not written yet
+
+    app = create_app("mediacluster studio", __version__, token=token, max_body_bytes=max_body_bytes,
+                     lifespan=lifespan)  # /docs: the API, from files shipped in the package
+    app.state.studio = studio
+    loopback = is_loopback(host)
+
+    @app.middleware("http")
+    async def _studio_guards(request: Request, call_next):
+        if loopback:
+            if _hostname(request.headers.get("host") or "") not in LOOPBACK_NAMES:
+                return JSONResponse({"error": {"kind": "forbidden", "message": "this studio answers "
+                                     "to localhost / 127.0.0.1 only"}}, status_code=403)
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not request.headers.get("x-mediacluster"):
+            return JSONResponse({"error": {"kind": "forbidden", "message": "changes need the "
+                                 "X-Mediacluster header (sent by the studio's page)"}}, status_code=403)
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def call(fn, *a, **kw):
+        try:
+            return fn(*a, **kw)
+        except EditConflict as e:
+            raise ApiError(409, "conflict", str(e)) from None
+        except KeyError as e:
+            raise ApiError(404, "not_found", f"no such cluster or item: {e.args[0] if e.args else ''}") from None
+        except FileNotFoundError as e:
+            raise ApiError(404, "no_image", str(e)) from None
+
+    def client_of(request: Request) -> str:
+        c = request.headers.get("x-mediacluster-client", "")
+        return c if _CLIENT.fullmatch(c) else ""
+
+    def binary(data: bytes, headers: dict | None = None) -> Response:
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Cache-Control": "no-store", **{k: str(v) for k, v in (headers or {}).items()}})
+
+    # -- the page ------------------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse)
+    def index(request: Request):
+        r = HTMLResponse(_asset("index.html"), headers={"Content-Security-Policy": CSP,
+                                                         "Cache-Control": "no-store"})
+        given = request.query_params.get("token")
+        if token and given:  # the middleware checked it: keep it for the page's own requests
+            r.set_cookie("mediacluster_token", given, httponly=True, samesite="strict")
+        return r
+
+    @app.get("/static/{name}")
+    def static(name: str):
+        if name not in STATIC:
+            raise ApiError(404, "not_found", "no such file")
+        return Response(_asset(name), media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    def healthz():
+        return {"ok": True}
+
+    # -- reading -------------------------------------------------------------------------------
+    @app.get("/api/info")
+    def info():
+        return studio.info()
+
+    @app.get("/api/version")
+    def version():
+        return studio.version()
+
+    @app.get("/api/map")
+    def map_xy():
+        return binary(studio.map_bytes(), {"X-Items": studio.n})
+
+    @app.get("/api/labels")
+    def labels():
+        seq, data = studio.labels_bytes()
+        return binary(data, {"X-Seq": seq})
+
+    @app.get("/api/levels/{name}")
+    def level(name: str):
+        return binary(studio.level_bytes(name))
+
+    @app.get("/api/clusters")
+    def clusters():
+        return studio.clusters()
+
+    @app.get("/api/clusters/{cid}")
+    def cluster(cid: int):
+        return call(studio.cluster, cid)
+
+    @app.get("/api/clusters/{cid}/items")
+    def cluster_items(cid: int, offset: int = 0, limit: int = 60, order: str = "typical"):
+        return call(studio.members, cid, offset, limit, order)
+
+    @app.get("/api/clusters/{cid}/all")
+    def cluster_all(cid: int):
+        return {"cluster": cid, "items": call(studio.all_members, cid)}
+
+    @app.get("/api/briefs")
+    def briefs(ids: str = ""):
+        try:
+            nums = [int(x) for x in ids.split(",") if x.strip()]
+        except ValueError:
+            raise ApiError(400, "invalid_request", "ids must be item numbers separated by commas") from None
+        return {"items": call(studio.briefs, nums)}
+
+    @app.get("/api/items/{i}")
+    def item(i: int):
+        return call(studio.item, i)
+
+    def media(pair) -> Response:
+        data, kind = pair
+        return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/api/items/{i}/thumb")
+    def thumb(i: int, size: int = 160):
+        return media(call(studio.thumbnail, i, size))
+
+    @app.get("/api/items/{i}/preview")
+    def preview(i: int):
+        return media(call(studio.preview, i))
+
+    @app.get("/api/items/{i}/audio")
+    def audio(i: int):
+        return media(call(studio.audio, i))
+
+    @app.get("/api/edits")
+    def edits(since: int = 0, limit: int = 200):
+        return studio.events(since, limit)
+
+    # -- search --------------------------------------------------------------------------------
+    @app.get("/api/search/words")
+    def search_words(q: str, cluster: int | None = None, limit: int = 200):
+        return call(studio.search_words, q, cluster, limit)
+
+    @app.get("/api/search/similar")
+    def search_similar(item: int, cluster: int | None = None, limit: int = 100):
+        return call(studio.search_item, item, cluster, limit)
+
+    @app.post("/api/search/image")
+    async def search_image(file: UploadFile = File(...), cluster: int | None = Form(None),
+                           limit: int = Form(100)):
+        data = await file.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            raise ApiError(413, "too_large", f"the image is over {MAX_UPLOAD >> 20} MB")
+        return await run_in_threadpool(call, studio.search_image, data, file.filename or "", cluster, limit)
+
+    # -- editing -------------------------------------------------------------------------------
+    @app.post("/api/edits")
+    def edit(body: dict, request: Request):
+        kind = body.get("kind")
+        if not isinstance(kind, str):
+            raise ApiError(400, "invalid_request", "an edit needs a 'kind' (rename, merge, move, split, "
+                                                   "tag, junk)")
+        req = {k: v for k, v in body.items() if k != "kind"}
+        return call(studio.edit, kind, req, client_of(request))
+
+    @app.post("/api/undo")
+    def undo(request: Request):
+        return call(studio.edit, "undo", {}, client_of(request))
+
+    @app.post("/api/redo")
+    def redo(request: Request):
+        return call(studio.edit, "redo", {}, client_of(request))
+
+    @app.post("/api/split/preview")
+    def split_preview(body: dict):
+        if "cluster" not in body:
+            raise ApiError(400, "invalid_request", "split preview needs 'cluster'")
+        k = body.get("k")
+        return call(studio.split_preview, body["cluster"], None if k in (None, "", "auto") else k,
+                    body.get("reducer") or "auto")
+
+    # -- results -------------------------------------------------------------------------------
+    @app.post("/api/export")
+    def export(body: dict, request: Request):
+        return call(studio.export, str(body.get("kind")), str(body.get("mode") or "symlink"),
+                    client_of(request))
+
+    @app.get("/api/download/{name}")
+    def download(name: str):
+        import io
+
+        if name not in ("curated_assignments.csv", "curated_assignments.parquet"):
+            raise ApiError(404, "not_found", "downloads: curated_assignments.csv, curated_assignments.parquet")
+        _, df, _ = studio.curated_table()
+        buf = io.BytesIO()
+        if name.endswith(".csv"):
+            df.to_csv(buf, index=False)
+            media = "text/csv; charset=utf-8"
+        else:
+            df.to_parquet(buf, index=False)
+            media = "application/vnd.apache.parquet"
+        return Response(buf.getvalue(), media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.post("/api/publish")
+    def publish(request: Request):
+        return call(studio.publish, client_of(request))
+
+    return app

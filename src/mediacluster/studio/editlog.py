@@ -1,0 +1,152 @@
+"""The studio's edit log: an append-only SQLite table of timestamped events, one per edit.
+
+``RunDir.edits()`` hands out an :class:`EditLog` for ``RUN/edits.sqlite``. Events are never
+changed or deleted (triggers refuse UPDATE and DELETE); an undo is itself an event. The curated
+state is derived from the events by :class:`mediacluster.studio.state.CuratedState`.
+
+Durability: the database runs in WAL mode with ``synchronous=FULL``, so a commit is on disk
+(fsync) before :meth:`EditLog.append` returns; an edit the studio acknowledged survives a kill
+of the server at any instant. Writers take SQLite's write lock (``BEGIN IMMEDIATE``) for the
+read-validate-insert step, so two studio processes on one run serialise their edits.
+
+The log records the run it belongs to (``meta.run_id``): opening it for another run fails with
+a message (item numbers in the events are rows of that run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RunDirError
+
+SCHEMA = "mediacluster-edits"
+SCHEMA_VERSION = 1
+
+_DDL = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS events (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts      REAL NOT NULL,
+        kind    TEXT NOT NULL,
+        client  TEXT NOT NULL DEFAULT '',
+        payload TEXT NOT NULL)""",
+    """CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the edit log is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the edit log is append-only'); END""",
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    ts: float
+    kind: str
+    payload: dict = field(default_factory=dict)
+    client: str = ""
+
+    def to_dict(self) -> dict:
+        return {"seq": self.seq, "ts": self.ts, "kind": self.kind, "client": self.client,
+                "payload": self.payload}
+
+
+class EditLog:
+    """Append-only events of one run (see the module docstring). Thread-safe."""
+
+    def __init__(self, path: str | Path, run_id: str):
+        self.path = Path(path)
+        self.run_id = run_id
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            with self._transaction():
+                for stmt in _DDL:  # one by one: executescript would commit the transaction
+                    self._conn.execute(stmt)
+                meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+                if not meta:
+                    self._conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                        ("schema", SCHEMA), ("schema_version", str(SCHEMA_VERSION)),
+                        ("run_id", run_id), ("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))])
+        except sqlite3.DatabaseError as e:
+            if not os.access(self.path.parent, os.W_OK):
+                raise RunDirError(f"the edit log {self.path} cannot be written: {self.path.parent} is "
+                                  "not writable (the studio keeps every edit in the run folder)") from None
+            raise RunDirError(f"{self.path} is not a readable edit log ({e}); move it aside to "
+                              "start over") from None
+        if meta:
+            if meta.get("schema") != SCHEMA:
+                raise RunDirError(f"{self.path} is not a mediacluster edit log")
+            if meta.get("schema_version") != str(SCHEMA_VERSION):
+                raise RunDirError(f"{self.path} has edit-log version {meta.get('schema_version')}; "
+                                  f"this mediacluster reads version {SCHEMA_VERSION}")
+            if meta.get("run_id") != run_id:
+                raise RunDirError(f"{self.path} holds the edits of run {meta.get('run_id')}, not of "
+                                  f"this run ({run_id}); its item numbers would not match")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- writing -----------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self):
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def writing(self):
+        """Hold the log's write lock: read what others appended (:meth:`events`), decide, then
+        :meth:`insert`; committed (on disk) when the block ends without an error."""
+        with self._transaction():
+            yield self
+
+    def insert(self, kind: str, payload: dict, client: str = "") -> Event:
+        """Append one event (inside :meth:`writing`)."""
+        ts = time.time()
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        cur = self._conn.execute("INSERT INTO events (ts, kind, client, payload) VALUES (?, ?, ?, ?)",
+                                 (ts, kind, client or "", text))
+        return Event(int(cur.lastrowid), ts, kind, payload, client or "")
+
+    def append(self, kind: str, payload: dict, client: str = "") -> Event:
+        """Append one event and commit it."""
+        with self.writing():
+            return self.insert(kind, payload, client)
+
+    # -- reading -----------------------------------------------------------------------------
+    def events(self, since: int = 0, limit: int | None = None) -> list[Event]:
+        """Events with ``seq > since``, oldest first."""
+        q = "SELECT seq, ts, kind, client, payload FROM events WHERE seq > ? ORDER BY seq"
+        args: tuple = (int(since),)
+        if limit is not None:
+            q += " LIMIT ?"
+            args += (int(limit),)
+        with self._lock:
+            rows = self._conn.execute(q, args).fetchall()
+        return [Event(int(s), float(t), k, json.loads(p), c) for s, t, k, c, p in rows]
+
+    def last_seq(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])

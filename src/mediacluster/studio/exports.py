@@ -1,0 +1,188 @@
+"""Exports of the curated state: one folder per cluster, tables, a Label Studio import file.
+
+Everything is written under ``RUN/exports/<kind>-<time>-e<edit number>/`` (a new folder each
+time, never over an earlier export):
+
+* ``folders``: one sub-folder per curated cluster named ``<id> <name>`` (made safe for every file
+  system: no separators, control characters or leading dots), holding a symbolic link to (or a
+  copy of) each member's file; unassigned items go to ``unassigned``, junk clusters keep their
+  name and get a ``junk`` prefix.
+* ``csv`` / ``parquet``: the curated assignments (one row per item).
+* ``labelstudio``: ``tasks.json`` in Label Studio's import format with each item's curated
+  cluster as a pre-annotation (a ``choices`` prediction), ``label_config.xml`` (an image
+  classification config listing the clusters) and ``README.txt`` saying how to serve the
+  files (Label Studio's local-files storage, document root = the collection's folder).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, OutputError
+from ..fileio import atomic_path, write_json, write_table
+from ..rundir import path_to_text, texts
+
+KINDS = ("folders", "csv", "parquet", "labelstudio")
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    """A folder name from a cluster name: no path separators, control or reserved characters,
+    no leading dot, at most ``limit`` characters."""
+    t = unicodedata.normalize("NFC", path_to_text(str(text)))
+    t = "".join("_" if (unicodedata.category(c).startswith("C") or c in '/\\:*?"<>|') else c for c in t)
+    t = re.sub(r"\s+", " ", t).strip(" .")
+    return t[:limit].rstrip(" .") or "cluster"
+
+
+def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, probability,
+                  item_tags: dict[int, list[str]], truth=None):
+    """The curated assignments as a DataFrame (file names escaped like the run's tables)."""
+    import json
+
+    import pandas as pd
+
+    n = len(ids)
+    id_t, e1 = texts(ids)
+    path_t, e2 = texts(paths)
+    df = pd.DataFrame({
+        "id": id_t, "path": path_t,
+        "curated_cluster": np.asarray(curated, dtype=np.int64),
+        "curated_name": [names.get(int(c)) for c in curated],
+        "curated_status": list(status),
+        "curated_tags": [json.dumps(item_tags[i], ensure_ascii=False) if i in item_tags else None
+                         for i in range(n)],
+        "cluster": np.asarray(fitted, dtype=np.int64),
+        "probability": np.asarray(probability, dtype=np.float64),
+    })
+    if truth is not None:
+        df["label"] = [None if v is None else str(v) for v in truth]
+    esc = np.logical_or(e1, e2)
+    if esc.any():
+        df["escaped"] = esc
+    return df
+
+
+def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq: int,
+           mode: str = "symlink", root: str | None = None) -> dict:
+    """Write one export; returns ``{"kind", "path", "files", "items"}``."""
+    if kind not in KINDS:
+        raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
+    if mode not in ("symlink", "copy"):
+        raise InputError(f"mode must be 'symlink' or 'copy', got {mode!r}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(out_root) / f"{kind}-{stamp}-e{seq}"
+    k = 1
+    while out.exists():
+        k += 1
+        out = Path(out_root) / f"{kind}-{stamp}-e{seq}-{k}"
+    try:
+        out.mkdir(parents=True)
+        if kind == "folders":
+            files = _folders(out, paths, table, clusters, mode)
+        elif kind in ("csv", "parquet"):
+            p = out / f"curated_assignments.{kind}"
+            write_table(p, table)
+            files = [p.name]
+        else:
+            files = _labelstudio(out, paths, table, clusters, root)
+    except OSError as e:
+        shutil.rmtree(out, ignore_errors=True)
+        raise OutputError(f"cannot write the export to {out}: {e.strerror or e}") from e
+    return {"kind": kind, "path": str(out), "files": files, "items": int(len(table))}
+
+
+def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[str]:
+    by_id = {int(c["id"]): c for c in clusters}
+    folder_of: dict[int, Path] = {}
+    used: dict[Path, set[str]] = {}
+    made = []
+    cur = table["curated_cluster"].to_numpy()
+    for i, (p, c) in enumerate(zip(paths, cur)):
+        if not p:
+            continue
+        c = int(c)
+        if c not in folder_of:
+            if c < 0:
+                d = out / ("unassigned" if c == -1 else "outliers")
+            else:
+                e = by_id.get(c, {"name": f"cluster {c}"})
+                d = out / safe_name(f"{'junk ' if e.get('junk') else ''}{c:03d} {e.get('name') or ''}")
+            d.mkdir(exist_ok=True)
+            folder_of[c] = d
+            used[d] = set()
+            made.append(d.name)
+        d = folder_of[c]
+        base = os.path.basename(p) or f"item-{i}"
+        name = base if base not in used[d] else f"{i}-{base}"
+        used[d].add(name)
+        dst = d / name
+        src = os.path.abspath(p)
+        if mode == "symlink":
+            os.symlink(src, dst)
+        else:
+            shutil.copy2(src, dst)
+    return made
+
+
+def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None) -> list[str]:
+    import json
+    from xml.sax.saxutils import quoteattr
+
+    valid = [p for p in paths if p]
+    if root is None:
+        try:
+            root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in valid]) if valid else "/"
+        except ValueError:
+            root = "/"
+    names = {int(c["id"]): c.get("name") or f"cluster {c['id']}" for c in clusters}
+    choice = {cid: f"{nm} (#{cid})" for cid, nm in names.items()}  # unique even when names repeat
+    tasks = []
+    cur = table["curated_cluster"].to_numpy()
+    prob = table["probability"].to_numpy()
+    ids = table["id"].tolist()
+    for i, p in enumerate(paths):
+        if not p:
+            continue
+        rel = os.path.relpath(os.path.abspath(p), root)
+        c = int(cur[i])
+        task = {"data": {"image": "/data/local-files/?d=" + _quote(path_to_text(rel)),
+                         "path": path_to_text(os.path.abspath(p)), "id": ids[i], "cluster": c,
+                         "cluster_name": names.get(c)}}
+        if c >= 0:
+            task["predictions"] = [{
+                "model_version": "mediacluster-studio", "score": round(float(prob[i]), 4),
+                "result": [{"from_name": "cluster", "to_name": "image", "type": "choices",
+                            "value": {"choices": [choice[c]]}}]}]
+        tasks.append(task)
+    with atomic_path(out / "tasks.json") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(tasks, f, ensure_ascii=False)
+    opts = "\n".join(f"    <Choice value={quoteattr(choice[c])}/>" for c in sorted(choice))
+    (out / "label_config.xml").write_text(
+        "<View>\n  <Image name=\"image\" value=\"$image\"/>\n"
+        "  <Choices name=\"cluster\" toName=\"image\" choice=\"single\" showInline=\"false\">\n"
+        f"{opts}\n  </Choices>\n</View>\n", encoding="utf-8")
+    (out / "README.txt").write_text(
+        "Label Studio import of a mediacluster studio session\n\n"
+        "1. Start Label Studio with local files served from the collection's folder:\n"
+        "     LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\\n"
+        f"     LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={path_to_text(root)} label-studio\n"
+        "2. Create a project; Settings > Labeling Interface > Code: paste label_config.xml.\n"
+        "3. Settings > Cloud Storage > Add Source Storage > Local files, absolute path\n"
+        f"   {path_to_text(root)} (tick 'treat every file as a source file' off).\n"
+        "4. Import tasks.json: every image arrives with its curated cluster as a prediction\n"
+        "   (a pre-annotation to accept or correct).\n", encoding="utf-8")
+    write_json(out / "choices.json", [{"id": c, "name": names[c], "choice": choice[c]} for c in sorted(names)])
+    return ["tasks.json", "label_config.xml", "README.txt", "choices.json"]
+
+
+def _quote(rel: str) -> str:
+    from urllib.parse import quote
+
+    return quote(rel, safe="/")

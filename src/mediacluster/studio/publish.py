@@ -1,0 +1,101 @@
+"""Publish the curated clusters as a new model version of the run (``RUN/models/vNNNN``).
+
+The model is a plain :class:`~mediacluster.pipeline.Pipeline` whose labels are the curated ones
+(:meth:`Pipeline.fit_labels`): ``predict`` votes among the nearest training items, so it puts a
+new item where a person put its look-alikes, and reproduces the curated label of every curated
+item (checked on publishing: ``agreement``). It is saved like any other model (JSON + npz,
+``LATEST`` rewritten last), so ``mediacluster assign RUN``, ``tags train --run RUN`` and the
+service load it without knowing it came from the studio. Its reduced space is the fitted
+model's when the run kept one (``cluster --save-model``), else the studio's 2-D map; the
+metadata carries the encoder, the curated names, junk clusters and tags.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..data import NOISE, OUTLIER
+from ..pipeline import PIPELINE_PARAMS, Pipeline
+from ..rundir import RunDir
+from ..stages import registry
+
+#: curated items re-predicted to measure the agreement (a random sample above this)
+CHECK_ITEMS = 20000
+
+
+def _stage(kind: str, desc):
+    """A stage from run.json's description of the fitted pipeline ({"class", "params"})."""
+    if not isinstance(desc, dict) or "class" not in desc:
+        return "auto"
+    try:
+        info = registry.by_class(kind, desc["class"])
+    except KeyError:
+        return "auto"
+    params = {k: v for k, v in (desc.get("params") or {}).items() if k in info.params}
+    try:
+        return registry.build(kind, info.name, params)
+    except Exception:  # noqa: BLE001 - an old description: the default stage's parameters
+        return "auto"
+
+
+def curated_pipeline(vectors, labels, probability, fitted, base: Pipeline | None, xy,
+                     map_method: str, pipeline_desc: dict | None = None) -> Pipeline:
+    """A fitted Pipeline whose labels are ``labels`` (the curated clusters)."""
+    lab = np.asarray(labels, dtype=np.int64).copy()
+    lab[lab == OUTLIER] = NOISE  # no outlier stage in a curated model: unassigned
+    prob = np.where(lab == np.asarray(fitted), np.asarray(probability, dtype=np.float64), 1.0)
+    n = len(lab)
+    if base is not None:
+        Z = np.asarray(base.embedding_)
+        reducer, clusterer = base.reducer_, base.clusterer_
+        params = {k: v for k, v in base.get_params(deep=False).items() if k in PIPELINE_PARAMS}
+    else:
+        Z = np.asarray(xy, dtype=np.float32)
+        if map_method == "umap":  # the studio's map: the report's 2-D UMAP
+            reducer = registry.build("reducer", "umap", {"n_components": 2, "min_dist": 0.1, "metric": "cosine",
+                                                         "n_neighbors": int(min(30, max(2, n - 1)))})
+        else:
+            reducer = registry.build("reducer", "pca", {"n_components": 2})
+        fitted_desc = ((pipeline_desc or {}).get("params") or {})
+        clusterer = _stage("clusterer", fitted_desc.get("clusterer_"))
+        params = {}
+    params["reference_size"] = None  # every curated item stays a reference: predict reproduces it
+    pipe = Pipeline(reducer=reducer, outliers=None, clusterer=clusterer, **params)
+    return pipe.fit_labels(np.asarray(vectors, dtype=np.float32), lab, Z, prob)
+
+
+def agreement(pipe: Pipeline, vectors, labels, random_state: int = 0) -> tuple[float, int]:
+    """Share of curated items (label >= 0) whose predicted label is their curated one."""
+    lab = np.asarray(labels)
+    idx = np.flatnonzero(lab >= 0)
+    if len(idx) > CHECK_ITEMS:
+        idx = np.sort(np.random.default_rng(random_state).choice(idx, CHECK_ITEMS, replace=False))
+    if not len(idx):
+        return 1.0, 0
+    pred = pipe.predict(np.asarray(vectors[idx], dtype=np.float32))
+    return float((pred == lab[idx]).mean()), int(len(idx))
+
+
+def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability, fitted,
+                    base: Pipeline | None, xy, map_method: str, encoder: dict, seq: int,
+                    item_tags: dict[int, list[str]] | None = None) -> dict:
+    """Fit the curated model, check it, and publish it as the run's next model version."""
+    pipe = curated_pipeline(vectors, labels, probability, fitted, base, xy, map_method,
+                            run.info.get("pipeline"))
+    share, checked = agreement(pipe, vectors, labels)
+    enc = encoder.get("name")
+    metadata = {
+        "encoder": None if enc in (None, "", "precomputed") else enc,
+        "names": {str(e["id"]): e["name"] for e in table},
+        "curated": {"edits_seq": int(seq), "agreement": round(share, 5), "checked": checked,
+                    "junk": [e["id"] for e in table if e.get("junk")],
+                    "tags": {str(e["id"]): e["tags"] for e in table if e.get("tags")},
+                    "items_tagged": len(item_tags or {})},
+    }
+    with run.writing("studio"):
+        path = pipe.publish(run.models, metadata=metadata, run_id=run.run_id, source="studio")
+    return {"version": os.path.basename(path), "path": path, "agreement": share, "checked": checked,
+            "clusters": int(len(set(np.asarray(labels)[np.asarray(labels) >= 0].tolist()))),
+            "edits_seq": int(seq)}

@@ -1,0 +1,891 @@
+"""One open run in the studio: its data, the curated state, edits, search, split previews,
+exports and publishing. The HTTP layer (:mod:`.app`) only translates requests to these calls.
+
+Edits are acknowledged when their event is committed to the edit log (fsync'd); the curated
+state is then written back into the run folder by a background writer a moment later
+(``assignments`` gain ``curated_cluster``, ``curated_name``, ``curated_status``,
+``curated_tags``; ``curated.json`` holds the clusters), under the run folder's lock
+(``run.writing("studio")``), stamped with the edit number it reflects. Opening a run whose
+written state is behind its log (the server was killed before writing) writes it at once.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from ..data import NOISE, OUTLIER, l2_normalize, nearest_to_centre
+from ..errors import InputError, RunDirError, RunLockedError
+from ..fileio import cache_root
+from ..rundir import RunDir, path_to_text
+from .editlog import Event
+from .state import CuratedState, EditConflict
+
+log = logging.getLogger(__name__)
+
+#: the background writer writes the run's tables once no edit came for WRITE_DELAY seconds,
+#: or WRITE_MAX_WAIT seconds after the first unwritten edit while edits keep coming
+WRITE_DELAY = 1.0
+WRITE_MAX_WAIT = 10.0
+THUMB_SIZES = (96, 160)
+PREVIEW_SIZE = 512
+MAX_PAGE = 500
+MAX_RESULTS = 1000
+#: an automatic split tries 2..SPLIT_K_MAX parts
+SPLIT_K_MAX = 12
+#: levels: assignment columns named like this, coarse to fine (the engine's hierarchy)
+LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
+
+
+class Studio:
+    """A run opened for curation (see the module docstring)."""
+
+    def __init__(self, run: RunDir | str | os.PathLike, map_method: str = "auto",
+                 write_delay: float = WRITE_DELAY, progress: bool = False, warm: bool = True):
+        self.run = run if isinstance(run, RunDir) else RunDir.open(run)
+        self.run_id = self.run.run_id
+        info = self.run.info
+        self.encoder_info = info.get("encoder") or {}
+        self.media = self.encoder_info.get("media", "image")
+        t0 = time.perf_counter()
+        a = self.run.read_assignments()
+        self.n = len(a)
+        if self.n == 0:
+            raise RunDirError(f"{self.run.path} has no items")
+        self.ids = [str(x) for x in a["id"].tolist()]
+        self.paths = [p if isinstance(p, str) and p else None for p in a["path"].tolist()] \
+            if "path" in a else [None] * self.n
+        self.fitted = a["cluster"].to_numpy(np.int64)
+        self.probability = (a["probability"].to_numpy(np.float64) if "probability" in a
+                            else np.ones(self.n))
+        self.assigned = a["assigned_cluster"].to_numpy(np.int64) if "assigned_cluster" in a else None
+        self.truth = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                      for v in a["label"].tolist()] if "label" in a else None
+        self.dup_group = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
+        self.levels = _read_levels(self.run, a, self.n)
+        self.vectors = self.run.read_vectors(mmap=True)
+        if len(self.vectors) != self.n:
+            raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
+                              "the folder is damaged, re-run cluster")
+        self.imagenet = self.run.read_extra("imagenet_probs", mmap=True)
+        self.xy, self.map_method = self._map(map_method, progress)
+        self._display = [os.path.basename(path_to_text(p)) if p else path_to_text(i)
+                         for p, i in zip(self.paths, self.ids)]
+        self._lock = threading.RLock()
+        self.log = self.run.edits()
+        self._names0 = self._start_names()
+        self.state = CuratedState(self.fitted, self._names0)
+        for ev in self.log.events():
+            self.state.apply(ev)
+        self._written_seq = (self.run.read_curated() or {}).get("edits_seq", 0)
+        self._previews: OrderedDict[str, dict] = OrderedDict()
+        self._thumbs: dict[tuple[int, int], Path] = {}
+        self._thumb_dir = cache_root() / "thumbs"
+        self._model = None
+        self._model_checked = False
+        self._word = None
+        self._text = None
+        self._index = None
+        self._encoder = None
+        self._aux_lock = threading.Lock()
+        self.write_delay = write_delay
+        self._last_edit = 0.0
+        self._write_lock = threading.Lock()  # one writer of the run folder at a time in this process
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="studio-writer", daemon=True)
+        self._writer.start()
+        if self.state.seq != self._written_seq:
+            self._dirty.set()  # killed before the last edits were written: write them now
+        self.load_seconds = time.perf_counter() - t0
+        if warm:
+            threading.Thread(target=self._warm, name="studio-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        """Build the search structures in the background, so the first search is quick."""
+        try:
+            if self.imagenet is not None and not str(self.encoder_info.get("name") or "").startswith("clip"):
+                self._word_search().warm()
+            self.index.warm()
+        except Exception as e:  # noqa: BLE001 - a search will build them (and report) on demand
+            log.warning("studio: preparing search failed: %s", e)
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _map(self, method: str, progress: bool):
+        cached = self.run.read_map(self.n)
+        if cached is not None and method in ("auto", cached[1].get("method")):
+            return np.asarray(cached[0], dtype=np.float32), cached[1].get("method", "?")
+        from ..report.build import map_2d  # the report's map: one cached map per run
+
+        use = "umap" if method == "auto" else method
+        log.info("studio: computing the 2-D map of %d items (%s, once; cached in the run folder)",
+                 self.n, use)
+        with self.run.writing("studio"):
+            xy = map_2d(self.run, np.asarray(self.vectors), method=use)
+        return np.asarray(xy, dtype=np.float32), use
+
+    def _start_names(self) -> dict[int, tuple[str, str]]:
+        from ..naming.overrides import load_names
+
+        auto = load_names(self.run, automatic=True, curated=False)
+        hand = load_names(self.run, automatic=False, curated=False)
+        return {c: (nm, "person" if c in hand else "automatic") for c, nm in auto.items()}
+
+    def close(self) -> None:
+        """Write what is not written yet and stop the background writer."""
+        self._stop.set()
+        self._dirty.set()
+        self._writer.join(timeout=60)
+        try:
+            self.write_state()
+        except RunLockedError as e:
+            log.warning("studio: the curated state could not be written now (%s); it is safe in "
+                        "the edit log and is written the next time the studio opens the run", e)
+        self.log.close()
+
+    # -- reading -------------------------------------------------------------------------------
+    def replaced(self) -> bool:
+        """True when the run folder now holds another run (re-clustered while open)."""
+        try:
+            return RunDir(self.run.path).run_id != self.run_id
+        except (OSError, ValueError, KeyError, RunDirError):
+            return True
+
+    def info(self) -> dict:
+        enc = self.encoder_info
+        has_text = str(enc.get("name") or "").startswith("clip")
+        return {
+            "run": path_to_text(str(self.run.path)), "run_name": path_to_text(self.run.path.name),
+            "run_id": self.run_id, "n": self.n, "media": self.media,
+            "encoder": enc.get("name"), "map_method": self.map_method,
+            "word_search": "clip-text" if has_text else ("imagenet-wordnet" if self.imagenet is not None else None),
+            "example_search": True, "upload_search": self._upload_possible(),
+            "levels": [{"name": lv["name"], "groups": lv["groups"]} for lv in self.levels],
+            "has_truth": self.truth is not None, "has_duplicates": self.dup_group is not None,
+            "models": self.run.models.versions(),
+            "seq": self.state.seq,
+        }
+
+    def _upload_possible(self) -> bool:
+        name = self.encoder_info.get("name")
+        return bool(name) and name != "precomputed" and self.media == "image"
+
+    def version(self) -> dict:
+        self.sync()
+        with self._lock:
+            return {"seq": self.state.seq, "written": self._written_seq,
+                    "can_undo": self.state.can_undo(), "can_redo": self.state.can_redo(),
+                    "replaced": self.replaced()}
+
+    def sync(self) -> int:
+        """Apply events other processes appended to the log."""
+        with self._lock:
+            if self.log.last_seq() > self.state.seq:
+                for ev in self.log.events(since=self.state.seq):
+                    self.state.apply(ev)
+                self._dirty.set()
+            return self.state.seq
+
+    def map_bytes(self) -> bytes:
+        """x then y, float32 little-endian (n each)."""
+        return np.ascontiguousarray(self.xy[:, 0], "<f4").tobytes() + np.ascontiguousarray(self.xy[:, 1], "<f4").tobytes()
+
+    def labels_bytes(self) -> tuple[int, bytes]:
+        with self._lock:
+            return self.state.seq, np.ascontiguousarray(self.state.labels, "<i4").tobytes()
+
+    def level_bytes(self, name: str) -> bytes:
+        lv = self._level(name)
+        return np.ascontiguousarray(lv["labels"], "<i4").tobytes()
+
+    def _level(self, name: str) -> dict:
+        for lv in self.levels:
+            if lv["name"] == name:
+                return lv
+        raise InputError(f"the run has no level {name!r}")
+
+    def clusters(self) -> dict:
+        with self._lock:
+            table = self.state.cluster_table()
+            labels = self.state.labels.copy()
+            seq = self.state.seq
+            undo, redo = self.state.can_undo(), self.state.can_redo()
+        sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+        fitted_names = self._names0
+        for e in table:
+            e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
+        special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
+                   {"id": OUTLIER, "name": "outliers", "size": sizes.get(OUTLIER, 0)}]
+        groups = {}
+        for lv in self.levels:  # each curated cluster under the level group most of it is in
+            lab = lv["labels"]
+            keep = labels >= 0
+            if keep.any():
+                pairs, cnt = np.unique(np.stack([labels[keep], lab[keep]]), axis=1, return_counts=True)
+                best: dict[int, tuple[int, int]] = {}
+                for (c, g), k in zip(pairs.T.tolist(), cnt.tolist()):
+                    if k > best.get(c, (-1, -1))[1]:
+                        best[c] = (g, k)
+                groups[lv["name"]] = {str(c): g for c, (g, _) in best.items()}
+        return {"seq": seq, "clusters": table, "special": special, "groups": groups,
+                "can_undo": undo, "can_redo": redo}
+
+    def cluster(self, cid: int) -> dict:
+        with self._lock:
+            c = self.state.clusters.get(int(cid))
+            members = self.state.members(cid)
+        if cid not in (NOISE, OUTLIER) and (c is None or not c.alive):
+            raise KeyError(cid)
+        out = {"id": int(cid), "size": int(len(members))}
+        if c is not None:
+            out.update(c.to_dict())
+        if len(members) and self.probability is not None:
+            out["mean_probability"] = float(self.probability[members].mean())
+        out["top_classes"] = self._top_classes(members) if len(members) else []
+        if self.truth is not None and len(members):
+            vals, cnt = np.unique(np.array([str(self.truth[i]) for i in members]), return_counts=True)
+            o = np.argsort(-cnt)[:3]
+            out["true_labels"] = [{"label": str(vals[j]), "share": float(cnt[j] / len(members))} for j in o]
+        return out
+
+    def _top_classes(self, idx: np.ndarray, k: int = 5) -> list[dict]:
+        if self.imagenet is None or not len(idx):
+            return []
+        from ..naming.wordnet import imagenet_names
+
+        names = imagenet_names()
+        mass = np.zeros(self.imagenet.shape[1], dtype=np.float64)
+        idx = np.sort(np.asarray(idx))
+        for a in range(0, len(idx), 8192):
+            mass += np.asarray(self.imagenet[idx[a:a + 8192]], dtype=np.float64).sum(axis=0)
+        top = np.argsort(-mass)[:k]
+        return [{"class": names[j], "index": int(j), "share": float(mass[j] / len(idx))} for j in top]
+
+    def members(self, cid: int, offset: int = 0, limit: int = 60, order: str = "typical") -> dict:
+        """A page of a cluster's members: ``typical`` (highest membership first), ``borderline``
+        (lowest first), ``map`` (left to right on the map) or ``file`` (by file name)."""
+        limit = int(max(1, min(MAX_PAGE, limit)))
+        with self._lock:
+            idx = self.state.members(cid)
+            seq = self.state.seq
+        if cid >= 0 and (int(cid) not in self.state.clusters or not self.state.clusters[int(cid)].alive):
+            raise KeyError(cid)
+        if order == "typical":
+            idx = idx[np.argsort(-self.probability[idx], kind="stable")]
+        elif order == "borderline":
+            idx = idx[np.argsort(self.probability[idx], kind="stable")]
+        elif order == "map":
+            idx = idx[np.argsort(self.xy[idx, 0], kind="stable")]
+        elif order == "file":
+            idx = np.array(sorted(idx.tolist(), key=lambda i: self._display[i]), dtype=np.int64)
+        else:
+            raise InputError(f"order must be typical, borderline, map or file, not {order!r}")
+        page = idx[int(max(0, offset)): int(max(0, offset)) + limit]
+        return {"cluster": int(cid), "seq": seq, "total": int(len(idx)), "offset": int(offset),
+                "items": [self._item_brief(int(i)) for i in page]}
+
+    def briefs(self, ids: list[int]) -> list[dict]:
+        """Name, cluster and membership of the given items (a selection's page, a hover)."""
+        if len(ids) > MAX_PAGE:
+            raise InputError(f"at most {MAX_PAGE} items at a time")
+        items = [self._check_item(i) for i in ids]
+        with self._lock:
+            return [self._item_brief(i) for i in items]
+
+    def all_members(self, cid: int) -> list[int]:
+        with self._lock:
+            return self.state.members(cid).tolist()
+
+    def _item_brief(self, i: int, score: float | None = None) -> dict:
+        out = {"i": i, "name": self._display[i], "cluster": int(self.state.labels[i]),
+               "p": round(float(self.probability[i]), 4)}
+        if score is not None:
+            out["score"] = round(float(score), 4)
+        return out
+
+    def _check_item(self, i) -> int:
+        try:
+            i = int(i)
+        except (TypeError, ValueError):
+            raise InputError(f"item must be an item number, got {i!r}") from None
+        if not 0 <= i < self.n:
+            raise KeyError(i)
+        return i
+
+    def item(self, i: int, k: int = 12) -> dict:
+        i = self._check_item(i)
+        with self._lock:
+            cur = int(self.state.labels[i])
+            c = self.state.clusters.get(cur)
+            tags = list(self.state.item_tags.get(i, []))
+        out = {
+            "i": i, "id": path_to_text(self.ids[i]), "name": self._display[i],
+            "path": path_to_text(self.paths[i]) if self.paths[i] else None,
+            "cluster": cur, "cluster_name": c.name if c is not None else None,
+            "fitted_cluster": int(self.fitted[i]),
+            "assigned_cluster": int(self.assigned[i]) if self.assigned is not None else None,
+            "probability": float(self.probability[i]), "tags": tags,
+            "label": self.truth[i] if self.truth is not None else None,
+            "x": float(self.xy[i, 0]), "y": float(self.xy[i, 1]),
+        }
+        if self.imagenet is not None:
+            from ..naming.wordnet import imagenet_names
+
+            p = np.asarray(self.imagenet[i], dtype=np.float32)
+            top = np.argsort(-p)[:5]
+            names = imagenet_names()
+            out["top_classes"] = [{"class": names[j], "p": round(float(p[j]), 4)} for j in top]
+        if self.dup_group is not None:
+            g = self.dup_group[i]
+            if g is not None and not (isinstance(g, float) and np.isnan(g)) and int(g) >= 0:
+                same = np.flatnonzero(self.dup_group == g)
+                out["duplicates"] = [self._item_brief(int(j)) for j in same if j != i][:50]
+            else:
+                out["duplicates"] = []
+        D, idx = self.index.search(np.asarray(self.vectors[i], dtype=np.float32), k + 1)
+        out["neighbours"] = [self._item_brief(int(j), s) for s, j in zip(D[0], idx[0]) if j >= 0 and j != i][:k]
+        return out
+
+    # -- images ----------------------------------------------------------------------------------
+    def thumbnail(self, i: int, size: int = 160) -> tuple[bytes, str]:
+        """``(bytes, media type)``: a JPEG thumbnail of image ``i`` (made with the package's
+        hardened image loader), or a PNG spectrogram of audio item ``i``; cached by content in
+        the user cache."""
+        from ..fileio import hash_file
+
+        i = self._check_item(i)
+        if size not in THUMB_SIZES:
+            raise InputError(f"size must be one of {THUMB_SIZES}")
+        audio = self.media == "audio"
+        kind = "image/png" if audio else "image/jpeg"
+        key = (i, size)
+        p = self._thumbs.get(key)
+        if p is not None and p.exists():
+            return p.read_bytes(), kind
+        src = self._file(i)
+        try:
+            h = hash_file(src)
+        except OSError as e:
+            raise FileNotFoundError(f"item {i}: cannot read its file ({e.strerror or e})") from None
+        dst = self._thumb_dir / (f"{h}-spec{size}.png" if audio else f"{h}-{size}.jpg")
+        if not dst.exists():
+            data = self._spectrogram(src, size, min(64, size // 2)) if audio else self._jpeg(src, size, quality=82)
+            self._thumb_dir.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, dst)
+            self._thumbs[key] = dst
+            return data, kind
+        self._thumbs[key] = dst
+        return dst.read_bytes(), kind
+
+    def preview(self, i: int) -> tuple[bytes, str]:
+        """A larger rendering of item ``i`` for the item view (never the original file itself):
+        a JPEG of an image, a PNG spectrogram of a sound."""
+        i = self._check_item(i)
+        if self.media == "audio":
+            return self._spectrogram(self._file(i), PREVIEW_SIZE, 64), "image/png"  # 64 mel bands
+        return self._jpeg(self._file(i), PREVIEW_SIZE, quality=88), "image/jpeg"
+
+    def audio(self, i: int) -> tuple[bytes, str]:
+        """A short re-encoded excerpt of audio item ``i`` for the item view's player."""
+        from ..ingest import SkipItem
+        from ..report.audio import audio_preview  # librosa / soundfile: audio runs only
+
+        i = self._check_item(i)
+        if self.media != "audio":
+            raise FileNotFoundError(f"item {i} is an image, not a sound")
+        try:
+            return audio_preview(self._file(i))
+        except SkipItem as e:
+            raise FileNotFoundError(f"cannot play item {i}: {e}") from None
+
+    def _file(self, i: int) -> str:
+        p = self.paths[i]
+        if not p:
+            raise FileNotFoundError(f"item {i} has no file (the run was made from vectors)")
+        return p
+
+    @staticmethod
+    def _spectrogram(src: str, width: int, height: int) -> bytes:
+        from ..ingest import SkipItem
+        from ..report.audio import spectrogram_png  # librosa: audio runs only
+
+        try:
+            return spectrogram_png(src, width=width, height=height)
+        except SkipItem as e:
+            raise FileNotFoundError(f"cannot draw {path_to_text(os.path.basename(src))}: {e}") from None
+
+    @staticmethod
+    def _jpeg(src: str, size: int, quality: int) -> bytes:
+        from PIL import Image
+
+        from ..ingest import SkipItem, load_image
+
+        try:
+            im = load_image(src, draft_size=size)
+        except SkipItem as e:
+            raise FileNotFoundError(f"cannot show {path_to_text(os.path.basename(src))}: {e}") from None
+        im.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, "JPEG", quality=quality)
+        return buf.getvalue()
+
+    # -- editing ---------------------------------------------------------------------------------
+    def edit(self, kind: str, req: dict, client: str = "") -> dict:
+        """Check, record (committed to disk) and apply one edit; returns the acknowledgement."""
+        if self.replaced():
+            raise EditConflict("the run folder now holds another run (it was re-clustered); "
+                               "restart the studio on it")
+        if kind == "split" and isinstance(req, dict) and "preview" in req:
+            req = self._from_preview(req)
+        with self._lock:
+            with self.log.writing():
+                for ev in self.log.events(since=self.state.seq):  # another process's edits first
+                    self.state.apply(ev)
+                if kind == "undo":
+                    payload = self.state.prepare_undo()
+                elif kind == "redo":
+                    payload = self.state.prepare_redo()
+                else:
+                    payload = self.state.prepare(kind, req)
+                ev = self.log.insert(kind, payload, client)
+            self.state.apply(ev)
+            ack = self._ack(ev)
+        self._last_edit = time.monotonic()
+        self._dirty.set()
+        return ack
+
+    def _ack(self, ev: Event) -> dict:
+        p = ev.payload
+        brief = {k: v for k, v in p.items() if k not in ("items", "parts")}
+        if "items" in p:
+            brief["n_items"] = len(p["items"])
+        return {"seq": ev.seq, "kind": ev.kind, "edit": brief, "can_undo": self.state.can_undo(),
+                "can_redo": self.state.can_redo()}
+
+    def events(self, since: int = 0, limit: int = 200) -> dict:
+        evs = self.log.events(since=since, limit=max(1, min(1000, limit)))
+        out = []
+        for e in evs:
+            d = e.to_dict()
+            p = d["payload"]
+            if "items" in p:
+                p = {**{k: v for k, v in p.items() if k not in ("items", "parts")}, "n_items": len(p["items"])}
+            d["payload"] = p
+            out.append(d)
+        return {"seq": self.state.seq, "events": out}
+
+    def _record(self, kind: str, payload: dict, client: str = "") -> None:
+        """A non-edit event (publish, export) in the log, for the history."""
+        with self._lock:
+            ev = self.log.append(kind, payload, client)
+            self.state.apply(ev)
+
+    # -- writing the curated state into the run --------------------------------------------------
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            # write once a burst of edits has settled (no edit for write_delay seconds), but at
+            # least every WRITE_MAX_WAIT seconds while edits keep coming
+            first = time.monotonic()
+            while not self._stop.is_set():
+                quiet = time.monotonic() - self._last_edit
+                if quiet >= self.write_delay or time.monotonic() - first >= WRITE_MAX_WAIT:
+                    break
+                self._stop.wait(max(0.05, self.write_delay - quiet))
+            self._dirty.clear()
+            try:
+                self.write_state()
+            except RunLockedError as e:
+                log.info("studio: run folder busy (%s); writing the curated state later", e)
+                self._dirty.set()
+                self._stop.wait(2.0)
+            except Exception:  # noqa: BLE001 - the edits are safe in the log; keep serving
+                log.exception("studio: writing the curated state failed (the edits are kept in the log)")
+                self._stop.wait(5.0)
+
+    def write_state(self, force: bool = False) -> int:
+        """Write ``curated_*`` columns into the assignments and ``curated.json``; returns the
+        edit number written. Nothing is written for a run nobody edited."""
+        with self._lock:
+            seq = self.state.seq
+            if (seq == self._written_seq and not force) or (seq == 0 and not self.state.done):
+                return self._written_seq
+            labels = self.state.labels.copy()
+            table = self.state.cluster_table()
+            status = self.state.status()
+            item_tags = {i: list(t) for i, t in self.state.item_tags.items()}
+        names = {e["id"]: e["name"] for e in table}
+        masses = self._masses(labels, [e["id"] for e in table])
+        for e in table:
+            e["top_classes"] = masses.get(e["id"], [])
+        with self._write_lock, self.run.writing("studio"):
+            if seq <= self._written_seq and not force:
+                return self._written_seq  # another thread wrote it meanwhile
+            if self.replaced():
+                return self._written_seq
+            df = self.run.read_assignments()
+            df = df.drop(columns=[c for c in df.columns if c.startswith("curated_")])
+            df["curated_cluster"] = labels
+            df["curated_name"] = [names.get(int(c)) for c in labels]
+            df["curated_status"] = status
+            df["curated_tags"] = [json.dumps(item_tags[i], ensure_ascii=False) if i in item_tags else None
+                                  for i in range(self.n)]
+            self.run.write_assignments(df)
+            self.run.write_curated({"edits_seq": seq, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                    "clusters": table,
+                                    "item_tags": {path_to_text(self.ids[i]): t for i, t in item_tags.items()}})
+        self._written_seq = seq
+        return seq
+
+    def _masses(self, labels: np.ndarray, ids: list[int], k: int = 5) -> dict[int, list[dict]]:
+        """Top ImageNet classes of every cluster in one chunked pass."""
+        if self.imagenet is None or not ids:
+            return {}
+        from scipy import sparse
+
+        from ..naming.wordnet import imagenet_names
+
+        pos = {c: j for j, c in enumerate(ids)}
+        row = np.array([pos.get(int(c), -1) for c in labels])
+        mass = np.zeros((len(ids), self.imagenet.shape[1]))
+        for a in range(0, self.n, 16384):
+            r = row[a:a + 16384]
+            ok = r >= 0
+            if not ok.any():
+                continue
+            m = sparse.csr_matrix((np.ones(ok.sum()), (r[ok], np.flatnonzero(ok))), shape=(len(ids), len(r)))
+            mass += m @ np.asarray(self.imagenet[a:a + 16384], dtype=np.float32)
+        sizes = np.bincount(row[row >= 0], minlength=len(ids))
+        names = imagenet_names()
+        out = {}
+        for c, j in pos.items():
+            if sizes[j]:
+                top = np.argsort(-mass[j])[:k]
+                out[c] = [{"class": names[t], "index": int(t), "share": float(mass[j, t] / sizes[j])} for t in top]
+        return out
+
+    # -- search ----------------------------------------------------------------------------------
+    @property
+    def index(self):
+        from .search import VectorIndex
+
+        with self._aux_lock:
+            if self._index is None:
+                self._index = VectorIndex(self.vectors)
+        return self._index
+
+    def _within(self, cluster) -> np.ndarray | None:
+        if cluster is None or cluster == "":
+            return None
+        try:
+            cid = int(cluster)
+        except (TypeError, ValueError):
+            raise InputError(f"cluster must be a cluster id, got {cluster!r}") from None
+        with self._lock:
+            if cid >= 0 and (cid not in self.state.clusters or not self.state.clusters[cid].alive):
+                raise KeyError(cid)
+            return self.state.members(cid)
+
+    def search_words(self, q: str, cluster=None, limit: int = 200) -> dict:
+        t = time.perf_counter()
+        if not isinstance(q, str) or len(q) > 200:
+            raise InputError("the search must be text of at most 200 characters")
+        name = str(self.encoder_info.get("name") or "")
+        if name.startswith("clip"):
+            searcher, method = self._text_search(), "clip-text"
+        elif self.imagenet is not None:
+            searcher, method = self._word_search(), "imagenet-wordnet"
+        else:
+            raise InputError("this run has neither ImageNet probabilities (default encoder) nor a "
+                             "CLIP encoder, so it cannot be searched by words; search by example")
+        scores, used, others = searcher.scores(q)
+        return self._ranked(scores, cluster, limit, {"query": q, "method": method, "concept": used,
+                                                     "other_meanings": others}, t,
+                            min_score=1e-6 if method == "imagenet-wordnet" else None)
+
+    def _word_search(self):
+        with self._aux_lock:
+            if self._word is None:
+                from .search import WordSearch
+
+                self._word = WordSearch(self.imagenet)
+        return self._word
+
+    def _text_search(self):
+        with self._aux_lock:
+            if self._text is None:
+                from .search import TextSearch
+
+                self._text = TextSearch(self._get_encoder(), self.vectors)
+        return self._text
+
+    def _get_encoder(self):
+        from ..encoders import get_encoder
+
+        if self._encoder is None:
+            name = self.encoder_info.get("name")
+            if not name or name == "precomputed":
+                raise InputError("this run was made from precomputed vectors: no encoder to embed "
+                                 "a new image or text with")
+            self._encoder = get_encoder(name)
+        return self._encoder
+
+    def _ranked(self, scores: np.ndarray, cluster, limit: int, head: dict, t0: float,
+                min_score: float | None = None) -> dict:
+        limit = int(max(1, min(MAX_RESULTS, limit)))
+        within = self._within(cluster)
+        cand = np.arange(self.n) if within is None else within
+        s = scores[cand]
+        if min_score is not None:
+            keep = s >= min_score
+            cand, s = cand[keep], s[keep]
+        top = np.argsort(-s, kind="stable")[:limit]
+        with self._lock:
+            items = [self._item_brief(int(cand[j]), s[j]) for j in top]
+        return {**head, "cluster": None if within is None else int(cluster), "matches": int(len(cand)),
+                "items": items, "seconds": round(time.perf_counter() - t0, 4)}
+
+    def search_item(self, i: int, cluster=None, limit: int = 100) -> dict:
+        t = time.perf_counter()
+        i = self._check_item(i)
+        return self._search_vector(np.asarray(self.vectors[i], dtype=np.float32), cluster, limit,
+                                   {"method": "example", "item": i}, t)
+
+    def search_image(self, data: bytes, filename: str = "", cluster=None, limit: int = 100) -> dict:
+        """Embed an uploaded image with the run's encoder (through the package's hardened image
+        loader) and search for its nearest items."""
+        from ..ingest import SkipItem
+
+        t = time.perf_counter()
+        if self.media != "image":
+            raise InputError("this run holds audio; search by an uploaded image needs an image run")
+        if not data:
+            raise InputError("the upload is empty")
+        enc = self._get_encoder()
+        with tempfile.TemporaryDirectory(prefix="mc-studio-") as d:
+            p = Path(d) / "upload"
+            p.write_bytes(data)
+            try:
+                x = enc.prepare(str(p))
+            except SkipItem as e:
+                raise InputError(f"the uploaded file cannot be used: {e}") from None
+        with self._aux_lock:  # one inference at a time on the shared encoder
+            v = enc.encode([x])["embedding"][0]
+        head = {"method": "upload", "filename": path_to_text(filename or "")[:200]}
+        rec = self.encoder_info.get("id")
+        if rec and rec != enc.id:
+            head["warning"] = f"the encoder now is {enc.id}; the run was embedded with {rec}"
+        return self._search_vector(v, cluster, limit, head, t)
+
+    def _search_vector(self, v, cluster, limit, head, t0) -> dict:
+        limit = int(max(1, min(MAX_RESULTS, limit)))
+        within = self._within(cluster)
+        D, idx = self.index.search(v, limit, within=within)
+        with self._lock:
+            items = [self._item_brief(int(j), s) for s, j in zip(D[0], idx[0]) if j >= 0]
+        return {**head, "cluster": None if within is None else int(cluster),
+                "matches": int(self.n if within is None else len(within)), "items": items,
+                "seconds": round(time.perf_counter() - t0, 4)}
+
+    # -- split -----------------------------------------------------------------------------------
+    def _reduced_space(self) -> np.ndarray | None:
+        """The fitted model's reduced coordinates of every item, when the run kept its model."""
+        with self._aux_lock:
+            if not self._model_checked:
+                self._model_checked = True
+                latest = self.run.models.latest()
+                if latest is not None:
+                    from ..pipeline import Pipeline
+
+                    try:
+                        m = Pipeline.load(latest)
+                        if len(m.labels_) == self.n and np.array_equal(np.asarray(m.labels_), self.fitted):
+                            self._model = m
+                    except Exception as e:  # noqa: BLE001 - without it a split reduces on its own
+                        log.warning("studio: model %s not used for splits: %s", latest, e)
+        return None if self._model is None else np.asarray(self._model.embedding_)
+
+    def split_preview(self, cid: int, k: int | None = None, reducer: str = "auto") -> dict:
+        """Re-cluster only the members of ``cid`` with the pipeline's own stages and keep the
+        result for :meth:`edit` ("split").
+
+        Clusterer: K-means with ``k``, or (automatic) the default clusterer's silhouette-chosen
+        K-means over 2..:data:`SPLIT_K_MAX` parts. Space (``reducer``): ``auto`` = the saved
+        model's reduced coordinates of the members when the run kept its model, else a PCA of
+        the members (32 dims); ``umap`` runs the default reducer on the members (slow)."""
+        from ..naming.names import name_clusters
+        from ..pipeline import Pipeline
+        from ..stages import registry
+        from ..stages.cluster import knn_vote
+
+        t0 = time.perf_counter()
+        with self._lock:
+            c = self.state.clusters.get(int(cid))
+            if c is None or not c.alive:
+                raise KeyError(cid)
+            members = self.state.members(cid)
+        m = len(members)
+        if m < 4:
+            raise InputError(f"cluster {cid} has {m} items; a split needs at least 4")
+        if k is not None:
+            k = int(k)
+            if not 2 <= k <= min(100, m - 1):
+                raise InputError(f"k must be between 2 and {min(100, m - 1)} for {m} items")
+        if reducer not in ("auto", "model", "pca", "umap"):
+            raise InputError("reducer must be auto, model, pca or umap")
+        X = np.asarray(self.vectors[members], dtype=np.float32)
+        # automatic: the default clusterer's silhouette-chosen K-means, over 2..SPLIT_K_MAX parts
+        # (a split asks for a few sub-groups; choose k for more): 2.7 s instead of 9.7 s for
+        # 5,000 members at load 11 (benchmarks/RESULTS.md, "Studio")
+        clusterer = (registry.build("clusterer", "kmeans_auto", {"k_max": SPLIT_K_MAX}) if k is None
+                     else registry.build("clusterer", "kmeans", {"n_clusters": k}))
+        Z = None
+        space = reducer
+        if reducer in ("auto", "model"):
+            full = self._reduced_space()
+            if full is not None:
+                Z, space = full[members], "model"
+            elif reducer == "model":
+                raise InputError("the run kept no model, so it has no reduced space; use pca or umap "
+                                 "(or re-run cluster with --save-model)")
+            else:
+                space = "pca"
+        if Z is not None:
+            pipe = Pipeline(reducer=None, outliers=None, clusterer=clusterer, random_state=0)
+            pipe.fit(X, embedding=Z, build_predictor=False)
+        elif space == "pca":
+            pca = registry.build("reducer", "pca", {"n_components": int(min(32, m - 1, X.shape[1]))})
+            pipe = Pipeline(reducer=pca, outliers=None, clusterer=clusterer, random_state=0)
+            pipe.fit(l2_normalize(X), build_predictor=False)
+        else:
+            pipe = Pipeline(outliers=None, clusterer=clusterer, random_state=0)  # the default reducer
+            pipe.fit(X, build_predictor=False)
+        parts = np.asarray(pipe.labels_, dtype=np.int64)
+        if (parts < 0).any() and (parts >= 0).any():  # noise: its nearest part
+            q = parts < 0
+            parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
+        _, parts = np.unique(parts, return_inverse=True)
+        parts = parts.astype(np.int64)
+        if parts.max(initial=0) < 1:
+            raise InputError(f"the clusterer found no split of cluster {cid}; choose k")
+        enc = self._get_encoder() if str(self.encoder_info.get("name") or "").startswith("clip") else None
+        named = name_clusters(X if enc is not None else None, parts,
+                              imagenet_probs=(np.asarray(self.imagenet[members], dtype=np.float32)
+                                              if self.imagenet is not None else None),
+                              encoder=enc)
+        names = {e["cluster"]: e for e in named}
+        out_parts = []
+        for p in range(int(parts.max()) + 1):
+            idx = np.flatnonzero(parts == p)
+            ex = nearest_to_centre(X, idx, 12)
+            e = names.get(p, {})
+            out_parts.append({"part": p, "size": int(len(idx)), "name": e.get("name") or f"{c.name} ({p + 1})",
+                              "alternatives": e.get("alternatives", []),
+                              "examples": [self._item_brief(int(members[j])) for j in ex]})
+        pid = uuid.uuid4().hex[:12]
+        with self._lock:
+            self._previews[pid] = {"cluster": int(cid), "items": members.tolist(), "parts": parts.tolist(),
+                                   "names": [pp["name"] for pp in out_parts]}
+            while len(self._previews) > 20:
+                self._previews.popitem(last=False)
+        return {"preview": pid, "cluster": int(cid), "n": int(m), "k": len(out_parts), "space": space,
+                "parts": out_parts, "labels": {"items": members.tolist(), "parts": parts.tolist()},
+                "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _from_preview(self, req: dict) -> dict:
+        with self._lock:
+            pv = self._previews.get(str(req.get("preview")))
+        if pv is None:
+            raise EditConflict("that split preview is gone (the studio restarted or it is old); "
+                               "preview the split again")
+        names = req.get("names")
+        if names is not None and (not isinstance(names, list) or len(names) != len(pv["names"])):
+            raise InputError(f"names must list one name per part ({len(pv['names'])})")
+        return {**pv, "names": names or pv["names"]}
+
+    # -- exports and publishing --------------------------------------------------------------------
+    def _snapshot(self):
+        with self._lock:
+            return (self.state.seq, self.state.labels.copy(), self.state.cluster_table(),
+                    self.state.status(), {i: list(t) for i, t in self.state.item_tags.items()})
+
+    def curated_table(self):
+        from .exports import curated_table
+
+        seq, labels, table, status, tags = self._snapshot()
+        names = {e["id"]: e["name"] for e in table}
+        return seq, curated_table(self.ids, self.paths, self.fitted, labels, names, status,
+                                  self.probability, tags, self.truth), table
+
+    def export(self, kind: str, mode: str = "symlink", client: str = "") -> dict:
+        from .exports import KINDS, export
+
+        if kind not in KINDS:
+            raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
+        seq, df, table = self.curated_table()
+        res = export(kind, self.run.exports_dir(), paths=self.paths, table=df, clusters=table, seq=seq,
+                     mode=mode)
+        res["relative"] = path_to_text(os.path.relpath(res["path"], self.run.path))
+        self._record("export", {"kind": kind, "path": res["relative"], "edits_seq": seq}, client)
+        return res
+
+    def publish(self, client: str = "") -> dict:
+        """Write a new model version that predicts the curated clusters (see :mod:`.publish`)."""
+        from .publish import publish_curated
+
+        t0 = time.perf_counter()
+        seq, labels, table, _, tags = self._snapshot()
+        self.write_state()
+        base = self._model if self._reduced_space() is not None else None
+        with self._write_lock:
+            res = publish_curated(self.run, self.vectors, labels, table, self.probability, self.fitted,
+                                  base=base, xy=self.xy, map_method=self.map_method,
+                                  encoder=self.encoder_info, seq=seq, item_tags=tags)
+        res["seconds"] = round(time.perf_counter() - t0, 2)
+        self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client)
+        return res
+
+
+def _read_levels(run: RunDir, a, n: int) -> list[dict]:
+    """The run's hierarchy levels as flat labellings, coarse to fine: assignment columns named
+    ``level_<k>``, else from ``hierarchy.npz`` every per-item integer array (n,) and every
+    (n_levels, n) integer array (the clusterer's ``levels_``, row 0 coarsest). [] without levels."""
+    out = []
+    for c in a.columns:
+        if LEVEL_COLUMN.fullmatch(str(c)):
+            vals = a[c].to_numpy()
+            if vals.dtype.kind in "iu":
+                out.append({"name": str(c), "labels": vals.astype(np.int64)})
+    if not out:
+        try:
+            h = run.read_hierarchy()
+        except (OSError, ValueError) as e:
+            log.warning("studio: hierarchy not readable: %s", e)
+            h = None
+        for k, v in sorted((h or {}).items()):
+            v = np.asarray(v)
+            if v.dtype.kind not in "iu":
+                continue
+            if v.ndim == 1 and len(v) == n:
+                out.append({"name": str(k), "labels": v.astype(np.int64)})
+            elif v.ndim == 2 and v.shape[1] == n and v.shape[0] <= 64:  # (levels, n), row 0 coarsest
+                out += [{"name": f"{k} {lv}", "labels": row.astype(np.int64)} for lv, row in enumerate(v)]
+    for lv in out:
+        lv["groups"] = int(len(set(lv["labels"][lv["labels"] >= 0].tolist())))
+    out.sort(key=lambda lv: lv["groups"])
+    return out

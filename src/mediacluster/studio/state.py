@@ -1,0 +1,366 @@
+"""The curated state of a run, derived from its edit log.
+
+The state starts from the fitted clustering (``assignments.cluster``: ``-2`` outlier, ``-1``
+noise, ``>= 0`` a cluster) and the names it had (automatic names, ``names.yaml`` on top), and
+changes only by replaying events (:mod:`.editlog`) in order:
+
+=========  =====================================================================================
+rename     ``{"cluster", "name"}``
+merge      ``{"clusters": [...], "into"}``: the others' members join ``into`` (which keeps its
+           name); the others are gone
+move       ``{"items": [...], "to", "create": null | {"id", "name", "junk"}}``: items to a
+           cluster, to ``-1`` (unassigned), or to a new cluster created by this event
+split      ``{"cluster", "items": [...], "parts": [...], "ids": [...], "names": [...]}``: member
+           ``items[j]`` goes to ``ids[parts[j]]``; the largest part keeps the cluster's id
+tag        ``{"clusters": [...], "items": [...], "add": [...], "remove": [...]}``
+junk       ``{"clusters": [...], "value": bool}``: flag (or unflag) clusters as junk
+undo/redo  ``{"target": seq}``: the latest effective edit / the latest undone one
+=========  =====================================================================================
+
+Every event is self-contained: ids a new cluster gets and the members a split saw are recorded
+in the event when it is made (:meth:`CuratedState.prepare`), so replaying the log always gives
+the same state. Undo is linear (like an editor): it takes back the latest edit still in effect;
+redo re-applies the latest undone edit, until a new edit is made. The state after an undo is
+rebuilt from the start state and the edits still in effect.
+"""
+
+from __future__ import annotations
+
+import copy
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..data import NOISE, OUTLIER
+from ..errors import InputError
+from .editlog import Event
+
+EDITS = ("rename", "merge", "move", "split", "tag", "junk")
+MAX_NAME = 200
+MAX_TAG = 64
+JUNK_NAME = "junk"
+
+
+class EditConflict(InputError):
+    """The edit no longer fits the state (another tab changed it first): answered with 409."""
+
+
+@dataclass
+class Cluster:
+    id: int
+    name: str
+    named_by: str = "automatic"  # "automatic" | "person"
+    origin: str = "fitted"  # "fitted" | "split" | "new" | "junk"
+    tags: list[str] = field(default_factory=list)
+    junk: bool = False
+    alive: bool = True
+    parent: int | None = None  # the cluster a split or move took it from
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "named_by": self.named_by, "origin": self.origin,
+                "tags": list(self.tags), "junk": self.junk, "parent": self.parent}
+
+
+def clean_text(value, what: str, limit: int) -> str:
+    """A name or tag as given by a person: trimmed, one line, no control characters."""
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be text, got {type(value).__name__}")
+    text = unicodedata.normalize("NFC", value).strip()
+    if not text:
+        raise InputError(f"{what} is empty")
+    if len(text) > limit:
+        raise InputError(f"{what} is {len(text)} characters long; the limit is {limit}")
+    bad = [c for c in text if unicodedata.category(c) in ("Cc", "Cs") or c in "\u2028\u2029"]
+    if bad:
+        raise InputError(f"{what} contains a control character ({ord(bad[0]):#06x})")
+    return text
+
+
+class CuratedState:
+    """Per-item curated cluster, per-cluster names / tags / junk flags, per-item tags."""
+
+    def __init__(self, labels: np.ndarray, names: dict[int, tuple[str, str]]):
+        labels = np.asarray(labels, dtype=np.int64)
+        self.n = len(labels)
+        self._labels0 = labels.copy()
+        ids = sorted(set(labels[labels >= 0].tolist()) | set(names))
+        self._clusters0 = {c: Cluster(c, *(names.get(c) or (f"cluster {c}", "automatic"))) for c in ids}
+        self._max_id = max(ids, default=-1)
+        self.seq = 0
+        self.done: list[Event] = []
+        self.undone: list[Event] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.labels = self._labels0.copy()
+        self.clusters: dict[int, Cluster] = copy.deepcopy(self._clusters0)
+        self.item_tags: dict[int, list[str]] = {}
+
+    # -- reading -------------------------------------------------------------------------------
+    def sizes(self) -> dict[int, int]:
+        lab = self.labels
+        ids, counts = np.unique(lab, return_counts=True)
+        return {int(i): int(c) for i, c in zip(ids, counts)}
+
+    def alive(self) -> list[Cluster]:
+        return [c for c in self.clusters.values() if c.alive]
+
+    def members(self, cid: int) -> np.ndarray:
+        return np.flatnonzero(self.labels == int(cid))
+
+    def names(self, person_only: bool = False) -> dict[int, str]:
+        return {c.id: c.name for c in self.alive() if not person_only or c.named_by == "person"}
+
+    def junk_cluster(self) -> int | None:
+        return next((c.id for c in self.alive() if c.origin == "junk"), None)
+
+    def can_undo(self) -> bool:
+        return bool(self.done)
+
+    def can_redo(self) -> bool:
+        return bool(self.undone)
+
+    # -- checking requests ---------------------------------------------------------------------
+    def _cluster(self, cid, what: str = "cluster") -> Cluster:
+        try:
+            cid = int(cid)
+        except (TypeError, ValueError):
+            raise InputError(f"{what} must be a cluster id, got {cid!r}") from None
+        c = self.clusters.get(cid)
+        if c is None:
+            raise EditConflict(f"there is no cluster {cid}")
+        if not c.alive:
+            raise EditConflict(f"cluster {cid} no longer exists (it was merged or split away)")
+        return c
+
+    def _items(self, items) -> list[int]:
+        if not isinstance(items, list) or not items:
+            raise InputError("items must be a non-empty list of item numbers")
+        try:
+            arr = np.asarray(items, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError("items must be item numbers (integers)") from None
+        if arr.ndim != 1:
+            raise InputError("items must be a flat list of item numbers")
+        if (arr < 0).any() or (arr >= self.n).any():
+            bad = int(arr[(arr < 0) | (arr >= self.n)][0])
+            raise InputError(f"item {bad} does not exist (the run has items 0..{self.n - 1})")
+        return sorted(set(arr.tolist()))
+
+    def _new_id(self) -> int:
+        return self._max_id + 1
+
+    def prepare(self, kind: str, req: dict) -> dict:
+        """Check a request against the current state; return the event payload to record
+        (with new cluster ids allocated). Raises ``InputError`` / ``EditConflict``."""
+        if kind not in EDITS:
+            raise InputError(f"unknown edit {kind!r}; edits: {', '.join(EDITS)}")
+        if not isinstance(req, dict):
+            raise InputError("an edit is a JSON object")
+        return getattr(self, f"_prepare_{kind}")(req)
+
+    def _prepare_rename(self, req):
+        c = self._cluster(req.get("cluster"))
+        return {"cluster": c.id, "name": clean_text(req.get("name"), "the name", MAX_NAME)}
+
+    def _prepare_merge(self, req):
+        ids = req.get("clusters")
+        if not isinstance(ids, list) or len(ids) < 2:
+            raise InputError("merge needs a list of at least two clusters")
+        cl = [self._cluster(c) for c in ids]
+        if len({c.id for c in cl}) != len(cl):
+            raise InputError("merge lists a cluster twice")
+        sizes = self.sizes()
+        into = req.get("into")
+        if into is None:  # the largest keeps its id and name
+            into = max(cl, key=lambda c: (sizes.get(c.id, 0), -c.id)).id
+        into = self._cluster(into, "into").id
+        if into not in {c.id for c in cl}:
+            raise InputError(f"into={into} is not one of the merged clusters")
+        return {"clusters": [c.id for c in cl], "into": into}
+
+    def _prepare_move(self, req):
+        items = self._items(req.get("items"))
+        to = req.get("to")
+        create = None
+        if to == "junk":
+            j = self.junk_cluster()
+            if j is None:
+                create = {"id": self._new_id(), "name": JUNK_NAME, "junk": True}
+                to = create["id"]
+            else:
+                to = j
+        elif to == "new":
+            name = req.get("name")
+            name = clean_text(name, "the new cluster's name", MAX_NAME) if name else None
+            create = {"id": self._new_id(), "name": name, "junk": False}
+            to = create["id"]
+        elif to in (NOISE, str(NOISE)):
+            to = NOISE
+        else:
+            to = self._cluster(to, "to").id
+        if create is None and bool((self.labels[items] == to).all()):
+            raise InputError("the items are already there")
+        return {"items": items, "to": int(to), "create": create}
+
+    def _prepare_split(self, req):
+        c = self._cluster(req.get("cluster"))
+        items = self._items(req.get("items"))
+        now = self.members(c.id).tolist()
+        if items != now:
+            raise EditConflict(f"cluster {c.id} changed since the split was previewed "
+                               f"({len(items)} then, {len(now)} now); preview it again")
+        parts = np.asarray(req.get("parts"), dtype=np.int64)
+        if parts.shape != (len(items),) or parts.min(initial=0) < 0:
+            raise InputError("parts must give a part number (>= 0) for every member")
+        k = int(parts.max()) + 1
+        names = list(req.get("names") or [])
+        if len(np.unique(parts)) < 2:
+            raise InputError("a split needs at least two parts")
+        counts = np.bincount(parts, minlength=k)
+        order = [int(p) for p in np.argsort(-counts, kind="stable") if counts[p] > 0]
+        ids = [-1] * k
+        ids[order[0]] = c.id  # the largest part keeps the cluster's id
+        nxt = self._new_id()
+        for p in order[1:]:
+            ids[p] = nxt
+            nxt += 1
+        out_names = []
+        for p in range(k):
+            nm = names[p] if p < len(names) and names[p] else f"{c.name} ({p + 1})"
+            out_names.append(clean_text(nm, f"the name of part {p + 1}", MAX_NAME))
+        return {"cluster": c.id, "items": items, "parts": parts.tolist(), "ids": ids, "names": out_names}
+
+    def _prepare_tag(self, req):
+        clusters = [self._cluster(c).id for c in (req.get("clusters") or [])]
+        items = self._items(req["items"]) if req.get("items") else []
+        add = [clean_text(t, "a tag", MAX_TAG) for t in (req.get("add") or [])]
+        remove = [clean_text(t, "a tag", MAX_TAG) for t in (req.get("remove") or [])]
+        if not (clusters or items):
+            raise InputError("tag needs clusters or items")
+        if not (add or remove):
+            raise InputError("tag needs tags to add or remove")
+        if len(add) + len(remove) > 50:
+            raise InputError("at most 50 tags per edit")
+        return {"clusters": clusters, "items": items, "add": add, "remove": remove}
+
+    def _prepare_junk(self, req):
+        clusters = [self._cluster(c).id for c in (req.get("clusters") or [])]
+        if not clusters:
+            raise InputError("junk needs clusters (to mark items, move them to 'junk')")
+        return {"clusters": clusters, "value": bool(req.get("value", True))}
+
+    def prepare_undo(self) -> dict:
+        if not self.done:
+            raise EditConflict("nothing to undo")
+        return {"target": self.done[-1].seq}
+
+    def prepare_redo(self) -> dict:
+        if not self.undone:
+            raise EditConflict("nothing to redo")
+        return {"target": self.undone[-1].seq}
+
+    # -- applying events -------------------------------------------------------------------------
+    def apply(self, ev: Event) -> None:
+        """Apply one event of the log (in order)."""
+        if ev.seq <= self.seq:
+            return
+        self.seq = ev.seq
+        self._note_ids(ev)
+        if ev.kind in EDITS:
+            self._do(ev)
+            self.done.append(ev)
+            self.undone.clear()
+        elif ev.kind == "undo":
+            if self.done and self.done[-1].seq == ev.payload.get("target"):
+                self.undone.append(self.done.pop())
+                self._rebuild()
+        elif ev.kind == "redo":
+            if self.undone and self.undone[-1].seq == ev.payload.get("target"):
+                e = self.undone.pop()
+                self._do(e)
+                self.done.append(e)
+        # other kinds (notes, publish / export records) do not change the state
+
+    def _note_ids(self, ev: Event) -> None:
+        p = ev.payload
+        ids = list(p.get("ids") or []) + ([p["create"]["id"]] if p.get("create") else [])
+        if ids:
+            self._max_id = max(self._max_id, *map(int, ids))
+
+    def _rebuild(self) -> None:
+        self._reset()
+        for e in self.done:
+            self._do(e)
+
+    def _do(self, ev: Event) -> None:
+        p, kind = ev.payload, ev.kind
+        if kind == "rename":
+            c = self.clusters[p["cluster"]]
+            c.name, c.named_by = p["name"], "person"
+        elif kind == "merge":
+            into = p["into"]
+            for cid in p["clusters"]:
+                if cid != into:
+                    self.labels[self.labels == cid] = into
+                    self.clusters[cid].alive = False
+        elif kind == "move":
+            items = np.asarray(p["items"], dtype=np.int64)
+            cr = p.get("create")
+            if cr:
+                src = self.labels[items]
+                parent = int(np.bincount(src[src >= 0]).argmax()) if (src >= 0).any() else None
+                junk = bool(cr.get("junk"))
+                self.clusters[cr["id"]] = Cluster(
+                    cr["id"], cr.get("name") or f"new cluster {cr['id']}",
+                    named_by="person" if cr.get("name") and not junk else "automatic",
+                    origin="junk" if junk else "new", junk=junk, parent=parent)
+            self.labels[items] = p["to"]
+        elif kind == "split":
+            items = np.asarray(p["items"], dtype=np.int64)
+            parts = np.asarray(p["parts"], dtype=np.int64)
+            ids = p["ids"]
+            old = self.clusters[p["cluster"]]
+            for k, cid in enumerate(ids):
+                if cid == old.id:
+                    old.name, old.named_by = p["names"][k], "automatic"
+                else:
+                    self.clusters[cid] = Cluster(cid, p["names"][k], origin="split", parent=old.id,
+                                                 tags=list(old.tags), junk=old.junk)
+            self.labels[items] = np.asarray(ids, dtype=np.int64)[parts]
+        elif kind == "tag":
+            for cid in p["clusters"]:
+                c = self.clusters[cid]
+                c.tags = _retag(c.tags, p["add"], p["remove"])
+            for i in p["items"]:
+                t = _retag(self.item_tags.get(i, []), p["add"], p["remove"])
+                if t:
+                    self.item_tags[i] = t
+                else:
+                    self.item_tags.pop(i, None)
+        elif kind == "junk":
+            for cid in p["clusters"]:
+                self.clusters[cid].junk = bool(p["value"])
+
+    # -- what the rest of the tool reads -----------------------------------------------------------
+    def cluster_table(self) -> list[dict]:
+        sizes = self.sizes()
+        return [{**c.to_dict(), "size": sizes.get(c.id, 0)} for c in sorted(self.alive(), key=lambda c: c.id)]
+
+    def status(self) -> np.ndarray:
+        """Per item: clustered / noise / outlier / junk."""
+        lab = self.labels
+        junk = np.array(sorted(c.id for c in self.alive() if c.junk), dtype=np.int64)
+        st = np.where(lab >= 0, "clustered", np.where(lab == OUTLIER, "outlier", "noise")).astype(object)
+        if len(junk):
+            st[np.isin(lab, junk)] = "junk"
+        return st
+
+
+def _retag(tags: list[str], add: list[str], remove: list[str]) -> list[str]:
+    out = [t for t in tags if t not in set(remove)]
+    for t in add:
+        if t not in out:
+            out.append(t)
+    return out

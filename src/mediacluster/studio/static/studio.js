@@ -1,0 +1,827 @@
+/* mediacluster studio: map, clusters, galleries, search and edits. No dependencies, no build step.
+ *
+ * Every string that comes from the run (file names, cluster names, tags) is put into the page as
+ * text (textContent / setAttribute), never parsed as HTML. The map draws straight into an
+ * ImageData pixel buffer, so 200,000 points redraw in a few milliseconds.
+ */
+(function () {
+  "use strict";
+
+  // ------------------------------------------------------------------ state and helpers
+  const S = {
+    info: null, n: 0, X: null, Y: null, L: null, seq: -1, clusters: new Map(), special: [], groups: {},
+    view: { kind: "none" }, page: 0, pageSize: 60, order: "typical", items: [], total: 0,
+    selected: new Set(), resultSet: null, lastClicked: null, tool: "pan", highlight: null, preview: null,
+    level: "", levelLabels: null, canUndo: false, canRedo: false,
+    scale: 1, tx: 0, ty: 0, drawn: 0, redraws: 0, drawMs: 0, firstPaint: null, errors: [], toasts: [],
+    busy: 0, polls: 0,
+  };
+  window.mcStudio = S;
+  const CLIENT = (sessionStorage.getItem("mc-client") || Math.random().toString(36).slice(2, 12));
+  sessionStorage.setItem("mc-client", CLIENT);
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    if (attrs) {
+      for (const [k, v] of Object.entries(attrs)) {
+        if (v === null || v === undefined || v === false) continue;
+        if (k === "text") e.textContent = String(v);
+        else if (k === "class") e.className = v;
+        else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+        else if (k === "value") e.value = v;
+        else if (k === "checked") e.checked = !!v;
+        else if (k === "style") e.style.cssText = v;  // CSSOM: allowed by the page's CSP, unlike a style attribute
+        else e.setAttribute(k, v === true ? "" : String(v));
+      }
+    }
+    for (const c of kids) {
+      if (c === null || c === undefined || c === false) continue;
+      e.appendChild(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
+    }
+    return e;
+  }
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+  function fmt(n) { return Number(n).toLocaleString("en-US"); }
+
+  function toast(text, error) {
+    const box = $("toast");
+    const m = el("div", { class: "msg" + (error ? " error" : ""), text: text });
+    box.appendChild(m);
+    S.toasts.push({ text: String(text), error: !!error });
+    if (error) S.errors.push(String(text));
+    setTimeout(() => m.remove(), error ? 9000 : 5000);
+  }
+
+  async function api(path, opts) {
+    opts = opts || {};
+    const init = { method: opts.method || "GET", headers: {}, credentials: "same-origin" };
+    if (opts.body !== undefined) {
+      if (opts.body instanceof FormData) init.body = opts.body;
+      else { init.body = JSON.stringify(opts.body); init.headers["Content-Type"] = "application/json"; }
+    }
+    if (init.method !== "GET") {
+      init.headers["X-Mediacluster"] = "1";
+      init.headers["X-Mediacluster-Client"] = CLIENT;
+    }
+    S.busy++;
+    try {
+      const r = await fetch(path, init);
+      if (!r.ok) {
+        let msg = r.status + " " + r.statusText;
+        try { const j = await r.json(); if (j && j.error) msg = j.error.message; } catch (e) { /* not JSON */ }
+        const err = new Error(msg); err.status = r.status; throw err;
+      }
+      if (opts.binary) return { buf: await r.arrayBuffer(), headers: r.headers };
+      return await r.json();
+    } finally { S.busy--; }
+  }
+  function fail(e) { toast(e.message || String(e), true); }
+  function q(params) {
+    const u = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") u.set(k, v);
+    return u.toString();
+  }
+  function thumbURL(i, size) { return "api/items/" + i + "/thumb?size=" + (size || 160); }
+
+  // ------------------------------------------------------------------ colours
+  const NOISE_RGB = [185, 188, 194], OUTLIER_RGB = [40, 40, 40];
+  function hsl2rgb(h, s, l) {
+    const a = s * Math.min(l, 1 - l);
+    const f = (n) => { const k = (n + h * 12) % 12; return l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1)); };
+    return [Math.round(f(0) * 255), Math.round(f(8) * 255), Math.round(f(4) * 255)];
+  }
+  function rgbOf(id) {
+    if (id === -1) return NOISE_RGB;
+    if (id < -1) return OUTLIER_RGB;
+    const c = S.clusters.get(id);
+    if (c && c.junk) return [122, 31, 31];
+    return hsl2rgb((id * 0.61803398875) % 1, 0.72, id % 2 ? 0.58 : 0.45);
+  }
+  function css(rgb) { return "rgb(" + rgb[0] + "," + rgb[1] + "," + rgb[2] + ")"; }
+  function colorOf(id) { return css(rgbOf(id)); }
+  function u32(rgb, a) { return ((a === undefined ? 255 : a) << 24 | rgb[2] << 16 | rgb[1] << 8 | rgb[0]) >>> 0; }
+  let palette = new Uint32Array(0), paletteFaded = new Uint32Array(0);
+  function buildPalette() {
+    let max = 0;
+    for (const id of S.clusters.keys()) if (id > max) max = id;
+    if (S.levelLabels) for (let i = 0; i < S.n; i++) if (S.levelLabels[i] > max) max = S.levelLabels[i];
+    palette = new Uint32Array(max + 3); paletteFaded = new Uint32Array(max + 3);
+    for (let id = -2; id <= max; id++) {
+      const c = S.levelLabels ? (id < 0 ? (id === -1 ? NOISE_RGB : OUTLIER_RGB) : hsl2rgb((id * 0.61803398875) % 1, 0.72, id % 2 ? 0.58 : 0.45)) : rgbOf(id);
+      palette[id + 2] = u32(c);
+      paletteFaded[id + 2] = u32([Math.round(c[0] * 0.15 + 232 * 0.85), Math.round(c[1] * 0.15 + 234 * 0.85), Math.round(c[2] * 0.15 + 238 * 0.85)]);
+    }
+  }
+
+  // ------------------------------------------------------------------ the map
+  const canvas = $("map"), ctx = canvas.getContext("2d");
+  let W = 0, H = 0, dpr = 1, image = null, pix = null;
+  const base = { s: 1, ox: 0, oy: 0 };
+  let bounds = null, grid = null;
+
+  function computeBounds() {
+    let minx = Infinity, maxx = -Infinity, miny = Infinity, maxy = -Infinity;
+    for (let i = 0; i < S.n; i++) {
+      const x = S.X[i], y = S.Y[i];
+      if (x < minx) minx = x; if (x > maxx) maxx = x; if (y < miny) miny = y; if (y > maxy) maxy = y;
+    }
+    if (!isFinite(minx)) { minx = 0; maxx = 1; miny = 0; maxy = 1; }
+    if (maxx - minx < 1e-9) maxx = minx + 1;
+    if (maxy - miny < 1e-9) maxy = miny + 1;
+    bounds = { minx, maxx, miny, maxy };
+    // spatial hash (data space) for hover and clicks
+    const G = 160, cw = (maxx - minx) / G, ch = (maxy - miny) / G;
+    const head = new Int32Array(G * G).fill(-1), next = new Int32Array(S.n);
+    for (let i = 0; i < S.n; i++) {
+      const gx = Math.min(G - 1, Math.floor((S.X[i] - minx) / cw)), gy = Math.min(G - 1, Math.floor((S.Y[i] - miny) / ch));
+      const k = gx * G + gy; next[i] = head[k]; head[k] = i;
+    }
+    grid = { G, cw, ch, head, next };
+  }
+
+  function resize() {
+    const r = canvas.getBoundingClientRect();
+    dpr = window.devicePixelRatio || 1;
+    W = Math.max(100, r.width); H = Math.max(100, r.height);
+    canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
+    image = ctx.createImageData(canvas.width, canvas.height);
+    pix = new Uint32Array(image.data.buffer);
+    if (bounds) {
+      const pad = 14, b = bounds;
+      const s = Math.min((W - 2 * pad) / (b.maxx - b.minx), (H - 2 * pad) / (b.maxy - b.miny));
+      base.s = s; base.ox = (W - s * (b.maxx - b.minx)) / 2 - s * b.minx; base.oy = (H - s * (b.maxy - b.miny)) / 2 + s * b.maxy;
+    }
+    draw();
+  }
+  function sx(x) { return (base.ox + base.s * x) * S.scale + S.tx; }
+  function sy(y) { return (base.oy - base.s * y) * S.scale + S.ty; }
+  function dataX(px) { return ((px - S.tx) / S.scale - base.ox) / base.s; }
+  function dataY(py) { return -((py - S.ty) / S.scale - base.oy) / base.s; }
+  S.screenOf = (i) => [sx(S.X[i]), sy(S.Y[i])];
+
+  let queued = false;
+  function redraw() { if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; draw(); }); } }
+
+  function draw() {
+    if (!pix || !S.X || !S.L) return;
+    const t0 = performance.now();
+    const cw = canvas.width, chh = canvas.height;
+    pix.fill(0xffffffff);
+    const n = S.n, X = S.X, Y = S.Y, L = S.levelLabels || S.L;
+    const k = base.s * S.scale * dpr, ox = (base.ox * S.scale + S.tx) * dpr, oy = (base.oy * S.scale + S.ty) * dpr;
+    let r = n > 100000 ? 1 : n > 20000 ? 2 : n > 3000 ? 3 : 4;
+    r = Math.max(1, Math.min(7, Math.round(r * dpr * Math.sqrt(S.scale))));
+    const hl = S.highlight, pv = S.preview, sel = S.selected;
+    const rs = S.view.kind === "search" && hl === null ? S.resultSet : null;  // search results stand out
+    let drawn = 0;
+    const plot = (px, py, col, rr) => {
+      const x0 = Math.max(0, px - (rr >> 1)), y0 = Math.max(0, py - (rr >> 1));
+      const x1 = Math.min(cw, x0 + rr), y1 = Math.min(chh, y0 + rr);
+      for (let yy = y0; yy < y1; yy++) { const row = yy * cw; for (let xx = x0; xx < x1; xx++) pix[row + xx] = col; }
+    };
+    // pass 1: faded context, noise; pass 2: the rest (highlighted cluster on top)
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 0; i < n; i++) {
+        const lab = L[i], cur = S.L[i];
+        const inHl = hl === null ? (rs === null || rs.has(i)) : cur === hl;
+        if ((pass === 0) !== (!inHl || lab === -1)) continue;
+        const px = (ox + k * X[i]) | 0, py = (oy - k * Y[i]) | 0;
+        if (px < -8 || py < -8 || px > cw + 8 || py > chh + 8) continue;
+        let col;
+        if (pv && cur === pv.cluster && pv.part.has(i)) col = pv.colors[pv.part.get(i)];
+        else col = inHl ? palette[lab + 2] : paletteFaded[lab + 2];
+        if (col === undefined) col = 0xff888888;
+        plot(px, py, col, r);
+        drawn++;
+      }
+    }
+    if (sel.size) {
+      const dark = 0xff1d1d1d, rr = Math.max(r + 2, 3);
+      for (const i of sel) {
+        const px = (ox + k * X[i]) | 0, py = (oy - k * Y[i]) | 0;
+        if (px < -8 || py < -8 || px > cw + 8 || py > chh + 8) continue;
+        plot(px, py, dark, rr);
+        plot(px, py, palette[S.L[i] + 2] || 0xff888888, Math.max(1, rr - 2));
+      }
+    }
+    ctx.putImageData(image, 0, 0);
+    if (lasso && lasso.length > 1) {
+      ctx.save(); ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.strokeStyle = "#2f6fde"; ctx.lineWidth = 1.5; ctx.setLineDash([5, 4]);
+      ctx.fillStyle = "rgba(47,111,222,0.08)";
+      ctx.beginPath(); ctx.moveTo(lasso[0][0], lasso[0][1]);
+      for (const p of lasso) ctx.lineTo(p[0], p[1]);
+      ctx.closePath(); ctx.fill(); ctx.stroke(); ctx.restore();
+    }
+    S.drawn = drawn; S.redraws++; S.drawMs = performance.now() - t0;
+  }
+
+  function nearest(px, py, maxpx) {
+    if (!grid) return -1;
+    const dx = dataX(px), dy = dataY(py), rad = maxpx / (base.s * S.scale), b = bounds, G = grid.G;
+    const gx0 = Math.max(0, Math.floor((dx - rad - b.minx) / grid.cw)), gx1 = Math.min(G - 1, Math.floor((dx + rad - b.minx) / grid.cw));
+    const gy0 = Math.max(0, Math.floor((dy - rad - b.miny) / grid.ch)), gy1 = Math.min(G - 1, Math.floor((dy + rad - b.miny) / grid.ch));
+    let best = -1, bd = rad * rad;
+    for (let gx = gx0; gx <= gx1; gx++) for (let gy = gy0; gy <= gy1; gy++) {
+      for (let i = grid.head[gx * G + gy]; i !== -1; i = grid.next[i]) {
+        if (S.highlight !== null && S.L[i] !== S.highlight) continue;
+        const ex = S.X[i] - dx, ey = S.Y[i] - dy, d = ex * ex + ey * ey;
+        if (d < bd) { bd = d; best = i; }
+      }
+    }
+    return best;
+  }
+
+  // pan, zoom, hover, click, lasso
+  let drag = null, lasso = null, lassoAdd = false;
+  canvas.addEventListener("wheel", (ev) => {
+    ev.preventDefault();
+    const r = canvas.getBoundingClientRect(), mx = ev.clientX - r.left, my = ev.clientY - r.top;
+    const ns = Math.max(0.5, Math.min(500, S.scale * Math.exp(-ev.deltaY * 0.0015))), z = ns / S.scale;
+    S.tx = mx - (mx - S.tx) * z; S.ty = my - (my - S.ty) * z; S.scale = ns;
+    redraw();
+  }, { passive: false });
+  canvas.addEventListener("pointerdown", (ev) => {
+    const r = canvas.getBoundingClientRect(), x = ev.clientX - r.left, y = ev.clientY - r.top;
+    canvas.setPointerCapture(ev.pointerId);
+    if (S.tool === "lasso") { lasso = [[x, y]]; lassoAdd = ev.shiftKey; return; }
+    drag = { x: ev.clientX, y: ev.clientY, tx: S.tx, ty: S.ty, moved: false };
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    const r = canvas.getBoundingClientRect(), x = ev.clientX - r.left, y = ev.clientY - r.top;
+    if (lasso) { lasso.push([x, y]); redraw(); return; }
+    if (drag) {
+      const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+      if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+      S.tx = drag.tx + dx; S.ty = drag.ty + dy; $("tip").hidden = true; redraw(); return;
+    }
+    hover(x, y);
+  });
+  canvas.addEventListener("pointerup", (ev) => {
+    try { canvas.releasePointerCapture(ev.pointerId); } catch (e) { /* released */ }
+    const r = canvas.getBoundingClientRect(), x = ev.clientX - r.left, y = ev.clientY - r.top;
+    if (lasso) { const poly = lasso; lasso = null; finishLasso(poly, lassoAdd || ev.shiftKey); return; }
+    if (drag && !drag.moved) {
+      const i = nearest(x, y, 8);
+      if (i >= 0) { openItem(i); if (S.L[i] !== undefined && (S.view.kind !== "cluster" || S.view.id !== S.L[i])) showCluster(S.L[i], i); }
+    }
+    drag = null;
+  });
+  canvas.addEventListener("pointerleave", () => { $("tip").hidden = true; });
+
+  let hoverI = -1;
+  function hover(x, y) {
+    const i = nearest(x, y, 8), tip = $("tip");
+    if (i < 0) { tip.hidden = true; hoverI = -1; return; }
+    if (i !== hoverI) {
+      hoverI = i;
+      $("tip-img").src = thumbURL(i, 96);
+      tipText(i);
+      if (!names.has(i)) {
+        api("api/briefs?ids=" + i).then((r) => { for (const it of r.items) names.set(it.i, it.name); if (hoverI === i) tipText(i); }).catch(() => {});
+      }
+    }
+    tip.hidden = false;
+    tip.style.left = Math.min(x + 14, W - 210) + "px"; tip.style.top = Math.min(y + 14, H - 130) + "px";
+  }
+  function tipText(i) {
+    const c = S.clusters.get(S.L[i]);
+    clear($("tip-text")).appendChild(el("div", null, el("b", { text: itemName(i) }),
+      el("div", { class: "muted", text: c ? c.name + " (#" + c.id + ")" : (S.L[i] === -1 ? "unassigned" : "outlier") })));
+  }
+  const names = new Map();  // item -> file name, filled from every page and search the page sees
+  function itemName(i) { return names.get(i) || ("item " + i); }
+
+  function finishLasso(poly, add) {
+    if (poly.length < 3) { redraw(); return; }
+    let minx = Infinity, maxx = -Infinity, miny = Infinity, maxy = -Infinity;
+    for (const p of poly) { minx = Math.min(minx, p[0]); maxx = Math.max(maxx, p[0]); miny = Math.min(miny, p[1]); maxy = Math.max(maxy, p[1]); }
+    if (!add) S.selected.clear();
+    let got = 0;
+    for (let i = 0; i < S.n; i++) {
+      if (S.highlight !== null && S.L[i] !== S.highlight) continue;
+      const x = sx(S.X[i]), y = sy(S.Y[i]);
+      if (x < minx || x > maxx || y < miny || y > maxy) continue;
+      let inside = false;
+      for (let a = 0, b = poly.length - 1; a < poly.length; b = a++) {
+        const xa = poly[a][0], ya = poly[a][1], xb = poly[b][0], yb = poly[b][1];
+        if ((ya > y) !== (yb > y) && x < (xb - xa) * (y - ya) / (yb - ya) + xa) inside = !inside;
+      }
+      if (inside) { S.selected.add(i); got++; }
+    }
+    S.lastLasso = got;
+    selectionChanged();
+    if (S.selected.size) showSelection();
+    redraw();
+  }
+
+  function setTool(t) {
+    S.tool = t;
+    $("tool-pan").classList.toggle("on", t === "pan");
+    $("tool-lasso").classList.toggle("on", t === "lasso");
+    canvas.classList.toggle("lasso", t === "lasso");
+  }
+  $("tool-pan").addEventListener("click", () => setTool("pan"));
+  $("tool-lasso").addEventListener("click", () => setTool("lasso"));
+  $("map-reset").addEventListener("click", () => { S.scale = 1; S.tx = 0; S.ty = 0; S.highlight = null; updateMapInfo(); redraw(); });
+  function updateMapInfo() {
+    const c = S.highlight !== null ? S.clusters.get(S.highlight) : null;
+    $("map-info").textContent = fmt(S.n) + " points" + (c ? " \u00b7 showing " + c.name : "");
+  }
+
+  // ------------------------------------------------------------------ loading and syncing
+  async function loadLabels() {
+    const r = await api("api/labels", { binary: true });
+    S.L = new Int32Array(r.buf);
+    return Number(r.headers.get("X-Seq"));
+  }
+  async function loadClusters() {
+    const c = await api("api/clusters");
+    S.clusters = new Map(c.clusters.map((e) => [e.id, e]));
+    S.special = c.special; S.groups = c.groups || {};
+    S.canUndo = c.can_undo; S.canRedo = c.can_redo;
+    $("undo").disabled = !S.canUndo; $("redo").disabled = !S.canRedo;
+    return c.seq;
+  }
+  async function refresh(keepView) {
+    const [ls, cs] = await Promise.all([loadLabels(), loadClusters()]);
+    S.seq = Math.min(ls, cs);
+    buildPalette(); renderClusters(); renderMoveTargets(); renderScope(); updateCounts(); updateMapInfo();
+    if (S.view.kind === "cluster" && !S.clusters.has(S.view.id) && S.view.id >= 0) S.view = { kind: "none" };
+    if (!keepView) await renderView();
+    redraw();
+    $("sync").textContent = "saved \u00b7 edit " + S.seq;
+  }
+  async function poll() {
+    try {
+      const v = await api("api/version");
+      S.polls++;
+      if (v.replaced) { $("sync").textContent = "the run folder was re-clustered: restart the studio"; return; }
+      if (v.seq !== S.seq && !S.editing) await refresh(false);
+    } catch (e) { $("sync").textContent = "server not reachable"; }
+  }
+
+  // ------------------------------------------------------------------ cluster list
+  function renderClusters() {
+    const list = clear($("cluster-list"));
+    const f = $("filter").value.trim().toLowerCase();
+    const arr = Array.from(S.clusters.values()).filter((c) => !f || c.name.toLowerCase().includes(f) || String(c.id) === f);
+    arr.sort((a, b) => (b.size - a.size) || (a.id - b.id));
+    const groups = S.level && S.groups[S.level];
+    const row = (c) => {
+      const li = el("li", { "data-cluster": c.id, class: (S.view.kind === "cluster" && S.view.id === c.id ? "current" : "") + (c.size === 0 ? " empty" : "") },
+        c.id >= 0 ? el("input", { type: "checkbox", class: "mcheck", title: "check to merge", onclick: (ev) => { ev.stopPropagation(); mergeState(); } }) : el("span", { style: "width:13px" }),
+        el("span", { class: "swatch" }),
+        el("span", { class: "cname", text: c.name, title: c.name + " (#" + c.id + ")" }),
+        c.junk ? el("span", { class: "badge junk", text: "junk" }) : null,
+        c.named_by === "person" ? el("span", { class: "badge hand", text: "named", title: "named by a person" }) : null,
+        el("span", { class: "size", text: fmt(c.size) }));
+      li.querySelector(".swatch").style.background = colorOf(c.id);
+      li.addEventListener("click", () => showCluster(c.id));
+      return li;
+    };
+    if (groups) {
+      const by = new Map();
+      for (const c of arr) { const g = groups[String(c.id)]; const key = g === undefined ? "-" : String(g); if (!by.has(key)) by.set(key, []); by.get(key).push(c); }
+      const keys = Array.from(by.keys()).sort((a, b) => by.get(b).reduce((s, c) => s + c.size, 0) - by.get(a).reduce((s, c) => s + c.size, 0));
+      for (const k of keys) {
+        list.appendChild(el("li", { class: "group", text: S.level + " \u00b7 group " + k + " (" + by.get(k).length + " clusters)" }));
+        for (const c of by.get(k)) list.appendChild(row(c));
+      }
+    } else {
+      for (const c of arr) list.appendChild(row(c));
+    }
+    for (const sp of S.special) if (sp.size > 0 && (!f || sp.name.includes(f))) {
+      list.appendChild(row({ id: sp.id, name: sp.name, size: sp.size, junk: false, named_by: "" }));
+    }
+    mergeState();
+  }
+  $("filter").addEventListener("input", renderClusters);
+  function checked() { return Array.from(document.querySelectorAll("#cluster-list .mcheck:checked")).map((c) => Number(c.closest("li").getAttribute("data-cluster"))); }
+  function mergeState() {
+    const c = checked();
+    $("merge").disabled = c.length < 2;
+    $("merge-info").textContent = c.length ? c.length + " checked" : "";
+  }
+  $("merge").addEventListener("click", async () => {
+    const ids = checked();
+    if (ids.length < 2) return;
+    const r = await edit({ kind: "merge", clusters: ids });
+    if (r) { toast("merged " + ids.length + " clusters into #" + r.edit.into); showCluster(r.edit.into); }
+  });
+
+  function updateCounts() {
+    let alive = 0, items = 0;
+    for (const c of S.clusters.values()) if (c.size > 0) { alive++; items += c.size; }
+    $("counts").textContent = fmt(S.n) + " items \u00b7 " + alive + " clusters";
+  }
+  function renderMoveTargets() {
+    const keep = $("move-to").value;
+    const sel = clear($("move-to"));
+    sel.appendChild(el("option", { value: "new", text: "\u2192 a new cluster" }));
+    const arr = Array.from(S.clusters.values()).filter((c) => c.size > 0 || c.origin !== "fitted").sort((a, b) => a.name.localeCompare(b.name));
+    for (const c of arr) sel.appendChild(el("option", { value: String(c.id), text: "\u2192 " + c.name + " (#" + c.id + ")" }));
+    sel.appendChild(el("option", { value: "-1", text: "\u2192 unassigned (noise)" }));
+    if (Array.from(sel.options).some((o) => o.value === keep)) sel.value = keep;  // a refresh keeps the choice
+  }
+  function renderScope() {
+    const s = $("scope"), cur = s.value;
+    clear(s).appendChild(el("option", { value: "", text: "everywhere" }));
+    if (S.view.kind === "cluster" && S.view.id >= 0 && S.clusters.has(S.view.id)) {
+      s.appendChild(el("option", { value: String(S.view.id), text: "in " + S.clusters.get(S.view.id).name }));
+    }
+    s.value = Array.from(s.options).some((o) => o.value === cur) ? cur : "";
+  }
+
+  // ------------------------------------------------------------------ edits
+  async function edit(body) {
+    S.editing = true;
+    try {
+      const t0 = performance.now();
+      const r = await api("api/edits", { method: "POST", body: body });
+      S.lastAckMs = performance.now() - t0;
+      S.lastEdit = r;
+      await refresh(false);
+      return r;
+    } catch (e) { fail(e); return null; } finally { S.editing = false; }
+  }
+  async function undoRedo(which) {
+    S.editing = true;
+    try {
+      const r = await api("api/" + which, { method: "POST", body: {} });
+      toast(which + ": " + describe(r.edit));
+      await refresh(false);
+    } catch (e) { fail(e); } finally { S.editing = false; }
+  }
+  function describe(e) { return e && e.target ? "edit " + e.target : ""; }
+  $("undo").addEventListener("click", () => undoRedo("undo"));
+  $("redo").addEventListener("click", () => undoRedo("redo"));
+  document.addEventListener("keydown", (ev) => {
+    const typing = /INPUT|SELECT|TEXTAREA/.test((document.activeElement || {}).tagName || "");
+    if (typing) return;
+    if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "z") { ev.preventDefault(); undoRedo(ev.shiftKey ? "redo" : "undo"); }
+    else if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "y") { ev.preventDefault(); undoRedo("redo"); }
+    else if (ev.key === "Escape") { S.selected.clear(); selectionChanged(); closeItem(); redraw(); }
+  });
+
+  // ------------------------------------------------------------------ selection
+  function selectionChanged() {
+    const n = S.selected.size;
+    $("selbar").hidden = n === 0;
+    $("sel-count").textContent = n + " selected";
+    for (const t of document.querySelectorAll("#grid .tile")) t.classList.toggle("selected", S.selected.has(Number(t.getAttribute("data-i"))));
+  }
+  $("clear-sel").addEventListener("click", () => { S.selected.clear(); selectionChanged(); redraw(); });
+  $("show-sel").addEventListener("click", showSelection);
+  $("move").addEventListener("click", async () => {
+    const to = $("move-to").value, items = Array.from(S.selected);
+    if (!items.length) return;
+    const body = { kind: "move", items: items, to: to === "new" ? "new" : Number(to) };
+    if (to === "new") { const nm = window.prompt("Name of the new cluster", ""); if (nm === null) return; if (nm.trim()) body.name = nm.trim(); }
+    const r = await edit(body);
+    if (r) { toast("moved " + items.length + " items to #" + r.edit.to); S.selected.clear(); selectionChanged(); }
+  });
+  $("to-junk").addEventListener("click", async () => {
+    const items = Array.from(S.selected);
+    if (!items.length) return;
+    const r = await edit({ kind: "move", items: items, to: "junk" });
+    if (r) { toast(items.length + " items marked as junk"); S.selected.clear(); selectionChanged(); }
+  });
+  $("tag-items").addEventListener("click", async () => {
+    const t = $("sel-tag").value.trim(), items = Array.from(S.selected);
+    if (!t || !items.length) return;
+    const r = await edit({ kind: "tag", items: items, add: [t] });
+    if (r) { toast("tagged " + items.length + " items"); $("sel-tag").value = ""; }
+  });
+  function tileClick(ev, i, idx) {
+    if (ev.shiftKey && S.lastClicked !== null) {
+      const a = Math.min(S.lastClicked, idx), b = Math.max(S.lastClicked, idx);
+      for (let k = a; k <= b; k++) S.selected.add(S.items[k].i);
+    } else if (S.selected.has(i)) S.selected.delete(i);
+    else S.selected.add(i);
+    S.lastClicked = idx;
+    selectionChanged(); redraw();
+  }
+
+  // ------------------------------------------------------------------ views: cluster, search, selection
+  async function showCluster(id, focusItem) {
+    S.view = { kind: "cluster", id: id }; S.page = 0; S.preview = null;
+    S.highlight = id; $("split-panel").hidden = true;
+    renderScope(); updateMapInfo(); renderClusters();
+    await renderView();
+    redraw();
+    if (focusItem !== undefined) { const t = document.querySelector('#grid .tile[data-i="' + focusItem + '"]'); if (t) t.scrollIntoView({ block: "nearest" }); }
+  }
+  function showSelection() {
+    leaveCluster();
+    S.view = { kind: "selection" }; S.page = 0;
+    renderView();
+  }
+  async function renderView() {
+    const v = S.view;
+    if (v.kind === "cluster") return renderCluster(v.id);
+    if (v.kind === "search") return renderSearch(v.result);
+    if (v.kind === "selection") {
+      const all = Array.from(S.selected);
+      const head = clear($("view-head"));
+      head.removeAttribute("data-cluster");
+      head.appendChild(el("h2", { text: "Selection" }));
+      head.appendChild(el("span", { class: "muted", text: all.length + " items (from the map or galleries): move, junk or tag them below" }));
+      const ids = all.slice(S.page * S.pageSize, (S.page + 1) * S.pageSize);
+      let page = ids.map((i) => ({ i: i, name: itemName(i), cluster: S.L[i], p: 0 }));
+      try {
+        if (ids.length) page = (await api("api/briefs?ids=" + ids.join(","))).items;
+      } catch (e) { fail(e); }
+      for (const it of page) names.set(it.i, it.name);
+      if (S.view.kind !== "selection") return;
+      return renderGrid(page, all.length);
+    }
+    clear($("view-head")).appendChild(el("span", { class: "muted", text: "Choose a cluster on the left or on the map, or search." }));
+    renderGrid([], 0);
+  }
+
+  async function renderCluster(id) {
+    let info, page;
+    try {
+      [info, page] = await Promise.all([
+        id >= 0 ? api("api/clusters/" + id) : Promise.resolve({ id: id, name: id === -1 ? "unassigned (noise)" : "outliers", size: null, tags: [] }),
+        api("api/clusters/" + id + "/items?" + q({ offset: S.page * S.pageSize, limit: S.pageSize, order: S.order })),
+      ]);
+    } catch (e) { fail(e); return; }
+    if (S.view.kind !== "cluster" || S.view.id !== id) return;
+    const head = $("view-head");
+    const focused = head.contains(document.activeElement) && document.activeElement.tagName === "INPUT";
+    if (!focused) {
+      clear(head);
+      head.setAttribute("data-cluster", String(id));
+      const sw = el("span", { style: "width:14px;height:14px;border-radius:3px;display:inline-block" }); sw.style.background = colorOf(id);
+      head.appendChild(sw);
+      if (id >= 0) {
+        const input = el("input", { class: "name-input", id: "cluster-name", value: info.name, maxlength: "200", title: "cluster name: edit and press Enter" });
+        input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") rename(id, input.value); });
+        head.appendChild(input);
+        head.appendChild(el("button", { id: "rename", text: "rename", onclick: () => rename(id, input.value) }));
+        head.appendChild(el("span", { class: "muted", text: "#" + id }));
+        if (info.named_by === "person") head.appendChild(el("span", { class: "badge hand", text: "named by a person" }));
+        head.appendChild(el("button", { id: "junk-toggle", class: info.junk ? "on" : "", text: info.junk ? "junk \u2713" : "mark as junk",
+          onclick: () => edit({ kind: "junk", clusters: [id], value: !info.junk }) }));
+        const k = el("select", { id: "split-k", title: "parts: automatic (the pipeline's own choice) or a number" }, el("option", { value: "auto", text: "auto" }));
+        for (let j = 2; j <= 12; j++) k.appendChild(el("option", { value: String(j), text: String(j) }));
+        head.appendChild(el("span", { class: "chips" }, "split into", k, el("button", { id: "split-preview", text: "preview split", onclick: () => previewSplit(id, k.value) })));
+      } else {
+        head.appendChild(el("h2", { text: info.name }));
+      }
+      const order = el("select", { id: "order", title: "order" },
+        ...[["typical", "most typical first"], ["borderline", "borderline first"], ["map", "left to right on the map"], ["file", "by file name"]].map((o) => el("option", { value: o[0], text: o[1] })));
+      order.value = S.order;
+      order.addEventListener("change", () => { S.order = order.value; S.page = 0; renderView(); });
+      head.appendChild(order);
+      head.appendChild(el("button", { id: "select-all", text: "select all", onclick: () => selectAll(id) }));
+      const meta = el("div", { class: "meta" });
+      meta.appendChild(el("b", { text: fmt(page.total) })); meta.appendChild(document.createTextNode(" items"));
+      if (info.mean_probability !== undefined) meta.appendChild(document.createTextNode(" \u00b7 mean membership " + info.mean_probability.toFixed(2)));
+      if (info.top_classes && info.top_classes.length) meta.appendChild(document.createTextNode(" \u00b7 top classes: " + info.top_classes.map((t) => t.class + " " + Math.round(100 * t.share) + "%").join(", ")));
+      if (info.true_labels) meta.appendChild(document.createTextNode(" \u00b7 labels: " + info.true_labels.map((t) => t.label + " " + Math.round(100 * t.share) + "%").join(", ")));
+      head.appendChild(meta);
+      if (id >= 0) {
+        const chips = el("span", { class: "chips", id: "cluster-tags" }, el("span", { class: "muted", text: "tags:" }));
+        for (const t of info.tags || []) {
+          chips.appendChild(el("span", { class: "chip" }, el("span", { class: "tag", text: t }),
+            el("button", { title: "remove tag", text: "\u00d7", onclick: () => edit({ kind: "tag", clusters: [id], remove: [t] }) })));
+        }
+        const ti = el("input", { id: "cluster-tag", placeholder: "add a tag", maxlength: "64", size: "12" });
+        ti.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && ti.value.trim()) edit({ kind: "tag", clusters: [id], add: [ti.value.trim()] }); });
+        chips.appendChild(ti);
+        head.appendChild(chips);
+      }
+    }
+    for (const it of page.items) names.set(it.i, it.name);
+    renderGrid(page.items, page.total);
+  }
+  async function rename(id, name) {
+    if (!name.trim()) return;
+    const r = await edit({ kind: "rename", cluster: id, name: name });
+    if (r) toast("renamed #" + id);
+  }
+  async function selectAll(id) {
+    try {
+      const r = await api("api/clusters/" + id + "/all");
+      for (const i of r.items) S.selected.add(i);
+      selectionChanged(); redraw();
+    } catch (e) { fail(e); }
+  }
+
+  function renderGrid(items, total) {
+    S.items = items; S.total = total;
+    const g = clear($("grid"));
+    items.forEach((it, idx) => {
+      const tile = el("figure", { class: "tile" + (S.selected.has(it.i) ? " selected" : ""), "data-i": it.i, title: it.name });
+      const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(it.i) });
+      img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
+      tile.appendChild(img);
+      tile.appendChild(el("figcaption", { class: "cap", text: it.name }));
+      const sw = el("span", { class: "sw" }); sw.style.background = colorOf(it.cluster); tile.appendChild(sw);
+      if (it.score !== undefined) tile.appendChild(el("span", { class: "score", text: it.score.toFixed(3) }));
+      tile.addEventListener("click", (ev) => tileClick(ev, it.i, idx));
+      tile.addEventListener("dblclick", () => openItem(it.i));
+      tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(it.i); } }));
+      g.appendChild(tile);
+    });
+    const pages = Math.max(1, Math.ceil(total / S.pageSize));
+    $("page-info").textContent = total ? "page " + (S.page + 1) + " of " + pages + " (" + fmt(total) + ")" : "";
+    $("prev").disabled = S.page <= 0; $("next").disabled = S.page >= pages - 1;
+    $("pager").hidden = S.view.kind === "search" || total <= S.pageSize;
+  }
+  $("prev").addEventListener("click", () => { if (S.page > 0) { S.page--; renderView(); } });
+  $("next").addEventListener("click", () => { S.page++; renderView(); });
+
+  // ------------------------------------------------------------------ split
+  async function previewSplit(id, k) {
+    const btn = $("split-preview"); btn.disabled = true; btn.textContent = "splitting\u2026";
+    try {
+      const t0 = performance.now();
+      const p = await api("api/split/preview", { method: "POST", body: { cluster: id, k: k } });
+      S.lastPreviewMs = performance.now() - t0;
+      const part = new Map(), colors = [];
+      p.labels.items.forEach((i, j) => part.set(i, p.labels.parts[j]));
+      p.parts.forEach((pp, j) => colors.push(u32(hsl2rgb((j * 0.61803398875 + 0.13) % 1, 0.8, 0.5))));
+      S.preview = { cluster: id, part: part, colors: colors, id: p.preview, result: p };
+      renderSplit(p);
+      redraw();
+    } catch (e) { fail(e); } finally { btn.disabled = false; btn.textContent = "preview split"; }
+  }
+  function renderSplit(p) {
+    const box = clear($("split-panel"));
+    box.hidden = false;
+    box.appendChild(el("div", null, el("b", { text: "Split preview: " + p.k + " parts of " + fmt(p.n) + " items" }),
+      el("span", { class: "muted", text: " (re-clustered in " + p.space + " space in " + p.seconds + " s; coloured on the map; the largest part keeps #" + p.cluster + ")" })));
+    const parts = el("div", { class: "parts" });
+    p.parts.forEach((pp, j) => {
+      const sw = el("span", { class: "sw" }); sw.style.background = "#" + (S.preview.colors[j] & 0xffffff).toString(16).padStart(6, "0").replace(/(..)(..)(..)/, "$3$2$1");
+      const ex = el("span", { class: "ex" });
+      for (const e of pp.examples.slice(0, 8)) { names.set(e.i, e.name); ex.appendChild(el("img", { src: thumbURL(e.i, 96), alt: "", title: e.name, loading: "lazy" })); }
+      parts.appendChild(el("div", { class: "part" }, sw, el("input", { class: "part-name", value: pp.name, maxlength: "200" }),
+        el("span", { class: "muted", text: fmt(pp.size) + " items" }), ex));
+    });
+    box.appendChild(parts);
+    box.appendChild(el("button", { class: "primary", id: "split-apply", text: "apply split", onclick: applySplit }));
+    box.appendChild(document.createTextNode(" "));
+    box.appendChild(el("button", { id: "split-cancel", text: "cancel", onclick: () => { S.preview = null; box.hidden = true; redraw(); } }));
+  }
+  async function applySplit() {
+    const pv = S.preview;
+    if (!pv) return;
+    const nm = Array.from(document.querySelectorAll("#split-panel .part-name")).map((i) => i.value.trim() || null);
+    const r = await edit({ kind: "split", preview: pv.id, names: nm });
+    if (r) { toast("split #" + pv.cluster + " into " + r.edit.ids.length + " clusters"); S.preview = null; $("split-panel").hidden = true; renderClusters(); redraw(); }
+  }
+
+  // ------------------------------------------------------------------ search
+  function leaveCluster() { S.preview = null; $("split-panel").hidden = true; }
+  function searchResult(r) {
+    leaveCluster();
+    for (const it of r.items) names.set(it.i, it.name);
+    S.view = { kind: "search", result: r }; S.page = 0;
+    S.resultSet = new Set(r.items.map((it) => it.i));
+    S.highlight = null; updateMapInfo();
+    renderSearch(r); redraw();
+  }
+  function renderSearch(r) {
+    const head = clear($("view-head"));
+    head.removeAttribute("data-cluster");
+    let title;
+    if (r.method === "imagenet-wordnet") title = "Words: \u201c" + r.query + "\u201d \u2192 " + r.concept.name + " (" + r.concept.synset + ", " + r.concept.classes + " ImageNet classes" + (r.concept.via ? ", via " + r.concept.via : "") + ")";
+    else if (r.method === "clip-text") title = "Words: \u201c" + r.query + "\u201d (CLIP text)";
+    else if (r.method === "upload") title = "Look-alikes of your image" + (r.filename ? " " + r.filename : "");
+    else title = "More like " + itemName(r.item);
+    head.appendChild(el("h2", { id: "search-title", text: title }));
+    head.appendChild(el("span", { class: "muted", text: r.items.length + " shown of " + fmt(r.matches) + (r.cluster !== null && r.cluster !== undefined ? " in cluster #" + r.cluster : "") + " \u00b7 " + r.seconds + " s" }));
+    if (r.warning) head.appendChild(el("span", { class: "badge junk", text: r.warning }));
+    if (r.other_meanings && r.other_meanings.length) {
+      const chips = el("span", { class: "chips" }, el("span", { class: "muted", text: "other meanings:" }));
+      for (const m of r.other_meanings) chips.appendChild(el("span", { class: "chip link", text: m.name + " (" + m.synset + ")", onclick: () => wordSearch(m.synset) }));
+      head.appendChild(chips);
+    }
+    head.appendChild(el("button", { text: "select all results", onclick: () => { for (const it of r.items) S.selected.add(it.i); selectionChanged(); redraw(); } }));
+    renderGrid(r.items, r.items.length);
+  }
+  async function wordSearch(text) {
+    try { searchResult(await api("api/search/words?" + q({ q: text, cluster: $("scope").value, limit: 200 }))); } catch (e) { fail(e); }
+  }
+  $("word-form").addEventListener("submit", (ev) => { ev.preventDefault(); const t = $("q").value.trim(); if (t) wordSearch(t); });
+  async function similar(i) {
+    try { searchResult(await api("api/search/similar?" + q({ item: i, cluster: $("scope").value, limit: 100 }))); } catch (e) { fail(e); }
+  }
+  $("upload").addEventListener("change", async () => {
+    const f = $("upload").files[0];
+    if (!f) return;
+    const fd = new FormData(); fd.append("file", f); if ($("scope").value) fd.append("cluster", $("scope").value);
+    try { searchResult(await api("api/search/image", { method: "POST", body: fd })); } catch (e) { fail(e); } finally { $("upload").value = ""; }
+  });
+
+  // ------------------------------------------------------------------ item panel
+  async function openItem(i) {
+    let it;
+    try { it = await api("api/items/" + i); } catch (e) { fail(e); return; }
+    names.set(i, it.name);
+    const p = clear($("item-panel"));
+    p.hidden = false;
+    p.appendChild(el("div", null, el("button", { id: "item-close", text: "close", onclick: closeItem }), " ",
+      el("button", { id: "more-like", text: "more like this", onclick: () => similar(i) }), " ",
+      el("button", { text: S.selected.has(i) ? "unselect" : "select", onclick: (ev) => { if (S.selected.has(i)) S.selected.delete(i); else S.selected.add(i); ev.target.textContent = S.selected.has(i) ? "unselect" : "select"; selectionChanged(); redraw(); } })));
+    const img = el("img", { class: "big", src: "api/items/" + i + "/preview", alt: "" });
+    img.addEventListener("error", () => img.replaceWith(el("div", { class: "noimg", text: "no image" })));
+    p.appendChild(img);
+    if (S.info.media === "audio") p.appendChild(el("audio", { controls: true, preload: "none", src: "api/items/" + i + "/audio", id: "item-audio" }));
+    p.appendChild(el("h3", { id: "item-name", text: it.name }));
+    const tb = el("table");
+    const row = (k, v) => tb.appendChild(el("tr", null, el("th", { text: k }), el("td", { text: v })));
+    row("cluster", (it.cluster_name || (it.cluster === -1 ? "unassigned" : "outlier")) + " (#" + it.cluster + ")");
+    if (it.fitted_cluster !== it.cluster) row("fitted cluster", "#" + it.fitted_cluster);
+    row("membership", it.probability.toFixed(3));
+    if (it.label !== null && it.label !== undefined) row("label", it.label);
+    if (it.tags.length) row("tags", it.tags.join(", "));
+    if (it.top_classes) row("ImageNet", it.top_classes.map((t) => t.class + " " + (100 * t.p).toFixed(0) + "%").join(", "));
+    if (it.path) row("file", it.path);
+    p.appendChild(tb);
+    if (it.duplicates && it.duplicates.length) {
+      p.appendChild(el("h3", { text: "Duplicates (" + it.duplicates.length + ")" }));
+      p.appendChild(thumbs(it.duplicates));
+    }
+    p.appendChild(el("h3", { text: "Nearest neighbours" }));
+    p.appendChild(thumbs(it.neighbours));
+  }
+  function thumbs(list) {
+    const g = el("div", { class: "nb" });
+    for (const n of list) {
+      names.set(n.i, n.name);
+      const im = el("img", { src: thumbURL(n.i, 96), alt: "", title: n.name + (n.score !== undefined ? " (" + n.score.toFixed(3) + ")" : ""), loading: "lazy", "data-i": n.i });
+      im.addEventListener("click", () => openItem(n.i));
+      g.appendChild(im);
+    }
+    return g;
+  }
+  function closeItem() { const p = $("item-panel"); p.hidden = true; clear(p); }
+
+  // ------------------------------------------------------------------ export and publish
+  $("export").addEventListener("click", async () => {
+    const kind = $("export-kind").value, btn = $("export");
+    btn.disabled = true;
+    try {
+      const r = await api("api/export", { method: "POST", body: { kind: kind } });
+      S.lastExport = r;
+      toast("exported " + fmt(r.items) + " items to " + r.relative + " (" + r.files.length + " files/folders)");
+    } catch (e) { fail(e); } finally { btn.disabled = false; }
+  });
+  $("publish").addEventListener("click", async () => {
+    const btn = $("publish");
+    btn.disabled = true; btn.textContent = "publishing\u2026";
+    try {
+      const r = await api("api/publish", { method: "POST", body: {} });
+      S.lastPublish = r;
+      toast("published model " + r.version + ": it predicts the curated cluster of " + (100 * r.agreement).toFixed(2) + "% of " + fmt(r.checked) + " curated items");
+    } catch (e) { fail(e); } finally { btn.disabled = false; btn.textContent = "publish"; }
+  });
+
+  // ------------------------------------------------------------------ levels
+  $("level").addEventListener("change", async () => {
+    S.level = $("level").value;
+    S.levelLabels = null;
+    if (S.level) {
+      try { S.levelLabels = new Int32Array((await api("api/levels/" + encodeURIComponent(S.level), { binary: true })).buf); } catch (e) { fail(e); }
+    }
+    buildPalette(); renderClusters(); redraw();
+  });
+
+  // ------------------------------------------------------------------ start
+  async function start() {
+    const t0 = performance.now();
+    try {
+      const [info, map] = await Promise.all([api("api/info"), api("api/map", { binary: true })]);
+      S.info = info; S.n = info.n;
+      const f = new Float32Array(map.buf);
+      S.X = f.subarray(0, S.n); S.Y = f.subarray(S.n, 2 * S.n);
+      $("run-name").textContent = info.run_name;
+      document.title = "studio \u00b7 " + info.run_name;
+      if (!info.word_search) { $("q").disabled = true; $("q").placeholder = "no word search for this run"; }
+      if (!info.upload_search) $("upload-label").hidden = true;
+      if (info.levels.length) {
+        const sel = $("level"); sel.hidden = false;
+        sel.appendChild(el("option", { value: "", text: "no levels" }));
+        for (const lv of info.levels) sel.appendChild(el("option", { value: lv.name, text: lv.name + " (" + lv.groups + " groups)" }));
+      }
+      computeBounds();
+      await refresh(true);
+      resize();
+      S.firstPaint = performance.now() - t0;
+      S.firstPaintAt = performance.now();
+      renderView();
+      setInterval(poll, 1500);
+    } catch (e) { fail(e); }
+  }
+  window.addEventListener("resize", resize);
+  // for tests and benchmarks
+  S.api = api; S.refresh = refresh; S.showCluster = showCluster; S.redraw = redraw; S.draw = draw; S.edit = edit;
+  start();
+})();

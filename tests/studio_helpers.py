@@ -1,0 +1,106 @@
+"""Helpers for the studio tests: real run folders and real server processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def make_run(emb, out: Path, save_model: bool = True, k: int = 3) -> Path:
+    """A run folder written by the package's own functions (PCA + K-means: fast, and the
+    studio does not care how the clusters were made), with a cached 2-D map."""
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report.build import map_2d
+    from mediacluster.workflow import publish_run
+
+    pipe = Pipeline(outliers=None, random_state=0).with_params(
+        {"reducer": "pca", "reducer__n_components": 10, "clusterer": "kmeans", "clusterer__n_clusters": k})
+    pipe.fit(emb.vectors)
+    run = publish_run(out, emb, pipe, save_model=save_model)
+    with run.writing("test"):
+        map_2d(run, emb.vectors, method="pca")
+    return run.path
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+class Server:
+    """``mediacluster studio RUN`` in its own process; ``url`` from its "listening on" line."""
+
+    def __init__(self, run: Path, *args: str, timeout: float = 180.0):
+        cmd = [sys.executable, "-m", "mediacluster", "studio", str(run), "--port", "0", "--no-browser",
+               *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.lines: list[str] = []
+        self.url = None
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.url is None:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 1.0)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                self.lines.append(line)
+                m = re.search(r"studio: listening on (\S+)", line)
+                if m:
+                    self.url = m.group(1)
+            elif self.proc.poll() is not None:
+                break
+        if self.url is None:
+            self.proc.kill()
+            raise AssertionError("the studio did not start:\n" + "".join(self.lines))
+        self.base = self.url.split("?", 1)[0]
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def client(server: Server, **kw):
+    import httpx
+
+    return httpx.Client(base_url=server.base, timeout=120.0, **kw)
+
+
+WRITE = {"X-Mediacluster": "1"}
+
+
+def post(c, path: str, body=None, **kw):
+    return c.post(path, json=body if body is not None else {}, headers={**WRITE, **kw.pop("headers", {})}, **kw)
+
+
+def wait_written(c, timeout: float = 30.0) -> dict:
+    """Wait until the server has written the curated state of its last edit into the run."""
+    deadline = time.time() + timeout
+    while True:
+        v = c.get("/api/version").json()
+        if v["written"] == v["seq"] or time.time() > deadline:
+            return v
+        time.sleep(0.2)

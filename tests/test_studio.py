@@ -1,0 +1,696 @@
+"""The studio: its edit log and state, and every HTTP endpoint of a real server process started on
+a free loopback port over a run of 300 real CIFAR-10 images (airplane, frog, truck).
+
+Browser tests (real headless Chromium) are in test_studio_browser.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from studio_helpers import Server, client, copy_run, make_run, post, wait_written
+
+
+@pytest.fixture(scope="module")
+def base_run(cifar3_embeddings, tmp_path_factory) -> Path:
+    return make_run(cifar3_embeddings, tmp_path_factory.mktemp("studio") / "run")
+
+
+@pytest.fixture(scope="module")
+def server(base_run, tmp_path_factory):
+    run = copy_run(base_run, tmp_path_factory.mktemp("served") / "run")
+    s = Server(run)
+    s.run = run
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def truth(base_run):
+    from mediacluster.rundir import RunDir
+
+    return np.array(RunDir.open(base_run).read_items()["label"].tolist())
+
+
+def clusters_of(c) -> dict:
+    return {e["id"]: e for e in c.get("/api/clusters").json()["clusters"]}
+
+
+def labels_of(c) -> np.ndarray:
+    r = c.get("/api/labels")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    return np.frombuffer(r.content, dtype="<i4")
+
+
+# ------------------------------------------------------------------------------ the log and state
+def test_edit_log_is_append_only_and_bound_to_its_run(tmp_path):
+    from mediacluster.errors import RunDirError
+    from mediacluster.studio.editlog import EditLog
+
+    log = EditLog(tmp_path / "e.sqlite", "run-a")
+    e1 = log.append("rename", {"cluster": 0, "name": "x"}, "c1")
+    e2 = log.append("undo", {"target": e1.seq})
+    assert (e1.seq, e2.seq) == (1, 2) and log.last_seq() == 2 and len(log) == 2
+    assert [e.kind for e in log.events()] == ["rename", "undo"]
+    assert log.events(since=1)[0].payload == {"target": 1}
+    con = sqlite3.connect(tmp_path / "e.sqlite")
+    for sql in ("UPDATE events SET kind = 'merge'", "DELETE FROM events"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            con.execute(sql)
+    con.close()
+    log.close()
+    with pytest.raises(RunDirError, match="run-a"):
+        EditLog(tmp_path / "e.sqlite", "run-b")
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(RunDirError, match="not a readable edit log"):
+        EditLog(tmp_path / "junk.sqlite", "run-a")
+
+
+def test_state_replay_undo_redo_are_deterministic(tmp_path):
+    from mediacluster.studio.editlog import EditLog
+    from mediacluster.studio.state import CuratedState, EditConflict
+
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, -1, -2])
+    names = {0: ("a", "automatic"), 1: ("b", "automatic"), 2: ("c", "person")}
+    log = EditLog(tmp_path / "e.sqlite", "r")
+    st = CuratedState(labels, names)
+
+    def do(kind, req=None):
+        p = st.prepare_undo() if kind == "undo" else st.prepare_redo() if kind == "redo" else st.prepare(kind, req)
+        st.apply(log.append(kind, p))
+
+    do("rename", {"cluster": 0, "name": "  first  "})
+    do("merge", {"clusters": [1, 2]})  # 1 is larger: it keeps its id
+    do("move", {"items": [0, 8], "to": "new", "name": "moved"})
+    do("move", {"items": [9], "to": "junk"})
+    do("tag", {"clusters": [1], "items": [3], "add": ["x", "y"]})
+    do("junk", {"clusters": [0]})
+    assert st.clusters[0].name == "first" and st.clusters[0].named_by == "person" and st.clusters[0].junk
+    assert not st.clusters[2].alive and st.labels.tolist() == [3, 0, 0, 1, 1, 1, 1, 1, 3, 4]
+    assert st.clusters[3].name == "moved" and st.clusters[4].origin == "junk"
+    assert st.status().tolist().count("junk") == 3  # cluster 0 (2 items) + the junk item
+    with pytest.raises(EditConflict):
+        st.prepare("rename", {"cluster": 2, "name": "gone"})
+    before = st.labels.copy()
+    do("undo")
+    do("undo")
+    assert not st.clusters[0].junk and st.clusters[1].tags == [] and st.item_tags == {}
+    do("redo")
+    assert st.clusters[1].tags == ["x", "y"] and st.item_tags == {3: ["x", "y"]}
+    do("rename", {"cluster": 1, "name": "B"})  # a new edit ends the redo chain
+    assert not st.can_redo()
+    with pytest.raises(EditConflict, match="nothing to redo"):
+        st.prepare_redo()
+    # the same log replayed from the start gives the same state
+    again = CuratedState(labels, names)
+    for ev in log.events():
+        again.apply(ev)
+    assert again.labels.tolist() == st.labels.tolist() and again.cluster_table() == st.cluster_table()
+    assert before.tolist() == st.labels.tolist()
+    # undo back to the start: new ids are never reused
+    while st.can_undo():
+        do("undo")
+    assert st.labels.tolist() == labels.tolist() and st.clusters[0].name == "a"
+    do("move", {"items": [0], "to": "new"})
+    assert st.labels[0] == 5
+    for bad in ({"items": [], "to": 1}, {"items": [99], "to": 1}, {"items": ["a"], "to": 1}):
+        with pytest.raises(Exception, match="item"):
+            st.prepare("move", bad)
+    for bad_name in ("", "   ", "a\x00b", "x" * 201, 5):
+        with pytest.raises(Exception, match="name"):
+            st.prepare("rename", {"cluster": 1, "name": bad_name})
+
+
+# ------------------------------------------------------------------------------ reading endpoints
+def test_page_and_reading_endpoints(server, truth):
+    from PIL import Image
+
+    with client(server) as c:
+        r = c.get("/")
+        assert r.status_code == 200 and "mediacluster studio" in r.text
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        for name, kind in (("studio.js", "javascript"), ("studio.css", "css")):
+            r = c.get(f"/static/{name}")
+            assert r.status_code == 200 and kind in r.headers["content-type"]
+        assert c.get("/healthz").json() == {"ok": True}
+        info = c.get("/api/info").json()
+        n = info["n"]
+        assert n == 300 and info["word_search"] == "imagenet-wordnet" and info["upload_search"]
+        assert info["models"] == ["v0001"] and info["levels"] == []
+        xy = c.get("/api/map").content
+        assert len(xy) == 8 * n and np.isfinite(np.frombuffer(xy, "<f4")).all()
+        lab = labels_of(c)
+        assert len(lab) == n and set(lab.tolist()) == {0, 1, 2}
+        cl = c.get("/api/clusters").json()
+        assert sorted(e["id"] for e in cl["clusters"]) == [0, 1, 2]
+        assert sum(e["size"] for e in cl["clusters"]) == n and all(e["name"] for e in cl["clusters"])
+        assert {s["id"] for s in cl["special"]} == {-1, -2} and cl["can_undo"] is False
+        one = c.get("/api/clusters/0").json()
+        assert one["size"] == int((lab == 0).sum()) and len(one["top_classes"]) == 5
+        assert one["true_labels"][0]["share"] > 0.5
+        assert c.get("/api/clusters/99").status_code == 404
+        # paging and orders
+        p1 = c.get("/api/clusters/0/items", params={"offset": 0, "limit": 7}).json()
+        p2 = c.get("/api/clusters/0/items", params={"offset": 7, "limit": 7}).json()
+        assert p1["total"] == one["size"] and len(p1["items"]) == 7
+        assert not {x["i"] for x in p1["items"]} & {x["i"] for x in p2["items"]}
+        ps = [x["p"] for x in p1["items"] + p2["items"]]
+        assert ps == sorted(ps, reverse=True)
+        border = c.get("/api/clusters/0/items", params={"order": "borderline", "limit": 5}).json()["items"]
+        assert border[0]["p"] <= ps[-1]
+        for order in ("map", "file"):
+            assert c.get("/api/clusters/0/items", params={"order": order}).status_code == 200
+        assert c.get("/api/clusters/0/items", params={"order": "nope"}).status_code == 400
+        br = c.get("/api/briefs", params={"ids": "5,7,9"}).json()["items"]
+        assert [b["i"] for b in br] == [5, 7, 9] and all(b["name"] for b in br)
+        assert c.get("/api/briefs", params={"ids": "5,x"}).status_code == 400
+        assert c.get("/api/briefs", params={"ids": "5,300"}).status_code == 404
+        allm = c.get("/api/clusters/0/all").json()["items"]
+        assert sorted(allm) == np.flatnonzero(lab == 0).tolist()
+        noise = c.get("/api/clusters/-1/items").json()
+        assert noise["total"] == 0
+        # one item
+        it = c.get("/api/items/5").json()
+        assert it["i"] == 5 and it["cluster"] == lab[5] and it["label"] == truth[5]
+        assert len(it["neighbours"]) == 12 and 5 not in [x["i"] for x in it["neighbours"]]
+        assert len(it["top_classes"]) == 5 and it["path"].endswith(it["name"])
+        same = np.mean([truth[x["i"]] == truth[5] for x in it["neighbours"]])
+        assert same >= 0.5
+        for bad in ("/api/items/300", "/api/items/-1"):
+            assert c.get(bad).status_code == 404
+        assert c.get("/api/items/abc").status_code == 422
+        # images: JPEG renderings, never the file itself
+        for path, size in (("/api/items/5/thumb", 160), ("/api/items/5/thumb?size=96", 96), ("/api/items/5/preview", 512)):
+            r = c.get(path)
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+            im = Image.open(io.BytesIO(r.content))
+            assert im.format == "JPEG" and max(im.size) <= size
+        assert c.get("/api/items/5/thumb?size=5000").status_code == 400
+        v = c.get("/api/version").json()
+        assert v["seq"] == 0 and v["replaced"] is False
+        assert c.get("/api/edits").json()["events"] == []
+
+
+def test_search_by_words_and_by_example(server, truth, cifar3_dir):
+    with client(server) as c:
+        lab = labels_of(c)
+        for word, want in (("airplane", "airplane"), ("frog", "frog"), ("truck", "truck")):
+            r = c.get("/api/search/words", params={"q": word, "limit": 50}).json()
+            assert r["method"] == "imagenet-wordnet" and r["concept"]["synset"].startswith("n")
+            top = [truth[x["i"]] for x in r["items"][:30]]
+            assert np.mean([t == want for t in top]) >= 0.8, (word, top)
+            scores = [x["score"] for x in r["items"]]
+            assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1.0001
+        # a broader word, a synset id, and a sense below the ImageNet tree's concepts
+        veh = c.get("/api/search/words", params={"q": "vehicle", "limit": 60}).json()
+        assert np.mean([truth[x["i"]] in ("airplane", "truck") for x in veh["items"]]) >= 0.9
+        amph = c.get("/api/search/words", params={"q": "n01639765"}).json()  # frog, toad
+        assert amph["concept"]["synset"] == "n01639765"
+        # limited to one cluster
+        cid = int(np.bincount(lab).argmax())
+        r = c.get("/api/search/words", params={"q": "vehicle", "cluster": cid}).json()
+        assert r["cluster"] == cid and all(lab[x["i"]] == cid for x in r["items"])
+        assert r["matches"] <= int((lab == cid).sum())
+        for bad in ({"q": "qwxzzy"}, {"q": ""}, {"q": "x" * 300}):
+            r = c.get("/api/search/words", params=bad)
+            assert r.status_code == 400 and r.json()["error"]["message"]
+        assert c.get("/api/search/words", params={"q": "dog", "cluster": 77}).status_code == 404
+        # more like this
+        r = c.get("/api/search/similar", params={"item": 10, "limit": 20}).json()
+        assert r["items"][0]["i"] == 10 and r["items"][0]["score"] > 0.999
+        assert np.mean([truth[x["i"]] == truth[10] for x in r["items"]]) >= 0.7
+        r = c.get("/api/search/similar", params={"item": 10, "cluster": int(lab[10]), "limit": 500}).json()
+        assert len(r["items"]) == int((lab == lab[10]).sum()) and all(lab[x["i"]] == lab[10] for x in r["items"])
+        # an uploaded image: the package's loader + the run's encoder; its own file comes first
+        it = c.get("/api/items/42").json()
+        data = Path(it["path"]).read_bytes()
+        r = c.post("/api/search/image", files={"file": ("mine.png", data, "image/png")},
+                   data={"limit": "10"}, headers={"X-Mediacluster": "1"})
+        assert r.status_code == 200, r.text
+        r = r.json()
+        assert r["method"] == "upload" and r["items"][0]["i"] == 42 and r["items"][0]["score"] > 0.999
+        r = c.post("/api/search/image", files={"file": ("x.jpg", b"<html>not an image</html>", "image/jpeg")},
+                   headers={"X-Mediacluster": "1"})
+        assert r.status_code == 400 and "not an image" in r.json()["error"]["message"]
+
+
+# ------------------------------------------------------------------------------ edits
+def test_edits_through_the_api(server, truth):
+    from mediacluster.rundir import RunDir
+
+    with client(server) as c:
+        lab0 = labels_of(c)
+        sizes = np.bincount(lab0)
+        a, b, other = [int(x) for x in np.argsort(-sizes)]
+        # guards of the write endpoints
+        assert c.post("/api/edits", json={"kind": "rename", "cluster": a, "name": "x"}).status_code == 403
+        r = post(c, "/api/edits", {"kind": "explode"})
+        assert r.status_code == 400 and "unknown edit" in r.json()["error"]["message"]
+        r = c.post("/api/edits", content=b"{not json", headers={"X-Mediacluster": "1", "Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["kind"] == "invalid_request"
+        r = c.post("/api/edits", content=b"x" * (33 << 20), headers={"X-Mediacluster": "1", "Content-Type": "application/json"})
+        assert r.status_code == 413
+        assert post(c, "/api/edits", {"kind": "rename", "cluster": a, "name": "\x07bell"}).status_code == 400
+        assert post(c, "/api/undo").status_code == 409
+        # rename
+        r = post(c, "/api/edits", {"kind": "rename", "cluster": a, "name": "flying things"})
+        assert r.status_code == 200 and r.json()["seq"] == 1 and r.json()["can_undo"]
+        assert clusters_of(c)[a]["name"] == "flying things" and clusters_of(c)[a]["named_by"] == "person"
+        # merge (the larger keeps its id)
+        r = post(c, "/api/edits", {"kind": "merge", "clusters": [b, other]}).json()
+        assert r["edit"]["into"] == b
+        lab = labels_of(c)
+        assert set(lab.tolist()) == {a, b} and (lab == b).sum() == sizes[b] + sizes[other]
+        assert post(c, "/api/edits", {"kind": "rename", "cluster": other, "name": "gone"}).status_code == 409
+        # split with a preview (K-means, k=2, in the saved model's reduced space)
+        pv = post(c, "/api/split/preview", {"cluster": b, "k": 2}).json()
+        assert pv["k"] == 2 and pv["n"] == (lab == b).sum() and pv["space"] == "model"
+        assert sum(p["size"] for p in pv["parts"]) == pv["n"] and all(p["name"] and p["examples"] for p in pv["parts"])
+        assert sorted(pv["labels"]["items"]) == np.flatnonzero(lab == b).tolist()
+        # the preview changed nothing yet
+        assert (labels_of(c) == lab).all()
+        for bad in ({"cluster": b, "k": 1}, {"cluster": b, "k": 10 ** 6}, {"cluster": b, "reducer": "magic"}, {}):
+            assert post(c, "/api/split/preview", bad).status_code == 400
+        assert post(c, "/api/split/preview", {"cluster": 12345}).status_code == 404
+        auto = post(c, "/api/split/preview", {"cluster": b, "reducer": "pca"}).json()
+        assert auto["k"] >= 2 and auto["space"] == "pca"
+        r = post(c, "/api/edits", {"kind": "split", "preview": pv["preview"], "names": ["part one", None]}).json()
+        new_ids = r["edit"]["ids"]
+        lab = labels_of(c)
+        assert len(set(lab.tolist())) == 3 and set(new_ids) <= set(lab.tolist())
+        cl = clusters_of(c)
+        assert "part one" in [cl[i]["name"] for i in new_ids]
+        # the truth: the split separates frogs from trucks better than chance
+        part_truth = [set(truth[lab == i]) for i in new_ids]
+        assert all(len(s) >= 1 for s in part_truth)
+        # a stale preview is refused
+        assert post(c, "/api/edits", {"kind": "split", "preview": pv["preview"]}).status_code == 409
+        assert post(c, "/api/edits", {"kind": "split", "preview": "nope"}).status_code == 409
+        # move a few items to a new cluster, then one to junk, then tag
+        items = np.flatnonzero(lab == a)[:5].tolist()
+        r = post(c, "/api/edits", {"kind": "move", "items": items, "to": "new", "name": "odd ones"}).json()
+        moved_to = r["edit"]["to"]
+        assert (labels_of(c)[items] == moved_to).all() and clusters_of(c)[moved_to]["name"] == "odd ones"
+        r = post(c, "/api/edits", {"kind": "move", "items": items[:1], "to": "junk"}).json()
+        junk = r["edit"]["to"]
+        assert clusters_of(c)[junk]["junk"] and labels_of(c)[items[0]] == junk
+        post(c, "/api/edits", {"kind": "tag", "clusters": [a], "items": items[1:3], "add": ["sky"]})
+        post(c, "/api/edits", {"kind": "junk", "clusters": [moved_to]})
+        assert clusters_of(c)[moved_to]["junk"] is True
+        assert c.get(f"/api/items/{items[1]}").json()["tags"] == ["sky"]
+        # undo, undo, redo
+        seq = c.get("/api/version").json()["seq"]
+        post(c, "/api/undo")
+        assert clusters_of(c)[moved_to]["junk"] is False
+        post(c, "/api/undo")
+        assert c.get(f"/api/items/{items[1]}").json()["tags"] == []
+        r = post(c, "/api/redo").json()
+        assert r["can_redo"] is False or r["can_redo"] is True
+        assert c.get(f"/api/items/{items[1]}").json()["tags"] == ["sky"]
+        ev = c.get("/api/edits", params={"since": seq}).json()["events"]
+        assert [e["kind"] for e in ev] == ["undo", "undo", "redo"]
+        # written back into the run: assignments.curated_* and curated.json
+        v = wait_written(c)
+        assert v["written"] == v["seq"]
+        run = RunDir.open(server.run)
+        asg = run.read_assignments()
+        assert (asg["curated_cluster"].to_numpy() == labels_of(c)).all()
+        assert set(asg["curated_status"]) >= {"clustered", "junk"}
+        assert json.loads(asg["curated_tags"][items[1]]) == ["sky"]
+        doc = run.read_curated()
+        assert doc["edits_seq"] == v["seq"] and {e["id"] for e in doc["clusters"]} >= {a, b, moved_to, junk}
+        from mediacluster.naming import load_names
+
+        names = load_names(run)
+        assert names[a] == "flying things" and names[moved_to] == "odd ones"
+        assert load_names(run, automatic=False)[a] == "flying things"
+        assert "part one" in load_names(run).values()
+
+
+def test_export_and_download(server):
+    with client(server) as c:
+        lab = labels_of(c)
+        out = {}
+        for kind in ("folders", "csv", "parquet", "labelstudio"):
+            r = post(c, "/api/export", {"kind": kind})
+            assert r.status_code == 200, r.text
+            out[kind] = Path(r.json()["path"])
+            assert out[kind].parent == server.run / "exports" and r.json()["items"] == len(lab)
+        assert post(c, "/api/export", {"kind": "zip"}).status_code == 400
+        assert post(c, "/api/export", {"kind": "folders", "mode": "move"}).status_code == 400
+        # one folder per cluster of symbolic links to the real files
+        cl = clusters_of(c)
+        folders = {p.name: p for p in out["folders"].iterdir()}
+        linked = [f for d in folders.values() for f in d.iterdir()]
+        assert len(linked) == len(lab) and all(f.is_symlink() and f.resolve().is_file() for f in linked)
+        for cid in set(lab.tolist()):
+            d = next(p for name, p in folders.items() if name.split(" ")[0 if not name.startswith("junk") else 1] == f"{cid:03d}")
+            assert len(list(d.iterdir())) == int((lab == cid).sum())
+            assert cl[cid]["name"][:20].strip() in d.name or cl[cid]["junk"]
+        t = pd.read_csv(out["csv"] / "curated_assignments.csv")
+        assert (t["curated_cluster"].to_numpy() == lab).all() and len(t) == len(lab)
+        pq = pd.read_parquet(out["parquet"] / "curated_assignments.parquet")
+        assert (pq["curated_cluster"].to_numpy() == lab).all()
+        tasks = json.loads((out["labelstudio"] / "tasks.json").read_text())
+        assert len(tasks) == len(lab)
+        pred = tasks[0]["predictions"][0]["result"][0]
+        assert pred["type"] == "choices" and pred["from_name"] == "cluster" and pred["to_name"] == "image"
+        assert tasks[0]["data"]["image"].startswith("/data/local-files/?d=")
+        cfg = (out["labelstudio"] / "label_config.xml").read_text()
+        import xml.etree.ElementTree as ET
+
+        choices = {ch.get("value") for ch in ET.fromstring(cfg).iter("Choice")}
+        assert {t["predictions"][0]["result"][0]["value"]["choices"][0] for t in tasks if "predictions" in t} <= choices
+        r = c.get("/api/download/curated_assignments.csv")
+        assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+        assert len(pd.read_csv(io.StringIO(r.text))) == len(lab)
+        assert c.get("/api/download/run.json").status_code == 404
+        kinds = [e["kind"] for e in c.get("/api/edits").json()["events"]]
+        assert kinds.count("export") >= 4
+
+
+def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.rundir import RunDir
+    from mediacluster.tags.data import examples_from_run
+
+    with client(server) as c:
+        lab = labels_of(c)
+        named = int(np.bincount(lab[lab >= 0]).argmax())
+        assert post(c, "/api/edits", {"kind": "rename", "cluster": named, "name": "published name"}).status_code == 200
+        cl = clusters_of(c)
+        r = post(c, "/api/publish")
+        assert r.status_code == 200, r.text
+        res = r.json()
+        assert res["version"] == "v0002" and res["agreement"] >= 0.99
+        wait_written(c)
+    run = RunDir.open(server.run)
+    assert run.models.pointer()["source"] == "studio" and run.models.pointer()["version"] == "v0002"
+    model = Pipeline.load(server.run)  # a run folder: its latest version
+    curated = lab >= 0
+    pred = model.predict(run.read_vectors(mmap=False))
+    assert np.mean(pred[curated] == lab[curated]) >= 0.99
+    meta = model.model_info_["metadata"]
+    assert meta["source"] == "studio" and meta["encoder"] == "efficientnet-lite0"
+    assert {int(k): v for k, v in meta["names"].items()} == {k: e["name"] for k, e in cl.items()}
+    # `assign` loads it and names with the curated names
+    out = server.run.parent / "assigned.csv"
+    frogs = sorted((cifar3_dir / "frog").iterdir())[:5]
+    assert main(["assign", str(server.run), *map(str, frogs), "--out", str(out), "--quiet"]) == 0
+    got = pd.read_csv(out)
+    assert set(got["name"]) <= {e["name"] for e in cl.values()}
+    # `tags train --run` reads the curated clusters and the names a person gave
+    ex = examples_from_run(server.run)
+    person = [k for k, e in cl.items() if e["named_by"] == "person" and not e["junk"]]
+    assert "published name" in set(ex.labels) and len(ex.labels) == int(np.isin(lab, person).sum())
+    # the report shows the curated clusters and their names
+    from mediacluster.report import build_report
+
+    html = build_report(server.run, progress=False).read_text(encoding="utf-8")
+    assert "published name" in html
+    import re
+
+    cards = set(map(int, re.findall(r'<section class="card" data-cluster="(\d+)"', html)))
+    assert cards == set(lab[lab >= 0].tolist())
+
+
+def test_path_traversal_and_foreign_hosts(server):
+    secret = (server.run / "run.json").read_text()
+    attempts = [
+        "/static/../../run.json", "/static/..%2f..%2frun.json", "/static/%2e%2e/%2e%2e/etc/passwd",
+        "/static/studio.js/../../app.py", "/static/..%5c..%5capp.py", "/static/index.html/..",
+        "/api/items/..%2f..%2fetc%2fpasswd/thumb", "/api/items/-1/thumb", "/api/items/300/preview",
+        "/api/items/1e3/thumb", "/api/items/0x10/thumb", "/api/levels/..%2f..%2frun.json",
+        "/api/download/..%2frun.json", "/api/download/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/%2e%2e/%2e%2e/etc/passwd", "/api/items/0/thumb?size=../../etc/passwd",
+        "/exports/", "/run.json", "/edits.sqlite", "/models/LATEST",
+        "/static-offline-docs/../../run.json", "/static-offline-docs/..%2f..%2f..%2frun.json",
+        "/static-offline-docs/%2e%2e/%2e%2e/etc/passwd",
+    ]
+    host, port = server.base.split("//")[1].rstrip("/").split(":")
+    for path in attempts + ["/../../etc/passwd", "/static/../../../../etc/passwd", "//etc/passwd"]:
+        # a raw request: no client-side normalisation of the path
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        assert 400 <= status < 500, (path, head)
+        assert b"root:" not in body and secret.encode()[:40] not in body
+        if status != 400 or b"json" in head:
+            assert body.startswith(b"{") and b'"error"' in body, (path, body[:200])
+    with client(server) as c:
+        # DNS rebinding: a loopback studio answers only to loopback names
+        assert c.get("/api/info", headers={"Host": "evil.example:80"}).status_code == 403
+        assert c.get("/api/info", headers={"Host": f"localhost:{port}"}).status_code == 200
+        # the server still serves after all of that
+        assert c.get("/api/version").status_code == 200
+
+
+def test_token_off_loopback(base_run, tmp_path):
+    import httpx
+
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run, "--host", "0.0.0.0")
+    try:
+        assert "?token=" in s.url
+        token = s.url.split("token=")[1]
+        base = s.base.replace("0.0.0.0", "127.0.0.1")
+        with httpx.Client(base_url=base, timeout=60) as c:
+            r = c.get("/api/info")
+            assert r.status_code == 401 and r.json()["error"]["kind"] == "unauthorized"
+            assert c.get("/api/info", params={"token": "wrong"}).status_code == 401
+            r = c.get("/", params={"token": token})
+            assert r.status_code == 200 and "mediacluster_token" in r.headers["set-cookie"]
+            assert "httponly" in r.headers["set-cookie"].lower() and "samesite=strict" in r.headers["set-cookie"].lower()
+            assert c.get("/api/info").status_code == 200  # the cookie from the page
+            assert httpx.get(base + "api/info", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        s.stop()
+
+
+# ------------------------------------------------------------------------------ durability
+def test_acknowledged_edits_survive_kill_9(base_run, tmp_path):
+    from mediacluster.rundir import RunDir
+
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    with client(s) as c:
+        lab = labels_of(c)
+        acked = []
+        for k in range(12):
+            r = post(c, "/api/edits", {"kind": "rename", "cluster": int(lab[0]), "name": f"name {k}"})
+            assert r.status_code == 200
+            acked.append(r.json()["seq"])
+        r = post(c, "/api/edits", {"kind": "move", "items": [1, 2, 3], "to": "new", "name": "last"})
+        assert r.status_code == 200
+        last = r.json()
+    s.kill9()  # at once: the background writer had no time to write the tables
+    assert s.proc.returncode == -9
+    s2 = Server(run)
+    try:
+        with client(s2) as c:
+            v = c.get("/api/version").json()
+            assert v["seq"] == last["seq"] == acked[-1] + 1
+            assert clusters_of(c)[int(lab[0])]["name"] == "name 11"
+            assert (labels_of(c)[[1, 2, 3]] == last["edit"]["to"]).all()
+            v = wait_written(c)  # the reopened studio writes what the killed one had not
+            assert v["written"] == v["seq"]
+        asg = RunDir.open(run).read_assignments()
+        assert (asg["curated_cluster"].to_numpy()[[1, 2, 3]] == last["edit"]["to"]).all()
+    finally:
+        s2.stop()
+
+
+def test_two_clients_see_each_other_and_lose_nothing(base_run, tmp_path):
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    try:
+        with client(s) as a, client(s) as b:
+            lab = labels_of(a)
+            ids = sorted(set(lab.tolist()))
+            # b sees a's edit within a few seconds by polling, as the page does
+            seq0 = b.get("/api/version").json()["seq"]
+            post(a, "/api/edits", {"kind": "rename", "cluster": ids[0], "name": "from tab A"},
+                 headers={"X-Mediacluster-Client": "tabA"})
+            t0 = time.time()
+            while b.get("/api/version").json()["seq"] == seq0:
+                assert time.time() - t0 < 3
+                time.sleep(0.1)
+            assert clusters_of(b)[ids[0]]["name"] == "from tab A"
+            # both edit at once: every acknowledged edit is in the log, in one order
+            acks: dict[str, list] = {"A": [], "B": []}
+            errors = []
+
+            def work(c, who, cid, items):
+                for k in range(15):
+                    r = post(c, "/api/edits", {"kind": "rename", "cluster": cid, "name": f"{who}{k}"},
+                             headers={"X-Mediacluster-Client": f"tab{who}"})
+                    (acks[who] if r.status_code == 200 else errors).append(r.json())
+                    r = post(c, "/api/edits", {"kind": "tag", "items": [int(items[k])], "add": [who]},
+                             headers={"X-Mediacluster-Client": f"tab{who}"})
+                    (acks[who] if r.status_code == 200 else errors).append(r.json())
+
+            ta = threading.Thread(target=work, args=(a, "A", ids[1], np.flatnonzero(lab == ids[1])))
+            tb = threading.Thread(target=work, args=(b, "B", ids[2], np.flatnonzero(lab == ids[2])))
+            ta.start()
+            tb.start()
+            ta.join()
+            tb.join()
+            assert not errors
+            seqs = [x["seq"] for x in acks["A"] + acks["B"]]
+            assert len(seqs) == 60 and len(set(seqs)) == 60
+            ev = a.get("/api/edits", params={"since": 0, "limit": 1000}).json()["events"]
+            assert {e["seq"] for e in ev} >= set(seqs)
+            assert {e["client"] for e in ev} >= {"tabA", "tabB"}
+            for c in (a, b):
+                cl = clusters_of(c)
+                assert cl[ids[1]]["name"] == "A14" and cl[ids[2]]["name"] == "B14"
+            tagged = [a.get(f"/api/items/{int(i)}").json()["tags"] for i in np.flatnonzero(lab == ids[1])[:15]]
+            assert all(t == ["A"] for t in tagged)
+    finally:
+        s.stop()
+    # a second process on the same log (another studio) picks up the edits too
+    from mediacluster.studio.session import Studio
+
+    st = Studio(run)
+    try:
+        assert st.state.clusters[ids[1]].name == "A14" and st.state.seq == max(seqs)
+    finally:
+        st.close()
+
+
+# ------------------------------------------------------------------------------ levels, CLIP, CLI
+def test_levels_of_a_hierarchy_are_shown(base_run, tmp_path):
+    from mediacluster.rundir import RunDir
+    from mediacluster.studio.session import Studio
+
+    run_dir = copy_run(base_run, tmp_path / "run")
+    run = RunDir.open(run_dir)
+    lab = run.read_assignments()["cluster"].to_numpy()
+    coarse = (lab > 0).astype(np.int64)  # 2 groups over the 3 clusters
+    with run.writing("test"):
+        run.write_hierarchy({"level_fine": lab, "level_coarse": coarse, "parent": np.array([0, 1, 1])})
+    st = Studio(run_dir)
+    try:
+        info = st.info()
+        assert [lv["name"] for lv in info["levels"]] == ["level_coarse", "level_fine"]
+        assert [lv["groups"] for lv in info["levels"]] == [2, 3]
+        groups = st.clusters()["groups"]["level_coarse"]
+        assert groups == {str(c): int(c > 0) for c in set(lab.tolist())}
+        assert np.frombuffer(st.level_bytes("level_coarse"), "<i4").tolist() == coarse.tolist()
+        with pytest.raises(Exception, match="no level"):
+            st.level_bytes("nope")
+    finally:
+        st.close()
+    # the clusterer's own layout: one (n_levels, n) array, row 0 coarsest
+    with run.writing("test"):
+        run.write_hierarchy({"levels": np.stack([coarse, lab]), "parents_0": np.array([0, 1, 1])})
+    st = Studio(run_dir)
+    try:
+        assert [(lv["name"], lv["groups"]) for lv in st.info()["levels"]] == [("levels 0", 2), ("levels 1", 3)]
+    finally:
+        st.close()
+
+
+def test_clip_run_searches_words_with_the_text_tower(cifar3_dir, tmp_path, monkeypatch):
+    from test_encoders import make_tiny_clip
+
+    from mediacluster.embed import embed_collection_cached
+    from mediacluster.encoders import get_encoder
+    from mediacluster.ingest import collect
+    from mediacluster.naming.zeroshot import topic_vectors
+    from mediacluster.studio.session import Studio
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = f"clip:{make_tiny_clip(tmp_path / 'clip')}"
+    coll = collect(cifar3_dir / "frog")
+    coll.ids, coll.paths = coll.ids[:40], coll.paths[:40]
+    emb = embed_collection_cached(coll, spec, cache_dir=tmp_path / "cache", progress=False)
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.workflow import publish_run
+
+    pipe = Pipeline(outliers=None).with_params({"reducer": "pca", "reducer__n_components": 5,
+                                                "clusterer": "kmeans", "clusterer__n_clusters": 2}).fit(emb.vectors)
+    run = publish_run(tmp_path / "run", emb, pipe, encoder_spec=spec, name=False)
+    from mediacluster.report.build import map_2d
+
+    with run.writing("t"):
+        map_2d(run, emb.vectors, method="pca")
+    st = Studio(run.path)
+    try:
+        assert st.info()["word_search"] == "clip-text"
+        r = st.search_words("a cat", limit=40)
+        assert r["method"] == "clip-text" and len(r["items"]) == 40
+        t = topic_vectors(get_encoder(spec), ["a cat"])[0]
+        from mediacluster.data import l2_normalize
+
+        want = np.argsort(-(l2_normalize(emb.vectors) @ t), kind="stable")
+        assert [x["i"] for x in r["items"][:10]] == want[:10].tolist()
+        pv = st.split_preview(0, k=2)
+        assert pv["k"] == 2 and all(p["name"] for p in pv["parts"])
+    finally:
+        st.close()
+
+
+def test_cli_publish_and_export_without_a_server(base_run, tmp_path, capsys):
+    from mediacluster.cli import main
+    from mediacluster.rundir import RunDir
+    from mediacluster.studio.session import Studio
+
+    run_dir = copy_run(base_run, tmp_path / "run")
+    st = Studio(run_dir)
+    st.edit("rename", {"cluster": 0, "name": "named in the studio"})
+    st.close()
+    assert main(["studio", str(run_dir), "--export", "csv", "--publish"]) == 0
+    out = capsys.readouterr().out
+    assert "export:" in out and "published model v0002" in out and "100.00%" in out
+    run = RunDir.open(run_dir)
+    assert run.models.pointer()["source"] == "studio"
+    assert main(["studio", str(tmp_path / "nope")]) == 2
+
+
+def test_audio_run_shows_spectrograms_and_plays_excerpts(tmp_path):
+    from PIL import Image
+    from test_audio import _extract
+
+    from mediacluster.embed import embed_collection
+    from mediacluster.ingest import collect
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report.build import map_2d
+    from mediacluster.studio.session import Studio
+    from mediacluster.workflow import publish_run
+
+    _extract(tmp_path / "fsdd", ("nicolas", "theo"), 10)
+    emb = embed_collection(collect(tmp_path / "fsdd", media="audio"), encoder="mfcc",
+                           cache_dir=tmp_path / "cache", progress=False)
+    pipe = Pipeline(outliers=None).with_params({"reducer": "pca", "reducer__n_components": 5,
+                                                "clusterer": "kmeans", "clusterer__n_clusters": 2}).fit(emb.vectors)
+    run = publish_run(tmp_path / "run", emb, pipe, media="audio", name=False)
+    with run.writing("t"):
+        map_2d(run, emb.vectors, method="pca")
+    st = Studio(run.path)
+    try:
+        info = st.info()
+        assert info["media"] == "audio" and info["word_search"] is None and not info["upload_search"]
+        for data, kind in (st.thumbnail(0), st.thumbnail(0, 96), st.preview(3)):
+            assert kind == "image/png" and Image.open(io.BytesIO(data)).format == "PNG"
+        data, kind = st.audio(0)
+        assert kind in ("audio/mpeg", "audio/wav") and len(data) > 1000
+        assert st.split_preview(0, k=2)["k"] == 2
+    finally:
+        st.close()
