@@ -238,6 +238,7 @@ def test_pipeline_tune_without_a_space_tunes_its_own_stages(X, shared_cache):
 
 
 # -- multi-fidelity: successive halving over nested subsamples ----------------------------------
+@pytest.mark.slow
 def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_embeddings, tmp_path,
                                                                        shared_cache):
     from mediacluster.tune.study import _fidelity_sizes
