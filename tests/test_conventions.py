@@ -20,11 +20,24 @@ from sklearn.datasets import make_blobs
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mediacluster.stages import registry
-from mediacluster.stages.cluster import HDBSCANClusterer
+from mediacluster.stages.cluster import HDBSCANClusterer, MeanShiftClusterer
 from mediacluster.stages.outliers import IsolationForestOutliers, LOFOutliers
 from mediacluster.stages.reduce import UMAPReducer
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every thread pool (BLAS, OpenMP, numba) at one thread: the check data are tiny, and on a
+    loaded 2-core machine idle pool threads spin (measured: the same checks took 3x the CPU)."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    numba.set_num_threads(before)
+
 
 # parameters for scikit-learn's small check data (everything else: the registered defaults)
 SMALL = {
@@ -78,8 +91,9 @@ def _expected_failures(estimator) -> dict[str, str]:
 
 
 STAGES = _instances()
-# UMAP's checks take ~8 CPU s (numba code for transform, used nowhere else in the fast tier)
-SLOW_STAGES = [s for s in STAGES if isinstance(s, UMAPReducer)]
+# the slow tier: UMAP's checks (~8 CPU s: numba code for transform, used nowhere else in the fast
+# tier) and MeanShift's (2-8 CPU s: a bandwidth estimate and a mean-shift per check)
+SLOW_STAGES = [s for s in STAGES if isinstance(s, UMAPReducer | MeanShiftClusterer)]
 
 
 def test_every_registered_stage_is_checked():
