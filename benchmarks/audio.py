@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "fsdd.tar.gz"
+ARCHIVE = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets" / "fsdd.tar.gz"
 
 
 def prepare_data(work: Path, limit: int | None = None, seed: int = 0) -> Path:

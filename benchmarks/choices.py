@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", HERE.parent.parent / "shared")) / "datasets"
 
 
 def timed(fn, repeat=1):
@@ -64,7 +65,7 @@ def main(argv=None):
     sys.path.insert(0, str(HERE))
     from quality import load_dataset
 
-    X, _y, src = load_dataset("cifar10-test", args.out, HERE.parents[0].parent / "shared" / "datasets",
+    X, _y, src = load_dataset("cifar10-test", args.out, SHARED,
                               args.vectors_from, progress=False)
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = len(X)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", HERE.parent.parent / "shared")) / "datasets"
 NAMES = ["imagenette-val", "cifar10-test", "mnist-test"]
 
 
@@ -58,7 +59,7 @@ def run_dataset(name, args, rows):
     )
     from mediacluster.stages.reduce import UMAPReducer
 
-    X, y, src = load_dataset(name, args.out, HERE.parent.parent / "shared" / "datasets",
+    X, y, src = load_dataset(name, args.out, SHARED,
                              args.vectors_from, progress=False)
     y = np.asarray(y)
     n, k_true = len(X), len(set(y.tolist()))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
 
 
 def embeddings(args):
@@ -41,7 +42,7 @@ def embeddings(args):
     from quality import load_dataset
 
     X, _y, _src = load_dataset("cifar10-test", ROOT / "benchmarks" / "out" / "quality",
-                               ROOT.parent / "shared" / "datasets", None, progress=False)
+                               SHARED, None, progress=False)
     return np.asarray(X, dtype=np.float32)[: args.limit]
 
 
@@ -72,7 +73,7 @@ def main():
                     help="reuse DIR/cifar10-test.npy (default_search.py --umap-cache) as the UMAP space")
     args = ap.parse_args()
     from mediacluster import Pipeline
-    from mediacluster.persist import load
+    from mediacluster.pipeline import load
 
     X = embeddings(args)
     n = len(X)

@@ -2,9 +2,9 @@
 
 Data: the WHOLE CIFAR-10 test set (10,000), Imagenette val (3,925) and MNIST test (10,000), read
 from ``../shared/datasets`` with ``mediacluster.datasets.extract_slice`` and embedded through the
-package (``mediacluster.run.embed_collection``, default encoder) into ``benchmarks/out/quality``
-(gitignored). The embeddings are saved there with ``mediacluster.run.save_embeddings``, so a
-rerun does not re-embed.
+package (``mediacluster.embed.embed_collection``, default encoder) through the shared embedding
+cache (the user cache), so a rerun does not re-embed; the images are extracted once into
+``benchmarks/out/quality`` (gitignored).
 
 Rows per dataset (seed 0 everywhere; k = the true number of classes):
 
@@ -57,13 +57,6 @@ def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, 
     if vectors_from is not None:
         d = np.load(vectors_from / f"{name}.npz", allow_pickle=False)
         return d["vectors"].astype(np.float32), [str(v) for v in d["labels"]], f"dev vectors {vectors_from}"
-    from mediacluster.run import load_embeddings, save_embeddings
-
-    emb_dir = out / "embeddings" / name
-    if (emb_dir / "embeddings.npy").exists() and (emb_dir / "items.parquet").exists():
-        emb = load_embeddings(emb_dir)
-        return (emb.vectors.astype(np.float32), list(emb.labels),
-                f"embedded through the package, cached in {_rel(emb_dir)}")
     from mediacluster.datasets import extract_slice
     from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
@@ -77,19 +70,11 @@ def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, 
         print(f"[{name}] extracted in {time.perf_counter() - t:.0f}s", file=sys.stderr)
     coll = collect(data_dir, labels_from_folders=True)
     t = time.perf_counter()
-    emb = embed_collection(coll, cache_dir=out / "cache", progress=progress)
+    emb = embed_collection(coll, progress=progress)  # the shared embedding cache
     print(f"[{name}] embedded {len(emb)} items in {time.perf_counter() - t:.0f}s "
           f"({len(emb.skipped)} skipped)", file=sys.stderr)
-    save_embeddings(emb_dir, emb)
     return (emb.vectors.astype(np.float32), list(emb.labels),
-            f"embedded through the package, cached in {_rel(emb_dir)}")
-
-
-def _rel(p: Path) -> str:
-    try:
-        return str(Path(p).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(p)
+            "embedded through the package, shared embedding cache")
 
 
 def _timed(fn):
@@ -181,7 +166,7 @@ def run_rows(X: np.ndarray, y: list[str], rows: list[str], seed: int) -> list[di
 
 def _describe(p) -> dict | None:
     try:
-        from mediacluster.run import describe
+        from mediacluster.config import describe
 
         return describe(p)
     except Exception:  # description is informative only
@@ -189,7 +174,7 @@ def _describe(p) -> dict | None:
 
 
 def versions() -> dict:
-    from mediacluster.run import versions as v
+    from mediacluster._version import versions as v
 
     return v()
 
@@ -209,8 +194,8 @@ def markdown(results: dict) -> str:
              "when the row finished. "
              "Seed 0. Produced by `benchmarks/quality.py` (see its docstring for each row's "
              "exact configuration). The whole sets are embedded through the package "
-             "(`extract_slice` + `run.embed_collection`, cached under the gitignored "
-             "`benchmarks/out/quality/`). Timings were taken on the shared VM while other "
+             "(`extract_slice` + `embed.embed_collection`, through the shared embedding "
+             "cache). Timings were taken on the shared VM while other "
              "agents' jobs ran (loadavg 13-32 on 2 cores), not under the benchmark lock (held by "
              "other benchmarks at the time): compare CPU seconds, not wall seconds. Scores are "
              "single-seed; K-means results move by a few points with the seed or item order "
@@ -257,7 +242,8 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     ap.add_argument("--rows", nargs="+", default=ALL_ROWS, choices=ALL_ROWS)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "datasets")
+    ap.add_argument("--shared", type=Path,
+                    default=Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--embed-only", action="store_true", help="only extract and embed, then stop")
     ap.add_argument("--vectors-from", type=Path, default=None,

@@ -3,11 +3,11 @@
 Steps (everything through the package; persistent caches under benchmarks/out/):
 
 1. extract CIFAR-10 test from ../shared/datasets into benchmarks/out/report/cifar10-test;
-2. ``mediacluster.run.cluster_folder`` (default encoder and pipeline, embedding cache
-   benchmarks/out/cache, reused between runs) -> run folder benchmarks/out/report/run;
-3. **cold** report: names, 2-D UMAP (map2d.npy removed first), all 10,000 thumbnails (report/
-   removed first) and the page, timed per stage; then **warm**: the same command again (map and
-   thumbnails cached);
+2. ``mediacluster.workflow.cluster_folder`` (default encoder and pipeline, the shared embedding
+   cache) -> run folder benchmarks/out/report/run;
+3. **cold** report: names, 2-D UMAP, all 10,000 thumbnails and the page, timed per stage, on a
+   fresh copy of the run (``RunDir.create``: a new run id, so no name, map or thumbnail of an
+   earlier report is reused); then **warm**: the same command again (map and thumbnails cached);
 4. sizes: index.html, thumbnails;
 5. headless Chromium: page load to first map drawn, time of a filter redraw, a screenshot
    (benchmarks/out/report/screenshot*.png);
@@ -17,6 +17,7 @@ Steps (everything through the package; persistent caches under benchmarks/out/):
 
 Usage:
     flock /tmp/mc-bench.lock python benchmarks/report.py [--scale 100000] [--write]
+    python benchmarks/report.py --per-class 20 --scale 2000    # quick check of the script
 """
 
 from __future__ import annotations
@@ -40,20 +41,39 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Report and names (report/naming helper)"
 
 
-def prepare_run() -> Path:
-    from mediacluster.run import cluster_folder
-
+def prepare_run(per_class: int | None = None):
+    """The clustered 10k run (made once), as a RunDir; ``per_class``: a smaller slice."""
     from mediacluster.datasets import extract_slice
+    from mediacluster.rundir import RunDir
+    from mediacluster.workflow import cluster_folder
 
     data = OUT / "cifar10-test"
     if not (data / ".done").exists():
-        extract_slice(SHARED / "cifar10-test.tar.gz", data)
+        extract_slice(SHARED / "cifar10-test.tar.gz", data, per_class=per_class, seed=0)
         (data / ".done").write_text("ok")
     run = OUT / "run"
-    if not (run / "assignments.parquet").exists():
-        cluster_folder(data, run, cache_dir=ROOT / "benchmarks" / "out" / "cache", labels_from_folders=True,
-                       progress=True, params={"benchmark": "report"})
-    return run
+    if not RunDir.is_run(run):
+        cluster_folder(data, run, labels_from_folders=True, progress=True,
+                       params={"benchmark": "report"})
+    return RunDir.open(run)
+
+
+def _info_of(run) -> dict:
+    """``run.json`` of ``run`` without what a new run records for itself."""
+    return {k: v for k, v in run.info.items()
+            if k not in ("schema", "schema_version", "run_id", "command", "created")}
+
+
+def fresh_copy(run, dest: Path):
+    """A new run with the same items, vectors, assignments and clusters, nothing derived."""
+    from mediacluster.rundir import RunDir
+
+    with RunDir.create(dest, command="cluster") as b:
+        b.write_embeddings(run.read_embeddings())
+        b.write_assignments(run.read_assignments())
+        b.write_clusters(run.read_clusters())
+        b.write_info(_info_of(run))
+    return b.published
 
 
 def chrome():
@@ -99,32 +119,39 @@ def dir_bytes(p: Path) -> tuple[int, int]:
     return len(files), sum(f.stat().st_size for f in files)
 
 
-def scaled_run(run: Path, n_target: int) -> Path:
-    """A run folder of ``n_target`` items made by repeating the 10k run (see module doc)."""
+def scaled_run(run, n_target: int):
+    """A run of ``n_target`` items made by repeating the 10k run (see module doc)."""
     import pandas as pd
 
-    big = OUT / f"run-{n_target}"
-    if big.exists():
-        shutil.rmtree(big)
-    big.mkdir(parents=True)
-    a = pd.read_parquet(run / "assignments.parquet")
+    from mediacluster.data import Embeddings
+    from mediacluster.rundir import REPORT, RunDir
+
+    a = run.read_assignments()
     reps = int(np.ceil(n_target / len(a)))
     A = pd.concat([a] * reps, ignore_index=True).iloc[:n_target].copy()
     A["id"] = [f"{i}:{x}" for i, x in enumerate(A["id"])]
-    A.to_parquet(big / "assignments.parquet")
-    v = np.load(run / "embeddings.npy")
-    np.save(big / "embeddings.npy", np.tile(v, (reps, 1))[:n_target])
-    xy = np.load(run / "map2d.npy")
+    emb = run.read_embeddings()
+    big_emb = Embeddings(ids=A["id"].tolist(), vectors=np.tile(emb.vectors, (reps, 1))[:n_target],
+                         encoder=emb.encoder, encoder_version=emb.encoder_version,
+                         paths=A["path"].tolist() if "path" in A else None,
+                         labels=A["label"].tolist() if "label" in A else None)
+    xy, meta = run.read_map(len(a))
     rng = np.random.default_rng(0)
     span = xy.max(axis=0) - xy.min(axis=0)
     big_xy = np.tile(xy, (reps, 1))[:n_target] + rng.normal(0, 0.004, (n_target, 2)) * span
-    np.save(big / "map2d.npy", big_xy.astype(np.float32))
-    (big / "map2d.json").write_text(json.dumps({"method": "umap", "n": n_target}))
-    for f in ("run.json", "clusters.json", "names.json"):
-        if (run / f).exists():
-            shutil.copy(run / f, big / f)
-    # the thumbnails are content-addressed: copy the 10k set so only the page is measured
-    shutil.copytree(run / "report" / "thumbs", big / "report" / "thumbs")
+    with RunDir.create(OUT / f"run-{n_target}", command="cluster") as b:
+        b.write_embeddings(big_emb)
+        b.write_assignments(A)
+        b.write_clusters(run.read_clusters())
+        b.write_info(_info_of(run))
+    big = b.published
+    with big.writing("benchmark"):
+        big.write_map(big_xy, {k: v for k, v in meta.items() if k not in ("run_id", "n")})
+        named = run.read_automatic_names()
+        if named:
+            big.write_names(named, method=named[0].get("method"))
+        # the thumbnails are content-addressed: copy the 10k set so only the page is measured
+        shutil.copytree(run.file(REPORT) / "thumbs", big.file(REPORT) / "thumbs")
     return big
 
 
@@ -132,14 +159,19 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=0, help="also build and load a page of this many items")
     ap.add_argument("--write", action="store_true", help="write the results into benchmarks/RESULTS.md")
+    ap.add_argument("--per-class", type=int, default=None,
+                    help="a quick check on N images per class (in benchmarks/out/report/small-N), "
+                         "never with --write")
     args = ap.parse_args()
-    from mediacluster.cli.report import make_report
+    if args.per_class and args.write:
+        ap.error("--write is for the whole test set; --per-class is a quick check")
+    global OUT
+    if args.per_class:
+        OUT = OUT / f"small-{args.per_class}"
+    from mediacluster.report import make_report
 
-    run = prepare_run()
+    run = fresh_copy(prepare_run(args.per_class), OUT / "run-cold")
     res: dict = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-    for f in ("map2d.npy", "map2d.json", "names.json"):
-        (run / f).unlink(missing_ok=True)
-    shutil.rmtree(run / "report", ignore_errors=True)
     t = time.perf_counter()
     html = make_report(run, progress=True)
     res["cold_s"] = round(time.perf_counter() - t, 1)
@@ -149,9 +181,9 @@ def main() -> int:
     res["warm_s"] = round(time.perf_counter() - t, 1)
     res["html_bytes"] = html.stat().st_size
     res["thumbs"], res["thumb_bytes"] = dir_bytes(html.parent / "thumbs")
-    info = json.loads((run / "run.json").read_text())["summary"]
+    info = run.info["summary"]
     res["items"], res["clusters"] = info["items"], info["clusters"]
-    res["names"] = [(e["cluster"], e["name"]) for e in json.loads((run / "names.json").read_text())["clusters"]]
+    res["names"] = [(e["cluster"], e["name"]) for e in run.read_automatic_names()]
     res["browser"] = browse(html, OUT / "screenshot.png")
     if args.scale:
         big = scaled_run(run, args.scale)

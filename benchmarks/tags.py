@@ -2,9 +2,9 @@
 
 Data: the whole CIFAR-10 train and test splits, read from ``../shared/datasets`` with
 ``mediacluster.datasets.extract_slice`` and embedded through the package
-(``mediacluster.run.embed_collection``, default encoder, embedding cache ``benchmarks/out/cache``
-shared with the other benchmarks); the vectors are saved under ``benchmarks/out/tags/`` with
-``mediacluster.run.save_embeddings`` so a rerun does not touch the encoder.
+(``mediacluster.embed.embed_collection``, default encoder, through the shared embedding cache,
+so a rerun does not touch the encoder); the images are extracted once under
+``benchmarks/out/tags/``.
 
 For each model (``logreg``: the calibrated linear baseline; ``mlp``: one hidden layer) and target
 precision (0.9, 0.95): fit ``TagClassifier`` on train (holdout validation 25%, seed 0, thresholds
@@ -48,13 +48,7 @@ def load_split(name: str, out: Path, shared: Path, vectors_from: Path | None, pr
     if vectors_from is not None:
         d = np.load(vectors_from / f"{name}.npz", allow_pickle=False)
         return d["vectors"].astype(np.float32), [str(v) for v in d["labels"]], [str(v) for v in d["ids"]], "dev"
-    from mediacluster.run import load_embeddings, save_embeddings
-
-    emb_dir = out / "tags" / "embeddings" / name
     data_dir = out / "tags" / "data" / name
-    if (emb_dir / "embeddings.npy").exists() and (emb_dir / "items.parquet").exists():
-        emb = load_embeddings(emb_dir)
-        return emb.vectors, list(emb.labels), list(emb.paths or emb.ids), f"cached {emb_dir}"
     from mediacluster.datasets import extract_slice
     from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
@@ -67,9 +61,8 @@ def load_split(name: str, out: Path, shared: Path, vectors_from: Path | None, pr
         print(f"[{name}] extracted in {time.perf_counter() - t:.0f}s", file=sys.stderr)
     coll = collect(data_dir, labels_from_folders=True)
     t = time.perf_counter()
-    emb = embed_collection(coll, cache_dir=out / "cache", progress=progress)
+    emb = embed_collection(coll, progress=progress)  # the shared embedding cache
     print(f"[{name}] embedded {len(emb)} items in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-    save_embeddings(emb_dir, emb)
     return emb.vectors, list(emb.labels), list(emb.paths), f"embedded by {emb.encoder_version}"
 
 
@@ -146,7 +139,8 @@ def fmt(x, d=3):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
-    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "datasets"))
+    ap.add_argument("--shared", default=str(Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared"))
+                                            / "datasets"))
     ap.add_argument("--vectors-from", default=None)
     ap.add_argument("--embed-only", action="store_true")
     ap.add_argument("--models", default="logreg,mlp")

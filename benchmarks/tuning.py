@@ -1,7 +1,7 @@
 """Tuning benchmark: fast tuner vs the naive loop, samplers, and objective vs the NMI oracle.
 
 Full mode (the issue's claim): CIFAR-10 train (50,000 images) embedded by the default encoder
-through the package (embedding cache under benchmarks/out/), 100 TPE trials over the
+through the package (the shared embedding cache), 100 TPE trials over the
 seed-study space. ``--quick``: CIFAR-10 test (10,000 images).
 
     python benchmarks/tuning.py --quick            # ~CIFAR-10 test
@@ -58,8 +58,8 @@ def load_data(args):
         extract_slice(SHARED / "cifar10-test.tar.gz" if split == "test" else SHARED / "cifar10-train.tar.gz",
                       dest)
     coll = collect(dest, labels_from_folders=True)
-    emb = embed_collection(coll, cache_dir=OUT / "cache", progress=True)
-    return emb.vectors.astype(np.float32), list(emb.labels), f"CIFAR-10 {split} via mediacluster (cache {OUT / 'cache'})"
+    emb = embed_collection(coll, progress=True)  # the shared embedding cache
+    return emb.vectors.astype(np.float32), list(emb.labels), f"CIFAR-10 {split} via mediacluster (shared cache)"
 
 
 def seed_space(n: int, scale: bool) -> dict | str:
@@ -71,20 +71,27 @@ def seed_space(n: int, scale: bool) -> dict | str:
 
     f = n / 50000
     spec = preset("seed-study", 50000).to_dict()
-    for key, lo_min in (("reduce.n_neighbors", 5), ("outliers.n_neighbors", 2)):
+    for key, lo_min in (("reducer__n_neighbors", 5), ("outliers__n_neighbors", 2)):
         d = spec[key]
         lo, hi = d["int"]
         d["int"] = [max(lo_min, round(lo * f)), max(lo_min + 1, round(hi * f))]
         d["grid"] = sorted({min(d["int"][1], max(d["int"][0], round(g * f))) for g in d["grid"]})
-    spec["cluster.min_cluster_size"] = max(5, round(0.01 * n))
+    spec["clusterer__min_cluster_size"] = max(5, round(0.01 * n))
     return spec
+
+
+def start_pipeline(seed: int = 0):
+    """The pipeline every study starts from; the presets name all three stages."""
+    from mediacluster.pipeline import Pipeline
+
+    return Pipeline(random_state=seed)
 
 
 def run_study(X, y, space, out, args, sampler="tpe", n_trials=None, seed=0, objective="default"):
     from mediacluster.tune import tune
 
     t = time.perf_counter()
-    res = tune(X, out=out, space=space, sampler=sampler, objective=objective,
+    res = tune(X, start_pipeline(seed), out=out, space=space, sampler=sampler, objective=objective,
                n_trials=n_trials or args.trials, seed=seed, labels=y, n_jobs=args.jobs,
                timeout=args.timeout, progress=not args.quiet, refit=False)
     wall = time.perf_counter() - t
@@ -95,17 +102,17 @@ def part_naive(X, study, n_naive, seed=0):
     """The naive trial: everything from raw vectors, full silhouette."""
     from sklearn.metrics import silhouette_score
 
-    from mediacluster.tune.space import full_params
-    from mediacluster.tune.workspace import build_pipeline
+    from mediacluster.tune.workspace import configure
 
     done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")][:n_naive]
     rows = []
     fixed = {k: v["fixed"] for k, v in study.user_attrs["space"].items() if "fixed" in v}
+    start = start_pipeline(seed).concrete(len(X))
     for t in done:
-        params = full_params(fixed | t.params, len(X))
+        params = fixed | t.params
         c0 = time.process_time()
         t0 = time.perf_counter()
-        pipe = build_pipeline(params, len(X), seed).fit(X)
+        pipe = configure(start, params, seed).fit(X)
         t1 = time.perf_counter()
         lab = pipe.labels_
         m = lab >= 0
@@ -133,17 +140,20 @@ def part_grid(X, y, n, out_json: Path, seed=1):
     if n < len(X):
         idx = np.sort(rng.choice(len(X), n, replace=False))
         X, y = X[idx], [y[i] for i in idx]
-    sp = SearchSpace.from_dict({"reduce.n_neighbors": {"int": [10, 100]},
-                                "cluster.min_cluster_size": {"int": [5, 500]}}).clamp_to(len(X))
-    ws = Workspace(X, sp, seed=0, cache_dir=out_json.parent / "grid-cache")
+    sp = SearchSpace.from_dict({"reducer": "umap", "reducer__n_neighbors": {"int": [10, 100]},
+                                "outliers": None, "clusterer": "hdbscan",
+                                "clusterer__min_cluster_size": {"int": [5, 500]}}).clamp_to(len(X))
+    ws = Workspace(X, sp, start_pipeline(0), seed=0, cache_dir=out_json.parent / "grid-cache")
     N = len(X)
     mcs_vals = sorted({max(5, int(N * q)) for q in (0.002, 0.005, 0.01, 0.02, 0.04, 0.08)})
     rows = json.loads(out_json.read_text()) if out_json.exists() else []
     seen = {json.dumps(r["params"], sort_keys=True) for r in rows}
     for nn, nc in GRID_REDUCERS:
         for mcs, ms, meth in itertools.product(mcs_vals, [None, 5, 25], ["eom", "leaf"]):
-            p = {"reduce.n_neighbors": nn, "reduce.n_components": nc, "cluster.min_cluster_size": mcs,
-                 "cluster.min_samples": ms, "cluster.cluster_selection_method": meth}
+            p = {"reducer": "umap", "outliers": None, "clusterer": "hdbscan",
+                 "reducer__n_neighbors": nn, "reducer__n_components": nc,
+                 "clusterer__min_cluster_size": mcs, "clusterer__min_samples": ms,
+                 "clusterer__cluster_selection_method": meth}
             if json.dumps(p, sort_keys=True) in seen:
                 continue
             o = ws.run(p)

@@ -172,6 +172,7 @@ def test_mixed_folder_auto_media(tmp_path, fsdd_two_speakers):
 # -- the cluster command -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cluster_command_on_audio_lists_broken_files(tmp_path, fsdd_two_speakers):
     from mediacluster.cli import main
 
@@ -227,6 +228,7 @@ def _speaker(p) -> str:
     return Path(p).name.split("_")[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("resemblyzer") is None,
                     reason="resemblyzer not installed (pip install --no-deps resemblyzer==0.1.4)")
 def test_speaker_clusters_with_resemblyzer(tmp_path, fsdd_two_speakers):
@@ -275,6 +277,7 @@ def test_birdnet_embeddings_pool_windows(tmp_path, fsdd_two_speakers):
     assert np.linalg.norm(out[0] - out[1]) > 1e-3
 
 
+@pytest.mark.slow
 def test_clap_on_a_tiny_random_checkpoint(tmp_path, fsdd_two_speakers, monkeypatch):
     """CLAP through transformers on a tiny random ClapModel saved by the test (no network)."""
     torch = pytest.importorskip("torch")

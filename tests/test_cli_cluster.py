@@ -33,6 +33,10 @@ from mediacluster.ingest import images
 # while still failing on anything near chance (1 cluster, or clusters unrelated to content).
 NMI_THRESHOLD = 0.35
 
+# every test reads the one cluster run of the module fixture (~20 CPU s: embedding 300 images
+# with a fresh cache, then the default pipeline): the module is in the slow tier
+pytestmark = pytest.mark.slow
+
 # where each broken file goes (inside the class folders, as in a real collection)
 BROKEN_HOME = {
     "truncated.jpg": "airplane",

@@ -69,6 +69,7 @@ def _attrs(serialized: list[dict]) -> dict[str, str]:
     return {a["key"]: a["value"] for a in serialized}
 
 
+@pytest.mark.slow
 def test_study_db_opens_in_optuna_dashboard(study_db, dashboard):
     _, res = study_db
     status, ctype, body = dashboard("/api/studies")

@@ -103,6 +103,7 @@ def _child(images, cache, log, pause):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_interrupted_run_resumes_without_rework(images, reference, tmp_path, sig):
     cache, log1, log2 = tmp_path / "cache", tmp_path / "run1.log", tmp_path / "run2.log"

@@ -85,6 +85,7 @@ def cifar4(tmp_path_factory):
     return embed_collection(coll, cache_dir=tmp_path_factory.mktemp("cache4"), progress=False)
 
 
+@pytest.mark.slow
 def test_names_of_cifar_classes_are_acceptable(cifar4):
     """Clusters = true classes; each name must be the class's concept or a hypernym of it
     (checked through WordNet, not by string), and not the useless root."""

@@ -62,6 +62,7 @@ def consistent(out: Path) -> str:
     return rid
 
 
+@pytest.mark.slow
 def test_rerun_with_other_input_leaves_nothing_of_the_old_run(vectors, tmp_path):
     a, b = vectors
     out = tmp_path / "run"
@@ -82,6 +83,7 @@ def test_rerun_with_other_input_leaves_nothing_of_the_old_run(vectors, tmp_path)
     assert r.returncode == 2 and "holds no model" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_run_with_hand_given_names_is_kept_aside_when_replaced(vectors, tmp_path):
     a, b = vectors
     out = tmp_path / "run"
@@ -94,6 +96,7 @@ def test_a_run_with_hand_given_names_is_kept_aside_when_replaced(vectors, tmp_pa
     assert (kept / "names.yaml").read_text() == "0: my cats\n"  # a person's work is not deleted
 
 
+@pytest.mark.slow
 def test_a_second_writer_fails_at_once_with_the_holder_named(vectors, tmp_path):
     a, _ = vectors
     out = tmp_path / "run"
@@ -108,6 +111,7 @@ def test_a_second_writer_fails_at_once_with_the_holder_named(vectors, tmp_path):
     assert consistent(out) == before
 
 
+@pytest.mark.slow
 def test_two_cluster_processes_on_one_folder(cifar3_dir, tmp_path):
     """Two real `cluster` processes on one --out: the second one fails (exit 2) while the first
     holds the folder; the first finishes and the folder is its whole run."""
@@ -127,6 +131,7 @@ def test_two_cluster_processes_on_one_folder(cifar3_dir, tmp_path):
     consistent(out)
 
 
+@pytest.mark.slow
 def test_kill_at_any_moment_leaves_the_old_run_or_the_new_one(vectors, tmp_path):
     a, b = vectors
     out = tmp_path / "run"
@@ -149,6 +154,7 @@ def test_kill_at_any_moment_leaves_the_old_run_or_the_new_one(vectors, tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.tmp")]
 
 
+@pytest.mark.slow
 def test_out_inside_the_input_is_not_clustered(cifar3_dir, tmp_path):
     import shutil
 
@@ -161,6 +167,7 @@ def test_out_inside_the_input_is_not_clustered(cifar3_dir, tmp_path):
         assert len(pd.read_parquet(out / "assignments.parquet")) == 100
 
 
+@pytest.mark.slow
 def test_out_that_is_a_file_or_a_foreign_folder_is_refused(vectors, tmp_path):
     a, _ = vectors
     f = tmp_path / "file.txt"

@@ -71,6 +71,7 @@ def test_choose_threshold_margin():
     assert choose_threshold(conf[:20], np.ones(20, bool), 0.9)["threshold"] is None  # 20 < 29
 
 
+@pytest.mark.slow
 def test_cifar_train_evaluate_abstention(cifar_slices, fitted):
     from mediacluster.tags.evaluate import evaluate_tagger
 
@@ -88,6 +89,7 @@ def test_cifar_train_evaluate_abstention(cifar_slices, fitted):
     assert a["precision"] > res["accuracy"]
 
 
+@pytest.mark.slow
 def test_save_load_roundtrip_and_no_pickle(cifar_slices, fitted, tmp_path):
     te = cifar_slices["test"]
     Tagger(fitted, encoder="efficientnet-lite0", encoder_id=te.encoder_version).save(tmp_path / "m")
@@ -128,6 +130,7 @@ def test_mapping_wordnet(tmp_path):
     assert read_mapping(p) == ms
 
 
+@pytest.mark.slow
 def test_train_from_tagged_run(cifar_slices, tmp_path):
     """A clustering run whose clusters a person tagged (cluster id -> tag / other / ignore)."""
     import pandas as pd
@@ -162,6 +165,7 @@ def test_train_from_tagged_run(cifar_slices, tmp_path):
     assert all(t != "other" for row in clf.suggest(ex.vectors[:100]) for t, _ in row)
 
 
+@pytest.mark.slow
 def test_cli_map_train_suggest_evaluate(cifar_slices, tmp_path):
     pytest.importorskip("mediacluster.naming.wordnet")
     from PIL import Image

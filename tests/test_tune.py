@@ -125,7 +125,8 @@ def test_reuse_paths_equal_slow_path(X):
 
 
 # -- every sampler runs and returns a fitted pipeline -------------------------------------------
-@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "gp", "cmaes", "nsga2"])
+@pytest.mark.parametrize("sampler", ["tpe", "random", *(pytest.param(s, marks=pytest.mark.slow)
+                                                       for s in ("grid", "gp", "cmaes", "nsga2"))])
 def test_each_sampler_returns_a_fitted_pipeline(X, cifar3_embeddings, sampler, tmp_path, shared_cache):
     space = dict(SPACE)
     if sampler == "grid":  # a small discretised grid: 2 x 2 points
@@ -238,6 +239,7 @@ def test_pipeline_tune_without_a_space_tunes_its_own_stages(X, shared_cache):
 
 
 # -- multi-fidelity: successive halving over nested subsamples ----------------------------------
+@pytest.mark.slow
 def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_embeddings, tmp_path,
                                                                        shared_cache):
     from mediacluster.tune.study import _fidelity_sizes

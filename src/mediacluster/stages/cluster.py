@@ -115,18 +115,20 @@ class _KNNPredictMixin(_Clusterer):
 
 
 def _check_Z(est, Z, reset: bool = True, dtype=np.float32) -> np.ndarray:
-    """2-D finite data (scikit-learn's ``validate_data``); sets/checks ``n_features_in_``."""
+    """2-D finite C-ordered data (scikit-learn's ``validate_data``; fast_hdbscan's numba code
+    has no Fortran-order signature); sets/checks ``n_features_in_``."""
     from sklearn.utils.validation import check_is_fitted, validate_data
 
     if reset:
         check_params(est)  # every parameter against the registry table, before any work
     else:
         check_is_fitted(est)
-    return validate_data(est, Z, reset=reset, dtype=dtype)
+    return validate_data(est, Z, reset=reset, dtype=dtype, order="C")
 
 
 def _too_many(name: str, value: int, n: int) -> ParameterError:
-    return ParameterError(f"{name}={value} but there are only {n} items to cluster; lower it", name)
+    return ParameterError(f"{name}={value} but there are only {n} items to cluster (n_samples={n}); "
+                          "lower it", name)
 
 
 @register("clusterer", "hdbscan", params={

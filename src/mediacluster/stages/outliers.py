@@ -63,8 +63,8 @@ class LOFOutliers(OutlierMixin, BaseEstimator):
         self._train_ = Z
         return self
 
-    def decision_function(self, Z) -> np.ndarray:
-        """Positive for inliers, negative for outliers (scikit-learn's convention)."""
+    def score_samples(self, Z) -> np.ndarray:
+        """Minus the local outlier factor of new points (lower = more abnormal)."""
         Z = _check_Z(self, Z, reset=False)
         if self._graph_fit_:  # a precomputed fit answers new points through a tree on the data
             from sklearn.neighbors import LocalOutlierFactor
@@ -72,7 +72,11 @@ class LOFOutliers(OutlierMixin, BaseEstimator):
             self.lof_ = LocalOutlierFactor(n_neighbors=self.lof_.n_neighbors_, metric=self.metric,
                                            contamination=self.contamination, novelty=True).fit(self._train_)
             self._graph_fit_ = False
-        return self.lof_.decision_function(Z)
+        return self.lof_.score_samples(Z).astype(np.float64)
+
+    def decision_function(self, Z) -> np.ndarray:
+        """Positive for inliers, negative for outliers (scikit-learn's convention)."""
+        return self.score_samples(Z) - self.offset_
 
     def predict(self, Z) -> np.ndarray:
         return np.where(self.decision_function(Z) < 0, -1, 1)
@@ -109,13 +113,20 @@ class IsolationForestOutliers(OutlierMixin, BaseEstimator):
             n_estimators=self.n_estimators, contamination=self.contamination,
             max_samples=ms, random_state=self.random_state,
         ).fit(Z)
+        self.offset_ = float(self.forest_.offset_)
         self.scores_ = self.forest_.decision_function(Z).astype(np.float64)
         self.outlier_mask_ = self.scores_ < 0
         self.n_features_in_ = Z.shape[1]
         return self
 
+    def score_samples(self, Z) -> np.ndarray:
+        """The forest's anomaly score of new points, negated (lower = more abnormal)."""
+        Z = _check_Z(self, Z, reset=False)
+        return self.forest_.score_samples(Z)
+
     def decision_function(self, Z) -> np.ndarray:
-        return self.forest_.decision_function(_check_Z(self, Z, reset=False))
+        """Positive for inliers, negative for outliers (scikit-learn's convention)."""
+        return self.score_samples(Z) - self.offset_
 
     def predict(self, Z) -> np.ndarray:
         return np.where(self.decision_function(Z) < 0, -1, 1)
@@ -132,11 +143,15 @@ class NoOutliers(OutlierMixin, BaseEstimator):
         Z = _check_Z(self, Z)
         self.outlier_mask_ = np.zeros(len(Z), dtype=bool)
         self.scores_ = np.zeros(len(Z), dtype=np.float64)
+        self.offset_ = 0.0
         self.n_features_in_ = Z.shape[1]
         return self
 
-    def decision_function(self, Z) -> np.ndarray:
+    def score_samples(self, Z) -> np.ndarray:
         return np.ones(len(_check_Z(self, Z, reset=False)))
+
+    def decision_function(self, Z) -> np.ndarray:
+        return self.score_samples(Z) - self.offset_
 
     def predict(self, Z) -> np.ndarray:
         return np.ones(len(_check_Z(self, Z, reset=False)), dtype=np.int64)

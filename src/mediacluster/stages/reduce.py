@@ -10,9 +10,8 @@ tuner can pass one neighbour graph to every trial (only UMAP uses it; the others
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import InputError
@@ -24,6 +23,11 @@ UMAP_METRICS = ("cosine", "euclidean", "correlation", "manhattan", "chebyshev", 
 
 
 class _Reducer(TransformerMixin, BaseEstimator):
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # every reducer returns float32
+        return tags
+
     def fit_transform(self, X, y=None, precomputed_knn=None):
         return self.fit(X, y, precomputed_knn=precomputed_knn).embedding_
 
@@ -34,11 +38,14 @@ class _Reducer(TransformerMixin, BaseEstimator):
         check_params(self)
         return validate_data(self, X, dtype=np.float32)
 
-    def _new_data(self, X) -> np.ndarray:
+    def _new_data(self, X, dtype=np.float32) -> np.ndarray:
+        """New points, checked against the fit. The linear reducers ask for float64: a float32
+        projection differs in the last bit with a row's position in the batch (BLAS blocking),
+        a float64 one rounded to float32 does not."""
         from sklearn.utils.validation import check_is_fitted, validate_data
 
         check_is_fitted(self)
-        return validate_data(self, X, dtype=np.float32, reset=False)
+        return validate_data(self, X, dtype=dtype, reset=False)
 
 
 @register("reducer", "umap", params={
@@ -131,7 +138,7 @@ class PCAReducer(_Reducer):
         return self
 
     def transform(self, X):
-        return self.pca_.transform(self._new_data(X)).astype(np.float32)
+        return self.pca_.transform(self._new_data(X, np.float64)).astype(np.float32)
 
 
 @register("reducer", "ipca", aliases=("incremental_pca",), params={
@@ -140,9 +147,14 @@ class IncrementalPCAReducer(_Reducer):
     """PCA fitted batch by batch (scikit-learn ``IncrementalPCA``) for data not held in memory.
 
     ``X`` may be an array, a ``np.memmap`` / ``np.load(..., mmap_mode="r")`` array (read one
-    batch at a time), or an iterable of 2-D batches (e.g. a generator reading Parquet row
-    groups). With an iterable, ``embedding_`` is built by a second pass only if the iterable can
-    be iterated again (a list); for a one-shot generator call ``transform`` batch-wise yourself.
+    batch at a time), or an iterable of 2-D batches (a list of arrays, or a generator reading
+    e.g. Parquet row groups). Each batch is checked like any scikit-learn input (finite numbers,
+    the same number of columns). With an iterable, ``embedding_`` is built by a second pass only
+    if the iterable can be iterated again (a list); for a one-shot generator it is None and you
+    call ``transform`` batch-wise yourself.
+
+    As :class:`PCAReducer`, ``n_components`` is capped at the number of columns (and of rows,
+    for an array). A batch with fewer rows than that is merged into the one before it.
     """
 
     def __init__(self, n_components: int = 50, batch_size: int = 2048, whiten: bool = False):
@@ -150,40 +162,64 @@ class IncrementalPCAReducer(_Reducer):
         self.batch_size = batch_size
         self.whiten = whiten
 
-    def _batches(self, X) -> Iterable[np.ndarray]:
-        if hasattr(X, "shape") and hasattr(X, "__getitem__"):
-            for s in range(0, X.shape[0], self.batch_size):
-                yield np.asarray(X[s:s + self.batch_size], dtype=np.float32)
-        else:
+    def _batches(self, X, reset: bool):
+        """``X`` as checked float32 batches (the first one sets ``n_features_in_`` if ``reset``)."""
+        from sklearn.utils.validation import validate_data
+
+        first = reset
+        if _is_batch_iterable(X):
             for b in X:
-                yield np.asarray(b, dtype=np.float32)
+                yield validate_data(self, b, dtype=np.float32, reset=first)
+                first = False
+            return
+        if not (hasattr(X, "shape") and hasattr(X, "__getitem__")) or sparse.issparse(X):
+            # a list of rows, an object exposing __array__, a sparse matrix (refused): check it whole
+            X = validate_data(self, X, dtype=np.float32, reset=first)
+        if X.shape[0] == 0 or len(X.shape) != 2:
+            validate_data(self, X, dtype=np.float32, reset=first)  # raises scikit-learn's message
+        for s in range(0, X.shape[0], self.batch_size):
+            yield validate_data(self, X[s:s + self.batch_size], dtype=np.float32, reset=first)
+            first = False
 
     def fit(self, X, y=None, precomputed_knn=None):
         from sklearn.decomposition import IncrementalPCA
 
-        k = int(self.n_components)
-        if hasattr(X, "shape") and len(X.shape) == 2:  # as PCA: never more components than the data has
-            k = int(max(1, min(k, X.shape[0], X.shape[1])))
-        self.ipca_ = IncrementalPCA(n_components=k, whiten=self.whiten)
-        pending = None  # partial_fit needs >= n_components rows per call: merge small tails
-        for b in self._batches(X):
-            pending = b if pending is None else np.vstack([pending, b])
-            if len(pending) >= k:
+        check_params(self)
+        self.ipca_ = None
+        pending = None  # held back one batch, so a short tail joins the batch before it
+        for b in self._batches(X, reset=True):
+            if self.ipca_ is None:
+                k = min(int(self.n_components), b.shape[1])
+                if hasattr(X, "shape") and not _is_batch_iterable(X):
+                    k = min(k, X.shape[0])
+                self.ipca_ = IncrementalPCA(n_components=k, whiten=self.whiten)
+                k = self.ipca_.n_components
+            if pending is not None and len(pending) >= k and len(b) >= k:
                 self.ipca_.partial_fit(pending)
-                pending = None
-        if pending is not None:
-            if not hasattr(self.ipca_, "components_"):
-                raise InputError(f"IncrementalPCA needs at least n_components={k} rows")
-            if len(pending) >= k:
-                self.ipca_.partial_fit(pending)
-        reiterable = hasattr(X, "shape") or isinstance(X, list | tuple)
-        self.embedding_ = (np.vstack([self.transform(b) for b in self._batches(X)])
+                pending = b
+            else:
+                pending = b if pending is None else np.vstack([pending, b])
+        if self.ipca_ is None:
+            raise InputError("IncrementalPCA: the iterable of batches is empty")
+        if len(pending) < self.ipca_.n_components:  # only an iterable with fewer rows in all
+            raise InputError(f"IncrementalPCA needs at least n_components={self.ipca_.n_components} "
+                             f"rows, got {len(pending)}")
+        self.ipca_.partial_fit(pending)
+        reiterable = not _is_batch_iterable(X) or isinstance(X, list | tuple)
+        self.embedding_ = (np.vstack([self.ipca_.transform(b.astype(np.float64)).astype(np.float32)
+                                      for b in self._batches(X, reset=False)])
                            if reiterable else None)
-        self.n_features_in_ = int(self.ipca_.components_.shape[1])
         return self
 
     def transform(self, X):
-        return self.ipca_.transform(np.asarray(X, dtype=np.float32)).astype(np.float32)
+        return self.ipca_.transform(self._new_data(X, np.float64)).astype(np.float32)
+
+
+def _is_batch_iterable(X) -> bool:
+    """An iterator, or a list/tuple of 2-D batches (not one array given as a list of rows)."""
+    if isinstance(X, list | tuple):
+        return len(X) > 0 and np.ndim(X[0]) == 2
+    return not hasattr(X, "__array__") and not hasattr(X, "shape") and iter(X) is X
 
 
 @register("reducer", "kernel_pca", aliases=("kpca",), params={
@@ -215,7 +251,7 @@ class KernelPCAReducer(_Reducer):
         return self
 
     def transform(self, X):
-        return self.kpca_.transform(self._new_data(X)).astype(np.float32)
+        return self.kpca_.transform(self._new_data(X, np.float64)).astype(np.float32)
 
 
 @register("reducer", "none", params={})
