@@ -61,10 +61,11 @@ def prepare() -> Path:
     from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
     from mediacluster.pipeline import Pipeline
+    from mediacluster.rundir import RunDir
     from mediacluster.report.build import map_2d
     from mediacluster.workflow import publish_run
 
-    if (RUN / "run.json").exists():
+    if RunDir.is_run(RUN):
         return RUN
     parts = []
     for s in SETS:
