@@ -21,7 +21,8 @@ UMAP object nor the HDBSCAN tree, so a saved model is plain arrays (see ``mediac
 
 1. project the vector (L2-normalised when the reducer's metric is cosine) onto the top
    ``reference_dims`` principal axes of the training vectors;
-2. find its ``predict_neighbors`` nearest reference items (exact, faiss ``IndexFlatL2``);
+2. find its ``predict_neighbors`` nearest reference items (exact, faiss ``IndexFlatL2``; above
+   ``EXACT_SEARCH_MAX`` reference items a faiss HNSW graph, built the same way in every process);
 3. reduce: its reduced coordinates are the 1/d-weighted mean of the neighbours' coordinates
    (the same initialisation umap-learn's ``transform`` starts from);
 4. outlier check: the fitted outlier stage's ``predict`` on those coordinates (-> ``-2``);
@@ -54,6 +55,13 @@ STAGES = ("reducer", "outliers", "clusterer")
 # this quantile of the training items' own (leave-self-out) distances is also an outlier.
 NOVELTY_QUANTILE = 0.99
 SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thread
+# Above this many reference items the predictor searches a faiss HNSW graph instead of every
+# reference vector: at a million queries the exact search dominates the whole run (1M x 40k x
+# 128-d), and the vote changes for a fraction of a percent of the items (recall and vote
+# agreement vs exact: benchmarks/RESULTS.md, "Scale").
+EXACT_SEARCH_MAX = 20_000
+HNSW_M = 16
+HNSW_EF_SEARCH = 48
 MODEL_ARRAYS = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
                 "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_")
 PIPELINE_PARAMS = {
@@ -311,8 +319,22 @@ class Pipeline(BaseEstimator):
     def _build_index(self):
         import faiss  # heavy: loaded when a predictor is built or a model loaded
 
-        self._faiss_ = faiss.IndexFlatL2(self.ref_vectors_.shape[1])
-        self._faiss_.add(np.ascontiguousarray(self.ref_vectors_, dtype=np.float32))
+        R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
+        if len(R) <= EXACT_SEARCH_MAX:
+            self._faiss_ = faiss.IndexFlatL2(R.shape[1])
+            self._faiss_.add(R)
+            return
+        # HNSW: the graph depends on insertion order and thread timing; built on one thread it is
+        # the same in every process that loads the model (a Ray worker gives the local answers)
+        index = faiss.IndexHNSWFlat(R.shape[1], HNSW_M)
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            index.add(R)
+        finally:
+            faiss.omp_set_num_threads(before)
+        index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * int(self.predict_neighbors))
+        self._faiss_ = index
 
     def _neighbours(self, Q: np.ndarray, k: int):
         import faiss
@@ -332,7 +354,10 @@ class Pipeline(BaseEstimator):
 
     def predict_details(self, X) -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
-        ``confidence`` (nearest cluster even for noise/outliers), ``embedding`` (reduced coords)."""
+        ``confidence`` (nearest cluster even for noise/outliers), ``embedding`` (reduced coords),
+        ``novel``, and the voting neighbours: ``neighbors`` (rows of the fitted items) with their
+        normalised 1/d ``weights`` (anything defined per fitted item, such as a 2-D map position,
+        carries over to new items as ``(weights[..., None] * values[neighbors]).sum(1)``)."""
         check_is_fitted(self, "ref_vectors_")
         Q = self._space(X)
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
@@ -355,7 +380,7 @@ class Pipeline(BaseEstimator):
             cluster, conf = labels.copy(), proba.copy()
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status_of(labels),
                 "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
-                "novel": novel}
+                "novel": novel, "neighbors": ri[idx], "weights": w.astype(np.float32)}
 
     def predict(self, X) -> np.ndarray:
         """Labels (-2 outlier / -1 noise / >= 0 cluster) for new vectors, without refitting."""

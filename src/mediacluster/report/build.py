@@ -33,30 +33,54 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- data gathering
-def map_2d(run: RunDir, vectors: np.ndarray, method: str = "umap", random_state: int = 0,
-           recompute: bool = False) -> np.ndarray:
-    """2-D coordinates of every item, cached in the run folder (``map2d.npy``, stamped with the
-    run id; recomputed when the run, the number of items or the method changed)."""
-    cached = None if recompute else run.read_map(len(vectors))
-    if cached is not None and cached[1].get("method") == method:
-        return cached[0]
-    t = time.perf_counter()
+#: above this many items the map is laid out on a sample (see :func:`map_2d`)
+MAP_FULL_MAX = 60_000
+
+
+def layout_2d(vectors: np.ndarray, method: str = "umap", random_state: int = 0) -> tuple[np.ndarray, str]:
+    """2-D coordinates of ``vectors`` (in memory): UMAP (cosine, 30 neighbours, min_dist 0.1),
+    or PCA when asked or when there are too few items for UMAP. Returns (xy, method used)."""
     X = np.asarray(vectors, dtype=np.float32)
     if method == "umap" and len(X) >= 10:
-
         nn = int(min(30, max(2, len(X) - 1)))
         xy = UMAPReducer(n_neighbors=nn, n_components=2, min_dist=0.1, metric="cosine",
                          random_state=random_state).fit_transform(X)
-    else:  # "pca", or too few items for UMAP
+        return np.asarray(xy, dtype=np.float32), "umap"
+    from sklearn.decomposition import PCA
+
+    Xc = X - X.mean(axis=0)
+    k = min(2, Xc.shape[0], Xc.shape[1])
+    xy = PCA(n_components=k, random_state=random_state).fit_transform(Xc) if k else np.zeros((len(X), 0))
+    if xy.shape[1] < 2:
+        xy = np.hstack([xy, np.zeros((len(X), 2 - xy.shape[1]))])
+    return np.asarray(xy, dtype=np.float32), "pca"
+
+
+def map_2d(run: RunDir, vectors: np.ndarray, method: str = "umap", random_state: int = 0,
+           recompute: bool = False) -> np.ndarray:
+    """2-D coordinates of every item, cached in the run folder (``map2d.npy``, stamped with the
+    run id; recomputed when the run, the number of items or the method changed).
+
+    A run clustered on a sample (``--fit-sample``) writes its map while it assigns the items
+    (UMAP of the fitted items, the others placed by the predictor's neighbours), and that map
+    is used whatever ``method`` says. Without one, more than :data:`MAP_FULL_MAX` items get a
+    PCA map (fitted on a sample, applied batch by batch): a UMAP of every item would take hours."""
+    cached = None if recompute else run.read_map(len(vectors))
+    if cached is not None and (cached[1].get("method") == method or cached[1].get("fit_sample")):
+        return cached[0]
+    t = time.perf_counter()
+    if len(vectors) > MAP_FULL_MAX:
         from sklearn.decomposition import PCA
 
-        Xc = X - X.mean(axis=0)
-        k = min(2, Xc.shape[0], Xc.shape[1])
-        xy = PCA(n_components=k, random_state=random_state).fit_transform(Xc) if k else np.zeros((len(X), 0))
-        if xy.shape[1] < 2:
-            xy = np.hstack([xy, np.zeros((len(X), 2 - xy.shape[1]))])
-        method = "pca" if method == "umap" else method
-    xy = np.asarray(xy, dtype=np.float32)
+        rng = np.random.default_rng(random_state)
+        rows = np.sort(rng.choice(len(vectors), MAP_FULL_MAX, replace=False))
+        pca = PCA(n_components=2, random_state=random_state).fit(np.asarray(vectors[rows], np.float32))
+        xy = np.empty((len(vectors), 2), np.float32)
+        for s in range(0, len(vectors), 65_536):
+            xy[s:s + 65_536] = pca.transform(np.asarray(vectors[s:s + 65_536], np.float32))
+        method = "pca"
+    else:
+        xy, method = layout_2d(vectors, method, random_state)
     run.write_map(xy, {"method": method, "seconds": round(time.perf_counter() - t, 2)})
     return xy
 

@@ -1,0 +1,193 @@
+"""A million items on one machine, and past one machine on Ray (issue 15): the figures.
+
+Parts (run one or several; each prints a markdown table and keeps its raw numbers in
+``benchmarks/out/scale/<part>.json``; ``--write`` puts the tables into benchmarks/RESULTS.md,
+section "Scale"):
+
+* ``quality``: the 60,000 CIFAR-10 vectors (train + test, embedded through the package with the
+  default encoder; the user embedding cache makes that instant after the first time). The
+  default pipeline fitted on everything vs fitted on samples of 2,500 .. 40,000 items with every
+  other item assigned by the fitted model (``mediacluster.scale``): NMI against the true classes,
+  agreement with the full fit (NMI, and the share of items whose cluster matches after a one-to-one
+  matching of cluster ids), fit and assignment time (wall and CPU seconds).
+* ``recall``: the predictor's neighbour search at ``EXACT_SEARCH_MAX`` and above: faiss HNSW vs
+  exact, recall@k and how often the vote (the assigned cluster) differs, on the CIFAR-10 vectors.
+* ``synth``: writes the synthetic sets (a mixture of a few hundred clusters of varied sizes and
+  spreads on the unit sphere) as ``.npy`` + labels, 100k / 300k / 1M x 768 and 1280, streamed to
+  disk (never one array in memory).
+* ``runs``: ``mediacluster cluster SET.npy --out ...`` in a child process per set: wall and CPU
+  time per stage (from run.json), peak RSS of the child (``resource.getrusage``), NMI against the
+  mixture labels and coverage.
+* ``ray``: the same assignment (and embedding of a CIFAR-10 slice) through ``--executor ray`` on a
+  local Ray cluster vs the local path: overhead on this machine, throughput vs workers.
+
+    flock /tmp/mc-bench.lock python benchmarks/scale.py quality [--sizes 2500,5000,...]
+    python benchmarks/scale.py synth --dir /tmp/mc-scale            # (not timed)
+    flock /tmp/mc-bench.lock python benchmarks/scale.py runs --dir /tmp/mc-scale --sets 100k-768,...
+    flock /tmp/mc-bench.lock python benchmarks/scale.py ray --dir /tmp/mc-scale
+
+Every timed part records ``/proc/loadavg`` before and after: this 2-core machine is shared, so
+CPU seconds are the figure to compare where the load average is high.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out" / "scale"
+SECTION = "## Scale: a million items, sample fits, Ray (scale helper, issue 15)"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+class Clock:
+    """Wall and CPU seconds (this process, all threads) of a block."""
+
+    def __enter__(self):
+        self.w, self.c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.w
+        self.cpu = time.process_time() - self.c
+        return False
+
+
+def save(part: str, doc: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{part}.json").write_text(json.dumps(doc, indent=2, default=float))
+
+
+# ---------------------------------------------------------------------------------- data
+def cifar60k(vectors_from: str | None = None):
+    """(X, y) of CIFAR-10 train + test through the package (or a dev .npz folder)."""
+    if vectors_from:
+        parts = [np.load(Path(vectors_from) / f"cifar10-{s}.npz", allow_pickle=False) for s in ("train", "test")]
+        X = np.vstack([p["vectors"] for p in parts]).astype(np.float32)
+        y = np.concatenate([p["labels"] for p in parts]).astype(str)
+        return X, y, f"dev vectors {vectors_from}"
+    from mediacluster.embed import embed_collection
+    from mediacluster.ingest import collect
+
+    Xs, ys = [], []
+    for split in ("train", "test"):
+        coll = collect(f"/work/data/cifar10/{split}", labels_from_folders=True)
+        emb = embed_collection(coll, progress=False)
+        Xs.append(np.asarray(emb.vectors, np.float32))
+        ys.append(np.asarray(emb.labels).astype(str))
+    return np.vstack(Xs), np.concatenate(ys), "default encoder through the package (user embedding cache)"
+
+
+def matched_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of items whose label in ``a`` maps to their label in ``b`` under the best one-to-one
+    matching of label ids (Hungarian on the contingency table)."""
+    from scipy.optimize import linear_sum_assignment
+
+    ua, ia = np.unique(a, return_inverse=True)
+    ub, ib = np.unique(b, return_inverse=True)
+    table = np.zeros((len(ua), len(ub)), dtype=np.int64)
+    np.add.at(table, (ia, ib), 1)
+    r, c = linear_sum_assignment(-table)
+    return float(table[r, c].sum() / len(a))
+
+
+def assign_all(pipe, rows, X, batch=20_000):
+    from mediacluster.scale import assign_batch
+
+    out = np.empty(len(X), np.int64)
+    for s in range(0, len(X), batch):
+        out[s:s + batch] = assign_batch(pipe, rows, s, X[s:s + batch])["cluster"]
+    return out
+
+
+# ---------------------------------------------------------------------------------- quality
+def part_quality(args) -> dict:
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.scale import sample_rows
+
+    X, y, source = cifar60k(args.vectors_from)
+    n = len(X)
+    rows_out = []
+    load0 = loadavg()
+    full = None
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if not args.no_full:
+        with Clock() as c:
+            pipe = Pipeline(random_state=0).fit(X)
+        full = pipe.cluster_.copy()
+        rows_out.append({"sample": n, "seed": 0, "fit_wall": c.wall, "fit_cpu": c.cpu, "assign_wall": 0.0,
+                         "assign_cpu": 0.0, "clusters": int(pipe.n_clusters_), "nmi_truth": nmi(y, full),
+                         "nmi_full": 1.0, "agree_full": 1.0})
+        print(json.dumps(rows_out[-1], default=float), flush=True)
+        save("quality", {"n": n, "source": source, "rows": rows_out, "load_before": load0})
+    for size in sizes:
+        for seed in range(args.seeds):
+            rows = sample_rows(n, size, seed)
+            with Clock() as c:
+                pipe = Pipeline(random_state=0).fit(X[rows])
+            with Clock() as a:
+                lab = assign_all(pipe, rows, X)
+            r = {"sample": size, "seed": seed, "fit_wall": c.wall, "fit_cpu": c.cpu, "assign_wall": a.wall,
+                 "assign_cpu": a.cpu, "clusters": int(pipe.n_clusters_), "nmi_truth": nmi(y, lab),
+                 "nmi_full": nmi(full, lab) if full is not None else None,
+                 "agree_full": matched_agreement(lab, full) if full is not None else None}
+            rows_out.append(r)
+            print(json.dumps(r, default=float), flush=True)
+            save("quality", {"n": n, "source": source, "rows": rows_out, "load_before": load0})
+    doc = {"n": n, "source": source, "rows": rows_out, "load_before": load0, "load_after": loadavg()}
+    save("quality", doc)
+    return doc
+
+
+def table_quality(doc: dict) -> str:
+    lines = [f"CIFAR-10 train + test, {doc['n']:,} vectors ({doc['source']}); default pipeline, "
+             f"`random_state=0`; sample drawn with seed s; load average {doc['load_before']} before, "
+             f"{doc.get('load_after', '?')} after.", "",
+             "| fitted on | seed | clusters | NMI vs classes | NMI vs full fit | same cluster as full fit | "
+             "fit wall / CPU s | assign 60k wall / CPU s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        nf = "-" if r["nmi_full"] is None else f"{r['nmi_full']:.3f}"
+        af = "-" if r["agree_full"] is None else f"{100 * r['agree_full']:.1f}%"
+        lines.append(f"| {r['sample']:,}{' (all)' if r['sample'] == doc['n'] else ''} | {r['seed']} | "
+                     f"{r['clusters']} | {r['nmi_truth']:.3f} | {nf} | {af} | {r['fit_wall']:.0f} / "
+                     f"{r['fit_cpu']:.0f} | {r['assign_wall']:.1f} / {r['assign_cpu']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("parts", nargs="+", choices=("quality", "recall", "synth", "runs", "ray", "tables"))
+    ap.add_argument("--vectors-from", default=None, help="folder of dev .npz vectors (not for committed figures)")
+    ap.add_argument("--sizes", default="2500,5000,10000,20000,40000")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--no-full", action="store_true")
+    ap.add_argument("--dir", default="/tmp/mc-scale", help="where the synthetic sets and runs go")
+    ap.add_argument("--sets", default="100k-768,100k-1280,300k-768,300k-1280,1m-768,1m-1280")
+    ap.add_argument("--write", action="store_true", help="write the tables into benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+    for part in args.parts:
+        fn = globals()[f"part_{part}"]
+        doc = fn(args)
+        tab = globals().get(f"table_{part}")
+        if tab is not None and doc is not None:
+            print(tab(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
