@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -169,6 +171,113 @@ def table_quality(doc: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------- synthetic
+SET_SIZES = {"100k": 100_000, "300k": 300_000, "1m": 1_000_000}
+
+
+def synth_set(path: Path, n: int, dim: int, n_clusters: int = 300, seed: int = 0, chunk: int = 50_000) -> None:
+    """``path``.npy (n, dim) float32 unit vectors and ``path``.labels.npy: a mixture of
+    ``n_clusters`` clusters of varied sizes (log-normal weights) and spreads, grouped under 30
+    parent directions so that neighbouring clusters overlap, written chunk by chunk."""
+    rng = np.random.default_rng(seed)
+    groups = rng.normal(size=(30, dim))
+    groups /= np.linalg.norm(groups, axis=1, keepdims=True)
+    parent = rng.integers(0, 30, n_clusters)
+    centres = groups[parent] + 0.9 * rng.normal(size=(n_clusters, dim)) / np.sqrt(dim)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    spread = rng.uniform(0.35, 1.1, n_clusters)  # noise norm relative to the centre's
+    weights = np.exp(rng.normal(0, 1.0, n_clusters))
+    labels = rng.choice(n_clusters, size=n, p=weights / weights.sum()).astype(np.int32)
+    tmp = path.with_suffix(".tmp.npy")
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+    for s in range(0, n, chunk):
+        lab = labels[s:s + chunk]
+        X = centres[lab] + spread[lab, None] * rng.normal(size=(len(lab), dim)) / np.sqrt(dim)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        mm[s:s + chunk] = X
+        mm.flush()
+    del mm
+    os.replace(tmp, path)
+    np.save(path.with_suffix(".labels.npy"), labels)
+
+
+def part_synth(args) -> dict:
+    d = Path(args.dir)
+    d.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for name in args.sets.split(","):
+        size, dim = name.split("-")
+        p = d / f"{name}.npy"
+        if not p.exists():
+            t = time.perf_counter()
+            synth_set(p, SET_SIZES[size], int(dim))
+            print(f"{p}: {time.perf_counter() - t:.0f}s", flush=True)
+        made[name] = str(p)
+    return None
+
+
+# ---------------------------------------------------------------------------------- runs
+def run_child(cmd: list[str], env=None) -> tuple[int, float, float, float]:
+    """(exit code, wall s, CPU s of the child, its peak RSS in MB) of one child process."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env)
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, time.perf_counter() - t, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+
+
+def part_runs(args) -> dict:
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    d = Path(args.dir)
+    doc = {"runs": []}
+    if (OUT / "runs.json").exists():
+        doc = json.loads((OUT / "runs.json").read_text())
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    for name in args.sets.split(","):
+        vec = d / f"{name}.npy"
+        out = d / f"run-{name}"
+        load0 = loadavg()
+        cmd = [sys.executable, "-m", "mediacluster", "cluster", str(vec), "--out", str(out), "--quiet",
+               "--fit-sample", args.fit_sample]
+        rc, wall, cpu, rss = run_child(cmd, env)
+        info = json.loads((out / "run.json").read_text()) if rc == 0 else {}
+        r = {"set": name, "rc": rc, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss, "load_before": load0,
+             "load_after": loadavg(), "fit_sample": info.get("fit_sample"), "timings_s": info.get("timings_s"),
+             "stage_peak_rss_mb": info.get("peak_rss_mb"), "summary": info.get("summary")}
+        if rc == 0:
+            import pyarrow.parquet as pq
+
+            y = np.load(d / f"{name}.labels.npy")
+            lab = pq.read_table(out / "assignments.parquet", columns=["cluster", "assigned_cluster"])
+            r["nmi"] = nmi(y, lab.column("cluster").to_numpy())
+            r["nmi_assigned"] = nmi(y, lab.column("assigned_cluster").to_numpy())
+            r["true_clusters"] = int(len(np.unique(y)))
+            r["bytes"] = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+        doc["runs"] = [x for x in doc["runs"] if x["set"] != name] + [r]
+        print(json.dumps(r, default=float), flush=True)
+        save("runs", doc)
+    return doc
+
+
+def table_runs(doc: dict) -> str:
+    lines = ["| set (n x dim) | wall | CPU | peak RSS | fit sample | clusters (true) | NMI | coverage | "
+             "stage seconds (peak RSS MB) | load avg before / after |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(doc["runs"], key=lambda r: (SET_SIZES[r["set"].split("-")[0]], r["set"])):
+        if r["rc"] != 0:
+            lines.append(f"| {r['set']} | failed (exit {r['rc']}) | | | | | | | | |")
+            continue
+        t, pk = r["timings_s"], r["stage_peak_rss_mb"] or {}
+        stages = ", ".join(f"{k} {t[k]:.0f} ({pk.get(k, 0):.0f})" for k in
+                           ("vectors", "sample", "fit", "map_sample", "assign", "write") if k in t)
+        s = r["summary"]
+        lines.append(f"| {r['set']} | {r['wall_s'] / 60:.1f} min | {r['cpu_s'] / 60:.1f} min | "
+                     f"{r['peak_rss_mb'] / 1024:.2f} GB | {r['fit_sample']['size']:,} | {s['clusters']} "
+                     f"({r['true_clusters']}) | {r['nmi']:.3f} | {100 * s['coverage']:.1f}% | {stages} | "
+                     f"{r['load_before']} / {r['load_after']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="+", choices=("quality", "recall", "synth", "runs", "ray", "tables"))
@@ -178,6 +287,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-full", action="store_true")
     ap.add_argument("--dir", default="/tmp/mc-scale", help="where the synthetic sets and runs go")
     ap.add_argument("--sets", default="100k-768,100k-1280,300k-768,300k-1280,1m-768,1m-1280")
+    ap.add_argument("--fit-sample", default="auto")
     ap.add_argument("--write", action="store_true", help="write the tables into benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     for part in args.parts:

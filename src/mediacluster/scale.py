@@ -135,3 +135,54 @@ class Tally:
             "noise_share": float((n - clustered) / n) if n else 0.0,
             "coverage": float(clustered / n) if n else 0.0,
         }
+
+
+def _vm_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class StageMeter:
+    """Wall seconds and peak resident memory of each stage of a job.
+
+    On Linux the process's high-water mark (``VmHWM``) is reset at the start of every stage
+    (``/proc/self/clear_refs``), so each stage's peak is its own; elsewhere the figure is the
+    process's peak so far (``getrusage``)."""
+
+    def __init__(self, timings: dict | None = None):
+        self.timings = timings if timings is not None else {}
+        self.peak_mb: dict[str, float] = {}
+
+    def _reset(self) -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    def stage(self, name: str):
+        import contextlib
+        import resource
+        import time
+
+        @contextlib.contextmanager
+        def run():
+            exact = self._reset()
+            t = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t
+                kb = _vm_kb("VmHWM") if exact else None
+                if kb is None:
+                    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), round(kb / 1024, 1))
+
+        return run()

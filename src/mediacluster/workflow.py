@@ -31,7 +31,7 @@ from .ingest.stream import (
 from .naming.names import merge_names, name_clusters
 from .pipeline import Pipeline
 from .rundir import RunDir
-from .scale import Tally, fit_sample_size, sample_rows
+from .scale import StageMeter, Tally, fit_sample_size, sample_rows
 
 
 @dataclass
@@ -236,7 +236,11 @@ def cluster_folder(
                 emb = None
             else:
                 t = time.perf_counter()
-                coll = collect(source, media=media, labels_from_folders=labels_from_folders)
+                if vsrc is not None:  # vectors fitted whole: read whole
+                    coll = Collection(ids=vsrc.ids(), labels=vsrc.labels(), vectors=vsrc.read(0, vsrc.n),
+                                      media="vector", source=str(source))
+                else:
+                    coll = collect(source, media=media, labels_from_folders=labels_from_folders)
                 timings["ingest"] = time.perf_counter() - t
                 if len(coll) == 0:
                     kind = coll.media if media == "auto" else media
@@ -294,57 +298,45 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
     Returns the saved model's path inside the builder (with ``save_model``)."""
     exe = executor or LocalExecutor()
     timings = dict(timings or {})
-    n, dim = source.n, source.dim
+    meter = StageMeter(timings)
+    n = source.n
     if n < 3:
         raise InputError(f"{source.path}: {n} vectors; at least 3 are needed to cluster")
-    t = time.perf_counter()
-    if source.npy_float32_file:
-        run.copy_embeddings(source.npy_float32_file)
-    else:
-        with run.embeddings_writer(n, dim) as w:
-            for start, X in source.batches(batch_rows):
-                w.write(start, X)
-    for k, v in (extras or {}).items():
-        run.write_extra(k, v)
+    with meter.stage("vectors"):
+        _store_vectors(run, source, extras, batch_rows)
     stored = NpyVectors(run.embeddings_path)
-    timings["vectors"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    size = fit_sample_size(fit_sample, n)
-    rows = sample_rows(n, size, seed)
-    Xs = stored.take(rows)
-    timings["sample"] = time.perf_counter() - t
-    t = time.perf_counter()
-    pipe.fit(Xs)
-    timings["fit"] = time.perf_counter() - t
+    with meter.stage("sample"):
+        size = fit_sample_size(fit_sample, n)
+        rows = sample_rows(n, size, seed)
+        Xs = stored.take(rows)
+    with meter.stage("fit"):
+        pipe.fit(Xs)
     for k, v in getattr(pipe, "timings_", {}).items():
         timings[f"pipeline.{k}"] = v
 
-    t = time.perf_counter()
-    ids = source.ids()
-    paths = source.paths()
-    labels = source.labels()
-    sample_extras = {k: v[rows] for k, v in (extras or {}).items()}
-    named = []
-    if name:
-        named = name_clusters(Xs, pipe.labels_, imagenet_probs=sample_extras.get("imagenet_probs"),
-                              encoder=enc if getattr(enc, "has_text", False) else None)
-    names = {e["cluster"]: e["name"] for e in named}
-    timings["name"] = time.perf_counter() - t
+    with meter.stage("name"):
+        ids = source.ids()
+        paths = source.paths()
+        labels = source.labels()
+        sample_extras = {k: v[rows] for k, v in (extras or {}).items()}
+        named = []
+        if name:
+            named = name_clusters(Xs, pipe.labels_, imagenet_probs=sample_extras.get("imagenet_probs"),
+                                  encoder=enc if getattr(enc, "has_text", False) else None)
+        names = {e["cluster"]: e["name"] for e in named}
 
     ref_xy = None
     if make_map:
         from .report.build import layout_2d  # UMAP of the fitted items: the map's skeleton
 
-        t = time.perf_counter()
-        ref_xy, map_method = layout_2d(Xs, "umap", seed)
-        timings["map_sample"] = time.perf_counter() - t
+        with meter.stage("map_sample"):
+            ref_xy, map_method = layout_2d(Xs, "umap", seed)
 
-    t = time.perf_counter()
     tally = Tally()
     xy = np.zeros((n, 2), np.float32) if make_map else None
     seen = 0
-    with run.items_writer() as iw, run.assignments_writer(csv=csv) as aw:
+    with meter.stage("assign"), run.items_writer() as iw, run.assignments_writer(csv=csv) as aw:
         for start, out in exe.assign(str(run.embeddings_path), n, pipe, rows, ref_xy=ref_xy,
                                      batch_rows=batch_rows, progress=progress, shards=run.shards):
             stop = start + len(out["labels"])
@@ -362,26 +354,24 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
                 xy[sl] = out["xy"]
     if seen != n:
         raise RuntimeError(f"internal: {seen} of {n} rows were assigned")
-    timings["assign"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    shown = paths if paths is not None else ids
-    clusters = streamed_cluster_summaries(Xs, pipe.labels_, rows, shown, tally)
-    if named:
-        clusters = merge_names(clusters, named)
-    run.write_clusters(clusters)
-    if named:
-        run.write_names(named, method=named[0]["method"])
-    if xy is not None:
-        run.write_map(xy, {"method": map_method, "fit_sample": int(size),
-                           "seconds": round(timings.get("map_sample", 0.0), 2)})
-    encoder_name = encoder_spec or (enc.name if enc is not None else "precomputed")
-    model = None
-    if save_model:
-        model = pipe.publish(run.file("models"), run_id=run.run_id, source=run.command,
-                             metadata={"encoder": encoder_name if enc is not None else None,
-                                       "names": {str(k): v for k, v in names.items()}})
-    timings["write"] = time.perf_counter() - t
+    with meter.stage("write"):
+        shown = paths if paths is not None else ids
+        clusters = streamed_cluster_summaries(Xs, pipe.labels_, rows, shown, tally)
+        if named:
+            clusters = merge_names(clusters, named)
+        run.write_clusters(clusters)
+        if named:
+            run.write_names(named, method=named[0]["method"])
+        if xy is not None:
+            run.write_map(xy, {"method": map_method, "fit_sample": int(size),
+                               "seconds": round(timings.get("map_sample", 0.0), 2)})
+        encoder_name = encoder_spec or (enc.name if enc is not None else "precomputed")
+        model = None
+        if save_model:
+            model = pipe.publish(run.file("models"), run_id=run.run_id, source=run.command,
+                                 metadata={"encoder": encoder_name if enc is not None else None,
+                                           "names": {str(k): v for k, v in names.items()}})
     summary = {**tally.summary_counts(), "skipped": len(skipped),
                "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     run.write_info({
@@ -391,11 +381,24 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         "summary": summary,
         "skipped": [s.to_dict() for s in skipped],
         "fit_sample": {"size": int(size), "of": int(n), "seed": seed},
+        "peak_rss_mb": meter.peak_mb,
         "executor": exe.info(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(info or {}),
     })
     return model
+
+
+def _store_vectors(run, source: VectorSource, extras: dict | None, batch_rows: int) -> None:
+    """The run's ``embeddings.npy`` (a kernel copy of a float32 ``.npy``; else batch by batch)."""
+    if source.npy_float32_file:
+        run.copy_embeddings(source.npy_float32_file)
+    else:
+        with run.embeddings_writer(source.n, source.dim) as w:
+            for start, X in source.batches(batch_rows):
+                w.write(start, X)
+    for k, v in (extras or {}).items():
+        run.write_extra(k, v)
 
 
 def _items_frame(ids, paths, labels):

@@ -129,10 +129,12 @@ def _text(v) -> str:
     return str(v).strip()
 
 
-def _checked(X: np.ndarray, start: int, path: str) -> np.ndarray:
+def _checked(X: np.ndarray, start, path: str) -> np.ndarray:
+    """``X`` if every value is finite; ``start``: the first row number, or each row's number."""
     ok = np.isfinite(X).all(axis=1)
     if not ok.all():
-        bad = np.flatnonzero(~ok)[:5] + start
+        where = np.flatnonzero(~ok)[:5]
+        bad = np.asarray(start)[where] if np.ndim(start) else where + start
         raise InputError(f"{path}: vectors contain NaN or infinity (rows {bad.tolist()}"
                          f"{' ...' if (~ok).sum() > 5 else ''})")
     return X
@@ -146,7 +148,7 @@ class NpyVectors(VectorSource):
         try:
             mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except ValueError as e:
-            if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            if "allow_pickle" in str(e) or "Object arrays" in str(e) or "Python objects" in str(e):
                 raise InputError(f"{path}: the array holds Python objects, which are never unpickled; "
                                  "save a numeric (n_items, dim) array") from None
             raise InputError(f"{path}: cannot read .npy: {e}") from None
@@ -178,26 +180,29 @@ class NpyVectors(VectorSource):
                 return np.ascontiguousarray(mm[start:stop], dtype=np.float32)
             finally:
                 del mm
-        m = stop - start
-        buf = np.empty((m, self.dim), dtype=self.dtype)
-        view = memoryview(buf.reshape(-1).view(np.uint8))
         with open(self.path, "rb", buffering=0) as f:
-            pos, got = self.offset + start * self.row_bytes, 0
-            while got < len(view):
-                k = os.preadv(f.fileno(), [view[got:]], pos + got)
-                if k <= 0:
-                    raise InputError(f"{self.path}: file ends before row {start + got // self.row_bytes} "
-                                     "(truncated .npy?)")
-                got += k
+            return self._pread(f.fileno(), start, stop)
+
+    def _pread(self, fd: int, start: int, stop: int) -> np.ndarray:
+        buf = np.empty((stop - start, self.dim), dtype=self.dtype)
+        view = memoryview(buf.reshape(-1).view(np.uint8))
+        pos, got = self.offset + start * self.row_bytes, 0
+        while got < len(view):
+            k = os.preadv(fd, [view[got:]], pos + got)
+            if k <= 0:
+                raise InputError(f"{self.path}: file ends before row {start + got // self.row_bytes} "
+                                 "(truncated .npy?)")
+            got += k
         return buf if buf.dtype == np.float32 else buf.astype(np.float32)
 
     def _take_window(self, start: int, stop: int, rows: np.ndarray) -> np.ndarray:
         if self.fortran or len(rows) * 8 > stop - start:  # dense: one read of the window
             return self.read(start, stop)[rows - start]
         out = np.empty((len(rows), self.dim), np.float32)  # sparse: one read per row
-        for j, r in enumerate(rows):
-            out[j] = self.read(int(r), int(r) + 1)[0]
-        return out
+        with open(self.path, "rb", buffering=0) as f:
+            for j, r in enumerate(rows.tolist()):
+                out[j] = self._pread(f.fileno(), r, r + 1)[0]
+        return _checked(out, rows, self.path)
 
 
 class ParquetVectors(VectorSource):
@@ -319,7 +324,7 @@ class ArrayVectors(VectorSource):
         return np.ascontiguousarray(self.vectors[start:stop], dtype=np.float32)
 
     def _take_window(self, start: int, stop: int, rows: np.ndarray) -> np.ndarray:
-        return _checked(np.ascontiguousarray(self.vectors[rows], dtype=np.float32), start, self.path)
+        return _checked(np.ascontiguousarray(self.vectors[rows], dtype=np.float32), rows, self.path)
 
     def _column(self, name: str):
         return self._cols.get(name)
