@@ -120,10 +120,11 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None):
+    def __init__(self, address: str | None = None, workers: int | None = None, embed_block: int = EMBED_BLOCK):
         self.ray = _ray()
         self.address = address
         self.workers = workers
+        self.embed_block = int(embed_block)
         self._owns = False
         self.stats: dict[str, int] = {}
 
@@ -184,9 +185,9 @@ class RayExecutor:
         next_key = (max(store.keys()) + 1) if store is not None and store.keys() else 0
         results: list = [] if store is None else None
         if len(todo):
-            blocks = [pa.table({"row": todo[s:s + EMBED_BLOCK],
-                                "path": [paths[i] for i in todo[s:s + EMBED_BLOCK]]})
-                      for s in range(0, len(todo), EMBED_BLOCK)]
+            b = self.embed_block
+            blocks = [pa.table({"row": todo[s:s + b], "path": [paths[i] for i in todo[s:s + b]]})
+                      for s in range(0, len(todo), b)]
             ds = ray.data.from_arrow(blocks).map_batches(
                 EmbedWorker, fn_constructor_kwargs={"spec": spec}, batch_size=max(1, batch_size),
                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=self._pool()), num_cpus=1)
