@@ -278,9 +278,89 @@ def table_runs(doc: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------- the map
+def chrome(width=1400, height=1000):
+    import shutil
+    import tempfile
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--no-first-run", f"--window-size={width},{height}", "--allow-file-access-from-files",
+              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
+
+
+def measure_page(html: Path, zooms: int = 12) -> dict:
+    """First paint (ms since navigation start, page parsed and map drawn), frame times while
+    zooming in and out about the centre, and a hover that loads an item's name on demand."""
+    drv = chrome()
+    try:
+        t = time.perf_counter()
+        drv.get(html.resolve().as_uri())
+        while not drv.execute_script("return window.mcReport && window.mcReport.firstPaintMs"):
+            time.sleep(0.05)
+        out = {"first_paint_ms": drv.execute_script("return window.mcReport.firstPaintMs"),
+               "load_wall_s": time.perf_counter() - t,
+               "mode": drv.execute_script("return window.mcReport.mode"),
+               "drawn": drv.execute_script("return window.mcReport.drawn")}
+        frames = []
+        for k in range(zooms):
+            f = 1.6 if k < zooms // 2 else 1 / 1.6
+            frames.append(drv.execute_script(
+                "var m = window.mcReport, c = document.getElementById('map').getBoundingClientRect();"
+                f"m.zoom({f}, c.width / 2, c.height / 2); return [m.lastFrameMs, m.mode, m.drawn];"))
+        out["frame_ms"] = [round(f[0], 1) for f in frames]
+        out["frame_modes"] = [f[1] for f in frames]
+        out["frame_ms_median"] = float(np.median([f[0] for f in frames]))
+        out["frame_ms_max"] = float(max(f[0] for f in frames))
+        severe = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+        out["errors"] = [e.get("message") for e in severe]
+        return out
+    finally:
+        drv.quit()
+
+
+def part_map(args) -> dict:
+    """The report of each run made by ``runs`` (and ``--report-runs`` extra run folders)."""
+    doc = {"pages": []}
+    runs = [Path(args.dir) / f"run-{s}" for s in args.sets.split(",")] + [Path(p) for p in args.report_runs]
+    for run in runs:
+        if not (run / "run.json").exists():
+            continue
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        rc, wall, cpu, rss = run_child([sys.executable, "-m", "mediacluster", "report", str(run), "--quiet"], env)
+        rep = json.loads((run / "report" / "report.json").read_text())
+        m = measure_page(run / "report" / "index.html")
+        r = {"run": str(run), "items": rep["items"], "build_wall_s": wall, "build_cpu_s": cpu,
+             "build_peak_rss_mb": rss, "html_bytes": rep["html_bytes"],
+             "path_chunk_bytes": rep.get("path_chunk_bytes", 0), "load": loadavg(), **m}
+        doc["pages"].append(r)
+        print(json.dumps(r, default=float), flush=True)
+        save("map", doc)
+    return doc
+
+
+def table_map(doc: dict) -> str:
+    lines = ["| run | items | page (index.html) | names on demand | report build wall / CPU / peak RSS | "
+             "first paint | zoom frame median / max | load avg |", "|---|---|---|---|---|---|---|---|"]
+    for r in doc["pages"]:
+        lines.append(f"| {Path(r['run']).name} | {r['items']:,} | {r['html_bytes'] / 1e6:.1f} MB | "
+                     f"{r['path_chunk_bytes'] / 1e6:.1f} MB | {r['build_wall_s']:.0f} s / {r['build_cpu_s']:.0f} s / "
+                     f"{r['build_peak_rss_mb'] / 1024:.2f} GB | {r['first_paint_ms'] / 1000:.2f} s | "
+                     f"{r['frame_ms_median']:.0f} / {r['frame_ms_max']:.0f} ms | {r['load']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="+", choices=("quality", "recall", "synth", "runs", "ray", "tables"))
+    ap.add_argument("parts", nargs="+", choices=("quality", "recall", "synth", "runs", "map", "ray", "tables"))
     ap.add_argument("--vectors-from", default=None, help="folder of dev .npz vectors (not for committed figures)")
     ap.add_argument("--sizes", default="2500,5000,10000,20000,40000")
     ap.add_argument("--seeds", type=int, default=1)
@@ -288,6 +368,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", default="/tmp/mc-scale", help="where the synthetic sets and runs go")
     ap.add_argument("--sets", default="100k-768,100k-1280,300k-768,300k-1280,1m-768,1m-1280")
     ap.add_argument("--fit-sample", default="auto")
+    ap.add_argument("--report-runs", nargs="*", default=[], help="map: more run folders to build reports for")
     ap.add_argument("--write", action="store_true", help="write the tables into benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     for part in args.parts:
