@@ -358,6 +358,80 @@ def table_map(doc: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------- ray
+def part_ray(args) -> dict:
+    """Local vs Ray (a local Ray on this machine) for the same work: assigning the vectors of a
+    synthetic set with one fitted model, and embedding a slice of CIFAR-10 images (fresh cache)."""
+    import tempfile
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # listen on 127.0.0.1 only
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    from mediacluster.encoders import get_encoder
+    from mediacluster.executors import LocalExecutor
+    from mediacluster.executors.ray_executor import RayExecutor
+    from mediacluster.ingest import collect
+    from mediacluster.ingest.stream import NpyVectors
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.scale import sample_rows
+
+    doc = {"assign": [], "embed": [], "load_before": loadavg()}
+    name = args.ray_set
+    src = NpyVectors(Path(args.dir) / f"{name}.npy")
+    rows = sample_rows(src.n, 10_000, 0)
+    pipe = Pipeline(random_state=0).with_params({"reducer": "pca", "reducer__n_components": 10,
+                                                 "clusterer": "kmeans", "clusterer__n_clusters": 30}).fit(src.take(rows))
+    with Clock() as c:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    doc["ray_start_s"] = c.wall
+    try:
+        runs = [("local", None)] + [("ray", w) for w in args.ray_workers]
+        for kind, w in runs:
+            exe = LocalExecutor() if kind == "local" else RayExecutor(workers=w)
+            with Clock() as c:
+                k = sum(len(o["labels"]) for _, o in exe.assign(src.path, src.n, pipe, rows, batch_rows=10_000,
+                                                                progress=False))
+            r = {"executor": kind, "workers": w, "items": k, "wall_s": c.wall, "driver_cpu_s": c.cpu,
+                 "items_per_s": k / c.wall, "load": loadavg()}
+            doc["assign"].append(r)
+            print(json.dumps(r), flush=True)
+            save("ray", doc)
+        coll = collect("/work/data/cifar10/test", labels_from_folders=True)
+        take = np.sort(np.random.default_rng(0).choice(len(coll), args.ray_images, replace=False))
+        coll.ids, coll.paths = [coll.ids[i] for i in take], [coll.paths[i] for i in take]
+        coll.labels = [coll.labels[i] for i in take]
+        for kind, w in runs:
+            exe = LocalExecutor() if kind == "local" else RayExecutor(workers=w, embed_block=64)
+            with tempfile.TemporaryDirectory() as cache, Clock() as c:
+                emb = exe.embed(coll, encoder=get_encoder("efficientnet-lite0"), cache_dir=cache, progress=False,
+                                encoder_spec="efficientnet-lite0")
+            r = {"executor": kind, "workers": w, "images": len(emb), "wall_s": c.wall, "driver_cpu_s": c.cpu,
+                 "images_per_s": len(emb) / c.wall, "load": loadavg()}
+            doc["embed"].append(r)
+            print(json.dumps(r), flush=True)
+            save("ray", doc)
+    finally:
+        ray.shutdown()
+    doc["load_after"] = loadavg()
+    save("ray", doc)
+    return doc
+
+
+def table_ray(doc: dict) -> str:
+    lines = [f"Ray {__import__('ray').__version__} started locally on this machine in {doc['ray_start_s']:.0f} s "
+             f"(not included below); load average {doc['load_before']} before, {doc.get('load_after', '?')} after.",
+             "", "| job | executor | workers | items | wall | items/s | vs local | load avg |",
+             "|---|---|---|---|---|---|---|---|"]
+    for job, key, unit in (("assign", "items_per_s", "items"), ("embed", "images_per_s", "images")):
+        rows = doc[job]
+        base = next((r[key] for r in rows if r["executor"] == "local"), None)
+        for r in rows:
+            lines.append(f"| {job} | {r['executor']} | {r['workers'] or '-'} | {r[unit]:,} | {r['wall_s']:.1f} s | "
+                         f"{r[key]:.0f} | {r[key] / base:.2f}x | {r['load']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="+", choices=("quality", "recall", "synth", "runs", "map", "ray", "tables"))
@@ -368,6 +442,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", default="/tmp/mc-scale", help="where the synthetic sets and runs go")
     ap.add_argument("--sets", default="100k-768,100k-1280,300k-768,300k-1280,1m-768,1m-1280")
     ap.add_argument("--fit-sample", default="auto")
+    ap.add_argument("--ray-set", default="100k-768", help="ray: the synthetic set to assign")
+    ap.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--ray-images", type=int, default=1000)
     ap.add_argument("--report-runs", nargs="*", default=[], help="map: more run folders to build reports for")
     ap.add_argument("--write", action="store_true", help="write the tables into benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
