@@ -171,6 +171,61 @@ def table_quality(doc: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------- recall
+def part_recall(args) -> dict:
+    """HNSW vs exact search in the predictor: a model fitted on 40,000 CIFAR-10 vectors assigns
+    the other 20,000 both ways; recall@k of the neighbours and agreement of the votes."""
+    import mediacluster.pipeline as P
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.scale import sample_rows
+
+    X, y, source = cifar60k(args.vectors_from)
+    rows = sample_rows(len(X), 40_000, 0)
+    rest = np.setdiff1d(np.arange(len(X)), rows)
+    doc = {"source": source, "rows": [], "load_before": loadavg()}
+    for clusterer, params in (("kmeans", {"clusterer__n_clusters": 10}), ("kmeans", {"clusterer__n_clusters": 50})):
+        pipe = Pipeline(random_state=0).with_params({"reducer": "pca", "reducer__n_components": 10,
+                                                     "clusterer": clusterer, **params}).fit(X[rows])
+        Q = pipe._space(X[rest])
+        k = pipe.predict_neighbors
+        with Clock() as ce:
+            d0, i0 = pipe._faiss_.search(Q, k)
+        with Clock() as cb:
+            pipe._graph()
+        with Clock() as ch:
+            d1, i1 = pipe._hnsw_.search(Q, k)
+        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(i0, i1)]))
+        saved = P.HNSW_MIN_QUERIES
+        try:
+            P.HNSW_MIN_QUERIES = 10**12  # exact
+            exact = pipe.predict_details(X[rest])
+        finally:
+            P.HNSW_MIN_QUERIES = saved
+        approx = pipe.predict_details(X[rest])
+        r = {"clusterer": f"{clusterer} {params}", "references": len(rows), "queries": len(rest), "k": k,
+             "ef_search": int(pipe._hnsw_.hnsw.efSearch), "recall": recall,
+             "same_cluster": float(np.mean(exact["cluster"] == approx["cluster"])),
+             "same_label": float(np.mean(exact["labels"] == approx["labels"])),
+             "exact_search_s": ce.wall, "exact_cpu_s": ce.cpu, "graph_build_s": cb.wall, "hnsw_search_s": ch.wall,
+             "hnsw_cpu_s": ch.cpu, "load": loadavg()}
+        doc["rows"].append(r)
+        print(json.dumps(r), flush=True)
+    save("recall", doc)
+    return doc
+
+
+def table_recall(doc: dict) -> str:
+    lines = [f"CIFAR-10 ({doc['source']}): a PCA(10) + K-means model fitted on 40,000 vectors assigns the "
+             "other 20,000 with exact search and with the HNSW graph (M=16).", "",
+             "| model | k | efSearch | recall@k | same assigned cluster | exact search wall / CPU | HNSW build | "
+             "HNSW search wall / CPU | load avg |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        lines.append(f"| {r['clusterer']} | {r['k']} | {r['ef_search']} | {r['recall']:.3f} | "
+                     f"{100 * r['same_cluster']:.2f}% | {r['exact_search_s']:.1f} / {r['exact_cpu_s']:.1f} s | "
+                     f"{r['graph_build_s']:.1f} s | {r['hnsw_search_s']:.1f} / {r['hnsw_cpu_s']:.1f} s | {r['load']} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------- synthetic
 SET_SIZES = {"100k": 100_000, "300k": 300_000, "1m": 1_000_000}
 

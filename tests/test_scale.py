@@ -217,6 +217,7 @@ def test_cli_fit_sample_and_executor_flags(tmp_path, capsys):
     assert "at least 3" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ray_executor_without_ray_says_how_to_install(tmp_path):
     """Ray is optional: the local executor never imports it, the ray executor names the extra."""
     X, _ = mixture(n=300)
@@ -237,3 +238,37 @@ def test_ray_executor_without_ray_says_how_to_install(tmp_path):
     assert p.returncode == 2, p.stderr[-2000:]
     assert "pip install 'mediacluster[ray]'" in p.stderr
     assert (tmp_path / "local" / "run.json").exists() and not (tmp_path / "ray").exists()
+
+
+# The measured peak of this run was ~575 MB (2026-11-30: a 921 MB file, 2,000-item sample, PCA +
+# K-means, 4,096-row batches; the largest stage is the assignment, ~570 MB, then the 2-D map's
+# UMAP of the sample, ~500 MB). The bound leaves room for other numpy/BLAS builds and stays
+# below the file's size, so the test fails if the vectors are ever loaded whole.
+RSS_BOUND_MB = 800
+
+
+@pytest.mark.slow
+def test_streaming_a_file_larger_than_the_memory_bound(tmp_path):
+    """`mediacluster cluster` on a 1 GB vector file, in a child process whose peak resident
+    memory (its own, from wait4) must stay under RSS_BOUND_MB (< the file's size)."""
+    X, _ = mixture(n=20_000, d=768, k=20)
+    rows = 340_000
+    mm = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(rows, 768))
+    for k, s in enumerate(range(0, rows, len(X))):
+        mm[s:s + len(X)] = (X + np.float32(1e-3 * k))[: rows - s]
+    mm.flush()
+    del mm
+    size_mb = (tmp_path / "big.npy").stat().st_size / 2**20
+    assert size_mb > RSS_BOUND_MB
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.Popen([sys.executable, "-m", "mediacluster", "cluster", str(tmp_path / "big.npy"), "--out",
+                          str(tmp_path / "run"), "--fit-sample", "2000", "--batch-rows", "4096", "--reducer", "pca",
+                          "--reducer-param", "n_components=8", "--clusterer", "kmeans", "--clusterer-param",
+                          "n_clusters=20", "--no-names", "--no-csv", "--quiet"], env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    peak_mb = usage.ru_maxrss / 1024
+    assert peak_mb < RSS_BOUND_MB, f"peak RSS {peak_mb:.0f} MB streaming a {size_mb:.0f} MB file"
+    run = RunDir.open(tmp_path / "run")
+    assert run.info["summary"]["items"] == rows
+    assert max(run.info["peak_rss_mb"].values()) <= peak_mb + 1

@@ -21,8 +21,9 @@ UMAP object nor the HDBSCAN tree, so a saved model is plain arrays (see ``mediac
 
 1. project the vector (L2-normalised when the reducer's metric is cosine) onto the top
    ``reference_dims`` principal axes of the training vectors;
-2. find its ``predict_neighbors`` nearest reference items (exact, faiss ``IndexFlatL2``; above
-   ``EXACT_SEARCH_MAX`` reference items a faiss HNSW graph, built the same way in every process);
+2. find its ``predict_neighbors`` nearest reference items (exact, faiss ``IndexFlatL2``; a batch
+   of ``HNSW_MIN_QUERIES`` or more against over ``EXACT_SEARCH_MAX`` reference items searches a
+   faiss HNSW graph, built on first use the same way in every process);
 3. reduce: its reduced coordinates are the 1/d-weighted mean of the neighbours' coordinates
    (the same initialisation umap-learn's ``transform`` starts from);
 4. outlier check: the fitted outlier stage's ``predict`` on those coordinates (-> ``-2``);
@@ -55,11 +56,13 @@ STAGES = ("reducer", "outliers", "clusterer")
 # this quantile of the training items' own (leave-self-out) distances is also an outlier.
 NOVELTY_QUANTILE = 0.99
 SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thread
-# Above this many reference items the predictor searches a faiss HNSW graph instead of every
-# reference vector: at a million queries the exact search dominates the whole run (1M x 40k x
-# 128-d), and the vote changes for a fraction of a percent of the items (recall and vote
-# agreement vs exact: benchmarks/RESULTS.md, "Scale").
+# Batches of at least HNSW_MIN_QUERIES items against more than EXACT_SEARCH_MAX reference items
+# search a faiss HNSW graph instead of every reference vector: at a million queries the exact
+# search dominates the whole run (1M x 40k x 128-d), and the vote changes for a small share of
+# the items (recall and vote agreement vs exact: benchmarks/RESULTS.md, "Scale"). Fewer
+# queries (one new item, a small upload) are searched exactly.
 EXACT_SEARCH_MAX = 20_000
+HNSW_MIN_QUERIES = 1_000
 HNSW_M = 16
 HNSW_EF_SEARCH = 48
 MODEL_ARRAYS = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
@@ -320,36 +323,46 @@ class Pipeline(BaseEstimator):
         import faiss  # heavy: loaded when a predictor is built or a model loaded
 
         R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
-        if len(R) <= EXACT_SEARCH_MAX:
-            self._faiss_ = faiss.IndexFlatL2(R.shape[1])
-            self._faiss_.add(R)
-            return
-        # HNSW: the graph depends on insertion order and thread timing; built on one thread it is
-        # the same in every process that loads the model (a Ray worker gives the local answers)
-        index = faiss.IndexHNSWFlat(R.shape[1], HNSW_M)
-        before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            index.add(R)
-        finally:
-            faiss.omp_set_num_threads(before)
-        index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * int(self.predict_neighbors))
-        self._faiss_ = index
+        self._faiss_ = faiss.IndexFlatL2(R.shape[1])
+        self._faiss_.add(R)
+        self._hnsw_ = None
+
+    def _graph(self):
+        """The HNSW graph over the reference vectors, built on first use (seconds for 40k
+        references, so a model that answers one item at a time never pays for it). Built on one
+        thread: the same graph, and so the same answers, in every process that loads the model."""
+        if self._hnsw_ is None:
+            import faiss
+
+            R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
+            index = faiss.IndexHNSWFlat(R.shape[1], HNSW_M)
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                index.add(R)
+            finally:
+                faiss.omp_set_num_threads(before)
+            index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * int(self.predict_neighbors))
+            self._hnsw_ = index
+        return self._hnsw_
 
     def _neighbours(self, Q: np.ndarray, k: int):
         import faiss
 
+        index = self._faiss_
+        if len(self.ref_vectors_) > EXACT_SEARCH_MAX and len(Q) >= HNSW_MIN_QUERIES:
+            index = self._graph()
         # faiss parallelises over queries with OpenMP; for a few queries the threads only add
         # barrier waits (measured at load ~20: one query 77 ms with 2 threads, 1.4 ms with 1).
         if len(Q) < SMALL_QUERY:
             before = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(1)
             try:
-                dist2, idx = self._faiss_.search(Q, k)
+                dist2, idx = index.search(Q, k)
             finally:
                 faiss.omp_set_num_threads(before)
         else:
-            dist2, idx = self._faiss_.search(Q, k)
+            dist2, idx = index.search(Q, k)
         return np.sqrt(np.maximum(dist2, 0.0)), idx
 
     def predict_details(self, X) -> dict:
