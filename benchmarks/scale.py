@@ -202,6 +202,23 @@ def part_recall(args) -> dict:
         finally:
             P.HNSW_MIN_QUERIES = saved
         approx = pipe.predict_details(X[rest])
+        for ef in args.ef:
+            pipe._hnsw_.hnsw.efSearch = ef
+            with Clock() as ca:
+                d2 = pipe.predict_details(X[rest])
+            doc.setdefault("ef", []).append({
+                "clusterer": f"{clusterer} {params}", "ef_search": ef, "same_cluster": float(np.mean(
+                    exact["cluster"] == d2["cluster"])), "predict_cpu_s": ca.cpu, "predict_wall_s": ca.wall})
+            print(json.dumps(doc["ef"][-1]), flush=True)
+        pipe._hnsw_.hnsw.efSearch = max(P.HNSW_EF_SEARCH, 2 * k)
+        with Clock() as cx:
+            P.HNSW_MIN_QUERIES = 10**12
+            try:
+                pipe.predict_details(X[rest])
+            finally:
+                P.HNSW_MIN_QUERIES = saved
+        doc.setdefault("ef", []).append({"clusterer": f"{clusterer} {params}", "ef_search": "exact",
+                                         "same_cluster": 1.0, "predict_cpu_s": cx.cpu, "predict_wall_s": cx.wall})
         r = {"clusterer": f"{clusterer} {params}", "references": len(rows), "queries": len(rest), "k": k,
              "ef_search": int(pipe._hnsw_.hnsw.efSearch), "recall": recall,
              "same_cluster": float(np.mean(exact["cluster"] == approx["cluster"])),
@@ -215,6 +232,13 @@ def part_recall(args) -> dict:
 
 
 def table_recall(doc: dict) -> str:
+    ef = ["", "| model | efSearch | same assigned cluster as exact | predict 20,000 CPU s |", "|---|---|---|---|"]
+    for r in doc.get("ef", []):
+        ef.append(f"| {r['clusterer']} | {r['ef_search']} | {100 * r['same_cluster']:.2f}% | {r['predict_cpu_s']:.1f} |")
+    return _table_recall(doc) + "\n" + "\n".join(ef)
+
+
+def _table_recall(doc: dict) -> str:
     lines = [f"CIFAR-10 ({doc['source']}): a PCA(10) + K-means model fitted on 40,000 vectors assigns the "
              "other 20,000 with exact search and with the HNSW graph (M=16).", "",
              "| model | k | efSearch | recall@k | same assigned cluster | exact search wall / CPU | HNSW build | "
@@ -487,6 +511,27 @@ def table_ray(doc: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------- RESULTS.md
+NOTES = Path(__file__).with_name("scale_notes.md")
+
+
+def part_tables(args) -> None:
+    """Write benchmarks/RESULTS.md's "Scale" section from the saved JSON of every part (and the
+    hand-written context in benchmarks/scale_notes.md, whose {placeholders} name the tables)."""
+    tables = {}
+    for part in ("quality", "recall", "runs", "map", "ray"):
+        f = OUT / f"{part}.json"
+        tables[part] = globals()[f"table_{part}"](json.loads(f.read_text())) if f.exists() else "(not measured)"
+    text = NOTES.read_text(encoding="utf-8").format(**tables)
+    print(text)
+    if args.write:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from _results import write_section
+
+        write_section(SECTION, SECTION + "\n\n" + text)
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="+", choices=("quality", "recall", "synth", "runs", "map", "ray", "tables"))
@@ -497,6 +542,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", default="/tmp/mc-scale", help="where the synthetic sets and runs go")
     ap.add_argument("--sets", default="100k-768,100k-1280,300k-768,300k-1280,1m-768,1m-1280")
     ap.add_argument("--fit-sample", default="auto")
+    ap.add_argument("--ef", type=int, nargs="*", default=[32, 48, 96, 160, 256])
     ap.add_argument("--ray-set", default="100k-768", help="ray: the synthetic set to assign")
     ap.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--ray-images", type=int, default=1000)
