@@ -60,8 +60,8 @@ SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thr
 # search a faiss HNSW graph instead of every reference vector. Measured on CIFAR-10 (40,000
 # references, 128-d, benchmarks/RESULTS.md "Scale"): exact search costs ~0.3 ms of CPU per query,
 # so at the default sample size it is ~5 CPU minutes per million items, not the run's main cost;
-# HNSW at efSearch 160 saves a third of that and moves 0.3% of the items to another cluster
-# (efSearch 48: 4x cheaper, 2% moved). So the graph is used only where exact search grows
+# HNSW at efSearch 160 saves a quarter of that and moves 0.3-0.6% of the items to another
+# cluster (efSearch 48: 3x cheaper, 2-4% moved). So the graph is used only where exact search grows
 # large (a sample of over 100,000 items); one new item or a small upload is searched exactly.
 EXACT_SEARCH_MAX = 100_000
 HNSW_MIN_QUERIES = 1_000
