@@ -300,13 +300,20 @@ def part_synth(args) -> dict:
 
 
 # ---------------------------------------------------------------------------------- runs
+LAUNCHER = ("import json, os, subprocess, sys, time; t = time.perf_counter(); "
+            "p = subprocess.Popen(json.loads(sys.argv[1])); _, st, ru = os.wait4(p.pid, 0); "
+            "print(json.dumps([os.waitstatus_to_exitcode(st), time.perf_counter() - t, "
+            "ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024]))")
+
+
 def run_child(cmd: list[str], env=None) -> tuple[int, float, float, float]:
-    """(exit code, wall s, CPU s of the child, its peak RSS in MB) of one child process."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env)
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, time.perf_counter() - t, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+    """(exit code, wall s, CPU s, peak RSS MB) of one command. A small launcher process runs it:
+    Linux carries a process's peak RSS across exec, so a child forked straight from this
+    (larger) process would start with this process's peak."""
+    out = subprocess.run([sys.executable, "-c", LAUNCHER, json.dumps(cmd)], env=env, check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    rc, wall, cpu, rss = json.loads(out.strip().splitlines()[-1])
+    return rc, wall, cpu, rss
 
 
 def part_runs(args) -> dict:
