@@ -127,17 +127,26 @@ def part_quality(args) -> dict:
     load0 = loadavg()
     full = None
     sizes = [int(s) for s in args.sizes.split(",")]
+    seeds = range(args.seeds) if args.seed_list is None else [int(v) for v in args.seed_list.split(",")]
+    if args.no_full and (OUT / "quality.json").exists():  # more samples for an earlier table
+        old = json.loads((OUT / "quality.json").read_text())
+        rows_out = old["rows"]
+        load0 = old["load_before"]
+        if (OUT / "quality_full.npy").exists():
+            full = np.load(OUT / "quality_full.npy")
     if not args.no_full:
         with Clock() as c:
             pipe = Pipeline(random_state=0).fit(X)
         full = pipe.cluster_.copy()
+        OUT.mkdir(parents=True, exist_ok=True)
+        np.save(OUT / "quality_full.npy", full)
         rows_out.append({"sample": n, "seed": 0, "fit_wall": c.wall, "fit_cpu": c.cpu, "assign_wall": 0.0,
                          "assign_cpu": 0.0, "clusters": int(pipe.n_clusters_), "nmi_truth": nmi(y, full),
                          "nmi_full": 1.0, "agree_full": 1.0})
         print(json.dumps(rows_out[-1], default=float), flush=True)
         save("quality", {"n": n, "source": source, "rows": rows_out, "load_before": load0})
     for size in sizes:
-        for seed in range(args.seeds):
+        for seed in seeds:
             rows = sample_rows(n, size, seed)
             with Clock() as c:
                 pipe = Pipeline(random_state=0).fit(X[rows])
@@ -549,6 +558,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vectors-from", default=None, help="folder of dev .npz vectors (not for committed figures)")
     ap.add_argument("--sizes", default="2500,5000,10000,20000,40000")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seed-list", default=None, help="quality: these sample seeds (e.g. 1,2)")
     ap.add_argument("--no-full", action="store_true")
     ap.add_argument("--dir", default="/tmp/mc-scale", help="where the synthetic sets and runs go")
     ap.add_argument("--sets", default="100k-768,100k-1280,300k-768,300k-1280,1m-768,1m-1280")

@@ -137,14 +137,16 @@ class RayExecutor:
             else:
                 ray.init(include_dashboard=False, **kw)
                 self._owns = True
-            import logging
+        import logging
 
-            import ray.data
+        import ray.data
 
-            logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines
-            ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False
-            ctx.verbose_stats_logs = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # no per-dataset lines on our output
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # ours show rate and ETA
+        ctx.verbose_stats_logs = False
+        if hasattr(ctx, "enable_rich_progress_bars"):
+            ctx.enable_rich_progress_bars = False
         return ray
 
     def _pool(self) -> int:
