@@ -492,7 +492,7 @@ def part_ray(args) -> dict:
                 k = sum(len(o["labels"]) for _, o in exe.assign(src.path, src.n, pipe, rows, batch_rows=10_000,
                                                                 progress=False))
             r = {"executor": kind, "workers": w, "items": k, "wall_s": c.wall, "driver_cpu_s": c.cpu,
-                 "items_per_s": k / c.wall, "load": loadavg()}
+                 "items_per_s": k / c.wall, "load": loadavg(), **getattr(exe, "stats", {})}
             doc["assign"].append(r)
             print(json.dumps(r), flush=True)
             save("ray", doc)
@@ -506,7 +506,7 @@ def part_ray(args) -> dict:
                 emb = exe.embed(coll, encoder=get_encoder("efficientnet-lite0"), cache_dir=cache, progress=False,
                                 encoder_spec="efficientnet-lite0")
             r = {"executor": kind, "workers": w, "images": len(emb), "wall_s": c.wall, "driver_cpu_s": c.cpu,
-                 "images_per_s": len(emb) / c.wall, "load": loadavg()}
+                 "images_per_s": len(emb) / c.wall, "load": loadavg(), **getattr(exe, "stats", {})}
             doc["embed"].append(r)
             print(json.dumps(r), flush=True)
             save("ray", doc)
@@ -520,14 +520,17 @@ def part_ray(args) -> dict:
 def table_ray(doc: dict) -> str:
     lines = [f"Ray {__import__('ray').__version__} started locally on this machine in {doc['ray_start_s']:.0f} s "
              f"(not included below); load average {doc['load_before']} before, {doc.get('load_after', '?')} after.",
-             "", "| job | executor | workers | items | wall | items/s | vs local | load avg |",
-             "|---|---|---|---|---|---|---|---|"]
+             "", "| job | executor | workers | items | wall | items/s | vs local | first result after | "
+             "items/s after it | load avg |", "|---|---|---|---|---|---|---|---|---|---|"]
     for job, key, unit in (("assign", "items_per_s", "items"), ("embed", "images_per_s", "images")):
         rows = doc[job]
         base = next((r[key] for r in rows if r["executor"] == "local"), None)
         for r in rows:
+            first = r.get(f"{job}_first_result_s")
+            steady = r.get(f"{job}_steady_per_s")
             lines.append(f"| {job} | {r['executor']} | {r['workers'] or '-'} | {r[unit]:,} | {r['wall_s']:.1f} s | "
-                         f"{r[key]:.0f} | {r[key] / base:.2f}x | {r['load']} |")
+                         f"{r[key]:.0f} | {r[key] / base:.2f}x | {'-' if first is None else f'{first:.0f} s'} | "
+                         f"{'-' if steady is None else f'{steady:.0f}'} | {r['load']} |")
     return "\n".join(lines)
 
 

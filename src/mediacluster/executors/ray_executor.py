@@ -193,8 +193,9 @@ class RayExecutor:
             ds = ray.data.from_arrow(blocks).map_batches(
                 EmbedWorker, fn_constructor_kwargs={"spec": spec}, batch_size=max(1, batch_size),
                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=self._pool()), num_cpus=1)
+            clock = _Clock(self.stats, "embed")
             with progress_bar(len(todo), f"embed on ray ({spec})", "img", disable=not progress) as bar:
-                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for batch in clock.each(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
                     if store is not None:
                         store.write(next_key, batch)
                         next_key += 1
@@ -269,8 +270,9 @@ class RayExecutor:
                 batch_size=1, batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=min(self._pool(), len(todo))), num_cpus=1)
             pending: dict[int, list] = {}
+            clock = _Clock(self.stats, "assign")
             with progress_bar(sum(b - a for a, b in todo), "assign on ray", "item", disable=not progress) as bar:
-                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for batch in clock.each(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
                     which = batch.column("row").to_numpy() // batch_rows
                     for k in np.unique(which).tolist():
                         part = batch.filter(pa.array(which == k))
@@ -295,6 +297,31 @@ class RayExecutor:
 
             out["status"] = status_of(out["labels"])
             yield a, out
+
+
+class _Clock:
+    """Into ``stats``: seconds until the first result came back (actors starting: processes,
+    imports, the model) and the rate after it (``<job>_first_result_s``, ``<job>_steady_per_s``)."""
+
+    def __init__(self, stats: dict, job: str):
+        import time
+
+        self.stats, self.job, self.time = stats, job, time
+        self.t0 = time.perf_counter()
+
+    def each(self, batches):
+        first, rows = None, 0
+        for b in batches:
+            now = self.time.perf_counter()
+            if first is None:
+                first = now
+                self.stats[f"{self.job}_first_result_s"] = round(now - self.t0, 2)
+            else:
+                rows += b.num_rows
+            yield b
+        if first is not None:
+            span = self.time.perf_counter() - first
+            self.stats[f"{self.job}_steady_per_s"] = round(rows / span, 1) if span > 0 and rows else None
 
 
 def _matrix(col) -> np.ndarray:
