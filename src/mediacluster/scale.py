@@ -151,38 +151,50 @@ def _vm_kb(field: str) -> int | None:
 class StageMeter:
     """Wall seconds and peak resident memory of each stage of a job.
 
-    On Linux the process's high-water mark (``VmHWM``) is reset at the start of every stage
-    (``/proc/self/clear_refs``), so each stage's peak is its own; elsewhere the figure is the
-    process's peak so far (``getrusage``)."""
+    A stage's peak is the largest of the resident sizes sampled every 20 ms while it runs and,
+    when the process's high-water mark (``VmHWM``, Linux) rose during the stage, that mark. The
+    high-water mark itself is never reset, so ``/usr/bin/time`` and a parent's ``wait4`` still
+    see the process's true peak. Elsewhere only ``getrusage`` is read (the peak so far)."""
+
+    INTERVAL = 0.02
 
     def __init__(self, timings: dict | None = None):
         self.timings = timings if timings is not None else {}
         self.peak_mb: dict[str, float] = {}
 
-    def _reset(self) -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            return True
-        except OSError:
-            return False
-
     def stage(self, name: str):
         import contextlib
         import resource
+        import threading
         import time
 
         @contextlib.contextmanager
         def run():
-            exact = self._reset()
+            hwm0 = _vm_kb("VmHWM")
+            top = [_vm_kb("VmRSS") or 0]
+            done = threading.Event()
+
+            def sample():
+                while not done.wait(self.INTERVAL):
+                    kb = _vm_kb("VmRSS")
+                    if kb and kb > top[0]:
+                        top[0] = kb
+
+            th = threading.Thread(target=sample, daemon=True, name=f"rss-{name}")
+            th.start()
             t = time.perf_counter()
             try:
                 yield
             finally:
                 self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t
-                kb = _vm_kb("VmHWM") if exact else None
-                if kb is None:
-                    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                done.set()
+                th.join()
+                hwm1 = _vm_kb("VmHWM")
+                kb = max(top[0], _vm_kb("VmRSS") or 0)
+                if hwm0 is None or hwm1 is None:
+                    kb = max(kb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+                elif hwm1 > hwm0:  # this stage set a new peak for the process
+                    kb = max(kb, hwm1)
                 self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), round(kb / 1024, 1))
 
         return run()
