@@ -319,3 +319,11 @@ def test_sample_fit_then_assign_matches_a_full_fit_on_a_real_slice(cifar3_embedd
     agreement = table[r, c].sum() / len(rest)
     assert agreement >= SLICE_AGREEMENT, agreement
     assert np.array_equal(got[rows], sampled.cluster_)
+
+
+def test_a_folder_is_shards_only_when_it_holds_parquet_alone(tmp_path):
+    X, y = mixture(n=50)
+    write_shards(tmp_path / "vec", X, y)
+    assert streamable(tmp_path / "vec")
+    (tmp_path / "vec" / "photo.jpg").write_bytes(b"not really")
+    assert not streamable(tmp_path / "vec")  # a media folder with a stray table is a media folder

@@ -343,9 +343,9 @@ def streamable(path: str | os.PathLike) -> bool:
     p = Path(path)
     if p.suffix.lower() == ".npy" and p.is_file():
         return True
-    if p.is_dir():
-        files = [f for f in p.iterdir() if f.suffix.lower() in PARQUET_SUFFIXES]
-        return bool(files) and not any(f.is_dir() for f in files)
+    if p.is_dir():  # a folder of shards: Parquet files and nothing else (hidden files aside)
+        entries = [f for f in p.iterdir() if not f.name.startswith(".")]
+        return bool(entries) and all(f.is_file() and f.suffix.lower() in PARQUET_SUFFIXES for f in entries)
     if p.suffix.lower() in PARQUET_SUFFIXES and p.is_file():
         import pyarrow.parquet as pq
 
