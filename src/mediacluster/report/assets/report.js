@@ -10,7 +10,13 @@
     for (var i = 0; i < n; i++) u[i] = s.charCodeAt(i);
     return new T(u.buffer);
   }
-  var N = D.n, C = dec(D.c, Int32Array);
+  function coords(k) {  // float32 as is, or 16-bit steps of the extent (large runs)
+    if (D[k]) return dec(D[k], Float32Array);
+    var q = dec(D[k + "q"], Uint16Array), out = new Float32Array(q.length), lo = D[k + "0"], st = D[k + "s"];
+    for (var i = 0; i < q.length; i++) out[i] = lo + q[i] * st;
+    return out;
+  }
+  var N = D.n, C = D.c ? dec(D.c, Int32Array) : Int32Array.from(dec(D.c16, Int16Array));
   var TI = D.t ? dec(D.t, Int32Array) : null, TMAP = D.tmap || null;
   var colorOf = {}, nameOf = {};
   D.clusters.forEach(function (c) { colorOf[c.id] = c.color; nameOf[c.id] = c.name; });
@@ -20,7 +26,7 @@
 
   var canvas = document.getElementById("map");
   var tip = document.getElementById("tip"), tipimg = document.getElementById("tipimg"), tiptext = document.getElementById("tiptext");
-  var XY = [dec(D.x, Float32Array), dec(D.y, Float32Array)];
+  var XY = [coords("x"), coords("y")];
   var T2 = performance.now();
   var map = window.PointMap(canvas, { n: N, x: XY[0], y: XY[1], c: C, colors: colorOf, order: drawOrder });
   var state = map.state;
