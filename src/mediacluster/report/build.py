@@ -23,6 +23,7 @@ import numpy as np
 from ..data import nearest_to_centre
 from ..errors import RunDirError
 from ..fileio import atomic_path, read_json, write_json
+from ..ingest.stream import NpyVectors
 from ..naming import load_names
 from ..naming.overrides import _read_overrides, automatic_names
 from ..rundir import RunDir
@@ -119,11 +120,12 @@ def map_2d(run: RunDir, vectors: np.ndarray, method: str = "umap", random_state:
         from sklearn.decomposition import PCA
 
         rng = np.random.default_rng(random_state)
-        rows = np.sort(rng.choice(len(vectors), MAP_FULL_MAX, replace=False))
-        pca = PCA(n_components=2, random_state=random_state).fit(np.asarray(vectors[rows], np.float32))
-        xy = np.empty((len(vectors), 2), np.float32)
-        for s in range(0, len(vectors), 65_536):
-            xy[s:s + 65_536] = pca.transform(np.asarray(vectors[s:s + 65_536], np.float32))
+        src = NpyVectors(run.embeddings_path)  # plain reads, not the memory map (see build_report)
+        rows = np.sort(rng.choice(src.n, MAP_FULL_MAX, replace=False))
+        pca = PCA(n_components=2, random_state=random_state).fit(src.take(rows))
+        xy = np.empty((src.n, 2), np.float32)
+        for s, X in src.batches():
+            xy[s:s + len(X)] = pca.transform(X)
         method = "pca"
     else:
         xy, method = layout_2d(vectors, method, random_state)
@@ -263,7 +265,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
 
     audio = info.get("encoder", {}).get("media") == "audio"
     t = time.perf_counter()
-    X = vectors  # memory-mapped; each cluster's rows are read and normalised on their own
+    rows = NpyVectors(run.embeddings_path)  # each cluster's rows are read and normalised on their own
     names = load_names(run)
     hand = _read_overrides(run)
     auto = automatic_names(run)
@@ -277,7 +279,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         idx = np.flatnonzero(labels == c)
         # a large cluster's typical members are found among a random sample of its members
         cand = np.sort(rng_c.choice(idx, CENTRE_SAMPLE, replace=False)) if len(idx) > CENTRE_SAMPLE else idx
-        reps = nearest_to_centre(X, cand, n_representatives)
+        # rows read with plain reads: through the memory map, the kernel's fault-around would
+        # map ~64 KB around every scattered row into this process (4.8 GB at 1M x 1280)
+        reps = cand[nearest_to_centre(rows.take(cand), np.arange(len(cand)), n_representatives)]
         border = idx[np.argsort(probs[idx], kind="stable")[:n_borderline]]
         border = np.array([i for i in border if i not in set(reps.tolist())], dtype=np.int64)
         m = meta_by_id.get(c, {})
