@@ -61,8 +61,8 @@ def prepare() -> Path:
     from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
     from mediacluster.pipeline import Pipeline
-    from mediacluster.rundir import RunDir
     from mediacluster.report.build import map_2d
+    from mediacluster.rundir import RunDir
     from mediacluster.workflow import publish_run
 
     if RunDir.is_run(RUN):

@@ -176,3 +176,57 @@ def test_report_cli(report_run, tmp_path, capsys):
     # the template never overwrites the person's names.yaml
     assert "my hand-given name" in (report_run["run"] / "names.yaml").read_text()
     assert main(["report", str(tmp_path / "not-a-run")]) == 2
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
+    """A run of more than INLINE_MAX items: names in chunk files loaded when hovered, the map
+    rasterised by density (one ImageData per frame), discs again once zoomed in."""
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report.build import INLINE_MAX, build_report
+    from mediacluster.workflow import cluster_folder
+
+    rng = np.random.default_rng(0)
+    n = INLINE_MAX + 10_000
+    C = rng.normal(size=(12, 8)) * 4
+    X = (C[rng.integers(0, 12, n)] + rng.normal(size=(n, 8))).astype(np.float32)
+    np.save(tmp_path / "v.npy", X)
+    pipe = Pipeline(random_state=0).with_params({"reducer": "pca", "reducer__n_components": 4,
+                                                 "clusterer": "kmeans", "clusterer__n_clusters": 12})
+    res = cluster_folder(tmp_path / "v.npy", tmp_path / "run", pipeline=pipe, fit_sample=1500, progress=False,
+                         name=False)
+    html = build_report(res.out, progress=False)
+    assert (html.parent / "paths" / "0000.js").exists()
+    assert html.stat().st_size < 60 * n  # x, y, label per item (base64) and little else
+    drv = _chrome()
+    try:
+        drv.get(html.resolve().as_uri())
+        deadline = time.time() + 60
+        while not drv.execute_script("return window.mcReport && window.mcReport.firstPaintMs") and time.time() < deadline:
+            time.sleep(0.05)
+        st = drv.execute_script("return [window.mcReport.mode, window.mcReport.drawn, window.mcReport.firstPaintMs]")
+        assert st[0] == "density" and st[1] == n
+        assert st[2] < 10_000  # ms; a million items paint in ~0.5-1.5 s (benchmarks/RESULTS.md "Scale")
+        ink, _ = drv.execute_script(PIXELS_JS)
+        assert ink > 2000, "the map canvas is blank"
+        i = n - 5  # an item of the last chunk: its name is loaded when it is first hovered
+        name = drv.execute_script(f"""
+            var m = window.mcReport, c = document.getElementById('map'), r = c.getBoundingClientRect();
+            var p = m.screenOf({i});
+            c.dispatchEvent(new PointerEvent('pointermove', {{clientX: r.left + p[0], clientY: r.top + p[1], bubbles: true}}));
+            return document.getElementById('tiptext').textContent;""")
+        assert name.startswith("#")  # shown at once, named when the chunk arrives
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            text = drv.execute_script("return document.getElementById('tiptext').textContent")
+            if not text.startswith("#"):
+                break
+            time.sleep(0.1)
+        assert text.split()[0].isdigit() and not text.startswith("#"), text
+        mode = drv.execute_script("""var m = window.mcReport, c = document.getElementById('map').getBoundingClientRect();
+            for (var k = 0; k < 14; k++) m.zoom(1.8, c.width / 2, c.height / 2); return m.mode;""")
+        assert mode == "discs"
+        assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+    finally:
+        drv.quit()

@@ -21,7 +21,9 @@ UMAP object nor the HDBSCAN tree, so a saved model is plain arrays (see ``mediac
 
 1. project the vector (L2-normalised when the reducer's metric is cosine) onto the top
    ``reference_dims`` principal axes of the training vectors;
-2. find its ``predict_neighbors`` nearest reference items (exact, faiss ``IndexFlatL2``);
+2. find its ``predict_neighbors`` nearest reference items (exact, faiss ``IndexFlatL2``; a batch
+   of ``HNSW_MIN_QUERIES`` or more against over ``EXACT_SEARCH_MAX`` reference items searches a
+   faiss HNSW graph, built on first use the same way in every process);
 3. reduce: its reduced coordinates are the 1/d-weighted mean of the neighbours' coordinates
    (the same initialisation umap-learn's ``transform`` starts from);
 4. outlier check: the fitted outlier stage's ``predict`` on those coordinates (-> ``-2``);
@@ -57,6 +59,17 @@ STAGES = ("reducer", "outliers", "clusterer")
 # this quantile of the training items' own (leave-self-out) distances is also an outlier.
 NOVELTY_QUANTILE = 0.99
 SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thread
+# Batches of at least HNSW_MIN_QUERIES items against more than EXACT_SEARCH_MAX reference items
+# search a faiss HNSW graph instead of every reference vector. Measured on CIFAR-10 (40,000
+# references, 128-d, benchmarks/RESULTS.md "Scale"): exact search costs ~0.3 ms of CPU per query,
+# so at the default sample size it is ~5 CPU minutes per million items, not the run's main cost;
+# HNSW at efSearch 160 saves a quarter of that and moves 0.3-0.6% of the items to another
+# cluster (efSearch 48: 3x cheaper, 2-4% moved). So the graph is used only where exact search grows
+# large (a sample of over 100,000 items); one new item or a small upload is searched exactly.
+EXACT_SEARCH_MAX = 100_000
+HNSW_MIN_QUERIES = 1_000
+HNSW_M = 16
+HNSW_EF_SEARCH = 160
 MODEL_ARRAYS = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
                 "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_")
 PIPELINE_PARAMS = {
@@ -402,28 +415,55 @@ class Pipeline(BaseEstimator):
     def _build_index(self):
         import faiss  # heavy: loaded when a predictor is built or a model loaded
 
-        self._faiss_ = faiss.IndexFlatL2(self.ref_vectors_.shape[1])
-        self._faiss_.add(np.ascontiguousarray(self.ref_vectors_, dtype=np.float32))
+        R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
+        self._faiss_ = faiss.IndexFlatL2(R.shape[1])
+        self._faiss_.add(R)
+        self._hnsw_ = None
+
+    def _graph(self):
+        """The HNSW graph over the reference vectors, built on first use (seconds for 40k
+        references, so a model that answers one item at a time never pays for it). Built on one
+        thread: the same graph, and so the same answers, in every process that loads the model."""
+        if self._hnsw_ is None:
+            import faiss
+
+            R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
+            index = faiss.IndexHNSWFlat(R.shape[1], HNSW_M)
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                index.add(R)
+            finally:
+                faiss.omp_set_num_threads(before)
+            index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * int(self.predict_neighbors))
+            self._hnsw_ = index
+        return self._hnsw_
 
     def _neighbours(self, Q: np.ndarray, k: int):
         import faiss
 
+        index = self._faiss_
+        if len(self.ref_vectors_) > EXACT_SEARCH_MAX and len(Q) >= HNSW_MIN_QUERIES:
+            index = self._graph()
         # faiss parallelises over queries with OpenMP; for a few queries the threads only add
         # barrier waits (measured at load ~20: one query 77 ms with 2 threads, 1.4 ms with 1).
         if len(Q) < SMALL_QUERY:
             before = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(1)
             try:
-                dist2, idx = self._faiss_.search(Q, k)
+                dist2, idx = index.search(Q, k)
             finally:
                 faiss.omp_set_num_threads(before)
         else:
-            dist2, idx = self._faiss_.search(Q, k)
+            dist2, idx = index.search(Q, k)
         return np.sqrt(np.maximum(dist2, 0.0)), idx
 
     def predict_details(self, X) -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
-        ``confidence`` (nearest cluster even for noise/outliers), ``embedding`` (reduced coords)."""
+        ``confidence`` (nearest cluster even for noise/outliers), ``embedding`` (reduced coords),
+        ``novel``, and the voting neighbours: ``neighbors`` (rows of the fitted items) with their
+        normalised 1/d ``weights`` (anything defined per fitted item, such as a 2-D map position,
+        carries over to new items as ``(weights[..., None] * values[neighbors]).sum(1)``)."""
         check_is_fitted(self, "ref_vectors_")
         Q = self._space(X)
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
@@ -446,7 +486,7 @@ class Pipeline(BaseEstimator):
             cluster, conf = labels.copy(), proba.copy()
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status_of(labels),
                 "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
-                "novel": novel}
+                "novel": novel, "neighbors": ri[idx], "weights": w.astype(np.float32)}
 
     def predict(self, X) -> np.ndarray:
         """Labels (-2 outlier / -1 noise / >= 0 cluster) for new vectors, without refitting."""

@@ -7,7 +7,7 @@ A run folder (``mediacluster cluster ... --out DIR``) holds, at schema version 1
     embeddings.npy       (n, d) float32 vectors
     extra_<name>.npy     per-item encoder outputs (imagenet_probs as float16)
     assignments.parquet  id, path, cluster, status, probability, assigned_cluster, confidence,
-    assignments.csv        level columns, curated_cluster, duplicate_group, ... (same rows)
+    assignments.csv        level columns, curated_cluster, duplicate_group, ..., escaped (same rows)
     clusters.json        per cluster: size, share, examples, top classes, names
     hierarchy.npz        the cluster tree when the clusterer has levels
     duplicates.parquet   duplicate groups (with --dedup)
@@ -28,6 +28,13 @@ folder is always one whole run: a kill at any instant leaves the old run or the 
 nothing derived from an old run (names, map, model, report) can be paired with new
 assignments. A previous run that holds a person's work (``names.yaml``, ``edits.sqlite``) is
 kept beside it as ``DIR.replaced-<run_id>`` instead of being deleted.
+
+**Large runs.** Tables and vectors of a large run are written batch by batch
+(:meth:`RunBuilder.assignments_writer`, :meth:`RunBuilder.items_writer`,
+:meth:`RunBuilder.embeddings_writer`, :meth:`RunBuilder.copy_embeddings`), never as one array.
+Work that must survive a failed build (the shards of a distributed job, see
+``mediacluster.executors``) goes to ``.DIR.work/`` beside the folder (:meth:`RunBuilder.shards`),
+which is removed once the run is published.
 
 **Locking.** Writers hold an exclusive ``fcntl`` lock on the sibling file ``.DIR.lock`` (it
 outlives the swaps); a second writer fails at once with a message naming the holder.
@@ -63,6 +70,7 @@ from .errors import OutputError, RunDirError, RunLockedError
 from .fileio import (
     ESCAPED,
     atomic_path,
+    escape_table,
     needs_escape,
     output_error,
     path_from_text,
@@ -96,6 +104,7 @@ EDITS = "edits.sqlite"
 CURATED = "curated.json"
 EXPORTS = "exports"
 EXTRA_PREFIX = "extra_"
+SHARD_PATTERN = "shard-{:09d}.parquet"  # inside .DIR.work/<job>/
 # files a person made: a run holding them is kept aside, not deleted, when replaced
 PERSONAL = (NAMES_YAML, "names.yml", EDITS)
 
@@ -259,6 +268,11 @@ class _Files:
     def read_items(self):
         return read_table(self._need(ITEMS))
 
+    @property
+    def embeddings_path(self) -> Path:
+        """Where the (n, d) float32 vectors are (for readers that stream them by rows)."""
+        return self.file(EMBEDDINGS)
+
     def read_embeddings(self, mmap: bool = False) -> Embeddings:
         """The run's vectors with ids, paths, labels and extras (no re-embedding)."""
         vectors = np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
@@ -299,6 +313,8 @@ class _Files:
         missing = {"id", "cluster", "status"} - set(df.columns)
         if missing:
             raise RunDirError(f"assignments need columns {sorted(missing)}")
+        if ESCAPED not in df:  # always: one schema with the batch writer (TableWriter)
+            df = df.assign(**{ESCAPED: False})
         write_table(self.file(ASSIGNMENTS), df)
         write_table(self.file(ASSIGNMENTS_CSV), df)
 
@@ -412,6 +428,166 @@ class _Files:
             raise RunDirError(f"{self.path} has no {name}; is it a run folder written by "
                               "`mediacluster cluster`?")
         return p
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+class TableWriter:
+    """A Parquet table (and optionally the same rows as CSV) written batch by batch.
+
+    The first batch fixes the schema (columns that are all empty in it become text); ``id`` and
+    ``path`` are written in their text form (:func:`texts`) and every row gets ``escaped``.
+    Files appear under their final names only when :meth:`close` succeeds."""
+
+    def __init__(self, path: Path, csv_path: Path | None = None, required=("id",)):
+        self.path, self.csv_path, self.required = Path(path), csv_path, tuple(required)
+        self.schema = None
+        self.rows = 0
+        self._writer = None
+        self._ctx: list = []
+        self._tmp: dict[str, str] = {}
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(ok=exc_type is None)
+        return False
+
+    def _open(self, key: str, path: Path) -> str:
+        ctx = atomic_path(path)
+        self._tmp[key] = ctx.__enter__()
+        self._ctx.append(ctx)
+        return self._tmp[key]
+
+    def write(self, df) -> None:
+        """Append the rows of a pandas DataFrame (the same columns every time)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.schema is None:
+            missing = set(self.required) - set(df.columns)
+            if missing:
+                raise RunDirError(f"{self.path.name} needs columns {sorted(missing)}")
+        df = escape_table(df)  # the one rule of fileio: rows with non-UTF-8 text, escaped
+        if ESCAPED not in df:
+            df = df.assign(**{ESCAPED: False})
+        else:
+            df = df.assign(**{ESCAPED: df[ESCAPED].fillna(False).astype(bool)})
+        if self.schema is None:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            fields = [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
+            self.schema = pa.schema(fields)
+            table = table.cast(self.schema)
+            self._writer = pq.ParquetWriter(self._open("parquet", self.path), self.schema)
+            if self.csv_path is not None:
+                self._open("csv", self.csv_path)
+        else:
+            if list(df.columns) != self.schema.names:
+                raise RunDirError(f"{self.path.name}: batch columns {list(df.columns)} differ from "
+                                  f"the first batch's {self.schema.names}")
+            table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
+        self._writer.write_table(table)
+        if self.csv_path is not None:  # pandas' CSV format, as the one-shot writer gives it
+            df.to_csv(self._tmp["csv"], index=False, header=self.rows == 0, mode="a")
+        self.rows += len(df)
+
+    def close(self, ok: bool = True) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        err = None if ok else RuntimeError("aborted")
+        while self._ctx:
+            ctx = self._ctx.pop()
+            if ok:
+                ctx.__exit__(None, None, None)
+            else:
+                try:
+                    ctx.__exit__(RuntimeError, err, None)
+                except RuntimeError:
+                    pass
+
+
+class EmbeddingsWriter:
+    """``embeddings.npy`` of a known shape, filled by row ranges with plain writes (no memory
+    map: written pages of a map would count in the writer's resident memory)."""
+
+    def __init__(self, path: Path, n: int, dim: int):
+        self.path, self.n, self.dim = Path(path), int(n), int(dim)
+        self.written = 0
+        mm = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=(self.n, self.dim))
+        self.offset = int(mm.offset)
+        del mm
+        self._fd = os.open(self.path, os.O_WRONLY)
+
+    def __enter__(self) -> EmbeddingsWriter:
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.dim or start < 0 or start + len(rows) > self.n:
+            raise RunDirError(f"embeddings rows {start}:{start + len(rows)} of shape {rows.shape} do "
+                              f"not fit ({self.n}, {self.dim})")
+        data = memoryview(rows.reshape(-1).view(np.uint8))
+        pos, done = self.offset + start * self.dim * 4, 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], pos + done)
+        self.written += len(rows)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+
+class ShardSet:
+    """Parquet shards of one job, each written atomically under its number (``shard-N``):
+    a shard is there whole or not at all, so a re-run reads what is done and redoes the rest."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: int) -> Path:
+        return self.folder / SHARD_PATTERN.format(int(key))
+
+    def keys(self) -> list[int]:
+        out = []
+        for p in self.folder.glob("shard-*.parquet"):
+            try:
+                out.append(int(p.stem.split("-", 1)[1]))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def write(self, key: int, table) -> None:
+        import pyarrow.parquet as pq
+
+        with atomic_path(self.path(key)) as tmp:
+            pq.write_table(table, tmp)
+
+    def read(self, key: int, columns: list[str] | None = None):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path(key), columns=columns)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def work_path(path: str | os.PathLike) -> Path:
+    """``.DIR.work``: work of a run being built that outlives a failed build (shards)."""
+    path = Path(os.path.abspath(path))
+    return path.parent / f".{path.name}.work"
 
 
 class RunDir(_Files):
@@ -531,6 +707,34 @@ class RunBuilder(_Files):
             self._lock.__exit__(None, None, None)
         return False
 
+    # -- large runs: written batch by batch ---------------------------------------------------
+    def assignments_writer(self, csv: bool = True) -> TableWriter:
+        """Write ``assignments.parquet`` (and ``.csv`` unless ``csv=False``) batch by batch."""
+        return TableWriter(self.file(ASSIGNMENTS), self.file(ASSIGNMENTS_CSV) if csv else None,
+                           required=("id", "cluster", "status"))
+
+    def items_writer(self) -> TableWriter:
+        """Write ``items.parquet`` batch by batch (DataFrames with ``id``, ``path``, ``label``)."""
+        return TableWriter(self.file(ITEMS), None, required=("id", "path", "label"))
+
+    def embeddings_writer(self, n: int, dim: int) -> EmbeddingsWriter:
+        return EmbeddingsWriter(self.file(EMBEDDINGS), n, dim)
+
+    def copy_embeddings(self, npy_path: str | os.PathLike) -> None:
+        """``embeddings.npy`` as a copy of a float32 ``.npy`` file (the kernel copies the bytes;
+        nothing passes through this process's memory)."""
+        with atomic_path(self.file(EMBEDDINGS)) as tmp:
+            shutil.copyfile(npy_path, tmp)
+
+    def write_extra(self, name: str, values: np.ndarray) -> None:
+        write_npy(self.file(f"{EXTRA_PREFIX}{name}.npy"),
+                  values.astype(np.float16) if name.endswith("probs") else values)
+
+    def shards(self, job: str) -> ShardSet:
+        """Shards of a job (``job``: a name that changes whenever the shards' content would),
+        kept in ``.DIR.work/`` until this run is published."""
+        return ShardSet(work_path(self.target) / job)
+
     def base_info(self) -> dict:
         from ._version import versions
 
@@ -564,6 +768,7 @@ class RunBuilder(_Files):
             raise output_error(e, t) from e
         if self.path.exists():  # the previous run, now at the temporary name
             self._retire(self.path)
+        shutil.rmtree(work_path(t), ignore_errors=True)
         return RunDir(t)
 
     def _retire(self, old: Path) -> None:

@@ -16,14 +16,23 @@ import numpy as np
 
 from .config import describe
 from .data import Collection, Embeddings, nearest_to_centre, status_of
-from .embed import embed_collection
 from .encoders import DEFAULT_ENCODERS, get_encoder
 from .errors import InputError
+from .executors import LocalExecutor, get_executor
 from .fileio import text_series
 from .ingest import collect
+from .ingest.stream import (
+    BATCH_ROWS,
+    ArrayVectors,
+    NpyVectors,
+    VectorSource,
+    open_vectors,
+    streamable,
+)
 from .naming.names import merge_names, name_clusters
 from .pipeline import Pipeline
 from .rundir import RunDir
+from .scale import StageMeter, Tally, fit_sample_size, sample_rows
 
 
 @dataclass
@@ -85,26 +94,36 @@ def _imagenet_names() -> list[str]:
 def assignments_table(emb: Embeddings, pipe, names: dict[int, str] | None = None):
     """The per-item table of a fitted pipeline: id, path, cluster, status, probability,
     assigned_cluster, confidence (+ name, assigned_name, label)."""
+    return assignment_frame(emb.ids, emb.paths, emb.labels, {
+        "labels": pipe.labels_, "probabilities": pipe.probabilities_,
+        "cluster": getattr(pipe, "cluster_", None), "confidence": getattr(pipe, "confidence_", None)},
+        names)
+
+
+def assignment_frame(ids, paths, labels, out: dict, names: dict[int, str] | None = None):
+    """Assignment rows from a pipeline's answer ``out`` (``labels``, ``probabilities``, and
+    ``cluster`` / ``confidence`` when noise was assigned) for items ``ids`` (+ paths, true labels):
+    the one layout of ``assignments.parquet``, whether written at once or batch by batch."""
     import pandas as pd
 
-    labels = pipe.labels_
+    lab = np.asarray(out["labels"])
     df = pd.DataFrame({  # object columns: file names may hold undecodable bytes (see fileio)
-        "id": text_series(emb.ids),
-        "path": text_series(emb.paths if emb.paths is not None else [None] * len(emb.ids)),
-        "cluster": labels.astype(np.int64),
-        "status": status_of(labels),
-        "probability": np.round(pipe.probabilities_.astype(np.float64), 6),
+        "id": text_series(ids),
+        "path": text_series(paths if paths is not None else [None] * len(lab)),
+        "cluster": lab.astype(np.int64),
+        "status": status_of(lab),
+        "probability": np.round(np.asarray(out["probabilities"], dtype=np.float64), 6),
     })
-    for col, attr in (("assigned_cluster", "cluster_"), ("confidence", "confidence_")):
-        val = getattr(pipe, attr, None)
+    for col, key in (("assigned_cluster", "cluster"), ("confidence", "confidence")):
+        val = out.get(key)
         if val is not None:
             df[col] = val
     if names:
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
         if "assigned_cluster" in df:
             df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
-    if emb.labels is not None:
-        df["label"] = text_series(emb.labels)
+    if labels is not None:
+        df["label"] = text_series(labels)
     return df
 
 
@@ -186,41 +205,233 @@ def cluster_folder(
     params: dict | None = None,
     save_model: bool = False,
     name: bool = True,
+    fit_sample="auto",
+    executor: str = "local",
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
+    batch_rows: int = BATCH_ROWS,
+    csv: bool = True,
 ) -> RunResult:
-    """The ``mediacluster cluster`` job as a function; returns what it published."""
+    """The ``mediacluster cluster`` job as a function; returns what it published.
+
+    ``fit_sample``: fit on every item (``"all"``), on a random sample of that many items, or
+    ``"auto"`` (everything up to ``scale.AUTO_FULL_FIT_MAX`` items, a sample of
+    ``scale.AUTO_SAMPLE`` above); items outside the sample are assigned by the fitted pipeline
+    batch by batch (:func:`write_streamed_run`). A ``.npy`` or Parquet vector input is then read
+    from disk batch by batch, never whole. ``executor``: ``"local"`` or ``"ray"`` (embedding and
+    assignment on a Ray cluster at ``ray_address``, or a local one when None)."""
     pipe = pipeline if pipeline is not None else Pipeline(random_state=seed)
     pipe.check_params()  # before any work: a bad parameter costs nothing
+    fit_sample_size(fit_sample, 10**9)  # checks the value
     timings: dict[str, float] = {}
-    with RunDir.create(out, command="cluster") as run:
-        t = time.perf_counter()
-        coll = collect(source, media=media, labels_from_folders=labels_from_folders)
-        timings["ingest"] = time.perf_counter() - t
-        if len(coll) == 0:
-            kind = coll.media if media == "auto" else media
-            raise InputError(f"no usable {kind} files found in {source}"
-                             + (f" ({len(coll.skipped)} skipped)" if coll.skipped else ""))
-        enc = resolve_encoder(encoder, coll, source)
-        t = time.perf_counter()
-        emb = embed_collection(coll, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
-                               workers=workers, progress=progress)
-        timings["embed"] = time.perf_counter() - t
-        if len(emb) < 3:
-            raise InputError(f"only {len(emb)} items could be embedded; at least 3 are needed to cluster"
-                             + (f" ({len(emb.skipped)} skipped, see the list)" if emb.skipped else ""))
-        t = time.perf_counter()
-        pipe.fit(emb.vectors)
-        timings["cluster_total"] = time.perf_counter() - t
-        for k, v in getattr(pipe, "timings_", {}).items():
-            timings[f"pipeline.{k}"] = v
-        model = write_run(run, emb, pipe, enc=enc, encoder_spec=encoder if isinstance(encoder, str) else None,
-                          media=coll.media, name=name, save_model=save_model, timings=timings,
-                          info={"source": str(source), "seed": seed, "params": params or {}})
-        model_rel = Path(model).relative_to(run.path) if model else None
+    info = {"source": str(source), "seed": seed, "params": params or {}}
+    exe = get_executor(executor, address=ray_address, workers=ray_workers)
+    try:
+        with RunDir.create(out, command="cluster") as run:
+            model = None
+            vsrc = open_vectors(source) if streamable(source) else None
+            if vsrc is not None and (exe.name != "local" or fit_sample_size(fit_sample, vsrc.n) < vsrc.n):
+                model = write_streamed_run(
+                    run, vsrc, pipe, fit_sample=fit_sample, seed=seed, executor=exe, batch_rows=batch_rows,
+                    csv=csv, name=name, save_model=save_model, timings=timings, info=info, progress=progress)
+                emb = None
+            else:
+                t = time.perf_counter()
+                if vsrc is not None:  # vectors fitted whole: read whole
+                    coll = Collection(ids=vsrc.ids(), labels=vsrc.labels(), vectors=vsrc.read(0, vsrc.n),
+                                      media="vector", source=str(source))
+                else:
+                    coll = collect(source, media=media, labels_from_folders=labels_from_folders)
+                timings["ingest"] = time.perf_counter() - t
+                if len(coll) == 0:
+                    kind = coll.media if media == "auto" else media
+                    raise InputError(f"no usable {kind} files found in {source}"
+                                     + (f" ({len(coll.skipped)} skipped)" if coll.skipped else ""))
+                enc = resolve_encoder(encoder, coll, source)
+                t = time.perf_counter()
+                emb = exe.embed(coll, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
+                                workers=workers, progress=progress, shards=run.shards,
+                                encoder_spec=encoder if isinstance(encoder, str) else None)
+                timings["embed"] = time.perf_counter() - t
+                if len(emb) < 3:
+                    raise InputError(f"only {len(emb)} items could be embedded; at least 3 are needed to cluster"
+                                     + (f" ({len(emb.skipped)} skipped, see the list)" if emb.skipped else ""))
+                spec = encoder if isinstance(encoder, str) else None
+                if exe.name == "local" and fit_sample_size(fit_sample, len(emb)) >= len(emb):
+                    t = time.perf_counter()
+                    pipe.fit(emb.vectors)
+                    timings["cluster_total"] = time.perf_counter() - t
+                    for k, v in getattr(pipe, "timings_", {}).items():
+                        timings[f"pipeline.{k}"] = v
+                    model = write_run(run, emb, pipe, enc=enc, encoder_spec=spec, media=coll.media, name=name,
+                                      save_model=save_model, timings=timings, info=info)
+                else:
+                    src = ArrayVectors(emb.vectors, ids=emb.ids, labels=emb.labels, paths=emb.paths,
+                                       path=str(source))
+                    model = write_streamed_run(
+                        run, src, pipe, fit_sample=fit_sample, seed=seed, executor=exe,
+                        batch_rows=batch_rows, csv=csv, name=name, save_model=save_model, timings=timings,
+                        info=info, progress=progress, extras=emb.extras, enc=enc, encoder_spec=spec,
+                        media=coll.media, skipped=emb.skipped, encoder_id=emb.encoder_version or emb.encoder)
+            model_rel = Path(model).relative_to(run.path) if model else None
+    finally:
+        exe.close()
     published = run.published
     info = published.info
+    if emb is None:  # a streamed vector file: the vectors stay on disk
+        emb = published.read_embeddings(mmap=True)
     return RunResult(out=published.path, embeddings=emb, pipeline=pipe, run=published,
                      timings=info["timings_s"], summary=info["summary"],
                      model=str(published.path / model_rel) if model_rel else None)
+
+
+def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample="auto", seed: int = 0,
+                       executor=None, batch_rows: int = BATCH_ROWS, csv: bool = True, name: bool = True,
+                       save_model: bool = False, make_map: bool = True, timings: dict | None = None,
+                       info: dict | None = None, progress: bool = True, extras: dict | None = None,
+                       enc=None, encoder_spec: str | None = None, media: str = "image",
+                       skipped=(), encoder_id: str | None = None) -> str | None:
+    """Write a run for ``source`` (rows on disk or in memory) fitted on a sample of it, with every
+    other item assigned batch by batch (see ``mediacluster.scale``). Nothing of size n x dim is
+    ever in memory: the vectors go into the run folder first (a kernel copy for a float32
+    ``.npy``), then the sample is read back, fitted, and every row is streamed through the
+    executor's ``assign``; items, assignments and the 2-D map are written as the batches come.
+    Returns the saved model's path inside the builder (with ``save_model``)."""
+    exe = executor or LocalExecutor()
+    timings = dict(timings or {})
+    meter = StageMeter(timings)
+    n = source.n
+    if n < 3:
+        raise InputError(f"{source.path}: {n} vectors; at least 3 are needed to cluster")
+    with meter.stage("vectors"):
+        _store_vectors(run, source, extras, batch_rows)
+    stored = NpyVectors(run.embeddings_path)
+
+    with meter.stage("sample"):
+        size = fit_sample_size(fit_sample, n)
+        rows = sample_rows(n, size, seed)
+        Xs = stored.take(rows)
+    with meter.stage("fit"):
+        pipe.fit(Xs)
+    for k, v in getattr(pipe, "timings_", {}).items():
+        timings[f"pipeline.{k}"] = v
+
+    with meter.stage("name"):
+        ids = source.ids()
+        paths = source.paths()
+        labels = source.labels()
+        sample_extras = {k: v[rows] for k, v in (extras or {}).items()}
+        named = []
+        if name:
+            named = name_clusters(Xs, pipe.labels_, imagenet_probs=sample_extras.get("imagenet_probs"),
+                                  encoder=enc if getattr(enc, "has_text", False) else None)
+        names = {e["cluster"]: e["name"] for e in named}
+
+    ref_xy = None
+    if make_map:
+        from .report.build import layout_2d  # UMAP of the fitted items: the map's skeleton
+
+        with meter.stage("map_sample"):
+            # the report's own layout (UMAP, cosine) of the fitted items. Laying out the
+            # pipeline's reduced space instead was slower (57 vs 30 CPU s for 25,000 items: its
+            # tight clumps defeat UMAP's spectral initialisation)
+            ref_xy, map_method = layout_2d(Xs, "umap", seed)
+            map_method = f"{map_method} of the fitted items; the others placed by their neighbours"
+
+    tally = Tally()
+    xy = np.zeros((n, 2), np.float32) if make_map else None
+    seen = 0
+    with meter.stage("assign"), run.items_writer() as iw, run.assignments_writer(csv=csv) as aw:
+        for start, out in exe.assign(str(run.embeddings_path), n, pipe, rows, ref_xy=ref_xy,
+                                     batch_rows=batch_rows, progress=progress, shards=run.shards):
+            stop = start + len(out["labels"])
+            if start != seen:
+                raise RuntimeError(f"internal: assignment batch starts at row {start}, expected {seen}")
+            seen = stop
+            sl = slice(start, stop)
+            bid, bpath = ids[sl], (paths[sl] if paths is not None else [None] * (stop - start))
+            blab = labels[sl] if labels is not None else [None] * (stop - start)
+            iw.write(_items_frame(bid, bpath, blab))
+            aw.write(assignment_frame(bid, paths[sl] if paths is not None else None,
+                                      labels[sl] if labels is not None else None, out, names))
+            tally.add(out, {k: v[sl] for k, v in (extras or {}).items() if k == "imagenet_probs"})
+            if xy is not None:
+                xy[sl] = out["xy"]
+    if seen != n:
+        raise RuntimeError(f"internal: {seen} of {n} rows were assigned")
+
+    with meter.stage("write"):
+        shown = paths if paths is not None else ids
+        clusters = streamed_cluster_summaries(Xs, pipe.labels_, rows, shown, tally)
+        if named:
+            clusters = merge_names(clusters, named)
+        run.write_clusters(clusters)
+        if named:
+            run.write_names(named, method=named[0]["method"])
+        if xy is not None:
+            run.write_map(xy, {"method": map_method, "fit_sample": int(size),
+                               "seconds": round(timings.get("map_sample", 0.0), 2)})
+        encoder_name = encoder_spec or (enc.name if enc is not None else "precomputed")
+        model = None
+        if save_model:
+            model = pipe.publish(run.file("models"), run_id=run.run_id, source=run.command,
+                                 metadata={"encoder": encoder_name if enc is not None else None,
+                                           "names": {str(k): v for k, v in names.items()}})
+    summary = {**tally.summary_counts(), "skipped": len(skipped),
+               "timings_s": {k: round(v, 3) for k, v in timings.items()}}
+    run.write_info({
+        "pipeline": describe(pipe),
+        "encoder": {"name": encoder_name, "media": media, "id": encoder_id or encoder_name},
+        "timings_s": timings,
+        "summary": summary,
+        "skipped": [s.to_dict() for s in skipped],
+        "fit_sample": {"size": int(size), "of": int(n), "seed": seed},
+        "peak_rss_mb": meter.peak_mb,
+        "executor": exe.info(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(info or {}),
+    })
+    return model
+
+
+def _store_vectors(run, source: VectorSource, extras: dict | None, batch_rows: int) -> None:
+    """The run's ``embeddings.npy`` (a kernel copy of a float32 ``.npy``; else batch by batch)."""
+    if source.npy_float32_file:
+        run.copy_embeddings(source.npy_float32_file)
+    else:
+        with run.embeddings_writer(source.n, source.dim) as w:
+            for start, X in source.batches(batch_rows):
+                w.write(start, X)
+    for k, v in (extras or {}).items():
+        run.write_extra(k, v)
+
+
+def _items_frame(ids, paths, labels):
+    import pandas as pd
+
+    return pd.DataFrame({"id": list(ids), "path": list(paths),
+                         "label": [None if v is None else str(v) for v in labels]})
+
+
+def streamed_cluster_summaries(Xs: np.ndarray, fit_labels: np.ndarray, rows: np.ndarray, shown: list,
+                               tally: Tally, n_examples: int = 9, n_classes: int = 5) -> list[dict]:
+    """:func:`cluster_summaries` for a run fitted on a sample: sizes and top classes over every
+    item (from ``tally``), example items among the fitted ones nearest their cluster's centre."""
+    names = _imagenet_names() if tally.mass.get("imagenet_probs") else None
+    out = []
+    for c in sorted(k for k in tally.labels if k >= 0):
+        size = tally.labels[c]
+        idx = np.flatnonzero(fit_labels == c)
+        near = nearest_to_centre(Xs, idx, n_examples) if len(idx) else idx
+        entry = {"cluster": int(c), "size": int(size), "share": float(size / tally.n),
+                 "examples": [shown[int(rows[i])] for i in near]}
+        if names is not None and c in tally.mass["imagenet_probs"]:
+            mass = tally.mass["imagenet_probs"][c]
+            top = np.argsort(mass)[::-1][:n_classes]
+            entry["top_classes"] = [{"class": names[j], "index": int(j), "share": float(mass[j] / size)}
+                                    for j in top]
+        out.append(entry)
+    return out
 
 
 def publish_tuned_run(out: str | Path, emb: Embeddings, pipe: Pipeline, tune_summary: dict,

@@ -35,6 +35,24 @@ def add_parser(sub):
     p.add_argument("--no-names", dest="names", action="store_false",
                    help="do not name the clusters (names come from WordNet or CLIP zero-shot)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("large collections (see mediacluster.scale and mediacluster.executors)")
+    g.add_argument("--fit-sample", type=fit_sample_arg, default="auto", metavar="N|auto|all",
+                   help="fit the pipeline on a random sample of N items and assign every other item "
+                        "with the fitted model, batch by batch; 'auto' (default) fits on everything up "
+                        "to 60,000 items and on a 40,000-item sample above (chosen by measurement, "
+                        "benchmarks/RESULTS.md 'Scale'); 'all' always fits on everything. A .npy or "
+                        "Parquet vector input is then streamed from disk, never loaded whole")
+    g.add_argument("--batch-rows", type=positive_int, default=65_536,
+                   help="rows per assignment batch (memory: about rows x dim x 4 bytes x 3)")
+    g.add_argument("--no-csv", dest="csv", action="store_false",
+                   help="write assignments.parquet only (the CSV copy of a million-row run is ~100 MB)")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where embedding and assignment run: this process (default) or a Ray cluster "
+                        "(needs the optional extra: pip install 'mediacluster[ray]')")
+    g.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one")
+    g.add_argument("--ray-workers", type=positive_int, default=None,
+                   help="Ray actors for embedding / assignment (default: one per CPU of the cluster)")
     add_pipeline_args(p)
     add_report_argument(p)
     return p
@@ -71,6 +89,21 @@ def positive_int(text: str) -> int:
     return v
 
 
+def fit_sample_arg(text: str):
+    """argparse type for --fit-sample: 'auto', 'all' or a count >= 3."""
+    if text in ("auto", "all"):
+        return text
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of items, 'auto' or 'all', got {text!r}") from None
+    if v < 3:
+        raise argparse.ArgumentTypeError(f"at least 3 items are needed to fit, got {v}")
+    return v
+
+
 def build_pipeline(args):
     """Pipeline from --config plus command-line overrides (flags win)."""
     cfg = load_config(args.config) if args.config else {}
@@ -98,7 +131,9 @@ def run(args) -> int:
         labels_from_folders=args.labels_from_folders, cache_dir=args.cache_dir,
         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
         params={k: v for k, v in vars(args).items() if not k.startswith("_")},
-        save_model=args.save_model, name=args.names,
+        save_model=args.save_model, name=args.names, fit_sample=args.fit_sample,
+        executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
+        batch_rows=args.batch_rows, csv=args.csv,
     )
     print_summary(res.summary, res.embeddings.skipped, res.out)
     if res.model:

@@ -23,6 +23,7 @@ import numpy as np
 from ..data import nearest_to_centre
 from ..errors import RunDirError
 from ..fileio import atomic_path, display_text, json_text, read_json, write_json
+from ..ingest.stream import NpyVectors
 from ..naming import load_names
 from ..naming.overrides import automatic_names, hand_names
 from ..rundir import RunDir
@@ -33,30 +34,101 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- data gathering
+#: above this many items the map is laid out on a sample (see :func:`map_2d`)
+MAP_FULL_MAX = 60_000
+#: up to this many items the page holds every item's name and thumbnail; above, names live in
+#: chunk files (``report/paths/NNNN.js``, loaded when the map first needs one) and only the
+#: items the page shows get thumbnails
+INLINE_MAX = 50_000
+PATHS_DIR = "paths"
+PATH_CHUNK = 65_536
+#: a cluster's typical members are chosen among at most this many of its members
+CENTRE_SAMPLE = 5_000
+
+
+def _coords(xy: np.ndarray, labels: np.ndarray, big: bool) -> dict:
+    """The map's arrays for the page. A large run's positions go as 16-bit steps of the map's
+    extent (1/65,535 of it: far finer than the points' spacing at a million) and its labels as
+    16-bit integers when they fit: half the page, so half the time to read and parse it."""
+    x, y = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
+    if not big or len(x) == 0:
+        return {"x": _b64(x.astype(np.float32)), "y": _b64(y.astype(np.float32)),
+                "c": _b64(labels.astype(np.int32))}
+    out = {}
+    for k, v in (("x", x), ("y", y)):
+        lo, hi = float(v.min()), float(v.max())
+        step = (hi - lo) / 65535 or 1.0
+        out[f"{k}q"] = _b64(np.round((v - lo) / step).astype(np.uint16))
+        out[f"{k}0"], out[f"{k}s"] = lo, step
+    if labels.min(initial=0) >= -32768 and labels.max(initial=0) <= 32767:
+        out["c16"] = _b64(labels.astype(np.int16))
+    else:
+        out["c"] = _b64(labels.astype(np.int32))
+    return out
+
+
+def _write_path_chunks(out_dir: Path, names: list) -> dict:
+    """Item names as ``paths/NNNN.js`` scripts (``mcPaths(k, [...])``): the page loads one when
+    the map first shows an item of it (script elements work from file://, fetch does not)."""
+    folder = out_dir / PATHS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k, s in enumerate(range(0, len(names), PATH_CHUNK)):
+        body = (json.dumps([str(x) for x in names[s:s + PATH_CHUNK]], separators=(",", ":"))
+                .replace("<", "\\u003c").replace(">", "\\u003e"))
+        name = f"{PATHS_DIR}/{k:04d}.js"
+        with atomic_path(out_dir / name) as tmp:
+            Path(tmp).write_text(f"mcPaths({k},{body});\n", encoding="utf-8")
+        files.append(name)
+    return {"size": PATH_CHUNK, "files": files}
+
+
+def layout_2d(vectors: np.ndarray, method: str = "umap", random_state: int = 0,
+              metric: str = "cosine") -> tuple[np.ndarray, str]:
+    """2-D coordinates of ``vectors`` (in memory): UMAP (``metric``, 30 neighbours, min_dist
+    0.1), or PCA when asked or when there are too few items for UMAP. Returns (xy, method used)."""
+    X = np.asarray(vectors, dtype=np.float32)
+    if method == "umap" and len(X) >= 10:
+        nn = int(min(30, max(2, len(X) - 1)))
+        xy = UMAPReducer(n_neighbors=nn, n_components=2, min_dist=0.1, metric=metric,
+                         random_state=random_state).fit_transform(X)
+        return np.asarray(xy, dtype=np.float32), "umap"
+    from sklearn.decomposition import PCA
+
+    Xc = X - X.mean(axis=0)
+    k = min(2, Xc.shape[0], Xc.shape[1])
+    xy = PCA(n_components=k, random_state=random_state).fit_transform(Xc) if k else np.zeros((len(X), 0))
+    if xy.shape[1] < 2:
+        xy = np.hstack([xy, np.zeros((len(X), 2 - xy.shape[1]))])
+    return np.asarray(xy, dtype=np.float32), "pca"
+
+
 def map_2d(run: RunDir, vectors: np.ndarray, method: str = "umap", random_state: int = 0,
            recompute: bool = False) -> np.ndarray:
     """2-D coordinates of every item, cached in the run folder (``map2d.npy``, stamped with the
-    run id; recomputed when the run, the number of items or the method changed)."""
+    run id; recomputed when the run, the number of items or the method changed).
+
+    A run clustered on a sample (``--fit-sample``) writes its map while it assigns the items
+    (UMAP of the fitted items, the others placed by the predictor's neighbours), and that map
+    is used whatever ``method`` says. Without one, more than :data:`MAP_FULL_MAX` items get a
+    PCA map (fitted on a sample, applied batch by batch): a UMAP of every item would take hours."""
     cached = None if recompute else run.read_map(len(vectors))
-    if cached is not None and cached[1].get("method") == method:
+    if cached is not None and (cached[1].get("method") == method or cached[1].get("fit_sample")):
         return cached[0]
     t = time.perf_counter()
-    X = np.asarray(vectors, dtype=np.float32)
-    if method == "umap" and len(X) >= 10:
-
-        nn = int(min(30, max(2, len(X) - 1)))
-        xy = UMAPReducer(n_neighbors=nn, n_components=2, min_dist=0.1, metric="cosine",
-                         random_state=random_state).fit_transform(X)
-    else:  # "pca", or too few items for UMAP
+    if len(vectors) > MAP_FULL_MAX:
         from sklearn.decomposition import PCA
 
-        Xc = X - X.mean(axis=0)
-        k = min(2, Xc.shape[0], Xc.shape[1])
-        xy = PCA(n_components=k, random_state=random_state).fit_transform(Xc) if k else np.zeros((len(X), 0))
-        if xy.shape[1] < 2:
-            xy = np.hstack([xy, np.zeros((len(X), 2 - xy.shape[1]))])
-        method = "pca" if method == "umap" else method
-    xy = np.asarray(xy, dtype=np.float32)
+        rng = np.random.default_rng(random_state)
+        src = NpyVectors(run.embeddings_path)  # plain reads, not the memory map (see build_report)
+        rows = np.sort(rng.choice(src.n, MAP_FULL_MAX, replace=False))
+        pca = PCA(n_components=2, random_state=random_state).fit(src.take(rows))
+        xy = np.empty((src.n, 2), np.float32)
+        for s, X in src.batches():
+            xy[s:s + len(X)] = pca.transform(X)
+        method = "pca"
+    else:
+        xy, method = layout_2d(vectors, method, random_state)
     run.write_map(xy, {"method": method, "seconds": round(time.perf_counter() - t, 2)})
     return xy
 
@@ -138,8 +210,8 @@ def _asset(name: str) -> str:
     return resources.files("mediacluster.report").joinpath("assets", name).read_text("utf-8")
 
 
-def _img(thumbs: list, i: int, paths: list, cls: str = "") -> str:
-    t = thumbs[i]
+def _img(thumbs: dict, i: int, paths: list, cls: str = "") -> str:
+    t = thumbs.get(i)
     title = html.escape(str(paths[i]) if paths[i] is not None else "")
     if t is None:
         return f'<span class="noimg {cls}" title="{title}" data-i="{i}">?</span>'
@@ -195,25 +267,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     xy = map_2d(run, vectors, method=map_method)
     timings["map2d"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    failures: dict[int, str] = {}
     audio = info.get("encoder", {}).get("media") == "audio"
-    if audio:  # spectrograms stand in for thumbnails (mediacluster.report.audio)
-        from .audio import make_spectrogram_thumbnails  # librosa: loaded for audio runs only
-
-        thumbs = make_spectrogram_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers,
-                                             progress=progress, failures=failures)
-    else:
-        thumbs = make_thumbnails(paths, out_dir / "thumbs", size=thumb_size, workers=workers, progress=progress,
-                                 failures=failures)
-    timings["thumbnails"] = time.perf_counter() - t
-    if failures:  # said, not swallowed: the page shows "?" for these
-        first = next(iter(failures))
-        log.warning("%d of %d items have no thumbnail in the report, e.g. %s: %s (all listed in %s)",
-                    len(failures), n, display_text(paths[first]), failures[first], out_dir / "report.json")
-
     t = time.perf_counter()
-    X = vectors  # memory-mapped; each cluster's rows are read and normalised on their own
+    rows = NpyVectors(run.embeddings_path)  # each cluster's rows are read and normalised on their own
     names = load_names(run)
     hand = hand_names(run)
     auto = automatic_names(run)
@@ -224,9 +280,15 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in run.read_automatic_names()}
     colors = cluster_colors(cluster_ids)
     clusters = []
+    big = n > INLINE_MAX
+    rng_c = np.random.default_rng(0)
     for c in cluster_ids:
         idx = np.flatnonzero(labels == c)
-        reps = nearest_to_centre(X, idx, n_representatives)
+        # a large cluster's typical members are found among a random sample of its members
+        cand = np.sort(rng_c.choice(idx, CENTRE_SAMPLE, replace=False)) if len(idx) > CENTRE_SAMPLE else idx
+        # rows read with plain reads: through the memory map, the kernel's fault-around would
+        # map ~64 KB around every scattered row into this process (4.8 GB at 1M x 1280)
+        reps = cand[nearest_to_centre(rows.take(cand), np.arange(len(cand)), n_representatives)]
         border = idx[np.argsort(probs[idx], kind="stable")[:n_borderline]]
         border = np.array([i for i in border if i not in set(reps.tolist())], dtype=np.int64)
         m = meta_by_id.get(c, {})
@@ -258,21 +320,48 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     out_show = np.sort(rng.choice(out_idx, min(gallery_size, len(out_idx)), replace=False)) if len(out_idx) else out_idx
     study_db = _study_of(run)
     study = read_study(study_db) if study_db is not None else None
+    t = time.perf_counter()
+    # every item's thumbnail for a run of up to INLINE_MAX items; above, only those the page shows
+    # (cards, galleries): the map's hover loads the original file when it is first pointed at
+    need = (range(n) if not big else
+            sorted({i for e in clusters for i in e["reps"] + e["border"]} | set(noise_show.tolist())
+                   | set(out_show.tolist())))
+    need = list(need)
+    failed: dict[int, str] = {}  # position in ``need`` -> reason
+    if audio:  # spectrograms stand in for thumbnails (mediacluster.report.audio)
+        from .audio import make_spectrogram_thumbnails  # librosa: loaded for audio runs only
+
+        made = make_spectrogram_thumbnails([paths[i] for i in need], out_dir / "thumbs", size=thumb_size,
+                                           workers=workers, progress=progress, failures=failed)
+    else:
+        made = make_thumbnails([paths[i] for i in need], out_dir / "thumbs", size=thumb_size, workers=workers,
+                               progress=progress, failures=failed)
+    thumbs = dict(zip(need, made))
+    failures = {need[j]: r for j, r in failed.items()}
+    timings["thumbnails"] = time.perf_counter() - t
+    if failures:  # said, not swallowed: the page shows "?" for these
+        first = next(iter(failures))
+        log.warning("%d of %d items have no thumbnail in the report, e.g. %s: %s (all listed in %s)",
+                    len(failures), len(need), display_text(paths[first]), failures[first], out_dir / "report.json")
 
     # thumbnails are referenced by index into a table of distinct names (compact at 100k items)
-    tnames = sorted({t for t in thumbs if t})
+    tnames = sorted({t for t in made if t})
     tpos = {t: i for i, t in enumerate(tnames)}
-    tidx = np.array([tpos[t] if t else -1 for t in thumbs], dtype=np.int32)
     data = {
-        "n": n,
-        "x": _b64(xy[:, 0].astype(np.float32)), "y": _b64(xy[:, 1].astype(np.float32)),
-        "c": _b64(labels.astype(np.int32)), "t": _b64(tidx), "thumbs": [t[:-len(".jpg")] for t in tnames],
-        "paths": [str(p) for p in shown_paths],
+        "n": n, **_coords(xy, labels, big), "thumbs": [t[:-len(".jpg")] for t in tnames],
         "clusters": [{k: e[k] for k in ("id", "name", "color", "size")} for e in clusters],
         "noise_color": NOISE_COLOR, "outlier_color": OUTLIER_COLOR,
+        "originals": bool(not audio and any(p is not None for p in paths[:1000])),
         "study": study,
     }
+    if big:
+        data["tmap"] = {str(i): tpos[t] for i, t in thumbs.items() if t}
+        data["path_chunks"] = _write_path_chunks(out_dir, shown_paths)
+    else:
+        data["t"] = _b64(np.array([tpos[thumbs[i]] if thumbs[i] else -1 for i in range(n)], dtype=np.int32))
+        data["paths"] = [str(p) for p in shown_paths]
     summary = info.get("summary", {})
+    t = time.perf_counter()
     page = _render(
         title=title or f"mediacluster report - {display_text(run_dir.name)}", run_dir=display_text(run_dir), n=n, clusters=clusters,
         thumbs=thumbs, paths=shown_paths, noise_show=noise_show, n_noise=len(noise_idx), out_show=out_show,
@@ -284,9 +373,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         Path(tmp).write_text(page, encoding="utf-8")
     timings["html"] = time.perf_counter() - t
     size = html_path.stat().st_size
+    chunk_bytes = sum(p.stat().st_size for p in (out_dir / PATHS_DIR).glob("*.js")) if big else 0
     write_json(out_dir / "report.json", {
         "run_id": run.run_id, "items": n, "clusters": len(clusters), "html_bytes": size,
-        "thumbnails": len(tnames), "timings_s": timings,
+        "path_chunk_bytes": chunk_bytes, "thumbnails": len(tnames), "timings_s": timings,
         "missing_thumbnails": [{"path": paths[i], "reason": r} for i, r in sorted(failures.items())]})
     log.info("report: %s (%.1f MB)", html_path, size / 1e6)
     return html_path
@@ -402,6 +492,7 @@ noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b
 <section id="tuning"><h2>Tuning</h2>{study_html}</section>
 </main>
 <script id="mc-data" type="application/json">{payload}</script>
+<script>{_asset('pointmap.js')}</script>
 <script>{_asset('report.js')}</script>
 </body></html>
 """

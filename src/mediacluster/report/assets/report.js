@@ -1,128 +1,55 @@
-/* mediacluster report: canvas map (zoom, pan, hover, filter) and tuning plots. No dependencies. */
+/* mediacluster report: the map (PointMap from pointmap.js: zoom, pan, hover, filter, density
+   rendering for large runs) and tuning plots. No dependencies. */
 (function () {
   "use strict";
+  var T0 = performance.now();
   var D = JSON.parse(document.getElementById("mc-data").textContent);
+  var T1 = performance.now();
   function dec(b64, T) {
     var s = atob(b64), n = s.length, u = new Uint8Array(n);
     for (var i = 0; i < n; i++) u[i] = s.charCodeAt(i);
     return new T(u.buffer);
   }
-  var N = D.n, X = dec(D.x, Float32Array), Y = dec(D.y, Float32Array), C = dec(D.c, Int32Array), TI = dec(D.t, Int32Array);
+  function coords(k) {  // float32 as is, or 16-bit steps of the extent (large runs)
+    if (D[k]) return dec(D[k], Float32Array);
+    var q = dec(D[k + "q"], Uint16Array), out = new Float32Array(q.length), lo = D[k + "0"], st = D[k + "s"];
+    for (var i = 0; i < q.length; i++) out[i] = lo + q[i] * st;
+    return out;
+  }
+  var N = D.n, C = D.c ? dec(D.c, Int32Array) : Int32Array.from(dec(D.c16, Int16Array));
+  var TI = D.t ? dec(D.t, Int32Array) : null, TMAP = D.tmap || null;
   var colorOf = {}, nameOf = {};
   D.clusters.forEach(function (c) { colorOf[c.id] = c.color; nameOf[c.id] = c.name; });
   colorOf[-1] = D.noise_color; colorOf[-2] = D.outlier_color;
   nameOf[-1] = "noise"; nameOf[-2] = "outlier";
+  var drawOrder = [-1].concat(D.clusters.map(function (c) { return c.id; }).sort(function (a, b) { return a - b; }), [-2]);
 
-  var state = { filter: null, scale: 1, tx: 0, ty: 0, drawn: 0, highlighted: 0, redraws: 0 };
-  window.mcReport = state;
-
-  var canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
+  var canvas = document.getElementById("map");
   var tip = document.getElementById("tip"), tipimg = document.getElementById("tipimg"), tiptext = document.getElementById("tiptext");
-  var W = 0, H = 0, dpr = window.devicePixelRatio || 1;
-
-  // bounds and base transform (data -> css pixels)
-  var minx = Infinity, maxx = -Infinity, miny = Infinity, maxy = -Infinity;
-  for (var i = 0; i < N; i++) {
-    if (X[i] < minx) minx = X[i]; if (X[i] > maxx) maxx = X[i];
-    if (Y[i] < miny) miny = Y[i]; if (Y[i] > maxy) maxy = Y[i];
-  }
-  if (!isFinite(minx)) { minx = 0; maxx = 1; miny = 0; maxy = 1; }
-  if (maxx - minx < 1e-9) { maxx = minx + 1; }
-  if (maxy - miny < 1e-9) { maxy = miny + 1; }
-  var base = { s: 1, ox: 0, oy: 0 };
-
-  // drawing order: noise first, clusters, outliers last (on top)
-  var order = new Uint32Array(N), k = 0;
-  [-1].forEach(function () { for (var i = 0; i < N; i++) if (C[i] === -1) order[k++] = i; });
-  var byLabel = [];  // clustered items grouped by label: one canvas path (one fill) per colour
-  for (var i2 = 0; i2 < N; i2++) if (C[i2] >= 0) byLabel.push(i2);
-  byLabel.sort(function (a, b) { return C[a] - C[b] || a - b; });
-  for (var i5 = 0; i5 < byLabel.length; i5++) order[k++] = byLabel[i5];
-  byLabel = null;
-  for (var i3 = 0; i3 < N; i3++) if (C[i3] === -2) order[k++] = i3;
-  for (var i4 = 0; i4 < N; i4++) if (C[i4] < -2) order[k++] = i4;
-
-  // spatial hash in data space for hover
-  var G = 128, cellw = (maxx - minx) / G, cellh = (maxy - miny) / G, cells = new Map();
-  for (var j = 0; j < N; j++) {
-    var gx = Math.min(G - 1, Math.floor((X[j] - minx) / cellw)), gy = Math.min(G - 1, Math.floor((Y[j] - miny) / cellh));
-    var key = gx * G + gy, arr = cells.get(key);
-    if (!arr) { arr = []; cells.set(key, arr); }
-    arr.push(j);
-  }
-
-  function resize() {
-    var r = canvas.getBoundingClientRect();
-    W = Math.max(200, r.width); H = Math.max(200, r.height);
-    canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr);
-    var pad = 16, s = Math.min((W - 2 * pad) / (maxx - minx), (H - 2 * pad) / (maxy - miny));
-    base.s = s; base.ox = (W - s * (maxx - minx)) / 2 - s * minx; base.oy = (H - s * (maxy - miny)) / 2 + s * maxy;
-    draw();
-  }
-  function sx(x) { return (base.ox + base.s * x) * state.scale + state.tx; }
-  function sy(y) { return (base.oy - base.s * y) * state.scale + state.ty; }
-  function dataX(px) { return ((px - state.tx) / state.scale - base.ox) / base.s; }
-  function dataY(py) { return -((py - state.ty) / state.scale - base.oy) / base.s; }
-
-  function draw() {
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = "#ffffff"; ctx.fillRect(0, 0, W, H);
-    // point size: larger for small collections, growing slowly with zoom
-    var base_r = Math.max(1.2, Math.min(4.5, 2.2 * Math.pow(3000 / Math.max(N, 1), 0.25)));
-    var r = Math.min(8, base_r * Math.sqrt(state.scale));
-    var round = N <= 30000 || r >= 3;  // discs when few or zoomed in, squares (much faster) otherwise
-    var f = state.filter, drawn = 0, hi = 0, last = null, open = false;
-    function flush() { if (open) { ctx.fill(); open = false; } }
-    // pass 1: context (filtered-out points) in pale grey
-    if (f !== null) {
-      ctx.fillStyle = "#e4e6ea"; ctx.beginPath();
-      for (var a = 0; a < N; a++) {
-        var i = order[a]; if (C[i] === f) continue;
-        var x = sx(X[i]), y = sy(Y[i]);
-        if (x < -5 || y < -5 || x > W + 5 || y > H + 5) continue;
-        ctx.rect(x - r / 2, y - r / 2, r, r); drawn++;
-      }
-      ctx.fill();
-    }
-    for (var b = 0; b < N; b++) {
-      var p = order[b], c = C[p];
-      if (f !== null && c !== f) continue;
-      var px = sx(X[p]), py = sy(Y[p]);
-      if (px < -5 || py < -5 || px > W + 5 || py > H + 5) continue;
-      var col = colorOf[c] || "#888";
-      if (col !== last) {
-        flush();
-        ctx.fillStyle = col; ctx.globalAlpha = c === -1 ? 0.7 : 1; last = col;
-        ctx.beginPath(); open = true;
-      }
-      if (c === -2) {  // outliers: small dark crosses
-        var q = r * 0.9;
-        ctx.rect(px - q, py - 0.6, 2 * q, 1.2); ctx.rect(px - 0.6, py - q, 1.2, 2 * q);
-      } else if (c === -1 || !round) {
-        ctx.rect(px - r / 2, py - r / 2, r, r);
-      } else {
-        ctx.moveTo(px + r * 0.6, py); ctx.arc(px, py, r * 0.6, 0, 6.2832);
-      }
-      drawn++; hi++;
-    }
-    flush(); ctx.globalAlpha = 1;
-    state.drawn = drawn; state.highlighted = hi; state.redraws++;
-  }
+  var XY = [coords("x"), coords("y")];
+  var T2 = performance.now();
+  var map = window.PointMap(canvas, { n: N, x: XY[0], y: XY[1], c: C, colors: colorOf, order: drawOrder });
+  var state = map.state;
+  window.mcReport = state;
+  state.firstPaintMs = performance.now();  // since navigation start: data parsed, map drawn
+  state.startMs = { script: T0, parse: T1 - T0, decode: T2 - T1, map: state.firstPaintMs - T2 };
 
   function setFilter(cid) {
-    state.filter = (cid === null || cid === undefined || state.filter === cid) ? null : cid;
-    canvas.setAttribute("data-filter", state.filter === null ? "all" : String(state.filter));
+    var f = (cid === null || cid === undefined || state.filter === cid) ? null : cid;
+    canvas.setAttribute("data-filter", f === null ? "all" : String(f));
     document.querySelectorAll(".card").forEach(function (el) {
-      el.classList.toggle("selected", state.filter !== null && Number(el.getAttribute("data-cluster")) === state.filter);
+      el.classList.toggle("selected", f !== null && Number(el.getAttribute("data-cluster")) === f);
     });
     document.querySelectorAll("#legend .item").forEach(function (el) {
-      el.classList.toggle("off", state.filter !== null && Number(el.getAttribute("data-id")) !== state.filter);
+      el.classList.toggle("off", f !== null && Number(el.getAttribute("data-id")) !== f);
     });
-    document.getElementById("filter-label").textContent = state.filter === null ? "" :
-      "showing: " + (nameOf[state.filter] || state.filter) + " (#" + state.filter + ")";
-    draw();
+    document.getElementById("filter-label").textContent = f === null ? "" :
+      "showing: " + (nameOf[f] || f) + " (#" + f + ")";
+    map.setFilter(f);
   }
-  window.mcReport.setFilter = setFilter;
+  state.setFilter = setFilter;
+  state.zoom = map.zoom;
+  state.screenOf = map.screenOf;
 
   // legend
   var legend = document.getElementById("legend");
@@ -146,75 +73,49 @@
     });
     el.addEventListener("keydown", function (ev) { if (ev.key === "Enter") el.click(); });
   });
-  document.getElementById("reset").addEventListener("click", function () {
-    state.scale = 1; state.tx = 0; state.ty = 0; setFilter(null);
-  });
+  document.getElementById("reset").addEventListener("click", function () { map.reset(); setFilter(null); });
 
-  // zoom and pan
-  canvas.addEventListener("wheel", function (ev) {
-    ev.preventDefault();
-    var r = canvas.getBoundingClientRect(), mx = ev.clientX - r.left, my = ev.clientY - r.top;
-    var z = Math.exp(-ev.deltaY * 0.0015), ns = Math.max(0.5, Math.min(400, state.scale * z));
-    z = ns / state.scale;
-    state.tx = mx - (mx - state.tx) * z; state.ty = my - (my - state.ty) * z; state.scale = ns;
-    draw();
-  }, { passive: false });
-  var drag = null;
-  canvas.addEventListener("pointerdown", function (ev) {
-    drag = { x: ev.clientX, y: ev.clientY, tx: state.tx, ty: state.ty };
-    canvas.classList.add("dragging"); canvas.setPointerCapture(ev.pointerId);
-  });
-  canvas.addEventListener("pointerup", function (ev) {
-    drag = null; canvas.classList.remove("dragging");
-    try { canvas.releasePointerCapture(ev.pointerId); } catch (e) { /* already released */ }
-  });
-  var pending = false, lastEv = null;
-  canvas.addEventListener("pointermove", function (ev) {
-    if (drag) {
-      state.tx = drag.tx + ev.clientX - drag.x; state.ty = drag.ty + ev.clientY - drag.y;
-      tip.hidden = true;
-      if (!pending) { pending = true; requestAnimationFrame(function () { pending = false; draw(); }); }
-      return;
+  // names of items: inline for small runs, else in chunk files loaded when first hovered
+  var pathChunks = {};
+  window.mcPaths = function (k, names) { pathChunks[k] = names; if (lastHover) hover(lastHover); };
+  function shownName(i) {
+    if (D.paths) return D.paths[i];
+    var pc = D.path_chunks; if (!pc) return "#" + i;
+    var k = Math.floor(i / pc.size);
+    if (pathChunks[k]) return pathChunks[k][i - k * pc.size];
+    if (pathChunks[k] === undefined) {
+      pathChunks[k] = null;
+      var sc = document.createElement("script"); sc.src = pc.files[k]; document.body.appendChild(sc);
     }
-    lastEv = ev; hover(ev);
-  });
-  canvas.addEventListener("pointerleave", function () { tip.hidden = true; });
-
-  function nearest(px, py, maxpx) {
-    var dx = dataX(px), dy = dataY(py), rad = maxpx / (base.s * state.scale);
-    var gx0 = Math.floor((dx - rad - minx) / cellw), gx1 = Math.floor((dx + rad - minx) / cellw);
-    var gy0 = Math.floor((dy - rad - miny) / cellh), gy1 = Math.floor((dy + rad - miny) / cellh);
-    var best = -1, bd = rad * rad;
-    for (var gx = Math.max(0, gx0); gx <= Math.min(G - 1, gx1); gx++) {
-      for (var gy = Math.max(0, gy0); gy <= Math.min(G - 1, gy1); gy++) {
-        var arr = cells.get(gx * G + gy); if (!arr) continue;
-        for (var q = 0; q < arr.length; q++) {
-          var i = arr[q];
-          if (state.filter !== null && C[i] !== state.filter) continue;
-          var ex = X[i] - dx, ey = Y[i] - dy, d = ex * ex + ey * ey;
-          if (d < bd) { bd = d; best = i; }
-        }
-      }
-    }
-    return best;
+    return "#" + i;
   }
+  function thumbOf(i) {
+    var t = TI ? TI[i] : (TMAP && TMAP[i] !== undefined ? TMAP[i] : -1);
+    if (t >= 0) return "thumbs/" + D.thumbs[t] + ".jpg";
+    if (D.originals) {  // no thumbnail made: the browser loads the file itself, on demand
+      var p = shownName(i);
+      if (p && p.charAt(0) === "/") return "file://" + encodeURI(p).replace(/#/g, "%23").replace(/\?/g, "%3F");
+    }
+    return null;
+  }
+  var lastHover = null;
+  canvas.addEventListener("pointermove", function (ev) { if (!map.dragging()) { lastHover = ev; hover(ev); } else tip.hidden = true; });
+  canvas.addEventListener("pointerleave", function () { tip.hidden = true; lastHover = null; });
   function hover(ev) {
     var r = canvas.getBoundingClientRect(), mx = ev.clientX - r.left, my = ev.clientY - r.top;
-    var i = nearest(mx, my, 8);
+    var i = map.nearest(mx, my, 8);
     if (i < 0) { tip.hidden = true; return; }
-    if (TI[i] >= 0) { tipimg.src = "thumbs/" + D.thumbs[TI[i]] + ".jpg"; tipimg.style.display = ""; }
+    var src = thumbOf(i);
+    if (src) { if (tipimg.getAttribute("src") !== src) tipimg.src = src; tipimg.style.display = ""; }
     else { tipimg.removeAttribute("src"); tipimg.style.display = "none"; }
     var c = C[i];
-    tiptext.textContent = D.paths[i] + "  \u2014  " + (c >= 0 ? (nameOf[c] || "cluster") + " (#" + c + ")" : nameOf[c]);
+    tiptext.textContent = shownName(i) + "  \u2014  " + (c >= 0 ? (nameOf[c] || "cluster") + " (#" + c + ")" : nameOf[c]);
     tip.hidden = false;
-    var tw = 150, left = mx + 14, top = my + 14;
+    var W = r.width, H = r.height, tw = 150, left = mx + 14, top = my + 14;
     if (left + 300 > W) left = Math.max(0, mx - 14 - tw - 150);
     if (top + 190 > H) top = Math.max(0, my - 200);
     tip.style.left = left + "px"; tip.style.top = top + "px";
   }
-
-  window.addEventListener("resize", resize);
-  resize();
 
   // ------------------------------------------------------------------ tuning plots (SVG)
   var NS = "http://www.w3.org/2000/svg";
