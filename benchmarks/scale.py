@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mediacluster.rundir import RunDir
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "scale"
 SECTION = "## Scale: a million items, sample fits, Ray (scale helper, issue 15)"
@@ -340,7 +342,7 @@ def part_runs(args) -> dict:
         cmd = [sys.executable, "-m", "mediacluster", "cluster", str(vec), "--out", str(out), "--quiet",
                "--fit-sample", args.fit_sample]
         rc, wall, cpu, rss = run_child(cmd, env)
-        info = json.loads((out / "run.json").read_text()) if rc == 0 else {}
+        info = RunDir.open(out).info if rc == 0 else {}
         stage_peaks = info.get("peak_rss_mb") or {}
         # runs made before StageMeter stopped resetting VmHWM: the reset hid earlier peaks from
         # wait4, so the largest stage peak is the process's peak
@@ -349,12 +351,10 @@ def part_runs(args) -> dict:
              "load_after": loadavg(), "fit_sample": info.get("fit_sample"), "timings_s": info.get("timings_s"),
              "stage_peak_rss_mb": info.get("peak_rss_mb"), "summary": info.get("summary")}
         if rc == 0:
-            import pyarrow.parquet as pq
-
             y = np.load(d / f"{name}.labels.npy")
-            lab = pq.read_table(out / "assignments.parquet", columns=["cluster", "assigned_cluster"])
-            r["nmi"] = nmi(y, lab.column("cluster").to_numpy())
-            r["nmi_assigned"] = nmi(y, lab.column("assigned_cluster").to_numpy())
+            lab = RunDir.open(out).read_assignments(columns=["cluster", "assigned_cluster"])
+            r["nmi"] = nmi(y, lab["cluster"].to_numpy())
+            r["nmi_assigned"] = nmi(y, lab["assigned_cluster"].to_numpy())
             r["true_clusters"] = int(len(np.unique(y)))
             r["bytes"] = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
         doc["runs"] = [x for x in doc["runs"] if x["set"] != name] + [r]
@@ -447,7 +447,7 @@ def part_map(args) -> dict:
     doc = json.loads((OUT / "map.json").read_text()) if (OUT / "map.json").exists() else {"pages": []}
     runs = [Path(args.dir) / f"run-{s}" for s in args.sets.split(",")] + [Path(p) for p in args.report_runs]
     for run in runs:
-        if not (run / "run.json").exists():
+        if not RunDir.is_run(run):
             continue
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         rc, wall, cpu, rss = run_child([sys.executable, "-m", "mediacluster", "report", str(run), "--quiet"], env)
