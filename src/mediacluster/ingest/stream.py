@@ -129,6 +129,27 @@ def _text(v) -> str:
     return str(v).strip()
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _as_f32(raw: np.ndarray, start, path: str) -> np.ndarray:
+    """``raw`` rows as float32, refusing values float32 cannot hold (they would become infinity
+    and be reported as such); ``start``: the first row number, or each row's number."""
+    if raw.dtype == np.float32:
+        return raw
+    if raw.dtype.itemsize > 4 or raw.dtype.kind in "iu":
+        with np.errstate(invalid="ignore"):
+            over = np.abs(raw.astype(np.float64, copy=False)) > _F32_MAX
+        if over.any():
+            rows = np.flatnonzero(over.any(axis=1))
+            r, c = int(rows[0]), int(np.flatnonzero(over[rows[0]])[0])
+            row = int(np.asarray(start)[r]) if np.ndim(start) else r + int(start)
+            raise InputError(f"{path}: vectors hold values beyond the float32 range (+-{_F32_MAX:.3g}), "
+                             f"which vectors are computed in (row {row}, column {c}: {raw[r, c]!r}); "
+                             "rescale them")
+    return np.ascontiguousarray(raw, dtype=np.float32)
+
+
 def _checked(X: np.ndarray, start, path: str) -> np.ndarray:
     """``X`` if every value is finite; ``start``: the first row number, or each row's number."""
     ok = np.isfinite(X).all(axis=1)
@@ -177,7 +198,7 @@ class NpyVectors(VectorSource):
         if self.fortran:  # column-major: a row window is scattered over the file
             mm = np.load(self.path, mmap_mode="r")
             try:
-                return np.ascontiguousarray(mm[start:stop], dtype=np.float32)
+                return _as_f32(np.asarray(mm[start:stop]), start, self.path)
             finally:
                 del mm
         with open(self.path, "rb", buffering=0) as f:
@@ -193,7 +214,7 @@ class NpyVectors(VectorSource):
                 raise InputError(f"{self.path}: file ends before row {start + got // self.row_bytes} "
                                  "(truncated .npy?)")
             got += k
-        return buf if buf.dtype == np.float32 else buf.astype(np.float32)
+        return _as_f32(buf, start, self.path)
 
     def _take_window(self, start: int, stop: int, rows: np.ndarray) -> np.ndarray:
         if self.fortran or len(rows) * 8 > stop - start:  # dense: one read of the window
@@ -321,10 +342,10 @@ class ArrayVectors(VectorSource):
         self._cols = {"id": ids, "label": labels, "path": paths}
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(self.vectors[start:stop], dtype=np.float32)
+        return _as_f32(np.asarray(self.vectors[start:stop]), start, self.path)
 
     def _take_window(self, start: int, stop: int, rows: np.ndarray) -> np.ndarray:
-        return _checked(np.ascontiguousarray(self.vectors[rows], dtype=np.float32), rows, self.path)
+        return _checked(_as_f32(np.asarray(self.vectors[rows]), rows, self.path), rows, self.path)
 
     def _column(self, name: str):
         return self._cols.get(name)
