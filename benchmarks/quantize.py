@@ -292,7 +292,8 @@ def markdown() -> str:
     if v:
         lines += [f"Recipes, model only (`flock /tmp/mc-bench.lock python benchmarks/quantize.py variants`, "
                   f"finished {v['finished']}): one intra-op thread, batch 16 of real crops; fidelity on "
-                  f"{v['dev_images']} CIFAR-10 *train* images (development slice, not an evaluation set).", "",
+                  f"{v['dev_images']} CIFAR-10 *train* images (development slice, not an evaluation set). Wall rates are "
+                  "the share of the 2 shared cores each row got (other agents' jobs ran); compare CPU ms per image.", "",
                   "| recipe | CPU ms / img | wall img/s | load | cosine with float: mean / min | ImageNet top-1 agreement |",
                   "|---|---|---|---|---|---|"]
         for r in v["rows"]:
@@ -418,13 +419,16 @@ NOTES = [
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("parts", nargs="*", choices=["variants", "threads", "speed", "quality"])
+    ap.add_argument("parts", nargs="*", help="variants, threads, speed, quality (none: only --write)")
     ap.add_argument("--data", type=Path, default=None, help="folder with the sets already extracted")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[], help="extra clustering seeds on float vectors")
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--write", action="store_true", help="rewrite the section of RESULTS.md")
     args = ap.parse_args()
+    bad = set(args.parts) - {"variants", "threads", "speed", "quality"}
+    if bad:
+        ap.error(f"unknown parts {sorted(bad)}")
     for part in args.parts:
         print(f"== {part} (load {loadavg()})", flush=True)
         globals()[f"part_{part}"](args)

@@ -13,9 +13,9 @@ How the int8 model is made (``quantize``):
    default, int8 weights per output channel, uint8 activations whose range is the mean over
    calibration batches (16 images each) of each batch's minimum and maximum (``method=
    "batch-mean"``, ORT's MinMax with ``CalibMovingAverage``; ``"minmax"`` takes the extremes of
-   the whole set, which lets a few outlying images coarsen every other image's steps). The final ``Gemm`` (the
-   ImageNet classifier, 0.3% of the work) stays in float; the pooling that makes ``embedding``
-   is a float ``ReduceMean`` over the dequantized last activation in every format.
+   the whole set, which lets a few outlying images coarsen every other image's steps). The
+   final ``Gemm`` (the ImageNet classifier, 0.3% of the work) stays in float; the pooling that
+   makes ``embedding`` is a float ``ReduceMean`` over the dequantized last activation.
 
 Calibration images (``calibration``):
 
