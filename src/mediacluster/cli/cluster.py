@@ -16,7 +16,8 @@ def add_parser(sub):
     p.add_argument("input", help="folder of images, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--encoder", default=None,
-                   help="encoder name; images: efficientnet-lite0 (default) or "
+                   help="encoder name; images: efficientnet-lite0 (default), efficientnet-lite0-int8 "
+                        "(int8 copy, about half the CPU per image, made once on first use) or "
                         "clip:openai/clip-vit-base-patch32 or clip:/path/to/local/model; audio: mfcc "
                         "(default, MFCC statistics), resemblyzer (speaker), clap:laion/clap-htsat-unfused "
                         "or clap:/local/dir, birdnet (BirdNET v2.4, model licence CC BY-NC-SA 4.0: "

@@ -17,6 +17,7 @@ _REGISTRY: dict[str, Callable[..., Encoder]] = {}
 # family name -> module that registers it (imported lazily: torch / transformers are heavy)
 _LAZY = {
     "efficientnet-lite0": "mediacluster.encoders.efficientnet",
+    "efficientnet-lite0-int8": "mediacluster.encoders.efficientnet_int8",
     "clip": "mediacluster.encoders.clip",
     # audio (media = "audio"); birdnet is opt-in: its model is CC BY-NC-SA 4.0 (non-commercial)
     "mfcc": "mediacluster.encoders.audio_mfcc",

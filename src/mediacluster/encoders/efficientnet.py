@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 RESIZE = 256
 CROP = 224
 BACKENDS = ("auto", "onnx", "torch")
+#: weights 57934424, short side 256, centre crop 224; "box": the crop is resized directly
+#: (preprocess_uint8)
+VERSION = "imagenet1k-57934424-r256c224box"
 
 
 def _crop_box(w: int, h: int, resize: int, crop: int) -> tuple[tuple[float, float, float, float], bool]:
@@ -92,6 +95,19 @@ def _build_torch_model():
     return Lite0Features(net).eval()
 
 
+def export_onnx(path: str) -> None:
+    """Export the float model (uint8 NHWC in; embedding, imagenet_probs out) to ``path``."""
+    import torch
+
+    model = _build_torch_model()
+    torch.onnx.export(
+        model, (torch.zeros(2, CROP, CROP, 3, dtype=torch.uint8),), path,
+        input_names=["image"], output_names=["embedding", "imagenet_probs"],
+        dynamic_axes={"image": {0: "n"}, "embedding": {0: "n"}, "imagenet_probs": {0: "n"}},
+        opset_version=17, dynamo=False,
+    )
+
+
 def _auto_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
@@ -129,8 +145,7 @@ class EfficientNetLite0(Encoder):
 
     @property
     def version(self) -> str:
-        # "box": the crop is resized directly (preprocess_uint8); same weights 57934424
-        return "imagenet1k-57934424-r256c224box"
+        return VERSION
 
     @property
     def concurrency(self) -> int:
@@ -175,20 +190,9 @@ class EfficientNetLite0(Encoder):
     def _load_onnx(self):
         from .onnx_cache import load_session
 
-        def export(path: str) -> None:
-            import torch
-
-            model = _build_torch_model()
-            torch.onnx.export(
-                model, (torch.zeros(2, CROP, CROP, 3, dtype=torch.uint8),), path,
-                input_names=["image"], output_names=["embedding", "imagenet_probs"],
-                dynamic_axes={"image": {0: "n"}, "embedding": {0: "n"}, "imagenet_probs": {0: "n"}},
-                opset_version=17, dynamo=False,
-            )
-
         # default: split the cores between the concurrent calls (2 cores: 2 calls x 1 thread)
         threads = self.threads or max(1, _auto_threads() // self.concurrency)
-        sess = load_session(self.id, export, threads=threads, cache_dir=self.onnx_cache_dir)
+        sess = load_session(self.id, export_onnx, threads=threads, cache_dir=self.onnx_cache_dir)
 
         def run(x: np.ndarray):
             f, p = sess.run(None, {"image": x})
