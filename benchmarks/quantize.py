@@ -207,8 +207,7 @@ def part_threads(args) -> None:
 
 
 def embed_timed(paths: list[str], name: str, cache: Path) -> dict:
-    from mediacluster.collection import Collection
-
+    from mediacluster.data import Collection
     from mediacluster.embed import embed_collection_cached
     from mediacluster.encoders import get_encoder
 
@@ -242,10 +241,9 @@ def part_speed(args) -> None:
 
 
 def cluster_both(X: np.ndarray, y: list[str], seed: int) -> dict:
-    from mediacluster.cluster import KMeansClusterer
-
     from mediacluster.metrics import external_scores
     from mediacluster.pipeline import Pipeline
+    from mediacluster.stages.cluster import KMeansClusterer
 
     k = len(set(y))
     c, t = time.process_time(), time.perf_counter()
@@ -261,8 +259,7 @@ def cluster_both(X: np.ndarray, y: list[str], seed: int) -> dict:
 
 
 def part_quality(args) -> None:
-    from mediacluster.run import embed_collection
-
+    from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
 
     res = load("quality") or {"sets": {}}
