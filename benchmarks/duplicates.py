@@ -273,10 +273,11 @@ FINDER_VARIANTS = [
     ("default", {}),
     ("no geometric verification (vectors decide alone)", {"verify": False}),
     ("no photometric check (hash radius alone)", {"photometric": False}),
+    ("photometric min_ncc=0.96", {"min_ncc": 0.96}),
     ("no chaining guard (max_diameter=inf)", {"max_diameter": float("inf")}),
-    ("complete linkage (max_diameter=1)", {"max_diameter": 1.0}),
+    ("max_diameter=1.5", {"max_diameter": 1.5}),
     ("hash=phash", {"hash": "phash"}),
-    ("hash_radius=6", {"hash_radius": 6}),
+    ("hash_radius=10", {"hash_radius": 10}),
     ("semantic_threshold=0.85", {"semantic_threshold": 0.85}),
 ]
 
@@ -369,6 +370,13 @@ def quality(args) -> None:
         r.update(label=label, seconds=dt, cpu=dcpu, groups=f.n_groups_,
                  links=np.bincount(f.links_["kind"], minlength=4).tolist(),
                  max_group=int(np.bincount(f.labels_[f.labels_ >= 0]).max()) if f.n_groups_ else 0)
+        if label == "default":
+            r["by_set"] = {}
+            for name in SOURCES:
+                sub = np.array([k for k, it in enumerate(items) if it["set"] == name])
+                Ps = Pairs([items[k] for k in sub])
+                Hs = Ps.hist(labels_rows(f.labels_[sub]), 2)
+                r["by_set"][name] = Ps.scores(Hs, 0, Ps.last_cls)
         finder_rows.append(r)
         print(f"finder {label}: P={r['precision']:.4f} R={r['recall']:.4f} ({dt:.0f}s)", file=sys.stderr)
 
@@ -418,6 +426,14 @@ def report(res: dict, args) -> str:
         elif "cosine" in name:
             thr = f">= {thr}"
         L.append(line(name, b, thr))
+    L.append("")
+    L.append("### DuplicateFinder (default) by source (pairs within one source)")
+    L.append("")
+    head = "| source | precision | recall all | " + " | ".join(kinds) + " | false pairs | same-class FP |"
+    L += [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in res["finder"][0].get("by_set", {}).items():
+        L.append(f"| {name} | {fmt(r['precision'])} | {fmt(r['recall'])} | "
+                 + " | ".join(fmt(r[f'R_{k}'], 2) for k in kinds) + f" | {r['fp']} | {r['same_class_fp']} |")
     L.append("")
     L.append("### Per-transformation precision (pairs involving a repost of that kind)")
     L.append("")
@@ -474,12 +490,11 @@ def _scale_child(kind: str, n: int, d: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     info: dict = {"kind": kind, "n": n}
     if kind == "hashes":
-        # random 64-bit hashes; 10% of items are near-copies (0-6 bits flipped) of another item,
-        # 0.1% chains of 3 where the ends are 12 bits apart
+        # random 64-bit hashes; 10% of items are near-copies (0-6 bits flipped) of another item
         H = rng.integers(0, 256, (n, 8), dtype=np.uint8)
         M = rng.integers(0, 256, (n, 8), dtype=np.uint8)
-        dup = rng.choice(n, n // 10, replace=False)
-        src = rng.integers(0, n, len(dup))
+        perm = rng.permutation(n)
+        dup, src = perm[: n // 10], perm[n // 10: n // 5]  # a source is never itself a copy
         H[dup] = H[src]
         bits = np.unpackbits(H[dup], axis=1)
         for k in range(7):
@@ -497,8 +512,8 @@ def _scale_child(kind: str, n: int, d: int, seed: int) -> dict:
         for s in range(0, n, 50_000):
             m = min(50_000, n - s)
             X[s:s + m] = centres[rng.integers(0, 1000, m)] + rng.standard_normal((m, d), dtype=np.float32)
-        dup = rng.choice(n, n // 10, replace=False)
-        src = rng.integers(0, n, len(dup))
+        perm = rng.permutation(n)
+        dup, src = perm[: n // 10], perm[n // 10: n // 5]
         X[dup] = X[src] + 0.15 * rng.standard_normal((len(dup), d), dtype=np.float32)
         X /= np.linalg.norm(X, axis=1, keepdims=True)
         info["planted"] = int(len(dup))

@@ -96,8 +96,8 @@ class DuplicateFinder(BaseEstimator):
     content_hashes_ : content hash per item (None where unknown).
     """
 
-    def __init__(self, hash: str = "dhash", hash_size: int = 8, hash_radius: int = 10,
-                 photometric: bool = True, min_ncc: float = 0.96, max_chroma: float = 0.5,
+    def __init__(self, hash: str = "dhash", hash_size: int = 8, hash_radius: int = 7,
+                 photometric: bool = True, min_ncc: float = 0.98, max_chroma: float = 0.5,
                  grey_chroma: float = 3.0, semantic_threshold: float = 0.8,
                  semantic_only_threshold: float | None = 0.97, n_neighbors: int = 10,
                  verify: bool = True, min_inliers: int = 15, max_diameter: float = 2.0,
@@ -184,9 +184,11 @@ class DuplicateFinder(BaseEstimator):
             vectors = np.asarray(vectors)
             if vectors.ndim != 2:
                 raise ValueError(f"vectors must be 2-D (items x dims), got shape {vectors.shape}")
-            if not np.isfinite(vectors).all():
-                bad = int(np.flatnonzero(~np.isfinite(vectors).all(1))[0])
-                raise ValueError(f"vectors: row {bad} has NaN or infinite values")
+            for s in range(0, len(vectors), 65536):  # in chunks: no n x d boolean temporary
+                finite = np.isfinite(vectors[s:s + 65536]).all(1)
+                if not finite.all():
+                    bad = s + int(np.flatnonzero(~finite)[0])
+                    raise ValueError(f"vectors: row {bad} has NaN or infinite values")
         self.vectors_ = None if vectors is None else normalise(vectors)
 
         links = [self._links_exact(), self._links_perceptual()]

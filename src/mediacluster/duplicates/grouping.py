@@ -12,10 +12,13 @@ otherwise it is split, leader-style:
    ``max_diameter`` of every member already in the group (complete linkage);
 3. repeat on the members left over until none is left (a member left alone is no duplicate).
 
-Distances are normalised so that 1 is the link threshold of each signal (``PairDistance``):
-a repost group is a star around the original, and two reposts of one original are at most
-about twice the threshold apart (triangle inequality), so ``max_diameter = 2`` keeps every
-star whole while a chain that wanders further is cut. Each group's representative is its
+Distances are metrics normalised so that 1 is the link threshold of each signal
+(``PairDistance``: Hamming bits / radius, and the chordal distance sqrt(1 - cosine) / sqrt(1 -
+threshold), not 1 - cosine, which is no metric: two reposts at cosine 0.975 from an original
+can be at cosine 0.90 from each other, four times the distance). A repost group is a star
+around the original, so two of its members are at most twice the threshold apart (triangle
+inequality): ``max_diameter = 2`` keeps every star whole, while a chain that wanders further,
+or one that hops between signals (A~B by hash, B~C by embedding, A and C unrelated), is cut. Each group's representative is its
 centre: the member whose largest distance to the others is smallest (ties: smallest sum, then
 input order), which is the original in a star of reposts.
 """
@@ -35,8 +38,10 @@ class PairDistance:
     """Normalised distance between any two items from the cheap signals.
 
     ``min`` over the signals present for both items of: 0 for equal content hashes; Hamming
-    bits (also against the mirror hash) / ``hash_scale``; (1 - cosine) / ``cos_scale``.
-    Items with no comparable signal are ``inf`` apart.
+    bits (also against the mirror hash) / ``hash_scale``; sqrt((1 - cosine) / ``cos_scale``).
+    Both are metrics (Hamming; the chordal distance between unit vectors), scaled so that 1 is
+    the link threshold, so the triangle inequality bounds a star of links by 2. Items with no
+    comparable signal are ``inf`` apart.
     """
 
     def __init__(self, n: int, content: list[str | None] | None = None, hashes: np.ndarray | None = None,
@@ -72,16 +77,37 @@ class PairDistance:
             d = np.where(ok, np.minimum(d, bits / self.hash_scale), d)
         if self.vectors is not None:
             cos = np.einsum("...k,...k->...", self.vectors[i], self.vectors[j])
-            d = np.minimum(d, (1.0 - cos) / self.cos_scale)
+            d = np.minimum(d, self._chord(cos))
         d[i == j] = 0.0
         return d
 
+    def _chord(self, cos: np.ndarray) -> np.ndarray:
+        # sqrt(1 - cos) is the chordal distance between unit vectors up to a constant: a metric
+        return np.sqrt(np.maximum(1.0 - cos, 0.0) / self.cos_scale)
+
     def matrix(self, members: np.ndarray) -> np.ndarray:
+        """Full distance matrix among ``members`` (memory: a few len(members)^2 arrays)."""
         m = np.asarray(members)
-        D = np.empty((len(m), len(m)))
-        step = max(1, 2_000_000 // max(1, len(m)))
-        for s in range(0, len(m), step):
-            D[s:s + step] = self.between(m[s:s + step, None], m[None, :])
+        k = len(m)
+        D = np.full((k, k), np.inf)
+        if self.content is not None:
+            c = self.content[m]
+            D[c[:, None] == c[None, :]] = 0.0
+        if self.hashes is not None:
+            h = self.hashes[m]
+            hm = self.mirror[m] if self.mirror is not None else None
+            ok = self.hash_ok[m]
+            step = max(1, 4_000_000 // max(1, k * h.shape[1]))
+            for s in range(0, k, step):
+                bits = self._bits(h[s:s + step, None, :], h[None, :, :])
+                if hm is not None:
+                    bits = np.minimum(bits, self._bits(hm[s:s + step, None, :], h[None, :, :]))
+                valid = ok[s:s + step, None] & ok[None, :]
+                D[s:s + step] = np.where(valid, np.minimum(D[s:s + step], bits / self.hash_scale), D[s:s + step])
+        if self.vectors is not None:
+            V = np.asarray(self.vectors[m], np.float32)
+            D = np.minimum(D, self._chord(V @ V.T))
+        np.fill_diagonal(D, 0.0)
         return np.minimum(D, D.T)  # the mirror comparison is not exactly symmetric
 
 
