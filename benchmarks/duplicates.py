@@ -577,9 +577,17 @@ def main() -> None:
     ap.add_argument("--default-hash", default="dhash")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="re-render the table from OUT/results.json of an earlier run (no measuring)")
     ap.add_argument("--scale-child", choices=["hashes", "vectors"], help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.scale_child:
+    if args.report_only:
+        res = json.loads((Path(args.out) / "results.json").read_text())
+        text = report(res, args)
+        print(text)
+        if args.write:
+            write_section(SECTION, text)
+    elif args.scale_child:
         print(json.dumps(_scale_child(args.scale_child, int(args.scale), args.dims, 0)))
     elif args.scale >= 1000:
         args.scale = int(args.scale)

@@ -83,11 +83,13 @@ def test_identical_files_are_one_group_and_bad_files_are_skipped(imagenette_dir,
         paths.append(str(tmp_path / f"copy{k}.jpg"))
         shutil.copyfile(photos[0], paths[-1])
     paths.append(str(photos[1]))
-    (tmp_path / "broken.jpg").write_bytes(photos[0].read_bytes()[:300])
-    paths.append(str(tmp_path / "broken.jpg"))
+    for name in ("broken.jpg", "broken_copy.jpg"):
+        (tmp_path / name).write_bytes(photos[0].read_bytes()[:300])
+        paths.append(str(tmp_path / name))
     f = DuplicateFinder().fit(paths)
     assert f.labels_[0] == f.labels_[1] == f.labels_[2] >= 0
-    assert f.labels_[3] == -1 and f.labels_[4] == -1
+    assert f.labels_[3] == -1
+    assert f.labels_[4] == f.labels_[5] >= 0 and f.labels_[4] != f.labels_[0]  # identical broken files
     assert set(f.link_kind_[:3]) == {0}  # exact
     rep = f.representative_[0]
     assert rep in (0, 1, 2) and f.duplicate_of_[rep] == -1

@@ -29,6 +29,8 @@ import heapq
 
 import numpy as np
 
+from .hashing import hamming
+
 #: Components up to this size get their full distance matrix (checked in one go); larger ones
 #: go straight to the leader split, which needs only leader-to-member distances.
 FULL_MATRIX_LIMIT = 3000
@@ -61,7 +63,7 @@ class PairDistance:
         self.cos_scale = float(cos_scale)
 
     def _bits(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(-1, dtype=np.int32)
+        return hamming(a, b)
 
     def between(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Distances of pairs (i[k], j[k]); broadcasts i against j."""

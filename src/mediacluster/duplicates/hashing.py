@@ -89,23 +89,27 @@ class Signatures:
 
 
 def _one(path: str, kind: str, hash_size: int, content: bool):
+    """(content hash, hash, mirror hash, thumbnail, size, reason); the content hash is kept
+    even when the image cannot be decoded (identical broken files are still exact copies)."""
     from ..ingest import SkipItem, load_image
     from ..store import hash_file
 
+    digest = None
     try:
+        if content:
+            digest = hash_file(path)
         im = load_image(path, draft_size=DRAFT)
-        digest = hash_file(path) if content else None
         h = hash_image(im, kind, hash_size)
         m = hash_image(ImageOps.mirror(im), kind, hash_size)
         return digest, h, m, thumbnail(im), im.size, None
     except SkipItem as e:
-        return None, None, None, None, None, str(e)
+        return digest, None, None, None, None, str(e)
     except MemoryError:
-        return None, None, None, None, None, "image too large: out of memory while decoding"
-    except OSError as e:  # hash_file on a file that vanished between decode and read
+        return digest, None, None, None, None, "image too large: out of memory while decoding"
+    except OSError as e:  # hash_file on a missing or unreadable file
         return None, None, None, None, None, f"cannot read file: {e.strerror or e}"
     except Exception as e:  # a decoder or hashing bug on one odd file must not cost the run
-        return None, None, None, None, None, f"unexpected error while hashing: {type(e).__name__}: {e}"
+        return digest, None, None, None, None, f"unexpected error while hashing: {type(e).__name__}: {e}"
 
 
 def compute_signatures(
@@ -147,10 +151,10 @@ def compute_signatures(
         results = pool.map(lambda p: _one(p, kind, hash_size, content), paths, chunksize=16)
         for i, (digest, h, m, th, size, err) in enumerate(results):
             bar.update(1)
+            sig.content[i] = digest
             if err is not None:
                 sig.skipped[i] = err
                 continue
-            sig.content[i] = digest
             sig.hashes[i], sig.mirror[i], sig.thumbs[i] = h, m, th
             sig.sizes[i] = size
             sig.ok[i] = True
@@ -158,8 +162,11 @@ def compute_signatures(
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bit distance between packed hashes, broadcasting over leading axes."""
-    return np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(-1, dtype=np.int32)
+    """Bit distance between packed hashes (uint8, last axis), broadcasting over leading axes."""
+    x = np.bitwise_xor(np.asarray(a, np.uint8), np.asarray(b, np.uint8))
+    if hasattr(np, "bitwise_count"):  # numpy >= 2: popcount, ~20x faster than unpacking bits
+        return np.bitwise_count(x).sum(-1, dtype=np.int32)
+    return np.unpackbits(x, axis=-1).sum(-1, dtype=np.int32)
 
 
 __all__ = ["HASHES", "THUMB", "Signatures", "compute_signatures", "hash_image", "thumbnail", "hamming"]
