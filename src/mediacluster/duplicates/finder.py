@@ -1,0 +1,389 @@
+"""``DuplicateFinder``: exact, perceptual and semantic duplicates in one grouping.
+
+How a pair of items becomes a duplicate link (each step only sees pairs the step before left):
+
+1. **exact**: same content hash (BLAKE2b-128 of the file, as in the embedding cache).
+2. **perceptual**: perceptual hashes (or one's mirror hash) within ``hash_radius`` bits, and the
+   colour thumbnails agree (``PhotometricCheck``): the same picture re-encoded, resized,
+   recoloured to grey, brightened, watermarked, flipped or palette-reduced.
+3. **geometric**: embeddings with cosine >= ``semantic_threshold`` among each item's
+   ``n_neighbors`` nearest, confirmed by keypoint alignment plus the photometric check on the
+   overlap (``GeometricVerifier``): crops, caption bars, screenshot frames. Needs the files.
+4. **semantic**: without files to check (vectors only), cosine >= ``semantic_only_threshold``.
+
+Links are grouped with a guard against chaining (``grouping.group_links``). Every default comes
+from benchmarks/duplicates.py (see benchmarks/RESULTS.md, "Duplicates").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from ..errors import InputError, ParameterError
+from .grouping import KINDS, PairDistance, group_links
+from .hashing import HASHES, Signatures, compute_signatures
+from .index import DuplicateIndex
+from .search import cosine_pairs, hamming_pairs, normalise
+from .verify import GeometricCheck, PhotometricCheck, photometric_ok, thumb_pairs
+
+#: Link kinds, in order of strength (the code stored in ``links_["kind"]``).
+EXACT, PERCEPTUAL, GEOMETRIC, SEMANTIC = range(4)
+
+LINK_DTYPE = np.dtype([("i", np.int64), ("j", np.int64), ("kind", np.int8), ("distance", np.float32)])
+
+
+def _exact_links(content: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    first: dict[str, int] = {}
+    i, j = [], []
+    for k, c in enumerate(content):
+        if c is None:
+            continue
+        f = first.setdefault(c, k)
+        if f != k:
+            i.append(f)
+            j.append(k)
+    return np.asarray(i, np.int64), np.asarray(j, np.int64)
+
+
+def _pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
+    return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
+
+
+class DuplicateFinder(BaseEstimator):
+    """Find and group duplicates among images (paths), embeddings (vectors), or both.
+
+    Parameters
+    ----------
+    hash : perceptual hash from ``imagehash`` ("phash", "dhash", "ahash", "whash").
+    hash_size : hash side; the hash has ``hash_size ** 2`` bits.
+    hash_radius : largest Hamming distance (bits) of a perceptual candidate pair.
+    min_ncc, max_chroma, grey_chroma : the photometric check (``verify.PhotometricCheck``);
+        ``photometric=False`` accepts every pair within ``hash_radius`` (the plain hash rule).
+    semantic_threshold : smallest cosine of a candidate pair sent to geometric verification.
+    semantic_only_threshold : smallest cosine accepted without images to check (vectors only,
+        or ``verify=False``); None: never link on embeddings alone.
+    n_neighbors : nearest neighbours per item searched for semantic candidates.
+    verify : check semantic candidates geometrically when the files are given.
+    min_inliers : keypoint matches consistent with one similarity transform (geometric check).
+    max_diameter : largest normalised distance between two members of one group (1 = one
+        link threshold; see ``grouping``).
+    workers : threads for decoding and verification (default: ``embed.default_workers()``).
+    progress : show progress bars (rate and ETA).
+
+    Attributes (after ``fit``)
+    --------------------------
+    n_items_ : number of items.
+    labels_ : (n,) duplicate group per item, -1 for an item with no duplicate.
+    representative_ : (n,) index of the group's representative (its centre), -1 if none.
+    duplicate_of_ : (n,) the representative for the other members of a group, else -1.
+    link_kind_, link_distance_ : (n,) how each member is linked to its group (the link to the
+        representative when there is one, else its closest link inside the group); kinds as in
+        ``KINDS`` (-1: none); distance in bits (perceptual), 1 - cosine (geometric, semantic),
+        0 (exact).
+    group_diameter_ : (n_groups,) normalised diameter of each group.
+    links_ : structured array (i, j, kind, distance) of every accepted link (a candidate pair
+        whose items were already connected is not verified, so not every duplicate pair is a
+        link; groups are what counts).
+    n_verified_ : candidate pairs checked geometrically.
+    skipped_ : {index: reason} for files that could not be decoded (they can still be exact
+        duplicates, never perceptual or geometric ones).
+    signatures_ : the ``hashing.Signatures`` used (None without images).
+    vectors_ : L2-normalised embeddings (None without vectors).
+    content_hashes_ : content hash per item (None where unknown).
+    """
+
+    def __init__(self, hash: str = "dhash", hash_size: int = 8, hash_radius: int = 7,
+                 photometric: bool = True, min_ncc: float = 0.98, max_chroma: float = 0.5,
+                 grey_chroma: float = 3.0, semantic_threshold: float = 0.8,
+                 semantic_only_threshold: float | None = 0.97, n_neighbors: int = 10,
+                 verify: bool = True, min_inliers: int = 15, max_diameter: float = 2.0,
+                 workers: int | None = None, progress: bool = False):
+        self.hash = hash
+        self.hash_size = hash_size
+        self.hash_radius = hash_radius
+        self.photometric = photometric
+        self.min_ncc = min_ncc
+        self.max_chroma = max_chroma
+        self.grey_chroma = grey_chroma
+        self.semantic_threshold = semantic_threshold
+        self.semantic_only_threshold = semantic_only_threshold
+        self.n_neighbors = n_neighbors
+        self.verify = verify
+        self.min_inliers = min_inliers
+        self.max_diameter = max_diameter
+        self.workers = workers
+        self.progress = progress
+
+    # -- checks ----------------------------------------------------------------------------
+    def photometric_check(self) -> PhotometricCheck:
+        return PhotometricCheck(min_ncc=self.min_ncc, max_chroma=self.max_chroma, grey_chroma=self.grey_chroma)
+
+    def geometric_check(self) -> GeometricCheck:
+        return GeometricCheck(min_inliers=self.min_inliers)
+
+    def _validate(self) -> None:
+        if self.hash not in HASHES:
+            raise ParameterError(f"hash={self.hash!r}: choose from {', '.join(HASHES)}", param="hash")
+        if not 0 <= int(self.hash_radius) < self.hash_size ** 2:
+            raise ParameterError(f"hash_radius={self.hash_radius}: must be in [0, {self.hash_size ** 2})", param="hash_radius")
+        if not -1 <= self.semantic_threshold <= 1:
+            raise ParameterError(f"semantic_threshold={self.semantic_threshold}: a cosine, in [-1, 1]", param="semantic_threshold")
+        if self.semantic_only_threshold is not None and not -1 <= self.semantic_only_threshold <= 1:
+            raise ParameterError(f"semantic_only_threshold={self.semantic_only_threshold}: a cosine, in [-1, 1]", param="semantic_only_threshold")
+        if self.max_diameter < 1:
+            raise ParameterError(f"max_diameter={self.max_diameter}: must be >= 1 (1 = one link threshold)", param="max_diameter")
+        if self.n_neighbors < 1:
+            raise ParameterError(f"n_neighbors={self.n_neighbors}: must be >= 1", param="n_neighbors")
+
+    # -- fit -------------------------------------------------------------------------------
+    def fit(self, paths: Sequence[str | os.PathLike] | None = None, vectors: np.ndarray | None = None, *,
+            content_hashes: Sequence[str | None] | None = None, signatures: Signatures | None = None,
+            ids: Sequence[str] | None = None):
+        """Find duplicates among ``paths`` (image files) and/or ``vectors`` (one row per item).
+
+        ``content_hashes``: known content hashes (e.g. from the embedding cache), to skip
+        reading the files again for exact duplicates. ``signatures``: precomputed
+        ``hashing.Signatures`` (perceptual hashes, thumbnails), to skip decoding. ``ids``:
+        names for the items (default: the paths, else row numbers).
+        """
+        self._validate()
+        n = None
+        for name, x in (("paths", paths), ("vectors", vectors), ("content_hashes", content_hashes),
+                        ("signatures", signatures), ("ids", ids)):
+            if x is None:
+                continue
+            if n is not None and len(x) != n:
+                raise InputError(f"{name} has {len(x)} items, expected {n} (one per item)")
+            n = len(x)
+        if n is None:
+            raise InputError("give paths, vectors, signatures or content_hashes")
+        if signatures is not None and (signatures.kind, signatures.hash_size) != (self.hash, self.hash_size):
+            raise InputError(f"signatures are {signatures.kind}/{signatures.hash_size}, the finder uses "
+                             f"{self.hash}/{self.hash_size}")
+        self.n_items_ = n
+        self.paths_ = None if paths is None else [os.fspath(p) for p in paths]
+        self.ids_ = ([str(x) for x in ids] if ids is not None else
+                     list(self.paths_) if self.paths_ is not None else [str(k) for k in range(n)])
+        if signatures is None and self.paths_ is not None:
+            signatures = compute_signatures(self.paths_, kind=self.hash, hash_size=self.hash_size,
+                                            content=content_hashes is None, workers=self.workers,
+                                            progress=self.progress)
+        self.signatures_ = signatures
+        self.skipped_ = dict(signatures.skipped) if signatures is not None else {}
+        if content_hashes is not None:
+            self.content_hashes_ = [None if c is None else str(c) for c in content_hashes]
+        elif signatures is not None and any(c is not None for c in signatures.content):
+            self.content_hashes_ = list(signatures.content)
+        else:
+            self.content_hashes_ = None
+        if vectors is not None:
+            vectors = np.asarray(vectors)
+            if vectors.ndim != 2:
+                raise InputError(f"vectors must be 2-D (items x dims), got shape {vectors.shape}")
+            for s in range(0, len(vectors), 65536):  # in chunks: no n x d boolean temporary
+                finite = np.isfinite(vectors[s:s + 65536]).all(1)
+                if not finite.all():
+                    bad = s + int(np.flatnonzero(~finite)[0])
+                    raise InputError(f"vectors: row {bad} has NaN or infinite values")
+        self.vectors_ = None if vectors is None else normalise(vectors)
+
+        links = [self._links_exact(), self._links_perceptual()]
+        links.append(self._links_semantic(links))
+        self.links_ = np.concatenate(links) if links else np.zeros(0, LINK_DTYPE)
+        self._group()
+        return self
+
+    def _links_exact(self) -> np.ndarray:
+        if self.content_hashes_ is None:
+            return np.zeros(0, LINK_DTYPE)
+        i, j = _exact_links(self.content_hashes_)
+        out = np.zeros(len(i), LINK_DTYPE)
+        out["i"], out["j"], out["kind"] = i, j, EXACT
+        return out
+
+    def _links_perceptual(self) -> np.ndarray:
+        sig = self.signatures_
+        if sig is None:
+            return np.zeros(0, LINK_DTYPE)
+        i, j, bits = hamming_pairs(sig.hashes, int(self.hash_radius), mirror=sig.mirror, valid=sig.usable(),
+                                   progress=self.progress)
+        if self.photometric and sig.thumbs is not None and len(i):
+            ncc, chroma, sat, _ = thumb_pairs(sig.thumbs, i, j)
+            keep = photometric_ok(ncc, chroma, sat, self.photometric_check())
+            i, j, bits = i[keep], j[keep], bits[keep]
+        out = np.zeros(len(i), LINK_DTYPE)
+        out["i"], out["j"], out["kind"], out["distance"] = i, j, PERCEPTUAL, bits
+        return out
+
+    def _links_semantic(self, found: list[np.ndarray]) -> np.ndarray:
+        X = self.vectors_
+        if X is None:
+            return np.zeros(0, LINK_DTYPE)
+        can_verify = bool(self.verify) and self.paths_ is not None
+        lo = self.semantic_threshold if can_verify else self.semantic_only_threshold
+        if lo is None:
+            return np.zeros(0, LINK_DTYPE)
+        i, j, cos = cosine_pairs(X, float(lo), k=int(self.n_neighbors), progress=self.progress)
+        n = self.n_items_
+        done = np.concatenate([_pair_keys(f["i"], f["j"], n) for f in found]) if found else np.zeros(0, np.int64)
+        new = ~np.isin(_pair_keys(i, j, n), done)
+        i, j, cos = i[new], j[new], cos[new]
+        self.n_verified_ = 0
+        if can_verify and len(i):
+            ok = self._verify_pairs(i, j, cos, found)
+            kind = np.full(len(i), GEOMETRIC, np.int8)
+            if self.semantic_only_threshold is not None:
+                strong = ~ok & (cos >= self.semantic_only_threshold) & self._undecodable(i, j)
+                kind[strong] = SEMANTIC  # a file could not be decoded: the embedding decides
+                ok |= strong
+            i, j, cos, kind = i[ok], j[ok], cos[ok], kind[ok]
+        else:
+            kind = np.full(len(i), SEMANTIC, np.int8)
+        out = np.zeros(len(i), LINK_DTYPE)
+        out["i"], out["j"], out["kind"], out["distance"] = i, j, kind, 1.0 - cos
+        return out
+
+    def _undecodable(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        sig = self.signatures_
+        if sig is None:
+            return np.ones(len(i), bool)
+        ok = sig.usable()
+        return ~ok[i] | ~ok[j]
+
+    def _verify_pairs(self, i: np.ndarray, j: np.ndarray, cos: np.ndarray,
+                      linked: list[np.ndarray]) -> np.ndarray:
+        """Geometric check of candidate pairs, most similar first, in batches; a pair whose
+        items are already connected (by earlier links or verified pairs) is not checked: it
+        cannot change the groups' membership, and in a group of 300 reposts it saves most of
+        the 300 x ``n_neighbors`` checks."""
+        from scipy.cluster.hierarchy import DisjointSet
+
+        from ..embed.engine import default_workers
+        from ..progress import progress_bar
+        from .verify import GeometricVerifier
+
+        verifier = GeometricVerifier(self.geometric_check(), self.photometric_check())
+        usable = self.signatures_.usable() if self.signatures_ is not None else np.ones(self.n_items_, bool)
+        paths = self.paths_
+        ds = DisjointSet(range(self.n_items_))
+        for f in linked:
+            for a, b in zip(f["i"].tolist(), f["j"].tolist()):
+                ds.merge(a, b)
+        order = np.argsort(-cos, kind="stable")
+        ok = np.zeros(len(i), bool)
+        workers = self.workers or default_workers()
+
+        def one(k: int) -> bool:
+            a, b = int(i[k]), int(j[k])
+            if not (usable[a] and usable[b]):
+                return False
+            return verifier.verify(paths[a], paths[b])[0]
+
+        batch = 64 * workers
+        checked = 0
+        with ThreadPoolExecutor(max_workers=workers) as pool, progress_bar(
+                total=len(order), desc="verify pairs", unit="pair", disable=not self.progress) as bar:
+            for s in range(0, len(order), batch):
+                ks = [int(k) for k in order[s:s + batch] if not ds.connected(int(i[k]), int(j[k]))]
+                ks.sort(key=lambda k: (int(i[k]), int(j[k])))  # one item's neighbours together: cache hits
+                for k, res in zip(ks, pool.map(one, ks)):
+                    if res:
+                        ok[k] = True
+                        ds.merge(int(i[k]), int(j[k]))
+                checked += len(ks)
+                bar.update(min(batch, len(order) - s))
+        self.n_verified_ = checked
+        return ok
+
+    # -- grouping --------------------------------------------------------------------------
+    def pair_distance(self) -> PairDistance:
+        """The normalised distance used by the chaining guard (1 = a link threshold)."""
+        sig = self.signatures_
+        return PairDistance(
+            self.n_items_, content=self.content_hashes_,
+            hashes=None if sig is None else sig.hashes, mirror=None if sig is None else sig.mirror,
+            hash_ok=None if sig is None else sig.usable(), hash_scale=max(1, int(self.hash_radius)),
+            vectors=self.vectors_,
+            cos_scale=max(1e-6, 1.0 - (self.semantic_threshold if self.verify and self.paths_ is not None
+                                       else (self.semantic_only_threshold or self.semantic_threshold))),
+        )
+
+    def _group(self) -> None:
+        n = self.n_items_
+        L = self.links_
+        labels, rep, diam = group_links(n, L["i"], L["j"], self.pair_distance(), float(self.max_diameter))
+        self.labels_ = labels
+        self.representative_ = rep
+        self.group_diameter_ = diam
+        self.duplicate_of_ = np.where((rep >= 0) & (rep != np.arange(n)), rep, -1)
+        # how each member is linked: to its representative if directly, else its best link in
+        # the group (strongest kind, then smallest distance)
+        kind = np.full(n, -1, np.int8)
+        dist = np.full(n, np.nan, np.float32)
+        same = labels[L["i"]] == labels[L["j"]]
+        inside = L[same & (labels[L["i"]] >= 0)]
+        best: dict[int, tuple] = {}
+        for a, b, k, d in zip(inside["i"].tolist(), inside["j"].tolist(), inside["kind"].tolist(),
+                              inside["distance"].tolist()):
+            for x, y in ((a, b), (b, a)):
+                key = (0 if y == rep[x] else 1, k, d)
+                if x not in best or key < best[x]:
+                    best[x] = key
+        for x, (_, k, d) in best.items():
+            kind[x], dist[x] = k, d
+        self.link_kind_ = kind
+        self.link_distance_ = dist
+
+    # -- results ---------------------------------------------------------------------------
+    @property
+    def n_groups_(self) -> int:
+        return int(len(self.group_diameter_))
+
+    def groups(self) -> list[dict]:
+        """One dict per group: id, size, representative (index and id), diameter, members."""
+        out = []
+        order = np.argsort(self.labels_, kind="stable")
+        labs = self.labels_[order]
+        start = np.searchsorted(labs, 0)
+        for g, members in enumerate(np.split(order[start:], np.flatnonzero(np.diff(labs[start:])) + 1)):
+            if not len(members):
+                continue
+            r = int(self.representative_[members[0]])
+            out.append({"group": g, "size": int(len(members)), "representative": r,
+                        "representative_id": self.ids_[r], "diameter": float(self.group_diameter_[g]),
+                        "members": [int(m) for m in members]})
+        return out
+
+    def table(self):
+        """A pandas DataFrame, one row per item: id, duplicate_group, duplicate_of (id of the
+        representative, empty for representatives and unique items), is_representative,
+        link_kind, link_distance, group_size, group_diameter, skipped (reason, if any)."""
+        import pandas as pd
+
+        n = self.n_items_
+        labels = self.labels_
+        sizes = np.bincount(labels[labels >= 0], minlength=self.n_groups_) if self.n_groups_ else np.zeros(0, int)
+        return pd.DataFrame({
+            "id": self.ids_,
+            "duplicate_group": labels,
+            "duplicate_of": [self.ids_[r] if r >= 0 else "" for r in self.duplicate_of_],
+            "is_representative": self.representative_ == np.arange(n),
+            "link_kind": [KINDS[k] if k >= 0 else "" for k in self.link_kind_],
+            "link_distance": self.link_distance_,
+            "group_size": np.where(labels >= 0, sizes[np.maximum(labels, 0)] if len(sizes) else 0, 1),
+            "group_diameter": np.where(labels >= 0, self.group_diameter_[np.maximum(labels, 0)]
+                                       if self.n_groups_ else 0.0, 0.0),
+            "skipped": [self.skipped_.get(k, "") for k in range(n)],
+        })
+
+    def index(self, vectors: bool = True):
+        """A ``DuplicateIndex`` over the fitted items, to check new items (saveable)."""
+        return DuplicateIndex.from_finder(self, vectors=vectors)
+
+
+__all__ = ["DuplicateFinder", "KINDS", "LINK_DTYPE"]

@@ -1,0 +1,174 @@
+"""Per-image signatures for duplicate finding: content hash, perceptual hash, colour thumbnail.
+
+One pass over the files computes, for each image:
+
+* the **content hash** (BLAKE2b-128 of the bytes, ``mediacluster.store.hash_file``, the same key
+  the embedding cache uses), which finds byte-identical copies;
+* a **perceptual hash** from ``imagehash`` (pHash by default, see ``HASHES``) of the image and of
+  its mirror image, packed into bytes (a 64-bit hash is 8 bytes), so a left-right flipped repost
+  is found by comparing one image's hash with the other's mirror hash;
+* a **colour thumbnail** (``THUMB`` x ``THUMB`` RGB, area-averaged over the whole image), used to
+  check a hash match pixel by pixel (same picture, or only the same layout in other colours?).
+
+Images are decoded by the package's safe loader (``mediacluster.ingest.load_image``: size and
+pixel caps against decompression bombs, broken files refused with a reason); a file that cannot
+be used is reported with its reason and never stops the pass. Decoding runs in a thread pool
+(PIL releases the GIL while decoding and resizing) with a progress bar (rate and ETA).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import ParameterError
+
+#: Side of the colour thumbnail kept per image (16 x 16 x 3 bytes = 768 bytes).
+THUMB = 16
+#: JPEG decoding may shrink by DCT scaling down to this side (hashes work at 8-32 px).
+DRAFT = 256
+
+
+def _imagehash_functions() -> dict[str, Callable]:
+    import imagehash  # lazy: pulls scipy.fftpack and PyWavelets
+
+    return {
+        "phash": imagehash.phash,
+        "dhash": imagehash.dhash,
+        "ahash": imagehash.average_hash,
+        "whash": imagehash.whash,
+    }
+
+
+#: The perceptual hashes on offer (all from ``imagehash``); compared in benchmarks/duplicates.py.
+HASHES = ("phash", "dhash", "ahash", "whash")
+
+
+def hash_image(im: Image.Image, kind: str = "phash", hash_size: int = 8) -> np.ndarray:
+    """Packed bits (``hash_size**2 / 8`` uint8) of the ``kind`` perceptual hash of ``im``."""
+    try:
+        fn = _imagehash_functions()[kind]
+    except KeyError:
+        raise ParameterError(f"unknown perceptual hash {kind!r}; choose from {', '.join(HASHES)}") from None
+    return np.packbits(np.asarray(fn(im, hash_size=hash_size).hash, dtype=bool).ravel())
+
+
+def thumbnail(im: Image.Image, side: int = THUMB) -> np.ndarray:
+    """``side`` x ``side`` x 3 uint8 area average of the whole image (aspect ratio not kept)."""
+    return np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BOX), dtype=np.uint8)
+
+
+@dataclass
+class Signatures:
+    """Signatures of n images, aligned with the input; rows of skipped items are zeros.
+
+    ``ok[i]`` is False for a file that could not be used; ``skipped`` maps its index to the
+    reason. ``content`` holds hex content hashes (None where unknown). Only ``hashes`` is
+    required: without ``mirror`` flips are not looked for, without ``thumbs`` a hash match is
+    not checked pixel by pixel (e.g. hashes computed elsewhere).
+    """
+
+    content: list[str | None]
+    hashes: np.ndarray                  # (n, nbytes) uint8, perceptual hash of the image
+    mirror: np.ndarray | None = None    # (n, nbytes) uint8, hash of the mirrored image
+    thumbs: np.ndarray | None = None    # (n, THUMB, THUMB, 3) uint8
+    sizes: np.ndarray | None = None     # (n, 2) int32 width, height as decoded (after JPEG draft)
+    ok: np.ndarray | None = None        # (n,) bool; None: all usable
+    skipped: dict[int, str] = field(default_factory=dict)
+    kind: str = "phash"
+    hash_size: int = 8
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def usable(self) -> np.ndarray:
+        return np.ones(len(self), bool) if self.ok is None else np.asarray(self.ok, bool)
+
+
+def _one(path: str, kind: str, hash_size: int, content: bool):
+    """(content hash, hash, mirror hash, thumbnail, size, reason); the content hash is kept
+    even when the image cannot be decoded (identical broken files are still exact copies)."""
+    from ..fileio import hash_file
+    from ..ingest import SkipItem, load_image
+
+    digest = None
+    try:
+        if content:
+            digest = hash_file(path)
+        im = load_image(path, draft_size=DRAFT)
+        h = hash_image(im, kind, hash_size)
+        m = hash_image(ImageOps.mirror(im), kind, hash_size)
+        return digest, h, m, thumbnail(im), im.size, None
+    except SkipItem as e:
+        return digest, None, None, None, None, str(e)
+    except MemoryError:
+        return digest, None, None, None, None, "image too large: out of memory while decoding"
+    except OSError as e:  # hash_file on a missing or unreadable file
+        return None, None, None, None, None, f"cannot read file: {e.strerror or e}"
+    except Exception as e:  # a decoder or hashing bug on one odd file must not cost the run
+        return digest, None, None, None, None, f"unexpected error while hashing: {type(e).__name__}: {e}"
+
+
+def compute_signatures(
+    paths: Sequence[str | os.PathLike],
+    kind: str = "phash",
+    hash_size: int = 8,
+    content: bool = True,
+    workers: int | None = None,
+    progress: bool = False,
+) -> Signatures:
+    """Content hash, perceptual hash (+ mirror) and thumbnail of every file in ``paths``.
+
+    ``content=False`` skips the content hash (e.g. when the embedding cache already has it).
+    ``workers``: decoding threads (default: ``mediacluster.embed.default_workers()``).
+    """
+    from ..embed.engine import default_workers
+    from ..progress import progress_bar
+
+    if kind not in HASHES:
+        raise ParameterError(f"unknown perceptual hash {kind!r}; choose from {', '.join(HASHES)}")
+    if hash_size < 2 or (hash_size * hash_size) % 8:
+        raise ParameterError(f"hash_size must be >= 2 with hash_size**2 a multiple of 8, got {hash_size}")
+    paths = [os.fspath(p) for p in paths]
+    n = len(paths)
+    nbytes = hash_size * hash_size // 8
+    sig = Signatures(
+        content=[None] * n,
+        hashes=np.zeros((n, nbytes), np.uint8),
+        mirror=np.zeros((n, nbytes), np.uint8),
+        thumbs=np.zeros((n, THUMB, THUMB, 3), np.uint8),
+        sizes=np.zeros((n, 2), np.int32),
+        ok=np.zeros(n, bool),
+        kind=kind,
+        hash_size=hash_size,
+    )
+    workers = workers or default_workers()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phash") as pool, progress_bar(
+            total=n, desc="hash images", unit="img", disable=not progress) as bar:
+        results = pool.map(lambda p: _one(p, kind, hash_size, content), paths, chunksize=16)
+        for i, (digest, h, m, th, size, err) in enumerate(results):
+            bar.update(1)
+            sig.content[i] = digest
+            if err is not None:
+                sig.skipped[i] = err
+                continue
+            sig.hashes[i], sig.mirror[i], sig.thumbs[i] = h, m, th
+            sig.sizes[i] = size
+            sig.ok[i] = True
+    return sig
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bit distance between packed hashes (uint8, last axis), broadcasting over leading axes."""
+    x = np.bitwise_xor(np.asarray(a, np.uint8), np.asarray(b, np.uint8))
+    if hasattr(np, "bitwise_count"):  # numpy >= 2: popcount, ~20x faster than unpacking bits
+        return np.bitwise_count(x).sum(-1, dtype=np.int32)
+    return np.unpackbits(x, axis=-1).sum(-1, dtype=np.int32)
+
+
+__all__ = ["HASHES", "THUMB", "Signatures", "compute_signatures", "hash_image", "thumbnail", "hamming"]

@@ -1,0 +1,230 @@
+"""``DuplicateIndex``: is a new item a near-duplicate of one already seen?
+
+Built from a fitted ``DuplicateFinder`` (``finder.index()``), it keeps per item only plain
+arrays: content hash, perceptual hash and mirror hash, colour thumbnail, duplicate group and,
+optionally, the embedding (float16). ``query(path=..., vector=...)`` applies the finder's rule
+to one new item against all stored items:
+
+exact (same bytes) > perceptual (hash within the radius, thumbnails agree) > geometric
+(cosine >= ``semantic_threshold`` and keypoint alignment with the stored file, when that file
+is still readable) > semantic (cosine >= ``semantic_only_threshold``).
+
+``save(folder)`` writes ``duplicates.json`` (parameters, ids, paths) and ``duplicates.npz``
+(arrays, no pickle); ``DuplicateIndex.load(folder)`` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, ModelFormatError
+from .grouping import KINDS
+from .hashing import THUMB, hamming
+
+FORMAT = "mediacluster.duplicates/1"
+JSON_NAME = "duplicates.json"
+NPZ_NAME = "duplicates.npz"
+
+#: Finder parameters the index needs to apply the same rule.
+_PARAMS = ("hash", "hash_size", "hash_radius", "photometric", "min_ncc", "max_chroma", "grey_chroma",
+           "semantic_threshold", "semantic_only_threshold", "n_neighbors", "verify", "min_inliers")
+
+
+@dataclass(frozen=True)
+class DuplicateMatch:
+    """The stored item a new item duplicates: its row, id, group, and how it matched."""
+
+    index: int
+    id: str
+    group: int
+    kind: str
+    distance: float
+
+    def __str__(self) -> str:
+        unit = " bits" if self.kind == "perceptual" else "" if self.kind == "exact" else " (1 - cosine)"
+        return f"near-duplicate of {self.id} ({self.kind}, distance {self.distance:g}{unit})"
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "id": self.id, "group": self.group, "kind": self.kind,
+                "distance": self.distance}
+
+
+class DuplicateIndex:
+    """Stored signatures of fitted items; answers "near-duplicate of item X (distance d)"."""
+
+    def __init__(self, params: dict, ids: list[str], paths: list[str] | None, labels: np.ndarray,
+                 content: list[str | None] | None, hashes: np.ndarray | None, mirror: np.ndarray | None,
+                 thumbs: np.ndarray | None, hash_ok: np.ndarray | None, vectors: np.ndarray | None):
+        self.params = dict(params)
+        self.ids = list(ids)
+        self.paths = None if paths is None else list(paths)
+        self.labels = np.asarray(labels, np.int64)
+        self.content = content
+        self.hashes = hashes
+        self.mirror = mirror
+        self.thumbs = thumbs
+        self.hash_ok = hash_ok
+        self.vectors = vectors
+        self._by_content = {} if content is None else {c: k for k, c in reversed(list(enumerate(content)))
+                                                       if c is not None}
+        self._verifier = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_finder(cls, finder, vectors: bool = True) -> DuplicateIndex:
+        sig = finder.signatures_
+        return cls(
+            params={p: getattr(finder, p) for p in _PARAMS},
+            ids=finder.ids_, paths=finder.paths_, labels=finder.labels_, content=finder.content_hashes_,
+            hashes=None if sig is None else sig.hashes, mirror=None if sig is None else sig.mirror,
+            thumbs=None if sig is None else sig.thumbs, hash_ok=None if sig is None else sig.usable(),
+            vectors=None if (finder.vectors_ is None or not vectors) else finder.vectors_.astype(np.float16),
+        )
+
+    # -- query -----------------------------------------------------------------------------
+    def query(self, path: str | os.PathLike | None = None, vector: np.ndarray | None = None,
+              exclude: int | None = None) -> DuplicateMatch | None:
+        """The best match of one new item (an image file and/or its embedding), or None.
+
+        A file that cannot be decoded is checked for exact copies only. ``exclude``: a stored
+        row to ignore (e.g. the item itself when checking a stored item).
+        """
+        from ..fileio import hash_file
+        from ..ingest import SkipItem, load_image
+        from .hashing import hash_image, thumbnail
+
+        p = self.params
+        found: list[tuple[int, float, int]] = []  # (kind, distance, row)
+        h = m = th = None
+        if path is not None:
+            path = os.fspath(path)
+            try:
+                digest = hash_file(path)
+            except OSError:
+                digest = None
+            row = self._by_content.get(digest) if digest is not None else None
+            if row is not None and row != exclude:
+                found.append((0, 0.0, row))
+            try:
+                from PIL import ImageOps
+
+                from .hashing import DRAFT
+
+                im = load_image(path, draft_size=DRAFT)
+                h = hash_image(im, p["hash"], p["hash_size"])
+                m = hash_image(ImageOps.mirror(im), p["hash"], p["hash_size"])
+                th = thumbnail(im, THUMB)
+            except SkipItem:
+                pass
+        if h is not None and self.hashes is not None:
+            bits = hamming(self.hashes, h[None, :])
+            if self.mirror is not None:
+                bits = np.minimum(bits, hamming(self.hashes, m[None, :]))
+            ok = bits <= p["hash_radius"]
+            if self.hash_ok is not None:
+                ok &= self.hash_ok
+            if exclude is not None:
+                ok[exclude] = False
+            rows = np.flatnonzero(ok)
+            if len(rows) and p["photometric"] and self.thumbs is not None:
+                from .verify import PhotometricCheck, compare_thumbs, photometric_ok
+
+                check = PhotometricCheck(p["min_ncc"], p["max_chroma"], p["grey_chroma"])
+                a = np.broadcast_to(th, (len(rows), *th.shape))
+                n0, c0, s0 = compare_thumbs(a, self.thumbs[rows])
+                n1, c1, s1 = compare_thumbs(a, self.thumbs[rows][:, :, ::-1])
+                rows = rows[photometric_ok(n0, c0, s0, check) | photometric_ok(n1, c1, s1, check)]
+            found += [(1, float(bits[r]), int(r)) for r in rows]
+        if vector is not None and self.vectors is not None:
+            found += self._semantic(np.asarray(vector, np.float32).ravel(), path, exclude)
+        if not found:
+            return None
+        kind, dist, row = min(found)
+        return DuplicateMatch(index=row, id=self.ids[row], group=int(self.labels[row]), kind=KINDS[kind],
+                              distance=dist)
+
+    def _semantic(self, v: np.ndarray, path, exclude) -> list[tuple[int, float, int]]:
+        p = self.params
+        if v.shape[0] != self.vectors.shape[1]:
+            raise InputError(f"vector has {v.shape[0]} dims, the index holds {self.vectors.shape[1]}-d vectors")
+        norm = float(np.linalg.norm(v))
+        if not np.isfinite(norm) or norm == 0:
+            return []
+        v = (v / norm).astype(np.float32)
+        cos = np.empty(len(self.vectors), np.float32)
+        step = 65536  # float16 rows -> float32 a chunk at a time (numpy has no float16 BLAS)
+        for s in range(0, len(cos), step):
+            cos[s:s + step] = self.vectors[s:s + step].astype(np.float32) @ v
+        if exclude is not None:
+            cos[exclude] = -2
+        k = min(int(p["n_neighbors"]), len(cos))
+        top = np.argpartition(-cos, k - 1)[:k]
+        top = top[np.argsort(-cos[top])]
+        out = []
+        can_verify = p["verify"] and path is not None and self.paths is not None
+        for r in top:
+            c = float(cos[r])
+            if can_verify and c >= p["semantic_threshold"] and os.path.exists(self.paths[r]):
+                if self._verify(path, self.paths[r]):
+                    out.append((2, 1.0 - c, int(r)))
+                    continue
+            if p["semantic_only_threshold"] is not None and c >= p["semantic_only_threshold"] and not (
+                    can_verify and os.path.exists(self.paths[r])):
+                out.append((3, 1.0 - c, int(r)))
+        return out
+
+    def _verify(self, a, b) -> bool:
+        from .verify import GeometricCheck, GeometricVerifier, PhotometricCheck
+
+        p = self.params
+        if self._verifier is None:
+            self._verifier = GeometricVerifier(GeometricCheck(min_inliers=p["min_inliers"]),
+                                               PhotometricCheck(p["min_ncc"], p["max_chroma"], p["grey_chroma"]),
+                                               cache_size=256)
+        return self._verifier.verify(a, b)[0]
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``duplicates.json`` and ``duplicates.npz`` into ``folder`` (atomically each)."""
+        from ..fileio import atomic_path, write_json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"labels": self.labels}
+        for name in ("hashes", "mirror", "thumbs", "hash_ok", "vectors"):
+            if getattr(self, name) is not None:
+                arrays[name] = np.asarray(getattr(self, name))
+        if self.content is not None:
+            arrays["content"] = np.array([c or "" for c in self.content], dtype="S32")
+        with atomic_path(folder / NPZ_NAME) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        write_json(folder / JSON_NAME, {"format": FORMAT, "params": self.params, "ids": self.ids,
+                                        "paths": self.paths, "arrays": sorted(arrays)})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> DuplicateIndex:
+        folder = Path(folder)
+        with open(folder / JSON_NAME, encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta.get("format") != FORMAT:
+            raise ModelFormatError(f"{folder / JSON_NAME}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        with np.load(folder / NPZ_NAME, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        content = None
+        if "content" in arrays:
+            content = [c.decode() or None for c in arrays["content"]]
+        return cls(params=meta["params"], ids=meta["ids"], paths=meta["paths"], labels=arrays["labels"],
+                   content=content, hashes=arrays.get("hashes"), mirror=arrays.get("mirror"),
+                   thumbs=arrays.get("thumbs"), hash_ok=arrays.get("hash_ok"), vectors=arrays.get("vectors"))
+
+
+__all__ = ["DuplicateIndex", "DuplicateMatch", "FORMAT"]

@@ -1,0 +1,197 @@
+"""Candidate pairs at scale: Hamming-radius search on binary hashes, cosine kNN on vectors (faiss).
+
+* ``hamming_pairs``: every pair within ``radius`` bits, also comparing each hash with the other
+  images' mirror hashes (flipped reposts). Below ``FLAT_LIMIT`` items a brute-force
+  ``IndexBinaryFlat`` is exact and fastest; above it, multi-index hashing
+  (``IndexBinaryMultiHash``: the 64 bits cut into 4 tables of 16 bits, ``nflip`` bits flipped per
+  probe) is exact as long as ``radius < 4 * (nflip + 1)`` by the pigeonhole principle, and
+  needs only the buckets near each hash instead of all n of them (measured in
+  benchmarks/duplicates.py).
+* ``cosine_pairs``: each vector's ``k`` nearest neighbours by inner product (vectors are
+  L2-normalised first), kept when the cosine is at least ``threshold``. Exact
+  (``IndexFlatIP``) below ``EXACT_LIMIT`` vectors; above it a PCA to ``IVF_DIMS`` dimensions and
+  an inverted file (``IndexIVFFlat``) rank the neighbours, and the kept pairs' cosines are
+  recomputed exactly from the vectors.
+
+Pairs are returned once, as ``i < j``, with their distance (bits) or cosine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Largest collection searched brute force (binary hashes).
+FLAT_LIMIT = 200_000
+#: Largest collection searched exactly (float vectors).
+EXACT_LIMIT = 20_000
+#: Above it: PCA to this many dimensions, then an inverted file probed in this many lists.
+IVF_DIMS = 128
+IVF_NPROBE = 16
+
+
+def _dedupe(i: np.ndarray, j: np.ndarray, d: np.ndarray, keep_min: bool = True):
+    """Order pairs as i < j, drop self pairs, keep one row per pair (min or max of ``d``)."""
+    a, b = np.minimum(i, j), np.maximum(i, j)
+    keep = a != b
+    a, b, d = a[keep], b[keep], d[keep]
+    if not len(a):
+        return a.astype(np.int64), b.astype(np.int64), d
+    order = np.lexsort((d if keep_min else -d, b, a))
+    a, b, d = a[order], b[order], d[order]
+    first = np.ones(len(a), bool)
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[first].astype(np.int64), b[first].astype(np.int64), d[first]
+
+
+def _binary_index(codes: np.ndarray, radius: int, method: str):
+    import faiss  # lazy: only needed when searching
+
+    nbits = codes.shape[1] * 8
+    if method == "auto":
+        method = "flat" if len(codes) <= FLAT_LIMIT else "multihash"
+    if method == "flat":
+        index = faiss.IndexBinaryFlat(nbits)
+    elif method == "multihash":
+        nhash = 4
+        b = nbits // nhash
+        index = faiss.IndexBinaryMultiHash(nbits, nhash, b)
+        index.nflip = max(0, math.ceil((radius + 1) / nhash) - 1)
+    else:
+        raise ValueError(f"unknown binary search method {method!r}; choose auto, flat or multihash")
+    index.add(codes)
+    return index
+
+
+def hamming_pairs(
+    codes: np.ndarray,
+    radius: int,
+    mirror: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+    method: str = "auto",
+    batch: int = 65536,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) of packed hashes within ``radius`` bits; returns (i, j, bits).
+
+    ``mirror`` (same shape as ``codes``): hashes of the mirrored images; a pair also matches
+    when one image's mirror hash is within ``radius`` of the other's hash, and the smaller
+    distance is reported. ``valid``: rows to search (others, e.g. undecodable files, never pair).
+    """
+    from ..progress import progress_bar
+
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    n = len(codes)
+    rows = np.arange(n) if valid is None else np.flatnonzero(valid)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
+    if len(rows) < 2:
+        return empty
+    db = codes[rows]
+    index = _binary_index(db, radius, method)
+    queries = [db] if mirror is None else [db, np.ascontiguousarray(mirror, dtype=np.uint8)[rows]]
+    out_i, out_j, out_d = [], [], []
+    total = len(rows) * len(queries)
+    with progress_bar(total=total, desc="hash neighbours", unit="hash", disable=not progress) as bar:
+        for q in queries:
+            for s in range(0, len(q), batch):
+                lims, D, nb = index.range_search(q[s:s + batch], radius + 1)
+                counts = np.diff(lims).astype(np.int64)
+                out_i.append(np.repeat(np.arange(s, s + len(counts)), counts))
+                out_j.append(nb.astype(np.int64))
+                out_d.append(D.astype(np.int32))
+                bar.update(len(counts))
+    i, j, d = _dedupe(np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d))
+    return rows[i], rows[j], d
+
+
+def normalise(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32; all-zero rows stay zero)."""
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    if X.flags.c_contiguous and np.all(np.abs(norms - 1.0) < 1e-4):
+        return X  # already unit length: no copy (a million 1280-d vectors are 5 GB)
+    return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+
+
+def _vector_index(X: np.ndarray, method: str, seed: int):
+    """(index, exact): exact inner product, or PCA to ``IVF_DIMS`` + an inverted file.
+
+    At a million 1280-d vectors an inverted file in the full space is slow twice over (every
+    query against thousands of centroids, then thousands of 1280-d vectors); after a PCA to
+    128 dimensions both cost ~10x less, and the index holds 0.5 GB instead of 5 GB. Scores from
+    the reduced index only rank the neighbours; their cosines are recomputed in full.
+    """
+    import faiss  # lazy: only needed when searching
+
+    n, d = X.shape
+    if method == "auto":
+        method = "flat" if n <= EXACT_LIMIT else "ivf"
+    if method == "flat":
+        index = faiss.IndexFlatIP(d)
+        index.add(X)
+        return index, True
+    if method != "ivf":
+        raise ValueError(f"unknown vector search method {method!r}; choose auto, flat or ivf")
+    nlist = int(min(65536, max(16, 4 * math.sqrt(n))))
+    rng = np.random.default_rng(seed)
+    train = X[np.sort(rng.choice(n, size=min(n, max(64 * nlist, 50_000)), replace=False))]
+    dims = min(d, IVF_DIMS)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = seed
+    if dims < d:
+        pca = faiss.PCAMatrix(d, dims)
+        index = faiss.IndexPreTransform(pca, ivf)
+    else:
+        index = ivf
+    index.train(train)
+    for s in range(0, n, 65536):
+        index.add(X[s:s + 65536])
+    ivf.nprobe = IVF_NPROBE
+    return index, False
+
+
+def cosine_pairs(
+    X: np.ndarray,
+    threshold: float,
+    k: int = 10,
+    valid: np.ndarray | None = None,
+    method: str = "auto",
+    batch: int = 4096,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) among each row's ``k`` nearest neighbours with cosine >= ``threshold``.
+
+    Returns (i, j, cosine). ``X`` is normalised here; cosines of the returned pairs are exact
+    whatever the index. ``valid``: rows to search.
+    """
+    from ..progress import progress_bar
+
+    X = normalise(X)
+    rows = np.arange(len(X)) if valid is None else np.flatnonzero(valid)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    if len(rows) < 2:
+        return empty
+    Xv = np.ascontiguousarray(X[rows])
+    index, exact = _vector_index(Xv, method, seed)
+    kk = min(k + 1, len(rows))
+    out_i, out_j, out_c = [], [], []
+    with progress_bar(total=len(rows), desc="vector neighbours", unit="vec", disable=not progress) as bar:
+        for s in range(0, len(rows), batch):
+            D, nb = index.search(Xv[s:s + batch], kk)
+            # scores of the reduced index only rank; exact cosines are computed below
+            keep = (nb >= 0) & ((D >= threshold) if exact else True)
+            qi = np.broadcast_to(np.arange(s, s + len(nb))[:, None], nb.shape)[keep]
+            qj = nb[keep].astype(np.int64)
+            c = D[keep] if exact else np.einsum("ij,ij->i", Xv[qi], Xv[qj])
+            ok = (c >= threshold) & (qi != qj)
+            out_i.append(qi[ok])
+            out_j.append(qj[ok])
+            out_c.append(c[ok].astype(np.float32))
+            bar.update(len(nb))
+    i, j, c = _dedupe(np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_c), keep_min=False)
+    return rows[i], rows[j], c
+
+
+__all__ = ["hamming_pairs", "cosine_pairs", "normalise", "FLAT_LIMIT", "EXACT_LIMIT"]

@@ -1,0 +1,213 @@
+"""Duplicate finding: reposts of real photos caught, same-class photos kept apart, no blind chaining."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mediacluster.duplicates import DuplicateFinder, DuplicateIndex, Signatures
+from mediacluster.duplicates.reposts import KINDS, make_repost
+from mediacluster.duplicates.search import cosine_pairs, hamming_pairs
+
+CLASS = "n02102040"  # English springer: distinct photos of one class must stay apart
+
+
+@pytest.fixture(scope="module")
+def reposts(imagenette_dir, tmp_path_factory):
+    """3 originals of one class, each reposted once per kind, 2 more photos of that class and
+    2 held-out reposts/photos for new-item queries; embedded with the default encoder."""
+    from mediacluster.data import Collection
+    from mediacluster.embed import embed_collection
+
+    photos = sorted((imagenette_dir / CLASS).iterdir())
+    d = tmp_path_factory.mktemp("reposts")
+    rng = np.random.default_rng(0)
+    items = []  # (path, original index or -1, kind)
+    for k, src in enumerate(photos[:3]):
+        items.append((str(src), k, "original"))
+        for kind in KINDS:
+            path, _ = make_repost(src, d / f"{k}_{kind}", kind, rng)
+            items.append((path, k, kind))
+    for src in photos[3:5]:
+        items.append((str(src), -1, "distinct"))
+    held_jpeg, _ = make_repost(photos[0], d / "new_jpeg", "jpeg", rng)
+    held_crop, _ = make_repost(photos[1], d / "new_crop", "crop", rng)
+    held_copy = str(d / "new_copy.jpeg")
+    shutil.copyfile(photos[2], held_copy)
+    held_new = str(photos[6])
+    held = [held_jpeg, held_crop, held_copy, held_new]
+    paths = [p for p, _, _ in items]
+    emb = embed_collection(Collection(ids=paths + held, paths=paths + held),
+                           cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    assert emb.ids == paths + held
+    X = emb.vectors
+    finder = DuplicateFinder().fit(paths, X[:len(paths)])
+    return {"items": items, "paths": paths, "finder": finder, "held": held, "held_vectors": X[len(paths):]}
+
+
+def test_every_repost_kind_is_caught_at_the_defaults(reposts):
+    f, items = reposts["finder"], reposts["items"]
+    lab = f.labels_
+    orig = {k: i for i, (_, k, kind) in enumerate(items) if kind == "original"}
+    missed = [(k, kind) for i, (_, k, kind) in enumerate(items)
+              if kind not in ("original", "distinct") and not (lab[i] >= 0 and lab[i] == lab[orig[k]])]
+    assert not missed, f"reposts not grouped with their original: {missed}"
+    # each group is exactly one original and its reposts
+    for k, i in orig.items():
+        members = {items[m][1] for m in np.flatnonzero(lab == lab[i])}
+        assert members == {k}
+    t = f.table()
+    assert list(t.columns[:3]) == ["id", "duplicate_group", "duplicate_of"]
+    assert (t["link_kind"][lab >= 0] != "").all()
+    assert set(t["link_kind"]) >= {"exact", "perceptual", "geometric"}
+    assert (f.group_diameter_ <= f.max_diameter).all()
+
+
+def test_distinct_photos_of_one_class_are_not_grouped(reposts):
+    f, items = reposts["finder"], reposts["items"]
+    lab = f.labels_
+    origs = [lab[i] for i, (_, _, kind) in enumerate(items) if kind == "original"]
+    assert len(set(origs)) == 3 and min(origs) >= 0
+    for i, (_, _, kind) in enumerate(items):
+        if kind == "distinct":
+            assert lab[i] == -1 and f.duplicate_of_[i] == -1
+
+
+def test_identical_files_are_one_group_and_bad_files_are_skipped(imagenette_dir, tmp_path):
+    photos = sorted((imagenette_dir / CLASS).iterdir())
+    paths = []
+    for k in range(3):
+        paths.append(str(tmp_path / f"copy{k}.jpg"))
+        shutil.copyfile(photos[0], paths[-1])
+    paths.append(str(photos[1]))
+    for name in ("broken.jpg", "broken_copy.jpg"):
+        (tmp_path / name).write_bytes(photos[0].read_bytes()[:300])
+        paths.append(str(tmp_path / name))
+    f = DuplicateFinder().fit(paths)
+    assert f.labels_[0] == f.labels_[1] == f.labels_[2] >= 0
+    assert f.labels_[3] == -1
+    assert f.labels_[4] == f.labels_[5] >= 0 and f.labels_[4] != f.labels_[0]  # identical broken files
+    assert set(f.link_kind_[:3]) == {0}  # exact
+    rep = f.representative_[0]
+    assert rep in (0, 1, 2) and f.duplicate_of_[rep] == -1
+    assert sorted(f.duplicate_of_[:3].tolist()) == sorted([-1, rep, rep])
+    assert "truncated" in f.skipped_[4]
+    assert f.groups()[0]["size"] == 3 and f.groups()[0]["diameter"] == 0.0
+
+
+def _unit(angles_deg):
+    a = np.radians(angles_deg)
+    return np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)
+
+
+def test_a_three_image_chain_with_distant_ends_is_split():
+    # A and B share a perceptual hash; B and C have near-identical embeddings; A and C differ
+    # in both. Connected components would merge all three.
+    rng = np.random.default_rng(0)
+    h = rng.integers(0, 256, (3, 8), dtype=np.uint8)
+    h[1] = h[0]
+    h[2] = ~h[0]
+    sig = Signatures(content=[None] * 3, hashes=h, mirror=h.copy(), kind="dhash", hash_size=8)
+    X = _unit([0, 80, 81])
+    f = DuplicateFinder().fit(vectors=X, signatures=sig)
+    assert sorted(f.links_["kind"].tolist()) == [1, 3]  # one perceptual, one semantic link
+    assert f.labels_[0] != f.labels_[2] or f.labels_[0] == -1
+    assert (f.labels_ >= 0).sum() == 2  # B stays with one of them
+    g = DuplicateFinder(max_diameter=np.inf).fit(vectors=X, signatures=sig)
+    assert g.labels_[0] == g.labels_[1] == g.labels_[2] >= 0
+
+
+def test_a_long_chain_of_near_duplicates_is_cut():
+    # five items on an arc, each at cosine 0.975 (a link for vectors alone) from the next; the
+    # ends are at cosine 0.62
+    theta = np.degrees(np.arccos(0.975))
+    X = _unit([k * theta for k in range(5)])
+    f = DuplicateFinder().fit(vectors=X)
+    assert len(set(f.labels_.tolist()) - {-1}) >= 2
+    assert (f.group_diameter_ <= 2).all()
+    g = DuplicateFinder(max_diameter=np.inf).fit(vectors=X)
+    assert (g.labels_ == g.labels_[0]).all() and g.labels_[0] >= 0
+    assert g.group_diameter_[0] > 2
+
+
+def test_a_star_of_reposts_stays_whole():
+    # an original and 4 variants each at cosine 0.975 in different directions: variants are
+    # further from each other than from the original, as reposts are
+    rng = np.random.default_rng(1)
+    o = rng.standard_normal(64)
+    o /= np.linalg.norm(o)
+    vs = []
+    for _ in range(4):
+        u = rng.standard_normal(64)
+        u -= u @ o * o
+        u /= np.linalg.norm(u)
+        vs.append(0.975 * o + np.sqrt(1 - 0.975 ** 2) * u)
+    X = np.vstack([o, *vs, -o]).astype(np.float32)
+    f = DuplicateFinder().fit(vectors=X)
+    assert (f.labels_[:5] == f.labels_[0]).all() and f.labels_[0] >= 0 and f.labels_[5] == -1
+    assert f.representative_[0] == 0  # the original is the centre
+
+
+def test_new_item_query_after_save_and_load(reposts, tmp_path):
+    f = reposts["finder"]
+    held, V = reposts["held"], reposts["held_vectors"]
+    f.index().save(tmp_path / "dups")
+    idx = DuplicateIndex.load(tmp_path / "dups")
+    assert len(idx) == f.n_items_
+    lab = f.labels_
+    orig = {k: i for i, (_, k, kind) in enumerate(reposts["items"]) if kind == "original"}
+
+    m = idx.query(path=held[0])                 # a new JPEG re-encode of original 0
+    assert m is not None and m.kind in ("exact", "perceptual") and m.group == lab[orig[0]]
+    assert "near-duplicate of" in str(m)
+    m = idx.query(path=held[1], vector=V[1])    # a new crop of original 1
+    assert m is not None and m.group == lab[orig[1]]
+    m = idx.query(path=held[2])                 # a byte copy of original 2
+    assert m is not None and m.kind == "exact" and m.distance == 0 and m.index == orig[2]
+    assert idx.query(path=held[3], vector=V[3]) is None   # a distinct photo of the class
+    # vectors only, nothing to verify against: the semantic rule alone
+    m = idx.query(vector=f.vectors_[orig[0]], exclude=orig[0])
+    assert m is None or m.group == lab[orig[0]]
+
+
+def test_hamming_search_is_exact(rng):
+    n = 1200
+    codes = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    bits = np.unpackbits(codes, axis=1)
+    for a in range(0, 400, 2):  # plant neighbours at 0..12 bits
+        b = bits[a].copy()
+        b[rng.choice(64, a % 13, replace=False)] ^= 1
+        bits[a + 1] = b
+    codes = np.packbits(bits, axis=1)
+    w = codes.view(np.uint64)
+    D = np.bitwise_count(w[:, None, 0] ^ w[None, :, 0]).astype(int)
+    for radius, methods in ((3, ("flat", "multihash")), (7, ("flat", "multihash")), (10, ("flat",))):
+        want = {(i, j) for i, j in zip(*np.nonzero(np.triu(D <= radius, 1)))}
+        for method in methods:
+            i, j, d = hamming_pairs(codes, radius, method=method)
+            assert set(zip(i.tolist(), j.tolist())) == want, (method, radius)
+            assert (d == D[i, j]).all()
+
+
+def test_cosine_search_inverted_file_finds_close_pairs(rng):
+    X = rng.standard_normal((2000, 64)).astype(np.float32)
+    X[1::2] = X[0::2] + 0.2 * rng.standard_normal((1000, 64)).astype(np.float32)
+    i, j, c = cosine_pairs(X, 0.9, k=5, method="ivf")
+    got = set(zip(i.tolist(), j.tolist()))
+    assert len(got & {(a, a + 1) for a in range(0, 2000, 2)}) >= 990
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    assert np.allclose(c, (Xn[i] * Xn[j]).sum(1), atol=1e-5)
+
+
+def test_bad_parameters_name_themselves():
+    with pytest.raises(ValueError, match="hash="):
+        DuplicateFinder(hash="md5").fit(vectors=np.eye(3))
+    with pytest.raises(ValueError, match="max_diameter"):
+        DuplicateFinder(max_diameter=0.5).fit(vectors=np.eye(3))
+    with pytest.raises(ValueError, match="row 1"):
+        DuplicateFinder().fit(vectors=np.array([[1.0, 0], [np.nan, 0]]))
+    with pytest.raises(ValueError, match="expected 2"):
+        DuplicateFinder().fit(paths=[Path("a"), Path("b")], vectors=np.eye(3))
