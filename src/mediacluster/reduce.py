@@ -31,12 +31,14 @@ class UMAPReducer(_Reducer):
     new items through its own neighbour predictor, see ``mediacluster.pipeline``).
 
     ``random_state=None`` lets umap-learn use both cores (faster, not reproducible); an int
-    makes the result reproducible and single-threaded.
+    makes the result reproducible and single-threaded. ``init`` is umap-learn's layout start
+    (``"spectral"``, ``"pca"``, ``"tswspectral"``, ``"random"``): the spectral start solves an
+    eigenproblem that cost as much as 100 layout epochs on 10,000 items (benchmarks/engine.py).
     """
 
     def __init__(self, n_neighbors: int = 30, n_components: int = 10, min_dist: float = 0.0,
                  spread: float = 1.0, metric: str = "cosine", n_epochs: int | None = None,
-                 random_state: int | None = 0):
+                 random_state: int | None = 0, init: str = "spectral"):
         self.n_neighbors = n_neighbors
         self.n_components = n_components
         self.min_dist = min_dist
@@ -44,6 +46,7 @@ class UMAPReducer(_Reducer):
         self.metric = metric
         self.n_epochs = n_epochs
         self.random_state = random_state
+        self.init = init
 
     def fit(self, X, y=None, precomputed_knn=None):
         import umap
@@ -65,7 +68,7 @@ class UMAPReducer(_Reducer):
         self.umap_ = umap.UMAP(
             n_neighbors=nn, n_components=int(self.n_components), min_dist=float(self.min_dist),
             spread=float(self.spread), metric=self.metric, n_epochs=self.n_epochs,
-            random_state=self.random_state, **kw,
+            random_state=self.random_state, init=self.init, **kw,
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs value.*")
