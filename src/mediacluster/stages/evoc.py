@@ -94,7 +94,7 @@ class EVoCClusterer(BaseEstimator, ClusterMixin):
         strengths = [strengths[i] for i in keep]
         scores = scores[keep]
         self.raw_layers_ = layers
-        nested = _nest(layers, np.asarray(model.nn_inds_), np.asarray(model.nn_dists_))
+        nested = _nest(layers, np.asarray(model.nn_inds_), np.asarray(model.nn_dists_), X)
         # coarse -> fine, drop layers that repeat the cluster count of a finer one
         order = list(range(len(nested)))[::-1]
         levels, lev_scores, raw_idx, counts = [], [], [], []
@@ -198,28 +198,45 @@ def _parent_map(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
     return par
 
 
-def _nest(layers: list[np.ndarray], nn_inds: np.ndarray, nn_dists: np.ndarray) -> list[np.ndarray]:
-    """Nested versions of EVoC's layers (``layers[0]`` finest), every item assigned."""
-    fine = layers[0].copy()
-    # noise takes the distance-weighted majority cluster of its clustered EVoC neighbours,
-    # in rounds (a noise item whose neighbours are all noise waits for them); items that never
-    # reach a cluster form one cluster each
-    for _ in range(len(fine)):
-        q = np.flatnonzero(fine < 0)
+def assign_noise_by_neighbours(labels: np.ndarray, nn_inds: np.ndarray, nn_dists: np.ndarray,
+                               X: np.ndarray | None = None) -> np.ndarray:
+    """``labels`` with every noise item (< 0) given the distance-weighted majority cluster of
+    its clustered neighbours (``nn_inds`` / ``nn_dists``, column 0 the item itself), in rounds
+    (an item whose neighbours are all noise waits for them). Items no round reaches (their
+    whole neighbourhood is noise) take the vote of their 15 nearest clustered items among the
+    vectors ``X`` (cosine), or, without ``X``, form one cluster each."""
+    lab_all = np.asarray(labels, dtype=np.int64).copy()
+    for _ in range(len(lab_all)):
+        q = np.flatnonzero(lab_all < 0)
         if not len(q):
             break
         idx, dist = nn_inds[q, 1:], nn_dists[q, 1:].astype(np.float64)
-        lab = fine[idx]
+        lab = lab_all[idx]
         w = np.where(lab >= 0, 1.0 / np.maximum(dist, 1e-9), 0.0)
         ok = w.sum(axis=1) > 0
         if not ok.any():
-            fine[q] = fine.max() + 1 + np.arange(len(q))
+            if X is not None and (lab_all >= 0).any():
+                from ..cluster import knn_vote
+
+                V = np.asarray(X, dtype=np.float32)
+                V = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+                c = lab_all >= 0
+                lab_all[q] = knn_vote(V[c], lab_all[c], V[q], k=VOTE_NEIGHBORS)[0]
+            else:
+                lab_all[q] = lab_all.max() + 1 + np.arange(len(q))
             break
-        K = int(fine.max()) + 1
+        K = int(lab_all.max()) + 1
         rows = np.repeat(np.arange(len(q)), lab.shape[1])
         tally = np.bincount(rows * K + np.maximum(lab, 0).ravel(), weights=w.ravel(),
                             minlength=len(q) * K).reshape(len(q), K)
-        fine[q[ok]] = tally[ok].argmax(axis=1)
+        lab_all[q[ok]] = tally[ok].argmax(axis=1)
+    return lab_all
+
+
+def _nest(layers: list[np.ndarray], nn_inds: np.ndarray, nn_dists: np.ndarray,
+          X: np.ndarray | None = None) -> list[np.ndarray]:
+    """Nested versions of EVoC's layers (``layers[0]`` finest), every item assigned."""
+    fine = assign_noise_by_neighbours(layers[0], nn_inds, nn_dists, X)
     fine = np.unique(fine, return_inverse=True)[1].ravel()
     out = [fine]
     for coarse in layers[1:]:

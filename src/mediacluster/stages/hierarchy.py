@@ -489,7 +489,7 @@ class HierarchyClusterer(BaseEstimator, ClusterMixin):
         P = np.empty(self.levels_.shape)
         for lv, lab in enumerate(self.levels_):
             P[lv] = (w * (lab[idx] == lab[:, None])).sum(axis=1)
-        self.level_probabilities_ = P
+        self.level_probabilities_ = np.clip(P, 0.0, 1.0)  # float rounding can exceed 1
 
     def _select(self):
         n_levels = len(self.levels_)
