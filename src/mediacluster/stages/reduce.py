@@ -56,6 +56,7 @@ class _Reducer(TransformerMixin, BaseEstimator):
     "metric": Choice(*UMAP_METRICS),
     "n_epochs": Int(1, none_ok=True),
     "random_state": SEED,
+    "init": Choice("spectral", "pca", "tswspectral", "random"),
 })
 class UMAPReducer(_Reducer):
     """UMAP (umap-learn) with every parameter the source study tuned.
@@ -67,12 +68,14 @@ class UMAPReducer(_Reducer):
     new items through its own neighbour predictor, see ``mediacluster.pipeline``).
 
     ``random_state=None`` lets umap-learn use both cores (faster, not reproducible); an int
-    makes the result reproducible and single-threaded.
+    makes the result reproducible and single-threaded. ``init`` is umap-learn's layout start
+    (``"spectral"``, ``"pca"``, ``"tswspectral"``, ``"random"``): the spectral start solves an
+    eigenproblem that cost as much as 100 layout epochs on 10,000 items (benchmarks/engine.py).
     """
 
     def __init__(self, n_neighbors: int = 30, n_components: int = 10, min_dist: float = 0.0,
                  spread: float = 1.0, metric: str = "cosine", n_epochs: int | None = None,
-                 random_state: int | None = 0):
+                 random_state: int | None = 0, init: str = "spectral"):
         self.n_neighbors = n_neighbors
         self.n_components = n_components
         self.min_dist = min_dist
@@ -80,6 +83,7 @@ class UMAPReducer(_Reducer):
         self.metric = metric
         self.n_epochs = n_epochs
         self.random_state = random_state
+        self.init = init
 
     def fit(self, X, y=None, precomputed_knn=None):
         import umap  # heavy (numba): loaded when a UMAP is fitted
@@ -100,7 +104,7 @@ class UMAPReducer(_Reducer):
 
         # umap-learn's spectral initialisation asks scipy for n_components + 1 eigenvectors,
         # which a graph of that few items does not have: start those from random positions
-        init = "spectral" if len(X) > int(self.n_components) + 1 else "random"
+        init = self.init if len(X) > int(self.n_components) + 1 else "random"
         self.umap_ = umap.UMAP(
             n_neighbors=nn, n_components=int(self.n_components), min_dist=float(self.min_dist),
             spread=float(self.spread), metric=self.metric, n_epochs=self.n_epochs,

@@ -1,0 +1,733 @@
+"""Nested clusterings, coarse to fine, with a label-free default level.
+
+``HierarchyClusterer().fit(Z, knn=(indices, distances))`` takes the reduced coordinates ``Z``
+(n, k) and, optionally, the neighbour graph of the *input* vectors (the one UMAP was given, see
+``mediacluster.stages.neighbors``), and builds one tree whose cuts are the levels:
+
+1. **cells**: K-means with ``n_cells`` (default ``4 sqrt(n)``, at most 1,000) centres on ``Z``;
+   the finest possible level.
+2. **density groups**: HDBSCAN (``hdbscan``, ``min_cluster_size``, excess-of-mass) on ``Z``
+   finds the groups separated by density gaps, whatever their size or number; its noise joins
+   the group that most of its 15 nearest neighbours belong to. Cells are split along group
+   borders; the (cell, group) pieces are the tree's leaves.
+3. **tree**: size-weighted Ward linkage of the pieces inside each group, then of the groups.
+4. **default level** (``level="auto"``): the cut of the tree that maximises Newman-Girvan
+   modularity of the input-space neighbour graph, subject to never merging two density groups.
+   Density separation in the reduced space has no resolution limit (it finds 100 groups of 50
+   as readily as 3 of 3,000) but misses groups that touch; modularity of the input graph splits
+   touching groups but merges small ones (its resolution limit: a group whose share of the graph
+   is below ~1/sqrt(edges) is merged); together each covers the other's blind spot. Both are
+   label-free and use no constant fitted to a labelled set (modularity at its standard
+   resolution 1, HDBSCAN at ``min_cluster_size``: the smallest group worth reporting).
+5. **levels**: the tree's splits in one order (first those above the density groups, then the
+   ones the default level accepts, then the rest, each by decreasing Ward height), cut after
+   2, 3, 4, 6, 8, 12, 16, ... clusters plus the density-group and default cuts and the finest
+   (all leaves). Every level refines the previous one, so each cluster of level ``l + 1`` has
+   exactly one parent at level ``l``.
+
+Identical rows of ``Z`` always end in the same cluster at every level (they share a cell, a
+group vote and every tree node). Without ``knn`` the criterion uses the kNN graph of ``Z``
+itself (measured worse: it over-splits large homogeneous groups).
+
+``predict(Z_new)`` / ``predict_path(Z_new)`` place new points by a distance-weighted vote of
+their nearest training points, top-down: the coarsest level first, then among the children of
+the chosen cluster, so a path is always a valid root-to-leaf path; each level's probability is
+the vote share of the chosen cluster among the neighbours still in its parent.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+
+NOISE = -1
+MAX_CELLS = 1000
+VOTE_NEIGHBORS = 15
+
+
+def unique_rows(X: np.ndarray):
+    """``(distinct rows in order of first appearance, row -> distinct index, counts)``.
+
+    Rows are compared as raw bytes (one sort of n byte strings; ``np.unique(axis=0)`` sorts
+    column by column and took 10 s on 50,000 x 1,280); -0.0 and 0.0 count as different."""
+    X = np.ascontiguousarray(X)
+    v = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+    _, first, inv, counts = np.unique(v, return_index=True, return_inverse=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return X[first[order]], rank[inv.ravel()], counts[order]
+
+
+# ------------------------------------------------------------------------------------------
+# size-weighted Ward linkage
+# ------------------------------------------------------------------------------------------
+def weighted_ward(centres: np.ndarray, weights: np.ndarray) -> list[tuple[int, int, float]]:
+    """Ward linkage of points ``centres`` that stand for ``weights`` items each.
+
+    scipy's and scikit-learn's Ward start every observation at size 1, so they cannot cluster
+    K-means cells by their sizes (a 3-item outlying cell would then merge as late as a 300-item
+    one). Merge cost of clusters A, B: ``2 nA nB / (nA + nB) * |cA - cB|^2`` (the squared Ward
+    distance scipy reports), recomputed from the merged centroid. Returns ``[(a, b, height)]``
+    with the merged cluster numbered ``p + step`` (scipy's convention), ``p = len(centres)``.
+    """
+    C = np.asarray(centres, dtype=np.float64).copy()
+    w = np.asarray(weights, dtype=np.float64).copy()
+    p = len(C)
+    if p < 2:
+        return []
+    D = _ward_sq(C, w, C, w)
+    np.fill_diagonal(D, np.inf)
+    ids = np.arange(p)
+    alive = np.ones(p, bool)
+    nn = D.argmin(axis=1)
+    nd = D[np.arange(p), nn]
+    out = []
+    for step in range(p - 1):
+        i = int(np.argmin(np.where(alive, nd, np.inf)))
+        j = int(nn[i])
+        h = float(D[i, j])
+        if i > j:
+            i, j = j, i
+        out.append((int(ids[i]), int(ids[j]), math.sqrt(max(h, 0.0))))
+        C[i] = (w[i] * C[i] + w[j] * C[j]) / (w[i] + w[j])
+        w[i] += w[j]
+        alive[j] = False
+        D[j, :] = np.inf
+        D[:, j] = np.inf
+        row = _ward_sq(C[i:i + 1], w[i:i + 1], C, w)[0]
+        row[~alive] = np.inf
+        row[i] = np.inf
+        D[i, :] = row
+        D[:, i] = row
+        ids[i] = p + step
+        nd[j] = np.inf
+        # rows whose nearest neighbour was i or j, and row i itself, are recomputed
+        stale = np.flatnonzero(alive & ((nn == i) | (nn == j)))
+        for r in (*stale.tolist(), i):
+            nn[r] = int(D[r].argmin())
+            nd[r] = D[r, nn[r]]
+        closer = alive & (row < nd)  # the merged cluster became some row's nearest
+        nn[closer] = i
+        nd[closer] = row[closer]
+    return out
+
+
+def _ward_sq(A, wa, B, wb):
+    d2 = np.maximum((A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * A @ B.T, 0.0)
+    return 2.0 * (wa[:, None] * wb[None, :]) / (wa[:, None] + wb[None, :]) * d2
+
+
+# ------------------------------------------------------------------------------------------
+# the tree
+# ------------------------------------------------------------------------------------------
+class _Tree:
+    """Binary tree over ``L`` leaves (nodes ``0..L-1``); internal node ``L + s`` is merge ``s``."""
+
+    def __init__(self, n_leaves: int):
+        self.L = n_leaves
+        self.left: list[int] = []
+        self.right: list[int] = []
+        self.height: list[float] = []
+
+    def add(self, a: int, b: int, h: float) -> int:
+        self.left.append(a)
+        self.right.append(b)
+        self.height.append(h)
+        return self.L + len(self.left) - 1
+
+    @property
+    def n_nodes(self) -> int:
+        return self.L + len(self.left)
+
+    def children(self, v: int):
+        return (self.left[v - self.L], self.right[v - self.L]) if v >= self.L else None
+
+
+def _build_tree(centres, sizes, group_of_leaf):
+    """Ward inside each group, then Ward over the groups. Returns the tree, the group root
+    node of each group, and the set of internal nodes above the group roots."""
+    L = len(centres)
+    tree = _Tree(L)
+    groups = np.unique(group_of_leaf)
+    roots, gc, gw = [], [], []
+    for g in groups:
+        leaves = np.flatnonzero(group_of_leaf == g)
+        node_of = [int(leaf) for leaf in leaves]  # local id -> tree node
+        for a, b, h in weighted_ward(centres[leaves], sizes[leaves]):
+            node_of.append(tree.add(node_of[a], node_of[b], h))
+        roots.append(node_of[-1])
+        w = sizes[leaves].astype(np.float64)
+        gc.append((centres[leaves] * w[:, None]).sum(0) / w.sum())
+        gw.append(w.sum())
+    above = set()
+    if len(roots) > 1:
+        node_of = list(roots)
+        for a, b, h in weighted_ward(np.asarray(gc), np.asarray(gw)):
+            v = tree.add(node_of[a], node_of[b], h)
+            node_of.append(v)
+            above.add(v)
+    return tree, roots, above
+
+
+def _node_graph_stats(tree: _Tree, leaf_of_item: np.ndarray, A):
+    """Per tree node: internal edge weight (both directions) and volume of graph ``A``."""
+    import scipy.sparse as sp
+
+    L, N = tree.L, tree.n_nodes
+    n = len(leaf_of_item)
+    M = sp.csr_matrix((np.ones(n), (np.arange(n), leaf_of_item)), shape=(n, L))
+    W = (M.T @ A @ M).toarray()
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    inw = np.zeros(N)
+    vol = np.zeros(N)
+    inw[:L] = np.diag(W)
+    vol[:L] = M.T @ deg
+    row_of = {v: v for v in range(L)}
+    for v in range(L, N):
+        a, b = tree.children(v)
+        ra, rb = row_of.pop(a), row_of.pop(b)
+        inw[v] = inw[a] + inw[b] + 2.0 * W[ra, rb]
+        vol[v] = vol[a] + vol[b]
+        W[ra] += W[rb]
+        W[:, ra] += W[:, rb]
+        W[rb] = 0.0
+        W[:, rb] = 0.0
+        row_of[v] = ra
+    return inw, vol, float(deg.sum())
+
+
+def _best_cut(tree: _Tree, score: np.ndarray, must_split: set, root: int) -> set:
+    """Internal nodes to split so that the sum of ``score`` over the cut is maximal
+    (the excess-of-mass recursion of HDBSCAN, with modularity terms), ``must_split`` forced."""
+    best = score.copy()
+    split = np.zeros(tree.n_nodes, bool)
+    for v in range(tree.L, tree.n_nodes):
+        a, b = tree.children(v)
+        if v in must_split or best[a] + best[b] > score[v]:
+            best[v] = best[a] + best[b]
+            split[v] = True
+    chosen, stack = set(), [root]
+    while stack:
+        v = stack.pop()
+        if v >= tree.L and split[v]:
+            chosen.add(v)
+            stack.extend(tree.children(v))
+    return chosen
+
+
+def _level_counts(n_leaves: int, extra) -> list[int]:
+    ks = set()
+    k = 2
+    while k < n_leaves:
+        ks.add(k)
+        ks.add(int(k * 3 // 2))
+        k *= 2
+    ks = {x for x in ks if 2 <= x < n_leaves}
+    ks.add(n_leaves)
+    ks.update(int(x) for x in extra if 1 <= x <= n_leaves)  # incl. 1 when the criterion says so
+    return sorted(ks)
+
+
+def modularity(A, labels: np.ndarray, gamma: float = 1.0) -> float:
+    """Newman-Girvan modularity of ``labels`` (>= 0) on the undirected graph ``A``."""
+    lab = np.asarray(labels)
+    coo = A.tocoo()
+    m2 = float(coo.data.sum())
+    if m2 <= 0:
+        return 0.0
+    same = lab[coo.row] == lab[coo.col]
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    vol = np.bincount(lab, weights=deg)
+    return float(coo.data[same].sum() / m2 - gamma * ((vol / m2) ** 2).sum())
+
+
+# ------------------------------------------------------------------------------------------
+# the estimator
+# ------------------------------------------------------------------------------------------
+class HierarchyClusterer(BaseEstimator, ClusterMixin):
+    """Nested levels coarse -> fine on reduced coordinates, a label-free default level.
+
+    Parameters
+    ----------
+    level : ``"auto"`` (the modularity-within-density-groups cut, see the module docstring) or
+        an int, the index into ``levels_`` (0 = coarsest).
+    min_cluster_size : smallest density group HDBSCAN may report (items).
+    min_samples : HDBSCAN's density smoothing (neighbours in a core distance); None = the width
+        of the ``knn`` lists (UMAP's ``n_neighbors``: density is then estimated at the scale of
+        the graph the layout was made from), 15 without ``knn``. Measured: with 10 (HDBSCAN's
+        own default, = min_cluster_size) CIFAR-10 train (50,000) broke into 118 groups and 41%
+        noise, with 15 into the 2 groups animals / vehicles.
+    n_cells : finest partition (K-means centres); None = ``min(1000, 4 sqrt(n))``.
+    max_unclustered : share of items (in [0, 1)) that may stay unclustered (``-1`` in
+        ``labels_``): the density step's noise items with the weakest membership, at most this
+        share. 0 (default) assigns every item. ``levels_`` always assigns every item.
+    graph_neighbors : neighbours per item in the criterion's graph (the first columns of
+        ``knn``); None = all columns given.
+    random_state : seed of the K-means cells (everything else is deterministic).
+
+    Attributes after ``fit``
+    ------------------------
+    levels_ : int64 (n_levels, n), row 0 coarsest; ``levels_[l, i]`` is item i's cluster.
+    parents_ : list of ``n_levels - 1`` int64 arrays; ``parents_[l][c]`` is the level-``l``
+        parent of cluster ``c`` of level ``l + 1``.
+    n_clusters_per_level_ : int64 (n_levels,), strictly increasing.
+    level_scores_ : float (n_levels,), modularity of each level on the criterion graph.
+    level_probabilities_ : float (n_levels, n), share of each item's 15 nearest neighbours
+        (distance-weighted, itself excluded) in its cluster at that level.
+    auto_level_ : index of the criterion's level; ``level_`` the one in use.
+    groups_level_ : index of the density-group level; ``n_groups_`` its cluster count.
+    labels_, probabilities_ : at ``level_`` (``-1`` / 0 for items left unclustered).
+    unclustered_ : bool (n,), items HDBSCAN called noise before they were assigned.
+    """
+
+    def __init__(self, level="auto", min_cluster_size: int = 10, min_samples: int | None = None,
+                 n_cells: int | None = None, max_unclustered: float = 0.0,
+                 graph_neighbors: int | None = None, random_state: int | None = 0):
+        self.level = level
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self.n_cells = n_cells
+        self.max_unclustered = max_unclustered
+        self.graph_neighbors = graph_neighbors
+        self.random_state = random_state
+
+    # -- validation --------------------------------------------------------------------------
+    def _check_params(self):
+        lv = self.level
+        if not (lv == "auto" or (isinstance(lv, int | np.integer) and not isinstance(lv, bool) and lv >= 0)):
+            raise ValueError(f"level must be 'auto' or a level index >= 0, got {lv!r}")
+        mcs = self.min_cluster_size
+        if not isinstance(mcs, int | np.integer) or isinstance(mcs, bool) or mcs < 2:
+            raise ValueError(f"min_cluster_size must be an integer >= 2, got {mcs!r}")
+        ms = self.min_samples
+        if ms is not None and (not isinstance(ms, int | np.integer) or isinstance(ms, bool) or ms < 1):
+            raise ValueError(f"min_samples must be None or an integer >= 1, got {ms!r}")
+        nc = self.n_cells
+        if nc is not None and (not isinstance(nc, int | np.integer) or isinstance(nc, bool) or nc < 1):
+            raise ValueError(f"n_cells must be None or an integer >= 1, got {nc!r}")
+        mu = self.max_unclustered
+        if not isinstance(mu, int | float | np.floating) or isinstance(mu, bool) or not 0.0 <= float(mu) < 1.0:
+            raise ValueError(f"max_unclustered must be a share in [0, 1), got {mu!r}")
+        gn = self.graph_neighbors
+        if gn is not None and (not isinstance(gn, int | np.integer) or isinstance(gn, bool) or gn < 1):
+            raise ValueError(f"graph_neighbors must be None or an integer >= 1, got {gn!r}")
+
+    # -- fitting -------------------------------------------------------------------------------
+    def fit(self, Z, y=None, knn=None):
+        """Build the tree and its levels on ``Z`` (n, k).
+
+        ``knn``: ``(indices, distances)`` of the input vectors' nearest neighbours (column 0 the
+        item itself), as returned by ``mediacluster.stages.neighbors.knn_graph`` and handed to
+        UMAP; the default-level criterion is computed on that graph.
+        """
+        self._check_params()
+        Z = np.asarray(Z, dtype=np.float32)
+        if Z.ndim != 2 or len(Z) < 3:
+            raise ValueError(f"HierarchyClusterer needs a 2-D array of at least 3 items, got shape {Z.shape}")
+        if not np.isfinite(Z).all():
+            bad = int(np.flatnonzero(~np.isfinite(Z).all(axis=1))[0])
+            raise ValueError(f"Z has a non-finite value in row {bad}")
+        n = len(Z)
+        if knn is not None:
+            kidx = np.asarray(knn[0])
+            if kidx.ndim != 2 or len(kidx) != n:
+                raise ValueError(f"knn indices must be an (n={n}, k) array, got shape {kidx.shape}")
+        # identical rows are one point: fit on the distinct rows, weighted by multiplicity
+        U, inv, counts = unique_rows(Z)
+        self._train_ = Z
+        if len(U) == 1:
+            self._fit_single(n)
+            return self
+        A = self._graph(Z, knn)
+        self._min_samples_ = int(self.min_samples) if self.min_samples is not None else (
+            int(np.asarray(knn[0]).shape[1]) if knn is not None else 15)
+        leaf_of_item, centres, sizes, group_of_leaf, noise = self._leaves(Z, U, inv, counts)
+        tree, roots, above = _build_tree(centres, sizes, group_of_leaf)
+        root = tree.n_nodes - 1
+        inw, vol, m2 = _node_graph_stats(tree, leaf_of_item, A)
+        q = inw / m2 - (vol / m2) ** 2 if m2 > 0 else np.zeros(tree.n_nodes)
+        accepted = _best_cut(tree, q, above, root)
+        self._make_levels(tree, root, above, accepted, leaf_of_item, len(roots))
+        self.level_scores_ = np.array([modularity(A, lv) for lv in self.levels_]) if m2 > 0 \
+            else np.zeros(len(self.levels_))
+        self.unclustered_ = noise
+        self._probabilities(Z)
+        self._select()
+        return self
+
+    def _fit_single(self, n):
+        self.levels_ = np.zeros((1, n), dtype=np.int64)
+        self.parents_ = []
+        self.n_clusters_per_level_ = np.array([1])
+        self.level_scores_ = np.zeros(1)
+        self.level_probabilities_ = np.ones((1, n))
+        self.auto_level_ = 0
+        self.groups_level_ = 0
+        self.n_groups_ = 1
+        self.unclustered_ = np.zeros(n, bool)
+        self._select()
+
+    def _leaves(self, Z, U, inv, counts):
+        """(leaf of each item, leaf centres, leaf sizes, group of each leaf, noise mask)."""
+        from sklearn.cluster import KMeans
+
+        from .cluster import knn_vote, single_blas_thread
+
+        n, nu = len(Z), len(U)
+        n_cells = self.n_cells or int(min(MAX_CELLS, max(2, round(4 * math.sqrt(n)))))
+        n_cells = int(min(n_cells, nu))
+        # cells are an over-partition, not a final answer: random starts and at most 20 Lloyd
+        # rounds (k-means++ with full convergence took 10 s more on 50,000 x 10, 894 cells)
+        with single_blas_thread():  # small dense problems: one thread is faster on a busy box
+            km = KMeans(n_clusters=n_cells, n_init=1, init="random", max_iter=20,
+                        random_state=self.random_state)
+            cell_u = km.fit(U, sample_weight=counts).labels_
+        cell = cell_u[inv]
+        # density groups on the distinct points (HDBSCAN needs more points than its cluster size)
+        group_u = np.full(nu, NOISE, dtype=np.int64)
+        if nu > self.min_cluster_size:
+            # the hdbscan library: single-threaded and deterministic; fast_hdbscan needs its
+            # slower reproducible mode for that (measured 0.1-0.3 s vs 1.3-4.6 s CPU at 5-10k)
+            import hdbscan
+
+            h = hdbscan.HDBSCAN(min_cluster_size=int(self.min_cluster_size),
+                                min_samples=int(min(self._min_samples_, nu - 1)), core_dist_n_jobs=1)
+            group_u = np.asarray(h.fit(U.astype(np.float64)).labels_, dtype=np.int64)
+        noise_u = group_u < 0
+        if noise_u.all():
+            group_u[:] = 0
+        elif noise_u.any():
+            lab, _, _ = knn_vote(U[~noise_u], group_u[~noise_u], U[noise_u], k=VOTE_NEIGHBORS)
+            group_u[noise_u] = lab
+        group = group_u[inv]
+        noise = noise_u[inv] if not noise_u.all() else np.zeros(n, bool)
+        # leaves: (cell, group) pieces
+        key = cell.astype(np.int64) * (int(group.max()) + 1) + group
+        _, leaf_of_item = np.unique(key, return_inverse=True)
+        leaf_of_item = leaf_of_item.ravel()
+        L = int(leaf_of_item.max()) + 1
+        sizes = np.bincount(leaf_of_item, minlength=L).astype(np.float64)
+        centres = np.zeros((L, Z.shape[1]))
+        np.add.at(centres, leaf_of_item, Z.astype(np.float64))
+        centres /= sizes[:, None]
+        group_of_leaf = np.zeros(L, np.int64)
+        group_of_leaf[leaf_of_item] = group
+        return leaf_of_item, centres, sizes, group_of_leaf, noise
+
+    def _graph(self, Z, knn):
+        from .neighbors import symmetric_adjacency
+
+        if knn is None:
+            from sklearn.neighbors import NearestNeighbors
+
+            k = int(min(len(Z) - 1, 15 if self.graph_neighbors is None else self.graph_neighbors))
+            idx = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z, return_distance=False)
+            from .neighbors import self_first
+
+            idx, _ = self_first(idx, np.zeros(idx.shape, np.float32))
+            return symmetric_adjacency(idx)
+        return symmetric_adjacency(np.asarray(knn[0]), self.graph_neighbors)
+
+    def _make_levels(self, tree, root, above, accepted, leaf_of_item, n_groups):
+        internal = range(tree.L, tree.n_nodes)
+        h = {v: tree.height[v - tree.L] for v in internal}
+        phase0 = sorted(above, key=lambda v: -h[v])
+        phase1 = sorted(set(accepted) - set(above), key=lambda v: -h[v])
+        rest = sorted(set(internal) - set(accepted) - set(above), key=lambda v: -h[v])
+        order = phase0 + phase1 + rest
+        # a node may only split after its parent: true inside each phase (Ward heights grow
+        # toward the root) and across phases (each phase's parents are in it or before it);
+        # the check below guards the invariant the nesting depends on
+        parent = {}
+        for v in internal:
+            for c in tree.children(v):
+                parent[c] = v
+        pos = {v: i for i, v in enumerate(order)}
+        for v in order:
+            if v in parent and v != root and pos[parent[v]] > pos[v]:
+                raise RuntimeError("internal error: split order breaks nesting")
+        k_groups = 1 + len(phase0)
+        k_auto = k_groups + len(phase1)
+        counts = _level_counts(tree.L, [k_groups, k_auto])
+        # walk the split order, recording the cut at each requested cluster count
+        cluster_of_node = {root: 0}
+        levels, parents = [], []
+        targets = iter(counts)
+        target = next(targets)
+        if target == 1:
+            self._record(tree, cluster_of_node, leaf_of_item, levels, parents)
+            target = next(targets, None)
+        for v in order:
+            if target is None:
+                break
+            a, b = tree.children(v)
+            c = cluster_of_node.pop(v)
+            cluster_of_node[a] = c
+            cluster_of_node[b] = len(cluster_of_node)
+            if len(cluster_of_node) == target:
+                self._record(tree, cluster_of_node, leaf_of_item, levels, parents)
+                target = next(targets, None)
+        self.levels_ = np.asarray(levels, dtype=np.int64)
+        self.parents_ = parents
+        self.n_clusters_per_level_ = np.array([int(lv.max()) + 1 for lv in self.levels_])
+        self.auto_level_ = int(np.flatnonzero(self.n_clusters_per_level_ == k_auto)[0])
+        self.groups_level_ = int(np.flatnonzero(self.n_clusters_per_level_ == k_groups)[0])
+        self.n_groups_ = int(n_groups)
+
+    @staticmethod
+    def _record(tree, cluster_of_node, leaf_of_item, levels, parents):
+        """Append the current cut as a level (clusters numbered by size, largest first) and the
+        parent of each of its clusters in the previous level."""
+        labels = _cut_labels(tree, cluster_of_node)[leaf_of_item]
+        sizes = np.bincount(labels)
+        rank = np.empty(len(sizes), np.int64)
+        rank[np.argsort(-sizes, kind="stable")] = np.arange(len(sizes))
+        labels = rank[labels]
+        if levels:
+            order = np.argsort(labels, kind="stable")
+            first_item = order[np.searchsorted(labels[order], np.arange(len(sizes)))]
+            parents.append(levels[-1][first_item].astype(np.int64))
+        levels.append(labels)
+
+    # -- probabilities, selection ------------------------------------------------------------
+    def _neighbours(self, Q, exclude_self: bool):
+        from sklearn.neighbors import NearestNeighbors
+
+        if not hasattr(self, "_index_"):
+            self._index_ = NearestNeighbors().fit(self._train_)
+        n = len(self._train_)
+        k = int(min(n, VOTE_NEIGHBORS + (1 if exclude_self else 0)))
+        dist, idx = self._index_.kneighbors(np.asarray(Q, dtype=np.float32), n_neighbors=k)
+        if exclude_self:
+            dist, idx = dist[:, 1:], idx[:, 1:]
+        return dist, idx
+
+    def _probabilities(self, Z):
+        dist, idx = self._neighbours(Z, exclude_self=True)
+        if idx.shape[1] == 0:
+            self.level_probabilities_ = np.ones(self.levels_.shape)
+            return
+        w = 1.0 / np.maximum(dist.astype(np.float64), 1e-9)
+        w /= w.sum(axis=1, keepdims=True)
+        P = np.empty(self.levels_.shape)
+        for lv, lab in enumerate(self.levels_):
+            P[lv] = (w * (lab[idx] == lab[:, None])).sum(axis=1)
+        self.level_probabilities_ = np.clip(P, 0.0, 1.0)  # float rounding can exceed 1
+
+    def _select(self):
+        n_levels = len(self.levels_)
+        if self.level == "auto":
+            lv = self.auto_level_
+        else:
+            lv = int(self.level)
+            if lv >= n_levels:
+                raise ValueError(f"level={lv} is out of range: this fit has {n_levels} levels "
+                                 f"(0..{n_levels - 1}, cluster counts {self.n_clusters_per_level_.tolist()})")
+        self.level_ = lv
+        labels = self.levels_[lv].copy()
+        probs = self.level_probabilities_[lv].copy()
+        budget = int(math.floor(float(self.max_unclustered) * len(labels)))
+        if budget > 0 and self.unclustered_.any():
+            cand = np.flatnonzero(self.unclustered_)
+            keep = cand[np.argsort(probs[cand], kind="stable")[:budget]]
+            labels[keep] = NOISE
+            probs[keep] = 0.0
+        self.labels_ = labels
+        self.probabilities_ = probs
+
+    def set_level(self, level):
+        """Switch the flat labelling (``labels_`` / ``probabilities_``) without refitting."""
+        self.level = level
+        self._check_params()
+        self._select()
+        return self
+
+    def level_with(self, n_clusters: int) -> int:
+        """Index of the level whose cluster count is closest to ``n_clusters``."""
+        return int(np.argmin(np.abs(self.n_clusters_per_level_ - int(n_clusters))))
+
+    # -- prediction ----------------------------------------------------------------------------
+    def predict_path(self, Z):
+        """``(labels, probabilities)``, each (n_levels, m): every new point's cluster at every
+        level (a root-to-leaf path) and the vote share behind each step."""
+        Z = np.asarray(Z, dtype=np.float32)
+        if Z.ndim == 1:
+            Z = Z[None, :]
+        dist, idx = self._neighbours(Z, exclude_self=False)
+        return vote_path(dist, idx, self.levels_, self.parents_)
+
+    def predict(self, Z):
+        """``(labels, probabilities)`` at the level in use (``level_``)."""
+        lab, prob = self.predict_path(Z)
+        return lab[self.level_], prob[self.level_]
+
+    # -- persistence -------------------------------------------------------------------------
+    def to_arrays(self) -> dict:
+        """Everything ``predict`` needs, as plain arrays (no pickle)."""
+        P = self.parents_
+        return {"levels": self.levels_.astype(np.int32), "train": self._train_,
+                "parents": np.concatenate(P).astype(np.int32) if P else np.zeros(0, np.int32),
+                "parents_offsets": np.cumsum([0] + [len(p) for p in P]).astype(np.int64),
+                "level_scores": self.level_scores_, "level_probabilities": self.level_probabilities_.astype(np.float32),
+                "unclustered": self.unclustered_,
+                "meta": np.array([self.auto_level_, self.groups_level_, self.n_groups_], np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, **params):
+        """Rebuild a fitted clusterer from :meth:`to_arrays` (``params`` = constructor params)."""
+        self = cls(**params)
+        self.levels_ = np.asarray(arrays["levels"], dtype=np.int64)
+        off = np.asarray(arrays["parents_offsets"])
+        flat = np.asarray(arrays["parents"], dtype=np.int64)
+        self.parents_ = [flat[off[i]:off[i + 1]] for i in range(len(off) - 1)]
+        self._train_ = np.asarray(arrays["train"], dtype=np.float32)
+        self.level_scores_ = np.asarray(arrays["level_scores"], dtype=np.float64)
+        self.level_probabilities_ = np.asarray(arrays["level_probabilities"], dtype=np.float64)
+        self.unclustered_ = np.asarray(arrays["unclustered"], dtype=bool)
+        self.auto_level_, self.groups_level_, self.n_groups_ = (int(x) for x in arrays["meta"])
+        self.n_clusters_per_level_ = np.array([int(lv.max()) + 1 for lv in self.levels_])
+        self._select()
+        return self
+
+
+# ------------------------------------------------------------------------------------------
+# the engine: neighbour graph once -> UMAP on it -> hierarchy on it
+# ------------------------------------------------------------------------------------------
+ENGINE_REDUCER = {"n_neighbors": 15, "n_components": 10, "min_dist": 0.0, "n_epochs": 200,
+                  "init": "pca", "metric": "cosine"}
+
+
+def reduce_and_cluster(X, random_state: int | None = 0, knn_method: str = "auto",
+                       reducer: dict | None = None, **clusterer_params) -> dict:
+    """Fit the engine on raw vectors ``X`` (n, d): one kNN graph (``stages.neighbors``) shared
+    by UMAP (``ENGINE_REDUCER`` settings, overridable through ``reducer``) and the hierarchy's
+    criterion. Identical vectors are fitted once (and so always share every cluster); with
+    fewer distinct vectors than UMAP needs, the L2-normalised vectors are clustered directly.
+
+    Returns ``{"embedding": Z, "knn": (idx, dist) of the distinct rows, "clusterer":
+    HierarchyClusterer, "inverse": row -> distinct row, "timings": {step: seconds}}``; the
+    clusterer's ``levels_`` / ``labels_`` are per row of ``X``.
+    """
+    import time
+
+    from .neighbors import knn_graph
+    from .reduce import UMAPReducer
+
+    p = dict(ENGINE_REDUCER, **(reducer or {}))
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or len(X) < 3:
+        raise ValueError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
+    timings = {}
+    t = time.perf_counter()
+    U, inv, _ = unique_rows(X)
+    timings["dedupe"] = time.perf_counter() - t
+    nn = int(p["n_neighbors"])
+    t = time.perf_counter()
+    knn = knn_graph(U, min(nn, len(U)), metric=p["metric"], method=knn_method) if len(U) > 1 else None
+    timings["knn"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if len(U) > max(int(p["n_components"]) + 2, nn):
+        import warnings
+
+        with warnings.catch_warnings():  # umap-learn's index for transform, unused here
+            warnings.filterwarnings("ignore", message=".*Failed to correctly find n_neighbors.*")
+            Z = UMAPReducer(n_neighbors=nn, n_components=int(p["n_components"]),
+                            min_dist=float(p["min_dist"]),
+                            metric=p["metric"], n_epochs=p["n_epochs"], init=p["init"],
+                            random_state=random_state).fit(U, precomputed_knn=knn).embedding_
+    else:
+        Z = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12) if p["metric"] == "cosine" else U
+    timings["reduce"] = time.perf_counter() - t
+    t = time.perf_counter()
+    Zfull = np.asarray(Z, dtype=np.float32)[inv]
+    knn_full = None
+    if knn is not None and len(U) == len(X):
+        knn_full = knn
+    clusterer = HierarchyClusterer(random_state=random_state, **clusterer_params)
+    if knn is not None and len(U) < len(X):
+        # the criterion graph is over distinct rows; duplicates join their first copy's list
+        clusterer.fit(Zfull, knn=_expand_knn(knn, inv))
+    else:
+        clusterer.fit(Zfull, knn=knn_full)
+    timings["cluster"] = time.perf_counter() - t
+    return {"embedding": Zfull, "knn": knn, "clusterer": clusterer, "inverse": inv, "timings": timings}
+
+
+def _expand_knn(knn, inv):
+    """A kNN list per row of the full data from one per distinct row: each row takes its
+    distinct row's neighbours (mapped to the first row holding each), itself first."""
+    idx, dist = knn
+    n = len(inv)
+    rep = np.zeros(int(inv.max()) + 1, np.int64)
+    rep[inv[::-1]] = np.arange(n)[::-1]  # repeated indices: the last write (smallest row) wins
+    full_idx = rep[np.asarray(idx)][inv].copy()
+    full_idx[:, 0] = np.arange(len(inv))
+    return full_idx, np.asarray(dist)[inv]
+
+
+def _leaves_under(tree: _Tree, v: int):
+    stack, out = [v], []
+    while stack:
+        u = stack.pop()
+        if u < tree.L:
+            out.append(u)
+        else:
+            stack.extend(tree.children(u))
+    return out
+
+
+def _cut_labels(tree, cluster_of_node):
+    lab = np.empty(tree.L, np.int64)
+    for v, c in cluster_of_node.items():
+        lab[_leaves_under(tree, v)] = c
+    return lab
+
+
+def vote_path(dist: np.ndarray, idx: np.ndarray, levels: np.ndarray, parents: list):
+    """Top-down distance-weighted vote of reference items ``idx`` (with distances ``dist``)
+    over nested ``levels`` (n_levels, n_ref). Returns ``(labels, probabilities)`` (n_levels, m).
+
+    Level 0: the cluster with the largest weight among the neighbours. Level l + 1: among the
+    children of the level-l choice, the one with the largest weight; probability = its weight
+    over the weight of the neighbours inside the level-l choice. When no neighbour lies in any
+    child (possible only for points far from every training item), the largest child by training
+    size is taken with probability 0. A query at distance 0 from a training item gets that
+    item's path (its weight dominates).
+    """
+    dist = np.asarray(dist, dtype=np.float64)
+    idx = np.asarray(idx)
+    m = len(idx)
+    n_levels = len(levels)
+    w = 1.0 / np.maximum(dist, 1e-9)
+    out = np.zeros((n_levels, m), np.int64)
+    prob = np.zeros((n_levels, m))
+    inside = np.ones(w.shape, bool)  # neighbours inside the current path's cluster
+    for lv in range(n_levels):
+        lab = levels[lv][idx]  # (m, k)
+        K = int(levels[lv].max()) + 1
+        if lv == 0:
+            allowed = None
+        else:
+            par = parents[lv - 1]
+            allowed = par[None, :] == out[lv - 1][:, None]  # (m, K) children of the chosen parent
+        rows = np.repeat(np.arange(m), lab.shape[1])
+        tally = np.bincount(rows * K + lab.ravel(), weights=(w * inside).ravel(),
+                            minlength=m * K).reshape(m, K)
+        if allowed is not None:
+            tally = np.where(allowed, tally, -1.0)
+        choice = tally.argmax(axis=1)
+        total = (w * inside).sum(axis=1)
+        got = tally[np.arange(m), choice]
+        empty = got <= 0
+        if empty.any() and allowed is not None:
+            sizes = np.bincount(levels[lv], minlength=K).astype(float)
+            for r in np.flatnonzero(empty):
+                kids = np.flatnonzero(allowed[r])
+                choice[r] = kids[np.argmax(sizes[kids])]
+        out[lv] = choice
+        prob[lv] = np.where(empty, 0.0, got / np.maximum(total, 1e-300))
+        inside = inside & (lab == choice[:, None])
+    return out, np.clip(prob, 0.0, 1.0)

@@ -1,0 +1,234 @@
+"""The hierarchy clusterer (issue 16): nested levels, the default level, degenerate inputs.
+
+Fast tests use synthetic blobs and one real slice (300 CIFAR-10 images, default encoder,
+reduced by PCA so no UMAP compilation is needed); the full engine (kNN + UMAP + hierarchy) and
+the EVoC stage, which compile numba kernels on a cold cache, are marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import normalized_mutual_info_score as nmi
+
+from mediacluster.stages.hierarchy import HierarchyClusterer, vote_path, weighted_ward
+from mediacluster.stages.neighbors import knn_graph, symmetric_adjacency
+
+
+def check_nested(levels, parents):
+    """Every invariant the issue asks of a hierarchy."""
+    levels = np.asarray(levels)
+    assert levels.dtype == np.int64 and levels.ndim == 2
+    assert (levels >= 0).all(), "every item has a cluster at every level (a full path)"
+    counts = [int(lv.max()) + 1 for lv in levels]
+    assert counts == sorted(set(counts)), f"levels must be ordered coarse -> fine, got {counts}"
+    for lv, k in zip(levels, counts):
+        assert set(np.unique(lv)) == set(range(k)), "cluster ids are 0..k-1"
+    assert len(parents) == len(levels) - 1
+    for lv in range(len(levels) - 1):
+        par = np.asarray(parents[lv])
+        assert par.shape == (counts[lv + 1],)
+        assert (par[levels[lv + 1]] == levels[lv]).all(), f"level {lv + 1} not nested in level {lv}"
+        assert set(par) == set(range(counts[lv])), "every coarse cluster has a child"
+    return counts
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(n_samples=900, centers=6, n_features=6, cluster_std=1.0, random_state=3)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def blob_fit(blobs):
+    X, _ = blobs
+    idx, dist = knn_graph(X, 15, metric="euclidean", method="exact")
+    return HierarchyClusterer(random_state=0).fit(X, knn=(idx, dist)), (idx, dist)
+
+
+def test_levels_are_nested_and_ordered(blob_fit, blobs):
+    h, _ = blob_fit
+    counts = check_nested(h.levels_, h.parents_)
+    assert counts == h.n_clusters_per_level_.tolist()
+    assert counts[-1] > 6 * 4, "the finest level reaches well past the number of groups"
+    assert h.level_scores_.shape == (len(counts),)
+    assert h.level_probabilities_.shape == h.levels_.shape
+    assert ((h.level_probabilities_ >= 0) & (h.level_probabilities_ <= 1)).all()
+
+
+def test_auto_level_finds_separated_blobs(blob_fit, blobs):
+    h, _ = blob_fit
+    _, y = blobs
+    assert h.level == "auto" and h.level_ == h.auto_level_
+    assert h.n_clusters_per_level_[h.level_] == 6
+    assert nmi(y, h.labels_) > 0.95
+    assert (h.labels_ == h.levels_[h.level_]).all()
+    assert h.level_scores_[h.auto_level_] == pytest.approx(h.level_scores_.max(), abs=0.05)
+
+
+def test_predict_path_reproduces_training_paths(blob_fit, blobs):
+    h, _ = blob_fit
+    X, _ = blobs
+    lab, prob = h.predict_path(X)
+    assert lab.shape == h.levels_.shape == prob.shape
+    assert (lab == h.levels_).mean() >= 0.99
+    for lv in range(len(h.parents_)):  # predicted paths are valid root-to-leaf paths
+        assert (h.parents_[lv][lab[lv + 1]] == lab[lv]).all()
+    one, p1 = h.predict(X[:1] + 0.01)
+    assert one.shape == (1,) and 0.0 <= p1[0] <= 1.0
+
+
+def test_arrays_round_trip(blob_fit, blobs):
+    h, _ = blob_fit
+    X, _ = blobs
+    arrays = h.to_arrays()
+    assert all(isinstance(v, np.ndarray) for v in arrays.values())
+    h2 = HierarchyClusterer.from_arrays(arrays, **h.get_params())
+    assert (h2.levels_ == h.levels_).all() and h2.level_ == h.level_
+    a, pa = h.predict_path(X[::7] + 0.05)
+    b, pb = h2.predict_path(X[::7] + 0.05)
+    assert (a == b).all() and np.allclose(pa, pb)
+
+
+def test_same_seed_same_tree(blobs, blob_fit):
+    X, _ = blobs
+    h, knn = blob_fit
+    again = HierarchyClusterer(random_state=0).fit(X, knn=knn)
+    assert (again.levels_ == h.levels_).all()
+    assert again.auto_level_ == h.auto_level_
+
+
+def test_level_switch_and_count_lookup(blob_fit):
+    h, _ = blob_fit
+    h2 = HierarchyClusterer(level=0).fit(h._train_)
+    assert h2.level_ == 0 and h2.labels_.max() + 1 == h2.n_clusters_per_level_[0]
+    h2.set_level(len(h2.levels_) - 1)
+    assert (h2.labels_ == h2.levels_[-1]).all()
+    assert h2.n_clusters_per_level_[h2.level_with(6)] in (6, *h2.n_clusters_per_level_)
+    with pytest.raises(ValueError, match="level=99 is out of range"):
+        h2.set_level(99)
+
+
+def test_identical_items_one_cluster(rng):
+    v = rng.normal(size=16).astype(np.float32)
+    h = HierarchyClusterer().fit(np.tile(v, (300, 1)))
+    assert h.levels_.shape == (1, 300) and (h.labels_ == 0).all()
+    check_nested(h.levels_, h.parents_)
+
+
+def test_duplicates_share_every_level(blobs):
+    X, _ = blobs
+    Xd = np.vstack([X[:200], X[:40]])
+    h = HierarchyClusterer().fit(Xd)
+    check_nested(h.levels_, h.parents_)
+    assert (h.levels_[:, :40] == h.levels_[:, 200:]).all()
+
+
+@pytest.mark.parametrize("n", [3, 4, 7, 11])
+def test_tiny_inputs_cluster(n, rng):
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    h = HierarchyClusterer().fit(X)
+    check_nested(h.levels_, h.parents_)
+    assert h.labels_.shape == (n,) and (h.labels_ >= 0).all()
+    assert h.n_clusters_per_level_[-1] == n
+
+
+def test_refuses_bad_input_and_parameters(rng):
+    X = rng.normal(size=(50, 4))
+    with pytest.raises(ValueError, match="at least 3 items"):
+        HierarchyClusterer().fit(X[:2])
+    bad = X.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="row 7"):
+        HierarchyClusterer().fit(bad)
+    for kw, name in [({"min_cluster_size": 1}, "min_cluster_size"), ({"min_cluster_size": 2.5}, "min_cluster_size"),
+                     ({"max_unclustered": 1.0}, "max_unclustered"), ({"max_unclustered": -0.1}, "max_unclustered"),
+                     ({"n_cells": 0}, "n_cells"), ({"level": -1}, "level"), ({"level": "fine"}, "level"),
+                     ({"graph_neighbors": 0}, "graph_neighbors")]:
+        with pytest.raises(ValueError, match=name):
+            HierarchyClusterer(**kw).fit(X)
+    with pytest.raises(ValueError, match="knn indices"):
+        HierarchyClusterer().fit(X, knn=(np.zeros((10, 3), int), np.zeros((10, 3))))
+
+
+def test_max_unclustered_bounds_noise():
+    X, _ = make_blobs(n_samples=600, centers=4, n_features=4, cluster_std=0.6, random_state=1)
+    noise = np.random.default_rng(1).uniform(X.min() - 3, X.max() + 3, size=(150, 4))
+    Xn = np.vstack([X, noise]).astype(np.float32)
+    full = HierarchyClusterer().fit(Xn)
+    assert (full.labels_ >= 0).all() and full.unclustered_.any()
+    some = HierarchyClusterer(max_unclustered=0.05).fit(Xn)
+    share = (some.labels_ < 0).mean()
+    assert 0 < share <= 0.05
+    assert (some.levels_ == full.levels_).all(), "the knob changes labels_, not the tree"
+
+
+def test_weighted_ward_merges_small_outlier_first():
+    # a 2-item cell far from a 500-item and a 400-item cell: weighted Ward joins the tiny one first
+    C = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 9.0]])
+    merges = weighted_ward(C, np.array([500.0, 400.0, 2.0]))
+    assert {merges[0][0], merges[0][1]} in ({0, 2}, {1, 2})
+    assert len(merges) == 2 and merges[0][2] <= merges[1][2]
+
+
+def test_vote_path_is_a_valid_path():
+    levels = np.array([[0, 0, 1, 1], [0, 1, 2, 2]])
+    parents = [np.array([0, 0, 1])]
+    dist = np.array([[0.1, 0.2], [0.3, 0.1]])
+    idx = np.array([[0, 1], [2, 3]])
+    lab, prob = vote_path(dist, idx, levels, parents)
+    assert lab[:, 1].tolist() == [1, 2] and prob[0, 1] == pytest.approx(1.0)
+    assert (parents[0][lab[1]] == lab[0]).all()
+
+
+def test_symmetric_adjacency_drops_self_and_symmetrises():
+    idx = np.array([[0, 1, 2], [1, 0, 2], [2, 0, 1], [3, 2, 0]])
+    A = symmetric_adjacency(idx, 1)
+    assert (A != A.T).nnz == 0 and A.diagonal().sum() == 0
+    assert A[3, 2] == 1 and A[2, 3] == 1
+
+
+def test_real_slice_nested_and_close_to_classes(cifar3_embeddings, one_blas_thread):
+    """300 CIFAR-10 images (airplane, frog, truck), default encoder, PCA to 10 dims."""
+    from sklearn.decomposition import PCA
+
+    X = cifar3_embeddings.vectors.astype(np.float32)
+    y = np.asarray(cifar3_embeddings.labels)
+    knn = knn_graph(X, 15)
+    Z = PCA(10, random_state=0).fit_transform(X / np.linalg.norm(X, axis=1, keepdims=True))
+    h = HierarchyClusterer(random_state=0).fit(Z, knn=knn)
+    check_nested(h.levels_, h.parents_)
+    assert nmi(y, h.labels_) > 0.4
+    assert max(nmi(y, lv) for lv in h.levels_) > 0.5
+
+
+@pytest.mark.slow
+def test_engine_on_real_slice(cifar3_embeddings):
+    from mediacluster.fileio import setup_numba_cache
+    from mediacluster.stages.hierarchy import reduce_and_cluster
+
+    setup_numba_cache()
+    X = cifar3_embeddings.vectors.astype(np.float32)
+    y = np.asarray(cifar3_embeddings.labels)
+    r1 = reduce_and_cluster(X, random_state=0)
+    r2 = reduce_and_cluster(X, random_state=0)
+    h = r1["clusterer"]
+    check_nested(h.levels_, h.parents_)
+    assert (h.levels_ == r2["clusterer"].levels_).all(), "same seed, same levels"
+    assert nmi(y, h.labels_) > 0.5
+
+
+@pytest.mark.slow
+def test_evoc_stage_levels_are_nested(cifar3_embeddings):
+    from mediacluster.fileio import setup_numba_cache
+    from mediacluster.stages.evoc import EVoCClusterer
+
+    setup_numba_cache()
+    X = cifar3_embeddings.vectors.astype(np.float32)
+    e = EVoCClusterer(random_state=0).fit(X)
+    check_nested(e.levels_, e.parents_)
+    lab, _ = e.predict_path(X)
+    assert (lab == e.levels_).mean() >= 0.99
+    with pytest.raises(ValueError, match="base_min_cluster_size"):
+        EVoCClusterer(base_min_cluster_size=0).fit(X)
