@@ -164,6 +164,7 @@ def test_stage_refuses_too_few_items_naming_the_parameter():
         HDBSCANClusterer().fit(X)
 
 
+@pytest.mark.slow
 def test_umap_with_fewer_points_than_dimensions_plus_two():
     # spectral initialisation cannot run (scipy's eigsh needs k < N): random start instead
     X = np.random.default_rng(0).normal(size=(8, 5))

@@ -248,6 +248,7 @@ def raw_request(url: str, head: bytes, body_chunks, pause: float) -> bytes:
         return out
 
 
+@pytest.mark.slow
 def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     c = server.client
     broken = tmp_path / "broken"
@@ -388,6 +389,7 @@ def wait_for_version(server, version: str, timeout: float = 30) -> None:
     raise AssertionError(f"the server did not switch to {version}")
 
 
+@pytest.mark.slow
 def test_switch_versions_under_load_without_a_failed_request(server, run_dir, cifar3_embeddings, images):
     """A client keeps sending images and vectors while new versions are published (file watch)
     and reloaded (POST /v1/reload), and when the run is clustered again into the same folder: no
