@@ -54,7 +54,13 @@ from .errors import InputError, MediaclusterError, ModelFormatError, ParameterEr
 from .stages import registry
 from .stages.cluster import knn_vote, single_blas_thread, vote
 from .stages.evoc import EVoCClusterer
-from .stages.hierarchy import ENGINE_REDUCER, HierarchyClusterer, LevelsMixin, check_share, vote_path
+from .stages.hierarchy import (
+    ENGINE_REDUCER,
+    HierarchyClusterer,
+    LevelsMixin,
+    check_share,
+    vote_path,
+)
 from .stages.reduce import UMAPReducer
 
 STAGES = ("reducer", "outliers", "clusterer")
