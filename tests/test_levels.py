@@ -306,3 +306,18 @@ def test_cli_level_and_max_unclustered_on_a_real_slice(cifar3_dir, cifar3_embedd
     rc, _, err = run_cli(["cluster", cifar3_dir, "--out", tmp_path / "bad", "--quiet", "--level", "2",
                           "--clusterer", "kmeans"])
     assert rc == 2 and "level" in err and "no levels" in err
+
+
+@pytest.mark.slow
+def test_evoc_as_the_pipelines_clusterer(cifar3_embeddings, tmp_path):
+    from mediacluster.fileio import setup_numba_cache
+
+    setup_numba_cache()
+    X = cifar3_embeddings.vectors
+    p = Pipeline(clusterer="evoc", random_state=0).fit(X)
+    assert p.reducer_ is None, "EVoC reduces the raw vectors itself"
+    check_nested(p.levels_, p.parents_)
+    assert (p.predict_path(X)[0] == p.levels_).all(axis=0).mean() >= 0.99
+    p.save(tmp_path / "m")
+    q = Pipeline.load(tmp_path / "m")
+    assert (q.levels_ == p.levels_).all() and (q.predict(X[:20]) == p.predict(X[:20])).all()

@@ -337,6 +337,8 @@ class Pipeline(BaseEstimator):
         self.timings_["outliers"] = time.perf_counter() - t
         t = time.perf_counter()
         path = None
+        if knn is not None and isinstance(reducer, UMAPReducer):  # the graph UMAP was given (a
+            knn = tuple(np.asarray(a)[:, :int(reducer.n_neighbors)] for a in knn)  # tuner's is wider)
         if keep.sum() >= 2:
             if takes_knn:  # the graph describes every row: only usable when none was removed
                 clusterer.fit(Z[keep], knn=knn if keep.all() else None)
