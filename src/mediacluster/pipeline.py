@@ -81,8 +81,6 @@ HNSW_M = 16
 HNSW_EF_SEARCH = 160
 MODEL_ARRAYS = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
                 "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_")
-# the tree of a clusterer with levels (see Pipeline.levels_), saved as plain arrays
-LEVEL_ARRAYS = ("levels", "parents", "parents_offsets", "level_probabilities", "level_meta")
 PIPELINE_PARAMS = {
     "level": registry.Int(0, extra=("auto",)),
     "max_unclustered": registry.Float(0.0, 1.0, none_ok=True),
