@@ -272,6 +272,8 @@ def test_default_pipeline_computes_the_knn_graph_once(cifar3_embeddings, monkeyp
     assert nmi(y, p.labels_) > 0.5
     again = Pipeline(random_state=0).fit(cifar3_embeddings.vectors)
     assert (again.levels_ == p.levels_).all(), "same seed, same tree"
+    paths = p.predict_path(cifar3_embeddings.vectors)[0]
+    assert (paths == p.levels_).all(axis=0).mean() >= 0.99, "the fit's paths, through the saved predictor"
 
 
 @pytest.mark.slow
