@@ -505,6 +505,40 @@ def test_vectors_only_model_refuses_images(cifar3_embeddings, images, tmp_path):
         s.stop()
 
 
+def test_model_with_levels_answers_paths_and_lists_levels(cifar3_embeddings, tmp_path):
+    """A hierarchy model (no encoder: vectors only): every item gets its root-to-leaf path, the
+    path's cluster at the model's level is the item's cluster, and /v1/clusters lists the levels
+    with sizes and parents."""
+    pipe = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 8}), clusterer="hierarchy",
+                    reference_dims=64).fit(cifar3_embeddings.vectors)
+    pipe.save(tmp_path / "model", metadata={"encoder": None})
+    s = Server(str(tmp_path / "model"), log=tmp_path / "server.log")
+    try:
+        X = cifar3_embeddings.vectors[::25] + 0.01
+        r = s.client.post("/v1/assign", json={"vectors": X.tolist()})
+        assert r.status_code == 200, r.text
+        det = pipe.predict_details(X)
+        n_levels = len(pipe.levels_)
+        for i, it in enumerate(r.json()["items"]):
+            assert [p["level"] for p in it["path"]] == list(range(n_levels))
+            assert [p["cluster"] for p in it["path"]] == det["path"]["labels"][:, i].tolist()
+            assert it["path"][pipe.level_]["cluster"] == it["cluster"] == it["assigned_cluster"]
+            assert all(0 <= p["probability"] <= 1 for p in it["path"])
+        cl = s.client.get("/v1/clusters").json()
+        levels = cl["levels"]
+        assert [lv["n_clusters"] for lv in levels] == pipe.n_clusters_per_level_.tolist()
+        assert [lv["chosen"] for lv in levels].index(True) == pipe.level_
+        assert levels[0]["clusters"][0]["parent"] is None
+        for lv in levels:
+            assert sum(c["size"] for c in lv["clusters"]) == 300
+            if lv["level"]:
+                k_up = levels[lv["level"] - 1]["n_clusters"]
+                assert all(0 <= c["parent"] < k_up for c in lv["clusters"])
+        assert {c["id"] for c in cl["clusters"]} == set(range(pipe.n_clusters_))
+    finally:
+        s.stop()
+
+
 # -- the micro-batcher on its own ------------------------------------------------------------------
 
 
