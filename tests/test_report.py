@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_mod
 import json
 import re
 import shutil
@@ -227,6 +228,166 @@ def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
         mode = drv.execute_script("""var m = window.mcReport, c = document.getElementById('map').getBoundingClientRect();
             for (var k = 0; k < 14; k++) m.zoom(1.8, c.width / 2, c.height / 2); return m.mode;""")
         assert mode == "discs"
+        assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+    finally:
+        drv.quit()
+
+
+# ------------------------------------------------------------------------------ levels
+def make_level_run(emb, out: Path, hierarchy_file: bool) -> tuple[Path, np.ndarray, int]:
+    """A run folder written through ``RunDir`` whose assignments carry the nested levels of a
+    real hierarchy fit (``level_0..level_{L-1}``, coarse to fine) and whose ``cluster`` column
+    is one of them; with ``hierarchy_file`` the levels are in ``hierarchy.npz`` instead."""
+    from sklearn.decomposition import PCA
+
+    from mediacluster.rundir import RunDir
+    from mediacluster.stages.hierarchy import HierarchyClusterer
+    from mediacluster.workflow import assignment_frame, cluster_summaries
+
+    Z = PCA(n_components=8, random_state=0).fit_transform(emb.vectors)
+    h = HierarchyClusterer(min_cluster_size=5).fit(Z)
+    levels = h.levels_
+    assert len(levels) >= 3
+    chosen = int(np.flatnonzero(h.n_clusters_per_level_ >= 3)[0])
+    lab = levels[chosen]
+    with RunDir.create(out, command="cluster") as b:
+        b.write_embeddings(emb)
+        df = assignment_frame(emb.ids, emb.paths, emb.labels,
+                              {"labels": lab, "probabilities": h.level_probabilities_[chosen]})
+        if hierarchy_file:
+            P = h.parents_
+            b.write_hierarchy({"levels": levels, "level": np.int64(chosen),
+                               "parents": np.concatenate(P), "parents_offsets": np.cumsum([0] + [len(p) for p in P]),
+                               "level_probabilities": h.level_probabilities_.astype(np.float32)})
+        else:
+            for k, lv in enumerate(levels):
+                df[f"level_{k}"] = lv
+        b.write_assignments(df)
+        b.write_clusters(cluster_summaries(emb, lab))
+        b.write_info({"encoder": {"name": emb.encoder, "media": "image"}})
+    return b.published.path, levels, chosen
+
+
+@pytest.fixture(scope="module")
+def level_run(cifar3_embeddings, tmp_path_factory):
+    from mediacluster.report import make_report
+
+    run, levels, chosen = make_level_run(cifar3_embeddings, tmp_path_factory.mktemp("lv") / "run", False)
+    return {"run": run, "levels": levels, "chosen": chosen, "html": make_report(run, progress=False)}
+
+
+def _page_data(html: Path) -> dict:
+    text = html.read_text(encoding="utf-8")
+    m = re.search(r'<script id="mc-data" type="application/json">(.*?)</script>', text, re.S)
+    return json.loads(m.group(1))
+
+
+def _view_box(text: str, k: int) -> str:
+    """The HTML of level view ``k``'s cards."""
+    start = text.index(f'<div class="cards" data-view="{k}"')
+    ends = [i for i in (text.find('<div class="cards" data-view=', start + 1), text.find('<section id="noise"', start))
+            if i > 0]
+    return text[start:min(ends)]
+
+
+@pytest.mark.slow
+def test_report_level_views(level_run):
+    """One view per level: the run's level keeps the run's names and cards, every other level
+    gets its own labels, automatic names, colours and cards."""
+    import base64
+
+    levels, chosen, html = level_run["levels"], level_run["chosen"], level_run["html"]
+    text = html.read_text(encoding="utf-8")
+    D = _page_data(html)
+    views = D["levels"]["views"]
+    assert len(views) == len(levels) and D["levels"]["current"] == chosen
+    assert "c" not in views[chosen]  # the run's own view: the page's main labels
+    run_names = {c["id"]: c["name"] for c in D["clusters"]}
+    for k, v in enumerate(views):
+        n_k = len(np.unique(levels[k]))
+        assert v["n_clusters"] == n_k and f"level {k}: {n_k} clusters" in v["label"]
+        if k == chosen:
+            continue
+        lab = np.frombuffer(base64.b64decode(v["c"]), dtype=np.int32)
+        assert np.array_equal(lab, levels[k])
+        assert sorted(c["id"] for c in v["clusters"]) == sorted(np.unique(levels[k]).tolist())
+        assert all(c["size"] == int((levels[k] == c["id"]).sum()) for c in v["clusters"])
+        # names by the automatic rule (ImageNet probabilities -> WordNet), distinct in the level
+        names = [c["name"] for c in v["clusters"]]
+        assert all(nm and not nm.startswith("cluster ") for nm in names) and len(set(names)) == len(names)
+        # that level's cards, hidden until chosen
+        assert f'<div class="cards" data-view="{k}" hidden>' in text
+        box = _view_box(text, k)
+        assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', box)) == n_k
+    box = _view_box(text, chosen)
+    ids = [int(x) for x in re.findall(r'<section class="card" data-cluster="(\d+)"', box)]
+    assert sorted(ids) == sorted(run_names)
+    assert all(html_mod.escape(run_names[c]) in box for c in ids)
+    assert text.count('class="level-select"') == 2  # over the legend and over the cards
+
+
+@pytest.mark.slow
+def test_report_levels_from_hierarchy_file(cifar3_embeddings, tmp_path):
+    """Levels in ``hierarchy.npz`` (no level columns) give the same switch; its per-level
+    probabilities give each level's cards their borderline members."""
+    from mediacluster.report import build_report
+
+    run, levels, chosen = make_level_run(cifar3_embeddings, tmp_path / "run", True)
+    html = build_report(run, progress=False)
+    D = _page_data(html)
+    assert len(D["levels"]["views"]) == len(levels) and D["levels"]["current"] == chosen
+    text = html.read_text(encoding="utf-8")
+    coarse = 0 if chosen != 0 else 1  # clusters bigger than their representatives
+    assert "borderline" in _view_box(text, coarse)
+
+
+def test_report_without_levels_has_no_switch(report_run):
+    text = report_run["html"].read_text(encoding="utf-8")
+    assert 'class="level-select"' not in text and "levels" not in _page_data(report_run["html"])
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_report_level_switch_in_chromium(level_run):
+    """Switching the level recolours the map, rebuilds the legend and shows that level's cards."""
+    levels, chosen, html = level_run["levels"], level_run["chosen"], level_run["html"]
+    drv = _chrome()
+    try:
+        drv.get(html.resolve().as_uri())
+        time.sleep(0.5)
+        assert drv.execute_script("return window.mcReport.level") == chosen
+        n_run = len(np.unique(levels[chosen]))
+        assert len(drv.find_elements("css selector", "#legend .item")) == n_run
+        _, hash0 = drv.execute_script(PIXELS_JS)
+        k = len(levels) - 1 if chosen != len(levels) - 1 else 0
+        sel = drv.find_elements("css selector", "select.level-select")[0]
+        from selenium.webdriver.support.ui import Select
+
+        Select(sel).select_by_value(str(k))
+        time.sleep(0.3)
+        n_k = len(np.unique(levels[k]))
+        assert drv.execute_script("return window.mcReport.level") == k
+        assert len(drv.find_elements("css selector", "#legend .item")) == n_k
+        shown = [e for e in drv.find_elements("css selector", ".cards[data-view]") if e.is_displayed()]
+        assert len(shown) == 1 and shown[0].get_attribute("data-view") == str(k)
+        assert len(shown[0].find_elements("css selector", ".card")) == n_k
+        assert drv.find_element("id", "n-clusters").text == str(n_k)
+        assert drv.find_elements("css selector", "select.level-select")[1].get_attribute("value") == str(k)
+        _, hash1 = drv.execute_script(PIXELS_JS)
+        assert hash1 != hash0
+        # a card of the new level filters the map to its members
+        card = shown[0].find_elements("css selector", ".card")[-1]
+        cid = int(card.get_attribute("data-cluster"))
+        card.click()
+        time.sleep(0.3)
+        assert drv.execute_script("return window.mcReport.highlighted") == int((levels[k] == cid).sum())
+        # and back to the run's level
+        Select(drv.find_elements("css selector", "select.level-select")[1]).select_by_value(str(chosen))
+        time.sleep(0.3)
+        assert len(drv.find_elements("css selector", "#legend .item")) == n_run
+        shot = ARTIFACTS / "report-levels.png"
+        ARTIFACTS.mkdir(exist_ok=True)
+        drv.save_screenshot(str(shot))
         assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
     finally:
         drv.quit()

@@ -115,21 +115,32 @@ def name_run(run: str | Path | RunDir, vocabulary: str | Path | None = None, enc
     """
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     labels = run.read_assignments(["cluster"])["cluster"].to_numpy()
-    probs = run.read_extra("imagenet_probs")
-    if encoder is None and probs is None:
-        encoder = encoder_for_names((run.info.get("encoder") or {}).get("name"))
-    vectors = run.read_embeddings().vectors if getattr(encoder, "has_text", False) else None
     vocab = None
     if vocabulary is not None:
         from .zeroshot import load_vocabulary
 
         vocab = load_vocabulary(vocabulary)
-    named = name_clusters(vectors, labels, imagenet_probs=probs, encoder=encoder, vocabulary=vocab)
+    named = name_labels(run, [labels], encoder=encoder, vocabulary=vocab)[0]
     if write:
         with run.writing("naming"):
             run.write_names(named, method=named[0]["method"] if named else None)
             run.write_clusters(merge_names(run.read_clusters(), named))
     return named
+
+
+def name_labels(run: str | Path | RunDir, labellings: list, encoder=None,
+                vocabulary: list[str] | None = None) -> list[list[dict]]:
+    """The automatic naming rule of :func:`name_run` applied to other labellings of the run's
+    items (e.g. each level of a hierarchy, named by the report): one :func:`name_clusters`
+    result per labelling, nothing written. The run's probabilities, vectors and encoder are read
+    once for all of them."""
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    probs = run.read_extra("imagenet_probs")
+    if encoder is None and probs is None:
+        encoder = encoder_for_names((run.info.get("encoder") or {}).get("name"))
+    vectors = run.read_embeddings().vectors if getattr(encoder, "has_text", False) else None
+    return [name_clusters(vectors, np.asarray(lab), imagenet_probs=probs, encoder=encoder,
+                          vocabulary=vocabulary) for lab in labellings]
 
 
 def merge_names(clusters: list[dict], named: list[dict]) -> list[dict]:

@@ -14,6 +14,7 @@ import html
 import json
 import logging
 import math
+import re
 import time
 from importlib import resources
 from pathlib import Path
@@ -44,6 +45,41 @@ PATHS_DIR = "paths"
 PATH_CHUNK = 65_536
 #: a cluster's typical members are chosen among at most this many of its members
 CENTRE_SAMPLE = 5_000
+#: a level of the run's hierarchy with more clusters gets cards for its largest ones only (its
+#: map colours and legend show them all)
+LEVEL_CARDS_MAX = 300
+#: assignment columns holding the hierarchy's levels, coarse to fine: level_0, level_1, ...
+LEVEL_COLUMN = re.compile(r"level_(\d+)")
+
+
+def run_levels(run: RunDir, assign, labels: np.ndarray) -> tuple[list[np.ndarray], int | None]:
+    """The run's hierarchy, coarse to fine: the assignment columns ``level_<k>``, else the
+    ``levels`` of ``hierarchy.npz``; ``[]`` for a flat run. Also the index of the level the
+    run's clusters (``labels``, noise < 0 ignored) are, up to renumbering: the level named in
+    ``hierarchy.npz`` when it matches, else the first that matches, else None (e.g. a run
+    curated in the studio)."""
+    cols = sorted(((int(m.group(1)), c) for c in assign.columns
+                   if isinstance(c, str) and (m := LEVEL_COLUMN.fullmatch(c))), key=lambda t: t[0])
+    hier = run.read_hierarchy()
+    if cols:
+        levels = [assign[c].to_numpy().astype(np.int64) for _, c in cols]
+    elif hier is not None and "levels" in hier and np.ndim(hier["levels"]) == 2:
+        levels = [np.asarray(lv, dtype=np.int64) for lv in hier["levels"]]
+    else:
+        return [], None
+    levels = [lv for lv in levels if len(lv) == len(labels)]
+    if len(levels) < 2:  # one level is the flat answer itself: nothing to switch between
+        return [], None
+    ok = labels >= 0
+
+    def same_partition(lv):
+        pairs = np.unique(np.stack([labels[ok], lv[ok]]), axis=1)
+        return pairs.shape[1] == len(np.unique(labels[ok])) == len(np.unique(lv[ok]))
+
+    named = int(hier["level"]) if hier is not None and "level" in hier and np.ndim(hier["level"]) == 0 else None
+    if named is not None and 0 <= named < len(levels) and same_partition(levels[named]):
+        return levels, named
+    return levels, next((k for k, lv in enumerate(levels) if same_partition(lv)), None)
 
 
 def _coords(xy: np.ndarray, labels: np.ndarray, big: bool) -> dict:
@@ -60,11 +96,16 @@ def _coords(xy: np.ndarray, labels: np.ndarray, big: bool) -> dict:
         step = (hi - lo) / 65535 or 1.0
         out[f"{k}q"] = _b64(np.round((v - lo) / step).astype(np.uint16))
         out[f"{k}0"], out[f"{k}s"] = lo, step
-    if labels.min(initial=0) >= -32768 and labels.max(initial=0) <= 32767:
-        out["c16"] = _b64(labels.astype(np.int16))
-    else:
-        out["c"] = _b64(labels.astype(np.int32))
+    out.update(_labels_b64(labels, big))
     return out
+
+
+def _labels_b64(labels: np.ndarray, big: bool) -> dict:
+    """A labelling for the page: ``{"c": int32}``, or ``{"c16": int16}`` for a large run when
+    the labels fit."""
+    if big and labels.min(initial=0) >= -32768 and labels.max(initial=0) <= 32767:
+        return {"c16": _b64(labels.astype(np.int16))}
+    return {"c": _b64(labels.astype(np.int32))}
 
 
 def _write_path_chunks(out_dir: Path, names: list) -> dict:
@@ -278,39 +319,84 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         meta_by_id.update({int(e["id"]): e for e in curated.get("clusters", [])
                            if int(e["id"]) not in meta_by_id or e.get("top_classes")})
     alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in run.read_automatic_names()}
-    colors = cluster_colors(cluster_ids)
-    clusters = []
     big = n > INLINE_MAX
-    rng_c = np.random.default_rng(0)
-    for c in cluster_ids:
-        idx = np.flatnonzero(labels == c)
-        # a large cluster's typical members are found among a random sample of its members
-        cand = np.sort(rng_c.choice(idx, CENTRE_SAMPLE, replace=False)) if len(idx) > CENTRE_SAMPLE else idx
-        # rows read with plain reads: through the memory map, the kernel's fault-around would
-        # map ~64 KB around every scattered row into this process (4.8 GB at 1M x 1280)
-        reps = cand[nearest_to_centre(rows.take(cand), np.arange(len(cand)), n_representatives)]
-        border = idx[np.argsort(probs[idx], kind="stable")[:n_borderline]]
-        border = np.array([i for i in border if i not in set(reps.tolist())], dtype=np.int64)
-        m = meta_by_id.get(c, {})
-        entry = {
-            "id": c, "name": names.get(c, f"cluster {c}"), "auto_name": auto.get(c), "hand": c in hand,
-            "alternatives": alts_by_id.get(c) or m.get("alternatives", []),
-            "size": int(len(idx)), "share": float(len(idx) / n), "color": colors[c],
-            "reps": reps.tolist(), "border": border.tolist(),
-            "mean_probability": float(probs[idx].mean()),
-            "top_classes": m.get("top_classes", [])[:5],
-        }
-        if true_labels is not None:
-            vals, cnt = np.unique(np.array([str(true_labels[i]) for i in idx]), return_counts=True)
-            o = np.argsort(-cnt)[:3]
-            entry["true_labels"] = [{"label": display_text(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
-        clusters.append(entry)
-    clusters.sort(key=lambda e: -e["size"])
+
+    def cards_for(lab, ids_, names_, auto_, hand_, meta_, alts_, colors_, limit=None, probs_=probs):
+        """One card entry per cluster of ``lab`` (largest first; ``limit``: the largest only);
+        without membership probabilities (``probs_`` None) no borderline members."""
+        rng_c = np.random.default_rng(0)
+        sizes = {c: int(v) for c, v in zip(*np.unique(lab[lab >= 0], return_counts=True))}
+        chosen = set(sorted(ids_, key=lambda c: (-sizes.get(c, 0), c))[:limit])
+        out = []
+        for c in sorted(chosen):
+            idx = np.flatnonzero(lab == c)
+            # a large cluster's typical members are found among a random sample of its members
+            cand = np.sort(rng_c.choice(idx, CENTRE_SAMPLE, replace=False)) if len(idx) > CENTRE_SAMPLE else idx
+            # rows read with plain reads: through the memory map, the kernel's fault-around would
+            # map ~64 KB around every scattered row into this process (4.8 GB at 1M x 1280)
+            reps = cand[nearest_to_centre(rows.take(cand), np.arange(len(cand)), n_representatives)]
+            border = idx[np.argsort(probs_[idx], kind="stable")[:n_borderline]] if probs_ is not None else []
+            border = np.array([i for i in border if i not in set(reps.tolist())], dtype=np.int64)
+            m = meta_.get(c, {})
+            entry = {
+                "id": c, "name": names_.get(c, f"cluster {c}"), "auto_name": auto_.get(c), "hand": c in hand_,
+                "alternatives": alts_.get(c) or m.get("alternatives", []),
+                "size": int(len(idx)), "share": float(len(idx) / n), "color": colors_[c],
+                "reps": reps.tolist(), "border": border.tolist(),
+                "mean_probability": float(probs_[idx].mean()) if probs_ is not None else None,
+                "top_classes": m.get("top_classes", [])[:5],
+            }
+            if true_labels is not None:
+                vals, cnt = np.unique(np.array([str(true_labels[i]) for i in idx]), return_counts=True)
+                o = np.argsort(-cnt)[:3]
+                entry["true_labels"] = [{"label": display_text(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
+            out.append(entry)
+        out.sort(key=lambda e: -e["size"])
+        return out
+
+    clusters = cards_for(labels, cluster_ids, names, auto, hand, meta_by_id, alts_by_id, cluster_colors(cluster_ids))
+    # the run's hierarchy: one view per level (its labels, names, colours and cards); the level
+    # the run's clusters come from shows the run's own names
+    levels, run_level = run_levels(run, assign, labels)
+    views = []
+    if levels:
+        if run_level is None:
+            views.append({"label": "the run's clusters" + (" (curated)" if label_col == "curated_cluster" else ""),
+                          "run": True, "n_clusters": len(cluster_ids)})
+        todo = [k for k in range(len(levels)) if k != run_level]
+        hier = run.read_hierarchy() or {}
+        level_probs = hier.get("level_probabilities")  # per level and item, when the run kept them
+        if level_probs is not None and np.shape(level_probs) != (len(levels), n):
+            level_probs = None
+        named_levels = {}
+        if todo:  # every level is named at report time, whatever ``name`` says of the run's
+            try:
+                from ..naming.names import name_labels
+
+                named_levels = dict(zip(todo, name_labels(run, [levels[k] for k in todo])))
+            except Exception as e:  # noqa: BLE001 - names are optional for the page
+                log.warning("naming the hierarchy's levels failed: %s", e)
+        for k, lab in enumerate(levels):
+            ids_k = sorted(set(lab[lab >= 0].tolist()))
+            label = f"level {k}: {len(ids_k)} clusters"
+            if k == run_level:
+                views.append({"label": label + " (the run's)", "run": True, "n_clusters": len(ids_k)})
+                continue
+            named = named_levels.get(k, [])
+            names_k = {int(e["cluster"]): e["name"] for e in named if e.get("name")}
+            alts_k = {int(e["cluster"]): e.get("alternatives", []) for e in named}
+            colors_k = cluster_colors(ids_k)
+            cards_k = cards_for(lab, ids_k, names_k, {}, set(), {}, alts_k, colors_k, limit=LEVEL_CARDS_MAX,
+                                probs_=level_probs[k] if level_probs is not None else None)
+            views.append({"label": label, "run": False, "n_clusters": len(ids_k), "labels": lab,
+                          "cards": cards_k, "legend": [{"id": c, "name": names_k.get(c, f"cluster {c}"),
+                                                        "color": colors_k[c], "size": int((lab == c).sum())}
+                                                       for c in sorted(ids_k, key=lambda c: -(lab == c).sum())]})
     clips: dict[int, str | None] = {}
     if audio:  # players for the cards' representatives only
         from .audio import make_audio_clips
 
-        rep_idx = sorted({i for e in clusters for i in e["reps"]})
+        rep_idx = sorted({i for e in clusters + [c for v in views for c in v.get("cards", [])] for i in e["reps"]})
         clips = dict(zip(rep_idx, make_audio_clips([paths[i] for i in rep_idx], out_dir / "audio",
                                                     workers=workers, progress=progress)))
     rng = np.random.default_rng(0)
@@ -324,8 +410,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     # every item's thumbnail for a run of up to INLINE_MAX items; above, only those the page shows
     # (cards, galleries): the map's hover loads the original file when it is first pointed at
     need = (range(n) if not big else
-            sorted({i for e in clusters for i in e["reps"] + e["border"]} | set(noise_show.tolist())
-                   | set(out_show.tolist())))
+            sorted({i for e in clusters + [c for v in views for c in v.get("cards", [])]
+                    for i in e["reps"] + e["border"]} | set(noise_show.tolist()) | set(out_show.tolist())))
     need = list(need)
     failed: dict[int, str] = {}  # position in ``need`` -> reason
     if audio:  # spectrograms stand in for thumbnails (mediacluster.report.audio)
@@ -354,6 +440,12 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         "originals": bool(not audio and any(p is not None for p in paths[:1000])),
         "study": study,
     }
+    if views:
+        data["levels"] = {"current": next(k for k, v in enumerate(views) if v["run"]), "views": [
+            {"label": v["label"], "n_clusters": v["n_clusters"]} if v["run"] else
+            {"label": v["label"], "n_clusters": v["n_clusters"], "clusters": v["legend"],
+             **_labels_b64(v["labels"], big)}
+            for v in views]}
     if big:
         data["tmap"] = {str(i): tpos[t] for i, t in thumbs.items() if t}
         data["path_chunks"] = _write_path_chunks(out_dir, shown_paths)
@@ -366,7 +458,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         title=title or f"mediacluster report - {display_text(run_dir.name)}", run_dir=display_text(run_dir), n=n, clusters=clusters,
         thumbs=thumbs, paths=shown_paths, noise_show=noise_show, n_noise=len(noise_idx), out_show=out_show,
         n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
-        hand_names=bool(hand), clips=clips,
+        hand_names=bool(hand), clips=clips, views=views,
     )
     html_path = out_dir / "index.html"
     with atomic_path(html_path) as tmp:
@@ -408,10 +500,10 @@ def _table(d: dict) -> str:
 
 
 def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, out_show, n_out, info, summary,
-            evaluation, study, data, hand_names, clips=None) -> str:
+            evaluation, study, data, hand_names, clips=None, views=()) -> str:
     esc = html.escape
-    cards = []
-    for e in clusters:
+
+    def card(e) -> str:
         if clips:  # audio: spectrogram + a player that plays only when pressed
             from .audio import audio_player_html
 
@@ -426,18 +518,39 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
         auto = ""
         if e["hand"] and e["auto_name"]:
             auto = f"<div class='meta'>automatic name: {esc(e['auto_name'])}</div>"
-        cards.append(f"""
+        return f"""
 <section class="card" data-cluster="{e['id']}" tabindex="0" title="click to show only this cluster on the map">
   <header><span class="swatch" style="background:{e['color']}"></span>
     <h3>{esc(e['name'])}{' <span class="hand" title="named by hand (names.yaml or the studio)">&#9998;</span>' if e['hand'] else ''}</h3>
     <span class="cid">#{e['id']}</span></header>
-  <div class="meta"><b>{e['size']:,}</b> items &middot; {100 * e['share']:.1f}% &middot; mean membership {e['mean_probability']:.2f}</div>
+  <div class="meta"><b>{e['size']:,}</b> items &middot; {100 * e['share']:.1f}%{f" &middot; mean membership {e['mean_probability']:.2f}" if e['mean_probability'] is not None else ''}</div>
   {f"<div class='meta'>also: {alts}</div>" if alts else ''}{auto}
   {f"<div class='meta'>top classes: {tc}</div>" if tc else ''}
   {f"<div class='meta'>true labels: {tl}</div>" if tl else ''}
   <div class="grid{' audio' if clips else ''}">{reps}</div>
   {f'<div class="sub">borderline (lowest membership)</div><div class="grid small">{border}</div>' if border else ''}
-</section>""")
+</section>"""
+    run_cards = "".join(card(e) for e in clusters)
+    level_select = ""
+    if views:  # one container of cards per level; the page shows the selected one
+        boxes = []
+        for k, v in enumerate(views):
+            if v["run"]:
+                boxes.append(f'<div class="cards" data-view="{k}">{run_cards}</div>')
+                continue
+            more = v["n_clusters"] - len(v["cards"])
+            note = (f'<p class="muted">the {len(v["cards"])} largest of {v["n_clusters"]} clusters; '
+                    'the map and the legend show them all</p>' if more > 0 else "")
+            boxes.append(f'<div class="cards" data-view="{k}" hidden>{note}{"".join(card(e) for e in v["cards"])}</div>')
+        cards_html = "".join(boxes)
+        current = next(k for k, v in enumerate(views) if v["run"])
+        opts = "".join(f'<option value="{k}"{" selected" if k == current else ""}>{esc(v["label"])}</option>'
+                       for k, v in enumerate(views))
+        level_select = (f'<label class="levels" title="the run\'s hierarchy, coarse to fine: the map, the legend '
+                        f'and the cards show the clusters of the chosen level">level '
+                        f'<select class="level-select">{opts}</select></label>')
+    else:
+        cards_html = f'<div class="cards">{run_cards}</div>'
     noise_gal = "".join(_img(thumbs, int(i), paths) for i in noise_show)
     out_gal = "".join(_img(thumbs, int(i), paths) for i in out_show)
     params = {}
@@ -463,7 +576,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
 <style>{_asset('report.css')}</style>
 </head><body>
 <header class="top"><h1>{esc(title)}</h1>
-<div class="stats"><b>{n:,}</b> items &middot; <b>{n_clusters}</b> clusters &middot;
+<div class="stats"><b>{n:,}</b> items &middot; <b id="n-clusters">{n_clusters}</b> clusters &middot;
 noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b>{n_out:,}</b> ({100 * n_out / max(n, 1):.1f}%)
 &middot; <span class="muted">{esc(str(run_dir))}</span></div>
 <nav><a href="#map-section">map</a> <a href="#clusters">clusters</a> <a href="#noise">noise</a> <a href="#outliers">outliers</a> <a href="#run">run</a> <a href="#tuning">tuning</a></nav>
@@ -475,12 +588,12 @@ noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b
    <button id="reset">show all</button> <span id="filter-label" class="muted"></span></div>
   <div id="mapwrap"><canvas id="map" width="900" height="620" data-filter="all"></canvas>
    <div id="tip" hidden><img id="tipimg" alt=""><div id="tiptext"></div></div></div>
-  <div id="legend"></div>
+  {level_select}<div id="legend"></div>
 </section>
 <section id="clusters"><h2>Clusters</h2>
 <p class="muted">Cards are sorted by size. Representative images are the members nearest the cluster centre; borderline ones have the lowest membership probability.
 {'Names marked &#9998; were given by a person (names.yaml or the studio).' if hand_names else 'Rename, merge and split clusters in the studio (<code>mediacluster studio RUN_DIR</code>), or write <code>names.yaml</code> (cluster id: name) in the run folder, and re-run <code>mediacluster report</code>.'}</p>
-<div class="cards">{''.join(cards)}</div></section>
+{level_select}{cards_html}</section>
 <section id="noise"><h2>Noise <span class="muted">({n_noise:,} items, label -1{', a random sample' if n_noise > len(noise_show) else ''})</span></h2>
 <div class="grid gallery">{noise_gal or '<span class="muted">none</span>'}</div></section>
 <section id="outliers"><h2>Outliers <span class="muted">({n_out:,} items, label -2{', a random sample' if n_out > len(out_show) else ''})</span></h2>
