@@ -83,10 +83,19 @@ class _Tree:
         self.cover = np.zeros((len(self.ids), 1000), dtype=np.float32)
         for r, sid in enumerate(self.ids):
             self.cover[r, self.nodes[sid]["below"]] = 1.0
+        self.cover64 = self.cover.astype(np.float64)  # cover @ mass in float64, no copy per call
+        self._below: dict[str, np.ndarray] = {}
         n_below = self.cover.sum(axis=1)
         self.generality = (np.log(n_below) / math.log(1000.0)).astype(np.float64)
         self.depth = np.array([self.nodes[s]["depth"] for s in self.ids])
         self.allowed = np.array([s not in TOO_ABSTRACT for s in self.ids])
+
+    def strictly_below(self, base: str) -> np.ndarray:
+        """Mask of the concepts strictly below ``base`` (computed once per base)."""
+        if base not in self._below:
+            base_row = self.cover[self.ids.index(base)]
+            self._below[base] = (self.cover <= base_row).all(axis=1) & (self.cover.sum(axis=1) < base_row.sum())
+        return self._below[base]
 
 
 _TREE: _Tree | None = None
@@ -119,10 +128,9 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
     m = np.asarray(mass, dtype=np.float64)
     s = m.sum()
     m = m / s if s > 0 else np.full(1000, 1e-3)
-    cover = t.cover @ m
+    cover = t.cover64 @ m
     if background is not None:  # what sets this cluster apart from the whole collection
-        b = np.asarray(background, dtype=np.float64)
-        lift_ = cover - t.cover @ (b / max(b.sum(), 1e-12))
+        lift_ = cover - _background_cover(background)
     else:
         lift_ = np.zeros_like(cover)
     score = cover - penalty * t.generality + contrast * lift_
@@ -152,6 +160,20 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
             "score": round(float(score[r]), 4), "depth": int(t.depth[r]),
         })
     return out
+
+
+def _background_cover(background) -> np.ndarray:
+    """``cover @ normalised background``, kept for the last background seen (one per naming
+    of a labelling: every cluster's lift is measured against the same collection)."""
+    b = np.asarray(background, dtype=np.float64)
+    key = _BG_CACHE.get("key")
+    if key is None or key.shape != b.shape or not np.array_equal(key, b):
+        _BG_CACHE["key"] = b.copy()
+        _BG_CACHE["cover"] = tree().cover64 @ (b / max(b.sum(), 1e-12))
+    return _BG_CACHE["cover"]
+
+
+_BG_CACHE: dict[str, np.ndarray] = {}
 
 
 def item_mass(probs: np.ndarray, top_k: int | None = TOP_K) -> np.ndarray:
@@ -209,11 +231,10 @@ def contrast_qualifiers(masses: dict[int, np.ndarray], group: list[int], base: s
     synset): "mammal (dog)" vs "mammal (cat)". Clusters without a positive contrast are absent.
     """
     t = tree()
-    covers = {c: t.cover @ masses[c] for c in group}
+    covers = {c: t.cover64 @ masses[c] for c in group}
     below_base = np.ones(len(t.ids), dtype=bool)
     if base is not None and base in t.nodes:
-        base_row = t.cover[t.ids.index(base)]
-        below_base = (t.cover <= base_row).all(axis=1) & (t.cover.sum(axis=1) < base_row.sum())
+        below_base = t.strictly_below(base)
     out = {}
     for c in group:
         other = np.max([covers[g] for g in group if g != c], axis=0)
