@@ -319,6 +319,23 @@ def test_report_level_views(level_run):
         assert f'<div class="cards" data-view="{k}" hidden>' in text
         box = _view_box(text, k)
         assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', box)) == n_k
+    # colours follow the run's clusters: a coarser level's cluster has the colour of its
+    # largest run cluster, and each run cluster's largest child keeps its colour
+    run_color = {c["id"]: c["color"] for c in D["clusters"]}
+    run_lab = levels[chosen]
+    for k, v in enumerate(views):
+        if k == chosen:
+            continue
+        col = {c["id"]: c["color"] for c in v["clusters"]}
+        for c in col:
+            members = run_lab[levels[k] == c]
+            biggest_run = int(np.bincount(members).argmax())
+            if k < chosen:
+                assert col[c] == run_color[biggest_run]
+        if k > chosen:
+            for r in np.unique(run_lab):
+                kids = levels[k][run_lab == r]
+                assert col[int(np.bincount(kids).argmax())] == run_color[int(r)]
     box = _view_box(text, chosen)
     ids = [int(x) for x in re.findall(r'<section class="card" data-cluster="(\d+)"', box)]
     assert sorted(ids) == sorted(run_names)
@@ -381,13 +398,14 @@ def test_report_level_switch_in_chromium(level_run):
         card.click()
         time.sleep(0.3)
         assert drv.execute_script("return window.mcReport.highlighted") == int((levels[k] == cid).sum())
+        drv.execute_script("window.mcReport.setFilter(null); window.scrollTo(0, 0)")
+        time.sleep(0.2)
+        ARTIFACTS.mkdir(exist_ok=True)
+        drv.save_screenshot(str(ARTIFACTS / "report-levels.png"))  # the finer level, for a look
         # and back to the run's level
         Select(drv.find_elements("css selector", "select.level-select")[1]).select_by_value(str(chosen))
         time.sleep(0.3)
         assert len(drv.find_elements("css selector", "#legend .item")) == n_run
-        shot = ARTIFACTS / "report-levels.png"
-        ARTIFACTS.mkdir(exist_ok=True)
-        drv.save_screenshot(str(shot))
         assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
     finally:
         drv.quit()

@@ -185,6 +185,42 @@ def cluster_colors(ids: list[int]) -> dict[int, str]:
     return out
 
 
+def nested_colors(lab: np.ndarray, ref: np.ndarray, ref_colors: dict[int, str]) -> dict[int, str]:
+    """Colours for another level of the same items that follow the run's own clusters (``ref``,
+    coloured ``ref_colors``), so the map keeps its colour regions when the level changes: each
+    cluster of ``lab`` takes the hue of the ``ref`` cluster holding most of its items; clusters
+    sharing one (the children of a run cluster) are told apart by small hue steps and alternating
+    lightness, the largest keeping the run cluster's colour."""
+    ok = (lab >= 0) & (ref >= 0)
+    ids = sorted(set(lab[lab >= 0].tolist()))
+    anchor: dict[int, int | None] = {}
+    if ok.any():
+        pairs, cnt = np.unique(np.stack([lab[ok], ref[ok]]), axis=1, return_counts=True)
+        for j in np.argsort(-cnt, kind="stable"):
+            anchor.setdefault(int(pairs[0, j]), int(pairs[1, j]))
+    sizes = dict(zip(*np.unique(lab[lab >= 0], return_counts=True)))
+    fallback = cluster_colors(ids)
+    groups: dict[int, list[int]] = {}
+    out = {}
+    for c in ids:
+        a = anchor.get(c)
+        if a is None or a not in ref_colors:
+            out[c] = fallback[c]
+        else:
+            groups.setdefault(a, []).append(c)
+    for a, members in groups.items():
+        v = int(ref_colors[a][1:], 16)
+        h, light, sat = colorsys.rgb_to_hls(((v >> 16) & 255) / 255, ((v >> 8) & 255) / 255, (v & 255) / 255)
+        members.sort(key=lambda c: (-sizes[c], c))
+        step = min(0.035, 0.25 / len(members))
+        for j, c in enumerate(members):
+            shift = ((j + 1) // 2) * step * (1 if j % 2 else -1)
+            lj = light if j == 0 else (0.36, 0.52, 0.66)[j % 3]
+            r, g, b = colorsys.hls_to_rgb((h + shift) % 1.0, lj, sat)
+            out[c] = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+    return out
+
+
 NOISE_COLOR = "#b9bcc2"
 OUTLIER_COLOR = "#111111"
 
@@ -354,7 +390,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         out.sort(key=lambda e: -e["size"])
         return out
 
-    clusters = cards_for(labels, cluster_ids, names, auto, hand, meta_by_id, alts_by_id, cluster_colors(cluster_ids))
+    run_colors = cluster_colors(cluster_ids)
+    clusters = cards_for(labels, cluster_ids, names, auto, hand, meta_by_id, alts_by_id, run_colors)
     # the run's hierarchy: one view per level (its labels, names, colours and cards); the level
     # the run's clusters come from shows the run's own names
     levels, run_level = run_levels(run, assign, labels)
@@ -388,7 +425,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             named = named_levels.get(k, [])
             names_k = {int(e["cluster"]): e["name"] for e in named if e.get("name")}
             alts_k = {int(e["cluster"]): e.get("alternatives", []) for e in named}
-            colors_k = cluster_colors(ids_k)
+            colors_k = nested_colors(lab, labels, run_colors)
             cards_k = cards_for(lab, ids_k, names_k, {}, set(), {}, alts_k, colors_k, limit=LEVEL_CARDS_MAX,
                                 probs_=level_probs[k] if level_probs is not None else None)
             views.append({"label": label, "run": False, "n_clusters": len(ids_k), "labels": lab,
