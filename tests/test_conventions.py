@@ -21,6 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mediacluster.stages import registry
 from mediacluster.stages.cluster import HDBSCANClusterer, MeanShiftClusterer
+from mediacluster.stages.evoc import EVoCClusterer
 from mediacluster.stages.outliers import IsolationForestOutliers, LOFOutliers
 from mediacluster.stages.reduce import UMAPReducer
 
@@ -44,6 +45,7 @@ SMALL = {
     ("clusterer", "hdbscan"): {"min_cluster_size": 5},
     ("outliers", "isolation_forest"): {"n_estimators": 10},
     ("reducer", "umap"): {"n_neighbors": 5, "n_epochs": 10},
+    ("clusterer", "evoc"): {"n_epochs": 10},
 }
 
 _LOF_TRAIN = (
@@ -92,8 +94,10 @@ def _expected_failures(estimator) -> dict[str, str]:
 
 STAGES = _instances()
 # the slow tier: UMAP's checks (~8 CPU s: numba code for transform, used nowhere else in the fast
-# tier) and MeanShift's (2-8 CPU s: a bandwidth estimate and a mean-shift per check)
-SLOW_STAGES = [s for s in STAGES if isinstance(s, UMAPReducer | MeanShiftClusterer)]
+# tier), MeanShift's (2-8 CPU s: a bandwidth estimate and a mean-shift per check) and EVoC's
+# (15 CPU s: its numba kernels; HierarchyClusterer passes every check, ~3 CPU s, in the fast tier)
+SLOW_STAGES = [s for s in STAGES if isinstance(s, UMAPReducer | MeanShiftClusterer | EVoCClusterer)]
+SLOW_CLUSTERERS = {"evoc"}  # its numba kernels compile on first use
 
 
 def test_every_registered_stage_is_checked():
@@ -121,7 +125,8 @@ def blobs():
     return X.astype(np.float32), y
 
 
-@pytest.mark.parametrize("name", registry.names("clusterer"))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CLUSTERERS else n
+                                  for n in registry.names("clusterer")])
 def test_clusterer_predict_returns_labels_and_membership_separately(blobs, name):
     X, _ = blobs
     est = registry.build("clusterer", name, SMALL.get(("clusterer", name), {})).fit(X)
@@ -164,6 +169,7 @@ def test_stage_refuses_too_few_items_naming_the_parameter():
         HDBSCANClusterer().fit(X)
 
 
+@pytest.mark.slow
 def test_umap_with_fewer_points_than_dimensions_plus_two():
     # spectral initialisation cannot run (scipy's eigsh needs k < N): random start instead
     X = np.random.default_rng(0).normal(size=(8, 5))

@@ -12,6 +12,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
+from mediacluster.errors import InputError, ParameterError
 from mediacluster.stages.hierarchy import HierarchyClusterer, vote_path, weighted_ward
 from mediacluster.stages.neighbors import knn_graph, symmetric_adjacency
 
@@ -75,8 +76,9 @@ def test_predict_path_reproduces_training_paths(blob_fit, blobs):
     assert (lab == h.levels_).mean() >= 0.99
     for lv in range(len(h.parents_)):  # predicted paths are valid root-to-leaf paths
         assert (h.parents_[lv][lab[lv + 1]] == lab[lv]).all()
-    one, p1 = h.predict(X[:1] + 0.01)
-    assert one.shape == (1,) and 0.0 <= p1[0] <= 1.0
+    one, p1 = h.predict(X[:1] + 0.01), h.predict_membership(X[:1] + 0.01)
+    assert one.shape == (1,) and one.dtype.kind == "i" and 0.0 <= p1[0] <= 1.0
+    assert (h.predict(X) == lab[h.level_]).all() and np.allclose(h.predict_membership(X), prob[h.level_])
 
 
 def test_arrays_round_trip(blob_fit, blobs):
@@ -106,8 +108,9 @@ def test_level_switch_and_count_lookup(blob_fit):
     h2.set_level(len(h2.levels_) - 1)
     assert (h2.labels_ == h2.levels_[-1]).all()
     assert h2.n_clusters_per_level_[h2.level_with(6)] in (6, *h2.n_clusters_per_level_)
-    with pytest.raises(ValueError, match="level=99 is out of range"):
+    with pytest.raises(ParameterError, match="level=99 is out of range") as e:
         h2.set_level(99)
+    assert e.value.param == "level" and h2.level == len(h2.levels_) - 1, "a refused level changes nothing"
 
 
 def test_identical_items_one_cluster(rng):
@@ -136,19 +139,20 @@ def test_tiny_inputs_cluster(n, rng):
 
 def test_refuses_bad_input_and_parameters(rng):
     X = rng.normal(size=(50, 4))
-    with pytest.raises(ValueError, match="at least 3 items"):
+    with pytest.raises(InputError, match="at least 3 items"):
         HierarchyClusterer().fit(X[:2])
     bad = X.copy()
     bad[7, 1] = np.nan
-    with pytest.raises(ValueError, match="row 7"):
+    with pytest.raises(InputError, match="row 7"):
         HierarchyClusterer().fit(bad)
     for kw, name in [({"min_cluster_size": 1}, "min_cluster_size"), ({"min_cluster_size": 2.5}, "min_cluster_size"),
                      ({"max_unclustered": 1.0}, "max_unclustered"), ({"max_unclustered": -0.1}, "max_unclustered"),
                      ({"n_cells": 0}, "n_cells"), ({"level": -1}, "level"), ({"level": "fine"}, "level"),
                      ({"graph_neighbors": 0}, "graph_neighbors")]:
-        with pytest.raises(ValueError, match=name):
+        with pytest.raises(ParameterError, match=name) as e:
             HierarchyClusterer(**kw).fit(X)
-    with pytest.raises(ValueError, match="knn indices"):
+        assert e.value.param.endswith(name)
+    with pytest.raises(InputError, match="knn indices"):
         HierarchyClusterer().fit(X, knn=(np.zeros((10, 3), int), np.zeros((10, 3))))
 
 
@@ -230,5 +234,5 @@ def test_evoc_stage_levels_are_nested(cifar3_embeddings):
     check_nested(e.levels_, e.parents_)
     lab, _ = e.predict_path(X)
     assert (lab == e.levels_).mean() >= 0.99
-    with pytest.raises(ValueError, match="base_min_cluster_size"):
+    with pytest.raises(ParameterError, match="base_min_cluster_size"):
         EVoCClusterer(base_min_cluster_size=0).fit(X)

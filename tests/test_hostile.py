@@ -380,6 +380,7 @@ def vec_run(blobs, tmp_path_factory, cache) -> Path:
 # ------------------------------------------------------------------------------------------
 # item 1 (+ 6, 15): file names are data
 # ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_hostile_file_names_are_clustered_written_reported_and_assigned(hostile_dir, cache, tmp_path, capsys,
                                                                        user_cache):
     """A folder of hostile names: every usable file is clustered under its exact name, the
@@ -652,6 +653,7 @@ def _peak_rss(folder: Path, budget_pixels: int | None, cache: Path) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_decoding_memory_is_bounded_across_workers(tmp_path, cache, user_cache):
     """8 workers decoding 8 large PNGs: with a budget of one image's pixels, the process holds
     about one decoded image at a time, not eight (peak RSS in a real process)."""
@@ -739,6 +741,7 @@ def test_damaged_embedding_cache_is_named(photos, tmp_path, capsys, user_cache):
 # ------------------------------------------------------------------------------------------
 # item 12: full disk, read-only and file-in-the-way outputs
 # ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_full_disk_during_a_rerun_keeps_the_old_run(tmp_path, cache, capsys, user_cache):
     """A re-run that meets a full disk (a file-size limit: writes fail with EFBIG) fails with
     exit 2 naming the file; the previous run is untouched and nothing is left beside it."""
@@ -789,6 +792,7 @@ def test_assign_out_where_a_folder_is(vec_run, blobs, tmp_path, capsys, user_cac
 # ------------------------------------------------------------------------------------------
 # item 13: report thumbnails that cannot be made are said, not swallowed
 # ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_missing_thumbnails_are_listed_and_write_failures_fail(photos, cache, tmp_path, capsys, user_cache):
     src = tmp_path / "src"
     src.mkdir()
@@ -815,6 +819,7 @@ def test_missing_thumbnails_are_listed_and_write_failures_fail(photos, cache, tm
 # ------------------------------------------------------------------------------------------
 # item 14: output permissions follow the umask
 # ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("umask,mode", [(0o002, 0o664), (0o077, 0o600)])
 def test_outputs_follow_the_umask(umask, mode, photos, cache, tmp_path):
     src = tmp_path / "src"
@@ -924,6 +929,7 @@ sys.exit(rc)
 """
 
 
+@pytest.mark.slow
 def test_numba_cache_follows_mediacluster_cache(vec_run, tmp_path):
     script = tmp_path / "jit.py"
     script.write_text(NUMBA_SCRIPT)

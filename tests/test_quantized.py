@@ -66,6 +66,7 @@ def test_int8_batch_composition_does_not_change_vectors(outputs, photos):
     np.testing.assert_allclose(single, q["embedding"][3], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_int8_made_offline_and_cached_by_recipe(photos, imagenette_dir, tmp_path, monkeypatch):
     """Made from the float export without the network, kept next to it under its own key;
     another calibration or recipe is another file and another encoder id."""

@@ -248,6 +248,7 @@ def raw_request(url: str, head: bytes, body_chunks, pause: float) -> bytes:
         return out
 
 
+@pytest.mark.slow
 def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     c = server.client
     broken = tmp_path / "broken"
@@ -388,6 +389,7 @@ def wait_for_version(server, version: str, timeout: float = 30) -> None:
     raise AssertionError(f"the server did not switch to {version}")
 
 
+@pytest.mark.slow
 def test_switch_versions_under_load_without_a_failed_request(server, run_dir, cifar3_embeddings, images):
     """A client keeps sending images and vectors while new versions are published (file watch)
     and reloaded (POST /v1/reload), and when the run is clustered again into the same folder: no
@@ -499,6 +501,40 @@ def test_vectors_only_model_refuses_images(cifar3_embeddings, images, tmp_path):
         m = s.client.get("/v1/model").json()
         assert m["encoder"] is None and m["watching"] is None and m["tags"] is None
         assert s.client.post("/v1/reload").json()["pinned"] is True
+    finally:
+        s.stop()
+
+
+def test_model_with_levels_answers_paths_and_lists_levels(cifar3_embeddings, tmp_path):
+    """A hierarchy model (no encoder: vectors only): every item gets its root-to-leaf path, the
+    path's cluster at the model's level is the item's cluster, and /v1/clusters lists the levels
+    with sizes and parents."""
+    pipe = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 8}), clusterer="hierarchy",
+                    reference_dims=64).fit(cifar3_embeddings.vectors)
+    pipe.save(tmp_path / "model", metadata={"encoder": None})
+    s = Server(str(tmp_path / "model"), log=tmp_path / "server.log")
+    try:
+        X = cifar3_embeddings.vectors[::25] + 0.01
+        r = s.client.post("/v1/assign", json={"vectors": X.tolist()})
+        assert r.status_code == 200, r.text
+        det = pipe.predict_details(X)
+        n_levels = len(pipe.levels_)
+        for i, it in enumerate(r.json()["items"]):
+            assert [p["level"] for p in it["path"]] == list(range(n_levels))
+            assert [p["cluster"] for p in it["path"]] == det["path"]["labels"][:, i].tolist()
+            assert it["path"][pipe.level_]["cluster"] == it["cluster"] == it["assigned_cluster"]
+            assert all(0 <= p["probability"] <= 1 for p in it["path"])
+        cl = s.client.get("/v1/clusters").json()
+        levels = cl["levels"]
+        assert [lv["n_clusters"] for lv in levels] == pipe.n_clusters_per_level_.tolist()
+        assert [lv["chosen"] for lv in levels].index(True) == pipe.level_
+        assert levels[0]["clusters"][0]["parent"] is None
+        for lv in levels:
+            assert sum(c["size"] for c in lv["clusters"]) == 300
+            if lv["level"]:
+                k_up = levels[lv["level"] - 1]["n_clusters"]
+                assert all(0 <= c["parent"] < k_up for c in lv["clusters"])
+        assert {c["id"] for c in cl["clusters"]} == set(range(pipe.n_clusters_))
     finally:
         s.stop()
 

@@ -246,6 +246,7 @@ def test_search_by_words_and_by_example(server, truth, cifar3_dir):
 
 
 # ------------------------------------------------------------------------------ edits
+@pytest.mark.slow
 def test_edits_through_the_api(server, truth):
     from mediacluster.rundir import RunDir
 
@@ -461,6 +462,7 @@ def test_path_traversal_and_foreign_hosts(server):
         assert c.get("/api/version").status_code == 200
 
 
+@pytest.mark.slow
 def test_token_off_loopback(base_run, tmp_path):
     import httpx
 
@@ -484,6 +486,7 @@ def test_token_off_loopback(base_run, tmp_path):
 
 
 # ------------------------------------------------------------------------------ durability
+@pytest.mark.slow
 def test_acknowledged_edits_survive_kill_9(base_run, tmp_path):
     from mediacluster.rundir import RunDir
 
@@ -516,6 +519,7 @@ def test_acknowledged_edits_survive_kill_9(base_run, tmp_path):
         s2.stop()
 
 
+@pytest.mark.slow
 def test_two_clients_see_each_other_and_lose_nothing(base_run, tmp_path):
     run = copy_run(base_run, tmp_path / "run")
     s = Server(run)
@@ -607,6 +611,7 @@ def test_levels_of_a_hierarchy_are_shown(base_run, tmp_path):
         st.close()
 
 
+@pytest.mark.slow
 def test_clip_run_searches_words_with_the_text_tower(cifar3_dir, tmp_path, monkeypatch):
     from test_encoders import make_tiny_clip
 

@@ -265,6 +265,7 @@ def hostile_run(cifar3_dir, tmp_path_factory):
     return make_run(emb, tmp_path_factory.mktemp("hostile") / "run", k=2)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains

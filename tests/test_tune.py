@@ -156,6 +156,7 @@ def test_each_sampler_returns_a_fitted_pipeline(X, cifar3_embeddings, sampler, t
 
 
 # -- interrupted studies continue ---------------------------------------------------------------
+@pytest.mark.slow
 def test_interrupted_study_resumes_with_the_same_numbering(X, tmp_path, shared_cache):
     import optuna
 

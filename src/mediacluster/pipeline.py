@@ -40,6 +40,7 @@ person's curated clusters, published by the studio) without fitting the stages.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 
@@ -51,7 +52,15 @@ from . import persist
 from .data import NOISE, OUTLIER, l2_normalize, status_of
 from .errors import InputError, MediaclusterError, ModelFormatError, ParameterError
 from .stages import registry
-from .stages.cluster import SilhouetteKMeansClusterer, knn_vote, single_blas_thread, vote
+from .stages.cluster import knn_vote, single_blas_thread, vote
+from .stages.evoc import EVoCClusterer
+from .stages.hierarchy import (
+    ENGINE_REDUCER,
+    HierarchyClusterer,
+    LevelsMixin,
+    check_share,
+    vote_path,
+)
 from .stages.reduce import UMAPReducer
 
 STAGES = ("reducer", "outliers", "clusterer")
@@ -73,6 +82,8 @@ HNSW_EF_SEARCH = 160
 MODEL_ARRAYS = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
                 "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_")
 PIPELINE_PARAMS = {
+    "level": registry.Int(0, extra=("auto",)),
+    "max_unclustered": registry.Float(0.0, 1.0, none_ok=True),
     "assign_noise": registry.Bool(),
     "predict_neighbors": registry.Int(1),
     "reference_size": registry.Int(1, none_ok=True),
@@ -91,21 +102,26 @@ def default_min_cluster_size(n: int) -> int:
 
 
 def default_reducer(n: int, random_state=0) -> UMAPReducer:
-    """UMAP to 10 dims, 30 neighbours, min_dist 0, cosine (see benchmarks/RESULTS.md)."""
-    return UMAPReducer(n_neighbors=min(30, max(2, n - 1)), n_components=10, min_dist=0.0,
-                       metric="cosine", random_state=random_state)
+    """The engine's UMAP (``stages.hierarchy.ENGINE_REDUCER``): 10 dims, 15 neighbours, min_dist
+    0, cosine, 200 epochs, PCA start; fitted on the kNN graph the pipeline computes once and
+    shares with the hierarchy (see :meth:`Pipeline.fit`)."""
+    p = ENGINE_REDUCER
+    return UMAPReducer(n_neighbors=min(int(p["n_neighbors"]), max(2, n - 1)), n_components=int(p["n_components"]),
+                       min_dist=float(p["min_dist"]), metric=p["metric"], n_epochs=int(p["n_epochs"]),
+                       init=p["init"], random_state=random_state)
 
 
-def default_clusterer(n: int, random_state=0) -> SilhouetteKMeansClusterer:
-    """The default clusterer for ``n`` items (chosen by benchmarks/default_search.py).
+def default_clusterer(n: int, random_state=0) -> HierarchyClusterer:
+    """The default clusterer: nested levels coarse -> fine with a label-free default level
+    (``stages.hierarchy.HierarchyClusterer``; see there and benchmarks/RESULTS.md). It replaced
+    K-means with k from the silhouette curve over 2..30, which cannot find more than 30 groups
+    (Sports-100, 100 classes: 8 clusters, NMI .47 against .75 for the hierarchy's auto level)."""
+    return HierarchyClusterer(random_state=random_state)
 
-    K-means on the UMAP space with k chosen by the silhouette curve's best interior local
-    maximum (``SilhouetteKMeansClusterer(selection="local_max")``), k in [2, min(30, n/10)].
-    Plain UMAP+HDBSCAN (eom) merged CIFAR-10 into animals vs vehicles (NMI .31) and leaf
-    selection over-split Imagenette (.83); see benchmarks/RESULTS.md for the table.
-    """
-    return SilhouetteKMeansClusterer(k_min=2, k_max=30, selection="local_max", min_size=10,
-                                     random_state=random_state)
+
+def has_levels(stage) -> bool:
+    """Whether a (fitted or configured) clusterer produces nested levels."""
+    return isinstance(stage, LevelsMixin)
 
 
 def _is_auto(x) -> bool:
@@ -117,11 +133,16 @@ class Pipeline(BaseEstimator):
 
     Parameters
     ----------
-    reducer : estimator, registry name, ``"auto"`` (UMAP 10 dims, 30 neighbours, min_dist 0,
-        cosine) or None
+    reducer : estimator, registry name, ``"auto"`` (UMAP 10 dims, 15 neighbours, min_dist 0,
+        cosine, 200 epochs; none for ``evoc``, which reduces itself) or None
     outliers : estimator, registry name (``"lof"``, ``"isolation_forest"``) or None
-    clusterer : estimator, registry name or ``"auto"`` (K-means with k chosen by the silhouette
-        curve, see :func:`default_clusterer`)
+    clusterer : estimator, registry name or ``"auto"`` (the hierarchy, see
+        :func:`default_clusterer`)
+    level : with a clusterer that has levels (``hierarchy``, ``evoc``): ``"auto"`` (the
+        clusterer's own choice) or a level index (0 = coarsest) for the flat labelling
+    max_unclustered : at most this share of the items stays noise or outlier before noise is
+        assigned (``labels_``); the weakest are kept unclustered, the others get their nearest
+        cluster. None: whatever the stages say (a hierarchy assigns everyone)
     assign_noise : give noise and outliers their nearest cluster in ``cluster_`` / ``confidence_``
     predict_neighbors : neighbours voting in ``predict``
     reference_size : keep at most this many training vectors in the model (None = all)
@@ -132,12 +153,15 @@ class Pipeline(BaseEstimator):
     >>> pipe.labels_, pipe.predict(X_new)                                 # doctest: +SKIP
     """
 
-    def __init__(self, reducer="auto", outliers=None, clusterer="auto", assign_noise: bool = True,
+    def __init__(self, reducer="auto", outliers=None, clusterer="auto", level="auto",
+                 max_unclustered: float | None = None, assign_noise: bool = True,
                  predict_neighbors: int = 10, reference_size: int | None = None,
                  reference_dims: int | None = 128, random_state: int | None = 0):
         self.reducer = reducer
         self.outliers = outliers
         self.clusterer = clusterer
+        self.level = level
+        self.max_unclustered = max_unclustered
         self.assign_noise = assign_noise
         self.predict_neighbors = predict_neighbors
         self.reference_size = reference_size
@@ -149,21 +173,31 @@ class Pipeline(BaseEstimator):
         """Check every parameter (the pipeline's and each stage's) before any work."""
         for k, p in PIPELINE_PARAMS.items():
             p.check(getattr(self, k), k)
-        for kind in STAGES:
-            registry.build(kind, getattr(self, kind))
+        if self.max_unclustered is not None:
+            check_share(self.max_unclustered, "max_unclustered")
+        built = {kind: registry.build(kind, getattr(self, kind)) for kind in STAGES}
+        c = built["clusterer"]
+        if not _is_auto(self.level) and c is not None and not _is_auto(c) and not has_levels(c):
+            raise ParameterError(f"level={self.level!r}: the clusterer {type(c).__name__} has no levels "
+                                 "(use clusterer hierarchy or evoc, or level auto)", "level")
 
     def _resolve(self, n: int):
-        reducer = registry.build("reducer", self.reducer)
-        if _is_auto(reducer):
-            reducer = default_reducer(n, self.random_state)
-        elif reducer is not None:
-            reducer = clone(reducer)
-        outliers = registry.build("outliers", self.outliers)
-        outliers = clone(outliers) if outliers is not None else None
         clusterer = registry.build("clusterer", self.clusterer)
         if clusterer is None:
             raise ParameterError("clusterer: a pipeline needs a clusterer", "clusterer")
         clusterer = default_clusterer(n, self.random_state) if _is_auto(clusterer) else clone(clusterer)
+        if has_levels(clusterer):  # the pipeline's level / share, when given, are the clusterer's
+            if not _is_auto(self.level):
+                clusterer.set_params(level=self.level)
+            if self.max_unclustered is not None:
+                clusterer.set_params(max_unclustered=float(self.max_unclustered))
+        reducer = registry.build("reducer", self.reducer)
+        if _is_auto(reducer):  # EVoC reduces the raw vectors itself
+            reducer = None if isinstance(clusterer, EVoCClusterer) else default_reducer(n, self.random_state)
+        elif reducer is not None:
+            reducer = clone(reducer)
+        outliers = registry.build("outliers", self.outliers)
+        outliers = clone(outliers) if outliers is not None else None
         return reducer, outliers, clusterer
 
     def stages(self) -> dict:
@@ -197,7 +231,10 @@ class Pipeline(BaseEstimator):
             build_predictor: bool = True):
         """Fit every stage on ``X`` (n, d).
 
-        ``precomputed_knn=(indices, distances)`` is passed to the reducer (UMAP reuses it);
+        ``precomputed_knn=(indices, distances)`` is passed to the reducer (UMAP reuses it) and
+        to a clusterer that takes a neighbour graph (the hierarchy's level criterion); without it
+        the pipeline computes that graph once (``stages.neighbors.knn_graph``) when the
+        clusterer takes one, and hands the same graph to both;
         ``embedding`` (n, k) skips the reducer's fit and uses these reduced coordinates instead
         (e.g. a cached UMAP space; the reducer is then kept unfitted, for its parameters);
         ``outlier_graph`` is a sparse kNN distance graph of the reduced coordinates for the
@@ -216,11 +253,14 @@ class Pipeline(BaseEstimator):
         # Identical vectors (copies of one file) must share everything; see distinct_rows.
         dup = distinct_rows(X)
         self.timings_["distinct"] = time.perf_counter() - t
-        Z, labels, probs = self._fit_stages(X, dup, precomputed_knn, embedding, outlier_graph)
+        self._clear_levels()
+        Z, labels, probs, path = self._fit_stages(X, dup, precomputed_knn, embedding, outlier_graph)
         self.embedding_ = Z
+        self.n_features_in_ = X.shape[1]
+        self._set_levels(path)
         self.labels_ = labels
         self.probabilities_ = np.where(labels >= 0, probs, 0.0)
-        self.n_features_in_ = X.shape[1]
+        self._bound_unclustered()
         if not build_predictor:
             return self
         t = time.perf_counter()
@@ -252,22 +292,36 @@ class Pipeline(BaseEstimator):
                 self.reducer_, self.outliers_, self.clusterer_ = reducer, None, clusterer
                 for k in ("reduce", "outliers", "cluster"):
                     self.timings_[k] = 0.0
-                return X.copy(), inverse.astype(np.int64), np.ones(n, dtype=np.float64)
+                path = None
+                if has_levels(clusterer):  # one level: each distinct vector a cluster
+                    if not _is_auto(self.level) and int(self.level) > 0:
+                        raise ParameterError(f"level={self.level} is out of range: {len(first)} distinct "
+                                             "vector(s) make one level (0)", "level")
+                    path = (inverse.astype(np.int64)[None, :], np.ones((1, n)), [], 0, 0)
+                return X.copy(), inverse.astype(np.int64), np.ones(n, dtype=np.float64), path
             try:
-                Z, labels, probs = self._fit_stages(X[first], None, None, None, None)
+                Z, labels, probs, path = self._fit_stages(X[first], None, None, None, None)
             except ParameterError as e:  # e.g. min_cluster_size above the distinct count
                 raise ParameterError(f"{e} (the {n} items hold {len(first)} distinct vectors: "
                                      "exact copies are clustered once)", e.param) from None
-            return Z[inverse], labels[inverse], probs[inverse]
+            if path is not None:
+                path = (path[0][:, inverse], path[1][:, inverse], *path[2:])
+            return Z[inverse], labels[inverse], probs[inverse], path
         reducer, outliers, clusterer = self._resolve(n)
         self.reducer_, self.outliers_, self.clusterer_ = reducer, outliers, clusterer
+        knn = precomputed_knn
+        takes_knn = "knn" in inspect.signature(clusterer.fit).parameters
+        t = time.perf_counter()
+        if knn is None and embedding is None and takes_knn:
+            knn = self._knn(X, reducer)
+        self.timings_["knn"] = time.perf_counter() - t
         t = time.perf_counter()
         if embedding is not None:
             Z = np.asarray(embedding)
             if Z.ndim != 2 or len(Z) != n:
                 raise InputError(f"embedding must be ({n}, k), got {Z.shape}")
         elif reducer is not None:
-            Z = reducer.fit(X, precomputed_knn=precomputed_knn).embedding_
+            Z = reducer.fit(X, precomputed_knn=knn).embedding_
         else:
             Z = X
         Z = np.asarray(Z, dtype=np.float32)
@@ -280,16 +334,56 @@ class Pipeline(BaseEstimator):
             keep = ~outliers.fit(Z, neighbors_graph=outlier_graph).outlier_mask_
         self.timings_["outliers"] = time.perf_counter() - t
         t = time.perf_counter()
+        path = None
+        if knn is not None and isinstance(reducer, UMAPReducer):  # the graph UMAP was given (a
+            knn = tuple(np.asarray(a)[:, :int(reducer.n_neighbors)] for a in knn)  # tuner's is wider)
         if keep.sum() >= 2:
-            clusterer.fit(Z[keep])
+            if takes_knn:  # the graph describes every row: only usable when none was removed
+                clusterer.fit(Z[keep], knn=knn if keep.all() else None)
+            else:
+                clusterer.fit(Z[keep])
             labels[keep] = clusterer.labels_
             probs[keep] = clusterer.probabilities_
+            if has_levels(clusterer):
+                path = self._fit_path(clusterer, Z, keep)
         labels[~keep] = OUTLIER
         self.timings_["cluster"] = time.perf_counter() - t
         if dup is not None:  # tuner caches: copies take their first occurrence's result
             first = dup[0][dup[1]]
             Z, labels, probs = Z[first], labels[first], probs[first]
-        return Z, labels, probs
+            if path is not None:
+                path = (path[0][:, first], path[1][:, first], *path[2:])
+        return Z, labels, probs, path
+
+    @staticmethod
+    def _knn(X, reducer):
+        """The input vectors' neighbour graph, computed once for the reducer (UMAP's
+        ``precomputed_knn``) and the clusterer's level criterion: the reducer's neighbour count
+        and metric (15, cosine without a UMAP reducer)."""
+        from .stages.neighbors import METRICS, knn_graph
+
+        if isinstance(reducer, UMAPReducer):
+            k = int(min(reducer.n_neighbors, max(2, len(X) - 1)))
+            metric = reducer.metric if reducer.metric in METRICS else None
+        else:
+            k, metric = 15, "cosine"
+        if metric is None:  # a metric faiss cannot search: UMAP finds its own neighbours
+            return None
+        return knn_graph(X, int(min(k, len(X))), metric=metric)
+
+    @staticmethod
+    def _fit_path(clusterer, Z, keep):
+        """``(levels (L, n), level probabilities (L, n), parents, auto level, level)`` of a
+        fitted clusterer with levels, for every row: items removed as outliers take the path
+        the clusterer predicts for them."""
+        L = np.zeros((len(clusterer.levels_), len(keep)), np.int64)
+        P = np.zeros(L.shape)
+        L[:, keep] = clusterer.levels_
+        P[:, keep] = clusterer.level_probabilities_
+        if not keep.all():
+            L[:, ~keep], P[:, ~keep] = clusterer.predict_path(Z[~keep])
+        return L, P, [np.asarray(p, np.int64) for p in clusterer.parents_], int(clusterer.auto_level_), \
+            int(clusterer.level_)
 
     def fit_labels(self, X, labels, embedding, probabilities=None):
         """Build the predictor for labels given from outside (a person's curated clusters from
@@ -321,6 +415,7 @@ class Pipeline(BaseEstimator):
         reducer, _, clusterer = self._resolve(len(X))
         self.reducer_, self.outliers_, self.clusterer_ = reducer, None, clusterer
         self.timings_ = {}
+        self._clear_levels()
         self.embedding_ = Z
         self.labels_ = labels.astype(np.int64)
         p = np.ones(len(X)) if probabilities is None else np.clip(np.asarray(probabilities, np.float64), 0, 1)
@@ -344,12 +439,93 @@ class Pipeline(BaseEstimator):
     def n_clusters_(self) -> int:
         return int(len(set(self.labels_.tolist()) - {NOISE, OUTLIER}))
 
+    # -- levels ----------------------------------------------------------------------------------
+    def _clear_levels(self):
+        self.levels_ = self.level_probabilities_ = self.n_clusters_per_level_ = None
+        self.parents_ = []
+        self.auto_level_ = self.level_ = None
+
+    def _set_levels(self, path):
+        """``path`` from :meth:`_fit_path` (or None: the clusterer has no levels)."""
+        if path is None:
+            self._clear_levels()
+            return
+        L, P, parents, auto, level = path
+        self.levels_ = np.asarray(L, dtype=np.int64)
+        self.level_probabilities_ = np.clip(np.asarray(P, dtype=np.float64), 0.0, 1.0)
+        self.parents_ = [np.asarray(p, dtype=np.int64) for p in parents]
+        self.n_clusters_per_level_ = np.array([int(lv.max()) + 1 for lv in self.levels_], dtype=np.int64)
+        self.auto_level_, self.level_ = int(auto), int(level)
+
+    def _bound_unclustered(self):
+        """At most ``max_unclustered`` of the items stay noise or outlier in ``labels_``: the
+        others with the strongest pull toward a cluster get it (their cluster on the fitted
+        level's path with a hierarchy, else a vote of their 15 nearest clustered items in the
+        reduced space)."""
+        mu = self.max_unclustered
+        lab = self.labels_
+        un = lab < 0
+        budget = int(np.floor(float(mu) * len(lab))) if mu is not None else None
+        if budget is None or un.sum() <= budget or un.all():
+            return
+        q = np.flatnonzero(un)
+        if self.levels_ is not None:
+            c, share = self.levels_[self.level_][q], self.level_probabilities_[self.level_][q]
+        else:
+            c, share, _ = knn_vote(self.embedding_[~un], lab[~un], self.embedding_[q], k=15)
+        take = np.argsort(-share, kind="stable")[:int(un.sum() - budget)]
+        self.labels_ = lab.copy()
+        self.labels_[q[take]] = c[take]
+        self.probabilities_ = self.probabilities_.copy()
+        self.probabilities_[q[take]] = np.clip(share[take], 0.0, 1.0)
+
+    def set_level(self, level) -> Pipeline:
+        """Switch the flat labelling (``labels_``, ``cluster_``, what ``predict`` answers) to
+        another level of the fitted tree without refitting: ``"auto"`` or a level index
+        (0 = coarsest). Items left unclustered (noise, outliers) stay so."""
+        check_is_fitted(self, "embedding_")
+        if self.levels_ is None:
+            raise ParameterError(f"level={level!r}: this model's clusterer has no levels", "level")
+        PIPELINE_PARAMS["level"].check(level, "level")
+        lv = self.auto_level_ if _is_auto(level) else int(level)
+        if lv >= len(self.levels_):
+            raise ParameterError(f"level={lv} is out of range: this fit has {len(self.levels_)} levels "
+                                 f"(0..{len(self.levels_) - 1}, cluster counts "
+                                 f"{self.n_clusters_per_level_.tolist()})", "level")
+        self.level = level
+        self.level_ = int(lv)
+        un = self.labels_ < 0
+        self.labels_ = np.where(un, self.labels_, self.levels_[lv]).astype(np.int64)
+        self.probabilities_ = np.where(un, 0.0, self.level_probabilities_[lv])
+        self._assign()
+        return self
+
+    def level_table(self) -> list[dict]:
+        """Per level, coarse to fine: ``level``, ``n_clusters``, ``sizes`` (items per cluster id)
+        and ``parents`` (each cluster's parent in the level above; None for level 0)."""
+        if self.levels_ is None:
+            return []
+        out = []
+        for lv, row in enumerate(self.levels_):
+            k = int(self.n_clusters_per_level_[lv])
+            out.append({"level": lv, "n_clusters": k, "auto": lv == self.auto_level_,
+                        "chosen": lv == self.level_,
+                        "sizes": np.bincount(row, minlength=k).astype(int).tolist(),
+                        "parents": None if lv == 0 else self.parents_[lv - 1].astype(int).tolist()})
+        return out
+
     def _assign(self):
         lab = self.labels_
         self.cluster_ = lab.copy()
         self.confidence_ = self.probabilities_.copy()
         clustered = lab >= 0
-        if not self.assign_noise or clustered.all() or not clustered.any():
+        if not self.assign_noise or clustered.all():
+            return
+        if self.levels_ is not None:  # the tree has a place for everyone
+            self.cluster_ = self.levels_[self.level_].copy()
+            self.confidence_ = np.where(clustered, self.probabilities_, self.level_probabilities_[self.level_])
+            return
+        if not clustered.any():
             return
         Zc = self.embedding_[clustered]
         q = ~clustered
@@ -458,6 +634,23 @@ class Pipeline(BaseEstimator):
             dist2, idx = index.search(Q, k)
         return np.sqrt(np.maximum(dist2, 0.0)), idx
 
+    def predict_path(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Each new item's root-to-leaf path through the fitted levels: ``(labels,
+        probabilities)``, each (n_levels, m), coarse to fine; ``probabilities[l]`` is the vote
+        share of the chosen cluster among the item's neighbours inside its level ``l - 1``
+        cluster (a top-down distance-weighted vote of its nearest reference items)."""
+        check_is_fitted(self, "ref_vectors_")
+        if self.levels_ is None:
+            raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
+                                 "clusterer")
+        Q = self._space(X)
+        k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
+        dist, idx = self._neighbours(Q, k)
+        return self._vote_path(dist, idx)
+
+    def _vote_path(self, dist, idx):
+        return vote_path(dist, idx, self.levels_[:, self.ref_index_], self.parents_)
+
     def predict_details(self, X) -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
         ``confidence`` (nearest cluster even for noise/outliers), ``embedding`` (reduced coords),
@@ -482,11 +675,22 @@ class Pipeline(BaseEstimator):
             proba = np.where(out, 0.0, proba)
         cluster, cshare, cconf = vote(dist, idx, self.cluster_[ri], self.confidence_[ri])
         conf = cshare * cconf
+        path = None
+        if getattr(self, "levels_", None) is not None:
+            plab, pprob = self._vote_path(dist, idx)
+            path = {"labels": plab, "probabilities": pprob}
+            # the flat answer is the path's cluster at the level in use; its probability the
+            # product of the path's steps down to it (the share of the neighbours in that cluster)
+            at, share = plab[self.level_], np.prod(pprob[:self.level_ + 1], axis=0)
+            clustered = labels >= 0
+            labels = np.where(clustered, at, labels)
+            proba = np.where(clustered, share, 0.0)
+            cluster, conf = at, share
         if not self.assign_noise:
             cluster, conf = labels.copy(), proba.copy()
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status_of(labels),
                 "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
-                "novel": novel, "neighbors": ri[idx], "weights": w.astype(np.float32)}
+                "novel": novel, "neighbors": ri[idx], "weights": w.astype(np.float32), "path": path}
 
     def predict(self, X) -> np.ndarray:
         """Labels (-2 outlier / -1 noise / >= 0 cluster) for new vectors, without refitting."""
@@ -508,6 +712,7 @@ class Pipeline(BaseEstimator):
             v = getattr(self, name, None)
             if v is not None:
                 arrays[name.rstrip("_")] = np.asarray(v) if np.ndim(v) == 0 else np.ascontiguousarray(v)
+        arrays.update(self.hierarchy_arrays())
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in STAGES}
         info = {
             "pipeline": params,
@@ -515,11 +720,29 @@ class Pipeline(BaseEstimator):
                        "clusterer": _stage_json(self.clusterer_)},
             "n_items": int(len(self.labels_)), "n_features_in": int(self.n_features_in_),
             "n_clusters": int(self.n_clusters_), "n_reference": int(len(self.ref_index_)),
+            "levels": None if getattr(self, "levels_", None) is None else {
+                "n_levels": int(len(self.levels_)), "n_clusters_per_level": self.n_clusters_per_level_.tolist(),
+                "auto_level": int(self.auto_level_), "level": int(self.level_)},
             "ref_normalize": bool(self.ref_normalize_),
             "timings_s": {k: float(v) for k, v in getattr(self, "timings_", {}).items()},
             "metadata": dict(metadata or {}),
         }
         return info, arrays
+
+    def hierarchy_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted tree as plain arrays ({} without levels): ``levels`` (n_levels, n) int32,
+        row 0 coarsest; ``parents`` + ``parents_offsets`` (level ``l + 1``'s parents are
+        ``parents[offsets[l]:offsets[l + 1]]``); ``n_clusters``; ``auto_level``; ``level``;
+        ``level_probabilities`` (n_levels, n) float32."""
+        if getattr(self, "levels_", None) is None:
+            return {}
+        P = self.parents_
+        return {"levels": self.levels_.astype(np.int32),
+                "parents": np.concatenate(P).astype(np.int32) if P else np.zeros(0, np.int32),
+                "parents_offsets": np.cumsum([0] + [len(p) for p in P]).astype(np.int64),
+                "n_clusters": self.n_clusters_per_level_.astype(np.int64),
+                "auto_level": np.asarray(self.auto_level_, np.int64), "level": np.asarray(self.level_, np.int64),
+                "level_probabilities": self.level_probabilities_.astype(np.float32)}
 
     def save(self, path, overwrite: bool = False, metadata: dict | None = None) -> dict:
         """Write the fitted model as a folder of JSON + npz (no pickle); returns
@@ -557,6 +780,7 @@ class Pipeline(BaseEstimator):
             what = f"lacks {e}" if isinstance(e, KeyError) else str(e)
             raise ModelFormatError(f"{folder}/model.json is damaged or was edited: {what}") from e
         _check_model_arrays(pipe, folder, info)
+        pipe._set_levels(_levels_from_arrays(arrays, len(pipe.labels_), folder))
         pipe.outliers_ = None
         if stages["outliers"] is not None:  # deterministic given its data: refit, never unpickle
             E = pipe.embedding_  # fitted on the distinct items, as in fit (copies share a row)
@@ -714,6 +938,43 @@ def _check_model_arrays(pipe, folder, info: dict | None = None) -> None:
     nt = pipe.novelty_threshold_
     if nt.size != 1 or float(np.ravel(nt)[0]) < 0:
         raise bad(f"novelty_threshold must be one number >= 0, got {nt.tolist()}")
+
+
+def _levels_from_arrays(arrays: dict, n: int, folder):
+    """The path tuple of :meth:`Pipeline._set_levels` from a saved model's arrays (None when it
+    has no levels), checked: nested, ordered coarse to fine, consistent with the parents."""
+    present = [k for k in ("levels", "parents", "parents_offsets", "n_clusters", "auto_level", "level",
+                           "level_probabilities") if k in arrays]
+    if not present:
+        return None
+
+    def bad(msg):
+        return ModelFormatError(f"{folder}/arrays.npz is damaged or was edited: the hierarchy {msg}")
+
+    if len(present) < 7:
+        raise bad(f"is incomplete (has only {present})")
+    L, flat, off = (np.asarray(arrays[k]) for k in ("levels", "parents", "parents_offsets"))
+    P = np.asarray(arrays["level_probabilities"])
+    if L.ndim != 2 or L.shape[1] != n or L.shape[0] < 1 or L.dtype.kind not in "iu":
+        raise bad(f"levels must be (n_levels, {n}) integers, got {L.dtype} {L.shape}")
+    if P.shape != L.shape or P.dtype.kind != "f" or not np.isfinite(P).all() or P.min() < 0 or P.max() > 1:
+        raise bad("level_probabilities must be numbers in [0, 1] shaped like levels")
+    L = L.astype(np.int64)
+    if L.min() < 0:
+        raise bad("levels hold negative cluster ids")
+    counts = np.array([int(r.max()) + 1 for r in L])
+    if (np.diff(counts) <= 0).any() or not np.array_equal(counts, np.asarray(arrays["n_clusters"])):
+        raise bad(f"levels are not ordered coarse to fine or disagree with n_clusters: {counts.tolist()}")
+    if off.shape != (len(L),) or off[0] != 0 or (np.diff(off) != counts[1:]).any() or off[-1] != len(flat):
+        raise bad("parents_offsets do not match the levels")
+    parents = [flat[off[i]:off[i + 1]].astype(np.int64) for i in range(len(L) - 1)]
+    for lv, par in enumerate(parents):
+        if par.min(initial=0) < 0 or par.max(initial=0) >= counts[lv] or (par[L[lv + 1]] != L[lv]).any():
+            raise bad(f"level {lv + 1} is not nested in level {lv}")
+    auto, level = int(np.asarray(arrays["auto_level"])), int(np.asarray(arrays["level"]))
+    if not (0 <= auto < len(L) and 0 <= level < len(L)):
+        raise bad(f"auto_level {auto} / level {level} out of range 0..{len(L) - 1}")
+    return L, P.astype(np.float64), parents, auto, level
 
 
 MIN_DISTINCT = 3  # below this many distinct vectors the stages are not run (see _fit_stages)

@@ -333,6 +333,11 @@ class _Files:
         return read_json(p).get("clusters", []) if p.exists() else []
 
     def write_hierarchy(self, arrays: dict[str, np.ndarray]) -> None:
+        """The cluster tree of a clusterer with levels (``Pipeline.hierarchy_arrays``):
+        ``levels`` (n_levels, n) int, row 0 coarsest, row ``level`` = the ``cluster`` column;
+        ``parents`` + ``parents_offsets`` (level ``l + 1``'s parent ids are
+        ``parents[offsets[l]:offsets[l + 1]]``); ``n_clusters`` per level; ``auto_level``;
+        ``level``; optionally ``level_probabilities`` (n_levels, n)."""
         with atomic_path(self.file(HIERARCHY)) as tmp:
             np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
 

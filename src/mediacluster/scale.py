@@ -84,10 +84,15 @@ def assign_batch(pipe, sample: np.ndarray, start: int, X: np.ndarray, ref_xy: np
     }
     if ref_xy is not None:
         out["xy"] = np.empty((n, 2), np.float32)
+    levels = getattr(pipe, "levels_", None)
+    if levels is not None:  # each item's cluster at every level, coarse to fine
+        out["levels"] = np.empty((n, len(levels)), np.int64)
     if rest.any():
         d = pipe.predict_details(X[rest])
         for k in ASSIGN_KEYS:
             out[k][rest] = d[k]
+        if levels is not None:
+            out["levels"][rest] = d["path"]["labels"].T
         if ref_xy is not None:
             out["xy"][rest] = np.einsum("qk,qkd->qd", d["weights"], ref_xy[d["neighbors"]])
     if len(fitted):
@@ -97,6 +102,8 @@ def assign_batch(pipe, sample: np.ndarray, start: int, X: np.ndarray, ref_xy: np
             out[k][fitted] = getattr(pipe, attr)[j]
         if ref_xy is not None:
             out["xy"][fitted] = ref_xy[j]
+        if levels is not None:
+            out["levels"][fitted] = levels[:, j].T
     out["status"] = status_of(out["labels"])
     return out
 

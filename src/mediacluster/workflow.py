@@ -46,10 +46,20 @@ class RunResult:
     model: str | None = None
 
 
-def run_summary(emb: Embeddings, labels: np.ndarray, timings: dict) -> dict:
+def level_summary(pipe) -> dict | None:
+    """The levels of a fitted pipeline for run.json: cluster count per level (coarse to fine),
+    the level in use and the clusterer's own choice; None without levels."""
+    if getattr(pipe, "levels_", None) is None:
+        return None
+    return {"n_clusters": [int(k) for k in pipe.n_clusters_per_level_], "level": int(pipe.level_),
+            "auto_level": int(pipe.auto_level_)}
+
+
+def run_summary(emb: Embeddings, labels: np.ndarray, timings: dict, levels: dict | None = None) -> dict:
     n = len(labels)
     clustered = int((labels >= 0).sum())
     return {
+        "levels": levels,
         "items": n,
         "clusters": int(len(set(labels[labels >= 0].tolist()))),
         "noise": int((labels == -1).sum()),
@@ -94,16 +104,20 @@ def _imagenet_names() -> list[str]:
 def assignments_table(emb: Embeddings, pipe, names: dict[int, str] | None = None):
     """The per-item table of a fitted pipeline: id, path, cluster, status, probability,
     assigned_cluster, confidence (+ name, assigned_name, label)."""
+    levels = getattr(pipe, "levels_", None)
     return assignment_frame(emb.ids, emb.paths, emb.labels, {
         "labels": pipe.labels_, "probabilities": pipe.probabilities_,
-        "cluster": getattr(pipe, "cluster_", None), "confidence": getattr(pipe, "confidence_", None)},
+        "cluster": getattr(pipe, "cluster_", None), "confidence": getattr(pipe, "confidence_", None),
+        "levels": levels.T if levels is not None else None},
         names)
 
 
 def assignment_frame(ids, paths, labels, out: dict, names: dict[int, str] | None = None):
     """Assignment rows from a pipeline's answer ``out`` (``labels``, ``probabilities``, and
-    ``cluster`` / ``confidence`` when noise was assigned) for items ``ids`` (+ paths, true labels):
-    the one layout of ``assignments.parquet``, whether written at once or batch by batch."""
+    ``cluster`` / ``confidence`` when noise was assigned, ``levels`` (m, n_levels) with a
+    hierarchy) for items ``ids`` (+ paths, true labels): the one layout of
+    ``assignments.parquet``, whether written at once or batch by batch. Levels become the
+    columns ``level_0`` (coarsest) .. ``level_<L-1>``; ``cluster`` is the level in use."""
     import pandas as pd
 
     lab = np.asarray(out["labels"])
@@ -118,6 +132,10 @@ def assignment_frame(ids, paths, labels, out: dict, names: dict[int, str] | None
         val = out.get(key)
         if val is not None:
             df[col] = val
+    levels = out.get("levels")
+    if levels is not None:
+        for lv in range(np.shape(levels)[1]):
+            df[f"level_{lv}"] = np.asarray(levels)[:, lv].astype(np.int64)
     if names:
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
         if "assigned_cluster" in df:
@@ -160,6 +178,8 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     run.write_embeddings(emb)
     run.write_assignments(assignments_table(emb, pipe, names))
     run.write_clusters(clusters)
+    if getattr(pipe, "levels_", None) is not None:
+        run.write_hierarchy(pipe.hierarchy_arrays())
     if named:
         run.write_names(named, method=named[0]["method"])
     encoder_name = encoder_spec or (enc.name if enc is not None else emb.encoder or "precomputed")
@@ -173,7 +193,7 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
         "pipeline": describe(pipe),
         "encoder": {"name": encoder_name, "media": media, "id": emb.encoder_version or emb.encoder},
         "timings_s": timings,
-        "summary": run_summary(emb, pipe.labels_, timings),
+        "summary": run_summary(emb, pipe.labels_, timings, level_summary(pipe)),
         "skipped": [s.to_dict() for s in emb.skipped],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(info or {}),
@@ -340,6 +360,8 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
 
     tally = Tally()
     xy = np.zeros((n, 2), np.float32) if make_map else None
+    # every item's path (n_levels x n int32: small beside the vectors), for hierarchy.npz
+    all_levels = np.zeros((len(pipe.levels_), n), np.int32) if getattr(pipe, "levels_", None) is not None else None
     seen = 0
     with meter.stage("assign"), run.items_writer() as iw, run.assignments_writer(csv=csv) as aw:
         for start, out in exe.assign(str(run.embeddings_path), n, pipe, rows, ref_xy=ref_xy,
@@ -357,6 +379,11 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
             tally.add(out, {k: v[sl] for k, v in (extras or {}).items() if k == "imagenet_probs"})
             if xy is not None:
                 xy[sl] = out["xy"]
+            if all_levels is not None:
+                if out.get("levels") is None:  # an executor that does not carry paths
+                    all_levels = None
+                else:
+                    all_levels[:, sl] = np.asarray(out["levels"]).T
     if seen != n:
         raise RuntimeError(f"internal: {seen} of {n} rows were assigned")
 
@@ -366,6 +393,9 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         if named:
             clusters = merge_names(clusters, named)
         run.write_clusters(clusters)
+        if all_levels is not None:
+            tree = {k: v for k, v in pipe.hierarchy_arrays().items() if k != "level_probabilities"}
+            run.write_hierarchy({**tree, "levels": all_levels})  # every item, not just the fitted
         if named:
             run.write_names(named, method=named[0]["method"])
         if xy is not None:
@@ -377,7 +407,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
             model = pipe.publish(run.file("models"), run_id=run.run_id, source=run.command,
                                  metadata={"encoder": encoder_name if enc is not None else None,
                                            "names": {str(k): v for k, v in names.items()}})
-    summary = {**tally.summary_counts(), "skipped": len(skipped),
+    summary = {**tally.summary_counts(), "levels": level_summary(pipe), "skipped": len(skipped),
                "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     run.write_info({
         "pipeline": describe(pipe),

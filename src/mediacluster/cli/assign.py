@@ -71,6 +71,11 @@ def run(args) -> int:
         "assigned_cluster": res["cluster"], "confidence": np.round(res["confidence"], 6),
     })
     # the run's automatic names, the names the model was published with, a hand-given names.yaml
+    path = res.get("path")
+    if path is not None:  # the model has levels: each item's cluster at every level, coarse to fine
+        for lv in range(len(path["labels"])):
+            df[f"level_{lv}"] = path["labels"][lv]
+            df[f"level_{lv}_probability"] = np.round(path["probabilities"][lv], 6)
     names = model_names(model.model_path_, model.model_info_.get("metadata", {}).get("names"))
     if names:
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
@@ -80,10 +85,12 @@ def run(args) -> int:
         print(f"wrote {len(df)} assignments to {printable(args.out)}")
     else:
         w = sys.stdout.write
-        w("cluster\tstatus\tprobability\tassigned_cluster\tconfidence\tpath\n")
-        for r in df.itertuples(index=False):
+        tree = path is not None
+        w("cluster\tstatus\tprobability\tassigned_cluster\tconfidence\t" + ("levels\t" if tree else "") + "path\n")
+        for i, r in enumerate(df.itertuples(index=False)):
+            levels = "/".join(str(int(c)) for c in path["labels"][:, i]) + "\t" if tree else ""
             w(f"{r.cluster}\t{r.status}\t{r.probability:.3f}\t{r.assigned_cluster}\t{r.confidence:.3f}\t"
-              f"{printable(r.path if r.path is not None else r.id)}\n")
+              f"{levels}{printable(r.path if r.path is not None else r.id)}\n")
     for s in skipped:
         print(f"skipped {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)
     return 3 if skipped else 0

@@ -70,6 +70,15 @@ def add_pipeline_args(p) -> None:
         g.add_argument(f"--{kind}", default=None, help=f"{kind} stage: {names}")
         g.add_argument(f"--{kind}-param", action="append", default=[], metavar="NAME=VALUE",
                        help=f"{kind} parameter, repeatable, e.g. {example}")
+    g.add_argument("--level", type=level_arg, default=None, metavar="N|auto",
+                   help="with a clusterer that has levels (hierarchy: the default; evoc): which level "
+                        "is the flat answer in assignments' cluster column; 0 = coarsest, 'auto' "
+                        "(default) = the clusterer's own choice. Every level is written as the columns "
+                        "level_0 .. level_<L-1> and in hierarchy.npz")
+    g.add_argument("--max-unclustered", type=share_arg, default=None, metavar="SHARE",
+                   help="at most this share of the items (0 <= SHARE < 1, e.g. 0.1) stays noise or "
+                        "outlier before noise is assigned; the weakest members are kept unclustered. "
+                        "Default: whatever the clusterer says (the hierarchy assigns every item)")
     g.add_argument("--no-assign-noise", dest="assign_noise", action="store_false", default=None,
                    help="leave noise/outliers unassigned (default: give each its nearest cluster + confidence)")
     g.add_argument("--save-model", action="store_true",
@@ -87,6 +96,35 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def level_arg(text: str):
+    """argparse type for --level: 'auto' or a level index >= 0."""
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a level number (0 = coarsest) or 'auto', got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"levels are numbered from 0 (the coarsest), got {v}")
+    return v
+
+
+def share_arg(text: str) -> float:
+    """argparse type for --max-unclustered: a share in [0, 1)."""
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 such as 0.1, got {text!r}") from None
+    if not math.isfinite(v) or not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1) (0.1 = at most 10% unclustered), got {text}")
     return v
 
 
@@ -122,7 +160,9 @@ def build_pipeline(args):
             base_params = {}
         cfg[kind] = {"name": name or base_name or "auto", "params": {**base_params, **params}}
     cfg.setdefault("random_state", args.seed)
-    return pipeline_from_config(cfg, source=args.config, assign_noise=args.assign_noise)
+    return pipeline_from_config(cfg, source=args.config, assign_noise=args.assign_noise,
+                                level=getattr(args, "level", None),
+                                max_unclustered=getattr(args, "max_unclustered", None))
 
 
 def run(args) -> int:
@@ -151,6 +191,12 @@ def print_summary(s: dict, skipped, out) -> None:
     w(f"\nmediacluster: {s['items']} items -> {s['clusters']} clusters, "
       f"noise {s['noise']} ({100 * s['noise_share']:.1f}%), outliers {s['outliers']}, "
       f"coverage {100 * s['coverage']:.1f}%\n")
+    lv = s.get("levels")
+    if lv:
+        counts = lv["n_clusters"]
+        w(f"levels: {len(counts)} (clusters per level, coarse to fine: "
+          f"{', '.join(str(k) for k in counts)}); in use: level {lv['level']} ({counts[lv['level']]} clusters"
+          f"{', the automatic choice' if lv['level'] == lv['auto_level'] else ''}; --level N to pick another)\n")
     w(f"skipped: {s['skipped']} file(s)\n")
     for item in skipped[:10]:
         w(f"  {printable(item.path)}: {printable(item.reason)}\n")

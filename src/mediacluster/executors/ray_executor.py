@@ -108,6 +108,9 @@ class AssignWorker:
                     "confidence": out["confidence"]}
             if self.ref_xy is not None:
                 part["x"], part["y"] = out["xy"][:, 0], out["xy"][:, 1]
+            if "levels" in out:  # each row's path through a hierarchy, one column per level
+                for lv in range(out["levels"].shape[1]):
+                    part[f"level_{lv}"] = out["levels"][:, lv]
             parts.append(part)
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -293,6 +296,9 @@ class RayExecutor:
             out = {c: t.column(c).to_numpy() for c in ("labels", "probabilities", "cluster", "confidence")}
             if "x" in t.column_names:
                 out["xy"] = np.stack([t.column("x").to_numpy(), t.column("y").to_numpy()], axis=1)
+            level_cols = sorted((c for c in t.column_names if c.startswith("level_")), key=lambda c: int(c[6:]))
+            if level_cols:
+                out["levels"] = np.stack([t.column(c).to_numpy() for c in level_cols], axis=1)
             from ..data import status_of
 
             out["status"] = status_of(out["labels"])

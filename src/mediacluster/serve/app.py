@@ -68,7 +68,8 @@ class Assigned(BaseModel):
     outlier: bool = Field(description="flagged as an outlier / novelty (status 'outlier')")
     novel: bool = Field(description="farther from the training items than 99% of them are")
     path: list = Field(default_factory=list, description="hierarchy path from the root to the "
-                       "leaf when the model has levels; empty for a flat model")
+                       "leaf when the model has levels: one {level, cluster, probability} per level, "
+                       "coarse to fine; empty for a flat model")
     duplicate_of: dict | None = Field(None, description="near-duplicate match when the model "
                                       "carries a duplicate index")
     tags: list[Tag] | None = Field(None, description="suggested tags; [] when the tagger "
@@ -90,12 +91,13 @@ class ClusterInfo(BaseModel):
     name: str | None = None
     size: int = Field(description="training items in the cluster")
     assigned_size: int = Field(description="training items whose nearest cluster it is")
-    level: int = 0
+    level: int = Field(0, description="the level these clusters belong to (the one `cluster` answers with)")
 
 
 class ClustersResponse(BaseModel):
     model: ModelRef
-    levels: list[dict]
+    levels: list[dict] = Field(description="coarse to fine: level, n_clusters, auto, chosen and per "
+                               "cluster its id, size and parent (the cluster it belongs to one level up)")
     clusters: list[ClusterInfo]
 
 
@@ -350,8 +352,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     @app.get("/v1/clusters", response_model=ClustersResponse, summary="The model's clusters")
     async def clusters():
         served = holder.current
-        return {"model": _ref(served), "clusters": served.clusters,
-                "levels": [{"level": 0, "n_clusters": len(served.clusters)}]}
+        return {"model": _ref(served), "clusters": served.clusters, "levels": served.levels}
 
     @app.get("/v1/model", summary="The model version served")
     async def model():

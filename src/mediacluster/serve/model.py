@@ -61,6 +61,7 @@ class Served:
     loaded: str
     identity: tuple = ()
     clusters: list[dict] = field(default_factory=list)
+    levels: list[dict] = field(default_factory=list)
 
     @property
     def dim(self) -> int:
@@ -90,6 +91,7 @@ class Served:
         without a tagger)."""
         _one_omp_thread()
         det = self.pipeline.predict_details(X)
+        det["path"] = path_records(det.get("path"))
         if self.tagger is not None:
             clf = self.tagger.classifier
             det["tags"] = clf.suggest_proba(clf.predict_proba(np.asarray(X, dtype=np.float32)))
@@ -126,8 +128,38 @@ def cluster_table(pipe: Pipeline, names: dict[int, str]) -> list[dict]:
     labels = np.asarray(pipe.labels_)
     ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
     assigned = dict(zip(*np.unique(np.asarray(pipe.cluster_), return_counts=True)))
+    level = getattr(pipe, "level_", None)
     return [{"id": int(c), "name": names.get(int(c)), "size": int(n),
-             "assigned_size": int(assigned.get(c, 0))} for c, n in zip(ids, sizes)]
+             "assigned_size": int(assigned.get(c, 0)), "level": int(level or 0)} for c, n in zip(ids, sizes)]
+
+
+def path_records(path: dict | None) -> list[list[dict]] | None:
+    """``predict_details``'s ``path`` ({"labels", "probabilities"}, each (n_levels, m)) as one
+    list per item of ``{"level", "cluster", "probability"}``, root to leaf; None without levels."""
+    if path is None:
+        return None
+    lab, prob = np.asarray(path["labels"]), np.asarray(path["probabilities"])
+    return [[{"level": lv, "cluster": int(lab[lv, i]), "probability": round(float(prob[lv, i]), 6)}
+             for lv in range(lab.shape[0])] for i in range(lab.shape[1])]
+
+
+def level_table(pipe: Pipeline, names: dict[int, str]) -> list[dict]:
+    """The model's levels, coarse to fine: ``level``, ``n_clusters``, ``auto`` / ``chosen``
+    (the clusterer's choice / the level ``cluster`` answers with) and per cluster its ``id``,
+    ``size`` (training items) and ``parent`` (its cluster in the level above; None at level 0);
+    a flat model has one level, ``{"level": 0, "n_clusters": k}``. Names belong to the chosen
+    level."""
+    table = pipe.level_table()
+    if not table:
+        return [{"level": 0, "n_clusters": int(pipe.n_clusters_)}]
+    out = []
+    for t in table:
+        par = t["parents"]
+        out.append({"level": t["level"], "n_clusters": t["n_clusters"], "auto": t["auto"], "chosen": t["chosen"],
+                    "clusters": [{"id": c, "size": n, "parent": None if par is None else par[c],
+                                  "name": names.get(c) if t["chosen"] else None}
+                                 for c, n in enumerate(t["sizes"])]})
+    return out
 
 
 def _sample_png() -> bytes:
@@ -218,7 +250,7 @@ class ModelHolder:
         served = Served(pipeline=pipe, path=str(folder), version=folder.name, pointer=pointer,
                         names=names, encoder_name=encoder_name, slot=slot, tagger=tagger,
                         loaded=time.strftime("%Y-%m-%dT%H:%M:%S%z"), identity=identity(folder),
-                        clusters=cluster_table(pipe, names))
+                        clusters=cluster_table(pipe, names), levels=level_table(pipe, names))
         rng = np.random.default_rng(0)  # warm up: faiss, the outlier stage, the tagger
         served.predict(rng.standard_normal((1, served.dim)).astype(np.float32))
         return served

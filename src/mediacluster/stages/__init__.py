@@ -6,7 +6,7 @@ are scikit-learn estimators that take and return plain arrays and know nothing o
 command line or each other.
 """
 
-from . import cluster, outliers, reduce  # noqa: F401 - importing registers the stages
+from . import cluster, evoc, hierarchy, outliers, reduce  # noqa: F401 - importing registers the stages
 from .registry import KINDS, Param, StageInfo, build, check_params, get, names
 
 __all__ = ["KINDS", "Param", "StageInfo", "build", "check_params", "get", "names"]

@@ -24,10 +24,31 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from .hierarchy import NOISE, VOTE_NEIGHBORS, vote_path
+from .hierarchy import (
+    LEVEL,
+    SHARE,
+    VOTE_NEIGHBORS,
+    LevelsMixin,
+    check_share,
+    select_level,
+    validate_input,
+    vote_path,
+)
+from .registry import SEED, Float, Int, register
 
 
-class EVoCClusterer(BaseEstimator, ClusterMixin):
+@register("clusterer", "evoc", params={
+    "level": LEVEL,
+    "noise_level": Float(0.0, 1.0, tune={"float": [0.0, 1.0]}),
+    "base_min_cluster_size": Int(2, tune={"int": [2, 50], "log": True}, scale=True),
+    "n_neighbors": Int(2, tune={"int": [5, 50], "log": True}),
+    "min_samples": Int(1, tune={"int": [2, 20], "log": True}),
+    "n_epochs": Int(1),
+    "max_layers": Int(1),
+    "max_unclustered": SHARE,
+    "random_state": SEED,
+})
+class EVoCClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
     """EVoC's layers as nested levels (coarse -> fine); fitted on the raw vectors.
 
     Parameters are EVoC's (see ``evoc.EVoC``): ``noise_level``, ``base_min_cluster_size``,
@@ -50,34 +71,24 @@ class EVoCClusterer(BaseEstimator, ClusterMixin):
         self.max_unclustered = max_unclustered
         self.random_state = random_state
 
-    def _check_params(self):
-        lv = self.level
-        if not (lv == "auto" or (isinstance(lv, int | np.integer) and not isinstance(lv, bool) and lv >= 0)):
-            raise ValueError(f"level must be 'auto' or a level index >= 0, got {lv!r}")
-        for name in ("base_min_cluster_size", "n_neighbors", "min_samples", "n_epochs", "max_layers"):
-            v = getattr(self, name)
-            if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not 0.0 <= float(self.noise_level) <= 1.0:
-            raise ValueError(f"noise_level must be in [0, 1], got {self.noise_level!r}")
-        mu = self.max_unclustered
-        if not isinstance(mu, int | float | np.floating) or isinstance(mu, bool) or not 0.0 <= float(mu) < 1.0:
-            raise ValueError(f"max_unclustered must be a share in [0, 1), got {mu!r}")
+    def _check_params(self, prefix=None):
+        check_share(self.max_unclustered, f"{prefix}__max_unclustered" if prefix else f"{type(self).__name__}.max_unclustered")
 
     def fit(self, X, y=None):
         import evoc  # optional heavy import (numba kernels): only when this stage is used
 
-        self._check_params()
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or len(X) < 3:
-            raise ValueError(f"EVoCClusterer needs a 2-D array of at least 3 vectors, got shape {X.shape}")
+        X = validate_input(self, X, reset=True)
         n = len(X)
         self._train_ = X
+        self._build_index()
         if len(np.unique(X, axis=0)) == 1:
             self._single(n)
             return self
         nn = int(min(self.n_neighbors, n - 1))
-        model = evoc.EVoC(noise_level=float(self.noise_level),
+        # EVoC's node embedding has min(max(nn // 4, 4), 15) dimensions, initialised by a PCA of
+        # the data: never more than the data has (few-feature inputs)
+        dim = int(min(min(max(nn // 4, 4), 15), X.shape[1], n))
+        model = evoc.EVoC(node_embedding_dim=dim, noise_level=float(self.noise_level),
                           base_min_cluster_size=int(self.base_min_cluster_size), n_neighbors=nn,
                           min_samples=int(min(self.min_samples, n - 1)), n_epochs=int(self.n_epochs),
                           max_layers=int(self.max_layers), random_state=self.random_state)
@@ -143,53 +154,33 @@ class EVoCClusterer(BaseEstimator, ClusterMixin):
         self.level_probabilities_ = P
 
     def _select(self):
-        n_levels = len(self.levels_)
-        if self.level == "auto":
-            lv = self.auto_level_
-        else:
-            lv = int(self.level)
-            if lv >= n_levels:
-                raise ValueError(f"level={lv} is out of range: this fit has {n_levels} levels "
-                                 f"(0..{n_levels - 1}, cluster counts {self.n_clusters_per_level_.tolist()})")
-        self.level_ = lv
-        labels = self.levels_[lv].copy()
-        probs = self.level_probabilities_[lv].copy()
-        noise = self.unclustered_layers_[lv]
-        budget = int(np.floor(float(self.max_unclustered) * len(labels)))
-        if budget > 0 and noise.any():
-            cand = np.flatnonzero(noise)
-            keep = cand[np.argsort(probs[cand], kind="stable")[:budget]]
-            labels[keep] = NOISE
-            probs[keep] = 0.0
-        self.labels_ = labels
-        self.probabilities_ = probs
+        select_level(self, self.unclustered_layers_[self.auto_level_ if self.level == "auto"
+                                                    else min(int(self.level), len(self.levels_) - 1)])
 
-    def set_level(self, level):
-        self.level = level
-        self._check_params()
-        self._select()
-        return self
+    def _build_index(self):
+        import faiss  # the cosine neighbours of new vectors among the training vectors
 
-    def predict_path(self, X):
+        R = self._train_ / np.maximum(np.linalg.norm(self._train_, axis=1, keepdims=True), 1e-12)
+        self._faiss_ = faiss.IndexFlatIP(R.shape[1])
+        self._faiss_.add(np.ascontiguousarray(R, dtype=np.float32))
+
+    def __getstate__(self):  # a faiss index does not pickle; it is rebuilt from the vectors
+        state = dict(self.__dict__)
+        state.pop("_faiss_", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "_train_" in state:
+            self._build_index()
+
+    def _path(self, X):
         """Root-to-leaf path of new vectors: top-down vote of their nearest training vectors
-        (cosine), ``(labels, probabilities)`` each (n_levels, m)."""
-        import faiss
-
-        Q = np.asarray(X, dtype=np.float32)
-        if Q.ndim == 1:
-            Q = Q[None, :]
-        if not hasattr(self, "_faiss_"):
-            R = self._train_ / np.maximum(np.linalg.norm(self._train_, axis=1, keepdims=True), 1e-12)
-            self._faiss_ = faiss.IndexFlatIP(R.shape[1])
-            self._faiss_.add(np.ascontiguousarray(R, dtype=np.float32))
-        Qn = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+        (cosine)."""
+        Qn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
         k = int(min(VOTE_NEIGHBORS, len(self._train_)))
         sim, idx = self._faiss_.search(np.ascontiguousarray(Qn, dtype=np.float32), k)
         return vote_path(np.maximum(1.0 - sim, 0.0), idx, self.levels_, self.parents_)
-
-    def predict(self, X):
-        lab, prob = self.predict_path(X)
-        return lab[self.level_], prob[self.level_]
 
 
 def _parent_map(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:

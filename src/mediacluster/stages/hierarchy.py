@@ -42,6 +42,9 @@ import math
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from ..errors import InputError, ParameterError
+from .registry import SEED, Float, Int, check_params, register
+
 NOISE = -1
 MAX_CELLS = 1000
 VOTE_NEIGHBORS = 15
@@ -245,9 +248,115 @@ def modularity(A, labels: np.ndarray, gamma: float = 1.0) -> float:
 
 
 # ------------------------------------------------------------------------------------------
+# conventions shared with stages/evoc.py
+# ------------------------------------------------------------------------------------------
+def check_share(value, name: str) -> None:
+    """``max_unclustered``: a share in [0, 1) (the registry table checks [0, 1])."""
+    if float(value) >= 1.0:
+        raise ParameterError(f"{name}: must be a share below 1 (1 would leave everything unclustered), "
+                             f"got {value!r}", name)
+
+
+def validate_input(est, X, reset: bool, min_items: int = 3) -> np.ndarray:
+    """``X`` as finite, C-ordered float32 (scikit-learn's ``validate_data``; sets/checks
+    ``n_features_in_``), parameters checked against the registry first (``reset``) or the
+    estimator checked fitted. Non-finite values are refused naming the row."""
+    from sklearn.utils.validation import check_is_fitted, validate_data
+
+    if reset:
+        check_params(est)
+    else:
+        check_is_fitted(est, "levels_")
+    X = validate_data(est, X, reset=reset, dtype=np.float32, order="C", ensure_all_finite=False)
+    if not np.isfinite(X).all():
+        bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+        raise InputError(f"row {bad} contains NaN or infinity")
+    if reset and len(X) < min_items:
+        raise InputError(f"{type(est).__name__} needs at least {min_items} items to cluster, got "
+                         f"n_samples={len(X)}")
+    return X
+
+
+def select_level(est, unclustered: np.ndarray):
+    """Set ``level_`` / ``labels_`` / ``probabilities_`` from ``est.level`` (``"auto"`` or an
+    index), leaving at most ``max_unclustered`` of the items in ``unclustered`` (the weakest
+    memberships first) as noise."""
+    n_levels = len(est.levels_)
+    if est.level == "auto":
+        lv = est.auto_level_
+    else:
+        lv = int(est.level)
+        if lv >= n_levels:
+            raise ParameterError(f"level={lv} is out of range: this fit has {n_levels} levels "
+                                 f"(0..{n_levels - 1}, cluster counts {est.n_clusters_per_level_.tolist()})",
+                                 "level")
+    est.level_ = lv
+    labels = est.levels_[lv].copy()
+    probs = est.level_probabilities_[lv].copy()
+    budget = int(math.floor(float(est.max_unclustered) * len(labels)))
+    if budget > 0 and unclustered.any():
+        cand = np.flatnonzero(unclustered)
+        keep = cand[np.argsort(probs[cand], kind="stable")[:budget]]
+        labels[keep] = NOISE
+        probs[keep] = 0.0
+    est.labels_ = labels
+    est.probabilities_ = probs
+
+
+class LevelsMixin:
+    """``predict`` / ``predict_membership`` / ``set_level`` of a clusterer with nested levels;
+    the subclass provides ``_path(Z)`` (validated input) and ``_unclustered(level)``."""
+
+    def predict_path(self, Z):
+        """``(labels, probabilities)``, each (n_levels, m): every new point's cluster at every
+        level (a root-to-leaf path, coarse to fine) and the vote share behind each step."""
+        return self._path(validate_input(self, Z, reset=False))
+
+    def predict(self, Z) -> np.ndarray:
+        """Cluster labels of new points at the level in use (``level_``)."""
+        return self.predict_path(Z)[0][self.level_]
+
+    def predict_membership(self, Z) -> np.ndarray:
+        """Membership probability in [0, 1] of each new point's cluster at ``level_``."""
+        return self.predict_path(Z)[1][self.level_]
+
+    def fit_predict(self, Z, y=None, **kw):
+        return self.fit(Z, **kw).labels_
+
+    def set_level(self, level):
+        """Switch the flat labelling (``labels_`` / ``probabilities_``) without refitting."""
+        old = self.level
+        self.level = level
+        try:
+            check_params(self)
+            self._select()
+        except ParameterError:
+            self.level = old
+            raise
+        return self
+
+    def level_with(self, n_clusters: int) -> int:
+        """Index of the level whose cluster count is closest to ``n_clusters``."""
+        return int(np.argmin(np.abs(self.n_clusters_per_level_ - int(n_clusters))))
+
+
+LEVEL = Int(0, extra=("auto",), doc="'auto' (the clusterer's own choice) or a level index, 0 = coarsest")
+SHARE = Float(0.0, 1.0, doc="share of items that may stay unclustered (below 1)")
+
+
+# ------------------------------------------------------------------------------------------
 # the estimator
 # ------------------------------------------------------------------------------------------
-class HierarchyClusterer(BaseEstimator, ClusterMixin):
+@register("clusterer", "hierarchy", params={
+    "level": LEVEL,
+    "min_cluster_size": Int(2, tune={"int": [5, 200], "log": True}, scale=True),
+    "min_samples": Int(1, none_ok=True, tune={"int": [5, 50], "log": True}, scale=True),
+    "n_cells": Int(1, none_ok=True),
+    "max_unclustered": SHARE,
+    "graph_neighbors": Int(1, none_ok=True),
+    "random_state": SEED,
+})
+class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
     """Nested levels coarse -> fine on reduced coordinates, a label-free default level.
 
     Parameters
@@ -295,25 +404,9 @@ class HierarchyClusterer(BaseEstimator, ClusterMixin):
         self.random_state = random_state
 
     # -- validation --------------------------------------------------------------------------
-    def _check_params(self):
-        lv = self.level
-        if not (lv == "auto" or (isinstance(lv, int | np.integer) and not isinstance(lv, bool) and lv >= 0)):
-            raise ValueError(f"level must be 'auto' or a level index >= 0, got {lv!r}")
-        mcs = self.min_cluster_size
-        if not isinstance(mcs, int | np.integer) or isinstance(mcs, bool) or mcs < 2:
-            raise ValueError(f"min_cluster_size must be an integer >= 2, got {mcs!r}")
-        ms = self.min_samples
-        if ms is not None and (not isinstance(ms, int | np.integer) or isinstance(ms, bool) or ms < 1):
-            raise ValueError(f"min_samples must be None or an integer >= 1, got {ms!r}")
-        nc = self.n_cells
-        if nc is not None and (not isinstance(nc, int | np.integer) or isinstance(nc, bool) or nc < 1):
-            raise ValueError(f"n_cells must be None or an integer >= 1, got {nc!r}")
-        mu = self.max_unclustered
-        if not isinstance(mu, int | float | np.floating) or isinstance(mu, bool) or not 0.0 <= float(mu) < 1.0:
-            raise ValueError(f"max_unclustered must be a share in [0, 1), got {mu!r}")
-        gn = self.graph_neighbors
-        if gn is not None and (not isinstance(gn, int | np.integer) or isinstance(gn, bool) or gn < 1):
-            raise ValueError(f"graph_neighbors must be None or an integer >= 1, got {gn!r}")
+    def _check_params(self, prefix=None):
+        """What the registry table cannot say: ``max_unclustered`` below 1."""
+        check_share(self.max_unclustered, f"{prefix}__max_unclustered" if prefix else f"{type(self).__name__}.max_unclustered")
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, Z, y=None, knn=None):
@@ -323,18 +416,14 @@ class HierarchyClusterer(BaseEstimator, ClusterMixin):
         item itself), as returned by ``mediacluster.stages.neighbors.knn_graph`` and handed to
         UMAP; the default-level criterion is computed on that graph.
         """
-        self._check_params()
-        Z = np.asarray(Z, dtype=np.float32)
-        if Z.ndim != 2 or len(Z) < 3:
-            raise ValueError(f"HierarchyClusterer needs a 2-D array of at least 3 items, got shape {Z.shape}")
-        if not np.isfinite(Z).all():
-            bad = int(np.flatnonzero(~np.isfinite(Z).all(axis=1))[0])
-            raise ValueError(f"Z has a non-finite value in row {bad}")
+        Z = validate_input(self, Z, reset=True)
         n = len(Z)
         if knn is not None:
             kidx = np.asarray(knn[0])
-            if kidx.ndim != 2 or len(kidx) != n:
-                raise ValueError(f"knn indices must be an (n={n}, k) array, got shape {kidx.shape}")
+            if kidx.ndim != 2 or len(kidx) != n or kidx.dtype.kind not in "iu" or (
+                    kidx.size and (kidx.min() < 0 or kidx.max() >= n)):
+                raise InputError(f"knn indices must be an (n={n}, k) array of item indices, got "
+                                 f"{kidx.dtype} {kidx.shape}")
         # identical rows are one point: fit on the distinct rows, weighted by multiplicity
         U, inv, counts = unique_rows(Z)
         self._train_ = Z
@@ -354,6 +443,7 @@ class HierarchyClusterer(BaseEstimator, ClusterMixin):
         self.level_scores_ = np.array([modularity(A, lv) for lv in self.levels_]) if m2 > 0 \
             else np.zeros(len(self.levels_))
         self.unclustered_ = noise
+        self._build_index()
         self._probabilities(Z)
         self._select()
         return self
@@ -368,6 +458,7 @@ class HierarchyClusterer(BaseEstimator, ClusterMixin):
         self.groups_level_ = 0
         self.n_groups_ = 1
         self.unclustered_ = np.zeros(n, bool)
+        self._build_index()
         self._select()
 
     def _leaves(self, Z, U, inv, counts):
@@ -493,11 +584,12 @@ class HierarchyClusterer(BaseEstimator, ClusterMixin):
         levels.append(labels)
 
     # -- probabilities, selection ------------------------------------------------------------
-    def _neighbours(self, Q, exclude_self: bool):
+    def _build_index(self):
         from sklearn.neighbors import NearestNeighbors
 
-        if not hasattr(self, "_index_"):
-            self._index_ = NearestNeighbors().fit(self._train_)
+        self._index_ = NearestNeighbors().fit(self._train_)
+
+    def _neighbours(self, Q, exclude_self: bool):
         n = len(self._train_)
         k = int(min(n, VOTE_NEIGHBORS + (1 if exclude_self else 0)))
         dist, idx = self._index_.kneighbors(np.asarray(Q, dtype=np.float32), n_neighbors=k)
@@ -518,51 +610,11 @@ class HierarchyClusterer(BaseEstimator, ClusterMixin):
         self.level_probabilities_ = np.clip(P, 0.0, 1.0)  # float rounding can exceed 1
 
     def _select(self):
-        n_levels = len(self.levels_)
-        if self.level == "auto":
-            lv = self.auto_level_
-        else:
-            lv = int(self.level)
-            if lv >= n_levels:
-                raise ValueError(f"level={lv} is out of range: this fit has {n_levels} levels "
-                                 f"(0..{n_levels - 1}, cluster counts {self.n_clusters_per_level_.tolist()})")
-        self.level_ = lv
-        labels = self.levels_[lv].copy()
-        probs = self.level_probabilities_[lv].copy()
-        budget = int(math.floor(float(self.max_unclustered) * len(labels)))
-        if budget > 0 and self.unclustered_.any():
-            cand = np.flatnonzero(self.unclustered_)
-            keep = cand[np.argsort(probs[cand], kind="stable")[:budget]]
-            labels[keep] = NOISE
-            probs[keep] = 0.0
-        self.labels_ = labels
-        self.probabilities_ = probs
+        select_level(self, self.unclustered_)
 
-    def set_level(self, level):
-        """Switch the flat labelling (``labels_`` / ``probabilities_``) without refitting."""
-        self.level = level
-        self._check_params()
-        self._select()
-        return self
-
-    def level_with(self, n_clusters: int) -> int:
-        """Index of the level whose cluster count is closest to ``n_clusters``."""
-        return int(np.argmin(np.abs(self.n_clusters_per_level_ - int(n_clusters))))
-
-    # -- prediction ----------------------------------------------------------------------------
-    def predict_path(self, Z):
-        """``(labels, probabilities)``, each (n_levels, m): every new point's cluster at every
-        level (a root-to-leaf path) and the vote share behind each step."""
-        Z = np.asarray(Z, dtype=np.float32)
-        if Z.ndim == 1:
-            Z = Z[None, :]
+    def _path(self, Z):
         dist, idx = self._neighbours(Z, exclude_self=False)
         return vote_path(dist, idx, self.levels_, self.parents_)
-
-    def predict(self, Z):
-        """``(labels, probabilities)`` at the level in use (``level_``)."""
-        lab, prob = self.predict_path(Z)
-        return lab[self.level_], prob[self.level_]
 
     # -- persistence -------------------------------------------------------------------------
     def to_arrays(self) -> dict:
@@ -589,6 +641,8 @@ class HierarchyClusterer(BaseEstimator, ClusterMixin):
         self.unclustered_ = np.asarray(arrays["unclustered"], dtype=bool)
         self.auto_level_, self.groups_level_, self.n_groups_ = (int(x) for x in arrays["meta"])
         self.n_clusters_per_level_ = np.array([int(lv.max()) + 1 for lv in self.levels_])
+        self.n_features_in_ = int(self._train_.shape[1])
+        self._build_index()
         self._select()
         return self
 
@@ -619,7 +673,7 @@ def reduce_and_cluster(X, random_state: int | None = 0, knn_method: str = "auto"
     p = dict(ENGINE_REDUCER, **(reducer or {}))
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or len(X) < 3:
-        raise ValueError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
+        raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
     timings = {}
     t = time.perf_counter()
     U, inv, _ = unique_rows(X)
