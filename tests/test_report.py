@@ -65,7 +65,7 @@ def test_report_files(report_run):
     text = html.read_text(encoding="utf-8")
     n_clusters = len(set(labels[labels >= 0].tolist()))
     assert n_clusters >= 2
-    assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', text)) == n_clusters
+    assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', _run_cards(text))) == n_clusters
     # self-contained: nothing fetched from the network
     assert not re.search(r'(src|href)="(https?:)?//', text)
     assert "<script src" not in text and "<link" not in text
@@ -140,7 +140,7 @@ def test_report_in_chromium(report_run, tmp_path):
         drv.get(html.resolve().as_uri())
         time.sleep(0.5)
         n_clusters = len(set(labels[labels >= 0].tolist()))
-        cards = drv.find_elements("css selector", "[data-cluster]")
+        cards = drv.find_elements("css selector", ".cards:not([hidden]) [data-cluster]")  # the run's level
         assert len(cards) == n_clusters
         ink0, hash0 = drv.execute_script(PIXELS_JS)
         assert ink0 > 300, "the map canvas is blank"
@@ -282,6 +282,14 @@ def _page_data(html: Path) -> dict:
     return json.loads(m.group(1))
 
 
+def _run_cards(text: str) -> str:
+    """The HTML of the run's own cards (the level in use when the run has levels)."""
+    if 'data-view="' not in text:
+        return text
+    m = re.search(r'<script id="mc-data" type="application/json">(.*?)</script>', text, re.S)
+    return _view_box(text, json.loads(m.group(1))["levels"]["current"])
+
+
 def _view_box(text: str, k: int) -> str:
     """The HTML of level view ``k``'s cards."""
     start = text.index(f'<div class="cards" data-view="{k}"')
@@ -358,9 +366,19 @@ def test_report_levels_from_hierarchy_file(cifar3_embeddings, tmp_path):
     assert "borderline" in _view_box(text, coarse)
 
 
-def test_report_without_levels_has_no_switch(report_run):
-    text = report_run["html"].read_text(encoding="utf-8")
-    assert 'class="level-select"' not in text and "levels" not in _page_data(report_run["html"])
+def test_report_without_levels_has_no_switch(cifar3_embeddings, tmp_path):
+    """A flat run (a clusterer without levels) gets no level switch."""
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report import build_report
+    from mediacluster.workflow import publish_run
+
+    pipe = Pipeline(random_state=0).with_params({"reducer": "pca", "reducer__n_components": 8,
+                                                 "clusterer": "kmeans", "clusterer__n_clusters": 3})
+    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe.fit(cifar3_embeddings.vectors), name=False).path
+    html = build_report(run, progress=False, map_method="pca")
+    text = html.read_text(encoding="utf-8")
+    assert 'class="level-select"' not in text and "levels" not in _page_data(html)
+    assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', text)) == 3
 
 
 @pytest.mark.browser
