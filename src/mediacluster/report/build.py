@@ -444,6 +444,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     out_idx = np.flatnonzero(labels == -2)
     noise_show = np.sort(rng.choice(noise_idx, min(gallery_size, len(noise_idx)), replace=False)) if len(noise_idx) else noise_idx
     out_show = np.sort(rng.choice(out_idx, min(gallery_size, len(out_idx)), replace=False)) if len(out_idx) else out_idx
+    timings["clusters"] = time.perf_counter() - t  # cards, and every level's names and cards
     study_db = _study_of(run)
     study = read_study(study_db) if study_db is not None else None
     t = time.perf_counter()
