@@ -203,9 +203,22 @@ def top_classes(probs: np.ndarray, top_k: int = TOP_K) -> tuple[np.ndarray, np.n
     return part.astype(np.int16), w.astype(np.float32)
 
 
-def cluster_masses(probs: np.ndarray, labels: np.ndarray, top_k: int | None = TOP_K) -> dict[int, np.ndarray]:
-    """Summed (normalised) ImageNet probabilities per cluster id >= 0 (see :func:`item_mass`)."""
+def cluster_masses(probs: np.ndarray, labels: np.ndarray, top_k: int | None = TOP_K,
+                   item_top: tuple[np.ndarray, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Summed (normalised) ImageNet probabilities per cluster id >= 0 (see :func:`item_mass`).
+
+    ``item_top``: :func:`top_classes` of ``probs`` computed once (with ``top_k``), e.g. for
+    naming several labellings of the same items: the sums are then one ``bincount``."""
     labels = np.asarray(labels)
+    if item_top is not None and top_k is not None:
+        idx, w = item_top
+        ok = labels >= 0
+        n_cls = int(np.asarray(probs).shape[1]) if probs is not None else 1000
+        K = int(labels.max()) + 1 if ok.any() else 0
+        flat = (labels[ok].astype(np.int64)[:, None] * n_cls + np.asarray(idx)[ok]).ravel()
+        M = np.bincount(flat, weights=np.asarray(w)[ok].astype(np.float64).ravel(),
+                        minlength=K * n_cls).reshape(K, n_cls)
+        return {int(c): M[c] / max(M[c].sum(), 1e-12) for c in sorted(set(labels[ok].tolist()))}
     out = {}
     for c in sorted(set(labels[labels >= 0].tolist())):
         idx = np.flatnonzero(labels == c)
@@ -216,11 +229,21 @@ def cluster_masses(probs: np.ndarray, labels: np.ndarray, top_k: int | None = TO
 
 def name_clusters_imagenet(probs: np.ndarray, labels: np.ndarray, min_cover: float = MIN_COVER,
                            penalty: float = PENALTY, top_k: int | None = TOP_K,
-                           contrast: float = CONTRAST) -> dict[int, list[dict]]:
-    """Cluster id -> ranked candidate concepts (see :func:`lift`)."""
-    bg = item_mass(probs, top_k).astype(np.float64).sum(axis=0) if contrast else None
+                           contrast: float = CONTRAST, item_top=None, masses=None) -> dict[int, list[dict]]:
+    """Cluster id -> ranked candidate concepts (see :func:`lift`); ``item_top`` /
+    ``masses``: :func:`top_classes` / :func:`cluster_masses` already computed."""
+    if not contrast:
+        bg = None
+    elif item_top is not None and top_k is not None:
+        idx, w = item_top
+        bg = np.bincount(np.asarray(idx).ravel().astype(np.int64), weights=np.asarray(w).astype(np.float64).ravel(),
+                         minlength=int(np.asarray(probs).shape[1]) if probs is not None else 1000)
+    else:
+        bg = item_mass(probs, top_k).astype(np.float64).sum(axis=0)
+    if masses is None:
+        masses = cluster_masses(probs, labels, top_k, item_top=item_top)
     return {c: lift(m, min_cover=min_cover, penalty=penalty, background=bg, contrast=contrast)
-            for c, m in cluster_masses(probs, labels, top_k).items()}
+            for c, m in masses.items()}
 
 
 def contrast_qualifiers(masses: dict[int, np.ndarray], group: list[int], base: str | None = None) -> dict[int, str]:
