@@ -48,6 +48,9 @@ CENTRE_SAMPLE = 5_000
 #: a level of the run's hierarchy with more clusters gets cards for its largest ones only (its
 #: map colours and legend show them all)
 LEVEL_CARDS_MAX = 300
+#: the other levels' cards find their typical members among at most this many of each cluster's
+#: members (every level of a million-item run would otherwise read the vectors once more)
+LEVEL_CENTRE_SAMPLE = 1_000
 #: assignment columns holding the hierarchy's levels, coarse to fine: level_0, level_1, ...
 LEVEL_COLUMN = re.compile(r"level_(\d+)")
 
@@ -357,7 +360,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in run.read_automatic_names()}
     big = n > INLINE_MAX
 
-    def cards_for(lab, ids_, names_, auto_, hand_, meta_, alts_, colors_, limit=None, probs_=probs):
+    def cards_for(lab, ids_, names_, auto_, hand_, meta_, alts_, colors_, limit=None, probs_=probs,
+                  sample=CENTRE_SAMPLE):
         """One card entry per cluster of ``lab`` (largest first; ``limit``: the largest only);
         without membership probabilities (``probs_`` None) no borderline members."""
         rng_c = np.random.default_rng(0)
@@ -367,7 +371,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         for c in sorted(chosen):
             idx = np.flatnonzero(lab == c)
             # a large cluster's typical members are found among a random sample of its members
-            cand = np.sort(rng_c.choice(idx, CENTRE_SAMPLE, replace=False)) if len(idx) > CENTRE_SAMPLE else idx
+            cand = np.sort(rng_c.choice(idx, sample, replace=False)) if len(idx) > sample else idx
             # rows read with plain reads: through the memory map, the kernel's fault-around would
             # map ~64 KB around every scattered row into this process (4.8 GB at 1M x 1280)
             reps = cand[nearest_to_centre(rows.take(cand), np.arange(len(cand)), n_representatives)]
@@ -427,7 +431,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             alts_k = {int(e["cluster"]): e.get("alternatives", []) for e in named}
             colors_k = nested_colors(lab, labels, run_colors)
             cards_k = cards_for(lab, ids_k, names_k, {}, set(), {}, alts_k, colors_k, limit=LEVEL_CARDS_MAX,
-                                probs_=level_probs[k] if level_probs is not None else None)
+                                probs_=level_probs[k] if level_probs is not None else None,
+                                sample=LEVEL_CENTRE_SAMPLE)
             views.append({"label": label, "run": False, "n_clusters": len(ids_k), "labels": lab,
                           "cards": cards_k, "legend": [{"id": c, "name": names_k.get(c, f"cluster {c}"),
                                                         "color": colors_k[c], "size": int((lab == c).sum())}
