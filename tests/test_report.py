@@ -427,3 +427,53 @@ def test_report_level_switch_in_chromium(level_run):
         assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
     finally:
         drv.quit()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_large_report_loads_level_labels_on_demand(tmp_path):
+    """A run of more than INLINE_MAX items with levels (the default clusterer, fitted on a
+    sample): each level's labels are a script file loaded when the level is first chosen, so
+    the page stays the size of a flat run's."""
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report.build import INLINE_MAX, build_report
+    from mediacluster.rundir import RunDir
+    from mediacluster.workflow import cluster_folder
+
+    rng = np.random.default_rng(0)
+    n = INLINE_MAX + 5_000
+    C = rng.normal(size=(12, 8)) * 4
+    X = (C[rng.integers(0, 12, n)] + rng.normal(size=(n, 8))).astype(np.float32)
+    np.save(tmp_path / "v.npy", X)
+    pipe = Pipeline(random_state=0).with_params({"reducer": "pca", "reducer__n_components": 4})
+    res = cluster_folder(tmp_path / "v.npy", tmp_path / "run", pipeline=pipe, fit_sample=1500, progress=False,
+                         name=False)
+    levels = RunDir.open(res.out).read_hierarchy()["levels"]
+    assert len(levels) >= 3 and levels.shape[1] == n
+    html = build_report(res.out, progress=False)
+    D = _page_data(html)
+    views, cur = D["levels"]["views"], D["levels"]["current"]
+    assert len(views) == len(levels)
+    files = [v["file"] for k, v in enumerate(views) if k != cur]
+    assert all((html.parent / f).exists() for f in files) and not any("c16" in v or "c" in v for v in views)
+    assert html.stat().st_size < 60 * n  # no per-item level labels in the page itself
+    k = 0 if cur != 0 else len(views) - 1
+    drv = _chrome()
+    try:
+        drv.get(html.resolve().as_uri())
+        deadline = time.time() + 60
+        while not drv.execute_script("return window.mcReport && window.mcReport.firstPaintMs") and time.time() < deadline:
+            time.sleep(0.05)
+        _, hash0 = drv.execute_script(PIXELS_JS)
+        drv.execute_script(f"window.mcReport.setLevel({k})")
+        deadline = time.time() + 20
+        while drv.execute_script("return window.mcReport.level") != k and time.time() < deadline:
+            time.sleep(0.1)
+        assert drv.execute_script("return window.mcReport.level") == k
+        assert len(drv.find_elements("css selector", "#legend .item")) == len(np.unique(levels[k]))
+        assert drv.execute_script("return window.mcReport.drawn") == n
+        _, hash1 = drv.execute_script(PIXELS_JS)
+        assert hash1 != hash0
+        assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+    finally:
+        drv.quit()

@@ -42,6 +42,7 @@ MAP_FULL_MAX = 60_000
 #: items the page shows get thumbnails
 INLINE_MAX = 50_000
 PATHS_DIR = "paths"
+LEVELS_DIR = "levels"
 PATH_CHUNK = 65_536
 #: a cluster's typical members are chosen among at most this many of its members
 CENTRE_SAMPLE = 5_000
@@ -125,6 +126,17 @@ def _write_path_chunks(out_dir: Path, names: list) -> dict:
             Path(tmp).write_text(f"mcPaths({k},{body});\n", encoding="utf-8")
         files.append(name)
     return {"size": PATH_CHUNK, "files": files}
+
+
+def _write_level_file(out_dir: Path, k: int, labels: np.ndarray) -> dict:
+    """One level's labels as ``levels/KK.js`` (``mcLevel(k, {...})``, a script element: works
+    from file://); returns the page's reference to it."""
+    folder = out_dir / LEVELS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{LEVELS_DIR}/{k:02d}.js"
+    with atomic_path(out_dir / name) as tmp:
+        Path(tmp).write_text(f"mcLevel({k},{json.dumps(_labels_b64(labels, True))});\n", encoding="utf-8")
+    return {"file": name}
 
 
 def layout_2d(vectors: np.ndarray, method: str = "umap", random_state: int = 0,
@@ -487,11 +499,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         "study": study,
     }
     if views:
+        # a large run's level labels are script files loaded when the level is first shown
+        # (2-4 bytes per item and level would otherwise multiply the page's size)
         data["levels"] = {"current": next(k for k, v in enumerate(views) if v["run"]), "views": [
             {"label": v["label"], "n_clusters": v["n_clusters"]} if v["run"] else
             {"label": v["label"], "n_clusters": v["n_clusters"], "clusters": v["legend"],
-             **_labels_b64(v["labels"], big)}
-            for v in views]}
+             **(_write_level_file(out_dir, k, v["labels"]) if big else _labels_b64(v["labels"], big))}
+            for k, v in enumerate(views)]}
     if big:
         data["tmap"] = {str(i): tpos[t] for i, t in thumbs.items() if t}
         data["path_chunks"] = _write_path_chunks(out_dir, shown_paths)

@@ -84,7 +84,8 @@
   var runView = { C: C, clusters: D.clusters, colorOf: colorOf, nameOf: nameOf, order: drawOrder };
   function viewOf(k) {
     var v = LV.views[k];
-    if (!v.c && !v.c16) return runView;
+    if (!v.c && !v.c16 && !v.file) return runView;
+    if (!v.c && !v.c16) return null;  // a large run's level: its labels file is not loaded yet
     if (!v.decoded) {
       var cv = v.c ? dec(v.c, Int32Array) : Int32Array.from(dec(v.c16, Int16Array));
       var co = {}, na = {};
@@ -94,10 +95,25 @@
     }
     return v.decoded;
   }
+  window.mcLevel = function (k, labels) {  // a level's labels file arrived
+    var v = LV.views[k];
+    v.c = labels.c; v.c16 = labels.c16;
+    if (state.wantLevel === k) setLevel(k);
+  };
   function setLevel(k) {
     k = Number(k);
     if (!LV || k < 0 || k >= LV.views.length) return;
+    state.wantLevel = k;
     var v = viewOf(k);
+    if (v === null) {
+      var f = LV.views[k];
+      if (!f.requested) {
+        f.requested = true;
+        var sc = document.createElement("script"); sc.src = f.file; document.body.appendChild(sc);
+      }
+      document.getElementById("filter-label").textContent = "loading " + f.label + "\u2026";
+      return;
+    }
     C = v.C; colorOf = v.colorOf; nameOf = v.nameOf;
     nameOf[-1] = "noise"; nameOf[-2] = "outlier";
     map.setLabels(C, Object.assign({}, colorOf, { "-1": D.noise_color, "-2": D.outlier_color }), v.order);
