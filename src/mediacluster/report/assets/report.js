@@ -91,7 +91,7 @@
       var co = {}, na = {};
       v.clusters.forEach(function (c) { co[c.id] = c.color; na[c.id] = c.name; });
       v.decoded = { C: cv, clusters: v.clusters, colorOf: co, nameOf: na,
-                    order: v.clusters.map(function (c) { return c.id; }).sort(function (a, b) { return a - b; }) };
+                    order: [-1].concat(v.clusters.map(function (c) { return c.id; }).sort(function (a, b) { return a - b; }), [-2]) };
     }
     return v.decoded;
   }
