@@ -165,7 +165,8 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=DATASETS)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "datasets")
+    ap.add_argument("--shared", type=Path,
+                    default=Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cold", action="store_true", help="also time fresh processes (numba cache on/off)")
     ap.add_argument("--vectors-from", type=Path, default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_mod
 import json
 import re
 import shutil
@@ -64,7 +65,7 @@ def test_report_files(report_run):
     text = html.read_text(encoding="utf-8")
     n_clusters = len(set(labels[labels >= 0].tolist()))
     assert n_clusters >= 2
-    assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', text)) == n_clusters
+    assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', _run_cards(text))) == n_clusters
     # self-contained: nothing fetched from the network
     assert not re.search(r'(src|href)="(https?:)?//', text)
     assert "<script src" not in text and "<link" not in text
@@ -139,7 +140,7 @@ def test_report_in_chromium(report_run, tmp_path):
         drv.get(html.resolve().as_uri())
         time.sleep(0.5)
         n_clusters = len(set(labels[labels >= 0].tolist()))
-        cards = drv.find_elements("css selector", "[data-cluster]")
+        cards = drv.find_elements("css selector", ".cards:not([hidden]) [data-cluster]")  # the run's level
         assert len(cards) == n_clusters
         ink0, hash0 = drv.execute_script(PIXELS_JS)
         assert ink0 > 300, "the map canvas is blank"
@@ -227,6 +228,252 @@ def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
         mode = drv.execute_script("""var m = window.mcReport, c = document.getElementById('map').getBoundingClientRect();
             for (var k = 0; k < 14; k++) m.zoom(1.8, c.width / 2, c.height / 2); return m.mode;""")
         assert mode == "discs"
+        assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+    finally:
+        drv.quit()
+
+
+# ------------------------------------------------------------------------------ levels
+def make_level_run(emb, out: Path, hierarchy_file: bool) -> tuple[Path, np.ndarray, int]:
+    """A run folder written through ``RunDir`` whose assignments carry the nested levels of a
+    real hierarchy fit (``level_0..level_{L-1}``, coarse to fine) and whose ``cluster`` column
+    is one of them; with ``hierarchy_file`` the levels are in ``hierarchy.npz`` instead."""
+    from sklearn.decomposition import PCA
+
+    from mediacluster.rundir import RunDir
+    from mediacluster.stages.hierarchy import HierarchyClusterer
+    from mediacluster.workflow import assignment_frame, cluster_summaries
+
+    Z = PCA(n_components=8, random_state=0).fit_transform(emb.vectors)
+    h = HierarchyClusterer(min_cluster_size=5).fit(Z)
+    levels = h.levels_
+    assert len(levels) >= 3
+    chosen = int(np.flatnonzero(h.n_clusters_per_level_ >= 3)[0])
+    lab = levels[chosen]
+    with RunDir.create(out, command="cluster") as b:
+        b.write_embeddings(emb)
+        df = assignment_frame(emb.ids, emb.paths, emb.labels,
+                              {"labels": lab, "probabilities": h.level_probabilities_[chosen]})
+        if hierarchy_file:
+            P = h.parents_
+            b.write_hierarchy({"levels": levels, "level": np.int64(chosen),
+                               "parents": np.concatenate(P), "parents_offsets": np.cumsum([0] + [len(p) for p in P]),
+                               "level_probabilities": h.level_probabilities_.astype(np.float32)})
+        else:
+            for k, lv in enumerate(levels):
+                df[f"level_{k}"] = lv
+        b.write_assignments(df)
+        b.write_clusters(cluster_summaries(emb, lab))
+        b.write_info({"encoder": {"name": emb.encoder, "media": "image"}})
+    return b.published.path, levels, chosen
+
+
+@pytest.fixture(scope="module")
+def level_run(cifar3_embeddings, tmp_path_factory):
+    from mediacluster.report import make_report
+
+    run, levels, chosen = make_level_run(cifar3_embeddings, tmp_path_factory.mktemp("lv") / "run", False)
+    return {"run": run, "levels": levels, "chosen": chosen, "html": make_report(run, progress=False)}
+
+
+def _page_data(html: Path) -> dict:
+    text = html.read_text(encoding="utf-8")
+    m = re.search(r'<script id="mc-data" type="application/json">(.*?)</script>', text, re.S)
+    return json.loads(m.group(1))
+
+
+def _run_cards(text: str) -> str:
+    """The HTML of the run's own cards (the level in use when the run has levels)."""
+    if 'data-view="' not in text:
+        return text
+    m = re.search(r'<script id="mc-data" type="application/json">(.*?)</script>', text, re.S)
+    return _view_box(text, json.loads(m.group(1))["levels"]["current"])
+
+
+def _view_box(text: str, k: int) -> str:
+    """The HTML of level view ``k``'s cards."""
+    start = text.index(f'<div class="cards" data-view="{k}"')
+    ends = [i for i in (text.find('<div class="cards" data-view=', start + 1), text.find('<section id="noise"', start))
+            if i > 0]
+    return text[start:min(ends)]
+
+
+@pytest.mark.slow
+def test_report_level_views(level_run):
+    """One view per level: the run's level keeps the run's names and cards, every other level
+    gets its own labels, automatic names, colours and cards."""
+    import base64
+
+    levels, chosen, html = level_run["levels"], level_run["chosen"], level_run["html"]
+    text = html.read_text(encoding="utf-8")
+    D = _page_data(html)
+    views = D["levels"]["views"]
+    assert len(views) == len(levels) and D["levels"]["current"] == chosen
+    assert "c" not in views[chosen]  # the run's own view: the page's main labels
+    run_names = {c["id"]: c["name"] for c in D["clusters"]}
+    for k, v in enumerate(views):
+        n_k = len(np.unique(levels[k]))
+        assert v["n_clusters"] == n_k and f"level {k}: {n_k} clusters" in v["label"]
+        if k == chosen:
+            continue
+        lab = np.frombuffer(base64.b64decode(v["c"]), dtype=np.int32)
+        assert np.array_equal(lab, levels[k])
+        assert sorted(c["id"] for c in v["clusters"]) == sorted(np.unique(levels[k]).tolist())
+        assert all(c["size"] == int((levels[k] == c["id"]).sum()) for c in v["clusters"])
+        # names by the automatic rule (ImageNet probabilities -> WordNet), distinct in the level
+        names = [c["name"] for c in v["clusters"]]
+        assert all(nm and not nm.startswith("cluster ") for nm in names) and len(set(names)) == len(names)
+        # that level's cards, hidden until chosen
+        assert f'<div class="cards" data-view="{k}" hidden>' in text
+        box = _view_box(text, k)
+        assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', box)) == n_k
+    # colours follow the run's clusters: a coarser level's cluster has the colour of its
+    # largest run cluster, and each run cluster's largest child keeps its colour
+    run_color = {c["id"]: c["color"] for c in D["clusters"]}
+    run_lab = levels[chosen]
+    for k, v in enumerate(views):
+        if k == chosen:
+            continue
+        col = {c["id"]: c["color"] for c in v["clusters"]}
+        for c in col:
+            members = run_lab[levels[k] == c]
+            biggest_run = int(np.bincount(members).argmax())
+            if k < chosen:
+                assert col[c] == run_color[biggest_run]
+        if k > chosen:
+            for r in np.unique(run_lab):
+                kids = levels[k][run_lab == r]
+                assert col[int(np.bincount(kids).argmax())] == run_color[int(r)]
+    box = _view_box(text, chosen)
+    ids = [int(x) for x in re.findall(r'<section class="card" data-cluster="(\d+)"', box)]
+    assert sorted(ids) == sorted(run_names)
+    assert all(html_mod.escape(run_names[c]) in box for c in ids)
+    assert text.count('class="level-select"') == 2  # over the legend and over the cards
+
+
+@pytest.mark.slow
+def test_report_levels_from_hierarchy_file(cifar3_embeddings, tmp_path):
+    """Levels in ``hierarchy.npz`` (no level columns) give the same switch; its per-level
+    probabilities give each level's cards their borderline members."""
+    from mediacluster.report import build_report
+
+    run, levels, chosen = make_level_run(cifar3_embeddings, tmp_path / "run", True)
+    html = build_report(run, progress=False)
+    D = _page_data(html)
+    assert len(D["levels"]["views"]) == len(levels) and D["levels"]["current"] == chosen
+    text = html.read_text(encoding="utf-8")
+    coarse = 0 if chosen != 0 else 1  # clusters bigger than their representatives
+    assert "borderline" in _view_box(text, coarse)
+
+
+def test_report_without_levels_has_no_switch(cifar3_embeddings, tmp_path):
+    """A flat run (a clusterer without levels) gets no level switch."""
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report import build_report
+    from mediacluster.workflow import publish_run
+
+    pipe = Pipeline(random_state=0).with_params({"reducer": "pca", "reducer__n_components": 8,
+                                                 "clusterer": "kmeans", "clusterer__n_clusters": 3})
+    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe.fit(cifar3_embeddings.vectors), name=False).path
+    html = build_report(run, progress=False, map_method="pca")
+    text = html.read_text(encoding="utf-8")
+    assert 'class="level-select"' not in text and "levels" not in _page_data(html)
+    assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', text)) == 3
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_report_level_switch_in_chromium(level_run):
+    """Switching the level recolours the map, rebuilds the legend and shows that level's cards."""
+    levels, chosen, html = level_run["levels"], level_run["chosen"], level_run["html"]
+    drv = _chrome()
+    try:
+        drv.get(html.resolve().as_uri())
+        time.sleep(0.5)
+        assert drv.execute_script("return window.mcReport.level") == chosen
+        n_run = len(np.unique(levels[chosen]))
+        assert len(drv.find_elements("css selector", "#legend .item")) == n_run
+        _, hash0 = drv.execute_script(PIXELS_JS)
+        k = len(levels) - 1 if chosen != len(levels) - 1 else 0
+        sel = drv.find_elements("css selector", "select.level-select")[0]
+        from selenium.webdriver.support.ui import Select
+
+        Select(sel).select_by_value(str(k))
+        time.sleep(0.3)
+        n_k = len(np.unique(levels[k]))
+        assert drv.execute_script("return window.mcReport.level") == k
+        assert len(drv.find_elements("css selector", "#legend .item")) == n_k
+        shown = [e for e in drv.find_elements("css selector", ".cards[data-view]") if e.is_displayed()]
+        assert len(shown) == 1 and shown[0].get_attribute("data-view") == str(k)
+        assert len(shown[0].find_elements("css selector", ".card")) == n_k
+        assert drv.find_element("id", "n-clusters").text == str(n_k)
+        assert drv.find_elements("css selector", "select.level-select")[1].get_attribute("value") == str(k)
+        _, hash1 = drv.execute_script(PIXELS_JS)
+        assert hash1 != hash0
+        # a card of the new level filters the map to its members
+        card = shown[0].find_elements("css selector", ".card")[-1]
+        cid = int(card.get_attribute("data-cluster"))
+        card.click()
+        time.sleep(0.3)
+        assert drv.execute_script("return window.mcReport.highlighted") == int((levels[k] == cid).sum())
+        drv.execute_script("window.mcReport.setFilter(null); window.scrollTo(0, 0)")
+        time.sleep(0.2)
+        ARTIFACTS.mkdir(exist_ok=True)
+        drv.save_screenshot(str(ARTIFACTS / "report-levels.png"))  # the finer level, for a look
+        # and back to the run's level
+        Select(drv.find_elements("css selector", "select.level-select")[1]).select_by_value(str(chosen))
+        time.sleep(0.3)
+        assert len(drv.find_elements("css selector", "#legend .item")) == n_run
+        assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+    finally:
+        drv.quit()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_large_report_loads_level_labels_on_demand(tmp_path):
+    """A run of more than INLINE_MAX items with levels (the default clusterer, fitted on a
+    sample): each level's labels are a script file loaded when the level is first chosen, so
+    the page stays the size of a flat run's."""
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report.build import INLINE_MAX, build_report
+    from mediacluster.rundir import RunDir
+    from mediacluster.workflow import cluster_folder
+
+    rng = np.random.default_rng(0)
+    n = INLINE_MAX + 5_000
+    C = rng.normal(size=(12, 8)) * 4
+    X = (C[rng.integers(0, 12, n)] + rng.normal(size=(n, 8))).astype(np.float32)
+    np.save(tmp_path / "v.npy", X)
+    pipe = Pipeline(random_state=0).with_params({"reducer": "pca", "reducer__n_components": 4})
+    res = cluster_folder(tmp_path / "v.npy", tmp_path / "run", pipeline=pipe, fit_sample=1500, progress=False,
+                         name=False)
+    levels = RunDir.open(res.out).read_hierarchy()["levels"]
+    assert len(levels) >= 3 and levels.shape[1] == n
+    html = build_report(res.out, progress=False)
+    D = _page_data(html)
+    views, cur = D["levels"]["views"], D["levels"]["current"]
+    assert len(views) == len(levels)
+    files = [v["file"] for k, v in enumerate(views) if k != cur]
+    assert all((html.parent / f).exists() for f in files) and not any("c16" in v or "c" in v for v in views)
+    assert html.stat().st_size < 60 * n  # no per-item level labels in the page itself
+    k = 0 if cur != 0 else len(views) - 1
+    drv = _chrome()
+    try:
+        drv.get(html.resolve().as_uri())
+        deadline = time.time() + 60
+        while not drv.execute_script("return window.mcReport && window.mcReport.firstPaintMs") and time.time() < deadline:
+            time.sleep(0.05)
+        _, hash0 = drv.execute_script(PIXELS_JS)
+        drv.execute_script(f"window.mcReport.setLevel({k})")
+        deadline = time.time() + 20
+        while drv.execute_script("return window.mcReport.level") != k and time.time() < deadline:
+            time.sleep(0.1)
+        assert drv.execute_script("return window.mcReport.level") == k
+        assert len(drv.find_elements("css selector", "#legend .item")) == len(np.unique(levels[k]))
+        assert drv.execute_script("return window.mcReport.drawn") == n
+        _, hash1 = drv.execute_script(PIXELS_JS)
+        assert hash1 != hash0
         assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
     finally:
         drv.quit()

@@ -83,10 +83,19 @@ class _Tree:
         self.cover = np.zeros((len(self.ids), 1000), dtype=np.float32)
         for r, sid in enumerate(self.ids):
             self.cover[r, self.nodes[sid]["below"]] = 1.0
+        self.cover64 = self.cover.astype(np.float64)  # cover @ mass in float64, no copy per call
+        self._below: dict[str, np.ndarray] = {}
         n_below = self.cover.sum(axis=1)
         self.generality = (np.log(n_below) / math.log(1000.0)).astype(np.float64)
         self.depth = np.array([self.nodes[s]["depth"] for s in self.ids])
         self.allowed = np.array([s not in TOO_ABSTRACT for s in self.ids])
+
+    def strictly_below(self, base: str) -> np.ndarray:
+        """Mask of the concepts strictly below ``base`` (computed once per base)."""
+        if base not in self._below:
+            base_row = self.cover[self.ids.index(base)]
+            self._below[base] = (self.cover <= base_row).all(axis=1) & (self.cover.sum(axis=1) < base_row.sum())
+        return self._below[base]
 
 
 _TREE: _Tree | None = None
@@ -119,10 +128,9 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
     m = np.asarray(mass, dtype=np.float64)
     s = m.sum()
     m = m / s if s > 0 else np.full(1000, 1e-3)
-    cover = t.cover @ m
+    cover = t.cover64 @ m
     if background is not None:  # what sets this cluster apart from the whole collection
-        b = np.asarray(background, dtype=np.float64)
-        lift_ = cover - t.cover @ (b / max(b.sum(), 1e-12))
+        lift_ = cover - _background_cover(background)
     else:
         lift_ = np.zeros_like(cover)
     score = cover - penalty * t.generality + contrast * lift_
@@ -154,6 +162,20 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
     return out
 
 
+def _background_cover(background) -> np.ndarray:
+    """``cover @ normalised background``, kept for the last background seen (one per naming
+    of a labelling: every cluster's lift is measured against the same collection)."""
+    b = np.asarray(background, dtype=np.float64)
+    key = _BG_CACHE.get("key")
+    if key is None or key.shape != b.shape or not np.array_equal(key, b):
+        _BG_CACHE["key"] = b.copy()
+        _BG_CACHE["cover"] = tree().cover64 @ (b / max(b.sum(), 1e-12))
+    return _BG_CACHE["cover"]
+
+
+_BG_CACHE: dict[str, np.ndarray] = {}
+
+
 def item_mass(probs: np.ndarray, top_k: int | None = TOP_K) -> np.ndarray:
     """Per-item probabilities kept to their ``top_k`` classes and renormalised.
 
@@ -181,9 +203,22 @@ def top_classes(probs: np.ndarray, top_k: int = TOP_K) -> tuple[np.ndarray, np.n
     return part.astype(np.int16), w.astype(np.float32)
 
 
-def cluster_masses(probs: np.ndarray, labels: np.ndarray, top_k: int | None = TOP_K) -> dict[int, np.ndarray]:
-    """Summed (normalised) ImageNet probabilities per cluster id >= 0 (see :func:`item_mass`)."""
+def cluster_masses(probs: np.ndarray, labels: np.ndarray, top_k: int | None = TOP_K,
+                   item_top: tuple[np.ndarray, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Summed (normalised) ImageNet probabilities per cluster id >= 0 (see :func:`item_mass`).
+
+    ``item_top``: :func:`top_classes` of ``probs`` computed once (with ``top_k``), e.g. for
+    naming several labellings of the same items: the sums are then one ``bincount``."""
     labels = np.asarray(labels)
+    if item_top is not None and top_k is not None:
+        idx, w = item_top
+        ok = labels >= 0
+        n_cls = int(np.asarray(probs).shape[1]) if probs is not None else 1000
+        K = int(labels.max()) + 1 if ok.any() else 0
+        flat = (labels[ok].astype(np.int64)[:, None] * n_cls + np.asarray(idx)[ok]).ravel()
+        M = np.bincount(flat, weights=np.asarray(w)[ok].astype(np.float64).ravel(),
+                        minlength=K * n_cls).reshape(K, n_cls)
+        return {int(c): M[c] / max(M[c].sum(), 1e-12) for c in sorted(set(labels[ok].tolist()))}
     out = {}
     for c in sorted(set(labels[labels >= 0].tolist())):
         idx = np.flatnonzero(labels == c)
@@ -194,11 +229,21 @@ def cluster_masses(probs: np.ndarray, labels: np.ndarray, top_k: int | None = TO
 
 def name_clusters_imagenet(probs: np.ndarray, labels: np.ndarray, min_cover: float = MIN_COVER,
                            penalty: float = PENALTY, top_k: int | None = TOP_K,
-                           contrast: float = CONTRAST) -> dict[int, list[dict]]:
-    """Cluster id -> ranked candidate concepts (see :func:`lift`)."""
-    bg = item_mass(probs, top_k).astype(np.float64).sum(axis=0) if contrast else None
+                           contrast: float = CONTRAST, item_top=None, masses=None) -> dict[int, list[dict]]:
+    """Cluster id -> ranked candidate concepts (see :func:`lift`); ``item_top`` /
+    ``masses``: :func:`top_classes` / :func:`cluster_masses` already computed."""
+    if not contrast:
+        bg = None
+    elif item_top is not None and top_k is not None:
+        idx, w = item_top
+        bg = np.bincount(np.asarray(idx).ravel().astype(np.int64), weights=np.asarray(w).astype(np.float64).ravel(),
+                         minlength=int(np.asarray(probs).shape[1]) if probs is not None else 1000)
+    else:
+        bg = item_mass(probs, top_k).astype(np.float64).sum(axis=0)
+    if masses is None:
+        masses = cluster_masses(probs, labels, top_k, item_top=item_top)
     return {c: lift(m, min_cover=min_cover, penalty=penalty, background=bg, contrast=contrast)
-            for c, m in cluster_masses(probs, labels, top_k).items()}
+            for c, m in masses.items()}
 
 
 def contrast_qualifiers(masses: dict[int, np.ndarray], group: list[int], base: str | None = None) -> dict[int, str]:
@@ -209,11 +254,10 @@ def contrast_qualifiers(masses: dict[int, np.ndarray], group: list[int], base: s
     synset): "mammal (dog)" vs "mammal (cat)". Clusters without a positive contrast are absent.
     """
     t = tree()
-    covers = {c: t.cover @ masses[c] for c in group}
+    covers = {c: t.cover64 @ masses[c] for c in group}
     below_base = np.ones(len(t.ids), dtype=bool)
     if base is not None and base in t.nodes:
-        base_row = t.cover[t.ids.index(base)]
-        below_base = (t.cover <= base_row).all(axis=1) & (t.cover.sum(axis=1) < base_row.sum())
+        below_base = t.strictly_below(base)
     out = {}
     for c in group:
         other = np.max([covers[g] for g in group if g != c], axis=0)

@@ -59,7 +59,7 @@ def unique_names(candidates: dict[int, list[dict]], extra: dict[int, list[str]] 
 
 
 def name_clusters(vectors: np.ndarray | None, labels: np.ndarray, imagenet_probs: np.ndarray | None = None,
-                  encoder=None, vocabulary: list[str] | None = None) -> list[dict]:
+                  encoder=None, vocabulary: list[str] | None = None, item_top=None) -> list[dict]:
     """Names for every cluster id >= 0 of ``labels``.
 
     With a text-capable ``encoder`` (CLIP) and ``vectors`` from it: zero-shot against the
@@ -76,8 +76,8 @@ def name_clusters(vectors: np.ndarray | None, labels: np.ndarray, imagenet_probs
     elif imagenet_probs is not None:
         from .imagenet import cluster_masses, contrast_qualifiers, name_clusters_imagenet
 
-        cands = name_clusters_imagenet(imagenet_probs, labels)
-        masses = cluster_masses(imagenet_probs, labels)
+        masses = cluster_masses(imagenet_probs, labels, item_top=item_top)
+        cands = name_clusters_imagenet(imagenet_probs, labels, item_top=item_top, masses=masses)
         method = "imagenet-wordnet"
 
         def qualify(group, top):
@@ -115,21 +115,43 @@ def name_run(run: str | Path | RunDir, vocabulary: str | Path | None = None, enc
     """
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     labels = run.read_assignments(["cluster"])["cluster"].to_numpy()
-    probs = run.read_extra("imagenet_probs")
-    if encoder is None and probs is None:
-        encoder = encoder_for_names((run.info.get("encoder") or {}).get("name"))
-    vectors = run.read_embeddings().vectors if getattr(encoder, "has_text", False) else None
     vocab = None
     if vocabulary is not None:
         from .zeroshot import load_vocabulary
 
         vocab = load_vocabulary(vocabulary)
-    named = name_clusters(vectors, labels, imagenet_probs=probs, encoder=encoder, vocabulary=vocab)
+    named = name_labels(run, [labels], encoder=encoder, vocabulary=vocab)[0]
     if write:
         with run.writing("naming"):
             run.write_names(named, method=named[0]["method"] if named else None)
             run.write_clusters(merge_names(run.read_clusters(), named))
     return named
+
+
+def name_labels(run: str | Path | RunDir, labellings: list, encoder=None,
+                vocabulary: list[str] | None = None) -> list[list[dict]]:
+    """The automatic naming rule of :func:`name_run` applied to other labellings of the run's
+    items (e.g. each level of a hierarchy, named by the report): one :func:`name_clusters`
+    result per labelling, nothing written. The run's probabilities, vectors and encoder are read
+    once for all of them."""
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    probs = run.read_extra("imagenet_probs", mmap=True)
+    if encoder is None and probs is None:
+        encoder = encoder_for_names((run.info.get("encoder") or {}).get("name"))
+    vectors = run.read_embeddings().vectors if getattr(encoder, "has_text", False) else None
+    item_top = None
+    if probs is not None and not getattr(encoder, "has_text", False):
+        # each item's top classes once, read in row blocks (a memory map: a million items'
+        # probabilities are never all in memory); each labelling's sums are then one bincount
+        from .imagenet import TOP_K, top_classes
+
+        k = int(min(TOP_K, probs.shape[1]))
+        idx, w = np.empty((len(probs), k), np.int16), np.empty((len(probs), k), np.float32)
+        for s in range(0, len(probs), 65_536):
+            idx[s:s + 65_536], w[s:s + 65_536] = top_classes(np.asarray(probs[s:s + 65_536], np.float32), k)
+        item_top = (idx, w)
+    return [name_clusters(vectors, np.asarray(lab), imagenet_probs=probs, encoder=encoder,
+                          vocabulary=vocabulary, item_top=item_top) for lab in labellings]
 
 
 def merge_names(clusters: list[dict], named: list[dict]) -> list[dict]:

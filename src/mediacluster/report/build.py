@@ -14,6 +14,7 @@ import html
 import json
 import logging
 import math
+import re
 import time
 from importlib import resources
 from pathlib import Path
@@ -41,9 +42,50 @@ MAP_FULL_MAX = 60_000
 #: items the page shows get thumbnails
 INLINE_MAX = 50_000
 PATHS_DIR = "paths"
+LEVELS_DIR = "levels"
 PATH_CHUNK = 65_536
 #: a cluster's typical members are chosen among at most this many of its members
 CENTRE_SAMPLE = 5_000
+#: a level of the run's hierarchy with more clusters gets cards for its largest ones only (its
+#: map colours and legend show them all)
+LEVEL_CARDS_MAX = 100
+#: the other levels' cards show half the representatives and borderline members of the run's
+#: (measured: 17 levels of CIFAR-10 test with full cards made the page 6.7 MB instead of 1.4)
+#: the other levels' cards find their typical members among at most this many of each cluster's
+#: members (every level of a million-item run would otherwise read the vectors once more)
+LEVEL_CENTRE_SAMPLE = 1_000
+#: assignment columns holding the hierarchy's levels, coarse to fine: level_0, level_1, ...
+LEVEL_COLUMN = re.compile(r"level_(\d+)")
+
+
+def run_levels(run: RunDir, assign, labels: np.ndarray) -> tuple[list[np.ndarray], int | None]:
+    """The run's hierarchy, coarse to fine: the assignment columns ``level_<k>``, else the
+    ``levels`` of ``hierarchy.npz``; ``[]`` for a flat run. Also the index of the level the
+    run's clusters (``labels``, noise < 0 ignored) are, up to renumbering: the level named in
+    ``hierarchy.npz`` when it matches, else the first that matches, else None (e.g. a run
+    curated in the studio)."""
+    cols = sorted(((int(m.group(1)), c) for c in assign.columns
+                   if isinstance(c, str) and (m := LEVEL_COLUMN.fullmatch(c))), key=lambda t: t[0])
+    hier = run.read_hierarchy()
+    if cols:
+        levels = [assign[c].to_numpy().astype(np.int64) for _, c in cols]
+    elif hier is not None and "levels" in hier and np.ndim(hier["levels"]) == 2:
+        levels = [np.asarray(lv, dtype=np.int64) for lv in hier["levels"]]
+    else:
+        return [], None
+    levels = [lv for lv in levels if len(lv) == len(labels)]
+    if len(levels) < 2:  # one level is the flat answer itself: nothing to switch between
+        return [], None
+    ok = labels >= 0
+
+    def same_partition(lv):
+        pairs = np.unique(np.stack([labels[ok], lv[ok]]), axis=1)
+        return pairs.shape[1] == len(np.unique(labels[ok])) == len(np.unique(lv[ok]))
+
+    named = int(hier["level"]) if hier is not None and "level" in hier and np.ndim(hier["level"]) == 0 else None
+    if named is not None and 0 <= named < len(levels) and same_partition(levels[named]):
+        return levels, named
+    return levels, next((k for k, lv in enumerate(levels) if same_partition(lv)), None)
 
 
 def _coords(xy: np.ndarray, labels: np.ndarray, big: bool) -> dict:
@@ -60,11 +102,16 @@ def _coords(xy: np.ndarray, labels: np.ndarray, big: bool) -> dict:
         step = (hi - lo) / 65535 or 1.0
         out[f"{k}q"] = _b64(np.round((v - lo) / step).astype(np.uint16))
         out[f"{k}0"], out[f"{k}s"] = lo, step
-    if labels.min(initial=0) >= -32768 and labels.max(initial=0) <= 32767:
-        out["c16"] = _b64(labels.astype(np.int16))
-    else:
-        out["c"] = _b64(labels.astype(np.int32))
+    out.update(_labels_b64(labels, big))
     return out
+
+
+def _labels_b64(labels: np.ndarray, big: bool) -> dict:
+    """A labelling for the page: ``{"c": int32}``, or ``{"c16": int16}`` for a large run when
+    the labels fit."""
+    if big and labels.min(initial=0) >= -32768 and labels.max(initial=0) <= 32767:
+        return {"c16": _b64(labels.astype(np.int16))}
+    return {"c": _b64(labels.astype(np.int32))}
 
 
 def _write_path_chunks(out_dir: Path, names: list) -> dict:
@@ -81,6 +128,17 @@ def _write_path_chunks(out_dir: Path, names: list) -> dict:
             Path(tmp).write_text(f"mcPaths({k},{body});\n", encoding="utf-8")
         files.append(name)
     return {"size": PATH_CHUNK, "files": files}
+
+
+def _write_level_file(out_dir: Path, k: int, labels: np.ndarray) -> dict:
+    """One level's labels as ``levels/KK.js`` (``mcLevel(k, {...})``, a script element: works
+    from file://); returns the page's reference to it."""
+    folder = out_dir / LEVELS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{LEVELS_DIR}/{k:02d}.js"
+    with atomic_path(out_dir / name) as tmp:
+        Path(tmp).write_text(f"mcLevel({k},{json.dumps(_labels_b64(labels, True))});\n", encoding="utf-8")
+    return {"file": name}
 
 
 def layout_2d(vectors: np.ndarray, method: str = "umap", random_state: int = 0,
@@ -141,6 +199,42 @@ def cluster_colors(ids: list[int]) -> dict[int, str]:
         light = 0.45 if k % 2 == 0 else 0.58
         r, g, b = colorsys.hls_to_rgb(h, light, 0.75)
         out[c] = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+    return out
+
+
+def nested_colors(lab: np.ndarray, ref: np.ndarray, ref_colors: dict[int, str]) -> dict[int, str]:
+    """Colours for another level of the same items that follow the run's own clusters (``ref``,
+    coloured ``ref_colors``), so the map keeps its colour regions when the level changes: each
+    cluster of ``lab`` takes the hue of the ``ref`` cluster holding most of its items; clusters
+    sharing one (the children of a run cluster) are told apart by small hue steps and alternating
+    lightness, the largest keeping the run cluster's colour."""
+    ok = (lab >= 0) & (ref >= 0)
+    ids = sorted(set(lab[lab >= 0].tolist()))
+    anchor: dict[int, int | None] = {}
+    if ok.any():
+        pairs, cnt = np.unique(np.stack([lab[ok], ref[ok]]), axis=1, return_counts=True)
+        for j in np.argsort(-cnt, kind="stable"):
+            anchor.setdefault(int(pairs[0, j]), int(pairs[1, j]))
+    sizes = dict(zip(*np.unique(lab[lab >= 0], return_counts=True)))
+    fallback = cluster_colors(ids)
+    groups: dict[int, list[int]] = {}
+    out = {}
+    for c in ids:
+        a = anchor.get(c)
+        if a is None or a not in ref_colors:
+            out[c] = fallback[c]
+        else:
+            groups.setdefault(a, []).append(c)
+    for a, members in groups.items():
+        v = int(ref_colors[a][1:], 16)
+        h, light, sat = colorsys.rgb_to_hls(((v >> 16) & 255) / 255, ((v >> 8) & 255) / 255, (v & 255) / 255)
+        members.sort(key=lambda c: (-sizes[c], c))
+        step = min(0.035, 0.25 / len(members))
+        for j, c in enumerate(members):
+            shift = ((j + 1) // 2) * step * (1 if j % 2 else -1)
+            lj = light if j == 0 else (0.36, 0.52, 0.66)[j % 3]
+            r, g, b = colorsys.hls_to_rgb((h + shift) % 1.0, lj, sat)
+            out[c] = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
     return out
 
 
@@ -278,39 +372,91 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         meta_by_id.update({int(e["id"]): e for e in curated.get("clusters", [])
                            if int(e["id"]) not in meta_by_id or e.get("top_classes")})
     alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in run.read_automatic_names()}
-    colors = cluster_colors(cluster_ids)
-    clusters = []
     big = n > INLINE_MAX
-    rng_c = np.random.default_rng(0)
-    for c in cluster_ids:
-        idx = np.flatnonzero(labels == c)
-        # a large cluster's typical members are found among a random sample of its members
-        cand = np.sort(rng_c.choice(idx, CENTRE_SAMPLE, replace=False)) if len(idx) > CENTRE_SAMPLE else idx
-        # rows read with plain reads: through the memory map, the kernel's fault-around would
-        # map ~64 KB around every scattered row into this process (4.8 GB at 1M x 1280)
-        reps = cand[nearest_to_centre(rows.take(cand), np.arange(len(cand)), n_representatives)]
-        border = idx[np.argsort(probs[idx], kind="stable")[:n_borderline]]
-        border = np.array([i for i in border if i not in set(reps.tolist())], dtype=np.int64)
-        m = meta_by_id.get(c, {})
-        entry = {
-            "id": c, "name": names.get(c, f"cluster {c}"), "auto_name": auto.get(c), "hand": c in hand,
-            "alternatives": alts_by_id.get(c) or m.get("alternatives", []),
-            "size": int(len(idx)), "share": float(len(idx) / n), "color": colors[c],
-            "reps": reps.tolist(), "border": border.tolist(),
-            "mean_probability": float(probs[idx].mean()),
-            "top_classes": m.get("top_classes", [])[:5],
-        }
-        if true_labels is not None:
-            vals, cnt = np.unique(np.array([str(true_labels[i]) for i in idx]), return_counts=True)
-            o = np.argsort(-cnt)[:3]
-            entry["true_labels"] = [{"label": display_text(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
-        clusters.append(entry)
-    clusters.sort(key=lambda e: -e["size"])
+
+    def cards_for(lab, ids_, names_, auto_, hand_, meta_, alts_, colors_, limit=None, probs_=probs,
+                  sample=CENTRE_SAMPLE, n_reps=n_representatives, n_border=n_borderline):
+        """One card entry per cluster of ``lab`` (largest first; ``limit``: the largest only);
+        without membership probabilities (``probs_`` None) no borderline members."""
+        rng_c = np.random.default_rng(0)
+        sizes = {c: int(v) for c, v in zip(*np.unique(lab[lab >= 0], return_counts=True))}
+        chosen = set(sorted(ids_, key=lambda c: (-sizes.get(c, 0), c))[:limit])
+        out = []
+        for c in sorted(chosen):
+            idx = np.flatnonzero(lab == c)
+            # a large cluster's typical members are found among a random sample of its members
+            cand = np.sort(rng_c.choice(idx, sample, replace=False)) if len(idx) > sample else idx
+            # rows read with plain reads: through the memory map, the kernel's fault-around would
+            # map ~64 KB around every scattered row into this process (4.8 GB at 1M x 1280)
+            reps = cand[nearest_to_centre(rows.take(cand), np.arange(len(cand)), n_reps)]
+            border = idx[np.argsort(probs_[idx], kind="stable")[:n_border]] if probs_ is not None else []
+            border = np.array([i for i in border if i not in set(reps.tolist())], dtype=np.int64)
+            m = meta_.get(c, {})
+            entry = {
+                "id": c, "name": names_.get(c, f"cluster {c}"), "auto_name": auto_.get(c), "hand": c in hand_,
+                "alternatives": alts_.get(c) or m.get("alternatives", []),
+                "size": int(len(idx)), "share": float(len(idx) / n), "color": colors_[c],
+                "reps": reps.tolist(), "border": border.tolist(),
+                "mean_probability": float(probs_[idx].mean()) if probs_ is not None else None,
+                "top_classes": m.get("top_classes", [])[:5],
+            }
+            if true_labels is not None:
+                vals, cnt = np.unique(np.array([str(true_labels[i]) for i in idx]), return_counts=True)
+                o = np.argsort(-cnt)[:3]
+                entry["true_labels"] = [{"label": display_text(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
+            out.append(entry)
+        out.sort(key=lambda e: -e["size"])
+        return out
+
+    run_colors = cluster_colors(cluster_ids)
+    clusters = cards_for(labels, cluster_ids, names, auto, hand, meta_by_id, alts_by_id, run_colors)
+    # the run's hierarchy: one view per level (its labels, names, colours and cards); the level
+    # the run's clusters come from shows the run's own names
+    levels, run_level = run_levels(run, assign, labels)
+    views = []
+    if levels:
+        if run_level is None:
+            views.append({"label": "the run's clusters" + (" (curated)" if label_col == "curated_cluster" else ""),
+                          "run": True, "n_clusters": len(cluster_ids)})
+        todo = [k for k in range(len(levels)) if k != run_level]
+        hier = run.read_hierarchy() or {}
+        level_probs = hier.get("level_probabilities")  # per level and item, when the run kept them
+        if level_probs is not None and np.shape(level_probs) != (len(levels), n):
+            level_probs = None
+        named_levels = {}
+        if todo:  # every level is named at report time, whatever ``name`` says of the run's
+            try:
+                from ..naming.names import name_labels
+                from ..stages.cluster import single_blas_thread
+
+                # many small products: one BLAS thread is 4x faster on a busy machine (measured)
+                with single_blas_thread():
+                    named_levels = dict(zip(todo, name_labels(run, [levels[k] for k in todo])))
+            except Exception as e:  # noqa: BLE001 - names are optional for the page
+                log.warning("naming the hierarchy's levels failed: %s", e)
+        for k, lab in enumerate(levels):
+            ids_k = sorted(set(lab[lab >= 0].tolist()))
+            label = f"level {k}: {len(ids_k)} clusters"
+            if k == run_level:
+                views.append({"label": label + " (the run's)", "run": True, "n_clusters": len(ids_k)})
+                continue
+            named = named_levels.get(k, [])
+            names_k = {int(e["cluster"]): e["name"] for e in named if e.get("name")}
+            alts_k = {int(e["cluster"]): e.get("alternatives", []) for e in named}
+            colors_k = nested_colors(lab, labels, run_colors)
+            cards_k = cards_for(lab, ids_k, names_k, {}, set(), {}, alts_k, colors_k, limit=LEVEL_CARDS_MAX,
+                                probs_=level_probs[k] if level_probs is not None else None,
+                                sample=LEVEL_CENTRE_SAMPLE, n_reps=max(1, n_representatives // 2),
+                                n_border=n_borderline // 2)
+            views.append({"label": label, "run": False, "n_clusters": len(ids_k), "labels": lab,
+                          "cards": cards_k, "legend": [{"id": c, "name": names_k.get(c, f"cluster {c}"),
+                                                        "color": colors_k[c], "size": int((lab == c).sum())}
+                                                       for c in sorted(ids_k, key=lambda c: -(lab == c).sum())]})
     clips: dict[int, str | None] = {}
     if audio:  # players for the cards' representatives only
         from .audio import make_audio_clips
 
-        rep_idx = sorted({i for e in clusters for i in e["reps"]})
+        rep_idx = sorted({i for e in clusters + [c for v in views for c in v.get("cards", [])] for i in e["reps"]})
         clips = dict(zip(rep_idx, make_audio_clips([paths[i] for i in rep_idx], out_dir / "audio",
                                                     workers=workers, progress=progress)))
     rng = np.random.default_rng(0)
@@ -318,14 +464,15 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     out_idx = np.flatnonzero(labels == -2)
     noise_show = np.sort(rng.choice(noise_idx, min(gallery_size, len(noise_idx)), replace=False)) if len(noise_idx) else noise_idx
     out_show = np.sort(rng.choice(out_idx, min(gallery_size, len(out_idx)), replace=False)) if len(out_idx) else out_idx
+    timings["clusters"] = time.perf_counter() - t  # cards, and every level's names and cards
     study_db = _study_of(run)
     study = read_study(study_db) if study_db is not None else None
     t = time.perf_counter()
     # every item's thumbnail for a run of up to INLINE_MAX items; above, only those the page shows
     # (cards, galleries): the map's hover loads the original file when it is first pointed at
     need = (range(n) if not big else
-            sorted({i for e in clusters for i in e["reps"] + e["border"]} | set(noise_show.tolist())
-                   | set(out_show.tolist())))
+            sorted({i for e in clusters + [c for v in views for c in v.get("cards", [])]
+                    for i in e["reps"] + e["border"]} | set(noise_show.tolist()) | set(out_show.tolist())))
     need = list(need)
     failed: dict[int, str] = {}  # position in ``need`` -> reason
     if audio:  # spectrograms stand in for thumbnails (mediacluster.report.audio)
@@ -354,6 +501,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         "originals": bool(not audio and any(p is not None for p in paths[:1000])),
         "study": study,
     }
+    if views:
+        # a large run's level labels are script files loaded when the level is first shown
+        # (2-4 bytes per item and level would otherwise multiply the page's size)
+        data["levels"] = {"current": next(k for k, v in enumerate(views) if v["run"]), "views": [
+            {"label": v["label"], "n_clusters": v["n_clusters"]} if v["run"] else
+            {"label": v["label"], "n_clusters": v["n_clusters"], "clusters": v["legend"],
+             **(_write_level_file(out_dir, k, v["labels"]) if big else _labels_b64(v["labels"], big))}
+            for k, v in enumerate(views)]}
     if big:
         data["tmap"] = {str(i): tpos[t] for i, t in thumbs.items() if t}
         data["path_chunks"] = _write_path_chunks(out_dir, shown_paths)
@@ -366,7 +521,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         title=title or f"mediacluster report - {display_text(run_dir.name)}", run_dir=display_text(run_dir), n=n, clusters=clusters,
         thumbs=thumbs, paths=shown_paths, noise_show=noise_show, n_noise=len(noise_idx), out_show=out_show,
         n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
-        hand_names=bool(hand), clips=clips,
+        hand_names=bool(hand), clips=clips, views=views,
     )
     html_path = out_dir / "index.html"
     with atomic_path(html_path) as tmp:
@@ -408,10 +563,10 @@ def _table(d: dict) -> str:
 
 
 def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, out_show, n_out, info, summary,
-            evaluation, study, data, hand_names, clips=None) -> str:
+            evaluation, study, data, hand_names, clips=None, views=()) -> str:
     esc = html.escape
-    cards = []
-    for e in clusters:
+
+    def card(e) -> str:
         if clips:  # audio: spectrogram + a player that plays only when pressed
             from .audio import audio_player_html
 
@@ -426,18 +581,39 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
         auto = ""
         if e["hand"] and e["auto_name"]:
             auto = f"<div class='meta'>automatic name: {esc(e['auto_name'])}</div>"
-        cards.append(f"""
+        return f"""
 <section class="card" data-cluster="{e['id']}" tabindex="0" title="click to show only this cluster on the map">
   <header><span class="swatch" style="background:{e['color']}"></span>
     <h3>{esc(e['name'])}{' <span class="hand" title="named by hand (names.yaml or the studio)">&#9998;</span>' if e['hand'] else ''}</h3>
     <span class="cid">#{e['id']}</span></header>
-  <div class="meta"><b>{e['size']:,}</b> items &middot; {100 * e['share']:.1f}% &middot; mean membership {e['mean_probability']:.2f}</div>
+  <div class="meta"><b>{e['size']:,}</b> items &middot; {100 * e['share']:.1f}%{f" &middot; mean membership {e['mean_probability']:.2f}" if e['mean_probability'] is not None else ''}</div>
   {f"<div class='meta'>also: {alts}</div>" if alts else ''}{auto}
   {f"<div class='meta'>top classes: {tc}</div>" if tc else ''}
   {f"<div class='meta'>true labels: {tl}</div>" if tl else ''}
   <div class="grid{' audio' if clips else ''}">{reps}</div>
   {f'<div class="sub">borderline (lowest membership)</div><div class="grid small">{border}</div>' if border else ''}
-</section>""")
+</section>"""
+    run_cards = "".join(card(e) for e in clusters)
+    level_select = ""
+    if views:  # one container of cards per level; the page shows the selected one
+        boxes = []
+        for k, v in enumerate(views):
+            if v["run"]:
+                boxes.append(f'<div class="cards" data-view="{k}">{run_cards}</div>')
+                continue
+            more = v["n_clusters"] - len(v["cards"])
+            note = (f'<p class="muted">the {len(v["cards"])} largest of {v["n_clusters"]} clusters; '
+                    'the map and the legend show them all</p>' if more > 0 else "")
+            boxes.append(f'<div class="cards" data-view="{k}" hidden>{note}{"".join(card(e) for e in v["cards"])}</div>')
+        cards_html = "".join(boxes)
+        current = next(k for k, v in enumerate(views) if v["run"])
+        opts = "".join(f'<option value="{k}"{" selected" if k == current else ""}>{esc(v["label"])}</option>'
+                       for k, v in enumerate(views))
+        level_select = (f'<label class="levels" title="the run\'s hierarchy, coarse to fine: the map, the legend '
+                        f'and the cards show the clusters of the chosen level">level '
+                        f'<select class="level-select">{opts}</select></label>')
+    else:
+        cards_html = f'<div class="cards">{run_cards}</div>'
     noise_gal = "".join(_img(thumbs, int(i), paths) for i in noise_show)
     out_gal = "".join(_img(thumbs, int(i), paths) for i in out_show)
     params = {}
@@ -463,7 +639,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
 <style>{_asset('report.css')}</style>
 </head><body>
 <header class="top"><h1>{esc(title)}</h1>
-<div class="stats"><b>{n:,}</b> items &middot; <b>{n_clusters}</b> clusters &middot;
+<div class="stats"><b>{n:,}</b> items &middot; <b id="n-clusters">{n_clusters}</b> clusters &middot;
 noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b>{n_out:,}</b> ({100 * n_out / max(n, 1):.1f}%)
 &middot; <span class="muted">{esc(str(run_dir))}</span></div>
 <nav><a href="#map-section">map</a> <a href="#clusters">clusters</a> <a href="#noise">noise</a> <a href="#outliers">outliers</a> <a href="#run">run</a> <a href="#tuning">tuning</a></nav>
@@ -475,12 +651,12 @@ noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b
    <button id="reset">show all</button> <span id="filter-label" class="muted"></span></div>
   <div id="mapwrap"><canvas id="map" width="900" height="620" data-filter="all"></canvas>
    <div id="tip" hidden><img id="tipimg" alt=""><div id="tiptext"></div></div></div>
-  <div id="legend"></div>
+  {level_select}<div id="legend"></div>
 </section>
 <section id="clusters"><h2>Clusters</h2>
 <p class="muted">Cards are sorted by size. Representative images are the members nearest the cluster centre; borderline ones have the lowest membership probability.
 {'Names marked &#9998; were given by a person (names.yaml or the studio).' if hand_names else 'Rename, merge and split clusters in the studio (<code>mediacluster studio RUN_DIR</code>), or write <code>names.yaml</code> (cluster id: name) in the run folder, and re-run <code>mediacluster report</code>.'}</p>
-<div class="cards">{''.join(cards)}</div></section>
+{level_select}{cards_html}</section>
 <section id="noise"><h2>Noise <span class="muted">({n_noise:,} items, label -1{', a random sample' if n_noise > len(noise_show) else ''})</span></h2>
 <div class="grid gallery">{noise_gal or '<span class="muted">none</span>'}</div></section>
 <section id="outliers"><h2>Outliers <span class="muted">({n_out:,} items, label -2{', a random sample' if n_out > len(out_show) else ''})</span></h2>

@@ -9,6 +9,7 @@
  *
  *   var map = PointMap(canvas, {n, x, y, c, colors: {label: "#rrggbb"}, order: [labels...]});
  *   map.setFilter(label | null); map.reset(); map.nearest(px, py, radius) -> index | -1
+ *   map.setLabels(c, colors, order)    // new labels for the same points (a report's level switch)
  *   map.state: {filter, scale, tx, ty, drawn, highlighted, redraws, mode, lastFrameMs}
  *   map.onchange = function () {...}   // after every frame
  *
@@ -43,39 +44,48 @@
     if (maxy - miny < 1e-9) maxy = miny + 1;
     var base = { s: 1, ox: 0, oy: 0 };
 
-    // colours: one packed RGBA word per label (little-endian ImageData words: 0xAABBGGRR)
-    var labelsSeen = {}, rgbOf = {};
-    Object.keys(D.colors).forEach(function (k) { rgbOf[k] = hexRgb(D.colors[k]); });
-    function rgb(c) { return rgbOf[c] || [136, 136, 136]; }
-
-    // drawing order: by rank of the label (noise first, clusters, outliers last); stable
-    var rank = {}, rankOrder = D.order || [];
-    rankOrder.forEach(function (lab, r) { rank[lab] = r; });
-    var R = rankOrder.length + 1, counts = new Int32Array(R + 1);
-    var rk = new Int32Array(N);
-    for (i = 0; i < N; i++) { var r = rank[C[i]]; if (r === undefined) r = R - 1; rk[i] = r; counts[r + 1]++; labelsSeen[C[i]] = 1; }
-    for (i = 1; i <= R; i++) counts[i] += counts[i - 1];
-    var order = new Uint32Array(N), fill = counts.slice(0, R);
-    for (i = 0; i < N; i++) order[fill[rk[i]]++] = i;
-    rk = null;
-    // the points copied once into drawing order: every frame then reads memory front to back
-    var OX = new Float32Array(N), OY = new Float32Array(N), OC = new Int32Array(N), packed = new Uint32Array(N);
-    for (i = 0; i < N; i++) {
-      var o = order[i], q = rgb(C[o]);
-      OX[i] = X[o]; OY[i] = Y[o]; OC[i] = C[o]; packed[i] = (q[2] << 16) | (q[1] << 8) | q[0];
-    }
-
-    // hover index: G x G grid over the data bounds, points sorted by cell (counting sort)
+    // labels, colours, drawing order and the hover index: built by setLabels (again when the
+    // report switches level; position and zoom are kept)
+    var labelsSeen, order, OX, OY, OC, packed, byCell, start;
     var G = Math.max(16, Math.min(1024, Math.round(Math.sqrt(N / 8)))), cellw = (maxx - minx) / G, cellh = (maxy - miny) / G;
-    var cellOf = new Int32Array(N), start = new Int32Array(G * G + 1);
-    for (i = 0; i < N; i++) {
-      var gx = Math.min(G - 1, Math.floor((OX[i] - minx) / cellw)), gy = Math.min(G - 1, Math.floor((OY[i] - miny) / cellh));
-      cellOf[i] = gx * G + gy; start[cellOf[i] + 1]++;
+    function setLabels(newC, colors, drawOrder) {
+      C = newC; D.colors = colors; D.order = drawOrder;
+      // colours: one packed RGBA word per label (little-endian ImageData words: 0xAABBGGRR)
+      var rgbOf = {};
+      labelsSeen = {};
+      Object.keys(colors).forEach(function (k) { rgbOf[k] = hexRgb(colors[k]); });
+      function rgb(c) { return rgbOf[c] || [136, 136, 136]; }
+      // drawing order: by rank of the label (noise first, clusters, outliers last); stable
+      var rank = {}, rankOrder = drawOrder || [], i;
+      rankOrder.forEach(function (lab, r) { rank[lab] = r; });
+      var R = rankOrder.length + 1, counts = new Int32Array(R + 1);
+      var rk = new Int32Array(N);
+      for (i = 0; i < N; i++) { var r = rank[C[i]]; if (r === undefined) r = R - 1; rk[i] = r; counts[r + 1]++; labelsSeen[C[i]] = 1; }
+      for (i = 1; i <= R; i++) counts[i] += counts[i - 1];
+      order = new Uint32Array(N);
+      var fill = counts.slice(0, R);
+      for (i = 0; i < N; i++) order[fill[rk[i]]++] = i;
+      rk = null;
+      // the points copied once into drawing order: every frame then reads memory front to back
+      OX = new Float32Array(N); OY = new Float32Array(N); OC = new Int32Array(N); packed = new Uint32Array(N);
+      for (i = 0; i < N; i++) {
+        var o = order[i], q = rgb(C[o]);
+        OX[i] = X[o]; OY[i] = Y[o]; OC[i] = C[o]; packed[i] = (q[2] << 16) | (q[1] << 8) | q[0];
+      }
+      // hover index: G x G grid over the data bounds, points sorted by cell (counting sort)
+      var cellOf = new Int32Array(N);
+      start = new Int32Array(G * G + 1);
+      for (i = 0; i < N; i++) {
+        var gx = Math.min(G - 1, Math.floor((OX[i] - minx) / cellw)), gy = Math.min(G - 1, Math.floor((OY[i] - miny) / cellh));
+        cellOf[i] = gx * G + gy; start[cellOf[i] + 1]++;
+      }
+      for (i = 1; i <= G * G; i++) start[i] += start[i - 1];
+      byCell = new Uint32Array(N);
+      var pos = start.slice(0, G * G);
+      for (i = 0; i < N; i++) byCell[pos[cellOf[i]]++] = i;
+      api.labels = Object.keys(labelsSeen).map(Number);
     }
-    for (i = 1; i <= G * G; i++) start[i] += start[i - 1];
-    var byCell = new Uint32Array(N), pos = start.slice(0, G * G);
-    for (i = 0; i < N; i++) byCell[pos[cellOf[i]]++] = i;
-    cellOf = null; pos = null;
+    setLabels(C, D.colors, D.order);
 
     var cnt = null, top = null, img = null, words = null;
     function buffers() {
@@ -261,7 +271,7 @@
       state.tx = mx - (mx - state.tx) * z; state.ty = my - (my - state.ty) * z; state.scale = ns; draw();
     };
     api.screenOf = function (i) { return [sx(X[i]), sy(Y[i])]; };  // css pixels in the canvas
-    api.labels = Object.keys(labelsSeen).map(Number);
+    api.setLabels = function (c, colors, drawOrder) { setLabels(c, colors, drawOrder); state.filter = null; draw(); };
     window.addEventListener("resize", resize);
     resize();
     return api;

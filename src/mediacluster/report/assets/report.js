@@ -18,7 +18,7 @@
   }
   var N = D.n, C = D.c ? dec(D.c, Int32Array) : Int32Array.from(dec(D.c16, Int16Array));
   var TI = D.t ? dec(D.t, Int32Array) : null, TMAP = D.tmap || null;
-  var colorOf = {}, nameOf = {};
+  var colorOf = {}, nameOf = {};  // of the level shown
   D.clusters.forEach(function (c) { colorOf[c.id] = c.color; nameOf[c.id] = c.name; });
   colorOf[-1] = D.noise_color; colorOf[-2] = D.outlier_color;
   nameOf[-1] = "noise"; nameOf[-2] = "outlier";
@@ -37,7 +37,7 @@
   function setFilter(cid) {
     var f = (cid === null || cid === undefined || state.filter === cid) ? null : cid;
     canvas.setAttribute("data-filter", f === null ? "all" : String(f));
-    document.querySelectorAll(".card").forEach(function (el) {
+    document.querySelectorAll(".cards:not([hidden]) .card").forEach(function (el) {
       el.classList.toggle("selected", f !== null && Number(el.getAttribute("data-cluster")) === f);
     });
     document.querySelectorAll("#legend .item").forEach(function (el) {
@@ -53,18 +53,22 @@
 
   // legend
   var legend = document.getElementById("legend");
-  var entries = D.clusters.map(function (c) { return [c.id, c.name, c.color, c.size]; });
-  var cntN = 0, cntO = 0;
-  for (var m = 0; m < N; m++) { if (C[m] === -1) cntN++; else if (C[m] === -2) cntO++; }
-  if (cntN) entries.push([-1, "noise", D.noise_color, cntN]);
-  if (cntO) entries.push([-2, "outliers", D.outlier_color, cntO]);
-  entries.forEach(function (e) {
-    var s = document.createElement("span"); s.className = "item"; s.setAttribute("data-id", e[0]);
-    var sw = document.createElement("span"); sw.className = "swatch" + (e[0] === -2 ? " outlier" : ""); sw.style.background = e[2];
-    s.appendChild(sw); s.appendChild(document.createTextNode(e[1] + " (" + e[3].toLocaleString() + ")"));
-    s.addEventListener("click", function () { setFilter(e[0]); });
-    legend.appendChild(s);
-  });
+  function buildLegend(clusters) {
+    legend.textContent = "";
+    var entries = clusters.map(function (c) { return [c.id, c.name, c.color, c.size]; });
+    var cntN = 0, cntO = 0;
+    for (var m = 0; m < N; m++) { if (C[m] === -1) cntN++; else if (C[m] === -2) cntO++; }
+    if (cntN) entries.push([-1, "noise", D.noise_color, cntN]);
+    if (cntO) entries.push([-2, "outliers", D.outlier_color, cntO]);
+    entries.forEach(function (e) {
+      var s = document.createElement("span"); s.className = "item"; s.setAttribute("data-id", e[0]);
+      var sw = document.createElement("span"); sw.className = "swatch" + (e[0] === -2 ? " outlier" : ""); sw.style.background = e[2];
+      s.appendChild(sw); s.appendChild(document.createTextNode(e[1] + " (" + e[3].toLocaleString() + ")"));
+      s.addEventListener("click", function () { setFilter(e[0]); });
+      legend.appendChild(s);
+    });
+  }
+  buildLegend(D.clusters);
 
   document.querySelectorAll(".card").forEach(function (el) {
     el.addEventListener("click", function () {
@@ -73,6 +77,63 @@
     });
     el.addEventListener("keydown", function (ev) { if (ev.key === "Enter") el.click(); });
   });
+
+  // levels of the run's hierarchy: one view per level (labels, legend, cards); the run's own
+  // clusters are the view marked current
+  var LV = D.levels || null;
+  var runView = { C: C, clusters: D.clusters, colorOf: colorOf, nameOf: nameOf, order: drawOrder };
+  function viewOf(k) {
+    var v = LV.views[k];
+    if (!v.c && !v.c16 && !v.file) return runView;
+    if (!v.c && !v.c16) return null;  // a large run's level: its labels file is not loaded yet
+    if (!v.decoded) {
+      var cv = v.c ? dec(v.c, Int32Array) : Int32Array.from(dec(v.c16, Int16Array));
+      var co = {}, na = {};
+      v.clusters.forEach(function (c) { co[c.id] = c.color; na[c.id] = c.name; });
+      v.decoded = { C: cv, clusters: v.clusters, colorOf: co, nameOf: na,
+                    order: [-1].concat(v.clusters.map(function (c) { return c.id; }).sort(function (a, b) { return a - b; }), [-2]) };
+    }
+    return v.decoded;
+  }
+  window.mcLevel = function (k, labels) {  // a level's labels file arrived
+    var v = LV.views[k];
+    v.c = labels.c; v.c16 = labels.c16;
+    if (state.wantLevel === k) setLevel(k);
+  };
+  function setLevel(k) {
+    k = Number(k);
+    if (!LV || k < 0 || k >= LV.views.length) return;
+    state.wantLevel = k;
+    var v = viewOf(k);
+    if (v === null) {
+      var f = LV.views[k];
+      if (!f.requested) {
+        f.requested = true;
+        var sc = document.createElement("script"); sc.src = f.file; document.body.appendChild(sc);
+      }
+      document.getElementById("filter-label").textContent = "loading " + f.label + "\u2026";
+      return;
+    }
+    C = v.C; colorOf = v.colorOf; nameOf = v.nameOf;
+    nameOf[-1] = "noise"; nameOf[-2] = "outlier";
+    map.setLabels(C, Object.assign({}, colorOf, { "-1": D.noise_color, "-2": D.outlier_color }), v.order);
+    LV.current = k;
+    state.level = k;
+    buildLegend(v.clusters);
+    document.querySelectorAll(".cards[data-view]").forEach(function (el) {
+      el.hidden = Number(el.getAttribute("data-view")) !== k;
+    });
+    document.querySelectorAll(".level-select").forEach(function (el) { el.value = String(k); });
+    document.getElementById("n-clusters").textContent = String(LV.views[k].n_clusters);
+    setFilter(null);
+  }
+  state.setLevel = setLevel;
+  if (LV) {
+    state.level = LV.current;
+    document.querySelectorAll(".level-select").forEach(function (el) {
+      el.addEventListener("change", function () { setLevel(el.value); });
+    });
+  }
   document.getElementById("reset").addEventListener("click", function () { map.reset(); setFilter(null); });
 
   // names of items: inline for small runs, else in chunk files loaded when first hovered
