@@ -61,14 +61,18 @@ def run_summary(emb: Embeddings, labels: np.ndarray, timings: dict) -> dict:
     }
 
 
-def cluster_summaries(emb: Embeddings, labels: np.ndarray, n_examples: int = 9, n_classes: int = 5) -> list[dict]:
-    """Per cluster: size, share, the items nearest its centre, top ImageNet classes."""
+def cluster_summaries(emb: Embeddings, labels: np.ndarray, n_examples: int = 9, n_classes: int = 5,
+                      examples_from: np.ndarray | None = None) -> list[dict]:
+    """Per cluster: size, share, the items nearest its centre, top ImageNet classes.
+    ``examples_from``: (n,) bool, the items that may be shown as examples (``--dedup``: one per
+    duplicate group, so a cluster's examples are not nine copies of one meme)."""
     names = _imagenet_names() if "imagenet_probs" in emb.extras else None
     out = []
     n = len(labels)
     for c in sorted(set(labels[labels >= 0].tolist())):
         idx = np.flatnonzero(labels == c)
-        near = nearest_to_centre(emb.vectors, idx, n_examples)
+        cand = idx[examples_from[idx]] if examples_from is not None else idx
+        near = nearest_to_centre(emb.vectors, cand if len(cand) else idx, n_examples)
         entry = {
             "cluster": int(c),
             "size": int(len(idx)),
@@ -149,10 +153,13 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     ``duplicates``: the fitted ``DuplicateFinder`` of ``--dedup`` (see :func:`add_duplicates`)."""
     timings = dict(timings or {})
     t = time.perf_counter()
-    clusters = cluster_summaries(emb, pipe.labels_)
+    # with --dedup, examples and names come from one item per duplicate group, as the fit did
+    single = None if duplicates is None else duplicates.duplicate_of_ < 0
+    clusters = cluster_summaries(emb, pipe.labels_, examples_from=single)
     named = []
     if name:
-        named = name_clusters(emb.vectors, pipe.labels_, imagenet_probs=emb.extras.get("imagenet_probs"),
+        named = name_clusters(emb.vectors, pipe.labels_ if single is None else np.where(single, pipe.labels_, -1),
+                              imagenet_probs=emb.extras.get("imagenet_probs"),
                               encoder=enc if getattr(enc, "has_text", False) else None)
         clusters = merge_names(clusters, named)
     names = {e["cluster"]: e["name"] for e in named}
