@@ -110,7 +110,7 @@ def test_a_three_image_chain_with_distant_ends_is_split():
     h = rng.integers(0, 256, (3, 8), dtype=np.uint8)
     h[1] = h[0]
     h[2] = ~h[0]
-    sig = Signatures(content=[None] * 3, hashes=h, mirror=h.copy(), kind="dhash", hash_size=8)
+    sig = Signatures(content=[None] * 3, hashes=h, mirror=h.copy(), kind="phash", hash_size=8)
     X = _unit([0, 80, 81])
     f = DuplicateFinder().fit(vectors=X, signatures=sig)
     assert sorted(f.links_["kind"].tolist()) == [1, 3]  # one perceptual, one semantic link
