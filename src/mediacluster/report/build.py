@@ -370,8 +370,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
         hand_names=bool(hand), clips=clips,
     )
-    page = page.replace('<section id="noise">', reposts_section(
-        reposted, lambda i: _img(thumbs, i, shown_paths), labels, names) + '<section id="noise">', 1)
+    anchor = '<section id="noise">' if '<section id="noise">' in page else "</body>"  # before the noise gallery
+    page = page.replace(anchor, reposts_section(
+        reposted, lambda i: _img(thumbs, i, shown_paths), labels, names) + anchor, 1)
     html_path = out_dir / "index.html"
     with atomic_path(html_path) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
