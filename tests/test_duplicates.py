@@ -110,7 +110,7 @@ def test_a_three_image_chain_with_distant_ends_is_split():
     h = rng.integers(0, 256, (3, 8), dtype=np.uint8)
     h[1] = h[0]
     h[2] = ~h[0]
-    sig = Signatures(content=[None] * 3, hashes=h, mirror=h.copy(), kind="dhash", hash_size=8)
+    sig = Signatures(content=[None] * 3, hashes=h, mirror=h.copy(), kind="phash", hash_size=8)
     X = _unit([0, 80, 81])
     f = DuplicateFinder().fit(vectors=X, signatures=sig)
     assert sorted(f.links_["kind"].tolist()) == [1, 3]  # one perceptual, one semantic link
@@ -211,3 +211,28 @@ def test_bad_parameters_name_themselves():
         DuplicateFinder().fit(vectors=np.array([[1.0, 0], [np.nan, 0]]))
     with pytest.raises(ValueError, match="expected 2"):
         DuplicateFinder().fit(paths=[Path("a"), Path("b")], vectors=np.eye(3))
+
+
+def test_index_load_refuses_damaged_or_foreign_files(tmp_path):
+    """A model's duplicate index is checked on load: JSON + npz only, never unpickled."""
+    import json
+
+    from mediacluster.errors import ModelFormatError
+
+    X = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)
+    X[1] = X[0] + 1e-4
+    d = DuplicateFinder().fit(vectors=X).index().save(tmp_path / "ok")
+    assert len(DuplicateIndex.load(d)) == 6
+    bad = tmp_path / "bad"
+    shutil.copytree(d, bad)
+    meta = json.loads((bad / "duplicates.json").read_text())
+    (bad / "duplicates.json").write_text(json.dumps({**meta, "format": "something-else"}))
+    with pytest.raises(ModelFormatError, match="format"):
+        DuplicateIndex.load(bad)
+    (bad / "duplicates.json").write_text(json.dumps({**meta, "ids": meta["ids"][:3]}))
+    with pytest.raises(ModelFormatError, match="rows"):
+        DuplicateIndex.load(bad)
+    (bad / "duplicates.json").write_text(json.dumps(meta))
+    np.savez(bad / "duplicates.npz", labels=np.array([object()] * 6, dtype=object))
+    with pytest.raises(ModelFormatError, match="cannot read"):
+        DuplicateIndex.load(bad)

@@ -175,6 +175,11 @@ class ModelStore:
         return dest
 
 
+#: A model version's duplicate index (``cluster --save-model --dedup``): a sub-folder of JSON +
+#: npz, written and checked by ``duplicates.index`` (``save_to_model`` / ``read_from_model``).
+DUPLICATES_DIR = "duplicates"
+
+
 def _stores(path: Path) -> tuple[Path, ...]:
     """Where a model store may be for ``path``: itself, a run's ``models/``, a tuning folder's."""
     return (path, path / "models", path / "best" / "models")

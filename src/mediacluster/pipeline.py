@@ -228,7 +228,7 @@ class Pipeline(BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y=None, precomputed_knn=None, embedding=None, outlier_graph=None,
-            build_predictor: bool = True):
+            build_predictor: bool = True, duplicates=None):
         """Fit every stage on ``X`` (n, d).
 
         ``precomputed_knn=(indices, distances)`` is passed to the reducer (UMAP reuses it) and
@@ -240,6 +240,10 @@ class Pipeline(BaseEstimator):
         ``outlier_graph`` is a sparse kNN distance graph of the reduced coordinates for the
         outlier stage. The tuner passes these caches; a plain fit computes everything.
         ``build_predictor=False`` stops after the stages (labels only: what a tuning trial needs).
+        ``duplicates`` (n,) gives each row its duplicate group's representative row (-1: none;
+        e.g. ``DuplicateFinder.representative_``): a group is then one item to every stage, like
+        exact copies, and every member takes its representative's results (see
+        :func:`merge_duplicates`).
         """
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or len(X) < 3:
@@ -252,6 +256,8 @@ class Pipeline(BaseEstimator):
         t = time.perf_counter()
         # Identical vectors (copies of one file) must share everything; see distinct_rows.
         dup = distinct_rows(X)
+        if duplicates is not None:
+            dup = merge_duplicates(dup, duplicates, len(X))
         self.timings_["distinct"] = time.perf_counter() - t
         self._clear_levels()
         Z, labels, probs, path = self._fit_stages(X, dup, precomputed_knn, embedding, outlier_graph)
@@ -1011,6 +1017,42 @@ def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     pos = np.empty(n, dtype=np.int64)
     pos[first] = np.arange(len(first))
     return first, pos[rep]
+
+
+def merge_duplicates(dup, representative, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Exact copies (``dup`` from :func:`distinct_rows`, or None) joined with near-duplicate
+    groups (``representative``: (n,) row of each row's group representative, -1 for none), in
+    the same ``(first, inverse)`` form. A merged group is represented by its given
+    representative (the smallest one when exact copies join two groups), else by its first row."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rep = np.asarray(representative)
+    if rep.shape != (n,) or rep.dtype.kind not in "iu":
+        raise InputError(f"duplicates must be {n} integer row numbers (-1 for none), got {rep.dtype} {rep.shape}")
+    if len(rep) and (rep.min() < -1 or rep.max() >= n):
+        raise InputError(f"duplicates: row numbers must be in [-1, {n})")
+    rows = np.arange(n)
+    src, dst = [rows], [np.where(rep >= 0, rep, rows)]
+    if dup is not None:
+        src.append(rows)
+        dst.append(dup[0][dup[1]])
+    a, b = np.concatenate(src), np.concatenate(dst)
+    k, comp = connected_components(coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)), directed=False)
+    if k == n:
+        return None
+    chosen = np.full(k, n, dtype=np.int64)
+    given = np.flatnonzero(rep == rows)
+    np.minimum.at(chosen, comp[given], given)
+    none = chosen == n
+    if none.any():  # components of exact copies only: their first row
+        firsts = np.full(k, n, dtype=np.int64)
+        np.minimum.at(firsts, comp, rows)
+        chosen[none] = firsts[none]
+    first = np.sort(chosen)
+    pos = np.empty(n, dtype=np.int64)
+    pos[first] = np.arange(k)
+    return first, pos[chosen[comp]]
 
 
 def reference_sample(groups: np.ndarray, size: int | None, random_state) -> np.ndarray:

@@ -348,6 +348,20 @@ class _Files:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
+    def write_duplicates(self, df) -> None:
+        """The duplicate groups (``cluster --dedup``): one row per item, ``id``, ``path``,
+        ``duplicate_group`` (-1: none), ``duplicate_of`` (the representative's id), how each
+        member is linked, group size and diameter (see ``duplicates.collection.groups_table``)."""
+        missing = {"id", "duplicate_group"} - set(df.columns)
+        if missing:
+            raise RunDirError(f"duplicates need columns {sorted(missing)}")
+        write_table(self.file(DUPLICATES), df)
+
+    def read_duplicates(self, columns: list[str] | None = None):
+        """The duplicate groups table, None when the run was made without ``--dedup``."""
+        p = self.file(DUPLICATES)
+        return read_table(p, columns=columns) if p.exists() else None
+
     def write_info(self, info: dict) -> None:
         write_json(self.file(RUN_JSON), info)
 

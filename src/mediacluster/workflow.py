@@ -17,7 +17,7 @@ import numpy as np
 from .config import describe
 from .data import Collection, Embeddings, nearest_to_centre, status_of
 from .encoders import DEFAULT_ENCODERS, get_encoder
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .executors import LocalExecutor, get_executor
 from .fileio import text_series
 from .ingest import collect
@@ -71,14 +71,18 @@ def run_summary(emb: Embeddings, labels: np.ndarray, timings: dict, levels: dict
     }
 
 
-def cluster_summaries(emb: Embeddings, labels: np.ndarray, n_examples: int = 9, n_classes: int = 5) -> list[dict]:
-    """Per cluster: size, share, the items nearest its centre, top ImageNet classes."""
+def cluster_summaries(emb: Embeddings, labels: np.ndarray, n_examples: int = 9, n_classes: int = 5,
+                      examples_from: np.ndarray | None = None) -> list[dict]:
+    """Per cluster: size, share, the items nearest its centre, top ImageNet classes.
+    ``examples_from``: (n,) bool, the items that may be shown as examples (``--dedup``: one per
+    duplicate group, so a cluster's examples are not nine copies of one meme)."""
     names = _imagenet_names() if "imagenet_probs" in emb.extras else None
     out = []
     n = len(labels)
     for c in sorted(set(labels[labels >= 0].tolist())):
         idx = np.flatnonzero(labels == c)
-        near = nearest_to_centre(emb.vectors, idx, n_examples)
+        cand = idx[examples_from[idx]] if examples_from is not None else idx
+        near = nearest_to_centre(emb.vectors, cand if len(cand) else idx, n_examples)
         entry = {
             "cluster": int(c),
             "size": int(len(idx)),
@@ -160,23 +164,30 @@ def resolve_encoder(encoder, coll: Collection, source):
 
 def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str | None = None,
               media: str = "image", name: bool = True, save_model: bool = False,
-              timings: dict | None = None, info: dict | None = None) -> str | None:
+              timings: dict | None = None, info: dict | None = None, duplicates=None) -> str | None:
     """Write a fitted pipeline's run files into ``run`` (a RunBuilder: nothing is visible before
     it is published): vectors, assignments, cluster summaries, automatic names, the model when
-    asked, and run.json. Returns the model version's path inside the builder, if saved."""
+    asked, and run.json. Returns the model version's path inside the builder, if saved.
+    ``duplicates``: the fitted ``DuplicateFinder`` of ``--dedup`` (see :func:`add_duplicates`)."""
     timings = dict(timings or {})
     t = time.perf_counter()
-    clusters = cluster_summaries(emb, pipe.labels_)
+    # with --dedup, examples and names come from one item per duplicate group, as the fit did
+    single = None if duplicates is None else duplicates.duplicate_of_ < 0
+    clusters = cluster_summaries(emb, pipe.labels_, examples_from=single)
     named = []
     if name:
-        named = name_clusters(emb.vectors, pipe.labels_, imagenet_probs=emb.extras.get("imagenet_probs"),
+        named = name_clusters(emb.vectors, pipe.labels_ if single is None else np.where(single, pipe.labels_, -1),
+                              imagenet_probs=emb.extras.get("imagenet_probs"),
                               encoder=enc if getattr(enc, "has_text", False) else None)
         clusters = merge_names(clusters, named)
     names = {e["cluster"]: e["name"] for e in named}
     timings["name"] = time.perf_counter() - t
     t = time.perf_counter()
     run.write_embeddings(emb)
-    run.write_assignments(assignments_table(emb, pipe, names))
+    table = assignments_table(emb, pipe, names)
+    if duplicates is not None:
+        table, clusters, info = add_duplicates(run, emb, pipe, duplicates, table, clusters, info)
+    run.write_assignments(table)
     run.write_clusters(clusters)
     if getattr(pipe, "levels_", None) is not None:
         run.write_hierarchy(pipe.hierarchy_arrays())
@@ -185,9 +196,9 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     encoder_name = encoder_spec or (enc.name if enc is not None else emb.encoder or "precomputed")
     model = None
     if save_model:
-        model = pipe.publish(run.file("models"), run_id=run.run_id, source=run.command,
-                             metadata={"encoder": encoder_name if emb.encoder != "precomputed" else None,
-                                       "names": {str(k): v for k, v in names.items()}})
+        model = publish_model(run, pipe, {"encoder": encoder_name if emb.encoder != "precomputed" else None,
+                                          "names": {str(k): v for k, v in names.items()}},
+                              duplicates=duplicates)
     timings["write"] = time.perf_counter() - t
     run.write_info({
         "pipeline": describe(pipe),
@@ -199,6 +210,42 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
         **(info or {}),
     })
     return model
+
+
+def add_duplicates(run, emb: Embeddings, pipe: Pipeline, finder, table, clusters: list[dict], info: dict | None):
+    """The ``--dedup`` additions to a run: ``duplicate_group`` / ``duplicate_of`` columns in the
+    assignments, each cluster's duplicate groups in clusters.json (``duplicates``: groups,
+    items, largest, largest_representative), the groups table (``RunDir.write_duplicates``)
+    and counts in run.json. Returns the new (table, clusters, info)."""
+    from .duplicates.collection import cluster_duplicates, duplicate_columns, groups_table, summary
+
+    if finder.n_items_ != len(emb):
+        raise RuntimeError(f"internal: duplicates of {finder.n_items_} items for {len(emb)} embedded")
+    table = table.assign(**duplicate_columns(finder))
+    per = cluster_duplicates(finder, pipe.labels_, emb.ids)
+    empty = {"groups": 0, "items": 0, "largest": 0, "largest_representative": None}
+    clusters = [{**e, "duplicates": per.get(int(e["cluster"]), empty)} for e in clusters]
+    run.write_duplicates(groups_table(finder, emb.paths))
+    return table, clusters, {**(info or {}), "duplicates": summary(finder)}
+
+
+def publish_model(run, pipe: Pipeline, metadata: dict, duplicates=None) -> str:
+    """Publish the fitted pipeline as the run's next model version; with ``duplicates`` (a fitted
+    ``DuplicateFinder``) the version also carries its ``DuplicateIndex`` (``assign`` and the
+    service then answer "near-duplicate of item X" for new items). Returns the version's path."""
+    if duplicates is None:
+        return pipe.publish(run.file("models"), run_id=run.run_id, source=run.command, metadata=metadata)
+    from .duplicates.index import save_to_model
+    from .persist import ModelStore
+
+    index = duplicates.index()
+    meta = {**metadata, "run_id": run.run_id, "source": run.command, "duplicates": True}
+
+    def write(folder):
+        pipe.save(folder, metadata=meta)
+        save_to_model(folder, index)
+
+    return str(ModelStore(run.file("models")).publish(write, run.run_id, run.command))
 
 
 def publish_run(out: str | Path, emb: Embeddings, pipe: Pipeline, command: str = "cluster",
@@ -231,6 +278,8 @@ def cluster_folder(
     ray_workers: int | None = None,
     batch_rows: int = BATCH_ROWS,
     csv: bool = True,
+    dedup: bool = False,
+    dedup_params: dict | None = None,
 ) -> RunResult:
     """The ``mediacluster cluster`` job as a function; returns what it published.
 
@@ -239,10 +288,21 @@ def cluster_folder(
     ``scale.AUTO_SAMPLE`` above); items outside the sample are assigned by the fitted pipeline
     batch by batch (:func:`write_streamed_run`). A ``.npy`` or Parquet vector input is then read
     from disk batch by batch, never whole. ``executor``: ``"local"`` or ``"ray"`` (embedding and
-    assignment on a Ray cluster at ``ray_address``, or a local one when None)."""
+    assignment on a Ray cluster at ``ray_address``, or a local one when None).
+
+    ``dedup``: find duplicate groups first (``duplicates.collection.find_in_embeddings``, finder
+    parameters ``dedup_params``), fit on one representative per group and give every member its
+    representative's cluster (``Pipeline.fit(duplicates=)``); see :func:`add_duplicates` for
+    what the run gains. Needs a full fit (not a sample) on the local executor."""
     pipe = pipeline if pipeline is not None else Pipeline(random_state=seed)
     pipe.check_params()  # before any work: a bad parameter costs nothing
     fit_sample_size(fit_sample, 10**9)  # checks the value
+    if dedup:
+        from .duplicates.collection import make_finder
+
+        make_finder(dedup_params)._validate()  # a bad finder parameter costs nothing either
+        if executor != "local":
+            raise ParameterError("--dedup runs on the local executor only", "dedup")
     timings: dict[str, float] = {}
     info = {"source": str(source), "seed": seed, "params": params or {}}
     exe = get_executor(executor, address=ray_address, workers=ray_workers)
@@ -251,6 +311,9 @@ def cluster_folder(
             model = None
             vsrc = open_vectors(source) if streamable(source) else None
             if vsrc is not None and (exe.name != "local" or fit_sample_size(fit_sample, vsrc.n) < vsrc.n):
+                if dedup:
+                    raise ParameterError(f"--dedup fits on every item; {source} has {vsrc.n} vectors, "
+                                         "above the --fit-sample size (pass --fit-sample all)", "dedup")
                 model = write_streamed_run(
                     run, vsrc, pipe, fit_sample=fit_sample, seed=seed, executor=exe, batch_rows=batch_rows,
                     csv=csv, name=name, save_model=save_model, timings=timings, info=info, progress=progress)
@@ -278,14 +341,25 @@ def cluster_folder(
                                      + (f" ({len(emb.skipped)} skipped, see the list)" if emb.skipped else ""))
                 spec = encoder if isinstance(encoder, str) else None
                 if exe.name == "local" and fit_sample_size(fit_sample, len(emb)) >= len(emb):
+                    finder = None
+                    if dedup:
+                        from .duplicates.collection import find_in_embeddings
+
+                        t = time.perf_counter()
+                        finder = find_in_embeddings(emb, media=coll.media, params=dedup_params,
+                                                    progress=progress, workers=workers)
+                        timings["dedup"] = time.perf_counter() - t
                     t = time.perf_counter()
-                    pipe.fit(emb.vectors)
+                    pipe.fit(emb.vectors, duplicates=None if finder is None else finder.representative_)
                     timings["cluster_total"] = time.perf_counter() - t
                     for k, v in getattr(pipe, "timings_", {}).items():
                         timings[f"pipeline.{k}"] = v
                     model = write_run(run, emb, pipe, enc=enc, encoder_spec=spec, media=coll.media, name=name,
-                                      save_model=save_model, timings=timings, info=info)
+                                      save_model=save_model, timings=timings, info=info, duplicates=finder)
                 else:
+                    if dedup:
+                        raise ParameterError(f"--dedup fits on every item; {len(emb)} items are above the "
+                                             "--fit-sample size (pass --fit-sample all)", "dedup")
                     src = ArrayVectors(emb.vectors, ids=emb.ids, labels=emb.labels, paths=emb.paths,
                                        path=str(source))
                     model = write_streamed_run(

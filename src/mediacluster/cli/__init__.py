@@ -22,7 +22,7 @@ from .._version import __version__
 from ..errors import MediaclusterError
 from ..fileio import cache_root, setup_numba_cache
 
-COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio"]
+COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio", "dups"]
 
 
 def printable(text) -> str:

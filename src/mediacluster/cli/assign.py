@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from ..duplicates.index import read_from_model
 from ..embed import embed_collection
 from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
 from ..errors import ModelFormatError, ParameterError
@@ -64,7 +65,8 @@ def run(args) -> int:
         for s in skipped:
             print(f"  skipped {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)
         return 2
-    res = model.predict_details(np.vstack(vecs))
+    X = np.vstack(vecs)
+    res = model.predict_details(X)
     df = pd.DataFrame({
         "id": text_series(ids), "path": text_series(paths), "cluster": res["labels"], "status": res["status"],
         "probability": np.round(res["probabilities"], 6),
@@ -80,6 +82,14 @@ def run(args) -> int:
     if names:
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
         df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
+    # a model saved with `cluster --dedup` carries a duplicate index: is each item a repost?
+    index = read_from_model(model.model_path_)
+    matches = index.query_many(paths, X) if index is not None else None
+    if matches is not None:
+        df["duplicate_of"] = [m.id if m else None for m in matches]
+        df["duplicate_group"] = [m.group if m else -1 for m in matches]
+        df["duplicate_kind"] = [m.kind if m else None for m in matches]
+        df["duplicate_distance"] = [m.distance if m else None for m in matches]
     if args.out:
         write_table(args.out, df)
         print(f"wrote {len(df)} assignments to {printable(args.out)}")
@@ -90,7 +100,8 @@ def run(args) -> int:
         for i, r in enumerate(df.itertuples(index=False)):
             levels = "/".join(str(int(c)) for c in path["labels"][:, i]) + "\t" if tree else ""
             w(f"{r.cluster}\t{r.status}\t{r.probability:.3f}\t{r.assigned_cluster}\t{r.confidence:.3f}\t"
-              f"{levels}{printable(r.path if r.path is not None else r.id)}\n")
+              f"{levels}{printable(r.path if r.path is not None else r.id)}"
+              + (f"\t{printable(matches[i])}" if matches is not None and matches[i] else "") + "\n")
     for s in skipped:
         print(f"skipped {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)
     return 3 if skipped else 0

@@ -54,6 +54,15 @@ def add_parser(sub):
                    help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one")
     g.add_argument("--ray-workers", type=positive_int, default=None,
                    help="Ray actors for embedding / assignment (default: one per CPU of the cluster)")
+    g = p.add_argument_group("duplicates (see mediacluster.duplicates)")
+    g.add_argument("--dedup", action="store_true",
+                   help="find reposts and near-duplicates first (exact copies, perceptual hash + "
+                        "colour check, embedding neighbours confirmed by keypoint alignment), fit on one "
+                        "representative per group and give every member its representative's cluster; "
+                        "assignments gain duplicate_group and duplicate_of, OUT gets duplicates.parquet, "
+                        "and --save-model stores the duplicate index for assign/serve")
+    g.add_argument("--dedup-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="duplicate finder parameter, repeatable, e.g. hash_radius=5 (see DuplicateFinder)")
     add_pipeline_args(p)
     add_report_argument(p)
     return p
@@ -175,8 +184,13 @@ def run(args) -> int:
         save_model=args.save_model, name=args.names, fit_sample=args.fit_sample,
         executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
         batch_rows=args.batch_rows, csv=args.csv,
+        dedup=args.dedup, dedup_params=dict(parse_param(t) for t in args.dedup_param),
     )
     print_summary(res.summary, res.embeddings.skipped, res.out)
+    dups = res.run.info.get("duplicates") if res.run is not None else None
+    if dups:
+        print(f"duplicates: {dups['groups']} groups holding {dups['items_in_groups']} items "
+              f"(largest {dups['largest']}); each group fitted as one item; see duplicates.parquet")
     if res.model:
         print(f"model: {printable(res.model)}")
     rep = report_after(args, res.out)

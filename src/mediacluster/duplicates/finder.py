@@ -97,8 +97,8 @@ class DuplicateFinder(BaseEstimator):
     content_hashes_ : content hash per item (None where unknown).
     """
 
-    def __init__(self, hash: str = "dhash", hash_size: int = 8, hash_radius: int = 7,
-                 photometric: bool = True, min_ncc: float = 0.98, max_chroma: float = 0.5,
+    def __init__(self, hash: str = "phash", hash_size: int = 8, hash_radius: int = 7,
+                 photometric: bool = True, min_ncc: float = 0.97, max_chroma: float = 0.5,
                  grey_chroma: float = 3.0, semantic_threshold: float = 0.8,
                  semantic_only_threshold: float | None = 0.97, n_neighbors: int = 10,
                  verify: bool = True, min_inliers: int = 15, max_diameter: float = 2.0,

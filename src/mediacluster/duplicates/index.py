@@ -44,6 +44,7 @@ class DuplicateMatch:
     group: int
     kind: str
     distance: float
+    representative: str | None = None  # id of the group's representative (None: no group)
 
     def __str__(self) -> str:
         unit = " bits" if self.kind == "perceptual" else "" if self.kind == "exact" else " (1 - cosine)"
@@ -51,7 +52,7 @@ class DuplicateMatch:
 
     def to_dict(self) -> dict:
         return {"index": self.index, "id": self.id, "group": self.group, "kind": self.kind,
-                "distance": self.distance}
+                "distance": self.distance, "representative": self.representative}
 
 
 class DuplicateIndex:
@@ -59,7 +60,8 @@ class DuplicateIndex:
 
     def __init__(self, params: dict, ids: list[str], paths: list[str] | None, labels: np.ndarray,
                  content: list[str | None] | None, hashes: np.ndarray | None, mirror: np.ndarray | None,
-                 thumbs: np.ndarray | None, hash_ok: np.ndarray | None, vectors: np.ndarray | None):
+                 thumbs: np.ndarray | None, hash_ok: np.ndarray | None, vectors: np.ndarray | None,
+                 representative: np.ndarray | None = None):
         self.params = dict(params)
         self.ids = list(ids)
         self.paths = None if paths is None else list(paths)
@@ -70,6 +72,7 @@ class DuplicateIndex:
         self.thumbs = thumbs
         self.hash_ok = hash_ok
         self.vectors = vectors
+        self.representative = None if representative is None else np.asarray(representative, np.int64)
         self._by_content = {} if content is None else {c: k for k, c in reversed(list(enumerate(content)))
                                                        if c is not None}
         self._verifier = None
@@ -86,6 +89,7 @@ class DuplicateIndex:
             hashes=None if sig is None else sig.hashes, mirror=None if sig is None else sig.mirror,
             thumbs=None if sig is None else sig.thumbs, hash_ok=None if sig is None else sig.usable(),
             vectors=None if (finder.vectors_ is None or not vectors) else finder.vectors_.astype(np.float16),
+            representative=finder.representative_,
         )
 
     # -- query -----------------------------------------------------------------------------
@@ -147,8 +151,29 @@ class DuplicateIndex:
         if not found:
             return None
         kind, dist, row = min(found)
+        r = int(self.representative[row]) if self.representative is not None else -1
         return DuplicateMatch(index=row, id=self.ids[row], group=int(self.labels[row]), kind=KINDS[kind],
-                              distance=dist)
+                              distance=dist, representative=self.ids[r] if r >= 0 else None)
+
+    def query_bytes(self, data: bytes, vector: np.ndarray | None = None, suffix: str = "") -> DuplicateMatch | None:
+        """:meth:`query` for an upload held in memory (the service): the bytes go to a temporary
+        file for the duration of the check (the geometric check reads files)."""
+        import tempfile
+
+        suffix = suffix if suffix.startswith(".") and len(suffix) <= 10 and suffix[1:].isalnum() else ""
+        with tempfile.TemporaryDirectory(prefix="mc-dup-") as d:
+            p = Path(d) / f"upload{suffix}"
+            p.write_bytes(data)
+            return self.query(path=p, vector=vector)
+
+    def query_many(self, paths=None, vectors: np.ndarray | None = None) -> list[DuplicateMatch | None]:
+        """:meth:`query` for each of several new items (``paths`` and/or ``vectors`` rows; a
+        None path checks that item by its vector alone)."""
+        n = len(paths) if paths is not None else len(vectors) if vectors is not None else 0
+        if paths is not None and vectors is not None and len(vectors) != n:
+            raise InputError(f"{n} paths but {len(vectors)} vectors")
+        return [self.query(path=None if paths is None else paths[k],
+                           vector=None if vectors is None else vectors[k]) for k in range(n)]
 
     def _semantic(self, v: np.ndarray, path, exclude) -> list[tuple[int, float, int]]:
         p = self.params
@@ -158,19 +183,13 @@ class DuplicateIndex:
         if not np.isfinite(norm) or norm == 0:
             return []
         v = (v / norm).astype(np.float32)
-        cos = np.empty(len(self.vectors), np.float32)
-        step = 65536  # float16 rows -> float32 a chunk at a time (numpy has no float16 BLAS)
-        for s in range(0, len(cos), step):
-            cos[s:s + step] = self.vectors[s:s + step].astype(np.float32) @ v
-        if exclude is not None:
-            cos[exclude] = -2
-        k = min(int(p["n_neighbors"]), len(cos))
-        top = np.argpartition(-cos, k - 1)[:k]
-        top = top[np.argsort(-cos[top])]
+        k = min(int(p["n_neighbors"]) + (exclude is not None), len(self.vectors))
+        sims, rows = self._vector_index().search(v[None, :], k)
+        keep = (rows[0] >= 0) & (rows[0] != (-1 if exclude is None else exclude))
+        sims, top = sims[0][keep][: int(p["n_neighbors"])], rows[0][keep][: int(p["n_neighbors"])]
         out = []
         can_verify = p["verify"] and path is not None and self.paths is not None
-        for r in top:
-            c = float(cos[r])
+        for r, c in zip(top.tolist(), sims.tolist()):
             if can_verify and c >= p["semantic_threshold"] and os.path.exists(self.paths[r]):
                 if self._verify(path, self.paths[r]):
                     out.append((2, 1.0 - c, int(r)))
@@ -179,6 +198,21 @@ class DuplicateIndex:
                     can_verify and os.path.exists(self.paths[r])):
                 out.append((3, 1.0 - c, int(r)))
         return out
+
+    def _vector_index(self):
+        """A faiss inner-product index over the stored vectors, kept as float16
+        (``IndexScalarQuantizer`` QT_fp16: the stored precision, half the memory of float32,
+        SIMD search). Built on the first query: 50,000 x 1280 vectors took 238 ms per query
+        through numpy (float16 rows converted every time)."""
+        if getattr(self, "_faiss", None) is None:
+            import faiss  # heavy: only when a query needs the vectors
+
+            d = self.vectors.shape[1]
+            index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+            for s in range(0, len(self.vectors), 65536):
+                index.add(np.ascontiguousarray(self.vectors[s:s + 65536], dtype=np.float32))
+            self._faiss = index
+        return self._faiss
 
     def _verify(self, a, b) -> bool:
         from .verify import GeometricCheck, GeometricVerifier, PhotometricCheck
@@ -198,7 +232,7 @@ class DuplicateIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"labels": self.labels}
-        for name in ("hashes", "mirror", "thumbs", "hash_ok", "vectors"):
+        for name in ("hashes", "mirror", "thumbs", "hash_ok", "vectors", "representative"):
             if getattr(self, name) is not None:
                 arrays[name] = np.asarray(getattr(self, name))
         if self.content is not None:
@@ -212,19 +246,62 @@ class DuplicateIndex:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> DuplicateIndex:
+        """Read an index written by :meth:`save`, checking it (never unpickles): a damaged or
+        foreign folder raises ``ModelFormatError`` naming the file and what is wrong."""
         folder = Path(folder)
-        with open(folder / JSON_NAME, encoding="utf-8") as f:
-            meta = json.load(f)
-        if meta.get("format") != FORMAT:
-            raise ModelFormatError(f"{folder / JSON_NAME}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        with np.load(folder / NPZ_NAME, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        jp, zp = folder / JSON_NAME, folder / NPZ_NAME
+        try:
+            with open(jp, encoding="utf-8") as f:
+                meta = json.load(f)
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise ModelFormatError(f"{jp}: cannot read the duplicate index: {e}") from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise ModelFormatError(f"{jp}: format {fmt!r}, expected {FORMAT!r}")
+        params, ids, paths = meta.get("params"), meta.get("ids"), meta.get("paths")
+        if not isinstance(params, dict) or set(_PARAMS) - set(params):
+            raise ModelFormatError(f"{jp}: params must hold {list(_PARAMS)}")
+        if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+            raise ModelFormatError(f"{jp}: ids must be a list of strings")
+        if paths is not None and (not isinstance(paths, list) or len(paths) != len(ids)):
+            raise ModelFormatError(f"{jp}: paths must be null or one per id ({len(ids)})")
+        try:
+            with np.load(zp, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError) as e:  # ValueError: object arrays need pickle
+            raise ModelFormatError(f"{zp}: cannot read the duplicate index arrays: {e}") from e
+        n = len(ids)
+        expect = {"labels": "iu", "representative": "iu", "hashes": "u", "mirror": "u", "thumbs": "u", "hash_ok": "b",
+                  "vectors": "f", "content": "S"}
+        for k, a in arrays.items():
+            if k not in expect or a.dtype.kind not in expect[k]:
+                raise ModelFormatError(f"{zp}: unexpected array {k!r} ({a.dtype})")
+            if len(a) != n:
+                raise ModelFormatError(f"{zp}: array {k!r} has {len(a)} rows, the index {n} items")
+        if "labels" not in arrays:
+            raise ModelFormatError(f"{zp}: no 'labels' array")
         content = None
         if "content" in arrays:
             content = [c.decode() or None for c in arrays["content"]]
         return cls(params=meta["params"], ids=meta["ids"], paths=meta["paths"], labels=arrays["labels"],
                    content=content, hashes=arrays.get("hashes"), mirror=arrays.get("mirror"),
-                   thumbs=arrays.get("thumbs"), hash_ok=arrays.get("hash_ok"), vectors=arrays.get("vectors"))
+                   thumbs=arrays.get("thumbs"), hash_ok=arrays.get("hash_ok"), vectors=arrays.get("vectors"),
+                   representative=arrays.get("representative"))
 
 
-__all__ = ["DuplicateIndex", "DuplicateMatch", "FORMAT"]
+def save_to_model(model_dir: str | os.PathLike, index: DuplicateIndex) -> Path:
+    """Store ``index`` inside a model folder (``persist.DUPLICATES_DIR``), before it is published."""
+    from ..persist import DUPLICATES_DIR
+
+    return index.save(Path(model_dir) / DUPLICATES_DIR)
+
+
+def read_from_model(model_dir: str | os.PathLike) -> DuplicateIndex | None:
+    """The model folder's duplicate index (checked, never unpickled); None when it has none."""
+    from ..persist import DUPLICATES_DIR
+
+    d = Path(model_dir) / DUPLICATES_DIR
+    return DuplicateIndex.load(d) if d.is_dir() else None
+
+
+__all__ = ["DuplicateIndex", "DuplicateMatch", "FORMAT", "save_to_model", "read_from_model"]

@@ -33,7 +33,7 @@ from .hashing import THUMB
 class PhotometricCheck:
     """Thresholds of the thumbnail comparison (defaults from benchmarks/duplicates.py)."""
 
-    min_ncc: float = 0.98       # grey-level correlation of the two thumbnails
+    min_ncc: float = 0.97       # grey-level correlation of the two thumbnails
     max_chroma: float = 0.5     # mean difference of the (Cb, Cr) patterns, each scaled to mean 1
     grey_chroma: float = 3.0    # an image whose mean chroma is below this counts as colourless
 

@@ -236,6 +236,7 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
         skipped=skipped,
         timings=timings,
     )
+    emb.content_hashes = [hashes[i] for i in keep_idx]  # the cache's hash: exact duplicates for free
     emb.cache_stats = {"items": len(paths), "distinct": n_unique, "cached": n_unique - len(todo_hashes),
                        "encoded": int(len(kept)), "skipped": len(skipped) - len(collection.skipped)}
     log.info("embedding: %s", emb.cache_stats)

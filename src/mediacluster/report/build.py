@@ -29,6 +29,7 @@ from ..naming import load_names
 from ..naming.overrides import automatic_names, hand_names
 from ..rundir import RunDir
 from ..stages.reduce import UMAPReducer
+from .reposts import gallery_rows, most_reposted, reposts_section
 from .thumbs import make_thumbnails
 
 log = logging.getLogger(__name__)
@@ -473,7 +474,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     need = (range(n) if not big else
             sorted({i for e in clusters + [c for v in views for c in v.get("cards", [])]
                     for i in e["reps"] + e["border"]} | set(noise_show.tolist()) | set(out_show.tolist())))
-    need = list(need)
+    reposted = most_reposted(run)  # the "Most reposted" gallery (runs made with --dedup)
+    need = sorted(set(need) | set(gallery_rows(reposted))) if big else list(need)
     failed: dict[int, str] = {}  # position in ``need`` -> reason
     if audio:  # spectrograms stand in for thumbnails (mediacluster.report.audio)
         from .audio import make_spectrogram_thumbnails  # librosa: loaded for audio runs only
@@ -523,6 +525,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
         hand_names=bool(hand), clips=clips, views=views,
     )
+    anchor = '<section id="noise">' if '<section id="noise">' in page else "</body>"  # before the noise gallery
+    page = page.replace(anchor, reposts_section(
+        reposted, lambda i: _img(thumbs, i, shown_paths), labels, names) + anchor, 1)
     html_path = out_dir / "index.html"
     with atomic_path(html_path) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")

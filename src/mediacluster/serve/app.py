@@ -274,7 +274,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             if not submitted:
                 batcher.withdraw(1)
 
-    async def _images(request: Request, served: Served) -> tuple[np.ndarray, list[str]]:
+    async def _images(request: Request, served: Served) -> tuple[np.ndarray, list[str], list[bytes]]:
         try:
             form = await request.form(max_files=opt.max_files + 1, max_fields=opt.max_files + 8)
         except Exception as e:  # starlette answers a malformed or over-long form with HTTPException
@@ -325,7 +325,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             more = f" (and {len(bad) - 1} more, see 'items')" if len(bad) > 1 else ""
             raise ApiError(status, first["kind"], f"{where}: {first['message']}{more}",
                            {"items": bad})
-        return np.stack(results).astype(np.float32, copy=False), names
+        return np.stack(results).astype(np.float32, copy=False), names, datas
 
     @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=ASSIGN_BODY,
               summary="Assign images or vectors to the model's clusters",
@@ -335,17 +335,17 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         served = holder.current  # this request answers with this version, whatever happens
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
-            X, filenames = await _images(request, served)
+            X, filenames, uploads = await _images(request, served)
             kind = "image"
         elif ctype in ("application/json", ""):
             body = await request.body()
             # parsed off the event loop: megabytes of JSON would hold up every other request
             X = await asyncio.to_thread(_parse_vectors, body, served, opt.max_vectors)
-            filenames, kind = [None] * len(X), "vector"
+            filenames, kind, uploads = [None] * len(X), "vector", None
         else:
             raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send images as "
                            "multipart/form-data (field 'files') or vectors as application/json")
-        det = await asyncio.to_thread(served.predict, X)
+        det = await asyncio.to_thread(served.predict, X, uploads, filenames)
         items_total.labels(kind).inc(len(X))
         return {"model": _ref(served), "items": _items(served, det, filenames)}
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import persist
+from ..duplicates.index import read_from_model
 from ..errors import MediaclusterError, ModelFormatError, ParameterError
 from ..naming import model_names
 from ..pipeline import Pipeline
@@ -62,6 +63,7 @@ class Served:
     identity: tuple = ()
     clusters: list[dict] = field(default_factory=list)
     levels: list[dict] = field(default_factory=list)
+    duplicates: object | None = None  # the model's DuplicateIndex (cluster --save-model --dedup)
 
     @property
     def dim(self) -> int:
@@ -86,16 +88,35 @@ class Served:
             "tags": self.tagger.classifier.classes_.tolist() if self.tagger is not None else None,
         }
 
-    def predict(self, X: np.ndarray) -> dict:
+    def predict(self, X: np.ndarray, uploads: list[bytes] | None = None,
+                filenames: list[str | None] | None = None) -> dict:
         """``Pipeline.predict_details`` plus tag suggestions (``tags``: one list per item, None
-        without a tagger)."""
+        without a tagger) and, when the model carries a duplicate index, ``duplicate_of`` (one
+        ``DuplicateMatch.to_dict()`` or None per item; images by their ``uploads`` bytes and
+        vectors, vectors alone otherwise)."""
         _one_omp_thread()
         det = self.pipeline.predict_details(X)
         det["path"] = path_records(det.get("path"))
+        if self.duplicates is not None:
+            det["duplicate_of"] = duplicate_matches(self.duplicates, X, uploads, filenames)
         if self.tagger is not None:
             clf = self.tagger.classifier
             det["tags"] = clf.suggest_proba(clf.predict_proba(np.asarray(X, dtype=np.float32)))
         return det
+
+
+def duplicate_matches(index, X: np.ndarray, uploads: list[bytes] | None,
+                      filenames: list[str | None] | None) -> list[dict | None]:
+    """"near-duplicate of item X (kind, distance d)" for each new item, as dicts."""
+    out = []
+    for i in range(len(X)):
+        if uploads is not None:
+            suffix = Path(filenames[i] or "").suffix if filenames is not None else ""
+            m = index.query_bytes(uploads[i], vector=X[i], suffix=suffix)
+        else:
+            m = index.query(vector=X[i])
+        out.append(None if m is None else {**m.to_dict(), "text": str(m)})
+    return out
 
 
 def _one_omp_thread() -> None:
@@ -250,7 +271,8 @@ class ModelHolder:
         served = Served(pipeline=pipe, path=str(folder), version=folder.name, pointer=pointer,
                         names=names, encoder_name=encoder_name, slot=slot, tagger=tagger,
                         loaded=time.strftime("%Y-%m-%dT%H:%M:%S%z"), identity=identity(folder),
-                        clusters=cluster_table(pipe, names), levels=level_table(pipe, names))
+                        clusters=cluster_table(pipe, names), levels=level_table(pipe, names),
+                        duplicates=read_from_model(folder))
         rng = np.random.default_rng(0)  # warm up: faiss, the outlier stage, the tagger
         served.predict(rng.standard_normal((1, served.dim)).astype(np.float32))
         return served

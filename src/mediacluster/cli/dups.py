@@ -1,0 +1,45 @@
+"""``mediacluster dups INPUT --out DIR``: list the duplicate groups of a collection on their own."""
+
+from __future__ import annotations
+
+from ..config import parse_param
+from ..duplicates.collection import find_duplicates_in
+from . import printable
+from .cluster import positive_int
+
+
+def add_parser(sub):
+    p = sub.add_parser("dups", help="find reposts and near-duplicates: a table of groups and a page")
+    p.add_argument("input", help="folder of images, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
+    p.add_argument("--out", required=True,
+                   help="output folder: dups.parquet and dups.csv (one row per item: path, "
+                        "duplicate_group (-1: none), duplicate_of, link kind and distance, group size "
+                        "and diameter) and dups.html (the largest groups)")
+    p.add_argument("--media", choices=("auto", "image", "audio"), default="auto")
+    p.add_argument("--encoder", default=None, help="encoder for the embedding check (default: the media's default)")
+    p.add_argument("--no-embed", dest="embed", action="store_false",
+                   help="images by bytes and perceptual hash only: no encoder, faster, but crops, caption "
+                        "bars and borders are missed")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="duplicate finder parameter, repeatable, e.g. hash_radius=5 (see DuplicateFinder)")
+    p.add_argument("--groups", type=positive_int, default=100, help="groups shown on the page (largest first)")
+    p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: the user cache)")
+    p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def run(args) -> int:
+    res = find_duplicates_in(args.input, args.out, media=args.media, encoder=args.encoder, embed=args.embed,
+                             params=dict(parse_param(t) for t in args.param), cache_dir=args.cache_dir,
+                             workers=args.workers, progress=not args.quiet, page_groups=args.groups)
+    print(f"mediacluster dups: {res['items']} items -> {res['groups']} duplicate groups holding "
+          f"{res['items_in_groups']} items (largest {res['largest']}); links "
+          + ", ".join(f"{k} {v}" for k, v in res["links"].items()))
+    if res["unreadable"] or res["skipped"]:
+        print(f"unreadable: {res['unreadable']} file(s) skipped; {res['skipped']} could not be decoded "
+              "(checked for exact copies only)")
+    print(f"table: {printable(res['table'])} (and .csv)")
+    if res.get("page"):
+        print(f"page: {printable(res['page'])}")
+    return 3 if res["unreadable"] else 0

@@ -1,0 +1,212 @@
+"""Duplicates of a whole collection: the ``cluster --dedup`` step and the ``dups`` job.
+
+``find_in_embeddings(emb)`` runs a :class:`DuplicateFinder` on an embedded collection: the
+embedding cache already hashed every file, so exact copies cost nothing more; images are
+also checked perceptually and geometrically (their files), other media (audio, precomputed
+vectors) by their vectors alone (``semantic_only_threshold``).
+
+``duplicate_columns`` gives the two columns the run's ``assignments`` gain with ``--dedup``
+(``duplicate_group``: -1 for an item without duplicates; ``duplicate_of``: the id of the
+group's representative, empty for the representative itself and for unique items);
+``cluster_duplicates`` the per-cluster counts ``clusters.json`` carries.
+
+``find_duplicates_in(source, out)`` is ``mediacluster dups SOURCE --out DIR``: one row per item
+in ``dups.parquet`` / ``dups.csv`` and a page of the largest groups, ``dups.html``.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, ParameterError
+from .finder import DuplicateFinder
+
+#: Files ``find_duplicates_in`` writes into its output folder.
+TABLE = "dups.parquet"
+TABLE_CSV = "dups.csv"
+PAGE = "dups.html"
+THUMBS = "thumbs"
+
+
+def make_finder(params: dict | None = None, progress: bool = True, workers: int | None = None) -> DuplicateFinder:
+    """A finder with ``params`` (its constructor's names; unknown names are refused)."""
+    params = dict(params or {})
+    known = set(DuplicateFinder().get_params())
+    bad = sorted(set(params) - known)
+    if bad:
+        raise ParameterError(f"unknown duplicate finder parameter(s) {bad}; known: {sorted(known)}", bad[0])
+    return DuplicateFinder(progress=progress, workers=workers, **params)
+
+
+def find_in_embeddings(emb, media: str = "image", params: dict | None = None, progress: bool = True,
+                       workers: int | None = None) -> DuplicateFinder:
+    """Fit a finder on an embedded collection (``data.Embeddings``): files (images only),
+    vectors, and the content hashes the embedding cache computed."""
+    finder = make_finder(params, progress, workers)
+    images = media == "image" and emb.paths is not None and all(p is not None for p in emb.paths)
+    content = getattr(emb, "content_hashes", None)
+    if content is not None and len(content) != len(emb):
+        content = None
+    return finder.fit(emb.paths if images else None, np.asarray(emb.vectors, np.float32),
+                      content_hashes=content, ids=[str(i) for i in emb.ids])
+
+
+def duplicate_columns(finder: DuplicateFinder) -> dict[str, list]:
+    """``duplicate_group`` (int, -1: none) and ``duplicate_of`` (representative's id, None for
+    representatives and unique items), one value per fitted item."""
+    ids = finder.ids_
+    return {"duplicate_group": finder.labels_.astype(np.int64),
+            "duplicate_of": [ids[r] if r >= 0 else None for r in finder.duplicate_of_.tolist()]}
+
+
+def groups_table(finder: DuplicateFinder, paths: list | None = None):
+    """One row per item: ``id``, ``path``, then ``DuplicateFinder.table``'s columns
+    (``duplicate_group``, ``duplicate_of`` as the representative's id or empty, ...)."""
+    df = finder.table()
+    df.insert(1, "path", list(paths) if paths is not None else (finder.paths_ or [None] * len(df)))
+    return df
+
+
+def cluster_duplicates(finder: DuplicateFinder, labels: np.ndarray, ids: list | None = None) -> dict[int, dict]:
+    """Per cluster: ``groups`` (duplicate groups whose representative is in it), ``items`` (their
+    members), ``largest`` (the largest group's size) and ``largest_representative`` (its id)."""
+    labels = np.asarray(labels)
+    ids = ids if ids is not None else finder.ids_
+    out: dict[int, dict] = {}
+    for g in finder.groups():
+        r = g["representative"]
+        c = int(labels[r])
+        e = out.setdefault(c, {"groups": 0, "items": 0, "largest": 0, "largest_representative": None})
+        e["groups"] += 1
+        e["items"] += g["size"]
+        if g["size"] > e["largest"]:
+            e["largest"], e["largest_representative"] = g["size"], str(ids[r])
+    return out
+
+
+def summary(finder: DuplicateFinder) -> dict:
+    """Counts for run.json and printing."""
+    sizes = np.bincount(finder.labels_[finder.labels_ >= 0]) if finder.n_groups_ else np.zeros(0, int)
+    kinds = np.bincount(finder.links_["kind"], minlength=4).tolist() if len(finder.links_) else [0] * 4
+    return {"items": int(finder.n_items_), "groups": int(finder.n_groups_),
+            "items_in_groups": int(sizes.sum()), "duplicates": int(sizes.sum() - len(sizes)),
+            "largest": int(sizes.max()) if len(sizes) else 0,
+            "links": dict(zip(("exact", "perceptual", "geometric", "semantic"), map(int, kinds))),
+            "skipped": len(finder.skipped_)}
+
+
+# -- the ``dups`` job ---------------------------------------------------------------------------
+def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = None, embed: bool = True,
+                       params: dict | None = None, cache_dir=None, workers: int | None = None,
+                       progress: bool = True, page: bool = True, page_groups: int = 100) -> dict:
+    """Find the duplicate groups of a folder / manifest / vector file and write ``out``:
+    ``dups.parquet`` and ``dups.csv`` (one row per item: id, path, duplicate_group, duplicate_of,
+    is_representative, link_kind, link_distance, group_size, group_diameter, skipped) and
+    ``dups.html`` (the largest groups with thumbnails). ``embed=False``: images by their bytes
+    and perceptual hashes only (no encoder; crops and caption bars are then missed). Returns
+    the :func:`summary` plus the files written."""
+    from ..embed import embed_collection
+    from ..encoders import DEFAULT_ENCODERS, get_encoder
+    from ..fileio import write_table
+    from ..ingest import collect
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    coll = collect(source, media=media)
+    if len(coll) == 0:
+        raise InputError(f"no usable files found in {source}")
+    skipped = list(coll.skipped)
+    if coll.vectors is not None:
+        finder = make_finder(params, progress, workers).fit(vectors=coll.vectors, ids=[str(i) for i in coll.ids])
+        paths = None
+    elif embed:
+        enc = get_encoder(encoder or DEFAULT_ENCODERS[coll.media])
+        emb = embed_collection(coll, encoder=enc, cache_dir=cache_dir, workers=workers, progress=progress)
+        skipped = list(emb.skipped)
+        if len(emb) == 0:
+            raise InputError(f"no file of {source} could be read")
+        finder = find_in_embeddings(emb, media=coll.media, params=params, progress=progress, workers=workers)
+        paths = emb.paths
+    else:
+        if coll.media != "image":
+            raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")
+        paths = [str(p) for p in coll.paths]
+        finder = make_finder(params, progress, workers).fit(paths, ids=[str(i) for i in coll.ids])
+    df = groups_table(finder, paths)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from ..fileio import output_error
+
+        raise output_error(e, out) from e
+    write_table(out / TABLE, df)
+    write_table(out / TABLE_CSV, df)
+    res = {**summary(finder), "unreadable": len(skipped), "seconds": round(time.perf_counter() - t0, 2),
+           "table": str(out / TABLE), "csv": str(out / TABLE_CSV)}
+    if page:
+        res["page"] = str(write_groups_page(out, finder, paths, res, n_groups=page_groups, progress=progress))
+    return res
+
+
+def write_groups_page(out: Path, finder: DuplicateFinder, paths: list | None, info: dict,
+                      n_groups: int = 100, per_group: int = 12, thumb_size: int = 96,
+                      progress: bool = True) -> Path:
+    """``out/dups.html``: the ``n_groups`` largest groups, representative first, with thumbnails
+    (``out/thumbs``) for image files."""
+    from ..fileio import atomic_path, display_text
+    from ..report.thumbs import make_thumbnails
+
+    groups = sorted(finder.groups(), key=lambda g: (-g["size"], g["group"]))[:n_groups]
+    shown: list[int] = []
+    for g in groups:
+        r = g["representative"]
+        shown += [r] + [m for m in g["members"] if m != r][: per_group - 1]
+    thumbs: dict[int, str | None] = {}
+    if paths is not None and shown:
+        made = make_thumbnails([paths[i] for i in shown], out / THUMBS, size=thumb_size, progress=progress)
+        thumbs = dict(zip(shown, made))
+    kinds = finder.link_kind_
+    dist = finder.link_distance_
+
+    def cell(i: int, rep: bool) -> str:
+        name = display_text(paths[i] if paths is not None else finder.ids_[i])
+        how = "representative" if rep else (
+            f"{('exact', 'perceptual', 'geometric', 'semantic')[kinds[i]]}, d={dist[i]:.3g}" if kinds[i] >= 0 else "")
+        t = thumbs.get(i)
+        img = (f'<img loading="lazy" src="{THUMBS}/{html.escape(t)}" alt="">' if t else
+               '<span class="noimg">?</span>')
+        return (f'<figure title="{html.escape(name)}">{img}<figcaption>{html.escape(os.path.basename(name))}'
+                f'<br><small>{html.escape(how)}</small></figcaption></figure>')
+
+    rows = []
+    for g in groups:
+        r = g["representative"]
+        cells = [cell(r, True)] + [cell(m, False) for m in g["members"] if m != r][: per_group - 1]
+        more = g["size"] - len(cells)
+        rows.append(f'<section><h2>group {g["group"]} <small>{g["size"]} items, diameter '
+                    f'{g["diameter"]:.2f}{f", {more} more not shown" if more > 0 else ""}</small></h2>'
+                    f'<div class="row">{"".join(cells)}</div></section>')
+    links = ", ".join(f"{k} {v}" for k, v in info["links"].items())
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>duplicates</title><style>
+body{{font:14px system-ui,sans-serif;margin:1.5em}} .row{{display:flex;flex-wrap:wrap;gap:8px}}
+figure{{margin:0;width:{thumb_size + 8}px}} figure img,.noimg{{width:{thumb_size}px;height:{thumb_size}px;object-fit:cover;display:block;background:#eee}}
+figcaption{{font-size:11px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}} small{{color:#666}}
+</style></head><body><h1>Duplicate groups</h1>
+<p>{info['items']:,} items, {info['groups']:,} groups holding {info['items_in_groups']:,} items
+({info['duplicates']:,} duplicates beyond one per group); largest group {info['largest']:,}. Links: {links}.
+The table of every item is <a href="{TABLE_CSV}">{TABLE_CSV}</a> ({TABLE}). Showing the {len(groups)} largest groups.</p>
+{''.join(rows) or '<p>No duplicates found.</p>'}
+</body></html>"""
+    p = out / PAGE
+    with atomic_path(p) as tmp:
+        Path(tmp).write_text(doc, encoding="utf-8")
+    return p
+
+
+__all__ = ["find_in_embeddings", "duplicate_columns", "groups_table", "cluster_duplicates", "summary",
+           "find_duplicates_in", "write_groups_page", "make_finder"]
