@@ -30,7 +30,10 @@ N = 120
 BATCH = 8
 
 CHILD = r"""
-import sys, time
+import signal, sys, time
+# Ctrl-C as a terminal delivers it, whatever the test runner inherited: a runner started in the
+# background by a non-interactive shell has SIGINT ignored, and its children would inherit that
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from mediacluster.embed import embed_collection_cached
 from mediacluster.encoders import get_encoder
 from mediacluster.ingest import collect
@@ -120,7 +123,8 @@ def test_interrupted_run_resumes_without_rework(images, reference, tmp_path, sig
     assert 0 < n_at_signal < N
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
-    assert p.returncode != 0, "the interrupted child should not report success"
+    assert p.returncode != 0, ("the interrupted child should not report success; its log: "
+                               f"{log1.read_text()[-600:]!r}; stderr: {err[-1500:]!r}")
     if sig == signal.SIGINT:
         assert "KeyboardInterrupt" in err
 
