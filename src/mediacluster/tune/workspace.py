@@ -37,6 +37,7 @@ from sklearn.base import clone
 
 from ..data import l2_normalize
 from ..fileio import atomic_path, write_npy
+from ..stages.neighbors import self_first
 from .space import SearchSpace
 
 SMALL_DATA = 4096  # umap-learn's exact-distance threshold
@@ -87,13 +88,13 @@ def knn_graph(X: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray
             D, Ind = index.search(Y[s:s + step], k)
             idx[s:s + step] = Ind
             dist[s:s + step] = np.maximum(1.0 - D, 0.0) if metric == "cosine" else np.sqrt(np.maximum(D, 0))
-        idx, dist = _self_first(idx, dist)
+        idx, dist = self_first(idx, dist)
         return idx.astype(np.int32), dist
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(n_neighbors=k, metric=metric, algorithm="brute").fit(X)
     dist, idx = nn.kneighbors(X)
-    idx, dist = _self_first(idx, dist.astype(np.float32))
+    idx, dist = self_first(idx, dist.astype(np.float32))
     return idx.astype(np.int32), dist
 
 
@@ -120,25 +121,6 @@ def _pairwise_numba(X: np.ndarray, fn) -> np.ndarray:
 
         _PAIRWISE_CACHE[fn] = kernel
     return kernel(X)
-
-
-def _self_first(idx: np.ndarray, dist: np.ndarray):
-    """Make column 0 the point itself at distance 0 (duplicates may have displaced it)."""
-    n = len(idx)
-    rows = np.arange(n)
-    bad = idx[:, 0] != rows
-    for i in np.flatnonzero(bad):
-        r = idx[i].tolist()
-        if i in r:
-            j = r.index(i)
-            idx[i, 1:j + 1] = idx[i, :j].copy()
-            dist[i, 1:j + 1] = dist[i, :j].copy()
-        else:
-            idx[i, 1:] = idx[i, :-1].copy()
-            dist[i, 1:] = dist[i, :-1].copy()
-        idx[i, 0] = i
-        dist[i, 0] = 0.0
-    return idx, dist
 
 
 def reduced_knn(Z: np.ndarray, k: int):
