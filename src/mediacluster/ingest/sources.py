@@ -51,6 +51,7 @@ from ..data import Collection, Skipped
 from ..errors import InputError, ParameterError
 from ..fileio import ESCAPED, hash_file, read_table
 from ..rundir import RunDir
+from .stream import check_float32_range
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif"})
@@ -520,16 +521,7 @@ def _check_vectors(vectors: np.ndarray, p: Path) -> np.ndarray:
                 f"{p}: {len(bad)} of {n} vectors contain NaN or infinity (rows {bad[:5].tolist()}"
                 f"{' ...' if len(bad) > 5 else ''})"
             )
-    big = np.finfo(np.float32).max
-    if vectors.dtype.itemsize > 4 or vectors.dtype.kind in "iu":  # values float32 cannot hold
-        over = np.abs(vectors) > big
-        if over.any():
-            rows = np.flatnonzero(over.any(axis=1))
-            r, c = int(rows[0]), int(np.flatnonzero(over[rows[0]])[0])
-            raise InputError(
-                f"{p}: {len(rows)} of {n} vectors hold values beyond the float32 range (+-{big:.3g}), "
-                f"which vectors are computed in (row {r}, column {c}: {vectors[r, c]!r}; rows "
-                f"{rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}); rescale them")
+    check_float32_range(vectors, 0, p)
     return vectors.astype(np.float32, copy=False)
 
 

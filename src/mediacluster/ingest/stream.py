@@ -132,21 +132,31 @@ def _text(v) -> str:
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+def check_float32_range(raw: np.ndarray, start, path) -> None:
+    """Refuse values of ``raw`` (rows of vectors) that float32 cannot hold: they would become
+    infinity, the type vectors are computed in. ``start``: the first row's number, or each row's
+    number. The one rule for in-memory and streamed vectors."""
+    if raw.dtype.itemsize <= 4 and raw.dtype.kind not in "iu":
+        return
+    with np.errstate(invalid="ignore"):
+        over = np.abs(raw.astype(np.float64, copy=False)) > _F32_MAX
+    if not over.any():
+        return
+    rows = np.flatnonzero(over.any(axis=1))
+    r, c = int(rows[0]), int(np.flatnonzero(over[rows[0]])[0])
+    number = (lambda i: int(np.asarray(start)[i])) if np.ndim(start) else (lambda i: int(i) + int(start))
+    shown = [number(i) for i in rows[:5]]
+    raise InputError(
+        f"{path}: {len(rows)} of {len(raw)} vectors hold values beyond the float32 range "
+        f"(+-{_F32_MAX:.3g}), which vectors are computed in (row {number(r)}, column {c}: "
+        f"{raw[r, c]!r}; rows {shown}{' ...' if len(rows) > 5 else ''}); rescale them")
+
+
 def _as_f32(raw: np.ndarray, start, path: str) -> np.ndarray:
-    """``raw`` rows as float32, refusing values float32 cannot hold (they would become infinity
-    and be reported as such); ``start``: the first row number, or each row's number."""
+    """``raw`` rows as float32, after :func:`check_float32_range`."""
     if raw.dtype == np.float32:
         return raw
-    if raw.dtype.itemsize > 4 or raw.dtype.kind in "iu":
-        with np.errstate(invalid="ignore"):
-            over = np.abs(raw.astype(np.float64, copy=False)) > _F32_MAX
-        if over.any():
-            rows = np.flatnonzero(over.any(axis=1))
-            r, c = int(rows[0]), int(np.flatnonzero(over[rows[0]])[0])
-            row = int(np.asarray(start)[r]) if np.ndim(start) else r + int(start)
-            raise InputError(f"{path}: vectors hold values beyond the float32 range (+-{_F32_MAX:.3g}), "
-                             f"which vectors are computed in (row {row}, column {c}: {raw[r, c]!r}); "
-                             "rescale them")
+    check_float32_range(raw, start, path)
     return np.ascontiguousarray(raw, dtype=np.float32)
 
 
