@@ -73,7 +73,7 @@ from .fileio import (
     escape_table,
     needs_escape,
     output_error,
-    path_from_text,
+    path_from_text,  # noqa: F401 - kept for callers of rundir's text helpers (the rule is fileio's)
     path_to_text,
     read_json,
     read_table,
@@ -124,10 +124,6 @@ def texts(values) -> tuple[list, list[bool]]:
             col.append(path_to_text(str(v)) if esc else str(v))
             flags.append(esc)
     return col, flags
-
-
-def untexts(values, flags) -> list:
-    return [path_from_text(v) if f and v is not None else v for v, f in zip(values, flags)]
 
 
 # ------------------------------------------------------------------------------------------
