@@ -202,14 +202,18 @@ def run(args) -> int:
 
 def print_summary(s: dict, skipped, out) -> None:
     w = sys.stdout.write
-    w(f"\nmediacluster: {s['items']} items -> {s['clusters']} clusters, "
+
+    def plural(k: int, word: str) -> str:
+        return f"{k} {word}" + ("" if k == 1 else "s")
+
+    w(f"\nmediacluster: {plural(s['items'], 'item')} -> {plural(s['clusters'], 'cluster')}, "
       f"noise {s['noise']} ({100 * s['noise_share']:.1f}%), outliers {s['outliers']}, "
       f"coverage {100 * s['coverage']:.1f}%\n")
     lv = s.get("levels")
     if lv:
         counts = lv["n_clusters"]
         w(f"levels: {len(counts)} (clusters per level, coarse to fine: "
-          f"{', '.join(str(k) for k in counts)}); in use: level {lv['level']} ({counts[lv['level']]} clusters"
+          f"{', '.join(str(k) for k in counts)}); in use: level {lv['level']} ({plural(counts[lv['level']], 'cluster')}"
           f"{', the automatic choice' if lv['level'] == lv['auto_level'] else ''}; --level N to pick another)\n")
     w(f"skipped: {s['skipped']} file(s)\n")
     for item in skipped[:10]:
