@@ -501,16 +501,27 @@ class Pipeline(BaseEstimator):
                                  f"{self.n_clusters_per_level_.tolist()})", "level")
         self.level = level
         self.level_ = int(lv)
-        # a loaded model's names follow its level (the names of every level were saved with it)
-        meta = (getattr(self, "model_info_", None) or {}).get("metadata") or {}
-        by_level = meta.get("names_by_level")
-        if by_level is not None:
-            meta["names"] = dict(by_level.get(str(lv), {}))
+        self._switch_names(lv)
         un = self.labels_ < 0
         self.labels_ = np.where(un, self.labels_, self.levels_[lv]).astype(np.int64)
         self.probabilities_ = np.where(un, 0.0, self.level_probabilities_[lv])
         self._assign()
         return self
+
+    def _switch_names(self, lv: int) -> None:
+        """A loaded model's ``metadata.names`` become level ``lv``'s (``names_by_level``, saved
+        with it). A model saved before every level was named knows the names of its saved level
+        only: the others get none rather than another level's."""
+        info = getattr(self, "model_info_", None)
+        meta = info.get("metadata") if isinstance(info, dict) else None
+        if not isinstance(meta, dict):
+            return
+        by_level = meta.get("names_by_level")
+        if by_level is None:
+            saved = (info.get("levels") or {}).get("level")
+            by_level = meta["names_by_level"] = ({} if saved is None else
+                                                 {str(int(saved)): dict(meta.get("names") or {})})
+        meta["names"] = dict(by_level.get(str(int(lv)), {}))
 
     def level_table(self) -> list[dict]:
         """Per level, coarse to fine: ``level``, ``n_clusters``, ``sizes`` (items per cluster id)

@@ -157,15 +157,20 @@ def pipeline_names(pipe) -> dict[int, str]:
 
 def level_names(pipe, names: dict[int, str] | None = None) -> dict[int, dict[int, str]]:
     """Level -> cluster id -> name for a loaded model with levels ({} without): the level in
-    use gets ``names`` (default :func:`pipeline_names`), every other level the automatic names
-    it was saved with (``metadata.names_by_level``; empty for a model saved before levels were
-    named)."""
+    use gets ``names`` (default :func:`pipeline_names`), the level it was saved with
+    :func:`model_names` of its saved names (hand-given names belong to its clusters), every
+    other level the automatic names it was saved with (``metadata.names_by_level``; none for a
+    model saved before every level was named)."""
     if getattr(pipe, "levels_", None) is None:
         return {}
-    meta = (getattr(pipe, "model_info_", None) or {}).get("metadata") or {}
+    info = getattr(pipe, "model_info_", None) or {}
+    meta = info.get("metadata") or {}
     by = meta.get("names_by_level") or {}
     out = {lv: {int(k): str(v) for k, v in (by.get(str(lv)) or {}).items() if v}
            for lv in range(len(pipe.levels_))}
+    saved = (info.get("levels") or {}).get("level")
+    if saved is not None and int(saved) in out and int(saved) != int(pipe.level_) and str(int(saved)) in by:
+        out[int(saved)] = model_names(pipe.model_path_, by[str(int(saved))])
     out[int(pipe.level_)] = dict(pipeline_names(pipe) if names is None else names)
     return out
 
