@@ -167,3 +167,26 @@ def test_assign_writes_each_levels_name(named_run, tmp_path):
     for k in range(len(pipe.levels_)):
         assert (t[f"level_{k}_name"] == t[f"level_{k}"].map(by_level[k])).all()
     assert (t["name"] == t[f"level_{pipe.level_}_name"]).all()
+
+
+def test_the_service_names_every_level_of_the_path_and_of_clusters(named_run, tmp_path):
+    """`serve` on the run: each answer's path names its cluster at every level, /v1/clusters
+    names every level's clusters (real process, real HTTP)."""
+    from test_serve import Server
+
+    run, pipe, emb = named_run["run"], named_run["pipe"], named_run["emb"]
+    by_level = {k: {e["cluster"]: e["name"] for e in v} for k, v in run.read_level_names().items()}
+    s = Server(str(run.path), log=tmp_path / "server.log")
+    try:
+        X = emb.vectors[::25] + 0.01
+        r = s.client.post("/v1/assign", json={"vectors": X.tolist()})
+        assert r.status_code == 200, r.text
+        for it in r.json()["items"]:
+            assert [p["level"] for p in it["path"]] == list(range(len(pipe.levels_)))
+            assert all(p["name"] == by_level[p["level"]][p["cluster"]] for p in it["path"])
+            assert it["path"][pipe.level_]["name"] == it["name"]
+        levels = s.client.get("/v1/clusters").json()["levels"]
+        for lv in levels:
+            assert {c["id"]: c["name"] for c in lv["clusters"]} == by_level[lv["level"]]
+    finally:
+        s.stop()
