@@ -190,3 +190,43 @@ def test_the_service_names_every_level_of_the_path_and_of_clusters(named_run, tm
             assert {c["id"]: c["name"] for c in lv["clusters"]} == by_level[lv["level"]]
     finally:
         s.stop()
+
+
+def test_renaming_a_run_names_every_level_by_the_same_rule(named_run, tmp_path):
+    """`report --rename` (naming.names.name_run) rewrites level_names.json with what the cluster
+    job wrote, and a run named after the fact (cluster --no-names, then report) gets it too."""
+    import shutil
+
+    from mediacluster.naming.names import name_run
+
+    copy = tmp_path / "run"
+    shutil.copytree(named_run["run"].path, copy)
+    run = RunDir.open(copy)
+    stored = run.read_level_names()
+    run.file("level_names.json").unlink()
+    named = name_run(run)
+    assert run.read_level_names() == stored
+    assert {e["cluster"]: e["name"] for e in named} == \
+        {e["cluster"]: e["name"] for e in stored[named_run["pipe"].level_]}
+
+
+def test_a_run_fitted_on_a_sample_names_every_level(cifar3_embeddings, tmp_path, one_blas_thread):
+    from mediacluster.ingest.stream import ArrayVectors
+    from mediacluster.workflow import write_streamed_run
+
+    X = cifar3_embeddings.vectors
+    src = ArrayVectors(X, ids=[str(i) for i in range(len(X))], labels=None, paths=None, path="mem")
+    pipe = pca_tree()
+    with RunDir.create(tmp_path / "run", command="test") as b:
+        write_streamed_run(b, src, pipe, fit_sample=200, batch_rows=64, make_map=False, progress=False,
+                           extras={"imagenet_probs": cifar3_embeddings.extras["imagenet_probs"]},
+                           save_model=True)
+    run = b.published
+    by_level, h = run.read_level_names(), run.read_hierarchy()
+    assert sorted(by_level) == list(range(len(pipe.levels_)))
+    for k, named in by_level.items():
+        ids = {e["cluster"] for e in named}
+        assert ids == ids_of(pipe.levels_[k]), "named from the fitted sample"
+        assert ids_of(h["levels"][k]) <= ids, "every item's cluster has a name"
+    meta = Pipeline.load(run.path).model_info_["metadata"]
+    assert sorted(map(int, meta["names_by_level"])) == list(range(len(pipe.levels_)))
