@@ -230,3 +230,21 @@ def test_a_run_fitted_on_a_sample_names_every_level(cifar3_embeddings, tmp_path,
         assert ids_of(h["levels"][k]) <= ids, "every item's cluster has a name"
     meta = Pipeline.load(run.path).model_info_["metadata"]
     assert sorted(map(int, meta["names_by_level"])) == list(range(len(pipe.levels_)))
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"99": {"0": "x"}}, "not a level of this model"), ({"x": {"0": "x"}}, "not a level"),
+    ({"0": ["x"]}, "must be a mapping"), ({"0": {"a": "x"}}, "not a cluster id"), ({"0": {"0": 5}}, "must be text"),
+])
+def test_load_refuses_edited_level_names(named_run, tmp_path, bad, match):
+    import shutil
+
+    from mediacluster.errors import ModelFormatError
+
+    folder = tmp_path / "m"
+    shutil.copytree(Pipeline.load(named_run["run"].path).model_path_, folder)
+    doc = json.loads((folder / "model.json").read_text())
+    doc["metadata"]["names_by_level"] = bad
+    (folder / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFormatError, match=match):
+        Pipeline.load(folder)
