@@ -4,12 +4,12 @@ gave by hand (``names.yaml`` next to a run) or in the studio (one rule: ``load_n
 from __future__ import annotations
 
 from .overrides import (
-           level_names,
-           load_names,
-           model_names,
-           names_near,
-           pipeline_names,
-           save_names_template,
+    level_names,
+    load_names,
+    model_names,
+    names_near,
+    pipeline_names,
+    save_names_template,
 )
 
 __all__ = ["level_names", "load_names", "model_names", "names_near", "pipeline_names",

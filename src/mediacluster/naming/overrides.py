@@ -150,7 +150,8 @@ def pipeline_names(pipe) -> dict[int, str]:
     info = getattr(pipe, "model_info_", None) or {}
     meta = info.get("metadata") or {}
     saved = (info.get("levels") or {}).get("level")
-    if getattr(pipe, "levels_", None) is not None and saved is not None and int(saved) != int(pipe.level_):
+    own = getattr(pipe, "levels_", None) is not None and saved is not None and int(saved) != int(pipe.level_)
+    if own or getattr(pipe, "model_path_", None) is None:
         return {int(k): str(v) for k, v in (meta.get("names") or {}).items() if v}
     return model_names(pipe.model_path_, meta.get("names"))
 
@@ -169,7 +170,8 @@ def level_names(pipe, names: dict[int, str] | None = None) -> dict[int, dict[int
     out = {lv: {int(k): str(v) for k, v in (by.get(str(lv)) or {}).items() if v}
            for lv in range(len(pipe.levels_))}
     saved = (info.get("levels") or {}).get("level")
-    if saved is not None and int(saved) in out and int(saved) != int(pipe.level_) and str(int(saved)) in by:
+    if saved is not None and int(saved) in out and int(saved) != int(pipe.level_) and str(int(saved)) in by \
+            and getattr(pipe, "model_path_", None) is not None:
         out[int(saved)] = model_names(pipe.model_path_, by[str(int(saved))])
     out[int(pipe.level_)] = dict(pipeline_names(pipe) if names is None else names)
     return out
