@@ -82,7 +82,8 @@ def test_the_cycle_finder_finds_a_circle():
 
 
 @pytest.mark.parametrize("name", ["assignments.parquet", "run.json", "clusters.json", "names.json",
-                                  "map2d.npy", "embeddings.npy", "items.parquet", "duplicates.parquet"])
+                                  "map2d.npy", "embeddings.npy", "items.parquet", "duplicates.parquet",
+                                  "hierarchy.npz", "level_names.json"])
 def test_run_folder_file_names_have_one_owner(name):
     """Only rundir.py spells the run folder's file names."""
     users = [p.relative_to(SRC) for p in (SRC / "mediacluster").rglob("*.py")

@@ -488,7 +488,8 @@ class Pipeline(BaseEstimator):
     def set_level(self, level) -> Pipeline:
         """Switch the flat labelling (``labels_``, ``cluster_``, what ``predict`` answers) to
         another level of the fitted tree without refitting: ``"auto"`` or a level index
-        (0 = coarsest). Items left unclustered (noise, outliers) stay so."""
+        (0 = coarsest). Items left unclustered (noise, outliers) stay so. A loaded model saved
+        with ``names_by_level`` switches ``model_info_["metadata"]["names"]`` to that level's."""
         check_is_fitted(self, "embedding_")
         if self.levels_ is None:
             raise ParameterError(f"level={level!r}: this model's clusterer has no levels", "level")
@@ -500,11 +501,27 @@ class Pipeline(BaseEstimator):
                                  f"{self.n_clusters_per_level_.tolist()})", "level")
         self.level = level
         self.level_ = int(lv)
+        self._switch_names(lv)
         un = self.labels_ < 0
         self.labels_ = np.where(un, self.labels_, self.levels_[lv]).astype(np.int64)
         self.probabilities_ = np.where(un, 0.0, self.level_probabilities_[lv])
         self._assign()
         return self
+
+    def _switch_names(self, lv: int) -> None:
+        """A loaded model's ``metadata.names`` become level ``lv``'s (``names_by_level``, saved
+        with it). A model saved before every level was named knows the names of its saved level
+        only: the others get none rather than another level's."""
+        info = getattr(self, "model_info_", None)
+        meta = info.get("metadata") if isinstance(info, dict) else None
+        if not isinstance(meta, dict):
+            return
+        by_level = meta.get("names_by_level")
+        if by_level is None:
+            saved = (info.get("levels") or {}).get("level")
+            by_level = meta["names_by_level"] = ({} if saved is None else
+                                                 {str(int(saved)): dict(meta.get("names") or {})})
+        meta["names"] = dict(by_level.get(str(int(lv)), {}))
 
     def level_table(self) -> list[dict]:
         """Per level, coarse to fine: ``level``, ``n_clusters``, ``sizes`` (items per cluster id)
@@ -875,13 +892,30 @@ def _check_model_doc(info: dict) -> None:
         _need_type(meta, key, str, "text", optional=True, prefix="metadata.")
     names = _need_type(meta, "names", dict, "a mapping of cluster id -> name", optional=True,
                        prefix="metadata.") or {}
+    _check_names(names, "metadata.names")
+    by_level = _need_type(meta, "names_by_level", dict, "a mapping of level -> {cluster id: name}",
+                          optional=True, prefix="metadata.") or {}
+    n_levels = ((info.get("levels") or {}).get("n_levels")) if isinstance(info.get("levels"), dict) else None
+    for lv, named in by_level.items():
+        try:
+            ok = int(lv) >= 0 and (n_levels is None or int(lv) < int(n_levels))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ModelFormatError(f"metadata.names_by_level: {lv!r} is not a level of this model")
+        if not isinstance(named, dict):
+            raise ModelFormatError(f"metadata.names_by_level.{lv} must be a mapping of cluster id -> name")
+        _check_names(named, f"metadata.names_by_level.{lv}")
+
+
+def _check_names(names: dict, where: str) -> None:
     for k, v in names.items():
         try:
             int(k)
         except ValueError:
-            raise ModelFormatError(f"metadata.names: {k!r} is not a cluster id") from None
+            raise ModelFormatError(f"{where}: {k!r} is not a cluster id") from None
         if v is not None and not isinstance(v, str):
-            raise ModelFormatError(f"metadata.names: the name of cluster {k} must be text, got {v!r}")
+            raise ModelFormatError(f"{where}: the name of cluster {k} must be text, got {v!r}")
 
 
 def _check_model_arrays(pipe, folder, info: dict | None = None) -> None:

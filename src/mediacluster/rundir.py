@@ -12,6 +12,7 @@ A run folder (``mediacluster cluster ... --out DIR``) holds, at schema version 1
     hierarchy.npz        the cluster tree when the clusterer has levels
     duplicates.parquet   duplicate groups (with --dedup)
     names.json           automatic names          (derived: stamped with the run_id)
+    level_names.json     automatic names of every level of hierarchy.npz (derived: stamped)
     names.yaml           hand-given names         (written by a person)
     map2d.npy, map2d.json  2-D map of the items   (derived: stamped with the run_id)
     models/              model versions v0001/, v0002/, ... and LATEST (see persist.ModelStore)
@@ -95,6 +96,7 @@ CLUSTERS = "clusters.json"
 HIERARCHY = "hierarchy.npz"
 DUPLICATES = "duplicates.parquet"
 NAMES = "names.json"
+LEVEL_NAMES = "level_names.json"
 NAMES_YAML = "names.yaml"
 MAP = "map2d.npy"
 MAP_META = "map2d.json"
@@ -382,6 +384,34 @@ class _Files:
         if doc.get("run_id") != self.run_id:
             return []
         return list(doc.get("clusters", []))
+
+    def write_level_names(self, by_level: dict[int, list[dict]], method: str | None = None) -> None:
+        """Every level's automatic names (``naming.names.name_levels``), keyed by the level's
+        index in ``hierarchy.npz`` / the ``level_<k>`` columns: per level a list of
+        ``{"cluster", "name", "alternatives"}`` (the level in use holds the names of
+        ``names.json``)."""
+        keep = ("cluster", "name", "alternatives")
+        write_json(self.file(LEVEL_NAMES), {
+            "run_id": self.run_id, "method": method,
+            "levels": {str(int(k)): [{f: e.get(f) for f in keep} for e in named]
+                       for k, named in sorted(by_level.items())}})
+
+    def read_level_names(self) -> dict[int, list[dict]]:
+        """Level -> its automatic names (``level_names.json``); {} if absent, of another run or
+        not readable as such (a run made before levels were named when clustering)."""
+        p = self.file(LEVEL_NAMES)
+        if not p.exists():
+            return {}
+        doc = read_json(p)
+        if doc.get("run_id") != self.run_id or not isinstance(doc.get("levels"), dict):
+            return {}
+        out = {}
+        for k, named in doc["levels"].items():
+            try:
+                out[int(k)] = [e for e in named if isinstance(e, dict) and isinstance(e.get("cluster"), int)]
+            except (TypeError, ValueError):
+                continue
+        return dict(sorted(out.items()))
 
     def write_map(self, xy: np.ndarray, meta: dict) -> None:
         write_npy(self.file(MAP), np.asarray(xy, dtype=np.float32))

@@ -29,7 +29,7 @@ from .ingest.stream import (
     open_vectors,
     streamable,
 )
-from .naming.names import merge_names, name_clusters
+from .naming.names import level_names_map, merge_names, name_clusters, name_levels
 from .pipeline import Pipeline
 from .rundir import RunDir
 from .scale import StageMeter, Tally, fit_sample_size, sample_rows
@@ -53,6 +53,26 @@ def level_summary(pipe) -> dict | None:
         return None
     return {"n_clusters": [int(k) for k in pipe.n_clusters_per_level_], "level": int(pipe.level_),
             "auto_level": int(pipe.auto_level_)}
+
+
+def _level_names(pipe, vectors, clustered, named: list[dict], imagenet_probs, encoder) -> dict[int, list[dict]]:
+    """Every level's automatic names for a fitted pipeline with levels ({} without levels or
+    names): the flat answer's ``named`` for the level in use, the same rule over the same
+    items for the others (:func:`naming.names.name_levels`)."""
+    if getattr(pipe, "levels_", None) is None or not named:
+        return {}
+    return name_levels(vectors, pipe.levels_, clustered=clustered, imagenet_probs=imagenet_probs,
+                       encoder=encoder, named=(int(pipe.level_), named))
+
+
+def model_names_metadata(names: dict[int, str], by_level: dict[int, list[dict]]) -> dict:
+    """A saved model's name metadata: ``names`` (the level in use, {"id": name}) and, with
+    levels, ``names_by_level`` ({"level": {"id": name}}; ``Pipeline.set_level`` switches
+    ``names`` to the chosen level's)."""
+    meta = {"names": {str(k): v for k, v in names.items()}}
+    if by_level:
+        meta["names_by_level"] = level_names_map(by_level)
+    return meta
 
 
 def run_summary(emb: Embeddings, labels: np.ndarray, timings: dict, levels: dict | None = None) -> dict:
@@ -174,12 +194,15 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     # with --dedup, examples and names come from one item per duplicate group, as the fit did
     single = None if duplicates is None else duplicates.duplicate_of_ < 0
     clusters = cluster_summaries(emb, pipe.labels_, examples_from=single)
-    named = []
+    named, by_level = [], {}
     if name:
-        named = name_clusters(emb.vectors, pipe.labels_ if single is None else np.where(single, pipe.labels_, -1),
-                              imagenet_probs=emb.extras.get("imagenet_probs"),
-                              encoder=enc if getattr(enc, "has_text", False) else None)
+        named_labels = pipe.labels_ if single is None else np.where(single, pipe.labels_, -1)
+        text_enc = enc if getattr(enc, "has_text", False) else None
+        named = name_clusters(emb.vectors, named_labels, imagenet_probs=emb.extras.get("imagenet_probs"),
+                              encoder=text_enc)
         clusters = merge_names(clusters, named)
+        by_level = _level_names(pipe, emb.vectors, named_labels >= 0, named,
+                                emb.extras.get("imagenet_probs"), text_enc)
     names = {e["cluster"]: e["name"] for e in named}
     timings["name"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -193,11 +216,13 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
         run.write_hierarchy(pipe.hierarchy_arrays())
     if named:
         run.write_names(named, method=named[0]["method"])
+    if by_level:
+        run.write_level_names(by_level, method=named[0]["method"] if named else None)
     encoder_name = encoder_spec or (enc.name if enc is not None else emb.encoder or "precomputed")
     model = None
     if save_model:
         model = publish_model(run, pipe, {"encoder": encoder_name if emb.encoder != "precomputed" else None,
-                                          "names": {str(k): v for k, v in names.items()}},
+                                          **model_names_metadata(names, by_level)},
                               duplicates=duplicates)
     timings["write"] = time.perf_counter() - t
     run.write_info({
@@ -415,10 +440,14 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         paths = source.paths()
         labels = source.labels()
         sample_extras = {k: v[rows] for k, v in (extras or {}).items()}
-        named = []
+        named, by_level = [], {}
         if name:
+            text_enc = enc if getattr(enc, "has_text", False) else None
             named = name_clusters(Xs, pipe.labels_, imagenet_probs=sample_extras.get("imagenet_probs"),
-                                  encoder=enc if getattr(enc, "has_text", False) else None)
+                                  encoder=text_enc)
+            # every level named from the fitted sample, as the flat answer is
+            by_level = _level_names(pipe, Xs, pipe.labels_ >= 0, named, sample_extras.get("imagenet_probs"),
+                                    text_enc)
         names = {e["cluster"]: e["name"] for e in named}
 
     ref_xy = None
@@ -472,6 +501,8 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
             run.write_hierarchy({**tree, "levels": all_levels})  # every item, not just the fitted
         if named:
             run.write_names(named, method=named[0]["method"])
+        if by_level and all_levels is not None:
+            run.write_level_names(by_level, method=named[0]["method"] if named else None)
         if xy is not None:
             run.write_map(xy, {"method": map_method, "fit_sample": int(size),
                                "seconds": round(timings.get("map_sample", 0.0), 2)})
@@ -480,7 +511,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         if save_model:
             model = pipe.publish(run.file("models"), run_id=run.run_id, source=run.command,
                                  metadata={"encoder": encoder_name if enc is not None else None,
-                                           "names": {str(k): v for k, v in names.items()}})
+                                           **model_names_metadata(names, by_level)})
     summary = {**tally.summary_counts(), "levels": level_summary(pipe), "skipped": len(skipped),
                "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     run.write_info({

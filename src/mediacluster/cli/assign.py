@@ -18,7 +18,7 @@ from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
 from ..errors import ModelFormatError, ParameterError
 from ..fileio import text_series, write_table
 from ..ingest import collect
-from ..naming import model_names
+from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from . import printable
 from .cluster import positive_int
@@ -74,11 +74,14 @@ def run(args) -> int:
     })
     # the run's automatic names, the names the model was published with, a hand-given names.yaml
     path = res.get("path")
+    names = pipeline_names(model)
+    by_level = level_names(model, names)
     if path is not None:  # the model has levels: each item's cluster at every level, coarse to fine
         for lv in range(len(path["labels"])):
             df[f"level_{lv}"] = path["labels"][lv]
             df[f"level_{lv}_probability"] = np.round(path["probabilities"][lv], 6)
-    names = model_names(model.model_path_, model.model_info_.get("metadata", {}).get("names"))
+            if by_level.get(lv):
+                df[f"level_{lv}_name"] = [by_level[lv].get(int(c)) for c in path["labels"][lv]]
     if names:
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
         df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]

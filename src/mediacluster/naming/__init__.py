@@ -3,6 +3,14 @@ gave by hand (``names.yaml`` next to a run) or in the studio (one rule: ``load_n
 
 from __future__ import annotations
 
-from .overrides import load_names, model_names, names_near, save_names_template
+from .overrides import (
+    level_names,
+    load_names,
+    model_names,
+    names_near,
+    pipeline_names,
+    save_names_template,
+)
 
-__all__ = ["load_names", "model_names", "names_near", "save_names_template"]
+__all__ = ["level_names", "load_names", "model_names", "names_near", "pipeline_names",
+           "save_names_template"]

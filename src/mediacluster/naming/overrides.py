@@ -142,6 +142,41 @@ def model_names(path: str | Path, published: dict | None = None) -> dict[int, st
     return load_names(run, published=published)
 
 
+def pipeline_names(pipe) -> dict[int, str]:
+    """Cluster names of a loaded model (``Pipeline.load``) at the level it answers with:
+    :func:`model_names` while that is the level it was saved with; after ``set_level`` the
+    automatic names of the new level it was saved with (``metadata.names``, switched by
+    ``set_level``; names given by hand belong to the saved level's clusters)."""
+    info = getattr(pipe, "model_info_", None) or {}
+    meta = info.get("metadata") or {}
+    saved = (info.get("levels") or {}).get("level")
+    own = getattr(pipe, "levels_", None) is not None and saved is not None and int(saved) != int(pipe.level_)
+    if own or getattr(pipe, "model_path_", None) is None:
+        return {int(k): str(v) for k, v in (meta.get("names") or {}).items() if v}
+    return model_names(pipe.model_path_, meta.get("names"))
+
+
+def level_names(pipe, names: dict[int, str] | None = None) -> dict[int, dict[int, str]]:
+    """Level -> cluster id -> name for a loaded model with levels ({} without): the level in
+    use gets ``names`` (default :func:`pipeline_names`), the level it was saved with
+    :func:`model_names` of its saved names (hand-given names belong to its clusters), every
+    other level the automatic names it was saved with (``metadata.names_by_level``; none for a
+    model saved before every level was named)."""
+    if getattr(pipe, "levels_", None) is None:
+        return {}
+    info = getattr(pipe, "model_info_", None) or {}
+    meta = info.get("metadata") or {}
+    by = meta.get("names_by_level") or {}
+    out = {lv: {int(k): str(v) for k, v in (by.get(str(lv)) or {}).items() if v}
+           for lv in range(len(pipe.levels_))}
+    saved = (info.get("levels") or {}).get("level")
+    if saved is not None and int(saved) in out and int(saved) != int(pipe.level_) and str(int(saved)) in by \
+            and getattr(pipe, "model_path_", None) is not None:
+        out[int(saved)] = model_names(pipe.model_path_, by[str(int(saved))])
+    out[int(pipe.level_)] = dict(pipeline_names(pipe) if names is None else names)
+    return out
+
+
 def names_near(path: str | Path) -> dict[int, str]:
     """Cluster names for a saved model or run folder: :func:`load_names` of the run that holds
     ``path`` (a model saved in ``RUN/models/v0001``); ``{}`` if none."""

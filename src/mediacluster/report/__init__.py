@@ -31,11 +31,7 @@ def make_report(run_dir, out=None, vocabulary=None, rename=False, names_template
     with run.writing("report"):
         if rename or vocabulary is not None or not run.read_automatic_names():
             try:
-                named = name_run(run, vocabulary=vocabulary, write=False)
-                run.write_names(named, method=named[0]["method"] if named else None)
-                from ..naming.names import merge_names
-
-                run.write_clusters(merge_names(run.read_clusters(), named))
+                named = name_run(run, vocabulary=vocabulary)  # names.json, every level's, clusters.json
                 if vocabulary is not None and named and named[0]["method"] != "clip-zeroshot":
                     log.warning("--vocabulary is used with CLIP runs only; this run's encoder has no "
                                 "text tower, names come from %s", named[0]["method"])

@@ -433,15 +433,19 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         level_probs = hier.get("level_probabilities")  # per level and item, when the run kept them
         if level_probs is not None and np.shape(level_probs) != (len(levels), n):
             level_probs = None
-        named_levels = {}
-        if todo:  # every level is named at report time, whatever ``name`` says of the run's
+        # every level's names as the cluster job stored them (level_names.json); a run made
+        # before that (or with --no-names) gets the missing levels named here by the same rule
+        stored = run.read_level_names()
+        named_levels = {k: stored[k] for k in todo if k in stored}
+        missing = [k for k in todo if k not in named_levels]
+        if missing:
             try:
                 from ..naming.names import name_labels
                 from ..stages.cluster import single_blas_thread
 
                 # many small products: one BLAS thread is 4x faster on a busy machine (measured)
                 with single_blas_thread():
-                    named_levels = dict(zip(todo, name_labels(run, [levels[k] for k in todo])))
+                    named_levels.update(zip(missing, name_labels(run, [levels[k] for k in missing])))
             except Exception as e:  # noqa: BLE001 - names are optional for the page
                 log.warning("naming the hierarchy's levels failed: %s", e)
         for k, lab in enumerate(levels):

@@ -68,7 +68,7 @@ class Assigned(BaseModel):
     outlier: bool = Field(description="flagged as an outlier / novelty (status 'outlier')")
     novel: bool = Field(description="farther from the training items than 99% of them are")
     path: list = Field(default_factory=list, description="hierarchy path from the root to the "
-                       "leaf when the model has levels: one {level, cluster, probability} per level, "
+                       "leaf when the model has levels: one {level, cluster, name, probability} per level, "
                        "coarse to fine; empty for a flat model")
     duplicate_of: dict | None = Field(None, description="near-duplicate match when the model "
                                       "carries a duplicate index")
@@ -97,7 +97,8 @@ class ClusterInfo(BaseModel):
 class ClustersResponse(BaseModel):
     model: ModelRef
     levels: list[dict] = Field(description="coarse to fine: level, n_clusters, auto, chosen and per "
-                               "cluster its id, size and parent (the cluster it belongs to one level up)")
+                               "cluster its id, name, size and parent (the cluster it belongs to one "
+                               "level up)")
     clusters: list[ClusterInfo]
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from .. import persist
 from ..duplicates.index import read_from_model
 from ..errors import MediaclusterError, ModelFormatError, ParameterError
-from ..naming import model_names
+from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from .batcher import MicroBatcher
 
@@ -63,6 +63,7 @@ class Served:
     identity: tuple = ()
     clusters: list[dict] = field(default_factory=list)
     levels: list[dict] = field(default_factory=list)
+    level_names: dict = field(default_factory=dict)  # level -> cluster id -> name (models with levels)
     duplicates: object | None = None  # the model's DuplicateIndex (cluster --save-model --dedup)
 
     @property
@@ -96,7 +97,7 @@ class Served:
         vectors, vectors alone otherwise)."""
         _one_omp_thread()
         det = self.pipeline.predict_details(X)
-        det["path"] = path_records(det.get("path"))
+        det["path"] = path_records(det.get("path"), self.level_names)
         if self.duplicates is not None:
             det["duplicate_of"] = duplicate_matches(self.duplicates, X, uploads, filenames)
         if self.tagger is not None:
@@ -154,22 +155,25 @@ def cluster_table(pipe: Pipeline, names: dict[int, str]) -> list[dict]:
              "assigned_size": int(assigned.get(c, 0)), "level": int(level or 0)} for c, n in zip(ids, sizes)]
 
 
-def path_records(path: dict | None) -> list[list[dict]] | None:
+def path_records(path: dict | None, names: dict[int, dict[int, str]] | None = None) -> list[list[dict]] | None:
     """``predict_details``'s ``path`` ({"labels", "probabilities"}, each (n_levels, m)) as one
-    list per item of ``{"level", "cluster", "probability"}``, root to leaf; None without levels."""
+    list per item of ``{"level", "cluster", "name", "probability"}``, root to leaf (``names``:
+    level -> cluster id -> name, see ``naming.level_names``); None without levels."""
     if path is None:
         return None
     lab, prob = np.asarray(path["labels"]), np.asarray(path["probabilities"])
-    return [[{"level": lv, "cluster": int(lab[lv, i]), "probability": round(float(prob[lv, i]), 6)}
+    names = names or {}
+    return [[{"level": lv, "cluster": int(lab[lv, i]), "name": names.get(lv, {}).get(int(lab[lv, i])),
+              "probability": round(float(prob[lv, i]), 6)}
              for lv in range(lab.shape[0])] for i in range(lab.shape[1])]
 
 
-def level_table(pipe: Pipeline, names: dict[int, str]) -> list[dict]:
+def level_table(pipe: Pipeline, names: dict[int, str], by_level: dict[int, dict[int, str]] | None = None) -> list[dict]:
     """The model's levels, coarse to fine: ``level``, ``n_clusters``, ``auto`` / ``chosen``
     (the clusterer's choice / the level ``cluster`` answers with) and per cluster its ``id``,
-    ``size`` (training items) and ``parent`` (its cluster in the level above; None at level 0);
-    a flat model has one level, ``{"level": 0, "n_clusters": k}``. Names belong to the chosen
-    level."""
+    ``name``, ``size`` (training items) and ``parent`` (its cluster in the level above; None at
+    level 0); a flat model has one level, ``{"level": 0, "n_clusters": k}``. The chosen level
+    is named by ``names``, the others by ``by_level`` (level -> cluster id -> name)."""
     table = pipe.level_table()
     if not table:
         return [{"level": 0, "n_clusters": int(pipe.n_clusters_)}]
@@ -178,7 +182,7 @@ def level_table(pipe: Pipeline, names: dict[int, str]) -> list[dict]:
         par = t["parents"]
         out.append({"level": t["level"], "n_clusters": t["n_clusters"], "auto": t["auto"], "chosen": t["chosen"],
                     "clusters": [{"id": c, "size": n, "parent": None if par is None else par[c],
-                                  "name": names.get(c) if t["chosen"] else None}
+                                  "name": names.get(c) if t["chosen"] else (by_level or {}).get(t["level"], {}).get(c)}
                                  for c, n in enumerate(t["sizes"])]})
     return out
 
@@ -247,7 +251,8 @@ class ModelHolder:
     def _load(self, folder: Path) -> Served:
         pipe = Pipeline.load(folder)
         meta = pipe.model_info_.get("metadata", {}) or {}
-        names = model_names(pipe.model_path_, meta.get("names"))
+        names = pipeline_names(pipe)
+        by_level = level_names(pipe, names)
         encoder_name = meta.get("encoder") or None
         slot = self._slot(encoder_name) if encoder_name else None
         tagger = self.tagger
@@ -271,7 +276,8 @@ class ModelHolder:
         served = Served(pipeline=pipe, path=str(folder), version=folder.name, pointer=pointer,
                         names=names, encoder_name=encoder_name, slot=slot, tagger=tagger,
                         loaded=time.strftime("%Y-%m-%dT%H:%M:%S%z"), identity=identity(folder),
-                        clusters=cluster_table(pipe, names), levels=level_table(pipe, names),
+                        clusters=cluster_table(pipe, names), levels=level_table(pipe, names, by_level),
+                        level_names=by_level,
                         duplicates=read_from_model(folder))
         rng = np.random.default_rng(0)  # warm up: faiss, the outlier stage, the tagger
         served.predict(rng.standard_normal((1, served.dim)).astype(np.float32))

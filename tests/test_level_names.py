@@ -1,0 +1,250 @@
+"""Every level of a hierarchy is named once, when clustering (issue 16 item 1): the run folder
+(``level_names.json``), the saved model (``names_by_level``), ``set_level``, the report, the
+service and ``assign`` all use those names, so a name always belongs to the clusters of the
+level it is shown with.
+
+A real run: 300 CIFAR-10 images (default encoder, ImageNet probabilities -> WordNet names)
+fitted by ``Pipeline(reducer=pca, clusterer=hierarchy)`` (no UMAP compilation) and published by
+the cluster job's own writer with a saved model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_levels import pca_tree, run_cli
+
+from mediacluster.naming import level_names, load_names, model_names, pipeline_names
+from mediacluster.naming.names import name_clusters
+from mediacluster.pipeline import Pipeline
+from mediacluster.rundir import RunDir
+
+
+@pytest.fixture(scope="module")
+def named_run(cifar3_embeddings, tmp_path_factory, one_blas_thread):
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    assert len(pipe.levels_) >= 3
+    out = tmp_path_factory.mktemp("lvnames") / "run"
+    publish_run(out, cifar3_embeddings, pipe, save_model=True)
+    return {"run": RunDir.open(out), "pipe": pipe, "emb": cifar3_embeddings}
+
+
+def ids_of(labels) -> set[int]:
+    labels = np.asarray(labels)
+    return set(labels[labels >= 0].tolist())
+
+
+def test_every_level_is_named_in_the_run_folder(named_run, one_blas_thread):
+    run, pipe, emb = named_run["run"], named_run["pipe"], named_run["emb"]
+    by_level = run.read_level_names()
+    assert sorted(by_level) == list(range(len(pipe.levels_)))
+    h = run.read_hierarchy()
+    for k, named in by_level.items():
+        ids = [e["cluster"] for e in named]
+        assert set(ids) == ids_of(h["levels"][k]), f"level {k}: one name per cluster"
+        names = [e["name"] for e in named]
+        assert all(names) and len(set(names)) == len(names), f"level {k}: distinct names"
+        assert all(isinstance(e["alternatives"], list) for e in named)
+        # the one automatic rule, as the flat answer of a fit at that level would be named
+        again = name_clusters(emb.vectors, np.where(pipe.labels_ >= 0, pipe.levels_[k], -1),
+                              imagenet_probs=emb.extras["imagenet_probs"])
+        assert {e["cluster"]: e["name"] for e in again} == dict(zip(ids, names))
+    # the level in use keeps its files as they were: names.json / clusters.json / the name
+    # column, and its entry in level_names.json is the same names
+    auto = {e["cluster"]: e["name"] for e in run.read_automatic_names()}
+    assert {e["cluster"]: e["name"] for e in by_level[pipe.level_]} == auto
+    assert {int(e["cluster"]): e["name"] for e in run.read_clusters()} == auto
+    a = run.read_assignments(["cluster", "name"])
+    assert (a["name"] == a["cluster"].map(auto)).all()
+    doc = json.loads(run.file("level_names.json").read_text())
+    assert doc["run_id"] == run.run_id and doc["method"] == "imagenet-wordnet"
+
+
+def test_the_saved_model_carries_every_levels_names_and_set_level_switches_them(named_run):
+    run, pipe = named_run["run"], named_run["pipe"]
+    by_level = {k: {str(e["cluster"]): e["name"] for e in v} for k, v in run.read_level_names().items()}
+    model = Pipeline.load(run.path)
+    meta = model.model_info_["metadata"]
+    assert meta["names_by_level"] == {str(k): v for k, v in by_level.items()}
+    assert meta["names"] == by_level[pipe.level_]
+    saved = model.level_
+    for k in [*range(len(model.levels_)), saved]:
+        model.set_level(k)
+        names = model.model_info_["metadata"]["names"]
+        assert names == by_level[k]
+        assert {int(c) for c in names} == ids_of(model.labels_), f"level {k}: names match the clusters"
+        assert pipeline_names(model) == {int(c): v for c, v in names.items()}
+    model.set_level("auto")
+    assert model.model_info_["metadata"]["names"] == by_level[model.auto_level_]
+    # the service's / assign's view: every level named, the one in use by model_names
+    model.set_level(saved)
+    table = level_names(model)
+    assert sorted(table) == list(range(len(model.levels_)))
+    assert table[saved] == model_names(model.model_path_, meta["names"])
+    assert all(table[k] == {int(c): v for c, v in by_level[k].items()} for k in table if k != saved)
+
+
+def test_hand_given_names_stay_with_the_level_they_were_given_for(named_run, tmp_path):
+    """names.yaml names the run's clusters (the saved level): after set_level another level's
+    clusters do not inherit them."""
+    import shutil
+
+    run = named_run["run"]
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    (copy / "names.yaml").write_text("0: my hand-given name\n", encoding="utf-8")
+    assert load_names(RunDir.open(copy))[0] == "my hand-given name"
+    model = Pipeline.load(copy)
+    saved = model.level_
+    assert pipeline_names(model)[0] == "my hand-given name"
+    other = 0 if saved != 0 else 1
+    model.set_level(other)
+    assert "my hand-given name" not in pipeline_names(model).values()
+    table = level_names(model)
+    assert table[saved][0] == "my hand-given name" and "my hand-given name" not in table[other].values()
+
+
+def test_a_model_saved_without_level_names_names_only_its_saved_level(named_run, tmp_path):
+    pipe = named_run["pipe"]
+    names = {str(e["cluster"]): e["name"] for e in named_run["run"].read_automatic_names()}
+    pipe.save(tmp_path / "m", metadata={"names": names})  # as models were saved before
+    model = Pipeline.load(tmp_path / "m")
+    saved, other = model.level_, (0 if model.level_ != 0 else 1)
+    model.set_level(other)
+    assert model.model_info_["metadata"]["names"] == {} and pipeline_names(model) == {}
+    model.set_level(saved)
+    assert model.model_info_["metadata"]["names"] == names
+
+
+def test_the_report_shows_the_stored_names_of_every_level(named_run, tmp_path):
+    """The report takes each level's names from level_names.json (what it shows is what was
+    stored: a name changed in the file shows), and names a level itself only when a run has no
+    stored names for it."""
+    import shutil
+
+    from test_report import _page_data
+
+    from mediacluster.report import build_report
+
+    copy = tmp_path / "run"
+    shutil.copytree(named_run["run"].path, copy)
+    run = RunDir.open(copy)
+    stored = run.read_level_names()
+    chosen = named_run["pipe"].level_
+    other = 0 if chosen != 0 else 1
+
+    def shown(html) -> dict[int, dict[int, str]]:
+        views = _page_data(html)["levels"]["views"]
+        return {k: {c["id"]: c["name"] for c in v["clusters"]} for k, v in enumerate(views) if k != chosen}
+
+    first = shown(build_report(run, progress=False, map_method="pca"))
+    assert first == {k: {e["cluster"]: e["name"] for e in v} for k, v in stored.items() if k != chosen}
+    edited = {**stored, other: [{**e, "name": f"stored name {e['cluster']}"} for e in stored[other]]}
+    with run.writing("test"):
+        run.write_level_names(edited, method="imagenet-wordnet")
+    html = build_report(run, progress=False, map_method="pca")
+    assert shown(html)[other] == {e["cluster"]: f"stored name {e['cluster']}" for e in stored[other]}
+    assert "stored name 0" in html.read_text(encoding="utf-8")
+    run.file("level_names.json").unlink()  # a run from before: the report names the levels itself
+    assert run.read_level_names() == {}
+    assert shown(build_report(run, progress=False, map_method="pca")) == first
+
+
+def test_assign_writes_each_levels_name(named_run, tmp_path):
+    run, pipe, emb = named_run["run"], named_run["pipe"], named_run["emb"]
+    vectors = tmp_path / "new.npy"
+    np.save(vectors, emb.vectors[::30] + 0.01)
+    table = tmp_path / "out.csv"
+    rc, out, err = run_cli(["assign", run.path, vectors, "--out", table, "--quiet"])
+    assert rc == 0, out + err
+    t = pd.read_csv(table)
+    by_level = {k: {e["cluster"]: e["name"] for e in v} for k, v in run.read_level_names().items()}
+    for k in range(len(pipe.levels_)):
+        assert (t[f"level_{k}_name"] == t[f"level_{k}"].map(by_level[k])).all()
+    assert (t["name"] == t[f"level_{pipe.level_}_name"]).all()
+
+
+def test_the_service_names_every_level_of_the_path_and_of_clusters(named_run, tmp_path):
+    """`serve` on the run: each answer's path names its cluster at every level, /v1/clusters
+    names every level's clusters (real process, real HTTP)."""
+    from test_serve import Server
+
+    run, pipe, emb = named_run["run"], named_run["pipe"], named_run["emb"]
+    by_level = {k: {e["cluster"]: e["name"] for e in v} for k, v in run.read_level_names().items()}
+    s = Server(str(run.path), log=tmp_path / "server.log")
+    try:
+        X = emb.vectors[::25] + 0.01
+        r = s.client.post("/v1/assign", json={"vectors": X.tolist()})
+        assert r.status_code == 200, r.text
+        for it in r.json()["items"]:
+            assert [p["level"] for p in it["path"]] == list(range(len(pipe.levels_)))
+            assert all(p["name"] == by_level[p["level"]][p["cluster"]] for p in it["path"])
+            assert it["path"][pipe.level_]["name"] == it["name"]
+        levels = s.client.get("/v1/clusters").json()["levels"]
+        for lv in levels:
+            assert {c["id"]: c["name"] for c in lv["clusters"]} == by_level[lv["level"]]
+    finally:
+        s.stop()
+
+
+def test_renaming_a_run_names_every_level_by_the_same_rule(named_run, tmp_path):
+    """`report --rename` (naming.names.name_run) rewrites level_names.json with what the cluster
+    job wrote, and a run named after the fact (cluster --no-names, then report) gets it too."""
+    import shutil
+
+    from mediacluster.naming.names import name_run
+
+    copy = tmp_path / "run"
+    shutil.copytree(named_run["run"].path, copy)
+    run = RunDir.open(copy)
+    stored = run.read_level_names()
+    run.file("level_names.json").unlink()
+    named = name_run(run)
+    assert run.read_level_names() == stored
+    assert {e["cluster"]: e["name"] for e in named} == \
+        {e["cluster"]: e["name"] for e in stored[named_run["pipe"].level_]}
+
+
+def test_a_run_fitted_on_a_sample_names_every_level(cifar3_embeddings, tmp_path, one_blas_thread):
+    from mediacluster.ingest.stream import ArrayVectors
+    from mediacluster.workflow import write_streamed_run
+
+    X = cifar3_embeddings.vectors
+    src = ArrayVectors(X, ids=[str(i) for i in range(len(X))], labels=None, paths=None, path="mem")
+    pipe = pca_tree()
+    with RunDir.create(tmp_path / "run", command="test") as b:
+        write_streamed_run(b, src, pipe, fit_sample=200, batch_rows=64, make_map=False, progress=False,
+                           extras={"imagenet_probs": cifar3_embeddings.extras["imagenet_probs"]},
+                           save_model=True)
+    run = b.published
+    by_level, h = run.read_level_names(), run.read_hierarchy()
+    assert sorted(by_level) == list(range(len(pipe.levels_)))
+    for k, named in by_level.items():
+        ids = {e["cluster"] for e in named}
+        assert ids == ids_of(pipe.levels_[k]), "named from the fitted sample"
+        assert ids_of(h["levels"][k]) <= ids, "every item's cluster has a name"
+    meta = Pipeline.load(run.path).model_info_["metadata"]
+    assert sorted(map(int, meta["names_by_level"])) == list(range(len(pipe.levels_)))
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"99": {"0": "x"}}, "not a level of this model"), ({"x": {"0": "x"}}, "not a level"),
+    ({"0": ["x"]}, "must be a mapping"), ({"0": {"a": "x"}}, "not a cluster id"), ({"0": {"0": 5}}, "must be text"),
+])
+def test_load_refuses_edited_level_names(named_run, tmp_path, bad, match):
+    import shutil
+
+    from mediacluster.errors import ModelFormatError
+
+    folder = tmp_path / "m"
+    shutil.copytree(Pipeline.load(named_run["run"].path).model_path_, folder)
+    doc = json.loads((folder / "model.json").read_text())
+    doc["metadata"]["names_by_level"] = bad
+    (folder / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFormatError, match=match):
+        Pipeline.load(folder)
