@@ -83,7 +83,12 @@ class _Tree:
         self.cover = np.zeros((len(self.ids), 1000), dtype=np.float32)
         for r, sid in enumerate(self.ids):
             self.cover[r, self.nodes[sid]["below"]] = 1.0
-        self.cover64 = self.cover.astype(np.float64)  # cover @ mass in float64, no copy per call
+        # cover @ mass in float64 as a sparse product: 12,547 ones in 1,860 x 1,000, so 0.015 ms
+        # per cluster against 12 ms for the dense product (naming a hierarchy's 900 clusters went
+        # from 8.6 s to well under a second)
+        from scipy import sparse
+
+        self.cover64 = sparse.csr_matrix(self.cover.astype(np.float64))
         self._below: dict[str, np.ndarray] = {}
         n_below = self.cover.sum(axis=1)
         self.generality = (np.log(n_below) / math.log(1000.0)).astype(np.float64)
