@@ -167,6 +167,15 @@ def test_assign_writes_each_levels_name(named_run, tmp_path):
     for k in range(len(pipe.levels_)):
         assert (t[f"level_{k}_name"] == t[f"level_{k}"].map(by_level[k])).all()
     assert (t["name"] == t[f"level_{pipe.level_}_name"]).all()
+    # the printed form names the cluster each item was assigned to
+    rc, out, err = run_cli(["assign", run.path, vectors, "--quiet"])
+    assert rc == 0, out + err
+    lines = [line.split("\t") for line in out.splitlines() if line]
+    head, rows = lines[0], lines[1:]
+    assert "name" in head and len(rows) == len(t)
+    names = by_level[pipe.level_]
+    for r in rows:
+        assert r[head.index("name")] == names[int(r[head.index("assigned_cluster")])]
 
 
 def test_the_service_names_every_level_of_the_path_and_of_clusters(named_run, tmp_path):

@@ -296,6 +296,7 @@ def test_cli_level_and_max_unclustered_on_a_real_slice(cifar3_dir, cifar3_embedd
     # assign: each new item's path, coarse to fine, written as level columns
     rc, stdout, _ = run_cli(["assign", out, sorted((cifar3_dir / "frog").glob("*.jpg"))[0], "--quiet"])
     assert rc == 0 and "levels" in stdout.splitlines()[0]
+    assert "name" not in stdout.splitlines()[0].split("\t"), "--no-names: no name column"
     table = tmp_path / "new.csv"
     rc, _, _ = run_cli(["assign", out, cifar3_dir / "truck", "--out", table, "--quiet"])
     t = pd.read_csv(table)
