@@ -277,3 +277,24 @@ def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_em
         if "rung1" in t.user_attrs:
             assert v >= min(seen)
         seen.append(v)
+
+
+def test_cli_tune_publishes_a_model_with_encoder_and_names(cifar3_dir, cifar3_embeddings, tmp_path):
+    """The model `tune` publishes in OUT/models records the encoder and its clusters' names, as
+    `cluster --save-model` does, so `assign` / `serve` on the tuning folder answer with names."""
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
+
+    out = tmp_path / "t"
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"reducer": "pca", "reducer__n_components": {"int": [5, 10]},
+                                 "clusterer": "kmeans", "clusterer__n_clusters": {"int": [2, 4]}}))
+    rc = main(["tune", str(cifar3_dir), "--out", str(out), "--trials", "3", "--space", str(space),
+               "--quiet", "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0
+    model = Pipeline.load(out)
+    meta = model.model_info_["metadata"]
+    assert meta["encoder"] == cifar3_embeddings.encoder
+    ids = {int(c) for c in np.unique(model.labels_) if c >= 0}
+    assert ids and {int(k) for k in meta["names"]} == ids
+    assert all(isinstance(v, str) and v for v in meta["names"].values())

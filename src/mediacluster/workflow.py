@@ -75,6 +75,19 @@ def model_names_metadata(names: dict[int, str], by_level: dict[int, list[dict]])
     return meta
 
 
+def model_metadata(emb: Embeddings, pipe, enc=None) -> dict:
+    """What a model published from ``pipe`` (fitted on ``emb``) records besides the fit, as
+    ``cluster --save-model`` records it: the encoder that made the vectors (None for
+    precomputed vectors) and the automatic names of its clusters at every level. ``tune``
+    publishes its refit best pipeline with these, so a service on it answers with names."""
+    text_enc = enc if getattr(enc, "has_text", False) else None
+    probs = emb.extras.get("imagenet_probs")
+    named = name_clusters(emb.vectors, pipe.labels_, imagenet_probs=probs, encoder=text_enc)
+    by_level = _level_names(pipe, emb.vectors, pipe.labels_ >= 0, named, probs, text_enc)
+    encoder = emb.encoder if emb.encoder and emb.encoder != "precomputed" else None
+    return {"encoder": encoder, **model_names_metadata({e["cluster"]: e["name"] for e in named}, by_level)}
+
+
 def run_summary(emb: Embeddings, labels: np.ndarray, timings: dict, levels: dict | None = None) -> dict:
     n = len(labels)
     clustered = int((labels >= 0).sum())

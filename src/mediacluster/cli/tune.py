@@ -18,7 +18,7 @@ from ..ingest import collect
 from ..pipeline import Pipeline
 from ..rundir import RunDir
 from ..tune import tune
-from ..workflow import resolve_encoder
+from ..workflow import model_metadata, resolve_encoder
 from . import printable
 from .report import add_report_argument, report_after_tune
 
@@ -100,6 +100,7 @@ def run(args) -> int:
         multi_objective=True if args.pareto else None, pick=args.pick, fidelity=fidelity,
         prune_keep=args.prune_keep, n_jobs=args.jobs, grid_points=args.grid_points,
         refit=not args.no_refit, progress=not args.quiet,
+        model_metadata=lambda pipe: model_metadata(emb, pipe),  # encoder + names, as `cluster` saves
     )
     print_result(res, out)
     return report_after_tune(args, out, emb, res)

@@ -343,6 +343,7 @@ def tune(
     refit: bool = True,
     progress: bool = True,
     study_name: str = STUDY_NAME,
+    model_metadata: Callable | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> TuneResult:
     """Search a pipeline's parameters with Optuna; returns the study, the best parameters and
@@ -372,6 +373,8 @@ def tune(
     n_jobs : worker processes (needs ``out``: they share the SQLite study and disk caches).
     cache_dir : where the input graph and reduced embeddings are cached (default ``out/cache``).
     labels : ground truth, recorded as ``ext_*`` per trial for evaluation; never optimised.
+    model_metadata : ``f(refit pipeline) -> dict`` of extra metadata for the model published
+        in ``out/models`` (the CLI passes ``workflow.model_metadata``: encoder and names).
     """
     import optuna  # heavy: loaded only when tuning
 
@@ -476,7 +479,7 @@ def tune(
     wall = time.time() - t_start
     return _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj,
                    {"wall_s": wall, "graph_s": t_graph, "trials_this_run": _done(study) - before,
-                    "recovered_trials": recovered, "n_jobs": n_jobs})
+                    "recovered_trials": recovered, "n_jobs": n_jobs}, model_metadata)
 
 
 def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
@@ -514,7 +517,7 @@ def _trial_row(t) -> dict:
     return row
 
 
-def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing):
+def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing, model_metadata=None):
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -579,7 +582,8 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
         except Exception as e:  # a dataframe quirk must not lose the study
             log.warning("could not write trials.csv: %s", e)
         if pipe is not None:
+            extra = model_metadata(pipe) if model_metadata is not None else {}
             summary["model"] = pipe.publish(out / "models", source="tune", metadata={
-                "tuned": {"trial": best.number, "value": best_value, "study": str(out / "study.db")}})
+                **extra, "tuned": {"trial": best.number, "value": best_value, "study": str(out / "study.db")}})
     return TuneResult(study=study, best_params=params, best_value=best_value,
                       best_trial=best.number, pipeline=pipe, pareto=pareto, summary=summary)
