@@ -582,6 +582,29 @@ def test_batcher_waits_only_for_announced_items():
     assert not b.alive
 
 
+def test_batcher_spreads_over_idle_workers_and_fails_single_items():
+    """Two idle workers and six items arriving together: three each (a many-image request uses
+    both cores); a result that is an exception fails that item only."""
+    from mediacluster.serve import MicroBatcher
+
+    sizes = []
+
+    def work(batch):
+        time.sleep(0.3)  # busy: the other worker must take its share, not wait for this one
+        return [ValueError(f"item {x} refused") if x < 0 else x * 2 for x in batch]
+
+    b = MicroBatcher(work, max_batch=32, workers=2, on_batch=lambda n, s: sizes.append(n))
+    try:
+        time.sleep(0.2)  # both workers waiting for items
+        futs = b.submit([1, 2, -3, 4, 5, 6])
+        with pytest.raises(ValueError, match="item -3 refused"):
+            futs[2].result(5)
+        assert [f.result(5) for i, f in enumerate(futs) if i != 2] == [2, 4, 8, 10, 12]
+        assert sorted(sizes) == [3, 3]
+    finally:
+        b.close()
+
+
 # -- the holder on its own, and the command line --------------------------------------------------
 
 

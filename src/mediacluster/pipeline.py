@@ -611,8 +611,29 @@ class Pipeline(BaseEstimator):
         dist, _ = self._neighbours(self.ref_vectors_[probe], k + 1)
         self.novelty_threshold_ = np.asarray(float(np.quantile(dist[:, 1:].mean(axis=1), NOVELTY_QUANTILE)))
 
+    def _ref_arrays(self) -> dict:
+        """The fitted per-item arrays at the reference items (``ref_index_``), as ``predict_details``
+        reads them, made once per fitted state instead of on every call (a service answers one
+        item at a time: copying them cost more than the vote). Rebuilt when any of those arrays
+        is replaced (a new fit, ``set_level``)."""
+        src = (self.ref_index_, self.labels_, self.probabilities_, self.cluster_, self.confidence_,
+               self.embedding_, getattr(self, "levels_", None))
+        cache = self.__dict__.get("_ref_cache")
+        if cache is None or any(a is not b for a, b in zip(cache[0], src)):
+            ri, levels = self.ref_index_, src[-1]
+            lab = self.labels_[ri]
+            ref = {"labels": np.where(lab == OUTLIER, NOISE, lab), "probabilities": self.probabilities_[ri],
+                   "cluster": self.cluster_[ri], "confidence": self.confidence_[ri],
+                   "embedding": self.embedding_[ri].astype(np.float64),
+                   "levels": None if levels is None else np.ascontiguousarray(levels[:, ri])}
+            ref["n_clusters"] = None if levels is None else [int(lv.max()) + 1 for lv in ref["levels"]]
+            cache = self._ref_cache = (src, ref)
+        return cache[1]
+
     def _build_index(self):
         import faiss  # heavy: loaded when a predictor is built or a model loaded
+
+        self.__dict__.pop("_ref_cache", None)
 
         R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
         self._faiss_ = faiss.IndexFlatL2(R.shape[1])
@@ -672,7 +693,8 @@ class Pipeline(BaseEstimator):
         return self._vote_path(dist, idx)
 
     def _vote_path(self, dist, idx):
-        return vote_path(dist, idx, self.levels_[:, self.ref_index_], self.parents_)
+        ref = self._ref_arrays()
+        return vote_path(dist, idx, ref["levels"], self.parents_, n_clusters=ref["n_clusters"])
 
     def predict_details(self, X) -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
@@ -684,19 +706,18 @@ class Pipeline(BaseEstimator):
         Q = self._space(X)
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
         dist, idx = self._neighbours(Q, k)
-        ri = self.ref_index_
+        ri, ref = self.ref_index_, self._ref_arrays()
         w = 1.0 / np.maximum(dist.astype(np.float64), 1e-9)
         w /= w.sum(axis=1, keepdims=True)
-        emb = np.einsum("qk,qkd->qd", w, self.embedding_[ri][idx].astype(np.float64)).astype(np.float32)
-        ref_lab = np.where(self.labels_[ri] == OUTLIER, NOISE, self.labels_[ri])
-        labels, share, prob = vote(dist, idx, ref_lab, self.probabilities_[ri])
+        emb = np.einsum("qk,qkd->qd", w, ref["embedding"][idx]).astype(np.float32)
+        labels, share, prob = vote(dist, idx, ref["labels"], ref["probabilities"])
         proba = np.where(labels >= 0, share * prob, 0.0)
         novel = dist.mean(axis=1) > float(np.ravel(self.novelty_threshold_)[0])
         if getattr(self, "outliers_", None) is not None:
             out = (self.outliers_.predict(emb) == -1) | novel
             labels = np.where(out, OUTLIER, labels)
             proba = np.where(out, 0.0, proba)
-        cluster, cshare, cconf = vote(dist, idx, self.cluster_[ri], self.confidence_[ri])
+        cluster, cshare, cconf = vote(dist, idx, ref["cluster"], ref["confidence"])
         conf = cshare * cconf
         path = None
         if getattr(self, "levels_", None) is not None:

@@ -64,10 +64,11 @@ def add_parser(sub):
     b.add_argument("--batch-size", type=positive_int, default=32,
                    help="most images per encoder call")
     b.add_argument("--batch-window-ms", type=_non_negative_float, default=2.0,
-                   help="longest wait for images other requests are still decoding, once one is "
-                        "queued (never waits when no other request is under way)")
+                   help="longest wait for the images of requests still being received, once one "
+                        "is queued (never waits when no other request is under way)")
     b.add_argument("--encode-workers", type=positive_int, default=None,
-                   help="threads calling the encoder (default: the encoder's own concurrency)")
+                   help="threads that decode, encode and answer batches of images (default: the "
+                        "encoder's own concurrency)")
     p.add_argument("--poll", type=_positive_float, default=1.0,
                    help="seconds between two checks for a newer model version")
     return p

@@ -4,12 +4,15 @@ Endpoints: ``POST /v1/assign`` (images as multipart ``files``, or JSON ``{"vecto
 ``GET /v1/clusters``, ``GET /v1/model``, ``POST /v1/reload``, ``GET /healthz``, ``/readyz``,
 ``/metrics`` (Prometheus text), and the framework's OpenAPI page at ``/docs``.
 
-One image's way through: the upload is read and size-checked here; decoded and preprocessed by
-the encoder's own ``prepare_bytes`` (the package's hardened loader: decompression-bomb and size
-caps, truncated files, non-images) in a thread, at most ``decode_slots`` at a time; encoded by
-the micro-batcher together with whatever other requests sent meanwhile; then reduced,
-outlier-checked and assigned by the served model's ``predict_details`` (plus tags), all with the
-model version the request started with.
+One image's way through: the upload is read and size-checked here, on the event loop; then it
+goes to the encoder's micro-batcher, whose worker threads take it together with whatever other
+requests sent meanwhile and do the rest for the whole batch (``model.answer_images``): decode and
+preprocess by the encoder's own ``prepare_bytes`` (the package's hardened loader:
+decompression-bomb and size caps, truncated files, non-images), one encoder call, and one call of
+the served model's ``predict_details`` (plus tags) per model version, each item with the version
+its request started with. One hand-over and one wake-up per image for the event loop, and the
+per-call costs of the encoder and the model shared by the batch (benchmarks/RESULTS.md,
+"Service").
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ class ServeOptions:
     max_file_bytes: int = 20 << 20  # one uploaded file
     max_body_bytes: int = 128 << 20  # a whole request
     time_limit_s: float | None = 30.0
-    decode_slots: int = 0          # concurrent decodes (0: 2 x cores)
     token: str | None = None
 
 
@@ -124,40 +126,6 @@ def _ref(served: Served) -> dict:
             .get("run_id") or served.pointer.get("run_id")}
 
 
-def _jsonable(v):
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v
-
-
-def _items(served: Served, det: dict, filenames: list[str | None]) -> list[dict]:
-    names = served.names
-    labels, cluster = det["labels"].tolist(), det["cluster"].tolist()
-    prob, conf = det["probabilities"].tolist(), det["confidence"].tolist()
-    status, novel = list(det["status"]), det["novel"].tolist()
-    paths, dups, tags = det.get("path"), det.get("duplicate_of"), det.get("tags")
-    out = []
-    for i in range(len(labels)):
-        c, a = int(labels[i]), int(cluster[i])
-        out.append({
-            "index": i, "filename": filenames[i], "cluster": c, "name": names.get(c),
-            "status": str(status[i]), "probability": round(float(prob[i]), 6),
-            "assigned_cluster": a, "assigned_name": names.get(a),
-            "confidence": round(float(conf[i]), 6), "outlier": c == -2, "novel": bool(novel[i]),
-            "path": _jsonable(paths[i]) if paths is not None and paths[i] is not None else [],
-            "duplicate_of": _jsonable(dups[i]) if dups is not None and dups[i] is not None else None,
-            "tags": ([{"tag": t, "confidence": round(float(p), 4)} for t, p in tags[i]]
-                     if tags is not None else None),
-        })
-    return out
-
-
 def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
     if not body:
         raise ApiError(400, "empty_batch", "the request body is empty; send {\"vectors\": [[...], ...]}")
@@ -208,6 +176,10 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
     return X
 
 
+def _answer_vectors(body: bytes, served: Served, limit: int) -> list[dict]:
+    return served.answer(_parse_vectors(body, served, limit))
+
+
 def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> FastAPI:
     """The FastAPI app answering with ``holder``'s current model."""
     opt = options or ServeOptions()
@@ -219,7 +191,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                           registry=reg)
     batch_size = Histogram("mediacluster_encode_batch_size", "Items per encoder call (micro-batches)",
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=reg)
-    encode_s = Histogram("mediacluster_encode_batch_seconds", "Time of one encoder call",
+    encode_s = Histogram("mediacluster_encode_batch_seconds", "Time of one batch (decode, encoder call, model answer)",
                          buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56), registry=reg)
     reloads = Counter("mediacluster_model_reloads", "Reload checks, by result", ["result"], registry=reg)
     model_info = Gauge("mediacluster_model_info", "The model version served (value 1)",
@@ -257,60 +229,51 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                      description="Which cluster does this image belong to: assigns new images or "
                                  "vectors to the clusters of a saved mediacluster model.")
     app.state.holder = holder
-    slots = opt.decode_slots or 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                     else (os.cpu_count() or 1))
-    decode_gate = asyncio.Semaphore(slots)
-
-    async def _one_image(served: Served, data: bytes, name: str):
-        """Decode + batch-encode one upload; returns its vector, or raises SkipItem."""
-        batcher = served.slot.batcher
-        submitted = False
+    async def _images(request: Request, served: Served) -> list[dict]:
+        batcher = served.slot.batcher if served.slot is not None else None
+        if batcher is not None:  # its items come soon: a batch forming now may wait for them
+            batcher.announce(1)
+        announced = 1 if batcher is not None else 0
         try:
-            async with decode_gate:
-                x = await asyncio.to_thread(served.slot.encoder.prepare_bytes, data, name)
-            fut = batcher.submit([x], announced=True)[0]
-            submitted = True
-            return await asyncio.wrap_future(fut)
+            try:
+                form = await request.form(max_files=opt.max_files + 1, max_fields=opt.max_files + 8)
+            except Exception as e:  # starlette answers a malformed or over-long form with HTTPException
+                msg = getattr(e, "detail", None) or str(e)
+                if "Too many files" in msg:
+                    raise ApiError(413, "batch_too_large", f"more than {opt.max_files} files in one "
+                                   "request; send fewer per request") from None
+                raise ApiError(400, "invalid_request", f"cannot read the multipart form: {msg}") from None
+            try:
+                others = sorted({k for k in form.keys() if k != "files"})
+                uploads = form.getlist("files")
+                if others:
+                    raise ApiError(400, "invalid_request", f"unexpected form fields {others}; send the "
+                                   "images as 'files' (repeat the field for several)")
+                files = [u for u in uploads if hasattr(u, "read")]
+                if len(files) != len(uploads):
+                    raise ApiError(400, "invalid_request", "'files' must be file uploads, not text fields")
+                if not files:
+                    raise ApiError(400, "empty_batch", "no files in the request; send images as 'files'")
+                if len(files) > opt.max_files:
+                    raise ApiError(413, "batch_too_large", f"{len(files)} files in one request; the "
+                                   f"limit is {opt.max_files}")
+                if batcher is None:
+                    raise ApiError(400, "no_encoder", f"model {served.version} was fitted on precomputed "
+                                   "vectors, so it cannot read images; send {\"vectors\": [...]} as JSON")
+                names = [(u.filename or "")[:MAX_FILENAME] or None for u in files]
+                for i, u in enumerate(files):
+                    if u.size is not None and u.size > opt.max_file_bytes:
+                        raise ApiError(413, "file_too_large", f"files[{i}] ({names[i]!r}) has {u.size} "
+                                       f"bytes; the limit is {opt.max_file_bytes} per file")
+                datas = [await u.read() for u in files]
+            finally:
+                await form.close()
+            futures = batcher.submit([(served, d, n) for d, n in zip(datas, names)], announced=announced)
+            announced = 0
         finally:
-            if not submitted:
-                batcher.withdraw(1)
-
-    async def _images(request: Request, served: Served) -> tuple[np.ndarray, list[str], list[bytes]]:
-        try:
-            form = await request.form(max_files=opt.max_files + 1, max_fields=opt.max_files + 8)
-        except Exception as e:  # starlette answers a malformed or over-long form with HTTPException
-            msg = getattr(e, "detail", None) or str(e)
-            if "Too many files" in msg:
-                raise ApiError(413, "batch_too_large", f"more than {opt.max_files} files in one "
-                               "request; send fewer per request") from None
-            raise ApiError(400, "invalid_request", f"cannot read the multipart form: {msg}") from None
-        try:
-            others = sorted({k for k in form.keys() if k != "files"})
-            uploads = form.getlist("files")
-            if others:
-                raise ApiError(400, "invalid_request", f"unexpected form fields {others}; send the "
-                               "images as 'files' (repeat the field for several)")
-            files = [u for u in uploads if hasattr(u, "read")]
-            if len(files) != len(uploads):
-                raise ApiError(400, "invalid_request", "'files' must be file uploads, not text fields")
-            if not files:
-                raise ApiError(400, "empty_batch", "no files in the request; send images as 'files'")
-            if len(files) > opt.max_files:
-                raise ApiError(413, "batch_too_large", f"{len(files)} files in one request; the "
-                               f"limit is {opt.max_files}")
-            if served.slot is None:
-                raise ApiError(400, "no_encoder", f"model {served.version} was fitted on precomputed "
-                               "vectors, so it cannot read images; send {\"vectors\": [...]} as JSON")
-            names = [(u.filename or "")[:MAX_FILENAME] or None for u in files]
-            for i, u in enumerate(files):
-                if u.size is not None and u.size > opt.max_file_bytes:
-                    raise ApiError(413, "file_too_large", f"files[{i}] ({names[i]!r}) has {u.size} "
-                                   f"bytes; the limit is {opt.max_file_bytes} per file")
-            datas = [await u.read() for u in files]
-        finally:
-            await form.close()
-        served.slot.batcher.announce(len(datas))
-        results = await asyncio.gather(*(_one_image(served, d, n or "") for d, n in zip(datas, names)),
+            if announced:
+                batcher.withdraw(announced)
+        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures),
                                        return_exceptions=True)
         bad = []
         for i, r in enumerate(results):
@@ -319,6 +282,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                             "message": r.reason})
             elif isinstance(r, BaseException):
                 raise r
+            else:
+                r["index"] = i
         if bad:
             first = bad[0]
             status = 413 if all(b["kind"] in TOO_LARGE for b in bad) else 400
@@ -326,7 +291,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             more = f" (and {len(bad) - 1} more, see 'items')" if len(bad) > 1 else ""
             raise ApiError(status, first["kind"], f"{where}: {first['message']}{more}",
                            {"items": bad})
-        return np.stack(results).astype(np.float32, copy=False), names, datas
+        return results
 
     @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=ASSIGN_BODY,
               summary="Assign images or vectors to the model's clusters",
@@ -336,19 +301,19 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         served = holder.current  # this request answers with this version, whatever happens
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
-            X, filenames, uploads = await _images(request, served)
+            items = await _images(request, served)
             kind = "image"
         elif ctype in ("application/json", ""):
             body = await request.body()
-            # parsed off the event loop: megabytes of JSON would hold up every other request
-            X = await asyncio.to_thread(_parse_vectors, body, served, opt.max_vectors)
-            filenames, kind, uploads = [None] * len(X), "vector", None
+            # parsed and answered off the event loop: megabytes of JSON would hold up every other
+            # request
+            items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors)
+            kind = "vector"
         else:
             raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send images as "
                            "multipart/form-data (field 'files') or vectors as application/json")
-        det = await asyncio.to_thread(served.predict, X, uploads, filenames)
-        items_total.labels(kind).inc(len(X))
-        return {"model": _ref(served), "items": _items(served, det, filenames)}
+        items_total.labels(kind).inc(len(items))
+        return {"model": _ref(served), "items": items}
 
     @app.get("/v1/clusters", response_model=ClustersResponse, summary="The model's clusters")
     async def clusters():

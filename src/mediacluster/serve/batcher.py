@@ -1,15 +1,19 @@
-"""Micro-batching: items from concurrent requests encoded together, one model call per batch.
+"""Micro-batching: items from concurrent requests processed together, one model call per batch.
 
-Requests decode their uploads themselves (in threads, in parallel) and hand the prepared inputs
-to :class:`MicroBatcher`, which runs the encoder on up to ``max_batch`` queued items at a time
-in its own worker thread(s) and resolves one future per item.
+Requests hand their raw inputs (an upload's bytes) to :class:`MicroBatcher`, whose worker
+thread(s) run a batch function on up to ``max_batch`` queued items at a time and resolve one
+future per item. In the service the batch function does an item's whole way: decode, one
+encoder call for the batch, and the model's answer for the batch (``model.EncoderSlot``), so
+that a request costs the event loop one hand-over and one wake-up, and the per-call costs of the
+encoder and the model are shared by the batch.
 
-When to wait for more: a worker that finds items queued takes them at once unless other
-requests have *announced* items they are still decoding; only then does it wait, at most
-``window_s`` after the first queued item, for those to arrive (or the batch to fill). So a lone
-client pays no waiting at all (nothing else is announced), while many clients get full batches;
-and while a worker is busy encoding, new items pile up and form the next batch anyway. The
-window was chosen by measurement (benchmarks/serve.py, benchmarks/RESULTS.md "Service").
+How much to take: a worker takes what is queued at once, but leaves a share to the workers that
+are idle (two idle workers and six items: three each), so a many-image request is spread over
+the cores. When to wait for more: only while other requests have *announced* items (the service
+announces a request as it starts reading its body), at most ``window_s`` after the first queued
+item. So a lone client pays no waiting at all, while many clients get fuller batches; and while
+the workers are busy, new items pile up and form the next batches anyway. The window was chosen
+by measurement (benchmarks/serve.py, benchmarks/RESULTS.md "Service").
 """
 
 from __future__ import annotations
@@ -18,10 +22,8 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-
-import numpy as np
 
 from ..errors import ParameterError
 
@@ -33,11 +35,13 @@ class BatcherClosed(RuntimeError):
 
 
 class MicroBatcher:
-    """Encode items submitted from many threads in batches.
+    """Process items submitted from many threads in batches.
 
     Parameters
     ----------
-    encode : function ``list of prepared inputs -> (n, d) array`` (the encoder's batch call)
+    encode : the batch function, ``list of items -> one result per item`` (an (n, d) array's
+        rows, or a list); a result that is an exception instance fails its item only, an
+        exception raised fails the whole batch
     max_batch : most items per call
     window_s : longest wait for announced items after the first queued one (0: never wait)
     workers : threads calling ``encode`` (an encoder that allows concurrent calls, like the
@@ -45,7 +49,7 @@ class MicroBatcher:
     on_batch : called with ``(batch size, seconds)`` after each call (metrics)
     """
 
-    def __init__(self, encode: Callable[[list], np.ndarray], max_batch: int = 32,
+    def __init__(self, encode: Callable[[list], Sequence], max_batch: int = 32,
                  window_s: float = 0.005, workers: int = 1, on_batch=None, name: str = "encode"):
         if max_batch < 1 or workers < 1 or window_s < 0:
             raise ParameterError("max_batch and workers must be >= 1 and window_s >= 0", "max_batch")
@@ -56,6 +60,7 @@ class MicroBatcher:
         self._queue: collections.deque[tuple[object, Future]] = collections.deque()
         self._cv = threading.Condition()
         self._announced = 0
+        self._idle = 0  # workers waiting for items
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(int(workers))]
@@ -74,15 +79,17 @@ class MicroBatcher:
             self._announced = max(0, self._announced - n)
             self._cv.notify_all()
 
-    def submit(self, items: list, announced: bool = False) -> list[Future]:
-        """Queue prepared ``items``; one future per item resolves to its vector. ``announced``:
-        these items were announced before (the count is taken back)."""
+    def submit(self, items: list, announced: bool | int = False) -> list[Future]:
+        """Queue ``items``; one future per item resolves to its result. ``announced``: these
+        items were announced before (True: as many as there are items; a number: that many
+        announced items are taken back)."""
         futures = [Future() for _ in items]
+        back = len(items) if announced is True else int(announced)
         with self._cv:
             if self._closed:
                 raise BatcherClosed("the encoder is shutting down")
-            if announced:
-                self._announced = max(0, self._announced - len(items))
+            if back:
+                self._announced = max(0, self._announced - back)
             self._queue.extend(zip(items, futures))
             self._cv.notify_all()
         return futures
@@ -106,8 +113,12 @@ class MicroBatcher:
     # -- the worker ------------------------------------------------------------------------------
     def _take(self) -> list[tuple[object, Future]] | None:
         with self._cv:
-            while not self._queue and not self._closed:
-                self._cv.wait()
+            self._idle += 1
+            try:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+            finally:
+                self._idle -= 1
             if not self._queue:
                 return None  # closed and drained
             deadline = time.monotonic() + self.window_s
@@ -116,7 +127,8 @@ class MicroBatcher:
                 if left <= 0:
                     break
                 self._cv.wait(left)
-            n = min(len(self._queue), self.max_batch)
+            # leave a share to the idle workers (they were woken by the same notify)
+            n = min(-(-len(self._queue) // (self._idle + 1)), self.max_batch)
             return [self._queue.popleft() for _ in range(n)]
 
     def _work(self) -> None:
@@ -130,13 +142,19 @@ class MicroBatcher:
                 continue
             t0 = time.perf_counter()
             try:
-                vecs = np.asarray(self.encode([batch[i][0] for i in live]), dtype=np.float32)
+                out = self.encode([batch[i][0] for i in live])
+                if len(out) != len(live):
+                    raise RuntimeError(f"the batch function returned {len(out)} results for "
+                                       f"{len(live)} items")
             except BaseException as e:  # noqa: BLE001 - a failed call fails its items, not the worker
-                log.exception("encoder call failed for a batch of %d", len(live))
+                log.exception("batch call failed for a batch of %d", len(live))
                 for i in live:
                     futures[i].set_exception(e)
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(live), time.perf_counter() - t0)
             for j, i in enumerate(live):
-                futures[i].set_result(vecs[j])
+                if isinstance(out[j], BaseException):
+                    futures[i].set_exception(out[j])
+                else:
+                    futures[i].set_result(out[j])

@@ -30,6 +30,7 @@ import numpy as np
 from .. import persist
 from ..duplicates.index import read_from_model
 from ..errors import MediaclusterError, ModelFormatError, ParameterError
+from ..ingest import SkipItem
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from .batcher import MicroBatcher
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class EncoderSlot:
     """An encoder loaded once and the micro-batcher that feeds it (shared by model versions
-    that use the same encoder)."""
+    that use the same encoder). The batcher's items are ``(served, upload bytes, file name)``;
+    each resolves to the item's answer (:func:`answer_images`)."""
 
     name: str
     encoder: object
@@ -89,6 +91,13 @@ class Served:
             "tags": self.tagger.classifier.classes_.tolist() if self.tagger is not None else None,
         }
 
+    def answer(self, X: np.ndarray, uploads: list[bytes] | None = None,
+               filenames: list[str | None] | None = None) -> list[dict]:
+        """One answer per item (the ``Assigned`` record of the API, ``index`` = position in
+        ``X``): :meth:`predict` made into plain JSON-ready dicts."""
+        filenames = filenames if filenames is not None else [None] * len(X)
+        return answer_rows(self, self.predict(X, uploads, filenames), filenames)
+
     def predict(self, X: np.ndarray, uploads: list[bytes] | None = None,
                 filenames: list[str | None] | None = None) -> dict:
         """``Pipeline.predict_details`` plus tag suggestions (``tags``: one list per item, None
@@ -104,6 +113,76 @@ class Served:
             clf = self.tagger.classifier
             det["tags"] = clf.suggest_proba(clf.predict_proba(np.asarray(X, dtype=np.float32)))
         return det
+
+
+def jsonable(v):
+    """numpy scalars and arrays inside ``v`` (dicts, lists) as plain Python values."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [jsonable(x) for x in v]
+    return v
+
+
+def answer_rows(served: Served, det: dict, filenames: list[str | None]) -> list[dict]:
+    """``Served.predict``'s arrays as one answer dict per item (fields and order of the API's
+    ``Assigned``)."""
+    names = served.names
+    labels, cluster = det["labels"].tolist(), det["cluster"].tolist()
+    prob, conf = det["probabilities"].tolist(), det["confidence"].tolist()
+    status, novel = list(det["status"]), det["novel"].tolist()
+    paths, dups, tags = det.get("path"), det.get("duplicate_of"), det.get("tags")
+    out = []
+    for i in range(len(labels)):
+        c, a = int(labels[i]), int(cluster[i])
+        out.append({
+            "index": i, "filename": filenames[i], "cluster": c, "name": names.get(c),
+            "status": str(status[i]), "probability": round(float(prob[i]), 6),
+            "assigned_cluster": a, "assigned_name": names.get(a),
+            "confidence": round(float(conf[i]), 6), "outlier": c == -2, "novel": bool(novel[i]),
+            # path_records gives plain values already
+            "path": paths[i] if paths is not None and paths[i] is not None else [],
+            "duplicate_of": jsonable(dups[i]) if dups is not None and dups[i] is not None else None,
+            "tags": ([{"tag": t, "confidence": round(float(p), 4)} for t, p in tags[i]]
+                     if tags is not None else None),
+        })
+    return out
+
+
+def answer_images(encoder, items: list[tuple]) -> list:
+    """The batch function of an encoder's micro-batcher: ``items`` are ``(served, upload bytes,
+    file name)`` from any number of requests. Each upload is decoded by the encoder's own
+    hardened loader (``prepare_bytes``), the decodable ones encoded in one call, and answered
+    by their model version (``Served.answer``) in one call per version. Returns per item its
+    answer dict, or the exception that refuses it (``SkipItem`` for an unusable upload)."""
+    out: list = [None] * len(items)
+    ok, crops = [], []
+    for i, (_, data, name) in enumerate(items):
+        try:
+            crops.append(encoder.prepare_bytes(data, name or ""))
+            ok.append(i)
+        except SkipItem as e:
+            out[i] = e
+    if not ok:
+        return out
+    V = np.asarray(encoder.encode(crops)["embedding"], dtype=np.float32)
+    groups: dict[int, list[int]] = {}  # rows of V by model version (a switch mid-batch: two)
+    for j, i in enumerate(ok):
+        groups.setdefault(id(items[i][0]), []).append(j)
+    for rows in groups.values():
+        idx = [ok[j] for j in rows]
+        served = items[idx[0]][0]
+        try:
+            answers = served.answer(V[rows], [items[i][1] for i in idx], [items[i][2] for i in idx])
+        except Exception as e:  # noqa: BLE001 - refuses these items; their requests answer it
+            answers = [e] * len(idx)
+        for i, a in zip(idx, answers):
+            out[i] = a
+    return out
 
 
 def duplicate_matches(index, X: np.ndarray, uploads: list[bytes] | None,
@@ -236,15 +315,13 @@ class ModelHolder:
 
         enc = get_encoder(name)
 
-        def encode(batch):
-            return enc.encode(batch)["embedding"]
+        def run(items):
+            return answer_images(enc, items)
 
         workers = self.encode_workers or int(getattr(enc, "concurrency", 1) or 1)
-        batcher = MicroBatcher(encode, max_batch=self.max_batch, window_s=self.window_s,
+        batcher = MicroBatcher(run, max_batch=self.max_batch, window_s=self.window_s,
                                workers=workers, on_batch=self.on_batch, name=f"encode-{name}")
         slot = EncoderSlot(name, enc, batcher)
-        if getattr(enc, "media", None) == "image":  # the first model call pays graph set-up
-            batcher.submit([enc.prepare_bytes(_sample_png(), "warm-up.png")])[0].result()
         self._slots[name] = slot
         return slot
 
@@ -279,8 +356,14 @@ class ModelHolder:
                         clusters=cluster_table(pipe, names), levels=level_table(pipe, names, by_level),
                         level_names=by_level,
                         duplicates=read_from_model(folder))
-        rng = np.random.default_rng(0)  # warm up: faiss, the outlier stage, the tagger
-        served.predict(rng.standard_normal((1, served.dim)).astype(np.float32))
+        if slot is not None and getattr(slot.encoder, "media", None) == "image":
+            # warm up the whole way of an image: the encoder's first call pays graph set-up
+            got = answer_images(slot.encoder, [(served, _sample_png(), "warm-up.png")])[0]
+            if isinstance(got, BaseException):
+                raise got
+        else:  # warm up: faiss, the outlier stage, the tagger
+            rng = np.random.default_rng(0)
+            served.predict(rng.standard_normal((1, served.dim)).astype(np.float32))
         return served
 
     def set_batch_hook(self, on_batch) -> None:

@@ -740,7 +740,8 @@ def _cut_labels(tree, cluster_of_node):
     return lab
 
 
-def vote_path(dist: np.ndarray, idx: np.ndarray, levels: np.ndarray, parents: list):
+def vote_path(dist: np.ndarray, idx: np.ndarray, levels: np.ndarray, parents: list,
+              n_clusters: list[int] | None = None):
     """Top-down distance-weighted vote of reference items ``idx`` (with distances ``dist``)
     over nested ``levels`` (n_levels, n_ref). Returns ``(labels, probabilities)`` (n_levels, m).
 
@@ -749,7 +750,8 @@ def vote_path(dist: np.ndarray, idx: np.ndarray, levels: np.ndarray, parents: li
     over the weight of the neighbours inside the level-l choice. When no neighbour lies in any
     child (possible only for points far from every training item), the largest child by training
     size is taken with probability 0. A query at distance 0 from a training item gets that
-    item's path (its weight dominates).
+    item's path (its weight dominates). ``n_clusters``: ``levels[l].max() + 1`` per level, when the
+    caller has it (saves a pass over ``levels`` per level and call).
     """
     dist = np.asarray(dist, dtype=np.float64)
     idx = np.asarray(idx)
@@ -761,7 +763,7 @@ def vote_path(dist: np.ndarray, idx: np.ndarray, levels: np.ndarray, parents: li
     inside = np.ones(w.shape, bool)  # neighbours inside the current path's cluster
     for lv in range(n_levels):
         lab = levels[lv][idx]  # (m, k)
-        K = int(levels[lv].max()) + 1
+        K = int(levels[lv].max()) + 1 if n_clusters is None else int(n_clusters[lv])
         if lv == 0:
             allowed = None
         else:

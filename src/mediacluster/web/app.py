@@ -104,46 +104,92 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
         return error_response(500, "internal", f"internal error ({type(e).__name__}); the server log "
                                                "has the traceback")
 
-    @app.middleware("http")
-    async def _guards(request: Request, call_next):
-        expected = request.app.state.token
-        path = request.url.path
-        if expected and path not in public and not path.startswith(prefixes):
+    app.add_middleware(_Guards, public=public, prefixes=prefixes, max_body_bytes=max_body_bytes,
+                       time_limit_s=time_limit_s, count=count)
+    return app
+
+
+class _Guards:
+    """The token, the body limit and the time limit, as plain ASGI middleware: no task, memory
+    stream and response wrapper per request as ``BaseHTTPMiddleware`` makes (which cost the
+    service's event loop ~0.1 ms per request; benchmarks/RESULTS.md "Service")."""
+
+    def __init__(self, app, public: set, prefixes: tuple, max_body_bytes: int,
+                 time_limit_s: float | None, count):
+        self.app = app
+        self.public, self.prefixes = public, prefixes
+        self.max_body_bytes, self.time_limit_s, self.count = max_body_bytes, time_limit_s, count
+
+    async def _refuse(self, scope, receive, send, status: int, kind: str, message: str) -> None:
+        self.count(kind)
+        await error_response(status, kind, message)(scope, receive, send)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        expected = scope["app"].state.token
+        path = scope["path"]
+        if expected and path not in self.public and not path.startswith(self.prefixes):
             given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
                      or request.query_params.get("token") or request.cookies.get("mediacluster_token") or "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
-                count("unauthorized")
-                return error_response(401, "unauthorized", "this server needs its access token "
-                                      "(Authorization: Bearer TOKEN, or ?token=TOKEN)")
+                await self._refuse(scope, receive, send, 401, "unauthorized", "this server needs its "
+                                   "access token (Authorization: Bearer TOKEN, or ?token=TOKEN)")
+                return
+        limit = self.max_body_bytes
         length = request.headers.get("content-length")
         if length is not None:
             try:
-                too_big = int(length) > max_body_bytes
+                too_big = int(length) > limit
             except ValueError:
-                count("invalid_request")
-                return error_response(400, "invalid_request", "bad Content-Length header")
+                await self._refuse(scope, receive, send, 400, "invalid_request", "bad Content-Length header")
+                return
             if too_big:
-                count("too_large")
-                return error_response(413, "too_large", f"request body of {int(length)} bytes is over "
-                                      f"the limit of {max_body_bytes} bytes")
-        elif request.method in ("POST", "PUT", "PATCH") and request.headers.get("transfer-encoding"):
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > max_body_bytes:
-                    count("too_large")
-                    return error_response(413, "too_large", f"request body is over the limit of "
-                                          f"{max_body_bytes} bytes")
-            request._body = body  # starlette reads the cached body later
-        if time_limit_s is None:
-            return await call_next(request)
-        try:
-            return await asyncio.wait_for(call_next(request), timeout=time_limit_s)
-        except TimeoutError:
-            count("timeout")
-            return error_response(503, "timeout", f"the request took longer than {time_limit_s:g} s")
+                await self._refuse(scope, receive, send, 413, "too_large", f"request body of "
+                                   f"{int(length)} bytes is over the limit of {limit} bytes")
+                return
+        elif scope["method"] in ("POST", "PUT", "PATCH") and request.headers.get("transfer-encoding"):
+            chunks, size = [], 0  # no length given: read it all here, refusing past the limit
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > limit:
+                    await self._refuse(scope, receive, send, 413, "too_large", f"request body is "
+                                       f"over the limit of {limit} bytes")
+                    return
+                if not message.get("more_body", False):
+                    break
+            body, outer = b"".join(chunks), receive
 
-    return app
+            async def receive():  # the body once, then what the server says (a disconnect)
+                nonlocal body
+                if body is None:
+                    return await outer()
+                message, body = {"type": "http.request", "body": body, "more_body": False}, None
+                return message
+
+        if self.time_limit_s is None:
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_started(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, send_started), timeout=self.time_limit_s)
+        except TimeoutError:
+            if started:  # half an answer is out: nothing better than closing the connection
+                raise
+            await self._refuse(scope, receive, send, 503, "timeout", f"the request took longer "
+                               f"than {self.time_limit_s:g} s")
 
 
 def is_loopback(host: str) -> bool:
