@@ -33,7 +33,6 @@ from .naming.names import level_names_map, merge_names, name_clusters, name_leve
 from .pipeline import Pipeline
 from .rundir import RunDir
 from .scale import StageMeter, Tally, fit_sample_size, sample_rows
-from .stages.reduce import UMAPReducer, warm_up_umap
 
 
 @dataclass
@@ -370,8 +369,6 @@ def cluster_folder(
                     raise InputError(f"no usable {kind} files found in {source}"
                                      + (f" ({len(coll.skipped)} skipped)" if coll.skipped else ""))
                 enc = resolve_encoder(encoder, coll, source)
-                if isinstance(pipe.concrete(len(coll)).reducer, UMAPReducer):
-                    warm_up_umap()  # a child compiles UMAP's kernels while the encoder runs (stages.reduce)
                 t = time.perf_counter()
                 emb = exe.embed(coll, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
                                 workers=workers, progress=progress, shards=run.shards,

@@ -10,7 +10,6 @@ tuner can pass one neighbour graph to every trial (only UMAP uses it; the others
 
 from __future__ import annotations
 
-import logging
 import threading
 
 import numpy as np
@@ -19,8 +18,6 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..errors import InputError
 from .registry import SEED, Bool, Choice, Float, Int, check_params, register
-
-log = logging.getLogger(__name__)
 
 # metrics umap-learn computes natively (numba); others are refused with the list
 UMAP_METRICS = ("cosine", "euclidean", "correlation", "manhattan", "chebyshev", "minkowski",
@@ -91,46 +88,6 @@ def import_umap():
             cached._mediacluster_cached = True
             setattr(mod, attr, cached)
     return umap
-
-
-def warm_up_umap():
-    """Compile umap-learn's kernels into numba's on-disk cache in a child process, while the
-    caller does other work: ``cluster`` starts it before embedding, which leaves part of the
-    second core idle. On a fresh install that is ~18 s of compilation (12 s of it pynndescent's
-    kernels, compiled when umap-learn imports it) moved off the critical path; the fit then
-    loads the kernels from the cache (or, if it gets there first, compiles them itself).
-
-    A process, not a thread: numba's compiler is Python code, and in a thread it held the GIL
-    against the encoder's threads (embedding Imagenette took 139 s instead of 28). Nothing is
-    started when numba has no cache folder set (``NUMBA_CACHE_DIR``; the CLI sets it) or the
-    cache already holds the kernels. Returns the child (``subprocess.Popen``) or None."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    cache = os.environ.get("NUMBA_CACHE_DIR")
-    if not cache:
-        return None
-    try:
-        if any(Path(cache).rglob("*smooth_knn_dist*.nbi")):
-            return None
-    except OSError:
-        return None
-    code = "from mediacluster.stages.reduce import _warm_up; _warm_up()"
-    try:
-        return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except OSError as e:  # a warm-up must never break the job
-        log.debug("UMAP warm-up not started: %s", e)
-        return None
-
-
-def _warm_up():
-    """The child of :func:`warm_up_umap`: a seeded fit on 64 random points runs (and so
-    compiles) the same kernels as any seeded fit."""
-    X = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
-    UMAPReducer(n_neighbors=5, n_components=2, n_epochs=5, init="random", random_state=0).fit(X)
 
 
 @register("reducer", "umap", params={
