@@ -230,6 +230,16 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
                "--space", str(tmp_path / "space.json"), "--quiet", "--pareto", "--sampler", "random"])
     text = capsys.readouterr().out
     assert rc == 0 and "Pareto front" in text and "best parameters" in text
+    # a space that leaves n_epochs open (a fresh UMAP stage: the default pipeline's own UMAP
+    # sets 200): --layout-epochs sets the trials' and the model's count
+    open_space = {"reducer": "umap"} | {k: v for k, v in SPACE.items() if k != "reducer__n_epochs"}
+    (tmp_path / "open.json").write_text(json.dumps(open_space))
+    rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o3"), "--trials", "1",
+               "--space", str(tmp_path / "open.json"), "--quiet", "--layout-epochs", "30"])
+    assert rc == 0
+    best = json.loads((tmp_path / "o3" / "best_params.json").read_text())
+    assert best["params"]["reducer__n_epochs"] == 30
+    capsys.readouterr()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [9, 3]}}))
     rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o2"), "--space", str(bad)])
