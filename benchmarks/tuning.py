@@ -91,9 +91,11 @@ def run_study(X, y, space, out, args, sampler="tpe", n_trials=None, seed=0, obje
     from mediacluster.tune import tune
 
     t = time.perf_counter()
+    kw = {} if args.layout_epochs == "default" else {
+        "layout_epochs": None if args.layout_epochs == "umap" else int(args.layout_epochs)}
     res = tune(X, start_pipeline(seed), out=out, space=space, sampler=sampler, objective=objective,
                n_trials=n_trials or args.trials, seed=seed, labels=y, n_jobs=args.jobs,
-               timeout=args.timeout, progress=not args.quiet, refit=False)
+               timeout=args.timeout, progress=not args.quiet, refit=False, **kw)
     wall = time.perf_counter() - t
     return res, wall
 
@@ -265,6 +267,8 @@ def main(argv=None) -> int:
                     help="seconds for the sampler comparison; no round starts that would not fit")
     ap.add_argument("--samplers", default="tpe,random,grid,gp,cmaes,nsga2")
     ap.add_argument("--grid-n", type=int, default=4000)
+    ap.add_argument("--layout-epochs", default="default",
+                    help="tune(layout_epochs=): a number, 'umap' (umap-learn's count) or 'default'")
     ap.add_argument("--out", default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -301,6 +305,7 @@ def main(argv=None) -> int:
             "workspace": s["workspace"], "best_value": s["best_value"], "best_params": s["best_params"],
             "best_nmi": s["best_metrics"].get("ext_nmi"), "best_clusters": s["best_metrics"].get("n_clusters"),
             "best_coverage": s["best_metrics"].get("coverage"), "loadavg": os.getloadavg(),
+            "layout_epochs": res.study.user_attrs.get("layout_epochs"),
             "cpu_s_trials": sum(t.user_attrs.get("cpu_s", 0.0) for t in res.study.trials),
             "cpu_s_process": time.process_time(),
         }

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from mediacluster.errors import ParameterError
 from mediacluster.pipeline import Pipeline
 from mediacluster.tune import SearchSpace, SpaceError, load_space, preset
 from mediacluster.tune import tune as _tune
@@ -106,10 +107,11 @@ def test_reuse_paths_equal_slow_path(X):
         base={"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}).clamp_to(len(X))
     ws = Workspace(X, space, start, seed=3)
     cases = [
-        # graph computed at k=40, sliced to 15; LOF graph at k=60 sliced to 20
+        # graph computed at k=40, sliced to 15; LOF graph at the trial's k=20
         {"reducer__n_neighbors": 15, "reducer__n_components": 5, "reducer__n_epochs": 100,
          "outliers": "lof", "outliers__n_neighbors": 20, "clusterer__min_cluster_size": 10},
-        # same reducer: cached embedding; different LOF k and clustering
+        # same reducer: cached embedding; a larger LOF k (graph again, at the space's 60) and
+        # different clustering
         {"reducer__n_neighbors": 15, "reducer__n_components": 5, "reducer__n_epochs": 100,
          "outliers": "lof", "outliers__n_neighbors": 45, "clusterer__min_cluster_size": 15,
          "clusterer__cluster_selection_method": "leaf"},
@@ -122,6 +124,29 @@ def test_reuse_paths_equal_slow_path(X):
         assert len(set(slow.tolist()) - {-1, -2}) >= 2  # a real clustering, not a trivial one
         np.testing.assert_array_equal(fast, slow, err_msg=str(p))
     assert ws.stats["umap_fits"] == 2 and ws.stats["umap_cache_hits"] == 1
+
+
+def test_layout_epochs_reach_every_level_and_equal_the_slow_path(X):
+    """``layout_epochs`` sets the epochs of a UMAP that leaves them open, on subsamples and at
+    full size alike; a stage's own n_epochs is kept; the trial is the slow path with that many
+    epochs."""
+    start = Pipeline(reducer="umap", outliers=None, clusterer="hdbscan", random_state=2)
+    space = SearchSpace.from_dict({"reducer__n_neighbors": {"int": [10, 30]},
+                                   "clusterer__min_cluster_size": {"int": [5, 30]}},
+                                  base={"reducer": "umap", "clusterer": "hdbscan"}).clamp_to(len(X))
+    p = {"reducer__n_neighbors": 15, "reducer__n_components": 4, "clusterer__min_cluster_size": 10}
+    ws = Workspace(X, space, start, seed=2, subsample=[150], layout_epochs=60)
+    assert [ws.trial_pipeline(p, lev).reducer.n_epochs for lev in ws.levels] == [60, 60]
+    assert ws.trial_pipeline(p | {"reducer__n_epochs": 30}, "sub150").reducer.n_epochs == 30
+    plain = Workspace(X, space, start, seed=2, subsample=[150])
+    assert plain.trial_pipeline(p, "full").reducer.n_epochs is None  # umap-learn decides
+    assert plain.trial_pipeline(p, "sub150").reducer.n_epochs == 500  # as it would for all 300
+    fast = ws.run(p).labels
+    slow = slow_labels(X, p | {"reducer__n_epochs": 60}, seed=2, pipeline=start)
+    assert len(set(slow.tolist()) - {-1}) >= 2
+    np.testing.assert_array_equal(fast, slow)
+    with pytest.raises(ParameterError, match="layout_epochs"):
+        tune(X, space=SPACE, n_trials=1, progress=False, refit=False, layout_epochs=0)
 
 
 # -- every sampler runs and returns a fitted pipeline -------------------------------------------
@@ -205,6 +230,16 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
                "--space", str(tmp_path / "space.json"), "--quiet", "--pareto", "--sampler", "random"])
     text = capsys.readouterr().out
     assert rc == 0 and "Pareto front" in text and "best parameters" in text
+    # a space that leaves n_epochs open (a fresh UMAP stage: the default pipeline's own UMAP
+    # sets 200): --layout-epochs sets the trials' and the model's count
+    open_space = {"reducer": "umap"} | {k: v for k, v in SPACE.items() if k != "reducer__n_epochs"}
+    (tmp_path / "open.json").write_text(json.dumps(open_space))
+    rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o3"), "--trials", "1",
+               "--space", str(tmp_path / "open.json"), "--quiet", "--layout-epochs", "30"])
+    assert rc == 0
+    best = json.loads((tmp_path / "o3" / "best_params.json").read_text())
+    assert best["params"]["reducer__n_epochs"] == 30
+    capsys.readouterr()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [9, 3]}}))
     rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o2"), "--space", str(bad)])

@@ -64,6 +64,9 @@ def add_parser(sub):
                    help="which files to embed when INPUT is a folder/manifest (auto: the majority kind)")
     p.add_argument("--cache-dir", default=None,
                    help="embedding cache folder (default: the user cache, shared by every run)")
+    p.add_argument("--layout-epochs", default="default", type=_epochs,
+                   help="UMAP layout epochs of every trial (and of the refitted model) whose space "
+                        "leaves n_epochs open; 'umap' = umap-learn's own count (default: the tuner's)")
     p.add_argument("--no-refit", action="store_true", help="do not refit/save the best pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_report_argument(p)
@@ -100,10 +103,20 @@ def run(args) -> int:
         multi_objective=True if args.pareto else None, pick=args.pick, fidelity=fidelity,
         prune_keep=args.prune_keep, n_jobs=args.jobs, grid_points=args.grid_points,
         refit=not args.no_refit, progress=not args.quiet,
+        **({} if args.layout_epochs == "default" else {"layout_epochs": args.layout_epochs}),
         model_metadata=lambda pipe: model_metadata(emb, pipe),  # encoder + names, as `cluster` saves
     )
     print_result(res, out)
     return report_after_tune(args, out, emb, res)
+
+
+def _epochs(text: str):
+    """'default' | 'umap' (umap-learn decides: None) | a positive whole number."""
+    if text in ("default", "umap"):
+        return None if text == "umap" else text
+    from .cluster import positive_int
+
+    return positive_int(text)
 
 
 def parse_fidelity(text: str):

@@ -17,6 +17,8 @@ K-means and MeanShift predict their nearest centre.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
@@ -126,6 +128,24 @@ def _check_Z(est, Z, reset: bool = True, dtype=np.float32) -> np.ndarray:
     return validate_data(est, Z, reset=reset, dtype=dtype, order="C")
 
 
+@contextmanager
+def _seeded_global_rng(seed: int):
+    """numpy's global RandomState seeded for the block, then restored.
+
+    fast_hdbscan (0.3.x) clusters data of more than 30 dimensions through a pynndescent kNN
+    graph built with ``random_state=None``, i.e. from numpy's global RNG, and offers no seed:
+    the same 40-d input gave different labels run to run (noise 269 vs 408 of 2,400 items), so
+    tuning trials with ``n_components`` > 30 were not reproducible. Seeding the global state for
+    the call makes them so (the same labels with 1 or 2 numba threads and across processes).
+    Not safe against another thread drawing from the global RNG at the same moment."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def _too_many(name: str, value: int, n: int) -> ParameterError:
     return ParameterError(f"{name}={value} but there are only {n} items to cluster (n_samples={n}); "
                           "lower it", name)
@@ -186,7 +206,8 @@ class HDBSCANClusterer(_KNNPredictMixin):
             import fast_hdbscan
 
             kw = {"max_cluster_size": self.max_cluster_size} if self.max_cluster_size else {}
-            m = fast_hdbscan.HDBSCAN(**common, **kw).fit(Z)
+            with _seeded_global_rng(0):
+                m = fast_hdbscan.HDBSCAN(**common, **kw).fit(Z)
             labels, probs = m.labels_, m.probabilities_
         elif backend == "hdbscan":
             import hdbscan
