@@ -55,14 +55,20 @@ def level_summary(pipe) -> dict | None:
             "auto_level": int(pipe.auto_level_)}
 
 
-def _level_names(pipe, vectors, clustered, named: list[dict], imagenet_probs, encoder) -> dict[int, list[dict]]:
-    """Every level's automatic names for a fitted pipeline with levels ({} without levels or
-    names): the flat answer's ``named`` for the level in use, the same rule over the same
-    items for the others (:func:`naming.names.name_levels`)."""
+def name_fit(pipe, vectors, labels, imagenet_probs, enc=None) -> tuple[list[dict], dict[int, list[dict]]]:
+    """The automatic names of a fitted pipeline's clusters: ``labels`` (the flat answer; items
+    labelled < 0 count for no name) named by :func:`naming.names.name_clusters`, and, with
+    levels, every level named by the same rule over the same items
+    (:func:`naming.names.name_levels`; the level in use reuses the flat answer's names).
+    ``enc``: the encoder, used only when it names by its text tower (CLIP). Returns
+    ``(named, by_level)``; ``by_level`` is {} without levels."""
+    text_enc = enc if getattr(enc, "has_text", False) else None
+    named = name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc)
     if getattr(pipe, "levels_", None) is None or not named:
-        return {}
-    return name_levels(vectors, pipe.levels_, clustered=clustered, imagenet_probs=imagenet_probs,
-                       encoder=encoder, named=(int(pipe.level_), named))
+        return named, {}
+    return named, name_levels(vectors, pipe.levels_, clustered=np.asarray(labels) >= 0,
+                              imagenet_probs=imagenet_probs, encoder=text_enc,
+                              named=(int(pipe.level_), named))
 
 
 def model_names_metadata(names: dict[int, str], by_level: dict[int, list[dict]]) -> dict:
@@ -80,10 +86,7 @@ def model_metadata(emb: Embeddings, pipe, enc=None) -> dict:
     ``cluster --save-model`` records it: the encoder that made the vectors (None for
     precomputed vectors) and the automatic names of its clusters at every level. ``tune``
     publishes its refit best pipeline with these, so a service on it answers with names."""
-    text_enc = enc if getattr(enc, "has_text", False) else None
-    probs = emb.extras.get("imagenet_probs")
-    named = name_clusters(emb.vectors, pipe.labels_, imagenet_probs=probs, encoder=text_enc)
-    by_level = _level_names(pipe, emb.vectors, pipe.labels_ >= 0, named, probs, text_enc)
+    named, by_level = name_fit(pipe, emb.vectors, pipe.labels_, emb.extras.get("imagenet_probs"), enc)
     encoder = emb.encoder if emb.encoder and emb.encoder != "precomputed" else None
     return {"encoder": encoder, **model_names_metadata({e["cluster"]: e["name"] for e in named}, by_level)}
 
@@ -209,13 +212,10 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     clusters = cluster_summaries(emb, pipe.labels_, examples_from=single)
     named, by_level = [], {}
     if name:
-        named_labels = pipe.labels_ if single is None else np.where(single, pipe.labels_, -1)
-        text_enc = enc if getattr(enc, "has_text", False) else None
-        named = name_clusters(emb.vectors, named_labels, imagenet_probs=emb.extras.get("imagenet_probs"),
-                              encoder=text_enc)
+        named, by_level = name_fit(pipe, emb.vectors,
+                                   pipe.labels_ if single is None else np.where(single, pipe.labels_, -1),
+                                   emb.extras.get("imagenet_probs"), enc)
         clusters = merge_names(clusters, named)
-        by_level = _level_names(pipe, emb.vectors, named_labels >= 0, named,
-                                emb.extras.get("imagenet_probs"), text_enc)
     names = {e["cluster"]: e["name"] for e in named}
     timings["name"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -455,12 +455,8 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         sample_extras = {k: v[rows] for k, v in (extras or {}).items()}
         named, by_level = [], {}
         if name:
-            text_enc = enc if getattr(enc, "has_text", False) else None
-            named = name_clusters(Xs, pipe.labels_, imagenet_probs=sample_extras.get("imagenet_probs"),
-                                  encoder=text_enc)
             # every level named from the fitted sample, as the flat answer is
-            by_level = _level_names(pipe, Xs, pipe.labels_ >= 0, named, sample_extras.get("imagenet_probs"),
-                                    text_enc)
+            named, by_level = name_fit(pipe, Xs, pipe.labels_, sample_extras.get("imagenet_probs"), enc)
         names = {e["cluster"]: e["name"] for e in named}
 
     ref_xy = None
