@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_levels import pca_tree, run_cli
+from test_levels import pca_tree, run_cli, streamed_tree_run
 
 from mediacluster.naming import level_names, load_names, model_names, pipeline_names
 from mediacluster.naming.names import name_clusters
@@ -220,17 +220,8 @@ def test_renaming_a_run_names_every_level_by_the_same_rule(named_run, tmp_path):
 
 
 def test_a_run_fitted_on_a_sample_names_every_level(cifar3_embeddings, tmp_path, one_blas_thread):
-    from mediacluster.ingest.stream import ArrayVectors
-    from mediacluster.workflow import write_streamed_run
-
-    X = cifar3_embeddings.vectors
-    src = ArrayVectors(X, ids=[str(i) for i in range(len(X))], labels=None, paths=None, path="mem")
-    pipe = pca_tree()
-    with RunDir.create(tmp_path / "run", command="test") as b:
-        write_streamed_run(b, src, pipe, fit_sample=200, batch_rows=64, make_map=False, progress=False,
-                           extras={"imagenet_probs": cifar3_embeddings.extras["imagenet_probs"]},
-                           save_model=True)
-    run = b.published
+    run, pipe = streamed_tree_run(cifar3_embeddings, tmp_path / "run", save_model=True,
+                                  extras={"imagenet_probs": cifar3_embeddings.extras["imagenet_probs"]})
     by_level, h = run.read_level_names(), run.read_hierarchy()
     assert sorted(by_level) == list(range(len(pipe.levels_)))
     for k, named in by_level.items():

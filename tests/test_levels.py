@@ -221,18 +221,25 @@ def test_run_folder_holds_the_tree(cifar3_embeddings, tmp_path, one_blas_thread)
     assert [r["cluster"] for r in recs[0]] == h["levels"][:, 0].tolist()
 
 
-def test_streamed_run_writes_every_items_path(cifar3_embeddings, tmp_path, one_blas_thread):
-    """A run fitted on a sample: the other items' paths come from the model, batch by batch."""
+def streamed_tree_run(emb, out, **kw):
+    """``(run, pipe)``: :func:`pca_tree` fitted on a sample of 200 of ``emb``'s vectors by
+    ``workflow.write_streamed_run``, the other items assigned in batches of 64 (``kw``: more
+    keywords for it)."""
     from mediacluster.ingest.stream import ArrayVectors
     from mediacluster.workflow import write_streamed_run
 
-    X = cifar3_embeddings.vectors
+    X = emb.vectors
     src = ArrayVectors(X, ids=[str(i) for i in range(len(X))], labels=None, paths=None, path="mem")
     pipe = pca_tree()
-    with RunDir.create(tmp_path / "run", command="test") as b:
-        write_streamed_run(b, src, pipe, fit_sample=200, batch_rows=64, name=False, make_map=False,
-                           progress=False)
-    run = b.published
+    with RunDir.create(out, command="test") as b:
+        write_streamed_run(b, src, pipe, fit_sample=200, batch_rows=64, make_map=False, progress=False, **kw)
+    return b.published, pipe
+
+
+def test_streamed_run_writes_every_items_path(cifar3_embeddings, tmp_path, one_blas_thread):
+    """A run fitted on a sample: the other items' paths come from the model, batch by batch."""
+    X = cifar3_embeddings.vectors
+    run, pipe = streamed_tree_run(cifar3_embeddings, tmp_path / "run", name=False)
     h = run.read_hierarchy()
     assert h["levels"].shape == (len(pipe.levels_), len(X))
     a = run.read_assignments()

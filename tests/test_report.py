@@ -120,6 +120,14 @@ def _chrome():
     return webdriver.Chrome(options=opts, service=Service(driver))
 
 
+def _open_and_wait_for_first_paint(drv, html: Path, timeout: float = 60) -> None:
+    """Load the report page and wait (at most ``timeout`` s) until its map reports a first paint."""
+    drv.get(html.resolve().as_uri())
+    deadline = time.time() + timeout
+    while not drv.execute_script("return window.mcReport && window.mcReport.firstPaintMs") and time.time() < deadline:
+        time.sleep(0.05)
+
+
 PIXELS_JS = """
 const c = document.getElementById('map');
 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -202,10 +210,7 @@ def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
     assert html.stat().st_size < 60 * n  # x, y, label per item (base64) and little else
     drv = _chrome()
     try:
-        drv.get(html.resolve().as_uri())
-        deadline = time.time() + 60
-        while not drv.execute_script("return window.mcReport && window.mcReport.firstPaintMs") and time.time() < deadline:
-            time.sleep(0.05)
+        _open_and_wait_for_first_paint(drv, html)
         st = drv.execute_script("return [window.mcReport.mode, window.mcReport.drawn, window.mcReport.firstPaintMs]")
         assert st[0] == "density" and st[1] == n
         assert st[2] < 10_000  # ms; a million items paint in ~0.5-1.5 s (benchmarks/RESULTS.md "Scale")
@@ -460,10 +465,7 @@ def test_large_report_loads_level_labels_on_demand(tmp_path):
     k = 0 if cur != 0 else len(views) - 1
     drv = _chrome()
     try:
-        drv.get(html.resolve().as_uri())
-        deadline = time.time() + 60
-        while not drv.execute_script("return window.mcReport && window.mcReport.firstPaintMs") and time.time() < deadline:
-            time.sleep(0.05)
+        _open_and_wait_for_first_paint(drv, html)
         _, hash0 = drv.execute_script(PIXELS_JS)
         drv.execute_script(f"window.mcReport.setLevel({k})")
         deadline = time.time() + 20
