@@ -611,6 +611,65 @@ def test_levels_of_a_hierarchy_are_shown(base_run, tmp_path):
         st.close()
 
 
+def test_automatic_split_follows_the_hierarchy(cifar3_embeddings, tmp_path, one_blas_thread):
+    """On a run with levels an automatic split gives the cluster's children at the first finer
+    level (the groups the report's finer levels show), not a new K-means; an item a person
+    moved in joins the part its neighbours are in; explicit k or space still re-cluster."""
+    from test_levels import pca_tree
+
+    from mediacluster.errors import InputError
+    from mediacluster.report.build import map_2d
+    from mediacluster.studio.session import Studio, min_part
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=True)
+    with run.writing("test"):
+        map_2d(run, cifar3_embeddings.vectors, method="pca")
+    levels, lv = pipe.levels_, pipe.level_
+    assert lv + 1 < len(levels), "the test needs a finer level than the one in use"
+    st = Studio(run.path)
+    try:
+        assert len(st.info()["levels"]) == len(levels)
+        # the cluster of the level in use that the next finer level splits into most parts
+        # (each at least min_part items)
+        def kids(c, k):
+            sub = levels[k][levels[lv] == c]
+            vals, cnt = np.unique(sub, return_counts=True)
+            return vals[cnt >= min_part(len(sub))]
+        cid = max(np.unique(levels[lv]), key=lambda c: len(kids(c, lv + 1)))
+        assert len(kids(cid, lv + 1)) >= 2
+        members = np.flatnonzero(levels[lv] == cid)
+        pv = st.split_preview(int(cid))
+        assert pv["space"] == "tree" and pv["level"]
+        part_of = dict(zip(pv["labels"]["items"], pv["labels"]["parts"]))
+        finer = levels[lv + 1]
+        # the parts are exactly the finer level's clusters inside it (small slivers joined)
+        for child in kids(cid, lv + 1):
+            inside = members[finer[members] == child]
+            assert len({part_of[int(i)] for i in inside}) == 1
+        assert pv["k"] == len(kids(cid, lv + 1)) and sorted(part_of) == members.tolist()
+        assert all(p["name"] and p["examples"] for p in pv["parts"])
+        # explicit k, or an explicit space, re-cluster as before; "tree" where nothing splits
+        assert st.split_preview(int(cid), k=2)["space"] == "model"
+        assert st.split_preview(int(cid), reducer="pca")["space"] == "pca"
+        # an item a person moved in is not a part of its own: it joins its neighbours' part
+        stray = int(np.flatnonzero(levels[lv] != cid)[0])
+        st.edit("move", {"items": [stray], "to": int(cid)})
+        pv2 = st.split_preview(int(cid))
+        assert pv2["space"] == "tree" and pv2["k"] == pv["k"] and stray in pv2["labels"]["items"]
+        # a new cluster of 4 items of one leaf: no level splits it; "tree" says so, auto re-clusters
+        leaf = levels[-1]
+        c4 = next(c for c in np.unique(leaf) if (leaf == c).sum() >= 4 and c not in leaf[[stray]])
+        four = [int(i) for i in np.flatnonzero(leaf == c4)[:4]]
+        new_id = st.edit("move", {"items": four, "to": "new", "name": "four"})["edit"]["to"]
+        with pytest.raises(InputError, match="no finer level"):
+            st.split_preview(int(new_id), reducer="tree")
+        assert st.split_preview(int(new_id))["space"] in ("model", "pca")
+    finally:
+        st.close()
+
+
 @pytest.mark.slow
 def test_clip_run_searches_words_with_the_text_tower(cifar3_dir, tmp_path, monkeypatch):
     from test_encoders import make_tiny_clip

@@ -44,6 +44,12 @@ MAX_PAGE = 500
 MAX_RESULTS = 1000
 #: an automatic split tries 2..SPLIT_K_MAX parts
 SPLIT_K_MAX = 12
+
+
+def min_part(m: int) -> int:
+    """Smallest part a split along the hierarchy keeps for a cluster of ``m`` items: 1% of it,
+    at least 2 (one stray item is not a sub-group)."""
+    return max(2, -(-m // 100))
 #: levels: assignment columns named like this, coarse to fine (the engine's hierarchy)
 LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
 
@@ -731,10 +737,14 @@ class Studio:
         """Re-cluster only the members of ``cid`` with the pipeline's own stages and keep the
         result for :meth:`edit` ("split").
 
-        Clusterer: K-means with ``k``, or (automatic) the default clusterer's silhouette-chosen
-        K-means over 2..:data:`SPLIT_K_MAX` parts. Space (``reducer``): ``auto`` = the saved
-        model's reduced coordinates of the members when the run kept its model, else a PCA of
-        the members (32 dims); ``umap`` runs the default reducer on the members (slow)."""
+        Automatic (no ``k``, ``reducer="auto"``) on a run with levels: the split the hierarchy
+        already holds (:meth:`_tree_split`, space ``"tree"``): the cluster's children at the
+        first finer level, so the parts are the clusters the report's finer levels show.
+        Otherwise the clusterer is K-means with ``k``, or the default clusterer's
+        silhouette-chosen K-means over 2..:data:`SPLIT_K_MAX` parts, in the space ``reducer``
+        names: ``auto`` = the saved model's reduced coordinates of the members when the run kept
+        its model, else a PCA of the members (32 dims); ``tree`` = the hierarchy only (refused
+        on a run without levels); ``umap`` runs the default reducer on the members (slow)."""
         from ..naming.names import name_clusters
         from ..pipeline import Pipeline
         from ..stages import registry
@@ -753,9 +763,13 @@ class Studio:
             k = int(k)
             if not 2 <= k <= min(100, m - 1):
                 raise InputError(f"k must be between 2 and {min(100, m - 1)} for {m} items")
-        if reducer not in ("auto", "model", "pca", "umap"):
-            raise InputError("reducer must be auto, model, pca or umap")
+        if reducer not in ("auto", "tree", "model", "pca", "umap"):
+            raise InputError("reducer must be auto, tree, model, pca or umap")
         X = np.asarray(self.vectors[members], dtype=np.float32)
+        tree = self._tree_split(members, X) if k is None and reducer in ("auto", "tree") else None
+        if tree is None and reducer == "tree":
+            raise InputError("the run has no finer level that splits this cluster "
+                             "(a run of the engine has levels); use model, pca or umap, or choose k")
         # automatic: the default clusterer's silhouette-chosen K-means, over 2..SPLIT_K_MAX parts
         # (a split asks for a few sub-groups; choose k for more): 2.7 s instead of 9.7 s for
         # 5,000 members at load 11 (benchmarks/RESULTS.md, "Studio")
@@ -763,7 +777,9 @@ class Studio:
                      else registry.build("clusterer", "kmeans", {"n_clusters": k}))
         Z = None
         space = reducer
-        if reducer in ("auto", "model"):
+        if tree is not None:
+            parts, space, level_name = tree[0], "tree", tree[1]
+        elif reducer in ("auto", "model"):
             full = self._reduced_space()
             if full is not None:
                 Z, space = full[members], "model"
@@ -772,7 +788,9 @@ class Studio:
                                  "(or re-run cluster with --save-model)")
             else:
                 space = "pca"
-        if Z is not None:
+        if tree is not None:
+            pipe = None
+        elif Z is not None:
             pipe = Pipeline(reducer=None, outliers=None, clusterer=clusterer, random_state=0)
             pipe.fit(X, embedding=Z, build_predictor=False)
         elif space == "pca":
@@ -782,10 +800,11 @@ class Studio:
         else:
             pipe = Pipeline(outliers=None, clusterer=clusterer, random_state=0)  # the default reducer
             pipe.fit(X, build_predictor=False)
-        parts = np.asarray(pipe.labels_, dtype=np.int64)
-        if (parts < 0).any() and (parts >= 0).any():  # noise: its nearest part
-            q = parts < 0
-            parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
+        if pipe is not None:
+            parts = np.asarray(pipe.labels_, dtype=np.int64)
+            if (parts < 0).any() and (parts >= 0).any():  # noise: its nearest part
+                q = parts < 0
+                parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
         _, parts = np.unique(parts, return_inverse=True)
         parts = parts.astype(np.int64)
         if parts.max(initial=0) < 1:
@@ -811,8 +830,36 @@ class Studio:
             while len(self._previews) > 20:
                 self._previews.popitem(last=False)
         return {"preview": pid, "cluster": int(cid), "n": int(m), "k": len(out_parts), "space": space,
-                "parts": out_parts, "labels": {"items": members.tolist(), "parts": parts.tolist()},
+                "level": level_name if tree is not None else None, "parts": out_parts, "labels": {"items": members.tolist(), "parts": parts.tolist()},
                 "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _tree_split(self, members: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, str] | None:
+        """(part of each member, level name) from the run's hierarchy, or None.
+
+        The coarsest level at which the members fall into 2 to :data:`SPLIT_K_MAX` parts of at
+        least :func:`min_part` items each; members in smaller pieces (items a person moved in,
+        slivers of a neighbour) join the part most of their 15 nearest members (cosine, the
+        run's vectors) are in. An unedited cluster's parts are then exactly its children in
+        the tree. None when no level splits it that way (a leaf, or a jump to too many parts)."""
+        from ..stages.cluster import knn_vote
+
+        m = len(members)
+        small = min_part(m)
+        for lv in self.levels:
+            lab = lv["labels"][members]
+            vals, inv, counts = np.unique(lab, return_inverse=True, return_counts=True)
+            big = (counts >= small) & (vals >= 0)
+            if big.sum() < 2:
+                continue
+            if big.sum() > SPLIT_K_MAX:
+                return None
+            keep = big[inv]
+            parts = np.where(keep, inv, -1).astype(np.int64)
+            if not keep.all():
+                Xn = l2_normalize(X)
+                parts[~keep], _, _ = knn_vote(Xn[keep], parts[keep], Xn[~keep], k=15)
+            return parts, str(lv["name"])
+        return None
 
     def _from_preview(self, req: dict) -> dict:
         with self._lock:

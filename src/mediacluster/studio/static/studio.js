@@ -655,7 +655,7 @@
     const box = clear($("split-panel"));
     box.hidden = false;
     box.appendChild(el("div", null, el("b", { text: "Split preview: " + p.k + " parts of " + fmt(p.n) + " items" }),
-      el("span", { class: "muted", text: " (re-clustered in " + p.space + " space in " + p.seconds + " s; coloured on the map; the largest part keeps #" + p.cluster + ")" })));
+      el("span", { class: "muted", text: " (" + (p.space === "tree" ? "its sub-clusters at the finer level " + p.level : "re-clustered in " + p.space + " space") + " in " + p.seconds + " s; coloured on the map; the largest part keeps #" + p.cluster + ")" })));
     const parts = el("div", { class: "parts" });
     p.parts.forEach((pp, j) => {
       const sw = el("span", { class: "sw" }); sw.style.background = "#" + (S.preview.colors[j] & 0xffffff).toString(16).padStart(6, "0").replace(/(..)(..)(..)/, "$3$2$1");
