@@ -142,6 +142,15 @@ def test_hdbscan_is_reproducible_above_30_dimensions():
     assert len(set(labels[0].tolist()) - {-1}) >= 2
     for other in labels[1:]:
         np.testing.assert_array_equal(labels[0], other)
+    # threads fitting at once each get the seeded state (the seeding is serialised)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as ex:
+        threaded = list(ex.map(lambda _: HDBSCANClusterer(min_cluster_size=50, backend="fast_hdbscan")
+                               .fit(Z).labels_, range(3)))
+    for other in threaded:
+        np.testing.assert_array_equal(labels[0], other)
+    assert np.array_equal(np.random.get_state()[1], before)
 
 
 def test_knn_vote_self_match_and_share():

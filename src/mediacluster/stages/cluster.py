@@ -17,6 +17,7 @@ K-means and MeanShift predict their nearest centre.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -137,13 +138,20 @@ def _seeded_global_rng(seed: int):
     the same 40-d input gave different labels run to run (noise 269 vs 408 of 2,400 items), so
     tuning trials with ``n_components`` > 30 were not reproducible. Seeding the global state for
     the call makes them so (the same labels with 1 or 2 numba threads and across processes).
-    Not safe against another thread drawing from the global RNG at the same moment."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
+    Two of these blocks never overlap (a process-wide lock: threads fitting at once, e.g. the
+    studio and a tuning run in one process, each get their seeded state); code outside the
+    package drawing from numpy's global RNG in another thread at the same moment is not
+    guarded."""
+    with _GLOBAL_RNG_LOCK:
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+_GLOBAL_RNG_LOCK = threading.Lock()
 
 
 def _too_many(name: str, value: int, n: int) -> ParameterError:
