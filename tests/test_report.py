@@ -128,6 +128,17 @@ def _open_and_wait_for_first_paint(drv, html: Path, timeout: float = 60) -> None
         time.sleep(0.05)
 
 
+def _wait_for(drv, script: str, want, timeout: float = 20):
+    """Poll ``script`` (a JS expression) until it returns ``want`` or ``timeout`` s pass; its last
+    value (the caller asserts on it, so a page that never gets there fails with what it showed)."""
+    deadline = time.time() + timeout
+    while True:
+        got = drv.execute_script(f"return {script}")
+        if got == want or time.time() > deadline:
+            return got
+        time.sleep(0.05)
+
+
 PIXELS_JS = """
 const c = document.getElementById('map');
 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -145,8 +156,7 @@ def test_report_in_chromium(report_run, tmp_path):
     html, labels = report_run["html"], report_run["labels"]
     drv = _chrome()
     try:
-        drv.get(html.resolve().as_uri())
-        time.sleep(0.5)
+        _open_and_wait_for_first_paint(drv, html)
         n_clusters = len(set(labels[labels >= 0].tolist()))
         cards = drv.find_elements("css selector", ".cards:not([hidden]) [data-cluster]")  # the run's level
         assert len(cards) == n_clusters
@@ -156,10 +166,10 @@ def test_report_in_chromium(report_run, tmp_path):
         # clicking a card filters the map to that cluster
         cid = int(cards[-1].get_attribute("data-cluster"))
         cards[-1].click()
-        time.sleep(0.3)
-        assert drv.execute_script("return window.mcReport.filter") == cid
+        assert _wait_for(drv, "window.mcReport.filter", cid) == cid
         assert drv.find_element("id", "map").get_attribute("data-filter") == str(cid)
-        assert drv.execute_script("return window.mcReport.highlighted") == int((labels == cid).sum())
+        want = int((labels == cid).sum())
+        assert _wait_for(drv, "window.mcReport.highlighted", want) == want
         ink1, hash1 = drv.execute_script(PIXELS_JS)
         assert hash1 != hash0
         # tuning plots were drawn from the study
@@ -393,8 +403,7 @@ def test_report_level_switch_in_chromium(level_run):
     levels, chosen, html = level_run["levels"], level_run["chosen"], level_run["html"]
     drv = _chrome()
     try:
-        drv.get(html.resolve().as_uri())
-        time.sleep(0.5)
+        _open_and_wait_for_first_paint(drv, html)
         assert drv.execute_script("return window.mcReport.level") == chosen
         n_run = len(np.unique(levels[chosen]))
         assert len(drv.find_elements("css selector", "#legend .item")) == n_run
@@ -404,10 +413,9 @@ def test_report_level_switch_in_chromium(level_run):
         from selenium.webdriver.support.ui import Select
 
         Select(sel).select_by_value(str(k))
-        time.sleep(0.3)
         n_k = len(np.unique(levels[k]))
-        assert drv.execute_script("return window.mcReport.level") == k
-        assert len(drv.find_elements("css selector", "#legend .item")) == n_k
+        assert _wait_for(drv, "window.mcReport.level", k) == k
+        assert _wait_for(drv, "document.querySelectorAll('#legend .item').length", n_k) == n_k
         shown = [e for e in drv.find_elements("css selector", ".cards[data-view]") if e.is_displayed()]
         assert len(shown) == 1 and shown[0].get_attribute("data-view") == str(k)
         assert len(shown[0].find_elements("css selector", ".card")) == n_k
@@ -419,16 +427,15 @@ def test_report_level_switch_in_chromium(level_run):
         card = shown[0].find_elements("css selector", ".card")[-1]
         cid = int(card.get_attribute("data-cluster"))
         card.click()
-        time.sleep(0.3)
-        assert drv.execute_script("return window.mcReport.highlighted") == int((levels[k] == cid).sum())
+        want = int((levels[k] == cid).sum())
+        assert _wait_for(drv, "window.mcReport.highlighted", want) == want
         drv.execute_script("window.mcReport.setFilter(null); window.scrollTo(0, 0)")
-        time.sleep(0.2)
+        assert _wait_for(drv, "window.mcReport.filter", None) is None
         ARTIFACTS.mkdir(exist_ok=True)
         drv.save_screenshot(str(ARTIFACTS / "report-levels.png"))  # the finer level, for a look
         # and back to the run's level
         Select(drv.find_elements("css selector", "select.level-select")[1]).select_by_value(str(chosen))
-        time.sleep(0.3)
-        assert len(drv.find_elements("css selector", "#legend .item")) == n_run
+        assert _wait_for(drv, "document.querySelectorAll('#legend .item').length", n_run) == n_run
         assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
     finally:
         drv.quit()
