@@ -149,6 +149,29 @@ def test_layout_epochs_reach_every_level_and_equal_the_slow_path(X):
         tune(X, space=SPACE, n_trials=1, progress=False, refit=False, layout_epochs=0)
 
 
+def test_umap_init_reaches_every_level_unless_the_space_sets_it(X):
+    """``umap_init`` sets the layout start of every trial's UMAP (subsamples and full size) when
+    the space leaves ``reducer__init`` alone; a space that sets it wins; the trial is the slow
+    path with that start."""
+    start = Pipeline(reducer="umap", outliers=None, clusterer="hdbscan", random_state=2)
+    dims = {"reducer__n_neighbors": {"int": [10, 30]}, "clusterer__min_cluster_size": {"int": [5, 30]}}
+    base = {"reducer": "umap", "clusterer": "hdbscan"}
+    space = SearchSpace.from_dict(dims, base=base).clamp_to(len(X))
+    p = {"reducer__n_neighbors": 15, "reducer__n_components": 4, "clusterer__min_cluster_size": 10}
+    ws = Workspace(X, space, start, seed=2, subsample=[150], umap_init="pca")
+    assert [ws.trial_pipeline(p, lev).reducer.init for lev in ws.levels] == ["pca", "pca"]
+    assert Workspace(X, space, start, seed=2).trial_pipeline(p).reducer.init == "spectral"
+    fixed = SearchSpace.from_dict(dims | {"reducer__init": "spectral"}, base=base).clamp_to(len(X))
+    assert Workspace(X, fixed, start, seed=2, umap_init="pca").trial_pipeline(
+        p | {"reducer__init": "spectral"}).reducer.init == "spectral"
+    fast = ws.run(p).labels
+    slow = slow_labels(X, p | {"reducer__init": "pca"}, seed=2, pipeline=start)
+    assert len(set(slow.tolist()) - {-1}) >= 2
+    np.testing.assert_array_equal(fast, slow)
+    with pytest.raises(ParameterError, match="umap_init"):
+        tune(X, space=SPACE, n_trials=1, progress=False, refit=False, umap_init="svd")
+
+
 # -- every sampler runs and returns a fitted pipeline -------------------------------------------
 @pytest.mark.parametrize("sampler", ["tpe", "random", *(pytest.param(s, marks=pytest.mark.slow)
                                                        for s in ("grid", "gp", "cmaes", "nsga2"))])

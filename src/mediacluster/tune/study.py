@@ -85,6 +85,12 @@ def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int = 5,
 # "50,000 vectors after the engine landed".
 LAYOUT_EPOCHS: int | None = 100
 
+# Layout start of a tuning trial's UMAP (when the space does not set ``reducer__init``): PCA of the
+# input vectors, as the engine (``stages.hierarchy.ENGINE_REDUCER``). umap-learn's default
+# spectral start solves an eigenproblem of the trial's graph: 9 of 68 CPU s of one 50,000-item
+# trial at n_neighbors 1,500 (a PCA start: 1.1 s). See benchmarks/RESULTS.md, "session 5".
+UMAP_INIT: str | None = "pca"
+
 MIN_RUNG = 2000  # "auto" never makes a rung smaller than this many items
 
 
@@ -255,7 +261,8 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     old = study.user_attrs
     if old:
-        for k in ("data", "space", "objective", "directions", "multi_fidelity", "layout_epochs"):
+        for k in ("data", "space", "objective", "directions", "multi_fidelity", "layout_epochs",
+                  "umap_init"):
             if k in old and old[k] != meta[k]:
                 raise ParameterError(
                     f"the study in {storage} was started with a different {k} "
@@ -280,7 +287,7 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     space = cfg["space_obj"]
     ws = Workspace(np.asarray(X), space, cfg["pipeline"], seed=cfg["seed"], cache_dir=cfg["cache_dir"],
                    subsample=cfg["subsample"], silhouette_sample=cfg["silhouette_sample"],
-                   layout_epochs=cfg["layout_epochs"])
+                   layout_epochs=cfg["layout_epochs"], umap_init=cfg["umap_init"])
     y = np.load(cfg["y_path"], allow_pickle=False).tolist() if cfg.get("y_path") else None
     sampler = make_sampler(cfg["sampler"], cfg["seed"] + 7919 * cfg["worker"], space,
                            cfg["grid_points"], len(cfg["directions"]))
@@ -355,6 +362,7 @@ def tune(
     model_metadata: Callable | None = None,
     cache_dir: str | os.PathLike | None = None,
     layout_epochs: int | None = LAYOUT_EPOCHS,
+    umap_init: str | None = UMAP_INIT,
 ) -> TuneResult:
     """Search a pipeline's parameters with Optuna; returns the study, the best parameters and
     the best pipeline refitted on all of ``X``. ``Pipeline.tune(X, ...)`` calls this.
@@ -389,6 +397,9 @@ def tune(
         ``n_epochs`` is left to umap-learn; None keeps umap-learn's count (200 above 10,000
         items, 500 below; a subsample rung trains as many as the full set). A UMAP stage with
         its own ``n_epochs`` keeps it. Default ``LAYOUT_EPOCHS``; see its comment.
+    umap_init : layout start (umap-learn's ``init``) of every trial's UMAP, and of the refitted
+        best pipeline, when the space does not set ``reducer__init``; None keeps the stage's
+        own. Default ``UMAP_INIT`` ("pca"); see its comment.
     """
     import optuna  # heavy: loaded only when tuning
 
@@ -427,12 +438,17 @@ def tune(
     if layout_epochs is not None and (int(layout_epochs) != layout_epochs or layout_epochs < 1):
         raise ParameterError(f"layout_epochs must be a positive whole number or None, got {layout_epochs!r}",
                              "layout_epochs")
+    if umap_init is not None and umap_init not in ("spectral", "pca", "tswspectral", "random"):
+        raise ParameterError(f"umap_init must be spectral, pca, tswspectral, random or None, got {umap_init!r}",
+                             "umap_init")
     ws = Workspace(X, sp, pipeline, seed=seed, cache_dir=cache_dir, subsample=sub,
-                   silhouette_sample=silhouette_sample, layout_epochs=layout_epochs)
+                   silhouette_sample=silhouette_sample, layout_epochs=layout_epochs,
+                   umap_init=umap_init)
     meta = {
         "data": f"{n}x{X.shape[1]}:{ws.fingerprint}", "space": sp.to_dict(), "space_name": sp.name,
         "objective": obj_name, "directions": directions, "multi_fidelity": sub,
         "reduction_factor": rf if sub else None, "layout_epochs": ws.layout_epochs,
+        "umap_init": ws.umap_init,
         "sampler": sampler, "seed": seed, "space_notes": sp.notes,
         "objective_description": DESCRIPTIONS.get(obj_name, obj_name),
     }
@@ -483,7 +499,7 @@ def tune(
         if not callable(objective):
             procs = _start_workers(n_jobs - 1, X, y, sp, pipeline, cache_dir, storage, sampler, seed + prior,
                                    grid_points, directions, rf, obj_name, n_trials,
-                                   deadline, sub, silhouette_sample, ws.layout_epochs)
+                                   deadline, sub, silhouette_sample, ws.layout_epochs, ws.umap_init)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         _optimize(study, obj, n_trials, deadline, _tick)
@@ -500,7 +516,7 @@ def tune(
 
 
 def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
-                   rf, obj_name, n_trials, deadline, sub, silhouette_sample, layout_epochs):
+                   rf, obj_name, n_trials, deadline, sub, silhouette_sample, layout_epochs, umap_init):
     import multiprocessing as mp
 
     x_path = cache_dir / "X.npy"
@@ -519,6 +535,7 @@ def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, gri
                "grid_points": grid_points, "directions": directions, "rf": rf,
                "objective": obj_name, "n_trials": n_trials, "deadline": deadline,
                "subsample": sub, "silhouette_sample": silhouette_sample, "layout_epochs": layout_epochs,
+               "umap_init": umap_init,
                "numba_cache": os.environ.get("NUMBA_CACHE_DIR")}
         p = ctx.Process(target=_worker, args=(cfg,), daemon=True)
         p.start()

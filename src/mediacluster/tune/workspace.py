@@ -17,6 +17,10 @@ trial's parameters (:func:`configure`) and fitted by ``Pipeline.fit`` itself, wh
   low-fidelity rungs of multi-fidelity tuning, each with its own graph; neighbourhood sizes are
   scaled by the subsample fraction there (the same *share* of the data, so the same radius),
   and UMAP runs the number of epochs it would run on the full set;
+* ``umap_init``: the layout start of every trial's UMAP whose ``init`` the space leaves alone
+  (None: the stage's own). The tuner passes ``"pca"``, the engine's start: umap-learn's
+  spectral start solves an eigenproblem of the whole graph (9 of 68 CPU s of one 50,000-item
+  trial at n_neighbors 1,500), a PCA start of the input vectors takes ~1 s;
 * ``layout_epochs``: the number of layout epochs of every trial's UMAP that leaves ``n_epochs``
   to umap-learn, at every level (None: umap-learn's own count for the full set). The layout is
   75-85 % of a trial's CPU time, and it is linear in the epochs.
@@ -198,7 +202,8 @@ class Workspace:
     def __init__(self, X: np.ndarray, space: SearchSpace, pipeline, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, silhouette_sample: int = 5000,
                  dbcv_sample: int = 1000, input_sample: int = 3000,
-                 subsample=None, max_cached: int = 64, layout_epochs: int | None = None):
+                 subsample=None, max_cached: int = 64, layout_epochs: int | None = None,
+                 umap_init: str | None = None):
         self.X = np.ascontiguousarray(X, dtype=np.float32)
         self.n = len(self.X)
         self.space = space
@@ -210,6 +215,7 @@ class Workspace:
         self.input_sample = input_sample
         self.max_cached = max_cached
         self.layout_epochs = None if layout_epochs is None else int(layout_epochs)
+        self.umap_init = umap_init
         self._graphs: dict = {}
         self._reduced: OrderedDict = OrderedDict()
         self._zknn: OrderedDict = OrderedDict()
@@ -275,6 +281,9 @@ class Workspace:
                     updates["reducer__n_epochs"] = self.layout_epochs
                 elif level != "full":
                     updates["reducer__n_epochs"] = umap_default_epochs(self.n)
+            if (kind == "reducer" and self.umap_init is not None and "init" in info.params
+                    and "reducer__init" not in self.space.dims):
+                updates["reducer__init"] = self.umap_init
         return pipe.set_params(**updates) if updates else pipe
 
     def _space_max(self, name: str, default: int, level: str) -> int:
