@@ -335,6 +335,19 @@ def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_em
         if "rung1" in t.user_attrs:
             assert v >= min(seen)
         seen.append(v)
+    # promote_full="leader": a trial reaches the full size only with a last-rung value above that
+    # of every trial that reached it before (one process: in trial order)
+    best = -np.inf
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state.name == "COMPLETE":
+            assert t.user_attrs["promoted_full"] and t.intermediate_values[2] > best
+            best = t.intermediate_values[2]
+        elif "rung1" in t.user_attrs:
+            assert "promoted_full" not in t.user_attrs
+    assert res.study.user_attrs["promote_full"] == "leader"
+    with pytest.raises(ParameterError, match="promote_full"):
+        tune(cifar3_embeddings, space=SPACE, n_trials=1, progress=False, refit=False,
+             promote_full="all")
 
 
 def test_cli_tune_publishes_a_model_with_encoder_and_names(cifar3_dir, cifar3_embeddings, tmp_path):
