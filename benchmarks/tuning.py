@@ -95,6 +95,8 @@ def run_study(X, y, space, out, args, sampler="tpe", n_trials=None, seed=0, obje
         "layout_epochs": None if args.layout_epochs == "umap" else int(args.layout_epochs)}
     if args.promote_full != "default":
         kw["promote_full"] = args.promote_full
+    if args.knn_method != "default":
+        kw["knn_method"] = args.knn_method
     if args.umap_init != "default":
         kw["umap_init"] = None if args.umap_init == "stage" else args.umap_init
     res = tune(X, start_pipeline(seed), out=out, space=space, sampler=sampler, objective=objective,
@@ -275,6 +277,8 @@ def main(argv=None) -> int:
                     help="tune(layout_epochs=): a number, 'umap' (umap-learn's count) or 'default'")
     ap.add_argument("--promote-full", default="default", choices=["default", "leader", "halving"],
                     help="tune(promote_full=): which trials of the last rung go on to the full size")
+    ap.add_argument("--knn-method", default="default", choices=["default", "auto", "exact", "svd"],
+                    help="tune(knn_method=): the input graph's search")
     ap.add_argument("--umap-init", default="default",
                     help="tune(umap_init=): pca, spectral, ... or 'stage' (the stage's own)")
     ap.add_argument("--out", default=None)
@@ -316,6 +320,7 @@ def main(argv=None) -> int:
             "layout_epochs": res.study.user_attrs.get("layout_epochs"),
             "umap_init": res.study.user_attrs.get("umap_init"),
             "promote_full": res.study.user_attrs.get("promote_full"),
+            "knn_method": res.study.user_attrs.get("knn_method"),
             "cpu_s_trials": sum(t.user_attrs.get("cpu_s", 0.0) for t in res.study.trials),
             "cpu_s_process": time.process_time(),
         }

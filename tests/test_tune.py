@@ -170,6 +170,18 @@ def test_umap_init_reaches_every_level_unless_the_space_sets_it(X):
     np.testing.assert_array_equal(fast, slow)
     with pytest.raises(ParameterError, match="umap_init"):
         tune(X, space=SPACE, n_trials=1, progress=False, refit=False, umap_init="svd")
+    with pytest.raises(ParameterError, match="knn_method"):
+        tune(X, space=SPACE, n_trials=1, progress=False, refit=False, knn_method="hnsw")
+
+
+def test_input_graph_search_is_exact_up_to_10000_items():
+    """knn_method="auto": the approximate (svd) search only for cosine above 10,000 items; an
+    explicit "svd" still keeps umap-learn's exact small-data graph below 4,096 items."""
+    from mediacluster.tune.workspace import graph_method
+
+    assert graph_method(50000, "cosine") == "svd" and graph_method(10000, "cosine") == "exact"
+    assert graph_method(50000, "euclidean") == "exact" and graph_method(50000, "cosine", "exact") == "exact"
+    assert graph_method(3000, "cosine", "svd") == "exact" and graph_method(5000, "cosine", "svd") == "svd"
 
 
 # -- every sampler runs and returns a fitted pipeline -------------------------------------------

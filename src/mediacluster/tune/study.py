@@ -33,7 +33,7 @@ from ..fileio import setup_numba_cache, write_json, write_npy, write_table
 from ..stages.cluster import single_blas_thread
 from .objectives import DESCRIPTIONS, get_objective, quality_for_pareto
 from .space import SearchSpace, load_space
-from .workspace import Workspace, flat_params
+from .workspace import KNN_METHODS, Workspace, flat_params
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,12 @@ LAYOUT_EPOCHS: int | None = 100
 # spectral start solves an eigenproblem of the trial's graph: 9 of 68 CPU s of one 50,000-item
 # trial at n_neighbors 1,500 (a PCA start: 1.1 s). See benchmarks/RESULTS.md, "session 5".
 UMAP_INIT: str | None = "pca"
+
+# The input neighbour graph's search: "auto" = approximate ("svd": exact search among the
+# vectors projected on their top 256 singular directions) for cosine above 10,000 items, exact
+# below. At 50,000 x 1,280 and k = 2,000 the exact search is a 50,000^2 x 1,280 matrix product.
+# See benchmarks/RESULTS.md, "session 5".
+KNN_METHOD = "auto"
 
 MIN_RUNG = 2000  # "auto" never makes a rung smaller than this many items
 
@@ -264,7 +270,7 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
     old = study.user_attrs
     if old:
         for k in ("data", "space", "objective", "directions", "multi_fidelity", "layout_epochs",
-                  "umap_init", "promote_full"):
+                  "umap_init", "promote_full", "knn_method"):
             if k in old and old[k] != meta[k]:
                 raise ParameterError(
                     f"the study in {storage} was started with a different {k} "
@@ -289,7 +295,8 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     space = cfg["space_obj"]
     ws = Workspace(np.asarray(X), space, cfg["pipeline"], seed=cfg["seed"], cache_dir=cfg["cache_dir"],
                    subsample=cfg["subsample"], silhouette_sample=cfg["silhouette_sample"],
-                   layout_epochs=cfg["layout_epochs"], umap_init=cfg["umap_init"])
+                   layout_epochs=cfg["layout_epochs"], umap_init=cfg["umap_init"],
+                   knn_method=cfg["knn_method"])
     y = np.load(cfg["y_path"], allow_pickle=False).tolist() if cfg.get("y_path") else None
     sampler = make_sampler(cfg["sampler"], cfg["seed"] + 7919 * cfg["worker"], space,
                            cfg["grid_points"], len(cfg["directions"]))
@@ -422,6 +429,7 @@ def tune(
     layout_epochs: int | None = LAYOUT_EPOCHS,
     umap_init: str | None = UMAP_INIT,
     promote_full: str = "leader",
+    knn_method: str = KNN_METHOD,
 ) -> TuneResult:
     """Search a pipeline's parameters with Optuna; returns the study, the best parameters and
     the best pipeline refitted on all of ``X``. ``Pipeline.tune(X, ...)`` calls this.
@@ -450,6 +458,9 @@ def tune(
     promote_full : "leader" (default): from the last rung, only a trial that beats every trial
         already sent on goes on to the full size; "halving": plain successive halving there too
         (the best ``prune_keep`` share seen so far goes on).
+    knn_method : the input neighbour graph's search: "exact", "svd" (approximate, see
+        ``stages.neighbors``; cosine only, above 4,096 items) or "auto" (svd above 10,000
+        items). Default ``KNN_METHOD``; see its comment.
     n_jobs : worker processes (needs ``out``: they share the SQLite study and disk caches).
     cache_dir : where the input graph and reduced embeddings are cached (default ``out/cache``).
     labels : ground truth, recorded as ``ext_*`` per trial for evaluation; never optimised.
@@ -503,17 +514,21 @@ def tune(
     if umap_init is not None and umap_init not in ("spectral", "pca", "tswspectral", "random"):
         raise ParameterError(f"umap_init must be spectral, pca, tswspectral, random or None, got {umap_init!r}",
                              "umap_init")
+    if knn_method not in KNN_METHODS:
+        raise ParameterError(f"knn_method must be one of {', '.join(KNN_METHODS)}, got {knn_method!r}",
+                             "knn_method")
     if promote_full not in PROMOTE_FULL:
         raise ParameterError(f"promote_full must be one of {', '.join(PROMOTE_FULL)}, got {promote_full!r}",
                              "promote_full")
     ws = Workspace(X, sp, pipeline, seed=seed, cache_dir=cache_dir, subsample=sub,
                    silhouette_sample=silhouette_sample, layout_epochs=layout_epochs,
-                   umap_init=umap_init)
+                   umap_init=umap_init, knn_method=knn_method)
     meta = {
         "data": f"{n}x{X.shape[1]}:{ws.fingerprint}", "space": sp.to_dict(), "space_name": sp.name,
         "objective": obj_name, "directions": directions, "multi_fidelity": sub,
         "reduction_factor": rf if sub else None, "layout_epochs": ws.layout_epochs,
         "umap_init": ws.umap_init, "promote_full": promote_full if sub else None,
+        "knn_method": knn_method,
         "sampler": sampler, "seed": seed, "space_notes": sp.notes,
         "objective_description": DESCRIPTIONS.get(obj_name, obj_name),
     }
@@ -565,7 +580,7 @@ def tune(
             procs = _start_workers(n_jobs - 1, X, y, sp, pipeline, cache_dir, storage, sampler, seed + prior,
                                    grid_points, directions, rf, obj_name, n_trials,
                                    deadline, sub, silhouette_sample, ws.layout_epochs, ws.umap_init,
-                                   promote_full)
+                                   promote_full, knn_method)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         _optimize(study, obj, n_trials, deadline, _tick)
@@ -583,7 +598,7 @@ def tune(
 
 def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
                    rf, obj_name, n_trials, deadline, sub, silhouette_sample, layout_epochs, umap_init,
-                   promote_full):
+                   promote_full, knn_method):
     import multiprocessing as mp
 
     x_path = cache_dir / "X.npy"
@@ -602,7 +617,7 @@ def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, gri
                "grid_points": grid_points, "directions": directions, "rf": rf,
                "objective": obj_name, "n_trials": n_trials, "deadline": deadline,
                "subsample": sub, "silhouette_sample": silhouette_sample, "layout_epochs": layout_epochs,
-               "umap_init": umap_init, "promote_full": promote_full,
+               "umap_init": umap_init, "promote_full": promote_full, "knn_method": knn_method,
                "numba_cache": os.environ.get("NUMBA_CACHE_DIR")}
         p = ctx.Process(target=_worker, args=(cfg,), daemon=True)
         p.start()

@@ -53,8 +53,25 @@ SMALL_DATA = 4096  # umap-learn's exact-distance threshold
 # ------------------------------------------------------------------------------------------
 # neighbour graphs
 # ------------------------------------------------------------------------------------------
-def knn_graph(X: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours (the point itself first), ``(indices int32, distances float32)``.
+KNN_METHODS = ("auto", "exact", "svd")
+
+
+def graph_method(n: int, metric: str, method: str = "auto") -> str:
+    """The input graph's search for ``n`` items: ``"auto"`` is ``"svd"`` (an approximate search,
+    see ``stages.neighbors``) for cosine above ``stages.neighbors.EXACT_MAX`` items, else exact."""
+    from ..stages.neighbors import EXACT_MAX
+
+    if method == "auto":
+        return "svd" if metric == "cosine" and n > EXACT_MAX else "exact"
+    if method == "svd" and (metric != "cosine" or n < SMALL_DATA):
+        return "exact"
+    return method
+
+
+def knn_graph(X: np.ndarray, k: int, metric: str = "cosine",
+              method: str = "exact") -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours (the point itself first), ``(indices int32, distances float32)``,
+    exact unless ``method="svd"`` (see :func:`graph_method`).
 
     Below 4096 items this reproduces umap-learn's small-data path bit for bit (full distance
     matrix from scikit-learn, rows ordered by ``umap.utils.fast_knn_indices``), so a reducer
@@ -78,6 +95,10 @@ def knn_graph(X: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray
         idx = fast_knn_indices(dmat, k)
         dist = dmat[np.arange(n)[:, None], idx]
         return idx.astype(np.int32), dist.astype(np.float32)
+    if method == "svd" and metric == "cosine":
+        from ..stages.neighbors import knn_graph as approx_knn
+
+        return approx_knn(X, k, metric="cosine", method="svd")
     if metric in ("cosine", "euclidean"):
         import faiss
 
@@ -203,7 +224,7 @@ class Workspace:
                  cache_dir: str | os.PathLike | None = None, silhouette_sample: int = 5000,
                  dbcv_sample: int = 1000, input_sample: int = 3000,
                  subsample=None, max_cached: int = 64, layout_epochs: int | None = None,
-                 umap_init: str | None = None):
+                 umap_init: str | None = None, knn_method: str = "exact"):
         self.X = np.ascontiguousarray(X, dtype=np.float32)
         self.n = len(self.X)
         self.space = space
@@ -216,6 +237,7 @@ class Workspace:
         self.max_cached = max_cached
         self.layout_epochs = None if layout_epochs is None else int(layout_epochs)
         self.umap_init = umap_init
+        self.knn_method = knn_method
         self._graphs: dict = {}
         self._reduced: OrderedDict = OrderedDict()
         self._zknn: OrderedDict = OrderedDict()
@@ -302,15 +324,17 @@ class Workspace:
             base_nn = getattr(self.base.reducer, "n_neighbors", 30) or 30
             data = self.data(level)
             k = min(self._space_max("reducer__n_neighbors", base_nn, level), len(data) - 1)
+            method = graph_method(len(data), metric, self.knn_method)
             path = None
             if self.cache_dir is not None:
-                path = self.cache_dir / f"knn-{self.fingerprint}-{level}-{metric}-{k}.npz"
+                tag = "" if method == "exact" else f"-{method}"
+                path = self.cache_dir / f"knn-{self.fingerprint}-{level}-{metric}-{k}{tag}.npz"
                 if path.exists():
                     with np.load(path, allow_pickle=False) as f:
                         self._graphs[key] = (f["indices"], f["distances"])
                     return self._graphs[key]
             t = time.perf_counter()
-            g = knn_graph(data, k, metric)
+            g = knn_graph(data, k, metric, method)
             self.timings["knn"] += time.perf_counter() - t
             if path is not None:
                 with atomic_path(path, suffix=".npz") as tmp:
