@@ -270,10 +270,11 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
     open_space = {"reducer": "umap"} | {k: v for k, v in SPACE.items() if k != "reducer__n_epochs"}
     (tmp_path / "open.json").write_text(json.dumps(open_space))
     rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o3"), "--trials", "1",
-               "--space", str(tmp_path / "open.json"), "--quiet", "--layout-epochs", "30"])
+               "--space", str(tmp_path / "open.json"), "--quiet", "--layout-epochs", "30",
+               "--umap-init", "random"])
     assert rc == 0
     best = json.loads((tmp_path / "o3" / "best_params.json").read_text())
-    assert best["params"]["reducer__n_epochs"] == 30
+    assert best["params"]["reducer__n_epochs"] == 30 and best["params"]["reducer__init"] == "random"
     capsys.readouterr()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [9, 3]}}))
