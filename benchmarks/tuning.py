@@ -92,7 +92,8 @@ def run_study(X, y, space, out, args, sampler="tpe", n_trials=None, seed=0, obje
 
     t = time.perf_counter()
     kw = {} if args.layout_epochs == "default" else {
-        "layout_epochs": None if args.layout_epochs == "umap" else int(args.layout_epochs)}
+        "layout_epochs": None if args.layout_epochs == "umap" else
+        [int(e) for e in args.layout_epochs.split(",")] if "," in args.layout_epochs else int(args.layout_epochs)}
     if args.promote_full != "default":
         kw["promote_full"] = args.promote_full
     if args.knn_method != "default":
@@ -274,7 +275,8 @@ def main(argv=None) -> int:
     ap.add_argument("--samplers", default="tpe,random,grid,gp,cmaes,nsga2")
     ap.add_argument("--grid-n", type=int, default=4000)
     ap.add_argument("--layout-epochs", default="default",
-                    help="tune(layout_epochs=): a number, 'umap' (umap-learn's count) or 'default'")
+                    help="tune(layout_epochs=): a number, one per level ('100,50,100'), 'umap' "
+                         "(umap-learn's count) or 'default'")
     ap.add_argument("--promote-full", default="default", choices=["default", "leader", "halving"],
                     help="tune(promote_full=): which trials of the last rung go on to the full size")
     ap.add_argument("--knn-method", default="default", choices=["default", "auto", "exact", "svd"],

@@ -147,6 +147,11 @@ def test_layout_epochs_reach_every_level_and_equal_the_slow_path(X):
     np.testing.assert_array_equal(fast, slow)
     with pytest.raises(ParameterError, match="layout_epochs"):
         tune(X, space=SPACE, n_trials=1, progress=False, refit=False, layout_epochs=0)
+    # one count per level, cheapest first
+    per = Workspace(X, space, start, seed=2, subsample=[150], layout_epochs=[40, 60])
+    assert [per.trial_pipeline(p, lev).reducer.n_epochs for lev in per.levels] == [40, 60]
+    with pytest.raises(ParameterError, match="2 counts for 1 levels"):
+        tune(X, space=SPACE, n_trials=1, progress=False, refit=False, layout_epochs=[40, 60])
 
 
 def test_umap_init_reaches_every_level_unless_the_space_sets_it(X):

@@ -426,7 +426,7 @@ def tune(
     study_name: str = STUDY_NAME,
     model_metadata: Callable | None = None,
     cache_dir: str | os.PathLike | None = None,
-    layout_epochs: int | None = LAYOUT_EPOCHS,
+    layout_epochs: int | list | None = LAYOUT_EPOCHS,
     umap_init: str | None = UMAP_INIT,
     promote_full: str = "leader",
     knn_method: str = KNN_METHOD,
@@ -469,7 +469,9 @@ def tune(
     layout_epochs : layout epochs of every trial's UMAP (and of the refitted best pipeline) whose
         ``n_epochs`` is left to umap-learn; None keeps umap-learn's count (200 above 10,000
         items, 500 below; a subsample rung trains as many as the full set). A UMAP stage with
-        its own ``n_epochs`` keeps it. Default ``LAYOUT_EPOCHS``; see its comment.
+        its own ``n_epochs`` keeps it. A list gives one count per level, cheapest first and the
+        full set last (e.g. ``[100, 50, 100]`` for rungs of 2,000 and 10,000 items and 50,000).
+        Default ``LAYOUT_EPOCHS``; see its comment.
     umap_init : layout start (umap-learn's ``init``) of every trial's UMAP, and of the refitted
         best pipeline, when the space does not set ``reducer__init``; None keeps the stage's
         own. Default ``UMAP_INIT`` ("pca"); see its comment.
@@ -508,9 +510,11 @@ def tune(
     sub = [] if multi else _fidelity_sizes(n, fidelity, rf)
     y = None if labels is None else [None if v is None else str(v) for v in labels]
 
-    if layout_epochs is not None and (int(layout_epochs) != layout_epochs or layout_epochs < 1):
-        raise ParameterError(f"layout_epochs must be a positive whole number or None, got {layout_epochs!r}",
-                             "layout_epochs")
+    counts = layout_epochs if isinstance(layout_epochs, list | tuple) else [layout_epochs]
+    if layout_epochs is not None and not all(
+            isinstance(e, int | np.integer | float) and int(e) == e and e >= 1 for e in counts):
+        raise ParameterError(f"layout_epochs must be a positive whole number, one per level, or None, "
+                             f"got {layout_epochs!r}", "layout_epochs")
     if umap_init is not None and umap_init not in ("spectral", "pca", "tswspectral", "random"):
         raise ParameterError(f"umap_init must be spectral, pca, tswspectral, random or None, got {umap_init!r}",
                              "umap_init")
@@ -523,6 +527,7 @@ def tune(
     ws = Workspace(X, sp, pipeline, seed=seed, cache_dir=cache_dir, subsample=sub,
                    silhouette_sample=silhouette_sample, layout_epochs=layout_epochs,
                    umap_init=umap_init, knn_method=knn_method)
+    ws.epochs_at("full")  # a per-level list must match the levels
     meta = {
         "data": f"{n}x{X.shape[1]}:{ws.fingerprint}", "space": sp.to_dict(), "space_name": sp.name,
         "objective": obj_name, "directions": directions, "multi_fidelity": sub,

@@ -22,7 +22,8 @@ trial's parameters (:func:`configure`) and fitted by ``Pipeline.fit`` itself, wh
   spectral start solves an eigenproblem of the whole graph (9 of 68 CPU s of one 50,000-item
   trial at n_neighbors 1,500), a PCA start of the input vectors takes ~1 s;
 * ``layout_epochs``: the number of layout epochs of every trial's UMAP that leaves ``n_epochs``
-  to umap-learn, at every level (None: umap-learn's own count for the full set). The layout is
+  to umap-learn, at every level, or a list of one count per level, cheapest first (None:
+  umap-learn's own count for the full set). The layout is
   75-85 % of a trial's CPU time, and it is linear in the epochs.
 
 The slow path (what a user would write by hand) is :func:`slow_labels`; tests check that both
@@ -43,6 +44,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ..data import l2_normalize
+from ..errors import ParameterError
 from ..fileio import atomic_path, write_npy
 from ..stages.neighbors import self_first
 from .space import SearchSpace
@@ -223,7 +225,7 @@ class Workspace:
     def __init__(self, X: np.ndarray, space: SearchSpace, pipeline, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, silhouette_sample: int = 5000,
                  dbcv_sample: int = 1000, input_sample: int = 3000,
-                 subsample=None, max_cached: int = 64, layout_epochs: int | None = None,
+                 subsample=None, max_cached: int = 64, layout_epochs: int | list | None = None,
                  umap_init: str | None = None, knn_method: str = "exact"):
         self.X = np.ascontiguousarray(X, dtype=np.float32)
         self.n = len(self.X)
@@ -235,7 +237,10 @@ class Workspace:
         self.dbcv_sample = dbcv_sample
         self.input_sample = input_sample
         self.max_cached = max_cached
-        self.layout_epochs = None if layout_epochs is None else int(layout_epochs)
+        # one count for every level, or one per level (cheapest first, the full set last)
+        self.layout_epochs = (None if layout_epochs is None else
+                              [int(e) for e in layout_epochs] if isinstance(layout_epochs, list | tuple)
+                              else int(layout_epochs))
         self.umap_init = umap_init
         self.knn_method = knn_method
         self._graphs: dict = {}
@@ -300,13 +305,24 @@ class Workspace:
                         updates[f"{kind}__{p}"] = self.scaled(v, int(spec.low or 1), level)
             if kind == "reducer" and "n_epochs" in info.params and stage.n_epochs is None:
                 if self.layout_epochs is not None:
-                    updates["reducer__n_epochs"] = self.layout_epochs
+                    updates["reducer__n_epochs"] = self.epochs_at(level)
                 elif level != "full":
                     updates["reducer__n_epochs"] = umap_default_epochs(self.n)
             if (kind == "reducer" and self.umap_init is not None and "init" in info.params
                     and "reducer__init" not in self.space.dims):
                 updates["reducer__init"] = self.umap_init
         return pipe.set_params(**updates) if updates else pipe
+
+    def epochs_at(self, level: str) -> int | None:
+        """``layout_epochs`` at ``level``."""
+        e = self.layout_epochs
+        if isinstance(e, list):
+            if len(e) != len(self.levels):
+                raise ParameterError(f"layout_epochs gives {len(e)} counts for {len(self.levels)} levels "
+                                     f"({', '.join(self.levels)}): give one count, or one per level",
+                                     "layout_epochs")
+            return e[self.levels.index(level)]
+        return e
 
     def _space_max(self, name: str, default: int, level: str) -> int:
         kind, p = name.split("__", 1)
