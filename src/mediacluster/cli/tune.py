@@ -75,8 +75,8 @@ def add_parser(sub):
                    help="the input neighbour graph's search: auto = approximate (svd: the vectors "
                         "projected on their top 256 singular directions) above 10,000 items, exact below")
     p.add_argument("--umap-init", choices=("pca", "spectral", "tswspectral", "random", "stage"),
-                   default="pca", help="UMAP layout start of every trial whose space does not set "
-                                       "reducer__init (stage = the stage's own)")
+                   default="stage", help="UMAP layout start of every trial whose space does not set "
+                                         "reducer__init (default: the stage's own, spectral)")
     p.add_argument("--no-refit", action="store_true", help="do not refit/save the best pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_report_argument(p)

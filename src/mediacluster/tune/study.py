@@ -85,11 +85,13 @@ def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int = 5,
 # "50,000 vectors after the engine landed".
 LAYOUT_EPOCHS: int | None = 100
 
-# Layout start of a tuning trial's UMAP (when the space does not set ``reducer__init``): PCA of the
-# input vectors, as the engine (``stages.hierarchy.ENGINE_REDUCER``). umap-learn's default
-# spectral start solves an eigenproblem of the trial's graph: 9 of 68 CPU s of one 50,000-item
-# trial at n_neighbors 1,500 (a PCA start: 1.1 s). See benchmarks/RESULTS.md, "session 5".
-UMAP_INIT: str | None = "pca"
+# Layout start of a tuning trial's UMAP (when the space does not set ``reducer__init``); None keeps
+# the stage's own (umap-learn's spectral start). "pca" (the engine's start) saves 9 of 68 CPU s of
+# one 50,000-item trial at n_neighbors 1,500 and nothing measurable at 10,000 items; on the same
+# 100 trials at the 2,000-item rung it moved the default objective's pick from the best NMI
+# (gap 0.000) to 0.036 below it (over the 0.03 guard; top-5 mean NMI 0.356 vs 0.359), so it is
+# not the default. See benchmarks/RESULTS.md, Tuning, "session 5".
+UMAP_INIT: str | None = None
 
 # The input neighbour graph's search: "auto" = approximate ("svd": exact search among the
 # vectors projected on their top 256 singular directions) for cosine above 10,000 items, exact
@@ -474,7 +476,7 @@ def tune(
         Default ``LAYOUT_EPOCHS``; see its comment.
     umap_init : layout start (umap-learn's ``init``) of every trial's UMAP, and of the refitted
         best pipeline, when the space does not set ``reducer__init``; None keeps the stage's
-        own. Default ``UMAP_INIT`` ("pca"); see its comment.
+        own. Default ``UMAP_INIT`` (None); see its comment.
     """
     import optuna  # heavy: loaded only when tuning
 

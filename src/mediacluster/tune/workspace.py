@@ -18,9 +18,10 @@ trial's parameters (:func:`configure`) and fitted by ``Pipeline.fit`` itself, wh
   scaled by the subsample fraction there (the same *share* of the data, so the same radius),
   and UMAP runs the number of epochs it would run on the full set;
 * ``umap_init``: the layout start of every trial's UMAP whose ``init`` the space leaves alone
-  (None: the stage's own). The tuner passes ``"pca"``, the engine's start: umap-learn's
-  spectral start solves an eigenproblem of the whole graph (9 of 68 CPU s of one 50,000-item
-  trial at n_neighbors 1,500), a PCA start of the input vectors takes ~1 s;
+  (None: the stage's own). ``"pca"`` is the engine's start: umap-learn's spectral start solves
+  an eigenproblem of the whole graph (9 of 68 CPU s of one 50,000-item trial at n_neighbors
+  1,500), a PCA start of the input vectors takes ~1 s (``tune.study.UMAP_INIT`` says why it is
+  not the tuner's default);
 * ``layout_epochs``: the number of layout epochs of every trial's UMAP that leaves ``n_epochs``
   to umap-learn, at every level, or a list of one count per level, cheapest first (None:
   umap-learn's own count for the full set). The layout is
