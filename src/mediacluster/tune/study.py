@@ -89,8 +89,10 @@ LAYOUT_EPOCHS: int | None = 100
 # the stage's own (umap-learn's spectral start). "pca" (the engine's start) saves 9 of 68 CPU s of
 # one 50,000-item trial at n_neighbors 1,500 and nothing measurable at 10,000 items; on the same
 # 100 trials at the 2,000-item rung it moved the default objective's pick from the best NMI
-# (gap 0.000) to 0.036 below it (over the 0.03 guard; top-5 mean NMI 0.356 vs 0.359), so it is
-# not the default. See benchmarks/RESULTS.md, Tuning, "session 5".
+# (gap 0.000) to 0.036 below it (top-5 mean NMI 0.356 vs 0.359). A later study with the
+# spectral start missed by 0.044 there too, so that is noise more than the start. The PCA start
+# saves too little to change what a trial computes, so it is not the default. See
+# benchmarks/RESULTS.md, Tuning, "session 5".
 UMAP_INIT: str | None = None
 
 # The input neighbour graph's search: "auto" = approximate ("svd": exact search among the
