@@ -92,7 +92,14 @@ def run_study(X, y, space, out, args, sampler="tpe", n_trials=None, seed=0, obje
 
     t = time.perf_counter()
     kw = {} if args.layout_epochs == "default" else {
-        "layout_epochs": None if args.layout_epochs == "umap" else int(args.layout_epochs)}
+        "layout_epochs": None if args.layout_epochs == "umap" else
+        [int(e) for e in args.layout_epochs.split(",")] if "," in args.layout_epochs else int(args.layout_epochs)}
+    if args.promote_full != "default":
+        kw["promote_full"] = args.promote_full
+    if args.knn_method != "default":
+        kw["knn_method"] = args.knn_method
+    if args.umap_init != "default":
+        kw["umap_init"] = None if args.umap_init == "stage" else args.umap_init
     res = tune(X, start_pipeline(seed), out=out, space=space, sampler=sampler, objective=objective,
                n_trials=n_trials or args.trials, seed=seed, labels=y, n_jobs=args.jobs,
                timeout=args.timeout, progress=not args.quiet, refit=False, **kw)
@@ -268,7 +275,14 @@ def main(argv=None) -> int:
     ap.add_argument("--samplers", default="tpe,random,grid,gp,cmaes,nsga2")
     ap.add_argument("--grid-n", type=int, default=4000)
     ap.add_argument("--layout-epochs", default="default",
-                    help="tune(layout_epochs=): a number, 'umap' (umap-learn's count) or 'default'")
+                    help="tune(layout_epochs=): a number, one per level ('100,50,100'), 'umap' "
+                         "(umap-learn's count) or 'default'")
+    ap.add_argument("--promote-full", default="default", choices=["default", "leader", "halving"],
+                    help="tune(promote_full=): which trials of the last rung go on to the full size")
+    ap.add_argument("--knn-method", default="default", choices=["default", "auto", "exact", "svd"],
+                    help="tune(knn_method=): the input graph's search")
+    ap.add_argument("--umap-init", default="default",
+                    help="tune(umap_init=): pca, spectral, ... or 'stage' (the stage's own)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -306,6 +320,9 @@ def main(argv=None) -> int:
             "best_nmi": s["best_metrics"].get("ext_nmi"), "best_clusters": s["best_metrics"].get("n_clusters"),
             "best_coverage": s["best_metrics"].get("coverage"), "loadavg": os.getloadavg(),
             "layout_epochs": res.study.user_attrs.get("layout_epochs"),
+            "umap_init": res.study.user_attrs.get("umap_init"),
+            "promote_full": res.study.user_attrs.get("promote_full"),
+            "knn_method": res.study.user_attrs.get("knn_method"),
             "cpu_s_trials": sum(t.user_attrs.get("cpu_s", 0.0) for t in res.study.trials),
             "cpu_s_process": time.process_time(),
         }

@@ -193,6 +193,26 @@ def test_symmetric_adjacency_drops_self_and_symmetrises():
     assert A[3, 2] == 1 and A[2, 3] == 1
 
 
+def test_svd_graph_keeps_the_neighbours_the_projection_keeps(cifar3_embeddings):
+    """method="svd": exact search among the rows projected on their top singular directions.
+    With as many directions as the rows span (300 items) it finds the exact graph; with fewer it
+    is an approximation that still finds most neighbours; column 0 is the point itself."""
+    from mediacluster.stages.neighbors import recall
+
+    X = cifar3_embeddings.vectors
+    exact = knn_graph(X, 30, method="exact")
+    spanned = knn_graph(X, 30, method="svd", dims=len(X))
+    assert recall(spanned[0], exact[0]) > 0.99
+    np.testing.assert_allclose(spanned[1], exact[1], atol=1e-4)
+    idx, dist = knn_graph(X, 30, method="svd", dims=32)
+    assert idx.shape == dist.shape == (len(X), 30)
+    assert (idx[:, 0] == np.arange(len(X))).all() and (dist[:, 0] == 0).all()
+    assert (np.diff(dist[:, 1:], axis=1) >= 0).all()
+    assert 0.5 < recall(idx, exact[0]) < 1.0
+    with pytest.raises(ValueError, match="cosine"):
+        knn_graph(X, 30, metric="euclidean", method="svd")
+
+
 def test_real_slice_nested_and_close_to_classes(cifar3_embeddings, one_blas_thread):
     """300 CIFAR-10 images (airplane, frog, truck), default encoder, PCA to 10 dims."""
     from sklearn.decomposition import PCA

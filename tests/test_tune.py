@@ -147,6 +147,46 @@ def test_layout_epochs_reach_every_level_and_equal_the_slow_path(X):
     np.testing.assert_array_equal(fast, slow)
     with pytest.raises(ParameterError, match="layout_epochs"):
         tune(X, space=SPACE, n_trials=1, progress=False, refit=False, layout_epochs=0)
+    # one count per level, cheapest first
+    per = Workspace(X, space, start, seed=2, subsample=[150], layout_epochs=[40, 60])
+    assert [per.trial_pipeline(p, lev).reducer.n_epochs for lev in per.levels] == [40, 60]
+    with pytest.raises(ParameterError, match="2 counts for 1 levels"):
+        tune(X, space=SPACE, n_trials=1, progress=False, refit=False, layout_epochs=[40, 60])
+
+
+def test_umap_init_reaches_every_level_unless_the_space_sets_it(X):
+    """``umap_init`` sets the layout start of every trial's UMAP (subsamples and full size) when
+    the space leaves ``reducer__init`` alone; a space that sets it wins; the trial is the slow
+    path with that start."""
+    start = Pipeline(reducer="umap", outliers=None, clusterer="hdbscan", random_state=2)
+    dims = {"reducer__n_neighbors": {"int": [10, 30]}, "clusterer__min_cluster_size": {"int": [5, 30]}}
+    base = {"reducer": "umap", "clusterer": "hdbscan"}
+    space = SearchSpace.from_dict(dims, base=base).clamp_to(len(X))
+    p = {"reducer__n_neighbors": 15, "reducer__n_components": 4, "clusterer__min_cluster_size": 10}
+    ws = Workspace(X, space, start, seed=2, subsample=[150], umap_init="pca")
+    assert [ws.trial_pipeline(p, lev).reducer.init for lev in ws.levels] == ["pca", "pca"]
+    assert Workspace(X, space, start, seed=2).trial_pipeline(p).reducer.init == "spectral"
+    fixed = SearchSpace.from_dict(dims | {"reducer__init": "spectral"}, base=base).clamp_to(len(X))
+    assert Workspace(X, fixed, start, seed=2, umap_init="pca").trial_pipeline(
+        p | {"reducer__init": "spectral"}).reducer.init == "spectral"
+    fast = ws.run(p).labels
+    slow = slow_labels(X, p | {"reducer__init": "pca"}, seed=2, pipeline=start)
+    assert len(set(slow.tolist()) - {-1}) >= 2
+    np.testing.assert_array_equal(fast, slow)
+    with pytest.raises(ParameterError, match="umap_init"):
+        tune(X, space=SPACE, n_trials=1, progress=False, refit=False, umap_init="svd")
+    with pytest.raises(ParameterError, match="knn_method"):
+        tune(X, space=SPACE, n_trials=1, progress=False, refit=False, knn_method="hnsw")
+
+
+def test_input_graph_search_is_exact_up_to_10000_items():
+    """knn_method="auto": the approximate (svd) search only for cosine above 10,000 items; an
+    explicit "svd" still keeps umap-learn's exact small-data graph below 4,096 items."""
+    from mediacluster.tune.workspace import graph_method
+
+    assert graph_method(50000, "cosine") == "svd" and graph_method(10000, "cosine") == "exact"
+    assert graph_method(50000, "euclidean") == "exact" and graph_method(50000, "cosine", "exact") == "exact"
+    assert graph_method(3000, "cosine", "svd") == "exact" and graph_method(5000, "cosine", "svd") == "svd"
 
 
 # -- every sampler runs and returns a fitted pipeline -------------------------------------------
@@ -235,10 +275,11 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
     open_space = {"reducer": "umap"} | {k: v for k, v in SPACE.items() if k != "reducer__n_epochs"}
     (tmp_path / "open.json").write_text(json.dumps(open_space))
     rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o3"), "--trials", "1",
-               "--space", str(tmp_path / "open.json"), "--quiet", "--layout-epochs", "30"])
+               "--space", str(tmp_path / "open.json"), "--quiet", "--layout-epochs", "30",
+               "--umap-init", "random"])
     assert rc == 0
     best = json.loads((tmp_path / "o3" / "best_params.json").read_text())
-    assert best["params"]["reducer__n_epochs"] == 30
+    assert best["params"]["reducer__n_epochs"] == 30 and best["params"]["reducer__init"] == "random"
     capsys.readouterr()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [9, 3]}}))
@@ -312,6 +353,19 @@ def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_em
         if "rung1" in t.user_attrs:
             assert v >= min(seen)
         seen.append(v)
+    # promote_full="leader": a trial reaches the full size only with a last-rung value above that
+    # of every trial that reached it before (one process: in trial order)
+    best = -np.inf
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state.name == "COMPLETE":
+            assert t.user_attrs["promoted_full"] and t.intermediate_values[2] > best
+            best = t.intermediate_values[2]
+        elif "rung1" in t.user_attrs:
+            assert "promoted_full" not in t.user_attrs
+    assert res.study.user_attrs["promote_full"] == "leader"
+    with pytest.raises(ParameterError, match="promote_full"):
+        tune(cifar3_embeddings, space=SPACE, n_trials=1, progress=False, refit=False,
+             promote_full="all")
 
 
 def test_cli_tune_publishes_a_model_with_encoder_and_names(cifar3_dir, cifar3_embeddings, tmp_path):

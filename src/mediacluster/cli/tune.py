@@ -67,6 +67,16 @@ def add_parser(sub):
     p.add_argument("--layout-epochs", default="default", type=_epochs,
                    help="UMAP layout epochs of every trial (and of the refitted model) whose space "
                         "leaves n_epochs open; 'umap' = umap-learn's own count (default: the tuner's)")
+    p.add_argument("--promote-full", choices=("leader", "halving"), default="leader",
+                   help="with subsample rungs: which trials of the last rung go on to the full size; "
+                        "leader = only one that beats every trial sent before it (default), halving = "
+                        "the best --prune-keep share seen so far")
+    p.add_argument("--knn-method", choices=("auto", "exact", "svd"), default="auto",
+                   help="the input neighbour graph's search: auto = approximate (svd: the vectors "
+                        "projected on their top 256 singular directions) above 10,000 items, exact below")
+    p.add_argument("--umap-init", choices=("pca", "spectral", "tswspectral", "random", "stage"),
+                   default="stage", help="UMAP layout start of every trial whose space does not set "
+                                         "reducer__init (default: the stage's own, spectral)")
     p.add_argument("--no-refit", action="store_true", help="do not refit/save the best pipeline")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_report_argument(p)
@@ -104,6 +114,8 @@ def run(args) -> int:
         prune_keep=args.prune_keep, n_jobs=args.jobs, grid_points=args.grid_points,
         refit=not args.no_refit, progress=not args.quiet,
         **({} if args.layout_epochs == "default" else {"layout_epochs": args.layout_epochs}),
+        promote_full=args.promote_full, knn_method=args.knn_method,
+        umap_init=None if args.umap_init == "stage" else args.umap_init,
         model_metadata=lambda pipe: model_metadata(emb, pipe),  # encoder + names, as `cluster` saves
     )
     print_result(res, out)

@@ -33,7 +33,7 @@ from ..fileio import setup_numba_cache, write_json, write_npy, write_table
 from ..stages.cluster import single_blas_thread
 from .objectives import DESCRIPTIONS, get_objective, quality_for_pareto
 from .space import SearchSpace, load_space
-from .workspace import Workspace, flat_params
+from .workspace import KNN_METHODS, Workspace, flat_params
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,22 @@ def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int = 5,
 # within 0.014); 50 epochs changed one of the four (3 -> 2 clusters). See benchmarks/RESULTS.md,
 # "50,000 vectors after the engine landed".
 LAYOUT_EPOCHS: int | None = 100
+
+# Layout start of a tuning trial's UMAP (when the space does not set ``reducer__init``); None keeps
+# the stage's own (umap-learn's spectral start). "pca" (the engine's start) saves 9 of 68 CPU s of
+# one 50,000-item trial at n_neighbors 1,500 and nothing measurable at 10,000 items; on the same
+# 100 trials at the 2,000-item rung it moved the default objective's pick from the best NMI
+# (gap 0.000) to 0.036 below it (top-5 mean NMI 0.356 vs 0.359). A later study with the
+# spectral start missed by 0.044 there too, so that is noise more than the start. The PCA start
+# saves too little to change what a trial computes, so it is not the default. See
+# benchmarks/RESULTS.md, Tuning, "session 5".
+UMAP_INIT: str | None = None
+
+# The input neighbour graph's search: "auto" = approximate ("svd": exact search among the
+# vectors projected on their top 256 singular directions) for cosine above 10,000 items, exact
+# below. At 50,000 x 1,280 and k = 2,000 the exact search is a 50,000^2 x 1,280 matrix product.
+# See benchmarks/RESULTS.md, "session 5".
+KNN_METHOD = "auto"
 
 MIN_RUNG = 2000  # "auto" never makes a rung smaller than this many items
 
@@ -205,6 +221,8 @@ class _Objective:
                 trial.set_user_attr("time_s", time.perf_counter() - t0)
                 trial.set_user_attr("cpu_s", time.process_time() - c0)
                 raise optuna.TrialPruned()
+        if self.rungs:
+            trial.set_user_attr(PROMOTED, True)
         out = self.ws.run(params, "full")
         m = {k: v for k, v in out.metrics.items() if k != "params_used"}
         m.update(_external(self.y, out.labels))
@@ -255,7 +273,8 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     old = study.user_attrs
     if old:
-        for k in ("data", "space", "objective", "directions", "multi_fidelity", "layout_epochs"):
+        for k in ("data", "space", "objective", "directions", "multi_fidelity", "layout_epochs",
+                  "umap_init", "promote_full", "knn_method"):
             if k in old and old[k] != meta[k]:
                 raise ParameterError(
                     f"the study in {storage} was started with a different {k} "
@@ -280,11 +299,13 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     space = cfg["space_obj"]
     ws = Workspace(np.asarray(X), space, cfg["pipeline"], seed=cfg["seed"], cache_dir=cfg["cache_dir"],
                    subsample=cfg["subsample"], silhouette_sample=cfg["silhouette_sample"],
-                   layout_epochs=cfg["layout_epochs"])
+                   layout_epochs=cfg["layout_epochs"], umap_init=cfg["umap_init"],
+                   knn_method=cfg["knn_method"])
     y = np.load(cfg["y_path"], allow_pickle=False).tolist() if cfg.get("y_path") else None
     sampler = make_sampler(cfg["sampler"], cfg["seed"] + 7919 * cfg["worker"], space,
                            cfg["grid_points"], len(cfg["directions"]))
-    pruner = _pruner(bool(cfg["subsample"]), len(cfg["directions"]) > 1, cfg["rf"])
+    pruner = _pruner(bool(cfg["subsample"]), len(cfg["directions"]) > 1, cfg["rf"],
+                     len(cfg["subsample"]), cfg["promote_full"])
     study = optuna.load_study(study_name=STUDY_NAME, storage=cfg["storage"], sampler=sampler,
                               pruner=pruner)
     obj = _Objective(ws, space, cfg["objective"], len(cfg["directions"]) > 1,
@@ -292,19 +313,74 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     _optimize(study, obj, cfg["n_trials"], cfg["deadline"])
 
 
-def _pruner(fidelity: bool, multi: bool, rf: int):
+PROMOTE_FULL = ("leader", "halving")
+PROMOTED = "promoted_full"  # user attr of a trial sent on to the full size
+
+
+def _pruner(fidelity: bool, multi: bool, rf: int, n_rungs: int = 0, promote_full: str = "leader"):
     """Successive halving (asynchronous, Li et al. 2020): a trial goes on to the next rung only
     if its value is in the best 1/rf of all values reported at its rung so far, and only once
     at least rf values are there (``bootstrap_count``: the first rf - 1 trials at a rung stop
     there, so an early, mediocre trial cannot walk up to the full size unopposed). Unlike a
-    percentile pruner it needs no finished trials to start pruning."""
+    percentile pruner it needs no finished trials to start pruning.
+
+    ``promote_full="leader"`` adds one rule at the last rung (see :class:`_LeaderPruner`): only a
+    new leader there goes on to the full size."""
     import optuna
 
     if not fidelity or multi:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=rf,
-                                                  min_early_stopping_rate=0,
-                                                  bootstrap_count=rf - 1)
+    sh = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=rf,
+                                                min_early_stopping_rate=0, bootstrap_count=rf - 1)
+    if promote_full == "halving" or n_rungs < 1:
+        return sh
+    return _leader_pruner_class()(sh, last_step=rf ** (n_rungs - 1))
+
+
+def _leader_pruner_class():
+    """:class:`_LeaderPruner` as an Optuna pruner (optuna is imported only when tuning)."""
+    import optuna
+
+    global _LEADER_PRUNER
+    if _LEADER_PRUNER is None:
+        _LEADER_PRUNER = type("LeaderPruner", (_LeaderPruner, optuna.pruners.BasePruner), {})
+    return _LEADER_PRUNER
+
+
+_LEADER_PRUNER = None
+
+
+class _LeaderPruner:
+    """Successive halving, and at the last rung before the full size one more condition: the
+    trial's value there must beat the value there of every trial already sent on to the full
+    size. A full-size trial costs 5-10x a trial at the last rung (50,000 vs 10,000 items); plain
+    successive halving sends every trial in the best fifth seen so far, this sends only a new
+    leader, so the full size confirms the best candidate so far instead of re-ranking the top
+    fifth (in the 50,000-item benchmark 4 trials of 100 reached the full size and took half of
+    the study's compute; the rung's best was the full size's best or 0.001 NMI from it).
+
+    Trials sent on carry the user attr ``promoted_full``; with several worker processes two
+    trials judged at the same moment may both go on."""
+
+    def __init__(self, halving, last_step: int):
+        self.halving = halving
+        self.last_step = int(last_step)
+
+    def prune(self, study, trial) -> bool:
+        from optuna.trial import TrialState
+
+        if self.halving.prune(study, trial):
+            return True
+        step = trial.last_step
+        if step != self.last_step:
+            return False
+        value = trial.intermediate_values[step]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if t.number != trial.number and t.user_attrs.get(PROMOTED):
+                other = t.intermediate_values.get(step)
+                if other is not None and other >= value:
+                    return True
+        return False
 
 
 def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -> None:
@@ -354,7 +430,10 @@ def tune(
     study_name: str = STUDY_NAME,
     model_metadata: Callable | None = None,
     cache_dir: str | os.PathLike | None = None,
-    layout_epochs: int | None = LAYOUT_EPOCHS,
+    layout_epochs: int | list | None = LAYOUT_EPOCHS,
+    umap_init: str | None = UMAP_INIT,
+    promote_full: str = "leader",
+    knn_method: str = KNN_METHOD,
 ) -> TuneResult:
     """Search a pipeline's parameters with Optuna; returns the study, the best parameters and
     the best pipeline refitted on all of ``X``. ``Pipeline.tune(X, ...)`` calls this.
@@ -380,6 +459,12 @@ def tune(
         each >= 2,000 items; rf = 1/prune_keep), an int or a list of subsample sizes, or "off".
     prune_keep : share of the trials at a rung promoted to the next (successive halving with
         reduction factor 1/prune_keep).
+    promote_full : "leader" (default): from the last rung, only a trial that beats every trial
+        already sent on goes on to the full size; "halving": plain successive halving there too
+        (the best ``prune_keep`` share seen so far goes on).
+    knn_method : the input neighbour graph's search: "exact", "svd" (approximate, see
+        ``stages.neighbors``; cosine only, above 4,096 items) or "auto" (svd above 10,000
+        items). Default ``KNN_METHOD``; see its comment.
     n_jobs : worker processes (needs ``out``: they share the SQLite study and disk caches).
     cache_dir : where the input graph and reduced embeddings are cached (default ``out/cache``).
     labels : ground truth, recorded as ``ext_*`` per trial for evaluation; never optimised.
@@ -388,7 +473,12 @@ def tune(
     layout_epochs : layout epochs of every trial's UMAP (and of the refitted best pipeline) whose
         ``n_epochs`` is left to umap-learn; None keeps umap-learn's count (200 above 10,000
         items, 500 below; a subsample rung trains as many as the full set). A UMAP stage with
-        its own ``n_epochs`` keeps it. Default ``LAYOUT_EPOCHS``; see its comment.
+        its own ``n_epochs`` keeps it. A list gives one count per level, cheapest first and the
+        full set last (e.g. ``[100, 50, 100]`` for rungs of 2,000 and 10,000 items and 50,000).
+        Default ``LAYOUT_EPOCHS``; see its comment.
+    umap_init : layout start (umap-learn's ``init``) of every trial's UMAP, and of the refitted
+        best pipeline, when the space does not set ``reducer__init``; None keeps the stage's
+        own. Default ``UMAP_INIT`` (None); see its comment.
     """
     import optuna  # heavy: loaded only when tuning
 
@@ -424,15 +514,30 @@ def tune(
     sub = [] if multi else _fidelity_sizes(n, fidelity, rf)
     y = None if labels is None else [None if v is None else str(v) for v in labels]
 
-    if layout_epochs is not None and (int(layout_epochs) != layout_epochs or layout_epochs < 1):
-        raise ParameterError(f"layout_epochs must be a positive whole number or None, got {layout_epochs!r}",
-                             "layout_epochs")
+    counts = layout_epochs if isinstance(layout_epochs, list | tuple) else [layout_epochs]
+    if layout_epochs is not None and not all(
+            isinstance(e, int | np.integer | float) and int(e) == e and e >= 1 for e in counts):
+        raise ParameterError(f"layout_epochs must be a positive whole number, one per level, or None, "
+                             f"got {layout_epochs!r}", "layout_epochs")
+    if umap_init is not None and umap_init not in ("spectral", "pca", "tswspectral", "random"):
+        raise ParameterError(f"umap_init must be spectral, pca, tswspectral, random or None, got {umap_init!r}",
+                             "umap_init")
+    if knn_method not in KNN_METHODS:
+        raise ParameterError(f"knn_method must be one of {', '.join(KNN_METHODS)}, got {knn_method!r}",
+                             "knn_method")
+    if promote_full not in PROMOTE_FULL:
+        raise ParameterError(f"promote_full must be one of {', '.join(PROMOTE_FULL)}, got {promote_full!r}",
+                             "promote_full")
     ws = Workspace(X, sp, pipeline, seed=seed, cache_dir=cache_dir, subsample=sub,
-                   silhouette_sample=silhouette_sample, layout_epochs=layout_epochs)
+                   silhouette_sample=silhouette_sample, layout_epochs=layout_epochs,
+                   umap_init=umap_init, knn_method=knn_method)
+    ws.epochs_at("full")  # a per-level list must match the levels
     meta = {
         "data": f"{n}x{X.shape[1]}:{ws.fingerprint}", "space": sp.to_dict(), "space_name": sp.name,
         "objective": obj_name, "directions": directions, "multi_fidelity": sub,
         "reduction_factor": rf if sub else None, "layout_epochs": ws.layout_epochs,
+        "umap_init": ws.umap_init, "promote_full": promote_full if sub else None,
+        "knn_method": knn_method,
         "sampler": sampler, "seed": seed, "space_notes": sp.notes,
         "objective_description": DESCRIPTIONS.get(obj_name, obj_name),
     }
@@ -444,8 +549,8 @@ def tune(
         study_name in [s.study_name for s in optuna.get_all_study_summaries(storage)]) else None
     prior = len(probe.trials) if probe is not None else 0
     smp = make_sampler(sampler, seed + prior, sp, grid_points, len(directions))
-    study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, rf), meta,
-                        study_name)
+    study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, rf, len(sub), promote_full),
+                        meta, study_name)
     recovered = recover_interrupted(study)
     if recovered:
         log.warning("trials %s were left running by an interrupted run: marked FAIL, parameters "
@@ -483,7 +588,8 @@ def tune(
         if not callable(objective):
             procs = _start_workers(n_jobs - 1, X, y, sp, pipeline, cache_dir, storage, sampler, seed + prior,
                                    grid_points, directions, rf, obj_name, n_trials,
-                                   deadline, sub, silhouette_sample, ws.layout_epochs)
+                                   deadline, sub, silhouette_sample, ws.layout_epochs, ws.umap_init,
+                                   promote_full, knn_method)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         _optimize(study, obj, n_trials, deadline, _tick)
@@ -500,7 +606,8 @@ def tune(
 
 
 def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
-                   rf, obj_name, n_trials, deadline, sub, silhouette_sample, layout_epochs):
+                   rf, obj_name, n_trials, deadline, sub, silhouette_sample, layout_epochs, umap_init,
+                   promote_full, knn_method):
     import multiprocessing as mp
 
     x_path = cache_dir / "X.npy"
@@ -519,6 +626,7 @@ def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, gri
                "grid_points": grid_points, "directions": directions, "rf": rf,
                "objective": obj_name, "n_trials": n_trials, "deadline": deadline,
                "subsample": sub, "silhouette_sample": silhouette_sample, "layout_epochs": layout_epochs,
+               "umap_init": umap_init, "promote_full": promote_full, "knn_method": knn_method,
                "numba_cache": os.environ.get("NUMBA_CACHE_DIR")}
         p = ctx.Process(target=_worker, args=(cfg,), daemon=True)
         p.start()

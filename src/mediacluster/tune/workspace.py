@@ -17,8 +17,14 @@ trial's parameters (:func:`configure`) and fitted by ``Pipeline.fit`` itself, wh
   low-fidelity rungs of multi-fidelity tuning, each with its own graph; neighbourhood sizes are
   scaled by the subsample fraction there (the same *share* of the data, so the same radius),
   and UMAP runs the number of epochs it would run on the full set;
+* ``umap_init``: the layout start of every trial's UMAP whose ``init`` the space leaves alone
+  (None: the stage's own). ``"pca"`` is the engine's start: umap-learn's spectral start solves
+  an eigenproblem of the whole graph (9 of 68 CPU s of one 50,000-item trial at n_neighbors
+  1,500), a PCA start of the input vectors takes ~1 s (``tune.study.UMAP_INIT`` says why it is
+  not the tuner's default);
 * ``layout_epochs``: the number of layout epochs of every trial's UMAP that leaves ``n_epochs``
-  to umap-learn, at every level (None: umap-learn's own count for the full set). The layout is
+  to umap-learn, at every level, or a list of one count per level, cheapest first (None:
+  umap-learn's own count for the full set). The layout is
   75-85 % of a trial's CPU time, and it is linear in the epochs.
 
 The slow path (what a user would write by hand) is :func:`slow_labels`; tests check that both
@@ -39,6 +45,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ..data import l2_normalize
+from ..errors import ParameterError
 from ..fileio import atomic_path, write_npy
 from ..stages.neighbors import self_first
 from .space import SearchSpace
@@ -49,8 +56,25 @@ SMALL_DATA = 4096  # umap-learn's exact-distance threshold
 # ------------------------------------------------------------------------------------------
 # neighbour graphs
 # ------------------------------------------------------------------------------------------
-def knn_graph(X: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours (the point itself first), ``(indices int32, distances float32)``.
+KNN_METHODS = ("auto", "exact", "svd")
+
+
+def graph_method(n: int, metric: str, method: str = "auto") -> str:
+    """The input graph's search for ``n`` items: ``"auto"`` is ``"svd"`` (an approximate search,
+    see ``stages.neighbors``) for cosine above ``stages.neighbors.EXACT_MAX`` items, else exact."""
+    from ..stages.neighbors import EXACT_MAX
+
+    if method == "auto":
+        return "svd" if metric == "cosine" and n > EXACT_MAX else "exact"
+    if method == "svd" and (metric != "cosine" or n < SMALL_DATA):
+        return "exact"
+    return method
+
+
+def knn_graph(X: np.ndarray, k: int, metric: str = "cosine",
+              method: str = "exact") -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours (the point itself first), ``(indices int32, distances float32)``,
+    exact unless ``method="svd"`` (see :func:`graph_method`).
 
     Below 4096 items this reproduces umap-learn's small-data path bit for bit (full distance
     matrix from scikit-learn, rows ordered by ``umap.utils.fast_knn_indices``), so a reducer
@@ -74,6 +98,10 @@ def knn_graph(X: np.ndarray, k: int, metric: str = "cosine") -> tuple[np.ndarray
         idx = fast_knn_indices(dmat, k)
         dist = dmat[np.arange(n)[:, None], idx]
         return idx.astype(np.int32), dist.astype(np.float32)
+    if method == "svd" and metric == "cosine":
+        from ..stages.neighbors import knn_graph as approx_knn
+
+        return approx_knn(X, k, metric="cosine", method="svd")
     if metric in ("cosine", "euclidean"):
         import faiss
 
@@ -198,7 +226,8 @@ class Workspace:
     def __init__(self, X: np.ndarray, space: SearchSpace, pipeline, seed: int = 0,
                  cache_dir: str | os.PathLike | None = None, silhouette_sample: int = 5000,
                  dbcv_sample: int = 1000, input_sample: int = 3000,
-                 subsample=None, max_cached: int = 64, layout_epochs: int | None = None):
+                 subsample=None, max_cached: int = 64, layout_epochs: int | list | None = None,
+                 umap_init: str | None = None, knn_method: str = "exact"):
         self.X = np.ascontiguousarray(X, dtype=np.float32)
         self.n = len(self.X)
         self.space = space
@@ -209,7 +238,12 @@ class Workspace:
         self.dbcv_sample = dbcv_sample
         self.input_sample = input_sample
         self.max_cached = max_cached
-        self.layout_epochs = None if layout_epochs is None else int(layout_epochs)
+        # one count for every level, or one per level (cheapest first, the full set last)
+        self.layout_epochs = (None if layout_epochs is None else
+                              [int(e) for e in layout_epochs] if isinstance(layout_epochs, list | tuple)
+                              else int(layout_epochs))
+        self.umap_init = umap_init
+        self.knn_method = knn_method
         self._graphs: dict = {}
         self._reduced: OrderedDict = OrderedDict()
         self._zknn: OrderedDict = OrderedDict()
@@ -272,10 +306,24 @@ class Workspace:
                         updates[f"{kind}__{p}"] = self.scaled(v, int(spec.low or 1), level)
             if kind == "reducer" and "n_epochs" in info.params and stage.n_epochs is None:
                 if self.layout_epochs is not None:
-                    updates["reducer__n_epochs"] = self.layout_epochs
+                    updates["reducer__n_epochs"] = self.epochs_at(level)
                 elif level != "full":
                     updates["reducer__n_epochs"] = umap_default_epochs(self.n)
+            if (kind == "reducer" and self.umap_init is not None and "init" in info.params
+                    and "reducer__init" not in self.space.dims):
+                updates["reducer__init"] = self.umap_init
         return pipe.set_params(**updates) if updates else pipe
+
+    def epochs_at(self, level: str) -> int | None:
+        """``layout_epochs`` at ``level``."""
+        e = self.layout_epochs
+        if isinstance(e, list):
+            if len(e) != len(self.levels):
+                raise ParameterError(f"layout_epochs gives {len(e)} counts for {len(self.levels)} levels "
+                                     f"({', '.join(self.levels)}): give one count, or one per level",
+                                     "layout_epochs")
+            return e[self.levels.index(level)]
+        return e
 
     def _space_max(self, name: str, default: int, level: str) -> int:
         kind, p = name.split("__", 1)
@@ -293,15 +341,17 @@ class Workspace:
             base_nn = getattr(self.base.reducer, "n_neighbors", 30) or 30
             data = self.data(level)
             k = min(self._space_max("reducer__n_neighbors", base_nn, level), len(data) - 1)
+            method = graph_method(len(data), metric, self.knn_method)
             path = None
             if self.cache_dir is not None:
-                path = self.cache_dir / f"knn-{self.fingerprint}-{level}-{metric}-{k}.npz"
+                tag = "" if method == "exact" else f"-{method}"
+                path = self.cache_dir / f"knn-{self.fingerprint}-{level}-{metric}-{k}{tag}.npz"
                 if path.exists():
                     with np.load(path, allow_pickle=False) as f:
                         self._graphs[key] = (f["indices"], f["distances"])
                     return self._graphs[key]
             t = time.perf_counter()
-            g = knn_graph(data, k, metric)
+            g = knn_graph(data, k, metric, method)
             self.timings["knn"] += time.perf_counter() - t
             if path is not None:
                 with atomic_path(path, suffix=".npz") as tmp:
