@@ -6,11 +6,14 @@ other input, two writers on one folder, and kill -9 at many moments of a re-run.
 
 from __future__ import annotations
 
+import gc
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mediacluster import fileio
 from mediacluster.errors import RunDirError, RunLockedError
 from mediacluster.rundir import (
     RunDir,
@@ -210,3 +214,37 @@ def test_file_names_round_trip_through_text(name):
     text = path_to_text(name)
     text.encode("utf-8")  # always valid UTF-8
     assert (path_from_text(text) if needs_escape(name) else text) == name
+
+
+def test_run_tables_are_read_and_freed_on_the_calling_thread(tmp_path, monkeypatch):
+    """No pyarrow thread is left holding the Python bytes of a run-folder table once the read has
+    returned: freeing them needs the GIL, and a thread that asks for it while the interpreter
+    finalises is ended inside a C++ destructor, aborting a finished command ("terminate called
+    without an active exception", rc 134; apache/arrow#34314). pd.read_parquet's dataset scan read
+    and freed them on its own threads."""
+    main = threading.get_ident()
+    seen = {"read": set(), "freed": set()}
+
+    class Chunk(bytes):  # what the file hands pyarrow; it wraps these without copying
+        def __del__(self):
+            seen["freed"].add(threading.get_ident())
+
+    class File(io.FileIO):
+        def read(self, size=-1):
+            seen["read"].add(threading.get_ident())
+            return Chunk(super().read(size))
+
+    n = 20_000
+    df = pd.DataFrame({"id": [f"item{i}" for i in range(n)], "path": [f"/photos/{i}.jpg" for i in range(n)],
+                       "cluster": np.arange(n) % 7, "probability": np.linspace(0, 1, n)})
+    fileio.write_table(tmp_path / "t.parquet", df)
+    monkeypatch.setattr(fileio, "open", lambda p, mode="r", **kw: File(p, mode), raising=False)
+    for _ in range(5):
+        for columns in (None, ["cluster", "probability"]):
+            back = fileio.read_table(tmp_path / "t.parquet", columns=columns)
+            pd.testing.assert_frame_equal(back, df[list(back.columns)], check_dtype=False)
+    del back
+    gc.collect()
+    time.sleep(0.2)  # a worker still tearing a scan down would free its buffers now
+    assert seen["read"] == {main}
+    assert seen["freed"] == {main}

@@ -286,13 +286,7 @@ def read_table(path, columns=None, unescape: bool = True, **csv_kw):
     path = Path(path)
     with open(path, "rb") as f:
         if path.suffix.lower() in (".parquet", ".pq"):
-            if columns is not None:
-                import pyarrow.parquet as pq
-
-                have = set(pq.read_schema(f).names)
-                columns = [c for c in columns if c in have] + ([ESCAPED] if ESCAPED in have else [])
-                f.seek(0)
-            df = pd.read_parquet(f, columns=columns)
+            df = _read_parquet(f, columns)
         else:
             kw = {**({"sep": "\t"} if path.suffix.lower() == ".tsv" else {}), **csv_kw}
             try:
@@ -303,6 +297,28 @@ def read_table(path, columns=None, unescape: bool = True, **csv_kw):
             if columns is not None:
                 df = df[[c for c in df.columns if c in columns or c == ESCAPED]]
     return unescape_table(df) if unescape else df
+
+
+def _read_parquet(f, columns):
+    """A Parquet table from an open Python file, read and decoded on the calling thread.
+
+    Not ``pd.read_parquet`` / ``pq.read_table``: their dataset scanner reads a Python file on
+    pyarrow's IO threads and tears the scan down on a worker thread after the call has
+    returned. The last reference to a buffer of Python bytes then dies on that thread, which
+    needs the GIL; if the interpreter is finalising by then (a command reading its run folder
+    just before it exits) the thread is ended inside a C++ destructor and the process aborts
+    with "terminate called without an active exception" after all its work is done
+    (apache/arrow#34314, #39862). Decoding on one thread costs little at run-folder sizes
+    (see benchmarks/RESULTS.md, "exit abort")."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(f, pre_buffer=False)  # pre-buffering reads on the IO threads
+    if columns is not None:
+        have = set(pf.schema_arrow.names)
+        columns = [c for c in columns if c in have] + ([ESCAPED] if ESCAPED in have else [])
+    table = pf.read(columns=columns, use_threads=False, use_pandas_metadata=True)
+    del pf  # the reader and every Python buffer it holds are freed here, on this thread
+    return table.to_pandas()  # as pd.read_parquet converts it (pyarrow >= 19; object text before)
 
 
 def _numeric_columns(df, dtype):

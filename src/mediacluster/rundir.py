@@ -623,7 +623,10 @@ class ShardSet:
     def read(self, key: int, columns: list[str] | None = None):
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.path(key), columns=columns)
+        # the file reader, not pq.read_table's dataset scan: that one finishes tearing down on a
+        # pyarrow worker thread after returning, which can still be running at exit (see
+        # fileio._read_parquet)
+        return pq.ParquetFile(self.path(key)).read(columns=columns)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

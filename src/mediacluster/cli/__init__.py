@@ -12,7 +12,6 @@ file it names); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import logging
 import sys
@@ -99,18 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        return _dispatch(args, argv)
-    finally:
-        # free what the command left in reference cycles (pyarrow readers / writers among them)
-        # while the interpreter is whole: an Arrow thread pool still holding work when Python
-        # finalises aborts the process ("terminate called without an active exception",
-        # apache/arrow#34314) after its output is written. Measured on a streamed `cluster` of
-        # 3,000 vectors, 4 at a time: 14 of 168 runs aborted without this, 1 of 96 with it.
-        gc.collect()
-
-
-def _dispatch(args, argv) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

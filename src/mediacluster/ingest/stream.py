@@ -308,7 +308,9 @@ class ParquetVectors(VectorSource):
             return None
         out: list = []
         for f in self.files:
-            out.extend(pq.read_table(f, columns=[real]).column(0).to_pylist())
+            # the file reader, not pq.read_table's dataset scan (torn down on a pyarrow thread
+            # after returning, possibly at exit: fileio._read_parquet)
+            out.extend(pq.ParquetFile(f).read(columns=[real]).column(0).to_pylist())
         return out
 
 
