@@ -178,6 +178,86 @@ def test_assign_writes_each_levels_name(named_run, tmp_path):
         assert r[head.index("name")] == names[int(r[head.index("assigned_cluster")])]
 
 
+def test_assign_answers_at_the_level_asked_for(named_run, tmp_path):
+    """`assign --level N|auto` (issue gaps item 1): the flat answer (cluster, probability,
+    name) is the asked level's, every level's columns stay as they were; the same items at the
+    saved level answer as without --level."""
+    run, pipe, emb = named_run["run"], named_run["pipe"], named_run["emb"]
+    vectors = tmp_path / "new.npy"
+    np.save(vectors, emb.vectors[::20] + 0.01)
+    by_level = {k: {e["cluster"]: e["name"] for e in v} for k, v in run.read_level_names().items()}
+
+    def table(*extra) -> pd.DataFrame:
+        out = tmp_path / f"out{'_'.join(extra) or 'plain'}.csv"
+        rc, stdout, err = run_cli(["assign", run.path, vectors, "--out", out, "--quiet", *extra])
+        assert rc == 0, stdout + err
+        return pd.read_csv(out)
+
+    plain = table()
+    levels = [c for c in plain.columns if c.startswith("level_") and c[6:].isdigit()]
+    assert len(levels) == len(pipe.levels_) >= 3
+    seen = set()
+    for k in range(len(pipe.levels_)):
+        t = table("--level", str(k))
+        assert t[levels].equals(plain[levels]), "every level's path is the same whatever level is asked"
+        assert (t["assigned_cluster"] == t[f"level_{k}"]).all()
+        ok = t["cluster"] >= 0
+        assert ok.any() and (t.loc[ok, "cluster"] == t.loc[ok, f"level_{k}"]).all()
+        assert (t["cluster"] < 0).equals(plain["cluster"] < 0), "unclustered items stay so"
+        assert (t["assigned_name"] == t["assigned_cluster"].map(by_level[k])).all(), f"level {k}'s names"
+        assert (t.loc[ok, "name"] == t.loc[ok, "cluster"].map(by_level[k])).all()
+        seen.add(t["assigned_cluster"].nunique())
+        if k == pipe.level_:
+            assert t.equals(plain), "the saved level answers as without --level"
+    assert len(seen) > 1, "the levels give different answers"
+    auto = table("--level", "auto")
+    assert (auto["assigned_cluster"] == auto[f"level_{pipe.auto_level_}"]).all()
+    # the printed form follows the level too
+    k = 0 if pipe.level_ != 0 else len(pipe.levels_) - 1
+    rc, out, err = run_cli(["assign", run.path, vectors, "--quiet", "--level", str(k)])
+    assert rc == 0, out + err
+    lines = [line.split("\t") for line in out.splitlines() if line]
+    head, rows = lines[0], lines[1:]
+    for r in rows:
+        c = int(r[head.index("assigned_cluster")])
+        assert r[head.index("name")] == by_level[k][c]
+        assert int(r[head.index("levels")].split("/")[k]) == c
+
+
+@pytest.mark.parametrize("level, match", [("99", r"--level 99: level=99 is out of range: this fit has \d+ levels"),
+                                          ("-1", "levels are numbered from 0"),
+                                          ("top", "expected a level number")])
+def test_assign_refuses_a_level_the_model_does_not_have(named_run, tmp_path, level, match):
+    import re
+
+    vectors = tmp_path / "new.npy"
+    np.save(vectors, named_run["emb"].vectors[:3])
+    rc, out, err = run_cli(["assign", named_run["run"].path, vectors, "--quiet", "--level", level])
+    assert rc == 2 and re.search(match, err), err
+    assert "--level" in err and "Traceback" not in err and not out
+
+
+def test_assign_level_on_a_model_without_levels(cifar3_embeddings, tmp_path, one_blas_thread):
+    """A flat model: a level number is an error naming --level and the model; 'auto' is its
+    only answer (as `cluster --level auto` with a flat clusterer)."""
+    from mediacluster.stages import registry
+    from mediacluster.workflow import publish_run
+
+    pipe = Pipeline(reducer=registry.build("reducer", "pca", {"n_components": 10}), clusterer="kmeans",
+                    random_state=0).fit(cifar3_embeddings.vectors)
+    assert pipe.levels_ is None
+    out = tmp_path / "flat"
+    publish_run(out, cifar3_embeddings, pipe, save_model=True)
+    vectors = tmp_path / "new.npy"
+    np.save(vectors, cifar3_embeddings.vectors[::50] + 0.01)
+    rc, stdout, err = run_cli(["assign", out, vectors, "--quiet", "--level", "1"])
+    assert rc == 2 and not stdout
+    assert "error: --level 1: the model" in err and "has no levels" in err and "models" in err, err
+    rc, auto, err = run_cli(["assign", out, vectors, "--quiet", "--level", "auto"])
+    rc2, plain, _ = run_cli(["assign", out, vectors, "--quiet"])
+    assert rc == rc2 == 0 and auto == plain and "level_" not in auto
+
+
 def test_the_service_names_every_level_of_the_path_and_of_clusters(named_run, tmp_path):
     """`serve` on the run: each answer's path names its cluster at every level, /v1/clusters
     names every level's clusters (real process, real HTTP)."""

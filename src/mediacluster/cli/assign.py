@@ -21,7 +21,7 @@ from ..ingest import collect
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from . import printable
-from .cluster import positive_int
+from .cluster import level_arg, positive_int
 
 
 def add_parser(sub):
@@ -29,6 +29,11 @@ def add_parser(sub):
     p.add_argument("model", help="model folder, or a run folder / models folder (its latest model "
                                  "version), written by `cluster --save-model`, `tune` or the studio")
     p.add_argument("paths", nargs="+", help="folders, image files, manifests or embedding files")
+    p.add_argument("--level", type=level_arg, default=None, metavar="N|auto",
+                   help="with a model whose clusterer has levels (hierarchy, evoc): answer at this level "
+                        "(0 = coarsest; 'auto' = the clusterer's own choice) instead of the level the model "
+                        "was saved with; the cluster, name and probability columns follow it (every level's "
+                        "columns level_<k> are written either way)")
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
     p.add_argument("--encoder", default=None, help="encoder (default: the one recorded in the model)")
     p.add_argument("--cache-dir", default=None, help="embedding cache directory")
@@ -38,10 +43,27 @@ def add_parser(sub):
     return p
 
 
+def pick_level(model: Pipeline, level) -> None:
+    """``--level``: answer at ``level`` (``Pipeline.set_level``; the names switch with it). A
+    number for a model without levels, or past its last level, is an error naming ``--level``;
+    ``auto`` on a flat model is its only answer (as ``cluster --level auto`` with a flat clusterer)."""
+    if getattr(model, "levels_", None) is None:
+        if level == "auto":
+            return
+        raise ParameterError(f"--level {level}: the model {model.model_path_} has no levels (its clusterer is "
+                             "flat); fit it with clusterer hierarchy or evoc, or leave --level out", "level")
+    try:
+        model.set_level(level)
+    except ParameterError as e:
+        raise ParameterError(f"--level {level}: {e} (model {model.model_path_})", "level") from None
+
+
 def run(args) -> int:
     import pandas as pd
 
     model = Pipeline.load(args.model)
+    if args.level is not None:
+        pick_level(model, args.level)
     encoder = args.encoder or model.model_info_.get("metadata", {}).get("encoder") or DEFAULT_IMAGE_ENCODER
     try:
         encoder = get_encoder(encoder) if isinstance(encoder, str) else encoder
