@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from mediacluster.duplicates import DuplicateFinder, DuplicateIndex, Signatures
 from mediacluster.duplicates.reposts import KINDS, make_repost
 from mediacluster.duplicates.search import cosine_pairs, hamming_pairs
+from mediacluster.errors import InputError
 
 CLASS = "n02102040"  # English springer: distinct photos of one class must stay apart
 
@@ -236,3 +238,99 @@ def test_index_load_refuses_damaged_or_foreign_files(tmp_path):
     np.savez(bad / "duplicates.npz", labels=np.array([object()] * 6, dtype=object))
     with pytest.raises(ModelFormatError, match="cannot read"):
         DuplicateIndex.load(bad)
+
+
+# -- a moved collection / run / model (gaps item 2) ---------------------------------------------
+@pytest.fixture(scope="module")
+def project(imagenette_dir, tmp_path_factory):
+    """``project/photos``: 6 photos of one class (training files) and, outside it, a crop, a
+    captioned and a bordered repost of the first (new uploads the geometric check confirms by
+    reading the stored file), with their default-encoder vectors."""
+    from mediacluster.data import Collection
+    from mediacluster.embed import embed_collection
+
+    t = tmp_path_factory.mktemp("moving")
+    proj = t / "project"
+    (proj / "photos" / "a").mkdir(parents=True)
+    train = []
+    for k, p in enumerate(sorted((imagenette_dir / CLASS).iterdir())[:6]):
+        dst = proj / "photos" / ("a" if k % 2 else "") / p.name  # two folders deep: a real root
+        shutil.copyfile(p, dst)
+        train.append(str(dst))
+    rng = np.random.default_rng(1)
+    held = [make_repost(train[0], t / f"new_{kind}", kind, rng)[0] for kind in ("crop", "caption", "border")]
+    emb = embed_collection(Collection(ids=train + held, paths=train + held), cache_dir=t / "cache", progress=False)
+    return {"root": t, "project": proj, "train": train, "held": held, "X": emb.vectors[:len(train)],
+            "V": emb.vectors[len(train):], "cache": t / "cache"}
+
+
+def geometric_kinds(idx, project) -> list:
+    return [(m.kind, m.index) if m else None for m in idx.query_many(project["held"], project["V"])]
+
+
+def test_index_finds_its_files_after_the_project_moved(project, tmp_path):
+    """Paths are stored relative to the collection root: after the folder holding the photos and
+    the index moved, the stored files are found again (the geometric check reads them)."""
+    import json
+
+    src = tmp_path / "project"
+    shutil.copytree(project["project"], src)
+    train = [str(src / os.path.relpath(p, project["project"])) for p in project["train"]]
+    DuplicateFinder().fit(train, project["X"]).index().save(src / "model" / "dups")
+    meta = json.loads((src / "model" / "dups" / "duplicates.json").read_text())
+    assert meta["root"] == str(src / "photos") and meta["root_from_index"] == "../../photos"
+    assert not any(os.path.isabs(p) for p in meta["paths"]) and "a/" + Path(train[1]).name in meta["paths"]
+    before = geometric_kinds(DuplicateIndex.load(src / "model" / "dups"), project)
+    assert before == [("geometric", 0)] * 3, before
+
+    moved = tmp_path / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    shutil.move(src, moved)
+    idx = DuplicateIndex.load(moved / "model" / "dups")
+    assert idx.root == str(moved / "photos") and idx.files_found
+    assert all(os.path.exists(p) for p in idx.paths) and idx.paths[1] == str(moved / "photos" / "a" / Path(train[1]).name)
+    assert geometric_kinds(idx, project) == before
+    # the index alone moved (a model copied to another machine): the files are not found and the
+    # answer falls back to hashes and vectors, until the caller says where the collection is
+    alone = tmp_path / "model_copy"
+    shutil.copytree(moved / "model" / "dups", alone)
+    shutil.move(moved / "photos", tmp_path / "photos_now")
+    idx = DuplicateIndex.load(alone)
+    assert idx.files_found is False
+    assert all(k is None or k[0] != "geometric" for k in geometric_kinds(idx, project))
+    idx = DuplicateIndex.load(alone, root=tmp_path / "photos_now")
+    assert idx.files_found and geometric_kinds(idx, project) == before
+    with pytest.raises(InputError, match="collection root .*not a folder"):
+        DuplicateIndex.load(alone, root=tmp_path / "nowhere")
+
+
+def test_an_index_with_absolute_paths_is_still_read_and_can_be_re_rooted(project, tmp_path):
+    """Format 1 (absolute paths, no root) loads as before and follows ``root=``."""
+    import json
+
+    d = DuplicateFinder().fit(project["train"], project["X"]).index().save(tmp_path / "dups")
+    meta = json.loads((d / "duplicates.json").read_text())
+    old = {**{k: v for k, v in meta.items() if k not in ("root", "root_from_index")},
+           "format": "mediacluster.duplicates/1", "paths": project["train"]}
+    (d / "duplicates.json").write_text(json.dumps(old))
+    idx = DuplicateIndex.load(d)
+    assert idx.paths == project["train"] and idx.files_found
+    assert geometric_kinds(idx, project) == [("geometric", 0)] * 3
+    now = tmp_path / "copy"
+    shutil.copytree(project["project"] / "photos", now)
+    idx = DuplicateIndex.load(d, root=now)
+    assert idx.paths == [str(now / os.path.relpath(p, project["project"] / "photos")) for p in project["train"]]
+    assert all(os.path.exists(p) for p in idx.paths)
+
+
+def test_index_keeps_file_names_that_are_not_utf8(tmp_path):
+    import json
+
+    X = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    names = [os.fsdecode(b"caf\xe9.jpg"), "back\\slash.jpg", "plain.jpg"]
+    paths = [str(tmp_path / "photos" / n) for n in names]
+    d = DuplicateFinder().fit(vectors=X).index()
+    d.paths = paths
+    d.save(tmp_path / "dups")
+    json.loads((tmp_path / "dups" / "duplicates.json").read_bytes().decode("utf-8"))  # valid UTF-8
+    assert DuplicateIndex.load(tmp_path / "dups").paths == paths

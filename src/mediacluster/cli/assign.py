@@ -34,6 +34,11 @@ def add_parser(sub):
                         "(0 = coarsest; 'auto' = the clusterer's own choice) instead of the level the model "
                         "was saved with; the cluster, name and probability columns follow it (every level's "
                         "columns level_<k> are written either way)")
+    p.add_argument("--collection-root", default=None, metavar="DIR",
+                   help="with a model saved with --dedup: the folder that holds the model's training files now "
+                        "(default: where they were, else the same place relative to the model, as when a "
+                        "project folder with the photos and the run was moved whole); the geometric "
+                        "near-duplicate check reads them")
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
     p.add_argument("--encoder", default=None, help="encoder (default: the one recorded in the model)")
     p.add_argument("--cache-dir", default=None, help="embedding cache directory")
@@ -108,7 +113,10 @@ def run(args) -> int:
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
         df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
     # a model saved with `cluster --dedup` carries a duplicate index: is each item a repost?
-    index = read_from_model(model.model_path_)
+    index = read_from_model(model.model_path_, root=args.collection_root)
+    if index is not None and index.files_found is False:
+        print(f"note: the model's training files are not under {printable(index.root)}; near-duplicates "
+              "are checked by hashes and vectors only (pass --collection-root DIR)", file=sys.stderr)
     matches = index.query_many(paths, X) if index is not None else None
     if matches is not None:
         df["duplicate_of"] = [m.id if m else None for m in matches]

@@ -50,6 +50,9 @@ def add_parser(sub):
                         "(default 1: on few cores one process batching the encoder is faster)")
     p.add_argument("--token", default=None, help="access token clients send as 'Authorization: "
                    "Bearer TOKEN' (default: none on loopback, a random one elsewhere)")
+    p.add_argument("--collection-root", default=None, metavar="DIR",
+                   help="with a model saved with --dedup: the folder that holds its training files now "
+                        "(see `assign --collection-root`)")
     p.add_argument("--tags", default=None, metavar="TAG_MODEL",
                    help="a tag model (`mediacluster tags train`) trained on the same encoder: each "
                         "answer then carries suggested tags, or none when the tagger abstains")
@@ -88,6 +91,7 @@ def run(args) -> int:
         "max_vectors": args.max_vectors, "max_file_bytes": int(args.max_file_mb * 2**20),
         "max_body_bytes": int(args.max_body_mb * 2**20), "time_limit_s": args.time_limit,
         "token": token,
+        "collection_root": args.collection_root and os.path.abspath(args.collection_root),
     }
     name = "mediacluster serve"
     if args.workers == 1:

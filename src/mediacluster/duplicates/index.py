@@ -11,6 +11,16 @@ is still readable) > semantic (cosine >= ``semantic_only_threshold``).
 
 ``save(folder)`` writes ``duplicates.json`` (parameters, ids, paths) and ``duplicates.npz``
 (arrays, no pickle); ``DuplicateIndex.load(folder)`` reads them back.
+
+The stored files are found again after the collection, the run or the model moved: the index
+keeps each path relative to the collection root (the training files' deepest common folder),
+that root as it was, and the root relative to the index folder. On load the root is the one
+given (``root=``; ``assign --collection-root``), else the recorded one while it exists, else
+the one at the same place relative to the index (a project folder holding the photos and the
+run, moved or copied whole). An index written before (format 1, absolute paths) is read the
+same way, its root being its paths' common folder. Where no root holds the files, queries
+still answer by hashes and vectors; only the geometric check, which reads the stored file,
+is skipped (``files_found`` says so).
 """
 
 from __future__ import annotations
@@ -23,10 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ModelFormatError
+from ..fileio import path_to_text
 from .grouping import KINDS
 from .hashing import THUMB, hamming
 
-FORMAT = "mediacluster.duplicates/1"
+FORMAT = "mediacluster.duplicates/2"  # 2: paths relative to a recorded collection root
+READ_FORMATS = ("mediacluster.duplicates/1", FORMAT)  # 1: absolute paths
 JSON_NAME = "duplicates.json"
 NPZ_NAME = "duplicates.npz"
 
@@ -73,6 +85,7 @@ class DuplicateIndex:
         self.hash_ok = hash_ok
         self.vectors = vectors
         self.representative = None if representative is None else np.asarray(representative, np.int64)
+        self.root: str | None = None  # the collection root the paths were resolved against (load)
         self._by_content = {} if content is None else {c: k for k, c in reversed(list(enumerate(content)))
                                                        if c is not None}
         self._verifier = None
@@ -240,14 +253,29 @@ class DuplicateIndex:
         with atomic_path(folder / NPZ_NAME) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-        write_json(folder / JSON_NAME, {"format": FORMAT, "params": self.params, "ids": self.ids,
-                                        "paths": self.paths, "arrays": sorted(arrays)})
+        root, rel = split_root(self.paths)
+        where = None if root is None else {
+            "root": path_to_text(root, force=True),
+            "root_from_index": path_to_text(os.path.relpath(root, os.path.abspath(folder)), force=True)}
+        write_json(folder / JSON_NAME, {
+            "format": FORMAT, "params": self.params, "ids": self.ids, **(where or {}),
+            "paths": None if rel is None else [None if r is None else path_to_text(r, force=True) for r in rel],
+            "arrays": sorted(arrays)})
         return folder
 
+    @property
+    def files_found(self) -> bool | None:
+        """Whether the stored training files are where the index looks for them (the first
+        stored path exists); None without paths."""
+        first = next((p for p in self.paths or () if p is not None), None)
+        return None if first is None else os.path.exists(first)
+
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> DuplicateIndex:
+    def load(cls, folder: str | os.PathLike, root: str | os.PathLike | None = None) -> DuplicateIndex:
         """Read an index written by :meth:`save`, checking it (never unpickles): a damaged or
-        foreign folder raises ``ModelFormatError`` naming the file and what is wrong."""
+        foreign folder raises ``ModelFormatError`` naming the file and what is wrong. ``root``:
+        where the training collection is now (see the module doc for where it is looked for
+        otherwise)."""
         folder = Path(folder)
         jp, zp = folder / JSON_NAME, folder / NPZ_NAME
         try:
@@ -255,7 +283,7 @@ class DuplicateIndex:
                 meta = json.load(f)
         except (OSError, ValueError, UnicodeDecodeError) as e:
             raise ModelFormatError(f"{jp}: cannot read the duplicate index: {e}") from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in READ_FORMATS:
             fmt = meta.get("format") if isinstance(meta, dict) else None
             raise ModelFormatError(f"{jp}: format {fmt!r}, expected {FORMAT!r}")
         params, ids, paths = meta.get("params"), meta.get("ids"), meta.get("paths")
@@ -263,8 +291,10 @@ class DuplicateIndex:
             raise ModelFormatError(f"{jp}: params must hold {list(_PARAMS)}")
         if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
             raise ModelFormatError(f"{jp}: ids must be a list of strings")
-        if paths is not None and (not isinstance(paths, list) or len(paths) != len(ids)):
-            raise ModelFormatError(f"{jp}: paths must be null or one per id ({len(ids)})")
+        if paths is not None and (not isinstance(paths, list) or len(paths) != len(ids)
+                                  or not all(p is None or isinstance(p, str) for p in paths)):
+            raise ModelFormatError(f"{jp}: paths must be null or one string (or null) per id ({len(ids)})")
+        paths = _resolve_paths(meta, paths, folder, root, jp)
         try:
             with np.load(zp, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
@@ -283,10 +313,48 @@ class DuplicateIndex:
         content = None
         if "content" in arrays:
             content = [c.decode() or None for c in arrays["content"]]
-        return cls(params=meta["params"], ids=meta["ids"], paths=meta["paths"], labels=arrays["labels"],
-                   content=content, hashes=arrays.get("hashes"), mirror=arrays.get("mirror"),
-                   thumbs=arrays.get("thumbs"), hash_ok=arrays.get("hash_ok"), vectors=arrays.get("vectors"),
-                   representative=arrays.get("representative"))
+        index = cls(params=meta["params"], ids=meta["ids"], paths=paths[1], labels=arrays["labels"],
+                    content=content, hashes=arrays.get("hashes"), mirror=arrays.get("mirror"),
+                    thumbs=arrays.get("thumbs"), hash_ok=arrays.get("hash_ok"), vectors=arrays.get("vectors"),
+                    representative=arrays.get("representative"))
+        index.root = paths[0]
+        return index
+
+
+def split_root(paths) -> tuple[str | None, list | None]:
+    """``(root, relative paths)``: the deepest folder holding every path (made absolute) and each
+    path relative to it (None stays None); ``(None, None)`` without paths."""
+    if not paths or all(p is None for p in paths):
+        return None, None if paths is None else list(paths)
+    full = [None if p is None else os.path.abspath(os.fspath(p)) for p in paths]
+    root = os.path.commonpath([os.path.dirname(p) for p in full if p is not None])
+    return root, [None if p is None else os.path.relpath(p, root) for p in full]
+
+
+def _resolve_paths(meta: dict, paths, folder: Path, root, where) -> tuple[str | None, list | None]:
+    """``(root, absolute paths)`` of a stored index (see the module doc for the order)."""
+    from ..fileio import path_from_text
+
+    if root is not None and not os.path.isdir(root):
+        raise InputError(f"collection root {root}: not a folder (where the model's training files are now)")
+    if paths is None or all(p is None for p in paths):
+        return None, paths
+    if meta["format"] == FORMAT:
+        for key in ("root", "root_from_index"):
+            if not isinstance(meta.get(key), str):
+                raise ModelFormatError(f"{where}: {key!r} must be a string when paths are stored")
+        rel = [None if p is None else path_from_text(p) for p in paths]
+        if any(r is not None and os.path.isabs(r) for r in rel):
+            raise ModelFormatError(f"{where}: paths must be relative to 'root'")
+        recorded = path_from_text(meta["root"])
+        near = os.path.normpath(os.path.join(os.path.abspath(folder), path_from_text(meta["root_from_index"])))
+    else:  # format 1: absolute paths as they were; their common folder is the root
+        recorded, rel = split_root(paths)
+        near = None
+    found = os.fspath(root) if root is not None else next(
+        (r for r in (recorded, near) if r is not None and os.path.isdir(r)), recorded)
+    found = os.path.abspath(found)
+    return found, [None if r is None else os.path.normpath(os.path.join(found, r)) for r in rel]
 
 
 def save_to_model(model_dir: str | os.PathLike, index: DuplicateIndex) -> Path:
@@ -296,12 +364,13 @@ def save_to_model(model_dir: str | os.PathLike, index: DuplicateIndex) -> Path:
     return index.save(Path(model_dir) / DUPLICATES_DIR)
 
 
-def read_from_model(model_dir: str | os.PathLike) -> DuplicateIndex | None:
-    """The model folder's duplicate index (checked, never unpickled); None when it has none."""
+def read_from_model(model_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> DuplicateIndex | None:
+    """The model folder's duplicate index (checked, never unpickled); None when it has none.
+    ``root``: where the training collection is now (:meth:`DuplicateIndex.load`)."""
     from ..persist import DUPLICATES_DIR
 
     d = Path(model_dir) / DUPLICATES_DIR
-    return DuplicateIndex.load(d) if d.is_dir() else None
+    return DuplicateIndex.load(d, root=root) if d.is_dir() else None
 
 
-__all__ = ["DuplicateIndex", "DuplicateMatch", "FORMAT", "save_to_model", "read_from_model"]
+__all__ = ["DuplicateIndex", "DuplicateMatch", "FORMAT", "save_to_model", "read_from_model", "split_root"]

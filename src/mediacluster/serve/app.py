@@ -386,7 +386,8 @@ def build_service(config: dict) -> FastAPI:
     holder = ModelHolder(config["source"], tagger=tagger, poll_s=config.get("poll_s", 1.0),
                          max_batch=config.get("max_batch", 32),
                          window_s=config.get("window_ms", 2.0) / 1000.0,
-                         encode_workers=config.get("encode_workers"))
+                         encode_workers=config.get("encode_workers"),
+                         collection_root=config.get("collection_root"))
     fields = ServeOptions.__dataclass_fields__
     return create_service(holder, ServeOptions(**{k: v for k, v in config.items() if k in fields}))
 

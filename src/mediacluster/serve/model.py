@@ -285,12 +285,15 @@ class ModelHolder:
     max_batch, window_s, encode_workers : the micro-batcher (see ``MicroBatcher``);
         ``encode_workers`` None = the encoder's own ``concurrency``
     on_batch : metrics hook ``(batch size, seconds)``
+    collection_root : where a ``--dedup`` model's training files are now (its duplicate index's
+        geometric check reads them; ``duplicates.index.DuplicateIndex.load``)
     """
 
     def __init__(self, source: str | os.PathLike, tagger=None, poll_s: float = 1.0,
                  max_batch: int = 32, window_s: float = 0.002, encode_workers: int | None = None,
-                 on_batch=None, on_switch=None):
+                 on_batch=None, on_switch=None, collection_root: str | os.PathLike | None = None):
         self.source = Path(source)
+        self.collection_root = collection_root
         self.store = persist.model_store_of(self.source)
         self.tagger = tagger
         self.poll_s = float(poll_s)
@@ -355,7 +358,7 @@ class ModelHolder:
                         loaded=time.strftime("%Y-%m-%dT%H:%M:%S%z"), identity=identity(folder),
                         clusters=cluster_table(pipe, names), levels=level_table(pipe, names, by_level),
                         level_names=by_level,
-                        duplicates=read_from_model(folder))
+                        duplicates=read_from_model(folder, root=self.collection_root))
         if slot is not None and getattr(slot.encoder, "media", None) == "image":
             # warm up the whole way of an image: the encoder's first call pays graph set-up
             got = answer_images(slot.encoder, [(served, _sample_png(), "warm-up.png")])[0]
