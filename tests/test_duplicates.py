@@ -334,3 +334,55 @@ def test_index_keeps_file_names_that_are_not_utf8(tmp_path):
     d.save(tmp_path / "dups")
     json.loads((tmp_path / "dups" / "duplicates.json").read_bytes().decode("utf-8"))  # valid UTF-8
     assert DuplicateIndex.load(tmp_path / "dups").paths == paths
+
+
+def test_assign_finds_the_files_of_a_moved_dedup_run(project, tmp_path):
+    """`cluster --dedup --save-model` inside a project folder, the project moved whole: `assign`
+    still confirms the reposts against the stored files; the run alone moved elsewhere with the
+    photos somewhere else: a note on stderr, then `--collection-root` finds them again."""
+    import contextlib
+    import io
+
+    import pandas as pd
+
+    from mediacluster.cli import main
+
+    def cli(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in argv])
+        return code, out.getvalue(), err.getvalue()
+
+    src = tmp_path / "project"
+    shutil.copytree(project["project"], src)
+    code, out, err = cli("cluster", src / "photos", "--out", src / "run", "--dedup", "--save-model", "--quiet",
+                         "--reducer", "pca", "--reducer-param", "n_components=4", "--clusterer", "kmeans",
+                         "--clusterer-param", "n_clusters=2", "--no-names", "--cache-dir", project["cache"])
+    assert code == 0, out + err
+
+    def kinds(run, *extra):
+        table = tmp_path / "a.csv"
+        code, out, err = cli("assign", run, *project["held"], "--out", table, "--quiet",
+                             "--cache-dir", project["cache"], *extra)
+        assert code == 0, out + err
+        return pd.read_csv(table)["duplicate_kind"].tolist(), err
+
+    assert kinds(src / "run") == (["geometric"] * 3, "")
+    moved = tmp_path / "moved"
+    shutil.move(src, moved)
+    assert kinds(moved / "run") == (["geometric"] * 3, "")
+    shutil.move(moved / "photos", tmp_path / "photos_now")
+    got, err = kinds(moved / "run")
+    assert "geometric" not in got and "training files are not under" in err and "--collection-root" in err
+    assert kinds(moved / "run", "--collection-root", tmp_path / "photos_now") == (["geometric"] * 3, "")
+    # the service, as a real process over HTTP, the same way
+    from test_serve import Server
+
+    s = Server(str(moved / "run"), "--collection-root", str(tmp_path / "photos_now"), log=tmp_path / "serve.log")
+    try:
+        files = [("files", (Path(p).name, Path(p).read_bytes(), "image/jpeg")) for p in project["held"]]
+        r = s.client.post("/v1/assign", files=files)
+        assert r.status_code == 200, r.text
+        assert [it["duplicate_of"]["kind"] for it in r.json()["items"]] == ["geometric"] * 3
+    finally:
+        s.stop()
