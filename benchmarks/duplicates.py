@@ -565,6 +565,105 @@ def _scale_child(kind: str, n: int, d: int, seed: int) -> dict:
     return info
 
 
+def _planted_vectors(out: np.ndarray, seed: int, block: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """Fill ``out`` (n, d: an array or a ``.npy`` memmap) block by block with unit vectors around
+    1,000 Gaussian centres, 10% of rows near-copies (noise 0.15) of another row; no n x d
+    temporary. Returns (copies, sources)."""
+    n, d = out.shape
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((1000, d)).astype(np.float32)
+    for s in range(0, n, block):
+        m = min(block, n - s)
+        out[s:s + m] = centres[rng.integers(0, 1000, m)] + rng.standard_normal((m, d), dtype=np.float32)
+    perm = rng.permutation(n)
+    dup, src = perm[: n // 10], perm[n // 10: n // 5]  # a source is never itself a copy
+    for s in range(0, len(dup), block):
+        out[dup[s:s + block]] = out[src[s:s + block]] + 0.15 * rng.standard_normal((len(dup[s:s + block]), d),
+                                                                                   dtype=np.float32)
+    for s in range(0, n, block):
+        x = np.asarray(out[s:s + block])
+        out[s:s + block] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return dup, src
+
+
+def _memory_child(n: int, d: int, seed: int, mode: str, workdir: str) -> dict:
+    """``DuplicateFinder.fit`` on ``n`` planted vectors held in memory (``mode`` "memory") or
+    read from a ``.npy`` through ``np.load(mmap_mode="r")`` ("mmap"). The peak is measured over
+    the fit only (the kernel's high-water mark reset after the data is made, /proc/self/clear_refs):
+    VmHWM (resident, incl. the mapped file's pages the fit touched) and the peak of RssAnon
+    sampled every 20 ms (memory the process itself holds; the input counts in "memory" mode)."""
+    import threading
+
+    from mediacluster.duplicates import DuplicateFinder
+
+    def status(key: str) -> float:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024  # MB
+        return float("nan")
+
+    if mode == "memory":
+        X = np.empty((n, d), np.float32)
+        dup, src = _planted_vectors(X, seed)
+    else:
+        path = Path(workdir) / f"vectors-{n}x{d}.npy"
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+        dup, src = _planted_vectors(out, seed)
+        out.flush()
+        del out
+        X = np.load(path, mmap_mode="r")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM: the peak of the fit, not of making the data
+    peak_anon = [status("RssAnon")]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.02):
+            peak_anon[0] = max(peak_anon[0], status("RssAnon"))
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t, c = time.perf_counter(), time.process_time()
+    f = DuplicateFinder(progress=False).fit(vectors=X)
+    info = {"kind": "vectors", "input": mode, "n": n, "d": d, "seconds": time.perf_counter() - t,
+            "cpu_seconds": time.process_time() - c}
+    stop.set()
+    th.join()
+    info["vm_hwm_mb"] = status("VmHWM")
+    info["peak_anon_mb"] = max(peak_anon[0], status("RssAnon"))
+    lab = f.labels_
+    info["groups"] = f.n_groups_
+    info["in_groups"] = int((lab >= 0).sum())
+    info["planted"] = int(len(dup))
+    info["planted_found"] = int(np.sum((lab[dup] >= 0) & (lab[dup] == lab[src])))
+    info["input_mb"] = n * d * 4 / 2**20
+    return info
+
+
+def memory(args) -> None:
+    """``--memory N``: the vectors' fit at N items, input in memory and memory-mapped, each in
+    its own process; prints one table row per run (for the "Duplicates at scale" section)."""
+    import tempfile
+
+    rows = []
+    for mode in args.inputs.split(","):
+        with tempfile.TemporaryDirectory(prefix="mc-dupmem-", dir=args.tmp) as tmp:
+            cmd = [sys.executable, __file__, "--memory-child", mode, "--scale", str(args.memory),
+                   "--dims", str(args.dims), "--tmp", tmp]
+            load0 = _load()
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise SystemExit(p.stderr)
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+        r["load"] = f"{load0} -> {_load()}"
+        print(json.dumps(r), file=sys.stderr)
+        rows.append(f"| {r['n']:,} x {r['d']} | {r['input']} ({r['input_mb'] / 1024:.1f} GB) | {r['seconds']:.0f} | "
+                    f"{r['cpu_seconds']:.0f} | {r['vm_hwm_mb'] / 1024:.2f} GB | {r['peak_anon_mb'] / 1024:.2f} GB | "
+                    f"{r['planted_found']:,} of {r['planted']:,} | {r['load']} |")
+    print("\n".join(rows))
+
+
 def scale(args) -> None:
     results = []
     for kind in ("hashes", "vectors"):
@@ -614,6 +713,11 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true",
                     help="re-render the table from OUT/results.json of an earlier run (no measuring)")
     ap.add_argument("--scale-child", choices=["hashes", "vectors"], help=argparse.SUPPRESS)
+    ap.add_argument("--memory", type=int, default=None, metavar="N",
+                    help="peak memory of the vectors' fit at N synthetic items (--inputs memory,mmap)")
+    ap.add_argument("--inputs", default="memory,mmap", help="with --memory: input modes to measure")
+    ap.add_argument("--tmp", default=None, help="with --memory: folder for the memory-mapped input")
+    ap.add_argument("--memory-child", choices=["memory", "mmap"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.report_only:
         res = json.loads((Path(args.out) / "results.json").read_text())
@@ -621,6 +725,10 @@ def main() -> None:
         print(text)
         if args.write:
             write_section(SECTION, text)
+    elif args.memory_child:
+        print(json.dumps(_memory_child(int(args.scale), args.dims, 0, args.memory_child, args.tmp)))
+    elif args.memory:
+        memory(args)
     elif args.scale_child:
         print(json.dumps(_scale_child(args.scale_child, int(args.scale), args.dims, 0)))
     elif args.scale >= 1000:

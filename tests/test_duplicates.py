@@ -386,3 +386,72 @@ def test_assign_finds_the_files_of_a_moved_dedup_run(project, tmp_path):
         assert [it["duplicate_of"]["kind"] for it in r.json()["items"]] == ["geometric"] * 3
     finally:
         s.stop()
+
+
+# -- vectors read block by block (gaps item 3) ----------------------------------------------------
+def planted_pairs(rng, n: int, d: int) -> np.ndarray:
+    """(n, d) float32 rows of varied length, every odd row a near-copy of the row before."""
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    X[1::2] = X[0::2] + 0.2 * rng.standard_normal((n // 2, d)).astype(np.float32)
+    return X * rng.uniform(0.5, 3.0, (n, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", ["flat", "ivf"])
+def test_cosine_pairs_read_a_memory_mapped_file_block_by_block(rng, tmp_path, monkeypatch, method):
+    """A ``.npy`` opened with mmap_mode="r" gives the same pairs and cosines as the normalised
+    array in memory, read in blocks (a small BLOCK here, so there are many), never written to."""
+    from mediacluster.duplicates import search
+
+    X = planted_pairs(rng, 6000, 160)  # above IVF_DIMS: the PCA before the inverted file too
+    np.save(tmp_path / "v.npy", X)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    want = cosine_pairs(Xn, 0.9, k=5, method=method)
+    monkeypatch.setattr(search, "BLOCK", 500)
+    mm = np.load(tmp_path / "v.npy", mmap_mode="r")
+    got = cosine_pairs(mm, 0.9, k=5, method=method, batch=700)
+    assert len(got[0]) >= 2900
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert np.allclose(got[2], want[2], atol=1e-5)
+    assert np.array_equal(np.load(tmp_path / "v.npy"), X)
+    # a subset of rows (valid) too
+    valid = np.ones(len(X), bool)
+    valid[::7] = False
+    a = cosine_pairs(mm, 0.9, k=5, method=method, valid=valid)
+    b = cosine_pairs(Xn, 0.9, k=5, method=method, valid=valid)
+    assert all(np.array_equal(x, y) for x, y in zip(a[:2], b[:2])) and valid[a[0]].all() and valid[a[1]].all()
+
+
+def test_unit_rows_index_like_the_normalised_array(rng):
+    from mediacluster.duplicates.search import UnitRows, normalise
+
+    X = planted_pairs(rng, 300, 8)
+    X[5] = 0
+    Xn = np.divide(X, np.linalg.norm(X, axis=1, keepdims=True), out=np.zeros_like(X),
+                   where=np.linalg.norm(X, axis=1, keepdims=True) > 0)
+    V = UnitRows(X, block=64)
+    assert V.shape == X.shape and not V.unit
+    for idx in (7, slice(10, 100), np.array([5, 3, 3, 299]), np.array([[1, 2], [2, 1]]), X[:, 0] > 0):
+        assert np.allclose(V[idx], Xn[idx], atol=1e-6), idx
+    assert np.allclose(V.to_array(np.float16), Xn.astype(np.float16), atol=1e-3)
+    unit = np.ascontiguousarray(Xn[np.arange(300) != 5])
+    assert normalise(unit) is unit, "unit rows in memory: no copy, no view"
+    assert isinstance(normalise(X), UnitRows)
+
+
+def test_finder_fits_a_memory_mapped_file_as_the_array(rng, tmp_path):
+    """DuplicateFinder.fit on a memory-mapped ``.npy``: the same groups, links and index as on
+    the array in memory, the vectors kept as a view (no normalised copy)."""
+    from mediacluster.duplicates.search import UnitRows
+
+    X = planted_pairs(rng, 25_000, 32)  # above EXACT_LIMIT: PCA + inverted file
+    X[1::2] = X[0::2] * 1.7 + 0.005 * rng.standard_normal((len(X) // 2, 32)).astype(np.float32)
+    np.save(tmp_path / "v.npy", X)
+    a = DuplicateFinder().fit(vectors=X)
+    b = DuplicateFinder().fit(vectors=np.load(tmp_path / "v.npy", mmap_mode="r"))
+    assert isinstance(b.vectors_, UnitRows) and isinstance(b.vectors_.X, np.memmap)
+    assert a.n_groups_ >= 12_000 and np.array_equal(a.labels_, b.labels_)
+    assert np.array_equal(a.links_, b.links_) and np.array_equal(a.representative_, b.representative_)
+    ia, ib = a.index(), b.index()
+    assert ib.vectors.dtype == np.float16 and np.array_equal(ia.vectors, ib.vectors)
+    m = ib.query(vector=X[0] * 3, exclude=0)
+    assert m is not None and m.index == 1 and m.kind == "semantic"

@@ -93,7 +93,10 @@ class DuplicateFinder(BaseEstimator):
     skipped_ : {index: reason} for files that could not be decoded (they can still be exact
         duplicates, never perceptual or geometric ones).
     signatures_ : the ``hashing.Signatures`` used (None without images).
-    vectors_ : L2-normalised embeddings (None without vectors).
+    vectors_ : L2-normalised embeddings (None without vectors): the input itself when its rows
+        already have unit length, else a ``search.UnitRows`` view that normalises the rows it
+        reads (``vectors`` may be a ``.npy`` opened with ``np.load(mmap_mode="r")``: it is read
+        block by block, never loaded or copied whole).
     content_hashes_ : content hash per item (None where unknown).
     """
 
@@ -182,7 +185,7 @@ class DuplicateFinder(BaseEstimator):
         else:
             self.content_hashes_ = None
         if vectors is not None:
-            vectors = np.asarray(vectors)
+            vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)  # a memmap stays one
             if vectors.ndim != 2:
                 raise InputError(f"vectors must be 2-D (items x dims), got shape {vectors.shape}")
             for s in range(0, len(vectors), 65536):  # in chunks: no n x d boolean temporary

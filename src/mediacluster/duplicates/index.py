@@ -101,7 +101,7 @@ class DuplicateIndex:
             ids=finder.ids_, paths=finder.paths_, labels=finder.labels_, content=finder.content_hashes_,
             hashes=None if sig is None else sig.hashes, mirror=None if sig is None else sig.mirror,
             thumbs=None if sig is None else sig.thumbs, hash_ok=None if sig is None else sig.usable(),
-            vectors=None if (finder.vectors_ is None or not vectors) else finder.vectors_.astype(np.float16),
+            vectors=None if (finder.vectors_ is None or not vectors) else _half(finder.vectors_),
             representative=finder.representative_,
         )
 
@@ -319,6 +319,13 @@ class DuplicateIndex:
                     representative=arrays.get("representative"))
         index.root = paths[0]
         return index
+
+
+def _half(V) -> np.ndarray:
+    """The finder's unit vectors as float16, without a float32 copy of them all (``UnitRows``)."""
+    from .search import UnitRows
+
+    return V.to_array(np.float16) if isinstance(V, UnitRows) else np.asarray(V).astype(np.float16)
 
 
 def split_root(paths) -> tuple[str | None, list | None]:

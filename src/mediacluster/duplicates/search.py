@@ -11,7 +11,9 @@
   L2-normalised first), kept when the cosine is at least ``threshold``. Exact
   (``IndexFlatIP``) below ``EXACT_LIMIT`` vectors; above it a PCA to ``IVF_DIMS`` dimensions and
   an inverted file (``IndexIVFFlat``) rank the neighbours, and the kept pairs' cosines are
-  recomputed exactly from the vectors.
+  recomputed exactly from the vectors. The vectors are read ``BLOCK`` rows at a time and
+  normalised as they are read (``UnitRows``): an input memory-mapped from a ``.npy`` file is
+  searched without being loaded, one in memory without a normalised copy.
 
 Pairs are returned once, as ``i < j``, with their distance (bits) or cosine.
 """
@@ -105,50 +107,142 @@ def hamming_pairs(
     return rows[i], rows[j], d
 
 
-def normalise(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float32; all-zero rows stay zero)."""
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    if X.flags.c_contiguous and np.all(np.abs(norms - 1.0) < 1e-4):
-        return X  # already unit length: no copy (a million 1280-d vectors are 5 GB)
-    return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+#: Rows per block when vectors are read, normalised or searched block by block.
+BLOCK = 65536
+#: Rows the PCA before the inverted file is fitted on (a 1280 x 1280 covariance is well estimated).
+PCA_SAMPLE = 65536
 
 
-def _vector_index(X: np.ndarray, method: str, seed: int):
-    """(index, exact): exact inner product, or PCA to ``IVF_DIMS`` + an inverted file.
+class UnitRows:
+    """The rows of an (n, d) array scaled to unit L2 norm, read block by block: the array (in
+    memory, or a ``.npy`` opened with ``np.load(mmap_mode="r")``) is never copied whole. Indexing
+    (``rows[i]``, ``rows[a:b]``, an index array of any shape) returns float32 unit rows (all-zero
+    rows stay zero), as the normalised array would. Norms are computed once, a block at a time."""
+
+    def __init__(self, X, block: int | None = None):
+        if getattr(X, "ndim", None) != 2:
+            raise ValueError(f"vectors must be 2-D (items x dims), got shape {getattr(X, 'shape', None)}")
+        self.X = X
+        self.block = int(block or BLOCK)
+        n = len(X)
+        norms = np.empty(n, np.float32)
+        for s in range(0, n, self.block):
+            norms[s:s + self.block] = np.linalg.norm(np.asarray(X[s:s + self.block], np.float32), axis=1)
+        self.inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        self.unit = bool(np.all(np.abs(norms - 1.0) < 1e-4))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.X.shape)
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, tuple):
+            raise TypeError("UnitRows takes a row index, a slice or an index array")
+        if isinstance(idx, slice) or np.ndim(idx) == 0:
+            rows = np.asarray(self.X[idx], np.float32)
+            inv = self.inv[idx]
+        else:
+            idx = np.asarray(idx)
+            flat = idx.ravel()
+            if flat.dtype == bool:
+                flat = np.flatnonzero(flat)
+                idx = flat
+            # sorted, unique rows: one pass over a memory-mapped file, each row read once
+            uniq, back = np.unique(flat, return_inverse=True)
+            rows = np.asarray(self.X[uniq], np.float32)[back].reshape(*idx.shape, self.X.shape[1])
+            inv = self.inv[idx]
+        return rows * np.asarray(inv, np.float32)[..., None]
+
+    def blocks(self, rows: np.ndarray | None = None):
+        """``(start, unit rows)`` of ``rows`` (default: all) in order, ``block`` at a time."""
+        n = len(self) if rows is None else len(rows)
+        for s in range(0, n, self.block):
+            yield s, self[slice(s, s + self.block) if rows is None else rows[s:s + self.block]]
+
+    def to_array(self, dtype=np.float32) -> np.ndarray:
+        """The whole normalised array in ``dtype``, filled block by block (e.g. float16 for a
+        ``DuplicateIndex``: half the size, no float32 copy on the way)."""
+        out = np.empty(self.shape, dtype)
+        for s, v in self.blocks():
+            out[s:s + len(v)] = v
+        return out
+
+
+def normalise(X) -> np.ndarray | UnitRows:
+    """Rows scaled to unit L2 norm: ``X`` itself when it is a C-contiguous float32 array already
+    of unit rows (a million 1280-d vectors are 5 GB: no copy), else a :class:`UnitRows` view
+    that normalises the rows it is asked for (a memory-mapped ``X`` stays on disk)."""
+    if isinstance(X, UnitRows):
+        return X
+    if not hasattr(X, "ndim"):
+        X = np.asarray(X, dtype=np.float32)
+    view = UnitRows(X)
+    if view.unit and isinstance(X, np.ndarray) and not isinstance(X, np.memmap) and X.dtype == np.float32 \
+            and X.flags.c_contiguous:
+        return X
+    return view
+
+
+def _vector_index(X, rows: np.ndarray, method: str, seed: int):
+    """(index, exact) over ``X[rows]`` (unit rows, read a block at a time): exact inner product,
+    or PCA to ``IVF_DIMS`` + an inverted file.
 
     At a million 1280-d vectors an inverted file in the full space is slow twice over (every
     query against thousands of centroids, then thousands of 1280-d vectors); after a PCA to
     128 dimensions both cost ~10x less, and the index holds 0.5 GB instead of 5 GB. Scores from
-    the reduced index only rank the neighbours; their cosines are recomputed in full.
+    the reduced index only rank the neighbours; their cosines are recomputed in full. The PCA is
+    fitted on at most ``PCA_SAMPLE`` sampled rows and the inverted file's centroids on the sample's
+    reduced rows, so no full-width copy of the sample (1.3 GB at a million rows) is made.
     """
     import faiss  # lazy: only needed when searching
 
-    n, d = X.shape
+    n, d = len(rows), X.shape[1]
     if method == "auto":
         method = "flat" if n <= EXACT_LIMIT else "ivf"
     if method == "flat":
         index = faiss.IndexFlatIP(d)
-        index.add(X)
+        for _, v in _blocks(X, rows):
+            index.add(v)
         return index, True
     if method != "ivf":
         raise ValueError(f"unknown vector search method {method!r}; choose auto, flat or ivf")
     nlist = int(min(65536, max(16, 4 * math.sqrt(n))))
     rng = np.random.default_rng(seed)
-    train = X[np.sort(rng.choice(n, size=min(n, max(64 * nlist, 50_000)), replace=False))]
+    sample = rows[np.sort(rng.choice(n, size=min(n, max(64 * nlist, 50_000)), replace=False))]
     dims = min(d, IVF_DIMS)
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed = seed
     if dims < d:
         pca = faiss.PCAMatrix(d, dims)
+        pca.train(_take(X, np.sort(rng.choice(sample, size=min(len(sample), PCA_SAMPLE), replace=False))))
+        reduced = np.concatenate([pca.apply(v) for _, v in _blocks(X, sample)])
+        ivf.train(reduced)
+        del reduced
         index = faiss.IndexPreTransform(pca, ivf)
     else:
+        ivf.train(_take(X, sample))
         index = ivf
-    index.train(train)
-    for s in range(0, n, 65536):
-        index.add(X[s:s + 65536])
+    for _, v in _blocks(X, rows):
+        index.add(v)
     ivf.nprobe = IVF_NPROBE
     return index, False
+
+
+def _take(X, rows: np.ndarray) -> np.ndarray:
+    """Unit float32 rows ``X[rows]`` (``X`` a unit array or a :class:`UnitRows`)."""
+    return np.ascontiguousarray(X[rows], dtype=np.float32)
+
+
+def _blocks(X, rows: np.ndarray | None = None, block: int | None = None):
+    """``(start, unit rows)`` of ``X[rows]`` (default: every row), ``block`` (default ``BLOCK``)
+    rows at a time."""
+    block = int(block or BLOCK)
+    n = len(X) if rows is None else len(rows)
+    for s in range(0, n, block):
+        yield s, _take(X, slice(s, s + block) if rows is None else rows[s:s + block])
 
 
 def cosine_pairs(
@@ -168,23 +262,23 @@ def cosine_pairs(
     """
     from ..progress import progress_bar
 
-    X = normalise(X)
-    rows = np.arange(len(X)) if valid is None else np.flatnonzero(valid)
+    X = normalise(X)  # unit rows: the array itself, or a view normalising the rows it reads
+    n = len(X)
+    rows = np.arange(n) if valid is None else np.flatnonzero(valid)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     if len(rows) < 2:
         return empty
-    Xv = np.ascontiguousarray(X[rows])
-    index, exact = _vector_index(Xv, method, seed)
+    index, exact = _vector_index(X, rows, method, seed)
     kk = min(k + 1, len(rows))
     out_i, out_j, out_c = [], [], []
     with progress_bar(total=len(rows), desc="vector neighbours", unit="vec", disable=not progress) as bar:
-        for s in range(0, len(rows), batch):
-            D, nb = index.search(Xv[s:s + batch], kk)
+        for s, q in _blocks(X, rows, batch):
+            D, nb = index.search(q, kk)
             # scores of the reduced index only rank; exact cosines are computed below
             keep = (nb >= 0) & ((D >= threshold) if exact else True)
             qi = np.broadcast_to(np.arange(s, s + len(nb))[:, None], nb.shape)[keep]
             qj = nb[keep].astype(np.int64)
-            c = D[keep] if exact else np.einsum("ij,ij->i", Xv[qi], Xv[qj])
+            c = D[keep] if exact else np.einsum("ij,ij->i", q[qi - s], _take(X, rows[qj]))
             ok = (c >= threshold) & (qi != qj)
             out_i.append(qi[ok])
             out_j.append(qj[ok])
@@ -194,4 +288,4 @@ def cosine_pairs(
     return rows[i], rows[j], c
 
 
-__all__ = ["hamming_pairs", "cosine_pairs", "normalise", "FLAT_LIMIT", "EXACT_LIMIT"]
+__all__ = ["hamming_pairs", "cosine_pairs", "normalise", "UnitRows", "FLAT_LIMIT", "EXACT_LIMIT"]
