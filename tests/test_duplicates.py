@@ -455,3 +455,30 @@ def test_finder_fits_a_memory_mapped_file_as_the_array(rng, tmp_path):
     assert ib.vectors.dtype == np.float16 and np.array_equal(ia.vectors, ib.vectors)
     m = ib.query(vector=X[0] * 3, exclude=0)
     assert m is not None and m.index == 1 and m.kind == "semantic"
+
+
+def test_dups_reads_a_float32_npy_where_it_lies(rng, tmp_path, monkeypatch):
+    """`mediacluster dups vectors.npy`: the file is memory-mapped (never loaded whole), with the
+    same table as the same vectors read into memory from an .npz."""
+    import pandas as pd
+
+    from mediacluster.duplicates import collection, search
+
+    X = planted_pairs(rng, 3000, 24)
+    X[1::2] = X[0::2] * 2 + 0.002 * rng.standard_normal((1500, 24)).astype(np.float32)
+    np.save(tmp_path / "v.npy", X)
+    np.savez(tmp_path / "v.npz", vectors=X)
+    seen = []
+    real = search.UnitRows.__init__
+
+    def spy(self, V, block=None):
+        seen.append(type(V))
+        real(self, V, block)
+
+    monkeypatch.setattr(search.UnitRows, "__init__", spy)
+    a = collection.find_duplicates_in(tmp_path / "v.npy", tmp_path / "a", progress=False, page=False)
+    assert seen and seen[0] is np.memmap
+    b = collection.find_duplicates_in(tmp_path / "v.npz", tmp_path / "b", progress=False, page=False)
+    assert a["groups"] == b["groups"] >= 1400
+    ta, tb = pd.read_parquet(a["table"]), pd.read_parquet(b["table"])
+    assert ta.equals(tb)

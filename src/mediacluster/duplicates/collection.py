@@ -112,11 +112,14 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
     the :func:`summary` plus the files written."""
     from ..embed import embed_collection
     from ..encoders import DEFAULT_ENCODERS, get_encoder
-    from ..fileio import write_table
     from ..ingest import collect
 
     t0 = time.perf_counter()
     out = Path(out)
+    mapped = _mapped_npy(source) if media in ("auto", "vector") else None
+    if mapped is not None:  # a float32 .npy is read where it lies, block by block (search.UnitRows)
+        finder = make_finder(params, progress, workers).fit(vectors=mapped, ids=[str(i) for i in range(len(mapped))])
+        return _write_found(out, finder, None, [], t0, page, page_groups, progress)
     coll = collect(source, media=media)
     if len(coll) == 0:
         raise InputError(f"no usable files found in {source}")
@@ -137,6 +140,23 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
             raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")
         paths = [str(p) for p in coll.paths]
         finder = make_finder(params, progress, workers).fit(paths, ids=[str(i) for i in coll.ids])
+    return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress)
+
+
+def _mapped_npy(source):
+    """A little-endian float32 C-order ``.npy`` file as a read-only memory map (None for any other
+    input, which ``collect`` reads): its vectors are searched without being loaded."""
+    from ..ingest.stream import NpyVectors
+
+    if not (os.path.isfile(source) and str(source).lower().endswith(".npy")):
+        return None
+    f = NpyVectors(source).npy_float32_file  # checks the header: 2-D, numeric, not empty
+    return None if f is None else np.load(f, mmap_mode="r")
+
+
+def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_groups: int, progress: bool) -> dict:
+    from ..fileio import write_table
+
     df = groups_table(finder, paths)
     try:
         out.mkdir(parents=True, exist_ok=True)
