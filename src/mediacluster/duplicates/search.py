@@ -108,9 +108,10 @@ def hamming_pairs(
 
 
 #: Rows per block when vectors are read, normalised or searched block by block.
-BLOCK = 65536
-#: Rows the PCA before the inverted file is fitted on (a 1280 x 1280 covariance is well estimated).
-PCA_SAMPLE = 65536
+BLOCK = 16384  # 84 MB of 1280-d float32 rows
+#: Rows the PCA before the inverted file is fitted on (25 per dimension at 1280-d: it only
+#: ranks neighbours, whose cosines are then computed in full).
+PCA_SAMPLE = 32768
 
 
 class UnitRows:
@@ -150,6 +151,10 @@ class UnitRows:
             if flat.dtype == bool:
                 flat = np.flatnonzero(flat)
                 idx = flat
+            if len(flat) and np.all(flat[1:] > flat[:-1]):  # already sorted and unique
+                rows = np.array(self.X[flat], dtype=np.float32)
+                rows *= self.inv[flat][:, None]
+                return rows.reshape(*idx.shape, self.X.shape[1])
             # sorted, unique rows: one pass over a memory-mapped file, each row read once
             uniq, back = np.unique(flat, return_inverse=True)
             rows = np.array(self.X[uniq], dtype=np.float32)  # a copy of its own: scaled in place
@@ -187,8 +192,9 @@ def normalise(X) -> np.ndarray | UnitRows:
     return view
 
 
-def _vector_index(X, rows: np.ndarray, method: str, seed: int):
-    """(index, exact) over ``X[rows]`` (unit rows, read a block at a time): exact inner product,
+def _vector_index(X, rows: np.ndarray, every: np.ndarray | None, method: str, seed: int):
+    """(index, exact) over ``X[rows]`` (unit rows, read a block at a time; ``every``: ``rows``, or
+    None when they are all the rows): exact inner product,
     or PCA to ``IVF_DIMS`` + an inverted file.
 
     At a million 1280-d vectors an inverted file in the full space is slow twice over (every
@@ -205,7 +211,7 @@ def _vector_index(X, rows: np.ndarray, method: str, seed: int):
         method = "flat" if n <= EXACT_LIMIT else "ivf"
     if method == "flat":
         index = faiss.IndexFlatIP(d)
-        for _, v in _blocks(X, rows):
+        for _, v in _blocks(X, every):
             index.add(v)
         return index, True
     if method != "ivf":
@@ -226,7 +232,7 @@ def _vector_index(X, rows: np.ndarray, method: str, seed: int):
     else:
         ivf.train(_take(X, sample))
         index = ivf
-    for _, v in _blocks(X, rows):
+    for _, v in _blocks(X, every):
         index.add(v)
     ivf.nprobe = IVF_NPROBE
     return index, False
@@ -278,11 +284,12 @@ def cosine_pairs(
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     if len(rows) < 2:
         return empty
-    index, exact = _vector_index(X, rows, method, seed)
+    every = None if valid is None else rows  # every row: read by slices (a memory map's own pages)
+    index, exact = _vector_index(X, rows, every, method, seed)
     kk = min(k + 1, len(rows))
     out_i, out_j, out_c = [], [], []
     with progress_bar(total=len(rows), desc="vector neighbours", unit="vec", disable=not progress) as bar:
-        for s, q in _blocks(X, rows, batch):
+        for s, q in _blocks(X, every, batch):
             D, nb = index.search(q, kk)
             # scores of the reduced index only rank; exact cosines are computed below
             keep = (nb >= 0) & ((D >= threshold) if exact else True)
