@@ -67,7 +67,7 @@ def read() -> None:
                        "probability": rng.random(n), "assigned_cluster": rng.integers(0, 300, n),
                        "confidence": rng.random(n)})
     with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "assignments.parquet"
+        p = Path(d) / "table.parquet"  # an assignments-like table, not a run folder
         fileio.write_table(p, df)
 
         def old(columns):
