@@ -641,6 +641,18 @@ def _memory_child(n: int, d: int, seed: int, mode: str, workdir: str) -> dict:
     return info
 
 
+def _run_child(cmd: list[str]) -> dict:
+    """Run one measuring child process; its last stdout line (JSON) plus the load average
+    before -> after under ``"load"``. A failed child stops the benchmark with its stderr."""
+    load0 = _load()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(p.stderr)
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r["load"] = f"{load0} -> {_load()}"
+    return r
+
+
 def memory(args) -> None:
     """``--memory N``: the vectors' fit at N items, input in memory and memory-mapped, each in
     its own process; prints one table row per run (for the "Duplicates at scale" section)."""
@@ -651,12 +663,7 @@ def memory(args) -> None:
         with tempfile.TemporaryDirectory(prefix="mc-dupmem-", dir=args.tmp) as tmp:
             cmd = [sys.executable, __file__, "--memory-child", mode, "--scale", str(args.memory),
                    "--dims", str(args.dims), "--tmp", tmp]
-            load0 = _load()
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode != 0:
-                raise SystemExit(p.stderr)
-            r = json.loads(p.stdout.strip().splitlines()[-1])
-        r["load"] = f"{load0} -> {_load()}"
+            r = _run_child(cmd)
         print(json.dumps(r), file=sys.stderr)
         rows.append(f"| {r['n']:,} x {r['d']} | {r['input']} ({r['input_mb'] / 1024:.1f} GB) | {r['seconds']:.0f} | "
                     f"{r['cpu_seconds']:.0f} | {r['vm_hwm_mb'] / 1024:.2f} GB | {r['peak_anon_mb'] / 1024:.2f} GB | "
@@ -668,12 +675,7 @@ def scale(args) -> None:
     results = []
     for kind in ("hashes", "vectors"):
         cmd = [sys.executable, __file__, "--scale-child", kind, "--scale", str(args.scale), "--dims", str(args.dims)]
-        load0 = _load()
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise SystemExit(p.stderr)
-        r = json.loads(p.stdout.strip().splitlines()[-1])
-        r["load"] = f"{load0} -> {_load()}"
+        r = _run_child(cmd)
         results.append(r)
         print(r, file=sys.stderr)
     L = [SCALE_SECTION, "",
