@@ -294,7 +294,7 @@ class DuplicateIndex:
         if paths is not None and (not isinstance(paths, list) or len(paths) != len(ids)
                                   or not all(p is None or isinstance(p, str) for p in paths)):
             raise ModelFormatError(f"{jp}: paths must be null or one string (or null) per id ({len(ids)})")
-        paths = _resolve_paths(meta, paths, folder, root, jp)
+        found_root, paths = _resolve_paths(meta, paths, folder, root, jp)
         try:
             with np.load(zp, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
@@ -313,11 +313,11 @@ class DuplicateIndex:
         content = None
         if "content" in arrays:
             content = [c.decode() or None for c in arrays["content"]]
-        index = cls(params=meta["params"], ids=meta["ids"], paths=paths[1], labels=arrays["labels"],
+        index = cls(params=meta["params"], ids=meta["ids"], paths=paths, labels=arrays["labels"],
                     content=content, hashes=arrays.get("hashes"), mirror=arrays.get("mirror"),
                     thumbs=arrays.get("thumbs"), hash_ok=arrays.get("hash_ok"), vectors=arrays.get("vectors"),
                     representative=arrays.get("representative"))
-        index.root = paths[0]
+        index.root = found_root
         return index
 
 

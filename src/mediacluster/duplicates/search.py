@@ -162,17 +162,11 @@ class UnitRows:
             return rows[back].reshape(*idx.shape, self.X.shape[1])
         return rows * np.asarray(inv, np.float32)[..., None]
 
-    def blocks(self, rows: np.ndarray | None = None):
-        """``(start, unit rows)`` of ``rows`` (default: all) in order, ``block`` at a time."""
-        n = len(self) if rows is None else len(rows)
-        for s in range(0, n, self.block):
-            yield s, self[slice(s, s + self.block) if rows is None else rows[s:s + self.block]]
-
     def to_array(self, dtype=np.float32) -> np.ndarray:
         """The whole normalised array in ``dtype``, filled block by block (e.g. float16 for a
         ``DuplicateIndex``: half the size, no float32 copy on the way)."""
         out = np.empty(self.shape, dtype)
-        for s, v in self.blocks():
+        for s, v in _blocks(self, block=self.block):
             out[s:s + len(v)] = v
         return out
 
