@@ -18,6 +18,8 @@ from ..ingest import collect
 from ..pipeline import Pipeline
 from ..rundir import RunDir
 from ..tune import tune
+from ..tune.study import PROMOTE_FULL, UMAP_INITS
+from ..tune.workspace import KNN_METHODS
 from ..workflow import model_metadata, resolve_encoder
 from . import printable
 from .report import add_report_argument, report_after_tune
@@ -67,14 +69,14 @@ def add_parser(sub):
     p.add_argument("--layout-epochs", default="default", type=_epochs,
                    help="UMAP layout epochs of every trial (and of the refitted model) whose space "
                         "leaves n_epochs open; 'umap' = umap-learn's own count (default: the tuner's)")
-    p.add_argument("--promote-full", choices=("leader", "halving"), default="leader",
+    p.add_argument("--promote-full", choices=PROMOTE_FULL, default="leader",
                    help="with subsample rungs: which trials of the last rung go on to the full size; "
                         "leader = only one that beats every trial sent before it (default), halving = "
                         "the best --prune-keep share seen so far")
-    p.add_argument("--knn-method", choices=("auto", "exact", "svd"), default="auto",
+    p.add_argument("--knn-method", choices=KNN_METHODS, default="auto",
                    help="the input neighbour graph's search: auto = approximate (svd: the vectors "
                         "projected on their top 256 singular directions) above 10,000 items, exact below")
-    p.add_argument("--umap-init", choices=("pca", "spectral", "tswspectral", "random", "stage"),
+    p.add_argument("--umap-init", choices=(*UMAP_INITS, "stage"),
                    default="stage", help="UMAP layout start of every trial whose space does not set "
                                          "reducer__init (default: the stage's own, spectral)")
     p.add_argument("--no-refit", action="store_true", help="do not refit/save the best pipeline")

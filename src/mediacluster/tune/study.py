@@ -94,6 +94,7 @@ LAYOUT_EPOCHS: int | None = 100
 # saves too little to change what a trial computes, so it is not the default. See
 # benchmarks/RESULTS.md, Tuning, "session 5".
 UMAP_INIT: str | None = None
+UMAP_INITS = ("spectral", "pca", "tswspectral", "random")  # umap-learn's named starts
 
 # The input neighbour graph's search: "auto" = approximate ("svd": exact search among the
 # vectors projected on their top 256 singular directions) for cosine above 10,000 items, exact
@@ -519,8 +520,8 @@ def tune(
             isinstance(e, int | np.integer | float) and int(e) == e and e >= 1 for e in counts):
         raise ParameterError(f"layout_epochs must be a positive whole number, one per level, or None, "
                              f"got {layout_epochs!r}", "layout_epochs")
-    if umap_init is not None and umap_init not in ("spectral", "pca", "tswspectral", "random"):
-        raise ParameterError(f"umap_init must be spectral, pca, tswspectral, random or None, got {umap_init!r}",
+    if umap_init is not None and umap_init not in UMAP_INITS:
+        raise ParameterError(f"umap_init must be {', '.join(UMAP_INITS)} or None, got {umap_init!r}",
                              "umap_init")
     if knn_method not in KNN_METHODS:
         raise ParameterError(f"knn_method must be one of {', '.join(KNN_METHODS)}, got {knn_method!r}",
