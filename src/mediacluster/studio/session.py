@@ -44,14 +44,14 @@ MAX_PAGE = 500
 MAX_RESULTS = 1000
 #: an automatic split tries 2..SPLIT_K_MAX parts
 SPLIT_K_MAX = 12
+#: levels: assignment columns named like this, coarse to fine (the engine's hierarchy)
+LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
 
 
 def min_part(m: int) -> int:
     """Smallest part a split along the hierarchy keeps for a cluster of ``m`` items: 1% of it,
     at least 2 (one stray item is not a sub-group)."""
     return max(2, -(-m // 100))
-#: levels: assignment columns named like this, coarse to fine (the engine's hierarchy)
-LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
 
 
 class Studio:
@@ -746,9 +746,6 @@ class Studio:
         its model, else a PCA of the members (32 dims); ``tree`` = the hierarchy only (refused
         on a run without levels); ``umap`` runs the default reducer on the members (slow)."""
         from ..naming.names import name_clusters
-        from ..pipeline import Pipeline
-        from ..stages import registry
-        from ..stages.cluster import knn_vote
 
         t0 = time.perf_counter()
         with self._lock:
@@ -770,41 +767,11 @@ class Studio:
         if tree is None and reducer == "tree":
             raise InputError("the run has no finer level that splits this cluster "
                              "(a run of the engine has levels); use model, pca or umap, or choose k")
-        # automatic: the default clusterer's silhouette-chosen K-means, over 2..SPLIT_K_MAX parts
-        # (a split asks for a few sub-groups; choose k for more): 2.7 s instead of 9.7 s for
-        # 5,000 members at load 11 (benchmarks/RESULTS.md, "Studio")
-        clusterer = (registry.build("clusterer", "kmeans_auto", {"k_max": SPLIT_K_MAX}) if k is None
-                     else registry.build("clusterer", "kmeans", {"n_clusters": k}))
-        Z = None
-        space = reducer
         if tree is not None:
-            parts, space, level_name = tree[0], "tree", tree[1]
-        elif reducer in ("auto", "model"):
-            full = self._reduced_space()
-            if full is not None:
-                Z, space = full[members], "model"
-            elif reducer == "model":
-                raise InputError("the run kept no model, so it has no reduced space; use pca or umap "
-                                 "(or re-run cluster with --save-model)")
-            else:
-                space = "pca"
-        if tree is not None:
-            pipe = None
-        elif Z is not None:
-            pipe = Pipeline(reducer=None, outliers=None, clusterer=clusterer, random_state=0)
-            pipe.fit(X, embedding=Z, build_predictor=False)
-        elif space == "pca":
-            pca = registry.build("reducer", "pca", {"n_components": int(min(32, m - 1, X.shape[1]))})
-            pipe = Pipeline(reducer=pca, outliers=None, clusterer=clusterer, random_state=0)
-            pipe.fit(l2_normalize(X), build_predictor=False)
+            (parts, level_name), space = tree, "tree"
         else:
-            pipe = Pipeline(outliers=None, clusterer=clusterer, random_state=0)  # the default reducer
-            pipe.fit(X, build_predictor=False)
-        if pipe is not None:
-            parts = np.asarray(pipe.labels_, dtype=np.int64)
-            if (parts < 0).any() and (parts >= 0).any():  # noise: its nearest part
-                q = parts < 0
-                parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
+            parts, space = self._recluster(members, X, k, reducer)
+            level_name = None
         _, parts = np.unique(parts, return_inverse=True)
         parts = parts.astype(np.int64)
         if parts.max(initial=0) < 1:
@@ -830,8 +797,49 @@ class Studio:
             while len(self._previews) > 20:
                 self._previews.popitem(last=False)
         return {"preview": pid, "cluster": int(cid), "n": int(m), "k": len(out_parts), "space": space,
-                "level": level_name if tree is not None else None, "parts": out_parts, "labels": {"items": members.tolist(), "parts": parts.tolist()},
+                "level": level_name, "parts": out_parts, "labels": {"items": members.tolist(), "parts": parts.tolist()},
                 "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _recluster(self, members: np.ndarray, X: np.ndarray, k: int | None, reducer: str) -> tuple[np.ndarray, str]:
+        """(part of each member, space) of a split by re-clustering: K-means with ``k``, or the
+        default clusterer's silhouette-chosen K-means, in the space ``reducer`` names (see
+        :meth:`split_preview`); noise joins its nearest part."""
+        from ..pipeline import Pipeline
+        from ..stages import registry
+        from ..stages.cluster import knn_vote
+
+        m = len(members)
+        # automatic: the default clusterer's silhouette-chosen K-means, over 2..SPLIT_K_MAX parts
+        # (a split asks for a few sub-groups; choose k for more): 2.7 s instead of 9.7 s for
+        # 5,000 members at load 11 (benchmarks/RESULTS.md, "Studio")
+        clusterer = (registry.build("clusterer", "kmeans_auto", {"k_max": SPLIT_K_MAX}) if k is None
+                     else registry.build("clusterer", "kmeans", {"n_clusters": k}))
+        Z = None
+        space = reducer
+        if reducer in ("auto", "model"):
+            full = self._reduced_space()
+            if full is not None:
+                Z, space = full[members], "model"
+            elif reducer == "model":
+                raise InputError("the run kept no model, so it has no reduced space; use pca or umap "
+                                 "(or re-run cluster with --save-model)")
+            else:
+                space = "pca"
+        if Z is not None:
+            pipe = Pipeline(reducer=None, outliers=None, clusterer=clusterer, random_state=0)
+            pipe.fit(X, embedding=Z, build_predictor=False)
+        elif space == "pca":
+            pca = registry.build("reducer", "pca", {"n_components": int(min(32, m - 1, X.shape[1]))})
+            pipe = Pipeline(reducer=pca, outliers=None, clusterer=clusterer, random_state=0)
+            pipe.fit(l2_normalize(X), build_predictor=False)
+        else:
+            pipe = Pipeline(outliers=None, clusterer=clusterer, random_state=0)  # the default reducer
+            pipe.fit(X, build_predictor=False)
+        parts = np.asarray(pipe.labels_, dtype=np.int64)
+        if (parts < 0).any() and (parts >= 0).any():  # noise: its nearest part
+            q = parts < 0
+            parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
+        return parts, space
 
     def _tree_split(self, members: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, str] | None:
         """(part of each member, level name) from the run's hierarchy, or None.
