@@ -98,6 +98,8 @@ def run_study(X, y, space, out, args, sampler="tpe", n_trials=None, seed=0, obje
         kw["promote_full"] = args.promote_full
     if args.knn_method != "default":
         kw["knn_method"] = args.knn_method
+    if args.leader_margin is not None:
+        kw["leader_margin"] = args.leader_margin
     if args.umap_init != "default":
         kw["umap_init"] = None if args.umap_init == "stage" else args.umap_init
     res = tune(X, start_pipeline(seed), out=out, space=space, sampler=sampler, objective=objective,
@@ -279,6 +281,8 @@ def main(argv=None) -> int:
                          "(umap-learn's count) or 'default'")
     ap.add_argument("--promote-full", default="default", choices=["default", "leader", "halving"],
                     help="tune(promote_full=): which trials of the last rung go on to the full size")
+    ap.add_argument("--leader-margin", type=float, default=None,
+                    help="tune(leader_margin=): standard errors a new leader must be ahead (default: the tuner's)")
     ap.add_argument("--knn-method", default="default", choices=["default", "auto", "exact", "svd"],
                     help="tune(knn_method=): the input graph's search")
     ap.add_argument("--umap-init", default="default",
@@ -322,6 +326,7 @@ def main(argv=None) -> int:
             "layout_epochs": res.study.user_attrs.get("layout_epochs"),
             "umap_init": res.study.user_attrs.get("umap_init"),
             "promote_full": res.study.user_attrs.get("promote_full"),
+            "leader_margin": res.study.user_attrs.get("leader_margin"),
             "knn_method": res.study.user_attrs.get("knn_method"),
             "cpu_s_trials": sum(t.user_attrs.get("cpu_s", 0.0) for t in res.study.trials),
             "cpu_s_process": time.process_time(),

@@ -354,15 +354,23 @@ def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_em
             assert v >= min(seen)
         seen.append(v)
     # promote_full="leader": a trial reaches the full size only with a last-rung value above that
-    # of every trial that reached it before (one process: in trial order)
+    # of every trial that reached it before (one process: in trial order) by more than one
+    # standard error of its objective, recorded at the last rung
     best = -np.inf
     for t in sorted(trials, key=lambda t: t.number):
+        if "rung1" in t.user_attrs:
+            se = t.user_attrs["rung1"]["objective_se"]
+            assert se is None or se > 0
         if t.state.name == "COMPLETE":
-            assert t.user_attrs["promoted_full"] and t.intermediate_values[2] > best
+            assert t.user_attrs["promoted_full"]
+            assert t.intermediate_values[2] > best + (t.user_attrs["rung1"]["objective_se"] or 0.0)
             best = t.intermediate_values[2]
         elif "rung1" in t.user_attrs:
             assert "promoted_full" not in t.user_attrs
     assert res.study.user_attrs["promote_full"] == "leader"
+    assert res.study.user_attrs["leader_margin"] == 1.0
+    with pytest.raises(ParameterError, match="leader_margin"):
+        tune(cifar3_embeddings, space=SPACE, n_trials=1, progress=False, refit=False, leader_margin=-1)
     with pytest.raises(ParameterError, match="promote_full"):
         tune(cifar3_embeddings, space=SPACE, n_trials=1, progress=False, refit=False,
              promote_full="all")
@@ -387,3 +395,53 @@ def test_cli_tune_publishes_a_model_with_encoder_and_names(cifar3_dir, cifar3_em
     ids = {int(c) for c in np.unique(model.labels_) if c >= 0}
     assert ids and {int(k) for k in meta["names"]} == ids
     assert all(isinstance(v, str) and v for v in meta["names"].values())
+
+
+def test_objective_se_carries_the_silhouettes_sampling_error():
+    """The default objective is silhouette_input x coverage x (1 - 1/k): one standard error of
+    the sampled silhouette moves it by se x coverage x (1 - 1/k); DBCV has no recorded SE."""
+    from mediacluster.tune.objectives import get_objective, objective_se
+
+    m = {"silhouette_input": 0.1, "silhouette_input_se": 0.002, "coverage": 0.9, "n_clusters": 4,
+         "silhouette": 0.5, "silhouette_se": 0.01, "dbcv": 0.3}
+    _, f = get_objective("default")
+    assert objective_se(f, m) == pytest.approx(0.002 * 0.9 * 0.75)
+    _, f = get_objective("silhouette")  # reduced-space silhouette: its own SE
+    assert objective_se(f, m) == pytest.approx(0.01)
+    assert objective_se(get_objective("dbcv")[1], m) is None
+    assert objective_se(get_objective("default")[1], m | {"silhouette_input_se": None}) is None
+    assert objective_se(get_objective("default")[1], m | {"n_clusters": 1}) is None  # WORST
+
+
+def test_leader_rule_sends_on_only_a_clear_new_leader():
+    """At the last rung a trial goes on to the full size only if it beats every trial already
+    sent on by more than leader_margin standard errors of its own objective."""
+    import optuna
+
+    from mediacluster.tune.study import PROMOTED, _leader_pruner_class
+
+    def judge(study, value, se):
+        t = study.ask()
+        t.set_user_attr("rung0", {"objective_se": se})
+        t.report(value, 1)
+        pruned = t.should_prune()
+        if not pruned:
+            t.set_user_attr(PROMOTED, True)
+        if pruned:
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(t, value)
+        return pruned
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rule = _leader_pruner_class()
+    study = optuna.create_study(direction="maximize",
+                                pruner=rule(optuna.pruners.NopPruner(), last_step=1, rung=0, margin=1.0))
+    assert judge(study, 0.060, 0.001) is False       # the first goes on
+    assert judge(study, 0.0605, 0.001) is True       # ahead, but inside one SE
+    assert judge(study, 0.0612, 0.001) is False      # a clear lead
+    assert judge(study, 0.0500, None) is True        # behind (no SE recorded: no margin)
+    assert judge(study, 0.0613, None) is False       # ahead, no SE: any lead counts
+    loose = optuna.create_study(direction="maximize",
+                                pruner=rule(optuna.pruners.NopPruner(), last_step=1, rung=0, margin=0.0))
+    assert judge(loose, 0.060, 0.001) is False and judge(loose, 0.0605, 0.001) is False

@@ -18,7 +18,7 @@ from ..ingest import collect
 from ..pipeline import Pipeline
 from ..rundir import RunDir
 from ..tune import tune
-from ..tune.study import PROMOTE_FULL, UMAP_INITS
+from ..tune.study import LEADER_MARGIN, PROMOTE_FULL, UMAP_INITS
 from ..tune.workspace import KNN_METHODS
 from ..workflow import model_metadata, resolve_encoder
 from . import printable
@@ -73,6 +73,10 @@ def add_parser(sub):
                    help="with subsample rungs: which trials of the last rung go on to the full size; "
                         "leader = only one that beats every trial sent before it (default), halving = "
                         "the best --prune-keep share seen so far")
+    p.add_argument("--leader-margin", type=_margin, default=LEADER_MARGIN,
+                   help="with --promote-full leader: how many standard errors of its objective a new "
+                        "leader must be ahead to go on to the full size (0: any new leader; default "
+                        "%(default)s)")
     p.add_argument("--knn-method", choices=KNN_METHODS, default="auto",
                    help="the input neighbour graph's search: auto = approximate (svd: the vectors "
                         "projected on their top 256 singular directions) above 10,000 items, exact below")
@@ -116,7 +120,7 @@ def run(args) -> int:
         prune_keep=args.prune_keep, n_jobs=args.jobs, grid_points=args.grid_points,
         refit=not args.no_refit, progress=not args.quiet,
         **({} if args.layout_epochs == "default" else {"layout_epochs": args.layout_epochs}),
-        promote_full=args.promote_full, knn_method=args.knn_method,
+        promote_full=args.promote_full, leader_margin=args.leader_margin, knn_method=args.knn_method,
         umap_init=None if args.umap_init == "stage" else args.umap_init,
         model_metadata=lambda pipe: model_metadata(emb, pipe),  # encoder + names, as `cluster` saves
     )
@@ -131,6 +135,20 @@ def _epochs(text: str):
     from .cluster import positive_int
 
     return positive_int(text)
+
+
+def _margin(text: str) -> float:
+    """A number of standard errors >= 0 (argparse type of --leader-margin)."""
+    import argparse
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (standard errors), got {text!r}")
+    return v
 
 
 def parse_fidelity(text: str):

@@ -98,6 +98,31 @@ def get_objective(name: str | Callable[[dict], float]) -> tuple[str, Callable[[d
     return name, OBJECTIVES[name]
 
 
+# sampled scores with a recorded standard error (``workspace.score_labels``): key -> its SE's key
+SAMPLED = {"silhouette": "silhouette_se", "silhouette_input": "silhouette_input_se"}
+
+
+def objective_se(fn: Callable[[dict], float], m: dict) -> float | None:
+    """The objective's standard error from the sampling error of the scores it reads.
+
+    Each sampled score with a recorded SE is moved by one SE, and the objective's changes are
+    added in quadrature (a first-order propagation that needs nothing but ``fn``, so it covers
+    custom objectives too). None when no sampled score with an SE changes the objective (DBCV
+    objectives, or no SE recorded)."""
+    base = fn(m)
+    if base is None or base == WORST:
+        return None
+    total, used = 0.0, False
+    for key, se_key in SAMPLED.items():
+        v, se = m.get(key), m.get(se_key)
+        if v is None or se is None or not se > 0:
+            continue
+        d = fn(m | {key: float(v) + float(se)}) - base
+        if d != 0:
+            total, used = total + d * d, True
+    return total ** 0.5 if used else None
+
+
 def quality_for_pareto(name: str) -> Callable[[dict], float]:
     """The quality axis of the Pareto mode: the objective without its coverage factor (coverage
     is the other axis)."""

@@ -31,7 +31,7 @@ from ..data import Embeddings
 from ..errors import InputError, MediaclusterError, ParameterError
 from ..fileio import setup_numba_cache, write_json, write_npy, write_table
 from ..stages.cluster import single_blas_thread
-from .objectives import DESCRIPTIONS, get_objective, quality_for_pareto
+from .objectives import DESCRIPTIONS, get_objective, objective_se, quality_for_pareto
 from .space import SearchSpace, load_space
 from .workspace import KNN_METHODS, Workspace, flat_params
 
@@ -208,9 +208,12 @@ class _Objective:
         # successive halving: rung r runs on a subsample and reports at step rf**r (the step
         # at which Optuna's SuccessiveHalvingPruner with min_resource=1 judges rung r)
         for r, level in enumerate(self.rungs):
-            low = self.ws.run(params, level)
+            last = r == len(self.rungs) - 1  # the leader rule reads the objective's SE there
+            low = self.ws.run(params, level, se=last and not self.multi)
             v = self.values(low.metrics)
             m = {k: val for k, val in low.metrics.items() if k != "params_used"}
+            if last and not self.multi:
+                m["objective_se"] = objective_se(self.fn, low.metrics)
             if self.y is not None:
                 idx = self.ws.index(level)
                 m.update(_external([self.y[i] for i in idx], low.labels))
@@ -275,7 +278,7 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
     old = study.user_attrs
     if old:
         for k in ("data", "space", "objective", "directions", "multi_fidelity", "layout_epochs",
-                  "umap_init", "promote_full", "knn_method"):
+                  "umap_init", "promote_full", "leader_margin", "knn_method"):
             if k in old and old[k] != meta[k]:
                 raise ParameterError(
                     f"the study in {storage} was started with a different {k} "
@@ -306,7 +309,7 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     sampler = make_sampler(cfg["sampler"], cfg["seed"] + 7919 * cfg["worker"], space,
                            cfg["grid_points"], len(cfg["directions"]))
     pruner = _pruner(bool(cfg["subsample"]), len(cfg["directions"]) > 1, cfg["rf"],
-                     len(cfg["subsample"]), cfg["promote_full"])
+                     len(cfg["subsample"]), cfg["promote_full"], cfg["leader_margin"])
     study = optuna.load_study(study_name=STUDY_NAME, storage=cfg["storage"], sampler=sampler,
                               pruner=pruner)
     obj = _Objective(ws, space, cfg["objective"], len(cfg["directions"]) > 1,
@@ -318,7 +321,8 @@ PROMOTE_FULL = ("leader", "halving")
 PROMOTED = "promoted_full"  # user attr of a trial sent on to the full size
 
 
-def _pruner(fidelity: bool, multi: bool, rf: int, n_rungs: int = 0, promote_full: str = "leader"):
+def _pruner(fidelity: bool, multi: bool, rf: int, n_rungs: int = 0, promote_full: str = "leader",
+            leader_margin: float = 1.0):
     """Successive halving (asynchronous, Li et al. 2020): a trial goes on to the next rung only
     if its value is in the best 1/rf of all values reported at its rung so far, and only once
     at least rf values are there (``bootstrap_count``: the first rf - 1 trials at a rung stop
@@ -326,7 +330,7 @@ def _pruner(fidelity: bool, multi: bool, rf: int, n_rungs: int = 0, promote_full
     percentile pruner it needs no finished trials to start pruning.
 
     ``promote_full="leader"`` adds one rule at the last rung (see :class:`_LeaderPruner`): only a
-    new leader there goes on to the full size."""
+    new leader there, by more than ``leader_margin`` standard errors, goes on to the full size."""
     import optuna
 
     if not fidelity or multi:
@@ -335,7 +339,8 @@ def _pruner(fidelity: bool, multi: bool, rf: int, n_rungs: int = 0, promote_full
                                                 min_early_stopping_rate=0, bootstrap_count=rf - 1)
     if promote_full == "halving" or n_rungs < 1:
         return sh
-    return _leader_pruner_class()(sh, last_step=rf ** (n_rungs - 1))
+    return _leader_pruner_class()(sh, last_step=rf ** (n_rungs - 1), rung=n_rungs - 1,
+                                  margin=leader_margin)
 
 
 def _leader_pruner_class():
@@ -351,21 +356,36 @@ def _leader_pruner_class():
 _LEADER_PRUNER = None
 
 
+# How far a new leader of the last rung must be ahead before it goes on to the full size, in
+# standard errors of its objective (``objectives.objective_se``: the sampled silhouette's
+# jackknife SE carried through the objective). The default objective's value at the 10,000-item
+# rung of the 50,000-item study moves by 0.0010-0.0013 (SD) when only the silhouette's sample of
+# 3,000 items is redrawn, 1.7-2 % of the value, and its SE estimates that (0.0012-0.0015); in one
+# study the rung's best crept 0.0617 -> 0.0621 -> 0.0626, each step inside that noise and each
+# sent on to a 73-second full-size trial that confirmed nothing (full-size values 0.0592, 0.0588,
+# 0.0591; seed means 0.0577-0.0580). See benchmarks/RESULTS.md, Tuning, "session 6".
+LEADER_MARGIN = 1.0
+
+
 class _LeaderPruner:
     """Successive halving, and at the last rung before the full size one more condition: the
     trial's value there must beat the value there of every trial already sent on to the full
-    size. A full-size trial costs 5-10x a trial at the last rung (50,000 vs 10,000 items); plain
-    successive halving sends every trial in the best fifth seen so far, this sends only a new
-    leader, so the full size confirms the best candidate so far instead of re-ranking the top
-    fifth (in the 50,000-item benchmark 4 trials of 100 reached the full size and took half of
-    the study's compute; the rung's best was the full size's best or 0.001 NMI from it).
+    size, by more than ``margin`` times its standard error (recorded at that rung as
+    ``objective_se``; no margin where the objective has none, e.g. DBCV). A full-size trial costs
+    5-10x a trial at the last rung (50,000 vs 10,000 items); plain successive halving sends
+    every trial in the best fifth seen so far, this sends only a clear new leader, so the full
+    size confirms the best candidate so far instead of re-ranking the top fifth (in the
+    50,000-item benchmark 4 trials of 100 reached the full size and took half of the study's
+    compute; the rung's best was the full size's best or 0.001 NMI from it).
 
     Trials sent on carry the user attr ``promoted_full``; with several worker processes two
     trials judged at the same moment may both go on."""
 
-    def __init__(self, halving, last_step: int):
+    def __init__(self, halving, last_step: int, rung: int = 0, margin: float = LEADER_MARGIN):
         self.halving = halving
         self.last_step = int(last_step)
+        self.rung_attr = f"rung{int(rung)}"
+        self.margin = float(margin)
 
     def prune(self, study, trial) -> bool:
         from optuna.trial import TrialState
@@ -376,10 +396,12 @@ class _LeaderPruner:
         if step != self.last_step:
             return False
         value = trial.intermediate_values[step]
+        se = (trial.user_attrs.get(self.rung_attr) or {}).get("objective_se") or 0.0
+        need = self.margin * float(se)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
             if t.number != trial.number and t.user_attrs.get(PROMOTED):
                 other = t.intermediate_values.get(step)
-                if other is not None and other >= value:
+                if other is not None and value <= other + need:
                     return True
         return False
 
@@ -435,6 +457,7 @@ def tune(
     umap_init: str | None = UMAP_INIT,
     promote_full: str = "leader",
     knn_method: str = KNN_METHOD,
+    leader_margin: float = LEADER_MARGIN,
 ) -> TuneResult:
     """Search a pipeline's parameters with Optuna; returns the study, the best parameters and
     the best pipeline refitted on all of ``X``. ``Pipeline.tune(X, ...)`` calls this.
@@ -463,6 +486,9 @@ def tune(
     promote_full : "leader" (default): from the last rung, only a trial that beats every trial
         already sent on goes on to the full size; "halving": plain successive halving there too
         (the best ``prune_keep`` share seen so far goes on).
+    leader_margin : with ``promote_full="leader"``, how many standard errors of its objective
+        (the sampled silhouette's, carried through the objective) a new leader must be ahead;
+        0 sends on every new leader. Default ``LEADER_MARGIN``; see its comment.
     knn_method : the input neighbour graph's search: "exact", "svd" (approximate, see
         ``stages.neighbors``; cosine only, above 4,096 items) or "auto" (svd above 10,000
         items). Default ``KNN_METHOD``; see its comment.
@@ -526,6 +552,9 @@ def tune(
     if knn_method not in KNN_METHODS:
         raise ParameterError(f"knn_method must be one of {', '.join(KNN_METHODS)}, got {knn_method!r}",
                              "knn_method")
+    if not (isinstance(leader_margin, int | float) and math.isfinite(leader_margin) and leader_margin >= 0):
+        raise ParameterError(f"leader_margin must be a number >= 0 (standard errors), got {leader_margin!r}",
+                             "leader_margin")
     if promote_full not in PROMOTE_FULL:
         raise ParameterError(f"promote_full must be one of {', '.join(PROMOTE_FULL)}, got {promote_full!r}",
                              "promote_full")
@@ -538,6 +567,7 @@ def tune(
         "objective": obj_name, "directions": directions, "multi_fidelity": sub,
         "reduction_factor": rf if sub else None, "layout_epochs": ws.layout_epochs,
         "umap_init": ws.umap_init, "promote_full": promote_full if sub else None,
+        "leader_margin": float(leader_margin) if sub and promote_full == "leader" else None,
         "knn_method": knn_method,
         "sampler": sampler, "seed": seed, "space_notes": sp.notes,
         "objective_description": DESCRIPTIONS.get(obj_name, obj_name),
@@ -550,7 +580,8 @@ def tune(
         study_name in [s.study_name for s in optuna.get_all_study_summaries(storage)]) else None
     prior = len(probe.trials) if probe is not None else 0
     smp = make_sampler(sampler, seed + prior, sp, grid_points, len(directions))
-    study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, rf, len(sub), promote_full),
+    study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, rf, len(sub), promote_full,
+                                                               leader_margin),
                         meta, study_name)
     recovered = recover_interrupted(study)
     if recovered:
@@ -590,7 +621,7 @@ def tune(
             procs = _start_workers(n_jobs - 1, X, y, sp, pipeline, cache_dir, storage, sampler, seed + prior,
                                    grid_points, directions, rf, obj_name, n_trials,
                                    deadline, sub, silhouette_sample, ws.layout_epochs, ws.umap_init,
-                                   promote_full, knn_method)
+                                   promote_full, knn_method, leader_margin)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         _optimize(study, obj, n_trials, deadline, _tick)
@@ -608,7 +639,7 @@ def tune(
 
 def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
                    rf, obj_name, n_trials, deadline, sub, silhouette_sample, layout_epochs, umap_init,
-                   promote_full, knn_method):
+                   promote_full, knn_method, leader_margin=LEADER_MARGIN):
     import multiprocessing as mp
 
     x_path = cache_dir / "X.npy"
@@ -628,6 +659,7 @@ def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, gri
                "objective": obj_name, "n_trials": n_trials, "deadline": deadline,
                "subsample": sub, "silhouette_sample": silhouette_sample, "layout_epochs": layout_epochs,
                "umap_init": umap_init, "promote_full": promote_full, "knn_method": knn_method,
+               "leader_margin": leader_margin,
                "numba_cache": os.environ.get("NUMBA_CACHE_DIR")}
         p = ctx.Process(target=_worker, args=(cfg,), daemon=True)
         p.start()
