@@ -85,17 +85,21 @@ def knn_graph(X: np.ndarray, k: int, metric: str = "cosine",
     if n < SMALL_DATA:
         from sklearn.metrics import pairwise_distances
         from umap.distances import named_distances
-        from umap.utils import fast_knn_indices
+
+        from . import small_graph  # numba kernels with a disk cache
 
         # umap-learn computes the small-data matrix with sklearn's pairwise_distances and its own
         # numba metric (a Python-level call per pair); the same loops in numba give the same
         # values in a fraction of the time
         fn = named_distances.get(metric)
-        if fn is not None:
-            dmat = _pairwise_numba(np.ascontiguousarray(X, dtype=np.float32), fn)
+        Y = np.ascontiguousarray(X, dtype=np.float32)
+        if metric in small_graph.PAIRWISE:
+            dmat = small_graph.PAIRWISE[metric](Y)
+        elif fn is not None:
+            dmat = _pairwise_numba(Y, fn)
         else:
             dmat = pairwise_distances(X, metric=metric)
-        idx = fast_knn_indices(dmat, k)
+        idx = small_graph.fast_knn_indices(dmat, k)
         dist = dmat[np.arange(n)[:, None], idx]
         return idx.astype(np.int32), dist.astype(np.float32)
     if method == "svd" and metric == "cosine":
