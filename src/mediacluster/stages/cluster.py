@@ -137,19 +137,26 @@ def _check_Z(est, Z, reset: bool = True, dtype=np.float32) -> np.ndarray:
 # same clusters (ARI >= 0.997, the same count, noise within 0.001), 2.2 vs 7.2 CPU s warm at
 # 10,000 items, no compile, and reproducible without touching the global RNG
 # (benchmarks/RESULTS.md, Tuning, "session 6").
+# The exact search is n^2 x d work; above this much (10,000 x 10,000 x 1,280, ~3 CPU s; 50,000
+# UMAP coordinates of up to 51 dimensions still fit) the graph comes from faiss's IVF search
+# (``stages.neighbors``, seeded), approximate like pynndescent's but without its compile, so HDBSCAN
+# on raw high-dimensional vectors of a large collection does not become a quadratic search.
+EXACT_KNN_WORK = 10_000 * 10_000 * 1_280
 KNN_GRAPH_ABOVE_DIMS = 30
 
 
 def exact_knn_distances(Z: np.ndarray, k: int):
-    """The exact euclidean ``k``-nearest-neighbour graph of ``Z`` (the point itself excluded) as
-    a scipy CSR matrix of distances, the input of fast_hdbscan's ``metric="precomputed"``."""
+    """The euclidean ``k``-nearest-neighbour graph of ``Z`` (the point itself excluded) as a
+    scipy CSR matrix of distances, the input of fast_hdbscan's ``metric="precomputed"``: exact
+    up to ``EXACT_KNN_WORK``, faiss IVF above."""
     import scipy.sparse as sp
 
     from .neighbors import knn_graph
 
-    n = len(Z)
+    n, d = Z.shape
     k = int(min(k, n - 1))
-    idx, dist = knn_graph(Z, k + 1, metric="euclidean", method="exact")
+    method = "exact" if n * n * d <= EXACT_KNN_WORK else "ivf"
+    idx, dist = knn_graph(Z, k + 1, metric="euclidean", method=method)
     rows = np.repeat(np.arange(n, dtype=np.int32), k)
     return sp.csr_matrix((dist[:, 1:].ravel().astype(np.float64), (rows, idx[:, 1:].ravel())),
                          shape=(n, n))
