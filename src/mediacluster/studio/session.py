@@ -58,8 +58,11 @@ class Studio:
     """A run opened for curation (see the module docstring)."""
 
     def __init__(self, run: RunDir | str | os.PathLike, map_method: str = "auto",
-                 write_delay: float = WRITE_DELAY, progress: bool = False, warm: bool = True):
-        self.run = run if isinstance(run, RunDir) else RunDir.open(run)
+                 write_delay: float = WRITE_DELAY, progress: bool = False, warm: bool = True,
+                 collection_root: str | os.PathLike | None = None):
+        # collection_root: where the files are now, when given a run folder's path (a RunDir
+        # carries its own, see RunDir.open)
+        self.run = run if isinstance(run, RunDir) else RunDir.open(run, collection_root=collection_root)
         self.run_id = self.run.run_id
         info = self.run.info
         self.encoder_info = info.get("encoder") or {}
