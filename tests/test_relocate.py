@@ -129,6 +129,17 @@ def test_a_run_stores_paths_relative_to_its_collection_root(template, tmp_path):
     dups = RunDir.open(project["run"]).read_duplicates()
     pair = dups[dups["path"].isin([project["copied"], project["original"]])]
     assert len(pair) == 2 and pair["duplicate_group"].nunique() == 1 and (pair["duplicate_group"] >= 0).all()
+    # a run made from a run's embeddings (tune --report's OUT/best) keeps the collection root
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.workflow import publish_run
+
+    emb = RunDir.open(project["run"]).read_embeddings()
+    assert emb.root == str(project["photos"])
+    pipe = Pipeline(outliers=None, random_state=0).with_params(
+        {"reducer": "pca", "reducer__n_components": 5, "clusterer": "kmeans", "clusterer__n_clusters": 2})
+    again = publish_run(tmp_path / "again", emb, pipe.fit(emb.vectors), name=False)
+    assert again.info["collection_root"] == str(project["photos"])
+    assert raw_paths(again.path, "items.parquet") == raw_paths(project["run"], "items.parquet")
 
 
 def test_moved_project_and_moved_collection(template, tmp_path):

@@ -102,6 +102,7 @@ class Embeddings:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    root: str | None = None  # the collection root of ``paths`` (Collection.root; a run's)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -118,4 +119,5 @@ class Embeddings:
             extras={k: v[index] for k, v in self.extras.items()},
             skipped=list(self.skipped),
             timings=dict(self.timings),
+            root=self.root,
         )

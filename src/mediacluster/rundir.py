@@ -337,7 +337,8 @@ class _Files:
             ids=items["id"].tolist(), vectors=vectors, encoder=enc.get("name") or "",
             encoder_version=enc.get("id") or "",
             paths=paths if any(p is not None for p in paths) else None,
-            labels=labels if any(v is not None for v in labels) else None, extras=extras)
+            labels=labels if any(v is not None for v in labels) else None, extras=extras,
+            root=self.collection_root.path)
 
     def read_vectors(self, mmap: bool = True) -> np.ndarray:
         """The (n, d) float32 vectors alone (memory-mapped by default), without the items table

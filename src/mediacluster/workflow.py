@@ -207,6 +207,8 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     asked, and run.json. Returns the model version's path inside the builder, if saved.
     ``duplicates``: the fitted ``DuplicateFinder`` of ``--dedup`` (see :func:`add_duplicates`)."""
     timings = dict(timings or {})
+    if run.collection_root.path is None:  # item paths are stored relative to the embeddings' root
+        run.set_collection_root(emb.root)
     t = time.perf_counter()
     # with --dedup, examples and names come from one item per duplicate group, as the fit did
     single = None if duplicates is None else duplicates.duplicate_of_ < 0
