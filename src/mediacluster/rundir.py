@@ -43,6 +43,13 @@ outlives the swaps); a second writer fails at once with a message naming the hol
 **Derived files** written after publishing (names, map) record the run_id they were derived
 from; a reader ignores one whose run_id differs.
 
+**Item paths** are stored relative to the run's collection root (``run.json``
+``collection_root``, also relative to the run folder: ``collection_root_from_run``) where they lie
+under it, absolute otherwise; the readers give them absolute, resolved against
+:attr:`RunDir.collection_root` (``RunDir.open(path, collection_root=)`` when the files moved),
+and the writers store them back relative: the rule is ``mediacluster.locations``. An item's
+``id`` is never rewritten (for files: the absolute path when the run was made).
+
 **Paths.** File names are kept as Python strings (undecodable bytes as surrogate escapes,
 as ``os.listdir`` gives them). Tables and JSON need valid UTF-8, so such a name is written with
 each undecodable byte as ``\\xNN`` and each backslash doubled, and the row gets
