@@ -163,8 +163,11 @@ def test_moved_project_and_moved_collection(template, tmp_path):
     shutil.move(whole / "run", run_dir)
     code, out, err = cli("report", run_dir, "--quiet")
     assert code == 3 and "no thumbnail" in err  # the files are not where the run says
-    code, out, err = cli("report", run_dir, "--quiet", "--collection-root", pics)
+    examples = [e["examples"] for e in json.loads((run_dir / "clusters.json").read_text())["clusters"]]
+    code, out, err = cli("report", run_dir, "--quiet", "--rename", "--collection-root", pics)
     assert code == 0, out + err
+    # renaming rewrote clusters.json: its examples are still stored relative to the root
+    assert [e["examples"] for e in json.loads((run_dir / "clusters.json").read_text())["clusters"]] == examples
     rep = json.loads((run_dir / "report" / "report.json").read_text())
     assert rep["missing_thumbnails"] == [] and rep["thumbnails"] > 0
     assert len(list((run_dir / "report" / "thumbs").iterdir())) >= rep["thumbnails"]
