@@ -46,6 +46,10 @@ def test_paths_under_the_root_are_stored_relative_others_absolute(tmp_path):
     assert Root(str(root), str(root)).store(str(tmp_path / "photos2" / "c.jpg")) == str(tmp_path / "photos2" / "c.jpg")
     # text that is not an absolute path (an id) is kept as it is
     assert Root(str(root), str(root)).store("item-7") == "item-7"
+    # names that are not normal are normalised first; a hidden folder is an ordinary folder
+    odd = [str(root) + "/./a.jpg", str(root) + "/.hidden/x.jpg", str(root) + "/a//b.jpg", "id7", None]
+    assert Root(str(root), str(root)).store_all(odd) == ["a.jpg", ".hidden/x.jpg", "a/b.jpg", "id7", None]
+    assert Root(str(root), str(root)).resolve_all(["a.jpg", "/x/y.jpg", None]) == [str(root / "a.jpg"), "/x/y.jpg", None]
     # without a root: the paths' common folder
     assert split_root([str(root / "a" / "x.jpg"), str(root / "b.jpg")])[0] == str(root)
 
