@@ -18,8 +18,9 @@ training file lies under it; else their deepest common folder), that root as it 
 root relative to the index folder. On load the root is found by ``mediacluster.locations``
 (the one rule of every stored item path): the one given (``root=``; ``assign
 --collection-root``), else the recorded one while it exists, else the one at the same place
-relative to the index (a project folder holding the photos and the run, moved or copied whole). An index written before (format 1, absolute paths) is read the
-same way, its root being its paths' common folder. Where no root holds the files, queries
+relative to the index (a project folder holding the photos and the run, moved or copied
+whole). An index written before (format 1, absolute paths) is read the same way, its root
+being its paths' common folder. Where no root holds the files, queries
 still answer by hashes and vectors; only the geometric check, which reads the stored file,
 is skipped (``files_found`` says so).
 """
