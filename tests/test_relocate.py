@@ -167,6 +167,7 @@ def test_moved_project_and_moved_collection(template, tmp_path):
     shutil.move(whole / "run", run_dir)
     code, out, err = cli("report", run_dir, "--quiet")
     assert code == 3 and "no thumbnail" in err  # the files are not where the run says
+    assert f"collection root {project['photos']} recorded in the run is not there" in err and "--collection-root" in err
     examples = [e["examples"] for e in json.loads((run_dir / "clusters.json").read_text())["clusters"]]
     code, out, err = cli("report", run_dir, "--quiet", "--rename", "--collection-root", pics)
     assert code == 0, out + err
@@ -185,6 +186,7 @@ def test_moved_project_and_moved_collection(template, tmp_path):
         s = Server(run_dir, *extra)
         try:
             with client(s) as c:
+                assert ("--collection-root DIR" in "".join(s.lines)) is not found
                 item = c.get("/api/items/0").json()
                 assert item["path"].startswith(str(pics if found else project["photos"]))
                 r = c.get("/api/items/0/preview")

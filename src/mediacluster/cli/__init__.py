@@ -48,6 +48,15 @@ def add_collection_root(p, reads: str) -> None:
                         f"project folder with the photos and the run was moved whole); {reads}")
 
 
+def note_missing_root(run) -> None:
+    """On stderr: the run's collection root is not where it was recorded (nor beside the run),
+    with the flag that says where it is now."""
+    loc = run.collection_root
+    if loc.path is not None and not loc.given and not loc.found:
+        sys.stderr.write(f"note: the collection root {printable(loc.path)} recorded in the run is not there "
+                         "(moved?); pass --collection-root DIR, the folder that holds the files now\n")
+
+
 class _PrintableFormatter(logging.Formatter):
     """Log lines safe on a terminal: every line of a message through :func:`printable`."""
 

@@ -9,7 +9,7 @@ from ..errors import MediaclusterError
 from ..report import make_report, missing_thumbnails
 from ..rundir import RunDir
 from ..workflow import publish_tuned_run
-from . import add_collection_root, printable
+from . import add_collection_root, note_missing_root, printable
 
 
 def add_parser(sub):
@@ -44,6 +44,7 @@ def run(args) -> int:
     missing = missing_thumbnails(path)
     if missing:
         print_missing(missing)
+        note_missing_root(run_dir)
         return 3  # done, but some items are shown without a picture
     return 0
 

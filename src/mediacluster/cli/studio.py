@@ -14,7 +14,7 @@ import threading
 
 from ..rundir import RunDir
 from ..studio.session import Studio
-from . import add_collection_root, printable
+from . import add_collection_root, note_missing_root, printable
 
 DEFAULT_PORT = 8765
 
@@ -45,8 +45,9 @@ def add_parser(sub):
 def run(args) -> int:
     from ..web.app import port_free, resolve_token, run_server
 
-    studio = Studio(RunDir.open(args.run_dir, collection_root=args.collection_root),
-                    map_method=args.map_method, progress=True)
+    run_dir = RunDir.open(args.run_dir, collection_root=args.collection_root)
+    note_missing_root(run_dir)
+    studio = Studio(run_dir, map_method=args.map_method, progress=True)
     if args.publish or args.export:
         try:
             if args.export:
