@@ -122,7 +122,15 @@ def read_assignments(out: Path) -> pd.DataFrame:
     cols = ["id", "path", "cluster", "status"]  # a missing path is NaN in CSV and None in Parquet
     pd.testing.assert_frame_equal(csv[cols].fillna(""), pq[cols].fillna(""), check_dtype=False)
     np.testing.assert_allclose(csv["probability"], pq["probability"], atol=1e-6)
+    pq["path"] = absolute(out, pq["path"])
     return pq
+
+
+def absolute(out: Path, paths) -> list:
+    """Stored item paths made absolute as a reader of the run's files does: joined to run.json's
+    ``collection_root`` (they are stored relative to it)."""
+    root = json.loads((out / "run.json").read_text()).get("collection_root")
+    return [p if p is None or not root or os.path.isabs(p) else os.path.join(root, p) for p in paths]
 
 
 def test_outputs_consistent(first_run, collection):
@@ -145,7 +153,7 @@ def test_outputs_consistent(first_run, collection):
     members = a.groupby("cluster")["path"].apply(set).to_dict()
     for c in clusters:
         assert 1 <= len(c["examples"]) <= 9
-        assert set(c["examples"]) <= members[c["cluster"]]
+        assert set(absolute(out, c["examples"])) <= members[c["cluster"]]
         assert abs(c["share"] - c["size"] / len(a)) < 1e-6
         if "top_classes" in c:
             assert c["top_classes"] and all(0 <= t["share"] <= 1 for t in c["top_classes"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -82,6 +83,16 @@ def test_evaluate_labels_file_and_unlabelled_items(run_dir, tmp_path, capsys):
     assert set(e["internal"]) == {"reduced"}
     assert e["external"]["n_labelled"] == 250 and e["external"]["n_unlabelled"] == 50
     assert "true labels" in capsys.readouterr().out
+    # items.parquet keeps paths relative to the collection root (as read above); a labels file
+    # with the files' absolute paths matches the same items
+    from mediacluster.rundir import RunDir
+
+    absolute = RunDir.open(run_dir).read_items()["path"]
+    assert not items["path"].map(os.path.isabs).any() and absolute.map(os.path.isabs).all()
+    pd.DataFrame({"path": absolute, "label": lab}).to_csv(tmp_path / "truth_abs.csv", index=False)
+    assert main(["evaluate", str(run_dir), "--labels", str(tmp_path / "truth_abs.csv"),
+                 "--out", str(out), "--labeling", "fitted", "--no-original"]) == 0
+    assert _read(out)["labelings"]["fitted"]["external"] == e["external"]
 
 
 def test_evaluate_run_without_labels_or_model(run_dir, tmp_path):

@@ -209,8 +209,28 @@ def test_svd_graph_keeps_the_neighbours_the_projection_keeps(cifar3_embeddings):
     assert (idx[:, 0] == np.arange(len(X))).all() and (dist[:, 0] == 0).all()
     assert (np.diff(dist[:, 1:], axis=1) >= 0).all()
     assert 0.5 < recall(idx, exact[0]) < 1.0
-    with pytest.raises(ValueError, match="cosine"):
-        knn_graph(X, 30, metric="euclidean", method="svd")
+
+
+@pytest.mark.parametrize("call, param", [
+    (dict(metric="euclidean", method="svd"), "metric"),
+    (dict(metric="euclidean", method="nndescent"), "metric"),
+    (dict(metric="manhattan"), "metric"),
+    (dict(method="hnsw"), "method"),
+])
+def test_knn_graph_names_the_parameter_it_cannot_take(call, param):
+    """A parameter knn_graph cannot use is a ParameterError naming it (the CLI's exit 2 with
+    the message), not a bare ValueError; the message says what the method supports."""
+    X = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
+    with pytest.raises(ParameterError) as e:
+        knn_graph(X, 5, **call)
+    assert e.value.param == param and repr(call.get(param)) in str(e.value)
+    if call.get("method") == "svd":
+        assert "cosine" in str(e.value) and "'exact'" in str(e.value)
+    with pytest.raises(ParameterError) as e:
+        knn_graph(X, 0)
+    assert e.value.param == "k"
+    with pytest.raises(InputError):
+        knn_graph(X[:1], 5)
 
 
 def test_real_slice_nested_and_close_to_classes(cifar3_embeddings, one_blas_thread):

@@ -670,6 +670,57 @@ def test_automatic_split_follows_the_hierarchy(cifar3_embeddings, tmp_path, one_
         st.close()
 
 
+def test_tree_split_parts_keep_the_finer_levels_stored_names(cifar3_embeddings, tmp_path, one_blas_thread):
+    """An automatic split whose parts are exactly the finer level's clusters names them with
+    the names the run stored for that level (level_names.json, what the report's level view
+    shows), not afresh; once a person moved an item in, the parts are no longer those clusters
+    and are named afresh."""
+    from test_levels import pca_tree
+
+    from mediacluster.report.build import map_2d
+    from mediacluster.rundir import RunDir
+    from mediacluster.studio.session import Studio
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=True)
+    stored = run.read_level_names()
+    assert stored, "the run names every level"
+    # mark the stored names, so that names computed afresh cannot pass for them
+    with run.writing("test"):
+        map_2d(run, cifar3_embeddings.vectors, method="pca")
+        run.write_level_names({k: [{**e, "name": f"stored {k}/{e['cluster']}"} for e in named]
+                               for k, named in stored.items()})
+    levels, lv = pipe.levels_, pipe.level_
+    st = Studio(RunDir.open(run.path))
+    try:
+        exact = None
+        for cid in np.unique(levels[lv][levels[lv] >= 0]):
+            pv = st.split_preview(int(cid))
+            if pv["space"] != "tree":
+                continue
+            k = int(pv["level"].rsplit("_", 1)[1])
+            members = np.flatnonzero(levels[lv] == cid)
+            kids = np.unique(levels[k][members])
+            part_of = dict(zip(pv["labels"]["items"], pv["labels"]["parts"]))
+            if len(kids) == pv["k"] and (kids >= 0).all():  # every child is a part: no sliver joined
+                exact = (cid, k, members, kids, part_of, pv)
+                break
+        assert exact is not None, "no cluster splits into exactly its children"
+        cid, k, members, kids, part_of, pv = exact
+        for child in kids:
+            p = {part_of[int(i)] for i in members[levels[k][members] == child]}
+            assert len(p) == 1
+            assert pv["parts"][p.pop()]["name"] == f"stored {k}/{child}"
+        # an item of another cluster moved in: the parts are not the level's clusters any more
+        stray = int(np.flatnonzero(levels[lv] != cid)[0])
+        st.edit("move", {"items": [stray], "to": int(cid)})
+        pv2 = st.split_preview(int(cid))
+        assert pv2["space"] == "tree" and not any(p["name"].startswith("stored ") for p in pv2["parts"])
+    finally:
+        st.close()
+
+
 @pytest.mark.slow
 def test_clip_run_searches_words_with_the_text_tower(cifar3_dir, tmp_path, monkeypatch):
     from test_encoders import make_tiny_clip

@@ -62,7 +62,9 @@ class Collection:
     ``ids`` are stable strings naming each item (the path for files, the given id for
     precomputed vectors). ``paths`` is None for precomputed vectors. ``labels`` are ground-truth
     labels used only for evaluation, never for fitting. ``vectors`` is set when the input was
-    precomputed embeddings, in which case no encoder runs.
+    precomputed embeddings, in which case no encoder runs. ``root`` is the collection root (the
+    folder given, a manifest's folder, a single file's folder; None for vectors): a run stores
+    its items' paths relative to it (see ``mediacluster.locations``).
     """
 
     ids: list[str]
@@ -72,6 +74,7 @@ class Collection:
     media: str = "image"
     skipped: list[Skipped] = field(default_factory=list)
     source: str = ""
+    root: str | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,6 +102,7 @@ class Embeddings:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    root: str | None = None  # the collection root of ``paths`` (Collection.root; a run's)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -115,4 +119,5 @@ class Embeddings:
             extras={k: v[index] for k, v in self.extras.items()},
             skipped=list(self.skipped),
             timings=dict(self.timings),
+            root=self.root,
         )

@@ -10,6 +10,7 @@ space (``metrics.internal_scores``), external scores against true labels when th
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def load_source(path: Path) -> dict:
         emb = run.read_embeddings()
         src["ids"] = list(emb.ids)
         src["paths"] = emb.paths
+        src["root"] = run.collection_root.path  # a labels file's relative paths are relative to it
         src["truth"] = emb.labels
         src["X"] = emb.vectors
         src["encoder"] = emb.encoder
@@ -103,8 +105,10 @@ def load_source(path: Path) -> dict:
     return src
 
 
-def read_labels(path: Path, ids, paths, n: int) -> tuple[list, str]:
-    """Truth labels from a manifest, aligned with the items; returns (labels, how matched)."""
+def read_labels(path: Path, ids, paths, n: int, root: str | None = None) -> tuple[list, str]:
+    """Truth labels from a manifest, aligned with the items; returns (labels, how matched).
+    A ``path`` matches an item's absolute path, or, relative, its path under the collection
+    ``root`` (as the run's own tables store it)."""
     df = _read_table(Path(path))
     if "label" not in df.columns:
         raise InputError(f"{path} needs a 'label' column (and 'id' or 'path'); has {list(df.columns)}")
@@ -114,6 +118,8 @@ def read_labels(path: Path, ids, paths, n: int) -> tuple[list, str]:
             m: dict = {}
             for row, (k, v) in enumerate(zip(df[key], lab)):
                 k = str(k)
+                if key == "path" and root is not None and not os.path.isabs(k):
+                    k = os.path.join(root, k)
                 if k in m and m[k] != v:
                     raise InputError(f"{path}: row {row + 2} gives {key} {k!r} the label {v!r}, an "
                                      f"earlier row gave it {m[k]!r}; conflicting labels are refused")
@@ -137,7 +143,8 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
            "notes": list(src["notes"]), "labelings": {}}
     truth = src.get("truth")
     if labels_file is not None:
-        truth, how = read_labels(labels_file, src.get("ids"), src.get("paths"), len(src["fitted"]))
+        truth, how = read_labels(labels_file, src.get("ids"), src.get("paths"), len(src["fitted"]),
+                                 root=src.get("root"))
         res["labels_file"] = str(labels_file)
         res["labels_matched"] = how
     has_truth = truth is not None and any(t is not None for t in truth)

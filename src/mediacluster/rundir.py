@@ -43,6 +43,13 @@ outlives the swaps); a second writer fails at once with a message naming the hol
 **Derived files** written after publishing (names, map) record the run_id they were derived
 from; a reader ignores one whose run_id differs.
 
+**Item paths** are stored relative to the run's collection root (``run.json``
+``collection_root``, also relative to the run folder: ``collection_root_from_run``) where they lie
+under it, absolute otherwise; the readers give them absolute, resolved against
+:attr:`RunDir.collection_root` (``RunDir.open(path, collection_root=)`` when the files moved),
+and the writers store them back relative: the rule is ``mediacluster.locations``. An item's
+``id`` is never rewritten (for files: the absolute path when the run was made).
+
 **Paths.** File names are kept as Python strings (undecodable bytes as surrogate escapes,
 as ``os.listdir`` gives them). Tables and JSON need valid UTF-8, so such a name is written with
 each undecodable byte as ``\\xNN`` and each backslash doubled, and the row gets
@@ -83,6 +90,9 @@ from .fileio import (
     write_npy,
     write_table,
 )
+from .locations import Root, common_folder
+from .locations import find as find_root
+from .locations import legacy as legacy_root
 
 SCHEMA = "mediacluster-run"
 SCHEMA_VERSION = 1
@@ -107,6 +117,9 @@ CURATED = "curated.json"
 EXPORTS = "exports"
 EXTRA_PREFIX = "extra_"
 SHARD_PATTERN = "shard-{:09d}.parquet"  # inside .DIR.work/<job>/
+# run.json keys: the collection root as it was, and relative to the run folder (see locations)
+ROOT_KEY = "collection_root"
+ROOT_FROM_RUN_KEY = "collection_root_from_run"
 # files a person made: a run holding them is kept aside, not deleted, when replaced
 PERSONAL = (NAMES_YAML, "names.yml", EDITS)
 
@@ -247,6 +260,48 @@ class _Files:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    # -- item paths: stored relative to the collection root, read back absolute ----------------
+    @property
+    def collection_root(self) -> Root:
+        """The collection root item paths resolve against (``locations.Root``)."""
+        raise NotImplementedError
+
+    def _storing_root(self, paths=None) -> Root:
+        """The root item paths are stored relative to when written (``Root(None)``: as given)."""
+        raise NotImplementedError
+
+    def _resolve_paths(self, df):
+        """``df`` with its ``path`` column made absolute against the collection root."""
+        if df is None or "path" not in df:
+            return df
+        loc = self.collection_root
+        if loc.path is None:
+            return df
+        return df.assign(path=text_series(loc.resolve_all(df["path"].tolist()), index=df.index))
+
+    def _store_paths(self, df):
+        """``df`` with its ``path`` column in stored form (relative to the collection root)."""
+        if "path" not in df:
+            return df
+        loc = self._storing_root(df["path"].tolist())
+        if loc.path is None:
+            return df
+        return df.assign(path=text_series(loc.store_all(df["path"].tolist()), index=df.index))
+
+    def _resolve_examples(self, clusters: list[dict]) -> list[dict]:
+        loc = self.collection_root
+        if loc.path is None:
+            return clusters
+        return [{**e, "examples": loc.resolve_all(e["examples"])} if isinstance(e.get("examples"), list) else e
+                for e in clusters]
+
+    def _store_examples(self, clusters: list[dict]) -> list[dict]:
+        loc = self._storing_root()
+        if loc.path is None:
+            return clusters
+        return [{**e, "examples": loc.store_all(e["examples"])} if isinstance(e.get("examples"), list) else e
+                for e in clusters]
+
     # -- items and vectors -------------------------------------------------------------------
     def write_embeddings(self, emb: Embeddings) -> None:
         import pandas as pd
@@ -259,12 +314,14 @@ class _Files:
         labels = emb.labels if emb.labels is not None else [None] * n
         df = pd.DataFrame({"id": text_series(map(str, emb.ids)), "path": text_series(paths),
                            "label": text_series(None if v is None else str(v) for v in labels)})
+        df = self._store_paths(df)
         if ESCAPED not in df:
             df[ESCAPED] = False
         write_table(self.file(ITEMS), df)
 
     def read_items(self):
-        return read_table(self._need(ITEMS))
+        """``id``, ``path`` (absolute: resolved against the collection root), ``label``."""
+        return self._resolve_paths(read_table(self._need(ITEMS)))
 
     @property
     def embeddings_path(self) -> Path:
@@ -287,7 +344,8 @@ class _Files:
             ids=items["id"].tolist(), vectors=vectors, encoder=enc.get("name") or "",
             encoder_version=enc.get("id") or "",
             paths=paths if any(p is not None for p in paths) else None,
-            labels=labels if any(v is not None for v in labels) else None, extras=extras)
+            labels=labels if any(v is not None for v in labels) else None, extras=extras,
+            root=self.collection_root.path)
 
     def read_vectors(self, mmap: bool = True) -> np.ndarray:
         """The (n, d) float32 vectors alone (memory-mapped by default), without the items table
@@ -311,24 +369,28 @@ class _Files:
         missing = {"id", "cluster", "status"} - set(df.columns)
         if missing:
             raise RunDirError(f"assignments need columns {sorted(missing)}")
+        df = self._store_paths(df)
         if ESCAPED not in df:  # always: one schema with the batch writer (TableWriter)
             df = df.assign(**{ESCAPED: False})
         write_table(self.file(ASSIGNMENTS), df)
         write_table(self.file(ASSIGNMENTS_CSV), df)
 
     def read_assignments(self, columns: list[str] | None = None):
+        """The per-item table; ``path`` absolute (resolved against the collection root)."""
         df = read_table(self._need(ASSIGNMENTS), columns=columns)
         if columns is not None and ESCAPED not in columns and ESCAPED in df:
             df = df.drop(columns=ESCAPED)
-        return df
+        return self._resolve_paths(df)
 
     # -- json documents ------------------------------------------------------------------------
     def write_clusters(self, clusters: list[dict], **extra) -> None:
-        write_json(self.file(CLUSTERS), {"run_id": self.run_id, "clusters": clusters, **extra})
+        """Per cluster summaries; example paths stored like the items' (relative to the root)."""
+        write_json(self.file(CLUSTERS), {"run_id": self.run_id, "clusters": self._store_examples(clusters),
+                                         **extra})
 
     def read_clusters(self) -> list[dict]:
         p = self.file(CLUSTERS)
-        return read_json(p).get("clusters", []) if p.exists() else []
+        return self._resolve_examples(read_json(p).get("clusters", [])) if p.exists() else []
 
     def write_hierarchy(self, arrays: dict[str, np.ndarray]) -> None:
         """The cluster tree of a clusterer with levels (``Pipeline.hierarchy_arrays``):
@@ -353,12 +415,13 @@ class _Files:
         missing = {"id", "duplicate_group"} - set(df.columns)
         if missing:
             raise RunDirError(f"duplicates need columns {sorted(missing)}")
-        write_table(self.file(DUPLICATES), df)
+        write_table(self.file(DUPLICATES), self._store_paths(df))
 
     def read_duplicates(self, columns: list[str] | None = None):
-        """The duplicate groups table, None when the run was made without ``--dedup``."""
+        """The duplicate groups table (``path`` absolute), None when the run was made without
+        ``--dedup``."""
         p = self.file(DUPLICATES)
-        return read_table(p, columns=columns) if p.exists() else None
+        return self._resolve_paths(read_table(p, columns=columns)) if p.exists() else None
 
     def write_info(self, info: dict) -> None:
         write_json(self.file(RUN_JSON), info)
@@ -488,8 +551,9 @@ class TableWriter:
     ``path`` are written in their text form (:func:`texts`) and every row gets ``escaped``.
     Files appear under their final names only when :meth:`close` succeeds."""
 
-    def __init__(self, path: Path, csv_path: Path | None = None, required=("id",)):
+    def __init__(self, path: Path, csv_path: Path | None = None, required=("id",), prepare=None):
         self.path, self.csv_path, self.required = Path(path), csv_path, tuple(required)
+        self.prepare = prepare  # applied to every batch first (the run's stored form of paths)
         self.schema = None
         self.rows = 0
         self._writer = None
@@ -518,6 +582,8 @@ class TableWriter:
             missing = set(self.required) - set(df.columns)
             if missing:
                 raise RunDirError(f"{self.path.name} needs columns {sorted(missing)}")
+        if self.prepare is not None:
+            df = self.prepare(df)
         df = escape_table(df)  # the one rule of fileio: rows with non-UTF-8 text, escaped
         if ESCAPED not in df:
             df = df.assign(**{ESCAPED: False})
@@ -642,11 +708,35 @@ class RunDir(_Files):
     """A published run folder. ``RunDir.open(path)`` checks it; ``RunDir.create(path)`` builds
     a new one (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, collection_root: str | os.PathLike | None = None):
         self.path = Path(path)
+        self._given_root = collection_root
+        self._root: Root | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+    @property
+    def collection_root(self) -> Root:
+        """Where the collection's files are now (``locations.find``): the root given to
+        :meth:`open` (``--collection-root``), else the recorded one, else the one at the same
+        place relative to the run folder. A run made before roots were recorded (absolute
+        paths) has its items' common folder as root, moved to the given one."""
+        if self._root is None:
+            info = self.info if self.file(RUN_JSON).exists() else {}
+            if isinstance(info.get(ROOT_KEY), str):
+                self._root = find_root(info[ROOT_KEY], info.get(ROOT_FROM_RUN_KEY), self.path, given=self._given_root)
+            elif self._given_root is None:
+                self._root = Root(path=None)
+            else:
+                items = read_table(self._need(ITEMS), columns=["path"])
+                self._root = legacy_root(items["path"].tolist(), given=self._given_root)
+        return self._root
+
+    def _storing_root(self, paths=None) -> Root:
+        # a run from before roots were recorded keeps absolute paths: its run.json names no root
+        recorded = self.file(RUN_JSON).exists() and isinstance(self.info.get(ROOT_KEY), str)
+        return self.collection_root if recorded else Root(path=None)
 
     @staticmethod
     def is_run(path: str | os.PathLike) -> bool:
@@ -659,8 +749,13 @@ class RunDir(_Files):
             return False
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> RunDir:
-        """A run folder for reading; refuses anything else with a message that says what it is."""
+    def open(cls, path: str | os.PathLike, collection_root: str | os.PathLike | None = None) -> RunDir:
+        """A run folder for reading; refuses anything else with a message that says what it is.
+        ``collection_root``: where the collection's files are now, when they moved (see
+        :attr:`collection_root`)."""
+        from .locations import check_given
+
+        check_given(collection_root)
         path = Path(path)
         _recover(path)
         if not path.exists():
@@ -682,7 +777,7 @@ class RunDir(_Files):
         if ver != SCHEMA_VERSION:
             raise RunDirError(f"{path} has run-folder schema version {ver!r}; this mediacluster reads "
                               f"version {SCHEMA_VERSION}; re-run `mediacluster cluster`")
-        return cls(path)
+        return cls(path, collection_root=collection_root)
 
     @classmethod
     def create(cls, path: str | os.PathLike, command: str = "cluster") -> RunBuilder:
@@ -710,11 +805,29 @@ class RunBuilder(_Files):
         self._run_id = uuid.uuid4().hex[:16]
         self.path = None
         self._lock = None
+        self._root: Root | None = None
         self.published: RunDir | None = None
 
     @property
     def run_id(self) -> str:
         return self._run_id
+
+    def set_collection_root(self, root: str | os.PathLike | None) -> None:
+        """The collection root (``Collection.root``: the folder given, a manifest's folder) that
+        item paths are stored relative to; set before writing any table. Without one, the
+        common folder of the first paths written."""
+        if root is not None:
+            root = os.path.abspath(os.fspath(root))
+            self._root = Root(path=root, recorded=root)
+
+    @property
+    def collection_root(self) -> Root:
+        return self._root or Root(path=None)
+
+    def _storing_root(self, paths=None) -> Root:
+        if self._root is None and paths is not None:
+            self.set_collection_root(common_folder(p for p in paths if isinstance(p, str)))
+        return self.collection_root
 
     def check_target(self) -> None:
         t = self.target
@@ -759,11 +872,11 @@ class RunBuilder(_Files):
     def assignments_writer(self, csv: bool = True) -> TableWriter:
         """Write ``assignments.parquet`` (and ``.csv`` unless ``csv=False``) batch by batch."""
         return TableWriter(self.file(ASSIGNMENTS), self.file(ASSIGNMENTS_CSV) if csv else None,
-                           required=("id", "cluster", "status"))
+                           required=("id", "cluster", "status"), prepare=self._store_paths)
 
     def items_writer(self) -> TableWriter:
         """Write ``items.parquet`` batch by batch (DataFrames with ``id``, ``path``, ``label``)."""
-        return TableWriter(self.file(ITEMS), None, required=("id", "path", "label"))
+        return TableWriter(self.file(ITEMS), None, required=("id", "path", "label"), prepare=self._store_paths)
 
     def embeddings_writer(self, n: int, dim: int) -> EmbeddingsWriter:
         return EmbeddingsWriter(self.file(EMBEDDINGS), n, dim)
@@ -786,9 +899,11 @@ class RunBuilder(_Files):
     def base_info(self) -> dict:
         from ._version import versions
 
+        where = self.collection_root.record(self.target)
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "run_id": self._run_id,
                 "command": self.command, "versions": versions(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **({ROOT_KEY: where["root"], ROOT_FROM_RUN_KEY: where["root_from_store"]} if where else {})}
 
     def write_info(self, info: dict) -> None:
         write_json(self.file(RUN_JSON), {**self.base_info(), **info})

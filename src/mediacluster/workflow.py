@@ -29,6 +29,7 @@ from .ingest.stream import (
     open_vectors,
     streamable,
 )
+from .locations import common_folder
 from .naming.names import level_names_map, merge_names, name_clusters, name_levels
 from .pipeline import Pipeline
 from .rundir import RunDir
@@ -206,6 +207,8 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     asked, and run.json. Returns the model version's path inside the builder, if saved.
     ``duplicates``: the fitted ``DuplicateFinder`` of ``--dedup`` (see :func:`add_duplicates`)."""
     timings = dict(timings or {})
+    if run.collection_root.path is None:  # item paths are stored relative to the embeddings' root
+        run.set_collection_root(emb.root)
     t = time.perf_counter()
     # with --dedup, examples and names come from one item per duplicate group, as the fit did
     single = None if duplicates is None else duplicates.duplicate_of_ < 0
@@ -279,9 +282,11 @@ def publish_model(run, pipe: Pipeline, metadata: dict, duplicates=None) -> str:
     index = duplicates.index()
     meta = {**metadata, "run_id": run.run_id, "source": run.command, "duplicates": True}
 
+    root = run.collection_root.path  # the index stores its paths relative to the run's root
+
     def write(folder):
         pipe.save(folder, metadata=meta)
-        save_to_model(folder, index)
+        save_to_model(folder, index, root=root)
 
     return str(ModelStore(run.file("models")).publish(write, run.run_id, run.command))
 
@@ -363,6 +368,7 @@ def cluster_folder(
                                       media="vector", source=str(source))
                 else:
                     coll = collect(source, media=media, labels_from_folders=labels_from_folders)
+                    run.set_collection_root(coll.root)  # item paths are stored relative to it
                 timings["ingest"] = time.perf_counter() - t
                 if len(coll) == 0:
                     kind = coll.media if media == "auto" else media
@@ -452,6 +458,8 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         ids = source.ids()
         paths = source.paths()
         labels = source.labels()
+        if paths is not None and run.collection_root.path is None:  # before the first batch: one root
+            run.set_collection_root(common_folder(p for p in paths if isinstance(p, str)))
         sample_extras = {k: v[rows] for k, v in (extras or {}).items()}
         named, by_level = [], {}
         if name:

@@ -38,6 +38,25 @@ def printable(text) -> str:
     return "".join(out)
 
 
+def add_collection_root(p, reads: str) -> None:
+    """``--collection-root DIR``: where the collection's files are now, for a command that opens
+    files a run or model recorded (``reads``: what it does with them). One meaning everywhere:
+    the root item paths are resolved against (``mediacluster.locations``)."""
+    p.add_argument("--collection-root", default=None, metavar="DIR",
+                   help=f"the folder that holds the collection's files now, when it moved since the run was "
+                        f"made (default: where it was, else the same place relative to the run, as when a "
+                        f"project folder with the photos and the run was moved whole); {reads}")
+
+
+def note_missing_root(run) -> None:
+    """On stderr: the run's collection root is not where it was recorded (nor beside the run),
+    with the flag that says where it is now."""
+    loc = run.collection_root
+    if loc.path is not None and not loc.given and not loc.found:
+        sys.stderr.write(f"note: the collection root {printable(loc.path)} recorded in the run is not there "
+                         "(moved?); pass --collection-root DIR, the folder that holds the files now\n")
+
+
 class _PrintableFormatter(logging.Formatter):
     """Log lines safe on a terminal: every line of a message through :func:`printable`."""
 

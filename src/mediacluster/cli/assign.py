@@ -20,7 +20,7 @@ from ..fileio import text_series, write_table
 from ..ingest import collect
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
-from . import printable
+from . import add_collection_root, printable
 from .cluster import level_arg, positive_int
 
 
@@ -34,11 +34,8 @@ def add_parser(sub):
                         "(0 = coarsest; 'auto' = the clusterer's own choice) instead of the level the model "
                         "was saved with; the cluster, name and probability columns follow it (every level's "
                         "columns level_<k> are written either way)")
-    p.add_argument("--collection-root", default=None, metavar="DIR",
-                   help="with a model saved with --dedup: the folder that holds the model's training files now "
-                        "(default: where they were, else the same place relative to the model, as when a "
-                        "project folder with the photos and the run was moved whole); the geometric "
-                        "near-duplicate check reads them")
+    add_collection_root(p, "with a model saved with --dedup: the geometric near-duplicate check reads its "
+                           "training files")
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
     p.add_argument("--encoder", default=None, help="encoder (default: the one recorded in the model)")
     p.add_argument("--cache-dir", default=None, help="embedding cache directory")

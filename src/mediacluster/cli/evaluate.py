@@ -29,8 +29,8 @@ def add_parser(sub):
         description=__doc__.split("\n\n")[0])
     p.add_argument("source", metavar="RUN_OR_MODEL", help="run folder (mediacluster cluster --out) or model folder")
     p.add_argument("--labels", default=None,
-                   help="CSV/Parquet manifest with an 'id' or 'path' column and a 'label' column "
-                        "(overrides labels stored in the run)")
+                   help="CSV/Parquet manifest with an 'id' or 'path' column (absolute, or relative to the "
+                        "run's collection root) and a 'label' column (overrides labels stored in the run)")
     p.add_argument("--out", default=None, help="where to write evaluation.json (default: inside RUN_OR_MODEL)")
     p.add_argument("--sample-size", type=int, default=10000,
                    help="silhouette on a seeded random sample of this many items (default 10000)")

@@ -9,7 +9,7 @@ from ..errors import MediaclusterError
 from ..report import make_report, missing_thumbnails
 from ..rundir import RunDir
 from ..workflow import publish_tuned_run
-from . import printable
+from . import add_collection_root, note_missing_root, printable
 
 
 def add_parser(sub):
@@ -28,11 +28,12 @@ def add_parser(sub):
                    help="2-D map projection (computed once, cached as RUN_DIR/map2d.npy)")
     p.add_argument("--workers", type=int, default=None, help="thumbnail threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_collection_root(p, "the report's thumbnails are made from the files")
     return p
 
 
 def run(args) -> int:
-    run_dir = RunDir.open(args.run_dir)
+    run_dir = RunDir.open(args.run_dir, collection_root=args.collection_root)
     path = make_report(run_dir, out=args.out, vocabulary=args.vocabulary, rename=args.rename,
                        names_template=args.names_template, thumb_size=args.thumb_size,
                        map_method=args.map_method, workers=args.workers, progress=not args.quiet)
@@ -43,6 +44,7 @@ def run(args) -> int:
     missing = missing_thumbnails(path)
     if missing:
         print_missing(missing)
+        note_missing_root(run_dir)
         return 3  # done, but some items are shown without a picture
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import printable
+from . import add_collection_root, printable
 from .cluster import positive_int
 
 
@@ -50,9 +50,8 @@ def add_parser(sub):
                         "(default 1: on few cores one process batching the encoder is faster)")
     p.add_argument("--token", default=None, help="access token clients send as 'Authorization: "
                    "Bearer TOKEN' (default: none on loopback, a random one elsewhere)")
-    p.add_argument("--collection-root", default=None, metavar="DIR",
-                   help="with a model saved with --dedup: the folder that holds its training files now "
-                        "(see `assign --collection-root`)")
+    add_collection_root(p, "with a model saved with --dedup: the geometric near-duplicate check reads its "
+                           "training files")
     p.add_argument("--tags", default=None, metavar="TAG_MODEL",
                    help="a tag model (`mediacluster tags train`) trained on the same encoder: each "
                         "answer then carries suggested tags, or none when the tagger abstains")

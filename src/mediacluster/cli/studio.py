@@ -12,8 +12,9 @@ from __future__ import annotations
 import sys
 import threading
 
+from ..rundir import RunDir
 from ..studio.session import Studio
-from . import printable
+from . import add_collection_root, note_missing_root, printable
 
 DEFAULT_PORT = 8765
 
@@ -37,13 +38,16 @@ def add_parser(sub):
                    help="write an export of the curated clusters into RUN_DIR/exports and exit")
     p.add_argument("--export-mode", choices=["symlink", "copy"], default="symlink",
                    help="folders export: symbolic links (default) or copies")
+    add_collection_root(p, "the studio shows the files and exports link to them")
     return p
 
 
 def run(args) -> int:
     from ..web.app import port_free, resolve_token, run_server
 
-    studio = Studio(args.run_dir, map_method=args.map_method, progress=True)
+    run_dir = RunDir.open(args.run_dir, collection_root=args.collection_root)
+    note_missing_root(run_dir)
+    studio = Studio(run_dir, map_method=args.map_method, progress=True)
     if args.publish or args.export:
         try:
             if args.export:

@@ -13,12 +13,14 @@ is still readable) > semantic (cosine >= ``semantic_only_threshold``).
 (arrays, no pickle); ``DuplicateIndex.load(folder)`` reads them back.
 
 The stored files are found again after the collection, the run or the model moved: the index
-keeps each path relative to the collection root (the training files' deepest common folder),
-that root as it was, and the root relative to the index folder. On load the root is the one
-given (``root=``; ``assign --collection-root``), else the recorded one while it exists, else
-the one at the same place relative to the index (a project folder holding the photos and the
-run, moved or copied whole). An index written before (format 1, absolute paths) is read the
-same way, its root being its paths' common folder. Where no root holds the files, queries
+keeps each path relative to the collection root (the run's, ``save(root=)``, when every
+training file lies under it; else their deepest common folder), that root as it was, and the
+root relative to the index folder. On load the root is found by ``mediacluster.locations``
+(the one rule of every stored item path): the one given (``root=``; ``assign
+--collection-root``), else the recorded one while it exists, else the one at the same place
+relative to the index (a project folder holding the photos and the run, moved or copied
+whole). An index written before (format 1, absolute paths) is read the same way, its root
+being its paths' common folder. Where no root holds the files, queries
 still answer by hashes and vectors; only the geometric check, which reads the stored file,
 is skipped (``files_found`` says so).
 """
@@ -34,6 +36,7 @@ import numpy as np
 
 from ..errors import InputError, ModelFormatError
 from ..fileio import path_to_text
+from ..locations import Root, check_given, common_folder, find, legacy, split_root, under
 from .grouping import KINDS
 from .hashing import THUMB, hamming
 
@@ -238,8 +241,10 @@ class DuplicateIndex:
         return self._verifier.verify(a, b)[0]
 
     # -- persistence -----------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``duplicates.json`` and ``duplicates.npz`` into ``folder`` (atomically each)."""
+    def save(self, folder: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+        """Write ``duplicates.json`` and ``duplicates.npz`` into ``folder`` (atomically each).
+        ``root``: the collection root (the run's; default, or when a path lies outside it: the
+        paths' common folder), which the paths are stored relative to."""
         from ..fileio import atomic_path, write_json
 
         folder = Path(folder)
@@ -253,12 +258,12 @@ class DuplicateIndex:
         with atomic_path(folder / NPZ_NAME) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-        root, rel = split_root(self.paths)
-        where = None if root is None else {
-            "root": path_to_text(root, force=True),
-            "root_from_index": path_to_text(os.path.relpath(root, os.path.abspath(folder)), force=True)}
+        loc = _root_for(self.paths, root)
+        rel = None if self.paths is None else loc.store_all(self.paths)
+        where = loc.record(folder)
+        where = {"root": where["root"], "root_from_index": where["root_from_store"]} if where else {}
         write_json(folder / JSON_NAME, {
-            "format": FORMAT, "params": self.params, "ids": self.ids, **(where or {}),
+            "format": FORMAT, "params": self.params, "ids": self.ids, **where,
             "paths": None if rel is None else [None if r is None else path_to_text(r, force=True) for r in rel],
             "arrays": sorted(arrays)})
         return folder
@@ -328,22 +333,23 @@ def _half(V) -> np.ndarray:
     return V.to_array(np.float16) if isinstance(V, UnitRows) else np.asarray(V).astype(np.float16)
 
 
-def split_root(paths) -> tuple[str | None, list | None]:
-    """``(root, relative paths)``: the deepest folder holding every path (made absolute) and each
-    path relative to it (None stays None); ``(None, None)`` without paths."""
-    if not paths or all(p is None for p in paths):
-        return None, None if paths is None else list(paths)
-    full = [None if p is None else os.path.abspath(os.fspath(p)) for p in paths]
-    root = os.path.commonpath([os.path.dirname(p) for p in full if p is not None])
-    return root, [None if p is None else os.path.relpath(p, root) for p in full]
+def _root_for(paths, root) -> Root:
+    """The root an index is saved against: ``root`` when every path lies under it, else the
+    paths' common folder (format 2 keeps every path relative)."""
+    full = [os.path.abspath(p) for p in paths or () if p is not None]
+    if root is not None and all(under(p, os.path.abspath(root)) for p in full):
+        top = os.path.abspath(root)
+    else:
+        top = common_folder(full)
+    return Root(path=top, recorded=top)
 
 
 def _resolve_paths(meta: dict, paths, folder: Path, root, where) -> tuple[str | None, list | None]:
-    """``(root, absolute paths)`` of a stored index (see the module doc for the order)."""
+    """``(root, absolute paths)`` of a stored index (``locations.find``: the one rule for stored
+    item paths)."""
     from ..fileio import path_from_text
 
-    if root is not None and not os.path.isdir(root):
-        raise InputError(f"collection root {root}: not a folder (where the model's training files are now)")
+    check_given(root)
     if paths is None or all(p is None for p in paths):
         return None, paths
     if meta["format"] == FORMAT:
@@ -353,22 +359,22 @@ def _resolve_paths(meta: dict, paths, folder: Path, root, where) -> tuple[str | 
         rel = [None if p is None else path_from_text(p) for p in paths]
         if any(r is not None and os.path.isabs(r) for r in rel):
             raise ModelFormatError(f"{where}: paths must be relative to 'root'")
-        recorded = path_from_text(meta["root"])
-        near = os.path.normpath(os.path.join(os.path.abspath(folder), path_from_text(meta["root_from_index"])))
+        loc = find(meta["root"], meta["root_from_index"], folder, given=root)
     else:  # format 1: absolute paths as they were; their common folder is the root
-        recorded, rel = split_root(paths)
-        near = None
-    found = os.fspath(root) if root is not None else next(
-        (r for r in (recorded, near) if r is not None and os.path.isdir(r)), recorded)
-    found = os.path.abspath(found)
-    return found, [None if r is None else os.path.normpath(os.path.join(found, r)) for r in rel]
+        rel = paths
+        loc = legacy(paths, given=root)
+        if loc.path is None:
+            loc = Root(path=loc.recorded, recorded=loc.recorded)
+    return loc.path, [None if r is None else os.path.normpath(loc.resolve(r)) for r in rel]
 
 
-def save_to_model(model_dir: str | os.PathLike, index: DuplicateIndex) -> Path:
-    """Store ``index`` inside a model folder (``persist.DUPLICATES_DIR``), before it is published."""
+def save_to_model(model_dir: str | os.PathLike, index: DuplicateIndex,
+                  root: str | os.PathLike | None = None) -> Path:
+    """Store ``index`` inside a model folder (``persist.DUPLICATES_DIR``), before it is published;
+    ``root``: the run's collection root (see :meth:`DuplicateIndex.save`)."""
     from ..persist import DUPLICATES_DIR
 
-    return index.save(Path(model_dir) / DUPLICATES_DIR)
+    return index.save(Path(model_dir) / DUPLICATES_DIR, root=root)
 
 
 def read_from_model(model_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> DuplicateIndex | None:

@@ -235,6 +235,7 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
         extras=extras,
         skipped=skipped,
         timings=timings,
+        root=collection.root,
     )
     emb.content_hashes = [hashes[i] for i in keep_idx]  # the cache's hash: exact duplicates for free
     emb.cache_stats = {"items": len(paths), "distinct": n_unique, "cached": n_unique - len(todo_hashes),

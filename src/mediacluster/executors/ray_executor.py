@@ -245,7 +245,7 @@ class RayExecutor:
             ids=[collection.ids[i] for i in kept], vectors=vectors, encoder=encoder.name,
             encoder_version=encoder.id, paths=[collection.paths[i] for i in kept],
             labels=None if collection.labels is None else [collection.labels[i] for i in kept],
-            extras=extras, skipped=skipped)
+            extras=extras, skipped=skipped, root=collection.root)
 
     # -- assignment ------------------------------------------------------------------------------
     def assign(self, vectors_path: str, n: int, pipe, sample: np.ndarray, ref_xy=None,

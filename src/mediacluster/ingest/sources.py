@@ -109,7 +109,8 @@ def collect(
     if suffix in MEDIA_EXTENSIONS[media]:  # a single file
         full = os.path.abspath(p)
         label = [p.parent.name] if labels_from_folders else None
-        return Collection(ids=[full], paths=[full], labels=label, media=media, source=str(p))
+        return Collection(ids=[full], paths=[full], labels=label, media=media, source=str(p),
+                          root=os.path.dirname(full))
     raise InputError(
         f"don't know how to read {p}: expected a folder, a CSV/Parquet manifest with a 'path' "
         f"column, or embeddings (.npy, .npz, Parquet with an id and a vector column)"
@@ -228,6 +229,7 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
         media=media,
         skipped=skipped,
         source=str(root),
+        root=str(root),
     )
 
 
@@ -365,7 +367,7 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
             labels.append(_str_or_none(raw_labels[row]))
     return Collection(
         ids=ids, paths=paths, labels=labels if (has_labels or labels_from_folders) else None,
-        media=media, skipped=skipped, source=str(p),
+        media=media, skipped=skipped, source=str(p), root=str(base),
     )
 
 

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError, ParameterError
+
 EXACT_MAX = 10000
 METHODS = ("auto", "exact", "nndescent", "ivf", "svd")
 SVD_DIMS = 256
@@ -64,23 +66,24 @@ def knn_graph(X, k: int, metric: str = "cosine", method: str = "auto", nprobe: i
     import faiss
 
     if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
+        raise ParameterError(f"knn_graph: metric must be one of {METRICS}, not {metric!r}", "metric")
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+        raise ParameterError(f"knn_graph: method must be one of {METHODS}, not {method!r}", "method")
     X = np.asarray(X)
     if X.ndim != 2 or len(X) < 2:
-        raise ValueError(f"knn_graph needs a 2-D array of at least 2 rows, got shape {X.shape}")
+        raise InputError(f"knn_graph needs a 2-D array of at least 2 rows, got shape {X.shape}")
     n = len(X)
     k = int(min(int(k), n))
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ParameterError(f"knn_graph: k must be >= 1, got {k}", "k")
     Y = _prepare(X, metric)
     d = Y.shape[1]
     if method == "auto":
         method = "exact" if n <= EXACT_MAX else ("nndescent" if metric == "cosine" else "ivf")
     if method == "nndescent":
         if metric != "cosine":
-            raise ValueError("method='nndescent' (EVoC's) supports metric='cosine' only")
+            raise ParameterError(f"knn_graph: method='nndescent' (EVoC's) supports metric='cosine' only, "
+                                 f"not {metric!r}", "metric")
         from evoc.knn_graph import knn_graph as evoc_knn  # numba kernels: imported when used
 
         idx, dist = evoc_knn(Y, n_neighbors=k, random_state=random_state)
@@ -90,7 +93,8 @@ def knn_graph(X, k: int, metric: str = "cosine", method: str = "auto", nprobe: i
         return idx.astype(np.int32), dist
     if method == "svd":
         if metric != "cosine":
-            raise ValueError("method='svd' supports metric='cosine' only")
+            raise ParameterError(f"knn_graph: method='svd' (a projection of unit rows) supports metric='cosine' "
+                                 f"only, not {metric!r}; use method='exact' or 'ivf' for {metric!r}", "metric")
         Y = svd_project(Y, dims)
         d = Y.shape[1]
     inner = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2

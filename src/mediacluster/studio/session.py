@@ -58,8 +58,11 @@ class Studio:
     """A run opened for curation (see the module docstring)."""
 
     def __init__(self, run: RunDir | str | os.PathLike, map_method: str = "auto",
-                 write_delay: float = WRITE_DELAY, progress: bool = False, warm: bool = True):
-        self.run = run if isinstance(run, RunDir) else RunDir.open(run)
+                 write_delay: float = WRITE_DELAY, progress: bool = False, warm: bool = True,
+                 collection_root: str | os.PathLike | None = None):
+        # collection_root: where the files are now, when given a run folder's path (a RunDir
+        # carries its own, see RunDir.open)
+        self.run = run if isinstance(run, RunDir) else RunDir.open(run, collection_root=collection_root)
         self.run_id = self.run.run_id
         info = self.run.info
         self.encoder_info = info.get("encoder") or {}
@@ -80,6 +83,9 @@ class Studio:
                       for v in a["label"].tolist()] if "label" in a else None
         self.dup_group = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
         self.levels = _read_levels(self.run, a, self.n)
+        # every level's stored automatic names: level index -> {cluster: {cluster, name, alternatives}}
+        self._level_names = {k: {int(e["cluster"]): e for e in named}
+                             for k, named in self.run.read_level_names().items()} if self.levels else {}
         self.vectors = self.run.read_vectors(mmap=True)
         if len(self.vectors) != self.n:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
@@ -739,7 +745,8 @@ class Studio:
 
         Automatic (no ``k``, ``reducer="auto"``) on a run with levels: the split the hierarchy
         already holds (:meth:`_tree_split`, space ``"tree"``): the cluster's children at the
-        first finer level, so the parts are the clusters the report's finer levels show.
+        first finer level, so the parts are the clusters the report's finer levels show (and,
+        when they are exactly those clusters, carry the names the run stored for them).
         Otherwise the clusterer is K-means with ``k``, or the default clusterer's
         silhouette-chosen K-means over 2..:data:`SPLIT_K_MAX` parts, in the space ``reducer``
         names: ``auto`` = the saved model's reduced coordinates of the members when the run kept
@@ -767,8 +774,9 @@ class Studio:
         if tree is None and reducer == "tree":
             raise InputError("the run has no finer level that splits this cluster "
                              "(a run of the engine has levels); use model, pca or umap, or choose k")
+        stored = None
         if tree is not None:
-            (parts, level_name), space = tree, "tree"
+            (parts, level_name, stored), space = tree, "tree"
         else:
             parts, space = self._recluster(members, X, k, reducer)
             level_name = None
@@ -776,12 +784,15 @@ class Studio:
         parts = parts.astype(np.int64)
         if parts.max(initial=0) < 1:
             raise InputError(f"the clusterer found no split of cluster {cid}; choose k")
-        enc = self._get_encoder() if str(self.encoder_info.get("name") or "").startswith("clip") else None
-        named = name_clusters(X if enc is not None else None, parts,
-                              imagenet_probs=(np.asarray(self.imagenet[members], dtype=np.float32)
-                                              if self.imagenet is not None else None),
-                              encoder=enc)
-        names = {e["cluster"]: e for e in named}
+        if stored is not None:  # the finer level's own clusters: the names the run gave them
+            names = dict(enumerate(stored))
+        else:
+            enc = self._get_encoder() if str(self.encoder_info.get("name") or "").startswith("clip") else None
+            named = name_clusters(X if enc is not None else None, parts,
+                                  imagenet_probs=(np.asarray(self.imagenet[members], dtype=np.float32)
+                                                  if self.imagenet is not None else None),
+                                  encoder=enc)
+            names = {e["cluster"]: e for e in named}
         out_parts = []
         for p in range(int(parts.max()) + 1):
             idx = np.flatnonzero(parts == p)
@@ -841,14 +852,19 @@ class Studio:
             parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
         return parts, space
 
-    def _tree_split(self, members: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, str] | None:
-        """(part of each member, level name) from the run's hierarchy, or None.
+    def _tree_split(self, members: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, str, list | None] | None:
+        """(part of each member, level name, the parts' stored names) from the run's hierarchy,
+        or None.
 
         The coarsest level at which the members fall into 2 to :data:`SPLIT_K_MAX` parts of at
         least :func:`min_part` items each; members in smaller pieces (items a person moved in,
         slivers of a neighbour) join the part most of their 15 nearest members (cosine, the
         run's vectors) are in. An unedited cluster's parts are then exactly its children in
-        the tree. None when no level splits it that way (a leaf, or a jump to too many parts)."""
+        the tree. None when no level splits it that way (a leaf, or a jump to too many parts).
+        When the parts are exactly that level's clusters (no piece joined to a part, none of
+        their items elsewhere), their names are the level's names the run stored
+        (``level_names.json``: what the report's level view shows), one dict per part; else None
+        and the parts are named afresh."""
         from ..stages.cluster import knn_vote
 
         m = len(members)
@@ -866,8 +882,19 @@ class Studio:
             if not keep.all():
                 Xn = l2_normalize(X)
                 parts[~keep], _, _ = knn_vote(Xn[keep], parts[keep], Xn[~keep], k=15)
-            return parts, str(lv["name"])
+            return parts, str(lv["name"]), self._stored_part_names(lv, vals, counts, keep)
         return None
+
+    def _stored_part_names(self, lv: dict, vals: np.ndarray, counts: np.ndarray, keep: np.ndarray) -> list | None:
+        """The stored names of a tree split's parts (see :meth:`_tree_split`), or None."""
+        stored = self._level_names.get(lv.get("index")) if lv.get("index") is not None else None
+        if not stored or not keep.all():
+            return None
+        whole = np.bincount(lv["labels"][lv["labels"] >= 0], minlength=int(vals.max()) + 1)
+        if any(whole[v] != c for v, c in zip(vals.tolist(), counts.tolist())):
+            return None  # a part is only some of its cluster's items: not that cluster
+        named = [stored.get(int(v)) for v in vals.tolist()]
+        return named if all(e and e.get("name") for e in named) else None
 
     def _from_preview(self, req: dict) -> dict:
         with self._lock:
@@ -926,13 +953,16 @@ class Studio:
 def _read_levels(run: RunDir, a, n: int) -> list[dict]:
     """The run's hierarchy levels as flat labellings, coarse to fine: assignment columns named
     ``level_<k>``, else from ``hierarchy.npz`` every per-item integer array (n,) and every
-    (n_levels, n) integer array (the clusterer's ``levels_``, row 0 coarsest). [] without levels."""
+    (n_levels, n) integer array (the clusterer's ``levels_``, row 0 coarsest). [] without levels.
+    Each: ``name``, ``labels``, ``groups`` and ``index``, the level's key in ``level_names.json``
+    (None for an array that is not one of the tree's levels)."""
     out = []
     for c in a.columns:
-        if LEVEL_COLUMN.fullmatch(str(c)):
+        m = LEVEL_COLUMN.fullmatch(str(c))
+        if m:
             vals = a[c].to_numpy()
             if vals.dtype.kind in "iu":
-                out.append({"name": str(c), "labels": vals.astype(np.int64)})
+                out.append({"name": str(c), "labels": vals.astype(np.int64), "index": int(m.group(1))})
     if not out:
         try:
             h = run.read_hierarchy()
@@ -944,9 +974,11 @@ def _read_levels(run: RunDir, a, n: int) -> list[dict]:
             if v.dtype.kind not in "iu":
                 continue
             if v.ndim == 1 and len(v) == n:
-                out.append({"name": str(k), "labels": v.astype(np.int64)})
+                out.append({"name": str(k), "labels": v.astype(np.int64), "index": None})
             elif v.ndim == 2 and v.shape[1] == n and v.shape[0] <= 64:  # (levels, n), row 0 coarsest
-                out += [{"name": f"{k} {lv}", "labels": row.astype(np.int64)} for lv, row in enumerate(v)]
+                # "levels" is the tree of hierarchy.npz: its rows are the levels level_names.json keys
+                out += [{"name": f"{k} {lv}", "labels": row.astype(np.int64), "index": lv if k == "levels" else None}
+                        for lv, row in enumerate(v)]
     for lv in out:
         lv["groups"] = int(len(set(lv["labels"][lv["labels"] >= 0].tolist())))
     out.sort(key=lambda lv: lv["groups"])
