@@ -368,6 +368,14 @@ def test_export_and_download(server):
         pred = tasks[0]["predictions"][0]["result"][0]
         assert pred["type"] == "choices" and pred["from_name"] == "cluster" and pred["to_name"] == "image"
         assert tasks[0]["data"]["image"].startswith("/data/local-files/?d=")
+        # Label Studio serves the files from the run's collection root
+        from urllib.parse import unquote
+
+        from mediacluster.rundir import RunDir
+
+        root = RunDir.open(server.run).collection_root.path
+        assert f"DOCUMENT_ROOT={root} " in (out["labelstudio"] / "README.txt").read_text()
+        assert all((Path(root) / unquote(t["data"]["image"].split("?d=", 1)[1])).is_file() for t in tasks)
         cfg = (out["labelstudio"] / "label_config.xml").read_text()
         import xml.etree.ElementTree as ET
 

@@ -28,6 +28,7 @@ import numpy as np
 from ..data import NOISE, OUTLIER, l2_normalize, nearest_to_centre
 from ..errors import InputError, RunDirError, RunLockedError
 from ..fileio import cache_root
+from ..locations import under
 from ..rundir import RunDir, path_to_text
 from .editlog import Event
 from .state import CuratedState, EditConflict
@@ -927,8 +928,11 @@ class Studio:
         if kind not in KINDS:
             raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
         seq, df, table = self.curated_table()
+        root = self.run.collection_root.path  # Label Studio serves files under one folder:
+        if root is not None and not all(under(os.path.abspath(p), root) for p in self.paths if p):
+            root = None  # the collection's, when every file lies in it; else their common folder
         res = export(kind, self.run.exports_dir(), paths=self.paths, table=df, clusters=table, seq=seq,
-                     mode=mode)
+                     mode=mode, root=root)
         res["relative"] = path_to_text(os.path.relpath(res["path"], self.run.path))
         self._record("export", {"kind": kind, "path": res["relative"], "edits_seq": seq}, client)
         return res
