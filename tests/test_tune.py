@@ -358,9 +358,10 @@ def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_em
     # standard error of its objective, recorded at the last rung
     best = -np.inf
     for t in sorted(trials, key=lambda t: t.number):
-        if "rung1" in t.user_attrs:
-            se = t.user_attrs["rung1"]["objective_se"]
+        if "rung1" in t.user_attrs:  # recorded for the trials ahead of every promoted one
+            se = t.user_attrs["rung1"].get("objective_se")
             assert se is None or se > 0
+            assert ("objective_se" in t.user_attrs["rung1"]) == (t.intermediate_values[2] > best)
         if t.state.name == "COMPLETE":
             assert t.user_attrs["promoted_full"]
             assert t.intermediate_values[2] > best + (t.user_attrs["rung1"]["objective_se"] or 0.0)

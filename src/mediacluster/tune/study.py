@@ -208,12 +208,14 @@ class _Objective:
         # successive halving: rung r runs on a subsample and reports at step rf**r (the step
         # at which Optuna's SuccessiveHalvingPruner with min_resource=1 judges rung r)
         for r, level in enumerate(self.rungs):
-            last = r == len(self.rungs) - 1  # the leader rule reads the objective's SE there
-            low = self.ws.run(params, level, se=last and not self.multi)
+            low = self.ws.run(params, level)
             v = self.values(low.metrics)
             m = {k: val for k, val in low.metrics.items() if k != "params_used"}
-            if last and not self.multi:
-                m["objective_se"] = objective_se(self.fn, low.metrics)
+            if r == len(self.rungs) - 1 and not self.multi and _may_lead(trial.study, v, self.rf ** r):
+                # the leader rule reads the objective's SE; only a trial ahead of every trial
+                # sent on to the full size can need it
+                se = self.ws.input_silhouette_se(low.labels, level)
+                m["objective_se"] = objective_se(self.fn, low.metrics | {"silhouette_input_se": se})
             if self.y is not None:
                 idx = self.ws.index(level)
                 m.update(_external([self.y[i] for i in idx], low.labels))
@@ -365,6 +367,18 @@ _LEADER_PRUNER = None
 # sent on to a 73-second full-size trial that confirmed nothing (full-size values 0.0592, 0.0588,
 # 0.0591; seed means 0.0577-0.0580). See benchmarks/RESULTS.md, Tuning, "session 6".
 LEADER_MARGIN = 1.0
+
+
+def _may_lead(study, value: float, step: int) -> bool:
+    """Whether ``value`` at ``step`` beats that of every trial sent on to the full size."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if t.user_attrs.get(PROMOTED):
+            other = t.intermediate_values.get(step)
+            if other is not None and other >= value:
+                return False
+    return True
 
 
 class _LeaderPruner:

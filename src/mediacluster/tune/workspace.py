@@ -421,9 +421,8 @@ class Workspace:
         return g[1]
 
     # -- one trial ---------------------------------------------------------------------------
-    def run(self, params: dict, level: str = "full", score: bool = True, se: bool = False) -> TrialOutput:
-        """Fit the trial's pipeline with the shared work; labels -2/-1/>=0 + metrics (``se``:
-        also the sampled input-space silhouette's standard error, see ``score_labels``)."""
+    def run(self, params: dict, level: str = "full", score: bool = True) -> TrialOutput:
+        """Fit the trial's pipeline with the shared work; labels -2/-1/>=0 + metrics."""
         pipe = self.trial_pipeline(params, level)
         t0 = time.perf_counter()
         Z = self.reduce(pipe, level)
@@ -436,25 +435,32 @@ class Workspace:
              "time_cluster_s": pipe.timings_["cluster"]}
         if score:
             ts = time.perf_counter()
-            m.update(self.score(Z, labels, level, se=se))
+            m.update(self.score(Z, labels, level))
             m["time_score_s"] = time.perf_counter() - ts
         m["time_total_s"] = time.perf_counter() - t0
         return TrialOutput(labels=labels, metrics=m, Z=Z)
 
-    def score(self, Z: np.ndarray, labels: np.ndarray, level: str = "full", se: bool = False) -> dict:
+    def score(self, Z: np.ndarray, labels: np.ndarray, level: str = "full") -> dict:
         return score_labels(Z, self.data(level), labels, seed=self.seed,
                             silhouette_sample=self.silhouette_sample,
-                            dbcv_sample=self.dbcv_sample, input_sample=self.input_sample,
-                            input_se=se)
+                            dbcv_sample=self.dbcv_sample, input_sample=self.input_sample)
+
+    def input_silhouette_se(self, labels: np.ndarray, level: str = "full") -> float | None:
+        """The standard error (``metrics.silhouette``'s jackknife) of the input-space silhouette
+        that :meth:`score` recorded for these labels: the same seeded sample, 0.1-0.3 s more at
+        10,000 x 1,280, so it is computed only for the trials that need it (the leader rule)."""
+        from .. import metrics as M
+
+        s = M.silhouette(self.data(level), np.asarray(labels), sample_size=self.input_sample,
+                         random_state=self.seed, exclude_noise=True, metric="cosine", n_boot=100)
+        return s["se"]
 
 
 def score_labels(Z, X, labels, seed=0, silhouette_sample=5000, dbcv_sample=1000,
-                 input_sample=3000, input_se: bool = False) -> dict:
-    """Every label-free score a trial records (see ``objectives`` for how they combine).
-
-    The sampled silhouettes' standard errors (``metrics.silhouette``'s jackknife) are recorded as
-    ``silhouette_se`` and, with ``input_se`` (0.1-0.3 s more per trial at 10,000 x 1,280),
-    ``silhouette_input_se``; ``objectives.objective_se`` turns them into the objective's."""
+                 input_sample=3000) -> dict:
+    """Every label-free score a trial records (see ``objectives`` for how they combine). The
+    reduced-space silhouette's standard error (``metrics.silhouette``'s jackknife) is recorded
+    as ``silhouette_se``; the input-space one's on demand (``Workspace.input_silhouette_se``)."""
     from .. import metrics as M
 
     lab = np.asarray(labels)
@@ -477,10 +483,8 @@ def score_labels(Z, X, labels, seed=0, silhouette_sample=5000, dbcv_sample=1000,
                       n_boot=0)
     out["silhouette_all"] = sa["value"]
     si = M.silhouette(X, lab, sample_size=input_sample, random_state=seed, exclude_noise=True,
-                      metric="cosine", n_boot=100 if input_se else 0)
+                      metric="cosine", n_boot=0)
     out["silhouette_input"] = si["value"]
-    if input_se:
-        out["silhouette_input_se"] = si["se"]
     if k >= 2:
         d = M.dbcv(Z, lab, sample_size=dbcv_sample, random_state=seed)
         out["dbcv"] = None if not np.isfinite(d) else float(d)
