@@ -285,6 +285,9 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
     bad.write_text(json.dumps({"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [9, 3]}}))
     rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o2"), "--space", str(bad)])
     assert rc == 2 and "min 9 > max 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage error, exit 2, names the flag
+        main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o4"), "--leader-margin", "-1"])
+    assert exit_info.value.code == 2 and "--leader-margin" in capsys.readouterr().err
 
 
 def test_pipeline_tune_keeps_the_starting_pipelines_settings(X, shared_cache):
