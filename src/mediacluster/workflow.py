@@ -19,7 +19,7 @@ from .data import Collection, Embeddings, nearest_to_centre, status_of
 from .encoders import DEFAULT_ENCODERS, get_encoder
 from .errors import InputError
 from .executors import LocalExecutor, get_executor
-from .fileio import text_series
+from .fileio import release_pages, text_series
 from .ingest import collect
 from .ingest.stream import (
     BATCH_ROWS,
@@ -476,6 +476,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         with meter.stage("dedup"):
             mapped = np.load(run.embeddings_path, mmap_mode="r")  # searched block by block, never loaded
             finder = find_duplicates(mapped)
+            release_pages(mapped)  # read through once: its pages need not stay resident
         if finder.n_items_ != n:
             raise RuntimeError(f"internal: duplicates of {finder.n_items_} items for {n} stored")
 
@@ -499,6 +500,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
     if finder is not None:
         with meter.stage("dedup_representatives"):
             reps, rep_answers = _representative_answers(pipe, rows, finder, mapped, batch_rows)
+            release_pages(mapped)
 
     with meter.stage("name"):
         ids = source.ids()
