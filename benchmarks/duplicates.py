@@ -38,6 +38,8 @@ Usage::
 
     flock /tmp/mc-bench.lock python benchmarks/duplicates.py --imagededup /tmp/dups-imagededup --write
     flock /tmp/mc-bench.lock python benchmarks/duplicates.py --scale 1000000 --write
+    python benchmarks/duplicates.py --planted-npy /tmp/v200k.npy --scale 200000   # data for `cluster --dedup`
+    python benchmarks/duplicates.py --check-run RUN --planted-npy /tmp/v200k.npy  # its planted copies
 
 ``--write`` replaces the "## Duplicates (issue 14)" section (quality) or the "## Duplicates at
 scale (issue 14)" section (``--scale N``, N >= 1000) of benchmarks/RESULTS.md. ``--scale F`` with
@@ -586,6 +588,39 @@ def _planted_vectors(out: np.ndarray, seed: int, block: int = 50_000) -> tuple[n
     return dup, src
 
 
+def write_planted_npy(path: str, n: int, d: int, seed: int = 0) -> None:
+    """``path`` (.npy, float32, written block by block) with :func:`_planted_vectors`' rows and
+    ``path``.planted.npz (``dup``, ``src``: each copy's source row), the input of the
+    ``cluster --dedup --fit-sample`` measurement."""
+    tmp = path + ".tmp.npy"
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
+    dup, src = _planted_vectors(mm, seed)
+    mm.flush()
+    del mm
+    os.replace(tmp, path)
+    np.savez(path + ".planted.npz", dup=dup, src=src)
+
+
+def check_run(run: str, path: str) -> dict:
+    """How a ``cluster --dedup`` run kept the planted copies of ``path``: copies grouped with
+    their source, and copies in their source's cluster (with and without ``--dedup``)."""
+    from mediacluster.rundir import RunDir
+
+    r = RunDir.open(run)
+    p = np.load(path + ".planted.npz")
+    dup, src = p["dup"], p["src"]
+    a = r.read_assignments(["cluster"] + (["duplicate_group"] if "duplicates" in r.info else []))
+    c = a["cluster"].to_numpy()
+    out = {"planted": len(dup), "same_cluster": int((c[dup] == c[src]).sum()),
+           "summary": r.info["summary"], "timings_s": r.info["timings_s"], "peak_rss_mb": r.info["peak_rss_mb"],
+           "fit_sample": r.info["fit_sample"]}
+    if "duplicate_group" in a:
+        g = a["duplicate_group"].to_numpy()
+        out["grouped"] = int(((g[dup] >= 0) & (g[dup] == g[src])).sum())
+        out["duplicates"] = r.info["duplicates"]
+    return out
+
+
 def _memory_child(n: int, d: int, seed: int, mode: str, workdir: str) -> dict:
     """``DuplicateFinder.fit`` on ``n`` planted vectors held in memory (``mode`` "memory") or
     read from a ``.npy`` through ``np.load(mmap_mode="r")`` ("mmap"). The peak is measured over
@@ -720,8 +755,16 @@ def main() -> None:
     ap.add_argument("--inputs", default="memory,mmap", help="with --memory: input modes to measure")
     ap.add_argument("--tmp", default=None, help="with --memory: folder for the memory-mapped input")
     ap.add_argument("--memory-child", choices=["memory", "mmap"], help=argparse.SUPPRESS)
+    ap.add_argument("--planted-npy", default=None, metavar="PATH",
+                    help="write --scale N planted vectors (--dims) to PATH (.npy) and their copies' sources")
+    ap.add_argument("--check-run", default=None, metavar="RUN",
+                    help="with --planted-npy: how the cluster run RUN on it kept the planted copies (JSON)")
     args = ap.parse_args()
-    if args.report_only:
+    if args.check_run:
+        print(json.dumps(check_run(args.check_run, args.planted_npy), indent=1))
+    elif args.planted_npy:
+        write_planted_npy(args.planted_npy, int(args.scale), args.dims)
+    elif args.report_only:
         res = json.loads((Path(args.out) / "results.json").read_text())
         text = report(res, args)
         print(text)

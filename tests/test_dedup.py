@@ -193,6 +193,38 @@ def test_service_answers_duplicate_of(planted, dedup_run, tmp_path):
         s.stop()
 
 
+def test_dedup_with_a_fit_sample_groups_as_the_full_fit_and_keeps_copies_together(planted, dedup_run, tmp_path):
+    """``--fit-sample`` below the collection size: the groups are found over every item as a full
+    fit finds them (files: exact and perceptual links), the sample is drawn among their
+    representatives, and every copy gets its representative's cluster."""
+    full, _ = dedup_run
+    out = tmp_path / "sampled"
+    code, text = cli("cluster", planted["dir"], "--out", out, "--dedup", "--fit-sample", 50, "--save-model",
+                     "--quiet", "--cache-dir", planted["cache"])
+    assert code == 0, text
+    run = RunDir.open(out)
+    assert run.info["fit_sample"]["size"] == 50  # of 81 distinct items (424 with the copies)
+    pd.testing.assert_frame_equal(run.read_duplicates(), RunDir.open(full).read_duplicates())
+    assert run.info["duplicates"] == RunDir.open(full).info["duplicates"]
+    assert run.info["duplicates"]["links"]["exact"] > 0 and run.info["duplicates"]["links"]["perceptual"] > 0
+    a = run.read_assignments()
+    row = {p: i for i, p in enumerate(a["path"])}
+    rows = [row[p] for p in planted["many"]] + [row[planted["many_src"]]]
+    assert a["cluster"].iloc[rows].nunique() == 1 and a["duplicate_group"].iloc[rows].nunique() == 1
+    per = a[a["duplicate_group"] >= 0].groupby("duplicate_group")["cluster"].nunique()
+    assert (per == 1).all()
+    c = int(a["cluster"].iloc[rows[0]])
+    entry = next(e for e in run.read_clusters() if e["cluster"] == c)
+    assert entry["duplicates"]["largest"] == MANY + 1
+    copies = set(planted["many"]) | {planted["many_src"]}
+    assert sum(p in copies for p in entry["examples"]) <= 1
+    dst = tmp_path / "assigned.csv"
+    code, text = cli("assign", out, planted["new_copy"], "--out", dst, "--quiet", "--cache-dir", planted["cache"])
+    assert code == 0, text
+    df = pd.read_csv(dst)
+    assert df["duplicate_of"].iloc[0] == planted["new_copy_of"] and df["duplicate_kind"].iloc[0] == "exact"
+
+
 def test_dups_command_lists_groups(planted, tmp_path):
     out = tmp_path / "dups"
     code, text = cli("dups", planted["dir"], "--out", out, "--quiet", "--cache-dir", planted["cache"])

@@ -189,3 +189,29 @@ def test_ray_run_resumes_after_the_driver_is_killed_and_writes_the_local_run(ray
     assert a.read_clusters() == b.read_clusters()
     assert not work.exists()  # the shards go once the run is published
     assert json.loads((b.path / "run.json").read_text())["executor"]["name"] == "ray"
+
+
+def test_ray_dedup_run_keeps_copies_together_and_writes_the_local_run(ray_cluster, tmp_path):
+    """``--executor ray --dedup``: the duplicate search runs in the driver over the run's
+    memory-mapped vectors, assignment on Ray; every copy group lands in one cluster and the run
+    (duplicates table and columns included) is the local executor's."""
+    from test_dedup_scale import FAST, planted_vectors
+
+    X, groups = planted_vectors(seed=1)
+    np.save(tmp_path / "v.npy", X)
+    common = [str(tmp_path / "v.npy"), "--fit-sample", "300", "--dedup", "--save-model", *FAST]
+    local = _cli(["cluster", *common, "--out", str(tmp_path / "local")])
+    assert local.wait(timeout=600) == 0
+    ray_run = _cli(["cluster", *common, "--out", str(tmp_path / "ray"), "--executor", "ray",
+                    "--ray-address", ray_cluster.address, "--ray-workers", "2"])
+    assert ray_run.wait(timeout=600) == 0
+    a, b = RunDir.open(tmp_path / "local"), RunDir.open(tmp_path / "ray")
+    assert b.info["executor"]["name"] == "ray"
+    got = b.read_assignments()
+    pd.testing.assert_frame_equal(a.read_assignments(), got)
+    pd.testing.assert_frame_equal(a.read_duplicates(), b.read_duplicates())
+    assert a.read_clusters() == b.read_clusters() and a.info["duplicates"] == b.info["duplicates"]
+    dg = got["duplicate_group"].to_numpy()
+    for g in groups:
+        assert dg[g[0]] >= 0 and len(set(dg[g].tolist())) == 1 and got["cluster"].iloc[g].nunique() == 1
+    assert (b.models.latest() / "duplicates" / "duplicates.json").exists()

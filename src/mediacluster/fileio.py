@@ -367,3 +367,15 @@ def setup_numba_cache() -> None:
         except OSError:
             return  # an unwritable cache only costs compile time
         os.environ["NUMBA_CACHE_DIR"] = str(d)
+
+
+def release_pages(arr) -> None:
+    """Hand back to the kernel the pages of a memory-mapped array (``np.load(mmap_mode="r")``)
+    that this process has read: they stay in the page cache and are mapped again when read, but
+    a file read through once (the duplicate search over a run's vectors) no longer counts as
+    this process's resident memory for the rest of the job. No-op for anything else."""
+    import mmap
+
+    m = getattr(arr, "_mmap", None)  # numpy.memmap keeps its mmap.mmap object here
+    if isinstance(m, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        m.madvise(mmap.MADV_DONTNEED)

@@ -69,14 +69,24 @@ def assign_batch(pipe, sample: np.ndarray, start: int, X: np.ndarray, ref_xy: np
 
     ``sample`` holds the (sorted) row numbers the pipeline was fitted on, in fit order; those
     rows take the fitted values, the others the predictor's."""
+    return assign_rows(pipe, sample, np.arange(start, start + len(X), dtype=np.int64), X, ref_xy)
+
+
+def assign_rows(pipe, sample: np.ndarray, rows: np.ndarray, X: np.ndarray, ref_xy: np.ndarray | None = None
+                ) -> dict:
+    """:func:`assign_batch` for any rows: ``X[i]`` is row ``rows[i]`` of the collection (``rows``
+    need not be contiguous, e.g. the representatives of duplicate groups). The one rule: rows
+    the pipeline was fitted on keep the fit's values, the others get the predictor's."""
     n = len(X)
     keys = (*ASSIGN_KEYS, "status") + (("xy",) if ref_xy is not None else ())
     if n == 0:
         return {k: np.zeros(0) for k in keys}
-    lo, hi = np.searchsorted(sample, [start, start + n])
-    fitted = sample[lo:hi] - start  # positions in this batch of rows that were fitted
-    rest = np.ones(n, dtype=bool)
-    rest[fitted] = False
+    rows = np.asarray(rows, dtype=np.int64)
+    pos = np.searchsorted(sample, rows)  # where each row would be in the (sorted) fitted rows
+    hit = pos < len(sample)
+    hit[hit] = sample[pos[hit]] == rows[hit]
+    fitted = np.flatnonzero(hit)  # positions in X of rows that were fitted
+    rest = ~hit
     out = {
         "labels": np.empty(n, np.int64), "probabilities": np.empty(n, np.float64),
         "cluster": np.empty(n, np.int64), "confidence": np.empty(n, np.float64),
@@ -96,7 +106,7 @@ def assign_batch(pipe, sample: np.ndarray, start: int, X: np.ndarray, ref_xy: np
         if ref_xy is not None:
             out["xy"][rest] = np.einsum("qk,qkd->qd", d["weights"], ref_xy[d["neighbors"]])
     if len(fitted):
-        j = np.arange(lo, hi)
+        j = pos[fitted]  # their places in the fit
         for k, attr in (("labels", "labels_"), ("probabilities", "probabilities_"),
                         ("cluster", "cluster_"), ("confidence", "confidence_"), ("embedding", "embedding_")):
             out[k][fitted] = getattr(pipe, attr)[j]

@@ -17,9 +17,9 @@ import numpy as np
 from .config import describe
 from .data import Collection, Embeddings, nearest_to_centre, status_of
 from .encoders import DEFAULT_ENCODERS, get_encoder
-from .errors import InputError, ParameterError
+from .errors import InputError
 from .executors import LocalExecutor, get_executor
-from .fileio import text_series
+from .fileio import release_pages, text_series
 from .ingest import collect
 from .ingest.stream import (
     BATCH_ROWS,
@@ -33,7 +33,7 @@ from .locations import common_folder
 from .naming.names import level_names_map, merge_names, name_clusters, name_levels
 from .pipeline import Pipeline
 from .rundir import RunDir
-from .scale import StageMeter, Tally, fit_sample_size, sample_rows
+from .scale import MIN_SAMPLE, StageMeter, Tally, fit_sample_size, sample_rows
 
 
 @dataclass
@@ -258,16 +258,27 @@ def add_duplicates(run, emb: Embeddings, pipe: Pipeline, finder, table, clusters
     assignments, each cluster's duplicate groups in clusters.json (``duplicates``: groups,
     items, largest, largest_representative), the groups table (``RunDir.write_duplicates``)
     and counts in run.json. Returns the new (table, clusters, info)."""
-    from .duplicates.collection import cluster_duplicates, duplicate_columns, groups_table, summary
+    from .duplicates.collection import duplicate_columns
 
     if finder.n_items_ != len(emb):
         raise RuntimeError(f"internal: duplicates of {finder.n_items_} items for {len(emb)} embedded")
     table = table.assign(**duplicate_columns(finder))
-    per = cluster_duplicates(finder, pipe.labels_, emb.ids)
+    clusters, info = write_duplicates(run, finder, pipe.labels_, emb.ids, emb.paths, clusters, info)
+    return table, clusters, info
+
+
+def write_duplicates(run, finder, labels: np.ndarray, ids, paths, clusters: list[dict], info: dict | None
+                     ) -> tuple[list[dict], dict]:
+    """The ``--dedup`` additions besides the assignment columns, for a run fitted whole or on a
+    sample: each cluster's duplicate groups (``labels``: every item's cluster), the groups table
+    and the counts for run.json. Returns the new (clusters, info)."""
+    from .duplicates.collection import cluster_duplicates, groups_table, summary
+
+    per = cluster_duplicates(finder, labels, ids)
     empty = {"groups": 0, "items": 0, "largest": 0, "largest_representative": None}
     clusters = [{**e, "duplicates": per.get(int(e["cluster"]), empty)} for e in clusters]
-    run.write_duplicates(groups_table(finder, emb.paths))
-    return table, clusters, {**(info or {}), "duplicates": summary(finder)}
+    run.write_duplicates(groups_table(finder, paths))
+    return clusters, {**(info or {}), "duplicates": summary(finder)}
 
 
 def publish_model(run, pipe: Pipeline, metadata: dict, duplicates=None) -> str:
@@ -336,7 +347,9 @@ def cluster_folder(
     ``dedup``: find duplicate groups first (``duplicates.collection.find_in_embeddings``, finder
     parameters ``dedup_params``), fit on one representative per group and give every member its
     representative's cluster (``Pipeline.fit(duplicates=)``); see :func:`add_duplicates` for
-    what the run gains. Needs a full fit (not a sample) on the local executor."""
+    what the run gains. With a fit sample or on Ray the groups are found over every item from
+    the run's memory-mapped vectors, the sample is drawn among the groups' representatives and
+    every member gets its representative's answer (:func:`write_streamed_run`)."""
     pipe = pipeline if pipeline is not None else Pipeline(random_state=seed)
     pipe.check_params()  # before any work: a bad parameter costs nothing
     fit_sample_size(fit_sample, 10**9)  # checks the value
@@ -344,8 +357,6 @@ def cluster_folder(
         from .duplicates.collection import make_finder
 
         make_finder(dedup_params)._validate()  # a bad finder parameter costs nothing either
-        if executor != "local":
-            raise ParameterError("--dedup runs on the local executor only", "dedup")
     timings: dict[str, float] = {}
     info = {"source": str(source), "seed": seed, "params": params or {}}
     exe = get_executor(executor, address=ray_address, workers=ray_workers)
@@ -354,12 +365,17 @@ def cluster_folder(
             model = None
             vsrc = open_vectors(source) if streamable(source) else None
             if vsrc is not None and (exe.name != "local" or fit_sample_size(fit_sample, vsrc.n) < vsrc.n):
-                if dedup:
-                    raise ParameterError(f"--dedup fits on every item; {source} has {vsrc.n} vectors, "
-                                         "above the --fit-sample size (pass --fit-sample all)", "dedup")
+                find = None
+                if dedup:  # precomputed vectors: compared by their vectors alone
+                    from .duplicates.collection import find_in_rows
+
+                    def find(X):
+                        return find_in_rows(X, vsrc.ids(), media="vector", params=dedup_params,
+                                            progress=progress, workers=workers)
                 model = write_streamed_run(
                     run, vsrc, pipe, fit_sample=fit_sample, seed=seed, executor=exe, batch_rows=batch_rows,
-                    csv=csv, name=name, save_model=save_model, timings=timings, info=info, progress=progress)
+                    csv=csv, name=name, save_model=save_model, timings=timings, info=info, progress=progress,
+                    find_duplicates=find)
                 emb = None
             else:
                 t = time.perf_counter()
@@ -401,16 +417,21 @@ def cluster_folder(
                     model = write_run(run, emb, pipe, enc=enc, encoder_spec=spec, media=coll.media, name=name,
                                       save_model=save_model, timings=timings, info=info, duplicates=finder)
                 else:
-                    if dedup:
-                        raise ParameterError(f"--dedup fits on every item; {len(emb)} items are above the "
-                                             "--fit-sample size (pass --fit-sample all)", "dedup")
+                    find = None
+                    if dedup:  # as the full fit finds them (files for images), over the stored rows
+                        from .duplicates.collection import find_in_embeddings
+
+                        def find(X, emb=emb, media=coll.media):
+                            return find_in_embeddings(emb, media=media, params=dedup_params, progress=progress,
+                                                      workers=workers, vectors=X)
                     src = ArrayVectors(emb.vectors, ids=emb.ids, labels=emb.labels, paths=emb.paths,
                                        path=str(source))
                     model = write_streamed_run(
                         run, src, pipe, fit_sample=fit_sample, seed=seed, executor=exe,
                         batch_rows=batch_rows, csv=csv, name=name, save_model=save_model, timings=timings,
                         info=info, progress=progress, extras=emb.extras, enc=enc, encoder_spec=spec,
-                        media=coll.media, skipped=emb.skipped, encoder_id=emb.encoder_version or emb.encoder)
+                        media=coll.media, skipped=emb.skipped, encoder_id=emb.encoder_version or emb.encoder,
+                        find_duplicates=find)
             model_rel = Path(model).relative_to(run.path) if model else None
     finally:
         exe.close()
@@ -428,13 +449,19 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
                        save_model: bool = False, make_map: bool = True, timings: dict | None = None,
                        info: dict | None = None, progress: bool = True, extras: dict | None = None,
                        enc=None, encoder_spec: str | None = None, media: str = "image",
-                       skipped=(), encoder_id: str | None = None) -> str | None:
+                       skipped=(), encoder_id: str | None = None, find_duplicates=None) -> str | None:
     """Write a run for ``source`` (rows on disk or in memory) fitted on a sample of it, with every
     other item assigned batch by batch (see ``mediacluster.scale``). Nothing of size n x dim is
     ever in memory: the vectors go into the run folder first (a kernel copy for a float32
     ``.npy``), then the sample is read back, fitted, and every row is streamed through the
     executor's ``assign``; items, assignments and the 2-D map are written as the batches come.
-    Returns the saved model's path inside the builder (with ``save_model``)."""
+    Returns the saved model's path inside the builder (with ``save_model``).
+
+    ``find_duplicates`` (``--dedup``): called with the run's stored vectors as a read-only memory
+    map, returns a fitted ``DuplicateFinder`` over every item. The sample is then drawn among
+    the groups' representatives (and the items without duplicates), every member of a group
+    gets its representative's answer (as ``Pipeline.fit(duplicates=)`` gives a full fit: copies
+    never part), and the run gains what :func:`add_duplicates` adds to a full-fit run."""
     exe = executor or LocalExecutor()
     timings = dict(timings or {})
     meter = StageMeter(timings)
@@ -444,15 +471,36 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
     with meter.stage("vectors"):
         _store_vectors(run, source, extras, batch_rows)
     stored = NpyVectors(run.embeddings_path)
+    finder = mapped = None
+    if find_duplicates is not None:
+        with meter.stage("dedup"):
+            mapped = np.load(run.embeddings_path, mmap_mode="r")  # searched block by block, never loaded
+            finder = find_duplicates(mapped)
+            release_pages(mapped)  # read through once: its pages need not stay resident
+        if finder.n_items_ != n:
+            raise RuntimeError(f"internal: duplicates of {finder.n_items_} items for {n} stored")
 
     with meter.stage("sample"):
         size = fit_sample_size(fit_sample, n)
-        rows = sample_rows(n, size, seed)
+        if finder is None:
+            rows = sample_rows(n, size, seed)
+        else:  # one item per duplicate group, as the full fit sees them
+            single = np.flatnonzero(finder.duplicate_of_ < 0)
+            if len(single) < MIN_SAMPLE:
+                raise InputError(f"{source.path}: {n} vectors but only {len(single)} distinct after --dedup; "
+                                 f"at least {MIN_SAMPLE} are needed to cluster")
+            rows = single[sample_rows(len(single), min(size, len(single)), seed)]
+            size = len(rows)
         Xs = stored.take(rows)
     with meter.stage("fit"):
         pipe.fit(Xs)
     for k, v in getattr(pipe, "timings_", {}).items():
         timings[f"pipeline.{k}"] = v
+    reps = rep_answers = None
+    if finder is not None:
+        with meter.stage("dedup_representatives"):
+            reps, rep_answers = _representative_answers(pipe, rows, finder, mapped, batch_rows)
+            release_pages(mapped)
 
     with meter.stage("name"):
         ids = source.ids()
@@ -482,6 +530,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
     xy = np.zeros((n, 2), np.float32) if make_map else None
     # every item's path (n_levels x n int32: small beside the vectors), for hierarchy.npz
     all_levels = np.zeros((len(pipe.levels_), n), np.int32) if getattr(pipe, "levels_", None) is not None else None
+    all_labels = np.empty(n, np.int64) if finder is not None else None  # for clusters.json's groups
     seen = 0
     with meter.stage("assign"), run.items_writer() as iw, run.assignments_writer(csv=csv) as aw:
         for start, out in exe.assign(str(run.embeddings_path), n, pipe, rows, ref_xy=ref_xy,
@@ -491,11 +540,19 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
                 raise RuntimeError(f"internal: assignment batch starts at row {start}, expected {seen}")
             seen = stop
             sl = slice(start, stop)
+            if finder is not None:
+                out = _with_representatives(out, finder, sl, reps, rep_answers)
+                all_labels[sl] = out["labels"]
             bid, bpath = ids[sl], (paths[sl] if paths is not None else [None] * (stop - start))
             blab = labels[sl] if labels is not None else [None] * (stop - start)
             iw.write(_items_frame(bid, bpath, blab))
-            aw.write(assignment_frame(bid, paths[sl] if paths is not None else None,
-                                      labels[sl] if labels is not None else None, out, names))
+            frame = assignment_frame(bid, paths[sl] if paths is not None else None,
+                                     labels[sl] if labels is not None else None, out, names)
+            if finder is not None:
+                from .duplicates.collection import duplicate_columns
+
+                frame = frame.assign(**duplicate_columns(finder, sl))
+            aw.write(frame)
             tally.add(out, {k: v[sl] for k, v in (extras or {}).items() if k == "imagenet_probs"})
             if xy is not None:
                 xy[sl] = out["xy"]
@@ -512,6 +569,8 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         clusters = streamed_cluster_summaries(Xs, pipe.labels_, rows, shown, tally)
         if named:
             clusters = merge_names(clusters, named)
+        if finder is not None:
+            clusters, info = write_duplicates(run, finder, all_labels, ids, paths, clusters, info)
         run.write_clusters(clusters)
         if all_levels is not None:
             tree = {k: v for k, v in pipe.hierarchy_arrays().items() if k != "level_probabilities"}
@@ -526,9 +585,8 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         encoder_name = encoder_spec or (enc.name if enc is not None else "precomputed")
         model = None
         if save_model:
-            model = pipe.publish(run.file("models"), run_id=run.run_id, source=run.command,
-                                 metadata={"encoder": encoder_name if enc is not None else None,
-                                           **model_names_metadata(names, by_level)})
+            model = publish_model(run, pipe, {"encoder": encoder_name if enc is not None else None,
+                                              **model_names_metadata(names, by_level)}, duplicates=finder)
     summary = {**tally.summary_counts(), "levels": level_summary(pipe), "skipped": len(skipped),
                "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     run.write_info({
@@ -544,6 +602,43 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         **(info or {}),
     })
     return model
+
+
+def _representative_answers(pipe, sample: np.ndarray, finder, vectors, batch_rows: int
+                            ) -> tuple[np.ndarray, dict]:
+    """The answers of the duplicate groups' representatives (sorted row numbers, and per key an
+    array in that order), by the rule every batch follows (:func:`scale.assign_rows`: the fit's
+    own values for fitted rows, the predictor's for the others); read batch by batch."""
+    from .scale import assign_rows
+
+    reps = np.unique(finder.representative_[finder.labels_ >= 0]).astype(np.int64)
+    keep = ("labels", "probabilities", "cluster", "confidence", "levels")
+    parts: dict[str, list] = {}
+    for s in range(0, len(reps), batch_rows):
+        r = reps[s:s + batch_rows]
+        out = assign_rows(pipe, sample, r, np.asarray(vectors[r], np.float32))
+        for k in keep:
+            if k in out:
+                parts.setdefault(k, []).append(out[k])
+    return reps, {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _with_representatives(out: dict, finder, sl: slice, reps: np.ndarray, answers: dict) -> dict:
+    """A batch's answer with every member of a duplicate group (the representative included)
+    given its representative's cluster, probability, confidence and levels; the map position
+    stays the item's own."""
+    grouped = finder.labels_[sl] >= 0
+    if not grouped.any():
+        return out
+    at = np.searchsorted(reps, finder.representative_[sl][grouped])
+    out = dict(out)
+    for k, v in answers.items():
+        if out.get(k) is not None:
+            col = np.array(out[k])  # a copy: an executor's arrays may be read-only
+            col[grouped] = v[at]
+            out[k] = col
+    out["status"] = status_of(out["labels"])
+    return out
 
 
 def _store_vectors(run, source: VectorSource, extras: dict | None, batch_rows: int) -> None:

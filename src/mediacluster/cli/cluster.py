@@ -60,7 +60,9 @@ def add_parser(sub):
                         "colour check, embedding neighbours confirmed by keypoint alignment), fit on one "
                         "representative per group and give every member its representative's cluster; "
                         "assignments gain duplicate_group and duplicate_of, OUT gets duplicates.parquet, "
-                        "and --save-model stores the duplicate index for assign/serve")
+                        "and --save-model stores the duplicate index for assign/serve; with --fit-sample or "
+                        "--executor ray the groups are found over every item and the sample is drawn among "
+                        "their representatives")
     g.add_argument("--dedup-param", action="append", default=[], metavar="NAME=VALUE",
                    help="duplicate finder parameter, repeatable, e.g. hash_radius=5 (see DuplicateFinder)")
     add_pipeline_args(p)

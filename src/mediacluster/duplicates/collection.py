@@ -44,24 +44,40 @@ def make_finder(params: dict | None = None, progress: bool = True, workers: int 
 
 
 def find_in_embeddings(emb, media: str = "image", params: dict | None = None, progress: bool = True,
-                       workers: int | None = None) -> DuplicateFinder:
+                       workers: int | None = None, vectors=None) -> DuplicateFinder:
     """Fit a finder on an embedded collection (``data.Embeddings``): files (images only),
-    vectors, and the content hashes the embedding cache computed."""
-    finder = make_finder(params, progress, workers)
-    images = media == "image" and emb.paths is not None and all(p is not None for p in emb.paths)
+    vectors, and the content hashes the embedding cache computed. ``vectors``: the same rows
+    read from elsewhere (a run's memory-mapped ``embeddings.npy``) instead of ``emb.vectors``."""
     content = getattr(emb, "content_hashes", None)
-    if content is not None and len(content) != len(emb):
-        content = None
-    return finder.fit(emb.paths if images else None, np.asarray(emb.vectors, np.float32),
-                      content_hashes=content, ids=[str(i) for i in emb.ids])
+    return find_in_rows(emb.vectors if vectors is None else vectors, emb.ids, emb.paths, media=media,
+                        content_hashes=content, params=params, progress=progress, workers=workers)
 
 
-def duplicate_columns(finder: DuplicateFinder) -> dict[str, list]:
+def find_in_rows(vectors, ids, paths=None, media: str = "vector", content_hashes=None,
+                 params: dict | None = None, progress: bool = True, workers: int | None = None
+                 ) -> DuplicateFinder:
+    """Fit a finder on a collection's rows: ``vectors`` (an array, or a ``.npy`` memory map that
+    the search reads block by block, never whole), ``ids``, and for images their files
+    (``paths``: perceptual hashes and the geometric check) and known content hashes (exact
+    copies). Other media (audio, precomputed vectors) are compared by their vectors alone."""
+    finder = make_finder(params, progress, workers)
+    images = media == "image" and paths is not None and all(p is not None for p in paths)
+    if content_hashes is not None and len(content_hashes) != len(vectors):
+        content_hashes = None
+    if not isinstance(vectors, np.ndarray) or vectors.dtype != np.float32:
+        vectors = np.asarray(vectors, np.float32)  # a float32 array or memory map is used as it is
+    return finder.fit(list(paths) if images else None, vectors, content_hashes=content_hashes,
+                      ids=[str(i) for i in ids])
+
+
+def duplicate_columns(finder: DuplicateFinder, rows: slice | None = None) -> dict[str, list]:
     """``duplicate_group`` (int, -1: none) and ``duplicate_of`` (representative's id, None for
-    representatives and unique items), one value per fitted item."""
+    representatives and unique items), one value per fitted item (``rows``: those items only,
+    for a table written batch by batch)."""
     ids = finder.ids_
-    return {"duplicate_group": finder.labels_.astype(np.int64),
-            "duplicate_of": [ids[r] if r >= 0 else None for r in finder.duplicate_of_.tolist()]}
+    rows = rows if rows is not None else slice(None)
+    return {"duplicate_group": finder.labels_[rows].astype(np.int64),
+            "duplicate_of": [ids[r] if r >= 0 else None for r in finder.duplicate_of_[rows].tolist()]}
 
 
 def groups_table(finder: DuplicateFinder, paths: list | None = None):
@@ -228,5 +244,5 @@ The table of every item is <a href="{TABLE_CSV}">{TABLE_CSV}</a> ({TABLE}). Show
     return p
 
 
-__all__ = ["find_in_embeddings", "duplicate_columns", "groups_table", "cluster_duplicates", "summary",
+__all__ = ["find_in_embeddings", "find_in_rows", "duplicate_columns", "groups_table", "cluster_duplicates", "summary",
            "find_duplicates_in", "write_groups_page", "make_finder"]

@@ -59,8 +59,8 @@ def reposts_section(groups: list[dict] | None, img: Callable[[int], str], labels
             f'{"".join(img(i) for i in e["members"])}</div></div>')
     body = "".join(rows) or '<span class="muted">no duplicates found</span>'
     return (f'<section id="reposts"><h2>Most reposted <span class="muted">(duplicate groups of '
-            f'--dedup, largest first; the first image is the representative the pipeline was fitted '
-            f'on)</span></h2>{body}</section>\n')
+            f'--dedup, largest first; the first image is the group\'s representative, whose cluster '
+            f'every copy takes)</span></h2>{body}</section>\n')
 
 
 __all__ = ["most_reposted", "gallery_rows", "reposts_section"]
