@@ -129,6 +129,7 @@ def test_saved_model_of_a_sampled_dedup_run_answers_duplicate_of(sampled_run, tm
     match = got["duplicate_of"].iloc[0]
     assert isinstance(match, str) and dg[int(match)] == dg[g[0]]
     assert got["duplicate_group"].iloc[0] == dg[g[0]]
+    assert 0 <= got["duplicate_distance"].iloc[0] < 1e-3  # a cosine distance, never below 0
     assert pd.isna(got["duplicate_of"].iloc[1]) and got["duplicate_group"].iloc[1] == -1
 
 

@@ -203,16 +203,17 @@ class DuplicateIndex:
         sims, rows = self._vector_index().search(v[None, :], k)
         keep = (rows[0] >= 0) & (rows[0] != (-1 if exclude is None else exclude))
         sims, top = sims[0][keep][: int(p["n_neighbors"])], rows[0][keep][: int(p["n_neighbors"])]
+        # a cosine distance: float16 vectors and float32 sums can put a copy's similarity a hair above 1
         out = []
         can_verify = p["verify"] and path is not None and self.paths is not None
         for r, c in zip(top.tolist(), sims.tolist()):
             if can_verify and c >= p["semantic_threshold"] and os.path.exists(self.paths[r]):
                 if self._verify(path, self.paths[r]):
-                    out.append((2, 1.0 - c, int(r)))
+                    out.append((2, max(0.0, 1.0 - c), int(r)))
                     continue
             if p["semantic_only_threshold"] is not None and c >= p["semantic_only_threshold"] and not (
                     can_verify and os.path.exists(self.paths[r])):
-                out.append((3, 1.0 - c, int(r)))
+                out.append((3, max(0.0, 1.0 - c), int(r)))
         return out
 
     def _vector_index(self):
