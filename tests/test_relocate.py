@@ -168,6 +168,11 @@ def test_moved_project_and_moved_collection(template, tmp_path):
     code, out, err = cli("report", run_dir, "--quiet")
     assert code == 3 and "no thumbnail" in err  # the files are not where the run says
     assert f"collection root {project['photos']} recorded in the run is not there" in err and "--collection-root" in err
+    # the Python API takes the same root
+    from mediacluster.report import make_report
+
+    make_report(run_dir, collection_root=pics, progress=False)
+    assert json.loads((run_dir / "report" / "report.json").read_text())["missing_thumbnails"] == []
     examples = [e["examples"] for e in json.loads((run_dir / "clusters.json").read_text())["clusters"]]
     code, out, err = cli("report", run_dir, "--quiet", "--rename", "--collection-root", pics)
     assert code == 0, out + err

@@ -23,11 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def make_report(run_dir, out=None, vocabulary=None, rename=False, names_template=False, thumb_size=96,
-                map_method="umap", workers=None, progress=True) -> Path:
+                map_method="umap", workers=None, progress=True, collection_root=None) -> Path:
     """What ``mediacluster report`` does, callable from ``cluster --report`` / ``tune --report``.
+    ``collection_root``: where the collection's files are now, when they moved since the run
+    (``--collection-root``; see ``mediacluster.locations``); ignored for a ``RunDir`` given.
 
     Holds the run folder's lock while it writes (names, the map, the report)."""
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, collection_root=collection_root)
     with run.writing("report"):
         if rename or vocabulary is not None or not run.read_automatic_names():
             try:
