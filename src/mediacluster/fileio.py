@@ -318,7 +318,7 @@ def _read_parquet(f, columns):
         columns = [c for c in columns if c in have] + ([ESCAPED] if ESCAPED in have else [])
     table = pf.read(columns=columns, use_threads=False, use_pandas_metadata=True)
     del pf  # the reader and every Python buffer it holds are freed here, on this thread
-    return table.to_pandas()  # as pd.read_parquet converts it (pyarrow >= 19; object text before)
+    return table.to_pandas()  # as pd.read_parquet converts it (pyarrow >= 19, which pyproject asks for)
 
 
 def _numeric_columns(df, dtype):
