@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import add_collection_root, printable
-from .cluster import positive_int
+from .cluster import non_negative_float, positive_int
 
 
 def _positive_float(text: str) -> float:
@@ -22,18 +22,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not v > 0 or v != v or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return v
 
 
@@ -65,7 +53,7 @@ def add_parser(sub):
     b = p.add_argument_group("encoder batching")
     b.add_argument("--batch-size", type=positive_int, default=32,
                    help="most images per encoder call")
-    b.add_argument("--batch-window-ms", type=_non_negative_float, default=2.0,
+    b.add_argument("--batch-window-ms", type=non_negative_float, default=2.0,
                    help="longest wait for the images of requests still being received, once one "
                         "is queued (never waits when no other request is under way)")
     b.add_argument("--encode-workers", type=positive_int, default=None,

@@ -22,6 +22,7 @@ from ..tune.study import LEADER_MARGIN, PROMOTE_FULL, UMAP_INITS
 from ..tune.workspace import KNN_METHODS
 from ..workflow import model_metadata, resolve_encoder
 from . import printable
+from .cluster import non_negative_float, positive_int
 from .report import add_report_argument, report_after_tune
 
 
@@ -73,7 +74,7 @@ def add_parser(sub):
                    help="with subsample rungs: which trials of the last rung go on to the full size; "
                         "leader = only one that beats every trial sent before it (default), halving = "
                         "the best --prune-keep share seen so far")
-    p.add_argument("--leader-margin", type=_margin, default=LEADER_MARGIN,
+    p.add_argument("--leader-margin", type=non_negative_float, default=LEADER_MARGIN,
                    help="with --promote-full leader: how many standard errors of its objective a new "
                         "leader must be ahead to go on to the full size (0: any new leader; default "
                         "%(default)s)")
@@ -132,23 +133,7 @@ def _epochs(text: str):
     """'default' | 'umap' (umap-learn decides: None) | a positive whole number."""
     if text in ("default", "umap"):
         return None if text == "umap" else text
-    from .cluster import positive_int
-
     return positive_int(text)
-
-
-def _margin(text: str) -> float:
-    """A number of standard errors >= 0 (argparse type of --leader-margin)."""
-    import argparse
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0 (standard errors), got {text!r}")
-    return v
 
 
 def parse_fidelity(text: str):

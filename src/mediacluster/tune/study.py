@@ -369,16 +369,21 @@ _LEADER_PRUNER = None
 LEADER_MARGIN = 1.0
 
 
-def _may_lead(study, value: float, step: int) -> bool:
-    """Whether ``value`` at ``step`` beats that of every trial sent on to the full size."""
+def _promoted_best(study, step: int, exclude: int | None = None) -> float | None:
+    """The best value at ``step`` of the trials sent on to the full size (None: none yet)."""
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-        if t.user_attrs.get(PROMOTED):
-            other = t.intermediate_values.get(step)
-            if other is not None and other >= value:
-                return False
-    return True
+    values = [t.intermediate_values.get(step)
+              for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+              if t.number != exclude and t.user_attrs.get(PROMOTED)]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def _may_lead(study, value: float, step: int) -> bool:
+    """Whether ``value`` at ``step`` beats that of every trial sent on to the full size."""
+    best = _promoted_best(study, step)
+    return best is None or value > best
 
 
 class _LeaderPruner:
@@ -402,8 +407,6 @@ class _LeaderPruner:
         self.margin = float(margin)
 
     def prune(self, study, trial) -> bool:
-        from optuna.trial import TrialState
-
         if self.halving.prune(study, trial):
             return True
         step = trial.last_step
@@ -411,13 +414,8 @@ class _LeaderPruner:
             return False
         value = trial.intermediate_values[step]
         se = (trial.user_attrs.get(self.rung_attr) or {}).get("objective_se") or 0.0
-        need = self.margin * float(se)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-            if t.number != trial.number and t.user_attrs.get(PROMOTED):
-                other = t.intermediate_values.get(step)
-                if other is not None and value <= other + need:
-                    return True
-        return False
+        best = _promoted_best(study, step, exclude=trial.number)
+        return best is not None and value <= best + self.margin * float(se)
 
 
 def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -> None:
