@@ -17,34 +17,28 @@ import numba
 import numpy as np
 from umap.distances import cosine, euclidean
 
+# the metrics with a cached kernel (a code, not the function: a kernel taking a function as an
+# argument, like workspace._pairwise_numba's closure, cannot use numba's disk cache)
+METRICS = {"cosine": 0, "euclidean": 1}
+
 
 @numba.njit(nogil=True, parallel=True, cache=True)
-def pairwise_cosine(X):
+def _pairwise(X, metric):
     n = X.shape[0]
     out = np.zeros((n, n), dtype=X.dtype)
     for i in numba.prange(n):
         for j in range(i + 1, n):
-            out[i, j] = cosine(X[i], X[j])
+            out[i, j] = cosine(X[i], X[j]) if metric == 0 else euclidean(X[i], X[j])
     out = out + out.T
     for i in range(n):
-        out[i, i] = cosine(X[i], X[i])
+        out[i, i] = cosine(X[i], X[i]) if metric == 0 else euclidean(X[i], X[i])
     return out
 
 
-@numba.njit(nogil=True, parallel=True, cache=True)
-def pairwise_euclidean(X):
-    n = X.shape[0]
-    out = np.zeros((n, n), dtype=X.dtype)
-    for i in numba.prange(n):
-        for j in range(i + 1, n):
-            out[i, j] = euclidean(X[i], X[j])
-    out = out + out.T
-    for i in range(n):
-        out[i, i] = euclidean(X[i], X[i])
-    return out
-
-
-PAIRWISE = {"cosine": pairwise_cosine, "euclidean": pairwise_euclidean}
+def pairwise(X, metric: str):
+    """``sklearn.metrics.pairwise_distances(X, metric=umap's metric)`` for a metric in
+    ``METRICS``: every pair is one call of umap's numba metric, as umap-learn's small-data path."""
+    return _pairwise(X, METRICS[metric])
 
 
 @numba.njit(parallel=True, cache=True)

@@ -93,8 +93,8 @@ def knn_graph(X: np.ndarray, k: int, metric: str = "cosine",
         # values in a fraction of the time
         fn = named_distances.get(metric)
         Y = np.ascontiguousarray(X, dtype=np.float32)
-        if metric in small_graph.PAIRWISE:
-            dmat = small_graph.PAIRWISE[metric](Y)
+        if metric in small_graph.METRICS:
+            dmat = small_graph.pairwise(Y, metric)
         elif fn is not None:
             dmat = _pairwise_numba(Y, fn)
         else:
