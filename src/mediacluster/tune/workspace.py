@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import clone
 
-from ..data import l2_normalize
 from ..errors import ParameterError
 from ..fileio import atomic_path, write_npy
+from ..stages.neighbors import knn_graph as faiss_knn
 from ..stages.neighbors import self_first
 from .space import SearchSpace
 
@@ -103,28 +103,12 @@ def knn_graph(X: np.ndarray, k: int, metric: str = "cosine",
         dist = dmat[np.arange(n)[:, None], idx]
         return idx.astype(np.int32), dist.astype(np.float32)
     if method == "svd" and metric == "cosine":
-        from ..stages.neighbors import knn_graph as approx_knn
-
-        return approx_knn(X, k, metric="cosine", method="svd")
+        return faiss_knn(X, k, metric="cosine", method="svd")
     if metric in ("cosine", "euclidean"):
-        import faiss
-
-        Y = np.ascontiguousarray(X, dtype=np.float32)
-        if metric == "cosine":
-            Y = l2_normalize(Y)
-            index = faiss.IndexFlatIP(Y.shape[1])
-        else:
-            index = faiss.IndexFlatL2(Y.shape[1])
-        index.add(Y)
-        idx = np.empty((n, k), np.int64)
-        dist = np.empty((n, k), np.float32)
-        step = 2048
-        for s in range(0, n, step):
-            D, Ind = index.search(Y[s:s + step], k)
-            idx[s:s + step] = Ind
-            dist[s:s + step] = np.maximum(1.0 - D, 0.0) if metric == "cosine" else np.sqrt(np.maximum(D, 0))
-        idx, dist = self_first(idx, dist)
-        return idx.astype(np.int32), dist
+        # the one exact faiss search; queries in blocks of 2048, the size this graph has always
+        # used: faiss's BLAS blocking follows the query count, so another block size moves some
+        # distances in the last bit, and cached graphs and the identity tests compare bits
+        return faiss_knn(X, k, metric=metric, method="exact", block=2048)
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(n_neighbors=k, metric=metric, algorithm="brute").fit(X)
