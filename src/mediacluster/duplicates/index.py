@@ -240,11 +240,13 @@ class DuplicateIndex:
             return self._vector_index().search(Q, k)
         import faiss  # heavy: only when a query needs the vectors
 
+        from ..fileio import release_pages
         from .search import BLOCK
 
         heap = faiss.ResultHeap(len(Q), k, keep_max=True)
         for s in range(0, len(self.vectors), BLOCK):
             block = np.asarray(self.vectors[s:s + BLOCK], np.float32)  # float16 rows, exactly
+            release_pages(self.vectors)  # the file's pages stay cache, not this process's memory
             D, rows = faiss.knn(Q, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
             heap.add_result(D, np.where(rows >= 0, rows + s, -1))
         heap.finalize()
@@ -431,6 +433,7 @@ def _write_vectors(path: Path, V) -> None:
     from .search import _blocks
 
     n, d = int(V.shape[0]), int(V.shape[1])
+    source = getattr(V, "X", V)  # the run's memory-mapped vectors under a UnitRows view
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(_sq_header(d, n))
         for s, v in _blocks(V):
@@ -442,7 +445,7 @@ def _write_vectors(path: Path, V) -> None:
                     raise RuntimeError(f"faiss {faiss.__version__}: the float16 index's codes are not the rows' "
                                        "float16 values; cannot write the duplicate index's vectors")
             f.write(half.tobytes())
-    release_pages(getattr(V, "X", V))  # the run's memory-mapped vectors, read through once more
+            release_pages(source)  # the rows read so far: a memory map's pages are not kept mapped
 
 
 def _read_vectors(folder: Path, spec, n: int, where) -> tuple[np.ndarray, object]:
