@@ -20,9 +20,11 @@ The search over the vectors is exact (every stored row is scored, as before): a 
 through faiss's float16 scan of the memory-mapped file; from ``BATCH_QUERIES`` queries on
 (``query_many``: ``assign``, a service batch) the file is read once, ``search.BLOCK`` rows at a
 time as float32, each block against every query by faiss's BLAS kernel (``faiss.knn``): at
-200,000 x 1280, 1,000 queries took 3.9 s that way and 15.8 s through the float16 scan, one query
-0.84 s and 0.025 s (benchmarks/RESULTS.md, "Duplicates at scale"). An index written before
-(format 2: the vectors inside ``duplicates.npz``) is still read, its vectors into memory.
+200,000 x 1280, 1,000 queries took 3.5 s that way and 10.8 s through the float16 scan, one query
+0.61 s and 0.024 s (benchmarks/dupindex.py; benchmarks/RESULTS.md, "Duplicates at scale"). The
+pages a batch or the writer read are handed back as they go (``fileio.release_pages``). An index
+written before (format 2: the vectors inside ``duplicates.npz``) is still read, its vectors into
+memory.
 
 The stored files are found again after the collection, the run or the model moved: the index
 keeps each path relative to the collection root (the run's, ``save(root=)``, when every
@@ -59,8 +61,8 @@ JSON_NAME = "duplicates.json"
 NPZ_NAME = "duplicates.npz"
 VECTORS_NAME = "vectors.faiss"
 #: From this many queries at once the vectors are searched block by block through BLAS (see the
-#: module doc: the float16 scan costs ~16 ms a query at 200,000 rows, a blocked pass 0.8 s + 3 ms
-#: a query, even at ~60 queries).
+#: module doc: at 200,000 rows the float16 scan costs ~11-24 ms a query, a blocked pass ~0.6 s +
+#: 3 ms a query; even at ~40-60 queries).
 BATCH_QUERIES = 64
 
 #: Finder parameters the index needs to apply the same rule.
