@@ -13,8 +13,8 @@ is still readable) > semantic (cosine >= ``semantic_only_threshold``).
 per-item arrays, no pickle) and ``vectors.faiss`` (the unit vectors as float16, a faiss
 ``IndexScalarQuantizer`` file written block by block from the fitted rows, never a whole n x d
 copy); ``DuplicateIndex.load(folder)`` reads them back, the vectors memory-mapped
-(``faiss.IO_FLAG_MMAP_IFC``): loading a million-item index takes milliseconds and holds no
-vectors; a query's pages are read from the file when it touches them.
+(``faiss.IO_FLAG_MMAP_IFC``): loading reads no vectors (0.2 s for a million items, their ids and
+paths); a query's pages are read from the file when it touches them.
 
 The search over the vectors is exact (every stored row is scored, as before): a few queries
 through faiss's float16 scan of the memory-mapped file; from ``BATCH_QUERIES`` queries on
