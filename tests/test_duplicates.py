@@ -487,6 +487,8 @@ def test_index_vectors_are_written_block_by_block_and_memory_mapped_on_load(rng,
     monkeypatch.setattr(search, "BLOCK", 256)  # many blocks, written and searched
     finder = DuplicateFinder(semantic_only_threshold=0.9).fit(vectors=np.load(tmp_path / "v.npy", mmap_mode="r"))
     unsaved = finder.index()
+    assert unsaved.vectors is finder.vectors_ and isinstance(unsaved.vectors, search.UnitRows)
+    monkeypatch.setattr(search.UnitRows, "to_array", lambda *a, **k: pytest.fail("a whole n x d copy"))
     d = unsaved.save(tmp_path / "dups")
     meta = json.loads((d / "duplicates.json").read_text())
     assert meta["format"] == "mediacluster.duplicates/3" and "vectors" not in meta["arrays"]
