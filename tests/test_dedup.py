@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -234,8 +235,9 @@ def test_dups_command_lists_groups(planted, tmp_path):
     pq = pd.read_parquet(out / "dups.parquet")
     n_files = sum(1 for p in planted["dir"].rglob("*") if p.is_file())
     assert len(df) == len(pq) == n_files
-    assert {"path", "duplicate_group", "duplicate_of"} <= set(df.columns)
-    g = dict(zip(df["path"], df["duplicate_group"]))
+    assert {"id", "path", "duplicate_group", "duplicate_of"} <= set(df.columns)
+    assert not any(os.path.isabs(p) for p in df["path"])  # relative to the collection root (dups.json)
+    g = dict(zip(df["id"], df["duplicate_group"]))  # the id: the file's path when dups ran
     missed = [p for p, o in planted["truth"].items() if not (g[p] >= 0 and g[p] == g[o])]
     assert len(missed) <= 2 and not set(missed) & set(planted["many"]), missed
     page = (out / "dups.html").read_text(encoding="utf-8")

@@ -309,10 +309,16 @@ def test_an_index_with_absolute_paths_is_still_read_and_can_be_re_rooted(project
     import json
 
     d = DuplicateFinder().fit(project["train"], project["X"]).index().save(tmp_path / "dups")
+    vectors = DuplicateIndex.load(d).vectors[:]
     meta = json.loads((d / "duplicates.json").read_text())
-    old = {**{k: v for k, v in meta.items() if k not in ("root", "root_from_index")},
+    old = {**{k: v for k, v in meta.items() if k not in ("root", "root_from_index", "vectors")},
            "format": "mediacluster.duplicates/1", "paths": project["train"]}
     (d / "duplicates.json").write_text(json.dumps(old))
+    # format 1 kept the vectors (float16) inside duplicates.npz
+    with np.load(d / "duplicates.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(d / "duplicates.npz", **arrays, vectors=np.array(vectors))
+    (d / "vectors.faiss").unlink()
     idx = DuplicateIndex.load(d)
     assert idx.paths == project["train"] and idx.files_found
     assert geometric_kinds(idx, project) == [("geometric", 0)] * 3
@@ -452,9 +458,102 @@ def test_finder_fits_a_memory_mapped_file_as_the_array(rng, tmp_path):
     assert a.n_groups_ >= 12_000 and np.array_equal(a.labels_, b.labels_)
     assert np.array_equal(a.links_, b.links_) and np.array_equal(a.representative_, b.representative_)
     ia, ib = a.index(), b.index()
-    assert ib.vectors.dtype == np.float16 and np.array_equal(ia.vectors, ib.vectors)
+    assert ib.vectors is b.vectors_, "the unsaved index keeps the finder's rows, no float16 copy"
+    ia.save(tmp_path / "ia")
+    ib.save(tmp_path / "ib")
+    assert (tmp_path / "ia" / "vectors.faiss").read_bytes() == (tmp_path / "ib" / "vectors.faiss").read_bytes()
     m = ib.query(vector=X[0] * 3, exclude=0)
     assert m is not None and m.index == 1 and m.kind == "semantic"
+
+
+# -- the stored vectors: a memory-mapped file (format 3) ----------------------------------------
+def answers(matches) -> list:
+    return [None if m is None else (m.id, m.kind, m.group, m.distance) for m in matches]
+
+
+def test_index_vectors_are_written_block_by_block_and_memory_mapped_on_load(rng, tmp_path, monkeypatch):
+    """``save`` writes the vectors as a faiss float16 index file, block by block from a
+    memory-mapped input; ``load`` maps it (no vectors in memory) and answers exactly as the
+    unsaved index, one query at a time and in batches (the blocked BLAS pass)."""
+    import json
+
+    import faiss
+
+    from mediacluster.duplicates import index as index_mod
+    from mediacluster.duplicates import search
+
+    X = planted_pairs(rng, 3000, 48)  # every even row has a close copy at the next odd row
+    np.save(tmp_path / "v.npy", X)
+    monkeypatch.setattr(search, "BLOCK", 256)  # many blocks, written and searched
+    finder = DuplicateFinder(semantic_only_threshold=0.9).fit(vectors=np.load(tmp_path / "v.npy", mmap_mode="r"))
+    unsaved = finder.index()
+    assert unsaved.vectors is finder.vectors_ and isinstance(unsaved.vectors, search.UnitRows)
+    monkeypatch.setattr(search.UnitRows, "to_array", lambda *a, **k: pytest.fail("a whole n x d copy"))
+    d = unsaved.save(tmp_path / "dups")
+    meta = json.loads((d / "duplicates.json").read_text())
+    assert meta["format"] == "mediacluster.duplicates/3" and "vectors" not in meta["arrays"]
+    assert meta["vectors"] == {"file": "vectors.faiss", "rows": 3000, "dims": 48, "dtype": "float16"}
+    with np.load(d / "duplicates.npz") as z:
+        assert "vectors" not in z.files
+    assert faiss.read_index(str(d / "vectors.faiss")).ntotal == 3000  # a plain faiss index file too
+
+    idx = DuplicateIndex.load(d)
+    assert isinstance(idx.vectors, np.memmap) and idx.vectors.dtype == np.float16
+    assert np.array_equal(idx.vectors, finder.vectors_[:].astype(np.float16))  # its unit rows, as float16
+    # new items: noisy copies of stored rows (their pair's other member is close too) and strangers
+    Q = np.vstack([X[:40] + 0.05 * rng.standard_normal((40, 48)).astype(np.float32),
+                   rng.standard_normal((40, 48)).astype(np.float32)])
+    one_by_one = [idx.query(vector=q) for q in Q]
+    assert sum(m is not None for m in one_by_one[:40]) >= 35 and all(m is None for m in one_by_one[40:])
+    assert answers(one_by_one) == answers(unsaved.query(vector=q) for q in Q)
+    assert len(Q) >= index_mod.BATCH_QUERIES  # query_many takes the blocked pass
+    batched = idx.query_many(None, Q)
+    assert [a[:3] if a else None for a in answers(batched)] == [a[:3] if a else None for a in answers(one_by_one)]
+    assert np.allclose([m.distance for m in batched if m], [m.distance for m in one_by_one if m], atol=1e-6)
+    # a stored row checked against the others: its pair
+    m = idx.query(vector=X[10], exclude=10)
+    assert m is not None and m.index == 11 and m.kind == "semantic"
+
+
+def test_an_index_in_format_2_still_loads_and_answers_as_before(tmp_path):
+    """A model folder written before the vectors had their own file (format 2: every vector in
+    ``duplicates.npz``; tests/fixtures/dupindex_format2, made by that code with its answers) loads
+    and answers the same; saved again, it is format 3 and still answers the same."""
+    import json
+
+    fixture = Path(__file__).parent / "fixtures" / "dupindex_format2"
+    assert json.loads((fixture / "duplicates.json").read_text())["format"] == "mediacluster.duplicates/2"
+    Q = np.load(fixture / "queries.npy")
+    want = json.loads((fixture / "answers.json").read_text())
+    assert sum(w is not None for w in want) == 4
+    old = DuplicateIndex.load(fixture)
+    assert not isinstance(old.vectors, np.memmap) and old.vectors.dtype == np.float16
+    assert [None if m is None else m.to_dict() for m in old.query_many(None, Q)] == want
+    assert [None if m is None else m.to_dict() for m in old.query_many(None, np.repeat(Q, 20, axis=0))[::20]] == want
+    new = DuplicateIndex.load(old.save(tmp_path / "again"))
+    assert isinstance(new.vectors, np.memmap)
+    assert [None if m is None else m.to_dict() for m in new.query_many(None, Q)] == want
+
+
+def test_a_damaged_vectors_file_is_refused(rng, tmp_path):
+    import json
+
+    from mediacluster.errors import ModelFormatError
+
+    d = DuplicateFinder().fit(vectors=planted_pairs(rng, 50, 8)).index().save(tmp_path / "ok")
+    for name, damage in [("short", lambda p: p.write_bytes(p.read_bytes()[:-10])),
+                         ("foreign", lambda p: p.write_bytes(b"not a faiss index"))]:
+        bad = tmp_path / name
+        shutil.copytree(d, bad)
+        damage(bad / "vectors.faiss")
+        with pytest.raises(ModelFormatError, match="vectors"):
+            DuplicateIndex.load(bad)
+    bad = tmp_path / "rows"
+    shutil.copytree(d, bad)
+    meta = json.loads((bad / "duplicates.json").read_text())
+    (bad / "duplicates.json").write_text(json.dumps({**meta, "vectors": {**meta["vectors"], "rows": 49}}))
+    with pytest.raises(ModelFormatError, match="vectors"):
+        DuplicateIndex.load(bad)
 
 
 def test_dups_reads_a_float32_npy_where_it_lies(rng, tmp_path, monkeypatch):

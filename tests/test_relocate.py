@@ -244,3 +244,75 @@ def test_an_old_run_with_absolute_paths_still_reads(template, tmp_path):
     check_run_reads(run_dir, now, ids, root=now)
     code, out, err = cli("report", run_dir, "--quiet", "--collection-root", now)
     assert code == 0, out + err
+
+
+# ------------------------------------------------------------------------ the `dups` job's output
+def test_dups_output_follows_a_moved_collection(template, tmp_path):
+    """`mediacluster dups PHOTOS --out OUT` stores paths relative to the collection root and
+    records it (dups.json) as a run does: after the project (photos + OUT) moved whole the table
+    reads back with paths that exist and the page's thumbnails are still beside it; OUT moved
+    alone, ``collection_root=`` finds the photos; ``id`` (what users join on) never changes."""
+    import re
+
+    import pandas as pd
+
+    from mediacluster.duplicates.collection import read_dups
+
+    photos = tmp_path / "project" / "photos"
+    shutil.copytree(template["photos"], photos)
+    out = tmp_path / "project" / "dups"
+    code, text, err = cli("dups", photos, "--out", out, "--no-embed", "--quiet")
+    assert code == 0, text + err
+    info = json.loads((out / "dups.json").read_text())
+    assert info["collection_root"] == str(photos) and info["collection_root_from_out"] == "../photos"
+    copied = "frog/copy of " + template["first"]
+    for stored in (raw_paths(out, "dups.parquet"), pd.read_csv(out / "dups.csv")["path"].tolist()):
+        assert len(stored) == 31 and not any(os.path.isabs(p) for p in stored) and copied in stored
+    ids = pd.read_parquet(out / "dups.parquet")["id"].tolist()
+    assert all(os.path.isabs(i) and i.startswith(str(photos) + os.sep) for i in ids)
+    df = read_dups(out)
+    assert df["id"].tolist() == ids and all(p.startswith(str(photos) + os.sep) and os.path.isfile(p) for p in df["path"])
+    pair = df[df["path"].isin([str(photos / copied), str(photos / "frog" / template["first"])])]
+    assert len(pair) == 2 and pair["duplicate_group"].nunique() == 1 and (pair["duplicate_group"] >= 0).all()
+    page = (out / "dups.html").read_text(encoding="utf-8")
+    thumbs = re.findall(r'src="(thumbs/[^"]+)"', page)
+    assert len(thumbs) == 2 and str(photos) not in page  # the pair; names shown as stored
+
+    moved = tmp_path / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "project", moved)
+    assert not photos.exists()
+    df = read_dups(moved / "dups")
+    assert df["id"].tolist() == ids
+    assert all(p.startswith(str(moved / "photos") + os.sep) and os.path.isfile(p) for p in df["path"])
+    assert all((moved / "dups" / t).is_file() for t in thumbs)  # the page's thumbnails moved with it
+
+    # the output alone elsewhere: paths say where the photos were, until told where they are
+    alone = tmp_path / "dups_copy"
+    shutil.copytree(moved / "dups", alone)
+    assert read_dups(alone)["path"].tolist() == [str(photos / p) for p in raw_paths(alone, "dups.parquet")]
+    df = read_dups(alone, collection_root=moved / "photos")
+    assert all(os.path.isfile(p) for p in df["path"]) and df["id"].tolist() == ids
+
+
+def test_dups_output_with_absolute_paths_still_reads(template, tmp_path):
+    """An output of `dups` written before roots were recorded (absolute paths, no dups.json)
+    reads as it is, and ``collection_root=`` moves its paths from their common folder."""
+    import pandas as pd
+
+    from mediacluster.duplicates.collection import read_dups
+    from mediacluster.fileio import write_table
+
+    photos = tmp_path / "photos"
+    shutil.copytree(template["photos"], photos)
+    out = tmp_path / "dups"
+    code, text, err = cli("dups", photos, "--out", out, "--no-embed", "--quiet", "--groups", "1")
+    assert code == 0, text + err
+    df = pd.read_parquet(out / "dups.parquet")
+    write_table(out / "dups.parquet", df.assign(path=[str(photos / p) for p in df["path"]]))
+    (out / "dups.json").unlink()
+    assert read_dups(out)["path"].tolist() == [str(photos / p) for p in df["path"]]
+    now = tmp_path / "now"
+    shutil.move(photos, now)
+    got = read_dups(out, collection_root=now)["path"].tolist()
+    assert got == [str(now / p) for p in df["path"]] and all(os.path.isfile(p) for p in got)

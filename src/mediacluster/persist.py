@@ -175,8 +175,9 @@ class ModelStore:
         return dest
 
 
-#: A model version's duplicate index (``cluster --save-model --dedup``): a sub-folder of JSON +
-#: npz, written and checked by ``duplicates.index`` (``save_to_model`` / ``read_from_model``).
+#: A model version's duplicate index (``cluster --save-model --dedup``): a sub-folder of JSON, npz
+#: and the vectors' faiss file, written and checked by ``duplicates.index`` (``save_to_model`` /
+#: ``read_from_model``).
 DUPLICATES_DIR = "duplicates"
 
 

@@ -12,9 +12,10 @@ def add_parser(sub):
     p = sub.add_parser("dups", help="find reposts and near-duplicates: a table of groups and a page")
     p.add_argument("input", help="folder of images, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
     p.add_argument("--out", required=True,
-                   help="output folder: dups.parquet and dups.csv (one row per item: path, "
-                        "duplicate_group (-1: none), duplicate_of, link kind and distance, group size "
-                        "and diameter) and dups.html (the largest groups)")
+                   help="output folder: dups.parquet and dups.csv (one row per item: id, path relative "
+                        "to the collection root, duplicate_group (-1: none), duplicate_of, link kind and "
+                        "distance, group size and diameter), dups.json (counts and the collection root) and "
+                        "dups.html (the largest groups)")
     p.add_argument("--media", choices=("auto", "image", "audio"), default="auto")
     p.add_argument("--encoder", default=None, help="encoder for the embedding check (default: the media's default)")
     p.add_argument("--no-embed", dest="embed", action="store_false",

@@ -11,7 +11,13 @@ group's representative, empty for the representative itself and for unique items
 ``cluster_duplicates`` the per-cluster counts ``clusters.json`` carries.
 
 ``find_duplicates_in(source, out)`` is ``mediacluster dups SOURCE --out DIR``: one row per item
-in ``dups.parquet`` / ``dups.csv`` and a page of the largest groups, ``dups.html``.
+in ``dups.parquet`` / ``dups.csv``, a page of the largest groups, ``dups.html`` (thumbnails copied
+into ``DIR/thumbs``), and ``dups.json``: the counts and the collection root. As in a run folder
+(``mediacluster.locations``), ``path`` is stored relative to the collection root (the folder
+given, a manifest's folder; absolute for a file outside it) and the root is recorded as it was
+and relative to ``DIR``; ``read_dups(DIR, collection_root=)`` gives the table with absolute
+paths, found again after the collection and ``DIR`` moved together, or where ``collection_root``
+says. ``id`` stays what it was (a file's absolute path when ``dups`` ran): the column to join on.
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ from .finder import DuplicateFinder
 TABLE = "dups.parquet"
 TABLE_CSV = "dups.csv"
 PAGE = "dups.html"
+INFO = "dups.json"
 THUMBS = "thumbs"
+#: ``dups.json``'s format: 1 records the collection root; outputs without it hold absolute paths.
+INFO_FORMAT = "mediacluster.dups/1"
 
 
 def make_finder(params: dict | None = None, progress: bool = True, workers: int | None = None) -> DuplicateFinder:
@@ -140,6 +149,7 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
     if len(coll) == 0:
         raise InputError(f"no usable files found in {source}")
     skipped = list(coll.skipped)
+    root = getattr(coll, "root", None)  # the folder given, a manifest's folder: paths are stored relative to it
     if coll.vectors is not None:
         finder = make_finder(params, progress, workers).fit(vectors=coll.vectors, ids=[str(i) for i in coll.ids])
         paths = None
@@ -156,7 +166,7 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
             raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")
         paths = [str(p) for p in coll.paths]
         finder = make_finder(params, progress, workers).fit(paths, ids=[str(i) for i in coll.ids])
-    return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress)
+    return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root)
 
 
 def _mapped_npy(source):
@@ -170,10 +180,15 @@ def _mapped_npy(source):
     return None if f is None else np.load(f, mmap_mode="r")
 
 
-def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_groups: int, progress: bool) -> dict:
-    from ..fileio import write_table
+def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_groups: int, progress: bool,
+                 root=None) -> dict:
+    from ..fileio import text_series, write_json, write_table
+    from ..locations import Root, common_folder
 
-    df = groups_table(finder, paths)
+    # as a run folder stores them: relative to the root, absolute for a file outside it
+    top = (os.path.abspath(root) if root is not None else common_folder(paths)) if paths is not None else None
+    loc = Root(path=top, recorded=top)
+    df = groups_table(finder, None if paths is None else text_series(loc.store_all([str(p) for p in paths])))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -184,16 +199,53 @@ def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_
     write_table(out / TABLE_CSV, df)
     res = {**summary(finder), "unreadable": len(skipped), "seconds": round(time.perf_counter() - t0, 2),
            "table": str(out / TABLE), "csv": str(out / TABLE_CSV)}
+    where = loc.record(out)
+    write_json(out / INFO, {"format": INFO_FORMAT, **({"collection_root": where["root"],
+                                                       "collection_root_from_out": where["root_from_store"]}
+                                                      if where else {}),
+                            **{k: v for k, v in res.items() if k not in ("table", "csv")}})
     if page:
-        res["page"] = str(write_groups_page(out, finder, paths, res, n_groups=page_groups, progress=progress))
+        res["page"] = str(write_groups_page(out, finder, paths, res, n_groups=page_groups, progress=progress,
+                                            shown_paths=None if paths is None else df["path"].tolist()))
     return res
+
+
+def read_dups(out: str | os.PathLike, collection_root: str | os.PathLike | None = None, columns=None):
+    """The table ``mediacluster dups`` wrote into ``out`` (``dups.parquet``), ``path`` absolute:
+    resolved against the recorded collection root (``locations.find``: ``collection_root`` when
+    given, else the recorded one while it exists, else the one at the same place relative to
+    ``out``). An output written before roots were recorded holds absolute paths; a given
+    ``collection_root`` moves them from their common folder."""
+    from ..fileio import read_json, read_table, text_series
+    from ..locations import find, legacy
+
+    out = Path(out)
+    if not (out / TABLE).is_file():
+        raise InputError(f"{out}: no {TABLE} (the output folder of `mediacluster dups`)")
+    df = read_table(out / TABLE, columns=columns)
+    if "path" not in df:
+        return df
+    info = {}
+    if (out / INFO).is_file():
+        try:
+            info = read_json(out / INFO)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{out / INFO}: cannot read it: {e}") from e
+    stored = df["path"].tolist()
+    if isinstance(info, dict) and isinstance(info.get("collection_root"), str):
+        loc = find(info["collection_root"], info.get("collection_root_from_out"), out, given=collection_root)
+    else:
+        loc = legacy([p for p in stored if isinstance(p, str)], given=collection_root)
+    return df.assign(path=text_series(loc.resolve_all(stored), index=df.index))
 
 
 def write_groups_page(out: Path, finder: DuplicateFinder, paths: list | None, info: dict,
                       n_groups: int = 100, per_group: int = 12, thumb_size: int = 96,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, shown_paths: list | None = None) -> Path:
     """``out/dups.html``: the ``n_groups`` largest groups, representative first, with thumbnails
-    (``out/thumbs``) for image files."""
+    (copied into ``out/thumbs`` from ``paths``, so the page moves with ``out``) for image files;
+    ``shown_paths``: the names to print (default ``paths``; ``dups`` gives them relative to the
+    collection root, as the table holds them)."""
     from ..fileio import atomic_path, display_text
     from ..report.thumbs import make_thumbnails
 
@@ -209,8 +261,10 @@ def write_groups_page(out: Path, finder: DuplicateFinder, paths: list | None, in
     kinds = finder.link_kind_
     dist = finder.link_distance_
 
+    names = shown_paths if shown_paths is not None else paths
+
     def cell(i: int, rep: bool) -> str:
-        name = display_text(paths[i] if paths is not None else finder.ids_[i])
+        name = display_text(names[i] if names is not None else finder.ids_[i])
         how = "representative" if rep else (
             f"{('exact', 'perceptual', 'geometric', 'semantic')[kinds[i]]}, d={dist[i]:.3g}" if kinds[i] >= 0 else "")
         t = thumbs.get(i)
@@ -245,4 +299,4 @@ The table of every item is <a href="{TABLE_CSV}">{TABLE_CSV}</a> ({TABLE}). Show
 
 
 __all__ = ["find_in_embeddings", "find_in_rows", "duplicate_columns", "groups_table", "cluster_duplicates", "summary",
-           "find_duplicates_in", "write_groups_page", "make_finder"]
+           "find_duplicates_in", "read_dups", "write_groups_page", "make_finder"]

@@ -9,8 +9,22 @@ exact (same bytes) > perceptual (hash within the radius, thumbnails agree) > geo
 (cosine >= ``semantic_threshold`` and keypoint alignment with the stored file, when that file
 is still readable) > semantic (cosine >= ``semantic_only_threshold``).
 
-``save(folder)`` writes ``duplicates.json`` (parameters, ids, paths) and ``duplicates.npz``
-(arrays, no pickle); ``DuplicateIndex.load(folder)`` reads them back.
+``save(folder)`` writes ``duplicates.json`` (parameters, ids, paths), ``duplicates.npz`` (the
+per-item arrays, no pickle) and ``vectors.faiss`` (the unit vectors as float16, a faiss
+``IndexScalarQuantizer`` file written block by block from the fitted rows, never a whole n x d
+copy); ``DuplicateIndex.load(folder)`` reads them back, the vectors memory-mapped
+(``faiss.IO_FLAG_MMAP_IFC``): loading reads no vectors (0.2 s for a million items, their ids and
+paths); a query's pages are read from the file when it touches them.
+
+The search over the vectors is exact (every stored row is scored, as before): a few queries
+through faiss's float16 scan of the memory-mapped file; from ``BATCH_QUERIES`` queries on
+(``query_many``: ``assign``, a service batch) the file is read once, ``search.BLOCK`` rows at a
+time as float32, each block against every query by faiss's BLAS kernel (``faiss.knn``): at
+200,000 x 1280, 1,000 queries took 3.5 s that way and 10.8 s through the float16 scan, one query
+0.61 s and 0.024 s (benchmarks/dupindex.py; benchmarks/RESULTS.md, "Duplicates at scale"). The
+pages a batch or the writer read are handed back as they go (``fileio.release_pages``). An index
+written before (format 2: the vectors inside ``duplicates.npz``) is still read, its vectors into
+memory.
 
 The stored files are found again after the collection, the run or the model moved: the index
 keeps each path relative to the collection root (the run's, ``save(root=)``, when every
@@ -40,10 +54,16 @@ from ..locations import Root, check_given, common_folder, find, legacy, split_ro
 from .grouping import KINDS
 from .hashing import THUMB, hamming
 
-FORMAT = "mediacluster.duplicates/2"  # 2: paths relative to a recorded collection root
-READ_FORMATS = ("mediacluster.duplicates/1", FORMAT)  # 1: absolute paths
+FORMAT = "mediacluster.duplicates/3"  # 3: the vectors in their own memory-mapped file
+READ_FORMATS = ("mediacluster.duplicates/1", "mediacluster.duplicates/2", FORMAT)  # 1: absolute paths;
+# 2: paths relative to a recorded collection root, the vectors inside duplicates.npz
 JSON_NAME = "duplicates.json"
 NPZ_NAME = "duplicates.npz"
+VECTORS_NAME = "vectors.faiss"
+#: From this many queries at once the vectors are searched block by block through BLAS (see the
+#: module doc: at 200,000 rows the float16 scan costs ~11-24 ms a query, a blocked pass ~0.6 s +
+#: 3 ms a query; even at ~40-60 queries).
+BATCH_QUERIES = 64
 
 #: Finder parameters the index needs to apply the same rule.
 _PARAMS = ("hash", "hash_size", "hash_radius", "photometric", "min_ncc", "max_chroma", "grey_chroma",
@@ -86,7 +106,8 @@ class DuplicateIndex:
         self.mirror = mirror
         self.thumbs = thumbs
         self.hash_ok = hash_ok
-        self.vectors = vectors
+        self.vectors = vectors  # unit rows: float16 (loaded), or the finder's (unsaved; see from_finder)
+        self._faiss = None  # the float16 inner-product index over them (memory-mapped once loaded)
         self.representative = None if representative is None else np.asarray(representative, np.int64)
         self.root: str | None = None  # the collection root the paths were resolved against (load)
         self._by_content = {} if content is None else {c: k for k, c in reversed(list(enumerate(content)))
@@ -98,23 +119,27 @@ class DuplicateIndex:
 
     @classmethod
     def from_finder(cls, finder, vectors: bool = True) -> DuplicateIndex:
+        """The index of a fitted finder. Its vectors are the finder's unit rows themselves (an
+        array, or a ``search.UnitRows`` view of a memory-mapped file), not a copy: :meth:`save`
+        writes them as float16 block by block, and a query of the unsaved index scores them as
+        float16, as the saved one does."""
         sig = finder.signatures_
         return cls(
             params={p: getattr(finder, p) for p in _PARAMS},
             ids=finder.ids_, paths=finder.paths_, labels=finder.labels_, content=finder.content_hashes_,
             hashes=None if sig is None else sig.hashes, mirror=None if sig is None else sig.mirror,
             thumbs=None if sig is None else sig.thumbs, hash_ok=None if sig is None else sig.usable(),
-            vectors=None if (finder.vectors_ is None or not vectors) else _half(finder.vectors_),
-            representative=finder.representative_,
+            vectors=None if not vectors else finder.vectors_, representative=finder.representative_,
         )
 
     # -- query -----------------------------------------------------------------------------
     def query(self, path: str | os.PathLike | None = None, vector: np.ndarray | None = None,
-              exclude: int | None = None) -> DuplicateMatch | None:
+              exclude: int | None = None, near: tuple | None = None) -> DuplicateMatch | None:
         """The best match of one new item (an image file and/or its embedding), or None.
 
         A file that cannot be decoded is checked for exact copies only. ``exclude``: a stored
-        row to ignore (e.g. the item itself when checking a stored item).
+        row to ignore (e.g. the item itself when checking a stored item). ``near``: the vector's
+        ``(similarities, rows)`` from :meth:`nearest` when several items are checked at once.
         """
         from ..fileio import hash_file
         from ..ingest import SkipItem, load_image
@@ -163,7 +188,7 @@ class DuplicateIndex:
                 rows = rows[photometric_ok(n0, c0, s0, check) | photometric_ok(n1, c1, s1, check)]
             found += [(1, float(bits[r]), int(r)) for r in rows]
         if vector is not None and self.vectors is not None:
-            found += self._semantic(np.asarray(vector, np.float32).ravel(), path, exclude)
+            found += self._semantic(np.asarray(vector, np.float32).ravel(), path, exclude, near)
         if not found:
             return None
         kind, dist, row = min(found)
@@ -171,7 +196,8 @@ class DuplicateIndex:
         return DuplicateMatch(index=row, id=self.ids[row], group=int(self.labels[row]), kind=KINDS[kind],
                               distance=dist, representative=self.ids[r] if r >= 0 else None)
 
-    def query_bytes(self, data: bytes, vector: np.ndarray | None = None, suffix: str = "") -> DuplicateMatch | None:
+    def query_bytes(self, data: bytes, vector: np.ndarray | None = None, suffix: str = "",
+                    near: tuple | None = None) -> DuplicateMatch | None:
         """:meth:`query` for an upload held in memory (the service): the bytes go to a temporary
         file for the duration of the check (the geometric check reads files)."""
         import tempfile
@@ -180,7 +206,7 @@ class DuplicateIndex:
         with tempfile.TemporaryDirectory(prefix="mc-dup-") as d:
             p = Path(d) / f"upload{suffix}"
             p.write_bytes(data)
-            return self.query(path=p, vector=vector)
+            return self.query(path=p, vector=vector, near=near)
 
     def query_many(self, paths=None, vectors: np.ndarray | None = None) -> list[DuplicateMatch | None]:
         """:meth:`query` for each of several new items (``paths`` and/or ``vectors`` rows; a
@@ -188,21 +214,56 @@ class DuplicateIndex:
         n = len(paths) if paths is not None else len(vectors) if vectors is not None else 0
         if paths is not None and vectors is not None and len(vectors) != n:
             raise InputError(f"{n} paths but {len(vectors)} vectors")
+        near = self.nearest(vectors) if vectors is not None and self.vectors is not None else None
         return [self.query(path=None if paths is None else paths[k],
-                           vector=None if vectors is None else vectors[k]) for k in range(n)]
+                           vector=None if vectors is None else vectors[k],
+                           near=None if near is None else (near[0][k], near[1][k])) for k in range(n)]
 
-    def _semantic(self, v: np.ndarray, path, exclude) -> list[tuple[int, float, int]]:
+    def nearest(self, vectors: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(similarities, rows)``, each (m, k): every vector's ``k`` (default ``n_neighbors``)
+        stored rows of highest cosine, exact, best first (row -1 past the stored items; an all-zero
+        or non-finite vector gets none). For :meth:`query`'s ``near``."""
+        V = np.asarray(vectors, np.float32)
+        if V.ndim != 2 or V.shape[1] != self.vectors.shape[1]:
+            raise InputError(f"vectors of shape {V.shape}: the index holds {self.vectors.shape[1]}-d vectors")
+        k = min(int(self.params["n_neighbors"] if k is None else k), len(self.vectors))
+        norms = np.linalg.norm(V, axis=1)
+        ok = np.isfinite(norms) & (norms > 0)
+        sims = np.full((len(V), k), -np.inf, np.float32)
+        rows = np.full((len(V), k), -1, np.int64)
+        if ok.any() and k > 0:
+            Q = np.ascontiguousarray(V[ok] / norms[ok, None], np.float32)
+            sims[ok], rows[ok] = self._search(Q, k)
+        return sims, rows
+
+    def _search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top ``k`` inner products of unit queries ``Q`` with the stored rows."""
+        if len(Q) < BATCH_QUERIES or not isinstance(self.vectors, np.ndarray) or self.vectors.dtype != np.float16:
+            return self._vector_index().search(Q, k)
+        import faiss  # heavy: only when a query needs the vectors
+
+        from ..fileio import release_pages
+        from .search import BLOCK
+
+        heap = faiss.ResultHeap(len(Q), k, keep_max=True)
+        for s in range(0, len(self.vectors), BLOCK):
+            block = np.asarray(self.vectors[s:s + BLOCK], np.float32)  # float16 rows, exactly
+            release_pages(self.vectors)  # the file's pages stay cache, not this process's memory
+            D, rows = faiss.knn(Q, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+            heap.add_result(D, np.where(rows >= 0, rows + s, -1))
+        heap.finalize()
+        return heap.D, heap.I
+
+    def _semantic(self, v: np.ndarray, path, exclude, near=None) -> list[tuple[int, float, int]]:
         p = self.params
         if v.shape[0] != self.vectors.shape[1]:
             raise InputError(f"vector has {v.shape[0]} dims, the index holds {self.vectors.shape[1]}-d vectors")
-        norm = float(np.linalg.norm(v))
-        if not np.isfinite(norm) or norm == 0:
-            return []
-        v = (v / norm).astype(np.float32)
-        k = min(int(p["n_neighbors"]) + (exclude is not None), len(self.vectors))
-        sims, rows = self._vector_index().search(v[None, :], k)
-        keep = (rows[0] >= 0) & (rows[0] != (-1 if exclude is None else exclude))
-        sims, top = sims[0][keep][: int(p["n_neighbors"])], rows[0][keep][: int(p["n_neighbors"])]
+        if near is None or exclude is not None:
+            near = self.nearest(v[None, :], int(p["n_neighbors"]) + (exclude is not None))
+            near = (near[0][0], near[1][0])
+        sims, rows = near
+        keep = (rows >= 0) & (rows != (-1 if exclude is None else exclude))
+        sims, top = sims[keep][: int(p["n_neighbors"])], rows[keep][: int(p["n_neighbors"])]
         # a cosine distance: float16 vectors and float32 sums can put a copy's similarity a hair above 1
         out = []
         can_verify = p["verify"] and path is not None and self.paths is not None
@@ -217,17 +278,19 @@ class DuplicateIndex:
         return out
 
     def _vector_index(self):
-        """A faiss inner-product index over the stored vectors, kept as float16
-        (``IndexScalarQuantizer`` QT_fp16: the stored precision, half the memory of float32,
-        SIMD search). Built on the first query: 50,000 x 1280 vectors took 238 ms per query
-        through numpy (float16 rows converted every time)."""
-        if getattr(self, "_faiss", None) is None:
+        """A faiss inner-product index over the stored vectors as float16 (``IndexScalarQuantizer``
+        QT_fp16: SIMD search of the stored precision). A loaded index maps its file (see
+        :meth:`load`); an unsaved one (or one of format 2) is filled here on the first query, its
+        rows rounded to float16 as :meth:`save` stores them."""
+        if self._faiss is None:
             import faiss  # heavy: only when a query needs the vectors
+
+            from .search import _blocks
 
             d = self.vectors.shape[1]
             index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-            for s in range(0, len(self.vectors), 65536):
-                index.add(np.ascontiguousarray(self.vectors[s:s + 65536], dtype=np.float32))
+            for _, v in _blocks(self.vectors):
+                index.add(v.astype(np.float16).astype(np.float32))
             self._faiss = index
         return self._faiss
 
@@ -243,15 +306,21 @@ class DuplicateIndex:
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, folder: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-        """Write ``duplicates.json`` and ``duplicates.npz`` into ``folder`` (atomically each).
-        ``root``: the collection root (the run's; default, or when a path lies outside it: the
-        paths' common folder), which the paths are stored relative to."""
+        """Write ``duplicates.json``, ``duplicates.npz`` and (with vectors) ``vectors.faiss`` into
+        ``folder`` (atomically each, the JSON last). ``root``: the collection root (the run's;
+        default, or when a path lies outside it: the paths' common folder), which the paths are
+        stored relative to."""
         from ..fileio import atomic_path, write_json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        vectors = None
+        if self.vectors is not None:
+            _write_vectors(folder / VECTORS_NAME, self.vectors)
+            vectors = {"file": VECTORS_NAME, "rows": len(self.vectors), "dims": int(self.vectors.shape[1]),
+                       "dtype": "float16"}
         arrays = {"labels": self.labels}
-        for name in ("hashes", "mirror", "thumbs", "hash_ok", "vectors", "representative"):
+        for name in ("hashes", "mirror", "thumbs", "hash_ok", "representative"):
             if getattr(self, name) is not None:
                 arrays[name] = np.asarray(getattr(self, name))
         if self.content is not None:
@@ -266,7 +335,7 @@ class DuplicateIndex:
         write_json(folder / JSON_NAME, {
             "format": FORMAT, "params": self.params, "ids": self.ids, **where,
             "paths": None if rel is None else [None if r is None else path_to_text(r, force=True) for r in rel],
-            "arrays": sorted(arrays)})
+            "arrays": sorted(arrays), "vectors": vectors})
         return folder
 
     @property
@@ -309,6 +378,8 @@ class DuplicateIndex:
         n = len(ids)
         expect = {"labels": "iu", "representative": "iu", "hashes": "u", "mirror": "u", "thumbs": "u", "hash_ok": "b",
                   "vectors": "f", "content": "S"}
+        if meta["format"] == FORMAT:  # the vectors live in their own file
+            del expect["vectors"]
         for k, a in arrays.items():
             if k not in expect or a.dtype.kind not in expect[k]:
                 raise ModelFormatError(f"{zp}: unexpected array {k!r} ({a.dtype})")
@@ -319,19 +390,89 @@ class DuplicateIndex:
         content = None
         if "content" in arrays:
             content = [c.decode() or None for c in arrays["content"]]
+        vectors, mapped = arrays.get("vectors"), None
+        if meta["format"] == FORMAT and meta.get("vectors") is not None:
+            vectors, mapped = _read_vectors(folder, meta["vectors"], n, jp)
         index = cls(params=meta["params"], ids=meta["ids"], paths=paths, labels=arrays["labels"],
                     content=content, hashes=arrays.get("hashes"), mirror=arrays.get("mirror"),
-                    thumbs=arrays.get("thumbs"), hash_ok=arrays.get("hash_ok"), vectors=arrays.get("vectors"),
+                    thumbs=arrays.get("thumbs"), hash_ok=arrays.get("hash_ok"), vectors=vectors,
                     representative=arrays.get("representative"))
+        index._faiss = mapped
         index.root = found_root
         return index
 
 
-def _half(V) -> np.ndarray:
-    """The finder's unit vectors as float16, without a float32 copy of them all (``UnitRows``)."""
-    from .search import UnitRows
+def _sq_index(d: int):
+    """An empty faiss float16 inner-product index of ``d`` dims (the stored vectors' index)."""
+    import faiss  # heavy: only when vectors are written or searched
 
-    return V.to_array(np.float16) if isinstance(V, UnitRows) else np.asarray(V).astype(np.float16)
+    return faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+
+
+def _sq_header(d: int, n: int) -> bytes:
+    """What faiss writes before the codes of a float16 ``IndexScalarQuantizer`` holding ``n``
+    rows: its serialisation when empty, with ``ntotal`` (int64, after the fourcc and ``d``) and
+    the codes' byte count (uint64, the last field before the codes) set to ``n`` rows'."""
+    import faiss  # heavy: only when vectors are written or searched
+
+    head = bytearray(faiss.serialize_index(_sq_index(d)).tobytes())
+    if head[:4] != b"IxSQ" or head[8:16] != bytes(8) or head[-8:] != bytes(8):
+        raise RuntimeError(f"faiss {faiss.__version__} serialises IndexScalarQuantizer in an unexpected layout")
+    head[8:16] = np.int64(n).tobytes()
+    head[-8:] = np.uint64(n * d * 2).tobytes()
+    return bytes(head)
+
+
+def _write_vectors(path: Path, V) -> None:
+    """``V``'s unit rows (the finder's array or ``search.UnitRows``, or float16 rows) as a faiss
+    float16 ``IndexScalarQuantizer`` file, written ``search.BLOCK`` rows at a time (no n x d
+    copy): faiss's header, then the rows' float16 values in order, which are that index's
+    codes. The layout is checked against faiss's own serialisation of an index holding the
+    first row, so a faiss that writes differently fails here, not on a later load."""
+    import faiss  # heavy: only when vectors are written
+
+    from ..fileio import atomic_path, release_pages
+    from .search import _blocks
+
+    n, d = int(V.shape[0]), int(V.shape[1])
+    source = getattr(V, "X", V)  # the run's memory-mapped vectors under a UnitRows view
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(_sq_header(d, n))
+        for s, v in _blocks(V):
+            half = v.astype("<f2")
+            if s == 0:
+                one = _sq_index(d)
+                one.add(half[:1].astype(np.float32))
+                if faiss.serialize_index(one).tobytes() != _sq_header(d, 1) + half[:1].tobytes():
+                    raise RuntimeError(f"faiss {faiss.__version__}: the float16 index's codes are not the rows' "
+                                       "float16 values; cannot write the duplicate index's vectors")
+            f.write(half.tobytes())
+            release_pages(source)  # the rows read so far: a memory map's pages are not kept mapped
+
+
+def _read_vectors(folder: Path, spec, n: int, where) -> tuple[np.ndarray, object]:
+    """``(rows, index)`` of a stored ``vectors.faiss``: the faiss index memory-mapped
+    (``IO_FLAG_MMAP_IFC``: nothing read until a query touches it) and the same file's codes as
+    a read-only (n, d) float16 memory map; checked against ``duplicates.json``."""
+    import faiss  # heavy: only when an index with vectors is loaded
+
+    if not isinstance(spec, dict) or spec.get("file") != VECTORS_NAME or spec.get("dtype") != "float16" \
+            or spec.get("rows") != n or not isinstance(spec.get("dims"), int) or spec["dims"] < 1:
+        raise ModelFormatError(f"{where}: 'vectors' must be {{file: {VECTORS_NAME!r}, rows: {n}, dims, "
+                               f"dtype: 'float16'}}, got {spec!r}")
+    path, d = folder / VECTORS_NAME, spec["dims"]
+    try:
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)  # already its own class; owns the map
+        size = os.path.getsize(path)
+    except (RuntimeError, OSError) as e:
+        raise ModelFormatError(f"{path}: cannot read the duplicate index vectors: {e}") from e
+    offset = size - n * d * 2
+    if not isinstance(index, faiss.IndexScalarQuantizer) or index.sq.qtype != faiss.ScalarQuantizer.QT_fp16 \
+            or index.metric_type != faiss.METRIC_INNER_PRODUCT or index.d != d or index.ntotal != n \
+            or offset != len(_sq_header(d, n)):
+        raise ModelFormatError(f"{path}: not a float16 inner-product index of {n} x {d} vectors")
+    rows = np.memmap(path, dtype="<f2", mode="r", offset=offset, shape=(n, d)) if n else np.zeros((0, d), "<f2")
+    return rows, index
 
 
 def _root_for(paths, root) -> Root:

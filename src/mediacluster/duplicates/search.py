@@ -163,8 +163,9 @@ class UnitRows:
         return rows * np.asarray(inv, np.float32)[..., None]
 
     def to_array(self, dtype=np.float32) -> np.ndarray:
-        """The whole normalised array in ``dtype``, filled block by block (e.g. float16 for a
-        ``DuplicateIndex``: half the size, no float32 copy on the way)."""
+        """The whole normalised array in ``dtype``, filled block by block (no float32 copy on the
+        way). A whole n x d array: the package's own paths read blocks instead (the
+        ``DuplicateIndex`` writes its float16 file block by block)."""
         out = np.empty(self.shape, dtype)
         for s, v in _blocks(self, block=self.block):
             out[s:s + len(v)] = v

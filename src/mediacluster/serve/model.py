@@ -187,14 +187,18 @@ def answer_images(encoder, items: list[tuple]) -> list:
 
 def duplicate_matches(index, X: np.ndarray, uploads: list[bytes] | None,
                       filenames: list[str | None] | None) -> list[dict | None]:
-    """"near-duplicate of item X (kind, distance d)" for each new item, as dicts."""
+    """"near-duplicate of item X (kind, distance d)" for each new item, as dicts. The batch's
+    vectors are searched together (``DuplicateIndex.nearest``: one pass over the stored vectors
+    for a large batch)."""
     out = []
+    near = index.nearest(X) if index.vectors is not None and len(X) else None
     for i in range(len(X)):
+        ni = None if near is None else (near[0][i], near[1][i])
         if uploads is not None:
             suffix = Path(filenames[i] or "").suffix if filenames is not None else ""
-            m = index.query_bytes(uploads[i], vector=X[i], suffix=suffix)
+            m = index.query_bytes(uploads[i], vector=X[i], suffix=suffix, near=ni)
         else:
-            m = index.query(vector=X[i])
+            m = index.query(vector=X[i], near=ni)
         out.append(None if m is None else {**m.to_dict(), "text": str(m)})
     return out
 
