@@ -50,6 +50,10 @@ def _kind(e: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_").removesuffix("_error") or "error"
 
 
+def _bug_message(e: Exception) -> str:
+    return f"internal error ({type(e).__name__}); the server log has the traceback"
+
+
 #: the documentation page's own files (served from the package: the page works offline)
 DOCS_STATIC = "/static-offline-docs/"
 
@@ -99,10 +103,11 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception):
+        # only what fails outside _Guards comes here (e.g. an app's own middleware); Starlette
+        # then closes the connection after this answer
         log.exception("internal error on %s %s", request.method, request.url.path)
         count("internal")
-        return error_response(500, "internal", f"internal error ({type(e).__name__}); the server log "
-                                               "has the traceback")
+        return error_response(500, "internal", _bug_message(e))
 
     app.add_middleware(_Guards, public=public, prefixes=prefixes, max_body_bytes=max_body_bytes,
                        time_limit_s=time_limit_s, count=count)
@@ -173,9 +178,6 @@ class _Guards:
                 message, body = {"type": "http.request", "body": body, "more_body": False}, None
                 return message
 
-        if self.time_limit_s is None:
-            await self.app(scope, receive, send)
-            return
         started = False
 
         async def send_started(message):
@@ -184,12 +186,23 @@ class _Guards:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, send_started), timeout=self.time_limit_s)
+            if self.time_limit_s is None:
+                await self.app(scope, receive, send_started)
+            else:
+                await asyncio.wait_for(self.app(scope, receive, send_started), timeout=self.time_limit_s)
         except TimeoutError:
             if started:  # half an answer is out: nothing better than closing the connection
                 raise
             await self._refuse(scope, receive, send, 503, "timeout", f"the request took longer "
                                f"than {self.time_limit_s:g} s")
+        except Exception as e:
+            # a bug: answered here, not by Starlette's outermost error middleware, which
+            # re-raises after answering, so uvicorn closed the keep-alive connection and the
+            # client's next request on it failed with a reset
+            if started:
+                raise
+            log.error("internal error on %s %s", scope["method"], path, exc_info=e)
+            await self._refuse(scope, receive, send, 500, "internal", _bug_message(e))
 
 
 def is_loopback(host: str) -> bool:
