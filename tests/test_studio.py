@@ -470,6 +470,32 @@ def test_path_traversal_and_foreign_hosts(server):
         assert c.get("/api/version").status_code == 200
 
 
+def test_malformed_requests_get_4xx_and_the_connection_serves_on(server):
+    """Values of the wrong type or size in a request are the client's mistake: a 4xx JSON error
+    naming the value, never a 500 (a split preview of cluster "x" or k "x", and an edit history
+    since a number past SQLite's integers, were 500s), and the next request on the same
+    connection is served."""
+    with client(server) as c:
+        cid = min(clusters_of(c))
+        bad = [("POST", "/api/split/preview", {"cluster": "x"}, "cluster"),
+               ("POST", "/api/split/preview", {"cluster": [1]}, "cluster"),
+               ("POST", "/api/split/preview", {"cluster": None}, "cluster"),
+               ("POST", "/api/split/preview", {"cluster": cid, "k": "x"}, "k"),
+               ("POST", "/api/split/preview", {"cluster": cid, "k": 2.5}, "k"),
+               ("POST", "/api/split/preview", {"cluster": cid, "k": {"a": 1}}, "k"),
+               ("GET", "/api/edits?since=99999999999999999999999", None, None),
+               ("GET", "/api/edits?since=-99999999999999999999999&limit=99999999999999999999", None, None)]
+        for method, path, body, names in bad:
+            r = post(c, path, body) if method == "POST" else c.get(path)
+            if names is None:  # out-of-range numbers are clipped: an answer, not an error
+                assert r.status_code == 200 and "events" in r.json(), (path, r.text)
+            else:
+                assert r.status_code == 400, (body, r.status_code, r.text)
+                assert r.json()["error"]["kind"] == "input" and names in r.json()["error"]["message"]
+            assert c.get("/api/version").status_code == 200  # same connection, still served
+        assert post(c, "/api/split/preview", {"cluster": cid, "k": 2.0}).status_code == 200
+
+
 @pytest.mark.slow
 def test_token_off_loopback(base_run, tmp_path):
     import httpx

@@ -49,6 +49,19 @@ SPLIT_K_MAX = 12
 LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
 
 
+def _whole(v, what: str) -> int:
+    """``v`` as an int (a JSON request's number), or an InputError naming ``what``."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise InputError(f"{what} must be a whole number, got {v!r}")
+    try:
+        f = float(v)
+        if f != int(f):
+            raise ValueError
+        return int(f)
+    except (ValueError, OverflowError):
+        raise InputError(f"{what} must be a whole number, got {v!r}") from None
+
+
 def min_part(m: int) -> int:
     """Smallest part a split along the hierarchy keeps for a cluster of ``m`` items: 1% of it,
     at least 2 (one stray item is not a sub-group)."""
@@ -496,7 +509,8 @@ class Studio:
                 "can_redo": self.state.can_redo()}
 
     def events(self, since: int = 0, limit: int = 200) -> dict:
-        evs = self.log.events(since=since, limit=max(1, min(1000, limit)))
+        # clipped to SQLite's integer range: a bigger number overflowed (a 500)
+        evs = self.log.events(since=max(0, min(since, 2**62)), limit=max(1, min(1000, limit)))
         out = []
         for e in evs:
             d = e.to_dict()
@@ -756,8 +770,9 @@ class Studio:
         from ..naming.names import name_clusters
 
         t0 = time.perf_counter()
+        cid = _whole(cid, "cluster")
         with self._lock:
-            c = self.state.clusters.get(int(cid))
+            c = self.state.clusters.get(cid)
             if c is None or not c.alive:
                 raise KeyError(cid)
             members = self.state.members(cid)
@@ -765,7 +780,7 @@ class Studio:
         if m < 4:
             raise InputError(f"cluster {cid} has {m} items; a split needs at least 4")
         if k is not None:
-            k = int(k)
+            k = _whole(k, "k")
             if not 2 <= k <= min(100, m - 1):
                 raise InputError(f"k must be between 2 and {min(100, m - 1)} for {m} items")
         if reducer not in ("auto", "tree", "model", "pca", "umap"):
