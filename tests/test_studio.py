@@ -435,6 +435,63 @@ def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
     assert cards == set(lab[lab >= 0].tolist())
 
 
+@pytest.mark.slow
+def test_junk_clusters_are_junk_in_the_published_model_and_the_service(base_run, tmp_path):
+    """A cluster a person marked as junk is "junk" wherever the published model answers, as it is
+    in the run's curated_status: predict_details, `assign` and the service (the model carried the
+    junk list in its metadata, but they all answered "clustered" with the junk cluster's name)."""
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.rundir import RunDir
+
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    try:
+        with client(s) as c:
+            lab = labels_of(c)
+            junk = int(np.bincount(lab[lab >= 0]).argmax())
+            assert post(c, "/api/edits", {"kind": "junk", "clusters": [junk]}).status_code == 200
+            assert post(c, "/api/publish").status_code == 200
+            wait_written(c)
+    finally:
+        s.stop()
+    rd = RunDir.open(run)
+    a = rd.read_assignments()
+    X = rd.read_vectors(mmap=False)
+    assert set(a.loc[a["curated_cluster"] == junk, "curated_status"]) == {"junk"}
+    det = Pipeline.load(run).predict_details(X)
+    assert (det["labels"] == lab).mean() >= 0.99
+    assert set(det["status"][det["labels"] == junk]) == {"junk"}
+    assert set(det["status"][det["labels"] >= 0][det["labels"][det["labels"] >= 0] != junk]) == {"clustered"}
+    vec = tmp_path / "vectors.npy"
+    np.save(vec, X[:40])
+    out = tmp_path / "assigned.csv"
+    assert main(["assign", str(run), str(vec), "--out", str(out), "--quiet"]) == 0
+    got = pd.read_csv(out)
+    assert (got["status"] == np.where(det["labels"][:40] == junk, "junk",
+                                      np.where(det["labels"][:40] >= 0, "clustered", "noise"))).all()
+    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(run), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        while url is None and (line := proc.stdout.readline()):
+            m = re.search(r"listening on (\S+)", line)
+            url = m and m.group(1).rstrip("/")
+        assert url, "the service did not start"
+        items = httpx.post(url + "/v1/assign", json={"vectors": X[:40].tolist()}, timeout=120).json()["items"]
+        assert [it["status"] for it in items] == got["status"].tolist()
+        assert junk in {it["cluster"] for it in items}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def test_path_traversal_and_foreign_hosts(server):
     secret = (server.run / "run.json").read_text()
     attempts = [
