@@ -492,6 +492,35 @@ def test_junk_clusters_are_junk_in_the_published_model_and_the_service(base_run,
         proc.wait(30)
 
 
+def test_a_second_publish_keeps_the_fitted_models_space(base_run, tmp_path):
+    """Publishing again in a later session uses the cluster job's reduced space, as the first
+    publish did: the studio took the LATEST version as "the fitted model", which after a first
+    publish is the curated one (its labels differ), and fell back to the 2-D map."""
+    from mediacluster.pipeline import Pipeline
+
+    run = copy_run(base_run, tmp_path / "run")
+    versions = []
+    for name in ("first", "second"):  # two sessions: the studio restarted between publishes
+        s = Server(run)
+        try:
+            with client(s) as c:
+                cid = min(clusters_of(c))
+                assert post(c, "/api/edits", {"kind": "rename", "cluster": cid, "name": name}).status_code == 200
+                other = c.get(f"/api/clusters/{max(clusters_of(c))}/all").json()["items"][:3]
+                assert post(c, "/api/edits", {"kind": "move", "items": other, "to": cid}).status_code == 200
+                r = post(c, "/api/publish")
+                assert r.status_code == 200, r.text
+                versions.append(r.json()["version"])
+        finally:
+            s.stop()
+    assert versions == ["v0002", "v0003"]
+    fitted = Pipeline.load(run / "models" / "v0001")
+    for v in versions:
+        m = Pipeline.load(run / "models" / v)
+        assert m.model_info_["metadata"]["names"][str(cid)] == ("first" if v == "v0002" else "second")
+        np.testing.assert_array_equal(m.embedding_, fitted.embedding_)
+
+
 def test_path_traversal_and_foreign_hosts(server):
     secret = (server.run / "run.json").read_text()
     attempts = [

@@ -738,20 +738,29 @@ class Studio:
 
     # -- split -----------------------------------------------------------------------------------
     def _reduced_space(self) -> np.ndarray | None:
-        """The fitted model's reduced coordinates of every item, when the run kept its model."""
+        """The fitted model's reduced coordinates of every item, when the run kept its model.
+
+        That model is the newest version the studio did not publish: a curated version's labels
+        are not the fitted ones, so taking the latest version lost the model's space for every
+        split and publish after a first publish (the next curated model then fell back to the
+        2-D map as its space)."""
         with self._aux_lock:
             if not self._model_checked:
                 self._model_checked = True
-                latest = self.run.models.latest()
-                if latest is not None:
-                    from ..pipeline import Pipeline
+                from ..persist import check_model_dir
+                from ..pipeline import Pipeline
 
+                for version in reversed(self.run.models.versions()):
+                    path = self.run.models.root / version
                     try:
-                        m = Pipeline.load(latest)
+                        if (check_model_dir(path).get("metadata") or {}).get("source") == "studio":
+                            continue
+                        m = Pipeline.load(path)
                         if len(m.labels_) == self.n and np.array_equal(np.asarray(m.labels_), self.fitted):
                             self._model = m
                     except Exception as e:  # noqa: BLE001 - without it a split reduces on its own
-                        log.warning("studio: model %s not used for splits: %s", latest, e)
+                        log.warning("studio: model %s not used for splits: %s", path, e)
+                    break  # the newest model of the cluster job (or tune): used if it made the run
         return None if self._model is None else np.asarray(self._model.embedding_)
 
     def split_preview(self, cid: int, k: int | None = None, reducer: str = "auto") -> dict:
