@@ -100,3 +100,33 @@ def test_a_bug_answers_500_and_keeps_the_connection():
     assert second.startswith(b"HTTP/1.1 200 ") and b'{"ok":true}' in second, second[:300]
     assert third.startswith(b"HTTP/1.1 500 "), third[:300]
     assert kinds == ["internal", "internal"]
+
+
+def test_ctrl_c_stops_a_server_cleanly(tmp_path):
+    """Ctrl+C (SIGINT) is how a person stops `serve` / `studio`: exit 0 and "stopped", not the
+    batch commands' "interrupted; ... re-run the same command to resume" and 130."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from mediacluster.pipeline import Pipeline
+
+    X = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    pipe = Pipeline(outliers=None, random_state=0).with_params(
+        {"reducer": "pca", "reducer__n_components": 2, "clusterer": "kmeans", "clusterer__n_clusters": 2})
+    pipe.fit(X).save(tmp_path / "model")
+    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(tmp_path / "model"), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    while not any("listening on" in x for x in lines) and (line := proc.stdout.readline()):
+        lines.append(line)
+    assert re.search(r"listening on http://127\.0\.0\.1:\d+/", "".join(lines)), "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, (proc.returncode, out)
+    assert "stopped" in out and "resume" not in out, out

@@ -257,13 +257,24 @@ def run_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "mediacl
     With ``workers`` > 1, ``app`` is the import string ``"module:factory"`` of a function that
     builds the application; uvicorn starts that many worker processes which share the socket,
     each building its own app (so its own state). ``token`` is the one shown with the URL
-    (default: ``app.state.token``)."""
-    import uvicorn
-
+    (default: ``app.state.token``). Ctrl+C stops it: prints ``NAME: stopped`` and returns."""
     if workers > 1 and not isinstance(app, str):
         raise ParameterError("several workers need the app as an import string 'module:factory'",
                              "workers")
     sock = bind(host, port)
+    try:
+        _serve(app, sock, host, name, log_level, on_listen, workers, token)
+    except KeyboardInterrupt:
+        # Ctrl+C is how a server is stopped: uvicorn shut it down cleanly and re-raised the
+        # signal; without this the CLI said "interrupted ... re-run to resume" and exited 130
+        pass
+    sys.stdout.write(f"{name}: stopped\n")
+    sys.stdout.flush()
+
+
+def _serve(app, sock, host, name, log_level, on_listen, workers, token) -> None:
+    import uvicorn
+
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{real_port}/"
@@ -279,6 +290,5 @@ def run_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "mediacl
 
         config = uvicorn.Config(app, factory=True, workers=workers, **common)
         Multiprocess(config, sockets=[sock]).run()
-        return
-    config = uvicorn.Config(app, **common)
-    uvicorn.Server(config).run(sockets=[sock])
+    else:
+        uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])
