@@ -492,6 +492,31 @@ def test_junk_clusters_are_junk_in_the_published_model_and_the_service(base_run,
         proc.wait(30)
 
 
+def test_the_report_says_which_curated_clusters_are_junk(base_run, tmp_path):
+    """A cluster marked as junk in the studio carries a "junk" badge on its report card and in the
+    map's legend (the report showed it like any other cluster)."""
+    import re
+
+    from mediacluster.report import build_report
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(base_run, tmp_path / "run")
+    st = Studio(run, warm=False)
+    try:
+        lab = st.state.labels
+        junk = int(np.bincount(lab[lab >= 0]).argmax())
+        st.edit("junk", {"clusters": [junk]})
+        st.write_state()
+    finally:
+        st.close()
+    page = build_report(run, progress=False).read_text(encoding="utf-8")
+    cards = dict(re.findall(r'<section class="card" data-cluster="(\d+)".*?<h3>(.*?)</h3>', page, re.S))
+    assert set(map(int, cards)) == set(lab[lab >= 0].tolist())
+    assert [int(c) for c, h3 in cards.items() if 'class="junk"' in h3] == [junk]
+    data = json.loads(re.search(r'<script id="mc-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert [c["id"] for c in data["clusters"] if c["junk"]] == [junk]
+
+
 def test_a_second_publish_keeps_the_fitted_models_space(base_run, tmp_path):
     """Publishing again in a later session uses the cluster job's reduced space, as the first
     publish did: the studio took the LATEST version as "the fitted model", which after a first
