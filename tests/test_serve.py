@@ -481,6 +481,11 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
         items = next(it for k, it in seen if k == key)
         check_items(items, models[key].predict_details(X))
     assert server.client.get("/v1/model").json()["switches"] >= 4
+    # /metrics counts every reload check, the file watch's too (it counted POST /v1/reload only,
+    # so a watch that switched, or failed on a broken version, left no trace there)
+    reloads = {s.labels["result"]: s.value for s in metric_families(server)["mediacluster_model_reloads"].samples
+               if s.name.endswith("_total")}
+    assert reloads.get("switched", 0) >= 4 and reloads.get("failed", 0) >= 2, reloads
     assert server.alive()
 
 
