@@ -294,6 +294,9 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     refused(413, "batch_too_large", json={"vectors": [vec] * 101})
     refused(400, "invalid_json", content=b'{"vectors": [[1, 2', headers={"content-type": "application/json"})
     refused(400, "invalid_request", json={"vectors": [["a"] * 1280]})
+    refused(400, "invalid_request", json={"vectors": [["0.5"] * 1280]})  # numbers as text: not numbers
+    refused(400, "invalid_request", json={"vectors": [[True] * 1280]})
+    refused(400, "invalid_request", json={"vectors": [[None] * 1280]})
     refused(400, "invalid_request", json={"vectors": [vec, 3]})
     refused(400, "invalid_request", json=[[0.0] * 1280])
     refused(415, "unsupported_media_type", content=b"hello", headers={"content-type": "text/plain"})

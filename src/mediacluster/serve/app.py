@@ -162,7 +162,11 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
             raise ApiError(400, "wrong_dimension", f"vectors[{i}] has {len(r)} values; this model "
                            f"reads {d}-d vectors from {served.encoder_name or 'its training data'}")
     try:
-        X = np.asarray(rows, dtype=np.float32)
+        # without a dtype first: numpy would read "0.5" (a string) and true (a bool) as numbers
+        A = np.asarray(rows)
+        if A.dtype.kind not in "fiu":
+            raise TypeError(A.dtype)
+        X = A.astype(np.float32)
     except (ValueError, TypeError):
         bad = next((i for i, r in enumerate(rows) if not all(
             isinstance(x, int | float) and not isinstance(x, bool) for x in r)), None)
