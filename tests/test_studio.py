@@ -492,6 +492,34 @@ def test_junk_clusters_are_junk_in_the_published_model_and_the_service(base_run,
         proc.wait(30)
 
 
+def test_label_studio_readme_quotes_the_collection_folder_for_the_shell(cifar3_dir, tmp_path):
+    """The Label Studio README's command line is pasted into a shell: a collection folder with a
+    space (or a quote) in its name must stay one word (it read "...DOCUMENT_ROOT=/x/My Photos
+    label-studio", which runs "Photos" with the variable set to "/x/My")."""
+    import shlex
+    import shutil
+    import subprocess
+
+    from mediacluster.studio.exports import export
+
+    folder = tmp_path / "My Photos 'n' more"
+    folder.mkdir()
+    paths = []
+    for k, src in enumerate(sorted((cifar3_dir / "frog").glob("*.jpg"))[:2]):
+        paths.append(str(shutil.copy(src, folder / f"{k}.jpg")))
+    table = pd.DataFrame({"id": paths, "curated_cluster": [0, 0], "probability": [1.0, 1.0]})
+    res = export("labelstudio", tmp_path / "exports", paths=paths, table=table,
+                 clusters=[{"id": 0, "name": "frogs"}], seq=1)
+    readme = (Path(res["path"]) / "README.txt").read_text(encoding="utf-8")
+    line = next(x.strip() for x in readme.splitlines() if "DOCUMENT_ROOT=" in x)
+    words = shlex.split(line)
+    assert words == [f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={folder}", "label-studio"], words
+    # and a shell reads it so: the variable holds the whole folder name
+    out = subprocess.run(["sh", "-c", line.replace("label-studio", 'printenv LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT')],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(folder)
+
+
 def test_the_report_says_which_curated_clusters_are_junk(base_run, tmp_path):
     """A cluster marked as junk in the studio carries a "junk" badge on its report card and in the
     map's legend (the report showed it like any other cluster)."""
