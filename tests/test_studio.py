@@ -520,6 +520,27 @@ def test_label_studio_readme_quotes_the_collection_folder_for_the_shell(cifar3_d
     assert out.strip() == str(folder)
 
 
+def test_split_parts_are_not_named_like_other_clusters(base_run, tmp_path):
+    """A split's parts get names no other cluster has (a finer level's stored name or a fresh
+    one could repeat another cluster's: two clusters "chain saw (tool)" on a real run)."""
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(base_run, tmp_path / "run")
+    st = Studio(run, warm=False)
+    try:
+        lab = st.state.labels
+        big, other = (int(c) for c in np.argsort(-np.bincount(lab[lab >= 0]))[:2])
+        first = st.split_preview(big, k=2)["parts"]
+        st.edit("rename", {"cluster": other, "name": first[0]["name"]})
+        again = st.split_preview(big, k=2)["parts"]
+        names = [p["name"] for p in again]
+        others = {c.name for c in st.state.alive() if c.id != big}
+        assert len(set(names)) == len(names) and not set(names) & others, (names, others)
+        assert first[0]["name"] + " 2" in names
+    finally:
+        st.close()
+
+
 def test_the_report_says_which_curated_clusters_are_junk(base_run, tmp_path):
     """A cluster marked as junk in the studio carries a "junk" badge on its report card and in the
     map's legend (the report showed it like any other cluster)."""

@@ -819,11 +819,20 @@ class Studio:
                                   encoder=enc)
             names = {e["cluster"]: e for e in named}
         out_parts = []
+        with self._lock:  # a part is not named like another cluster (a finer level's stored name
+            # or a fresh one can be the name of a cluster elsewhere): "name 2" then, as naming does
+            taken = {x.name for x in self.state.alive() if x.id != c.id}
         for p in range(int(parts.max()) + 1):
             idx = np.flatnonzero(parts == p)
             ex = nearest_to_centre(X, idx, 12)
             e = names.get(p, {})
-            out_parts.append({"part": p, "size": int(len(idx)), "name": e.get("name") or f"{c.name} ({p + 1})",
+            base = name = e.get("name") or f"{c.name} ({p + 1})"
+            n_same = 1
+            while name in taken:
+                n_same += 1
+                name = f"{base} {n_same}"
+            taken.add(name)
+            out_parts.append({"part": p, "size": int(len(idx)), "name": name,
                               "alternatives": e.get("alternatives", []),
                               "examples": [self._item_brief(int(members[j])) for j in ex]})
         pid = uuid.uuid4().hex[:12]
