@@ -172,6 +172,22 @@ def test_report_in_chromium(report_run, tmp_path):
         assert _wait_for(drv, "window.mcReport.highlighted", want) == want
         ink1, hash1 = drv.execute_script(PIXELS_JS)
         assert hash1 != hash0
+        # without a mouse: Tab reaches the legend's entries and Enter filters the map (the
+        # entries were plain spans, out of the keyboard's reach)
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        drv.execute_script("document.getElementById('reset').click()")
+        assert _wait_for(drv, "window.mcReport.filter", None) is None
+        entry = drv.find_elements("css selector", "#legend .item")[0]
+        other = int(entry.get_attribute("data-id"))
+        drv.execute_script("document.getElementById('reset').focus()")
+        for _ in range(50):
+            ActionChains(drv).send_keys(Keys.TAB).perform()
+            if drv.execute_script("return document.activeElement.getAttribute('data-id')") == str(other):
+                break
+        ActionChains(drv).send_keys(Keys.ENTER).perform()
+        assert _wait_for(drv, "window.mcReport.filter", other) == other
         # tuning plots were drawn from the study
         assert len(drv.find_elements("css selector", "#study-plots svg circle")) >= 5
         drv.execute_script("window.scrollTo(0, 0)")

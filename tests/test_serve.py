@@ -294,6 +294,9 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     refused(413, "batch_too_large", json={"vectors": [vec] * 101})
     refused(400, "invalid_json", content=b'{"vectors": [[1, 2', headers={"content-type": "application/json"})
     refused(400, "invalid_request", json={"vectors": [["a"] * 1280]})
+    refused(400, "invalid_request", json={"vectors": [["0.5"] * 1280]})  # numbers as text: not numbers
+    refused(400, "invalid_request", json={"vectors": [[True] * 1280]})
+    refused(400, "invalid_request", json={"vectors": [[None] * 1280]})
     refused(400, "invalid_request", json={"vectors": [vec, 3]})
     refused(400, "invalid_request", json=[[0.0] * 1280])
     refused(415, "unsupported_media_type", content=b"hello", headers={"content-type": "text/plain"})
@@ -481,6 +484,11 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
         items = next(it for k, it in seen if k == key)
         check_items(items, models[key].predict_details(X))
     assert server.client.get("/v1/model").json()["switches"] >= 4
+    # /metrics counts every reload check, the file watch's too (it counted POST /v1/reload only,
+    # so a watch that switched, or failed on a broken version, left no trace there)
+    reloads = {s.labels["result"]: s.value for s in metric_families(server)["mediacluster_model_reloads"].samples
+               if s.name.endswith("_total")}
+    assert reloads.get("switched", 0) >= 4 and reloads.get("failed", 0) >= 2, reloads
     assert server.alive()
 
 

@@ -435,6 +435,166 @@ def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
     assert cards == set(lab[lab >= 0].tolist())
 
 
+@pytest.mark.slow
+def test_junk_clusters_are_junk_in_the_published_model_and_the_service(base_run, tmp_path):
+    """A cluster a person marked as junk is "junk" wherever the published model answers, as it is
+    in the run's curated_status: predict_details, `assign` and the service (the model carried the
+    junk list in its metadata, but they all answered "clustered" with the junk cluster's name)."""
+    import re
+    import subprocess
+    import sys
+
+    import httpx
+
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.rundir import RunDir
+
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    try:
+        with client(s) as c:
+            lab = labels_of(c)
+            junk = int(np.bincount(lab[lab >= 0]).argmax())
+            assert post(c, "/api/edits", {"kind": "junk", "clusters": [junk]}).status_code == 200
+            assert post(c, "/api/publish").status_code == 200
+            wait_written(c)
+    finally:
+        s.stop()
+    rd = RunDir.open(run)
+    a = rd.read_assignments()
+    X = rd.read_vectors(mmap=False)
+    assert set(a.loc[a["curated_cluster"] == junk, "curated_status"]) == {"junk"}
+    det = Pipeline.load(run).predict_details(X)
+    assert (det["labels"] == lab).mean() >= 0.99
+    assert set(det["status"][det["labels"] == junk]) == {"junk"}
+    assert set(det["status"][det["labels"] >= 0][det["labels"][det["labels"] >= 0] != junk]) == {"clustered"}
+    vec = tmp_path / "vectors.npy"
+    np.save(vec, X[:40])
+    out = tmp_path / "assigned.csv"
+    assert main(["assign", str(run), str(vec), "--out", str(out), "--quiet"]) == 0
+    got = pd.read_csv(out)
+    assert (got["status"] == np.where(det["labels"][:40] == junk, "junk",
+                                      np.where(det["labels"][:40] >= 0, "clustered", "noise"))).all()
+    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(run), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        while url is None and (line := proc.stdout.readline()):
+            m = re.search(r"listening on (\S+)", line)
+            url = m and m.group(1).rstrip("/")
+        assert url, "the service did not start"
+        items = httpx.post(url + "/v1/assign", json={"vectors": X[:40].tolist()}, timeout=120).json()["items"]
+        assert [it["status"] for it in items] == got["status"].tolist()
+        assert junk in {it["cluster"] for it in items}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_label_studio_readme_quotes_the_collection_folder_for_the_shell(cifar3_dir, tmp_path):
+    """The Label Studio README's command line is pasted into a shell: a collection folder with a
+    space (or a quote) in its name must stay one word (it read "...DOCUMENT_ROOT=/x/My Photos
+    label-studio", which runs "Photos" with the variable set to "/x/My")."""
+    import shlex
+    import shutil
+    import subprocess
+
+    from mediacluster.studio.exports import export
+
+    folder = tmp_path / "My Photos 'n' more"
+    folder.mkdir()
+    paths = []
+    for k, src in enumerate(sorted((cifar3_dir / "frog").glob("*.jpg"))[:2]):
+        paths.append(str(shutil.copy(src, folder / f"{k}.jpg")))
+    table = pd.DataFrame({"id": paths, "curated_cluster": [0, 0], "probability": [1.0, 1.0]})
+    res = export("labelstudio", tmp_path / "exports", paths=paths, table=table,
+                 clusters=[{"id": 0, "name": "frogs"}], seq=1)
+    readme = (Path(res["path"]) / "README.txt").read_text(encoding="utf-8")
+    line = next(x.strip() for x in readme.splitlines() if "DOCUMENT_ROOT=" in x)
+    words = shlex.split(line)
+    assert words == [f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={folder}", "label-studio"], words
+    # and a shell reads it so: the variable holds the whole folder name
+    out = subprocess.run(["sh", "-c", line.replace("label-studio", 'printenv LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT')],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(folder)
+
+
+def test_split_parts_are_not_named_like_other_clusters(base_run, tmp_path):
+    """A split's parts get names no other cluster has (a finer level's stored name or a fresh
+    one could repeat another cluster's: two clusters "chain saw (tool)" on a real run)."""
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(base_run, tmp_path / "run")
+    st = Studio(run, warm=False)
+    try:
+        lab = st.state.labels
+        big, other = (int(c) for c in np.argsort(-np.bincount(lab[lab >= 0]))[:2])
+        first = st.split_preview(big, k=2)["parts"]
+        st.edit("rename", {"cluster": other, "name": first[0]["name"]})
+        again = st.split_preview(big, k=2)["parts"]
+        names = [p["name"] for p in again]
+        others = {c.name for c in st.state.alive() if c.id != big}
+        assert len(set(names)) == len(names) and not set(names) & others, (names, others)
+        assert first[0]["name"] + " 2" in names
+    finally:
+        st.close()
+
+
+def test_the_report_says_which_curated_clusters_are_junk(base_run, tmp_path):
+    """A cluster marked as junk in the studio carries a "junk" badge on its report card and in the
+    map's legend (the report showed it like any other cluster)."""
+    import re
+
+    from mediacluster.report import build_report
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(base_run, tmp_path / "run")
+    st = Studio(run, warm=False)
+    try:
+        lab = st.state.labels
+        junk = int(np.bincount(lab[lab >= 0]).argmax())
+        st.edit("junk", {"clusters": [junk]})
+        st.write_state()
+    finally:
+        st.close()
+    page = build_report(run, progress=False).read_text(encoding="utf-8")
+    cards = dict(re.findall(r'<section class="card" data-cluster="(\d+)".*?<h3>(.*?)</h3>', page, re.S))
+    assert set(map(int, cards)) == set(lab[lab >= 0].tolist())
+    assert [int(c) for c, h3 in cards.items() if 'class="junk"' in h3] == [junk]
+    data = json.loads(re.search(r'<script id="mc-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert [c["id"] for c in data["clusters"] if c["junk"]] == [junk]
+
+
+def test_a_second_publish_keeps_the_fitted_models_space(base_run, tmp_path):
+    """Publishing again in a later session uses the cluster job's reduced space, as the first
+    publish did: the studio took the LATEST version as "the fitted model", which after a first
+    publish is the curated one (its labels differ), and fell back to the 2-D map."""
+    from mediacluster.pipeline import Pipeline
+
+    run = copy_run(base_run, tmp_path / "run")
+    versions = []
+    for name in ("first", "second"):  # two sessions: the studio restarted between publishes
+        s = Server(run)
+        try:
+            with client(s) as c:
+                cid = min(clusters_of(c))
+                assert post(c, "/api/edits", {"kind": "rename", "cluster": cid, "name": name}).status_code == 200
+                other = c.get(f"/api/clusters/{max(clusters_of(c))}/all").json()["items"][:3]
+                assert post(c, "/api/edits", {"kind": "move", "items": other, "to": cid}).status_code == 200
+                r = post(c, "/api/publish")
+                assert r.status_code == 200, r.text
+                versions.append(r.json()["version"])
+        finally:
+            s.stop()
+    assert versions == ["v0002", "v0003"]
+    fitted = Pipeline.load(run / "models" / "v0001")
+    for v in versions:
+        m = Pipeline.load(run / "models" / v)
+        assert m.model_info_["metadata"]["names"][str(cid)] == ("first" if v == "v0002" else "second")
+        np.testing.assert_array_equal(m.embedding_, fitted.embedding_)
+
+
 def test_path_traversal_and_foreign_hosts(server):
     secret = (server.run / "run.json").read_text()
     attempts = [
@@ -468,6 +628,32 @@ def test_path_traversal_and_foreign_hosts(server):
         assert c.get("/api/info", headers={"Host": f"localhost:{port}"}).status_code == 200
         # the server still serves after all of that
         assert c.get("/api/version").status_code == 200
+
+
+def test_malformed_requests_get_4xx_and_the_connection_serves_on(server):
+    """Values of the wrong type or size in a request are the client's mistake: a 4xx JSON error
+    naming the value, never a 500 (a split preview of cluster "x" or k "x", and an edit history
+    since a number past SQLite's integers, were 500s), and the next request on the same
+    connection is served."""
+    with client(server) as c:
+        cid = min(clusters_of(c))
+        bad = [("POST", "/api/split/preview", {"cluster": "x"}, "cluster"),
+               ("POST", "/api/split/preview", {"cluster": [1]}, "cluster"),
+               ("POST", "/api/split/preview", {"cluster": None}, "cluster"),
+               ("POST", "/api/split/preview", {"cluster": cid, "k": "x"}, "k"),
+               ("POST", "/api/split/preview", {"cluster": cid, "k": 2.5}, "k"),
+               ("POST", "/api/split/preview", {"cluster": cid, "k": {"a": 1}}, "k"),
+               ("GET", "/api/edits?since=99999999999999999999999", None, None),
+               ("GET", "/api/edits?since=-99999999999999999999999&limit=99999999999999999999", None, None)]
+        for method, path, body, names in bad:
+            r = post(c, path, body) if method == "POST" else c.get(path)
+            if names is None:  # out-of-range numbers are clipped: an answer, not an error
+                assert r.status_code == 200 and "events" in r.json(), (path, r.text)
+            else:
+                assert r.status_code == 400, (body, r.status_code, r.text)
+                assert r.json()["error"]["kind"] == "input" and names in r.json()["error"]["message"]
+            assert c.get("/api/version").status_code == 200  # same connection, still served
+        assert post(c, "/api/split/preview", {"cluster": cid, "k": 2.0}).status_code == 200
 
 
 @pytest.mark.slow

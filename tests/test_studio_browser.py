@@ -325,3 +325,58 @@ def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path):
     finally:
         drv.quit()
         s.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
+    """Without a mouse: Tab reaches the cluster list's rows and Enter opens one; Tab reaches the
+    gallery's tiles, Space selects one and Shift+Space a range; focus stays on the row / tile
+    when the list is redrawn. (The rows and tiles were plain elements with click handlers: a
+    keyboard could not open a cluster at all.)"""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    drv = _chrome()
+
+    def focused(attr):
+        return js(drv, f"const a = document.activeElement; return a ? a.getAttribute('{attr}') : null")
+
+    def tab_until(attr, limit=400):
+        for _ in range(limit):
+            ActionChains(drv).send_keys(Keys.TAB).perform()
+            if focused(attr) is not None:
+                return focused(attr)
+        raise AssertionError(f"Tab never reached an element with {attr}")
+
+    try:
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        drv.find_element("id", "filter").click()  # start in the cluster list's filter box
+        first = tab_until("data-cluster")
+        ActionChains(drv).send_keys(Keys.ENTER).perform()
+        wait(lambda: drv.find_element("id", "view-head").get_attribute("data-cluster") == first
+             and js(drv, "return window.mcStudio.busy") == 0, what="the cluster opened by Enter")
+        assert focused("data-cluster") == first  # the redrawn list keeps the focus on its row
+        second = tab_until("data-cluster")  # past the row's merge checkbox to the next row
+        assert second != first
+        ActionChains(drv).send_keys(Keys.SPACE).perform()
+        wait(lambda: drv.find_element("id", "view-head").get_attribute("data-cluster") == second
+             and js(drv, "return window.mcStudio.busy") == 0, what="the cluster opened by Space")
+        wait(lambda: drv.find_elements("css selector", "#grid .tile"), what="the gallery")
+        a = tab_until("data-i")
+        ActionChains(drv).send_keys(Keys.SPACE).perform()
+        wait(lambda: js(drv, "return window.mcStudio.selected.size") == 1, what="one tile selected")
+        for _ in range(3):  # past the tile's own "open" button to the third tile
+            ActionChains(drv).send_keys(Keys.TAB).perform()
+            while focused("data-i") is None:
+                ActionChains(drv).send_keys(Keys.TAB).perform()
+        ActionChains(drv).key_down(Keys.SHIFT).send_keys(Keys.SPACE).key_up(Keys.SHIFT).perform()
+        wait(lambda: js(drv, "return window.mcStudio.selected.size") == 4, what="a range of four tiles")
+        assert js(drv, "return window.mcStudio.selected.has(Number(arguments[0]))", a)
+        assert not severe(drv)
+    finally:
+        drv.quit()
+        s.stop()

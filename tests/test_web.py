@@ -33,3 +33,100 @@ def test_accepted_connections_send_without_waiting_for_acks():
 
     asyncio.run(main())
     assert seen and seen[0] != 0
+
+
+def _serve(app):
+    """``app`` under uvicorn on a free loopback port in a thread; returns (port, server)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    t0 = time.time()
+    while not server.started:
+        assert time.time() - t0 < 30, "the server did not start"
+        time.sleep(0.02)
+    return sock.getsockname()[1], server
+
+
+def _responses(port: int, paths: list[str]) -> list[bytes]:
+    """Each path requested in turn on ONE keep-alive connection; the raw answers (b"" once the
+    server has closed the connection)."""
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        for p in paths:
+            try:
+                s.sendall(f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                data = b""
+                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                        data.split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0]):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except (OSError, IndexError):
+                data = b""
+            out.append(data)
+    return out
+
+
+def test_a_bug_answers_500_and_keeps_the_connection():
+    """A bug in an endpoint gets a 500 JSON error and the server goes on serving, on the SAME
+    connection too: Starlette's outermost error middleware re-raises after answering, and uvicorn
+    then closed the keep-alive connection, so a client's next request on it failed with a reset
+    (seen in the studio: the request after a 500 got "Connection reset by peer")."""
+    from mediacluster.web import create_app
+
+    kinds = []
+    app = create_app("t", "1", on_error=kinds.append)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("a bug")
+
+    @app.get("/ok")
+    def ok():
+        return {"ok": True}
+
+    port, server = _serve(app)
+    try:
+        first, second, third = _responses(port, ["/boom", "/ok", "/boom"])
+    finally:
+        server.should_exit = True
+    assert first.startswith(b"HTTP/1.1 500 ") and b'"kind":"internal"' in first, first[:300]
+    assert second.startswith(b"HTTP/1.1 200 ") and b'{"ok":true}' in second, second[:300]
+    assert third.startswith(b"HTTP/1.1 500 "), third[:300]
+    assert kinds == ["internal", "internal"]
+
+
+def test_ctrl_c_stops_a_server_cleanly(tmp_path):
+    """Ctrl+C (SIGINT) is how a person stops `serve` / `studio`: exit 0 and "stopped", not the
+    batch commands' "interrupted; ... re-run the same command to resume" and 130."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from mediacluster.pipeline import Pipeline
+
+    X = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    pipe = Pipeline(outliers=None, random_state=0).with_params(
+        {"reducer": "pca", "reducer__n_components": 2, "clusterer": "kmeans", "clusterer__n_clusters": 2})
+    pipe.fit(X).save(tmp_path / "model")
+    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(tmp_path / "model"), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    while not any("listening on" in x for x in lines) and (line := proc.stdout.readline()):
+        lines.append(line)
+    assert re.search(r"listening on http://127\.0\.0\.1:\d+/", "".join(lines)), "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, (proc.returncode, out)
+    assert "stopped" in out and "resume" not in out, out

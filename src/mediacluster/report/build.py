@@ -381,6 +381,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     if label_col == "curated_cluster":  # clusters the studio made (split, new) have their own
         meta_by_id.update({int(e["id"]): e for e in curated.get("clusters", [])
                            if int(e["id"]) not in meta_by_id or e.get("top_classes")})
+    # clusters a person marked as junk in the studio: shown, and said to be junk
+    junk_ids = ({int(e["id"]) for e in curated.get("clusters", []) if e.get("junk")}
+                if label_col == "curated_cluster" else set())
     alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in run.read_automatic_names()}
     big = n > INLINE_MAX
 
@@ -404,6 +407,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             m = meta_.get(c, {})
             entry = {
                 "id": c, "name": names_.get(c, f"cluster {c}"), "auto_name": auto_.get(c), "hand": c in hand_,
+                "junk": c in junk_ids and lab is labels,
                 "alternatives": alts_.get(c) or m.get("alternatives", []),
                 "size": int(len(idx)), "share": float(len(idx) / n), "color": colors_[c],
                 "reps": reps.tolist(), "border": border.tolist(),
@@ -511,7 +515,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     tpos = {t: i for i, t in enumerate(tnames)}
     data = {
         "n": n, **_coords(xy, labels, big), "thumbs": [t[:-len(".jpg")] for t in tnames],
-        "clusters": [{k: e[k] for k in ("id", "name", "color", "size")} for e in clusters],
+        "clusters": [{k: e[k] for k in ("id", "name", "color", "size", "junk")} for e in clusters],
         "noise_color": NOISE_COLOR, "outlier_color": OUTLIER_COLOR,
         "originals": bool(not audio and any(p is not None for p in paths[:1000])),
         "study": study,
@@ -602,7 +606,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
         return f"""
 <section class="card" data-cluster="{e['id']}" tabindex="0" title="click to show only this cluster on the map">
   <header><span class="swatch" style="background:{e['color']}"></span>
-    <h3>{esc(e['name'])}{' <span class="hand" title="named by hand (names.yaml or the studio)">&#9998;</span>' if e['hand'] else ''}</h3>
+    <h3>{esc(e['name'])}{' <span class="hand" title="named by hand (names.yaml or the studio)">&#9998;</span>' if e['hand'] else ''}{' <span class="junk" title="marked as junk in the studio">junk</span>' if e.get('junk') else ''}</h3>
     <span class="cid">#{e['id']}</span></header>
   <div class="meta"><b>{e['size']:,}</b> items &middot; {100 * e['share']:.1f}%{f" &middot; mean membership {e['mean_probability']:.2f}" if e['mean_probability'] is not None else ''}</div>
   {f"<div class='meta'>also: {alts}</div>" if alts else ''}{auto}

@@ -162,7 +162,11 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
             raise ApiError(400, "wrong_dimension", f"vectors[{i}] has {len(r)} values; this model "
                            f"reads {d}-d vectors from {served.encoder_name or 'its training data'}")
     try:
-        X = np.asarray(rows, dtype=np.float32)
+        # without a dtype first: numpy would read "0.5" (a string) and true (a bool) as numbers
+        A = np.asarray(rows)
+        if A.dtype.kind not in "fiu":
+            raise TypeError(A.dtype)
+        X = A.astype(np.float32)
     except (ValueError, TypeError):
         bad = next((i for i, r in enumerate(rows) if not all(
             isinstance(x, int | float) and not isinstance(x, bool) for x in r)), None)
@@ -193,7 +197,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=reg)
     encode_s = Histogram("mediacluster_encode_batch_seconds", "Time of one batch (decode, encoder call, model answer)",
                          buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56), registry=reg)
-    reloads = Counter("mediacluster_model_reloads", "Reload checks, by result", ["result"], registry=reg)
+    reloads = Counter("mediacluster_model_reloads", "Model reload checks (the file watch's and POST "
+                      "/v1/reload's), by result", ["result"], registry=reg)
     model_info = Gauge("mediacluster_model_info", "The model version served (value 1)",
                        ["version", "run_id"], registry=reg, multiprocess_mode="livemax")
 
@@ -210,6 +215,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
 
     holder.set_batch_hook(on_batch)
     holder.on_switch = lambda old, new: show(new, old)
+    holder.on_reload = lambda result: reloads.labels(result).inc()
     show(holder.current)
 
     @contextlib.asynccontextmanager
@@ -332,13 +338,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             reloads.labels("pinned").inc()
             return {"switched": False, "version": holder.current.version,
                     "previous": holder.current.version, "pinned": True}
-        try:
-            res = await asyncio.to_thread(holder.reload)
-        except Exception:
-            reloads.labels("failed").inc()
-            raise
-        reloads.labels("switched" if res["switched"] else "unchanged").inc()
-        return res
+        return await asyncio.to_thread(holder.reload)  # counted in reloads by holder.on_reload
 
     @app.get("/healthz", summary="The process is up")
     async def healthz():

@@ -304,6 +304,9 @@ class ModelHolder:
         self.max_batch, self.window_s, self.encode_workers = max_batch, window_s, encode_workers
         self.on_batch = on_batch
         self.on_switch = on_switch
+        #: called with "switched" / "unchanged" / "failed" after every reload check, the file
+        #: watch's and POST /v1/reload's alike (the service counts them)
+        self.on_reload = None
         self._slots: dict[str, EncoderSlot] = {}
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
@@ -391,6 +394,19 @@ class ModelHolder:
         """Switch to the store's latest version if it is not the one served; returns
         ``{"switched", "version", "previous"}``. Raises ``ModelFormatError`` (the old version
         keeps serving) when the latest version cannot be loaded."""
+        try:
+            res = self._reload()
+        except Exception:
+            self._reloaded("failed")
+            raise
+        self._reloaded("switched" if res["switched"] else "unchanged")
+        return res
+
+    def _reloaded(self, result: str) -> None:
+        if self.on_reload is not None:
+            self.on_reload(result)
+
+    def _reload(self) -> dict:
         with self._load_lock:
             cur = self.current
             latest = self.latest_path()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import time
 import unicodedata
@@ -168,11 +169,12 @@ def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None
         "<View>\n  <Image name=\"image\" value=\"$image\"/>\n"
         "  <Choices name=\"cluster\" toName=\"image\" choice=\"single\" showInline=\"false\">\n"
         f"{opts}\n  </Choices>\n</View>\n", encoding="utf-8")
+    shell_root = shlex.quote(path_to_text(root))  # pasted into a shell: "My Photos" is one word
     (out / "README.txt").write_text(
         "Label Studio import of a mediacluster studio session\n\n"
         "1. Start Label Studio with local files served from the collection's folder:\n"
         "     LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\\n"
-        f"     LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={path_to_text(root)} label-studio\n"
+        f"     LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={shell_root} label-studio\n"
         "2. Create a project; Settings > Labeling Interface > Code: paste label_config.xml.\n"
         "3. Settings > Cloud Storage > Add Source Storage > Local files, absolute path\n"
         f"   {path_to_text(root)} (tick 'treat every file as a source file' off).\n"

@@ -49,6 +49,19 @@ SPLIT_K_MAX = 12
 LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
 
 
+def _whole(v, what: str) -> int:
+    """``v`` as an int (a JSON request's number), or an InputError naming ``what``."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise InputError(f"{what} must be a whole number, got {v!r}")
+    try:
+        f = float(v)
+        if f != int(f):
+            raise ValueError
+        return int(f)
+    except (ValueError, OverflowError):
+        raise InputError(f"{what} must be a whole number, got {v!r}") from None
+
+
 def min_part(m: int) -> int:
     """Smallest part a split along the hierarchy keeps for a cluster of ``m`` items: 1% of it,
     at least 2 (one stray item is not a sub-group)."""
@@ -496,7 +509,8 @@ class Studio:
                 "can_redo": self.state.can_redo()}
 
     def events(self, since: int = 0, limit: int = 200) -> dict:
-        evs = self.log.events(since=since, limit=max(1, min(1000, limit)))
+        # clipped to SQLite's integer range: a bigger number overflowed (a 500)
+        evs = self.log.events(since=max(0, min(since, 2**62)), limit=max(1, min(1000, limit)))
         out = []
         for e in evs:
             d = e.to_dict()
@@ -724,20 +738,29 @@ class Studio:
 
     # -- split -----------------------------------------------------------------------------------
     def _reduced_space(self) -> np.ndarray | None:
-        """The fitted model's reduced coordinates of every item, when the run kept its model."""
+        """The fitted model's reduced coordinates of every item, when the run kept its model.
+
+        That model is the newest version the studio did not publish: a curated version's labels
+        are not the fitted ones, so taking the latest version lost the model's space for every
+        split and publish after a first publish (the next curated model then fell back to the
+        2-D map as its space)."""
         with self._aux_lock:
             if not self._model_checked:
                 self._model_checked = True
-                latest = self.run.models.latest()
-                if latest is not None:
-                    from ..pipeline import Pipeline
+                from ..persist import check_model_dir
+                from ..pipeline import Pipeline
 
+                for version in reversed(self.run.models.versions()):
+                    path = self.run.models.root / version
                     try:
-                        m = Pipeline.load(latest)
+                        if (check_model_dir(path).get("metadata") or {}).get("source") == "studio":
+                            continue
+                        m = Pipeline.load(path)
                         if len(m.labels_) == self.n and np.array_equal(np.asarray(m.labels_), self.fitted):
                             self._model = m
                     except Exception as e:  # noqa: BLE001 - without it a split reduces on its own
-                        log.warning("studio: model %s not used for splits: %s", latest, e)
+                        log.warning("studio: model %s not used for splits: %s", path, e)
+                    break  # the newest model of the cluster job (or tune): used if it made the run
         return None if self._model is None else np.asarray(self._model.embedding_)
 
     def split_preview(self, cid: int, k: int | None = None, reducer: str = "auto") -> dict:
@@ -756,8 +779,9 @@ class Studio:
         from ..naming.names import name_clusters
 
         t0 = time.perf_counter()
+        cid = _whole(cid, "cluster")
         with self._lock:
-            c = self.state.clusters.get(int(cid))
+            c = self.state.clusters.get(cid)
             if c is None or not c.alive:
                 raise KeyError(cid)
             members = self.state.members(cid)
@@ -765,7 +789,7 @@ class Studio:
         if m < 4:
             raise InputError(f"cluster {cid} has {m} items; a split needs at least 4")
         if k is not None:
-            k = int(k)
+            k = _whole(k, "k")
             if not 2 <= k <= min(100, m - 1):
                 raise InputError(f"k must be between 2 and {min(100, m - 1)} for {m} items")
         if reducer not in ("auto", "tree", "model", "pca", "umap"):
@@ -795,11 +819,20 @@ class Studio:
                                   encoder=enc)
             names = {e["cluster"]: e for e in named}
         out_parts = []
+        with self._lock:  # a part is not named like another cluster (a finer level's stored name
+            # or a fresh one can be the name of a cluster elsewhere): "name 2" then, as naming does
+            taken = {x.name for x in self.state.alive() if x.id != c.id}
         for p in range(int(parts.max()) + 1):
             idx = np.flatnonzero(parts == p)
             ex = nearest_to_centre(X, idx, 12)
             e = names.get(p, {})
-            out_parts.append({"part": p, "size": int(len(idx)), "name": e.get("name") or f"{c.name} ({p + 1})",
+            base = name = e.get("name") or f"{c.name} ({p + 1})"
+            n_same = 1
+            while name in taken:
+                n_same += 1
+                name = f"{base} {n_same}"
+            taken.add(name)
+            out_parts.append({"part": p, "size": int(len(idx)), "name": name,
                               "alternatives": e.get("alternatives", []),
                               "examples": [self._item_brief(int(members[j])) for j in ex]})
         pid = uuid.uuid4().hex[:12]

@@ -50,6 +50,10 @@ def _kind(e: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_").removesuffix("_error") or "error"
 
 
+def _bug_message(e: Exception) -> str:
+    return f"internal error ({type(e).__name__}); the server log has the traceback"
+
+
 #: the documentation page's own files (served from the package: the page works offline)
 DOCS_STATIC = "/static-offline-docs/"
 
@@ -99,10 +103,11 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception):
+        # only what fails outside _Guards comes here (e.g. an app's own middleware); Starlette
+        # then closes the connection after this answer
         log.exception("internal error on %s %s", request.method, request.url.path)
         count("internal")
-        return error_response(500, "internal", f"internal error ({type(e).__name__}); the server log "
-                                               "has the traceback")
+        return error_response(500, "internal", _bug_message(e))
 
     app.add_middleware(_Guards, public=public, prefixes=prefixes, max_body_bytes=max_body_bytes,
                        time_limit_s=time_limit_s, count=count)
@@ -173,9 +178,6 @@ class _Guards:
                 message, body = {"type": "http.request", "body": body, "more_body": False}, None
                 return message
 
-        if self.time_limit_s is None:
-            await self.app(scope, receive, send)
-            return
         started = False
 
         async def send_started(message):
@@ -184,12 +186,23 @@ class _Guards:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, send_started), timeout=self.time_limit_s)
+            if self.time_limit_s is None:
+                await self.app(scope, receive, send_started)
+            else:
+                await asyncio.wait_for(self.app(scope, receive, send_started), timeout=self.time_limit_s)
         except TimeoutError:
             if started:  # half an answer is out: nothing better than closing the connection
                 raise
             await self._refuse(scope, receive, send, 503, "timeout", f"the request took longer "
                                f"than {self.time_limit_s:g} s")
+        except Exception as e:
+            # a bug: answered here, not by Starlette's outermost error middleware, which
+            # re-raises after answering, so uvicorn closed the keep-alive connection and the
+            # client's next request on it failed with a reset
+            if started:
+                raise
+            log.error("internal error on %s %s", scope["method"], path, exc_info=e)
+            await self._refuse(scope, receive, send, 500, "internal", _bug_message(e))
 
 
 def is_loopback(host: str) -> bool:
@@ -244,13 +257,24 @@ def run_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "mediacl
     With ``workers`` > 1, ``app`` is the import string ``"module:factory"`` of a function that
     builds the application; uvicorn starts that many worker processes which share the socket,
     each building its own app (so its own state). ``token`` is the one shown with the URL
-    (default: ``app.state.token``)."""
-    import uvicorn
-
+    (default: ``app.state.token``). Ctrl+C stops it: prints ``NAME: stopped`` and returns."""
     if workers > 1 and not isinstance(app, str):
         raise ParameterError("several workers need the app as an import string 'module:factory'",
                              "workers")
     sock = bind(host, port)
+    try:
+        _serve(app, sock, host, name, log_level, on_listen, workers, token)
+    except KeyboardInterrupt:
+        # Ctrl+C is how a server is stopped: uvicorn shut it down cleanly and re-raised the
+        # signal; without this the CLI said "interrupted ... re-run to resume" and exited 130
+        pass
+    sys.stdout.write(f"{name}: stopped\n")
+    sys.stdout.flush()
+
+
+def _serve(app, sock, host, name, log_level, on_listen, workers, token) -> None:
+    import uvicorn
+
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{real_port}/"
@@ -266,6 +290,5 @@ def run_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "mediacl
 
         config = uvicorn.Config(app, factory=True, workers=workers, **common)
         Multiprocess(config, sockets=[sock]).run()
-        return
-    config = uvicorn.Config(app, **common)
-    uvicorn.Server(config).run(sockets=[sock])
+    else:
+        uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])

@@ -55,7 +55,7 @@
   var legend = document.getElementById("legend");
   function buildLegend(clusters) {
     legend.textContent = "";
-    var entries = clusters.map(function (c) { return [c.id, c.name, c.color, c.size]; });
+    var entries = clusters.map(function (c) { return [c.id, c.junk ? c.name + " \u00b7 junk" : c.name, c.color, c.size]; });
     var cntN = 0, cntO = 0;
     for (var m = 0; m < N; m++) { if (C[m] === -1) cntN++; else if (C[m] === -2) cntO++; }
     if (cntN) entries.push([-1, "noise", D.noise_color, cntN]);
@@ -65,6 +65,11 @@
       var sw = document.createElement("span"); sw.className = "swatch" + (e[0] === -2 ? " outlier" : ""); sw.style.background = e[2];
       s.appendChild(sw); s.appendChild(document.createTextNode(e[1] + " (" + e[3].toLocaleString() + ")"));
       s.addEventListener("click", function () { setFilter(e[0]); });
+      // keyboard: Tab reaches each entry (noise and outliers have no card), Enter / Space filter
+      s.tabIndex = 0; s.setAttribute("role", "button");
+      s.addEventListener("keydown", function (ev) {
+        if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); setFilter(e[0]); }
+      });
       legend.appendChild(s);
     });
   }
@@ -75,7 +80,9 @@
       setFilter(Number(el.getAttribute("data-cluster")));
       document.getElementById("map-section").scrollIntoView({ behavior: "smooth", block: "start" });
     });
-    el.addEventListener("keydown", function (ev) { if (ev.key === "Enter") el.click(); });
+    el.addEventListener("keydown", function (ev) {
+      if (ev.target === el && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); el.click(); }
+    });
   });
 
   // levels of the run's hierarchy: one view per level (labels, legend, cards); the run's own

@@ -42,6 +42,25 @@
     return e;
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+  // keyboard: a clickable row or tile takes the focus (Tab) and Enter / Space act as a click
+  // (Shift kept, for a range of tiles)
+  function pressable(e) {
+    e.tabIndex = 0;
+    e.setAttribute("role", "button");
+    e.addEventListener("keydown", (ev) => {
+      if (ev.target !== e || (ev.key !== "Enter" && ev.key !== " ")) return;
+      ev.preventDefault();
+      e.dispatchEvent(new MouseEvent("click", { bubbles: true, shiftKey: ev.shiftKey }));
+    });
+    return e;
+  }
+  // a list redrawn under the keyboard's focus gives it back to the same entry (attribute ``attr``)
+  function keepFocus(box, attr, redraw) {
+    const a = document.activeElement;
+    const was = a && box.contains(a) ? a.getAttribute(attr) : null;
+    redraw();
+    if (was !== null) { const e = box.querySelector("[" + attr + '="' + was + '"]'); if (e) e.focus({ preventScroll: true }); }
+  }
   function fmt(n) { return Number(n).toLocaleString("en-US"); }
 
   function toast(text, error) {
@@ -363,7 +382,8 @@
   }
 
   // ------------------------------------------------------------------ cluster list
-  function renderClusters() {
+  function renderClusters() { keepFocus($("cluster-list"), "data-cluster", drawClusters); }
+  function drawClusters() {
     const list = clear($("cluster-list"));
     const f = $("filter").value.trim().toLowerCase();
     const arr = Array.from(S.clusters.values()).filter((c) => !f || c.name.toLowerCase().includes(f) || String(c.id) === f);
@@ -379,7 +399,7 @@
         el("span", { class: "size", text: fmt(c.size) }));
       li.querySelector(".swatch").style.background = colorOf(c.id);
       li.addEventListener("click", () => showCluster(c.id));
-      return li;
+      return pressable(li);
     };
     if (groups) {
       const by = new Map();
@@ -612,7 +632,8 @@
     } catch (e) { fail(e); }
   }
 
-  function renderGrid(items, total) {
+  function renderGrid(items, total) { keepFocus($("grid"), "data-i", () => drawGrid(items, total)); }
+  function drawGrid(items, total) {
     S.items = items; S.total = total;
     const g = clear($("grid"));
     items.forEach((it, idx) => {
@@ -624,6 +645,7 @@
       const sw = el("span", { class: "sw" }); sw.style.background = colorOf(it.cluster); tile.appendChild(sw);
       if (it.score !== undefined) tile.appendChild(el("span", { class: "score", text: it.score.toFixed(3) }));
       tile.addEventListener("click", (ev) => tileClick(ev, it.i, idx));
+      pressable(tile);
       tile.addEventListener("dblclick", () => openItem(it.i));
       tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(it.i); } }));
       g.appendChild(tile);
