@@ -431,6 +431,22 @@ def test_hostile_file_names_are_clustered_written_reported_and_assigned(hostile_
     assert not CONTROL.search(text(r.stderr).replace("\n", ""))
 
 
+@pytest.mark.parametrize("embed", [False, True], ids=["no-embed", "embed"])
+def test_dups_command_writes_hostile_names(embed, hostile_dir, cache, tmp_path, capsys, user_cache):
+    """``dups`` on the hostile folder: every name in dups.parquet exactly, the text files UTF-8,
+    nothing raw on the terminal (a non-UTF-8 name crashed building the table: exit 1)."""
+    root, good, bad = hostile_dir
+    out = tmp_path / "dups"
+    r = mc("dups", root, "--out", out, "--quiet", *([] if embed else ["--no-embed"]),
+           env={"MEDIACLUSTER_CACHE": str(cache)})
+    assert r.returncode in (0, 3), text(r.stderr)
+    for stream in (r.stdout, r.stderr):
+        assert not CONTROL.search(text(stream).replace("\n", "")), stream
+    df = read_table(out / "dups.parquet")
+    assert good <= set(df["path"]) <= good | bad
+    assert_text_files(out)
+
+
 @pytest.mark.parametrize("h", HOSTILE_NAMES, ids=_name_ids(HOSTILE_NAMES))
 def test_text_form_of_each_name_round_trips(h, tmp_path):
     """Tables: a row with a non-UTF-8 name is written in escaped form (every text cell of the

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ParameterError
+from ..fileio import text_series
 from .finder import DuplicateFinder
 
 #: Files ``find_duplicates_in`` writes into its output folder.
@@ -84,7 +85,7 @@ def groups_table(finder: DuplicateFinder, paths: list | None = None):
     """One row per item: ``id``, ``path``, then ``DuplicateFinder.table``'s columns
     (``duplicate_group``, ``duplicate_of`` as the representative's id or empty, ...)."""
     df = finder.table()
-    df.insert(1, "path", list(paths) if paths is not None else (finder.paths_ or [None] * len(df)))
+    df.insert(1, "path", text_series(paths if paths is not None else (finder.paths_ or [None] * len(df))))
     return df
 
 
