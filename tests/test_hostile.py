@@ -431,6 +431,31 @@ def test_hostile_file_names_are_clustered_written_reported_and_assigned(hostile_
     assert not CONTROL.search(text(r.stderr).replace("\n", ""))
 
 
+@pytest.mark.parametrize("fit_sample", ["all", "8"])
+def test_hostile_names_with_dedup_and_a_fit_sample(fit_sample, hostile_dir, cache, tmp_path):
+    """``cluster --dedup`` (the duplicate_of column) and a run fitted on a sample (items and
+    assignments written batch by batch) keep every hostile name exactly (both crashed, exit 1,
+    on a name that is not UTF-8)."""
+    src, good, bad = hostile_dir
+    root = tmp_path / "photos"
+    shutil.copytree(src, root)
+    good = {os.path.join(str(root), os.path.relpath(p, src)) for p in good}
+    original = os.path.join(os.fsencode(root), HOSTILE_NAMES[0].name)
+    copy = os.path.join(os.fsencode(root), b"copy\xff.jpg")  # a copy: its duplicate_of is not UTF-8
+    shutil.copyfile(original, copy)
+    good.add(os.fsdecode(copy))
+    out = tmp_path / "run"
+    r = mc("cluster", root, "--out", out, *FAST, "--dedup", "--fit-sample", fit_sample, "--labels-from-folders",
+           env={"MEDIACLUSTER_CACHE": str(cache)})
+    assert r.returncode == 3, text(r.stderr)
+    run = RunDir.open(out)
+    a = run.read_assignments()
+    assert set(a["path"]) == good and set(run.read_items()["path"]) == good
+    assert set(a["duplicate_of"].dropna()) == {os.fsdecode(original)}
+    assert os.fsdecode(HOSTILE_FOLDER) in set(run.read_items()["label"])
+    assert_text_files(out)
+
+
 @pytest.mark.parametrize("embed", [False, True], ids=["no-embed", "embed"])
 def test_dups_command_writes_hostile_names(embed, hostile_dir, cache, tmp_path, capsys, user_cache):
     """``dups`` on the hostile folder: every name in dups.parquet exactly, the text files UTF-8,

@@ -262,7 +262,7 @@ def add_duplicates(run, emb: Embeddings, pipe: Pipeline, finder, table, clusters
 
     if finder.n_items_ != len(emb):
         raise RuntimeError(f"internal: duplicates of {finder.n_items_} items for {len(emb)} embedded")
-    table = table.assign(**duplicate_columns(finder))
+    table = table.assign(**duplicate_columns(finder, index=table.index))
     clusters, info = write_duplicates(run, finder, pipe.labels_, emb.ids, emb.paths, clusters, info)
     return table, clusters, info
 
@@ -551,7 +551,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
             if finder is not None:
                 from .duplicates.collection import duplicate_columns
 
-                frame = frame.assign(**duplicate_columns(finder, sl))
+                frame = frame.assign(**duplicate_columns(finder, sl, index=frame.index))
             aw.write(frame)
             tally.add(out, {k: v[sl] for k, v in (extras or {}).items() if k == "imagenet_probs"})
             if xy is not None:
@@ -656,8 +656,8 @@ def _store_vectors(run, source: VectorSource, extras: dict | None, batch_rows: i
 def _items_frame(ids, paths, labels):
     import pandas as pd
 
-    return pd.DataFrame({"id": list(ids), "path": list(paths),
-                         "label": [None if v is None else str(v) for v in labels]})
+    return pd.DataFrame({"id": text_series(ids), "path": text_series(paths),  # names may not be UTF-8
+                         "label": text_series(None if v is None else str(v) for v in labels)})
 
 
 def streamed_cluster_summaries(Xs: np.ndarray, fit_labels: np.ndarray, rows: np.ndarray, shown: list,
