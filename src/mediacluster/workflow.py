@@ -388,8 +388,9 @@ def cluster_folder(
                 timings["ingest"] = time.perf_counter() - t
                 if len(coll) == 0:
                     kind = coll.media if media == "auto" else media
-                    raise InputError(f"no usable {kind} files found in {source}"
-                                     + (f" ({len(coll.skipped)} skipped)" if coll.skipped else ""))
+                    first = coll.skipped[0] if coll.skipped else None
+                    raise InputError(f"no usable {kind} files found in {source}" + (
+                        f" ({len(coll.skipped)} skipped; the first, {first.path}: {first.reason})" if first else ""))
                 enc = resolve_encoder(encoder, coll, source)
                 t = time.perf_counter()
                 emb = exe.embed(coll, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
