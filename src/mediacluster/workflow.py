@@ -45,6 +45,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     model: str | None = None
+    kept_previous: Path | None = None  # the run this one replaced, kept for names.yaml / studio edits
 
 
 def level_summary(pipe) -> dict | None:
@@ -442,7 +443,8 @@ def cluster_folder(
         emb = published.read_embeddings(mmap=True)
     return RunResult(out=published.path, embeddings=emb, pipeline=pipe, run=published,
                      timings=info["timings_s"], summary=info["summary"],
-                     model=str(published.path / model_rel) if model_rel else None)
+                     model=str(published.path / model_rel) if model_rel else None,
+                     kept_previous=run.kept_previous)
 
 
 def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample="auto", seed: int = 0,

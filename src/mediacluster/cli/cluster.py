@@ -208,6 +208,9 @@ def run(args) -> int:
               f"(largest {dups['largest']}); each group fitted as one item; see duplicates.parquet")
     if res.model:
         print(f"model: {printable(res.model)}")
+    if res.kept_previous is not None:
+        print(f"the run this one replaced held hand-given names or studio edits: kept as "
+              f"{printable(res.kept_previous)}")
     rep = report_after(args, res.out)
     if rep == 2:
         return 2  # the report asked for could not be written (said above; the run is kept)
