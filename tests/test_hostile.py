@@ -751,6 +751,20 @@ def test_nonsense_values_are_refused_naming_the_parameter(args, config, expect, 
     assert not out.exists()  # nothing was written
 
 
+def test_summary_gives_noise_and_outliers_their_own_shares(blobs, tmp_path, capsys, user_cache):
+    """The summary line's percentages are each count's own share (the noise share printed was
+    noise + outliers, so 'noise 0 (5.0%)' when LOF had removed 6 of 120)."""
+    rc, out, err = mc_main("cluster", blobs, "--out", tmp_path / "run", "--reducer", "pca", "--reducer-param",
+                           "n_components=8", "--outliers", "lof", "--outliers-param", "contamination=0.05",
+                           "--clusterer", "kmeans", "--clusterer-param", "n_clusters=3", "--quiet", capsys=capsys)
+    assert rc == 0, err
+    m = re.search(r"(\d+) items -> .*noise (\d+) \(([\d.]+)%\), outliers (\d+) \(([\d.]+)%\)", out)
+    assert m, out
+    n, noise, noise_pct, outliers, outliers_pct = (float(g) for g in m.groups())
+    assert outliers > 0
+    assert noise_pct == round(100 * noise / n, 1) and outliers_pct == round(100 * outliers / n, 1)
+
+
 def test_vectors_beyond_float32_are_reported_as_such(tmp_path, capsys, user_cache):
     X = np.random.default_rng(0).normal(size=(20, 8))
     X[7, 3] = 1e39

@@ -224,8 +224,11 @@ def print_summary(s: dict, skipped, out) -> None:
     def plural(k: int, word: str) -> str:
         return f"{k} {word}" + ("" if k == 1 else "s")
 
+    def share(k: int) -> str:
+        return f"{100 * k / s['items']:.1f}%" if s["items"] else "0.0%"
+
     w(f"\nmediacluster: {plural(s['items'], 'item')} -> {plural(s['clusters'], 'cluster')}, "
-      f"noise {s['noise']} ({100 * s['noise_share']:.1f}%), outliers {s['outliers']}, "
+      f"noise {s['noise']} ({share(s['noise'])}), outliers {s['outliers']} ({share(s['outliers'])}), "
       f"coverage {100 * s['coverage']:.1f}%\n")
     lv = s.get("levels")
     if lv:
