@@ -839,6 +839,15 @@ def test_read_only_out_is_a_clear_error(read_only_dir, blobs, capsys, user_cache
     assert_user_error(rc, err, str(read_only_dir))
 
 
+def test_assign_says_what_kind_of_file_its_model_reads(vec_run, tmp_path, capsys, user_cache):
+    """A folder without a file the model can read: exit 2 saying which kind it reads (it said only
+    'nothing could be embedded')."""
+    (tmp_path / "sounds").mkdir()
+    (tmp_path / "sounds" / "a.wav").write_bytes(b"RIFF")
+    rc, _, err = mc_main("assign", vec_run, tmp_path / "sounds", "--quiet", capsys=capsys)
+    assert rc == 2 and "this model reads image files, and none were found" in err, err
+
+
 def test_assign_out_where_a_folder_is(vec_run, blobs, tmp_path, capsys, user_cache):
     (tmp_path / "a.csv").mkdir()
     rc, _, err = mc_main("assign", vec_run, blobs, "--out", tmp_path / "a.csv", "--quiet", capsys=capsys)

@@ -168,6 +168,14 @@ def test_formats_that_are_not_read_are_listed_as_skipped(tree, tmp_path, capsys,
     assert "a.heic: HEIC image files are not read" in capsys.readouterr().err
 
 
+def test_a_file_of_the_other_media_kind_is_named_as_such(tree):
+    # an audio model given a photo (assign) said "don't know how to read"
+    with pytest.raises(InputError, match=r"a\.JPG is an image file; this reads audio files"):
+        collect(tree / "cats" / "a.JPG", media="audio")
+    with pytest.raises(InputError, match=r"audio\.wav is an audio file; this reads image files"):
+        collect(tree / "audio.wav", media="image")
+
+
 # -- manifests ----------------------------------------------------------------------------------
 
 

@@ -85,7 +85,8 @@ def run(args) -> int:
             paths += list(emb.paths) if emb.paths is not None else [None] * len(emb)
             vecs.append(np.asarray(emb.vectors, dtype=np.float32))
     if not vecs:
-        print("error: nothing could be embedded", file=sys.stderr)
+        print(f"error: nothing could be embedded (this model reads {encoder.media} files"
+              f"{'' if skipped else ', and none were found'})", file=sys.stderr)
         for s in skipped:
             print(f"  skipped {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)
         return 2

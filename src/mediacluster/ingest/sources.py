@@ -134,6 +134,9 @@ def collect(
     reason = unsupported_reason(str(p), media)
     if reason is not None:
         raise InputError(f"{p}: {reason}")
+    other = next((k for k, exts in MEDIA_EXTENSIONS.items() if k != media and suffix in exts), None)
+    if other is not None:  # e.g. a photo given to an audio model
+        raise InputError(f"{p} is an {other} file; this reads {media} files")
     raise InputError(
         f"don't know how to read {p}: expected a folder, a CSV/Parquet manifest with a 'path' "
         f"column, or embeddings (.npy, .npz, Parquet with an id and a vector column)"
