@@ -848,6 +848,14 @@ def test_assign_says_what_kind_of_file_its_model_reads(vec_run, tmp_path, capsys
     assert rc == 2 and "this model reads image files, and none were found" in err, err
 
 
+def test_assign_checks_every_input_before_embedding(vec_run, photos, tmp_path, capsys, monkeypatch):
+    """A mistyped last path is refused before the others are embedded (they were embedded first)."""
+    monkeypatch.setenv("MEDIACLUSTER_CACHE", str(tmp_path / "cache"))
+    rc, _, err = mc_main("assign", vec_run, photo_files(photos)[0], tmp_path / "typo.jpg", "--quiet", capsys=capsys)
+    assert_user_error(rc, err, "typo.jpg")
+    assert not list((tmp_path / "cache").glob("embeddings.sqlite*"))  # nothing was embedded
+
+
 def test_assign_out_where_a_folder_is(vec_run, blobs, tmp_path, capsys, user_cache):
     (tmp_path / "a.csv").mkdir()
     rc, _, err = mc_main("assign", vec_run, blobs, "--out", tmp_path / "a.csv", "--quiet", capsys=capsys)

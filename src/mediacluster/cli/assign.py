@@ -75,8 +75,9 @@ def run(args) -> int:
         raise ModelFormatError(f"{model.model_path_}: the model records encoder {encoder!r}, which "
                                f"this mediacluster cannot load ({e}); pass --encoder") from None
     ids, paths, vecs, skipped = [], [], [], []
-    for src in args.paths:
-        coll = collect(src, media=encoder.media)  # audio models read audio files
+    # every input found before any is embedded: a mistyped last path fails at once
+    colls = [collect(src, media=encoder.media) for src in args.paths]  # audio models read audio files
+    for coll in colls:
         emb = embed_collection(coll, encoder=encoder, cache_dir=args.cache_dir, batch_size=args.batch_size,
                                workers=args.workers, progress=not args.quiet)
         skipped += list(emb.skipped)
