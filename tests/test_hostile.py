@@ -856,6 +856,18 @@ def test_assign_checks_every_input_before_embedding(vec_run, photos, tmp_path, c
     assert not list((tmp_path / "cache").glob("embeddings.sqlite*"))  # nothing was embedded
 
 
+def test_too_few_usable_files_names_a_skip_reason(photos, tmp_path, capsys, user_cache):
+    """Fewer than 3 usable files: the error names the first skipped file and why (it said 'see
+    the list', and no list was printed)."""
+    d = tmp_path / "few"
+    d.mkdir()
+    for p in photo_files(photos)[:2]:
+        shutil.copyfile(p, d / p.name)
+    (d / "zz_empty.jpg").write_bytes(b"")
+    rc, _, err = mc_main("cluster", d, "--out", tmp_path / "run", *FAST, capsys=capsys)
+    assert_user_error(rc, err, "only 2 items could be embedded", "zz_empty.jpg: empty file")
+
+
 def test_assign_out_where_a_folder_is(vec_run, blobs, tmp_path, capsys, user_cache):
     (tmp_path / "a.csv").mkdir()
     rc, _, err = mc_main("assign", vec_run, blobs, "--out", tmp_path / "a.csv", "--quiet", capsys=capsys)

@@ -399,8 +399,10 @@ def cluster_folder(
                                 encoder_spec=encoder if isinstance(encoder, str) else None)
                 timings["embed"] = time.perf_counter() - t
                 if len(emb) < 3:
+                    first = emb.skipped[0] if emb.skipped else None
                     raise InputError(f"only {len(emb)} items could be embedded; at least 3 are needed to cluster"
-                                     + (f" ({len(emb.skipped)} skipped, see the list)" if emb.skipped else ""))
+                                     + (f" ({len(emb.skipped)} skipped; the first, {first.path}: {first.reason})"
+                                        if first else ""))
                 spec = encoder if isinstance(encoder, str) else None
                 if exe.name == "local" and fit_sample_size(fit_sample, len(emb)) >= len(emb):
                     finder = None
