@@ -765,6 +765,16 @@ def test_summary_gives_noise_and_outliers_their_own_shares(blobs, tmp_path, caps
     assert noise_pct == round(100 * noise / n, 1) and outliers_pct == round(100 * outliers / n, 1)
 
 
+@pytest.mark.parametrize("command", ["cluster", "tune"])
+def test_vocabulary_without_report_is_refused_before_work(command, blobs, tmp_path, capsys, user_cache):
+    """--vocabulary is read by the report only: without --report it was ignored in silence."""
+    (tmp_path / "topics.txt").write_text("dog\ncar\n")
+    rc, _, err = mc_main(command, blobs, "--out", tmp_path / "out", "--vocabulary", tmp_path / "topics.txt",
+                         capsys=capsys)
+    assert_user_error(rc, err, "--vocabulary", "--report")
+    assert not (tmp_path / "out").exists()
+
+
 def test_vectors_beyond_float32_are_reported_as_such(tmp_path, capsys, user_cache):
     X = np.random.default_rng(0).normal(size=(20, 8))
     X[7, 3] = 1e39

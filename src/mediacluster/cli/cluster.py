@@ -8,7 +8,7 @@ from .. import stages
 from ..config import load_config, parse_param, pipeline_from_config
 from ..workflow import cluster_folder
 from . import printable
-from .report import add_report_argument, report_after
+from .report import add_report_argument, check_report_arguments, report_after
 
 
 def add_parser(sub):
@@ -190,6 +190,7 @@ def build_pipeline(args):
 
 
 def run(args) -> int:
+    check_report_arguments(args)
     pipe = build_pipeline(args)
     res = cluster_folder(
         args.input, args.out, encoder=args.encoder, seed=args.seed, pipeline=pipe, media=args.media,

@@ -24,7 +24,7 @@ from ..tune.workspace import KNN_METHODS
 from ..workflow import model_metadata, resolve_encoder
 from . import printable
 from .cluster import non_negative_float, positive_int
-from .report import add_report_argument, report_after_tune
+from .report import add_report_argument, check_report_arguments, report_after_tune
 
 
 def add_parser(sub):
@@ -104,6 +104,7 @@ def load_input(src: str, encoder: str | None, cache_dir, labels_from_folders: bo
 
 
 def run(args) -> int:
+    check_report_arguments(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder")
