@@ -18,6 +18,7 @@ from PIL import Image
 
 from mediacluster.encoders import available, get_encoder, register
 from mediacluster.encoders.base import Encoder
+from mediacluster.errors import ParameterError
 from mediacluster.ingest import SkipItem, load_image
 
 
@@ -257,8 +258,38 @@ def test_clip_embeds_a_folder_through_the_cache(tiny_clip, cifar3_dir, tmp_path,
 
 def test_missing_model_fails_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError):
+    with pytest.raises(ParameterError, match="nothing-here does not exist"):
         get_encoder(f"clip:{tmp_path / 'nothing-here'}").encode([np.zeros((3, 32, 32), np.float32)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ParameterError, match="cannot load CLIPModel from"):
+        get_encoder(f"clip:{tmp_path / 'empty'}").encode([np.zeros((3, 32, 32), np.float32)])
+
+
+@pytest.mark.parametrize("spec,media", [("clip:{d}", "image"), ("clap:{d}", "audio"), ("clip:{d}/nope", "image")])
+def test_a_model_that_cannot_load_is_a_clear_error(spec, media, tmp_path, capsys, monkeypatch):
+    """``cluster --encoder clip:DIR`` / ``clap:DIR`` where DIR holds no model: exit 2 naming it
+    (CLIP crashed with exit 1; CLAP listed every clip as skipped and said 'see the list')."""
+    import soundfile as sf
+
+    from mediacluster.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MEDIACLUSTER_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        if media == "image":
+            Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(data / f"{i}.png")
+        else:
+            t = np.arange(8000) / 8000
+            sf.write(data / f"{i}.wav", 0.5 * np.sin(2 * np.pi * (200 + 100 * i) * t), 8000)
+    (tmp_path / "model").mkdir()
+    rc = main(["cluster", str(data), "--out", str(tmp_path / "run"), "--quiet",
+               "--encoder", spec.format(d=tmp_path / "model")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error: encoder:" in err and str(tmp_path / "model") in err, err
+    assert "skipped" not in err
 
 
 def test_real_clip_checkpoint_if_cached(imagenette_dir, monkeypatch):
@@ -267,7 +298,7 @@ def test_real_clip_checkpoint_if_cached(imagenette_dir, monkeypatch):
     enc = get_encoder("clip:openai/clip-vit-base-patch32")
     try:
         enc._load()
-    except OSError:
+    except ParameterError:  # not cached and offline: a clear error, not an OSError
         pytest.skip("openai/clip-vit-base-patch32 not in the local Hugging Face cache")
     dog = sorted(Path(imagenette_dir, "n02102040").glob("*.JPEG"))[:2]
     church = sorted(Path(imagenette_dir, "n03028079").glob("*.JPEG"))[:2]

@@ -140,3 +140,19 @@ def test_evaluate_refuses_bad_input(run_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "e.json")]) == 2
     assert not (tmp_path / "e.json").exists()
     assert np.isfinite(_read(run_dir / "models" / "v0001" / "model.json")["n_items"])
+
+
+def test_evaluate_a_run_fitted_on_a_sample(cifar3_embeddings, tmp_path, capsys):
+    """A run fitted on a sample has a model: the note says so (it said 'no model in the run folder'
+    and blamed a curated model)."""
+    np.save(tmp_path / "v.npy", np.asarray(cifar3_embeddings.vectors, np.float32))
+    out = tmp_path / "run"
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(out), "--fit-sample", "100", "--save-model",
+                 "--reducer", "pca", "--reducer-param", "n_components=8", "--clusterer", "kmeans",
+                 "--clusterer-param", "n_clusters=3", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    text = capsys.readouterr().out
+    n = len(cifar3_embeddings.vectors)
+    assert f"the model was fitted on 100 of the run's {n} items (a fit sample)" in text, text
+    assert "no model in the run folder" not in text and "curated" not in text

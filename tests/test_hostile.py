@@ -431,6 +431,47 @@ def test_hostile_file_names_are_clustered_written_reported_and_assigned(hostile_
     assert not CONTROL.search(text(r.stderr).replace("\n", ""))
 
 
+@pytest.mark.parametrize("fit_sample", ["all", "8"])
+def test_hostile_names_with_dedup_and_a_fit_sample(fit_sample, hostile_dir, cache, tmp_path):
+    """``cluster --dedup`` (the duplicate_of column) and a run fitted on a sample (items and
+    assignments written batch by batch) keep every hostile name exactly (both crashed, exit 1,
+    on a name that is not UTF-8)."""
+    src, good, bad = hostile_dir
+    root = tmp_path / "photos"
+    shutil.copytree(src, root)
+    good = {os.path.join(str(root), os.path.relpath(p, src)) for p in good}
+    original = os.path.join(os.fsencode(root), HOSTILE_NAMES[0].name)
+    copy = os.path.join(os.fsencode(root), b"copy\xff.jpg")  # a copy: its duplicate_of is not UTF-8
+    shutil.copyfile(original, copy)
+    good.add(os.fsdecode(copy))
+    out = tmp_path / "run"
+    r = mc("cluster", root, "--out", out, *FAST, "--dedup", "--fit-sample", fit_sample, "--labels-from-folders",
+           env={"MEDIACLUSTER_CACHE": str(cache)})
+    assert r.returncode == 3, text(r.stderr)
+    run = RunDir.open(out)
+    a = run.read_assignments()
+    assert set(a["path"]) == good and set(run.read_items()["path"]) == good
+    assert set(a["duplicate_of"].dropna()) == {os.fsdecode(original)}
+    assert os.fsdecode(HOSTILE_FOLDER) in set(run.read_items()["label"])
+    assert_text_files(out)
+
+
+@pytest.mark.parametrize("embed", [False, True], ids=["no-embed", "embed"])
+def test_dups_command_writes_hostile_names(embed, hostile_dir, cache, tmp_path, capsys, user_cache):
+    """``dups`` on the hostile folder: every name in dups.parquet exactly, the text files UTF-8,
+    nothing raw on the terminal (a non-UTF-8 name crashed building the table: exit 1)."""
+    root, good, bad = hostile_dir
+    out = tmp_path / "dups"
+    r = mc("dups", root, "--out", out, "--quiet", *([] if embed else ["--no-embed"]),
+           env={"MEDIACLUSTER_CACHE": str(cache)})
+    assert r.returncode in (0, 3), text(r.stderr)
+    for stream in (r.stdout, r.stderr):
+        assert not CONTROL.search(text(stream).replace("\n", "")), stream
+    df = read_table(out / "dups.parquet")
+    assert good <= set(df["path"]) <= good | bad
+    assert_text_files(out)
+
+
 @pytest.mark.parametrize("h", HOSTILE_NAMES, ids=_name_ids(HOSTILE_NAMES))
 def test_text_form_of_each_name_round_trips(h, tmp_path):
     """Tables: a row with a non-UTF-8 name is written in escaped form (every text cell of the
@@ -710,6 +751,30 @@ def test_nonsense_values_are_refused_naming_the_parameter(args, config, expect, 
     assert not out.exists()  # nothing was written
 
 
+def test_summary_gives_noise_and_outliers_their_own_shares(blobs, tmp_path, capsys, user_cache):
+    """The summary line's percentages are each count's own share (the noise share printed was
+    noise + outliers, so 'noise 0 (5.0%)' when LOF had removed 6 of 120)."""
+    rc, out, err = mc_main("cluster", blobs, "--out", tmp_path / "run", "--reducer", "pca", "--reducer-param",
+                           "n_components=8", "--outliers", "lof", "--outliers-param", "contamination=0.05",
+                           "--clusterer", "kmeans", "--clusterer-param", "n_clusters=3", "--quiet", capsys=capsys)
+    assert rc == 0, err
+    m = re.search(r"(\d+) items -> .*noise (\d+) \(([\d.]+)%\), outliers (\d+) \(([\d.]+)%\)", out)
+    assert m, out
+    n, noise, noise_pct, outliers, outliers_pct = (float(g) for g in m.groups())
+    assert outliers > 0
+    assert noise_pct == round(100 * noise / n, 1) and outliers_pct == round(100 * outliers / n, 1)
+
+
+@pytest.mark.parametrize("command", ["cluster", "tune"])
+def test_vocabulary_without_report_is_refused_before_work(command, blobs, tmp_path, capsys, user_cache):
+    """--vocabulary is read by the report only: without --report it was ignored in silence."""
+    (tmp_path / "topics.txt").write_text("dog\ncar\n")
+    rc, _, err = mc_main(command, blobs, "--out", tmp_path / "out", "--vocabulary", tmp_path / "topics.txt",
+                         capsys=capsys)
+    assert_user_error(rc, err, "--vocabulary", "--report")
+    assert not (tmp_path / "out").exists()
+
+
 def test_vectors_beyond_float32_are_reported_as_such(tmp_path, capsys, user_cache):
     X = np.random.default_rng(0).normal(size=(20, 8))
     X[7, 3] = 1e39
@@ -782,6 +847,35 @@ def read_only_dir(tmp_path):
 def test_read_only_out_is_a_clear_error(read_only_dir, blobs, capsys, user_cache):
     rc, _, err = mc_main("cluster", blobs, "--out", read_only_dir / "run", *FAST, capsys=capsys)
     assert_user_error(rc, err, str(read_only_dir))
+
+
+def test_assign_says_what_kind_of_file_its_model_reads(vec_run, tmp_path, capsys, user_cache):
+    """A folder without a file the model can read: exit 2 saying which kind it reads (it said only
+    'nothing could be embedded')."""
+    (tmp_path / "sounds").mkdir()
+    (tmp_path / "sounds" / "a.wav").write_bytes(b"RIFF")
+    rc, _, err = mc_main("assign", vec_run, tmp_path / "sounds", "--quiet", capsys=capsys)
+    assert rc == 2 and "this model reads image files, and none were found" in err, err
+
+
+def test_assign_checks_every_input_before_embedding(vec_run, photos, tmp_path, capsys, monkeypatch):
+    """A mistyped last path is refused before the others are embedded (they were embedded first)."""
+    monkeypatch.setenv("MEDIACLUSTER_CACHE", str(tmp_path / "cache"))
+    rc, _, err = mc_main("assign", vec_run, photo_files(photos)[0], tmp_path / "typo.jpg", "--quiet", capsys=capsys)
+    assert_user_error(rc, err, "typo.jpg")
+    assert not list((tmp_path / "cache").glob("embeddings.sqlite*"))  # nothing was embedded
+
+
+def test_too_few_usable_files_names_a_skip_reason(photos, tmp_path, capsys, user_cache):
+    """Fewer than 3 usable files: the error names the first skipped file and why (it said 'see
+    the list', and no list was printed)."""
+    d = tmp_path / "few"
+    d.mkdir()
+    for p in photo_files(photos)[:2]:
+        shutil.copyfile(p, d / p.name)
+    (d / "zz_empty.jpg").write_bytes(b"")
+    rc, _, err = mc_main("cluster", d, "--out", tmp_path / "run", *FAST, capsys=capsys)
+    assert_user_error(rc, err, "only 2 items could be embedded", "zz_empty.jpg: empty file")
 
 
 def test_assign_out_where_a_folder_is(vec_run, blobs, tmp_path, capsys, user_cache):

@@ -144,6 +144,38 @@ def test_empty_and_missing_input(tmp_path):
         collect(tmp_path / "x.docx")
 
 
+def test_formats_that_are_not_read_are_listed_as_skipped(tree, tmp_path, capsys, monkeypatch):
+    """A phone's HEIC photos or M4A notes are listed with the reason, never passed over in silence."""
+    touch(tree / "cats" / "IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic")
+    touch(tree / "raw" / "DSC_1.nef", b"raw")
+    touch(tree / "memo.m4a", b"\x00\x00\x00\x18ftypM4A ")
+    coll = collect(tree)
+    assert {os.path.relpath(s.path, tree): s.reason.split(" files ")[0] for s in coll.skipped} == {
+        os.path.join("cats", "IMG_0001.HEIC"): "HEIC image", os.path.join("raw", "DSC_1.nef"): "NEF image"}
+    assert all("convert it to JPEG or PNG" in s.reason for s in coll.skipped)
+    assert len(coll) == 7  # the readable ones, as before
+    audio = collect(tree, media="audio")
+    assert [os.path.relpath(s.path, tree) for s in audio.skipped] == ["memo.m4a"]
+    with pytest.raises(InputError, match="HEIC image files are not read"):
+        collect(tree / "cats" / "IMG_0001.HEIC")
+    # a folder of nothing else: the command says why, exit 2
+    from mediacluster.cli import main
+
+    only = tmp_path / "phone"
+    touch(only / "a.heic", b"x")
+    monkeypatch.setenv("MEDIACLUSTER_CACHE", str(tmp_path / "cache"))
+    assert main(["cluster", str(only), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "a.heic: HEIC image files are not read" in capsys.readouterr().err
+
+
+def test_a_file_of_the_other_media_kind_is_named_as_such(tree):
+    # an audio model given a photo (assign) said "don't know how to read"
+    with pytest.raises(InputError, match=r"a\.JPG is an image file; this reads audio files"):
+        collect(tree / "cats" / "a.JPG", media="audio")
+    with pytest.raises(InputError, match=r"audio\.wav is an audio file; this reads image files"):
+        collect(tree / "audio.wav", media="image")
+
+
 # -- manifests ----------------------------------------------------------------------------------
 
 

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import normalized_mutual_info_score
 
-from mediacluster.config import parse_param, pipeline_from_config
+from mediacluster.config import load_config, parse_param, pipeline_from_config
+from mediacluster.errors import ConfigError, ParameterError
 from mediacluster.pipeline import Pipeline
 from mediacluster.stages import build as make_stage
 from mediacluster.stages.outliers import NoOutliers
@@ -166,3 +167,35 @@ def test_cli_cluster_with_stage_flags_and_assign(tmp_path, data, cifar3_dir, cap
     df = pd.read_csv(res)
     assert len(df) == 4 and set(df["status"]) <= {"clustered", "noise", "outlier"}
     assert df["assigned_cluster"].between(0, 2).all()
+
+
+def test_set_params_reaches_a_stage_given_by_name():
+    # the README's example: stages by registry name, then scikit-learn's nested names
+    pipe = Pipeline(outliers="lof", clusterer="hdbscan").set_params(clusterer__min_cluster_size=200)
+    assert pipe.clusterer.min_cluster_size == 200 and pipe.outliers == "lof"
+    pipe = Pipeline().set_params(clusterer="kmeans", clusterer__n_clusters=4)
+    assert pipe.clusterer.n_clusters == 4
+    with pytest.raises(ParameterError, match="reducer is 'auto'; name the stage"):
+        Pipeline().set_params(reducer__n_components=3)
+    with pytest.raises(ParameterError, match="outliers is None; name the stage"):
+        Pipeline().set_params(outliers__n_neighbors=3)
+    with pytest.raises(ParameterError, match="clusterer__min_cluster_size: must be >= 2, got -5"):
+        Pipeline(clusterer="hdbscan").set_params(clusterer__min_cluster_size=-5).check_params()
+
+
+def test_config_file_takes_nested_stage_parameters(tmp_path):
+    # the form of a tuning space (README, Tuning) is also a --config file
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("reducer: umap\nreducer__n_components: 5\nclusterer: hdbscan\n"
+                   "clusterer__min_cluster_size: 20\n")
+    pipe = pipeline_from_config(load_config(cfg), source=str(cfg))
+    assert pipe.reducer.n_components == 5 and pipe.clusterer.min_cluster_size == 20
+    cfg.write_text("clusterer: {name: hdbscan, params: {min_cluster_size: 9}}\nclusterer__min_cluster_size: 20\n")
+    with pytest.raises(ConfigError, match="clusterer__min_cluster_size is given twice"):
+        load_config(cfg)
+    cfg.write_text("clusterer__min_cluster_size: 20\n")
+    with pytest.raises(ParameterError, match="clusterer 'auto' takes no parameters"):
+        pipeline_from_config(load_config(cfg), source=str(cfg))
+    cfg.write_text("clusterer: hdbscan\nclusterer__min_clustr_size: 20\n")
+    with pytest.raises(ConfigError, match=r"has no parameter\(s\) \['min_clustr_size'\]"):
+        pipeline_from_config(load_config(cfg), source=str(cfg))

@@ -94,10 +94,12 @@ def test_a_run_with_hand_given_names_is_kept_aside_when_replaced(vectors, tmp_pa
     assert cli("cluster", a, "--out", out, *FAST).returncode == 0
     first = consistent(out)
     (out / "names.yaml").write_text("0: my cats\n")
-    assert cli("cluster", b, "--out", out, *FAST).returncode == 0
+    r = cli("cluster", b, "--out", out, *FAST)
+    assert r.returncode == 0
     assert not (out / "names.yaml").exists()  # never paired with the new clusters
     kept = tmp_path / f"run.replaced-{first}"
     assert (kept / "names.yaml").read_text() == "0: my cats\n"  # a person's work is not deleted
+    assert f"kept as {kept}" in r.stdout  # and the person is told where it went
 
 
 @pytest.mark.slow

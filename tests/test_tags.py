@@ -131,7 +131,7 @@ def test_mapping_wordnet(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_from_tagged_run(cifar_slices, tmp_path):
+def test_train_from_tagged_run(cifar_slices, tmp_path, capsys):
     """A clustering run whose clusters a person tagged (cluster id -> tag / other / ignore)."""
     import pandas as pd
     from sklearn.cluster import KMeans
@@ -163,6 +163,12 @@ def test_train_from_tagged_run(cifar_slices, tmp_path):
     clf = TagClassifier(precision=0.9).fit(ex.vectors, ex.labels)
     assert "other" not in clf.tag_thresholds_  # learned, never suggested
     assert all(t != "other" for row in clf.suggest(ex.vectors[:100]) for t, _ in row)
+    # an untagged run: the command names the flag that tags it
+    from mediacluster.cli import main
+
+    capsys.readouterr()
+    assert main(["tags", "train", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m")]) == 2
+    assert "--cluster-tags FILE" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -261,6 +261,22 @@ def test_interrupted_study_resumes_with_the_same_numbering(X, tmp_path, shared_c
              progress=False, refit=False)
 
 
+def test_resumed_study_prints_no_optuna_log_lines(X, tmp_path):
+    """Re-running the same tune command continues the study without Optuna's own INFO line
+    ('[I ...] Using an existing study ...') on the terminal."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "v.npy", X)
+    (tmp_path / "space.json").write_text(json.dumps(SPACE))
+    cmd = [sys.executable, "-m", "mediacluster", "tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o"),
+           "--space", str(tmp_path / "space.json"), "--quiet", "--sampler", "random", "--trials"]
+    for n in ("1", "2"):
+        r = subprocess.run(cmd + [n], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    assert "2 trials" in r.stdout and "Using an existing study" not in r.stderr, r.stderr
+
+
 def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
     from mediacluster.cli import main
 

@@ -7,7 +7,9 @@ A config names each stage from the stage registry with its parameters::
     clusterer: {name: hdbscan, params: {min_cluster_size: 100, cluster_selection_method: leaf}}
     assign_noise: true
 
-A stage may also be a bare name (``reducer: pca``), ``auto`` or ``none``. Unknown keys, stage
+A stage may also be a bare name (``reducer: pca``), ``auto`` or ``none``, and its parameters
+may be given as scikit-learn's nested names beside it, as in a tuning space
+(``clusterer: hdbscan`` + ``clusterer__min_cluster_size: 100``). Unknown keys, stage
 names or parameters, and out-of-range values are refused with a message naming them (and the
 file), before any work starts. ``describe(pipeline)`` is the inverse, for ``run.json``.
 """
@@ -55,6 +57,29 @@ def load_config(path) -> dict:
         raise ConfigError(f"config file {p} is not valid YAML/JSON: {yaml_problem(e)}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{p}: a pipeline config must be a mapping, e.g. 'reducer: {{name: umap}}'")
+    try:
+        return fold_stage_params(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}", e.param) from None
+
+
+def fold_stage_params(cfg: dict) -> dict:
+    """A copy of ``cfg`` with nested names (``clusterer__min_cluster_size: 20``) moved into
+    their stage's ``{name, params}`` form, the one form the rest of the code reads."""
+    cfg = dict(cfg)
+    for key in [k for k in cfg if isinstance(k, str) and "__" in k and k.split("__", 1)[0] in STAGES]:
+        kind, name = key.split("__", 1)
+        spec = cfg.get(kind, None if kind == "outliers" else "auto")
+        if isinstance(spec, dict):
+            params = spec.get("params") or {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"{kind}: params must be a mapping, got {params!r}", kind)
+            if name in params:
+                raise ConfigError(f"{key} is given twice (also in {kind}'s params)", key)
+            spec = {**spec, "params": {**params, name: cfg.pop(key)}}
+        else:
+            spec = {"name": spec, "params": {name: cfg.pop(key)}}
+        cfg[kind] = spec
     return cfg
 
 
@@ -71,12 +96,13 @@ def pipeline_from_config(cfg: dict, source: str | None = None, **overrides) -> P
 
 
 def _build(cfg: dict, overrides: dict) -> Pipeline:
-    cfg = dict(cfg)
+    cfg = fold_stage_params(cfg)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     known = {*STAGES, *PIPELINE_PARAMS}
-    bad = sorted(set(cfg) - known)
+    bad = sorted(set(map(str, cfg)) - known)
     if bad:
-        raise ConfigError(f"unknown pipeline config key(s) {bad}; valid: {sorted(known)}", bad[0])
+        raise ConfigError(f"unknown pipeline config key(s) {bad}; valid: {sorted(known)}, or a stage's "
+                          "parameter as STAGE__NAME (e.g. clusterer__min_cluster_size)", bad[0])
     stages = {}
     for kind in STAGES:
         spec = cfg.get(kind, None if kind == "outliers" else "auto")

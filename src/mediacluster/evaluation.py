@@ -83,6 +83,9 @@ def load_source(path: Path) -> dict:
         if pipe is not None:
             if len(pipe.labels_) == len(src["ids"]) and np.array_equal(np.asarray(pipe.labels_), src["fitted"]):
                 src["Z"] = np.asarray(pipe.embedding_)
+            elif len(pipe.labels_) != len(src["ids"]):  # cluster --fit-sample: the rest were assigned
+                src["notes"].append(f"the model was fitted on {len(pipe.labels_)} of the run's {len(src['ids'])} "
+                                    "items (a fit sample): reduced-space scores not computed")
             else:
                 src["notes"].append("the model's labels differ from the run's assignments (a curated "
                                     "model?): reduced-space scores not computed")
@@ -97,7 +100,7 @@ def load_source(path: Path) -> dict:
             src["assigned"] = np.asarray(pipe.cluster_, np.int64)
         src["notes"].append("a model keeps no original vectors (only reduced coordinates and a "
                             "compressed reference set): internal scores in the reduced space only")
-    if "Z" not in src and src["kind"] == "run":
+    if "Z" not in src and src["kind"] == "run" and pipe is None:
         src["notes"].append("reduced space not available (no model in the run folder; "
                             "run 'mediacluster cluster --save-model' to keep it)")
     if "assigned" in src and np.array_equal(src["assigned"], src["fitted"]):

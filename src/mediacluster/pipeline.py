@@ -64,6 +64,7 @@ from .stages.hierarchy import (
 from .stages.reduce import UMAPReducer
 
 STAGES = ("reducer", "outliers", "clusterer")
+_EXAMPLE_STAGE = {"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}
 # With an outlier stage, a new item whose mean distance to its nearest reference items exceeds
 # this quantile of the training items' own (leave-self-out) distances is also an outlier.
 NOVELTY_QUANTILE = 0.99
@@ -209,6 +210,28 @@ class Pipeline(BaseEstimator):
         parameters can be set, e.g. by the tuner)."""
         reducer, outliers, clusterer = self._resolve(n)
         return clone(self).set_params(reducer=reducer, outliers=outliers, clusterer=clusterer)
+
+    def set_params(self, **params):
+        """scikit-learn's ``set_params``, where a stage given by registry name is built first, so
+        nested names reach it: ``Pipeline(clusterer="hdbscan").set_params(
+        clusterer__min_cluster_size=200)``. An ``"auto"`` or absent stage cannot take parameters
+        (``ParameterError`` naming it); values are checked by ``check_params`` / ``fit``."""
+        own = {k: v for k, v in params.items() if "__" not in k}
+        nested = {k: v for k, v in params.items() if "__" in k}
+        if own:
+            super().set_params(**own)
+        for kind in dict.fromkeys(k.split("__", 1)[0] for k in nested):
+            if kind not in STAGES:
+                continue  # scikit-learn's own message names an unknown parameter
+            stage = getattr(self, kind)
+            if _is_auto(stage) or stage is None:
+                raise ParameterError(f"{kind} is {stage!r}; name the stage to set its parameters "
+                                     f"(e.g. {kind}='{_EXAMPLE_STAGE[kind]}')", kind)
+            if isinstance(stage, str):
+                setattr(self, kind, registry.build(kind, stage))
+        if nested:
+            super().set_params(**nested)
+        return self
 
     def with_params(self, params: dict) -> Pipeline:
         """A copy with ``params`` applied; stage values may be registry names, e.g.

@@ -807,6 +807,7 @@ class RunBuilder(_Files):
         self._lock = None
         self._root: Root | None = None
         self.published: RunDir | None = None
+        self.kept_previous: Path | None = None  # the replaced run, kept for a person's files in it
 
     @property
     def run_id(self) -> str:

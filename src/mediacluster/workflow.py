@@ -45,6 +45,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     model: str | None = None
+    kept_previous: Path | None = None  # the run this one replaced, kept for names.yaml / studio edits
 
 
 def level_summary(pipe) -> dict | None:
@@ -262,7 +263,7 @@ def add_duplicates(run, emb: Embeddings, pipe: Pipeline, finder, table, clusters
 
     if finder.n_items_ != len(emb):
         raise RuntimeError(f"internal: duplicates of {finder.n_items_} items for {len(emb)} embedded")
-    table = table.assign(**duplicate_columns(finder))
+    table = table.assign(**duplicate_columns(finder, index=table.index))
     clusters, info = write_duplicates(run, finder, pipe.labels_, emb.ids, emb.paths, clusters, info)
     return table, clusters, info
 
@@ -388,8 +389,9 @@ def cluster_folder(
                 timings["ingest"] = time.perf_counter() - t
                 if len(coll) == 0:
                     kind = coll.media if media == "auto" else media
-                    raise InputError(f"no usable {kind} files found in {source}"
-                                     + (f" ({len(coll.skipped)} skipped)" if coll.skipped else ""))
+                    first = coll.skipped[0] if coll.skipped else None
+                    raise InputError(f"no usable {kind} files found in {source}" + (
+                        f" ({len(coll.skipped)} skipped; the first, {first.path}: {first.reason})" if first else ""))
                 enc = resolve_encoder(encoder, coll, source)
                 t = time.perf_counter()
                 emb = exe.embed(coll, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
@@ -397,8 +399,10 @@ def cluster_folder(
                                 encoder_spec=encoder if isinstance(encoder, str) else None)
                 timings["embed"] = time.perf_counter() - t
                 if len(emb) < 3:
+                    first = emb.skipped[0] if emb.skipped else None
                     raise InputError(f"only {len(emb)} items could be embedded; at least 3 are needed to cluster"
-                                     + (f" ({len(emb.skipped)} skipped, see the list)" if emb.skipped else ""))
+                                     + (f" ({len(emb.skipped)} skipped; the first, {first.path}: {first.reason})"
+                                        if first else ""))
                 spec = encoder if isinstance(encoder, str) else None
                 if exe.name == "local" and fit_sample_size(fit_sample, len(emb)) >= len(emb):
                     finder = None
@@ -441,7 +445,8 @@ def cluster_folder(
         emb = published.read_embeddings(mmap=True)
     return RunResult(out=published.path, embeddings=emb, pipeline=pipe, run=published,
                      timings=info["timings_s"], summary=info["summary"],
-                     model=str(published.path / model_rel) if model_rel else None)
+                     model=str(published.path / model_rel) if model_rel else None,
+                     kept_previous=run.kept_previous)
 
 
 def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample="auto", seed: int = 0,
@@ -551,7 +556,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
             if finder is not None:
                 from .duplicates.collection import duplicate_columns
 
-                frame = frame.assign(**duplicate_columns(finder, sl))
+                frame = frame.assign(**duplicate_columns(finder, sl, index=frame.index))
             aw.write(frame)
             tally.add(out, {k: v[sl] for k, v in (extras or {}).items() if k == "imagenet_probs"})
             if xy is not None:
@@ -656,8 +661,8 @@ def _store_vectors(run, source: VectorSource, extras: dict | None, batch_rows: i
 def _items_frame(ids, paths, labels):
     import pandas as pd
 
-    return pd.DataFrame({"id": list(ids), "path": list(paths),
-                         "label": [None if v is None else str(v) for v in labels]})
+    return pd.DataFrame({"id": text_series(ids), "path": text_series(paths),  # names may not be UTF-8
+                         "label": text_series(None if v is None else str(v) for v in labels)})
 
 
 def streamed_cluster_summaries(Xs: np.ndarray, fit_labels: np.ndarray, rows: np.ndarray, shown: list,

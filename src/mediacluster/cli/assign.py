@@ -75,8 +75,9 @@ def run(args) -> int:
         raise ModelFormatError(f"{model.model_path_}: the model records encoder {encoder!r}, which "
                                f"this mediacluster cannot load ({e}); pass --encoder") from None
     ids, paths, vecs, skipped = [], [], [], []
-    for src in args.paths:
-        coll = collect(src, media=encoder.media)  # audio models read audio files
+    # every input found before any is embedded: a mistyped last path fails at once
+    colls = [collect(src, media=encoder.media) for src in args.paths]  # audio models read audio files
+    for coll in colls:
         emb = embed_collection(coll, encoder=encoder, cache_dir=args.cache_dir, batch_size=args.batch_size,
                                workers=args.workers, progress=not args.quiet)
         skipped += list(emb.skipped)
@@ -85,7 +86,8 @@ def run(args) -> int:
             paths += list(emb.paths) if emb.paths is not None else [None] * len(emb)
             vecs.append(np.asarray(emb.vectors, dtype=np.float32))
     if not vecs:
-        print("error: nothing could be embedded", file=sys.stderr)
+        print(f"error: nothing could be embedded (this model reads {encoder.media} files"
+              f"{'' if skipped else ', and none were found'})", file=sys.stderr)
         for s in skipped:
             print(f"  skipped {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from .. import stages
 from ..config import load_config, parse_param, pipeline_from_config
 from ..workflow import cluster_folder
 from . import printable
-from .report import add_report_argument, report_after
+from .report import add_report_argument, check_report_arguments, report_after
 
 
 def add_parser(sub):
@@ -190,6 +190,7 @@ def build_pipeline(args):
 
 
 def run(args) -> int:
+    check_report_arguments(args)
     pipe = build_pipeline(args)
     res = cluster_folder(
         args.input, args.out, encoder=args.encoder, seed=args.seed, pipeline=pipe, media=args.media,
@@ -208,6 +209,9 @@ def run(args) -> int:
               f"(largest {dups['largest']}); each group fitted as one item; see duplicates.parquet")
     if res.model:
         print(f"model: {printable(res.model)}")
+    if res.kept_previous is not None:
+        print(f"the run this one replaced held hand-given names or studio edits: kept as "
+              f"{printable(res.kept_previous)}")
     rep = report_after(args, res.out)
     if rep == 2:
         return 2  # the report asked for could not be written (said above; the run is kept)
@@ -221,8 +225,11 @@ def print_summary(s: dict, skipped, out) -> None:
     def plural(k: int, word: str) -> str:
         return f"{k} {word}" + ("" if k == 1 else "s")
 
+    def share(k: int) -> str:
+        return f"{100 * k / s['items']:.1f}%" if s["items"] else "0.0%"
+
     w(f"\nmediacluster: {plural(s['items'], 'item')} -> {plural(s['clusters'], 'cluster')}, "
-      f"noise {s['noise']} ({100 * s['noise_share']:.1f}%), outliers {s['outliers']}, "
+      f"noise {s['noise']} ({share(s['noise'])}), outliers {s['outliers']} ({share(s['outliers'])}), "
       f"coverage {100 * s['coverage']:.1f}%\n")
     lv = s.get("levels")
     if lv:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import MediaclusterError
+from ..errors import MediaclusterError, ParameterError
 from ..report import make_report, missing_thumbnails
 from ..rundir import RunDir
 from ..workflow import publish_tuned_run
@@ -65,6 +65,14 @@ def add_report_argument(p) -> None:
     if not any("--vocabulary" in a.option_strings for a in p._actions):
         p.add_argument("--vocabulary", default=None,
                        help="topics file for CLIP zero-shot names (with --report)")
+
+
+def check_report_arguments(args) -> None:
+    """Before any work: ``--vocabulary`` is read by the report only, so without ``--report`` it
+    would be ignored in silence."""
+    if getattr(args, "vocabulary", None) and not getattr(args, "report", False):
+        raise ParameterError("--vocabulary names the clusters in the report; add --report (or run "
+                             "'mediacluster report RUN --vocabulary FILE' afterwards)", "vocabulary")
 
 
 def report_after(args, run_dir) -> int:

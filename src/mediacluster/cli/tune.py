@@ -3,8 +3,9 @@
 INPUT is a run folder written by ``mediacluster cluster`` (its ``embeddings.npy`` is reused), a
 folder of media, a manifest, or a vectors file. The study lives in ``DIR/study.db`` (open it
 with ``optuna-dashboard sqlite:///DIR/study.db``); re-running the same command continues it
-(``--trials`` is the total to reach). The best trial is refitted and saved to ``DIR/model``,
-its parameters to ``DIR/best_params.json``; every trial's scores are in ``DIR/trials.csv``.
+(``--trials`` is the total to reach). The best trial is refitted and published as a model
+version in ``DIR/models`` (for ``assign`` and ``serve``), its parameters to
+``DIR/best_params.json``; every trial's scores are in ``DIR/trials.csv``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..tune.workspace import KNN_METHODS
 from ..workflow import model_metadata, resolve_encoder
 from . import printable
 from .cluster import non_negative_float, positive_int
-from .report import add_report_argument, report_after_tune
+from .report import add_report_argument, check_report_arguments, report_after_tune
 
 
 def add_parser(sub):
@@ -34,7 +35,7 @@ def add_parser(sub):
     p = sub.add_parser("tune", help="tune pipeline parameters with Optuna (resumable study)",
                        description=__doc__.split("\n\n", 1)[1])
     p.add_argument("input", help="run folder (embeddings.npy), media folder, manifest or vectors file")
-    p.add_argument("--out", required=True, help="output folder (study.db, model/, best_params.json)")
+    p.add_argument("--out", required=True, help="output folder (study.db, models/, best_params.json)")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS,
                    help="tpe / gp (Bayesian), random, grid, cmaes (evolutionary), nsga2 (genetic, Pareto)")
     p.add_argument("--trials", type=int, default=50, help="total finished trials the study should hold")
@@ -103,6 +104,7 @@ def load_input(src: str, encoder: str | None, cache_dir, labels_from_folders: bo
 
 
 def run(args) -> int:
+    check_report_arguments(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder")

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ParameterError
+from ..fileio import text_series
 from .finder import DuplicateFinder
 
 #: Files ``find_duplicates_in`` writes into its output folder.
@@ -79,21 +80,23 @@ def find_in_rows(vectors, ids, paths=None, media: str = "vector", content_hashes
                       ids=[str(i) for i in ids])
 
 
-def duplicate_columns(finder: DuplicateFinder, rows: slice | None = None) -> dict[str, list]:
+def duplicate_columns(finder: DuplicateFinder, rows: slice | None = None, index=None) -> dict:
     """``duplicate_group`` (int, -1: none) and ``duplicate_of`` (representative's id, None for
     representatives and unique items), one value per fitted item (``rows``: those items only,
-    for a table written batch by batch)."""
+    for a table written batch by batch), for ``DataFrame.assign`` on a table with ``index``
+    (``duplicate_of`` is an object column: an id that is not UTF-8 stays as it is)."""
     ids = finder.ids_
     rows = rows if rows is not None else slice(None)
     return {"duplicate_group": finder.labels_[rows].astype(np.int64),
-            "duplicate_of": [ids[r] if r >= 0 else None for r in finder.duplicate_of_[rows].tolist()]}
+            "duplicate_of": text_series((ids[r] if r >= 0 else None for r in finder.duplicate_of_[rows].tolist()),
+                                        index=index)}
 
 
 def groups_table(finder: DuplicateFinder, paths: list | None = None):
     """One row per item: ``id``, ``path``, then ``DuplicateFinder.table``'s columns
     (``duplicate_group``, ``duplicate_of`` as the representative's id or empty, ...)."""
     df = finder.table()
-    df.insert(1, "path", list(paths) if paths is not None else (finder.paths_ or [None] * len(df)))
+    df.insert(1, "path", text_series(paths if paths is not None else (finder.paths_ or [None] * len(df))))
     return df
 
 

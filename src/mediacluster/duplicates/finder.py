@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ..errors import InputError, ParameterError
+from ..fileio import text_series
 from .grouping import KINDS, PairDistance, group_links
 from .hashing import HASHES, Signatures, compute_signatures
 from .index import DuplicateIndex
@@ -371,10 +372,10 @@ class DuplicateFinder(BaseEstimator):
         n = self.n_items_
         labels = self.labels_
         sizes = np.bincount(labels[labels >= 0], minlength=self.n_groups_) if self.n_groups_ else np.zeros(0, int)
-        return pd.DataFrame({
-            "id": self.ids_,
+        return pd.DataFrame({  # text_series: a file name that is not UTF-8 stays as it is
+            "id": text_series(self.ids_),
             "duplicate_group": labels,
-            "duplicate_of": [self.ids_[r] if r >= 0 else "" for r in self.duplicate_of_],
+            "duplicate_of": text_series(self.ids_[r] if r >= 0 else "" for r in self.duplicate_of_),
             "is_representative": self.representative_ == np.arange(n),
             "link_kind": [KINDS[k] if k >= 0 else "" for k in self.link_kind_],
             "link_distance": self.link_distance_,

@@ -25,6 +25,7 @@ import numpy as np
 from ..data import Embeddings, Skipped
 from ..encoders import get_encoder
 from ..encoders.base import Encoder
+from ..errors import MediaclusterError
 from ..ingest import SkipItem
 from ..ingest.images import decoding
 from ..progress import progress_bar
@@ -47,6 +48,8 @@ def _prepare(encoder: Encoder, path: str):
         return None, str(e)
     except MemoryError:
         return None, "out of memory while decoding"
+    except MediaclusterError:  # the encoder itself cannot work (e.g. its model cannot be loaded): every
+        raise                  # file would fail the same way, so stop and say why
     except Exception as e:  # a loader bug on one file must not cost the run
         return None, f"unexpected error while decoding: {type(e).__name__}: {e}"
 

@@ -23,6 +23,7 @@ from ..data import l2_normalize
 from ..ingest.audio import MAX_SECONDS, load_audio, windows
 from . import register
 from .base import Encoder
+from .clip import _load_pretrained  # local files first, a clear error when it cannot load
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
 
@@ -54,7 +55,7 @@ class CLAPEncoder(Encoder):
             if self._fe is None:
                 from transformers import ClapFeatureExtractor
 
-                self._fe = ClapFeatureExtractor.from_pretrained(self.model)
+                self._fe = _load_pretrained(ClapFeatureExtractor, self.model)
         return self._fe
 
     def _load(self):
@@ -66,7 +67,7 @@ class CLAPEncoder(Encoder):
 
                 if self.threads:
                     torch.set_num_threads(self.threads)
-                m = ClapModel.from_pretrained(self.model, use_safetensors=True)
+                m = _load_pretrained(ClapModel, self.model, use_safetensors=True)
                 m.eval()
                 self.dim = int(m.config.projection_dim)
                 self._model = m

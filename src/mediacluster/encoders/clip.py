@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ParameterError
 from ..ingest import load_image
 from . import register
 from .base import Encoder
@@ -33,13 +34,25 @@ def _offline() -> bool:
 
 
 def _load_pretrained(cls, model: str, **kw):
-    """``cls.from_pretrained`` from local files first; the hub only if allowed and needed."""
+    """``cls.from_pretrained`` from local files first; the hub only if allowed and needed. A model
+    that cannot be loaded (no such folder, not in the local cache and no network, a malformed
+    name) is a ``ParameterError`` naming it, not a crash."""
+    if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
+        raise ParameterError(f"encoder: model folder {model} does not exist (a local folder written by "
+                             "save_pretrained, or a Hugging Face hub name)", "encoder")
     try:
-        return cls.from_pretrained(model, local_files_only=True, **kw)
-    except OSError:
-        if Path(model).exists() or _offline():
-            raise
-    return cls.from_pretrained(model, **kw)
+        try:
+            return cls.from_pretrained(model, local_files_only=True, **kw)
+        except OSError:
+            if Path(model).exists() or _offline():
+                raise
+        return cls.from_pretrained(model, **kw)
+    except (OSError, ValueError) as e:  # transformers / huggingface_hub: OSError, HFValidationError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ParameterError(
+            f"encoder: cannot load {cls.__name__} from {model!r} ({first}); give a local folder written "
+            "by save_pretrained, or a Hugging Face hub name that is in the local cache (or reachable)",
+            "encoder") from None
 
 
 def _weights_fingerprint(folder: Path) -> str:

@@ -11,8 +11,9 @@ from any working folder.
   ignored silently, and so is a mediacluster run folder inside the input (an ``--out`` there:
   its report thumbnails are not part of the collection). Symbolic links to files and folders are followed, but every real folder is
   visited once, so link loops (``a/loop -> ..``) terminate and a linked folder is not listed
-  twice. Broken links and non-regular files (FIFOs, devices) with a media extension, and
-  unreadable folders, are listed as skipped with a reason. Order: sorted names, depth first, so
+  twice. Broken links and non-regular files (FIFOs, devices) with a media extension, files of
+  the media kind in a format that is not read (``UNSUPPORTED_EXTENSIONS``: HEIC, RAW, M4A, ...)
+  and unreadable folders are listed as skipped with a reason. Order: sorted names, depth first, so
   the same folder always gives the same order. Image files over the loader's byte cap
   (``images.MAX_FILE_BYTES``) are skipped here already, from ``stat``, so nothing reads them. With ``labels_from_folders`` an item's label is
   its folder relative to the root (``"cat"``, or ``"animals/cat"`` when nested); files directly
@@ -56,6 +57,25 @@ from .stream import check_float32_range
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif"})
 MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
+#: Formats of the kind that are not read: listed as skipped with this advice, not passed over
+#: in silence (a phone's folder of HEIC photos would otherwise come out as a handful of items).
+UNSUPPORTED_EXTENSIONS = {
+    "image": {e: "convert it to JPEG or PNG" for e in (
+        ".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".arw",
+        ".orf", ".rw2", ".raf")},
+    "audio": {e: "convert it to WAV or FLAC" for e in (".m4a", ".aac", ".wma", ".amr", ".ape", ".mka")},
+}
+
+
+def unsupported_reason(path: str, media: str) -> str | None:
+    """Why a file of a format of ``media`` that mediacluster does not read is skipped (None when
+    its extension is not such a format)."""
+    ext = os.path.splitext(path)[1].lower()
+    advice = UNSUPPORTED_EXTENSIONS.get(media, {}).get(ext)
+    if advice is None:
+        return None
+    readable = ", ".join(sorted(MEDIA_EXTENSIONS[media]))
+    return f"{ext[1:].upper()} {media} files are not read (read: {readable}); {advice}"
 
 #: Folders that hold metadata or thumbnails rather than the user's media.
 SKIP_FOLDERS = frozenset({"@eaDir", "__MACOSX", "$RECYCLE.BIN", "System Volume Information"})
@@ -111,6 +131,12 @@ def collect(
         label = [p.parent.name] if labels_from_folders else None
         return Collection(ids=[full], paths=[full], labels=label, media=media, source=str(p),
                           root=os.path.dirname(full))
+    reason = unsupported_reason(str(p), media)
+    if reason is not None:
+        raise InputError(f"{p}: {reason}")
+    other = next((k for k, exts in MEDIA_EXTENSIONS.items() if k != media and suffix in exts), None)
+    if other is not None:  # e.g. a photo given to an audio model
+        raise InputError(f"{p} is an {other} file; this reads {media} files")
     raise InputError(
         f"don't know how to read {p}: expected a folder, a CSV/Parquet manifest with a 'path' "
         f"column, or embeddings (.npy, .npz, Parquet with an id and a vector column)"
@@ -206,6 +232,9 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
                 subdirs.append((entry.path, name if rel is None else f"{rel}/{name}"))
                 continue
             if os.path.splitext(name)[1].lower() not in exts:
+                reason = unsupported_reason(name, media)
+                if reason is not None:
+                    skipped.append(Skipped(entry.path, reason))
                 continue
             try:
                 st = entry.stat()  # follows symlinks

@@ -117,8 +117,9 @@ def examples_from_run(run_dir: str | Path, cluster_tags: str | Path | dict | Non
     if cluster_tags is None:
         tags = {str(k): v for k, v in load_names(run, automatic=False).items()}
         if not tags:
-            raise InputError(f"{run_dir}: no cluster tags given and no hand-given names.yaml; "
-                             f"pass a YAML/CSV mapping cluster id -> tag (or 'other' / 'ignore')")
+            raise InputError(f"{run_dir}: no cluster tags given and no hand-given names (names.yaml or the "
+                             "studio); pass a YAML/CSV mapping cluster id -> tag, 'other' or 'ignore' "
+                             "(tags train --cluster-tags FILE)")
     elif isinstance(cluster_tags, dict):
         tags = {str(k): "" if v is None else str(v) for k, v in cluster_tags.items()}
     else:

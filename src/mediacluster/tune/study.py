@@ -275,6 +275,7 @@ def _storage_url(out: Path) -> str:
 def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = STUDY_NAME):
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "Using an existing study" on a resume
     study = optuna.create_study(storage=storage, study_name=name, directions=directions,
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     old = study.user_attrs
