@@ -467,8 +467,11 @@ def test_dups_command_writes_hostile_names(embed, hostile_dir, cache, tmp_path, 
     assert r.returncode in (0, 3), text(r.stderr)
     for stream in (r.stdout, r.stderr):
         assert not CONTROL.search(text(stream).replace("\n", "")), stream
-    df = read_table(out / "dups.parquet")
+    from mediacluster.duplicates.collection import read_dups
+
+    df = read_dups(out)  # paths stored relative to the collection root, resolved here
     assert good <= set(df["path"]) <= good | bad
+    assert set(read_table(out / "dups.parquet")["id"]) == set(df["path"])
     assert_text_files(out)
 
 

@@ -121,7 +121,11 @@ def test_ctrl_c_stops_a_server_cleanly(tmp_path):
     pipe.fit(X).save(tmp_path / "model")
     proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(tmp_path / "model"), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # Ctrl+C as a terminal delivers it: a test runner started in the
+                            # background by a non-interactive shell has SIGINT ignored, and a child
+                            # inherits that (Python then installs no handler until uvicorn does)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     while not any("listening on" in x for x in lines) and (line := proc.stdout.readline()):
         lines.append(line)
