@@ -248,11 +248,15 @@ def json_text(obj, indent: int | None = 2, **kw) -> str:
     return text
 
 
-def write_json(path, obj, indent: int = 2) -> None:
-    text = json_text(obj, indent=indent) + "\n"
+def write_text(path, text: str) -> None:
+    """``text`` (UTF-8) into ``path``, atomically (:func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+def write_json(path, obj, indent: int = 2) -> None:
+    write_text(path, json_text(obj, indent=indent) + "\n")
 
 
 def read_json(path):

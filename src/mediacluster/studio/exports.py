@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..fileio import atomic_path, write_json, write_table
+from ..fileio import atomic_path, write_json, write_table, write_text
 from ..rundir import path_to_text, texts
 
 KINDS = ("folders", "csv", "parquet", "labelstudio")
@@ -165,12 +165,12 @@ def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None
     with atomic_path(out / "tasks.json") as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(tasks, f, ensure_ascii=False)
     opts = "\n".join(f"    <Choice value={quoteattr(choice[c])}/>" for c in sorted(choice))
-    (out / "label_config.xml").write_text(
+    write_text(out / "label_config.xml",
         "<View>\n  <Image name=\"image\" value=\"$image\"/>\n"
         "  <Choices name=\"cluster\" toName=\"image\" choice=\"single\" showInline=\"false\">\n"
-        f"{opts}\n  </Choices>\n</View>\n", encoding="utf-8")
+        f"{opts}\n  </Choices>\n</View>\n")
     shell_root = shlex.quote(path_to_text(root))  # pasted into a shell: "My Photos" is one word
-    (out / "README.txt").write_text(
+    write_text(out / "README.txt",
         "Label Studio import of a mediacluster studio session\n\n"
         "1. Start Label Studio with local files served from the collection's folder:\n"
         "     LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\\n"
@@ -179,7 +179,7 @@ def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None
         "3. Settings > Cloud Storage > Add Source Storage > Local files, absolute path\n"
         f"   {path_to_text(root)} (tick 'treat every file as a source file' off).\n"
         "4. Import tasks.json: every image arrives with its curated cluster as a prediction\n"
-        "   (a pre-annotation to accept or correct).\n", encoding="utf-8")
+        "   (a pre-annotation to accept or correct).\n")
     write_json(out / "choices.json", [{"id": c, "name": names[c], "choice": choice[c]} for c in sorted(names)])
     return ["tasks.json", "label_config.xml", "README.txt", "choices.json"]
 
