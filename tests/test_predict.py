@@ -66,3 +66,23 @@ def test_latency_sanity(model, split):
     for i in range(20):
         model.predict_details(new[i])
     assert (time.perf_counter() - t) / 20 < 0.05
+
+
+def test_a_zero_vector_is_refused_by_a_cosine_model_only(model, split):
+    """Under the cosine metric a zero vector has no direction and every fitted item is equally far
+    from it: refused, naming it (as NaN is), instead of a cluster from an arbitrary vote. A model
+    that compares positions (PCA, euclidean) places it as any other point."""
+    from mediacluster.errors import InputError
+
+    train, new = split
+    cosine = Pipeline(reducer=make_stage("reducer", "umap", {"n_components": 5, "n_neighbors": 10,
+                                                             "metric": "cosine"}),
+                      clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 3}), random_state=0).fit(train)
+    assert cosine.ref_normalize_
+    batch = np.vstack([new[:2], np.zeros((1, new.shape[1]), np.float32)])
+    with pytest.raises(InputError, match="vector 2 is all zeros"):
+        cosine.predict_details(batch)
+    with pytest.raises(InputError, match="vector 0 is all zeros"):
+        cosine.predict_details(batch[2])  # one vector, 1-D
+    assert len(cosine.predict_details(new[:2])["labels"]) == 2
+    assert not model.ref_normalize_ and len(model.predict_details(batch)["labels"]) == 3

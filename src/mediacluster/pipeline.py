@@ -597,6 +597,19 @@ class Pipeline(BaseEstimator):
             X = (X - self.ref_mean_) @ self.ref_components_.T
         return np.ascontiguousarray(X, dtype=np.float32)
 
+    def _query_space(self, X) -> np.ndarray:
+        """:meth:`_space` of new vectors to place. Under the cosine metric an all-zero vector has
+        no direction and every fitted item is equally far from it (its "cluster" would be the
+        vote of arbitrary neighbours): refused, naming it, as NaN is."""
+        Q = self._space(X)
+        if self.ref_normalize_:
+            zero = ~np.asarray(X, dtype=np.float32).reshape(len(Q), -1).any(axis=1)
+            if zero.any():
+                raise InputError(f"vector {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} "
+                                 "such vectors): this model compares directions (cosine) and a zero "
+                                 "vector has none")
+        return Q
+
     def _fit_predictor(self, X, distinct=None):
         """``distinct``: indices of the distinct rows of ``X`` (None: all are); copies of a row
         add nothing to the reference set, and would make the novelty distances zero."""
@@ -710,7 +723,7 @@ class Pipeline(BaseEstimator):
         if self.levels_ is None:
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
-        Q = self._space(X)
+        Q = self._query_space(X)
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
         dist, idx = self._neighbours(Q, k)
         return self._vote_path(dist, idx)
@@ -726,7 +739,7 @@ class Pipeline(BaseEstimator):
         normalised 1/d ``weights`` (anything defined per fitted item, such as a 2-D map position,
         carries over to new items as ``(weights[..., None] * values[neighbors]).sum(1)``)."""
         check_is_fitted(self, "ref_vectors_")
-        Q = self._space(X)
+        Q = self._query_space(X)
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
         dist, idx = self._neighbours(Q, k)
         ri, ref = self.ref_index_, self._ref_arrays()
