@@ -85,4 +85,6 @@ def test_a_zero_vector_is_refused_by_a_cosine_model_only(model, split):
     with pytest.raises(InputError, match="vector 0 is all zeros"):
         cosine.predict_details(batch[2])  # one vector, 1-D
     assert len(cosine.predict_details(new[:2])["labels"]) == 2
+    # a collection's own rows (a sample fit's assignment, the studio's check) are placed
+    assert len(cosine.predict_details(batch, zero_vectors="place")["labels"]) == 3
     assert not model.ref_normalize_ and len(model.predict_details(batch)["labels"]) == 3

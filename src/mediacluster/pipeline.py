@@ -597,12 +597,16 @@ class Pipeline(BaseEstimator):
             X = (X - self.ref_mean_) @ self.ref_components_.T
         return np.ascontiguousarray(X, dtype=np.float32)
 
-    def _query_space(self, X) -> np.ndarray:
+    def _query_space(self, X, zero_vectors: str = "refuse") -> np.ndarray:
         """:meth:`_space` of new vectors to place. Under the cosine metric an all-zero vector has
         no direction and every fitted item is equally far from it (its "cluster" would be the
-        vote of arbitrary neighbours): refused, naming it, as NaN is."""
+        vote of arbitrary neighbours): refused, naming it, as NaN is, unless ``zero_vectors`` is
+        ``"place"`` (the rows of a collection fitted on a sample, which a full fit would have
+        clustered too)."""
+        if zero_vectors not in ("refuse", "place"):
+            raise ParameterError(f"zero_vectors must be 'refuse' or 'place', not {zero_vectors!r}", "zero_vectors")
         Q = self._space(X)
-        if self.ref_normalize_:
+        if self.ref_normalize_ and zero_vectors == "refuse":
             zero = ~np.asarray(X, dtype=np.float32).reshape(len(Q), -1).any(axis=1)
             if zero.any():
                 raise InputError(f"vector {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} "
@@ -732,14 +736,17 @@ class Pipeline(BaseEstimator):
         ref = self._ref_arrays()
         return vote_path(dist, idx, ref["levels"], self.parents_, n_clusters=ref["n_clusters"])
 
-    def predict_details(self, X) -> dict:
+    def predict_details(self, X, zero_vectors: str = "refuse") -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
         ``confidence`` (nearest cluster even for noise/outliers), ``embedding`` (reduced coords),
         ``novel``, and the voting neighbours: ``neighbors`` (rows of the fitted items) with their
         normalised 1/d ``weights`` (anything defined per fitted item, such as a 2-D map position,
-        carries over to new items as ``(weights[..., None] * values[neighbors]).sum(1)``)."""
+        carries over to new items as ``(weights[..., None] * values[neighbors]).sum(1)``).
+
+        ``zero_vectors``: ``"refuse"`` (default) raises an ``InputError`` naming an all-zero
+        vector when the model compares directions (cosine); ``"place"`` votes it like any other."""
         check_is_fitted(self, "ref_vectors_")
-        Q = self._query_space(X)
+        Q = self._query_space(X, zero_vectors)
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
         dist, idx = self._neighbours(Q, k)
         ri, ref = self.ref_index_, self._ref_arrays()

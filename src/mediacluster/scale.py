@@ -98,7 +98,8 @@ def assign_rows(pipe, sample: np.ndarray, rows: np.ndarray, X: np.ndarray, ref_x
     if levels is not None:  # each item's cluster at every level, coarse to fine
         out["levels"] = np.empty((n, len(levels)), np.int64)
     if rest.any():
-        d = pipe.predict_details(X[rest])
+        # a collection's own rows: an all-zero one is placed, as the full fit would cluster it
+        d = pipe.predict_details(X[rest], zero_vectors="place")
         for k in ASSIGN_KEYS:
             out[k][rest] = d[k]
         if levels is not None:

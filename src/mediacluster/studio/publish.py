@@ -74,7 +74,8 @@ def agreement(pipe: Pipeline, vectors, labels, random_state: int = 0) -> tuple[f
         idx = np.sort(np.random.default_rng(random_state).choice(idx, CHECK_ITEMS, replace=False))
     if not len(idx):
         return 1.0, 0
-    pred = pipe.predict(np.asarray(vectors[idx], dtype=np.float32))
+    # the run's own items: an all-zero one is placed (it was fitted), not refused as a new one is
+    pred = pipe.predict_details(np.asarray(vectors[idx], dtype=np.float32), zero_vectors="place")["labels"]
     return float((pred == lab[idx]).mean()), int(len(idx))
 
 
