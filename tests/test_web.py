@@ -126,11 +126,16 @@ def test_ctrl_c_stops_a_server_cleanly(tmp_path):
                             # background by a non-interactive shell has SIGINT ignored, and a child
                             # inherits that (Python then installs no handler until uvicorn does)
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines = []
-    while not any("listening on" in x for x in lines) and (line := proc.stdout.readline()):
-        lines.append(line)
-    assert re.search(r"listening on http://127\.0\.0\.1:\d+/", "".join(lines)), "".join(lines)
-    proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=60)[0]
+    try:
+        lines = []
+        while not any("listening on" in x for x in lines) and (line := proc.stdout.readline()):
+            lines.append(line)
+        assert re.search(r"listening on http://127\.0\.0\.1:\d+/", "".join(lines)), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    finally:  # a server that did not stop must not outlive the test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 0, (proc.returncode, out)
     assert "stopped" in out and "resume" not in out, out
