@@ -580,7 +580,15 @@ class Pipeline(BaseEstimator):
         self.confidence_[q] = share
 
     # -- the predictor: plain arrays, no pickled objects -----------------------------------------
-    def _space(self, X) -> np.ndarray:
+    def _space(self, X, zero_vectors: str = "place") -> np.ndarray:
+        """``X`` checked and mapped into the predictor's space. ``zero_vectors="refuse"`` (new
+        items to place): under the cosine metric an all-zero vector has no direction and every
+        fitted item is equally far from it (its "cluster" would be the vote of arbitrary
+        neighbours), so it is refused, naming it, as NaN is; ``"place"``: the rows of a
+        collection (the fit's own, or those assigned after a sample fit, which a full fit would
+        have clustered too)."""
+        if zero_vectors not in ("refuse", "place"):
+            raise ParameterError(f"zero_vectors must be 'refuse' or 'place', not {zero_vectors!r}", "zero_vectors")
         X = np.asarray(X, dtype=np.float32)
         if X.ndim == 1:
             X = X[None, :]
@@ -592,27 +600,16 @@ class Pipeline(BaseEstimator):
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
             raise InputError(f"vector {bad} contains NaN or infinity")
         if self.ref_normalize_:
+            if zero_vectors == "refuse":
+                zero = ~X.any(axis=1)
+                if zero.any():
+                    raise InputError(f"vector {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} "
+                                     "such vectors): this model compares directions (cosine) and a zero "
+                                     "vector has none")
             X = l2_normalize(X)
         if self.ref_components_ is not None:
             X = (X - self.ref_mean_) @ self.ref_components_.T
         return np.ascontiguousarray(X, dtype=np.float32)
-
-    def _query_space(self, X, zero_vectors: str = "refuse") -> np.ndarray:
-        """:meth:`_space` of new vectors to place. Under the cosine metric an all-zero vector has
-        no direction and every fitted item is equally far from it (its "cluster" would be the
-        vote of arbitrary neighbours): refused, naming it, as NaN is, unless ``zero_vectors`` is
-        ``"place"`` (the rows of a collection fitted on a sample, which a full fit would have
-        clustered too)."""
-        if zero_vectors not in ("refuse", "place"):
-            raise ParameterError(f"zero_vectors must be 'refuse' or 'place', not {zero_vectors!r}", "zero_vectors")
-        Q = self._space(X)
-        if self.ref_normalize_ and zero_vectors == "refuse":
-            zero = ~np.asarray(X, dtype=np.float32).reshape(len(Q), -1).any(axis=1)
-            if zero.any():
-                raise InputError(f"vector {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} "
-                                 "such vectors): this model compares directions (cosine) and a zero "
-                                 "vector has none")
-        return Q
 
     def _fit_predictor(self, X, distinct=None):
         """``distinct``: indices of the distinct rows of ``X`` (None: all are); copies of a row
@@ -727,7 +724,7 @@ class Pipeline(BaseEstimator):
         if self.levels_ is None:
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
-        Q = self._query_space(X)
+        Q = self._space(X, zero_vectors="refuse")
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
         dist, idx = self._neighbours(Q, k)
         return self._vote_path(dist, idx)
@@ -746,7 +743,7 @@ class Pipeline(BaseEstimator):
         ``zero_vectors``: ``"refuse"`` (default) raises an ``InputError`` naming an all-zero
         vector when the model compares directions (cosine); ``"place"`` votes it like any other."""
         check_is_fitted(self, "ref_vectors_")
-        Q = self._query_space(X, zero_vectors)
+        Q = self._space(X, zero_vectors)
         k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
         dist, idx = self._neighbours(Q, k)
         ri, ref = self.ref_index_, self._ref_arrays()
