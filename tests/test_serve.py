@@ -285,6 +285,12 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     refused(400, "invalid_request", data={"note": "hi"}, files=good)
     # vectors
     refused(400, "wrong_dimension", json={"vectors": [vec[:100]]})
+    # one level of nesting too many, or too few: the message says the shape, not "has 1 values"
+    err = refused(400, "wrong_shape", json={"vectors": [[vec]]})
+    assert "vectors[0] is a list of lists (3 levels of nesting, not 2)" in err["message"], err
+    assert "(n, 1280)" in err["message"], err
+    err = refused(400, "wrong_shape", json={"vectors": vec})
+    assert "one list of 1280 numbers, not a list of vectors" in err["message"] and "(n, 1280)" in err["message"]
     refused(400, "not_finite", content=b'{"vectors": [[NaN' + b", 0.0" * 1279 + b"]]}",
             headers={"content-type": "application/json"})
     refused(400, "not_finite", content=b'{"vectors": [[1e999' + b", 0.0" * 1279 + b"]]}",
