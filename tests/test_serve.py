@@ -180,6 +180,16 @@ def test_model_clusters_health_docs(server, run_dir):
     for path in ("/healthz", "/readyz", "/docs", "/openapi.json", js):
         assert bare.get(path).status_code == 200, path
     assert bare.get("/v1/model", params={"token": TOKEN}).status_code == 200
+    # /metrics counts the API description, its page's files and refused requests under their
+    # own routes, not as "unmatched" (which is kept for paths the app does not serve)
+    c.get("/v1/nope")
+    req = metric_families(server)["mediacluster_http_requests"].samples
+    count = {(s.labels["route"], s.labels["status"]): s.value for s in req if s.name.endswith("_total")}
+    assert count.get(("/openapi.json", "200"), 0) >= 2 and count.get(("/docs", "200"), 0) >= 2, count
+    assert count.get(("/static-offline-docs", "200"), 0) >= 2, count
+    assert count.get(("/v1/model", "401"), 0) >= 1 and count.get(("/metrics", "401"), 0) >= 1, count
+    assert count.get(("unmatched", "404"), 0) >= 1, count
+    assert not [k for k in count if k[0] == "unmatched" and k[1] != "404"], count
 
 
 def test_images_answered_like_predict(server, run_dir, images, tag_model):
