@@ -213,10 +213,29 @@ def run(args) -> int:
         print(f"the run this one replaced held hand-given names or studio edits: kept as "
               f"{printable(res.kept_previous)}")
     rep = report_after(args, res.out)
+    if res.level_refused:
+        print_level_refused(res.level_refused, res.summary.get("levels"))
+        return 2  # what was asked for (a level) could not be given; the run is kept
     if rep == 2:
         return 2  # the report asked for could not be written (said above; the run is kept)
     # exit code 0 when everything was used, 3 when some files were skipped (the run still finished)
     return 3 if res.embeddings.skipped or rep == 3 else 0
+
+
+def print_level_refused(refused: dict, levels: dict | None) -> None:
+    """``--level N`` past the fitted tree's last level (known only after the fit): say which
+    levels there are; the run was written at the automatic level, not thrown away."""
+    if not levels:
+        sys.stderr.write(f"error: --level {refused['level']}: {refused['message']}\n")
+        return
+    counts = levels["n_clusters"]
+    last = len(counts) - 1
+    sys.stderr.write(
+        f"error: --level {refused['level']}: this fit has {len(counts)} levels, 0..{last} (clusters per "
+        f"level, coarse to fine: {', '.join(str(k) for k in counts)})\n"
+        f"the run is written at the automatic level {levels['level']} ({counts[levels['level']]} clusters); "
+        f"every level is in its columns level_0 .. level_{last}; re-run with --level N (0..{last}) "
+        "to put another in the cluster column\n")
 
 
 def print_summary(s: dict, skipped, out) -> None:
