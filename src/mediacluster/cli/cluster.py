@@ -222,6 +222,14 @@ def run(args) -> int:
     return 3 if res.embeddings.skipped or rep == 3 else 0
 
 
+def print_skipped(skipped, where: str, shown: int = 10) -> None:
+    """The first ``shown`` skipped files with their reasons (the rest are in ``where``)."""
+    for item in skipped[:shown]:
+        sys.stdout.write(f"  {printable(item.path)}: {printable(item.reason)}\n")
+    if len(skipped) > shown:
+        sys.stdout.write(f"  ... and {len(skipped) - shown} more (see {where})\n")
+
+
 def print_level_refused(refused: dict, levels: dict | None) -> None:
     """``--level N`` past the fitted tree's last level (known only after the fit): say which
     levels there are; the run was written at the automatic level, not thrown away."""
@@ -257,9 +265,6 @@ def print_summary(s: dict, skipped, out) -> None:
           f"{', '.join(str(k) for k in counts)}); in use: level {lv['level']} ({plural(counts[lv['level']], 'cluster')}"
           f"{', the automatic choice' if lv['level'] == lv['auto_level'] else ''}; --level N to pick another)\n")
     w(f"skipped: {s['skipped']} file(s)\n")
-    for item in skipped[:10]:
-        w(f"  {printable(item.path)}: {printable(item.reason)}\n")
-    if len(skipped) > 10:
-        w(f"  ... and {len(skipped) - 10} more (see run.json)\n")
+    print_skipped(skipped, "run.json")
     w("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in s["timings_s"].items()) + "\n")
     w(f"results: {printable(out)}/assignments.parquet, clusters.json, run.json\n")
