@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 
 from .. import stages
@@ -97,14 +99,17 @@ def add_pipeline_args(p) -> None:
                         "`mediacluster assign OUT` and `mediacluster serve OUT`)")
 
 
+def _parsed(text: str, convert, expected: str):
+    """``convert(text)``, or argparse's usage error saying what was expected (before any work)."""
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a bad value is refused before any work)."""
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    v = _parsed(text, int, "a positive integer")
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
     return v
@@ -112,12 +117,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0."""
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _parsed(text, float, "a number")
     if not v >= 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return v
@@ -125,14 +125,9 @@ def non_negative_float(text: str) -> float:
 
 def level_arg(text: str):
     """argparse type for --level: 'auto' or a level index >= 0."""
-    import argparse
-
     if text.strip().lower() == "auto":
         return "auto"
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a level number (0 = coarsest) or 'auto', got {text!r}") from None
+    v = _parsed(text, int, "a level number (0 = coarsest) or 'auto'")
     if v < 0:
         raise argparse.ArgumentTypeError(f"levels are numbered from 0 (the coarsest), got {v}")
     return v
@@ -140,13 +135,7 @@ def level_arg(text: str):
 
 def share_arg(text: str) -> float:
     """argparse type for --max-unclustered: a share in [0, 1)."""
-    import argparse
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 such as 0.1, got {text!r}") from None
+    v = _parsed(text, float, "a share between 0 and 1 such as 0.1")
     if not math.isfinite(v) or not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"must be a share in [0, 1) (0.1 = at most 10% unclustered), got {text}")
     return v
@@ -156,12 +145,7 @@ def fit_sample_arg(text: str):
     """argparse type for --fit-sample: 'auto', 'all' or a count >= 3."""
     if text in ("auto", "all"):
         return text
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of items, 'auto' or 'all', got {text!r}") from None
+    v = _parsed(text, int, "a number of items, 'auto' or 'all'")
     if v < 3:
         raise argparse.ArgumentTypeError(f"at least 3 items are needed to fit, got {v}")
     return v
