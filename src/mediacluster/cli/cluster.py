@@ -8,6 +8,7 @@ import sys
 
 from .. import stages
 from ..config import load_config, parse_param, pipeline_from_config
+from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
 from . import printable
 from .report import add_report_argument, check_report_arguments, report_after
@@ -249,6 +250,6 @@ def print_summary(s: dict, skipped, out) -> None:
           f"{', '.join(str(k) for k in counts)}); in use: level {lv['level']} ({plural(counts[lv['level']], 'cluster')}"
           f"{', the automatic choice' if lv['level'] == lv['auto_level'] else ''}; --level N to pick another)\n")
     w(f"skipped: {s['skipped']} file(s)\n")
-    print_skipped(skipped, "run.json")
+    print_skipped(skipped, RUN_JSON)
     w("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in s["timings_s"].items()) + "\n")
     w(f"results: {printable(out)}/assignments.parquet, clusters.json, run.json\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import parse_param
-from ..duplicates.collection import find_duplicates_in
+from ..duplicates.collection import INFO, find_duplicates_in
 from . import printable
 from .cluster import positive_int, print_skipped
 
@@ -39,7 +39,7 @@ def run(args) -> int:
           + ", ".join(f"{k} {v}" for k, v in res["links"].items()))
     skipped = res["skipped_files"]
     print(f"skipped: {len(skipped)} file(s)")
-    print_skipped(skipped, "dups.json")
+    print_skipped(skipped, INFO)
     print(f"table: {printable(res['table'])} (and .csv)")
     if res.get("page"):
         print(f"page: {printable(res['page'])}")
