@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from broken_media import make_broken
 
+from mediacluster.cli import main
 from mediacluster.duplicates import DuplicateFinder, DuplicateIndex, Signatures
 from mediacluster.duplicates.reposts import KINDS, make_repost
 from mediacluster.duplicates.search import cosine_pairs, hamming_pairs
@@ -98,6 +102,35 @@ def test_identical_files_are_one_group_and_bad_files_are_skipped(imagenette_dir,
     assert sorted(f.duplicate_of_[:3].tolist()) == sorted([-1, rep, rep])
     assert "truncated" in f.skipped_[4]
     assert f.groups()[0]["size"] == 3 and f.groups()[0]["diameter"] == 0.0
+
+
+def test_dups_no_embed_lists_undecodable_files_and_exits_3(imagenette_dir, tmp_path, capsys):
+    """`dups --no-embed`: files that cannot be decoded are still compared as bytes (two copies of
+    one broken file are one group), and, as `cluster` does with skipped files, each is listed
+    with its reason (stdout and dups.json) and the command exits 3; 0 when every file was used."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photos = sorted((imagenette_dir / CLASS).iterdir())[:3]
+    for p in photos:
+        shutil.copyfile(p, root / p.name)
+    shutil.copyfile(photos[0], root / "copy.jpg")
+    rc = main(["dups", str(root), "--out", str(tmp_path / "clean"), "--no-embed", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "skipped: 0 file(s)" in out, out
+    kinds = make_broken(root)
+    shutil.copyfile(root / "truncated.jpg", root / "truncated_copy.jpg")
+    rc = main(["dups", str(root), "--out", str(tmp_path / "dups"), "--no-embed", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 3, out
+    info = json.loads((tmp_path / "dups" / "dups.json").read_text())
+    listed = {os.path.basename(x["path"]): x["reason"] for x in info["skipped_files"]}
+    assert set(listed) == {*kinds, "truncated_copy.jpg"}, listed
+    assert "exact copies only" in listed["truncated.jpg"] and "truncated" in listed["truncated.jpg"]
+    assert f"skipped: {len(listed)} file(s)" in out
+    for name, reason in listed.items():
+        assert f"{root / name}: {reason}" in out, (name, out)
+    df = pd.read_parquet(tmp_path / "dups" / "dups.parquet").set_index("path")
+    assert df.loc["truncated.jpg", "duplicate_group"] == df.loc["truncated_copy.jpg", "duplicate_group"] >= 0
 
 
 def _unit(angles_deg):

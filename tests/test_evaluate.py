@@ -124,6 +124,21 @@ def test_evaluate_bare_model(run_dir, tmp_path):
         M.external_scores(items["label"], a["cluster"].to_numpy())["all"]["nmi"])
 
 
+def test_evaluate_never_writes_into_a_published_model_version(run_dir, tmp_path, capsys):
+    """RUN/models/v0001 is read by assign and serve as it was published: evaluating it without
+    --out is refused before any work, saying where the scores can go; with --out it is scored."""
+    version = run_dir / "models" / "v0001"
+    before = sorted(p.name for p in version.iterdir())
+    assert main(["evaluate", str(version)]) == 2
+    err = capsys.readouterr().err
+    assert "published model version" in err and "--out" in err and str(run_dir) in err, err
+    assert sorted(p.name for p in version.iterdir()) == before
+    out = tmp_path / "v0001-evaluation.json"
+    assert main(["evaluate", str(version), "--out", str(out)]) == 0
+    assert _read(out)["kind"] == "model"
+    assert sorted(p.name for p in version.iterdir()) == before, "nothing written into the version"
+
+
 def test_evaluate_refuses_bad_input(run_dir, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
     (tmp_path / "empty").mkdir()

@@ -18,7 +18,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score as nmi
 from test_hierarchy import check_nested
 
-from mediacluster.errors import ModelFormatError, ParameterError
+from mediacluster.errors import LevelRangeError, ModelFormatError, ParameterError
 from mediacluster.pipeline import Pipeline
 from mediacluster.rundir import RunDir
 from mediacluster.stages import registry
@@ -120,9 +120,16 @@ def test_level_parameter_picks_the_flat_answer(blobs, fitted, one_blas_thread):
     X, _ = blobs
     p = pca_tree(level=1).fit(X)
     assert p.level_ == 1 and (p.labels_ == fitted.levels_[1]).all()
-    with pytest.raises(ParameterError) as e:
-        pca_tree(level=99).fit(X)
+    # a level past the tree's last is refused once the tree is known, with the fit kept at the
+    # automatic level (a long fit is not thrown away; set_level picks a level it has)
+    p = pca_tree(level=99)
+    with pytest.raises(LevelRangeError) as e:
+        p.fit(X)
     assert e.value.param == "level" and "out of range" in str(e.value)
+    assert p.level_ == p.auto_level_ == fitted.auto_level_ and (p.labels_ == fitted.labels_).all()
+    assert (p.predict(X) == fitted.predict(X)).all()
+    p.set_level(1)
+    assert (p.labels_ == fitted.levels_[1]).all()
     with pytest.raises(ParameterError) as e:
         Pipeline(clusterer="kmeans", level=2).check_params()
     assert e.value.param == "level" and "no levels" in str(e.value)
@@ -258,6 +265,33 @@ def run_cli(argv) -> tuple[int, str, str]:
         except SystemExit as e:
             rc = e.code
     return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("sample", [None, "300"])
+def test_cli_level_past_the_last_keeps_the_run(blobs, tmp_path, sample):
+    """`cluster --level 99`: the number of levels is known only after the fit, so the run is
+    written at the automatic level (whole, with every level's column), and the command exits 2
+    listing the levels there are; a level that cannot be one is refused before any work."""
+    X, _ = blobs
+    vectors = tmp_path / "vectors.npy"
+    np.save(vectors, X)
+    out = tmp_path / "run"
+    extra = ["--fit-sample", sample] if sample else []
+    rc, stdout, err = run_cli(["cluster", vectors, "--out", out, "--quiet", "--level", "99", "--save-model",
+                               "--reducer", "pca", "--reducer-param", "n_components=10", *extra])
+    assert rc == 2, (stdout, err)
+    info = json.loads((out / "run.json").read_text())
+    lv = info["summary"]["levels"]
+    last = len(lv["n_clusters"]) - 1
+    assert f"error: --level 99: this fit has {last + 1} levels, 0..{last} (clusters per level" in err, err
+    assert f"written at the automatic level {lv['auto_level']}" in err and "Traceback" not in err
+    assert lv["level"] == lv["auto_level"] and info["level_refused"]["level"] == 99
+    a = RunDir.open(out).read_assignments()
+    assert len(a) == len(X) and (a["cluster"] == a[f"level_{lv['auto_level']}"]).all()
+    assert f"level_{last}" in a and (out / "models" / "LATEST").exists()
+    for bad in ("-1", "1.5", "fine"):  # refused by the argument parser, before any work
+        rc, _, err = run_cli(["cluster", vectors, "--out", tmp_path / "bad", "--quiet", "--level", bad])
+        assert rc == 2 and "--level" in err and not (tmp_path / "bad").exists(), (bad, err)
 
 
 @pytest.mark.slow

@@ -211,6 +211,12 @@ def test_report_cli(report_run, tmp_path, capsys):
     # the template never overwrites the person's names.yaml
     assert "my hand-given name" in (report_run["run"] / "names.yaml").read_text()
     assert main(["report", str(tmp_path / "not-a-run")]) == 2
+    # a file where the report folder goes is the user's to fix (exit 2 naming it), not a bug (exit 1)
+    (tmp_path / "in-the-way").write_text("x")
+    capsys.readouterr()
+    assert main(["report", str(report_run["run"]), "--out", str(tmp_path / "in-the-way"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error: cannot write" in err and "in-the-way" in err and "internal error" not in err, err
 
 
 @pytest.mark.browser

@@ -180,6 +180,16 @@ def test_model_clusters_health_docs(server, run_dir):
     for path in ("/healthz", "/readyz", "/docs", "/openapi.json", js):
         assert bare.get(path).status_code == 200, path
     assert bare.get("/v1/model", params={"token": TOKEN}).status_code == 200
+    # /metrics counts the API description, its page's files and refused requests under their
+    # own routes, not as "unmatched" (which is kept for paths the app does not serve)
+    c.get("/v1/nope")
+    req = metric_families(server)["mediacluster_http_requests"].samples
+    count = {(s.labels["route"], s.labels["status"]): s.value for s in req if s.name.endswith("_total")}
+    assert count.get(("/openapi.json", "200"), 0) >= 2 and count.get(("/docs", "200"), 0) >= 2, count
+    assert count.get(("/static-offline-docs", "200"), 0) >= 2, count
+    assert count.get(("/v1/model", "401"), 0) >= 1 and count.get(("/metrics", "401"), 0) >= 1, count
+    assert count.get(("unmatched", "404"), 0) >= 1, count
+    assert not [k for k in count if k[0] == "unmatched" and k[1] != "404"], count
 
 
 def test_images_answered_like_predict(server, run_dir, images, tag_model):
@@ -285,6 +295,12 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     refused(400, "invalid_request", data={"note": "hi"}, files=good)
     # vectors
     refused(400, "wrong_dimension", json={"vectors": [vec[:100]]})
+    # one level of nesting too many, or too few: the message says the shape, not "has 1 values"
+    err = refused(400, "wrong_shape", json={"vectors": [[vec]]})
+    assert "vectors[0] is a list of lists (3 levels of nesting, not 2)" in err["message"], err
+    assert "(n, 1280)" in err["message"], err
+    err = refused(400, "wrong_shape", json={"vectors": vec})
+    assert "one list of 1280 numbers, not a list of vectors" in err["message"] and "(n, 1280)" in err["message"]
     refused(400, "not_finite", content=b'{"vectors": [[NaN' + b", 0.0" * 1279 + b"]]}",
             headers={"content-type": "application/json"})
     refused(400, "not_finite", content=b'{"vectors": [[1e999' + b", 0.0" * 1279 + b"]]}",

@@ -306,6 +306,31 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
     assert exit_info.value.code == 2 and "--leader-margin" in capsys.readouterr().err
 
 
+def test_resumed_tune_publishes_no_copy_of_an_unchanged_best(X, tmp_path, capsys):
+    """Re-running a finished study (no new trial, or none better) refits the same best trial:
+    no second model version of it, and the output says so; a different best is published."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", X)
+    space = {"reducer": "pca", "reducer__n_components": {"choice": [5, 8]}, "clusterer": "kmeans",
+             "clusterer__n_clusters": {"int": [2, 6]}}
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    out = tmp_path / "o"
+    cmd = ["tune", str(tmp_path / "v.npy"), "--out", str(out), "--space", str(tmp_path / "space.json"),
+           "--quiet", "--sampler", "random", "--trials"]
+    assert main(cmd + ["2"]) == 0
+    assert "model: " in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
+    assert main(cmd + ["2"]) == 0  # the study is complete: the same best trial again
+    text = capsys.readouterr().out
+    assert "model: best unchanged: v0001" in text, text
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
+    # a different best (here: another seed for the refit) is a new version
+    assert main(cmd + ["2", "--seed", "1"]) == 0
+    assert "model: " in (text := capsys.readouterr().out) and "unchanged" not in text
+    assert (out / "models" / "v0002").is_dir()
+
+
 def test_pipeline_tune_keeps_the_starting_pipelines_settings(X, shared_cache):
     from mediacluster.pipeline import Pipeline
     from mediacluster.stages.reduce import UMAPReducer

@@ -38,6 +38,15 @@ class ParameterError(MediaclusterError, ValueError):
         self.param = param
 
 
+class LevelRangeError(ParameterError):
+    """``level`` past the last level of the tree a fit made (known only once it is made).
+    ``Pipeline.fit`` raises it after finishing the fit at the automatic level, so the fit is not
+    lost: ``set_level`` picks one of the levels it has without refitting."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "level")
+
+
 class ConfigError(ParameterError):
     """A pipeline config, names file or search-space file that cannot be used."""
 

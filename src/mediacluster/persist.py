@@ -202,6 +202,17 @@ def resolve_model(path: str | os.PathLike) -> Path:
                            "folder written with `cluster --save-model`, or its models/ folder")
 
 
+def version_store(path: str | os.PathLike) -> ModelStore | None:
+    """The store ``path`` is a published version of (``RUN/models/v0003`` -> ``RUN/models``),
+    None for any other folder. A published version is never changed after it is published:
+    ``assign`` and the service read it as it was, so nothing else may write into it."""
+    path = Path(path)
+    store = ModelStore(path.parent)
+    if (path / MODEL_JSON).exists() and path.name in store.versions() and (store.root / LATEST).exists():
+        return store
+    return None
+
+
 def model_store_of(path: str | os.PathLike) -> ModelStore | None:
     """The store whose ``LATEST`` a service watches for ``path``; None for a model folder given
     directly (a pinned version never switches)."""

@@ -50,7 +50,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import persist
 from .data import NOISE, OUTLIER, l2_normalize, status_of
-from .errors import InputError, MediaclusterError, ModelFormatError, ParameterError
+from .errors import InputError, LevelRangeError, MediaclusterError, ModelFormatError, ParameterError
 from .stages import registry
 from .stages.cluster import knn_vote, single_blas_thread, vote
 from .stages.evoc import EVoCClusterer
@@ -283,7 +283,8 @@ class Pipeline(BaseEstimator):
             dup = merge_duplicates(dup, duplicates, len(X))
         self.timings_["distinct"] = time.perf_counter() - t
         self._clear_levels()
-        Z, labels, probs, path = self._fit_stages(X, dup, precomputed_knn, embedding, outlier_graph)
+        refused: list[str] = []  # a level past the tree's last: fitted at the automatic level
+        Z, labels, probs, path = self._fit_stages(X, dup, precomputed_knn, embedding, outlier_graph, refused)
         self.embedding_ = Z
         self.n_features_in_ = X.shape[1]
         self._set_levels(path)
@@ -291,7 +292,7 @@ class Pipeline(BaseEstimator):
         self.probabilities_ = np.where(labels >= 0, probs, 0.0)
         self._bound_unclustered()
         if not build_predictor:
-            return self
+            return self._refuse_level(refused)
         t = time.perf_counter()
         self._assign()
         self.timings_["assign_noise"] = time.perf_counter() - t
@@ -299,9 +300,18 @@ class Pipeline(BaseEstimator):
         with single_blas_thread():
             self._fit_predictor(X, distinct=dup[0] if dup is not None else None)
         self.timings_["predictor"] = time.perf_counter() - t
+        return self._refuse_level(refused)
+
+    def _refuse_level(self, refused: list[str]) -> Pipeline:
+        """The end of ``fit``: a ``level`` the fitted tree does not have is refused only now
+        (the number of levels is known only after the fit), with the pipeline fitted at the
+        automatic level, so nothing is lost: ``set_level`` picks a level it has."""
+        if refused:
+            raise LevelRangeError(f"{refused[0]}; the pipeline is fitted at the automatic level "
+                                  f"{self.auto_level_} (set_level picks another without refitting)")
         return self
 
-    def _fit_stages(self, X, dup, precomputed_knn, embedding, outlier_graph):
+    def _fit_stages(self, X, dup, precomputed_knn, embedding, outlier_graph, refused: list[str]):
         """Reduce, remove outliers and cluster; sets the fitted stages and returns (reduced
         coordinates, labels, probabilities) for every row of ``X``.
 
@@ -312,7 +322,8 @@ class Pipeline(BaseEstimator):
         such as ``min_cluster_size`` therefore count distinct vectors. With the tuner's caches
         (which describe every row) all rows are fitted and copies are made to agree afterwards.
         With fewer than ``MIN_DISTINCT`` distinct vectors nothing is fitted: each distinct
-        vector is a cluster."""
+        vector is a cluster. A ``level`` the fitted tree does not have is appended to
+        ``refused`` and the automatic level used (``fit`` raises it at the end)."""
         n = len(X)
         if dup is not None and precomputed_knn is None and embedding is None and outlier_graph is None:
             first, inverse = dup
@@ -324,12 +335,12 @@ class Pipeline(BaseEstimator):
                 path = None
                 if has_levels(clusterer):  # one level: each distinct vector a cluster
                     if not _is_auto(self.level) and int(self.level) > 0:
-                        raise ParameterError(f"level={self.level} is out of range: {len(first)} distinct "
-                                             "vector(s) make one level (0)", "level")
+                        refused.append(f"level={self.level} is out of range: {len(first)} distinct "
+                                       "vector(s) make one level (0)")
                     path = (inverse.astype(np.int64)[None, :], np.ones((1, n)), [], 0, 0)
                 return X.copy(), inverse.astype(np.int64), np.ones(n, dtype=np.float64), path
             try:
-                Z, labels, probs, path = self._fit_stages(X[first], None, None, None, None)
+                Z, labels, probs, path = self._fit_stages(X[first], None, None, None, None, refused)
             except ParameterError as e:  # e.g. min_cluster_size above the distinct count
                 raise ParameterError(f"{e} (the {n} items hold {len(first)} distinct vectors: "
                                      "exact copies are clustered once)", e.param) from None
@@ -367,10 +378,17 @@ class Pipeline(BaseEstimator):
         if knn is not None and isinstance(reducer, UMAPReducer):  # the graph UMAP was given (a
             knn = tuple(np.asarray(a)[:, :int(reducer.n_neighbors)] for a in knn)  # tuner's is wider)
         if keep.sum() >= 2:
-            if takes_knn:  # the graph describes every row: only usable when none was removed
-                clusterer.fit(Z[keep], knn=knn if keep.all() else None)
-            else:
-                clusterer.fit(Z[keep])
+            try:
+                if takes_knn:  # the graph describes every row: only usable when none was removed
+                    clusterer.fit(Z[keep], knn=knn if keep.all() else None)
+                else:
+                    clusterer.fit(Z[keep])
+            except ParameterError as e:
+                # the tree is made, its level picked last: keep the fit at the automatic level
+                if e.param != "level" or getattr(clusterer, "levels_", None) is None:
+                    raise
+                refused.append(str(e))
+                clusterer.set_level("auto")
             labels[keep] = clusterer.labels_
             probs[keep] = clusterer.probabilities_
             if has_levels(clusterer):

@@ -17,7 +17,7 @@ import numpy as np
 from .config import describe
 from .data import Collection, Embeddings, nearest_to_centre, status_of
 from .encoders import DEFAULT_ENCODERS, get_encoder
-from .errors import InputError
+from .errors import InputError, LevelRangeError
 from .executors import LocalExecutor, get_executor
 from .fileio import release_pages, text_series
 from .ingest import collect
@@ -46,6 +46,19 @@ class RunResult:
     summary: dict = field(default_factory=dict)
     model: str | None = None
     kept_previous: Path | None = None  # the run this one replaced, kept for names.yaml / studio edits
+    level_refused: dict | None = None  # {"level", "message"}: a level the fitted tree does not have
+
+
+def fit_pipeline(pipe: Pipeline, X, info: dict, **kw) -> None:
+    """``pipe.fit(X, **kw)``. A ``level`` the fitted tree does not have (known only after the
+    fit) does not throw the fit away: the pipeline goes on at the automatic level, so the run is
+    written whole (every level in its ``level_<k>`` columns), and ``info["level_refused"]``
+    (run.json) says which level was refused and why; the command then exits 2."""
+    try:
+        pipe.fit(X, **kw)
+    except LevelRangeError as e:
+        info["level_refused"] = {"level": pipe.level, "message": str(e)}
+        pipe.set_level("auto")
 
 
 def level_summary(pipe) -> dict | None:
@@ -414,7 +427,8 @@ def cluster_folder(
                                                     progress=progress, workers=workers)
                         timings["dedup"] = time.perf_counter() - t
                     t = time.perf_counter()
-                    pipe.fit(emb.vectors, duplicates=None if finder is None else finder.representative_)
+                    fit_pipeline(pipe, emb.vectors, info,
+                                 duplicates=None if finder is None else finder.representative_)
                     timings["cluster_total"] = time.perf_counter() - t
                     for k, v in getattr(pipe, "timings_", {}).items():
                         timings[f"pipeline.{k}"] = v
@@ -446,7 +460,7 @@ def cluster_folder(
     return RunResult(out=published.path, embeddings=emb, pipeline=pipe, run=published,
                      timings=info["timings_s"], summary=info["summary"],
                      model=str(published.path / model_rel) if model_rel else None,
-                     kept_previous=run.kept_previous)
+                     kept_previous=run.kept_previous, level_refused=info.get("level_refused"))
 
 
 def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample="auto", seed: int = 0,
@@ -497,8 +511,9 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
             rows = single[sample_rows(len(single), min(size, len(single)), seed)]
             size = len(rows)
         Xs = stored.take(rows)
+    info = {} if info is None else info  # run.json's extra fields (the fit may add one)
     with meter.stage("fit"):
-        pipe.fit(Xs)
+        fit_pipeline(pipe, Xs, info)
     for k, v in getattr(pipe, "timings_", {}).items():
         timings[f"pipeline.{k}"] = v
     reps = rep_answers = None

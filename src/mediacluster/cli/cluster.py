@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 
 from .. import stages
 from ..config import load_config, parse_param, pipeline_from_config
+from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
 from . import printable
 from .report import add_report_argument, check_report_arguments, report_after
@@ -97,14 +100,17 @@ def add_pipeline_args(p) -> None:
                         "`mediacluster assign OUT` and `mediacluster serve OUT`)")
 
 
+def _parsed(text: str, convert, expected: str):
+    """``convert(text)``, or argparse's usage error saying what was expected (before any work)."""
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a bad value is refused before any work)."""
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    v = _parsed(text, int, "a positive integer")
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
     return v
@@ -112,12 +118,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0."""
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _parsed(text, float, "a number")
     if not v >= 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return v
@@ -125,14 +126,9 @@ def non_negative_float(text: str) -> float:
 
 def level_arg(text: str):
     """argparse type for --level: 'auto' or a level index >= 0."""
-    import argparse
-
     if text.strip().lower() == "auto":
         return "auto"
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a level number (0 = coarsest) or 'auto', got {text!r}") from None
+    v = _parsed(text, int, "a level number (0 = coarsest) or 'auto'")
     if v < 0:
         raise argparse.ArgumentTypeError(f"levels are numbered from 0 (the coarsest), got {v}")
     return v
@@ -140,13 +136,7 @@ def level_arg(text: str):
 
 def share_arg(text: str) -> float:
     """argparse type for --max-unclustered: a share in [0, 1)."""
-    import argparse
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 such as 0.1, got {text!r}") from None
+    v = _parsed(text, float, "a share between 0 and 1 such as 0.1")
     if not math.isfinite(v) or not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"must be a share in [0, 1) (0.1 = at most 10% unclustered), got {text}")
     return v
@@ -156,12 +146,7 @@ def fit_sample_arg(text: str):
     """argparse type for --fit-sample: 'auto', 'all' or a count >= 3."""
     if text in ("auto", "all"):
         return text
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of items, 'auto' or 'all', got {text!r}") from None
+    v = _parsed(text, int, "a number of items, 'auto' or 'all'")
     if v < 3:
         raise argparse.ArgumentTypeError(f"at least 3 items are needed to fit, got {v}")
     return v
@@ -213,10 +198,37 @@ def run(args) -> int:
         print(f"the run this one replaced held hand-given names or studio edits: kept as "
               f"{printable(res.kept_previous)}")
     rep = report_after(args, res.out)
+    if res.level_refused:
+        print_level_refused(res.level_refused, res.summary.get("levels"))
+        return 2  # what was asked for (a level) could not be given; the run is kept
     if rep == 2:
         return 2  # the report asked for could not be written (said above; the run is kept)
     # exit code 0 when everything was used, 3 when some files were skipped (the run still finished)
     return 3 if res.embeddings.skipped or rep == 3 else 0
+
+
+def print_skipped(skipped, where: str, shown: int = 10) -> None:
+    """The first ``shown`` skipped files with their reasons (the rest are in ``where``)."""
+    for item in skipped[:shown]:
+        sys.stdout.write(f"  {printable(item.path)}: {printable(item.reason)}\n")
+    if len(skipped) > shown:
+        sys.stdout.write(f"  ... and {len(skipped) - shown} more (see {where})\n")
+
+
+def print_level_refused(refused: dict, levels: dict | None) -> None:
+    """``--level N`` past the fitted tree's last level (known only after the fit): say which
+    levels there are; the run was written at the automatic level, not thrown away."""
+    if not levels:
+        sys.stderr.write(f"error: --level {refused['level']}: {refused['message']}\n")
+        return
+    counts = levels["n_clusters"]
+    last = len(counts) - 1
+    sys.stderr.write(
+        f"error: --level {refused['level']}: this fit has {len(counts)} levels, 0..{last} (clusters per "
+        f"level, coarse to fine: {', '.join(str(k) for k in counts)})\n"
+        f"the run is written at the automatic level {levels['level']} ({counts[levels['level']]} clusters); "
+        f"every level is in its columns level_0 .. level_{last}; re-run with --level N (0..{last}) "
+        "to put another in the cluster column\n")
 
 
 def print_summary(s: dict, skipped, out) -> None:
@@ -238,9 +250,6 @@ def print_summary(s: dict, skipped, out) -> None:
           f"{', '.join(str(k) for k in counts)}); in use: level {lv['level']} ({plural(counts[lv['level']], 'cluster')}"
           f"{', the automatic choice' if lv['level'] == lv['auto_level'] else ''}; --level N to pick another)\n")
     w(f"skipped: {s['skipped']} file(s)\n")
-    for item in skipped[:10]:
-        w(f"  {printable(item.path)}: {printable(item.reason)}\n")
-    if len(skipped) > 10:
-        w(f"  ... and {len(skipped) - 10} more (see run.json)\n")
+    print_skipped(skipped, RUN_JSON)
     w("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in s["timings_s"].items()) + "\n")
     w(f"results: {printable(out)}/assignments.parquet, clusters.json, run.json\n")

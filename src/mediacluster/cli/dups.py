@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..config import parse_param
-from ..duplicates.collection import find_duplicates_in
+from ..duplicates.collection import INFO, find_duplicates_in
 from . import printable
-from .cluster import positive_int
+from .cluster import positive_int, print_skipped
 
 
 def add_parser(sub):
@@ -37,10 +37,11 @@ def run(args) -> int:
     print(f"mediacluster dups: {res['items']} items -> {res['groups']} duplicate groups holding "
           f"{res['items_in_groups']} items (largest {res['largest']}); links "
           + ", ".join(f"{k} {v}" for k, v in res["links"].items()))
-    if res["unreadable"] or res["skipped"]:
-        print(f"unreadable: {res['unreadable']} file(s) skipped; {res['skipped']} could not be decoded "
-              "(checked for exact copies only)")
+    skipped = res["skipped_files"]
+    print(f"skipped: {len(skipped)} file(s)")
+    print_skipped(skipped, INFO)
     print(f"table: {printable(res['table'])} (and .csv)")
     if res.get("page"):
         print(f"page: {printable(res['page'])}")
-    return 3 if res["unreadable"] else 0
+    # as `cluster`: 0 when every file was used, 3 when some were skipped (the job still finished)
+    return 3 if skipped else 0

@@ -1,7 +1,8 @@
 """``mediacluster evaluate RUN_OR_MODEL``: internal and external scores of a clustering.
 
 Reads a run folder written by ``mediacluster cluster`` or a saved model folder
-(``mediacluster.evaluation``), and prints and writes ``evaluation.json`` (atomically) with, for
+(``mediacluster.evaluation``), and prints and writes ``evaluation.json`` (atomically; into the
+run or model folder, or ``--out``, which a published model version needs: it is never changed) with, for
 each labelling (``fitted``: the clustering as found, -1 noise / -2 outliers kept; ``assigned``:
 after noise assignment, when the run has one; ``curated``: after a person's edits in the studio):
 
@@ -17,9 +18,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..errors import ParameterError
 from ..evaluation import evaluate, load_source
 from ..fileio import write_json
-from ..rundir import RunDir
+from ..persist import version_store
+from ..rundir import RunDir, find_run
 from . import printable
 
 
@@ -31,7 +34,8 @@ def add_parser(sub):
     p.add_argument("--labels", default=None,
                    help="CSV/Parquet manifest with an 'id' or 'path' column (absolute, or relative to the "
                         "run's collection root) and a 'label' column (overrides labels stored in the run)")
-    p.add_argument("--out", default=None, help="where to write evaluation.json (default: inside RUN_OR_MODEL)")
+    p.add_argument("--out", default=None, help="where to write evaluation.json (default: inside RUN_OR_MODEL; needed for a published "
+                        "model version such as RUN/models/v0001, which is never changed)")
     p.add_argument("--sample-size", type=int, default=10000,
                    help="silhouette on a seeded random sample of this many items (default 10000)")
     p.add_argument("--dbcv-sample-size", type=int, default=2000, help="DBCV sample size (O(n^2); default 2000)")
@@ -81,6 +85,13 @@ def print_report(res: dict, out=None) -> None:
 
 
 def run(args) -> int:
+    store = None if args.out else version_store(args.source)
+    if store is not None:  # refused before any work: the scores would have nowhere to go
+        run_dir = find_run(store.root.parent)
+        raise ParameterError(f"{args.source} is a published model version, kept as it was published "
+                             "(assign and serve read it): give --out FILE for evaluation.json"
+                             + (f", or evaluate the run folder {run_dir.path}" if run_dir is not None else ""),
+                             "--out")
     src = load_source(Path(args.source))
     res = evaluate(src, sample_size=args.sample_size, dbcv_sample_size=args.dbcv_sample_size,
                    seed=args.seed, labeling=args.labeling, original=not args.no_original,

@@ -81,19 +81,8 @@ def report_after(args, run_dir) -> int:
     raised: the run itself has finished and is kept)."""
     if not getattr(args, "report", False):
         return 0
-    try:
-        path = make_report(run_dir, vocabulary=getattr(args, "vocabulary", None),
-                           progress=not getattr(args, "quiet", False))
-        sys.stdout.write(f"report: {printable(path)}\n")
-    except MediaclusterError as e:
-        sys.stderr.write(f"error: the run in {printable(run_dir)} is complete, but its report could not be "
-                         f"written: {printable(e)}\n")
-        return 2
-    missing = missing_thumbnails(path)
-    if missing:
-        print_missing(missing)
-        return 3
-    return 0
+    return _report(args, f"the run in {printable(run_dir)} is complete, but its report could not be "
+                   "written", lambda: run_dir)
 
 
 def report_after_tune(args, out, emb, res) -> int:
@@ -105,16 +94,22 @@ def report_after_tune(args, out, emb, res) -> int:
     if pipeline is None or getattr(pipeline, "labels_", None) is None:
         sys.stderr.write("mediacluster: --report needs the refit best pipeline (drop --no-refit)\n")
         return 2
+    return _report(args, "the study is complete, but the report could not be written",
+                   lambda: publish_tuned_run(Path(out) / "best", emb, pipeline, res.summary,
+                                             params={k: v for k, v in vars(args).items() if not k.startswith("_")}))
+
+
+def _report(args, failed: str, run_dir) -> int:
+    """Write the report of the run folder ``run_dir()`` returns (it may publish one first) and
+    say where: 0, 3 when some items have no thumbnail, 2 when it could not be written (said
+    with ``failed``, not raised: what the command did before has finished and is kept)."""
     try:
-        best = publish_tuned_run(Path(out) / "best", emb, pipeline, res.summary,
-                                 params={k: v for k, v in vars(args).items() if not k.startswith("_")})
-        path = make_report(best, vocabulary=getattr(args, "vocabulary", None),
+        path = make_report(run_dir(), vocabulary=getattr(args, "vocabulary", None),
                            progress=not getattr(args, "quiet", False))
-        sys.stdout.write(f"report: {printable(path)}\n")
-    except MediaclusterError as e:  # the study itself has finished
-        sys.stderr.write(f"error: the study is complete, but the report could not be written: "
-                         f"{printable(e)}\n")
+    except MediaclusterError as e:
+        sys.stderr.write(f"error: {failed}: {printable(e)}\n")
         return 2
+    sys.stdout.write(f"report: {printable(path)}\n")
     missing = missing_thumbnails(path)
     if missing:
         print_missing(missing)

@@ -177,7 +177,9 @@ def print_result(res, out: Path) -> None:
     w("best parameters:\n")
     for k, v in sorted(res.best_params.items()):
         w(f"  {k}: {v}\n")
-    if "model" in s:
+    if s.get("model_unchanged"):
+        w(f"model: best unchanged: {Path(s['model']).name} ({printable(s['model'])}; no new version)\n")
+    elif "model" in s:
         w(f"model: {printable(s['model'])}\n")
     w(f"files: {printable(out)}/best_params.json, tune.json, trials.csv; dashboard: "
       f"optuna-dashboard sqlite:///{printable((out / 'study.db').resolve())}\n")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import Skipped
 from ..errors import InputError, ParameterError
 from ..fileio import text_series
 from .finder import DuplicateFinder
@@ -137,7 +138,9 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
     is_representative, link_kind, link_distance, group_size, group_diameter, skipped) and
     ``dups.html`` (the largest groups with thumbnails). ``embed=False``: images by their bytes
     and perceptual hashes only (no encoder; crops and caption bars are then missed). Returns
-    the :func:`summary` plus the files written."""
+    the :func:`summary` plus the files written and ``skipped_files`` (``Skipped``: the files
+    that could not be read, then those read but not decoded, which were compared as bytes only;
+    also in ``dups.json``)."""
     from ..embed import embed_collection
     from ..encoders import DEFAULT_ENCODERS, get_encoder
     from ..ingest import collect
@@ -200,13 +203,18 @@ def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_
         raise output_error(e, out) from e
     write_table(out / TABLE, df)
     write_table(out / TABLE_CSV, df)
+    # every file not fully used, with its reason, as `cluster` lists them: those that could not
+    # be read at all (not in the table), then those read but not decoded (exact copies only)
+    listed = list(skipped) + ([Skipped(str(paths[i]), f"{why} (checked for exact copies only)")
+                               for i, why in sorted(finder.skipped_.items())] if paths is not None else [])
     res = {**summary(finder), "unreadable": len(skipped), "seconds": round(time.perf_counter() - t0, 2),
-           "table": str(out / TABLE), "csv": str(out / TABLE_CSV)}
+           "table": str(out / TABLE), "csv": str(out / TABLE_CSV), "skipped_files": listed}
     where = loc.record(out)
     write_json(out / INFO, {"format": INFO_FORMAT, **({"collection_root": where["root"],
                                                        "collection_root_from_out": where["root_from_store"]}
                                                       if where else {}),
-                            **{k: v for k, v in res.items() if k not in ("table", "csv")}})
+                            **{k: v for k, v in res.items() if k not in ("table", "csv", "skipped_files")},
+                            "skipped_files": [x.to_dict() for x in listed]})
     if page:
         res["page"] = str(write_groups_page(out, finder, paths, res, n_groups=page_groups, progress=progress,
                                             shown_paths=None if paths is None else df["path"].tolist()))

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..data import nearest_to_centre
 from ..errors import RunDirError
-from ..fileio import atomic_path, display_text, json_text, read_json, write_json
+from ..fileio import atomic_path, display_text, json_text, output_error, read_json, write_json
 from ..ingest.stream import NpyVectors
 from ..naming import load_names
 from ..naming.overrides import automatic_names, hand_names
@@ -331,7 +331,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
     run_dir = run.path
     out_dir = Path(out_dir) if out_dir else run.file("report")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, a read-only folder: the user's to fix (exit 2)
+        raise output_error(e, out_dir) from e
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 

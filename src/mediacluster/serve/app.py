@@ -126,6 +126,15 @@ def _ref(served: Served) -> dict:
             .get("run_id") or served.pointer.get("run_id")}
 
 
+def _depth(x) -> int:
+    """How many lists are nested at the start of ``x`` (``[[1.0]]``: 2)."""
+    depth = 0
+    while isinstance(x, list):
+        depth += 1
+        x = x[0] if x else None
+    return depth
+
+
 def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
     if not body:
         raise ApiError(400, "empty_batch", "the request body is empty; send {\"vectors\": [[...], ...]}")
@@ -152,12 +161,21 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
         raise ApiError(400, "invalid_request", "'vectors' must be a list of lists of numbers")
     if not rows:
         raise ApiError(400, "empty_batch", "'vectors' is empty: send at least one vector")
+    d = served.dim
+    shape = (f"'vectors' must have shape (n, {d}): a list of vectors, each a list of {d} numbers "
+             f"({{\"vectors\": [[x1, ..., x{d}], ...]}})")
+    if not isinstance(rows[0], list) and all(isinstance(x, int | float) and not isinstance(x, bool)
+                                             for x in rows):
+        raise ApiError(400, "wrong_shape", f"'vectors' is one list of {len(rows)} numbers, not a list "
+                       f"of vectors; {shape}")
     if len(rows) > limit:
         raise ApiError(413, "batch_too_large", f"{len(rows)} vectors in one request; the limit is {limit}")
-    d = served.dim
     for i, r in enumerate(rows):
         if not isinstance(r, list):
             raise ApiError(400, "invalid_request", f"vectors[{i}] is not a list of numbers")
+        if r and isinstance(r[0], list):
+            raise ApiError(400, "wrong_shape", f"vectors[{i}] is a list of lists ({_depth(r) + 1} "
+                           f"levels of nesting, not 2); {shape}")
         if len(r) != d:
             raise ApiError(400, "wrong_dimension", f"vectors[{i}] has {len(r)} values; this model "
                            f"reads {d}-d vectors from {served.encoder_name or 'its training data'}")

@@ -16,6 +16,7 @@ the full set), ``n_jobs`` worker processes sharing the study and the on-disk cac
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -29,7 +30,8 @@ import numpy as np
 
 from ..data import Embeddings
 from ..errors import InputError, MediaclusterError, ParameterError
-from ..fileio import setup_numba_cache, write_json, write_npy, write_table
+from ..fileio import read_json, setup_numba_cache, write_json, write_npy, write_table
+from ..persist import MODEL_JSON, ModelStore
 from ..stages.cluster import single_blas_thread
 from .objectives import DESCRIPTIONS, get_objective, objective_se, quality_for_pareto
 from .space import SearchSpace, load_space
@@ -688,6 +690,24 @@ def _trial_row(t) -> dict:
     return row
 
 
+def published_best(store: Path, tuned: dict) -> Path | None:
+    """The latest model version in ``store`` when tune published it from the same best trial of
+    the same study with the same refit settings (``tuned``: trial, value, study, seed, params,
+    as in its metadata), else None: a resumed study whose best did not change publishes nothing."""
+    latest = ModelStore(store).latest()
+    if latest is None:
+        return None
+    try:
+        meta = read_json(latest / MODEL_JSON).get("metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable: a new version is published, as before
+
+    def canonical(d):
+        return json.dumps(d, sort_keys=True, default=str)
+
+    return latest if canonical(meta.get("tuned")) == canonical(json.loads(canonical(tuned))) else None
+
+
 def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing, model_metadata=None):
     from optuna.trial import TrialState
 
@@ -753,8 +773,13 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
         except Exception as e:  # a dataframe quirk must not lose the study
             log.warning("could not write trials.csv: %s", e)
         if pipe is not None:
-            extra = model_metadata(pipe) if model_metadata is not None else {}
-            summary["model"] = pipe.publish(out / "models", source="tune", metadata={
-                **extra, "tuned": {"trial": best.number, "value": best_value, "study": str(out / "study.db")}})
+            tuned = {"trial": best.number, "value": best_value, "study": str((out / "study.db").resolve()), "seed": seed,
+                     "params": params}
+            same = published_best(out / "models", tuned)
+            if same is not None:  # a resumed study whose best is the one published: no copy of it
+                summary["model"], summary["model_unchanged"] = str(same), True
+            else:
+                extra = model_metadata(pipe) if model_metadata is not None else {}
+                summary["model"] = pipe.publish(out / "models", source="tune", metadata={**extra, "tuned": tuned})
     return TuneResult(study=study, best_params=params, best_value=best_value,
                       best_trial=best.number, pipeline=pipe, pareto=pareto, summary=summary)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import time
 
+from starlette.routing import Match
+
 #: latency buckets (seconds): fine around the milliseconds a model call takes, coarse above
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -55,7 +57,7 @@ class HttpMetrics:
 
     def install(self, app) -> None:
         """Measure every request of ``app`` (call after the app's own middleware is added)."""
-        app.add_middleware(_Measure, metrics=self)
+        app.add_middleware(_Measure, metrics=self, router=app.router)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
@@ -84,9 +86,31 @@ class _Measure:
     """Plain ASGI middleware (no per-request task like ``BaseHTTPMiddleware``): times each HTTP
     request and labels it with its route template, never the raw path (bounded label values)."""
 
-    def __init__(self, app, metrics: HttpMetrics):
+    def __init__(self, app, metrics: HttpMetrics, router=None):
         self.app = app
         self.metrics = metrics
+        self.router = router
+
+    def template(self, scope: dict, path: str, root_path: str) -> str:
+        """The route template of a request. FastAPI's own routes put themselves in the scope;
+        Starlette's plain ones (``/openapi.json``, the docs page's static files) and requests the
+        guards answer before routing (401, 413) do not: they are matched here, as the router
+        would match them (a full match first, then one that only the method refuses)."""
+        route = scope.get("route")
+        if getattr(route, "path", None):
+            return route.path
+        if self.router is not None:
+            probe = {"type": "http", "path": path, "root_path": root_path, "method": scope.get("method", "")}
+            partial = None
+            for r in self.router.routes:
+                match, _ = r.matches(probe)
+                if match == Match.FULL:
+                    return r.path
+                if match == Match.PARTIAL and partial is None:
+                    partial = r.path
+            if partial:
+                return partial
+        return "unmatched"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -94,6 +118,7 @@ class _Measure:
             return
         t0 = time.perf_counter()
         status = [500]
+        path, root_path = scope["path"], scope.get("root_path", "")  # routing may change them
 
         async def send_status(message):
             if message["type"] == "http.response.start":
@@ -103,6 +128,5 @@ class _Measure:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe(template, scope.get("method", ""), status[0], time.perf_counter() - t0)
+            self.metrics.observe(self.template(scope, path, root_path), scope.get("method", ""),
+                                 status[0], time.perf_counter() - t0)
