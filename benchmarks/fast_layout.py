@@ -277,15 +277,15 @@ def cmd_knn(args):
     for name in args.knn_sets:
         X, _ = ls.load(name, args)
         ref = None
-        for m in ("exact", "nndescent", "svd"):
+        for m, dims in (("exact", 0), ("nndescent", 0), ("svd", 256), ("svd", 128)):
             for _ in range(2):
                 t, c = time.perf_counter(), time.process_time()
-                idx, _ = knn_graph(X, 15, metric="cosine", method=m)
+                idx, _ = knn_graph(X, 15, metric="cosine", method=m, dims=dims or 256)
                 w, cpu = time.perf_counter() - t, time.process_time() - c
             if ref is None:
                 ref = idx
             rec = np.mean([len(set(a) & set(b)) for a, b in zip(idx, ref)]) / idx.shape[1]
-            print(f"| {name} | {len(X)} | {m} | {w:.2f} | {cpu:.2f} | {rec:.3f} |", flush=True)
+            print(f"| {name} | {len(X)} | {m}{' ' + str(dims) + ' dims' if dims else ''} | {w:.2f} | {cpu:.2f} | {rec:.3f} |", flush=True)
 
 
 def main(argv=None) -> int:
