@@ -7,7 +7,8 @@ density groups on it and the auto level comes out too fine. This script fits the
 *variant* of the kNN graph and of the layout, keeps the hierarchy (``HierarchyClusterer``) as
 is (or with the given clusterer parameters), and scores the auto level and the best level.
 
-A variant is ``name:key=value,...``; the keys (defaults in brackets):
+A variant is ``name=key:value,key:value,...`` (``name`` labels its cached results); the keys
+(defaults in brackets):
 
 * ``lay``   ``umap`` (umap-learn, today's engine) or ``evoc`` (``evoc.node_embedding``) [umap]
 * ``knn``   ``exact`` (faiss) | ``nndescent`` (EVoC's) | ``svd`` (faiss on 256 dims) [exact]
@@ -24,10 +25,10 @@ Usage::
     B="python benchmarks/fast_layout.py --vectors-from /work/vec --cache /tmp/fastlayout/c"
     $B sweep --cases whole --variants base=lay:umap evoc50=lay:evoc,ep:50
     $B table --cases whole subsets --variants base evoc50
-    $B timing --variants base evoc50        # 10k CIFAR-10 test, against EVoC's default
+    $B timing --variants base=lay:umap evoc50=lay:evoc,knn:nndescent   # 10k, against EVoC
     $B knn                                   # kNN time and recall at 10k and 50k
 
-Variants are written ``name=key:value,key:value`` on the command line.
+``sweep`` caches one JSON per (collection, variant name) under ``--cache``; ``table`` reads them.
 """
 
 from __future__ import annotations
