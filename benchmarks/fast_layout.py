@@ -1,0 +1,314 @@
+"""A faster layout for the engine: EVoC's node embedding (and kNN) in place of umap-learn's.
+
+Question (issue 16, session 8): reduce + cluster at 10,000 x 1,280 must take <= 2x EVoC's wall
+time. The engine spends ~5 s of its ~7 s in umap-learn (fuzzy graph + 200 serial seeded
+epochs). EVoC's reproducible blocked-parallel layout is 8-12x faster, but HDBSCAN finds more
+density groups on it and the auto level comes out too fine. This script fits the engine with a
+*variant* of the kNN graph and of the layout, keeps the hierarchy (``HierarchyClusterer``) as
+is (or with the given clusterer parameters), and scores the auto level and the best level.
+
+A variant is ``name=key:value,key:value,...`` (``name`` labels its cached results); the keys
+(defaults in brackets):
+
+* ``lay``   ``umap`` (umap-learn, today's engine) or ``evoc`` (``evoc.node_embedding``) [umap]
+* ``knn``   ``exact`` (faiss) | ``nndescent`` (EVoC's) | ``svd`` (faiss on 256 dims) [exact]
+* ``dim``   layout dimensions [10]; ``ep`` layout epochs [200 umap, 50 evoc]
+* ``noise`` EVoC's noise_level [0.5]; ``init`` ``lp`` (EVoC's label propagation) | ``pca`` |
+  ``spectral`` (umap-learn's spectral_layout on the fuzzy graph) [lp]
+* ``alpha`` EVoC's initial learning rate [0.1]; ``nsr`` negative sample rate [1.0]
+* ``dist``  ``cos`` (cosine distance, the engine's) | ``log`` (EVoC's -log2 similarity) [cos]
+* ``ms``    HDBSCAN ``min_samples`` of the hierarchy [None = the kNN width]
+* ``mcs``   HDBSCAN ``min_cluster_size`` [10]; ``ps`` scale of the fuzzy graph's n_neighbors [1.0]
+
+Usage::
+
+    B="python benchmarks/fast_layout.py --vectors-from /work/vec --cache /tmp/fastlayout/c"
+    $B sweep --cases whole --variants base=lay:umap evoc50=lay:evoc,ep:50
+    $B table --cases whole subsets --variants base evoc50
+    $B timing --variants base=lay:umap evoc50=lay:evoc,knn:nndescent   # 10k, against EVoC
+    $B knn                                   # kNN time and recall at 10k and 50k
+
+``sweep`` caches one JSON per (collection, variant name) under ``--cache``; ``table`` reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import level_stability as ls  # noqa: E402  (the benchmarks folder is not a package)
+import subsets  # noqa: E402
+
+DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, "init": "lp",
+            "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0}
+
+
+INTS = ("dim", "ep", "ms", "mcs")
+FLOATS = ("noise", "alpha", "nsr", "ps")
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, spec = text.partition("=")
+    v = dict(DEFAULTS)
+    for part in filter(None, spec.split(",")):
+        k, _, val = part.partition(":")
+        if k not in DEFAULTS:
+            raise SystemExit(f"unknown variant key {k!r} in {text!r}")
+        v[k] = None if val == "none" else (int(val) if k in INTS else float(val) if k in FLOATS else val)
+    if v["ep"] is None:
+        v["ep"] = 200 if v["lay"] == "umap" else 50
+    return name, v
+
+
+def layout(U, knn, v, seed=0):
+    """Reduced coordinates of the distinct rows ``U`` from their kNN graph, by variant ``v``."""
+    if v["lay"] == "umap":
+        from mediacluster.stages.reduce import UMAPReducer
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return UMAPReducer(n_neighbors=15, n_components=int(v["dim"]), min_dist=0.0,
+                               metric="cosine", n_epochs=int(v["ep"]), init="pca",
+                               random_state=seed).fit(U, precomputed_knn=knn).embedding_
+    from evoc.graph_construction import neighbor_graph_matrix
+    from evoc.label_propagation import label_propagation_init
+    from evoc.node_embedding import node_embedding
+
+    idx, dist = knn
+    dist = np.asarray(dist, np.float64)
+    if v["dist"] == "log":  # EVoC's own scale: -log2(cosine similarity)
+        dist = -np.log2(np.clip(1.0 - dist, 1e-12, 1.0))
+    rs = np.random.RandomState(seed)
+    g = neighbor_graph_matrix(15.0 * float(v["ps"]), np.ascontiguousarray(idx, np.int32),
+                              np.ascontiguousarray(dist, np.float32), True)
+    dim = int(v["dim"])
+    if v["init"] == "lp":
+        init = label_propagation_init(
+            g, n_components=dim, approx_n_parts=int(np.clip(int(8 * np.sqrt(len(U))), 256, 16384)),
+            random_scale=0.1, scaling=0.5, noise_level=float(v["noise"]), random_state=rs, data=U,
+            n_label_prop_iter=20)
+    elif v["init"] == "pca":
+        from sklearn.decomposition import PCA
+
+        init = PCA(dim, random_state=seed, svd_solver="randomized").fit_transform(U)
+        init = (init - init.mean(0)) / (np.abs(init).max() + 1e-12)
+    elif v["init"] == "spectral":
+        from umap.spectral import spectral_layout
+
+        init = spectral_layout(U, g.tocsr(), dim, np.random.RandomState(seed))
+        init = (init - init.mean(0)) / (np.abs(init).max() + 1e-12)
+    else:
+        raise SystemExit(f"unknown init {v['init']!r}")
+    init = np.ascontiguousarray(init, np.float32)
+    ep = int(min(255, int(v["ep"])))  # node_embedding counts epochs in a uint8
+    return node_embedding(g.tocsr(), n_components=dim, n_epochs=ep, initial_embedding=init,
+                          negative_sample_rate=float(v["nsr"]), noise_level=float(v["noise"]),
+                          random_state=rs, verbose=False, reproducible_flag=True,
+                          initial_alpha=float(v["alpha"]))
+
+
+_KNN: dict = {}
+
+
+def fit(X, v, seed=0, reuse_knn=False):
+    """The engine with variant ``v``: (clusterer, timings). ``reuse_knn``: keep the kNN graph of
+    the last call on the same array and method (sweeps only; timings never reuse it)."""
+    from mediacluster.stages.hierarchy import HierarchyClusterer, _expand_knn, unique_rows
+    from mediacluster.stages.neighbors import knn_graph
+
+    tm = {}
+    t = time.perf_counter()
+    U, inv, _ = unique_rows(X)
+    ck = (id(X), X.shape, v["knn"])
+    if reuse_knn and ck in _KNN:
+        knn = _KNN[ck]
+    else:
+        knn = knn_graph(U, 15, metric="cosine", method=v["knn"])
+        _KNN.clear()
+        _KNN[ck] = knn
+    tm["knn"] = time.perf_counter() - t
+    t = time.perf_counter()
+    Z = np.asarray(layout(U, knn, v, seed), np.float32)
+    tm["layout"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cl = HierarchyClusterer(random_state=seed, min_samples=v["ms"], min_cluster_size=int(v["mcs"]))
+    cl.fit(Z[inv], knn=_expand_knn(knn, inv) if len(U) < len(X) else knn)
+    tm["cluster"] = time.perf_counter() - t
+    return cl, tm
+
+
+def nmi(y, lab):
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return float(normalized_mutual_info_score(y, lab))
+
+
+def keys_of(cases, draws):
+    out = []
+    for c in cases:
+        if c == "whole":
+            out += ls.WHOLE
+        elif c == "subsets":
+            out += [f"{s}#{d}" for s in subsets.CASES for d in range(draws)]
+        elif c in subsets.CASES:
+            out += [f"{c}#{d}" for d in range(draws)]
+        else:
+            out.append(c)
+    return out
+
+
+def result_path(args, key, name):
+    return args.cache / f"{key}@{name}.json"
+
+
+def cmd_sweep(args):
+    args.cache.mkdir(parents=True, exist_ok=True)
+    for key in keys_of(args.cases, args.draws):
+        X, y = ls.collection(key, args)
+        for text in args.variants:
+            name, v = parse_variant(text)
+            p = result_path(args, key, name)
+            if p.exists() and not args.force:
+                continue
+            labs, tms = [], []
+            for _ in range(2 if args.repro else 1):
+                cl, tm = fit(X, v, reuse_knn=True)
+                labs.append(cl.labels_.copy())
+                tms.append(tm)
+            sc = [nmi(y, lv) for lv in cl.levels_]
+            b = int(np.argmax(sc))
+            rec = dict(key=key, variant=name, spec=v, auto=nmi(y, cl.labels_),
+                       auto_k=int(cl.labels_.max() + 1), groups=int(cl.n_groups_), best=sc[b],
+                       best_k=int(cl.levels_[b].max() + 1), times=tms[-1],
+                       repro=bool(all((lab == labs[0]).all() for lab in labs)) if args.repro else None,
+                       load=os.getloadavg()[0])
+            p.write_text(json.dumps(rec))
+            print(json.dumps({k: (round(x, 3) if isinstance(x, float) else x) for k, x in rec.items()
+                              if k not in ("spec", "times")} | {"layout_s": round(tm["layout"], 2)}),
+                  flush=True)
+
+
+def cmd_table(args):
+    names = [parse_variant(t)[0] for t in args.variants]
+    keys = keys_of(args.cases, args.draws)
+    R = {}
+    for key in keys:
+        for n in names:
+            p = result_path(args, key, n)
+            if p.exists():
+                R[key, n] = json.loads(p.read_text())
+    print("| collection | " + " | ".join(f"{n}: auto (k, groups) / best" for n in names) + " |")
+    print("|---|" + "---|" * len(names))
+    groups = {}
+    for key in keys:
+        g = key.split("#")[0]
+        groups.setdefault(g, []).append(key)
+    means = {n: {} for n in names}
+    for g, ks in groups.items():
+        cells = []
+        for n in names:
+            rs = [R.get((k, n)) for k in ks]
+            if any(r is None for r in rs):
+                cells.append("")
+                continue
+            a = np.mean([r["auto"] for r in rs])
+            b = np.mean([r["best"] for r in rs])
+            means[n][g] = (a, b)
+            kk = "/".join(str(r["auto_k"]) for r in rs)
+            gg = "/".join(str(r["groups"]) for r in rs)
+            cells.append(f"{a:.3f} ({kk}; {gg}) / {b:.3f}")
+        print(f"| {g} | " + " | ".join(cells) + " |")
+    for label, sel in (("whole sets, mean", ls.WHOLE), ("subset collections, mean", list(subsets.CASES))):
+        cells = []
+        for n in names:
+            v = [means[n][g] for g in sel if g in means[n]]
+            cells.append(f"{np.mean([a for a, _ in v]):.3f} / {np.mean([b for _, b in v]):.3f}"
+                         if len(v) == len([g for g in sel if g in groups]) and v else "")
+        print(f"| **{label}** | " + " | ".join(cells) + " |")
+    cells = []
+    for n in names:
+        rs = [R.get((k, n)) for k in keys]
+        rp = [r["repro"] for r in rs if r is not None and r["repro"] is not None]
+        cells.append(f"{sum(rp)}/{len(rp)}" if rp else "")
+    print("| reproducible (two runs) | " + " | ".join(cells) + " |")
+
+
+def cmd_timing(args):
+    """Reduce + cluster at 10k (CIFAR-10 test) per variant against EVoC's default, one process,
+    each run twice and the second reported; labels of the two runs compared."""
+    import evoc
+
+    X, y = ls.load("cifar10-test", args)
+    print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
+    print("| method | wall (s) | CPU (s) | steps (s) | clusters | NMI | reproducible | load after |")
+    print("|---|---|---|---|---|---|---|---|")
+    runs = [("EVoC default", None)] + [parse_variant(t) for t in args.variants]
+    for name, v in runs:
+        labs = []
+        for _ in range(2):
+            t, c = time.perf_counter(), time.process_time()
+            if v is None:
+                lab = evoc.EVoC(random_state=0).fit(X).labels_
+                tm = {}
+            else:
+                cl, tm = fit(X, v)
+                lab = cl.labels_
+            w, cpu = time.perf_counter() - t, time.process_time() - c
+            labs.append(np.asarray(lab).copy())
+        steps = ", ".join(f"{k} {s:.2f}" for k, s in tm.items())
+        print(f"| {name} | {w:.2f} | {cpu:.2f} | {steps} | {int(labs[1].max() + 1)} | {nmi(y, labs[1]):.3f} "
+              f"| {'yes' if (labs[0] == labs[1]).all() else 'NO'} | {open('/proc/loadavg').read().split()[0]} |",
+              flush=True)
+
+
+def cmd_knn(args):
+    """kNN graph time and recall (against faiss exact), k = 15, at 10k and 50k."""
+    from mediacluster.stages.neighbors import knn_graph
+
+    print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
+    print("| set | n | method | wall (s) | CPU (s) | recall vs exact |\n|---|---|---|---|---|---|")
+    for name in args.knn_sets:
+        X, _ = ls.load(name, args)
+        ref = None
+        for m, dims in (("exact", 0), ("nndescent", 0), ("svd", 256), ("svd", 128)):
+            for _ in range(2):
+                t, c = time.perf_counter(), time.process_time()
+                idx, _ = knn_graph(X, 15, metric="cosine", method=m, dims=dims or 256)
+                w, cpu = time.perf_counter() - t, time.process_time() - c
+            if ref is None:
+                ref = idx
+            rec = np.mean([len(set(a) & set(b)) for a, b in zip(idx, ref)]) / idx.shape[1]
+            print(f"| {name} | {len(X)} | {m}{' ' + str(dims) + ' dims' if dims else ''} | {w:.2f} | {cpu:.2f} | {rec:.3f} |", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cmd", choices=["sweep", "table", "timing", "knn"])
+    ap.add_argument("--cases", nargs="+", default=["whole"])
+    ap.add_argument("--variants", nargs="+", default=["base=lay:umap"])
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--repro", action="store_true", help="sweep: fit twice, compare labels")
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--knn-sets", nargs="+", default=["cifar10-test", "cifar10-train"])
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/fastlayout/c"))
+    ap.add_argument("--shared", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/quality"))
+    ap.add_argument("--vectors-from", type=Path, default=None)
+    args = ap.parse_args(argv)
+    from mediacluster.fileio import setup_numba_cache
+
+    setup_numba_cache()
+    {"sweep": cmd_sweep, "table": cmd_table, "timing": cmd_timing, "knn": cmd_knn}[args.cmd](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
