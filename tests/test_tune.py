@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,10 +326,14 @@ def test_resumed_tune_publishes_no_copy_of_an_unchanged_best(X, tmp_path, capsys
     text = capsys.readouterr().out
     assert "model: best unchanged: v0001" in text, text
     assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
+    summary = json.loads((out / "tune.json").read_text())  # the summary names the model too
+    assert Path(summary["model"]).name == "v0001" and summary["model_unchanged"] is True
     # a different best (here: another seed for the refit) is a new version
     assert main(cmd + ["2", "--seed", "1"]) == 0
     assert "model: " in (text := capsys.readouterr().out) and "unchanged" not in text
     assert (out / "models" / "v0002").is_dir()
+    summary = json.loads((out / "tune.json").read_text())
+    assert Path(summary["model"]).name == "v0002" and "model_unchanged" not in summary
 
 
 def test_pipeline_tune_keeps_the_starting_pipelines_settings(X, shared_cache):

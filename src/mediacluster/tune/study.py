@@ -781,5 +781,6 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
             else:
                 extra = model_metadata(pipe) if model_metadata is not None else {}
                 summary["model"] = pipe.publish(out / "models", source="tune", metadata={**extra, "tuned": tuned})
+            write_json(out / "tune.json", summary)  # again, now naming the model version
     return TuneResult(study=study, best_params=params, best_value=best_value,
                       best_trial=best.number, pipeline=pipe, pareto=pareto, summary=summary)
