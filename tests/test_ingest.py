@@ -168,6 +168,22 @@ def test_formats_that_are_not_read_are_listed_as_skipped(tree, tmp_path, capsys,
     assert "a.heic: HEIC image files are not read" in capsys.readouterr().err
 
 
+def test_jpeg_saved_by_a_browser_as_jfif_or_jpe_is_read(tmp_path):
+    """Browsers save many web images as .jfif; they are JPEGs and are read, not passed over."""
+    from PIL import Image
+
+    from mediacluster.ingest import load_image
+
+    d = tmp_path / "saved"
+    d.mkdir()
+    for i, ext in enumerate((".jfif", ".jpe", ".JFIF", ".jpg")):
+        Image.new("RGB", (40, 30), (60 * i, 100, 200)).save(d / f"img{i}{ext}", format="JPEG")
+    coll = collect(d)
+    assert sorted(os.path.basename(p) for p in coll.paths) == ["img0.jfif", "img1.jpe", "img2.JFIF", "img3.jpg"]
+    assert not coll.skipped
+    assert all(load_image(p).size == (40, 30) for p in coll.paths)
+
+
 def test_a_file_of_the_other_media_kind_is_named_as_such(tree):
     # an audio model given a photo (assign) said "don't know how to read"
     with pytest.raises(InputError, match=r"a\.JPG is an image file; this reads audio files"):

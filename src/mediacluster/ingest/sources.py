@@ -54,7 +54,9 @@ from ..fileio import ESCAPED, hash_file, read_table
 from ..rundir import RunDir
 from .stream import check_float32_range
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+#: ``.jfif`` / ``.jpe``: JPEG under the names browsers give saved images (Pillow reads them as JPEG)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif",
+                              ".tiff"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif"})
 MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
 #: Formats of the kind that are not read: listed as skipped with this advice, not passed over
