@@ -188,13 +188,13 @@ def _mapped_npy(source):
 
 def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_groups: int, progress: bool,
                  root=None) -> dict:
-    from ..fileio import text_series, write_json, write_table
+    from ..fileio import write_json, write_table
     from ..locations import Root, common_folder
 
     # as a run folder stores them: relative to the root, absolute for a file outside it
     top = (os.path.abspath(root) if root is not None else common_folder(paths)) if paths is not None else None
     loc = Root(path=top, recorded=top)
-    df = groups_table(finder, None if paths is None else text_series(loc.store_all([str(p) for p in paths])))
+    df = groups_table(finder, None if paths is None else loc.store_all([str(p) for p in paths]))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -227,7 +227,7 @@ def read_dups(out: str | os.PathLike, collection_root: str | os.PathLike | None 
     given, else the recorded one while it exists, else the one at the same place relative to
     ``out``). An output written before roots were recorded holds absolute paths; a given
     ``collection_root`` moves them from their common folder."""
-    from ..fileio import read_json, read_table, text_series
+    from ..fileio import read_json, read_table
     from ..locations import find, legacy
 
     out = Path(out)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..data import Embeddings
 from ..errors import InputError, MediaclusterError, ParameterError
-from ..fileio import read_json, setup_numba_cache, write_json, write_npy, write_table
+from ..fileio import json_text, read_json, setup_numba_cache, write_json, write_npy, write_table
 from ..persist import MODEL_JSON, ModelStore
 from ..stages.cluster import single_blas_thread
 from .objectives import DESCRIPTIONS, get_objective, objective_se, quality_for_pareto
@@ -701,11 +701,8 @@ def published_best(store: Path, tuned: dict) -> Path | None:
         meta = read_json(latest / MODEL_JSON).get("metadata") or {}
     except (OSError, ValueError, AttributeError):
         return None  # unreadable: a new version is published, as before
-
-    def canonical(d):
-        return json.dumps(d, sort_keys=True, default=str)
-
-    return latest if canonical(meta.get("tuned")) == canonical(json.loads(canonical(tuned))) else None
+    # compared as the metadata stores it: written by the same JSON conversion (numpy values, paths)
+    return latest if meta.get("tuned") == json.loads(json_text(tuned)) else None
 
 
 def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing, model_metadata=None):
@@ -764,15 +761,7 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
         summary["refit_n_clusters"] = pipe.n_clusters_
         summary["refit_coverage"] = float((pipe.labels_ >= 0).mean())
     if out is not None:
-        write_json(out / "best_params.json", {"trial": best.number, "value": best_value,
-                                              "params": params})
-        write_json(out / "tune.json", summary)
-        try:
-            df = study.trials_dataframe()
-            write_table(out / "trials.csv", df)
-        except Exception as e:  # a dataframe quirk must not lose the study
-            log.warning("could not write trials.csv: %s", e)
-        if pipe is not None:
+        if pipe is not None:  # first, so that tune.json names the model version
             tuned = {"trial": best.number, "value": best_value, "study": str((out / "study.db").resolve()), "seed": seed,
                      "params": params}
             same = published_best(out / "models", tuned)
@@ -781,6 +770,13 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
             else:
                 extra = model_metadata(pipe) if model_metadata is not None else {}
                 summary["model"] = pipe.publish(out / "models", source="tune", metadata={**extra, "tuned": tuned})
-            write_json(out / "tune.json", summary)  # again, now naming the model version
+        write_json(out / "best_params.json", {"trial": best.number, "value": best_value,
+                                              "params": params})
+        write_json(out / "tune.json", summary)
+        try:
+            df = study.trials_dataframe()
+            write_table(out / "trials.csv", df)
+        except Exception as e:  # a dataframe quirk must not lose the study
+            log.warning("could not write trials.csv: %s", e)
     return TuneResult(study=study, best_params=params, best_value=best_value,
                       best_trial=best.number, pipeline=pipe, pareto=pareto, summary=summary)
