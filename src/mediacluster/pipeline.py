@@ -16,27 +16,14 @@ noise, ``>= 0`` = cluster id. After ``fit``:
   the reduced space, ``confidence_`` = the vote share (clustered items keep their label and
   membership probability). With ``assign_noise=False`` they equal ``labels_`` / ``probabilities_``.
 
-Predicting new items (``predict`` / ``predict_details``) never refits and needs neither the
-UMAP object nor the HDBSCAN tree, so a saved model is plain arrays (its format:
-``mediacluster.pipeline_model``, written through ``mediacluster.persist``):
-
-1. project the vector (L2-normalised when the reducer's metric is cosine) onto the top
-   ``reference_dims`` principal axes of the training vectors;
-2. find its ``predict_neighbors`` nearest reference items (exact, faiss ``IndexFlatL2``; a batch
-   of ``HNSW_MIN_QUERIES`` or more against over ``EXACT_SEARCH_MAX`` reference items searches a
-   faiss HNSW graph, built on first use the same way in every process);
-3. reduce: its reduced coordinates are the 1/d-weighted mean of the neighbours' coordinates
-   (the same initialisation umap-learn's ``transform`` starts from);
-4. outlier check: the fitted outlier stage's ``predict`` on those coordinates (-> ``-2``);
-5. cluster: 1/d-weighted vote of the neighbours' labels (noise votes as noise); probability =
-   vote share x the neighbours' membership probabilities. A training item's own copy dominates
-   its vote, so predicting the training items reproduces their labels (tested >= 99%).
+Predicting new items (``predict`` / ``predict_details`` / ``predict_path``) never refits: the
+fitted pipeline holds a :class:`~mediacluster.predictor.NeighbourPredictor` (``predictor_``: a
+distance-weighted vote of the nearest fitted items, see ``mediacluster.predictor``) and adds its
+own outlier stage (-> ``-2``), the level in use and ``assign_noise``. The saved model is plain
+arrays (``mediacluster.pipeline_model``, written through ``mediacluster.persist``).
 
 ``fit_labels(X, labels, embedding)`` builds the same predictor for labels given from outside (a
 person's curated clusters, published by the studio) without fitting the stages.
-
-``reference_size`` keeps only a class-stratified sample of the training vectors inside the model
-(smaller files, cost measured in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -51,37 +38,22 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import persist, pipeline_model
 from .copies import distinct_rows, merge_duplicates
-from .data import NOISE, OUTLIER, l2_normalize, status_of
+from .data import NOISE, OUTLIER, status_of
 from .errors import InputError, LevelRangeError, ParameterError
+from .predictor import NeighbourPredictor
 from .stages import registry
-from .stages.cluster import knn_vote, single_blas_thread, vote
+from .stages.cluster import knn_vote, single_blas_thread
 from .stages.evoc import EVoCClusterer
 from .stages.hierarchy import (
     ENGINE_REDUCER,
     HierarchyClusterer,
     LevelsMixin,
     check_share,
-    vote_path,
 )
 from .stages.reduce import UMAPReducer
 
 STAGES = registry.KINDS  # reducer, outliers, clusterer: the order they run in
 _EXAMPLE_STAGE = {"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}
-# With an outlier stage, a new item whose mean distance to its nearest reference items exceeds
-# this quantile of the training items' own (leave-self-out) distances is also an outlier.
-NOVELTY_QUANTILE = 0.99
-SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thread
-# Batches of at least HNSW_MIN_QUERIES items against more than EXACT_SEARCH_MAX reference items
-# search a faiss HNSW graph instead of every reference vector. Measured on CIFAR-10 (40,000
-# references, 128-d, benchmarks/RESULTS.md "Scale"): exact search costs ~0.3 ms of CPU per query,
-# so at the default sample size it is ~5 CPU minutes per million items, not the run's main cost;
-# HNSW at efSearch 160 saves a quarter of that and moves 0.3-0.6% of the items to another
-# cluster (efSearch 48: 3x cheaper, 2-4% moved). So the graph is used only where exact search grows
-# large (a sample of over 100,000 items); one new item or a small upload is searched exactly.
-EXACT_SEARCH_MAX = 100_000
-HNSW_MIN_QUERIES = 1_000
-HNSW_M = 16
-HNSW_EF_SEARCH = 160
 PIPELINE_PARAMS = {
     "level": registry.Int(0, extra=("auto",)),
     "max_unclustered": registry.Float(0.0, 1.0, none_ok=True),
@@ -276,6 +248,7 @@ class Pipeline(BaseEstimator):
             raise InputError(f"vector {bad} contains NaN or infinity")
         self.check_params()
         self.timings_ = {}
+        self.__dict__.pop("predictor_", None)  # an earlier fit's predictor would vote stale labels
         t = time.perf_counter()
         # Identical vectors (copies of one file) must share everything; see distinct_rows.
         dup = distinct_rows(X)
@@ -547,6 +520,8 @@ class Pipeline(BaseEstimator):
         self.labels_ = np.where(un, self.labels_, self.levels_[lv]).astype(np.int64)
         self.probabilities_ = np.where(un, 0.0, self.level_probabilities_[lv])
         self._assign()
+        if hasattr(self, "predictor_"):
+            self.predictor_.set_votes(**self._votes())
         return self
 
     def _switch_names(self, lv: int) -> None:
@@ -597,159 +572,43 @@ class Pipeline(BaseEstimator):
         self.cluster_[q] = c
         self.confidence_[q] = share
 
-    # -- the predictor: plain arrays, no pickled objects -----------------------------------------
-    def _space(self, X, zero_vectors: str = "place") -> np.ndarray:
-        """``X`` checked and mapped into the predictor's space. ``zero_vectors="refuse"`` (new
-        items to place): under the cosine metric an all-zero vector has no direction and every
-        fitted item is equally far from it (its "cluster" would be the vote of arbitrary
-        neighbours), so it is refused, naming it, as NaN is; ``"place"``: the rows of a
-        collection (the fit's own, or those assigned after a sample fit, which a full fit would
-        have clustered too)."""
-        if zero_vectors not in ("refuse", "place"):
-            raise ParameterError(f"zero_vectors must be 'refuse' or 'place', not {zero_vectors!r}", "zero_vectors")
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            got = X.shape[1] if X.ndim == 2 else X.shape
-            raise InputError(f"model expects {self.n_features_in_}-d vectors, got {got}-d "
-                             "(was it fitted with another encoder?)")
-        if not np.isfinite(X).all():
-            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-            raise InputError(f"vector {bad} contains NaN or infinity")
-        if self.ref_normalize_:
-            if zero_vectors == "refuse":
-                zero = ~X.any(axis=1)
-                if zero.any():
-                    raise InputError(f"vector {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} "
-                                     "such vectors): this model compares directions (cosine) and a zero "
-                                     "vector has none")
-            X = l2_normalize(X)
-        if self.ref_components_ is not None:
-            X = (X - self.ref_mean_) @ self.ref_components_.T
-        return np.ascontiguousarray(X, dtype=np.float32)
+    # -- the predictor (predictor.NeighbourPredictor) ------------------------------------------
+    def _predictor(self) -> NeighbourPredictor:
+        """The predictor as this pipeline's parameters configure it (unfitted)."""
+        return NeighbourPredictor(n_neighbors=self.predict_neighbors, reference_size=self.reference_size,
+                                  reference_dims=self.reference_dims,
+                                  metric=getattr(self.reducer_, "metric", "euclidean"),
+                                  random_state=self.random_state)
+
+    def _votes(self) -> dict:
+        """What the fitted items vote for new ones (``NeighbourPredictor.set_votes``)."""
+        return {"labels": self.labels_, "probabilities": self.probabilities_, "cluster": self.cluster_,
+                "confidence": self.confidence_, "embedding": self.embedding_, "levels": self.levels_,
+                "parents": self.parents_}
 
     def _fit_predictor(self, X, distinct=None):
-        """``distinct``: indices of the distinct rows of ``X`` (None: all are); copies of a row
-        add nothing to the reference set, and would make the novelty distances zero."""
-        n, d = X.shape
-        metric = getattr(self.reducer_, "metric", "euclidean")
-        self.ref_normalize_ = bool(metric == "cosine")
-        self.ref_components_ = None
-        self.ref_mean_ = None
-        dims = self.reference_dims
-        if dims is not None and d > dims and n > dims:
-            from sklearn.decomposition import PCA
+        """``distinct``: indices of the distinct rows of ``X`` (None: all are)."""
+        self.predictor_ = self._predictor().fit(X, distinct=distinct, **self._votes())
 
-            Xs = l2_normalize(X) if self.ref_normalize_ else X
-            rng = np.random.default_rng(self.random_state)
-            sub = rng.choice(n, size=min(n, 20000), replace=False) if n > 20000 else slice(None)
-            pca = PCA(n_components=int(dims), svd_solver="randomized", random_state=self.random_state).fit(Xs[sub])
-            self.ref_mean_ = pca.mean_.astype(np.float32)
-            self.ref_components_ = pca.components_.astype(np.float32)
-        if distinct is None:
-            self.ref_index_ = reference_sample(self.cluster_, self.reference_size, self.random_state)
-        else:
-            distinct = np.asarray(distinct)
-            self.ref_index_ = distinct[reference_sample(self.cluster_[distinct], self.reference_size,
-                                                        self.random_state)]
-        self.ref_vectors_ = self._space(X[self.ref_index_])
-        self._build_index()
-        # novelty: mean distance to the k nearest reference items, leave-self-out, on a sample
-        k = int(max(1, min(self.predict_neighbors, len(self.ref_index_) - 1)))
-        rng = np.random.default_rng(self.random_state)
-        m = len(self.ref_index_)
-        if m < 2:  # one distinct training vector: no distances to learn from
-            self.novelty_threshold_ = np.asarray(0.0)
-            return
-        probe = rng.choice(m, size=min(m, 5000), replace=False)
-        dist, _ = self._neighbours(self.ref_vectors_[probe], k + 1)
-        self.novelty_threshold_ = np.asarray(float(np.quantile(dist[:, 1:].mean(axis=1), NOVELTY_QUANTILE)))
-
-    def _ref_arrays(self) -> dict:
-        """The fitted per-item arrays at the reference items (``ref_index_``), as ``predict_details``
-        reads them, made once per fitted state instead of on every call (a service answers one
-        item at a time: copying them cost more than the vote). Rebuilt when any of those arrays
-        is replaced (a new fit, ``set_level``)."""
-        src = (self.ref_index_, self.labels_, self.probabilities_, self.cluster_, self.confidence_,
-               self.embedding_, getattr(self, "levels_", None))
-        cache = self.__dict__.get("_ref_cache")
-        if cache is None or any(a is not b for a, b in zip(cache[0], src)):
-            ri, levels = self.ref_index_, src[-1]
-            lab = self.labels_[ri]
-            ref = {"labels": np.where(lab == OUTLIER, NOISE, lab), "probabilities": self.probabilities_[ri],
-                   "cluster": self.cluster_[ri], "confidence": self.confidence_[ri],
-                   "embedding": self.embedding_[ri].astype(np.float64),
-                   "levels": None if levels is None else np.ascontiguousarray(levels[:, ri])}
-            ref["n_clusters"] = None if levels is None else [int(lv.max()) + 1 for lv in ref["levels"]]
-            cache = self._ref_cache = (src, ref)
-        return cache[1]
-
-    def _build_index(self):
-        import faiss  # heavy: loaded when a predictor is built or a model loaded
-
-        self.__dict__.pop("_ref_cache", None)
-
-        R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
-        self._faiss_ = faiss.IndexFlatL2(R.shape[1])
-        self._faiss_.add(R)
-        self._hnsw_ = None
-
-    def _graph(self):
-        """The HNSW graph over the reference vectors, built on first use (seconds for 40k
-        references, so a model that answers one item at a time never pays for it). Built on one
-        thread: the same graph, and so the same answers, in every process that loads the model."""
-        if self._hnsw_ is None:
-            import faiss
-
-            R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
-            index = faiss.IndexHNSWFlat(R.shape[1], HNSW_M)
-            before = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-            try:
-                index.add(R)
-            finally:
-                faiss.omp_set_num_threads(before)
-            index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * int(self.predict_neighbors))
-            self._hnsw_ = index
-        return self._hnsw_
-
-    def _neighbours(self, Q: np.ndarray, k: int):
-        import faiss
-
-        index = self._faiss_
-        if len(self.ref_vectors_) > EXACT_SEARCH_MAX and len(Q) >= HNSW_MIN_QUERIES:
-            index = self._graph()
-        # faiss parallelises over queries with OpenMP; for a few queries the threads only add
-        # barrier waits (measured at load ~20: one query 77 ms with 2 threads, 1.4 ms with 1).
-        if len(Q) < SMALL_QUERY:
-            before = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-            try:
-                dist2, idx = index.search(Q, k)
-            finally:
-                faiss.omp_set_num_threads(before)
-        else:
-            dist2, idx = index.search(Q, k)
-        return np.sqrt(np.maximum(dist2, 0.0)), idx
+    # the predictor's learned state, read through the pipeline (saved in the model under these names)
+    ref_index_ = property(lambda self: self.predictor_.ref_index_, doc="rows of the reference items")
+    ref_vectors_ = property(lambda self: self.predictor_.ref_vectors_, doc="the reference vectors, projected")
+    ref_mean_ = property(lambda self: self.predictor_.ref_mean_, doc="the projection's mean (or None)")
+    ref_components_ = property(lambda self: self.predictor_.ref_components_, doc="its axes (or None)")
+    ref_normalize_ = property(lambda self: self.predictor_.ref_normalize_, doc="vectors L2-normalised")
+    novelty_threshold_ = property(lambda self: self.predictor_.novelty_threshold_,
+                                  doc="mean neighbour distance above which a new item is novel")
 
     def predict_path(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Each new item's root-to-leaf path through the fitted levels: ``(labels,
         probabilities)``, each (n_levels, m), coarse to fine; ``probabilities[l]`` is the vote
         share of the chosen cluster among the item's neighbours inside its level ``l - 1``
         cluster (a top-down distance-weighted vote of its nearest reference items)."""
-        check_is_fitted(self, "ref_vectors_")
+        check_is_fitted(self, "predictor_")
         if self.levels_ is None:
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
-        Q = self._space(X, zero_vectors="refuse")
-        k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
-        dist, idx = self._neighbours(Q, k)
-        return self._vote_path(dist, idx)
-
-    def _vote_path(self, dist, idx):
-        ref = self._ref_arrays()
-        return vote_path(dist, idx, ref["levels"], self.parents_, n_clusters=ref["n_clusters"])
+        return self.predictor_.predict_path(X)
 
     def predict_details(self, X, zero_vectors: str = "refuse") -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
@@ -760,27 +619,16 @@ class Pipeline(BaseEstimator):
 
         ``zero_vectors``: ``"refuse"`` (default) raises an ``InputError`` naming an all-zero
         vector when the model compares directions (cosine); ``"place"`` votes it like any other."""
-        check_is_fitted(self, "ref_vectors_")
-        Q = self._space(X, zero_vectors)
-        k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
-        dist, idx = self._neighbours(Q, k)
-        ri, ref = self.ref_index_, self._ref_arrays()
-        w = 1.0 / np.maximum(dist.astype(np.float64), 1e-9)
-        w /= w.sum(axis=1, keepdims=True)
-        emb = np.einsum("qk,qkd->qd", w, ref["embedding"][idx]).astype(np.float32)
-        labels, share, prob = vote(dist, idx, ref["labels"], ref["probabilities"])
-        proba = np.where(labels >= 0, share * prob, 0.0)
-        novel = dist.mean(axis=1) > float(np.ravel(self.novelty_threshold_)[0])
+        check_is_fitted(self, "predictor_")
+        det = self.predictor_.predict_details(X, zero_vectors)
+        labels, proba, emb, novel = det["labels"], det["probabilities"], det["embedding"], det["novel"]
         if getattr(self, "outliers_", None) is not None:
             out = (self.outliers_.predict(emb) == -1) | novel
             labels = np.where(out, OUTLIER, labels)
             proba = np.where(out, 0.0, proba)
-        cluster, cshare, cconf = vote(dist, idx, ref["cluster"], ref["confidence"])
-        conf = cshare * cconf
-        path = None
-        if getattr(self, "levels_", None) is not None:
-            plab, pprob = self._vote_path(dist, idx)
-            path = {"labels": plab, "probabilities": pprob}
+        cluster, conf, path = det["cluster"], det["confidence"], det["path"]
+        if path is not None:
+            plab, pprob = path["labels"], path["probabilities"]
             # the flat answer is the path's cluster at the level in use; its probability the
             # product of the path's steps down to it (the share of the neighbours in that cluster)
             at, share = plab[self.level_], np.prod(pprob[:self.level_ + 1], axis=0)
@@ -796,7 +644,7 @@ class Pipeline(BaseEstimator):
             status = np.where(np.isin(labels, junk), "junk", status)
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status,
                 "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
-                "novel": novel, "neighbors": ri[idx], "weights": w.astype(np.float32), "path": path}
+                "novel": novel, "neighbors": det["neighbors"], "weights": det["weights"], "path": path}
 
     def _junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
@@ -852,20 +700,6 @@ class Pipeline(BaseEstimator):
 
 
 MIN_DISTINCT = 3  # below this many distinct vectors the stages are not run (see _fit_stages)
-
-
-def reference_sample(groups: np.ndarray, size: int | None, random_state) -> np.ndarray:
-    """Indices of a group-stratified random sample of ``size`` items (all items if None)."""
-    n = len(groups)
-    if size is None or size >= n:
-        return np.arange(n)
-    rng = np.random.default_rng(random_state)
-    out = []
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        take = max(1, int(round(size * len(idx) / n)))
-        out.append(rng.choice(idx, size=min(take, len(idx)), replace=False))
-    return np.sort(np.concatenate(out))
 
 
 def load(path) -> Pipeline:

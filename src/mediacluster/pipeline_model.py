@@ -10,7 +10,8 @@ module owns what the pipeline puts in it:
   ``timings_s``, ``metadata`` (``encoder``, ``names``, ``names_by_level``, ``run_id``, ...);
 * arrays.npz: the fitted items' ``labels``, ``probabilities``, ``cluster``, ``confidence``,
   ``embedding``; the predictor's ``ref_index``, ``ref_vectors``, ``ref_mean``,
-  ``ref_components``, ``novelty_threshold``; and with levels the tree (:func:`hierarchy_arrays`).
+  ``ref_components``, ``novelty_threshold`` (``predictor.NeighbourPredictor``); and with levels
+  the tree (:func:`hierarchy_arrays`).
 
 An outlier stage is refitted on load from the saved embedding (deterministic), never unpickled.
 """
@@ -26,6 +27,7 @@ from . import persist
 from .copies import distinct_rows
 from .data import OUTLIER
 from .errors import MediaclusterError, ModelFormatError
+from .predictor import NeighbourPredictor
 from .stages import registry
 
 STAGES = registry.KINDS
@@ -37,10 +39,11 @@ MODEL_ARRAYS = ITEM_ARRAYS + PREDICTOR_ARRAYS
 
 def model_doc(pipe, metadata: dict | None) -> tuple[dict, dict]:
     """``(model.json fields, arrays)`` of a fitted pipeline, for ``persist.write_model``."""
-    check_is_fitted(pipe, "ref_vectors_")
+    check_is_fitted(pipe, "predictor_")
+    pred = pipe.predictor_
     arrays = {}
     for name in MODEL_ARRAYS:
-        v = getattr(pipe, name, None)
+        v = getattr(pred if name in PREDICTOR_ARRAYS else pipe, name, None)
         if v is not None:
             arrays[name.rstrip("_")] = np.asarray(v) if np.ndim(v) == 0 else np.ascontiguousarray(v)
     arrays.update(hierarchy_arrays(pipe))
@@ -50,11 +53,11 @@ def model_doc(pipe, metadata: dict | None) -> tuple[dict, dict]:
         "stages": {"reducer": stage_json(pipe.reducer_), "outliers": stage_json(pipe.outliers_),
                    "clusterer": stage_json(pipe.clusterer_)},
         "n_items": int(len(pipe.labels_)), "n_features_in": int(pipe.n_features_in_),
-        "n_clusters": int(pipe.n_clusters_), "n_reference": int(len(pipe.ref_index_)),
+        "n_clusters": int(pipe.n_clusters_), "n_reference": int(len(pred.ref_index_)),
         "levels": None if getattr(pipe, "levels_", None) is None else {
             "n_levels": int(len(pipe.levels_)), "n_clusters_per_level": pipe.n_clusters_per_level_.tolist(),
             "auto_level": int(pipe.auto_level_), "level": int(pipe.level_)},
-        "ref_normalize": bool(pipe.ref_normalize_),
+        "ref_normalize": bool(pred.ref_normalize_),
         "timings_s": {k: float(v) for k, v in getattr(pipe, "timings_", {}).items()},
         "metadata": dict(metadata or {}),
     }
@@ -97,16 +100,16 @@ def load(cls, path, pipeline_params):
         what = f"lacks {e}" if isinstance(e, KeyError) else str(e)
         raise ModelFormatError(f"{folder}/model.json is damaged or was edited: {what}") from e
     check_model_arrays(got, pipe.n_features_in_, folder, info)
-    for name in MODEL_ARRAYS:
+    for name in ITEM_ARRAYS:
         setattr(pipe, name, got[name])
-    pipe.ref_normalize_ = ref_normalize
     pipe._set_levels(levels_from_arrays(arrays, len(pipe.labels_), folder))
     pipe.outliers_ = None
     if stages["outliers"] is not None:  # deterministic given its data: refit, never unpickle
         E = pipe.embedding_  # fitted on the distinct items, as in fit (copies share a row)
         dup = distinct_rows(np.asarray(E, dtype=np.float32))
         pipe.outliers_ = stages["outliers"].fit(E[dup[0]] if dup is not None else E)
-    pipe._build_index()
+    pipe.predictor_ = NeighbourPredictor.from_arrays(
+        arrays, pipe.n_features_in_, ref_normalize, **pipe._predictor().get_params()).set_votes(**pipe._votes())
     pipe.model_info_ = info
     pipe.model_path_ = str(folder)
     return pipe
