@@ -49,9 +49,8 @@ def embeddings(args):
 def leave_self_out_agreement(pipe, X) -> float:
     from mediacluster.stages.cluster import vote
 
-    Q = pipe._space(X)
     k = pipe.predict_neighbors
-    dist, idx = pipe._neighbours(Q, k + 1)
+    dist, idx = pipe.predictor_.kneighbors(X, k + 1, zero_vectors="place")
     own = pipe.ref_index_[idx] == np.arange(len(X))[:, None]
     keep = np.zeros((len(X), k), dtype=np.int64)
     dk = np.zeros((len(X), k))

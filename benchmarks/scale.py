@@ -186,7 +186,7 @@ def table_quality(doc: dict) -> str:
 def part_recall(args) -> dict:
     """HNSW vs exact search in the predictor: a model fitted on 40,000 CIFAR-10 vectors assigns
     the other 20,000 both ways; recall@k of the neighbours and agreement of the votes."""
-    import mediacluster.pipeline as P
+    import mediacluster.predictor as P
     from mediacluster.pipeline import Pipeline
     from mediacluster.scale import sample_rows
 
@@ -197,16 +197,17 @@ def part_recall(args) -> dict:
     for clusterer, params in (("kmeans", {"clusterer__n_clusters": 10}), ("kmeans", {"clusterer__n_clusters": 50})):
         pipe = Pipeline(random_state=0).with_params({"reducer": "pca", "reducer__n_components": 10,
                                                      "clusterer": clusterer, **params}).fit(X[rows])
-        Q = pipe._space(X[rest])
+        pred = pipe.predictor_
+        Q = pred.transform(X[rest])
         k = pipe.predict_neighbors
         with Clock() as ce:
-            d0, i0 = pipe._faiss_.search(Q, k)
-        pipe._hnsw_ = None
+            d0, i0 = pred._faiss_.search(Q, k)
+        pred._hnsw_ = None
         with Clock() as cb:
-            pipe._graph()
-        pipe._hnsw_.hnsw.efSearch = 48
+            pred._graph()
+        pred._hnsw_.hnsw.efSearch = 48
         with Clock() as ch:
-            d1, i1 = pipe._hnsw_.search(Q, k)
+            d1, i1 = pred._hnsw_.search(Q, k)
         recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(i0, i1)]))
         saved, saved_max = P.HNSW_MIN_QUERIES, P.EXACT_SEARCH_MAX
         try:
@@ -217,14 +218,14 @@ def part_recall(args) -> dict:
         P.EXACT_SEARCH_MAX = 0  # the graph, whatever the size
         approx = pipe.predict_details(X[rest])
         for ef in args.ef:
-            pipe._hnsw_.hnsw.efSearch = ef
+            pred._hnsw_.hnsw.efSearch = ef
             with Clock() as ca:
                 d2 = pipe.predict_details(X[rest])
             doc.setdefault("ef", []).append({
                 "clusterer": f"{clusterer} {params}", "ef_search": ef, "same_cluster": float(np.mean(
                     exact["cluster"] == d2["cluster"])), "predict_cpu_s": ca.cpu, "predict_wall_s": ca.wall})
             print(json.dumps(doc["ef"][-1]), flush=True)
-        pipe._hnsw_.hnsw.efSearch = max(P.HNSW_EF_SEARCH, 2 * k)
+        pred._hnsw_.hnsw.efSearch = max(P.HNSW_EF_SEARCH, 2 * k)
         P.EXACT_SEARCH_MAX = saved_max
         with Clock() as cx:
             P.HNSW_MIN_QUERIES = 10**12

@@ -88,3 +88,34 @@ def test_a_zero_vector_is_refused_by_a_cosine_model_only(model, split):
     # a collection's own rows (a sample fit's assignment, the studio's check) are placed
     assert len(cosine.predict_details(batch, zero_vectors="place")["labels"]) == 3
     assert not model.ref_normalize_ and len(model.predict_details(batch)["labels"]) == 3
+
+
+def test_the_neighbour_predictor_on_its_own(split):
+    """``NeighbourPredictor`` without a pipeline: the fitted items' own vectors get their own
+    labels back, the saved arrays rebuild the same answers, and new votes (another labelling of
+    the same items) change the answers without refitting the index."""
+    from mediacluster.errors import ParameterError
+    from mediacluster.predictor import NeighbourPredictor
+
+    train, new = split
+    labels = (train[:, 0] > np.median(train[:, 0])).astype(np.int64)
+    labels[:5] = -1
+    items = {"labels": labels, "probabilities": np.where(labels >= 0, 0.9, 0.0), "cluster": np.abs(labels),
+             "confidence": np.full(len(train), 0.5), "embedding": train[:, :2]}
+    pred = NeighbourPredictor(n_neighbors=5, reference_dims=16, metric="cosine").fit(train, **items)
+    assert pred.ref_vectors_.shape == (len(train), 16) and pred.ref_normalize_
+    dist, pos = pred.kneighbors(train)
+    assert (pos[:, 0] == np.arange(len(train))).all() and np.allclose(dist[:, 0], 0, atol=1e-3)
+    det = pred.predict_details(train)
+    assert (det["labels"] == labels).all() and (det["cluster"] == np.abs(labels)).all()
+    assert det["path"] is None and (det["neighbors"][:, 0] == np.arange(len(train))).all()
+    with pytest.raises(ParameterError, match="no levels"):
+        pred.predict_path(new)
+    arrays = {k.rstrip("_"): getattr(pred, k) for k in ("ref_index_", "ref_vectors_", "ref_mean_",
+                                                         "ref_components_", "novelty_threshold_")}
+    again = NeighbourPredictor.from_arrays(arrays, train.shape[1], True, n_neighbors=5).set_votes(**items)
+    for k, v in pred.predict_details(new).items():
+        if v is not None:
+            assert np.array_equal(v, again.predict_details(new)[k]), k
+    flipped = again.set_votes(**{**items, "labels": np.where(labels >= 0, 1 - labels, labels)})
+    assert (flipped.predict_details(train)["labels"] == np.where(labels >= 0, 1 - labels, labels)).all()

@@ -16,26 +16,14 @@ noise, ``>= 0`` = cluster id. After ``fit``:
   the reduced space, ``confidence_`` = the vote share (clustered items keep their label and
   membership probability). With ``assign_noise=False`` they equal ``labels_`` / ``probabilities_``.
 
-Predicting new items (``predict`` / ``predict_details``) never refits and needs neither the
-UMAP object nor the HDBSCAN tree, so a saved model is plain arrays (see ``mediacluster.persist``):
-
-1. project the vector (L2-normalised when the reducer's metric is cosine) onto the top
-   ``reference_dims`` principal axes of the training vectors;
-2. find its ``predict_neighbors`` nearest reference items (exact, faiss ``IndexFlatL2``; a batch
-   of ``HNSW_MIN_QUERIES`` or more against over ``EXACT_SEARCH_MAX`` reference items searches a
-   faiss HNSW graph, built on first use the same way in every process);
-3. reduce: its reduced coordinates are the 1/d-weighted mean of the neighbours' coordinates
-   (the same initialisation umap-learn's ``transform`` starts from);
-4. outlier check: the fitted outlier stage's ``predict`` on those coordinates (-> ``-2``);
-5. cluster: 1/d-weighted vote of the neighbours' labels (noise votes as noise); probability =
-   vote share x the neighbours' membership probabilities. A training item's own copy dominates
-   its vote, so predicting the training items reproduces their labels (tested >= 99%).
+Predicting new items (``predict`` / ``predict_details`` / ``predict_path``) never refits: the
+fitted pipeline holds a :class:`~mediacluster.predictor.NeighbourPredictor` (``predictor_``: a
+distance-weighted vote of the nearest fitted items, see ``mediacluster.predictor``) and adds its
+own outlier stage (-> ``-2``), the level in use and ``assign_noise``. The saved model is plain
+arrays (``mediacluster.pipeline_model``, written through ``mediacluster.persist``).
 
 ``fit_labels(X, labels, embedding)`` builds the same predictor for labels given from outside (a
 person's curated clusters, published by the studio) without fitting the stages.
-
-``reference_size`` keeps only a class-stratified sample of the training vectors inside the model
-(smaller files, cost measured in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -48,40 +36,24 @@ import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from . import persist
-from .data import NOISE, OUTLIER, l2_normalize, status_of
-from .errors import InputError, LevelRangeError, MediaclusterError, ModelFormatError, ParameterError
+from . import persist, pipeline_model
+from .copies import distinct_rows, merge_duplicates
+from .data import NOISE, OUTLIER, status_of
+from .errors import InputError, LevelRangeError, ParameterError
+from .predictor import NeighbourPredictor
 from .stages import registry
-from .stages.cluster import knn_vote, single_blas_thread, vote
+from .stages.cluster import knn_vote, single_blas_thread
 from .stages.evoc import EVoCClusterer
 from .stages.hierarchy import (
     ENGINE_REDUCER,
     HierarchyClusterer,
     LevelsMixin,
     check_share,
-    vote_path,
 )
 from .stages.reduce import UMAPReducer
 
-STAGES = ("reducer", "outliers", "clusterer")
+STAGES = registry.KINDS  # reducer, outliers, clusterer: the order they run in
 _EXAMPLE_STAGE = {"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}
-# With an outlier stage, a new item whose mean distance to its nearest reference items exceeds
-# this quantile of the training items' own (leave-self-out) distances is also an outlier.
-NOVELTY_QUANTILE = 0.99
-SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thread
-# Batches of at least HNSW_MIN_QUERIES items against more than EXACT_SEARCH_MAX reference items
-# search a faiss HNSW graph instead of every reference vector. Measured on CIFAR-10 (40,000
-# references, 128-d, benchmarks/RESULTS.md "Scale"): exact search costs ~0.3 ms of CPU per query,
-# so at the default sample size it is ~5 CPU minutes per million items, not the run's main cost;
-# HNSW at efSearch 160 saves a quarter of that and moves 0.3-0.6% of the items to another
-# cluster (efSearch 48: 3x cheaper, 2-4% moved). So the graph is used only where exact search grows
-# large (a sample of over 100,000 items); one new item or a small upload is searched exactly.
-EXACT_SEARCH_MAX = 100_000
-HNSW_MIN_QUERIES = 1_000
-HNSW_M = 16
-HNSW_EF_SEARCH = 160
-MODEL_ARRAYS = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
-                "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_")
 PIPELINE_PARAMS = {
     "level": registry.Int(0, extra=("auto",)),
     "max_unclustered": registry.Float(0.0, 1.0, none_ok=True),
@@ -276,6 +248,7 @@ class Pipeline(BaseEstimator):
             raise InputError(f"vector {bad} contains NaN or infinity")
         self.check_params()
         self.timings_ = {}
+        self.__dict__.pop("predictor_", None)  # an earlier fit's predictor would vote stale labels
         t = time.perf_counter()
         # Identical vectors (copies of one file) must share everything; see distinct_rows.
         dup = distinct_rows(X)
@@ -547,6 +520,8 @@ class Pipeline(BaseEstimator):
         self.labels_ = np.where(un, self.labels_, self.levels_[lv]).astype(np.int64)
         self.probabilities_ = np.where(un, 0.0, self.level_probabilities_[lv])
         self._assign()
+        if hasattr(self, "predictor_"):
+            self.predictor_.set_votes(**self._votes())
         return self
 
     def _switch_names(self, lv: int) -> None:
@@ -597,159 +572,43 @@ class Pipeline(BaseEstimator):
         self.cluster_[q] = c
         self.confidence_[q] = share
 
-    # -- the predictor: plain arrays, no pickled objects -----------------------------------------
-    def _space(self, X, zero_vectors: str = "place") -> np.ndarray:
-        """``X`` checked and mapped into the predictor's space. ``zero_vectors="refuse"`` (new
-        items to place): under the cosine metric an all-zero vector has no direction and every
-        fitted item is equally far from it (its "cluster" would be the vote of arbitrary
-        neighbours), so it is refused, naming it, as NaN is; ``"place"``: the rows of a
-        collection (the fit's own, or those assigned after a sample fit, which a full fit would
-        have clustered too)."""
-        if zero_vectors not in ("refuse", "place"):
-            raise ParameterError(f"zero_vectors must be 'refuse' or 'place', not {zero_vectors!r}", "zero_vectors")
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            got = X.shape[1] if X.ndim == 2 else X.shape
-            raise InputError(f"model expects {self.n_features_in_}-d vectors, got {got}-d "
-                             "(was it fitted with another encoder?)")
-        if not np.isfinite(X).all():
-            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-            raise InputError(f"vector {bad} contains NaN or infinity")
-        if self.ref_normalize_:
-            if zero_vectors == "refuse":
-                zero = ~X.any(axis=1)
-                if zero.any():
-                    raise InputError(f"vector {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} "
-                                     "such vectors): this model compares directions (cosine) and a zero "
-                                     "vector has none")
-            X = l2_normalize(X)
-        if self.ref_components_ is not None:
-            X = (X - self.ref_mean_) @ self.ref_components_.T
-        return np.ascontiguousarray(X, dtype=np.float32)
+    # -- the predictor (predictor.NeighbourPredictor) ------------------------------------------
+    def _predictor(self) -> NeighbourPredictor:
+        """The predictor as this pipeline's parameters configure it (unfitted)."""
+        return NeighbourPredictor(n_neighbors=self.predict_neighbors, reference_size=self.reference_size,
+                                  reference_dims=self.reference_dims,
+                                  metric=getattr(self.reducer_, "metric", "euclidean"),
+                                  random_state=self.random_state)
+
+    def _votes(self) -> dict:
+        """What the fitted items vote for new ones (``NeighbourPredictor.set_votes``)."""
+        return {"labels": self.labels_, "probabilities": self.probabilities_, "cluster": self.cluster_,
+                "confidence": self.confidence_, "embedding": self.embedding_, "levels": self.levels_,
+                "parents": self.parents_}
 
     def _fit_predictor(self, X, distinct=None):
-        """``distinct``: indices of the distinct rows of ``X`` (None: all are); copies of a row
-        add nothing to the reference set, and would make the novelty distances zero."""
-        n, d = X.shape
-        metric = getattr(self.reducer_, "metric", "euclidean")
-        self.ref_normalize_ = bool(metric == "cosine")
-        self.ref_components_ = None
-        self.ref_mean_ = None
-        dims = self.reference_dims
-        if dims is not None and d > dims and n > dims:
-            from sklearn.decomposition import PCA
+        """``distinct``: indices of the distinct rows of ``X`` (None: all are)."""
+        self.predictor_ = self._predictor().fit(X, distinct=distinct, **self._votes())
 
-            Xs = l2_normalize(X) if self.ref_normalize_ else X
-            rng = np.random.default_rng(self.random_state)
-            sub = rng.choice(n, size=min(n, 20000), replace=False) if n > 20000 else slice(None)
-            pca = PCA(n_components=int(dims), svd_solver="randomized", random_state=self.random_state).fit(Xs[sub])
-            self.ref_mean_ = pca.mean_.astype(np.float32)
-            self.ref_components_ = pca.components_.astype(np.float32)
-        if distinct is None:
-            self.ref_index_ = reference_sample(self.cluster_, self.reference_size, self.random_state)
-        else:
-            distinct = np.asarray(distinct)
-            self.ref_index_ = distinct[reference_sample(self.cluster_[distinct], self.reference_size,
-                                                        self.random_state)]
-        self.ref_vectors_ = self._space(X[self.ref_index_])
-        self._build_index()
-        # novelty: mean distance to the k nearest reference items, leave-self-out, on a sample
-        k = int(max(1, min(self.predict_neighbors, len(self.ref_index_) - 1)))
-        rng = np.random.default_rng(self.random_state)
-        m = len(self.ref_index_)
-        if m < 2:  # one distinct training vector: no distances to learn from
-            self.novelty_threshold_ = np.asarray(0.0)
-            return
-        probe = rng.choice(m, size=min(m, 5000), replace=False)
-        dist, _ = self._neighbours(self.ref_vectors_[probe], k + 1)
-        self.novelty_threshold_ = np.asarray(float(np.quantile(dist[:, 1:].mean(axis=1), NOVELTY_QUANTILE)))
-
-    def _ref_arrays(self) -> dict:
-        """The fitted per-item arrays at the reference items (``ref_index_``), as ``predict_details``
-        reads them, made once per fitted state instead of on every call (a service answers one
-        item at a time: copying them cost more than the vote). Rebuilt when any of those arrays
-        is replaced (a new fit, ``set_level``)."""
-        src = (self.ref_index_, self.labels_, self.probabilities_, self.cluster_, self.confidence_,
-               self.embedding_, getattr(self, "levels_", None))
-        cache = self.__dict__.get("_ref_cache")
-        if cache is None or any(a is not b for a, b in zip(cache[0], src)):
-            ri, levels = self.ref_index_, src[-1]
-            lab = self.labels_[ri]
-            ref = {"labels": np.where(lab == OUTLIER, NOISE, lab), "probabilities": self.probabilities_[ri],
-                   "cluster": self.cluster_[ri], "confidence": self.confidence_[ri],
-                   "embedding": self.embedding_[ri].astype(np.float64),
-                   "levels": None if levels is None else np.ascontiguousarray(levels[:, ri])}
-            ref["n_clusters"] = None if levels is None else [int(lv.max()) + 1 for lv in ref["levels"]]
-            cache = self._ref_cache = (src, ref)
-        return cache[1]
-
-    def _build_index(self):
-        import faiss  # heavy: loaded when a predictor is built or a model loaded
-
-        self.__dict__.pop("_ref_cache", None)
-
-        R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
-        self._faiss_ = faiss.IndexFlatL2(R.shape[1])
-        self._faiss_.add(R)
-        self._hnsw_ = None
-
-    def _graph(self):
-        """The HNSW graph over the reference vectors, built on first use (seconds for 40k
-        references, so a model that answers one item at a time never pays for it). Built on one
-        thread: the same graph, and so the same answers, in every process that loads the model."""
-        if self._hnsw_ is None:
-            import faiss
-
-            R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
-            index = faiss.IndexHNSWFlat(R.shape[1], HNSW_M)
-            before = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-            try:
-                index.add(R)
-            finally:
-                faiss.omp_set_num_threads(before)
-            index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * int(self.predict_neighbors))
-            self._hnsw_ = index
-        return self._hnsw_
-
-    def _neighbours(self, Q: np.ndarray, k: int):
-        import faiss
-
-        index = self._faiss_
-        if len(self.ref_vectors_) > EXACT_SEARCH_MAX and len(Q) >= HNSW_MIN_QUERIES:
-            index = self._graph()
-        # faiss parallelises over queries with OpenMP; for a few queries the threads only add
-        # barrier waits (measured at load ~20: one query 77 ms with 2 threads, 1.4 ms with 1).
-        if len(Q) < SMALL_QUERY:
-            before = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-            try:
-                dist2, idx = index.search(Q, k)
-            finally:
-                faiss.omp_set_num_threads(before)
-        else:
-            dist2, idx = index.search(Q, k)
-        return np.sqrt(np.maximum(dist2, 0.0)), idx
+    # the predictor's learned state, read through the pipeline (saved in the model under these names)
+    ref_index_ = property(lambda self: self.predictor_.ref_index_, doc="rows of the reference items")
+    ref_vectors_ = property(lambda self: self.predictor_.ref_vectors_, doc="the reference vectors, projected")
+    ref_mean_ = property(lambda self: self.predictor_.ref_mean_, doc="the projection's mean (or None)")
+    ref_components_ = property(lambda self: self.predictor_.ref_components_, doc="its axes (or None)")
+    ref_normalize_ = property(lambda self: self.predictor_.ref_normalize_, doc="vectors L2-normalised")
+    novelty_threshold_ = property(lambda self: self.predictor_.novelty_threshold_,
+                                  doc="mean neighbour distance above which a new item is novel")
 
     def predict_path(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Each new item's root-to-leaf path through the fitted levels: ``(labels,
         probabilities)``, each (n_levels, m), coarse to fine; ``probabilities[l]`` is the vote
         share of the chosen cluster among the item's neighbours inside its level ``l - 1``
         cluster (a top-down distance-weighted vote of its nearest reference items)."""
-        check_is_fitted(self, "ref_vectors_")
+        check_is_fitted(self, "predictor_")
         if self.levels_ is None:
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
-        Q = self._space(X, zero_vectors="refuse")
-        k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
-        dist, idx = self._neighbours(Q, k)
-        return self._vote_path(dist, idx)
-
-    def _vote_path(self, dist, idx):
-        ref = self._ref_arrays()
-        return vote_path(dist, idx, ref["levels"], self.parents_, n_clusters=ref["n_clusters"])
+        return self.predictor_.predict_path(X)
 
     def predict_details(self, X, zero_vectors: str = "refuse") -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
@@ -760,27 +619,16 @@ class Pipeline(BaseEstimator):
 
         ``zero_vectors``: ``"refuse"`` (default) raises an ``InputError`` naming an all-zero
         vector when the model compares directions (cosine); ``"place"`` votes it like any other."""
-        check_is_fitted(self, "ref_vectors_")
-        Q = self._space(X, zero_vectors)
-        k = int(max(1, min(self.predict_neighbors, len(self.ref_index_))))
-        dist, idx = self._neighbours(Q, k)
-        ri, ref = self.ref_index_, self._ref_arrays()
-        w = 1.0 / np.maximum(dist.astype(np.float64), 1e-9)
-        w /= w.sum(axis=1, keepdims=True)
-        emb = np.einsum("qk,qkd->qd", w, ref["embedding"][idx]).astype(np.float32)
-        labels, share, prob = vote(dist, idx, ref["labels"], ref["probabilities"])
-        proba = np.where(labels >= 0, share * prob, 0.0)
-        novel = dist.mean(axis=1) > float(np.ravel(self.novelty_threshold_)[0])
+        check_is_fitted(self, "predictor_")
+        det = self.predictor_.predict_details(X, zero_vectors)
+        labels, proba, emb, novel = det["labels"], det["probabilities"], det["embedding"], det["novel"]
         if getattr(self, "outliers_", None) is not None:
             out = (self.outliers_.predict(emb) == -1) | novel
             labels = np.where(out, OUTLIER, labels)
             proba = np.where(out, 0.0, proba)
-        cluster, cshare, cconf = vote(dist, idx, ref["cluster"], ref["confidence"])
-        conf = cshare * cconf
-        path = None
-        if getattr(self, "levels_", None) is not None:
-            plab, pprob = self._vote_path(dist, idx)
-            path = {"labels": plab, "probabilities": pprob}
+        cluster, conf, path = det["cluster"], det["confidence"], det["path"]
+        if path is not None:
+            plab, pprob = path["labels"], path["probabilities"]
             # the flat answer is the path's cluster at the level in use; its probability the
             # product of the path's steps down to it (the share of the neighbours in that cluster)
             at, share = plab[self.level_], np.prod(pprob[:self.level_ + 1], axis=0)
@@ -796,7 +644,7 @@ class Pipeline(BaseEstimator):
             status = np.where(np.isin(labels, junk), "junk", status)
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status,
                 "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
-                "novel": novel, "neighbors": ri[idx], "weights": w.astype(np.float32), "path": path}
+                "novel": novel, "neighbors": det["neighbors"], "weights": det["weights"], "path": path}
 
     def _junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
@@ -817,92 +665,31 @@ class Pipeline(BaseEstimator):
         """Approximate reduced coordinates of new vectors (neighbour-weighted training coords)."""
         return self.predict_details(X)["embedding"]
 
-    # -- persistence -------------------------------------------------------------------------
-    def _model_doc(self, metadata: dict | None) -> tuple[dict, dict]:
-        check_is_fitted(self, "ref_vectors_")
-        arrays = {}
-        for name in MODEL_ARRAYS:
-            v = getattr(self, name, None)
-            if v is not None:
-                arrays[name.rstrip("_")] = np.asarray(v) if np.ndim(v) == 0 else np.ascontiguousarray(v)
-        arrays.update(self.hierarchy_arrays())
-        params = {k: v for k, v in self.get_params(deep=False).items() if k not in STAGES}
-        info = {
-            "pipeline": params,
-            "stages": {"reducer": _stage_json(self.reducer_), "outliers": _stage_json(self.outliers_),
-                       "clusterer": _stage_json(self.clusterer_)},
-            "n_items": int(len(self.labels_)), "n_features_in": int(self.n_features_in_),
-            "n_clusters": int(self.n_clusters_), "n_reference": int(len(self.ref_index_)),
-            "levels": None if getattr(self, "levels_", None) is None else {
-                "n_levels": int(len(self.levels_)), "n_clusters_per_level": self.n_clusters_per_level_.tolist(),
-                "auto_level": int(self.auto_level_), "level": int(self.level_)},
-            "ref_normalize": bool(self.ref_normalize_),
-            "timings_s": {k: float(v) for k, v in getattr(self, "timings_", {}).items()},
-            "metadata": dict(metadata or {}),
-        }
-        return info, arrays
-
+    # -- persistence (the format: pipeline_model) ----------------------------------------------
     def hierarchy_arrays(self) -> dict[str, np.ndarray]:
-        """The fitted tree as plain arrays ({} without levels): ``levels`` (n_levels, n) int32,
-        row 0 coarsest; ``parents`` + ``parents_offsets`` (level ``l + 1``'s parents are
-        ``parents[offsets[l]:offsets[l + 1]]``); ``n_clusters``; ``auto_level``; ``level``;
-        ``level_probabilities`` (n_levels, n) float32."""
-        if getattr(self, "levels_", None) is None:
-            return {}
-        P = self.parents_
-        return {"levels": self.levels_.astype(np.int32),
-                "parents": np.concatenate(P).astype(np.int32) if P else np.zeros(0, np.int32),
-                "parents_offsets": np.cumsum([0] + [len(p) for p in P]).astype(np.int64),
-                "n_clusters": self.n_clusters_per_level_.astype(np.int64),
-                "auto_level": np.asarray(self.auto_level_, np.int64), "level": np.asarray(self.level_, np.int64),
-                "level_probabilities": self.level_probabilities_.astype(np.float32)}
+        """The fitted tree as plain arrays ({} without levels; see
+        :func:`mediacluster.pipeline_model.hierarchy_arrays`)."""
+        return pipeline_model.hierarchy_arrays(self)
 
     def save(self, path, overwrite: bool = False, metadata: dict | None = None) -> dict:
         """Write the fitted model as a folder of JSON + npz (no pickle); returns
         ``{"path", "bytes", "files"}``. ``metadata`` (JSON-able: the encoder, cluster names,
         the run id) is stored in model.json."""
-        info, arrays = self._model_doc(metadata)
+        info, arrays = pipeline_model.model_doc(self, metadata)
         return persist.write_model(path, info, arrays, overwrite=overwrite)
 
     def publish(self, store, metadata: dict | None = None, run_id: str | None = None,
                 source: str = "") -> str:
         """Save as the next version of a model store (``RUN/models``); returns its path."""
         store = store if isinstance(store, persist.ModelStore) else persist.ModelStore(store)
-        info, arrays = self._model_doc({**(metadata or {}), "run_id": run_id, "source": source})
+        info, arrays = pipeline_model.model_doc(self, {**(metadata or {}), "run_id": run_id, "source": source})
         return str(store.publish(lambda d: persist.write_model(d, info, arrays), run_id, source))
 
     @classmethod
     def load(cls, path) -> Pipeline:
         """A model written by :meth:`save` / :meth:`publish`, ready to ``predict`` (``path``: a
         model folder, a model store or a run folder: the latest version)."""
-        folder = persist.resolve_model(path)
-        info, arrays = persist.read_model(folder)
-        try:
-            _check_model_doc(info)
-            st = info["stages"]
-            stages = {k: _stage_from_json(k, st.get(k)) for k in STAGES}
-            pipe = cls(**stages, **info["pipeline"])
-            pipe.check_params()
-            for name in MODEL_ARRAYS:
-                setattr(pipe, name, arrays.get(name.rstrip("_")))
-            pipe.reducer_, pipe.clusterer_ = stages["reducer"], stages["clusterer"]
-            pipe.n_features_in_ = int(info["n_features_in"])
-            pipe.ref_normalize_ = bool(info["ref_normalize"])
-            pipe.timings_ = dict(info.get("timings_s", {}))
-        except (KeyError, TypeError, ValueError, MediaclusterError) as e:
-            what = f"lacks {e}" if isinstance(e, KeyError) else str(e)
-            raise ModelFormatError(f"{folder}/model.json is damaged or was edited: {what}") from e
-        _check_model_arrays(pipe, folder, info)
-        pipe._set_levels(_levels_from_arrays(arrays, len(pipe.labels_), folder))
-        pipe.outliers_ = None
-        if stages["outliers"] is not None:  # deterministic given its data: refit, never unpickle
-            E = pipe.embedding_  # fitted on the distinct items, as in fit (copies share a row)
-            dup = distinct_rows(np.asarray(E, dtype=np.float32))
-            pipe.outliers_ = stages["outliers"].fit(E[dup[0]] if dup is not None else E)
-        pipe._build_index()
-        pipe.model_info_ = info
-        pipe.model_path_ = str(folder)
-        return pipe
+        return pipeline_model.load(cls, path, PIPELINE_PARAMS)
 
     # -- tuning ------------------------------------------------------------------------------
     def tune(self, X, **kwargs):
@@ -912,285 +699,7 @@ class Pipeline(BaseEstimator):
         return tune(X, pipeline=self, **kwargs)
 
 
-def _stage_json(stage):
-    if stage is None:
-        return None
-    info = registry.of(stage)
-    if info is None:
-        raise ModelFormatError(f"cannot save stage of type {type(stage).__name__}: not a registered stage")
-    params = stage.get_params(deep=False)
-    import json
-
-    for k, v in params.items():
-        try:
-            json.dumps(v)
-        except TypeError as e:
-            raise ModelFormatError(f"{type(stage).__name__}.{k}={v!r} is not JSON-serialisable; cannot save") from e
-    return {"class": type(stage).__name__, "params": params}
-
-
-def _stage_from_json(kind: str, spec):
-    if spec is None:
-        return None
-    if not isinstance(spec, dict):
-        raise ModelFormatError(f"{kind}: expected {{class, params}}, got {spec!r}")
-    try:
-        info = registry.by_class(kind, spec.get("class"))
-    except KeyError:
-        raise ModelFormatError(f"unknown {kind} class {spec.get('class')!r} in model; known: "
-                               f"{sorted(i.cls.__name__ for i in map(lambda n: registry.get(kind, n), registry.names(kind)))}") from None
-    params = spec.get("params", {})
-    if not isinstance(params, dict) or set(params) - set(info.params):
-        raise ModelFormatError(f"{kind} {spec.get('class')}: unexpected parameters {params!r}")
-    return registry.build(kind, info.name, params)
-
-
-def _need_type(doc: dict, key: str, types, what: str, optional: bool = False, prefix: str = ""):
-    if key not in doc:
-        if optional:
-            return None
-        raise ModelFormatError(f"lacks {prefix}{key!r}")
-    v = doc[key]
-    if v is None and optional:
-        return None
-    if (isinstance(v, bool) and types is not bool) or not isinstance(v, types):
-        raise ModelFormatError(f"{prefix}{key} must be {what}, got {v!r}")
-    return v
-
-
-def _check_model_doc(info: dict) -> None:
-    """Every field of model.json that loading or ``assign`` reads, by type and range (the
-    arrays are checked by :func:`_check_model_arrays`)."""
-    pipe = _need_type(info, "pipeline", dict, "a mapping of pipeline parameters")
-    bad = sorted(set(pipe) - set(PIPELINE_PARAMS))
-    if bad:
-        raise ModelFormatError(f"pipeline has unknown parameter(s) {bad}")
-    st = _need_type(info, "stages", dict, "a mapping reducer/outliers/clusterer -> {class, params}")
-    bad = sorted(set(st) - set(STAGES))
-    if bad:
-        raise ModelFormatError(f"stages has unknown stage kind(s) {bad}")
-    for key in ("n_features_in", "n_items"):
-        v = _need_type(info, key, int, "a positive integer", optional=key != "n_features_in")
-        if v is not None and v < 1:
-            raise ModelFormatError(f"{key} must be a positive integer, got {v!r}")
-    _need_type(info, "ref_normalize", bool, "true or false")
-    t = _need_type(info, "timings_s", dict, "a mapping of stage -> seconds", optional=True)
-    if t and not all(isinstance(v, int | float) and not isinstance(v, bool) for v in t.values()):
-        raise ModelFormatError("timings_s must map stages to seconds")
-    meta = _need_type(info, "metadata", dict, "a mapping", optional=True) or {}
-    for key in ("encoder", "run_id", "source"):
-        _need_type(meta, key, str, "text", optional=True, prefix="metadata.")
-    names = _need_type(meta, "names", dict, "a mapping of cluster id -> name", optional=True,
-                       prefix="metadata.") or {}
-    _check_names(names, "metadata.names")
-    by_level = _need_type(meta, "names_by_level", dict, "a mapping of level -> {cluster id: name}",
-                          optional=True, prefix="metadata.") or {}
-    n_levels = ((info.get("levels") or {}).get("n_levels")) if isinstance(info.get("levels"), dict) else None
-    for lv, named in by_level.items():
-        try:
-            ok = int(lv) >= 0 and (n_levels is None or int(lv) < int(n_levels))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ModelFormatError(f"metadata.names_by_level: {lv!r} is not a level of this model")
-        if not isinstance(named, dict):
-            raise ModelFormatError(f"metadata.names_by_level.{lv} must be a mapping of cluster id -> name")
-        _check_names(named, f"metadata.names_by_level.{lv}")
-
-
-def _check_names(names: dict, where: str) -> None:
-    for k, v in names.items():
-        try:
-            int(k)
-        except ValueError:
-            raise ModelFormatError(f"{where}: {k!r} is not a cluster id") from None
-        if v is not None and not isinstance(v, str):
-            raise ModelFormatError(f"{where}: the name of cluster {k} must be text, got {v!r}")
-
-
-def _check_model_arrays(pipe, folder, info: dict | None = None) -> None:
-    """The arrays of a loaded model: present, of the right kind, shape and range, consistent
-    with each other and with model.json (a tampered model is refused, naming what is wrong)."""
-    def bad(msg):
-        return ModelFormatError(f"{folder}/arrays.npz is damaged or was edited: {msg}")
-
-    need = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_", "ref_index_",
-            "ref_vectors_", "novelty_threshold_")
-    for name in need:
-        if getattr(pipe, name) is None:
-            raise bad(f"it lacks {name.rstrip('_')!r}")
-    for name in ("ref_mean_", "ref_components_"):
-        v = getattr(pipe, name)
-        if v is not None and v.dtype.kind not in "iuf":
-            raise bad(f"{name.rstrip('_')} must be numbers")
-    for name in ("labels_", "cluster_", "ref_index_"):
-        a = getattr(pipe, name)
-        if a.dtype.kind not in "iu" or a.ndim != 1:
-            raise bad(f"{name.rstrip('_')} must be a 1-D array of integers, got {a.dtype} {a.shape}")
-    for name in ("probabilities_", "confidence_", "embedding_", "ref_vectors_", "novelty_threshold_"):
-        a = getattr(pipe, name)
-        if a.dtype.kind not in "iuf":
-            raise bad(f"{name.rstrip('_')} must be numbers, got {a.dtype}")
-        if not np.isfinite(a).all():
-            raise bad(f"{name.rstrip('_')} holds NaN or infinity")
-    n = len(pipe.labels_)
-    if n < 1:
-        raise bad("the model has no items")
-    for key, have in (("n_items", n), ("n_reference", len(pipe.ref_index_))):
-        if info is not None and info.get(key) is not None and info.get(key) != have:
-            raise bad(f"it holds {have} rows where model.json says {key} {info.get(key)!r}")
-    for name in ("probabilities_", "confidence_"):
-        a = getattr(pipe, name)
-        if a.ndim != 1 or len(a) != n:
-            raise bad(f"{name.rstrip('_')} has shape {a.shape}, labels {n} rows")
-        if len(a) and (a.min() < 0 or a.max() > 1):
-            raise bad(f"{name.rstrip('_')} must lie in [0, 1]")
-    if len(pipe.cluster_) != n:
-        raise bad(f"cluster has {len(pipe.cluster_)} rows, labels {n}")
-    if pipe.embedding_.ndim != 2 or len(pipe.embedding_) != n or pipe.embedding_.shape[1] < 1:
-        raise bad(f"embedding has shape {pipe.embedding_.shape}, expected ({n}, k)")
-    for name in ("labels_", "cluster_"):
-        if getattr(pipe, name).min() < OUTLIER:
-            raise bad(f"{name.rstrip('_')} holds values below {OUTLIER}")
-    ri, rv = pipe.ref_index_, pipe.ref_vectors_
-    if rv.ndim != 2 or len(ri) != len(rv) or len(ri) < 1 or ri.min() < 0 or ri.max() >= n:
-        raise bad("ref_index does not match the reference vectors")
-    d = pipe.n_features_in_
-    mean, comp = pipe.ref_mean_, pipe.ref_components_
-    if (mean is None) != (comp is None):
-        raise bad("ref_mean and ref_components come together")
-    if comp is not None:
-        if comp.ndim != 2 or comp.shape[1] != d or mean.shape != (d,) or rv.shape[1] != comp.shape[0]:
-            raise bad(f"ref_mean {mean.shape} / ref_components {comp.shape} / ref_vectors {rv.shape} "
-                      f"do not fit {d}-d inputs")
-    elif rv.shape[1] != d:
-        raise bad(f"ref_vectors are {rv.shape[1]}-d but model.json says n_features_in {d}")
-    nt = pipe.novelty_threshold_
-    if nt.size != 1 or float(np.ravel(nt)[0]) < 0:
-        raise bad(f"novelty_threshold must be one number >= 0, got {nt.tolist()}")
-
-
-def _levels_from_arrays(arrays: dict, n: int, folder):
-    """The path tuple of :meth:`Pipeline._set_levels` from a saved model's arrays (None when it
-    has no levels), checked: nested, ordered coarse to fine, consistent with the parents."""
-    present = [k for k in ("levels", "parents", "parents_offsets", "n_clusters", "auto_level", "level",
-                           "level_probabilities") if k in arrays]
-    if not present:
-        return None
-
-    def bad(msg):
-        return ModelFormatError(f"{folder}/arrays.npz is damaged or was edited: the hierarchy {msg}")
-
-    if len(present) < 7:
-        raise bad(f"is incomplete (has only {present})")
-    L, flat, off = (np.asarray(arrays[k]) for k in ("levels", "parents", "parents_offsets"))
-    P = np.asarray(arrays["level_probabilities"])
-    if L.ndim != 2 or L.shape[1] != n or L.shape[0] < 1 or L.dtype.kind not in "iu":
-        raise bad(f"levels must be (n_levels, {n}) integers, got {L.dtype} {L.shape}")
-    if P.shape != L.shape or P.dtype.kind != "f" or not np.isfinite(P).all() or P.min() < 0 or P.max() > 1:
-        raise bad("level_probabilities must be numbers in [0, 1] shaped like levels")
-    L = L.astype(np.int64)
-    if L.min() < 0:
-        raise bad("levels hold negative cluster ids")
-    counts = np.array([int(r.max()) + 1 for r in L])
-    if (np.diff(counts) <= 0).any() or not np.array_equal(counts, np.asarray(arrays["n_clusters"])):
-        raise bad(f"levels are not ordered coarse to fine or disagree with n_clusters: {counts.tolist()}")
-    if off.shape != (len(L),) or off[0] != 0 or (np.diff(off) != counts[1:]).any() or off[-1] != len(flat):
-        raise bad("parents_offsets do not match the levels")
-    parents = [flat[off[i]:off[i + 1]].astype(np.int64) for i in range(len(L) - 1)]
-    for lv, par in enumerate(parents):
-        if par.min(initial=0) < 0 or par.max(initial=0) >= counts[lv] or (par[L[lv + 1]] != L[lv]).any():
-            raise bad(f"level {lv + 1} is not nested in level {lv}")
-    auto, level = int(np.asarray(arrays["auto_level"])), int(np.asarray(arrays["level"]))
-    if not (0 <= auto < len(L) and 0 <= level < len(L)):
-        raise bad(f"auto_level {auto} / level {level} out of range 0..{len(L) - 1}")
-    return L, P.astype(np.float64), parents, auto, level
-
-
 MIN_DISTINCT = 3  # below this many distinct vectors the stages are not run (see _fit_stages)
-
-
-def distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Exact duplicate rows of ``X``: ``(first, inverse)`` with ``first`` the index of each
-    distinct row's first occurrence (in input order) and ``X[first][inverse] == X``; None when
-    every row is distinct.
-
-    Rows are first grouped by the bytes of 8 spread-out columns (cheap: 32 bytes a row), and
-    only rows that share those are compared whole, so a collection without copies costs one
-    sort of short keys (52-95 ms for 50k CIFAR-10 vectors of 1280 dims at load 21 on 2 cores;
-    1.3 s when 5k of 55k rows are copies)."""
-    X = np.ascontiguousarray(X)
-    n, d = X.shape
-    if n < 2:
-        return None
-    cols = np.unique(np.linspace(0, d - 1, min(d, 8)).astype(np.int64))
-    key = np.ascontiguousarray(X[:, cols])
-    key = key.view(np.dtype((np.void, key.dtype.itemsize * len(cols)))).ravel()
-    _, inv0, counts = np.unique(key, return_inverse=True, return_counts=True)
-    cand = np.flatnonzero(counts[inv0.ravel()] > 1)
-    if not len(cand):
-        return None
-    full = np.ascontiguousarray(X[cand])
-    full = full.view(np.dtype((np.void, full.dtype.itemsize * d))).ravel()
-    _, first_c, inv_c = np.unique(full, return_index=True, return_inverse=True)
-    rep = np.arange(n)
-    rep[cand] = cand[first_c[inv_c.ravel()]]
-    first = np.flatnonzero(rep == np.arange(n))
-    if len(first) == n:
-        return None
-    pos = np.empty(n, dtype=np.int64)
-    pos[first] = np.arange(len(first))
-    return first, pos[rep]
-
-
-def merge_duplicates(dup, representative, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Exact copies (``dup`` from :func:`distinct_rows`, or None) joined with near-duplicate
-    groups (``representative``: (n,) row of each row's group representative, -1 for none), in
-    the same ``(first, inverse)`` form. A merged group is represented by its given
-    representative (the smallest one when exact copies join two groups), else by its first row."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    rep = np.asarray(representative)
-    if rep.shape != (n,) or rep.dtype.kind not in "iu":
-        raise InputError(f"duplicates must be {n} integer row numbers (-1 for none), got {rep.dtype} {rep.shape}")
-    if len(rep) and (rep.min() < -1 or rep.max() >= n):
-        raise InputError(f"duplicates: row numbers must be in [-1, {n})")
-    rows = np.arange(n)
-    src, dst = [rows], [np.where(rep >= 0, rep, rows)]
-    if dup is not None:
-        src.append(rows)
-        dst.append(dup[0][dup[1]])
-    a, b = np.concatenate(src), np.concatenate(dst)
-    k, comp = connected_components(coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)), directed=False)
-    if k == n:
-        return None
-    chosen = np.full(k, n, dtype=np.int64)
-    given = np.flatnonzero(rep == rows)
-    np.minimum.at(chosen, comp[given], given)
-    none = chosen == n
-    if none.any():  # components of exact copies only: their first row
-        firsts = np.full(k, n, dtype=np.int64)
-        np.minimum.at(firsts, comp, rows)
-        chosen[none] = firsts[none]
-    first = np.sort(chosen)
-    pos = np.empty(n, dtype=np.int64)
-    pos[first] = np.arange(k)
-    return first, pos[chosen[comp]]
-
-
-def reference_sample(groups: np.ndarray, size: int | None, random_state) -> np.ndarray:
-    """Indices of a group-stratified random sample of ``size`` items (all items if None)."""
-    n = len(groups)
-    if size is None or size >= n:
-        return np.arange(n)
-    rng = np.random.default_rng(random_state)
-    out = []
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        take = max(1, int(round(size * len(idx) / n)))
-        out.append(rng.choice(idx, size=min(take, len(idx)), replace=False))
-    return np.sort(np.concatenate(out))
 
 
 def load(path) -> Pipeline:

@@ -1,0 +1,293 @@
+"""The neighbour predictor: places new vectors among a fitted pipeline's items, never refitting.
+
+:class:`NeighbourPredictor` is what ``Pipeline.predict`` / ``predict_details`` / ``predict_path``
+delegate to (``Pipeline.predictor_``). It needs neither the UMAP object nor the HDBSCAN tree, so a
+saved model is plain arrays (``pipeline_model``):
+
+1. project the vector (L2-normalised when the metric is cosine) onto the top
+   ``reference_dims`` principal axes of the training vectors;
+2. find its ``n_neighbors`` nearest reference items (exact, faiss ``IndexFlatL2``; a batch of
+   ``HNSW_MIN_QUERIES`` or more against over ``EXACT_SEARCH_MAX`` reference items searches a
+   faiss HNSW graph, built on first use the same way in every process);
+3. its reduced coordinates are the 1/d-weighted mean of the neighbours' coordinates (the same
+   initialisation umap-learn's ``transform`` starts from);
+4. cluster: 1/d-weighted vote of the neighbours' labels (noise votes as noise); probability =
+   vote share x the neighbours' membership probabilities; with levels, a top-down vote along the
+   tree (``stages.hierarchy.vote_path``). A training item's own copy dominates its vote, so
+   predicting the training items reproduces their labels (tested >= 99%);
+5. novelty: the mean distance to the neighbours above the ``NOVELTY_QUANTILE`` of the training
+   items' own (leave-self-out) distances.
+
+The pipeline adds what belongs to it: its outlier stage, the level in use, ``assign_noise`` and
+the clusters a person marked as junk. ``reference_size`` keeps only a class-stratified sample of
+the training vectors (:func:`reference_sample`; smaller files, cost measured in
+benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from .data import NOISE, OUTLIER, l2_normalize
+from .errors import InputError, ParameterError
+from .stages.cluster import vote
+from .stages.hierarchy import vote_path
+
+# A new item whose mean distance to its nearest reference items exceeds this quantile of the
+# training items' own (leave-self-out) distances is novel (an outlier, with an outlier stage).
+NOVELTY_QUANTILE = 0.99
+SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thread
+# Batches of at least HNSW_MIN_QUERIES items against more than EXACT_SEARCH_MAX reference items
+# search a faiss HNSW graph instead of every reference vector. Measured on CIFAR-10 (40,000
+# references, 128-d, benchmarks/RESULTS.md "Scale"): exact search costs ~0.3 ms of CPU per query,
+# so at the default sample size it is ~5 CPU minutes per million items, not the run's main cost;
+# HNSW at efSearch 160 saves a quarter of that and moves 0.3-0.6% of the items to another
+# cluster (efSearch 48: 3x cheaper, 2-4% moved). So the graph is used only where exact search grows
+# large (a sample of over 100,000 items); one new item or a small upload is searched exactly.
+EXACT_SEARCH_MAX = 100_000
+HNSW_MIN_QUERIES = 1_000
+HNSW_M = 16
+HNSW_EF_SEARCH = 160
+
+
+class NeighbourPredictor(BaseEstimator):
+    """New items placed by a distance-weighted vote of their nearest fitted items.
+
+    Parameters
+    ----------
+    n_neighbors : neighbours voting (the pipeline's ``predict_neighbors``)
+    reference_size : keep at most this many fitted items as references (None = all)
+    reference_dims : PCA dimensions of the stored reference vectors (None = keep all dims)
+    metric : ``"cosine"`` compares directions (vectors are L2-normalised); anything else is
+        compared as given (euclidean)
+    random_state : seed of the reference sample, the PCA and the novelty probe
+
+    ``fit(X, labels=, probabilities=, cluster=, confidence=, embedding=, levels=, parents=)``
+    takes the fitted items' vectors and what each of them votes; learned state: ``ref_index_``
+    (the reference items' rows), ``ref_vectors_``, ``ref_mean_`` / ``ref_components_`` (the
+    projection, None without one), ``ref_normalize_``, ``novelty_threshold_``, ``votes_`` (the
+    per-item arrays at the reference items; :meth:`set_votes` replaces them when the fitted
+    labels change, e.g. another level).
+    """
+
+    def __init__(self, n_neighbors: int = 10, reference_size: int | None = None,
+                 reference_dims: int | None = 128, metric: str = "euclidean", random_state: int | None = 0):
+        self.n_neighbors = n_neighbors
+        self.reference_size = reference_size
+        self.reference_dims = reference_dims
+        self.metric = metric
+        self.random_state = random_state
+
+    def fit(self, X, *, labels, probabilities, cluster, confidence, embedding, levels=None, parents=(),
+            distinct=None) -> NeighbourPredictor:
+        """``X`` (n, d): the fitted items' vectors; the per-item arrays are what they vote (see
+        :meth:`set_votes`); ``cluster`` also stratifies the reference sample. ``distinct``:
+        indices of the distinct rows of ``X`` (None: all are); copies of a row add nothing to
+        the reference set, and would make the novelty distances zero."""
+        X = np.asarray(X, dtype=np.float32)
+        n, d = X.shape
+        self.n_features_in_ = d
+        self.ref_normalize_ = bool(self.metric == "cosine")
+        self.ref_components_ = None
+        self.ref_mean_ = None
+        dims = self.reference_dims
+        if dims is not None and d > dims and n > dims:
+            from sklearn.decomposition import PCA
+
+            Xs = l2_normalize(X) if self.ref_normalize_ else X
+            rng = np.random.default_rng(self.random_state)
+            sub = rng.choice(n, size=min(n, 20000), replace=False) if n > 20000 else slice(None)
+            pca = PCA(n_components=int(dims), svd_solver="randomized", random_state=self.random_state).fit(Xs[sub])
+            self.ref_mean_ = pca.mean_.astype(np.float32)
+            self.ref_components_ = pca.components_.astype(np.float32)
+        cluster = np.asarray(cluster)
+        if distinct is None:
+            self.ref_index_ = reference_sample(cluster, self.reference_size, self.random_state)
+        else:
+            distinct = np.asarray(distinct)
+            self.ref_index_ = distinct[reference_sample(cluster[distinct], self.reference_size,
+                                                        self.random_state)]
+        self.ref_vectors_ = self.transform(X[self.ref_index_])
+        self._build_index()
+        # novelty: mean distance to the k nearest reference items, leave-self-out, on a sample
+        k = int(max(1, min(self.n_neighbors, len(self.ref_index_) - 1)))
+        rng = np.random.default_rng(self.random_state)
+        m = len(self.ref_index_)
+        if m < 2:  # one distinct training vector: no distances to learn from
+            self.novelty_threshold_ = np.asarray(0.0)
+        else:
+            probe = rng.choice(m, size=min(m, 5000), replace=False)
+            dist, _ = self._neighbours(self.ref_vectors_[probe], k + 1)
+            self.novelty_threshold_ = np.asarray(float(np.quantile(dist[:, 1:].mean(axis=1), NOVELTY_QUANTILE)))
+        return self.set_votes(labels=labels, probabilities=probabilities, cluster=cluster,
+                              confidence=confidence, embedding=embedding, levels=levels, parents=parents)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, n_features_in: int, ref_normalize: bool, **params) -> NeighbourPredictor:
+        """A fitted predictor from its saved arrays (``ref_index``, ``ref_vectors``, ``ref_mean``,
+        ``ref_components``, ``novelty_threshold``; checked by the caller) and constructor
+        ``params``; :meth:`set_votes` gives it the fitted items' arrays."""
+        self = cls(**params)
+        for name in ("ref_index", "ref_vectors", "ref_mean", "ref_components", "novelty_threshold"):
+            setattr(self, name + "_", arrays.get(name))
+        self.n_features_in_ = int(n_features_in)
+        self.ref_normalize_ = bool(ref_normalize)
+        self._build_index()
+        return self
+
+    def set_votes(self, *, labels, probabilities, cluster, confidence, embedding, levels=None,
+                  parents=()) -> NeighbourPredictor:
+        """What the reference items vote, taken at ``ref_index_`` from the fitted items' arrays:
+        ``labels`` (outliers vote as noise) with their ``probabilities``, ``cluster`` /
+        ``confidence`` (noise assigned), ``embedding`` (the reduced coordinates new items are
+        interpolated from), and with a tree ``levels`` (n_levels, n) and ``parents``. Kept once
+        per fitted state (a service answers one item at a time: gathering them on every call
+        cost more than the vote)."""
+        ri = self.ref_index_
+        lab = np.asarray(labels)[ri]
+        votes = {"labels": np.where(lab == OUTLIER, NOISE, lab), "probabilities": np.asarray(probabilities)[ri],
+                 "cluster": np.asarray(cluster)[ri], "confidence": np.asarray(confidence)[ri],
+                 "embedding": np.asarray(embedding)[ri].astype(np.float64),
+                 "levels": None if levels is None else np.ascontiguousarray(np.asarray(levels)[:, ri])}
+        votes["n_clusters"] = None if levels is None else [int(lv.max()) + 1 for lv in votes["levels"]]
+        self.votes_ = votes
+        self.parents_ = list(parents)
+        return self
+
+    # -- the space and the search ------------------------------------------------------------
+    def transform(self, X, zero_vectors: str = "place") -> np.ndarray:
+        """``X`` checked and mapped into the predictor's space. ``zero_vectors="refuse"`` (new
+        items to place): under the cosine metric an all-zero vector has no direction and every
+        fitted item is equally far from it (its "cluster" would be the vote of arbitrary
+        neighbours), so it is refused, naming it, as NaN is; ``"place"``: the rows of a
+        collection (the fit's own, or those assigned after a sample fit, which a full fit would
+        have clustered too)."""
+        if zero_vectors not in ("refuse", "place"):
+            raise ParameterError(f"zero_vectors must be 'refuse' or 'place', not {zero_vectors!r}", "zero_vectors")
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            got = X.shape[1] if X.ndim == 2 else X.shape
+            raise InputError(f"model expects {self.n_features_in_}-d vectors, got {got}-d "
+                             "(was it fitted with another encoder?)")
+        if not np.isfinite(X).all():
+            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+            raise InputError(f"vector {bad} contains NaN or infinity")
+        if self.ref_normalize_:
+            if zero_vectors == "refuse":
+                zero = ~X.any(axis=1)
+                if zero.any():
+                    raise InputError(f"vector {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} "
+                                     "such vectors): this model compares directions (cosine) and a zero "
+                                     "vector has none")
+            X = l2_normalize(X)
+        if self.ref_components_ is not None:
+            X = (X - self.ref_mean_) @ self.ref_components_.T
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    def kneighbors(self, X, n_neighbors: int | None = None, zero_vectors: str = "refuse"):
+        """``(distances, positions)`` (m, k) of each vector's nearest reference items (positions
+        in ``ref_index_``); ``n_neighbors`` defaults to the constructor's, at most the number of
+        reference items."""
+        check_is_fitted(self, "ref_vectors_")
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        return self._neighbours(self.transform(X, zero_vectors), int(max(1, min(k, len(self.ref_index_)))))
+
+    def _build_index(self):
+        import faiss  # heavy: loaded when a predictor is built or a model loaded
+
+        R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
+        self._faiss_ = faiss.IndexFlatL2(R.shape[1])
+        self._faiss_.add(R)
+        self._hnsw_ = None
+
+    def _graph(self):
+        """The HNSW graph over the reference vectors, built on first use (seconds for 40k
+        references, so a model that answers one item at a time never pays for it). Built on one
+        thread: the same graph, and so the same answers, in every process that loads the model."""
+        if self._hnsw_ is None:
+            import faiss
+
+            R = np.ascontiguousarray(self.ref_vectors_, dtype=np.float32)
+            index = faiss.IndexHNSWFlat(R.shape[1], HNSW_M)
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                index.add(R)
+            finally:
+                faiss.omp_set_num_threads(before)
+            index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * int(self.n_neighbors))
+            self._hnsw_ = index
+        return self._hnsw_
+
+    def _neighbours(self, Q: np.ndarray, k: int):
+        import faiss
+
+        index = self._faiss_
+        if len(self.ref_vectors_) > EXACT_SEARCH_MAX and len(Q) >= HNSW_MIN_QUERIES:
+            index = self._graph()
+        # faiss parallelises over queries with OpenMP; for a few queries the threads only add
+        # barrier waits (measured at load ~20: one query 77 ms with 2 threads, 1.4 ms with 1).
+        if len(Q) < SMALL_QUERY:
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                dist2, idx = index.search(Q, k)
+            finally:
+                faiss.omp_set_num_threads(before)
+        else:
+            dist2, idx = index.search(Q, k)
+        return np.sqrt(np.maximum(dist2, 0.0)), idx
+
+    # -- the vote ----------------------------------------------------------------------------
+    def predict_path(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Each new item's root-to-leaf path through the fitted levels: ``(labels,
+        probabilities)``, each (n_levels, m), coarse to fine (see ``Pipeline.predict_path``)."""
+        check_is_fitted(self, "ref_vectors_")
+        if self.votes_["levels"] is None:
+            raise ParameterError("the fitted items have no levels", "levels")
+        return self._vote_path(*self.kneighbors(X, zero_vectors="refuse"))
+
+    def _vote_path(self, dist, idx):
+        v = self.votes_
+        return vote_path(dist, idx, v["levels"], self.parents_, n_clusters=v["n_clusters"])
+
+    def predict_details(self, X, zero_vectors: str = "refuse") -> dict:
+        """The neighbours' vote per item, before the pipeline's outlier stage and level:
+        ``labels`` (-1/>=0) with ``probabilities`` (share x membership, 0 for noise),
+        ``cluster`` / ``confidence`` (the vote of the noise-assigned clusters), ``embedding``,
+        ``novel``, ``neighbors`` (rows of the fitted items), ``weights`` (normalised 1/d) and
+        ``path`` (``{"labels", "probabilities"}`` along the levels, None without levels)."""
+        dist, idx = self.kneighbors(X, zero_vectors=zero_vectors)
+        v = self.votes_
+        w = 1.0 / np.maximum(dist.astype(np.float64), 1e-9)
+        w /= w.sum(axis=1, keepdims=True)
+        emb = np.einsum("qk,qkd->qd", w, v["embedding"][idx]).astype(np.float32)
+        labels, share, prob = vote(dist, idx, v["labels"], v["probabilities"])
+        proba = np.where(labels >= 0, share * prob, 0.0)
+        novel = dist.mean(axis=1) > float(np.ravel(self.novelty_threshold_)[0])
+        cluster, cshare, cconf = vote(dist, idx, v["cluster"], v["confidence"])
+        path = None
+        if v["levels"] is not None:
+            plab, pprob = self._vote_path(dist, idx)
+            path = {"labels": plab, "probabilities": pprob}
+        return {"labels": labels, "probabilities": proba, "cluster": cluster, "confidence": cshare * cconf,
+                "embedding": emb, "novel": novel, "neighbors": self.ref_index_[idx],
+                "weights": w.astype(np.float32), "path": path}
+
+
+def reference_sample(groups: np.ndarray, size: int | None, random_state) -> np.ndarray:
+    """Indices of a group-stratified random sample of ``size`` items (all items if None)."""
+    n = len(groups)
+    if size is None or size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(random_state)
+    out = []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        take = max(1, int(round(size * len(idx) / n)))
+        out.append(rng.choice(idx, size=min(take, len(idx)), replace=False))
+    return np.sort(np.concatenate(out))
