@@ -7,19 +7,27 @@ item (checked on publishing: ``agreement``). It is saved like any other model (J
 ``LATEST`` rewritten last), so ``mediacluster assign RUN``, ``tags train --run RUN`` and the
 service load it without knowing it came from the studio. Its reduced space is the fitted
 model's when the run kept one (``cluster --save-model``), else the studio's 2-D map; the
-metadata carries the encoder, the curated names, junk clusters and tags.
+metadata carries the encoder, the curated names, junk clusters and tags. A run clustered with
+``--dedup --save-model`` keeps its duplicate index in every curated version too (the newest
+version's that holds one: ``stored_duplicates``), so ``assign`` and the service go on answering
+"near-duplicate of item X" after curation.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
 
 from ..data import NOISE, OUTLIER
+from ..duplicates.index import read_from_model, save_to_model
+from ..errors import MediaclusterError
 from ..pipeline import PIPELINE_PARAMS, Pipeline
 from ..rundir import RunDir
 from ..stages import registry
+
+log = logging.getLogger(__name__)
 
 #: curated items re-predicted to measure the agreement (a random sample above this)
 CHECK_ITEMS = 20000
@@ -79,6 +87,23 @@ def agreement(pipe: Pipeline, vectors, labels, random_state: int = 0) -> tuple[f
     return float((pred == lab[idx]).mean()), int(len(idx))
 
 
+def stored_duplicates(run: RunDir, n: int):
+    """The run's duplicate index (``cluster --dedup --save-model`` stores it in its model
+    version; the studio's versions carry it on): the newest version's that holds one for the
+    run's ``n`` items, or None. A damaged one is passed over with a warning (an older version's
+    is the same index)."""
+    for version in reversed(run.models.versions()):
+        folder = run.models.root / version
+        try:
+            index = read_from_model(folder, root=run.collection_root.path)
+        except MediaclusterError as e:
+            log.warning("studio: the duplicate index of %s is not carried on: %s", folder, e)
+            continue
+        if index is not None and len(index.labels) == n:
+            return index
+    return None
+
+
 def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability, fitted,
                     base: Pipeline | None, xy, map_method: str, encoder: dict, seq: int,
                     item_tags: dict[int, list[str]] | None = None) -> dict:
@@ -96,7 +121,18 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
                     "items_tagged": len(item_tags or {})},
     }
     with run.writing("studio"):
-        path = pipe.publish(run.models, metadata=metadata, run_id=run.run_id, source="studio")
+        index = stored_duplicates(run, len(labels))
+        if index is None:
+            path = pipe.publish(run.models, metadata=metadata, run_id=run.run_id, source="studio")
+        else:  # as the cluster job publishes a --dedup model (workflow.publish_model)
+            meta = {**metadata, "run_id": run.run_id, "source": "studio", "duplicates": True}
+
+            def write(folder):
+                pipe.save(folder, metadata=meta)
+                save_to_model(folder, index, root=run.collection_root.path)
+
+            path = str(run.models.publish(write, run.run_id, "studio"))
     return {"version": os.path.basename(path), "path": path, "agreement": share, "checked": checked,
+            "duplicates": index is not None,
             "clusters": int(len(set(np.asarray(labels)[np.asarray(labels) >= 0].tolist()))),
             "edits_seq": int(seq)}
