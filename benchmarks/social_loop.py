@@ -349,6 +349,7 @@ def loop(work: Path, truth: dict, seed: int) -> dict:
             res["before"] = score(answers, uploads, asg_auto, group_of, majority(asg["assigned_cluster"].to_numpy(), kinds),
                                   kind_home(asg["assigned_cluster"].to_numpy(), kinds))
             res["before"]["version"] = answers[0].get("version")
+            res["answers_before"] = answers
 
             # 3. curate in the studio, through its HTTP API as the page does
             st = Server(["studio", str(run_dir), "--port", "0", "--no-browser"])
@@ -370,6 +371,7 @@ def loop(work: Path, truth: dict, seed: int) -> dict:
                 res["after"] = score(answers2, uploads, item_c, group_of, majority(cc, kinds), kind_home(cc, kinds),
                                      junk=set(cur["junk"]), names=cur["names"])
                 res["after"]["version"] = answers2[0].get("version")
+                res["answers_after"] = answers2
                 res["clusters_after"] = check_clusters(c.get("/v1/clusters").json(), cur, res)
                 served_names = {a.get("assigned_name") for a in answers2 if a}
                 res["after"]["served_names"] = sorted(n for n in served_names if n)
@@ -417,17 +419,41 @@ def curate(base: str, kinds: np.ndarray, res: dict) -> dict:
     with httpx.Client(base_url=base, timeout=300) as c:
         # the studio's items are the run's rows in order (item number = row)
         assert len(_labels(c)) == len(kinds)
-        # split every cluster whose most common kind is under 70% (the mixed ones)
-        for cid, (_, share) in sorted(majority(_labels(c), kinds).items()):
+        # split the mixed clusters (commonest kind under 70%): the automatic split first (the
+        # hierarchy's finer level), else k = the kinds a person sees in it; a part still mixed is
+        # split again; a split is applied only when its parts are purer than the cluster
+        queue = [cid for cid, (_, share) in sorted(majority(_labels(c), kinds).items())
+                 if cid >= 0 and share < 0.7 and (_labels(c) == cid).sum() >= 10]
+        while queue and steps["split"] < 6:
+            cid = queue.pop(0)
             lab = _labels(c)
-            if cid < 0 or share >= 0.7 or (lab == cid).sum() < 10:
-                continue
-            pv = c.post("/api/split/preview", json={"cluster": cid}, headers={"X-Mediacluster": "1"})
-            if pv.status_code != 200:
-                res["problems"].append(f"split preview of cluster {cid}: HTTP {pv.status_code} {pv.text[:200]}")
-                continue
-            _edit(c, {"kind": "split", "preview": pv.json()["preview"]})
-            steps["split"] += 1
+            members = lab == cid
+            share = majority(lab[members], kinds[members])[cid][1]
+            seen = Counter(kinds[members].tolist())
+            k_seen = sum(v >= 0.1 * members.sum() for v in seen.values())
+            applied = None
+            for body in ({"cluster": int(cid)}, {"cluster": int(cid), "k": int(max(2, k_seen))}):
+                pv = c.post("/api/split/preview", json=body, headers={"X-Mediacluster": "1"})
+                if pv.status_code != 200:
+                    res.setdefault("split_previews_refused", []).append(f"{body}: {pv.json()['error']['message']}")
+                    continue
+                pv = pv.json()
+                part = np.asarray(pv["labels"]["parts"], dtype=int)
+                items = np.asarray(pv["labels"]["items"], dtype=int)
+                if len(part) == len(items) and len(items):
+                    pur = sum(Counter(kinds[items][part == p].tolist()).most_common(1)[0][1]
+                              for p in np.unique(part)) / len(items)
+                    if pur <= share + 0.05:
+                        continue
+                applied = _edit(c, {"kind": "split", "preview": pv["preview"]})
+                steps["split"] += 1
+                break
+            if applied:
+                lab = _labels(c)
+                for new_id in applied["edit"]["ids"]:
+                    m = lab == new_id
+                    if m.sum() >= 10 and majority(lab[m], kinds[m])[new_id][1] < 0.7:
+                        queue.append(new_id)
         # merge the clusters of each kind
         lab = _labels(c)
         by_kind = defaultdict(list)
@@ -436,19 +462,25 @@ def curate(base: str, kinds: np.ndarray, res: dict) -> dict:
                 by_kind[k].append(cid)
         for cids in by_kind.values():
             if len(cids) > 1:
-                _edit(c, {"kind": "merge", "clusters": cids})
+                _edit(c, {"kind": "merge", "clusters": [int(x) for x in cids]})
                 steps["merge"] += 1
         # junk and names
         lab = _labels(c)
         junk, names = [], {}
+        by_c = majority(lab, kinds)
+        stray = np.flatnonzero((kinds == JUNK_KIND) & np.isin(lab, [i for i, (k, _) in by_c.items() if k != JUNK_KIND]))
+        if len(stray) >= 3:  # screenshots inside another cluster: selected in its gallery, moved to junk
+            _edit(c, {"kind": "move", "items": stray.tolist(), "to": "junk"})
+            steps["move to junk"] += 1
+            lab = _labels(c)
         for cid, (k, _) in majority(lab, kinds).items():
             if cid < 0:
                 continue
             if k == JUNK_KIND:
-                _edit(c, {"kind": "junk", "clusters": [cid]})
+                _edit(c, {"kind": "junk", "clusters": [int(cid)]})
                 steps["junk"] += 1
                 junk.append(cid)
-            _edit(c, {"kind": "rename", "cluster": cid, "name": k})
+            _edit(c, {"kind": "rename", "cluster": int(cid), "name": k})
             steps["rename"] += 1
             names[k] = k
         t0 = time.perf_counter()
