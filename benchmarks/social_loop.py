@@ -249,6 +249,7 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
     rep_ok = n_rep = 0
     tp = fp = fn = 0
     per_edit = defaultdict(lambda: [0, 0])
+    missed, false = [], []
     junk = junk or set()
     for a, u in zip(answers, uploads):
         if not a:
@@ -274,6 +275,8 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
                 if names:
                     orig_name += a.get("assigned_name") == names.get(u["kind"])
             fp += dup is not None
+            if dup is not None:
+                false.append(f"{u['kind']} ({dup.get('kind')}, distance {float(dup.get('distance') or 0):.3g})")
         else:
             n_rep += 1
             rep_ok += got == item_cluster.get(u["of"], -99)
@@ -283,6 +286,8 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
             tp += hit
             fn += not hit
             fp += dup is not None and not hit
+            if not hit:
+                missed.append(f"{u['edit']} of a {u['kind']} item" + ("" if dup is None else f" (matched {dup.get('kind')} elsewhere)"))
             per_edit[u["edit"]][0] += hit
             per_edit[u["edit"]][1] += 1
     return {
@@ -293,6 +298,7 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
         "repost_cluster_acc": rep_ok / max(n_rep, 1),
         "dup_recall": tp / max(tp + fn, 1), "dup_precision": tp / max(tp + fp, 1) if tp + fp else None,
         "dup_per_edit": {k: f"{v[0]}/{v[1]}" for k, v in sorted(per_edit.items())},
+        "dup_missed": missed, "dup_false": false,
     }
 
 
@@ -318,6 +324,7 @@ def loop(work: Path, truth: dict, seed: int) -> dict:
     wall, cpu, out = cli(["cluster", str(work / "collection"), "--out", str(run_dir), "--dedup", "--report",
                           "--save-model", "--seed", str(seed), "--quiet"])
     res["steps"]["cluster --dedup --report --save-model"] = {"wall_s": wall, "cpu_s": cpu}
+    res["output_cluster"] = out
     run = RunDir.open(run_dir)
     asg = run.read_assignments()
     paths = asg["id"].astype(str).tolist()
@@ -337,7 +344,7 @@ def loop(work: Path, truth: dict, seed: int) -> dict:
     res["auto"]["collection_reposts_grouped"] = f"{found}/{len(rep_rows)}"
 
     # 2. serve the automatic model; uploads before curation
-    srv = Server(["serve", str(run_dir), "--port", "0", "--poll", "3600"])
+    srv = Server(["serve", str(run_dir), "--port", "0", "--poll", "1"])
     res["steps"]["serve: start to listening"] = {"wall_s": srv.start_s}
     lat_all = []
     try:
@@ -357,10 +364,12 @@ def loop(work: Path, truth: dict, seed: int) -> dict:
             try:
                 cur = curate(st.base, kinds, res)
                 # 4. hot switch, uploads after curation
-                t0 = time.perf_counter()
+                t0 = time.perf_counter()  # (or the watch, if it saw LATEST first: either way v0002)
                 rl = c.post("/v1/reload").json()
                 res["steps"]["serve: POST /v1/reload (v0001 -> curated)"] = {"wall_s": time.perf_counter() - t0}
                 res["reload_1"] = rl
+                while c.get("/v1/model").json()["version"] != cur["version"] and time.perf_counter() - t0 < 60:
+                    time.sleep(0.05)
                 answers2, lat, fail = post_uploads(c, uploads)
                 lat_all += lat
                 res["problems"] += fail
@@ -377,9 +386,12 @@ def loop(work: Path, truth: dict, seed: int) -> dict:
                 res["after"]["served_names"] = sorted(n for n in served_names if n)
                 # 5. a second curated version; the service follows
                 cur2 = curate_again(st.base, cur, res)
-                t0 = time.perf_counter()
-                res["reload_2"] = c.post("/v1/reload").json()
-                res["steps"]["serve: POST /v1/reload (curated -> curated 2)"] = {"wall_s": time.perf_counter() - t0}
+                t0 = time.perf_counter()  # this time the service's watch of models/LATEST switches
+                while c.get("/v1/model").json()["version"] != cur2["version"] and time.perf_counter() - t0 < 60:
+                    time.sleep(0.05)
+                res["reload_2"] = {"version": c.get("/v1/model").json()["version"], "by": "the LATEST watch"}
+                res["steps"]["serve: the LATEST watch switches (publish -> served, --poll 1)"] = {
+                    "wall_s": time.perf_counter() - t0}
                 answers3, lat, fail = post_uploads(c, uploads)
                 lat_all += lat
                 res["problems"] += fail
@@ -387,9 +399,11 @@ def loop(work: Path, truth: dict, seed: int) -> dict:
                 res["clusters_second"] = check_clusters(c.get("/v1/clusters").json(), cur2, res)
             finally:
                 st.stop()
+                res["output_studio"] = "".join(st.lines)
             res["model"] = c.get("/v1/model").json()
     finally:
         rc = srv.stop()
+        res["output_serve"] = "".join(srv.lines)
         if rc not in (0, -2, 130):
             res["problems"].append(f"serve exited {rc}: " + "".join(srv.lines[-20:]))
     lat_ms = np.array(lat_all) * 1000
@@ -525,10 +539,10 @@ def check_clusters(body: dict, cur: dict, res: dict) -> dict:
     missing = sorted(set(want) - set(served))
     extra = sorted(set(served) - set(want))
     wrong = sorted(i for i in set(want) & set(served) if served[i].get("name") != want[i]["name"])
-    junk_flag = {i: served[i].get("junk") for i in cur["junk"] if i in served}
+    junk_wrong = sorted(i for i in served if bool(served[i].get("junk")) != (i in set(cur["junk"])))
     out = {"served": len(served), "curated": len(want), "missing": missing, "extra": extra,
-           "wrong_names": wrong, "junk_field": junk_flag}
-    if missing or extra or wrong:
+           "wrong_names": wrong, "junk_not_marked": junk_wrong}
+    if missing or extra or wrong or junk_wrong:
         res["problems"].append(f"/v1/clusters does not match the curated clusters: {out}")
     return out
 
@@ -583,15 +597,20 @@ def render(res: dict, cmd: str, load: str) -> str:
              f"| reposts in their original's cluster | {pct(b['repost_cluster_acc'])} | {pct(af['repost_cluster_acc'])} |",
              f"| repost recall of `duplicate_of` (names the original or its group) | {pct(b['dup_recall'])} | {pct(af['dup_recall'])} |",
              f"| precision of `duplicate_of` | {pct(b['dup_precision'])} | {pct(af['dup_precision'])} |",
-             f"| recall per edit | {b['dup_per_edit']} | {af['dup_per_edit']} |",
+             "| recall per edit | " + ", ".join(f"{k} {v}" for k, v in b["dup_per_edit"].items()) + " | "
+             + ", ".join(f"{k} {v}" for k, v in af["dup_per_edit"].items()) + " |",
+             "",
+             f"Reposts not recognised (before curation): {'; '.join(b['dup_missed']) or 'none'}. Unseen originals "
+             f"flagged as a repost of a collection item: {'; '.join(b['dup_false']) or 'none'}.",
              "",
              f"Second curated version ({res['publish_2']['version']}: the flags renamed, the food stickers junk), "
-             f"`POST /v1/reload` -> {res['reload_2'].get('version')}: flags answered with the new name "
+             f"switched by the service's watch of `models/LATEST` -> {res['reload_2'].get('version')}: flags answered with the new name "
              f"{res['second']['flags_renamed']}, food uploads with status junk {res['second']['food_junk']}, "
              f"same cluster as before {pct(res['second']['same_cluster'])}. `/v1/clusters` after curation: "
              f"{res['clusters_after']['served']} clusters served for {res['clusters_after']['curated']} curated "
              f"(missing {res['clusters_after']['missing']}, extra {res['clusters_after']['extra']}, "
-             f"wrong names {res['clusters_after']['wrong_names']}).",
+             f"wrong names {res['clusters_after']['wrong_names']}, junk not marked {res['clusters_after']['junk_not_marked']}; "
+             f"after the second version: junk not marked {res['clusters_second']['junk_not_marked']}).",
              "",
              f"Latency of one-image `POST /v1/assign` on loopback, {res['latency_ms']['requests']} sequential requests: "
              f"p50 {res['latency_ms']['p50']:.1f} ms, p95 {res['latency_ms']['p95']:.1f} ms, max {res['latency_ms']['max']:.1f} ms.",
