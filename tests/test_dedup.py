@@ -238,6 +238,10 @@ def test_a_curated_model_published_in_the_studio_still_answers_duplicate_of(plan
     code, text = cli("assign", run, planted["new_copy"], "--out", dst, "--quiet", "--cache-dir", planted["cache"])
     assert code == 0, text
     assert pd.read_csv(dst)["duplicate_of"].iloc[0] == planted["new_copy_of"]
+    # `studio --publish` (no server) carries it on too, and says so
+    code, text = cli("studio", run, "--publish")
+    assert code == 0 and "published model v0003" in text and "duplicate index" in text, text
+    assert (RunDir.open(run).models.latest() / "duplicates" / "duplicates.json").exists()
 
 
 def test_dedup_with_a_fit_sample_groups_as_the_full_fit_and_keeps_copies_together(planted, dedup_run, tmp_path):

@@ -973,6 +973,7 @@ def test_cli_publish_and_export_without_a_server(base_run, tmp_path, capsys):
     assert main(["studio", str(run_dir), "--export", "csv", "--publish"]) == 0
     out = capsys.readouterr().out
     assert "export:" in out and "published model v0002" in out and "100.00%" in out
+    assert "duplicate index" not in out  # a run clustered without --dedup has none to carry
     run = RunDir.open(run_dir)
     assert run.models.pointer()["source"] == "studio"
     assert main(["studio", str(tmp_path / "nope")]) == 2
