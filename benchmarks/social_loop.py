@@ -399,6 +399,14 @@ def loop(work: Path, truth: dict, seed: int, cold: bool = True) -> dict:
                 res["after"]["version"] = answers2[0].get("version")
                 res["answers_after"] = answers2
                 res["clusters_after"] = check_clusters(c.get("/v1/clusters").json(), cur, res)
+                # the report of the curated run shows the names a person gave
+                wall, cpu, _ = cli(["report", str(run_dir), "--quiet"])
+                res["steps"]["report (after curation)"] = {"wall_s": wall, "cpu_s": cpu}
+                html = (run_dir / "report" / "index.html").read_text(encoding="utf-8")
+                absent = sorted(n for n in cur["names"].values() if n not in html)
+                res["report_names_missing"] = absent
+                if absent:
+                    res["problems"].append(f"the report after curation lacks the names {absent}")
                 served_names = {a.get("assigned_name") for a in answers2 if a}
                 res["after"]["served_names"] = sorted(n for n in served_names if n)
                 # 5. a second curated version; the service follows
