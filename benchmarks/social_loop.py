@@ -64,6 +64,12 @@ KINDS = {
     "screenshots": ("mnist/test/7", 10, 3),
 }
 JUNK_KIND = "screenshots"
+#: kinds the collection lacks, posted as new uploads: does the service call them ``novel``?
+NEW_KINDS = {
+    "church photos": ("imagenette/val/n03028079", 5),
+    "bowling": ("sports100/all/bowling", 5),
+    "animal stickers": ("openmoji/groups/Animals & Nature", 5),
+}
 #: the repost edits a platform puts an image through
 EDITS = ("jpeg-low", "resize", "crop", "caption", "flip", "border")
 IMAGE_EXT = {".png", ".jpg", ".jpeg"}
@@ -131,6 +137,12 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
         dst = up / f"new_{j:04d}{src.suffix.lower()}"
         shutil.copyfile(src, dst)
         uploads.append({"path": str(dst), "kind": kind, "role": "original", "of": "", "edit": ""})
+    for kind, (folder, n) in NEW_KINDS.items():
+        files = sorted(p for p in (data / folder).iterdir() if p.suffix.lower() in IMAGE_EXT)
+        for j, i in enumerate(rng.permutation(len(files))[: max(1, round(n * max(scale, 0.2)))]):
+            dst = up / f"other_{kind.replace(' ', '_')}_{j:02d}{files[i].suffix.lower()}"
+            shutil.copyfile(files[i], dst)
+            uploads.append({"path": str(dst), "kind": kind, "role": "new kind", "of": "", "edit": ""})
     n_up_rep = max(2, round(0.08 * len(orig_items)))
     for k, i in enumerate(rng.choice(len(orig_items), n_up_rep, replace=False)):
         o = orig_items[i]
@@ -251,7 +263,16 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
     per_edit = defaultdict(lambda: [0, 0])
     missed, false = [], []
     junk = junk or set()
+    novel_new, n_new, novel_known = 0, 0, 0
     for a, u in zip(answers, uploads):
+        if u["role"] == "new kind":
+            n_new += 1
+            novel_new += bool(a and a.get("novel"))
+            if a and a.get("duplicate_of") is not None:
+                fp += 1
+                false.append(f"{u['kind']} ({a['duplicate_of'].get('kind')})")
+            continue
+        novel_known += bool(a and a.get("novel"))
         if not a:
             if u["role"] == "repost":
                 n_rep += 1
@@ -299,6 +320,7 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
         "dup_recall": tp / max(tp + fn, 1), "dup_precision": tp / max(tp + fp, 1) if tp + fp else None,
         "dup_per_edit": {k: f"{v[0]}/{v[1]}" for k, v in sorted(per_edit.items())},
         "dup_missed": missed, "dup_false": false,
+        "novel_new_kinds": f"{novel_new}/{n_new}", "novel_known": f"{novel_known}/{n_orig + n_rep}",
     }
 
 
@@ -315,6 +337,7 @@ def loop(work: Path, truth: dict, seed: int, cold: bool = True) -> dict:
     uploads = truth["uploads"]
     kind_of = {r["path"]: r["kind"] for r in coll}
     res["sizes"] = {"collection": len(coll), "originals": sum(r["role"] == "original" for r in coll),
+                    "uploads_new_kinds": sum(u["role"] == "new kind" for u in uploads),
                     "reposts": sum(r["role"] == "repost" for r in coll),
                     "uploads_unseen": sum(u["role"] == "original" for u in uploads),
                     "uploads_reposts": sum(u["role"] == "repost" for u in uploads),
@@ -610,7 +633,8 @@ def render(res: dict, cmd: str, load: str, commit: str) -> str:
              f"- collection: {s['collection']} images = {s['originals']} originals "
              f"({', '.join(f'{k} {n}' for k, n in s['kinds'].items())}) + {s['reposts']} reposts; "
              f"new uploads: {s['uploads_unseen']} unseen originals + {s['uploads_reposts']} reposts of collection items "
-             f"(edits {', '.join(EDITS)})",
+             f"(edits {', '.join(EDITS)}) + {s['uploads_new_kinds']} images of kinds the collection lacks "
+             f"({', '.join(NEW_KINDS)})",
              f"- automatic level: {a['clusters']} clusters for {a['kinds']} kinds, NMI {a['nmi']:.3f} "
              f"({pct(a['noise'])} noise; NMI with noise assigned {a['nmi_assigned']:.3f}); "
              f"collection reposts grouped with their original {a['collection_reposts_grouped']}; of the "
@@ -632,11 +656,13 @@ def render(res: dict, cmd: str, load: str, commit: str) -> str:
              f"| reposts in their original's cluster | {pct(b['repost_cluster_acc'])} | {pct(af['repost_cluster_acc'])} |",
              f"| repost recall of `duplicate_of` (names the original or its group) | {pct(b['dup_recall'])} | {pct(af['dup_recall'])} |",
              f"| precision of `duplicate_of` | {pct(b['dup_precision'])} | {pct(af['dup_precision'])} |",
+             f"| images of kinds the collection lacks answered `novel` | {b['novel_new_kinds']} | {af['novel_new_kinds']} |",
+             f"| unseen originals and reposts answered `novel` | {b['novel_known']} | {af['novel_known']} |",
              "| recall per edit | " + ", ".join(f"{k} {v}" for k, v in b["dup_per_edit"].items()) + " | "
              + ", ".join(f"{k} {v}" for k, v in af["dup_per_edit"].items()) + " |",
              "",
-             f"Reposts not recognised (before curation): {'; '.join(b['dup_missed']) or 'none'}. Unseen originals "
-             f"flagged as a repost of a collection item: {'; '.join(b['dup_false']) or 'none'}.",
+             f"Reposts not recognised (before curation): {'; '.join(b['dup_missed']) or 'none'}. New uploads that are "
+             f"no repost but were flagged as one: {'; '.join(b['dup_false']) or 'none'}.",
              "",
              f"Second curated version ({res['publish_2']['version']}: the flags renamed, the food stickers junk), "
              f"switched by the service's watch of `models/LATEST` -> {res['reload_2'].get('version')}: flags answered with the new name "
