@@ -264,6 +264,8 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
     missed, false = [], []
     junk = junk or set()
     novel_new, n_new, novel_known = 0, 0, 0
+    prob = {role: float(np.median([a["probability"] for a, u in zip(answers, uploads) if a and u["role"] == role] or [np.nan]))
+            for role in ("original", "new kind")}
     for a, u in zip(answers, uploads):
         if u["role"] == "new kind":
             n_new += 1
@@ -321,6 +323,7 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
         "dup_per_edit": {k: f"{v[0]}/{v[1]}" for k, v in sorted(per_edit.items())},
         "dup_missed": missed, "dup_false": false,
         "novel_new_kinds": f"{novel_new}/{n_new}", "novel_known": f"{novel_known}/{n_orig + n_rep}",
+        "probability_median": prob,
     }
 
 
@@ -658,6 +661,9 @@ def render(res: dict, cmd: str, load: str, commit: str) -> str:
              f"| precision of `duplicate_of` | {pct(b['dup_precision'])} | {pct(af['dup_precision'])} |",
              f"| images of kinds the collection lacks answered `novel` | {b['novel_new_kinds']} | {af['novel_new_kinds']} |",
              f"| unseen originals and reposts answered `novel` | {b['novel_known']} | {af['novel_known']} |",
+             "| median `probability`: unseen originals / kinds the collection lacks | "
+             f"{b['probability_median']['original']:.2f} / {b['probability_median']['new kind']:.2f} | "
+             f"{af['probability_median']['original']:.2f} / {af['probability_median']['new kind']:.2f} |",
              "| recall per edit | " + ", ".join(f"{k} {v}" for k, v in b["dup_per_edit"].items()) + " | "
              + ", ".join(f"{k} {v}" for k, v in af["dup_per_edit"].items()) + " |",
              "",
