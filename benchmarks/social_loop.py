@@ -686,6 +686,12 @@ def render(res: dict, cmd: str, load: str, commit: str) -> str:
     for k, v in res["steps"].items():
         cpu = f"{v['cpu_s']:.1f}" if "cpu_s" in v else "-"
         lines.append(f"| {k} | {v['wall_s']:.2f} | {cpu} |")
+    lines += ["", "Wall seconds of each step as the script saw it (a server's start: from the command to its "
+              "\"listening on\" line); CPU seconds of a command: its process tree's user + system time. Found "
+              "with this loop and fixed on the socialday branch: a version published by the studio carried no "
+              "duplicate index, so after the first curation the service answered `duplicate_of` null for every "
+              "repost (recall 92.2% -> 0.0% at commit 5452fad); `/v1/clusters` did not say which clusters were junk; "
+              "`assign RUN new/*.jpg` embedded the files one by one."]
     if res["problems"]:
         lines += ["", "Problems seen in this run: " + "; ".join(res["problems"])]
     return "\n".join(lines) + "\n"
