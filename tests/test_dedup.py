@@ -218,6 +218,8 @@ def test_a_curated_model_published_in_the_studio_still_answers_duplicate_of(plan
         st.stop()
     latest = RunDir.open(run).models.latest()
     assert latest.name == "v0002" and (latest / "duplicates" / "duplicates.json").exists()
+    # the same index, its files shared with the cluster job's version (not a copy per publish)
+    assert os.path.samefile(latest / "duplicates" / "vectors.faiss", run / "models" / "v0001" / "duplicates" / "vectors.faiss")
     s = Server(str(run), log=tmp_path / "server.log")
     try:
         files = [("files", (Path(p).name, Path(p).read_bytes(), "image/jpeg"))
