@@ -475,7 +475,9 @@ def tune(
     leader_margin: float = LEADER_MARGIN,
 ) -> TuneResult:
     """Search a pipeline's parameters with Optuna; returns the study, the best parameters and
-    the best pipeline refitted on all of ``X``. ``Pipeline.tune(X, ...)`` calls this.
+    the best pipeline refitted on all of ``X`` (a resumed study whose best is the model version
+    it already published in ``out/models``: that version, loaded instead of fitted again).
+    ``Pipeline.tune(X, ...)`` calls this.
 
     Parameters
     ----------
@@ -751,21 +753,31 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
             for r, lev in enumerate(ws.levels[:-1])} | {f"full ({ws.n} items)": len(complete)}
     if pareto:
         summary["pareto_front"] = pareto
+    tuned = same = None
+    if refit and out is not None:
+        tuned = {"trial": best.number, "value": best_value, "study": str((out / "study.db").resolve()), "seed": seed,
+                 "params": params}
+        same = published_best(out / "models", tuned)
     if refit:
         t = time.perf_counter()
-        pipe = best_pipe
-        rp = pipe.reducer.get_params() if pipe.reducer is not None else {}
-        knn = ws.graph("full", rp["metric"]) if {"n_neighbors", "metric"} <= set(rp) else None
-        pipe.fit(X, precomputed_knn=knn)
+        if same is not None:  # a resumed study whose best is the one published: that version is
+            try:              # this refit already, so it is loaded, not fitted again
+                pipe = type(best_pipe).load(same)
+                summary["refit_loaded"] = str(same)
+            except MediaclusterError as e:  # damaged: refit, and publish the refit as a new version
+                log.warning("could not load %s (%s): refitting the best pipeline", same, e)
+                same = None
+        if pipe is None:
+            pipe = best_pipe
+            rp = pipe.reducer.get_params() if pipe.reducer is not None else {}
+            knn = ws.graph("full", rp["metric"]) if {"n_neighbors", "metric"} <= set(rp) else None
+            pipe.fit(X, precomputed_knn=knn)
         summary["refit_s"] = time.perf_counter() - t
         summary["refit_n_clusters"] = pipe.n_clusters_
         summary["refit_coverage"] = float((pipe.labels_ >= 0).mean())
     if out is not None:
         if pipe is not None:  # first, so that tune.json names the model version
-            tuned = {"trial": best.number, "value": best_value, "study": str((out / "study.db").resolve()), "seed": seed,
-                     "params": params}
-            same = published_best(out / "models", tuned)
-            if same is not None:  # a resumed study whose best is the one published: no copy of it
+            if same is not None:  # no copy of the published best
                 summary["model"], summary["model_unchanged"] = str(same), True
             else:
                 extra = model_metadata(pipe) if model_metadata is not None else {}
