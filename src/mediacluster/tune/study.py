@@ -695,16 +695,28 @@ def _trial_row(t) -> dict:
 def published_best(store: Path, tuned: dict) -> Path | None:
     """The latest model version in ``store`` when tune published it from the same best trial of
     the same study with the same refit settings (``tuned``: trial, value, study, seed, params,
-    as in its metadata), else None: a resumed study whose best did not change publishes nothing."""
+    as in its metadata), else None: a resumed study whose best did not change publishes nothing.
+
+    A version published before its metadata recorded ``seed`` and ``params`` is compared on
+    what it holds: trial, value and study, and the seed its refit used (the model's own
+    ``random_state``); its parameters are those of the same trial of the same study (a resume
+    with another space or layout settings is refused), so they are not compared."""
     latest = ModelStore(store).latest()
     if latest is None:
         return None
     try:
-        meta = read_json(latest / MODEL_JSON).get("metadata") or {}
+        doc = read_json(latest / MODEL_JSON)
+        old = (doc.get("metadata") or {}).get("tuned")
+        seed = (doc.get("pipeline") or {}).get("random_state")
     except (OSError, ValueError, AttributeError):
         return None  # unreadable: a new version is published, as before
+    if not isinstance(old, dict) or not {"trial", "value", "study"} <= set(old):
+        return None
     # compared as the metadata stores it: written by the same JSON conversion (numpy values, paths)
-    return latest if meta.get("tuned") == json.loads(json_text(tuned)) else None
+    new = json.loads(json_text(tuned))
+    old = {"seed": seed, **old}
+    old.setdefault("params", new.get("params"))
+    return latest if old == new else None
 
 
 def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing, model_metadata=None):
