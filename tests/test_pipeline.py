@@ -199,3 +199,25 @@ def test_config_file_takes_nested_stage_parameters(tmp_path):
     cfg.write_text("clusterer: hdbscan\nclusterer__min_clustr_size: 20\n")
     with pytest.raises(ConfigError, match=r"has no parameter\(s\) \['min_clustr_size'\]"):
         pipeline_from_config(load_config(cfg), source=str(cfg))
+
+
+def test_numpy_integers_are_integers_to_parameters_grid_search_and_saving(tmp_path):
+    """A grid from np.arange and a level from np.argmax are numpy integers: accepted wherever
+    an integer is, and a model fitted with them saves and loads (stored as plain numbers)."""
+    from sklearn.datasets import make_blobs
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = make_blobs(n_samples=300, centers=3, n_features=16, random_state=0)
+    X = X.astype(np.float32)
+    grid = GridSearchCV(Pipeline(reducer="pca", clusterer="kmeans", random_state=0),
+                        {"reducer__n_components": np.arange(4, 6), "clusterer__n_clusters": np.arange(2, 5)},
+                        scoring=lambda est, X, y: normalized_mutual_info_score(y, est.predict(X)), cv=3)
+    best = grid.fit(X, y).best_estimator_
+    assert grid.best_params_["clusterer__n_clusters"] == 3
+    best.save(tmp_path / "m")
+    assert np.array_equal(Pipeline.load(tmp_path / "m").predict(X[:30]), best.predict(X[:30]))
+    fitted = Pipeline(random_state=0).fit(X)
+    level = np.argmin(np.abs(fitted.n_clusters_per_level_ - 3))
+    assert fitted.set_level(level).level_ == level
+    with pytest.raises(ParameterError, match="expected an integer"):
+        fitted.set_level(np.float64(1.5))
