@@ -221,6 +221,22 @@ def test_image_encoder_on_audio_is_refused(tmp_path, fsdd_two_speakers):
                        progress=False)
 
 
+def test_python_api_embeds_audio_with_the_audio_encoder_by_default(tmp_path, fsdd_two_speakers):
+    """``embed_collection`` of an audio collection uses the default audio encoder (it used the
+    image encoder, which skipped every clip as 'not an image' and returned 0 vectors); an
+    encoder of the other media is refused, naming both."""
+    from mediacluster.embed import embed_collection
+    from mediacluster.ingest import collect
+
+    for p in fsdd_two_speakers[:6]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    coll = collect(tmp_path, media="audio")
+    emb = embed_collection(coll, cache_dir=tmp_path / "cache", progress=False)
+    assert emb.encoder == "mfcc" and emb.vectors.shape == (6, 180) and not emb.skipped
+    with pytest.raises(ValueError, match="reads image files but the collection holds audio"):
+        embed_collection(coll, encoder="efficientnet-lite0", cache_dir=tmp_path / "cache", progress=False)
+
+
 # -- encoders ----------------------------------------------------------------------------------
 
 
