@@ -771,7 +771,7 @@ class Pipeline(BaseEstimator):
         labels, share, prob = vote(dist, idx, ref["labels"], ref["probabilities"])
         proba = np.where(labels >= 0, share * prob, 0.0)
         novel = dist.mean(axis=1) > float(np.ravel(self.novelty_threshold_)[0])
-        if getattr(self, "outliers_", None) is not None:
+        if getattr(self, "outliers_", None) is not None and len(emb):  # scikit-learn refuses 0 rows
             out = (self.outliers_.predict(emb) == -1) | novel
             labels = np.where(out, OUTLIER, labels)
             proba = np.where(out, 0.0, proba)
