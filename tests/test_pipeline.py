@@ -221,3 +221,12 @@ def test_numpy_integers_are_integers_to_parameters_grid_search_and_saving(tmp_pa
     assert fitted.set_level(level).level_ == level
     with pytest.raises(ParameterError, match="expected an integer"):
         fitted.set_level(np.float64(1.5))
+
+
+def test_the_pipeline_is_a_clusterer_to_scikit_learn():
+    """scikit-learn tells a clusterer by its ClusterMixin (``is_clusterer``, the estimator tags,
+    its HTML repr), as every registered clusterer stage already is."""
+    from sklearn.base import is_clusterer
+
+    assert is_clusterer(Pipeline()) and is_clusterer(Pipeline(clusterer="hdbscan"))
+    assert Pipeline().__sklearn_tags__().estimator_type == "clusterer"

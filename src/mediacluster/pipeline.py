@@ -45,7 +45,7 @@ import os
 import time
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from . import persist
@@ -129,7 +129,7 @@ def _is_auto(x) -> bool:
     return isinstance(x, str) and x == "auto"
 
 
-class Pipeline(BaseEstimator):
+class Pipeline(ClusterMixin, BaseEstimator):
     """Compose a reducer, an outlier detector and a clusterer; assign noise; predict; save.
 
     Parameters
