@@ -275,6 +275,8 @@ class Pipeline(ClusterMixin, BaseEstimator):
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
             raise InputError(f"vector {bad} contains NaN or infinity")
         self.check_params()
+        for loaded in ("model_info_", "model_path_"):  # a loaded model refitted is that model no more
+            self.__dict__.pop(loaded, None)            # (its names, junk clusters, path)
         self.timings_ = {}
         t = time.perf_counter()
         # Identical vectors (copies of one file) must share everything; see distinct_rows.
@@ -842,6 +844,10 @@ class Pipeline(ClusterMixin, BaseEstimator):
         }
         return info, arrays
 
+    def _own_metadata(self) -> dict:
+        """A loaded model's metadata (``model_info_``; {} for a pipeline fitted here)."""
+        return dict((getattr(self, "model_info_", None) or {}).get("metadata") or {})
+
     def hierarchy_arrays(self) -> dict[str, np.ndarray]:
         """The fitted tree as plain arrays ({} without levels): ``levels`` (n_levels, n) int32,
         row 0 coarsest; ``parents`` + ``parents_offsets`` (level ``l + 1``'s parents are
@@ -860,15 +866,18 @@ class Pipeline(ClusterMixin, BaseEstimator):
     def save(self, path, overwrite: bool = False, metadata: dict | None = None) -> dict:
         """Write the fitted model as a folder of JSON + npz (no pickle); returns
         ``{"path", "bytes", "files"}``. ``metadata`` (JSON-able: the encoder, cluster names,
-        the run id) is stored in model.json."""
-        info, arrays = self._model_doc(metadata)
+        the run id) is stored in model.json; None keeps a loaded model's own (its encoder, the
+        names of the level in use, a curated model's junk clusters)."""
+        info, arrays = self._model_doc(self._own_metadata() if metadata is None else metadata)
         return persist.write_model(path, info, arrays, overwrite=overwrite)
 
     def publish(self, store, metadata: dict | None = None, run_id: str | None = None,
                 source: str = "") -> str:
-        """Save as the next version of a model store (``RUN/models``); returns its path."""
+        """Save as the next version of a model store (``RUN/models``); returns its path.
+        ``metadata`` None: a loaded model's own, as in :meth:`save`."""
         store = store if isinstance(store, persist.ModelStore) else persist.ModelStore(store)
-        info, arrays = self._model_doc({**(metadata or {}), "run_id": run_id, "source": source})
+        base = self._own_metadata() if metadata is None else metadata
+        info, arrays = self._model_doc({**base, "run_id": run_id, "source": source})
         return str(store.publish(lambda d: persist.write_model(d, info, arrays), run_id, source))
 
     @classmethod
