@@ -79,6 +79,11 @@ class Collection:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __repr__(self) -> str:  # a summary: the dataclass's would print every id (a notebook freezes)
+        kind = "vectors" if self.vectors is not None else self.media
+        return (f"Collection({len(self)} {kind} items, labels={'yes' if self.has_labels else 'no'}, "
+                f"skipped={len(self.skipped)}, source={self.source!r}, root={self.root!r})")
+
     @property
     def has_labels(self) -> bool:
         return self.labels is not None and any(lab is not None for lab in self.labels)
@@ -106,6 +111,13 @@ class Embeddings:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __repr__(self) -> str:  # a summary: the dataclass's would print every id and vector
+        shape = "x".join(str(d) for d in np.shape(self.vectors))
+        labels = self.labels is not None and any(lab is not None for lab in self.labels)
+        return (f"Embeddings({len(self)} items, vectors {shape} {getattr(self.vectors, 'dtype', '')}, "
+                f"encoder={self.encoder!r}, extras={sorted(self.extras)}, labels={'yes' if labels else 'no'}, "
+                f"skipped={len(self.skipped)}, root={self.root!r})")
 
     def subset(self, index: np.ndarray) -> Embeddings:
         index = np.asarray(index)
