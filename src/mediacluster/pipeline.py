@@ -551,6 +551,16 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self._assign()
         return self
 
+    def level_with(self, n_clusters: int) -> int:
+        """Index of the fitted level whose cluster count is closest to ``n_clusters`` (the
+        coarser on a tie), e.g. ``pipe.set_level(pipe.level_with(6))``; also on a loaded model."""
+        check_is_fitted(self, "embedding_")
+        if self.levels_ is None:
+            raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
+                                 "clusterer")
+        PIPELINE_PARAMS["level"].check(n_clusters, "n_clusters")
+        return int(np.argmin(np.abs(self.n_clusters_per_level_ - int(n_clusters))))
+
     def _switch_names(self, lv: int) -> None:
         """A loaded model's ``metadata.names`` become level ``lv``'s (``names_by_level``, saved
         with it). A model saved before every level was named knows the names of its saved level
