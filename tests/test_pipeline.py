@@ -230,3 +230,27 @@ def test_the_pipeline_is_a_clusterer_to_scikit_learn():
 
     assert is_clusterer(Pipeline()) and is_clusterer(Pipeline(clusterer="hdbscan"))
     assert Pipeline().__sklearn_tags__().estimator_type == "clusterer"
+
+
+def test_input_that_is_not_dense_real_vectors_is_refused_saying_what_it_is():
+    """A sparse matrix failed with numpy's 'setting an array element with a sequence', strings
+    with a bare ValueError, and complex numbers were cast with their imaginary part dropped."""
+    import scipy.sparse as sp
+
+    from mediacluster.errors import InputError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)).astype(np.float32)
+    fitted = Pipeline(reducer="pca", clusterer="kmeans", random_state=0).fit(X)
+    for bad, match in [(sp.csr_matrix(X), "sparse matrix is not supported"),
+                       (X.astype(np.complex64), "complex numbers"),
+                       (np.array([["a"] * 8] * 60), "must be numbers"),
+                       ([[1.0, 2.0], [3.0]] * 30, "one length")]:
+        with pytest.raises(InputError, match=match):
+            Pipeline(reducer="pca", clusterer="kmeans").fit(bad)
+        with pytest.raises(InputError, match=match):
+            fitted.predict(bad[:3] if not isinstance(bad, list) else bad[:3])
+    import pandas as pd
+
+    same = Pipeline(reducer="pca", clusterer="kmeans", random_state=0).fit(pd.DataFrame(X.astype(np.float64)))
+    assert np.array_equal(same.labels_, fitted.labels_)

@@ -49,7 +49,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from . import persist
-from .data import NOISE, OUTLIER, l2_normalize, status_of
+from .data import NOISE, OUTLIER, as_vectors, l2_normalize, status_of
 from .errors import InputError, LevelRangeError, MediaclusterError, ModelFormatError, ParameterError
 from .stages import registry
 from .stages.cluster import knn_vote, single_blas_thread, vote
@@ -268,7 +268,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         exact copies, and every member takes its representative's results (see
         :func:`merge_duplicates`).
         """
-        X = np.ascontiguousarray(X, dtype=np.float32)
+        X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)
         if X.ndim != 2 or len(X) < 3:
             raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
         if not np.isfinite(X).all():
@@ -619,7 +619,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         have clustered too)."""
         if zero_vectors not in ("refuse", "place"):
             raise ParameterError(f"zero_vectors must be 'refuse' or 'place', not {zero_vectors!r}", "zero_vectors")
-        X = np.asarray(X, dtype=np.float32)
+        X = as_vectors(X)
         if X.ndim == 1:
             X = X[None, :]
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:

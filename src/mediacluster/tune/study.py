@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Embeddings
+from ..data import Embeddings, as_vectors
 from ..errors import InputError, MediaclusterError, ParameterError
 from ..fileio import json_text, read_json, setup_numba_cache, write_json, write_npy, write_table
 from ..persist import MODEL_JSON, ModelStore
@@ -533,7 +533,7 @@ def tune(
         if labels is None and X.labels is not None:
             labels = X.labels
         X = X.vectors
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)
     if X.ndim != 2 or len(X) < 10:
         raise InputError(f"tuning needs a 2-D array of at least 10 vectors, got shape {X.shape}")
     if seed is None:
