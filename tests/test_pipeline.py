@@ -250,6 +250,8 @@ def test_input_that_is_not_dense_real_vectors_is_refused_saying_what_it_is():
             Pipeline(reducer="pca", clusterer="kmeans").fit(bad)
         with pytest.raises(InputError, match=match):
             fitted.predict(bad[:3] if not isinstance(bad, list) else bad[:3])
+    with pytest.raises(InputError, match=r"rows of vectors \(n, 8\), got an array of shape \(1, 3, 8\)"):
+        fitted.predict(X[None, :3])  # it said "expects 8-d vectors, got (1, 3, 8)-d (another encoder?)"
     import pandas as pd
 
     same = Pipeline(reducer="pca", clusterer="kmeans", random_state=0).fit(pd.DataFrame(X.astype(np.float64)))

@@ -622,9 +622,11 @@ class Pipeline(ClusterMixin, BaseEstimator):
         X = as_vectors(X)
         if X.ndim == 1:
             X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            got = X.shape[1] if X.ndim == 2 else X.shape
-            raise InputError(f"model expects {self.n_features_in_}-d vectors, got {got}-d "
+        if X.ndim != 2:
+            raise InputError(f"model expects one vector or rows of vectors (n, {self.n_features_in_}), "
+                             f"got an array of shape {X.shape}")
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(f"model expects {self.n_features_in_}-d vectors, got {X.shape[1]}-d "
                              "(was it fitted with another encoder?)")
         if not np.isfinite(X).all():
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
