@@ -256,3 +256,26 @@ def test_input_that_is_not_dense_real_vectors_is_refused_saying_what_it_is():
 
     same = Pipeline(reducer="pca", clusterer="kmeans", random_state=0).fit(pd.DataFrame(X.astype(np.float64)))
     assert np.array_equal(same.labels_, fitted.labels_)
+
+
+def test_deep_get_params_lists_the_parameters_of_a_stage_given_by_name():
+    """``set_params(clusterer__min_cluster_size=...)`` works on ``Pipeline(clusterer="hdbscan")``;
+    ``get_params(deep=True)`` now lists those names too (it listed only ``clusterer: 'hdbscan'``),
+    with the same values as for the stage given as an estimator."""
+    from sklearn.base import clone
+
+    from mediacluster.stages.cluster import HDBSCANClusterer
+
+    by_name = Pipeline(reducer="pca", clusterer="hdbscan").get_params(deep=True)
+    by_object = Pipeline(reducer="pca", clusterer=HDBSCANClusterer()).get_params(deep=True)
+    assert by_name["clusterer__min_cluster_size"] == HDBSCANClusterer().min_cluster_size
+    assert {k: v for k, v in by_name.items() if "__" in k} == {
+        k: v for k, v in Pipeline(reducer=make_stage("reducer", "pca"), clusterer=HDBSCANClusterer())
+        .get_params(deep=True).items() if "__" in k}
+    assert by_object["clusterer__min_cluster_size"] == by_name["clusterer__min_cluster_size"]
+    assert not any(k.startswith("reducer__") for k in Pipeline().get_params(deep=True))  # "auto"
+    p = Pipeline(reducer="pca", clusterer="hdbscan")
+    p.set_params(**{k: v for k, v in p.get_params(deep=True).items() if k.startswith("clusterer__")})
+    nested = {k: v for k, v in p.get_params(deep=True).items() if "__" in k}
+    assert {k: v for k, v in clone(p).get_params(deep=True).items() if "__" in k} == nested
+    assert Pipeline(reducer="pca", clusterer="hdbscan").get_params(deep=False)["clusterer"] == "hdbscan"

@@ -211,6 +211,21 @@ class Pipeline(ClusterMixin, BaseEstimator):
         reducer, outliers, clusterer = self._resolve(n)
         return clone(self).set_params(reducer=reducer, outliers=outliers, clusterer=clusterer)
 
+    def get_params(self, deep: bool = True) -> dict:
+        """scikit-learn's ``get_params``; with ``deep``, a stage given by registry name also lists
+        its parameters (``clusterer__min_cluster_size``: the stage's defaults), as a stage given
+        as an estimator does, so what ``set_params`` takes is listed. An ``"auto"`` stage has
+        none (it is made for the data's size at ``fit``)."""
+        out = super().get_params(deep=deep)
+        if deep:
+            for kind in STAGES:
+                stage = getattr(self, kind)
+                if isinstance(stage, str) and not _is_auto(stage):
+                    built = registry.build(kind, stage)
+                    if built is not None:
+                        out.update({f"{kind}__{k}": v for k, v in built.get_params(deep=False).items()})
+        return out
+
     def set_params(self, **params):
         """scikit-learn's ``set_params``, where a stage given by registry name is built first, so
         nested names reach it: ``Pipeline(clusterer="hdbscan").set_params(
