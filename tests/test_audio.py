@@ -221,6 +221,22 @@ def test_image_encoder_on_audio_is_refused(tmp_path, fsdd_two_speakers):
                        progress=False)
 
 
+def test_python_api_embeds_audio_with_the_audio_encoder_by_default(tmp_path, fsdd_two_speakers):
+    """``embed_collection`` of an audio collection uses the default audio encoder (it used the
+    image encoder, which skipped every clip as 'not an image' and returned 0 vectors); an
+    encoder of the other media is refused, naming both."""
+    from mediacluster.embed import embed_collection
+    from mediacluster.ingest import collect
+
+    for p in fsdd_two_speakers[:6]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    coll = collect(tmp_path, media="audio")
+    emb = embed_collection(coll, cache_dir=tmp_path / "cache", progress=False)
+    assert emb.encoder == "mfcc" and emb.vectors.shape == (6, 180) and not emb.skipped
+    with pytest.raises(ValueError, match="reads image files but the collection holds audio"):
+        embed_collection(coll, encoder="efficientnet-lite0", cache_dir=tmp_path / "cache", progress=False)
+
+
 # -- encoders ----------------------------------------------------------------------------------
 
 
@@ -357,3 +373,17 @@ def test_report_files_are_made_once_and_skip_unreadable_clips(fsdd_two_speakers,
     assert make_audio_clips(paths[:1], tmp_path / "audio", progress=False) == clips[:1]
     assert (tmp_path / "audio" / clips[0]).stat().st_mtime_ns == stamp  # reused, not rewritten
     assert not list((tmp_path / "audio").glob(".*.tmp"))
+
+
+def test_a_folder_of_clips_read_as_images_lists_the_clips_as_skipped(tmp_path, fsdd_two_speakers):
+    """``collect(folder)`` reads images unless told otherwise (the CLI's ``--media`` is auto):
+    a folder of clips gave an empty collection with nothing listed as skipped; each clip is now
+    listed with the switch that reads it."""
+    from mediacluster.ingest import collect
+
+    for p in fsdd_two_speakers[:3]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    coll = collect(tmp_path)
+    assert len(coll) == 0 and len(coll.skipped) == 3
+    assert all("media='audio'" in s.reason for s in coll.skipped)
+    assert len(collect(tmp_path, media="audio")) == 3

@@ -274,6 +274,22 @@ def test_index_load_refuses_damaged_or_foreign_files(tmp_path):
 
 
 # -- a moved collection / run / model (gaps item 2) ---------------------------------------------
+def test_a_queried_index_pickles_and_answers_the_same(reposts, tmp_path):
+    """A user may pickle (or joblib.dump) the index as any scikit-learn object: after a query
+    that ran the geometric check it failed with "cannot pickle 'module' object"."""
+    import pickle
+
+    import joblib
+
+    f = reposts["finder"]
+    held, V = reposts["held"], reposts["held_vectors"]
+    f.index().save(tmp_path / "dups")
+    idx = DuplicateIndex.load(tmp_path / "dups")
+    before = [str(idx.query(path=p, vector=v)) for p, v in zip(held, V)]  # the crop runs the check
+    for copy in (pickle.loads(pickle.dumps(idx)), joblib.load(joblib.dump(idx, tmp_path / "i.joblib")[0])):
+        assert [str(copy.query(path=p, vector=v)) for p, v in zip(held, V)] == before
+
+
 @pytest.fixture(scope="module")
 def project(imagenette_dir, tmp_path_factory):
     """``project/photos``: 6 photos of one class (training files) and, outside it, a crop, a

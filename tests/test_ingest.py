@@ -343,3 +343,22 @@ def test_duplicates_kept_and_findable(files):
     groups = find_duplicates(coll.paths)
     assert [sorted(os.path.basename(p) for p in g) for g in groups] == [
         ["1.jpg", "another_copy.jpg", "copy_of_1.jpg"]]
+
+
+def test_collections_and_embeddings_show_a_summary_not_every_item():
+    """In a notebook, a collection or its embeddings is shown by ``repr``: the dataclass's
+    printed every id and array (a 1M-item collection froze the notebook); now a one-line summary."""
+    import numpy as np
+
+    from mediacluster.data import Collection, Embeddings, Skipped
+
+    n = 20000
+    ids = [f"/photos/img_{i:06d}.jpg" for i in range(n)]
+    coll = Collection(ids=ids, paths=ids, labels=["cat"] * n, skipped=[Skipped("/photos/x.heic", "HEIC")],
+                      source="/photos", root="/photos")
+    emb = Embeddings(ids=ids, vectors=np.zeros((n, 1280), np.float32), encoder="efficientnet-lite0",
+                     extras={"imagenet_probs": np.zeros((n, 1000), np.float16)}, root="/photos")
+    assert repr(coll) == ("Collection(20000 image items, labels=yes, skipped=1, source='/photos', "
+                          "root='/photos')")
+    assert repr(emb) == ("Embeddings(20000 items, vectors 20000x1280 float32, encoder='efficientnet-lite0', "
+                         "extras=['imagenet_probs'], labels=no, skipped=0, root='/photos')")

@@ -11,6 +11,7 @@ the cluster job's own writer with a saved model.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -328,3 +329,28 @@ def test_load_refuses_edited_level_names(named_run, tmp_path, bad, match):
     (folder / "model.json").write_text(json.dumps(doc))
     with pytest.raises(ModelFormatError, match=match):
         Pipeline.load(folder)
+
+
+def test_a_loaded_model_saved_again_keeps_its_metadata_and_a_refit_drops_it(named_run, tmp_path):
+    """``load(run).set_level(k).save(path)`` (no metadata given) keeps the model's own: the
+    encoder and level k's names, which ``assign`` and the service read (they were dropped: the
+    copy answered without names, and ``assign`` fell back to the image encoder). Refitting a
+    loaded model makes it another model: its names, path and junk clusters are not carried."""
+    run, X = named_run["run"], named_run["emb"].vectors
+    model = Pipeline.load(run.path)
+    meta = dict(model.model_info_["metadata"])
+    other = 0 if model.level_ != 0 else 1
+    model.set_level(other)
+    model.save(tmp_path / "m")
+    copy = Pipeline.load(tmp_path / "m")
+    kept = copy.model_info_["metadata"]
+    assert copy.level_ == other and kept["encoder"] == meta["encoder"]
+    assert kept["names"] == meta["names_by_level"][str(other)] and kept["names_by_level"] == meta["names_by_level"]
+    assert pipeline_names(copy) == {int(c): v for c, v in kept["names"].items()}
+    assert Path(copy.publish(tmp_path / "models")).name == "v0001"
+    assert Pipeline.load(tmp_path / "models").model_info_["metadata"]["names"] == kept["names"]
+    copy.fit(X[::2])
+    assert getattr(copy, "model_info_", None) is None and getattr(copy, "model_path_", None) is None
+    assert pipeline_names(copy) == {}
+    copy.save(tmp_path / "refit")
+    assert "names" not in Pipeline.load(tmp_path / "refit").model_info_["metadata"]

@@ -116,6 +116,24 @@ def test_set_level_without_refitting(fitted, blobs, tmp_path):
     assert q.level_ == q.auto_level_
 
 
+def test_level_with_finds_the_level_closest_to_a_cluster_count_also_after_load(fitted, tmp_path):
+    """``Pipeline.level_with`` (the clusterer's was the only one, and a loaded model's clusterer
+    is not fitted: AttributeError 'n_clusters_per_level_')."""
+    fitted.save(tmp_path / "m")
+    q = Pipeline.load(tmp_path / "m")
+    counts = q.n_clusters_per_level_
+    for lv, k in enumerate(counts):
+        assert q.level_with(int(k)) == lv
+    assert q.level_with(1) == 0 and q.level_with(10**6) == len(counts) - 1
+    assert q.set_level(q.level_with(counts[1])).level_ == 1
+    assert fitted.level_with(int(counts[2])) == fitted.clusterer_.level_with(int(counts[2]))
+    with pytest.raises(ParameterError, match="n_clusters"):
+        q.level_with(-3)
+    flat = Pipeline(reducer="pca", clusterer="kmeans").fit(np.asarray(fitted.embedding_, np.float32))
+    with pytest.raises(ParameterError, match="no levels"):
+        flat.level_with(3)
+
+
 def test_level_parameter_picks_the_flat_answer(blobs, fitted, one_blas_thread):
     X, _ = blobs
     p = pca_tree(level=1).fit(X)

@@ -233,3 +233,83 @@ def test_config_file_takes_nested_stage_parameters(tmp_path):
     cfg.write_text("clusterer: hdbscan\nclusterer__min_clustr_size: 20\n")
     with pytest.raises(ConfigError, match=r"has no parameter\(s\) \['min_clustr_size'\]"):
         pipeline_from_config(load_config(cfg), source=str(cfg))
+
+
+def test_numpy_integers_are_integers_to_parameters_grid_search_and_saving(tmp_path):
+    """A grid from np.arange and a level from np.argmax are numpy integers: accepted wherever
+    an integer is, and a model fitted with them saves and loads (stored as plain numbers)."""
+    from sklearn.datasets import make_blobs
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = make_blobs(n_samples=300, centers=3, n_features=16, random_state=0)
+    X = X.astype(np.float32)
+    grid = GridSearchCV(Pipeline(reducer="pca", clusterer="kmeans", random_state=0),
+                        {"reducer__n_components": np.arange(4, 6), "clusterer__n_clusters": np.arange(2, 5)},
+                        scoring=lambda est, X, y: normalized_mutual_info_score(y, est.predict(X)), cv=3)
+    best = grid.fit(X, y).best_estimator_
+    assert grid.best_params_["clusterer__n_clusters"] == 3
+    best.save(tmp_path / "m")
+    assert np.array_equal(Pipeline.load(tmp_path / "m").predict(X[:30]), best.predict(X[:30]))
+    fitted = Pipeline(random_state=0).fit(X)
+    level = np.argmin(np.abs(fitted.n_clusters_per_level_ - 3))
+    assert fitted.set_level(level).level_ == level
+    with pytest.raises(ParameterError, match="expected an integer"):
+        fitted.set_level(np.float64(1.5))
+
+
+def test_the_pipeline_is_a_clusterer_to_scikit_learn():
+    """scikit-learn tells a clusterer by its ClusterMixin (``is_clusterer``, the estimator tags,
+    its HTML repr), as every registered clusterer stage already is."""
+    from sklearn.base import is_clusterer
+
+    assert is_clusterer(Pipeline()) and is_clusterer(Pipeline(clusterer="hdbscan"))
+    assert Pipeline().__sklearn_tags__().estimator_type == "clusterer"
+
+
+def test_input_that_is_not_dense_real_vectors_is_refused_saying_what_it_is():
+    """A sparse matrix failed with numpy's 'setting an array element with a sequence', strings
+    with a bare ValueError, and complex numbers were cast with their imaginary part dropped."""
+    import scipy.sparse as sp
+
+    from mediacluster.errors import InputError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)).astype(np.float32)
+    fitted = Pipeline(reducer="pca", clusterer="kmeans", random_state=0).fit(X)
+    for bad, match in [(sp.csr_matrix(X), "sparse matrix is not supported"),
+                       (X.astype(np.complex64), "complex numbers"),
+                       (np.array([["a"] * 8] * 60), "must be numbers"),
+                       ([[1.0, 2.0], [3.0]] * 30, "one length")]:
+        with pytest.raises(InputError, match=match):
+            Pipeline(reducer="pca", clusterer="kmeans").fit(bad)
+        with pytest.raises(InputError, match=match):
+            fitted.predict(bad[:3] if not isinstance(bad, list) else bad[:3])
+    with pytest.raises(InputError, match=r"rows of vectors \(n, 8\), got an array of shape \(1, 3, 8\)"):
+        fitted.predict(X[None, :3])  # it said "expects 8-d vectors, got (1, 3, 8)-d (another encoder?)"
+    import pandas as pd
+
+    same = Pipeline(reducer="pca", clusterer="kmeans", random_state=0).fit(pd.DataFrame(X.astype(np.float64)))
+    assert np.array_equal(same.labels_, fitted.labels_)
+
+
+def test_deep_get_params_lists_the_parameters_of_a_stage_given_by_name():
+    """``set_params(clusterer__min_cluster_size=...)`` works on ``Pipeline(clusterer="hdbscan")``;
+    ``get_params(deep=True)`` now lists those names too (it listed only ``clusterer: 'hdbscan'``),
+    with the same values as for the stage given as an estimator."""
+    from sklearn.base import clone
+
+    from mediacluster.stages.cluster import HDBSCANClusterer
+
+    by_name = Pipeline(reducer="pca", clusterer="hdbscan").get_params(deep=True)
+    by_object = Pipeline(reducer="pca", clusterer=HDBSCANClusterer()).get_params(deep=True)
+    assert by_name["clusterer__min_cluster_size"] == HDBSCANClusterer().min_cluster_size
+    assert {k: v for k, v in by_name.items() if "__" in k} == {
+        k: v for k, v in Pipeline(reducer=make_stage("reducer", "pca"), clusterer=HDBSCANClusterer())
+        .get_params(deep=True).items() if "__" in k}
+    assert by_object["clusterer__min_cluster_size"] == by_name["clusterer__min_cluster_size"]
+    assert not any(k.startswith("reducer__") for k in Pipeline().get_params(deep=True))  # "auto"
+    p = Pipeline(reducer="pca", clusterer="hdbscan")
+    p.set_params(**{k: v for k, v in p.get_params(deep=True).items() if k.startswith("clusterer__")})
+    nested = {k: v for k, v in p.get_params(deep=True).items() if "__" in k}
+    assert {k: v for k, v in clone(p).get_params(deep=True).items() if "__" in k} == nested
+    assert Pipeline(reducer="pca", clusterer="hdbscan").get_params(deep=False)["clusterer"] == "hdbscan"

@@ -119,3 +119,20 @@ def test_the_neighbour_predictor_on_its_own(split):
             assert np.array_equal(v, again.predict_details(new)[k]), k
     flipped = again.set_votes(**{**items, "labels": np.where(labels >= 0, 1 - labels, labels)})
     assert (flipped.predict_details(train)["labels"] == np.where(labels >= 0, 1 - labels, labels)).all()
+
+
+@pytest.mark.parametrize("outliers", [None, "lof"])
+def test_no_new_items_get_empty_answers(split, outliers):
+    """A batch of zero vectors (an empty chunk of a stream) gets empty answers of the right
+    shapes, as ``predict_path`` gave, where ``predict`` failed inside the vote with 'attempt to
+    get argmax of an empty sequence' (and LOF with scikit-learn's '0 sample(s)')."""
+    train, _ = split
+    pipe = Pipeline(reducer="pca", outliers=outliers, clusterer="hdbscan", random_state=0).fit(train)
+    none = train[:0]
+    assert pipe.predict(none).shape == (0,) and pipe.predict_membership(none).shape == (0,)
+    d = pipe.predict_details(none)
+    assert d["status"].shape == d["cluster"].shape == (0,)
+    assert pipe.transform(none).shape == (0, pipe.embedding_.shape[1])
+    levels = Pipeline(random_state=0).fit(train)
+    labels, probs = levels.predict_path(none)
+    assert levels.predict(none).shape == (0,) and labels.shape == (len(levels.levels_), 0)

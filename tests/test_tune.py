@@ -336,6 +336,52 @@ def test_resumed_tune_publishes_no_copy_of_an_unchanged_best(X, tmp_path, capsys
     assert Path(summary["model"]).name == "v0002" and "model_unchanged" not in summary
 
 
+PCA_KMEANS = {"reducer": "pca", "reducer__n_components": {"choice": [5, 8]}, "clusterer": "kmeans",
+              "clusterer__n_clusters": {"int": [2, 6]}}
+
+
+def test_resumed_tune_with_an_unchanged_best_loads_the_published_version_instead_of_refitting(X, tmp_path):
+    """Nothing is published when the best is unchanged, so the best pipeline is not fitted again:
+    the result's pipeline is the published version, loaded, with the same answers."""
+    out = tmp_path / "o"
+    kw = dict(out=out, space=PCA_KMEANS, sampler="random", progress=False)
+    first = Pipeline(random_state=0).tune(X, n_trials=2, **kw)
+    assert "refit_loaded" not in first.summary and (out / "models" / "v0001").is_dir()
+    again = Pipeline(random_state=0).tune(X, n_trials=2, **kw)  # complete: the same best
+    assert again.summary["model_unchanged"] is True
+    v1 = str(out / "models" / "v0001")
+    assert again.summary["refit_loaded"] == v1 and getattr(again.pipeline, "model_path_", None) == v1
+    assert np.array_equal(again.pipeline.labels_, first.pipeline.labels_)
+    assert np.array_equal(again.pipeline.predict(X[:20]), first.pipeline.predict(X[:20]))
+    assert again.summary["refit_n_clusters"] == first.summary["refit_n_clusters"]
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
+    # a damaged published version is refitted and published anew, not trusted
+    arrays = out / "models" / "v0001" / "arrays.npz"
+    arrays.write_bytes(b"not an npz")
+    third = Pipeline(random_state=0).tune(X, n_trials=2, **kw)
+    assert "refit_loaded" not in third.summary and Path(third.summary["model"]).name == "v0002"
+
+
+def test_a_version_published_before_tuned_recorded_seed_and_params_is_not_copied_on_resume(X, tmp_path):
+    """A model published when the 'tuned' metadata held trial, value and study only: resuming
+    the study with the same best publishes nothing; a resume with another seed (the model's
+    random_state says which seed its refit used) publishes the new refit."""
+    from mediacluster.fileio import read_json, write_json
+
+    out = tmp_path / "o"
+    kw = dict(out=out, space=PCA_KMEANS, sampler="random", progress=False, n_trials=2)
+    Pipeline(random_state=0).tune(X, **kw)
+    model_json = out / "models" / "v0001" / "model.json"
+    doc = read_json(model_json)
+    doc["metadata"]["tuned"] = {k: doc["metadata"]["tuned"][k] for k in ("trial", "value", "study")}
+    write_json(model_json, doc)
+    res = Pipeline(random_state=0).tune(X, **kw)
+    assert res.summary.get("model_unchanged") is True, res.summary.get("model")
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
+    res = Pipeline(random_state=1).tune(X, **kw)  # the same trial, refitted with another seed
+    assert "model_unchanged" not in res.summary and Path(res.summary["model"]).name == "v0002"
+
+
 def test_pipeline_tune_keeps_the_starting_pipelines_settings(X, shared_cache):
     from mediacluster.pipeline import Pipeline
     from mediacluster.stages.reduce import UMAPReducer

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InputError
+
 OUTLIER = -2
 NOISE = -1
 
@@ -22,6 +24,27 @@ def status_of(labels) -> np.ndarray:
     """``"clustered"`` / ``"noise"`` / ``"outlier"`` per label."""
     labels = np.asarray(labels)
     return np.where(labels >= 0, "clustered", np.where(labels == OUTLIER, "outlier", "noise"))
+
+
+def as_vectors(X, what: str = "vectors") -> np.ndarray:
+    """``X`` (an array, a memory map, a DataFrame, nested lists) as a float32 numpy array, not
+    copied when it is one; what is not dense real numbers is refused with an ``InputError``
+    (numpy's own messages, "setting an array element with a sequence" for a sparse matrix, do
+    not say what is wrong, and complex numbers would silently lose their imaginary part)."""
+    if isinstance(X, np.ndarray) and X.dtype == np.float32:
+        return X
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):  # scipy.sparse, without importing scipy
+        raise InputError(f"{what}: a sparse matrix is not supported; pass dense vectors (X.toarray())")
+    try:
+        A = np.asarray(X)
+    except ValueError as e:  # rows of different lengths
+        raise InputError(f"{what} must be rows of numbers of one length: {e}") from None
+    if A.dtype.kind == "c":
+        raise InputError(f"{what}: complex numbers are not supported (give real vectors, e.g. abs(X))")
+    if A.dtype.kind not in "biuf":
+        raise InputError(f"{what} must be numbers, got values of type {A.dtype} (e.g. {A.flat[0]!r})"
+                         if A.size else f"{what} must be numbers, got values of type {A.dtype}")
+    return A.astype(np.float32, copy=False)
 
 
 def l2_normalize(X, eps: float = 1e-12) -> np.ndarray:
@@ -79,6 +102,11 @@ class Collection:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __repr__(self) -> str:  # a summary: the dataclass's would print every id (a notebook freezes)
+        kind = "vectors" if self.vectors is not None else self.media
+        return (f"Collection({len(self)} {kind} items, labels={'yes' if self.has_labels else 'no'}, "
+                f"skipped={len(self.skipped)}, source={self.source!r}, root={self.root!r})")
+
     @property
     def has_labels(self) -> bool:
         return self.labels is not None and any(lab is not None for lab in self.labels)
@@ -106,6 +134,13 @@ class Embeddings:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __repr__(self) -> str:  # a summary: the dataclass's would print every id and vector
+        shape = "x".join(str(d) for d in np.shape(self.vectors))
+        labels = self.labels is not None and any(lab is not None for lab in self.labels)
+        return (f"Embeddings({len(self)} items, vectors {shape} {getattr(self.vectors, 'dtype', '')}, "
+                f"encoder={self.encoder!r}, extras={sorted(self.extras)}, labels={'yes' if labels else 'no'}, "
+                f"skipped={len(self.skipped)}, root={self.root!r})")
 
     def subset(self, index: np.ndarray) -> Embeddings:
         index = np.asarray(index)

@@ -33,12 +33,12 @@ import os
 import time
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from . import persist, pipeline_model
 from .copies import distinct_rows, merge_duplicates
-from .data import NOISE, OUTLIER, status_of
+from .data import NOISE, OUTLIER, as_vectors, status_of
 from .errors import InputError, LevelRangeError, ParameterError
 from .predictor import NeighbourPredictor
 from .stages import registry
@@ -101,7 +101,7 @@ def _is_auto(x) -> bool:
     return isinstance(x, str) and x == "auto"
 
 
-class Pipeline(BaseEstimator):
+class Pipeline(ClusterMixin, BaseEstimator):
     """Compose a reducer, an outlier detector and a clusterer; assign noise; predict; save.
 
     Parameters
@@ -183,6 +183,21 @@ class Pipeline(BaseEstimator):
         reducer, outliers, clusterer = self._resolve(n)
         return clone(self).set_params(reducer=reducer, outliers=outliers, clusterer=clusterer)
 
+    def get_params(self, deep: bool = True) -> dict:
+        """scikit-learn's ``get_params``; with ``deep``, a stage given by registry name also lists
+        its parameters (``clusterer__min_cluster_size``: the stage's defaults), as a stage given
+        as an estimator does, so what ``set_params`` takes is listed. An ``"auto"`` stage has
+        none (it is made for the data's size at ``fit``)."""
+        out = super().get_params(deep=deep)
+        if deep:
+            for kind in STAGES:
+                stage = getattr(self, kind)
+                if isinstance(stage, str) and not _is_auto(stage):
+                    built = registry.build(kind, stage)
+                    if built is not None:
+                        out.update({f"{kind}__{k}": v for k, v in built.get_params(deep=False).items()})
+        return out
+
     def set_params(self, **params):
         """scikit-learn's ``set_params``, where a stage given by registry name is built first, so
         nested names reach it: ``Pipeline(clusterer="hdbscan").set_params(
@@ -240,13 +255,15 @@ class Pipeline(BaseEstimator):
         exact copies, and every member takes its representative's results (see
         :func:`merge_duplicates`).
         """
-        X = np.ascontiguousarray(X, dtype=np.float32)
+        X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)
         if X.ndim != 2 or len(X) < 3:
             raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
         if not np.isfinite(X).all():
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
             raise InputError(f"vector {bad} contains NaN or infinity")
         self.check_params()
+        for loaded in ("model_info_", "model_path_"):  # a loaded model refitted is that model no more
+            self.__dict__.pop(loaded, None)            # (its names, junk clusters, path)
         self.timings_ = {}
         self.__dict__.pop("predictor_", None)  # an earlier fit's predictor would vote stale labels
         t = time.perf_counter()
@@ -524,6 +541,16 @@ class Pipeline(BaseEstimator):
             self.predictor_.set_votes(**self._votes())
         return self
 
+    def level_with(self, n_clusters: int) -> int:
+        """Index of the fitted level whose cluster count is closest to ``n_clusters`` (the
+        coarser on a tie), e.g. ``pipe.set_level(pipe.level_with(6))``; also on a loaded model."""
+        check_is_fitted(self, "embedding_")
+        if self.levels_ is None:
+            raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
+                                 "clusterer")
+        PIPELINE_PARAMS["level"].check(n_clusters, "n_clusters")
+        return int(np.argmin(np.abs(self.n_clusters_per_level_ - int(n_clusters))))
+
     def _switch_names(self, lv: int) -> None:
         """A loaded model's ``metadata.names`` become level ``lv``'s (``names_by_level``, saved
         with it). A model saved before every level was named knows the names of its saved level
@@ -622,7 +649,7 @@ class Pipeline(BaseEstimator):
         check_is_fitted(self, "predictor_")
         det = self.predictor_.predict_details(X, zero_vectors)
         labels, proba, emb, novel = det["labels"], det["probabilities"], det["embedding"], det["novel"]
-        if getattr(self, "outliers_", None) is not None:
+        if getattr(self, "outliers_", None) is not None and len(emb):  # scikit-learn refuses 0 rows
             out = (self.outliers_.predict(emb) == -1) | novel
             labels = np.where(out, OUTLIER, labels)
             proba = np.where(out, 0.0, proba)
@@ -671,18 +698,25 @@ class Pipeline(BaseEstimator):
         :func:`mediacluster.pipeline_model.hierarchy_arrays`)."""
         return pipeline_model.hierarchy_arrays(self)
 
+    def _own_metadata(self) -> dict:
+        """A loaded model's metadata (``model_info_``; {} for a pipeline fitted here)."""
+        return dict((getattr(self, "model_info_", None) or {}).get("metadata") or {})
+
     def save(self, path, overwrite: bool = False, metadata: dict | None = None) -> dict:
         """Write the fitted model as a folder of JSON + npz (no pickle); returns
         ``{"path", "bytes", "files"}``. ``metadata`` (JSON-able: the encoder, cluster names,
-        the run id) is stored in model.json."""
-        info, arrays = pipeline_model.model_doc(self, metadata)
+        the run id) is stored in model.json; None keeps a loaded model's own (its encoder, the
+        names of the level in use, a curated model's junk clusters)."""
+        info, arrays = pipeline_model.model_doc(self, self._own_metadata() if metadata is None else metadata)
         return persist.write_model(path, info, arrays, overwrite=overwrite)
 
     def publish(self, store, metadata: dict | None = None, run_id: str | None = None,
                 source: str = "") -> str:
-        """Save as the next version of a model store (``RUN/models``); returns its path."""
+        """Save as the next version of a model store (``RUN/models``); returns its path.
+        ``metadata`` None: a loaded model's own, as in :meth:`save`."""
         store = store if isinstance(store, persist.ModelStore) else persist.ModelStore(store)
-        info, arrays = pipeline_model.model_doc(self, {**(metadata or {}), "run_id": run_id, "source": source})
+        base = self._own_metadata() if metadata is None else metadata
+        info, arrays = pipeline_model.model_doc(self, {**base, "run_id": run_id, "source": source})
         return str(store.publish(lambda d: persist.write_model(d, info, arrays), run_id, source))
 
     @classmethod

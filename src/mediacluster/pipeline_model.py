@@ -123,7 +123,8 @@ def stage_json(stage):
     info = registry.of(stage)
     if info is None:
         raise ModelFormatError(f"cannot save stage of type {type(stage).__name__}: not a registered stage")
-    params = stage.get_params(deep=False)
+    # numpy scalars (a grid search over np.arange) are stored as the Python numbers they are
+    params = {k: v.item() if isinstance(v, np.generic) else v for k, v in stage.get_params(deep=False).items()}
     for k, v in params.items():
         try:
             json.dumps(v)

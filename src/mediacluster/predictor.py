@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from .data import NOISE, OUTLIER, l2_normalize
+from .data import NOISE, OUTLIER, as_vectors, l2_normalize
 from .errors import InputError, ParameterError
 from .stages.cluster import vote
 from .stages.hierarchy import vote_path
@@ -166,12 +166,14 @@ class NeighbourPredictor(BaseEstimator):
         have clustered too)."""
         if zero_vectors not in ("refuse", "place"):
             raise ParameterError(f"zero_vectors must be 'refuse' or 'place', not {zero_vectors!r}", "zero_vectors")
-        X = np.asarray(X, dtype=np.float32)
+        X = as_vectors(X)
         if X.ndim == 1:
             X = X[None, :]
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            got = X.shape[1] if X.ndim == 2 else X.shape
-            raise InputError(f"model expects {self.n_features_in_}-d vectors, got {got}-d "
+        if X.ndim != 2:
+            raise InputError(f"model expects one vector or rows of vectors (n, {self.n_features_in_}), "
+                             f"got an array of shape {X.shape}")
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(f"model expects {self.n_features_in_}-d vectors, got {X.shape[1]}-d "
                              "(was it fitted with another encoder?)")
         if not np.isfinite(X).all():
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])

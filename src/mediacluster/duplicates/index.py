@@ -117,6 +117,11 @@ class DuplicateIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __getstate__(self) -> dict:
+        """For ``pickle`` / ``joblib`` (:meth:`save` is the stored form): the geometric verifier
+        holds OpenCV objects that do not pickle; it is made again on the next query that needs it."""
+        return {**self.__dict__, "_verifier": None}
+
     @classmethod
     def from_finder(cls, finder, vectors: bool = True) -> DuplicateIndex:
         """The index of a fitted finder. Its vectors are the finder's unit rows themselves (an

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import Collection, Embeddings
-from ..errors import ParameterError
+from ..encoders import DEFAULT_ENCODERS, get_encoder
+from ..errors import InputError, ParameterError
 from .engine import embed_collection_cached, embed_paths, iter_batches
 from .store import EmbeddingStore
 
@@ -20,7 +21,7 @@ __all__ = ["embed_collection", "embed_collection_cached", "embed_paths", "iter_b
 
 def embed_collection(
     collection: Collection,
-    encoder="efficientnet-lite0",
+    encoder=None,
     cache_dir: str | Path | None = None,
     batch_size: int = 16,
     workers: int | None = None,
@@ -28,6 +29,9 @@ def embed_collection(
 ) -> Embeddings:
     """Vectors for every usable item of ``collection`` (precomputed vectors pass through).
 
+    ``encoder``: a name from ``mediacluster.encoders`` or an ``Encoder``; None: the default for
+    the collection's media (``encoders.DEFAULT_ENCODERS``: efficientnet-lite0 for images, mfcc
+    for audio). An encoder of the other media is refused (it would skip every file).
     ``cache_dir``: the embedding cache folder (None: the user cache, see ``fileio.cache_root``).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -39,7 +43,14 @@ def embed_collection(
             ids=list(collection.ids), vectors=collection.vectors, encoder="precomputed",
             labels=collection.labels, skipped=list(collection.skipped),
         )
+    media = getattr(collection, "media", "image")
+    enc = encoder if encoder is not None else DEFAULT_ENCODERS.get(media, DEFAULT_ENCODERS["image"])
+    enc = get_encoder(enc) if isinstance(enc, str) else enc
+    if getattr(enc, "media", media) != media:
+        raise InputError(f"encoder {enc.name!r} reads {enc.media} files but the collection holds {media} "
+                         f"files (choose an {media} encoder, e.g. {DEFAULT_ENCODERS.get(media)!r}, or "
+                         f"collect(..., media={enc.media!r}))")
     return embed_collection_cached(
-        collection, encoder=encoder, cache_dir=cache_dir, batch_size=batch_size,
+        collection, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
         workers=workers, progress=progress,
     )

@@ -119,7 +119,14 @@ def collect(
     if not p.exists():
         raise InputError(f"input not found: {p}")
     if p.is_dir():
-        return scan_folder(p, media=media, labels_from_folders=labels_from_folders)
+        coll = scan_folder(p, media=media, labels_from_folders=labels_from_folders)
+        if len(coll) == 0:  # none of this kind: files of another kind are said, not passed over
+            for other in sorted(set(MEDIA_EXTENSIONS) - {media}):
+                for path in _media_files(Path(os.path.abspath(p)), MEDIA_EXTENSIONS[other]):
+                    coll.skipped.append(Skipped(path, (
+                        f"{other} file: this collection reads {media} files; read the {other} files with "
+                        f"media={other!r} or 'auto' (--media {other})")))
+        return coll
     suffix = p.suffix.lower()
     if suffix in (".npy", ".npz"):
         return read_vectors(p)

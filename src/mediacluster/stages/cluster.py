@@ -60,7 +60,10 @@ def knn_vote(ref: np.ndarray, ref_labels: np.ndarray, query: np.ndarray, k: int 
 
 
 def vote(dist: np.ndarray, idx: np.ndarray, ref_labels: np.ndarray, ref_prob=None):
-    """The weighting used by :func:`knn_vote`, given neighbour distances and indices."""
+    """The weighting used by :func:`knn_vote`, given neighbour distances and indices (no
+    queries: empty answers, as ``knn_vote`` and ``hierarchy.vote_path`` give)."""
+    if len(idx) == 0:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
     w = 1.0 / np.maximum(dist.astype(np.float64), 1e-9)
     lab = ref_labels[idx]
     classes, inv = np.unique(lab, return_inverse=True)

@@ -20,6 +20,7 @@ Adding a stage: write the estimator in the module of its kind (``stages/reduce.p
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 from ..errors import ParameterError
@@ -68,7 +69,8 @@ class Param:
             if isinstance(value, str):
                 return value
             raise ParameterError(f"{name}: expected a string, got {value!r}", name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or (
+        # numbers.Real: numpy integers too (a grid from np.arange, a level from np.argmax)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
                 hasattr(value, "dtype") and value.dtype.kind not in "iuf"):
             want = "an integer" if self.kind == "int" else "a number"
             extra = f" or one of {list(self.extra)}" if self.extra else ""

@@ -71,7 +71,7 @@ def _fit_temperature(logits: np.ndarray, y_idx: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
-class TagClassifier(BaseEstimator, ClassifierMixin):
+class TagClassifier(ClassifierMixin, BaseEstimator):
     """Classifier on embeddings with calibrated confidences and abstention thresholds.
 
     Parameters

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Embeddings
+from ..data import Embeddings, as_vectors
 from ..errors import InputError, MediaclusterError, ParameterError
 from ..fileio import json_text, read_json, setup_numba_cache, write_json, write_npy, write_table
 from ..persist import MODEL_JSON, ModelStore
@@ -475,7 +475,9 @@ def tune(
     leader_margin: float = LEADER_MARGIN,
 ) -> TuneResult:
     """Search a pipeline's parameters with Optuna; returns the study, the best parameters and
-    the best pipeline refitted on all of ``X``. ``Pipeline.tune(X, ...)`` calls this.
+    the best pipeline refitted on all of ``X`` (a resumed study whose best is the model version
+    it already published in ``out/models``: that version, loaded instead of fitted again).
+    ``Pipeline.tune(X, ...)`` calls this.
 
     Parameters
     ----------
@@ -531,7 +533,7 @@ def tune(
         if labels is None and X.labels is not None:
             labels = X.labels
         X = X.vectors
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)
     if X.ndim != 2 or len(X) < 10:
         raise InputError(f"tuning needs a 2-D array of at least 10 vectors, got shape {X.shape}")
     if seed is None:
@@ -693,16 +695,28 @@ def _trial_row(t) -> dict:
 def published_best(store: Path, tuned: dict) -> Path | None:
     """The latest model version in ``store`` when tune published it from the same best trial of
     the same study with the same refit settings (``tuned``: trial, value, study, seed, params,
-    as in its metadata), else None: a resumed study whose best did not change publishes nothing."""
+    as in its metadata), else None: a resumed study whose best did not change publishes nothing.
+
+    A version published before its metadata recorded ``seed`` and ``params`` is compared on
+    what it holds: trial, value and study, and the seed its refit used (the model's own
+    ``random_state``); its parameters are those of the same trial of the same study (a resume
+    with another space or layout settings is refused), so they are not compared."""
     latest = ModelStore(store).latest()
     if latest is None:
         return None
     try:
-        meta = read_json(latest / MODEL_JSON).get("metadata") or {}
+        doc = read_json(latest / MODEL_JSON)
+        old = (doc.get("metadata") or {}).get("tuned")
+        seed = (doc.get("pipeline") or {}).get("random_state")
     except (OSError, ValueError, AttributeError):
         return None  # unreadable: a new version is published, as before
+    if not isinstance(old, dict) or not {"trial", "value", "study"} <= set(old):
+        return None
     # compared as the metadata stores it: written by the same JSON conversion (numpy values, paths)
-    return latest if meta.get("tuned") == json.loads(json_text(tuned)) else None
+    new = json.loads(json_text(tuned))
+    old = {"seed": seed, **old}
+    old.setdefault("params", new.get("params"))
+    return latest if old == new else None
 
 
 def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing, model_metadata=None):
@@ -751,21 +765,31 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
             for r, lev in enumerate(ws.levels[:-1])} | {f"full ({ws.n} items)": len(complete)}
     if pareto:
         summary["pareto_front"] = pareto
+    tuned = same = None
+    if refit and out is not None:
+        tuned = {"trial": best.number, "value": best_value, "study": str((out / "study.db").resolve()), "seed": seed,
+                 "params": params}
+        same = published_best(out / "models", tuned)
     if refit:
         t = time.perf_counter()
-        pipe = best_pipe
-        rp = pipe.reducer.get_params() if pipe.reducer is not None else {}
-        knn = ws.graph("full", rp["metric"]) if {"n_neighbors", "metric"} <= set(rp) else None
-        pipe.fit(X, precomputed_knn=knn)
+        if same is not None:  # a resumed study whose best is the one published: that version is
+            try:              # this refit already, so it is loaded, not fitted again
+                pipe = type(best_pipe).load(same)
+                summary["refit_loaded"] = str(same)
+            except MediaclusterError as e:  # damaged: refit, and publish the refit as a new version
+                log.warning("could not load %s (%s): refitting the best pipeline", same, e)
+                same = None
+        if pipe is None:
+            pipe = best_pipe
+            rp = pipe.reducer.get_params() if pipe.reducer is not None else {}
+            knn = ws.graph("full", rp["metric"]) if {"n_neighbors", "metric"} <= set(rp) else None
+            pipe.fit(X, precomputed_knn=knn)
         summary["refit_s"] = time.perf_counter() - t
         summary["refit_n_clusters"] = pipe.n_clusters_
         summary["refit_coverage"] = float((pipe.labels_ >= 0).mean())
     if out is not None:
         if pipe is not None:  # first, so that tune.json names the model version
-            tuned = {"trial": best.number, "value": best_value, "study": str((out / "study.db").resolve()), "seed": seed,
-                     "params": params}
-            same = published_best(out / "models", tuned)
-            if same is not None:  # a resumed study whose best is the one published: no copy of it
+            if same is not None:  # no copy of the published best
                 summary["model"], summary["model_unchanged"] = str(same), True
             else:
                 extra = model_metadata(pipe) if model_metadata is not None else {}
