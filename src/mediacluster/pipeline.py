@@ -666,18 +666,17 @@ class Pipeline(ClusterMixin, BaseEstimator):
         if not self.assign_noise:
             cluster, conf = labels.copy(), proba.copy()
         status = status_of(labels)
-        junk = self._junk_clusters()
+        junk = self.junk_clusters()
         if junk:  # a curated model (the studio's publish): clusters a person marked as junk
             status = np.where(np.isin(labels, junk), "junk", status)
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status,
                 "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
                 "novel": novel, "neighbors": det["neighbors"], "weights": det["weights"], "path": path}
 
-    def _junk_clusters(self) -> list[int]:
+    def junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
         metadata): their items' status is ``"junk"``, as in the run's ``curated_status``."""
-        meta = (getattr(self, "model_info_", None) or {}).get("metadata") or {}
-        junk = (meta.get("curated") or {}).get("junk") or []
+        junk = (self._own_metadata().get("curated") or {}).get("junk") or []
         return [int(c) for c in junk if isinstance(c, int) and not isinstance(c, bool)]
 
     def predict(self, X) -> np.ndarray:

@@ -235,7 +235,7 @@ def cluster_table(pipe: Pipeline, names: dict[int, str]) -> list[dict]:
     ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
     assigned = dict(zip(*np.unique(np.asarray(pipe.cluster_), return_counts=True)))
     level = getattr(pipe, "level_", None)
-    junk = set(pipe._junk_clusters())  # the pipeline's one reading of the curated metadata
+    junk = set(pipe.junk_clusters())  # the pipeline's one reading of the curated metadata
     return [{"id": int(c), "name": names.get(int(c)), "size": int(n),
              "assigned_size": int(assigned.get(c, 0)), "level": int(level or 0), "junk": int(c) in junk}
             for c, n in zip(ids, sizes)]
