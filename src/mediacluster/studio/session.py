@@ -11,7 +11,6 @@ written state is behind its log (the server was killed before writing) writes it
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -27,10 +26,10 @@ import numpy as np
 
 from ..data import NOISE, OUTLIER, l2_normalize, nearest_to_centre
 from ..errors import InputError, RunDirError, RunLockedError
-from ..fileio import cache_root
 from ..locations import under
 from ..rundir import RunDir, path_to_text
 from .editlog import Event
+from .media import ItemMedia
 from .state import CuratedState, EditConflict
 
 log = logging.getLogger(__name__)
@@ -39,8 +38,6 @@ log = logging.getLogger(__name__)
 #: or WRITE_MAX_WAIT seconds after the first unwritten edit while edits keep coming
 WRITE_DELAY = 1.0
 WRITE_MAX_WAIT = 10.0
-THUMB_SIZES = (96, 160)
-PREVIEW_SIZE = 512
 MAX_PAGE = 500
 MAX_RESULTS = 1000
 #: an automatic split tries 2..SPLIT_K_MAX parts
@@ -116,8 +113,7 @@ class Studio:
             self.state.apply(ev)
         self._written_seq = (self.run.read_curated() or {}).get("edits_seq", 0)
         self._previews: OrderedDict[str, dict] = OrderedDict()
-        self._thumbs: dict[tuple[int, int], Path] = {}
-        self._thumb_dir = cache_root() / "thumbs"
+        self.files = ItemMedia(self.paths, self.media)
         self._model = None
         self._model_checked = False
         self._word = None
@@ -390,90 +386,18 @@ class Studio:
         out["neighbours"] = [self._item_brief(int(j), s) for s, j in zip(D[0], idx[0]) if j >= 0 and j != i][:k]
         return out
 
-    # -- images ----------------------------------------------------------------------------------
+    # -- images and sounds (media.py) --------------------------------------------------------------
     def thumbnail(self, i: int, size: int = 160) -> tuple[bytes, str]:
-        """``(bytes, media type)``: a JPEG thumbnail of image ``i`` (made with the package's
-        hardened image loader), or a PNG spectrogram of audio item ``i``; cached by content in
-        the user cache."""
-        from ..fileio import hash_file
-
-        i = self._check_item(i)
-        if size not in THUMB_SIZES:
-            raise InputError(f"size must be one of {THUMB_SIZES}")
-        audio = self.media == "audio"
-        kind = "image/png" if audio else "image/jpeg"
-        key = (i, size)
-        p = self._thumbs.get(key)
-        if p is not None and p.exists():
-            return p.read_bytes(), kind
-        src = self._file(i)
-        try:
-            h = hash_file(src)
-        except OSError as e:
-            raise FileNotFoundError(f"item {i}: cannot read its file ({e.strerror or e})") from None
-        dst = self._thumb_dir / (f"{h}-spec{size}.png" if audio else f"{h}-{size}.jpg")
-        if not dst.exists():
-            data = self._spectrogram(src, size, min(64, size // 2)) if audio else self._jpeg(src, size, quality=82)
-            self._thumb_dir.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, dst)
-            self._thumbs[key] = dst
-            return data, kind
-        self._thumbs[key] = dst
-        return dst.read_bytes(), kind
+        """``(bytes, media type)``: a thumbnail of item ``i`` (see :meth:`.ItemMedia.thumbnail`)."""
+        return self.files.thumbnail(self._check_item(i), size)
 
     def preview(self, i: int) -> tuple[bytes, str]:
-        """A larger rendering of item ``i`` for the item view (never the original file itself):
-        a JPEG of an image, a PNG spectrogram of a sound."""
-        i = self._check_item(i)
-        if self.media == "audio":
-            return self._spectrogram(self._file(i), PREVIEW_SIZE, 64), "image/png"  # 64 mel bands
-        return self._jpeg(self._file(i), PREVIEW_SIZE, quality=88), "image/jpeg"
+        """A larger rendering of item ``i`` for the item view (see :meth:`.ItemMedia.preview`)."""
+        return self.files.preview(self._check_item(i))
 
     def audio(self, i: int) -> tuple[bytes, str]:
-        """A short re-encoded excerpt of audio item ``i`` for the item view's player."""
-        from ..ingest import SkipItem
-        from ..report.audio import audio_preview  # librosa / soundfile: audio runs only
-
-        i = self._check_item(i)
-        if self.media != "audio":
-            raise FileNotFoundError(f"item {i} is an image, not a sound")
-        try:
-            return audio_preview(self._file(i))
-        except SkipItem as e:
-            raise FileNotFoundError(f"cannot play item {i}: {e}") from None
-
-    def _file(self, i: int) -> str:
-        p = self.paths[i]
-        if not p:
-            raise FileNotFoundError(f"item {i} has no file (the run was made from vectors)")
-        return p
-
-    @staticmethod
-    def _spectrogram(src: str, width: int, height: int) -> bytes:
-        from ..ingest import SkipItem
-        from ..report.audio import spectrogram_png  # librosa: audio runs only
-
-        try:
-            return spectrogram_png(src, width=width, height=height)
-        except SkipItem as e:
-            raise FileNotFoundError(f"cannot draw {path_to_text(os.path.basename(src))}: {e}") from None
-
-    @staticmethod
-    def _jpeg(src: str, size: int, quality: int) -> bytes:
-        from PIL import Image
-
-        from ..ingest import SkipItem, load_image
-
-        try:
-            im = load_image(src, draft_size=size)
-        except SkipItem as e:
-            raise FileNotFoundError(f"cannot show {path_to_text(os.path.basename(src))}: {e}") from None
-        im.thumbnail((size, size), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        im.convert("RGB").save(buf, "JPEG", quality=quality)
-        return buf.getvalue()
+        """A short re-encoded excerpt of audio item ``i`` (see :meth:`.ItemMedia.audio`)."""
+        return self.files.audio(self._check_item(i))
 
     # -- editing ---------------------------------------------------------------------------------
     def edit(self, kind: str, req: dict, client: str = "") -> dict:
