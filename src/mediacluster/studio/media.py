@@ -14,8 +14,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError
-from ..fileio import cache_root
-from ..rundir import path_to_text
+from ..fileio import cache_root, path_to_text
 
 THUMB_SIZES = (96, 160)
 PREVIEW_SIZE = 512

@@ -15,12 +15,10 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +28,7 @@ from ..locations import under
 from ..rundir import RunDir, path_to_text
 from .editlog import Event
 from .media import ItemMedia
+from .search import SearchService
 from .state import CuratedState, EditConflict
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 WRITE_DELAY = 1.0
 WRITE_MAX_WAIT = 10.0
 MAX_PAGE = 500
-MAX_RESULTS = 1000
 #: an automatic split tries 2..SPLIT_K_MAX parts
 SPLIT_K_MAX = 12
 #: levels: assignment columns named like this, coarse to fine (the engine's hierarchy)
@@ -116,10 +114,8 @@ class Studio:
         self.files = ItemMedia(self.paths, self.media)
         self._model = None
         self._model_checked = False
-        self._word = None
-        self._text = None
-        self._index = None
-        self._encoder = None
+        self.searcher = SearchService(self.vectors, self.imagenet, self.encoder_info, self.media,
+                                      within=self._within, briefs=self._scored_briefs)
         self._aux_lock = threading.Lock()
         self.write_delay = write_delay
         self._last_edit = 0.0
@@ -140,9 +136,7 @@ class Studio:
         first automatic split of a 5,000-item cluster of a 100,000-item run took 12.5 s, most
         of it loading the model, against 0.9 s for the next one)."""
         try:
-            if self.imagenet is not None and not str(self.encoder_info.get("name") or "").startswith("clip"):
-                self._word_search().warm()
-            self.index.warm()
+            self.searcher.warm()
         except Exception as e:  # noqa: BLE001 - a search will build them (and report) on demand
             log.warning("studio: preparing search failed: %s", e)
         try:
@@ -537,17 +531,14 @@ class Studio:
                 out[c] = [{"class": names[t], "index": int(t), "share": float(mass[j, t] / sizes[j])} for t in top]
         return out
 
-    # -- search ----------------------------------------------------------------------------------
+    # -- search (search.py) -------------------------------------------------------------------
     @property
     def index(self):
-        from .search import VectorIndex
-
-        with self._aux_lock:
-            if self._index is None:
-                self._index = VectorIndex(self.vectors)
-        return self._index
+        """The run's nearest-neighbour index (:class:`.VectorIndex`)."""
+        return self.searcher.index
 
     def _within(self, cluster) -> np.ndarray | None:
+        """The items of ``cluster`` now (None: no cluster given), for a search limited to it."""
         if cluster is None or cluster == "":
             return None
         try:
@@ -559,106 +550,18 @@ class Studio:
                 raise KeyError(cid)
             return self.state.members(cid)
 
-    def search_words(self, q: str, cluster=None, limit: int = 200) -> dict:
-        t = time.perf_counter()
-        if not isinstance(q, str) or len(q) > 200:
-            raise InputError("the search must be text of at most 200 characters")
-        name = str(self.encoder_info.get("name") or "")
-        if name.startswith("clip"):
-            searcher, method = self._text_search(), "clip-text"
-        elif self.imagenet is not None:
-            searcher, method = self._word_search(), "imagenet-wordnet"
-        else:
-            raise InputError("this run has neither ImageNet probabilities (default encoder) nor a "
-                             "CLIP encoder, so it cannot be searched by words; search by example")
-        scores, used, others = searcher.scores(q)
-        return self._ranked(scores, cluster, limit, {"query": q, "method": method, "concept": used,
-                                                     "other_meanings": others}, t,
-                            min_score=1e-6 if method == "imagenet-wordnet" else None)
-
-    def _word_search(self):
-        with self._aux_lock:
-            if self._word is None:
-                from .search import WordSearch
-
-                self._word = WordSearch(self.imagenet)
-        return self._word
-
-    def _text_search(self):
-        with self._aux_lock:
-            if self._text is None:
-                from .search import TextSearch
-
-                self._text = TextSearch(self._get_encoder(), self.vectors)
-        return self._text
-
-    def _get_encoder(self):
-        from ..encoders import get_encoder
-
-        if self._encoder is None:
-            name = self.encoder_info.get("name")
-            if not name or name == "precomputed":
-                raise InputError("this run was made from precomputed vectors: no encoder to embed "
-                                 "a new image or text with")
-            self._encoder = get_encoder(name)
-        return self._encoder
-
-    def _ranked(self, scores: np.ndarray, cluster, limit: int, head: dict, t0: float,
-                min_score: float | None = None) -> dict:
-        limit = int(max(1, min(MAX_RESULTS, limit)))
-        within = self._within(cluster)
-        cand = np.arange(self.n) if within is None else within
-        s = scores[cand]
-        if min_score is not None:
-            keep = s >= min_score
-            cand, s = cand[keep], s[keep]
-        top = np.argsort(-s, kind="stable")[:limit]
+    def _scored_briefs(self, scored: list[tuple[int, float]]) -> list[dict]:
         with self._lock:
-            items = [self._item_brief(int(cand[j]), s[j]) for j in top]
-        return {**head, "cluster": None if within is None else int(cluster), "matches": int(len(cand)),
-                "items": items, "seconds": round(time.perf_counter() - t0, 4)}
+            return [self._item_brief(i, s) for i, s in scored]
+
+    def search_words(self, q: str, cluster=None, limit: int = 200) -> dict:
+        return self.searcher.search_words(q, cluster, limit)
 
     def search_item(self, i: int, cluster=None, limit: int = 100) -> dict:
-        t = time.perf_counter()
-        i = self._check_item(i)
-        return self._search_vector(np.asarray(self.vectors[i], dtype=np.float32), cluster, limit,
-                                   {"method": "example", "item": i}, t)
+        return self.searcher.search_item(self._check_item(i), cluster, limit)
 
     def search_image(self, data: bytes, filename: str = "", cluster=None, limit: int = 100) -> dict:
-        """Embed an uploaded image with the run's encoder (through the package's hardened image
-        loader) and search for its nearest items."""
-        from ..ingest import SkipItem
-
-        t = time.perf_counter()
-        if self.media != "image":
-            raise InputError("this run holds audio; search by an uploaded image needs an image run")
-        if not data:
-            raise InputError("the upload is empty")
-        enc = self._get_encoder()
-        with tempfile.TemporaryDirectory(prefix="mc-studio-") as d:
-            p = Path(d) / "upload"
-            p.write_bytes(data)
-            try:
-                x = enc.prepare(str(p))
-            except SkipItem as e:
-                raise InputError(f"the uploaded file cannot be used: {e}") from None
-        with self._aux_lock:  # one inference at a time on the shared encoder
-            v = enc.encode([x])["embedding"][0]
-        head = {"method": "upload", "filename": path_to_text(filename or "")[:200]}
-        rec = self.encoder_info.get("id")
-        if rec and rec != enc.id:
-            head["warning"] = f"the encoder now is {enc.id}; the run was embedded with {rec}"
-        return self._search_vector(v, cluster, limit, head, t)
-
-    def _search_vector(self, v, cluster, limit, head, t0) -> dict:
-        limit = int(max(1, min(MAX_RESULTS, limit)))
-        within = self._within(cluster)
-        D, idx = self.index.search(v, limit, within=within)
-        with self._lock:
-            items = [self._item_brief(int(j), s) for s, j in zip(D[0], idx[0]) if j >= 0]
-        return {**head, "cluster": None if within is None else int(cluster),
-                "matches": int(self.n if within is None else len(within)), "items": items,
-                "seconds": round(time.perf_counter() - t0, 4)}
+        return self.searcher.search_image(data, filename, cluster, limit)
 
     # -- split -----------------------------------------------------------------------------------
     def _reduced_space(self) -> np.ndarray | None:
@@ -736,7 +639,7 @@ class Studio:
         if stored is not None:  # the finer level's own clusters: the names the run gave them
             names = dict(enumerate(stored))
         else:
-            enc = self._get_encoder() if str(self.encoder_info.get("name") or "").startswith("clip") else None
+            enc = self.searcher.encoder() if self.searcher.clip else None
             named = name_clusters(X if enc is not None else None, parts,
                                   imagenet_probs=(np.asarray(self.imagenet[members], dtype=np.float32)
                                                   if self.imagenet is not None else None),
