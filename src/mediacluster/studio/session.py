@@ -17,18 +17,17 @@ import os
 import re
 import threading
 import time
-import uuid
-from collections import OrderedDict
 
 import numpy as np
 
-from ..data import NOISE, OUTLIER, l2_normalize, nearest_to_centre
+from ..data import NOISE, OUTLIER
 from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
 from ..rundir import RunDir, path_to_text
 from .editlog import Event
 from .media import ItemMedia
 from .search import SearchService
+from .split import Previews, Splitter, whole_number
 from .state import CuratedState, EditConflict
 
 log = logging.getLogger(__name__)
@@ -38,29 +37,8 @@ log = logging.getLogger(__name__)
 WRITE_DELAY = 1.0
 WRITE_MAX_WAIT = 10.0
 MAX_PAGE = 500
-#: an automatic split tries 2..SPLIT_K_MAX parts
-SPLIT_K_MAX = 12
 #: levels: assignment columns named like this, coarse to fine (the engine's hierarchy)
 LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
-
-
-def _whole(v, what: str) -> int:
-    """``v`` as an int (a JSON request's number), or an InputError naming ``what``."""
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
-        raise InputError(f"{what} must be a whole number, got {v!r}")
-    try:
-        f = float(v)
-        if f != int(f):
-            raise ValueError
-        return int(f)
-    except (ValueError, OverflowError):
-        raise InputError(f"{what} must be a whole number, got {v!r}") from None
-
-
-def min_part(m: int) -> int:
-    """Smallest part a split along the hierarchy keeps for a cluster of ``m`` items: 1% of it,
-    at least 2 (one stray item is not a sub-group)."""
-    return max(2, -(-m // 100))
 
 
 class Studio:
@@ -92,9 +70,6 @@ class Studio:
                       for v in a["label"].tolist()] if "label" in a else None
         self.dup_group = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
         self.levels = _read_levels(self.run, a, self.n)
-        # every level's stored automatic names: level index -> {cluster: {cluster, name, alternatives}}
-        self._level_names = {k: {int(e["cluster"]): e for e in named}
-                             for k, named in self.run.read_level_names().items()} if self.levels else {}
         self.vectors = self.run.read_vectors(mmap=True)
         if len(self.vectors) != self.n:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
@@ -110,13 +85,14 @@ class Studio:
         for ev in self.log.events():
             self.state.apply(ev)
         self._written_seq = (self.run.read_curated() or {}).get("edits_seq", 0)
-        self._previews: OrderedDict[str, dict] = OrderedDict()
         self.files = ItemMedia(self.paths, self.media)
-        self._model = None
-        self._model_checked = False
         self.searcher = SearchService(self.vectors, self.imagenet, self.encoder_info, self.media,
                                       within=self._within, briefs=self._scored_briefs)
-        self._aux_lock = threading.Lock()
+        self.splitter = Splitter(self.vectors, self.fitted, self.levels,
+                                 self.run.read_level_names() if self.levels else {}, self.run.models,
+                                 imagenet=self.imagenet,
+                                 encoder=self.searcher.encoder if self.searcher.clip else None)
+        self.previews = Previews()
         self.write_delay = write_delay
         self._last_edit = 0.0
         self._write_lock = threading.Lock()  # one writer of the run folder at a time in this process
@@ -140,7 +116,7 @@ class Studio:
         except Exception as e:  # noqa: BLE001 - a search will build them (and report) on demand
             log.warning("studio: preparing search failed: %s", e)
         try:
-            self._reduced_space()  # an unusable model is logged there; splits then use a PCA
+            self.splitter.reduced_space()  # an unusable model is logged there; splits then use a PCA
         except Exception as e:  # noqa: BLE001 - the first split will retry and report
             log.warning("studio: loading the model for splits failed: %s", e)
 
@@ -400,7 +376,7 @@ class Studio:
             raise EditConflict("the run folder now holds another run (it was re-clustered); "
                                "restart the studio on it")
         if kind == "split" and isinstance(req, dict) and "preview" in req:
-            req = self._from_preview(req)
+            req = self.previews.request(req)
         with self._lock:
             with self.log.writing():
                 for ev in self.log.events(since=self.state.seq):  # another process's edits first
@@ -563,210 +539,41 @@ class Studio:
     def search_image(self, data: bytes, filename: str = "", cluster=None, limit: int = 100) -> dict:
         return self.searcher.search_image(data, filename, cluster, limit)
 
-    # -- split -----------------------------------------------------------------------------------
+    # -- split (split.py) ----------------------------------------------------------------------
+    @property
+    def _model(self):
+        """The cluster job's model, when the run kept it (see :meth:`.Splitter.reduced_space`)."""
+        return self.splitter.model
+
     def _reduced_space(self) -> np.ndarray | None:
-        """The fitted model's reduced coordinates of every item, when the run kept its model.
-
-        That model is the newest version the studio did not publish: a curated version's labels
-        are not the fitted ones, so taking the latest version lost the model's space for every
-        split and publish after a first publish (the next curated model then fell back to the
-        2-D map as its space)."""
-        with self._aux_lock:
-            if not self._model_checked:
-                self._model_checked = True
-                from ..persist import check_model_dir
-                from ..pipeline import Pipeline
-
-                for version in reversed(self.run.models.versions()):
-                    path = self.run.models.root / version
-                    try:
-                        if (check_model_dir(path).get("metadata") or {}).get("source") == "studio":
-                            continue
-                        m = Pipeline.load(path)
-                        if len(m.labels_) == self.n and np.array_equal(np.asarray(m.labels_), self.fitted):
-                            self._model = m
-                    except Exception as e:  # noqa: BLE001 - without it a split reduces on its own
-                        log.warning("studio: model %s not used for splits: %s", path, e)
-                    break  # the newest model of the cluster job (or tune): used if it made the run
-        return None if self._model is None else np.asarray(self._model.embedding_)
+        return self.splitter.reduced_space()
 
     def split_preview(self, cid: int, k: int | None = None, reducer: str = "auto") -> dict:
-        """Re-cluster only the members of ``cid`` with the pipeline's own stages and keep the
-        result for :meth:`edit` ("split").
-
-        Automatic (no ``k``, ``reducer="auto"``) on a run with levels: the split the hierarchy
-        already holds (:meth:`_tree_split`, space ``"tree"``): the cluster's children at the
-        first finer level, so the parts are the clusters the report's finer levels show (and,
-        when they are exactly those clusters, carry the names the run stored for them).
-        Otherwise the clusterer is K-means with ``k``, or the default clusterer's
-        silhouette-chosen K-means over 2..:data:`SPLIT_K_MAX` parts, in the space ``reducer``
-        names: ``auto`` = the saved model's reduced coordinates of the members when the run kept
-        its model, else a PCA of the members (32 dims); ``tree`` = the hierarchy only (refused
-        on a run without levels); ``umap`` runs the default reducer on the members (slow)."""
-        from ..naming.names import name_clusters
-
+        """Re-cluster only the members of ``cid`` with the pipeline's own stages (or follow the
+        run's hierarchy: see :mod:`.split`) and keep the result for :meth:`edit` ("split")."""
         t0 = time.perf_counter()
-        cid = _whole(cid, "cluster")
+        cid = whole_number(cid, "cluster")
         with self._lock:
             c = self.state.clusters.get(cid)
             if c is None or not c.alive:
                 raise KeyError(cid)
             members = self.state.members(cid)
-        m = len(members)
-        if m < 4:
-            raise InputError(f"cluster {cid} has {m} items; a split needs at least 4")
-        if k is not None:
-            k = _whole(k, "k")
-            if not 2 <= k <= min(100, m - 1):
-                raise InputError(f"k must be between 2 and {min(100, m - 1)} for {m} items")
-        if reducer not in ("auto", "tree", "model", "pca", "umap"):
-            raise InputError("reducer must be auto, tree, model, pca or umap")
-        X = np.asarray(self.vectors[members], dtype=np.float32)
-        tree = self._tree_split(members, X) if k is None and reducer in ("auto", "tree") else None
-        if tree is None and reducer == "tree":
-            raise InputError("the run has no finer level that splits this cluster "
-                             "(a run of the engine has levels); use model, pca or umap, or choose k")
-        stored = None
-        if tree is not None:
-            (parts, level_name, stored), space = tree, "tree"
-        else:
-            parts, space = self._recluster(members, X, k, reducer)
-            level_name = None
-        _, parts = np.unique(parts, return_inverse=True)
-        parts = parts.astype(np.int64)
-        if parts.max(initial=0) < 1:
-            raise InputError(f"the clusterer found no split of cluster {cid}; choose k")
-        if stored is not None:  # the finer level's own clusters: the names the run gave them
-            names = dict(enumerate(stored))
-        else:
-            enc = self.searcher.encoder() if self.searcher.clip else None
-            named = name_clusters(X if enc is not None else None, parts,
-                                  imagenet_probs=(np.asarray(self.imagenet[members], dtype=np.float32)
-                                                  if self.imagenet is not None else None),
-                                  encoder=enc)
-            names = {e["cluster"]: e for e in named}
-        out_parts = []
+        split = self.splitter.split(cid, members, k, reducer)
         with self._lock:  # a part is not named like another cluster (a finer level's stored name
             # or a fresh one can be the name of a cluster elsewhere): "name 2" then, as naming does
             taken = {x.name for x in self.state.alive() if x.id != c.id}
-        for p in range(int(parts.max()) + 1):
-            idx = np.flatnonzero(parts == p)
-            ex = nearest_to_centre(X, idx, 12)
-            e = names.get(p, {})
-            base = name = e.get("name") or f"{c.name} ({p + 1})"
-            n_same = 1
-            while name in taken:
-                n_same += 1
-                name = f"{base} {n_same}"
-            taken.add(name)
-            out_parts.append({"part": p, "size": int(len(idx)), "name": name,
-                              "alternatives": e.get("alternatives", []),
-                              "examples": [self._item_brief(int(members[j])) for j in ex]})
-        pid = uuid.uuid4().hex[:12]
-        with self._lock:
-            self._previews[pid] = {"cluster": int(cid), "items": members.tolist(), "parts": parts.tolist(),
-                                   "names": [pp["name"] for pp in out_parts]}
-            while len(self._previews) > 20:
-                self._previews.popitem(last=False)
-        return {"preview": pid, "cluster": int(cid), "n": int(m), "k": len(out_parts), "space": space,
-                "level": level_name, "parts": out_parts, "labels": {"items": members.tolist(), "parts": parts.tolist()},
+        names = split.part_names(c.name, taken)
+        out_parts = []
+        for p, name in enumerate(names):
+            size, examples = split.examples(p)
+            out_parts.append({"part": p, "size": int(size), "name": name,
+                              "alternatives": split.alternatives(p),
+                              "examples": [self._item_brief(int(i)) for i in examples]})
+        pid = self.previews.keep(split, cid, names)
+        return {"preview": pid, "cluster": int(cid), "n": int(len(members)), "k": len(out_parts),
+                "space": split.space, "level": split.level, "parts": out_parts,
+                "labels": {"items": members.tolist(), "parts": split.parts.tolist()},
                 "seconds": round(time.perf_counter() - t0, 3)}
-
-    def _recluster(self, members: np.ndarray, X: np.ndarray, k: int | None, reducer: str) -> tuple[np.ndarray, str]:
-        """(part of each member, space) of a split by re-clustering: K-means with ``k``, or the
-        default clusterer's silhouette-chosen K-means, in the space ``reducer`` names (see
-        :meth:`split_preview`); noise joins its nearest part."""
-        from ..pipeline import Pipeline
-        from ..stages import registry
-        from ..stages.cluster import knn_vote
-
-        m = len(members)
-        # automatic: the default clusterer's silhouette-chosen K-means, over 2..SPLIT_K_MAX parts
-        # (a split asks for a few sub-groups; choose k for more): 2.7 s instead of 9.7 s for
-        # 5,000 members at load 11 (benchmarks/RESULTS.md, "Studio")
-        clusterer = (registry.build("clusterer", "kmeans_auto", {"k_max": SPLIT_K_MAX}) if k is None
-                     else registry.build("clusterer", "kmeans", {"n_clusters": k}))
-        Z = None
-        space = reducer
-        if reducer in ("auto", "model"):
-            full = self._reduced_space()
-            if full is not None:
-                Z, space = full[members], "model"
-            elif reducer == "model":
-                raise InputError("the run kept no model, so it has no reduced space; use pca or umap "
-                                 "(or re-run cluster with --save-model)")
-            else:
-                space = "pca"
-        if Z is not None:
-            pipe = Pipeline(reducer=None, outliers=None, clusterer=clusterer, random_state=0)
-            pipe.fit(X, embedding=Z, build_predictor=False)
-        elif space == "pca":
-            pca = registry.build("reducer", "pca", {"n_components": int(min(32, m - 1, X.shape[1]))})
-            pipe = Pipeline(reducer=pca, outliers=None, clusterer=clusterer, random_state=0)
-            pipe.fit(l2_normalize(X), build_predictor=False)
-        else:
-            pipe = Pipeline(outliers=None, clusterer=clusterer, random_state=0)  # the default reducer
-            pipe.fit(X, build_predictor=False)
-        parts = np.asarray(pipe.labels_, dtype=np.int64)
-        if (parts < 0).any() and (parts >= 0).any():  # noise: its nearest part
-            q = parts < 0
-            parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
-        return parts, space
-
-    def _tree_split(self, members: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, str, list | None] | None:
-        """(part of each member, level name, the parts' stored names) from the run's hierarchy,
-        or None.
-
-        The coarsest level at which the members fall into 2 to :data:`SPLIT_K_MAX` parts of at
-        least :func:`min_part` items each; members in smaller pieces (items a person moved in,
-        slivers of a neighbour) join the part most of their 15 nearest members (cosine, the
-        run's vectors) are in. An unedited cluster's parts are then exactly its children in
-        the tree. None when no level splits it that way (a leaf, or a jump to too many parts).
-        When the parts are exactly that level's clusters (no piece joined to a part, none of
-        their items elsewhere), their names are the level's names the run stored
-        (``level_names.json``: what the report's level view shows), one dict per part; else None
-        and the parts are named afresh."""
-        from ..stages.cluster import knn_vote
-
-        m = len(members)
-        small = min_part(m)
-        for lv in self.levels:
-            lab = lv["labels"][members]
-            vals, inv, counts = np.unique(lab, return_inverse=True, return_counts=True)
-            big = (counts >= small) & (vals >= 0)
-            if big.sum() < 2:
-                continue
-            if big.sum() > SPLIT_K_MAX:
-                return None
-            keep = big[inv]
-            parts = np.where(keep, inv, -1).astype(np.int64)
-            if not keep.all():
-                Xn = l2_normalize(X)
-                parts[~keep], _, _ = knn_vote(Xn[keep], parts[keep], Xn[~keep], k=15)
-            return parts, str(lv["name"]), self._stored_part_names(lv, vals, counts, keep)
-        return None
-
-    def _stored_part_names(self, lv: dict, vals: np.ndarray, counts: np.ndarray, keep: np.ndarray) -> list | None:
-        """The stored names of a tree split's parts (see :meth:`_tree_split`), or None."""
-        stored = self._level_names.get(lv.get("index")) if lv.get("index") is not None else None
-        if not stored or not keep.all():
-            return None
-        whole = np.bincount(lv["labels"][lv["labels"] >= 0], minlength=int(vals.max()) + 1)
-        if any(whole[v] != c for v, c in zip(vals.tolist(), counts.tolist())):
-            return None  # a part is only some of its cluster's items: not that cluster
-        named = [stored.get(int(v)) for v in vals.tolist()]
-        return named if all(e and e.get("name") for e in named) else None
-
-    def _from_preview(self, req: dict) -> dict:
-        with self._lock:
-            pv = self._previews.get(str(req.get("preview")))
-        if pv is None:
-            raise EditConflict("that split preview is gone (the studio restarted or it is old); "
-                               "preview the split again")
-        names = req.get("names")
-        if names is not None and (not isinstance(names, list) or len(names) != len(pv["names"])):
-            raise InputError(f"names must list one name per part ({len(pv['names'])})")
-        return {**pv, "names": names or pv["names"]}
 
     # -- exports and publishing --------------------------------------------------------------------
     def _snapshot(self):
