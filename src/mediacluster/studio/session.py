@@ -11,7 +11,6 @@ written state is behind its log (the server was killed before writing) writes it
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -29,13 +28,10 @@ from .media import ItemMedia
 from .search import SearchService
 from .split import Previews, Splitter, whole_number
 from .state import CuratedState, EditConflict
+from .writer import WRITE_DELAY, StateWriter
 
 log = logging.getLogger(__name__)
 
-#: the background writer writes the run's tables once no edit came for WRITE_DELAY seconds,
-#: or WRITE_MAX_WAIT seconds after the first unwritten edit while edits keep coming
-WRITE_DELAY = 1.0
-WRITE_MAX_WAIT = 10.0
 MAX_PAGE = 500
 #: levels: assignment columns named like this, coarse to fine (the engine's hierarchy)
 LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
@@ -84,7 +80,6 @@ class Studio:
         self.state = CuratedState(self.fitted, self._names0)
         for ev in self.log.events():
             self.state.apply(ev)
-        self._written_seq = (self.run.read_curated() or {}).get("edits_seq", 0)
         self.files = ItemMedia(self.paths, self.media)
         self.searcher = SearchService(self.vectors, self.imagenet, self.encoder_info, self.media,
                                       within=self._within, briefs=self._scored_briefs)
@@ -93,15 +88,10 @@ class Studio:
                                  imagenet=self.imagenet,
                                  encoder=self.searcher.encoder if self.searcher.clip else None)
         self.previews = Previews()
-        self.write_delay = write_delay
-        self._last_edit = 0.0
-        self._write_lock = threading.Lock()  # one writer of the run folder at a time in this process
-        self._dirty = threading.Event()
-        self._stop = threading.Event()
-        self._writer = threading.Thread(target=self._write_loop, name="studio-writer", daemon=True)
-        self._writer.start()
-        if self.state.seq != self._written_seq:
-            self._dirty.set()  # killed before the last edits were written: write them now
+        self.writer = StateWriter(self.run, self.ids, self.imagenet, self.write_state, self.replaced,
+                                  write_delay)
+        # behind: killed before the last edits were written: write them now
+        self.writer.start(behind=self.state.seq != self.writer.written_seq)
         self.load_seconds = time.perf_counter() - t0
         if warm:
             threading.Thread(target=self._warm, name="studio-warm", daemon=True).start()
@@ -143,9 +133,7 @@ class Studio:
 
     def close(self) -> None:
         """Write what is not written yet and stop the background writer."""
-        self._stop.set()
-        self._dirty.set()
-        self._writer.join(timeout=60)
+        self.writer.stop()
         try:
             self.write_state()
         except RunLockedError as e:
@@ -183,7 +171,7 @@ class Studio:
     def version(self) -> dict:
         self.sync()
         with self._lock:
-            return {"seq": self.state.seq, "written": self._written_seq,
+            return {"seq": self.state.seq, "written": self.writer.written_seq,
                     "can_undo": self.state.can_undo(), "can_redo": self.state.can_redo(),
                     "replaced": self.replaced()}
 
@@ -193,7 +181,7 @@ class Studio:
             if self.log.last_seq() > self.state.seq:
                 for ev in self.log.events(since=self.state.seq):
                     self.state.apply(ev)
-                self._dirty.set()
+                self.writer.changed()
             return self.state.seq
 
     def map_bytes(self) -> bytes:
@@ -390,8 +378,7 @@ class Studio:
                 ev = self.log.insert(kind, payload, client)
             self.state.apply(ev)
             ack = self._ack(ev)
-        self._last_edit = time.monotonic()
-        self._dirty.set()
+        self.writer.edited()
         return ack
 
     def _ack(self, ev: Event) -> dict:
@@ -421,91 +408,24 @@ class Studio:
             ev = self.log.append(kind, payload, client)
             self.state.apply(ev)
 
-    # -- writing the curated state into the run --------------------------------------------------
-    def _write_loop(self) -> None:
-        while not self._stop.is_set():
-            self._dirty.wait()
-            if self._stop.is_set():
-                return
-            # write once a burst of edits has settled (no edit for write_delay seconds), but at
-            # least every WRITE_MAX_WAIT seconds while edits keep coming
-            first = time.monotonic()
-            while not self._stop.is_set():
-                quiet = time.monotonic() - self._last_edit
-                if quiet >= self.write_delay or time.monotonic() - first >= WRITE_MAX_WAIT:
-                    break
-                self._stop.wait(max(0.05, self.write_delay - quiet))
-            self._dirty.clear()
-            try:
-                self.write_state()
-            except RunLockedError as e:
-                log.info("studio: run folder busy (%s); writing the curated state later", e)
-                self._dirty.set()
-                self._stop.wait(2.0)
-            except Exception:  # noqa: BLE001 - the edits are safe in the log; keep serving
-                log.exception("studio: writing the curated state failed (the edits are kept in the log)")
-                self._stop.wait(5.0)
+    # -- writing the curated state into the run (writer.py) ------------------------------------
+    @property
+    def _write_lock(self) -> threading.Lock:
+        """Held while this process writes into the run folder (see :class:`.StateWriter`)."""
+        return self.writer.lock
 
     def write_state(self, force: bool = False) -> int:
         """Write ``curated_*`` columns into the assignments and ``curated.json``; returns the
         edit number written. Nothing is written for a run nobody edited."""
         with self._lock:
             seq = self.state.seq
-            if (seq == self._written_seq and not force) or (seq == 0 and not self.state.done):
-                return self._written_seq
+            if (seq == self.writer.written_seq and not force) or (seq == 0 and not self.state.done):
+                return self.writer.written_seq
             labels = self.state.labels.copy()
             table = self.state.cluster_table()
             status = self.state.status()
             item_tags = {i: list(t) for i, t in self.state.item_tags.items()}
-        names = {e["id"]: e["name"] for e in table}
-        masses = self._masses(labels, [e["id"] for e in table])
-        for e in table:
-            e["top_classes"] = masses.get(e["id"], [])
-        with self._write_lock, self.run.writing("studio"):
-            if seq <= self._written_seq and not force:
-                return self._written_seq  # another thread wrote it meanwhile
-            if self.replaced():
-                return self._written_seq
-            df = self.run.read_assignments()
-            df = df.drop(columns=[c for c in df.columns if c.startswith("curated_")])
-            df["curated_cluster"] = labels
-            df["curated_name"] = [names.get(int(c)) for c in labels]
-            df["curated_status"] = status
-            df["curated_tags"] = [json.dumps(item_tags[i], ensure_ascii=False) if i in item_tags else None
-                                  for i in range(self.n)]
-            self.run.write_assignments(df)
-            self.run.write_curated({"edits_seq": seq, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                    "clusters": table,
-                                    "item_tags": {path_to_text(self.ids[i]): t for i, t in item_tags.items()}})
-        self._written_seq = seq
-        return seq
-
-    def _masses(self, labels: np.ndarray, ids: list[int], k: int = 5) -> dict[int, list[dict]]:
-        """Top ImageNet classes of every cluster in one chunked pass."""
-        if self.imagenet is None or not ids:
-            return {}
-        from scipy import sparse
-
-        from ..naming.wordnet import imagenet_names
-
-        pos = {c: j for j, c in enumerate(ids)}
-        row = np.array([pos.get(int(c), -1) for c in labels])
-        mass = np.zeros((len(ids), self.imagenet.shape[1]))
-        for a in range(0, self.n, 16384):
-            r = row[a:a + 16384]
-            ok = r >= 0
-            if not ok.any():
-                continue
-            m = sparse.csr_matrix((np.ones(ok.sum()), (r[ok], np.flatnonzero(ok))), shape=(len(ids), len(r)))
-            mass += m @ np.asarray(self.imagenet[a:a + 16384], dtype=np.float32)
-        sizes = np.bincount(row[row >= 0], minlength=len(ids))
-        names = imagenet_names()
-        out = {}
-        for c, j in pos.items():
-            if sizes[j]:
-                top = np.argsort(-mass[j])[:k]
-                out[c] = [{"class": names[t], "index": int(t), "share": float(mass[j, t] / sizes[j])} for t in top]
-        return out
+        return self.writer.write(seq, labels, table, status, item_tags, force=force)
 
     # -- search (search.py) -------------------------------------------------------------------
     @property
