@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 
@@ -24,6 +23,7 @@ from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
 from ..rundir import RunDir, path_to_text
 from .editlog import Event
+from .levels import find_level, level_groups, read_levels
 from .media import ItemMedia
 from .search import SearchService
 from .split import Previews, Splitter, whole_number
@@ -33,8 +33,6 @@ from .writer import WRITE_DELAY, StateWriter
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
-#: levels: assignment columns named like this, coarse to fine (the engine's hierarchy)
-LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
 
 
 class Studio:
@@ -65,7 +63,7 @@ class Studio:
         self.truth = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
                       for v in a["label"].tolist()] if "label" in a else None
         self.dup_group = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
-        self.levels = _read_levels(self.run, a, self.n)
+        self.levels = read_levels(self.run, a, self.n)
         self.vectors = self.run.read_vectors(mmap=True)
         if len(self.vectors) != self.n:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
@@ -193,14 +191,7 @@ class Studio:
             return self.state.seq, np.ascontiguousarray(self.state.labels, "<i4").tobytes()
 
     def level_bytes(self, name: str) -> bytes:
-        lv = self._level(name)
-        return np.ascontiguousarray(lv["labels"], "<i4").tobytes()
-
-    def _level(self, name: str) -> dict:
-        for lv in self.levels:
-            if lv["name"] == name:
-                return lv
-        raise InputError(f"the run has no level {name!r}")
+        return np.ascontiguousarray(find_level(self.levels, name)["labels"], "<i4").tobytes()
 
     def clusters(self) -> dict:
         with self._lock:
@@ -214,17 +205,7 @@ class Studio:
             e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
                    {"id": OUTLIER, "name": "outliers", "size": sizes.get(OUTLIER, 0)}]
-        groups = {}
-        for lv in self.levels:  # each curated cluster under the level group most of it is in
-            lab = lv["labels"]
-            keep = labels >= 0
-            if keep.any():
-                pairs, cnt = np.unique(np.stack([labels[keep], lab[keep]]), axis=1, return_counts=True)
-                best: dict[int, tuple[int, int]] = {}
-                for (c, g), k in zip(pairs.T.tolist(), cnt.tolist()):
-                    if k > best.get(c, (-1, -1))[1]:
-                        best[c] = (g, k)
-                groups[lv["name"]] = {str(c): g for c, (g, _) in best.items()}
+        groups = level_groups(self.levels, labels)
         return {"seq": seq, "clusters": table, "special": special, "groups": groups,
                 "can_undo": undo, "can_redo": redo}
 
@@ -539,38 +520,3 @@ class Studio:
         res["seconds"] = round(time.perf_counter() - t0, 2)
         self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client)
         return res
-
-
-def _read_levels(run: RunDir, a, n: int) -> list[dict]:
-    """The run's hierarchy levels as flat labellings, coarse to fine: assignment columns named
-    ``level_<k>``, else from ``hierarchy.npz`` every per-item integer array (n,) and every
-    (n_levels, n) integer array (the clusterer's ``levels_``, row 0 coarsest). [] without levels.
-    Each: ``name``, ``labels``, ``groups`` and ``index``, the level's key in ``level_names.json``
-    (None for an array that is not one of the tree's levels)."""
-    out = []
-    for c in a.columns:
-        m = LEVEL_COLUMN.fullmatch(str(c))
-        if m:
-            vals = a[c].to_numpy()
-            if vals.dtype.kind in "iu":
-                out.append({"name": str(c), "labels": vals.astype(np.int64), "index": int(m.group(1))})
-    if not out:
-        try:
-            h = run.read_hierarchy()
-        except (OSError, ValueError) as e:
-            log.warning("studio: hierarchy not readable: %s", e)
-            h = None
-        for k, v in sorted((h or {}).items()):
-            v = np.asarray(v)
-            if v.dtype.kind not in "iu":
-                continue
-            if v.ndim == 1 and len(v) == n:
-                out.append({"name": str(k), "labels": v.astype(np.int64), "index": None})
-            elif v.ndim == 2 and v.shape[1] == n and v.shape[0] <= 64:  # (levels, n), row 0 coarsest
-                # "levels" is the tree of hierarchy.npz: its rows are the levels level_names.json keys
-                out += [{"name": f"{k} {lv}", "labels": row.astype(np.int64), "index": lv if k == "levels" else None}
-                        for lv, row in enumerate(v)]
-    for lv in out:
-        lv["groups"] = int(len(set(lv["labels"][lv["labels"] >= 0].tolist())))
-    out.sort(key=lambda lv: lv["groups"])
-    return out
