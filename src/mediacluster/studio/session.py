@@ -1,5 +1,9 @@
-"""One open run in the studio: its data, the curated state, edits, search, split previews,
-exports and publishing. The HTTP layer (:mod:`.app`) only translates requests to these calls.
+"""One open run in the studio: its data, the curated state and its edits, and the views the
+page reads (clusters, members, items). The HTTP layer (:mod:`.app`) only translates requests
+to these calls. :class:`Studio` holds the run and the edit log and delegates the concepts that
+have their own module: the items' renderings (:mod:`.media`), search (:mod:`.search`), split
+previews (:mod:`.split`), the hierarchy levels (:mod:`.levels`), writing the curated state
+back (:mod:`.writer`), exports (:mod:`.exports`) and publishing (:mod:`.publish`).
 
 Edits are acknowledged when their event is committed to the edit log (fsync'd); the curated
 state is then written back into the run folder by a background writer a moment later
