@@ -232,6 +232,14 @@ class SearchService:
         """True for a run of a CLIP encoder (it searches words with its text tower)."""
         return str(self.encoder_info.get("name") or "").startswith("clip")
 
+    def kinds(self) -> dict:
+        """The searches this run allows: ``word_search`` (``clip-text``, ``imagenet-wordnet`` or
+        None), ``example_search``, ``upload_search`` (an image run of a known encoder)."""
+        name = self.encoder_info.get("name")
+        return {"word_search": "clip-text" if self.clip else ("imagenet-wordnet" if self.imagenet is not None else None),
+                "example_search": True,
+                "upload_search": bool(name) and name != "precomputed" and self.media == "image"}
+
     def warm(self) -> None:
         if self.imagenet is not None and not self.clip:
             self._word_search().warm()

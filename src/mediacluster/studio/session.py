@@ -152,23 +152,16 @@ class Studio:
             return True
 
     def info(self) -> dict:
-        enc = self.encoder_info
-        has_text = str(enc.get("name") or "").startswith("clip")
         return {
             "run": path_to_text(str(self.run.path)), "run_name": path_to_text(self.run.path.name),
             "run_id": self.run_id, "n": self.n, "media": self.media,
-            "encoder": enc.get("name"), "map_method": self.map_method,
-            "word_search": "clip-text" if has_text else ("imagenet-wordnet" if self.imagenet is not None else None),
-            "example_search": True, "upload_search": self._upload_possible(),
+            "encoder": self.encoder_info.get("name"), "map_method": self.map_method,
+            **self.searcher.kinds(),
             "levels": [{"name": lv["name"], "groups": lv["groups"]} for lv in self.levels],
             "has_truth": self.truth is not None, "has_duplicates": self.dup_group is not None,
             "models": self.run.models.versions(),
             "seq": self.state.seq,
         }
-
-    def _upload_possible(self) -> bool:
-        name = self.encoder_info.get("name")
-        return bool(name) and name != "precomputed" and self.media == "image"
 
     def version(self) -> dict:
         self.sync()
