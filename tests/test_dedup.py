@@ -194,6 +194,58 @@ def test_service_answers_duplicate_of(planted, dedup_run, tmp_path):
         s.stop()
 
 
+def test_a_curated_model_published_in_the_studio_still_answers_duplicate_of(planted, dedup_run, tmp_path):
+    """Curating a --dedup run in the studio and publishing must not switch repost detection off:
+    the curated version carries the run's duplicate index as the cluster job's version does (it
+    was published without it, so after the first studio publish the service answered
+    duplicate_of null for every repost: recall 92% -> 0% in benchmarks/social_loop.py)."""
+    from studio_helpers import Server as Studio
+    from studio_helpers import client, post, wait_written
+    from test_serve import Server
+
+    run = tmp_path / "run"
+    shutil.copytree(dedup_run[0], run, symlinks=True)
+    st = Studio(run)
+    try:
+        with client(st) as c:
+            cid = c.get("/api/clusters").json()["clusters"][0]["id"]
+            assert post(c, "/api/edits", {"kind": "rename", "cluster": cid, "name": "curated"}).status_code == 200
+            r = post(c, "/api/publish")
+            assert r.status_code == 200, r.text
+            assert r.json()["version"] == "v0002" and r.json()["duplicates"] is True
+            wait_written(c)
+    finally:
+        st.stop()
+    latest = RunDir.open(run).models.latest()
+    assert latest.name == "v0002" and (latest / "duplicates" / "duplicates.json").exists()
+    # the same index, its files shared with the cluster job's version (not a copy per publish)
+    assert os.path.samefile(latest / "duplicates" / "vectors.faiss", run / "models" / "v0001" / "duplicates" / "vectors.faiss")
+    s = Server(str(run), log=tmp_path / "server.log")
+    try:
+        files = [("files", (Path(p).name, Path(p).read_bytes(), "image/jpeg"))
+                 for p in (planted["new_repost"], planted["new_copy"])]
+        r = s.client.post("/v1/assign", files=files)
+        assert r.status_code == 200, r.text
+        assert r.json()["model"]["version"] == "v0002"
+        items = r.json()["items"]
+        group = run_groups(run)
+        assert items[0]["duplicate_of"] is not None, items[0]
+        assert group[items[0]["duplicate_of"]["id"]] == group[planted["new_repost_of"]] >= 0
+        assert items[1]["duplicate_of"]["id"] == planted["new_copy_of"]
+        assert items[1]["duplicate_of"]["kind"] == "exact"
+    finally:
+        s.stop()
+    # and `assign` on the curated version
+    dst = tmp_path / "assigned.csv"
+    code, text = cli("assign", run, planted["new_copy"], "--out", dst, "--quiet", "--cache-dir", planted["cache"])
+    assert code == 0, text
+    assert pd.read_csv(dst)["duplicate_of"].iloc[0] == planted["new_copy_of"]
+    # `studio --publish` (no server) carries it on too, and says so
+    code, text = cli("studio", run, "--publish")
+    assert code == 0 and "published model v0003" in text and "duplicate index" in text, text
+    assert (RunDir.open(run).models.latest() / "duplicates" / "duplicates.json").exists()
+
+
 def test_dedup_with_a_fit_sample_groups_as_the_full_fit_and_keeps_copies_together(planted, dedup_run, tmp_path):
     """``--fit-sample`` below the collection size: the groups are found over every item as a full
     fit finds them (files: exact and perceptual links), the sample is drawn among their

@@ -439,7 +439,8 @@ def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
 def test_junk_clusters_are_junk_in_the_published_model_and_the_service(base_run, tmp_path):
     """A cluster a person marked as junk is "junk" wherever the published model answers, as it is
     in the run's curated_status: predict_details, `assign` and the service (the model carried the
-    junk list in its metadata, but they all answered "clustered" with the junk cluster's name)."""
+    junk list in its metadata, but they all answered "clustered" with the junk cluster's name), and
+    the service's /v1/clusters marks it."""
     import re
     import subprocess
     import sys
@@ -487,6 +488,10 @@ def test_junk_clusters_are_junk_in_the_published_model_and_the_service(base_run,
         items = httpx.post(url + "/v1/assign", json={"vectors": X[:40].tolist()}, timeout=120).json()["items"]
         assert [it["status"] for it in items] == got["status"].tolist()
         assert junk in {it["cluster"] for it in items}
+        # /v1/clusters says which cluster is junk (a client listing the clusters as topics showed
+        # the junk one as any other: it said nothing of it)
+        listed = httpx.get(url + "/v1/clusters", timeout=60).json()["clusters"]
+        assert {e["id"]: e["junk"] for e in listed} == {e["id"]: e["id"] == junk for e in listed}
     finally:
         proc.terminate()
         proc.wait(30)
@@ -969,6 +974,7 @@ def test_cli_publish_and_export_without_a_server(base_run, tmp_path, capsys):
     assert main(["studio", str(run_dir), "--export", "csv", "--publish"]) == 0
     out = capsys.readouterr().out
     assert "export:" in out and "published model v0002" in out and "100.00%" in out
+    assert "duplicate index" not in out  # a run clustered without --dedup has none to carry
     run = RunDir.open(run_dir)
     assert run.models.pointer()["source"] == "studio"
     assert main(["studio", str(tmp_path / "nope")]) == 2

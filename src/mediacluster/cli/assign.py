@@ -17,7 +17,7 @@ from ..embed import embed_collection
 from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
 from ..errors import ModelFormatError, ParameterError
 from ..fileio import text_series, write_table
-from ..ingest import collect
+from ..ingest import collect, join_files
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from . import add_collection_root, printable
@@ -76,7 +76,8 @@ def run(args) -> int:
                                f"this mediacluster cannot load ({e}); pass --encoder") from None
     ids, paths, vecs, skipped = [], [], [], []
     # every input found before any is embedded: a mistyped last path fails at once
-    colls = [collect(src, media=encoder.media) for src in args.paths]  # audio models read audio files
+    # (audio models read audio files; files given one by one are embedded in one pass)
+    colls = join_files([collect(src, media=encoder.media) for src in args.paths])
     for coll in colls:
         emb = embed_collection(coll, encoder=encoder, cache_dir=args.cache_dir, batch_size=args.batch_size,
                                workers=args.workers, progress=not args.quiet)

@@ -60,7 +60,9 @@ def run(args) -> int:
                 sys.stdout.write(f"published model {res['version']}: {printable(res['path'])}\n"
                                  f"it predicts the curated cluster of {100 * res['agreement']:.2f}% of "
                                  f"{res['checked']} curated items ({res['clusters']} clusters, edit "
-                                 f"{res['edits_seq']})\n")
+                                 f"{res['edits_seq']})"
+                                 + ("; it carries the run's duplicate index (duplicate_of)" if res.get("duplicates") else "")
+                                 + "\n")
         finally:
             studio.close()
         return 0

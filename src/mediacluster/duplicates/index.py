@@ -519,6 +519,28 @@ def save_to_model(model_dir: str | os.PathLike, index: DuplicateIndex,
     return index.save(Path(model_dir) / DUPLICATES_DIR, root=root)
 
 
+def link_to_model(src_model_dir: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
+    """Put the duplicate index of the model version ``src_model_dir`` into ``model_dir``, a new
+    version of the same model store (the studio's curated versions of a ``--dedup`` run), before
+    it is published: its files hard-linked (a published version is never written into again, so
+    the two share the bytes; the vectors of a large run are gigabytes), copied where a link
+    cannot be made. The stored paths stay valid: they are relative to the collection root, which
+    is recorded relative to the index folder, at the same depth in every version."""
+    import shutil
+
+    from ..persist import DUPLICATES_DIR
+
+    src, dst = Path(src_model_dir) / DUPLICATES_DIR, Path(model_dir) / DUPLICATES_DIR
+    dst.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in src.iterdir() if p.is_file())
+    for name in sorted(names, key=lambda x: x == JSON_NAME):  # the JSON, which names the rest, last
+        try:
+            os.link(src / name, dst / name)
+        except OSError:
+            shutil.copy2(src / name, dst / name)
+    return dst
+
+
 def read_from_model(model_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> DuplicateIndex | None:
     """The model folder's duplicate index (checked, never unpickled); None when it has none.
     ``root``: where the training collection is now (:meth:`DuplicateIndex.load`)."""
@@ -528,4 +550,5 @@ def read_from_model(model_dir: str | os.PathLike, root: str | os.PathLike | None
     return DuplicateIndex.load(d, root=root) if d.is_dir() else None
 
 
-__all__ = ["DuplicateIndex", "DuplicateMatch", "FORMAT", "save_to_model", "read_from_model", "split_root"]
+__all__ = ["DuplicateIndex", "DuplicateMatch", "FORMAT", "save_to_model", "link_to_model", "read_from_model",
+           "split_root"]

@@ -23,7 +23,8 @@ from .sources import (  # noqa: E402
     collect,
     detect_media,
     find_duplicates,
+    join_files,
 )
 
-__all__ = ["SkipItem", "load_image", "collect", "detect_media", "find_duplicates", "IMAGE_EXTENSIONS",
+__all__ = ["SkipItem", "load_image", "collect", "detect_media", "find_duplicates", "join_files", "IMAGE_EXTENSIONS",
            "AUDIO_EXTENSIONS"]

@@ -145,6 +145,33 @@ def collect(
     )
 
 
+def join_files(colls: list[Collection]) -> list[Collection]:
+    """Consecutive collections of files of one media kind as one collection, in order (the
+    others, such as precomputed vectors, as they are): ``assign a.jpg b.jpg ...`` (a shell
+    glob) is then embedded in one pass, in batches, as a folder is, not one file at a time."""
+    runs: list[list[Collection]] = []
+    for c in colls:
+        prev = runs[-1][-1] if runs else None
+        if (prev is not None and c.vectors is None and prev.vectors is None and c.paths is not None
+                and prev.paths is not None and c.media == prev.media):
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    out = []
+    for run in runs:
+        if len(run) == 1:
+            out.append(run[0])
+            continue
+        labelled = any(c.labels is not None for c in run)
+        roots = {c.root for c in run}
+        out.append(Collection(
+            ids=[i for c in run for i in c.ids], paths=[p for c in run for p in c.paths],
+            labels=[x for c in run for x in (c.labels or [None] * len(c))] if labelled else None,
+            media=run[0].media, skipped=[s for c in run for s in c.skipped], source=run[0].source,
+            root=roots.pop() if len(roots) == 1 else None))
+    return out
+
+
 def _media_files(root: Path, exts) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):

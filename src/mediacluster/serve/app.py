@@ -94,6 +94,8 @@ class ClusterInfo(BaseModel):
     size: int = Field(description="training items in the cluster")
     assigned_size: int = Field(description="training items whose nearest cluster it is")
     level: int = Field(0, description="the level these clusters belong to (the one `cluster` answers with)")
+    junk: bool = Field(False, description="marked as junk in the studio: items answered in it have the "
+                       "status junk")
 
 
 class ClustersResponse(BaseModel):

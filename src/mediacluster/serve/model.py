@@ -228,14 +228,17 @@ def _created(path: Path) -> str | None:
 
 
 def cluster_table(pipe: Pipeline, names: dict[int, str]) -> list[dict]:
-    """id, name, size (training items labelled so) and assigned size (items whose nearest
-    cluster it is, noise and outliers included) of every cluster of a model."""
+    """id, name, size (training items labelled so), assigned size (items whose nearest
+    cluster it is, noise and outliers included) and junk (a person marked it so in the studio:
+    ``predict_details`` answers its items with the status junk) of every cluster of a model."""
     labels = np.asarray(pipe.labels_)
     ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
     assigned = dict(zip(*np.unique(np.asarray(pipe.cluster_), return_counts=True)))
     level = getattr(pipe, "level_", None)
+    junk = set(pipe._junk_clusters())  # the pipeline's one reading of the curated metadata
     return [{"id": int(c), "name": names.get(int(c)), "size": int(n),
-             "assigned_size": int(assigned.get(c, 0)), "level": int(level or 0)} for c, n in zip(ids, sizes)]
+             "assigned_size": int(assigned.get(c, 0)), "level": int(level or 0), "junk": int(c) in junk}
+            for c, n in zip(ids, sizes)]
 
 
 def path_records(path: dict | None, names: dict[int, dict[int, str]] | None = None) -> list[list[dict]] | None:

@@ -7,19 +7,27 @@ item (checked on publishing: ``agreement``). It is saved like any other model (J
 ``LATEST`` rewritten last), so ``mediacluster assign RUN``, ``tags train --run RUN`` and the
 service load it without knowing it came from the studio. Its reduced space is the fitted
 model's when the run kept one (``cluster --save-model``), else the studio's 2-D map; the
-metadata carries the encoder, the curated names, junk clusters and tags.
+metadata carries the encoder, the curated names, junk clusters and tags. A run clustered with
+``--dedup --save-model`` keeps its duplicate index in every curated version too (the newest
+version's that holds one, ``stored_duplicates``, hard-linked: ``duplicates.index.link_to_model``),
+so ``assign`` and the service go on answering "near-duplicate of item X" after curation.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
 
 from ..data import NOISE, OUTLIER
+from ..duplicates.index import link_to_model, read_from_model
+from ..errors import MediaclusterError
 from ..pipeline import PIPELINE_PARAMS, Pipeline
 from ..rundir import RunDir
 from ..stages import registry
+
+log = logging.getLogger(__name__)
 
 #: curated items re-predicted to measure the agreement (a random sample above this)
 CHECK_ITEMS = 20000
@@ -79,6 +87,23 @@ def agreement(pipe: Pipeline, vectors, labels, random_state: int = 0) -> tuple[f
     return float((pred == lab[idx]).mean()), int(len(idx))
 
 
+def stored_duplicates(run: RunDir, n: int):
+    """The model version holding the run's duplicate index (``cluster --dedup --save-model``
+    stores it in its version; the studio's versions carry it on): the newest whose index is
+    readable and holds the run's ``n`` items, or None. A damaged one is passed over with a
+    warning (an older version's is the same index)."""
+    for version in reversed(run.models.versions()):
+        folder = run.models.root / version
+        try:
+            index = read_from_model(folder, root=run.collection_root.path)  # checked, not kept
+        except MediaclusterError as e:
+            log.warning("studio: the duplicate index of %s is not carried on: %s", folder, e)
+            continue
+        if index is not None and len(index.labels) == n:
+            return folder
+    return None
+
+
 def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability, fitted,
                     base: Pipeline | None, xy, map_method: str, encoder: dict, seq: int,
                     item_tags: dict[int, list[str]] | None = None) -> dict:
@@ -96,7 +121,18 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
                     "items_tagged": len(item_tags or {})},
     }
     with run.writing("studio"):
-        path = pipe.publish(run.models, metadata=metadata, run_id=run.run_id, source="studio")
+        dups = stored_duplicates(run, len(labels))
+        if dups is None:
+            path = pipe.publish(run.models, metadata=metadata, run_id=run.run_id, source="studio")
+        else:  # as the cluster job publishes a --dedup model (workflow.publish_model)
+            meta = {**metadata, "run_id": run.run_id, "source": "studio", "duplicates": True}
+
+            def write(folder):
+                pipe.save(folder, metadata=meta)
+                link_to_model(dups, folder)
+
+            path = str(run.models.publish(write, run.run_id, "studio"))
     return {"version": os.path.basename(path), "path": path, "agreement": share, "checked": checked,
+            "duplicates": dups is not None,
             "clusters": int(len(set(np.asarray(labels)[np.asarray(labels) >= 0].tolist()))),
             "edits_seq": int(seq)}
