@@ -229,9 +229,9 @@ def test_run_folder_holds_the_tree(cifar3_embeddings, tmp_path, one_blas_thread)
     assert (a["cluster"] == a[f"level_{int(h['level'])}"]).all()
     assert run.info["summary"]["levels"]["n_clusters"] == pipe.n_clusters_per_level_.tolist()
     # the studio reads the same levels
-    from mediacluster.studio.session import _read_levels
+    from mediacluster.studio.levels import read_levels
 
-    assert [lv["groups"] for lv in _read_levels(run, a, len(a))] == pipe.n_clusters_per_level_.tolist()
+    assert [lv["groups"] for lv in read_levels(run, a, len(a))] == pipe.n_clusters_per_level_.tolist()
     # the service's view of the model
     from mediacluster.serve.model import level_table, path_records
 

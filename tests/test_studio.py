@@ -818,7 +818,8 @@ def test_automatic_split_follows_the_hierarchy(cifar3_embeddings, tmp_path, one_
 
     from mediacluster.errors import InputError
     from mediacluster.report.build import map_2d
-    from mediacluster.studio.session import Studio, min_part
+    from mediacluster.studio.session import Studio
+    from mediacluster.studio.split import min_part
     from mediacluster.workflow import publish_run
 
     pipe = pca_tree().fit(cifar3_embeddings.vectors)

@@ -11,22 +11,32 @@ example (nearest neighbours of a vector over the run's vectors, with faiss).
   (``faiss.IndexFlatIP``); above :data:`FLAT_LIMIT` floats the vectors are first projected to
   :data:`PCA_DIMS` dimensions (``faiss.PCAMatrix``) to bound the memory. A search can be limited
   to a set of items (a cluster) with faiss's ID selector.
+* :class:`SearchService`: the studio's searches of one run (by words, by an item, by an
+  uploaded image), built on first use; the session hands it the items of a cluster and the
+  description of an item as they are now.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from ..data import l2_normalize
 from ..errors import InputError
+from ..fileio import path_to_text
 
 #: vectors kept in full (n x d floats) up to this many floats, else PCA-projected first
 FLAT_LIMIT = 64_000_000
 PCA_DIMS = 256
 CHUNK = 16384
+#: the most items one search answers
+MAX_RESULTS = 1000
 
 
 def _chunks(n: int, size: int = CHUNK):
@@ -190,3 +200,150 @@ class VectorIndex:
         finally:
             faiss.omp_set_num_threads(before)
         return dist, idx
+
+
+class SearchService:
+    """The searches of one run in the studio: by words (:class:`WordSearch` over the ImageNet
+    probabilities, or :class:`TextSearch` on a CLIP run), by an item's vector and by an uploaded
+    image embedded with the run's encoder (:class:`VectorIndex`). Each is built on first use
+    (:meth:`warm` builds them ahead).
+
+    ``within(cluster)`` gives the items a search is limited to (None: all; it raises for a
+    cluster that is not there) and ``briefs([(item, score), ...])`` the answer's description of
+    each item, both as the session's state is now."""
+
+    def __init__(self, vectors, imagenet, encoder_info: dict, media: str,
+                 within: Callable[[object], np.ndarray | None], briefs: Callable[[list], list[dict]]):
+        self.vectors = vectors
+        self.imagenet = imagenet
+        self.encoder_info = encoder_info
+        self.media = media
+        self.n = len(vectors)
+        self._within = within
+        self._briefs = briefs
+        self._word = None
+        self._text = None
+        self._index = None
+        self._encoder = None
+        self._lock = threading.Lock()
+
+    @property
+    def clip(self) -> bool:
+        """True for a run of a CLIP encoder (it searches words with its text tower)."""
+        return str(self.encoder_info.get("name") or "").startswith("clip")
+
+    def kinds(self) -> dict:
+        """The searches this run allows: ``word_search`` (``clip-text``, ``imagenet-wordnet`` or
+        None), ``example_search``, ``upload_search`` (an image run of a known encoder)."""
+        name = self.encoder_info.get("name")
+        return {"word_search": "clip-text" if self.clip else ("imagenet-wordnet" if self.imagenet is not None else None),
+                "example_search": True,
+                "upload_search": bool(name) and name != "precomputed" and self.media == "image"}
+
+    def warm(self) -> None:
+        if self.imagenet is not None and not self.clip:
+            self._word_search().warm()
+        self.index.warm()
+
+    @property
+    def index(self) -> VectorIndex:
+        with self._lock:
+            if self._index is None:
+                self._index = VectorIndex(self.vectors)
+        return self._index
+
+    def search_words(self, q: str, cluster=None, limit: int = 200) -> dict:
+        t = time.perf_counter()
+        if not isinstance(q, str) or len(q) > 200:
+            raise InputError("the search must be text of at most 200 characters")
+        if self.clip:
+            searcher, method = self._text_search(), "clip-text"
+        elif self.imagenet is not None:
+            searcher, method = self._word_search(), "imagenet-wordnet"
+        else:
+            raise InputError("this run has neither ImageNet probabilities (default encoder) nor a "
+                             "CLIP encoder, so it cannot be searched by words; search by example")
+        scores, used, others = searcher.scores(q)
+        return self._ranked(scores, cluster, limit, {"query": q, "method": method, "concept": used,
+                                                     "other_meanings": others}, t,
+                            min_score=1e-6 if method == "imagenet-wordnet" else None)
+
+    def _word_search(self) -> WordSearch:
+        with self._lock:
+            if self._word is None:
+                self._word = WordSearch(self.imagenet)
+        return self._word
+
+    def _text_search(self) -> TextSearch:
+        with self._lock:
+            if self._text is None:
+                self._text = TextSearch(self.encoder(), self.vectors)
+        return self._text
+
+    def encoder(self):
+        """The run's encoder (loaded once), to embed a query image or text; an InputError for a
+        run made from precomputed vectors."""
+        from ..encoders import get_encoder
+
+        if self._encoder is None:
+            name = self.encoder_info.get("name")
+            if not name or name == "precomputed":
+                raise InputError("this run was made from precomputed vectors: no encoder to embed "
+                                 "a new image or text with")
+            self._encoder = get_encoder(name)
+        return self._encoder
+
+    def _ranked(self, scores: np.ndarray, cluster, limit: int, head: dict, t0: float,
+                min_score: float | None = None) -> dict:
+        limit = int(max(1, min(MAX_RESULTS, limit)))
+        within = self._within(cluster)
+        cand = np.arange(self.n) if within is None else within
+        s = scores[cand]
+        if min_score is not None:
+            keep = s >= min_score
+            cand, s = cand[keep], s[keep]
+        top = np.argsort(-s, kind="stable")[:limit]
+        items = self._briefs([(int(cand[j]), s[j]) for j in top])
+        return {**head, "cluster": None if within is None else int(cluster), "matches": int(len(cand)),
+                "items": items, "seconds": round(time.perf_counter() - t0, 4)}
+
+    def search_item(self, i: int, cluster=None, limit: int = 100) -> dict:
+        """The items nearest to item ``i`` (a checked item number)."""
+        t = time.perf_counter()
+        return self._search_vector(np.asarray(self.vectors[i], dtype=np.float32), cluster, limit,
+                                   {"method": "example", "item": i}, t)
+
+    def search_image(self, data: bytes, filename: str = "", cluster=None, limit: int = 100) -> dict:
+        """Embed an uploaded image with the run's encoder (through the package's hardened image
+        loader) and search for its nearest items."""
+        from ..ingest import SkipItem
+
+        t = time.perf_counter()
+        if self.media != "image":
+            raise InputError("this run holds audio; search by an uploaded image needs an image run")
+        if not data:
+            raise InputError("the upload is empty")
+        enc = self.encoder()
+        with tempfile.TemporaryDirectory(prefix="mc-studio-") as d:
+            p = Path(d) / "upload"
+            p.write_bytes(data)
+            try:
+                x = enc.prepare(str(p))
+            except SkipItem as e:
+                raise InputError(f"the uploaded file cannot be used: {e}") from None
+        with self._lock:  # one inference at a time on the shared encoder
+            v = enc.encode([x])["embedding"][0]
+        head = {"method": "upload", "filename": path_to_text(filename or "")[:200]}
+        rec = self.encoder_info.get("id")
+        if rec and rec != enc.id:
+            head["warning"] = f"the encoder now is {enc.id}; the run was embedded with {rec}"
+        return self._search_vector(v, cluster, limit, head, t)
+
+    def _search_vector(self, v, cluster, limit, head, t0) -> dict:
+        limit = int(max(1, min(MAX_RESULTS, limit)))
+        within = self._within(cluster)
+        D, idx = self.index.search(v, limit, within=within)
+        items = self._briefs([(int(j), s) for s, j in zip(D[0], idx[0]) if j >= 0])
+        return {**head, "cluster": None if within is None else int(cluster),
+                "matches": int(self.n if within is None else len(within)), "items": items,
+                "seconds": round(time.perf_counter() - t0, 4)}

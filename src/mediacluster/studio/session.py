@@ -1,5 +1,9 @@
-"""One open run in the studio: its data, the curated state, edits, search, split previews,
-exports and publishing. The HTTP layer (:mod:`.app`) only translates requests to these calls.
+"""One open run in the studio: its data, the curated state and its edits, and the views the
+page reads (clusters, members, items). The HTTP layer (:mod:`.app`) only translates requests
+to these calls. :class:`Studio` holds the run and the edit log and delegates the concepts that
+have their own module: the items' renderings (:mod:`.media`), search (:mod:`.search`), split
+previews (:mod:`.split`), the hierarchy levels (:mod:`.levels`), writing the curated state
+back (:mod:`.writer`), exports (:mod:`.exports`) and publishing (:mod:`.publish`).
 
 Edits are acknowledged when their event is committed to the edit log (fsync'd); the curated
 state is then written back into the run folder by a background writer a moment later
@@ -11,61 +15,28 @@ written state is behind its log (the server was killed before writing) writes it
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
-import re
-import tempfile
 import threading
 import time
-import uuid
-from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 
-from ..data import NOISE, OUTLIER, l2_normalize, nearest_to_centre
+from ..data import NOISE, OUTLIER
 from ..errors import InputError, RunDirError, RunLockedError
-from ..fileio import cache_root
 from ..locations import under
 from ..rundir import RunDir, path_to_text
 from .editlog import Event
+from .levels import find_level, level_groups, read_levels
+from .media import ItemMedia
+from .search import SearchService
+from .split import Previews, Splitter, whole_number
 from .state import CuratedState, EditConflict
+from .writer import WRITE_DELAY, StateWriter
 
 log = logging.getLogger(__name__)
 
-#: the background writer writes the run's tables once no edit came for WRITE_DELAY seconds,
-#: or WRITE_MAX_WAIT seconds after the first unwritten edit while edits keep coming
-WRITE_DELAY = 1.0
-WRITE_MAX_WAIT = 10.0
-THUMB_SIZES = (96, 160)
-PREVIEW_SIZE = 512
 MAX_PAGE = 500
-MAX_RESULTS = 1000
-#: an automatic split tries 2..SPLIT_K_MAX parts
-SPLIT_K_MAX = 12
-#: levels: assignment columns named like this, coarse to fine (the engine's hierarchy)
-LEVEL_COLUMN = re.compile(r"level_?(\d+)$")
-
-
-def _whole(v, what: str) -> int:
-    """``v`` as an int (a JSON request's number), or an InputError naming ``what``."""
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
-        raise InputError(f"{what} must be a whole number, got {v!r}")
-    try:
-        f = float(v)
-        if f != int(f):
-            raise ValueError
-        return int(f)
-    except (ValueError, OverflowError):
-        raise InputError(f"{what} must be a whole number, got {v!r}") from None
-
-
-def min_part(m: int) -> int:
-    """Smallest part a split along the hierarchy keeps for a cluster of ``m`` items: 1% of it,
-    at least 2 (one stray item is not a sub-group)."""
-    return max(2, -(-m // 100))
 
 
 class Studio:
@@ -96,10 +67,7 @@ class Studio:
         self.truth = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
                       for v in a["label"].tolist()] if "label" in a else None
         self.dup_group = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
-        self.levels = _read_levels(self.run, a, self.n)
-        # every level's stored automatic names: level index -> {cluster: {cluster, name, alternatives}}
-        self._level_names = {k: {int(e["cluster"]): e for e in named}
-                             for k, named in self.run.read_level_names().items()} if self.levels else {}
+        self.levels = read_levels(self.run, a, self.n)
         self.vectors = self.run.read_vectors(mmap=True)
         if len(self.vectors) != self.n:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
@@ -114,26 +82,18 @@ class Studio:
         self.state = CuratedState(self.fitted, self._names0)
         for ev in self.log.events():
             self.state.apply(ev)
-        self._written_seq = (self.run.read_curated() or {}).get("edits_seq", 0)
-        self._previews: OrderedDict[str, dict] = OrderedDict()
-        self._thumbs: dict[tuple[int, int], Path] = {}
-        self._thumb_dir = cache_root() / "thumbs"
-        self._model = None
-        self._model_checked = False
-        self._word = None
-        self._text = None
-        self._index = None
-        self._encoder = None
-        self._aux_lock = threading.Lock()
-        self.write_delay = write_delay
-        self._last_edit = 0.0
-        self._write_lock = threading.Lock()  # one writer of the run folder at a time in this process
-        self._dirty = threading.Event()
-        self._stop = threading.Event()
-        self._writer = threading.Thread(target=self._write_loop, name="studio-writer", daemon=True)
-        self._writer.start()
-        if self.state.seq != self._written_seq:
-            self._dirty.set()  # killed before the last edits were written: write them now
+        self.files = ItemMedia(self.paths, self.media)
+        self.searcher = SearchService(self.vectors, self.imagenet, self.encoder_info, self.media,
+                                      within=self._within, briefs=self._scored_briefs)
+        self.splitter = Splitter(self.vectors, self.fitted, self.levels,
+                                 self.run.read_level_names() if self.levels else {}, self.run.models,
+                                 imagenet=self.imagenet,
+                                 encoder=self.searcher.encoder if self.searcher.clip else None)
+        self.previews = Previews()
+        self.writer = StateWriter(self.run, self.ids, self.imagenet, self.write_state, self.replaced,
+                                  write_delay)
+        # behind: killed before the last edits were written: write them now
+        self.writer.start(behind=self.state.seq != self.writer.written_seq)
         self.load_seconds = time.perf_counter() - t0
         if warm:
             threading.Thread(target=self._warm, name="studio-warm", daemon=True).start()
@@ -144,13 +104,11 @@ class Studio:
         first automatic split of a 5,000-item cluster of a 100,000-item run took 12.5 s, most
         of it loading the model, against 0.9 s for the next one)."""
         try:
-            if self.imagenet is not None and not str(self.encoder_info.get("name") or "").startswith("clip"):
-                self._word_search().warm()
-            self.index.warm()
+            self.searcher.warm()
         except Exception as e:  # noqa: BLE001 - a search will build them (and report) on demand
             log.warning("studio: preparing search failed: %s", e)
         try:
-            self._reduced_space()  # an unusable model is logged there; splits then use a PCA
+            self.splitter.reduced_space()  # an unusable model is logged there; splits then use a PCA
         except Exception as e:  # noqa: BLE001 - the first split will retry and report
             log.warning("studio: loading the model for splits failed: %s", e)
 
@@ -177,9 +135,7 @@ class Studio:
 
     def close(self) -> None:
         """Write what is not written yet and stop the background writer."""
-        self._stop.set()
-        self._dirty.set()
-        self._writer.join(timeout=60)
+        self.writer.stop()
         try:
             self.write_state()
         except RunLockedError as e:
@@ -196,28 +152,21 @@ class Studio:
             return True
 
     def info(self) -> dict:
-        enc = self.encoder_info
-        has_text = str(enc.get("name") or "").startswith("clip")
         return {
             "run": path_to_text(str(self.run.path)), "run_name": path_to_text(self.run.path.name),
             "run_id": self.run_id, "n": self.n, "media": self.media,
-            "encoder": enc.get("name"), "map_method": self.map_method,
-            "word_search": "clip-text" if has_text else ("imagenet-wordnet" if self.imagenet is not None else None),
-            "example_search": True, "upload_search": self._upload_possible(),
+            "encoder": self.encoder_info.get("name"), "map_method": self.map_method,
+            **self.searcher.kinds(),
             "levels": [{"name": lv["name"], "groups": lv["groups"]} for lv in self.levels],
             "has_truth": self.truth is not None, "has_duplicates": self.dup_group is not None,
             "models": self.run.models.versions(),
             "seq": self.state.seq,
         }
 
-    def _upload_possible(self) -> bool:
-        name = self.encoder_info.get("name")
-        return bool(name) and name != "precomputed" and self.media == "image"
-
     def version(self) -> dict:
         self.sync()
         with self._lock:
-            return {"seq": self.state.seq, "written": self._written_seq,
+            return {"seq": self.state.seq, "written": self.writer.written_seq,
                     "can_undo": self.state.can_undo(), "can_redo": self.state.can_redo(),
                     "replaced": self.replaced()}
 
@@ -227,7 +176,7 @@ class Studio:
             if self.log.last_seq() > self.state.seq:
                 for ev in self.log.events(since=self.state.seq):
                     self.state.apply(ev)
-                self._dirty.set()
+                self.writer.changed()
             return self.state.seq
 
     def map_bytes(self) -> bytes:
@@ -239,14 +188,7 @@ class Studio:
             return self.state.seq, np.ascontiguousarray(self.state.labels, "<i4").tobytes()
 
     def level_bytes(self, name: str) -> bytes:
-        lv = self._level(name)
-        return np.ascontiguousarray(lv["labels"], "<i4").tobytes()
-
-    def _level(self, name: str) -> dict:
-        for lv in self.levels:
-            if lv["name"] == name:
-                return lv
-        raise InputError(f"the run has no level {name!r}")
+        return np.ascontiguousarray(find_level(self.levels, name)["labels"], "<i4").tobytes()
 
     def clusters(self) -> dict:
         with self._lock:
@@ -260,17 +202,7 @@ class Studio:
             e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
                    {"id": OUTLIER, "name": "outliers", "size": sizes.get(OUTLIER, 0)}]
-        groups = {}
-        for lv in self.levels:  # each curated cluster under the level group most of it is in
-            lab = lv["labels"]
-            keep = labels >= 0
-            if keep.any():
-                pairs, cnt = np.unique(np.stack([labels[keep], lab[keep]]), axis=1, return_counts=True)
-                best: dict[int, tuple[int, int]] = {}
-                for (c, g), k in zip(pairs.T.tolist(), cnt.tolist()):
-                    if k > best.get(c, (-1, -1))[1]:
-                        best[c] = (g, k)
-                groups[lv["name"]] = {str(c): g for c, (g, _) in best.items()}
+        groups = level_groups(self.levels, labels)
         return {"seq": seq, "clusters": table, "special": special, "groups": groups,
                 "can_undo": undo, "can_redo": redo}
 
@@ -390,90 +322,18 @@ class Studio:
         out["neighbours"] = [self._item_brief(int(j), s) for s, j in zip(D[0], idx[0]) if j >= 0 and j != i][:k]
         return out
 
-    # -- images ----------------------------------------------------------------------------------
+    # -- images and sounds (media.py) --------------------------------------------------------------
     def thumbnail(self, i: int, size: int = 160) -> tuple[bytes, str]:
-        """``(bytes, media type)``: a JPEG thumbnail of image ``i`` (made with the package's
-        hardened image loader), or a PNG spectrogram of audio item ``i``; cached by content in
-        the user cache."""
-        from ..fileio import hash_file
-
-        i = self._check_item(i)
-        if size not in THUMB_SIZES:
-            raise InputError(f"size must be one of {THUMB_SIZES}")
-        audio = self.media == "audio"
-        kind = "image/png" if audio else "image/jpeg"
-        key = (i, size)
-        p = self._thumbs.get(key)
-        if p is not None and p.exists():
-            return p.read_bytes(), kind
-        src = self._file(i)
-        try:
-            h = hash_file(src)
-        except OSError as e:
-            raise FileNotFoundError(f"item {i}: cannot read its file ({e.strerror or e})") from None
-        dst = self._thumb_dir / (f"{h}-spec{size}.png" if audio else f"{h}-{size}.jpg")
-        if not dst.exists():
-            data = self._spectrogram(src, size, min(64, size // 2)) if audio else self._jpeg(src, size, quality=82)
-            self._thumb_dir.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, dst)
-            self._thumbs[key] = dst
-            return data, kind
-        self._thumbs[key] = dst
-        return dst.read_bytes(), kind
+        """``(bytes, media type)``: a thumbnail of item ``i`` (see :meth:`.ItemMedia.thumbnail`)."""
+        return self.files.thumbnail(self._check_item(i), size)
 
     def preview(self, i: int) -> tuple[bytes, str]:
-        """A larger rendering of item ``i`` for the item view (never the original file itself):
-        a JPEG of an image, a PNG spectrogram of a sound."""
-        i = self._check_item(i)
-        if self.media == "audio":
-            return self._spectrogram(self._file(i), PREVIEW_SIZE, 64), "image/png"  # 64 mel bands
-        return self._jpeg(self._file(i), PREVIEW_SIZE, quality=88), "image/jpeg"
+        """A larger rendering of item ``i`` for the item view (see :meth:`.ItemMedia.preview`)."""
+        return self.files.preview(self._check_item(i))
 
     def audio(self, i: int) -> tuple[bytes, str]:
-        """A short re-encoded excerpt of audio item ``i`` for the item view's player."""
-        from ..ingest import SkipItem
-        from ..report.audio import audio_preview  # librosa / soundfile: audio runs only
-
-        i = self._check_item(i)
-        if self.media != "audio":
-            raise FileNotFoundError(f"item {i} is an image, not a sound")
-        try:
-            return audio_preview(self._file(i))
-        except SkipItem as e:
-            raise FileNotFoundError(f"cannot play item {i}: {e}") from None
-
-    def _file(self, i: int) -> str:
-        p = self.paths[i]
-        if not p:
-            raise FileNotFoundError(f"item {i} has no file (the run was made from vectors)")
-        return p
-
-    @staticmethod
-    def _spectrogram(src: str, width: int, height: int) -> bytes:
-        from ..ingest import SkipItem
-        from ..report.audio import spectrogram_png  # librosa: audio runs only
-
-        try:
-            return spectrogram_png(src, width=width, height=height)
-        except SkipItem as e:
-            raise FileNotFoundError(f"cannot draw {path_to_text(os.path.basename(src))}: {e}") from None
-
-    @staticmethod
-    def _jpeg(src: str, size: int, quality: int) -> bytes:
-        from PIL import Image
-
-        from ..ingest import SkipItem, load_image
-
-        try:
-            im = load_image(src, draft_size=size)
-        except SkipItem as e:
-            raise FileNotFoundError(f"cannot show {path_to_text(os.path.basename(src))}: {e}") from None
-        im.thumbnail((size, size), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        im.convert("RGB").save(buf, "JPEG", quality=quality)
-        return buf.getvalue()
+        """A short re-encoded excerpt of audio item ``i`` (see :meth:`.ItemMedia.audio`)."""
+        return self.files.audio(self._check_item(i))
 
     # -- editing ---------------------------------------------------------------------------------
     def edit(self, kind: str, req: dict, client: str = "") -> dict:
@@ -482,7 +342,7 @@ class Studio:
             raise EditConflict("the run folder now holds another run (it was re-clustered); "
                                "restart the studio on it")
         if kind == "split" and isinstance(req, dict) and "preview" in req:
-            req = self._from_preview(req)
+            req = self.previews.request(req)
         with self._lock:
             with self.log.writing():
                 for ev in self.log.events(since=self.state.seq):  # another process's edits first
@@ -496,8 +356,7 @@ class Studio:
                 ev = self.log.insert(kind, payload, client)
             self.state.apply(ev)
             ack = self._ack(ev)
-        self._last_edit = time.monotonic()
-        self._dirty.set()
+        self.writer.edited()
         return ack
 
     def _ack(self, ev: Event) -> dict:
@@ -527,103 +386,33 @@ class Studio:
             ev = self.log.append(kind, payload, client)
             self.state.apply(ev)
 
-    # -- writing the curated state into the run --------------------------------------------------
-    def _write_loop(self) -> None:
-        while not self._stop.is_set():
-            self._dirty.wait()
-            if self._stop.is_set():
-                return
-            # write once a burst of edits has settled (no edit for write_delay seconds), but at
-            # least every WRITE_MAX_WAIT seconds while edits keep coming
-            first = time.monotonic()
-            while not self._stop.is_set():
-                quiet = time.monotonic() - self._last_edit
-                if quiet >= self.write_delay or time.monotonic() - first >= WRITE_MAX_WAIT:
-                    break
-                self._stop.wait(max(0.05, self.write_delay - quiet))
-            self._dirty.clear()
-            try:
-                self.write_state()
-            except RunLockedError as e:
-                log.info("studio: run folder busy (%s); writing the curated state later", e)
-                self._dirty.set()
-                self._stop.wait(2.0)
-            except Exception:  # noqa: BLE001 - the edits are safe in the log; keep serving
-                log.exception("studio: writing the curated state failed (the edits are kept in the log)")
-                self._stop.wait(5.0)
+    # -- writing the curated state into the run (writer.py) ------------------------------------
+    @property
+    def _write_lock(self) -> threading.Lock:
+        """Held while this process writes into the run folder (see :class:`.StateWriter`)."""
+        return self.writer.lock
 
     def write_state(self, force: bool = False) -> int:
         """Write ``curated_*`` columns into the assignments and ``curated.json``; returns the
         edit number written. Nothing is written for a run nobody edited."""
         with self._lock:
             seq = self.state.seq
-            if (seq == self._written_seq and not force) or (seq == 0 and not self.state.done):
-                return self._written_seq
+            if (seq == self.writer.written_seq and not force) or (seq == 0 and not self.state.done):
+                return self.writer.written_seq
             labels = self.state.labels.copy()
             table = self.state.cluster_table()
             status = self.state.status()
             item_tags = {i: list(t) for i, t in self.state.item_tags.items()}
-        names = {e["id"]: e["name"] for e in table}
-        masses = self._masses(labels, [e["id"] for e in table])
-        for e in table:
-            e["top_classes"] = masses.get(e["id"], [])
-        with self._write_lock, self.run.writing("studio"):
-            if seq <= self._written_seq and not force:
-                return self._written_seq  # another thread wrote it meanwhile
-            if self.replaced():
-                return self._written_seq
-            df = self.run.read_assignments()
-            df = df.drop(columns=[c for c in df.columns if c.startswith("curated_")])
-            df["curated_cluster"] = labels
-            df["curated_name"] = [names.get(int(c)) for c in labels]
-            df["curated_status"] = status
-            df["curated_tags"] = [json.dumps(item_tags[i], ensure_ascii=False) if i in item_tags else None
-                                  for i in range(self.n)]
-            self.run.write_assignments(df)
-            self.run.write_curated({"edits_seq": seq, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                    "clusters": table,
-                                    "item_tags": {path_to_text(self.ids[i]): t for i, t in item_tags.items()}})
-        self._written_seq = seq
-        return seq
+        return self.writer.write(seq, labels, table, status, item_tags, force=force)
 
-    def _masses(self, labels: np.ndarray, ids: list[int], k: int = 5) -> dict[int, list[dict]]:
-        """Top ImageNet classes of every cluster in one chunked pass."""
-        if self.imagenet is None or not ids:
-            return {}
-        from scipy import sparse
-
-        from ..naming.wordnet import imagenet_names
-
-        pos = {c: j for j, c in enumerate(ids)}
-        row = np.array([pos.get(int(c), -1) for c in labels])
-        mass = np.zeros((len(ids), self.imagenet.shape[1]))
-        for a in range(0, self.n, 16384):
-            r = row[a:a + 16384]
-            ok = r >= 0
-            if not ok.any():
-                continue
-            m = sparse.csr_matrix((np.ones(ok.sum()), (r[ok], np.flatnonzero(ok))), shape=(len(ids), len(r)))
-            mass += m @ np.asarray(self.imagenet[a:a + 16384], dtype=np.float32)
-        sizes = np.bincount(row[row >= 0], minlength=len(ids))
-        names = imagenet_names()
-        out = {}
-        for c, j in pos.items():
-            if sizes[j]:
-                top = np.argsort(-mass[j])[:k]
-                out[c] = [{"class": names[t], "index": int(t), "share": float(mass[j, t] / sizes[j])} for t in top]
-        return out
-
-    # -- search ----------------------------------------------------------------------------------
+    # -- search (search.py) -------------------------------------------------------------------
     @property
     def index(self):
-        from .search import VectorIndex
-
-        with self._aux_lock:
-            if self._index is None:
-                self._index = VectorIndex(self.vectors)
-        return self._index
+        """The run's nearest-neighbour index (:class:`.VectorIndex`)."""
+        return self.searcher.index
 
     def _within(self, cluster) -> np.ndarray | None:
+        """The items of ``cluster`` now (None: no cluster given), for a search limited to it."""
         if cluster is None or cluster == "":
             return None
         try:
@@ -635,311 +424,54 @@ class Studio:
                 raise KeyError(cid)
             return self.state.members(cid)
 
-    def search_words(self, q: str, cluster=None, limit: int = 200) -> dict:
-        t = time.perf_counter()
-        if not isinstance(q, str) or len(q) > 200:
-            raise InputError("the search must be text of at most 200 characters")
-        name = str(self.encoder_info.get("name") or "")
-        if name.startswith("clip"):
-            searcher, method = self._text_search(), "clip-text"
-        elif self.imagenet is not None:
-            searcher, method = self._word_search(), "imagenet-wordnet"
-        else:
-            raise InputError("this run has neither ImageNet probabilities (default encoder) nor a "
-                             "CLIP encoder, so it cannot be searched by words; search by example")
-        scores, used, others = searcher.scores(q)
-        return self._ranked(scores, cluster, limit, {"query": q, "method": method, "concept": used,
-                                                     "other_meanings": others}, t,
-                            min_score=1e-6 if method == "imagenet-wordnet" else None)
-
-    def _word_search(self):
-        with self._aux_lock:
-            if self._word is None:
-                from .search import WordSearch
-
-                self._word = WordSearch(self.imagenet)
-        return self._word
-
-    def _text_search(self):
-        with self._aux_lock:
-            if self._text is None:
-                from .search import TextSearch
-
-                self._text = TextSearch(self._get_encoder(), self.vectors)
-        return self._text
-
-    def _get_encoder(self):
-        from ..encoders import get_encoder
-
-        if self._encoder is None:
-            name = self.encoder_info.get("name")
-            if not name or name == "precomputed":
-                raise InputError("this run was made from precomputed vectors: no encoder to embed "
-                                 "a new image or text with")
-            self._encoder = get_encoder(name)
-        return self._encoder
-
-    def _ranked(self, scores: np.ndarray, cluster, limit: int, head: dict, t0: float,
-                min_score: float | None = None) -> dict:
-        limit = int(max(1, min(MAX_RESULTS, limit)))
-        within = self._within(cluster)
-        cand = np.arange(self.n) if within is None else within
-        s = scores[cand]
-        if min_score is not None:
-            keep = s >= min_score
-            cand, s = cand[keep], s[keep]
-        top = np.argsort(-s, kind="stable")[:limit]
+    def _scored_briefs(self, scored: list[tuple[int, float]]) -> list[dict]:
         with self._lock:
-            items = [self._item_brief(int(cand[j]), s[j]) for j in top]
-        return {**head, "cluster": None if within is None else int(cluster), "matches": int(len(cand)),
-                "items": items, "seconds": round(time.perf_counter() - t0, 4)}
+            return [self._item_brief(i, s) for i, s in scored]
+
+    def search_words(self, q: str, cluster=None, limit: int = 200) -> dict:
+        return self.searcher.search_words(q, cluster, limit)
 
     def search_item(self, i: int, cluster=None, limit: int = 100) -> dict:
-        t = time.perf_counter()
-        i = self._check_item(i)
-        return self._search_vector(np.asarray(self.vectors[i], dtype=np.float32), cluster, limit,
-                                   {"method": "example", "item": i}, t)
+        return self.searcher.search_item(self._check_item(i), cluster, limit)
 
     def search_image(self, data: bytes, filename: str = "", cluster=None, limit: int = 100) -> dict:
-        """Embed an uploaded image with the run's encoder (through the package's hardened image
-        loader) and search for its nearest items."""
-        from ..ingest import SkipItem
+        return self.searcher.search_image(data, filename, cluster, limit)
 
-        t = time.perf_counter()
-        if self.media != "image":
-            raise InputError("this run holds audio; search by an uploaded image needs an image run")
-        if not data:
-            raise InputError("the upload is empty")
-        enc = self._get_encoder()
-        with tempfile.TemporaryDirectory(prefix="mc-studio-") as d:
-            p = Path(d) / "upload"
-            p.write_bytes(data)
-            try:
-                x = enc.prepare(str(p))
-            except SkipItem as e:
-                raise InputError(f"the uploaded file cannot be used: {e}") from None
-        with self._aux_lock:  # one inference at a time on the shared encoder
-            v = enc.encode([x])["embedding"][0]
-        head = {"method": "upload", "filename": path_to_text(filename or "")[:200]}
-        rec = self.encoder_info.get("id")
-        if rec and rec != enc.id:
-            head["warning"] = f"the encoder now is {enc.id}; the run was embedded with {rec}"
-        return self._search_vector(v, cluster, limit, head, t)
+    # -- split (split.py) ----------------------------------------------------------------------
+    @property
+    def _model(self):
+        """The cluster job's model, when the run kept it (see :meth:`.Splitter.reduced_space`)."""
+        return self.splitter.model
 
-    def _search_vector(self, v, cluster, limit, head, t0) -> dict:
-        limit = int(max(1, min(MAX_RESULTS, limit)))
-        within = self._within(cluster)
-        D, idx = self.index.search(v, limit, within=within)
-        with self._lock:
-            items = [self._item_brief(int(j), s) for s, j in zip(D[0], idx[0]) if j >= 0]
-        return {**head, "cluster": None if within is None else int(cluster),
-                "matches": int(self.n if within is None else len(within)), "items": items,
-                "seconds": round(time.perf_counter() - t0, 4)}
-
-    # -- split -----------------------------------------------------------------------------------
     def _reduced_space(self) -> np.ndarray | None:
-        """The fitted model's reduced coordinates of every item, when the run kept its model.
-
-        That model is the newest version the studio did not publish: a curated version's labels
-        are not the fitted ones, so taking the latest version lost the model's space for every
-        split and publish after a first publish (the next curated model then fell back to the
-        2-D map as its space)."""
-        with self._aux_lock:
-            if not self._model_checked:
-                self._model_checked = True
-                from ..persist import check_model_dir
-                from ..pipeline import Pipeline
-
-                for version in reversed(self.run.models.versions()):
-                    path = self.run.models.root / version
-                    try:
-                        if (check_model_dir(path).get("metadata") or {}).get("source") == "studio":
-                            continue
-                        m = Pipeline.load(path)
-                        if len(m.labels_) == self.n and np.array_equal(np.asarray(m.labels_), self.fitted):
-                            self._model = m
-                    except Exception as e:  # noqa: BLE001 - without it a split reduces on its own
-                        log.warning("studio: model %s not used for splits: %s", path, e)
-                    break  # the newest model of the cluster job (or tune): used if it made the run
-        return None if self._model is None else np.asarray(self._model.embedding_)
+        return self.splitter.reduced_space()
 
     def split_preview(self, cid: int, k: int | None = None, reducer: str = "auto") -> dict:
-        """Re-cluster only the members of ``cid`` with the pipeline's own stages and keep the
-        result for :meth:`edit` ("split").
-
-        Automatic (no ``k``, ``reducer="auto"``) on a run with levels: the split the hierarchy
-        already holds (:meth:`_tree_split`, space ``"tree"``): the cluster's children at the
-        first finer level, so the parts are the clusters the report's finer levels show (and,
-        when they are exactly those clusters, carry the names the run stored for them).
-        Otherwise the clusterer is K-means with ``k``, or the default clusterer's
-        silhouette-chosen K-means over 2..:data:`SPLIT_K_MAX` parts, in the space ``reducer``
-        names: ``auto`` = the saved model's reduced coordinates of the members when the run kept
-        its model, else a PCA of the members (32 dims); ``tree`` = the hierarchy only (refused
-        on a run without levels); ``umap`` runs the default reducer on the members (slow)."""
-        from ..naming.names import name_clusters
-
+        """Re-cluster only the members of ``cid`` with the pipeline's own stages (or follow the
+        run's hierarchy: see :mod:`.split`) and keep the result for :meth:`edit` ("split")."""
         t0 = time.perf_counter()
-        cid = _whole(cid, "cluster")
+        cid = whole_number(cid, "cluster")
         with self._lock:
             c = self.state.clusters.get(cid)
             if c is None or not c.alive:
                 raise KeyError(cid)
             members = self.state.members(cid)
-        m = len(members)
-        if m < 4:
-            raise InputError(f"cluster {cid} has {m} items; a split needs at least 4")
-        if k is not None:
-            k = _whole(k, "k")
-            if not 2 <= k <= min(100, m - 1):
-                raise InputError(f"k must be between 2 and {min(100, m - 1)} for {m} items")
-        if reducer not in ("auto", "tree", "model", "pca", "umap"):
-            raise InputError("reducer must be auto, tree, model, pca or umap")
-        X = np.asarray(self.vectors[members], dtype=np.float32)
-        tree = self._tree_split(members, X) if k is None and reducer in ("auto", "tree") else None
-        if tree is None and reducer == "tree":
-            raise InputError("the run has no finer level that splits this cluster "
-                             "(a run of the engine has levels); use model, pca or umap, or choose k")
-        stored = None
-        if tree is not None:
-            (parts, level_name, stored), space = tree, "tree"
-        else:
-            parts, space = self._recluster(members, X, k, reducer)
-            level_name = None
-        _, parts = np.unique(parts, return_inverse=True)
-        parts = parts.astype(np.int64)
-        if parts.max(initial=0) < 1:
-            raise InputError(f"the clusterer found no split of cluster {cid}; choose k")
-        if stored is not None:  # the finer level's own clusters: the names the run gave them
-            names = dict(enumerate(stored))
-        else:
-            enc = self._get_encoder() if str(self.encoder_info.get("name") or "").startswith("clip") else None
-            named = name_clusters(X if enc is not None else None, parts,
-                                  imagenet_probs=(np.asarray(self.imagenet[members], dtype=np.float32)
-                                                  if self.imagenet is not None else None),
-                                  encoder=enc)
-            names = {e["cluster"]: e for e in named}
-        out_parts = []
+        split = self.splitter.split(cid, members, k, reducer)
         with self._lock:  # a part is not named like another cluster (a finer level's stored name
             # or a fresh one can be the name of a cluster elsewhere): "name 2" then, as naming does
             taken = {x.name for x in self.state.alive() if x.id != c.id}
-        for p in range(int(parts.max()) + 1):
-            idx = np.flatnonzero(parts == p)
-            ex = nearest_to_centre(X, idx, 12)
-            e = names.get(p, {})
-            base = name = e.get("name") or f"{c.name} ({p + 1})"
-            n_same = 1
-            while name in taken:
-                n_same += 1
-                name = f"{base} {n_same}"
-            taken.add(name)
-            out_parts.append({"part": p, "size": int(len(idx)), "name": name,
-                              "alternatives": e.get("alternatives", []),
-                              "examples": [self._item_brief(int(members[j])) for j in ex]})
-        pid = uuid.uuid4().hex[:12]
-        with self._lock:
-            self._previews[pid] = {"cluster": int(cid), "items": members.tolist(), "parts": parts.tolist(),
-                                   "names": [pp["name"] for pp in out_parts]}
-            while len(self._previews) > 20:
-                self._previews.popitem(last=False)
-        return {"preview": pid, "cluster": int(cid), "n": int(m), "k": len(out_parts), "space": space,
-                "level": level_name, "parts": out_parts, "labels": {"items": members.tolist(), "parts": parts.tolist()},
+        names = split.part_names(c.name, taken)
+        out_parts = []
+        for p, name in enumerate(names):
+            size, examples = split.examples(p)
+            out_parts.append({"part": p, "size": int(size), "name": name,
+                              "alternatives": split.alternatives(p),
+                              "examples": [self._item_brief(int(i)) for i in examples]})
+        pid = self.previews.keep(split, cid, names)
+        return {"preview": pid, "cluster": int(cid), "n": int(len(members)), "k": len(out_parts),
+                "space": split.space, "level": split.level, "parts": out_parts,
+                "labels": {"items": members.tolist(), "parts": split.parts.tolist()},
                 "seconds": round(time.perf_counter() - t0, 3)}
-
-    def _recluster(self, members: np.ndarray, X: np.ndarray, k: int | None, reducer: str) -> tuple[np.ndarray, str]:
-        """(part of each member, space) of a split by re-clustering: K-means with ``k``, or the
-        default clusterer's silhouette-chosen K-means, in the space ``reducer`` names (see
-        :meth:`split_preview`); noise joins its nearest part."""
-        from ..pipeline import Pipeline
-        from ..stages import registry
-        from ..stages.cluster import knn_vote
-
-        m = len(members)
-        # automatic: the default clusterer's silhouette-chosen K-means, over 2..SPLIT_K_MAX parts
-        # (a split asks for a few sub-groups; choose k for more): 2.7 s instead of 9.7 s for
-        # 5,000 members at load 11 (benchmarks/RESULTS.md, "Studio")
-        clusterer = (registry.build("clusterer", "kmeans_auto", {"k_max": SPLIT_K_MAX}) if k is None
-                     else registry.build("clusterer", "kmeans", {"n_clusters": k}))
-        Z = None
-        space = reducer
-        if reducer in ("auto", "model"):
-            full = self._reduced_space()
-            if full is not None:
-                Z, space = full[members], "model"
-            elif reducer == "model":
-                raise InputError("the run kept no model, so it has no reduced space; use pca or umap "
-                                 "(or re-run cluster with --save-model)")
-            else:
-                space = "pca"
-        if Z is not None:
-            pipe = Pipeline(reducer=None, outliers=None, clusterer=clusterer, random_state=0)
-            pipe.fit(X, embedding=Z, build_predictor=False)
-        elif space == "pca":
-            pca = registry.build("reducer", "pca", {"n_components": int(min(32, m - 1, X.shape[1]))})
-            pipe = Pipeline(reducer=pca, outliers=None, clusterer=clusterer, random_state=0)
-            pipe.fit(l2_normalize(X), build_predictor=False)
-        else:
-            pipe = Pipeline(outliers=None, clusterer=clusterer, random_state=0)  # the default reducer
-            pipe.fit(X, build_predictor=False)
-        parts = np.asarray(pipe.labels_, dtype=np.int64)
-        if (parts < 0).any() and (parts >= 0).any():  # noise: its nearest part
-            q = parts < 0
-            parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
-        return parts, space
-
-    def _tree_split(self, members: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, str, list | None] | None:
-        """(part of each member, level name, the parts' stored names) from the run's hierarchy,
-        or None.
-
-        The coarsest level at which the members fall into 2 to :data:`SPLIT_K_MAX` parts of at
-        least :func:`min_part` items each; members in smaller pieces (items a person moved in,
-        slivers of a neighbour) join the part most of their 15 nearest members (cosine, the
-        run's vectors) are in. An unedited cluster's parts are then exactly its children in
-        the tree. None when no level splits it that way (a leaf, or a jump to too many parts).
-        When the parts are exactly that level's clusters (no piece joined to a part, none of
-        their items elsewhere), their names are the level's names the run stored
-        (``level_names.json``: what the report's level view shows), one dict per part; else None
-        and the parts are named afresh."""
-        from ..stages.cluster import knn_vote
-
-        m = len(members)
-        small = min_part(m)
-        for lv in self.levels:
-            lab = lv["labels"][members]
-            vals, inv, counts = np.unique(lab, return_inverse=True, return_counts=True)
-            big = (counts >= small) & (vals >= 0)
-            if big.sum() < 2:
-                continue
-            if big.sum() > SPLIT_K_MAX:
-                return None
-            keep = big[inv]
-            parts = np.where(keep, inv, -1).astype(np.int64)
-            if not keep.all():
-                Xn = l2_normalize(X)
-                parts[~keep], _, _ = knn_vote(Xn[keep], parts[keep], Xn[~keep], k=15)
-            return parts, str(lv["name"]), self._stored_part_names(lv, vals, counts, keep)
-        return None
-
-    def _stored_part_names(self, lv: dict, vals: np.ndarray, counts: np.ndarray, keep: np.ndarray) -> list | None:
-        """The stored names of a tree split's parts (see :meth:`_tree_split`), or None."""
-        stored = self._level_names.get(lv.get("index")) if lv.get("index") is not None else None
-        if not stored or not keep.all():
-            return None
-        whole = np.bincount(lv["labels"][lv["labels"] >= 0], minlength=int(vals.max()) + 1)
-        if any(whole[v] != c for v, c in zip(vals.tolist(), counts.tolist())):
-            return None  # a part is only some of its cluster's items: not that cluster
-        named = [stored.get(int(v)) for v in vals.tolist()]
-        return named if all(e and e.get("name") for e in named) else None
-
-    def _from_preview(self, req: dict) -> dict:
-        with self._lock:
-            pv = self._previews.get(str(req.get("preview")))
-        if pv is None:
-            raise EditConflict("that split preview is gone (the studio restarted or it is old); "
-                               "preview the split again")
-        names = req.get("names")
-        if names is not None and (not isinstance(names, list) or len(names) != len(pv["names"])):
-            raise InputError(f"names must list one name per part ({len(pv['names'])})")
-        return {**pv, "names": names or pv["names"]}
 
     # -- exports and publishing --------------------------------------------------------------------
     def _snapshot(self):
@@ -985,38 +517,3 @@ class Studio:
         res["seconds"] = round(time.perf_counter() - t0, 2)
         self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client)
         return res
-
-
-def _read_levels(run: RunDir, a, n: int) -> list[dict]:
-    """The run's hierarchy levels as flat labellings, coarse to fine: assignment columns named
-    ``level_<k>``, else from ``hierarchy.npz`` every per-item integer array (n,) and every
-    (n_levels, n) integer array (the clusterer's ``levels_``, row 0 coarsest). [] without levels.
-    Each: ``name``, ``labels``, ``groups`` and ``index``, the level's key in ``level_names.json``
-    (None for an array that is not one of the tree's levels)."""
-    out = []
-    for c in a.columns:
-        m = LEVEL_COLUMN.fullmatch(str(c))
-        if m:
-            vals = a[c].to_numpy()
-            if vals.dtype.kind in "iu":
-                out.append({"name": str(c), "labels": vals.astype(np.int64), "index": int(m.group(1))})
-    if not out:
-        try:
-            h = run.read_hierarchy()
-        except (OSError, ValueError) as e:
-            log.warning("studio: hierarchy not readable: %s", e)
-            h = None
-        for k, v in sorted((h or {}).items()):
-            v = np.asarray(v)
-            if v.dtype.kind not in "iu":
-                continue
-            if v.ndim == 1 and len(v) == n:
-                out.append({"name": str(k), "labels": v.astype(np.int64), "index": None})
-            elif v.ndim == 2 and v.shape[1] == n and v.shape[0] <= 64:  # (levels, n), row 0 coarsest
-                # "levels" is the tree of hierarchy.npz: its rows are the levels level_names.json keys
-                out += [{"name": f"{k} {lv}", "labels": row.astype(np.int64), "index": lv if k == "levels" else None}
-                        for lv, row in enumerate(v)]
-    for lv in out:
-        lv["groups"] = int(len(set(lv["labels"][lv["labels"] >= 0].tolist())))
-    out.sort(key=lambda lv: lv["groups"])
-    return out

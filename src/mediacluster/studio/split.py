@@ -1,0 +1,307 @@
+"""Split previews: how the members of one cluster fall into parts, and the parts' names.
+
+:class:`Splitter` knows the run's vectors, its hierarchy levels and their stored names, the
+fitted model's reduced space and what names new groups; given a cluster's members it returns a
+:class:`Split`. Automatic (no ``k``, ``reducer="auto"``) on a run with levels: the split the
+hierarchy already holds (:meth:`Splitter.tree_split`, space ``"tree"``): the cluster's children
+at the first finer level, so the parts are the clusters the report's finer levels show (and,
+when they are exactly those clusters, carry the names the run stored for them). Otherwise the
+clusterer is K-means with ``k``, or the default clusterer's silhouette-chosen K-means over
+2..:data:`SPLIT_K_MAX` parts, in the space ``reducer`` names: ``auto`` = the saved model's
+reduced coordinates of the members when the run kept its model, else a PCA of the members
+(32 dims); ``tree`` = the hierarchy only (refused on a run without levels); ``umap`` runs the
+default reducer on the members (slow).
+
+:class:`Previews` keeps the last previews for the split edit that applies one. The session
+(:meth:`Studio.split_preview <.session.Studio.split_preview>`) owns the cluster's members,
+the names other clusters have, and the items' descriptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import l2_normalize, nearest_to_centre
+from ..errors import InputError
+from .state import EditConflict
+
+log = logging.getLogger(__name__)
+
+#: an automatic split tries 2..SPLIT_K_MAX parts
+SPLIT_K_MAX = 12
+#: split previews kept for the edit that applies one
+MAX_PREVIEWS = 20
+
+
+def whole_number(v, what: str) -> int:
+    """``v`` as an int (a JSON request's number), or an InputError naming ``what``."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise InputError(f"{what} must be a whole number, got {v!r}")
+    try:
+        f = float(v)
+        if f != int(f):
+            raise ValueError
+        return int(f)
+    except (ValueError, OverflowError):
+        raise InputError(f"{what} must be a whole number, got {v!r}") from None
+
+
+def min_part(m: int) -> int:
+    """Smallest part a split along the hierarchy keeps for a cluster of ``m`` items: 1% of it,
+    at least 2 (one stray item is not a sub-group)."""
+    return max(2, -(-m // 100))
+
+
+@dataclass
+class Split:
+    """A split of ``members`` (item numbers) into ``parts`` (0..k-1, one per member) found in
+    ``space`` (``tree``, ``model``, ``pca`` or ``umap``; ``level``: the level of a tree split),
+    with the naming's entry of each part (``names``: part -> {name, alternatives}) and the
+    members' vectors ``X`` (the examples)."""
+
+    members: np.ndarray
+    parts: np.ndarray
+    space: str
+    level: str | None
+    names: dict[int, dict]
+    X: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return int(self.parts.max()) + 1
+
+    def part_names(self, cluster_name: str, taken: set[str]) -> list[str]:
+        """One name per part: its naming's name, else "``cluster_name`` (p)"; a name already in
+        ``taken`` (another cluster's: a finer level's stored name or a fresh one can be) gets
+        " 2", " 3", ... as naming does."""
+        taken = set(taken)
+        out = []
+        for p in range(self.k):
+            base = name = self.names.get(p, {}).get("name") or f"{cluster_name} ({p + 1})"
+            n_same = 1
+            while name in taken:
+                n_same += 1
+                name = f"{base} {n_same}"
+            taken.add(name)
+            out.append(name)
+        return out
+
+    def alternatives(self, p: int) -> list:
+        return self.names.get(p, {}).get("alternatives", [])
+
+    def examples(self, p: int, n: int = 12) -> tuple[int, np.ndarray]:
+        """(size of part ``p``, its ``n`` members nearest to its centre, as item numbers)."""
+        idx = np.flatnonzero(self.parts == p)
+        return len(idx), self.members[nearest_to_centre(self.X, idx, n)]
+
+
+class Splitter:
+    """Splits of a run's clusters (see the module docstring). ``vectors`` (n, d), ``fitted``
+    the cluster job's labels (to recognise its model among ``models``' versions), ``levels``
+    the run's hierarchy levels (dicts with ``name``, ``labels``, ``index``; coarse to fine),
+    ``level_names`` the stored names of each level (``RunDir.read_level_names``),
+    ``imagenet`` the ImageNet probabilities (or None) and ``encoder`` a callable giving the
+    run's CLIP encoder (None: the run has none) for naming the parts."""
+
+    def __init__(self, vectors, fitted: np.ndarray, levels: list[dict], level_names: dict, models,
+                 imagenet=None, encoder: Callable | None = None):
+        self.vectors = vectors
+        self.fitted = fitted
+        self.levels = levels
+        # every level's stored automatic names: level index -> {cluster: {cluster, name, alternatives}}
+        self.level_names = {k: {int(e["cluster"]): e for e in named} for k, named in level_names.items()}
+        self.models = models
+        self.imagenet = imagenet
+        self.encoder = encoder
+        self.model = None
+        self._model_checked = False
+        self._lock = threading.Lock()
+
+    def reduced_space(self) -> np.ndarray | None:
+        """The fitted model's reduced coordinates of every item, when the run kept its model
+        (then :attr:`model`).
+
+        That model is the newest version the studio did not publish: a curated version's labels
+        are not the fitted ones, so taking the latest version lost the model's space for every
+        split and publish after a first publish (the next curated model then fell back to the
+        2-D map as its space)."""
+        with self._lock:
+            if not self._model_checked:
+                self._model_checked = True
+                from ..persist import check_model_dir
+                from ..pipeline import Pipeline
+
+                for version in reversed(self.models.versions()):
+                    path = self.models.root / version
+                    try:
+                        if (check_model_dir(path).get("metadata") or {}).get("source") == "studio":
+                            continue
+                        m = Pipeline.load(path)
+                        if len(m.labels_) == len(self.fitted) and np.array_equal(np.asarray(m.labels_), self.fitted):
+                            self.model = m
+                    except Exception as e:  # noqa: BLE001 - without it a split reduces on its own
+                        log.warning("studio: model %s not used for splits: %s", path, e)
+                    break  # the newest model of the cluster job (or tune): used if it made the run
+        return None if self.model is None else np.asarray(self.model.embedding_)
+
+    def split(self, cid: int, members: np.ndarray, k: int | None = None, reducer: str = "auto") -> Split:
+        """Split cluster ``cid``'s ``members`` (see the module docstring), its parts named."""
+        from ..naming.names import name_clusters
+
+        m = len(members)
+        if m < 4:
+            raise InputError(f"cluster {cid} has {m} items; a split needs at least 4")
+        if k is not None:
+            k = whole_number(k, "k")
+            if not 2 <= k <= min(100, m - 1):
+                raise InputError(f"k must be between 2 and {min(100, m - 1)} for {m} items")
+        if reducer not in ("auto", "tree", "model", "pca", "umap"):
+            raise InputError("reducer must be auto, tree, model, pca or umap")
+        X = np.asarray(self.vectors[members], dtype=np.float32)
+        tree = self.tree_split(members, X) if k is None and reducer in ("auto", "tree") else None
+        if tree is None and reducer == "tree":
+            raise InputError("the run has no finer level that splits this cluster "
+                             "(a run of the engine has levels); use model, pca or umap, or choose k")
+        stored = None
+        if tree is not None:
+            (parts, level_name, stored), space = tree, "tree"
+        else:
+            parts, space = self.recluster(members, X, k, reducer)
+            level_name = None
+        _, parts = np.unique(parts, return_inverse=True)
+        parts = parts.astype(np.int64)
+        if parts.max(initial=0) < 1:
+            raise InputError(f"the clusterer found no split of cluster {cid}; choose k")
+        if stored is not None:  # the finer level's own clusters: the names the run gave them
+            names = dict(enumerate(stored))
+        else:
+            enc = self.encoder() if self.encoder is not None else None
+            named = name_clusters(X if enc is not None else None, parts,
+                                  imagenet_probs=(np.asarray(self.imagenet[members], dtype=np.float32)
+                                                  if self.imagenet is not None else None),
+                                  encoder=enc)
+            names = {e["cluster"]: e for e in named}
+        return Split(members=members, parts=parts, space=space, level=level_name, names=names, X=X)
+
+    def recluster(self, members: np.ndarray, X: np.ndarray, k: int | None, reducer: str) -> tuple[np.ndarray, str]:
+        """(part of each member, space) of a split by re-clustering: K-means with ``k``, or the
+        default clusterer's silhouette-chosen K-means, in the space ``reducer`` names (see the
+        module docstring); noise joins its nearest part."""
+        from ..pipeline import Pipeline
+        from ..stages import registry
+        from ..stages.cluster import knn_vote
+
+        m = len(members)
+        # automatic: the default clusterer's silhouette-chosen K-means, over 2..SPLIT_K_MAX parts
+        # (a split asks for a few sub-groups; choose k for more): 2.7 s instead of 9.7 s for
+        # 5,000 members at load 11 (benchmarks/RESULTS.md, "Studio")
+        clusterer = (registry.build("clusterer", "kmeans_auto", {"k_max": SPLIT_K_MAX}) if k is None
+                     else registry.build("clusterer", "kmeans", {"n_clusters": k}))
+        Z = None
+        space = reducer
+        if reducer in ("auto", "model"):
+            full = self.reduced_space()
+            if full is not None:
+                Z, space = full[members], "model"
+            elif reducer == "model":
+                raise InputError("the run kept no model, so it has no reduced space; use pca or umap "
+                                 "(or re-run cluster with --save-model)")
+            else:
+                space = "pca"
+        if Z is not None:
+            pipe = Pipeline(reducer=None, outliers=None, clusterer=clusterer, random_state=0)
+            pipe.fit(X, embedding=Z, build_predictor=False)
+        elif space == "pca":
+            pca = registry.build("reducer", "pca", {"n_components": int(min(32, m - 1, X.shape[1]))})
+            pipe = Pipeline(reducer=pca, outliers=None, clusterer=clusterer, random_state=0)
+            pipe.fit(l2_normalize(X), build_predictor=False)
+        else:
+            pipe = Pipeline(outliers=None, clusterer=clusterer, random_state=0)  # the default reducer
+            pipe.fit(X, build_predictor=False)
+        parts = np.asarray(pipe.labels_, dtype=np.int64)
+        if (parts < 0).any() and (parts >= 0).any():  # noise: its nearest part
+            q = parts < 0
+            parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
+        return parts, space
+
+    def tree_split(self, members: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, str, list | None] | None:
+        """(part of each member, level name, the parts' stored names) from the run's hierarchy,
+        or None.
+
+        The coarsest level at which the members fall into 2 to :data:`SPLIT_K_MAX` parts of at
+        least :func:`min_part` items each; members in smaller pieces (items a person moved in,
+        slivers of a neighbour) join the part most of their 15 nearest members (cosine, the
+        run's vectors) are in. An unedited cluster's parts are then exactly its children in
+        the tree. None when no level splits it that way (a leaf, or a jump to too many parts).
+        When the parts are exactly that level's clusters (no piece joined to a part, none of
+        their items elsewhere), their names are the level's names the run stored
+        (``level_names.json``: what the report's level view shows), one dict per part; else None
+        and the parts are named afresh."""
+        from ..stages.cluster import knn_vote
+
+        m = len(members)
+        small = min_part(m)
+        for lv in self.levels:
+            lab = lv["labels"][members]
+            vals, inv, counts = np.unique(lab, return_inverse=True, return_counts=True)
+            big = (counts >= small) & (vals >= 0)
+            if big.sum() < 2:
+                continue
+            if big.sum() > SPLIT_K_MAX:
+                return None
+            keep = big[inv]
+            parts = np.where(keep, inv, -1).astype(np.int64)
+            if not keep.all():
+                Xn = l2_normalize(X)
+                parts[~keep], _, _ = knn_vote(Xn[keep], parts[keep], Xn[~keep], k=15)
+            return parts, str(lv["name"]), self.stored_part_names(lv, vals, counts, keep)
+        return None
+
+    def stored_part_names(self, lv: dict, vals: np.ndarray, counts: np.ndarray, keep: np.ndarray) -> list | None:
+        """The stored names of a tree split's parts (see :meth:`tree_split`), or None."""
+        stored = self.level_names.get(lv.get("index")) if lv.get("index") is not None else None
+        if not stored or not keep.all():
+            return None
+        whole = np.bincount(lv["labels"][lv["labels"] >= 0], minlength=int(vals.max()) + 1)
+        if any(whole[v] != c for v, c in zip(vals.tolist(), counts.tolist())):
+            return None  # a part is only some of its cluster's items: not that cluster
+        named = [stored.get(int(v)) for v in vals.tolist()]
+        return named if all(e and e.get("name") for e in named) else None
+
+
+class Previews:
+    """The last :data:`MAX_PREVIEWS` split previews, by id, for the split edit that applies one."""
+
+    def __init__(self):
+        self._kept: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, split: Split, cid: int, names: list[str]) -> str:
+        """Keep a preview of ``split`` of cluster ``cid`` with the parts' ``names``; its id."""
+        pid = uuid.uuid4().hex[:12]
+        with self._lock:
+            self._kept[pid] = {"cluster": int(cid), "items": split.members.tolist(),
+                               "parts": split.parts.tolist(), "names": list(names)}
+            while len(self._kept) > MAX_PREVIEWS:
+                self._kept.popitem(last=False)
+        return pid
+
+    def request(self, req: dict) -> dict:
+        """The split edit's request for the preview ``req["preview"]`` (with ``req["names"]``, a
+        person's names for the parts, when given)."""
+        with self._lock:
+            pv = self._kept.get(str(req.get("preview")))
+        if pv is None:
+            raise EditConflict("that split preview is gone (the studio restarted or it is old); "
+                               "preview the split again")
+        names = req.get("names")
+        if names is not None and (not isinstance(names, list) or len(names) != len(pv["names"])):
+            raise InputError(f"names must list one name per part ({len(pv['names'])})")
+        return {**pv, "names": names or pv["names"]}
