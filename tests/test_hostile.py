@@ -859,6 +859,8 @@ def test_assign_says_what_kind_of_file_its_model_reads(vec_run, tmp_path, capsys
     (tmp_path / "sounds" / "a.wav").write_bytes(b"RIFF")
     rc, _, err = mc_main("assign", vec_run, tmp_path / "sounds", "--quiet", capsys=capsys)
     assert rc == 2 and "this model reads image files, and none were found" in err, err
+    # the sound file is listed, with what this model reads (not `cluster`'s --media advice)
+    assert "a.wav: not an image file" in err and "--media" not in err, err
 
 
 def test_assign_checks_every_input_before_embedding(vec_run, photos, tmp_path, capsys, monkeypatch):

@@ -9,6 +9,7 @@ checked for outliers and assigned a cluster with a membership probability by the
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
 from ..errors import ModelFormatError, ParameterError
 from ..fileio import text_series, write_table
 from ..ingest import collect, join_files
+from ..ingest.sources import MEDIA_EXTENSIONS
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from . import add_collection_root, printable
@@ -87,10 +89,15 @@ def run(args) -> int:
             paths += list(emb.paths) if emb.paths is not None else [None] * len(emb)
             vecs.append(np.asarray(emb.vectors, dtype=np.float32))
     if not vecs:
+        # files of the other media kind are listed too, with what this model reads (their reason
+        # from collect() advises --media, a flag of `cluster`: the model decides it here)
+        own = MEDIA_EXTENSIONS[encoder.media]
+        ours = [Path(str(s.path)).suffix.lower() in own for s in skipped]
         print(f"error: nothing could be embedded (this model reads {encoder.media} files"
-              f"{'' if skipped else ', and none were found'})", file=sys.stderr)
-        for s in skipped:
-            print(f"  skipped {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)
+              f"{'' if any(ours) else ', and none were found'})", file=sys.stderr)
+        for s, mine in zip(skipped, ours):
+            why = s.reason if mine else f"not an {encoder.media} file (this model reads {encoder.media} files)"
+            print(f"  skipped {printable(s.path)}: {printable(why)}", file=sys.stderr)
         return 2
     X = np.vstack(vecs)
     res = model.predict_details(X)
