@@ -168,12 +168,49 @@ def social_groups(work: Path, params: dict) -> dict:
             "reposts_with_original": f"{found}/{len(reposts)}"}
 
 
+def _thumb(path: str, side: int, mirror: bool = False) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    from mediacluster.ingest import load_image
+
+    im = load_image(path)
+    if mirror:
+        im = ImageOps.mirror(im)
+    return np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BOX), np.float32)
+
+
+def resolution(false_figs: list[dict], sides=(16, 32, 64)) -> dict:
+    """The thumbnail check at other sides than the finder's 16 px, read from the files: the false
+    perceptual links among originals vs the OpenMoji reposts the perceptual rule is for."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import duplicates as bench
+
+    from mediacluster.duplicates.verify import compare_thumbs
+
+    items = [it for it in bench.build(bench.OUT, 1.0) if it["set"] == "openmoji"]
+    orig = {it["group"]: it["path"] for it in items if it["kind"] == "original"}
+    pairs = [(orig[it["group"]], it["path"], it["kind"]) for it in items
+             if it["group"] and it["kind"] in ("jpeg", "resize", "watermark", "flip", "brightness", "grey", "gif")]
+    pairs += [(str(OPENMOJI / x["a"]), str(OPENMOJI / x["b"]), "false") for x in false_figs if x["kind"] == "perceptual"]
+    out: dict = {}
+    for side in sides:
+        rows = []
+        for a, b, kind in pairs:
+            ta = _thumb(a, side)
+            best = max((compare_thumbs(ta, _thumb(b, side, m)) for m in (False, True)), key=lambda r: r[0])
+            rows.append((kind, float(best[0]), float(best[1])))
+        out[side] = rows
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--openmoji", default=str(OPENMOJI))
     ap.add_argument("--param", action="append", default=[], help="finder parameter name=value")
     ap.add_argument("--reposts", action="store_true")
     ap.add_argument("--social", default=None)
+    ap.add_argument("--resolution", action="store_true",
+                    help="the thumbnail check at 16/32/64 px: false perceptual links vs OpenMoji reposts")
     ap.add_argument("--json", default=None, help="write every figure here")
     args = ap.parse_args()
     from mediacluster.config import parse_param
@@ -187,6 +224,8 @@ def main() -> None:
         res["reposts"] = repost_scores(params)
     if args.social:
         res["social"] = social_groups(Path(args.social), params)
+    if args.resolution:
+        res["resolution"] = resolution(res["false"]["figures"])
     res["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
