@@ -179,19 +179,22 @@ def _thumb(path: str, side: int, mirror: bool = False) -> np.ndarray:
     return np.asarray(im.convert("RGB").resize((side, side), Image.Resampling.BOX), np.float32)
 
 
-def resolution(false_figs: list[dict], sides=(16, 32, 64)) -> dict:
+def resolution(false_figs: list[dict], sides=(16, 32, 64), source: str = "openmoji") -> dict:
     """The thumbnail check at other sides than the finder's 16 px, read from the files: the false
-    perceptual links among originals vs the OpenMoji reposts the perceptual rule is for."""
+    perceptual links among originals vs the reposts of ``source`` (a set of the repost
+    benchmark) the perceptual rule is for."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import duplicates as bench
 
     from mediacluster.duplicates.verify import compare_thumbs
 
-    items = [it for it in bench.build(bench.OUT, 1.0) if it["set"] == "openmoji"]
+    items = [it for it in bench.build(bench.OUT, 1.0) if it["set"] == source]
     orig = {it["group"]: it["path"] for it in items if it["kind"] == "original"}
     pairs = [(orig[it["group"]], it["path"], it["kind"]) for it in items
              if it["group"] and it["kind"] in ("jpeg", "resize", "watermark", "flip", "brightness", "grey", "gif")]
-    pairs += [(str(OPENMOJI / x["a"]), str(OPENMOJI / x["b"]), "false") for x in false_figs if x["kind"] == "perceptual"]
+    if source == "openmoji":
+        pairs += [(str(OPENMOJI / x["a"]), str(OPENMOJI / x["b"]), "false") for x in false_figs
+                  if x["kind"] == "perceptual"]
     out: dict = {}
     for side in sides:
         rows = []
@@ -243,6 +246,8 @@ def main() -> None:
         res["social"] = social_groups(Path(args.social), params)
     if args.resolution:
         res["resolution"] = resolution(res["false"]["figures"])
+        for source in ("imagenette", "sports100"):  # photos: does a finer check keep their reposts?
+            res[f"resolution_{source}"] = resolution([], sides=(32,), source=source)
     res["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
