@@ -21,6 +21,10 @@ per repost kind and false pairs, so a stricter check can be seen to keep the tru
 Usage::
 
     flock /tmp/mc-bench.lock python benchmarks/dup_drawn.py --reposts --social /tmp/socialday
+    flock /tmp/mc-bench.lock python benchmarks/dup_drawn.py --resolution   # 16/32/64 px, photos too
+
+Needs ``MEDIACLUSTER_SHARED`` pointing at the shared folder when the repo is not beside it (for
+``--reposts`` / ``--resolution``, which build the repost benchmark's items).
 """
 
 from __future__ import annotations
@@ -113,7 +117,6 @@ def false_links(paths: list[str], groups: list[str], X: np.ndarray, params: dict
         grp_by_og[og].append(size)
     figs = link_figures(f, L)
     passed = Counter((x["kind"], x["passed_by"]) for x in figs)
-    examples = sorted(figs, key=lambda x: -x.get("ncc", 0))[:0]  # (kept for --json only)
     return {"params": params, "n": len(paths), "links": len(L), "by_kind": dict(by_kind),
             "by_group": {g: dict(c) for g, c in sorted(by_group.items())},
             "groups": len(sizes), "items_in_groups": int(sum(sizes.values())),
@@ -122,7 +125,7 @@ def false_links(paths: list[str], groups: list[str], X: np.ndarray, params: dict
             "passed_by": {f"{k} / {p}": c for (k, p), c in sorted(passed.items())},
             "figures": [{**x, "a": os.path.relpath(paths[x["i"]], OPENMOJI),
                          "b": os.path.relpath(paths[x["j"]], OPENMOJI)} for x in figs],
-            "seconds": dt, "cpu": dcpu, "examples": examples}
+            "seconds": dt, "cpu": dcpu}
 
 
 def repost_scores(params: dict) -> dict:
@@ -251,7 +254,7 @@ def main() -> None:
     res["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
-    short = {k: v for k, v in res["false"].items() if k not in ("figures", "examples")}
+    short = {k: v for k, v in res["false"].items() if k != "figures"}
     print(json.dumps({**res, "false": short}, indent=1, default=float))
 
 
