@@ -145,6 +145,7 @@ def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_r
     got = pd.read_csv(out)
     assert (got["cluster"].to_numpy() == path[0][:30]).mean() >= 0.99
     assert {f"level_{lv}" for lv in range(finest + 1)} <= set(got.columns)
+    assert set(got["name"]) <= set(by_level["0"].values())
     # the service: a non-empty path per item and the named levels in /v1/clusters
     proc, url = _service(run)
     try:
@@ -154,10 +155,11 @@ def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_r
         assert np.mean([it["cluster"] == lab[i] for i, it in enumerate(items) if lab[i] >= 0]) >= 0.99
         levels = httpx.get(url + "/v1/clusters", timeout=60).json()["levels"]
         assert len(levels) == finest + 1 and levels[-1]["chosen"]
-        for lv in levels:
-            named = [e for e in lv["clusters"] if e["size"] > 0]
-            assert named and all(e["name"] for e in named)
-        assert {e["id"]: e["name"] for e in levels[-1]["clusters"] if e["size"]}[a] == "merged pair"
+        for lv, listed in zip(model.levels_, levels):  # every cluster with items, named; no empty id
+            assert [e["id"] for e in listed["clusters"]] == np.unique(lv).tolist()
+            assert all(e["name"] and e["size"] > 0 for e in listed["clusters"])
+        assert {e["id"]: e["name"] for e in levels[-1]["clusters"]}[a] == "merged pair"
+        assert all(e["parent"] in {p["id"] for p in levels[-2]["clusters"]} for e in levels[-1]["clusters"])
     finally:
         proc.terminate()
         proc.wait(30)
