@@ -45,6 +45,46 @@ def test_tree_above_nests_by_majority_and_keeps_junk_apart():
     assert len(rows3) == 1 and parents3 == []
 
 
+def test_fit_labels_with_levels_is_a_tree_that_saves_loads_and_switches_levels(tmp_path):
+    from sklearn.datasets import make_blobs
+
+    from mediacluster.errors import InputError, ParameterError
+    from mediacluster.pipeline import Pipeline
+
+    X, y = make_blobs(n_samples=240, centers=6, n_features=16, cluster_std=0.6, random_state=3)
+    X = X.astype(np.float32)
+    tree = np.stack([y // 3, y])          # the "run's" levels: 2 -> 6
+    labels = y.copy()
+    labels[y == 1] = 0                    # a merge: 5 curated clusters under the 2 coarse ones
+    labels[:6] = -1                       # unassigned items get their nearest cluster in the tree
+
+    def pipe(**kw):
+        return Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None, **kw)
+
+    p = pipe().fit_labels(X, labels, X[:, :2], levels=tree[:1])
+    assert p.n_clusters_per_level_.tolist() == [2, 6] and p.level_ == p.auto_level_ == 1
+    assert (p.labels_ == labels).all() and (p.levels_[1][6:] == labels[6:]).all()
+    assert p.parents_[0][[0, 2, 3, 4, 5]].tolist() == [0, 0, 1, 1, 1]
+    assert [s["level"] for s in p.tree_sources_] == [0]
+    path, _ = p.predict_path(X)
+    assert (path[1][6:] == labels[6:]).all() and (path[0] == p.parents_[0][path[1]]).all()
+    p.save(tmp_path / "m")
+    q = Pipeline.load(tmp_path / "m")
+    assert (q.levels_ == p.levels_).all() and q.level_ == 1
+    assert (q.predict(X) == p.predict(X)).all()
+    q.set_level(0)
+    assert set(q.predict(X)[6:].tolist()) == {0, 1}
+    # the level to answer at, and the checks of the given levels
+    assert (pipe(level=0).fit_labels(X, labels, X[:, :2], levels=tree[:1]).labels_[6:] == (y // 3)[6:]).all()
+    with pytest.raises(ParameterError, match="level=5"):
+        pipe(level=5).fit_labels(X, labels, X[:, :2], levels=tree[:1])
+    with pytest.raises(InputError, match="levels must be"):
+        pipe().fit_labels(X, labels, X[:, :2], levels=tree[:, :10])
+    # nothing coarser than the labels: a flat model, noise assigned as before
+    flat = pipe().fit_labels(X, labels, X[:, :2], levels=tree[1:])
+    assert flat.levels_ is None and flat.tree_sources_ is None and (flat.cluster_ >= 0).all()
+
+
 @pytest.fixture(scope="module")
 def tree_run(cifar3_embeddings, tmp_path_factory):
     """A run of the hierarchy (PCA + the engine's tree) answering at a level with coarser ones."""

@@ -472,18 +472,18 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self.probabilities_ = np.where(self.labels_ >= 0, p, 0.0)
         self.n_features_in_ = X.shape[1]
         t = time.perf_counter()
-        self._assign()
         self.tree_sources_ = None
-        if levels is not None:
-            self._levels_above(levels, junk)
+        if levels is None or not self._levels_above(levels, junk):
+            self._assign()
         with single_blas_thread():
             self._fit_predictor(X)
         self.timings_["predictor"] = time.perf_counter() - t
         return self
 
-    def _levels_above(self, levels, junk) -> None:
-        """``fit_labels``' tree: the given labels (noise given its nearest cluster, ``cluster_``)
-        as the finest level under the coarser ``levels`` (see :meth:`fit_labels`)."""
+    def _levels_above(self, levels, junk) -> bool:
+        """``fit_labels``' tree: the given labels (noise given its nearest cluster) as the finest
+        level under the coarser ``levels`` (see :meth:`fit_labels`); False when no level of
+        ``levels`` is kept above them (the caller assigns noise as for a flat model)."""
         n = len(self.labels_)
         L = np.asarray(levels)
         if L.ndim == 1:
@@ -491,7 +491,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         if L.ndim != 2 or L.shape[1] != n or L.dtype.kind not in "iu" or (L.size and L.min() < 0):
             raise InputError(f"levels must be (n_levels, {n}) cluster ids >= 0, got {L.dtype} {L.shape}")
         if (self.labels_ < 0).all():
-            return  # nothing clustered: no tree above it
+            return False  # nothing clustered: no tree above it
         lab = self.labels_
         fine, conf = lab.copy(), self.probabilities_.copy()
         un = lab < 0
@@ -499,7 +499,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
             fine[un], conf[un], _ = knn_vote(self.embedding_[~un], lab[~un], self.embedding_[un], k=15)
         rows, parents, sources = tree_above(fine, ~un, L, junk)
         if len(rows) < 2:
-            return  # no level of the tree is coarser than the labels: a flat model
+            return False  # no level of the tree is coarser than the labels: a flat model
         finest = len(rows) - 1
         level = finest if _is_auto(self.level) else int(self.level)
         if level > finest:
@@ -510,6 +510,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self.labels_ = np.where(un, lab, rows[level]).astype(np.int64)
         self.probabilities_ = np.where(un, 0.0, self.level_probabilities_[level])
         self._assign()
+        return True
 
     def fit_predict(self, X, y=None):
         return self.fit(X).labels_
