@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import Server, client, make_run, post, wait_written
+from studio_helpers import Server, client, copy_run, make_run, post, wait_written
 
 
 def test_tree_above_nests_by_majority_and_keeps_junk_apart():
@@ -74,6 +74,8 @@ def test_fit_labels_with_levels_is_a_tree_that_saves_loads_and_switches_levels(t
     assert (q.predict(X) == p.predict(X)).all()
     q.set_level(0)
     assert set(q.predict(X)[6:].tolist()) == {0, 1}
+    # the cluster count of the curated level is of the clusters it has (ids 0, 2..5: 5, not 6)
+    assert [t["n_clusters"] for t in q.level_table()] == [2, 5] and q.level_with(5) == 1
     # the level to answer at, and the checks of the given levels
     assert (pipe(level=0).fit_labels(X, labels, X[:, :2], levels=tree[:1]).labels_[6:] == (y // 3)[6:]).all()
     with pytest.raises(ParameterError, match="level=5"):
@@ -195,6 +197,7 @@ def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_r
         assert np.mean([it["cluster"] == lab[i] for i, it in enumerate(items) if lab[i] >= 0]) >= 0.99
         levels = httpx.get(url + "/v1/clusters", timeout=60).json()["levels"]
         assert len(levels) == finest + 1 and levels[-1]["chosen"]
+        assert [lv["n_clusters"] for lv in levels] == counts
         for lv, listed in zip(model.levels_, levels):  # every cluster with items, named; no empty id
             assert [e["id"] for e in listed["clusters"]] == np.unique(lv).tolist()
             assert all(e["name"] and e["size"] > 0 for e in listed["clusters"])
@@ -205,15 +208,25 @@ def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_r
         proc.wait(30)
 
 
-def test_a_run_without_levels_still_publishes_a_flat_curated_model(cifar3_embeddings, tmp_path):
+def test_publish_from_the_command_line_says_the_levels_kept(tree_run, tmp_path, capsys):
+    from mediacluster.cli import main
     from mediacluster.pipeline import Pipeline
-    from mediacluster.studio.session import Studio
+
+    run = copy_run(tree_run[0], tmp_path / "run")
+    assert main(["studio", str(run), "--publish"]) == 0
+    out = capsys.readouterr().out
+    model = Pipeline.load(run)
+    counts = " -> ".join(str(len(np.unique(r))) for r in model.levels_)
+    assert f"it keeps the run's levels above them (clusters per level {counts})" in out
+
+
+def test_a_run_without_levels_still_publishes_a_flat_curated_model(cifar3_embeddings, tmp_path, capsys):
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
 
     run = make_run(cifar3_embeddings, tmp_path / "run")
-    st = Studio(run)
-    try:
-        res = st.publish()
-    finally:
-        st.close()
+    assert main(["studio", str(run), "--publish"]) == 0
+    out = capsys.readouterr().out
+    assert "published model v0002" in out and "keeps the run's levels" not in out, out
     model = Pipeline.load(run)
-    assert res["levels"] == [] and model.levels_ is None and "names_by_level" not in model.model_info_["metadata"]
+    assert model.levels_ is None and "names_by_level" not in model.model_info_["metadata"]

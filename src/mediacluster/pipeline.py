@@ -596,7 +596,8 @@ class Pipeline(ClusterMixin, BaseEstimator):
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
         PIPELINE_PARAMS["level"].check(n_clusters, "n_clusters")
-        return int(np.argmin(np.abs(self.n_clusters_per_level_ - int(n_clusters))))
+        counts = np.array([t["n_clusters"] for t in self.level_table()])  # clusters with items
+        return int(np.argmin(np.abs(counts - int(n_clusters))))
 
     def _switch_names(self, lv: int) -> None:
         """A loaded model's ``metadata.names`` become level ``lv``'s (``names_by_level``, saved
@@ -614,16 +615,18 @@ class Pipeline(ClusterMixin, BaseEstimator):
         meta["names"] = dict(by_level.get(str(int(lv)), {}))
 
     def level_table(self) -> list[dict]:
-        """Per level, coarse to fine: ``level``, ``n_clusters``, ``sizes`` (items per cluster id)
+        """Per level, coarse to fine: ``level``, ``n_clusters`` (clusters with items: a curated
+        tree's finest level keeps the studio's ids, with gaps), ``sizes`` (items per cluster id)
         and ``parents`` (each cluster's parent in the level above; None for level 0)."""
         if self.levels_ is None:
             return []
         out = []
         for lv, row in enumerate(self.levels_):
             k = int(self.n_clusters_per_level_[lv])
-            out.append({"level": lv, "n_clusters": k, "auto": lv == self.auto_level_,
+            sizes = np.bincount(row, minlength=k)
+            out.append({"level": lv, "n_clusters": int((sizes > 0).sum()), "auto": lv == self.auto_level_,
                         "chosen": lv == self.level_,
-                        "sizes": np.bincount(row, minlength=k).astype(int).tolist(),
+                        "sizes": sizes.astype(int).tolist(),
                         "parents": None if lv == 0 else self.parents_[lv - 1].astype(int).tolist()})
         return out
 
