@@ -49,6 +49,7 @@ from .stages.hierarchy import (
     HierarchyClusterer,
     LevelsMixin,
     check_share,
+    tree_above,
 )
 from .stages.reduce import UMAPReducer
 
@@ -422,7 +423,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         return L, P, [np.asarray(p, np.int64) for p in clusterer.parents_], int(clusterer.auto_level_), \
             int(clusterer.level_)
 
-    def fit_labels(self, X, labels, embedding, probabilities=None):
+    def fit_labels(self, X, labels, embedding, probabilities=None, levels=None, junk=()):
         """Build the predictor for labels given from outside (a person's curated clusters from
         the studio) instead of fitting the stages.
 
@@ -433,6 +434,18 @@ class Pipeline(ClusterMixin, BaseEstimator):
         reducer and clusterer are kept as configured (for their parameters); there is no outlier
         stage (set ``outliers=None``). ``predict`` on the training vectors then reproduces the
         labels (each item's own copy dominates its neighbours' vote).
+
+        ``levels`` (L, n), row 0 coarsest: a nested tree fitted on the same items whose levels
+        are coarser than ``labels`` (the run's levels above the one the person curated). The
+        labels then become the finest level of the model and the tree's levels are kept above
+        them (:func:`~mediacluster.stages.hierarchy.tree_above`: each cluster under the tree's
+        clusters most of its items are in, top-down, so it nests; the clusters in ``junk``
+        form their own branch; a level that would not be strictly coarser than the next is
+        dropped): ``levels_``, ``parents_``, ``predict_path``, ``set_level`` work as after
+        ``fit``, the level in use (and the automatic one) is the finest, unless ``level`` names
+        another. Items left unassigned (-1) get their nearest cluster in the finest level.
+        ``tree_sources_`` says where each coarse level comes from (per level ``{"level": row of
+        levels, "clusters": new id -> the tree's id, -1 the junk branch}``; None when flat).
         """
         X = np.asarray(X, dtype=np.float32)
         labels = np.asarray(labels)
@@ -459,11 +472,45 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self.probabilities_ = np.where(self.labels_ >= 0, p, 0.0)
         self.n_features_in_ = X.shape[1]
         t = time.perf_counter()
-        self._assign()
+        self.tree_sources_ = None
+        if levels is None or not self._levels_above(levels, junk):
+            self._assign()
         with single_blas_thread():
             self._fit_predictor(X)
         self.timings_["predictor"] = time.perf_counter() - t
         return self
+
+    def _levels_above(self, levels, junk) -> bool:
+        """``fit_labels``' tree: the given labels (noise given its nearest cluster) as the finest
+        level under the coarser ``levels`` (see :meth:`fit_labels`); False when no level of
+        ``levels`` is kept above them (the caller assigns noise as for a flat model)."""
+        n = len(self.labels_)
+        L = np.asarray(levels)
+        if L.ndim == 1:
+            L = L[None, :]
+        if L.ndim != 2 or L.shape[1] != n or L.dtype.kind not in "iu" or (L.size and L.min() < 0):
+            raise InputError(f"levels must be (n_levels, {n}) cluster ids >= 0, got {L.dtype} {L.shape}")
+        if (self.labels_ < 0).all():
+            return False  # nothing clustered: no tree above it
+        lab = self.labels_
+        fine, conf = lab.copy(), self.probabilities_.copy()
+        un = lab < 0
+        if un.any():  # the tree has a place for everyone: the nearest cluster, as _assign gives it
+            fine[un], conf[un], _ = knn_vote(self.embedding_[~un], lab[~un], self.embedding_[un], k=15)
+        rows, parents, sources = tree_above(fine, ~un, L, junk)
+        if len(rows) < 2:
+            return False  # no level of the tree is coarser than the labels: a flat model
+        finest = len(rows) - 1
+        level = finest if _is_auto(self.level) else int(self.level)
+        if level > finest:
+            raise ParameterError(f"level={level} is out of range: the curated tree has {len(rows)} levels "
+                                 f"(0..{finest})", "level")
+        self._set_levels((rows, np.tile(np.clip(conf, 0.0, 1.0), (len(rows), 1)), parents, finest, level))
+        self.tree_sources_ = sources
+        self.labels_ = np.where(un, lab, rows[level]).astype(np.int64)
+        self.probabilities_ = np.where(un, 0.0, self.level_probabilities_[level])
+        self._assign()
+        return True
 
     def fit_predict(self, X, y=None):
         return self.fit(X).labels_
@@ -549,7 +596,8 @@ class Pipeline(ClusterMixin, BaseEstimator):
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
         PIPELINE_PARAMS["level"].check(n_clusters, "n_clusters")
-        return int(np.argmin(np.abs(self.n_clusters_per_level_ - int(n_clusters))))
+        counts = np.array([t["n_clusters"] for t in self.level_table()])  # clusters with items
+        return int(np.argmin(np.abs(counts - int(n_clusters))))
 
     def _switch_names(self, lv: int) -> None:
         """A loaded model's ``metadata.names`` become level ``lv``'s (``names_by_level``, saved
@@ -567,16 +615,18 @@ class Pipeline(ClusterMixin, BaseEstimator):
         meta["names"] = dict(by_level.get(str(int(lv)), {}))
 
     def level_table(self) -> list[dict]:
-        """Per level, coarse to fine: ``level``, ``n_clusters``, ``sizes`` (items per cluster id)
+        """Per level, coarse to fine: ``level``, ``n_clusters`` (clusters with items: a curated
+        tree's finest level keeps the studio's ids, with gaps), ``sizes`` (items per cluster id)
         and ``parents`` (each cluster's parent in the level above; None for level 0)."""
         if self.levels_ is None:
             return []
         out = []
         for lv, row in enumerate(self.levels_):
             k = int(self.n_clusters_per_level_[lv])
-            out.append({"level": lv, "n_clusters": k, "auto": lv == self.auto_level_,
+            sizes = np.bincount(row, minlength=k)
+            out.append({"level": lv, "n_clusters": int((sizes > 0).sum()), "auto": lv == self.auto_level_,
                         "chosen": lv == self.level_,
-                        "sizes": np.bincount(row, minlength=k).astype(int).tolist(),
+                        "sizes": sizes.astype(int).tolist(),
                         "parents": None if lv == 0 else self.parents_[lv - 1].astype(int).tolist()})
         return out
 
@@ -675,9 +725,18 @@ class Pipeline(ClusterMixin, BaseEstimator):
 
     def junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
-        metadata): their items' status is ``"junk"``, as in the run's ``curated_status``."""
+        metadata): their items' status is ``"junk"``, as in the run's ``curated_status``. At a
+        coarser level of a curated tree: the clusters of the junk branch."""
         junk = (self._own_metadata().get("curated") or {}).get("junk") or []
-        return [int(c) for c in junk if isinstance(c, int) and not isinstance(c, bool)]
+        junk = [int(c) for c in junk if isinstance(c, int) and not isinstance(c, bool)]
+        levels = getattr(self, "levels_", None)
+        if junk and levels is not None and self.level_ != len(levels) - 1:
+            # a curated tree answering at a coarser level: the clusters holding only junk (the
+            # junk branch, see stages.hierarchy.tree_above); the ids are the finest level's
+            at = levels[self.level_]
+            kept = np.unique(at[~np.isin(levels[-1], junk)])
+            return [int(c) for c in np.setdiff1d(np.unique(at), kept)]
+        return junk
 
     def predict(self, X) -> np.ndarray:
         """Labels (-2 outlier / -1 noise / >= 0 cluster) for new vectors, without refitting."""

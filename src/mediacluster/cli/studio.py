@@ -62,6 +62,8 @@ def run(args) -> int:
                                  f"{res['checked']} curated items ({res['clusters']} clusters, edit "
                                  f"{res['edits_seq']})"
                                  + ("; it carries the run's duplicate index (duplicate_of)" if res.get("duplicates") else "")
+                                 + ("; it keeps the run's levels above them (clusters per level "
+                                    + " -> ".join(map(str, res["levels"])) + ")" if res.get("levels") else "")
                                  + "\n")
         finally:
             studio.close()

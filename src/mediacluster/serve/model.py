@@ -259,7 +259,9 @@ def level_table(pipe: Pipeline, names: dict[int, str], by_level: dict[int, dict[
     (the clusterer's choice / the level ``cluster`` answers with) and per cluster its ``id``,
     ``name``, ``size`` (training items) and ``parent`` (its cluster in the level above; None at
     level 0); a flat model has one level, ``{"level": 0, "n_clusters": k}``. The chosen level
-    is named by ``names``, the others by ``by_level`` (level -> cluster id -> name)."""
+    is named by ``names``, the others by ``by_level`` (level -> cluster id -> name). An id with
+    no training items is not listed (the finest level of a curated tree keeps the studio's ids,
+    which have gaps where clusters were merged away)."""
     table = pipe.level_table()
     if not table:
         return [{"level": 0, "n_clusters": int(pipe.n_clusters_)}]
@@ -269,7 +271,7 @@ def level_table(pipe: Pipeline, names: dict[int, str], by_level: dict[int, dict[
         out.append({"level": t["level"], "n_clusters": t["n_clusters"], "auto": t["auto"], "chosen": t["chosen"],
                     "clusters": [{"id": c, "size": n, "parent": None if par is None else par[c],
                                   "name": names.get(c) if t["chosen"] else (by_level or {}).get(t["level"], {}).get(c)}
-                                 for c, n in enumerate(t["sizes"])]})
+                                 for c, n in enumerate(t["sizes"]) if n > 0]})
     return out
 
 

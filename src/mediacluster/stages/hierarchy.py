@@ -787,3 +787,79 @@ def vote_path(dist: np.ndarray, idx: np.ndarray, levels: np.ndarray, parents: li
         prob[lv] = np.where(empty, 0.0, got / np.maximum(total, 1e-300))
         inside = inside & (lab == choice[:, None])
     return out, np.clip(prob, 0.0, 1.0)
+
+
+def tree_above(fine: np.ndarray, labelled: np.ndarray, levels: np.ndarray, junk=()):
+    """Coarse levels above a given flat clustering (a person's curated clusters), taken from a
+    nested tree fitted on the same items (``levels`` (L, n), row 0 coarsest: the run's levels
+    coarser than the clustering the person started from).
+
+    The rule, top-down and nested by construction: each cluster ``c`` of ``fine`` (every item
+    has one, ``>= 0``) follows the majority of its ``labelled`` items down the tree: at level 0
+    the cluster most of them are in, at level ``l`` the cluster most of those still on its
+    path are in (so a child of its level ``l - 1`` choice; ties: the smaller id). Its cluster at
+    level ``l`` is the tree's cluster it chose there, so every fine cluster has exactly one
+    parent and every coarse cluster is one of the tree's (its names apply). Clusters in
+    ``junk`` form their own branch (one cluster per coarse level): a junk group is not part of
+    the kinds above it. A level is kept only when it has at least 2 clusters, more than the
+    kept level above it and fewer than ``fine``: the others would repeat a neighbour.
+
+    Returns ``(rows, parents, sources)``: ``rows`` (K + 1, n) the kept coarse levels (ids
+    renumbered 0.. in the tree's order, the junk branch last) and ``fine`` as the last row;
+    ``parents[j]`` level ``j + 1``'s parent ids (indexed by cluster id; an id ``fine`` does
+    not use gets parent 0); ``sources[j]`` = ``{"level": row of levels, "clusters": array new
+    id -> the tree's cluster id, -1 for the junk branch}``. K = 0 (no coarse level): nothing
+    above the clustering."""
+    fine = np.asarray(fine, dtype=np.int64)
+    labelled = np.asarray(labelled, dtype=bool)
+    levels = np.asarray(levels, dtype=np.int64).reshape(-1, len(fine))
+    if fine.min(initial=0) < 0:
+        raise InputError("every item needs a cluster >= 0 in the finest level")
+    ids = np.unique(fine)
+    junk = set(int(c) for c in junk)
+    n_levels = len(levels)
+    path = np.full((len(ids), n_levels), -1, np.int64)  # each fine cluster's tree cluster per level
+    order = np.argsort(fine, kind="stable")
+    starts = np.searchsorted(fine[order], ids)
+    ends = np.append(starts[1:], len(fine))
+    for i, c in enumerate(ids.tolist()):
+        if c in junk:
+            continue
+        idx = order[starts[i]:ends[i]]
+        own = idx[labelled[idx]]
+        idx = own if len(own) else idx  # a cluster only of assigned items: follow them
+        for lv in range(n_levels):
+            vals = levels[lv, idx]
+            choice = int(np.bincount(vals).argmax())
+            path[i, lv] = choice
+            idx = idx[vals == choice]
+    kept, new_ids, sources = [], [], []
+    last = 1
+    for lv in range(n_levels):
+        col = path[:, lv]
+        tree_ids = np.unique(col[col >= 0])
+        src = np.concatenate([tree_ids, [-1]]) if (col < 0).any() else tree_ids
+        if not (last < len(src) < len(ids)):
+            continue
+        last = len(src)
+        new = np.searchsorted(tree_ids, col)
+        new[col < 0] = len(tree_ids)  # the junk branch
+        kept.append(lv)
+        new_ids.append(new)
+        sources.append({"level": lv, "clusters": src.astype(np.int64)})
+    n_fine = int(fine.max()) + 1 if len(fine) else 0
+    where = np.searchsorted(ids, fine)  # each item's row in ids
+    rows = [new[where] for new in new_ids] + [fine]
+    parents = []
+    for j in range(1, len(new_ids)):
+        par = np.zeros(len(sources[j]["clusters"]), np.int64)
+        par[new_ids[j]] = new_ids[j - 1]
+        if (par[new_ids[j]] != new_ids[j - 1]).any():
+            raise InputError(f"levels {sources[j - 1]['level']} and {sources[j]['level']} of the tree "
+                             "are not nested")
+        parents.append(par)
+    if new_ids:
+        par = np.zeros(n_fine, np.int64)
+        par[ids] = new_ids[-1]
+        parents.append(par)
+    return np.stack(rows).astype(np.int64), parents, sources

@@ -3,7 +3,12 @@
 The model is a plain :class:`~mediacluster.pipeline.Pipeline` whose labels are the curated ones
 (:meth:`Pipeline.fit_labels`): ``predict`` votes among the nearest training items, so it puts a
 new item where a person put its look-alikes, and reproduces the curated label of every curated
-item (checked on publishing: ``agreement``). It is saved like any other model (JSON + npz,
+item (checked on publishing: ``agreement``). On a run with levels the curated clusters are
+the finest level of a tree that keeps the run's coarser levels above them (``fit_labels(levels=)``:
+each curated cluster under the coarse clusters most of its items were in, top-down so it nests;
+junk clusters on a branch of their own; the coarse levels named as the run named them,
+``names_by_level``), so ``predict_path``, ``assign --level`` and the service's ``path`` go on
+working after curation; a run without levels gets a flat model. It is saved like any other model (JSON + npz,
 ``LATEST`` rewritten last), so ``mediacluster assign RUN``, ``tags train --run RUN`` and the
 service load it without knowing it came from the studio. Its reduced space is the fitted
 model's when the run kept one (``cluster --save-model``), else the studio's 2-D map; the
@@ -48,9 +53,45 @@ def _stage(kind: str, desc):
         return "auto"
 
 
+def run_levels_above(run: RunDir, n: int) -> np.ndarray | None:
+    """The run's hierarchy levels coarser than the one its ``cluster`` column holds (the
+    clustering the person curated), ``(L, n)`` row 0 coarsest, from ``hierarchy.npz``; None for
+    a run without levels (or whose tree does not cover its ``n`` items: published flat)."""
+    try:
+        h = run.read_hierarchy()
+    except (OSError, ValueError) as e:
+        log.warning("studio: the run's hierarchy is not readable, the curated model is flat: %s", e)
+        return None
+    levels = np.asarray((h or {}).get("levels", np.zeros((0, 0), np.int64)))
+    if levels.ndim != 2 or levels.shape[1] != n or levels.dtype.kind not in "iu" or not len(levels):
+        return None
+    at = h.get("level")
+    at = int(at) if at is not None and np.ndim(at) == 0 else len(levels)
+    return levels[:max(0, min(at, len(levels)))] if at > 0 else None
+
+
+def levels_names(pipe: Pipeline, stored: dict[int, list[dict]], names: dict[str, str],
+                 junk_names: list[str]) -> dict[str, dict[str, str]]:
+    """``names_by_level`` of a curated tree: a coarse level's clusters are named as the run named
+    the clusters they come from (``level_names.json``), the junk branch by the junk cluster's
+    name (``junk`` when there are several), the finest level by the curated ``names``."""
+    out = {}
+    for j, src in enumerate(pipe.tree_sources_ or []):
+        named = {int(e["cluster"]): e.get("name") for e in stored.get(int(src["level"]), [])}
+        junk_name = junk_names[0] if len(junk_names) == 1 else "junk"
+        level = {str(new): (junk_name if orig < 0 else named.get(int(orig)))
+                 for new, orig in enumerate(np.asarray(src["clusters"]).tolist())}
+        out[str(j)] = {k: v for k, v in level.items() if isinstance(v, str) and v}
+    out[str(len(out))] = dict(names)
+    return out
+
+
 def curated_pipeline(vectors, labels, probability, fitted, base: Pipeline | None, xy,
-                     map_method: str, pipeline_desc: dict | None = None) -> Pipeline:
-    """A fitted Pipeline whose labels are ``labels`` (the curated clusters)."""
+                     map_method: str, pipeline_desc: dict | None = None, levels=None,
+                     junk=()) -> Pipeline:
+    """A fitted Pipeline whose labels are ``labels`` (the curated clusters); with ``levels``
+    (:func:`run_levels_above`) the finest level of a tree that keeps the run's coarser levels
+    above them (``Pipeline.fit_labels``), the clusters in ``junk`` on their own branch."""
     lab = np.asarray(labels, dtype=np.int64).copy()
     lab[lab == OUTLIER] = NOISE  # no outlier stage in a curated model: unassigned
     prob = np.where(lab == np.asarray(fitted), np.asarray(probability, dtype=np.float64), 1.0)
@@ -70,8 +111,9 @@ def curated_pipeline(vectors, labels, probability, fitted, base: Pipeline | None
         clusterer = _stage("clusterer", fitted_desc.get("clusterer_"))
         params = {}
     params["reference_size"] = None  # every curated item stays a reference: predict reproduces it
+    params["level"] = "auto"  # a curated tree answers at its finest level, the curated clusters
     pipe = Pipeline(reducer=reducer, outliers=None, clusterer=clusterer, **params)
-    return pipe.fit_labels(np.asarray(vectors, dtype=np.float32), lab, Z, prob)
+    return pipe.fit_labels(np.asarray(vectors, dtype=np.float32), lab, Z, prob, levels=levels, junk=junk)
 
 
 def agreement(pipe: Pipeline, vectors, labels, random_state: int = 0) -> tuple[float, int]:
@@ -108,18 +150,23 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
                     base: Pipeline | None, xy, map_method: str, encoder: dict, seq: int,
                     item_tags: dict[int, list[str]] | None = None) -> dict:
     """Fit the curated model, check it, and publish it as the run's next model version."""
+    junk = [e["id"] for e in table if e.get("junk")]
     pipe = curated_pipeline(vectors, labels, probability, fitted, base, xy, map_method,
-                            run.info.get("pipeline"))
+                            run.info.get("pipeline"), levels=run_levels_above(run, len(labels)), junk=junk)
     share, checked = agreement(pipe, vectors, labels)
     enc = encoder.get("name")
+    names = {str(e["id"]): e["name"] for e in table}
     metadata = {
         "encoder": None if enc in (None, "", "precomputed") else enc,
-        "names": {str(e["id"]): e["name"] for e in table},
+        "names": names,
         "curated": {"edits_seq": int(seq), "agreement": round(share, 5), "checked": checked,
                     "junk": [e["id"] for e in table if e.get("junk")],
                     "tags": {str(e["id"]): e["tags"] for e in table if e.get("tags")},
                     "items_tagged": len(item_tags or {})},
     }
+    if pipe.levels_ is not None:
+        metadata["names_by_level"] = levels_names(pipe, run.read_level_names(), names,
+                                                  [e["name"] for e in table if e.get("junk")])
     with run.writing("studio"):
         dups = stored_duplicates(run, len(labels))
         if dups is None:
@@ -135,4 +182,5 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
     return {"version": os.path.basename(path), "path": path, "agreement": share, "checked": checked,
             "duplicates": dups is not None,
             "clusters": int(len(set(np.asarray(labels)[np.asarray(labels) >= 0].tolist()))),
+            "levels": [] if pipe.levels_ is None else [int(len(np.unique(r))) for r in pipe.levels_],
             "edits_seq": int(seq)}

@@ -802,7 +802,7 @@
     try {
       const r = await api("api/publish", { method: "POST", body: {} });
       S.lastPublish = r;
-      toast("published model " + r.version + ": it predicts the curated cluster of " + (100 * r.agreement).toFixed(2) + "% of " + fmt(r.checked) + " curated items" + (r.duplicates ? "; it carries the run's duplicate index" : ""));
+      toast("published model " + r.version + ": it predicts the curated cluster of " + (100 * r.agreement).toFixed(2) + "% of " + fmt(r.checked) + " curated items" + (r.duplicates ? "; it carries the run's duplicate index" : "") + (r.levels && r.levels.length ? "; it keeps the run's levels above them (clusters per level " + r.levels.join(" -> ") + ")" : ""));
     } catch (e) { fail(e); } finally { btn.disabled = false; btn.textContent = "publish"; }
   });
 

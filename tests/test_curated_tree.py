@@ -1,0 +1,232 @@
+"""A curated model keeps the hierarchy: the studio publishes the curated clusters as the finest
+level under the run's coarser levels (``Pipeline.fit_labels(levels=)``,
+``stages.hierarchy.tree_above``), so ``predict_path``, ``assign --level`` and the service's
+``path`` and ``/v1/clusters`` levels work after curation. Real runs, a real studio over HTTP and
+a real service process."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from studio_helpers import Server, client, copy_run, make_run, post, wait_written
+
+
+def test_tree_above_nests_by_majority_and_keeps_junk_apart():
+    from mediacluster.stages.hierarchy import tree_above
+
+    # a tree: 2 -> 4 -> 8 clusters over 80 items (10 per leaf)
+    leaf = np.repeat(np.arange(8), 10)
+    tree = np.stack([leaf // 4, leaf // 2])
+    fine = leaf.copy()
+    fine[leaf == 1] = 0                  # merge two leaves of one parent
+    fine[(leaf == 5)] = 9                # a renamed leaf (ids need not be contiguous)
+    fine[[20, 21, 22]] = 6               # three items of leaf 2 moved into leaf 6's cluster
+    rows, parents, sources = tree_above(fine, np.ones(80, bool), tree, junk=[7])
+    assert rows.shape == (3, 80) and (rows[-1] == fine).all()
+    for lv, par in enumerate(parents):  # nested: every cluster has exactly one parent
+        assert (par[rows[lv + 1]] == rows[lv]).all()
+    # cluster 6 (10 of leaf 6, 3 of leaf 2) sits where most of it is: under tree cluster 3 / 1
+    assert sources[1]["clusters"][rows[1][fine == 6][0]] == 3
+    assert sources[0]["clusters"][rows[0][fine == 6][0]] == 1
+    # junk (leaf 7) is a branch of its own at every coarse level, the last id
+    for lv in range(2):
+        assert set(rows[lv][fine == 7]) == {len(sources[lv]["clusters"]) - 1}
+        assert sources[lv]["clusters"][-1] == -1 and not np.isin(rows[lv][fine != 7], rows[lv][fine == 7]).any()
+    # a level not strictly coarser than the next is dropped: the leaves themselves (8 -> 7 kept ids)
+    rows2, _, sources2 = tree_above(leaf, np.ones(80, bool), np.stack([leaf // 4, leaf // 2, leaf]))
+    assert [s["level"] for s in sources2] == [0, 1] and len(rows2) == 3
+    # nothing coarser than the clustering: no level above it
+    rows3, parents3, _ = tree_above(leaf // 4, np.ones(80, bool), tree)
+    assert len(rows3) == 1 and parents3 == []
+
+
+def test_fit_labels_with_levels_is_a_tree_that_saves_loads_and_switches_levels(tmp_path):
+    from sklearn.datasets import make_blobs
+
+    from mediacluster.errors import InputError, ParameterError
+    from mediacluster.pipeline import Pipeline
+
+    X, y = make_blobs(n_samples=240, centers=6, n_features=16, cluster_std=0.6, random_state=3)
+    X = X.astype(np.float32)
+    tree = np.stack([y // 3, y])          # the "run's" levels: 2 -> 6
+    labels = y.copy()
+    labels[y == 1] = 0                    # a merge: 5 curated clusters under the 2 coarse ones
+    labels[:6] = -1                       # unassigned items get their nearest cluster in the tree
+
+    def pipe(**kw):
+        return Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None, **kw)
+
+    p = pipe().fit_labels(X, labels, X[:, :2], levels=tree[:1])
+    assert p.n_clusters_per_level_.tolist() == [2, 6] and p.level_ == p.auto_level_ == 1
+    assert (p.labels_ == labels).all() and (p.levels_[1][6:] == labels[6:]).all()
+    assert p.parents_[0][[0, 2, 3, 4, 5]].tolist() == [0, 0, 1, 1, 1]
+    assert [s["level"] for s in p.tree_sources_] == [0]
+    path, _ = p.predict_path(X)
+    assert (path[1][6:] == labels[6:]).all() and (path[0] == p.parents_[0][path[1]]).all()
+    p.save(tmp_path / "m")
+    q = Pipeline.load(tmp_path / "m")
+    assert (q.levels_ == p.levels_).all() and q.level_ == 1
+    assert (q.predict(X) == p.predict(X)).all()
+    q.set_level(0)
+    assert set(q.predict(X)[6:].tolist()) == {0, 1}
+    # the cluster count of the curated level is of the clusters it has (ids 0, 2..5: 5, not 6)
+    assert [t["n_clusters"] for t in q.level_table()] == [2, 5] and q.level_with(5) == 1
+    # the level to answer at, and the checks of the given levels
+    assert (pipe(level=0).fit_labels(X, labels, X[:, :2], levels=tree[:1]).labels_[6:] == (y // 3)[6:]).all()
+    with pytest.raises(ParameterError, match="level=5"):
+        pipe(level=5).fit_labels(X, labels, X[:, :2], levels=tree[:1])
+    with pytest.raises(InputError, match="levels must be"):
+        pipe().fit_labels(X, labels, X[:, :2], levels=tree[:, :10])
+    # nothing coarser than the labels: a flat model, noise assigned as before
+    flat = pipe().fit_labels(X, labels, X[:, :2], levels=tree[1:])
+    assert flat.levels_ is None and flat.tree_sources_ is None and (flat.cluster_ >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def tree_run(cifar3_embeddings, tmp_path_factory):
+    """A run of the hierarchy (PCA + the engine's tree) answering at a level with coarser ones."""
+    from test_levels import pca_tree
+
+    from mediacluster.report.build import map_2d
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    counts = pipe.n_clusters_per_level_.tolist()
+    level = next(lv for lv, k in enumerate(counts) if lv >= 2 and k >= 8)
+    pipe.set_level(level)
+    run = publish_run(tmp_path_factory.mktemp("tree") / "run", cifar3_embeddings, pipe, save_model=True)
+    with run.writing("test"):
+        map_2d(run, cifar3_embeddings.vectors, method="pca")
+    return run.path, pipe
+
+
+def _service(run):
+    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(run), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = None
+    while url is None and (line := proc.stdout.readline()):
+        m = re.search(r"listening on (\S+)", line)
+        url = m and m.group(1).rstrip("/")
+    if not url:
+        proc.kill()
+        raise AssertionError("the service did not start")
+    return proc, url
+
+
+def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_run, tmp_path):
+    import httpx
+
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.rundir import RunDir
+
+    run, fitted = tree_run
+    s = Server(run)
+    try:
+        with client(s) as c:
+            lab0 = np.frombuffer(c.get("/api/labels").content, dtype="<i4")
+            sizes = np.bincount(lab0[lab0 >= 0])
+            big, a, b = (int(x) for x in np.argsort(-sizes)[:3])
+            # a merge, a split (k=2), a rename and a junk cluster
+            assert post(c, "/api/edits", {"kind": "merge", "clusters": [a, b]}).status_code == 200
+            pv = post(c, "/api/split/preview", {"cluster": big, "k": 2}).json()
+            assert post(c, "/api/edits", {"kind": "split", "preview": pv["preview"]}).status_code == 200
+            lab = np.frombuffer(c.get("/api/labels").content, dtype="<i4").astype(np.int64)
+            left = sorted(set(lab[lab >= 0].tolist()) - {a, b})
+            smallest = min(left, key=lambda k: (lab == k).sum())
+            assert post(c, "/api/edits", {"kind": "junk", "clusters": [smallest]}).status_code == 200
+            assert post(c, "/api/edits", {"kind": "rename", "cluster": a, "name": "merged pair"}).status_code == 200
+            res = post(c, "/api/publish")
+            assert res.status_code == 200, res.text
+            res = res.json()
+            wait_written(c)
+    finally:
+        s.stop()
+    assert res["agreement"] >= 0.99 and len(res["levels"]) >= 3
+    rd = RunDir.open(run)
+    X = rd.read_vectors(mmap=False)
+    model = Pipeline.load(run)
+    assert model.levels_ is not None and len(model.levels_) >= 2
+    finest = len(model.levels_) - 1
+    assert model.level_ == finest == model.auto_level_
+    curated = lab >= 0
+    # the finest level is the curated clustering; every fine cluster has exactly one parent
+    assert (model.levels_[finest][curated] == lab[curated]).all()
+    for lv, par in enumerate(model.parents_):
+        assert (par[model.levels_[lv + 1]] == model.levels_[lv]).all()
+    counts = [len(np.unique(r)) for r in model.levels_]
+    assert counts == sorted(set(counts)) and counts[-1] == len(set(lab[curated].tolist()))
+    # the coarse levels are the run's: each coarse cluster is one of the run's clusters there
+    path, _ = model.predict_path(X)
+    assert np.mean(path[-1][curated] == lab[curated]) >= 0.99
+    assert np.mean(model.predict(X)[curated] == lab[curated]) >= 0.99
+    # names: the curated ones at the finest level, the run's stored ones above, junk its own branch
+    meta = model.model_info_["metadata"]
+    by_level = meta["names_by_level"]
+    assert set(by_level) == {str(lv) for lv in range(finest + 1)}
+    assert by_level[str(finest)][str(a)] == "merged pair" == meta["names"][str(a)]
+    stored = {int(k): {e["cluster"]: e["name"] for e in v} for k, v in rd.read_level_names().items()}
+    coarse_names = set(by_level["0"].values())
+    assert coarse_names - {by_level[str(finest)][str(smallest)]} <= set().union(*(set(v.values()) for v in stored.values()))
+    det = model.predict_details(X)
+    assert set(det["status"][det["labels"] == smallest]) == {"junk"}
+    model.set_level(0)
+    junk0 = model.junk_clusters()
+    assert junk0 and set(model.levels_[0][lab == smallest]) == set(junk0)
+    assert set(model.predict_details(X)["status"][lab == smallest]) == {"junk"}
+    # `assign --level 0` answers at the coarse level of the curated model
+    vec = tmp_path / "vectors.npy"
+    np.save(vec, X[:30])
+    out = tmp_path / "assigned.csv"
+    assert main(["assign", str(run), str(vec), "--level", "0", "--out", str(out), "--quiet"]) == 0
+    got = pd.read_csv(out)
+    assert (got["cluster"].to_numpy() == path[0][:30]).mean() >= 0.99
+    assert {f"level_{lv}" for lv in range(finest + 1)} <= set(got.columns)
+    assert set(got["name"]) <= set(by_level["0"].values())
+    # the service: a non-empty path per item and the named levels in /v1/clusters
+    proc, url = _service(run)
+    try:
+        items = httpx.post(url + "/v1/assign", json={"vectors": X[:20].tolist()}, timeout=120).json()["items"]
+        assert all(len(it["path"]) == finest + 1 for it in items)
+        assert [it["path"][-1]["cluster"] for it in items] == [it["cluster"] for it in items]
+        assert np.mean([it["cluster"] == lab[i] for i, it in enumerate(items) if lab[i] >= 0]) >= 0.99
+        levels = httpx.get(url + "/v1/clusters", timeout=60).json()["levels"]
+        assert len(levels) == finest + 1 and levels[-1]["chosen"]
+        assert [lv["n_clusters"] for lv in levels] == counts
+        for lv, listed in zip(model.levels_, levels):  # every cluster with items, named; no empty id
+            assert [e["id"] for e in listed["clusters"]] == np.unique(lv).tolist()
+            assert all(e["name"] and e["size"] > 0 for e in listed["clusters"])
+        assert {e["id"]: e["name"] for e in levels[-1]["clusters"]}[a] == "merged pair"
+        assert all(e["parent"] in {p["id"] for p in levels[-2]["clusters"]} for e in levels[-1]["clusters"])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_publish_from_the_command_line_says_the_levels_kept(tree_run, tmp_path, capsys):
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
+
+    run = copy_run(tree_run[0], tmp_path / "run")
+    assert main(["studio", str(run), "--publish"]) == 0
+    out = capsys.readouterr().out
+    model = Pipeline.load(run)
+    counts = " -> ".join(str(len(np.unique(r))) for r in model.levels_)
+    assert f"it keeps the run's levels above them (clusters per level {counts})" in out
+
+
+def test_a_run_without_levels_still_publishes_a_flat_curated_model(cifar3_embeddings, tmp_path, capsys):
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
+
+    run = make_run(cifar3_embeddings, tmp_path / "run")
+    assert main(["studio", str(run), "--publish"]) == 0
+    out = capsys.readouterr().out
+    assert "published model v0002" in out and "keeps the run's levels" not in out, out
+    model = Pipeline.load(run)
+    assert model.levels_ is None and "names_by_level" not in model.model_info_["metadata"]
