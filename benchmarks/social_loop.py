@@ -64,6 +64,11 @@ KINDS = {
     "screenshots": ("mnist/test/7", 10, 3),
 }
 JUNK_KIND = "screenshots"
+
+
+def medium(kind: str) -> str:
+    """The coarse grouping a team reads off the hierarchy's top: stickers, photos, screenshots."""
+    return "stickers" if "sticker" in kind else kind if kind == JUNK_KIND else "photos"
 #: kinds the collection lacks, posted as new uploads: does the service call them ``novel``?
 NEW_KINDS = {
     "church photos": ("imagenette/val/n03028079", 5),
@@ -266,6 +271,13 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
     novel_new, n_new, novel_known = 0, 0, 0
     prob = {role: float(np.median([a["probability"] for a, u in zip(answers, uploads) if a and u["role"] == role] or [np.nan]))
             for role in ("original", "new kind")}
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    # the served hierarchy: levels per answer, and the coarsest level against the medium
+    orig = [(a, u) for a, u in zip(answers, uploads) if a and u["role"] == "original"]
+    path_levels = int(np.median([len(a.get("path") or []) for a, _ in orig])) if orig else 0
+    coarse_nmi = (float(nmi([medium(u["kind"]) for _, u in orig], [a["path"][0]["cluster"] for a, _ in orig]))
+                  if orig and path_levels else None)
     for a, u in zip(answers, uploads):
         if u["role"] == "new kind":
             n_new += 1
@@ -323,7 +335,7 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
         "dup_per_edit": {k: f"{v[0]}/{v[1]}" for k, v in sorted(per_edit.items())},
         "dup_missed": missed, "dup_false": false,
         "novel_new_kinds": f"{novel_new}/{n_new}", "novel_known": f"{novel_known}/{n_orig + n_rep}",
-        "probability_median": prob,
+        "probability_median": prob, "path_levels": path_levels, "coarse_nmi": coarse_nmi,
     }
 
 
@@ -622,6 +634,9 @@ def render(res: dict, cmd: str, load: str, commit: str) -> str:
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
+    def fmt3(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
     lines = [SECTION, "",
              f"`{cmd}` (load average before: {load}; 2 cores shared; commit {commit}).",
              "",
@@ -661,6 +676,8 @@ def render(res: dict, cmd: str, load: str, commit: str) -> str:
              f"| precision of `duplicate_of` | {pct(b['dup_precision'])} | {pct(af['dup_precision'])} |",
              f"| images of kinds the collection lacks answered `novel` | {b['novel_new_kinds']} | {af['novel_new_kinds']} |",
              f"| unseen originals and reposts answered `novel` | {b['novel_known']} | {af['novel_known']} |",
+             "| served `path`: levels; NMI of its coarsest level against stickers / photos / screenshots "
+             f"(unseen originals) | {b['path_levels']}; {fmt3(b['coarse_nmi'])} | {af['path_levels']}; {fmt3(af['coarse_nmi'])} |",
              "| median `probability`: unseen originals / kinds the collection lacks | "
              f"{b['probability_median']['original']:.2f} / {b['probability_median']['new kind']:.2f} | "
              f"{af['probability_median']['original']:.2f} / {af['probability_median']['new kind']:.2f} |",
