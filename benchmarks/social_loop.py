@@ -708,7 +708,7 @@ def render(res: dict, cmd: str, load: str, commit: str) -> str:
               "with this loop and fixed on the socialday branch: a version published by the studio carried no "
               "duplicate index, so after the first curation the service answered `duplicate_of` null for every "
               "repost (recall 92.2% -> 0.0% at commit 5452fad); `/v1/clusters` did not say which clusters were junk; "
-              "`assign RUN new/*.jpg` embedded the files one by one."]
+              "`assign RUN new/*.jpg` embedded the files one by one. A curated version was flat (every upload's `path` empty after the first publish); the curatedtree branch keeps the run's coarser levels above the curated clusters (the row \"served `path`\" above)."]
     if res["problems"]:
         lines += ["", "Problems seen in this run: " + "; ".join(res["problems"])]
     return "\n".join(lines) + "\n"
