@@ -387,3 +387,45 @@ def test_a_folder_of_clips_read_as_images_lists_the_clips_as_skipped(tmp_path, f
     assert len(coll) == 0 and len(coll.skipped) == 3
     assert all("media='audio'" in s.reason for s in coll.skipped)
     assert len(collect(tmp_path, media="audio")) == 3
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+def test_service_answers_audio_uploads_like_assign(tmp_path, fsdd_two_speakers):
+    """An audio model served: a real clip uploaded as bytes gets the cluster the Python API
+    gives the same clip, with its path through the levels; a text file named .wav gets a 4xx
+    naming the file, and the service goes on answering."""
+    from test_serve import Server
+
+    from mediacluster import load
+    from mediacluster.cli import main
+    from mediacluster.embed import embed_collection
+    from mediacluster.ingest import collect
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for p in fsdd_two_speakers[::5]:  # 40 real clips
+        (d / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "run"
+    assert main(["cluster", str(d), "--out", str(out), "--media", "audio", "--save-model", "--quiet"]) == 0
+    new = fsdd_two_speakers[1::5][:3]  # clips the model has not seen
+    (tmp_path / "new").mkdir()
+    for p in new:
+        (tmp_path / "new" / p.name).write_bytes(p.read_bytes())
+    s = Server(str(out), log=tmp_path / "serve.log")
+    try:
+        r = s.client.post("/v1/assign", files=[("files", (p.name, p.read_bytes())) for p in new])
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        model = load(out)
+        emb = embed_collection(collect(tmp_path / "new", media="audio"), progress=False)  # mfcc, as the run
+        by_name = {Path(str(i)).name: v for i, v in zip(emb.ids, emb.vectors)}
+        want = model.predict(np.stack([by_name[p.name] for p in new]))
+        assert [it["cluster"] for it in items] == want.tolist()
+        assert all(it["path"] and it["status"] == "clustered" for it in items)
+        bad = s.client.post("/v1/assign", files=[("files", ("notes.wav", b"just some text"))])
+        assert bad.status_code in (400, 415, 422) and "notes.wav" in bad.text, bad.text
+        assert s.client.get("/healthz").status_code == 200 and s.alive()
+    finally:
+        s.stop()
