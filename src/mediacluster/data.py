@@ -10,6 +10,7 @@ Labels follow the source study: ``OUTLIER`` (-2) = removed by the outlier stage,
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,15 @@ def as_vectors(X, what: str = "vectors") -> np.ndarray:
     except ValueError as e:  # rows of different lengths
         raise InputError(f"{what} must be rows of numbers of one length: {e}") from None
     if A.dtype.kind == "c":
-        raise InputError(f"{what}: complex numbers are not supported (give real vectors, e.g. abs(X))")
+        raise InputError(f"{what}: Complex data not supported (complex numbers would lose their imaginary "
+                         "part; give real vectors, e.g. abs(X))")
+    if A.dtype.kind == "O" and A.size:  # numbers held as Python objects (an object DataFrame column)
+        bad = next((i for i, v in enumerate(A.flat) if not isinstance(v, numbers.Real)), None)
+        if bad is not None:
+            v = A.flat[bad]
+            raise InputError(f"{what} must be numbers, got {v!r} (a {type(v).__name__}) at "
+                             f"{'row ' if A.ndim > 1 else 'index '}{np.unravel_index(bad, A.shape)[0]}")
+        A = A.astype(np.float64)
     if A.dtype.kind not in "biuf":
         raise InputError(f"{what} must be numbers, got values of type {A.dtype} (e.g. {A.flat[0]!r})"
                          if A.size else f"{what} must be numbers, got values of type {A.dtype}")

@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
 from . import persist, pipeline_model
@@ -194,7 +195,10 @@ class Pipeline(ClusterMixin, BaseEstimator):
             for kind in STAGES:
                 stage = getattr(self, kind)
                 if isinstance(stage, str) and not _is_auto(stage):
-                    built = registry.build(kind, stage)
+                    try:
+                        built = registry.build(kind, stage)
+                    except ParameterError:  # an unknown name: refused, naming it, by check_params / fit
+                        continue           # (scikit-learn's get_params / set_params never validate)
                     if built is not None:
                         out.update({f"{kind}__{k}": v for k, v in built.get_params(deep=False).items()})
         return out
@@ -258,7 +262,8 @@ class Pipeline(ClusterMixin, BaseEstimator):
         """
         X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)
         if X.ndim != 2 or len(X) < 3:
-            raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
+            raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}"
+                             + (f" (n_samples={len(X)})" if X.ndim == 2 else ""))
         if not np.isfinite(X).all():
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
             raise InputError(f"vector {bad} contains NaN or infinity")
@@ -513,7 +518,19 @@ class Pipeline(ClusterMixin, BaseEstimator):
         return True
 
     def fit_predict(self, X, y=None):
+        """``fit(X).labels_``: the training items' labels (what ``predict(X)`` reproduces)."""
         return self.fit(X).labels_
+
+    def fit_transform(self, X, y=None):
+        """``fit(X).embedding_``: the training items' reduced coordinates (``transform`` places
+        new items among them)."""
+        return self.fit(X).embedding_
+
+    def __sklearn_tags__(self):
+        # a clusterer that also transforms (reduced coordinates, always float32)
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        return tags
 
     @property
     def status_(self) -> np.ndarray:

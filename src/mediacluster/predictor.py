@@ -174,7 +174,8 @@ class NeighbourPredictor(BaseEstimator):
                              f"got an array of shape {X.shape}")
         if X.shape[1] != self.n_features_in_:
             raise InputError(f"model expects {self.n_features_in_}-d vectors, got {X.shape[1]}-d "
-                             "(was it fitted with another encoder?)")
+                             f"(X has {X.shape[1]} features, but Pipeline is expecting {self.n_features_in_} "
+                             "features as input: was it fitted with another encoder?)")
         if not np.isfinite(X).all():
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
             raise InputError(f"vector {bad} contains NaN or infinity")
