@@ -266,6 +266,25 @@ def test_the_pipeline_is_a_clusterer_to_scikit_learn():
     assert Pipeline().__sklearn_tags__().estimator_type == "clusterer"
 
 
+def test_the_pipeline_also_transforms_and_set_params_does_not_validate():
+    """It also transforms (tags say so; fit_transform is the training items' reduced coordinates,
+    transform places new ones), and, as scikit-learn's set_params, an unknown stage name is taken
+    and refused by check_params / fit, naming it."""
+    from mediacluster.errors import ParameterError
+
+    tags = Pipeline().__sklearn_tags__()
+    assert tags.transformer_tags is not None and tags.transformer_tags.preserves_dtype == ["float32"]
+    X = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    pipe = Pipeline(reducer="pca", clusterer="kmeans", random_state=0)
+    Z = pipe.fit_transform(X)
+    assert Z.dtype == np.float32 and np.array_equal(Z, pipe.embedding_)
+    assert np.allclose(pipe.transform(X), Z, atol=1e-4)
+    odd = Pipeline().set_params(reducer="helloworld")
+    assert odd.get_params()["reducer"] == "helloworld"
+    with pytest.raises(ParameterError, match="unknown reducer 'helloworld'"):
+        odd.check_params()
+
+
 def test_input_that_is_not_dense_real_vectors_is_refused_saying_what_it_is():
     """A sparse matrix failed with numpy's 'setting an array element with a sequence', strings
     with a bare ValueError, and complex numbers were cast with their imaginary part dropped."""
@@ -290,6 +309,14 @@ def test_input_that_is_not_dense_real_vectors_is_refused_saying_what_it_is():
 
     same = Pipeline(reducer="pca", clusterer="kmeans", random_state=0).fit(pd.DataFrame(X.astype(np.float64)))
     assert np.array_equal(same.labels_, fitted.labels_)
+    # numbers held as Python objects (an object DataFrame column) are numbers; anything else is named
+    objects = X.astype(np.float64).astype(object)
+    same = Pipeline(reducer="pca", clusterer="kmeans", random_state=0).fit(objects)
+    assert np.array_equal(same.labels_, fitted.labels_)
+    assert np.array_equal(fitted.predict(objects[:5]), fitted.predict(X[:5]))
+    objects[7, 3] = "0.5"
+    with pytest.raises(InputError, match=r"must be numbers, got '0.5' \(a str\) at row 7"):
+        fitted.predict(objects)
 
 
 def test_deep_get_params_lists_the_parameters_of_a_stage_given_by_name():
