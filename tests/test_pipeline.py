@@ -266,6 +266,18 @@ def test_the_pipeline_is_a_clusterer_to_scikit_learn():
     assert Pipeline().__sklearn_tags__().estimator_type == "clusterer"
 
 
+def test_the_default_pipeline_fits_vectors_of_fewer_dimensions_than_its_umap():
+    """The default UMAP (10 dims, PCA start) on 3-d vectors failed with scikit-learn's bare
+    'n_components=10 must be between 0 and min(n_samples, n_features)=3' (a bug's exit 1 in the
+    CLI): a PCA start cannot have more axes than the vectors, so it starts from random positions."""
+    from sklearn.datasets import make_blobs
+
+    X, _ = make_blobs(n_samples=120, centers=3, n_features=3, random_state=0)
+    pipe = Pipeline(random_state=0).fit(X)
+    assert pipe.embedding_.shape == (120, 10) and pipe.n_clusters_ >= 2
+    assert np.array_equal(pipe.predict(X), pipe.labels_)
+
+
 def test_the_pipeline_also_transforms_and_set_params_does_not_validate():
     """It also transforms (tags say so; fit_transform is the training items' reduced coordinates,
     transform places new ones), and, as scikit-learn's set_params, an unknown stage name is taken

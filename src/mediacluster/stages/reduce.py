@@ -147,6 +147,10 @@ class UMAPReducer(_Reducer):
         # umap-learn's spectral initialisation asks scipy for n_components + 1 eigenvectors,
         # which a graph of that few items does not have: start those from random positions
         init = self.init if len(X) > int(self.n_components) + 1 else "random"
+        if init == "pca" and int(self.n_components) > X.shape[1]:
+            # a PCA start has at most as many axes as the vectors have dimensions (the default
+            # pipeline's 10 on 3-d vectors was scikit-learn's bare ValueError): random start too
+            init = "random"
         self.umap_ = umap.UMAP(
             n_neighbors=nn, n_components=int(self.n_components), min_dist=float(self.min_dist),
             spread=float(self.spread), metric=self.metric, n_epochs=self.n_epochs,
