@@ -280,15 +280,40 @@ def _serve(app, sock, host, name, log_level, on_listen, workers, token) -> None:
     url = f"http://{shown}:{real_port}/"
     if token is None:
         token = getattr(getattr(app, "state", None), "token", None)
-    sys.stdout.write(f"{name}: listening on {url}" + (f"?token={token}" if token else "") + "\n")
-    sys.stdout.flush()
-    if on_listen is not None:
-        on_listen(url)
+
+    def announce() -> None:
+        sys.stdout.write(f"{name}: listening on {url}" + (f"?token={token}" if token else "") + "\n")
+        sys.stdout.flush()
+        if on_listen is not None:
+            on_listen(url)
+
     common = dict(log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
+        announce()  # the workers start the apps; the socket is bound and queues connections
         config = uvicorn.Config(app, factory=True, workers=workers, **common)
         Multiprocess(config, sockets=[sock]).run()
     else:
-        uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=[sock])
+        _announcing(uvicorn.Server)(uvicorn.Config(app, **common), announce).run(sockets=[sock])
+
+
+def _announcing(server_class):
+    """``server_class`` (uvicorn's ``Server``, imported lazily) saying "listening" once the app
+    has started, when Ctrl+C is uvicorn's to handle (its signal handlers are in place for the
+    whole of ``serve``). Said before, a Ctrl+C in between reached Python's default handler while
+    the app was still importing; a KeyboardInterrupt raised inside an import lock's callback is
+    "ignored", so the server went on running (seen once in CI under load: killed after 60 s)."""
+
+    class Announcing(server_class):
+        def __init__(self, config, announce):
+            super().__init__(config)
+            self._announce = announce
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                self._announce()
+
+    return Announcing
+
