@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import describe
 from .data import Collection, Embeddings, nearest_to_centre, status_of
-from .encoders import DEFAULT_ENCODERS, get_encoder
+from .encoders import encoder_for
 from .errors import InputError, LevelRangeError
 from .executors import LocalExecutor, get_executor
 from .fileio import release_pages, text_series
@@ -205,12 +205,7 @@ def resolve_encoder(encoder, coll: Collection, source):
     kind of media the collection holds."""
     if coll.vectors is not None:
         return None
-    enc = encoder or DEFAULT_ENCODERS[coll.media]
-    enc = get_encoder(enc) if isinstance(enc, str) else enc
-    if enc.media != coll.media:
-        raise InputError(f"encoder {enc.name!r} reads {enc.media} files but {source} holds "
-                         f"{coll.media} files (choose an {coll.media} encoder or --media)")
-    return enc
+    return encoder_for(encoder or None, coll.media, str(source), f"choose an {coll.media} encoder or --media")
 
 
 def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str | None = None,

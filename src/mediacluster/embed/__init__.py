@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import Collection, Embeddings
-from ..encoders import DEFAULT_ENCODERS, get_encoder
-from ..errors import InputError, ParameterError
+from ..encoders import DEFAULT_ENCODERS, encoder_for
+from ..errors import ParameterError
 from .engine import embed_collection_cached, embed_paths, iter_batches
 from .store import EmbeddingStore
 
@@ -43,13 +43,10 @@ def embed_collection(
             ids=list(collection.ids), vectors=collection.vectors, encoder="precomputed",
             labels=collection.labels, skipped=list(collection.skipped),
         )
-    media = getattr(collection, "media", "image")
-    enc = encoder if encoder is not None else DEFAULT_ENCODERS.get(media, DEFAULT_ENCODERS["image"])
-    enc = get_encoder(enc) if isinstance(enc, str) else enc
-    if getattr(enc, "media", media) != media:
-        raise InputError(f"encoder {enc.name!r} reads {enc.media} files but the collection holds {media} "
-                         f"files (choose an {media} encoder, e.g. {DEFAULT_ENCODERS.get(media)!r}, or "
-                         f"collect(..., media={enc.media!r}))")
+    media = collection.media
+    other = "audio" if media == "image" else "image"
+    enc = encoder_for(encoder, media, "the collection", f"choose an {media} encoder, e.g. "
+                      f"{DEFAULT_ENCODERS[media]!r}, or collect(..., media={other!r})")
     return embed_collection_cached(
         collection, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
         workers=workers, progress=progress,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from ..errors import ParameterError
+from ..errors import InputError, ParameterError
 from .base import Encoder
 
 _REGISTRY: dict[str, Callable[..., Encoder]] = {}
@@ -52,5 +52,17 @@ def get_encoder(spec: str = DEFAULT_IMAGE_ENCODER, **kwargs) -> Encoder:
     return _REGISTRY[family](**kwargs)
 
 
-__all__ = ["Encoder", "register", "get_encoder", "available", "DEFAULT_IMAGE_ENCODER",
+def encoder_for(encoder, media: str, where: str, advice: str) -> Encoder:
+    """``encoder`` (a name, an ``Encoder``, or None: ``DEFAULT_ENCODERS[media]``) as an encoder
+    of ``media`` files; one of the other media would skip every file, so it is refused naming
+    ``where`` (what holds the files) and ``advice`` (what to do, in the caller's terms)."""
+    enc = encoder if encoder is not None else DEFAULT_ENCODERS[media]
+    enc = get_encoder(enc) if isinstance(enc, str) else enc
+    if enc.media != media:
+        raise InputError(f"encoder {enc.name!r} reads {enc.media} files but {where} holds {media} files "
+                         f"({advice})")
+    return enc
+
+
+__all__ = ["Encoder", "register", "get_encoder", "encoder_for", "available", "DEFAULT_IMAGE_ENCODER",
            "DEFAULT_AUDIO_ENCODER", "DEFAULT_ENCODERS"]
