@@ -786,13 +786,20 @@ class Pipeline(ClusterMixin, BaseEstimator):
         return persist.write_model(path, info, arrays, overwrite=overwrite)
 
     def publish(self, store, metadata: dict | None = None, run_id: str | None = None,
-                source: str = "") -> str:
+                source: str = "", also=None) -> str:
         """Save as the next version of a model store (``RUN/models``); returns its path.
-        ``metadata`` None: a loaded model's own, as in :meth:`save`."""
+        ``metadata`` None: a loaded model's own, as in :meth:`save`. ``also(folder)`` writes
+        more into the new version before it is published (a duplicate index)."""
         store = store if isinstance(store, persist.ModelStore) else persist.ModelStore(store)
         base = self._own_metadata() if metadata is None else metadata
         info, arrays = pipeline_model.model_doc(self, {**base, "run_id": run_id, "source": source})
-        return str(store.publish(lambda d: persist.write_model(d, info, arrays), run_id, source))
+
+        def write(folder):
+            persist.write_model(folder, info, arrays)
+            if also is not None:
+                also(folder)
+
+        return str(store.publish(write, run_id, source))
 
     @classmethod
     def load(cls, path) -> Pipeline:

@@ -297,18 +297,12 @@ def publish_model(run, pipe: Pipeline, metadata: dict, duplicates=None) -> str:
     if duplicates is None:
         return pipe.publish(run.file("models"), run_id=run.run_id, source=run.command, metadata=metadata)
     from .duplicates.index import save_to_model
-    from .persist import ModelStore
 
     index = duplicates.index()
-    meta = {**metadata, "run_id": run.run_id, "source": run.command, "duplicates": True}
-
     root = run.collection_root.path  # the index stores its paths relative to the run's root
-
-    def write(folder):
-        pipe.save(folder, metadata=meta)
-        save_to_model(folder, index, root=root)
-
-    return str(ModelStore(run.file("models")).publish(write, run.run_id, run.command))
+    return pipe.publish(run.file("models"), run_id=run.run_id, source=run.command,
+                        metadata={**metadata, "duplicates": True},
+                        also=lambda folder: save_to_model(folder, index, root=root))
 
 
 def publish_run(out: str | Path, emb: Embeddings, pipe: Pipeline, command: str = "cluster",

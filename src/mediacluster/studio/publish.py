@@ -160,7 +160,7 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
         "encoder": None if enc in (None, "", "precomputed") else enc,
         "names": names,
         "curated": {"edits_seq": int(seq), "agreement": round(share, 5), "checked": checked,
-                    "junk": [e["id"] for e in table if e.get("junk")],
+                    "junk": junk,
                     "tags": {str(e["id"]): e["tags"] for e in table if e.get("tags")},
                     "items_tagged": len(item_tags or {})},
     }
@@ -172,13 +172,8 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
         if dups is None:
             path = pipe.publish(run.models, metadata=metadata, run_id=run.run_id, source="studio")
         else:  # as the cluster job publishes a --dedup model (workflow.publish_model)
-            meta = {**metadata, "run_id": run.run_id, "source": "studio", "duplicates": True}
-
-            def write(folder):
-                pipe.save(folder, metadata=meta)
-                link_to_model(dups, folder)
-
-            path = str(run.models.publish(write, run.run_id, "studio"))
+            path = pipe.publish(run.models, metadata={**metadata, "duplicates": True}, run_id=run.run_id,
+                                source="studio", also=lambda folder: link_to_model(dups, folder))
     return {"version": os.path.basename(path), "path": path, "agreement": share, "checked": checked,
             "duplicates": dups is not None,
             "clusters": int(len(set(np.asarray(labels)[np.asarray(labels) >= 0].tolist()))),
