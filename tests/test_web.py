@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from mediacluster.web.app import bind
 
 
@@ -102,9 +104,11 @@ def test_a_bug_answers_500_and_keeps_the_connection():
     assert kinds == ["internal", "internal"]
 
 
-def test_ctrl_c_stops_a_server_cleanly(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_a_server_cleanly(tmp_path, workers):
     """Ctrl+C (SIGINT) is how a person stops `serve` / `studio`: exit 0 and "stopped", not the
-    batch commands' "interrupted; ... re-run the same command to resume" and 130."""
+    batch commands' "interrupted; ... re-run the same command to resume" and 130; also with
+    several worker processes (uvicorn's supervisor stops them)."""
     import os
     import re
     import signal
@@ -119,7 +123,8 @@ def test_ctrl_c_stops_a_server_cleanly(tmp_path):
     pipe = Pipeline(outliers=None, random_state=0).with_params(
         {"reducer": "pca", "reducer__n_components": 2, "clusterer": "kmeans", "clusterer__n_clusters": 2})
     pipe.fit(X).save(tmp_path / "model")
-    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(tmp_path / "model"), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(tmp_path / "model"), "--port", "0",
+                             "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             # Ctrl+C as a terminal delivers it: a test runner started in the

@@ -291,9 +291,14 @@ def _serve(app, sock, host, name, log_level, on_listen, workers, token) -> None:
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
-        announce()  # the workers start the apps; the socket is bound and queues connections
         config = uvicorn.Config(app, factory=True, workers=workers, **common)
-        Multiprocess(config, sockets=[sock]).run()
+        # the supervisor takes Ctrl+C when it is made (its constructor installs the handlers),
+        # so "listening" comes after that: said before, a Ctrl+C in between could land while
+        # uvicorn was importing (see _announcing). The workers start the apps; the bound socket
+        # queues connections until they do
+        supervisor = Multiprocess(config, sockets=[sock])
+        announce()
+        supervisor.run()
     else:
         _announcing(uvicorn.Server)(uvicorn.Config(app, **common), announce).run(sockets=[sock])
 
