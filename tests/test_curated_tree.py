@@ -230,3 +230,26 @@ def test_a_run_without_levels_still_publishes_a_flat_curated_model(cifar3_embedd
     assert "published model v0002" in out and "keeps the run's levels" not in out, out
     model = Pipeline.load(run)
     assert model.levels_ is None and "names_by_level" not in model.model_info_["metadata"]
+
+
+def test_fit_labels_converts_its_input_as_fit_does():
+    """Ragged, complex, sparse or non-finite vectors are an InputError naming the problem, as in
+    ``fit`` (``data.as_vectors``), not numpy's ValueError or a silently dropped imaginary part."""
+    import scipy.sparse
+
+    from mediacluster.errors import InputError
+    from mediacluster.pipeline import Pipeline
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 8))
+    labels = np.repeat([0, 1, 2], 10)
+    pipe = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None)
+    assert (pipe.fit_labels(X.tolist(), labels, X[:, :2]).labels_ == labels).all()  # nested lists are fine
+    for bad, match in ((X.astype(np.complex128), "Complex"), (scipy.sparse.csr_matrix(X), "sparse"),
+                       ([[1.0, 2.0]] * 29 + [[1.0]], "one length"), (np.array([["a"] * 8] * 30), "numbers")):
+        with pytest.raises(InputError, match=match):
+            pipe.fit_labels(bad, labels, X[:, :2])
+    Xn = X.copy()
+    Xn[4, 2] = np.nan
+    with pytest.raises(InputError, match="vector 4 contains NaN"):
+        pipe.fit_labels(Xn, labels, X[:, :2])
