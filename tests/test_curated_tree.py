@@ -208,6 +208,67 @@ def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_r
         proc.wait(30)
 
 
+def test_the_studio_groups_the_curated_clusters_as_the_published_model_serves_them(tree_run, tmp_path):
+    """After merges, a split, a junk mark and moves, each curated cluster's group at each
+    coarse level in the studio's answers (``/api/clusters`` groups and their names,
+    ``/api/levels/NAME``) is the published model's path for that cluster's items."""
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.rundir import RunDir
+
+    run = copy_run(tree_run[0], tmp_path / "run")
+    s = Server(run)
+    try:
+        with client(s) as c:
+            lab0 = np.frombuffer(c.get("/api/labels").content, dtype="<i4").astype(np.int64)
+            order = [int(x) for x in np.argsort(-np.bincount(lab0[lab0 >= 0]))]
+            big, a, b, d, e, f = order[:6]
+            assert post(c, "/api/edits", {"kind": "merge", "clusters": [a, b]}).status_code == 200
+            assert post(c, "/api/edits", {"kind": "merge", "clusters": [e, f]}).status_code == 200
+            pv = post(c, "/api/split/preview", {"cluster": big, "k": 2}).json()
+            assert post(c, "/api/edits", {"kind": "split", "preview": pv["preview"]}).status_code == 200
+            assert post(c, "/api/edits", {"kind": "junk", "clusters": [order[-1]]}).status_code == 200
+            # moves: most of d into a, a few items into a new cluster, one item out of every cluster
+            moved = np.flatnonzero(lab0 == d)
+            assert post(c, "/api/edits", {"kind": "move", "items": moved[: len(moved) * 2 // 3].tolist(),
+                                          "to": a}).status_code == 200
+            assert post(c, "/api/edits", {"kind": "move", "items": np.flatnonzero(lab0 == e)[:5].tolist(),
+                                          "to": "new", "name": "picked"}).status_code == 200
+            assert post(c, "/api/edits", {"kind": "move", "items": [int(np.flatnonzero(lab0 == big)[-1])],
+                                          "to": -1}).status_code == 200
+            lab = np.frombuffer(c.get("/api/labels").content, dtype="<i4").astype(np.int64)
+            shown = c.get("/api/clusters").json()
+            level_names = [lv["name"] for lv in c.get("/api/info").json()["levels"]]
+            colours = {name: np.frombuffer(c.get(f"/api/levels/{name}").content, dtype="<i4")
+                       for name in shown["groups"]}
+            res = post(c, "/api/publish")
+            assert res.status_code == 200, res.text
+            wait_written(c)
+    finally:
+        s.stop()
+    model = Pipeline.load(run)
+    finest = len(model.levels_) - 1
+    groups, names = shown["groups"], shown["group_names"]
+    # one group per coarse level the model keeps, coarse to fine, named after the run's levels
+    assert len(groups) == finest >= 2 and list(groups) == list(names)
+    assert [level_names.index(k) for k in groups] == sorted(level_names.index(k) for k in groups)
+    curated = lab >= 0
+    X = RunDir.open(run).read_vectors(mmap=False)
+    path, _ = model.predict_path(X)
+    by_level = model.model_info_["metadata"]["names_by_level"]
+    for j, name in enumerate(groups):
+        for cid in np.unique(lab[curated]).tolist():
+            served = np.unique(model.levels_[j][lab == cid])
+            assert served.tolist() == [groups[name][str(cid)]], (name, cid)
+            # the service's path for the cluster's items (their own copies dominate the vote)
+            assert np.mean(path[j][lab == cid] == served[0]) >= 0.95, (name, cid)
+        assert set(groups[name]) == {str(x) for x in np.unique(lab[curated])}
+        assert names[name] == by_level[str(j)]
+        assert (colours[name][curated] == model.levels_[j][curated]).all()
+        assert (colours[name][~curated] == lab[~curated]).all()
+    model.set_level(0)
+    assert {groups[next(iter(groups))][str(order[-1])]} == set(model.junk_clusters())
+
+
 def test_publish_from_the_command_line_says_the_levels_kept(tree_run, tmp_path, capsys):
     from mediacluster.cli import main
     from mediacluster.pipeline import Pipeline
