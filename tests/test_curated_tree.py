@@ -314,3 +314,53 @@ def test_fit_labels_converts_its_input_as_fit_does():
     Xn[4, 2] = np.nan
     with pytest.raises(InputError, match="vector 4 contains NaN"):
         pipe.fit_labels(Xn, labels, X[:, :2])
+
+
+def test_the_report_of_a_curated_run_shows_the_tree_the_model_serves(tree_run, tmp_path):
+    """``mediacluster report`` on a curated run: its level switch is the published model's
+    levels (the run's coarser levels above the curated clusters, named as the model names them,
+    the junk branch a card of its own), the curated clusters the finest level and the one shown
+    first; not the run's levels from before the curation."""
+    import base64
+    import json
+
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(tree_run[0], tmp_path / "run")
+    st = Studio(run, warm=False)
+    try:
+        lab0 = st.state.labels.copy()
+        order = [int(x) for x in np.argsort(-np.bincount(lab0[lab0 >= 0]))]
+        st.edit("merge", {"clusters": order[1:3]})
+        st.edit("junk", {"clusters": [order[-1]]})
+        st.edit("move", {"items": np.flatnonzero(lab0 == order[3])[:6].tolist(), "to": "new", "name": "by hand"})
+        st.edit("rename", {"cluster": order[1], "name": "merged pair"})
+        st.publish()
+        lab = st.state.labels.copy()
+    finally:
+        st.close()
+    assert main(["report", str(run), "--quiet"]) == 0
+    html = (run / "report" / "index.html").read_text(encoding="utf-8")
+    D = json.loads(re.search(r'<script id="mc-data" type="application/json">(.*?)</script>', html, re.S).group(1))
+    model = Pipeline.load(run)
+    by_level = model.model_info_["metadata"]["names_by_level"]
+    finest = len(model.levels_) - 1
+    views = D["levels"]["views"]
+    assert len(views) == finest + 1 and D["levels"]["current"] == finest
+    assert views[finest]["label"] == f"level {finest}: {len(np.unique(lab[lab >= 0]))} clusters (curated)"
+    curated = lab >= 0
+    for j, v in enumerate(views[:finest]):
+        shown = np.frombuffer(base64.b64decode(v["c"]), dtype=np.int32)
+        assert (shown[curated] == model.levels_[j][curated]).all() and (shown[~curated] < 0).all()
+        assert {str(c["id"]): c["name"] for c in v["clusters"]} == by_level[str(j)]
+        assert v["label"] == f"level {j}: {len(np.unique(model.levels_[j]))} clusters"
+    model.set_level(0)
+    junk0 = model.junk_clusters()[0]
+    box = html[html.index('<div class="cards" data-view="0"'):html.index('<div class="cards" data-view="1"')]
+    card = box[box.index(f'data-cluster="{junk0}"'):]
+    assert 'class="junk"' in card[:card.index("</section>")]
+    cards = {c["id"]: c["name"] for c in D["clusters"]}
+    assert cards[order[1]] == "merged pair" and "by hand" in cards.values()
+    assert cards == {int(k): v for k, v in by_level[str(finest)].items()}
