@@ -87,6 +87,38 @@ def test_fit_labels_with_levels_is_a_tree_that_saves_loads_and_switches_levels(t
     assert flat.levels_ is None and flat.tree_sources_ is None and (flat.cluster_ >= 0).all()
 
 
+def test_curated_tree_is_the_tree_fit_labels_builds():
+    """``curated_tree`` (what the studio and the report show) gives each curated cluster the
+    path ``Pipeline.fit_labels(levels=, junk=)`` gives it, with unassigned items and junk; a
+    tree it cannot build (unclustered items in the levels, levels that do not nest) is None."""
+    from sklearn.datasets import make_blobs
+
+    from mediacluster.curated_tree import curated_tree
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.rundir import RunLevels
+
+    X, y = make_blobs(n_samples=400, centers=8, n_features=16, cluster_std=0.8, random_state=5)
+    tree = [y // 4, y // 2, y]
+    levels = RunLevels(tuple(tree), ("level_0", "level_1", "level_2"), (0, 1, 2), level=2)
+    labels = y.copy()
+    labels[y == 3] = 2                            # a merge
+    labels[np.flatnonzero(y == 6)[:30]] = 1       # most of cluster 6 moved across the tree
+    labels[:10] = -1                              # unassigned
+    t = curated_tree(levels, labels, junk=[7])
+    p = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+        X.astype(np.float32), labels, X[:, :2], levels=levels.above(), junk=[7])
+    assert [s["level"] for s in t.sources] == [s["level"] for s in p.tree_sources_]
+    assert all(np.array_equal(a["clusters"], b["clusters"]) for a, b in zip(t.sources, p.tree_sources_))
+    ok = labels >= 0
+    assert (t.rows[:, ok] == p.levels_[:, ok]).all() and (t.rows[:, ~ok] == -1).all()
+    assert t.names == ["level_0", "level_1"] and t.groups()["level_0"]["7"] == len(t.sources[0]["clusters"]) - 1
+    with_noise = RunLevels(tuple([np.where(y == 0, -1, y // 4)] + tree[1:]), levels.names, levels.index, 2)
+    assert curated_tree(with_noise, labels) is None
+    crossed = RunLevels((y % 2, y // 2, y), levels.names, levels.index, 2)  # level 0 does not nest level 1
+    assert curated_tree(crossed, labels) is None
+    assert curated_tree(RunLevels(tuple(tree), levels.names, levels.index, 0), labels) is None
+
+
 @pytest.fixture(scope="module")
 def tree_run(cifar3_embeddings, tmp_path_factory):
     """A run of the hierarchy (PCA + the engine's tree) answering at a level with coarser ones."""

@@ -13,13 +13,16 @@ with the same rule and checked against this tree; their names come from here) an
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
 from .rundir import RunLevels
 from .stages.hierarchy import tree_above
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CuratedTree:
@@ -73,16 +76,24 @@ def curated_tree(levels: RunLevels, labels, junk=()) -> CuratedTree | None:
     """The tree above the curated ``labels`` (n,) (< 0: unassigned) under the run's ``levels``
     coarser than its ``cluster`` column (``RunLevels.above``), ``junk`` the junk clusters' ids;
     None when nothing is kept above them (a flat run, no assigned item, no coarser level, or
-    levels with unclustered items, which a tree cannot hold): the published model is then flat."""
+    levels a tree cannot hold: unclustered items, levels that do not nest; said in the log):
+    the published model is then flat."""
     above = levels.above()
     lab = np.asarray(labels, dtype=np.int64)
     ok = lab >= 0
-    if above is None or not ok.any() or above.min(initial=0) < 0:
+    if above is None or not ok.any():
+        return None
+    if above.min(initial=0) < 0:
+        log.warning("the run's levels leave items unclustered: they are not kept above the curated clusters")
         return None
     # only assigned items vote (tree_above's `labelled`): the cluster an unassigned item is
     # given here does not move any cluster, so this is the tree fit_labels builds
     fine = np.where(ok, lab, lab[ok][0])
-    rows, _, sources = tree_above(fine, ok, above, junk)
+    try:
+        rows, _, sources = tree_above(fine, ok, above, junk)
+    except InputError as e:  # the run's levels are not a tree: the curated clusters stand alone
+        log.warning("the run's levels are not kept above the curated clusters: %s", e)
+        return None
     if len(rows) < 2:
         return None
     rows = np.where(ok[None, :], rows, lab[None, :])
