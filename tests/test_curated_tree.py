@@ -398,3 +398,30 @@ def test_the_report_of_a_curated_run_shows_the_tree_the_model_serves(tree_run, t
     cards = {c["id"]: c["name"] for c in D["clusters"]}
     assert cards[order[1]] == "merged pair" and "by hand" in cards.values()
     assert cards == {int(k): v for k, v in by_level[str(finest)].items()}
+
+
+def test_read_levels_is_the_one_reader_of_a_runs_levels(tree_run, tmp_path, caplog):
+    """``RunDir.read_levels``: the ``level_<k>`` columns, else ``hierarchy.npz``'s rows (named
+    ``levels <row>``), the level the ``cluster`` column holds, the coarser ones; a damaged
+    ``hierarchy.npz`` is a warning (the columns still serve), not an error."""
+    from mediacluster.rundir import RunDir
+
+    run = RunDir.open(copy_run(tree_run[0], tmp_path / "run"))
+    a = run.read_assignments()
+    h = run.read_hierarchy()
+    lv = run.read_levels(a)
+    assert lv.names == tuple(f"level_{k}" for k in range(len(h["levels"]))) and lv.index == tuple(range(len(lv)))
+    assert lv.level == int(h["level"]) and (np.stack(lv.labels) == h["levels"]).all()
+    assert (lv.above() == h["levels"][:lv.level]).all()
+    assert (lv.labels[lv.level] == a["cluster"].to_numpy()).all()
+    bare = a.drop(columns=list(lv.names))
+    from_file = run.read_levels(bare)
+    assert from_file.names == tuple(f"levels {k}" for k in range(len(lv))) and from_file.level == lv.level
+    assert all((x == y).all() for x, y in zip(from_file.labels, lv.labels))
+    with run.writing("test"):
+        run.file("hierarchy.npz").write_bytes(b"not an npz")
+    with caplog.at_level("WARNING"):
+        assert len(run.read_levels(bare)) == 0
+    assert "hierarchy is not readable" in caplog.text
+    damaged = run.read_levels(a)
+    assert damaged.names == lv.names and damaged.level is None and len(damaged.above()) == len(lv)
