@@ -8,8 +8,9 @@ the finest level of a tree that keeps the run's coarser levels above them (``fit
 each curated cluster under the coarse clusters most of its items were in, top-down so it nests;
 junk clusters on a branch of their own; the coarse levels named as the run named them,
 ``names_by_level``): the tree :func:`~mediacluster.curated_tree.curated_tree` computes for the
-studio's groups and the report, checked against the fitted model (``same_tree``), so ``predict_path``, ``assign --level`` and the service's ``path`` go on
-working after curation; a run without levels gets a flat model. It is saved like any other model (JSON + npz,
+studio's groups and the report, checked against the fitted model (``same_tree``), so
+``predict_path``, ``assign --level`` and the service's ``path`` go on working after curation;
+a run without levels gets a flat model. It is saved like any other model (JSON + npz,
 ``LATEST`` rewritten last), so ``mediacluster assign RUN``, ``tags train --run RUN`` and the
 service load it without knowing it came from the studio. Its reduced space is the fitted
 model's when the run kept one (``cluster --save-model``), else the studio's 2-D map; the
