@@ -87,6 +87,38 @@ def test_fit_labels_with_levels_is_a_tree_that_saves_loads_and_switches_levels(t
     assert flat.levels_ is None and flat.tree_sources_ is None and (flat.cluster_ >= 0).all()
 
 
+def test_curated_tree_is_the_tree_fit_labels_builds():
+    """``curated_tree`` (what the studio and the report show) gives each curated cluster the
+    path ``Pipeline.fit_labels(levels=, junk=)`` gives it, with unassigned items and junk; a
+    tree it cannot build (unclustered items in the levels, levels that do not nest) is None."""
+    from sklearn.datasets import make_blobs
+
+    from mediacluster.curated_tree import curated_tree
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.rundir import RunLevels
+
+    X, y = make_blobs(n_samples=400, centers=8, n_features=16, cluster_std=0.8, random_state=5)
+    tree = [y // 4, y // 2, y]
+    levels = RunLevels(tuple(tree), ("level_0", "level_1", "level_2"), (0, 1, 2), level=2)
+    labels = y.copy()
+    labels[y == 3] = 2                            # a merge
+    labels[np.flatnonzero(y == 6)[:30]] = 1       # most of cluster 6 moved across the tree
+    labels[:10] = -1                              # unassigned
+    t = curated_tree(levels, labels, junk=[7])
+    p = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+        X.astype(np.float32), labels, X[:, :2], levels=levels.above(), junk=[7])
+    assert [s["level"] for s in t.sources] == [s["level"] for s in p.tree_sources_]
+    assert all(np.array_equal(a["clusters"], b["clusters"]) for a, b in zip(t.sources, p.tree_sources_))
+    ok = labels >= 0
+    assert (t.rows[:, ok] == p.levels_[:, ok]).all() and (t.rows[:, ~ok] == -1).all()
+    assert t.names == ["level_0", "level_1"] and t.groups()["level_0"]["7"] == len(t.sources[0]["clusters"]) - 1
+    with_noise = RunLevels(tuple([np.where(y == 0, -1, y // 4)] + tree[1:]), levels.names, levels.index, 2)
+    assert curated_tree(with_noise, labels) is None
+    crossed = RunLevels((y % 2, y // 2, y), levels.names, levels.index, 2)  # level 0 does not nest level 1
+    assert curated_tree(crossed, labels) is None
+    assert curated_tree(RunLevels(tuple(tree), levels.names, levels.index, 0), labels) is None
+
+
 @pytest.fixture(scope="module")
 def tree_run(cifar3_embeddings, tmp_path_factory):
     """A run of the hierarchy (PCA + the engine's tree) answering at a level with coarser ones."""
@@ -208,6 +240,68 @@ def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_r
         proc.wait(30)
 
 
+def test_the_studio_groups_the_curated_clusters_as_the_published_model_serves_them(tree_run, tmp_path):
+    """After merges, a split, a junk mark and moves, each curated cluster's group at each
+    coarse level in the studio's answers (``/api/clusters`` groups and their names,
+    ``/api/levels/NAME``) is the published model's path for that cluster's items."""
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.rundir import RunDir
+
+    run = copy_run(tree_run[0], tmp_path / "run")
+    s = Server(run)
+    try:
+        with client(s) as c:
+            lab0 = np.frombuffer(c.get("/api/labels").content, dtype="<i4").astype(np.int64)
+            ids, sizes = np.unique(lab0[lab0 >= 0], return_counts=True)  # the clusters there are now
+            order = ids[np.argsort(-sizes, kind="stable")].tolist()
+            big, a, b, d, e, f = order[:6]
+            assert post(c, "/api/edits", {"kind": "merge", "clusters": [a, b]}).status_code == 200
+            assert post(c, "/api/edits", {"kind": "merge", "clusters": [e, f]}).status_code == 200
+            pv = post(c, "/api/split/preview", {"cluster": big, "k": 2}).json()
+            assert post(c, "/api/edits", {"kind": "split", "preview": pv["preview"]}).status_code == 200
+            assert post(c, "/api/edits", {"kind": "junk", "clusters": [order[-1]]}).status_code == 200
+            # moves: most of d into a, a few items into a new cluster, one item out of every cluster
+            moved = np.flatnonzero(lab0 == d)
+            assert post(c, "/api/edits", {"kind": "move", "items": moved[: len(moved) * 2 // 3].tolist(),
+                                          "to": a}).status_code == 200
+            assert post(c, "/api/edits", {"kind": "move", "items": np.flatnonzero(lab0 == e)[:5].tolist(),
+                                          "to": "new", "name": "picked"}).status_code == 200
+            assert post(c, "/api/edits", {"kind": "move", "items": [int(np.flatnonzero(lab0 == big)[-1])],
+                                          "to": -1}).status_code == 200
+            lab = np.frombuffer(c.get("/api/labels").content, dtype="<i4").astype(np.int64)
+            shown = c.get("/api/clusters").json()
+            level_names = [lv["name"] for lv in c.get("/api/info").json()["levels"]]
+            colours = {name: np.frombuffer(c.get(f"/api/levels/{name}").content, dtype="<i4")
+                       for name in shown["groups"]}
+            res = post(c, "/api/publish")
+            assert res.status_code == 200, res.text
+            wait_written(c)
+    finally:
+        s.stop()
+    model = Pipeline.load(run)
+    finest = len(model.levels_) - 1
+    groups, names = shown["groups"], shown["group_names"]
+    # one group per coarse level the model keeps, coarse to fine, named after the run's levels
+    assert len(groups) == finest >= 2 and list(groups) == list(names)
+    assert [level_names.index(k) for k in groups] == sorted(level_names.index(k) for k in groups)
+    curated = lab >= 0
+    X = RunDir.open(run).read_vectors(mmap=False)
+    path, _ = model.predict_path(X)
+    by_level = model.model_info_["metadata"]["names_by_level"]
+    for j, name in enumerate(groups):
+        for cid in np.unique(lab[curated]).tolist():
+            served = np.unique(model.levels_[j][lab == cid])
+            assert served.tolist() == [groups[name][str(cid)]], (name, cid)
+            # the service's path for the cluster's items (their own copies dominate the vote)
+            assert np.mean(path[j][lab == cid] == served[0]) >= 0.95, (name, cid)
+        assert set(groups[name]) == {str(x) for x in np.unique(lab[curated])}
+        assert names[name] == by_level[str(j)]
+        assert (colours[name][curated] == model.levels_[j][curated]).all()
+        assert (colours[name][~curated] == lab[~curated]).all()
+    model.set_level(0)
+    assert {groups[next(iter(groups))][str(order[-1])]} == set(model.junk_clusters())
+
+
 def test_publish_from_the_command_line_says_the_levels_kept(tree_run, tmp_path, capsys):
     from mediacluster.cli import main
     from mediacluster.pipeline import Pipeline
@@ -230,3 +324,104 @@ def test_a_run_without_levels_still_publishes_a_flat_curated_model(cifar3_embedd
     assert "published model v0002" in out and "keeps the run's levels" not in out, out
     model = Pipeline.load(run)
     assert model.levels_ is None and "names_by_level" not in model.model_info_["metadata"]
+
+
+def test_fit_labels_converts_its_input_as_fit_does():
+    """Ragged, complex, sparse or non-finite vectors are an InputError naming the problem, as in
+    ``fit`` (``data.as_vectors``), not numpy's ValueError or a silently dropped imaginary part."""
+    import scipy.sparse
+
+    from mediacluster.errors import InputError
+    from mediacluster.pipeline import Pipeline
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 8))
+    labels = np.repeat([0, 1, 2], 10)
+    pipe = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None)
+    assert (pipe.fit_labels(X.tolist(), labels, X[:, :2]).labels_ == labels).all()  # nested lists are fine
+    for bad, match in ((X.astype(np.complex128), "Complex"), (scipy.sparse.csr_matrix(X), "sparse"),
+                       ([[1.0, 2.0]] * 29 + [[1.0]], "one length"), (np.array([["a"] * 8] * 30), "numbers")):
+        with pytest.raises(InputError, match=match):
+            pipe.fit_labels(bad, labels, X[:, :2])
+    Xn = X.copy()
+    Xn[4, 2] = np.nan
+    with pytest.raises(InputError, match="vector 4 contains NaN"):
+        pipe.fit_labels(Xn, labels, X[:, :2])
+
+
+def test_the_report_of_a_curated_run_shows_the_tree_the_model_serves(tree_run, tmp_path):
+    """``mediacluster report`` on a curated run: its level switch is the published model's
+    levels (the run's coarser levels above the curated clusters, named as the model names them,
+    the junk branch a card of its own), the curated clusters the finest level and the one shown
+    first; not the run's levels from before the curation."""
+    import base64
+    import json
+
+    from mediacluster.cli import main
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(tree_run[0], tmp_path / "run")
+    st = Studio(run, warm=False)
+    try:
+        lab0 = st.state.labels.copy()
+        ids, sizes = np.unique(lab0[lab0 >= 0], return_counts=True)  # the clusters there are now
+        order = ids[np.argsort(-sizes, kind="stable")].tolist()
+        st.edit("merge", {"clusters": order[1:3]})
+        st.edit("junk", {"clusters": [order[-1]]})
+        st.edit("move", {"items": np.flatnonzero(lab0 == order[3])[:6].tolist(), "to": "new", "name": "by hand"})
+        st.edit("rename", {"cluster": order[1], "name": "merged pair"})
+        st.publish()
+        lab = st.state.labels.copy()
+    finally:
+        st.close()
+    assert main(["report", str(run), "--quiet"]) == 0
+    html = (run / "report" / "index.html").read_text(encoding="utf-8")
+    D = json.loads(re.search(r'<script id="mc-data" type="application/json">(.*?)</script>', html, re.S).group(1))
+    model = Pipeline.load(run)
+    by_level = model.model_info_["metadata"]["names_by_level"]
+    finest = len(model.levels_) - 1
+    views = D["levels"]["views"]
+    assert len(views) == finest + 1 and D["levels"]["current"] == finest
+    assert views[finest]["label"] == f"level {finest}: {len(np.unique(lab[lab >= 0]))} clusters (curated)"
+    curated = lab >= 0
+    for j, v in enumerate(views[:finest]):
+        shown = np.frombuffer(base64.b64decode(v["c"]), dtype=np.int32)
+        assert (shown[curated] == model.levels_[j][curated]).all() and (shown[~curated] < 0).all()
+        assert {str(c["id"]): c["name"] for c in v["clusters"]} == by_level[str(j)]
+        assert v["label"] == f"level {j}: {len(np.unique(model.levels_[j]))} clusters"
+    model.set_level(0)
+    junk0 = model.junk_clusters()[0]
+    box = html[html.index('<div class="cards" data-view="0"'):html.index('<div class="cards" data-view="1"')]
+    card = box[box.index(f'data-cluster="{junk0}"'):]
+    assert 'class="junk"' in card[:card.index("</section>")]
+    cards = {c["id"]: c["name"] for c in D["clusters"]}
+    assert cards[order[1]] == "merged pair" and "by hand" in cards.values()
+    assert cards == {int(k): v for k, v in by_level[str(finest)].items()}
+
+
+def test_read_levels_is_the_one_reader_of_a_runs_levels(tree_run, tmp_path, caplog):
+    """``RunDir.read_levels``: the ``level_<k>`` columns, else ``hierarchy.npz``'s rows (named
+    ``levels <row>``), the level the ``cluster`` column holds, the coarser ones; a damaged
+    ``hierarchy.npz`` is a warning (the columns still serve), not an error."""
+    from mediacluster.rundir import RunDir
+
+    run = RunDir.open(copy_run(tree_run[0], tmp_path / "run"))
+    a = run.read_assignments()
+    h = run.read_hierarchy()
+    lv = run.read_levels(a)
+    assert lv.names == tuple(f"level_{k}" for k in range(len(h["levels"]))) and lv.index == tuple(range(len(lv)))
+    assert lv.level == int(h["level"]) and (np.stack(lv.labels) == h["levels"]).all()
+    assert (lv.above() == h["levels"][:lv.level]).all()
+    assert (lv.labels[lv.level] == a["cluster"].to_numpy()).all()
+    bare = a.drop(columns=list(lv.names))
+    from_file = run.read_levels(bare)
+    assert from_file.names == tuple(f"levels {k}" for k in range(len(lv))) and from_file.level == lv.level
+    assert all((x == y).all() for x, y in zip(from_file.labels, lv.labels))
+    with run.writing("test"):
+        run.file("hierarchy.npz").write_bytes(b"not an npz")
+    with caplog.at_level("WARNING"):
+        assert len(run.read_levels(bare)) == 0
+    assert "hierarchy is not readable" in caplog.text
+    damaged = run.read_levels(a)
+    assert damaged.names == lv.names and damaged.level is None and len(damaged.above()) == len(lv)

@@ -229,9 +229,11 @@ def test_run_folder_holds_the_tree(cifar3_embeddings, tmp_path, one_blas_thread)
     assert (a["cluster"] == a[f"level_{int(h['level'])}"]).all()
     assert run.info["summary"]["levels"]["n_clusters"] == pipe.n_clusters_per_level_.tolist()
     # the studio reads the same levels
-    from mediacluster.studio.levels import read_levels
+    from mediacluster.studio.levels import level_views
 
-    assert [lv["groups"] for lv in read_levels(run, a, len(a))] == pipe.n_clusters_per_level_.tolist()
+    levels = run.read_levels(a)
+    assert levels.level == pipe.level_ and levels.names == tuple(cols)
+    assert [lv["groups"] for lv in level_views(levels)] == pipe.n_clusters_per_level_.tolist()
     # the service's view of the model
     from mediacluster.serve.model import level_table, path_records
 

@@ -786,26 +786,20 @@ def test_levels_of_a_hierarchy_are_shown(base_run, tmp_path):
     run = RunDir.open(run_dir)
     lab = run.read_assignments()["cluster"].to_numpy()
     coarse = (lab > 0).astype(np.int64)  # 2 groups over the 3 clusters
+    # the clusterer's layout (RunDir.read_levels): one (n_levels, n) array, row 0 coarsest,
+    # ``level`` the row the run's clusters are
     with run.writing("test"):
-        run.write_hierarchy({"level_fine": lab, "level_coarse": coarse, "parent": np.array([0, 1, 1])})
+        run.write_hierarchy({"levels": np.stack([coarse, lab]), "level": np.int64(1)})
     st = Studio(run_dir)
     try:
         info = st.info()
-        assert [lv["name"] for lv in info["levels"]] == ["level_coarse", "level_fine"]
-        assert [lv["groups"] for lv in info["levels"]] == [2, 3]
-        groups = st.clusters()["groups"]["level_coarse"]
-        assert groups == {str(c): int(c > 0) for c in set(lab.tolist())}
-        assert np.frombuffer(st.level_bytes("level_coarse"), "<i4").tolist() == coarse.tolist()
+        assert [(lv["name"], lv["groups"]) for lv in info["levels"]] == [("levels 0", 2), ("levels 1", 3)]
+        # the clusters grouped as a curated model would be published: the coarse level only
+        assert st.clusters()["groups"] == {"levels 0": {str(c): int(c > 0) for c in set(lab.tolist())}}
+        assert np.frombuffer(st.level_bytes("levels 0"), "<i4").tolist() == coarse.tolist()
+        assert np.frombuffer(st.level_bytes("levels 1"), "<i4").tolist() == lab.tolist()
         with pytest.raises(Exception, match="no level"):
             st.level_bytes("nope")
-    finally:
-        st.close()
-    # the clusterer's own layout: one (n_levels, n) array, row 0 coarsest
-    with run.writing("test"):
-        run.write_hierarchy({"levels": np.stack([coarse, lab]), "parents_0": np.array([0, 1, 1])})
-    st = Studio(run_dir)
-    try:
-        assert [(lv["name"], lv["groups"]) for lv in st.info()["levels"]] == [("levels 0", 2), ("levels 1", 3)]
     finally:
         st.close()
 

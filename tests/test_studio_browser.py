@@ -380,3 +380,53 @@ def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
     finally:
         drv.quit()
         s.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_embeddings, tmp_path):
+    """On a run with levels, choosing a coarse level in the page groups the curated clusters
+    under the groups of the tree publish writes (``/api/clusters`` ``groups``), each group
+    headed by its name; a junk cluster under a group of its own."""
+    from selenium.webdriver.support.ui import Select
+    from test_levels import pca_tree
+
+    from mediacluster.report.build import map_2d
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
+    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
+    with run.writing("test"):
+        map_2d(run, cifar3_embeddings.vectors, method="pca")
+    s = Server(run.path)
+    drv = _chrome()
+    try:
+        with client(s) as api:
+            lab = np.frombuffer(api.get("/api/labels").content, "<i4")
+            smallest = int(np.argmin(np.where(np.bincount(lab[lab >= 0]) > 0, np.bincount(lab[lab >= 0]), 10**9)))
+            assert post(api, "/api/edits", {"kind": "junk", "clusters": [smallest]}).status_code == 200
+            shown = api.get("/api/clusters").json()
+            drv.get(s.url)
+            wait(lambda: loaded(drv), what="first paint")
+            level = next(iter(shown["groups"]))
+            Select(drv.find_element("id", "level")).select_by_value(level)
+            wait(lambda: drv.find_elements("css selector", "#cluster-list li.group"), what="the groups")
+            under, head = {}, None
+            for li in drv.find_elements("css selector", "#cluster-list li"):
+                if "group" in (li.get_attribute("class") or "").split():
+                    head = li.text
+                elif li.get_attribute("data-cluster") and int(li.get_attribute("data-cluster")) >= 0:
+                    under[int(li.get_attribute("data-cluster"))] = head
+            groups, names = shown["groups"][level], shown["group_names"][level]
+            assert set(under) == {int(c) for c in groups}
+            for cid, text in under.items():
+                g = str(groups[str(cid)])
+                assert text.startswith(f"{level} \u00b7 {names[g]} (group {g})"), text
+            junk_group = groups[str(smallest)]
+            assert [c for c in groups if groups[c] == junk_group] == [str(smallest)]
+            assert not severe(drv)
+            shot(drv, "studio-level-groups.png")
+    finally:
+        drv.quit()
+        s.stop()

@@ -452,10 +452,12 @@ class Pipeline(ClusterMixin, BaseEstimator):
         ``tree_sources_`` says where each coarse level comes from (per level ``{"level": row of
         levels, "clusters": new id -> the tree's id, -1 the junk branch}``; None when flat).
         """
-        X = np.asarray(X, dtype=np.float32)
+        X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)  # as fit: ragged, complex, sparse -> InputError
         labels = np.asarray(labels)
         if X.ndim != 2 or len(X) < 3:
             raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise InputError(f"vector {int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])} contains NaN or infinity")
         if labels.shape != (len(X),) or labels.dtype.kind not in "iu":
             raise InputError(f"labels must be {len(X)} integers, got {labels.dtype} {labels.shape}")
         if labels.min(initial=0) < NOISE:

@@ -63,12 +63,15 @@ import ctypes
 import ctypes.util
 import errno
 import json
+import logging
 import os
+import re
 import shutil
 import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +96,8 @@ from .fileio import (
 from .locations import Root, common_folder
 from .locations import find as find_root
 from .locations import legacy as legacy_root
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "mediacluster-run"
 SCHEMA_VERSION = 1
@@ -252,6 +257,43 @@ def _alive(pid: int) -> bool:
 # ------------------------------------------------------------------------------------------
 # reading and writing
 # ------------------------------------------------------------------------------------------
+#: assignment columns holding the hierarchy's levels, coarse to fine: level_0, level_1, ...
+LEVEL_COLUMN = re.compile(r"level_?(\d+)")
+
+
+@dataclass(frozen=True)
+class RunLevels:
+    """A run's hierarchy levels as flat labellings, coarse to fine (:meth:`RunDir.read_levels`,
+    the one reader of them for the report and the studio).
+
+    ``labels`` (each (n,) int64), ``names`` (the assignment column, ``level_<k>``, or
+    ``levels <row>`` of ``hierarchy.npz``), ``index`` (each level's key in ``level_names.json``),
+    ``level``: the position of the level the run's ``cluster`` column holds (``hierarchy.npz``
+    ``level``; None when not recorded), ``probabilities`` (L, n) each item's membership per level
+    when the run kept them (else None)."""
+
+    labels: tuple
+    names: tuple
+    index: tuple
+    level: int | None = None
+    probabilities: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def groups(self, k: int) -> int:
+        """Number of clusters of level ``k``."""
+        lab = self.labels[k]
+        return int(len(np.unique(lab[lab >= 0])))
+
+    def above(self) -> np.ndarray | None:
+        """``(L', n)`` the levels coarser than the one the run's ``cluster`` column holds (every
+        level when the run did not record which), row 0 coarsest; None when there is none: what
+        a curated tree keeps above the curated clusters (``curated.curated_tree``)."""
+        at = len(self.labels) if self.level is None else self.level
+        return np.stack(self.labels[:at]) if at > 0 else None
+
+
 class _Files:
     """Typed readers and writers shared by a published run and one being built."""
 
@@ -407,6 +449,35 @@ class _Files:
             return None
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+
+    def read_levels(self, assignments=None) -> RunLevels:
+        """The run's hierarchy levels (:class:`RunLevels`, empty for a flat run): the
+        assignment columns ``level_<k>`` (integers; ordered by ``k``) of ``assignments`` (the
+        table the caller read, else read here), else the ``levels`` rows of ``hierarchy.npz``.
+        A ``hierarchy.npz`` that cannot be read is a warning and no levels."""
+        a = self.read_assignments() if assignments is None else assignments
+        n = len(a)
+        cols = sorted((int(m.group(1)), c) for c in a.columns
+                      if isinstance(c, str) and (m := LEVEL_COLUMN.fullmatch(c)) and a[c].dtype.kind in "iu")
+        try:
+            h = self.read_hierarchy() or {}
+        except (OSError, ValueError) as e:
+            log.warning("%s: the hierarchy is not readable: %s", self.path, e)
+            h = {}
+        tree = np.asarray(h.get("levels", np.zeros((0, 0), np.int64)))
+        if tree.ndim != 2 or tree.shape[1] != n or tree.dtype.kind not in "iu" or tree.shape[0] > 64:
+            tree = np.zeros((0, n), np.int64)
+        if cols:
+            labels = tuple(a[c].to_numpy().astype(np.int64) for _, c in cols)
+            names, index = tuple(c for _, c in cols), tuple(k for k, _ in cols)
+        else:
+            labels = tuple(row.astype(np.int64) for row in tree)
+            names, index = tuple(f"levels {k}" for k in range(len(tree))), tuple(range(len(tree)))
+        at = h.get("level")
+        at = int(at) if at is not None and np.ndim(at) == 0 and len(tree) == len(labels) else None
+        probs = h.get("level_probabilities")
+        probs = None if probs is None or np.shape(probs) != (len(labels), n) else np.asarray(probs)
+        return RunLevels(labels, names, index, at if at is not None and 0 <= at < len(labels) else None, probs)
 
     def write_duplicates(self, df) -> None:
         """The duplicate groups (``cluster --dedup``): one row per item, ``id``, ``path``,

@@ -14,20 +14,20 @@ import html
 import json
 import logging
 import math
-import re
 import time
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from ..curated_tree import curated_tree
 from ..data import nearest_to_centre
 from ..errors import RunDirError
 from ..fileio import atomic_path, display_text, json_text, output_error, read_json, write_json
 from ..ingest.stream import NpyVectors
 from ..naming import load_names
 from ..naming.overrides import automatic_names, hand_names
-from ..rundir import RunDir
+from ..rundir import RunDir, RunLevels
 from ..stages.reduce import UMAPReducer
 from .reposts import gallery_rows, most_reposted, reposts_section
 from .thumbs import make_thumbnails
@@ -55,27 +55,14 @@ LEVEL_CARDS_MAX = 100
 #: the other levels' cards find their typical members among at most this many of each cluster's
 #: members (every level of a million-item run would otherwise read the vectors once more)
 LEVEL_CENTRE_SAMPLE = 1_000
-#: assignment columns holding the hierarchy's levels, coarse to fine: level_0, level_1, ...
-LEVEL_COLUMN = re.compile(r"level_(\d+)")
-
-
-def run_levels(run: RunDir, assign, labels: np.ndarray) -> tuple[list[np.ndarray], int | None]:
-    """The run's hierarchy, coarse to fine: the assignment columns ``level_<k>``, else the
-    ``levels`` of ``hierarchy.npz``; ``[]`` for a flat run. Also the index of the level the
-    run's clusters (``labels``, noise < 0 ignored) are, up to renumbering: the level named in
-    ``hierarchy.npz`` when it matches, else the first that matches, else None (e.g. a run
-    curated in the studio)."""
-    cols = sorted(((int(m.group(1)), c) for c in assign.columns
-                   if isinstance(c, str) and (m := LEVEL_COLUMN.fullmatch(c))), key=lambda t: t[0])
-    hier = run.read_hierarchy()
-    if cols:
-        levels = [assign[c].to_numpy().astype(np.int64) for _, c in cols]
-    elif hier is not None and "levels" in hier and np.ndim(hier["levels"]) == 2:
-        levels = [np.asarray(lv, dtype=np.int64) for lv in hier["levels"]]
-    else:
-        return [], None
-    levels = [lv for lv in levels if len(lv) == len(labels)]
-    if len(levels) < 2:  # one level is the flat answer itself: nothing to switch between
+def run_levels(levels: RunLevels, labels: np.ndarray) -> tuple[list[np.ndarray], int | None]:
+    """The run's hierarchy, coarse to fine (``RunDir.read_levels``: the assignment columns
+    ``level_<k>``, else the ``levels`` of ``hierarchy.npz``); ``[]`` for a flat run. Also the
+    index of the level the run's clusters (``labels``, noise < 0 ignored) are, up to
+    renumbering: the level named in ``hierarchy.npz`` when it matches, else the first that
+    matches, else None."""
+    out = [lv for lv in levels.labels if len(lv) == len(labels)]
+    if len(out) < 2:  # one level is the flat answer itself: nothing to switch between
         return [], None
     ok = labels >= 0
 
@@ -83,10 +70,10 @@ def run_levels(run: RunDir, assign, labels: np.ndarray) -> tuple[list[np.ndarray
         pairs = np.unique(np.stack([labels[ok], lv[ok]]), axis=1)
         return pairs.shape[1] == len(np.unique(labels[ok])) == len(np.unique(lv[ok]))
 
-    named = int(hier["level"]) if hier is not None and "level" in hier and np.ndim(hier["level"]) == 0 else None
-    if named is not None and 0 <= named < len(levels) and same_partition(levels[named]):
-        return levels, named
-    return levels, next((k for k, lv in enumerate(levels) if same_partition(lv)), None)
+    named = levels.level
+    if named is not None and 0 <= named < len(out) and same_partition(out[named]):
+        return out, named
+    return out, next((k for k, lv in enumerate(out) if same_partition(lv)), None)
 
 
 def _coords(xy: np.ndarray, labels: np.ndarray, big: bool) -> dict:
@@ -391,9 +378,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     big = n > INLINE_MAX
 
     def cards_for(lab, ids_, names_, auto_, hand_, meta_, alts_, colors_, limit=None, probs_=probs,
-                  sample=CENTRE_SAMPLE, n_reps=n_representatives, n_border=n_borderline):
+                  sample=CENTRE_SAMPLE, n_reps=n_representatives, n_border=n_borderline, junk_=frozenset()):
         """One card entry per cluster of ``lab`` (largest first; ``limit``: the largest only);
-        without membership probabilities (``probs_`` None) no borderline members."""
+        without membership probabilities (``probs_`` None) no borderline members; ``junk_``
+        the clusters shown as junk."""
         rng_c = np.random.default_rng(0)
         sizes = {c: int(v) for c, v in zip(*np.unique(lab[lab >= 0], return_counts=True))}
         chosen = set(sorted(ids_, key=lambda c: (-sizes.get(c, 0), c))[:limit])
@@ -410,7 +398,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             m = meta_.get(c, {})
             entry = {
                 "id": c, "name": names_.get(c, f"cluster {c}"), "auto_name": auto_.get(c), "hand": c in hand_,
-                "junk": c in junk_ids and lab is labels,
+                "junk": c in junk_,
                 "alternatives": alts_.get(c) or m.get("alternatives", []),
                 "size": int(len(idx)), "share": float(len(idx) / n), "color": colors_[c],
                 "reps": reps.tolist(), "border": border.tolist(),
@@ -426,24 +414,32 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         return out
 
     run_colors = cluster_colors(cluster_ids)
-    clusters = cards_for(labels, cluster_ids, names, auto, hand, meta_by_id, alts_by_id, run_colors)
+    clusters = cards_for(labels, cluster_ids, names, auto, hand, meta_by_id, alts_by_id, run_colors, junk_=junk_ids)
     # the run's hierarchy: one view per level (its labels, names, colours and cards); the level
-    # the run's clusters come from shows the run's own names
-    levels, run_level = run_levels(run, assign, labels)
+    # the run's clusters come from shows the run's own names. A curated run shows the tree the
+    # published model serves (curated_tree): the person's clusters as the finest level under the
+    # run's coarser levels, those named as the run named the clusters they come from
+    run_levels_ = run.read_levels(assign)
+    tree = curated_tree(run_levels_, labels, sorted(junk_ids)) if label_col == "curated_cluster" else None
+    if label_col == "curated_cluster":
+        levels, run_level = ([], None) if tree is None else (list(tree.rows), len(tree.rows) - 1)
+    else:
+        levels, run_level = run_levels(run_levels_, labels)
     views = []
     if levels:
         if run_level is None:
-            views.append({"label": "the run's clusters" + (" (curated)" if label_col == "curated_cluster" else ""),
-                          "run": True, "n_clusters": len(cluster_ids)})
+            views.append({"label": "the run's clusters", "run": True, "n_clusters": len(cluster_ids)})
         todo = [k for k in range(len(levels)) if k != run_level]
-        hier = run.read_hierarchy() or {}
-        level_probs = hier.get("level_probabilities")  # per level and item, when the run kept them
-        if level_probs is not None and np.shape(level_probs) != (len(levels), n):
-            level_probs = None
+        level_probs = run_levels_.probabilities if tree is None else None  # per level and item, when kept
         # every level's names as the cluster job stored them (level_names.json); a run made
         # before that (or with --no-names) gets the missing levels named here by the same rule
         stored = run.read_level_names()
-        named_levels = {k: stored[k] for k in todo if k in stored}
+        if tree is None:
+            named_levels = {k: stored[run_levels_.index[k]] for k in todo if run_levels_.index[k] in stored}
+        else:  # the tree's clusters are the run's (their names), the junk branch the junk's
+            by_level = tree.names_by_level(stored, {}, [names.get(c, f"cluster {c}") for c in sorted(junk_ids)])
+            named_levels = {k: [{"cluster": int(c), "name": nm, "alternatives": tree.alternatives(k, stored).get(int(c), [])}
+                                for c, nm in by_level[str(k)].items()] for k in todo if tree.index[k] in stored}
         missing = [k for k in todo if k not in named_levels]
         if missing:
             try:
@@ -459,16 +455,18 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             ids_k = sorted(set(lab[lab >= 0].tolist()))
             label = f"level {k}: {len(ids_k)} clusters"
             if k == run_level:
-                views.append({"label": label + " (the run's)", "run": True, "n_clusters": len(ids_k)})
+                views.append({"label": label + (" (the run's)" if tree is None else " (curated)"), "run": True,
+                              "n_clusters": len(ids_k)})
                 continue
             named = named_levels.get(k, [])
             names_k = {int(e["cluster"]): e["name"] for e in named if e.get("name")}
             alts_k = {int(e["cluster"]): e.get("alternatives", []) for e in named}
             colors_k = nested_colors(lab, labels, run_colors)
+            junk_k = {len(tree.sources[k]["clusters"]) - 1} if tree is not None and tree.sources[k]["clusters"][-1] < 0 else set()
             cards_k = cards_for(lab, ids_k, names_k, {}, set(), {}, alts_k, colors_k, limit=LEVEL_CARDS_MAX,
                                 probs_=level_probs[k] if level_probs is not None else None,
                                 sample=LEVEL_CENTRE_SAMPLE, n_reps=max(1, n_representatives // 2),
-                                n_border=n_borderline // 2)
+                                n_border=n_borderline // 2, junk_=junk_k)
             views.append({"label": label, "run": False, "n_clusters": len(ids_k), "labels": lab,
                           "cards": cards_k, "legend": [{"id": c, "name": names_k.get(c, f"cluster {c}"),
                                                         "color": colors_k[c], "size": int((lab == c).sum())}

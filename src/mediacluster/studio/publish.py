@@ -7,8 +7,10 @@ item (checked on publishing: ``agreement``). On a run with levels the curated cl
 the finest level of a tree that keeps the run's coarser levels above them (``fit_labels(levels=)``:
 each curated cluster under the coarse clusters most of its items were in, top-down so it nests;
 junk clusters on a branch of their own; the coarse levels named as the run named them,
-``names_by_level``), so ``predict_path``, ``assign --level`` and the service's ``path`` go on
-working after curation; a run without levels gets a flat model. It is saved like any other model (JSON + npz,
+``names_by_level``): the tree :func:`~mediacluster.curated_tree.curated_tree` computes for the
+studio's groups and the report, checked against the fitted model (``same_tree``), so
+``predict_path``, ``assign --level`` and the service's ``path`` go on working after curation;
+a run without levels gets a flat model. It is saved like any other model (JSON + npz,
 ``LATEST`` rewritten last), so ``mediacluster assign RUN``, ``tags train --run RUN`` and the
 service load it without knowing it came from the studio. Its reduced space is the fitted
 model's when the run kept one (``cluster --save-model``), else the studio's 2-D map; the
@@ -25,11 +27,12 @@ import os
 
 import numpy as np
 
+from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..duplicates.index import link_to_model, read_from_model
 from ..errors import MediaclusterError
 from ..pipeline import PIPELINE_PARAMS, Pipeline
-from ..rundir import RunDir
+from ..rundir import RunDir, RunLevels
 from ..stages import registry
 
 log = logging.getLogger(__name__)
@@ -53,44 +56,11 @@ def _stage(kind: str, desc):
         return "auto"
 
 
-def run_levels_above(run: RunDir, n: int) -> np.ndarray | None:
-    """The run's hierarchy levels coarser than the one its ``cluster`` column holds (the
-    clustering the person curated), ``(L, n)`` row 0 coarsest, from ``hierarchy.npz``; None for
-    a run without levels (or whose tree does not cover its ``n`` items: published flat)."""
-    try:
-        h = run.read_hierarchy()
-    except (OSError, ValueError) as e:
-        log.warning("studio: the run's hierarchy is not readable, the curated model is flat: %s", e)
-        return None
-    levels = np.asarray((h or {}).get("levels", np.zeros((0, 0), np.int64)))
-    if levels.ndim != 2 or levels.shape[1] != n or levels.dtype.kind not in "iu" or not len(levels):
-        return None
-    at = h.get("level")
-    at = int(at) if at is not None and np.ndim(at) == 0 else len(levels)
-    return levels[:max(0, min(at, len(levels)))] if at > 0 else None
-
-
-def levels_names(pipe: Pipeline, stored: dict[int, list[dict]], names: dict[str, str],
-                 junk_names: list[str]) -> dict[str, dict[str, str]]:
-    """``names_by_level`` of a curated tree: a coarse level's clusters are named as the run named
-    the clusters they come from (``level_names.json``), the junk branch by the junk cluster's
-    name (``junk`` when there are several), the finest level by the curated ``names``."""
-    out = {}
-    for j, src in enumerate(pipe.tree_sources_ or []):
-        named = {int(e["cluster"]): e.get("name") for e in stored.get(int(src["level"]), [])}
-        junk_name = junk_names[0] if len(junk_names) == 1 else "junk"
-        level = {str(new): (junk_name if orig < 0 else named.get(int(orig)))
-                 for new, orig in enumerate(np.asarray(src["clusters"]).tolist())}
-        out[str(j)] = {k: v for k, v in level.items() if isinstance(v, str) and v}
-    out[str(len(out))] = dict(names)
-    return out
-
-
 def curated_pipeline(vectors, labels, probability, fitted, base: Pipeline | None, xy,
                      map_method: str, pipeline_desc: dict | None = None, levels=None,
                      junk=()) -> Pipeline:
     """A fitted Pipeline whose labels are ``labels`` (the curated clusters); with ``levels``
-    (:func:`run_levels_above`) the finest level of a tree that keeps the run's coarser levels
+    (``RunLevels.above``) the finest level of a tree that keeps the run's coarser levels
     above them (``Pipeline.fit_labels``), the clusters in ``junk`` on their own branch."""
     lab = np.asarray(labels, dtype=np.int64).copy()
     lab[lab == OUTLIER] = NOISE  # no outlier stage in a curated model: unassigned
@@ -114,6 +84,14 @@ def curated_pipeline(vectors, labels, probability, fitted, base: Pipeline | None
     params["level"] = "auto"  # a curated tree answers at its finest level, the curated clusters
     pipe = Pipeline(reducer=reducer, outliers=None, clusterer=clusterer, **params)
     return pipe.fit_labels(np.asarray(vectors, dtype=np.float32), lab, Z, prob, levels=levels, junk=junk)
+
+
+def same_tree(tree: CuratedTree | None, sources) -> bool:
+    """Whether a fitted curated model's ``tree_sources_`` are those of ``tree``."""
+    if tree is None or sources is None:
+        return tree is None and sources is None
+    return len(tree.sources) == len(sources) and all(
+        a["level"] == b["level"] and np.array_equal(a["clusters"], b["clusters"]) for a, b in zip(tree.sources, sources))
 
 
 def agreement(pipe: Pipeline, vectors, labels, random_state: int = 0) -> tuple[float, int]:
@@ -148,11 +126,16 @@ def stored_duplicates(run: RunDir, n: int):
 
 def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability, fitted,
                     base: Pipeline | None, xy, map_method: str, encoder: dict, seq: int,
-                    item_tags: dict[int, list[str]] | None = None) -> dict:
-    """Fit the curated model, check it, and publish it as the run's next model version."""
+                    item_tags: dict[int, list[str]] | None = None, levels: RunLevels | None = None) -> dict:
+    """Fit the curated model, check it, and publish it as the run's next model version
+    (``levels``: the run's, ``RunDir.read_levels``, read here when not given)."""
     junk = [e["id"] for e in table if e.get("junk")]
+    levels = run.read_levels() if levels is None else levels
+    tree = curated_tree(levels, labels, junk)  # the tree the studio shows
     pipe = curated_pipeline(vectors, labels, probability, fitted, base, xy, map_method,
-                            run.info.get("pipeline"), levels=run_levels_above(run, len(labels)), junk=junk)
+                            run.info.get("pipeline"), levels=None if tree is None else levels.above(), junk=junk)
+    if not same_tree(tree, pipe.tree_sources_):
+        raise RuntimeError("the curated model's levels differ from the tree the studio shows (curated_tree)")
     share, checked = agreement(pipe, vectors, labels)
     enc = encoder.get("name")
     names = {str(e["id"]): e["name"] for e in table}
@@ -165,8 +148,8 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
                     "items_tagged": len(item_tags or {})},
     }
     if pipe.levels_ is not None:
-        metadata["names_by_level"] = levels_names(pipe, run.read_level_names(), names,
-                                                  [e["name"] for e in table if e.get("junk")])
+        metadata["names_by_level"] = tree.names_by_level(run.read_level_names(), names,
+                                                         [e["name"] for e in table if e.get("junk")])
     with run.writing("studio"):
         dups = stored_duplicates(run, len(labels))
         if dups is None:

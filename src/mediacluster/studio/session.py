@@ -22,12 +22,13 @@ import time
 
 import numpy as np
 
+from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
 from ..rundir import RunDir, path_to_text
 from .editlog import Event
-from .levels import find_level, level_groups, read_levels
+from .levels import find_level, level_views
 from .media import ItemMedia
 from .search import SearchService
 from .split import Previews, Splitter, whole_number
@@ -67,7 +68,10 @@ class Studio:
         self.truth = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
                       for v in a["label"].tolist()] if "label" in a else None
         self.dup_group = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
-        self.levels = read_levels(self.run, a, self.n)
+        self.run_levels = self.run.read_levels(a)
+        self.levels = level_views(self.run_levels)
+        self.level_names = self.run.read_level_names() if self.levels else {}
+        self._tree: tuple[int, CuratedTree | None] | None = None  # (seq, the curated tree then)
         self.vectors = self.run.read_vectors(mmap=True)
         if len(self.vectors) != self.n:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
@@ -85,8 +89,7 @@ class Studio:
         self.files = ItemMedia(self.paths, self.media)
         self.searcher = SearchService(self.vectors, self.imagenet, self.encoder_info, self.media,
                                       within=self._within, briefs=self._scored_briefs)
-        self.splitter = Splitter(self.vectors, self.fitted, self.levels,
-                                 self.run.read_level_names() if self.levels else {}, self.run.models,
+        self.splitter = Splitter(self.vectors, self.fitted, self.levels, self.level_names, self.run.models,
                                  imagenet=self.imagenet,
                                  encoder=self.searcher.encoder if self.searcher.clip else None)
         self.previews = Previews()
@@ -188,7 +191,23 @@ class Studio:
             return self.state.seq, np.ascontiguousarray(self.state.labels, "<i4").tobytes()
 
     def level_bytes(self, name: str) -> bytes:
-        return np.ascontiguousarray(find_level(self.levels, name)["labels"], "<i4").tobytes()
+        """A level's labels: for a level the curated tree keeps, each item's group there (its
+        curated cluster's, as the published model answers; unassigned items keep -1 / -2), else the
+        run's labels of that level."""
+        lab = find_level(self.levels, name)["labels"]
+        with self._lock:
+            tree = self.tree()
+        if tree is not None and name in tree.names:
+            lab = tree.rows[tree.names.index(name)]
+        return np.ascontiguousarray(lab, "<i4").tobytes()
+
+    def tree(self) -> CuratedTree | None:
+        """The curated tree now (:func:`~mediacluster.curated_tree.curated_tree`: what publishing
+        would write), computed once per edit; call with the lock held."""
+        if self._tree is None or self._tree[0] != self.state.seq:
+            junk = [c.id for c in self.state.alive() if c.junk]
+            self._tree = (self.state.seq, curated_tree(self.run_levels, self.state.labels, junk))
+        return self._tree[1]
 
     def clusters(self) -> dict:
         with self._lock:
@@ -196,15 +215,21 @@ class Studio:
             labels = self.state.labels.copy()
             seq = self.state.seq
             undo, redo = self.state.can_undo(), self.state.can_redo()
+            tree = self.tree()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
         fitted_names = self._names0
         for e in table:
             e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
                    {"id": OUTLIER, "name": "outliers", "size": sizes.get(OUTLIER, 0)}]
-        groups = level_groups(self.levels, labels)
+        # each curated cluster's group at each coarse level the published model keeps, named
+        groups, group_names = {}, {}
+        if tree is not None:
+            groups = tree.groups()
+            by_level = tree.names_by_level(self.level_names, {}, [e["name"] for e in table if e.get("junk")])
+            group_names = {name: by_level[str(j)] for j, name in enumerate(tree.names)}
         return {"seq": seq, "clusters": table, "special": special, "groups": groups,
-                "can_undo": undo, "can_redo": redo}
+                "group_names": group_names, "can_undo": undo, "can_redo": redo}
 
     def cluster(self, cid: int) -> dict:
         with self._lock:
@@ -513,7 +538,7 @@ class Studio:
         with self._write_lock:
             res = publish_curated(self.run, self.vectors, labels, table, self.probability, self.fitted,
                                   base=base, xy=self.xy, map_method=self.map_method,
-                                  encoder=self.encoder_info, seq=seq, item_tags=tags)
+                                  encoder=self.encoder_info, seq=seq, item_tags=tags, levels=self.run_levels)
         res["seconds"] = round(time.perf_counter() - t0, 2)
         self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client)
         return res

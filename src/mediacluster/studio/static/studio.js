@@ -9,7 +9,7 @@
 
   // ------------------------------------------------------------------ state and helpers
   const S = {
-    info: null, n: 0, X: null, Y: null, L: null, seq: -1, clusters: new Map(), special: [], groups: {},
+    info: null, n: 0, X: null, Y: null, L: null, seq: -1, clusters: new Map(), special: [], groups: {}, groupNames: {},
     view: { kind: "none" }, page: 0, pageSize: 60, order: "typical", items: [], total: 0,
     selected: new Set(), resultSet: null, lastClicked: null, tool: "pan", highlight: null, preview: null,
     level: "", levelLabels: null, canUndo: false, canRedo: false,
@@ -358,7 +358,7 @@
   async function loadClusters() {
     const c = await api("api/clusters");
     S.clusters = new Map(c.clusters.map((e) => [e.id, e]));
-    S.special = c.special; S.groups = c.groups || {};
+    S.special = c.special; S.groups = c.groups || {}; S.groupNames = c.group_names || {};
     S.canUndo = c.can_undo; S.canRedo = c.can_redo;
     $("undo").disabled = !S.canUndo; $("redo").disabled = !S.canRedo;
     return c.seq;
@@ -406,7 +406,8 @@
       for (const c of arr) { const g = groups[String(c.id)]; const key = g === undefined ? "-" : String(g); if (!by.has(key)) by.set(key, []); by.get(key).push(c); }
       const keys = Array.from(by.keys()).sort((a, b) => by.get(b).reduce((s, c) => s + c.size, 0) - by.get(a).reduce((s, c) => s + c.size, 0));
       for (const k of keys) {
-        list.appendChild(el("li", { class: "group", text: S.level + " \u00b7 group " + k + " (" + by.get(k).length + " clusters)" }));
+        const gname = (S.groupNames[S.level] || {})[k];
+        list.appendChild(el("li", { class: "group", text: S.level + " \u00b7 " + (gname ? gname + " (group " + k + ")" : "group " + k) + " (" + by.get(k).length + " clusters)" }));
         for (const c of by.get(k)) list.appendChild(row(c));
       }
     } else {
