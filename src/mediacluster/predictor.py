@@ -45,10 +45,12 @@ from .stages.hierarchy import vote_path
 # A new item whose mean distance to its nearest reference items exceeds all but 1 - this share
 # of the calibration scores is novel (an outlier, with an outlier stage).
 NOVELTY_QUANTILE = 0.99
-# At most this many fitted items are scored as new for the calibration; with a projection, in at
-# most CALIBRATION_FOLDS folds, each left out of a refitted PCA (at most a tenth of its rows).
+# At most this many fitted items are scored as new for the calibration. With a projection they
+# are scored in folds, each left out of a PCA refitted on the other rows (a fold at most a tenth
+# of them): as many folds as keep the refitted rows near CALIBRATION_ROWS (1 to 10; measured
+# ~1 CPU s per 3,000 x 1,280 refit), so a small collection is calibrated on most of its items.
 CALIBRATION_MAX = 2000
-CALIBRATION_FOLDS = 2
+CALIBRATION_ROWS = 6000
 SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thread
 # Batches of at least HNSW_MIN_QUERIES items against more than EXACT_SEARCH_MAX reference items
 # search a faiss HNSW graph instead of every reference vector. Measured on CIFAR-10 (40,000
@@ -137,17 +139,17 @@ class NeighbourPredictor(BaseEstimator):
     def _calibration_scores(self, X, Xfit, fit_rows) -> np.ndarray:
         """Novelty scores (mean distance to the k nearest references) of up to ``CALIBRATION_MAX``
         reference items, each scored as a new item would be: leaving itself out of its
-        neighbours and, with a projection, out of the PCA (``Xfit``: the rows the PCA was fitted
+        neighbours and, with a projection, its fold out of the PCA and of its neighbours (``Xfit``: the rows the PCA was fitted
         on, ``fit_rows`` their rows of ``X``): each fold of at most a tenth of those rows is
         projected by a PCA refitted without it. Without a projection, or with too few rows to
-        refit one, the leave-self-out distances in the predictor's own space."""
+        a fold to leave out, the leave-self-out distances in the predictor's own space."""
         m = len(self.ref_index_)
         k = int(max(1, min(self.n_neighbors, m - 1)))
         rng = np.random.default_rng(self.random_state)
         probe = rng.choice(m, size=min(m, CALIBRATION_MAX), replace=False)
         dims = 0 if self.ref_components_ is None else len(self.ref_components_)
         fold = 0 if Xfit is None else min(CALIBRATION_MAX, len(Xfit) // 10)
-        if dims == 0 or fold < 1 or len(Xfit) - fold <= dims:
+        if dims == 0 or fold < 1:
             dist, _ = self._neighbours(self.ref_vectors_[probe], k + 1)
             return dist[:, 1:].mean(axis=1)
         import faiss
@@ -157,17 +159,25 @@ class NeighbourPredictor(BaseEstimator):
         in_fit[fit_rows] = np.arange(len(fit_rows))
         R = l2_normalize(X[self.ref_index_]) if self.ref_normalize_ else np.asarray(X[self.ref_index_])
         out = []
-        for f in range(min(CALIBRATION_FOLDS, -(-len(probe) // fold))):
+        folds = int(np.clip(-(-CALIBRATION_ROWS // len(Xfit)), 1, 10))
+        for f in range(min(folds, -(-len(probe) // fold))):
             part = probe[f * fold:(f + 1) * fold]
             keep = np.ones(len(Xfit), dtype=bool)
             rows = in_fit[self.ref_index_[part]]
             keep[rows[rows >= 0]] = False
-            pca = PCA(n_components=dims, svd_solver="randomized", random_state=self.random_state).fit(Xfit[keep])
+            # a collection barely larger than the projection: as many axes as the other rows span
+            # (a new item, too, keeps only what lies in the span of the fitted rows)
+            pca = PCA(n_components=min(dims, int(keep.sum()) - 1), svd_solver="randomized",
+                      random_state=self.random_state).fit(Xfit[keep])
             Rp = np.ascontiguousarray(pca.transform(R), dtype=np.float32)
+            # neighbours among the other references only: the fold's items, all projected
+            # without their own parts, would look nearer to each other than to a fitted item
+            others = np.ones(m, dtype=bool)
+            others[part] = False
             index = faiss.IndexFlatL2(Rp.shape[1])
-            index.add(Rp)
-            d2, _ = index.search(Rp[part], k + 1)
-            out.append(np.sqrt(np.maximum(d2[:, 1:], 0.0)).mean(axis=1))
+            index.add(np.ascontiguousarray(Rp[others]))
+            d2, _ = index.search(np.ascontiguousarray(Rp[part]), min(k, int(others.sum())))
+            out.append(np.sqrt(np.maximum(d2, 0.0)).mean(axis=1))
         return np.concatenate(out)
 
     def novelty(self, dist) -> tuple[np.ndarray, np.ndarray]:
