@@ -368,7 +368,8 @@ def loop(work: Path, truth: dict, seed: int, cold: bool = True) -> dict:
 
     # 1. cluster
     for old in [run_dir, *work.glob("run.replaced-*")]:  # a previous loop's run and its kept edits
-        shutil.rmtree(old)
+        if old.exists():  # a fresh --work has none
+            shutil.rmtree(old)
     cache = work / "cache"  # a fresh embedding cache: the first run of a team embeds everything
     if cache.exists() and cold:
         shutil.rmtree(cache)
