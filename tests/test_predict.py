@@ -167,6 +167,9 @@ def test_a_held_out_kind_is_novel_and_known_kinds_are_not(cifar3_embeddings, tmp
     assert 0.25 < np.median(det_known["novelty"]) < 0.75  # calibrated: unseen known items spread over 0..1
     assert det_known["novel"].mean() <= 0.05
     assert np.median(det_frog["novelty"]) > np.median(det_known["novelty"]) + 0.3
+    # the fitted items themselves are copies of the collection's items: never novel
+    fitted = pipe.predict_details(X[train])
+    assert not fitted["novel"].any() and (fitted["novelty"] == 0).all()
 
     pipe.save(tmp_path / "m")
     again = Pipeline.load(tmp_path / "m")

@@ -50,6 +50,8 @@ NOVELTY_QUANTILE = 0.99
 # of them): as many folds as keep the refitted rows near CALIBRATION_ROWS (1 to 10; measured
 # ~1 CPU s per 3,000 x 1,280 refit), so a small collection is calibrated on most of its items.
 CALIBRATION_MAX = 2000
+# An item this close to a reference item (times the median calibration score) is a copy of it.
+COPY_DISTANCE = 1e-2
 CALIBRATION_ROWS = 6000
 SMALL_QUERY = 64  # below this many query vectors the kNN search runs on one thread
 # Batches of at least HNSW_MIN_QUERIES items against more than EXACT_SEARCH_MAX reference items
@@ -183,13 +185,21 @@ class NeighbourPredictor(BaseEstimator):
     def novelty(self, dist) -> tuple[np.ndarray, np.ndarray]:
         """``(novel, novelty)`` of items whose distances to their nearest references are ``dist``
         (m, k): ``novelty`` the share of the calibration scores below the item's (NaN for a model
-        saved before there were any), ``novel`` the item's above the threshold."""
-        score = np.asarray(dist, dtype=np.float64).mean(axis=1)
+        saved before there were any), ``novel`` the item's above the threshold. With a
+        calibration, a copy of a fitted item (its nearest reference at a distance below
+        ``COPY_DISTANCE`` x the median calibration score) has novelty 0 and is not novel."""
+        dist = np.asarray(dist, dtype=np.float64)
+        score = dist.mean(axis=1)
         novel = score > float(np.ravel(self.novelty_threshold_)[0])
         cal = getattr(self, "novelty_calibration_", None)
-        if cal is None:
+        if cal is None:  # a model saved before the calibration: its threshold, as it answered then
             return novel, np.full(len(score), np.nan)
-        return novel, np.searchsorted(cal, score.astype(cal.dtype), side="left") / (len(cal) + 1.0)
+        novelty = np.searchsorted(cal, score.astype(cal.dtype), side="left") / (len(cal) + 1.0)
+        # a copy of a fitted item is of the collection: in the projection fitted on it, a fitted
+        # item lies farther from its neighbours than a new one does (what the calibration
+        # corrects for new items), so a fitted item itself would otherwise look novel
+        copy = dist[:, 0] <= COPY_DISTANCE * max(float(np.median(cal)), 1e-12)
+        return novel & ~copy, np.where(copy, 0.0, novelty)
 
     @classmethod
     def from_arrays(cls, arrays: dict, n_features_in: int, ref_normalize: bool, **params) -> NeighbourPredictor:
