@@ -277,6 +277,24 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fit_cost(X: np.ndarray, sizes=(3000, 10000), repeats: int = 2) -> None:
+    """Print the best process CPU (and wall) seconds of ``Pipeline(random_state=0).fit`` on the
+    first ``n`` rows of ``X``: what the novelty calibration adds to a fit (run it with the old
+    and the new code on PYTHONPATH, as benchmarks/model_compat.py does)."""
+    from mediacluster.pipeline import Pipeline
+
+    for n in sizes:
+        best = min(_timed_fit(Pipeline, X[:n]) for _ in range(repeats))
+        print(f"Pipeline().fit on {n} x {X.shape[1]}: best of {repeats} CPU {best[0]:.2f} s, wall {best[1]:.2f} s "
+              f"(loadavg {os.getloadavg()[0]:.2f})")
+
+
+def _timed_fit(cls, X):
+    c, t = time.process_time(), time.perf_counter()
+    cls(random_state=0).fit(X)
+    return time.process_time() - c, time.perf_counter() - t
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
@@ -292,6 +310,8 @@ def main(argv=None) -> int:
                     help="write the tables into benchmarks/RESULTS.md (refused with --vectors-from)")
     ap.add_argument("--notes", default="", help="a paragraph appended to the section")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--fit-cost", action="store_true",
+                    help="only time Pipeline().fit on the first 3,000 / 10,000 vectors of the first dataset")
     args = ap.parse_args(argv)
     if args.write_results and args.vectors_from is not None:
         ap.error("--write-results is refused with --vectors-from (the figures must come from the package)")
@@ -306,6 +326,12 @@ def main(argv=None) -> int:
            "source": ("embedded through the package (default encoder), shared embedding cache"
                       if args.vectors_from is None else f"dev vectors {args.vectors_from}")}
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.fit_cost:
+        name = args.datasets[0]
+        X = (np.load(args.vectors_from / f"{DEV_NAMES.get(name, name)}.npz")["vectors"].astype(np.float32)
+             if args.vectors_from is not None else quality.load_dataset(name, args.out, args.shared, None, False)[0])
+        fit_cost(X)
+        return 0
     for name in args.datasets:
         if args.vectors_from is not None:
             d = np.load(args.vectors_from / f"{DEV_NAMES.get(name, name)}.npz", allow_pickle=False)
