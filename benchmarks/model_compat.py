@@ -133,8 +133,10 @@ def check(folder: Path) -> int:
     for name, (pipe, X, kw) in cases().items():
         old = dict(np.load(folder / f"{name}_answers.npz", allow_pickle=False))
         new = answers(load(folder / name), queries(np.load(folder / f"{name}_X.npy")))
-        diff = sorted(k for k in old.keys() | new.keys() if k not in old or k not in new or not same(old[k], new[k]))
-        print(f"{name}: {len(old)} answers loaded from the old model, differing: {diff or 'none'}")
+        diff = sorted(k for k in old.keys() if k not in new or not same(old[k], new[k]))
+        added = sorted(new.keys() - old.keys())  # answers the old code did not give (e.g. novelty)
+        print(f"{name}: {len(old)} answers loaded from the old model, differing: {diff or 'none'}"
+              + (f"; new answers: {added}" if added else ""))
         bad += bool(diff)
         info_old, arr_old = read_model(folder / name)
         resaved = folder / f"{name}_resaved"

@@ -269,6 +269,13 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
     missed, false = [], []
     junk = junk or set()
     novel_new, n_new, novel_known = 0, 0, 0
+    # the continuous novelty (null from a model saved before it): at 0.95, and the medians
+    nov = {role: [a.get("novelty") for a, u in zip(answers, uploads) if a and u["role"] == role
+                  and a.get("novelty") is not None] for role in ("original", "repost", "new kind")}
+    nov95 = {"new kind": f"{sum(v >= 0.95 for v in nov['new kind'])}/{len(nov['new kind'])}",
+             "known": f"{sum(v >= 0.95 for v in nov['original'] + nov['repost'])}/"
+                      f"{len(nov['original']) + len(nov['repost'])}"}
+    nov_median = {role: float(np.median(v)) if v else None for role, v in nov.items()}
     prob = {role: float(np.median([a["probability"] for a, u in zip(answers, uploads) if a and u["role"] == role] or [np.nan]))
             for role in ("original", "new kind")}
     from sklearn.metrics import normalized_mutual_info_score as nmi
@@ -336,6 +343,7 @@ def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int]
         "dup_missed": missed, "dup_false": false,
         "novel_new_kinds": f"{novel_new}/{n_new}", "novel_known": f"{novel_known}/{n_orig + n_rep}",
         "probability_median": prob, "path_levels": path_levels, "coarse_nmi": coarse_nmi,
+        "novelty95": nov95, "novelty_median": nov_median,
     }
 
 
@@ -360,7 +368,8 @@ def loop(work: Path, truth: dict, seed: int, cold: bool = True) -> dict:
 
     # 1. cluster
     for old in [run_dir, *work.glob("run.replaced-*")]:  # a previous loop's run and its kept edits
-        shutil.rmtree(old)
+        if old.exists():  # a fresh --work has none
+            shutil.rmtree(old)
     cache = work / "cache"  # a fresh embedding cache: the first run of a team embeds everything
     if cache.exists() and cold:
         shutil.rmtree(cache)
@@ -676,6 +685,12 @@ def render(res: dict, cmd: str, load: str, commit: str) -> str:
              f"| precision of `duplicate_of` | {pct(b['dup_precision'])} | {pct(af['dup_precision'])} |",
              f"| images of kinds the collection lacks answered `novel` | {b['novel_new_kinds']} | {af['novel_new_kinds']} |",
              f"| unseen originals and reposts answered `novel` | {b['novel_known']} | {af['novel_known']} |",
+             "| `novelty` >= 0.95: kinds the collection lacks / unseen originals and reposts | "
+             f"{b['novelty95']['new kind']} / {b['novelty95']['known']} | "
+             f"{af['novelty95']['new kind']} / {af['novelty95']['known']} |",
+             "| median `novelty`: unseen originals / reposts / kinds the collection lacks | "
+             + " | ".join(" / ".join(fmt3(r["novelty_median"][k]) for k in ("original", "repost", "new kind"))
+                          for r in (b, af)) + " |",
              "| served `path`: levels; NMI of its coarsest level against stickers / photos / screenshots "
              f"(unseen originals) | {b['path_levels']}; {fmt3(b['coarse_nmi'])} | {af['path_levels']}; {fmt3(af['coarse_nmi'])} |",
              "| median `probability`: unseen originals / kinds the collection lacks | "

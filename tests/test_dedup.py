@@ -165,6 +165,10 @@ def test_assign_answers_near_duplicate_from_the_saved_model(planted, dedup_run, 
     assert got[planted["new_copy"]] == planted["new_copy_of"]
     kinds = dict(zip(df["path"], df["duplicate_kind"]))
     assert kinds[planted["new_copy"]] == "exact"
+    # how unlike the collection: an exact copy of a training item is as near as it gets
+    nov = dict(zip(df["path"], df["novelty"]))
+    assert df["novelty"].between(0, 1).all() and nov[planted["new_copy"]] <= 0.05
+    assert not dict(zip(df["path"], df["novel"]))[planted["new_copy"]]
     # printed form
     code, text = cli("assign", out, planted["new_copy"], new_photo, "--quiet", "--cache-dir", planted["cache"])
     assert code == 0

@@ -137,6 +137,8 @@ def check_items(items: list[dict], det: dict, names: dict | None = None, atol: f
     assert [it["assigned_cluster"] for it in items] == det["cluster"].tolist()
     assert [it["status"] for it in items] == list(det["status"])
     assert [it["novel"] for it in items] == det["novel"].tolist()
+    assert all(it["novelty"] is not None for it in items)  # fitted by this code: calibrated
+    np.testing.assert_allclose([it["novelty"] for it in items], det["novelty"], atol=atol)
     assert [it["outlier"] for it in items] == (det["labels"] == -2).tolist()
     np.testing.assert_allclose([it["probability"] for it in items], det["probabilities"], atol=atol)
     np.testing.assert_allclose([it["confidence"] for it in items], det["confidence"], atol=atol)
@@ -166,6 +168,7 @@ def test_model_clusters_health_docs(server, run_dir):
     body = spec["paths"]["/v1/assign"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
     assert {"/v1/clusters", "/v1/model", "/v1/reload", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+    assert "novelty" in spec["components"]["schemas"]["Assigned"]["properties"]
     # the OpenAPI page works offline: Swagger UI comes from the package, not a CDN
     page = c.get("/docs").text
     assert "swagger" in page.lower() and "cdn" not in page.lower()

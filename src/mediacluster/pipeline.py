@@ -694,6 +694,8 @@ class Pipeline(ClusterMixin, BaseEstimator):
     ref_normalize_ = property(lambda self: self.predictor_.ref_normalize_, doc="vectors L2-normalised")
     novelty_threshold_ = property(lambda self: self.predictor_.novelty_threshold_,
                                   doc="mean neighbour distance above which a new item is novel")
+    novelty_calibration_ = property(lambda self: getattr(self.predictor_, "novelty_calibration_", None),
+                                    doc="sorted calibration scores behind `novelty` (None: older model)")
 
     def predict_path(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Each new item's root-to-leaf path through the fitted levels: ``(labels,
@@ -709,7 +711,9 @@ class Pipeline(ClusterMixin, BaseEstimator):
     def predict_details(self, X, zero_vectors: str = "refuse") -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
         ``confidence`` (nearest cluster even for noise/outliers), ``embedding`` (reduced coords),
-        ``novel``, and the voting neighbours: ``neighbors`` (rows of the fitted items) with their
+        ``novel`` and ``novelty`` (the share of the fitted items, scored as new items, that are
+        nearer to their neighbours than this one; ``novel`` about ``novelty >= 0.99``; NaN from a
+        model saved before it was kept), and the voting neighbours: ``neighbors`` (rows of the fitted items) with their
         normalised 1/d ``weights`` (anything defined per fitted item, such as a 2-D map position,
         carries over to new items as ``(weights[..., None] * values[neighbors]).sum(1)``).
 
@@ -740,7 +744,8 @@ class Pipeline(ClusterMixin, BaseEstimator):
             status = np.where(np.isin(labels, junk), "junk", status)
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status,
                 "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
-                "novel": novel, "neighbors": det["neighbors"], "weights": det["weights"], "path": path}
+                "novel": novel, "novelty": det["novelty"], "neighbors": det["neighbors"],
+                "weights": det["weights"], "path": path}
 
     def junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's

@@ -10,7 +10,8 @@ module owns what the pipeline puts in it:
   ``timings_s``, ``metadata`` (``encoder``, ``names``, ``names_by_level``, ``run_id``, ...);
 * arrays.npz: the fitted items' ``labels``, ``probabilities``, ``cluster``, ``confidence``,
   ``embedding``; the predictor's ``ref_index``, ``ref_vectors``, ``ref_mean``,
-  ``ref_components``, ``novelty_threshold`` (``predictor.NeighbourPredictor``); and with levels
+  ``ref_components``, ``novelty_threshold``, ``novelty_calibration`` (``predictor.NeighbourPredictor``;
+  the last is absent from models saved before it: they answer ``novelty`` NaN); and with levels
   the tree (:func:`hierarchy_arrays`).
 
 An outlier stage is refitted on load from the saved embedding (deterministic), never unpickled.
@@ -32,7 +33,8 @@ from .stages import registry
 
 STAGES = registry.KINDS
 ITEM_ARRAYS = ("labels_", "probabilities_", "cluster_", "confidence_", "embedding_")
-PREDICTOR_ARRAYS = ("ref_index_", "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_")
+PREDICTOR_ARRAYS = ("ref_index_", "ref_vectors_", "ref_mean_", "ref_components_", "novelty_threshold_",
+                    "novelty_calibration_")
 # the order of arrays.npz's members and of model.json's "arrays"
 MODEL_ARRAYS = ITEM_ARRAYS + PREDICTOR_ARRAYS
 
@@ -276,6 +278,10 @@ def check_model_arrays(got: dict, n_features_in: int, folder, info: dict | None 
     nt = got["novelty_threshold_"]
     if nt.size != 1 or float(np.ravel(nt)[0]) < 0:
         raise bad(f"novelty_threshold must be one number >= 0, got {nt.tolist()}")
+    cal = got.get("novelty_calibration_")
+    if cal is not None and (cal.dtype.kind != "f" or cal.ndim != 1 or len(cal) < 1 or not np.isfinite(cal).all()
+                            or cal.min() < 0 or (np.diff(cal) < 0).any()):
+        raise bad("novelty_calibration must be a sorted 1-D array of finite numbers >= 0")
 
 
 def levels_from_arrays(arrays: dict, n: int, folder):

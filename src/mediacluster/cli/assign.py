@@ -105,6 +105,7 @@ def run(args) -> int:
         "id": text_series(ids), "path": text_series(paths), "cluster": res["labels"], "status": res["status"],
         "probability": np.round(res["probabilities"], 6),
         "assigned_cluster": res["cluster"], "confidence": np.round(res["confidence"], 6),
+        "novel": res["novel"], "novelty": np.round(res["novelty"], 6),  # NaN from an older model
     })
     # the run's automatic names, the names the model was published with, a hand-given names.yaml
     path = res.get("path")

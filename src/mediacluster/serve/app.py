@@ -68,7 +68,14 @@ class Assigned(BaseModel):
     assigned_name: str | None = None
     confidence: float = Field(description="confidence of `assigned_cluster`")
     outlier: bool = Field(description="flagged as an outlier / novelty (status 'outlier')")
-    novel: bool = Field(description="farther from the training items than 99% of them are")
+    novel: bool = Field(description="farther from its nearest training items than all but 1% of the "
+                        "training items are when scored as new items (about `novelty` >= 0.99): "
+                        "unlike the collection")
+    novelty: float | None = Field(None, description="share of the training items, scored as new "
+                                  "items, that are nearer to their nearest training items than this "
+                                  "one (0..1; flag your own threshold, e.g. 0.95 for a 5% false-positive "
+                                  "rate on items like the collection's); null from a model saved before "
+                                  "this was kept")
     path: list = Field(default_factory=list, description="hierarchy path from the root to the "
                        "leaf when the model has levels: one {level, cluster, name, probability} per level, "
                        "coarse to fine; empty for a flat model")

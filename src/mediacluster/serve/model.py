@@ -135,6 +135,7 @@ def answer_rows(served: Served, det: dict, filenames: list[str | None]) -> list[
     labels, cluster = det["labels"].tolist(), det["cluster"].tolist()
     prob, conf = det["probabilities"].tolist(), det["confidence"].tolist()
     status, novel = list(det["status"]), det["novel"].tolist()
+    novelty = [None if not np.isfinite(v) else round(float(v), 6) for v in det["novelty"].tolist()]
     paths, dups, tags = det.get("path"), det.get("duplicate_of"), det.get("tags")
     out = []
     for i in range(len(labels)):
@@ -144,6 +145,7 @@ def answer_rows(served: Served, det: dict, filenames: list[str | None]) -> list[
             "status": str(status[i]), "probability": round(float(prob[i]), 6),
             "assigned_cluster": a, "assigned_name": names.get(a),
             "confidence": round(float(conf[i]), 6), "outlier": c == -2, "novel": bool(novel[i]),
+            "novelty": novelty[i],
             # path_records gives plain values already
             "path": paths[i] if paths is not None and paths[i] is not None else [],
             "duplicate_of": jsonable(dups[i]) if dups is not None and dups[i] is not None else None,
