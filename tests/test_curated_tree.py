@@ -425,3 +425,22 @@ def test_read_levels_is_the_one_reader_of_a_runs_levels(tree_run, tmp_path, capl
     assert "hierarchy is not readable" in caplog.text
     damaged = run.read_levels(a)
     assert damaged.names == lv.names and damaged.level is None and len(damaged.above()) == len(lv)
+
+
+def test_fit_labels_keeps_one_reference_per_copy(cifar3_embeddings):
+    """A curated model (``fit_labels``, the studio's publish) takes exact copies of a file as one
+    reference, as ``fit`` does: a copy among the references put its twin's calibration score at
+    0 and lowered the novelty threshold (more new items of known kinds answered ``novel``)."""
+    from mediacluster.pipeline import Pipeline
+
+    X = np.asarray(cifar3_embeddings.vectors, dtype=np.float32)
+    X = np.concatenate([X, X[: len(X) // 2]])  # half the collection posted twice
+    labels = np.asarray(cifar3_embeddings.labels)
+    labels = np.concatenate([labels, labels[: len(labels) // 2]])
+    labels = np.unique(labels, return_inverse=True)[1]
+    pipe = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", random_state=0)
+    fitted = pipe.fit_labels(X, labels, X[:, :2])
+    refs = X[fitted.predictor_.ref_index_]
+    assert len(np.unique(refs, axis=0)) == len(refs)
+    cal = fitted.predictor_.novelty_calibration_
+    assert cal is not None and (cal > 0).all()

@@ -482,8 +482,11 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self.tree_sources_ = None
         if levels is None or not self._levels_above(levels, junk):
             self._assign()
+        # copies of a file are one reference, as in fit: a copy among the references would put
+        # a calibration item at distance 0 from its twin and lower the novelty threshold
+        dup = distinct_rows(X)
         with single_blas_thread():
-            self._fit_predictor(X)
+            self._fit_predictor(X, distinct=dup[0] if dup is not None else None)
         self.timings_["predictor"] = time.perf_counter() - t
         return self
 
