@@ -429,3 +429,36 @@ def test_service_answers_audio_uploads_like_assign(tmp_path, fsdd_two_speakers):
         assert s.client.get("/healthz").status_code == 200 and s.alive()
     finally:
         s.stop()
+
+
+def test_dedup_of_audio_groups_exact_copies_not_different_clips(tmp_path, fsdd_two_speakers, capsys):
+    """``cluster --dedup`` on audio: MFCC vectors of different recordings are as close in cosine as
+    a copy's, so vector links would join unrelated clips (one group held the whole collection and
+    the fit saw one item). Only the byte-identical copy is grouped; the clustering is that of a
+    run without --dedup; the CLI says that audio duplicates are exact copies only."""
+    from mediacluster.cli import main
+    from mediacluster.rundir import RunDir
+
+    d = tmp_path / "in"
+    d.mkdir()
+    clips = fsdd_two_speakers[::5]  # 40 real clips, two speakers
+    for p in clips:
+        (d / p.name).write_bytes(p.read_bytes())
+    (d / "copy_of_first.wav").write_bytes(clips[0].read_bytes())
+    y, sr = sf.read(clips[1])
+    sf.write(d / "louder_second.wav", np.clip(y * 1.5, -1, 1), sr)  # a different file: not an exact copy
+    out = tmp_path / "run"
+    assert main(["cluster", str(d), "--out", str(out), "--media", "audio", "--dedup", "--seed", "0"]) == 0
+    said = capsys.readouterr().out
+    assert "exact copies (the same bytes) only" in said
+    run = RunDir.open(out)
+    dups = run.read_duplicates()
+    grouped = dups[dups["duplicate_group"] >= 0]
+    assert sorted(Path(p).name for p in grouped["id"]) == sorted([clips[0].name, "copy_of_first.wav"])
+    asg = run.read_assignments()
+    assert asg["cluster"].nunique() >= 2  # the fit saw 41 distinct clips, not one group
+    # a threshold given by hand is the user's choice and is used
+    out2 = tmp_path / "run2"
+    assert main(["cluster", str(d), "--out", str(out2), "--media", "audio", "--dedup", "--seed", "0",
+                 "--dedup-param", "semantic_only_threshold=0.9", "--quiet"]) == 0
+    assert (RunDir.open(out2).read_duplicates()["duplicate_group"] >= 0).sum() > 2

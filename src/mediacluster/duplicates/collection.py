@@ -70,7 +70,15 @@ def find_in_rows(vectors, ids, paths=None, media: str = "vector", content_hashes
     """Fit a finder on a collection's rows: ``vectors`` (an array, or a ``.npy`` memory map that
     the search reads block by block, never whole), ``ids``, and for images their files
     (``paths``: perceptual hashes and the geometric check) and known content hashes (exact
-    copies). Other media (audio, precomputed vectors) are compared by their vectors alone."""
+    copies). Precomputed vectors are compared by their vectors alone. Audio clips are grouped
+    as exact copies only (the same bytes), unless ``params`` sets ``semantic_only_threshold``:
+    there is no audio fingerprint here, and the audio encoders' vectors of different
+    recordings are as close as a copy's (MFCC statistics of two different FSDD clips: median
+    cosine 0.98, above the vectors-only threshold of 0.97, so one group swallowed a whole
+    collection), while a little noise moves a clip's own vector further than that
+    (benchmarks/RESULTS.md, "End to end: an audio collection")."""
+    if media == "audio" and "semantic_only_threshold" not in (params or {}):
+        params = {**(params or {}), "semantic_only_threshold": None}
     finder = make_finder(params, progress, workers)
     images = media == "image" and paths is not None and all(p is not None for p in paths)
     if content_hashes is not None and len(content_hashes) != len(vectors):
