@@ -426,6 +426,11 @@ def test_service_answers_audio_uploads_like_assign(tmp_path, fsdd_two_speakers):
         assert all(it["path"] and it["status"] == "clustered" for it in items)
         bad = s.client.post("/v1/assign", files=[("files", ("notes.wav", b"just some text"))])
         assert bad.status_code in (400, 415, 422) and "notes.wav" in bad.text, bad.text
+        # what to send is said in the model's terms: clips, not images
+        wrong = s.client.post("/v1/assign", content=b"hello", headers={"content-type": "text/plain"})
+        assert wrong.status_code == 415 and "send audio clips as multipart" in wrong.text, wrong.text
+        other = s.client.post("/v1/assign", files=[("clips", ("a.wav", new[0].read_bytes()))])
+        assert other.status_code == 400 and "send the audio clips as 'files'" in other.text, other.text
         assert s.client.get("/healthz").status_code == 200 and s.alive()
     finally:
         s.stop()
