@@ -498,3 +498,27 @@ def test_a_ready_audio_service_has_run_its_encoder(tmp_path, fsdd_two_speakers):
         "h.stop()\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_tags_train_and_suggest_on_a_labelled_folder_of_clips(tmp_path, fsdd_two_speakers, capsys):
+    """``tags train FOLDER`` with one sub-folder of clips per tag: the clips are read as audio with
+    the audio encoder (the folder was read as images, held no items and was refused as having
+    "no labels"); ``tags suggest`` then tags new clips of the two speakers."""
+    from mediacluster.cli import main
+    from mediacluster.tags import Tagger
+
+    src = tmp_path / "by_speaker"
+    for p in fsdd_two_speakers[:160]:
+        speaker = p.name.split("_")[1]
+        (src / speaker).mkdir(parents=True, exist_ok=True)
+        if len(list((src / speaker).iterdir())) < 25:
+            (src / speaker / p.name).write_bytes(p.read_bytes())
+    model = tmp_path / "tagger"
+    assert main(["tags", "train", str(src), "--out", str(model), "--precision", "0.8",
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert Tagger.load(model).encoder_name == "mfcc"
+    capsys.readouterr()
+    new = [p for p in fsdd_two_speakers[160:] if p.name.split("_")[1] in ("nicolas", "theo")][:6]
+    assert main(["tags", "suggest", str(model), *map(str, new)]) == 0
+    said = capsys.readouterr().out
+    assert all(p.name in said for p in new), said
