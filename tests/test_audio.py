@@ -424,6 +424,9 @@ def test_service_answers_audio_uploads_like_assign(tmp_path, fsdd_two_speakers):
         want = model.predict(np.stack([by_name[p.name] for p in new]))
         assert [it["cluster"] for it in items] == want.tolist()
         assert all(it["path"] and it["status"] == "clustered" for it in items)
+        metrics = s.client.get("/metrics").text  # the clips are counted as audio, not as images
+        assert 'mediacluster_assign_items_total{input="audio"} 3.0' in metrics, metrics[:3000]
+        assert 'input="image"' not in metrics
         bad = s.client.post("/v1/assign", files=[("files", ("notes.wav", b"just some text"))])
         assert bad.status_code in (400, 415, 422) and "notes.wav" in bad.text, bad.text
         # what to send is said in the model's terms: clips, not images

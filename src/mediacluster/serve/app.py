@@ -211,7 +211,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     from prometheus_client import Counter, Gauge, Histogram
 
     reg = metrics.registry
-    items_total = Counter("mediacluster_assign_items", "Items assigned, by input kind", ["input"],
+    items_total = Counter("mediacluster_assign_items", "Items assigned, by input kind (image, audio, vector)", ["input"],
                           registry=reg)
     batch_size = Histogram("mediacluster_encode_batch_size", "Items per encoder call (micro-batches)",
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=reg)
@@ -334,7 +334,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
             items = await _images(request, served)
-            kind = "image"
+            kind = "audio" if _files_of(served) == "audio clips" else "image"
         elif ctype in ("application/json", ""):
             body = await request.body()
             # parsed and answered off the event loop: megabytes of JSON would hold up every other
