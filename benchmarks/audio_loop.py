@@ -487,6 +487,16 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
             answers, lat, fail = social.post_uploads(c, uploads)
             lat_all += lat
             res["problems"] += fail
+            # the hostile and converted files posted as uploads: a 4xx naming the file, or an answer
+            res["hostile_uploads"] = {}
+            for name in [*HOSTILE, *(f"fmt_{f}" for f in FORMATS)]:
+                f = work / "collection" / name
+                r = c.post("/v1/assign", files=[("files", (name, f.read_bytes()))])
+                kind = (r.json().get("error") or {}).get("kind") if r.status_code != 200 else "answered"
+                res["hostile_uploads"][name] = f"{r.status_code} {kind}"
+                if r.status_code >= 500 or (name.startswith("fmt_") and r.status_code != 200) or (
+                        r.status_code != 200 and name not in r.text):
+                    res["problems"].append(f"upload {name}: HTTP {r.status_code} {r.text[:200]}")
             ac = asg["assigned_cluster"].to_numpy()
             res["before"] = score(answers, uploads, by, dict(zip(paths, ac.astype(int))), ac, kinds)
             st = social.Server(["studio", str(run_dir), "--port", "0", "--no-browser"])
@@ -580,8 +590,11 @@ def render(res: dict, cmd: str, load: str, commit: str, by: str) -> str:
              f"{', '.join(f'{k}: {v}' for k, v in s['digits'].items() if k >= 0)}; speakers "
              f"{', '.join(f'{k} {v}' for k, v in s['speakers'].items())}; {s.get('format', 0)} converted clips "
              f"({', '.join(FORMATS)}); {s.get('repost', 0)} reposts ({', '.join(EDITS)})) + 5 hostile files; "
-             f"uploads: {s['uploads']}",
+             f"uploads: {s['uploads'].get('original', 0)} unseen clips of the collection's kinds (2 per speaker and digit, "
+             f"and beeps), {s['uploads'].get('repost', 0)} reposts of collection clips ({', '.join(EDITS)}, exact copies), "
+             f"{s['uploads'].get('new kind', 0)} clips of kinds the collection lacks (10 of a sixth speaker, 4 chirps)",
              "- hostile and converted files: " + "; ".join(f"`{k}` {v}" for k, v in res["hostile"].items()),
+             "- the same files posted to the service: " + "; ".join(f"`{k}` {v}" for k, v in res["hostile_uploads"].items()),
              f"- automatic level: {a['clusters']} clusters, NMI against digits {a['nmi_digit']:.3f}, against speakers "
              f"{a['nmi_speaker']:.3f} ({pct(a['noise'])} noise); collection reposts in their original's cluster "
              f"{a['reposts_with_original_cluster']}, grouped by `--dedup` {a['collection_reposts_grouped']} "
