@@ -470,6 +470,11 @@ def test_dedup_of_audio_groups_exact_copies_not_different_clips(tmp_path, fsdd_t
     assert main(["cluster", str(d), "--out", str(out2), "--media", "audio", "--dedup", "--seed", "0",
                  "--dedup-param", "semantic_only_threshold=0.9", "--quiet"]) == 0
     assert (RunDir.open(out2).read_duplicates()["duplicate_group"] >= 0).sum() > 2
+    # `dups` on the clips: the same rule, said the same way
+    capsys.readouterr()
+    assert main(["dups", str(d), "--out", str(tmp_path / "dups"), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "exact copies (the same bytes) only" in said and "1 duplicate groups holding 2 items" in said, said
 
 
 def test_a_ready_audio_service_has_run_its_encoder(tmp_path, fsdd_two_speakers):

@@ -8,6 +8,7 @@ import sys
 
 from .. import stages
 from ..config import load_config, parse_param, pipeline_from_config
+from ..duplicates.collection import audio_rule
 from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
 from . import printable
@@ -193,10 +194,10 @@ def run(args) -> int:
     if dups:
         print(f"duplicates: {dups['groups']} groups holding {dups['items_in_groups']} items "
               f"(largest {dups['largest']}); each group fitted as one item; see duplicates.parquet")
-        if (res.run.info.get("encoder") or {}).get("media") == "audio" and "semantic_only_threshold" not in (
-                args.dedup_param and dict(parse_param(t) for t in args.dedup_param) or {}):
-            print("duplicates of audio clips: exact copies (the same bytes) only; a re-encoded, trimmed "
-                  "or louder copy is not found (no audio fingerprint; see README, Duplicates and reposts)")
+        note = audio_rule((res.run.info.get("encoder") or {}).get("media"),
+                          dict(parse_param(t) for t in args.dedup_param))
+        if note:
+            print(note)
     if res.model:
         print(f"model: {printable(res.model)}")
     if res.kept_previous is not None:

@@ -42,6 +42,14 @@ INFO = "dups.json"
 THUMBS = "thumbs"
 #: ``dups.json``'s format: 1 records the collection root; outputs without it hold absolute paths.
 INFO_FORMAT = "mediacluster.dups/1"
+#: what duplicates of audio clips are (``find_in_rows``), said by ``cluster --dedup`` and ``dups``
+AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes) only; a re-encoded, trimmed or "
+              "louder copy is not found (no audio fingerprint; see README, Duplicates and reposts)")
+
+
+def audio_rule(media: str, params: dict | None) -> str | None:
+    """:data:`AUDIO_RULE` when ``media`` is audio and no vector threshold was given, else None."""
+    return AUDIO_RULE if media == "audio" and "semantic_only_threshold" not in (params or {}) else None
 
 
 def make_finder(params: dict | None = None, progress: bool = True, workers: int | None = None) -> DuplicateFinder:
@@ -77,7 +85,7 @@ def find_in_rows(vectors, ids, paths=None, media: str = "vector", content_hashes
     cosine 0.98, above the vectors-only threshold of 0.97, so one group swallowed a whole
     collection), while a little noise moves a clip's own vector further than that
     (benchmarks/RESULTS.md, "End to end: an audio collection")."""
-    if media == "audio" and "semantic_only_threshold" not in (params or {}):
+    if audio_rule(media, params):
         params = {**(params or {}), "semantic_only_threshold": None}
     finder = make_finder(params, progress, workers)
     images = media == "image" and paths is not None and all(p is not None for p in paths)
@@ -175,6 +183,9 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
             raise InputError(f"no file of {source} could be read")
         finder = find_in_embeddings(emb, media=coll.media, params=params, progress=progress, workers=workers)
         paths = emb.paths
+        res = _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root)
+        note = audio_rule(coll.media, params)
+        return {**res, "note": note} if note else res
     else:
         if coll.media != "image":
             raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")
