@@ -411,6 +411,29 @@ def follow(a2, a3, cur2) -> dict:
                                            for x, y in zip(a2, a3) if x and y]))}
 
 
+def cosines(run, row_of: dict) -> dict:
+    """Why vectors cannot tell a repost of a clip: the cosine of every original clip to its
+    nearest other original, against that of each repost to its own original, by edit."""
+    emb = run.read_embeddings()
+    ids = [str(i) for i in emb.ids]
+    X = np.asarray(emb.vectors, dtype=np.float64)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    at = {p: i for i, p in enumerate(ids)}
+    orig = [at[p] for p in ids if p in row_of and row_of[p]["role"] == "original" and not row_of[p]["junk"]]
+    S = X[orig] @ X[orig].T
+    np.fill_diagonal(S, -1)
+    nearest = S.max(axis=1)
+    by_edit: dict[str, list[float]] = {}
+    for p in ids:
+        r = row_of.get(p)
+        if r and r["role"] == "repost" and r["of"] in at:
+            by_edit.setdefault(r["edit"], []).append(float(X[at[p]] @ X[at[r["of"]]]))
+    return {"nearest_other": {"median": float(np.median(nearest)), "p5": float(np.percentile(nearest, 5)),
+                              "n": len(orig)},
+            "repost_to_original": {k: {"min": min(v), "median": float(np.median(v)), "n": len(v)}
+                                   for k, v in sorted(by_edit.items())}}
+
+
 # ----------------------------------------------------------------------------- the loop
 def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold: bool = True) -> dict:
     """The loop with one encoder (None: the product's default for audio); its run, embedding
@@ -475,6 +498,7 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
     res["auto"]["collection_reposts_grouped"] = f"{sum(group_of.get(r['path'], -1) >= 0 and group_of.get(r['path']) == group_of.get(r['of']) for r in reps)}/{len(reps)}"
     res["auto"]["groups"] = int(len({g for g in group_of.values() if g >= 0}))
     res["auto"]["reposts_with_original_cluster"] = f"{sum(dict(zip(paths, auto)).get(r['path']) == dict(zip(paths, auto)).get(r['of']) for r in reps)}/{len(reps)}"
+    res["cosines"] = cosines(run, row_of)
     res["report"] = check_report(run_dir)
     if res["report"]["unplayable"]:
         res["problems"].append(f"report players that cannot play: {res['report']['unplayable'][:3]}")
@@ -599,6 +623,11 @@ def render(res: dict, cmd: str, load: str, commit: str, by: str) -> str:
              f"{a['nmi_speaker']:.3f} ({pct(a['noise'])} noise); collection reposts in their original's cluster "
              f"{a['reposts_with_original_cluster']}, grouped by `--dedup` {a['collection_reposts_grouped']} "
              f"({a['groups']} groups: audio is deduplicated by exact copies only)",
+             f"- why `--dedup` cannot find audio reposts by their vectors: an original clip's cosine to its nearest "
+             f"other recording has median {res['cosines']['nearest_other']['median']:.4f} (5th percentile "
+             f"{res['cosines']['nearest_other']['p5']:.4f}, {res['cosines']['nearest_other']['n']} clips); a repost's "
+             "to its original (min / median): " + ", ".join(
+                 f"{k} {v['min']:.4f} / {v['median']:.4f}" for k, v in res["cosines"]["repost_to_original"].items()),
              "- levels (k, NMI digit / speaker): " + ", ".join(f"{v['k']} ({v['nmi_digit']:.2f}/{v['nmi_speaker']:.2f})"
                                                              for v in a["levels"].values()),
              f"- report: {res['report']['players']} players over {res['report']['files']} files, unplayable "
