@@ -81,10 +81,10 @@ def find_in_rows(vectors, ids, paths=None, media: str = "vector", content_hashes
     copies). Precomputed vectors are compared by their vectors alone. Audio clips are grouped
     as exact copies only (the same bytes), unless ``params`` sets ``semantic_only_threshold``:
     there is no audio fingerprint here, and the audio encoders' vectors of different
-    recordings are as close as a copy's (MFCC statistics of two different FSDD clips: median
-    cosine 0.98, above the vectors-only threshold of 0.97, so one group swallowed a whole
-    collection), while a little noise moves a clip's own vector further than that
-    (benchmarks/RESULTS.md, "End to end: an audio collection")."""
+    recordings are as close as a copy's (MFCC: the median FSDD clip has another recording within
+    cosine 0.9985, far above the vectors-only threshold of 0.97, so groups swallowed whole
+    collections; louder or re-sampled copies fall to 0.9965 / 0.994; benchmarks/RESULTS.md,
+    "End to end: an audio collection")."""
     if audio_rule(media, params):
         params = {**(params or {}), "semantic_only_threshold": None}
     finder = make_finder(params, progress, workers)
