@@ -1002,5 +1002,11 @@ def test_audio_run_shows_spectrograms_and_plays_excerpts(tmp_path):
         data, kind = st.audio(0)
         assert kind in ("audio/mpeg", "audio/wav") and len(data) > 1000
         assert st.split_preview(0, k=2)["k"] == 2
+        # the Label Studio import plays the clips: an <Audio> object, tasks with an audio field
+        ls = Path(st.export("labelstudio")["path"])
+        cfg = (ls / "label_config.xml").read_text(encoding="utf-8")
+        assert '<Audio name="audio" value="$audio"/>' in cfg and 'toName="audio"' in cfg and "<Image" not in cfg
+        task = json.loads((ls / "tasks.json").read_text(encoding="utf-8"))[0]
+        assert task["data"]["audio"].endswith(".wav") and task["predictions"][0]["result"][0]["to_name"] == "audio"
     finally:
         st.close()

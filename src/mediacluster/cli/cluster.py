@@ -8,6 +8,7 @@ import sys
 
 from .. import stages
 from ..config import load_config, parse_param, pipeline_from_config
+from ..duplicates.collection import audio_rule
 from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
 from . import printable
@@ -65,7 +66,8 @@ def add_parser(sub):
                         "assignments gain duplicate_group and duplicate_of, OUT gets duplicates.parquet, "
                         "and --save-model stores the duplicate index for assign/serve; with --fit-sample or "
                         "--executor ray the groups are found over every item and the sample is drawn among "
-                        "their representatives")
+                        "their representatives; audio clips: exact copies (the same bytes) only, "
+                        "unless --dedup-param semantic_only_threshold=COSINE")
     g.add_argument("--dedup-param", action="append", default=[], metavar="NAME=VALUE",
                    help="duplicate finder parameter, repeatable, e.g. hash_radius=5 (see DuplicateFinder)")
     add_pipeline_args(p)
@@ -192,6 +194,10 @@ def run(args) -> int:
     if dups:
         print(f"duplicates: {dups['groups']} groups holding {dups['items_in_groups']} items "
               f"(largest {dups['largest']}); each group fitted as one item; see duplicates.parquet")
+        note = audio_rule((res.run.info.get("encoder") or {}).get("media"),
+                          dict(parse_param(t) for t in args.dedup_param))
+        if note:
+            print(note)
     if res.model:
         print(f"model: {printable(res.model)}")
     if res.kept_previous is not None:

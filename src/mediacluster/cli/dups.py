@@ -37,6 +37,8 @@ def run(args) -> int:
     print(f"mediacluster dups: {res['items']} items -> {res['groups']} duplicate groups holding "
           f"{res['items_in_groups']} items (largest {res['largest']}); links "
           + ", ".join(f"{k} {v}" for k, v in res["links"].items()))
+    if res.get("note"):
+        print(res["note"])
     skipped = res["skipped_files"]
     print(f"skipped: {len(skipped)} file(s)")
     print_skipped(skipped, INFO)

@@ -31,7 +31,8 @@ def add_parser(sub):
     t.add_argument("--C", type=float, default=0.1, help="inverse regularisation of the logistic regression")
     t.add_argument("--val-size", type=float, default=0.25)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--encoder", default="efficientnet-lite0")
+    t.add_argument("--encoder", default=None,
+                   help="encoder of SOURCE's files (default: efficientnet-lite0 for images, mfcc for audio)")
     t.add_argument("--cache-dir", default=None, help="embedding cache (default: the user cache)")
     t.add_argument("--eval", dest="eval_source", help="labelled data to evaluate on after training "
                    "(writes OUT/eval/)")
@@ -39,7 +40,7 @@ def add_parser(sub):
 
     s = tsub.add_parser("suggest", help="suggest tags for files (or say nothing when unsure)")
     s.add_argument("model", help="model folder")
-    s.add_argument("paths", nargs="+", help="image files")
+    s.add_argument("paths", nargs="+", help="image or audio files (the tag model's encoder reads them)")
     s.add_argument("--top-k", type=int, default=1)
     s.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     s.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -42,6 +42,14 @@ INFO = "dups.json"
 THUMBS = "thumbs"
 #: ``dups.json``'s format: 1 records the collection root; outputs without it hold absolute paths.
 INFO_FORMAT = "mediacluster.dups/1"
+#: what duplicates of audio clips are (``find_in_rows``), said by ``cluster --dedup`` and ``dups``
+AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes) only; a re-encoded, trimmed or "
+              "louder copy is not found (no audio fingerprint; see README, Duplicates and reposts)")
+
+
+def audio_rule(media: str, params: dict | None) -> str | None:
+    """:data:`AUDIO_RULE` when ``media`` is audio and no vector threshold was given, else None."""
+    return AUDIO_RULE if media == "audio" and "semantic_only_threshold" not in (params or {}) else None
 
 
 def make_finder(params: dict | None = None, progress: bool = True, workers: int | None = None) -> DuplicateFinder:
@@ -70,7 +78,15 @@ def find_in_rows(vectors, ids, paths=None, media: str = "vector", content_hashes
     """Fit a finder on a collection's rows: ``vectors`` (an array, or a ``.npy`` memory map that
     the search reads block by block, never whole), ``ids``, and for images their files
     (``paths``: perceptual hashes and the geometric check) and known content hashes (exact
-    copies). Other media (audio, precomputed vectors) are compared by their vectors alone."""
+    copies). Precomputed vectors are compared by their vectors alone. Audio clips are grouped
+    as exact copies only (the same bytes), unless ``params`` sets ``semantic_only_threshold``:
+    there is no audio fingerprint here, and the audio encoders' vectors of different
+    recordings are as close as a copy's (MFCC: the median FSDD clip has another recording within
+    cosine 0.9985, far above the vectors-only threshold of 0.97, so groups swallowed whole
+    collections; louder or re-sampled copies fall to 0.9965 / 0.994; benchmarks/RESULTS.md,
+    "End to end: an audio collection")."""
+    if audio_rule(media, params):
+        params = {**(params or {}), "semantic_only_threshold": None}
     finder = make_finder(params, progress, workers)
     images = media == "image" and paths is not None and all(p is not None for p in paths)
     if content_hashes is not None and len(content_hashes) != len(vectors):
@@ -167,6 +183,9 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
             raise InputError(f"no file of {source} could be read")
         finder = find_in_embeddings(emb, media=coll.media, params=params, progress=progress, workers=workers)
         paths = emb.paths
+        res = _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root)
+        note = audio_rule(coll.media, params)
+        return {**res, "note": note} if note else res
     else:
         if coll.media != "image":
             raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")

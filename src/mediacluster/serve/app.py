@@ -1,6 +1,6 @@
 """The service's HTTP API (FastAPI, on the shared ``mediacluster.web`` stack).
 
-Endpoints: ``POST /v1/assign`` (images as multipart ``files``, or JSON ``{"vectors": [...]}``),
+Endpoints: ``POST /v1/assign`` (images, or audio clips for an audio model, as multipart ``files``, or JSON ``{"vectors": [...]}``),
 ``GET /v1/clusters``, ``GET /v1/model``, ``POST /v1/reload``, ``GET /healthz``, ``/readyz``,
 ``/metrics`` (Prometheus text), and the framework's OpenAPI page at ``/docs``.
 
@@ -218,7 +218,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     from prometheus_client import Counter, Gauge, Histogram
 
     reg = metrics.registry
-    items_total = Counter("mediacluster_assign_items", "Items assigned, by input kind", ["input"],
+    items_total = Counter("mediacluster_assign_items", "Items assigned, by input kind (image, audio, vector)", ["input"],
                           registry=reg)
     batch_size = Histogram("mediacluster_encode_batch_size", "Items per encoder call (micro-batches)",
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=reg)
@@ -259,9 +259,15 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                      # probes and the API description need no token; data and metrics do
                      public_paths=("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect",
                                    "/openapi.json", DOCS_STATIC),
-                     description="Which cluster does this image belong to: assigns new images or "
-                                 "vectors to the clusters of a saved mediacluster model.")
+                     description="Which cluster does this image or clip belong to: assigns new images, "
+                                 "audio clips or vectors to the clusters of a saved mediacluster model.")
     app.state.holder = holder
+
+    def _files_of(served: Served) -> str:
+        """What the served model reads from files, for messages: "images" or "audio clips"."""
+        media = getattr(served.slot.encoder, "media", None) if served.slot is not None else None
+        return "audio clips" if media == "audio" else "images"
+
     async def _images(request: Request, served: Served) -> list[dict]:
         batcher = served.slot.batcher if served.slot is not None else None
         if batcher is not None:  # its items come soon: a batch forming now may wait for them
@@ -281,12 +287,12 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 uploads = form.getlist("files")
                 if others:
                     raise ApiError(400, "invalid_request", f"unexpected form fields {others}; send the "
-                                   "images as 'files' (repeat the field for several)")
+                                   f"{_files_of(served)} as 'files' (repeat the field for several)")
                 files = [u for u in uploads if hasattr(u, "read")]
                 if len(files) != len(uploads):
                     raise ApiError(400, "invalid_request", "'files' must be file uploads, not text fields")
                 if not files:
-                    raise ApiError(400, "empty_batch", "no files in the request; send images as 'files'")
+                    raise ApiError(400, "empty_batch", f"no files in the request; send {_files_of(served)} as 'files'")
                 if len(files) > opt.max_files:
                     raise ApiError(413, "batch_too_large", f"{len(files)} files in one request; the "
                                    f"limit is {opt.max_files}")
@@ -327,7 +333,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         return results
 
     @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=ASSIGN_BODY,
-              summary="Assign images or vectors to the model's clusters",
+              summary="Assign images or audio clips (an audio model), or vectors, to the model's clusters",
               responses={400: {"description": "unusable input (the error names it)"},
                          413: {"description": "too large: body, a file, an image or a batch"}})
     async def assign(request: Request):
@@ -335,7 +341,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
             items = await _images(request, served)
-            kind = "image"
+            kind = "audio" if _files_of(served) == "audio clips" else "image"
         elif ctype in ("application/json", ""):
             body = await request.body()
             # parsed and answered off the event loop: megabytes of JSON would hold up every other
@@ -343,7 +349,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors)
             kind = "vector"
         else:
-            raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send images as "
+            raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send {_files_of(served)} as "
                            "multipart/form-data (field 'files') or vectors as application/json")
         items_total.labels(kind).inc(len(items))
         return {"model": _ref(served), "items": items}

@@ -285,6 +285,21 @@ def _sample_png() -> bytes:
     return buf.getvalue()
 
 
+def _sample_wav() -> bytes:
+    """One second of a 440 Hz tone, 16 kHz 16-bit mono (the standard library's wave writer)."""
+    import wave
+
+    t = np.arange(16000) / 16000.0
+    pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440.0 * t)).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
 class ModelHolder:
     """The current model version of a service, switched atomically (see the module docstring).
 
@@ -373,9 +388,13 @@ class ModelHolder:
                         clusters=cluster_table(pipe, names), levels=level_table(pipe, names, by_level),
                         level_names=by_level,
                         duplicates=read_from_model(folder, root=self.collection_root))
-        if slot is not None and getattr(slot.encoder, "media", None) == "image":
-            # warm up the whole way of an image: the encoder's first call pays graph set-up
-            got = answer_images(slot.encoder, [(served, _sample_png(), "warm-up.png")])[0]
+        media = getattr(slot.encoder, "media", None) if slot is not None else None
+        if media in ("image", "audio"):
+            # warm up the whole way of an upload: the encoder's first call pays graph set-up (an
+            # audio encoder: librosa's import and numba kernels, over a second, which the first
+            # clip uploaded to a "ready" service used to wait for)
+            sample = (_sample_png(), "warm-up.png") if media == "image" else (_sample_wav(), "warm-up.wav")
+            got = answer_images(slot.encoder, [(served, *sample)])[0]
             if isinstance(got, BaseException):
                 raise got
         else:  # warm up: faiss, the outlier stage, the tagger

@@ -9,8 +9,8 @@ time, never over an earlier export):
   name and get a ``junk`` prefix.
 * ``csv`` / ``parquet``: the curated assignments (one row per item).
 * ``labelstudio``: ``tasks.json`` in Label Studio's import format with each item's curated
-  cluster as a pre-annotation (a ``choices`` prediction), ``label_config.xml`` (an image
-  classification config listing the clusters) and ``README.txt`` saying how to serve the
+  cluster as a pre-annotation (a ``choices`` prediction), ``label_config.xml`` (an image, or
+  for an audio run an audio, classification config listing the clusters) and ``README.txt`` saying how to serve the
   files (Label Studio's local-files storage, document root = the collection's folder).
 """
 
@@ -71,8 +71,10 @@ def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, pr
 
 
 def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq: int,
-           mode: str = "symlink", root: str | None = None) -> dict:
-    """Write one export; returns ``{"kind", "path", "files", "items"}``."""
+           mode: str = "symlink", root: str | None = None, media: str = "image") -> dict:
+    """Write one export; returns ``{"kind", "path", "files", "items"}``. ``media``: the run's
+    ("image" or "audio"; Label Studio shows the one with an ``<Image>``, the other with an
+    ``<Audio>`` player)."""
     if kind not in KINDS:
         raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
     if mode not in ("symlink", "copy"):
@@ -92,7 +94,7 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
             write_table(p, table)
             files = [p.name]
         else:
-            files = _labelstudio(out, paths, table, clusters, root)
+            files = _labelstudio(out, paths, table, clusters, root, media)
     except OSError as e:
         shutil.rmtree(out, ignore_errors=True)
         raise OutputError(f"cannot write the export to {out}: {e.strerror or e}") from e
@@ -132,10 +134,12 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[s
     return made
 
 
-def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None) -> list[str]:
+def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None,
+                 media: str = "image") -> list[str]:
     import json
     from xml.sax.saxutils import quoteattr
 
+    key, tag = ("audio", "Audio") if media == "audio" else ("image", "Image")  # Label Studio's object tags
     valid = [p for p in paths if p]
     if root is None:
         try:
@@ -153,21 +157,21 @@ def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None
             continue
         rel = os.path.relpath(os.path.abspath(p), root)
         c = int(cur[i])
-        task = {"data": {"image": "/data/local-files/?d=" + _quote(path_to_text(rel)),
+        task = {"data": {key: "/data/local-files/?d=" + _quote(path_to_text(rel)),
                          "path": path_to_text(os.path.abspath(p)), "id": ids[i], "cluster": c,
                          "cluster_name": names.get(c)}}
         if c >= 0:
             task["predictions"] = [{
                 "model_version": "mediacluster-studio", "score": round(float(prob[i]), 4),
-                "result": [{"from_name": "cluster", "to_name": "image", "type": "choices",
+                "result": [{"from_name": "cluster", "to_name": key, "type": "choices",
                             "value": {"choices": [choice[c]]}}]}]
         tasks.append(task)
     with atomic_path(out / "tasks.json") as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(tasks, f, ensure_ascii=False)
     opts = "\n".join(f"    <Choice value={quoteattr(choice[c])}/>" for c in sorted(choice))
     write_text(out / "label_config.xml",
-        "<View>\n  <Image name=\"image\" value=\"$image\"/>\n"
-        "  <Choices name=\"cluster\" toName=\"image\" choice=\"single\" showInline=\"false\">\n"
+        f"<View>\n  <{tag} name=\"{key}\" value=\"${key}\"/>\n"
+        f"  <Choices name=\"cluster\" toName=\"{key}\" choice=\"single\" showInline=\"false\">\n"
         f"{opts}\n  </Choices>\n</View>\n")
     shell_root = shlex.quote(path_to_text(root))  # pasted into a shell: "My Photos" is one word
     write_text(out / "README.txt",
@@ -178,7 +182,8 @@ def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None
         "2. Create a project; Settings > Labeling Interface > Code: paste label_config.xml.\n"
         "3. Settings > Cloud Storage > Add Source Storage > Local files, absolute path\n"
         f"   {path_to_text(root)} (tick 'treat every file as a source file' off).\n"
-        "4. Import tasks.json: every image arrives with its curated cluster as a prediction\n"
+        f"4. Import tasks.json: every {'clip' if media == 'audio' else 'image'} arrives with its curated "
+        "cluster as a prediction\n"
         "   (a pre-annotation to accept or correct).\n")
     write_json(out / "choices.json", [{"id": c, "name": names[c], "choice": choice[c]} for c in sorted(names)])
     return ["tasks.json", "label_config.xml", "README.txt", "choices.json"]

@@ -522,7 +522,7 @@ class Studio:
         if root is not None and not all(under(os.path.abspath(p), root) for p in self.paths if p):
             root = None  # the collection's, when every file lies in it; else their common folder
         res = export(kind, self.run.exports_dir(), paths=self.paths, table=df, clusters=table, seq=seq,
-                     mode=mode, root=root)
+                     mode=mode, root=root, media=self.media)
         res["relative"] = path_to_text(os.path.relpath(res["path"], self.run.path))
         self._record("export", {"kind": kind, "path": res["relative"], "edits_seq": seq}, client)
         return res

@@ -87,10 +87,14 @@ def _drop_none(vectors: np.ndarray, labels: list, ids: list) -> tuple[np.ndarray
     return vectors[idx], [str(labels[i]) for i in idx], [str(ids[i]) for i in idx]
 
 
-def examples_from_source(source: str | Path, encoder: str = "efficientnet-lite0", cache_dir=None,
+def examples_from_source(source: str | Path, encoder: str | None = None, cache_dir=None,
                          mapping: dict[str, str] | None = None, progress: bool = True) -> Examples:
+    """Labelled examples from a folder (one sub-folder per tag), a manifest or vectors. Images
+    or audio clips, whichever the source holds most of (``collect(media="auto")``); ``encoder``
+    None: that media's default encoder (a folder of clips read as images held no items, and
+    was refused as having "no labels")."""
     p = Path(source)
-    coll = collect(p, labels_from_folders=p.is_dir())
+    coll = collect(p, media="auto", labels_from_folders=p.is_dir())
     if not coll.has_labels:
         raise InputError(f"{source}: no labels (use a folder with one sub-folder per tag, a manifest "
                          f"with a 'label' column, or an .npz with 'labels')")
