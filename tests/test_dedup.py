@@ -173,6 +173,11 @@ def test_assign_answers_near_duplicate_from_the_saved_model(planted, dedup_run, 
     code, text = cli("assign", out, planted["new_copy"], new_photo, "--quiet", "--cache-dir", planted["cache"])
     assert code == 0
     assert f"near-duplicate of {planted['new_copy_of']} (exact" in text
+    # the printed table has the novelty too (an exact copy of a training item: 0)
+    rows = [line.split("\t") for line in text.splitlines() if "\t" in line]
+    head = rows[0]
+    row = next(r for r in rows[1:] if r[head.index("path")] == str(planted["new_copy"]))
+    assert float(row[head.index("novelty")]) <= 0.05
 
 
 def test_service_answers_duplicate_of(planted, dedup_run, tmp_path):

@@ -138,12 +138,14 @@ def run(args) -> int:
         w = sys.stdout.write
         tree = path is not None
         named = "assigned_name" in df.columns
-        w("cluster\tstatus\tprobability\tassigned_cluster\tconfidence\t" + ("name\t" if named else "")
+        w("cluster\tstatus\tprobability\tassigned_cluster\tconfidence\tnovelty\t" + ("name\t" if named else "")
           + ("levels\t" if tree else "") + "path\n")
         for i, r in enumerate(df.itertuples(index=False)):
             levels = "/".join(str(int(c)) for c in path["labels"][:, i]) + "\t" if tree else ""
             name = f"{printable(r.assigned_name or '-')}\t" if named else ""
-            w(f"{r.cluster}\t{r.status}\t{r.probability:.3f}\t{r.assigned_cluster}\t{r.confidence:.3f}\t"
+            # novelty: "-" from a model saved before it was kept (NaN)
+            nov = "-" if np.isnan(r.novelty) else f"{r.novelty:.3f}"
+            w(f"{r.cluster}\t{r.status}\t{r.probability:.3f}\t{r.assigned_cluster}\t{r.confidence:.3f}\t{nov}\t"
               f"{name}{levels}{printable(r.path if r.path is not None else r.id)}"
               + (f"\t{printable(matches[i])}" if matches is not None and matches[i] else "") + "\n")
     for s in skipped:
