@@ -1,4 +1,5 @@
-"""``mediacluster report RUN_DIR``: name the clusters and write an offline HTML report."""
+"""``mediacluster report RUN_DIR``: name the clusters (a run without names yet, or ``--rename``)
+and write an offline HTML report."""
 
 from __future__ import annotations
 

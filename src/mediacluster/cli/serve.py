@@ -1,5 +1,5 @@
-"""``mediacluster serve MODEL_OR_RUN``: an HTTP service that assigns new images or vectors to the
-clusters of a saved model (see ``mediacluster.serve``). Loads the model and its encoder once,
+"""``mediacluster serve MODEL_OR_RUN``: an HTTP service that assigns new images, audio clips
+(an audio model) or vectors to the clusters of a saved model (see ``mediacluster.serve``). Loads the model and its encoder once,
 then answers ``POST /v1/assign`` in milliseconds; switches to a newer model version (published
 by ``cluster --save-model``, ``tune`` or the studio) without dropping a request.
 """

@@ -1,4 +1,4 @@
-"""``DuplicateFinder``: exact, perceptual and semantic duplicates in one grouping.
+"""``DuplicateFinder``: exact, perceptual, geometric and semantic duplicates in one grouping.
 
 How a pair of items becomes a duplicate link (each step only sees pairs the step before left):
 

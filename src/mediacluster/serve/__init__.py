@@ -1,9 +1,10 @@
-"""The service: a long-running HTTP server that places new images (or vectors) into the
-clusters of a saved model in milliseconds (``mediacluster serve MODEL_OR_RUN``).
+"""The service: a long-running HTTP server that places new images, audio clips (an audio
+model) or vectors into the clusters of a saved model in milliseconds
+(``mediacluster serve MODEL_OR_RUN``).
 
 * ``model.ModelHolder``: the model version served, switched atomically when a newer version
   is published (file watch on the store's ``LATEST`` + ``POST /v1/reload``);
-* ``batcher.MicroBatcher``: concurrent single-image requests encoded together;
+* ``batcher.MicroBatcher``: concurrent uploads (images or audio clips) encoded together;
 * ``app.create_service``: the FastAPI app (``/v1/assign``, ``/v1/clusters``, ``/v1/model``,
   ``/v1/reload``, ``/healthz``, ``/readyz``, ``/metrics``, ``/docs``) on ``mediacluster.web``.
 """
