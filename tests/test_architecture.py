@@ -81,9 +81,22 @@ def test_the_cycle_finder_finds_a_circle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("name", ["assignments.parquet", "run.json", "clusters.json", "names.json",
-                                  "map2d.npy", "embeddings.npy", "items.parquet", "duplicates.parquet",
-                                  "hierarchy.npz", "level_names.json"])
+def _run_file_names() -> list[str]:
+    """Every file name rundir.py defines as a module constant (``EVALUATION = "evaluation.json"``):
+    a new run-folder file is covered by the test below as soon as it gets its constant."""
+    import re
+
+    text = (SRC / "mediacluster" / "rundir.py").read_text(encoding="utf-8")
+    return sorted(set(re.findall(r'^[A-Z_]+ = "([\w.-]+\.(?:json|parquet|npy|npz|sqlite|csv|yaml))"', text, re.M)))
+
+
+def test_rundir_defines_the_run_folder_files():
+    assert {"assignments.parquet", "run.json", "clusters.json", "names.json", "map2d.npy", "embeddings.npy",
+            "items.parquet", "duplicates.parquet", "hierarchy.npz", "level_names.json", "evaluation.json",
+            "edits.sqlite", "curated.json"} <= set(_run_file_names())
+
+
+@pytest.mark.parametrize("name", _run_file_names())
 def test_run_folder_file_names_have_one_owner(name):
     """Only rundir.py spells the run folder's file names."""
     users = [p.relative_to(SRC) for p in (SRC / "mediacluster").rglob("*.py")

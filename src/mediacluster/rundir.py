@@ -119,6 +119,7 @@ MODELS = "models"
 REPORT = "report"
 EDITS = "edits.sqlite"
 CURATED = "curated.json"
+EVALUATION = "evaluation.json"  # `mediacluster evaluate`: scores of the run
 EXPORTS = "exports"
 EXTRA_PREFIX = "extra_"
 SHARD_PATTERN = "shard-{:09d}.parquet"  # inside .DIR.work/<job>/
@@ -433,6 +434,19 @@ class _Files:
     def read_clusters(self) -> list[dict]:
         p = self.file(CLUSTERS)
         return self._resolve_examples(read_json(p).get("clusters", [])) if p.exists() else []
+
+    def read_evaluation(self) -> dict | None:
+        """The scores ``mediacluster evaluate`` wrote into the run (``evaluation.json``), None
+        before it ran."""
+        p = self.file(EVALUATION)
+        return read_json(p) if p.exists() else None
+
+    def write_evaluation(self, scores: dict) -> Path:
+        """Write the run's scores (``evaluation.json``, atomically); the path written. A
+        published run: inside ``run.writing(...)``."""
+        p = self.file(EVALUATION)
+        write_json(p, scores)
+        return p
 
     def write_hierarchy(self, arrays: dict[str, np.ndarray]) -> None:
         """The cluster tree of a clusterer with levels (``Pipeline.hierarchy_arrays``):

@@ -22,7 +22,7 @@ from ..errors import ParameterError
 from ..evaluation import evaluate, load_source
 from ..fileio import write_json
 from ..persist import version_store
-from ..rundir import RunDir, find_run
+from ..rundir import EVALUATION, RunDir, find_run
 from . import printable
 
 
@@ -102,11 +102,10 @@ def run(args) -> int:
         write_json(out, res)
     elif src["kind"] == "run":
         run_dir = RunDir.open(args.source)
-        out = run_dir.file("evaluation.json")
         with run_dir.writing("evaluate"):
-            write_json(out, res)
-    else:
-        out = Path(args.source) / "evaluation.json"
+            out = run_dir.write_evaluation(res)
+    else:  # a model folder saved on its own (not a published version: refused above)
+        out = Path(args.source) / EVALUATION
         write_json(out, res)
     print(f"written: {printable(out)}")
     return 0

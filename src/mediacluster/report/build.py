@@ -343,7 +343,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
                           "damaged, re-run cluster")
     info = run.info
     clusters_list = run.read_clusters()
-    evaluation = read_json(run.file("evaluation.json")) if run.file("evaluation.json").exists() else None
+    evaluation = run.read_evaluation()
 
     cluster_ids = sorted(set(labels[labels >= 0].tolist()))
     if name and cluster_ids and not any(e.get("name") for e in clusters_list) \
