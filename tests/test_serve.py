@@ -169,6 +169,8 @@ def test_model_clusters_health_docs(server, run_dir):
     assert {"multipart/form-data", "application/json"} <= set(body)
     assert {"/v1/clusters", "/v1/model", "/v1/reload", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
     assert "novelty" in spec["components"]["schemas"]["Assigned"]["properties"]
+    assert "junk" in spec["components"]["schemas"]["Assigned"]["properties"]["status"]["description"]
+    assert "audio" in body["multipart/form-data"]["schema"]["properties"]["files"]["description"]
     # the OpenAPI page works offline: Swagger UI comes from the package, not a CDN
     page = c.get("/docs").text
     assert "swagger" in page.lower() and "cdn" not in page.lower()

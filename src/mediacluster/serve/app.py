@@ -62,7 +62,7 @@ class Assigned(BaseModel):
     filename: str | None = Field(None, description="the uploaded file's name (images)")
     cluster: int = Field(description="cluster id; -1 noise, -2 outlier")
     name: str | None = Field(None, description="the cluster's name")
-    status: str = Field(description="clustered | noise | outlier")
+    status: str = Field(description="clustered | noise | outlier | junk (a cluster marked junk in the studio)")
     probability: float = Field(description="membership probability of `cluster` (0 for noise/outliers)")
     assigned_cluster: int = Field(description="nearest cluster, also for noise and outliers")
     assigned_name: str | None = None
@@ -120,7 +120,7 @@ ASSIGN_BODY = {
             "multipart/form-data": {"schema": {
                 "type": "object", "required": ["files"],
                 "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                         "description": "image files (repeat the field)"}}}},
+                                         "description": "image files, or audio clips for an audio model (repeat the field)"}}}},
             "application/json": {"schema": {
                 "type": "object", "required": ["vectors"],
                 "properties": {"vectors": {"type": "array", "items": {"type": "array", "items": {
