@@ -8,7 +8,8 @@ second deltas; the vector is the mean and standard deviation over time of all th
 (``6 * n_mfcc`` values) followed by the MFCC means of ``segments`` equal parts of the clip
 (``segments * n_mfcc``; keeps the coarse order of sounds, which summary statistics lose).
 Default: 20 MFCCs, 3 segments -> 180 dimensions. The summary statistics are the pooling over
-windows: a long clip contributes all its frames (up to ``max_seconds``).
+windows: a long clip contributes all its frames (a clip longer than ``max_seconds`` is skipped,
+not cut: ``ingest.audio.load_audio`` refuses it from its header).
 """
 
 from __future__ import annotations
