@@ -475,6 +475,8 @@ def test_dedup_of_audio_groups_exact_copies_not_different_clips(tmp_path, fsdd_t
     assert main(["dups", str(d), "--out", str(tmp_path / "dups"), "--quiet"]) == 0
     said = capsys.readouterr().out
     assert "exact copies (the same bytes) only" in said and "1 duplicate groups holding 2 items" in said, said
+    import json  # ... and dups.json keeps it, for whoever reads the output later
+    assert "exact copies (the same bytes) only" in json.loads((tmp_path / "dups" / "dups.json").read_text())["note"]
 
 
 def test_a_ready_audio_service_has_run_its_encoder(tmp_path, fsdd_two_speakers):

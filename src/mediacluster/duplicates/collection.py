@@ -183,9 +183,8 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
             raise InputError(f"no file of {source} could be read")
         finder = find_in_embeddings(emb, media=coll.media, params=params, progress=progress, workers=workers)
         paths = emb.paths
-        res = _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root)
-        note = audio_rule(coll.media, params)
-        return {**res, "note": note} if note else res
+        return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root,
+                            note=audio_rule(coll.media, params))
     else:
         if coll.media != "image":
             raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")
@@ -206,7 +205,9 @@ def _mapped_npy(source):
 
 
 def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_groups: int, progress: bool,
-                 root=None) -> dict:
+                 root=None, note: str | None = None) -> dict:
+    """Write the table, ``dups.json`` (with ``note``: what the search could find, e.g. audio's
+    exact copies only) and the page; the summary."""
     from ..fileio import write_json, write_table
     from ..locations import Root, common_folder
 
@@ -227,7 +228,8 @@ def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_
     listed = list(skipped) + ([Skipped(str(paths[i]), f"{why} (checked for exact copies only)")
                                for i, why in sorted(finder.skipped_.items())] if paths is not None else [])
     res = {**summary(finder), "unreadable": len(skipped), "seconds": round(time.perf_counter() - t0, 2),
-           "table": str(out / TABLE), "csv": str(out / TABLE_CSV), "skipped_files": listed}
+           "table": str(out / TABLE), "csv": str(out / TABLE_CSV), "skipped_files": listed,
+           **({"note": note} if note else {})}
     where = loc.record(out)
     write_json(out / INFO, {"format": INFO_FORMAT, **({"collection_root": where["root"],
                                                        "collection_root_from_out": where["root_from_store"]}
