@@ -108,9 +108,9 @@ def nest_candidates(labellings: list, cands: list[dict[int, list[dict]]]) -> Non
     of the next coarser level holding most of its items).
 
     The finer names stand: from the finest level up, a parent named more specifically than
-    one of its children takes the most specific informative concept (not in
-    ``imagenet.TOO_ABSTRACT`` where there is one) that is its own concept or above it and
-    above those children's: a frog cluster of CIFAR-10 (named "animal") under a parent named
+    one of its children takes the most specific concept above its own that none of its
+    children's concepts is above (an informative one, not in ``imagenet.TOO_ABSTRACT``, where
+    there is one): a frog cluster of CIFAR-10 (named "animal") under a parent named
     "squirrel" makes the parent "animal". Measured in ``benchmarks/level_names.py`` (RESULTS.md,
     "Names down the hierarchy"): making the children more specific instead (their parent's
     concept, or their first candidate that is not above it) made the finest names less often
@@ -146,15 +146,23 @@ def nest_candidates(labellings: list, cands: list[dict[int, list[dict]]]) -> Non
         for (c, p), m in zip(pairs.tolist(), n.tolist()):
             if c not in parent or m > parent[c][1]:
                 parent[c] = (p, m)
-        general: dict[int, list[str]] = {}  # parent -> its children's concepts strictly above its own
+        children: dict[int, list[str]] = {}  # parent -> its children's concepts
         for c, (p, _) in parent.items():
-            sc, sp = head(k, c), head(k - 1, p)
-            if sc is not None and sp is not None and sc != sp and sc in above(sp):
-                general.setdefault(p, []).append(sc)
-        for p, concepts in general.items():
-            common = set.intersection(above(head(k - 1, p)), *[above(s) for s in concepts])
-            common = common - TOO_ABSTRACT or common
-            s = min(common, key=lambda s: (-wn.depth(s), gen.get(s, 1.0), s))  # the most specific
+            if (sc := head(k, c)) is not None:
+                children.setdefault(p, []).append(sc)
+
+        def fits(x: str, concepts: list[str]) -> bool:  # no child named more generally than x
+            return not any(t != x and t in above(x) for t in concepts)
+
+        for p, concepts in children.items():
+            sp = head(k - 1, p)
+            if sp is None or fits(sp, concepts):
+                continue
+            # the most specific concept above the parent's that no child's is above: an
+            # informative one where there is one
+            ok = [x for x in above(sp) if fits(x, concepts)]
+            ok = [x for x in ok if x not in TOO_ABSTRACT] or ok or list(above(sp))
+            s = min(ok, key=lambda s: (-wn.depth(s), gen.get(s, 1.0), s))
             cs = cands[k - 1][p]
             i = next((i for i, e in enumerate(cs) if e.get("synset") == s), None)
             cs.insert(0, cs.pop(i) if i is not None else
