@@ -73,15 +73,15 @@ def level_summary(pipe) -> dict | None:
 def name_fit(pipe, vectors, labels, imagenet_probs, enc=None) -> tuple[list[dict], dict[int, list[dict]]]:
     """The automatic names of a fitted pipeline's clusters: ``labels`` (the flat answer; items
     labelled < 0 count for no name) named by :func:`naming.names.name_clusters`; with levels,
-    every level named by the same rule over the same items, the names made to nest down the
-    levels (:func:`naming.names.name_levels`), and the flat answer, the level in use, takes
-    that level's names. ``enc``: the encoder, used only when it names by its text tower
+    every level named by the same rule over the same items, the names made to nest from the
+    root down to the level in use (:func:`naming.names.name_levels`), and the flat answer, the
+    level in use, takes that level's names (which nesting never changes). ``enc``: the encoder, used only when it names by its text tower
     (CLIP). Returns ``(named, by_level)``; ``by_level`` is {} without levels."""
     text_enc = enc if getattr(enc, "has_text", False) else None
     if getattr(pipe, "levels_", None) is None:
         return name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc), {}
     by_level = name_levels(vectors, pipe.levels_, clustered=np.asarray(labels) >= 0,
-                           imagenet_probs=imagenet_probs, encoder=text_enc)
+                           imagenet_probs=imagenet_probs, encoder=text_enc, level=int(pipe.level_))
     named = names_of_level(labels, pipe.levels_, int(pipe.level_), by_level)
     if named is None:  # a flat answer that is not the level's (named by itself, as the level)
         named = name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc)

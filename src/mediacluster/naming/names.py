@@ -203,7 +203,8 @@ def name_run(run: str | Path | RunDir, vocabulary: str | Path | None = None, enc
     by_level: dict[int, list[dict]] = {}
     named = None
     if levels is not None:
-        by_level = name_levels_of_run(run, levels, labels >= 0, encoder=encoder, vocabulary=vocab)
+        by_level = name_levels_of_run(run, levels, labels >= 0, encoder=encoder, vocabulary=vocab,
+                                      level=int(hier["level"]) if "level" in hier else None)
         named = names_of_level(labels, levels, int(hier["level"]) if "level" in hier else None, by_level)
     if named is None:  # no levels, or a flat answer that is not one of them (named by itself)
         named = name_labels(run, [labels], encoder=encoder, vocabulary=vocab)[0]
@@ -234,7 +235,7 @@ def name_labels(run: str | Path | RunDir, labellings: list, encoder=None,
 
 
 def name_levels_of_run(run: str | Path | RunDir, levels, clustered=None, encoder=None,
-                       vocabulary: list[str] | None = None) -> dict[int, list[dict]]:
+                       vocabulary: list[str] | None = None, level: int | None = None) -> dict[int, list[dict]]:
     """:func:`name_levels` of a published run's ``levels`` (e.g. its ``hierarchy``'s, for a
     run made before ``level_names.json``): the run's probabilities, vectors and encoder read
     once, nothing written."""
@@ -244,7 +245,7 @@ def name_levels_of_run(run: str | Path | RunDir, levels, clustered=None, encoder
         encoder = encoder_for_names((run.info.get("encoder") or {}).get("name"))
     vectors = run.read_embeddings().vectors if getattr(encoder, "has_text", False) else None
     return name_levels(vectors, levels, clustered=clustered, imagenet_probs=probs, encoder=encoder,
-                       vocabulary=vocabulary)
+                       vocabulary=vocabulary, level=level)
 
 
 def item_top(probs, encoder=None):
@@ -264,23 +265,30 @@ def item_top(probs, encoder=None):
 
 
 def name_labellings(vectors, labellings: list, imagenet_probs=None, encoder=None,
-                    vocabulary: list[str] | None = None, nested: bool = False) -> list[list[dict]]:
+                    vocabulary: list[str] | None = None, nested: bool = False,
+                    nest_to: int | None = None) -> list[list[dict]]:
     """:func:`name_clusters` of several labellings of the same items (one result each), the
     per-item work done once. ``nested``: the labellings are a hierarchy's levels, coarse to
-    fine, and their names are made to nest (:func:`nest_candidates`)."""
+    fine, and the names of levels ``0..nest_to`` (None: all) are made to nest
+    (:func:`nest_candidates`); finer levels keep their own names."""
     top = item_top(imagenet_probs, encoder) if len(labellings) > 1 else None
     found = [_candidates(vectors, np.asarray(lab), imagenet_probs, encoder, vocabulary, top) for lab in labellings]
-    if nested and len(found) > 1:
-        nest_candidates(labellings, [f[0] for f in found])
+    upto = len(found) if nest_to is None else max(0, min(int(nest_to) + 1, len(found)))
+    if nested and upto > 1:
+        nest_candidates(labellings[:upto], [f[0] for f in found[:upto]])
     return [_entries(*f) for f in found]
 
 
 def name_levels(vectors, levels, clustered=None, imagenet_probs=None, encoder=None,
-                vocabulary: list[str] | None = None) -> dict[int, list[dict]]:
+                vocabulary: list[str] | None = None, level: int | None = None) -> dict[int, list[dict]]:
     """Names for every level of a hierarchy (``levels`` (n_levels, n), row 0 coarsest) by the
-    one automatic rule (:func:`name_clusters`), made to nest down the levels
-    (:func:`nest_candidates`: no child named more generally than its parent, a parent's name
-    covering most of its children's): level ``k``'s clusters are named from the items the fit
+    one automatic rule (:func:`name_clusters`), made to nest from the root down to ``level``,
+    the level in use (:func:`nest_candidates`: no cluster there or above named more generally
+    than its parent, a parent's name covering most of its children's); the level in use and
+    the finer levels keep their own names (None: every level nests). Nesting all the way down
+    made the level in use far less specific (Imagenette: 12 of 13 names, "tench" -> "animal"),
+    because one small diffuse cluster deep in a branch lifts every ancestor (RESULTS, "Names
+    down the hierarchy"). Level ``k``'s clusters are named from the items the fit
     clustered (``clustered``: a mask; the others, noise and outliers, and with ``--dedup`` all
     but one item per duplicate group, count for no level). The flat answer of a fit at level
     ``k`` takes level ``k``'s names (:func:`names_of_level`). Returns level ->
@@ -289,7 +297,8 @@ def name_levels(vectors, levels, clustered=None, imagenet_probs=None, encoder=No
     keep = np.ones(levels.shape[1], bool) if clustered is None else np.asarray(clustered, bool)
     labellings = [np.where(keep, levels[k], -1) for k in range(len(levels))]
     return dict(enumerate(name_labellings(vectors, labellings, imagenet_probs=imagenet_probs,
-                                          encoder=encoder, vocabulary=vocabulary, nested=True)))
+                                          encoder=encoder, vocabulary=vocabulary, nested=True,
+                                          nest_to=level)))
 
 
 def names_of_level(labels, levels, level: int | None, by_level: dict[int, list[dict]]) -> list[dict] | None:

@@ -448,7 +448,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
 
                 # many small products: one BLAS thread is 4x faster on a busy machine (measured)
                 with single_blas_thread():
-                    every = name_levels_of_run(run, levels)  # named together: the names nest
+                    every = name_levels_of_run(run, levels, level=run_level)  # nested down to the level in use
                     named_levels.update({k: every[k] for k in missing})
             except Exception as e:  # noqa: BLE001 - names are optional for the page
                 log.warning("naming the hierarchy's levels failed: %s", e)
