@@ -19,7 +19,7 @@ import pytest
 from test_levels import pca_tree, run_cli, streamed_tree_run
 
 from mediacluster.naming import level_names, load_names, model_names, pipeline_names
-from mediacluster.naming.names import name_clusters
+from mediacluster.naming.names import name_levels
 from mediacluster.pipeline import Pipeline
 from mediacluster.rundir import RunDir
 
@@ -45,16 +45,17 @@ def test_every_level_is_named_in_the_run_folder(named_run, one_blas_thread):
     by_level = run.read_level_names()
     assert sorted(by_level) == list(range(len(pipe.levels_)))
     h = run.read_hierarchy()
+    every = name_levels(emb.vectors, pipe.levels_, clustered=pipe.labels_ >= 0,
+                        imagenet_probs=emb.extras["imagenet_probs"], level=int(pipe.level_))
     for k, named in by_level.items():
         ids = [e["cluster"] for e in named]
         assert set(ids) == ids_of(h["levels"][k]), f"level {k}: one name per cluster"
         names = [e["name"] for e in named]
         assert all(names) and len(set(names)) == len(names), f"level {k}: distinct names"
         assert all(isinstance(e["alternatives"], list) for e in named)
-        # the one automatic rule, as the flat answer of a fit at that level would be named
-        again = name_clusters(emb.vectors, np.where(pipe.labels_ >= 0, pipe.levels_[k], -1),
-                              imagenet_probs=emb.extras["imagenet_probs"])
-        assert {e["cluster"]: e["name"] for e in again} == dict(zip(ids, names))
+        # the one automatic rule over every level (names nest down the levels), as the flat
+        # answer of a fit at that level would be named
+        assert {e["cluster"]: e["name"] for e in every[k]} == dict(zip(ids, names))
     # the level in use keeps its files as they were: names.json / clusters.json / the name
     # column, and its entry in level_names.json is the same names
     auto = {e["cluster"]: e["name"] for e in run.read_automatic_names()}
@@ -354,3 +355,65 @@ def test_a_loaded_model_saved_again_keeps_its_metadata_and_a_refit_drops_it(name
     assert pipeline_names(copy) == {}
     copy.save(tmp_path / "refit")
     assert "names" not in Pipeline.load(tmp_path / "refit").model_info_["metadata"]
+
+
+def head_synsets(name: str) -> set[str]:
+    """The WordNet senses of a shown name's head ("mammal (cat)" -> mammal, "dog 2" -> dog)."""
+    from mediacluster.naming import wordnet as wn
+
+    head = name.split(" (")[0]
+    if head.rsplit(" ", 1)[-1].isdigit():
+        head = head.rsplit(" ", 1)[0]
+    return set(wn.synsets_for(head))
+
+
+def inverted_pairs(run, pipe, down_to: int) -> tuple[list[str], int]:
+    """(child, parent) pairs down to level ``down_to`` whose child's name is a strict WordNet
+    hypernym of its parent's (the parent = the next coarser level's cluster holding its items),
+    in level_names.json as the cluster job wrote it; and how many pairs there are."""
+    from mediacluster.naming import wordnet as wn
+
+    by_level = run.read_level_names()
+    levels = np.asarray(run.read_hierarchy()["levels"])
+    keep = pipe.labels_ >= 0
+    inverted, pairs = [], 0
+    for k in range(1, down_to + 1):
+        names = {e["cluster"]: e["name"] for e in by_level[k]}
+        parents = {e["cluster"]: e["name"] for e in by_level[k - 1]}
+        for c, nm in names.items():
+            p = np.bincount(levels[k - 1][keep & (levels[k] == c)]).argmax()
+            child, parent = head_synsets(nm), head_synsets(parents[int(p)])
+            pairs += 1
+            if child.isdisjoint(parent) and any(s in wn.hypernym_closure(q) for s in child for q in parent):
+                inverted.append(f"level {k} #{c} {nm!r} under {parents[int(p)]!r}")
+    return inverted, pairs
+
+
+def test_no_child_is_named_more_generally_than_its_parent(cifar3_embeddings, tmp_path, one_blas_thread):
+    """Browsing down the levels to the level in use a name only gets more specific: no
+    cluster's name there or above is a strict WordNet hypernym of its parent's. A fit answering
+    at its finest level nests every level: before names nested, this slice had 10 such pairs
+    (e.g. 'vehicle (moving van)' under 'motor vehicle')."""
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    pipe.set_level(len(pipe.levels_) - 1)
+    publish_run(tmp_path / "run", cifar3_embeddings, pipe)
+    inverted, pairs = inverted_pairs(RunDir.open(tmp_path / "run"), pipe, int(pipe.level_))
+    assert pairs > 10 and inverted == []
+
+
+def test_the_level_in_use_keeps_its_own_names(named_run):
+    """Nesting stops at the level in use: its names are those it has named by itself (nesting
+    all the way down made Imagenette's automatic level far less specific, "tench" -> "animal"),
+    and no level above it is named more generally than its parent."""
+    from mediacluster.naming.names import name_clusters
+
+    run, pipe, emb = named_run["run"], named_run["pipe"], named_run["emb"]
+    inverted, _ = inverted_pairs(run, pipe, int(pipe.level_))
+    assert inverted == []
+    levels = np.asarray(run.read_hierarchy()["levels"])
+    alone = name_clusters(emb.vectors, np.where(pipe.labels_ >= 0, levels[int(pipe.level_)], -1),
+                          imagenet_probs=emb.extras["imagenet_probs"])
+    by_level = run.read_level_names()
+    assert {e["cluster"]: e["name"] for e in alone} == {e["cluster"]: e["name"] for e in by_level[int(pipe.level_)]}

@@ -30,7 +30,7 @@ from .ingest.stream import (
     streamable,
 )
 from .locations import common_folder
-from .naming.names import level_names_map, merge_names, name_clusters, name_levels
+from .naming.names import level_names_map, merge_names, name_clusters, name_levels, names_of_level
 from .pipeline import Pipeline
 from .rundir import RunDir
 from .scale import MIN_SAMPLE, StageMeter, Tally, fit_sample_size, sample_rows
@@ -72,18 +72,23 @@ def level_summary(pipe) -> dict | None:
 
 def name_fit(pipe, vectors, labels, imagenet_probs, enc=None) -> tuple[list[dict], dict[int, list[dict]]]:
     """The automatic names of a fitted pipeline's clusters: ``labels`` (the flat answer; items
-    labelled < 0 count for no name) named by :func:`naming.names.name_clusters`, and, with
-    levels, every level named by the same rule over the same items
-    (:func:`naming.names.name_levels`; the level in use reuses the flat answer's names).
-    ``enc``: the encoder, used only when it names by its text tower (CLIP). Returns
-    ``(named, by_level)``; ``by_level`` is {} without levels."""
+    labelled < 0 count for no name) named by :func:`naming.names.name_clusters`; with levels,
+    every level named by the same rule over the same items, the names made to nest from the
+    root down to the level in use (:func:`naming.names.name_levels`), and the flat answer, the
+    level in use, takes that level's names (which nesting never changes). ``enc``: the encoder, used only when it names by its text tower
+    (CLIP). Returns ``(named, by_level)``; ``by_level`` is {} without levels."""
     text_enc = enc if getattr(enc, "has_text", False) else None
-    named = name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc)
-    if getattr(pipe, "levels_", None) is None or not named:
+    if getattr(pipe, "levels_", None) is None:
+        return name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc), {}
+    by_level = name_levels(vectors, pipe.levels_, clustered=np.asarray(labels) >= 0,
+                           imagenet_probs=imagenet_probs, encoder=text_enc, level=int(pipe.level_))
+    named = names_of_level(labels, pipe.levels_, int(pipe.level_), by_level)
+    if named is None:  # a flat answer that is not the level's (named by itself, as the level)
+        named = name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc)
+        by_level[int(pipe.level_)] = named
+    if not named:
         return named, {}
-    return named, name_levels(vectors, pipe.levels_, clustered=np.asarray(labels) >= 0,
-                              imagenet_probs=imagenet_probs, encoder=text_enc,
-                              named=(int(pipe.level_), named))
+    return named, by_level
 
 
 def model_names_metadata(names: dict[int, str], by_level: dict[int, list[dict]]) -> dict:

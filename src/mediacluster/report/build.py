@@ -443,12 +443,13 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         missing = [k for k in todo if k not in named_levels]
         if missing:
             try:
-                from ..naming.names import name_labels
+                from ..naming.names import name_levels_of_run
                 from ..stages.cluster import single_blas_thread
 
                 # many small products: one BLAS thread is 4x faster on a busy machine (measured)
                 with single_blas_thread():
-                    named_levels.update(zip(missing, name_labels(run, [levels[k] for k in missing])))
+                    every = name_levels_of_run(run, levels, level=run_level)  # nested down to the level in use
+                    named_levels.update({k: every[k] for k in missing})
             except Exception as e:  # noqa: BLE001 - names are optional for the page
                 log.warning("naming the hierarchy's levels failed: %s", e)
         for k, lab in enumerate(levels):
