@@ -260,13 +260,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         exact copies, and every member takes its representative's results (see
         :func:`merge_duplicates`).
         """
-        X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)
-        if X.ndim != 2 or len(X) < 3:
-            raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}"
-                             + (f" (n_samples={len(X)})" if X.ndim == 2 else ""))
-        if not np.isfinite(X).all():
-            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-            raise InputError(f"vector {bad} contains NaN or infinity")
+        X = _training_vectors(X)
         self.check_params()
         for loaded in ("model_info_", "model_path_"):  # a loaded model refitted is that model no more
             self.__dict__.pop(loaded, None)            # (its names, junk clusters, path)
@@ -452,12 +446,8 @@ class Pipeline(ClusterMixin, BaseEstimator):
         ``tree_sources_`` says where each coarse level comes from (per level ``{"level": row of
         levels, "clusters": new id -> the tree's id, -1 the junk branch}``; None when flat).
         """
-        X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)  # as fit: ragged, complex, sparse -> InputError
+        X = _training_vectors(X)  # as fit: ragged, complex, sparse, non-finite -> InputError
         labels = np.asarray(labels)
-        if X.ndim != 2 or len(X) < 3:
-            raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}")
-        if not np.isfinite(X).all():
-            raise InputError(f"vector {int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])} contains NaN or infinity")
         if labels.shape != (len(X),) or labels.dtype.kind not in "iu":
             raise InputError(f"labels must be {len(X)} integers, got {labels.dtype} {labels.shape}")
         if labels.min(initial=0) < NOISE:
@@ -823,6 +813,19 @@ class Pipeline(ClusterMixin, BaseEstimator):
         from .tune import tune  # heavy: optuna loads only when tuning
 
         return tune(X, pipeline=self, **kwargs)
+
+
+def _training_vectors(X) -> np.ndarray:
+    """The vectors a fit (``fit``, ``fit_labels``) learns from: C-ordered float32, at least 3
+    rows of one length, every value finite; else an ``InputError`` naming what is wrong."""
+    X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)
+    if X.ndim != 2 or len(X) < 3:
+        raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}"
+                         + (f" (n_samples={len(X)})" if X.ndim == 2 else ""))
+    if not np.isfinite(X).all():
+        bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+        raise InputError(f"vector {bad} contains NaN or infinity")
+    return X
 
 
 MIN_DISTINCT = 3  # below this many distinct vectors the stages are not run (see _fit_stages)
