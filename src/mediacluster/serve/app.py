@@ -263,10 +263,15 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                                  "audio clips or vectors to the clusters of a saved mediacluster model.")
     app.state.holder = holder
 
-    def _files_of(served: Served) -> str:
-        """What the served model reads from files, for messages: "images" or "audio clips"."""
+    def _media_of(served: Served) -> str:
+        """What the served model reads from uploaded files: "audio" or "image" (also a model
+        without an encoder, which refuses files)."""
         media = getattr(served.slot.encoder, "media", None) if served.slot is not None else None
-        return "audio clips" if media == "audio" else "images"
+        return "audio" if media == "audio" else "image"
+
+    def _files_of(served: Served) -> str:
+        """The uploads the served model reads, for messages: "images" or "audio clips"."""
+        return "audio clips" if _media_of(served) == "audio" else "images"
 
     async def _images(request: Request, served: Served) -> list[dict]:
         batcher = served.slot.batcher if served.slot is not None else None
@@ -341,7 +346,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
             items = await _images(request, served)
-            kind = "audio" if _files_of(served) == "audio clips" else "image"
+            kind = _media_of(served)
         elif ctype in ("application/json", ""):
             body = await request.body()
             # parsed and answered off the event loop: megabytes of JSON would hold up every other
