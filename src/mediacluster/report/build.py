@@ -438,8 +438,12 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             named_levels = {k: stored[run_levels_.index[k]] for k in todo if run_levels_.index[k] in stored}
         else:  # the tree's clusters are the run's (their names), the junk branch the junk's
             by_level = tree.names_by_level(stored, {}, [names.get(c, f"cluster {c}") for c in sorted(junk_ids)])
-            named_levels = {k: [{"cluster": int(c), "name": nm, "alternatives": tree.alternatives(k, stored).get(int(c), [])}
-                                for c, nm in by_level[str(k)].items()] for k in todo if tree.index[k] in stored}
+            named_levels = {}
+            for k in todo:
+                if tree.index[k] in stored:
+                    alts = tree.alternatives(k, stored)  # the level's, read once
+                    named_levels[k] = [{"cluster": int(c), "name": nm, "alternatives": alts.get(int(c), [])}
+                                       for c, nm in by_level[str(k)].items()]
         missing = [k for k in todo if k not in named_levels]
         if missing:
             try:
