@@ -89,7 +89,6 @@ def _candidates(vectors, labels, imagenet_probs=None, encoder=None, vocabulary=N
     return {int(c): [] for c in ids}, "none", None
 
 
-
 def _entries(cands: dict[int, list[dict]], method: str, qualify) -> list[dict]:
     """:func:`name_clusters`'s result from ranked candidates: the first made unique."""
     names = unique_names(cands, qualify=qualify)
@@ -200,16 +199,16 @@ def name_run(run: str | Path | RunDir, vocabulary: str | Path | None = None, enc
         levels = None
     # a run with levels: every level is named from the items its flat answer clusters, the
     # names made to nest; the flat answer is the level in use (its names)
+    in_use = int(hier["level"]) if "level" in hier else None
     by_level: dict[int, list[dict]] = {}
     named = None
     if levels is not None:
-        by_level = name_levels_of_run(run, levels, labels >= 0, encoder=encoder, vocabulary=vocab,
-                                      level=int(hier["level"]) if "level" in hier else None)
-        named = names_of_level(labels, levels, int(hier["level"]) if "level" in hier else None, by_level)
+        by_level = name_levels_of_run(run, levels, labels >= 0, encoder=encoder, vocabulary=vocab, level=in_use)
+        named = names_of_level(labels, levels, in_use, by_level)
     if named is None:  # no levels, or a flat answer that is not one of them (named by itself)
         named = name_labels(run, [labels], encoder=encoder, vocabulary=vocab)[0]
-        if levels is not None and "level" in hier and 0 <= int(hier["level"]) < len(levels):
-            by_level[int(hier["level"])] = named
+        if levels is not None and in_use is not None and 0 <= in_use < len(levels):
+            by_level[in_use] = named
     if write:
         method = named[0]["method"] if named else None
         with run.writing("naming"):
