@@ -57,6 +57,19 @@ def _wav_bytes(samples: np.ndarray, rate: int = 8000) -> bytes:
     return buf.getvalue()
 
 
+def audio_model_run(tmp_path: Path, clips: list[Path]) -> Path:
+    """``cluster --media audio --save-model`` of a folder holding ``clips``: the run folder."""
+    from mediacluster.cli import main
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for p in clips:
+        (d / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "run"
+    assert main(["cluster", str(d), "--out", str(out), "--media", "audio", "--save-model", "--quiet"]) == 0
+    return out
+
+
 def make_broken(folder: Path) -> dict[str, str]:
     """The broken files of the issue; returns file name -> expected SkipItem kind."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -399,16 +412,10 @@ def test_service_answers_audio_uploads_like_assign(tmp_path, fsdd_two_speakers):
     from test_serve import Server
 
     from mediacluster import load
-    from mediacluster.cli import main
     from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
 
-    d = tmp_path / "in"
-    d.mkdir()
-    for p in fsdd_two_speakers[::5]:  # 40 real clips
-        (d / p.name).write_bytes(p.read_bytes())
-    out = tmp_path / "run"
-    assert main(["cluster", str(d), "--out", str(out), "--media", "audio", "--save-model", "--quiet"]) == 0
+    out = audio_model_run(tmp_path, fsdd_two_speakers[::5])  # 40 real clips
     new = fsdd_two_speakers[1::5][:3]  # clips the model has not seen
     (tmp_path / "new").mkdir()
     for p in new:
@@ -487,14 +494,7 @@ def test_a_ready_audio_service_has_run_its_encoder(tmp_path, fsdd_two_speakers):
     import subprocess
     import sys
 
-    from mediacluster.cli import main
-
-    d = tmp_path / "in"
-    d.mkdir()
-    for p in fsdd_two_speakers[::10]:  # 20 real clips
-        (d / p.name).write_bytes(p.read_bytes())
-    out = tmp_path / "run"
-    assert main(["cluster", str(d), "--out", str(out), "--media", "audio", "--save-model", "--quiet"]) == 0
+    out = audio_model_run(tmp_path, fsdd_two_speakers[::10])  # 20 real clips
     code = (
         "import sys, time\n"
         "from mediacluster.serve.model import ModelHolder, answer_images\n"
