@@ -43,7 +43,7 @@ def content_keys(paths: list[str | None], tag) -> list[str | None]:
 
     todo = [i for i, p in enumerate(paths) if p]
     try:
-        with EmbeddingStore() as store:
+        with EmbeddingStore(timeout=10.0) as store:  # busy with a long write: hash the files instead
             hashes, _ = store.hash_files([os.fspath(paths[i]) for i in todo],
                                          workers=max(4, min(8, os.cpu_count() or 1)))
     except (MediaclusterError, OSError, sqlite3.Error) as e:  # no usable cache: read every file
