@@ -13,7 +13,7 @@ How a pair of items becomes a duplicate link (each step only sees pairs the step
 
 Audio clips (``media="audio"``): exact copies by their bytes; then each clip's ``n_neighbors``
 nearest embeddings with cosine >= ``semantic_threshold`` are candidates, confirmed by the
-**fingerprint** check (``fingerprint.AudioVerifier``: log-mel sequences correlated over time
+**fingerprint** check (``fingerprint.AudioVerifier``: log spectrograms correlated over time
 offsets, ``audio_min_ncc``): re-encoded, resampled, trimmed, louder, noisier or stereo copies.
 There is no perceptual hash, and with the files at hand the vectors alone never decide (no
 ``semantic_only_threshold`` fallback: other takes of the same word are as close as a copy;
@@ -99,7 +99,7 @@ class DuplicateFinder(BaseEstimator):
     n_neighbors : nearest neighbours per item searched for semantic candidates.
     verify : check semantic candidates geometrically when the files are given.
     min_inliers : keypoint matches consistent with one similarity transform (geometric check).
-    audio_min_ncc : smallest correlation of two clips' aligned log-mel sequences (fingerprint
+    audio_min_ncc : smallest correlation of two clips' aligned log spectrograms (fingerprint
         check, ``fingerprint.AudioCheck``; audio only).
     max_diameter : largest normalised distance between two members of one group (1 = one
         link threshold; see ``grouping``).
@@ -137,7 +137,7 @@ class DuplicateFinder(BaseEstimator):
                  semantic_only_threshold: float | None = 0.97, n_neighbors: int = 10,
                  verify: bool = True, min_inliers: int = 15, max_diameter: float = 2.0,
                  workers: int | None = None, progress: bool = False, media: str = "image",
-                 audio_min_ncc: float = 0.97):
+                 audio_min_ncc: float = 0.96):
         self.hash = hash
         self.hash_size = hash_size
         self.hash_radius = hash_radius

@@ -5,20 +5,23 @@ but so do other takes of the same word: benchmarks/RESULTS.md, "End to end: an a
 collection"); this check decides, as the geometric check does for images (``verify``).
 
 Each clip is decoded by the package's loader (``ingest.audio.load_audio``: mono, resampled) at
-``AudioCheck.sr`` and turned into a **log-mel sequence** (librosa: ``n_mels`` bands, one frame
-every ``hop`` samples) in dB below the clip's loudest bin, floored at ``floor_db``: a gain
-change does not move it, a resampled, re-encoded (Ogg, MP3), stereo or slightly noisy copy
-moves it little, and the floor hides the noise in the silences. Two sequences are compared by
-**normalised cross-correlation over every time offset** (FFT, one pass per pair) where the two
-overlap by at least ``min_overlap`` of the shorter one, so a copy trimmed or padded at either
-end is aligned with its original. The best correlation decides: a copy of the same recording
-scores ~0.95-1.0, another take of the same word by the same speaker (same timbre, same
-formants, but its own timing and pitch contour) rarely above ~0.9. Thresholds and the
+``AudioCheck.sr`` and turned into a **log-power spectrogram** (librosa STFT: a 64 ms window
+every 10 ms, the 60-3000 Hz bins, 15.6 Hz apart, so a voice's harmonics are resolved) in dB
+below the clip's loudest bin, floored at ``floor_db``: a gain change does not move it, a
+resampled, re-encoded (Ogg, MP3), stereo or slightly noisy copy moves it little, and the floor
+hides the noise in the silences. Two spectrograms are compared by **normalised
+cross-correlation over every time offset** (FFT, one pass per pair) where the two overlap by at
+least ``min_overlap`` of the shorter one, so a copy trimmed or padded at either end is aligned
+with its original. The best correlation decides: a copy of the same recording scores ~0.96-1.0;
+another take of the same word by the same speaker (same voice, same formants, but its own
+timing and pitch, so its harmonics land elsewhere) rarely above ~0.94. Thresholds and the
 measurement behind them: benchmarks/audio_reposts.py (benchmarks/RESULTS.md, "Duplicates:
 audio reposts").
 
-Chromaprint (``fpcalc``, via pyacoustid) was measured and rejected: it is built for music of
-several seconds and gives no usable fingerprint for a one-second voice clip (see RESULTS).
+Measured and rejected there: mel bands (32-128; they blur the harmonics, which is where two
+takes differ: other takes reached 0.97-0.985 at 80 bands) and Chromaprint (``fpcalc``, via
+pyacoustid: built for music of several seconds, it gives an empty fingerprint for a one-second
+voice clip).
 """
 
 from __future__ import annotations
@@ -35,32 +38,34 @@ import numpy as np
 class AudioCheck:
     """Settings of the audio fingerprint check (defaults from benchmarks/audio_reposts.py)."""
 
-    min_ncc: float = 0.97        # best normalised cross-correlation of the two log-mel sequences
+    min_ncc: float = 0.96        # best normalised cross-correlation of the two log-spectrogram sequences
     min_overlap: float = 0.7     # aligned overlap / duration of the shorter clip
     sr: int = 8000               # clips are compared at this sample rate (speech band)
-    n_mels: int = 80             # mel bands
     hop: int = 80                # samples between frames (10 ms at 8 kHz)
     n_fft: int = 512             # window (64 ms at 8 kHz: the harmonics of a voice resolved)
-    fmax: float = 3000.0         # highest mel band edge (Hz)
+    fmin: float = 60.0           # lowest frequency bin kept (Hz)
+    fmax: float = 3000.0         # highest frequency bin kept (Hz): 157 bins of 15.6 Hz
     floor_db: float = 40.0       # bins more than this below the clip's loudest are set to the floor
     max_seconds: float = 300.0   # longer files are not fingerprinted (the pair stays unlinked)
 
 
 def fingerprint(wav: np.ndarray, check: AudioCheck = AudioCheck()) -> np.ndarray:
-    """The (n_mels, frames) float32 log-mel sequence of a mono waveform at ``check.sr``."""
+    """The (bins, frames) float32 log-power spectrogram of a mono waveform at ``check.sr``, in dB
+    below its loudest bin, floored at ``-check.floor_db``."""
     import librosa  # lazy: only audio needs it
 
     wav = np.asarray(wav, np.float32)
     if len(wav) < check.n_fft:
         wav = np.pad(wav, (0, check.n_fft - len(wav)))
-    S = librosa.feature.melspectrogram(y=wav, sr=check.sr, n_fft=check.n_fft, hop_length=check.hop,
-                                       n_mels=check.n_mels, fmin=60.0, fmax=min(check.fmax, check.sr / 2), center=False)
+    S = np.abs(librosa.stft(wav, n_fft=check.n_fft, hop_length=check.hop, center=False)) ** 2
+    f = librosa.fft_frequencies(sr=check.sr, n_fft=check.n_fft)
+    S = S[(f >= check.fmin) & (f <= check.fmax)]
     db = 10.0 * np.log10(np.maximum(S, 1e-12))
     return np.maximum(db - db.max(), -float(check.floor_db)).astype(np.float32)
 
 
 def best_alignment(a: np.ndarray, b: np.ndarray, min_overlap: float = 0.7) -> tuple[float, int, float]:
-    """``(ncc, offset, overlap)`` of the best time alignment of log-mel sequences ``a``, ``b``.
+    """``(ncc, offset, overlap)`` of the best time alignment of spectrograms ``a``, ``b`` (bins x frames).
 
     ``offset``: frames ``b`` starts after ``a`` (negative: before); ``overlap``: overlapping
     frames / frames of the shorter sequence. The correlation is taken over the overlap only,
@@ -105,14 +110,15 @@ class AudioVerifier:
     ``verify(a, b)`` takes two audio paths and returns ``(ok, info)`` like
     ``verify.GeometricVerifier``; ``info`` has the correlation, the offset (seconds) and the
     overlap. A file that cannot be decoded fails the check (the pair stays unlinked). Safe to
-    call from several threads. A cached fingerprint costs ``n_mels`` x 4 bytes per 10 ms
-    (~13 KB for a second of audio).
+    call from several threads. A cached fingerprint costs 157 bins x 2 bytes per 10 ms
+    (~31 KB for a second of audio); ``cache_bytes`` bounds them.
     """
 
-    def __init__(self, check: AudioCheck | None = None, cache_size: int = 4096):
+    def __init__(self, check: AudioCheck | None = None, cache_bytes: int = 256 * 2**20):
         self.check = check or AudioCheck()
-        self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
+        self._held = 0
         self._lock = threading.Lock()
 
     def _prepare(self, path: str) -> np.ndarray | None:
@@ -123,9 +129,11 @@ class AudioVerifier:
             wav, _ = load_audio(path, sr=self.check.sr, max_seconds=self.check.max_seconds)
         except SkipItem:
             return None
-        return fingerprint(wav, self.check)
+        return fingerprint(wav, self.check).astype(np.float16)  # dB to 0.03 at worst: half the memory
 
     def prepared(self, path: str | os.PathLike) -> np.ndarray | None:
+        """The fingerprint of ``path`` (float16), None when it cannot be decoded; the most recent
+        ones are kept up to ``cache_bytes``."""
         path = os.fspath(path)
         with self._lock:
             if path in self._cache:
@@ -133,9 +141,12 @@ class AudioVerifier:
                 return self._cache[path]
         item = self._prepare(path)
         with self._lock:
-            self._cache[path] = item
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            if path not in self._cache:
+                self._cache[path] = item
+                self._held += 0 if item is None else item.nbytes
+            while self._held > self.cache_bytes and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._held -= 0 if old is None else old.nbytes
         return item
 
     def compare(self, A: np.ndarray, B: np.ndarray) -> tuple[bool, dict]:

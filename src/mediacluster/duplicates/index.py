@@ -10,7 +10,7 @@ exact (same bytes) > perceptual (hash within the radius, thumbnails agree) > geo
 is still readable) > semantic (cosine >= ``semantic_only_threshold``). An index of audio clips
 (``params["media"] == "audio"``) keeps no hashes or thumbnails: exact, then fingerprint (one of
 the ``n_neighbors`` nearest vectors with cosine >= ``semantic_threshold`` whose stored file's
-log-mel sequence the new clip's aligns with; ``fingerprint.AudioVerifier``).
+log spectrogram the new clip's aligns with; ``fingerprint.AudioVerifier``).
 
 ``save(folder)`` writes ``duplicates.json`` (parameters, ids, paths), ``duplicates.npz`` (the
 per-item arrays, no pickle) and ``vectors.faiss`` (the unit vectors as float16, a faiss
@@ -323,7 +323,7 @@ class DuplicateIndex:
         if self._verifier is None and self.media == "audio":
             from .fingerprint import AudioCheck, AudioVerifier
 
-            self._verifier = AudioVerifier(AudioCheck(min_ncc=float(p["audio_min_ncc"])), cache_size=256)
+            self._verifier = AudioVerifier(AudioCheck(min_ncc=float(p["audio_min_ncc"])), cache_bytes=32 * 2**20)
         if self._verifier is None:
             self._verifier = GeometricVerifier(GeometricCheck(min_inliers=p["min_inliers"]),
                                                PhotometricCheck(p["min_ncc"], p["max_chroma"], p["grey_chroma"]),
