@@ -222,8 +222,8 @@ def _mapped_npy(source):
 
 def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_groups: int, progress: bool,
                  root=None, note: str | None = None) -> dict:
-    """Write the table, ``dups.json`` (with ``note``: what the search could find, e.g. audio's
-    exact copies only) and the page; the summary."""
+    """Write the table, ``dups.json`` (with ``note``: what the search could find, e.g. what an
+    audio duplicate is) and the page; the summary."""
     from ..fileio import write_json, write_table
     from ..locations import Root, common_folder
 
