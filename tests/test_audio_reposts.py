@@ -114,7 +114,7 @@ def test_dedup_model_answers_duplicate_of_for_an_uploaded_repost(clips, tmp_path
     """``cluster --media audio --dedup --save-model``: the repost is grouped (fitted as one item
     with its original); the service answers ``duplicate_of`` for an uploaded repost of a training
     clip (resampled, noisy, stereo, padded) naming that clip, and none for an unseen take of a
-    digit and speaker the collection holds."""
+    digit and speaker the collection holds; ``assign`` answers the same."""
     from test_serve import Server
 
     from mediacluster.cli import main
@@ -127,7 +127,17 @@ def test_dedup_model_answers_duplicate_of_for_an_uploaded_repost(clips, tmp_path
     dups = RunDir.open(out).read_duplicates()
     grouped = sorted(Path(p).name for p in dups.loc[dups["duplicate_group"] >= 0, "id"])
     assert grouped == ["3_theo_0.wav", "repost_of_3_theo_0.ogg"], grouped
-    upload = resampled_noisy_stereo(clips["7_nicolas_2"], tmp_path / "voice_message.wav")
+    new = tmp_path / "new"
+    new.mkdir()
+    upload = resampled_noisy_stereo(clips["7_nicolas_2"], new / "voice_message.wav")
+    (new / clips[UNSEEN].name).write_bytes(clips[UNSEEN].read_bytes())
+    assert main(["assign", str(out), str(new), "--out", str(tmp_path / "a.csv"), "--quiet"]) == 0
+    import pandas as pd
+
+    a = pd.read_csv(tmp_path / "a.csv").assign(name=lambda t: [Path(str(i)).name for i in t["id"]]).set_index("name")
+    assert Path(a.loc["voice_message.wav", "duplicate_of"]).name == "7_nicolas_2.wav", a.to_dict()
+    assert a.loc["voice_message.wav", "duplicate_kind"] == "fingerprint"
+    assert pd.isna(a.loc[clips[UNSEEN].name, "duplicate_of"]), a.to_dict()
     s = Server(str(out), log=tmp_path / "serve.log")
     try:
         r = s.client.post("/v1/assign", files=[("files", (p.name, p.read_bytes()))
