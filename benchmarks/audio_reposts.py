@@ -220,8 +220,8 @@ def render(a: dict, w: dict, cp: dict | None, cmd: str, load: str, commit: str, 
               f"at {thr + 0.01:.3f}: {sum(int((x < thr + 0.01).sum()) for x in a['pos'].values())}).", "",
               f"Whole path on {w['items']:,} clips ({files:,} originals + {n_all} reposts): {w['verified']:,} "
               f"candidate pairs checked, {w['groups']} groups; originals grouped with another original: "
-              f"{w['originals_in_false_groups']} ({w['false_pairs']} pairs, {w['false_same_take']} of them the "
-              "same speaker and digit).", "",
+              f"{w['originals_in_false_groups']} (pairs of originals in one group: {w['false_pairs']}, of them the "
+              f"same speaker and digit: {w['false_same_take']}).", "",
               f"Cost: the duplicate search (`find_in_embeddings`, fingerprints included) {w['cpu']:.1f} CPU s "
               f"({w['wall']:.1f} s wall), **{1000 * w['cpu'] / w['items']:.1f} CPU ms per clip**; a fingerprint "
               f"{1000 * a['fp_cpu_per_clip']:.1f} CPU ms per clip (decode at 8 kHz + STFT), a pair comparison "
