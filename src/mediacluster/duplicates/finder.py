@@ -86,8 +86,6 @@ class DuplicateFinder(BaseEstimator):
 
     Parameters
     ----------
-    media : what ``paths`` are: "image" (hashes, thumbnails, keypoints) or "audio" (exact
-        copies, then vector candidates confirmed by the fingerprint check).
     hash : perceptual hash from ``imagehash`` ("phash", "dhash", "ahash", "whash").
     hash_size : hash side; the hash has ``hash_size ** 2`` bits.
     hash_radius : largest Hamming distance (bits) of a perceptual candidate pair.
@@ -97,7 +95,8 @@ class DuplicateFinder(BaseEstimator):
     semantic_only_threshold : smallest cosine accepted without images to check (vectors only,
         or ``verify=False``); None: never link on embeddings alone.
     n_neighbors : nearest neighbours per item searched for semantic candidates.
-    verify : check semantic candidates geometrically when the files are given.
+    verify : check semantic candidates geometrically (images) or by their fingerprints (audio)
+        when the files are given.
     min_inliers : keypoint matches consistent with one similarity transform (geometric check).
     audio_min_ncc : smallest correlation of two clips' aligned log spectrograms (fingerprint
         check, ``fingerprint.AudioCheck``; audio only).
@@ -105,6 +104,8 @@ class DuplicateFinder(BaseEstimator):
         link threshold; see ``grouping``).
     workers : threads for decoding and verification (default: ``embed.default_workers()``).
     progress : show progress bars (rate and ETA).
+    media : what ``paths`` are: "image" (hashes, thumbnails, keypoints) or "audio" (exact
+        copies, then vector candidates confirmed by the fingerprint check).
 
     Attributes (after ``fit``)
     --------------------------
@@ -114,13 +115,13 @@ class DuplicateFinder(BaseEstimator):
     duplicate_of_ : (n,) the representative for the other members of a group, else -1.
     link_kind_, link_distance_ : (n,) how each member is linked to its group (the link to the
         representative when there is one, else its closest link inside the group); kinds as in
-        ``KINDS`` (-1: none); distance in bits (perceptual), 1 - cosine (geometric, semantic),
+        ``KINDS`` (-1: none); distance in bits (perceptual), 1 - cosine (geometric, semantic, fingerprint),
         0 (exact).
     group_diameter_ : (n_groups,) normalised diameter of each group.
     links_ : structured array (i, j, kind, distance) of every accepted link (a candidate pair
         whose items were already connected is not verified, so not every duplicate pair is a
         link; groups are what counts).
-    n_verified_ : candidate pairs checked geometrically.
+    n_verified_ : candidate pairs checked geometrically (images) or by fingerprint (audio).
     skipped_ : {index: reason} for files that could not be decoded (they can still be exact
         duplicates, never perceptual or geometric ones).
     signatures_ : the ``hashing.Signatures`` used (None without images).
