@@ -117,6 +117,26 @@ def load(cls, path, pipeline_params):
     return pipe
 
 
+def write_items(folder, pipe, items: dict | None) -> None:
+    """The ids / paths of the model's reference items into its folder (``model_items``):
+    ``items`` ``{"ids", "paths", "root"}`` are per fitted row and taken at ``ref_index_``; None
+    writes a loaded model's own again (re-saved with their paths where they are now), or
+    nothing for a model without them."""
+    from .model_items import save_items
+
+    ri = pipe.predictor_.ref_index_
+    if items is None:
+        own = pipe.model_items()
+        if own is not None:
+            save_items(folder, own.ids, own.paths, own.root)
+        return
+    ids, paths = items["ids"], items.get("paths")
+    if len(ids) != len(pipe.labels_) or (paths is not None and len(paths) != len(ids)):
+        raise ValueError(f"items: {len(ids)} ids and {None if paths is None else len(paths)} paths for "
+                         f"{len(pipe.labels_)} fitted rows")
+    save_items(folder, [ids[i] for i in ri], None if paths is None else [paths[i] for i in ri], items.get("root"))
+
+
 def stage_json(stage):
     """A stage as ``{"class", "params"}`` (None for none); only registered stages with
     JSON-able parameters can be saved."""

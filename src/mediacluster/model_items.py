@@ -1,0 +1,104 @@
+"""The ids and paths of a model's searchable items: ``items.json`` in a model folder.
+
+``Pipeline.similar`` answers the fitted items nearest to a new one; the search runs over the
+predictor's reference items (``NeighbourPredictor.ref_index_``), so a model saved from a run
+(``cluster --save-model``, the studio's publish, ``tune`` on a run) keeps the id and path of
+each reference item, in reference order, to name them. A model fitted on bare vectors has no
+such file and answers rows of its fitted items only.
+
+The file is plain JSON (``{"format", "n", "ids", "paths", "root", "root_from_store"}``), kept
+beside model.json and arrays.npz rather than inside them: it is read only when ``similar`` is
+first called (``assign`` without ``--similar`` and ``/v1/assign`` never pay for it), and its
+size is bounded by the reference set (at most ``reference_size`` items; a run fitted on a
+sample keeps the sample's). Paths follow the one rule of stored item paths
+(``mediacluster.locations``): relative to the collection root, which is recorded as it was and
+relative to the model folder, and found again on load (a given root, the recorded one, or the
+one at the same place relative to the model). Measured sizes and load times are in
+benchmarks/RESULTS.md, "More like this".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelFormatError
+from .fileio import path_from_text, path_to_text
+from .locations import Root, check_given, common_folder, find, under
+
+ITEMS_JSON = "items.json"
+FORMAT = "mediacluster.model-items/1"
+
+
+@dataclass(frozen=True)
+class ModelItems:
+    """Per reference item (position ``p`` in ``ref_index_``): ``ids[p]`` and ``paths[p]``
+    (absolute, resolved against ``root``; None without paths)."""
+
+    ids: list[str]
+    paths: list[str | None] | None
+    root: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def save_items(folder: str | os.PathLike, ids, paths=None, root: str | os.PathLike | None = None) -> Path:
+    """Write ``items.json`` into the model ``folder``: ``ids`` / ``paths`` of the reference
+    items in reference order; ``root``: the collection root the paths are stored relative to
+    (default, or when a path lies outside it: their common folder)."""
+    from .fileio import json_text, write_text
+
+    folder = Path(folder)
+    ids = [path_to_text(str(i), force=True) for i in ids]
+    stored, where = None, {}
+    if paths is not None and any(p is not None for p in paths):
+        full = [None if p is None else os.path.abspath(os.fspath(p)) for p in paths]
+        top = os.path.abspath(os.fspath(root)) if root is not None else None
+        if top is None or not all(under(p, top) for p in full if p is not None):
+            top = common_folder(full)
+        loc = Root(path=top, recorded=top)
+        stored = [None if p is None else path_to_text(p, force=True) for p in loc.store_all(full)]
+        rec = loc.record(folder)
+        where = {"root": rec.get("root"), "root_from_store": rec.get("root_from_store")}
+    if len(stored or ids) != len(ids):
+        raise ValueError(f"{len(ids)} ids but {len(stored)} paths")
+    path = folder / ITEMS_JSON
+    # one line: a million ids and paths indented would add megabytes of blanks
+    write_text(path, json_text({"format": FORMAT, "n": len(ids), "ids": ids, "paths": stored, **where},
+                               indent=None) + "\n")
+    return path
+
+
+def read_items(folder: str | os.PathLike, n: int, root: str | os.PathLike | None = None) -> ModelItems | None:
+    """The model folder's ``items.json`` (checked: ``n`` entries, one per reference item), its
+    paths made absolute against the collection root found now (``root``: the one given); None
+    when the model has none (a model fitted on bare vectors, or saved before they were kept)."""
+    check_given(root)
+    path = Path(folder) / ITEMS_JSON
+    if not path.exists():
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{path}: cannot read the model's item ids: {e}") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        raise ModelFormatError(f"{path}: format {fmt!r}, expected {FORMAT!r}")
+    ids, paths = doc.get("ids"), doc.get("paths")
+    if not isinstance(ids, list) or len(ids) != n or doc.get("n") != n or not all(isinstance(x, str) for x in ids):
+        raise ModelFormatError(f"{path}: ids must be {n} strings, one per reference item of the model "
+                               f"(found {len(ids) if isinstance(ids, list) else type(ids).__name__})")
+    if paths is None:
+        return ModelItems([path_from_text(x) for x in ids], None, None)
+    if not isinstance(paths, list) or len(paths) != n or not all(p is None or isinstance(p, str) for p in paths):
+        raise ModelFormatError(f"{path}: paths must be null or one string (or null) per id ({n})")
+    for key in ("root", "root_from_store"):
+        if not isinstance(doc.get(key), str):
+            raise ModelFormatError(f"{path}: {key!r} must be a string when paths are stored")
+    loc = find(doc["root"], doc["root_from_store"], folder, given=root)
+    rel = [None if p is None else path_from_text(p) for p in paths]
+    return ModelItems([path_from_text(x) for x in ids], loc.resolve_all(rel), loc.path)
