@@ -55,14 +55,15 @@ def save_items(folder: str | os.PathLike, ids, paths=None, root: str | os.PathLi
     ids = [path_to_text(str(i), force=True) for i in ids]
     stored, where = None, {}
     if paths is not None and any(p is not None for p in paths):
-        full = [None if p is None else os.path.abspath(os.fspath(p)) for p in paths]
+        full = [None if p is None else os.fspath(p) for p in paths]  # text that is no absolute path stays
         top = os.path.abspath(os.fspath(root)) if root is not None else None
-        if top is None or not all(under(p, top) for p in full if p is not None):
+        if top is None or not all(under(p, top) for p in full if p is not None and os.path.isabs(p)):
             top = common_folder(full)
         loc = Root(path=top, recorded=top)
         stored = [None if p is None else path_to_text(p, force=True) for p in loc.store_all(full)]
         rec = loc.record(folder)
-        where = {"root": rec.get("root"), "root_from_store": rec.get("root_from_store")}
+        if rec:
+            where = {"root": rec["root"], "root_from_store": rec["root_from_store"]}
     if len(stored or ids) != len(ids):
         raise ValueError(f"{len(ids)} ids but {len(stored)} paths")
     path = folder / ITEMS_JSON
@@ -96,9 +97,11 @@ def read_items(folder: str | os.PathLike, n: int, root: str | os.PathLike | None
         return ModelItems([path_from_text(x) for x in ids], None, None)
     if not isinstance(paths, list) or len(paths) != n or not all(p is None or isinstance(p, str) for p in paths):
         raise ModelFormatError(f"{path}: paths must be null or one string (or null) per id ({n})")
+    rel = [None if p is None else path_from_text(p) for p in paths]
+    if doc.get("root") is None and doc.get("root_from_store") is None:  # no absolute path among them
+        return ModelItems([path_from_text(x) for x in ids], rel, None)
     for key in ("root", "root_from_store"):
         if not isinstance(doc.get(key), str):
             raise ModelFormatError(f"{path}: {key!r} must be a string when paths are stored")
     loc = find(doc["root"], doc["root_from_store"], folder, given=root)
-    rel = [None if p is None else path_from_text(p) for p in paths]
     return ModelItems([path_from_text(x) for x in ids], loc.resolve_all(rel), loc.path)

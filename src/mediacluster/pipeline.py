@@ -784,7 +784,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         check_is_fitted(self, "predictor_")
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ParameterError(f"k must be a whole number >= 1, got {k!r}", "k")
-        lv = self._level_of(level)
+        lv = self.level_index(level)
         det = self.predict_details(X) if details is None else details
         X = as_vectors(X)
         X = X[None, :] if X.ndim == 1 else X
@@ -818,7 +818,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
             out["paths"] = None if items.paths is None else [[items.paths[p] for p in r[r >= 0]] for r in pos]
         return out
 
-    def _level_of(self, level) -> int | None:
+    def level_index(self, level) -> int | None:
         """``level`` checked against the fitted tree (None: the level in use; None for a flat
         model, whose only level is 0)."""
         levels = getattr(self, "levels_", None)
