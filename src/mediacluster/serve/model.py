@@ -207,7 +207,7 @@ def answer_images(encoder, items: list[tuple]) -> list:
     answer dict, or the exception that refuses it (``SkipItem`` for an unusable upload)."""
     out: list = [None] * len(items)
     ok, crops = [], []
-    for i, (_, data, name, *_ask) in enumerate(items):
+    for i, (_, data, name, *_rest) in enumerate(items):
         try:
             crops.append(encoder.prepare_bytes(data, name or ""))
             ok.append(i)
