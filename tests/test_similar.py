@@ -126,6 +126,18 @@ def test_ids_and_paths_survive_save_load_and_a_moved_collection(model, cifar3_em
     assert r["paths"] == [[str(moved / Path(cifar3_embeddings.paths[i]).relative_to(root))] for i in range(3)]
 
 
+def test_items_file_keeps_names_that_are_not_utf8(tmp_path):
+    from mediacluster.model_items import read_items, save_items
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    names = [str(root / "caf\udce9.jpg"), str(root / "a\\b.jpg"), str(root / "plain.jpg")]
+    save_items(tmp_path, [n + "#id" for n in names], names, root)
+    got = read_items(tmp_path, 3)
+    assert got.paths == names and got.ids == [n + "#id" for n in names] and got.root == str(root)
+    assert json.loads((tmp_path / "items.json").read_text())["escaped"] == [0]
+
+
 def test_old_model_without_ids_answers_rows(old_model, model, cifar3_embeddings):
     old = Pipeline.load(old_model)
     X = cifar3_embeddings.vectors[:10]

@@ -6,7 +6,9 @@ predictor's reference items (``NeighbourPredictor.ref_index_``), so a model save
 each reference item, in reference order, to name them. A model fitted on bare vectors has no
 such file and answers rows of its fitted items only.
 
-The file is plain JSON (``{"format", "n", "ids", "paths", "root", "root_from_store"}``), kept
+The file is plain JSON (``{"format", "n", "ids", "paths", "escaped", "root", "root_from_store"}``;
+names that are not valid UTF-8 in the escaped text form of ``fileio.path_to_text``, their rows
+in ``escaped``), kept
 beside model.json and arrays.npz rather than inside them: it is read only when ``similar`` is
 first called (``assign`` without ``--similar`` and ``/v1/assign`` never pay for it), and its
 size is bounded by the reference set (at most ``reference_size`` items; a run fitted on a
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelFormatError
-from .fileio import path_from_text, path_to_text
+from .fileio import needs_escape, path_from_text, path_to_text
 from .locations import Root, check_given, common_folder, find, under
 
 ITEMS_JSON = "items.json"
@@ -52,7 +54,7 @@ def save_items(folder: str | os.PathLike, ids, paths=None, root: str | os.PathLi
     from .fileio import json_text, write_text
 
     folder = Path(folder)
-    ids = [path_to_text(str(i), force=True) for i in ids]
+    ids = [str(i) for i in ids]
     stored, where = None, {}
     if paths is not None and any(p is not None for p in paths):
         full = [None if p is None else os.fspath(p) for p in paths]  # text that is no absolute path stays
@@ -60,16 +62,24 @@ def save_items(folder: str | os.PathLike, ids, paths=None, root: str | os.PathLi
         if top is None or not all(under(p, top) for p in full if p is not None and os.path.isabs(p)):
             top = common_folder(full)
         loc = Root(path=top, recorded=top)
-        stored = [None if p is None else path_to_text(p, force=True) for p in loc.store_all(full)]
+        stored = loc.store_all(full)
         rec = loc.record(folder)
         if rec:
             where = {"root": rec["root"], "root_from_store": rec["root_from_store"]}
     if len(stored or ids) != len(ids):
         raise ValueError(f"{len(ids)} ids but {len(stored)} paths")
+    # names that are not valid UTF-8 in escaped form, their rows listed: the others are kept as
+    # they are (escaping a million names one character at a time cost 4 s)
+    escaped = [i for i in range(len(ids)) if needs_escape(ids[i])
+               or (stored is not None and stored[i] is not None and needs_escape(stored[i]))]
+    for i in escaped:
+        ids[i] = path_to_text(ids[i], force=True)
+        if stored is not None and stored[i] is not None:
+            stored[i] = path_to_text(stored[i], force=True)
     path = folder / ITEMS_JSON
     # one line: a million ids and paths indented would add megabytes of blanks
-    write_text(path, json_text({"format": FORMAT, "n": len(ids), "ids": ids, "paths": stored, **where},
-                               indent=None) + "\n")
+    write_text(path, json_text({"format": FORMAT, "n": len(ids), "ids": ids, "paths": stored, "escaped": escaped,
+                                **where}, indent=None) + "\n")
     return path
 
 
@@ -89,19 +99,23 @@ def read_items(folder: str | os.PathLike, n: int, root: str | os.PathLike | None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         fmt = doc.get("format") if isinstance(doc, dict) else None
         raise ModelFormatError(f"{path}: format {fmt!r}, expected {FORMAT!r}")
-    ids, paths = doc.get("ids"), doc.get("paths")
+    ids, paths, escaped = doc.get("ids"), doc.get("paths"), doc.get("escaped", [])
     if not isinstance(ids, list) or len(ids) != n or doc.get("n") != n or not all(isinstance(x, str) for x in ids):
         raise ModelFormatError(f"{path}: ids must be {n} strings, one per reference item of the model "
                                f"(found {len(ids) if isinstance(ids, list) else type(ids).__name__})")
-    if paths is None:
-        return ModelItems([path_from_text(x) for x in ids], None, None)
-    if not isinstance(paths, list) or len(paths) != n or not all(p is None or isinstance(p, str) for p in paths):
+    if paths is not None and (not isinstance(paths, list) or len(paths) != n
+                              or not all(p is None or isinstance(p, str) for p in paths)):
         raise ModelFormatError(f"{path}: paths must be null or one string (or null) per id ({n})")
-    rel = [None if p is None else path_from_text(p) for p in paths]
-    if doc.get("root") is None and doc.get("root_from_store") is None:  # no absolute path among them
-        return ModelItems([path_from_text(x) for x in ids], rel, None)
+    if not isinstance(escaped, list) or not all(isinstance(i, int) and 0 <= i < n for i in escaped):
+        raise ModelFormatError(f"{path}: escaped must list rows 0..{n - 1}")
+    for i in escaped:
+        ids[i] = path_from_text(ids[i])
+        if paths is not None and paths[i] is not None:
+            paths[i] = path_from_text(paths[i])
+    if paths is None or (doc.get("root") is None and doc.get("root_from_store") is None):
+        return ModelItems(ids, paths, None)  # no paths, or no absolute path among them
     for key in ("root", "root_from_store"):
         if not isinstance(doc.get(key), str):
             raise ModelFormatError(f"{path}: {key!r} must be a string when paths are stored")
     loc = find(doc["root"], doc["root_from_store"], folder, given=root)
-    return ModelItems([path_from_text(x) for x in ids], loc.resolve_all(rel), loc.path)
+    return ModelItems(ids, loc.resolve_all(paths), loc.path)
