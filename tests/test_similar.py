@@ -219,3 +219,22 @@ def test_cli_assign_similar(run_dir, cifar3_dir, cifar3_embeddings, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mediacluster", "assign", str(run_dir), str(imgs[0]),
                           "--similar", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--similar" in bad.stderr
+
+
+def test_a_run_fitted_on_a_sample_keeps_the_sample_ids(cifar3_embeddings, tmp_path):
+    """The streamed path fits a sample: the model's items are the sampled rows, named by their
+    own ids (row i of the model is not row i of the collection)."""
+    from mediacluster.workflow import cluster_folder
+
+    X = cifar3_embeddings.vectors
+    np.save(tmp_path / "v.npy", X)
+    res = cluster_folder(tmp_path / "v.npy", tmp_path / "out", save_model=True, fit_sample=120, batch_rows=100,
+                         pipeline=Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 8}),
+                                           clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 3}),
+                                           reference_dims=64), progress=False)
+    model = Pipeline.load(res.out)
+    ids = model.model_items().ids
+    assert len(ids) == 120 and ids != [str(i) for i in range(120)]
+    rows = [int(i) for i in ids[::10]]
+    r = model.similar(X[rows], k=2)
+    assert [n[0] for n in r["ids"]] == [str(i) for i in rows]
