@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from ..errors import ModelFormatError, ParameterError
 from ..fileio import json_text, text_series, write_table
 from ..ingest import collect, join_files
 from ..ingest.sources import MEDIA_EXTENSIONS
+from ..model_items import neighbour_records
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from . import add_collection_root, printable
@@ -153,13 +153,11 @@ def run(args) -> int:
         df["duplicate_kind"] = [m.kind if m else None for m in matches]
         df["duplicate_distance"] = [m.distance if m else None for m in matches]
     if args.similar:  # "more like this": the items nearest to each new one (same details, same cluster)
-        from ..serve.model import similar_rows
-
         sim = model.similar(X, k=args.similar, same_cluster=args.same_cluster, details=res,
                             collection_root=args.collection_root)
-        near = similar_rows(SimpleNamespace(names=names, level_names=by_level), sim)
+        near = neighbour_records(sim, names if sim["level"] is None else by_level.get(sim["level"], {}))
         df["similar"] = [json_text([{k: n[k] for k in ("id", "path", "row", "similarity", "cluster", "name")}
-                                    for n in r["neighbours"]], indent=None) for r in near]
+                                    for n in r], indent=None) for r in near]
     if args.out:
         write_table(args.out, df)
         print(f"wrote {len(df)} assignments to {printable(args.out)}")

@@ -30,8 +30,8 @@ import numpy as np
 from .. import persist
 from ..duplicates.index import read_from_model
 from ..errors import MediaclusterError, ModelFormatError, ParameterError
-from ..fileio import path_to_text
 from ..ingest import SkipItem
+from ..model_items import neighbour_records
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from .batcher import MicroBatcher
@@ -176,26 +176,12 @@ def answer_rows(served: Served, det: dict, filenames: list[str | None]) -> list[
 
 
 def similar_rows(served: Served, sim: dict) -> list[dict]:
-    """``Pipeline.similar``'s arrays as, per item, ``level``, ``level_cluster`` and
-    ``neighbours`` (``{row, id, path, similarity, distance, cluster, name}``, nearest first;
-    ``id`` / ``path`` null for a model without its items' ids)."""
+    """``Pipeline.similar``'s arrays as, per item, ``level``, ``level_cluster`` /
+    ``level_name`` and ``neighbours`` (``model_items.neighbour_records``), named at the level."""
     lv = sim["level"]
     names = served.names if lv is None else served.level_names.get(lv, {})
-    rows, cl = sim["rows"], sim["clusters"]
-    dist, simi = sim["distances"], sim["similarities"]
-    ids, paths = sim["ids"], sim["paths"]
-    out = []
-    for i in range(len(rows)):
-        near = []
-        for j in np.flatnonzero(rows[i] >= 0):
-            c = int(cl[i, j])
-            near.append({"row": int(rows[i, j]), "id": None if ids is None else path_to_text(ids[i][j]),
-                         "path": None if paths is None or paths[i][j] is None else path_to_text(paths[i][j]),
-                         "similarity": None if not np.isfinite(simi[i, j]) else round(float(simi[i, j]), 6),
-                         "distance": round(float(dist[i, j]), 6), "cluster": c, "name": names.get(c)})
-        qc = int(sim["cluster"][i])
-        out.append({"level": lv, "level_cluster": qc, "level_name": names.get(qc), "neighbours": near})
-    return out
+    return [{"level": lv, "level_cluster": int(qc), "level_name": names.get(int(qc)), "neighbours": near}
+            for qc, near in zip(sim["cluster"], neighbour_records(sim, names))]
 
 
 def answer_images(encoder, items: list[tuple]) -> list:
