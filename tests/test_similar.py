@@ -192,6 +192,36 @@ def test_http_similar_vectors_images_errors_and_metrics(server, model, cifar3_em
     assert "/v1/similar" in c.get("/openapi.json").json()["paths"]
 
 
+def test_http_similar_follows_a_new_model_version(run_dir, cifar3_embeddings, tmp_path):
+    """A version published while the service runs (the file watch) answers /v1/similar from then
+    on, with its own clusters and its own ids; each answer names the version that gave it."""
+    from test_serve import wait_for_version
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    s = Server(str(run), "--poll", "0.2", log=tmp_path / "server.log")
+    try:
+        X = cifar3_embeddings.vectors[[0, 120]]
+        first = s.client.post("/v1/similar?k=2", json={"vectors": X.tolist()}).json()
+        assert first["model"]["version"] == "v0001" and first["items"][0]["level"] is not None
+        flat = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 8}),
+                        clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 2}),
+                        reference_dims=64).fit(cifar3_embeddings.vectors)
+        flat.publish(run / "models", metadata={"encoder": "efficientnet-lite0"}, source="test",
+                     items={"ids": [f"new-{i}" for i in range(300)], "paths": None})
+        wait_for_version(s, "v0002")
+        r = s.client.post("/v1/similar?k=2&same_cluster=true", json={"vectors": X.tolist()})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["model"]["version"] == "v0002"
+        for it, row in zip(doc["items"], [0, 120]):
+            assert it["level"] is None and it["level_cluster"] == flat.cluster_[row]
+            assert it["neighbours"][0]["id"] == f"new-{row}" and it["neighbours"][0]["path"] is None
+            assert {n["cluster"] for n in it["neighbours"]} == {it["cluster"]}
+    finally:
+        s.stop()
+
+
 def test_http_old_model_answers_rows(old_model, cifar3_embeddings, tmp_path):
     s = Server(str(old_model), log=tmp_path / "server.log")
     try:
