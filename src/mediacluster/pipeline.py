@@ -763,7 +763,9 @@ class Pipeline(ClusterMixin, BaseEstimator):
         over the reference items, for a cosine model the L2-normalised vectors projected on
         ``reference_dims`` principal axes; recall against exact cosine search over the full
         vectors is measured in benchmarks/RESULTS.md, "More like this"). Only reference items
-        are found: all distinct fitted items unless ``reference_size`` keeps a sample.
+        are found: all distinct fitted items unless ``reference_size`` keeps a sample (exact
+        copies of a row are one item, found by the first of them); ``k`` is at most their
+        number.
 
         ``same_cluster``: only items of the new item's cluster at ``level`` (its ``cluster``
         as ``predict_details`` answers it: noise assigned to its nearest cluster; an item in no
