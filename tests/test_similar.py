@@ -176,6 +176,9 @@ def test_http_similar_vectors_images_errors_and_metrics(server, model, cifar3_em
         bad = c.post(f"/v1/similar?{q}", json={"vectors": X[:1].tolist()})
         assert bad.status_code == code, (q, bad.text)
         assert word in bad.json()["error"]["message"], bad.text
+    # the parameters sent in the body instead: the answer says where they go
+    bad = c.post("/v1/similar", json={"vectors": X[:1].tolist(), "k": 3})
+    assert bad.status_code == 400 and "query parameters of /v1/similar" in bad.text, bad.text
     # an uploaded image (the micro-batcher): its own file comes first
     img = sorted((cifar3_dir / "frog").glob("*.jpg"))[0]
     r = c.post("/v1/similar?k=3", files=upload([img]))

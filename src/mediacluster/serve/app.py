@@ -179,6 +179,13 @@ def _depth(x) -> int:
     return depth
 
 
+def _query_hint(keys) -> str:
+    """What to say when a request puts /v1/similar's parameters in its body."""
+    asked = [k for k in keys if k in ("k", "same_cluster", "level")]
+    return (f" ({', '.join(asked)}: query parameters of /v1/similar, e.g. /v1/similar?k=10&same_cluster=true)"
+            if asked else "")
+
+
 def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
     if not body:
         raise ApiError(400, "empty_batch", "the request body is empty; send {\"vectors\": [[...], ...]}")
@@ -198,8 +205,9 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
     if not isinstance(doc, dict) or "vectors" not in doc:
         raise ApiError(400, "invalid_request", "expected a JSON object {\"vectors\": [[...], ...]}")
     if set(doc) - {"vectors"}:
-        raise ApiError(400, "invalid_request", f"unexpected keys {sorted(set(doc) - {'vectors'})}; "
-                       "only 'vectors' is read")
+        extra = sorted(set(doc) - {"vectors"})
+        raise ApiError(400, "invalid_request", f"unexpected keys {extra}; only 'vectors' is read"
+                       + _query_hint(extra))
     rows = doc["vectors"]
     if not isinstance(rows, list):
         raise ApiError(400, "invalid_request", "'vectors' must be a list of lists of numbers")
@@ -329,7 +337,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 uploads = form.getlist("files")
                 if others:
                     raise ApiError(400, "invalid_request", f"unexpected form fields {others}; send the "
-                                   f"{_files_of(served)} as 'files' (repeat the field for several)")
+                                   f"{_files_of(served)} as 'files' (repeat the field for several)"
+                                   + _query_hint(others))
                 files = [u for u in uploads if hasattr(u, "read")]
                 if len(files) != len(uploads):
                     raise ApiError(400, "invalid_request", "'files' must be file uploads, not text fields")
