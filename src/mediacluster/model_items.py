@@ -26,8 +26,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ModelFormatError
-from .fileio import needs_escape, path_from_text, path_to_text
+from .fileio import json_text, needs_escape, path_from_text, path_to_text, write_text
 from .locations import Root, check_given, common_folder, find, under
 
 ITEMS_JSON = "items.json"
@@ -51,8 +53,6 @@ def save_items(folder: str | os.PathLike, ids, paths=None, root: str | os.PathLi
     """Write ``items.json`` into the model ``folder``: ``ids`` / ``paths`` of the reference
     items in reference order; ``root``: the collection root the paths are stored relative to
     (default, or when a path lies outside it: their common folder)."""
-    from .fileio import json_text, write_text
-
     folder = Path(folder)
     ids = [str(i) for i in ids]
     stored, where = None, {}
@@ -127,8 +127,6 @@ def neighbour_records(sim: dict, names: dict[int, str] | None = None) -> list[li
     ``id`` / ``path`` None for a model without its items' ids, ``similarity`` None for a model
     that is not cosine; ``names``: cluster id -> name at the answer's level). The one rendering
     of the service's ``neighbours`` and ``assign --similar``'s column."""
-    import numpy as np
-
     names = names or {}
     rows, cl = sim["rows"], sim["clusters"]
     dist, simi = sim["distances"], sim["similarities"]

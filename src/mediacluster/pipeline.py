@@ -41,6 +41,7 @@ from . import persist, pipeline_model
 from .copies import distinct_rows, merge_duplicates
 from .data import NOISE, OUTLIER, as_vectors, status_of
 from .errors import InputError, LevelRangeError, ParameterError
+from .model_items import read_items
 from .predictor import NeighbourPredictor
 from .stages import registry
 from .stages.cluster import knn_vote, single_blas_thread
@@ -849,8 +850,6 @@ class Pipeline(ClusterMixin, BaseEstimator):
         key = None if collection_root is None else os.fspath(collection_root)
         cached = getattr(self, "_model_items", None)
         if cached is None or cached[0] != key:
-            from .model_items import read_items
-
             cached = (key, read_items(folder, len(self.predictor_.ref_index_), root=key))
             self._model_items = cached
         return cached[1]

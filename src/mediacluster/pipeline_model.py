@@ -28,6 +28,7 @@ from . import persist
 from .copies import distinct_rows
 from .data import OUTLIER
 from .errors import MediaclusterError, ModelFormatError
+from .model_items import save_items
 from .predictor import NeighbourPredictor
 from .stages import registry
 
@@ -122,8 +123,6 @@ def write_items(folder, pipe, items: dict | None) -> None:
     ``items`` ``{"ids", "paths", "root"}`` are per fitted row and taken at ``ref_index_``; None
     writes a loaded model's own again (re-saved with their paths where they are now), or
     nothing for a model without them."""
-    from .model_items import save_items
-
     ri = pipe.predictor_.ref_index_
     if items is None:
         own = pipe.model_items()
