@@ -442,6 +442,13 @@ def test_service_answers_audio_uploads_like_assign(tmp_path, fsdd_two_speakers):
         other = s.client.post("/v1/assign", files=[("clips", ("a.wav", new[0].read_bytes()))])
         assert other.status_code == 400 and "send the audio clips as 'files'" in other.text, other.text
         assert s.client.get("/healthz").status_code == 200 and s.alive()
+        # "more like this" for a clip: a clip of the model's own collection finds itself first
+        seen = fsdd_two_speakers[::5][2]
+        r = s.client.post("/v1/similar?k=3", files=[("files", (seen.name, seen.read_bytes()))])
+        assert r.status_code == 200, r.text
+        near = r.json()["items"][0]["neighbours"]
+        assert len(near) == 3 and Path(near[0]["path"]).name == seen.name
+        assert 'mediacluster_similar_items_total{input="audio"} 1.0' in s.client.get("/metrics").text
     finally:
         s.stop()
 
