@@ -1,6 +1,56 @@
+import subprocess
+import sys
+
+import pytest
+
+from mediacluster.cli import COMMANDS, main
+
+#: what `mediacluster --help` (or a usage error) has no use for: each costs a user 0.1-1 s of
+#: waiting per call (scikit-learn alone ~1 s: benchmarks/RESULTS.md, "What a user waits for")
+HEAVY = ("sklearn", "scipy", "pandas", "pyarrow", "torch", "numba", "umap", "pynndescent", "faiss",
+         "fastapi", "uvicorn", "transformers", "optuna", "ray", "hdbscan", "PIL")
+
+PROBE = """
+import sys
 from mediacluster.cli import main
+try:
+    main({argv!r})
+except SystemExit:
+    pass
+print(" ".join(sorted({{m.split(".")[0] for m in sys.modules}})))
+"""
+
+
+def loaded_by(argv: list[str]) -> set[str]:
+    """Top-level modules a fresh interpreter has imported after ``main(argv)``."""
+    out = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    return set(out.split())
 
 
 def test_cli_help(capsys):
     assert main([]) == 2
-    assert "cluster" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert all(c in out for c in COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [["--help"], [], ["--version"], ["no-such-command"]])
+def test_top_level_help_imports_no_library(argv):
+    """`mediacluster --help`, the usage line and a mistyped command answer at once: no
+    sub-command module (they import the library) is loaded, only its summary line is shown."""
+    mods = loaded_by(argv)
+    assert "mediacluster" in mods
+    assert sorted(set(HEAVY) & mods) == []
+
+
+def test_a_command_builds_only_its_own_parser():
+    """`mediacluster serve --help` shows serve's options without importing the other commands'
+    modules (the tuner's Optuna, the studio) or the service itself (FastAPI: only when it runs)."""
+    out = subprocess.run([sys.executable, "-c", PROBE.replace(
+        'print(" ".join(sorted({{m.split(".")[0] for m in sys.modules}})))',
+        'print(" ".join(sorted(sys.modules)))').format(argv=["serve", "--help"])],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    mods = set(out.split())
+    assert "mediacluster.cli.serve" in mods
+    assert sorted({"fastapi", "uvicorn", "optuna", "mediacluster.cli.tune", "mediacluster.cli.studio",
+                   "mediacluster.studio"} & mods) == []

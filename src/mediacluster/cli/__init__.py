@@ -24,6 +24,23 @@ from ..fileio import cache_root, setup_numba_cache
 
 COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio", "dups"]
 
+#: each sub-command's line in ``mediacluster --help``. Kept here so that the top-level help and a
+#: usage error import no sub-command module: those import the library (scikit-learn alone ~1 s),
+#: and ``--help`` took 1.5 s for it (benchmarks/RESULTS.md, "What a user waits for")
+SUMMARIES = {
+    "cluster": "embed and cluster a folder, manifest or embeddings file",
+    "assign": "assign new files or vectors to the clusters of a saved model",
+    "evaluate": "score a run folder or saved model (silhouette, DBCV, NMI/ARI/ACC, coverage)",
+    "tune": "tune pipeline parameters with Optuna (resumable study)",
+    "report": "write a self-contained HTML report (map, cluster cards, names) of a run",
+    "tags": "train a tagger, suggest tags (or nothing), map labels to tags, evaluate",
+    "serve": "HTTP service: assign new images or vectors to a saved model's clusters, with "
+             "zero-downtime model switches",
+    "studio": "review, rename, merge, split and fix clusters in a browser; every edit is kept",
+    "dups": "find reposts and near-duplicates: a table of groups and a page",
+}
+EVERY = "every"  # build_parser(): every sub-command's full parser
+
 
 def printable(text) -> str:
     """A file name or message safe to print on a terminal: control characters (escape
@@ -74,7 +91,17 @@ def _safe_streams() -> None:
             pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: list[str]) -> str | None:
+    """The sub-command an argument list runs (the first word that is not an option: the
+    top-level options take no value), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = EVERY) -> argparse.ArgumentParser:
+    """The command line. ``command``: only that sub-command's module is imported and its full
+    parser built, the others listed by their ``SUMMARIES`` line (``None``: no module, for
+    ``mediacluster --help`` and the usage line); the default builds every one (e.g. to list every
+    option)."""
     parser = argparse.ArgumentParser(
         prog="mediacluster",
         description="Cluster, tune, evaluate, name and tag large media collections.",
@@ -83,9 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        mod = importlib.import_module(f"mediacluster.cli.{name}")
-        p = mod.add_parser(sub)
-        p.set_defaults(_run=mod.run)
+        if command == EVERY or name == command:
+            mod = importlib.import_module(f"mediacluster.cli.{name}")
+            p = mod.add_parser(sub)
+            p.set_defaults(_run=mod.run)
+        else:  # never parses anything: main builds the parser for the command it runs
+            sub.add_parser(name, help=SUMMARIES[name])
     return parser
 
 
@@ -106,7 +136,7 @@ def _log_bug(argv) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     setup_numba_cache()  # before umap / pynndescent are imported: no command pays the JIT twice
-    parser = build_parser()
+    parser = build_parser(command_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     _safe_streams()
     handler = logging.StreamHandler()

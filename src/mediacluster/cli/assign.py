@@ -24,12 +24,12 @@ from ..ingest.sources import MEDIA_EXTENSIONS
 from ..model_items import neighbour_records
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
-from . import add_collection_root, printable
+from . import SUMMARIES, add_collection_root, printable
 from .cluster import level_arg, positive_int
 
 
 def add_parser(sub):
-    p = sub.add_parser("assign", help="assign new files or vectors to the clusters of a saved model")
+    p = sub.add_parser("assign", help=SUMMARIES["assign"])
     p.add_argument("model", help="model folder, or a run folder / models folder (its latest model "
                                  "version), written by `cluster --save-model`, `tune` or the studio")
     p.add_argument("paths", nargs="+", help="folders, image files, manifests or embedding files")

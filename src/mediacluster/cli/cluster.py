@@ -11,12 +11,12 @@ from ..config import load_config, parse_param, pipeline_from_config
 from ..duplicates.collection import audio_rule
 from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
-from . import printable
+from . import SUMMARIES, printable
 from .report import add_report_argument, check_report_arguments, report_after
 
 
 def add_parser(sub):
-    p = sub.add_parser("cluster", help="embed and cluster a folder, manifest or embeddings file")
+    p = sub.add_parser("cluster", help=SUMMARIES["cluster"])
     p.add_argument("input", help="folder of images, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--encoder", default=None,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ..config import parse_param
 from ..duplicates.collection import INFO, find_duplicates_in
-from . import printable
+from . import SUMMARIES, printable
 from .cluster import positive_int, print_skipped
 
 
 def add_parser(sub):
-    p = sub.add_parser("dups", help="find reposts and near-duplicates: a table of groups and a page")
+    p = sub.add_parser("dups", help=SUMMARIES["dups"])
     p.add_argument("input", help="folder of images, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
     p.add_argument("--out", required=True,
                    help="output folder: dups.parquet and dups.csv (one row per item: id, path relative "

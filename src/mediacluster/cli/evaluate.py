@@ -23,12 +23,12 @@ from ..evaluation import evaluate, load_source
 from ..fileio import write_json
 from ..persist import version_store
 from ..rundir import EVALUATION, RunDir, find_run
-from . import printable
+from . import SUMMARIES, printable
 
 
 def add_parser(sub):
     p = sub.add_parser(
-        "evaluate", help="score a run folder or saved model (silhouette, DBCV, NMI/ARI/ACC, coverage)",
+        "evaluate", help=SUMMARIES["evaluate"],
         description=__doc__.split("\n\n")[0])
     p.add_argument("source", metavar="RUN_OR_MODEL", help="run folder (mediacluster cluster --out) or model folder")
     p.add_argument("--labels", default=None,

@@ -10,11 +10,11 @@ from ..errors import MediaclusterError, ParameterError
 from ..report import make_report, missing_thumbnails
 from ..rundir import RunDir
 from ..workflow import publish_tuned_run
-from . import add_collection_root, note_missing_root, printable
+from . import SUMMARIES, add_collection_root, note_missing_root, printable
 
 
 def add_parser(sub):
-    p = sub.add_parser("report", help="write a self-contained HTML report (map, cluster cards, names) of a run")
+    p = sub.add_parser("report", help=SUMMARIES["report"])
     p.add_argument("run_dir", help="output folder of `mediacluster cluster` / `tune`")
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--vocabulary", default=None,

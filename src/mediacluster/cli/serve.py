@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import add_collection_root, printable
+from . import SUMMARIES, add_collection_root, printable
 from .cluster import non_negative_float, positive_int
 
 
@@ -26,8 +26,7 @@ def _positive_float(text: str) -> float:
 
 
 def add_parser(sub):
-    p = sub.add_parser("serve", help="HTTP service: assign new images or vectors to a saved model's "
-                                     "clusters, with zero-downtime model switches")
+    p = sub.add_parser("serve", help=SUMMARIES["serve"])
     p.add_argument("model", help="a run folder or its models/ folder (watched: newer versions are "
                                  "switched to), or one model version folder (pinned)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any "

@@ -14,14 +14,13 @@ import threading
 
 from ..rundir import RunDir
 from ..studio.session import Studio
-from . import add_collection_root, note_missing_root, printable
+from . import SUMMARIES, add_collection_root, note_missing_root, printable
 
 DEFAULT_PORT = 8765
 
 
 def add_parser(sub):
-    p = sub.add_parser("studio", help="review, rename, merge, split and fix clusters in a browser; "
-                                      "every edit is kept")
+    p = sub.add_parser("studio", help=SUMMARIES["studio"])
     p.add_argument("run_dir", help="output folder of `mediacluster cluster` / `tune`")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs an access token, "

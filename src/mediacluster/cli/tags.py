@@ -7,11 +7,11 @@ import time
 
 from ..errors import ParameterError
 from ..fileio import json_text
-from . import printable
+from . import SUMMARIES, printable
 
 
 def add_parser(sub):
-    p = sub.add_parser("tags", help="train a tagger, suggest tags (or nothing), map labels to tags, evaluate")
+    p = sub.add_parser("tags", help=SUMMARIES["tags"])
     tsub = p.add_subparsers(dest="tags_command", metavar="TAGS_COMMAND")
 
     t = tsub.add_parser("train", help="train a tag model from labelled examples or a tagged clustering run")

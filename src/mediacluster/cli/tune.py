@@ -22,7 +22,7 @@ from ..tune import tune
 from ..tune.study import LEADER_MARGIN, PROMOTE_FULL, UMAP_INITS
 from ..tune.workspace import KNN_METHODS
 from ..workflow import model_metadata, resolve_encoder
-from . import printable
+from . import SUMMARIES, printable
 from .cluster import non_negative_float, positive_int
 from .report import add_report_argument, check_report_arguments, report_after_tune
 
@@ -32,7 +32,7 @@ def add_parser(sub):
     from ..tune.space import PRESETS
     from ..tune.study import SAMPLERS
 
-    p = sub.add_parser("tune", help="tune pipeline parameters with Optuna (resumable study)",
+    p = sub.add_parser("tune", help=SUMMARIES["tune"],
                        description=__doc__.split("\n\n", 1)[1])
     p.add_argument("input", help="run folder (embeddings.npy), media folder, manifest or vectors file")
     p.add_argument("--out", required=True, help="output folder (study.db, models/, best_params.json)")

@@ -31,7 +31,7 @@ from ..fileio import atomic_path, output_error
 from ..ingest import SkipItem
 from ..ingest.audio import audio_info, resample
 from ..progress import progress_bar
-from .thumbs import content_key as _key
+from .thumbs import content_keys
 
 
 def _parallel(paths, job, desc: str, workers: int | None, progress: bool,
@@ -61,10 +61,10 @@ def _cached_files(paths, out_dir, tag: str, exts: tuple[str, ...], make, desc: s
     except OSError as e:
         raise output_error(e, out_dir) from e
 
-    def job(p):
+    def job(pk):
+        p, key = pk
         if not p:
             return None, None
-        key = _key(p, tag)
         if key is None:
             return None, "cannot read file (moved or deleted since the run?)"
         for ext in exts:
@@ -79,7 +79,7 @@ def _cached_files(paths, out_dir, tag: str, exts: tuple[str, ...], make, desc: s
             f.write(data)
         return name, None
 
-    return _parallel(paths, job, desc, workers, progress, failures)
+    return _parallel(list(zip(paths, content_keys(paths, tag))), job, desc, workers, progress, failures)
 
 
 def make_spectrogram_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: int = 96,

@@ -8,14 +8,19 @@ re-made; a report over the same collection (or a re-run) only makes the missing 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..errors import MediaclusterError
 from ..fileio import atomic_path, hash_file, output_error
 from ..progress import progress_bar
 
 THUMB_EXT = ".jpg"
+
+log = logging.getLogger(__name__)
 
 
 def content_key(path: str | os.PathLike, tag) -> str | None:
@@ -25,6 +30,29 @@ def content_key(path: str | os.PathLike, tag) -> str | None:
         return f"{hash_file(path)}-{tag}"
     except OSError:
         return None
+
+
+def content_keys(paths: list[str | None], tag) -> list[str | None]:
+    """:func:`content_key` of each path (``None`` for none or an unreadable file), without
+    reading the files the embedding cache has hashed since they last changed
+    (:meth:`~mediacluster.embed.store.EmbeddingStore.hash_files`: its record of size, times and
+    inode; the same content hash). A report re-read every file's bytes to find its thumbnails:
+    5.4 of the 12.4 s a re-built report of 50,000 CIFAR images took, and it grows with the
+    photos' size (benchmarks/RESULTS.md, "What a user waits for")."""
+    from ..embed.store import EmbeddingStore  # sqlite: the user's embedding cache
+
+    todo = [i for i, p in enumerate(paths) if p]
+    try:
+        with EmbeddingStore(timeout=10.0) as store:  # busy with a long write: hash the files instead
+            hashes, _ = store.hash_files([os.fspath(paths[i]) for i in todo],
+                                         workers=max(4, min(8, os.cpu_count() or 1)))
+    except (MediaclusterError, OSError, sqlite3.Error) as e:  # no usable cache: read every file
+        log.info("thumbnails: the embedding cache is not usable (%s); hashing every file", e)
+        return [content_key(p, tag) if p else None for p in paths]
+    out: list[str | None] = [None] * len(paths)
+    for i, h in zip(todo, hashes):
+        out[i] = None if h is None else f"{h}-{tag}"
+    return out
 
 
 def _make_one(src: str, dst: Path, size: int) -> str | None:
@@ -62,10 +90,10 @@ def make_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: i
         raise output_error(e, out_dir) from e
     workers = workers or max(1, min(8, os.cpu_count() or 1))
 
-    def job(p):
+    def job(pk):
+        p, key = pk
         if not p:
             return None, None
-        key = content_key(p, size)
         if key is None:
             return None, "cannot read file (moved or deleted since the run?)"
         name = key + THUMB_EXT
@@ -76,9 +104,21 @@ def make_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: i
         return (name, None) if why is None else (None, why)
 
     out: list[str | None] = [None] * len(paths)
+    keys = content_keys(paths, size)
+    try:  # thumbnails made before are taken from one listing, not one pool task each
+        have = {e.name for e in os.scandir(out_dir)}
+    except OSError:
+        have = set()
+    todo = []
+    for i, (p, key) in enumerate(zip(paths, keys)):
+        if p and key is not None and key + THUMB_EXT in have:
+            out[i] = key + THUMB_EXT
+        else:
+            todo.append(i)
     with ThreadPoolExecutor(workers) as ex, progress_bar(len(paths), "thumbnails", "img",
                                                           disable=not progress) as bar:
-        for i, (r, why) in enumerate(ex.map(job, paths, chunksize=64)):
+        bar.update(len(paths) - len(todo))
+        for i, (r, why) in zip(todo, ex.map(job, [(paths[i], keys[i]) for i in todo])):
             out[i] = r
             if why is not None and failures is not None:
                 failures[i] = why
