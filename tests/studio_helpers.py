@@ -38,9 +38,11 @@ def copy_run(src: Path, dst: Path) -> Path:
 class Server:
     """``mediacluster studio RUN`` in its own process; ``url`` from its "listening on" line."""
 
-    def __init__(self, run: Path, *args: str, timeout: float = 180.0):
-        cmd = [sys.executable, "-m", "mediacluster", "studio", str(run), "--port", "0", "--no-browser",
-               *args]
+    def __init__(self, run: Path, *args: str, timeout: float = 180.0, setup: str = ""):
+        # setup: Python run in the server process before the CLI (e.g. a module constant changed)
+        start = ["-m", "mediacluster"] if not setup else [
+            "-c", setup + "\nimport sys\nfrom mediacluster.cli import main\nsys.exit(main(sys.argv[1:]))"]
+        cmd = [sys.executable, *start, "studio", str(run), "--port", "0", "--no-browser", *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []

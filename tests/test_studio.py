@@ -808,6 +808,43 @@ def test_levels_of_a_hierarchy_are_shown(base_run, tmp_path):
         st.close()
 
 
+def test_a_large_run_without_a_map_opens_on_pca_and_gets_its_umap_map(base_run, tmp_path, monkeypatch):
+    """A run without a 2-D map and at least MAP_BACKGROUND_MIN items opens at once on a PCA map;
+    the UMAP map is laid out in the background, cached in the run and shown instead."""
+    from mediacluster.rundir import RunDir
+    from mediacluster.studio import session
+
+    run_dir = copy_run(base_run, tmp_path / "run")
+    for f in ("map2d.npy", "map2d.json"):
+        (run_dir / f).unlink(missing_ok=True)
+    assert RunDir.open(run_dir).read_map(300) is None
+    monkeypatch.setattr(session, "MAP_BACKGROUND_MIN", 100)  # the 300-item run counts as large
+    st = session.Studio(run_dir, warm=False)
+    try:
+        # laying out 300 items with UMAP takes far longer than returning from the constructor
+        first = st.info()
+        assert (first["map_method"], first["map_pending"]) == ("pca", True)
+        pca = np.frombuffer(st.map_bytes(), "<f4")
+        assert len(pca) == 600 and np.isfinite(pca).all()
+        deadline = time.time() + 120
+        while st.version()["map_pending"] and time.time() < deadline:
+            time.sleep(0.2)
+        v = st.version()
+        assert (v["map"], v["map_pending"]) == ("umap", False)
+        umap = np.frombuffer(st.map_bytes(), "<f4")
+        assert len(umap) == 600 and np.isfinite(umap).all() and not np.allclose(umap, pca)
+        cached = RunDir.open(run_dir).read_map(300)
+        assert cached is not None and cached[1]["method"] == "umap"
+        assert np.allclose(np.asarray(cached[0], np.float32).T.ravel(), umap)
+    finally:
+        st.close()
+    st2 = session.Studio(run_dir, warm=False)  # the next start reads the cached UMAP map
+    try:
+        assert (st2.info()["map_method"], st2.info()["map_pending"]) == ("umap", False)
+    finally:
+        st2.close()
+
+
 def test_automatic_split_follows_the_hierarchy(cifar3_embeddings, tmp_path, one_blas_thread):
     """On a run with levels an automatic split gives the cluster's children at the first finer
     level (the groups the report's finer levels show), not a new K-means; an item a person

@@ -430,3 +430,46 @@ def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_e
     finally:
         drv.quit()
         s.stop()
+
+
+@pytest.mark.browser
+def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_path):
+    """A large run without a 2-D map opens on a quick PCA map; when the UMAP map is laid out in
+    the background, the open page draws it without a reload. The server's layout is held until
+    the page has shown the PCA map (a flag file), so both states are seen."""
+    run = copy_run(base_run, tmp_path / "run")
+    for f in ("map2d.npy", "map2d.json"):
+        (run / f).unlink(missing_ok=True)
+    flag = tmp_path / "go"
+    setup = (
+        "import os, time\n"
+        "import mediacluster.report.build as b\n"
+        "import mediacluster.studio.session as s\n"
+        "s.MAP_BACKGROUND_MIN = 100\n"
+        "_layout = b.layout_2d\n"
+        "def held(v, method='umap', *a, **k):\n"
+        f"    while method == 'umap' and not os.path.exists({str(flag)!r}):\n"
+        "        time.sleep(0.05)\n"
+        "    return _layout(v, method, *a, **k)\n"
+        "b.layout_2d = held\n")
+    s = Server(run, setup=setup)
+    drv = _chrome()
+    try:
+        with client(s) as api:
+            drv.get(s.url)
+            wait(lambda: loaded(drv), what="first paint")
+            assert js(drv, "return window.mcStudio.info.map_method") == "pca"
+            assert "quick PCA map" in drv.find_element("id", "map-info").text
+            pca = js(drv, "return Array.from(window.mcStudio.X.slice(0, 5))")
+            flag.write_text("go")
+            wait(lambda: js(drv, "return window.mcStudio.info.map_method") == "umap", timeout=120,
+                 what="the UMAP map in the page")
+            umap = np.frombuffer(api.get("/api/map").content, "<f4")
+            shown = js(drv, "return Array.from(window.mcStudio.X.slice(0, 5))")
+            assert np.allclose(shown, umap[:5], atol=1e-5) and not np.allclose(shown, pca)
+            wait(lambda: "quick PCA map" not in drv.find_element("id", "map-info").text, what="the note gone")
+            assert drv.execute_script(INK_JS) > 300, "the map is blank"
+            assert not severe(drv)
+    finally:
+        drv.quit()
+        s.stop()

@@ -38,6 +38,12 @@ from .writer import WRITE_DELAY, StateWriter
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
+#: A run of at least this many items that has no 2-D map yet opens at once on a PCA map, and its
+#: UMAP map is laid out in the background and replaces it (the page picks it up when it polls):
+#: laying it out before listening kept a user waiting 9.2 s at 10,000 items and 40.7 s at 50,000
+#: (benchmarks/RESULTS.md, "What a user waits for"). Smaller runs get their UMAP map first, as
+#: before (a few seconds at most). Runs over ``report.build.MAP_FULL_MAX`` get a PCA map anyway.
+MAP_BACKGROUND_MIN = 5000
 
 
 class Studio:
@@ -77,7 +83,8 @@ class Studio:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
                               "the folder is damaged, re-run cluster")
         self.imagenet = self.run.read_extra("imagenet_probs", mmap=True)
-        self.xy, self.map_method = self._map(map_method, progress)
+        self.xy, self.map_method, later = self._map(map_method, progress)
+        self.map_pending = later
         self._display = [os.path.basename(path_to_text(p)) if p else path_to_text(i)
                          for p, i in zip(self.paths, self.ids)]
         self._lock = threading.RLock()
@@ -98,6 +105,8 @@ class Studio:
         # behind: killed before the last edits were written: write them now
         self.writer.start(behind=self.state.seq != self.writer.written_seq)
         self.load_seconds = time.perf_counter() - t0
+        if later:
+            threading.Thread(target=self._finish_map, name="studio-map", daemon=True).start()
         if warm:
             threading.Thread(target=self._warm, name="studio-warm", daemon=True).start()
 
@@ -116,18 +125,48 @@ class Studio:
             log.warning("studio: loading the model for splits failed: %s", e)
 
     # -- setup ---------------------------------------------------------------------------------
-    def _map(self, method: str, progress: bool):
+    def _map(self, method: str, progress: bool) -> tuple[np.ndarray, str, bool]:
+        """(xy, method, whether a UMAP map is still to be laid out by :meth:`_finish_map`)."""
         cached = self.run.read_map(self.n)
         if cached is not None and method in ("auto", cached[1].get("method")):
-            return np.asarray(cached[0], dtype=np.float32), cached[1].get("method", "?")
-        from ..report.build import map_2d  # the report's map: one cached map per run
+            return np.asarray(cached[0], dtype=np.float32), cached[1].get("method", "?"), False
+        from ..report.build import MAP_FULL_MAX, layout_2d, map_2d  # the report's map: one per run
 
         use = "umap" if method == "auto" else method
+        if use == "umap" and MAP_BACKGROUND_MIN <= self.n <= MAP_FULL_MAX:
+            log.info("studio: %d items without a 2-D map: a PCA map now, the UMAP map in the "
+                     "background (cached in the run folder)", self.n)
+            xy, _ = layout_2d(np.asarray(self.vectors), "pca")
+            return np.asarray(xy, dtype=np.float32), "pca", True
         log.info("studio: computing the 2-D map of %d items (%s, once; cached in the run folder)",
                  self.n, use)
         with self.run.writing("studio"):
             xy = map_2d(self.run, np.asarray(self.vectors), method=use)
-        return np.asarray(xy, dtype=np.float32), use
+        return np.asarray(xy, dtype=np.float32), use, False
+
+    def _finish_map(self) -> None:
+        """Lay out the UMAP map, cache it in the run folder and show it instead of the PCA map
+        the studio opened with (see :data:`MAP_BACKGROUND_MIN`)."""
+        from ..report.build import layout_2d
+
+        t = time.perf_counter()
+        try:
+            xy, used = layout_2d(np.asarray(self.vectors), "umap")
+        except Exception as e:  # noqa: BLE001 - the PCA map stays; say why
+            log.warning("studio: the UMAP map could not be laid out (%s); the PCA map stays", e)
+            with self._lock:
+                self.map_pending = False
+            return
+        xy = np.asarray(xy, dtype=np.float32)
+        try:
+            if not self.replaced():
+                with self.run.writing("studio"):
+                    self.run.write_map(xy, {"method": used, "seconds": round(time.perf_counter() - t, 2)})
+        except (RunLockedError, OSError) as e:  # shown all the same; laid out again next time
+            log.warning("studio: the UMAP map could not be cached in the run folder (%s)", e)
+        with self._lock:
+            self.xy, self.map_method, self.map_pending = xy, used, False
+        log.info("studio: the UMAP map is ready (%.1f s)", time.perf_counter() - t)
 
     def _start_names(self) -> dict[int, tuple[str, str]]:
         from ..naming.overrides import load_names
@@ -159,6 +198,7 @@ class Studio:
             "run": path_to_text(str(self.run.path)), "run_name": path_to_text(self.run.path.name),
             "run_id": self.run_id, "n": self.n, "media": self.media,
             "encoder": self.encoder_info.get("name"), "map_method": self.map_method,
+            "map_pending": self.map_pending,
             **self.searcher.kinds(),
             "levels": [{"name": lv["name"], "groups": lv["groups"]} for lv in self.levels],
             "has_truth": self.truth is not None, "has_duplicates": self.dup_group is not None,
@@ -171,7 +211,7 @@ class Studio:
         with self._lock:
             return {"seq": self.state.seq, "written": self.writer.written_seq,
                     "can_undo": self.state.can_undo(), "can_redo": self.state.can_redo(),
-                    "replaced": self.replaced()}
+                    "replaced": self.replaced(), "map": self.map_method, "map_pending": self.map_pending}
 
     def sync(self) -> int:
         """Apply events other processes appended to the log."""
@@ -184,7 +224,8 @@ class Studio:
 
     def map_bytes(self) -> bytes:
         """x then y, float32 little-endian (n each)."""
-        return np.ascontiguousarray(self.xy[:, 0], "<f4").tobytes() + np.ascontiguousarray(self.xy[:, 1], "<f4").tobytes()
+        xy = self.xy  # one map, also while the UMAP map replaces the PCA one
+        return np.ascontiguousarray(xy[:, 0], "<f4").tobytes() + np.ascontiguousarray(xy[:, 1], "<f4").tobytes()
 
     def labels_bytes(self) -> tuple[int, bytes]:
         with self._lock:

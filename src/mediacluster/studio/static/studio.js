@@ -346,7 +346,8 @@
   $("map-reset").addEventListener("click", () => { S.scale = 1; S.tx = 0; S.ty = 0; S.highlight = null; updateMapInfo(); redraw(); });
   function updateMapInfo() {
     const c = S.highlight !== null ? S.clusters.get(S.highlight) : null;
-    $("map-info").textContent = fmt(S.n) + " points" + (c ? " \u00b7 showing " + c.name : "");
+    $("map-info").textContent = fmt(S.n) + " points" + (c ? " \u00b7 showing " + c.name : "")
+      + (S.info && S.info.map_pending ? " \u00b7 quick PCA map: the UMAP map is being laid out" : "");
   }
 
   // ------------------------------------------------------------------ loading and syncing
@@ -377,8 +378,16 @@
       const v = await api("api/version");
       S.polls++;
       if (v.replaced) { $("sync").textContent = "the run folder was re-clustered: restart the studio"; return; }
+      if (v.map && S.info && (v.map !== S.info.map_method || v.map_pending !== S.info.map_pending)) await loadMap(v);
       if (v.seq !== S.seq && !S.editing) await refresh(false);
     } catch (e) { $("sync").textContent = "server not reachable"; }
+  }
+  async function loadMap(v) {  // the UMAP map laid out in the background replaces the PCA one
+    const map = await api("api/map", { binary: true });
+    const f = new Float32Array(map.buf);
+    S.X = f.subarray(0, S.n); S.Y = f.subarray(S.n, 2 * S.n);
+    S.info.map_method = v.map; S.info.map_pending = v.map_pending;
+    computeBounds(); resize(); updateMapInfo();
   }
 
   // ------------------------------------------------------------------ cluster list
