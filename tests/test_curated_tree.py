@@ -94,6 +94,7 @@ def test_curated_tree_is_the_tree_fit_labels_builds():
     from sklearn.datasets import make_blobs
 
     from mediacluster.curated_tree import curated_tree
+    from mediacluster.errors import InputError, ParameterError
     from mediacluster.pipeline import Pipeline
     from mediacluster.rundir import RunLevels
 
@@ -112,6 +113,24 @@ def test_curated_tree_is_the_tree_fit_labels_builds():
     ok = labels >= 0
     assert (t.rows[:, ok] == p.levels_[:, ok]).all() and (t.rows[:, ~ok] == -1).all()
     assert t.names == ["level_0", "level_1"] and t.groups()["level_0"]["7"] == len(t.sources[0]["clusters"]) - 1
+    # the studio's publish gives fit_labels this tree instead of computing it again: same model
+    given = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+        X.astype(np.float32), labels, X[:, :2], tree=(t.rows, t.parents, t.sources))
+    assert (given.levels_ == p.levels_).all() and (given.labels_ == p.labels_).all()
+    assert all((a == b).all() for a, b in zip(given.parents_, p.parents_)) and given.tree_sources_ == t.sources
+    assert (given.predict(X[:10].astype(np.float32)) == p.predict(X[:10].astype(np.float32))).all()
+    moved = labels.copy()
+    moved[labels == 0] = 5  # not the labels the tree was computed for
+    with pytest.raises(InputError, match="last row is not the labels"):
+        Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+            X.astype(np.float32), moved, X[:, :2], tree=(t.rows, t.parents, t.sources))
+    crossed_parents = [p_[::-1].copy() for p_ in t.parents]
+    with pytest.raises(InputError, match="does not hold level"):
+        Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+            X.astype(np.float32), labels, X[:, :2], tree=(t.rows, crossed_parents, t.sources))
+    with pytest.raises(ParameterError, match="not both"):
+        Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+            X.astype(np.float32), labels, X[:, :2], levels=levels.above(), tree=(t.rows, t.parents, t.sources))
     with_noise = RunLevels(tuple([np.where(y == 0, -1, y // 4)] + tree[1:]), levels.names, levels.index, 2)
     assert curated_tree(with_noise, labels) is None
     crossed = RunLevels((y % 2, y // 2, y), levels.names, levels.index, 2)  # level 0 does not nest level 1

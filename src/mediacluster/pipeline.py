@@ -422,7 +422,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         return L, P, [np.asarray(p, np.int64) for p in clusterer.parents_], int(clusterer.auto_level_), \
             int(clusterer.level_)
 
-    def fit_labels(self, X, labels, embedding, probabilities=None, levels=None, junk=()):
+    def fit_labels(self, X, labels, embedding, probabilities=None, levels=None, junk=(), tree=None):
         """Build the predictor for labels given from outside (a person's curated clusters from
         the studio) instead of fitting the stages.
 
@@ -445,6 +445,13 @@ class Pipeline(ClusterMixin, BaseEstimator):
         another. Items left unassigned (-1) get their nearest cluster in the finest level.
         ``tree_sources_`` says where each coarse level comes from (per level ``{"level": row of
         levels, "clusters": new id -> the tree's id, -1 the junk branch}``; None when flat).
+
+        ``tree`` instead of ``levels`` and ``junk``: that tree already computed for these labels,
+        ``(rows, parents, sources)`` as :func:`~mediacluster.stages.hierarchy.tree_above` returns
+        it (:class:`~mediacluster.curated_tree.CuratedTree` has them: the studio's publish
+        computes the tree once); ``rows`` may leave the unassigned items < 0. It is checked (the
+        last row is ``labels``, each row nests in the one above through ``parents``) and the
+        unassigned items are given their nearest cluster's path, as with ``levels``.
         """
         X = _training_vectors(X)  # as fit: ragged, complex, sparse, non-finite -> InputError
         labels = np.asarray(labels)
@@ -458,6 +465,9 @@ class Pipeline(ClusterMixin, BaseEstimator):
         if self.outliers is not None:
             raise ParameterError("fit_labels builds a model without an outlier stage; set outliers=None",
                                  "outliers")
+        if tree is not None and levels is not None:
+            raise ParameterError("give fit_labels the tree's levels or the tree computed from them, not both",
+                                 "tree")
         self.check_params()
         reducer, _, clusterer = self._resolve(len(X))
         self.reducer_, self.outliers_, self.clusterer_ = reducer, None, clusterer
@@ -470,7 +480,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         t = time.perf_counter()
         self.tree_sources_ = None
-        if levels is None or not self._levels_above(levels, junk):
+        if (levels is None and tree is None) or not self._levels_above(levels, junk, tree):
             self._assign()
         # copies of a file are one reference, as in fit: a copy among the references would put
         # a calibration item at distance 0 from its twin and lower the novelty threshold
@@ -480,16 +490,17 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self.timings_["predictor"] = time.perf_counter() - t
         return self
 
-    def _levels_above(self, levels, junk) -> bool:
+    def _levels_above(self, levels, junk, tree=None) -> bool:
         """``fit_labels``' tree: the given labels (noise given its nearest cluster) as the finest
-        level under the coarser ``levels`` (see :meth:`fit_labels`); False when no level of
-        ``levels`` is kept above them (the caller assigns noise as for a flat model)."""
+        level under the coarser ``levels``, or the given ``tree`` (see :meth:`fit_labels`);
+        False when no level is kept above them (the caller assigns noise as for a flat model)."""
         n = len(self.labels_)
-        L = np.asarray(levels)
-        if L.ndim == 1:
-            L = L[None, :]
-        if L.ndim != 2 or L.shape[1] != n or L.dtype.kind not in "iu" or (L.size and L.min() < 0):
-            raise InputError(f"levels must be (n_levels, {n}) cluster ids >= 0, got {L.dtype} {L.shape}")
+        if tree is None:
+            L = np.asarray(levels)
+            if L.ndim == 1:
+                L = L[None, :]
+            if L.ndim != 2 or L.shape[1] != n or L.dtype.kind not in "iu" or (L.size and L.min() < 0):
+                raise InputError(f"levels must be (n_levels, {n}) cluster ids >= 0, got {L.dtype} {L.shape}")
         if (self.labels_ < 0).all():
             return False  # nothing clustered: no tree above it
         lab = self.labels_
@@ -497,7 +508,10 @@ class Pipeline(ClusterMixin, BaseEstimator):
         un = lab < 0
         if un.any():  # the tree has a place for everyone: the nearest cluster, as _assign gives it
             fine[un], conf[un], _ = knn_vote(self.embedding_[~un], lab[~un], self.embedding_[un], k=15)
-        rows, parents, sources = tree_above(fine, ~un, L, junk)
+        if tree is None:
+            rows, parents, sources = tree_above(fine, ~un, L, junk)
+        else:
+            rows, parents, sources = _given_tree(tree, fine, un)
         if len(rows) < 2:
             return False  # no level of the tree is coarser than the labels: a flat model
         finest = len(rows) - 1
@@ -813,6 +827,32 @@ class Pipeline(ClusterMixin, BaseEstimator):
         from .tune import tune  # heavy: optuna loads only when tuning
 
         return tune(X, pipeline=self, **kwargs)
+
+
+def _given_tree(tree, fine: np.ndarray, un: np.ndarray):
+    """``fit_labels(tree=)``: the tree ``(rows, parents, sources)`` computed for the labels
+    (``tree_above``'s result, unassigned items possibly < 0), checked against them, with the
+    unassigned items (``un``) given the path of their nearest cluster (``fine``)."""
+    rows, parents, sources = tree
+    rows = np.array(rows, dtype=np.int64, copy=True)
+    parents = [np.asarray(p, dtype=np.int64) for p in parents]
+    n, ok = len(fine), ~un
+    if rows.ndim != 2 or rows.shape[1] != n or len(rows) != len(parents) + 1 or len(sources) != len(parents):
+        raise InputError(f"tree must be (rows ({len(parents) + 1}, {n}), {len(parents)} parents, "
+                         f"{len(parents)} sources), got rows {rows.shape}, {len(sources)} sources")
+    if not np.array_equal(rows[-1, ok], fine[ok]):
+        raise InputError("the tree's last row is not the labels it was given with")
+    for j in range(len(parents) - 1, -1, -1):  # bottom-up: each row is its parents' of the row below
+        child = rows[j + 1, ok]
+        if child.size and (child.max() >= len(parents[j]) or
+                           not np.array_equal(parents[j][child], rows[j, ok])):
+            raise InputError(f"the tree's level {j} does not hold level {j + 1} through its parents")
+    path = fine[un]
+    rows[-1, un] = path
+    for j in range(len(parents) - 1, -1, -1):
+        path = parents[j][path]
+        rows[j, un] = path
+    return rows, parents, sources
 
 
 def _training_vectors(X) -> np.ndarray:
