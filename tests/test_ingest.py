@@ -261,7 +261,7 @@ def test_npy_and_npz(tmp_path, rng):
         (np.zeros(8), "expected a 2-D array.*single vector"),
         (np.zeros((2, 3, 4)), "expected a 2-D array"),
         (np.zeros((0, 4)), "no vectors"),
-        (np.array([[1.0, np.nan], [1.0, 2.0], [np.inf, 0.0]]), r"2 of 3 vectors contain NaN or infinity \(rows \[0, 2\]"),
+        (np.array([[1.0, np.nan], [1.0, 2.0], [np.inf, 0.0]]), r"bad\.npy: row 0 contains NaN or infinity \(rows \[0, 2\]: 2 of 3\)"),
         (np.array([["a", "b"]]), "must be numbers"),
     ],
 )
@@ -314,7 +314,7 @@ def test_csv_vectors_as_strings(tmp_path):
     [
         ([[1.0, 2.0], [1.0, 2.0, 3.0]], ["a", "b"], "different lengths: row 0 has 2 values, row 1 has 3"),
         ([[1.0, 2.0], None], ["a", "b"], "row 1: vector is missing"),
-        ([[1.0, 2.0], [np.nan, 1.0]], ["a", "b"], r"NaN or infinity \(rows \[1\]"),
+        ([[1.0, 2.0], [np.nan, 1.0]], ["a", "b"], r"bad\.parquet: row 1 contains NaN or infinity$"),
         ([[1.0, 2.0], [3.0, 1.0]], ["a", "a"], "ids are not unique"),
     ],
 )

@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import persist, pipeline_model
 from .copies import distinct_rows, merge_duplicates
-from .data import NOISE, OUTLIER, as_vectors, status_of
+from .data import NOISE, OUTLIER, as_vectors, check_finite, status_of
 from .errors import InputError, LevelRangeError, ParameterError
 from .predictor import NeighbourPredictor
 from .stages import registry
@@ -862,10 +862,7 @@ def _training_vectors(X) -> np.ndarray:
     if X.ndim != 2 or len(X) < 3:
         raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}"
                          + (f" (n_samples={len(X)})" if X.ndim == 2 else ""))
-    if not np.isfinite(X).all():
-        bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-        raise InputError(f"vector {bad} contains NaN or infinity")
-    return X
+    return check_finite(X)
 
 
 MIN_DISTINCT = 3  # below this many distinct vectors the stages are not run (see _fit_stages)

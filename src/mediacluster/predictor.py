@@ -38,7 +38,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from .data import NOISE, OUTLIER, as_vectors, l2_normalize
+from .data import NOISE, OUTLIER, as_vectors, check_finite, l2_normalize
 from .errors import InputError, ParameterError
 from .stages.cluster import vote
 from .stages.hierarchy import vote_path
@@ -256,9 +256,7 @@ class NeighbourPredictor(BaseEstimator):
             raise InputError(f"model expects {self.n_features_in_}-d vectors, got {X.shape[1]}-d "
                              f"(X has {X.shape[1]} features, but Pipeline is expecting {self.n_features_in_} "
                              "features as input: was it fitted with another encoder?)")
-        if not np.isfinite(X).all():
-            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-            raise InputError(f"vector {bad} contains NaN or infinity")
+        check_finite(X)
         if self.ref_normalize_:
             if zero_vectors == "refuse":
                 zero = ~X.any(axis=1)

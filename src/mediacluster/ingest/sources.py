@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Collection, Skipped
+from ..data import Collection, Skipped, check_finite
 from ..errors import InputError, ParameterError
 from ..fileio import ESCAPED, hash_file, read_table
 from ..rundir import RunDir
@@ -536,9 +536,7 @@ def read_vectors(p: str | os.PathLike, df=None) -> Collection:
                     f"{p}: need a 'path' column (manifest), a vector column named one of "
                     f"{_VECTOR_COLUMNS}, or one numeric column per dimension; columns are {list(df.columns)}"
                 )
-            if np.isnan(vectors).any():
-                r = int(np.flatnonzero(np.isnan(vectors).any(axis=1))[0])
-                raise InputError(f"{p}: row {r} has missing or NaN values")
+            check_finite(vectors, p, row="row {}", problem="has missing values, NaN or infinity")
         ids = [_str_or_none(x) or "" for x in df[icol]] if icol else [str(i) for i in range(len(df))]
         if icol and any(i == "" for i in ids):
             raise InputError(f"{p}: column {icol!r} has empty ids (row {ids.index('')})")
@@ -581,13 +579,7 @@ def _check_vectors(vectors: np.ndarray, p: Path) -> np.ndarray:
     if n == 0 or d == 0:
         raise InputError(f"{p}: no vectors (shape {vectors.shape})")
     if vectors.dtype.kind == "f":  # NaN / infinity as given, before any conversion
-        finite = np.isfinite(vectors).all(axis=1)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            raise InputError(
-                f"{p}: {len(bad)} of {n} vectors contain NaN or infinity (rows {bad[:5].tolist()}"
-                f"{' ...' if len(bad) > 5 else ''})"
-            )
+        check_finite(vectors, p, row="row {}")
     check_float32_range(vectors, 0, p)
     return vectors.astype(np.float32, copy=False)
 
