@@ -89,17 +89,18 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 def collect(
     source: str | os.PathLike,
-    media: str = "image",
+    media: str = "auto",
     labels_from_folders: bool = False,
 ) -> Collection:
     """Find the items of ``source``: a folder, a manifest, an embeddings file or one media file.
 
-    ``media="auto"`` picks ``"image"`` or ``"audio"`` by the majority of media file extensions
-    (``detect_media``); in a folder holding both, files of the other kind are listed as skipped
-    with the reason and the ``--media`` switch that clusters them (one run embeds one media kind:
-    images and sounds have no shared embedding space).
+    ``media="auto"`` (the default, as the CLI's ``--media``) picks ``"image"`` or ``"audio"`` by
+    the majority of media file extensions (``detect_media``; a manifest is read once); in a
+    folder holding both, files of the other kind are listed as skipped with the reason and the
+    ``--media`` switch that clusters them (one run embeds one media kind: images and sounds have
+    no shared embedding space). ``"image"`` / ``"audio"`` read only that kind.
     """
-    if media == "auto":
+    if media == "auto" and Path(source).suffix.lower() not in _TABLE_SUFFIXES:
         media, counts = detect_media(source)
         if media == "vector":  # precomputed embeddings: the media kind plays no part
             return collect(source, media="image", labels_from_folders=labels_from_folders)
@@ -111,8 +112,8 @@ def collect(
                     f"{other} file in a mixed folder: this run clusters the {counts[media]} {media} "
                     f"files; cluster the {counts[other]} {other} files with --media {other}")))
         return coll
-    if media not in MEDIA_EXTENSIONS:
-        raise ParameterError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)}")
+    if media not in MEDIA_EXTENSIONS and media != "auto":  # auto here: a table, resolved once read
+        raise ParameterError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)} or 'auto'")
     if _URL.match(os.fspath(source)):
         raise InputError(f"{source}: {URL_REASON}")
     p = Path(source)
@@ -133,6 +134,8 @@ def collect(
     if suffix in _TABLE_SUFFIXES:
         df = _read_table(p)
         if _vector_column(df) is None and "path" in df.columns:
+            if media == "auto":
+                media, _ = _majority_media(df["path"].tolist())
             return read_manifest(p, df, media=media, labels_from_folders=labels_from_folders)
         return read_vectors(p, df)
     if suffix in MEDIA_EXTENSIONS[media]:  # a single file
@@ -199,20 +202,24 @@ def detect_media(source: str | os.PathLike) -> tuple[str, dict[str, int]]:
     counts = dict.fromkeys(MEDIA_EXTENSIONS, 0)
     suffix = p.suffix.lower()
     if p.is_dir():
-        names = [os.path.splitext(f)[1].lower() for f in _media_files(p, set().union(*MEDIA_EXTENSIONS.values()))]
+        names = _media_files(p, set().union(*MEDIA_EXTENSIONS.values()))
     elif suffix in (".npy", ".npz"):
         return "vector", counts
     elif suffix in _TABLE_SUFFIXES:
         df = _read_table(p)
         if _vector_column(df) is not None or "path" not in df.columns:
             return "vector", counts
-        names = [os.path.splitext(str(x))[1].lower() for x in df["path"].tolist()]
+        return _majority_media(df["path"].tolist())
     else:
-        names = [suffix]
-    for kind, exts in MEDIA_EXTENSIONS.items():
-        counts[kind] = sum(1 for e in names if e in exts)
-    media = "audio" if counts["audio"] > counts["image"] else "image"
-    return media, counts
+        names = [p.name]
+    return _majority_media(names)
+
+
+def _majority_media(names) -> tuple[str, dict[str, int]]:
+    """``detect_media``'s answer for file names: the kind most of them are."""
+    exts = [os.path.splitext(str(x))[1].lower() for x in names]
+    counts = {kind: sum(1 for e in exts if e in kinds) for kind, kinds in MEDIA_EXTENSIONS.items()}
+    return ("audio" if counts["audio"] > counts["image"] else "image"), counts
 
 
 # -- folders ----------------------------------------------------------------------------------
