@@ -463,3 +463,43 @@ def test_fit_labels_keeps_one_reference_per_copy(cifar3_embeddings):
     assert len(np.unique(refs, axis=0)) == len(refs)
     cal = fitted.predictor_.novelty_calibration_
     assert cal is not None and (cal > 0).all()
+
+
+def test_an_upload_the_earlier_version_put_in_a_cluster_marked_junk_later_is_junk(tmp_path):
+    """A borderline upload whose neighbours are mostly of cluster J (under A, with sibling B)
+    but whose other neighbours lie under D: version 1 answers J (A outvotes D at the top). In
+    version 2 J is junk, a branch of its own at the coarse level, so there D outvotes what is
+    left of A and the top-down path went to D's cluster; the flat vote at the level in use is
+    still J's, and the upload is answered junk, as a flat model would answer it."""
+    from mediacluster.pipeline import Pipeline, load
+
+    rng = np.random.default_rng(0)
+    near = {0: 6, 1: 2, 2: 4, 3: 3}  # J, B, C1, C2: 15 neighbours of the upload on a unit circle
+    far = {0: (60, 0), 1: (0, 60), 2: (-60, 0), 3: (0, -60)}
+    X, fine = [], []
+    angle = 0.0
+    for c, k in near.items():
+        for _ in range(k):
+            X.append([np.cos(angle), np.sin(angle)])
+            angle += 2 * np.pi / 15
+            fine.append(c)
+        X.extend(np.asarray(far[c]) + rng.normal(scale=0.5, size=(12, 2)))
+        fine.extend([c] * 12)
+    X, fine = np.asarray(X, np.float32), np.asarray(fine)
+    top = np.where(fine <= 1, 0, 1)  # A = {J, B}, D = {C1, C2}
+    upload = np.zeros((1, 2), np.float32)
+
+    def version(junk):
+        pipe = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None,
+                        predict_neighbors=15).fit_labels(X, fine, X, levels=top[None, :], junk=junk)
+        folder = tmp_path / f"v{len(junk)}"
+        pipe.save(folder, metadata={"curated": {"junk": junk}})
+        return load(folder)
+
+    v1, v2 = version([]), version([0])
+    assert v1.predict(upload)[0] == 0 and v1.predict_details(upload)["status"][0] == "clustered"
+    det = v2.predict_details(upload)
+    assert det["labels"][0] == 0 and det["status"][0] == "junk", det
+    assert v2.predict_path(upload)[0][:, 0].tolist() == [1, 2]  # the path itself: D, C1
+    # the fitted items still get their own labels (their own copy outvotes the rest)
+    assert (v2.predict(X) == fine).all() and (v1.predict(X) == fine).all()

@@ -734,11 +734,15 @@ class Pipeline(ClusterMixin, BaseEstimator):
             labels = np.where(out, OUTLIER, labels)
             proba = np.where(out, 0.0, proba)
         cluster, conf, path = det["cluster"], det["confidence"], det["path"]
+        junk = self.junk_clusters()
         if path is not None:
             plab, pprob = path["labels"], path["probabilities"]
             # the flat answer is the path's cluster at the level in use; its probability the
             # product of the path's steps down to it (the share of the neighbours in that cluster)
             at, share = plab[self.level_], np.prod(pprob[:self.level_ + 1], axis=0)
+            if junk:  # ... unless the flat vote there is a junk cluster's (see _junk_vote)
+                won, won_share = self._junk_vote(det["neighbors"], det["weights"], junk)
+                at, share = np.where(won >= 0, won, at), np.where(won >= 0, won_share, share)
             clustered = labels >= 0
             labels = np.where(clustered, at, labels)
             proba = np.where(clustered, share, 0.0)
@@ -746,13 +750,32 @@ class Pipeline(ClusterMixin, BaseEstimator):
         if not self.assign_noise:
             cluster, conf = labels.copy(), proba.copy()
         status = status_of(labels)
-        junk = self.junk_clusters()
         if junk:  # a curated model (the studio's publish): clusters a person marked as junk
             status = np.where(np.isin(labels, junk), "junk", status)
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status,
                 "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
                 "novel": novel, "novelty": det["novelty"], "neighbors": det["neighbors"],
                 "weights": det["weights"], "path": path}
+
+    def _junk_vote(self, neighbors, weights, junk) -> tuple[np.ndarray, np.ndarray]:
+        """Per item, the junk cluster that wins the flat vote of its neighbours at the level in
+        use (-1 where another cluster wins; ties: the nearest neighbour's) and its share.
+
+        A curated tree keeps junk clusters on a branch of their own at every coarse level, so
+        the top-down path no longer adds a junk cluster's votes to its former siblings': an
+        upload the earlier version put in a cluster (its siblings carried the path to it) went
+        to another branch once that cluster was marked junk. An item whose neighbours vote
+        for a junk cluster is junk, as a flat model answers it; every other item keeps its
+        path. A fitted item's own copy outvotes its neighbours, so it keeps its label."""
+        lab = np.asarray(self.levels_[self.level_])[neighbors]  # (m, k)
+        w = np.asarray(weights, dtype=np.float64)
+        rows = np.arange(len(lab))
+        # each neighbour's cluster's weight among the item's k neighbours (k is small)
+        votes = ((lab[:, :, None] == lab[:, None, :]) * w[:, None, :]).sum(axis=2)
+        best = votes.argmax(axis=1)  # (m, k >= 1): also for no items
+        won = lab[rows, best]
+        share = votes[rows, best] / np.maximum(w.sum(axis=1), 1e-300)
+        return np.where(np.isin(won, junk), won, -1), share
 
     def junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
