@@ -1,4 +1,6 @@
-"""What the end-to-end loops (``social_loop.py``, ``audio_loop.py``) share: the CLI and the
+"""What the end-to-end loops (``social_loop.py``, ``audio_loop.py``) share: building the
+collection's folders, reposts and truth tables (``fresh_folders``, ``reposts``,
+``upload_reposts``, ``write_truth``; each loop makes its own kind of repost), the CLI and the
 servers run as processes (``cli``, ``Server``), uploads posted one at a time (``post_uploads``),
 the kinds against the clusters (``majority``, ``kind_home``), a person's curation through the
 studio's HTTP API (``edit``, ``studio_labels``, ``curate``), ``/v1/clusters`` against the
@@ -8,6 +10,7 @@ loop keeps what is its own: its collection, its scores, its second version and i
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import resource
@@ -22,6 +25,54 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+
+
+def fresh_folders(work: Path) -> tuple[Path, Path]:
+    """``work/collection`` and ``work/uploads``, emptied."""
+    coll, up = work / "collection", work / "uploads"
+    for d in (coll, up):
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+    return coll, up
+
+
+def reposts(rng, originals: list[dict], folder: Path, edits, repost, per: tuple[int, int]) -> list[dict]:
+    """6% of ``originals`` (at least 2) reposted into the collection, ``per`` = [low, high) times
+    each, every time with an edit drawn from ``edits``; ``repost(src, dst_stem, edit, rng)``
+    writes one (the loop's own kind of file) and returns its path."""
+    out = []
+    n_rep = max(2, round(0.06 * len(originals)))
+    for k, i in enumerate(rng.choice(len(originals), n_rep, replace=False)):
+        o = originals[i]
+        for r in range(int(rng.integers(*per))):
+            edit = str(rng.choice(edits))
+            dst = repost(Path(o["path"]), folder / f"repost_{k:04d}_{r}", edit, rng)
+            out.append({**o, "path": str(dst), "role": "repost", "of": o["path"], "edit": edit})
+    return out
+
+
+def upload_reposts(rng, originals: list[dict], folder: Path, edits, repost, at_least: int = 2) -> list[dict]:
+    """Fresh reposts of 8% of ``originals`` (at least ``at_least``) as new uploads, every edit of
+    ``edits`` equally often."""
+    out = []
+    n_up_rep = max(at_least, round(0.08 * len(originals)))
+    for k, i in enumerate(rng.choice(len(originals), n_up_rep, replace=False)):
+        o = originals[i]
+        edit = edits[k % len(edits)]
+        dst = repost(Path(o["path"]), folder / f"reup_{k:04d}", edit, rng)
+        out.append({**o, "path": str(dst), "role": "repost", "of": o["path"], "edit": edit})
+    return out
+
+
+def write_truth(work: Path, items: list[dict], uploads: list[dict]) -> dict:
+    """``collection.csv`` and ``uploads.csv`` (what each file is) under ``work``; the tables."""
+    for name, rows in (("collection.csv", items), ("uploads.csv", uploads)):
+        with open(work / name, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return {"collection": items, "uploads": uploads}
 
 
 def _cpu_children() -> float:

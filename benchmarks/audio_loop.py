@@ -28,7 +28,6 @@ Then, through the CLI and real HTTP only (the helpers the loops share, ``_loop.p
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -116,11 +115,7 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
     from scipy.signal import resample_poly
 
     rng = np.random.default_rng(seed)
-    coll, up = work / "collection", work / "uploads"
-    for d in (coll, up):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+    coll, up = _loop.fresh_folders(work)
     cells: dict[tuple[int, str], list[Path]] = {}
     for p in sorted(data.glob("*.wav")):
         dg, sp, _ = p.stem.split("_")
@@ -169,13 +164,7 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
             _write(dst, y, sr)
         items.append(row(dst, dg, sp, "format", edit=name))
     orig_items = [r for r in items if r["role"] == "original" and r["digit"] >= 0]
-    n_rep = max(2, round(0.06 * len(orig_items)))  # 6% of the clips are reposted 1-2 times
-    for k, i in enumerate(rng.choice(len(orig_items), n_rep, replace=False)):
-        o = orig_items[i]
-        for r in range(int(rng.integers(1, 3))):
-            edit = str(rng.choice(EDITS))
-            dst = _repost(Path(o["path"]), coll / f"repost_{k:04d}_{r}", edit, rng)
-            items.append({**o, "path": str(dst), "role": "repost", "of": o["path"], "edit": edit})
+    items += _loop.reposts(rng, orig_items, coll, EDITS, _repost, per=(1, 3))  # 6% of the clips, 1-2 times
     # hostile files
     real = Path(orig_items[0]["path"]).read_bytes()
     (coll / "empty.wav").write_bytes(b"")
@@ -201,18 +190,8 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
         out_up.append({**row(_write(up / f"other_chirp_{j:02d}.wav", _tone(rng, chirp=True), 8000), -2, "",
                              "new kind"), "junk": "", "edit": "chirp"})
     up_edits = (*EDITS, "exact")
-    n_up_rep = max(len(up_edits), round(0.08 * len(orig_items)))
-    for k, i in enumerate(rng.choice(len(orig_items), n_up_rep, replace=False)):
-        o = orig_items[i]
-        edit = up_edits[k % len(up_edits)]
-        dst = _repost(Path(o["path"]), up / f"reup_{k:04d}", edit, rng)
-        out_up.append({**o, "path": str(dst), "role": "repost", "of": o["path"], "edit": edit})
-    for name, rows in (("collection.csv", items), ("uploads.csv", out_up)):
-        with open(work / name, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return {"collection": items, "uploads": out_up}
+    out_up += _loop.upload_reposts(rng, orig_items, up, up_edits, _repost, at_least=len(up_edits))
+    return _loop.write_truth(work, items, out_up)
 
 
 def kind_of(r: dict, by: str) -> str:

@@ -33,7 +33,6 @@ the repository (``--work``); ``--write`` replaces this script's section of RESUL
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -47,15 +46,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _loop import (  # noqa: E402  (what the loops share: processes, uploads, curation)
+from _loop import (  # noqa: E402  (what the loops share: building, processes, uploads, curation)
     Server,
     check_clusters,
     cli,
     curate,
     edit,
+    fresh_folders,
     kind_home,
     majority,
     post_uploads,
+    reposts,
+    upload_reposts,
+    write_truth,
 )
 
 SECTION = "## End to end: a social-media collection (socialday helper)"
@@ -114,11 +117,7 @@ def _repost(src: Path, dst_stem: Path, edit: str, rng: np.random.Generator) -> P
 def build(data: Path, work: Path, scale: float, seed: int) -> dict:
     """Write the collection and the new uploads under ``work``; return the truth tables."""
     rng = np.random.default_rng(seed)
-    coll, up = work / "collection", work / "uploads"
-    for d in (coll, up):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+    coll, up = fresh_folders(work)
     originals, unseen = [], []  # (src path, kind)
     for kind, (folder, n, n_new) in KINDS.items():
         n, n_new = max(3, round(n * scale)), max(1, round(n_new * scale))
@@ -137,13 +136,7 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
         shutil.copyfile(src, dst)
         items.append({"path": str(dst), "kind": kind, "role": "original", "of": "", "edit": ""})
     orig_items = list(items)
-    n_rep = max(2, round(0.06 * len(orig_items)))  # 6% of the originals are reposted 1-3 times
-    for k, i in enumerate(rng.choice(len(orig_items), n_rep, replace=False)):
-        o = orig_items[i]
-        for r in range(int(rng.integers(1, 4))):
-            edit = str(rng.choice(EDITS))
-            dst = _repost(Path(o["path"]), coll / f"repost_{k:04d}_{r}", edit, rng)
-            items.append({"path": str(dst), "kind": o["kind"], "role": "repost", "of": o["path"], "edit": edit})
+    items += reposts(rng, orig_items, coll, EDITS, _repost, per=(1, 4))  # 6% of the originals, 1-3 times
     # the new uploads: unseen originals + fresh reposts of collection originals
     uploads = []
     for j, (src, kind) in enumerate(unseen):
@@ -156,18 +149,8 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
             dst = up / f"other_{kind.replace(' ', '_')}_{j:02d}{files[i].suffix.lower()}"
             shutil.copyfile(files[i], dst)
             uploads.append({"path": str(dst), "kind": kind, "role": "new kind", "of": "", "edit": ""})
-    n_up_rep = max(2, round(0.08 * len(orig_items)))
-    for k, i in enumerate(rng.choice(len(orig_items), n_up_rep, replace=False)):
-        o = orig_items[i]
-        edit = EDITS[k % len(EDITS)]  # every edit equally often
-        dst = _repost(Path(o["path"]), up / f"reup_{k:04d}", edit, rng)
-        uploads.append({"path": str(dst), "kind": o["kind"], "role": "repost", "of": o["path"], "edit": edit})
-    for name, rows in (("collection.csv", items), ("uploads.csv", uploads)):
-        with open(work / name, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return {"collection": items, "uploads": uploads}
+    uploads += upload_reposts(rng, orig_items, up, EDITS, _repost)
+    return write_truth(work, items, uploads)
 
 
 def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int], item_group: dict[str, int],
