@@ -768,14 +768,19 @@ class Pipeline(ClusterMixin, BaseEstimator):
         for a junk cluster is junk, as a flat model answers it; every other item keeps its
         path. A fitted item's own copy outvotes its neighbours, so it keeps its label."""
         lab = np.asarray(self.levels_[self.level_])[neighbors]  # (m, k)
-        w = np.asarray(weights, dtype=np.float64)
+        near_junk = np.isin(lab, junk).any(axis=1)
+        won, share = np.full(len(lab), -1, np.int64), np.zeros(len(lab))
+        if not near_junk.any():  # most items: no junk neighbour, nothing to vote
+            return won, share
+        lab, w = lab[near_junk], np.asarray(weights, dtype=np.float64)[near_junk]
         rows = np.arange(len(lab))
         # each neighbour's cluster's weight among the item's k neighbours (k is small)
         votes = ((lab[:, :, None] == lab[:, None, :]) * w[:, None, :]).sum(axis=2)
-        best = votes.argmax(axis=1)  # (m, k >= 1): also for no items
-        won = lab[rows, best]
-        share = votes[rows, best] / np.maximum(w.sum(axis=1), 1e-300)
-        return np.where(np.isin(won, junk), won, -1), share
+        best = votes.argmax(axis=1)
+        top = lab[rows, best]
+        won[near_junk] = np.where(np.isin(top, junk), top, -1)
+        share[near_junk] = votes[rows, best] / np.maximum(w.sum(axis=1), 1e-300)
+        return won, share
 
     def junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
