@@ -411,17 +411,17 @@ def test_report_files_are_made_once_and_skip_unreadable_clips(fsdd_two_speakers,
 
 
 def test_a_folder_of_clips_read_as_images_lists_the_clips_as_skipped(tmp_path, fsdd_two_speakers):
-    """``collect(folder)`` reads images unless told otherwise (the CLI's ``--media`` is auto):
-    a folder of clips gave an empty collection with nothing listed as skipped; each clip is now
-    listed with the switch that reads it."""
+    """``collect(folder, media="image")`` on a folder of clips: it gave an empty collection
+    with nothing listed as skipped; each clip is now listed with the switch that reads it (the
+    default, ``media="auto"``, reads them as audio)."""
     from mediacluster.ingest import collect
 
     for p in fsdd_two_speakers[:3]:
         (tmp_path / p.name).write_bytes(p.read_bytes())
-    coll = collect(tmp_path)
+    coll = collect(tmp_path, media="image")
     assert len(coll) == 0 and len(coll.skipped) == 3
     assert all("media='audio'" in s.reason for s in coll.skipped)
-    assert len(collect(tmp_path, media="audio")) == 3
+    assert len(collect(tmp_path, media="audio")) == 3 and collect(tmp_path).media == "audio"
 
 
 # -- the service ------------------------------------------------------------------------------
