@@ -500,6 +500,11 @@ def test_an_upload_the_earlier_version_put_in_a_cluster_marked_junk_later_is_jun
     assert v1.predict(upload)[0] == 0 and v1.predict_details(upload)["status"][0] == "clustered"
     det = v2.predict_details(upload)
     assert det["labels"][0] == 0 and det["status"][0] == "junk", det
-    assert v2.predict_path(upload)[0][:, 0].tolist() == [1, 2]  # the path itself: D, C1
+    # its path is the junk cluster's (the junk branch, 2, then J), not the top-down vote's (D, C1),
+    # each step the share of the neighbours in it among those in its parent
+    assert v2.predictor_.predict_path(upload)[0][:, 0].tolist() == [1, 2]
+    labels, probs = v2.predict_path(upload)
+    assert labels[:, 0].tolist() == [2, 0] and (det["path"]["labels"] == labels).all()
+    assert np.isclose(np.prod(probs[:, 0]), det["probabilities"][0]) and 0 < det["probabilities"][0] < 1
     # the fitted items still get their own labels (their own copy outvotes the rest)
     assert (v2.predict(X) == fine).all() and (v1.predict(X) == fine).all()

@@ -708,11 +708,15 @@ class Pipeline(ClusterMixin, BaseEstimator):
         """Each new item's root-to-leaf path through the fitted levels: ``(labels,
         probabilities)``, each (n_levels, m), coarse to fine; ``probabilities[l]`` is the vote
         share of the chosen cluster among the item's neighbours inside its level ``l - 1``
-        cluster (a top-down distance-weighted vote of its nearest reference items)."""
+        cluster (a top-down distance-weighted vote of its nearest reference items; an item a
+        curated model answers junk, ``_junk_vote``, gets the junk cluster's path)."""
         check_is_fitted(self, "predictor_")
         if self.levels_ is None:
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
+        if self.junk_clusters():  # an item answered junk gets the junk cluster's path (_junk_path)
+            path = self.predict_details(X)["path"]
+            return path["labels"], path["probabilities"]
         return self.predictor_.predict_path(X)
 
     def predict_details(self, X, zero_vectors: str = "refuse") -> dict:
@@ -741,8 +745,10 @@ class Pipeline(ClusterMixin, BaseEstimator):
             # product of the path's steps down to it (the share of the neighbours in that cluster)
             at, share = plab[self.level_], np.prod(pprob[:self.level_ + 1], axis=0)
             if junk:  # ... unless the flat vote there is a junk cluster's (see _junk_vote)
-                won, won_share = self._junk_vote(det["neighbors"], det["weights"], junk)
+                won, won_share, rep = self._junk_vote(det["neighbors"], det["weights"], junk)
                 at, share = np.where(won >= 0, won, at), np.where(won >= 0, won_share, share)
+                if (won >= 0).any():
+                    path = self._junk_path(path, won >= 0, rep, det["neighbors"], det["weights"])
             clustered = labels >= 0
             labels = np.where(clustered, at, labels)
             proba = np.where(clustered, share, 0.0)
@@ -770,8 +776,9 @@ class Pipeline(ClusterMixin, BaseEstimator):
         lab = np.asarray(self.levels_[self.level_])[neighbors]  # (m, k)
         near_junk = np.isin(lab, junk).any(axis=1)
         won, share = np.full(len(lab), -1, np.int64), np.zeros(len(lab))
+        rep = np.full(len(lab), -1, np.int64)
         if not near_junk.any():  # most items: no junk neighbour, nothing to vote
-            return won, share
+            return won, share, rep
         lab, w = lab[near_junk], np.asarray(weights, dtype=np.float64)[near_junk]
         rows = np.arange(len(lab))
         # each neighbour's cluster's weight among the item's k neighbours (k is small)
@@ -780,7 +787,27 @@ class Pipeline(ClusterMixin, BaseEstimator):
         top = lab[rows, best]
         won[near_junk] = np.where(np.isin(top, junk), top, -1)
         share[near_junk] = votes[rows, best] / np.maximum(w.sum(axis=1), 1e-300)
-        return won, share
+        # the heaviest neighbour in the winning cluster: its path through the levels is the item's
+        rep[near_junk] = np.asarray(neighbors)[near_junk][rows, np.where(lab == top[:, None], w, -1.0).argmax(axis=1)]
+        return won, share, rep
+
+    def _junk_path(self, path: dict, moved, rep, neighbors, weights) -> dict:
+        """``path`` with the items answered junk by :meth:`_junk_vote` (``moved``) given the
+        junk cluster's path (that of ``rep``, their heaviest neighbour in it), so the answer's
+        cluster lies on its path; each step's probability the share of the neighbours in the
+        step's cluster among those in its parent (the product down to the level in use is the
+        answer's probability, as for any path)."""
+        L = np.asarray(self.levels_)
+        labels, probs = path["labels"].copy(), path["probabilities"].copy()
+        labels[:, moved] = L[:, rep[moved]]
+        w = np.asarray(weights, dtype=np.float64)[moved]
+        nb = np.asarray(neighbors)[moved]
+        before = w.sum(axis=1)
+        for lv in range(len(L)):
+            inside = (w * (L[lv][nb] == labels[lv, moved][:, None])).sum(axis=1)
+            probs[lv, moved] = inside / np.maximum(before, 1e-300)
+            before = inside
+        return {"labels": labels, "probabilities": np.clip(probs, 0.0, 1.0)}
 
     def junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
