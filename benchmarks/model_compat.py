@@ -15,7 +15,8 @@ hierarchy, another level; the models are a hierarchy (the default pipeline, cosi
 pipeline on PCA with a LOF outlier stage (noise and outliers; euclidean) and one fitted with
 exact copies and near-duplicate groups (``fit(duplicates=)``). ``check`` loads every model with
 the current code, compares each answer exactly (same dtype, shape and values) and refits the
-same pipelines to compare the arrays they save with the old ones. ``latency`` times
+same pipelines to compare the arrays they save with the old ones, and asks each loaded model
+``similar`` (a model saved before ids were kept answers rows). ``latency`` times
 ``predict_details`` of a saved model: one item (median over 500 calls) and a batch of 1,000
 (median and fastest of 20), wall and process CPU.
 """
@@ -125,6 +126,16 @@ def same_files(a: Path, b: Path) -> str:
     return "the same bytes"
 
 
+def similar_answers(pipe, X, name: str) -> bool:
+    """``Pipeline.similar`` on a model saved without its items' ids (no ``items.json``): it
+    answers rows, ids None, each reference item's own vector first."""
+    ri = pipe.ref_index_[:50]
+    r = pipe.similar(X[ri], k=5)
+    ok = r["ids"] is None and np.array_equal(r["rows"][:, 0], ri) and (r["rows"] >= 0).all()
+    print(f"{name}: similar on the old model: rows answered, own row first: {ok}")
+    return bool(ok)
+
+
 def check(folder: Path) -> int:
     from mediacluster.persist import read_model
     from mediacluster.pipeline import load
@@ -138,6 +149,7 @@ def check(folder: Path) -> int:
         print(f"{name}: {len(old)} answers loaded from the old model, differing: {diff or 'none'}"
               + (f"; new answers: {added}" if added else ""))
         bad += bool(diff)
+        bad += not similar_answers(load(folder / name), np.load(folder / f"{name}_X.npy"), name)
         info_old, arr_old = read_model(folder / name)
         resaved = folder / f"{name}_resaved"
         load(folder / name).save(resaved, overwrite=True, metadata=info_old["metadata"])

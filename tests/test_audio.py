@@ -464,15 +464,24 @@ def test_service_answers_audio_uploads_like_assign(tmp_path, fsdd_two_speakers):
         other = s.client.post("/v1/assign", files=[("clips", ("a.wav", new[0].read_bytes()))])
         assert other.status_code == 400 and "send the audio clips as 'files'" in other.text, other.text
         assert s.client.get("/healthz").status_code == 200 and s.alive()
+        # "more like this" for a clip: a clip of the model's own collection finds itself first
+        seen = fsdd_two_speakers[::5][2]
+        r = s.client.post("/v1/similar?k=3", files=[("files", (seen.name, seen.read_bytes()))])
+        assert r.status_code == 200, r.text
+        near = r.json()["items"][0]["neighbours"]
+        assert len(near) == 3 and Path(near[0]["path"]).name == seen.name
+        assert 'mediacluster_similar_items_total{input="audio"} 1.0' in s.client.get("/metrics").text
     finally:
         s.stop()
 
 
-def test_dedup_of_audio_groups_exact_copies_not_different_clips(tmp_path, fsdd_two_speakers, capsys):
+def test_dedup_of_audio_groups_copies_and_reposts_not_different_clips(tmp_path, fsdd_two_speakers, capsys):
     """``cluster --dedup`` on audio: MFCC vectors of different recordings are as close in cosine as
-    a copy's, so vector links would join unrelated clips (one group held the whole collection and
-    the fit saw one item). Only the byte-identical copy is grouped; the clustering is that of a
-    run without --dedup; the CLI says that audio duplicates are exact copies only."""
+    a copy's, so vector links alone would join unrelated clips (one group held the whole
+    collection and the fit saw one item). The byte-identical copy and a louder copy (confirmed
+    by the audio fingerprint) are grouped, nothing else; the CLI says what audio duplicates are.
+    A vectors-only threshold given by hand does not override the fingerprint when the files are
+    there (as for images, it is for items without files to check)."""
     from mediacluster.cli import main
     from mediacluster.rundir import RunDir
 
@@ -483,29 +492,29 @@ def test_dedup_of_audio_groups_exact_copies_not_different_clips(tmp_path, fsdd_t
         (d / p.name).write_bytes(p.read_bytes())
     (d / "copy_of_first.wav").write_bytes(clips[0].read_bytes())
     y, sr = sf.read(clips[1])
-    sf.write(d / "louder_second.wav", np.clip(y * 1.5, -1, 1), sr)  # a different file: not an exact copy
+    sf.write(d / "louder_second.wav", np.clip(y * 1.5, -1, 1), sr)  # a different file, the same recording
     out = tmp_path / "run"
     assert main(["cluster", str(d), "--out", str(out), "--media", "audio", "--dedup", "--seed", "0"]) == 0
     said = capsys.readouterr().out
-    assert "exact copies (the same bytes) only" in said
+    assert "confirmed by an audio fingerprint" in said
     run = RunDir.open(out)
     dups = run.read_duplicates()
     grouped = dups[dups["duplicate_group"] >= 0]
-    assert sorted(Path(p).name for p in grouped["id"]) == sorted([clips[0].name, "copy_of_first.wav"])
+    assert sorted(Path(p).name for p in grouped["id"]) == sorted(
+        [clips[0].name, "copy_of_first.wav", clips[1].name, "louder_second.wav"])
     asg = run.read_assignments()
-    assert asg["cluster"].nunique() >= 2  # the fit saw 41 distinct clips, not one group
-    # a threshold given by hand is the user's choice and is used
+    assert asg["cluster"].nunique() >= 2  # the fit saw 40 distinct clips, not one group
     out2 = tmp_path / "run2"
     assert main(["cluster", str(d), "--out", str(out2), "--media", "audio", "--dedup", "--seed", "0",
                  "--dedup-param", "semantic_only_threshold=0.9", "--quiet"]) == 0
-    assert (RunDir.open(out2).read_duplicates()["duplicate_group"] >= 0).sum() > 2
+    assert (RunDir.open(out2).read_duplicates()["duplicate_group"] >= 0).sum() == 4
     # `dups` on the clips: the same rule, said the same way
     capsys.readouterr()
     assert main(["dups", str(d), "--out", str(tmp_path / "dups"), "--quiet"]) == 0
     said = capsys.readouterr().out
-    assert "exact copies (the same bytes) only" in said and "1 duplicate groups holding 2 items" in said, said
+    assert "confirmed by an audio fingerprint" in said and "2 duplicate groups holding 4 items" in said, said
     import json  # ... and dups.json keeps it, for whoever reads the output later
-    assert "exact copies (the same bytes) only" in json.loads((tmp_path / "dups" / "dups.json").read_text())["note"]
+    assert "confirmed by an audio fingerprint" in json.loads((tmp_path / "dups" / "dups.json").read_text())["note"]
 
 
 def test_a_ready_audio_service_has_run_its_encoder(tmp_path, fsdd_two_speakers):

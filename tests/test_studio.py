@@ -411,6 +411,10 @@ def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
     curated = lab >= 0
     pred = model.predict(run.read_vectors(mmap=False))
     assert np.mean(pred[curated] == lab[curated]) >= 0.99
+    # it keeps the run's ids and paths for `similar`: an item's own vector finds it by its id
+    items = run.read_items()
+    sim = model.similar(run.read_vectors(mmap=False)[[0, 7]], k=1)
+    assert sim["ids"] == [[items["id"][0]], [items["id"][7]]] and sim["paths"] == [[items["path"][0]], [items["path"][7]]]
     meta = model.model_info_["metadata"]
     assert meta["source"] == "studio" and meta["encoder"] == "efficientnet-lite0"
     assert {int(k): v for k, v in meta["names"].items()} == {k: e["name"] for k, e in cl.items()}

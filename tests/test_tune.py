@@ -491,6 +491,10 @@ def test_cli_tune_publishes_a_model_with_encoder_and_names(cifar3_dir, cifar3_em
     ids = {int(c) for c in np.unique(model.labels_) if c >= 0}
     assert ids and {int(k) for k in meta["names"]} == ids
     assert all(isinstance(v, str) and v for v in meta["names"].values())
+    # and the items' ids and paths, for `similar`
+    emb = cifar3_embeddings
+    sim = model.similar(emb.vectors[[5, 250]], k=1)
+    assert sim["ids"] == [[emb.ids[5]], [emb.ids[250]]] and sim["paths"] == [[emb.paths[5]], [emb.paths[250]]]
 
 
 def test_objective_se_carries_the_silhouettes_sampling_error():

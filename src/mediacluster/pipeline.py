@@ -41,6 +41,7 @@ from . import persist, pipeline_model
 from .copies import distinct_rows, merge_duplicates
 from .data import NOISE, OUTLIER, as_vectors, check_finite, status_of
 from .errors import InputError, LevelRangeError, ParameterError
+from .model_items import read_items
 from .predictor import NeighbourPredictor
 from .stages import registry
 from .stages.cluster import knn_vote, single_blas_thread
@@ -824,6 +825,104 @@ class Pipeline(ClusterMixin, BaseEstimator):
             return [int(c) for c in np.setdiff1d(np.unique(at), kept)]
         return junk
 
+    def similar(self, X, k: int = 10, same_cluster: bool = False, level=None, details: dict | None = None,
+                collection_root=None) -> dict:
+        """"More like this": each new vector's ``k`` nearest fitted items, nearest first.
+
+        The search is the predictor's own (``NeighbourPredictor.kneighbors``: its faiss index
+        over the reference items, for a cosine model the L2-normalised vectors projected on
+        ``reference_dims`` principal axes; recall against exact cosine search over the full
+        vectors is measured in benchmarks/RESULTS.md, "More like this"). Only reference items
+        are found: all distinct fitted items unless ``reference_size`` keeps a sample (exact
+        copies of a row are one item, found by the first of them); ``k`` is at most their
+        number.
+
+        ``same_cluster``: only items of the new item's cluster at ``level`` (its ``cluster``
+        as ``predict_details`` answers it: noise assigned to its nearest cluster; an item in no
+        cluster then gets no neighbours). ``level``: a level of the model's tree (default the
+        level in use); a flat model has level 0 only. ``details``: this ``X``'s
+        ``predict_details`` when the caller has it already. ``collection_root``: where the
+        model's collection is now (the paths of a model saved from a run, see
+        :meth:`model_items`).
+
+        Returns ``rows`` (m, k) the neighbours' rows of the fitted items, ``distances`` (in the
+        predictor's space), ``similarities`` (cosine similarity, ``1 - d**2 / 2`` of unit
+        vectors; NaN for a model that is not cosine), ``clusters`` (their cluster at the level),
+        with -1 / inf / NaN / -1 in slots that no item fills (``same_cluster`` and a cluster of
+        fewer than ``k``); ``ids`` / ``paths`` (lists of lists of the filled slots) for a model
+        saved from a run (None for one fitted on bare vectors); ``cluster`` (m,) each new
+        item's cluster at the level; ``level`` (None for a flat model); ``details`` (the
+        ``predict_details`` used)."""
+        check_is_fitted(self, "predictor_")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ParameterError(f"k must be a whole number >= 1, got {k!r}", "k")
+        lv = self.level_index(level)
+        det = self.predict_details(X) if details is None else details
+        X = as_vectors(X)
+        X = X[None, :] if X.ndim == 1 else X
+        at_level = lv is None or lv == self.level_
+        qc = np.asarray(det["cluster"] if at_level else det["path"]["labels"][lv])
+        fitted = np.asarray(self.cluster_ if at_level else self.levels_[lv])
+        pred = self.predictor_
+        kk = int(min(k, len(pred.ref_index_)))
+        if not same_cluster:
+            dist, pos = pred.kneighbors(X, kk)
+        else:
+            dist = np.full((len(X), kk), np.inf, np.float32)
+            pos = np.full((len(X), kk), -1, np.int64)
+            ref_cluster = fitted[pred.ref_index_]
+            for c in np.unique(qc):
+                if c < 0:
+                    continue
+                q = np.flatnonzero(qc == c)
+                d, p = pred.kneighbors(X[q], kk, among=np.flatnonzero(ref_cluster == c))
+                dist[q, :d.shape[1]], pos[q, :p.shape[1]] = d, p
+        found = pos >= 0
+        rows = np.where(found, pred.ref_index_[np.maximum(pos, 0)], -1)
+        sims = (np.clip(1.0 - dist.astype(np.float64) ** 2 / 2.0, -1.0, 1.0) if pred.ref_normalize_
+                else np.full(dist.shape, np.nan))
+        out = {"rows": rows, "distances": dist, "similarities": np.where(found, sims, np.nan),
+               "clusters": np.where(found, fitted[np.maximum(rows, 0)], -1), "ids": None, "paths": None,
+               "cluster": qc, "level": lv, "details": det}
+        items = self.model_items(collection_root)
+        if items is not None:
+            out["ids"] = [[items.ids[p] for p in r[r >= 0]] for r in pos]
+            out["paths"] = None if items.paths is None else [[items.paths[p] for p in r[r >= 0]] for r in pos]
+        return out
+
+    def level_index(self, level) -> int | None:
+        """``level`` checked against the fitted tree (None: the level in use; None for a flat
+        model, whose only level is 0)."""
+        levels = getattr(self, "levels_", None)
+        if level is None:
+            return None if levels is None else int(self.level_)
+        if isinstance(level, bool) or not isinstance(level, int | np.integer):
+            raise ParameterError(f"level must be a whole number, got {level!r}", "level")
+        if levels is None:
+            if level == 0:
+                return None
+            raise ParameterError(f"level {level}: this model is flat (its clusterer has no levels; level 0 only)",
+                                 "level")
+        if not 0 <= level < len(levels):
+            raise ParameterError(f"level {level} is not a level of this model (0..{len(levels) - 1}, coarse "
+                                 "to fine)", "level")
+        return int(level)
+
+    def model_items(self, collection_root=None):
+        """The ids and paths of a loaded model's reference items (``model_items.ModelItems``,
+        read from the model folder's ``items.json`` on first use, paths resolved against
+        ``collection_root`` when given); None for a model without them (fitted on bare vectors,
+        not loaded, or saved before they were kept)."""
+        folder = getattr(self, "model_path_", None)
+        if folder is None:
+            return None
+        key = None if collection_root is None else os.fspath(collection_root)
+        cached = getattr(self, "_model_items", None)
+        if cached is None or cached[0] != key:
+            cached = (key, read_items(folder, len(self.predictor_.ref_index_), root=key))
+            self._model_items = cached
+        return cached[1]
+
     def predict(self, X) -> np.ndarray:
         """Labels (-2 outlier / -1 noise / >= 0 cluster) for new vectors, without refitting."""
         return self.predict_details(X)["labels"]
@@ -846,25 +945,31 @@ class Pipeline(ClusterMixin, BaseEstimator):
         """A loaded model's metadata (``model_info_``; {} for a pipeline fitted here)."""
         return dict((getattr(self, "model_info_", None) or {}).get("metadata") or {})
 
-    def save(self, path, overwrite: bool = False, metadata: dict | None = None) -> dict:
+    def save(self, path, overwrite: bool = False, metadata: dict | None = None, items: dict | None = None) -> dict:
         """Write the fitted model as a folder of JSON + npz (no pickle); returns
         ``{"path", "bytes", "files"}``. ``metadata`` (JSON-able: the encoder, cluster names,
         the run id) is stored in model.json; None keeps a loaded model's own (its encoder, the
-        names of the level in use, a curated model's junk clusters)."""
+        names of the level in use, a curated model's junk clusters). ``items``: ``{"ids",
+        "paths", "root"}`` of the fitted rows (``paths`` / ``root`` optional), kept for
+        :meth:`similar` (``pipeline_model.write_items``); None keeps a loaded model's own."""
         info, arrays = pipeline_model.model_doc(self, self._own_metadata() if metadata is None else metadata)
-        return persist.write_model(path, info, arrays, overwrite=overwrite)
+        out = persist.write_model(path, info, arrays, overwrite=overwrite)
+        pipeline_model.write_items(path, self, items)
+        return out
 
     def publish(self, store, metadata: dict | None = None, run_id: str | None = None,
-                source: str = "", also=None) -> str:
+                source: str = "", also=None, items: dict | None = None) -> str:
         """Save as the next version of a model store (``RUN/models``); returns its path.
-        ``metadata`` None: a loaded model's own, as in :meth:`save`. ``also(folder)`` writes
-        more into the new version before it is published (a duplicate index)."""
+        ``metadata`` None: a loaded model's own, as in :meth:`save`; ``items`` as in
+        :meth:`save`. ``also(folder)`` writes more into the new version before it is published
+        (a duplicate index)."""
         store = store if isinstance(store, persist.ModelStore) else persist.ModelStore(store)
         base = self._own_metadata() if metadata is None else metadata
         info, arrays = pipeline_model.model_doc(self, {**base, "run_id": run_id, "source": source})
 
         def write(folder):
             persist.write_model(folder, info, arrays)
+            pipeline_model.write_items(folder, self, items)
             if also is not None:
                 also(folder)
 

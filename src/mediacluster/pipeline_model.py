@@ -28,6 +28,7 @@ from . import persist
 from .copies import distinct_rows
 from .data import OUTLIER
 from .errors import MediaclusterError, ModelFormatError
+from .model_items import save_items
 from .predictor import NeighbourPredictor
 from .stages import registry
 
@@ -115,6 +116,24 @@ def load(cls, path, pipeline_params):
     pipe.model_info_ = info
     pipe.model_path_ = str(folder)
     return pipe
+
+
+def write_items(folder, pipe, items: dict | None) -> None:
+    """The ids / paths of the model's reference items into its folder (``model_items``):
+    ``items`` ``{"ids", "paths", "root"}`` are per fitted row and taken at ``ref_index_``; None
+    writes a loaded model's own again (re-saved with their paths where they are now), or
+    nothing for a model without them."""
+    ri = pipe.predictor_.ref_index_
+    if items is None:
+        own = pipe.model_items()
+        if own is not None:
+            save_items(folder, own.ids, own.paths, own.root)
+        return
+    ids, paths = items["ids"], items.get("paths")
+    if len(ids) != len(pipe.labels_) or (paths is not None and len(paths) != len(ids)):
+        raise ValueError(f"items: {len(ids)} ids and {None if paths is None else len(paths)} paths for "
+                         f"{len(pipe.labels_)} fitted rows")
+    save_items(folder, [ids[i] for i in ri], None if paths is None else [paths[i] for i in ri], items.get("root"))
 
 
 def stage_json(stage):

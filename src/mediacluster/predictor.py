@@ -276,13 +276,15 @@ class NeighbourPredictor(BaseEstimator):
             X = (X - self.ref_mean_) @ self.ref_components_.T
         return np.ascontiguousarray(X, dtype=np.float32)
 
-    def kneighbors(self, X, n_neighbors: int | None = None, zero_vectors: str = "refuse"):
+    def kneighbors(self, X, n_neighbors: int | None = None, zero_vectors: str = "refuse", among=None):
         """``(distances, positions)`` (m, k) of each vector's nearest reference items (positions
         in ``ref_index_``); ``n_neighbors`` defaults to the constructor's, at most the number of
-        reference items."""
+        reference items. ``among``: only these positions are searched (faiss's ID selector over
+        the same index); slots beyond them are position -1, distance infinity."""
         check_is_fitted(self, "ref_vectors_")
         k = self.n_neighbors if n_neighbors is None else n_neighbors
-        return self._neighbours(self.transform(X, zero_vectors), int(max(1, min(k, len(self.ref_index_)))))
+        return self._neighbours(self.transform(X, zero_vectors), int(max(1, min(k, len(self.ref_index_)))),
+                                among)
 
     def _build_index(self):
         import faiss  # heavy: loaded when a predictor is built or a model loaded
@@ -311,24 +313,36 @@ class NeighbourPredictor(BaseEstimator):
             self._hnsw_ = index
         return self._hnsw_
 
-    def _neighbours(self, Q: np.ndarray, k: int):
+    def _neighbours(self, Q: np.ndarray, k: int, among=None):
         import faiss
 
         index = self._faiss_
-        if len(self.ref_vectors_) > EXACT_SEARCH_MAX and len(Q) >= HNSW_MIN_QUERIES:
+        hnsw = len(self.ref_vectors_) > EXACT_SEARCH_MAX and len(Q) >= HNSW_MIN_QUERIES
+        if hnsw:
             index = self._graph()
+        params = None
+        if among is not None:
+            among = np.asarray(among, dtype=np.int64)
+            if len(among) == 0:
+                return np.full((len(Q), k), np.inf, np.float32), np.full((len(Q), k), -1, np.int64)
+            sel = faiss.IDSelectorBatch(among)
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=index.hnsw.efSearch) if hnsw \
+                else faiss.SearchParameters(sel=sel)
         # faiss parallelises over queries with OpenMP; for a few queries the threads only add
         # barrier waits (measured at load ~20: one query 77 ms with 2 threads, 1.4 ms with 1).
         if len(Q) < SMALL_QUERY:
             before = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(1)
             try:
-                dist2, idx = index.search(Q, k)
+                dist2, idx = index.search(Q, k, params=params)
             finally:
                 faiss.omp_set_num_threads(before)
         else:
-            dist2, idx = index.search(Q, k)
-        return np.sqrt(np.maximum(dist2, 0.0)), idx
+            dist2, idx = index.search(Q, k, params=params)
+        dist = np.sqrt(np.maximum(dist2, 0.0))
+        if among is not None:  # fewer candidates than k: faiss fills the rest with -1
+            dist[idx < 0] = np.inf
+        return dist, idx
 
     # -- the vote ----------------------------------------------------------------------------
     def predict_path(self, X) -> tuple[np.ndarray, np.ndarray]:

@@ -253,7 +253,7 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     if save_model:
         model = publish_model(run, pipe, {"encoder": encoder_name if emb.encoder != "precomputed" else None,
                                           **model_names_metadata(names, by_level)},
-                              duplicates=duplicates)
+                              duplicates=duplicates, items={"ids": emb.ids, "paths": emb.paths})
     timings["write"] = time.perf_counter() - t
     run.write_info({
         "pipeline": describe(pipe),
@@ -295,18 +295,23 @@ def write_duplicates(run, finder, labels: np.ndarray, ids, paths, clusters: list
     return clusters, {**(info or {}), "duplicates": summary(finder)}
 
 
-def publish_model(run, pipe: Pipeline, metadata: dict, duplicates=None) -> str:
+def publish_model(run, pipe: Pipeline, metadata: dict, duplicates=None, items: dict | None = None) -> str:
     """Publish the fitted pipeline as the run's next model version; with ``duplicates`` (a fitted
     ``DuplicateFinder``) the version also carries its ``DuplicateIndex`` (``assign`` and the
-    service then answer "near-duplicate of item X" for new items). Returns the version's path."""
+    service then answer "near-duplicate of item X" for new items); ``items`` (``{"ids",
+    "paths"}`` of the fitted rows) name the items ``similar`` finds (``model_items``), their
+    paths stored relative to the run's collection root. Returns the version's path."""
+    root = run.collection_root.path  # stored paths are relative to the run's root
+    if items is not None:
+        items = {**items, "root": root}
     if duplicates is None:
-        return pipe.publish(run.file("models"), run_id=run.run_id, source=run.command, metadata=metadata)
+        return pipe.publish(run.file("models"), run_id=run.run_id, source=run.command, metadata=metadata,
+                            items=items)
     from .duplicates.index import save_to_model
 
     index = duplicates.index()
-    root = run.collection_root.path  # the index stores its paths relative to the run's root
     return pipe.publish(run.file("models"), run_id=run.run_id, source=run.command,
-                        metadata={**metadata, "duplicates": True},
+                        metadata={**metadata, "duplicates": True}, items=items,
                         also=lambda folder: save_to_model(folder, index, root=root))
 
 
@@ -600,7 +605,9 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         model = None
         if save_model:
             model = publish_model(run, pipe, {"encoder": encoder_name if enc is not None else None,
-                                              **model_names_metadata(names, by_level)}, duplicates=finder)
+                                              **model_names_metadata(names, by_level)}, duplicates=finder,
+                                  items={"ids": [ids[r] for r in rows],  # the fitted rows: the sample
+                                         "paths": None if paths is None else [paths[r] for r in rows]})
     summary = {**tally.summary_counts(), "levels": level_summary(pipe), "skipped": len(skipped),
                "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     run.write_info({

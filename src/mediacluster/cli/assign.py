@@ -8,6 +8,7 @@ checked for outliers and assigned a cluster with a membership probability by the
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from ..duplicates.index import read_from_model
 from ..embed import embed_collection
 from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
 from ..errors import ModelFormatError, ParameterError
-from ..fileio import text_series, write_table
+from ..fileio import json_text, text_series, write_table
 from ..ingest import collect, join_files
 from ..ingest.sources import MEDIA_EXTENSIONS
+from ..model_items import neighbour_records
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from . import add_collection_root, printable
@@ -38,6 +40,12 @@ def add_parser(sub):
                         "columns level_<k> are written either way)")
     add_collection_root(p, "with a model saved with --dedup: the geometric near-duplicate check reads its "
                            "training files")
+    p.add_argument("--similar", type=similar_k, default=None, metavar="K",
+                   help="also find each item's K most similar items of the model's collection (1..1000; "
+                        "Pipeline.similar): a column 'similar' of JSON [{id, path, row, similarity, "
+                        "cluster, name}, ...] nearest first (id/path null for a model fitted on bare vectors)")
+    p.add_argument("--same-cluster", action="store_true",
+                   help="with --similar: only items of the item's own cluster (at --level, if given)")
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
     p.add_argument("--encoder", default=None, help="encoder (default: the one recorded in the model)")
     p.add_argument("--cache-dir", default=None, help="embedding cache directory")
@@ -45,6 +53,19 @@ def add_parser(sub):
     p.add_argument("--workers", type=positive_int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def similar_k(text: str) -> int:
+    """``--similar K``: a whole number 1..1000."""
+    import argparse
+
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if not 1 <= k <= 1000:
+        raise argparse.ArgumentTypeError(f"--similar must be a whole number from 1 to 1000, not {text!r}")
+    return k
 
 
 def pick_level(model: Pipeline, level) -> None:
@@ -131,6 +152,12 @@ def run(args) -> int:
         df["duplicate_group"] = [m.group if m else -1 for m in matches]
         df["duplicate_kind"] = [m.kind if m else None for m in matches]
         df["duplicate_distance"] = [m.distance if m else None for m in matches]
+    if args.similar:  # "more like this": the items nearest to each new one (same details, same cluster)
+        sim = model.similar(X, k=args.similar, same_cluster=args.same_cluster, details=res,
+                            collection_root=args.collection_root)
+        near = neighbour_records(sim, names if sim["level"] is None else by_level.get(sim["level"], {}))
+        df["similar"] = [json_text([{k: n[k] for k in ("id", "path", "row", "similarity", "cluster", "name")}
+                                    for n in r], indent=None) for r in near]
     if args.out:
         write_table(args.out, df)
         print(f"wrote {len(df)} assignments to {printable(args.out)}")
@@ -148,6 +175,11 @@ def run(args) -> int:
             w(f"{r.cluster}\t{r.status}\t{r.probability:.3f}\t{r.assigned_cluster}\t{r.confidence:.3f}\t{nov}\t"
               f"{name}{levels}{printable(r.path if r.path is not None else r.id)}"
               + (f"\t{printable(matches[i])}" if matches is not None and matches[i] else "") + "\n")
+            if args.similar:
+                for n in json.loads(df["similar"].iloc[i]):
+                    sim_text = "-" if n["similarity"] is None else f"{n['similarity']:.3f}"
+                    where = n["path"] or n["id"] or f"row {n['row']}"
+                    w(f"  similar {sim_text}\t{n['cluster']}\t{printable(where)}\n")
     for s in skipped:
         print(f"skipped {printable(s.path)}: {printable(s.reason)}", file=sys.stderr)
     return 3 if skipped else 0

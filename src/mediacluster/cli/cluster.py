@@ -66,8 +66,8 @@ def add_parser(sub):
                         "assignments gain duplicate_group and duplicate_of, OUT gets duplicates.parquet, "
                         "and --save-model stores the duplicate index for assign/serve; with --fit-sample or "
                         "--executor ray the groups are found over every item and the sample is drawn among "
-                        "their representatives; audio clips: exact copies (the same bytes) only, "
-                        "unless --dedup-param semantic_only_threshold=COSINE")
+                        "their representatives; audio clips: exact copies, and embedding neighbours confirmed "
+                        "by an audio fingerprint (spectrograms aligned in time)")
     g.add_argument("--dedup-param", action="append", default=[], metavar="NAME=VALUE",
                    help="duplicate finder parameter, repeatable, e.g. hash_radius=5 (see DuplicateFinder)")
     add_pipeline_args(p)

@@ -12,7 +12,8 @@ guard against chaining):
 near-duplicate of photos/a.jpg (perceptual, distance 2 bits)
 
 Modules: ``hashing`` (content hash, perceptual hashes, thumbnails), ``search`` (faiss candidate
-search), ``verify`` (photometric and keypoint checks), ``grouping`` (components with a diameter
+search), ``verify`` (photometric and keypoint checks), ``fingerprint`` (the audio check:
+spectrograms aligned in time; ``DuplicateFinder(media="audio")``), ``grouping`` (components with a diameter
 guard), ``finder`` (the estimator), ``index`` (new-item queries, save/load), ``reposts``
 (simulated reposts for benchmarks and tests).
 """

@@ -2,8 +2,9 @@
 
 ``find_in_embeddings(emb)`` runs a :class:`DuplicateFinder` on an embedded collection: the
 embedding cache already hashed every file, so exact copies cost nothing more; images are
-also checked perceptually and geometrically (their files), other media (audio, precomputed
-vectors) by their vectors alone (``semantic_only_threshold``).
+also checked perceptually and geometrically (their files), audio clips by their vectors'
+nearest neighbours confirmed by an audio fingerprint (their files; ``fingerprint``), precomputed
+vectors by their vectors alone (``semantic_only_threshold``).
 
 ``duplicate_columns`` gives the two columns the run's ``assignments`` gain with ``--dedup``
 (``duplicate_group``: -1 for an item without duplicates; ``duplicate_of``: the id of the
@@ -33,6 +34,7 @@ from ..data import Skipped
 from ..errors import InputError, ParameterError
 from ..fileio import text_series
 from .finder import DuplicateFinder
+from .grouping import KINDS
 
 #: Files ``find_duplicates_in`` writes into its output folder.
 TABLE = "dups.parquet"
@@ -43,8 +45,17 @@ THUMBS = "thumbs"
 #: ``dups.json``'s format: 1 records the collection root; outputs without it hold absolute paths.
 INFO_FORMAT = "mediacluster.dups/1"
 #: what duplicates of audio clips are (``find_in_rows``), said by ``cluster --dedup`` and ``dups``
-AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes) only; a re-encoded, trimmed or "
-              "louder copy is not found (no audio fingerprint; see README, Duplicates and reposts)")
+AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes), and copies re-encoded, resampled, "
+              "trimmed, louder or quieter, noisier or in stereo, found among each clip's nearest vectors and "
+              "confirmed by an audio fingerprint (spectrograms aligned in time); another recording of the "
+              "same sound is not a duplicate, and the vectors alone never decide (see README, Duplicates and "
+              "reposts)")
+
+
+#: candidates per audio clip (its nearest vectors) sent to the fingerprint check, unless
+#: ``n_neighbors`` is given: in 3,000 FSDD clips (MFCC) the original was among a repost's 10
+#: nearest for 339 of 360 reposts, 30 nearest for 352, 100 for 357 (benchmarks/audio_reposts.py)
+AUDIO_NEIGHBORS = 30
 
 
 def audio_rule(media: str, params: dict | None) -> str | None:
@@ -64,7 +75,7 @@ def make_finder(params: dict | None = None, progress: bool = True, workers: int 
 
 def find_in_embeddings(emb, media: str = "image", params: dict | None = None, progress: bool = True,
                        workers: int | None = None, vectors=None) -> DuplicateFinder:
-    """Fit a finder on an embedded collection (``data.Embeddings``): files (images only),
+    """Fit a finder on an embedded collection (``data.Embeddings``): files (images and audio clips),
     vectors, and the content hashes the embedding cache computed. ``vectors``: the same rows
     read from elsewhere (a run's memory-mapped ``embeddings.npy``) instead of ``emb.vectors``."""
     content = getattr(emb, "content_hashes", None)
@@ -78,22 +89,26 @@ def find_in_rows(vectors, ids, paths=None, media: str = "vector", content_hashes
     """Fit a finder on a collection's rows: ``vectors`` (an array, or a ``.npy`` memory map that
     the search reads block by block, never whole), ``ids``, and for images their files
     (``paths``: perceptual hashes and the geometric check) and known content hashes (exact
-    copies). Precomputed vectors are compared by their vectors alone. Audio clips are grouped
-    as exact copies only (the same bytes), unless ``params`` sets ``semantic_only_threshold``:
-    there is no audio fingerprint here, and the audio encoders' vectors of different
-    recordings are as close as a copy's (MFCC: the median FSDD clip has another recording within
-    cosine 0.9985, far above the vectors-only threshold of 0.97, so groups swallowed whole
-    collections; louder or re-sampled copies fall to 0.9965 / 0.994; benchmarks/RESULTS.md,
-    "End to end: an audio collection")."""
+    copies). Precomputed vectors are compared by their vectors alone. Audio clips: exact copies,
+    then each clip's :data:`AUDIO_NEIGHBORS` nearest vectors confirmed by the fingerprint check
+    of their files (finder ``media="audio"``); never by the vectors alone unless ``params`` sets
+    ``semantic_only_threshold``: the audio encoders' vectors of different recordings are as
+    close as a copy's (MFCC: the median FSDD clip has another recording within cosine 0.9985,
+    far above the vectors-only threshold of 0.97, so groups swallowed whole collections;
+    louder or re-sampled copies fall to 0.9965 / 0.994; benchmarks/RESULTS.md, "End to end: an
+    audio collection" and "Duplicates: audio reposts")."""
     if audio_rule(media, params):
         params = {**(params or {}), "semantic_only_threshold": None}
+    files = paths is not None and all(p is not None for p in paths)
+    if media == "audio" and files:
+        params = {"n_neighbors": AUDIO_NEIGHBORS, **(params or {}), "media": "audio"}
     finder = make_finder(params, progress, workers)
-    images = media == "image" and paths is not None and all(p is not None for p in paths)
+    with_files = media in ("image", "audio") and files
     if content_hashes is not None and len(content_hashes) != len(vectors):
         content_hashes = None
     if not isinstance(vectors, np.ndarray) or vectors.dtype != np.float32:
         vectors = np.asarray(vectors, np.float32)  # a float32 array or memory map is used as it is
-    return finder.fit(list(paths) if images else None, vectors, content_hashes=content_hashes,
+    return finder.fit(list(paths) if with_files else None, vectors, content_hashes=content_hashes,
                       ids=[str(i) for i in ids])
 
 
@@ -137,11 +152,12 @@ def cluster_duplicates(finder: DuplicateFinder, labels: np.ndarray, ids: list | 
 def summary(finder: DuplicateFinder) -> dict:
     """Counts for run.json and printing."""
     sizes = np.bincount(finder.labels_[finder.labels_ >= 0]) if finder.n_groups_ else np.zeros(0, int)
-    kinds = np.bincount(finder.links_["kind"], minlength=4).tolist() if len(finder.links_) else [0] * 4
+    names = KINDS if finder.media == "audio" else KINDS[:4]  # an image run's counts as they were
+    kinds = np.bincount(finder.links_["kind"], minlength=len(KINDS)).tolist() if len(finder.links_) else [0] * len(KINDS)
     return {"items": int(finder.n_items_), "groups": int(finder.n_groups_),
             "items_in_groups": int(sizes.sum()), "duplicates": int(sizes.sum() - len(sizes)),
             "largest": int(sizes.max()) if len(sizes) else 0,
-            "links": dict(zip(("exact", "perceptual", "geometric", "semantic"), map(int, kinds))),
+            "links": dict(zip(names, map(int, kinds))),
             "skipped": len(finder.skipped_)}
 
 
@@ -206,8 +222,8 @@ def _mapped_npy(source):
 
 def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_groups: int, progress: bool,
                  root=None, note: str | None = None) -> dict:
-    """Write the table, ``dups.json`` (with ``note``: what the search could find, e.g. audio's
-    exact copies only) and the page; the summary."""
+    """Write the table, ``dups.json`` (with ``note``: what the search could find, e.g. what an
+    audio duplicate is) and the page; the summary."""
     from ..fileio import write_json, write_table
     from ..locations import Root, common_folder
 
@@ -298,7 +314,7 @@ def write_groups_page(out: Path, finder: DuplicateFinder, paths: list | None, in
     def cell(i: int, rep: bool) -> str:
         name = display_text(names[i] if names is not None else finder.ids_[i])
         how = "representative" if rep else (
-            f"{('exact', 'perceptual', 'geometric', 'semantic')[kinds[i]]}, d={dist[i]:.3g}" if kinds[i] >= 0 else "")
+            f"{KINDS[kinds[i]]}, d={dist[i]:.3g}" if kinds[i] >= 0 else "")
         t = thumbs.get(i)
         img = (f'<img loading="lazy" src="{THUMBS}/{html.escape(t)}" alt="">' if t else
                '<span class="noimg">?</span>')

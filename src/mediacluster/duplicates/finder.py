@@ -11,6 +11,15 @@ How a pair of items becomes a duplicate link (each step only sees pairs the step
    overlap (``GeometricVerifier``): crops, caption bars, screenshot frames. Needs the files.
 4. **semantic**: without files to check (vectors only), cosine >= ``semantic_only_threshold``.
 
+Audio clips (``media="audio"``): exact copies by their bytes; then each clip's ``n_neighbors``
+nearest embeddings with cosine >= ``semantic_threshold`` are candidates, confirmed by the
+**fingerprint** check (``fingerprint.AudioVerifier``: log spectrograms correlated over time
+offsets, ``audio_min_ncc``): re-encoded, resampled, trimmed, louder, noisier or stereo copies.
+There is no perceptual hash, and with the files at hand the vectors alone never decide (no
+``semantic_only_threshold`` fallback: other takes of the same word are as close as a copy;
+benchmarks/audio_reposts.py); ``cluster --dedup`` and ``dups`` also turn that threshold off for
+audio vectors without files unless it is given (``collection.find_in_rows``).
+
 Links are grouped with a guard against chaining (``grouping.group_links``). Every default comes
 from benchmarks/duplicates.py (see benchmarks/RESULTS.md, "Duplicates").
 """
@@ -34,7 +43,9 @@ from .search import cosine_pairs, hamming_pairs, normalise
 from .verify import GeometricCheck, PhotometricCheck, photometric_ok, thumb_pairs
 
 #: Link kinds, in order of strength (the code stored in ``links_["kind"]``).
-EXACT, PERCEPTUAL, GEOMETRIC, SEMANTIC = range(4)
+EXACT, PERCEPTUAL, GEOMETRIC, SEMANTIC, FINGERPRINT = range(5)
+#: what ``paths`` are
+MEDIA = ("image", "audio")
 
 LINK_DTYPE = np.dtype([("i", np.int64), ("j", np.int64), ("kind", np.int8), ("distance", np.float32)])
 
@@ -52,12 +63,27 @@ def _exact_links(content: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(i, np.int64), np.asarray(j, np.int64)
 
 
+def _content_hashes(paths: list[str], workers: int | None) -> list[str | None]:
+    """The content hash of each file (as the embedding cache keys it), None where unreadable."""
+    from ..embed.engine import default_workers
+    from ..fileio import hash_file
+
+    def one(p: str) -> str | None:
+        try:
+            return hash_file(p)
+        except OSError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        return list(pool.map(one, paths))
+
+
 def _pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
 
 
 class DuplicateFinder(BaseEstimator):
-    """Find and group duplicates among images (paths), embeddings (vectors), or both.
+    """Find and group duplicates among images or audio clips (paths), embeddings (vectors), or both.
 
     Parameters
     ----------
@@ -70,12 +96,17 @@ class DuplicateFinder(BaseEstimator):
     semantic_only_threshold : smallest cosine accepted without images to check (vectors only,
         or ``verify=False``); None: never link on embeddings alone.
     n_neighbors : nearest neighbours per item searched for semantic candidates.
-    verify : check semantic candidates geometrically when the files are given.
+    verify : check semantic candidates geometrically (images) or by their fingerprints (audio)
+        when the files are given.
     min_inliers : keypoint matches consistent with one similarity transform (geometric check).
+    audio_min_ncc : smallest correlation of two clips' aligned log spectrograms (fingerprint
+        check, ``fingerprint.AudioCheck``; audio only).
     max_diameter : largest normalised distance between two members of one group (1 = one
         link threshold; see ``grouping``).
     workers : threads for decoding and verification (default: ``embed.default_workers()``).
     progress : show progress bars (rate and ETA).
+    media : what ``paths`` are: "image" (hashes, thumbnails, keypoints) or "audio" (exact
+        copies, then vector candidates confirmed by the fingerprint check).
 
     Attributes (after ``fit``)
     --------------------------
@@ -85,13 +116,13 @@ class DuplicateFinder(BaseEstimator):
     duplicate_of_ : (n,) the representative for the other members of a group, else -1.
     link_kind_, link_distance_ : (n,) how each member is linked to its group (the link to the
         representative when there is one, else its closest link inside the group); kinds as in
-        ``KINDS`` (-1: none); distance in bits (perceptual), 1 - cosine (geometric, semantic),
+        ``KINDS`` (-1: none); distance in bits (perceptual), 1 - cosine (geometric, semantic, fingerprint),
         0 (exact).
     group_diameter_ : (n_groups,) normalised diameter of each group.
     links_ : structured array (i, j, kind, distance) of every accepted link (a candidate pair
         whose items were already connected is not verified, so not every duplicate pair is a
         link; groups are what counts).
-    n_verified_ : candidate pairs checked geometrically.
+    n_verified_ : candidate pairs checked geometrically (images) or by fingerprint (audio).
     skipped_ : {index: reason} for files that could not be decoded (they can still be exact
         duplicates, never perceptual or geometric ones).
     signatures_ : the ``hashing.Signatures`` used (None without images).
@@ -107,7 +138,8 @@ class DuplicateFinder(BaseEstimator):
                  grey_chroma: float = 3.0, semantic_threshold: float = 0.8,
                  semantic_only_threshold: float | None = 0.97, n_neighbors: int = 10,
                  verify: bool = True, min_inliers: int = 15, max_diameter: float = 2.0,
-                 workers: int | None = None, progress: bool = False):
+                 workers: int | None = None, progress: bool = False, media: str = "image",
+                 audio_min_ncc: float = 0.96):
         self.hash = hash
         self.hash_size = hash_size
         self.hash_radius = hash_radius
@@ -123,6 +155,8 @@ class DuplicateFinder(BaseEstimator):
         self.max_diameter = max_diameter
         self.workers = workers
         self.progress = progress
+        self.media = media
+        self.audio_min_ncc = audio_min_ncc
 
     # -- checks ----------------------------------------------------------------------------
     def photometric_check(self) -> PhotometricCheck:
@@ -131,7 +165,26 @@ class DuplicateFinder(BaseEstimator):
     def geometric_check(self) -> GeometricCheck:
         return GeometricCheck(min_inliers=self.min_inliers)
 
+    def audio_check(self):
+        from .fingerprint import AudioCheck
+
+        return AudioCheck(min_ncc=float(self.audio_min_ncc))
+
+    def _verifier(self):
+        """The check of a candidate pair of files: fingerprints (audio) or keypoints (images)."""
+        if self.media == "audio":
+            from .fingerprint import AudioVerifier
+
+            return AudioVerifier(self.audio_check())
+        from .verify import GeometricVerifier
+
+        return GeometricVerifier(self.geometric_check(), self.photometric_check())
+
     def _validate(self) -> None:
+        if self.media not in MEDIA:
+            raise ParameterError(f"media={self.media!r}: choose from {', '.join(MEDIA)}", param="media")
+        if not -1 <= self.audio_min_ncc <= 1:
+            raise ParameterError(f"audio_min_ncc={self.audio_min_ncc}: a correlation, in [-1, 1]", param="audio_min_ncc")
         if self.hash not in HASHES:
             raise ParameterError(f"hash={self.hash!r}: choose from {', '.join(HASHES)}", param="hash")
         if not 0 <= int(self.hash_radius) < self.hash_size ** 2:
@@ -149,7 +202,8 @@ class DuplicateFinder(BaseEstimator):
     def fit(self, paths: Sequence[str | os.PathLike] | None = None, vectors: np.ndarray | None = None, *,
             content_hashes: Sequence[str | None] | None = None, signatures: Signatures | None = None,
             ids: Sequence[str] | None = None):
-        """Find duplicates among ``paths`` (image files) and/or ``vectors`` (one row per item).
+        """Find duplicates among ``paths`` (image or audio files, ``media``) and/or ``vectors``
+        (one row per item).
 
         ``content_hashes``: known content hashes (e.g. from the embedding cache), to skip
         reading the files again for exact duplicates. ``signatures``: precomputed
@@ -174,7 +228,12 @@ class DuplicateFinder(BaseEstimator):
         self.paths_ = None if paths is None else [os.fspath(p) for p in paths]
         self.ids_ = ([str(x) for x in ids] if ids is not None else
                      list(self.paths_) if self.paths_ is not None else [str(k) for k in range(n)])
-        if signatures is None and self.paths_ is not None:
+        if self.media == "audio":
+            if signatures is not None:
+                raise InputError("signatures are perceptual hashes of images; audio clips have none")
+            if content_hashes is None and self.paths_ is not None:
+                content_hashes = _content_hashes(self.paths_, self.workers)
+        elif signatures is None and self.paths_ is not None:
             signatures = compute_signatures(self.paths_, kind=self.hash, hash_size=self.hash_size,
                                             content=content_hashes is None, workers=self.workers,
                                             progress=self.progress)
@@ -229,6 +288,7 @@ class DuplicateFinder(BaseEstimator):
         if X is None:
             return np.zeros(0, LINK_DTYPE)
         can_verify = bool(self.verify) and self.paths_ is not None
+        audio = self.media == "audio"
         lo = self.semantic_threshold if can_verify else self.semantic_only_threshold
         if lo is None:
             return np.zeros(0, LINK_DTYPE)
@@ -240,8 +300,8 @@ class DuplicateFinder(BaseEstimator):
         self.n_verified_ = 0
         if can_verify and len(i):
             ok = self._verify_pairs(i, j, cos, found)
-            kind = np.full(len(i), GEOMETRIC, np.int8)
-            if self.semantic_only_threshold is not None:
+            kind = np.full(len(i), FINGERPRINT if audio else GEOMETRIC, np.int8)
+            if self.semantic_only_threshold is not None and not audio:
                 strong = ~ok & (cos >= self.semantic_only_threshold) & self._undecodable(i, j)
                 kind[strong] = SEMANTIC  # a file could not be decoded: the embedding decides
                 ok |= strong
@@ -269,9 +329,8 @@ class DuplicateFinder(BaseEstimator):
 
         from ..embed.engine import default_workers
         from ..progress import progress_bar
-        from .verify import GeometricVerifier
 
-        verifier = GeometricVerifier(self.geometric_check(), self.photometric_check())
+        verifier = self._verifier()
         usable = self.signatures_.usable() if self.signatures_ is not None else np.ones(self.n_items_, bool)
         paths = self.paths_
         ds = DisjointSet(range(self.n_items_))
@@ -313,7 +372,8 @@ class DuplicateFinder(BaseEstimator):
             hashes=None if sig is None else sig.hashes, mirror=None if sig is None else sig.mirror,
             hash_ok=None if sig is None else sig.usable(), hash_scale=max(1, int(self.hash_radius)),
             vectors=self.vectors_,
-            cos_scale=max(1e-6, 1.0 - (self.semantic_threshold if self.verify and self.paths_ is not None
+            cos_scale=max(1e-6, 1.0 - (self.semantic_threshold if (self.verify and self.paths_ is not None)
+                                       or self.media == "audio"
                                        else (self.semantic_only_threshold or self.semantic_threshold))),
         )
 

@@ -31,8 +31,9 @@ import numpy as np
 
 from .hashing import hamming
 
-# the kinds of evidence a link can rest on (link_kind_ holds the index into this)
-KINDS = ("exact", "perceptual", "geometric", "semantic")
+# the kinds of evidence a link can rest on (link_kind_ holds the index into this); "fingerprint":
+# audio clips whose vectors were close, confirmed by their log spectrograms (``fingerprint``)
+KINDS = ("exact", "perceptual", "geometric", "semantic", "fingerprint")
 
 #: Components up to this size get their full distance matrix (checked in one go); larger ones
 #: go straight to the leader split, which needs only leader-to-member distances.

@@ -7,7 +7,10 @@ to one new item against all stored items:
 
 exact (same bytes) > perceptual (hash within the radius, thumbnails agree) > geometric
 (cosine >= ``semantic_threshold`` and keypoint alignment with the stored file, when that file
-is still readable) > semantic (cosine >= ``semantic_only_threshold``).
+is still readable) > semantic (cosine >= ``semantic_only_threshold``). An index of audio clips
+(``params["media"] == "audio"``) keeps no hashes or thumbnails: exact, then fingerprint (one of
+the ``n_neighbors`` nearest vectors with cosine >= ``semantic_threshold`` whose stored file's
+log spectrogram the new clip's aligns with; ``fingerprint.AudioVerifier``).
 
 ``save(folder)`` writes ``duplicates.json`` (parameters, ids, paths), ``duplicates.npz`` (the
 per-item arrays, no pickle) and ``vectors.faiss`` (the unit vectors as float16, a faiss
@@ -68,6 +71,8 @@ BATCH_QUERIES = 64
 #: Finder parameters the index needs to apply the same rule.
 _PARAMS = ("hash", "hash_size", "hash_radius", "photometric", "min_ncc", "max_chroma", "grey_chroma",
            "semantic_threshold", "semantic_only_threshold", "n_neighbors", "verify", "min_inliers")
+#: Finder parameters of an audio index only (an image index is written as before without them).
+_AUDIO_PARAMS = ("media", "audio_min_ncc")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class DuplicateMatch:
 
     def __str__(self) -> str:
         unit = " bits" if self.kind == "perceptual" else "" if self.kind == "exact" else " (1 - cosine)"
+        if self.kind == "fingerprint":
+            unit += ", the recording aligned"
         return f"near-duplicate of {self.id} ({self.kind}, distance {self.distance:g}{unit})"
 
     def to_dict(self) -> dict:
@@ -117,6 +124,11 @@ class DuplicateIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def media(self) -> str:
+        """What the stored files are: "image" or "audio" (the finder's ``media``)."""
+        return self.params.get("media", "image")
+
     def __getstate__(self) -> dict:
         """For ``pickle`` / ``joblib`` (:meth:`save` is the stored form): the geometric verifier
         holds OpenCV objects that do not pickle; it is made again on the next query that needs it."""
@@ -129,8 +141,9 @@ class DuplicateIndex:
         writes them as float16 block by block, and a query of the unsaved index scores them as
         float16, as the saved one does."""
         sig = finder.signatures_
+        audio = getattr(finder, "media", "image") == "audio"
         return cls(
-            params={p: getattr(finder, p) for p in _PARAMS},
+            params={p: getattr(finder, p) for p in _PARAMS + (_AUDIO_PARAMS if audio else ())},
             ids=finder.ids_, paths=finder.paths_, labels=finder.labels_, content=finder.content_hashes_,
             hashes=None if sig is None else sig.hashes, mirror=None if sig is None else sig.mirror,
             thumbs=None if sig is None else sig.thumbs, hash_ok=None if sig is None else sig.usable(),
@@ -153,6 +166,7 @@ class DuplicateIndex:
         p = self.params
         found: list[tuple[int, float, int]] = []  # (kind, distance, row)
         h = m = th = None
+        audio = self.media == "audio"
         if path is not None:
             path = os.fspath(path)
             try:
@@ -163,6 +177,8 @@ class DuplicateIndex:
             if row is not None and row != exclude:
                 found.append((0, 0.0, row))
             try:
+                if audio:
+                    raise SkipItem("an audio clip has no perceptual hash", "audio")
                 from PIL import ImageOps
 
                 from .hashing import DRAFT
@@ -272,10 +288,11 @@ class DuplicateIndex:
         # a cosine distance: float16 vectors and float32 sums can put a copy's similarity a hair above 1
         out = []
         can_verify = p["verify"] and path is not None and self.paths is not None
+        verified = 4 if self.media == "audio" else 2  # KINDS: fingerprint, geometric
         for r, c in zip(top.tolist(), sims.tolist()):
             if can_verify and c >= p["semantic_threshold"] and os.path.exists(self.paths[r]):
                 if self._verify(path, self.paths[r]):
-                    out.append((2, max(0.0, 1.0 - c), int(r)))
+                    out.append((verified, max(0.0, 1.0 - c), int(r)))
                     continue
             if p["semantic_only_threshold"] is not None and c >= p["semantic_only_threshold"] and not (
                     can_verify and os.path.exists(self.paths[r])):
@@ -303,6 +320,10 @@ class DuplicateIndex:
         from .verify import GeometricCheck, GeometricVerifier, PhotometricCheck
 
         p = self.params
+        if self._verifier is None and self.media == "audio":
+            from .fingerprint import AudioCheck, AudioVerifier
+
+            self._verifier = AudioVerifier(AudioCheck(min_ncc=float(p["audio_min_ncc"])), cache_bytes=32 * 2**20)
         if self._verifier is None:
             self._verifier = GeometricVerifier(GeometricCheck(min_inliers=p["min_inliers"]),
                                                PhotometricCheck(p["min_ncc"], p["max_chroma"], p["grey_chroma"]),
@@ -369,6 +390,10 @@ class DuplicateIndex:
         params, ids, paths = meta.get("params"), meta.get("ids"), meta.get("paths")
         if not isinstance(params, dict) or set(_PARAMS) - set(params):
             raise ModelFormatError(f"{jp}: params must hold {list(_PARAMS)}")
+        if params.get("media", "image") not in ("image", "audio") or (
+                params.get("media") == "audio" and not isinstance(params.get("audio_min_ncc"), (int, float))):
+            raise ModelFormatError(f"{jp}: params 'media' must be 'image' or 'audio' (audio: with a number "
+                                   f"'audio_min_ncc'), got {params.get('media')!r}")
         if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
             raise ModelFormatError(f"{jp}: ids must be a list of strings")
         if paths is not None and (not isinstance(paths, list) or len(paths) != len(ids)

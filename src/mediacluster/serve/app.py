@@ -1,6 +1,8 @@
 """The service's HTTP API (FastAPI, on the shared ``mediacluster.web`` stack).
 
 Endpoints: ``POST /v1/assign`` (images, or audio clips for an audio model, as multipart ``files``, or JSON ``{"vectors": [...]}``),
+``POST /v1/similar`` (the same inputs; per item its assign answer and its ``k`` most similar fitted items:
+``Pipeline.similar``, through the same micro-batcher and model version as assign),
 ``GET /v1/clusters``, ``GET /v1/model``, ``POST /v1/reload``, ``GET /healthz``, ``/readyz``,
 ``/metrics`` (Prometheus text), and the framework's OpenAPI page at ``/docs``.
 
@@ -24,7 +26,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from .._version import __version__
@@ -33,11 +35,13 @@ from ..ingest import SkipItem
 from ..web import ApiError, create_app
 from ..web.app import DOCS_STATIC
 from ..web.metrics import HttpMetrics
-from .model import ModelHolder, Served
+from .model import ModelHolder, Served, SimilarAsk
 
 #: SkipItem kinds that are about size: answered 413, the rest of a bad upload 400
 TOO_LARGE = {"file_too_large", "image_too_large"}
 MAX_FILENAME = 200
+#: the most neighbours one item of ``/v1/similar`` may ask for
+MAX_SIMILAR = 100
 
 
 @dataclass
@@ -86,6 +90,30 @@ class Assigned(BaseModel):
                                    "abstains; null without a tag model")
 
 
+class Neighbour(BaseModel):
+    row: int = Field(description="the item's row among the model's fitted items (its reference items)")
+    id: str | None = Field(None, description="the item's id in the run the model was saved from (null for "
+                           "a model fitted on bare vectors or saved before ids were kept: use `row`)")
+    path: str | None = Field(None, description="the item's file, resolved against the collection root "
+                             "(`serve --collection-root`), null without one")
+    similarity: float | None = Field(None, description="cosine similarity to the new item (1 - d^2/2 "
+                                     "of the unit vectors in the model's projected search space); null "
+                                     "for a model that does not compare directions")
+    distance: float = Field(description="distance in the model's search space (smaller is nearer)")
+    cluster: int = Field(description="the item's cluster at `level` (-1 noise, -2 outlier)")
+    name: str | None = Field(None, description="that cluster's name")
+
+
+class Similar(Assigned):
+    level: int | None = Field(None, description="the level `level_cluster` and the neighbours' `cluster` "
+                              "are at; null for a flat model")
+    level_cluster: int = Field(description="the new item's cluster at `level` (what `same_cluster` "
+                               "restricts to: noise assigned to its nearest cluster)")
+    level_name: str | None = Field(None, description="that cluster's name")
+    neighbours: list[Neighbour] = Field(description="the `k` fitted items most similar to this one, "
+                                        "nearest first (fewer with `same_cluster` in a smaller cluster)")
+
+
 class ModelRef(BaseModel):
     version: str
     run_id: str | None = None
@@ -94,6 +122,13 @@ class ModelRef(BaseModel):
 class AssignResponse(BaseModel):
     model: ModelRef
     items: list[Assigned]
+
+
+class SimilarResponse(BaseModel):
+    model: ModelRef
+    k: int = Field(description="neighbours asked for per item")
+    same_cluster: bool = Field(description="neighbours only from the item's own cluster at `level`")
+    items: list[Similar]
 
 
 class ClusterInfo(BaseModel):
@@ -145,6 +180,13 @@ def _depth(x) -> int:
     return depth
 
 
+def _query_hint(keys) -> str:
+    """What to say when a request puts /v1/similar's parameters in its body."""
+    asked = [k for k in keys if k in ("k", "same_cluster", "level")]
+    return (f" ({', '.join(asked)}: query parameters of /v1/similar, e.g. /v1/similar?k=10&same_cluster=true)"
+            if asked else "")
+
+
 def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
     if not body:
         raise ApiError(400, "empty_batch", "the request body is empty; send {\"vectors\": [[...], ...]}")
@@ -164,8 +206,9 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
     if not isinstance(doc, dict) or "vectors" not in doc:
         raise ApiError(400, "invalid_request", "expected a JSON object {\"vectors\": [[...], ...]}")
     if set(doc) - {"vectors"}:
-        raise ApiError(400, "invalid_request", f"unexpected keys {sorted(set(doc) - {'vectors'})}; "
-                       "only 'vectors' is read")
+        extra = sorted(set(doc) - {"vectors"})
+        raise ApiError(400, "invalid_request", f"unexpected keys {extra}; only 'vectors' is read"
+                       + _query_hint(extra))
     rows = doc["vectors"]
     if not isinstance(rows, list):
         raise ApiError(400, "invalid_request", "'vectors' must be a list of lists of numbers")
@@ -206,8 +249,8 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
     return X
 
 
-def _answer_vectors(body: bytes, served: Served, limit: int) -> list[dict]:
-    return served.answer(_parse_vectors(body, served, limit))
+def _answer_vectors(body: bytes, served: Served, limit: int, similar: SimilarAsk | None = None) -> list[dict]:
+    return served.answer(_parse_vectors(body, served, limit), similar=similar)
 
 
 def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> FastAPI:
@@ -219,6 +262,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     reg = metrics.registry
     items_total = Counter("mediacluster_assign_items", "Items assigned, by input kind (image, audio, vector)", ["input"],
                           registry=reg)
+    similar_total = Counter("mediacluster_similar_items", "Items answered by /v1/similar, by input kind "
+                            "(image, audio, vector)", ["input"], registry=reg)
     batch_size = Histogram("mediacluster_encode_batch_size", "Items per encoder call (micro-batches)",
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=reg)
     encode_s = Histogram("mediacluster_encode_batch_seconds", "Time of one batch (decode, encoder call, model answer)",
@@ -272,7 +317,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         """The uploads the served model reads, for messages: "images" or "audio clips"."""
         return "audio clips" if _media_of(served) == "audio" else "images"
 
-    async def _images(request: Request, served: Served) -> list[dict]:
+    async def _images(request: Request, served: Served, similar: SimilarAsk | None = None) -> list[dict]:
         batcher = served.slot.batcher if served.slot is not None else None
         if batcher is not None:  # its items come soon: a batch forming now may wait for them
             batcher.announce(1)
@@ -291,7 +336,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 uploads = form.getlist("files")
                 if others:
                     raise ApiError(400, "invalid_request", f"unexpected form fields {others}; send the "
-                                   f"{_files_of(served)} as 'files' (repeat the field for several)")
+                                   f"{_files_of(served)} as 'files' (repeat the field for several)"
+                                   + _query_hint(others))
                 files = [u for u in uploads if hasattr(u, "read")]
                 if len(files) != len(uploads):
                     raise ApiError(400, "invalid_request", "'files' must be file uploads, not text fields")
@@ -311,7 +357,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 datas = [await u.read() for u in files]
             finally:
                 await form.close()
-            futures = batcher.submit([(served, d, n) for d, n in zip(datas, names)], announced=announced)
+            ask = () if similar is None else (similar,)
+            futures = batcher.submit([(served, d, n, *ask) for d, n in zip(datas, names)], announced=announced)
             announced = 0
         finally:
             if announced:
@@ -342,21 +389,45 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                          413: {"description": "too large: body, a file, an image or a batch"}})
     async def assign(request: Request):
         served = holder.current  # this request answers with this version, whatever happens
+        return {"model": _ref(served), "items": await _answer(request, served, None)}
+
+    async def _answer(request: Request, served: Served, similar: SimilarAsk | None) -> list[dict]:
+        """The items of an assign or similar request (files or vectors), answered by ``served``."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
-            items = await _images(request, served)
+            items = await _images(request, served, similar)
             kind = _media_of(served)
         elif ctype in ("application/json", ""):
             body = await request.body()
             # parsed and answered off the event loop: megabytes of JSON would hold up every other
             # request
-            items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors)
+            items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar)
             kind = "vector"
         else:
             raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send {_files_of(served)} as "
                            "multipart/form-data (field 'files') or vectors as application/json")
-        items_total.labels(kind).inc(len(items))
-        return {"model": _ref(served), "items": items}
+        (items_total if similar is None else similar_total).labels(kind).inc(len(items))
+        return items
+
+    @app.post("/v1/similar", response_model=SimilarResponse, openapi_extra=ASSIGN_BODY,
+              summary="More like this: each image, clip or vector's cluster (as /v1/assign answers) and "
+                      "the k most similar items of the model's collection",
+              responses={400: {"description": "unusable input or a level the model lacks (the error names it)"},
+                         413: {"description": "too large: body, a file, an image or a batch"},
+                         422: {"description": "a parameter out of range (the error names it)"}})
+    async def similar(request: Request,
+                      k: int = Query(10, ge=1, le=MAX_SIMILAR, description=f"neighbours per item (1..{MAX_SIMILAR})"),
+                      same_cluster: bool = Query(False, description="only items of the new item's own "
+                                                 "cluster at `level`"),
+                      level: int | None = Query(None, ge=0, description="the level of the model's tree whose "
+                                                "clusters are answered and restricted to (default the "
+                                                "level in use; a flat model has level 0 only)")):
+        served = holder.current  # this request answers with this version, whatever happens
+        # checked before any upload is read or encoded: a level the model lacks names `level`
+        served.pipeline.level_index(level)
+        ask = SimilarAsk(k=int(k), same_cluster=bool(same_cluster), level=level)
+        items = await _answer(request, served, ask)
+        return {"model": _ref(served), "k": ask.k, "same_cluster": ask.same_cluster, "items": items}
 
     @app.get("/v1/clusters", response_model=ClustersResponse, summary="The model's clusters")
     async def clusters():
@@ -394,7 +465,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     @app.get("/", include_in_schema=False)
     async def index():
         return {"service": "mediacluster", "version": __version__, "model": holder.current.version,
-                "docs": "/docs", "endpoints": ["/v1/assign", "/v1/clusters", "/v1/model",
+                "docs": "/docs", "endpoints": ["/v1/assign", "/v1/similar", "/v1/clusters", "/v1/model",
                                                "/v1/reload", "/healthz", "/readyz", "/metrics"]}
 
     metrics.install(app)

@@ -31,6 +31,7 @@ from .. import persist
 from ..duplicates.index import read_from_model
 from ..errors import MediaclusterError, ModelFormatError, ParameterError
 from ..ingest import SkipItem
+from ..model_items import neighbour_records
 from ..naming import level_names, pipeline_names
 from ..pipeline import Pipeline
 from .batcher import MicroBatcher
@@ -67,6 +68,7 @@ class Served:
     levels: list[dict] = field(default_factory=list)
     level_names: dict = field(default_factory=dict)  # level -> cluster id -> name (models with levels)
     duplicates: object | None = None  # the model's DuplicateIndex (cluster --save-model --dedup)
+    collection_root: str | None = None  # where the model's collection is now (--collection-root)
 
     @property
     def dim(self) -> int:
@@ -92,20 +94,26 @@ class Served:
         }
 
     def answer(self, X: np.ndarray, uploads: list[bytes] | None = None,
-               filenames: list[str | None] | None = None) -> list[dict]:
+               filenames: list[str | None] | None = None, similar: SimilarAsk | None = None) -> list[dict]:
         """One answer per item (the ``Assigned`` record of the API, ``index`` = position in
-        ``X``): :meth:`predict` made into plain JSON-ready dicts."""
+        ``X``; with ``similar`` the ``Similar`` record: plus its neighbours): :meth:`predict`
+        made into plain JSON-ready dicts."""
         filenames = filenames if filenames is not None else [None] * len(X)
-        return answer_rows(self, self.predict(X, uploads, filenames), filenames)
+        return answer_rows(self, self.predict(X, uploads, filenames, similar), filenames)
 
     def predict(self, X: np.ndarray, uploads: list[bytes] | None = None,
-                filenames: list[str | None] | None = None) -> dict:
+                filenames: list[str | None] | None = None, similar: SimilarAsk | None = None) -> dict:
         """``Pipeline.predict_details`` plus tag suggestions (``tags``: one list per item, None
         without a tagger) and, when the model carries a duplicate index, ``duplicate_of`` (one
         ``DuplicateMatch.to_dict()`` or None per item; images by their ``uploads`` bytes and
-        vectors, vectors alone otherwise)."""
+        vectors, vectors alone otherwise); with ``similar``, ``similar``: ``Pipeline.similar``
+        of the items (the same details, so the same cluster, as the rest of the answer)."""
         _one_omp_thread()
         det = self.pipeline.predict_details(X)
+        if similar is not None:
+            det["similar"] = self.pipeline.similar(X, k=similar.k, same_cluster=similar.same_cluster,
+                                                   level=similar.level, details=dict(det),
+                                                   collection_root=self.collection_root)
         det["path"] = path_records(det.get("path"), self.level_names)
         if self.duplicates is not None:
             det["duplicate_of"] = duplicate_matches(self.duplicates, X, uploads, filenames)
@@ -113,6 +121,15 @@ class Served:
             clf = self.tagger.classifier
             det["tags"] = clf.suggest_proba(clf.predict_proba(np.asarray(X, dtype=np.float32)))
         return det
+
+
+@dataclass(frozen=True)
+class SimilarAsk:
+    """What ``/v1/similar`` asks for each of its items (``Pipeline.similar``'s parameters)."""
+
+    k: int = 10
+    same_cluster: bool = False
+    level: int | None = None
 
 
 def jsonable(v):
@@ -152,18 +169,31 @@ def answer_rows(served: Served, det: dict, filenames: list[str | None]) -> list[
             "tags": ([{"tag": t, "confidence": round(float(p), 4)} for t, p in tags[i]]
                      if tags is not None else None),
         })
+    if det.get("similar") is not None:
+        for i, rec in enumerate(similar_rows(served, det["similar"])):
+            out[i].update(rec)
     return out
+
+
+def similar_rows(served: Served, sim: dict) -> list[dict]:
+    """``Pipeline.similar``'s arrays as, per item, ``level``, ``level_cluster`` /
+    ``level_name`` and ``neighbours`` (``model_items.neighbour_records``), named at the level."""
+    lv = sim["level"]
+    names = served.names if lv is None else served.level_names.get(lv, {})
+    return [{"level": lv, "level_cluster": int(qc), "level_name": names.get(int(qc)), "neighbours": near}
+            for qc, near in zip(sim["cluster"], neighbour_records(sim, names))]
 
 
 def answer_images(encoder, items: list[tuple]) -> list:
     """The batch function of an encoder's micro-batcher: ``items`` are ``(served, upload bytes,
-    file name)`` from any number of requests. Each upload is decoded by the encoder's own
-    hardened loader (``prepare_bytes``), the decodable ones encoded in one call, and answered
-    by their model version (``Served.answer``) in one call per version. Returns per item its
+    file name)`` or ``(served, upload bytes, file name, SimilarAsk)`` (``/v1/similar``) from any
+    number of requests. Each upload is decoded by the encoder's own hardened loader
+    (``prepare_bytes``), the decodable ones encoded in one call, and answered by their model
+    version (``Served.answer``) in one call per version and question. Returns per item its
     answer dict, or the exception that refuses it (``SkipItem`` for an unusable upload)."""
     out: list = [None] * len(items)
     ok, crops = [], []
-    for i, (_, data, name) in enumerate(items):
+    for i, (_, data, name, *_rest) in enumerate(items):
         try:
             crops.append(encoder.prepare_bytes(data, name or ""))
             ok.append(i)
@@ -172,19 +202,24 @@ def answer_images(encoder, items: list[tuple]) -> list:
     if not ok:
         return out
     V = np.asarray(encoder.encode(crops)["embedding"], dtype=np.float32)
-    groups: dict[int, list[int]] = {}  # rows of V by model version (a switch mid-batch: two)
+    groups: dict[tuple, list[int]] = {}  # rows of V by model version (a switch mid-batch: two) and question
     for j, i in enumerate(ok):
-        groups.setdefault(id(items[i][0]), []).append(j)
+        groups.setdefault((id(items[i][0]), _ask(items[i])), []).append(j)
     for rows in groups.values():
         idx = [ok[j] for j in rows]
         served = items[idx[0]][0]
         try:
-            answers = served.answer(V[rows], [items[i][1] for i in idx], [items[i][2] for i in idx])
+            answers = served.answer(V[rows], [items[i][1] for i in idx], [items[i][2] for i in idx],
+                                    similar=_ask(items[idx[0]]))
         except Exception as e:  # noqa: BLE001 - refuses these items; their requests answer it
             answers = [e] * len(idx)
         for i, a in zip(idx, answers):
             out[i] = a
     return out
+
+
+def _ask(item: tuple) -> SimilarAsk | None:
+    return item[3] if len(item) > 3 else None
 
 
 def duplicate_matches(index, X: np.ndarray, uploads: list[bytes] | None,
@@ -387,7 +422,9 @@ class ModelHolder:
                         loaded=time.strftime("%Y-%m-%dT%H:%M:%S%z"), identity=identity(folder),
                         clusters=cluster_table(pipe, names), levels=level_table(pipe, names, by_level),
                         level_names=by_level,
-                        duplicates=read_from_model(folder, root=self.collection_root))
+                        duplicates=read_from_model(folder, root=self.collection_root),
+                        collection_root=None if self.collection_root is None else str(self.collection_root))
+        pipe.model_items(served.collection_root)  # read (and checked) now, not by the first /v1/similar
         media = getattr(slot.encoder, "media", None) if slot is not None else None
         if media in ("image", "audio"):
             # warm up the whole way of an upload: the encoder's first call pays graph set-up (an

@@ -132,9 +132,11 @@ def stored_duplicates(run: RunDir, n: int):
 
 def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability, fitted,
                     base: Pipeline | None, xy, map_method: str, encoder: dict, seq: int,
-                    item_tags: dict[int, list[str]] | None = None, levels: RunLevels | None = None) -> dict:
+                    item_tags: dict[int, list[str]] | None = None, levels: RunLevels | None = None,
+                    items: dict | None = None) -> dict:
     """Fit the curated model, check it, and publish it as the run's next model version
-    (``levels``: the run's, ``RunDir.read_levels``, read here when not given)."""
+    (``levels``: the run's, ``RunDir.read_levels``, read here when not given; ``items``:
+    ``{"ids", "paths"}`` of the run's items, which the model keeps for ``similar``)."""
     junk = [e["id"] for e in table if e.get("junk")]
     levels = run.read_levels() if levels is None else levels
     tree = curated_tree(levels, labels, junk)  # the tree the studio shows
@@ -158,11 +160,12 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
                                                          [e["name"] for e in table if e.get("junk")])
     with run.writing("studio"):
         dups = stored_duplicates(run, len(labels))
+        items = None if items is None else {**items, "root": run.collection_root.path}
         if dups is None:
-            path = pipe.publish(run.models, metadata=metadata, run_id=run.run_id, source="studio")
+            path = pipe.publish(run.models, metadata=metadata, run_id=run.run_id, source="studio", items=items)
         else:  # as the cluster job publishes a --dedup model (workflow.publish_model)
             path = pipe.publish(run.models, metadata={**metadata, "duplicates": True}, run_id=run.run_id,
-                                source="studio", also=lambda folder: link_to_model(dups, folder))
+                                source="studio", items=items, also=lambda folder: link_to_model(dups, folder))
     return {"version": os.path.basename(path), "path": path, "agreement": share, "checked": checked,
             "duplicates": dups is not None,
             "clusters": int(len(set(np.asarray(labels)[np.asarray(labels) >= 0].tolist()))),

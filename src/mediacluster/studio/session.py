@@ -538,7 +538,8 @@ class Studio:
         with self._write_lock:
             res = publish_curated(self.run, self.vectors, labels, table, self.probability, self.fitted,
                                   base=base, xy=self.xy, map_method=self.map_method,
-                                  encoder=self.encoder_info, seq=seq, item_tags=tags, levels=self.run_levels)
+                                  encoder=self.encoder_info, seq=seq, item_tags=tags, levels=self.run_levels,
+                                  items={"ids": self.ids, "paths": self.paths})
         res["seconds"] = round(time.perf_counter() - t0, 2)
         self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client)
         return res

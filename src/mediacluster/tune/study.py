@@ -529,9 +529,11 @@ def tune(
     if pipeline is None or not hasattr(pipeline, "with_params"):
         raise ParameterError("tune needs the starting pipeline, e.g. tune(X, Pipeline()) or "
                              "Pipeline().tune(X)", "pipeline")
+    items = None  # the refit model's item ids / paths (``Pipeline.similar``): an Embeddings' own
     if isinstance(X, Embeddings):
         if labels is None and X.labels is not None:
             labels = X.labels
+        items = {"ids": X.ids, "paths": X.paths, "root": X.root}
         X = X.vectors
     X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)
     if X.ndim != 2 or len(X) < 10:
@@ -651,7 +653,7 @@ def tune(
     wall = time.time() - t_start
     return _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj,
                    {"wall_s": wall, "graph_s": t_graph, "trials_this_run": _done(study) - before,
-                    "recovered_trials": recovered, "n_jobs": n_jobs}, model_metadata)
+                    "recovered_trials": recovered, "n_jobs": n_jobs}, model_metadata, items)
 
 
 def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
@@ -719,7 +721,8 @@ def published_best(store: Path, tuned: dict) -> Path | None:
     return latest if old == new else None
 
 
-def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing, model_metadata=None):
+def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing, model_metadata=None,
+            items=None):
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -793,7 +796,8 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
                 summary["model"], summary["model_unchanged"] = str(same), True
             else:
                 extra = model_metadata(pipe) if model_metadata is not None else {}
-                summary["model"] = pipe.publish(out / "models", source="tune", metadata={**extra, "tuned": tuned})
+                summary["model"] = pipe.publish(out / "models", source="tune", metadata={**extra, "tuned": tuned},
+                                                items=items)
         write_json(out / "best_params.json", {"trial": best.number, "value": best_value,
                                               "params": params})
         write_json(out / "tune.json", summary)

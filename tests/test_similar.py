@@ -1,0 +1,273 @@
+""""More like this": ``Pipeline.similar``, the model's item ids (``items.json``), ``POST
+/v1/similar`` over real loopback HTTP (a `mediacluster serve` process) and ``assign --similar``,
+on a run of 300 real CIFAR-10 images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_serve import Server, upload
+
+from mediacluster.errors import ParameterError
+from mediacluster.pipeline import Pipeline
+from mediacluster.stages import build as make_stage
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def run_dir(cifar3_embeddings, tmp_path_factory) -> Path:
+    """A run with a saved model with levels, as `cluster --save-model` writes it."""
+    from mediacluster.workflow import publish_run
+
+    out = tmp_path_factory.mktemp("similar") / "run"
+    pipe = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 8}), clusterer="hierarchy",
+                    reference_dims=64).fit(cifar3_embeddings.vectors)
+    publish_run(out, cifar3_embeddings, pipe, save_model=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(run_dir) -> Pipeline:
+    return Pipeline.load(run_dir / "models" / "v0001")
+
+
+@pytest.fixture(scope="module")
+def old_model(run_dir, tmp_path_factory) -> Path:
+    """The same model as one saved before ids were kept: no items.json."""
+    old = tmp_path_factory.mktemp("old") / "model"
+    shutil.copytree(run_dir / "models" / "v0001", old)
+    (old / "items.json").unlink()
+    return old
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, tmp_path_factory):
+    s = Server(str(run_dir), "--max-vectors", "100", log=tmp_path_factory.mktemp("similar-log") / "server.log")
+    yield s
+    s.stop()
+
+
+def test_own_vector_first_with_its_id_and_path(model, cifar3_embeddings):
+    emb = cifar3_embeddings
+    rows = np.arange(0, 300, 7)
+    r = model.similar(emb.vectors[rows], k=5)
+    assert r["rows"].shape == (len(rows), 5)
+    assert (r["rows"][:, 0] == rows).all()
+    assert np.allclose(r["distances"][:, 0], 0.0, atol=1e-3)
+    assert np.isnan(r["similarities"]).all()  # a euclidean model (PCA reducer): distances only
+    assert (np.diff(r["distances"], axis=1) >= 0).all()  # nearest first
+    assert [ids[0] for ids in r["ids"]] == [emb.ids[i] for i in rows]
+    assert [p[0] for p in r["paths"]] == [emb.paths[i] for i in rows]
+    # the neighbours' clusters are the fitted items' at the level in use
+    assert (r["clusters"] == model.cluster_[r["rows"]]).all()
+    assert (r["cluster"] == model.predict_details(emb.vectors[rows])["cluster"]).all()
+
+
+def test_cosine_similarity_of_a_cosine_model(cifar3_embeddings):
+    """A cosine model (the default reducer's metric) answers cosine similarities: without a
+    projection exactly those of the full vectors; rows only for a model fitted on bare vectors."""
+    from mediacluster.data import l2_normalize
+
+    X, y = cifar3_embeddings.vectors, np.repeat(np.arange(3), 100)
+    pipe = Pipeline(reference_dims=None).fit_labels(X, y, X[:, :2])
+    r = pipe.similar(X[:20], k=6)
+    U = l2_normalize(X)
+    exact = np.sort(U[:20] @ U.T, axis=1)[:, ::-1][:, :6]
+    assert np.allclose(r["similarities"], exact, atol=1e-4)
+    assert (r["rows"][:, 0] == np.arange(20)).all() and r["ids"] is None
+
+
+def test_same_cluster_and_level_restrict_the_neighbours(model, cifar3_embeddings):
+    X = cifar3_embeddings.vectors
+    finest = len(model.levels_) - 1
+    free = model.similar(X, k=30, level=finest)
+    crossing = np.flatnonzero((free["clusters"] != free["cluster"][:, None]).any(axis=1))
+    assert len(crossing) > 0  # without the restriction some neighbours lie in other clusters
+    q = X[crossing[:20]]
+    same = model.similar(q, k=30, same_cluster=True, level=finest)
+    filled = same["rows"] >= 0
+    assert filled[:, 0].all()
+    assert (same["clusters"][filled] == np.broadcast_to(same["cluster"][:, None], filled.shape)[filled]).all()
+    assert (model.levels_[finest][same["rows"][filled]] == same["clusters"][filled]).all()
+    # a coarser level: clusters are that level's
+    top = model.similar(q, k=5, same_cluster=True, level=0)
+    assert (top["clusters"] == top["cluster"][:, None]).all()
+    assert top["level"] == 0 and (top["cluster"] == model.predict_path(q)[0][0]).all()
+    with pytest.raises(ParameterError) as e:
+        model.similar(q, k=5, level=len(model.levels_))
+    assert e.value.param == "level"
+    with pytest.raises(ParameterError) as e:
+        model.similar(q, k=0)
+    assert e.value.param == "k"
+
+
+def test_ids_and_paths_survive_save_load_and_a_moved_collection(model, cifar3_embeddings, tmp_path):
+    model.save(tmp_path / "copy")  # a loaded model saved again keeps its items
+    again = Pipeline.load(tmp_path / "copy")
+    X = cifar3_embeddings.vectors[:3]
+    assert again.similar(X, k=2)["ids"] == model.similar(X, k=2)["ids"]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    root = model.model_items().root
+    r = again.similar(X, k=1, collection_root=moved)
+    assert r["paths"] == [[str(moved / Path(cifar3_embeddings.paths[i]).relative_to(root))] for i in range(3)]
+
+
+def test_items_file_keeps_names_that_are_not_utf8(tmp_path):
+    from mediacluster.model_items import read_items, save_items
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    names = [str(root / "caf\udce9.jpg"), str(root / "a\\b.jpg"), str(root / "plain.jpg")]
+    save_items(tmp_path, [n + "#id" for n in names], names, root)
+    got = read_items(tmp_path, 3)
+    assert got.paths == names and got.ids == [n + "#id" for n in names] and got.root == str(root)
+    assert json.loads((tmp_path / "items.json").read_text())["escaped"] == [0]
+
+
+def test_old_model_without_ids_answers_rows(old_model, model, cifar3_embeddings):
+    old = Pipeline.load(old_model)
+    X = cifar3_embeddings.vectors[:10]
+    r = old.similar(X, k=3)
+    assert r["ids"] is None and r["paths"] is None
+    assert (r["rows"] == model.similar(X, k=3)["rows"]).all() and (r["rows"][:, 0] == np.arange(10)).all()
+
+
+def test_http_similar_vectors_images_errors_and_metrics(server, model, cifar3_embeddings, cifar3_dir):
+    emb = cifar3_embeddings
+    c = server.client
+    X = emb.vectors[[3, 150, 290]]
+    r = c.post("/v1/similar?k=4", json={"vectors": X.tolist()})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["k"] == 4 and doc["same_cluster"] is False and doc["model"]["version"] == "v0001"
+    assigned = c.post("/v1/assign", json={"vectors": X.tolist()}).json()["items"]
+    for it, a, row in zip(doc["items"], assigned, [3, 150, 290]):
+        assert {k: it[k] for k in a} == a  # the assign answer, as /v1/assign gives it
+        near = it["neighbours"]
+        assert len(near) == 4 and near[0]["row"] == row and near[0]["id"] == emb.ids[row]
+        assert near[0]["path"] == emb.paths[row] and near[0]["distance"] == pytest.approx(0.0, abs=1e-3)
+        assert near[0]["similarity"] is None  # a euclidean model
+        assert it["level_cluster"] == it["cluster"] and near[0]["cluster"] == model.cluster_[row]
+        assert near[0]["name"] == it["level_name"]
+    # same_cluster at the finest level
+    finest = len(model.levels_) - 1
+    r = c.post(f"/v1/similar?k=20&same_cluster=true&level={finest}", json={"vectors": emb.vectors[::30].tolist()})
+    assert r.status_code == 200, r.text
+    for it in r.json()["items"]:
+        assert it["level"] == finest and it["neighbours"]
+        assert {n["cluster"] for n in it["neighbours"]} == {it["level_cluster"]}
+    # bad parameters: 4xx naming the parameter; the server keeps answering
+    for q, code, word in (("k=0", 422, "k"), ("k=101", 422, "k"), ("k=ten", 422, "k"),
+                          (f"level={len(model.levels_)}", 400, "level")):
+        bad = c.post(f"/v1/similar?{q}", json={"vectors": X[:1].tolist()})
+        assert bad.status_code == code, (q, bad.text)
+        assert word in bad.json()["error"]["message"], bad.text
+    # the parameters sent in the body instead: the answer says where they go
+    bad = c.post("/v1/similar", json={"vectors": X[:1].tolist(), "k": 3})
+    assert bad.status_code == 400 and "query parameters of /v1/similar" in bad.text, bad.text
+    # an uploaded image (the micro-batcher): its own file comes first
+    img = sorted((cifar3_dir / "frog").glob("*.jpg"))[0]
+    r = c.post("/v1/similar?k=3", files=upload([img]))
+    assert r.status_code == 200, r.text
+    it = r.json()["items"][0]
+    assert it["filename"] == img.name and Path(it["neighbours"][0]["path"]).name == img.name
+    assert it["neighbours"][0]["distance"] < 1e-2
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fams = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+    got = {s.labels["input"]: s.value for s in fams["mediacluster_similar_items"].samples if s.name.endswith("_total")}
+    assert got["vector"] >= 3 + 10 and got["image"] >= 1
+    assert server.alive()
+    assert "/v1/similar" in c.get("/openapi.json").json()["paths"]
+
+
+def test_http_similar_follows_a_new_model_version(run_dir, cifar3_embeddings, tmp_path):
+    """A version published while the service runs (the file watch) answers /v1/similar from then
+    on, with its own clusters and its own ids; each answer names the version that gave it."""
+    from test_serve import wait_for_version
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    s = Server(str(run), "--poll", "0.2", log=tmp_path / "server.log")
+    try:
+        X = cifar3_embeddings.vectors[[0, 120]]
+        first = s.client.post("/v1/similar?k=2", json={"vectors": X.tolist()}).json()
+        assert first["model"]["version"] == "v0001" and first["items"][0]["level"] is not None
+        flat = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 8}),
+                        clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 2}),
+                        reference_dims=64).fit(cifar3_embeddings.vectors)
+        flat.publish(run / "models", metadata={"encoder": "efficientnet-lite0"}, source="test",
+                     items={"ids": [f"new-{i}" for i in range(300)], "paths": None})
+        wait_for_version(s, "v0002")
+        r = s.client.post("/v1/similar?k=2&same_cluster=true", json={"vectors": X.tolist()})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["model"]["version"] == "v0002"
+        for it, row in zip(doc["items"], [0, 120]):
+            assert it["level"] is None and it["level_cluster"] == flat.cluster_[row]
+            assert it["neighbours"][0]["id"] == f"new-{row}" and it["neighbours"][0]["path"] is None
+            assert {n["cluster"] for n in it["neighbours"]} == {it["cluster"]}
+    finally:
+        s.stop()
+
+
+def test_http_old_model_answers_rows(old_model, cifar3_embeddings, tmp_path):
+    s = Server(str(old_model), log=tmp_path / "server.log")
+    try:
+        r = s.client.post("/v1/similar?k=2", json={"vectors": cifar3_embeddings.vectors[:2].tolist()})
+        assert r.status_code == 200, r.text
+        for i, it in enumerate(r.json()["items"]):
+            assert it["neighbours"][0]["row"] == i and it["neighbours"][0]["id"] is None
+    finally:
+        s.stop()
+
+
+def test_cli_assign_similar(run_dir, cifar3_dir, cifar3_embeddings, tmp_path):
+    imgs = sorted((cifar3_dir / "truck").glob("*.jpg"))[:2]
+    out = tmp_path / "a.csv"
+    p = subprocess.run([sys.executable, "-m", "mediacluster", "assign", str(run_dir), *map(str, imgs),
+                        "--similar", "3", "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    from mediacluster.fileio import read_table
+
+    df = read_table(out)
+    for img, cell in zip(imgs, df["similar"]):
+        near = json.loads(cell)
+        assert len(near) == 3 and Path(near[0]["path"]).name == img.name
+        assert near[0]["id"] == cifar3_embeddings.ids[cifar3_embeddings.paths.index(near[0]["path"])]
+    bad = subprocess.run([sys.executable, "-m", "mediacluster", "assign", str(run_dir), str(imgs[0]),
+                          "--similar", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--similar" in bad.stderr
+
+
+def test_a_run_fitted_on_a_sample_keeps_the_sample_ids(cifar3_embeddings, tmp_path):
+    """The streamed path fits a sample: the model's items are the sampled rows, named by their
+    own ids (row i of the model is not row i of the collection)."""
+    from mediacluster.workflow import cluster_folder
+
+    X = cifar3_embeddings.vectors
+    np.save(tmp_path / "v.npy", X)
+    res = cluster_folder(tmp_path / "v.npy", tmp_path / "out", save_model=True, fit_sample=120, batch_rows=100,
+                         pipeline=Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 8}),
+                                           clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 3}),
+                                           reference_dims=64), progress=False)
+    model = Pipeline.load(res.out)
+    ids = model.model_items().ids
+    assert len(ids) == 120 and ids != [str(i) for i in range(120)]
+    rows = [int(i) for i in ids[::10]]
+    r = model.similar(X[rows], k=2)
+    assert [n[0] for n in r["ids"]] == [str(i) for i in rows]
