@@ -9,7 +9,7 @@ files (empty, truncated, text named .wav, silent, ten minutes long). Held out as
 unseen clips of the same speakers and digits, reposts of collection clips (the same edits, and
 exact copies), and clips of kinds the collection lacks (a sixth speaker, synthetic chirps).
 
-Then, through the CLI and real HTTP only (the helpers of ``social_loop.py``):
+Then, through the CLI and real HTTP only (the helpers the loops share, ``_loop.py``):
 
 1. ``mediacluster cluster COLL --out RUN --media audio --dedup --report --save-model``; every
    hostile file clustered or listed as skipped with its reason; the report's players checked
@@ -28,7 +28,6 @@ Then, through the CLI and real HTTP only (the helpers of ``social_loop.py``):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import social_loop as social  # noqa: E402  (the loop's process and HTTP helpers)
+import _loop  # noqa: E402  (what the loops share: processes, uploads, curation, the browser)
 
 SECTION = "## End to end: an audio collection (audioday helper)"
 SPEAKERS = ("jackson", "george", "nicolas", "theo", "yweweler")  # most common first
@@ -118,11 +117,7 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
     from scipy.signal import resample_poly
 
     rng = np.random.default_rng(seed)
-    coll, up = work / "collection", work / "uploads"
-    for d in (coll, up):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+    coll, up = _loop.fresh_folders(work)
     cells: dict[tuple[int, str], list[Path]] = {}
     for p in sorted(data.glob("*.wav")):
         dg, sp, _ = p.stem.split("_")
@@ -171,13 +166,7 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
             _write(dst, y, sr)
         items.append(row(dst, dg, sp, "format", edit=name))
     orig_items = [r for r in items if r["role"] == "original" and r["digit"] >= 0]
-    n_rep = max(2, round(0.06 * len(orig_items)))  # 6% of the clips are reposted 1-2 times
-    for k, i in enumerate(rng.choice(len(orig_items), n_rep, replace=False)):
-        o = orig_items[i]
-        for r in range(int(rng.integers(1, 3))):
-            edit = str(rng.choice(EDITS))
-            dst = _repost(Path(o["path"]), coll / f"repost_{k:04d}_{r}", edit, rng)
-            items.append({**o, "path": str(dst), "role": "repost", "of": o["path"], "edit": edit})
+    items += _loop.reposts(rng, orig_items, coll, EDITS, _repost, per=(1, 3))  # 6% of the clips, 1-2 times
     # hostile files
     real = Path(orig_items[0]["path"]).read_bytes()
     (coll / "empty.wav").write_bytes(b"")
@@ -203,18 +192,8 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
         out_up.append({**row(_write(up / f"other_chirp_{j:02d}.wav", _tone(rng, chirp=True), 8000), -2, "",
                              "new kind"), "junk": "", "edit": "chirp"})
     up_edits = (*EDITS, "exact")
-    n_up_rep = max(len(up_edits), round(0.08 * len(orig_items)))
-    for k, i in enumerate(rng.choice(len(orig_items), n_up_rep, replace=False)):
-        o = orig_items[i]
-        edit = up_edits[k % len(up_edits)]
-        dst = _repost(Path(o["path"]), up / f"reup_{k:04d}", edit, rng)
-        out_up.append({**o, "path": str(dst), "role": "repost", "of": o["path"], "edit": edit})
-    for name, rows in (("collection.csv", items), ("uploads.csv", out_up)):
-        with open(work / name, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return {"collection": items, "uploads": out_up}
+    out_up += _loop.upload_reposts(rng, orig_items, up, up_edits, _repost, at_least=len(up_edits))
+    return _loop.write_truth(work, items, out_up)
 
 
 def kind_of(r: dict, by: str) -> str:
@@ -244,36 +223,6 @@ def check_report(run_dir: Path) -> dict:
     return {"players": len(srcs), "files": len(set(srcs)), "unplayable": bad}
 
 
-def chromium():
-    import tempfile
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-              "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1000",
-              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
-
-
-def _wait(fn, timeout=30.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        try:
-            v = fn()
-        except Exception:  # noqa: BLE001 - the page is still changing
-            v = None
-        if v:
-            return v
-        time.sleep(0.1)
-    return None
-
-
 LOAD_JS = """
 const a = arguments[0]; const done = arguments[arguments.length - 1];
 a.preload = 'metadata';
@@ -292,18 +241,18 @@ def check_players(studio_base: str, run_dir: Path) -> dict:
     import httpx
 
     out: dict = {}
-    drv = chromium()
+    drv = _loop.chromium()
     drv.set_script_timeout(20)
     try:
         drv.get(studio_base + "/")
-        _wait(lambda: drv.execute_script("const s = window.mcStudio; return s && s.firstPaint !== null && "
+        _loop.wait(lambda: drv.execute_script("const s = window.mcStudio; return s && s.firstPaint !== null && "
                                          "s.busy === 0 && s.L !== null"), 60)
         rows = drv.find_elements("css selector", "#cluster-list li[data-cluster]")
         row = next(r for r in rows if int(r.get_attribute("data-cluster")) >= 0)
         row.click()
-        tile = _wait(lambda: drv.find_elements("css selector", "#grid .tile"))
+        tile = _loop.wait(lambda: drv.find_elements("css selector", "#grid .tile"))
         tile[0].find_element("css selector", "button.open").click()
-        a = _wait(lambda: drv.find_element("id", "item-audio"))
+        a = _loop.wait(lambda: drv.find_element("id", "item-audio"))
         if a is None:
             out["studio"] = {"error": "no <audio> in the item view"}
         else:
@@ -314,7 +263,7 @@ def check_players(studio_base: str, run_dir: Path) -> dict:
                                 and got["duration"] and got["duration"] > 0 and not got["error"])
             out["studio"] = got
         drv.get((run_dir / "report" / "index.html").resolve().as_uri())
-        a = _wait(lambda: drv.find_element("css selector", "audio"))
+        a = _loop.wait(lambda: drv.find_element("css selector", "audio"))
         if a is not None:
             got = drv.execute_async_script(LOAD_JS, a)
             got["plays"] = bool(got["duration"] and got["duration"] > 0 and not got["error"])
@@ -329,8 +278,8 @@ def check_players(studio_base: str, run_dir: Path) -> dict:
 def score(answers, uploads, by: str, item_cluster: dict, labels: np.ndarray, kinds: np.ndarray,
           junk=(), names=None) -> dict:
     """Unseen clips in their kind's cluster, reposts in their original's, duplicate_of."""
-    home = social.kind_home(labels, kinds)
-    maj = social.majority(labels, kinds)
+    home = _loop.kind_home(labels, kinds)
+    maj = _loop.majority(labels, kinds)
     n_o = ok_major = ok_home = ok_name = noise = 0
     n_r = rep_ok = tp = 0
     flagged_new = 0
@@ -387,11 +336,11 @@ def curate_again(base: str, cur: dict, by: str, res: dict) -> dict:
         live = [e for e in c.get("/api/clusters").json()["clusters"] if not e.get("junk") and e["id"] >= 0]
         live.sort(key=lambda e: -e["size"])
         big, rare = live[0], live[-1]
-        social._edit(c, {"kind": "rename", "cluster": big["id"], "name": big["name"] + " (renamed)"})
+        _loop.edit(c, {"kind": "rename", "cluster": big["id"], "name": big["name"] + " (renamed)"})
         for k, v in list(names.items()):
             if v == big["name"]:
                 names[k] = big["name"] + " (renamed)"
-        social._edit(c, {"kind": "junk", "clusters": [rare["id"]]})
+        _loop.edit(c, {"kind": "junk", "clusters": [rare["id"]]})
         junk.append(rare["id"])
         r = c.post("/api/publish", headers={"X-Mediacluster": "1"})
         if r.status_code != 200:
@@ -445,7 +394,6 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
 
     from mediacluster.rundir import RunDir
 
-    social.JUNK_KIND = JUNK_KIND  # social.curate junks the clusters of this kind
     res: dict = {"steps": {}, "problems": []}
     tag = encoder or "default"
     run_dir = work / f"run-{tag}"
@@ -462,7 +410,7 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
     if cache.exists() and cold:
         shutil.rmtree(cache)
     enc = ["--encoder", encoder] if encoder else []
-    wall, cpu, out = social.cli(["cluster", str(work / "collection"), "--out", str(run_dir), "--media", "audio",
+    wall, cpu, out = _loop.cli(["cluster", str(work / "collection"), "--out", str(run_dir), "--media", "audio",
                                  "--dedup", "--report", "--save-model", "--seed", str(seed), "--quiet", *enc]
                                 + (["--cache-dir", str(cache)] if cold else []))
     res["steps"]["cluster --media audio --dedup --report --save-model" + (" (fresh embedding cache)" if cold else "")] = {
@@ -505,12 +453,12 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
     if res["report"]["unplayable"]:
         res["problems"].append(f"report players that cannot play: {res['report']['unplayable'][:3]}")
 
-    srv = social.Server(["serve", str(run_dir), "--port", "0", "--poll", "1"])
+    srv = _loop.Server(["serve", str(run_dir), "--port", "0", "--poll", "1"])
     res["steps"]["serve: start to listening"] = {"wall_s": srv.start_s}
     lat_all = []
     try:
         with httpx.Client(base_url=srv.base, timeout=120) as c:
-            answers, lat, fail = social.post_uploads(c, uploads)
+            answers, lat, fail = _loop.post_uploads(c, uploads)
             lat_all += lat
             res["problems"] += fail
             # the hostile and converted files posted as uploads: a 4xx naming the file, or an answer
@@ -525,7 +473,7 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
                     res["problems"].append(f"upload {name}: HTTP {r.status_code} {r.text[:200]}")
             ac = asg["assigned_cluster"].to_numpy()
             res["before"] = score(answers, uploads, by, dict(zip(paths, ac.astype(int))), ac, kinds)
-            st = social.Server(["studio", str(run_dir), "--port", "0", "--no-browser"])
+            st = _loop.Server(["studio", str(run_dir), "--port", "0", "--no-browser"])
             res["steps"]["studio: start to listening"] = {"wall_s": st.start_s}
             try:
                 t0 = time.perf_counter()
@@ -540,13 +488,13 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
                 # the studio's items are the run's rows: kinds for every row (hostile rows have none)
                 all_rows = RunDir.open(run_dir).read_assignments()["id"].astype(str).tolist()
                 all_kinds = np.array([kind_of(row_of[p], by) if p in row_of else "?" for p in all_rows])
-                cur = social.curate(st.base, all_kinds, res)
+                cur = _loop.curate(st.base, all_kinds, res, JUNK_KIND)
                 t0 = time.perf_counter()
                 res["reload_1"] = c.post("/v1/reload").json()
                 res["steps"]["serve: POST /v1/reload (v0001 -> curated)"] = {"wall_s": time.perf_counter() - t0}
                 while c.get("/v1/model").json()["version"] != cur["version"] and time.perf_counter() - t0 < 60:
                     time.sleep(0.05)
-                answers2, lat, fail = social.post_uploads(c, uploads)
+                answers2, lat, fail = _loop.post_uploads(c, uploads)
                 lat_all += lat
                 res["problems"] += fail
                 a2 = RunDir.open(run_dir).read_assignments()
@@ -556,9 +504,9 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
                 res["curated"] = {"clusters": int(len(set(cc[cc >= 0].tolist()))), "nmi_kind": float(nmi(k2, cc))}
                 res["after"] = score(answers2, uploads, by, dict(zip(a2["id"].astype(str), cc.astype(int))), cc, k2,
                                      junk=set(cur["junk"]), names=cur["names"])
-                res["clusters_after"] = social.check_clusters(c.get("/v1/clusters").json(), cur, res)
+                res["clusters_after"] = _loop.check_clusters(c.get("/v1/clusters").json(), cur, res)
                 # the report of the curated run shows the names given in the studio
-                wall, cpu, _ = social.cli(["report", str(run_dir), "--quiet"])
+                wall, cpu, _ = _loop.cli(["report", str(run_dir), "--quiet"])
                 res["steps"]["report (after curation)"] = {"wall_s": wall, "cpu_s": cpu}
                 html = (run_dir / "report" / "index.html").read_text(encoding="utf-8")
                 res["report_names_missing"] = sorted(n for n in cur["names"].values() if n not in html)
@@ -571,11 +519,11 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
                 res["reload_2"] = {"version": c.get("/v1/model").json()["version"], "by": "the LATEST watch"}
                 res["steps"]["serve: the LATEST watch switches (publish -> served, --poll 1)"] = {
                     "wall_s": time.perf_counter() - t0}
-                answers3, lat, fail = social.post_uploads(c, uploads)
+                answers3, lat, fail = _loop.post_uploads(c, uploads)
                 lat_all += lat
                 res["problems"] += fail
                 res["second"] = follow(answers2, answers3, cur2)
-                res["clusters_second"] = social.check_clusters(c.get("/v1/clusters").json(), cur2, res)
+                res["clusters_second"] = _loop.check_clusters(c.get("/v1/clusters").json(), cur2, res)
             finally:
                 st.stop()
                 res["output_studio"] = "".join(st.lines)
@@ -589,10 +537,10 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
                          "p95": float(np.percentile(lat_ms, 95)), "max": float(lat_ms.max())}
     # tags on the curated clusters
     try:
-        wall, cpu, out = social.cli(["tags", "train", "--run", str(run_dir), "--out", str(work / f"tags-{tag}")])
+        wall, cpu, out = _loop.cli(["tags", "train", "--run", str(run_dir), "--out", str(work / f"tags-{tag}")])
         res["steps"]["tags train --run"] = {"wall_s": wall, "cpu_s": cpu}
         new = [u["path"] for u in uploads if u["role"] == "original"][:40]
-        wall, cpu, out = social.cli(["tags", "suggest", str(work / f"tags-{tag}"), *new])
+        wall, cpu, out = _loop.cli(["tags", "suggest", str(work / f"tags-{tag}"), *new])
         res["steps"]["tags suggest (40 clips)"] = {"wall_s": wall, "cpu_s": cpu}
         res["tags_output"] = out[-3000:]
     except SystemExit as e:

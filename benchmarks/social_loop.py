@@ -33,22 +33,33 @@ the repository (``--work``); ``--write`` replaces this script's section of RESUL
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
-import resource
-import select
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _loop import (  # noqa: E402  (what the loops share: building, processes, uploads, curation)
+    Server,
+    check_clusters,
+    cli,
+    curate,
+    edit,
+    fresh_folders,
+    kind_home,
+    majority,
+    post_uploads,
+    reposts,
+    upload_reposts,
+    write_truth,
+)
 
 SECTION = "## End to end: a social-media collection (socialday helper)"
 
@@ -106,11 +117,7 @@ def _repost(src: Path, dst_stem: Path, edit: str, rng: np.random.Generator) -> P
 def build(data: Path, work: Path, scale: float, seed: int) -> dict:
     """Write the collection and the new uploads under ``work``; return the truth tables."""
     rng = np.random.default_rng(seed)
-    coll, up = work / "collection", work / "uploads"
-    for d in (coll, up):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+    coll, up = fresh_folders(work)
     originals, unseen = [], []  # (src path, kind)
     for kind, (folder, n, n_new) in KINDS.items():
         n, n_new = max(3, round(n * scale)), max(1, round(n_new * scale))
@@ -129,13 +136,7 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
         shutil.copyfile(src, dst)
         items.append({"path": str(dst), "kind": kind, "role": "original", "of": "", "edit": ""})
     orig_items = list(items)
-    n_rep = max(2, round(0.06 * len(orig_items)))  # 6% of the originals are reposted 1-3 times
-    for k, i in enumerate(rng.choice(len(orig_items), n_rep, replace=False)):
-        o = orig_items[i]
-        for r in range(int(rng.integers(1, 4))):
-            edit = str(rng.choice(EDITS))
-            dst = _repost(Path(o["path"]), coll / f"repost_{k:04d}_{r}", edit, rng)
-            items.append({"path": str(dst), "kind": o["kind"], "role": "repost", "of": o["path"], "edit": edit})
+    items += reposts(rng, orig_items, coll, EDITS, _repost, per=(1, 4))  # 6% of the originals, 1-3 times
     # the new uploads: unseen originals + fresh reposts of collection originals
     uploads = []
     for j, (src, kind) in enumerate(unseen):
@@ -148,110 +149,8 @@ def build(data: Path, work: Path, scale: float, seed: int) -> dict:
             dst = up / f"other_{kind.replace(' ', '_')}_{j:02d}{files[i].suffix.lower()}"
             shutil.copyfile(files[i], dst)
             uploads.append({"path": str(dst), "kind": kind, "role": "new kind", "of": "", "edit": ""})
-    n_up_rep = max(2, round(0.08 * len(orig_items)))
-    for k, i in enumerate(rng.choice(len(orig_items), n_up_rep, replace=False)):
-        o = orig_items[i]
-        edit = EDITS[k % len(EDITS)]  # every edit equally often
-        dst = _repost(Path(o["path"]), up / f"reup_{k:04d}", edit, rng)
-        uploads.append({"path": str(dst), "kind": o["kind"], "role": "repost", "of": o["path"], "edit": edit})
-    for name, rows in (("collection.csv", items), ("uploads.csv", uploads)):
-        with open(work / name, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return {"collection": items, "uploads": uploads}
-
-
-# ----------------------------------------------------------------------------- processes
-def _cpu_children() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def cli(args: list[str], ok=(0, 3)) -> tuple[float, float, str]:
-    """Run ``mediacluster ARGS``; return (wall s, CPU s, output)."""
-    t0, c0 = time.perf_counter(), _cpu_children()
-    p = subprocess.run([sys.executable, "-m", "mediacluster", *args], capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - t0, _cpu_children() - c0
-    if p.returncode not in ok:
-        raise SystemExit(f"mediacluster {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
-    return wall, cpu, p.stdout + p.stderr
-
-
-class Server:
-    """``mediacluster studio|serve ...`` in its own process; ``base`` from its "listening on" line."""
-
-    def __init__(self, args: list[str], timeout: float = 300.0):
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "mediacluster", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.lines: list[str] = []
-        url, deadline = None, time.time() + timeout
-        while url is None and time.time() < deadline:
-            if select.select([self.proc.stdout], [], [], 1.0)[0]:
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                self.lines.append(line)
-                m = re.search(r"listening on (\S+)", line)
-                url = m and m.group(1)
-            elif self.proc.poll() is not None:
-                break
-        if url is None:
-            self.proc.kill()
-            raise SystemExit(f"{args[0]} did not start:\n" + "".join(self.lines))
-        self.start_s = time.perf_counter() - self.t0
-        self.base = url.split("?", 1)[0].rstrip("/")
-        threading.Thread(target=lambda: [self.lines.append(x) for x in self.proc.stdout], daemon=True).start()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-# ----------------------------------------------------------------------------- measuring
-def post_uploads(c, uploads: list[dict]) -> tuple[list[dict], list[float], list[str]]:
-    """Every upload posted alone as image bytes; the answers, latencies (s) and any failures."""
-    answers, lat, failures = [], [], []
-    for u in uploads:
-        data = Path(u["path"]).read_bytes()
-        t0 = time.perf_counter()
-        r = c.post("/v1/assign", files=[("files", (Path(u["path"]).name, data))])
-        lat.append(time.perf_counter() - t0)
-        if r.status_code != 200:
-            failures.append(f"{Path(u['path']).name}: HTTP {r.status_code} {r.text[:200]}")
-            answers.append({})
-            continue
-        body = r.json()
-        answers.append({**body["items"][0], "version": (body.get("model") or {}).get("version")})
-    return answers, lat, failures
-
-
-def majority(labels: np.ndarray, kinds: np.ndarray) -> dict[int, tuple[str, float]]:
-    """cluster -> (its most common kind, that kind's share)."""
-    out = {}
-    for c in np.unique(labels):
-        ks = Counter(kinds[labels == c].tolist())
-        k, n = ks.most_common(1)[0]
-        out[int(c)] = (k, n / sum(ks.values()))
-    return out
-
-
-def kind_home(labels: np.ndarray, kinds: np.ndarray) -> dict[str, int]:
-    """kind -> the cluster holding most of its items (clusters >= 0)."""
-    out = {}
-    for k in np.unique(kinds):
-        lab = labels[(kinds == k) & (labels >= 0)]
-        if len(lab):
-            out[str(k)] = int(Counter(lab.tolist()).most_common(1)[0][0])
-    return out
+    uploads += upload_reposts(rng, orig_items, up, EDITS, _repost)
+    return write_truth(work, items, uploads)
 
 
 def score(answers: list[dict], uploads: list[dict], item_cluster: dict[str, int], item_group: dict[str, int],
@@ -426,7 +325,7 @@ def loop(work: Path, truth: dict, seed: int, cold: bool = True) -> dict:
             st = Server(["studio", str(run_dir), "--port", "0", "--no-browser"])
             res["steps"]["studio: start to listening"] = {"wall_s": st.start_s}
             try:
-                cur = curate(st.base, kinds, res)
+                cur = curate(st.base, kinds, res, JUNK_KIND)
                 # 4. hot switch, uploads after curation
                 t0 = time.perf_counter()  # (or the watch, if it saw LATEST first: either way v0002)
                 rl = c.post("/v1/reload").json()
@@ -484,108 +383,6 @@ def loop(work: Path, truth: dict, seed: int, cold: bool = True) -> dict:
     return res
 
 
-def _edit(c, body: dict) -> dict:
-    r = c.post("/api/edits", json=body, headers={"X-Mediacluster": "1"})
-    if r.status_code != 200:
-        raise SystemExit(f"studio edit {body} -> HTTP {r.status_code}: {r.text[:300]}")
-    return r.json()
-
-
-def _labels(c) -> np.ndarray:
-    return np.frombuffer(c.get("/api/labels").content, dtype="<i4").astype(int)
-
-
-def curate(base: str, kinds: np.ndarray, res: dict) -> dict:
-    """What a person does in the studio, the kinds standing in for what they see: split the mixed
-    clusters, merge the clusters of one kind, junk the screenshots, name every cluster after its
-    kind, publish. Every edit is one request of the page's API."""
-    import httpx
-
-    steps = Counter()
-    with httpx.Client(base_url=base, timeout=300) as c:
-        # the studio's items are the run's rows in order (item number = row)
-        assert len(_labels(c)) == len(kinds)
-        # split the mixed clusters (commonest kind under 70%): the automatic split first (the
-        # hierarchy's finer level), else k = the kinds a person sees in it; a part still mixed is
-        # split again; a split is applied only when its parts are purer than the cluster
-        queue = [cid for cid, (_, share) in sorted(majority(_labels(c), kinds).items())
-                 if cid >= 0 and share < 0.7 and (_labels(c) == cid).sum() >= 10]
-        while queue and steps["split"] < 6:
-            cid = queue.pop(0)
-            lab = _labels(c)
-            members = lab == cid
-            share = majority(lab[members], kinds[members])[cid][1]
-            seen = Counter(kinds[members].tolist())
-            k_seen = sum(v >= 0.1 * members.sum() for v in seen.values())
-            applied = None
-            for body in ({"cluster": int(cid)}, {"cluster": int(cid), "k": int(max(2, k_seen))}):
-                pv = c.post("/api/split/preview", json=body, headers={"X-Mediacluster": "1"})
-                if pv.status_code != 200:
-                    res.setdefault("split_previews_refused", []).append(f"{body}: {pv.json()['error']['message']}")
-                    continue
-                pv = pv.json()
-                part = np.asarray(pv["labels"]["parts"], dtype=int)
-                items = np.asarray(pv["labels"]["items"], dtype=int)
-                if len(part) == len(items) and len(items):
-                    pur = sum(Counter(kinds[items][part == p].tolist()).most_common(1)[0][1]
-                              for p in np.unique(part)) / len(items)
-                    if pur <= share + 0.05:
-                        continue
-                applied = _edit(c, {"kind": "split", "preview": pv["preview"]})
-                steps["split"] += 1
-                how = "automatic" if "k" not in body else f"k={body['k']}"
-                res.setdefault("splits", []).append(
-                    f"{int(members.sum())} items ({share:.0%} {majority(lab[members], kinds[members])[cid][0]}) "
-                    f"{how} -> parts of "
-                    + "/".join(str(int((part == p).sum())) for p in np.unique(part)))
-                break
-            if applied:
-                lab = _labels(c)
-                for new_id in applied["edit"]["ids"]:
-                    m = lab == new_id
-                    if m.sum() >= 10 and majority(lab[m], kinds[m])[new_id][1] < 0.7:
-                        queue.append(new_id)
-        # merge the clusters of each kind
-        lab = _labels(c)
-        by_kind = defaultdict(list)
-        for cid, (k, _) in majority(lab, kinds).items():
-            if cid >= 0:
-                by_kind[k].append(cid)
-        for cids in by_kind.values():
-            if len(cids) > 1:
-                _edit(c, {"kind": "merge", "clusters": [int(x) for x in cids]})
-                steps["merge"] += 1
-        # junk and names
-        lab = _labels(c)
-        junk, names = [], {}
-        by_c = majority(lab, kinds)
-        stray = np.flatnonzero((kinds == JUNK_KIND) & np.isin(lab, [i for i, (k, _) in by_c.items() if k != JUNK_KIND]))
-        if len(stray) >= 3:  # screenshots inside another cluster: selected in its gallery, moved to junk
-            _edit(c, {"kind": "move", "items": stray.tolist(), "to": "junk"})
-            steps["move to junk"] += 1
-            lab = _labels(c)
-        for cid, (k, _) in majority(lab, kinds).items():
-            if cid < 0:
-                continue
-            if k == JUNK_KIND:
-                _edit(c, {"kind": "junk", "clusters": [int(cid)]})
-                steps["junk"] += 1
-                junk.append(cid)
-            _edit(c, {"kind": "rename", "cluster": int(cid), "name": k})
-            steps["rename"] += 1
-            names[k] = k
-        t0 = time.perf_counter()
-        r = c.post("/api/publish", headers={"X-Mediacluster": "1"})
-        res["steps"]["studio: publish (HTTP)"] = {"wall_s": time.perf_counter() - t0}
-        if r.status_code != 200:
-            raise SystemExit(f"publish -> HTTP {r.status_code}: {r.text[:300]}")
-        res["publish_1"] = r.json()
-        clusters = {e["id"]: e for e in c.get("/api/clusters").json()["clusters"]}
-    res["curation_steps"] = dict(steps)
-    return {"junk": junk, "names": names, "clusters": clusters, "labels": lab,
-            "version": res["publish_1"]["version"]}
-
-
 def curate_again(base: str, cur: dict, res: dict) -> dict:
     """The second version: the flags renamed, the food stickers marked junk."""
     import httpx
@@ -596,9 +393,9 @@ def curate_again(base: str, cur: dict, res: dict) -> dict:
         by_name = {e["name"]: e["id"] for e in c.get("/api/clusters").json()["clusters"] if not e.get("junk")}
         flags = by_name.get("flag stickers", next(iter(by_name.values())))
         food = by_name.get("food stickers", [i for i in by_name.values() if i != flags][-1])
-        _edit(c, {"kind": "rename", "cluster": flags, "name": "flags of the world"})
+        edit(c, {"kind": "rename", "cluster": flags, "name": "flags of the world"})
         names["flag stickers"] = "flags of the world"
-        _edit(c, {"kind": "junk", "clusters": [food]})
+        edit(c, {"kind": "junk", "clusters": [food]})
         junk.append(food)
         r = c.post("/api/publish", headers={"X-Mediacluster": "1"})
         if r.status_code != 200:
@@ -607,21 +404,6 @@ def curate_again(base: str, cur: dict, res: dict) -> dict:
         clusters = {e["id"]: e for e in c.get("/api/clusters").json()["clusters"]}
     return {**cur, "names": names, "junk": junk, "clusters": clusters, "version": res["publish_2"]["version"],
             "food": food, "flags": flags}
-
-
-def check_clusters(body: dict, cur: dict, res: dict) -> dict:
-    """Does ``/v1/clusters`` hold the curated clusters, their names and no merged-away id?"""
-    served = {int(e["id"]): e for e in body.get("clusters", [])}
-    want = {int(i): e for i, e in cur["clusters"].items() if e.get("size", 1) > 0}
-    missing = sorted(set(want) - set(served))
-    extra = sorted(set(served) - set(want))
-    wrong = sorted(i for i in set(want) & set(served) if served[i].get("name") != want[i]["name"])
-    junk_wrong = sorted(i for i in served if bool(served[i].get("junk")) != (i in set(cur["junk"])))
-    out = {"served": len(served), "curated": len(want), "missing": missing, "extra": extra,
-           "wrong_names": wrong, "junk_not_marked": junk_wrong}
-    if missing or extra or wrong or junk_wrong:
-        res["problems"].append(f"/v1/clusters does not match the curated clusters: {out}")
-    return out
 
 
 def follow(a2: list[dict], a3: list[dict], uploads: list[dict], cur: dict, cur2: dict, res: dict) -> dict:

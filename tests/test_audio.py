@@ -182,6 +182,28 @@ def test_mixed_folder_auto_media(tmp_path, fsdd_two_speakers):
     assert len(collect(tmp_path, media="image")) == 1
 
 
+def test_collect_finds_a_folder_of_clips_by_itself_as_the_cli_does(tmp_path, fsdd_two_speakers):
+    """``collect("clips/")`` from Python reads the clips as audio, as ``cluster clips/`` does
+    (it defaulted to images: an empty collection listing every clip as "audio file")."""
+    import pandas
+
+    from mediacluster.cli import build_parser
+    from mediacluster.ingest import collect
+
+    d = tmp_path / "clips"
+    d.mkdir()
+    for p in fsdd_two_speakers[:6]:
+        (d / p.name).write_bytes(p.read_bytes())
+    coll = collect(d)
+    assert coll.media == "audio" and len(coll) == 6 and not coll.skipped
+    pandas.DataFrame({"path": sorted(str(p) for p in d.iterdir())}).to_csv(tmp_path / "m.csv", index=False)
+    manifest = collect(tmp_path / "m.csv")  # a manifest of clips too, read once
+    assert manifest.media == "audio" and manifest.paths == coll.paths
+    assert len(collect(d, media="image")) == 0  # asked for images: none
+    cli = build_parser().parse_args(["cluster", str(d), "--out", str(tmp_path / "out")])
+    assert cli.media == "auto"
+
+
 # -- the cluster command -----------------------------------------------------------------------
 
 
@@ -389,17 +411,17 @@ def test_report_files_are_made_once_and_skip_unreadable_clips(fsdd_two_speakers,
 
 
 def test_a_folder_of_clips_read_as_images_lists_the_clips_as_skipped(tmp_path, fsdd_two_speakers):
-    """``collect(folder)`` reads images unless told otherwise (the CLI's ``--media`` is auto):
-    a folder of clips gave an empty collection with nothing listed as skipped; each clip is now
-    listed with the switch that reads it."""
+    """``collect(folder, media="image")`` on a folder of clips: it gave an empty collection
+    with nothing listed as skipped; each clip is now listed with the switch that reads it (the
+    default, ``media="auto"``, reads them as audio)."""
     from mediacluster.ingest import collect
 
     for p in fsdd_two_speakers[:3]:
         (tmp_path / p.name).write_bytes(p.read_bytes())
-    coll = collect(tmp_path)
+    coll = collect(tmp_path, media="image")
     assert len(coll) == 0 and len(coll.skipped) == 3
     assert all("media='audio'" in s.reason for s in coll.skipped)
-    assert len(collect(tmp_path, media="audio")) == 3
+    assert len(collect(tmp_path, media="audio")) == 3 and collect(tmp_path).media == "audio"
 
 
 # -- the service ------------------------------------------------------------------------------

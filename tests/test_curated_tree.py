@@ -94,6 +94,7 @@ def test_curated_tree_is_the_tree_fit_labels_builds():
     from sklearn.datasets import make_blobs
 
     from mediacluster.curated_tree import curated_tree
+    from mediacluster.errors import InputError, ParameterError
     from mediacluster.pipeline import Pipeline
     from mediacluster.rundir import RunLevels
 
@@ -112,6 +113,24 @@ def test_curated_tree_is_the_tree_fit_labels_builds():
     ok = labels >= 0
     assert (t.rows[:, ok] == p.levels_[:, ok]).all() and (t.rows[:, ~ok] == -1).all()
     assert t.names == ["level_0", "level_1"] and t.groups()["level_0"]["7"] == len(t.sources[0]["clusters"]) - 1
+    # the studio's publish gives fit_labels this tree instead of computing it again: same model
+    given = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+        X.astype(np.float32), labels, X[:, :2], tree=(t.rows, t.parents, t.sources))
+    assert (given.levels_ == p.levels_).all() and (given.labels_ == p.labels_).all()
+    assert all((a == b).all() for a, b in zip(given.parents_, p.parents_)) and given.tree_sources_ == t.sources
+    assert (given.predict(X[:10].astype(np.float32)) == p.predict(X[:10].astype(np.float32))).all()
+    moved = labels.copy()
+    moved[labels == 0] = 5  # not the labels the tree was computed for
+    with pytest.raises(InputError, match="last row is not the labels"):
+        Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+            X.astype(np.float32), moved, X[:, :2], tree=(t.rows, t.parents, t.sources))
+    crossed_parents = [p_[::-1].copy() for p_ in t.parents]
+    with pytest.raises(InputError, match="does not hold level"):
+        Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+            X.astype(np.float32), labels, X[:, :2], tree=(t.rows, crossed_parents, t.sources))
+    with pytest.raises(ParameterError, match="not both"):
+        Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None).fit_labels(
+            X.astype(np.float32), labels, X[:, :2], levels=levels.above(), tree=(t.rows, t.parents, t.sources))
     with_noise = RunLevels(tuple([np.where(y == 0, -1, y // 4)] + tree[1:]), levels.names, levels.index, 2)
     assert curated_tree(with_noise, labels) is None
     crossed = RunLevels((y % 2, y // 2, y), levels.names, levels.index, 2)  # level 0 does not nest level 1
@@ -444,3 +463,48 @@ def test_fit_labels_keeps_one_reference_per_copy(cifar3_embeddings):
     assert len(np.unique(refs, axis=0)) == len(refs)
     cal = fitted.predictor_.novelty_calibration_
     assert cal is not None and (cal > 0).all()
+
+
+def test_an_upload_the_earlier_version_put_in_a_cluster_marked_junk_later_is_junk(tmp_path):
+    """A borderline upload whose neighbours are mostly of cluster J (under A, with sibling B)
+    but whose other neighbours lie under D: version 1 answers J (A outvotes D at the top). In
+    version 2 J is junk, a branch of its own at the coarse level, so there D outvotes what is
+    left of A and the top-down path went to D's cluster; the flat vote at the level in use is
+    still J's, and the upload is answered junk, as a flat model would answer it."""
+    from mediacluster.pipeline import Pipeline, load
+
+    rng = np.random.default_rng(0)
+    near = {0: 6, 1: 2, 2: 4, 3: 3}  # J, B, C1, C2: 15 neighbours of the upload on a unit circle
+    far = {0: (60, 0), 1: (0, 60), 2: (-60, 0), 3: (0, -60)}
+    X, fine = [], []
+    angle = 0.0
+    for c, k in near.items():
+        for _ in range(k):
+            X.append([np.cos(angle), np.sin(angle)])
+            angle += 2 * np.pi / 15
+            fine.append(c)
+        X.extend(np.asarray(far[c]) + rng.normal(scale=0.5, size=(12, 2)))
+        fine.extend([c] * 12)
+    X, fine = np.asarray(X, np.float32), np.asarray(fine)
+    top = np.where(fine <= 1, 0, 1)  # A = {J, B}, D = {C1, C2}
+    upload = np.zeros((1, 2), np.float32)
+
+    def version(junk):
+        pipe = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None,
+                        predict_neighbors=15).fit_labels(X, fine, X, levels=top[None, :], junk=junk)
+        folder = tmp_path / f"v{len(junk)}"
+        pipe.save(folder, metadata={"curated": {"junk": junk}})
+        return load(folder)
+
+    v1, v2 = version([]), version([0])
+    assert v1.predict(upload)[0] == 0 and v1.predict_details(upload)["status"][0] == "clustered"
+    det = v2.predict_details(upload)
+    assert det["labels"][0] == 0 and det["status"][0] == "junk", det
+    # its path is the junk cluster's (the junk branch, 2, then J), not the top-down vote's (D, C1),
+    # each step the share of the neighbours in it among those in its parent
+    assert v2.predictor_.predict_path(upload)[0][:, 0].tolist() == [1, 2]
+    labels, probs = v2.predict_path(upload)
+    assert labels[:, 0].tolist() == [2, 0] and (det["path"]["labels"] == labels).all()
+    assert np.isclose(np.prod(probs[:, 0]), det["probabilities"][0]) and 0 < det["probabilities"][0] < 1
+    # the fitted items still get their own labels (their own copy outvotes the rest)
+    assert (v2.predict(X) == fine).all() and (v1.predict(X) == fine).all()

@@ -50,7 +50,7 @@ def rel(coll, root):
 
 
 def test_folder_recursive_case_insensitive_hidden_skipped(tree):
-    coll = collect(tree, labels_from_folders=True)
+    coll = collect(tree, media="image", labels_from_folders=True)
     assert rel(coll, tree) == [
         "top.gif", "w.webp", "x.bmp",
         os.path.join("cats", "a.JPG"), os.path.join("cats", "b.jpeg"),
@@ -60,9 +60,12 @@ def test_folder_recursive_case_insensitive_hidden_skipped(tree):
     assert coll.ids == coll.paths and coll.vectors is None and coll.skipped == []
     assert coll.has_labels
     # without the flag there are no labels at all
-    assert collect(tree).labels is None
-    # the same scan gives the same order
-    assert collect(tree).paths == coll.paths
+    assert collect(tree, media="image").labels is None
+    # by default (media="auto", as the CLI) the kind most files are, the one clip named as such
+    auto = collect(tree)
+    assert auto.media == "image" and auto.paths == coll.paths  # the same scan gives the same order
+    assert [(os.path.relpath(s.path, tree), s.reason.split(":")[0]) for s in auto.skipped] == [
+        ("audio.wav", "audio file in a mixed folder")]
 
 
 def test_relative_input_gives_absolute_paths(tree, monkeypatch):
@@ -108,7 +111,7 @@ def test_oversized_files_skipped_before_reading(tree, tmp_path):
     big = tree / "cats" / "huge.jpg"
     with open(big, "wb") as f:  # sparse: no disk space used
         f.truncate(images.MAX_FILE_BYTES + 1)
-    coll = collect(tree)
+    coll = collect(tree, media="image")
     assert str(big) not in coll.paths
     [s] = coll.skipped
     assert s.path == str(big) and s.reason.startswith("file too large")
@@ -149,7 +152,7 @@ def test_formats_that_are_not_read_are_listed_as_skipped(tree, tmp_path, capsys,
     touch(tree / "cats" / "IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic")
     touch(tree / "raw" / "DSC_1.nef", b"raw")
     touch(tree / "memo.m4a", b"\x00\x00\x00\x18ftypM4A ")
-    coll = collect(tree)
+    coll = collect(tree, media="image")
     assert {os.path.relpath(s.path, tree): s.reason.split(" files ")[0] for s in coll.skipped} == {
         os.path.join("cats", "IMG_0001.HEIC"): "HEIC image", os.path.join("raw", "DSC_1.nef"): "NEF image"}
     assert all("convert it to JPEG or PNG" in s.reason for s in coll.skipped)
@@ -261,7 +264,7 @@ def test_npy_and_npz(tmp_path, rng):
         (np.zeros(8), "expected a 2-D array.*single vector"),
         (np.zeros((2, 3, 4)), "expected a 2-D array"),
         (np.zeros((0, 4)), "no vectors"),
-        (np.array([[1.0, np.nan], [1.0, 2.0], [np.inf, 0.0]]), r"2 of 3 vectors contain NaN or infinity \(rows \[0, 2\]"),
+        (np.array([[1.0, np.nan], [1.0, 2.0], [np.inf, 0.0]]), r"bad\.npy: row 0 contains NaN or infinity \(rows \[0, 2\]: 2 of 3\)"),
         (np.array([["a", "b"]]), "must be numbers"),
     ],
 )
@@ -314,7 +317,7 @@ def test_csv_vectors_as_strings(tmp_path):
     [
         ([[1.0, 2.0], [1.0, 2.0, 3.0]], ["a", "b"], "different lengths: row 0 has 2 values, row 1 has 3"),
         ([[1.0, 2.0], None], ["a", "b"], "row 1: vector is missing"),
-        ([[1.0, 2.0], [np.nan, 1.0]], ["a", "b"], r"NaN or infinity \(rows \[1\]"),
+        ([[1.0, 2.0], [np.nan, 1.0]], ["a", "b"], r"bad\.parquet: row 1 contains NaN or infinity$"),
         ([[1.0, 2.0], [3.0, 1.0]], ["a", "a"], "ids are not unique"),
     ],
 )

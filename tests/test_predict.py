@@ -120,6 +120,15 @@ def test_the_neighbour_predictor_on_its_own(split):
             assert np.array_equal(v, again.predict_details(new)[k]), k
     flipped = again.set_votes(**{**items, "labels": np.where(labels >= 0, 1 - labels, labels)})
     assert (flipped.predict_details(train)["labels"] == np.where(labels >= 0, 1 - labels, labels)).all()
+    # the copy distance (a copy of a fitted item is not novel) is derived from the calibration
+    # once, at fit and at load, not on every predict call; the answers are the formula's
+    from mediacluster.predictor import COPY_DISTANCE
+
+    cal = pred.novelty_calibration_
+    assert pred.copy_distance_ == again.copy_distance_ == COPY_DISTANCE * max(float(np.median(cal)), 1e-12)
+    dist = np.array([[0.0, 1.0], [pred.copy_distance_ * 2, 1.0], [float(cal[-1]) * 3, cal[-1] * 3]])
+    novel, novelty = pred.novelty(dist)
+    assert novelty[0] == 0.0 and not novel[0] and novelty[1] > 0 and novel[2]
 
 
 @pytest.mark.parametrize("outliers", [None, "lof"])

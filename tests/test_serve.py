@@ -306,8 +306,12 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     assert "(n, 1280)" in err["message"], err
     err = refused(400, "wrong_shape", json={"vectors": vec})
     assert "one list of 1280 numbers, not a list of vectors" in err["message"] and "(n, 1280)" in err["message"]
-    refused(400, "not_finite", content=b'{"vectors": [[NaN' + b", 0.0" * 1279 + b"]]}",
-            headers={"content-type": "application/json"})
+    err = refused(400, "not_finite", content=b'{"vectors": [[NaN' + b", 0.0" * 1279 + b"]]}",
+                  headers={"content-type": "application/json"})
+    assert err["message"] == "vectors[0] contains NaN or infinity", err
+    err = refused(400, "not_finite", content=b'{"vectors": [[0.0' + b", 0.0" * 1279 + b"], [-Infinity"
+                  + b", 0.0" * 1279 + b"], [NaN" + b", 0.0" * 1279 + b"]]}", headers={"content-type": "application/json"})
+    assert err["message"] == "vectors[1] contains NaN or infinity (rows [1, 2]: 2 of 3)", err
     refused(400, "not_finite", content=b'{"vectors": [[1e999' + b", 0.0" * 1279 + b"]]}",
             headers={"content-type": "application/json"})
     refused(400, "empty_batch", json={"vectors": []})

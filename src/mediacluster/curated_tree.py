@@ -6,8 +6,9 @@ One rule, :func:`stages.hierarchy.tree_above` (each curated cluster follows the 
 items down the run's tree, top-down so it nests; junk clusters a branch of their own; a level
 not strictly coarser than the next dropped), computed here for every view:
 ``studio.session`` (the groups of the cluster list and the map's level colours),
-``studio.publish`` (the model's coarse levels are fitted by ``Pipeline.fit_labels(levels=)``
-with the same rule and checked against this tree; their names come from here) and
+``studio.publish`` (this tree is the model's: ``Pipeline.fit_labels(tree=)`` takes it, checks it
+against the labels and gives the unassigned items their nearest cluster's path; the coarse
+levels' names come from here) and
 ``report.build`` (the level switch and cards of a curated run).
 """
 
@@ -29,12 +30,14 @@ class CuratedTree:
     """``rows`` (K + 1, n): the K coarse levels kept above the curated clusters (ids as the
     published model's levels: renumbered 0.., the junk branch last) and the curated clusters
     as the last row; an item the person left unassigned (< 0) keeps its label on every row.
+    ``parents[j]``: row ``j + 1``'s clusters' parent ids in row ``j`` (``tree_above``'s);
     ``sources[j]``: ``{"level": position in the run's levels, "clusters": new id -> the run's
     cluster id there, -1 for the junk branch}`` (as ``Pipeline.tree_sources_``); ``names[j]``
     and ``index[j]``: the run level's name (``RunLevels.names``) and its key in
     ``level_names.json``."""
 
     rows: np.ndarray
+    parents: list
     sources: list
     names: list
     index: list
@@ -90,12 +93,12 @@ def curated_tree(levels: RunLevels, labels, junk=()) -> CuratedTree | None:
     # given here does not move any cluster, so this is the tree fit_labels builds
     fine = np.where(ok, lab, lab[ok][0])
     try:
-        rows, _, sources = tree_above(fine, ok, above, junk)
+        rows, parents, sources = tree_above(fine, ok, above, junk)
     except InputError as e:  # the run's levels are not a tree: the curated clusters stand alone
         log.warning("the run's levels are not kept above the curated clusters: %s", e)
         return None
     if len(rows) < 2:
         return None
     rows = np.where(ok[None, :], rows, lab[None, :])
-    return CuratedTree(rows=rows, sources=sources, names=[levels.names[s["level"]] for s in sources],
+    return CuratedTree(rows=rows, parents=parents, sources=sources, names=[levels.names[s["level"]] for s in sources],
                        index=[levels.index[s["level"]] for s in sources])

@@ -56,6 +56,38 @@ def as_vectors(X, what: str = "vectors") -> np.ndarray:
     return A.astype(np.float32, copy=False)
 
 
+def nonfinite_rows(X) -> np.ndarray:
+    """Positions of the rows of ``X`` (n, ...) that hold NaN or infinity (none for integers)."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "fc" or X.size == 0:
+        return np.empty(0, np.intp)
+    return np.flatnonzero(~np.isfinite(X.reshape(len(X), -1)).all(axis=1))
+
+
+def nonfinite_message(bad, n: int, source=None, row: str = "vector {}", numbers=None,
+                      problem: str = "contains NaN or infinity") -> str:
+    """The one message for non-finite input: the first bad row named (``row`` formats its
+    number: ``"vector {}"``, ``"row {}"``, ``"vectors[{}]"``), how many of the ``n`` rows are
+    bad and the first few when more than one, ``source`` (a file) first when known.
+    ``numbers``: each row's number as the user counts it (a file's rows read in windows), else
+    its position."""
+    bad = np.asarray(bad)
+    nums = (bad if numbers is None else np.asarray(numbers)[bad]).tolist()
+    msg = f"{row.format(nums[0])} {problem}"
+    if len(nums) > 1:
+        msg += f" (rows {nums[:5]}{' ...' if len(nums) > 5 else ''}: {len(nums)} of {n})"
+    return f"{source}: {msg}" if source is not None else msg
+
+
+def check_finite(X, source=None, row: str = "vector {}", numbers=None,
+                 problem: str = "contains NaN or infinity"):
+    """``X`` when every value is finite, else an ``InputError`` (:func:`nonfinite_message`)."""
+    bad = nonfinite_rows(X)
+    if len(bad):
+        raise InputError(nonfinite_message(bad, len(X), source, row, numbers, problem))
+    return X
+
+
 def l2_normalize(X, eps: float = 1e-12) -> np.ndarray:
     """Rows (or one vector) scaled to unit length (float32; zero rows stay zero)."""
     X = np.asarray(X, dtype=np.float32)

@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import persist, pipeline_model
 from .copies import distinct_rows, merge_duplicates
-from .data import NOISE, OUTLIER, as_vectors, status_of
+from .data import NOISE, OUTLIER, as_vectors, check_finite, status_of
 from .errors import InputError, LevelRangeError, ParameterError
 from .model_items import read_items
 from .predictor import NeighbourPredictor
@@ -423,7 +423,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         return L, P, [np.asarray(p, np.int64) for p in clusterer.parents_], int(clusterer.auto_level_), \
             int(clusterer.level_)
 
-    def fit_labels(self, X, labels, embedding, probabilities=None, levels=None, junk=()):
+    def fit_labels(self, X, labels, embedding, probabilities=None, levels=None, junk=(), tree=None):
         """Build the predictor for labels given from outside (a person's curated clusters from
         the studio) instead of fitting the stages.
 
@@ -446,6 +446,13 @@ class Pipeline(ClusterMixin, BaseEstimator):
         another. Items left unassigned (-1) get their nearest cluster in the finest level.
         ``tree_sources_`` says where each coarse level comes from (per level ``{"level": row of
         levels, "clusters": new id -> the tree's id, -1 the junk branch}``; None when flat).
+
+        ``tree`` instead of ``levels`` and ``junk``: that tree already computed for these labels,
+        ``(rows, parents, sources)`` as :func:`~mediacluster.stages.hierarchy.tree_above` returns
+        it (:class:`~mediacluster.curated_tree.CuratedTree` has them: the studio's publish
+        computes the tree once); ``rows`` may leave the unassigned items < 0. It is checked (the
+        last row is ``labels``, each row nests in the one above through ``parents``) and the
+        unassigned items are given their nearest cluster's path, as with ``levels``.
         """
         X = _training_vectors(X)  # as fit: ragged, complex, sparse, non-finite -> InputError
         labels = np.asarray(labels)
@@ -459,6 +466,9 @@ class Pipeline(ClusterMixin, BaseEstimator):
         if self.outliers is not None:
             raise ParameterError("fit_labels builds a model without an outlier stage; set outliers=None",
                                  "outliers")
+        if tree is not None and levels is not None:
+            raise ParameterError("give fit_labels the tree's levels or the tree computed from them, not both",
+                                 "tree")
         self.check_params()
         reducer, _, clusterer = self._resolve(len(X))
         self.reducer_, self.outliers_, self.clusterer_ = reducer, None, clusterer
@@ -471,7 +481,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         t = time.perf_counter()
         self.tree_sources_ = None
-        if levels is None or not self._levels_above(levels, junk):
+        if (levels is None and tree is None) or not self._levels_above(levels, junk, tree):
             self._assign()
         # copies of a file are one reference, as in fit: a copy among the references would put
         # a calibration item at distance 0 from its twin and lower the novelty threshold
@@ -481,16 +491,17 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self.timings_["predictor"] = time.perf_counter() - t
         return self
 
-    def _levels_above(self, levels, junk) -> bool:
+    def _levels_above(self, levels, junk, tree=None) -> bool:
         """``fit_labels``' tree: the given labels (noise given its nearest cluster) as the finest
-        level under the coarser ``levels`` (see :meth:`fit_labels`); False when no level of
-        ``levels`` is kept above them (the caller assigns noise as for a flat model)."""
+        level under the coarser ``levels``, or the given ``tree`` (see :meth:`fit_labels`);
+        False when no level is kept above them (the caller assigns noise as for a flat model)."""
         n = len(self.labels_)
-        L = np.asarray(levels)
-        if L.ndim == 1:
-            L = L[None, :]
-        if L.ndim != 2 or L.shape[1] != n or L.dtype.kind not in "iu" or (L.size and L.min() < 0):
-            raise InputError(f"levels must be (n_levels, {n}) cluster ids >= 0, got {L.dtype} {L.shape}")
+        if tree is None:
+            L = np.asarray(levels)
+            if L.ndim == 1:
+                L = L[None, :]
+            if L.ndim != 2 or L.shape[1] != n or L.dtype.kind not in "iu" or (L.size and L.min() < 0):
+                raise InputError(f"levels must be (n_levels, {n}) cluster ids >= 0, got {L.dtype} {L.shape}")
         if (self.labels_ < 0).all():
             return False  # nothing clustered: no tree above it
         lab = self.labels_
@@ -498,7 +509,10 @@ class Pipeline(ClusterMixin, BaseEstimator):
         un = lab < 0
         if un.any():  # the tree has a place for everyone: the nearest cluster, as _assign gives it
             fine[un], conf[un], _ = knn_vote(self.embedding_[~un], lab[~un], self.embedding_[un], k=15)
-        rows, parents, sources = tree_above(fine, ~un, L, junk)
+        if tree is None:
+            rows, parents, sources = tree_above(fine, ~un, L, junk)
+        else:
+            rows, parents, sources = _given_tree(tree, fine, un)
         if len(rows) < 2:
             return False  # no level of the tree is coarser than the labels: a flat model
         finest = len(rows) - 1
@@ -695,11 +709,15 @@ class Pipeline(ClusterMixin, BaseEstimator):
         """Each new item's root-to-leaf path through the fitted levels: ``(labels,
         probabilities)``, each (n_levels, m), coarse to fine; ``probabilities[l]`` is the vote
         share of the chosen cluster among the item's neighbours inside its level ``l - 1``
-        cluster (a top-down distance-weighted vote of its nearest reference items)."""
+        cluster (a top-down distance-weighted vote of its nearest reference items; an item a
+        curated model answers junk, ``_junk_vote``, gets the junk cluster's path)."""
         check_is_fitted(self, "predictor_")
         if self.levels_ is None:
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
+        if self.junk_clusters():  # an item answered junk gets the junk cluster's path (_junk_path)
+            path = self.predict_details(X)["path"]
+            return path["labels"], path["probabilities"]
         return self.predictor_.predict_path(X)
 
     def predict_details(self, X, zero_vectors: str = "refuse") -> dict:
@@ -721,11 +739,17 @@ class Pipeline(ClusterMixin, BaseEstimator):
             labels = np.where(out, OUTLIER, labels)
             proba = np.where(out, 0.0, proba)
         cluster, conf, path = det["cluster"], det["confidence"], det["path"]
+        junk = self.junk_clusters()
         if path is not None:
             plab, pprob = path["labels"], path["probabilities"]
             # the flat answer is the path's cluster at the level in use; its probability the
             # product of the path's steps down to it (the share of the neighbours in that cluster)
             at, share = plab[self.level_], np.prod(pprob[:self.level_ + 1], axis=0)
+            if junk:  # ... unless the flat vote there is a junk cluster's (see _junk_vote)
+                won, won_share, rep = self._junk_vote(det["neighbors"], det["weights"], junk)
+                at, share = np.where(won >= 0, won, at), np.where(won >= 0, won_share, share)
+                if (won >= 0).any():
+                    path = self._junk_path(path, won >= 0, rep, det["neighbors"], det["weights"])
             clustered = labels >= 0
             labels = np.where(clustered, at, labels)
             proba = np.where(clustered, share, 0.0)
@@ -733,13 +757,58 @@ class Pipeline(ClusterMixin, BaseEstimator):
         if not self.assign_noise:
             cluster, conf = labels.copy(), proba.copy()
         status = status_of(labels)
-        junk = self.junk_clusters()
         if junk:  # a curated model (the studio's publish): clusters a person marked as junk
             status = np.where(np.isin(labels, junk), "junk", status)
         return {"labels": labels, "probabilities": np.clip(proba, 0, 1), "status": status,
                 "cluster": cluster, "confidence": np.clip(conf, 0, 1), "embedding": emb,
                 "novel": novel, "novelty": det["novelty"], "neighbors": det["neighbors"],
                 "weights": det["weights"], "path": path}
+
+    def _junk_vote(self, neighbors, weights, junk) -> tuple[np.ndarray, np.ndarray]:
+        """Per item, the junk cluster that wins the flat vote of its neighbours at the level in
+        use (-1 where another cluster wins; ties: the nearest neighbour's) and its share.
+
+        A curated tree keeps junk clusters on a branch of their own at every coarse level, so
+        the top-down path no longer adds a junk cluster's votes to its former siblings': an
+        upload the earlier version put in a cluster (its siblings carried the path to it) went
+        to another branch once that cluster was marked junk. An item whose neighbours vote
+        for a junk cluster is junk, as a flat model answers it; every other item keeps its
+        path. A fitted item's own copy outvotes its neighbours, so it keeps its label."""
+        lab = np.asarray(self.levels_[self.level_])[neighbors]  # (m, k)
+        near_junk = np.isin(lab, junk).any(axis=1)
+        won, share = np.full(len(lab), -1, np.int64), np.zeros(len(lab))
+        rep = np.full(len(lab), -1, np.int64)
+        if not near_junk.any():  # most items: no junk neighbour, nothing to vote
+            return won, share, rep
+        lab, w = lab[near_junk], np.asarray(weights, dtype=np.float64)[near_junk]
+        rows = np.arange(len(lab))
+        # each neighbour's cluster's weight among the item's k neighbours (k is small)
+        votes = ((lab[:, :, None] == lab[:, None, :]) * w[:, None, :]).sum(axis=2)
+        best = votes.argmax(axis=1)
+        top = lab[rows, best]
+        won[near_junk] = np.where(np.isin(top, junk), top, -1)
+        share[near_junk] = votes[rows, best] / np.maximum(w.sum(axis=1), 1e-300)
+        # the heaviest neighbour in the winning cluster: its path through the levels is the item's
+        rep[near_junk] = np.asarray(neighbors)[near_junk][rows, np.where(lab == top[:, None], w, -1.0).argmax(axis=1)]
+        return won, share, rep
+
+    def _junk_path(self, path: dict, moved, rep, neighbors, weights) -> dict:
+        """``path`` with the items answered junk by :meth:`_junk_vote` (``moved``) given the
+        junk cluster's path (that of ``rep``, their heaviest neighbour in it), so the answer's
+        cluster lies on its path; each step's probability the share of the neighbours in the
+        step's cluster among those in its parent (the product down to the level in use is the
+        answer's probability, as for any path)."""
+        L = np.asarray(self.levels_)
+        labels, probs = path["labels"].copy(), path["probabilities"].copy()
+        labels[:, moved] = L[:, rep[moved]]
+        w = np.asarray(weights, dtype=np.float64)[moved]
+        nb = np.asarray(neighbors)[moved]
+        before = w.sum(axis=1)
+        for lv in range(len(L)):
+            inside = (w * (L[lv][nb] == labels[lv, moved][:, None])).sum(axis=1)
+            probs[lv, moved] = inside / np.maximum(before, 1e-300)
+            before = inside
+        return {"labels": labels, "probabilities": np.clip(probs, 0.0, 1.0)}
 
     def junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
@@ -920,6 +989,32 @@ class Pipeline(ClusterMixin, BaseEstimator):
         return tune(X, pipeline=self, **kwargs)
 
 
+def _given_tree(tree, fine: np.ndarray, un: np.ndarray):
+    """``fit_labels(tree=)``: the tree ``(rows, parents, sources)`` computed for the labels
+    (``tree_above``'s result, unassigned items possibly < 0), checked against them, with the
+    unassigned items (``un``) given the path of their nearest cluster (``fine``)."""
+    rows, parents, sources = tree
+    rows = np.array(rows, dtype=np.int64, copy=True)
+    parents = [np.asarray(p, dtype=np.int64) for p in parents]
+    n, ok = len(fine), ~un
+    if rows.ndim != 2 or rows.shape[1] != n or len(rows) != len(parents) + 1 or len(sources) != len(parents):
+        raise InputError(f"tree must be (rows ({len(parents) + 1}, {n}), {len(parents)} parents, "
+                         f"{len(parents)} sources), got rows {rows.shape}, {len(sources)} sources")
+    if not np.array_equal(rows[-1, ok], fine[ok]):
+        raise InputError("the tree's last row is not the labels it was given with")
+    for j in range(len(parents) - 1, -1, -1):  # bottom-up: each row is its parents' of the row below
+        child = rows[j + 1, ok]
+        if child.size and (child.max() >= len(parents[j]) or
+                           not np.array_equal(parents[j][child], rows[j, ok])):
+            raise InputError(f"the tree's level {j} does not hold level {j + 1} through its parents")
+    path = fine[un]
+    rows[-1, un] = path
+    for j in range(len(parents) - 1, -1, -1):
+        path = parents[j][path]
+        rows[j, un] = path
+    return rows, parents, sources
+
+
 def _training_vectors(X) -> np.ndarray:
     """The vectors a fit (``fit``, ``fit_labels``) learns from: C-ordered float32, at least 3
     rows of one length, every value finite; else an ``InputError`` naming what is wrong."""
@@ -927,10 +1022,7 @@ def _training_vectors(X) -> np.ndarray:
     if X.ndim != 2 or len(X) < 3:
         raise InputError(f"need a 2-D array of at least 3 vectors, got shape {X.shape}"
                          + (f" (n_samples={len(X)})" if X.ndim == 2 else ""))
-    if not np.isfinite(X).all():
-        bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-        raise InputError(f"vector {bad} contains NaN or infinity")
-    return X
+    return check_finite(X)
 
 
 MIN_DISTINCT = 3  # below this many distinct vectors the stages are not run (see _fit_stages)

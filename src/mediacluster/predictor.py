@@ -38,7 +38,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from .data import NOISE, OUTLIER, as_vectors, l2_normalize
+from .data import NOISE, OUTLIER, as_vectors, check_finite, l2_normalize
 from .errors import InputError, ParameterError
 from .stages.cluster import vote
 from .stages.hierarchy import vote_path
@@ -129,12 +129,12 @@ class NeighbourPredictor(BaseEstimator):
         self.ref_vectors_ = self.transform(X[self.ref_index_])
         self._build_index()
         if len(self.ref_index_) < 2:  # one distinct training vector: no distances to learn from
-            self.novelty_calibration_ = None
+            self._set_calibration(None)
             self.novelty_threshold_ = np.asarray(0.0)
         else:
             cal = np.sort(self._calibration_scores(X, Xs[sub] if self.ref_components_ is not None else None,
                                                    np.arange(n)[sub] if self.ref_components_ is not None else None))
-            self.novelty_calibration_ = cal.astype(np.float32)
+            self._set_calibration(cal.astype(np.float32))
             self.novelty_threshold_ = np.asarray(conformal_threshold(cal, 1.0 - NOVELTY_QUANTILE))
         return self.set_votes(labels=labels, probabilities=probabilities, cluster=cluster,
                               confidence=confidence, embedding=embedding, levels=levels, parents=parents)
@@ -184,6 +184,13 @@ class NeighbourPredictor(BaseEstimator):
             out.append(np.sqrt(np.maximum(d2, 0.0)).mean(axis=1))
         return np.concatenate(out)
 
+    def _set_calibration(self, cal) -> None:
+        """The calibration scores (sorted) and what ``novelty`` derives from them once, at fit
+        and load, not on every call: ``copy_distance_``, below which a nearest reference is
+        a copy (``COPY_DISTANCE`` x their median; None without a calibration)."""
+        self.novelty_calibration_ = cal
+        self.copy_distance_ = None if cal is None else COPY_DISTANCE * max(float(np.median(cal)), 1e-12)
+
     def novelty(self, dist) -> tuple[np.ndarray, np.ndarray]:
         """``(novel, novelty)`` of items whose distances to their nearest references are ``dist``
         (m, k): ``novelty`` the share of the calibration scores below the item's (NaN for a model
@@ -200,7 +207,7 @@ class NeighbourPredictor(BaseEstimator):
         # a copy of a fitted item is of the collection: in the projection fitted on it, a fitted
         # item lies farther from its neighbours than a new one does (what the calibration
         # corrects for new items), so a fitted item itself would otherwise look novel
-        copy = dist[:, 0] <= COPY_DISTANCE * max(float(np.median(cal)), 1e-12)
+        copy = dist[:, 0] <= self.copy_distance_
         return novel & ~copy, np.where(copy, 0.0, novelty)
 
     @classmethod
@@ -209,9 +216,9 @@ class NeighbourPredictor(BaseEstimator):
         ``ref_components``, ``novelty_threshold``; checked by the caller) and constructor
         ``params``; :meth:`set_votes` gives it the fitted items' arrays."""
         self = cls(**params)
-        for name in ("ref_index", "ref_vectors", "ref_mean", "ref_components", "novelty_threshold",
-                     "novelty_calibration"):
+        for name in ("ref_index", "ref_vectors", "ref_mean", "ref_components", "novelty_threshold"):
             setattr(self, name + "_", arrays.get(name))
+        self._set_calibration(arrays.get("novelty_calibration"))
         self.n_features_in_ = int(n_features_in)
         self.ref_normalize_ = bool(ref_normalize)
         self._build_index()
@@ -256,9 +263,7 @@ class NeighbourPredictor(BaseEstimator):
             raise InputError(f"model expects {self.n_features_in_}-d vectors, got {X.shape[1]}-d "
                              f"(X has {X.shape[1]} features, but Pipeline is expecting {self.n_features_in_} "
                              "features as input: was it fitted with another encoder?)")
-        if not np.isfinite(X).all():
-            bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-            raise InputError(f"vector {bad} contains NaN or infinity")
+        check_finite(X)
         if self.ref_normalize_:
             if zero_vectors == "refuse":
                 zero = ~X.any(axis=1)

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from ..data import nonfinite_message, nonfinite_rows
 from ..errors import InputError, ParameterError
 from ..fileio import text_series
 from .grouping import KINDS, PairDistance, group_links
@@ -249,10 +250,9 @@ class DuplicateFinder(BaseEstimator):
             if vectors.ndim != 2:
                 raise InputError(f"vectors must be 2-D (items x dims), got shape {vectors.shape}")
             for s in range(0, len(vectors), 65536):  # in chunks: no n x d boolean temporary
-                finite = np.isfinite(vectors[s:s + 65536]).all(1)
-                if not finite.all():
-                    bad = s + int(np.flatnonzero(~finite)[0])
-                    raise InputError(f"vectors: row {bad} has NaN or infinite values")
+                bad = nonfinite_rows(vectors[s:s + 65536])
+                if len(bad):  # the first one named (the rest are not read)
+                    raise InputError(nonfinite_message(bad[:1] + s, len(vectors), "vectors", row="row {}"))
         self.vectors_ = None if vectors is None else normalise(vectors)
 
         links = [self._links_exact(), self._links_perceptual()]

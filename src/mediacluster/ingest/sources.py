@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Collection, Skipped
+from ..data import Collection, Skipped, check_finite
 from ..errors import InputError, ParameterError
 from ..fileio import ESCAPED, hash_file, read_table
 from ..rundir import RunDir
@@ -89,17 +89,18 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 def collect(
     source: str | os.PathLike,
-    media: str = "image",
+    media: str = "auto",
     labels_from_folders: bool = False,
 ) -> Collection:
     """Find the items of ``source``: a folder, a manifest, an embeddings file or one media file.
 
-    ``media="auto"`` picks ``"image"`` or ``"audio"`` by the majority of media file extensions
-    (``detect_media``); in a folder holding both, files of the other kind are listed as skipped
-    with the reason and the ``--media`` switch that clusters them (one run embeds one media kind:
-    images and sounds have no shared embedding space).
+    ``media="auto"`` (the default, as the CLI's ``--media``) picks ``"image"`` or ``"audio"`` by
+    the majority of media file extensions (``detect_media``; a manifest is read once); in a
+    folder holding both, files of the other kind are listed as skipped with the reason and the
+    ``--media`` switch that clusters them (one run embeds one media kind: images and sounds have
+    no shared embedding space). ``"image"`` / ``"audio"`` read only that kind.
     """
-    if media == "auto":
+    if media == "auto" and Path(source).suffix.lower() not in _TABLE_SUFFIXES:
         media, counts = detect_media(source)
         if media == "vector":  # precomputed embeddings: the media kind plays no part
             return collect(source, media="image", labels_from_folders=labels_from_folders)
@@ -111,8 +112,8 @@ def collect(
                     f"{other} file in a mixed folder: this run clusters the {counts[media]} {media} "
                     f"files; cluster the {counts[other]} {other} files with --media {other}")))
         return coll
-    if media not in MEDIA_EXTENSIONS:
-        raise ParameterError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)}")
+    if media not in MEDIA_EXTENSIONS and media != "auto":  # auto here: a table, resolved once read
+        raise ParameterError(f"unknown media kind {media!r}; expected one of {sorted(MEDIA_EXTENSIONS)} or 'auto'")
     if _URL.match(os.fspath(source)):
         raise InputError(f"{source}: {URL_REASON}")
     p = Path(source)
@@ -133,6 +134,8 @@ def collect(
     if suffix in _TABLE_SUFFIXES:
         df = _read_table(p)
         if _vector_column(df) is None and "path" in df.columns:
+            if media == "auto":
+                media, _ = _majority_media(df["path"].tolist())
             return read_manifest(p, df, media=media, labels_from_folders=labels_from_folders)
         return read_vectors(p, df)
     if suffix in MEDIA_EXTENSIONS[media]:  # a single file
@@ -199,20 +202,24 @@ def detect_media(source: str | os.PathLike) -> tuple[str, dict[str, int]]:
     counts = dict.fromkeys(MEDIA_EXTENSIONS, 0)
     suffix = p.suffix.lower()
     if p.is_dir():
-        names = [os.path.splitext(f)[1].lower() for f in _media_files(p, set().union(*MEDIA_EXTENSIONS.values()))]
+        names = _media_files(p, set().union(*MEDIA_EXTENSIONS.values()))
     elif suffix in (".npy", ".npz"):
         return "vector", counts
     elif suffix in _TABLE_SUFFIXES:
         df = _read_table(p)
         if _vector_column(df) is not None or "path" not in df.columns:
             return "vector", counts
-        names = [os.path.splitext(str(x))[1].lower() for x in df["path"].tolist()]
+        return _majority_media(df["path"].tolist())
     else:
-        names = [suffix]
-    for kind, exts in MEDIA_EXTENSIONS.items():
-        counts[kind] = sum(1 for e in names if e in exts)
-    media = "audio" if counts["audio"] > counts["image"] else "image"
-    return media, counts
+        names = [p.name]
+    return _majority_media(names)
+
+
+def _majority_media(names) -> tuple[str, dict[str, int]]:
+    """``detect_media``'s answer for file names: the kind most of them are."""
+    exts = [os.path.splitext(str(x))[1].lower() for x in names]
+    counts = {kind: sum(1 for e in exts if e in kinds) for kind, kinds in MEDIA_EXTENSIONS.items()}
+    return ("audio" if counts["audio"] > counts["image"] else "image"), counts
 
 
 # -- folders ----------------------------------------------------------------------------------
@@ -536,9 +543,7 @@ def read_vectors(p: str | os.PathLike, df=None) -> Collection:
                     f"{p}: need a 'path' column (manifest), a vector column named one of "
                     f"{_VECTOR_COLUMNS}, or one numeric column per dimension; columns are {list(df.columns)}"
                 )
-            if np.isnan(vectors).any():
-                r = int(np.flatnonzero(np.isnan(vectors).any(axis=1))[0])
-                raise InputError(f"{p}: row {r} has missing or NaN values")
+            check_finite(vectors, p, row="row {}", problem="has missing values, NaN or infinity")
         ids = [_str_or_none(x) or "" for x in df[icol]] if icol else [str(i) for i in range(len(df))]
         if icol and any(i == "" for i in ids):
             raise InputError(f"{p}: column {icol!r} has empty ids (row {ids.index('')})")
@@ -581,13 +586,7 @@ def _check_vectors(vectors: np.ndarray, p: Path) -> np.ndarray:
     if n == 0 or d == 0:
         raise InputError(f"{p}: no vectors (shape {vectors.shape})")
     if vectors.dtype.kind == "f":  # NaN / infinity as given, before any conversion
-        finite = np.isfinite(vectors).all(axis=1)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            raise InputError(
-                f"{p}: {len(bad)} of {n} vectors contain NaN or infinity (rows {bad[:5].tolist()}"
-                f"{' ...' if len(bad) > 5 else ''})"
-            )
+        check_finite(vectors, p, row="row {}")
     check_float32_range(vectors, 0, p)
     return vectors.astype(np.float32, copy=False)
 

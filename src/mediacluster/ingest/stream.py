@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import check_finite
 from ..errors import InputError
 
 #: rows per batch when streaming (65,536 x 1,280 float32 = 320 MB)
@@ -162,13 +163,8 @@ def _as_f32(raw: np.ndarray, start, path: str) -> np.ndarray:
 
 def _checked(X: np.ndarray, start, path: str) -> np.ndarray:
     """``X`` if every value is finite; ``start``: the first row number, or each row's number."""
-    ok = np.isfinite(X).all(axis=1)
-    if not ok.all():
-        where = np.flatnonzero(~ok)[:5]
-        bad = np.asarray(start)[where] if np.ndim(start) else where + start
-        raise InputError(f"{path}: vectors contain NaN or infinity (rows {bad.tolist()}"
-                         f"{' ...' if (~ok).sum() > 5 else ''})")
-    return X
+    numbers = np.asarray(start) if np.ndim(start) else np.arange(start, start + len(X))
+    return check_finite(X, path, row="row {}", numbers=numbers)
 
 
 class NpyVectors(VectorSource):

@@ -30,6 +30,7 @@ from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from .._version import __version__
+from ..data import nonfinite_message, nonfinite_rows
 from ..ingest import SkipItem
 from ..web import ApiError, create_app
 from ..web.app import DOCS_STATIC
@@ -242,11 +243,9 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
             isinstance(x, int | float) and not isinstance(x, bool) for x in r)), None)
         raise ApiError(400, "invalid_request", f"vectors[{bad}] holds something that is not a number"
                        if bad is not None else "'vectors' must hold numbers only") from None
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        raise ApiError(400, "not_finite", f"vectors[{bad}] contains NaN or infinity "
-                       f"({int((~finite).sum())} such vectors)")
+    bad = nonfinite_rows(X)
+    if len(bad):
+        raise ApiError(400, "not_finite", nonfinite_message(bad, len(X), row="vectors[{}]"))
     return X
 
 

@@ -42,6 +42,7 @@ import math
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from ..data import check_finite
 from ..errors import InputError, ParameterError
 from .registry import SEED, Float, Int, check_params, register
 
@@ -268,9 +269,7 @@ def validate_input(est, X, reset: bool, min_items: int = 3) -> np.ndarray:
     else:
         check_is_fitted(est, "levels_")
     X = validate_data(est, X, reset=reset, dtype=np.float32, order="C", ensure_all_finite=False)
-    if not np.isfinite(X).all():
-        bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-        raise InputError(f"row {bad} contains NaN or infinity")
+    check_finite(X, row="row {}")
     if reset and len(X) < min_items:
         raise InputError(f"{type(est).__name__} needs at least {min_items} items to cluster, got "
                          f"n_samples={len(X)}")

@@ -4,11 +4,12 @@ The model is a plain :class:`~mediacluster.pipeline.Pipeline` whose labels are t
 (:meth:`Pipeline.fit_labels`): ``predict`` votes among the nearest training items, so it puts a
 new item where a person put its look-alikes, and reproduces the curated label of every curated
 item (checked on publishing: ``agreement``). On a run with levels the curated clusters are
-the finest level of a tree that keeps the run's coarser levels above them (``fit_labels(levels=)``:
-each curated cluster under the coarse clusters most of its items were in, top-down so it nests;
-junk clusters on a branch of their own; the coarse levels named as the run named them,
-``names_by_level``): the tree :func:`~mediacluster.curated_tree.curated_tree` computes for the
-studio's groups and the report, checked against the fitted model (``same_tree``), so
+the finest level of a tree that keeps the run's coarser levels above them: the tree
+:func:`~mediacluster.curated_tree.curated_tree` computes for the studio's groups and the report
+(each curated cluster under the coarse clusters most of its items were in, top-down so it
+nests; junk clusters on a branch of their own; the coarse levels named as the run named them,
+``names_by_level``), computed once and given to ``fit_labels(tree=)``, and checked against the
+fitted model's levels (``same_tree``), so
 ``predict_path``, ``assign --level`` and the service's ``path`` go on working after curation;
 a run without levels gets a flat model. It is saved like any other model (JSON + npz,
 ``LATEST`` rewritten last), so ``mediacluster assign RUN``, ``tags train --run RUN`` and the
@@ -57,11 +58,11 @@ def _stage(kind: str, desc):
 
 
 def curated_pipeline(vectors, labels, probability, fitted, base: Pipeline | None, xy,
-                     map_method: str, pipeline_desc: dict | None = None, levels=None,
-                     junk=()) -> Pipeline:
-    """A fitted Pipeline whose labels are ``labels`` (the curated clusters); with ``levels``
-    (``RunLevels.above``) the finest level of a tree that keeps the run's coarser levels
-    above them (``Pipeline.fit_labels``), the clusters in ``junk`` on their own branch."""
+                     map_method: str, pipeline_desc: dict | None = None,
+                     tree: CuratedTree | None = None) -> Pipeline:
+    """A fitted Pipeline whose labels are ``labels`` (the curated clusters); with ``tree``
+    (``curated_tree``: the run's coarser levels above them, junk clusters on their own branch)
+    the finest level of that tree (``Pipeline.fit_labels(tree=)``)."""
     lab = np.asarray(labels, dtype=np.int64).copy()
     lab[lab == OUTLIER] = NOISE  # no outlier stage in a curated model: unassigned
     prob = np.where(lab == np.asarray(fitted), np.asarray(probability, dtype=np.float64), 1.0)
@@ -83,15 +84,20 @@ def curated_pipeline(vectors, labels, probability, fitted, base: Pipeline | None
     params["reference_size"] = None  # every curated item stays a reference: predict reproduces it
     params["level"] = "auto"  # a curated tree answers at its finest level, the curated clusters
     pipe = Pipeline(reducer=reducer, outliers=None, clusterer=clusterer, **params)
-    return pipe.fit_labels(np.asarray(vectors, dtype=np.float32), lab, Z, prob, levels=levels, junk=junk)
+    given = None if tree is None else (tree.rows, tree.parents, tree.sources)
+    return pipe.fit_labels(np.asarray(vectors, dtype=np.float32), lab, Z, prob, tree=given)
 
 
-def same_tree(tree: CuratedTree | None, sources) -> bool:
-    """Whether a fitted curated model's ``tree_sources_`` are those of ``tree``."""
+def same_tree(tree: CuratedTree | None, pipe: Pipeline) -> bool:
+    """Whether a fitted curated model serves ``tree``: its levels come from the same run levels
+    (``tree_sources_``) and put every curated item where the tree does (``levels_``)."""
+    sources = pipe.tree_sources_
     if tree is None or sources is None:
         return tree is None and sources is None
+    ok = tree.rows[-1] >= 0
     return len(tree.sources) == len(sources) and all(
-        a["level"] == b["level"] and np.array_equal(a["clusters"], b["clusters"]) for a, b in zip(tree.sources, sources))
+        a["level"] == b["level"] and np.array_equal(a["clusters"], b["clusters"]) for a, b in zip(tree.sources, sources)
+    ) and pipe.levels_ is not None and np.array_equal(np.asarray(pipe.levels_)[:, ok], tree.rows[:, ok])
 
 
 def agreement(pipe: Pipeline, vectors, labels, random_state: int = 0) -> tuple[float, int]:
@@ -135,8 +141,8 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
     levels = run.read_levels() if levels is None else levels
     tree = curated_tree(levels, labels, junk)  # the tree the studio shows
     pipe = curated_pipeline(vectors, labels, probability, fitted, base, xy, map_method,
-                            run.info.get("pipeline"), levels=None if tree is None else levels.above(), junk=junk)
-    if not same_tree(tree, pipe.tree_sources_):
+                            run.info.get("pipeline"), tree=tree)
+    if not same_tree(tree, pipe):
         raise RuntimeError("the curated model's levels differ from the tree the studio shows (curated_tree)")
     share, checked = agreement(pipe, vectors, labels)
     enc = encoder.get("name")

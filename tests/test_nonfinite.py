@@ -1,0 +1,68 @@
+"""Non-finite input is found by one helper (``data.nonfinite_rows`` / ``check_finite``) and
+refused with one message at every entry point: the first bad row named, how many of how many
+and the first few when there are more, the file first when there is one. Real files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mediacluster.data import check_finite, nonfinite_message, nonfinite_rows
+from mediacluster.errors import InputError
+
+
+@pytest.fixture
+def X():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6)).astype(np.float32)
+    X[7, 2] = np.nan
+    X[9, 0] = np.inf
+    return X
+
+
+def test_the_helper_names_the_first_row_and_counts_the_rest():
+    A = np.zeros((10, 3))
+    assert check_finite(A) is A and not len(nonfinite_rows(np.arange(6).reshape(3, 2)))
+    A[[2, 4, 5, 6, 7, 8, 9], 1] = -np.inf
+    assert nonfinite_rows(A).tolist() == [2, 4, 5, 6, 7, 8, 9]
+    assert nonfinite_message(nonfinite_rows(A), 10, "f.npy") == (
+        "f.npy: vector 2 contains NaN or infinity (rows [2, 4, 5, 6, 7] ...: 7 of 10)")
+    assert nonfinite_message([1], 3, row="row {}", numbers=[10, 11, 12]) == "row 11 contains NaN or infinity"
+
+
+def test_fit_fit_labels_predict_and_the_hierarchy_name_the_row(X):
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.stages.hierarchy import HierarchyClusterer
+
+    msg = r"^vector 7 contains NaN or infinity \(rows \[7, 9\]: 2 of 40\)$"
+    with pytest.raises(InputError, match=msg):
+        Pipeline(reducer="pca", outliers=None, clusterer="hierarchy").fit(X)
+    with pytest.raises(InputError, match=msg):
+        Pipeline(reducer="pca", outliers=None, clusterer="hierarchy").fit_labels(
+            X, np.arange(40) % 3, X[:, :2])
+    with pytest.raises(InputError, match=r"^row 7 contains NaN or infinity \(rows \[7, 9\]: 2 of 40\)$"):
+        HierarchyClusterer().fit(X)
+    good = np.nan_to_num(X, posinf=0.0)
+    pipe = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy").fit(good)
+    with pytest.raises(InputError, match=r"^vector 1 contains NaN or infinity$"):
+        pipe.predict(np.stack([good[0], X[7]]))
+
+
+def test_files_name_the_file_and_the_row(tmp_path, X):
+    from mediacluster.ingest.sources import collect
+    from mediacluster.ingest.stream import open_vectors
+
+    np.save(tmp_path / "v.npy", X)
+    with pytest.raises(InputError, match=r"v\.npy: row 7 contains NaN or infinity \(rows \[7, 9\]: 2 of 40\)"):
+        collect(tmp_path / "v.npy")
+    # streamed a window at a time: the row numbers are the file's, not the window's
+    src = open_vectors(tmp_path / "v.npy")
+    assert src.read(0, 5).shape == (5, 6)
+    with pytest.raises(InputError, match=r"v\.npy: row 9 contains NaN or infinity$"):
+        src.read(8, 12)
+    with pytest.raises(InputError, match=r"v\.npy: row 7 contains NaN or infinity \(rows \[7, 9\]: 2 of 3\)"):
+        src.take([3, 7, 9])
+    # a CSV with one numeric column per dimension: an empty cell is a missing value
+    (tmp_path / "v.csv").write_text("id,a,b\nx,1,2\ny,,3\nz,4,5\n")
+    with pytest.raises(InputError, match=r"v\.csv: row 1 has missing values, NaN or infinity$"):
+        collect(tmp_path / "v.csv")
