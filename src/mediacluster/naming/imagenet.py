@@ -46,6 +46,11 @@ MIN_COVER = 0.5
 PENALTY = 1.0
 TOP_K: int | None = 5
 CONTRAST = 0.5
+#: a mixed (diffuse) cluster's composite name lists at most this many parts (readable at a glance)
+MAX_PARTS = 3
+#: joins the parts of a composite name; a trailing ELLIPSIS says the named parts are not all
+PART_SEP = " · "
+ELLIPSIS = " …"
 
 #: WordNet concepts that are correct for almost anything and so name nothing
 TOO_ABSTRACT = frozenset({
@@ -143,6 +148,7 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
     if not ok.any():  # nothing covers enough (a diffuse cluster): the most enriched broad concept
         key = cover + contrast * lift_
         ok = t.allowed & (key >= key[t.allowed].max() - 1e-9)
+    diffuse = not (t.allowed & (cover >= min_cover)).any()
     order = np.argsort(-np.where(ok, score, -np.inf), kind="stable")
     out: list[dict] = []
     # alternatives: next best concepts, also from below the threshold (e.g. the top class)
@@ -164,7 +170,71 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
             "synset": t.ids[r], "name": readable(t.ids[r]), "cover": round(float(cover[r]), 4),
             "score": round(float(score[r]), 4), "depth": int(t.depth[r]),
         })
+    if diffuse and k > 0:
+        comp = composite(m, min_cover=min_cover, penalty=penalty)
+        if comp is not None:  # the concepts stay as the alternatives
+            comp.update(synset=out[0]["synset"], score=out[0]["score"], depth=out[0]["depth"])
+            out = [comp] + out[:k - 1]
     return out
+
+
+def parts(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALTY,
+          max_parts: int | None = None) -> tuple[list[dict], float]:
+    """The largest parts of a mixed cluster's mass: ``([{"synset", "name", "cover"}], rest)``.
+
+    A *part* is a concept that the naming rule would choose for the mass under it (applied to
+    that mass alone, without the collection's contrast): "tench" for the mass on tench, "dog"
+    for mass spread over many breeds of which none holds half, not "device" when most of the
+    mass under "device" is on chain saws (then "chain saw" is the part). Parts are taken
+    greedily, the one covering the most of the mass not yet named first, and no two share a
+    class; they stop at ``max_parts``, or as soon as the mass left is less than the last part
+    named (what is left, even all together, is smaller than every part named). ``rest``: the
+    share of the mass left unnamed when ``max_parts`` (None: :data:`MAX_PARTS`) stopped the
+    parts (else 0).
+    """
+    t = tree()
+    from scipy import sparse  # already loaded by tree()
+
+    max_parts = MAX_PARTS if max_parts is None else max_parts
+    r = np.asarray(mass, dtype=np.float64)
+    r = r / max(r.sum(), 1e-12)
+    out: list[dict] = []
+    while len(out) < max_parts:
+        cov = t.cover64 @ r
+        cols = np.flatnonzero(t.allowed & (cov > 1e-9))
+        if not len(cols):
+            break
+        # column j: the cover of every concept within the mass under concept cols[j]
+        within = (t.cover64 @ sparse.diags(r) @ t.cover64[cols].T).toarray() / cov[cols]
+        sc = np.where((within >= min_cover - 1e-9) & t.allowed[:, None],
+                      within - penalty * t.generality[:, None], -np.inf)
+        own = sc[cols, np.arange(len(cols))] >= sc.max(axis=0) - 1e-9  # s names its own mass
+        cand = cols[own]
+        if not len(cand):
+            break
+        # the largest part; among equal covers the more specific one
+        best = int(cand[np.lexsort((t.generality[cand], -np.round(cov[cand], 9)))[0]])
+        part_cover = float(cov[best])
+        out.append({"synset": t.ids[best], "name": readable(t.ids[best]), "cover": round(part_cover, 4)})
+        r = r * (1.0 - t.cover[best])
+        left = float(r.sum())
+        if left < part_cover:
+            return out, 0.0
+    return out, float(r.sum())
+
+
+def composite(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALTY,
+              max_parts: int | None = None) -> dict | None:
+    """The composite candidate of a mixed cluster ("church · gas pump · tench …"): its
+    :func:`parts` joined by :data:`PART_SEP`, an :data:`ELLIPSIS` when more of the mass is left
+    than the last part listed holds. It keeps the synset of the concept :func:`lift` would
+    otherwise have named it by (the nesting of :func:`names.nest_candidates` reads that), and
+    lists its ``parts``. None when the mass has fewer than two parts."""
+    ps, rest = parts(mass, min_cover=min_cover, penalty=penalty, max_parts=max_parts)
+    if len(ps) < 2:
+        return None
+    name = PART_SEP.join(p["name"] for p in ps) + (ELLIPSIS if rest > 0 else "")
+    return {"name": name, "parts": ps, "cover": round(sum(p["cover"] for p in ps), 4), "composite": True}
 
 
 def _background_cover(background) -> np.ndarray:
