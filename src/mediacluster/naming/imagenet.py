@@ -179,18 +179,19 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
 
 
 def parts(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALTY,
-          max_parts: int | None = None) -> tuple[list[dict], float]:
-    """The largest parts of a mixed cluster's mass: ``([{"synset", "name", "cover"}], rest)``.
+          max_parts: int | None = None) -> tuple[list[dict], bool]:
+    """The largest parts of a mixed cluster's mass: ``([{"synset", "name", "cover"}], more)``.
 
     A *part* is a concept that the naming rule would choose for the mass under it (applied to
     that mass alone, without the collection's contrast): "tench" for the mass on tench, "dog"
     for mass spread over many breeds of which none holds half, not "device" when most of the
     mass under "device" is on chain saws (then "chain saw" is the part). Parts are taken
     greedily, the one covering the most of the mass not yet named first, and no two share a
-    class; they stop at ``max_parts``, or as soon as the mass left is less than the last part
-    named (what is left, even all together, is smaller than every part named). ``rest``: the
-    share of the mass left unnamed when ``max_parts`` (None: :data:`MAX_PARTS`) stopped the
-    parts (else 0).
+    class. A part is listed while it holds at least ``min_cover`` of what the part before it
+    holds (half: smaller ones are minor next to the parts named, as a clear name may leave up to
+    half of the mass unnamed), at most ``max_parts`` (None: :data:`MAX_PARTS`). ``more``: a
+    further part would have qualified but ``max_parts`` stopped the list, or the minor parts
+    left hold together at least as much as the smallest part listed.
     """
     t = tree()
     from scipy import sparse  # already loaded by tree()
@@ -199,11 +200,11 @@ def parts(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENAL
     r = np.asarray(mass, dtype=np.float64)
     r = r / max(r.sum(), 1e-12)
     out: list[dict] = []
-    while len(out) < max_parts:
+    while True:
         cov = t.cover64 @ r
         cols = np.flatnonzero(t.allowed & (cov > 1e-9))
         if not len(cols):
-            break
+            return out, False
         # column j: the cover of every concept within the mass under concept cols[j]
         within = (t.cover64 @ sparse.diags(r) @ t.cover64[cols].T).toarray() / cov[cols]
         sc = np.where((within >= min_cover - 1e-9) & t.allowed[:, None],
@@ -211,29 +212,29 @@ def parts(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENAL
         own = sc[cols, np.arange(len(cols))] >= sc.max(axis=0) - 1e-9  # s names its own mass
         cand = cols[own]
         if not len(cand):
-            break
+            return out, False
         # the largest part; among equal covers the more specific one
         best = int(cand[np.lexsort((t.generality[cand], -np.round(cov[cand], 9)))[0]])
         part_cover = float(cov[best])
+        if out and part_cover < min_cover * out[-1]["cover"] - 1e-9:  # the rest is minor parts,
+            return out, float(r.sum()) >= out[-1]["cover"] - 1e-9  # unless as much as a part again
+        if len(out) >= max_parts:
+            return out, True
         out.append({"synset": t.ids[best], "name": readable(t.ids[best]), "cover": round(part_cover, 4)})
         r = r * (1.0 - t.cover[best])
-        left = float(r.sum())
-        if left < part_cover:
-            return out, 0.0
-    return out, float(r.sum())
 
 
 def composite(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALTY,
               max_parts: int | None = None) -> dict | None:
     """The composite candidate of a mixed cluster ("church · gas pump · tench …"): its
-    :func:`parts` joined by :data:`PART_SEP`, an :data:`ELLIPSIS` when more of the mass is left
-    than the last part listed holds. It keeps the synset of the concept :func:`lift` would
+    :func:`parts` joined by :data:`PART_SEP`, an :data:`ELLIPSIS` when there are more parts
+    than it lists. It keeps the synset of the concept :func:`lift` would
     otherwise have named it by (the nesting of :func:`names.nest_candidates` reads that), and
     lists its ``parts``. None when the mass has fewer than two parts."""
-    ps, rest = parts(mass, min_cover=min_cover, penalty=penalty, max_parts=max_parts)
+    ps, more = parts(mass, min_cover=min_cover, penalty=penalty, max_parts=max_parts)
     if len(ps) < 2:
         return None
-    name = PART_SEP.join(p["name"] for p in ps) + (ELLIPSIS if rest > 0 else "")
+    name = PART_SEP.join(p["name"] for p in ps) + (ELLIPSIS if more else "")
     return {"name": name, "parts": ps, "cover": round(sum(p["cover"] for p in ps), 4), "composite": True}
 
 
