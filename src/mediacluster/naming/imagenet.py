@@ -187,11 +187,11 @@ def parts(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENAL
     for mass spread over many breeds of which none holds half, not "device" when most of the
     mass under "device" is on chain saws (then "chain saw" is the part). Parts are taken
     greedily, the one covering the most of the mass not yet named first, and no two share a
-    class. A part is listed while it holds at least ``min_cover`` of what the part before it
-    holds (half: smaller ones are minor next to the parts named, as a clear name may leave up to
-    half of the mass unnamed), at most ``max_parts`` (None: :data:`MAX_PARTS`). ``more``: a
-    further part would have qualified but ``max_parts`` stopped the list, or the minor parts
-    left hold together at least as much as the smallest part listed.
+    class. The next part is listed unless it is minor: it holds less than ``min_cover`` of what
+    the part before it holds (half: as a clear name may leave up to half of its mass unnamed) and
+    all the mass left holds less than that part too; at most ``max_parts`` (None:
+    :data:`MAX_PARTS`) are listed. ``more``: ``max_parts`` stopped the list before a part that
+    is not minor.
     """
     t = tree()
     from scipy import sparse  # already loaded by tree()
@@ -216,8 +216,8 @@ def parts(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENAL
         # the largest part; among equal covers the more specific one
         best = int(cand[np.lexsort((t.generality[cand], -np.round(cov[cand], 9)))[0]])
         part_cover = float(cov[best])
-        if out and part_cover < min_cover * out[-1]["cover"] - 1e-9:  # the rest is minor parts,
-            return out, float(r.sum()) >= out[-1]["cover"] - 1e-9  # unless as much as a part again
+        if out and part_cover < min_cover * out[-1]["cover"] - 1e-9 and float(r.sum()) < out[-1]["cover"] - 1e-9:
+            return out, False  # what is left is minor parts, all together less than the last one
         if len(out) >= max_parts:
             return out, True
         out.append({"synset": t.ids[best], "name": readable(t.ids[best]), "cover": round(part_cover, 4)})
