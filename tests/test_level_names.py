@@ -446,3 +446,6 @@ def test_composite_names_leave_the_clear_names_as_they_were(named_run, monkeypat
     clear = [(a["name"], b["name"]) for a, b in zip(now[use], before[use]) if not a["candidates"][0].get("composite")]
     assert clear and all(x == y for x, y in clear)
     assert composites > 0  # this slice has mixed clusters
+    # and the cluster job wrote them (the service's path and /v1/clusters carry these names:
+    # test_the_service_names_every_level_of_the_path_and_of_clusters)
+    assert any(imagenet.PART_SEP in e["name"] for v in named_run["run"].read_level_names().values() for e in v)
