@@ -20,7 +20,16 @@ The rule (``lift``):
    ``s``: 1 for a class, 1000 for ``entity``) and ``cover_all`` is the concept's cover over the
    whole collection (what sets this cluster apart from the others);
 3. the best scoring concept with ``cover(s) >= MIN_COVER`` wins; if none covers that much (a
-   diffuse cluster) the concept with the highest ``cover + CONTRAST * lift`` does.
+   diffuse cluster, a mix of kinds) the concept with the highest ``cover + CONTRAST * lift``
+   does as its concept, and its name lists its largest parts (:func:`composite`: "device ·
+   equipment · structure …" for Imagenette's root cluster of nine classes, which "device", a
+   third of it, named before); that concept stays the first alternative.
+
+Composite names (:func:`parts`): a part is a concept the rule would choose for the mass under
+it alone; the largest goes first, no two share a class, at most ``MAX_PARTS`` = 3 are listed (a
+name read at a glance; " …" when there are more), and a part is not listed when it is minor: it
+holds under half (``MIN_COVER``) of the part before it and all that is left holds less than that
+part. Only diffuse clusters change; clear ones keep their names exactly.
 
 Generality counts classes (information content) rather than WordNet depth, because depth is not
 comparable across branches (animal branches are twice as deep as artifact branches). Defaults
