@@ -417,3 +417,35 @@ def test_the_level_in_use_keeps_its_own_names(named_run):
                           imagenet_probs=emb.extras["imagenet_probs"])
     by_level = run.read_level_names()
     assert {e["cluster"]: e["name"] for e in alone} == {e["cluster"]: e["name"] for e in by_level[int(pipe.level_)]}
+
+
+def test_composite_names_leave_the_clear_names_as_they_were(named_run, monkeypatch):
+    """A real slice named through ``name_levels``: the clusters no concept covers most of are
+    named by their parts (or keep their concept where they have fewer than two), every other
+    cluster keeps the concept it had without composite names, the level in use included, and
+    names stay distinct on every level."""
+    from mediacluster.naming import imagenet
+
+    pipe, emb = named_run["pipe"], named_run["emb"]
+    args = dict(clustered=pipe.labels_ >= 0, imagenet_probs=emb.extras["imagenet_probs"], level=int(pipe.level_))
+    now = name_levels(emb.vectors, pipe.levels_, **args)
+    monkeypatch.setattr(imagenet, "MAX_PARTS", 0)
+    before = name_levels(emb.vectors, pipe.levels_, **args)
+    composites = 0
+    for k in now:
+        assert len({e["name"] for e in now[k]}) == len(now[k])
+        for a, b in zip(now[k], before[k]):
+            c0 = a["candidates"][0]
+            if c0.get("composite"):
+                composites += 1
+                assert all(p["name"] in a["name"] for p in c0["parts"]) and b["candidates"][0]["name"] in a["alternatives"]
+                assert max(x.get("cover", 0) for x in b["candidates"]) < imagenet.MIN_COVER
+            else:
+                assert c0["name"] == b["candidates"][0]["name"], (k, a["name"], b["name"])
+    use = int(pipe.level_)
+    clear = [(a["name"], b["name"]) for a, b in zip(now[use], before[use]) if not a["candidates"][0].get("composite")]
+    assert clear and all(x == y for x, y in clear)
+    assert composites > 0  # this slice has mixed clusters
+    # and the cluster job wrote them (the service's path and /v1/clusters carry these names:
+    # test_the_service_names_every_level_of_the_path_and_of_clusters)
+    assert any(imagenet.PART_SEP in e["name"] for v in named_run["run"].read_level_names().values() for e in v)

@@ -89,6 +89,7 @@ def cifar4(tmp_path_factory):
 def test_names_of_cifar_classes_are_acceptable(cifar4):
     """Clusters = true classes; each name must be the class's concept or a hypernym of it
     (checked through WordNet, not by string), and not the useless root."""
+    from mediacluster.naming.imagenet import PART_SEP
     from mediacluster.naming.names import name_clusters
 
     truth = {"cat": CAT, "dog": DOG, "ship": SHIP, "automobile": CAR}
@@ -102,7 +103,8 @@ def test_names_of_cifar_classes_are_acceptable(cifar4):
         ok = {truth[cls]} | wn.hypernym_closure(truth[cls])
         assert syn in ok, (cls, e["name"], e["candidates"][:2])
         assert wn.depth(syn) >= 4, (cls, e["name"])  # deeper than entity/object/whole/...
-        head = e["name"].split(" (")[0]  # the readable name itself resolves to such a concept
+        # the readable name itself resolves to such a concept (a mixed cluster's: its largest part)
+        head = e["name"].split(" (")[0].split(PART_SEP)[0]
         assert any(s in ok for s in wn.synsets_for(head)), (cls, e["name"])
 
 
@@ -242,3 +244,63 @@ def test_names_near_a_saved_model(tmp_path):
     assert model_names(model, {"0": "kittens", "1": "hounds"}) == {0: "kittens", 1: "puppies"}
     assert model_names(model, None) == {0: "cat", 1: "puppies"}
     assert model_names(tmp_path / "model", {"3": "x"}) == {3: "x"}
+
+
+def _cluster_probs(classes: list[int], weights: list[float], n: int, rng) -> np.ndarray:
+    """``n`` items' ImageNet probabilities: each item sure of one of ``classes`` (drawn in
+    proportion to ``weights``), a little noise on every class."""
+    P = rng.random((n, 1000)).astype(np.float32) * 1e-4
+    w = np.asarray(weights, float)
+    picks = rng.choice(classes, size=n, p=w / w.sum())
+    P[np.arange(n), picks] += 0.9
+    return P / P.sum(axis=1, keepdims=True)
+
+
+def test_a_mixed_cluster_is_named_by_its_parts(monkeypatch):
+    """A cluster spread over unrelated classes (no concept covers MIN_COVER of it) is named by
+    its main parts, largest first; the concept it was named by before (the most enriched broad
+    one) stays among the alternatives; a clear cluster's name is exactly what it was."""
+    from mediacluster.naming import imagenet
+    from mediacluster.naming.names import name_clusters
+
+    rng = np.random.default_rng(0)
+    # 0: tench, church, golf ball, parachute, cassette player (a fish, a building, equipment)
+    mixed = _cluster_probs([0, 497, 574, 701, 482], [0.3, 0.25, 0.2, 0.15, 0.1], 200, rng)
+    # 1: cats of three breeds (one concept covers them all)
+    cats = _cluster_probs([281, 282, 283], [0.4, 0.35, 0.25], 120, rng)
+    P = np.vstack([mixed, cats])
+    labels = np.array([0] * 200 + [1] * 120)
+    out = {e["cluster"]: e for e in name_clusters(None, labels, imagenet_probs=P)}
+    assert out[0]["name"] == "equipment · tench · church", out[0]
+    parts = out[0]["candidates"][0]["parts"]
+    assert [p["name"] for p in parts] == ["equipment", "tench", "church"]
+    assert all(p["cover"] < imagenet.MIN_COVER for p in parts)
+    assert sum(p["cover"] for p in parts) == pytest.approx(1.0, abs=0.02)  # golf ball, parachute, cassette player are equipment
+    monkeypatch.setattr(imagenet, "MAX_PARTS", 0)  # the rule before: one concept for all of it
+    before = {e["cluster"]: e for e in name_clusters(None, labels, imagenet_probs=P)}
+    assert before[0]["name"] == "equipment" and "equipment" in out[0]["alternatives"]
+    assert out[1]["name"] == before[1]["name"] and out[1]["name"] in ("cat", "domestic cat")
+
+
+def test_composite_names_are_bounded_and_unique():
+    """Six unrelated kinds in equal shares list MAX_PARTS parts and say there are more; two
+    mixed clusters of the same kinds still get distinct names."""
+    from mediacluster.naming import imagenet
+    from mediacluster.naming.names import name_clusters
+
+    rng = np.random.default_rng(1)
+    six = [0, 497, 217, 574, 569, 566]  # tench, church, springer, golf ball, garbage truck, French horn
+    P = np.vstack([_cluster_probs(six, [1] * 6, 180, rng), _cluster_probs(six, [1] * 6, 180, rng)])
+    labels = np.array([0] * 180 + [1] * 180)
+    out = name_clusters(None, labels, imagenet_probs=P)
+    names = [e["name"] for e in out]
+    assert len(set(names)) == 2, names
+    for e in out:
+        c0 = e["candidates"][0]
+        assert c0["composite"] and len(c0["parts"]) == imagenet.MAX_PARTS
+        assert e["name"].startswith(imagenet.PART_SEP.join(p["name"] for p in c0["parts"]) + imagenet.ELLIPSIS)
+    # a mass with one dominant kind and a minor rest is not a composite
+    m = np.zeros(1000)
+    m[[0, 497]] = [0.45, 0.4]
+    m[600:650] = 0.15 / 50
+    assert imagenet.lift(m)[0]["name"] == "tench · church"

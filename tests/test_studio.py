@@ -568,7 +568,7 @@ def test_the_report_says_which_curated_clusters_are_junk(base_run, tmp_path):
     finally:
         st.close()
     page = build_report(run, progress=False).read_text(encoding="utf-8")
-    cards = dict(re.findall(r'<section class="card" data-cluster="(\d+)".*?<h3>(.*?)</h3>', page, re.S))
+    cards = dict(re.findall(r'<section class="card" data-cluster="(\d+)".*?<h3[^>]*>(.*?)</h3>', page, re.S))
     assert set(map(int, cards)) == set(lab[lab >= 0].tolist())
     assert [int(c) for c, h3 in cards.items() if 'class="junk"' in h3] == [junk]
     data = json.loads(re.search(r'<script id="mc-data" type="application/json">(.*?)</script>', page, re.S).group(1))

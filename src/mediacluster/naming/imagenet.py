@@ -20,7 +20,16 @@ The rule (``lift``):
    ``s``: 1 for a class, 1000 for ``entity``) and ``cover_all`` is the concept's cover over the
    whole collection (what sets this cluster apart from the others);
 3. the best scoring concept with ``cover(s) >= MIN_COVER`` wins; if none covers that much (a
-   diffuse cluster) the concept with the highest ``cover + CONTRAST * lift`` does.
+   diffuse cluster, a mix of kinds) the concept with the highest ``cover + CONTRAST * lift``
+   does as its concept, and its name lists its largest parts (:func:`composite`: "device ·
+   equipment · structure …" for Imagenette's root cluster of nine classes, which "device", a
+   third of it, named before); that concept stays the first alternative.
+
+Composite names (:func:`parts`): a part is a concept the rule would choose for the mass under
+it alone; the largest goes first, no two share a class, at most ``MAX_PARTS`` = 3 are listed (a
+name read at a glance; " …" when there are more), and a part is not listed when it is minor: it
+holds under half (``MIN_COVER``) of the part before it and all that is left holds less than that
+part. Only diffuse clusters change; clear ones keep their names exactly.
 
 Generality counts classes (information content) rather than WordNet depth, because depth is not
 comparable across branches (animal branches are twice as deep as artifact branches). Defaults
@@ -46,6 +55,11 @@ MIN_COVER = 0.5
 PENALTY = 1.0
 TOP_K: int | None = 5
 CONTRAST = 0.5
+#: a mixed (diffuse) cluster's composite name lists at most this many parts (readable at a glance)
+MAX_PARTS = 3
+#: joins the parts of a composite name; a trailing ELLIPSIS says the named parts are not all
+PART_SEP = " · "
+ELLIPSIS = " …"
 
 #: WordNet concepts that are correct for almost anything and so name nothing
 TOO_ABSTRACT = frozenset({
@@ -143,6 +157,7 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
     if not ok.any():  # nothing covers enough (a diffuse cluster): the most enriched broad concept
         key = cover + contrast * lift_
         ok = t.allowed & (key >= key[t.allowed].max() - 1e-9)
+    diffuse = not (t.allowed & (cover >= min_cover)).any()
     order = np.argsort(-np.where(ok, score, -np.inf), kind="stable")
     out: list[dict] = []
     # alternatives: next best concepts, also from below the threshold (e.g. the top class)
@@ -164,7 +179,72 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
             "synset": t.ids[r], "name": readable(t.ids[r]), "cover": round(float(cover[r]), 4),
             "score": round(float(score[r]), 4), "depth": int(t.depth[r]),
         })
+    if diffuse and k > 0:
+        comp = composite(m, min_cover=min_cover, penalty=penalty)
+        if comp is not None:  # the concepts stay as the alternatives
+            comp.update(synset=out[0]["synset"], score=out[0]["score"], depth=out[0]["depth"])
+            out = [comp] + out[:k - 1]
     return out
+
+
+def parts(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALTY,
+          max_parts: int | None = None) -> tuple[list[dict], bool]:
+    """The largest parts of a mixed cluster's mass: ``([{"synset", "name", "cover"}], more)``.
+
+    A *part* is a concept that the naming rule would choose for the mass under it (applied to
+    that mass alone, without the collection's contrast): "tench" for the mass on tench, "dog"
+    for mass spread over many breeds of which none holds half, not "device" when most of the
+    mass under "device" is on chain saws (then "chain saw" is the part). Parts are taken
+    greedily, the one covering the most of the mass not yet named first, and no two share a
+    class. The next part is listed unless it is minor: it holds less than ``min_cover`` of what
+    the part before it holds (half: as a clear name may leave up to half of its mass unnamed) and
+    all the mass left holds less than that part too; at most ``max_parts`` (None:
+    :data:`MAX_PARTS`) are listed. ``more``: ``max_parts`` stopped the list before a part that
+    is not minor.
+    """
+    t = tree()
+    from scipy import sparse  # already loaded by tree()
+
+    max_parts = MAX_PARTS if max_parts is None else max_parts
+    r = np.asarray(mass, dtype=np.float64)
+    r = r / max(r.sum(), 1e-12)
+    out: list[dict] = []
+    while True:
+        cov = t.cover64 @ r
+        cols = np.flatnonzero(t.allowed & (cov > 1e-9))
+        if not len(cols):
+            return out, False
+        # column j: the cover of every concept within the mass under concept cols[j]
+        within = (t.cover64 @ sparse.diags(r) @ t.cover64[cols].T).toarray() / cov[cols]
+        sc = np.where((within >= min_cover - 1e-9) & t.allowed[:, None],
+                      within - penalty * t.generality[:, None], -np.inf)
+        own = sc[cols, np.arange(len(cols))] >= sc.max(axis=0) - 1e-9  # s names its own mass
+        cand = cols[own]
+        if not len(cand):
+            return out, False
+        # the largest part; among equal covers the more specific one
+        best = int(cand[np.lexsort((t.generality[cand], -np.round(cov[cand], 9)))[0]])
+        part_cover = float(cov[best])
+        if out and part_cover < min_cover * out[-1]["cover"] - 1e-9 and float(r.sum()) < out[-1]["cover"] - 1e-9:
+            return out, False  # what is left is minor parts, all together less than the last one
+        if len(out) >= max_parts:
+            return out, True
+        out.append({"synset": t.ids[best], "name": readable(t.ids[best]), "cover": round(part_cover, 4)})
+        r = r * (1.0 - t.cover[best])
+
+
+def composite(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALTY,
+              max_parts: int | None = None) -> dict | None:
+    """The composite candidate of a mixed cluster ("church · gas pump · tench …"): its
+    :func:`parts` joined by :data:`PART_SEP`, an :data:`ELLIPSIS` when there are more parts
+    than it lists. It keeps the synset of the concept :func:`lift` would
+    otherwise have named it by (the nesting of :func:`names.nest_candidates` reads that), and
+    lists its ``parts``. None when the mass has fewer than two parts."""
+    ps, more = parts(mass, min_cover=min_cover, penalty=penalty, max_parts=max_parts)
+    if len(ps) < 2:
+        return None
+    name = PART_SEP.join(p["name"] for p in ps) + (ELLIPSIS if more else "")
+    return {"name": name, "parts": ps, "cover": round(sum(p["cover"] for p in ps), 4), "composite": True}
 
 
 def _background_cover(background) -> np.ndarray:

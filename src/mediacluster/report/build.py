@@ -636,7 +636,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
         return f"""
 <section class="card" data-cluster="{e['id']}" tabindex="0" title="click to show only this cluster on the map">
   <header><span class="swatch" style="background:{e['color']}"></span>
-    <h3>{esc(e['name'])}{' <span class="hand" title="named by hand (names.yaml or the studio)">&#9998;</span>' if e['hand'] else ''}{' <span class="junk" title="marked as junk in the studio">junk</span>' if e.get('junk') else ''}</h3>
+    <h3 title="{esc(e['name'])}">{esc(e['name'])}{' <span class="hand" title="named by hand (names.yaml or the studio)">&#9998;</span>' if e['hand'] else ''}{' <span class="junk" title="marked as junk in the studio">junk</span>' if e.get('junk') else ''}</h3>
     <span class="cid">#{e['id']}</span></header>
   <div class="meta"><b>{e['size']:,}</b> items &middot; {100 * e['share']:.1f}%{f" &middot; mean membership {e['mean_probability']:.2f}" if e['mean_probability'] is not None else ''}</div>
   {f"<div class='meta'>also: {alts}</div>" if alts else ''}{auto}
