@@ -572,8 +572,8 @@ def render(res: dict, cmd: str, load: str, commit: str, by: str) -> str:
              f"- automatic level: {a['clusters']} clusters, NMI against digits {a['nmi_digit']:.3f}, against speakers "
              f"{a['nmi_speaker']:.3f} ({pct(a['noise'])} noise); collection reposts in their original's cluster "
              f"{a['reposts_with_original_cluster']}, grouped by `--dedup` {a['collection_reposts_grouped']} "
-             f"({a['groups']} groups: audio is deduplicated by exact copies only)",
-             f"- why `--dedup` cannot find audio reposts by their vectors: an original clip's cosine to its nearest "
+             f"({a['groups']} groups: exact copies, and vector candidates confirmed by a spectrogram check of the files)",
+             f"- why vectors alone cannot find audio reposts (the check above decides): an original clip's cosine to its nearest "
              f"other recording has median {res['cosines']['nearest_other']['median']:.4f} (5th percentile "
              f"{res['cosines']['nearest_other']['p5']:.4f}, {res['cosines']['nearest_other']['n']} clips); a repost's "
              "to its original (min / median): " + ", ".join(
@@ -656,15 +656,17 @@ def compare(results: dict[str, dict]) -> list[str]:
 FOUND = ("Found with this loop and fixed on the audioday branch: `--dedup` on audio linked clips by their vectors "
          "(cosine >= 0.97), but MFCC vectors of different recordings are closer than that (the cosines above): on this "
          "collection 5 groups held all 822 clips (the largest 789), the fit saw 5 items and the run had 1 cluster "
-         "(now exact copies only, as the CLI and README say; the rows above); a ready audio service answered its first clip in 1.2 s (librosa's import and numba kernels: "
+         "(then exact copies only; since the audioreposts branch, vector candidates confirmed by a spectrogram "
+         "check of the files: benchmarks/RESULTS.md, \"Duplicates: audio reposts\"); a ready audio service answered its first clip in 1.2 s (librosa's import and numba kernels: "
          "the warm-up ran only for images); the service asked an audio model's clients to send images; the "
          "Label Studio export of an audio run was an image config (no player); `tags train` on a labelled folder "
          "of clips said \"no labels\" (the folder was read as images); README did not name the audio encoders "
-         "nor say that the service takes audio clips. Found and left: when a curated cluster is marked junk in a "
-         "later version, a few borderline uploads that the earlier version put in it go to another cluster "
-         "instead of being answered junk (the row \"junk followed\": the flat answer is the top-down path "
-         "through the levels, and the junk cluster becomes a branch of its own at every coarse level, so at the "
-         "top its votes no longer add up with its former siblings'); a clip over 300 s is skipped, not cut.")
+         "nor say that the service takes audio clips. Found here and fixed on the hygiene branch: when a curated "
+         "cluster was marked junk in a later version, a few borderline uploads that the earlier version put in it "
+         "went to another cluster instead of being answered junk (the flat answer is the top-down path through "
+         "the levels, and the junk cluster is a branch of its own at every coarse level); now an item whose "
+         "neighbours' flat vote is a junk cluster is answered junk (the row \"junk followed\"). Left: a clip "
+         "over 300 s is skipped, not cut.")
 
 
 def main(argv=None) -> int:

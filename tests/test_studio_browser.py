@@ -422,7 +422,7 @@ def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_e
             assert set(under) == {int(c) for c in groups}
             for cid, text in under.items():
                 g = str(groups[str(cid)])
-                assert text.startswith(f"{level} \u00b7 {names[g]} (group {g})"), text
+                assert text.startswith(f"{level}: {names[g]} (group {g})"), text
             junk_group = groups[str(smallest)]
             assert [c for c in groups if groups[c] == junk_group] == [str(smallest)]
             assert not severe(drv)

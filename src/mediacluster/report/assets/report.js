@@ -55,7 +55,7 @@
   var legend = document.getElementById("legend");
   function buildLegend(clusters) {
     legend.textContent = "";
-    var entries = clusters.map(function (c) { return [c.id, c.junk ? c.name + " \u00b7 junk" : c.name, c.color, c.size]; });
+    var entries = clusters.map(function (c) { return [c.id, c.junk ? c.name + " (junk)" : c.name, c.color, c.size]; });
     var cntN = 0, cntO = 0;
     for (var m = 0; m < N; m++) { if (C[m] === -1) cntN++; else if (C[m] === -2) cntO++; }
     if (cntN) entries.push([-1, "noise", D.noise_color, cntN]);

@@ -416,7 +416,7 @@
       const keys = Array.from(by.keys()).sort((a, b) => by.get(b).reduce((s, c) => s + c.size, 0) - by.get(a).reduce((s, c) => s + c.size, 0));
       for (const k of keys) {
         const gname = (S.groupNames[S.level] || {})[k];
-        list.appendChild(el("li", { class: "group", text: S.level + " \u00b7 " + (gname ? gname + " (group " + k + ")" : "group " + k) + " (" + by.get(k).length + " clusters)" }));
+        list.appendChild(el("li", { class: "group", text: S.level + ": " + (gname ? gname + " (group " + k + ")" : "group " + k) + " (" + by.get(k).length + " clusters)" }));
         for (const c of by.get(k)) list.appendChild(row(c));
       }
     } else {
