@@ -665,7 +665,9 @@ FOUND = ("Found with this loop and fixed on the audioday branch: `--dedup` on au
          "cluster was marked junk in a later version, a few borderline uploads that the earlier version put in it "
          "went to another cluster instead of being answered junk (the flat answer is the top-down path through "
          "the levels, and the junk cluster is a branch of its own at every coarse level); now an item whose "
-         "neighbours' flat vote is a junk cluster is answered junk (the row \"junk followed\"). Left: a clip "
+         "neighbours' flat vote is a junk cluster is answered junk (the row \"junk followed\"). The row \"new "
+         "clips flagged `duplicate_of`\": the two are new beeps (synthetic tones), answered as reposts of a "
+         "collection beep at spectrogram distance < 1e-4: the same sound, not a false link between recordings. Left: a clip "
          "over 300 s is skipped, not cut.")
 
 
