@@ -43,6 +43,7 @@ from .data import NOISE, OUTLIER, as_vectors, check_finite, status_of
 from .errors import InputError, LevelRangeError, ParameterError
 from .model_items import read_items
 from .predictor import NeighbourPredictor
+from .similar import similar as find_similar
 from .stages import registry
 from .stages.cluster import knn_vote, single_blas_thread
 from .stages.evoc import EVoCClusterer
@@ -827,68 +828,10 @@ class Pipeline(ClusterMixin, BaseEstimator):
 
     def similar(self, X, k: int = 10, same_cluster: bool = False, level=None, details: dict | None = None,
                 collection_root=None) -> dict:
-        """"More like this": each new vector's ``k`` nearest fitted items, nearest first.
-
-        The search is the predictor's own (``NeighbourPredictor.kneighbors``: its faiss index
-        over the reference items, for a cosine model the L2-normalised vectors projected on
-        ``reference_dims`` principal axes; recall against exact cosine search over the full
-        vectors is measured in benchmarks/RESULTS.md, "More like this"). Only reference items
-        are found: all distinct fitted items unless ``reference_size`` keeps a sample (exact
-        copies of a row are one item, found by the first of them); ``k`` is at most their
-        number.
-
-        ``same_cluster``: only items of the new item's cluster at ``level`` (its ``cluster``
-        as ``predict_details`` answers it: noise assigned to its nearest cluster; an item in no
-        cluster then gets no neighbours). ``level``: a level of the model's tree (default the
-        level in use); a flat model has level 0 only. ``details``: this ``X``'s
-        ``predict_details`` when the caller has it already. ``collection_root``: where the
-        model's collection is now (the paths of a model saved from a run, see
-        :meth:`model_items`).
-
-        Returns ``rows`` (m, k) the neighbours' rows of the fitted items, ``distances`` (in the
-        predictor's space), ``similarities`` (cosine similarity, ``1 - d**2 / 2`` of unit
-        vectors; NaN for a model that is not cosine), ``clusters`` (their cluster at the level),
-        with -1 / inf / NaN / -1 in slots that no item fills (``same_cluster`` and a cluster of
-        fewer than ``k``); ``ids`` / ``paths`` (lists of lists of the filled slots) for a model
-        saved from a run (None for one fitted on bare vectors); ``cluster`` (m,) each new
-        item's cluster at the level; ``level`` (None for a flat model); ``details`` (the
-        ``predict_details`` used)."""
-        check_is_fitted(self, "predictor_")
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ParameterError(f"k must be a whole number >= 1, got {k!r}", "k")
-        lv = self.level_index(level)
-        det = self.predict_details(X) if details is None else details
-        X = as_vectors(X)
-        X = X[None, :] if X.ndim == 1 else X
-        at_level = lv is None or lv == self.level_
-        qc = np.asarray(det["cluster"] if at_level else det["path"]["labels"][lv])
-        fitted = np.asarray(self.cluster_ if at_level else self.levels_[lv])
-        pred = self.predictor_
-        kk = int(min(k, len(pred.ref_index_)))
-        if not same_cluster:
-            dist, pos = pred.kneighbors(X, kk)
-        else:
-            dist = np.full((len(X), kk), np.inf, np.float32)
-            pos = np.full((len(X), kk), -1, np.int64)
-            ref_cluster = fitted[pred.ref_index_]
-            for c in np.unique(qc):
-                if c < 0:
-                    continue
-                q = np.flatnonzero(qc == c)
-                d, p = pred.kneighbors(X[q], kk, among=np.flatnonzero(ref_cluster == c))
-                dist[q, :d.shape[1]], pos[q, :p.shape[1]] = d, p
-        found = pos >= 0
-        rows = np.where(found, pred.ref_index_[np.maximum(pos, 0)], -1)
-        sims = (np.clip(1.0 - dist.astype(np.float64) ** 2 / 2.0, -1.0, 1.0) if pred.ref_normalize_
-                else np.full(dist.shape, np.nan))
-        out = {"rows": rows, "distances": dist, "similarities": np.where(found, sims, np.nan),
-               "clusters": np.where(found, fitted[np.maximum(rows, 0)], -1), "ids": None, "paths": None,
-               "cluster": qc, "level": lv, "details": det}
-        items = self.model_items(collection_root)
-        if items is not None:
-            out["ids"] = [[items.ids[p] for p in r[r >= 0]] for r in pos]
-            out["paths"] = None if items.paths is None else [[items.paths[p] for p in r[r >= 0]] for r in pos]
-        return out
+        """"More like this": each new vector's ``k`` nearest fitted items, nearest first
+        (:func:`mediacluster.similar.similar`, which documents the arguments and the answer)."""
+        return find_similar(self, X, k=k, same_cluster=same_cluster, level=level, details=details,
+                       collection_root=collection_root)
 
     def level_index(self, level) -> int | None:
         """``level`` checked against the fitted tree (None: the level in use; None for a flat
