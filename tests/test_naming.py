@@ -282,6 +282,24 @@ def test_a_mixed_cluster_is_named_by_its_parts(monkeypatch):
     assert out[1]["name"] == before[1]["name"] and out[1]["name"] in ("cat", "domestic cat")
 
 
+def test_a_cluster_is_a_mix_of_at_most_as_many_kinds_as_it_has_items():
+    """One unsure image (its probability spread over unrelated classes) is not named by its own
+    runner-up guesses; two items list at most two parts."""
+    from mediacluster.naming.names import name_clusters
+
+    rng = np.random.default_rng(2)
+    unsure = np.full((1, 1000), 1e-5, np.float32)
+    unsure[0, [0, 497, 574, 701, 482]] = [0.3, 0.25, 0.2, 0.15, 0.1]  # tench, church, golf ball, ...
+    two = np.vstack([_cluster_probs([0], [1], 1, rng), _cluster_probs([497], [1], 1, rng)])  # tench, church
+    many = _cluster_probs([0, 497, 217, 574, 569, 566], [1] * 6, 60, rng)  # six kinds
+    P = np.vstack([unsure / unsure.sum(), two, many])
+    labels = np.array([0, 1, 1] + [2] * 60)
+    out = {e["cluster"]: e for e in name_clusters(None, labels, imagenet_probs=P)}
+    assert " \u00b7 " not in out[0]["name"], out[0]  # one item: one concept, as before composites
+    assert len(out[1]["candidates"][0].get("parts", [1, 1])) <= 2 and "\u2026" not in out[1]["name"], out[1]
+    assert out[2]["name"].count(" \u00b7 ") == 2 and out[2]["name"].endswith("\u2026"), out[2]
+
+
 def test_composite_names_are_bounded_and_unique():
     """Six unrelated kinds in equal shares list MAX_PARTS parts and say there are more; two
     mixed clusters of the same kinds still get distinct names."""

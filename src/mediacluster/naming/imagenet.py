@@ -27,7 +27,7 @@ The rule (``lift``):
 
 Composite names (:func:`parts`): a part is a concept the rule would choose for the mass under
 it alone; the largest goes first, no two share a class, at most ``MAX_PARTS`` = 3 are listed (a
-name read at a glance; " …" when there are more), and a part is not listed when it is minor: it
+name read at a glance; " …" when there are more) and at most as many as the cluster has items, and a part is not listed when it is minor: it
 holds under half (``MIN_COVER``) of the part before it and all that is left holds less than that
 part. Only diffuse clusters change; clear ones keep their names exactly.
 
@@ -136,12 +136,15 @@ def readable(synset: str) -> str:
 
 
 def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALTY, k: int = 4,
-         background: np.ndarray | None = None, contrast: float = CONTRAST) -> list[dict]:
+         background: np.ndarray | None = None, contrast: float = CONTRAST,
+         max_parts: int | None = None) -> list[dict]:
     """Best concepts for one probability mass over the 1000 classes, best first.
 
     Returns up to ``k`` dicts ``{"synset", "name", "cover", "score", "depth"}``; alternatives never
     repeat a concept that is an ancestor or descendant of one already listed with a better score
-    unless nothing else qualifies.
+    unless nothing else qualifies. A diffuse mass is named first by its :func:`composite`, of at
+    most ``max_parts`` parts (None: :data:`MAX_PARTS`; a cluster of m items is a mix of at most
+    m kinds, so a single item is never named by the runner-up guesses of its own probabilities).
     """
     t = tree()
     m = np.asarray(mass, dtype=np.float64)
@@ -180,7 +183,7 @@ def lift(mass: np.ndarray, min_cover: float = MIN_COVER, penalty: float = PENALT
             "score": round(float(score[r]), 4), "depth": int(t.depth[r]),
         })
     if diffuse and k > 0:
-        comp = composite(m, min_cover=min_cover, penalty=penalty)
+        comp = composite(m, min_cover=min_cover, penalty=penalty, max_parts=max_parts)
         if comp is not None:  # the concepts stay as the alternatives
             comp.update(synset=out[0]["synset"], score=out[0]["score"], depth=out[0]["depth"])
             out = [comp] + out[:k - 1]
@@ -327,7 +330,10 @@ def name_clusters_imagenet(probs: np.ndarray, labels: np.ndarray, min_cover: flo
         bg = item_mass(probs, top_k).astype(np.float64).sum(axis=0)
     if masses is None:
         masses = cluster_masses(probs, labels, top_k, item_top=item_top)
-    return {c: lift(m, min_cover=min_cover, penalty=penalty, background=bg, contrast=contrast)
+    lab = np.asarray(labels).ravel()
+    sizes = np.bincount(lab[lab >= 0].astype(np.int64)) if (lab >= 0).any() else np.zeros(0, np.int64)
+    return {c: lift(m, min_cover=min_cover, penalty=penalty, background=bg, contrast=contrast,
+                    max_parts=min(MAX_PARTS, int(sizes[c]) if 0 <= c < len(sizes) else MAX_PARTS))
             for c, m in masses.items()}
 
 
