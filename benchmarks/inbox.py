@@ -104,7 +104,11 @@ def summary(results: list[dict]) -> str:
                      f"p95 {med(name, 'p95_ms') - med('off', 'p95_ms'):+.1f} ms, server CPU "
                      f"{med(name, 'server_cpu_ms') - med('off', 'server_cpu_ms'):+.1f} ms per request "
                      f"(medians of its two rows)")
-    return "; ".join(parts) + "."
+    off = [r for r in results if r["config"] == "off"]
+    noise = (f" The two `off` rows differ by {abs(off[0]['p50_ms'] - off[1]['p50_ms']):.1f} ms at p50 and "
+             f"{abs(off[0]['p95_ms'] - off[1]['p95_ms']):.1f} ms at p95: the noise floor of this machine."
+             if len(off) == 2 else "")
+    return "; ".join(parts) + "." + noise
 
 
 def report(results: list[dict], argv: str, load_start, load_end) -> str:
