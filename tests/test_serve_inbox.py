@@ -235,3 +235,28 @@ def test_two_worker_processes_lose_no_row(run_dir, known, tmp_path):
         s.stop()
     assert len(rows(inbox)) == 24
     assert not np.any([p.name.startswith(".") for p in (inbox / "files").iterdir()])  # no temporary left
+
+
+def test_audio_model_keeps_clips_as_wav_whatever_their_name(tmp_path):
+    """An audio model served with --keep all: the clips are stored with the extension of their
+    format (a clip named .jpg is still a .wav) and the folder reads as an audio collection."""
+    pytest.importorskip("soundfile")
+    from test_audio import _extract, audio_model_run
+
+    from mediacluster.ingest import collect
+
+    clips = _extract(tmp_path / "fsdd", ("nicolas", "theo"), 12)
+    run = audio_model_run(tmp_path, clips[::2])
+    inbox = tmp_path / "inbox"
+    s = Server(str(run), "--keep-uploads", str(inbox), "--keep", "all", log=tmp_path / "serve.log")
+    try:
+        new = clips[1::2][:3]
+        names = ["clip.jpg", "../up.wav", "noext"]
+        r = s.client.post("/v1/assign", files=[("files", (n, p.read_bytes())) for n, p in zip(names, new)])
+        assert r.status_code == 200, r.text
+        got = rows(inbox, 3)
+        assert sorted(g["filename"] for g in got) == sorted(names)
+        assert all(g["input"] == "audio" and g["file"].endswith(".wav") for g in got)
+        assert len(collect(inbox / "files", media="audio")) == 3
+    finally:
+        s.stop()
