@@ -140,6 +140,12 @@ def test_keep_novel_keeps_the_unlike_and_not_the_known(run_dir, known, strange, 
         assert v["file"] is None and v["size"] == 4 * len(far)
         assert metric(s, "mediacluster_inbox_kept", input="image") == len(novel_files)
         assert metric(s, "mediacluster_inbox_kept", input="vector") == 1
+        # /v1/similar's answers are kept the same way, the same content counted again
+        r = s.client.post("/v1/similar?k=2", json={"vectors": [far]})
+        assert r.status_code == 200
+        again = rows(inbox, len(got) + 1)[-1]
+        assert again["route"] == "similar" and again["hash"] == v["hash"]
+        assert contents(inbox)[v["hash"]] == (None, 2)
     finally:
         s.stop()
 
@@ -260,3 +266,14 @@ def test_audio_model_keeps_clips_as_wav_whatever_their_name(tmp_path):
         assert len(collect(inbox / "files", media="audio")) == 3
     finally:
         s.stop()
+
+
+def test_cli_refuses_an_inbox_it_cannot_write(tmp_path, run_dir, capsys):
+    from mediacluster.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    assert main(["serve", str(run_dir), "--port", "0", "--keep-uploads", str(tmp_path / "afile")]) == 2
+    assert "afile" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["serve", str(run_dir), "--port", "0", "--keep-uploads", str(tmp_path), "--keep-below", "1.5"])
+    assert e.value.code == 2 and "--keep-below" in capsys.readouterr().err

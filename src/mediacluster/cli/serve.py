@@ -82,7 +82,7 @@ def add_parser(sub):
                         "also every noise and outlier answer), junk (a cluster marked junk), all")
     k.add_argument("--keep-below", type=_probability, default=0.5, metavar="P",
                    help="--keep uncertain keeps answers whose probability is below P (default 0.5)")
-    k.add_argument("--keep-max-mb", type=_positive_float, default=None,
+    k.add_argument("--keep-max-mb", type=_positive_float, default=None, metavar="MB",
                    help="stored megabytes at most (MiB); beyond it new uploads are no longer kept "
                         "(logged once, mediacluster_inbox_full in /metrics) and the service keeps "
                         "answering (default: no bound)")

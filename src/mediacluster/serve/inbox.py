@@ -207,7 +207,7 @@ class Inbox:
                 continue
             picked.append(_Item(now, version, route, media, why, a,
                                 datas[i] if datas is not None else None,
-                                vectors[i] if vectors is not None else None, a.get("filename")))
+                                vectors[i].copy() if vectors is not None else None, a.get("filename")))
         if not picked:
             return 0
         with self._cv:
