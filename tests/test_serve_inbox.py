@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from test_serve import Server, metric_families, upload
 
@@ -223,24 +222,34 @@ def _png() -> bytes:
 
 
 def test_two_worker_processes_lose_no_row(run_dir, known, tmp_path):
+    """`--workers 2` and, on the same inbox, a second service: several processes write the one
+    table at once (which worker accepts a connection is the kernel's choice, so the second
+    service makes sure at least two processes write)."""
     inbox = tmp_path / "inbox"
     s = Server(str(run_dir / "models" / "v0001"), "--workers", "2", "--keep-uploads", str(inbox),
                "--keep", "all", log=tmp_path / "server.log")
+    t = Server(str(run_dir), "--keep-uploads", str(inbox), "--keep", "all", log=tmp_path / "server2.log")
     try:
         wait_ready(s)
+
+        def send(job):  # a new connection per request: the workers take turns accepting them
+            url, p = job
+            return httpx.post(url + "/v1/assign", files=upload([p]), timeout=60).status_code
+
         with ThreadPoolExecutor(4) as pool:
-            codes = list(pool.map(lambda p: s.client.post("/v1/assign", files=upload([p])).status_code,
-                                  known * 4))
-        assert codes == [200] * 24
-        got = rows(inbox, 24)
-        assert len(got) == 24
-        assert sorted(n for _, n in contents(inbox).values()) == [4] * 6
+            codes = list(pool.map(send, [(u, p) for p in known * 4 for u in (s.url, t.url)]))
+        assert codes == [200] * 48
+        got = rows(inbox, 48)
+        assert len(got) == 48 and len({r["pid"] for r in got}) >= 2
+        assert sorted(n for _, n in contents(inbox).values()) == [8] * 6
         assert len(list((inbox / "files").iterdir())) == 6
-        assert metric(s, "mediacluster_inbox_kept", input="image") == 24  # summed over both workers
+        kept = metric(s, "mediacluster_inbox_kept", input="image")  # summed over both workers
+        assert kept + metric(t, "mediacluster_inbox_kept", input="image") == 48
     finally:
         s.stop()
-    assert len(rows(inbox)) == 24
-    assert not np.any([p.name.startswith(".") for p in (inbox / "files").iterdir()])  # no temporary left
+        t.stop()
+    assert len(rows(inbox)) == 48
+    assert not [p.name for p in (inbox / "files").iterdir() if p.name.startswith(".")]  # no temporary left
 
 
 def test_audio_model_keeps_clips_as_wav_whatever_their_name(tmp_path):
