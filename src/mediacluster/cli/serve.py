@@ -127,7 +127,7 @@ def run(args) -> int:
                               "another folder or move inbox.sqlite aside") from None
     name = "mediacluster serve"
     if args.keep_uploads:
-        print(f"{name}: keeping the {' / '.join(config['keep'])} uploads in {printable(args.keep_uploads)}"
+        print(f"{name}: keeping uploads (--keep {' '.join(config['keep'])}) in {printable(args.keep_uploads)}"
               + (f" (at most {args.keep_max_mb:g} MiB)" if args.keep_max_mb else ""), flush=True)
     if args.workers == 1:
         from ..serve import build_service
