@@ -286,3 +286,23 @@ def test_cli_refuses_an_inbox_it_cannot_write(tmp_path, run_dir, capsys):
     with pytest.raises(SystemExit) as e:
         main(["serve", str(run_dir), "--port", "0", "--keep-uploads", str(tmp_path), "--keep-below", "1.5"])
     assert e.value.code == 2 and "--keep-below" in capsys.readouterr().err
+
+
+def test_writer_backlog_is_bounded_and_close_writes_what_is_queued(tmp_path, known, monkeypatch):
+    """In process, a real folder and table: what waits for the writer is bounded in bytes (the
+    rest skipped as 'backlog', never queued without end), and close() writes what was queued."""
+    from mediacluster.serve import inbox as mod
+
+    events = []
+    box = mod.Inbox(tmp_path / "inbox", KeepRule(frozenset({"all"})),
+                    on_event=lambda kind, label: events.append((kind, label)))
+    data = [p.read_bytes() for p in known[:3]]
+    answers = [{"filename": f"{i}.jpg", "cluster": 0, "status": "clustered", "probability": 0.9,
+                "novel": False, "novelty": 0.1} for i in range(3)]
+    monkeypatch.setattr(mod, "MAX_PENDING_BYTES", len(data[0]) + len(data[1]))
+    with box._cv:  # the writer cannot take anything while the test holds its lock
+        assert box.offer("v0001", "assign", "image", answers, datas=data) == 3
+        assert len(box._queue) == 2
+    box.close()
+    assert events.count(("skipped", "backlog")) == 1 and events.count(("kept", "image")) == 2
+    assert len(rows(tmp_path / "inbox")) == 2
