@@ -25,6 +25,18 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _probability(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return v
+
+
 def add_parser(sub):
     p = sub.add_parser("serve", help=SUMMARIES["serve"])
     p.add_argument("model", help="a run folder or its models/ folder (watched: newer versions are "
@@ -58,6 +70,22 @@ def add_parser(sub):
     b.add_argument("--encode-workers", type=positive_int, default=None,
                    help="threads that decode, encode and answer batches of images (default: the "
                         "encoder's own concurrency)")
+    k = p.add_argument_group("inbox: keep the uploads the service could not place (off by default)")
+    k.add_argument("--keep-uploads", default=None, metavar="DIR",
+                   help="keep the answered uploads the --keep rule picks in DIR: DIR/files/<content "
+                        "hash>.<ext> (once per content; a collection: `mediacluster cluster DIR/files`) "
+                        "and one row each in DIR/inbox.sqlite (time, model version, the answer, the "
+                        "client's file name, size, hash); written after the answer, never failing it")
+    k.add_argument("--keep", action="append", choices=("novel", "uncertain", "junk", "all"), default=None,
+                   help="which answers are kept (repeatable; default novel): novel (a kind the "
+                        "collection lacks), uncertain (membership probability below --keep-below: "
+                        "also every noise and outlier answer), junk (a cluster marked junk), all")
+    k.add_argument("--keep-below", type=_probability, default=0.5, metavar="P",
+                   help="--keep uncertain keeps answers whose probability is below P (default 0.5)")
+    k.add_argument("--keep-max-mb", type=_positive_float, default=None, metavar="MB",
+                   help="stored megabytes at most (MiB); beyond it new uploads are no longer kept "
+                        "(logged once, mediacluster_inbox_full in /metrics) and the service keeps "
+                        "answering (default: no bound)")
     p.add_argument("--poll", type=_positive_float, default=1.0,
                    help="seconds between two checks for a newer model version")
     return p
@@ -78,8 +106,29 @@ def run(args) -> int:
         "max_body_bytes": int(args.max_body_mb * 2**20), "time_limit_s": args.time_limit,
         "token": token,
         "collection_root": args.collection_root and os.path.abspath(args.collection_root),
+        "keep_uploads": args.keep_uploads and os.path.abspath(args.keep_uploads),
+        "keep": sorted(set(args.keep or ["novel"])), "keep_below": args.keep_below,
+        "keep_max_bytes": None if args.keep_max_mb is None else int(args.keep_max_mb * 2**20),
     }
+    if args.keep_uploads:  # a folder that cannot be written stops here, once, not in every worker
+        import sqlite3
+
+        from ..fileio import output_error
+        from ..serve.inbox import open_db
+
+        try:
+            open_db(args.keep_uploads).close()
+        except OSError as e:
+            raise output_error(e, args.keep_uploads) from None
+        except sqlite3.Error as e:
+            from ..errors import OutputError
+
+            raise OutputError(f"{args.keep_uploads}: cannot open its inbox table ({e}); choose "
+                              "another folder or move inbox.sqlite aside") from None
     name = "mediacluster serve"
+    if args.keep_uploads:
+        print(f"{name}: keeping uploads (--keep {' '.join(config['keep'])}) in {printable(args.keep_uploads)}"
+              + (f" (at most {args.keep_max_mb:g} MiB)" if args.keep_max_mb else ""), flush=True)
     if args.workers == 1:
         from ..serve import build_service
 

@@ -54,6 +54,10 @@ class ServeOptions:
     max_body_bytes: int = 128 << 20  # a whole request
     time_limit_s: float | None = 30.0
     token: str | None = None
+    keep_uploads: str | None = None  # the inbox folder (--keep-uploads; None: nothing is kept)
+    keep: tuple = ("novel",)         # --keep: which answers are kept (serve.inbox.KEEP_KINDS)
+    keep_below: float = 0.5          # --keep-below: "uncertain" is a probability below this
+    keep_max_bytes: int | None = None  # --keep-max-mb: stored bytes at most
 
 
 # -- response schema (also the OpenAPI page) ---------------------------------------------------
@@ -249,8 +253,10 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
     return X
 
 
-def _answer_vectors(body: bytes, served: Served, limit: int, similar: SimilarAsk | None = None) -> list[dict]:
-    return served.answer(_parse_vectors(body, served, limit), similar=similar)
+def _answer_vectors(body: bytes, served: Served, limit: int, similar: SimilarAsk | None = None
+                    ) -> tuple[np.ndarray, list[dict]]:
+    X = _parse_vectors(body, served, limit)
+    return X, served.answer(X, similar=similar)
 
 
 def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> FastAPI:
@@ -272,6 +278,29 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                       "/v1/reload's), by result", ["result"], registry=reg)
     model_info = Gauge("mediacluster_model_info", "The model version served (value 1)",
                        ["version", "run_id"], registry=reg, multiprocess_mode="livemax")
+    inbox = None
+    if opt.keep_uploads:
+        from .inbox import Inbox, KeepRule
+
+        kept = Counter("mediacluster_inbox_kept", "Uploads (and vectors) kept in the inbox "
+                       "(--keep-uploads), by input kind", ["input"], registry=reg)
+        skipped = Counter("mediacluster_inbox_skipped", "Uploads the --keep rule picked but the inbox "
+                          "did not keep, by reason (full: --keep-max-mb reached; error: a write failed; "
+                          "backlog: the writer was behind)", ["reason"], registry=reg)
+        full = Gauge("mediacluster_inbox_full", "1 once --keep-max-mb is reached (new uploads are no "
+                     "longer kept)", registry=reg, multiprocess_mode="livemax")
+        full.set(0)
+
+        def on_inbox(kind: str, label: str) -> None:
+            if kind == "kept":
+                kept.labels(label).inc()
+            elif kind == "skipped":
+                skipped.labels(label).inc()
+            elif kind == "full":
+                full.set(1)
+
+        inbox = Inbox(opt.keep_uploads, KeepRule(frozenset(opt.keep), float(opt.keep_below)),
+                      opt.keep_max_bytes, on_event=on_inbox)
 
     def on_batch(n: int, seconds: float) -> None:
         batch_size.observe(n)
@@ -296,6 +325,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             yield
         finally:
             holder.stop()
+            if inbox is not None:  # what was answered is written before the process ends
+                inbox.close()
 
     app = create_app("mediacluster service", __version__, token=opt.token,
                      max_body_bytes=opt.max_body_bytes, time_limit_s=opt.time_limit_s,
@@ -306,6 +337,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                      description="Which cluster does this image or clip belong to: assigns new images, "
                                  "audio clips or vectors to the clusters of a saved mediacluster model.")
     app.state.holder = holder
+    app.state.inbox = inbox
 
     def _media_of(served: Served) -> str:
         """What the served model reads from uploaded files: "audio" or "image" (also a model
@@ -381,6 +413,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             more = f" (and {len(bad) - 1} more, see 'items')" if len(bad) > 1 else ""
             raise ApiError(status, first["kind"], f"{where}: {first['message']}{more}",
                            {"items": bad})
+        if inbox is not None:  # the rule only; hashing and writing are the writer thread's
+            inbox.offer(served.version, "similar" if similar is not None else "assign",
+                        _media_of(served), results, datas=datas)
         return results
 
     @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=ASSIGN_BODY,
@@ -401,8 +436,11 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             body = await request.body()
             # parsed and answered off the event loop: megabytes of JSON would hold up every other
             # request
-            items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar)
+            X, items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar)
             kind = "vector"
+            if inbox is not None:
+                inbox.offer(served.version, "similar" if similar is not None else "assign", "vector",
+                            items, vectors=X)
         else:
             raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send {_files_of(served)} as "
                            "multipart/form-data (field 'files') or vectors as application/json")
