@@ -630,3 +630,26 @@ def test_dups_reads_a_float32_npy_where_it_lies(rng, tmp_path, monkeypatch):
     assert a["groups"] == b["groups"] >= 1400
     ta, tb = pd.read_parquet(a["table"]), pd.read_parquet(b["table"])
     assert ta.equals(tb)
+
+
+def test_prepared_cache_keeps_the_newest_items_within_its_bounds():
+    """The verifiers' cache (images: by count, audio fingerprints: by bytes) prepares a file
+    once, keeps the most recently used and always the newest, and caches unreadable files too."""
+    from mediacluster.duplicates.verify import PreparedCache
+
+    calls = []
+
+    def prepare(path):
+        calls.append(path)
+        return None if path == "bad" else np.zeros(int(path), np.uint8)
+
+    by_count = PreparedCache(prepare, max_items=2)
+    for p in ("10", "20", "10", "30", "bad", "bad"):
+        by_count.get(p)
+    assert calls == ["10", "20", "30", "bad"] and len(by_count) == 2  # "10" reused; "20" then "10" dropped
+    calls.clear()
+    by_bytes = PreparedCache(prepare, max_bytes=50, nbytes=lambda a: a.nbytes)
+    for p in ("30", "20", "40", "100"):
+        by_bytes.get(p)
+    assert len(by_bytes) == 1 and by_bytes.get("100").nbytes == 100  # over the bound alone: kept
+    assert calls == ["30", "20", "40", "100"]

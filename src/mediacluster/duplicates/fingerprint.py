@@ -27,11 +27,11 @@ voice clip).
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
+from .verify import PreparedCache
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,7 @@ class AudioVerifier:
     def __init__(self, check: AudioCheck | None = None, cache_bytes: int = 256 * 2**20):
         self.check = check or AudioCheck()
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
-        self._held = 0
-        self._lock = threading.Lock()
+        self._cache = PreparedCache(self._prepare, max_bytes=cache_bytes, nbytes=lambda fp: fp.nbytes)
 
     def _prepare(self, path: str) -> np.ndarray | None:
         from ..ingest import SkipItem
@@ -134,20 +132,7 @@ class AudioVerifier:
     def prepared(self, path: str | os.PathLike) -> np.ndarray | None:
         """The fingerprint of ``path`` (float16), None when it cannot be decoded; the most recent
         ones are kept up to ``cache_bytes``."""
-        path = os.fspath(path)
-        with self._lock:
-            if path in self._cache:
-                self._cache.move_to_end(path)
-                return self._cache[path]
-        item = self._prepare(path)
-        with self._lock:
-            if path not in self._cache:
-                self._cache[path] = item
-                self._held += 0 if item is None else item.nbytes
-            while self._held > self.cache_bytes and len(self._cache) > 1:
-                _, old = self._cache.popitem(last=False)
-                self._held -= 0 if old is None else old.nbytes
-        return item
+        return self._cache.get(path)
 
     def compare(self, A: np.ndarray, B: np.ndarray) -> tuple[bool, dict]:
         ncc, off, overlap = best_alignment(A, B, self.check.min_overlap)

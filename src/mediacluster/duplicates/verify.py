@@ -29,6 +29,44 @@ import numpy as np
 from .hashing import THUMB
 
 
+class PreparedCache:
+    """The most recently prepared items of a verifier, by path (thread-safe): ``get(path)``
+    returns the cached item or ``prepare(path)``'s (None for a file that cannot be read is
+    cached too), dropping the least recently used beyond ``max_items`` items or, with
+    ``nbytes``, beyond ``max_bytes`` bytes (always keeping the newest). Shared by the image
+    (``GeometricVerifier``) and audio (``fingerprint.AudioVerifier``) checks."""
+
+    def __init__(self, prepare, max_items: int | None = None, max_bytes: int | None = None, nbytes=None):
+        self.prepare = prepare
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.nbytes = nbytes or (lambda item: 0)
+        self._items: OrderedDict[str, object] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, path: str | os.PathLike):
+        path = os.fspath(path)
+        with self._lock:
+            if path in self._items:
+                self._items.move_to_end(path)
+                return self._items[path]
+        item = self.prepare(path)  # outside the lock: threads prepare different files at once
+        with self._lock:
+            if path not in self._items:
+                self._items[path] = item
+                self._held += 0 if item is None else self.nbytes(item)
+            while len(self._items) > 1 and (
+                    (self.max_items is not None and len(self._items) > self.max_items)
+                    or (self.max_bytes is not None and self._held > self.max_bytes)):
+                _, old = self._items.popitem(last=False)
+                self._held -= 0 if old is None else self.nbytes(old)
+        return item
+
+
 @dataclass(frozen=True)
 class PhotometricCheck:
     """Thresholds of the thumbnail comparison (defaults from benchmarks/duplicates.py)."""
@@ -143,8 +181,7 @@ class GeometricVerifier:
         self.geo = geometric or GeometricCheck()
         self.photo = photometric or PhotometricCheck()
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, dict | None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache = PreparedCache(self._prepare, max_items=cache_size)
         self._local = threading.local()
 
     def _tools(self):
@@ -190,17 +227,7 @@ class GeometricVerifier:
         return item["m"]
 
     def prepared(self, path: str | os.PathLike) -> dict | None:
-        path = os.fspath(path)
-        with self._lock:
-            if path in self._cache:
-                self._cache.move_to_end(path)
-                return self._cache[path]
-        item = self._prepare(path)
-        with self._lock:
-            self._cache[path] = item
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return item
+        return self._cache.get(path)
 
     # -- per pair --------------------------------------------------------------------------
     def _align(self, A: dict, B: dict, key: str):
