@@ -69,3 +69,20 @@ def test_every_module_is_described_in_the_architecture():
         if not named:
             missing.append(rel.as_posix())
     assert missing == []
+
+
+def test_every_field_of_the_service_answers_is_described():
+    """The service's OpenAPI page (`/openapi.json`, `/docs`) is built from the response models
+    in ``serve/app.py``: each of their fields carries a description there, so a client reading
+    the page learns what every field of an answer means (``/v1/similar``'s ``model`` and
+    ``items``, ``assigned_name``, ... had none)."""
+    from pydantic import BaseModel
+
+    from mediacluster.serve import app
+
+    models = [v for v in vars(app).values() if isinstance(v, type) and issubclass(v, BaseModel)
+              and v.__module__ == app.__name__]
+    assert {"Assigned", "Similar", "Neighbour", "SimilarResponse"} <= {m.__name__ for m in models}
+    missing = [f"{m.__name__}.{name}" for m in models for name, field in m.model_fields.items()
+               if not field.description]
+    assert missing == []
