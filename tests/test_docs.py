@@ -86,3 +86,23 @@ def test_every_field_of_the_service_answers_is_described():
     missing = [f"{m.__name__}.{name}" for m in models for name, field in m.model_fields.items()
                if not field.description]
     assert missing == []
+
+
+def test_every_option_of_assign_dups_and_serve_is_in_the_readme():
+    """The commands a user of the model and the service runs (``assign``, ``dups``, ``serve``;
+    all three gained options for "more like this", audio reposts and the inbox) have every
+    option named in the README, and every one has a help text (``dups --media`` had none)."""
+    from mediacluster.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing, silent = [], []
+    for name in ("assign", "dups", "serve"):
+        for action in sub.choices[name]._actions:
+            for opt in action.option_strings:
+                if not opt.startswith("--") or opt in ("--help", "--quiet"):
+                    continue
+                if not re.search(re.escape(opt) + r"(?![\w-])", README):
+                    missing.append(f"{name} {opt}")
+                if not action.help:
+                    silent.append(f"{name} {opt}")
+    assert missing == [] and silent == []

@@ -49,8 +49,8 @@ def add_parser(sub):
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
     p.add_argument("--encoder", default=None, help="encoder (default: the one recorded in the model)")
     p.add_argument("--cache-dir", default=None, help="embedding cache directory")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--workers", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="files per encoder call (default 16)")
+    p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 

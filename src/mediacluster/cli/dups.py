@@ -16,7 +16,10 @@ def add_parser(sub):
                         "to the collection root, duplicate_group (-1: none), duplicate_of, link kind and "
                         "distance, group size and diameter), dups.json (counts and the collection root) and "
                         "dups.html (the largest groups)")
-    p.add_argument("--media", choices=("auto", "image", "audio"), default="auto")
+    p.add_argument("--media", choices=("auto", "image", "audio"), default="auto",
+                   help="images or audio clips: auto (default) takes the majority kind of a mixed folder "
+                        "and lists the other kind as skipped; audio duplicates are exact copies and "
+                        "re-encoded, resampled, trimmed or louder copies confirmed by an audio fingerprint")
     p.add_argument("--encoder", default=None, help="encoder for the embedding check (default: the media's default)")
     p.add_argument("--no-embed", dest="embed", action="store_false",
                    help="images by bytes and perceptual hash only: no encoder, faster, but crops, caption "
