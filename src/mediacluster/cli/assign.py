@@ -32,7 +32,7 @@ def add_parser(sub):
     p = sub.add_parser("assign", help=SUMMARIES["assign"])
     p.add_argument("model", help="model folder, or a run folder / models folder (its latest model "
                                  "version), written by `cluster --save-model`, `tune` or the studio")
-    p.add_argument("paths", nargs="+", help="folders, image files, manifests or embedding files")
+    p.add_argument("paths", nargs="+", help="folders, image or audio files (as the model's encoder reads), manifests or embedding files")
     p.add_argument("--level", type=level_arg, default=None, metavar="N|auto",
                    help="with a model whose clusterer has levels (hierarchy, evoc): answer at this level "
                         "(0 = coarsest; 'auto' = the clusterer's own choice) instead of the level the model "

@@ -10,7 +10,7 @@ from .cluster import positive_int, print_skipped
 
 def add_parser(sub):
     p = sub.add_parser("dups", help=SUMMARIES["dups"])
-    p.add_argument("input", help="folder of images, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
+    p.add_argument("input", help="folder of images or audio clips, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
     p.add_argument("--out", required=True,
                    help="output folder: dups.parquet and dups.csv (one row per item: id, path relative "
                         "to the collection root, duplicate_group (-1: none), duplicate_of, link kind and "
