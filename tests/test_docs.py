@@ -106,3 +106,36 @@ def test_every_option_of_assign_dups_and_serve_is_in_the_readme():
                 if not action.help:
                     silent.append(f"{name} {opt}")
     assert missing == [] and silent == []
+
+
+def test_every_dotted_name_in_the_docs_exists():
+    """A backticked dotted name in docs/ARCHITECTURE.md or the README that starts with a module
+    path of the package (``tune.study.LAYOUT_EPOCHS``, ``stages.hierarchy.tree_above``; a name
+    relative to its row, such as ``verify.PreparedCache`` in the duplicates row, is not checked)
+    names something that exists, so a rename cannot leave the docs behind."""
+    import importlib
+    import pkgutil
+
+    import mediacluster
+
+    modules = {m.name for m in pkgutil.walk_packages(mediacluster.__path__, "mediacluster.")}
+    files = {"py", "json", "parquet", "npz", "npy", "sqlite", "yaml", "csv", "html", "js", "faiss"}
+    spans = set(re.findall(r"`([A-Za-z_][\w.]*\.[A-Za-z_]\w*)(?:\(|`)", ARCHITECTURE + README))
+    checked, wrong = 0, []
+    for span in sorted(spans):
+        parts = span.split(".")
+        if parts[-1] in files:
+            continue
+        for i in range(len(parts), 0, -1):
+            name = "mediacluster." + ".".join(parts[:i])
+            if name in modules:
+                obj = importlib.import_module(name)
+                for attr in parts[i:]:
+                    if not hasattr(obj, attr):
+                        wrong.append(span)
+                        break
+                    obj = getattr(obj, attr)
+                checked += 1
+                break
+    assert checked > 20, "the pattern finds no dotted names"
+    assert wrong == []
