@@ -43,7 +43,8 @@ def add_parser(sub):
     p.add_argument("--similar", type=similar_k, default=None, metavar="K",
                    help="also find each item's K most similar items of the model's collection (1..1000; "
                         "Pipeline.similar): a column 'similar' of JSON [{id, path, row, similarity, "
-                        "cluster, name}, ...] nearest first (id/path null for a model fitted on bare vectors)")
+                        "cluster, name}, ...] nearest first (id/path null for a model fitted on bare vectors "
+                        "or saved before it kept its items' ids, items.json)")
     p.add_argument("--same-cluster", action="store_true",
                    help="with --similar: only items of the item's own cluster (at --level, if given)")
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
