@@ -1,7 +1,9 @@
 """The README and docs/ARCHITECTURE.md name things that exist: every ``--flag`` the README
-names is an option of some sub-command, every encoder it lists is registered, and every module
-of the package has a row (or a mention) where a newcomer looks for it. Text checks only: no
-data, no models."""
+names is an option of some sub-command (and every option of ``assign``, ``dups`` and ``serve``
+is in the README, with a help text), every encoder it lists is registered, every module of the
+package has a row (or a mention) where a newcomer looks for it, every dotted module path they
+name exists, and every field of the service's answers is described on its OpenAPI page. Text
+and import checks only: no data, no models."""
 
 from __future__ import annotations
 
