@@ -1,7 +1,9 @@
 """The README and docs/ARCHITECTURE.md name things that exist: every ``--flag`` the README
-names is an option of some sub-command, every encoder it lists is registered, and every module
-of the package has a row (or a mention) where a newcomer looks for it. Text checks only: no
-data, no models."""
+names is an option of some sub-command (and every option of ``assign``, ``dups`` and ``serve``
+is in the README, with a help text), every encoder it lists is registered, every module of the
+package has a row (or a mention) where a newcomer looks for it, every dotted module path they
+name exists, and every field of the service's answers is described on its OpenAPI page. Text
+and import checks only: no data, no models."""
 
 from __future__ import annotations
 
@@ -69,3 +71,73 @@ def test_every_module_is_described_in_the_architecture():
         if not named:
             missing.append(rel.as_posix())
     assert missing == []
+
+
+def test_every_field_of_the_service_answers_is_described():
+    """The service's OpenAPI page (`/openapi.json`, `/docs`) is built from the response models
+    in ``serve/app.py``: each of their fields carries a description there, so a client reading
+    the page learns what every field of an answer means (``/v1/similar``'s ``model`` and
+    ``items``, ``assigned_name``, ... had none)."""
+    from pydantic import BaseModel
+
+    from mediacluster.serve import app
+
+    models = [v for v in vars(app).values() if isinstance(v, type) and issubclass(v, BaseModel)
+              and v.__module__ == app.__name__]
+    assert {"Assigned", "Similar", "Neighbour", "SimilarResponse"} <= {m.__name__ for m in models}
+    missing = [f"{m.__name__}.{name}" for m in models for name, field in m.model_fields.items()
+               if not field.description]
+    assert missing == []
+
+
+def test_every_option_of_assign_dups_and_serve_is_in_the_readme():
+    """The commands a user of the model and the service runs (``assign``, ``dups``, ``serve``;
+    all three gained options for "more like this", audio reposts and the inbox) have every
+    option named in the README, and every one has a help text (``dups --media`` had none)."""
+    from mediacluster.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing, silent = [], []
+    for name in ("assign", "dups", "serve"):
+        for action in sub.choices[name]._actions:
+            for opt in action.option_strings:
+                if not opt.startswith("--") or opt in ("--help", "--quiet"):
+                    continue
+                if not re.search(re.escape(opt) + r"(?![\w-])", README):
+                    missing.append(f"{name} {opt}")
+                if not action.help:
+                    silent.append(f"{name} {opt}")
+    assert missing == [] and silent == []
+
+
+def test_every_dotted_name_in_the_docs_exists():
+    """A backticked dotted name in docs/ARCHITECTURE.md or the README that starts with a module
+    path of the package (``tune.study.LAYOUT_EPOCHS``, ``stages.hierarchy.tree_above``; a name
+    relative to its row, such as ``verify.PreparedCache`` in the duplicates row, is not checked)
+    names something that exists, so a rename cannot leave the docs behind."""
+    import importlib
+    import pkgutil
+
+    import mediacluster
+
+    modules = {m.name for m in pkgutil.walk_packages(mediacluster.__path__, "mediacluster.")}
+    files = {"py", "json", "parquet", "npz", "npy", "sqlite", "yaml", "csv", "html", "js", "faiss"}
+    spans = set(re.findall(r"`([A-Za-z_][\w.]*\.[A-Za-z_]\w*)(?:\(|`)", ARCHITECTURE + README))
+    checked, wrong = 0, []
+    for span in sorted(spans):
+        parts = span.split(".")
+        if parts[-1] in files:
+            continue
+        for i in range(len(parts), 0, -1):
+            name = "mediacluster." + ".".join(parts[:i])
+            if name in modules:
+                obj = importlib.import_module(name)
+                for attr in parts[i:]:
+                    if not hasattr(obj, attr):
+                        wrong.append(span)
+                        break
+                    obj = getattr(obj, attr)
+                checked += 1
+                break
+    assert checked > 20, "the pattern finds no dotted names"
+    assert wrong == []

@@ -29,15 +29,17 @@ COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", 
 #: and ``--help`` took 1.5 s for it (benchmarks/RESULTS.md, "What a user waits for")
 SUMMARIES = {
     "cluster": "embed and cluster a folder, manifest or embeddings file",
-    "assign": "assign new files or vectors to the clusters of a saved model",
+    "assign": "assign new files or vectors to the clusters of a saved model (--similar: and find the "
+              "collection's items most like each)",
     "evaluate": "score a run folder or saved model (silhouette, DBCV, NMI/ARI/ACC, coverage)",
     "tune": "tune pipeline parameters with Optuna (resumable study)",
     "report": "write a self-contained HTML report (map, cluster cards, names) of a run",
     "tags": "train a tagger, suggest tags (or nothing), map labels to tags, evaluate",
-    "serve": "HTTP service: assign new images or vectors to a saved model's clusters, with "
-             "zero-downtime model switches",
+    "serve": "HTTP service: assign new images, audio clips or vectors to a saved model's clusters "
+             "and find the items most like them, with zero-downtime model switches (--keep-uploads: "
+             "keep what it could not place)",
     "studio": "review, rename, merge, split and fix clusters in a browser; every edit is kept",
-    "dups": "find reposts and near-duplicates: a table of groups and a page",
+    "dups": "find reposts and near-duplicates of images or audio clips: a table of groups and a page",
 }
 EVERY = "every"  # build_parser(): every sub-command's full parser
 

@@ -32,7 +32,7 @@ def add_parser(sub):
     p = sub.add_parser("assign", help=SUMMARIES["assign"])
     p.add_argument("model", help="model folder, or a run folder / models folder (its latest model "
                                  "version), written by `cluster --save-model`, `tune` or the studio")
-    p.add_argument("paths", nargs="+", help="folders, image files, manifests or embedding files")
+    p.add_argument("paths", nargs="+", help="folders, image or audio files (as the model's encoder reads), manifests or embedding files")
     p.add_argument("--level", type=level_arg, default=None, metavar="N|auto",
                    help="with a model whose clusterer has levels (hierarchy, evoc): answer at this level "
                         "(0 = coarsest; 'auto' = the clusterer's own choice) instead of the level the model "
@@ -43,14 +43,15 @@ def add_parser(sub):
     p.add_argument("--similar", type=similar_k, default=None, metavar="K",
                    help="also find each item's K most similar items of the model's collection (1..1000; "
                         "Pipeline.similar): a column 'similar' of JSON [{id, path, row, similarity, "
-                        "cluster, name}, ...] nearest first (id/path null for a model fitted on bare vectors)")
+                        "cluster, name}, ...] nearest first (id/path null for a model fitted on bare vectors "
+                        "or saved before it kept its items' ids, items.json)")
     p.add_argument("--same-cluster", action="store_true",
                    help="with --similar: only items of the item's own cluster (at --level, if given)")
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
     p.add_argument("--encoder", default=None, help="encoder (default: the one recorded in the model)")
     p.add_argument("--cache-dir", default=None, help="embedding cache directory")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--workers", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="files per encoder call (default 16)")
+    p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 

@@ -10,13 +10,16 @@ from .cluster import positive_int, print_skipped
 
 def add_parser(sub):
     p = sub.add_parser("dups", help=SUMMARIES["dups"])
-    p.add_argument("input", help="folder of images, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
+    p.add_argument("input", help="folder of images or audio clips, CSV/Parquet manifest, or .npy/.npz/Parquet vectors")
     p.add_argument("--out", required=True,
                    help="output folder: dups.parquet and dups.csv (one row per item: id, path relative "
                         "to the collection root, duplicate_group (-1: none), duplicate_of, link kind and "
                         "distance, group size and diameter), dups.json (counts and the collection root) and "
                         "dups.html (the largest groups)")
-    p.add_argument("--media", choices=("auto", "image", "audio"), default="auto")
+    p.add_argument("--media", choices=("auto", "image", "audio"), default="auto",
+                   help="images or audio clips: auto (default) takes the majority kind of a mixed folder "
+                        "and lists the other kind as skipped; audio duplicates are exact copies and "
+                        "re-encoded, resampled, trimmed or louder copies confirmed by an audio fingerprint")
     p.add_argument("--encoder", default=None, help="encoder for the embedding check (default: the media's default)")
     p.add_argument("--no-embed", dest="embed", action="store_false",
                    help="images by bytes and perceptual hash only: no encoder, faster, but crops, caption "

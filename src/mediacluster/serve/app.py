@@ -62,8 +62,8 @@ class ServeOptions:
 
 # -- response schema (also the OpenAPI page) ---------------------------------------------------
 class Tag(BaseModel):
-    tag: str
-    confidence: float
+    tag: str = Field(description="a tag the tagger suggests")
+    confidence: float = Field(description="the tagger's confidence in it")
 
 
 class Assigned(BaseModel):
@@ -74,7 +74,7 @@ class Assigned(BaseModel):
     status: str = Field(description="clustered | noise | outlier | junk (a cluster marked junk in the studio)")
     probability: float = Field(description="membership probability of `cluster` (0 for noise/outliers)")
     assigned_cluster: int = Field(description="nearest cluster, also for noise and outliers")
-    assigned_name: str | None = None
+    assigned_name: str | None = Field(None, description="the name of `assigned_cluster`")
     confidence: float = Field(description="confidence of `assigned_cluster`")
     outlier: bool = Field(description="flagged as an outlier / novelty (status 'outlier')")
     novel: bool = Field(description="farther from its nearest training items than all but 1% of the "
@@ -99,7 +99,8 @@ class Neighbour(BaseModel):
     id: str | None = Field(None, description="the item's id in the run the model was saved from (null for "
                            "a model fitted on bare vectors or saved before ids were kept: use `row`)")
     path: str | None = Field(None, description="the item's file, resolved against the collection root "
-                             "(`serve --collection-root`), null without one")
+                             "(`serve --collection-root`, else the one recorded with the run); null "
+                             "for a model without its items' ids, as `id`")
     similarity: float | None = Field(None, description="cosine similarity to the new item (1 - d^2/2 "
                                      "of the unit vectors in the model's projected search space); null "
                                      "for a model that does not compare directions")
@@ -119,25 +120,26 @@ class Similar(Assigned):
 
 
 class ModelRef(BaseModel):
-    version: str
-    run_id: str | None = None
+    version: str = Field(description="the model version that answered (e.g. v0003)")
+    run_id: str | None = Field(None, description="the run the model was fitted from; null for a model "
+                               "not saved from a run")
 
 
 class AssignResponse(BaseModel):
-    model: ModelRef
-    items: list[Assigned]
+    model: ModelRef = Field(description="the model version that answered every item of the request")
+    items: list[Assigned] = Field(description="one answer per item, in the order they were sent")
 
 
 class SimilarResponse(BaseModel):
-    model: ModelRef
+    model: ModelRef = Field(description="the model version that answered every item of the request")
     k: int = Field(description="neighbours asked for per item")
     same_cluster: bool = Field(description="neighbours only from the item's own cluster at `level`")
-    items: list[Similar]
+    items: list[Similar] = Field(description="one answer per item, in the order they were sent")
 
 
 class ClusterInfo(BaseModel):
-    id: int
-    name: str | None = None
+    id: int = Field(description="the cluster id the answers' `cluster` uses")
+    name: str | None = Field(None, description="the cluster's name")
     size: int = Field(description="training items in the cluster")
     assigned_size: int = Field(description="training items whose nearest cluster it is")
     level: int = Field(0, description="the level these clusters belong to (the one `cluster` answers with)")
@@ -146,11 +148,12 @@ class ClusterInfo(BaseModel):
 
 
 class ClustersResponse(BaseModel):
-    model: ModelRef
+    model: ModelRef = Field(description="the model version served")
     levels: list[dict] = Field(description="coarse to fine: level, n_clusters, auto, chosen and per "
                                "cluster its id, name, size and parent (the cluster it belongs to one "
                                "level up)")
-    clusters: list[ClusterInfo]
+    clusters: list[ClusterInfo] = Field(description="the clusters at the level in use (the one "
+                                        "`cluster` answers with)")
 
 
 ASSIGN_BODY = {
