@@ -110,6 +110,25 @@ def test_every_option_of_assign_dups_and_serve_is_in_the_readme():
     assert missing == [] and silent == []
 
 
+def test_every_option_of_every_command_has_a_help_text():
+    """``mediacluster CMD --help`` explains every option it lists (``tags train --thresholds``,
+    ``tags suggest --top-k``, ``cluster --seed`` ... had none)."""
+    from mediacluster.cli import build_parser
+
+    silent = []
+
+    def walk(name, parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(f"{name} {sub_name}".strip(), sub)
+            elif action.option_strings and not action.help:
+                silent.append(f"{name} {action.option_strings[-1]}")
+
+    walk("", build_parser())
+    assert silent == []
+
+
 def test_every_dotted_name_in_the_docs_exists():
     """A backticked dotted name in docs/ARCHITECTURE.md or the README that starts with a module
     path of the package (``tune.study.LAYOUT_EPOCHS``, ``stages.hierarchy.tree_above``; a name

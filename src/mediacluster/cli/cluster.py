@@ -29,13 +29,13 @@ def add_parser(sub):
     p.add_argument("--media", choices=("auto", "image", "audio"), default="auto",
                    help="which files to cluster: auto (default) takes the majority kind of a mixed "
                         "folder and lists the other kind as skipped; one run embeds one kind")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random step (the run is reproducible from it)")
     p.add_argument("--labels-from-folders", action="store_true",
                    help="take ground-truth labels from sub-folder names (evaluation only, never fitting)")
     p.add_argument("--cache-dir", default=None,
                    help="embedding cache folder (default: the user cache, $MEDIACLUSTER_CACHE or "
                         "~/.cache/mediacluster, shared by every run on the machine)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="files per encoder call (default 16)")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")
     p.add_argument("--no-names", dest="names", action="store_false",
                    help="do not name the clusters (names come from WordNet or CLIP zero-shot)")

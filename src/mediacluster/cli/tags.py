@@ -24,24 +24,27 @@ def add_parser(sub):
     t.add_argument("--mapping", help="YAML from 'tags map': fine label -> tag (unlisted labels -> other)")
     t.add_argument("--precision", type=float, default=0.9, help="target precision of suggestions")
     t.add_argument("--confidence", type=float, default=0.95, help="confidence of the lower bound on precision")
-    t.add_argument("--thresholds", choices=["auto", "per-tag", "global"], default="auto")
+    t.add_argument("--thresholds", choices=["auto", "per-tag", "global"], default="auto",
+                   help="per-tag: each tag certified on its own (a tag that cannot be is never suggested); "
+                        "global: one threshold over all tags; auto: whichever covers more (default)")
     t.add_argument("--model", choices=["auto", "logreg", "mlp"], default="auto",
                    help="auto: MLP from 20,000 labelled items on (it won the CIFAR-10 benchmark), else "
                         "the logistic regression")
     t.add_argument("--C", type=float, default=0.1, help="inverse regularisation of the logistic regression")
-    t.add_argument("--val-size", type=float, default=0.25)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--val-size", type=float, default=0.25,
+                   help="share of the labelled items held out to certify the precision (when not cross-fitted)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the split and the model")
     t.add_argument("--encoder", default=None,
                    help="encoder of SOURCE's files (default: efficientnet-lite0 for images, mfcc for audio)")
     t.add_argument("--cache-dir", default=None, help="embedding cache (default: the user cache)")
     t.add_argument("--eval", dest="eval_source", help="labelled data to evaluate on after training "
                    "(writes OUT/eval/)")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
 
     s = tsub.add_parser("suggest", help="suggest tags for files (or say nothing when unsure)")
     s.add_argument("model", help="model folder")
     s.add_argument("paths", nargs="+", help="image or audio files (the tag model's encoder reads them)")
-    s.add_argument("--top-k", type=int, default=1)
+    s.add_argument("--top-k", type=int, default=1, help="at most this many tags per file (each above its threshold)")
     s.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -57,8 +60,8 @@ def add_parser(sub):
     e.add_argument("data", help="labelled folder / manifest / .npz vectors")
     e.add_argument("--mapping", help="YAML fine label -> tag (as for training)")
     e.add_argument("--out", required=True, help="folder for metrics.json and the PNGs")
-    e.add_argument("--cache-dir", default=None)
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--cache-dir", default=None, help="embedding cache (default: the user cache)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(_tags_parser=p)
     return p
 

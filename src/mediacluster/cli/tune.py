@@ -40,11 +40,13 @@ def add_parser(sub):
                    help="tpe / gp (Bayesian), random, grid, cmaes (evolutionary), nsga2 (genetic, Pareto)")
     p.add_argument("--trials", type=int, default=50, help="total finished trials the study should hold")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's fit")
     p.add_argument("--space", default="default",
                    help=f"preset ({', '.join(PRESETS)}) or a YAML/JSON file, e.g. "
                         "'reducer__n_components: {int: [2, 50]}'")
-    p.add_argument("--objective", default="default", choices=list(OBJECTIVES))
+    p.add_argument("--objective", default="default", choices=list(OBJECTIVES),
+                   help="what the search maximises (default = silhouette-input-k: input-space silhouette x "
+                        "coverage x (1 - 1/k); the others: mediacluster.tune.objectives)")
     p.add_argument("--pareto", action="store_true",
                    help="maximise (quality, coverage) and print the Pareto front (default with nsga2)")
     p.add_argument("--pick", type=int, default=None,
