@@ -128,6 +128,21 @@ class Server:
         return self.proc.returncode
 
 
+def stop_service(srv: Server, res: dict) -> None:
+    """Stop a loop's service, keep its output in ``res`` and count an unclean exit as a problem."""
+    rc = srv.stop()
+    res["output_serve"] = "".join(srv.lines)
+    if rc not in (0, -2, 130):
+        res["problems"].append(f"serve exited {rc}: " + "".join(srv.lines[-20:]))
+
+
+def latency_summary(lat_s: list[float]) -> dict:
+    """Requests, p50 / p95 / max in ms of a loop's upload latencies (seconds)."""
+    lat_ms = np.array(lat_s) * 1000
+    return {"requests": len(lat_ms), "p50": float(np.percentile(lat_ms, 50)),
+            "p95": float(np.percentile(lat_ms, 95)), "max": float(lat_ms.max())}
+
+
 def post_uploads(c, uploads: list[dict]) -> tuple[list[dict], list[float], list[str]]:
     """Every upload posted alone as file bytes; the answers, latencies (s) and any failures."""
     answers, lat, failures = [], [], []

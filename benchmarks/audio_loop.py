@@ -528,13 +528,8 @@ def loop(work: Path, truth: dict, seed: int, by: str, encoder: str | None, cold:
                 st.stop()
                 res["output_studio"] = "".join(st.lines)
     finally:
-        rc = srv.stop()
-        res["output_serve"] = "".join(srv.lines)
-        if rc not in (0, -2, 130):
-            res["problems"].append(f"serve exited {rc}: " + "".join(srv.lines[-20:]))
-    lat_ms = np.array(lat_all) * 1000
-    res["latency_ms"] = {"requests": len(lat_ms), "p50": float(np.percentile(lat_ms, 50)),
-                         "p95": float(np.percentile(lat_ms, 95)), "max": float(lat_ms.max())}
+        _loop.stop_service(srv, res)
+    res["latency_ms"] = _loop.latency_summary(lat_all)
     # tags on the curated clusters
     try:
         wall, cpu, out = _loop.cli(["tags", "train", "--run", str(run_dir), "--out", str(work / f"tags-{tag}")])

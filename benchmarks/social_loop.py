@@ -54,9 +54,11 @@ from _loop import (  # noqa: E402  (what the loops share: building, processes, u
     edit,
     fresh_folders,
     kind_home,
+    latency_summary,
     majority,
     post_uploads,
     reposts,
+    stop_service,
     upload_reposts,
     write_truth,
 )
@@ -373,13 +375,8 @@ def loop(work: Path, truth: dict, seed: int, cold: bool = True) -> dict:
                 res["output_studio"] = "".join(st.lines)
             res["model"] = c.get("/v1/model").json()
     finally:
-        rc = srv.stop()
-        res["output_serve"] = "".join(srv.lines)
-        if rc not in (0, -2, 130):
-            res["problems"].append(f"serve exited {rc}: " + "".join(srv.lines[-20:]))
-    lat_ms = np.array(lat_all) * 1000
-    res["latency_ms"] = {"requests": len(lat_ms), "p50": float(np.percentile(lat_ms, 50)),
-                         "p95": float(np.percentile(lat_ms, 95)), "max": float(lat_ms.max())}
+        stop_service(srv, res)
+    res["latency_ms"] = latency_summary(lat_all)
     return res
 
 
