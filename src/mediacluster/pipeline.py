@@ -765,9 +765,10 @@ class Pipeline(ClusterMixin, BaseEstimator):
                 "novel": novel, "novelty": det["novelty"], "neighbors": det["neighbors"],
                 "weights": det["weights"], "path": path}
 
-    def _junk_vote(self, neighbors, weights, junk) -> tuple[np.ndarray, np.ndarray]:
+    def _junk_vote(self, neighbors, weights, junk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per item, the junk cluster that wins the flat vote of its neighbours at the level in
-        use (-1 where another cluster wins; ties: the nearest neighbour's) and its share.
+        use (-1 where another cluster wins; ties: the nearest neighbour's), its share, and the
+        heaviest neighbour in it (-1 where none won; its path is the item's, see :meth:`_junk_path`).
 
         A curated tree keeps junk clusters on a branch of their own at every coarse level, so
         the top-down path no longer adds a junk cluster's votes to its former siblings': an
@@ -831,7 +832,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         """"More like this": each new vector's ``k`` nearest fitted items, nearest first
         (:func:`mediacluster.similar.similar`, which documents the arguments and the answer)."""
         return find_similar(self, X, k=k, same_cluster=same_cluster, level=level, details=details,
-                       collection_root=collection_root)
+                            collection_root=collection_root)
 
     def level_index(self, level) -> int | None:
         """``level`` checked against the fitted tree (None: the level in use; None for a flat

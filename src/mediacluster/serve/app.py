@@ -352,7 +352,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         """The uploads the served model reads, for messages: "images" or "audio clips"."""
         return "audio clips" if _media_of(served) == "audio" else "images"
 
-    async def _images(request: Request, served: Served, similar: SimilarAsk | None = None) -> list[dict]:
+    async def _images(request: Request, served: Served, similar: SimilarAsk | None = None
+                      ) -> tuple[list[dict], list[bytes]]:
+        """The answers to a request's uploaded files, and the files' bytes."""
         batcher = served.slot.batcher if served.slot is not None else None
         if batcher is not None:  # its items come soon: a batch forming now may wait for them
             batcher.announce(1)
@@ -416,10 +418,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             more = f" (and {len(bad) - 1} more, see 'items')" if len(bad) > 1 else ""
             raise ApiError(status, first["kind"], f"{where}: {first['message']}{more}",
                            {"items": bad})
-        if inbox is not None:  # the rule only; hashing and writing are the writer thread's
-            inbox.offer(served.version, "similar" if similar is not None else "assign",
-                        _media_of(served), results, datas=datas)
-        return results
+        return results, datas
 
     @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=ASSIGN_BODY,
               summary="Assign images or audio clips (an audio model), or vectors, to the model's clusters",
@@ -432,8 +431,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     async def _answer(request: Request, served: Served, similar: SimilarAsk | None) -> list[dict]:
         """The items of an assign or similar request (files or vectors), answered by ``served``."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        datas = X = None
         if ctype == "multipart/form-data":
-            items = await _images(request, served, similar)
+            items, datas = await _images(request, served, similar)
             kind = _media_of(served)
         elif ctype in ("application/json", ""):
             body = await request.body()
@@ -441,12 +441,12 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             # request
             X, items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar)
             kind = "vector"
-            if inbox is not None:
-                inbox.offer(served.version, "similar" if similar is not None else "assign", "vector",
-                            items, vectors=X)
         else:
             raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send {_files_of(served)} as "
                            "multipart/form-data (field 'files') or vectors as application/json")
+        if inbox is not None:  # the rule only; hashing and writing are the writer thread's
+            inbox.offer(served.version, "similar" if similar is not None else "assign", kind, items,
+                        datas=datas, vectors=X)
         (items_total if similar is None else similar_total).labels(kind).inc(len(items))
         return items
 
