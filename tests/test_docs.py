@@ -160,3 +160,31 @@ def test_every_dotted_name_in_the_docs_exists():
                 break
     assert checked > 20, "the pattern finds no dotted names"
     assert wrong == []
+
+
+def test_cli_reference_page_is_what_the_parser_says():
+    """docs/CLI.md lists every option of every command (README names only the main ones): it is
+    generated from the parser, and this fails when an option was added, removed or re-worded
+    without re-generating it (``python docs/cli_reference.py``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cli_reference", ROOT / "docs" / "cli_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    page = (ROOT / "docs" / "CLI.md").read_text(encoding="utf-8")
+    assert page == mod.render(), "docs/CLI.md is stale: run python docs/cli_reference.py"
+    from mediacluster.cli import build_parser
+
+    absent = []
+
+    def walk(name, parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(f"{name} {sub_name}".strip(), sub)
+            for opt in action.option_strings:
+                if opt not in ("-h", "--help") and f"`{opt}`" not in page:
+                    absent.append(f"{name} {opt}")
+
+    walk("", build_parser())
+    assert absent == []
