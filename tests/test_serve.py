@@ -171,6 +171,19 @@ def test_model_clusters_health_docs(server, run_dir):
     assert "novelty" in spec["components"]["schemas"]["Assigned"]["properties"]
     assert "junk" in spec["components"]["schemas"]["Assigned"]["properties"]["status"]["description"]
     assert "audio" in body["multipart/form-data"]["schema"]["properties"]["files"]["description"]
+    # the description holds what the handler reads (a client or a fuzzer built from it sends
+    # that): 1..--max-files files, 1..--max-vectors vectors of the model's size, float32 numbers
+    files = body["multipart/form-data"]["schema"]["properties"]["files"]
+    assert (files["minItems"], files["maxItems"]) == (1, 6)
+    vectors = body["application/json"]["schema"]["properties"]["vectors"]
+    assert (vectors["minItems"], vectors["maxItems"]) == (1, 100)
+    assert (vectors["items"]["minItems"], vectors["items"]["maxItems"]) == (1280, 1280)
+    assert vectors["items"]["items"]["maximum"] == pytest.approx(3.4028235e38)
+    # /metrics is described as the text it is, and errors as the JSON they are
+    assert set(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+    errors = spec["paths"]["/v1/similar"]["post"]["responses"]
+    assert {"400", "401", "413", "415", "422", "503"} <= set(errors)
+    assert errors["422"]["content"]["application/json"]["schema"]["required"] == ["error"]
     # the OpenAPI page works offline: Swagger UI comes from the package, not a CDN
     page = c.get("/docs").text
     assert "swagger" in page.lower() and "cdn" not in page.lower()
@@ -181,6 +194,7 @@ def test_model_clusters_health_docs(server, run_dir):
     for path in ("/v1/model", "/v1/clusters", "/metrics"):
         r = bare.get(path)
         assert r.status_code == 401 and r.json()["error"]["kind"] == "unauthorized", path
+        assert r.headers["www-authenticate"] == "Bearer", path  # a 401 names its scheme (RFC 9110)
     assert bare.post("/v1/assign", json={"vectors": [[0.0] * 1280]}).status_code == 401
     for path in ("/healthz", "/readyz", "/docs", "/openapi.json", js):
         assert bare.get(path).status_code == 200, path
@@ -341,7 +355,8 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     assert b" 503 " in answer.split(b"\r\n", 1)[0] and b'"timeout"' in answer, answer[:300]
     assert time.monotonic() - t < 20
     assert c.get("/v1/nope").json()["error"]["kind"] == "not_found"
-    assert c.get("/v1/assign").status_code == 405
+    r = c.get("/v1/assign")  # a 405 says which methods the path takes (found by schemathesis)
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["kind"] == "method_not_allowed"
     assert server.alive()
 
 
