@@ -31,8 +31,8 @@ from .editlog import Event
 from .levels import find_level, level_views
 from .media import ItemMedia
 from .search import SearchService
-from .split import Previews, Splitter, whole_number
-from .state import CuratedState, EditConflict
+from .split import Previews, Splitter
+from .state import CuratedState, EditConflict, whole_number
 from .writer import WRITE_DELAY, StateWriter
 
 log = logging.getLogger(__name__)
