@@ -264,6 +264,7 @@ class NeighbourPredictor(BaseEstimator):
                              f"(X has {X.shape[1]} features, but Pipeline is expecting {self.n_features_in_} "
                              "features as input: was it fitted with another encoder?)")
         check_finite(X)
+        X_in = X
         if self.ref_normalize_:
             if zero_vectors == "refuse":
                 zero = ~X.any(axis=1)
@@ -272,8 +273,16 @@ class NeighbourPredictor(BaseEstimator):
                                      "such vectors): this model compares directions (cosine) and a zero "
                                      "vector has none")
             X = l2_normalize(X)
-        if self.ref_components_ is not None:
-            X = (X - self.ref_mean_) @ self.ref_components_.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.ref_components_ is not None:
+                X = (X - self.ref_mean_) @ self.ref_components_.T
+            # faiss compares squared distances in float32: finite values whose squares overflow
+            # (above ~1e19) gave every such vector the same arbitrary answer
+            bad = np.flatnonzero(~np.isfinite(np.linalg.norm(X, axis=1)))
+        if len(bad):
+            big = float(np.abs(np.asarray(X_in[bad[0]], dtype=np.float64)).max())
+            raise InputError(f"vector {int(bad[0])} has values too large to place (up to {big:.3g}; "
+                             f"{len(bad)} such vectors): their squares overflow float32 in the model's space")
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def kneighbors(self, X, n_neighbors: int | None = None, zero_vectors: str = "refuse", among=None):

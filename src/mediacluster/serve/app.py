@@ -43,7 +43,8 @@ TOO_LARGE = {"file_too_large", "image_too_large"}
 MAX_FILENAME = 200
 #: the most neighbours one item of ``/v1/similar`` may ask for
 MAX_SIMILAR = 100
-F32_MAX = float(np.finfo(np.float32).max)
+#: numbers below this (in magnitude) stay finite as float32; from it on they round to infinity
+F32_LIMIT = 2.0 ** 128 - 2.0 ** 103
 
 
 @dataclass
@@ -176,7 +177,7 @@ def assign_body(dim: int, max_files: int, max_vectors: int) -> dict:
                 "type": "array", "minItems": 1, "maxItems": max_vectors,
                 "items": {"type": "array", "minItems": dim, "maxItems": dim, "items": {
                     # read as float32: a number past its range is infinity, refused as not finite
-                    "type": "number", "minimum": -F32_MAX, "maximum": F32_MAX}},
+                    "type": "number", "exclusiveMinimum": -F32_LIMIT, "exclusiveMaximum": F32_LIMIT}},
                 "description": f"vectors from the model's encoder: 1..{max_vectors} per request, "
                                f"each {dim} finite numbers"}}}},
     }}}

@@ -29,6 +29,8 @@ from ..web import ApiError, create_app
 from ..web.app import error_docs, is_loopback
 from .exports import KINDS as EXPORT_KINDS
 from .media import THUMB_SIZES
+from .search import MAX_QUERY
+from .session import ORDERS
 from .state import EDITS, MAX_NAME, MAX_TAG, EditConflict
 
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
@@ -226,7 +228,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         return call(studio.cluster, cid)
 
     @app.get("/api/clusters/{cid}/items")
-    def cluster_items(cid: int, offset: int = 0, limit: int = 60, order: str = "typical"):
+    def cluster_items(cid: int, offset: int = 0, limit: int = 60,
+                      order: str = Query("typical", json_schema_extra={"enum": list(ORDERS)})):
         return call(studio.members, cid, offset, limit, order)
 
     @app.get("/api/clusters/{cid}/all")
@@ -272,7 +275,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
 
     # -- search --------------------------------------------------------------------------------
     @app.get("/api/search/words")
-    def search_words(q: str, cluster: int | None = None, limit: int = 200):
+    def search_words(q: str = Query(json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY}),
+                     cluster: int | None = None, limit: int = 200):
         return call(studio.search_words, q, cluster, limit)
 
     @app.get("/api/search/similar")

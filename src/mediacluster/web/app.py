@@ -122,12 +122,12 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException):
-        kind = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
+        kind = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
                 413: "too_large"}.get(e.status_code, "http_error")
         message = str(e.detail)
         if e.status_code == 400 and message == "There was an error parsing the body":
             # FastAPI's words for a JSON body that is not UTF-8 (or a form it cannot split)
-            kind, message = "invalid_request", "the request body cannot be read: not UTF-8 JSON, or a broken form"
+            message = "the request body cannot be read: not UTF-8 JSON, or a broken form"
         count(kind)
         # the exception's headers too: a 405 says which methods the path takes (Allow, RFC 9110)
         return error_response(e.status_code, kind, message, headers=e.headers)
