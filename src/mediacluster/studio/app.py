@@ -314,13 +314,15 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         if "cluster" not in body:
             raise ApiError(400, "invalid_request", "split preview needs 'cluster'")
         k = body.get("k")
+        reducer = body.get("reducer")  # {} or [] was "auto" too: only a missing one is
         return call(studio.split_preview, body["cluster"], None if k in (None, "", "auto") else k,
-                    body.get("reducer") or "auto")
+                    "auto" if reducer is None else reducer)
 
     # -- results -------------------------------------------------------------------------------
     @app.post("/api/export", openapi_extra=_body(EXPORT_BODY))
     def export(body: dict, request: Request):
-        return call(studio.export, str(body.get("kind")), str(body.get("mode") or "symlink"),
+        mode = body.get("mode")  # {} or "" was "symlink" too: only a missing one is
+        return call(studio.export, str(body.get("kind")), "symlink" if mode is None else mode,
                     client_of(request))
 
     @app.get("/api/download/{name}", response_class=Response,

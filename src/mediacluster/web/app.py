@@ -67,6 +67,18 @@ def _kind(e: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_").removesuffix("_error") or "error"
 
 
+def _methods(request: Request) -> list[str]:
+    """The methods the app's routes take at the request's path (a route whose path matches
+    answers Match.PARTIAL for another method)."""
+    from starlette.routing import Match
+
+    methods = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def _bug_message(e: Exception) -> str:
     return f"internal error ({type(e).__name__}); the server log has the traceback"
 
@@ -129,8 +141,13 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
             # FastAPI's words for a JSON body that is not UTF-8 (or a form it cannot split)
             message = "the request body cannot be read: not UTF-8 JSON, or a broken form"
         count(kind)
-        # the exception's headers too: a 405 says which methods the path takes (Allow, RFC 9110)
-        return error_response(e.status_code, kind, message, headers=e.headers)
+        # the exception's headers too: a 405 says which methods the path takes (Allow, RFC 9110),
+        # all of them: Starlette's names those of the first route of the path only (GET
+        # /api/edits said "Allow: GET" of a path that takes POST too)
+        headers = e.headers
+        if e.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(_methods(request))}
+        return error_response(e.status_code, kind, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception):
