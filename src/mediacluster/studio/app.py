@@ -91,11 +91,12 @@ SPLIT_BODY = {"type": "object", "required": ["cluster"], "properties": {
     "cluster": _CLUSTER,
     "k": {"anyOf": [{"type": "integer", "minimum": 2, "maximum": 100}, {"type": "string", "enum": ["auto"]},
                     {"type": "null"}], "description": "parts (default: chosen by the studio)"},
-    "reducer": {"type": "string", "enum": ["auto", "tree", "model", "pca", "umap"],
-                "description": "where to re-cluster (default auto)"}}}
+    "reducer": {"type": ["string", "null"], "enum": ["auto", "tree", "model", "pca", "umap", None],
+                "description": "where to re-cluster (default, or null: auto)"}}}
 EXPORT_BODY = {"type": "object", "required": ["kind"], "properties": {
     "kind": {"type": "string", "enum": list(EXPORT_KINDS)},
-    "mode": {"type": "string", "enum": ["symlink", "copy"], "description": "folders: link or copy the files"}}}
+    "mode": {"type": ["string", "null"], "enum": ["symlink", "copy", None],
+             "description": "folders: link or copy the files (default, or null: symlink)"}}}
 
 
 def _body(schema: dict) -> dict:
