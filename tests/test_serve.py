@@ -712,3 +712,26 @@ def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tm
         assert ok == 24  # summed over both workers, whichever answered /metrics
     finally:
         s.stop()
+
+
+def test_the_described_vector_size_follows_a_model_switch(cifar3_embeddings, tmp_path):
+    """/openapi.json says the served model's vector size (a client or a fuzzer built from it
+    sends what the handler reads); a newer version of another size is described after the
+    switch, not the size the server started with."""
+    X = cifar3_embeddings.vectors
+    store = tmp_path / "models"
+    fast_pipeline().fit(X).publish(store, metadata={"encoder": None}, source="test")
+    s = Server(str(store), "--poll", "0.2", log=tmp_path / "server.log")
+    try:
+        def size() -> int:
+            body = s.client.get("/openapi.json").json()["paths"]["/v1/assign"]["post"]["requestBody"]
+            return body["content"]["application/json"]["schema"]["properties"]["vectors"]["items"]["minItems"]
+
+        assert size() == 1280
+        fast_pipeline().fit(X[:, :16]).publish(store, metadata={"encoder": None}, source="test")
+        wait_for_version(s, "v0002")
+        assert size() == 16
+        r = s.client.post("/v1/assign", json={"vectors": X[:2, :16].tolist()})
+        assert r.status_code == 200 and len(r.json()["items"]) == 2, r.text
+    finally:
+        s.stop()
