@@ -338,8 +338,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     def on_switch(old: Served, new: Served) -> None:
         show(new, old)
         if old is None or new.dim != old.dim:  # described anew on the next /openapi.json
-            body.clear()
-            body.update(assign_body(new.dim, opt.max_files, opt.max_vectors))
+            body.update(assign_body(new.dim, opt.max_files, opt.max_vectors))  # one key: replaced at once
             app.openapi_schema = None
 
     holder.set_batch_hook(on_batch)
