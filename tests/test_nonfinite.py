@@ -66,3 +66,36 @@ def test_files_name_the_file_and_the_row(tmp_path, X):
     (tmp_path / "v.csv").write_text("id,a,b\nx,1,2\ny,,3\nz,4,5\n")
     with pytest.raises(InputError, match=r"v\.csv: row 1 has missing values, NaN or infinity$"):
         collect(tmp_path / "v.csv")
+
+
+def test_finite_vectors_past_float32_squares_are_placed_or_refused_by_name(rng):
+    """Finite float32 values whose squares overflow (above ~1e19) made ``l2_normalize`` give an
+    all-zero row, and a projection overflow to NaN: every such vector got the same arbitrary
+    cluster with HTTP 200 (found by fuzzing the service's vectors, tests/test_fuzz.py). Now a
+    cosine model places a scaled vector as the vector itself, and a vector that still
+    overflows in the model's space is refused naming it."""
+    from mediacluster.data import l2_normalize
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.predictor import NeighbourPredictor
+
+    X = np.zeros((5, 64), np.float32)
+    X[0, 0], X[1], X[3], X[4, 3] = 3e38, 3e38, 1e-45, 2.0
+    X[2, :32], X[2, 32:] = -3e38, 3e38
+    N = l2_normalize(X)
+    assert N.dtype == np.float32 and np.allclose(np.linalg.norm(N.astype(np.float64), axis=1), 1, atol=1e-6)
+    assert N[0, 0] == 1 and N[4, 3] == 1 and (l2_normalize(np.zeros((2, 3))) == 0).all()
+    V = rng.normal(size=(120, 64)).astype(np.float32) + np.repeat(np.eye(3, 64, dtype=np.float32) * 6, 40, axis=0)
+    lab = np.repeat(np.arange(3), 40)
+    ones = np.ones(len(V))
+    cos = NeighbourPredictor(metric="cosine", reference_dims=16).fit(
+        V, labels=lab, probabilities=ones, cluster=lab, confidence=ones, embedding=V[:, :2])
+    for scale in (np.float32(1e30), np.float32(1e-40)):
+        same = cos.predict_details(V[:9]), cos.predict_details(V[:9] * scale)
+        assert same[0]["labels"].tolist() == same[1]["labels"].tolist() == lab[:9].tolist()
+        assert np.allclose(same[0]["novelty"], same[1]["novelty"])
+    flat = Pipeline(reducer="pca", outliers=None, clusterer="kmeans", random_state=0).set_params(
+        reducer__n_components=4, clusterer__n_clusters=3).fit(V)
+    big = V[:3].copy()
+    big[1] = 3e38
+    with pytest.raises(InputError, match=r"^vector 1 has values too large to place \(up to 3e\+38"):
+        flat.predict_details(big)

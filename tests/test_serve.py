@@ -171,6 +171,22 @@ def test_model_clusters_health_docs(server, run_dir):
     assert "novelty" in spec["components"]["schemas"]["Assigned"]["properties"]
     assert "junk" in spec["components"]["schemas"]["Assigned"]["properties"]["status"]["description"]
     assert "audio" in body["multipart/form-data"]["schema"]["properties"]["files"]["description"]
+    # the description holds what the handler reads (a client or a fuzzer built from it sends
+    # that): 1..--max-files files, 1..--max-vectors vectors of the model's size, float32 numbers
+    files = body["multipart/form-data"]["schema"]["properties"]["files"]
+    assert (files["minItems"], files["maxItems"]) == (1, 6)
+    vectors = body["application/json"]["schema"]["properties"]["vectors"]
+    assert (vectors["minItems"], vectors["maxItems"]) == (1, 100)
+    assert (vectors["items"]["minItems"], vectors["items"]["maxItems"]) == (1280, 1280)
+    limit = vectors["items"]["items"]["exclusiveMaximum"]
+    assert np.isfinite(np.float32(np.nextafter(limit, 0))) and limit == -vectors["items"]["items"]["exclusiveMinimum"]
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float32(limit))
+    # /metrics is described as the text it is, and errors as the JSON they are
+    assert set(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+    errors = spec["paths"]["/v1/similar"]["post"]["responses"]
+    assert {"400", "401", "413", "415", "422", "503"} <= set(errors)
+    assert errors["422"]["content"]["application/json"]["schema"]["required"] == ["error"]
     # the OpenAPI page works offline: Swagger UI comes from the package, not a CDN
     page = c.get("/docs").text
     assert "swagger" in page.lower() and "cdn" not in page.lower()
@@ -181,6 +197,7 @@ def test_model_clusters_health_docs(server, run_dir):
     for path in ("/v1/model", "/v1/clusters", "/metrics"):
         r = bare.get(path)
         assert r.status_code == 401 and r.json()["error"]["kind"] == "unauthorized", path
+        assert r.headers["www-authenticate"] == "Bearer", path  # a 401 names its scheme (RFC 9110)
     assert bare.post("/v1/assign", json={"vectors": [[0.0] * 1280]}).status_code == 401
     for path in ("/healthz", "/readyz", "/docs", "/openapi.json", js):
         assert bare.get(path).status_code == 200, path
@@ -314,6 +331,10 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     assert err["message"] == "vectors[1] contains NaN or infinity (rows [1, 2]: 2 of 3)", err
     refused(400, "not_finite", content=b'{"vectors": [[1e999' + b", 0.0" * 1279 + b"]]}",
             headers={"content-type": "application/json"})
+    # finite numbers whose squares overflow float32: every such vector got one arbitrary cluster
+    # with 200 (found by fuzzing, tests/test_fuzz.py); refused naming the vector
+    err = refused(400, "input", json={"vectors": [vec, [3e38] + vec[1:]]})
+    assert err["message"].startswith("vector 1 has values too large to place"), err
     refused(400, "empty_batch", json={"vectors": []})
     refused(400, "empty_batch", content=b"", headers={"content-type": "application/json"})
     refused(413, "batch_too_large", json={"vectors": [vec] * 101})
@@ -341,7 +362,8 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     assert b" 503 " in answer.split(b"\r\n", 1)[0] and b'"timeout"' in answer, answer[:300]
     assert time.monotonic() - t < 20
     assert c.get("/v1/nope").json()["error"]["kind"] == "not_found"
-    assert c.get("/v1/assign").status_code == 405
+    r = c.get("/v1/assign")  # a 405 says which methods the path takes (found by schemathesis)
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["kind"] == "method_not_allowed"
     assert server.alive()
 
 
@@ -688,5 +710,28 @@ def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tm
         ok = sum(x.value for x in fams["mediacluster_http_requests"].samples
                  if x.labels.get("route") == "/v1/assign" and x.name.endswith("_total"))
         assert ok == 24  # summed over both workers, whichever answered /metrics
+    finally:
+        s.stop()
+
+
+def test_the_described_vector_size_follows_a_model_switch(cifar3_embeddings, tmp_path):
+    """/openapi.json says the served model's vector size (a client or a fuzzer built from it
+    sends what the handler reads); a newer version of another size is described after the
+    switch, not the size the server started with."""
+    X = cifar3_embeddings.vectors
+    store = tmp_path / "models"
+    fast_pipeline().fit(X).publish(store, metadata={"encoder": None}, source="test")
+    s = Server(str(store), "--poll", "0.2", log=tmp_path / "server.log")
+    try:
+        def size() -> int:
+            body = s.client.get("/openapi.json").json()["paths"]["/v1/assign"]["post"]["requestBody"]
+            return body["content"]["application/json"]["schema"]["properties"]["vectors"]["items"]["minItems"]
+
+        assert size() == 1280
+        fast_pipeline().fit(X[:, :16]).publish(store, metadata={"encoder": None}, source="test")
+        wait_for_version(s, "v0002")
+        assert size() == 16
+        r = s.client.post("/v1/assign", json={"vectors": X[:2, :16].tolist()})
+        assert r.status_code == 200 and len(r.json()["items"]) == 2, r.text
     finally:
         s.stop()

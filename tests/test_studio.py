@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import Server, client, copy_run, make_run, post, wait_written
+from studio_helpers import WRITE, Server, client, copy_run, make_run, post, wait_written
 
 
 @pytest.fixture(scope="module")
@@ -663,6 +663,79 @@ def test_malformed_requests_get_4xx_and_the_connection_serves_on(server):
                 assert r.json()["error"]["kind"] == "input" and names in r.json()["error"]["message"]
             assert c.get("/api/version").status_code == 200  # same connection, still served
         assert post(c, "/api/split/preview", {"cluster": cid, "k": 2.0}).status_code == 200
+
+
+def test_edits_of_the_wrong_shape_get_400_naming_the_field(server):
+    """Edits whose values have the wrong type or size (found by fuzzing the described API,
+    tests/test_fuzz.py): a cluster id of Infinity or 1e400 (Python's JSON reads both as inf),
+    a number where a list belongs, "no" for a junk flag, a fraction or text for an item, and a
+    split part number of 10**12 (np.bincount's array of 8 TB) were 500s or silently
+    something else; each is a 400 naming the field, nothing is recorded, and the connection
+    serves on."""
+    with client(server) as c:
+        cid = min(clusters_of(c))
+        members = c.get(f"/api/clusters/{cid}/all").json()["items"]
+        seq = c.get("/api/version").json()["seq"]
+        raw = [(b'{"kind": "rename", "cluster": Infinity, "name": "x"}', "cluster"),
+               (b'{"kind": "rename", "cluster": 1e400, "name": "x"}', "cluster"),
+               (b'{"kind": "merge", "clusters": [-Infinity, %d]}' % cid, "cluster"),
+               (b'{"kind": "move", "items": [0], "to": Infinity}', "to")]
+        bodies = [({"kind": "rename", "cluster": 0.5, "name": "x"}, "cluster"),
+                  ({"kind": "tag", "clusters": [cid], "add": 5}, "add"),
+                  ({"kind": "tag", "clusters": cid, "add": ["x"]}, "clusters"),
+                  ({"kind": "tag", "items": 3, "add": ["x"]}, "items"),
+                  ({"kind": "tag", "clusters": [cid], "remove": "x"}, "remove"),
+                  ({"kind": "junk", "clusters": 5}, "clusters"),
+                  ({"kind": "junk", "clusters": [cid], "value": "no"}, "value"),
+                  ({"kind": "move", "items": [1.5], "to": cid}, "items"),
+                  ({"kind": "move", "items": ["1"], "to": cid}, "items"),
+                  ({"kind": "move", "items": [True], "to": cid}, "items"),
+                  ({"kind": "split", "cluster": cid, "items": members, "parts": [0] * (len(members) - 1) + [10 ** 12]},
+                   "parts"),
+                  ({"kind": "split", "cluster": cid, "items": members, "parts": "x"}, "parts"),
+                  ({"kind": "split", "cluster": cid, "items": members,
+                    "parts": [0] * (len(members) - 1) + [1], "names": 5}, "names")]
+        answers = [(c.post("/api/edits", content=body, headers={**WRITE, "Content-Type": "application/json"}), name)
+                   for body, name in raw]
+        answers += [(post(c, "/api/edits", body), name) for body, name in bodies]
+        for r, name in answers:
+            assert r.status_code == 400, (name, r.status_code, r.text)
+            err = r.json()["error"]
+            assert err["kind"] == "input" and name in err["message"], err
+            assert c.get("/api/version").status_code == 200  # same connection, still served
+        assert c.get("/api/version").json()["seq"] == seq  # nothing was recorded
+        # a body that is not UTF-8 JSON: FastAPI's "There was an error parsing the body" said
+        # neither what nor why
+        r = c.post("/api/edits", content=b"\xcdA", headers={**WRITE, "Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["kind"] == "invalid_request", r.text
+        assert "UTF-8" in r.json()["error"]["message"]
+        # a form Starlette cannot split: a 400 of kind invalid_request, not "http_error"
+        for ctype, body in (("multipart/form-data", b"abc"),
+                            ("multipart/form-data; boundary=x", b"--x\r\nbroken\r\n\r\nab\r\n--x--\r\n")):
+            r = c.post("/api/search/image", content=body, headers={**WRITE, "Content-Type": ctype})
+            assert r.status_code == 400 and r.json()["error"]["kind"] == "invalid_request", r.text
+            assert "multipart" in r.json()["error"]["message"], r.text
+        # the description says what each body holds, so clients (and fuzzers) reach the handlers
+        spec = c.get("/openapi.json").json()
+        edit = spec["paths"]["/api/edits"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert {e["properties"]["kind"]["enum"][0] for e in edit["anyOf"]} == {
+            "rename", "merge", "move", "split", "tag", "junk"}
+        for path in ("/api/split/preview", "/api/export"):
+            body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            assert body["required"] and body["properties"], path
+        assert {"400", "403", "404", "409", "413", "422"} <= set(spec["paths"]["/api/edits"]["post"]["responses"])
+        assert "image/jpeg" in spec["paths"]["/api/items/{i}/thumb"]["get"]["responses"]["200"]["content"]
+        params = {p["name"]: p["schema"] for p in spec["paths"]["/api/clusters/{cid}/items"]["get"]["parameters"]}
+        assert params["order"]["enum"] == ["typical", "borderline", "map", "file"]
+        # a 405 names every method of the path: Starlette's named the first route's only
+        r = c.request("TRACE", "/api/edits", headers=WRITE)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, POST", r.headers
+        # an empty object or text where a word belongs was the default, not a mistake
+        for path, body, name in (("/api/export", {"kind": "csv", "mode": {}}, "mode"),
+                                 ("/api/export", {"kind": "csv", "mode": ""}, "mode"),
+                                 ("/api/split/preview", {"cluster": cid, "k": 2, "reducer": {}}, "reducer")):
+            r = post(c, path, body)
+            assert r.status_code == 400 and name in r.json()["error"]["message"], (body, r.text)
 
 
 @pytest.mark.slow

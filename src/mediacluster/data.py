@@ -89,9 +89,22 @@ def check_finite(X, source=None, row: str = "vector {}", numbers=None,
 
 
 def l2_normalize(X, eps: float = 1e-12) -> np.ndarray:
-    """Rows (or one vector) scaled to unit length (float32; zero rows stay zero)."""
+    """Rows (or one vector) scaled to unit length (float32; zero rows stay zero).
+
+    A norm float32 cannot hold (values above ~1e19, whose squares overflow: the row became all
+    zeros; or below ~1e-19 but not zero, whose squares underflow: not unit length) is taken in
+    float64 for those rows only."""
     X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), eps)
+    with np.errstate(over="ignore", under="ignore"):
+        norm = np.linalg.norm(X, axis=-1, keepdims=True)
+    odd = ~np.isfinite(norm) | ((norm < 1e-18) & (np.abs(X) > 0).any(axis=-1, keepdims=True))
+    if odd.any():
+        rows = odd[..., 0]
+        norm = norm.astype(np.float64)
+        norm[rows] = np.linalg.norm(X[rows].astype(np.float64), axis=-1, keepdims=True)
+        norm[rows] = np.where(norm[rows] > 0, norm[rows], eps)  # tiny rows too: to unit length
+        return (X / np.maximum(norm, np.where(odd, 0.0, eps))).astype(np.float32)
+    return X / np.maximum(norm, eps)
 
 
 def nearest_to_centre(X, idx: np.ndarray, k: int) -> np.ndarray:

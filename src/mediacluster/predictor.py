@@ -126,7 +126,7 @@ class NeighbourPredictor(BaseEstimator):
             distinct = np.asarray(distinct)
             self.ref_index_ = distinct[reference_sample(cluster[distinct], self.reference_size,
                                                         self.random_state)]
-        self.ref_vectors_ = self.transform(X[self.ref_index_])
+        self.ref_vectors_ = self.transform(X[self.ref_index_], rows=self.ref_index_)
         self._build_index()
         if len(self.ref_index_) < 2:  # one distinct training vector: no distances to learn from
             self._set_calibration(None)
@@ -244,13 +244,13 @@ class NeighbourPredictor(BaseEstimator):
         return self
 
     # -- the space and the search ------------------------------------------------------------
-    def transform(self, X, zero_vectors: str = "place") -> np.ndarray:
+    def transform(self, X, zero_vectors: str = "place", rows=None) -> np.ndarray:
         """``X`` checked and mapped into the predictor's space. ``zero_vectors="refuse"`` (new
         items to place): under the cosine metric an all-zero vector has no direction and every
         fitted item is equally far from it (its "cluster" would be the vote of arbitrary
         neighbours), so it is refused, naming it, as NaN is; ``"place"``: the rows of a
         collection (the fit's own, or those assigned after a sample fit, which a full fit would
-        have clustered too)."""
+        have clustered too). ``rows``: the numbers errors name ``X``'s rows by (default 0..)."""
         if zero_vectors not in ("refuse", "place"):
             raise ParameterError(f"zero_vectors must be 'refuse' or 'place', not {zero_vectors!r}", "zero_vectors")
         X = as_vectors(X)
@@ -264,6 +264,7 @@ class NeighbourPredictor(BaseEstimator):
                              f"(X has {X.shape[1]} features, but Pipeline is expecting {self.n_features_in_} "
                              "features as input: was it fitted with another encoder?)")
         check_finite(X)
+        X_in = X
         if self.ref_normalize_:
             if zero_vectors == "refuse":
                 zero = ~X.any(axis=1)
@@ -272,8 +273,16 @@ class NeighbourPredictor(BaseEstimator):
                                      "such vectors): this model compares directions (cosine) and a zero "
                                      "vector has none")
             X = l2_normalize(X)
-        if self.ref_components_ is not None:
-            X = (X - self.ref_mean_) @ self.ref_components_.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.ref_components_ is not None:
+                X = (X - self.ref_mean_) @ self.ref_components_.T
+            # faiss compares squared distances in float32: finite values whose squares overflow
+            # (above ~1e19) gave every such vector the same arbitrary answer
+            bad = np.flatnonzero(~np.isfinite(np.linalg.norm(X, axis=1)))
+        if len(bad):
+            big = float(np.abs(np.asarray(X_in[bad[0]], dtype=np.float64)).max())
+            raise InputError(f"vector {int(bad[0] if rows is None else rows[bad[0]])} has values too large to place (up to {big:.3g}; "
+                             f"{len(bad)} such vectors): their squares overflow float32 in the model's space")
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def kneighbors(self, X, n_neighbors: int | None = None, zero_vectors: str = "refuse", among=None):

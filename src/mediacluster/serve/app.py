@@ -27,13 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from .._version import __version__
 from ..data import nonfinite_message, nonfinite_rows
 from ..ingest import SkipItem
 from ..web import ApiError, create_app
-from ..web.app import DOCS_STATIC
+from ..web.app import DOCS_STATIC, error_docs
 from ..web.metrics import HttpMetrics
 from .model import ModelHolder, Served, SimilarAsk
 
@@ -42,6 +43,8 @@ TOO_LARGE = {"file_too_large", "image_too_large"}
 MAX_FILENAME = 200
 #: the most neighbours one item of ``/v1/similar`` may ask for
 MAX_SIMILAR = 100
+#: numbers below this (in magnitude) stay finite as float32; from it on they round to infinity
+F32_LIMIT = 2.0 ** 128 - 2.0 ** 103
 
 
 @dataclass
@@ -156,21 +159,34 @@ class ClustersResponse(BaseModel):
                                         "`cluster` answers with)")
 
 
-ASSIGN_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["files"],
-                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                         "description": "image files, or audio clips for an audio model (repeat the field)"}}}},
-            "application/json": {"schema": {
-                "type": "object", "required": ["vectors"],
-                "properties": {"vectors": {"type": "array", "items": {"type": "array", "items": {
-                    "type": "number"}}, "description": "vectors from the model's encoder"}}}},
-        },
-    }
-}
+def assign_body(dim: int, max_files: int, max_vectors: int) -> dict:
+    """The OpenAPI request body of ``/v1/assign`` and ``/v1/similar`` (FastAPI cannot derive it:
+    the handlers read files or JSON themselves), with the limits and the served model's vector
+    size, so a client (or a fuzzer) built from the description sends what the handler reads."""
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"], "additionalProperties": False,
+            "properties": {"files": {
+                "type": "array", "minItems": 1, "maxItems": max_files,
+                "items": {"type": "string", "format": "binary"},
+                "description": f"image files, or audio clips for an audio model (repeat the field; "
+                               f"1..{max_files} per request)"}}}},
+        "application/json": {"schema": {
+            "type": "object", "required": ["vectors"], "additionalProperties": False,
+            "properties": {"vectors": {
+                "type": "array", "minItems": 1, "maxItems": max_vectors,
+                "items": {"type": "array", "minItems": dim, "maxItems": dim, "items": {
+                    # read as float32: a number past its range is infinity, refused as not finite
+                    "type": "number", "exclusiveMinimum": -F32_LIMIT, "exclusiveMaximum": F32_LIMIT}},
+                "description": f"vectors from the model's encoder: 1..{max_vectors} per request, "
+                               f"each {dim} finite numbers"}}}},
+    }}}
+
+
+#: what /v1/assign and /v1/similar answer besides 200 (the stack's own 400 / 413 / 401 / 503 too)
+ASSIGN_ERRORS = {400: "unusable input (the error names it)",
+                 413: "too large: body, a file, an image or a batch",
+                 415: "a content type other than multipart/form-data or application/json"}
 
 
 def _ref(served: Served) -> dict:
@@ -316,8 +332,17 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         ref = _ref(served)
         model_info.labels(ref["version"], ref["run_id"] or "").set(1)
 
+    # the request body's description, kept to the served model's vector size
+    body = assign_body(holder.current.dim, opt.max_files, opt.max_vectors)
+
+    def on_switch(old: Served, new: Served) -> None:
+        show(new, old)
+        if old is None or new.dim != old.dim:  # described anew on the next /openapi.json
+            body.update(assign_body(new.dim, opt.max_files, opt.max_vectors))  # one key: replaced at once
+            app.openapi_schema = None
+
     holder.set_batch_hook(on_batch)
-    holder.on_switch = lambda old, new: show(new, old)
+    holder.on_switch = on_switch
     holder.on_reload = lambda result: reloads.labels(result).inc()
     show(holder.current)
 
@@ -420,10 +445,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                            {"items": bad})
         return results, datas
 
-    @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=ASSIGN_BODY,
+    @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=body,
               summary="Assign images or audio clips (an audio model), or vectors, to the model's clusters",
-              responses={400: {"description": "unusable input (the error names it)"},
-                         413: {"description": "too large: body, a file, an image or a batch"}})
+              responses=error_docs(ASSIGN_ERRORS))
     async def assign(request: Request):
         served = holder.current  # this request answers with this version, whatever happens
         return {"model": _ref(served), "items": await _answer(request, served, None)}
@@ -450,12 +474,12 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         (items_total if similar is None else similar_total).labels(kind).inc(len(items))
         return items
 
-    @app.post("/v1/similar", response_model=SimilarResponse, openapi_extra=ASSIGN_BODY,
+    @app.post("/v1/similar", response_model=SimilarResponse, openapi_extra=body,
               summary="More like this: each image, clip or vector's cluster (as /v1/assign answers) and "
                       "the k most similar items of the model's collection",
-              responses={400: {"description": "unusable input or a level the model lacks (the error names it)"},
-                         413: {"description": "too large: body, a file, an image or a batch"},
-                         422: {"description": "a parameter out of range (the error names it)"}})
+              responses=error_docs({**ASSIGN_ERRORS, 400: "unusable input or a level the model lacks "
+                                    "(the error names it)",
+                                    422: "a parameter out of range (the error names it)"}))
     async def similar(request: Request,
                       k: int = Query(10, ge=1, le=MAX_SIMILAR, description=f"neighbours per item (1..{MAX_SIMILAR})"),
                       same_cluster: bool = Query(False, description="only items of the new item's own "
@@ -493,13 +517,14 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="A model is loaded and the encoder runs")
+    @app.get("/readyz", summary="A model is loaded and the encoder runs",
+             responses=error_docs({503: "the encoder workers are not running"}))
     async def readyz():
         if not holder.ready:
             raise ApiError(503, "not_ready", "the encoder workers are not running")
         return {"status": "ready", "version": holder.current.version}
 
-    @app.get("/metrics", summary="Prometheus metrics (text format)", include_in_schema=True)
+    @app.get("/metrics", summary="Prometheus metrics (text format)", response_class=PlainTextResponse)
     async def prom():
         return metrics.response()
 

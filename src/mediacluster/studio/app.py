@@ -20,21 +20,93 @@ import re
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from fastapi import File, Form, Request, UploadFile
+from fastapi import File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .._version import __version__
 from ..web import ApiError, create_app
-from ..web.app import is_loopback
-from .state import EditConflict
+from ..web.app import error_docs, is_loopback
+from .exports import KINDS as EXPORT_KINDS
+from .media import THUMB_SIZES
+from .search import MAX_QUERY
+from .session import ORDERS
+from .state import EDITS, MAX_NAME, MAX_TAG, EditConflict
 
 STATIC = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
 MAX_UPLOAD = 20 << 20
+DOWNLOADS = ("curated_assignments.csv", "curated_assignments.parquet")
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self'; script-src 'self'; "
        "style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _CLIENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+# -- the API's description (/openapi.json, /docs): the JSON bodies the handlers read themselves
+# (``body: dict``), so that a client, or a fuzzer built from the description, sends what they read
+_CLUSTER = {"type": "integer", "description": "a cluster id (GET /api/clusters)"}
+_ITEMS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
+          "description": "item numbers (0 .. n-1, GET /api/info)"}
+_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
+_TAGS = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": MAX_TAG},
+         "description": "at most 50 tags per edit, added and removed together"}
+
+
+def _edit(kind: str, required: list[str], props: dict, text: str) -> dict:
+    return {"type": "object", "title": kind, "description": text, "required": ["kind", *required],
+            "properties": {"kind": {"type": "string", "enum": [kind]}, **props}}
+
+
+EDIT_BODY = {"anyOf": [
+    _edit("rename", ["cluster", "name"], {"cluster": _CLUSTER, "name": _NAME}, "name a cluster"),
+    _edit("merge", ["clusters"], {"clusters": {"type": "array", "minItems": 2, "items": _CLUSTER},
+                                  "into": {**_CLUSTER, "description": "the cluster that keeps its id "
+                                           "and name (default the largest)"}},
+          "merge clusters into one"),
+    _edit("move", ["items", "to"], {
+        "items": _ITEMS, "name": {**_NAME, "description": "the new cluster's name (to: new)"},
+        "to": {"anyOf": [{**_CLUSTER, "description": "a cluster id, or -1: unassigned"},
+                         {"type": "string", "enum": ["new", "junk"]}]}},
+        "move items to a cluster, to unassigned (-1), to a new cluster or to junk"),
+    _edit("split", ["preview"], {
+        "preview": {"type": "string", "description": "a split preview's id (POST /api/split/preview)"},
+        "names": {"type": "array", "items": {"type": ["string", "null"], "maxLength": MAX_NAME},
+                  "description": "a name per part (null: the preview's)"}},
+        "split a cluster as a preview showed it"),
+    _edit("split", ["cluster", "items", "parts"], {
+        "cluster": _CLUSTER, "items": _ITEMS,
+        "parts": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
+                  "description": "the part of each of the cluster's members (all of them, in order)"},
+        "names": {"type": "array", "items": {"type": ["string", "null"], "maxLength": MAX_NAME}}},
+        "split a cluster into given parts"),
+    _edit("tag", [], {"clusters": {"type": "array", "items": _CLUSTER},
+                      "items": {**_ITEMS, "minItems": 0}, "add": _TAGS, "remove": _TAGS},
+          "add or remove tags of clusters and items"),
+    _edit("junk", ["clusters"], {"clusters": {"type": "array", "minItems": 1, "items": _CLUSTER},
+                                 "value": {"type": "boolean", "description": "junk or not (default true)"}},
+          "mark clusters as junk (or not)"),
+]}
+assert {e["properties"]["kind"]["enum"][0] for e in EDIT_BODY["anyOf"]} == set(EDITS)
+SPLIT_BODY = {"type": "object", "required": ["cluster"], "properties": {
+    "cluster": _CLUSTER,
+    "k": {"anyOf": [{"type": "integer", "minimum": 2, "maximum": 100}, {"type": "string", "enum": ["auto"]},
+                    {"type": "null"}], "description": "parts (default: chosen by the studio)"},
+    "reducer": {"type": ["string", "null"], "enum": ["auto", "tree", "model", "pca", "umap", None],
+                "description": "where to re-cluster (default, or null: auto)"}}}
+EXPORT_BODY = {"type": "object", "required": ["kind"], "properties": {
+    "kind": {"type": "string", "enum": list(EXPORT_KINDS)},
+    "mode": {"type": ["string", "null"], "enum": ["symlink", "copy", None],
+             "description": "folders: link or copy the files (default, or null: symlink)"}}}
+
+
+def _body(schema: dict) -> dict:
+    """``openapi_extra`` describing a JSON request body by ``schema``."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _binary(media: str, text: str) -> dict:
+    """``responses`` for a route answering ``media`` bytes, not JSON."""
+    return {200: {"description": text, "content": {media: {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 def _hostname(host: str) -> str:
@@ -58,7 +130,14 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         await run_in_threadpool(studio.close)  # write what is not written yet
 
     app = create_app("mediacluster studio", __version__, token=token, max_body_bytes=max_body_bytes,
-                     lifespan=lifespan)  # /docs: the API, from files shipped in the package
+                     lifespan=lifespan,  # /docs: the API, from files shipped in the package
+                     responses=error_docs({
+                         403: "a change without the X-Mediacluster header, or a host name other "
+                              "than loopback on a loopback studio",
+                         404: "no such cluster, item, file or download",
+                         409: "the edit no longer fits (another tab changed it first), or nothing "
+                              "to undo / redo",
+                         422: "a value of the wrong type (the error names it)"}))
     app.state.studio = studio
     loopback = is_loopback(host)
 
@@ -104,8 +183,10 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
             r.set_cookie("mediacluster_token", given, httponly=True, samesite="strict")
         return r
 
-    @app.get("/static/{name}")
-    def static(name: str):
+    @app.get("/static/{name}", response_class=Response,
+             responses={200: {"description": "the page's script or style sheet",
+                              "content": {"text/javascript": {}, "text/css": {}}}})
+    def static(name: str = Path(json_schema_extra={"enum": list(STATIC)})):
         if name not in STATIC:
             raise ApiError(404, "not_found", "no such file")
         return Response(_asset(name), media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
@@ -123,16 +204,19 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def version():
         return studio.version()
 
-    @app.get("/api/map")
+    @app.get("/api/map", response_class=Response,
+             responses=_binary("application/octet-stream", "x then y of every item, float32 little-endian"))
     def map_xy():
         return binary(studio.map_bytes(), {"X-Items": studio.n})
 
-    @app.get("/api/labels")
+    @app.get("/api/labels", response_class=Response,
+             responses=_binary("application/octet-stream", "every item's curated cluster, int32 little-endian"))
     def labels():
         seq, data = studio.labels_bytes()
         return binary(data, {"X-Seq": seq})
 
-    @app.get("/api/levels/{name}")
+    @app.get("/api/levels/{name}", response_class=Response,
+             responses=_binary("application/octet-stream", "every item's group at that level, int32 little-endian"))
     def level(name: str):
         return binary(studio.level_bytes(name))
 
@@ -145,7 +229,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         return call(studio.cluster, cid)
 
     @app.get("/api/clusters/{cid}/items")
-    def cluster_items(cid: int, offset: int = 0, limit: int = 60, order: str = "typical"):
+    def cluster_items(cid: int, offset: int = 0, limit: int = 60,
+                      order: str = Query("typical", json_schema_extra={"enum": list(ORDERS)})):
         return call(studio.members, cid, offset, limit, order)
 
     @app.get("/api/clusters/{cid}/all")
@@ -168,15 +253,20 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         data, kind = pair
         return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.get("/api/items/{i}/thumb")
-    def thumb(i: int, size: int = 160):
+    @app.get("/api/items/{i}/thumb", response_class=Response,
+             responses={200: {"description": "a JPEG thumbnail (an image) or a PNG spectrogram (a sound)",
+                              "content": {"image/jpeg": {}, "image/png": {}}}})
+    def thumb(i: int, size: int = Query(160, json_schema_extra={"enum": list(THUMB_SIZES)})):
         return media(call(studio.thumbnail, i, size))
 
-    @app.get("/api/items/{i}/preview")
+    @app.get("/api/items/{i}/preview", response_class=Response,
+             responses={200: {"description": "a larger JPEG (an image) or PNG spectrogram (a sound)",
+                              "content": {"image/jpeg": {}, "image/png": {}}}})
     def preview(i: int):
         return media(call(studio.preview, i))
 
-    @app.get("/api/items/{i}/audio")
+    @app.get("/api/items/{i}/audio", response_class=Response,
+             responses={200: {"description": "a short excerpt of a sound", "content": {"audio/*": {}}}})
     def audio(i: int):
         return media(call(studio.audio, i))
 
@@ -186,7 +276,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
 
     # -- search --------------------------------------------------------------------------------
     @app.get("/api/search/words")
-    def search_words(q: str, cluster: int | None = None, limit: int = 200):
+    def search_words(q: str = Query(json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY}),
+                     cluster: int | None = None, limit: int = 200):
         return call(studio.search_words, q, cluster, limit)
 
     @app.get("/api/search/similar")
@@ -202,7 +293,7 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         return await run_in_threadpool(call, studio.search_image, data, file.filename or "", cluster, limit)
 
     # -- editing -------------------------------------------------------------------------------
-    @app.post("/api/edits")
+    @app.post("/api/edits", openapi_extra=_body(EDIT_BODY))
     def edit(body: dict, request: Request):
         kind = body.get("kind")
         if not isinstance(kind, str):
@@ -219,25 +310,29 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def redo(request: Request):
         return call(studio.edit, "redo", {}, client_of(request))
 
-    @app.post("/api/split/preview")
+    @app.post("/api/split/preview", openapi_extra=_body(SPLIT_BODY))
     def split_preview(body: dict):
         if "cluster" not in body:
             raise ApiError(400, "invalid_request", "split preview needs 'cluster'")
         k = body.get("k")
+        reducer = body.get("reducer")  # {} or [] was "auto" too: only a missing one is
         return call(studio.split_preview, body["cluster"], None if k in (None, "", "auto") else k,
-                    body.get("reducer") or "auto")
+                    "auto" if reducer is None else reducer)
 
     # -- results -------------------------------------------------------------------------------
-    @app.post("/api/export")
+    @app.post("/api/export", openapi_extra=_body(EXPORT_BODY))
     def export(body: dict, request: Request):
-        return call(studio.export, str(body.get("kind")), str(body.get("mode") or "symlink"),
+        mode = body.get("mode")  # {} or "" was "symlink" too: only a missing one is
+        return call(studio.export, str(body.get("kind")), "symlink" if mode is None else mode,
                     client_of(request))
 
-    @app.get("/api/download/{name}")
-    def download(name: str):
+    @app.get("/api/download/{name}", response_class=Response,
+             responses={200: {"description": "the curated table", "content": {
+                 "text/csv": {}, "application/vnd.apache.parquet": {}}}})
+    def download(name: str = Path(json_schema_extra={"enum": list(DOWNLOADS)})):
         import io
 
-        if name not in ("curated_assignments.csv", "curated_assignments.parquet"):
+        if name not in DOWNLOADS:
             raise ApiError(404, "not_found", "downloads: curated_assignments.csv, curated_assignments.parquet")
         _, df, _ = studio.curated_table()
         buf = io.BytesIO()

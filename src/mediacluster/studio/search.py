@@ -37,6 +37,7 @@ PCA_DIMS = 256
 CHUNK = 16384
 #: the most items one search answers
 MAX_RESULTS = 1000
+MAX_QUERY = 200  # characters of a search by words
 
 
 def _chunks(n: int, size: int = CHUNK):
@@ -254,8 +255,8 @@ class SearchService:
 
     def search_words(self, q: str, cluster=None, limit: int = 200) -> dict:
         t = time.perf_counter()
-        if not isinstance(q, str) or len(q) > 200:
-            raise InputError("the search must be text of at most 200 characters")
+        if not isinstance(q, str) or len(q) > MAX_QUERY:
+            raise InputError(f"the search must be text of at most {MAX_QUERY} characters")
         if self.clip:
             searcher, method = self._text_search(), "clip-text"
         elif self.imagenet is not None:

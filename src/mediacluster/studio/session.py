@@ -31,13 +31,14 @@ from .editlog import Event
 from .levels import find_level, level_views
 from .media import ItemMedia
 from .search import SearchService
-from .split import Previews, Splitter, whole_number
-from .state import CuratedState, EditConflict
+from .split import Previews, Splitter
+from .state import CuratedState, EditConflict, whole_number
 from .writer import WRITE_DELAY, StateWriter
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
+ORDERS = ("typical", "borderline", "map", "file")  # of a cluster's members (members)
 #: A run of at least this many items that has no 2-D map yet opens at once on a PCA map, and its
 #: UMAP map is laid out in the background and replaces it (the page picks it up when it polls):
 #: laying it out before listening kept a user waiting 9.2 s at 10,000 items and 40.7 s at 50,000
@@ -321,7 +322,7 @@ class Studio:
         elif order == "file":
             idx = np.array(sorted(idx.tolist(), key=lambda i: self._display[i]), dtype=np.int64)
         else:
-            raise InputError(f"order must be typical, borderline, map or file, not {order!r}")
+            raise InputError(f"order must be {', '.join(ORDERS[:-1])} or {ORDERS[-1]}, not {order!r}")
         page = idx[int(max(0, offset)): int(max(0, offset)) + limit]
         return {"cluster": int(cid), "seq": seq, "total": int(len(idx)), "offset": int(offset),
                 "items": [self._item_brief(int(i)) for i in page]}

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..data import l2_normalize, nearest_to_centre
 from ..errors import InputError
-from .state import EditConflict
+from .state import EditConflict, whole_number
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +38,6 @@ log = logging.getLogger(__name__)
 SPLIT_K_MAX = 12
 #: split previews kept for the edit that applies one
 MAX_PREVIEWS = 20
-
-
-def whole_number(v, what: str) -> int:
-    """``v`` as an int (a JSON request's number), or an InputError naming ``what``."""
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
-        raise InputError(f"{what} must be a whole number, got {v!r}")
-    try:
-        f = float(v)
-        if f != int(f):
-            raise ValueError
-        return int(f)
-    except (ValueError, OverflowError):
-        raise InputError(f"{what} must be a whole number, got {v!r}") from None
 
 
 def min_part(m: int) -> int:

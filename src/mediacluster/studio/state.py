@@ -62,6 +62,48 @@ class Cluster:
                 "tags": list(self.tags), "junk": self.junk, "parent": self.parent}
 
 
+def whole_number(v, what: str) -> int:
+    """``v`` as an int (a JSON request's number, also written 2.0 or "2"), or an InputError
+    naming ``what`` (a fraction, infinity, a bool, a list: never a 500)."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise InputError(f"{what} must be a whole number, got {v!r}")
+    try:
+        f = float(v)
+        if f != int(f):
+            raise ValueError
+        return int(f)
+    except (ValueError, OverflowError):
+        raise InputError(f"{what} must be a whole number, got {v!r}") from None
+
+
+def listed(v, what: str) -> list:
+    """``v`` when it is a JSON list, ``[]`` when missing (None), else an InputError naming
+    ``what`` (a number or a text where a list belongs was a 500, iterated or not)."""
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise InputError(f"{what} must be a list, got {type(v).__name__}")
+    return v
+
+
+def whole_numbers(v, what: str) -> np.ndarray:
+    """A JSON list of whole numbers as a flat int64 array, or an InputError naming ``what``
+    (numpy alone read "5" and true as numbers and cut 1.5 to 1)."""
+    v = listed(v, what)
+    if any(isinstance(x, bool | str) for x in v):
+        raise InputError(f"{what} must be whole numbers")
+    try:
+        given = np.asarray(v)
+        arr = given.astype(np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{what} must be whole numbers") from None
+    if arr.ndim != 1:
+        raise InputError(f"{what} must be a flat list of whole numbers")
+    if given.dtype.kind not in "iu" and not (given == arr).all():
+        raise InputError(f"{what} must be whole numbers")
+    return arr
+
+
 def clean_text(value, what: str, limit: int) -> str:
     """A name or tag as given by a person: trimmed, one line, no control characters."""
     if not isinstance(value, str):
@@ -123,10 +165,7 @@ class CuratedState:
 
     # -- checking requests ---------------------------------------------------------------------
     def _cluster(self, cid, what: str = "cluster") -> Cluster:
-        try:
-            cid = int(cid)
-        except (TypeError, ValueError):
-            raise InputError(f"{what} must be a cluster id, got {cid!r}") from None
+        cid = whole_number(cid, what)  # int(cid) was a 500 for Infinity / 1e400 and cut 1.5 to 1
         c = self.clusters.get(cid)
         if c is None:
             raise EditConflict(f"there is no cluster {cid}")
@@ -137,12 +176,7 @@ class CuratedState:
     def _items(self, items) -> list[int]:
         if not isinstance(items, list) or not items:
             raise InputError("items must be a non-empty list of item numbers")
-        try:
-            arr = np.asarray(items, dtype=np.int64)
-        except (TypeError, ValueError, OverflowError):
-            raise InputError("items must be item numbers (integers)") from None
-        if arr.ndim != 1:
-            raise InputError("items must be a flat list of item numbers")
+        arr = whole_numbers(items, "items")
         if (arr < 0).any() or (arr >= self.n).any():
             bad = int(arr[(arr < 0) | (arr >= self.n)][0])
             raise InputError(f"item {bad} does not exist (the run has items 0..{self.n - 1})")
@@ -211,11 +245,12 @@ class CuratedState:
         if items != now:
             raise EditConflict(f"cluster {c.id} changed since the split was previewed "
                                f"({len(items)} then, {len(now)} now); preview it again")
-        parts = np.asarray(req.get("parts"), dtype=np.int64)
-        if parts.shape != (len(items),) or parts.min(initial=0) < 0:
-            raise InputError("parts must give a part number (>= 0) for every member")
+        parts = whole_numbers(req.get("parts"), "parts")
+        if parts.shape != (len(items),) or parts.min(initial=0) < 0 or parts.max(initial=0) >= len(items):
+            # a number past the member count is no part (and 10**12 sized bincount's array: 8 TB)
+            raise InputError("parts must give a part number (0 .. members - 1) for every member")
         k = int(parts.max()) + 1
-        names = list(req.get("names") or [])
+        names = listed(req.get("names"), "names")
         if len(np.unique(parts)) < 2:
             raise InputError("a split needs at least two parts")
         counts = np.bincount(parts, minlength=k)
@@ -233,10 +268,10 @@ class CuratedState:
         return {"cluster": c.id, "items": items, "parts": parts.tolist(), "ids": ids, "names": out_names}
 
     def _prepare_tag(self, req):
-        clusters = [self._cluster(c).id for c in (req.get("clusters") or [])]
-        items = self._items(req["items"]) if req.get("items") else []
-        add = [clean_text(t, "a tag", MAX_TAG) for t in (req.get("add") or [])]
-        remove = [clean_text(t, "a tag", MAX_TAG) for t in (req.get("remove") or [])]
+        clusters = [self._cluster(c).id for c in listed(req.get("clusters"), "clusters")]
+        items = self._items(req["items"]) if listed(req.get("items"), "items") else []
+        add = [clean_text(t, "a tag", MAX_TAG) for t in listed(req.get("add"), "add")]
+        remove = [clean_text(t, "a tag", MAX_TAG) for t in listed(req.get("remove"), "remove")]
         if not (clusters or items):
             raise InputError("tag needs clusters or items")
         if not (add or remove):
@@ -246,10 +281,13 @@ class CuratedState:
         return {"clusters": clusters, "items": items, "add": add, "remove": remove}
 
     def _prepare_junk(self, req):
-        clusters = [self._cluster(c).id for c in (req.get("clusters") or [])]
+        clusters = [self._cluster(c).id for c in listed(req.get("clusters"), "clusters")]
         if not clusters:
             raise InputError("junk needs clusters (to mark items, move them to 'junk')")
-        return {"clusters": clusters, "value": bool(req.get("value", True))}
+        value = req.get("value", True)
+        if not isinstance(value, bool):  # "false" was true
+            raise InputError(f"value must be true or false, got {value!r}")
+        return {"clusters": clusters, "value": value}
 
     def prepare_undo(self) -> dict:
         if not self.done:

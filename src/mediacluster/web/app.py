@@ -40,14 +40,43 @@ class ApiError(Exception):
         self.status, self.kind, self.message, self.details = status, kind, message, details or {}
 
 
-def error_response(status: int, kind: str, message: str, details: dict | None = None) -> JSONResponse:
+def error_response(status: int, kind: str, message: str, details: dict | None = None,
+                   headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"kind": kind, "message": message, **(details or {})}},
-                        status_code=status)
+                        status_code=status, headers=headers)
+
+
+#: the JSON Schema of every error answer, for the OpenAPI description (``error_docs``)
+ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["kind", "message"],
+    "properties": {"kind": {"type": "string", "description": "what went wrong, in one word "
+                            "(e.g. invalid_request, not_found, too_large)"},
+                   "message": {"type": "string", "description": "what went wrong, naming the value"}}}}}
+
+
+def error_docs(codes: dict[int, str]) -> dict:
+    """OpenAPI ``responses`` entries for error answers: ``{status: description}`` -> each with
+    :data:`ERROR_SCHEMA` (a 422 listed here replaces FastAPI's own ``detail`` form, which the
+    JSON errors of this stack never answer)."""
+    return {code: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+            for code, text in codes.items()}
 
 
 def _kind(e: Exception) -> str:
     name = type(e).__name__
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_").removesuffix("_error") or "error"
+
+
+def _methods(request: Request) -> list[str]:
+    """The methods the app's routes take at the request's path (a route whose path matches
+    answers Match.PARTIAL for another method)."""
+    from starlette.routing import Match
+
+    methods = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 def _bug_message(e: Exception) -> str:
@@ -68,6 +97,15 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
     (``/docs``) loads Swagger UI from files shipped in ``fastapi-offline``, not from a CDN."""
     from fastapi_offline import FastAPIOffline
 
+    # what the stack itself may answer on any route, documented on every operation (the app's
+    # own ``responses`` are added to these)
+    stack = {400: "the request is malformed (the error names what)",
+             413: f"the request body is over {max_body_bytes} bytes"}
+    if token:
+        stack[401] = "the access token is missing or wrong"
+    if time_limit_s is not None:
+        stack[503] = f"the request took longer than {time_limit_s:g} s"
+    kw["responses"] = {**error_docs(stack), **kw.get("responses", {})}
     app = FastAPIOffline(title=title, version=version, static_url=DOCS_STATIC.rstrip("/"), **kw)
     public = {p for p in public_paths if not p.endswith("/")}
     prefixes = tuple(p for p in public_paths if p.endswith("/"))
@@ -96,10 +134,20 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException):
-        kind = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
+        kind = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
                 413: "too_large"}.get(e.status_code, "http_error")
+        message = str(e.detail)
+        if e.status_code == 400 and message == "There was an error parsing the body":
+            # FastAPI's words for a JSON body that is not UTF-8 (or a form it cannot split)
+            message = "the request body cannot be read: not UTF-8 JSON, or a broken form"
         count(kind)
-        return error_response(e.status_code, kind, str(e.detail))
+        # the exception's headers too: a 405 says which methods the path takes (Allow, RFC 9110),
+        # all of them: Starlette's names those of the first route of the path only (GET
+        # /api/edits said "Allow: GET" of a path that takes POST too)
+        headers = e.headers
+        if e.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(_methods(request))}
+        return error_response(e.status_code, kind, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception):
@@ -125,9 +173,10 @@ class _Guards:
         self.public, self.prefixes = public, prefixes
         self.max_body_bytes, self.time_limit_s, self.count = max_body_bytes, time_limit_s, count
 
-    async def _refuse(self, scope, receive, send, status: int, kind: str, message: str) -> None:
+    async def _refuse(self, scope, receive, send, status: int, kind: str, message: str,
+                      headers: dict | None = None) -> None:
         self.count(kind)
-        await error_response(status, kind, message)(scope, receive, send)
+        await error_response(status, kind, message, headers=headers)(scope, receive, send)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -141,7 +190,8 @@ class _Guards:
                      or request.query_params.get("token") or request.cookies.get("mediacluster_token") or "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 await self._refuse(scope, receive, send, 401, "unauthorized", "this server needs its "
-                                   "access token (Authorization: Bearer TOKEN, or ?token=TOKEN)")
+                                   "access token (Authorization: Bearer TOKEN, or ?token=TOKEN)",
+                                   {"WWW-Authenticate": "Bearer"})  # a 401 names its scheme (RFC 9110)
                 return
         limit = self.max_body_bytes
         length = request.headers.get("content-length")
