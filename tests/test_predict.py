@@ -149,6 +149,11 @@ def test_projection_needs_four_distinct_rows_per_axis(split):
     assert len(kept.novelty_calibration_) == 240 and (kept.novelty_calibration_ > 0).all()
     dist, pos = kept.kneighbors(train)
     assert (pos[:, 0] == np.arange(240)).all() and not kept.novelty(dist)[0].any()
+    # at distance 0 exactly (faiss's batch distances, |q|^2 + |r|^2 - 2 q.r, put some at ~1e-3 in
+    # 1,280 dims, and the item's own vote no longer dominated); the others as numpy measures them
+    assert (dist[:, 0] == 0).all() and (np.diff(dist, axis=1) >= 0).all()
+    ref = np.linalg.norm(kept.transform(train)[:, None, :] - kept.ref_vectors_[pos], axis=2)
+    np.testing.assert_allclose(dist, ref, rtol=1e-5, atol=1e-6)
     projected = NeighbourPredictor(reference_dims=60, metric="cosine").fit(doubled, distinct=np.arange(240), **items)
     assert projected.ref_vectors_.shape == (240, 60) and projected.ref_components_.shape == (60, train.shape[1])
 
