@@ -197,7 +197,7 @@ def test_a_held_out_kind_is_novel_and_known_kinds_are_not(cifar3_embeddings, tmp
     for det in (det_known, det_frog):
         assert ((det["novelty"] >= 0) & (det["novelty"] <= 1)).all()
         assert (det["novel"] <= (det["novelty"] >= 0.99)).all()  # novel only where novelty is high
-    # measured: frogs' novelty 10th percentile 0.86, median 0.94; unseen known items' median 0.43
+    # measured (140 items: kept whole): frogs' novelty 10th percentile 0.89, median 0.96; unseen known items' median 0.49
     assert (det_frog["novelty"] >= 0.9).mean() > 0.6, np.median(det_frog["novelty"])
     assert (det_known["novelty"] >= 0.9).mean() < 0.2, np.median(det_known["novelty"])
     assert 0.25 < np.median(det_known["novelty"]) < 0.75  # calibrated: unseen known items spread over 0..1
