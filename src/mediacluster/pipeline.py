@@ -123,7 +123,8 @@ class Pipeline(ClusterMixin, BaseEstimator):
     assign_noise : give noise and outliers their nearest cluster in ``cluster_`` / ``confidence_``
     predict_neighbors : neighbours voting in ``predict``
     reference_size : keep at most this many training vectors in the model (None = all)
-    reference_dims : PCA dimensions of the stored reference vectors (None = keep all dims)
+    reference_dims : PCA dimensions of the stored reference vectors (None = keep all dims; a
+        collection of under 4 distinct items per dimension keeps them all too: ``predictor.projects``)
     random_state : seed passed on to the auto stages
 
     >>> pipe = Pipeline(clusterer="hdbscan", random_state=0).fit(X)      # doctest: +SKIP
