@@ -425,13 +425,19 @@ def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_em
     res = tune(cifar3_embeddings, out=tmp_path, space=SPACE, sampler="random", n_trials=n_trials, seed=4,
                fidelity=[75, 150], prune_keep=0.5, progress=False, refit=False,
                cache_dir=shared_cache)
-    trials = res.study.trials
+    # when halving pruned all 12 (data-dependent on 300 items), one more trial ran the best of
+    # them at full size (promote_best_pruned, tested on its own below); the halving checks read
+    # the 12
+    extra = [t for t in res.study.trials if "final_of" in t.user_attrs]
+    trials = [t for t in res.study.trials if "final_of" not in t.user_attrs]
     states = [t.state.name for t in trials]
-    assert len(trials) == n_trials and set(states) <= {"COMPLETE", "PRUNED"}
-    assert "PRUNED" in states and "COMPLETE" in states
+    assert len(trials) == n_trials and set(states) <= {"COMPLETE", "PRUNED"} and len(extra) <= 1
+    assert "PRUNED" in states and ("COMPLETE" in states) != bool(extra)
+    assert res.summary["timing"]["final_of_pruned"] == (extra[0].number if extra else None)
     per = res.summary["trials_per_level"]
     assert list(per.values())[0] == n_trials  # every trial ran on the smallest subsample first
-    assert n_trials > list(per.values())[1] >= per["full (300 items)"] == states.count("COMPLETE")
+    assert n_trials > list(per.values())[1] >= states.count("COMPLETE")
+    assert per["full (300 items)"] == states.count("COMPLETE") + len(extra)
     for t in trials:
         r0 = t.user_attrs["rung0"]
         assert r0["n_items"] == 75 and "ext_nmi" in r0 and "objective" in r0
@@ -470,6 +476,21 @@ def test_successive_halving_prunes_on_subsamples_and_promotes_the_best(cifar3_em
     with pytest.raises(ParameterError, match="promote_full"):
         tune(cifar3_embeddings, space=SPACE, n_trials=1, progress=False, refit=False,
              promote_full="all")
+
+
+def test_a_study_whose_every_trial_was_pruned_runs_the_best_at_full_size(cifar3_embeddings, tmp_path):
+    """Successive halving stops the first trial at each rung, so a study of one trial on
+    subsamples used to end with nothing to pick ("no trial finished"); now the trial that got
+    furthest runs once more at full size, and that is the answer."""
+    res = tune(cifar3_embeddings, out=tmp_path, space=SPACE, sampler="random", n_trials=1, seed=0,
+               fidelity=[75, 150], progress=False, refit=False)
+    first, final = res.study.trials
+    assert first.state.name == "PRUNED" and sorted(first.intermediate_values) == [1]
+    assert final.state.name == "COMPLETE" and final.user_attrs["final_of"] == first.number
+    assert final.params == first.params and final.user_attrs["fidelity"] == "full"
+    assert final.user_attrs["n_items"] == 300 and not final.intermediate_values  # no rung re-run
+    assert res.summary["timing"]["final_of_pruned"] == final.number
+    assert res.best_trial == final.number
 
 
 def test_cli_tune_publishes_a_model_with_encoder_and_names(cifar3_dir, cifar3_embeddings, tmp_path):

@@ -208,8 +208,10 @@ class _Objective:
         t0 = time.perf_counter()
         c0 = time.process_time()  # CPU seconds of this process: robust to a shared, loaded CPU
         # successive halving: rung r runs on a subsample and reports at step rf**r (the step
-        # at which Optuna's SuccessiveHalvingPruner with min_resource=1 judges rung r)
-        for r, level in enumerate(self.rungs):
+        # at which Optuna's SuccessiveHalvingPruner with min_resource=1 judges rung r); a trial
+        # enqueued by promote_best_pruned was judged on its rungs already and goes to full size
+        rungs = [] if trial.user_attrs.get(FINAL_OF) is not None else self.rungs
+        for r, level in enumerate(rungs):
             low = self.ws.run(params, level)
             v = self.values(low.metrics)
             m = {k: val for k, val in low.metrics.items() if k != "params_used"}
@@ -229,7 +231,7 @@ class _Objective:
                 trial.set_user_attr("time_s", time.perf_counter() - t0)
                 trial.set_user_attr("cpu_s", time.process_time() - c0)
                 raise optuna.TrialPruned()
-        if self.rungs:
+        if rungs:
             trial.set_user_attr(PROMOTED, True)
         out = self.ws.run(params, "full")
         m = {k: v for k, v in out.metrics.items() if k != "params_used"}
@@ -324,6 +326,7 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
 
 PROMOTE_FULL = ("leader", "halving")
 PROMOTED = "promoted_full"  # user attr of a trial sent on to the full size
+FINAL_OF = "final_of"  # user attr: the pruned trial whose parameters promote_best_pruned ran at full size
 
 
 def _pruner(fidelity: bool, multi: bool, rf: int, n_rungs: int = 0, promote_full: str = "leader",
@@ -419,6 +422,34 @@ class _LeaderPruner:
         se = (trial.user_attrs.get(self.rung_attr) or {}).get("objective_se") or 0.0
         best = _promoted_best(study, step, exclude=trial.number)
         return best is not None and value <= best + self.margin * float(se)
+
+
+def promote_best_pruned(study, obj) -> int | None:
+    """When successive halving pruned every trial of a single-objective study (a small budget:
+    the first trial at each rung stops there and later ones must beat it, so 12 trials on 300
+    items could all stop at a subsample), run the parameters of the trial that got furthest, and
+    was best at its last rung, once at full size, so the study has an answer to pick instead of
+    none. Returns that new trial's number (None when a trial finished already, or none was judged).
+    The new trial carries ``final_of`` (the pruned trial's number)."""
+    from optuna.trial import TrialState
+
+    if obj.multi or study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.intermediate_values]
+    if not pruned:
+        return None
+    sign = 1.0 if study.direction.name == "MAXIMIZE" else -1.0
+
+    def reach(t):
+        step = max(t.intermediate_values)
+        return step, sign * t.intermediate_values[step]
+
+    best = max(pruned, key=reach)
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    study.enqueue_trial(best.params, user_attrs={FINAL_OF: best.number})
+    study.optimize(obj, n_trials=1, catch=(MediaclusterError, FloatingPointError, np.linalg.LinAlgError))
+    new = [t.number for t in study.get_trials(deepcopy=False) if t.number not in before]
+    return new[0] if new else None
 
 
 def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -> None:
@@ -650,10 +681,14 @@ def tune(
         if bar is not None:
             _tick(study)
             bar.close()
+    final = promote_best_pruned(study, obj)
+    if final is not None:
+        log.info("every trial was pruned on a subsample: trial %d runs the best of them at full size", final)
     wall = time.time() - t_start
     return _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj,
                    {"wall_s": wall, "graph_s": t_graph, "trials_this_run": _done(study) - before,
-                    "recovered_trials": recovered, "n_jobs": n_jobs}, model_metadata, items)
+                    "recovered_trials": recovered, "n_jobs": n_jobs, "final_of_pruned": final},
+                   model_metadata, items)
 
 
 def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
