@@ -56,6 +56,40 @@ NULL_QUANTILE = 0.95
 NULL_MAX_SIZE = 64
 #: fields every measured name record carries
 FIELDS = ("name_support", "name_sure", "name_why")
+#: what a report says above its clusters when most of a run's automatic names are unsure
+MOSTLY_UNSURE_NOTE = ("the encoder's ImageNet classes do not describe this collection; names are guesses: "
+                      "rename them in the studio, or use a CLIP encoder")
+#: why a person's name is sure
+BY_HAND = "sure: named by a person"
+
+
+def of_records(named: list[dict] | None) -> dict[int, dict]:
+    """Cluster id -> the support fields of name records (``names.json``, ``level_names.json``,
+    ``clusters.json``) that carry them; names never measured (a run made before, no
+    probabilities) are absent."""
+    return {int(e["cluster"]): {f: e[f] for f in FIELDS if f in e} for e in named or []
+            if isinstance(e, dict) and "name_sure" in e and isinstance(e.get("cluster"), int)}
+
+
+def mostly_unsure(sure: list[bool | None]) -> bool:
+    """More than half of the measured names are unsure (None: not measured, not counted)."""
+    known = [s for s in sure if s is not None]
+    return bool(known) and sum(not s for s in known) * 2 > len(known)
+
+
+def summary(named: list[dict] | None) -> dict | None:
+    """How many of a run's automatic names were measured and how many are sure (run.json's
+    ``summary.names``, the CLI's summary line); None when none was measured."""
+    sure = [e.get("name_sure") for e in named or [] if "name_sure" in e]
+    if not sure:
+        return None
+    return {"measured": len(sure), "sure": int(sum(bool(x) for x in sure)), "mostly_unsure": mostly_unsure(sure)}
+
+
+def marked(name: str, sure: bool | None) -> str:
+    """A name as plain text shows it: with a trailing "?" when it is unsure (the name itself is
+    never changed)."""
+    return f"{name}?" if sure is False else name
 
 
 def bucket(size: int) -> int:
