@@ -265,13 +265,9 @@ def item_top(probs, encoder=None):
     through a memory map a million items' probabilities are never all in memory."""
     if probs is None or getattr(encoder, "has_text", False):
         return None
-    from .imagenet import TOP_K, top_classes
+    from .imagenet import top_classes_blocked
 
-    k = int(min(TOP_K, probs.shape[1]))
-    idx, w = np.empty((len(probs), k), np.int16), np.empty((len(probs), k), np.float32)
-    for s in range(0, len(probs), 65_536):
-        idx[s:s + 65_536], w[s:s + 65_536] = top_classes(np.asarray(probs[s:s + 65_536], np.float32), k)
-    return idx, w
+    return top_classes_blocked(probs)
 
 
 def name_labellings(vectors, labellings: list, imagenet_probs=None, encoder=None,

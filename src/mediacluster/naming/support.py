@@ -217,14 +217,12 @@ class ImagenetSupport:
         m = bucket(size)
         if m in self._null:
             return self._null[m]
-        from .imagenet import MAX_PARTS, lift
+        from .imagenet import MAX_PARTS, lift, top_classes_blocked
 
         P = self.probs
         n = len(P)
         if self.item_top is None:
-            from .names import item_top
-
-            self.item_top = item_top(P)
+            self.item_top = top_classes_blocked(P)
         bg = self._background()
         rng = np.random.default_rng([self.seed, m])
         mean = self.mean()
