@@ -143,6 +143,11 @@ def test_records_report_and_cli_carry_it(mnist_slice, tmp_path, capsys):
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
     cards = page[page.index('<section id="clusters">'):page.index('<section id="noise">')]
     assert "names are guesses" in cards and 'class="note names-unsure"' in cards
+    if 'data-view="' in cards:  # a run with levels: the run's own view (every view is marked alike)
+        from test_report import _run_cards
+
+        cards = _run_cards(page)
+        assert 'data-name-sure="no"' in page[page.index('<div class="cards" data-view="0"'):]
     for e in clusters:
         m = re.search(rf'<section class="card" data-cluster="{e["cluster"]}" data-name-sure="(\w+)"(.*?)</section>',
                       cards, re.S)
