@@ -157,7 +157,7 @@ def main() -> int:
         from _results import write_section
 
         cmd = "python benchmarks/name_support.py" + (" --vectors-from DIR" if args.vectors_from else "")
-        block = (f"{SECTION}\n\nCommand: `flock /tmp/mc-bench.lock {cmd} --write` (default encoder, "
+        block = (f"{SECTION}\n\nCommand: `{cmd} --write` (default encoder, "
                  f"default `Pipeline()`, every level named by `workflow.name_fit` as the cluster job "
                  f"does; vectors: {results[0]['source'] if results else '-'}; 2 shared CPU cores; load "
                  f"average {' '.join(load0)} before, {' '.join(load1)} after).\n\n{text}\n\n{NOTE}\n")
