@@ -162,3 +162,20 @@ def test_records_report_and_cli_carry_it(mnist_slice, tmp_path, capsys):
             assert unescape(h3.split("<span", 1)[0]) == e["name"]  # the name string is unchanged
         else:
             assert m.group(1) == "yes" and "unsure-mark" not in h3
+
+    # the studio's cluster list: the person's name sure, the automatic ones as measured; a
+    # rename makes a name the person's, and so sure
+    from mediacluster.studio.session import Studio
+
+    st = Studio(out, warm=False)
+    try:
+        rows = {e["id"]: e for e in st.clusters()["clusters"]}
+        assert rows[first]["name_sure"] is True and rows[first]["name"] == "my digits"
+        unsure = [e["cluster"] for e in clusters if not e["name_sure"] and e["cluster"] != first]
+        assert unsure and all(rows[c]["name_sure"] is False and rows[c]["name_why"].startswith("unsure:")
+                              for c in unsure)
+        st.edit("rename", {"cluster": unsure[0], "name": "sevens"})
+        row = next(e for e in st.clusters()["clusters"] if e["id"] == unsure[0])
+        assert row["name_sure"] is True and row["name_why"] == support.BY_HAND
+    finally:
+        st.close()
