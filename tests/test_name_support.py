@@ -65,6 +65,18 @@ def test_a_tiny_cluster_is_not_sure_because_it_is_small(rng):
     assert not e1["name_sure"]
 
 
+def test_zeroshot_names_speak_the_same_way(rng):
+    """CLIP zero-shot names: the same fields, on votes (each member's best topic)."""
+    votes = np.concatenate([np.zeros(40, int), np.ones(40, int), rng.integers(0, 5, 40)])
+    lab = np.repeat([0, 1, 2], 40)
+    S = np.eye(5)[votes]  # an item's similarities: 1 to its own topic
+    sup = support.zeroshot_support(votes, lab, {0: 0, 1: 1, 2: int(np.bincount(votes[80:]).argmax())}, 5,
+                                   group_name=lambda g: int(np.argmax(S[g].mean(axis=0))))
+    assert sup[0]["name_sure"] and sup[1]["name_sure"] and sup[0]["name_support"] > 0.5
+    assert not sup[2]["name_sure"] and sup[2]["name_why"].startswith("unsure:")
+    assert "best topic" in sup[0]["name_why"]
+
+
 def _embed_slice(archive: str, classes: list[str], per_class: int, tmp_path_factory):
     from mediacluster.datasets import extract_slice
     from mediacluster.embed import embed_collection

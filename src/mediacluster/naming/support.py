@@ -113,6 +113,7 @@ def decide(support: float, null_q: float | None) -> bool:
 def why(sure: bool, p_cluster: float, p_collection: float, support: float, null_q: float | None,
         votes: bool = False) -> str:
     """One sentence saying what the decision rests on (for a tooltip or an API reader)."""
+    support = round(float(support), 2) + 0.0  # never "-0.00"
     if votes:
         base = (f"{p_cluster:.0%} of these items have this name as their best topic, "
                 f"{p_collection:.0%} of the whole collection (support {support:.2f}")
