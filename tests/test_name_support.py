@@ -30,6 +30,10 @@ def test_kappa_and_the_stated_criterion():
     assert support.kappa(1.0, 1.0) == 0.0  # a collection certain of the name: nothing set apart
     assert support.decide(support.SURE, None) and not support.decide(support.SURE - 1e-9, None)
     assert not support.decide(0.9, 0.95)  # no better than random groups of its size
+    # the sentence says which condition failed (0.497 shows as 0.50 but is below SURE)
+    assert "needs 0.50" in support.why(False, 0.5, 0.0, 0.497, None)
+    assert "this small" in support.why(False, 0.95, 0.0, 0.9, 0.95)
+    assert support.note("clip-zeroshot") != support.note("imagenet-wordnet") == support.MOSTLY_UNSURE_NOTE
     assert [support.bucket(m) for m in (1, 2, 3, 63, 64, 65, 10_000)] == [1, 2, 2, 32, 64, 64, support.NULL_MAX_SIZE]
 
 
@@ -147,7 +151,8 @@ def test_records_report_and_cli_carry_it(mnist_slice, tmp_path, capsys):
     levels = json.loads((out / "level_names.json").read_text())["levels"] if (out / "level_names.json").exists() else {}
     assert all("name_sure" in e for named in levels.values() for e in named)
     info = json.loads((out / "run.json").read_text())
-    assert info["summary"]["names"] == {"measured": len(clusters), "sure": n_sure, "mostly_unsure": True}
+    assert info["summary"]["names"] == {"measured": len(clusters), "sure": n_sure, "mostly_unsure": True,
+                                        "note": support.MOSTLY_UNSURE_NOTE}
 
     first = clusters[0]["cluster"]
     (out / "names.yaml").write_text(f"{first}: my digits\n", encoding="utf-8")

@@ -262,7 +262,7 @@ def print_summary(s: dict, skipped, out) -> None:
           + (f", {nm['measured'] - nm['sure']} unsure (marked ? in the report)" if nm["sure"] < nm["measured"] else "")
           + "\n")
         if nm.get("mostly_unsure"):
-            w(f"  {MOSTLY_UNSURE_NOTE}\n")
+            w(f"  {nm.get('note') or MOSTLY_UNSURE_NOTE}\n")
     w(f"skipped: {s['skipped']} file(s)\n")
     print_skipped(skipped, RUN_JSON)
     w("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in s["timings_s"].items()) + "\n")

@@ -56,9 +56,11 @@ NULL_QUANTILE = 0.95
 NULL_MAX_SIZE = 64
 #: fields every measured name record carries
 FIELDS = ("name_support", "name_sure", "name_why")
-#: what a report says above its clusters when most of a run's automatic names are unsure
+#: what a report and the CLI say when most of a run's automatic names are unsure
 MOSTLY_UNSURE_NOTE = ("the encoder's ImageNet classes do not describe this collection; names are guesses: "
                       "rename them in the studio, or use a CLIP encoder")
+MOSTLY_UNSURE_NOTE_CLIP = ("the vocabulary's topics do not describe this collection; names are guesses: "
+                           "rename them in the studio, or name them against your own topics (--vocabulary)")
 #: why a person's name is sure
 BY_HAND = "sure: named by a person"
 
@@ -77,19 +79,22 @@ def mostly_unsure(sure: list[bool | None]) -> bool:
     return bool(known) and sum(not s for s in known) * 2 > len(known)
 
 
+def note(method: str | None) -> str:
+    """The one line said when most names are unsure, for the naming ``method``."""
+    return MOSTLY_UNSURE_NOTE_CLIP if method == "clip-zeroshot" else MOSTLY_UNSURE_NOTE
+
+
 def summary(named: list[dict] | None) -> dict | None:
     """How many of a run's automatic names were measured and how many are sure (run.json's
-    ``summary.names``, the CLI's summary line); None when none was measured."""
+    ``summary.names``, the CLI's summary line, with the ``note`` to print when most are unsure);
+    None when none was measured."""
     sure = [e.get("name_sure") for e in named or [] if "name_sure" in e]
     if not sure:
         return None
-    return {"measured": len(sure), "sure": int(sum(bool(x) for x in sure)), "mostly_unsure": mostly_unsure(sure)}
-
-
-def marked(name: str, sure: bool | None) -> str:
-    """A name as plain text shows it: with a trailing "?" when it is unsure (the name itself is
-    never changed)."""
-    return f"{name}?" if sure is False else name
+    out = {"measured": len(sure), "sure": int(sum(bool(x) for x in sure)), "mostly_unsure": mostly_unsure(sure)}
+    if out["mostly_unsure"]:
+        out["note"] = note(next((e.get("method") for e in named if e.get("method")), None))
+    return out
 
 
 def bucket(size: int) -> int:
@@ -113,13 +118,13 @@ def decide(support: float, null_q: float | None) -> bool:
 def why(sure: bool, p_cluster: float, p_collection: float, support: float, null_q: float | None,
         votes: bool = False) -> str:
     """One sentence saying what the decision rests on (for a tooltip or an API reader)."""
-    support = round(float(support), 2) + 0.0  # never "-0.00"
+    shown = round(float(support), 2) + 0.0  # never "-0.00"
     if votes:
         base = (f"{p_cluster:.0%} of these items have this name as their best topic, "
-                f"{p_collection:.0%} of the whole collection (support {support:.2f}")
+                f"{p_collection:.0%} of the whole collection (support {shown:.2f}")
     else:
         base = (f"the encoder gives this name {p_cluster:.0%} of its probability on these items, "
-                f"{p_collection:.0%} on the whole collection (support {support:.2f}")
+                f"{p_collection:.0%} on the whole collection (support {shown:.2f}")
     base += f"; random groups of its size reach {null_q:.2f})" if null_q is not None else ")"
     if sure:
         return "sure: " + base

@@ -27,7 +27,8 @@ from ..fileio import atomic_path, display_text, json_text, output_error, read_js
 from ..ingest.stream import NpyVectors
 from ..naming import load_names
 from ..naming.overrides import automatic_names, hand_names
-from ..naming.support import BY_HAND, MOSTLY_UNSURE_NOTE, mostly_unsure
+from ..naming.support import BY_HAND, mostly_unsure
+from ..naming.support import note as unsure_note
 from ..naming.support import of_records as support_of_records
 from ..rundir import RunDir, RunLevels
 from ..stages.reduce import UMAPReducer
@@ -582,6 +583,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         title=title or f"mediacluster report - {display_text(run_dir.name)}", run_dir=display_text(run_dir), n=n, clusters=clusters,
         thumbs=thumbs, paths=shown_paths, noise_show=noise_show, n_noise=len(noise_idx), out_show=out_show,
         n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
+        names_method=next((e.get("method") for e in auto_records if e.get("method")), None),
         hand_names=bool(hand), clips=clips, views=views,
     )
     anchor = '<section id="noise">' if '<section id="noise">' in page else "</body>"  # before the noise gallery
@@ -627,7 +629,7 @@ def _table(d: dict) -> str:
 
 
 def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, out_show, n_out, info, summary,
-            evaluation, study, data, hand_names, clips=None, views=()) -> str:
+            evaluation, study, data, hand_names, clips=None, views=(), names_method=None) -> str:
     esc = html.escape
 
     def card(e) -> str:
@@ -704,7 +706,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
     if mostly_unsure([e.get("name_sure") for e in clusters if not e["hand"]]):
         n_uns = sum(e.get("name_sure") is False for e in clusters)
         names_note = (f'<p class="note names-unsure">{n_uns} of {n_clusters} names are unsure (marked ?): '
-                      f'{esc(MOSTLY_UNSURE_NOTE)}.</p>')
+                      f'{esc(unsure_note(names_method))}.</p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
