@@ -536,12 +536,13 @@ class _Files:
     def write_level_names(self, by_level: dict[int, list[dict]], method: str | None = None) -> None:
         """Every level's automatic names (``naming.names.name_levels``), keyed by the level's
         index in ``hierarchy.npz`` / the ``level_<k>`` columns: per level a list of
-        ``{"cluster", "name", "alternatives"}`` (the level in use holds the names of
+        ``{"cluster", "name", "alternatives"}`` and, where measured, how sure the name is
+        (``name_support``, ``name_sure``, ``name_why``; the level in use holds the names of
         ``names.json``)."""
-        keep = ("cluster", "name", "alternatives")
+        keep = ("cluster", "name", "alternatives", "name_support", "name_sure", "name_why")
         write_json(self.file(LEVEL_NAMES), {
             "run_id": self.run_id, "method": method,
-            "levels": {str(int(k)): [{f: e.get(f) for f in keep} for e in named]
+            "levels": {str(int(k)): [{f: e.get(f) for f in keep if f in e or f in keep[:3]} for e in named]
                        for k, named in sorted(by_level.items())}})
 
     def read_level_names(self) -> dict[int, list[dict]]:

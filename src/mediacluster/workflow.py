@@ -31,6 +31,7 @@ from .ingest.stream import (
 )
 from .locations import common_folder
 from .naming.names import level_names_map, merge_names, name_clusters, name_levels, names_of_level
+from .naming.support import summary as names_summary
 from .pipeline import Pipeline
 from .rundir import RunDir
 from .scale import MIN_SAMPLE, StageMeter, Tally, fit_sample_size, sample_rows
@@ -259,7 +260,7 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
         "pipeline": describe(pipe),
         "encoder": {"name": encoder_name, "media": media, "id": emb.encoder_version or emb.encoder},
         "timings_s": timings,
-        "summary": run_summary(emb, pipe.labels_, timings, level_summary(pipe)),
+        "summary": {**run_summary(emb, pipe.labels_, timings, level_summary(pipe)), "names": names_summary(named)},
         "skipped": [s.to_dict() for s in emb.skipped],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(info or {}),
@@ -609,7 +610,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
                                   items={"ids": [ids[r] for r in rows],  # the fitted rows: the sample
                                          "paths": None if paths is None else [paths[r] for r in rows]})
     summary = {**tally.summary_counts(), "levels": level_summary(pipe), "skipped": len(skipped),
-               "timings_s": {k: round(v, 3) for k, v in timings.items()}}
+               "timings_s": {k: round(v, 3) for k, v in timings.items()}, "names": names_summary(named)}
     run.write_info({
         "pipeline": describe(pipe),
         "encoder": {"name": encoder_name, "media": media, "id": encoder_id or encoder_name},

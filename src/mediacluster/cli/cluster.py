@@ -9,6 +9,7 @@ import sys
 from .. import stages
 from ..config import load_config, parse_param, pipeline_from_config
 from ..duplicates.collection import audio_rule
+from ..naming.support import MOSTLY_UNSURE_NOTE
 from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
 from . import SUMMARIES, printable
@@ -255,6 +256,13 @@ def print_summary(s: dict, skipped, out) -> None:
         w(f"levels: {len(counts)} (clusters per level, coarse to fine: "
           f"{', '.join(str(k) for k in counts)}); in use: level {lv['level']} ({plural(counts[lv['level']], 'cluster')}"
           f"{', the automatic choice' if lv['level'] == lv['auto_level'] else ''}; --level N to pick another)\n")
+    nm = s.get("names")
+    if nm:  # how sure the automatic names are (naming.support)
+        w(f"names: {nm['sure']} of {nm['measured']} sure"
+          + (f", {nm['measured'] - nm['sure']} unsure (marked ? in the report)" if nm["sure"] < nm["measured"] else "")
+          + "\n")
+        if nm.get("mostly_unsure"):
+            w(f"  {nm.get('note') or MOSTLY_UNSURE_NOTE}\n")
     w(f"skipped: {s['skipped']} file(s)\n")
     print_skipped(skipped, RUN_JSON)
     w("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in s["timings_s"].items()) + "\n")

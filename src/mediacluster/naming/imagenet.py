@@ -291,6 +291,16 @@ def top_classes(probs: np.ndarray, top_k: int = TOP_K) -> tuple[np.ndarray, np.n
     return part.astype(np.int16), w.astype(np.float32)
 
 
+def top_classes_blocked(probs, top_k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_classes` of every row, read in row blocks: through a memory map a million
+    items' probabilities are never all in memory."""
+    k = int(min(top_k, probs.shape[1]))
+    idx, w = np.empty((len(probs), k), np.int16), np.empty((len(probs), k), np.float32)
+    for s in range(0, len(probs), 65_536):
+        idx[s:s + 65_536], w[s:s + 65_536] = top_classes(np.asarray(probs[s:s + 65_536], np.float32), k)
+    return idx, w
+
+
 def cluster_masses(probs: np.ndarray, labels: np.ndarray, top_k: int | None = TOP_K,
                    item_top: tuple[np.ndarray, np.ndarray] | None = None) -> dict[int, np.ndarray]:
     """Summed (normalised) ImageNet probabilities per cluster id >= 0 (see :func:`item_mass`).

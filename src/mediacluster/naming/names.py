@@ -64,39 +64,50 @@ def name_clusters(vectors: np.ndarray | None, labels: np.ndarray, imagenet_probs
 
     With a text-capable ``encoder`` (CLIP) and ``vectors`` from it: zero-shot against the
     vocabulary. Otherwise with ``imagenet_probs``: WordNet lifting. Returns a list of
-    ``{"cluster", "name", "alternatives": [3 names], "method", "candidates": [...]}``.
+    ``{"cluster", "name", "alternatives": [3 names], "method", "candidates": [...]}`` and, where
+    the name could be measured, how sure it is (:mod:`.support`: ``name_support``,
+    ``name_sure``, ``name_why``).
     """
     return _entries(*_candidates(vectors, labels, imagenet_probs, encoder, vocabulary, item_top))
 
 
-def _candidates(vectors, labels, imagenet_probs=None, encoder=None, vocabulary=None, item_top=None):
-    """``(cluster id -> ranked candidates, method, qualify)`` of :func:`name_clusters`."""
+def _candidates(vectors, labels, imagenet_probs=None, encoder=None, vocabulary=None, item_top=None,
+                measure=None):
+    """``(cluster id -> ranked candidates, method, qualify, support)`` of :func:`name_clusters`;
+    ``support(cands)`` -> cluster id -> :func:`support.record` of the first candidates (called
+    after nesting may have reordered them). ``measure``: the collection's
+    :class:`support.ImagenetSupport`, shared by several labellings."""
     labels = np.asarray(labels)
     if encoder is not None and getattr(encoder, "has_text", False) and vectors is not None:
         from .zeroshot import name_clusters_zeroshot
 
-        return name_clusters_zeroshot(vectors, labels, encoder, vocabulary), "clip-zeroshot", None
+        cands, sup = name_clusters_zeroshot(vectors, labels, encoder, vocabulary, with_support=True)
+        return cands, "clip-zeroshot", None, lambda _cands: sup
     if imagenet_probs is not None:
         from .imagenet import cluster_masses, contrast_qualifiers, name_clusters_imagenet
+        from .support import ImagenetSupport
 
         masses = cluster_masses(imagenet_probs, labels, item_top=item_top)
         cands = name_clusters_imagenet(imagenet_probs, labels, item_top=item_top, masses=masses)
+        measure = measure if measure is not None else ImagenetSupport(imagenet_probs, item_top)
 
         def qualify(group, top):
             return contrast_qualifiers(masses, group, base=(top or {}).get("synset"))
-        return cands, "imagenet-wordnet", qualify
+        return cands, "imagenet-wordnet", qualify, lambda cs: measure.of(cs, labels)
     ids = sorted(set(labels[labels >= 0].tolist()))
-    return {int(c): [] for c in ids}, "none", None
+    return {int(c): [] for c in ids}, "none", None, None
 
 
-def _entries(cands: dict[int, list[dict]], method: str, qualify) -> list[dict]:
-    """:func:`name_clusters`'s result from ranked candidates: the first made unique."""
+def _entries(cands: dict[int, list[dict]], method: str, qualify, support=None) -> list[dict]:
+    """:func:`name_clusters`'s result from ranked candidates: the first made unique, with how
+    sure each is where ``support`` measures it."""
     names = unique_names(cands, qualify=qualify)
+    sure = support(cands) if support is not None else {}
     out = []
     for c in sorted(cands):
         alts = [a["name"] for a in cands[c] if a["name"] != names[c]][:3]
         out.append({"cluster": int(c), "name": names[c], "alternatives": alts, "method": method,
-                    "candidates": cands[c]})
+                    "candidates": cands[c], **sure.get(c, {})})
     return out
 
 
@@ -254,13 +265,9 @@ def item_top(probs, encoder=None):
     through a memory map a million items' probabilities are never all in memory."""
     if probs is None or getattr(encoder, "has_text", False):
         return None
-    from .imagenet import TOP_K, top_classes
+    from .imagenet import top_classes_blocked
 
-    k = int(min(TOP_K, probs.shape[1]))
-    idx, w = np.empty((len(probs), k), np.int16), np.empty((len(probs), k), np.float32)
-    for s in range(0, len(probs), 65_536):
-        idx[s:s + 65_536], w[s:s + 65_536] = top_classes(np.asarray(probs[s:s + 65_536], np.float32), k)
-    return idx, w
+    return top_classes_blocked(probs)
 
 
 def name_labellings(vectors, labellings: list, imagenet_probs=None, encoder=None,
@@ -271,7 +278,13 @@ def name_labellings(vectors, labellings: list, imagenet_probs=None, encoder=None
     fine, and the names of levels ``0..nest_to`` (None: all) are made to nest
     (:func:`nest_candidates`); finer levels keep their own names."""
     top = item_top(imagenet_probs, encoder) if len(labellings) > 1 else None
-    found = [_candidates(vectors, np.asarray(lab), imagenet_probs, encoder, vocabulary, top) for lab in labellings]
+    measure = None
+    if imagenet_probs is not None and not getattr(encoder, "has_text", False):
+        from .support import ImagenetSupport
+
+        measure = ImagenetSupport(imagenet_probs, top)  # the collection's, for every labelling
+    found = [_candidates(vectors, np.asarray(lab), imagenet_probs, encoder, vocabulary, top, measure)
+             for lab in labellings]
     upto = len(found) if nest_to is None else max(0, min(int(nest_to) + 1, len(found)))
     if nested and upto > 1:
         nest_candidates(labellings[:upto], [f[0] for f in found[:upto]])
@@ -318,7 +331,10 @@ def level_names_map(by_level: dict[int, list[dict]]) -> dict[str, dict[str, str]
 
 
 def merge_names(clusters: list[dict], named: list[dict]) -> list[dict]:
-    """``clusters.json`` entries with the ``name`` / ``alternatives`` of ``named``."""
+    """``clusters.json`` entries with the ``name`` / ``alternatives`` of ``named`` and how sure
+    the name is (``name_support``, ``name_sure``, ``name_why``, where measured)."""
+    from .support import FIELDS
+
     by_id = {e["cluster"]: e for e in named}
     out = []
     for e in clusters:
@@ -327,5 +343,8 @@ def merge_names(clusters: list[dict], named: list[dict]) -> list[dict]:
         if n:
             e["name"] = n["name"]
             e["alternatives"] = n["alternatives"]
+            for f in FIELDS:  # how sure the name is, where it was measured
+                if f in n:
+                    e[f] = n[f]
         out.append(e)
     return out

@@ -65,22 +65,34 @@ def topic_vectors(encoder, vocabulary: list[str], templates: list[str] = TEMPLAT
 
 
 def name_clusters_zeroshot(vectors: np.ndarray, labels: np.ndarray, encoder, vocabulary: list[str] | None = None,
-                           templates: list[str] = TEMPLATES, k: int = 4) -> dict[int, list[dict]]:
+                           templates: list[str] = TEMPLATES, k: int = 4, with_support: bool = False):
     """Cluster id -> up to ``k`` ranked topics ``{"name", "score", "share"}``.
 
     ``score`` is the mean cosine similarity; ``share`` the fraction of members whose own best
-    topic is this one (a readable confidence).
+    topic is this one (a readable confidence). ``with_support``: also return cluster id -> how
+    sure the name is (:func:`support.zeroshot_support`: the share against the whole
+    collection's share and against random groups of the same size).
     """
     vocab = list(vocabulary) if vocabulary is not None else default_vocabulary()
     T = topic_vectors(encoder, vocab, templates)
     X = _unit(vectors)
+    labels = np.asarray(labels)
     out: dict[int, list[dict]] = {}
-    for c in sorted(set(np.asarray(labels)[np.asarray(labels) >= 0].tolist())):
+    best = {}
+    for c in sorted(set(labels[labels >= 0].tolist())):
         idx = np.flatnonzero(labels == c)
         S = X[idx] @ T.T  # (n_members, n_topics)
         mean = S.mean(axis=0)
         votes = np.bincount(S.argmax(axis=1), minlength=len(vocab)) / len(idx)
         order = np.argsort(-mean)[:k]
+        best[int(c)] = int(order[0])
         out[int(c)] = [{"name": vocab[j], "score": round(float(mean[j]), 4),
                         "share": round(float(votes[j]), 4)} for j in order]
-    return out
+    if not with_support:
+        return out
+    from .support import zeroshot_support
+
+    S_all = X @ T.T  # every item's similarities (n x topics; the vocabulary is small)
+    sup = zeroshot_support(S_all.argmax(axis=1), labels, best, len(vocab),
+                           group_name=lambda g: int(np.argmax(S_all[g].mean(axis=0))))
+    return out, sup

@@ -27,6 +27,9 @@ from ..fileio import atomic_path, display_text, json_text, output_error, read_js
 from ..ingest.stream import NpyVectors
 from ..naming import load_names
 from ..naming.overrides import automatic_names, hand_names
+from ..naming.support import BY_HAND, mostly_unsure
+from ..naming.support import note as unsure_note
+from ..naming.support import of_records as support_of_records
 from ..rundir import RunDir, RunLevels
 from ..stages.reduce import UMAPReducer
 from .reposts import gallery_rows, most_reposted, reposts_section
@@ -400,14 +403,19 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     # clusters a person marked as junk in the studio: shown, and said to be junk
     junk_ids = ({int(e["id"]) for e in curated.get("clusters", []) if e.get("junk")}
                 if label_col == "curated_cluster" else set())
-    alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in run.read_automatic_names()}
+    auto_records = run.read_automatic_names()
+    alts_by_id = {int(e["cluster"]): e.get("alternatives", []) for e in auto_records}
+    # how sure each automatic name is (naming.support); a person's names are sure
+    sure_by_id = support_of_records(auto_records) or support_of_records(clusters_list)
     big = n > INLINE_MAX
 
     def cards_for(lab, ids_, names_, auto_, hand_, meta_, alts_, colors_, limit=None, probs_=probs,
-                  sample=CENTRE_SAMPLE, n_reps=n_representatives, n_border=n_borderline, junk_=frozenset()):
+                  sample=CENTRE_SAMPLE, n_reps=n_representatives, n_border=n_borderline, junk_=frozenset(),
+                  sure_=None):
         """One card entry per cluster of ``lab`` (largest first; ``limit``: the largest only);
         without membership probabilities (``probs_`` None) no borderline members; ``junk_``
-        the clusters shown as junk."""
+        the clusters shown as junk; ``sure_``: cluster id -> how sure its automatic name is
+        (``naming.support`` fields; a hand-given name is sure)."""
         rng_c = np.random.default_rng(0)
         sizes = {c: int(v) for c, v in zip(*np.unique(lab[lab >= 0], return_counts=True))}
         chosen = set(sorted(ids_, key=lambda c: (-sizes.get(c, 0), c))[:limit])
@@ -429,6 +437,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
                 "mean_probability": float(probs_[idx].mean()) if probs_ is not None else None,
                 "top_classes": m.get("top_classes", [])[:5],
             }
+            if c in hand_:
+                entry.update(name_sure=True, name_why=BY_HAND)
+            elif (sure_ or {}).get(c):
+                entry.update(sure_[c])
             if true_labels is not None:
                 vals, cnt = np.unique(np.array([str(true_labels[i]) for i in idx]), return_counts=True)
                 o = np.argsort(-cnt)[:3]
@@ -438,7 +450,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         return out
 
     run_colors = cluster_colors(cluster_ids)
-    clusters = cards_for(labels, cluster_ids, names, auto, hand, meta_by_id, alts_by_id, run_colors, junk_=junk_ids)
+    clusters = cards_for(labels, cluster_ids, names, auto, hand, meta_by_id, alts_by_id, run_colors, junk_=junk_ids,
+                         sure_=sure_by_id)
     # the run's hierarchy: one view per level (its labels, names, colours and cards); the level
     # the run's clusters come from shows the run's own names. A curated run shows the tree the
     # published model serves (curated_tree): the person's clusters as the finest level under the
@@ -495,7 +508,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             cards_k = cards_for(lab, ids_k, names_k, {}, set(), {}, alts_k, colors_k, limit=LEVEL_CARDS_MAX,
                                 probs_=level_probs[k] if level_probs is not None else None,
                                 sample=LEVEL_CENTRE_SAMPLE, n_reps=max(1, n_representatives // 2),
-                                n_border=n_borderline // 2, junk_=junk_k)
+                                n_border=n_borderline // 2, junk_=junk_k, sure_=support_of_records(named))
             views.append({"label": label, "run": False, "n_clusters": len(ids_k), "labels": lab,
                           "cards": cards_k, "legend": [{"id": c, "name": names_k.get(c, f"cluster {c}"),
                                                         "color": colors_k[c], "size": int((lab == c).sum())}
@@ -570,6 +583,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         title=title or f"mediacluster report - {display_text(run_dir.name)}", run_dir=display_text(run_dir), n=n, clusters=clusters,
         thumbs=thumbs, paths=shown_paths, noise_show=noise_show, n_noise=len(noise_idx), out_show=out_show,
         n_out=len(out_idx), info=info, summary=summary, evaluation=evaluation, study=study, data=data,
+        names_method=next((e.get("method") for e in auto_records if e.get("method")), None),
         hand_names=bool(hand), clips=clips, views=views,
     )
     anchor = '<section id="noise">' if '<section id="noise">' in page else "</body>"  # before the noise gallery
@@ -615,7 +629,7 @@ def _table(d: dict) -> str:
 
 
 def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, out_show, n_out, info, summary,
-            evaluation, study, data, hand_names, clips=None, views=()) -> str:
+            evaluation, study, data, hand_names, clips=None, views=(), names_method=None) -> str:
     esc = html.escape
 
     def card(e) -> str:
@@ -633,10 +647,13 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
         auto = ""
         if e["hand"] and e["auto_name"]:
             auto = f"<div class='meta'>automatic name: {esc(e['auto_name'])}</div>"
+        unsure = e.get("name_sure") is False  # marked, muted and explained; the name is unchanged
+        title = f"{e['name']}: {e.get('name_why', 'unsure')}" if unsure else e["name"]
+        mark = (f'<span class="unsure-mark" title="{esc(e.get("name_why", "unsure"))}">?</span>' if unsure else "")
         return f"""
-<section class="card" data-cluster="{e['id']}" tabindex="0" title="click to show only this cluster on the map">
+<section class="card" data-cluster="{e['id']}" data-name-sure="{'no' if unsure else 'yes'}" tabindex="0" title="click to show only this cluster on the map">
   <header><span class="swatch" style="background:{e['color']}"></span>
-    <h3 title="{esc(e['name'])}">{esc(e['name'])}{' <span class="hand" title="named by hand (names.yaml or the studio)">&#9998;</span>' if e['hand'] else ''}{' <span class="junk" title="marked as junk in the studio">junk</span>' if e.get('junk') else ''}</h3>
+    <h3{' class="unsure"' if unsure else ''} title="{esc(title)}">{esc(e['name'])}{mark}{' <span class="hand" title="named by hand (names.yaml or the studio)">&#9998;</span>' if e['hand'] else ''}{' <span class="junk" title="marked as junk in the studio">junk</span>' if e.get('junk') else ''}</h3>
     <span class="cid">#{e['id']}</span></header>
   <div class="meta"><b>{e['size']:,}</b> items &middot; {100 * e['share']:.1f}%{f" &middot; mean membership {e['mean_probability']:.2f}" if e['mean_probability'] is not None else ''}</div>
   {f"<div class='meta'>also: {alts}</div>" if alts else ''}{auto}
@@ -684,6 +701,12 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
     payload = (json_text(data, indent=None, separators=(",", ":"))
                .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     n_clusters = len(clusters)
+    # most automatic names of the run unsure: say so once, above the cards
+    names_note = ""
+    if mostly_unsure([e.get("name_sure") for e in clusters if not e["hand"]]):
+        n_uns = sum(e.get("name_sure") is False for e in clusters)
+        names_note = (f'<p class="note names-unsure">{n_uns} of {n_clusters} names are unsure (marked ?): '
+                      f'{esc(unsure_note(names_method))}.</p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -708,7 +731,7 @@ noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b
 <section id="clusters"><h2>Clusters</h2>
 <p class="muted">Cards are sorted by size. Representative images are the members nearest the cluster centre; borderline ones have the lowest membership probability.
 {'Names marked &#9998; were given by a person (names.yaml or the studio).' if hand_names else 'Rename, merge and split clusters in the studio (<code>mediacluster studio RUN_DIR</code>), or write <code>names.yaml</code> (cluster id: name) in the run folder, and re-run <code>mediacluster report</code>.'}</p>
-{level_select}{cards_html}</section>
+{names_note}{level_select}{cards_html}</section>
 <section id="noise"><h2>Noise <span class="muted">({n_noise:,} items, label -1{', a random sample' if n_noise > len(noise_show) else ''})</span></h2>
 <div class="grid gallery">{noise_gal or '<span class="muted">none</span>'}</div></section>
 <section id="outliers"><h2>Outliers <span class="muted">({n_out:,} items, label -2{', a random sample' if n_out > len(out_show) else ''})</span></h2>

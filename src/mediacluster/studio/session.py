@@ -26,6 +26,8 @@ from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
+from ..naming.support import BY_HAND
+from ..naming.support import of_records as support_of_records
 from ..rundir import RunDir, path_to_text
 from .editlog import Event
 from .levels import find_level, level_views
@@ -91,6 +93,7 @@ class Studio:
         self._lock = threading.RLock()
         self.log = self.run.edits()
         self._names0 = self._start_names()
+        self._sure0 = support_of_records(self.run.read_automatic_names())  # naming.support, per fitted cluster
         self.state = CuratedState(self.fitted, self._names0)
         for ev in self.log.events():
             self.state.apply(ev)
@@ -262,6 +265,11 @@ class Studio:
         fitted_names = self._names0
         for e in table:
             e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
+            # how sure the name is: a person's always; a fitted cluster's automatic name as measured
+            if e["named_by"] == "person":
+                e.update(name_sure=True, name_why=BY_HAND)
+            elif e["origin"] == "fitted" and e["name"] == e["auto_name"] and e["id"] in self._sure0:
+                e.update(self._sure0[e["id"]])
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
                    {"id": OUTLIER, "name": "outliers", "size": sizes.get(OUTLIER, 0)}]
         # each curated cluster's group at each coarse level the published model keeps, named

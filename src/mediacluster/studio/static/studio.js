@@ -402,7 +402,8 @@
       const li = el("li", { "data-cluster": c.id, class: (S.view.kind === "cluster" && S.view.id === c.id ? "current" : "") + (c.size === 0 ? " empty" : "") },
         c.id >= 0 ? el("input", { type: "checkbox", class: "mcheck", title: "check to merge", onclick: (ev) => { ev.stopPropagation(); mergeState(); } }) : el("span", { style: "width:13px" }),
         el("span", { class: "swatch" }),
-        el("span", { class: "cname", text: c.name, title: c.name + " (#" + c.id + ")" }),
+        el("span", { class: "cname" + (c.name_sure === false ? " unsure" : ""), text: c.name, title: c.name + " (#" + c.id + ")" + (c.name_sure === false ? ": " + (c.name_why || "unsure") : "") }),
+        c.name_sure === false ? el("span", { class: "unsure-mark", text: "?", title: c.name_why || "the automatic name is unsure" }) : null,
         c.junk ? el("span", { class: "badge junk", text: "junk" }) : null,
         c.named_by === "person" ? el("span", { class: "badge hand", text: "named", title: "named by a person" }) : null,
         el("span", { class: "size", text: fmt(c.size) }));
