@@ -32,7 +32,7 @@ from .levels import find_level, level_views
 from .media import ItemMedia
 from .search import SearchService
 from .split import Previews, Splitter, whole_number
-from .state import CuratedState, EditConflict
+from .state import CuratedState, EditConflict, start_names
 from .writer import WRITE_DELAY, StateWriter
 
 log = logging.getLogger(__name__)
@@ -169,11 +169,7 @@ class Studio:
         log.info("studio: the UMAP map is ready (%.1f s)", time.perf_counter() - t)
 
     def _start_names(self) -> dict[int, tuple[str, str]]:
-        from ..naming.overrides import load_names
-
-        auto = load_names(self.run, automatic=True, curated=False)
-        hand = load_names(self.run, automatic=False, curated=False)
-        return {c: (nm, "person" if c in hand else "automatic") for c, nm in auto.items()}
+        return start_names(self.run)
 
     def close(self) -> None:
         """Write what is not written yet and stop the background writer."""
