@@ -26,7 +26,7 @@ from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
-from ..rundir import RunDir, path_to_text
+from ..rundir import CARRY, RunDir, path_to_text
 from .editlog import Event
 from .levels import find_level, level_views
 from .media import ItemMedia
@@ -78,6 +78,7 @@ class Studio:
         self.levels = level_views(self.run_levels)
         self.level_names = self.run.read_level_names() if self.levels else {}
         self._tree: tuple[int, CuratedTree | None] | None = None  # (seq, the curated tree then)
+        self._carry: tuple[int, dict[int, str]] | None = None  # (carry.json's mtime, statuses)
         self.vectors = self.run.read_vectors(mmap=True)
         if len(self.vectors) != self.n:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
@@ -238,6 +239,19 @@ class Studio:
             lab = tree.rows[tree.names.index(name)]
         return np.ascontiguousarray(lab, "<i4").tobytes()
 
+    def carry_statuses(self) -> dict[int, str]:
+        """``{cluster: status}`` from the run's ``carry.json`` (:mod:`.carry`: what each fitted
+        cluster is to the previous run's curated clusters), re-read when the file changes."""
+        try:
+            stamp = os.stat(self.run.file(CARRY)).st_mtime_ns
+        except OSError:
+            return {}
+        if self._carry is None or self._carry[0] != stamp:
+            doc = self.run.read_carry() or {}
+            self._carry = (stamp, {int(r["cluster"]): str(r["status"]) for r in doc.get("clusters") or []
+                                   if isinstance(r, dict) and "cluster" in r and "status" in r})
+        return self._carry[1]
+
     def tree(self) -> CuratedTree | None:
         """The curated tree now (:func:`~mediacluster.curated_tree.curated_tree`: what publishing
         would write), computed once per edit; call with the lock held."""
@@ -255,8 +269,11 @@ class Studio:
             tree = self.tree()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
         fitted_names = self._names0
+        carry = self.carry_statuses()
         for e in table:
             e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
+            e["carry"] = carry.get(e["id"])  # after --carry-from: kept / split / merged / new
+            e["new"] = e["carry"] == "new"  # no ancestor among the previous run's clusters: to review
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
                    {"id": OUTLIER, "name": "outliers", "size": sizes.get(OUTLIER, 0)}]
         # each curated cluster's group at each coarse level the published model keeps, named
