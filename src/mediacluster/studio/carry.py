@@ -308,7 +308,8 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
                                 "paths relative to each run's collection root") + ")")
         old_lab = o.state.labels[[ofirst[k] for k in shared]]
         new_lab = nw.state.labels[[nfirst[k] for k in shared]]
-        old_ids = sorted(c.id for c in o.state.alive())
+        held = set(np.unique(o.state.labels).tolist())  # a cluster emptied by edits is none
+        old_ids = sorted(c.id for c in o.state.alive() if c.id in held)
         new_sizes = {c.id: int(s) for c in nw.state.alive()
                      if (s := int((nw.state.labels == c.id).sum())) > 0}
         previous, clusters, carried = match_clusters(old_lab, new_lab, old_ids, new_sizes)
