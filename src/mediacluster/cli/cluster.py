@@ -223,7 +223,7 @@ def run(args) -> int:
             print(f"carry: the run {before} that {printable(args.out)} held had no edits or hand-given "
                   "names (it was not kept): nothing to carry")
         else:
-            print_carry(carry_curation(prev, res.out, cache_dir=args.cache_dir))
+            print_carry(carry_curation(prev, res.out, cache_dir=args.cache_dir, progress=not args.quiet))
     rep = report_after(args, res.out)
     if res.level_refused:
         print_level_refused(res.level_refused, res.summary.get("levels"))

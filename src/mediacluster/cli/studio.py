@@ -83,7 +83,7 @@ def run(args) -> int:
     if args.carry_from is not None:
         from ..studio.carry import carry_curation
 
-        print_carry(carry_curation(args.carry_from, run_dir))
+        print_carry(carry_curation(args.carry_from, run_dir, progress=True))
     studio = Studio(run_dir, map_method=args.map_method, progress=True)
     if args.publish or args.export:
         try:

@@ -104,14 +104,14 @@ class _Side:
         return out
 
 
-def item_keys(old: _Side, new: _Side, cache_dir=None) -> tuple[list[str], list[str], str]:
+def item_keys(old: _Side, new: _Side, cache_dir=None, progress: bool = False) -> tuple[list[str], list[str], str]:
     """Each item's identity in both runs and which kind was used (see the module docstring)."""
     paths = old.paths + new.paths
     if all(p is not None and os.path.isfile(p) for p in paths):
         from ..embed.store import EmbeddingStore
 
         with EmbeddingStore(cache_dir) as store:
-            hashes, _errors = store.hash_files(paths)
+            hashes, _errors = store.hash_files(paths, progress=progress)
         if all(h is not None for h in hashes):
             return hashes[:len(old.paths)], hashes[len(old.paths):], "content"
     return old.relative_keys(), new.relative_keys(), "path"
@@ -274,11 +274,11 @@ def _person_work(state: CuratedState) -> bool:
 
 
 def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | RunDir,
-                   cache_dir=None, collection_root=None) -> dict:
+                   cache_dir=None, collection_root=None, progress: bool = False) -> dict:
     """Carry the curation of run ``old`` into run ``new`` (see the module docstring); returns
     the summary (also written to ``new/carry.json``). ``cache_dir``: the embedding cache that
     knows the files' hashes (default the user cache); ``collection_root``: where the previous
-    run's files are now, when they moved."""
+    run's files are now, when they moved; ``progress``: a progress bar while files are hashed."""
     t0 = time.perf_counter()
     old_run = old if isinstance(old, RunDir) else _open(old, "--carry-from", collection_root)
     new_run = new if isinstance(new, RunDir) else _open(new, "the new run", None)
@@ -298,7 +298,7 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             return {**prev, "already": True, "carried": {k: 0 for k in (prev.get("carried") or {})},
                     "message": f"already carried from run {old_run.run_id} (edit {done[0].seq}); "
                                "nothing carried again"}
-        old_keys, new_keys, identity = item_keys(o, nw, cache_dir)
+        old_keys, new_keys, identity = item_keys(o, nw, cache_dir, progress)
         ofirst, nfirst = _first_rows(old_keys), _first_rows(new_keys)
         shared = [k for k in ofirst if k in nfirst]
         if not shared:
