@@ -257,5 +257,6 @@ def test_the_rule_reports_splits_merges_and_gone_clusters():
     assert carried == {0: 10, 1: 11}  # the mutual majorities only: merges carry nothing
     assert [r["to"] for r in prev if r["cluster"] == 1] == [[11, 12]]
     assert [r["with"] for r in prev if r["cluster"] == 2] == [[3]]
+    assert [(r["largest"], r["largest_share"]) for r in prev if r["cluster"] == 4] == [(10, 0.3333)]  # 4 has one item in each of 10, 11, 13: ties go to the lowest id
     cst = {r["cluster"]: r["status"] for r in clusters}
     assert cst == {10: "kept", 11: "split", 12: "split", 13: "merged", 14: "new"}

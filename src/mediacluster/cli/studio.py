@@ -64,7 +64,8 @@ def print_carry(s: dict) -> None:
         marks = "".join([" [junk]" if r["junk"] else ""] + [f" #{printable(t)}" for t in r["tags"]])
         w(f"  {r['cluster']} {printable(r['name'])}{marks}: {r['status']}{where}{also}"
           + (f", carried to {r['carried_to']}" if r.get("carried_to") is not None else "")
-          + (f" ({r['reason']})" if r.get("reason") else "") + "\n")
+          + (f" ({r['reason']}" + (f"; the most, {100 * r['largest_share']:.0f}%, in {r['largest']}"
+                                    if r.get("largest") is not None else "") + ")" if r.get("reason") else "") + "\n")
     new = s["new_clusters"]
     w(f"new clusters (no ancestor, to review): {', '.join(map(str, new)) if new else 'none'}\n")
     c = s["carried"]

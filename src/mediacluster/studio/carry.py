@@ -177,6 +177,10 @@ def match_clusters(old_labels: np.ndarray, new_labels: np.ndarray, old_ids: list
             rec.update(status="gone", reason="no new cluster holds most of its items")
         if b is not None:
             rec.update(heir=int(b), heir_share=round(n[a, b] / size_a[a], 4))
+        if b is None and size_a.get(a):  # where most of what is left went: a hint for review
+            most = max((x for x in size_b if x >= 0 and n.get((a, x))), key=lambda x: (n[a, x], -x), default=None)
+            if most is not None:
+                rec.update(largest=int(most), largest_share=round(n[a, most] / size_a[a], 4))
         rec["carried_to"] = int(carried[a]) if a in carried else None
         previous.append(rec)
     status_of = {r["cluster"]: r["status"] for r in previous}
