@@ -228,19 +228,42 @@ def test_bad_previous_runs_are_refused_naming_them(world, carried, tmp_path, cap
         carry_curation(tmp_path / "audio", carried["out"])
 
 
-def test_the_studio_serves_which_clusters_are_new(carried):
+@pytest.fixture(scope="module")
+def studio(carried):
     srv = Server(carried["out"], "--map", "pca")
+    yield srv
+    srv.stop()
+
+
+def test_the_studio_serves_which_clusters_are_new(carried, studio):
+    with client(studio) as c:
+        r = c.get("/api/clusters")
+        assert r.status_code == 200
+        rows = {e["id"]: e for e in r.json()["clusters"]}
+    summary = json.loads((carried["out"] / "carry.json").read_text())
+    new = set(summary["new_clusters"])
+    assert new and {i for i, e in rows.items() if e["new"]} == new
+    assert {e["carry"] for i, e in rows.items() if i not in new} == {"kept"}
+
+
+def test_the_page_marks_the_new_clusters_and_filters_them(carried, studio):
+    from test_report import _chrome
+    from test_studio_browser import loaded, wait
+
+    new = json.loads((carried["out"] / "carry.json").read_text())["new_clusters"]
+    drv = _chrome()
     try:
-        with client(srv) as c:
-            r = c.get("/api/clusters")
-            assert r.status_code == 200
-            rows = {e["id"]: e for e in r.json()["clusters"]}
-        summary = json.loads((carried["out"] / "carry.json").read_text())
-        new = set(summary["new_clusters"])
-        assert new and {i for i, e in rows.items() if e["new"]} == new
-        assert {e["carry"] for i, e in rows.items() if i not in new} == {"kept"}
+        drv.get(studio.url)
+        wait(lambda: loaded(drv), 60, "the page")
+        rows = "#cluster-list li[data-cluster]"
+        badged = [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", rows)
+                  if li.find_elements("css selector", ".badge.new")]
+        assert badged == new
+        drv.find_element("id", "filter").send_keys("new")
+        wait(lambda: [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", rows)] == new,
+             10, "the filter 'new'")
     finally:
-        srv.stop()
+        drv.quit()
 
 
 def test_the_rule_reports_splits_merges_and_gone_clusters():
