@@ -314,8 +314,9 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
         new_lab = nw.state.labels[[nfirst[k] for k in shared]]
         held = set(np.unique(o.state.labels).tolist())  # a cluster emptied by edits is none
         old_ids = sorted(c.id for c in o.state.alive() if c.id in held)
-        new_sizes = {c.id: int(s) for c in nw.state.alive()
-                     if (s := int((nw.state.labels == c.id).sum())) > 0}
+        alive = {c.id for c in nw.state.alive()}
+        new_sizes = {int(c): int(k) for c, k in zip(*np.unique(nw.state.labels, return_counts=True))
+                     if int(c) in alive}
         previous, clusters, carried = match_clusters(old_lab, new_lab, old_ids, new_sizes)
         for r in previous:
             c = o.state.clusters[r["cluster"]]
