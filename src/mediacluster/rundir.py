@@ -119,6 +119,7 @@ MODELS = "models"
 REPORT = "report"
 EDITS = "edits.sqlite"
 CURATED = "curated.json"
+CARRY = "carry.json"  # what carrying a previous run's curation did (studio.carry)
 EVALUATION = "evaluation.json"  # `mediacluster evaluate`: scores of the run
 EXPORTS = "exports"
 EXTRA_PREFIX = "extra_"
@@ -598,6 +599,21 @@ class _Files:
     def read_curated(self) -> dict | None:
         """``curated.json`` of this run, None if absent or derived from another run."""
         p = self.file(CURATED)
+        if not p.exists():
+            return None
+        try:
+            doc = read_json(p)
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) and doc.get("run_id") == self.run_id else None
+
+    def write_carry(self, doc: dict) -> None:
+        """What carrying a previous run's curation into this run did (``studio.carry``)."""
+        write_json(self.file(CARRY), {**doc, "run_id": self.run_id})
+
+    def read_carry(self) -> dict | None:
+        """``carry.json`` of this run, None if absent, unreadable or written for another run."""
+        p = self.file(CARRY)
         if not p.exists():
             return None
         try:

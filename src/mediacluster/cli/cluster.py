@@ -71,6 +71,12 @@ def add_parser(sub):
                         "by an audio fingerprint (spectrograms aligned in time)")
     g.add_argument("--dedup-param", action="append", default=[], metavar="NAME=VALUE",
                    help="duplicate finder parameter, repeatable, e.g. hash_radius=5 (see DuplicateFinder)")
+    g = p.add_argument_group("curation (see mediacluster.studio.carry)")
+    g.add_argument("--carry-from", default=None, metavar="OLD_RUN",
+                   help="carry what a person did in the studio on a previous run (names, junk marks, "
+                        "tags, moved items) to the new run's matching clusters (a mutual majority of "
+                        "shared items), as edits in OUT/edits.sqlite; what was kept, split, merged or "
+                        "is new is printed and written to OUT/carry.json. OLD_RUN may be OUT itself")
     add_pipeline_args(p)
     add_report_argument(p)
     return p
@@ -180,6 +186,11 @@ def build_pipeline(args):
 def run(args) -> int:
     check_report_arguments(args)
     pipe = build_pipeline(args)
+    before = None
+    if args.carry_from is not None:  # refused before any work when it is not a run
+        from ..studio.carry import check_previous
+
+        before = check_previous(args.carry_from)
     res = cluster_folder(
         args.input, args.out, encoder=args.encoder, seed=args.seed, pipeline=pipe, media=args.media,
         labels_from_folders=args.labels_from_folders, cache_dir=args.cache_dir,
@@ -204,6 +215,16 @@ def run(args) -> int:
     if res.kept_previous is not None:
         print(f"the run this one replaced held hand-given names or studio edits: kept as "
               f"{printable(res.kept_previous)}")
+    if args.carry_from is not None:
+        from ..studio.carry import carry_curation, resolve_previous
+        from .studio import print_carry
+
+        prev = resolve_previous(args.carry_from, res.out, before, res.kept_previous)
+        if prev is None:
+            print(f"carry: the run {before} that {printable(args.out)} held had no edits or hand-given "
+                  "names (it was not kept): nothing to carry")
+        else:
+            print_carry(carry_curation(prev, res.out, cache_dir=args.cache_dir, progress=not args.quiet))
     rep = report_after(args, res.out)
     if res.level_refused:
         print_level_refused(res.level_refused, res.summary.get("levels"))

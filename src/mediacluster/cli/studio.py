@@ -37,8 +37,43 @@ def add_parser(sub):
                    help="write an export of the curated clusters into RUN_DIR/exports and exit")
     p.add_argument("--export-mode", choices=["symlink", "copy"], default="symlink",
                    help="folders export: symbolic links (default) or copies")
+    p.add_argument("--carry-from", default=None, metavar="OLD_RUN",
+                   help="first carry what a person did on a previous run of (part of) the same "
+                        "collection to this run's matching clusters (see `cluster --carry-from`); "
+                        "the clusters with no ancestor are marked new")
     add_collection_root(p, "the studio shows the files and exports link to them")
     return p
+
+
+def print_carry(s: dict) -> None:
+    """The summary of :func:`mediacluster.studio.carry.carry_curation`, briefly."""
+    w = sys.stdout.write
+    if s.get("already"):
+        w(f"carry: {printable(s['message'])}\n")
+        return
+    prev = s["previous_clusters"]
+    w(f"carry from run {s['from']['run_id']} ({s['shared_items']:,} shared items by {s['identity']}, "
+      f"{s['items_new_to_the_collection']:,} new, {s['items_gone']:,} gone): previous curated clusters "
+      + ", ".join(f"{prev.get(k, 0)} {k}" for k in ("kept", "split", "merged", "gone")) + "\n")
+    for r in s["previous"]:
+        if r["status"] == "kept" and r["named_by"] != "person" and not (r["junk"] or r["tags"]):
+            continue
+        to = r.get("to")
+        where = (f" -> {', '.join(map(str, to))}" if isinstance(to, list) else f" -> {to}" if to is not None else "")
+        also = f" (with {', '.join(map(str, r['with']))})" if r.get("with") else ""
+        marks = "".join([" [junk]" if r["junk"] else ""] + [f" #{printable(t)}" for t in r["tags"]])
+        w(f"  {r['cluster']} {printable(r['name'])}{marks}: {r['status']}{where}{also}"
+          + (f", carried to {r['carried_to']}" if r.get("carried_to") is not None else "")
+          + (f" ({r['reason']}" + (f"; the most, {100 * r['largest_share']:.0f}%, in {r['largest']}"
+                                    if r.get("largest") is not None else "") + ")" if r.get("reason") else "") + "\n")
+    new = s["new_clusters"]
+    w(f"new clusters (no ancestor, to review): {', '.join(map(str, new)) if new else 'none'}\n")
+    c = s["carried"]
+    w(f"carried: {c['names']} names, {c['junk']} junk marks, {c['cluster_tags']} cluster tags, "
+      f"{c['item_tags']} item tags, {c['moves']} moves ({s['carried_items_moved']} items) "
+      f"in {s['seconds']:.2f} s; {printable(s['message'])}\n")
+    for r in s.get("not_carried") or []:
+        w(f"  not carried: {printable(r.get('what'))}: {printable(r.get('reason'))}\n")
 
 
 def run(args) -> int:
@@ -46,6 +81,10 @@ def run(args) -> int:
 
     run_dir = RunDir.open(args.run_dir, collection_root=args.collection_root)
     note_missing_root(run_dir)
+    if args.carry_from is not None:
+        from ..studio.carry import carry_curation
+
+        print_carry(carry_curation(args.carry_from, run_dir, progress=True))
     studio = Studio(run_dir, map_method=args.map_method, progress=True)
     if args.publish or args.export:
         try:

@@ -28,13 +28,13 @@ from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
 from ..naming.support import BY_HAND
 from ..naming.support import of_records as support_of_records
-from ..rundir import RunDir, path_to_text
+from ..rundir import CARRY, RunDir, path_to_text
 from .editlog import Event
 from .levels import find_level, level_views
 from .media import ItemMedia
 from .search import SearchService
 from .split import Previews, Splitter
-from .state import CuratedState, EditConflict, whole_number
+from .state import CuratedState, EditConflict, start_names, whole_number
 from .writer import WRITE_DELAY, StateWriter
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class Studio:
         self.levels = level_views(self.run_levels)
         self.level_names = self.run.read_level_names() if self.levels else {}
         self._tree: tuple[int, CuratedTree | None] | None = None  # (seq, the curated tree then)
+        self._carry: tuple[int, dict[int, str]] | None = None  # (carry.json's mtime, statuses)
         self.vectors = self.run.read_vectors(mmap=True)
         if len(self.vectors) != self.n:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
@@ -173,11 +174,7 @@ class Studio:
         log.info("studio: the UMAP map is ready (%.1f s)", time.perf_counter() - t)
 
     def _start_names(self) -> dict[int, tuple[str, str]]:
-        from ..naming.overrides import load_names
-
-        auto = load_names(self.run, automatic=True, curated=False)
-        hand = load_names(self.run, automatic=False, curated=False)
-        return {c: (nm, "person" if c in hand else "automatic") for c, nm in auto.items()}
+        return start_names(self.run)
 
     def close(self) -> None:
         """Write what is not written yet and stop the background writer."""
@@ -246,6 +243,19 @@ class Studio:
             lab = tree.rows[tree.names.index(name)]
         return np.ascontiguousarray(lab, "<i4").tobytes()
 
+    def carry_statuses(self) -> dict[int, str]:
+        """``{cluster: status}`` from the run's ``carry.json`` (:mod:`.carry`: what each fitted
+        cluster is to the previous run's curated clusters), re-read when the file changes."""
+        try:
+            stamp = os.stat(self.run.file(CARRY)).st_mtime_ns
+        except OSError:
+            return {}
+        if self._carry is None or self._carry[0] != stamp:
+            doc = self.run.read_carry() or {}
+            self._carry = (stamp, {int(r["cluster"]): str(r["status"]) for r in doc.get("clusters") or []
+                                   if isinstance(r, dict) and "cluster" in r and "status" in r})
+        return self._carry[1]
+
     def tree(self) -> CuratedTree | None:
         """The curated tree now (:func:`~mediacluster.curated_tree.curated_tree`: what publishing
         would write), computed once per edit; call with the lock held."""
@@ -263,6 +273,7 @@ class Studio:
             tree = self.tree()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
         fitted_names = self._names0
+        carry = self.carry_statuses()
         for e in table:
             e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
             # how sure the name is: a person's always; a fitted cluster's automatic name as measured
@@ -270,6 +281,8 @@ class Studio:
                 e.update(name_sure=True, name_why=BY_HAND)
             elif e["origin"] == "fitted" and e["name"] == e["auto_name"] and e["id"] in self._sure0:
                 e.update(self._sure0[e["id"]])
+            e["carry"] = carry.get(e["id"])  # after --carry-from: kept / split / merged / new
+            e["new"] = e["carry"] == "new"  # no ancestor among the previous run's clusters: to review
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
                    {"id": OUTLIER, "name": "outliers", "size": sizes.get(OUTLIER, 0)}]
         # each curated cluster's group at each coarse level the published model keeps, named

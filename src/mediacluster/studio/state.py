@@ -396,6 +396,17 @@ class CuratedState:
         return st
 
 
+def start_names(run) -> dict[int, tuple[str, str]]:
+    """``{cluster: (name, named_by)}`` a run's curated state starts from: its automatic names,
+    with ``names.yaml``'s on top as names a person gave (the studio's own names come from the
+    events)."""
+    from ..naming.overrides import load_names
+
+    auto = load_names(run, automatic=True, curated=False)
+    hand = load_names(run, automatic=False, curated=False)
+    return {c: (nm, "person" if c in hand else "automatic") for c, nm in auto.items()}
+
+
 def _retag(tags: list[str], add: list[str], remove: list[str]) -> list[str]:
     out = [t for t in tags if t not in set(remove)]
     for t in add:

@@ -395,7 +395,8 @@
   function drawClusters() {
     const list = clear($("cluster-list"));
     const f = $("filter").value.trim().toLowerCase();
-    const arr = Array.from(S.clusters.values()).filter((c) => !f || c.name.toLowerCase().includes(f) || String(c.id) === f);
+    // "new": the clusters a carry from a previous run found no ancestor for (to review)
+    const arr = Array.from(S.clusters.values()).filter((c) => !f || c.name.toLowerCase().includes(f) || String(c.id) === f || (f === "new" && c.new));
     arr.sort((a, b) => (b.size - a.size) || (a.id - b.id));
     const groups = S.level && S.groups[S.level];
     const row = (c) => {
@@ -406,6 +407,7 @@
         c.name_sure === false ? el("span", { class: "unsure-mark", text: "?", title: c.name_why || "the automatic name is unsure" }) : null,
         c.junk ? el("span", { class: "badge junk", text: "junk" }) : null,
         c.named_by === "person" ? el("span", { class: "badge hand", text: "named", title: "named by a person" }) : null,
+        c.new ? el("span", { class: "badge new", text: "new", title: "no ancestor in the previous run this run's curation was carried from: review it (filter: new)" }) : null,
         el("span", { class: "size", text: fmt(c.size) }));
       li.querySelector(".swatch").style.background = colorOf(c.id);
       li.addEventListener("click", () => showCluster(c.id));

@@ -1,0 +1,285 @@
+"""Carrying a person's curation to a re-clustered, grown collection (``mediacluster.studio.carry``).
+
+A real slice: 60 Imagenette photos of three classes are clustered and curated (two renames, a
+junk mark, a cluster tag, a moved item, an item tag), then the slice plus 20 photos of a fourth
+class is clustered again with ``--carry-from``. Runs use PCA + K-means (fast and deterministic;
+carrying does not care how the clusters were made); the embedding cache is shared by the runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import dataset
+from studio_helpers import Server, client
+
+from mediacluster.cli import main
+from mediacluster.errors import InputError
+from mediacluster.rundir import RunDir
+from mediacluster.studio.carry import carry_curation, match_clusters
+from mediacluster.studio.session import Studio
+
+CLASSES = ["n01440764", "n02102040", "n03028079"]  # tench, springer, church; n03888257 parachute is new
+NEW_CLASS = "n03888257"
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    return rc, buf.getvalue()
+
+
+def cluster(folder: Path, out: Path, k: int, cache: Path, *extra: str) -> tuple[int, str]:
+    return run_cli(["cluster", str(folder), "--out", str(out), "--quiet", "--labels-from-folders",
+                    "--reducer", "pca", "--reducer-param", "n_components=10", "--clusterer", "kmeans",
+                    "--clusterer-param", f"n_clusters={k}", "--cache-dir", str(cache), *extra])
+
+
+def by_label(run: Path, column: str = "cluster") -> dict[str, int]:
+    """Each class's majority cluster in a run."""
+    a = pd.read_parquet(run / "assignments.parquet")
+    return {lab: int(g[column].mode()[0]) for lab, g in a.groupby("label")}
+
+
+@pytest.fixture(scope="module")
+def world(imagenette_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("carry")
+    old, new = base / "old", base / "new"
+    for c in CLASSES:
+        shutil.copytree(imagenette_dir / c, old / c)
+    shutil.copytree(imagenette_dir, new)  # the grown collection: the same photos plus a class
+    cache = base / "cache"
+    rc, out = cluster(old, base / "run_old", 3, cache)
+    assert rc == 0, out
+    return {"base": base, "old": old, "new": new, "cache": cache, "run_old": base / "run_old"}
+
+
+@pytest.fixture(scope="module")
+def curated(world):
+    """The previous run, curated through the studio's own edit API; what the person did."""
+    run = world["run_old"]
+    cl = by_label(run)
+    a = pd.read_parquet(run / "assignments.parquet")
+    st = Studio(run, warm=False, map_method="pca")
+    try:
+        fish = [int(i) for i in st.state.members(cl[CLASSES[0]]) if a["label"][i] == CLASSES[0]]
+        st.edit("rename", {"cluster": cl[CLASSES[0]], "name": "my fish"})
+        st.edit("rename", {"cluster": cl[CLASSES[1]], "name": "my dogs"})
+        st.edit("junk", {"clusters": [cl[CLASSES[2]]]})
+        st.edit("tag", {"clusters": [cl[CLASSES[1]]], "add": ["pets"]})
+        st.edit("move", {"items": [fish[0]], "to": cl[CLASSES[1]]})  # a fish the person calls a dog
+        st.edit("tag", {"items": [fish[1]], "add": ["favourite"]})
+        seq = st.state.seq
+    finally:
+        st.close()
+    paths = RunDir.open(run).read_assignments()["path"]  # absolute, as the readers give them
+    return {"moved": paths[fish[0]], "tagged": paths[fish[1]],
+            "seq": seq}
+
+
+@pytest.fixture(scope="module")
+def carried(world, curated):
+    out = world["base"] / "run_new"
+    rc, stdout = cluster(world["new"], out, 4, world["cache"], "--carry-from", str(world["run_old"]))
+    assert rc == 0, stdout
+    return {"out": out, "stdout": stdout}
+
+
+def _row_of(run: Path, old_file: str, old_root: Path, new_root: Path) -> int:
+    """The new run's row of a file of the previous collection (the same photo in the grown one)."""
+    rel = os.path.relpath(old_file, old_root)
+    items = RunDir.open(run).read_items()
+    return [os.path.relpath(p, new_root) for p in items["path"]].index(rel)
+
+
+def test_names_junk_tags_and_moves_are_carried_to_the_matching_clusters(world, curated, carried):
+    out = carried["out"]
+    summary = json.loads((out / "carry.json").read_text())
+    assert summary["identity"] == "content" and summary["shared_items"] == 60
+    assert summary["items_new_to_the_collection"] == 20 and summary["items_gone"] == 0
+    assert summary["previous_clusters"] == {"kept": 3}
+    assert summary["carried"] == {"names": 2, "junk": 1, "cluster_tags": 1, "item_tags": 1, "moves": 1}
+    cl = by_label(out)
+    st = Studio(out, warm=False, map_method="pca")
+    try:
+        state = st.state
+        assert state.clusters[cl[CLASSES[0]]].name == "my fish"
+        assert state.clusters[cl[CLASSES[0]]].named_by == "person"
+        dogs = state.clusters[cl[CLASSES[1]]]
+        assert (dogs.name, dogs.named_by, dogs.tags) == ("my dogs", "person", ["pets"])
+        assert state.clusters[cl[CLASSES[2]]].junk
+        # the new class's cluster: reported new, its name still the automatic one
+        parachute = cl[NEW_CLASS]
+        assert summary["new_clusters"] == [parachute]
+        assert state.clusters[parachute].named_by == "automatic"
+        assert [r["status"] for r in summary["clusters"] if r["cluster"] == parachute] == ["new"]
+        old_root = RunDir.open(world["run_old"]).collection_root.path
+        moved = _row_of(out, curated["moved"], old_root, world["new"])
+        tagged = _row_of(out, curated["tagged"], old_root, world["new"])
+        assert int(state.labels[moved]) == cl[CLASSES[1]]  # where the person put it
+        assert state.item_tags == {tagged: ["favourite"]}
+        # every carried edit is an ordinary event, marked with the run it came from
+        evs = st.log.events()
+        old_id = RunDir.open(world["run_old"]).run_id
+        assert {e.client for e in evs} == {f"carried from {old_id}"}
+        assert [e.kind for e in evs][-1] == "carry" and len(evs) == 7
+        assert all(e.payload["carried_from"] == old_id for e in evs[:-1])
+        assert state.can_undo()  # undo works on them as on any edit
+        # the studio's state was written back into the run (report, export, tags read it)
+        doc = json.loads((out / "curated.json").read_text())
+        assert doc["edits_seq"] == state.seq
+        a = pd.read_parquet(out / "assignments.parquet")
+        assert a["curated_name"][moved] == "my dogs" and a["curated_status"][cl[CLASSES[2]] == a["cluster"]].eq("junk").all()
+        # publishing the new run works and its model answers the carried names
+        res = st.publish(client="test")
+        assert res["agreement"] >= 0.99
+    finally:
+        st.close()
+    from mediacluster.pipeline import Pipeline
+
+    model = Pipeline.load(out)
+    vectors = RunDir.open(out).read_vectors(mmap=False)
+    lab = pd.read_parquet(out / "assignments.parquet")["label"].to_numpy()
+    names = {int(k): v for k, v in model.model_info_["metadata"]["names"].items()}
+    pred = model.predict(vectors)
+    fish_named = [names[int(p)] for p in pred[lab == CLASSES[0]]]
+    assert fish_named.count("my fish") >= 18
+    dogs_named = [names[int(p)] for p in pred[lab == CLASSES[1]]]
+    assert dogs_named.count("my dogs") >= 18
+    # the command said what happened
+    assert "3 kept, 0 split, 0 merged, 0 gone" in carried["stdout"]
+    assert f"new clusters (no ancestor, to review): {parachute}" in carried["stdout"]
+
+
+def test_carrying_twice_carries_nothing_twice(world, carried):
+    out = carried["out"]
+    n = len(RunDir.open(out).edits())
+    s = carry_curation(world["run_old"], out, cache_dir=world["cache"])
+    assert s["already"] and not any(s["carried"].values()) and "already carried" in s["message"]
+    assert len(RunDir.open(out).edits()) == n
+    rc, stdout = run_cli(["studio", str(out), "--carry-from", str(world["run_old"]), "--publish"])
+    assert rc == 0 and "already carried" in stdout
+    assert len(RunDir.open(out).edits()) == n + 1  # the publish record only
+
+
+def test_a_previous_run_without_edits_carries_nothing_and_says_so(world, tmp_path):
+    rc, _ = cluster(world["old"], tmp_path / "plain", 3, world["cache"])
+    assert rc == 0
+    rc, stdout = cluster(world["new"], tmp_path / "grown", 4, world["cache"], "--carry-from", str(tmp_path / "plain"))
+    assert rc == 0, stdout
+    s = json.loads((tmp_path / "grown" / "carry.json").read_text())
+    assert not any(s["carried"].values()) and "no edits" in s["message"]
+    assert "no edits" in stdout
+    assert s["previous_clusters"] == {"kept": 3}  # the matching is reported all the same
+    log = RunDir.open(tmp_path / "grown").edits()
+    assert [e.kind for e in log.events()] == ["carry"]  # recorded, so it is not carried again
+    assert not (tmp_path / "grown" / "curated.json").exists()
+
+
+def test_carrying_from_the_run_the_new_one_replaces(world, curated, tmp_path):
+    """``cluster --out RUN --carry-from RUN``: the curated run is kept aside and carried from."""
+    same = tmp_path / "run"
+    shutil.copytree(world["run_old"], same)
+    rc, stdout = cluster(world["new"], same, 4, world["cache"], "--carry-from", str(same))
+    assert rc == 0, stdout
+    kept = list(tmp_path.glob("run.replaced-*"))
+    assert len(kept) == 1
+    s = json.loads((same / "carry.json").read_text())
+    assert s["from"]["run"] == str(kept[0].resolve()) and s["carried"]["names"] == 2
+
+
+def test_bad_previous_runs_are_refused_naming_them(world, carried, tmp_path, capsys):
+    # not a run: refused before any work (nothing written)
+    not_run = tmp_path / "photos"
+    not_run.mkdir()
+    rc, _ = cluster(world["new"], tmp_path / "x", 4, world["cache"], "--carry-from", str(not_run))
+    assert rc == 2 and not (tmp_path / "x").exists()
+    assert f"--carry-from {not_run}: {not_run} is not a run folder" in capsys.readouterr().err
+    # no shared items: a run of the new class alone
+    rc, _ = cluster(world["new"] / NEW_CLASS, tmp_path / "other", 2, world["cache"])
+    assert rc == 0
+    with pytest.raises(InputError, match="shares no item"):
+        carry_curation(world["run_old"], tmp_path / "other", cache_dir=world["cache"])
+    # the same run
+    with pytest.raises(InputError, match="same run"):
+        carry_curation(carried["out"], carried["out"])
+    # another media: a run of real spoken-digit clips
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    with tarfile.open(dataset("fsdd")) as tf:
+        wavs = sorted((m for m in tf.getmembers() if m.isfile() and m.name.endswith(".wav")), key=lambda m: m.name)
+        for m in wavs[:12]:
+            (clips / os.path.basename(m.name)).write_bytes(tf.extractfile(m).read())
+    rc, _ = run_cli(["cluster", str(clips), "--out", str(tmp_path / "audio"), "--quiet", "--reducer", "pca",
+                     "--reducer-param", "n_components=4", "--clusterer", "kmeans", "--clusterer-param",
+                     "n_clusters=2", "--cache-dir", str(world["cache"])])
+    assert rc == 0
+    with pytest.raises(InputError, match="run of audio.*one of image"):
+        carry_curation(tmp_path / "audio", carried["out"])
+
+
+@pytest.fixture(scope="module")
+def studio(carried):
+    srv = Server(carried["out"], "--map", "pca")
+    yield srv
+    srv.stop()
+
+
+def test_the_studio_serves_which_clusters_are_new(carried, studio):
+    with client(studio) as c:
+        r = c.get("/api/clusters")
+        assert r.status_code == 200
+        rows = {e["id"]: e for e in r.json()["clusters"]}
+    summary = json.loads((carried["out"] / "carry.json").read_text())
+    new = set(summary["new_clusters"])
+    assert new and {i for i, e in rows.items() if e["new"]} == new
+    assert {e["carry"] for i, e in rows.items() if i not in new} == {"kept"}
+
+
+def test_the_page_marks_the_new_clusters_and_filters_them(carried, studio):
+    from test_report import _chrome
+    from test_studio_browser import loaded, wait
+
+    new = json.loads((carried["out"] / "carry.json").read_text())["new_clusters"]
+    drv = _chrome()
+    try:
+        drv.get(studio.url)
+        wait(lambda: loaded(drv), 60, "the page")
+        rows = "#cluster-list li[data-cluster]"
+        badged = [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", rows)
+                  if li.find_elements("css selector", ".badge.new")]
+        assert badged == new
+        drv.find_element("id", "filter").send_keys("new")
+        wait(lambda: [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", rows)] == new,
+             10, "the filter 'new'")
+    finally:
+        drv.quit()
+
+
+def test_the_rule_reports_splits_merges_and_gone_clusters():
+    """The matching rule alone, on the shared items' labels (previous, new)."""
+    pairs = ([(0, 10)] * 10                     # 0 kept as 10
+             + [(1, 11)] * 6 + [(1, 12)] * 4    # 1 split into 11 and 12; 11 continues it
+             + [(2, 13)] * 5 + [(3, 13)] * 5    # 2 and 3 merged into 13: neither is most of it
+             + [(4, 10)] * 1 + [(4, 11)] * 1 + [(4, 13)] * 1)  # 4 scattered: gone
+    old, new = np.array(pairs).T
+    sizes = {10: 11, 11: 7, 12: 4, 13: 11, 14: 30}  # 14: only new items
+    prev, clusters, carried = match_clusters(old, new, [0, 1, 2, 3, 4, 5], sizes)
+    st = {r["cluster"]: r["status"] for r in prev}
+    assert st == {0: "kept", 1: "split", 2: "merged", 3: "merged", 4: "gone", 5: "gone"}
+    assert carried == {0: 10, 1: 11}  # the mutual majorities only: merges carry nothing
+    assert [r["to"] for r in prev if r["cluster"] == 1] == [[11, 12]]
+    assert [r["with"] for r in prev if r["cluster"] == 2] == [[3]]
+    assert [(r["largest"], r["largest_share"]) for r in prev if r["cluster"] == 4] == [(10, 0.3333)]  # 4 has one item in each of 10, 11, 13: ties go to the lowest id
+    cst = {r["cluster"]: r["status"] for r in clusters}
+    assert cst == {10: "kept", 11: "split", 12: "split", 13: "merged", 14: "new"}
