@@ -190,6 +190,13 @@ def run(args) -> int:
         dedup=args.dedup, dedup_params=dict(parse_param(t) for t in args.dedup_param),
     )
     print_summary(res.summary, res.embeddings.skipped, res.out)
+    longs = res.run.info.get("long_recordings") if res.run is not None else None
+    if longs:
+        from ..ingest.audio import EXCERPTS, READ_SECONDS
+
+        sys.stdout.write(f"long recordings: {len(longs)} file(s) over {READ_SECONDS:.0f} s embedded from "
+                         f"{EXCERPTS} excerpts of {READ_SECONDS / EXCERPTS:.0f} s spread over each "
+                         f"(which ones: {RUN_JSON} long_recordings)\n")
     dups = res.run.info.get("duplicates") if res.run is not None else None
     if dups:
         print(f"duplicates: {dups['groups']} groups holding {dups['items_in_groups']} items "
