@@ -19,7 +19,10 @@ at most ``read_seconds`` (300 s) is read whole; a longer one as ``excerpts`` (10
 ``read_seconds / excerpts`` (30 s) spread evenly over it, the first at its start and the last at
 its end (``excerpt_spans``), found by seeking (libsndfile seeks in WAV, FLAC, Ogg and MP3), so an
 hour costs what five minutes cost, in time and in memory. The checks above apply to what is read.
-``load_audio_read`` says which parts were read (``AudioRead.spans_s``), ``long_recordings``
+Seeking in an MP3 may make libmpg123 print "part2_3_length ... too large" on stderr (its bit
+reservoir starts empty after a seek); the excerpt is still decoded (measured: correlation 0.993 or
+more with the same excerpt of the WAV it was made from, benchmarks/RESULTS.md "Audio: long
+recordings"). ``load_audio_read`` says which parts were read (``AudioRead.spans_s``), ``long_recordings``
 lists a collection's long files with those parts, from their headers (run.json
 ``long_recordings``).
 
