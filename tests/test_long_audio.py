@@ -127,7 +127,7 @@ def test_a_long_file_is_read_in_bounded_excerpts(voices, tmp_path, fmt):
     assert rate == 16000 and len(wav16) == 300 * 16000
 
 
-def test_a_lying_header_and_silence_are_still_refused(tmp_path):
+def test_a_lying_header_a_cut_off_file_and_silence_are_still_refused(tmp_path, voices):
     from mediacluster.ingest import SkipItem
     from mediacluster.ingest.audio import load_audio
 
@@ -136,6 +136,14 @@ def test_a_lying_header_and_silence_are_still_refused(tmp_path):
     with pytest.raises(SkipItem, match=r"too long: the header claims 55.6 h") as e:
         load_audio(str(days))
     assert e.value.kind == "too_long"
+    for fmt in ("FLAC", "MP3"):  # a cut-off download: the header promises 12 min, the bytes hold ~6
+        full = write(tmp_path / f"full.{fmt.lower()}", recording(voices["theo"], 12, seed=4), format=fmt,
+                     **({"subtype": "MPEG_LAYER_III"} if fmt == "MP3" else {}))
+        cut = tmp_path / f"cut.{fmt.lower()}"
+        cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+        with pytest.raises(SkipItem, match=f"truncated {fmt}: the header promises 12 min") as e:
+            load_audio(str(cut))
+        assert e.value.kind == "truncated"
     quiet = write(tmp_path / "quiet.flac", np.zeros(15 * 60 * RATE, np.float32), format="FLAC")
     with pytest.raises(SkipItem, match="in the 10 excerpts read of 15 min") as e:
         load_audio(str(quiet))

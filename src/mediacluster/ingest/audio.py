@@ -10,7 +10,9 @@ reason shown to the user when a file is skipped:
 * too long (the header claims more than ``max_seconds``, a day by default: a broken or lying
   header, as a WAV at 1 Hz; nothing is decoded);
 * truncated WAV (the header promises more data than the file holds; libsndfile would silently
-  return the shorter part, we refuse it as the image loader refuses truncated images);
+  return the shorter part, we refuse it as the image loader refuses truncated images; a long
+  file of another format is refused the same way when an excerpt its header promises cannot be
+  read);
 * non-finite samples (NaN / infinity in float files);
 * all silent (peak below ``silence_dbfs``, -60 dBFS by default).
 
@@ -219,12 +221,17 @@ def _read_excerpts(path: str, spans: list[tuple[int, int]], sr: int | None) -> t
             out = np.zeros(seg * len(spans), np.float32)
             end = 0
             for a, b in spans:
-                f.seek(a)
-                data = f.read(b - a, dtype="float32", always_2d=True)
+                try:
+                    f.seek(a)
+                    data = f.read(b - a, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, ValueError):
+                    data = np.zeros((0, 1), np.float32)
                 got = data.shape[0]
                 read += got
-                if got == 0:  # a header promising more than the stream holds
-                    continue
+                if got < (b - a) // 2:  # the stream ends before its header says (a cut-off download)
+                    raise SkipItem(
+                        f"truncated {f.format}: the header promises {_duration_text(f.frames / rate)} of audio, "
+                        f"the file ends before {_duration_text((a + got) / rate + 1)}", "truncated")
                 w = _decoded(data)
                 del data
                 if out_rate != rate:
