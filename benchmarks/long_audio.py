@@ -183,6 +183,35 @@ def cost(voices, work: Path, encoders: list[str]) -> list[dict]:
     return rows
 
 
+def seek_fidelity(work: Path) -> list[dict]:
+    """Each excerpt read by seeking in a compressed copy of the 10-minute WAV against the same
+    excerpt of the WAV: the lowest correlation over the 10 excerpts (lag 0: the seek lands on
+    the right sample), and the samples read."""
+    from mediacluster.ingest.audio import load_audio_read
+
+    ref = load_audio_read(str(work / "theo_10.wav"))
+    y = ref.wav
+    seg = len(y) // 10
+    rows = []
+    for fmt, sub in (("FLAC", None), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")):
+        import soundfile as sf
+
+        whole, _ = sf.read(work / "theo_10.wav", dtype="float32")
+        p = write(work / f"theo_10.{fmt.lower()}", whole, format=fmt, **({"subtype": sub} if sub else {}))
+        r = load_audio_read(str(p))
+        cs = [float(np.corrcoef(y[k * seg + 800:(k + 1) * seg - 800], r.wav[k * seg + 800:(k + 1) * seg - 800])[0, 1])
+              for k in range(10)]
+        dec, _ = sf.read(p, dtype="float32")  # the same excerpts cut from the file decoded whole
+        cw = [float(np.corrcoef(y[k * seg + 800:(k + 1) * seg - 800],
+                                dec[a + 800:a + seg - 800])[0, 1])
+              for k, a in enumerate(round(s0 * ref.rate) for s0, _ in ref.spans_s)]
+        rows.append({"format": fmt, "min_corr": round(min(cs), 4), "median_corr": round(float(np.median(cs)), 4),
+                     "whole_min_corr": round(min(cw), 4), "whole_median_corr": round(float(np.median(cw)), 4),
+                     "read_s": round(r.frames_read / r.rate, 1), "spans_equal": r.spans_s == ref.spans_s})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
 # -- speakers -------------------------------------------------------------------------------------
 
 
@@ -229,7 +258,7 @@ def speakers(voices, work: Path, encoders: list[str], per_speaker: int, minutes:
     return rows
 
 
-def markdown(args, load: str, commit: str, rows: list[dict], spk: list[dict]) -> str:
+def markdown(args, load: str, commit: str, rows: list[dict], spk: list[dict], fid: list[dict]) -> str:
     L = [SECTION, "",
          f"`python benchmarks/long_audio.py {' '.join(a for a in sys.argv[1:])}` (commit {commit}; "
          f"`cat /proc/loadavg` before: {load}; 2 shared cores, so CPU seconds are given beside wall time).",
@@ -256,6 +285,15 @@ def markdown(args, load: str, commit: str, rows: list[dict], spk: list[dict]) ->
         L += ["", f"Fingerprint check of the 60-minute WAV against a repost of it (11 s cut at the start, 4 s at "
               f"the end, 3 dB quieter, Ogg Vorbis, also 60 min): prepared in {r['prepare_other_s']} s, compared "
               f"in {r['compare_s']} s, linked: {r['linked']} ({r['info']})."]
+    if fid:
+        L += ["", "Seeking in compressed files: the 10-minute WAV written as FLAC, Ogg Vorbis and MP3 (libsndfile), "
+              "each read in its 10 excerpts by seeking, each excerpt correlated with the same excerpt of the WAV at "
+              "lag 0 (so a seek landing on the wrong sample would show):", "",
+              "| format | excerpts read by seeking: lowest / median correlation with the WAV's | the same cut from "
+              "the file decoded whole | audio read s |", "|---|---|---|---|"]
+        for r in fid:
+            L.append(f"| {r['format']} | {r['min_corr']} / {r['median_corr']} | {r['whole_min_corr']} / "
+                     f"{r['whole_median_corr']} | {r['read_s']} |")
     if spk:
         L += ["", f"Speakers: {args.per_speaker} recordings of {args.minutes:g} min for each of FSDD's 6 speakers "
               f"(each from its own share (1/{args.per_speaker}) of the speaker's clips: no clip in two recordings), embedded "
@@ -292,8 +330,9 @@ def main() -> None:
     encoders = [e for e in args.encoders.split(",") if e]
     voices = fsdd_voices()
     rows = [] if args.skip_cost else cost(voices, work, encoders)
+    fid = [] if args.skip_cost else seek_fidelity(work)
     spk = speakers(voices, work, [e for e in encoders if e != "birdnet"], args.per_speaker, args.minutes)
-    md = markdown(args, load, commit, rows, spk)
+    md = markdown(args, load, commit, rows, spk, fid)
     print(md)
     if args.write:
         sys.path.insert(0, str(ROOT / "benchmarks"))

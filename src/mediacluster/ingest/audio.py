@@ -22,9 +22,9 @@ at most ``read_seconds`` (300 s) is read whole; a longer one as ``excerpts`` (10
 its end (``excerpt_spans``), found by seeking (libsndfile seeks in WAV, FLAC, Ogg and MP3), so an
 hour costs what five minutes cost, in time and in memory. The checks above apply to what is read.
 Seeking in an MP3 may make libmpg123 print "part2_3_length ... too large" on stderr (its bit
-reservoir starts empty after a seek); the excerpt is still decoded (measured: correlation 0.993 or
-more with the same excerpt of the WAV it was made from, benchmarks/RESULTS.md "Audio: long
-recordings"). ``load_audio_read`` says which parts were read (``AudioRead.spans_s``), ``long_recordings``
+reservoir starts empty after a seek); the excerpt is decoded all the same (measured: it correlates
+with the WAV the MP3 was made from exactly as the same excerpt cut from the MP3 decoded whole
+does, benchmarks/RESULTS.md "Audio: long recordings"). ``load_audio_read`` says which parts were read (``AudioRead.spans_s``), ``long_recordings``
 lists a collection's long files with those parts, from their headers (run.json
 ``long_recordings``).
 
