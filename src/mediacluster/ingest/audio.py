@@ -24,9 +24,9 @@ hour costs what five minutes cost, in time and in memory. The checks above apply
 Seeking in an MP3 may make libmpg123 print "part2_3_length ... too large" on stderr (its bit
 reservoir starts empty after a seek); the excerpt is decoded all the same (measured: it correlates
 with the WAV the MP3 was made from exactly as the same excerpt cut from the MP3 decoded whole
-does, benchmarks/RESULTS.md "Audio: long recordings"). ``load_audio_read`` says which parts were read (``AudioRead.spans_s``), ``long_recordings``
-lists a collection's long files with those parts, from their headers (run.json
-``long_recordings``).
+does, benchmarks/RESULTS.md "Audio: long recordings"). ``load_audio_read`` says which parts were
+read (``AudioRead.spans_s``), ``long_recordings`` lists a collection's long files with those
+parts, from their headers (run.json and dups.json ``long_recordings``).
 
 Then stereo / multichannel audio is mixed down to mono and resampled (soxr, through librosa) to
 the rate the encoder asks for. ``windows`` cuts a waveform into fixed-length windows (padding the
