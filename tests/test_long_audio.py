@@ -246,7 +246,9 @@ def test_dups_and_cluster_on_long_recordings(long_files, voices, tmp_path, capsy
         os.link(p, d / p.name)
     for i, y in enumerate(voices["theo"][:3] + voices["nicolas"][:3]):
         sf.write(d / f"clip_{i}.wav", y, RATE)
+    capsys.readouterr()
     assert main(["dups", str(d), "--out", str(tmp_path / "dups"), "--quiet"]) == 0
+    assert "long recordings: 4 file(s) over 300 s embedded from 10 excerpts" in capsys.readouterr().out
     t = read_dups(tmp_path / "dups")
     group = t.set_index(t["path"].map(lambda p: Path(p).name))["duplicate_group"]
     assert group["theo_a.wav"] >= 0 and group["theo_a.wav"] == group["repost_of_theo_a.ogg"]
