@@ -78,6 +78,19 @@ def write(path: Path, y: np.ndarray, **kw) -> Path:
     return path
 
 
+def podcast(y: np.ndarray, path: Path) -> Path:
+    """``y`` (8 kHz) as a podcast is stored: 44.1 kHz stereo (the right channel 0.8 x the left),
+    FLAC; resampled and written 10 s at a time."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    with sf.SoundFile(path, "w", 44100, 2, format="FLAC") as f:
+        for i in range(0, len(y), 10 * RATE):
+            b = resample_poly(y[i:i + 10 * RATE], 441, 80).astype(np.float32)
+            f.write(np.stack([b, 0.8 * b], 1))
+    return path
+
+
 # -- cost, one measurement per fresh process --------------------------------------------------------
 
 
@@ -171,6 +184,7 @@ def cost(voices, work: Path, encoders: list[str]) -> list[dict]:
         files[f"{minutes} min WAV"] = write(work / f"theo_{minutes}.wav", recording(voices["theo"], 60 * minutes, seed=minutes))
     y60 = sf.read(files["60 min WAV"], dtype="float32")[0]
     files["60 min Ogg"] = write(work / "theo_60.ogg", y60, format="OGG", subtype="VORBIS")
+    files["60 min 44.1 kHz stereo FLAC"] = podcast(y60, work / "theo_60_44k_stereo.flac")
     other = write(work / "theo_60_repost.ogg", y60[11 * RATE:-4 * RATE] * 0.7, format="OGG", subtype="VORBIS")
     del y60
     rows = []
@@ -279,6 +293,16 @@ def markdown(args, load: str, commit: str, rows: list[dict], spk: list[dict], fi
             continue
         L.append(f"| {r['file']} | {r['mb_on_disk']} | {r['what']} | {r['wall_s']} | {r['cpu_s']} | "
                  f"{r['rss_added_mb']} | {r.get('read_s', '')} |")
+    by = {(r["file"], r["what"]): r for r in rows if "error" not in r}
+    flat = [f"{w} {by[('10 min WAV', w)]['rss_added_mb']:.0f} / {by[('60 min WAV', w)]['rss_added_mb']:.0f} / "
+            f"{by[('60 min 44.1 kHz stereo FLAC', w)]['rss_added_mb']:.0f} MB"
+            for w in [*dict.fromkeys(r["what"] for r in rows)]
+            if all(k in by for k in [("10 min WAV", w), ("60 min WAV", w), ("60 min 44.1 kHz stereo FLAC", w)])]
+    if flat:
+        L += ["", "RSS added for the 10-minute WAV / the 60-minute WAV / the 60-minute 44.1 kHz stereo FLAC: "
+              + "; ".join(flat) + ". The encoders' cost stops growing at 300 s of audio read (they resample "
+              "what they read to their own rate, 16 or 48 kHz mono, so the file's rate and channels only change "
+              "the excerpt being decoded); decoding whole grows with the file, before any resampling."]
     fp = [r for r in rows if r.get("what") == "fingerprint" and "compare_s" in r]
     if fp:
         r = fp[0]
