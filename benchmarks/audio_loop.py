@@ -662,8 +662,9 @@ FOUND = ("Found with this loop and fixed on the audioday branch: `--dedup` on au
          "the levels, and the junk cluster is a branch of its own at every coarse level); now an item whose "
          "neighbours' flat vote is a junk cluster is answered junk (the row \"junk followed\"). The row \"new "
          "clips flagged `duplicate_of`\": the two are new beeps (synthetic tones), answered as reposts of a "
-         "collection beep at spectrogram distance < 1e-4: the same sound, not a false link between recordings. Left: a clip "
-         "over 300 s is skipped, not cut.")
+         "collection beep at spectrogram distance < 1e-4: the same sound, not a false link between recordings. A clip "
+         "over 300 s (`ten_minutes.wav`) is embedded from 10 excerpts of 30 s spread over it since the longaudio "
+         "branch (it was skipped as too long; benchmarks/RESULTS.md, \"Audio: long recordings\").")
 
 
 def main(argv=None) -> int:

@@ -80,13 +80,16 @@ def make_broken(folder: Path) -> dict[str, str]:
     (folder / "header_promises_more.wav").write_bytes(full[:44 + 3000])
     (folder / "no_samples.wav").write_bytes(_wav_bytes(np.zeros(0, np.int16)))
     sf.write(folder / "ten_minutes_silent.wav", np.zeros(8000 * 600, np.int16), 8000, subtype="PCM_16")
+    # a lying header: 100,000 frames "at 1 Hz" claim 27.8 hours (a day is the limit)
+    sf.write(folder / "header_claims_28_hours.wav", tone[:4000].repeat(25), 1, subtype="PCM_16")
     sf.write(folder / "one_second_silent.flac", np.zeros(8000, np.int16), 8000)
     return {
         "zero_bytes.wav": "empty",
         "text_named.wav": "not_audio",
         "header_promises_more.wav": "truncated",
         "no_samples.wav": "no_samples",
-        "ten_minutes_silent.wav": "too_long",
+        "ten_minutes_silent.wav": "silent",  # long: read in excerpts, and those are silent
+        "header_claims_28_hours.wav": "too_long",
         "one_second_silent.flac": "silent",
     }
 
@@ -104,10 +107,14 @@ def test_broken_files_are_refused_with_reasons(tmp_path):
             load_audio(str(tmp_path / name), sr=16000)
         assert e.value.kind == kind, (name, str(e.value))
         assert str(e.value)
-    # a raised duration limit lets the 10-minute file through to the silence check
+    with pytest.raises(SkipItem, match=r"27.8 h .*100000 frames at 1 Hz"):
+        load_audio(str(tmp_path / "header_claims_28_hours.wav"))
+    with pytest.raises(SkipItem, match="in the 10 excerpts read of 10 min"):
+        load_audio(str(tmp_path / "ten_minutes_silent.wav"))
+    # a lowered duration limit refuses the 10-minute file from its header
     with pytest.raises(SkipItem) as e:
-        load_audio(str(tmp_path / "ten_minutes_silent.wav"), max_seconds=700)
-    assert e.value.kind == "silent"
+        load_audio(str(tmp_path / "ten_minutes_silent.wav"), max_seconds=300)
+    assert e.value.kind == "too_long"
 
 
 def test_uploads_prepare_like_files(tmp_path, fsdd_two_speakers):
@@ -229,7 +236,8 @@ def test_cluster_command_on_audio_lists_broken_files(tmp_path, fsdd_two_speakers
     assert "not a readable audio file" in reasons["text_named.wav"]
     assert "truncated" in reasons["header_promises_more.wav"]
     assert "0 frames" in reasons["no_samples.wav"]
-    assert "too long" in reasons["ten_minutes_silent.wav"]
+    assert "silent" in reasons["ten_minutes_silent.wav"]
+    assert "too long" in reasons["header_claims_28_hours.wav"]
     assert "silent" in reasons["one_second_silent.flac"]
     import pandas as pd
 

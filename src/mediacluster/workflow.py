@@ -411,6 +411,12 @@ def cluster_folder(
                                 workers=workers, progress=progress, shards=run.shards,
                                 encoder_spec=encoder if isinstance(encoder, str) else None)
                 timings["embed"] = time.perf_counter() - t
+                if coll.media == "audio" and emb.paths:
+                    from .ingest.audio import long_recordings
+
+                    longs = long_recordings(emb.paths)  # which parts of a long file were embedded
+                    if longs:
+                        info["long_recordings"] = longs
                 if len(emb) < 3:
                     first = emb.skipped[0] if emb.skipped else None
                     raise InputError(f"only {len(emb)} items could be embedded; at least 3 are needed to cluster"

@@ -202,6 +202,7 @@ def run(args) -> int:
         dedup=args.dedup, dedup_params=dict(parse_param(t) for t in args.dedup_param),
     )
     print_summary(res.summary, res.embeddings.skipped, res.out)
+    print_long_recordings(res.run.info.get("long_recordings") if res.run is not None else None, RUN_JSON)
     dups = res.run.info.get("duplicates") if res.run is not None else None
     if dups:
         print(f"duplicates: {dups['groups']} groups holding {dups['items_in_groups']} items "
@@ -257,6 +258,17 @@ def print_level_refused(refused: dict, levels: dict | None) -> None:
         f"the run is written at the automatic level {levels['level']} ({counts[levels['level']]} clusters); "
         f"every level is in its columns level_0 .. level_{last}; re-run with --level N (0..{last}) "
         "to put another in the cluster column\n")
+
+
+def print_long_recordings(longs, where: str) -> None:
+    """One line saying that the audio files over 300 s were embedded from excerpts (listed in ``where``)."""
+    if not longs:
+        return
+    from ..ingest.audio import EXCERPTS, READ_SECONDS
+
+    sys.stdout.write(f"long recordings: {len(longs)} file(s) over {READ_SECONDS:.0f} s embedded from "
+                     f"{EXCERPTS} excerpts of {READ_SECONDS / EXCERPTS:.0f} s spread over each "
+                     f"(which ones: {where} long_recordings)\n")
 
 
 def print_summary(s: dict, skipped, out) -> None:

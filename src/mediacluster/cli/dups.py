@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import parse_param
 from ..duplicates.collection import INFO, find_duplicates_in
 from . import SUMMARIES, printable
-from .cluster import positive_int, print_skipped
+from .cluster import positive_int, print_long_recordings, print_skipped
 
 
 def add_parser(sub):
@@ -45,6 +45,7 @@ def run(args) -> int:
     skipped = res["skipped_files"]
     print(f"skipped: {len(skipped)} file(s)")
     print_skipped(skipped, INFO)
+    print_long_recordings(res.get("long_recordings"), INFO)
     print(f"table: {printable(res['table'])} (and .csv)")
     if res.get("page"):
         print(f"page: {printable(res['page'])}")

@@ -34,6 +34,7 @@ from ..data import Skipped
 from ..errors import InputError, ParameterError
 from ..fileio import text_series
 from .finder import DuplicateFinder
+from .fingerprint import AudioCheck
 from .grouping import KINDS
 
 #: Files ``find_duplicates_in`` writes into its output folder.
@@ -45,11 +46,14 @@ THUMBS = "thumbs"
 #: ``dups.json``'s format: 1 records the collection root; outputs without it hold absolute paths.
 INFO_FORMAT = "mediacluster.dups/1"
 #: what duplicates of audio clips are (``find_in_rows``), said by ``cluster --dedup`` and ``dups``
+_CHECK = AudioCheck()
 AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes), and copies re-encoded, resampled, "
               "trimmed, louder or quieter, noisier or in stereo, found among each clip's nearest vectors and "
               "confirmed by an audio fingerprint (spectrograms aligned in time); another recording of the "
-              "same sound is not a duplicate, and the vectors alone never decide (see README, Duplicates and "
-              "reposts)")
+              "same sound is not a duplicate, and the vectors alone never decide; a recording over "
+              f"{_CHECK.excerpt_seconds:.0f} s is compared by its middle {_CHECK.excerpt_seconds:.0f} s, so a copy "
+              f"trimmed unevenly by more than {2 * (1 - _CHECK.min_overlap) * _CHECK.excerpt_seconds:.0f} s, or "
+              "an excerpt cut from elsewhere in it, is not found (see README, Duplicates and reposts)")
 
 
 #: candidates per audio clip (its nearest vectors) sent to the fingerprint check, unless
@@ -199,8 +203,14 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
             raise InputError(f"no file of {source} could be read")
         finder = find_in_embeddings(emb, media=coll.media, params=params, progress=progress, workers=workers)
         paths = emb.paths
+        extra = None
+        if coll.media == "audio":
+            from ..ingest.audio import long_recordings
+
+            longs = long_recordings(paths)  # the parts of each long recording embedded
+            extra = {"long_recordings": longs} if longs else None
         return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root,
-                            note=audio_rule(coll.media, params))
+                            note=audio_rule(coll.media, params), extra=extra)
     else:
         if coll.media != "image":
             raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")
@@ -221,9 +231,9 @@ def _mapped_npy(source):
 
 
 def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_groups: int, progress: bool,
-                 root=None, note: str | None = None) -> dict:
+                 root=None, note: str | None = None, extra: dict | None = None) -> dict:
     """Write the table, ``dups.json`` (with ``note``: what the search could find, e.g. what an
-    audio duplicate is) and the page; the summary."""
+    audio duplicate is, and ``extra``, e.g. ``long_recordings``) and the page; the summary."""
     from ..fileio import write_json, write_table
     from ..locations import Root, common_folder
 
@@ -245,7 +255,7 @@ def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_
                                for i, why in sorted(finder.skipped_.items())] if paths is not None else [])
     res = {**summary(finder), "unreadable": len(skipped), "seconds": round(time.perf_counter() - t0, 2),
            "table": str(out / TABLE), "csv": str(out / TABLE_CSV), "skipped_files": listed,
-           **({"note": note} if note else {})}
+           **({"note": note} if note else {}), **(extra or {})}
     where = loc.record(out)
     write_json(out / INFO, {"format": INFO_FORMAT, **({"collection_root": where["root"],
                                                        "collection_root_from_out": where["root_from_store"]}

@@ -18,6 +18,14 @@ timing and pitch, so its harmonics land elsewhere) rarely above ~0.94. Threshold
 measurement behind them: benchmarks/audio_reposts.py (benchmarks/RESULTS.md, "Duplicates:
 audio reposts").
 
+**Long recordings** (over ``excerpt_seconds``, 120 s) are compared by their middle 120 s, read
+by seeking (``ingest.audio.excerpt_spans`` with one excerpt), so a pair costs at most two 120 s
+fingerprints (3.8 MB each in the cache) whatever the files' lengths. The middles of a copy trimmed
+or padded unevenly at its two ends are shifted by half the difference, which the alignment finds
+while the two middles still overlap by ``min_overlap`` (0.7 of 120 s: up to 72 s more cut at one
+end than at the other). A long file is linked with a short one only when the short one lies
+inside its middle 120 s: an excerpt cut from elsewhere in a long recording is not found.
+
 Measured and rejected there: mel bands (32-128; they blur the harmonics, which is where two
 takes differ: other takes reached 0.97-0.985 at 80 bands) and Chromaprint (``fpcalc``, via
 pyacoustid: built for music of several seconds, it gives an empty fingerprint for a one-second
@@ -31,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ingest.audio import MAX_SECONDS
 from .verify import PreparedCache
 
 
@@ -46,7 +55,8 @@ class AudioCheck:
     fmin: float = 60.0           # lowest frequency bin kept (Hz)
     fmax: float = 3000.0         # highest frequency bin kept (Hz): 157 bins of 15.6 Hz
     floor_db: float = 40.0       # bins more than this below the clip's loudest are set to the floor
-    max_seconds: float = 300.0   # longer files are not fingerprinted (the pair stays unlinked)
+    max_seconds: float = MAX_SECONDS  # a header claiming more is refused (the pair stays unlinked)
+    excerpt_seconds: float = 120.0  # a longer file is compared by its middle this many seconds
 
 
 def fingerprint(wav: np.ndarray, check: AudioCheck = AudioCheck()) -> np.ndarray:
@@ -111,7 +121,8 @@ class AudioVerifier:
     ``verify.GeometricVerifier``; ``info`` has the correlation, the offset (seconds) and the
     overlap. A file that cannot be decoded fails the check (the pair stays unlinked). Safe to
     call from several threads. A cached fingerprint costs 157 bins x 2 bytes per 10 ms
-    (~31 KB for a second of audio); ``cache_bytes`` bounds them.
+    (~31 KB for a second of audio, 3.8 MB at most: a long file's middle 120 s);
+    ``cache_bytes`` bounds them.
     """
 
     def __init__(self, check: AudioCheck | None = None, cache_bytes: int = 256 * 2**20):
@@ -124,7 +135,8 @@ class AudioVerifier:
         from ..ingest.audio import load_audio
 
         try:
-            wav, _ = load_audio(path, sr=self.check.sr, max_seconds=self.check.max_seconds)
+            wav, _ = load_audio(path, sr=self.check.sr, max_seconds=self.check.max_seconds,
+                                read_seconds=self.check.excerpt_seconds, excerpts=1)
         except SkipItem:
             return None
         return fingerprint(wav, self.check).astype(np.float16)  # dB to 0.03 at worst: half the memory

@@ -12,7 +12,8 @@ not needed and its modules are never imported).
 
 Per clip: 48 kHz mono, cut into 3 s windows (no overlap; a partial last window kept when at least
 half full, a short clip zero-padded to one window, at most ``max_windows`` windows spread over a long
-clip), each window through the TFLite model with ``ai-edge-litert``; the embedding is the global
+clip; a recording over 300 s is read as 10 excerpts of 30 s spread over it, ``ingest.audio.load_audio``,
+ten windows each, and the windows are spread over those), each window through the TFLite model with ``ai-edge-litert``; the embedding is the global
 average pool before the classifier (tensor ``model/GLOBAL_AVG_POOL/Mean``, read with
 ``experimental_preserve_all_tensors=True``), averaged over the clip's windows. The 6,522-species
 classifier output is not used.

@@ -9,7 +9,9 @@ Licence: that of the checkpoint you choose (LAION's CLAP checkpoints are Apache-
 
 Per clip: resampled to the feature extractor's rate (48 kHz), mono, cut into windows of its
 ``max_length_s`` (10 s; a partial last window kept when at least half full, a short clip
-handled by the extractor's own repeat-padding), at most ``max_windows`` per clip; the projected,
+handled by the extractor's own repeat-padding), at most ``max_windows`` per clip, spread over it (a
+recording over 300 s is read as 10 excerpts of 30 s spread over it, ``ingest.audio.load_audio``:
+three windows each); the projected,
 L2-normalised audio embeddings of the windows are averaged and re-normalised.
 """
 

@@ -8,8 +8,9 @@ second deltas; the vector is the mean and standard deviation over time of all th
 (``6 * n_mfcc`` values) followed by the MFCC means of ``segments`` equal parts of the clip
 (``segments * n_mfcc``; keeps the coarse order of sounds, which summary statistics lose).
 Default: 20 MFCCs, 3 segments -> 180 dimensions. The summary statistics are the pooling over
-windows: a long clip contributes all its frames (a clip longer than ``max_seconds`` is skipped,
-not cut: ``ingest.audio.load_audio`` refuses it from its header).
+windows: a clip contributes all its frames; a recording longer than 300 s, those of the 10
+excerpts of 30 s spread over it that ``ingest.audio.load_audio`` reads (one after the other, so
+the segments follow the recording's beginning, middle and end).
 """
 
 from __future__ import annotations

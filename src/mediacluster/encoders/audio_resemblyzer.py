@@ -11,7 +11,9 @@ What it does, per clip: 16 kHz mono, resemblyzer's own ``preprocess_wav`` (volum
 -30 dBFS, long silences cut with WebRTC VAD), split into 1.6 s partial utterances (40-band mel,
 10 ms frames) at 1.3 partials per second, a short clip zero-padded to one partial; the LSTM embeds
 every partial and the clip's vector is the L2-normalised mean of its partials (as
-``VoiceEncoder.embed_utterance``, but batched over clips). The weights are read by
+``VoiceEncoder.embed_utterance``, but batched over clips), at most ``max_partials`` (64) of them
+spread over the clip. A recording longer than 300 s is read as 10 excerpts of 30 s spread over it
+(``ingest.audio.load_audio``), and the partials are spread over those. The weights are read by
 resemblyzer with ``torch.load``, which in torch >= 2.6 (we pin 2.13) only accepts tensors
 (``weights_only=True``), so no arbitrary unpickling happens.
 """

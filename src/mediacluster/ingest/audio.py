@@ -7,11 +7,26 @@ reason shown to the user when a file is skipped:
 * empty file (0 bytes);
 * not audio / corrupt (libsndfile cannot open it, e.g. a text file named ``.wav``);
 * no samples (a valid header with 0 frames);
-* too long (longer than ``max_seconds``, read from the header, so nothing is decoded);
+* too long (the header claims more than ``max_seconds``, a day by default: a broken or lying
+  header, as a WAV at 1 Hz; nothing is decoded);
 * truncated WAV (the header promises more data than the file holds; libsndfile would silently
-  return the shorter part, we refuse it as the image loader refuses truncated images);
+  return the shorter part, we refuse it as the image loader refuses truncated images; a long
+  file of another format is refused the same way when an excerpt its header promises cannot be
+  read);
 * non-finite samples (NaN / infinity in float files);
 * all silent (peak below ``silence_dbfs``, -60 dBFS by default).
+
+**Long files** (podcasts, lectures, songs, voice notes) are not decoded whole: a file that lasts
+at most ``read_seconds`` (300 s) is read whole; a longer one as ``excerpts`` (10) excerpts of
+``read_seconds / excerpts`` (30 s) spread evenly over it, the first at its start and the last at
+its end (``excerpt_spans``), found by seeking (libsndfile seeks in WAV, FLAC, Ogg and MP3), so an
+hour costs what five minutes cost, in time and in memory. The checks above apply to what is read.
+Seeking in an MP3 may make libmpg123 print "part2_3_length ... too large" on stderr (its bit
+reservoir starts empty after a seek); the excerpt is decoded all the same (measured: it correlates
+with the WAV the MP3 was made from exactly as the same excerpt cut from the MP3 decoded whole
+does, benchmarks/RESULTS.md "Audio: long recordings"). ``load_audio_read`` says which parts were
+read (``AudioRead.spans_s``), ``long_recordings`` lists a collection's long files with those
+parts, from their headers (run.json and dups.json ``long_recordings``).
 
 Then stereo / multichannel audio is mixed down to mono and resampled (soxr, through librosa) to
 the rate the encoder asks for. ``windows`` cuts a waveform into fixed-length windows (padding the
@@ -24,13 +39,20 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import SkipItem
 
-#: files longer than this (seconds, read from the header) are skipped unless an encoder says otherwise
-MAX_SECONDS = 300.0
+#: a header claiming more than this (seconds) is refused as "too long": a day of sound in one file
+#: is a broken or lying header (a WAV "at 1 Hz"); long recordings below it are read in excerpts
+MAX_SECONDS = 24 * 3600.0
+#: files lasting up to this (seconds) are read whole; longer ones as ``EXCERPTS`` excerpts spread
+#: over the file, this much audio in all
+READ_SECONDS = 300.0
+#: how many excerpts of a long file are read (each ``READ_SECONDS / EXCERPTS`` long)
+EXCERPTS = 10
 #: a clip whose peak is below this level (dBFS) counts as silent
 SILENCE_DBFS = -60.0
 
@@ -83,49 +105,204 @@ def wav_data_shortfall(path: str) -> tuple[int, int] | None:
     return None
 
 
-def load_audio(
+def excerpt_spans(frames: int, rate: float, read_seconds: float | None = READ_SECONDS,
+                  excerpts: int = EXCERPTS) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` frames read of a file of ``frames`` frames at ``rate`` Hz.
+
+    The whole file (``[(0, frames)]``) when it lasts at most ``read_seconds`` (or
+    ``read_seconds`` is None); else ``excerpts`` spans of ``read_seconds / excerpts`` seconds,
+    evenly spread: the first at the start, the last at the end (a single excerpt: the middle).
+    """
+    frames = int(frames)
+    if read_seconds is None or frames <= read_seconds * rate:
+        return [(0, frames)]
+    n = max(1, int(excerpts))
+    seg = min(frames, max(1, int(round(read_seconds * rate / n))))
+    if n == 1:
+        a = (frames - seg) // 2
+        return [(a, a + seg)]
+    starts = np.linspace(0, frames - seg, n).round().astype(np.int64)
+    return [(int(a), int(a) + seg) for a in starts]
+
+
+@dataclass
+class AudioRead:
+    """What ``load_audio_read`` read: the mono waveform at ``rate``, the file's duration (from
+    its header) and the parts of it read, in seconds (one span ``(0, duration)`` for a file read
+    whole; the excerpts of a long file, concatenated in ``wav`` in this order)."""
+
+    wav: np.ndarray
+    rate: int
+    duration_s: float
+    spans_s: list[tuple[float, float]]
+    frames_read: int
+
+    @property
+    def partial(self) -> bool:
+        """True when only excerpts of the file were read."""
+        return len(self.spans_s) != 1 or self.spans_s[0][0] > 0 or self.spans_s[0][1] < self.duration_s
+
+
+def load_audio_read(
     path: str,
     sr: int | None = None,
     max_seconds: float | None = MAX_SECONDS,
     silence_dbfs: float | None = SILENCE_DBFS,
     allow_truncated: bool = False,
-) -> tuple[np.ndarray, int]:
-    """Read ``path`` as mono float32 in [-1, 1], resampled to ``sr`` (None keeps the file's rate).
-
-    Returns ``(waveform, rate)``. Raises ``SkipItem`` with a human reason for unusable files
-    (see the module docstring). Thread-safe (libsndfile and soxr release no shared state).
-    """
-    import soundfile as sf
-
+    read_seconds: float | None = READ_SECONDS,
+    excerpts: int = EXCERPTS,
+) -> AudioRead:
+    """``load_audio`` with what was read (``AudioRead``); see the module docstring."""
     info = audio_info(path)
     if info.frames <= 0 or info.samplerate <= 0:
         raise SkipItem("no audio samples (0 frames)", "no_samples")
     duration = info.frames / info.samplerate
     if max_seconds is not None and duration > max_seconds:
-        raise SkipItem(f"too long ({duration:.0f} s; limit {max_seconds:.0f} s)", "too_long")
+        raise SkipItem(f"too long: the header claims {_duration_text(duration)} of audio "
+                       f"({info.frames} frames at {info.samplerate} Hz; limit {_duration_text(max_seconds)})",
+                       "too_long")
     if not allow_truncated and info.format in ("WAV", "WAVEX", "RF64"):
         short = wav_data_shortfall(path)
         if short is not None:
             raise SkipItem(
                 f"truncated WAV: header promises {short[0]} bytes of audio, file holds {short[1]}",
                 "truncated")
+    spans = excerpt_spans(info.frames, info.samplerate, read_seconds, excerpts)
+    if spans == [(0, info.frames)]:
+        wav, rate, read = _read_whole(path)
+    else:
+        wav, rate, read = _read_excerpts(path, spans, sr)
+    peak = max(float(wav.max()), -float(wav.min())) if len(wav) else 0.0  # no |wav| copy
+    if silence_dbfs is not None and peak <= 10 ** (silence_dbfs / 20):
+        level = "-inf" if peak == 0 else f"{20 * np.log10(peak):.0f}"
+        where = "" if len(spans) == 1 else f" in the {len(spans)} excerpts read of {_duration_text(duration)}"
+        raise SkipItem(f"all silent (peak {level} dBFS{where}, threshold {silence_dbfs:.0f} dBFS)", "silent")
+    if sr is not None and rate != sr:
+        wav = resample(wav, rate, sr)
+        rate = sr
+    return AudioRead(wav=np.ascontiguousarray(wav, dtype=np.float32), rate=int(rate),
+                     duration_s=float(duration),
+                     spans_s=[(a / info.samplerate, b / info.samplerate) for a, b in spans],
+                     frames_read=int(read))
+
+
+def _decoded(data: np.ndarray) -> np.ndarray:
+    """Frames read (frames, channels) -> mono, refusing NaN / infinity."""
+    if not np.isfinite(data).all():
+        raise SkipItem("corrupt audio: samples contain NaN or infinity", "corrupt")
+    return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+
+
+def _read_whole(path: str) -> tuple[np.ndarray, int, int]:
+    import soundfile as sf
+
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as e:
         raise SkipItem(f"corrupt audio: {e}", "corrupt") from None
     if data.shape[0] == 0:
         raise SkipItem("no audio samples (0 frames decoded)", "no_samples")
-    if not np.isfinite(data).all():
-        raise SkipItem("corrupt audio: samples contain NaN or infinity", "corrupt")
-    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    peak = float(np.abs(wav).max())
-    if silence_dbfs is not None and peak <= 10 ** (silence_dbfs / 20):
-        level = "-inf" if peak == 0 else f"{20 * np.log10(peak):.0f}"
-        raise SkipItem(f"all silent (peak {level} dBFS, threshold {silence_dbfs:.0f} dBFS)", "silent")
-    if sr is not None and rate != sr:
-        wav = resample(wav, rate, sr)
-        rate = sr
-    return np.ascontiguousarray(wav, dtype=np.float32), int(rate)
+    return _decoded(data), int(rate), int(data.shape[0])
+
+
+def _read_excerpts(path: str, spans: list[tuple[int, int]], sr: int | None) -> tuple[np.ndarray, int, int]:
+    """The excerpts ``spans`` of ``path``, each mixed down and resampled to ``sr`` on its own
+    (to its exact length there, so windows of whole seconds stay aligned with the excerpts),
+    one after the other in one array: memory for the result and one excerpt, whatever the
+    file's length. Returns ``(wav at sr or the file's rate, that rate, frames read)``."""
+    import soundfile as sf
+
+    read = 0
+    try:
+        with sf.SoundFile(path) as f:
+            rate = int(f.samplerate)
+            out_rate = sr or rate
+            seg = int(round((spans[0][1] - spans[0][0]) * out_rate / rate))
+            out = np.zeros(seg * len(spans), np.float32)
+            end = 0
+            for a, b in spans:
+                try:
+                    f.seek(a)
+                    data = f.read(b - a, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, ValueError):
+                    data = np.zeros((0, 1), np.float32)
+                got = data.shape[0]
+                read += got
+                if got < (b - a) // 2:  # the stream ends before its header says (a cut-off download)
+                    raise SkipItem(
+                        f"truncated {f.format}: the header promises {_duration_text(f.frames / rate)} of audio, "
+                        f"the file ends before {_duration_text((a + got) / rate + 1)}", "truncated")
+                w = _decoded(data)
+                del data
+                if out_rate != rate:
+                    w = resample(w, rate, out_rate)
+                n = min(seg, len(w), int(round(got * out_rate / rate)))
+                out[end:end + n] = w[:n]
+                end += n
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise SkipItem(f"corrupt audio: {e}", "corrupt") from None
+    if end == 0:
+        raise SkipItem("no audio samples (0 frames decoded)", "no_samples")
+    return out[:end], out_rate, read
+
+
+def load_audio(
+    path: str,
+    sr: int | None = None,
+    max_seconds: float | None = MAX_SECONDS,
+    silence_dbfs: float | None = SILENCE_DBFS,
+    allow_truncated: bool = False,
+    read_seconds: float | None = READ_SECONDS,
+    excerpts: int = EXCERPTS,
+) -> tuple[np.ndarray, int]:
+    """Read ``path`` as mono float32 in [-1, 1], resampled to ``sr`` (None keeps the file's rate).
+
+    Returns ``(waveform, rate)``: the whole file, or for a file longer than ``read_seconds`` its
+    ``excerpts`` excerpts one after the other (``load_audio_read`` says which). Raises
+    ``SkipItem`` with a human reason for unusable files (see the module docstring). Thread-safe
+    (libsndfile and soxr share no state between calls).
+    """
+    r = load_audio_read(path, sr, max_seconds, silence_dbfs, allow_truncated, read_seconds, excerpts)
+    return r.wav, r.rate
+
+
+def _fix_length(w: np.ndarray, n: int) -> np.ndarray:
+    if len(w) >= n:
+        return w[:n]
+    return np.pad(w, (0, n - len(w)))
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def long_recordings(paths, read_seconds: float | None = READ_SECONDS, excerpts: int = EXCERPTS) -> list[dict]:
+    """The files of ``paths`` longer than ``read_seconds``, each with the parts an audio encoder
+    reads of it: ``{"path", "duration_s", "excerpts_s": [[start, end], ...]}`` (seconds),
+    from the headers alone (a file whose header cannot be read is left out: it was skipped)."""
+    import soundfile as sf
+
+    out = []
+    if read_seconds is None:
+        return out
+    for p in paths:
+        if p is None:
+            continue
+        try:
+            info = sf.info(str(p))
+        except Exception:  # noqa: BLE001 - unreadable: listed as skipped elsewhere
+            continue
+        if info.samplerate <= 0 or info.frames <= read_seconds * info.samplerate:
+            continue
+        spans = excerpt_spans(info.frames, info.samplerate, read_seconds, excerpts)
+        out.append({"path": str(p), "duration_s": round(info.frames / info.samplerate, 2),
+                    "excerpts_s": [[round(a / info.samplerate, 2), round(b / info.samplerate, 2)]
+                                   for a, b in spans]})
+    return out
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
