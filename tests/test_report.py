@@ -510,12 +510,13 @@ def test_thumbnails_of_unchanged_files_are_found_without_reading_them(tmp_path, 
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(p)
         paths.append(str(p))
     reads = []
+    real = fileio.hash_file
 
     def counted(path):
         reads.append(str(path))
-        return fileio.hash_file(path)
+        return real(path)
 
-    monkeypatch.setattr(store_mod, "hash_file", counted)
+    monkeypatch.setattr(fileio, "hash_file", counted)  # the cache reads files through fileio.hash_files
     monkeypatch.setattr(thumbs, "hash_file", counted)
     out = tmp_path / "thumbs"
     first = thumbs.make_thumbnails(paths + [None], out, size=32, progress=False)
