@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OutputError
-from .progress import progress_bar
 
 
 def _umask() -> int:
@@ -354,6 +353,8 @@ def hash_files(paths: Sequence[str | os.PathLike], workers: int = 4,
     order (None where a file cannot be read), and ``{index: reason}`` for those. The one threaded
     hashing: the embedding cache (``EmbeddingStore.hash_files``) reads through it the files it
     has no record of, ``DuplicateFinder`` the audio clips it groups by their bytes."""
+    from .progress import progress_bar  # tqdm: kept off every command's import path (--help)
+
     def one(path):
         try:
             return hash_file(path), None
