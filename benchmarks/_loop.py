@@ -24,6 +24,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import _browser  # the one headless Chromium
 import numpy as np
 
 
@@ -298,21 +299,8 @@ def check_clusters(body: dict, cur: dict, res: dict) -> dict:
 
 
 def chromium():
-    """A headless Chromium (selenium) that keeps the browser console log and plays audio unprompted."""
-    import tempfile
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-              "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1000",
-              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
+    """A headless Chromium (``_browser.chromium``) that plays audio unprompted."""
+    return _browser.chromium(extra=("--autoplay-policy=no-user-gesture-required",))
 
 
 def wait(fn, timeout=30.0):

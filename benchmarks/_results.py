@@ -1,12 +1,14 @@
 """Write one benchmark's ``## `` section of benchmarks/RESULTS.md, leaving the others alone.
 
 Every benchmark script owns one section (its heading line); ``write_section`` replaces that
-section (from its heading up to the next ``## `` heading) or appends it, atomically.
+section (from its heading up to the next ``## `` heading) or appends it, atomically. ``commit``
+names the code a section measured.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from mediacluster.fileio import atomic_path
@@ -27,3 +29,10 @@ def write_section(section: str, block: str, path: Path = RESULTS) -> None:
         new = old.rstrip("\n") + "\n\n" + new_block
     with atomic_path(path) as tmp:
         Path(tmp).write_text(new.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def commit() -> str:
+    """The checkout's short commit id (``git rev-parse --short HEAD``), "unknown" outside git."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent)
+    return out.stdout.strip() or "unknown"

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _loop  # noqa: E402  (what the loops share: processes, uploads, curation, the browser)
+import _results  # noqa: E402  (RESULTS.md's sections, the commit measured)
 
 SECTION = "## End to end: an audio collection (audioday helper)"
 SPEAKERS = ("jackson", "george", "nicolas", "theo", "yweweler")  # most common first
@@ -695,8 +695,7 @@ def main(argv=None) -> int:
         results[name] = res
         (work / f"result-{name}.json").write_text(json.dumps(res, indent=1, default=str))
     cmd = "python benchmarks/audio_loop.py " + " ".join(a for a in (argv or sys.argv[1:]) if a != "--write")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    commit = _results.commit()
     first = next(iter(results))
     block = render(results[first], cmd.strip(), " ".join(load), commit, args.kind).rstrip("\n")
     block += (f"\n\nThe figures above are the loop with the `{first}` encoder"
@@ -706,9 +705,7 @@ def main(argv=None) -> int:
               + "\n".join(compare(results)) + "\n\n" + FOUND + "\n")
     print(block)
     if args.write:
-        from _results import write_section
-
-        write_section(SECTION, block)
+        _results.write_section(SECTION, block)
     return 0
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (RESULTS.md's sections, the commit measured)
 from audio_loop import EDITS, _repost  # noqa: E402  (the loop's way of making a repost)
 
 SECTION = "## Duplicates: audio reposts (audioreposts helper)"
@@ -235,18 +236,6 @@ def render(a: dict, w: dict, cp: dict | None, cmd: str, load: str, commit: str, 
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    path = Path(__file__).resolve().parent / "RESULTS.md"
-    doc = path.read_text(encoding="utf-8")
-    start = doc.find(SECTION)
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + ("" if nxt < 0 else "\n" + doc[nxt + 1:])
-    path.write_text(doc, encoding="utf-8")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.path.join(os.environ.get("MEDIACLUSTER_DATA", "/work/data"), "fsdd/recordings"))
@@ -274,13 +263,12 @@ def main(argv=None) -> int:
     print(f"check alone: {len(a['neg']):,} hard-negative pairs, max {a['neg'].max():.4f}", flush=True)
     w = whole_path(coll, originals, reposts, args.workers)
     cp = chromaprint(originals, 200, args.seed) if args.chromaprint else None
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip() or "n/a"
+    commit = _results.commit()
     cmd = "python benchmarks/audio_reposts.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = render(a, w, cp, cmd.strip(), load, commit, len(originals))
     print(text)
     if args.write:
-        write_section(text)
+        _results.write_section(SECTION, text)
     return 0
 
 

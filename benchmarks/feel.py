@@ -21,7 +21,6 @@ import os
 import re
 import resource
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from _browser import chromium
 
 PY = [sys.executable, "-m", "mediacluster"]
 
@@ -144,20 +145,6 @@ def server(args) -> None:
     print(f"server CPU {ru.ru_utime + ru.ru_stime:.1f} s, peak RSS {ru.ru_maxrss // 1024} MB; load {load()}")
 
 
-def chrome():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
-        opts.add_argument(a)
-    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
-
-
 def until(drv, script: str, t0: float, timeout: float = 300) -> float:
     while not drv.execute_script(script) and time.time() - t0 < timeout:
         time.sleep(0.05)
@@ -166,7 +153,7 @@ def until(drv, script: str, t0: float, timeout: float = 300) -> float:
 
 def report_page(args) -> None:
     print("load", load())
-    drv = chrome()
+    drv = chromium()
     try:
         for k in range(2):
             t0 = time.time()
@@ -187,7 +174,7 @@ def studio_page(args) -> None:
     try:
         url = proc.wait_line(r"studio: listening on (\S+)").group(1)
         print(f"listening after {time.time() - proc.t0:.2f} s")
-        drv = chrome()
+        drv = chromium()
         for k in range(2):
             t0 = time.time()
             drv.get(url)

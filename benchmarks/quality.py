@@ -69,20 +69,18 @@ SECTION = "## Quality benchmark (metrics helper)"
 ENGINE_SECTION = "## Engine: quality on every shared set (issue 16)"
 
 
-def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, progress: bool):
-    """(X float32 (n, d), labels list[str], source description)."""
-    if vectors_from is not None:
-        d = np.load(vectors_from / f"{name}.npz", allow_pickle=False)
-        return d["vectors"].astype(np.float32), [str(v) for v in d["labels"]], f"dev vectors {vectors_from}"
+def embedded(name: str, archive: Path, data_dir: Path, progress: bool):
+    """The ``Embeddings`` of a shared set: ``archive`` extracted into ``data_dir`` once (every
+    file, keeping class folders, which give the labels), embedded through the shared embedding
+    cache. The quality and tags benchmarks' one way to a set's vectors."""
     from mediacluster.datasets import extract_slice
     from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
 
-    data_dir = out / "data" / name
     marker = data_dir / ".extracted"
     if not marker.exists():
         t = time.perf_counter()
-        extract_slice(shared / DATASETS[name], data_dir)  # every file, keeping class folders
+        extract_slice(archive, data_dir)
         marker.write_text("ok\n")
         print(f"[{name}] extracted in {time.perf_counter() - t:.0f}s", file=sys.stderr)
     coll = collect(data_dir, labels_from_folders=True)
@@ -90,6 +88,15 @@ def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, 
     emb = embed_collection(coll, progress=progress)  # the shared embedding cache
     print(f"[{name}] embedded {len(emb)} items in {time.perf_counter() - t:.0f}s "
           f"({len(emb.skipped)} skipped)", file=sys.stderr)
+    return emb
+
+
+def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, progress: bool):
+    """(X float32 (n, d), labels list[str], source description)."""
+    if vectors_from is not None:
+        d = np.load(vectors_from / f"{name}.npz", allow_pickle=False)
+        return d["vectors"].astype(np.float32), [str(v) for v in d["labels"]], f"dev vectors {vectors_from}"
+    emb = embedded(name, shared / DATASETS[name], out / "data" / name, progress)
     return (emb.vectors.astype(np.float32), list(emb.labels),
             "embedded through the package, shared embedding cache")
 

@@ -27,11 +27,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _browser import chromium
 from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,23 +76,8 @@ def fresh_copy(run, dest: Path):
     return b.published
 
 
-def chrome():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    o = Options()
-    o.binary_location = shutil.which("chromium")
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
-        o.add_argument(a)
-    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=o, service=Service(shutil.which("chromedriver")))
-
-
 def browse(html: Path, shot: Path) -> dict:
-    d = chrome()
+    d = chromium()
     try:
         t = time.perf_counter()
         d.get(html.resolve().as_uri())  # returns after the load event: data parsed, map drawn

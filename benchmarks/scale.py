@@ -384,22 +384,11 @@ def table_runs(doc: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------- the map
-def chrome(width=1400, height=1000):
-    import shutil
-    import tempfile
+def chrome():
+    """The report page's browser: it reads the page's chunk files from file://."""
+    from _browser import chromium
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--no-first-run", f"--window-size={width},{height}", "--allow-file-access-from-files",
-              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
+    return chromium(extra=("--allow-file-access-from-files",))
 
 
 def measure_page(html: Path, zooms: int = 12, loads: int = 3) -> dict:

@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -46,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (RESULTS.md's sections, the commit measured)
 from _loop import (  # noqa: E402  (what the loops share: building, processes, uploads, curation)
     Server,
     check_clusters,
@@ -528,15 +528,11 @@ def main(argv=None) -> int:
     res["steps"] = {"build the collection (Pillow)": {"wall_s": build_s}, **res["steps"]}
     (work / "result.json").write_text(json.dumps(res, indent=1, default=str))
     cmd = "python benchmarks/social_loop.py " + " ".join(a for a in (argv or sys.argv[1:]) if a != "--write")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    commit = _results.commit()
     block = render(res, cmd.strip(), " ".join(load), commit)
     print(block)
     if args.write:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _results import write_section
-
-        write_section(SECTION, block)
+        _results.write_section(SECTION, block)
     return 0
 
 

@@ -39,11 +39,11 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _browser import chromium
 from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,21 +94,6 @@ def prepare() -> Path:
     return RUN
 
 
-def chrome():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    o = Options()
-    o.binary_location = shutil.which("chromium")
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
-        o.add_argument(a)
-    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=o, service=Service(shutil.which("chromedriver")))
-
-
 def q(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]
@@ -131,7 +116,7 @@ def measure(run_dir: Path, split_size: int = 5000) -> dict:
     res["server_start_s"] = round(time.perf_counter() - t, 2)
     try:
         time.sleep(8)  # the search structures are built in the background after the start
-        d = chrome()
+        d = chromium()
         try:
             paints, severe = [], 0
             for _ in range(3):

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import _results
 import numpy as np
+import quality  # a shared set's vectors as the quality benchmark gets them
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Tags benchmark (tags helper)"
@@ -48,21 +49,7 @@ def load_split(name: str, out: Path, shared: Path, vectors_from: Path | None, pr
     if vectors_from is not None:
         d = np.load(vectors_from / f"{name}.npz", allow_pickle=False)
         return d["vectors"].astype(np.float32), [str(v) for v in d["labels"]], [str(v) for v in d["ids"]], "dev"
-    data_dir = out / "tags" / "data" / name
-    from mediacluster.datasets import extract_slice
-    from mediacluster.embed import embed_collection
-    from mediacluster.ingest import collect
-
-    marker = data_dir / ".extracted"
-    if not marker.exists():
-        t = time.perf_counter()
-        extract_slice(shared / SPLITS[name], data_dir)
-        marker.write_text("ok\n")
-        print(f"[{name}] extracted in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-    coll = collect(data_dir, labels_from_folders=True)
-    t = time.perf_counter()
-    emb = embed_collection(coll, progress=progress)  # the shared embedding cache
-    print(f"[{name}] embedded {len(emb)} items in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+    emb = quality.embedded(name, shared / SPLITS[name], out / "tags" / "data" / name, progress)
     return emb.vectors, list(emb.labels), list(emb.paths), f"embedded by {emb.encoder_version}"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from pathlib import Path
 
@@ -23,6 +25,27 @@ def dataset(name: str) -> Path:
             pytest.fail(msg + "; CI is set, so this is a failure, not a skip", pytrace=False)
         pytest.skip(msg)
     return p
+
+
+@functools.cache
+def _browser():
+    """``benchmarks/_browser.py``, the one headless Chromium launcher (loaded from its file: the
+    benchmarks folder is not put on ``sys.path``, where its scripts would shadow other modules)."""
+    spec = importlib.util.spec_from_file_location("_browser", ROOT / "benchmarks" / "_browser.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def chromium(width: int = 1400, height: int = 1000):
+    """A real headless Chromium (selenium) for the browser tests, launched as the benchmarks
+    launch theirs (``benchmarks/_browser.chromium``: its flags, a new empty profile, the console
+    log kept); the test is skipped where Chromium, chromedriver or selenium is not installed."""
+    browser = _browser()
+    why = browser.missing()
+    if why:
+        pytest.skip(why)
+    return browser.chromium(width, height)
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,12 @@ import html as html_mod
 import json
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import chromium
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -99,27 +99,6 @@ def test_report_rebuild_reuses_cache(report_run):
     assert time.perf_counter() - t < report_run["seconds"]
 
 
-def _chrome():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip("selenium not installed (pip install -e '.[dev]')")
-    opts = Options()
-    opts.binary_location = chromium
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=opts, service=Service(driver))
-
-
 def _open_and_wait_for_first_paint(drv, html: Path, timeout: float = 60) -> None:
     """Load the report page and wait (at most ``timeout`` s) until its map reports a first paint."""
     drv.get(html.resolve().as_uri())
@@ -154,7 +133,7 @@ return [ink, h];
 @pytest.mark.browser
 def test_report_in_chromium(report_run, tmp_path):
     html, labels = report_run["html"], report_run["labels"]
-    drv = _chrome()
+    drv = chromium()
     try:
         _open_and_wait_for_first_paint(drv, html)
         n_clusters = len(set(labels[labels >= 0].tolist()))
@@ -240,7 +219,7 @@ def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
     html = build_report(res.out, progress=False)
     assert (html.parent / "paths" / "0000.js").exists()
     assert html.stat().st_size < 60 * n  # x, y, label per item (base64) and little else
-    drv = _chrome()
+    drv = chromium()
     try:
         _open_and_wait_for_first_paint(drv, html)
         st = drv.execute_script("return [window.mcReport.mode, window.mcReport.drawn, window.mcReport.firstPaintMs]")
@@ -423,7 +402,7 @@ def test_report_without_levels_has_no_switch(cifar3_embeddings, tmp_path):
 def test_report_level_switch_in_chromium(level_run):
     """Switching the level recolours the map, rebuilds the legend and shows that level's cards."""
     levels, chosen, html = level_run["levels"], level_run["chosen"], level_run["html"]
-    drv = _chrome()
+    drv = chromium()
     try:
         _open_and_wait_for_first_paint(drv, html)
         assert drv.execute_script("return window.mcReport.level") == chosen
@@ -492,7 +471,7 @@ def test_large_report_loads_level_labels_on_demand(tmp_path):
     assert all((html.parent / f).exists() for f in files) and not any("c16" in v or "c" in v for v in views)
     assert html.stat().st_size < 60 * n  # no per-item level labels in the page itself
     k = 0 if cur != 0 else len(views) - 1
-    drv = _chrome()
+    drv = chromium()
     try:
         _open_and_wait_for_first_paint(drv, html)
         _, hash0 = drv.execute_script(PIXELS_JS)
@@ -531,12 +510,13 @@ def test_thumbnails_of_unchanged_files_are_found_without_reading_them(tmp_path, 
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(p)
         paths.append(str(p))
     reads = []
+    real = fileio.hash_file
 
     def counted(path):
         reads.append(str(path))
-        return fileio.hash_file(path)
+        return real(path)
 
-    monkeypatch.setattr(store_mod, "hash_file", counted)
+    monkeypatch.setattr(fileio, "hash_file", counted)  # the cache reads files through fileio.hash_files
     monkeypatch.setattr(thumbs, "hash_file", counted)
     out = tmp_path / "thumbs"
     first = thumbs.make_thumbnails(paths + [None], out, size=32, progress=False)

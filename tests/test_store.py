@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mediacluster.embed.store as store_mod
+import mediacluster.fileio as fileio_mod
 from mediacluster.data import Collection
 from mediacluster.embed import embed_collection_cached
 from mediacluster.embed.store import EmbeddingStore
@@ -142,8 +142,8 @@ def test_fast_path_skips_reading_unchanged_files(folder, tmp_path, monkeypatch):
         os.utime(p, (past, past))
     time.sleep(2.1)  # ctime (set by utime) must be older than the 2 s "racily clean" window
     reads = []
-    real = store_mod.hash_file
-    monkeypatch.setattr(store_mod, "hash_file", lambda p: reads.append(p) or real(p))
+    real = fileio_mod.hash_file  # the store reads files through fileio.hash_files
+    monkeypatch.setattr(fileio_mod, "hash_file", lambda p: reads.append(p) or real(p))
     with EmbeddingStore(tmp_path) as st:
         h1, err = st.hash_files(paths)
         assert not err and len(reads) == 40

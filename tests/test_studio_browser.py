@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import chromium
 from studio_helpers import Server, client, copy_run, make_run, post
-from test_report import _chrome
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -90,7 +90,7 @@ def test_the_whole_loop_in_chromium(base_run, tmp_path):
     truth = np.array(RunDir.open(run).read_items()["label"].tolist())
     paths = RunDir.open(run).read_items()["path"].tolist()
     s = Server(run)
-    drv = _chrome()
+    drv = chromium()
     try:
         with client(s) as api:
             drv.get(s.url)
@@ -273,7 +273,7 @@ def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path):
 
     run = copy_run(hostile_run, tmp_path / "run")
     s = Server(run)
-    drv = _chrome()
+    drv = chromium()
     evil_cluster = "<img src=x onerror=window.__pwned=5>"
     evil_tag = "<script>window.__pwned=6</script>"
     evil_new = '"><svg onload=window.__pwned=7>'
@@ -339,7 +339,7 @@ def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
 
     run = copy_run(base_run, tmp_path / "run")
     s = Server(run)
-    drv = _chrome()
+    drv = chromium()
 
     def focused(attr):
         return js(drv, f"const a = document.activeElement; return a ? a.getAttribute('{attr}') : null")
@@ -400,7 +400,7 @@ def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_e
     with run.writing("test"):
         map_2d(run, cifar3_embeddings.vectors, method="pca")
     s = Server(run.path)
-    drv = _chrome()
+    drv = chromium()
     try:
         with client(s) as api:
             lab = np.frombuffer(api.get("/api/labels").content, "<i4")
@@ -453,7 +453,7 @@ def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_p
         "    return _layout(v, method, *a, **k)\n"
         "b.layout_2d = held\n")
     s = Server(run, setup=setup)
-    drv = _chrome()
+    drv = chromium()
     try:
         with client(s) as api:
             drv.get(s.url)

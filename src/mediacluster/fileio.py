@@ -23,6 +23,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -343,6 +345,32 @@ def hash_file(path: str | os.PathLike) -> str:
     """BLAKE2b-128 hex digest of a file's bytes (chunked reads): the package's content hash."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def hash_files(paths: Sequence[str | os.PathLike], workers: int = 4,
+                progress: bool = False) -> tuple[list[str | None], dict[int, str]]:
+    """:func:`hash_file` of every one of ``paths``, read by ``workers`` threads: the hashes, in
+    order (None where a file cannot be read), and ``{index: reason}`` for those. The one threaded
+    hashing: the embedding cache (``EmbeddingStore.hash_files``) reads through it the files it
+    has no record of, ``DuplicateFinder`` the audio clips it groups by their bytes."""
+    from .progress import progress_bar  # tqdm: kept off every command's import path (--help)
+
+    def one(path):
+        try:
+            return hash_file(path), None
+        except OSError as e:
+            return None, f"cannot read file: {e.strerror or e}"
+
+    hashes: list[str | None] = []
+    errors: dict[int, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(
+            total=len(paths), desc="hash files", unit="file", disable=not progress) as bar:
+        for i, (h, err) in enumerate(pool.map(one, paths, chunksize=64)):
+            bar.update(1)
+            hashes.append(h)
+            if err is not None:
+                errors[i] = err
+    return hashes, errors
 
 
 def hash_bytes(data: bytes) -> str:

@@ -35,7 +35,7 @@ from sklearn.base import BaseEstimator
 
 from ..data import nonfinite_message, nonfinite_rows
 from ..errors import InputError, ParameterError
-from ..fileio import text_series
+from ..fileio import hash_files, text_series
 from .grouping import KINDS, PairDistance, group_links
 from .hashing import HASHES, Signatures, compute_signatures
 from .index import DuplicateIndex
@@ -61,21 +61,6 @@ def _exact_links(content: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]
             i.append(f)
             j.append(k)
     return np.asarray(i, np.int64), np.asarray(j, np.int64)
-
-
-def _content_hashes(paths: list[str], workers: int | None) -> list[str | None]:
-    """The content hash of each file (as the embedding cache keys it), None where unreadable."""
-    from ..embed.engine import default_workers
-    from ..fileio import hash_file
-
-    def one(p: str) -> str | None:
-        try:
-            return hash_file(p)
-        except OSError:
-            return None
-
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        return list(pool.map(one, paths))
 
 
 def _pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
@@ -232,7 +217,9 @@ class DuplicateFinder(BaseEstimator):
             if signatures is not None:
                 raise InputError("signatures are perceptual hashes of images; audio clips have none")
             if content_hashes is None and self.paths_ is not None:
-                content_hashes = _content_hashes(self.paths_, self.workers)
+                from ..embed.engine import default_workers
+
+                content_hashes = hash_files(self.paths_, workers=self.workers or default_workers())[0]
         elif signatures is None and self.paths_ is not None:
             signatures = compute_signatures(self.paths_, kind=self.hash, hash_size=self.hash_size,
                                             content=content_hashes is None, workers=self.workers,

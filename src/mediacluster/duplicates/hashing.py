@@ -2,7 +2,7 @@
 
 One pass over the files computes, for each image:
 
-* the **content hash** (BLAKE2b-128 of the bytes, ``mediacluster.store.hash_file``, the same key
+* the **content hash** (BLAKE2b-128 of the bytes, ``mediacluster.fileio.hash_file``, the same key
   the embedding cache uses), which finds byte-identical copies;
 * a **perceptual hash** from ``imagehash`` (pHash by default, see ``HASHES``) of the image and of
   its mirror image, packed into bytes (a 64-bit hash is 8 bytes), so a left-right flipped repost

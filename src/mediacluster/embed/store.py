@@ -36,14 +36,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import OutputError
-from ..fileio import cache_root, hash_file, output_error
-from ..progress import progress_bar
+from ..fileio import cache_root, hash_file, hash_files, output_error
 
 SCHEMA_VERSION = "1"
 DB_NAME = "embeddings.sqlite"
@@ -255,25 +253,17 @@ class EmbeddingStore:
                     hashes[i] = k[4]
         todo = [i for i in range(len(paths)) if hashes[i] is None and i not in errors]
         if todo:
-            def one(i):
-                try:
-                    return i, hash_file(paths[i]), None
-                except OSError as e:
-                    return i, None, f"cannot read file: {e.strerror or e}"
-
             now = time.time()
+            read, failed = hash_files([paths[i] for i in todo], workers=workers, progress=progress)
             fresh = []
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(
-                    total=len(todo), desc="hash files", unit="file", disable=not progress) as bar:
-                for i, h, err in pool.map(one, todo, chunksize=64):
-                    bar.update(1)
-                    if err is not None:
-                        errors[i] = err
-                        continue
-                    hashes[i] = h
-                    st = stats[i]
-                    if max(st.st_mtime, st.st_ctime) < now - _RACY_S:
-                        fresh.append((_path_key(paths[i]), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h))
+            for k, i in enumerate(todo):
+                if k in failed:
+                    errors[i] = failed[k]
+                    continue
+                hashes[i] = h = read[k]
+                st = stats[i]
+                if max(st.st_mtime, st.st_ctime) < now - _RACY_S:
+                    fresh.append((_path_key(paths[i]), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h))
             for chunk in _chunks(fresh, 5000):
                 with self._tx() as con:
                     con.executemany(

@@ -230,6 +230,17 @@ def name_run(run: str | Path | RunDir, vocabulary: str | Path | None = None, enc
     return named
 
 
+def _naming_inputs(run: RunDir, encoder=None):
+    """What naming a run's items reads, once: (its ImageNet probabilities (memory-mapped), the
+    encoder whose text tower names them (``encoder``, else a CLIP run's from run.json when
+    there are no probabilities), the vectors where that text tower names them, else None)."""
+    probs = run.read_extra("imagenet_probs", mmap=True)
+    if encoder is None and probs is None:
+        encoder = encoder_for_names((run.info.get("encoder") or {}).get("name"))
+    vectors = run.read_embeddings().vectors if getattr(encoder, "has_text", False) else None
+    return probs, encoder, vectors
+
+
 def name_labels(run: str | Path | RunDir, labellings: list, encoder=None,
                 vocabulary: list[str] | None = None) -> list[list[dict]]:
     """The automatic naming rule of :func:`name_run` applied to other labellings of the run's
@@ -237,10 +248,7 @@ def name_labels(run: str | Path | RunDir, labellings: list, encoder=None,
     :func:`name_clusters` result per labelling, nothing written. The run's probabilities,
     vectors and encoder are read once for all of them."""
     run = run if isinstance(run, RunDir) else RunDir.open(run)
-    probs = run.read_extra("imagenet_probs", mmap=True)
-    if encoder is None and probs is None:
-        encoder = encoder_for_names((run.info.get("encoder") or {}).get("name"))
-    vectors = run.read_embeddings().vectors if getattr(encoder, "has_text", False) else None
+    probs, encoder, vectors = _naming_inputs(run, encoder)
     return name_labellings(vectors, labellings, imagenet_probs=probs, encoder=encoder, vocabulary=vocabulary)
 
 
@@ -250,10 +258,7 @@ def name_levels_of_run(run: str | Path | RunDir, levels, clustered=None, encoder
     run made before ``level_names.json``): the run's probabilities, vectors and encoder read
     once, nothing written."""
     run = run if isinstance(run, RunDir) else RunDir.open(run)
-    probs = run.read_extra("imagenet_probs", mmap=True)
-    if encoder is None and probs is None:
-        encoder = encoder_for_names((run.info.get("encoder") or {}).get("name"))
-    vectors = run.read_embeddings().vectors if getattr(encoder, "has_text", False) else None
+    probs, encoder, vectors = _naming_inputs(run, encoder)
     return name_levels(vectors, levels, clustered=clustered, imagenet_probs=probs, encoder=encoder,
                        vocabulary=vocabulary, level=level)
 

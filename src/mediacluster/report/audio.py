@@ -1,8 +1,8 @@
 """Report pieces for audio runs: spectrogram thumbnails and short player clips, as files.
 
-Same contract as ``mediacluster.report.thumbs.make_thumbnails`` (content-keyed names, made once,
-in parallel, ``None`` where the file can't be read), so the report can treat an audio run like an
-image run:
+Made as ``mediacluster.report.thumbs.make_thumbnails`` makes thumbnails, by ``thumbs.cached_files``
+(content-keyed names, made once, in parallel, ``None`` where the file can't be read), so the report
+can treat an audio run like an image run:
 
 * ``make_spectrogram_thumbnails(paths, out_dir)`` writes ``<key>.jpg`` log-mel spectrograms
   (time left to right, low frequencies at the bottom) into the report's ``thumbs/`` folder: the
@@ -22,64 +22,17 @@ import base64
 import html
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path, output_error
 from ..ingest import SkipItem
 from ..ingest.audio import audio_info, resample
-from ..progress import progress_bar
-from .thumbs import content_keys
+from .thumbs import cached_files
 
 
-def _parallel(paths, job, desc: str, workers: int | None, progress: bool,
-              failures: dict[int, str] | None = None) -> list[str | None]:
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
-    out: list[str | None] = [None] * len(paths)
-    with ThreadPoolExecutor(workers) as ex, progress_bar(len(paths), desc, "clip",
-                                                          disable=not progress) as bar:
-        for i, (r, why) in enumerate(ex.map(job, paths)):
-            out[i] = r
-            if why is not None and failures is not None:
-                failures[i] = why
-            bar.update(1)
-    return out
-
-
-def _cached_files(paths, out_dir, tag: str, exts: tuple[str, ...], make, desc: str,
-                  workers: int | None, progress: bool,
-                  failures: dict[int, str] | None = None) -> list[str | None]:
-    """For each path, the name of ``out_dir/<content key><ext>``: an existing file with one of
-    ``exts`` is reused, otherwise ``make(path) -> (bytes, ext)`` is written atomically; ``None``
-    for an empty or unreadable path, with the reason in ``failures[index]``. A file that cannot
-    be written (full disk) raises OutputError."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise output_error(e, out_dir) from e
-
-    def job(pk):
-        p, key = pk
-        if not p:
-            return None, None
-        if key is None:
-            return None, "cannot read file (moved or deleted since the run?)"
-        for ext in exts:
-            if (out_dir / (key + ext)).exists():
-                return key + ext, None
-        try:
-            data, ext = make(p)
-        except Exception as e:  # noqa: BLE001 - SkipItem or any decoder error: no file for this clip
-            return None, str(e) or type(e).__name__
-        name = key + ext
-        with atomic_path(out_dir / name) as tmp, open(tmp, "wb") as f:
-            f.write(data)
-        return name, None
-
-    return _parallel(list(zip(paths, content_keys(paths, tag))), job, desc, workers, progress, failures)
+def _workers(workers: int | None) -> int:
+    """Threads for audio files: ``workers``, else at most 4 (decoding a clip is heavier)."""
+    return workers or max(1, min(4, os.cpu_count() or 1))
 
 
 def make_spectrogram_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: int = 96,
@@ -95,8 +48,8 @@ def make_spectrogram_thumbnails(paths: list[str | None], out_dir: str | os.PathL
         Image.open(io.BytesIO(png)).convert("RGB").save(buf, "JPEG", quality=85)
         return buf.getvalue(), ".jpg"
 
-    return _cached_files(paths, out_dir, f"spec{size}", (".jpg",), make, "spectrograms", workers,
-                         progress, failures)
+    return cached_files(paths, out_dir, f"spec{size}", (".jpg",), make, "spectrograms", "clip",
+                        _workers(workers), progress, failures)
 
 
 def make_audio_clips(paths: list[str | None], out_dir: str | os.PathLike, max_seconds: float = 10.0,
@@ -106,8 +59,8 @@ def make_audio_clips(paths: list[str | None], out_dir: str | os.PathLike, max_se
         data, mime = audio_preview(p, max_seconds=max_seconds)
         return data, (".mp3" if mime == "audio/mpeg" else ".wav")
 
-    return _cached_files(paths, out_dir, f"clip{max_seconds:g}", (".mp3", ".wav"), make,
-                         "audio clips", workers, progress)
+    return cached_files(paths, out_dir, f"clip{max_seconds:g}", (".mp3", ".wav"), make, "audio clips",
+                        "clip", _workers(workers), progress)
 
 
 def audio_player_html(name: str | None, folder: str = "audio") -> str:

@@ -194,11 +194,22 @@ def map_2d(run: RunDir, vectors: np.ndarray, method: str = "umap", random_state:
 
     A run clustered on a sample (``--fit-sample``) writes its map while it assigns the items
     (UMAP of the fitted items, the others placed by the predictor's neighbours), and that map
-    is used whatever ``method`` says. Without one, more than :data:`MAP_FULL_MAX` items get a
-    PCA map (fitted on a sample, applied batch by batch): a UMAP of every item would take hours."""
+    is used whatever ``method`` says. Without one, the map is :func:`run_map`'s."""
     cached = None if recompute else run.read_map(len(vectors))
     if cached is not None and (cached[1].get("method") == method or cached[1].get("fit_sample")):
         return cached[0]
+    xy, meta = run_map(run, vectors, method, random_state)
+    run.write_map(xy, meta)
+    return xy
+
+
+def run_map(run: RunDir, vectors: np.ndarray, method: str = "umap",
+            random_state: int = 0) -> tuple[np.ndarray, dict]:
+    """Lay out the run's 2-D map, not yet written: (xy, the metadata ``RunDir.write_map`` stores
+    with it). The one rule for a run's map, :func:`map_2d`'s and the studio's, which lays out
+    the UMAP map in the background and holds the run folder's lock only to write it. More than
+    :data:`MAP_FULL_MAX` items get a PCA map (fitted on a sample, applied batch by batch): a
+    UMAP of every item would take hours."""
     t = time.perf_counter()
     if len(vectors) > MAP_FULL_MAX:
         from sklearn.decomposition import PCA
@@ -213,8 +224,7 @@ def map_2d(run: RunDir, vectors: np.ndarray, method: str = "umap", random_state:
         method = "pca"
     else:
         xy, method = layout_2d(vectors, method, random_state)
-    run.write_map(xy, {"method": method, "seconds": round(time.perf_counter() - t, 2)})
-    return xy
+    return xy, {"method": method, "seconds": round(time.perf_counter() - t, 2)}
 
 
 def cluster_colors(ids: list[int]) -> dict[int, str]:

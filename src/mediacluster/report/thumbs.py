@@ -55,34 +55,17 @@ def content_keys(paths: list[str | None], tag) -> list[str | None]:
     return out
 
 
-def _make_one(src: str, dst: Path, size: int) -> str | None:
-    """Make one thumbnail; None when done, else why the source gives none. A failure to
-    *write* it (full disk, read-only folder) raises OutputError: that is not the image's fault."""
-    from PIL import Image
-
-    from ..ingest import SkipItem
-    from ..ingest.images import load_image
-
-    try:  # the loader the embedding used: same caps, same conversions, same reasons
-        im = load_image(src, draft_size=size * 2)
-        im.thumbnail((size, size), Image.Resampling.LANCZOS)
-    except SkipItem as e:
-        return str(e)
-    except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not cost the report
-        return f"cannot make a thumbnail: {type(e).__name__}: {e}"
-    buf = io.BytesIO()  # PIL writes straight to the file descriptor and misses short writes
-    im.convert("RGB").save(buf, "JPEG", quality=82, optimize=True)
-    with atomic_path(dst) as tmp, open(tmp, "wb") as f:
-        f.write(buf.getvalue())  # Python's write: a full disk raises
-    return None
-
-
-def make_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: int = 96,
-                    workers: int | None = None, progress: bool = True,
-                    failures: dict[int, str] | None = None) -> list[str | None]:
-    """Thumbnail file names (relative to ``out_dir``) for ``paths``; ``None`` where impossible,
-    with the reason in ``failures[index]`` when a dict is given. Raises OutputError when a
-    thumbnail cannot be written."""
+def cached_files(paths: list[str | None], out_dir: str | os.PathLike, tag, exts: tuple[str, ...], make,
+                 desc: str, unit: str = "file", workers: int | None = None, progress: bool = True,
+                 failures: dict[int, str] | None = None) -> list[str | None]:
+    """Files derived from ``paths``, made once, in parallel, cached by content: for each path the
+    name of ``out_dir/<content key><ext>`` (key: :func:`content_keys` with ``tag``). An existing
+    file with one of ``exts`` is reused (taken from one listing of ``out_dir``); otherwise
+    ``make(path) -> (bytes, ext)`` is written atomically. ``None`` for an empty or unreadable
+    path, or where ``make`` raises, with the reason in ``failures[index]`` when a dict is
+    given. A file that cannot be written (full disk) raises OutputError: that is not the
+    source's fault. The report's thumbnails, and its spectrograms and audio clips
+    (``report.audio``)."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,27 +79,29 @@ def make_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: i
             return None, None
         if key is None:
             return None, "cannot read file (moved or deleted since the run?)"
-        name = key + THUMB_EXT
-        dst = out_dir / name
-        if dst.exists():
-            return name, None
-        why = _make_one(p, dst, size)
-        return (name, None) if why is None else (None, why)
+        try:
+            data, ext = make(p)
+        except Exception as e:  # noqa: BLE001 - SkipItem or any decoder error: no file for this one
+            return None, str(e) or type(e).__name__
+        name = key + ext
+        with atomic_path(out_dir / name) as tmp, open(tmp, "wb") as f:
+            f.write(data)  # Python's write: a full disk raises
+        return name, None
 
     out: list[str | None] = [None] * len(paths)
-    keys = content_keys(paths, size)
-    try:  # thumbnails made before are taken from one listing, not one pool task each
+    keys = content_keys(paths, tag)
+    try:  # files made before are taken from one listing, not one pool task each
         have = {e.name for e in os.scandir(out_dir)}
     except OSError:
         have = set()
     todo = []
     for i, (p, key) in enumerate(zip(paths, keys)):
-        if p and key is not None and key + THUMB_EXT in have:
-            out[i] = key + THUMB_EXT
+        made = next((key + ext for ext in exts if key + ext in have), None) if p and key is not None else None
+        if made is not None:
+            out[i] = made
         else:
             todo.append(i)
-    with ThreadPoolExecutor(workers) as ex, progress_bar(len(paths), "thumbnails", "img",
-                                                          disable=not progress) as bar:
+    with ThreadPoolExecutor(workers) as ex, progress_bar(len(paths), desc, unit, disable=not progress) as bar:
         bar.update(len(paths) - len(todo))
         for i, (r, why) in zip(todo, ex.map(job, [(paths[i], keys[i]) for i in todo])):
             out[i] = r
@@ -124,3 +109,32 @@ def make_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: i
                 failures[i] = why
             bar.update(1)
     return out
+
+
+def _thumbnail(src: str, size: int) -> tuple[bytes, str]:
+    """One thumbnail as JPEG bytes; raises SkipItem with the reason the source gives none."""
+    from PIL import Image
+
+    from ..ingest import SkipItem
+    from ..ingest.images import load_image
+
+    try:  # the loader the embedding used: same caps, same conversions, same reasons
+        im = load_image(src, draft_size=size * 2)
+        im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    except SkipItem:
+        raise
+    except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not cost the report
+        raise SkipItem(f"cannot make a thumbnail: {type(e).__name__}: {e}") from e
+    buf = io.BytesIO()  # PIL writes straight to the file descriptor and misses short writes
+    im.convert("RGB").save(buf, "JPEG", quality=82, optimize=True)
+    return buf.getvalue(), THUMB_EXT
+
+
+def make_thumbnails(paths: list[str | None], out_dir: str | os.PathLike, size: int = 96,
+                    workers: int | None = None, progress: bool = True,
+                    failures: dict[int, str] | None = None) -> list[str | None]:
+    """Thumbnail file names (relative to ``out_dir``) for ``paths``; ``None`` where impossible,
+    with the reason in ``failures[index]`` when a dict is given. Raises OutputError when a
+    thumbnail cannot be written."""
+    return cached_files(paths, out_dir, size, (THUMB_EXT,), lambda p: _thumbnail(p, size), "thumbnails",
+                        "img", workers, progress, failures)

@@ -367,15 +367,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     app.state.holder = holder
     app.state.inbox = inbox
 
-    def _media_of(served: Served) -> str:
-        """What the served model reads from uploaded files: "audio" or "image" (also a model
-        without an encoder, which refuses files)."""
-        media = getattr(served.slot.encoder, "media", None) if served.slot is not None else None
-        return "audio" if media == "audio" else "image"
-
     def _files_of(served: Served) -> str:
         """The uploads the served model reads, for messages: "images" or "audio clips"."""
-        return "audio clips" if _media_of(served) == "audio" else "images"
+        return "audio clips" if served.media == "audio" else "images"
 
     async def _images(request: Request, served: Served, similar: SimilarAsk | None = None
                       ) -> tuple[list[dict], list[bytes]]:
@@ -458,7 +452,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         datas = X = None
         if ctype == "multipart/form-data":
             items, datas = await _images(request, served, similar)
-            kind = _media_of(served)
+            kind = served.media  # files are answered only by a model with an encoder
         elif ctype in ("application/json", ""):
             body = await request.body()
             # parsed and answered off the event loop: megabytes of JSON would hold up every other

@@ -74,6 +74,13 @@ class Served:
     def dim(self) -> int:
         return int(self.pipeline.n_features_in_)
 
+    @property
+    def media(self) -> str | None:
+        """What the model reads from uploaded files, its encoder's ``media`` ("image" or
+        "audio"); None for a model served without an encoder (vectors only). The one reading of
+        it: the warm-up, ``describe`` and the endpoints' input kind and messages."""
+        return getattr(self.slot.encoder, "media", None) if self.slot is not None else None
+
     def describe(self) -> dict:
         info = self.pipeline.model_info_
         meta = info.get("metadata", {}) or {}
@@ -85,7 +92,7 @@ class Served:
             "created": _created(Path(self.path)),
             "loaded": self.loaded,
             "encoder": self.encoder_name, "dim": self.dim,
-            "media": getattr(self.slot.encoder, "media", None) if self.slot else None,
+            "media": self.media,
             "n_items": int(info.get("n_items", len(self.pipeline.labels_))),
             "n_clusters": int(self.pipeline.n_clusters_),
             "stages": info.get("stages"),
@@ -425,7 +432,7 @@ class ModelHolder:
                         duplicates=read_from_model(folder, root=self.collection_root),
                         collection_root=None if self.collection_root is None else str(self.collection_root))
         pipe.model_items(served.collection_root)  # read (and checked) now, not by the first /v1/similar
-        media = getattr(slot.encoder, "media", None) if slot is not None else None
+        media = served.media
         if media in ("image", "audio"):
             # warm up the whole way of an upload: the encoder's first call pays graph set-up (an
             # audio encoder: librosa's import and numba kernels, over a second, which the first

@@ -150,13 +150,13 @@ class Studio:
         return np.asarray(xy, dtype=np.float32), use, False
 
     def _finish_map(self) -> None:
-        """Lay out the UMAP map, cache it in the run folder and show it instead of the PCA map
-        the studio opened with (see :data:`MAP_BACKGROUND_MIN`)."""
-        from ..report.build import layout_2d
+        """Lay out the UMAP map (``report.build.run_map``, the run's map as the report makes
+        it), cache it in the run folder and show it instead of the PCA map the studio opened
+        with (see :data:`MAP_BACKGROUND_MIN`). The folder's lock is held to write it only."""
+        from ..report.build import run_map
 
-        t = time.perf_counter()
         try:
-            xy, used = layout_2d(np.asarray(self.vectors), "umap")
+            xy, meta = run_map(self.run, np.asarray(self.vectors), "umap")
         except Exception as e:  # noqa: BLE001 - the PCA map stays; say why
             log.warning("studio: the UMAP map could not be laid out (%s); the PCA map stays", e)
             with self._lock:
@@ -166,12 +166,12 @@ class Studio:
         try:
             if not self.replaced():
                 with self.run.writing("studio"):
-                    self.run.write_map(xy, {"method": used, "seconds": round(time.perf_counter() - t, 2)})
+                    self.run.write_map(xy, meta)
         except (RunLockedError, OSError) as e:  # shown all the same; laid out again next time
             log.warning("studio: the UMAP map could not be cached in the run folder (%s)", e)
         with self._lock:
-            self.xy, self.map_method, self.map_pending = xy, used, False
-        log.info("studio: the UMAP map is ready (%.1f s)", time.perf_counter() - t)
+            self.xy, self.map_method, self.map_pending = xy, meta["method"], False
+        log.info("studio: the UMAP map is ready (%.1f s)", meta["seconds"])
 
     def _start_names(self) -> dict[int, tuple[str, str]]:
         return start_names(self.run)

@@ -1,0 +1,55 @@
+"""Headless Chromium (selenium) for every benchmark that opens a page, and for the browser tests
+(``tests/conftest.chromium`` skips where there is none, else calls :func:`chromium`): the one
+set of flags this machine needs, and a new empty profile for every browser.
+
+Chromium runs headless, without its sandbox (containers, CI) or the GPU, and reaches the network
+on nothing of its own (QUIC, background requests, component updates, sync, the first-run page):
+a page is timed, not Chromium's housekeeping.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+#: flags every browser gets (the window size and a new ``--user-data-dir`` are added per browser)
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def binaries() -> tuple[str | None, str | None]:
+    """(the Chromium executable, chromedriver), None where not installed."""
+    return shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+
+
+def missing() -> str | None:
+    """Why no browser can be started here, or None when one can."""
+    browser, driver = binaries()
+    if not browser or not driver:
+        return "headless Chromium not installed (apt-get install chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401 - only whether it is there
+    except ImportError:
+        return "selenium not installed (pip install -e '.[dev]')"
+    return None
+
+
+def chromium(width: int = 1400, height: int = 1000, extra: tuple[str, ...] = ()):
+    """A headless Chromium (``selenium.webdriver.Chrome``) of ``width`` x ``height`` with
+    :data:`FLAGS`, ``extra`` flags and a new empty profile; it keeps the page's console log
+    (``driver.get_log("browser")``)."""
+    why = missing()
+    if why:
+        raise RuntimeError(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver = binaries()
+    opts = Options()
+    opts.binary_location = browser
+    for a in (*FLAGS, f"--window-size={width},{height}", *extra,
+              f"--user-data-dir={tempfile.mkdtemp(prefix='mc-chrome-')}"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=Service(driver))
