@@ -247,11 +247,11 @@ def test_the_studio_serves_which_clusters_are_new(carried, studio):
 
 
 def test_the_page_marks_the_new_clusters_and_filters_them(carried, studio):
-    from test_report import _chrome
+    from conftest import chromium
     from test_studio_browser import loaded, wait
 
     new = json.loads((carried["out"] / "carry.json").read_text())["new_clusters"]
-    drv = _chrome()
+    drv = chromium()
     try:
         drv.get(studio.url)
         wait(lambda: loaded(drv), 60, "the page")
