@@ -4,7 +4,10 @@ Run every mode under the bench lock and note the load, e.g.
 ``flock /tmp/mc-bench.lock python benchmarks/feel.py cli --model RUN --image IMG --evaluate RUN``.
 
 - ``cli``: wall / CPU seconds and peak memory of cold ``mediacluster --help``, ``assign MODEL
-  IMAGE`` and ``evaluate RUN`` processes (each twice, through ``/usr/bin/time``);
+  IMAGE`` and ``evaluate RUN`` processes (each ``--repeat`` times, default 2, through
+  ``/usr/bin/time``; with 3 or more the median too);
+- ``cmd ARGS...``: the same for any one command line, e.g. ``cmd --repeat 3 -- dups DIR --out OUT``
+  or ``cmd -- cluster DIR --out RUN`` (the embedding cache warm after the first run);
 - ``server studio|serve RUN``: seconds from the command to "listening" (studio) or ``/readyz``
   (serve), then the first requests: the studio's map, labels, clusters, one merge, undo; the
   service's ``/v1/assign`` with one vector (``--dim``) and ``/v1/clusters``;
@@ -22,6 +25,7 @@ import re
 import resource
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,24 +43,35 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def timed(cmd: list[str], label: str) -> None:
+def timed(cmd: list[str], label: str) -> float:
     out = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", *cmd], capture_output=True, text=True)
     wall, user, sys_, kb = out.stderr.strip().splitlines()[-1].split()
     print(f"{label}: {float(wall):.2f} s wall, {float(user) + float(sys_):.2f} s CPU, {int(kb) // 1024} MB "
-          f"(rc {out.returncode})")
+          f"(rc {out.returncode}; load {load().split()[0]})")
+    return float(wall)
+
+
+def repeated(cmd: list[str], label: str, n: int) -> None:
+    walls = [timed(cmd, label) for _ in range(n)]
+    if n >= 3:
+        print(f"{label}: median {statistics.median(walls):.2f} s wall of {n}")
 
 
 def cli(args) -> None:
     print("load", load())
-    for _ in range(2):
-        timed([*PY, "--help"], "mediacluster --help")
+    repeated([*PY, "--help"], "mediacluster --help", args.repeat)
     if args.model and args.image:
-        for _ in range(2):
-            timed([*PY, "assign", args.model, args.image], "assign MODEL IMAGE")
+        repeated([*PY, "assign", args.model, args.image], "assign MODEL IMAGE", args.repeat)
     if args.evaluate:
         out = Path(tempfile.mkdtemp()) / "evaluation.json"
-        for _ in range(2):
-            timed([*PY, "evaluate", args.evaluate, "--out", str(out)], "evaluate RUN")
+        repeated([*PY, "evaluate", args.evaluate, "--out", str(out)], "evaluate RUN", args.repeat)
+    print("load", load())
+
+
+def cmd(args) -> None:
+    print("load", load())
+    argv = [a for a in args.argv if a != "--"]
+    repeated([*PY, *argv], "mediacluster " + " ".join(argv), args.repeat)
     print("load", load())
 
 
@@ -194,7 +209,12 @@ def main() -> None:
     p.add_argument("--model", help="a run or model folder for assign")
     p.add_argument("--image", help="an image file for assign")
     p.add_argument("--evaluate", help="a run folder for evaluate")
+    p.add_argument("--repeat", type=int, default=2, help="runs of each command (default 2)")
     p.set_defaults(fn=cli)
+    p = sub.add_parser("cmd")
+    p.add_argument("--repeat", type=int, default=3, help="runs (default 3)")
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="the mediacluster command line, after --")
+    p.set_defaults(fn=cmd)
     p = sub.add_parser("server")
     p.add_argument("kind", choices=["studio", "serve"])
     p.add_argument("run")
