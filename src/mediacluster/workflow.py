@@ -427,10 +427,12 @@ def cluster_folder(
                     finder = None
                     if dedup:
                         from .duplicates.collection import find_in_embeddings
+                        from .embed import EmbeddingStore
 
                         t = time.perf_counter()
-                        finder = find_in_embeddings(emb, media=coll.media, params=dedup_params,
-                                                    progress=progress, workers=workers)
+                        with EmbeddingStore(cache_dir) as store:  # signatures and verdicts kept there
+                            finder = find_in_embeddings(emb, media=coll.media, params=dedup_params,
+                                                        progress=progress, workers=workers, store=store)
                         timings["dedup"] = time.perf_counter() - t
                     t = time.perf_counter()
                     fit_pipeline(pipe, emb.vectors, info,

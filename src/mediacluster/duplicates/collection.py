@@ -78,18 +78,21 @@ def make_finder(params: dict | None = None, progress: bool = True, workers: int 
 
 
 def find_in_embeddings(emb, media: str = "image", params: dict | None = None, progress: bool = True,
-                       workers: int | None = None, vectors=None) -> DuplicateFinder:
+                       workers: int | None = None, vectors=None, store=None) -> DuplicateFinder:
     """Fit a finder on an embedded collection (``data.Embeddings``): files (images and audio clips),
     vectors, and the content hashes the embedding cache computed. ``vectors``: the same rows
-    read from elsewhere (a run's memory-mapped ``embeddings.npy``) instead of ``emb.vectors``."""
+    read from elsewhere (a run's memory-mapped ``embeddings.npy``) instead of ``emb.vectors``.
+    ``store``: the embedding cache, which keeps the images' signatures and pair verdicts
+    (``DuplicateFinder.fit``)."""
     content = getattr(emb, "content_hashes", None)
     return find_in_rows(emb.vectors if vectors is None else vectors, emb.ids, emb.paths, media=media,
-                        content_hashes=content, params=params, progress=progress, workers=workers)
+                        content_hashes=content, params=params, progress=progress, workers=workers,
+                        store=store)
 
 
 def find_in_rows(vectors, ids, paths=None, media: str = "vector", content_hashes=None,
-                 params: dict | None = None, progress: bool = True, workers: int | None = None
-                 ) -> DuplicateFinder:
+                 params: dict | None = None, progress: bool = True, workers: int | None = None,
+                 store=None) -> DuplicateFinder:
     """Fit a finder on a collection's rows: ``vectors`` (an array, or a ``.npy`` memory map that
     the search reads block by block, never whole), ``ids``, and for images their files
     (``paths``: perceptual hashes and the geometric check) and known content hashes (exact
@@ -113,7 +116,7 @@ def find_in_rows(vectors, ids, paths=None, media: str = "vector", content_hashes
     if not isinstance(vectors, np.ndarray) or vectors.dtype != np.float32:
         vectors = np.asarray(vectors, np.float32)  # a float32 array or memory map is used as it is
     return finder.fit(list(paths) if with_files else None, vectors, content_hashes=content_hashes,
-                      ids=[str(i) for i in ids])
+                      ids=[str(i) for i in ids], store=store if with_files else None)
 
 
 def duplicate_columns(finder: DuplicateFinder, rows: slice | None = None, index=None) -> dict:
@@ -201,7 +204,11 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
         skipped = list(emb.skipped)
         if len(emb) == 0:
             raise InputError(f"no file of {source} could be read")
-        finder = find_in_embeddings(emb, media=coll.media, params=params, progress=progress, workers=workers)
+        from ..embed import EmbeddingStore
+
+        with EmbeddingStore(cache_dir) as store:  # the one embed_collection used: opens without fail
+            finder = find_in_embeddings(emb, media=coll.media, params=params, progress=progress,
+                                        workers=workers, store=store)
         paths = emb.paths
         extra = None
         if coll.media == "audio":

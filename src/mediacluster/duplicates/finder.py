@@ -37,7 +37,7 @@ from ..data import nonfinite_message, nonfinite_rows
 from ..errors import InputError, ParameterError
 from ..fileio import hash_files, text_series
 from .grouping import KINDS, PairDistance, group_links
-from .hashing import HASHES, Signatures, compute_signatures
+from .hashing import HASHES, Signatures, compute_signatures, store_call
 from .index import DuplicateIndex
 from .search import cosine_pairs, hamming_pairs, normalise
 from .verify import GeometricCheck, PhotometricCheck, photometric_ok, thumb_pairs
@@ -108,6 +108,8 @@ class DuplicateFinder(BaseEstimator):
         whose items were already connected is not verified, so not every duplicate pair is a
         link; groups are what counts).
     n_verified_ : candidate pairs checked geometrically (images) or by fingerprint (audio).
+    n_verdicts_cached_ : how many of those took the verdict stored by an earlier run
+        (``fit(store=)``) instead of decoding the pair.
     skipped_ : {index: reason} for files that could not be decoded (they can still be exact
         duplicates, never perceptual or geometric ones).
     signatures_ : the ``hashing.Signatures`` used (None without images).
@@ -186,14 +188,18 @@ class DuplicateFinder(BaseEstimator):
     # -- fit -------------------------------------------------------------------------------
     def fit(self, paths: Sequence[str | os.PathLike] | None = None, vectors: np.ndarray | None = None, *,
             content_hashes: Sequence[str | None] | None = None, signatures: Signatures | None = None,
-            ids: Sequence[str] | None = None):
+            ids: Sequence[str] | None = None, store=None):
         """Find duplicates among ``paths`` (image or audio files, ``media``) and/or ``vectors``
         (one row per item).
 
         ``content_hashes``: known content hashes (e.g. from the embedding cache), to skip
         reading the files again for exact duplicates. ``signatures``: precomputed
         ``hashing.Signatures`` (perceptual hashes, thumbnails), to skip decoding. ``ids``:
-        names for the items (default: the paths, else row numbers).
+        names for the items (default: the paths, else row numbers). ``store``: an
+        ``embed.EmbeddingStore`` (the embedding cache) that keeps, by content hash, the images'
+        signatures (``hashing.compute_signatures``) and the geometric check's verdict on each
+        pair, so a run over files already seen decodes only new ones; the results are the same
+        with or without it.
         """
         self._validate()
         n = None
@@ -223,7 +229,8 @@ class DuplicateFinder(BaseEstimator):
         elif signatures is None and self.paths_ is not None:
             signatures = compute_signatures(self.paths_, kind=self.hash, hash_size=self.hash_size,
                                             content=content_hashes is None, workers=self.workers,
-                                            progress=self.progress)
+                                            progress=self.progress, store=store,
+                                            content_hashes=content_hashes)
         self.signatures_ = signatures
         self.skipped_ = dict(signatures.skipped) if signatures is not None else {}
         if content_hashes is not None:
@@ -243,7 +250,7 @@ class DuplicateFinder(BaseEstimator):
         self.vectors_ = None if vectors is None else normalise(vectors)
 
         links = [self._links_exact(), self._links_perceptual()]
-        links.append(self._links_semantic(links))
+        links.append(self._links_semantic(links, store))
         self.links_ = np.concatenate(links) if links else np.zeros(0, LINK_DTYPE)
         self._group()
         return self
@@ -270,7 +277,7 @@ class DuplicateFinder(BaseEstimator):
         out["i"], out["j"], out["kind"], out["distance"] = i, j, PERCEPTUAL, bits
         return out
 
-    def _links_semantic(self, found: list[np.ndarray]) -> np.ndarray:
+    def _links_semantic(self, found: list[np.ndarray], store=None) -> np.ndarray:
         X = self.vectors_
         if X is None:
             return np.zeros(0, LINK_DTYPE)
@@ -285,8 +292,9 @@ class DuplicateFinder(BaseEstimator):
         new = ~np.isin(_pair_keys(i, j, n), done)
         i, j, cos = i[new], j[new], cos[new]
         self.n_verified_ = 0
+        self.n_verdicts_cached_ = 0
         if can_verify and len(i):
-            ok = self._verify_pairs(i, j, cos, found)
+            ok = self._verify_pairs(i, j, cos, found, store)
             kind = np.full(len(i), FINGERPRINT if audio else GEOMETRIC, np.int8)
             if self.semantic_only_threshold is not None and not audio:
                 strong = ~ok & (cos >= self.semantic_only_threshold) & self._undecodable(i, j)
@@ -307,11 +315,12 @@ class DuplicateFinder(BaseEstimator):
         return ~ok[i] | ~ok[j]
 
     def _verify_pairs(self, i: np.ndarray, j: np.ndarray, cos: np.ndarray,
-                      linked: list[np.ndarray]) -> np.ndarray:
+                      linked: list[np.ndarray], store=None) -> np.ndarray:
         """Geometric check of candidate pairs, most similar first, in batches; a pair whose
         items are already connected (by earlier links or verified pairs) is not checked: it
         cannot change the groups' membership, and in a group of 300 reposts it saves most of
-        the 300 x ``n_neighbors`` checks."""
+        the 300 x ``n_neighbors`` checks. With a ``store``, a pair of contents already checked
+        by the same verifier (``cache_kind``) takes its stored verdict; new verdicts are stored."""
         from scipy.cluster.hierarchy import DisjointSet
 
         from ..embed.engine import default_workers
@@ -328,11 +337,34 @@ class DuplicateFinder(BaseEstimator):
         ok = np.zeros(len(i), bool)
         workers = self.workers or default_workers()
 
+        content = self.content_hashes_
+        kind = getattr(verifier, "cache_kind", None)
+        kind = kind() if (store is not None and kind is not None and content is not None) else None
+        verdicts: dict[str, bytes] = {}
+        fresh: list[tuple[str, bytes]] = []
+        hits: list[int] = []
+
+        def key(a: int, b: int) -> str | None:
+            ca, cb = content[a], content[b]
+            return None if kind is None or ca is None or cb is None else f"{ca}|{cb}"
+
+        if kind is not None:
+            keys = [key(int(a), int(b)) for a, b in zip(i.tolist(), j.tolist())]
+            verdicts = store_call(store, lambda: store.get_derived([k for k in keys if k], kind), {})
+
         def one(k: int) -> bool:
             a, b = int(i[k]), int(j[k])
             if not (usable[a] and usable[b]):
                 return False
-            return verifier.verify(paths[a], paths[b])[0]
+            pk = key(a, b)
+            got = verdicts.get(pk) if pk is not None else None
+            if got in (b"\x00", b"\x01"):  # anything else (a damaged entry): checked again
+                hits.append(k)
+                return got == b"\x01"
+            res = bool(verifier.verify(paths[a], paths[b])[0])
+            if pk is not None:
+                fresh.append((pk, b"\x01" if res else b"\x00"))  # list.append: thread-safe
+            return res
 
         batch = 64 * workers
         checked = 0
@@ -348,6 +380,9 @@ class DuplicateFinder(BaseEstimator):
                 checked += len(ks)
                 bar.update(min(batch, len(order) - s))
         self.n_verified_ = checked
+        self.n_verdicts_cached_ = len(hits)
+        if fresh:
+            store_call(store, lambda: store.put_derived(fresh, kind), None)
         return ok
 
     # -- grouping --------------------------------------------------------------------------

@@ -14,11 +14,20 @@ Images are decoded by the package's safe loader (``mediacluster.ingest.load_imag
 pixel caps against decompression bombs, broken files refused with a reason); a file that cannot
 be used is reported with its reason and never stops the pass. Decoding runs in a thread pool
 (PIL releases the GIL while decoding and resizing) with a progress bar (rate and ETA).
+
+With a ``store`` (the embedding cache, ``embed.EmbeddingStore``), each decoded image's hashes,
+thumbnail and size are kept by its content hash (``EmbeddingStore.put_derived``, kind
+``signature_kind``: the hash, its size, the thumbnail and draft sides, ``SIGNATURE_VERSION`` and
+imagehash's version, so a change of any of them recomputes), and a later run decodes only new
+content. An entry of the wrong length (a damaged cache) is ignored with a warning and
+recomputed; files that could not be decoded are not stored (they are tried again).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +41,8 @@ from ..errors import ParameterError
 THUMB = 16
 #: JPEG decoding may shrink by DCT scaling down to this side (hashes work at 8-32 px).
 DRAFT = 256
+#: Version of the cached signatures: raise it when decoding, hashing or the thumbnail change.
+SIGNATURE_VERSION = 1
 
 
 def _imagehash_functions() -> dict[str, Callable]:
@@ -90,6 +101,29 @@ class Signatures:
         return np.ones(len(self), bool) if self.ok is None else np.asarray(self.ok, bool)
 
 
+def signature_kind(kind: str = "phash", hash_size: int = 8) -> str:
+    """The store kind of cached signatures: everything their bytes depend on."""
+    import imagehash
+
+    return (f"dups.signature/v{SIGNATURE_VERSION}/{kind}/{hash_size}/thumb{THUMB}/draft{DRAFT}"
+            f"/imagehash-{getattr(imagehash, '__version__', '?')}")
+
+
+def _pack(h: np.ndarray, m: np.ndarray, th: np.ndarray, size) -> bytes:
+    return b"".join((h.tobytes(), m.tobytes(), np.ascontiguousarray(th, np.uint8).tobytes(),
+                     np.asarray(size, "<i4").tobytes()))
+
+
+def _unpack(blob: bytes, nbytes: int):
+    """(hash, mirror, thumbnail, size) from ``_pack``'s bytes; None if the length is wrong."""
+    nt = THUMB * THUMB * 3
+    if len(blob) != 2 * nbytes + nt + 8:
+        return None
+    a = np.frombuffer(blob, np.uint8)
+    return (a[:nbytes], a[nbytes:2 * nbytes], a[2 * nbytes:2 * nbytes + nt].reshape(THUMB, THUMB, 3),
+            np.frombuffer(blob[2 * nbytes + nt:], "<i4"))
+
+
 def _one(path: str, kind: str, hash_size: int, content: bool):
     """(content hash, hash, mirror hash, thumbnail, size, reason); the content hash is kept
     even when the image cannot be decoded (identical broken files are still exact copies)."""
@@ -121,11 +155,16 @@ def compute_signatures(
     content: bool = True,
     workers: int | None = None,
     progress: bool = False,
+    store=None,
+    content_hashes: Sequence[str | None] | None = None,
 ) -> Signatures:
     """Content hash, perceptual hash (+ mirror) and thumbnail of every file in ``paths``.
 
     ``content=False`` skips the content hash (e.g. when the embedding cache already has it).
     ``workers``: decoding threads (default: ``mediacluster.embed.default_workers()``).
+    ``store``: an ``embed.EmbeddingStore`` whose cached signatures are used (by content hash)
+    and which keeps the new ones; ``content_hashes``: the files' known content hashes (else
+    the store hashes them, by its fast path).
     """
     from ..embed.engine import default_workers
     from ..progress import progress_bar
@@ -148,19 +187,63 @@ def compute_signatures(
         hash_size=hash_size,
     )
     workers = workers or default_workers()
+    known: list[str | None] = [None] * n
+    if content_hashes is not None:
+        if len(content_hashes) != n:
+            raise ParameterError(f"{len(content_hashes)} content hashes for {n} paths")
+        known = [None if c is None else str(c) for c in content_hashes]
+    elif store is not None:
+        known = store_call(store, lambda: store.hash_files(paths, workers=max(4, workers))[0], known)
+    skind = signature_kind(kind, hash_size)
+    cached = {} if store is None else store_call(
+        store, lambda: store.get_derived([c for c in known if c is not None], skind), {})
+    todo, bad = [], []
+    for i, c in enumerate(known):
+        blob = cached.get(c) if c is not None else None
+        got = None if blob is None else _unpack(blob, nbytes)
+        if got is None:
+            if blob is not None:
+                bad.append(c)
+            todo.append(i)
+            continue
+        sig.content[i] = c
+        sig.hashes[i], sig.mirror[i], sig.thumbs[i], sig.sizes[i] = got
+        sig.ok[i] = True
+    if bad:
+        warnings.warn(f"signature cache {getattr(store, 'path', store)}: {len(bad)} damaged entr"
+                      f"{'y' if len(bad) == 1 else 'ies'} ignored and recomputed (e.g. content {bad[0]})",
+                      RuntimeWarning, stacklevel=2)
+    fresh: list[tuple[str, bytes]] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phash") as pool, progress_bar(
             total=n, desc="hash images", unit="img", disable=not progress) as bar:
-        results = pool.map(lambda p: _one(p, kind, hash_size, content), paths, chunksize=16)
-        for i, (digest, h, m, th, size, err) in enumerate(results):
+        bar.update(n - len(todo))
+        results = pool.map(lambda i: _one(paths[i], kind, hash_size, content and known[i] is None),
+                           todo, chunksize=16)
+        for i, (digest, h, m, th, size, err) in zip(todo, results):
             bar.update(1)
-            sig.content[i] = digest
+            sig.content[i] = known[i] if known[i] is not None else digest
             if err is not None:
                 sig.skipped[i] = err
                 continue
             sig.hashes[i], sig.mirror[i], sig.thumbs[i] = h, m, th
             sig.sizes[i] = size
             sig.ok[i] = True
+            if store is not None and sig.content[i] is not None:
+                fresh.append((sig.content[i], _pack(h, m, th, size)))
+    if fresh:
+        store_call(store, lambda: store.put_derived(fresh, skind), None)
     return sig
+
+
+def store_call(store, fn, fallback):
+    """``fn()`` on the cache; a cache that cannot be read or written (damaged, read-only, full)
+    costs only the time it would have saved: a warning, then ``fallback``."""
+    try:
+        return fn()
+    except (sqlite3.Error, OSError) as e:
+        warnings.warn(f"signature cache {getattr(store, 'path', store)}: {e}; computing without it",
+                      RuntimeWarning, stacklevel=3)
+        return fallback
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -171,4 +254,4 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(x, axis=-1).sum(-1, dtype=np.int32)
 
 
-__all__ = ["HASHES", "THUMB", "Signatures", "compute_signatures", "hash_image", "thumbnail", "hamming"]
+__all__ = ["HASHES", "THUMB", "SIGNATURE_VERSION", "signature_kind", "store_call", "Signatures", "compute_signatures", "hash_image", "thumbnail", "hamming"]

@@ -172,6 +172,8 @@ class GeometricVerifier:
     """
 
     SMALL = 64
+    #: raise when the check changes (cached verdicts of the old one are then not read)
+    VERSION = 1
 
     def __init__(self, geometric: GeometricCheck | None = None, photometric: PhotometricCheck | None = None,
                  cache_size: int = 2048):
@@ -183,6 +185,11 @@ class GeometricVerifier:
         self.cache_size = cache_size
         self._cache = PreparedCache(self._prepare, max_items=cache_size)
         self._local = threading.local()
+
+    def cache_kind(self) -> str:
+        """What a cached verdict depends on (``DuplicateFinder.fit(store=)``): the checks'
+        settings, this class's ``VERSION`` and OpenCV's version."""
+        return f"dups.geometric/v{self.VERSION}/{self.geo}/{self.photo}/small{self.SMALL}/cv2-{self.cv2.__version__}"
 
     def _tools(self):
         t = self._local

@@ -27,6 +27,13 @@ Design (and why):
   timestamps were younger than 2 s when hashed are not trusted (git's "racily clean" rule), so
   a same-size rewrite within one timestamp tick cannot slip through. ``verify=True`` hashes
   everything.
+* **Derived data** other than vectors (``get_derived`` / ``put_derived``): bytes by (key, kind),
+  where the key is a content hash (or several joined, e.g. a pair's verdict) and the kind names
+  what was computed *and its version* (e.g. the duplicate finder's perceptual signatures,
+  ``duplicates.hashing.signature_kind``), so a change of how it is computed is a new kind and
+  old entries are never read. The same transactions and file as the vectors: atomic, safe to
+  kill and safe with concurrent runs. The table is created on open (``IF NOT EXISTS``): caches
+  written before simply have no derived data yet.
 """
 
 from __future__ import annotations
@@ -63,6 +70,10 @@ CREATE TABLE IF NOT EXISTS extras (
     hash TEXT NOT NULL, encoder TEXT NOT NULL, name TEXT NOT NULL, dtype TEXT NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (hash, encoder, name)
+);
+CREATE TABLE IF NOT EXISTS derived (
+    key TEXT NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (key, kind)
 );
 """
 
@@ -355,6 +366,26 @@ class EmbeddingStore:
                 arr[i] = np.frombuffer(blob, np.dtype(dt))
             extras[name] = arr
         return out, extras
+
+    # -- derived data (per content, not per encoder) --------------------------------------
+    def get_derived(self, keys: Iterable[str], kind: str) -> dict[str, bytes]:
+        """The stored ``kind`` bytes of those ``keys`` that have them."""
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, bytes] = {}
+        with self._lock:
+            for chunk in _chunks(keys):
+                q = ",".join("?" * len(chunk))
+                out.update((k, bytes(d)) for k, d in self._con.execute(
+                    f"SELECT key, data FROM derived WHERE kind=? AND key IN ({q})", [kind, *chunk]))
+        return out
+
+    def put_derived(self, items: Iterable[tuple[str, bytes]], kind: str) -> None:
+        """Store ``(key, bytes)`` pairs of ``kind`` (replacing any), 5,000 per transaction."""
+        items = list(items)
+        for chunk in _chunks(items, 5000):
+            with self._tx() as con:
+                con.executemany("INSERT INTO derived VALUES (?,?,?) ON CONFLICT(key, kind) "
+                                "DO UPDATE SET data=excluded.data", [(k, kind, d) for k, d in chunk])
 
     # -- inspection -----------------------------------------------------------------------
     def stats(self, encoder: str | None = None) -> dict:
