@@ -1,0 +1,111 @@
+"""The duplicate finder's per-file signatures and pair verdicts kept in the embedding cache."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+from mediacluster.duplicates import DuplicateFinder, hashing
+from mediacluster.duplicates.hashing import compute_signatures, signature_kind
+from mediacluster.duplicates.reposts import make_repost
+from mediacluster.embed import EmbeddingStore
+from mediacluster.fileio import hash_file
+
+
+@pytest.fixture
+def photos(imagenette_dir, tmp_path):
+    """6 photos copied to a folder of their own (the tests delete and rewrite them)."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    out = []
+    for k, src in enumerate(sorted((imagenette_dir / "n03028079").iterdir())[:6]):
+        out.append(str(shutil.copyfile(src, d / f"p{k}.jpeg")))
+    return out
+
+
+def same(a, b) -> None:
+    assert a.ok.tolist() == b.ok.tolist()
+    for name in ("hashes", "mirror", "thumbs", "sizes"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_cached_signatures_are_read_back_without_the_files(photos, tmp_path):
+    fresh = compute_signatures(photos)
+    content = [hash_file(p) for p in photos]
+    with EmbeddingStore(tmp_path / "cache") as store:
+        first = compute_signatures(photos, store=store, content_hashes=content)
+        same(first, fresh)
+        for p in photos:  # gone: only the cache can answer now
+            shutil.move(p, p + ".away")
+        again = compute_signatures(photos, store=store, content_hashes=content)
+    same(again, fresh)
+    assert again.content == content and not again.skipped
+
+
+def test_a_changed_file_or_a_new_signature_version_is_computed_again(photos, tmp_path, monkeypatch):
+    with EmbeddingStore(tmp_path / "cache") as store:
+        before = compute_signatures(photos, store=store)  # the store hashes the files itself
+        shutil.copyfile(photos[5], photos[0])  # p0 now holds p5's picture
+        after = compute_signatures(photos, store=store)
+        assert after.content[0] == after.content[5] != before.content[0]
+        assert np.array_equal(after.hashes[0], before.hashes[5])
+        assert np.array_equal(after.thumbs[0], before.thumbs[5])
+        content = list(after.content)
+        old = signature_kind()
+        monkeypatch.setattr(hashing, "SIGNATURE_VERSION", hashing.SIGNATURE_VERSION + 1)
+        assert signature_kind() != old
+        shutil.move(photos[1], photos[1] + ".away")
+        bumped = compute_signatures(photos, store=store, content_hashes=content)
+    assert not bumped.ok[1] and 1 in bumped.skipped  # the old entry is not read: the file is gone
+    assert bumped.ok[[0, 2, 3, 4, 5]].all()
+
+
+def test_a_damaged_cache_entry_is_ignored_with_a_warning_and_replaced(photos, tmp_path):
+    fresh = compute_signatures(photos)
+    content = [hash_file(p) for p in photos]
+    with EmbeddingStore(tmp_path / "cache") as store:
+        compute_signatures(photos, store=store, content_hashes=content)
+        store.put_derived([(content[2], b"not a signature")], signature_kind())
+        with pytest.warns(RuntimeWarning, match=r"1 damaged entry ignored.*" + content[2]):
+            got = compute_signatures(photos, store=store, content_hashes=content)
+        same(got, fresh)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # rewritten: no warning the next time
+            same(compute_signatures(photos, store=store, content_hashes=content), fresh)
+
+
+def test_pair_verdicts_are_kept_and_give_the_same_groups(photos, tmp_path):
+    rng = np.random.default_rng(0)
+    crop, _ = make_repost(photos[0], tmp_path / "crop", "crop", rng)  # found by the geometric check only
+    paths = [*photos, crop]
+    X = rng.normal(size=(len(paths), 32)).astype(np.float32)
+    X[-1] = X[0] + 0.4 * rng.normal(size=32)  # cosine ~0.9: a candidate, not enough alone
+    X[1] = X[2] + 0.4 * rng.normal(size=32)   # a candidate pair of distinct photos
+    plain = DuplicateFinder().fit(paths, X)
+    assert plain.labels_[0] == plain.labels_[-1] >= 0 and plain.labels_[1] == plain.labels_[2] == -1
+    assert plain.n_verified_ >= 2 and plain.n_verdicts_cached_ == 0
+    content = [hash_file(p) for p in paths]  # as the embedding cache gives them
+    with EmbeddingStore(tmp_path / "cache") as store:
+        first = DuplicateFinder().fit(paths, X, store=store)  # the store hashes the files
+        assert first.n_verdicts_cached_ == 0 and first.content_hashes_ == content
+        for p in paths:  # gone: only the cache can answer now
+            shutil.move(p, p + ".away")
+        again = DuplicateFinder().fit(paths, X, store=store, content_hashes=content)
+    assert again.n_verified_ == plain.n_verified_ == again.n_verdicts_cached_
+    assert again.labels_.tolist() == plain.labels_.tolist()
+    assert again.link_kind_.tolist() == plain.link_kind_.tolist()
+    assert not again.skipped_
+
+
+def test_verdicts_of_other_settings_are_not_reused(photos, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(len(photos), 32)).astype(np.float32)
+    X[1] = X[2] + 0.3 * rng.normal(size=32)
+    with EmbeddingStore(tmp_path / "cache") as store:
+        a = DuplicateFinder().fit(photos, X, store=store)
+        b = DuplicateFinder(min_inliers=10).fit(photos, X, store=store)
+        c = DuplicateFinder().fit(photos, X, store=store)
+    assert a.n_verified_ >= 1 and b.n_verdicts_cached_ == 0 and c.n_verdicts_cached_ == a.n_verified_
