@@ -109,3 +109,21 @@ def test_verdicts_of_other_settings_are_not_reused(photos, tmp_path):
         b = DuplicateFinder(min_inliers=10).fit(photos, X, store=store)
         c = DuplicateFinder().fit(photos, X, store=store)
     assert a.n_verified_ >= 1 and b.n_verdicts_cached_ == 0 and c.n_verdicts_cached_ == a.n_verified_
+
+
+def test_two_runs_filling_one_cache_at_once(photos, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh = compute_signatures(photos)
+    content = [hash_file(p) for p in photos]
+
+    def run(_):
+        with EmbeddingStore(tmp_path / "cache") as store:  # a connection each, as two processes
+            return compute_signatures(photos, store=store, content_hashes=content, workers=1)
+
+    with ThreadPoolExecutor(2) as pool:
+        for got in pool.map(run, range(2)):
+            same(got, fresh)
+    for p in photos:
+        shutil.move(p, p + ".away")
+    same(run(0), fresh)
