@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import warnings
 
 import numpy as np
@@ -127,3 +128,22 @@ def test_two_runs_filling_one_cache_at_once(photos, tmp_path):
     for p in photos:
         shutil.move(p, p + ".away")
     same(run(0), fresh)
+
+
+def test_dups_keeps_signatures_and_verdicts_in_its_cache_dir(photos, tmp_path):
+    from mediacluster.cli import main
+
+    root = tmp_path / "photos"
+    make_repost(photos[0], root / "crop", "crop", np.random.default_rng(0))
+    cache = tmp_path / "cache"
+    for out in ("first", "again"):
+        assert main(["dups", str(root), "--out", str(tmp_path / out), "--cache-dir", str(cache), "--quiet"]) == 0
+    first, again = ((tmp_path / out / "dups.csv").read_bytes() for out in ("first", "again"))
+    assert first == again
+    content = [hash_file(p) for p in sorted(root.iterdir())]
+    with EmbeddingStore(cache) as store:
+        assert set(store.get_derived(content, signature_kind())) == set(content)
+        con = sqlite3.connect(store.path)
+        kinds = dict(con.execute("SELECT kind, COUNT(*) FROM derived GROUP BY kind").fetchall())
+        con.close()
+    assert any(k.startswith("dups.geometric/") and n >= 1 for k, n in kinds.items()), kinds
