@@ -147,3 +147,21 @@ def test_dups_keeps_signatures_and_verdicts_in_its_cache_dir(photos, tmp_path):
         kinds = dict(con.execute("SELECT kind, COUNT(*) FROM derived GROUP BY kind").fetchall())
         con.close()
     assert any(k.startswith("dups.geometric/") and n >= 1 for k, n in kinds.items()), kinds
+
+
+def test_dups_no_embed_uses_the_cache_and_runs_without_one_it_cannot_open(photos, tmp_path):
+    from mediacluster.cli import main
+
+    root = tmp_path / "photos"
+    cache = tmp_path / "cache"
+    assert main(["dups", str(root), "--out", str(tmp_path / "a"), "--no-embed", "--cache-dir", str(cache),
+                 "--quiet"]) == 0
+    content = [hash_file(p) for p in photos]
+    with EmbeddingStore(cache) as store:
+        assert set(store.get_derived(content, signature_kind())) == set(content)
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    with pytest.warns(RuntimeWarning, match="without the cache"):
+        assert main(["dups", str(root), "--out", str(tmp_path / "b"), "--no-embed", "--cache-dir",
+                     str(blocked), "--quiet"]) == 0
+    assert (tmp_path / "a" / "dups.csv").read_bytes() == (tmp_path / "b" / "dups.csv").read_bytes()

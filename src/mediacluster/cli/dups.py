@@ -27,7 +27,8 @@ def add_parser(sub):
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="duplicate finder parameter, repeatable, e.g. hash_radius=5 (see DuplicateFinder)")
     p.add_argument("--groups", type=positive_int, default=100, help="groups shown on the page (largest first)")
-    p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: the user cache)")
+    p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: the user cache); it also "
+                   "keeps the images' perceptual signatures and pair checks, so a re-run decodes only new files")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p

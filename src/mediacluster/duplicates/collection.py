@@ -222,8 +222,28 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
         if coll.media != "image":
             raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")
         paths = [str(p) for p in coll.paths]
-        finder = make_finder(params, progress, workers).fit(paths, ids=[str(i) for i in coll.ids])
+        store = _open_store(cache_dir)  # content hashes by its fast path, signatures by content
+        try:
+            finder = make_finder(params, progress, workers).fit(paths, ids=[str(i) for i in coll.ids], store=store)
+        finally:
+            if store is not None:
+                store.close()
     return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root)
+
+
+def _open_store(cache_dir):
+    """The embedding cache for ``dups --no-embed`` (signatures only); None, with a warning, when
+    it cannot be opened: the run then decodes every file, as it did without a cache."""
+    import warnings
+
+    from ..embed import EmbeddingStore
+    from ..errors import OutputError
+
+    try:
+        return EmbeddingStore(cache_dir, timeout=10.0)
+    except OutputError as e:
+        warnings.warn(f"{e}; hashing every image without the cache", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def _mapped_npy(source):
