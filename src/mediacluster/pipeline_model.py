@@ -111,8 +111,13 @@ def load(cls, path, pipeline_params):
         E = pipe.embedding_  # fitted on the distinct items, as in fit (copies share a row)
         dup = distinct_rows(np.asarray(E, dtype=np.float32))
         pipe.outliers_ = stages["outliers"].fit(E[dup[0]] if dup is not None else E)
+    params = pipe._predictor().get_params()
+    if ref_normalize != (params["metric"] == "cosine"):
+        # saved before the predictor followed Pipeline.neighbour_metric (a pipeline without UMAP
+        # compared raw vectors by euclidean distance): it answers as it was fitted
+        params["metric"] = "cosine" if ref_normalize else "euclidean"
     pipe.predictor_ = NeighbourPredictor.from_arrays(
-        arrays, pipe.n_features_in_, ref_normalize, **pipe._predictor().get_params()).set_votes(**pipe._votes())
+        arrays, pipe.n_features_in_, ref_normalize, **params).set_votes(**pipe._votes())
     pipe.model_info_ = info
     pipe.model_path_ = str(folder)
     return pipe
