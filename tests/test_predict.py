@@ -85,6 +85,8 @@ def test_a_zero_vector_is_refused_by_a_cosine_model_only(model, split):
         model.predict_details(batch)
     with pytest.raises(InputError, match="vector 0 is all zeros"):
         model.predict_details(batch[2])  # one vector, 1-D
+    with pytest.raises(InputError, match="vector 2 is all zeros"):
+        model.similar(batch, k=3)  # not NaN similarities
     assert len(model.predict_details(new[:2])["labels"]) == 2
     # a collection's own rows (a sample fit's assignment, the studio's check) are placed
     assert len(model.predict_details(batch, zero_vectors="place")["labels"]) == 3
