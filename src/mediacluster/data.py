@@ -97,8 +97,10 @@ def check_magnitude(X, source=None, row: str = "vector {}", numbers=None):
     """``X`` (finite, checked first) when every row's length fits the float32 computations of a
     fit (:data:`MAX_NORM`), else an ``InputError`` (:func:`nonfinite_message`) naming the first
     such row, its largest value, and what to do. Values above ~1e19 overflow every squared
-    distance and norm: scikit-learn's PCA then stopped with its own ``ValueError`` ("Input
-    contains infinity") and a cosine neighbour graph made the row all zeros."""
+    distance and norm: a fit then stopped with a plain ``ValueError`` ("array must not contain
+    infs or NaNs", the bug path) or named the wrong rows ("vector 0 ... 700 such vectors"), and
+    a cosine neighbour graph made the row all zeros (benchmarks/RESULTS.md, "One metric for
+    neighbours")."""
     X = np.asarray(X)
     if X.dtype.kind not in "fc" or X.size == 0:
         return X
