@@ -6,7 +6,9 @@ module owns what the pipeline puts in it:
 
 * model.json: ``pipeline`` (the pipeline's own parameters), ``stages`` (each stage's registry
   class and parameters, rebuilt only from the registry), ``n_items``, ``n_features_in``,
-  ``n_clusters``, ``n_reference``, ``levels`` (counts, auto and chosen level), ``ref_normalize``,
+  ``n_clusters``, ``n_reference``, ``levels`` (counts, auto and chosen level), ``ref_normalize``
+  (the predictor compares directions; loaded, it keeps the metric it was fitted with, so a model
+  saved with false before ``Pipeline.neighbour_metric`` answers by euclidean distance as then),
   ``timings_s``, ``metadata`` (``encoder``, ``names``, ``names_by_level``, ``run_id``, ...);
 * arrays.npz: the fitted items' ``labels``, ``probabilities``, ``cluster``, ``confidence``,
   ``embedding``; the predictor's ``ref_index``, ``ref_vectors``, ``ref_mean``,
