@@ -472,6 +472,7 @@ def test_an_upload_the_earlier_version_put_in_a_cluster_marked_junk_later_is_jun
     left of A and the top-down path went to D's cluster; the flat vote at the level in use is
     still J's, and the upload is answered junk, as a flat model would answer it."""
     from mediacluster.pipeline import Pipeline, load
+    from mediacluster.stages import build as make_stage
 
     rng = np.random.default_rng(0)
     near = {0: 6, 1: 2, 2: 4, 3: 3}  # J, B, C1, C2: 15 neighbours of the upload on a unit circle
@@ -490,7 +491,10 @@ def test_an_upload_the_earlier_version_put_in_a_cluster_marked_junk_later_is_jun
     upload = np.zeros((1, 2), np.float32)
 
     def version(junk):
-        pipe = Pipeline(reducer="pca", outliers=None, clusterer="hierarchy", reference_size=None,
+        # positions in the plane, the upload at the origin: a euclidean predictor (a UMAP reducer's
+        # metric, Pipeline.neighbour_metric; fit_labels fits no stage)
+        euclidean = make_stage("reducer", "umap", {"metric": "euclidean"})
+        pipe = Pipeline(reducer=euclidean, outliers=None, clusterer="hierarchy", reference_size=None,
                         predict_neighbors=15).fit_labels(X, fine, X, levels=top[None, :], junk=junk)
         folder = tmp_path / f"v{len(junk)}"
         pipe.save(folder, metadata={"curated": {"junk": junk}})

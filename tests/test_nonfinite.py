@@ -93,9 +93,33 @@ def test_finite_vectors_past_float32_squares_are_placed_or_refused_by_name(rng):
         same = cos.predict_details(V[:9]), cos.predict_details(V[:9] * scale)
         assert same[0]["labels"].tolist() == same[1]["labels"].tolist() == lab[:9].tolist()
         assert np.allclose(same[0]["novelty"], same[1]["novelty"])
-    flat = Pipeline(reducer="pca", outliers=None, clusterer="kmeans", random_state=0).set_params(
-        reducer__n_components=4, clusterer__n_clusters=3).fit(V)
+    euclid = NeighbourPredictor(metric="euclidean", reference_dims=16).fit(
+        V, labels=lab, probabilities=ones, cluster=lab, confidence=ones, embedding=V[:, :2])
     big = V[:3].copy()
     big[1] = 3e38
     with pytest.raises(InputError, match=r"^vector 1 has values too large to place \(up to 3e\+38"):
-        flat.predict_details(big)
+        euclid.predict_details(big)
+    # a pipeline without UMAP compares directions (Pipeline.neighbour_metric): the vector is placed
+    flat = Pipeline(reducer="pca", outliers=None, clusterer="kmeans", random_state=0).set_params(
+        reducer__n_components=4, clusterer__n_clusters=3).fit(V)
+    assert len(flat.predict_details(big)["labels"]) == 3
+
+
+def test_fitting_on_values_whose_squares_overflow_names_the_row(rng):
+    """A fit on vectors longer than float32's squares allow (values above ~1e19) is refused by
+    ``data.check_magnitude`` naming the row, for every pipeline: scikit-learn's PCA stopped with
+    a plain ValueError (the bug path, exit 1), a cosine neighbour graph zeroed the row."""
+    from mediacluster.data import MAX_NORM, check_magnitude
+    from mediacluster.pipeline import Pipeline
+
+    V = rng.normal(size=(40, 8)).astype(np.float32)
+    assert check_magnitude(V) is V
+    V[[3, 11]] = 3e19
+    msg = r"^vector 3 has values too large \(up to 3e\+19; .*rescale the vectors \(rows \[3, 11\]: 2 of 40\)$"
+    with pytest.raises(InputError, match=msg):
+        check_magnitude(V)
+    for reducer in ("pca", "none"):
+        with pytest.raises(InputError, match=msg):
+            Pipeline(reducer=reducer, outliers=None, clusterer="kmeans").fit(V)
+    V[[3, 11]] = MAX_NORM / 4 / np.sqrt(8)  # long, but its squares fit: accepted by the check
+    assert check_magnitude(V) is V

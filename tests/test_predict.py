@@ -54,8 +54,10 @@ def test_held_out_items_get_valid_assignments(model, split):
     assert np.all((det["probabilities"] >= 0) & (det["probabilities"] <= 1))
     assert np.all(det["probabilities"][det["labels"] < 0] == 0)
     assert det["embedding"].shape == (len(new), 10)
-    # held-out items of clustered classes mostly land in a cluster, not noise
-    assert (det["labels"] >= 0).mean() > 0.5
+    # held-out items land in a cluster, not noise, at least as often as the fitted items do (HDBSCAN
+    # leaves 65% of these 240 noise; measured: 45% of the held-out items clustered; the euclidean
+    # predictor before Pipeline.neighbour_metric clustered over half, farther from the fit's share)
+    assert (det["labels"] >= 0).mean() >= (model.labels_ >= 0).mean() > 0.2
 
 
 def test_latency_sanity(model, split):
@@ -70,24 +72,54 @@ def test_latency_sanity(model, split):
 
 def test_a_zero_vector_is_refused_by_a_cosine_model_only(model, split):
     """Under the cosine metric a zero vector has no direction and every fitted item is equally far
-    from it: refused, naming it (as NaN is), instead of a cluster from an arbitrary vote. A model
-    that compares positions (PCA, euclidean) places it as any other point."""
+    from it: refused, naming it (as NaN is), instead of a cluster from an arbitrary vote. A
+    pipeline without UMAP (here PCA) compares directions too (``Pipeline.neighbour_metric``); a
+    predictor that compares positions (euclidean) places it as any other point."""
     from mediacluster.errors import InputError
+    from mediacluster.predictor import NeighbourPredictor
 
     train, new = split
-    cosine = Pipeline(reducer=make_stage("reducer", "umap", {"n_components": 5, "n_neighbors": 10,
-                                                             "metric": "cosine"}),
-                      clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 3}), random_state=0).fit(train)
-    assert cosine.ref_normalize_
+    assert model.ref_normalize_ and model.predictor_.metric == "cosine"
     batch = np.vstack([new[:2], np.zeros((1, new.shape[1]), np.float32)])
     with pytest.raises(InputError, match="vector 2 is all zeros"):
-        cosine.predict_details(batch)
+        model.predict_details(batch)
     with pytest.raises(InputError, match="vector 0 is all zeros"):
-        cosine.predict_details(batch[2])  # one vector, 1-D
-    assert len(cosine.predict_details(new[:2])["labels"]) == 2
+        model.predict_details(batch[2])  # one vector, 1-D
+    with pytest.raises(InputError, match="vector 2 is all zeros"):
+        model.similar(batch, k=3)  # not NaN similarities
+    assert len(model.predict_details(new[:2])["labels"]) == 2
     # a collection's own rows (a sample fit's assignment, the studio's check) are placed
-    assert len(cosine.predict_details(batch, zero_vectors="place")["labels"]) == 3
-    assert not model.ref_normalize_ and len(model.predict_details(batch)["labels"]) == 3
+    assert len(model.predict_details(batch, zero_vectors="place")["labels"]) == 3
+    lab = model.labels_
+    euclid = NeighbourPredictor(n_neighbors=5, reference_dims=16, metric="euclidean").fit(
+        train, labels=lab, probabilities=model.probabilities_, cluster=lab, confidence=model.confidence_,
+        embedding=model.embedding_)
+    assert not euclid.ref_normalize_ and len(euclid.predict_details(batch)["labels"]) == 3
+
+
+def test_a_model_saved_with_a_euclidean_predictor_answers_as_it_did(model, split, tmp_path):
+    """Before ``Pipeline.neighbour_metric`` a pipeline without UMAP got a euclidean predictor on
+    the raw vectors; such a saved model (``ref_normalize`` false) keeps answering that way after
+    loading: the same votes, distances only in ``similar``, a zero vector placed. Refitted, the
+    same pipeline compares directions."""
+    import copy
+
+    from mediacluster.predictor import NeighbourPredictor
+
+    train, new = split
+    old = copy.deepcopy(model)
+    old.predictor_ = NeighbourPredictor(n_neighbors=old.predict_neighbors, reference_dims=old.reference_dims,
+                                        metric="euclidean").fit(train, **old._votes())
+    before = old.predict_details(new)
+    old.save(tmp_path / "m")
+    loaded = Pipeline.load(tmp_path / "m")
+    assert not loaded.ref_normalize_ and loaded.predictor_.metric == "euclidean"
+    after = loaded.predict_details(new)
+    assert (after["labels"] == before["labels"]).all() and (after["novel"] == before["novel"]).all()
+    assert np.isnan(loaded.similar(new[:3], k=4)["similarities"]).all()
+    assert len(loaded.predict_details(np.zeros((1, new.shape[1]), np.float32))["labels"]) == 1
+    again = Pipeline.load(tmp_path / "m").set_params().fit(train)
+    assert again.ref_normalize_ and again.predictor_.metric == "cosine"
 
 
 def test_the_neighbour_predictor_on_its_own(split):

@@ -67,7 +67,9 @@ def test_own_vector_first_with_its_id_and_path(model, cifar3_embeddings):
     assert r["rows"].shape == (len(rows), 5)
     assert (r["rows"][:, 0] == rows).all()
     assert np.allclose(r["distances"][:, 0], 0.0, atol=1e-3)
-    assert np.isnan(r["similarities"]).all()  # a euclidean model (PCA reducer): distances only
+    # a PCA reducer's model compares directions (Pipeline.neighbour_metric): cosine similarities
+    assert np.allclose(r["similarities"][:, 0], 1.0, atol=1e-3) and not np.isnan(r["similarities"]).any()
+    assert (np.diff(r["similarities"], axis=1) <= 1e-6).all()
     assert (np.diff(r["distances"], axis=1) >= 0).all()  # nearest first
     assert [ids[0] for ids in r["ids"]] == [emb.ids[i] for i in rows]
     assert [p[0] for p in r["paths"]] == [emb.paths[i] for i in rows]
@@ -160,7 +162,7 @@ def test_http_similar_vectors_images_errors_and_metrics(server, model, cifar3_em
         near = it["neighbours"]
         assert len(near) == 4 and near[0]["row"] == row and near[0]["id"] == emb.ids[row]
         assert near[0]["path"] == emb.paths[row] and near[0]["distance"] == pytest.approx(0.0, abs=1e-3)
-        assert near[0]["similarity"] is None  # a euclidean model
+        assert near[0]["similarity"] == pytest.approx(1.0, abs=1e-3)  # cosine (Pipeline.neighbour_metric)
         assert it["level_cluster"] == it["cluster"] and near[0]["cluster"] == model.cluster_[row]
         assert near[0]["name"] == it["level_name"]
     # same_cluster at the finest level

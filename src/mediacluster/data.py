@@ -88,6 +88,34 @@ def check_finite(X, source=None, row: str = "vector {}", numbers=None,
     return X
 
 
+# The largest row norm a fit accepts: half the square root of float32's largest number, so that the
+# squared distance between any two rows (at most twice the norm) is still a float32.
+MAX_NORM = float(np.sqrt(np.finfo(np.float32).max)) / 2  # ~9.2e18
+
+
+def check_magnitude(X, source=None, row: str = "vector {}", numbers=None):
+    """``X`` (finite, checked first) when every row's length fits the float32 computations of a
+    fit (:data:`MAX_NORM`), else an ``InputError`` (:func:`nonfinite_message`) naming the first
+    such row, its largest value, and what to do. Values above ~1e19 overflow every squared
+    distance and norm: a fit then stopped with a plain ``ValueError`` ("array must not contain
+    infs or NaNs", the bug path) or named the wrong rows ("vector 0 ... 700 such vectors"), and
+    a cosine neighbour graph made the row all zeros (benchmarks/RESULTS.md, "One metric for
+    neighbours")."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "fc" or X.size == 0:
+        return X
+    with np.errstate(over="ignore"):
+        norm = np.linalg.norm(X.reshape(len(X), -1).astype(np.float64, copy=False), axis=1)
+    bad = np.flatnonzero(norm > MAX_NORM)
+    if len(bad):
+        big = float(np.abs(np.asarray(X[bad[0]], dtype=np.float64)).max())
+        raise InputError(nonfinite_message(
+            bad, len(X), source, row, numbers,
+            f"has values too large (up to {big:.3g}; a vector's length must stay under {MAX_NORM:.2g}): their "
+            "squares overflow float32 distances; rescale the vectors"))
+    return X
+
+
 def l2_normalize(X, eps: float = 1e-12) -> np.ndarray:
     """Rows (or one vector) scaled to unit length (float32; zero rows stay zero).
 

@@ -6,7 +6,9 @@ module owns what the pipeline puts in it:
 
 * model.json: ``pipeline`` (the pipeline's own parameters), ``stages`` (each stage's registry
   class and parameters, rebuilt only from the registry), ``n_items``, ``n_features_in``,
-  ``n_clusters``, ``n_reference``, ``levels`` (counts, auto and chosen level), ``ref_normalize``,
+  ``n_clusters``, ``n_reference``, ``levels`` (counts, auto and chosen level), ``ref_normalize``
+  (the predictor compares directions; loaded, it keeps the metric it was fitted with, so a model
+  saved with false before ``Pipeline.neighbour_metric`` answers by euclidean distance as then),
   ``timings_s``, ``metadata`` (``encoder``, ``names``, ``names_by_level``, ``run_id``, ...);
 * arrays.npz: the fitted items' ``labels``, ``probabilities``, ``cluster``, ``confidence``,
   ``embedding``; the predictor's ``ref_index``, ``ref_vectors``, ``ref_mean``,
@@ -111,8 +113,13 @@ def load(cls, path, pipeline_params):
         E = pipe.embedding_  # fitted on the distinct items, as in fit (copies share a row)
         dup = distinct_rows(np.asarray(E, dtype=np.float32))
         pipe.outliers_ = stages["outliers"].fit(E[dup[0]] if dup is not None else E)
+    params = pipe._predictor().get_params()
+    if ref_normalize != (params["metric"] == "cosine"):
+        # saved before the predictor followed Pipeline.neighbour_metric (a pipeline without UMAP
+        # compared raw vectors by euclidean distance): it answers as it was fitted
+        params["metric"] = "cosine" if ref_normalize else "euclidean"
     pipe.predictor_ = NeighbourPredictor.from_arrays(
-        arrays, pipe.n_features_in_, ref_normalize, **pipe._predictor().get_params()).set_votes(**pipe._votes())
+        arrays, pipe.n_features_in_, ref_normalize, **params).set_votes(**pipe._votes())
     pipe.model_info_ = info
     pipe.model_path_ = str(folder)
     return pipe
