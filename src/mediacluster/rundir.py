@@ -596,9 +596,10 @@ class _Files:
         ``doc["edits_seq"]`` says which edit it reflects."""
         write_json(self.file(CURATED), {**doc, "run_id": self.run_id})
 
-    def read_curated(self) -> dict | None:
-        """``curated.json`` of this run, None if absent or derived from another run."""
-        p = self.file(CURATED)
+    def _read_own(self, name: str) -> dict | None:
+        """A JSON file derived for this run (it records the ``run_id``): None if absent,
+        unreadable or written for another run (a run folder replaced in place)."""
+        p = self.file(name)
         if not p.exists():
             return None
         try:
@@ -606,6 +607,10 @@ class _Files:
         except (OSError, ValueError):
             return None
         return doc if isinstance(doc, dict) and doc.get("run_id") == self.run_id else None
+
+    def read_curated(self) -> dict | None:
+        """``curated.json`` of this run, None if absent or derived from another run."""
+        return self._read_own(CURATED)
 
     def write_carry(self, doc: dict) -> None:
         """What carrying a previous run's curation into this run did (``studio.carry``)."""
@@ -613,14 +618,7 @@ class _Files:
 
     def read_carry(self) -> dict | None:
         """``carry.json`` of this run, None if absent, unreadable or written for another run."""
-        p = self.file(CARRY)
-        if not p.exists():
-            return None
-        try:
-            doc = read_json(p)
-        except (OSError, ValueError):
-            return None
-        return doc if isinstance(doc, dict) and doc.get("run_id") == self.run_id else None
+        return self._read_own(CARRY)
 
     def exports_dir(self) -> Path:
         """Where the studio writes exports (``exports/``)."""
