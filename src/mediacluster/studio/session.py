@@ -26,7 +26,7 @@ from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
-from ..naming.support import BY_HAND
+from ..naming.support import BY_HAND, CHANGED, NOT_MEASURED
 from ..naming.support import of_records as support_of_records
 from ..rundir import CARRY, RunDir, path_to_text
 from .editlog import Event
@@ -48,6 +48,20 @@ ORDERS = ("typical", "borderline", "map", "file")  # of a cluster's members (mem
 #: before (a few seconds at most). Runs over ``report.build.MAP_FULL_MAX`` get a PCA map anyway.
 MAP_BACKGROUND_MIN = 5000
 
+
+
+def changed_clusters(fitted: np.ndarray, labels: np.ndarray) -> set[int]:
+    """The ids whose items are no longer those the fit gave them (a merge, a move or a split:
+    an item gained or lost), in one pass."""
+    fitted, labels = np.asarray(fitted, np.int64), np.asarray(labels, np.int64)
+    k = int(max(fitted.max(initial=-1), labels.max(initial=-1))) + 1
+    if k <= 0:
+        return set()
+    same = (fitted == labels) & (labels >= 0)
+    kept = np.bincount(labels[same], minlength=k)
+    now = np.bincount(labels[labels >= 0], minlength=k)
+    before = np.bincount(fitted[fitted >= 0], minlength=k)
+    return {int(c) for c in np.flatnonzero((kept != now) | (kept != before))}
 
 class Studio:
     """A run opened for curation (see the module docstring)."""
@@ -272,15 +286,9 @@ class Studio:
             undo, redo = self.state.can_undo(), self.state.can_redo()
             tree = self.tree()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
-        fitted_names = self._names0
         carry = self.carry_statuses()
+        self._name_sure(table, labels)
         for e in table:
-            e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
-            # how sure the name is: a person's always; a fitted cluster's automatic name as measured
-            if e["named_by"] == "person":
-                e.update(name_sure=True, name_why=BY_HAND)
-            elif e["origin"] == "fitted" and e["name"] == e["auto_name"] and e["id"] in self._sure0:
-                e.update(self._sure0[e["id"]])
             e["carry"] = carry.get(e["id"])  # after --carry-from: kept / split / merged / new
             e["new"] = e["carry"] == "new"  # no ancestor among the previous run's clusters: to review
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
@@ -293,6 +301,19 @@ class Studio:
             group_names = {name: by_level[str(j)] for j, name in enumerate(tree.names)}
         return {"seq": seq, "clusters": table, "special": special, "groups": groups,
                 "group_names": group_names, "can_undo": undo, "can_redo": redo}
+
+    def _name_sure(self, table: list[dict], labels: np.ndarray) -> None:
+        """Each cluster's ``auto_name`` and how sure its name is, in place: a person's always; a
+        fitted cluster's automatic name as measured while it holds the items it was measured
+        on; after a merge, a move or a split changed them, not measured (null and why: the
+        measure needs the items' ImageNet probabilities, which the studio does not load)."""
+        changed = changed_clusters(self.fitted, labels)
+        for e in table:
+            e["auto_name"] = (self._names0.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
+            if e["named_by"] == "person":
+                e.update(name_sure=True, name_why=BY_HAND)
+            elif e["origin"] == "fitted" and e["name"] == e["auto_name"] and e["id"] in self._sure0:
+                e.update(dict(NOT_MEASURED, name_why=CHANGED) if e["id"] in changed else self._sure0[e["id"]])
 
     def cluster(self, cid: int) -> dict:
         with self._lock:
@@ -596,6 +617,7 @@ class Studio:
 
         t0 = time.perf_counter()
         seq, labels, table, _, tags = self._snapshot()
+        self._name_sure(table, labels)  # how sure each name is goes into the model (names_support)
         self.write_state()
         base = self._model if self._reduced_space() is not None else None
         with self._write_lock:
