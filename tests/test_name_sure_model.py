@@ -196,3 +196,51 @@ def test_the_studio_marks_a_merged_name_not_measured_and_publishes_how_sure_name
     for lv, recs in meta["names_support_by_level"].items():
         for cid, rec in recs.items():
             assert meta["names_by_level"][lv][cid] == rec["name"]
+
+
+@pytest.mark.browser
+def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tree_run, tmp_path):
+    """The studio's cluster panel says an unsure name is unsure (and why), and that a merged
+    cluster's name is not measured; the report's map legend marks the unsure names its cards mark."""
+    from conftest import chromium
+    from test_studio_browser import js, loaded, open_cluster, wait
+
+    from mediacluster.cli import main
+
+    run = copy_run(tree_run, tmp_path / "run")
+    named, _ = _measured(run)
+    unsure = sorted(c for c, e in named.items() if e["name_sure"] is False)
+    sure = sorted(c for c, e in named.items() if e["name_sure"] is True)
+    assert unsure and sure
+    a, b = unsure[0], sure[0]
+    drv = chromium()
+    s = Server(run)
+    try:
+        with client(s) as api:
+            assert post(api, "/api/edits", {"kind": "merge", "clusters": [a, b]}).status_code == 200
+            rows = {e["id"]: e for e in api.get("/api/clusters").json()["clusters"]}
+            into = a if a in rows else b
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        for c in unsure[1:2]:
+            open_cluster(drv, c)
+            badge = drv.find_element("id", "name-unsure")
+            assert badge.get_attribute("title") == named[c]["name_why"]
+        for c in sure[1:2]:
+            open_cluster(drv, c)
+            assert not drv.find_elements("id", "name-unsure") and not drv.find_elements("id", "name-unmeasured")
+        open_cluster(drv, into)
+        assert drv.find_element("id", "name-unmeasured").get_attribute("title") == support.CHANGED
+        assert not drv.find_elements("id", "name-unsure")
+        s.stop()
+        # the report of the run as fitted (the studio's state is not the report's: a fresh copy)
+        rep = copy_run(tree_run, tmp_path / "rep")
+        assert main(["report", str(rep), "--quiet"]) == 0
+        drv.get((rep / "report" / "index.html").as_uri())
+        wait(lambda: drv.find_elements("css selector", "#legend .item"), what="the legend")
+        marked = js(drv, "return Array.from(document.querySelectorAll('#legend .item[data-name-sure=\"no\"]'))"
+                         ".map(e => [Number(e.getAttribute('data-id')), e.querySelector('.unsure-mark').title])")
+        assert sorted(map(tuple, marked)) == sorted((c, named[c]["name_why"]) for c in unsure)
+    finally:
+        drv.quit()
+        s.stop()

@@ -319,11 +319,13 @@ class Studio:
         with self._lock:
             c = self.state.clusters.get(int(cid))
             members = self.state.members(cid)
+            labels = self.state.labels.copy()
         if cid not in (NOISE, OUTLIER) and (c is None or not c.alive):
             raise KeyError(cid)
         out = {"id": int(cid), "size": int(len(members))}
         if c is not None:
             out.update(c.to_dict())
+            self._name_sure([out], labels)  # how sure its name is, as the cluster list says
         if len(members) and self.probability is not None:
             out["mean_probability"] = float(self.probability[members].mean())
         out["top_classes"] = self._top_classes(members) if len(members) else []

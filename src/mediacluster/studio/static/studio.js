@@ -597,6 +597,9 @@
         head.appendChild(el("button", { id: "rename", text: "rename", onclick: () => rename(id, input.value) }));
         head.appendChild(el("span", { class: "muted", text: "#" + id }));
         if (info.named_by === "person") head.appendChild(el("span", { class: "badge hand", text: "named by a person" }));
+        // how sure the automatic name is, as the cluster list marks it (the name_why says on what it rests)
+        else if (info.name_sure === false) head.appendChild(el("span", { class: "badge unsure", id: "name-unsure", text: "unsure name?", title: info.name_why || "the automatic name is unsure" }));
+        else if (info.name_sure === null && info.name_why) head.appendChild(el("span", { class: "badge unmeasured", id: "name-unmeasured", text: "name not measured", title: info.name_why }));
         head.appendChild(el("button", { id: "junk-toggle", class: info.junk ? "on" : "", text: info.junk ? "junk \u2713" : "mark as junk",
           onclick: () => edit({ kind: "junk", clusters: [id], value: !info.junk }) }));
         const k = el("select", { id: "split-k", title: "parts: automatic (the pipeline's own choice) or a number" }, el("option", { value: "auto", text: "auto" }));
