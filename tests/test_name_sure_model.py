@@ -177,6 +177,25 @@ def test_the_studio_marks_a_merged_name_not_measured_and_publishes_how_sure_name
             rows = {e["id"]: e for e in c.get("/api/clusters").json()["clusters"]}
             assert all(rows[k]["name_sure"] == named[k]["name_sure"] for k in (a, b, d))
             assert all(post(c, "/api/redo").status_code == 200 for _ in range(2))
+            # split previews: a split along the run's tree carries the finer level's measured
+            # names; a fresh split's ImageNet names are measured against the whole collection,
+            # as the run's are (a part of one kind among several kinds is set apart from them)
+            big = max(untouched, key=lambda k: rows[k]["size"])
+            tree = c.post("/api/split/preview", json={"cluster": big}, headers={"X-Mediacluster": "1"}).json()
+            if tree["space"] == "tree":
+                finer = next(lv for lv in levels.values() if any(
+                    e["name"] == tree["parts"][0]["name"] for e in lv.values()))
+                by_name = {e["name"]: e for e in finer.values()}
+                for p in tree["parts"]:
+                    if p["name"] in by_name:
+                        assert p["name_sure"] == by_name[p["name"]]["name_sure"]
+            fresh = post(c, "/api/split/preview", {"cluster": big, "k": 2, "reducer": "pca"}).json()
+            assert fresh["space"] == "pca" and len(fresh["parts"]) == 2
+            for p in fresh["parts"]:
+                assert set(support.FIELDS) <= set(p)
+                if p["name_sure"] is not None:
+                    assert p["name_why"].startswith(("sure:", "unsure:")) and "whole collection" in p["name_why"]
+            assert any(p["name_sure"] is not None for p in fresh["parts"])
             res = post(c, "/api/publish")
             assert res.status_code == 200, res.text
             wait_written(c)
@@ -244,3 +263,22 @@ def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tr
     finally:
         drv.quit()
         s.stop()
+
+
+def test_a_fresh_split_part_is_measured_as_the_run_measures_its_clusters(tree_run):
+    """Splitter.measure on parts that are whole fitted clusters (two of them: a parent that is
+    not the collection) gives the support the run measured for those clusters against the whole
+    collection (the run's probabilities are stored as float16: equal to 0.01)."""
+    from mediacluster.studio.split import Splitter
+
+    rd = RunDir.open(tree_run)
+    named, _ = _measured(tree_run)
+    fitted = rd.read_assignments()["cluster"].to_numpy(np.int64)
+    a, b = sorted(named, key=lambda c: -int((fitted == c).sum()))[:2]
+    members = np.flatnonzero((fitted == a) | (fitted == b))
+    parts = (fitted[members] == b).astype(np.int64)
+    sp = Splitter(rd.read_vectors(mmap=False), fitted, [], {}, None, imagenet=rd.read_extra("imagenet_probs"))
+    got = sp.measure(members, parts, {0: named[a], 1: named[b]})
+    for p, c in ((0, a), (1, b)):
+        assert got[p]["name_support"] == pytest.approx(named[c]["name_support"], abs=0.01)
+        assert got[p]["name_sure"] == named[c]["name_sure"]

@@ -575,7 +575,7 @@ class Studio:
         out_parts = []
         for p, name in enumerate(names):
             size, examples = split.examples(p)
-            out_parts.append({"part": p, "size": int(size), "name": name,
+            out_parts.append({"part": p, "size": int(size), "name": name, **split.part_sure(p, name),
                               "alternatives": split.alternatives(p),
                               "examples": [self._item_brief(int(i)) for i in examples]})
         pid = self.previews.keep(split, cid, names)

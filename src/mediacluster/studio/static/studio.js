@@ -699,7 +699,10 @@
       const sw = el("span", { class: "sw" }); sw.style.background = "#" + (S.preview.colors[j] & 0xffffff).toString(16).padStart(6, "0").replace(/(..)(..)(..)/, "$3$2$1");
       const ex = el("span", { class: "ex" });
       for (const e of pp.examples.slice(0, 8)) { names.set(e.i, e.name); ex.appendChild(el("img", { src: thumbURL(e.i, 96), alt: "", title: e.name, loading: "lazy" })); }
-      parts.appendChild(el("div", { class: "part" }, sw, el("input", { class: "part-name", value: pp.name, maxlength: "200" }),
+      // an unsure automatic name marked as the cluster list marks one (its why on hover)
+      const mark = pp.name_sure === false ? el("span", { class: "unsure-mark", text: "?", title: pp.name_why || "the automatic name is unsure" }) : null;
+      parts.appendChild(el("div", { class: "part", "data-name-sure": pp.name_sure === false ? "no" : pp.name_sure === true ? "yes" : "" }, sw,
+        el("input", { class: "part-name" + (pp.name_sure === false ? " unsure" : ""), value: pp.name, maxlength: "200" }), mark,
         el("span", { class: "muted", text: fmt(pp.size) + " items" }), ex));
     });
     box.appendChild(parts);
