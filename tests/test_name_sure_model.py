@@ -15,6 +15,7 @@ from studio_helpers import Server, client, copy_run, post, wait_written
 from test_curated_tree import _service
 
 from mediacluster.naming import support
+from mediacluster.naming.support import ImagenetSupport
 from mediacluster.rundir import RunDir
 
 
@@ -166,9 +167,17 @@ def test_the_studio_marks_a_merged_name_not_measured_and_publishes_how_sure_name
             assert post(c, "/api/edits", {"kind": "rename", "cluster": d, "name": "my group"}).status_code == 200
             rows = {e["id"]: e for e in c.get("/api/clusters").json()["clusters"]}
             into = a if a in rows else b
-            # the merged cluster keeps its automatic name, but the support measured before the merge
-            # is not its own: not measured, and said why
-            assert rows[into]["name_sure"] is None and rows[into]["name_why"] == support.CHANGED
+            # the merged cluster keeps its automatic name; the support measured before the merge is
+            # not its own: it is measured again on its items now, against the whole collection
+            lab = np.frombuffer(c.get("/api/labels").content, dtype="<i4").astype(np.int64)
+            again = ImagenetSupport(RunDir.open(run).read_extra("imagenet_probs")).of(
+                {into: named[into]["candidates"]}, lab)[into]
+            assert rows[into]["name"] == named[into]["name"]
+            assert rows[into]["name_support"] == pytest.approx(again["name_support"], abs=1e-3)
+            assert rows[into]["name_sure"] == again["name_sure"] and rows[into]["name_why"] == again["name_why"]
+            assert rows[into]["name_support"] != named[into]["name_support"]
+            detail = c.get(f"/api/clusters/{into}").json()  # the panel's view says the same
+            assert {f: detail[f] for f in support.FIELDS} == {f: rows[into][f] for f in support.FIELDS}
             assert rows[d]["name_sure"] is True and rows[d]["name_why"] == support.BY_HAND
             untouched = [k for k in named if k not in (a, b, d)]
             assert all(rows[k]["name_sure"] == named[k]["name_sure"] for k in untouched)
@@ -205,10 +214,10 @@ def test_the_studio_marks_a_merged_name_not_measured_and_publishes_how_sure_name
     meta = model.model_info_["metadata"]
     sup = {int(k): v for k, v in meta["names_support"].items()}
     assert sup[d] == {"name": "my group", "name_sure": True, "name_support": None, "name_why": support.BY_HAND}
-    assert into not in sup  # not measured: absent, so answered null
+    assert sup[into]["name_support"] == pytest.approx(again["name_support"], abs=1e-3)  # as re-measured
     assert all(sup[k]["name_sure"] == named[k]["name_sure"] for k in untouched)
     sure = pipeline_names_sure(model)
-    assert sure[d]["name_sure"] is True and sure[into]["name_sure"] is None
+    assert sure[d]["name_sure"] is True and sure[into]["name_sure"] == again["name_sure"]
     # the curated model's coarse levels carry the run's measured names of the clusters they come from
     finest = len(model.levels_) - 1
     assert str(finest) in meta["names_support_by_level"]
@@ -219,8 +228,8 @@ def test_the_studio_marks_a_merged_name_not_measured_and_publishes_how_sure_name
 
 @pytest.mark.browser
 def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tree_run, tmp_path):
-    """The studio's cluster panel says an unsure name is unsure (and why), and that a merged
-    cluster's name is not measured; the report's map legend marks the unsure names its cards mark."""
+    """The studio's cluster panel says an unsure name is unsure (and why), also a merged
+    cluster's re-measured one; the report's map legend marks the unsure names its cards mark."""
     from conftest import chromium
     from test_studio_browser import js, loaded, open_cluster, wait
 
@@ -239,6 +248,8 @@ def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tr
             assert post(api, "/api/edits", {"kind": "merge", "clusters": [a, b]}).status_code == 200
             rows = {e["id"]: e for e in api.get("/api/clusters").json()["clusters"]}
             into = a if a in rows else b
+            merged = rows[into]
+            assert isinstance(merged["name_sure"], bool)  # re-measured on its items now
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         for c in unsure[1:2]:
@@ -249,8 +260,11 @@ def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tr
             open_cluster(drv, c)
             assert not drv.find_elements("id", "name-unsure") and not drv.find_elements("id", "name-unmeasured")
         open_cluster(drv, into)
-        assert drv.find_element("id", "name-unmeasured").get_attribute("title") == support.CHANGED
-        assert not drv.find_elements("id", "name-unsure")
+        assert not drv.find_elements("id", "name-unmeasured")
+        if merged["name_sure"] is False:
+            assert drv.find_element("id", "name-unsure").get_attribute("title") == merged["name_why"]
+        else:
+            assert not drv.find_elements("id", "name-unsure")
         s.stop()
         # the report of the run as fitted (the studio's state is not the report's: a fresh copy)
         rep = copy_run(tree_run, tmp_path / "rep")
@@ -282,3 +296,26 @@ def test_a_fresh_split_part_is_measured_as_the_run_measures_its_clusters(tree_ru
     for p, c in ((0, a), (1, b)):
         assert got[p]["name_support"] == pytest.approx(named[c]["name_support"], abs=0.01)
         assert got[p]["name_sure"] == named[c]["name_sure"]
+
+
+def test_without_the_probabilities_a_changed_cluster_is_not_measured(tree_run, tmp_path):
+    """A run whose items' ImageNet probabilities are gone: the studio cannot measure a merged
+    cluster's name again, so it says it is not measured (and why) rather than keep the old value."""
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(tree_run, tmp_path / "run")
+    named, _ = _measured(run)
+    for p in run.glob("extra_imagenet_probs*"):
+        p.unlink()
+    st = Studio(run, warm=False)
+    try:
+        rows = {e["id"]: e for e in st.clusters()["clusters"]}
+        a, b = sorted(named, key=lambda k: -rows[k]["size"])[:2]
+        st.edit("merge", {"clusters": [a, b]})
+        rows = {e["id"]: e for e in st.clusters()["clusters"]}
+        into = a if a in rows else b
+        assert {f: rows[into][f] for f in support.FIELDS} == {**support.NOT_MEASURED, "name_why": support.CHANGED}
+        other = next(k for k in named if k not in (a, b))
+        assert rows[other]["name_sure"] == named[other]["name_sure"]  # untouched: as the run measured it
+    finally:
+        st.close()

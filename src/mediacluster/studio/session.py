@@ -108,7 +108,12 @@ class Studio:
         self._lock = threading.RLock()
         self.log = self.run.edits()
         self._names0 = self._start_names()
-        self._sure0 = support_of_records(self.run.read_automatic_names())  # naming.support, per fitted cluster
+        auto = self.run.read_automatic_names()
+        self._sure0 = support_of_records(auto)  # naming.support, per fitted cluster
+        # the concept each fitted ImageNet name claims: a cluster whose items changed is re-measured
+        self._cands0 = {int(e["cluster"]): e["candidates"] for e in auto
+                        if e.get("method") == "imagenet-wordnet" and e.get("candidates") and "name_sure" in e}
+        self._remeasured: dict[tuple[int, int], dict | None] = {}  # (cluster, edit seq) -> record
         self.state = CuratedState(self.fitted, self._names0)
         for ev in self.log.events():
             self.state.apply(ev)
@@ -287,7 +292,7 @@ class Studio:
             tree = self.tree()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
         carry = self.carry_statuses()
-        self._name_sure(table, labels)
+        self._name_sure(table, labels, seq)
         for e in table:
             e["carry"] = carry.get(e["id"])  # after --carry-from: kept / split / merged / new
             e["new"] = e["carry"] == "new"  # no ancestor among the previous run's clusters: to review
@@ -302,30 +307,50 @@ class Studio:
         return {"seq": seq, "clusters": table, "special": special, "groups": groups,
                 "group_names": group_names, "can_undo": undo, "can_redo": redo}
 
-    def _name_sure(self, table: list[dict], labels: np.ndarray) -> None:
+    def _name_sure(self, table: list[dict], labels: np.ndarray, seq: int) -> None:
         """Each cluster's ``auto_name`` and how sure its name is, in place: a person's always; a
         fitted cluster's automatic name as measured while it holds the items it was measured
-        on; after a merge, a move or a split changed them, not measured (null and why: the
-        measure needs the items' ImageNet probabilities, which the studio does not load)."""
+        on; after a merge, a move or a split changed them (at edit ``seq``), re-measured on its
+        items now, against the whole collection as the run measured it (an ImageNet name:
+        ``Splitter.measure``, once per cluster and edit), else (a CLIP name, a run without
+        probabilities) not measured: null, and why."""
         changed = changed_clusters(self.fitted, labels)
         for e in table:
             e["auto_name"] = (self._names0.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
             if e["named_by"] == "person":
                 e.update(name_sure=True, name_why=BY_HAND)
             elif e["origin"] == "fitted" and e["name"] == e["auto_name"] and e["id"] in self._sure0:
-                e.update(dict(NOT_MEASURED, name_why=CHANGED) if e["id"] in changed else self._sure0[e["id"]])
+                if e["id"] not in changed:
+                    e.update(self._sure0[e["id"]])
+                else:
+                    e.update(self._remeasure(e["id"], labels, seq) or dict(NOT_MEASURED, name_why=CHANGED))
+
+    def _remeasure(self, cid: int, labels: np.ndarray, seq: int) -> dict | None:
+        """The record of fitted cluster ``cid``'s automatic name on its items at edit ``seq``."""
+        key = (int(cid), int(seq))
+        if key not in self._remeasured:
+            members = np.flatnonzero(labels == cid)
+            rec = None
+            if self.imagenet is not None and cid in self._cands0 and len(members):
+                rec = self.splitter.measure(members, np.zeros(len(members), np.int64),
+                                            {0: {"candidates": self._cands0[cid]}}).get(0)
+            if len(self._remeasured) > 4096:
+                self._remeasured.clear()
+            self._remeasured[key] = rec
+        return self._remeasured[key]
 
     def cluster(self, cid: int) -> dict:
         with self._lock:
             c = self.state.clusters.get(int(cid))
             members = self.state.members(cid)
             labels = self.state.labels.copy()
+            seq = self.state.seq
         if cid not in (NOISE, OUTLIER) and (c is None or not c.alive):
             raise KeyError(cid)
         out = {"id": int(cid), "size": int(len(members))}
         if c is not None:
             out.update(c.to_dict())
-            self._name_sure([out], labels)  # how sure its name is, as the cluster list says
+            self._name_sure([out], labels, seq)  # how sure its name is, as the cluster list says
         if len(members) and self.probability is not None:
             out["mean_probability"] = float(self.probability[members].mean())
         out["top_classes"] = self._top_classes(members) if len(members) else []
@@ -619,7 +644,7 @@ class Studio:
 
         t0 = time.perf_counter()
         seq, labels, table, _, tags = self._snapshot()
-        self._name_sure(table, labels)  # how sure each name is goes into the model (names_support)
+        self._name_sure(table, labels, seq)  # how sure each name is goes into the model (names_support)
         self.write_state()
         base = self._model if self._reduced_space() is not None else None
         with self._write_lock:
