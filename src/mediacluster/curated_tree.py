@@ -68,6 +68,22 @@ class CuratedTree:
         out[str(len(out))] = dict(names)
         return out
 
+    def support_by_level(self, stored: dict[int, list[dict]]) -> dict[str, dict[str, dict]]:
+        """How sure the coarse levels' names are (the model's ``names_support_by_level`` above
+        the finest level): each coarse cluster carries the measured record of the run's cluster
+        it comes from (``naming.support.model_records``); the junk branch and clusters never
+        measured have none."""
+        from .naming.support import model_records
+
+        out = {}
+        for j, src in enumerate(self.sources):
+            rec = {int(k): v for k, v in model_records(stored.get(self.index[j], [])).items()}
+            level = {str(new): rec[int(orig)] for new, orig in enumerate(np.asarray(src["clusters"]).tolist())
+                     if orig >= 0 and int(orig) in rec}
+            if level:
+                out[str(j)] = level
+        return out
+
     def alternatives(self, j: int, stored: dict[int, list[dict]]) -> dict[int, list]:
         """Coarse level ``j``'s clusters' alternative names, as the run stored them."""
         alts = {int(e["cluster"]): e.get("alternatives") or [] for e in stored.get(self.index[j], [])}

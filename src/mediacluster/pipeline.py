@@ -647,11 +647,18 @@ class Pipeline(ClusterMixin, BaseEstimator):
         if not isinstance(meta, dict):
             return
         by_level = meta.get("names_by_level")
+        saved = (info.get("levels") or {}).get("level")
         if by_level is None:
-            saved = (info.get("levels") or {}).get("level")
             by_level = meta["names_by_level"] = ({} if saved is None else
                                                  {str(int(saved)): dict(meta.get("names") or {})})
         meta["names"] = dict(by_level.get(str(int(lv)), {}))
+        # how sure those names are switches with them (absent from models saved before it was kept)
+        sup_by = meta.get("names_support_by_level")
+        if sup_by is None and "names_support" in meta:
+            sup_by = meta["names_support_by_level"] = ({} if saved is None else
+                                                       {str(int(saved)): dict(meta["names_support"])})
+        if sup_by is not None:
+            meta["names_support"] = dict(sup_by.get(str(int(lv)), {}))
 
     def level_table(self) -> list[dict]:
         """Per level, coarse to fine: ``level``, ``n_clusters`` (clusters with items: a curated

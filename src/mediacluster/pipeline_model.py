@@ -9,7 +9,8 @@ module owns what the pipeline puts in it:
   ``n_clusters``, ``n_reference``, ``levels`` (counts, auto and chosen level), ``ref_normalize``
   (the predictor compares directions; loaded, it keeps the metric it was fitted with, so a model
   saved with false before ``Pipeline.neighbour_metric`` answers by euclidean distance as then),
-  ``timings_s``, ``metadata`` (``encoder``, ``names``, ``names_by_level``, ``run_id``, ...);
+  ``timings_s``, ``metadata`` (``encoder``, ``names``, ``names_by_level``, how sure each
+  automatic name is: ``names_support`` / ``names_support_by_level``, ``run_id``, ...);
 * arrays.npz: the fitted items' ``labels``, ``probabilities``, ``cluster``, ``confidence``,
   ``embedding``; the predictor's ``ref_index``, ``ref_vectors``, ``ref_mean``,
   ``ref_components``, ``novelty_threshold``, ``novelty_calibration`` (``predictor.NeighbourPredictor``;
@@ -230,6 +231,34 @@ def check_model_doc(info: dict, pipeline_params) -> None:
         if not isinstance(named, dict):
             raise ModelFormatError(f"metadata.names_by_level.{lv} must be a mapping of cluster id -> name")
         _check_names(named, f"metadata.names_by_level.{lv}")
+    sup = _need_type(meta, "names_support", dict, "a mapping of cluster id -> how sure its name is",
+                     optional=True, prefix="metadata.") or {}
+    _check_support(sup, "metadata.names_support")
+    sup_by = _need_type(meta, "names_support_by_level", dict, "a mapping of level -> {cluster id: support}",
+                        optional=True, prefix="metadata.") or {}
+    for lv, sup in sup_by.items():
+        if lv not in by_level:
+            raise ModelFormatError(f"metadata.names_support_by_level: {lv!r} is not a level of names_by_level")
+        if not isinstance(sup, dict):
+            raise ModelFormatError(f"metadata.names_support_by_level.{lv} must be a mapping of cluster id -> support")
+        _check_support(sup, f"metadata.names_support_by_level.{lv}")
+
+
+def _check_support(sup: dict, where: str) -> None:
+    """``names_support`` entries: {"name", "name_support", "name_sure", "name_why"} (read by
+    ``naming.support.of_names``: a wrong type would answer a wrong ``name_sure``)."""
+    for k, v in sup.items():
+        try:
+            int(k)
+        except ValueError:
+            raise ModelFormatError(f"{where}: {k!r} is not a cluster id") from None
+        ok = (isinstance(v, dict) and isinstance(v.get("name_sure"), bool)
+              and (v.get("name_support") is None or (isinstance(v.get("name_support"), int | float)
+                                                     and not isinstance(v.get("name_support"), bool)))
+              and all(v.get(f) is None or isinstance(v.get(f), str) for f in ("name", "name_why")))
+        if not ok:
+            raise ModelFormatError(f"{where}.{k} must be {{name, name_support (number), name_sure (true/false), "
+                                   f"name_why}}, got {v!r}")
 
 
 def _check_names(names: dict, where: str) -> None:

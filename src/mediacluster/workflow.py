@@ -31,6 +31,7 @@ from .ingest.stream import (
 )
 from .locations import common_folder
 from .naming.names import level_names_map, merge_names, name_clusters, name_levels, names_of_level
+from .naming.support import model_records
 from .naming.support import summary as names_summary
 from .pipeline import Pipeline
 from .rundir import RunDir
@@ -92,13 +93,22 @@ def name_fit(pipe, vectors, labels, imagenet_probs, enc=None) -> tuple[list[dict
     return named, by_level
 
 
-def model_names_metadata(names: dict[int, str], by_level: dict[int, list[dict]]) -> dict:
+def model_names_metadata(names: dict[int, str], by_level: dict[int, list[dict]],
+                         named: list[dict] | None = None) -> dict:
     """A saved model's name metadata: ``names`` (the level in use, {"id": name}) and, with
     levels, ``names_by_level`` ({"level": {"id": name}}; ``Pipeline.set_level`` switches
-    ``names`` to the chosen level's)."""
+    ``names`` to the chosen level's); how sure each measured name is (``names_support``:
+    {"id": {"name", "name_support", "name_sure", "name_why"}}, from ``named``, the level in
+    use's name records, and ``names_support_by_level``, switched with ``names``)."""
     meta = {"names": {str(k): v for k, v in names.items()}}
     if by_level:
         meta["names_by_level"] = level_names_map(by_level)
+    sup = model_records(named)
+    if sup:
+        meta["names_support"] = sup
+    sup_by = {str(k): r for k, r in ((k, model_records(v)) for k, v in (by_level or {}).items()) if r}
+    if sup_by:
+        meta["names_support_by_level"] = sup_by
     return meta
 
 
@@ -109,7 +119,7 @@ def model_metadata(emb: Embeddings, pipe, enc=None) -> dict:
     publishes its refit best pipeline with these, so a service on it answers with names."""
     named, by_level = name_fit(pipe, emb.vectors, pipe.labels_, emb.extras.get("imagenet_probs"), enc)
     encoder = emb.encoder if emb.encoder and emb.encoder != "precomputed" else None
-    return {"encoder": encoder, **model_names_metadata({e["cluster"]: e["name"] for e in named}, by_level)}
+    return {"encoder": encoder, **model_names_metadata({e["cluster"]: e["name"] for e in named}, by_level, named)}
 
 
 def run_summary(emb: Embeddings, labels: np.ndarray, timings: dict, levels: dict | None = None) -> dict:
@@ -253,7 +263,7 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     model = None
     if save_model:
         model = publish_model(run, pipe, {"encoder": encoder_name if emb.encoder != "precomputed" else None,
-                                          **model_names_metadata(names, by_level)},
+                                          **model_names_metadata(names, by_level, named)},
                               duplicates=duplicates, items={"ids": emb.ids, "paths": emb.paths})
     timings["write"] = time.perf_counter() - t
     run.write_info({
@@ -614,7 +624,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         model = None
         if save_model:
             model = publish_model(run, pipe, {"encoder": encoder_name if enc is not None else None,
-                                              **model_names_metadata(names, by_level)}, duplicates=finder,
+                                              **model_names_metadata(names, by_level, named)}, duplicates=finder,
                                   items={"ids": [ids[r] for r in rows],  # the fitted rows: the sample
                                          "paths": None if paths is None else [paths[r] for r in rows]})
     summary = {**tally.summary_counts(), "levels": level_summary(pipe), "skipped": len(skipped),

@@ -22,7 +22,7 @@ from ..fileio import json_text, text_series, write_table
 from ..ingest import collect, join_files
 from ..ingest.sources import MEDIA_EXTENSIONS
 from ..model_items import neighbour_records
-from ..naming import level_names, pipeline_names
+from ..naming import level_names, pipeline_names, pipeline_names_sure
 from ..pipeline import Pipeline
 from . import SUMMARIES, add_collection_root, printable
 from .cluster import level_arg, positive_int
@@ -140,8 +140,13 @@ def run(args) -> int:
             if by_level.get(lv):
                 df[f"level_{lv}_name"] = [by_level[lv].get(int(c)) for c in path["labels"][lv]]
     if names:
+        # how sure each name is: a person's is sure, an automatic one as measured when the model was
+        # saved; empty (null) where not measured, as for every name of a model saved before
+        sure = {c: r["name_sure"] for c, r in pipeline_names_sure(model, names).items()}
         df["name"] = [names.get(int(c)) for c in df["cluster"]]
+        df["name_sure"] = pd.array([sure.get(int(c)) for c in df["cluster"]], dtype="boolean")
         df["assigned_name"] = [names.get(int(c)) for c in df["assigned_cluster"]]
+        df["assigned_name_sure"] = pd.array([sure.get(int(c)) for c in df["assigned_cluster"]], dtype="boolean")
     # a model saved with `cluster --dedup` carries a duplicate index: is each item a repost?
     index = read_from_model(model.model_path_, root=args.collection_root)
     if index is not None and index.files_found is False:
@@ -170,7 +175,8 @@ def run(args) -> int:
           + ("levels\t" if tree else "") + "path\n")
         for i, r in enumerate(df.itertuples(index=False)):
             levels = "/".join(str(int(c)) for c in path["labels"][:, i]) + "\t" if tree else ""
-            name = f"{printable(r.assigned_name or '-')}\t" if named else ""
+            guess = "?" if named and r.assigned_name_sure is False else ""  # an unsure name, marked as the report does
+            name = f"{printable(r.assigned_name or '-')}{guess}\t" if named else ""
             # novelty: "-" from a model saved before it was kept (NaN)
             nov = "-" if np.isnan(r.novelty) else f"{r.novelty:.3f}"
             w(f"{r.cluster}\t{r.status}\t{r.probability:.3f}\t{r.assigned_cluster}\t{r.confidence:.3f}\t{nov}\t"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from .overrides import (
     level_names,
+    level_names_sure,
     load_names,
     model_names,
     names_near,
     pipeline_names,
+    pipeline_names_sure,
     save_names_template,
 )
 
-__all__ = ["level_names", "load_names", "model_names", "names_near", "pipeline_names",
-           "save_names_template"]
+__all__ = ["level_names", "level_names_sure", "load_names", "model_names", "names_near", "pipeline_names",
+           "pipeline_names_sure", "save_names_template"]

@@ -177,6 +177,52 @@ def level_names(pipe, names: dict[int, str] | None = None) -> dict[int, dict[int
     return out
 
 
+def _model_hand_names(pipe) -> dict[int, str]:
+    """The names a person gave the clusters of the run a saved model belongs to ({} for a
+    model not in a run folder)."""
+    path = getattr(pipe, "model_path_", None)
+    run = find_run(path) if path is not None else None
+    return hand_names(run) if run is not None else {}
+
+
+def pipeline_names_sure(pipe, names: dict[int, str] | None = None) -> dict[int, dict]:
+    """Cluster id -> ``name_sure`` / ``name_support`` / ``name_why`` of a loaded model's names
+    at the level it answers with (``names``: default :func:`pipeline_names`): a person's name
+    is sure, an automatic one as measured when the model was saved (``metadata.names_support``),
+    any other name, or any name of a model saved before this was kept, null
+    (``support.of_names``)."""
+    from .support import of_names
+
+    info = getattr(pipe, "model_info_", None) or {}
+    meta = info.get("metadata") or {}
+    names = pipeline_names(pipe) if names is None else names
+    saved = (info.get("levels") or {}).get("level")
+    own = getattr(pipe, "levels_", None) is not None and saved is not None and int(saved) != int(pipe.level_)
+    return of_names(names, meta.get("names_support"), {} if own else _model_hand_names(pipe))
+
+
+def level_names_sure(pipe, by_level: dict[int, dict[int, str]]) -> dict[int, dict[int, dict]]:
+    """:func:`pipeline_names_sure` for every level of :func:`level_names` (``by_level``): the
+    level in use as there, the others from ``metadata.names_support_by_level`` (the level the
+    model was saved with also knows a person's names)."""
+    from .support import of_names
+
+    if getattr(pipe, "levels_", None) is None:
+        return {}
+    info = getattr(pipe, "model_info_", None) or {}
+    meta = info.get("metadata") or {}
+    sup_by = meta.get("names_support_by_level") or {}
+    saved = (info.get("levels") or {}).get("level")
+    out = {}
+    for lv, names in by_level.items():
+        if int(lv) == int(pipe.level_):
+            out[lv] = pipeline_names_sure(pipe, names)
+        else:
+            hand = _model_hand_names(pipe) if saved is not None and int(saved) == int(lv) else {}
+            out[lv] = of_names(names, sup_by.get(str(int(lv))), hand)
+    return out
+
+
 def names_near(path: str | Path) -> dict[int, str]:
     """Cluster names for a saved model or run folder: :func:`load_names` of the run that holds
     ``path`` (a model saved in ``RUN/models/v0001``); ``{}`` if none."""

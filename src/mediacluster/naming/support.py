@@ -73,6 +73,42 @@ def of_records(named: list[dict] | None) -> dict[int, dict]:
             if isinstance(e, dict) and "name_sure" in e and isinstance(e.get("cluster"), int)}
 
 
+#: the fields a service answer or ``assign`` row carries for a name nobody measured (an older
+#: model, a name without a concept): null, not an error
+NOT_MEASURED = {"name_sure": None, "name_support": None, "name_why": None}
+#: why the automatic name of a cluster the studio changed is not measured
+CHANGED = ("not measured: the cluster's items changed (a merge, a move or a split) since its automatic "
+           "name was measured; rename it to make it yours")
+
+
+def model_records(named: list[dict] | None) -> dict[str, dict]:
+    """A saved model's ``names_support`` (``{"id": {"name", "name_support", "name_sure",
+    "name_why"}}``) from name records that were measured; the name is kept so that a name
+    changed later (``names.yaml``, the studio) is never given the support of the one it
+    replaced."""
+    return {str(int(e["cluster"])): {"name": e.get("name"), **{f: e[f] for f in FIELDS if f in e}}
+            for e in named or [] if isinstance(e, dict) and "name_sure" in e and e.get("name")}
+
+
+def of_names(names: dict[int, str], measured: dict | None, hand: dict[int, str] | None = None) -> dict[int, dict]:
+    """Cluster id -> ``name_sure`` / ``name_support`` / ``name_why`` for the ``names`` a model
+    answers with: a person's name (``hand``: id -> the name a person gave) is sure; an
+    automatic one carries its measured record (``measured``: a model's ``names_support``, keys
+    text or int) while the name is the one measured; anything else was not measured
+    (:data:`NOT_MEASURED`)."""
+    rec = {int(k): v for k, v in (measured or {}).items() if isinstance(v, dict)}
+    out = {}
+    for c, name in names.items():
+        r = rec.get(int(c))
+        if hand and hand.get(int(c)) == name:
+            out[int(c)] = {"name_sure": True, "name_support": None, "name_why": BY_HAND}
+        elif r is not None and r.get("name") == name and isinstance(r.get("name_sure"), bool):
+            out[int(c)] = {f: r.get(f) for f in FIELDS}
+        else:
+            out[int(c)] = dict(NOT_MEASURED)
+    return out
+
+
 def mostly_unsure(sure: list[bool | None]) -> bool:
     """More than half of the measured names are unsure (None: not measured, not counted)."""
     known = [s for s in sure if s is not None]

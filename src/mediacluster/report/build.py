@@ -515,13 +515,18 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             alts_k = {int(e["cluster"]): e.get("alternatives", []) for e in named}
             colors_k = nested_colors(lab, labels, run_colors)
             junk_k = {len(tree.sources[k]["clusters"]) - 1} if tree is not None and tree.sources[k]["clusters"][-1] < 0 else set()
+            sure_k = support_of_records(named)
             cards_k = cards_for(lab, ids_k, names_k, {}, set(), {}, alts_k, colors_k, limit=LEVEL_CARDS_MAX,
                                 probs_=level_probs[k] if level_probs is not None else None,
                                 sample=LEVEL_CENTRE_SAMPLE, n_reps=max(1, n_representatives // 2),
-                                n_border=n_borderline // 2, junk_=junk_k, sure_=support_of_records(named))
+                                n_border=n_borderline // 2, junk_=junk_k, sure_=sure_k)
+            unsure_k = {c: r.get("name_why", "unsure") for c, r in sure_k.items() if r.get("name_sure") is False
+                        and c in names_k}  # the legend marks them as the cards do
             views.append({"label": label, "run": False, "n_clusters": len(ids_k), "labels": lab,
                           "cards": cards_k, "legend": [{"id": c, "name": names_k.get(c, f"cluster {c}"),
-                                                        "color": colors_k[c], "size": int((lab == c).sum())}
+                                                        "color": colors_k[c], "size": int((lab == c).sum()),
+                                                        **({"name_sure": False, "name_why": unsure_k[c]}
+                                                           if c in unsure_k else {})}
                                                        for c in sorted(ids_k, key=lambda c: -(lab == c).sum())]})
     clips: dict[int, str | None] = {}
     if audio:  # players for the cards' representatives only
@@ -568,7 +573,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     tpos = {t: i for i, t in enumerate(tnames)}
     data = {
         "n": n, **_coords(xy, labels, big), "thumbs": [t[:-len(".jpg")] for t in tnames],
-        "clusters": [{k: e[k] for k in ("id", "name", "color", "size", "junk")} for e in clusters],
+        "clusters": [{**{k: e[k] for k in ("id", "name", "color", "size", "junk")},  # the legend
+                      **({"name_sure": False, "name_why": e.get("name_why", "unsure")}
+                         if e.get("name_sure") is False else {})} for e in clusters],
         "noise_color": NOISE_COLOR, "outlier_color": OUTLIER_COLOR,
         "originals": bool(not audio and any(p is not None for p in paths[:1000])),
         "study": study,

@@ -74,10 +74,15 @@ class Assigned(BaseModel):
     filename: str | None = Field(None, description="the uploaded file's name (images)")
     cluster: int = Field(description="cluster id; -1 noise, -2 outlier")
     name: str | None = Field(None, description="the cluster's name")
+    name_sure: bool | None = Field(None, description="whether `name` is sure: a person gave it, or the "
+                                   "items the model was fitted on support the automatic name (see "
+                                   "`/v1/clusters`' `name_support` and `name_why`); false: a guess; null: "
+                                   "not measured (no name, or a model saved before this was kept)")
     status: str = Field(description="clustered | noise | outlier | junk (a cluster marked junk in the studio)")
     probability: float = Field(description="membership probability of `cluster` (0 for noise/outliers)")
     assigned_cluster: int = Field(description="nearest cluster, also for noise and outliers")
     assigned_name: str | None = Field(None, description="the name of `assigned_cluster`")
+    assigned_name_sure: bool | None = Field(None, description="whether `assigned_name` is sure (as `name_sure`)")
     confidence: float = Field(description="confidence of `assigned_cluster`")
     outlier: bool = Field(description="flagged as an outlier / novelty (status 'outlier')")
     novel: bool = Field(description="farther from its nearest training items than all but 1% of the "
@@ -89,7 +94,8 @@ class Assigned(BaseModel):
                                   "rate on items like the collection's); null from a model saved before "
                                   "this was kept")
     path: list = Field(default_factory=list, description="hierarchy path from the root to the "
-                       "leaf when the model has levels: one {level, cluster, name, probability} per level, "
+                       "leaf when the model has levels: one {level, cluster, name, name_sure, probability} "
+                       "per level, "
                        "coarse to fine; empty for a flat model")
     duplicate_of: dict | None = Field(None, description="near-duplicate match when the model "
                                       "carries a duplicate index")
@@ -143,6 +149,16 @@ class SimilarResponse(BaseModel):
 class ClusterInfo(BaseModel):
     id: int = Field(description="the cluster id the answers' `cluster` uses")
     name: str | None = Field(None, description="the cluster's name")
+    name_sure: bool | None = Field(None, description="true: a person gave the name, or the items support "
+                                   "the automatic name (`name_support` at least 0.5 and above what random "
+                                   "groups of its size reach); false: the automatic name is a guess; null: "
+                                   "not measured (no name, a name without a concept, or a model saved "
+                                   "before this was kept)")
+    name_support: float | None = Field(None, description="how much more the encoder gives the name on the "
+                                       "cluster's items than on the whole collection's, chance-corrected "
+                                       "(1: certain, 0: no more than any item); null for a person's name "
+                                       "or one not measured")
+    name_why: str | None = Field(None, description="one sentence saying what `name_sure` rests on")
     size: int = Field(description="training items in the cluster")
     assigned_size: int = Field(description="training items whose nearest cluster it is")
     level: int = Field(0, description="the level these clusters belong to (the one `cluster` answers with)")
@@ -153,8 +169,8 @@ class ClusterInfo(BaseModel):
 class ClustersResponse(BaseModel):
     model: ModelRef = Field(description="the model version served")
     levels: list[dict] = Field(description="coarse to fine: level, n_clusters, auto, chosen and per "
-                               "cluster its id, name, size and parent (the cluster it belongs to one "
-                               "level up)")
+                               "cluster its id, name, name_sure, name_support, name_why (as `clusters`), "
+                               "size and parent (the cluster it belongs to one level up)")
     clusters: list[ClusterInfo] = Field(description="the clusters at the level in use (the one "
                                         "`cluster` answers with)")
 

@@ -32,7 +32,7 @@ from ..duplicates.index import read_from_model
 from ..errors import MediaclusterError, ModelFormatError, ParameterError
 from ..ingest import SkipItem
 from ..model_items import neighbour_records
-from ..naming import level_names, pipeline_names
+from ..naming import level_names, level_names_sure, pipeline_names, pipeline_names_sure
 from ..pipeline import Pipeline
 from .batcher import MicroBatcher
 
@@ -67,6 +67,8 @@ class Served:
     clusters: list[dict] = field(default_factory=list)
     levels: list[dict] = field(default_factory=list)
     level_names: dict = field(default_factory=dict)  # level -> cluster id -> name (models with levels)
+    names_sure: dict = field(default_factory=dict)  # cluster id -> name_sure/name_support/name_why
+    level_names_sure: dict = field(default_factory=dict)  # level -> the same (models with levels)
     duplicates: object | None = None  # the model's DuplicateIndex (cluster --save-model --dedup)
     collection_root: str | None = None  # where the model's collection is now (--collection-root)
 
@@ -121,7 +123,7 @@ class Served:
             det["similar"] = self.pipeline.similar(X, k=similar.k, same_cluster=similar.same_cluster,
                                                    level=similar.level, details=dict(det),
                                                    collection_root=self.collection_root)
-        det["path"] = path_records(det.get("path"), self.level_names)
+        det["path"] = path_records(det.get("path"), self.level_names, self.level_names_sure)
         if self.duplicates is not None:
             det["duplicate_of"] = duplicate_matches(self.duplicates, X, uploads, filenames)
         if self.tagger is not None:
@@ -156,6 +158,7 @@ def answer_rows(served: Served, det: dict, filenames: list[str | None]) -> list[
     """``Served.predict``'s arrays as one answer dict per item (fields and order of the API's
     ``Assigned``)."""
     names = served.names
+    sure = {c: r["name_sure"] for c, r in served.names_sure.items()}
     labels, cluster = det["labels"].tolist(), det["cluster"].tolist()
     prob, conf = det["probabilities"].tolist(), det["confidence"].tolist()
     status, novel = list(det["status"]), det["novel"].tolist()
@@ -165,9 +168,9 @@ def answer_rows(served: Served, det: dict, filenames: list[str | None]) -> list[
     for i in range(len(labels)):
         c, a = int(labels[i]), int(cluster[i])
         out.append({
-            "index": i, "filename": filenames[i], "cluster": c, "name": names.get(c),
+            "index": i, "filename": filenames[i], "cluster": c, "name": names.get(c), "name_sure": sure.get(c),
             "status": str(status[i]), "probability": round(float(prob[i]), 6),
-            "assigned_cluster": a, "assigned_name": names.get(a),
+            "assigned_cluster": a, "assigned_name": names.get(a), "assigned_name_sure": sure.get(a),
             "confidence": round(float(conf[i]), 6), "outlier": c == -2, "novel": bool(novel[i]),
             "novelty": novelty[i],
             # path_records gives plain values already
@@ -271,39 +274,54 @@ def _created(path: Path) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime))
 
 
-def cluster_table(pipe: Pipeline, names: dict[int, str]) -> list[dict]:
-    """id, name, size (training items labelled so), assigned size (items whose nearest
-    cluster it is, noise and outliers included) and junk (a person marked it so in the studio:
-    ``predict_details`` answers its items with the status junk) of every cluster of a model."""
+def cluster_table(pipe: Pipeline, names: dict[int, str], sure: dict[int, dict] | None = None) -> list[dict]:
+    """id, name, how sure the name is (``name_sure``, ``name_support``, ``name_why`` from
+    ``sure``, ``naming.pipeline_names_sure``; null where not measured), size (training items
+    labelled so), assigned size (items whose nearest cluster it is, noise and outliers
+    included) and junk (a person marked it so in the studio: ``predict_details`` answers its
+    items with the status junk) of every cluster of a model."""
     labels = np.asarray(pipe.labels_)
     ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
     assigned = dict(zip(*np.unique(np.asarray(pipe.cluster_), return_counts=True)))
     level = getattr(pipe, "level_", None)
     junk = set(pipe.junk_clusters())  # the pipeline's one reading of the curated metadata
-    return [{"id": int(c), "name": names.get(int(c)), "size": int(n),
+    return [{"id": int(c), "name": names.get(int(c)), **_sure((sure or {}).get(int(c))), "size": int(n),
              "assigned_size": int(assigned.get(c, 0)), "level": int(level or 0), "junk": int(c) in junk}
             for c, n in zip(ids, sizes)]
 
 
-def path_records(path: dict | None, names: dict[int, dict[int, str]] | None = None) -> list[list[dict]] | None:
+def _sure(rec: dict | None) -> dict:
+    """The ``name_sure`` / ``name_support`` / ``name_why`` of a cluster listing (null: not measured)."""
+    from ..naming.support import NOT_MEASURED
+
+    return {f: (rec or NOT_MEASURED).get(f) for f in NOT_MEASURED}
+
+
+def path_records(path: dict | None, names: dict[int, dict[int, str]] | None = None,
+                 sure: dict[int, dict[int, dict]] | None = None) -> list[list[dict]] | None:
     """``predict_details``'s ``path`` ({"labels", "probabilities"}, each (n_levels, m)) as one
-    list per item of ``{"level", "cluster", "name", "probability"}``, root to leaf (``names``:
-    level -> cluster id -> name, see ``naming.level_names``); None without levels."""
+    list per item of ``{"level", "cluster", "name", "name_sure", "probability"}``, root to leaf
+    (``names``: level -> cluster id -> name, see ``naming.level_names``; ``sure``: level ->
+    cluster id -> how sure, ``naming.level_names_sure``; null where not measured); None
+    without levels."""
     if path is None:
         return None
     lab, prob = np.asarray(path["labels"]), np.asarray(path["probabilities"])
-    names = names or {}
+    names, sure = names or {}, sure or {}
     return [[{"level": lv, "cluster": int(lab[lv, i]), "name": names.get(lv, {}).get(int(lab[lv, i])),
+              "name_sure": (sure.get(lv, {}).get(int(lab[lv, i])) or {}).get("name_sure"),
               "probability": round(float(prob[lv, i]), 6)}
              for lv in range(lab.shape[0])] for i in range(lab.shape[1])]
 
 
-def level_table(pipe: Pipeline, names: dict[int, str], by_level: dict[int, dict[int, str]] | None = None) -> list[dict]:
+def level_table(pipe: Pipeline, names: dict[int, str], by_level: dict[int, dict[int, str]] | None = None,
+                sure: dict[int, dict] | None = None, sure_by_level: dict[int, dict[int, dict]] | None = None) -> list[dict]:
     """The model's levels, coarse to fine: ``level``, ``n_clusters``, ``auto`` / ``chosen``
     (the clusterer's choice / the level ``cluster`` answers with) and per cluster its ``id``,
     ``name``, ``size`` (training items) and ``parent`` (its cluster in the level above; None at
     level 0); a flat model has one level, ``{"level": 0, "n_clusters": k}``. The chosen level
-    is named by ``names``, the others by ``by_level`` (level -> cluster id -> name). An id with
+    is named by ``names``, the others by ``by_level`` (level -> cluster id -> name), each name
+    with how sure it is (``sure`` / ``sure_by_level``, as :func:`cluster_table`). An id with
     no training items is not listed (the finest level of a curated tree keeps the studio's ids,
     which have gaps where clusters were merged away)."""
     table = pipe.level_table()
@@ -314,7 +332,9 @@ def level_table(pipe: Pipeline, names: dict[int, str], by_level: dict[int, dict[
         par = t["parents"]
         out.append({"level": t["level"], "n_clusters": t["n_clusters"], "auto": t["auto"], "chosen": t["chosen"],
                     "clusters": [{"id": c, "size": n, "parent": None if par is None else par[c],
-                                  "name": names.get(c) if t["chosen"] else (by_level or {}).get(t["level"], {}).get(c)}
+                                  "name": names.get(c) if t["chosen"] else (by_level or {}).get(t["level"], {}).get(c),
+                                  **_sure((sure or {}).get(c) if t["chosen"]
+                                          else (sure_by_level or {}).get(t["level"], {}).get(c))}
                                  for c, n in enumerate(t["sizes"]) if n > 0]})
     return out
 
@@ -404,6 +424,7 @@ class ModelHolder:
         meta = pipe.model_info_.get("metadata", {}) or {}
         names = pipeline_names(pipe)
         by_level = level_names(pipe, names)
+        sure, sure_by_level = pipeline_names_sure(pipe, names), level_names_sure(pipe, by_level)
         encoder_name = meta.get("encoder") or None
         slot = self._slot(encoder_name) if encoder_name else None
         tagger = self.tagger
@@ -427,8 +448,9 @@ class ModelHolder:
         served = Served(pipeline=pipe, path=str(folder), version=folder.name, pointer=pointer,
                         names=names, encoder_name=encoder_name, slot=slot, tagger=tagger,
                         loaded=time.strftime("%Y-%m-%dT%H:%M:%S%z"), identity=identity(folder),
-                        clusters=cluster_table(pipe, names), levels=level_table(pipe, names, by_level),
-                        level_names=by_level,
+                        clusters=cluster_table(pipe, names, sure),
+                        levels=level_table(pipe, names, by_level, sure, sure_by_level),
+                        level_names=by_level, names_sure=sure, level_names_sure=sure_by_level,
                         duplicates=read_from_model(folder, root=self.collection_root),
                         collection_root=None if self.collection_root is None else str(self.collection_root))
         pipe.model_items(served.collection_root)  # read (and checked) now, not by the first /v1/similar

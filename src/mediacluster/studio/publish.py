@@ -32,6 +32,7 @@ from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..duplicates.index import link_to_model, read_from_model
 from ..errors import MediaclusterError
+from ..naming.support import NOT_MEASURED
 from ..pipeline import PIPELINE_PARAMS, Pipeline
 from ..rundir import RunDir, RunLevels
 from ..stages import registry
@@ -155,9 +156,17 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
                     "tags": {str(e["id"]): e["tags"] for e in table if e.get("tags")},
                     "items_tagged": len(item_tags or {})},
     }
+    # how sure each name is (the studio's cluster list: a person's sure, an automatic one as measured)
+    support = {str(e["id"]): {"name": e["name"], **{f: e.get(f) for f in NOT_MEASURED}}
+               for e in table if isinstance(e.get("name_sure"), bool)}
+    if support:
+        metadata["names_support"] = support
     if pipe.levels_ is not None:
-        metadata["names_by_level"] = tree.names_by_level(run.read_level_names(), names,
-                                                         [e["name"] for e in table if e.get("junk")])
+        stored = run.read_level_names()
+        metadata["names_by_level"] = tree.names_by_level(stored, names, [e["name"] for e in table if e.get("junk")])
+        by = {**tree.support_by_level(stored), **({str(len(tree.sources)): support} if support else {})}
+        if by:
+            metadata["names_support_by_level"] = by
     with run.writing("studio"):
         dups = stored_duplicates(run, len(labels))
         items = None if items is None else {**items, "root": run.collection_root.path}

@@ -26,7 +26,7 @@ from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
-from ..naming.support import BY_HAND
+from ..naming.support import BY_HAND, CHANGED, NOT_MEASURED
 from ..naming.support import of_records as support_of_records
 from ..rundir import CARRY, RunDir, path_to_text
 from .editlog import Event
@@ -48,6 +48,20 @@ ORDERS = ("typical", "borderline", "map", "file")  # of a cluster's members (mem
 #: before (a few seconds at most). Runs over ``report.build.MAP_FULL_MAX`` get a PCA map anyway.
 MAP_BACKGROUND_MIN = 5000
 
+
+
+def changed_clusters(fitted: np.ndarray, labels: np.ndarray) -> set[int]:
+    """The ids whose items are no longer those the fit gave them (a merge, a move or a split:
+    an item gained or lost), in one pass."""
+    fitted, labels = np.asarray(fitted, np.int64), np.asarray(labels, np.int64)
+    k = int(max(fitted.max(initial=-1), labels.max(initial=-1))) + 1
+    if k <= 0:
+        return set()
+    same = (fitted == labels) & (labels >= 0)
+    kept = np.bincount(labels[same], minlength=k)
+    now = np.bincount(labels[labels >= 0], minlength=k)
+    before = np.bincount(fitted[fitted >= 0], minlength=k)
+    return {int(c) for c in np.flatnonzero((kept != now) | (kept != before))}
 
 class Studio:
     """A run opened for curation (see the module docstring)."""
@@ -94,7 +108,12 @@ class Studio:
         self._lock = threading.RLock()
         self.log = self.run.edits()
         self._names0 = self._start_names()
-        self._sure0 = support_of_records(self.run.read_automatic_names())  # naming.support, per fitted cluster
+        auto = self.run.read_automatic_names()
+        self._sure0 = support_of_records(auto)  # naming.support, per fitted cluster
+        # the concept each fitted ImageNet name claims: a cluster whose items changed is re-measured
+        self._cands0 = {int(e["cluster"]): e["candidates"] for e in auto
+                        if e.get("method") == "imagenet-wordnet" and e.get("candidates") and "name_sure" in e}
+        self._remeasured: dict[tuple[int, int], dict | None] = {}  # (cluster, edit seq) -> record
         self.state = CuratedState(self.fitted, self._names0)
         for ev in self.log.events():
             self.state.apply(ev)
@@ -272,15 +291,9 @@ class Studio:
             undo, redo = self.state.can_undo(), self.state.can_redo()
             tree = self.tree()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
-        fitted_names = self._names0
         carry = self.carry_statuses()
+        self._name_sure(table, labels, seq)
         for e in table:
-            e["auto_name"] = (fitted_names.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
-            # how sure the name is: a person's always; a fitted cluster's automatic name as measured
-            if e["named_by"] == "person":
-                e.update(name_sure=True, name_why=BY_HAND)
-            elif e["origin"] == "fitted" and e["name"] == e["auto_name"] and e["id"] in self._sure0:
-                e.update(self._sure0[e["id"]])
             e["carry"] = carry.get(e["id"])  # after --carry-from: kept / split / merged / new
             e["new"] = e["carry"] == "new"  # no ancestor among the previous run's clusters: to review
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
@@ -294,15 +307,50 @@ class Studio:
         return {"seq": seq, "clusters": table, "special": special, "groups": groups,
                 "group_names": group_names, "can_undo": undo, "can_redo": redo}
 
+    def _name_sure(self, table: list[dict], labels: np.ndarray, seq: int) -> None:
+        """Each cluster's ``auto_name`` and how sure its name is, in place: a person's always; a
+        fitted cluster's automatic name as measured while it holds the items it was measured
+        on; after a merge, a move or a split changed them (at edit ``seq``), re-measured on its
+        items now, against the whole collection as the run measured it (an ImageNet name:
+        ``Splitter.measure``, once per cluster and edit), else (a CLIP name, a run without
+        probabilities) not measured: null, and why."""
+        changed = changed_clusters(self.fitted, labels)
+        for e in table:
+            e["auto_name"] = (self._names0.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
+            if e["named_by"] == "person":
+                e.update(name_sure=True, name_why=BY_HAND)
+            elif e["origin"] == "fitted" and e["name"] == e["auto_name"] and e["id"] in self._sure0:
+                if e["id"] not in changed:
+                    e.update(self._sure0[e["id"]])
+                else:
+                    e.update(self._remeasure(e["id"], labels, seq) or dict(NOT_MEASURED, name_why=CHANGED))
+
+    def _remeasure(self, cid: int, labels: np.ndarray, seq: int) -> dict | None:
+        """The record of fitted cluster ``cid``'s automatic name on its items at edit ``seq``."""
+        key = (int(cid), int(seq))
+        if key not in self._remeasured:
+            members = np.flatnonzero(labels == cid)
+            rec = None
+            if self.imagenet is not None and cid in self._cands0 and len(members):
+                rec = self.splitter.measure(members, np.zeros(len(members), np.int64),
+                                            {0: {"candidates": self._cands0[cid]}}).get(0)
+            if len(self._remeasured) > 4096:
+                self._remeasured.clear()
+            self._remeasured[key] = rec
+        return self._remeasured[key]
+
     def cluster(self, cid: int) -> dict:
         with self._lock:
             c = self.state.clusters.get(int(cid))
             members = self.state.members(cid)
+            labels = self.state.labels.copy()
+            seq = self.state.seq
         if cid not in (NOISE, OUTLIER) and (c is None or not c.alive):
             raise KeyError(cid)
         out = {"id": int(cid), "size": int(len(members))}
         if c is not None:
             out.update(c.to_dict())
+            self._name_sure([out], labels, seq)  # how sure its name is, as the cluster list says
         if len(members) and self.probability is not None:
             out["mean_probability"] = float(self.probability[members].mean())
         out["top_classes"] = self._top_classes(members) if len(members) else []
@@ -552,7 +600,7 @@ class Studio:
         out_parts = []
         for p, name in enumerate(names):
             size, examples = split.examples(p)
-            out_parts.append({"part": p, "size": int(size), "name": name,
+            out_parts.append({"part": p, "size": int(size), "name": name, **split.part_sure(p, name),
                               "alternatives": split.alternatives(p),
                               "examples": [self._item_brief(int(i)) for i in examples]})
         pid = self.previews.keep(split, cid, names)
@@ -596,6 +644,7 @@ class Studio:
 
         t0 = time.perf_counter()
         seq, labels, table, _, tags = self._snapshot()
+        self._name_sure(table, labels, seq)  # how sure each name is goes into the model (names_support)
         self.write_state()
         base = self._model if self._reduced_space() is not None else None
         with self._write_lock:

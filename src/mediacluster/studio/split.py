@@ -24,12 +24,13 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..data import l2_normalize, nearest_to_centre
 from ..errors import InputError
+from ..naming.support import FIELDS
 from .state import EditConflict, whole_number
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Split:
     level: str | None
     names: dict[int, dict]
     X: np.ndarray
+    sure: dict[int, dict] = field(default_factory=dict)  # part -> how sure its name is (naming.support)
 
     @property
     def k(self) -> int:
@@ -79,6 +81,15 @@ class Split:
             taken.add(name)
             out.append(name)
         return out
+
+    def part_sure(self, p: int, name: str) -> dict:
+        """How sure part ``p``'s name ``name`` is: the measured record while it is the naming's
+        name of the part, else null (a fallback name or one made unique was not measured)."""
+        from ..naming.support import NOT_MEASURED
+
+        rec = self.sure.get(p)
+        ok = rec is not None and name == self.names.get(p, {}).get("name")
+        return {f: (rec if ok else NOT_MEASURED).get(f) for f in NOT_MEASURED}
 
     def alternatives(self, p: int) -> list:
         return self.names.get(p, {}).get("alternatives", [])
@@ -108,6 +119,7 @@ class Splitter:
         self.imagenet = imagenet
         self.encoder = encoder
         self.model = None
+        self._support = None  # naming.support.ImagenetSupport of the whole collection, made once
         self._model_checked = False
         self._lock = threading.Lock()
 
@@ -175,7 +187,37 @@ class Splitter:
                                                   if self.imagenet is not None else None),
                                   encoder=enc)
             names = {e["cluster"]: e for e in named}
-        return Split(members=members, parts=parts, space=space, level=level_name, names=names, X=X)
+        if stored is not None:  # the run's stored names, as the run measured them
+            sure = {p: {f: e[f] for f in FIELDS} for p, e in names.items() if "name_sure" in e}
+        elif self.imagenet is not None and all(e.get("method") == "imagenet-wordnet" for e in names.values()):
+            sure = self.measure(members, parts, names)
+        else:  # CLIP topics: measured against the parent's items only; not shown
+            sure = {}
+        return Split(members=members, parts=parts, space=space, level=level_name, names=names, X=X, sure=sure)
+
+    def measure(self, members: np.ndarray, parts: np.ndarray, names: dict[int, dict]) -> dict[int, dict]:
+        """How sure each part's fresh ImageNet name is, measured as the run measures its names:
+        against the whole collection (its mean probabilities and its null, computed once and
+        kept), not against the parent cluster the parts were named within."""
+        from ..naming.support import SURE, ImagenetSupport, kappa, record
+
+        with self._lock:
+            if self._support is None:
+                self._support = ImagenetSupport(self.imagenet)
+            sup = self._support
+        P = np.asarray(self.imagenet[members], dtype=np.float32)
+        coll = sup.mean()
+        out = {}
+        for p, e in names.items():
+            cands = e.get("candidates") or []
+            mask = sup.classes(cands[0] if cands else None)
+            rows = parts == p
+            if mask is None or not rows.any():
+                continue
+            pc, pa = float(P[rows][:, mask].sum(axis=1).mean()), float(coll[mask].sum())
+            k = kappa(pc, pa)
+            out[int(p)] = record(k, pc, pa, sup.null_quantile(int(rows.sum())) if k >= SURE else None)
+        return out
 
     def recluster(self, members: np.ndarray, X: np.ndarray, k: int | None, reducer: str) -> tuple[np.ndarray, str]:
         """(part of each member, space) of a split by re-clustering: K-means with ``k``, or the

@@ -55,7 +55,7 @@
   var legend = document.getElementById("legend");
   function buildLegend(clusters) {
     legend.textContent = "";
-    var entries = clusters.map(function (c) { return [c.id, c.junk ? c.name + " (junk)" : c.name, c.color, c.size]; });
+    var entries = clusters.map(function (c) { return [c.id, c.junk ? c.name + " (junk)" : c.name, c.color, c.size, c.name_sure === false ? c.name_why : null]; });
     var cntN = 0, cntO = 0;
     for (var m = 0; m < N; m++) { if (C[m] === -1) cntN++; else if (C[m] === -2) cntO++; }
     if (cntN) entries.push([-1, "noise", D.noise_color, cntN]);
@@ -63,7 +63,15 @@
     entries.forEach(function (e) {
       var s = document.createElement("span"); s.className = "item"; s.setAttribute("data-id", e[0]);
       var sw = document.createElement("span"); sw.className = "swatch" + (e[0] === -2 ? " outlier" : ""); sw.style.background = e[2];
-      s.appendChild(sw); s.appendChild(document.createTextNode(e[1] + " (" + e[3].toLocaleString() + ")"));
+      s.appendChild(sw);
+      if (e[4]) {  // an unsure automatic name: muted, marked and explained, as on its card
+        var nm = document.createElement("span"); nm.className = "unsure"; nm.textContent = e[1]; nm.title = e[1] + ": " + e[4];
+        var mk = document.createElement("span"); mk.className = "unsure-mark"; mk.textContent = "?"; mk.title = e[4];
+        s.appendChild(nm); s.appendChild(mk); s.setAttribute("data-name-sure", "no");
+        s.appendChild(document.createTextNode(" (" + e[3].toLocaleString() + ")"));
+      } else {
+        s.appendChild(document.createTextNode(e[1] + " (" + e[3].toLocaleString() + ")"));
+      }
       s.addEventListener("click", function () { setFilter(e[0]); });
       // keyboard: Tab reaches each entry (noise and outliers have no card), Enter / Space filter
       s.tabIndex = 0; s.setAttribute("role", "button");

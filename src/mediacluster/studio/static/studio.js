@@ -597,6 +597,9 @@
         head.appendChild(el("button", { id: "rename", text: "rename", onclick: () => rename(id, input.value) }));
         head.appendChild(el("span", { class: "muted", text: "#" + id }));
         if (info.named_by === "person") head.appendChild(el("span", { class: "badge hand", text: "named by a person" }));
+        // how sure the automatic name is, as the cluster list marks it (the name_why says on what it rests)
+        else if (info.name_sure === false) head.appendChild(el("span", { class: "badge unsure", id: "name-unsure", text: "unsure name?", title: info.name_why || "the automatic name is unsure" }));
+        else if (info.name_sure === null && info.name_why) head.appendChild(el("span", { class: "badge unmeasured", id: "name-unmeasured", text: "name not measured", title: info.name_why }));
         head.appendChild(el("button", { id: "junk-toggle", class: info.junk ? "on" : "", text: info.junk ? "junk \u2713" : "mark as junk",
           onclick: () => edit({ kind: "junk", clusters: [id], value: !info.junk }) }));
         const k = el("select", { id: "split-k", title: "parts: automatic (the pipeline's own choice) or a number" }, el("option", { value: "auto", text: "auto" }));
@@ -696,7 +699,10 @@
       const sw = el("span", { class: "sw" }); sw.style.background = "#" + (S.preview.colors[j] & 0xffffff).toString(16).padStart(6, "0").replace(/(..)(..)(..)/, "$3$2$1");
       const ex = el("span", { class: "ex" });
       for (const e of pp.examples.slice(0, 8)) { names.set(e.i, e.name); ex.appendChild(el("img", { src: thumbURL(e.i, 96), alt: "", title: e.name, loading: "lazy" })); }
-      parts.appendChild(el("div", { class: "part" }, sw, el("input", { class: "part-name", value: pp.name, maxlength: "200" }),
+      // an unsure automatic name marked as the cluster list marks one (its why on hover)
+      const mark = pp.name_sure === false ? el("span", { class: "unsure-mark", text: "?", title: pp.name_why || "the automatic name is unsure" }) : null;
+      parts.appendChild(el("div", { class: "part", "data-name-sure": pp.name_sure === false ? "no" : pp.name_sure === true ? "yes" : "" }, sw,
+        el("input", { class: "part-name" + (pp.name_sure === false ? " unsure" : ""), value: pp.name, maxlength: "200" }), mark,
         el("span", { class: "muted", text: fmt(pp.size) + " items" }), ex));
     });
     box.appendChild(parts);
