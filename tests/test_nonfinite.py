@@ -121,5 +121,12 @@ def test_fitting_on_values_whose_squares_overflow_names_the_row(rng):
     for reducer in ("pca", "none"):
         with pytest.raises(InputError, match=msg):
             Pipeline(reducer=reducer, outliers=None, clusterer="kmeans").fit(V)
+    # the hierarchy clusterers called on their own (coordinates a user computed) refuse them too
+    from mediacluster.stages.evoc import EVoCClusterer
+    from mediacluster.stages.hierarchy import HierarchyClusterer
+
+    for est in (HierarchyClusterer(), EVoCClusterer()):
+        with pytest.raises(InputError, match=r"^row 3 has values too large \(up to 3e\+19"):
+            est.fit(V)
     V[[3, 11]] = MAX_NORM / 4 / np.sqrt(8)  # long, but its squares fit: accepted by the check
     assert check_magnitude(V) is V

@@ -42,7 +42,7 @@ import math
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from ..data import check_finite
+from ..data import check_finite, check_magnitude
 from ..errors import InputError, ParameterError
 from .registry import SEED, Float, Int, check_params, register
 
@@ -261,7 +261,8 @@ def check_share(value, name: str) -> None:
 def validate_input(est, X, reset: bool, min_items: int = 3) -> np.ndarray:
     """``X`` as finite, C-ordered float32 (scikit-learn's ``validate_data``; sets/checks
     ``n_features_in_``), parameters checked against the registry first (``reset``) or the
-    estimator checked fitted. Non-finite values are refused naming the row."""
+    estimator checked fitted. Non-finite values, and values whose squares overflow float32
+    distances (``data.check_magnitude``), are refused naming the row."""
     from sklearn.utils.validation import check_is_fitted, validate_data
 
     if reset:
@@ -270,6 +271,7 @@ def validate_input(est, X, reset: bool, min_items: int = 3) -> np.ndarray:
         check_is_fitted(est, "levels_")
     X = validate_data(est, X, reset=reset, dtype=np.float32, order="C", ensure_all_finite=False)
     check_finite(X, row="row {}")
+    check_magnitude(X, row="row {}")  # finite, but squares that overflow float32 distances
     if reset and len(X) < min_items:
         raise InputError(f"{type(est).__name__} needs at least {min_items} items to cluster, got "
                          f"n_samples={len(X)}")
