@@ -172,6 +172,20 @@ def test_carrying_twice_carries_nothing_twice(world, carried):
     assert len(RunDir.open(out).edits()) == n + 1  # the publish record only
 
 
+def test_studio_carries_through_the_cache_it_is_given(world, carried, tmp_path):
+    """``studio NEW --carry-from OLD --cache-dir DIR`` hashes the files through DIR (the cache
+    ``cluster`` was given), not the user cache."""
+    rc, _ = cluster(world["new"], tmp_path / "grown", 4, world["cache"])
+    assert rc == 0
+    cache = tmp_path / "own-cache"
+    rc, stdout = run_cli(["studio", str(tmp_path / "grown"), "--carry-from", str(world["run_old"]),
+                          "--cache-dir", str(cache), "--export", "csv"])
+    assert rc == 0, stdout
+    s = json.loads((tmp_path / "grown" / "carry.json").read_text())
+    assert s["identity"] == "content" and s["carried"]["names"] >= 2
+    assert cache.is_dir() and any(cache.iterdir())  # the hashes went through the given cache
+
+
 def test_a_previous_run_without_edits_carries_nothing_and_says_so(world, tmp_path):
     rc, _ = cluster(world["old"], tmp_path / "plain", 3, world["cache"])
     assert rc == 0

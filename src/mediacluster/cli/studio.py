@@ -41,6 +41,9 @@ def add_parser(sub):
                    help="first carry what a person did on a previous run of (part of) the same "
                         "collection to this run's matching clusters (see `cluster --carry-from`); "
                         "the clusters with no ancestor are marked new")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="with --carry-from: the embedding cache that knows the files' content hashes "
+                        "(default: the user cache, $MEDIACLUSTER_CACHE or ~/.cache/mediacluster)")
     add_collection_root(p, "the studio shows the files and exports link to them")
     return p
 
@@ -84,7 +87,7 @@ def run(args) -> int:
     if args.carry_from is not None:
         from ..studio.carry import carry_curation
 
-        print_carry(carry_curation(args.carry_from, run_dir, progress=True))
+        print_carry(carry_curation(args.carry_from, run_dir, cache_dir=args.cache_dir, progress=True))
     studio = Studio(run_dir, map_method=args.map_method, progress=True)
     if args.publish or args.export:
         try:
