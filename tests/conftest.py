@@ -48,6 +48,26 @@ def chromium(width: int = 1400, height: int = 1000):
     return browser.chromium(width, height)
 
 
+def tiny_clap(path: Path) -> Path:
+    """A tiny random CLAP checkpoint (model + feature extractor) saved at ``path``: the CLAP
+    encoder's path through ``transformers`` tested without a hub (skipped without torch or
+    transformers)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.ClapConfig(
+        text_config=dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=64),
+        audio_config=dict(hidden_size=32, patch_embeds_hidden_size=16, depths=[1, 1],
+                          num_attention_heads=[1, 1], window_size=8, spec_size=256,
+                          num_mel_bins=64, num_hidden_layers=2, projection_dim=16),
+        projection_dim=16)
+    transformers.ClapModel(cfg).save_pretrained(path)
+    transformers.ClapFeatureExtractor(feature_size=64, sampling_rate=48000, max_length_s=10,
+                                      truncation="rand_trunc").save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     return SHARED

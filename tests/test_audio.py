@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import dataset
+from conftest import dataset, tiny_clap
 
 sf = pytest.importorskip("soundfile")
 
@@ -339,21 +339,8 @@ def test_birdnet_embeddings_pool_windows(tmp_path, fsdd_two_speakers):
 @pytest.mark.slow
 def test_clap_on_a_tiny_random_checkpoint(tmp_path, fsdd_two_speakers, monkeypatch):
     """CLAP through transformers on a tiny random ClapModel saved by the test (no network)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.manual_seed(0)
-    cfg = transformers.ClapConfig(
-        text_config=dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=64),
-        audio_config=dict(hidden_size=32, patch_embeds_hidden_size=16, depths=[1, 1],
-                          num_attention_heads=[1, 1], window_size=8, spec_size=256,
-                          num_mel_bins=64, num_hidden_layers=2, projection_dim=16),
-        projection_dim=16)
-    ckpt = tmp_path / "tiny-clap"
-    transformers.ClapModel(cfg).save_pretrained(ckpt)
-    transformers.ClapFeatureExtractor(feature_size=64, sampling_rate=48000, max_length_s=10,
-                                      truncation="rand_trunc").save_pretrained(ckpt)
+    ckpt = tiny_clap(tmp_path / "tiny-clap")
 
     from mediacluster.encoders import get_encoder
 
