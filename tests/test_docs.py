@@ -110,22 +110,23 @@ def test_every_option_of_assign_dups_and_serve_is_in_the_readme():
     assert missing == [] and silent == []
 
 
+def every_action(name: str = "", parser=None):
+    """``(command, action)`` for every action of every (sub-)command's parser, the
+    sub-command actions themselves included."""
+    from mediacluster.cli import build_parser
+
+    for action in (parser or build_parser())._actions:
+        yield name, action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from every_action(f"{name} {sub_name}".strip(), sub)
+
+
 def test_every_option_of_every_command_has_a_help_text():
     """``mediacluster CMD --help`` explains every option it lists (``tags train --thresholds``,
     ``tags suggest --top-k``, ``cluster --seed`` ... had none)."""
-    from mediacluster.cli import build_parser
-
-    silent = []
-
-    def walk(name, parser):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub_name, sub in action.choices.items():
-                    walk(f"{name} {sub_name}".strip(), sub)
-            elif action.option_strings and not action.help:
-                silent.append(f"{name} {action.option_strings[-1]}")
-
-    walk("", build_parser())
+    silent = [f"{name} {action.option_strings[-1]}" for name, action in every_action()
+              if action.option_strings and not action.help]
     assert silent == []
 
 
@@ -173,18 +174,6 @@ def test_cli_reference_page_is_what_the_parser_says():
     spec.loader.exec_module(mod)
     page = (ROOT / "docs" / "CLI.md").read_text(encoding="utf-8")
     assert page == mod.render(), "docs/CLI.md is stale: run python docs/cli_reference.py"
-    from mediacluster.cli import build_parser
-
-    absent = []
-
-    def walk(name, parser):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub_name, sub in action.choices.items():
-                    walk(f"{name} {sub_name}".strip(), sub)
-            for opt in action.option_strings:
-                if opt not in ("-h", "--help") and f"`{opt}`" not in page:
-                    absent.append(f"{name} {opt}")
-
-    walk("", build_parser())
+    absent = [f"{name} {opt}" for name, action in every_action() for opt in action.option_strings
+              if opt not in ("-h", "--help") and f"`{opt}`" not in page]
     assert absent == []
