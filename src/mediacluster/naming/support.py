@@ -214,8 +214,9 @@ class ImagenetSupport:
             self._mean = tot / max(len(P), 1)
         return self._mean
 
-    def cluster_means(self, labels) -> dict[int, np.ndarray]:
-        """Cluster id -> mean (full) probabilities of its items (ids >= 0), one pass in blocks."""
+    def cluster_means(self, labels, rows=None) -> dict[int, np.ndarray]:
+        """Cluster id -> mean (full) probabilities of its items (ids >= 0), one pass in blocks.
+        ``rows``: the collection's items ``labels`` label (default all of them, in order)."""
         from scipy import sparse
 
         lab = np.asarray(labels).ravel()
@@ -223,7 +224,7 @@ class ImagenetSupport:
         if not ok.any():
             return {}
         K = int(lab[ok].max()) + 1
-        P = self.probs
+        P = self.probs if rows is None else np.asarray(self.probs[np.asarray(rows)])
         tot = np.zeros((K, P.shape[1]), np.float64)
         for s in range(0, len(P), 65_536):
             lb = lab[s:s + 65_536]
@@ -292,11 +293,13 @@ class ImagenetSupport:
         return np.bincount(np.asarray(i)[idx].ravel().astype(np.int64),
                            weights=np.asarray(w, np.float64)[idx].ravel(), minlength=self.probs.shape[1])
 
-    def of(self, cands: dict[int, list[dict]], labels) -> dict[int, dict]:
+    def of(self, cands: dict[int, list[dict]], labels, rows=None) -> dict[int, dict]:
         """Cluster id -> :func:`record` of its first candidate (the name's concept, the one
-        nesting may have put first)."""
+        nesting may have put first), always against the whole collection. ``rows``: the items
+        ``labels`` label (default the whole collection; e.g. a cluster's members, labelled by
+        the parts of a split)."""
         lab = np.asarray(labels).ravel()
-        means = self.cluster_means(lab)
+        means = self.cluster_means(lab, rows)
         sizes = np.bincount(lab[lab >= 0].astype(np.int64)) if (lab >= 0).any() else np.zeros(0, np.int64)
         coll = self.mean()
         out = {}

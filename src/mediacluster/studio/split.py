@@ -196,28 +196,17 @@ class Splitter:
         return Split(members=members, parts=parts, space=space, level=level_name, names=names, X=X, sure=sure)
 
     def measure(self, members: np.ndarray, parts: np.ndarray, names: dict[int, dict]) -> dict[int, dict]:
-        """How sure each part's fresh ImageNet name is, measured as the run measures its names:
-        against the whole collection (its mean probabilities and its null, computed once and
-        kept), not against the parent cluster the parts were named within."""
-        from ..naming.support import SURE, ImagenetSupport, kappa, record
+        """How sure each part's fresh ImageNet name is, measured as the run measures its names
+        (``naming.support.ImagenetSupport.of``): against the whole collection (its mean
+        probabilities and its null, computed once and kept), not against the parent cluster the
+        parts were named within."""
+        from ..naming.support import ImagenetSupport
 
         with self._lock:
             if self._support is None:
                 self._support = ImagenetSupport(self.imagenet)
             sup = self._support
-        P = np.asarray(self.imagenet[members], dtype=np.float32)
-        coll = sup.mean()
-        out = {}
-        for p, e in names.items():
-            cands = e.get("candidates") or []
-            mask = sup.classes(cands[0] if cands else None)
-            rows = parts == p
-            if mask is None or not rows.any():
-                continue
-            pc, pa = float(P[rows][:, mask].sum(axis=1).mean()), float(coll[mask].sum())
-            k = kappa(pc, pa)
-            out[int(p)] = record(k, pc, pa, sup.null_quantile(int(rows.sum())) if k >= SURE else None)
-        return out
+        return sup.of({int(p): e.get("candidates") or [] for p, e in names.items()}, parts, rows=members)
 
     def recluster(self, members: np.ndarray, X: np.ndarray, k: int | None, reducer: str) -> tuple[np.ndarray, str]:
         """(part of each member, space) of a split by re-clustering: K-means with ``k``, or the
