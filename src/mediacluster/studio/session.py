@@ -49,7 +49,6 @@ ORDERS = ("typical", "borderline", "map", "file")  # of a cluster's members (mem
 MAP_BACKGROUND_MIN = 5000
 
 
-
 def changed_clusters(fitted: np.ndarray, labels: np.ndarray) -> set[int]:
     """The ids whose items are no longer those the fit gave them (a merge, a move or a split:
     an item gained or lost), in one pass."""
@@ -62,6 +61,7 @@ def changed_clusters(fitted: np.ndarray, labels: np.ndarray) -> set[int]:
     now = np.bincount(labels[labels >= 0], minlength=k)
     before = np.bincount(fitted[fitted >= 0], minlength=k)
     return {int(c) for c in np.flatnonzero((kept != now) | (kept != before))}
+
 
 class Studio:
     """A run opened for curation (see the module docstring)."""
@@ -107,7 +107,7 @@ class Studio:
                          for p, i in zip(self.paths, self.ids)]
         self._lock = threading.RLock()
         self.log = self.run.edits()
-        self._names0 = self._start_names()
+        self._names0 = start_names(self.run)
         auto = self.run.read_automatic_names()
         self._sure0 = support_of_records(auto)  # naming.support, per fitted cluster
         # the concept each fitted ImageNet name claims: a cluster whose items changed is re-measured
@@ -191,9 +191,6 @@ class Studio:
         with self._lock:
             self.xy, self.map_method, self.map_pending = xy, meta["method"], False
         log.info("studio: the UMAP map is ready (%.1f s)", meta["seconds"])
-
-    def _start_names(self) -> dict[int, tuple[str, str]]:
-        return start_names(self.run)
 
     def close(self) -> None:
         """Write what is not written yet and stop the background writer."""
