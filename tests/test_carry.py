@@ -186,6 +186,18 @@ def test_studio_carries_through_the_cache_it_is_given(world, carried, tmp_path):
     assert cache.is_dir() and any(cache.iterdir())  # the hashes went through the given cache
 
 
+def test_without_readable_files_items_are_the_same_by_their_stored_paths(world, carried):
+    """The fallback identity (a file gone or moved: no content hash for every item): the path
+    relative to each run's own collection root, as the run folders store it, so the photos the
+    grown collection copied from the previous one are the same items."""
+    from mediacluster.studio.carry import _Side
+
+    old = _Side(RunDir.open(world["run_old"]), "old").relative_keys()
+    new = _Side(RunDir.open(carried["out"]), "new").relative_keys()
+    assert len(old) == 60 and len(new) == 80 and len(set(old) & set(new)) == 60
+    assert all(k.startswith("path:") and not k.startswith("path:/") for k in old + new)
+
+
 def test_a_previous_run_without_edits_carries_nothing_and_says_so(world, tmp_path):
     rc, _ = cluster(world["old"], tmp_path / "plain", 3, world["cache"])
     assert rc == 0

@@ -92,16 +92,10 @@ class _Side:
         return (self.run.info.get("encoder") or {}).get("media")
 
     def relative_keys(self) -> list[str]:
-        root = self.run.collection_root.path
-        out = []
-        for p, i in zip(self.paths, self.ids):
-            if p is None:
-                out.append("id:" + i)
-            elif root is not None:
-                out.append("path:" + os.path.relpath(p, root))
-            else:
-                out.append("path:" + p)
-        return out
+        """Each item's path as the run folder stores it (``locations``: relative to the
+        collection root where it lies under it), its id where it has no path."""
+        stored = self.run.collection_root.store_all(self.paths)
+        return ["id:" + i if p is None else "path:" + p for p, i in zip(stored, self.ids)]
 
 
 def item_keys(old: _Side, new: _Side, cache_dir=None, progress: bool = False) -> tuple[list[str], list[str], str]:
