@@ -314,7 +314,9 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     assert err["message"].startswith("files[1] ('notes.jpg')") and len(err["items"]) == 1
     refused(413, "batch_too_large", files=upload(images + images[:1]))
     refused(400, "empty_batch", content=b"--x--\r\n", headers={"content-type": "multipart/form-data; boundary=x"})
-    refused(400, "invalid_request", data={"note": "hi"}, files=good)
+    # a form field other than files: refused as an unknown key of a JSON body is (web.StrictBody)
+    err = refused(422, "invalid_request", data={"note": "hi"}, files=good)
+    assert "note" in err["message"], err
     # vectors
     refused(400, "wrong_dimension", json={"vectors": [vec[:100]]})
     # one level of nesting too many, or too few: the message says the shape, not "has 1 values"
@@ -344,7 +346,14 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     refused(400, "invalid_request", json={"vectors": [[True] * 1280]})
     refused(400, "invalid_request", json={"vectors": [[None] * 1280]})
     refused(400, "invalid_request", json={"vectors": [vec, 3]})
-    refused(400, "invalid_request", json=[[0.0] * 1280])
+    # not the object {"vectors": ...}, or a key beside it: the body's form (web.StrictBody), 422 naming it
+    refused(422, "invalid_request", json=[[0.0] * 1280])
+    err = refused(422, "invalid_request", json={"vectors": [vec], "vectorz": [vec]})
+    assert "vectorz: Extra inputs are not permitted" in err["message"], err
+    err = refused(422, "invalid_request", json={"vector": [vec]})
+    assert "vectors: Field required" in err["message"] and "vector:" in err["message"], err
+    err = refused(422, "invalid_request", json={"vectors": "1, 2"})
+    assert "vectors: Input should be a valid list" in err["message"], err
     refused(415, "unsupported_media_type", content=b"hello", headers={"content-type": "text/plain"})
     r = c.post("/v1/assign", files=[])  # no body at all
     assert r.status_code in (400, 415) and r.json()["error"]["kind"]

@@ -46,10 +46,15 @@ def model(run_dir) -> Pipeline:
 
 @pytest.fixture(scope="module")
 def old_model(run_dir, tmp_path_factory) -> Path:
-    """The same model as one saved before ids were kept: no items.json."""
+    """The same model as one saved before ids and how sure names are were kept: no items.json,
+    no ``names_support`` in model.json."""
     old = tmp_path_factory.mktemp("old") / "model"
     shutil.copytree(run_dir / "models" / "v0001", old)
     (old / "items.json").unlink()
+    doc = json.loads((old / "model.json").read_text())
+    for key in ("names_support", "names_support_by_level"):
+        doc["metadata"].pop(key, None)
+    (old / "model.json").write_text(json.dumps(doc))
     return old
 
 
@@ -180,7 +185,8 @@ def test_http_similar_vectors_images_errors_and_metrics(server, model, cifar3_em
         assert word in bad.json()["error"]["message"], bad.text
     # the parameters sent in the body instead: the answer says where they go
     bad = c.post("/v1/similar", json={"vectors": X[:1].tolist(), "k": 3})
-    assert bad.status_code == 400 and "query parameters of /v1/similar" in bad.text, bad.text
+    assert bad.status_code == 422 and "query parameters of /v1/similar" in bad.text, bad.text
+    assert "k: Extra inputs are not permitted" in bad.text, bad.text
     # an uploaded image (the micro-batcher): its own file comes first
     img = sorted((cifar3_dir / "frog").glob("*.jpg"))[0]
     r = c.post("/v1/similar?k=3", files=upload([img]))
@@ -223,6 +229,12 @@ def test_http_similar_follows_a_new_model_version(run_dir, cifar3_embeddings, tm
             assert it["level"] is None and it["level_cluster"] == flat.cluster_[row]
             assert it["neighbours"][0]["id"] == f"new-{row}" and it["neighbours"][0]["path"] is None
             assert {n["cluster"] for n in it["neighbours"]} == {it["cluster"]}
+        # the description follows the switch: this model is flat, level 0 only
+        (param,) = [p for p in s.client.get("/openapi.json").json()["paths"]["/v1/similar"]["post"]["parameters"]
+                    if p["name"] == "level"]
+        assert "(v0002) is flat: level 0 only" in param["description"], param
+        r = s.client.post("/v1/similar?level=1", json={"vectors": X.tolist()})
+        assert r.status_code == 400 and "level 0 only" in r.json()["error"]["message"], r.text
     finally:
         s.stop()
 
@@ -234,8 +246,43 @@ def test_http_old_model_answers_rows(old_model, cifar3_embeddings, tmp_path):
         assert r.status_code == 200, r.text
         for i, it in enumerate(r.json()["items"]):
             assert it["neighbours"][0]["row"] == i and it["neighbours"][0]["id"] is None
+            # how sure the names are was not kept: null, not an error
+            assert it["level_name_sure"] is None and all(n["name_sure"] is None for n in it["neighbours"])
     finally:
         s.stop()
+
+
+def test_http_similar_says_how_sure_names_are_and_describes_the_models_levels(server, model, cifar3_embeddings):
+    """Each neighbour (and the item's cluster at `level`) says how sure its name is, as
+    /v1/clusters lists it at that level; `level` is described with the served model's levels,
+    and a level it lacks is a 400 naming the range."""
+    c = server.client
+    top = len(model.levels_) - 1
+    levels = c.get("/v1/clusters").json()["levels"]
+    sure = {t["level"]: {cl["id"]: cl["name_sure"] for cl in t["clusters"]} for t in levels}
+    X = cifar3_embeddings.vectors[::25]
+    seen = set()
+    for q in ("", "&level=0", f"&level={top}"):
+        r = c.post(f"/v1/similar?k=6{q}", json={"vectors": X.tolist()})
+        assert r.status_code == 200, r.text
+        for it in r.json()["items"]:
+            at = sure[it["level"]]
+            assert it["level_name_sure"] == at.get(it["level_cluster"])
+            for n in it["neighbours"]:
+                assert n["name_sure"] == at.get(n["cluster"]), (q, n)
+                seen.add(n["name_sure"])
+    assert seen & {True, False}, seen  # the run measured its names: not all null
+    spec = c.get("/openapi.json").json()
+    (param,) = [p for p in spec["paths"]["/v1/similar"]["post"]["parameters"] if p["name"] == "level"]
+    assert f"levels 0..{top}, coarse to fine" in param["description"], param
+    assert {"type": "integer", "minimum": 0, "maximum": top} in param["schema"]["anyOf"], param
+    chosen = next(t["level"] for t in levels if t["chosen"])
+    assert f"the level in use (the default) is {chosen}" in param["description"]
+    neighbour = spec["components"]["schemas"]["Neighbour"]["properties"]
+    assert "name_sure" in neighbour and "level_name_sure" in spec["components"]["schemas"]["Similar"]["properties"]
+    for bad in (-1, top + 1):
+        r = c.post(f"/v1/similar?level={bad}", json={"vectors": X[:1].tolist()})
+        assert r.status_code == 400 and f"0..{top}" in r.json()["error"]["message"], r.text
 
 
 def test_cli_assign_similar(run_dir, cifar3_dir, cifar3_embeddings, tmp_path):

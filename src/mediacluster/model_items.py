@@ -121,13 +121,15 @@ def read_items(folder: str | os.PathLike, n: int, root: str | os.PathLike | None
     return ModelItems(ids, loc.resolve_all(paths), loc.path)
 
 
-def neighbour_records(sim: dict, names: dict[int, str] | None = None) -> list[list[dict]]:
+def neighbour_records(sim: dict, names: dict[int, str] | None = None,
+                      sure: dict[int, bool | None] | None = None) -> list[list[dict]]:
     """``Pipeline.similar``'s answer as, per new item, its neighbours nearest first, each
-    ``{row, id, path, similarity, distance, cluster, name}`` (plain JSON values: names as text,
-    ``id`` / ``path`` None for a model without its items' ids, ``similarity`` None for a model
-    that is not cosine; ``names``: cluster id -> name at the answer's level). The one rendering
-    of the service's ``neighbours`` and ``assign --similar``'s column."""
-    names = names or {}
+    ``{row, id, path, similarity, distance, cluster, name, name_sure}`` (plain JSON values: names
+    as text, ``id`` / ``path`` None for a model without its items' ids, ``similarity`` None for a
+    model that is not cosine; ``names``: cluster id -> name at the answer's level; ``sure``:
+    cluster id -> whether that name is sure, ``naming.support``; None where not measured). The
+    one rendering of the service's ``neighbours`` and ``assign --similar``'s column."""
+    names, sure = names or {}, sure or {}
     rows, cl = sim["rows"], sim["clusters"]
     dist, simi = sim["distances"], sim["similarities"]
     ids, paths = sim["ids"], sim["paths"]
@@ -139,6 +141,7 @@ def neighbour_records(sim: dict, names: dict[int, str] | None = None) -> list[li
             near.append({"row": int(rows[i, j]), "id": None if ids is None else path_to_text(ids[i][j]),
                          "path": None if paths is None or paths[i][j] is None else path_to_text(paths[i][j]),
                          "similarity": None if not np.isfinite(simi[i, j]) else round(float(simi[i, j]), 6),
-                         "distance": round(float(dist[i, j]), 6), "cluster": c, "name": names.get(c)})
+                         "distance": round(float(dist[i, j]), 6), "cluster": c, "name": names.get(c),
+                         "name_sure": sure.get(c)})
         out.append(near)
     return out

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from .._version import __version__
 from ..data import nonfinite_message, nonfinite_rows
 from ..ingest import SkipItem
-from ..web import ApiError, create_app
+from ..web import ApiError, StrictBody, check_body, create_app
 from ..web.app import DOCS_STATIC, error_docs
 from ..web.metrics import HttpMetrics
 from .model import ModelHolder, Served, SimilarAsk
@@ -116,6 +116,9 @@ class Neighbour(BaseModel):
     distance: float = Field(description="distance in the model's search space (smaller is nearer)")
     cluster: int = Field(description="the item's cluster at `level` (-1 noise, -2 outlier)")
     name: str | None = Field(None, description="that cluster's name")
+    name_sure: bool | None = Field(None, description="whether `name` is sure (as the assign answer's "
+                                   "`name_sure`, at `level`); null: not measured (no name, or a model "
+                                   "saved before this was kept)")
 
 
 class Similar(Assigned):
@@ -124,6 +127,8 @@ class Similar(Assigned):
     level_cluster: int = Field(description="the new item's cluster at `level` (what `same_cluster` "
                                "restricts to: noise assigned to its nearest cluster)")
     level_name: str | None = Field(None, description="that cluster's name")
+    level_name_sure: bool | None = Field(None, description="whether `level_name` is sure (as `name_sure`); "
+                                         "null: not measured")
     neighbours: list[Neighbour] = Field(description="the `k` fitted items most similar to this one, "
                                         "nearest first (fewer with `same_cluster` in a smaller cluster)")
 
@@ -199,8 +204,33 @@ def assign_body(dim: int, max_files: int, max_vectors: int) -> dict:
     }}}
 
 
+#: /v1/similar's `level`, before the served model's levels are added (level_param)
+LEVEL_TEXT = ("the level of the model's tree whose clusters are answered (`level`, `level_cluster`, the "
+              "neighbours' `cluster`) and that `same_cluster` restricts to; default the level in use. The "
+              "levels are the model's: 0 is the coarsest, each next one finer; a flat model has level 0 "
+              "only (`GET /v1/clusters` lists them). A level the model lacks is a 400 naming the range")
+
+
+def level_param(served: Served) -> tuple[str, dict]:
+    """The description and schema of /v1/similar's ``level`` for ``served``: its levels, coarse
+    to fine, their cluster counts, the level in use and the automatic one."""
+    table = [t for t in served.levels if "chosen" in t]
+    if not table:
+        return (f"{LEVEL_TEXT}. This model ({served.version}) is flat: level 0 only",
+                {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 0}, {"type": "null"}]})
+    top = len(table) - 1
+    counts = ", ".join(f"{t['level']}: {t['n_clusters']}" for t in table)
+    chosen = next((t["level"] for t in table if t["chosen"]), None)
+    auto = next((t["level"] for t in table if t["auto"]), None)
+    return (f"{LEVEL_TEXT}. This model ({served.version}): levels 0..{top}, coarse to fine (clusters per "
+            f"level: {counts}); the level in use (the default) is {chosen}, the clusterer's automatic "
+            f"level {auto}", {"anyOf": [{"type": "integer", "minimum": 0, "maximum": top}, {"type": "null"}]})
+
+
 #: what /v1/assign and /v1/similar answer besides 200 (the stack's own 400 / 413 / 401 / 503 too)
 ASSIGN_ERRORS = {400: "unusable input (the error names it)",
+                 422: "a body of the wrong form: a key or form field other than `vectors` / `files`, "
+                      "or `vectors` not a list (the error names it)",
                  413: "too large: body, a file, an image or a batch",
                  415: "a content type other than multipart/form-data or application/json"}
 
@@ -217,6 +247,13 @@ def _depth(x) -> int:
         depth += 1
         x = x[0] if x else None
     return depth
+
+
+class VectorsBody(StrictBody):
+    """The JSON body of /v1/assign and /v1/similar, as far as pydantic checks it (the numbers are
+    ``_parse_vectors``'s: numpy reads millions of them faster)."""
+
+    vectors: list
 
 
 def _query_hint(keys) -> str:
@@ -242,15 +279,10 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or "vectors" not in doc:
-        raise ApiError(400, "invalid_request", "expected a JSON object {\"vectors\": [[...], ...]}")
-    if set(doc) - {"vectors"}:
-        extra = sorted(set(doc) - {"vectors"})
-        raise ApiError(400, "invalid_request", f"unexpected keys {extra}; only 'vectors' is read"
-                       + _query_hint(extra))
-    rows = doc["vectors"]
-    if not isinstance(rows, list):
-        raise ApiError(400, "invalid_request", "'vectors' must be a list of lists of numbers")
+    # the body's keys and the type of 'vectors' as every JSON body is checked (web.StrictBody):
+    # a 422 naming the field; its numbers are checked below, at numpy's speed
+    note = " (send {\"vectors\": [[...], ...]})"
+    rows = check_body(VectorsBody, doc, _query_hint(doc) if isinstance(doc, dict) else note).vectors
     if not rows:
         raise ApiError(400, "empty_batch", "'vectors' is empty: send at least one vector")
     d = served.dim
@@ -353,9 +385,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
 
     def on_switch(old: Served, new: Served) -> None:
         show(new, old)
-        if old is None or new.dim != old.dim:  # described anew on the next /openapi.json
+        if old is None or new.dim != old.dim:
             body.update(assign_body(new.dim, opt.max_files, opt.max_vectors))  # one key: replaced at once
-            app.openapi_schema = None
+        app.openapi_schema = None  # described anew on the next /openapi.json: the size, the levels
 
     holder.set_batch_hook(on_batch)
     holder.on_switch = on_switch
@@ -406,8 +438,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             try:
                 others = sorted({k for k in form.keys() if k != "files"})
                 uploads = form.getlist("files")
-                if others:
-                    raise ApiError(400, "invalid_request", f"unexpected form fields {others}; send the "
+                if others:  # an unknown field, as in a JSON body (web.StrictBody): 422
+                    raise ApiError(422, "invalid_request", f"unexpected form fields {others}; send the "
                                    f"{_files_of(served)} as 'files' (repeat the field for several)"
                                    + _query_hint(others))
                 files = [u for u in uploads if hasattr(u, "read")]
@@ -487,16 +519,17 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     @app.post("/v1/similar", response_model=SimilarResponse, openapi_extra=body,
               summary="More like this: each image, clip or vector's cluster (as /v1/assign answers) and "
                       "the k most similar items of the model's collection",
-              responses=error_docs({**ASSIGN_ERRORS, 400: "unusable input or a level the model lacks "
-                                    "(the error names it)",
-                                    422: "a parameter out of range (the error names it)"}))
+              responses=error_docs({**ASSIGN_ERRORS, 400: "unusable input, or a level the model lacks "
+                                    "(the error names the model's levels)",
+                                    422: "a parameter out of range or a body of the wrong form (the "
+                                         "error names it)"}))
     async def similar(request: Request,
                       k: int = Query(10, ge=1, le=MAX_SIMILAR, description=f"neighbours per item (1..{MAX_SIMILAR})"),
                       same_cluster: bool = Query(False, description="only items of the new item's own "
                                                  "cluster at `level`"),
-                      level: int | None = Query(None, ge=0, description="the level of the model's tree whose "
-                                                "clusters are answered and restricted to (default the "
-                                                "level in use; a flat model has level 0 only)")):
+                      # no bounds here: the served model's levels are described by level_param
+                      # and checked by Pipeline.level_index, whose 400 names the allowed range
+                      level: int | None = Query(None, description=LEVEL_TEXT)):
         served = holder.current  # this request answers with this version, whatever happens
         # checked before any upload is read or encoded: a level the model lacks names `level`
         served.pipeline.level_index(level)
@@ -544,6 +577,20 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 "docs": "/docs", "endpoints": ["/v1/assign", "/v1/similar", "/v1/clusters", "/v1/model",
                                                "/v1/reload", "/healthz", "/readyz", "/metrics"]}
 
+    framework_openapi = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's description, with /v1/similar's `level` described for the served model
+        (its levels differ by model and change with a new version)."""
+        if app.openapi_schema is None:
+            doc = framework_openapi()
+            text, schema = level_param(holder.current)
+            for p in doc["paths"]["/v1/similar"]["post"].get("parameters", []):
+                if p.get("name") == "level" and p.get("in") == "query":
+                    p["description"], p["schema"] = text, schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     metrics.install(app)
     return app
 

@@ -190,8 +190,12 @@ def similar_rows(served: Served, sim: dict) -> list[dict]:
     ``level_name`` and ``neighbours`` (``model_items.neighbour_records``), named at the level."""
     lv = sim["level"]
     names = served.names if lv is None else served.level_names.get(lv, {})
-    return [{"level": lv, "level_cluster": int(qc), "level_name": names.get(int(qc)), "neighbours": near}
-            for qc, near in zip(sim["cluster"], neighbour_records(sim, names))]
+    # how sure each name at that level is (null: not measured, e.g. a model saved before it was kept)
+    recs = served.names_sure if lv is None else served.level_names_sure.get(lv, {})
+    sure = {int(c): r.get("name_sure") for c, r in (recs or {}).items() if isinstance(r, dict)}
+    return [{"level": lv, "level_cluster": int(qc), "level_name": names.get(int(qc)),
+             "level_name_sure": sure.get(int(qc)), "neighbours": near}
+            for qc, near in zip(sim["cluster"], neighbour_records(sim, names, sure))]
 
 
 def answer_images(encoder, items: list[tuple]) -> list:

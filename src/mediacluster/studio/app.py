@@ -19,13 +19,15 @@ from __future__ import annotations
 import re
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Annotated, Literal, Union
 
 from fastapi import File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from .._version import __version__
-from ..web import ApiError, create_app
+from ..web import ApiError, StrictBody, create_app
 from ..web.app import error_docs, is_loopback
 from .exports import KINDS as EXPORT_KINDS
 from .media import THUMB_SIZES
@@ -42,66 +44,112 @@ LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _CLIENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-# -- the API's description (/openapi.json, /docs): the JSON bodies the handlers read themselves
-# (``body: dict``), so that a client, or a fuzzer built from the description, sends what they read
-_CLUSTER = {"type": "integer", "description": "a cluster id (GET /api/clusters)"}
-_ITEMS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
-          "description": "item numbers (0 .. n-1, GET /api/info)"}
-_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
-_TAGS = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": MAX_TAG},
-         "description": "at most 50 tags per edit, added and removed together"}
+# -- the JSON bodies (web.StrictBody: an unknown key or a value of another type is a 422 naming
+# the field before a handler runs; "3" is not a cluster id). FastAPI validates them and
+# describes them in /openapi.json (/docs), so a client, or a fuzzer built from the
+# description, sends what the handlers read. What depends on the state (a cluster that exists,
+# an item number below n, k below a cluster's size) is CuratedState's / the Splitter's.
+ClusterId = Annotated[int, Field(description="a cluster id (GET /api/clusters)")]
+ItemNo = Annotated[int, Field(ge=0, description="an item number (0 .. n-1, GET /api/info)")]
+Items = Annotated[list[ItemNo], Field(min_length=1, description="item numbers (0 .. n-1, GET /api/info)")]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+TagText = Annotated[str, Field(min_length=1, max_length=MAX_TAG)]
+Tags = Annotated[list[TagText] | None, Field(description="at most 50 tags per edit, added and removed together")]
+PartNames = Annotated[list[Annotated[str, Field(max_length=MAX_NAME)] | None] | None,
+                      Field(description="a name per part (null: the preview's)")]
 
 
-def _edit(kind: str, required: list[str], props: dict, text: str) -> dict:
-    return {"type": "object", "title": kind, "description": text, "required": ["kind", *required],
-            "properties": {"kind": {"type": "string", "enum": [kind]}, **props}}
+class Rename(StrictBody):
+    """name a cluster"""
+    kind: Literal["rename"]
+    cluster: ClusterId
+    name: Name
 
 
-EDIT_BODY = {"anyOf": [
-    _edit("rename", ["cluster", "name"], {"cluster": _CLUSTER, "name": _NAME}, "name a cluster"),
-    _edit("merge", ["clusters"], {"clusters": {"type": "array", "minItems": 2, "items": _CLUSTER},
-                                  "into": {**_CLUSTER, "description": "the cluster that keeps its id "
-                                           "and name (default the largest)"}},
-          "merge clusters into one"),
-    _edit("move", ["items", "to"], {
-        "items": _ITEMS, "name": {**_NAME, "description": "the new cluster's name (to: new)"},
-        "to": {"anyOf": [{**_CLUSTER, "description": "a cluster id, or -1: unassigned"},
-                         {"type": "string", "enum": ["new", "junk"]}]}},
-        "move items to a cluster, to unassigned (-1), to a new cluster or to junk"),
-    _edit("split", ["preview"], {
-        "preview": {"type": "string", "description": "a split preview's id (POST /api/split/preview)"},
-        "names": {"type": "array", "items": {"type": ["string", "null"], "maxLength": MAX_NAME},
-                  "description": "a name per part (null: the preview's)"}},
-        "split a cluster as a preview showed it"),
-    _edit("split", ["cluster", "items", "parts"], {
-        "cluster": _CLUSTER, "items": _ITEMS,
-        "parts": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
-                  "description": "the part of each of the cluster's members (all of them, in order)"},
-        "names": {"type": "array", "items": {"type": ["string", "null"], "maxLength": MAX_NAME}}},
-        "split a cluster into given parts"),
-    _edit("tag", [], {"clusters": {"type": "array", "items": _CLUSTER},
-                      "items": {**_ITEMS, "minItems": 0}, "add": _TAGS, "remove": _TAGS},
-          "add or remove tags of clusters and items"),
-    _edit("junk", ["clusters"], {"clusters": {"type": "array", "minItems": 1, "items": _CLUSTER},
-                                 "value": {"type": "boolean", "description": "junk or not (default true)"}},
-          "mark clusters as junk (or not)"),
-]}
-assert {e["properties"]["kind"]["enum"][0] for e in EDIT_BODY["anyOf"]} == set(EDITS)
-SPLIT_BODY = {"type": "object", "required": ["cluster"], "properties": {
-    "cluster": _CLUSTER,
-    "k": {"anyOf": [{"type": "integer", "minimum": 2, "maximum": 100}, {"type": "string", "enum": ["auto"]},
-                    {"type": "null"}], "description": "parts (default: chosen by the studio)"},
-    "reducer": {"type": ["string", "null"], "enum": ["auto", "tree", "model", "pca", "umap", None],
-                "description": "where to re-cluster (default, or null: auto)"}}}
-EXPORT_BODY = {"type": "object", "required": ["kind"], "properties": {
-    "kind": {"type": "string", "enum": list(EXPORT_KINDS)},
-    "mode": {"type": ["string", "null"], "enum": ["symlink", "copy", None],
-             "description": "folders: link or copy the files (default, or null: symlink)"}}}
+class Merge(StrictBody):
+    """merge clusters into one"""
+    kind: Literal["merge"]
+    clusters: Annotated[list[ClusterId], Field(min_length=2)]
+    into: ClusterId | None = Field(None, description="the cluster that keeps its id and name (default the largest)")
 
 
-def _body(schema: dict) -> dict:
-    """``openapi_extra`` describing a JSON request body by ``schema``."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+class Move(StrictBody):
+    """move items to a cluster, to unassigned (-1), to a new cluster or to junk"""
+    kind: Literal["move"]
+    items: Items
+    to: ClusterId | Literal["new", "junk"] = Field(description="a cluster id, -1 (unassigned), "
+                                                   "\"new\" or \"junk\"")
+    name: Name | None = Field(None, description="the new cluster's name (to: new)")
+
+
+class SplitPreviewed(StrictBody):
+    """split a cluster as a preview showed it"""
+    kind: Literal["split"]
+    preview: str = Field(description="a split preview's id (POST /api/split/preview)")
+    names: PartNames = None
+
+
+class SplitGiven(StrictBody):
+    """split a cluster into given parts"""
+    kind: Literal["split"]
+    cluster: ClusterId
+    items: Items
+    parts: Annotated[list[Annotated[int, Field(ge=0)]], Field(
+        min_length=1, description="the part of each of the cluster's members (all of them, in order)")]
+    names: PartNames = None
+
+
+class TagEdit(StrictBody):
+    """add or remove tags of clusters and items"""
+    kind: Literal["tag"]
+    clusters: list[ClusterId] | None = None
+    items: list[ItemNo] | None = None
+    add: Tags = None
+    remove: Tags = None
+
+
+class Junk(StrictBody):
+    """mark clusters as junk (or not)"""
+    kind: Literal["junk"]
+    clusters: Annotated[list[ClusterId], Field(min_length=1)]
+    value: bool = Field(True, description="junk or not (default true)")
+
+
+#: each edit body's tag: its kind (a split: by a preview or by given parts), which names the
+#: edit in a 422's message ("rename.cluster: Input should be a valid integer")
+_EDITS = {"rename": Rename, "merge": Merge, "move": Move, "split by preview": SplitPreviewed,
+          "split by parts": SplitGiven, "tag": TagEdit, "junk": Junk}
+assert {m.model_fields["kind"].annotation.__args__[0] for m in _EDITS.values()} == set(EDITS)
+
+
+def _edit_kind(body) -> str | None:
+    """Which edit a body is (its tag in ``_EDITS``): its ``kind``; a split by a preview or by
+    given parts."""
+    if isinstance(body, BaseModel):
+        return next(t for t, m in _EDITS.items() if isinstance(body, m))
+    kind = body.get("kind") if isinstance(body, dict) else None
+    if kind == "split":
+        return "split by preview" if "preview" in body else "split by parts"
+    return kind if isinstance(kind, str) else None
+
+
+Edit = Annotated[Union[tuple(Annotated[m, Tag(t)] for t, m in _EDITS.items())],  # noqa: UP007
+                 Discriminator(_edit_kind, custom_error_type="invalid_edit",
+                               custom_error_message=f"an edit needs a 'kind': one of {', '.join(EDITS)}")]
+
+
+class SplitPreview(StrictBody):
+    cluster: ClusterId
+    k: Annotated[int, Field(ge=2, le=100)] | Literal["auto"] | None = Field(
+        None, description="parts (default, \"auto\" or null: chosen by the studio)")
+    reducer: Literal["auto", "tree", "model", "pca", "umap"] | None = Field(
+        None, description="where to re-cluster (default, or null: auto)")
+
+
+class Export(StrictBody):
+    kind: Literal[EXPORT_KINDS]  # type: ignore[valid-type]
+    mode: Literal["symlink", "copy"] | None = Field(
+        None, description="folders: link or copy the files (default, or null: symlink)")
 
 
 def _binary(media: str, text: str) -> dict:
@@ -137,7 +185,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                          404: "no such cluster, item, file or download",
                          409: "the edit no longer fits (another tab changed it first), or nothing "
                               "to undo / redo",
-                         422: "a value of the wrong type (the error names it)"}))
+                         422: "a body with a key it does not have, or a value of the wrong type "
+                              "or out of range (the error names the field)"}))
     app.state.studio = studio
     loopback = is_loopback(host)
 
@@ -293,14 +342,11 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         return await run_in_threadpool(call, studio.search_image, data, file.filename or "", cluster, limit)
 
     # -- editing -------------------------------------------------------------------------------
-    @app.post("/api/edits", openapi_extra=_body(EDIT_BODY))
-    def edit(body: dict, request: Request):
-        kind = body.get("kind")
-        if not isinstance(kind, str):
-            raise ApiError(400, "invalid_request", "an edit needs a 'kind' (rename, merge, move, split, "
-                                                   "tag, junk)")
-        req = {k: v for k, v in body.items() if k != "kind"}
-        return call(studio.edit, kind, req, client_of(request))
+    @app.post("/api/edits")
+    def edit(body: Edit, request: Request):
+        # the keys the client sent (a missing one is not the same as null: split "names")
+        req = body.model_dump(exclude={"kind"}, exclude_unset=True)
+        return call(studio.edit, body.kind, req, client_of(request))
 
     @app.post("/api/undo")
     def undo(request: Request):
@@ -310,21 +356,15 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def redo(request: Request):
         return call(studio.edit, "redo", {}, client_of(request))
 
-    @app.post("/api/split/preview", openapi_extra=_body(SPLIT_BODY))
-    def split_preview(body: dict):
-        if "cluster" not in body:
-            raise ApiError(400, "invalid_request", "split preview needs 'cluster'")
-        k = body.get("k")
-        reducer = body.get("reducer")  # {} or [] was "auto" too: only a missing one is
-        return call(studio.split_preview, body["cluster"], None if k in (None, "", "auto") else k,
-                    "auto" if reducer is None else reducer)
+    @app.post("/api/split/preview")
+    def split_preview(body: SplitPreview):
+        return call(studio.split_preview, body.cluster, None if body.k in (None, "auto") else body.k,
+                    body.reducer or "auto")
 
     # -- results -------------------------------------------------------------------------------
-    @app.post("/api/export", openapi_extra=_body(EXPORT_BODY))
-    def export(body: dict, request: Request):
-        mode = body.get("mode")  # {} or "" was "symlink" too: only a missing one is
-        return call(studio.export, str(body.get("kind")), "symlink" if mode is None else mode,
-                    client_of(request))
+    @app.post("/api/export")
+    def export(body: Export, request: Request):
+        return call(studio.export, body.kind, body.mode or "symlink", client_of(request))
 
     @app.get("/api/download/{name}", response_class=Response,
              responses={200: {"description": "the curated table", "content": {

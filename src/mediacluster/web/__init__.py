@@ -5,9 +5,11 @@
 ``MediaclusterError`` included) and 500 for a bug (logged; the server keeps serving), a request
 body limit (413), an optional access token (401), and a per-request time limit (503).
 ``run_server`` binds a socket itself (port 0 = a free port), prints the URL it really listens
-on, then hands the socket to uvicorn; a host other than loopback needs a token.
+on, then hands the socket to uvicorn; a host other than loopback needs a token. ``StrictBody``
+is the base of every JSON request body the apps read: unknown keys and values of another type
+are a 422 naming the field (``check_body`` for a body a handler parses itself).
 """
 
-from .app import ApiError, create_app, run_server
+from .app import ApiError, StrictBody, check_body, create_app, run_server
 
-__all__ = ["ApiError", "create_app", "run_server"]
+__all__ = ["ApiError", "StrictBody", "check_body", "create_app", "run_server"]

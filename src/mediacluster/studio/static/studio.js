@@ -679,7 +679,7 @@
     const btn = $("split-preview"); btn.disabled = true; btn.textContent = "splitting\u2026";
     try {
       const t0 = performance.now();
-      const p = await api("api/split/preview", { method: "POST", body: { cluster: id, k: k } });
+      const p = await api("api/split/preview", { method: "POST", body: { cluster: id, k: k === "auto" ? "auto" : Number(k) } });
       S.lastPreviewMs = performance.now() - t0;
       const part = new Map(), colors = [];
       p.labels.items.forEach((i, j) => part.set(i, p.labels.parts[j]));
