@@ -319,3 +319,140 @@ def test_without_the_probabilities_a_changed_cluster_is_not_measured(tree_run, t
         assert rows[other]["name_sure"] == named[other]["name_sure"]  # untouched: as the run measured it
     finally:
         st.close()
+
+
+def _rows(c) -> dict[int, dict]:
+    return {e["id"]: e for e in c.get("/api/clusters").json()["clusters"]}
+
+
+def _same(row: dict, part: dict, abs_: float = 1e-9) -> None:
+    """The cluster list's row says what the split preview said of the part's name."""
+    assert row["name_sure"] == part["name_sure"], (row, part)
+    if part["name_support"] is None:
+        assert row["name_support"] is None, row
+    else:
+        assert row["name_support"] == pytest.approx(part["name_support"], abs=abs_), (row, part)
+
+
+def test_the_studio_list_measures_the_parts_a_split_made(tree_run, tmp_path):
+    """Clusters an applied split made show in the cluster list (and the panel) how sure their
+    names are, as the split preview measured them: a fresh split's ImageNet names measured on
+    the part's items against the whole collection; a part whose name was typed at the split is
+    not measured (null, and why). After a merge into a part its name is measured again on its
+    items now; the records come from the split event, so a restarted studio shows the same;
+    a split along the run's tree shows the finer level's names as the preview did."""
+    run = copy_run(tree_run, tmp_path / "run")
+    named, _ = _measured(run)
+    probs = RunDir.open(run).read_extra("imagenet_probs")
+    s = Server(run)
+    try:
+        with client(s) as c:
+            rows = _rows(c)
+            big, other, small = sorted(named, key=lambda k: -rows[k]["size"])[:3]
+            pv = post(c, "/api/split/preview", {"cluster": big, "k": 2, "reducer": "pca"}).json()
+            parts = pv["parts"]
+            assert all(isinstance(p["name_sure"], bool) for p in parts), parts  # both measured
+            r = post(c, "/api/edits", {"kind": "split", "preview": pv["preview"],
+                                       "names": [parts[0]["name"], "typed at the split"]})
+            assert r.status_code == 200, r.text
+            ids = r.json()["edit"]["ids"]
+            rows = _rows(c)
+            _same(rows[ids[0]], parts[0])
+            assert rows[ids[0]]["name_why"] == parts[0]["name_why"]
+            typed = rows[ids[1]]
+            assert typed["name"] == "typed at the split" and typed["name_sure"] is None
+            assert typed["name_why"] == support.SPLIT_UNMEASURED
+            for cid in ids:  # the panel says what the list says
+                detail = c.get(f"/api/clusters/{cid}").json()
+                assert {f: detail[f] for f in support.FIELDS} == {f: rows[cid][f] for f in support.FIELDS}
+            # the split event keeps what part 0's name claims (none for the typed one)
+            ev = [e for e in c.get("/api/edits").json()["events"] if e["kind"] == "split"][-1]
+            concepts = ev["payload"]["concepts"]
+            assert concepts[1] is None and concepts[0]["name"] == parts[0]["name"]
+            # a merge into the part: its name measured again on the items it holds now
+            assert post(c, "/api/edits", {"kind": "merge", "clusters": [ids[0], small],
+                                          "into": ids[0]}).status_code == 200
+            lab = np.frombuffer(c.get("/api/labels").content, dtype="<i4").astype(np.int64)
+            want = ImagenetSupport(probs).of({ids[0]: concepts[0]["candidates"]}, lab)[ids[0]]
+            merged = _rows(c)[ids[0]]
+            assert merged["name"] == parts[0]["name"]
+            assert merged["name_support"] == pytest.approx(want["name_support"], abs=1e-3)
+            assert (merged["name_sure"], merged["name_why"]) == (want["name_sure"], want["name_why"])
+            # a split along the run's tree: the parts as the preview showed them (the finer
+            # level's records as the run measured them); once a part's items change, its name
+            # is not measured (the run kept no concept for a finer level's name: null, and why)
+            tree = post(c, "/api/split/preview", {"cluster": other}).json()
+            r = post(c, "/api/edits", {"kind": "split", "preview": tree["preview"]})
+            assert r.status_code == 200, r.text
+            tids = r.json()["edit"]["ids"]
+            rows = _rows(c)
+            for p, cid in zip(tree["parts"], tids):
+                _same(rows[cid], p)
+            assert tree["space"] == "tree" and any(isinstance(p["name_sure"], bool) for p in tree["parts"])
+            one = np.flatnonzero(lab == ids[1])[:1].tolist()
+            assert post(c, "/api/edits", {"kind": "move", "items": one, "to": tids[0]}).status_code == 200
+            moved = _rows(c)[tids[0]]
+            assert moved["name_sure"] is None and moved["name_why"] == support.CHANGED, moved
+            assert post(c, "/api/undo").status_code == 200
+            _same(_rows(c)[tids[0]], tree["parts"][0])  # the split's items again: the preview's record
+            rows = _rows(c)
+            before = {k: {f: e[f] for f in support.FIELDS} for k, e in rows.items()}
+        s.stop()
+        s = Server(run)  # the state replayed from the events: the same records
+        with client(s) as c:
+            assert {k: {f: e[f] for f in support.FIELDS} for k, e in _rows(c).items()} == before
+    finally:
+        s.stop()
+
+
+@pytest.mark.slow
+def test_clip_split_parts_are_measured_on_votes_against_the_whole_collection(cifar3_dir, tmp_path, monkeypatch):
+    """A CLIP run's split preview measures its parts' zero-shot names as the cluster job measures
+    a CLIP run's names (naming.support.zeroshot_support on votes): the share of the part whose
+    best topic is the name against the whole collection's share, not the parent's; the list
+    shows the same once the split is applied."""
+    from test_encoders import make_tiny_clip
+
+    from mediacluster.data import l2_normalize
+    from mediacluster.embed import embed_collection_cached
+    from mediacluster.encoders import get_encoder
+    from mediacluster.ingest import collect
+    from mediacluster.naming.support import zeroshot_support
+    from mediacluster.naming.zeroshot import default_vocabulary, topic_vectors
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report.build import map_2d
+    from mediacluster.workflow import publish_run
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = f"clip:{make_tiny_clip(tmp_path / 'clip')}"
+    coll = collect(cifar3_dir)
+    keep = list(range(0, len(coll.ids), 5))[:60]
+    coll.ids, coll.paths = [coll.ids[i] for i in keep], [coll.paths[i] for i in keep]
+    emb = embed_collection_cached(coll, spec, cache_dir=tmp_path / "cache", progress=False)
+    pipe = Pipeline(outliers=None).with_params({"reducer": "pca", "reducer__n_components": 5,
+                                                "clusterer": "kmeans", "clusterer__n_clusters": 2}).fit(emb.vectors)
+    run = publish_run(tmp_path / "run", emb, pipe, encoder_spec=spec)
+    with run.writing("t"):
+        map_2d(run, emb.vectors, method="pca")
+    vocab = default_vocabulary()
+    best = (l2_normalize(emb.vectors) @ topic_vectors(get_encoder(spec), vocab).T).argmax(axis=1)
+    s = Server(run.path)
+    try:
+        with client(s) as c:
+            cid = max(_rows(c).values(), key=lambda e: e["size"])["id"]
+            pv = post(c, "/api/split/preview", {"cluster": cid, "k": 2, "reducer": "pca"}).json()
+            lab = np.full(len(best), -1)
+            lab[pv["labels"]["items"]] = pv["labels"]["parts"]
+            want = zeroshot_support(best, lab, {p["part"]: vocab.index(p["name"]) for p in pv["parts"]}, len(vocab))
+            for p in pv["parts"]:
+                assert isinstance(p["name_sure"], bool) and "best topic" in p["name_why"], p
+                assert "whole collection" in p["name_why"]
+                assert p["name_support"] == pytest.approx(want[p["part"]]["name_support"], abs=1e-3)
+            r = post(c, "/api/edits", {"kind": "split", "preview": pv["preview"]})
+            assert r.status_code == 200, r.text
+            rows = _rows(c)
+            for p, new in zip(pv["parts"], r.json()["edit"]["ids"]):
+                _same(rows[new], p)
+                assert rows[new]["name_why"] == p["name_why"]
+    finally:
+        s.stop()

@@ -81,6 +81,12 @@ CHANGED = ("not measured: the cluster's items changed (a merge, a move or a spli
            "name was measured; rename it to make it yours")
 
 
+#: why the name of a part a studio split made is not measured
+SPLIT_UNMEASURED = ("not measured: this part's name was typed when it was split, or its automatic name "
+                    "could not be measured (a run without ImageNet probabilities or a CLIP encoder); rename it "
+                    "to make it yours")
+
+
 def model_records(named: list[dict] | None) -> dict[str, dict]:
     """A saved model's ``names_support`` (``{"id": {"name", "name_support", "name_sure",
     "name_why"}}``) from name records that were measured; the name is kept so that a name

@@ -253,7 +253,7 @@ class VectorsBody(StrictBody):
     """The JSON body of /v1/assign and /v1/similar, as far as pydantic checks it (the numbers are
     ``_parse_vectors``'s: numpy reads millions of them faster)."""
 
-    vectors: list
+    vectors: list = Field(description="vectors from the model's encoder, each a list of numbers")
 
 
 def _query_hint(keys) -> str:

@@ -26,7 +26,7 @@ from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
-from ..naming.support import BY_HAND, CHANGED, NOT_MEASURED
+from ..naming.support import BY_HAND, CHANGED, NOT_MEASURED, SPLIT_UNMEASURED
 from ..naming.support import of_records as support_of_records
 from ..rundir import CARRY, RunDir, path_to_text
 from .editlog import Event
@@ -312,25 +312,43 @@ class Studio:
         ``Splitter.measure``, once per cluster and edit), else (a CLIP name, a run without
         probabilities) not measured: null, and why."""
         changed = changed_clusters(self.fitted, labels)
+        with self._lock:  # what the names a split gave claim (Cluster.concept), by the name given
+            concepts = {c.id: {**c.concept, "same": c.touched == c.concept["seq"]}
+                        for c in self.state.alive() if c.concept}
         for e in table:
             e["auto_name"] = (self._names0.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
+            concept = concepts.get(e["id"])
             if e["named_by"] == "person":
                 e.update(name_sure=True, name_why=BY_HAND)
+            elif concept is not None and concept.get("name") == e["name"]:
+                # a part a split made, with the name its preview gave it: as the preview measured it
+                # while it holds the items the split gave it, else measured again on its items now
+                if concept["same"] and concept.get("record"):
+                    e.update(concept["record"])
+                elif "candidates" in concept:
+                    e.update(self._remeasure(e["id"], labels, seq, concept) or dict(NOT_MEASURED, name_why=CHANGED))
+                else:  # a name the run measured (a tree split's) whose items changed since
+                    e.update(dict(NOT_MEASURED, name_why=CHANGED))
             elif e["origin"] == "fitted" and e["name"] == e["auto_name"] and e["id"] in self._sure0:
                 if e["id"] not in changed:
                     e.update(self._sure0[e["id"]])
                 else:
                     e.update(self._remeasure(e["id"], labels, seq) or dict(NOT_MEASURED, name_why=CHANGED))
+            elif e["origin"] == "split" or (e["origin"] == "fitted" and e["name"] != e["auto_name"]):
+                # a part of a split whose name was typed at the split, or was not measured
+                e.update(dict(NOT_MEASURED, name_why=SPLIT_UNMEASURED))
 
-    def _remeasure(self, cid: int, labels: np.ndarray, seq: int) -> dict | None:
-        """The record of fitted cluster ``cid``'s automatic name on its items at edit ``seq``."""
+    def _remeasure(self, cid: int, labels: np.ndarray, seq: int, concept: dict | None = None) -> dict | None:
+        """The record of cluster ``cid``'s automatic name on its items at edit ``seq``: the name a
+        split gave it (``concept``), else the fitted cluster's."""
         key = (int(cid), int(seq))
         if key not in self._remeasured:
             members = np.flatnonzero(labels == cid)
             rec = None
-            if self.imagenet is not None and cid in self._cands0 and len(members):
-                rec = self.splitter.measure(members, np.zeros(len(members), np.int64),
-                                            {0: {"candidates": self._cands0[cid]}}).get(0)
+            if concept is None and cid in self._cands0:
+                concept = {"method": "imagenet-wordnet", "candidates": self._cands0[cid]}
+            if concept is not None and len(members):
+                rec = self.splitter.measure(members, np.zeros(len(members), np.int64), {0: concept}).get(0)
             if len(self._remeasured) > 4096:
                 self._remeasured.clear()
             self._remeasured[key] = rec
@@ -474,7 +492,8 @@ class Studio:
         if self.replaced():
             raise EditConflict("the run folder now holds another run (it was re-clustered); "
                                "restart the studio on it")
-        if kind == "split" and isinstance(req, dict) and "preview" in req:
+        previewed = kind == "split" and isinstance(req, dict) and "preview" in req
+        if previewed:
             req = self.previews.request(req)
         with self._lock:
             with self.log.writing():
@@ -486,6 +505,9 @@ class Studio:
                     payload = self.state.prepare_redo()
                 else:
                     payload = self.state.prepare(kind, req)
+                if previewed:  # what each part's automatic name claims, while it is the preview's name
+                    payload["concepts"] = [c if c is not None and name == shown else None for c, name, shown
+                                           in zip(req["concepts"], payload["names"], req["shown"])]
                 ev = self.log.insert(kind, payload, client)
             self.state.apply(ev)
             ack = self._ack(ev)

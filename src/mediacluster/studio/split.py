@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 SPLIT_K_MAX = 12
 #: split previews kept for the edit that applies one
 MAX_PREVIEWS = 20
+#: the naming methods whose names :meth:`Splitter.measure` measures against the whole collection
+MEASURED = ("imagenet-wordnet", "clip-zeroshot")
 
 
 def min_part(m: int) -> int:
@@ -91,6 +93,23 @@ class Split:
         ok = rec is not None and name == self.names.get(p, {}).get("name")
         return {f: (rec if ok else NOT_MEASURED).get(f) for f in NOT_MEASURED}
 
+    def concept(self, p: int, name: str) -> dict | None:
+        """What the split edit records of part ``p``'s name ``name``, while it is the naming's
+        name of the part: ``{"name", "record", "method", "candidates"}``: how sure it is as the
+        preview showed it (``record``: :meth:`part_sure`, null when not measured) and, when its
+        naming can be measured again on other items (an ImageNet or CLIP name with its
+        candidates: :meth:`Splitter.measure`), what it claims (the first candidate, the one
+        measured); None for another name or one with neither."""
+        e = self.names.get(p) or {}
+        if name != e.get("name"):
+            return None
+        rec = self.part_sure(p, name)
+        cands = e.get("candidates") or []
+        out = {"name": name, "record": rec if rec["name_sure"] is not None else None}
+        if cands and e.get("method") in MEASURED:
+            out.update(method=e["method"], candidates=cands[:1])
+        return out if out["record"] is not None or "candidates" in out else None
+
     def alternatives(self, p: int) -> list:
         return self.names.get(p, {}).get("alternatives", [])
 
@@ -120,6 +139,7 @@ class Splitter:
         self.encoder = encoder
         self.model = None
         self._support = None  # naming.support.ImagenetSupport of the whole collection, made once
+        self._topics = None  # (vocabulary, topic vectors, every item's best topic): CLIP runs, made once
         self._model_checked = False
         self._lock = threading.Lock()
 
@@ -189,24 +209,70 @@ class Splitter:
             names = {e["cluster"]: e for e in named}
         if stored is not None:  # the run's stored names, as the run measured them
             sure = {p: {f: e[f] for f in FIELDS} for p, e in names.items() if "name_sure" in e}
-        elif self.imagenet is not None and all(e.get("method") == "imagenet-wordnet" for e in names.values()):
+        else:  # the parts were named within the parent: measured against the whole collection
             sure = self.measure(members, parts, names)
-        else:  # CLIP topics: measured against the parent's items only; not shown
-            sure = {}
         return Split(members=members, parts=parts, space=space, level=level_name, names=names, X=X, sure=sure)
 
     def measure(self, members: np.ndarray, parts: np.ndarray, names: dict[int, dict]) -> dict[int, dict]:
-        """How sure each part's fresh ImageNet name is, measured as the run measures its names
-        (``naming.support.ImagenetSupport.of``): against the whole collection (its mean
-        probabilities and its null, computed once and kept), not against the parent cluster the
-        parts were named within."""
-        from ..naming.support import ImagenetSupport
+        """How sure each part's fresh name is (``parts``: the part of each of ``members``;
+        ``names``: part -> its naming entry, ``method`` and ``candidates``), measured as the run
+        measures its names: against the whole collection, not against the parent cluster the
+        parts were named within. An ImageNet name (the default method) by
+        ``naming.support.ImagenetSupport.of`` (the collection's mean probabilities and its null
+        computed once and kept); a CLIP name on votes, ``naming.support.zeroshot_support``: the
+        share of the part whose best topic is the name against the whole collection's share
+        (:meth:`topics`). Parts of another method, or without what their method needs, are
+        left out (not measured)."""
+        by = {}
+        for p, e in names.items():
+            by.setdefault(e.get("method") or "imagenet-wordnet", {})[int(p)] = e.get("candidates") or []
+        out = {}
+        if by.get("imagenet-wordnet") and self.imagenet is not None:
+            from ..naming.support import ImagenetSupport
 
+            with self._lock:
+                if self._support is None:
+                    self._support = ImagenetSupport(self.imagenet)
+                sup = self._support
+            out.update(sup.of(by["imagenet-wordnet"], parts, rows=members))
+        if by.get("clip-zeroshot") and self.encoder is not None:
+            out.update(self._measure_votes(members, parts, by["clip-zeroshot"]))
+        return out
+
+    def topics(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(the vocabulary split parts are named from, its topic vectors, every item's best
+        topic) for the run's CLIP encoder, computed once (a matrix product in row blocks)."""
         with self._lock:
-            if self._support is None:
-                self._support = ImagenetSupport(self.imagenet)
-            sup = self._support
-        return sup.of({int(p): e.get("candidates") or [] for p, e in names.items()}, parts, rows=members)
+            if self._topics is None:
+                from ..naming.zeroshot import default_vocabulary, topic_vectors
+
+                vocab = default_vocabulary()  # the parts' names come from it (name_clusters' default)
+                T = topic_vectors(self.encoder(), vocab)
+                best = np.empty(len(self.vectors), np.int64)
+                for s in range(0, len(best), 65_536):
+                    best[s:s + 65_536] = (l2_normalize(np.asarray(self.vectors[s:s + 65_536], np.float32))
+                                          @ T.T).argmax(axis=1)
+                self._topics = (vocab, T, best)
+            return self._topics
+
+    def _measure_votes(self, members: np.ndarray, parts: np.ndarray, cands: dict[int, list]) -> dict[int, dict]:
+        """CLIP names measured as the cluster job measures them (``zeroshot.name_clusters_zeroshot``
+        ``with_support``), over the whole collection: part p's members labelled p, every other
+        item unlabelled; the null names random groups of the collection by their mean similarity."""
+        from ..naming.support import zeroshot_support
+
+        vocab, T, best = self.topics()
+        index = {v: j for j, v in enumerate(vocab)}
+        named = {p: index[cs[0]["name"]] for p, cs in cands.items() if cs and cs[0].get("name") in index}
+        if not named:
+            return {}
+        lab = np.full(len(best), -1, np.int64)
+        lab[np.asarray(members)] = parts
+
+        def group_name(g: np.ndarray) -> int:
+            return int(np.argmax((l2_normalize(np.asarray(self.vectors[np.sort(g)], np.float32)) @ T.T).mean(axis=0)))
+
+        return zeroshot_support(best, lab, named, len(vocab), group_name=group_name)
 
     def recluster(self, members: np.ndarray, X: np.ndarray, k: int | None, reducer: str) -> tuple[np.ndarray, str]:
         """(part of each member, space) of a split by re-clustering: K-means with ``k``, or the
@@ -302,11 +368,14 @@ class Previews:
         self._lock = threading.Lock()
 
     def keep(self, split: Split, cid: int, names: list[str]) -> str:
-        """Keep a preview of ``split`` of cluster ``cid`` with the parts' ``names``; its id."""
+        """Keep a preview of ``split`` of cluster ``cid`` with the parts' ``names``; its id. With
+        them (``shown``, ``concepts``): what each part's automatic name claims, while it is the
+        name the naming gave (:meth:`Split.concept`), for the split edit to record."""
         pid = uuid.uuid4().hex[:12]
         with self._lock:
             self._kept[pid] = {"cluster": int(cid), "items": split.members.tolist(),
-                               "parts": split.parts.tolist(), "names": list(names)}
+                               "parts": split.parts.tolist(), "names": list(names), "shown": list(names),
+                               "concepts": [split.concept(p, nm) for p, nm in enumerate(names)]}
             while len(self._kept) > MAX_PREVIEWS:
                 self._kept.popitem(last=False)
         return pid
@@ -322,4 +391,6 @@ class Previews:
         names = req.get("names")
         if names is not None and (not isinstance(names, list) or len(names) != len(pv["names"])):
             raise InputError(f"names must list one name per part ({len(pv['names'])})")
-        return {**pv, "names": names or pv["names"]}
+        # a null name is the preview's (it was the fallback "NAME (2)", which the preview never showed)
+        names = [given or shown for given, shown in zip(names, pv["names"])] if names else pv["names"]
+        return {**pv, "names": names}

@@ -12,6 +12,9 @@ move       ``{"items": [...], "to", "create": null | {"id", "name", "junk"}}``: 
            cluster, to ``-1`` (unassigned), or to a new cluster created by this event
 split      ``{"cluster", "items": [...], "parts": [...], "ids": [...], "names": [...]}``: member
            ``items[j]`` goes to ``ids[parts[j]]``; the largest part keeps the cluster's id
+           (``"concepts"``: per part, the automatic name a preview gave it, how sure the preview
+           measured it and what it claims, ``{"name", "record", "method", "candidates"}``, or
+           null; added by the session)
 tag        ``{"clusters": [...], "items": [...], "add": [...], "remove": [...]}``
 junk       ``{"clusters": [...], "value": bool}``: flag (or unflag) clusters as junk
 undo/redo  ``{"target": seq}``: the latest effective edit / the latest undone one
@@ -56,6 +59,10 @@ class Cluster:
     junk: bool = False
     alive: bool = True
     parent: int | None = None  # the cluster a split or move took it from
+    # the automatic name a split gave it: how sure the preview measured it, what it claims, and
+    # the edit that gave it ("seq"), for Studio._name_sure; not shown
+    concept: dict | None = None
+    touched: int = 0  # the last edit that changed its items (0: none, the fitted items)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "named_by": self.named_by, "origin": self.origin,
@@ -343,6 +350,7 @@ class CuratedState:
                 if cid != into:
                     self.labels[self.labels == cid] = into
                     self.clusters[cid].alive = False
+            self.clusters[into].touched = ev.seq
         elif kind == "move":
             items = np.asarray(p["items"], dtype=np.int64)
             cr = p.get("create")
@@ -354,18 +362,24 @@ class CuratedState:
                     cr["id"], cr.get("name") or f"new cluster {cr['id']}",
                     named_by="person" if cr.get("name") and not junk else "automatic",
                     origin="junk" if junk else "new", junk=junk, parent=parent)
+            for cid in {*np.unique(self.labels[items]).tolist(), int(p["to"])}:
+                if cid in self.clusters:  # the clusters the items left and the one they joined
+                    self.clusters[cid].touched = ev.seq
             self.labels[items] = p["to"]
         elif kind == "split":
             items = np.asarray(p["items"], dtype=np.int64)
             parts = np.asarray(p["parts"], dtype=np.int64)
             ids = p["ids"]
+            concepts = p.get("concepts") or []
             old = self.clusters[p["cluster"]]
             for k, cid in enumerate(ids):
+                concept = {**concepts[k], "seq": ev.seq} if k < len(concepts) and concepts[k] else None
                 if cid == old.id:
-                    old.name, old.named_by = p["names"][k], "automatic"
+                    old.name, old.named_by, old.concept = p["names"][k], "automatic", concept
                 else:
                     self.clusters[cid] = Cluster(cid, p["names"][k], origin="split", parent=old.id,
-                                                 tags=list(old.tags), junk=old.junk)
+                                                 tags=list(old.tags), junk=old.junk, concept=concept)
+                self.clusters[cid].touched = ev.seq
             self.labels[items] = np.asarray(ids, dtype=np.int64)[parts]
         elif kind == "tag":
             for cid in p["clusters"]:
