@@ -250,8 +250,19 @@ def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tr
             into = a if a in rows else b
             merged = rows[into]
             assert isinstance(merged["name_sure"], bool)  # re-measured on its items now
+            # a split: its parts are marked in the list as their preview measured them
+            cut = max((k for k in rows if k not in (a, b, *unsure[1:2], *sure[1:2])), key=lambda k: rows[k]["size"])
+            pv = post(api, "/api/split/preview", {"cluster": cut, "k": 2, "reducer": "pca"}).json()
+            parts = dict(zip(post(api, "/api/edits", {"kind": "split", "preview": pv["preview"]}).json()["edit"]["ids"],
+                             pv["parts"]))
+            assert any(isinstance(p["name_sure"], bool) for p in parts.values())
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
+        for cid, p in parts.items():
+            marks = js(drv, f"return Array.from(document.querySelectorAll('#cluster-list li[data-cluster=\"{cid}\"] "
+                            f".unsure-mark')).map(e => e.title)")
+            assert marks == ([p["name_why"]] if p["name_sure"] is False else []), (cid, p, marks)
+            assert drv.find_element("css selector", f'#cluster-list li[data-cluster="{cid}"] .cname').text == p["name"]
         for c in unsure[1:2]:
             open_cluster(drv, c)
             badge = drv.find_element("id", "name-unsure")

@@ -292,6 +292,8 @@ def test_edits_through_the_api(server, truth):
         assert len(set(lab.tolist())) == 3 and set(new_ids) <= set(lab.tolist())
         cl = clusters_of(c)
         assert "part one" in [cl[i]["name"] for i in new_ids]
+        # a null name is the preview's (it was "NAME (2)", a name the preview never showed)
+        assert sorted(cl[i]["name"] for i in new_ids) == sorted(["part one", pv["parts"][1]["name"]])
         # the truth: the split separates frogs from trucks better than chance
         part_truth = [set(truth[lab == i]) for i in new_ids]
         assert all(len(s) >= 1 for s in part_truth)
