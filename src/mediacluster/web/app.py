@@ -59,9 +59,12 @@ def invalid_message(errors: list[dict], skip: tuple = ("body",)) -> str:
     said: dict[str, list[str]] = {}  # the field -> what is wrong with it (each way a union is read)
     for err in errors:
         where = ".".join(str(x) for x in err.get("loc", ()) if x not in skip and not _UNION.match(str(x)))
+        msg = str(err.get("msg"))
+        if not where and err.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+            msg = "the body must be a JSON object"  # pydantic names its class ("instance of VectorsBody")
         msgs = said.setdefault(where, [])
-        if err.get("msg") not in msgs:
-            msgs.append(str(err.get("msg")))
+        if msg not in msgs:
+            msgs.append(msg)
     parts = [f"{where}: {' or '.join(m)}" if where else " or ".join(m) for where, m in list(said.items())[:5]]
     return "; ".join(parts) or "invalid request"
 
