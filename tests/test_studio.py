@@ -243,6 +243,10 @@ def test_search_by_words_and_by_example(server, truth, cifar3_dir):
         r = c.post("/api/search/image", files={"file": ("x.jpg", b"<html>not an image</html>", "image/jpeg")},
                    headers={"X-Mediacluster": "1"})
         assert r.status_code == 400 and "not an image" in r.json()["error"]["message"]
+        # a form field the search does not read (a typo of limit) is refused naming it, not ignored
+        r = c.post("/api/search/image", files={"file": ("mine.png", data, "image/png")},
+                   data={"limt": "10"}, headers={"X-Mediacluster": "1"})
+        assert r.status_code == 422 and r.json()["error"]["message"].startswith("limt: "), r.text
 
 
 # ------------------------------------------------------------------------------ edits
@@ -664,9 +668,9 @@ def test_malformed_requests_get_4xx_and_the_connection_serves_on(server):
                 assert r.status_code == 422, (body, r.status_code, r.text)
                 assert r.json()["error"]["kind"] == "invalid_request" and names in r.json()["error"]["message"]
             assert c.get("/api/version").status_code == 200  # same connection, still served
-        # a whole number written 2.0 is a number of another type: refused as "2" is
-        assert post(c, "/api/split/preview", {"cluster": cid, "k": 2.0}).status_code == 422
-        assert post(c, "/api/split/preview", {"cluster": cid, "k": 2}).status_code == 200
+        # a whole number written 2.0 is one (JSON Schema's "integer"); the text "2" is not
+        assert post(c, "/api/split/preview", {"cluster": cid, "k": 2.0}).status_code == 200
+        assert post(c, "/api/split/preview", {"cluster": cid, "k": "2"}).status_code == 422
 
 
 def test_edits_of_the_wrong_shape_get_422_naming_the_field(server):

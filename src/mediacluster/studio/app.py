@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Discriminator, Field, Tag
 
 from .._version import __version__
-from ..web import ApiError, StrictBody, create_app
+from ..web import ApiError, StrictBody, create_app, whole
 from ..web.app import error_docs, is_loopback
 from .exports import KINDS as EXPORT_KINDS
 from .media import THUMB_SIZES
@@ -45,12 +45,12 @@ _CLIENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 # -- the JSON bodies (web.StrictBody: an unknown key or a value of another type is a 422 naming
-# the field before a handler runs; "3" is not a cluster id). FastAPI validates them and
+# the field before a handler runs; "3" is not a cluster id, 3.0 is: web.whole). FastAPI validates them and
 # describes them in /openapi.json (/docs), so a client, or a fuzzer built from the
 # description, sends what the handlers read. What depends on the state (a cluster that exists,
 # an item number below n, k below a cluster's size) is CuratedState's / the Splitter's.
-ClusterId = Annotated[int, Field(description="a cluster id (GET /api/clusters)")]
-ItemNo = Annotated[int, Field(ge=0, description="an item number (0 .. n-1, GET /api/info)")]
+ClusterId = whole(description="a cluster id (GET /api/clusters)")
+ItemNo = whole(ge=0, description="an item number (0 .. n-1, GET /api/info)")
 Items = Annotated[list[ItemNo], Field(min_length=1, description="item numbers (0 .. n-1, GET /api/info)")]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 TagText = Annotated[str, Field(min_length=1, max_length=MAX_TAG)]
@@ -94,7 +94,7 @@ class SplitGiven(StrictBody):
     kind: Literal["split"]
     cluster: ClusterId
     items: Items
-    parts: Annotated[list[Annotated[int, Field(ge=0)]], Field(
+    parts: Annotated[list[whole(ge=0)], Field(
         min_length=1, description="the part of each of the cluster's members (all of them, in order)")]
     names: PartNames = None
 
@@ -140,7 +140,7 @@ Edit = Annotated[Union[tuple(Annotated[m, Tag(t)] for t, m in _EDITS.items())], 
 
 class SplitPreview(StrictBody):
     cluster: ClusterId
-    k: Annotated[int, Field(ge=2, le=100)] | Literal["auto"] | None = Field(
+    k: whole(ge=2, le=100) | Literal["auto"] | None = Field(
         None, description="parts (default, \"auto\" or null: chosen by the studio)")
     reducer: Literal["auto", "tree", "model", "pca", "umap"] | None = Field(
         None, description="where to re-cluster (default, or null: auto)")
@@ -333,9 +333,16 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def search_similar(item: int, cluster: int | None = None, limit: int = 100):
         return call(studio.search_item, item, cluster, limit)
 
-    @app.post("/api/search/image")
-    async def search_image(file: UploadFile = File(...), cluster: int | None = Form(None),
+    @app.post("/api/search/image", openapi_extra={"requestBody": {"content": {"multipart/form-data": {
+        "schema": {"additionalProperties": False}}}}})  # the fields below only (a sibling of FastAPI's $ref)
+    async def search_image(request: Request, file: UploadFile = File(...), cluster: int | None = Form(None),
                            limit: int = Form(100)):
+        # a form field the search does not read is refused as a JSON body's unknown key is
+        # (web.StrictBody; the form is the one FastAPI parsed, kept by Starlette)
+        extra = sorted(set((await request.form()).keys()) - {"file", "cluster", "limit"})
+        if extra:
+            raise ApiError(422, "invalid_request", f"{extra[0]}: Extra inputs are not permitted (the form "
+                           "fields are file, cluster and limit)")
         data = await file.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
             raise ApiError(413, "too_large", f"the image is over {MAX_UPLOAD >> 20} MB")

@@ -10,6 +10,6 @@ is the base of every JSON request body the apps read: unknown keys and values of
 are a 422 naming the field (``check_body`` for a body a handler parses itself).
 """
 
-from .app import ApiError, StrictBody, check_body, create_app, run_server
+from .app import ApiError, StrictBody, check_body, create_app, run_server, whole
 
-__all__ = ["ApiError", "StrictBody", "check_body", "create_app", "run_server"]
+__all__ = ["ApiError", "StrictBody", "check_body", "create_app", "run_server", "whole"]

@@ -10,11 +10,12 @@ import re
 import secrets
 import socket
 import sys
+from typing import Annotated
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
@@ -45,12 +46,27 @@ class ApiError(Exception):
 class StrictBody(BaseModel):
     """The base of every JSON request body the web apps read (the studio's edits, split previews
     and exports, the service's vectors): a key the body does not have ("nmae" for "name") and a
-    value of another JSON type (the text "3" or the number 3.0 where a whole number belongs,
-    ``true`` for 1) are refused before a handler runs, with a 422 naming the field, instead of
+    value of another JSON type (the text "3" or ``true`` where a whole number belongs: use
+    :func:`whole`, which takes 3.0 as JSON Schema does) are refused before a handler runs, with a 422 naming the field, instead of
     being ignored or read as something else. Ranges and values that depend on the served state
     (a cluster that exists, a level the model has) are the handlers'."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral(v):
+    """A JSON number with no fraction (``2.0``) as the int it is: JSON Schema's "integer" takes
+    it, and a strict int would refuse it; text, booleans and fractions stay refused."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def whole(**field):
+    """A whole number in a :class:`StrictBody` with ``Field`` constraints (``ge=0``,
+    ``description=``): an int, or a JSON number with no fraction (2.0, as JSON Schema's
+    "integer" reads it); never text ("2") or a boolean. (The constraints go on the int, before
+    the conversion, so the description keeps them as ``minimum`` / ``maximum``.)"""
+    return Annotated[int, Field(**field), BeforeValidator(_integral)]
+
 
 
 def invalid_message(errors: list[dict], skip: tuple = ("body",)) -> str:
