@@ -427,3 +427,14 @@ def test_the_rule_reports_splits_merges_and_gone_clusters():
     assert [(r["largest"], r["largest_share"]) for r in prev if r["cluster"] == 4] == [(10, 0.3333)]  # 4 has one item in each of 10, 11, 13: ties go to the lowest id
     cst = {r["cluster"]: r["status"] for r in clusters}
     assert cst == {10: "kept", 11: "split", 12: "split", 13: "merged", 14: "new"}
+
+
+def test_a_clusters_carry_status_is_the_one_most_of_its_items_had():
+    """``status_by_items`` on labels after a split (cluster 2, new, in two parts 2 and 5), a
+    merge (0 and 1 into 0: kept and split) and a half-new cluster (3: no majority)."""
+    from mediacluster.studio.carry import status_by_items
+
+    statuses = ["kept", "new", "split"]
+    codes = np.array([0] * 4 + [2] * 2 + [1] * 6 + [0] * 2 + [1] * 2 + [-1] * 3)
+    labels = np.array([0] * 4 + [0] * 2 + [2] * 3 + [5] * 3 + [3] * 2 + [3] * 2 + [-1, 4, 4])
+    assert status_by_items(labels, statuses, codes) == {0: "kept", 2: "new", 5: "new"}

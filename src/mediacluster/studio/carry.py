@@ -513,7 +513,11 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             "edits_seq": seq, "seconds": round(time.perf_counter() - t0, 3),
             "previous": previous, "clusters": clusters,
         }
-        earlier = (new_run.read_carry() or {}).get("rounds") or [] if done else []
+        prev = (new_run.read_carry() or {}) if done else {}
+        earlier = prev.get("rounds") or ([{  # a carry.json written before rounds were recorded
+            "edits_seq": prev.get("edits_seq"), "from_edits_seq": (prev.get("from") or {}).get("edits_seq"),
+            "since": None, "carried": prev.get("carried"),
+            "not_carried": len(prev.get("not_carried") or [])}] if prev else [])
         summary["rounds"] = [*earlier, {"edits_seq": seq, "from_edits_seq": o.state.seq, "since": since,
                                         "carried": counts, "not_carried": len(summary["not_carried"])}]
         if not work:
@@ -645,10 +649,12 @@ def statuses_at_carry(doc: dict, fitted: np.ndarray, names0: dict, events) -> tu
         if ev.seq > upto:
             break
         st.apply(ev)
-    codes = np.full(len(fitted), -1, dtype=np.int64)
+    lut = np.full(max(code_of, default=-1) + 2, -1, dtype=np.int64)  # the last entry: no cluster
     for c, k in code_of.items():
-        codes[st.labels == c] = k
-    return statuses, codes
+        if c >= 0:
+            lut[c] = k
+    lab = st.labels
+    return statuses, lut[np.where((lab >= 0) & (lab < len(lut) - 1), lab, -1)]
 
 
 def status_by_items(labels: np.ndarray, statuses: list[str], codes: np.ndarray) -> dict[int, str]:
@@ -659,6 +665,7 @@ def status_by_items(labels: np.ndarray, statuses: list[str], codes: np.ndarray) 
     lab, code = labels[ok], codes[ok]
     sizes = dict(zip(*np.unique(lab, return_counts=True)))
     known = code >= 0
-    pairs, counts = np.unique(np.stack([lab[known], code[known]]), axis=1, return_counts=True)
-    return {int(c): statuses[int(k)] for (c, k), n in zip(pairs.T.tolist(), counts.tolist())
-            if 2 * n > sizes[c]}
+    k = len(statuses)
+    pairs, counts = np.unique(lab[known] * k + code[known], return_counts=True)
+    return {int(p // k): statuses[int(p % k)] for p, n in zip(pairs.tolist(), counts.tolist())
+            if 2 * n > sizes[p // k]}
