@@ -37,8 +37,21 @@ marks it). What is carried: names a person gave (never automatic ones), junk mar
 cluster their target became; to junk / unassigned as before; to a re-created cluster when the
 person made it by moving items and it has no match). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
-in the same transaction, so a second carry from the same run carries nothing. The summary is
-written atomically into the new run (``carry.json``) and returned.
+in the same transaction with the previous run's last edit it reached (``from_seq``).
+
+**Carrying again** from the same run carries only what the previous run's edits made since that
+mark (and still in effect there) touched: a cluster's name, junk mark or tags, an item's
+cluster or tags, each as the previous run has it now; nothing twice. What the person changed in
+the new run after the first carry wins and is listed in ``not_carried`` (the cluster or rows,
+their edit, why): a cluster they renamed, junked or re-tagged, an item they moved, split or
+re-tagged, a carried edit they undid. The previous run's merges and splits since are not
+carried (the matching follows them) and its undos of edits carried before are listed, not
+undone here. With no edit since the mark, nothing is carried or written. The summary is
+written atomically into the new run (``carry.json``, with ``rounds``: each carry) and returned.
+
+**The "new" badge** follows the items: :func:`statuses_at_carry` gives each item the status of
+the cluster that held it when the carry was made, :func:`status_by_items` a cluster now the
+status most of its items had (the studio's ``carry`` / ``new`` flags).
 """
 
 from __future__ import annotations
