@@ -362,6 +362,7 @@ def test_carrying_again_carries_what_the_previous_run_did_since_and_never_over_t
     s = carry_curation(old, new, cache_dir=world["cache"])
     assert not any(s["carried"].values())
     assert [r["what"] for r in s["not_carried"]] == ["undo"] and "undone" in s["not_carried"][0]["reason"]
+    assert "1 not carried" in s["message"]
     assert RunDir.open(new).edits().events()[-1].kind == "carry"
     st = Studio(new, warm=False, map_method="pca")
     try:

@@ -536,6 +536,9 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
         if not work:
             summary["message"] = (f"the previous run {old_run.run_id} has no edits and no hand-given "
                                   "names: nothing to carry")
+        elif not any(summary["carried"].values()) and done and summary["not_carried"]:
+            summary["message"] = (f"nothing carried from run {old_run.run_id}'s edits since its edit {since}: "
+                                  f"{len(summary['not_carried'])} not carried (carry.json not_carried says why)")
         elif not any(summary["carried"].values()):
             summary["message"] = "nothing to carry: the new run already has what the person did"
         else:
