@@ -19,14 +19,22 @@ carried edits, the share of carried names that landed on a new cluster of the sa
 ("unnamed"), and the wall time of ``carry_curation`` (hashing included: the files were not
 embedded through this cache, so every file is read once).
 
+With ``--second`` the grown run is then carried into a second time (``second_pass``): after
+the first carry the person edits the new run (renames the first carried cluster, moves a few
+items to a cluster of their own) and goes on curating the previous run (every named cluster
+renamed and tagged again, items unassigned, items tagged); carrying again must carry exactly
+those later edits, once, and leave the new run's own edits alone. Written to its own section.
+
 Usage::
 
     python benchmarks/carry.py --sets imagenette cifar10-test --seeds 0 1 2 --write
+    python benchmarks/carry.py --sets imagenette --seeds 0 --second --write
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -43,6 +51,7 @@ from mediacluster.studio.session import Studio
 from mediacluster.workflow import publish_run
 
 SECTION = "## Carrying curation to a re-clustered collection (carry helper)"
+SECTION2 = "## Carrying curation, second pass (carry2 helper)"
 OLD_SIZE = {"imagenette": 2000, "cifar10-test": 5000}
 
 
@@ -66,6 +75,23 @@ seed 0 (grown; the same runs refitted by a scratch script), the two carried pair
 truck" (491 trucks, 457 automobiles) -> 651 automobiles and 555 trucks; the gone "my frog" (frog
 463, bird 317, deer 171, cat 167) is spread over several new clusters, none holding half of it,
 and the frog-majority new cluster is reported new.\
+"""
+
+
+NOTES2 = """\
+First the carry helper's measurement again (the same script and seeds: the table below has its
+columns; compare with its section). Then, on the grown run, a second round (`second_pass` in the
+script): after the first carry the person renames the first carried cluster in the new run
+("named here") and moves 5 items there to a cluster of their own; then, in the previous run,
+renames every cluster they had named ("my <class> v2") and tags it `v2`, unassigns 20 random
+clustered items (5 of them the ones moved in the new run) and tags 50 random items `second`; then
+`carry_curation` runs again. *made*: those second-round edits, per cluster or item; *arrived*:
+found in the new run after the second carry (a name or tag on the cluster the previous cluster
+is carried to, an item's tag, an item unassigned); *kept here*: those the new run's own later
+edit touched, which the carry left alone and listed in `carry.json` `not_carried`; *no match*:
+renames of previous clusters with no mutual match (not carried, listed); *duplicated*: carried
+events of the new run's log equal (kind and payload) to another; *third carry*: a carry with
+nothing new since.\
 """
 
 
@@ -157,7 +183,7 @@ def score(summary: dict, old_maj: dict[int, str], new_run: Path, labels_new: np.
             "junk": summary["carried"]["junk"], "seconds": summary["seconds"]}
 
 
-def one(name: str, emb: Embeddings, seed: int, work: Path) -> list[dict]:
+def one(name: str, emb: Embeddings, seed: int, work: Path, second: bool = False) -> tuple[list[dict], list[dict]]:
     n = len(emb)
     rng = np.random.default_rng(seed)
     old_idx = np.sort(rng.choice(n, OLD_SIZE[name], replace=False))
@@ -167,7 +193,7 @@ def one(name: str, emb: Embeddings, seed: int, work: Path) -> list[dict]:
     done = curate(old_run, labels_all[old_idx], seed)
     curated = RunDir.open(old_run).read_assignments()["curated_cluster"].to_numpy()
     old_maj = majority(labels_all[old_idx], curated)
-    rows = []
+    rows, grown = [], None
     for scen, emb_new, new_seed, labels_new in (("grown", emb, seed, labels_all),
                                                 ("same items, new seed", old_emb, seed + 100, labels_all[old_idx])):
         new_run, t_new = make_run(emb_new, work / f"{name}-{seed}-{scen.split()[0]}", new_seed)
@@ -175,13 +201,109 @@ def one(name: str, emb: Embeddings, seed: int, work: Path) -> list[dict]:
         t = time.perf_counter()
         s = carry_curation(old_run, new_run, cache_dir=cache)
         wall = time.perf_counter() - t
+        if scen == "grown":
+            grown = (new_run, s, cache)
         same, named = kept_names(old_run, new_run)
         rows.append({"set": name, "seed": seed, "scenario": scen, "old": len(old_emb), "new_items": len(emb_new),
                      "kept_names": same, "named_items": named,
                      "curated": done, **score(s, old_maj, new_run, labels_new), "wall": wall,
                      "fit_s": t_new, "identity": s["identity"]})
         print(rows[-1], flush=True)
-    return rows
+    rows2 = []
+    if second:
+        rows2.append(second_pass(name, seed, old_run, *grown))
+        print(rows2[-1], flush=True)
+    return rows, rows2
+
+
+def second_pass(name: str, seed: int, old_run: Path, new_run: Path, first: dict, cache: Path) -> dict:
+    """The second round on a carried pair of runs (see the module docstring); what arrived."""
+    rng = np.random.default_rng(seed + 1)
+    old_ids = [str(x) for x in RunDir.open(old_run).read_assignments()["id"]]
+    new_row = {str(x): i for i, x in enumerate(RunDir.open(new_run).read_assignments()["id"])}
+    pairs = sorted((r["cluster"], r["carried_to"]) for r in first["previous"]
+                   if r.get("carried_to") is not None and r["named_by"] == "person" and not r["junk"])
+    st = Studio(old_run, warm=False, map_method="pca")
+    try:
+        lab = st.state.labels
+        junk = {c.id for c in st.state.alive() if c.junk}
+        clustered = np.flatnonzero((lab >= 0) & ~np.isin(lab, list(junk)))
+        unassign = sorted(rng.choice(clustered, 20, replace=False).tolist())
+        tagged = sorted(rng.choice(len(lab), 50, replace=False).tolist())
+    finally:
+        st.close()
+    here_rows = [new_row[old_ids[r]] for r in unassign[:5]]
+    st = Studio(new_run, warm=False, map_method="pca")  # the person's own edits in the new run
+    try:
+        b0 = pairs[0][1]
+        st.edit("rename", {"cluster": b0, "name": "named here"}, client="person")
+        st.edit("move", {"items": here_rows, "to": "new", "name": "mine"}, client="person")
+        mine = int(st.state.labels[here_rows[0]])
+        n_events = len(st.log.events())
+    finally:
+        st.close()
+    st = Studio(old_run, warm=False, map_method="pca")  # the previous run, curated further
+    renamed = {}
+    try:
+        for c in [c for c in st.state.alive() if c.named_by == "person" and not c.junk]:
+            renamed[c.id] = f"{c.name} v2"
+            st.edit("rename", {"cluster": c.id, "name": renamed[c.id]}, client="person")
+            st.edit("tag", {"clusters": [c.id], "add": ["v2"]}, client="person")
+        st.edit("move", {"items": unassign, "to": -1}, client="person")
+        st.edit("tag", {"items": tagged, "add": ["second"]}, client="person")
+    finally:
+        st.close()
+    t = time.perf_counter()
+    s2 = carry_curation(old_run, new_run, cache_dir=cache)
+    wall = time.perf_counter() - t
+    s3 = carry_curation(old_run, new_run, cache_dir=cache)
+    to = {r["cluster"]: r["carried_to"] for r in s2["previous"] if r.get("carried_to") is not None}
+    st = Studio(new_run, warm=False, map_method="pca")
+    try:
+        state = st.state
+        evs = st.log.events()
+        carried = [e for e in evs if e.client.startswith("carried from") and e.kind != "carry"]
+        sigs = Counter((e.kind, json.dumps({k: v for k, v in e.payload.items() if k != "carried_from"},
+                                           sort_keys=True)) for e in carried)
+        matched = [a for a in renamed if a in to]
+        names = sum(state.clusters[to[a]].name == renamed[a] for a in matched)
+        ctags = sum("v2" in state.clusters[to[a]].tags for a in matched)
+        itags = sum("second" in state.item_tags.get(new_row[old_ids[r]], []) for r in tagged)
+        gone = sum(int(state.labels[new_row[old_ids[r]]]) == -1 for r in unassign)
+        kept_here = {"name": state.clusters[b0].name == "named here",
+                     "items": sum(int(state.labels[i]) == mine for i in here_rows)}
+        third_same = len(st.log.events()) == len(evs)
+    finally:
+        st.close()
+    refused = [r for r in s2["not_carried"] if "own edit" in r.get("reason", "")]
+    made = 2 * len(renamed) + len(tagged) + len(unassign)
+    return {"set": name, "seed": seed, "renames": len(renamed), "matched": len(matched), "names": names,
+            "ctags": ctags, "itags": itags, "tagged": len(tagged), "unassigned": gone, "unassign": len(unassign),
+            "refused_names": sum(r["what"] == "names" for r in refused),
+            "refused_items": sum(r.get("items", 0) for r in refused if r["what"] == "moves"),
+            "kept_here": kept_here, "made": made, "arrived": names + ctags + itags + gone,
+            "round1": sum(first["carried"].values()), "round2": sum(s2["carried"].values()),
+            "events_before": n_events, "duplicated": sum(k - 1 for k in sigs.values() if k > 1),
+            "third": bool(s3.get("already")) and third_same, "seconds": wall,
+            "not_carried": len(s2["not_carried"])}
+
+
+def table2(rows: list[dict]) -> str:
+    head = ("| set | seed | second-round edits made (renames + cluster tags + items tagged + items unassigned) | "
+            "arrived | renames arrived (of matched; kept here; no match) | cluster tags arrived | items tagged arrived | "
+            "items unassigned arrived (kept here) | carried events round 1 / round 2 | duplicated | third carry | carry s |")
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        eligible = r["made"] - (r["renames"] - r["matched"]) * 2 - r["refused_names"] - r["refused_items"]
+        out.append(
+            f"| {r['set']} | {r['seed']} | {r['made']} ({r['renames']} + {r['renames']} + {r['tagged']} + {r['unassign']}) | "
+            f"{r['arrived']} / {r['made']} ({100 * r['arrived'] / r['made']:.0f}%; {r['arrived']} / {eligible} of those "
+            f"neither kept here nor without a match) | {r['names']} / {r['renames']} ({r['matched']}; {r['refused_names']}"
+            f"{' (its name kept)' if r['kept_here']['name'] else ''}; {r['renames'] - r['matched']}) | {r['ctags']} / {r['matched']} | "
+            f"{r['itags']} / {r['tagged']} | {r['unassigned']} / {r['unassign']} ({r['refused_items']}, "
+            f"{r['kept_here']['items']} still where this run put them) | {r['round1']} / {r['round2']} | "
+            f"{r['duplicated']} | {'nothing carried' if r['third'] else 'CARRIED AGAIN'} | {r['seconds']:.2f} |")
+    return "\n".join(out)
 
 
 def table(rows: list[dict]) -> str:
@@ -216,18 +338,30 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["imagenette"], choices=sorted(OLD_SIZE))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--vectors", default="/work/vec", help="folder of <set>.npz (vectors, imagenet_probs, labels, ids)")
+    ap.add_argument("--second", action="store_true", help="also carry into the grown run a second time "
+                    "(second_pass) and write the carry2 section instead of the carry one")
     ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
     args = ap.parse_args()
     load1 = os.getloadavg()[0]
-    rows = []
+    rows, rows2 = [], []
     with tempfile.TemporaryDirectory(prefix="mc-carry-") as tmp:
         for name in args.sets:
             emb = load(name, Path(args.vectors))
             for seed in args.seeds:
-                rows.extend(one(name, emb, seed, Path(tmp)))
-    text = table(rows)
+                r1, r2 = one(name, emb, seed, Path(tmp), args.second)
+                rows.extend(r1)
+                rows2.extend(r2)
+    text = table(rows) + ("\n\n" + table2(rows2) if rows2 else "")
     print(text)
-    if args.write:
+    if args.write and args.second:
+        from _results import write_section
+
+        block = (f"{SECTION2}\n\n"
+                 f"`python benchmarks/carry.py --sets {' '.join(args.sets)} --seeds {' '.join(map(str, args.seeds))} "
+                 f"--second --write` (1-min load average {load1:.1f} at the start; default encoder vectors from "
+                 f"`{args.vectors}`; written by the script).\n\n" + NOTES2 + "\n\n" + text + "\n")
+        write_section(SECTION2, block)
+    elif args.write:
         from _results import write_section
 
         block = (f"{SECTION}\n\n"

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import dataset
-from studio_helpers import Server, client
+from studio_helpers import Server, client, copy_run, post
 
 from mediacluster.cli import main
 from mediacluster.errors import InputError
@@ -292,6 +292,128 @@ def test_the_page_marks_the_new_clusters_and_filters_them(carried, studio):
         drv.quit()
 
 
+def _rows_by_file(run: Path, root: Path) -> dict[str, int]:
+    """A run's rows by their file relative to its collection folder ``root``."""
+    return {os.path.relpath(p, root): i for i, p in enumerate(RunDir.open(run).read_assignments()["path"])}
+
+
+def test_carrying_again_carries_what_the_previous_run_did_since_and_never_over_this_runs_edits(
+        world, curated, carried, tmp_path):
+    """The person keeps naming in the previous run after the carry, and also edits the new run:
+    carrying again carries only the previous run's later edits, once; where the new run's own
+    later edit touched the same cluster or item, that edit wins and carry.json says so."""
+    old = copy_run(world["run_old"], tmp_path / "old")
+    new = copy_run(carried["out"], tmp_path / "new")
+    cl_old, cl_new = by_label(old), by_label(new)
+    a = pd.read_parquet(old / "assignments.parquet")
+    old_rows, new_rows = _rows_by_file(old, world["old"]), _rows_by_file(new, world["new"])
+    to_new = {r: new_rows[f] for f, r in old_rows.items()}
+    dogs = [i for i in range(len(a)) if a["label"][i] == CLASSES[1]]
+    church = [i for i in range(len(a)) if a["label"][i] == CLASSES[2]]
+    x, z, y = dogs[-1], dogs[-2], church[-1]  # x: moved in both runs; z: in the previous one only
+    st = Studio(new, warm=False, map_method="pca")  # the person's own edits in the new run
+    try:
+        n0 = len(st.log.events())
+        st.edit("rename", {"cluster": cl_new[CLASSES[0]], "name": "fish here"})
+        st.edit("move", {"items": [to_new[x]], "to": -1})
+    finally:
+        st.close()
+    st = Studio(old, warm=False, map_method="pca")  # and more naming in the previous run
+    try:
+        st.edit("rename", {"cluster": cl_old[CLASSES[0]], "name": "my fish 2"})
+        st.edit("rename", {"cluster": cl_old[CLASSES[1]], "name": "my dogs 2"})
+        st.edit("tag", {"clusters": [cl_old[CLASSES[2]]], "add": ["old"]})
+        st.edit("tag", {"items": [y], "add": ["later"]})
+        st.edit("move", {"items": [x, z], "to": cl_old[CLASSES[2]]})
+    finally:
+        st.close()
+    rc, stdout = run_cli(["studio", str(new), "--carry-from", str(old), "--cache-dir", str(world["cache"]),
+                          "--export", "csv"])  # as a person carries again
+    assert rc == 0, stdout
+    assert f"not carried: names to cluster {cl_new[CLASSES[0]]}: changed in this run after the carry" in stdout
+    s = json.loads((new / "carry.json").read_text())
+    assert not s.get("already") and len(s["rounds"]) == 2
+    assert s["carried"] == {"names": 1, "junk": 0, "cluster_tags": 1, "item_tags": 1, "moves": 1}
+    assert s["carried_items_moved"] == 1
+    why = {(r["what"], r.get("cluster"), tuple(r.get("rows") or ())): r["reason"] for r in s["not_carried"]}
+    assert set(why) == {("names", cl_new[CLASSES[0]], ()), ("moves", None, (to_new[x],))}
+    assert all("this run's own edit" in r for r in why.values())
+    st = Studio(new, warm=False, map_method="pca")
+    try:
+        state = st.state
+        assert state.clusters[cl_new[CLASSES[0]]].name == "fish here"  # the new run's own edit won
+        assert state.clusters[cl_new[CLASSES[1]]].name == "my dogs 2"
+        assert state.clusters[cl_new[CLASSES[2]]].tags == ["old"] and state.clusters[cl_new[CLASSES[2]]].junk
+        assert int(state.labels[to_new[x]]) == -1 and int(state.labels[to_new[z]]) == cl_new[CLASSES[2]]
+        tagged = new_rows[os.path.relpath(curated["tagged"], world["old"])]
+        assert state.item_tags == {tagged: ["favourite"], to_new[y]: ["later"]}
+        evs = st.log.events()
+        carried_evs = [e for e in evs[n0:] if e.client.startswith("carried from")]
+        assert [e.kind for e in carried_evs] == ["rename", "tag", "move", "tag", "carry"]  # nothing twice
+    finally:
+        st.close()
+    # a third time with nothing new: nothing
+    n = len(RunDir.open(new).edits())
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s["already"] and "no edit since" in s["message"] and len(RunDir.open(new).edits()) == n
+    # the previous run undoes an edit that was carried: not taken back here, and said so
+    st = Studio(old, warm=False, map_method="pca")
+    try:
+        st.edit("undo", {})  # the move of x and z
+    finally:
+        st.close()
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert not any(s["carried"].values())
+    assert [r["what"] for r in s["not_carried"]] == ["undo"] and "undone" in s["not_carried"][0]["reason"]
+    assert "1 not carried" in s["message"]
+    assert RunDir.open(new).edits().events()[-1].kind == "carry"
+    st = Studio(new, warm=False, map_method="pca")
+    try:
+        assert int(st.state.labels[to_new[z]]) == cl_new[CLASSES[2]]
+    finally:
+        st.close()
+
+
+def test_the_new_badge_follows_the_items_through_merges_and_moves(carried, tmp_path):
+    """A cluster is "new" when most of its items were in a cluster the carry found new: after
+    the person moves most of a new cluster's items to a cluster of their own and merges a kept
+    cluster into what is left, the badge is on the cluster the items went to, not on the id."""
+    from conftest import chromium
+    from test_studio_browser import loaded, wait
+
+    run = copy_run(carried["out"], tmp_path / "run")
+    summary = json.loads((run / "carry.json").read_text())
+    (p,) = summary["new_clusters"]
+    kept = by_label(run)[CLASSES[0]]
+    srv = Server(run, "--map", "pca")
+    try:
+        with client(srv) as c:
+            members = c.get(f"/api/clusters/{p}/all").json()["items"]
+            r = post(c, "/api/edits", {"kind": "move", "items": members[:15], "to": "new", "name": "chutes"})
+            assert r.status_code == 200, r.text
+            r = post(c, "/api/edits", {"kind": "merge", "clusters": [p, kept], "into": p})
+            assert r.status_code == 200, r.text
+            rows = {e["id"]: e for e in c.get("/api/clusters").json()["clusters"]}
+        made = next(i for i, e in rows.items() if e["name"] == "chutes")
+        assert {i for i, e in rows.items() if e["new"]} == {made}
+        assert rows[made]["carry"] == "new" and rows[p]["carry"] == "kept" and kept not in rows
+        drv = chromium()
+        try:
+            drv.get(srv.url)
+            wait(lambda: loaded(drv), 60, "the page")
+            sel = "#cluster-list li[data-cluster]"
+            badged = [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", sel)
+                      if li.find_elements("css selector", ".badge.new")]
+            assert badged == [made]
+            drv.find_element("id", "filter").send_keys("new")
+            wait(lambda: [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", sel)]
+                 == [made], 10, "the filter 'new'")
+        finally:
+            drv.quit()
+    finally:
+        srv.stop()
+
+
 def test_the_rule_reports_splits_merges_and_gone_clusters():
     """The matching rule alone, on the shared items' labels (previous, new)."""
     pairs = ([(0, 10)] * 10                     # 0 kept as 10
@@ -309,3 +431,14 @@ def test_the_rule_reports_splits_merges_and_gone_clusters():
     assert [(r["largest"], r["largest_share"]) for r in prev if r["cluster"] == 4] == [(10, 0.3333)]  # 4 has one item in each of 10, 11, 13: ties go to the lowest id
     cst = {r["cluster"]: r["status"] for r in clusters}
     assert cst == {10: "kept", 11: "split", 12: "split", 13: "merged", 14: "new"}
+
+
+def test_a_clusters_carry_status_is_the_one_most_of_its_items_had():
+    """``status_by_items`` on labels after a split (cluster 2, new, in two parts 2 and 5), a
+    merge (0 and 1 into 0: kept and split) and a half-new cluster (3: no majority)."""
+    from mediacluster.studio.carry import status_by_items
+
+    statuses = ["kept", "new", "split"]
+    codes = np.array([0] * 4 + [2] * 2 + [1] * 6 + [0] * 2 + [1] * 2 + [-1] * 3)
+    labels = np.array([0] * 4 + [0] * 2 + [2] * 3 + [5] * 3 + [3] * 2 + [3] * 2 + [-1, 4, 4])
+    assert status_by_items(labels, statuses, codes) == {0: "kept", 2: "new", 5: "new"}

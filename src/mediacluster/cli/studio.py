@@ -76,7 +76,9 @@ def print_carry(s: dict) -> None:
       f"{c['item_tags']} item tags, {c['moves']} moves ({s['carried_items_moved']} items) "
       f"in {s['seconds']:.2f} s; {printable(s['message'])}\n")
     for r in s.get("not_carried") or []:
-        w(f"  not carried: {printable(r.get('what'))}: {printable(r.get('reason'))}\n")
+        where = (f" to cluster {r['cluster']}" if r.get("cluster") is not None else
+                 f" of {r['items']} item(s)" if r.get("items") is not None else "")
+        w(f"  not carried: {printable(r.get('what'))}{where}: {printable(r.get('reason'))}\n")
 
 
 def run(args) -> int:

@@ -37,8 +37,21 @@ marks it). What is carried: names a person gave (never automatic ones), junk mar
 cluster their target became; to junk / unassigned as before; to a re-created cluster when the
 person made it by moving items and it has no match). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
-in the same transaction, so a second carry from the same run carries nothing. The summary is
-written atomically into the new run (``carry.json``) and returned.
+in the same transaction with the previous run's last edit it reached (``from_seq``).
+
+**Carrying again** from the same run carries only what the previous run's edits made since that
+mark (and still in effect there) touched: a cluster's name, junk mark or tags, an item's
+cluster or tags, each as the previous run has it now; nothing twice. What the person changed in
+the new run after the first carry wins and is listed in ``not_carried`` (the cluster or rows,
+their edit, why): a cluster they renamed, junked or re-tagged, an item they moved, split or
+re-tagged, a carried edit they undid. The previous run's merges and splits since are not
+carried (the matching follows them) and its undos of edits carried before are listed, not
+undone here. With no edit since the mark, nothing is carried or written. The summary is
+written atomically into the new run (``carry.json``, with ``rounds``: each carry) and returned.
+
+**The "new" badge** follows the items: :func:`statuses_at_carry` gives each item the status of
+the cluster that held it when the carry was made, :func:`status_by_items` a cluster now the
+status most of its items had (the studio's ``carry`` / ``new`` flags).
 """
 
 from __future__ import annotations
@@ -55,7 +68,7 @@ from ..data import NOISE
 from ..errors import InputError, RunDirError, RunLockedError
 from ..fileio import path_to_text
 from ..rundir import RunDir
-from .state import CuratedState, EditConflict, start_names
+from .state import EDITS, CuratedState, EditConflict, start_names
 from .writer import StateWriter
 
 log = logging.getLogger(__name__)
@@ -198,6 +211,86 @@ def match_clusters(old_labels: np.ndarray, new_labels: np.ndarray, old_ids: list
     return previous, clusters, carried
 
 
+class _Touched:
+    """What effective edits touched, each subject with the latest edit (seq) that touched it:
+    a cluster's name or junk mark, a cluster's tag, an item's cluster or tag."""
+
+    def __init__(self, events=()):
+        self.names: dict[int, int] = {}
+        self.junk: dict[int, int] = {}
+        self.ctags: dict[tuple[int, str], int] = {}
+        self.moved: dict[int, int] = {}  # rows a move put somewhere
+        self.split: dict[int, int] = {}  # rows a split put somewhere
+        self.itags: dict[tuple[int, str], int] = {}
+        self.structure: list = []  # merges and splits
+        for ev in events:
+            self.add(ev)
+
+    def add(self, ev) -> None:
+        p, seq = ev.payload, ev.seq
+        if ev.kind == "rename":
+            self.names[int(p["cluster"])] = seq
+        elif ev.kind == "junk":
+            for c in p["clusters"]:
+                self.junk[int(c)] = seq
+        elif ev.kind == "tag":
+            for t in list(p.get("add") or []) + list(p.get("remove") or []):
+                for c in p.get("clusters") or []:
+                    self.ctags[int(c), t] = seq
+                for i in p.get("items") or []:
+                    self.itags[int(i), t] = seq
+        elif ev.kind == "move":
+            for i in p["items"]:
+                self.moved[int(i)] = seq
+            if p.get("create") and p["create"].get("name"):
+                self.names[int(p["create"]["id"])] = seq
+        elif ev.kind == "split":
+            for i in p["items"]:
+                self.split[int(i)] = seq
+            self.structure.append(ev)
+        elif ev.kind == "merge":
+            self.structure.append(ev)
+
+    def clusters(self) -> set[int]:
+        return set(self.names) | set(self.junk) | {c for c, _ in self.ctags}
+
+
+def _carried_client(ev) -> bool:
+    return ev.client.startswith("carried from ")
+
+
+def _owned(nst: CuratedState, events: list, first: int) -> _Touched:
+    """What the person changed in the new run after the first carry (edit ``first``): their own
+    edits still in effect, and the carried edits they undid."""
+    own = _Touched(e for e in nst.done if e.seq > first and not _carried_client(e))
+    by_seq = {e.seq: e for e in events}
+    done = {e.seq for e in nst.done}
+    for e in events:
+        if e.seq > first and e.kind == "undo" and not _carried_client(e):
+            t = by_seq.get(e.payload.get("target"))
+            if t is not None and _carried_client(t) and t.seq not in done:
+                own.add(type(t)(e.seq, t.ts, t.kind, t.payload, t.client))  # the undo is the person's edit
+    return own
+
+
+def _recreated(nst: CuratedState, from_run_id: str) -> dict[int, int]:
+    """``{previous cluster: new cluster}`` for clusters an earlier carry made again (a cluster
+    the person made by moving items, with no match), still there."""
+    out = {}
+    for e in nst.done:
+        p = e.payload
+        if e.kind == "move" and p.get("carried_from") == from_run_id and p.get("create") \
+                and p.get("carried_cluster") is not None:
+            c = nst.clusters.get(int(p["create"]["id"]))
+            if c is not None and c.alive:
+                out[int(p["carried_cluster"])] = c.id
+    return out
+
+
+def _why(seq: int) -> str:
+    return f"changed in this run after the carry (edit {seq}): this run's own edit wins"
+
+
 def _moved_rows(state: CuratedState) -> set[int]:
     """Rows an effective ``move`` event of the state touched."""
     rows: set[int] = set()
@@ -207,63 +300,149 @@ def _moved_rows(state: CuratedState) -> set[int]:
     return rows
 
 
-def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int]) -> tuple[list, list]:
-    """The carried edits as ``(kind, request, what)`` in order, and what could not be carried."""
+def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
+          scope: _Touched | None = None, owned: _Touched | None = None,
+          recreated: dict[int, int] | None = None) -> tuple[list, list]:
+    """The carried edits as ``(kind, request, what, extra payload)`` in order, and what could
+    not be carried. ``scope``: carry only what these previous-run edits touched (the edits
+    since the last carry; None: everything, the first carry); ``owned``: what the person
+    changed in the new run since the first carry, which is never overridden (listed instead);
+    ``recreated``: the clusters an earlier carry made again."""
     ost, nst = old.state, new.state
+    owned = owned or _Touched()
+    targets = {**(recreated or {}), **carried}
     plan, not_carried = [], []
-    for a, b in sorted(carried.items()):
+
+    def refuse(what: str, seq: int, **where) -> None:
+        not_carried.append({"what": what, **where, "edit": seq, "reason": _why(seq)})
+
+    for a, b in sorted(targets.items()):
         ca, cb = ost.clusters[a], nst.clusters.get(b)
         if cb is None or not cb.alive:
             continue
-        if ca.named_by == "person" and ca.name != cb.name:
-            plan.append(("rename", {"cluster": b, "name": ca.name}, "names"))
-        if ca.junk and not cb.junk:
-            plan.append(("junk", {"clusters": [b], "value": True}, "junk"))
-        add = [t for t in ca.tags if t not in cb.tags]
-        if add:
-            plan.append(("tag", {"clusters": [b], "add": add}, "cluster_tags"))
+        ids = {"cluster": b, "previous_cluster": a}
+        if ca.named_by == "person" and ca.name != cb.name and (scope is None or a in scope.names):
+            if b in owned.names:
+                refuse("names", owned.names[b], name=ca.name, **ids)
+            else:
+                plan.append(("rename", {"cluster": b, "name": ca.name}, "names", {}))
+        if scope is None:
+            if ca.junk and not cb.junk:
+                plan.append(("junk", {"clusters": [b], "value": True}, "junk", {}))
+        elif a in scope.junk and ca.junk != cb.junk:
+            if b in owned.junk:
+                refuse("junk", owned.junk[b], value=ca.junk, **ids)
+            else:
+                plan.append(("junk", {"clusters": [b], "value": ca.junk}, "junk", {}))
+        if scope is None:
+            add, remove = [t for t in ca.tags if t not in cb.tags], []
+        else:
+            mine = [t for c, t in scope.ctags if c == a]
+            add = [t for t in mine if t in ca.tags and t not in cb.tags]
+            remove = [t for t in mine if t not in ca.tags and t in cb.tags]
+        for t in [t for t in add + remove if (b, t) in owned.ctags]:
+            refuse("cluster_tags", owned.ctags[b, t], tag=t, **ids)
+        add = [t for t in add if (b, t) not in owned.ctags]
+        remove = [t for t in remove if (b, t) not in owned.ctags]
+        if add or remove:
+            plan.append(("tag", {"clusters": [b], "add": add, "remove": remove}, "cluster_tags", {}))
+    if scope is not None:  # clusters the edits since the last carry touched that have no match
+        made = {int(e.payload["create"]["id"]) for e in ost.done if e.kind == "move" and e.payload.get("create")}
+        for a in sorted(scope.clusters() - set(targets) - made):
+            c = ost.clusters.get(a)
+            if c is not None and c.alive:
+                not_carried.append({"what": "cluster", "previous_cluster": a, "name": c.name,
+                                    "reason": f"cluster {a} ({c.name}) has no match in the new run"})
     new_rows = _rows_of(new_keys)
     # items a person moved: where their target cluster went
     by_target: dict[int, list[int]] = defaultdict(list)
-    for r in sorted(_moved_rows(ost)):
+    for r in sorted(_moved_rows(ost) if scope is None else set(scope.moved)):
         rows = new_rows.get(old_keys[r])
         if rows:
             by_target[int(ost.labels[r])].extend(rows)
     for target, rows in sorted(by_target.items()):
         rows = sorted(set(rows))
+        mine = {i: owned.moved.get(i, owned.split.get(i)) for i in rows if i in owned.moved or i in owned.split}
+        if mine:
+            not_carried.append({"what": "moves", "rows": sorted(mine), "items": len(mine),
+                                "edits": sorted(set(mine.values())),
+                                "reason": "moved in this run after the carry: this run's own edits win"})
+            rows = [i for i in rows if i not in mine]
+            if not rows:
+                continue
         c = ost.clusters.get(target)
-        if target in carried:
-            to = carried[target]
+        if target in targets:
+            to = targets[target]
             rows = [i for i in rows if nst.labels[i] != to]
             if rows:
-                plan.append(("move", {"items": rows, "to": to}, "moves"))
+                plan.append(("move", {"items": rows, "to": to}, "moves", {}))
         elif target < 0:
             rows = [i for i in rows if nst.labels[i] != NOISE]
             if rows:
-                plan.append(("move", {"items": rows, "to": NOISE}, "moves"))
+                plan.append(("move", {"items": rows, "to": NOISE}, "moves", {}))
         elif c is not None and c.junk:
-            plan.append(("move", {"items": rows, "to": "junk"}, "moves"))
+            plan.append(("move", {"items": rows, "to": "junk"}, "moves", {}))
         elif c is not None and c.origin == "new":
             req = {"items": rows, "to": "new"}
             if c.named_by == "person":
                 req["name"] = c.name
-            plan.append(("move", req, "moves"))
+            plan.append(("move", req, "moves", {"carried_cluster": int(target)}))
             if c.tags:
-                plan.append(("tag", {"clusters": ["created"], "add": list(c.tags)}, "cluster_tags"))
+                plan.append(("tag", {"clusters": ["created"], "add": list(c.tags)}, "cluster_tags", {}))
         else:
             not_carried.append({"what": "moves", "items": len(rows), "to": int(target),
                                 "reason": f"cluster {target} ({c.name if c else '?'}) has no match in the new run"})
-    # item tags, grouped by the tags to add
+    # item tags, grouped by the tags to add (and, after the first carry, to remove)
     groups: dict[tuple, list[int]] = defaultdict(list)
-    for r, tags in sorted(ost.item_tags.items()):
-        for i in new_rows.get(old_keys[r], []):
-            have = nst.item_tags.get(i, [])
-            add = tuple(t for t in tags if t not in have)
-            if add:
-                groups[add].append(i)
-    for add, rows in groups.items():
-        plan.append(("tag", {"items": sorted(set(rows)), "add": list(add)}, "item_tags"))
+    if scope is None:
+        for r, tags in sorted(ost.item_tags.items()):
+            for i in new_rows.get(old_keys[r], []):
+                have = nst.item_tags.get(i, [])
+                add = tuple(t for t in tags if t not in have)
+                if add:
+                    groups[add, ()].append(i)
+    else:
+        refused: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for r, t in sorted(scope.itags):
+            keep = t in ost.item_tags.get(r, [])
+            for i in new_rows.get(old_keys[r], []):
+                if keep == (t in nst.item_tags.get(i, [])):
+                    continue
+                if (i, t) in owned.itags:
+                    refused[t, owned.itags[i, t]].append(i)
+                else:
+                    groups[((t,), ()) if keep else ((), (t,))].append(i)
+        for (t, seq), rows in sorted(refused.items()):
+            not_carried.append({"what": "item_tags", "tag": t, "rows": sorted(set(rows)), "items": len(set(rows)),
+                                "edit": seq, "reason": _why(seq)})
+    for (add, remove), rows in groups.items():
+        plan.append(("tag", {"items": sorted(set(rows)), "add": list(add), "remove": list(remove)}, "item_tags", {}))
     return plan, not_carried
+
+
+def _since(old: _Side, since: int) -> list:
+    """The previous run's edits made after its edit ``since`` and still in effect."""
+    return [e for e in old.state.done if e.seq > since]
+
+
+def _not_carried_since(old: _Side, old_run: RunDir, since: int) -> list[dict]:
+    """What the previous run's edits since ``since`` did that carrying again does not carry:
+    its merges and splits (the matching follows them; the new run's clusters are its own), and
+    undos of edits carried before (this run keeps what was carried; undo it here)."""
+    out = [{"what": e.kind, "previous_edit": e.seq,
+            "reason": f"a {e.kind} in the previous run is not carried: the new run's clusters are its own "
+                      "(the matching follows it)"} for e in _Touched(_since(old, since)).structure]
+    before = CuratedState(old.fitted, start_names(old_run))
+    for e in old.events:
+        if e.seq > since:
+            break
+        before.apply(e)
+    now = {e.seq for e in old.state.done}
+    out += [{"what": "undo", "previous_edit": e.seq,
+             "reason": f"edit {e.seq} ({e.kind}) of the previous run was undone there after it was "
+                       "carried; this run keeps it (undo it here if it should go)"}
+            for e in before.done if e.seq not in now]
+    return out
 
 
 def _person_work(state: CuratedState) -> bool:
@@ -291,11 +470,12 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
                              "curation carries between runs of the same media only")
         done = [e for e in nw.events if e.kind == CARRY_EVENT
                 and e.payload.get("from_run_id") == old_run.run_id]
-        if done:
+        since = max(int(e.payload.get("from_seq") or 0) for e in done) if done else None
+        if done and not any(e.seq > since and e.kind in EDITS + ("undo", "redo") for e in o.events):
             prev = new_run.read_carry() or {}
             return {**prev, "already": True, "carried": {k: 0 for k in (prev.get("carried") or {})},
-                    "message": f"already carried from run {old_run.run_id} (edit {done[0].seq}); "
-                               "nothing carried again"}
+                    "message": f"already carried from run {old_run.run_id} up to its edit {since} "
+                               f"(edit {done[-1].seq} here); it has no edit since: nothing carried again"}
         old_keys, new_keys, identity = item_keys(o, nw, cache_dir, progress)
         ofirst, nfirst = _first_rows(old_keys), _first_rows(new_keys)
         shared = [k for k in ofirst if k in nfirst]
@@ -316,8 +496,15 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             c = o.state.clusters[r["cluster"]]
             r.update(name=c.name, named_by=c.named_by, junk=c.junk, tags=list(c.tags))
         work = _person_work(o.state)
-        plan, not_carried = _plan(o, nw, old_keys, new_keys, carried) if work else ([], [])
-        counts, moved, skipped, seq = _write(nw, old_run.run_id, o.state.seq, plan)
+        if since is None:
+            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried) if work else ([], [])
+        else:  # again: only what the previous run's edits since the last carry did
+            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, _Touched(_since(o, since)),
+                                      _owned(nw.state, nw.events, done[0].seq),
+                                      _recreated(nw.state, old_run.run_id))
+            not_carried = _not_carried_since(o, old_run, since) + not_carried
+        counts, moved, skipped, seq = _write(nw, old_run.run_id, o.state.seq, plan,
+                                             since, done[-1].seq if done else None)
         for r in clusters:  # the names now, carried ones included
             r["name"] = nw.state.clusters[r["cluster"]].name
         counts = {k: counts.get(k, 0) for k in ("names", "junk", "cluster_tags", "item_tags", "moves")}
@@ -339,14 +526,24 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             "edits_seq": seq, "seconds": round(time.perf_counter() - t0, 3),
             "previous": previous, "clusters": clusters,
         }
+        prev = (new_run.read_carry() or {}) if done else {}
+        earlier = prev.get("rounds") or ([{  # a carry.json written before rounds were recorded
+            "edits_seq": prev.get("edits_seq"), "from_edits_seq": (prev.get("from") or {}).get("edits_seq"),
+            "since": None, "carried": prev.get("carried"),
+            "not_carried": len(prev.get("not_carried") or [])}] if prev else [])
+        summary["rounds"] = [*earlier, {"edits_seq": seq, "from_edits_seq": o.state.seq, "since": since,
+                                        "carried": counts, "not_carried": len(summary["not_carried"])}]
         if not work:
             summary["message"] = (f"the previous run {old_run.run_id} has no edits and no hand-given "
                                   "names: nothing to carry")
+        elif not any(summary["carried"].values()) and done and summary["not_carried"]:
+            summary["message"] = (f"nothing carried from run {old_run.run_id}'s edits since its edit {since}: "
+                                  f"{len(summary['not_carried'])} not carried (carry.json not_carried says why)")
         elif not any(summary["carried"].values()):
             summary["message"] = "nothing to carry: the new run already has what the person did"
         else:
             summary["message"] = (f"carried {sum(summary['carried'].values())} edit(s) from run "
-                                  f"{old_run.run_id}")
+                                  f"{old_run.run_id}" + (f" made since its edit {since}" if done else ""))
         _write_summary(new_run, summary)
         _write_state(nw)
         return summary
@@ -376,9 +573,12 @@ def _write_summary(run: RunDir, summary: dict, tries: int = 20) -> None:
             time.sleep(0.5)
 
 
-def _write(nw: _Side, from_run_id: str, from_seq: int, plan: list) -> tuple[dict, int, list, int]:
+def _write(nw: _Side, from_run_id: str, from_seq: int, plan: list, since: int | None = None,
+           last: int | None = None) -> tuple[dict, int, list, int]:
     """Record the planned edits and the ``carry`` event in one transaction of the new run's log
-    (each checked against the state as it is then, as the studio checks an edit)."""
+    (each checked against the state as it is then, as the studio checks an edit). ``since``:
+    the previous run's edit the last carry reached, ``last``: that carry's event here (None
+    for the first); another carry from the same run meanwhile is a conflict."""
     st, lg = nw.state, nw.log
     client = f"carried from {from_run_id}"
     counts: dict[str, int] = defaultdict(int)
@@ -387,11 +587,11 @@ def _write(nw: _Side, from_run_id: str, from_seq: int, plan: list) -> tuple[dict
     with lg.writing():
         for ev in lg.events(since=st.seq):  # a studio's edits made meanwhile first
             st.apply(ev)
-        if any(e.kind == CARRY_EVENT and e.payload.get("from_run_id") == from_run_id
-               for e in lg.events()):
+        carries = [e.seq for e in lg.events() if e.kind == CARRY_EVENT and e.payload.get("from_run_id") == from_run_id]
+        if (carries[-1] if carries else None) != last:
             raise EditConflict(f"run {from_run_id} was carried into this run meanwhile")
         created = None
-        for kind, req, what in plan:
+        for kind, req, what, extra in plan:
             if req.get("clusters") == ["created"]:
                 if created is None:
                     continue
@@ -403,13 +603,13 @@ def _write(nw: _Side, from_run_id: str, from_seq: int, plan: list) -> tuple[dict
             except (InputError, EditConflict) as e:
                 skipped.append({"what": what, "edit": kind, "reason": str(e)})
                 continue
-            ev = lg.insert(kind, {**payload, "carried_from": from_run_id}, client)
+            ev = lg.insert(kind, {**payload, "carried_from": from_run_id, **extra}, client)
             st.apply(ev)
             if kind == "move":
                 created = (payload.get("create") or {}).get("id")
                 moved += len(payload["items"])
             counts[what] += 1
-        ev = lg.insert(CARRY_EVENT, {"from_run_id": from_run_id, "from_seq": from_seq,
+        ev = lg.insert(CARRY_EVENT, {"from_run_id": from_run_id, "from_seq": from_seq, "since": since,
                                      "events": int(sum(counts.values()))},
                        client)
         st.apply(ev)
@@ -448,3 +648,40 @@ def resolve_previous(given: str | os.PathLike, out: str | os.PathLike, before_id
     if kept is not None and Path(kept).name.endswith(f".replaced-{before_id}"):
         return Path(kept)
     return None
+
+
+def statuses_at_carry(doc: dict, fitted: np.ndarray, names0: dict, events) -> tuple[list[str], np.ndarray]:
+    """Each item's carry status: that of the cluster which held it when ``carry.json`` (``doc``)
+    was written, the state replayed from ``fitted`` / ``names0`` through the ``events`` of the
+    new run's log up to the carry (``doc["edits_seq"]``: the log is append-only, so this never
+    changes). Returns the statuses and each row's index into them (-1: no cluster, or one the
+    summary does not list)."""
+    statuses = sorted({str(r["status"]) for r in doc.get("clusters") or [] if isinstance(r, dict) and "status" in r})
+    code_of = {int(r["cluster"]): statuses.index(str(r["status"])) for r in doc.get("clusters") or []
+               if isinstance(r, dict) and "cluster" in r and "status" in r}
+    st = CuratedState(fitted, names0)
+    upto = int(doc.get("edits_seq") or 0)
+    for ev in events:
+        if ev.seq > upto:
+            break
+        st.apply(ev)
+    lut = np.full(max(code_of, default=-1) + 2, -1, dtype=np.int64)  # the last entry: no cluster
+    for c, k in code_of.items():
+        if c >= 0:
+            lut[c] = k
+    lab = st.labels
+    return statuses, lut[np.where((lab >= 0) & (lab < len(lut) - 1), lab, -1)]
+
+
+def status_by_items(labels: np.ndarray, statuses: list[str], codes: np.ndarray) -> dict[int, str]:
+    """``{cluster: status}`` for the clusters now (``labels``) by their items: the carry status
+    (:func:`statuses_at_carry`) more than half of a cluster's items had, so a badge follows the
+    items through later merges, splits and moves; no entry where no status has a majority."""
+    ok = labels >= 0
+    lab, code = labels[ok], codes[ok]
+    sizes = dict(zip(*np.unique(lab, return_counts=True)))
+    known = code >= 0
+    k = len(statuses)
+    pairs, counts = np.unique(lab[known] * k + code[known], return_counts=True)
+    return {int(p // k): statuses[int(p % k)] for p, n in zip(pairs.tolist(), counts.tolist())
+            if 2 * n > sizes[p // k]}

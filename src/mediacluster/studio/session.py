@@ -29,6 +29,7 @@ from ..locations import under
 from ..naming.support import BY_HAND, CHANGED, NOT_MEASURED, SPLIT_UNMEASURED
 from ..naming.support import of_records as support_of_records
 from ..rundir import CARRY, RunDir, path_to_text
+from .carry import status_by_items, statuses_at_carry
 from .editlog import Event
 from .levels import find_level, level_views
 from .media import ItemMedia
@@ -95,7 +96,7 @@ class Studio:
         self.levels = level_views(self.run_levels)
         self.level_names = self.run.read_level_names() if self.levels else {}
         self._tree: tuple[int, CuratedTree | None] | None = None  # (seq, the curated tree then)
-        self._carry: tuple[int, dict[int, str]] | None = None  # (carry.json's mtime, statuses)
+        self._carry: tuple | None = None  # (carry.json's mtime, the items' statuses then, (seq, by cluster))
         self.vectors = self.run.read_vectors(mmap=True)
         if len(self.vectors) != self.n:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
@@ -259,18 +260,23 @@ class Studio:
             lab = tree.rows[tree.names.index(name)]
         return np.ascontiguousarray(lab, "<i4").tobytes()
 
-    def carry_statuses(self) -> dict[int, str]:
-        """``{cluster: status}`` from the run's ``carry.json`` (:mod:`.carry`: what each fitted
-        cluster is to the previous run's curated clusters), re-read when the file changes."""
+    def carry_statuses(self, labels: np.ndarray, seq: int) -> dict[int, str]:
+        """``{cluster: status}`` for the curated clusters at edit ``seq`` (``labels``), by their
+        items (:mod:`.carry`: ``carry.json`` says what each cluster was to the previous run's
+        curated clusters when the carry was made; a cluster now has the status most of its
+        items had then, so the "new" badge follows the items through later merges and splits).
+        The items' statuses are re-read when the file changes, the clusters' once per edit."""
         try:
             stamp = os.stat(self.run.file(CARRY)).st_mtime_ns
         except OSError:
             return {}
         if self._carry is None or self._carry[0] != stamp:
             doc = self.run.read_carry() or {}
-            self._carry = (stamp, {int(r["cluster"]): str(r["status"]) for r in doc.get("clusters") or []
-                                   if isinstance(r, dict) and "cluster" in r and "status" in r})
-        return self._carry[1]
+            self._carry = (stamp, statuses_at_carry(doc, self.fitted, self._names0, self.log.events()), None)
+        if self._carry[2] is None or self._carry[2][0] != seq:
+            statuses, codes = self._carry[1]
+            self._carry = (stamp, self._carry[1], (seq, status_by_items(labels, statuses, codes)))
+        return self._carry[2][1]
 
     def tree(self) -> CuratedTree | None:
         """The curated tree now (:func:`~mediacluster.curated_tree.curated_tree`: what publishing
@@ -288,11 +294,11 @@ class Studio:
             undo, redo = self.state.can_undo(), self.state.can_redo()
             tree = self.tree()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
-        carry = self.carry_statuses()
+        carry = self.carry_statuses(labels, seq)
         self._name_sure(table, labels, seq)
         for e in table:
-            e["carry"] = carry.get(e["id"])  # after --carry-from: kept / split / merged / new
-            e["new"] = e["carry"] == "new"  # no ancestor among the previous run's clusters: to review
+            e["carry"] = carry.get(e["id"])  # after --carry-from: kept / split / merged / new, by its items
+            e["new"] = e["carry"] == "new"  # most of its items had no ancestor in the previous run: to review
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
                    {"id": OUTLIER, "name": "outliers", "size": sizes.get(OUTLIER, 0)}]
         # each curated cluster's group at each coarse level the published model keeps, named
