@@ -68,7 +68,7 @@ class AudioCheck:
     hop: int = 80                # samples between frames (10 ms at 8 kHz)
     n_fft: int = 512             # window (64 ms at 8 kHz: the harmonics of a voice resolved)
     fmin: float = 60.0           # lowest frequency bin kept (Hz)
-    fmax: float = 3000.0         # highest frequency bin kept (Hz): 157 bins of 15.6 Hz
+    fmax: float = 3000.0         # highest frequency bin kept (Hz): 189 bins of 15.6 Hz
     floor_db: float = 40.0       # bins more than this below the clip's loudest are set to the floor
     max_seconds: float = MAX_SECONDS  # a header claiming more is refused (the pair stays unlinked)
     excerpt_seconds: float = 120.0  # a longer file's block: its middle this many seconds
@@ -271,12 +271,15 @@ class AudioVerifier:
     """The fingerprint check of two audio files, with a cache of fingerprints (``Fingerprint``).
 
     ``verify(a, b)`` takes two audio paths and returns ``(ok, info)`` like
-    ``verify.GeometricVerifier``; ``info`` has the correlation, the offset (seconds) and the
-    overlap. A file that cannot be decoded fails the check (the pair stays unlinked). Safe to
-    call from several threads. A cached fingerprint costs 157 bins x 2 bytes per 10 ms
-    (~31 KB for a second of audio, 8.5 MB at most: a long file's middle 120 s and its 30 probes of
-    5 s);
-    ``cache_bytes`` bounds them.
+    ``verify.GeometricVerifier``; ``info`` has the correlation, the offset (seconds: how much
+    later in ``a``'s time ``b`` starts) and the overlap of the blocks, or, for a pair linked by
+    its probes, ``by: "probes"``, the best probe's correlation, the offset and ``probes``
+    ("found/expected"); an unlinked pair with probes also has ``probe_ncc``, the best probe's. A file that cannot be decoded fails the check (the pair stays unlinked). Safe to
+    call from several threads. A cached fingerprint costs 189 bins x 2 bytes per 10 ms
+    (~38 KB for a second of audio; 9.7 MiB at most: a long file's middle 120 s, 4.3 MiB, and its
+    30 probes of 5 s, 5.3 MiB); ``cache_bytes`` bounds them. A pair found by its blocks costs
+    what it did; a pair with a long file whose blocks do not match also looks for the probes
+    (tens of ms: benchmarks/RESULTS.md, "Audio: long recordings, second pass").
     """
 
     def __init__(self, check: AudioCheck | None = None, cache_bytes: int = 256 * 2**20):
