@@ -90,6 +90,13 @@ def test_long_mp3_excerpts_are_read_without_the_seek_noise(mp3s, capfd):
     assert r.partial and r.frames_read == 300 * RATE
     assert "libmpg123" not in err and "too large" not in err, err[:500]
     assert [ln for ln in err.splitlines()] == [f"other thread line {k}" for k in said]
+    # three threads reading it at once: the same samples, still no line
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as ex:
+        again = list(ex.map(lambda _: load_audio_read(str(mp3s["good"])).wav, range(3)))
+    assert all(np.array_equal(w, r.wav) for w in again)
+    assert capfd.readouterr().err == ""
     # the excerpts are the file's audio at its places (the MP3 decoded whole, cut there)
     whole, _ = sf.read(mp3s["good"], dtype="float32")
     for k, (a, _) in enumerate(r.spans_s):
