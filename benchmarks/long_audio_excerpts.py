@@ -89,7 +89,14 @@ def run_mode(name: str, check, longs, excerpts, shorts) -> dict:
         t = time.process_time()
         ok, info = v.verify(e["of"], e["path"])
         t_pos += time.process_time() - t
-        pos.append({**{k: e[k] for k in ("speaker", "minutes", "seconds")}, "linked": ok, "info": info})
+        fa = fps[str(e["of"])]
+        lo, hi = e["at_s"], e["at_s"] + e["seconds"]  # the excerpt's block, in the recording's time
+        if e["seconds"] > check.excerpt_seconds:
+            lo += (e["seconds"] - check.excerpt_seconds) / 2
+            hi = lo + check.excerpt_seconds
+        holds = any(lo <= a and a + check.probe_seconds <= hi for a in fa.probe_starts_s)
+        pos.append({**{k: e[k] for k in ("speaker", "minutes", "seconds")}, "linked": ok, "info": info,
+                    "holds": holds})
     neg, t_neg = [], 0.0
     for e in excerpts:
         for lo in longs:
@@ -155,7 +162,10 @@ def markdown(args, load: str, commit: str, modes: list[dict], mp3: list[dict], l
          "**before**: `AudioCheck(probes=0)`, the middle 120 s of a long file only (the check as it was); "
          "**after**: the defaults, the middle 120 s and 30 probes of 5 s spread over the file, a probe looked "
          "for inside the other file's block (`duplicates.fingerprint`).", "",
-         "Excerpts linked with their recording (linked / excerpts):", "",
+         "Excerpts linked with their recording (linked / excerpts; after: in brackets the excerpts whose block "
+         "(all of it, or its middle 120 s) holds one of the recording's probes whole, the bound by design: "
+         "the spacing of the probes is the recording's length / 30, 20 s for 10 min, 62 s for 30 min, 124 s "
+         "for 60 min):", "",
          "| excerpt length | " + " | ".join(f"{m} min: before | {m} min: after" for m in minutes) + " |",
          "|---|" + "---|" * (2 * len(minutes))]
     by = {m["name"]: m for m in modes}
@@ -163,14 +173,17 @@ def markdown(args, load: str, commit: str, modes: list[dict], mp3: list[dict], l
         cells = []
         for m in minutes:
             for name in ("before", "after"):
-                xs = [p["linked"] for p in by[name]["pos"] if p["seconds"] == sec and p["minutes"] == m]
-                cells.append(f"{sum(xs)}/{len(xs)}")
+                xs = [p for p in by[name]["pos"] if p["seconds"] == sec and p["minutes"] == m]
+                held = f" ({sum(p['holds'] for p in xs)})" if name == "after" else ""
+                cells.append(f"{sum(p['linked'] for p in xs)}/{len(xs)}{held}")
         L.append(f"| {sec} s | " + " | ".join(cells) + " |")
     for name in ("before", "after"):
         xs = [p["linked"] for p in by[name]["pos"]]
         L.append("")
         L.append(f"All excerpts, {name}: **{sum(xs)}/{len(xs)}**.")
-    L += ["", "False links and cost:", "",
+    L += ["", "False links (`highest correlation`: the blocks', and after also the best probe's, over every "
+          "unlinked pair) and cost (`prepare`: the fingerprint of a recording, read at 8 kHz by seeking; per pair: "
+          "`verify` of two prepared files):", "",
           "| check | excerpt vs another recording (same speaker) | recording vs recording | FSDD clip vs the "
           "speaker's other recordings | highest correlation among them | prepare a recording, CPU s | "
           "fingerprint MB | CPU ms per pair: excerpt vs its recording / vs another / recording vs recording |",
@@ -178,7 +191,8 @@ def markdown(args, load: str, commit: str, modes: list[dict], mp3: list[dict], l
     for m in modes:
         neg = m["neg"]
         same = [n for n in neg if n["same_speaker"]]
-        hi = max([x["info"].get("ncc") or -1 for x in neg + m["ll"] + m["clips"]], default=-1)
+        hi = max([max(x["info"].get("ncc") or -1, x["info"].get("probe_ncc") or -1)
+                  for x in neg + m["ll"] + m["clips"]], default=-1)
         L.append(f"| {m['name']} | {sum(n['linked'] for n in neg)}/{len(neg)} ({sum(n['linked'] for n in same)}/"
                  f"{len(same)}) | {sum(x['linked'] for x in m['ll'])}/{len(m['ll'])} | "
                  f"{sum(x['linked'] for x in m['clips'])}/{len(m['clips'])} | {hi:.3f} | {m['prep_cpu_s']:.3f} | "
