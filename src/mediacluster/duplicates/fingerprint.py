@@ -271,8 +271,9 @@ class AudioVerifier:
     """The fingerprint check of two audio files, with a cache of fingerprints (``Fingerprint``).
 
     ``verify(a, b)`` takes two audio paths and returns ``(ok, info)`` like
-    ``verify.GeometricVerifier``; ``info`` has the correlation, the offset (seconds: how much
-    later in ``a``'s time ``b`` starts) and the overlap of the blocks, or, for a pair linked by
+    ``verify.GeometricVerifier``; ``info`` has the correlation, the offset (seconds: where in
+    ``a``'s time ``b`` starts, negative when before ``a``'s start) and the overlap of the blocks (of
+    the shorter one), or, for a pair linked by
     its probes, ``by: "probes"``, the best probe's correlation, the offset and ``probes``
     ("found/expected"); an unlinked pair with probes also has ``probe_ncc``, the best probe's. A file that cannot be decoded fails the check (the pair stays unlinked). Safe to
     call from several threads. A cached fingerprint costs 189 bins x 2 bytes per 10 ms
@@ -331,8 +332,8 @@ class AudioVerifier:
         recording? The blocks first; then each file's probes inside the other's block."""
         A, B = _as_fingerprint(A), _as_fingerprint(B)
         ncc, off, overlap = best_alignment(A.block, B.block, self.check.min_overlap)
-        info = {"ncc": round(ncc, 4), "offset_s": round(off * self.check.hop / self.check.sr, 3),
-                "overlap": round(overlap, 3)}
+        at = A.block_start_s + off * self.check.hop / self.check.sr - B.block_start_s  # in A's time
+        info = {"ncc": round(ncc, 4), "offset_s": round(at, 3), "overlap": round(overlap, 3)}
         if ncc >= self.check.min_ncc:
             return True, info
         best = None
