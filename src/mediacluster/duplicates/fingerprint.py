@@ -31,12 +31,17 @@ audio reposts").
   blocks do not match, each probe of one file is looked for inside the other's block: a coarse
   pass (the spectrogram averaged into bands of ``coarse_bins`` bins) finds its best offset, and
   the full spectrogram around it (``coarse_margin`` frames either side) decides, at ``min_ncc``.
+  A clip shorter than a probe is left to the blocks: a second of speech inside 150 s of probes
+  of the same voice saying the same words met another take of its word at 0.954 (the threshold
+  is 0.96), where the middle 120 s alone gave 0.927 at most (benchmarks/long_audio_excerpts.py
+  at 8e171fd), while the probes would find such a clip only by chance (its length over their
+  spacing).
   The pair is linked when the probes found agree on one alignment (within ``probe_tolerance``
   frames) and they are at least ``probe_share`` of the probes which, at that alignment, lie
   inside the block (near-silent probes are not counted). So an excerpt cut from anywhere in a
   long recording is found when one of the recording's probes lies inside the excerpt's block: an
-  excerpt longer than the probes' spacing (duration / 30, 2 min for an hour) always has one; a
-  shorter one by chance (its length over the spacing); and one file's probes are matched as a set,
+  excerpt longer than the probes' spacing plus a probe (duration / 29 + 5 s: about 2 min for an
+  hour) always has one; a shorter one by chance (its length less 5 s, over the spacing); and one file's probes are matched as a set,
   so a short stretch the two share (an intro jingle) does not link two recordings whose blocks
   hold more. Measured: benchmarks/long_audio_excerpts.py (benchmarks/RESULTS.md, "Audio: long
   recordings, second pass").
@@ -198,19 +203,16 @@ def _coarse_offsets(block: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, 
 
 def _refloored(block: np.ndarray, probe: np.ndarray, near: int, check: AudioCheck) -> tuple[float, int]:
     """The best correlation of ``probe`` with ``block`` at offsets within ``check.coarse_margin``
-    frames of ``near`` where the shorter of the two lies wholly inside the other, and the offset
-    (frames ``probe`` starts after ``block``). Each is in dB below its own loudest bin, the
+    frames of ``near`` where ``probe`` lies wholly inside ``block``, and the offset (frames
+    ``probe`` starts after ``block``). Each is in dB below its own loudest bin, the
     block below the block's, the probe below the probe's: at each offset both are re-floored to
     the same level below the loudest bin of the stretch compared, so a quiet stretch of a loud
     block is compared with the probe as if both had been cut alone. Both float32."""
     nb, npr = block.shape[1], probe.shape[1]
     m = check.coarse_margin
     best, at = -1.0, 0
-    for o in range(max(near - m, min(0, nb - npr)), min(near + m, max(0, nb - npr)) + 1):
-        if npr <= nb:
-            seg, short = block[:, o:o + npr], probe
-        else:
-            seg, short = probe[:, -o:-o + nb], block
+    for o in range(max(near - m, 0), min(near + m, nb - npr) + 1):
+        seg, short = block[:, o:o + npr], probe
         top_s, top_q = float(seg.max()), float(short.max())
         # both relative to their own loudest bin, floored where the higher of the two floors lies
         fl = -float(check.floor_db) - min(top_s, top_q)
@@ -239,10 +241,9 @@ def find_probes(probes: np.ndarray, starts_s, block: np.ndarray, block_start_s: 
     block = np.asarray(block, np.float32)
     cblock = _coarse(block, check.coarse_bins)
     cprobes = _coarse(probes[live], check.coarse_bins)
-    if cprobes.shape[2] <= cblock.shape[1]:
-        near = _coarse_offsets(cblock, cprobes)[0]
-    else:  # the block is shorter than a probe: where it lies inside each
-        near = [best_alignment(cblock, cp, check.min_overlap)[1] for cp in cprobes]
+    if cprobes.shape[2] > cblock.shape[1]:  # a clip shorter than a probe: its block alone decides
+        return False, {"ncc": None, "top": None, "probes": "0/0"}
+    near = _coarse_offsets(cblock, cprobes)[0]
     found = []  # (ncc, shift in frames, probe index)
     top = -1.0
     for i, off in zip(live, near):  # the coarse correlation itself says little: the floors differ
@@ -255,13 +256,11 @@ def find_probes(probes: np.ndarray, starts_s, block: np.ndarray, block_start_s: 
     best, shift, _ = max(found)
     agree = sum(1 for _, s, _ in found if abs(s - shift) <= check.probe_tolerance)
     plen = probes.shape[2]
-    # the live probes which, at this alignment, lie wholly inside the block (or it inside them),
-    # as every probe found does
+    # the live probes which, at this alignment, lie wholly inside the block, as every probe found does
     expected = 0
     for i in live:
         a = starts_s[i] / hop_s + shift - block_start_s / hop_s
-        ov = min(nb, a + plen) - max(0.0, a)
-        expected += ov >= min(plen, nb) - check.probe_tolerance
+        expected += min(nb, a + plen) - max(0.0, a) >= plen - check.probe_tolerance
     need = max(1, int(np.ceil(check.probe_share * expected)))
     return bool(agree >= need), {"ncc": round(float(best), 4), "top": round(top, 4),
                                  "shift_s": round(float(shift) * hop_s, 3), "probes": f"{agree}/{expected}"}
