@@ -53,8 +53,9 @@ AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes), and cop
               "same sound is not a duplicate, and the vectors alone never decide; a recording over "
               f"{_CHECK.excerpt_seconds:.0f} s is compared by its middle {_CHECK.excerpt_seconds:.0f} s and "
               f"{_CHECK.probes} pieces of {_CHECK.probe_seconds:g} s spread over it (never decoded whole), so "
-              "an excerpt cut from anywhere in it is found when it is longer than the pieces' spacing "
-              f"(its length / {_CHECK.probes}), a shorter one by chance (see README, Duplicates and reposts)")
+              "an excerpt cut from anywhere in it is found when it is longer than the pieces' spacing plus a "
+              f"piece (the recording's length / {_CHECK.probes - 1} + {_CHECK.probe_seconds:g} s), a shorter one "
+              "by chance (see README, Duplicates and reposts)")
 
 
 #: candidates per audio clip (its nearest vectors) sent to the fingerprint check, unless
