@@ -130,7 +130,7 @@ def child(what: str, path: str, warm: str, other: str | None) -> dict:
         base = start()
         t, c = time.perf_counter(), time.process_time()
         fp = v.prepared(path)
-        out["frames"] = int(fp.shape[1])
+        out["frames"] = int(fp.block.shape[1])
         if other:
             t2 = time.perf_counter()
             fo = v.prepared(other)

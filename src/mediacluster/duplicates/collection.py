@@ -51,9 +51,11 @@ AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes), and cop
               "trimmed, louder or quieter, noisier or in stereo, found among each clip's nearest vectors and "
               "confirmed by an audio fingerprint (spectrograms aligned in time); another recording of the "
               "same sound is not a duplicate, and the vectors alone never decide; a recording over "
-              f"{_CHECK.excerpt_seconds:.0f} s is compared by its middle {_CHECK.excerpt_seconds:.0f} s, so a copy "
-              f"trimmed unevenly by more than {2 * (1 - _CHECK.min_overlap) * _CHECK.excerpt_seconds:.0f} s, or "
-              "an excerpt cut from elsewhere in it, is not found (see README, Duplicates and reposts)")
+              f"{_CHECK.excerpt_seconds:.0f} s is compared by its middle {_CHECK.excerpt_seconds:.0f} s and "
+              f"{_CHECK.probes} pieces of {_CHECK.probe_seconds:g} s spread over it (never decoded whole), so "
+              "an excerpt cut from anywhere in it is found when it is longer than the pieces' spacing plus a "
+              f"piece (the recording's length / {_CHECK.probes - 1} + {_CHECK.probe_seconds:g} s), a shorter one "
+              "by chance (see README, Duplicates and reposts)")
 
 
 #: candidates per audio clip (its nearest vectors) sent to the fingerprint check, unless

@@ -21,10 +21,21 @@ at most ``read_seconds`` (300 s) is read whole; a longer one as ``excerpts`` (10
 ``read_seconds / excerpts`` (30 s) spread evenly over it, the first at its start and the last at
 its end (``excerpt_spans``), found by seeking (libsndfile seeks in WAV, FLAC, Ogg and MP3), so an
 hour costs what five minutes cost, in time and in memory. The checks above apply to what is read.
-Seeking in an MP3 may make libmpg123 print "part2_3_length ... too large" on stderr (its bit
-reservoir starts empty after a seek); the excerpt is decoded all the same (measured: it correlates
-with the WAV the MP3 was made from exactly as the same excerpt cut from the MP3 decoded whole
-does, benchmarks/RESULTS.md "Audio: long recordings"). ``load_audio_read`` says which parts were
+**MP3 excerpts and libmpg123's stderr.** Every ``SoundFile.read`` of soundfile asks libsndfile for
+the position first (``tell`` is ``seek(0, SEEK_CUR)``), and libsndfile's MP3 decoder answers a
+seek with ``mpg123_seek``: decoding resumes with the bit reservoir empty, and when the first frame
+refers back into it libmpg123 prints "[src/libmpg123/layer3.c:...] error: part2_3_length (N) too
+large for available bit count (M)" on the process's stderr (fd 2, from C: no Python warning to
+filter, and libsndfile sets no MPG123_QUIET). The excerpt is decoded all the same (measured: it
+correlates with the WAV the MP3 was made from exactly as the same excerpt cut from the MP3 decoded
+whole does, benchmarks/RESULTS.md "Audio: long recordings"). Reading a whole file makes one read
+from the start, which does not print it. So the seek and read of each excerpt of an MP3 run with
+fd 2 sent to a temporary file (``_Mpg123SeekNoise``: one excerpt at a time in the process, other
+threads' output meanwhile is written back afterwards), and what was written there goes back to
+stderr except at most ``SEEK_NOISE_PER_READ`` such reservoir lines per read, what one seek gives
+(measured: 0 or 1). Anything else libmpg123 says (a broken stream: "Illegal Audio-MPEG-Header",
+"Giving up resync") still reaches stderr, and when the excerpt then comes up short the file is
+skipped as corrupt with libmpg123's words in the reason. ``load_audio_read`` says which parts were
 read (``AudioRead.spans_s``), ``long_recordings`` lists a collection's long files with those
 parts, from their headers (run.json and dups.json ``long_recordings``).
 
@@ -37,8 +48,13 @@ Drawing spectrograms and re-encoding excerpts for the report is in ``mediacluste
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import struct
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,6 +209,75 @@ def _decoded(data: np.ndarray) -> np.ndarray:
     return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
 
 
+#: libmpg123's lines for a frame that refers back into a bit reservoir emptied by a seek
+_RESERVOIR = re.compile(rb"^\[[^\]\n]*libmpg123[^\]\n]*\] error: (?:part2_3_length \(\d+\) too large for "
+                        rb"available bit count \(-?\d+\)|Can't rewind stream by \d+ bits!)\s*$")
+_PREFIX = re.compile(r"^(?:\[[^\]]*\] (?:error|warning): |Note: )")
+#: at most this many of those lines per read of an excerpt are the seek's (more: a broken stream)
+SEEK_NOISE_PER_READ = 2
+
+
+class _Mpg123SeekNoise:
+    """fd 2 sent to a temporary file while an MP3 excerpt is sought and read (see the module
+    docstring). One at a time in the process (a lock: fd 2 is the process's); on leaving, fd 2
+    is restored and everything written there meanwhile, by this read or by other threads, is
+    written back, less at most ``SEEK_NOISE_PER_READ`` reservoir lines. ``complaints`` are the
+    other libmpg123 lines (for a skip reason). Where fd 2 cannot be duplicated nothing is
+    redirected."""
+
+    _lock = threading.Lock()
+
+    def __init__(self):
+        self.complaints: list[str] = []
+
+    def __enter__(self):
+        self._lock.acquire()
+        self._saved = self._tmp = None
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            self._tmp = tempfile.TemporaryFile()
+            self._saved = os.dup(2)
+            os.dup2(self._tmp.fileno(), 2)
+        except (OSError, ValueError):  # no fd 2 to redirect: say everything as before
+            self._close()
+        except BaseException:
+            self._close()
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self._saved is not None:
+                if sys.stderr is not None:
+                    try:
+                        sys.stderr.flush()
+                    except (OSError, ValueError):
+                        pass
+                os.dup2(self._saved, 2)
+                self._tmp.seek(0)
+                lines = self._tmp.read().splitlines(keepends=True)
+                noise = [i for i, line in enumerate(lines) if _RESERVOIR.match(line)]
+                drop = set(noise) if len(noise) <= SEEK_NOISE_PER_READ else set()
+                kept = [line for i, line in enumerate(lines) if i not in drop]
+                self.complaints = [_PREFIX.sub("", line.decode("utf-8", "replace").strip()) for line in kept
+                                   if b"libmpg123" in line or line.startswith(b"Note: ")]
+                if kept:
+                    os.write(2, b"".join(kept))
+        finally:
+            self._close()
+            self._lock.release()
+        return False
+
+    def _close(self):
+        if self._saved is not None:
+            os.close(self._saved)
+        if self._tmp is not None:
+            self._tmp.close()
+        self._saved = self._tmp = None
+
+
 def _read_whole(path: str) -> tuple[np.ndarray, int, int]:
     import soundfile as sf
 
@@ -220,15 +305,24 @@ def _read_excerpts(path: str, spans: list[tuple[int, int]], sr: int | None) -> t
             seg = int(round((spans[0][1] - spans[0][0]) * out_rate / rate))
             out = np.zeros(seg * len(spans), np.float32)
             end = 0
+            mp3 = f.format == "MP3"
             for a, b in spans:
-                try:
-                    f.seek(a)
-                    data = f.read(b - a, dtype="float32", always_2d=True)
-                except (sf.LibsndfileError, RuntimeError, ValueError):
-                    data = np.zeros((0, 1), np.float32)
+                quiet = _Mpg123SeekNoise() if mp3 else None
+                with quiet or contextlib.nullcontext():
+                    try:
+                        f.seek(a)
+                        data = f.read(b - a, dtype="float32", always_2d=True)
+                    except (sf.LibsndfileError, RuntimeError, ValueError):
+                        data = np.zeros((0, 1), np.float32)
                 got = data.shape[0]
                 read += got
                 if got < (b - a) // 2:  # the stream ends before its header says (a cut-off download)
+                    if quiet is not None and quiet.complaints:  # libmpg123 gave up on a broken stream
+                        raise SkipItem(
+                            f"corrupt {f.format}: decoding stopped at {_duration_text((a + got) / rate)} of "
+                            f"{_duration_text(f.frames / rate)} (libmpg123: "
+                            f"{'; '.join(dict.fromkeys(quiet.complaints[:1] + quiet.complaints[-1:]))})",
+                            "corrupt")
                     raise SkipItem(
                         f"truncated {f.format}: the header promises {_duration_text(f.frames / rate)} of audio, "
                         f"the file ends before {_duration_text((a + got) / rate + 1)}", "truncated")
