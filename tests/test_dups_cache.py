@@ -165,3 +165,51 @@ def test_dups_no_embed_uses_the_cache_and_runs_without_one_it_cannot_open(photos
         assert main(["dups", str(root), "--out", str(tmp_path / "b"), "--no-embed", "--cache-dir",
                      str(blocked), "--quiet"]) == 0
     assert (tmp_path / "a" / "dups.csv").read_bytes() == (tmp_path / "b" / "dups.csv").read_bytes()
+
+
+def _crop_case(photos, tmp_path):
+    """The photos, a crop of the first (a geometric duplicate), and vectors making it a candidate."""
+    rng = np.random.default_rng(0)
+    crop, _ = make_repost(photos[0], tmp_path / "crop", "crop", rng)
+    paths = [*photos, crop]
+    X = rng.normal(size=(len(paths), 32)).astype(np.float32)
+    X[-1] = X[0] + 0.4 * rng.normal(size=32)
+    X[1] = X[2] + 0.4 * rng.normal(size=32)
+    return paths, X
+
+
+def test_a_first_run_decodes_each_file_once_and_finds_the_same_groups(photos, tmp_path, monkeypatch):
+    from collections import Counter
+
+    from mediacluster import ingest
+
+    paths, X = _crop_case(photos, tmp_path)
+    # signatures given: the geometric check decodes the files of its pairs itself, as it always did
+    reference = DuplicateFinder().fit(paths, X, signatures=compute_signatures(paths))
+    decoded = Counter()
+    real = ingest.load_image
+
+    def counted(path, *a, **k):
+        decoded[str(path)] += 1
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(ingest, "load_image", counted)
+    got = DuplicateFinder().fit(paths, X)
+    assert got.n_verified_ == reference.n_verified_ >= 2
+    assert dict(decoded) == {p: 1 for p in paths}  # the signature pass fed the check
+    assert got.labels_.tolist() == reference.labels_.tolist() and got.labels_[0] == got.labels_[-1] >= 0
+    assert got.link_kind_.tolist() == reference.link_kind_.tolist()
+    assert np.array_equal(got.links_, reference.links_)
+
+
+def test_the_verifier_keeps_an_offered_image_only_as_it_would_decode_it_and_within_its_cache(photos, tmp_path):
+    from mediacluster.duplicates.verify import GeometricVerifier
+    from mediacluster.ingest import load_image
+
+    paths, _ = _crop_case(photos, tmp_path)
+    a, crop = paths[0], paths[-1]
+    fresh, fed = GeometricVerifier(), GeometricVerifier(cache_size=1)
+    assert not fed.offer(a, load_image(a, draft_size=128), 128)  # other pixels than its own decode
+    assert fed.offer(a, load_image(a, draft_size=256), 256)
+    assert not fed.offer(crop, load_image(crop, draft_size=256), 256)  # full: nothing is dropped for it
+    assert fed.verify(a, crop) == fresh.verify(a, crop) and fresh.verify(a, crop)[0]
