@@ -109,6 +109,18 @@ def signature_kind(kind: str = "phash", hash_size: int = 8) -> str:
             f"/imagehash-{getattr(imagehash, '__version__', '?')}")
 
 
+def is_current_signature_kind(kind: str) -> bool:
+    """Whether this code reads signatures of store kind ``kind`` (with some hash and size):
+    False for another ``SIGNATURE_VERSION``, thumbnail or draft side, or imagehash version."""
+    import imagehash
+
+    head, tail = f"dups.signature/v{SIGNATURE_VERSION}/", f"/thumb{THUMB}/draft{DRAFT}/imagehash-{getattr(imagehash, '__version__', '?')}"
+    if not (kind.startswith(head) and kind.endswith(tail)):
+        return False
+    parts = kind[len(head):-len(tail)].split("/")
+    return len(parts) == 2 and parts[0] in HASHES and parts[1].isdigit()
+
+
 def _pack(h: np.ndarray, m: np.ndarray, th: np.ndarray, size) -> bytes:
     return b"".join((h.tobytes(), m.tobytes(), np.ascontiguousarray(th, np.uint8).tobytes(),
                      np.asarray(size, "<i4").tobytes()))
@@ -269,4 +281,4 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(x, axis=-1).sum(-1, dtype=np.int32)
 
 
-__all__ = ["HASHES", "THUMB", "SIGNATURE_VERSION", "signature_kind", "store_call", "Signatures", "compute_signatures", "hash_image", "thumbnail", "hamming"]
+__all__ = ["HASHES", "THUMB", "SIGNATURE_VERSION", "signature_kind", "is_current_signature_kind", "store_call", "Signatures", "compute_signatures", "hash_image", "thumbnail", "hamming"]

@@ -211,6 +211,15 @@ class GeometricVerifier:
         settings, this class's ``VERSION`` and OpenCV's version."""
         return f"dups.geometric/v{self.VERSION}/{self.geo}/{self.photo}/small{self.SMALL}/cv2-{self.cv2.__version__}"
 
+    @classmethod
+    def is_current_kind(cls, kind: str) -> bool:
+        """Whether this code reads cached verdicts of store kind ``kind`` (with some settings):
+        False for another ``VERSION``, small side or OpenCV version."""
+        import cv2
+
+        return (kind.startswith(f"dups.geometric/v{cls.VERSION}/")
+                and kind.endswith(f"/small{cls.SMALL}/cv2-{cv2.__version__}"))
+
     def _tools(self):
         t = self._local
         if not hasattr(t, "orb"):
