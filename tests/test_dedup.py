@@ -258,13 +258,36 @@ def test_a_curated_model_published_in_the_studio_still_answers_duplicate_of(plan
 def test_dedup_with_a_fit_sample_groups_as_the_full_fit_and_keeps_copies_together(planted, dedup_run, tmp_path):
     """``--fit-sample`` below the collection size: the groups are found over every item as a full
     fit finds them (files: exact and perceptual links), the sample is drawn among their
-    representatives, and every copy gets its representative's cluster."""
+    representatives, and every copy gets its representative's cluster. The finder keeps its
+    signatures and pair verdicts in the run's cache as a full fit does (a copy of the cache
+    with the vectors only: the full fit above filled the shared one)."""
+    import sqlite3
+
+    from mediacluster.duplicates.hashing import signature_kind
+    from mediacluster.embed import EmbeddingStore
+
     full, _ = dedup_run
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with EmbeddingStore(planted["cache"]) as store:
+        src, dst = sqlite3.connect(store.path), sqlite3.connect(cache / store.path.name)
+        src.backup(dst)
+        dst.execute("DELETE FROM derived")
+        dst.commit()
+        src.close()
+        dst.close()
     out = tmp_path / "sampled"
     code, text = cli("cluster", planted["dir"], "--out", out, "--dedup", "--fit-sample", 50, "--save-model",
-                     "--quiet", "--cache-dir", planted["cache"])
+                     "--quiet", "--cache-dir", cache)
     assert code == 0, text
     run = RunDir.open(out)
+    from mediacluster.fileio import hash_file
+
+    content = sorted({hash_file(p) for p in run.read_items()["path"]})
+    with EmbeddingStore(cache) as store:
+        assert len(content) > 200 and set(store.get_derived(content, signature_kind())) == set(content)
+        kinds = [k for (k,) in store._con.execute("SELECT DISTINCT kind FROM derived")]
+    assert any(k.startswith("dups.geometric/") for k in kinds), kinds
     assert run.info["fit_sample"]["size"] == 50  # of 81 distinct items (424 with the copies)
     pd.testing.assert_frame_equal(run.read_duplicates(), RunDir.open(full).read_duplicates())
     assert run.info["duplicates"] == RunDir.open(full).info["duplicates"]

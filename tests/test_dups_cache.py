@@ -165,3 +165,126 @@ def test_dups_no_embed_uses_the_cache_and_runs_without_one_it_cannot_open(photos
         assert main(["dups", str(root), "--out", str(tmp_path / "b"), "--no-embed", "--cache-dir",
                      str(blocked), "--quiet"]) == 0
     assert (tmp_path / "a" / "dups.csv").read_bytes() == (tmp_path / "b" / "dups.csv").read_bytes()
+
+
+def _crop_case(photos, tmp_path):
+    """The photos, a crop of the first (a geometric duplicate), and vectors making it a candidate."""
+    rng = np.random.default_rng(0)
+    crop, _ = make_repost(photos[0], tmp_path / "crop", "crop", rng)
+    paths = [*photos, crop]
+    X = rng.normal(size=(len(paths), 32)).astype(np.float32)
+    X[-1] = X[0] + 0.4 * rng.normal(size=32)
+    X[1] = X[2] + 0.4 * rng.normal(size=32)
+    return paths, X
+
+
+def test_a_first_run_decodes_each_file_once_and_finds_the_same_groups(photos, tmp_path, monkeypatch):
+    from collections import Counter
+
+    from mediacluster import ingest
+
+    paths, X = _crop_case(photos, tmp_path)
+    # signatures given: the geometric check decodes the files of its pairs itself, as it always did
+    reference = DuplicateFinder().fit(paths, X, signatures=compute_signatures(paths))
+    decoded = Counter()
+    real = ingest.load_image
+
+    def counted(path, *a, **k):
+        decoded[str(path)] += 1
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(ingest, "load_image", counted)
+    got = DuplicateFinder().fit(paths, X)
+    assert got.n_verified_ == reference.n_verified_ >= 2
+    assert dict(decoded) == {p: 1 for p in paths}  # the signature pass fed the check
+    assert got.labels_.tolist() == reference.labels_.tolist() and got.labels_[0] == got.labels_[-1] >= 0
+    assert got.link_kind_.tolist() == reference.link_kind_.tolist()
+    assert np.array_equal(got.links_, reference.links_)
+
+
+def test_the_verifier_keeps_an_offered_image_only_as_it_would_decode_it_and_within_its_cache(photos, tmp_path):
+    from mediacluster.duplicates.verify import GeometricVerifier
+    from mediacluster.ingest import load_image
+
+    paths, _ = _crop_case(photos, tmp_path)
+    a, crop = paths[0], paths[-1]
+    fresh, fed = GeometricVerifier(), GeometricVerifier(cache_size=1)
+    assert not fed.offer(a, load_image(a, draft_size=128), 128)  # other pixels than its own decode
+    assert fed.offer(a, load_image(a, draft_size=256), 256)
+    assert not fed.offer(crop, load_image(crop, draft_size=256), 256)  # full: nothing is dropped for it
+    assert fed.verify(a, crop) == fresh.verify(a, crop) and fresh.verify(a, crop)[0]
+
+
+def test_the_store_drops_stale_kinds_in_one_go_and_lists_those_of_an_older_cache(tmp_path):
+    with EmbeddingStore(tmp_path / "cache") as store:
+        store.put_derived([("a", b"1"), ("b", b"2")], "old/v1")
+        store.put_derived([("a", b"3")], "new/v2")
+        assert store.derived_kinds() == ["new/v2", "old/v1"]
+        assert store.prune_derived(lambda k: k.startswith("old/")) == {"old/v1": 2}
+        assert store.derived_kinds() == ["new/v2"] and store.get_derived(["a", "b"], "old/v1") == {}
+        assert store.get_derived(["a"], "new/v2") == {"a": b"3"}
+        assert store.prune_derived(lambda k: k.startswith("old/")) == {}
+        path = store.path
+    con = sqlite3.connect(path)  # as a cache written before the kinds were listed
+    con.execute("DROP TABLE derived_kinds")
+    con.commit()
+    con.close()
+    with EmbeddingStore(tmp_path / "cache") as store:
+        assert store.derived_kinds() == ["new/v2"]
+
+
+def test_stale_kinds_are_those_of_the_finder_no_current_code_reads(monkeypatch):
+    from mediacluster.duplicates.collection import stale_kind
+    from mediacluster.duplicates.verify import GeometricVerifier
+
+    current = [signature_kind(), signature_kind("dhash", 16), GeometricVerifier().cache_kind(),
+               DuplicateFinder(min_inliers=10)._verifier().cache_kind()]
+    assert not any(stale_kind(k) for k in current)
+    assert not stale_kind("tags.something/v1")  # not the finder's: left alone
+    assert stale_kind("dups.signature/v1/phash/8/thumb16/draft256/imagehash-0.0.1")
+    assert stale_kind(current[2].replace("/v1/", "/v0/")) and stale_kind("dups.removed/v1")
+    monkeypatch.setattr(hashing, "SIGNATURE_VERSION", hashing.SIGNATURE_VERSION + 1)
+    assert stale_kind(current[0]) and not stale_kind(signature_kind())
+
+
+def test_a_dups_run_drops_stale_kinds_from_its_cache(photos, tmp_path):
+    from mediacluster.cli import main
+
+    old = signature_kind().replace(f"/v{hashing.SIGNATURE_VERSION}/", "/v0/")
+    with EmbeddingStore(tmp_path / "cache") as store:
+        store.put_derived([("x", b"stale"), ("y", b"stale")], old)
+        store.put_derived([("x", b"kept")], "another.tool/v1")
+    assert main(["dups", str(tmp_path / "photos"), "--out", str(tmp_path / "a"), "--no-embed", "--cache-dir",
+                 str(tmp_path / "cache"), "--quiet"]) == 0
+    with EmbeddingStore(tmp_path / "cache") as store:
+        assert store.derived_kinds() == ["another.tool/v1", signature_kind()]
+        assert store.get_derived(["x", "y"], old) == {}
+
+
+def test_pruning_while_another_run_writes(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mediacluster.duplicates.collection import prune_cache
+
+    old = signature_kind().replace(f"/v{hashing.SIGNATURE_VERSION}/", "/v0/")
+    with EmbeddingStore(tmp_path / "cache") as store:
+        store.put_derived([(f"s{k}", b"stale") for k in range(2000)], old)
+
+    def write(_):
+        with EmbeddingStore(tmp_path / "cache") as store:  # its own connection, as another process
+            for b in range(20):
+                store.put_derived([(f"k{b}-{k}", b"new") for k in range(100)], signature_kind())
+
+    def prune(_):
+        with EmbeddingStore(tmp_path / "cache") as store:
+            return prune_cache(store)
+
+    with ThreadPoolExecutor(2) as pool:
+        w, p = pool.submit(write, 0), pool.submit(prune, 0)
+        w.result()
+        assert p.result() == {old: 2000}
+    with EmbeddingStore(tmp_path / "cache") as store:
+        assert store.derived_kinds() == [signature_kind()]
+        keys = [f"k{b}-{k}" for b in range(20) for k in range(100)]
+        assert len(store.get_derived(keys, signature_kind())) == 2000
+        assert store.integrity_check() == "ok"

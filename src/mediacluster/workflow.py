@@ -436,11 +436,10 @@ def cluster_folder(
                 if exe.name == "local" and fit_sample_size(fit_sample, len(emb)) >= len(emb):
                     finder = None
                     if dedup:
-                        from .duplicates.collection import find_in_embeddings
-                        from .embed import EmbeddingStore
+                        from .duplicates.collection import find_in_embeddings, signature_cache
 
                         t = time.perf_counter()
-                        with EmbeddingStore(cache_dir) as store:  # signatures and verdicts kept there
+                        with signature_cache(cache_dir) as store:  # signatures and verdicts kept there
                             finder = find_in_embeddings(emb, media=coll.media, params=dedup_params,
                                                         progress=progress, workers=workers, store=store)
                         timings["dedup"] = time.perf_counter() - t
@@ -455,11 +454,13 @@ def cluster_folder(
                 else:
                     find = None
                     if dedup:  # as the full fit finds them (files for images), over the stored rows
-                        from .duplicates.collection import find_in_embeddings
+                        from .duplicates.collection import find_in_embeddings, signature_cache
 
                         def find(X, emb=emb, media=coll.media):
-                            return find_in_embeddings(emb, media=media, params=dedup_params, progress=progress,
-                                                      workers=workers, vectors=X)
+                            with signature_cache(cache_dir) as store:  # as a full fit: signatures, verdicts
+                                return find_in_embeddings(emb, media=media, params=dedup_params,
+                                                          progress=progress, workers=workers, vectors=X,
+                                                          store=store)
                     src = ArrayVectors(emb.vectors, ids=emb.ids, labels=emb.labels, paths=emb.paths,
                                        path=str(source))
                     model = write_streamed_run(

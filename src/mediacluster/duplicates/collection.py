@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -206,9 +207,7 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
         skipped = list(emb.skipped)
         if len(emb) == 0:
             raise InputError(f"no file of {source} could be read")
-        from ..embed import EmbeddingStore
-
-        with EmbeddingStore(cache_dir) as store:  # the one embed_collection used: opens without fail
+        with signature_cache(cache_dir) as store:  # the one embed_collection used
             finder = find_in_embeddings(emb, media=coll.media, params=params, progress=progress,
                                         workers=workers, store=store)
         paths = emb.paths
@@ -224,28 +223,60 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
         if coll.media != "image":
             raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")
         paths = [str(p) for p in coll.paths]
-        store = _open_store(cache_dir)  # content hashes by its fast path, signatures by content
-        try:
+        with signature_cache(cache_dir) as store:  # content hashes by its fast path, signatures by content
             finder = make_finder(params, progress, workers).fit(paths, ids=[str(i) for i in coll.ids], store=store)
-        finally:
-            if store is not None:
-                store.close()
     return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root)
 
 
-def _open_store(cache_dir):
-    """The embedding cache for ``dups --no-embed`` (signatures only); None, with a warning, when
-    it cannot be opened: the run then decodes every file, as it did without a cache."""
+def stale_kind(kind: str) -> bool:
+    """Whether ``kind`` is a store kind of the duplicate finder (``dups.``) that no current code
+    reads: signatures or verdicts of an older version, hashing or OpenCV (another package's
+    kinds are left alone)."""
+    if kind.startswith("dups.signature/"):
+        from .hashing import is_current_signature_kind
+
+        return not is_current_signature_kind(kind)
+    if kind.startswith("dups.geometric/"):
+        from .verify import GeometricVerifier
+
+        return not GeometricVerifier.is_current_kind(kind)
+    return kind.startswith("dups.")
+
+
+def prune_cache(store) -> dict[str, int]:
+    """Drop the duplicate finder's stale kinds (:func:`stale_kind`) from ``store``
+    (``EmbeddingStore.prune_derived``); {kind: entries deleted}."""
+    return store.prune_derived(stale_kind)
+
+
+@contextmanager
+def signature_cache(cache_dir):
+    """The embedding cache at ``cache_dir`` (None: the user cache) opened as the duplicate
+    finder's store of signatures and pair verdicts (``DuplicateFinder.fit(store=)``), closed
+    after; every run that finds duplicates among files (``dups``, ``cluster --dedup`` with a
+    full fit, a fit sample or Ray) opens it here. On open, the kinds of signatures and verdicts
+    no current code reads are deleted (:func:`prune_cache`: an older hashing or check version
+    would otherwise stay in the cache forever). Yields None, with a warning, when it cannot be
+    opened: the run then decodes every file, as it did without a cache."""
     import warnings
 
     from ..embed import EmbeddingStore
     from ..errors import OutputError
 
     try:
-        return EmbeddingStore(cache_dir, timeout=10.0)
+        store = EmbeddingStore(cache_dir, timeout=10.0)
     except OutputError as e:
-        warnings.warn(f"{e}; hashing every image without the cache", RuntimeWarning, stacklevel=2)
-        return None
+        warnings.warn(f"{e}; hashing every image without the cache", RuntimeWarning, stacklevel=3)
+        store = None
+    if store is not None:
+        from .hashing import store_call
+
+        store_call(store, lambda: prune_cache(store), None)  # a locked or read-only cache: kept as it is
+    try:
+        yield store
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _mapped_npy(source):
@@ -386,4 +417,5 @@ The table of every item is <a href="{TABLE_CSV}">{TABLE_CSV}</a> ({TABLE}). Show
 
 
 __all__ = ["find_in_embeddings", "find_in_rows", "duplicate_columns", "groups_table", "cluster_duplicates", "summary",
-           "find_duplicates_in", "read_dups", "write_groups_page", "make_finder"]
+           "find_duplicates_in", "read_dups", "write_groups_page", "make_finder", "signature_cache",
+           "prune_cache", "stale_kind"]

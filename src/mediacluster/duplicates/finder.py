@@ -226,34 +226,85 @@ class DuplicateFinder(BaseEstimator):
                 from ..embed.engine import default_workers
 
                 content_hashes = hash_files(self.paths_, workers=self.workers or default_workers())[0]
-        elif signatures is None and self.paths_ is not None:
+        self.vectors_ = None if vectors is None else self._checked_vectors(vectors)
+        # The geometric check's candidates depend on the vectors only: found first, so the
+        # signature pass keeps what the check needs of each image it decodes (one decode per file)
+        self.content_hashes_ = None if content_hashes is None else [None if c is None else str(c)
+                                                                    for c in content_hashes]
+        early = self._early_candidates(store) if self.media == "image" else None
+        if self.media != "audio" and signatures is None and self.paths_ is not None:
             signatures = compute_signatures(self.paths_, kind=self.hash, hash_size=self.hash_size,
                                             content=content_hashes is None, workers=self.workers,
                                             progress=self.progress, store=store,
-                                            content_hashes=content_hashes)
+                                            content_hashes=content_hashes,
+                                            on_decoded=None if early is None else early["on_decoded"])
         self.signatures_ = signatures
         self.skipped_ = dict(signatures.skipped) if signatures is not None else {}
-        if content_hashes is not None:
-            self.content_hashes_ = [None if c is None else str(c) for c in content_hashes]
-        elif signatures is not None and any(c is not None for c in signatures.content):
+        if content_hashes is None and signatures is not None and any(c is not None for c in signatures.content):
             self.content_hashes_ = list(signatures.content)
-        else:
-            self.content_hashes_ = None
-        if vectors is not None:
-            vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)  # a memmap stays one
-            if vectors.ndim != 2:
-                raise InputError(f"vectors must be 2-D (items x dims), got shape {vectors.shape}")
-            for s in range(0, len(vectors), 65536):  # in chunks: no n x d boolean temporary
-                bad = nonfinite_rows(vectors[s:s + 65536])
-                if len(bad):  # the first one named (the rest are not read)
-                    raise InputError(nonfinite_message(bad[:1] + s, len(vectors), "vectors", row="row {}"))
-        self.vectors_ = None if vectors is None else normalise(vectors)
 
         links = [self._links_exact(), self._links_perceptual()]
-        links.append(self._links_semantic(links, store))
+        links.append(self._links_semantic(links, store, early))
         self.links_ = np.concatenate(links) if links else np.zeros(0, LINK_DTYPE)
         self._group()
         return self
+
+    @staticmethod
+    def _checked_vectors(vectors):
+        vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)  # a memmap stays one
+        if vectors.ndim != 2:
+            raise InputError(f"vectors must be 2-D (items x dims), got shape {vectors.shape}")
+        for s in range(0, len(vectors), 65536):  # in chunks: no n x d boolean temporary
+            bad = nonfinite_rows(vectors[s:s + 65536])
+            if len(bad):  # the first one named (the rest are not read)
+                raise InputError(nonfinite_message(bad[:1] + s, len(vectors), "vectors", row="row {}"))
+        return normalise(vectors)
+
+    def _semantic_pairs(self, lo: float):
+        return cosine_pairs(self.vectors_, float(lo), k=int(self.n_neighbors), progress=self.progress)
+
+    def _early_candidates(self, store) -> dict | None:
+        """Before the signature pass (images with vectors and files to verify): the geometric
+        check's candidate pairs, its verifier, the verdicts the store already holds for them
+        (when the content hashes are known), and ``on_decoded`` for ``compute_signatures``,
+        which hands the verifier each decoded image of a pair still to check (kept within the
+        verifier's cache, ``GeometricVerifier.offer``; beyond it the check decodes as before)."""
+        if self.vectors_ is None or self.paths_ is None or not self.verify:
+            return None
+        i, j, cos = self._semantic_pairs(self.semantic_threshold)
+        verifier = self._verifier()
+        kind, verdicts = self._stored_verdicts(i, j, verifier, store)
+        need = np.zeros(self.n_items_, bool)
+        if kind is not None:
+            known = np.array([self._verdict_key(kind, a, b) in verdicts for a, b in zip(i.tolist(), j.tolist())], bool)
+            need[i[~known]] = need[j[~known]] = True
+        else:
+            need[i] = need[j] = True
+        paths = self.paths_
+        offer = getattr(verifier, "offer", None)
+
+        def on_decoded(k: int, im, draft: int) -> None:
+            if need[k] and offer is not None:
+                offer(paths[k], im, draft)
+
+        return {"pairs": (i, j, cos), "verifier": verifier, "kind": kind, "verdicts": verdicts,
+                "on_decoded": on_decoded if need.any() else None}
+
+    def _verdict_key(self, kind, a: int, b: int) -> str | None:
+        content = self.content_hashes_
+        if kind is None or content is None:
+            return None
+        ca, cb = content[a], content[b]
+        return None if ca is None or cb is None else f"{ca}|{cb}"
+
+    def _stored_verdicts(self, i: np.ndarray, j: np.ndarray, verifier, store) -> tuple[str | None, dict]:
+        """The store kind of ``verifier``'s verdicts (None: not cached) and those held for pairs (i, j)."""
+        kind = getattr(verifier, "cache_kind", None)
+        kind = kind() if (store is not None and kind is not None and self.content_hashes_ is not None) else None
+        if kind is None:
+            return None, {}
+        keys = [self._verdict_key(kind, a, b) for a, b in zip(i.tolist(), j.tolist())]
+        return kind, store_call(store, lambda: store.get_derived([k for k in keys if k], kind), {})
 
     def _links_exact(self) -> np.ndarray:
         if self.content_hashes_ is None:
@@ -277,7 +328,7 @@ class DuplicateFinder(BaseEstimator):
         out["i"], out["j"], out["kind"], out["distance"] = i, j, PERCEPTUAL, bits
         return out
 
-    def _links_semantic(self, found: list[np.ndarray], store=None) -> np.ndarray:
+    def _links_semantic(self, found: list[np.ndarray], store=None, early: dict | None = None) -> np.ndarray:
         X = self.vectors_
         if X is None:
             return np.zeros(0, LINK_DTYPE)
@@ -286,7 +337,7 @@ class DuplicateFinder(BaseEstimator):
         lo = self.semantic_threshold if can_verify else self.semantic_only_threshold
         if lo is None:
             return np.zeros(0, LINK_DTYPE)
-        i, j, cos = cosine_pairs(X, float(lo), k=int(self.n_neighbors), progress=self.progress)
+        i, j, cos = early["pairs"] if early is not None else self._semantic_pairs(lo)
         n = self.n_items_
         done = np.concatenate([_pair_keys(f["i"], f["j"], n) for f in found]) if found else np.zeros(0, np.int64)
         new = ~np.isin(_pair_keys(i, j, n), done)
@@ -294,7 +345,7 @@ class DuplicateFinder(BaseEstimator):
         self.n_verified_ = 0
         self.n_verdicts_cached_ = 0
         if can_verify and len(i):
-            ok = self._verify_pairs(i, j, cos, found, store)
+            ok = self._verify_pairs(i, j, cos, found, store, early)
             kind = np.full(len(i), FINGERPRINT if audio else GEOMETRIC, np.int8)
             if self.semantic_only_threshold is not None and not audio:
                 strong = ~ok & (cos >= self.semantic_only_threshold) & self._undecodable(i, j)
@@ -315,7 +366,7 @@ class DuplicateFinder(BaseEstimator):
         return ~ok[i] | ~ok[j]
 
     def _verify_pairs(self, i: np.ndarray, j: np.ndarray, cos: np.ndarray,
-                      linked: list[np.ndarray], store=None) -> np.ndarray:
+                      linked: list[np.ndarray], store=None, early: dict | None = None) -> np.ndarray:
         """Geometric check of candidate pairs, most similar first, in batches; a pair whose
         items are already connected (by earlier links or verified pairs) is not checked: it
         cannot change the groups' membership, and in a group of 300 reposts it saves most of
@@ -326,7 +377,7 @@ class DuplicateFinder(BaseEstimator):
         from ..embed.engine import default_workers
         from ..progress import progress_bar
 
-        verifier = self._verifier()
+        verifier = early["verifier"] if early is not None else self._verifier()
         usable = self.signatures_.usable() if self.signatures_ is not None else np.ones(self.n_items_, bool)
         paths = self.paths_
         ds = DisjointSet(range(self.n_items_))
@@ -337,20 +388,15 @@ class DuplicateFinder(BaseEstimator):
         ok = np.zeros(len(i), bool)
         workers = self.workers or default_workers()
 
-        content = self.content_hashes_
-        kind = getattr(verifier, "cache_kind", None)
-        kind = kind() if (store is not None and kind is not None and content is not None) else None
-        verdicts: dict[str, bytes] = {}
+        if early is not None and early["kind"] is not None:  # read before the signature pass
+            kind, verdicts = early["kind"], early["verdicts"]
+        else:
+            kind, verdicts = self._stored_verdicts(i, j, verifier, store)
         fresh: list[tuple[str, bytes]] = []
         hits: list[int] = []
 
         def key(a: int, b: int) -> str | None:
-            ca, cb = content[a], content[b]
-            return None if kind is None or ca is None or cb is None else f"{ca}|{cb}"
-
-        if kind is not None:
-            keys = [key(int(a), int(b)) for a, b in zip(i.tolist(), j.tolist())]
-            verdicts = store_call(store, lambda: store.get_derived([k for k in keys if k], kind), {})
+            return self._verdict_key(kind, a, b)
 
         def one(k: int) -> bool:
             a, b = int(i[k]), int(j[k])

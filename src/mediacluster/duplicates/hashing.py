@@ -109,6 +109,18 @@ def signature_kind(kind: str = "phash", hash_size: int = 8) -> str:
             f"/imagehash-{getattr(imagehash, '__version__', '?')}")
 
 
+def is_current_signature_kind(kind: str) -> bool:
+    """Whether this code reads signatures of store kind ``kind`` (with some hash and size):
+    False for another ``SIGNATURE_VERSION``, thumbnail or draft side, or imagehash version."""
+    import imagehash
+
+    head, tail = f"dups.signature/v{SIGNATURE_VERSION}/", f"/thumb{THUMB}/draft{DRAFT}/imagehash-{getattr(imagehash, '__version__', '?')}"
+    if not (kind.startswith(head) and kind.endswith(tail)):
+        return False
+    parts = kind[len(head):-len(tail)].split("/")
+    return len(parts) == 2 and parts[0] in HASHES and parts[1].isdigit()
+
+
 def _pack(h: np.ndarray, m: np.ndarray, th: np.ndarray, size) -> bytes:
     return b"".join((h.tobytes(), m.tobytes(), np.ascontiguousarray(th, np.uint8).tobytes(),
                      np.asarray(size, "<i4").tobytes()))
@@ -124,9 +136,11 @@ def _unpack(blob: bytes, nbytes: int):
             np.frombuffer(blob[2 * nbytes + nt:], "<i4"))
 
 
-def _one(path: str, kind: str, hash_size: int, content: bool):
+def _one(path: str, kind: str, hash_size: int, content: bool, on_decoded=None):
     """(content hash, hash, mirror hash, thumbnail, size, reason); the content hash is kept
-    even when the image cannot be decoded (identical broken files are still exact copies)."""
+    even when the image cannot be decoded (identical broken files are still exact copies).
+    ``on_decoded(im)`` sees the decoded image first (its failure is its own: the signature
+    is computed all the same)."""
     from ..fileio import hash_file
     from ..ingest import SkipItem, load_image
 
@@ -135,6 +149,11 @@ def _one(path: str, kind: str, hash_size: int, content: bool):
         if content:
             digest = hash_file(path)
         im = load_image(path, draft_size=DRAFT)
+        if on_decoded is not None:
+            try:
+                on_decoded(im)
+            except Exception:  # e.g. out of memory keeping a copy: the verifier decodes it itself
+                pass
         h = hash_image(im, kind, hash_size)
         m = hash_image(ImageOps.mirror(im), kind, hash_size)
         return digest, h, m, thumbnail(im), im.size, None
@@ -157,6 +176,7 @@ def compute_signatures(
     progress: bool = False,
     store=None,
     content_hashes: Sequence[str | None] | None = None,
+    on_decoded: Callable[[int, Image.Image, int], object] | None = None,
 ) -> Signatures:
     """Content hash, perceptual hash (+ mirror) and thumbnail of every file in ``paths``.
 
@@ -164,7 +184,11 @@ def compute_signatures(
     ``workers``: decoding threads (default: ``mediacluster.embed.default_workers()``).
     ``store``: an ``embed.EmbeddingStore`` whose cached signatures are used (by content hash)
     and which keeps the new ones; ``content_hashes``: the files' known content hashes (else
-    the store hashes them, by its fast path).
+    the store hashes them, by its fast path). ``on_decoded(index, image, draft_size)`` is
+    called (in the decoding threads) with each image this pass decodes (not those whose
+    signature came from the store), as ``ingest.load_image(draft_size=)`` gave it, so a later
+    step can keep what it needs without decoding the file again (the duplicate finder's
+    geometric check: ``verify.GeometricVerifier.offer``).
     """
     from ..embed.engine import default_workers
     from ..progress import progress_bar
@@ -217,8 +241,11 @@ def compute_signatures(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phash") as pool, progress_bar(
             total=n, desc="hash images", unit="img", disable=not progress) as bar:
         bar.update(n - len(todo))
-        results = pool.map(lambda i: _one(paths[i], kind, hash_size, content and known[i] is None),
-                           todo, chunksize=16)
+        def one(i: int):
+            hook = None if on_decoded is None else (lambda im: on_decoded(i, im, DRAFT))
+            return _one(paths[i], kind, hash_size, content and known[i] is None, hook)
+
+        results = pool.map(one, todo, chunksize=16)
         for i, (digest, h, m, th, size, err) in zip(todo, results):
             bar.update(1)
             sig.content[i] = known[i] if known[i] is not None else digest
@@ -254,4 +281,4 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unpackbits(x, axis=-1).sum(-1, dtype=np.int32)
 
 
-__all__ = ["HASHES", "THUMB", "SIGNATURE_VERSION", "signature_kind", "store_call", "Signatures", "compute_signatures", "hash_image", "thumbnail", "hamming"]
+__all__ = ["HASHES", "THUMB", "SIGNATURE_VERSION", "signature_kind", "is_current_signature_kind", "store_call", "Signatures", "compute_signatures", "hash_image", "thumbnail", "hamming"]

@@ -48,6 +48,20 @@ class PreparedCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def offer(self, path: str | os.PathLike, item) -> bool:
+        """Keep ``item`` (prepared elsewhere, e.g. from an image already decoded) for ``path``
+        if there is room without dropping anything; False (nothing kept) when the cache is full
+        or already holds ``path``. Items offered ahead of their use never push out others."""
+        path = os.fspath(path)
+        size = 0 if item is None else self.nbytes(item)
+        with self._lock:
+            if path in self._items or (self.max_items is not None and len(self._items) >= self.max_items) or (
+                    self.max_bytes is not None and self._held + size > self.max_bytes):
+                return False
+            self._items[path] = item
+            self._held += size
+        return True
+
     def get(self, path: str | os.PathLike):
         path = os.fspath(path)
         with self._lock:
@@ -166,9 +180,15 @@ class GeometricVerifier:
     file that cannot be decoded fails the check (the pair stays unlinked). Safe to call from
     several threads (OpenCV releases the GIL; each thread has its own ORB and matcher).
 
-    Per cached image: keypoints and descriptors (~20 KB; those of the mirror image too once a
-    pair needed them), the grey image at ``side`` px (~64 KB, for the mirror's keypoints) and a
-    small RGB copy (``SMALL`` px longest side, ~12 KB) for the photometric check.
+    Per cached image: keypoints and descriptors (~20 KB each, computed on first use: those of
+    the image, and of its mirror image once a pair needed them), the grey image at ``side`` px
+    (~64 KB) and a small RGB copy (``SMALL`` px longest side, ~12 KB) for the photometric check.
+    At most ``cache_size`` images are kept (least recently used dropped).
+
+    ``offer(path, im, draft_size)``: an image someone else already decoded (the duplicate
+    finder's signature pass, ``hashing.compute_signatures(on_decoded=)``) is kept for a later
+    ``verify`` without decoding the file again, when it was decoded as this verifier decodes
+    (``load_image(draft_size=side)``: the same pixels, so the same verdicts) and the cache has room.
     """
 
     SMALL = 64
@@ -191,6 +211,15 @@ class GeometricVerifier:
         settings, this class's ``VERSION`` and OpenCV's version."""
         return f"dups.geometric/v{self.VERSION}/{self.geo}/{self.photo}/small{self.SMALL}/cv2-{self.cv2.__version__}"
 
+    @classmethod
+    def is_current_kind(cls, kind: str) -> bool:
+        """Whether this code reads cached verdicts of store kind ``kind`` (with some settings):
+        False for another ``VERSION``, small side or OpenCV version."""
+        import cv2
+
+        return (kind.startswith(f"dups.geometric/v{cls.VERSION}/")
+                and kind.endswith(f"/small{cls.SMALL}/cv2-{cv2.__version__}"))
+
     def _tools(self):
         t = self._local
         if not hasattr(t, "orb"):
@@ -202,30 +231,46 @@ class GeometricVerifier:
 
     # -- per image -------------------------------------------------------------------------
     def _prepare(self, path: str) -> dict | None:
-        from PIL import Image
-
         from ..ingest import SkipItem, load_image
 
-        cv2 = self.cv2
         try:
             im = load_image(path, draft_size=self.geo.side)
         except SkipItem:
             return None
+        return self._arrays(im)
+
+    def _arrays(self, im) -> dict:
+        """The grey (``side`` px) and small RGB copies of a decoded image; keypoints on first use."""
+        from PIL import Image
+
+        cv2 = self.cv2
         w, h = im.size
         s = self.geo.side / max(w, h)
         big = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
         t = self.SMALL / max(w, h)
         small = im.resize((max(1, round(w * t)), max(1, round(h * t))), Image.Resampling.BOX)
         grey = cv2.cvtColor(np.asarray(big), cv2.COLOR_RGB2GRAY)
-        out = {"small": np.ascontiguousarray(np.asarray(small)), "k": self.SMALL / self.geo.side,
-               "grey": grey}
-        out["n"] = self._keypoints(grey)
-        return out
+        return {"small": np.ascontiguousarray(np.asarray(small)), "k": self.SMALL / self.geo.side,
+                "grey": grey}
+
+    def offer(self, path: str | os.PathLike, im, draft_size: int | None) -> bool:
+        """Keep the prepared copies of ``im`` (``path`` decoded by ``load_image(draft_size=)``)
+        for a later ``verify``: only when it was decoded as ``_prepare`` decodes and the cache
+        has room (nothing is dropped for it). True if kept."""
+        if draft_size != self.geo.side or len(self._cache) >= self.cache_size:
+            return False
+        return self._cache.offer(path, self._arrays(im))
 
     def _keypoints(self, grey: np.ndarray):
         orb, _ = self._tools()
         kp, de = orb.detectAndCompute(grey, None)
         return np.float32([k.pt for k in kp]).reshape(-1, 2), de
+
+    def _normal(self, item: dict):
+        """Keypoints of the image, computed on first use (the same in whichever thread)."""
+        if "n" not in item:
+            item["n"] = self._keypoints(item["grey"])
+        return item["n"]
 
     def _mirrored(self, item: dict):
         """Keypoints of the mirror image, computed on first use (most pairs never need them)."""
@@ -239,8 +284,8 @@ class GeometricVerifier:
     # -- per pair --------------------------------------------------------------------------
     def _align(self, A: dict, B: dict, key: str):
         cv2 = self.cv2
-        ka, da = A["n"]
-        kb, db = B["n"] if key == "n" else self._mirrored(B)
+        ka, da = self._normal(A)
+        kb, db = self._normal(B) if key == "n" else self._mirrored(B)
         if da is None or db is None or len(da) < 8 or len(db) < 8:
             return None
         _, bf = self._tools()

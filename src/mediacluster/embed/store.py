@@ -33,7 +33,10 @@ Design (and why):
   ``duplicates.hashing.signature_kind``), so a change of how it is computed is a new kind and
   old entries are never read. The same transactions and file as the vectors: atomic, safe to
   kill and safe with concurrent runs. The table is created on open (``IF NOT EXISTS``): caches
-  written before simply have no derived data yet.
+  written before simply have no derived data yet. The kinds present are listed in a small table
+  of their own (filled on open from the entries of a cache written before it existed), so
+  ``prune_derived`` can drop the kinds no current code reads (an old hashing version: they
+  would otherwise stay forever) without scanning the entries unless there is one to drop.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ CREATE TABLE IF NOT EXISTS derived (
     key TEXT NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (key, kind)
 );
+CREATE TABLE IF NOT EXISTS derived_kinds (kind TEXT PRIMARY KEY);
 """
 
 
@@ -183,6 +187,10 @@ class EmbeddingStore:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     con.execute(stmt)
+            if (con.execute("SELECT 1 FROM derived_kinds LIMIT 1").fetchone() is None
+                    and con.execute("SELECT 1 FROM derived LIMIT 1").fetchone() is not None):
+                # entries written before the kinds were listed: list them once
+                con.execute("INSERT OR IGNORE INTO derived_kinds SELECT DISTINCT kind FROM derived")
             row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 con.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -384,8 +392,29 @@ class EmbeddingStore:
         items = list(items)
         for chunk in _chunks(items, 5000):
             with self._tx() as con:
+                con.execute("INSERT OR IGNORE INTO derived_kinds VALUES (?)", (kind,))
                 con.executemany("INSERT INTO derived VALUES (?,?,?) ON CONFLICT(key, kind) "
                                 "DO UPDATE SET data=excluded.data", [(k, kind, d) for k, d in chunk])
+
+    def derived_kinds(self) -> list[str]:
+        """The kinds of derived data the store holds."""
+        with self._lock:
+            return [k for (k,) in self._con.execute("SELECT kind FROM derived_kinds ORDER BY kind")]
+
+    def prune_derived(self, stale) -> dict[str, int]:
+        """Delete every entry of the kinds for which ``stale(kind)`` is true (kinds no current
+        code reads), in one transaction: all of them or none (safe to kill), and safe with a
+        run using the store at the same time (it waits, or it wrote before and loses only stale
+        entries; a stale kind written again later is dropped the next time). Returns
+        {kind: entries deleted}. The file does not shrink: SQLite reuses the freed pages."""
+        with self._tx() as con:
+            kinds = [k for (k,) in con.execute("SELECT kind FROM derived_kinds")]
+            out = {}
+            for k in kinds:
+                if stale(k):
+                    out[k] = con.execute("DELETE FROM derived WHERE kind=?", (k,)).rowcount
+                    con.execute("DELETE FROM derived_kinds WHERE kind=?", (k,))
+        return out
 
     # -- inspection -----------------------------------------------------------------------
     def stats(self, encoder: str | None = None) -> dict:
