@@ -355,8 +355,11 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     load = Path("/proc/loadavg").read_text().strip()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _results import commit as checkout_commit
+    from _results import write_section
+
+    commit = checkout_commit()
     encoders = [e for e in args.encoders.split(",") if e]
     voices = fsdd_voices()
     rows = [] if args.skip_cost else cost(voices, work, encoders)
@@ -365,9 +368,6 @@ def main() -> None:
     md = markdown(args, load, commit, rows, spk, fid)
     print(md)
     if args.write:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from _results import write_section
-
         write_section(SECTION, md)
 
 

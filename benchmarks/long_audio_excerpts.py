@@ -225,8 +225,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     load = Path("/proc/loadavg").read_text().strip()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    from _results import commit as checkout_commit
+
+    commit = checkout_commit()
     speakers = [s for s in args.speakers.split(",") if s]
     minutes = [int(m) for m in args.minutes.split(",")]
     lengths = [int(x) for x in args.lengths.split(",")]
