@@ -273,13 +273,19 @@ def test_the_studio_serves_which_clusters_are_new(carried, studio):
 
 
 def test_the_page_marks_the_new_clusters_and_filters_them(carried, studio):
+    new = json.loads((carried["out"] / "carry.json").read_text())["new_clusters"]
+    _page_badges_and_filters(studio.url, new)
+
+
+def _page_badges_and_filters(url: str, new: list[int]) -> None:
+    """In Chromium, the studio page at ``url`` badges exactly the clusters ``new`` "new" and its
+    filter "new" lists exactly them."""
     from conftest import chromium
     from test_studio_browser import loaded, wait
 
-    new = json.loads((carried["out"] / "carry.json").read_text())["new_clusters"]
     drv = chromium()
     try:
-        drv.get(studio.url)
+        drv.get(url)
         wait(lambda: loaded(drv), 60, "the page")
         rows = "#cluster-list li[data-cluster]"
         badged = [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", rows)
@@ -378,8 +384,6 @@ def test_the_new_badge_follows_the_items_through_merges_and_moves(carried, tmp_p
     """A cluster is "new" when most of its items were in a cluster the carry found new: after
     the person moves most of a new cluster's items to a cluster of their own and merges a kept
     cluster into what is left, the badge is on the cluster the items went to, not on the id."""
-    from conftest import chromium
-    from test_studio_browser import loaded, wait
 
     run = copy_run(carried["out"], tmp_path / "run")
     summary = json.loads((run / "carry.json").read_text())
@@ -397,19 +401,7 @@ def test_the_new_badge_follows_the_items_through_merges_and_moves(carried, tmp_p
         made = next(i for i, e in rows.items() if e["name"] == "chutes")
         assert {i for i, e in rows.items() if e["new"]} == {made}
         assert rows[made]["carry"] == "new" and rows[p]["carry"] == "kept" and kept not in rows
-        drv = chromium()
-        try:
-            drv.get(srv.url)
-            wait(lambda: loaded(drv), 60, "the page")
-            sel = "#cluster-list li[data-cluster]"
-            badged = [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", sel)
-                      if li.find_elements("css selector", ".badge.new")]
-            assert badged == [made]
-            drv.find_element("id", "filter").send_keys("new")
-            wait(lambda: [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", sel)]
-                 == [made], 10, "the filter 'new'")
-        finally:
-            drv.quit()
+        _page_badges_and_filters(srv.url, [made])
     finally:
         srv.stop()
 
