@@ -439,7 +439,9 @@ def test_composite_names_leave_the_clear_names_as_they_were(named_run, monkeypat
             if c0.get("composite"):
                 composites += 1
                 assert all(p["name"] in a["name"] for p in c0["parts"]) and b["candidates"][0]["name"] in a["alternatives"]
-                assert max(x.get("cover", 0) for x in b["candidates"]) < imagenet.MIN_COVER
+                # no concept covered half of it (covers are reported rounded to 4 places, so a
+                # best cover just under MIN_COVER reads MIN_COVER: it flipped on perturbed vectors)
+                assert max(x.get("cover", 0) for x in b["candidates"]) <= imagenet.MIN_COVER
             else:
                 assert c0["name"] == b["candidates"][0]["name"], (k, a["name"], b["name"])
     use = int(pipe.level_)
