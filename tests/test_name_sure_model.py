@@ -349,7 +349,8 @@ def test_the_studio_list_measures_the_parts_a_split_made(tree_run, tmp_path):
     """Clusters an applied split made show in the cluster list (and the panel) how sure their
     names are, as the split preview measured them: a fresh split's ImageNet names measured on
     the part's items against the whole collection; a part whose name was typed at the split is
-    not measured (null, and why). After a merge into a part its name is measured again on its
+    the person's (sure, as any person's name; a name left as the preview showed it, or the
+    fallback of a split by parts, stays automatic). After a merge into a part its name is measured again on its
     items now; the records come from the split event, so a restarted studio shows the same;
     a split along the run's tree shows the finer level's names as the preview did."""
     run = copy_run(tree_run, tmp_path / "run")
@@ -369,10 +370,10 @@ def test_the_studio_list_measures_the_parts_a_split_made(tree_run, tmp_path):
             ids = r.json()["edit"]["ids"]
             rows = _rows(c)
             _same(rows[ids[0]], parts[0])
-            assert rows[ids[0]]["name_why"] == parts[0]["name_why"]
+            assert rows[ids[0]]["name_why"] == parts[0]["name_why"] and rows[ids[0]]["named_by"] == "automatic"
             typed = rows[ids[1]]
-            assert typed["name"] == "typed at the split" and typed["name_sure"] is None
-            assert typed["name_why"] == support.SPLIT_UNMEASURED
+            assert typed["name"] == "typed at the split" and typed["named_by"] == "person", typed
+            assert typed["name_sure"] is True and typed["name_why"] == support.BY_HAND, typed
             for cid in ids:  # the panel says what the list says
                 detail = c.get(f"/api/clusters/{cid}").json()
                 assert {f: detail[f] for f in support.FIELDS} == {f: rows[cid][f] for f in support.FIELDS}
@@ -406,6 +407,16 @@ def test_the_studio_list_measures_the_parts_a_split_made(tree_run, tmp_path):
             assert moved["name_sure"] is None and moved["name_why"] == support.CHANGED, moved
             assert post(c, "/api/undo").status_code == 200
             _same(_rows(c)[tids[0]], tree["parts"][0])  # the split's items again: the preview's record
+            # a split by given parts: a name given is the person's, a part left unnamed is not
+            lab = np.frombuffer(c.get("/api/labels").content, dtype="<i4").astype(np.int64)
+            members = np.flatnonzero(lab == tids[1]).tolist()
+            r = post(c, "/api/edits", {"kind": "split", "cluster": tids[1], "items": members,
+                                       "parts": [j % 2 for j in range(len(members))], "names": [None, "mine"]})
+            assert r.status_code == 200, r.text
+            gids = r.json()["edit"]["ids"]
+            rows = _rows(c)
+            assert (rows[gids[1]]["named_by"], rows[gids[1]]["name_sure"]) == ("person", True), rows[gids[1]]
+            assert rows[gids[0]]["named_by"] == "automatic" and rows[gids[0]]["name_sure"] is None, rows[gids[0]]
             rows = _rows(c)
             before = {k: {f: e[f] for f in support.FIELDS} for k, e in rows.items()}
         s.stop()

@@ -298,6 +298,15 @@ def test_cli_assign_similar(run_dir, cifar3_dir, cifar3_embeddings, tmp_path):
         near = json.loads(cell)
         assert len(near) == 3 and Path(near[0]["path"]).name == img.name
         assert near[0]["id"] == cifar3_embeddings.ids[cifar3_embeddings.paths.index(near[0]["path"])]
+    # each neighbour says how sure its name is, as the service's /v1/similar neighbours do
+    served = Pipeline.load(run_dir)
+    from mediacluster.naming import level_names, level_names_sure
+
+    lv = int(served.level_)
+    sure = {c: r["name_sure"] for c, r in level_names_sure(served, level_names(served))[lv].items()}
+    got = [(n["cluster"], n["name_sure"]) for cell in df["similar"] for n in json.loads(cell)]
+    assert got and all(s == sure.get(c) for c, s in got), (got, sure)
+    assert {s for _, s in got} & {True, False}, got  # measured, not all null
     bad = subprocess.run([sys.executable, "-m", "mediacluster", "assign", str(run_dir), str(imgs[0]),
                           "--similar", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--similar" in bad.stderr

@@ -126,7 +126,7 @@ def neighbour_records(sim: dict, names: dict[int, str] | None = None,
     """``Pipeline.similar``'s answer as, per new item, its neighbours nearest first, each
     ``{row, id, path, similarity, distance, cluster, name, name_sure}`` (plain JSON values: names
     as text, ``id`` / ``path`` None for a model without its items' ids, ``similarity`` None for a
-    model that is not cosine; ``names``: cluster id -> name at the answer's level; ``sure``:
+    model that compares neither by cosine nor by correlation; ``names``: cluster id -> name at the answer's level; ``sure``:
     cluster id -> whether that name is sure, ``naming.support``; None where not measured). The
     one rendering of the service's ``neighbours`` and ``assign --similar``'s column."""
     names, sure = names or {}, sure or {}

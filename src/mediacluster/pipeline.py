@@ -404,7 +404,9 @@ class Pipeline(ClusterMixin, BaseEstimator):
         ``getattr(reducer_, "metric", "euclidean")``, so a pipeline without UMAP (``--reducer
         pca|ipca|kernel_pca|none``, ``--clusterer evoc``) placed and scored new items by
         euclidean distance on the raw vectors while its own graph was cosine (novelty AUROC
-        on Imagenette .78 against .96: benchmarks/RESULTS.md, "One metric for neighbours")."""
+        on Imagenette .78 against .96: benchmarks/RESULTS.md, "One metric for neighbours").
+        The predictor compares cosine and correlation as UMAP does and any other metric by
+        euclidean distance, with a warning at fit (``predictor.compared_as``)."""
         return reducer.metric if isinstance(reducer, UMAPReducer) else "cosine"
 
     @staticmethod

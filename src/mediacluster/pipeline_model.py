@@ -9,6 +9,8 @@ module owns what the pipeline puts in it:
   ``n_clusters``, ``n_reference``, ``levels`` (counts, auto and chosen level), ``ref_normalize``
   (the predictor compares directions; loaded, it keeps the metric it was fitted with, so a model
   saved with false before ``Pipeline.neighbour_metric`` answers by euclidean distance as then),
+  ``ref_center`` (rows mean-centred first: the correlation metric; absent from a model saved
+  before, which answers as it was fitted: a correlation model by euclidean distance),
   ``timings_s``, ``metadata`` (``encoder``, ``names``, ``names_by_level``, how sure each
   automatic name is: ``names_support`` / ``names_support_by_level``, ``run_id``, ...);
 * arrays.npz: the fitted items' ``labels``, ``probabilities``, ``cluster``, ``confidence``,
@@ -32,7 +34,7 @@ from .copies import distinct_rows
 from .data import OUTLIER
 from .errors import MediaclusterError, ModelFormatError
 from .model_items import save_items
-from .predictor import NeighbourPredictor
+from .predictor import NeighbourPredictor, compared_as
 from .stages import registry
 
 STAGES = registry.KINDS
@@ -64,6 +66,7 @@ def model_doc(pipe, metadata: dict | None) -> tuple[dict, dict]:
             "n_levels": int(len(pipe.levels_)), "n_clusters_per_level": pipe.n_clusters_per_level_.tolist(),
             "auto_level": int(pipe.auto_level_), "level": int(pipe.level_)},
         "ref_normalize": bool(pred.ref_normalize_),
+        "ref_center": bool(pred.ref_center_),
         "timings_s": {k: float(v) for k, v in getattr(pipe, "timings_", {}).items()},
         "metadata": dict(metadata or {}),
     }
@@ -101,6 +104,7 @@ def load(cls, path, pipeline_params):
         pipe.reducer_, pipe.clusterer_ = stages["reducer"], stages["clusterer"]
         pipe.n_features_in_ = int(info["n_features_in"])
         ref_normalize = bool(info["ref_normalize"])
+        ref_center = bool(info.get("ref_center", False))  # absent: saved before correlation was compared as such
         pipe.timings_ = dict(info.get("timings_s", {}))
     except (KeyError, TypeError, ValueError, MediaclusterError) as e:
         what = f"lacks {e}" if isinstance(e, KeyError) else str(e)
@@ -115,12 +119,14 @@ def load(cls, path, pipeline_params):
         dup = distinct_rows(np.asarray(E, dtype=np.float32))
         pipe.outliers_ = stages["outliers"].fit(E[dup[0]] if dup is not None else E)
     params = pipe._predictor().get_params()
-    if ref_normalize != (params["metric"] == "cosine"):
+    recorded = "correlation" if ref_center else "cosine" if ref_normalize else "euclidean"
+    if compared_as(params["metric"]) != recorded:
         # saved before the predictor followed Pipeline.neighbour_metric (a pipeline without UMAP
-        # compared raw vectors by euclidean distance): it answers as it was fitted
-        params["metric"] = "cosine" if ref_normalize else "euclidean"
+        # compared raw vectors by euclidean distance), or before it compared correlation as UMAP
+        # does (by euclidean distance on the raw vectors): it answers as it was fitted
+        params["metric"] = recorded
     pipe.predictor_ = NeighbourPredictor.from_arrays(
-        arrays, pipe.n_features_in_, ref_normalize, **params).set_votes(**pipe._votes())
+        arrays, pipe.n_features_in_, ref_normalize, ref_center, **params).set_votes(**pipe._votes())
     pipe.model_info_ = info
     pipe.model_path_ = str(folder)
     return pipe
@@ -209,6 +215,9 @@ def check_model_doc(info: dict, pipeline_params) -> None:
         if v is not None and v < 1:
             raise ModelFormatError(f"{key} must be a positive integer, got {v!r}")
     _need_type(info, "ref_normalize", bool, "true or false")
+    if _need_type(info, "ref_center", bool, "true or false", optional=True) and not info["ref_normalize"]:
+        raise ModelFormatError("ref_center is true but ref_normalize false: a correlation model compares "
+                               "centred vectors by direction")
     t = _need_type(info, "timings_s", dict, "a mapping of stage -> seconds", optional=True)
     if t and not all(isinstance(v, int | float) and not isinstance(v, bool) for v in t.values()):
         raise ModelFormatError("timings_s must map stages to seconds")

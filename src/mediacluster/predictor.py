@@ -4,7 +4,8 @@
 delegate to (``Pipeline.predictor_``). It needs neither the UMAP object nor the HDBSCAN tree, so a
 saved model is plain arrays (``pipeline_model``):
 
-1. project the vector (L2-normalised when the metric is cosine) onto the top
+1. project the vector (L2-normalised when the metric is cosine; centred, its mean over its
+   dimensions subtracted, then L2-normalised when it is correlation, as UMAP compares them) onto the top
    ``reference_dims`` principal axes of the training vectors, when there are at least
    ``PROJECTION_ROWS_PER_AXIS`` distinct training vectors per axis (:func:`projects`; a smaller
    collection keeps its vectors whole);
@@ -35,6 +36,8 @@ benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -78,6 +81,13 @@ HNSW_M = 16
 HNSW_EF_SEARCH = 160
 
 
+def compared_as(metric: str) -> str:
+    """How the predictor compares vectors under a neighbour ``metric``
+    (``Pipeline.neighbour_metric``): ``"cosine"``, ``"correlation"`` (cosine of the mean-centred
+    rows), else ``"euclidean"`` (manhattan, chebyshev, minkowski, ...: faiss searches L2)."""
+    return metric if metric in ("cosine", "correlation") else "euclidean"
+
+
 class NeighbourPredictor(BaseEstimator):
     """New items placed by a distance-weighted vote of their nearest fitted items.
 
@@ -87,14 +97,17 @@ class NeighbourPredictor(BaseEstimator):
     reference_size : keep at most this many fitted items as references (None = all)
     reference_dims : PCA dimensions of the stored reference vectors (None = keep all dims; also
         kept whole below ``PROJECTION_ROWS_PER_AXIS`` distinct fitted rows per axis)
-    metric : ``"cosine"`` compares directions (vectors are L2-normalised); anything else is
-        compared as given (euclidean)
+    metric : ``"cosine"`` compares directions (vectors are L2-normalised); ``"correlation"``
+        the directions of the mean-centred vectors (each row's mean subtracted first: cosine of
+        the centred rows, UMAP's correlation distance); anything else is compared as given
+        (euclidean; :meth:`fit` warns, naming the metric, see :func:`compared_as`)
     random_state : seed of the reference sample, the PCA and the novelty probe
 
     ``fit(X, labels=, probabilities=, cluster=, confidence=, embedding=, levels=, parents=)``
     takes the fitted items' vectors and what each of them votes; learned state: ``ref_index_``
     (the reference items' rows), ``ref_vectors_``, ``ref_mean_`` / ``ref_components_`` (the
-    projection, None without one), ``ref_normalize_``, ``novelty_threshold_``, ``votes_`` (the
+    projection, None without one), ``ref_normalize_``, ``ref_center_`` (rows mean-centred
+    first: correlation), ``novelty_threshold_``, ``votes_`` (the
     per-item arrays at the reference items; :meth:`set_votes` replaces them when the fitted
     labels change, e.g. another level).
     """
@@ -116,7 +129,14 @@ class NeighbourPredictor(BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         n, d = X.shape
         self.n_features_in_ = d
-        self.ref_normalize_ = bool(self.metric == "cosine")
+        space = compared_as(self.metric)
+        if space != self.metric:
+            warnings.warn(f"metric {self.metric!r}: the neighbour predictor compares vectors by cosine, "
+                          "correlation or euclidean distance only, so new items are placed (predict, "
+                          f"novelty, similar) by euclidean distance on the input vectors, not by {self.metric}",
+                          UserWarning, stacklevel=2)
+        self.ref_normalize_ = space in ("cosine", "correlation")
+        self.ref_center_ = space == "correlation"
         self.ref_components_ = None
         self.ref_mean_ = None
         dims = self.reference_dims
@@ -124,7 +144,7 @@ class NeighbourPredictor(BaseEstimator):
         if projects(n if distinct is None else len(distinct), d, dims):
             from sklearn.decomposition import PCA
 
-            Xs = l2_normalize(X) if self.ref_normalize_ else X
+            Xs = self._directions(X)
             rng = np.random.default_rng(self.random_state)
             sub = rng.choice(n, size=min(n, 20000), replace=False) if n > 20000 else slice(None)
             pca = PCA(n_components=int(dims), svd_solver="randomized", random_state=self.random_state).fit(Xs[sub])
@@ -172,7 +192,7 @@ class NeighbourPredictor(BaseEstimator):
 
         in_fit = np.full(len(X), -1, dtype=np.int64)
         in_fit[fit_rows] = np.arange(len(fit_rows))
-        R = l2_normalize(X[self.ref_index_]) if self.ref_normalize_ else np.asarray(X[self.ref_index_])
+        R = self._directions(np.asarray(X[self.ref_index_]))
         out = []
         folds = int(np.clip(-(-CALIBRATION_ROWS // len(Xfit)), 1, 10))
         for f in range(min(folds, -(-len(probe) // fold))):
@@ -222,16 +242,19 @@ class NeighbourPredictor(BaseEstimator):
         return novel & ~copy, np.where(copy, 0.0, novelty)
 
     @classmethod
-    def from_arrays(cls, arrays: dict, n_features_in: int, ref_normalize: bool, **params) -> NeighbourPredictor:
+    def from_arrays(cls, arrays: dict, n_features_in: int, ref_normalize: bool, ref_center: bool = False,
+                    **params) -> NeighbourPredictor:
         """A fitted predictor from its saved arrays (``ref_index``, ``ref_vectors``, ``ref_mean``,
-        ``ref_components``, ``novelty_threshold``; checked by the caller) and constructor
-        ``params``; :meth:`set_votes` gives it the fitted items' arrays."""
+        ``ref_components``, ``novelty_threshold``; checked by the caller), how it compares
+        (``ref_normalize``, ``ref_center``, as saved) and constructor ``params``;
+        :meth:`set_votes` gives it the fitted items' arrays."""
         self = cls(**params)
         for name in ("ref_index", "ref_vectors", "ref_mean", "ref_components", "novelty_threshold"):
             setattr(self, name + "_", arrays.get(name))
         self._set_calibration(arrays.get("novelty_calibration"))
         self.n_features_in_ = int(n_features_in)
         self.ref_normalize_ = bool(ref_normalize)
+        self.ref_center_ = bool(ref_center)
         self._build_index()
         return self
 
@@ -278,12 +301,15 @@ class NeighbourPredictor(BaseEstimator):
         X_in = X
         if self.ref_normalize_:
             if zero_vectors == "refuse":
-                zero = ~X.any(axis=1)
+                centred = getattr(self, "ref_center_", False)
+                zero = ~self._centred(X).any(axis=1)
                 if zero.any():
-                    raise InputError(f"vector {int(np.flatnonzero(zero)[0])} is all zeros ({int(zero.sum())} "
-                                     "such vectors): this model compares directions (cosine) and a zero "
-                                     "vector has none")
-            X = l2_normalize(X)
+                    what = ("is constant", "constant vectors", "correlation", "a constant vector, centred,") \
+                        if centred else ("is all zeros", "such vectors", "cosine", "a zero vector")
+                    raise InputError(f"vector {int(np.flatnonzero(zero)[0])} {what[0]} ({int(zero.sum())} "
+                                     f"{what[1]}): this model compares directions ({what[2]}) and "
+                                     f"{what[3]} has none")
+            X = self._directions(X)
         with np.errstate(over="ignore", invalid="ignore"):
             if self.ref_components_ is not None:
                 X = (X - self.ref_mean_) @ self.ref_components_.T
@@ -295,6 +321,16 @@ class NeighbourPredictor(BaseEstimator):
             raise InputError(f"vector {int(bad[0] if rows is None else rows[bad[0]])} has values too large to place (up to {big:.3g}; "
                              f"{len(bad)} such vectors): their squares overflow float32 in the model's space")
         return np.ascontiguousarray(X, dtype=np.float32)
+
+    def _centred(self, X) -> np.ndarray:
+        """``X`` with each row's mean subtracted under the correlation metric, else as given."""
+        return X - X.mean(axis=1, keepdims=True, dtype=np.float64).astype(X.dtype) \
+            if getattr(self, "ref_center_", False) else X
+
+    def _directions(self, X) -> np.ndarray:
+        """``X`` as the metric compares it before any projection: centred (correlation), then
+        L2-normalised (cosine, correlation); as given (euclidean)."""
+        return l2_normalize(self._centred(X)) if self.ref_normalize_ else X
 
     def kneighbors(self, X, n_neighbors: int | None = None, zero_vectors: str = "refuse", among=None):
         """``(distances, positions)`` (m, k) of each vector's nearest reference items (positions

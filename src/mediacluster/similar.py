@@ -37,7 +37,8 @@ def similar(pipe, X, k: int = 10, same_cluster: bool = False, level=None, detail
 
     Returns ``rows`` (m, k) the neighbours' rows of the fitted items, ``distances`` (in the
     predictor's space), ``similarities`` (cosine similarity, ``1 - d**2 / 2`` of unit
-    vectors; NaN for a model that is not cosine), ``clusters`` (their cluster at the level),
+    vectors; for a correlation model that of the mean-centred vectors, their correlation;
+    NaN for a model that is neither), ``clusters`` (their cluster at the level),
     with -1 / inf / NaN / -1 in slots that no item fills (``same_cluster`` and a cluster of
     fewer than ``k``); ``ids`` / ``paths`` (lists of lists of the filled slots) for a model
     saved from a run (None for one fitted on bare vectors); ``cluster`` (m,) each new

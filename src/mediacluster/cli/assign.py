@@ -22,7 +22,7 @@ from ..fileio import json_text, text_series, write_table
 from ..ingest import collect, join_files
 from ..ingest.sources import MEDIA_EXTENSIONS
 from ..model_items import neighbour_records
-from ..naming import level_names, pipeline_names, pipeline_names_sure
+from ..naming import level_names, level_names_sure, pipeline_names, pipeline_names_sure
 from ..pipeline import Pipeline
 from . import SUMMARIES, add_collection_root, printable
 from .cluster import level_arg, positive_int
@@ -43,7 +43,7 @@ def add_parser(sub):
     p.add_argument("--similar", type=similar_k, default=None, metavar="K",
                    help="also find each item's K most similar items of the model's collection (1..1000; "
                         "Pipeline.similar): a column 'similar' of JSON [{id, path, row, similarity, "
-                        "cluster, name}, ...] nearest first (id/path null for a model fitted on bare vectors "
+                        "cluster, name, name_sure}, ...] nearest first (id/path null for a model fitted on bare vectors "
                         "or saved before it kept its items' ids, items.json)")
     p.add_argument("--same-cluster", action="store_true",
                    help="with --similar: only items of the item's own cluster (at --level, if given)")
@@ -161,8 +161,13 @@ def run(args) -> int:
     if args.similar:  # "more like this": the items nearest to each new one (same details, same cluster)
         sim = model.similar(X, k=args.similar, same_cluster=args.same_cluster, details=res,
                             collection_root=args.collection_root)
-        near = neighbour_records(sim, names if sim["level"] is None else by_level.get(sim["level"], {}))
-        df["similar"] = [json_text([{k: n[k] for k in ("id", "path", "row", "similarity", "cluster", "name")}
+        lv = sim["level"]
+        # how sure each neighbour's name is at that level, by the service's rule (/v1/similar)
+        recs = pipeline_names_sure(model, names) if lv is None else level_names_sure(model, by_level).get(lv, {})
+        near = neighbour_records(sim, names if lv is None else by_level.get(lv, {}),
+                                 {int(c): r.get("name_sure") for c, r in recs.items()})
+        df["similar"] = [json_text([{k: n[k] for k in ("id", "path", "row", "similarity", "cluster", "name",
+                                                       "name_sure")}
                                     for n in r], indent=None) for r in near]
     if args.out:
         write_table(args.out, df)

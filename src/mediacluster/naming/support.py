@@ -82,9 +82,9 @@ CHANGED = ("not measured: the cluster's items changed (a merge, a move or a spli
 
 
 #: why the name of a part a studio split made is not measured
-SPLIT_UNMEASURED = ("not measured: this part's name was typed when it was split, or its automatic name "
-                    "could not be measured (a run without ImageNet probabilities or a CLIP encoder); rename it "
-                    "to make it yours")
+SPLIT_UNMEASURED = ("not measured: this part's automatic name could not be measured (a run without ImageNet "
+                    "probabilities or a CLIP encoder), or its name was typed at a split recorded before the "
+                    "studio kept who named a part; rename it to make it yours")
 
 
 def model_records(named: list[dict] | None) -> dict[str, dict]:

@@ -111,8 +111,9 @@ class Neighbour(BaseModel):
                              "(`serve --collection-root`, else the one recorded with the run); null "
                              "for a model without its items' ids, as `id`")
     similarity: float | None = Field(None, description="cosine similarity to the new item (1 - d^2/2 "
-                                     "of the unit vectors in the model's projected search space); null "
-                                     "for a model that does not compare directions")
+                                     "of the unit vectors in the model's projected search space; of the "
+                                     "mean-centred ones, their correlation, for a correlation model); "
+                                     "null for a model that does not compare directions")
     distance: float = Field(description="distance in the model's search space (smaller is nearer)")
     cluster: int = Field(description="the item's cluster at `level` (-1 noise, -2 outlier)")
     name: str | None = Field(None, description="that cluster's name")

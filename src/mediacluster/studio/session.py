@@ -325,7 +325,7 @@ class Studio:
             e["auto_name"] = (self._names0.get(e["id"]) or (None,))[0] if e["origin"] == "fitted" else None
             concept = concepts.get(e["id"])
             if e["named_by"] == "person":
-                e.update(name_sure=True, name_why=BY_HAND)
+                e.update(name_sure=True, name_support=None, name_why=BY_HAND)  # as naming.support.of_names
             elif concept is not None and concept.get("name") == e["name"]:
                 # a part a split made, with the name its preview gave it: as the preview measured it
                 # while it holds the items the split gave it, else measured again on its items now
@@ -341,7 +341,7 @@ class Studio:
                 else:
                     e.update(self._remeasure(e["id"], labels, seq) or dict(NOT_MEASURED, name_why=CHANGED))
             elif e["origin"] == "split" or (e["origin"] == "fitted" and e["name"] != e["auto_name"]):
-                # a part of a split whose name was typed at the split, or was not measured
+                # a part of a split whose automatic name was not measured (or typed at an older split)
                 e.update(dict(NOT_MEASURED, name_why=SPLIT_UNMEASURED))
 
     def _remeasure(self, cid: int, labels: np.ndarray, seq: int, concept: dict | None = None) -> dict | None:

@@ -10,8 +10,11 @@ merge      ``{"clusters": [...], "into"}``: the others' members join ``into`` (w
            name); the others are gone
 move       ``{"items": [...], "to", "create": null | {"id", "name", "junk"}}``: items to a
            cluster, to ``-1`` (unassigned), or to a new cluster created by this event
-split      ``{"cluster", "items": [...], "parts": [...], "ids": [...], "names": [...]}``: member
-           ``items[j]`` goes to ``ids[parts[j]]``; the largest part keeps the cluster's id
+split      ``{"cluster", "items": [...], "parts": [...], "ids": [...], "names": [...],
+           "named_by": [...]}``: member ``items[j]`` goes to ``ids[parts[j]]``; the largest part
+           keeps the cluster's id; ``named_by``: per part "person" for a name the person typed
+           (not the fallback, nor a preview's name left as shown), else "automatic" (absent from
+           older logs: all automatic)
            (``"concepts"``: per part, the automatic name a preview gave it, how sure the preview
            measured it and what it claims, ``{"name", "record", "method", "candidates"}``, or
            null; added by the session)
@@ -268,11 +271,16 @@ class CuratedState:
         for p in order[1:]:
             ids[p] = nxt
             nxt += 1
-        out_names = []
+        out_names, named_by = [], []
+        shown = req.get("shown") or []  # a previewed split: the names its preview showed
         for p in range(k):
-            nm = names[p] if p < len(names) and names[p] else f"{c.name} ({p + 1})"
-            out_names.append(clean_text(nm, f"the name of part {p + 1}", MAX_NAME))
-        return {"cluster": c.id, "items": items, "parts": parts.tolist(), "ids": ids, "names": out_names}
+            given = p < len(names) and bool(names[p])
+            nm = clean_text(names[p] if given else f"{c.name} ({p + 1})", f"the name of part {p + 1}", MAX_NAME)
+            out_names.append(nm)
+            # a name the person typed (not the fallback, nor the preview's name left as shown) is theirs
+            named_by.append("person" if given and (p >= len(shown) or nm != shown[p]) else "automatic")
+        return {"cluster": c.id, "items": items, "parts": parts.tolist(), "ids": ids, "names": out_names,
+                "named_by": named_by}
 
     def _prepare_tag(self, req):
         clusters = [self._cluster(c).id for c in listed(req.get("clusters"), "clusters")]
@@ -371,14 +379,17 @@ class CuratedState:
             parts = np.asarray(p["parts"], dtype=np.int64)
             ids = p["ids"]
             concepts = p.get("concepts") or []
+            by = p.get("named_by") or []  # absent from a split recorded before who named a part was kept
             old = self.clusters[p["cluster"]]
             for k, cid in enumerate(ids):
                 concept = {**concepts[k], "seq": ev.seq} if k < len(concepts) and concepts[k] else None
+                named_by = "person" if k < len(by) and by[k] == "person" else "automatic"
                 if cid == old.id:
-                    old.name, old.named_by, old.concept = p["names"][k], "automatic", concept
+                    old.name, old.named_by, old.concept = p["names"][k], named_by, concept
                 else:
-                    self.clusters[cid] = Cluster(cid, p["names"][k], origin="split", parent=old.id,
-                                                 tags=list(old.tags), junk=old.junk, concept=concept)
+                    self.clusters[cid] = Cluster(cid, p["names"][k], named_by=named_by, origin="split",
+                                                 parent=old.id, tags=list(old.tags), junk=old.junk,
+                                                 concept=concept)
                 self.clusters[cid].touched = ev.seq
             self.labels[items] = np.asarray(ids, dtype=np.int64)[parts]
         elif kind == "tag":
