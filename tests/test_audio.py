@@ -457,7 +457,7 @@ def test_service_answers_audio_uploads_like_assign(tmp_path, fsdd_two_speakers):
         wrong = s.client.post("/v1/assign", content=b"hello", headers={"content-type": "text/plain"})
         assert wrong.status_code == 415 and "send audio clips as multipart" in wrong.text, wrong.text
         other = s.client.post("/v1/assign", files=[("clips", ("a.wav", new[0].read_bytes()))])
-        assert other.status_code == 400 and "send the audio clips as 'files'" in other.text, other.text
+        assert other.status_code == 422 and "send the audio clips as 'files'" in other.text, other.text
         assert s.client.get("/healthz").status_code == 200 and s.alive()
         # "more like this" for a clip: a clip of the model's own collection finds itself first
         seen = fsdd_two_speakers[::5][2]
