@@ -138,6 +138,13 @@ Edit = Annotated[Union[tuple(Annotated[m, Tag(t)] for t, m in _EDITS.items())], 
                                custom_error_message=f"an edit needs a 'kind': one of {', '.join(EDITS)}")]
 
 
+class Target(StrictBody):
+    """undo / redo"""
+    target: whole(ge=1) | None = Field(None, description="the edit to take back (undo) or re-apply (redo), "
+                                     "as /api/version's undo / redo showed it: a 409 when another studio "
+                                     "or tab made another edit the latest since (default: the latest)")
+
+
 class SplitPreview(StrictBody):
     cluster: ClusterId
     k: whole(ge=2, le=100) | Literal["auto"] | None = Field(
@@ -183,8 +190,9 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                          403: "a change without the X-Mediacluster header, or a host name other "
                               "than loopback on a loopback studio",
                          404: "no such cluster, item, file or download",
-                         409: "the edit no longer fits (another tab changed it first), or nothing "
-                              "to undo / redo",
+                         409: "the edit no longer fits (another tab or studio changed it first: a "
+                              "cluster it names was merged away, a split's cluster changed, undo / "
+                              "redo's target is no longer the latest), or nothing to undo / redo",
                          422: "a body with a key it does not have, or a value of the wrong type "
                               "or out of range (the error names the field)"}))
     app.state.studio = studio
@@ -356,12 +364,12 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         return call(studio.edit, body.kind, req, client_of(request))
 
     @app.post("/api/undo")
-    def undo(request: Request):
-        return call(studio.edit, "undo", {}, client_of(request))
+    def undo(request: Request, body: Target | None = None):
+        return call(studio.edit, "undo", {"target": body.target if body else None}, client_of(request))
 
     @app.post("/api/redo")
-    def redo(request: Request):
-        return call(studio.edit, "redo", {}, client_of(request))
+    def redo(request: Request, body: Target | None = None):
+        return call(studio.edit, "redo", {"target": body.target if body else None}, client_of(request))
 
     @app.post("/api/split/preview")
     def split_preview(body: SplitPreview):

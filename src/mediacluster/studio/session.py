@@ -225,14 +225,21 @@ class Studio:
         }
 
     def version(self) -> dict:
+        """What the page polls: the edit number it shows (after :meth:`sync`: another
+        process's edits count), whether the state is written, what undo / redo would take back."""
         self.sync()
         with self._lock:
             return {"seq": self.state.seq, "written": self.writer.written_seq,
                     "can_undo": self.state.can_undo(), "can_redo": self.state.can_redo(),
+                    "undo": self.state.undo_target(), "redo": self.state.redo_target(),
                     "replaced": self.replaced(), "map": self.map_method, "map_pending": self.map_pending}
 
     def sync(self) -> int:
-        """Apply events other processes appended to the log."""
+        """Apply the events other processes appended to the log since this one last looked (another
+        studio on the run, a ``--carry-from``): one read of the log's last edit number when there
+        are none, else the new events only. Called by every read the page polls or reloads
+        (``/api/version``, ``/api/clusters``, ``/api/labels``), so a page shows another
+        person's edits within a poll without editing itself."""
         with self._lock:
             if self.log.last_seq() > self.state.seq:
                 for ev in self.log.events(since=self.state.seq):
@@ -246,6 +253,7 @@ class Studio:
         return np.ascontiguousarray(xy[:, 0], "<f4").tobytes() + np.ascontiguousarray(xy[:, 1], "<f4").tobytes()
 
     def labels_bytes(self) -> tuple[int, bytes]:
+        self.sync()
         with self._lock:
             return self.state.seq, np.ascontiguousarray(self.state.labels, "<i4").tobytes()
 
@@ -287,11 +295,13 @@ class Studio:
         return self._tree[1]
 
     def clusters(self) -> dict:
+        self.sync()
         with self._lock:
             table = self.state.cluster_table()
             labels = self.state.labels.copy()
             seq = self.state.seq
             undo, redo = self.state.can_undo(), self.state.can_redo()
+            targets = {"undo": self.state.undo_target(), "redo": self.state.redo_target()}
             tree = self.tree()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
         carry = self.carry_statuses(labels, seq)
@@ -308,7 +318,7 @@ class Studio:
             by_level = tree.names_by_level(self.level_names, {}, [e["name"] for e in table if e.get("junk")])
             group_names = {name: by_level[str(j)] for j, name in enumerate(tree.names)}
         return {"seq": seq, "clusters": table, "special": special, "groups": groups,
-                "group_names": group_names, "can_undo": undo, "can_redo": redo}
+                "group_names": group_names, "can_undo": undo, "can_redo": redo, **targets}
 
     def _name_sure(self, table: list[dict], labels: np.ndarray, seq: int) -> None:
         """Each cluster's ``auto_name`` and how sure its name is, in place: a person's always; a
@@ -494,7 +504,15 @@ class Studio:
 
     # -- editing ---------------------------------------------------------------------------------
     def edit(self, kind: str, req: dict, client: str = "") -> dict:
-        """Check, record (committed to disk) and apply one edit; returns the acknowledgement."""
+        """Check, record (committed to disk) and apply one edit; returns the acknowledgement.
+
+        Another process's edits (a second studio on the run, a carry) are applied first, under
+        the log's write lock, and the edit is checked against the state they leave: an edit made
+        on a view older than theirs applies to what is there now when what it names still exists
+        (the later rename, tag or junk flag of a cluster wins; moved items move from where they
+        are now); it is refused with :class:`EditConflict` (a 409 saying what happened) when a
+        cluster it names was merged away, when a split's cluster changed members since its
+        preview, and when an undo / redo's ``target`` is no longer the edit it would take back."""
         if self.replaced():
             raise EditConflict("the run folder now holds another run (it was re-clustered); "
                                "restart the studio on it")
@@ -505,10 +523,10 @@ class Studio:
             with self.log.writing():
                 for ev in self.log.events(since=self.state.seq):  # another process's edits first
                     self.state.apply(ev)
-                if kind == "undo":
-                    payload = self.state.prepare_undo()
+                if kind == "undo":  # target: the edit the person saw as the latest (see prepare_undo)
+                    payload = self.state.prepare_undo(req.get("target"))
                 elif kind == "redo":
-                    payload = self.state.prepare_redo()
+                    payload = self.state.prepare_redo(req.get("target"))
                 else:
                     payload = self.state.prepare(kind, req)
                 if previewed:  # what each part's automatic name claims, while it is the preview's name

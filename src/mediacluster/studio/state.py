@@ -66,6 +66,9 @@ class Cluster:
     # the edit that gave it ("seq"), for Studio._name_sure; not shown
     concept: dict | None = None
     touched: int = 0  # the last edit that changed its items (0: none, the fitted items)
+    # the edit that merged it away (``{"seq", "into", "client"}``), for the 409 of an edit made
+    # on a view from before it (another studio or tab); not shown
+    gone: dict | None = None
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "named_by": self.named_by, "origin": self.origin,
@@ -180,7 +183,12 @@ class CuratedState:
         if c is None:
             raise EditConflict(f"there is no cluster {cid}")
         if not c.alive:
-            raise EditConflict(f"cluster {cid} no longer exists (it was merged or split away)")
+            g = c.gone or {}
+            into = self.clusters.get(g.get("into"))
+            by = f" (from {g['client']})" if g.get("client") else ""
+            what = (f"edit {g['seq']}{by} merged it into cluster {into.id} ({into.name})"
+                    if g and into is not None else "it was merged away")
+            raise EditConflict(f"cluster {cid} no longer exists: {what}")
         return c
 
     def _items(self, items) -> list[int]:
@@ -304,15 +312,41 @@ class CuratedState:
             raise InputError(f"value must be true or false, got {value!r}")
         return {"clusters": clusters, "value": value}
 
-    def prepare_undo(self) -> dict:
+    def prepare_undo(self, target=None) -> dict:
+        """Take back the latest edit in effect; ``target``: the edit the person means to take
+        back (the one their view showed as the latest), refused when it is no longer the latest
+        (another studio or tab edited, undid or redid since): an undo never takes back an edit
+        its maker has not seen."""
         if not self.done:
             raise EditConflict("nothing to undo")
+        self._expect(self.done, target, "undo", "in effect")
         return {"target": self.done[-1].seq}
 
-    def prepare_redo(self) -> dict:
+    def prepare_redo(self, target=None) -> dict:
+        """Re-apply the latest undone edit; ``target`` as for :meth:`prepare_undo`."""
         if not self.undone:
             raise EditConflict("nothing to redo")
+        self._expect(self.undone, target, "redo", "undone")
         return {"target": self.undone[-1].seq}
+
+    @staticmethod
+    def _expect(stack: list[Event], target, what: str, where: str) -> None:
+        if target is None:
+            return
+        target = whole_number(target, "target")
+        last = stack[-1]
+        if last.seq == target:
+            return
+        by = f" from {last.client}" if last.client else ""
+        raise EditConflict(f"edit {target} is not the latest edit {where} any more: edit {last.seq} "
+                           f"({last.kind}{by}) is; nothing was changed: look again, then {what}")
+
+    def undo_target(self) -> int | None:
+        """The edit an undo would take back now (None: nothing)."""
+        return self.done[-1].seq if self.done else None
+
+    def redo_target(self) -> int | None:
+        return self.undone[-1].seq if self.undone else None
 
     # -- applying events -------------------------------------------------------------------------
     def apply(self, ev: Event) -> None:
@@ -358,6 +392,7 @@ class CuratedState:
                 if cid != into:
                     self.labels[self.labels == cid] = into
                     self.clusters[cid].alive = False
+                    self.clusters[cid].gone = {"seq": ev.seq, "into": into, "client": ev.client}
             self.clusters[into].touched = ev.seq
         elif kind == "move":
             items = np.asarray(p["items"], dtype=np.int64)

@@ -360,7 +360,7 @@
     const c = await api("api/clusters");
     S.clusters = new Map(c.clusters.map((e) => [e.id, e]));
     S.special = c.special; S.groups = c.groups || {}; S.groupNames = c.group_names || {};
-    S.canUndo = c.can_undo; S.canRedo = c.can_redo;
+    S.canUndo = c.can_undo; S.canRedo = c.can_redo; S.undoTarget = c.undo; S.redoTarget = c.redo;
     $("undo").disabled = !S.canUndo; $("redo").disabled = !S.canRedo;
     return c.seq;
   }
@@ -477,15 +477,21 @@
       S.lastEdit = r;
       await refresh(false);
       return r;
-    } catch (e) { fail(e); return null; } finally { S.editing = false; }
+    } catch (e) { await failed(e); return null; } finally { S.editing = false; }
+  }
+  // a 409: another studio or tab changed what the edit was made on (a cluster merged away, the
+  // latest edit not the one undo showed): say what happened and show the state now
+  async function failed(e) {
+    fail(e);
+    if (e.status === 409) { S.conflicts = (S.conflicts || 0) + 1; try { await refresh(false); } catch (e2) { /* the poll retries */ } }
   }
   async function undoRedo(which) {
     S.editing = true;
-    try {
-      const r = await api("api/" + which, { method: "POST", body: {} });
+    try {  // the edit this page shows as the one to take back / re-apply: a 409 if another came since
+      const r = await api("api/" + which, { method: "POST", body: { target: which === "undo" ? S.undoTarget : S.redoTarget } });
       toast(which + ": " + describe(r.edit));
       await refresh(false);
-    } catch (e) { fail(e); } finally { S.editing = false; }
+    } catch (e) { await failed(e); } finally { S.editing = false; }
   }
   function describe(e) { return e && e.target ? "edit " + e.target : ""; }
   $("undo").addEventListener("click", () => undoRedo("undo"));
