@@ -213,3 +213,40 @@ def test_the_second_page_updates_without_a_reload(pair):
             assert not [e for e in severe(drv) if "409 (Conflict)" not in e["message"]]  # the 409 is logged
     finally:
         drv.quit()
+
+
+def test_the_studio_that_did_not_edit_writes_nothing_and_never_an_older_state(base_run, tmp_path):
+    """The edit log is shared, so the state of an edit is the same in every process: a studio
+    that picked up another's edit does not write it again once that process wrote it, and a
+    write of an older edit never replaces a newer one on disk (it did: both studios wrote after
+    every change, and the one behind could write last)."""
+    from mediacluster.rundir import RunDir
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(base_run, tmp_path / "run")
+    a, b = Studio(run, warm=False), Studio(run, warm=False)
+    try:
+        b.writer.stop()  # b's background writer would race this test's explicit writes
+        lab = a.state.labels
+        big = int(np.bincount(lab[lab >= 0]).argmax())
+        a.edit("rename", {"cluster": big, "name": "first name"})
+        seq1 = a.write_state()
+        b.sync()
+        assert b.state.seq == seq1
+        mtime = (Path(run) / "curated.json").stat().st_mtime_ns
+        assert b.write_state() == seq1  # already written by a: nothing written again
+        assert (Path(run) / "curated.json").stat().st_mtime_ns == mtime
+        # b holds edit seq1's state; a makes and writes a later edit; b's late write must not win
+        st1 = (b.state.seq, b.state.labels.copy(), b.state.cluster_table(), b.state.status(), {})
+        a.edit("rename", {"cluster": big, "name": "second name"})
+        seq2 = a.write_state()
+        b.writer.written_seq = 0  # as if b had not written seq1 yet
+        assert b.writer.write(*st1) == seq1
+        doc = RunDir.open(run).read_curated()
+        assert doc["edits_seq"] == seq2
+        assert {e["id"]: e["name"] for e in doc["clusters"]}[big] == "second name"
+        df = RunDir.open(run).read_assignments()
+        assert set(df.loc[df["curated_cluster"] == big, "curated_name"]) == {"second name"}
+    finally:
+        a.close()
+        b.close()

@@ -102,7 +102,14 @@ class StateWriter:
     def write(self, seq: int, labels: np.ndarray, table: list[dict], status, item_tags: dict[int, list[str]],
               force: bool = False) -> int:
         """Write the state of edit ``seq`` (the curated ``labels``, cluster ``table``, per-item
-        ``status`` and ``item_tags``); returns the edit number written."""
+        ``status`` and ``item_tags``); returns the edit number written.
+
+        The edit log is shared and append-only, so the state of edit ``seq`` is the same in every
+        process: when another process (a second studio on the run, the one that made the edit)
+        has already written ``seq`` or a later edit, nothing is written (that would be the same
+        work twice, or put an older state over a newer one)."""
+        if not force and self._written_elsewhere(seq):
+            return seq
         names = {e["id"]: e["name"] for e in table}
         masses = cluster_classes(self.imagenet, labels, [e["id"] for e in table])
         for e in table:
@@ -112,6 +119,8 @@ class StateWriter:
                 return self.written_seq  # another thread wrote it meanwhile
             if self._replaced():
                 return self.written_seq
+            if not force and self._written_elsewhere(seq):
+                return seq
             df = self.run.read_assignments()
             df = df.drop(columns=[c for c in df.columns if c.startswith("curated_")])
             df["curated_cluster"] = labels
@@ -125,6 +134,16 @@ class StateWriter:
                                     "item_tags": {path_to_text(self.ids[i]): t for i, t in item_tags.items()}})
         self.written_seq = seq
         return seq
+
+    def _written_elsewhere(self, seq: int) -> bool:
+        """Whether the run's ``curated.json`` already reflects edit ``seq`` or a later one
+        (written by another process); then this one counts ``seq`` as written."""
+        doc = self.run.read_curated()
+        on_disk = doc.get("edits_seq") if doc else None
+        if isinstance(on_disk, int) and on_disk >= seq:
+            self.written_seq = max(self.written_seq, seq)
+            return True
+        return False
 
 
 def cluster_classes(imagenet, labels: np.ndarray, ids: list[int], k: int = 5) -> dict[int, list[dict]]:
