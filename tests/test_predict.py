@@ -10,13 +10,7 @@ import pytest
 from mediacluster.pipeline import Pipeline
 from mediacluster.stages import build as make_stage
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # small matrices: see conftest
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from mediacluster.pipeline import Pipeline
 from mediacluster.predictor import NeighbourPredictor
 from mediacluster.stages import build as make_stage
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # small matrices: see conftest
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,7 @@ LIMITS = ["--max-files", "6", "--max-vectors", "100", "--max-file-mb", "1", "--m
           "--time-limit", "6"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # small matrices: see conftest
 
 
 def fast_pipeline(k: int = 3) -> Pipeline:

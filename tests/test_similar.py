@@ -18,13 +18,7 @@ from mediacluster.errors import ParameterError
 from mediacluster.pipeline import Pipeline
 from mediacluster.stages import build as make_stage
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # small matrices: see conftest
 
 
 @pytest.fixture(scope="module")
