@@ -300,16 +300,17 @@ class NeighbourPredictor(BaseEstimator):
         check_finite(X)
         X_in = X
         if self.ref_normalize_:
+            D = self._centred(X)  # once: the zero check and the directions both read it
             if zero_vectors == "refuse":
                 centred = getattr(self, "ref_center_", False)
-                zero = ~self._centred(X).any(axis=1)
+                zero = ~D.any(axis=1)
                 if zero.any():
                     what = ("is constant", "constant vectors", "correlation", "a constant vector, centred,") \
                         if centred else ("is all zeros", "such vectors", "cosine", "a zero vector")
                     raise InputError(f"vector {int(np.flatnonzero(zero)[0])} {what[0]} ({int(zero.sum())} "
                                      f"{what[1]}): this model compares directions ({what[2]}) and "
                                      f"{what[3]} has none")
-            X = self._directions(X)
+            X = l2_normalize(D)
         with np.errstate(over="ignore", invalid="ignore"):
             if self.ref_components_ is not None:
                 X = (X - self.ref_mean_) @ self.ref_components_.T
