@@ -68,7 +68,6 @@ def whole(**field):
     return Annotated[int, Field(**field), BeforeValidator(_integral)]
 
 
-
 def invalid_message(errors: list[dict], skip: tuple = ("body",)) -> str:
     """pydantic's errors as one line naming each field: "rename.nmae: Extra inputs are not
     permitted" (the first five)."""
