@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_section
+import _results
 from PIL import Image
 
 from mediacluster.datasets import extract_slice
@@ -86,9 +86,7 @@ def main() -> None:
     for name, n, size, b, s in rows:
         lines.append(f"| {name} | {n} | {size[0]}x{size[1]} | {b:.3f} ms | {s:.3f} ms | {100 * (s / b - 1):+.0f}% |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        write_section(SECTION, text)
+    _results.publish(SECTION, text, args.write)
 
 
 if __name__ == "__main__":

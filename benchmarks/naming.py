@@ -22,8 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+import _results
 import numpy as np
-from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
@@ -104,7 +104,7 @@ def main() -> int:
     _, shown = evaluate(*default, show=True)
     print("\n".join(shown))
     if args.write:
-        write(rows, default, shown, " ".join(["python", "benchmarks/naming.py", *sys.argv[1:]]))
+        write(rows, default, shown, _results.command("naming.py"))
     return 0
 
 
@@ -122,7 +122,7 @@ def write(rows, default, shown, cmd):
                      " | ".join(f"{r[n][0]:.3f} / {r[n][1]:.2f}" for n in names) + " |")
     lines += ["", "Whole-class names with the defaults: " + "; ".join(shown) + ".", "", NOTE, ""]
     block = "\n".join(lines) + "\n"
-    write_section(SECTION, block)
+    _results.write_section(SECTION, block)
 
 
 if __name__ == "__main__":

@@ -520,19 +520,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    load = open("/proc/loadavg").read().split()[:3]
+    load = _results.loadavg()
     t0 = time.perf_counter()
     truth = build(Path(args.data), work, args.scale, args.seed)
     build_s = time.perf_counter() - t0
     res = loop(work, truth, args.seed, cold=not args.warm_cache)
     res["steps"] = {"build the collection (Pillow)": {"wall_s": build_s}, **res["steps"]}
     (work / "result.json").write_text(json.dumps(res, indent=1, default=str))
-    cmd = "python benchmarks/social_loop.py " + " ".join(a for a in (argv or sys.argv[1:]) if a != "--write")
-    commit = _results.commit()
-    block = render(res, cmd.strip(), " ".join(load), commit)
-    print(block)
-    if args.write:
-        _results.write_section(SECTION, block)
+    block = render(res, _results.command("social_loop.py", argv, drop=["--write"]), load, _results.commit())
+    _results.publish(SECTION, block, args.write)
     return 0
 
 
