@@ -31,6 +31,8 @@ ROOT = HERE.parent
 RESULTS = HERE / "RESULTS.md"
 RESULTS_ENV = "MEDIACLUSTER_RESULTS"
 QUALITY_OUT = HERE / "out" / "quality"
+#: the shared sets' archives: ``$MEDIACLUSTER_SHARED/datasets``, else ../shared/datasets
+SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
 
 
 def results_path() -> Path:
@@ -122,9 +124,7 @@ def add_data_args(ap: argparse.ArgumentParser, *, out: bool = True, shared: bool
         ap.add_argument("--out", type=Path, default=QUALITY_OUT,
                         help="where the sets are extracted and embedded (shared with benchmarks/quality.py)")
     if shared:
-        ap.add_argument("--shared", type=Path,
-                        default=Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets",
-                        help="the shared sets' archives")
+        ap.add_argument("--shared", type=Path, default=SHARED, help="the shared sets' archives")
     if seed:
         ap.add_argument("--seed", type=int, default=0)
     if quiet:

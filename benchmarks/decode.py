@@ -30,8 +30,7 @@ from mediacluster.datasets import extract_slice
 from mediacluster.ingest import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SHARED = _results.SHARED
 SECTION = "## Decoding (ingest helper)"
 
 

@@ -64,7 +64,7 @@ import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+SHARED = _results.SHARED
 OUT = ROOT / "benchmarks" / "out" / "duplicates"
 SECTION = "## Duplicates (issue 14)"
 SCALE_SECTION = "## Duplicates at scale (issue 14)"

@@ -35,7 +35,7 @@ import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+SHARED = _results.SHARED
 SECTION = "## Embedding speed (encoders helper)"
 SETS = {
     "imagenette-val": "Imagenette val (224 px JPEG)",

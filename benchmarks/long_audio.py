@@ -37,7 +37,7 @@ import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets" / "fsdd.tar.gz"
+ARCHIVE = _results.SHARED / "fsdd.tar.gz"
 SECTION = "## Audio: long recordings (longaudio helper)"
 RATE = 8000
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")

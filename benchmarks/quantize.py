@@ -50,7 +50,7 @@ import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+SHARED = _results.SHARED
 OUT = ROOT / "benchmarks" / "out" / "quantize"
 SECTION = "## Quantized encoder (quant helper)"
 FLOAT, INT8 = "efficientnet-lite0", "efficientnet-lite0-int8"

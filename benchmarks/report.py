@@ -35,9 +35,8 @@ import numpy as np
 from _browser import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+SHARED = _results.SHARED
 OUT = ROOT / "benchmarks" / "out" / "report"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Report and names (report/naming helper)"
 
 
