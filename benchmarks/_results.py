@@ -7,7 +7,8 @@ section (from its heading up to the next ``## `` heading) or appends it, atomica
 module, or the one ``MEDIACLUSTER_RESULTS`` names (a scratch copy, to try a script's ``--write``
 without touching the committed one). ``commit`` names the code a section measured, ``command``
 the command line that produced it, ``loadavg`` / ``proc_loadavg`` / ``load1`` the machine's
-load, ``finished`` the time; ``timed`` measures one step's wall and CPU seconds;
+load, ``finished`` the time (``started`` / ``finish`` put them in a script's results record
+and publish it); ``timed`` measures one step's wall and CPU seconds;
 ``add_data_args`` adds the shared sets' ``--out`` / ``--shared`` (and ``--seed`` / ``--quiet``)
 options.
 """
@@ -63,6 +64,27 @@ def publish(section: str, text: str, write: bool, *, show: bool = True) -> None:
         print(text)
     if write:
         write_section(section, text)
+
+
+def started(script: str, argv: Sequence[str] | None = None) -> dict:
+    """The start of a script's results record: its ``command`` and the ``loadavg`` now."""
+    return {"command": command(script, argv), "loadavg": loadavg()}
+
+
+def finish(res: dict, section: str, render: Callable[[dict], str], write: bool,
+           save_to: Path | None = None) -> str:
+    """A script's tail: stamp ``res`` with ``loadavg_after`` and ``finished``, save it as JSON at
+    ``save_to`` (when given), then ``publish`` ``render(res)`` as ``section``; the text."""
+    from mediacluster.fileio import write_json
+
+    res["loadavg_after"] = loadavg()
+    res["finished"] = finished()
+    if save_to is not None:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        write_json(save_to, res)
+    text = render(res)
+    publish(section, text, write)
+    return text
 
 
 def commit() -> str:

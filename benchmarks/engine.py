@@ -168,7 +168,6 @@ def main(argv=None) -> int:
     setup_numba_cache()
     import quality
 
-    from mediacluster.fileio import write_json
     from mediacluster.metrics import external_scores
     from mediacluster.stages.hierarchy import ENGINE_REDUCER
 
@@ -198,10 +197,8 @@ def main(argv=None) -> int:
     if args.cold:
         res["cold"] = cold_start(2000, args.seed)
         print(f"  cold start: {res['cold']}", file=sys.stderr)
-    res["finished"] = _results.finished()
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / ("engine-speed.json" if args.vectors_from is None else "engine-speed-dev.json"), res)
-    _results.publish(SECTION, markdown(res), args.write_results)
+    _results.finish(res, SECTION, markdown, args.write_results,
+                    args.out / ("engine-speed.json" if args.vectors_from is None else "engine-speed-dev.json"))
     return 0
 
 

@@ -160,7 +160,6 @@ def main(argv=None) -> int:
     setup_numba_cache()
     import quality
 
-    from mediacluster.fileio import write_json
 
     res = {"commands": [_results.command("engine_designs.py", argv)],
            "datasets": {}}
@@ -168,10 +167,8 @@ def main(argv=None) -> int:
         X, y, _ = quality.load_dataset(name, args.out, args.shared, args.vectors_from, False)
         print(f"[{name}] n={len(X)}", file=sys.stderr, flush=True)
         res["datasets"][name] = designs(X, y, args.seed)
-    res["finished"] = _results.finished()
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / ("engine-designs.json" if args.vectors_from is None else "engine-designs-dev.json"), res)
-    _results.publish(SECTION, markdown(res), args.write_results)
+    _results.finish(res, SECTION, markdown, args.write_results,
+                    args.out / ("engine-designs.json" if args.vectors_from is None else "engine-designs-dev.json"))
     return 0
 
 

@@ -316,9 +316,7 @@ def main(argv=None) -> int:
     setup_numba_cache()  # before umap is imported: compiled kernels reused across runs
     import quality  # the same extraction and embedding path as the quality benchmark
 
-    command = _results.command("novelty.py", argv)
-    res = {"command": command, "loadavg": _results.loadavg(),
-           "seeds": args.seeds, "train_max": args.train_max, "datasets": {}, "notes": args.notes,
+    res = {**_results.started("novelty.py", argv), "seeds": args.seeds, "train_max": args.train_max, "datasets": {}, "notes": args.notes,
            "source": ("embedded through the package (default encoder), shared embedding cache"
                       if args.vectors_from is None else f"dev vectors {args.vectors_from}")}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -326,14 +324,15 @@ def main(argv=None) -> int:
         name = args.datasets[0]
         fit_cost(quality.load_dataset(name, args.out, args.shared, args.vectors_from, False)[0])
         return 0
+    saved = args.out / ("novelty.json" if args.vectors_from is None else "novelty-dev.json")
     for name in args.datasets:
         X, y, _ = quality.load_dataset(name, args.out, args.shared, args.vectors_from, not args.quiet)
         print(f"[{name}] n={len(X)} classes={len(set(y))} loadavg {os.getloadavg()[0]:.1f}", file=sys.stderr)
         rows = run_set(X, y, args.seeds, args.train_max)
         res["datasets"][name] = {"n": len(X), "k": len(set(y)), "rows": rows, "summary": summary(rows)}
         res["finished"] = _results.finished()
-        write_json(args.out / ("novelty.json" if args.vectors_from is None else "novelty-dev.json"), res)
-    _results.publish(SECTION, markdown(res), args.write_results)
+        write_json(saved, res)  # after every set, so a long run keeps what it finished
+    _results.finish(res, SECTION, markdown, args.write_results, saved)
     return 0
 
 

@@ -158,15 +158,11 @@ def main(argv=None) -> int:
         X, y, _ = quality.load_dataset(name, args.out, args.shared, None, False)
         return X, np.asarray(y)
 
-    command = _results.command("novelty_inbox.py", argv)
-    res = {"command": command, "loadavg": _results.loadavg(),
-           "seeds": args.seeds, "source": "embedded through the package (default encoder), shared embedding cache"}
+    res = {**_results.started("novelty_inbox.py", argv), "seeds": args.seeds, "source": "embedded through the package (default encoder), shared embedding cache"}
     with tempfile.TemporaryDirectory() as tmp:
         res["fixture"] = fixture_rows(*fixtures(args.shared, Path(tmp)))
     res["metric"] = metric_rows(load, args.seeds)
-    res["loadavg_after"] = _results.loadavg()
-    res["finished"] = _results.finished()
-    _results.publish(SECTION, markdown(res), args.write_results)
+    _results.finish(res, SECTION, markdown, args.write_results)
     return 0
 
 

@@ -172,15 +172,11 @@ def main(argv=None) -> int:
         X, y, _ = quality.load_dataset(name, args.out, args.shared, args.vectors_from, False)
         return X, np.asarray(y)
 
-    command = _results.command("novelty_size.py", argv)
-    res = {"command": command, "loadavg": _results.loadavg(),
-           "seeds": args.seeds,
+    res = {**_results.started("novelty_size.py", argv), "seeds": args.seeds,
            "source": ("embedded through the package (default encoder), shared embedding cache"
                       if args.vectors_from is None else f"dev vectors {args.vectors_from}")}
     res["rows"] = run(load, args.datasets, args.sizes, args.seeds)
-    res["loadavg_after"] = _results.loadavg()
-    res["finished"] = _results.finished()
-    _results.publish(SECTION, markdown(res), args.write_results)
+    _results.finish(res, SECTION, markdown, args.write_results)
     return 0
 
 
