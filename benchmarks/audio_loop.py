@@ -681,12 +681,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warm-cache", action="store_true")
     ap.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
     args = ap.parse_args(argv)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    load = _results.loadavg()
-    t0 = time.perf_counter()
-    truth = build(Path(args.data), work, args.scale, args.seed)
-    build_s = time.perf_counter() - t0
+    work, load, truth, build_s = _loop.start(build, args)
     results = {}
     for name in args.encoders.split(","):
         res = loop(work, truth, args.seed, args.kind, None if name == "default" else name, cold=not args.warm_cache)
