@@ -17,12 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import WRITE, Server, client, copy_run, make_run, post, wait_written
-
-
-@pytest.fixture(scope="module")
-def base_run(cifar3_embeddings, tmp_path_factory) -> Path:
-    return make_run(cifar3_embeddings, tmp_path_factory.mktemp("studio") / "run")
+from studio_helpers import WRITE, Server, client, copy_run, post, wait_written
 
 
 @pytest.fixture(scope="module")
