@@ -25,7 +25,19 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import _browser  # the one headless Chromium
+import _results
 import numpy as np
+
+
+def start(build, args) -> tuple[Path, str, dict, float]:
+    """A loop's start: the folder ``args.work`` made, the load average now, and the collection
+    ``build(data, work, scale, seed)`` built from ``args``; (work, load, truth, build seconds)."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    load = _results.loadavg()
+    t0 = time.perf_counter()
+    truth = build(Path(args.data), work, args.scale, args.seed)
+    return work, load, truth, time.perf_counter() - t0
 
 
 def fresh_folders(work: Path) -> tuple[Path, Path]:

@@ -31,10 +31,11 @@ import sys
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets" / "fsdd.tar.gz"
+ARCHIVE = _results.SHARED / "fsdd.tar.gz"
 
 
 def prepare_data(work: Path, limit: int | None = None, seed: int = 0) -> Path:

@@ -681,31 +681,23 @@ def main(argv=None) -> int:
     ap.add_argument("--warm-cache", action="store_true")
     ap.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
     args = ap.parse_args(argv)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    load = open("/proc/loadavg").read().split()[:3]
-    t0 = time.perf_counter()
-    truth = build(Path(args.data), work, args.scale, args.seed)
-    build_s = time.perf_counter() - t0
+    work, load, truth, build_s = _loop.start(build, args)
     results = {}
     for name in args.encoders.split(","):
         res = loop(work, truth, args.seed, args.kind, None if name == "default" else name, cold=not args.warm_cache)
         res["steps"] = {"build the collection (numpy / scipy / soundfile)": {"wall_s": build_s}, **res["steps"]}
-        res["load_after"] = open("/proc/loadavg").read().split()[:3]
+        res["load_after"] = _results.loadavg()
         results[name] = res
         (work / f"result-{name}.json").write_text(json.dumps(res, indent=1, default=str))
-    cmd = "python benchmarks/audio_loop.py " + " ".join(a for a in (argv or sys.argv[1:]) if a != "--write")
-    commit = _results.commit()
     first = next(iter(results))
-    block = render(results[first], cmd.strip(), " ".join(load), commit, args.kind).rstrip("\n")
+    block = render(results[first], _results.command("audio_loop.py", argv, drop=["--write"]), load,
+                   _results.commit(), args.kind).rstrip("\n")
     block += (f"\n\nThe figures above are the loop with the `{first}` encoder"
               + (" (the default for audio: mfcc)" if first == "default" else "") + ". Every encoder through the "
               "same loop on the same collection (load average after each: "
-              + ", ".join(f"{n} {' '.join(r['load_after'])}" for n, r in results.items()) + "):\n\n"
+              + ", ".join(f"{n} {r['load_after']}" for n, r in results.items()) + "):\n\n"
               + "\n".join(compare(results)) + "\n\n" + FOUND + "\n")
-    print(block)
-    if args.write:
-        _results.write_section(SECTION, block)
+    _results.publish(SECTION, block, args.write)
     return 0
 
 

@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chromaprint", action="store_true", help="also count the clips fpcalc fingerprints")
     ap.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
     args = ap.parse_args(argv)
-    load = Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else "n/a"
+    load = _results.proc_loadavg()
     files = sorted(Path(args.data).glob("*.wav"))
     if not files:
         raise SystemExit(f"no .wav files in {args.data}")
@@ -263,12 +263,8 @@ def main(argv=None) -> int:
     print(f"check alone: {len(a['neg']):,} hard-negative pairs, max {a['neg'].max():.4f}", flush=True)
     w = whole_path(coll, originals, reposts, args.workers)
     cp = chromaprint(originals, 200, args.seed) if args.chromaprint else None
-    commit = _results.commit()
-    cmd = "python benchmarks/audio_reposts.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = render(a, w, cp, cmd.strip(), load, commit, len(originals))
-    print(text)
-    if args.write:
-        _results.write_section(SECTION, text)
+    text = render(a, w, cp, _results.command("audio_reposts.py", argv), load, _results.commit(), len(originals))
+    _results.publish(SECTION, text, args.write)
     return 0
 
 

@@ -41,6 +41,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import _results
 import numpy as np
 
 from mediacluster.data import Embeddings
@@ -342,7 +343,7 @@ def main() -> None:
                     "(second_pass) and write the carry2 section instead of the carry one")
     ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
     args = ap.parse_args()
-    load1 = os.getloadavg()[0]
+    load1 = _results.load1()
     rows, rows2 = [], []
     with tempfile.TemporaryDirectory(prefix="mc-carry-") as tmp:
         for name in args.sets:
@@ -353,23 +354,15 @@ def main() -> None:
                 rows2.extend(r2)
     text = table(rows) + ("\n\n" + table2(rows2) if rows2 else "")
     print(text)
-    if args.write and args.second:
-        from _results import write_section
-
-        block = (f"{SECTION2}\n\n"
+    if args.write:
+        section, notes = (SECTION2, NOTES2) if args.second else (SECTION, NOTES)
+        block = (f"{section}\n\n"
                  f"`python benchmarks/carry.py --sets {' '.join(args.sets)} --seeds {' '.join(map(str, args.seeds))} "
-                 f"--second --write` (1-min load average {load1:.1f} at the start; default encoder vectors from "
-                 f"`{args.vectors}`; written by the script).\n\n" + NOTES2 + "\n\n" + text + "\n")
-        write_section(SECTION2, block)
-    elif args.write:
-        from _results import write_section
-
-        block = (f"{SECTION}\n\n"
-                 f"`python benchmarks/carry.py --sets {' '.join(args.sets)} --seeds {' '.join(map(str, args.seeds))} "
-                 f"--write` (1-min load average {load1:.1f} at the start; default encoder vectors from "
-                 f"`{args.vectors}`, default `Pipeline(random_state=seed)`; written by the script).\n\n"
-                 + NOTES + "\n\n" + text + "\n")
-        write_section(SECTION, block)
+                 f"{'--second ' if args.second else ''}--write` (1-min load average {load1:.1f} at the start; "
+                 f"default encoder vectors from `{args.vectors}`"
+                 f"{'' if args.second else ', default `Pipeline(random_state=seed)`'}; written by the script).\n\n"
+                 + notes + "\n\n" + text + "\n")
+        _results.publish(section, block, True, show=False)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Vectors: ``/work/vec``-style ``.npz`` files (keys ``vectors``, ``labels``). Usag
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
             rows.append(f"| {name} | {label} | {avg['recall']:.3f} | {avg['auroc']:.3f} | "
                         f"{avg['tpr']:.1%} | {avg['fpr']:.1%} | {avg['acc']:.3f} |")
             print(rows[-1], flush=True)
-    load = os.getloadavg()[0]
+    load = _results.load1()
     block = "\n".join([
         SECTION, "",
         f"`python benchmarks/correlation_predictor.py --vectors-from /work/vec --seeds {' '.join(map(str, args.seeds))} "
@@ -92,9 +91,7 @@ def main(argv=None) -> int:
         "classes (FPR); acc: predicted cluster = class.", "",
         "| set | predictor | recall@10 | AUROC | novel TPR | novel FPR | acc |",
         "|---|---|---|---|---|---|---|", *rows])
-    print(block)
-    if args.write_results:
-        _results.write_section(SECTION, block)
+    _results.publish(SECTION, block, args.write_results)
     return 0
 
 

@@ -23,15 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_section
+import _results
 from PIL import Image
 
 from mediacluster.datasets import extract_slice
 from mediacluster.ingest import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SHARED = _results.SHARED
 SECTION = "## Decoding (ingest helper)"
 
 
@@ -86,9 +85,7 @@ def main() -> None:
     for name, n, size, b, s in rows:
         lines.append(f"| {name} | {n} | {size[0]}x{size[1]} | {b:.3f} ms | {s:.3f} ms | {100 * (s / b - 1):+.0f}% |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        write_section(SECTION, text)
+    _results.publish(SECTION, text, args.write)
 
 
 if __name__ == "__main__":

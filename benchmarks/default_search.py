@@ -30,10 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", HERE.parent.parent / "shared")) / "datasets"
+SHARED = _results.SHARED
 NAMES = ["imagenette-val", "cifar10-test", "mnist-test"]
 
 

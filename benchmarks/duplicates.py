@@ -60,11 +60,11 @@ import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import _results
 import numpy as np
-from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+SHARED = _results.SHARED
 OUT = ROOT / "benchmarks" / "out" / "duplicates"
 SECTION = "## Duplicates (issue 14)"
 SCALE_SECTION = "## Duplicates at scale (issue 14)"
@@ -395,10 +395,7 @@ def quality(args) -> None:
                f" --imagededup {args.imagededup}" if args.imagededup else "") + (
                f" --scale {args.scale:g}" if args.scale != 1 else "") + " --write"}
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
-    text = report(res, args)
-    print(text)
-    if args.write:
-        write_section(SECTION, text)
+    _results.publish(SECTION, report(res, args), args.write)
 
 
 def report(res: dict, args) -> str:
@@ -730,10 +727,7 @@ def scale(args) -> None:
         L.append(f"| {what} | {r['n']:,} | {r['seconds']:.0f} | {r['cpu_seconds']:.0f} | "
                  f"{r['peak_rss_mb'] / 1024:.1f} GB | {r['groups']:,} | {r['in_groups']:,} | "
                  f"{r['planted_found']:,} of {r['planted']:,} | {r['load']} |")
-    text = "\n".join(L) + "\n"
-    print(text)
-    if args.write:
-        write_section(SCALE_SECTION, text)
+    _results.publish(SCALE_SECTION, "\n".join(L) + "\n", args.write)
 
 
 def main() -> None:
@@ -766,10 +760,7 @@ def main() -> None:
         write_planted_npy(args.planted_npy, int(args.scale), args.dims)
     elif args.report_only:
         res = json.loads((Path(args.out) / "results.json").read_text())
-        text = report(res, args)
-        print(text)
-        if args.write:
-            write_section(SECTION, text)
+        _results.publish(SECTION, report(res, args), args.write)
     elif args.memory_child:
         print(json.dumps(_memory_child(int(args.scale), args.dims, 0, args.memory_child, args.tmp)))
     elif args.memory:

@@ -31,12 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
-from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SHARED = _results.SHARED
 SECTION = "## Embedding speed (encoders helper)"
 SETS = {
     "imagenette-val": "Imagenette val (224 px JPEG)",
@@ -174,7 +173,7 @@ def write_results(rows: list[dict], args, la_before, la_after) -> None:
     lines = [
         SECTION,
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}; "
+        f"Measured {_results.finished()} on {machine()}; "
         f"load average (1/5/15 min) before {tuple(round(x, 1) for x in la_before)}, "
         f"after {tuple(round(x, 1) for x in la_after)} (the machine is shared; rates scale with the "
         "share of the 2 cores we get).",
@@ -203,8 +202,8 @@ def write_results(rows: list[dict], args, la_before, la_after) -> None:
         "",
     ]
     block = "\n".join(lines)
-    write_section(SECTION, block)
-    print(f"wrote {RESULTS}")
+    _results.write_section(SECTION, block)
+    print(f"wrote {_results.results_path()}")
 
 
 def main(argv=None) -> int:
@@ -216,7 +215,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--sweep", action="store_true", help="grid over threads/batch/workers instead")
-    ap.add_argument("--write", action="store_true", help=f"write the table into {RESULTS.name}")
+    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     if args.quick:
         args.n = args.n or 400

@@ -33,7 +33,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import _results
@@ -42,14 +41,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Engine: speed (issue 16)"
 DATASETS = ["cifar10-test", "cifar10-train"]
-
-
-def timed(fn):
-    la0 = os.getloadavg()[0]
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c,
-                 "load_before": round(la0, 1), "load_after": round(os.getloadavg()[0], 1)}
 
 
 def run_engine(X, seed):
@@ -164,10 +155,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=DATASETS)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
-    ap.add_argument("--shared", type=Path,
-                    default=Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets")
-    ap.add_argument("--seed", type=int, default=0)
+    _results.add_data_args(ap, seed=True)
     ap.add_argument("--cold", action="store_true", help="also time fresh processes (numba cache on/off)")
     ap.add_argument("--vectors-from", type=Path, default=None,
                     help="DEVELOPMENT ONLY: DIR/<dataset>.npz instead of embedding (refused with --write-results)")
@@ -180,11 +168,10 @@ def main(argv=None) -> int:
     setup_numba_cache()
     import quality
 
-    from mediacluster.fileio import write_json
     from mediacluster.metrics import external_scores
     from mediacluster.stages.hierarchy import ENGINE_REDUCER
 
-    command = ("python benchmarks/engine.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = _results.command("engine.py", argv)
     res = {"commands": [command], "datasets": {}, "engine_reducer": ENGINE_REDUCER,
            "versions": quality.versions()}
     for name in args.datasets:
@@ -195,8 +182,8 @@ def main(argv=None) -> int:
         ds = {"n": len(X), "d": int(X.shape[1]), "source": source, "runs": runs}
         for m in methods:
             # run 1 compiles / loads every numba kernel for these shapes; run 2 is reported
-            (labels1, _), t1 = timed(lambda m=m, X=X: METHODS[m](X, args.seed))
-            (labels, detail), t = timed(lambda m=m, X=X: METHODS[m](X, args.seed))
+            (labels1, _), t1 = _results.timed(lambda m=m, X=X: METHODS[m](X, args.seed))
+            (labels, detail), t = _results.timed(lambda m=m, X=X: METHODS[m](X, args.seed))
             s = external_scores(y, labels)
             row = {"method": m, **t, "first_run_wall_s": t1["wall_s"], "n_clusters": s["n_clusters"],
                    "nmi": s["all"]["nmi"], "detail": ", ".join(f"{k} {v}" for k, v in detail.items())}
@@ -210,13 +197,8 @@ def main(argv=None) -> int:
     if args.cold:
         res["cold"] = cold_start(2000, args.seed)
         print(f"  cold start: {res['cold']}", file=sys.stderr)
-    res["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / ("engine-speed.json" if args.vectors_from is None else "engine-speed-dev.json"), res)
-    text = markdown(res)
-    print(text)
-    if args.write_results:
-        _results.write_section(SECTION, text)
+    _results.finish(res, SECTION, markdown, args.write_results,
+                    args.out / ("engine-speed.json" if args.vectors_from is None else "engine-speed-dev.json"))
     return 0
 
 

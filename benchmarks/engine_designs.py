@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import _results
@@ -150,9 +149,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["imagenette-val", "cifar10-test", "mnist-test",
                                                        "sports100", "openmoji"])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "datasets")
-    ap.add_argument("--seed", type=int, default=0)
+    _results.add_data_args(ap, seed=True)
     ap.add_argument("--vectors-from", type=Path, default=None, help="DEVELOPMENT ONLY")
     ap.add_argument("--write-results", action="store_true")
     args = ap.parse_args(argv)
@@ -163,21 +160,15 @@ def main(argv=None) -> int:
     setup_numba_cache()
     import quality
 
-    from mediacluster.fileio import write_json
 
-    res = {"commands": [("python benchmarks/engine_designs.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()],
+    res = {"commands": [_results.command("engine_designs.py", argv)],
            "datasets": {}}
     for name in args.datasets:
         X, y, _ = quality.load_dataset(name, args.out, args.shared, args.vectors_from, False)
         print(f"[{name}] n={len(X)}", file=sys.stderr, flush=True)
         res["datasets"][name] = designs(X, y, args.seed)
-    res["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / ("engine-designs.json" if args.vectors_from is None else "engine-designs-dev.json"), res)
-    text = markdown(res)
-    print(text)
-    if args.write_results:
-        _results.write_section(SECTION, text)
+    _results.finish(res, SECTION, markdown, args.write_results,
+                    args.out / ("engine-designs.json" if args.vectors_from is None else "engine-designs-dev.json"))
     return 0
 
 

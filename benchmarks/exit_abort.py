@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 
 CLUSTER = ["cluster", "--fit-sample", "600", "--batch-rows", "40", "--quiet", "--no-names",
@@ -49,9 +50,9 @@ def runs(srcs: list[str], rounds: int, vectors: str | None) -> None:
             if p.returncode != 0:
                 counts[src][1] += 1
                 print(f"round {r + 1}: {src} rc={p.returncode} {err.strip().splitlines()[:1]}", flush=True)
-    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else "?"
+    load = _results.loadavg()
     for src, (n, bad) in counts.items():
-        print(f"{src}: {n} runs, {bad} not exit 0 (load average at the end {' '.join(load)})")
+        print(f"{src}: {n} runs, {bad} not exit 0 (load average at the end {load})")
 
 
 def read() -> None:

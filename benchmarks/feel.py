@@ -35,12 +35,9 @@ import urllib.request
 from pathlib import Path
 
 from _browser import chromium
+from _results import loadavg as load
 
 PY = [sys.executable, "-m", "mediacluster"]
-
-
-def load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def timed(cmd: list[str], label: str) -> float:

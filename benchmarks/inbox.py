@@ -24,17 +24,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402
 from serve import (  # noqa: E402 - the service benchmark's helpers
     ROOT,
     Client,
     Server,
     build_run,
     images_dir,
-    loadavg,
     multipart,
     one_client,
 )
 
+SECTION = "## The service keeps what it could not place (inbox helper)"
 CONFIGS = {"off": [], "novel": ["--keep", "novel"], "all": ["--keep", "all"]}
 
 
@@ -56,7 +57,7 @@ def main():
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per configuration, at most")
     ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
     args = ap.parse_args()
-    load_start = loadavg()
+    load_start = _results.loadavg()
     data = images_dir(args)
     files = sorted(p for p in data.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
     # distinct files: --keep all stores every one (none is a repeat of a stored content)
@@ -74,7 +75,7 @@ def main():
                 # warm-up (20 bodies) and timed requests use different images: the timed ones are new
                 r = one_client(s, bodies, args.requests, args.budget)
                 time.sleep(0.5)
-                r.update(config=name, kept=kept(s) if flags else 0.0, load=" ".join(loadavg()))
+                r.update(config=name, kept=kept(s) if flags else 0.0, load=_results.loadavg())
             finally:
                 s.stop()
             results.append(r)
@@ -83,13 +84,9 @@ def main():
                   f"{r['requests'] + 20}, failed {r['failed']}, load {r['load']}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    load_end = loadavg()
+    load_end = _results.loadavg()
     block = report(results, " ".join(sys.argv[1:]), load_start, load_end)
-    print(block)
-    if args.write:
-        from _results import write_section
-
-        write_section("## The service keeps what it could not place (inbox helper)", block)
+    _results.publish(SECTION, block, args.write)
 
 
 def summary(results: list[dict]) -> str:
@@ -117,12 +114,12 @@ def report(results: list[dict], argv: str, load_start, load_end) -> str:
         f"{r['p99_ms']:.1f} ms | {r['server_cpu_ms']:.1f} ms | {r['kept']:.0f} | {r['load']} |"
         for r in results)
     cmd = f"flock /tmp/mc-bench.lock python benchmarks/inbox.py {argv}".strip()
-    return f"""## The service keeps what it could not place (inbox helper)
+    return f"""{SECTION}
 
 `{cmd}`
 
-Loopback, 2 cores shared with other work; load average at start {' '.join(load_start)}, at end
-{' '.join(load_end)}. The run of "Service" above (Imagenette val, default pipeline, saved model);
+Loopback, 2 cores shared with other work; load average at start {load_start}, at end
+{load_end}. The run of "Service" above (Imagenette val, default pipeline, saved model);
 one client, one distinct 224 px JPEG per request (multipart, keep-alive); each row
 a fresh `mediacluster serve` process and a fresh inbox folder, in the order written. "kept"
 counts the uploads in the inbox after the row (warm-up requests included). Server CPU is the

@@ -38,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,9 +258,9 @@ def main() -> int:
     ap.add_argument("--label", default="now")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    load0 = open("/proc/loadavg").read().split()[:3]
+    load0 = _results.loadavg().split()
     rows = [run_set(s, args) for s in args.sets]
-    load1 = open("/proc/loadavg").read().split()[:3]
+    load1 = _results.loadavg().split()
     OUT.mkdir(parents=True, exist_ok=True)
     store = OUT / "rows.json"
     saved = json.loads(store.read_text()) if store.exists() else {}
@@ -267,8 +268,6 @@ def main() -> int:
     store.write_text(json.dumps(saved, indent=1))
     print(table({lb: v["rows"] for lb, v in saved.items()}))
     if args.write:
-        from _results import write_section
-
         loads = "; ".join(f"{lb}: {' '.join(v['load'][0])} before, {' '.join(v['load'][1])} after"
                           for lb, v in saved.items())
         block = (f"{SECTION}\n\nCommand: `flock /tmp/mc-bench.lock python benchmarks/level_names.py "
@@ -279,7 +278,7 @@ def main() -> int:
         for lb in labels[1:]:
             block += f"\n{labels[0]} -> {lb}:\n\n{changes(saved[labels[0]]['rows'], saved[lb]['rows'])}\n"
         block += f"\n{NOTE}\n"
-        write_section(SECTION, block)
+        _results.write_section(SECTION, block)
     return 0
 
 

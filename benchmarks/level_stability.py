@@ -60,7 +60,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (the benchmarks folder is not a package)
+import _results  # noqa: E402  (the benchmarks folder is not a package)
+import quality  # noqa: E402
 import subsets  # noqa: E402
 
 WHOLE = ["imagenette-val", "cifar10-test", "mnist-test", "sports100", "openmoji"]
@@ -465,9 +466,7 @@ def main(argv=None) -> int:
     ap.add_argument("--signals", nargs="+", default=["relayout", "fast50", "sub2000", "pert"])
     ap.add_argument("--rules", nargs="+", default=RULES, choices=RULES)
     ap.add_argument("--cache", type=Path, default=quality.ROOT / "benchmarks" / "out" / "level_stability")
-    ap.add_argument("--shared", type=Path, default=quality.ROOT.parent / "shared" / "datasets")
-    ap.add_argument("--out", type=Path, default=quality.ROOT / "benchmarks" / "out" / "quality",
-                    help="quality.py's folder (extracted archives)")
+    _results.add_data_args(ap)
     ap.add_argument("--vectors-from", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.cases == ["all"]:

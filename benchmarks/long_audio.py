@@ -33,10 +33,11 @@ import tarfile
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets" / "fsdd.tar.gz"
+ARCHIVE = _results.SHARED / "fsdd.tar.gz"
 SECTION = "## Audio: long recordings (longaudio helper)"
 RATE = 8000
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
@@ -354,21 +355,13 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    load = Path("/proc/loadavg").read_text().strip()
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _results import commit as checkout_commit
-    from _results import write_section
-
-    commit = checkout_commit()
+    load = _results.proc_loadavg()
     encoders = [e for e in args.encoders.split(",") if e]
     voices = fsdd_voices()
     rows = [] if args.skip_cost else cost(voices, work, encoders)
     fid = [] if args.skip_cost else seek_fidelity(work)
     spk = speakers(voices, work, [e for e in encoders if e != "birdnet"], args.per_speaker, args.minutes)
-    md = markdown(args, load, commit, rows, spk, fid)
-    print(md)
-    if args.write:
-        write_section(SECTION, md)
+    _results.publish(SECTION, markdown(args, load, _results.commit(), rows, spk, fid), args.write)
 
 
 if __name__ == "__main__":

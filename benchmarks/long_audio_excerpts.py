@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import _results  # noqa: E402
 from long_audio import RATE, SPEAKERS, fsdd_voices, recording, write  # noqa: E402
 
 SECTION = "## Audio: long recordings, second pass (audio2 helper)"
@@ -224,10 +225,7 @@ def main() -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    load = Path("/proc/loadavg").read_text().strip()
-    from _results import commit as checkout_commit
-
-    commit = checkout_commit()
+    load = _results.proc_loadavg()
     speakers = [s for s in args.speakers.split(",") if s]
     minutes = [int(m) for m in args.minutes.split(",")]
     lengths = [int(x) for x in args.lengths.split(",")]
@@ -240,12 +238,7 @@ def main() -> None:
         print(name, sum(p["linked"] for p in m["pos"]), len(m["pos"]), sum(n["linked"] for n in m["neg"]),
               f"{m['prep_cpu_s']:.3f}", f"{m['pos_ms']:.0f} {m['neg_ms']:.0f} {m['ll_ms']:.0f}", file=sys.stderr)
     mp3 = mp3_lines(voices, work, [s for s in args.mp3.split(",") if s])
-    md = markdown(args, load, commit, modes, mp3, lengths, minutes)
-    print(md)
-    if args.write:
-        from _results import write_section
-
-        write_section(SECTION, md)
+    _results.publish(SECTION, markdown(args, load, _results.commit(), modes, mp3, lengths, minutes), args.write)
 
 
 if __name__ == "__main__":

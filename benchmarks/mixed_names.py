@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402
 from level_names import SETS, load, truth_of  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "mixed_names"
@@ -152,9 +153,9 @@ def main() -> int:
     ap.add_argument("--vectors-from", type=Path, default=None)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    load0 = open("/proc/loadavg").read().split()[:3]
+    load0 = _results.loadavg().split()
     new = [r for s in args.sets for r in run_set(s, args)]
-    load1 = open("/proc/loadavg").read().split()[:3]
+    load1 = _results.loadavg().split()
     OUT.mkdir(parents=True, exist_ok=True)  # runs of some sets add to the others' rows
     store = OUT / "rows.json"
     saved = json.loads(store.read_text()) if store.exists() else {}
@@ -166,15 +167,13 @@ def main() -> int:
                       for s, v in saved.items())
     print(table(rows))
     if args.write:
-        from _results import write_section
-
         block = (f"{SECTION}\n\nCommand: `flock /tmp/mc-bench.lock python benchmarks/mixed_names.py "
                  f"--sets SET ...` for every set (two holds of the lock: the five smaller sets, then "
                  f"cifar10-train), then `--sets --write` (default encoder embedded through the package, default `Pipeline()`, every "
                  f"level named by `workflow.name_fit` as the cluster job does, once with "
                  f"`imagenet.MAX_PARTS = 0` (before) and once as it is (after); 2 shared CPU cores; "
                  f"load average {loads}).\n\n{table(rows)}\n\n{NOTE}\n")
-        write_section(SECTION, block)
+        _results.write_section(SECTION, block)
     return 0
 
 

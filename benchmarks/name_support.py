@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402
 from level_names import SETS, head_synset, load, truth_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,22 +147,20 @@ def main() -> int:
     ap.add_argument("--vectors-from", type=Path, default=None)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    load0 = open("/proc/loadavg").read().split()[:3]
+    load0 = _results.loadavg()
     results = [run_set(s, args) for s in args.sets]
-    load1 = open("/proc/loadavg").read().split()[:3]
+    load1 = _results.loadavg()
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
     text = table(results)
     print(text)
     if args.write:
-        from _results import write_section
-
         cmd = "python benchmarks/name_support.py" + (" --vectors-from DIR" if args.vectors_from else "")
         block = (f"{SECTION}\n\nCommand: `{cmd} --write` (default encoder, "
                  f"default `Pipeline()`, every level named by `workflow.name_fit` as the cluster job "
                  f"does; vectors: {results[0]['source'] if results else '-'}; 2 shared CPU cores; load "
-                 f"average {' '.join(load0)} before, {' '.join(load1)} after).\n\n{text}\n\n{NOTE}\n")
-        write_section(SECTION, block)
+                 f"average {load0} before, {load1} after).\n\n{text}\n\n{NOTE}\n")
+        _results.write_section(SECTION, block)
     return 0
 
 

@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--write-results", action="store_true")
     a = ap.parse_args(argv)
-    load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load0 = _results.loadavg()
     rows = []
     for s in a.sets:
         d = np.load(a.vectors_from / f"{s}.npz", allow_pickle=True)
@@ -103,22 +103,19 @@ def main(argv=None) -> int:
                 for key in ("fit", "acc", "auroc", "tpr", "fpr", "sim")) + " |")
             print(row, f"({time.perf_counter() - t:.0f} s)", flush=True)
             rows.append(row)
-    load1 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    cmd = "python benchmarks/neighbour_metric.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    load1 = _results.loadavg()
+    cmd = _results.command("neighbour_metric.py", argv)
     text = "\n".join([
         SECTION, "",
         f"`{cmd}` (load average before: {load0}, after: {load1}; 2 cores shared; seeds {a.seeds}; "
-        f"{a.n} fitted items of the known classes; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"{a.n} fitted items of the known classes; {_results.finished()}; "
         "vectors: default encoder, written by the package's embed_collection).", "",
         "Protocol in benchmarks/neighbour_metric.py's docstring. Each cell: euclidean (before) / cosine "
         "(now), mean over the seeds.", "",
         "| set | config | clusters | fit agree | held-out acc | novelty AUROC | `novel` TPR | `novel` FPR "
         "| similar@10 same class |",
         "|---|---|---|---|---|---|---|---|---|", *rows, ""])
-    if a.write_results:
-        _results.write_section(SECTION, text, ROOT / "benchmarks" / "RESULTS.md")
-    else:
-        print(text)
+    _results.publish(SECTION, text, a.write_results, show=not a.write_results)
     return 0
 
 

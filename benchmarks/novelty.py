@@ -60,7 +60,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Novelty: kinds the collection lacks (novelty helper)"
 DATASETS = ["imagenette-val", "cifar10-test", "mnist-test", "sports100", "openmoji", "cifar10-train"]
-DEV_NAMES = {"imagenette-val": "imagenette", "mnist-test": "mnist"}  # /work/vec file names
 SCORES = ["today", "PCA+residual", "cos k=1", "cos mean k", "per-cluster", "1-probability", "1-confidence", "UMAP dist",
           "LOF raw"]
 THRESHOLDS = ["q99 train", "q95 train", "conformal 1%", "conformal 5%", "model novel", "model novelty>=0.95",
@@ -300,10 +299,7 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--train-max", type=int, default=3000, help="at most this many training items per split")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality",
-                    help="where the sets are extracted (shared with benchmarks/quality.py)")
-    ap.add_argument("--shared", type=Path,
-                    default=Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets")
+    _results.add_data_args(ap)
     ap.add_argument("--vectors-from", type=Path, default=None,
                     help="DEVELOPMENT ONLY: read DIR/<set>.npz instead of embedding")
     ap.add_argument("--write-results", action="store_true",
@@ -320,33 +316,23 @@ def main(argv=None) -> int:
     setup_numba_cache()  # before umap is imported: compiled kernels reused across runs
     import quality  # the same extraction and embedding path as the quality benchmark
 
-    command = ("python benchmarks/novelty.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
-    res = {"command": command, "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-           "seeds": args.seeds, "train_max": args.train_max, "datasets": {}, "notes": args.notes,
+    res = {**_results.started("novelty.py", argv), "seeds": args.seeds, "train_max": args.train_max, "datasets": {}, "notes": args.notes,
            "source": ("embedded through the package (default encoder), shared embedding cache"
                       if args.vectors_from is None else f"dev vectors {args.vectors_from}")}
     args.out.mkdir(parents=True, exist_ok=True)
     if args.fit_cost:
         name = args.datasets[0]
-        X = (np.load(args.vectors_from / f"{DEV_NAMES.get(name, name)}.npz")["vectors"].astype(np.float32)
-             if args.vectors_from is not None else quality.load_dataset(name, args.out, args.shared, None, False)[0])
-        fit_cost(X)
+        fit_cost(quality.load_dataset(name, args.out, args.shared, args.vectors_from, False)[0])
         return 0
+    saved = args.out / ("novelty.json" if args.vectors_from is None else "novelty-dev.json")
     for name in args.datasets:
-        if args.vectors_from is not None:
-            d = np.load(args.vectors_from / f"{DEV_NAMES.get(name, name)}.npz", allow_pickle=False)
-            X, y = d["vectors"].astype(np.float32), [str(v) for v in d["labels"]]
-        else:
-            X, y, _ = quality.load_dataset(name, args.out, args.shared, None, not args.quiet)
+        X, y, _ = quality.load_dataset(name, args.out, args.shared, args.vectors_from, not args.quiet)
         print(f"[{name}] n={len(X)} classes={len(set(y))} loadavg {os.getloadavg()[0]:.1f}", file=sys.stderr)
         rows = run_set(X, y, args.seeds, args.train_max)
         res["datasets"][name] = {"n": len(X), "k": len(set(y)), "rows": rows, "summary": summary(rows)}
-        res["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        write_json(args.out / ("novelty.json" if args.vectors_from is None else "novelty-dev.json"), res)
-    text = markdown(res)
-    if args.write_results:
-        _results.write_section(SECTION, text, ROOT / "benchmarks" / "RESULTS.md")
-    print(text)
+        res["finished"] = _results.finished()
+        write_json(saved, res)  # after every set, so a long run keeps what it finished
+    _results.finish(res, SECTION, markdown, args.write_results, saved)
     return 0
 
 

@@ -19,10 +19,8 @@ fitted items, seeds 0-2; the projection forced as novelty_size.py's ``pca`` does
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import _results
@@ -151,10 +149,7 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality",
-                    help="where the sets are extracted (shared with benchmarks/quality.py)")
-    ap.add_argument("--shared", type=Path,
-                    default=Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets")
+    _results.add_data_args(ap)
     ap.add_argument("--write-results", action="store_true", help="write the tables into benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     import quality
@@ -163,18 +158,11 @@ def main(argv=None) -> int:
         X, y, _ = quality.load_dataset(name, args.out, args.shared, None, False)
         return X, np.asarray(y)
 
-    command = ("python benchmarks/novelty_inbox.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
-    res = {"command": command, "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-           "seeds": args.seeds, "source": "embedded through the package (default encoder), shared embedding cache"}
+    res = {**_results.started("novelty_inbox.py", argv), "seeds": args.seeds, "source": "embedded through the package (default encoder), shared embedding cache"}
     with tempfile.TemporaryDirectory() as tmp:
         res["fixture"] = fixture_rows(*fixtures(args.shared, Path(tmp)))
     res["metric"] = metric_rows(load, args.seeds)
-    res["loadavg_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    res["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    text = markdown(res)
-    if args.write_results:
-        _results.write_section(SECTION, text, ROOT / "benchmarks" / "RESULTS.md")
-    print(text)
+    _results.finish(res, SECTION, markdown, args.write_results)
     return 0
 
 

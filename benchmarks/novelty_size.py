@@ -27,9 +27,7 @@ seeds). Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 import _results
@@ -38,7 +36,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Novelty on small collections: the check (novelcheck helper)"
 DATASETS = ["imagenette-val", "cifar10-test", "mnist-test", "sports100", "openmoji"]
-DEV_NAMES = {"imagenette-val": "imagenette", "mnist-test": "mnist"}
 SIZES = [150, 300, 600, 1000]
 CIFAR3 = ["airplane", "frog", "truck"]
 VARIANTS = {"pca": 128, "raw": None}
@@ -163,10 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     ap.add_argument("--sizes", type=int, nargs="+", default=SIZES)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality",
-                    help="where the sets are extracted (shared with benchmarks/quality.py)")
-    ap.add_argument("--shared", type=Path,
-                    default=Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets")
+    _results.add_data_args(ap)
     ap.add_argument("--vectors-from", type=Path, default=None, help="DEVELOPMENT ONLY: read DIR/<set>.npz")
     ap.add_argument("--write-results", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
@@ -175,24 +169,14 @@ def main(argv=None) -> int:
     import quality  # the same extraction and embedding path as the quality benchmark
 
     def load(name):
-        if args.vectors_from is not None:
-            d = np.load(args.vectors_from / f"{DEV_NAMES.get(name, name)}.npz", allow_pickle=False)
-            return d["vectors"].astype(np.float32), np.array([str(v) for v in d["labels"]])
-        X, y, _ = quality.load_dataset(name, args.out, args.shared, None, False)
+        X, y, _ = quality.load_dataset(name, args.out, args.shared, args.vectors_from, False)
         return X, np.asarray(y)
 
-    command = ("python benchmarks/novelty_size.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
-    res = {"command": command, "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-           "seeds": args.seeds,
+    res = {**_results.started("novelty_size.py", argv), "seeds": args.seeds,
            "source": ("embedded through the package (default encoder), shared embedding cache"
                       if args.vectors_from is None else f"dev vectors {args.vectors_from}")}
     res["rows"] = run(load, args.datasets, args.sizes, args.seeds)
-    res["loadavg_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    res["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    text = markdown(res)
-    if args.write_results:
-        _results.write_section(SECTION, text, ROOT / "benchmarks" / "RESULTS.md")
-    print(text)
+    _results.finish(res, SECTION, markdown, args.write_results)
     return 0
 
 

@@ -25,10 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+SHARED = _results.SHARED
 
 
 def embeddings(args):

@@ -91,10 +91,18 @@ def embedded(name: str, archive: Path, data_dir: Path, progress: bool):
     return emb
 
 
+#: the dev vector files (``--vectors-from /work/vec``) named without the split
+DEV_NAMES = {"imagenette-val": "imagenette", "mnist-test": "mnist"}
+
+
 def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, progress: bool):
-    """(X float32 (n, d), labels list[str], source description)."""
+    """(X float32 (n, d), labels list[str], source description). With ``vectors_from``:
+    ``DIR/<name>.npz``, else ``DIR/<DEV_NAMES[name]>.npz``, instead of embedding."""
     if vectors_from is not None:
-        d = np.load(vectors_from / f"{name}.npz", allow_pickle=False)
+        path = vectors_from / f"{name}.npz"
+        if not path.exists() and name in DEV_NAMES:
+            path = vectors_from / f"{DEV_NAMES[name]}.npz"
+        d = np.load(path, allow_pickle=False)
         return d["vectors"].astype(np.float32), [str(v) for v in d["labels"]], f"dev vectors {vectors_from}"
     emb = embedded(name, shared / DATASETS[name], out / "data" / name, progress)
     return (emb.vectors.astype(np.float32), list(emb.labels),
@@ -103,10 +111,9 @@ def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, 
 
 def _timed(fn):
     """(result, wall seconds); the process CPU seconds go to ``_timed.cpu``."""
-    t, c = time.perf_counter(), time.process_time()
-    res = fn()
-    _timed.cpu = time.process_time() - c
-    return res, time.perf_counter() - t
+    res, t = _results.timed(fn)
+    _timed.cpu = t["cpu_s"]
+    return res, t["wall_s"]
 
 
 _timed.cpu = 0.0
@@ -368,14 +375,9 @@ def markdown(results: dict) -> str:
 
 def render(results: dict, section: str) -> None:
     if section == "engine":
-        _results.write_section(ENGINE_SECTION, engine_markdown(results), ROOT / "benchmarks" / "RESULTS.md")
+        _results.write_section(ENGINE_SECTION, engine_markdown(results))
     else:
-        write_section(ROOT / "benchmarks" / "RESULTS.md", markdown(results))
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) our own ``## `` section of RESULTS.md, leaving the others alone."""
-    _results.write_section(SECTION, text, path)
+        _results.write_section(SECTION, markdown(results))
 
 
 ALL_ROWS = ["kmeans", "pca", "umap-kmeans", "umap-hdbscan", "umap-lof-hdbscan", "default",
@@ -388,10 +390,7 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS, choices=list(DATASETS))
     ap.add_argument("--rows", nargs="+", default=None, choices=ALL_ROWS,
                     help=f"rows to compute; the engine comparison (issue 16) is {' '.join(ENGINE_ROWS)}")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
-    ap.add_argument("--shared", type=Path,
-                    default=Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets")
-    ap.add_argument("--seed", type=int, default=0)
+    _results.add_data_args(ap, seed=True)
     ap.add_argument("--embed-only", action="store_true", help="only extract and embed, then stop")
     ap.add_argument("--vectors-from", type=Path, default=None,
                     help="DEVELOPMENT ONLY: read DIR/<dataset>.npz instead of embedding; never used "
@@ -401,7 +400,7 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of earlier runs in OUT/quality.json that this run does not "
                          "recompute (e.g. re-run only --rows default after the default changed)")
-    ap.add_argument("--quiet", action="store_true")
+    _results.add_data_args(ap, out=False, shared=False, quiet=True)
     ap.add_argument("--section", choices=["metrics", "engine"], default="metrics",
                     help="the original metrics table (OUT/quality.json), or the issue-16 engine "
                          f"table (OUT/engine-quality.json; rows {' '.join(ENGINE_ROWS)})")
@@ -428,7 +427,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from mediacluster.fileio import read_json, write_json
 
-    command = ("python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = _results.command("quality.py", argv)
     stem = "engine-quality" if args.section == "engine" else "quality"
     qpath = args.out / (f"{stem}.json" if args.vectors_from is None else f"{stem}-dev.json")
     results = {"versions": versions(), "platform": platform.platform(), "seed": args.seed,
@@ -452,7 +451,7 @@ def main(argv=None) -> int:
         merged.sort(key=lambda r: ROW_ORDER.index(r["row"]) if r["row"] in ROW_ORDER else 99)
         results["datasets"][name] = {"n": len(X), "k": len(set(y)), "source": source, "rows": merged}
         # write after every dataset, so a long run keeps what it finished
-        results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results["finished"] = _results.finished()
         write_json(qpath, results)
         if args.write_results:
             render(results, args.section)

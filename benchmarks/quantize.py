@@ -46,11 +46,11 @@ import threading
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
-from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+SHARED = _results.SHARED
 OUT = ROOT / "benchmarks" / "out" / "quantize"
 SECTION = "## Quantized encoder (quant helper)"
 FLOAT, INT8 = "efficientnet-lite0", "efficientnet-lite0-int8"
@@ -187,7 +187,7 @@ def part_variants(args) -> None:
                      **time_model(enc, timing, args.reps),
                      "cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "top1_agree": agree})
         print(rows[-1], flush=True)
-    save("variants", {"rows": rows, "dev_images": len(dev), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    save("variants", {"rows": rows, "dev_images": len(dev), "finished": _results.finished(),
                       "cmd": " ".join(sys.argv[1:])})
 
 
@@ -203,7 +203,7 @@ def part_threads(args) -> None:
         r["2 concurrent calls x 1 thread"] = time_concurrent(get_encoder(name, threads=1, backend="onnx"), x, 2)
         rows.append(r)
         print(r, flush=True)
-    save("threads", {"rows": rows, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    save("threads", {"rows": rows, "finished": _results.finished()})
 
 
 def embed_timed(paths: list[str], name: str, cache: Path) -> dict:
@@ -236,7 +236,7 @@ def part_speed(args) -> None:
                 runs.append(embed_timed(paths, enc, Path(tmp) / f"cache{i}"))
                 print(name, runs[-1], flush=True)
         rows.append({"set": name, "runs": runs})
-    save("speed", {"rows": rows, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    save("speed", {"rows": rows, "finished": _results.finished(),
                    "load_after": loadavg()})
 
 
@@ -279,7 +279,7 @@ def part_quality(args) -> None:
             row[f"int8_seed{s}"] = cluster_both(q.vectors, y, s)
         res["sets"][name] = row
         print(name, json.dumps(row), flush=True)
-        res["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        res["finished"] = _results.finished()
         res["int8_id"] = q.encoder_version
         save("quality", res)
 
@@ -434,7 +434,7 @@ def main() -> None:
         globals()[f"part_{part}"](args)
     if args.write:
         extra = (Path(OUT / "notes.md").read_text() if (OUT / "notes.md").exists() else "")
-        write_section(SECTION, markdown() + ("\n" + extra if extra else ""))
+        _results.write_section(SECTION, markdown() + ("\n" + extra if extra else ""))
 
 
 if __name__ == "__main__":

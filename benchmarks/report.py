@@ -30,14 +30,13 @@ import sys
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 from _browser import chromium
-from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
+SHARED = _results.SHARED
 OUT = ROOT / "benchmarks" / "out" / "report"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Report and names (report/naming helper)"
 
 
@@ -180,7 +179,7 @@ def main() -> int:
     print(json.dumps(res, indent=1))
     (OUT / "results.json").write_text(json.dumps(res, indent=1))
     if args.write:
-        write_results(res, " ".join(["python", "benchmarks/report.py", *sys.argv[1:]]))
+        write_results(res, _results.command("report.py"))
     return 0
 
 
@@ -215,7 +214,7 @@ def write_results(r: dict, cmd: str) -> None:
               "and thumbnails are cached by content, so a re-run only rewrites the page. Redraw times are "
               "JavaScript time for one frame (setFilter) in headless Chromium.", ""]
     block = "\n".join(lines) + "\n"
-    write_section(SECTION, block)
+    _results.write_section(SECTION, block)
 
 
 if __name__ == "__main__":

@@ -40,20 +40,15 @@ import sys
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
+from _results import loadavg
 
 from mediacluster.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "scale"
 SECTION = "## Scale: a million items, sample fits, Ray (scale helper, issue 15)"
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 class Clock:
@@ -554,11 +549,7 @@ def part_tables(args) -> None:
         tables[part] = globals()[f"table_{part}"](json.loads(f.read_text())) if f.exists() else "(not measured)"
     text = NOTES.read_text(encoding="utf-8").format(**tables)
     print(text)
-    if args.write:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from _results import write_section
-
-        write_section(SECTION, SECTION + "\n\n" + text)
+    _results.publish(SECTION, SECTION + "\n\n" + text, args.write, show=False)
     return None
 
 

@@ -38,17 +38,15 @@ import threading
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+SECTION = "## Service (serve helper)"
 DATA = Path("/work/data/imagenette/val")
 SHARED = ROOT.parent / "shared" / "datasets"
 BOUNDARY = "mcbenchboundary7d1e"
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def loadavg() -> list[str]:
-    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def proc_cpu(pid: int) -> float:
@@ -325,7 +323,7 @@ def main():
         os.nice(args.nice)  # inherited by the server and assign processes
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    load_start = loadavg()
+    load_start = _results.loadavg()
     data = images_dir(args)
     files = sorted(p for p in data.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
     rng = np.random.default_rng(0)
@@ -349,7 +347,7 @@ def main():
             eight = many_clients(s, bodies, args.burst_requests, 8, args.budget)
         finally:
             s.stop()
-        res["windows"][f"{w:g}"] = {"one": one, "eight": eight, "encoder": before, "load": loadavg()}
+        res["windows"][f"{w:g}"] = {"one": one, "eight": eight, "encoder": before, "load": _results.loadavg()}
         print(f"window {w:g} ms: 1 client {one}\n  8 clients {eight}", flush=True)
     window = args.window if args.window is not None else float(max(
         res["windows"], key=lambda k: res["windows"][k]["eight"]["per_s"]))
@@ -372,23 +370,17 @@ def main():
         print("long run", res["long"], flush=True)
     finally:
         s.stop()
-    res["load_end"] = loadavg()
+    res["load_end"] = _results.loadavg()
     (out / "serve.json").write_text(json.dumps(res, indent=1))
-    block = report(res, " ".join(sys.argv[1:]))
-    print(block)
-    if args.write:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from _results import write_section
-
-        write_section("## Service (serve helper)", block)
+    _results.publish(SECTION, report(res, " ".join(sys.argv[1:])), args.write)
 
 
 def report(res: dict, argv: str) -> str:
     enc, asg = res["encoder"], res["assign"]
-    lines = ["## Service (serve helper)", "",
+    lines = [SECTION, "",
              f"`flock /tmp/mc-bench.lock python benchmarks/serve.py {argv}`".replace(" `", "`"), "",
-             f"Loopback, {res['cores']} cores, load average at start {' '.join(res['load_start'])}, "
-             f"at end {' '.join(res['load_end'])}"
+             f"Loopback, {res['cores']} cores, load average at start {res['load_start']}, "
+             f"at end {res['load_end']}"
              + (f"; benchmark and servers at nice {res['nice']}" if res.get("nice") else "") + ". Imagenette val (3,925 photos), default pipeline, all items kept as "
              "the model's reference; one 224 px JPEG per request unless stated. Server CPU "
              "= user + system time of the server process per request (/proc), which a loaded "
@@ -408,7 +400,7 @@ def report(res: dict, argv: str) -> str:
                      f"{o['server_cpu_ms']:.1f} ms | {e['per_s']:.1f} | {a['encode_per_s']:.1f} | "
                      f"{e['per_s'] / a['encode_per_s']:.0%} | {e['mean_batch']:.1f} | "
                      f"{e['server_cpu_ms']:.1f} ms ({a['encode_cpu_ms'] / e['server_cpu_ms']:.0%}) | "
-                     f"{' '.join(r['load'])} |")
+                     f"{r['load']} |")
     lines.append("")
     v = res["vectors"]
     lines += ["| JSON vectors per request | vectors/s (2 clients) | server CPU per vector | body |",

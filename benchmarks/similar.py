@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import BOUNDARY, Server, build_run, loadavg, multipart, percentile, proc_cpu  # noqa: E402
+from _results import loadavg  # noqa: E402
+from serve import BOUNDARY, Server, build_run, multipart, percentile, proc_cpu  # noqa: E402
 
 HELD_OUT = 500
 K = 10

@@ -58,6 +58,7 @@ from _loop import (  # noqa: E402  (what the loops share: building, processes, u
     majority,
     post_uploads,
     reposts,
+    start,
     stop_service,
     upload_reposts,
     write_truth,
@@ -518,21 +519,12 @@ def main(argv=None) -> int:
                     help="cluster through the user's embedding cache (default: a fresh one, everything embedded)")
     ap.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
     args = ap.parse_args(argv)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    load = open("/proc/loadavg").read().split()[:3]
-    t0 = time.perf_counter()
-    truth = build(Path(args.data), work, args.scale, args.seed)
-    build_s = time.perf_counter() - t0
+    work, load, truth, build_s = start(build, args)
     res = loop(work, truth, args.seed, cold=not args.warm_cache)
     res["steps"] = {"build the collection (Pillow)": {"wall_s": build_s}, **res["steps"]}
     (work / "result.json").write_text(json.dumps(res, indent=1, default=str))
-    cmd = "python benchmarks/social_loop.py " + " ".join(a for a in (argv or sys.argv[1:]) if a != "--write")
-    commit = _results.commit()
-    block = render(res, cmd.strip(), " ".join(load), commit)
-    print(block)
-    if args.write:
-        _results.write_section(SECTION, block)
+    block = render(res, _results.command("social_loop.py", argv, drop=["--write"]), load, _results.commit())
+    _results.publish(SECTION, block, args.write)
     return 0
 
 

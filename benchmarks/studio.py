@@ -42,9 +42,9 @@ import sys
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
 from _browser import chromium
-from _results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "studio"
@@ -246,7 +246,7 @@ def main() -> int:
     print(json.dumps(res, indent=1))
     (OUT / "results.json").write_text(json.dumps(res, indent=1))
     if args.write:
-        write_results(res, " ".join(["python", "benchmarks/studio.py", *sys.argv[1:]]))
+        write_results(res, _results.command("studio.py"))
     return 0
 
 
@@ -291,7 +291,7 @@ def write_results(r: dict, cmd: str) -> None:
         "product over the normalised vectors projected to 256 PCA dimensions (faiss; above 64M floats "
         "the full 1,280 dimensions are not kept in memory twice).", "",
     ]
-    write_section(SECTION, "\n".join(lines) + "\n")
+    _results.write_section(SECTION, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
-from _results import commit, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 VEC = Path(os.environ.get("MEDIACLUSTER_VEC", "/work/vec")) / "imagenette.npz"
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="studio-live-") as tmp:
         run = make(Path(tmp) / "run")
         n = len(np.load(VEC, allow_pickle=True)["ids"])
-        load = os.getloadavg()[0]
+        load = _results.load1()
         ip = in_process(run)
         http = over_http(run)
     print(ip, http, f"load {load:.2f}", sep="\n")
@@ -160,7 +160,7 @@ studio on the run, a `--carry-from`) on each poll of `/api/version` (and each re
 the integer primary key, one indexed read) and, when it is past the state's, only the new events.
 Run: Imagenette val, {n:,} items (default-encoder vectors, PCA 10 + K-means k=10); process A
 edits in turn (rename, move 5 items, tag 3 items). Medians. Command: `flock /tmp/mc-bench.lock
-python benchmarks/studio_live.py --write`; commit {commit()}; 1-min load average {load:.2f} (2 cores
+python benchmarks/studio_live.py --write`; commit {_results.commit()}; 1-min load average {load:.2f} (2 cores
 shared by other sessions).
 
 | poll of B | in process: `Studio.version` | HTTP `GET /api/version` (real server) |
@@ -173,9 +173,7 @@ shared by other sessions).
 After a poll that saw new events the page reloads `/api/labels` + `/api/clusters`:
 {http['reload_ms']} ms over HTTP (the same reload as after its own edit).
 """
-    if args.write:
-        write_section(SECTION, block)
-    print(block)
+    _results.publish(SECTION, block, args.write)
     return 0
 
 

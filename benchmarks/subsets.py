@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (the benchmarks folder is not a package)
+import _results  # noqa: E402  (the benchmarks folder is not a package)
+import quality  # noqa: E402
 
 ROWS = ["umap-kmeans", "umap-hdbscan10", "evoc", "engine"]
 CASES = {
@@ -71,9 +72,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--draws", type=int, default=3)
-    ap.add_argument("--shared", type=Path, default=quality.ROOT.parent / "shared" / "datasets")
-    ap.add_argument("--out", type=Path, default=quality.ROOT / "benchmarks" / "out" / "quality",
-                    help="quality.py's folder (extracted archives)")
+    _results.add_data_args(ap)
     ap.add_argument("--json", type=Path, default=None, help="append one JSON line per draw here")
     args = ap.parse_args(argv)
     data = {}

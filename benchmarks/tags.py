@@ -126,20 +126,18 @@ def fmt(x, d=3):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
-    ap.add_argument("--shared", default=str(Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared"))
-                                            / "datasets"))
+    _results.add_data_args(ap, out=False)
     ap.add_argument("--vectors-from", default=None)
     ap.add_argument("--embed-only", action="store_true")
     ap.add_argument("--models", default="logreg,mlp")
     ap.add_argument("--C", type=float, default=0.1)
     ap.add_argument("--targets", default="0.9,0.95")
     ap.add_argument("--latency-n", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lock-wait", type=float, default=600,
                     help="seconds to wait for /tmp/mc-bench.lock before timing anyway (reported)")
     ap.add_argument("--write-results", action="store_true")
     ap.add_argument("--merge", action="store_true", help="keep rows of models not re-run from the last summary")
-    ap.add_argument("--quiet", action="store_true")
+    _results.add_data_args(ap, out=False, shared=False, seed=True, quiet=True)
     args = ap.parse_args(argv)
     out, shared = Path(args.out), Path(args.shared)
     vf = Path(args.vectors_from) if args.vectors_from else None
@@ -224,9 +222,8 @@ def main(argv=None) -> int:
     text += (f"\n\nKept model: {best}. Load average (1/5/15 min) at start {tuple(round(x, 1) for x in load0)}, "
              f"before latency {tuple(round(x, 1) for x in load1)}, end {tuple(round(x, 1) for x in load2)}; "
              f"{os.cpu_count()} CPUs.")
+    _results.publish(SECTION, section_block(text), args.write_results and vf is None, show=False)
     print(text)
-    if args.write_results and vf is None:
-        write_section(ROOT / "benchmarks" / "RESULTS.md", text)
     return 0
 
 
@@ -257,13 +254,12 @@ logistic model (the classifier is < 0.1 ms either way); one image end to end is 
 ~7 ms CPU, far under the 100 ms goal; flip TTA doubles the encoder work."""
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) only our own ``## `` section of RESULTS.md."""
+def section_block(body: str) -> str:
+    """Our ``## `` section of RESULTS.md around the table ``body``."""
     cmd = "python benchmarks/tags.py --write-results"
-    block = (f"{SECTION}\n\nCIFAR-10 train (50,000) -> test (10,000), default encoder, embedded through the "
-             f"package. Command: `{cmd}` (MLP row: `{cmd} --models mlp --merge --latency-n 0`)\n\n"
-             f"{body}\n\n{NOTES}\n\n")
-    _results.write_section(SECTION, block, path)
+    return (f"{SECTION}\n\nCIFAR-10 train (50,000) -> test (10,000), default encoder, embedded through the "
+            f"package. Command: `{cmd}` (MLP row: `{cmd} --models mlp --merge --latency-n 0`)\n\n"
+            f"{body}\n\n{NOTES}\n\n")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,15 @@ def cifar3_embeddings(cifar3_dir, tmp_path_factory):
     return embed_collection(coll, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
 
 
+@pytest.fixture(scope="module")
+def base_run(cifar3_embeddings, tmp_path_factory) -> Path:
+    """A studio's run folder over ``cifar3_embeddings`` (``studio_helpers.make_run``: PCA +
+    K-means, saved model, cached map), one per test module; tests that edit it copy it first."""
+    from studio_helpers import make_run
+
+    return make_run(cifar3_embeddings, tmp_path_factory.mktemp("base-run") / "run")
+
+
 @pytest.fixture(scope="session")
 def imagenette_dir(tmp_path_factory) -> Path:
     """20 Imagenette val photos from each of 4 classes (224 px JPEGs)."""

@@ -98,6 +98,15 @@ def post(c, path: str, body=None, **kw):
     return c.post(path, json=body if body is not None else {}, headers={**WRITE, **kw.pop("headers", {})}, **kw)
 
 
+def publish(c) -> dict:
+    """Publish the curated model through the studio (``POST /api/publish``, which must answer
+    200) and wait until the curated state is written; the answer's JSON."""
+    r = post(c, "/api/publish")
+    assert r.status_code == 200, r.text
+    wait_written(c)
+    return r.json()
+
+
 def wait_written(c, timeout: float = 30.0) -> dict:
     """Wait until the server has written the curated state of its last edit into the run."""
     deadline = time.time() + timeout

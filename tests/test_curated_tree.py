@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import Server, client, copy_run, make_run, post, wait_written
+from studio_helpers import Server, client, copy_run, make_run, post, publish
 
 
 def test_tree_above_nests_by_majority_and_keeps_junk_apart():
@@ -192,10 +192,7 @@ def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_r
             smallest = min(left, key=lambda k: (lab == k).sum())
             assert post(c, "/api/edits", {"kind": "junk", "clusters": [smallest]}).status_code == 200
             assert post(c, "/api/edits", {"kind": "rename", "cluster": a, "name": "merged pair"}).status_code == 200
-            res = post(c, "/api/publish")
-            assert res.status_code == 200, res.text
-            res = res.json()
-            wait_written(c)
+            res = publish(c)
     finally:
         s.stop()
     assert res["agreement"] >= 0.99 and len(res["levels"]) >= 3
@@ -292,9 +289,7 @@ def test_the_studio_groups_the_curated_clusters_as_the_published_model_serves_th
             level_names = [lv["name"] for lv in c.get("/api/info").json()["levels"]]
             colours = {name: np.frombuffer(c.get(f"/api/levels/{name}").content, dtype="<i4")
                        for name in shown["groups"]}
-            res = post(c, "/api/publish")
-            assert res.status_code == 200, res.text
-            wait_written(c)
+            publish(c)
     finally:
         s.stop()
     model = Pipeline.load(run)

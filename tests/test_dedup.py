@@ -209,7 +209,7 @@ def test_a_curated_model_published_in_the_studio_still_answers_duplicate_of(plan
     was published without it, so after the first studio publish the service answered
     duplicate_of null for every repost: recall 92% -> 0% in benchmarks/social_loop.py)."""
     from studio_helpers import Server as Studio
-    from studio_helpers import client, post, wait_written
+    from studio_helpers import client, post, publish
     from test_serve import Server
 
     run = tmp_path / "run"
@@ -219,10 +219,8 @@ def test_a_curated_model_published_in_the_studio_still_answers_duplicate_of(plan
         with client(st) as c:
             cid = c.get("/api/clusters").json()["clusters"][0]["id"]
             assert post(c, "/api/edits", {"kind": "rename", "cluster": cid, "name": "curated"}).status_code == 200
-            r = post(c, "/api/publish")
-            assert r.status_code == 200, r.text
-            assert r.json()["version"] == "v0002" and r.json()["duplicates"] is True
-            wait_written(c)
+            res = publish(c)
+            assert res["version"] == "v0002" and res["duplicates"] is True
     finally:
         st.stop()
     latest = RunDir.open(run).models.latest()

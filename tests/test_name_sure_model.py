@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import Server, client, copy_run, post, wait_written
+from studio_helpers import Server, client, copy_run, post, publish
 from test_curated_tree import _service
 
 from mediacluster.naming import support
@@ -205,9 +205,7 @@ def test_the_studio_measures_a_merged_name_again_and_publishes_how_sure_names_ar
                 if p["name_sure"] is not None:
                     assert p["name_why"].startswith(("sure:", "unsure:")) and "whole collection" in p["name_why"]
             assert any(p["name_sure"] is not None for p in fresh["parts"])
-            res = post(c, "/api/publish")
-            assert res.status_code == 200, res.text
-            wait_written(c)
+            publish(c)
     finally:
         s.stop()
     model = Pipeline.load(run)

@@ -17,12 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import WRITE, Server, client, copy_run, make_run, post, wait_written
-
-
-@pytest.fixture(scope="module")
-def base_run(cifar3_embeddings, tmp_path_factory) -> Path:
-    return make_run(cifar3_embeddings, tmp_path_factory.mktemp("studio") / "run")
+from studio_helpers import WRITE, Server, client, copy_run, post, publish, wait_written
 
 
 @pytest.fixture(scope="module")
@@ -406,11 +401,8 @@ def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
         named = int(np.bincount(lab[lab >= 0]).argmax())
         assert post(c, "/api/edits", {"kind": "rename", "cluster": named, "name": "published name"}).status_code == 200
         cl = clusters_of(c)
-        r = post(c, "/api/publish")
-        assert r.status_code == 200, r.text
-        res = r.json()
+        res = publish(c)
         assert res["version"] == "v0002" and res["agreement"] >= 0.99
-        wait_written(c)
     run = RunDir.open(server.run)
     assert run.models.pointer()["source"] == "studio" and run.models.pointer()["version"] == "v0002"
     model = Pipeline.load(server.run)  # a run folder: its latest version

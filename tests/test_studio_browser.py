@@ -72,11 +72,6 @@ def severe(drv):
             and "favicon" not in e.get("message", "")]
 
 
-@pytest.fixture(scope="module")
-def base_run(cifar3_embeddings, tmp_path_factory) -> Path:
-    return make_run(cifar3_embeddings, tmp_path_factory.mktemp("studio-b") / "run")
-
-
 @pytest.mark.browser
 @pytest.mark.slow
 def test_the_whole_loop_in_chromium(base_run, tmp_path):

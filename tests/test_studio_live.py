@@ -17,11 +17,6 @@ from studio_helpers import Server, client, copy_run, make_run, post
 
 
 @pytest.fixture(scope="module")
-def base_run(cifar3_embeddings, tmp_path_factory) -> Path:
-    return make_run(cifar3_embeddings, tmp_path_factory.mktemp("live") / "run")
-
-
-@pytest.fixture(scope="module")
 def pair(base_run, tmp_path_factory):
     """Two studio servers (two processes) on one copy of the run."""
     run = copy_run(base_run, tmp_path_factory.mktemp("live-pair") / "run")

@@ -340,23 +340,16 @@ def _read_excerpts(path: str, spans: list[tuple[int, int]], sr: int | None) -> t
     return out[:end], out_rate, read
 
 
-def load_audio(
-    path: str,
-    sr: int | None = None,
-    max_seconds: float | None = MAX_SECONDS,
-    silence_dbfs: float | None = SILENCE_DBFS,
-    allow_truncated: bool = False,
-    read_seconds: float | None = READ_SECONDS,
-    excerpts: int = EXCERPTS,
-) -> tuple[np.ndarray, int]:
+def load_audio(path: str, sr: int | None = None, **options) -> tuple[np.ndarray, int]:
     """Read ``path`` as mono float32 in [-1, 1], resampled to ``sr`` (None keeps the file's rate).
 
     Returns ``(waveform, rate)``: the whole file, or for a file longer than ``read_seconds`` its
-    ``excerpts`` excerpts one after the other (``load_audio_read`` says which). Raises
-    ``SkipItem`` with a human reason for unusable files (see the module docstring). Thread-safe
-    (libsndfile and soxr share no state between calls).
+    ``excerpts`` excerpts one after the other (``load_audio_read`` says which, and takes the same
+    ``options``: ``max_seconds``, ``silence_dbfs``, ``allow_truncated``, ``read_seconds``,
+    ``excerpts``). Raises ``SkipItem`` with a human reason for unusable files (see the module
+    docstring). Thread-safe (libsndfile and soxr share no state between calls).
     """
-    r = load_audio_read(path, sr, max_seconds, silence_dbfs, allow_truncated, read_seconds, excerpts)
+    r = load_audio_read(path, sr, **options)
     return r.wav, r.rate
 
 
