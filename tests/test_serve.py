@@ -209,6 +209,34 @@ def test_model_clusters_health_docs(server, run_dir):
     assert not [k for k in count if k[0] == "unmatched" and k[1] != "404"], count
 
 
+def test_an_unknown_query_parameter_is_a_422_naming_it(server, cifar3_embeddings):
+    """`/v1/similar?levle=2` was answered as if `level` were absent (the level in use), and any
+    other route ignored what it does not take: now a 422 naming the parameter, the route's own
+    and the closest one, on every operation the service describes; `token` (the access token)
+    is taken everywhere, and the service's own parameters as before."""
+    from test_web import refuses_unknown_query
+
+    c = server.client
+    assert refuses_unknown_query(c) >= 8
+    X = cifar3_embeddings.vectors[:2].tolist()
+    r = c.post("/v1/similar?k=2&levle=0", json={"vectors": X})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["parameters"] == ["levle"] and err["accepted"] == ["k", "level", "same_cluster"]
+    assert err["message"] == ("unknown query parameter 'levle' (did you mean 'level'?): /v1/similar takes "
+                              "the query parameters k, level, same_cluster (and token, the access token)")
+    r = c.post("/v1/assign?k=3", json={"vectors": X})  # a parameter of /v1/similar, not of assign
+    assert r.status_code == 422 and "/v1/assign takes no query parameters" in r.text, r.text
+    r = c.post("/v1/similar?k=2&same_cluster=true&level=0", json={"vectors": X})
+    assert r.status_code == 200 and r.json()["k"] == 2, r.text
+    bare = httpx.Client(base_url=server.url, timeout=30)
+    assert bare.post("/v1/similar", params={"token": TOKEN, "k": 2}, json={"vectors": X}).status_code == 200
+    # refused before anything is counted as assigned, under its route in /metrics
+    req = metric_families(server)["mediacluster_http_requests"].samples
+    assert any(s.labels["route"] == "/v1/similar" and s.labels["status"] == "422" and s.value >= 2
+               for s in req if s.name.endswith("_total"))
+
+
 def test_images_answered_like_predict(server, run_dir, images, tag_model):
     """One request with six images, and one image per request: the same answers as encoding the
     files here and calling Pipeline.predict_details; tags as the tagger suggests them."""

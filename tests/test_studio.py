@@ -673,6 +673,38 @@ def test_malformed_requests_get_4xx_and_the_connection_serves_on(server):
         assert post(c, "/api/split/preview", {"cluster": cid, "k": "2"}).status_code == 422
 
 
+def test_an_unknown_query_parameter_is_a_422_and_the_pages_own_are_taken(server):
+    """A query parameter a route does not take (`/api/clusters/0/items?limt=5`, a POST's
+    `?dry_run=1`) was ignored: the request answered, or the edit applied, as if it were absent.
+    Now every described operation refuses it with a 422 naming it and the route's parameters
+    (web.app: the route's declared ones), before any handler runs; the query strings the page
+    builds (studio.js: its thumbnails, briefs, gallery pages and searches) and the token are
+    taken."""
+    from test_web import refuses_unknown_query
+
+    with client(server) as c:
+        cid = min(clusters_of(c))
+        before = c.get("/api/version").json()["seq"]
+        assert refuses_unknown_query(c, WRITE) >= 25
+        r = c.get(f"/api/clusters/{cid}/items?limt=5")
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["parameters"] == ["limt"] and err["accepted"] == ["limit", "offset", "order"]
+        assert "'limt' (did you mean 'limit'?)" in err["message"]
+        r = post(c, "/api/edits?dry_run=1", {"kind": "rename", "cluster": cid, "name": "not applied"})
+        assert r.status_code == 422 and "'dry_run'" in r.json()["error"]["message"], r.text
+        assert c.get("/api/version").json()["seq"] == before  # nothing was recorded
+        assert clusters_of(c)[cid]["name"] != "not applied"
+        # what the page sends (studio.js: thumbURL, api("api/briefs?ids=..."), q({...}))
+        page = ["/api/items/5/thumb?size=96", "/api/briefs?ids=5,7",
+                f"/api/clusters/{cid}/items?offset=0&limit=60&order=typical",
+                f"/api/search/words?q=dog&cluster={cid}&limit=200", "/api/search/words?q=dog&limit=200",
+                "/api/search/similar?item=5&limit=100", f"/api/search/similar?item=5&cluster={cid}&limit=100",
+                "/?token=anything", "/api/info?token=anything"]
+        for url in page:
+            assert c.get(url).status_code == 200, url
+
+
 def test_edits_of_the_wrong_shape_get_422_naming_the_field(server):
     """Edits whose values have the wrong type or size (found by fuzzing the described API,
     tests/test_fuzz.py): a cluster id of Infinity or 1e400 (Python's JSON reads both as inf),
