@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import sqlite3
 import threading
@@ -131,6 +132,29 @@ def test_state_replay_undo_redo_are_deterministic(tmp_path):
 
 
 # ------------------------------------------------------------------------------ reading endpoints
+def test_a_conflict_names_who_and_when_in_words():
+    """A 409 named the other page by its random id ("edit 2 (from 7f3a...)"): now who made the
+    edit as a person reads it (this page, another studio page, a carry, a script) and how long
+    ago; the id stays in the error's details for a program."""
+    from mediacluster.studio.state import EditConflict, ago, author
+
+    assert author("7f3a9c01", asking="7f3a9c01") == "this page"
+    assert author("7f3a9c01", asking="b2") == author("7f3a9c01") == "another studio page"
+    assert author("carried from run-1") == "the carry from run run-1"
+    assert author("cli") == "the command line" and author("") == "a script or tool (no page id)"
+    now = 1_800_000_000.0
+    assert ago(now - 0.5, now) == "just now" and ago(now - 40, now) == "40 s ago"
+    assert ago(now - 720, now) == "12 min ago, at " + time.strftime("%H:%M", time.localtime(now - 720))
+    assert ago(now - 3 * 3600, now).startswith("3 h ago, at ") and ago(now - 9 * 86400, now).startswith("on ")
+    e = EditConflict("cluster 3 no longer exists: ", {"seq": 12, "kind": "merge", "client": "7f3a9c01",
+                                                       "ts": time.time() - 40}, " merged it into cluster 5 (cats)")
+    assert re.fullmatch(r"cluster 3 no longer exists: edit 12 \(by another studio page, 4\d s ago\) merged it "
+                        r"into cluster 5 \(cats\)", str(e)), str(e)
+    assert str(e.asked_by("7f3a9c01")).startswith("cluster 3 no longer exists: edit 12 (by this page, ")
+    assert e.details() == {"edit": {"seq": 12, "kind": "merge", "client": "7f3a9c01", "ts": e.by["ts"]}}
+    assert EditConflict("nothing to undo").details() == {}
+
+
 def test_page_and_reading_endpoints(server, truth):
     from PIL import Image
 
