@@ -737,23 +737,30 @@ def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tm
     # no keep-alive: every request is a new connection, accepted by whichever worker takes it
     fresh = httpx.Client(base_url=s.url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if s.client.get("/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-
-        def counts() -> tuple[float, dict, dict]:
+        def counts() -> tuple[float, dict]:
             """/metrics read once (on a fresh connection): the /v1/assign requests summed, and
-            per worker (pid) its /v1/assign and /metrics requests."""
+            per route the requests each worker (pid) answered."""
             fams = {f.name: f for f in text_string_to_metric_families(fresh.get("/metrics").text)}
             total = sum(x.value for x in fams["mediacluster_http_requests"].samples
                         if x.labels.get("route") == "/v1/assign" and x.name.endswith("_total"))
-            per = {route: {x.labels.get("pid"): x.value for x in fams["mediacluster_worker_requests"].samples
-                           if x.labels.get("route") == route and x.value > 0} for route in ("/v1/assign", "/metrics")}
-            return total, per["/v1/assign"], per["/metrics"]
+            per: dict = {}
+            for x in fams["mediacluster_worker_requests"].samples:
+                if x.value > 0:
+                    per.setdefault(x.labels.get("route"), {})[x.labels.get("pid")] = x.value
+            return total, per
+
+        # both workers up: a worker still loading takes no connections, and the other would
+        # answer everything meanwhile (each answers /readyz once it accepts connections)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                fresh.get("/readyz")
+                ready = counts()[1].get("/readyz", {})
+                if len(ready) == 2 or None in ready:  # None: no sample per worker (asserted below)
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
 
         def counted(sent: int) -> tuple[float, dict, dict]:
             # a request is counted when its response has been sent (web.metrics._Measure), so the
@@ -762,7 +769,8 @@ def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tm
             deadline = time.monotonic() + 10
             while (got := counts())[0] < sent and time.monotonic() < deadline:
                 time.sleep(0.2)
-            return got
+            total, per = got
+            return total, per.get("/v1/assign", {}), per.get("/metrics", {})
 
         sent, by_worker = 0, {}
         with ThreadPoolExecutor(4) as pool:
