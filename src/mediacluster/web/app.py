@@ -11,12 +11,14 @@ import secrets
 import socket
 import sys
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..errors import (
     InputError,
@@ -128,8 +130,6 @@ def _kind(e: Exception) -> str:
 def _methods(request: Request) -> list[str]:
     """The methods the app's routes take at the request's path (a route whose path matches
     answers Match.PARTIAL for another method)."""
-    from starlette.routing import Match
-
     methods = set()
     for route in request.app.router.routes:
         if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
@@ -177,10 +177,6 @@ def unknown_query(scope, free: frozenset[str], cache: dict) -> tuple[str, list[s
     None when it names none, when its route's query is free-form (``free``: route paths), or
     when no route takes the request (the router's 404 / 405 then). The route is matched as the
     router matches it; ``cache``: the accepted names per route, filled on first use."""
-    from urllib.parse import parse_qsl
-
-    from starlette.routing import Match
-
     names = {k for k, _ in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)}
     if not names or names <= STACK_QUERY:
         return None
