@@ -209,6 +209,34 @@ def test_model_clusters_health_docs(server, run_dir):
     assert not [k for k in count if k[0] == "unmatched" and k[1] != "404"], count
 
 
+def test_an_unknown_query_parameter_is_a_422_naming_it(server, cifar3_embeddings):
+    """`/v1/similar?levle=2` was answered as if `level` were absent (the level in use), and any
+    other route ignored what it does not take: now a 422 naming the parameter, the route's own
+    and the closest one, on every operation the service describes; `token` (the access token)
+    is taken everywhere, and the service's own parameters as before."""
+    from test_web import refuses_unknown_query
+
+    c = server.client
+    assert refuses_unknown_query(c) >= 8
+    X = cifar3_embeddings.vectors[:2].tolist()
+    r = c.post("/v1/similar?k=2&levle=0", json={"vectors": X})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["parameters"] == ["levle"] and err["accepted"] == ["k", "level", "same_cluster"]
+    assert err["message"] == ("unknown query parameter 'levle' (did you mean 'level'?): /v1/similar takes "
+                              "the query parameters k, level, same_cluster (and token, the access token)")
+    r = c.post("/v1/assign?k=3", json={"vectors": X})  # a parameter of /v1/similar, not of assign
+    assert r.status_code == 422 and "/v1/assign takes no query parameters" in r.text, r.text
+    r = c.post("/v1/similar?k=2&same_cluster=true&level=0", json={"vectors": X})
+    assert r.status_code == 200 and r.json()["k"] == 2, r.text
+    bare = httpx.Client(base_url=server.url, timeout=30)
+    assert bare.post("/v1/similar", params={"token": TOKEN, "k": 2}, json={"vectors": X}).status_code == 200
+    # refused before anything is counted as assigned, under its route in /metrics
+    req = metric_families(server)["mediacluster_http_requests"].samples
+    assert any(s.labels["route"] == "/v1/similar" and s.labels["status"] == "422" and s.value >= 2
+               for s in req if s.name.endswith("_total"))
+
+
 def test_images_answered_like_predict(server, run_dir, images, tag_model):
     """One request with six images, and one image per request: the same answers as encoding the
     files here and calling Pipeline.predict_details; tags as the tagger suggests them."""
@@ -697,33 +725,77 @@ def test_cli_refuses_bad_model_and_mismatched_tagger(tmp_path, run_dir, capsys):
 
 @pytest.mark.slow
 def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tmp_path):
+    """`--workers 2`: both processes answer on the one port, and `/metrics`, whichever of them
+    answers it, counts the requests of both (prometheus_client's multi-process files, summed).
+    Each request goes on a fresh connection: over pooled keep-alive connections one worker could
+    answer everything, and a `/metrics` reporting its own worker only then still counted all (it
+    passed so). Which worker answered is `mediacluster_worker_requests`, one sample per process
+    (labelled pid), by route."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     s = Server(str(run_dir / "models" / "v0001"), "--workers", "2", log=tmp_path / "server.log")
+    # no keep-alive: every request is a new connection, accepted by whichever worker takes it
+    fresh = httpx.Client(base_url=s.url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
     try:
-        deadline = time.monotonic() + 120
+        def counts() -> tuple[float, dict]:
+            """/metrics read once (on a fresh connection): the /v1/assign requests summed, and
+            per route the requests each worker (pid) answered."""
+            fams = {f.name: f for f in text_string_to_metric_families(fresh.get("/metrics").text)}
+            total = sum(x.value for x in fams["mediacluster_http_requests"].samples
+                        if x.labels.get("route") == "/v1/assign" and x.name.endswith("_total"))
+            per: dict = {}
+            for x in fams["mediacluster_worker_requests"].samples:
+                if x.value > 0:
+                    per.setdefault(x.labels.get("route"), {})[x.labels.get("pid")] = x.value
+            return total, per
+
+        # both workers up: a worker still loading takes no connections, and the other would
+        # answer everything meanwhile (each answers /readyz once it accepts connections)
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             try:
-                if s.client.get("/readyz").status_code == 200:
+                fresh.get("/readyz")
+                ready = counts()[1].get("/readyz", {})
+                if len(ready) == 2 or None in ready:  # None: no sample per worker (asserted below)
                     break
             except httpx.HTTPError:
-                time.sleep(0.5)
-        with ThreadPoolExecutor(4) as pool:
-            codes = list(pool.map(lambda p: s.client.post("/v1/assign", files=upload([p])).status_code,
-                                  images * 4))
-        assert codes == [200] * 24
-
-        def answered() -> float:
-            fams = metric_families(s)
-            return sum(x.value for x in fams["mediacluster_http_requests"].samples
-                       if x.labels.get("route") == "/v1/assign" and x.name.endswith("_total"))
-
-        # a request is counted when its response has been sent (web.metrics._Measure), so the
-        # client can hold the last answer, and the other worker answer /metrics, a moment before
-        # the count is written (seen once under load: 23): read until it is all there
-        deadline = time.monotonic() + 10
-        while (ok := answered()) < 24 and time.monotonic() < deadline:
+                pass
             time.sleep(0.2)
-        assert ok == 24  # summed over both workers, whichever answered /metrics
+
+        def counted(sent: int) -> tuple[float, dict, dict]:
+            # a request is counted when its response has been sent (web.metrics._Measure), so the
+            # client can hold the last answer, and the other worker answer /metrics, a moment
+            # before the count is written (seen once under load: 23): read until it is all there
+            deadline = time.monotonic() + 10
+            while (got := counts())[0] < sent and time.monotonic() < deadline:
+                time.sleep(0.2)
+            total, per = got
+            return total, per.get("/v1/assign", {}), per.get("/metrics", {})
+
+        sent, by_worker = 0, {}
+        with ThreadPoolExecutor(4) as pool:
+            # which worker accepts a connection is the kernel's, and it is uneven (48 requests
+            # went 43 / 5 once): send until both have answered
+            deadline = time.monotonic() + 60
+            while len(by_worker) < 2 and time.monotonic() < deadline:
+                codes = list(pool.map(lambda p: fresh.post("/v1/assign", files=upload([p])).status_code,
+                                      images * 2))
+                assert codes == [200] * len(codes)
+                sent += len(codes)
+                total, by_worker, _ = counted(sent)
+                assert total == sent  # summed over the workers, whichever answered /metrics
+        assert len(by_worker) == 2, by_worker  # two processes answered
+        assert sum(by_worker.values()) == sent, (by_worker, sent)
+        # /metrics from each worker: read until both have answered it, each answer the sum
+        metrics_by, deadline = {}, time.monotonic() + 30
+        while time.monotonic() < deadline:
+            total, by_worker, metrics_by = counted(sent)
+            assert total == sent and sum(by_worker.values()) == sent, (total, by_worker, sent)
+            if len(metrics_by) == 2:
+                break
+        assert set(metrics_by) == set(by_worker), (metrics_by, by_worker)  # both answered /metrics
     finally:
+        fresh.close()
         s.stop()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import sqlite3
 import threading
@@ -126,6 +127,29 @@ def test_state_replay_undo_redo_are_deterministic(tmp_path):
 
 
 # ------------------------------------------------------------------------------ reading endpoints
+def test_a_conflict_names_who_and_when_in_words():
+    """A 409 named the other page by its random id ("edit 2 (from 7f3a...)"): now who made the
+    edit as a person reads it (this page, another studio page, a carry, a script) and how long
+    ago; the id stays in the error's details for a program."""
+    from mediacluster.studio.state import EditConflict, ago, author
+
+    assert author("7f3a9c01", asking="7f3a9c01") == "this page"
+    assert author("7f3a9c01", asking="b2") == author("7f3a9c01") == "another studio page"
+    assert author("carried from run-1") == "the carry from run run-1"
+    assert author("cli") == "the command line" and author("") == "a script or tool (no page id)"
+    now = 1_800_000_000.0
+    assert ago(now - 0.5, now) == "just now" and ago(now - 40, now) == "40 s ago"
+    assert ago(now - 720, now) == "12 min ago, at " + time.strftime("%H:%M", time.localtime(now - 720))
+    assert ago(now - 3 * 3600, now).startswith("3 h ago, at ") and ago(now - 9 * 86400, now).startswith("on ")
+    e = EditConflict("cluster 3 no longer exists: ", {"seq": 12, "kind": "merge", "client": "7f3a9c01",
+                                                       "ts": time.time() - 40}, " merged it into cluster 5 (cats)")
+    assert re.fullmatch(r"cluster 3 no longer exists: edit 12 \(by another studio page, 4\d s ago\) merged it "
+                        r"into cluster 5 \(cats\)", str(e)), str(e)
+    assert str(e.asked_by("7f3a9c01")).startswith("cluster 3 no longer exists: edit 12 (by this page, ")
+    assert e.details() == {"edit": {"seq": 12, "kind": "merge", "client": "7f3a9c01", "ts": e.by["ts"]}}
+    assert EditConflict("nothing to undo").details() == {}
+
+
 def test_page_and_reading_endpoints(server, truth):
     from PIL import Image
 
@@ -663,6 +687,38 @@ def test_malformed_requests_get_4xx_and_the_connection_serves_on(server):
         # a whole number written 2.0 is one (JSON Schema's "integer"); the text "2" is not
         assert post(c, "/api/split/preview", {"cluster": cid, "k": 2.0}).status_code == 200
         assert post(c, "/api/split/preview", {"cluster": cid, "k": "2"}).status_code == 422
+
+
+def test_an_unknown_query_parameter_is_a_422_and_the_pages_own_are_taken(server):
+    """A query parameter a route does not take (`/api/clusters/0/items?limt=5`, a POST's
+    `?dry_run=1`) was ignored: the request answered, or the edit applied, as if it were absent.
+    Now every described operation refuses it with a 422 naming it and the route's parameters
+    (web.app: the route's declared ones), before any handler runs; the query strings the page
+    builds (studio.js: its thumbnails, briefs, gallery pages and searches) and the token are
+    taken."""
+    from test_web import refuses_unknown_query
+
+    with client(server) as c:
+        cid = min(clusters_of(c))
+        before = c.get("/api/version").json()["seq"]
+        assert refuses_unknown_query(c, WRITE) >= 25
+        r = c.get(f"/api/clusters/{cid}/items?limt=5")
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["parameters"] == ["limt"] and err["accepted"] == ["limit", "offset", "order"]
+        assert "'limt' (did you mean 'limit'?)" in err["message"]
+        r = post(c, "/api/edits?dry_run=1", {"kind": "rename", "cluster": cid, "name": "not applied"})
+        assert r.status_code == 422 and "'dry_run'" in r.json()["error"]["message"], r.text
+        assert c.get("/api/version").json()["seq"] == before  # nothing was recorded
+        assert clusters_of(c)[cid]["name"] != "not applied"
+        # what the page sends (studio.js: thumbURL, api("api/briefs?ids=..."), q({...}))
+        page = ["/api/items/5/thumb?size=96", "/api/briefs?ids=5,7",
+                f"/api/clusters/{cid}/items?offset=0&limit=60&order=typical",
+                f"/api/search/words?q=dog&cluster={cid}&limit=200", "/api/search/words?q=dog&limit=200",
+                "/api/search/similar?item=5&limit=100", f"/api/search/similar?item=5&cluster={cid}&limit=100",
+                "/?token=anything", "/api/info?token=anything"]
+        for url in page:
+            assert c.get(url).status_code == 200, url
 
 
 def test_edits_of_the_wrong_shape_get_422_naming_the_field(server):

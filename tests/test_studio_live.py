@@ -8,6 +8,7 @@ the page's side in real Chromium."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -102,9 +103,20 @@ def test_an_edit_on_a_stale_view_applies_or_is_a_409_saying_what_happened(pair):
         # B renames the cluster A merged away, on its old view: refused, naming the merge
         r = post(b, "/api/edits", {"kind": "rename", "cluster": ids[1], "name": "too late"})
         assert r.status_code == 409
-        msg = r.json()["error"]["message"]
+        err = r.json()["error"]
+        msg = err["message"]
         assert f"cluster {ids[1]} no longer exists" in msg
-        assert f"edit {merge} (from personA) merged it into cluster {ids[0]} ({into_name})" in msg
+        # who did it in words a person can use (the page's random id says nothing to them), and
+        # when; the page's id and the edit stay in the error for a program
+        assert re.search(rf"edit {merge} \(by another studio page, (just now|\d+ s ago)\) merged it "
+                         rf"into cluster {ids[0]} \({re.escape(into_name)}\)", msg), msg
+        assert "personA" not in msg
+        assert err["edit"]["seq"] == merge and err["edit"]["kind"] == "merge" and err["edit"]["client"] == "personA"
+        assert abs(err["edit"]["ts"] - time.time()) < 60
+        # the page that merged it, on a stale view of its own: "this page"
+        r = post(a, "/api/edits", {"kind": "rename", "cluster": ids[1], "name": "again"},
+                 headers={"X-Mediacluster-Client": "personA"})
+        assert r.status_code == 409 and f"edit {merge} (by this page, " in r.json()["error"]["message"], r.text
         # moving items to it, tagging it: the same
         r = post(b, "/api/edits", {"kind": "move", "items": [int(np.flatnonzero(lab == ids[2])[0])], "to": ids[1]})
         assert r.status_code == 409 and "merged it into" in r.json()["error"]["message"]
@@ -112,7 +124,7 @@ def test_an_edit_on_a_stale_view_applies_or_is_a_409_saying_what_happened(pair):
         r = post(b, "/api/undo", {"target": stale["undo"]})
         assert r.status_code == 409
         msg = r.json()["error"]["message"]
-        assert f"edit {merge} (merge from personA) is" in msg and "nothing was changed" in msg
+        assert re.search(rf"edit {merge} \(a merge by another studio page, [^)]*\) is; nothing was changed", msg), msg
         assert b.get("/api/version").json()["seq"] == merge
         # an edit whose clusters still exist applies to the state now: the later rename wins
         r = post(b, "/api/edits", {"kind": "rename", "cluster": ids[0], "name": "both, named in B"})

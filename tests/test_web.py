@@ -144,3 +144,85 @@ def test_ctrl_c_stops_a_server_cleanly(tmp_path, workers):
             proc.wait()
     assert proc.returncode == 0, (proc.returncode, out)
     assert "stopped" in out and "resume" not in out, out
+
+
+def refuses_unknown_query(c, headers: dict | None = None, free: tuple = ()) -> int:
+    """Every operation ``c``'s server describes in /openapi.json, asked with one query parameter
+    it does not take (``zzz``): a 422 naming it and listing exactly the query parameters the
+    description gives the operation (the check reads the route's declaration, the description
+    is made from the same one); returns the number of operations asked. Path parameters are
+    filled with a value the path pattern takes (the check runs before the handler); ``free``:
+    the paths that opt out."""
+    import re
+
+    doc = c.get("/openapi.json").json()
+    n = 0
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if path in free:
+                continue
+            declared = sorted(p["name"] for p in op.get("parameters", []) if p["in"] == "query")
+            url = re.sub(r"\{[^}]+\}", "0", path)
+            r = c.request(method.upper(), url, params={"zzz": "1"}, headers=headers or {})
+            assert r.status_code == 422, (method, path, r.status_code, r.text[:300])
+            err = r.json()["error"]
+            assert err["kind"] == "invalid_request" and err["parameters"] == ["zzz"], (path, err)
+            assert err["accepted"] == declared, (method, path, err, declared)
+            assert "unknown query parameter 'zzz'" in err["message"] and path in err["message"], err
+            n += 1
+    return n
+
+
+def test_an_unknown_query_parameter_is_a_422_naming_it_on_every_route():
+    """A query parameter the route does not declare was ignored (`?levle=2` answered as if it
+    were absent): refused with a 422 naming it, the route's parameters and the closest one, on
+    the app's routes, Starlette's own (/openapi.json, the docs page and its files) too; the access
+    token is every route's; a route that opts out (free_query) takes anything; no route: 404."""
+    import httpx
+    from fastapi import Query
+
+    from mediacluster.web import create_app
+
+    kinds = []
+    app = create_app("t", "1", on_error=kinds.append, free_query=("/docs/oauth2-redirect", "/free"))
+
+    @app.get("/items/{i}")
+    def items(i: int, limit: int = 10, order: str = Query("a", alias="sort-order")):
+        return {"i": i, "limit": limit, "order": order}
+
+    @app.post("/items/{i}")
+    def change(i: int):
+        return {"changed": i}
+
+    @app.get("/free")
+    def free():
+        return {"free": True}
+
+    port, server = _serve(app)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            assert c.get("/items/3?limit=5&sort-order=b").json() == {"i": 3, "limit": 5, "order": "b"}
+            r = c.get("/items/3?limt=5")
+            assert r.status_code == 422, r.text
+            err = r.json()["error"]
+            assert err == {"kind": "invalid_request", "parameters": ["limt"], "accepted": ["limit", "sort-order"],
+                           "message": "unknown query parameter 'limt' (did you mean 'limit'?): /items/{i} "
+                                      "takes the query parameters limit, sort-order"}
+            r = c.get("/items/3", params={"order": "b", "x": ""})  # the field's name, not its alias; a blank one
+            assert r.status_code == 422 and r.json()["error"]["parameters"] == ["order", "x"], r.text
+            r = c.post("/items/3?dry_run=1")
+            assert r.status_code == 422 and "/items/{i} takes no query parameters" in r.text, r.text
+            assert c.post("/items/3").json() == {"changed": 3}
+            assert c.get("/items/3?token=abc").status_code == 200  # the stack's parameter
+            for path in ("/openapi.json", "/docs", "/static-offline-docs/swagger-ui.css"):
+                assert c.get(path).status_code == 200, path
+                r = c.get(path, params={"v": "2"})
+                assert r.status_code == 422 and r.json()["error"]["parameters"] == ["v"], (path, r.text)
+            assert c.get("/free?anything=1").json() == {"free": True}
+            assert c.get("/docs/oauth2-redirect?code=x&state=y").status_code == 200
+            assert c.get("/nope?x=1").status_code == 404
+            assert c.put("/items/3?x=1").status_code == 405  # the method is what is wrong
+            assert refuses_unknown_query(c, free=("/free",)) == 2  # GET and POST /items/{i}
+    finally:
+        server.should_exit = True
+    assert kinds.count("invalid_request") >= 5

@@ -192,7 +192,9 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                          404: "no such cluster, item, file or download",
                          409: "the edit no longer fits (another tab or studio changed it first: a "
                               "cluster it names was merged away, a split's cluster changed, undo / "
-                              "redo's target is no longer the latest), or nothing to undo / redo",
+                              "redo's target is no longer the latest; the message says which edit did "
+                              "it, by whom and when, the error's `edit` its seq, kind, client id and "
+                              "ts), or nothing to undo / redo",
                          422: "a body with a key it does not have, or a value of the wrong type "
                               "or out of range (the error names the field)"}))
     app.state.studio = studio
@@ -215,8 +217,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def call(fn, *a, **kw):
         try:
             return fn(*a, **kw)
-        except EditConflict as e:
-            raise ApiError(409, "conflict", str(e)) from None
+        except EditConflict as e:  # the message for a person, the edit that changed the state for the page
+            raise ApiError(409, "conflict", str(e), e.details()) from None
         except KeyError as e:
             raise ApiError(404, "not_found", f"no such cluster or item: {e.args[0] if e.args else ''}") from None
         except FileNotFoundError as e:

@@ -523,12 +523,15 @@ class Studio:
             with self.log.writing():
                 for ev in self.log.events(since=self.state.seq):  # another process's edits first
                     self.state.apply(ev)
-                if kind == "undo":  # target: the edit the person saw as the latest (see prepare_undo)
-                    payload = self.state.prepare_undo(req.get("target"))
-                elif kind == "redo":
-                    payload = self.state.prepare_redo(req.get("target"))
-                else:
-                    payload = self.state.prepare(kind, req)
+                try:
+                    if kind == "undo":  # target: the edit the person saw as the latest (see prepare_undo)
+                        payload = self.state.prepare_undo(req.get("target"))
+                    elif kind == "redo":
+                        payload = self.state.prepare_redo(req.get("target"))
+                    else:
+                        payload = self.state.prepare(kind, req)
+                except EditConflict as e:  # said to this client: its own edits are "this page"'s
+                    raise e.asked_by(client) from None
                 if previewed:  # what each part's automatic name claims, while it is the preview's name
                     payload["concepts"] = [c if c is not None and name == shown else None for c, name, shown
                                            in zip(req["concepts"], payload["names"], req["shown"])]

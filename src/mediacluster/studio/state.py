@@ -49,7 +49,71 @@ JUNK_NAME = "junk"
 
 
 class EditConflict(InputError):
-    """The edit no longer fits the state (another tab changed it first): answered with 409."""
+    """The edit no longer fits the state (another tab changed it first): answered with 409.
+
+    ``by``: the edit that changed it (``{"seq", "kind", "client", "ts"}``), said between
+    ``message`` and ``tail`` in a person's words (:func:`edit_words`: who made it, from the
+    point of view of the page asking, and when); :meth:`asked_by` says it to that page."""
+
+    def __init__(self, message: str, by: dict | None = None, tail: str = "", verb: bool = False):
+        self.head, self.by, self.tail, self.verb = message, by, tail, verb
+        super().__init__(self.said())
+
+    def said(self, asking: str = "", now: float | None = None) -> str:
+        if self.by is None:
+            return self.head
+        return self.head + edit_words(self.by, asking, now, kind=self.verb) + self.tail
+
+    def asked_by(self, client: str) -> EditConflict:
+        """The message said to the page (or client) ``client``: "this page" for its own edits."""
+        self.args = (self.said(client),)
+        return self
+
+    def details(self) -> dict:
+        """The 409's JSON beyond the message: the edit that changed the state, for a program
+        (``client``: the page id it sent, "" for none; ``ts``: seconds since the epoch)."""
+        if self.by is None:
+            return {}
+        return {"edit": {k: self.by.get(k) for k in ("seq", "kind", "client", "ts")}}
+
+
+def author(client: str, asking: str = "") -> str:
+    """Who made an edit, in words a person can use: the page asking ("this page"), "another
+    studio page" (the random id a page sends says nothing to a person), a carry, the command
+    line, or a client that sent no id (a script)."""
+    if client and client == asking:
+        return "this page"
+    if client.startswith("carried from "):
+        return f"the carry from run {client.removeprefix('carried from ')}"
+    if client == "cli":
+        return "the command line"
+    return "another studio page" if client else "a script or tool (no page id)"
+
+
+def ago(ts: float, now: float | None = None) -> str:
+    """How long ago ``ts`` was: "just now", "40 s ago", "12 min ago, at 14:03" (local time)."""
+    import time
+
+    now = time.time() if now is None else now
+    s = max(0.0, now - ts)
+    if s < 2:
+        return "just now"
+    if s < 90:
+        return f"{s:.0f} s ago"
+    clock = time.strftime("%H:%M", time.localtime(ts))
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min ago, at {clock}"
+    if s < 36 * 3600:
+        return f"{s / 3600:.0f} h ago, at {clock}"
+    return time.strftime("on %Y-%m-%d at %H:%M", time.localtime(ts))
+
+
+def edit_words(by: dict, asking: str = "", now: float | None = None, kind: bool = False) -> str:
+    """An edit named for a person: "edit 12 (by another studio page, 40 s ago)"; ``kind``: with
+    what it was, "edit 12 (a merge by this page, just now)"."""
+    what = f"a {by['kind']} by " if kind and by.get("kind") else "by "
+    when = f", {ago(by['ts'], now)}" if by.get("ts") is not None else ""
+    return f"edit {by['seq']} ({what}{author(by.get('client') or '', asking)}{when})"
 
 
 @dataclass
@@ -66,7 +130,7 @@ class Cluster:
     # the edit that gave it ("seq"), for Studio._name_sure; not shown
     concept: dict | None = None
     touched: int = 0  # the last edit that changed its items (0: none, the fitted items)
-    # the edit that merged it away (``{"seq", "into", "client"}``), for the 409 of an edit made
+    # the edit that merged it away (``{"seq", "kind", "into", "client", "ts"}``), for the 409 of an edit made
     # on a view from before it (another studio or tab); not shown
     gone: dict | None = None
 
@@ -185,10 +249,10 @@ class CuratedState:
         if not c.alive:
             g = c.gone or {}
             into = self.clusters.get(g.get("into"))
-            by = f" (from {g['client']})" if g.get("client") else ""
-            what = (f"edit {g['seq']}{by} merged it into cluster {into.id} ({into.name})"
-                    if g and into is not None else "it was merged away")
-            raise EditConflict(f"cluster {cid} no longer exists: {what}")
+            if g and into is not None:
+                raise EditConflict(f"cluster {cid} no longer exists: ", g,
+                                   f" merged it into cluster {into.id} ({into.name})")
+            raise EditConflict(f"cluster {cid} no longer exists: it was merged away")
         return c
 
     def _items(self, items) -> list[int]:
@@ -337,9 +401,9 @@ class CuratedState:
         last = stack[-1]
         if last.seq == target:
             return
-        by = f" from {last.client}" if last.client else ""
-        raise EditConflict(f"edit {target} is not the latest edit {where} any more: edit {last.seq} "
-                           f"({last.kind}{by}) is; nothing was changed: look again, then {what}")
+        raise EditConflict(f"edit {target} is not the latest edit {where} any more: ",
+                           {"seq": last.seq, "kind": last.kind, "client": last.client, "ts": last.ts},
+                           f" is; nothing was changed: look again, then {what}", verb=True)
 
     def undo_target(self) -> int | None:
         """The edit an undo would take back now (None: nothing)."""
@@ -392,7 +456,8 @@ class CuratedState:
                 if cid != into:
                     self.labels[self.labels == cid] = into
                     self.clusters[cid].alive = False
-                    self.clusters[cid].gone = {"seq": ev.seq, "into": into, "client": ev.client}
+                    self.clusters[cid].gone = {"seq": ev.seq, "kind": ev.kind, "into": into,
+                                               "client": ev.client, "ts": ev.ts}
             self.clusters[into].touched = ev.seq
         elif kind == "move":
             items = np.asarray(p["items"], dtype=np.int64)

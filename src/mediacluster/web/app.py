@@ -11,12 +11,14 @@ import secrets
 import socket
 import sys
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..errors import (
     InputError,
@@ -128,8 +130,6 @@ def _kind(e: Exception) -> str:
 def _methods(request: Request) -> list[str]:
     """The methods the app's routes take at the request's path (a route whose path matches
     answers Match.PARTIAL for another method)."""
-    from starlette.routing import Match
-
     methods = set()
     for route in request.app.router.routes:
         if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
@@ -143,22 +143,95 @@ def _bug_message(e: Exception) -> str:
 
 #: the documentation page's own files (served from the package: the page works offline)
 DOCS_STATIC = "/static-offline-docs/"
+#: the query parameter every route takes: the access token (``?token=TOKEN``, read by the guards)
+STACK_QUERY = frozenset({"token"})
+#: routes whose query strings are free-form by default: the OpenAPI page's OAuth2 redirect
+#: (``code``, ``state``, ... from an identity provider)
+FREE_QUERY = ("/docs/oauth2-redirect",)
+
+
+def declared_query(route) -> frozenset[str]:
+    """The query parameters ``route`` declares: a FastAPI route's ``Query`` parameters, its
+    handler's and its dependencies' (by the name a client sends, the alias; a parameter model's
+    fields one by one); a plain Starlette route or mount (``/openapi.json``, the docs' files):
+    none."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return frozenset()
+    from fastapi.dependencies import utils
+
+    fields, todo = [], [dependant]
+    while todo:
+        d = todo.pop()
+        fields.extend(d.query_params)
+        todo.extend(d.dependencies)
+    flat = getattr(utils, "_get_flat_fields_from_params", None)  # Query(model) -> its fields
+    if flat is not None:
+        fields = flat(fields)
+    return frozenset(f.alias for f in fields)
+
+
+def unknown_query(scope, free: frozenset[str], cache: dict) -> tuple[str, list[str], list[str]] | None:
+    """``(route, unknown names, accepted names)`` for a request whose query string names a
+    parameter its route does not declare (:func:`declared_query`, plus :data:`STACK_QUERY`);
+    None when it names none, when its route's query is free-form (``free``: route paths), or
+    when no route takes the request (the router's 404 / 405 then). The route is matched as the
+    router matches it; ``cache``: the accepted names per route, filled on first use."""
+    names = {k for k, _ in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)}
+    if not names or names <= STACK_QUERY:
+        return None
+    for route in scope["app"].router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.FULL:  # none, or another method at this path (the router's 405 if no other takes it)
+            continue
+        path = getattr(route, "path", "")
+        if path in free:
+            return None
+        got = cache.get(id(route))
+        if got is None:
+            got = cache[id(route)] = (route, declared_query(route))  # the route kept: its id stays its own
+        accepted = got[1]
+        unknown = sorted(names - accepted - STACK_QUERY)
+        return (path, unknown, sorted(accepted)) if unknown else None
+    return None
+
+
+def query_message(path: str, unknown: list[str], accepted: list[str], token: bool) -> str:
+    """What a 422 for unknown query parameters says: each one named (with the accepted name it
+    is closest to), then the ones ``path`` takes."""
+    import difflib
+
+    said = []
+    for name in unknown:
+        near = difflib.get_close_matches(name, accepted, n=1, cutoff=0.6)
+        said.append(f"{name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    head = f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(said)}"
+    takes = (f"{path} takes the query parameters {', '.join(accepted)}" if accepted
+             else f"{path} takes no query parameters")
+    return f"{head}: {takes}" + (" (and token, the access token)" if token else "")
 
 
 def create_app(title: str, version: str, token: str | None = None, max_body_bytes: int = 32 << 20,
                time_limit_s: float | None = None, on_error=None,
-               public_paths: tuple[str, ...] = ("/healthz",), **kw) -> FastAPI:
-    """A FastAPI app with JSON errors, a body limit, an optional token and a time limit.
+               public_paths: tuple[str, ...] = ("/healthz",), free_query: tuple[str, ...] = FREE_QUERY,
+               **kw) -> FastAPI:
+    """A FastAPI app with JSON errors, a body limit, an optional token, a time limit and strict
+    query strings.
 
     ``on_error(kind)`` is called for every error answered (the service counts them).
-    ``public_paths`` need no token (an entry ending in "/" is a prefix). The OpenAPI page
+    ``public_paths`` need no token (an entry ending in "/" is a prefix). A query parameter the
+    matched route does not declare (:func:`declared_query`; ``token`` is every route's) is a 422
+    naming it and the route's parameters, on every route but those whose path is in
+    ``free_query`` (free-form query strings, opted out by name). The OpenAPI page
     (``/docs``) loads Swagger UI from files shipped in ``fastapi-offline``, not from a CDN."""
     from fastapi_offline import FastAPIOffline
 
     # what the stack itself may answer on any route, documented on every operation (the app's
     # own ``responses`` are added to these)
     stack = {400: "the request is malformed (the error names what)",
-             413: f"the request body is over {max_body_bytes} bytes"}
+             413: f"the request body is over {max_body_bytes} bytes",
+             422: "a query parameter the operation does not take (the error names it and the "
+                  "ones it takes), or a body or parameter FastAPI's validation refuses"}
     if token:
         stack[401] = "the access token is missing or wrong"
     if time_limit_s is not None:
@@ -212,20 +285,23 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
         return error_response(500, "internal", _bug_message(e))
 
     app.add_middleware(_Guards, public=public, prefixes=prefixes, max_body_bytes=max_body_bytes,
-                       time_limit_s=time_limit_s, count=count)
+                       time_limit_s=time_limit_s, count=count, free_query=frozenset(free_query))
     return app
 
 
 class _Guards:
-    """The token, the body limit and the time limit, as plain ASGI middleware: no task, memory
-    stream and response wrapper per request as ``BaseHTTPMiddleware`` makes (which cost the
-    service's event loop ~0.1 ms per request; benchmarks/RESULTS.md "Service")."""
+    """The token, the body limit, the query string and the time limit, as plain ASGI
+    middleware: no task, memory stream and response wrapper per request as
+    ``BaseHTTPMiddleware`` makes (which cost the service's event loop ~0.1 ms per request;
+    benchmarks/RESULTS.md "Service"). The query check matches the route only for a request with
+    a query string other than ``token``."""
 
     def __init__(self, app, public: set, prefixes: tuple, max_body_bytes: int,
-                 time_limit_s: float | None, count):
+                 time_limit_s: float | None, count, free_query: frozenset = frozenset(FREE_QUERY)):
         self.app = app
         self.public, self.prefixes = public, prefixes
         self.max_body_bytes, self.time_limit_s, self.count = max_body_bytes, time_limit_s, count
+        self.free_query, self._declared = free_query, {}
 
     async def _refuse(self, scope, receive, send, status: int, kind: str, message: str,
                       headers: dict | None = None) -> None:
@@ -246,6 +322,16 @@ class _Guards:
                 await self._refuse(scope, receive, send, 401, "unauthorized", "this server needs its "
                                    "access token (Authorization: Bearer TOKEN, or ?token=TOKEN)",
                                    {"WWW-Authenticate": "Bearer"})  # a 401 names its scheme (RFC 9110)
+                return
+        if scope.get("query_string"):
+            # a parameter the route does not take ("?levle=2", "?limt=5") was ignored, the request
+            # answered as if it were absent: refused as a JSON body's unknown key is (StrictBody)
+            bad = unknown_query(scope, self.free_query, self._declared)
+            if bad is not None:
+                route, unknown, accepted = bad
+                self.count("invalid_request")
+                await error_response(422, "invalid_request", query_message(route, unknown, accepted, bool(expected)),
+                                     {"parameters": unknown, "accepted": accepted})(scope, receive, send)
                 return
         limit = self.max_body_bytes
         length = request.headers.get("content-length")

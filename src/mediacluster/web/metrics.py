@@ -9,7 +9,10 @@ app (outermost, so requests refused by the token or body-limit guards are counte
 
 Several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` names an empty folder before the
 workers start (``multiprocess_dir()`` makes one), prometheus_client keeps every value in files
-there and ``response()`` sums them over the workers, so any worker answers for all.
+there and ``response()`` sums them over the workers, so any worker answers for all. One metric
+is kept per worker instead: ``PREFIX_worker_requests``, the requests each worker process
+answered, by route, labelled ``pid`` (how the load is spread, and that every worker answers;
+a worker uvicorn restarted keeps its old pid's sample). In one process it has no ``pid``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class HttpMetrics:
     """Request counts, latency and errors of one app (``prefix`` starts every metric name)."""
 
     def __init__(self, prefix: str = "mediacluster"):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.prefix = prefix
         self.registry = CollectorRegistry(auto_describe=True)
@@ -51,6 +54,12 @@ class HttpMetrics:
                                  ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.errors = Counter(f"{prefix}_http_errors", "Errors answered, by kind (the 'kind' of "
                               "the JSON error body)", ["kind"], registry=self.registry)
+        # a gauge, not a counter: prometheus_client sums a counter over the worker processes,
+        # a gauge of mode "all" keeps one sample per process, labelled pid
+        self.worker = Gauge(f"{prefix}_worker_requests", "HTTP requests answered by each worker "
+                            "process (--workers N: one sample per process, labelled pid; the other "
+                            "metrics are summed over the processes), by route template", ["route"],
+                            registry=self.registry, multiprocess_mode="all")
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
@@ -62,6 +71,7 @@ class HttpMetrics:
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)
+        self.worker.labels(route).inc()
 
     def render(self) -> tuple[bytes, str]:
         """``(body, content type)`` of the Prometheus text exposition."""
