@@ -701,7 +701,8 @@ def test_an_unknown_query_parameter_is_a_422_and_the_pages_own_are_taken(server)
     with client(server) as c:
         cid = min(clusters_of(c))
         before = c.get("/api/version").json()["seq"]
-        assert refuses_unknown_query(c, WRITE) >= 25
+        assert refuses_unknown_query(c, WRITE, free=("/static/{name}",)) >= 25
+        assert c.get("/static/studio.js?v=2").status_code == 200  # a file: cache-busting is no typo
         r = c.get(f"/api/clusters/{cid}/items?limt=5")
         assert r.status_code == 422, r.text
         err = r.json()["error"]

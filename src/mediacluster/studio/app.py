@@ -28,7 +28,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 
 from .._version import __version__
 from ..web import ApiError, StrictBody, create_app, whole
-from ..web.app import error_docs, is_loopback
+from ..web.app import FREE_QUERY, error_docs, is_loopback
 from .exports import KINDS as EXPORT_KINDS
 from .media import THUMB_SIZES
 from .search import MAX_QUERY
@@ -185,6 +185,7 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         await run_in_threadpool(studio.close)  # write what is not written yet
 
     app = create_app("mediacluster studio", __version__, token=token, max_body_bytes=max_body_bytes,
+                     free_query=FREE_QUERY + ("/static/{name}",),  # the page's files: ?v=2 is no typo
                      lifespan=lifespan,  # /docs: the API, from files shipped in the package
                      responses=error_docs({
                          403: "a change without the X-Mediacluster header, or a host name other "

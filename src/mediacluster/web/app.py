@@ -146,8 +146,9 @@ DOCS_STATIC = "/static-offline-docs/"
 #: the query parameter every route takes: the access token (``?token=TOKEN``, read by the guards)
 STACK_QUERY = frozenset({"token"})
 #: routes whose query strings are free-form by default: the OpenAPI page's OAuth2 redirect
-#: (``code``, ``state``, ... from an identity provider)
-FREE_QUERY = ("/docs/oauth2-redirect",)
+#: (``code``, ``state``, ... from an identity provider) and the docs page's files (a
+#: cache-busting ``?v=2`` on a file is ordinary web practice, not a typo)
+FREE_QUERY = ("/docs/oauth2-redirect", DOCS_STATIC.rstrip("/"))
 
 
 def declared_query(route) -> frozenset[str]:
