@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 import warnings
 
 import numpy as np
@@ -247,18 +248,34 @@ def test_stale_kinds_are_those_of_the_finder_no_current_code_reads(monkeypatch):
     assert stale_kind(current[0]) and not stale_kind(signature_kind())
 
 
+def backdate(cache, kind, days) -> None:
+    """Record ``kind``'s last use ``days`` ago, as if nobody had touched it since."""
+    con = sqlite3.connect(cache / "embeddings.sqlite")
+    con.execute("INSERT INTO derived_used VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET used=excluded.used",
+                (kind, time.time() - days * 86400))
+    con.commit()
+    con.close()
+
+
 def test_a_dups_run_drops_stale_kinds_from_its_cache(photos, tmp_path):
     from mediacluster.cli import main
+    from mediacluster.duplicates.collection import STALE_IDLE_DAYS
 
     old = signature_kind().replace(f"/v{hashing.SIGNATURE_VERSION}/", "/v0/")
+    recent = signature_kind().replace(f"/v{hashing.SIGNATURE_VERSION}/", "/v99/")  # another version, in use
     with EmbeddingStore(tmp_path / "cache") as store:
         store.put_derived([("x", b"stale"), ("y", b"stale")], old)
+        store.put_derived([("x", b"recent")], recent)
         store.put_derived([("x", b"kept")], "another.tool/v1")
+    backdate(tmp_path / "cache", old, STALE_IDLE_DAYS + 1)
+    backdate(tmp_path / "cache", recent, STALE_IDLE_DAYS - 1)
+    backdate(tmp_path / "cache", "another.tool/v1", 1000)
     assert main(["dups", str(tmp_path / "photos"), "--out", str(tmp_path / "a"), "--no-embed", "--cache-dir",
                  str(tmp_path / "cache"), "--quiet"]) == 0
     with EmbeddingStore(tmp_path / "cache") as store:
-        assert store.derived_kinds() == ["another.tool/v1", signature_kind()]
+        assert store.derived_kinds() == sorted(["another.tool/v1", recent, signature_kind()])
         assert store.get_derived(["x", "y"], old) == {}
+        assert store.get_derived(["x"], recent) == {"x": b"recent"}
 
 
 def test_pruning_while_another_run_writes(tmp_path):
@@ -269,6 +286,7 @@ def test_pruning_while_another_run_writes(tmp_path):
     old = signature_kind().replace(f"/v{hashing.SIGNATURE_VERSION}/", "/v0/")
     with EmbeddingStore(tmp_path / "cache") as store:
         store.put_derived([(f"s{k}", b"stale") for k in range(2000)], old)
+    backdate(tmp_path / "cache", old, 365)
 
     def write(_):
         with EmbeddingStore(tmp_path / "cache") as store:  # its own connection, as another process
@@ -288,3 +306,108 @@ def test_pruning_while_another_run_writes(tmp_path):
         keys = [f"k{b}-{k}" for b in range(20) for k in range(100)]
         assert len(store.get_derived(keys, signature_kind())) == 2000
         assert store.integrity_check() == "ok"
+
+
+def db_size(store) -> int:
+    """The cache file's size once its write-ahead log is checkpointed into it."""
+    import os
+
+    store._con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return os.path.getsize(store.path)
+
+
+def test_a_prune_gives_the_space_back(tmp_path):
+    rng = np.random.default_rng(0)
+    with EmbeddingStore(tmp_path / "cache") as store:  # a cache made now: incremental vacuum
+        store.put_derived([(f"k{i}", rng.bytes(800)) for i in range(3000)], "old/v1")
+        store.put_derived([(f"k{i}", rng.bytes(800)) for i in range(3000)], "new/v2")
+        full = db_size(store)
+        assert store.prune_derived(lambda k: k.startswith("old/")) == {"old/v1": 3000}
+        # half the entries gone: the file is at most ~half (not its full size, as before)
+        assert db_size(store) < 0.6 * full
+        assert store._con.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        assert len(store.get_derived([f"k{i}" for i in range(3000)], "new/v2")) == 3000
+        assert store.integrity_check() == "ok"
+
+
+@pytest.mark.parametrize("share", [0.5, 0.1])
+def test_an_older_cache_is_rewritten_only_when_a_prune_freed_much_of_it(tmp_path, share):
+    from mediacluster.embed.store import _SCHEMA, VACUUM_SHARE
+
+    (tmp_path / "cache").mkdir()
+    con = sqlite3.connect(tmp_path / "cache" / "embeddings.sqlite")  # as made before: auto_vacuum off
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(_SCHEMA)
+    con.close()
+    rng = np.random.default_rng(0)
+    n_old = int(4000 * share)
+    with EmbeddingStore(tmp_path / "cache") as store:
+        assert store._con.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+        store.put_derived([(f"k{i}", rng.bytes(800)) for i in range(n_old)], "old/v1")
+        store.put_derived([(f"k{i}", rng.bytes(800)) for i in range(4000 - n_old)], "new/v2")
+        full = db_size(store)
+        assert store.prune_derived(lambda k: k.startswith("old/")) == {"old/v1": n_old}
+        if share >= VACUUM_SHARE:  # rewritten, and incremental from now on
+            assert db_size(store) < (1 - share + 0.1) * full
+            assert store._con.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        else:  # a whole rewrite for a tenth: left, the pages are reused by later writes
+            assert db_size(store) == full
+            store.put_derived([(f"n{i}", rng.bytes(800)) for i in range(n_old)], "new/v2")
+            assert db_size(store) <= full * 1.02
+        assert store.integrity_check() == "ok"
+
+
+def test_two_versions_sharing_a_cache_keep_each_others_kinds_while_used(tmp_path):
+    day = 86400.0
+    cache = tmp_path / "cache"
+    with EmbeddingStore(cache) as b:  # version B writes its kind
+        b.put_derived([("a", b"B")], "dups.signature/vB")
+
+    def prune_as_a():  # version A, for which B's kind is stale, opens the cache
+        with EmbeddingStore(cache) as a:
+            return a.prune_derived(lambda k: k == "dups.signature/vB", idle_s=30 * day)
+
+    assert prune_as_a() == {}  # just written
+    backdate(cache, "dups.signature/vB", 20)
+    with EmbeddingStore(cache) as b:  # B reads its kind (a re-run with everything cached)
+        assert b.get_derived(["a"], "dups.signature/vB") == {"a": b"B"}
+    used = sqlite3.connect(cache / "embeddings.sqlite").execute(
+        "SELECT used FROM derived_used WHERE kind='dups.signature/vB'").fetchone()[0]
+    assert time.time() - used < 60  # the read counted as a use
+    backdate(cache, "dups.signature/vB", 29)
+    assert prune_as_a() == {}
+    backdate(cache, "dups.signature/vB", 31)  # B not used for 31 days: its kind goes
+    assert prune_as_a() == {"dups.signature/vB": 1}
+    with EmbeddingStore(cache) as store:
+        assert store.derived_kinds() == []
+
+
+def test_a_kind_written_by_code_that_records_no_use_is_kept_from_its_first_sight(tmp_path):
+    cache = tmp_path / "cache"
+    with EmbeddingStore(cache) as store:
+        store.put_derived([("a", b"old")], "dups.signature/v0")
+    con = sqlite3.connect(cache / "embeddings.sqlite")  # older code: no record of its use
+    con.execute("DELETE FROM derived_used")
+    con.commit()
+    con.close()
+    with EmbeddingStore(cache) as store:
+        assert store.prune_derived(lambda k: True, idle_s=30 * 86400.0) == {}
+    backdate(cache, "dups.signature/v0", 31)  # first seen 31 days ago, not used since
+    with EmbeddingStore(cache) as store:
+        assert store.prune_derived(lambda k: True, idle_s=30 * 86400.0) == {"dups.signature/v0": 1}
+
+
+def test_a_new_version_opening_the_cache_keeps_the_previous_versions_signatures(photos, tmp_path, monkeypatch):
+    from mediacluster.duplicates.collection import signature_cache
+
+    cache = tmp_path / "cache"
+    with signature_cache(cache) as store:  # version 1 runs
+        compute_signatures(photos, store=store)
+    v1 = signature_kind()
+    monkeypatch.setattr(hashing, "SIGNATURE_VERSION", hashing.SIGNATURE_VERSION + 1)
+    with signature_cache(cache) as store:  # version 2 runs on the same cache
+        compute_signatures(photos, store=store)
+        assert store.derived_kinds() == sorted([v1, signature_kind()])
+    monkeypatch.undo()
+    with signature_cache(cache) as store:  # version 1 again: its signatures are all still there
+        assert len(store.get_derived([hash_file(p) for p in photos], v1)) == len(photos)

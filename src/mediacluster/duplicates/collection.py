@@ -243,10 +243,19 @@ def stale_kind(kind: str) -> bool:
     return kind.startswith("dups.")
 
 
-def prune_cache(store) -> dict[str, int]:
-    """Drop the duplicate finder's stale kinds (:func:`stale_kind`) from ``store``
-    (``EmbeddingStore.prune_derived``); {kind: entries deleted}."""
-    return store.prune_derived(stale_kind)
+#: a stale kind is dropped only once nobody read or wrote it for this long: another mediacluster
+#: version sharing the cache (for which this version's kinds are the stale ones) keeps its
+#: signatures and verdicts while it is used. Keeping them costs ~0.8 KB per photo (a signature;
+#: a verdict is a few bytes), losing them a first run's work again (~2 CPU ms per photo):
+#: benchmarks/RESULTS.md, "The duplicate cache's housekeeping"
+STALE_IDLE_DAYS = 30
+
+
+def prune_cache(store, idle_days: float = STALE_IDLE_DAYS) -> dict[str, int]:
+    """Drop the duplicate finder's stale kinds (:func:`stale_kind`) that nobody used for
+    ``idle_days`` from ``store`` (``EmbeddingStore.prune_derived``), and give the space back;
+    {kind: entries deleted}."""
+    return store.prune_derived(stale_kind, idle_s=idle_days * 86400.0)
 
 
 @contextmanager
@@ -255,8 +264,9 @@ def signature_cache(cache_dir):
     finder's store of signatures and pair verdicts (``DuplicateFinder.fit(store=)``), closed
     after; every run that finds duplicates among files (``dups``, ``cluster --dedup`` with a
     full fit, a fit sample or Ray) opens it here. On open, the kinds of signatures and verdicts
-    no current code reads are deleted (:func:`prune_cache`: an older hashing or check version
-    would otherwise stay in the cache forever). Yields None, with a warning, when it cannot be
+    no current code reads, unused for :data:`STALE_IDLE_DAYS`, are deleted and their space given
+    back (:func:`prune_cache`: an older hashing or check version would otherwise stay in the
+    cache forever). Yields None, with a warning, when it cannot be
     opened: the run then decodes every file, as it did without a cache."""
     import warnings
 
@@ -418,4 +428,4 @@ The table of every item is <a href="{TABLE_CSV}">{TABLE_CSV}</a> ({TABLE}). Show
 
 __all__ = ["find_in_embeddings", "find_in_rows", "duplicate_columns", "groups_table", "cluster_duplicates", "summary",
            "find_duplicates_in", "read_dups", "write_groups_page", "make_finder", "signature_cache",
-           "prune_cache", "stale_kind"]
+           "prune_cache", "stale_kind", "STALE_IDLE_DAYS"]

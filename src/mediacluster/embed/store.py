@@ -57,6 +57,13 @@ SCHEMA_VERSION = "1"
 DB_NAME = "embeddings.sqlite"
 _CHUNK = 500  # host parameters per IN (...) query
 _RACY_S = 2.0
+#: a cache written before pages were given back (``auto_vacuum`` off) is rewritten whole
+#: (``VACUUM``, which also makes it incremental) only when a prune freed at least this share of
+#: its pages: the rewrite costs ~0.45 s per 100 MB of cache and as much temporary disk
+#: (benchmarks/RESULTS.md, "The duplicate cache's housekeeping"), and one version's signatures
+#: are ~9% of a cache that also holds the photos' vectors (45% of a ``--no-embed`` one); a
+#: smaller freed share is left to be reused by later writes
+VACUUM_SHARE = 0.25
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,7 +86,12 @@ CREATE TABLE IF NOT EXISTS derived (
     PRIMARY KEY (key, kind)
 );
 CREATE TABLE IF NOT EXISTS derived_kinds (kind TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS derived_used (kind TEXT PRIMARY KEY, used REAL NOT NULL);
 """
+
+
+_NOTE_USE = ("INSERT INTO derived_used VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET "
+             "used=max(used, excluded.used)")
 
 
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
@@ -177,7 +189,11 @@ class EmbeddingStore:
         self._con = sqlite3.connect(path, timeout=timeout, check_same_thread=False,
                                     isolation_level=None)
         con = self._con
+        self._used: set[str] = set()  # derived kinds whose use this connection has recorded
         con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        # a new file gives freed pages back on request (``reclaim``); an older one keeps the mode
+        # it has until it is rewritten (VACUUM), which then also switches it
+        con.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = _set_wal(con, timeout)
         if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory
             raise OutputError(f"embedding cache {path}: cannot use WAL journal (got {mode!r}); "
@@ -385,7 +401,20 @@ class EmbeddingStore:
                 q = ",".join("?" * len(chunk))
                 out.update((k, bytes(d)) for k, d in self._con.execute(
                     f"SELECT key, data FROM derived WHERE kind=? AND key IN ({q})", [kind, *chunk]))
+        self._note_use(kind)
         return out
+
+    def _note_use(self, kind: str) -> None:
+        """Record that ``kind`` was read now (once per connection): ``prune_derived(idle_s=)``
+        keeps a kind in use. Best effort: a read-only or busy cache is still read."""
+        if kind in self._used:
+            return
+        self._used.add(kind)
+        try:
+            with self._tx() as con:
+                con.execute(_NOTE_USE, (kind, time.time()))
+        except sqlite3.Error:
+            pass
 
     def put_derived(self, items: Iterable[tuple[str, bytes]], kind: str) -> None:
         """Store ``(key, bytes)`` pairs of ``kind`` (replacing any), 5,000 per transaction."""
@@ -393,6 +422,7 @@ class EmbeddingStore:
         for chunk in _chunks(items, 5000):
             with self._tx() as con:
                 con.execute("INSERT OR IGNORE INTO derived_kinds VALUES (?)", (kind,))
+                con.execute(_NOTE_USE, (kind, time.time()))
                 con.executemany("INSERT INTO derived VALUES (?,?,?) ON CONFLICT(key, kind) "
                                 "DO UPDATE SET data=excluded.data", [(k, kind, d) for k, d in chunk])
 
@@ -401,20 +431,72 @@ class EmbeddingStore:
         with self._lock:
             return [k for (k,) in self._con.execute("SELECT kind FROM derived_kinds ORDER BY kind")]
 
-    def prune_derived(self, stale) -> dict[str, int]:
+    def prune_derived(self, stale, idle_s: float = 0.0) -> dict[str, int]:
         """Delete every entry of the kinds for which ``stale(kind)`` is true (kinds no current
-        code reads), in one transaction: all of them or none (safe to kill), and safe with a
-        run using the store at the same time (it waits, or it wrote before and loses only stale
-        entries; a stale kind written again later is dropped the next time). Returns
-        {kind: entries deleted}. The file does not shrink: SQLite reuses the freed pages."""
+        code reads) and that nobody read or wrote for ``idle_s`` seconds, in one transaction:
+        all of them or none (safe to kill), and safe with a run using the store at the same time
+        (it waits, or it wrote before and loses only stale entries; a stale kind written again
+        later is dropped the next time). ``idle_s`` keeps the kinds of another version of the
+        code sharing the cache while that version uses them (each read or write records the
+        time, once per connection; a kind whose use was never recorded, e.g. one written by
+        code older than the record, is taken as used at its first sight). Returns
+        {kind: entries deleted}. The pages freed are then given back to the file system
+        (:meth:`reclaim`)."""
+        now = time.time()
         with self._tx() as con:
             kinds = [k for (k,) in con.execute("SELECT kind FROM derived_kinds")]
+            used = dict(con.execute("SELECT kind, used FROM derived_used"))
             out = {}
             for k in kinds:
-                if stale(k):
-                    out[k] = con.execute("DELETE FROM derived WHERE kind=?", (k,)).rowcount
-                    con.execute("DELETE FROM derived_kinds WHERE kind=?", (k,))
+                if not stale(k):
+                    continue
+                if idle_s > 0 and now - used.get(k, now) < idle_s:
+                    if k not in used:  # first seen: its idle time starts now
+                        con.execute(_NOTE_USE, (k, now))
+                    continue
+                out[k] = con.execute("DELETE FROM derived WHERE kind=?", (k,)).rowcount
+                con.execute("DELETE FROM derived_kinds WHERE kind=?", (k,))
+            # uses recorded of kinds with no entries (pruned, e.g. by older code): nothing to keep
+            con.execute("DELETE FROM derived_used WHERE kind NOT IN (SELECT kind FROM derived_kinds)")
+        if any(out.values()):
+            self.reclaim()
         return out
+
+    def reclaim(self, vacuum_share: float = VACUUM_SHARE) -> int:
+        """Give the cache's free pages back to the file system; the bytes the file shrank by.
+
+        A cache created with ``auto_vacuum=INCREMENTAL`` (every cache created by this code)
+        moves its last pages into the free ones and truncates (``PRAGMA incremental_vacuum``: its
+        cost is that of the pages moved). An older cache is rewritten whole (``VACUUM``, which
+        also switches it to incremental) only when at least ``vacuum_share`` of its pages are
+        free: the rewrite costs time and disk in proportion to the whole file, and freed pages are
+        reused by later writes anyway. The write-ahead log is then checkpointed and truncated
+        (when no reader holds it). Best effort: a busy, read-only or full cache is left as it
+        is (0)."""
+        def size():
+            return sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal"))
+                       if os.path.exists(p))
+
+        with self._lock:
+            con = self._con
+            try:
+                free = con.execute("PRAGMA freelist_count").fetchone()[0]
+                total = con.execute("PRAGMA page_count").fetchone()[0]
+                if free == 0:
+                    return 0
+                before = size()
+                if con.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+                    # executescript steps it to its end (execute would move one page)
+                    con.executescript("PRAGMA incremental_vacuum;")
+                elif free >= vacuum_share * total:
+                    con.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                    con.execute("VACUUM")
+                else:
+                    return 0
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                return 0
+        return max(before - size(), 0)
 
     # -- inspection -----------------------------------------------------------------------
     def stats(self, encoder: str | None = None) -> dict:
