@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             big = (before, time.perf_counter() - t0, os.path.getsize(dst))
             con.close()
             print("big", big, flush=True)
-    load = os.getloadavg()[0]
+    load = _results.load1()
     lines = [SECTION, "",
              f"`PYTHONPATH=src python benchmarks/cache_housekeeping.py --vectors {a.vectors}"
              f"{' --big ' + a.big if a.big else ''}` ({len(probs):,} items; 1-min load {load:.1f}).",
@@ -145,10 +145,7 @@ def main(argv=None) -> int:
                   f"{big[1]:.2f} s ({big[1] / (big[0] * mb) * 100:.2f} s per 100 MB)."]
     lines += ["", f"Default `VACUUM_SHARE` = {VACUUM_SHARE:.2f} (a cache made before incremental vacuum is "
               "rewritten only when a prune freed at least that share of it)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.write_results:
-        _results.write_section(SECTION, text)
+    _results.publish(SECTION, "\n".join(lines) + "\n", a.write_results)
     return 0
 
 
