@@ -20,7 +20,8 @@ def add_parser(sub):
     t.add_argument("--out", required=True, help="model folder (model.json + weights.npz)")
     t.add_argument("--run", help="a clustering run folder whose clusters were tagged (instead of SOURCE)")
     t.add_argument("--cluster-tags", help="YAML/CSV: cluster id -> tag, 'other' or 'ignore' "
-                   "(default: the run's hand-given names.yaml)")
+                   "(default: the names a person gave, names.yaml or the studio, are the tags and every "
+                   "other cluster is 'other', learned so that the tagger abstains there, never suggested)")
     t.add_argument("--mapping", help="YAML from 'tags map': fine label -> tag (unlisted labels -> other)")
     t.add_argument("--precision", type=float, default=0.9, help="target precision of suggestions")
     t.add_argument("--confidence", type=float, default=0.95, help="confidence of the lower bound on precision")
