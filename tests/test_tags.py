@@ -247,7 +247,13 @@ def test_a_run_tagged_by_its_names_learns_the_unnamed_clusters_as_other(cifar3_e
     assert ex.counts() == {"plane": 100, "frog": 100, "other": 50}
     capsys.readouterr()
     assert main(["tags", "train", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--quiet"]) == 0
-    assert "other 50" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "other 50" in out and "validated on 250 (out of fold" in out  # cross-fitted: not a leak
     tagger = Tagger.load(tmp_path / "m")
     tagged = [row for row in tagger.classifier.suggest(emb.vectors[held]) if row]
     assert len(tagged) <= 0.2 * len(held), tagged[:5]
+    # suggest says why it stays silent: "other" is no tag below a threshold
+    untagged = [emb.paths[i] for i, row in zip(held, tagger.classifier.suggest(emb.vectors[held])) if not row]
+    assert main(["tags", "suggest", str(tmp_path / "m"), str(untagged[0])]) == 0
+    line = capsys.readouterr().out
+    assert "(no suggestion; most like none of the tags (other " in line and "threshold" not in line
