@@ -259,7 +259,8 @@ def test_edits_through_the_api(server, truth):
         sizes = np.bincount(lab0)
         a, b, other = [int(x) for x in np.argsort(-sizes)]
         # guards of the write endpoints
-        assert c.post("/api/edits", json={"kind": "rename", "cluster": a, "name": "x"}).status_code == 403
+        r = c.post("/api/edits", json={"kind": "rename", "cluster": a, "name": "x"})
+        assert r.status_code == 403 and "curl -H 'X-Mediacluster: 1'" in r.json()["error"]["message"]
         r = post(c, "/api/edits", {"kind": "explode"})
         assert r.status_code == 422 and "an edit needs a 'kind'" in r.json()["error"]["message"]
         r = c.post("/api/edits", content=b"{not json", headers={"X-Mediacluster": "1", "Content-Type": "application/json"})
