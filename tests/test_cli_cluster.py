@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +194,22 @@ def test_vectors_input_same_seed_same_assignments(first_run, tmp_path):
     a = read_assignments(first_run["out"])
     cols = [c for c in ("cluster", "status", "probability", "assigned_cluster", "confidence") if c in a.columns]
     pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_the_report_lists_the_skipped_files_with_their_reasons(first_run, collection, tmp_path):
+    """The report's header counts the skipped files and its run section names each with its reason
+    (it showed 'skipped 3' and nothing else), and the summary has no Python dict written out."""
+    from mediacluster.report import build_report
+
+    html = build_report(first_run["out"], out_dir=tmp_path / "report", map_method="pca",
+                        progress=False).read_text(encoding="utf-8")
+    info = json.loads((first_run["out"] / "run.json").read_text(encoding="utf-8"))
+    n = len(info["skipped"])
+    assert n == len(collection["broken"]) and f'<a href="#skipped">{n} file(s) skipped</a>' in html
+    listed = html[html.index("<h3 id='skipped'>"):]
+    listed = listed[:listed.index("</ul>")]
+    assert f"Skipped files ({n})" in listed and listed.count("<li>") == n
+    for s in info["skipped"]:
+        assert f"<code>{escape(s['path'])}</code>: {escape(s['reason'])}</li>" in listed
+    summary = html[html.index("<h3>Summary</h3>"):html.index("<h3>Time per stage")]
+    assert "{" not in summary and "<th>names.sure</th>" in summary
