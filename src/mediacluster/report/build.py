@@ -616,7 +616,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         "run_id": run.run_id, "items": n, "clusters": len(clusters), "html_bytes": size,
         "path_chunk_bytes": chunk_bytes, "thumbnails": len(tnames), "timings_s": timings,
         "missing_thumbnails": [{"path": paths[i], "reason": r} for i, r in sorted(failures.items())]})
-    log.info("report: %s (%.1f MB)", html_path, size / 1e6)
+    log.debug("report: %s (%.1f MB)", html_path, size / 1e6)  # the command prints it (cli.report)
     return html_path
 
 
