@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +194,45 @@ def test_vectors_input_same_seed_same_assignments(first_run, tmp_path):
     a = read_assignments(first_run["out"])
     cols = [c for c in ("cluster", "status", "probability", "assigned_cluster", "confidence") if c in a.columns]
     pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_the_report_lists_the_skipped_files_with_their_reasons(first_run, collection, tmp_path):
+    """The report's header counts the skipped files and its run section names each with its reason
+    (it showed 'skipped 3' and nothing else), and the summary has no Python dict written out."""
+    from mediacluster.report import build_report
+
+    html = build_report(first_run["out"], out_dir=tmp_path / "report", map_method="pca",
+                        progress=False).read_text(encoding="utf-8")
+    info = json.loads((first_run["out"] / "run.json").read_text(encoding="utf-8"))
+    n = len(info["skipped"])
+    assert n == len(collection["broken"]) and f'<a href="#skipped">{n} file(s) skipped</a>' in html
+    listed = html[html.index("<h3 id='skipped'>"):]
+    listed = listed[:listed.index("</ul>")]
+    assert f"Skipped files ({n})" in listed and listed.count("<li>") == n
+    for s in info["skipped"]:
+        assert f"<code>{escape(s['path'])}</code>: {escape(s['reason'])}</li>" in listed
+    summary = html[html.index("<h3>Summary</h3>"):html.index("<h3>Time per stage")]
+    assert "{" not in summary and "<th>names.sure</th>" in summary
+
+
+def test_the_fit_is_announced_with_what_a_first_run_compiles(cifar3_embeddings, tmp_path, capsys, monkeypatch):
+    """The fit, most of a run's wait and without a bar of its own, is said on stderr before it
+    starts (the terminal was silent for 13 s on a first run), with the one-time numba compile
+    when the cache has none of umap-learn's code yet; --quiet says nothing."""
+    from mediacluster.workflow import first_compile_note
+
+    numba = tmp_path / "numba"
+    numba.mkdir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(numba))
+    assert "compiles umap-learn's code, once" in first_compile_note() and str(numba) in first_compile_note()
+    (numba / "umap_0123").mkdir()  # what a first fit leaves there
+    assert first_compile_note() == ""
+    np.save(tmp_path / "v.npy", np.asarray(cifar3_embeddings.vectors, np.float32))
+    argv = ["cluster", str(tmp_path / "v.npy"), "--reducer", "pca", "--clusterer", "kmeans",
+            "--clusterer-param", "n_clusters=3", "--no-names"]
+    capsys.readouterr()
+    assert main(argv + ["--out", str(tmp_path / "run")]) == 0
+    n = len(cifar3_embeddings.vectors)
+    assert f"fitting the pipeline on {n} items ...\n" in capsys.readouterr().err
+    assert main(argv + ["--out", str(tmp_path / "run2"), "--quiet"]) == 0
+    assert "fitting" not in capsys.readouterr().err

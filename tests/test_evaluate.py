@@ -171,3 +171,22 @@ def test_evaluate_a_run_fitted_on_a_sample(cifar3_embeddings, tmp_path, capsys):
     n = len(cifar3_embeddings.vectors)
     assert f"the model was fitted on 100 of the run's {n} items (a fit sample)" in text, text
     assert "no model in the run folder" not in text and "curated" not in text
+
+
+def test_evaluate_prints_each_labelling_by_what_it_is(run_dir, tmp_path, capsys):
+    """A run curated in the studio is scored as curated, and printed so (the curated labelling was
+    headed 'after noise assignment')."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    a = pd.read_parquet(run / "assignments.parquet")
+    a["curated_cluster"] = np.where(a["assigned_cluster"] == 0, 1, a["assigned_cluster"])  # a merge
+    a.to_parquet(run / "assignments.parquet")
+    assert main(["evaluate", str(run), "--no-original", "--out", str(tmp_path / "e.json")]) == 0
+    text = capsys.readouterr().out
+    heads = [ln for ln in text.splitlines() if ln.startswith("[")]
+    assert [h.split(":")[0] for h in heads] == ["[fitted] as fitted", "[assigned] after noise assignment",
+                                                "[curated] as curated in the studio (curated_cluster)"], heads
+    cur = _read(tmp_path / "e.json")["labelings"]["curated"]
+    assert cur["n_clusters"] == len(set(a["curated_cluster"][a["curated_cluster"] >= 0]))

@@ -176,8 +176,10 @@ def test_assign_writes_each_levels_name(named_run, tmp_path):
     head, rows = lines[0], lines[1:]
     assert "name" in head and len(rows) == len(t)
     names = by_level[pipe.level_]
-    for r in rows:
-        assert r[head.index("name")] == names[int(r[head.index("assigned_cluster")])]
+    sure = {e["cluster"]: e.get("name_sure") for e in run.read_level_names()[pipe.level_]}
+    for r in rows:  # an unsure name with its "?", as the report shows it
+        c = int(r[head.index("assigned_cluster")])
+        assert r[head.index("name")] == names[c] + ("?" if sure[c] is False else "")
 
 
 def test_assign_answers_at_the_level_asked_for(named_run, tmp_path):
@@ -220,9 +222,10 @@ def test_assign_answers_at_the_level_asked_for(named_run, tmp_path):
     assert rc == 0, out + err
     lines = [line.split("\t") for line in out.splitlines() if line]
     head, rows = lines[0], lines[1:]
+    sure = {e["cluster"]: e.get("name_sure") for e in run.read_level_names()[k]}
     for r in rows:
         c = int(r[head.index("assigned_cluster")])
-        assert r[head.index("name")] == by_level[k][c]
+        assert r[head.index("name")] == by_level[k][c] + ("?" if sure[c] is False else "")  # unsure: "?"
         assert int(r[head.index("levels")].split("/")[k]) == c
 
 

@@ -44,7 +44,7 @@ def _measured(run) -> tuple[dict[int, dict], dict[int, dict[int, dict]]]:
     return named, levels
 
 
-def test_the_model_the_service_and_assign_carry_how_sure_each_name_is(tree_run, tmp_path):
+def test_the_model_the_service_and_assign_carry_how_sure_each_name_is(tree_run, tmp_path, capsys):
     from mediacluster.cli import main
     from mediacluster.pipeline import Pipeline
 
@@ -104,6 +104,14 @@ def test_the_model_the_service_and_assign_carry_how_sure_each_name_is(tree_run, 
     df = pd.read_csv(out)
     assert df["name_sure"].tolist() == [want[c] for c in df["cluster"]]
     assert df["assigned_name_sure"].tolist() == [want[c] for c in df["assigned_cluster"]]
+    # the printed table marks an unsure name with a "?", a sure one without
+    assert False in want.values() and True in want.values()
+    capsys.readouterr()
+    assert main(["assign", str(run), str(tmp_path / "v.npy"), "--quiet"]) == 0
+    rows = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()[1:]]
+    assert len(rows) == len(df)
+    assert [r[6] for r in rows] == [n + ("?" if want[c] is False else "")
+                                    for n, c in zip(df["assigned_name"], df["assigned_cluster"])]
 
 
 def test_an_older_model_answers_null_not_an_error(tree_run, tmp_path, capsys):

@@ -193,7 +193,7 @@ def test_assign_embeds_the_files_it_is_given_in_one_pass(tmp_path, data, cifar3_
         assert main(["assign", str(out), *map(str, images), "--out", str(res), "--quiet",
                      "--cache-dir", str(tmp_path / "cache")]) == 0
     passes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embedding:")]
-    assert len(passes) == 1 and "'items': 9" in passes[0], passes
+    assert len(passes) == 1 and passes[0].startswith("embedding: 9 items "), passes
     df = pd.read_csv(res)
     assert df["id"].tolist() == [str(p) for p in images]
     # the same answers as one file at a time
@@ -230,6 +230,20 @@ def test_config_file_takes_nested_stage_parameters(tmp_path):
     cfg.write_text("clusterer__min_cluster_size: 20\n")
     with pytest.raises(ParameterError, match="clusterer 'auto' takes no parameters"):
         pipeline_from_config(load_config(cfg), source=str(cfg))
+    # the default reducer: the message gives the settings that keep it, but for the one changed
+    cfg.write_text("reducer__n_neighbors: 30\n")
+    with pytest.raises(ParameterError, match="reducer 'auto' takes no parameters") as e:
+        pipeline_from_config(load_config(cfg), source=str(cfg))
+    assert "n_neighbors=15" not in str(e.value) and "init=pca" in str(e.value) and "n_epochs=200" in str(e.value)
+    keep = str(e.value).split("umap with ")[1].split(":")[0]
+    cfg.write_text("reducer: umap\nreducer__n_neighbors: 30\n"
+                   + "".join(f"reducer__{kv.split('=')[0]}: {kv.split('=')[1]}\n" for kv in keep.split(", ")))
+    pipe = pipeline_from_config(load_config(cfg), source=str(cfg))
+    from mediacluster.pipeline import default_reducer
+
+    want = default_reducer(10**4).set_params(n_neighbors=30).get_params()
+    assert {k: pipe.reducer.get_params()[k] for k in want if k != "random_state"} == \
+        {k: v for k, v in want.items() if k != "random_state"}
     cfg.write_text("clusterer: hdbscan\nclusterer__min_clustr_size: 20\n")
     with pytest.raises(ConfigError, match=r"has no parameter\(s\) \['min_clustr_size'\]"):
         pipeline_from_config(load_config(cfg), source=str(cfg))

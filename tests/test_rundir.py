@@ -72,6 +72,8 @@ def test_rerun_with_other_input_leaves_nothing_of_the_old_run(vectors, tmp_path)
     out = tmp_path / "run"
     r = cli("cluster", a, "--out", out, *FAST, "--save-model", "--report")
     assert r.returncode == 0, r.stderr
+    # where the page is, as `mediacluster report` says it
+    assert f"open it in a browser: file://{(out / 'report' / 'index.html').resolve()}\n" in r.stdout
     first = consistent(out)
     assert (out / "map2d.npy").exists() and (out / "report" / "index.html").exists()
     assert len(pd.read_parquet(out / "assignments.parquet")) == 300

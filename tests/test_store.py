@@ -67,11 +67,14 @@ def test_put_get_roundtrip_with_extras(tmp_path):
         assert st.stats()["vectors"] == 5
 
 
-def test_rerun_embeds_nothing_added_files_only_renames_free(folder, tmp_path, encoder, cifar3_dir):
+def test_rerun_embeds_nothing_added_files_only_renames_free(folder, tmp_path, encoder, cifar3_dir, caplog):
     cache = tmp_path / "cache"
     coll = collect(folder, labels_from_folders=True)
-    first = embed_collection_cached(coll, encoder, cache_dir=cache, progress=False)
+    with caplog.at_level("INFO", logger="mediacluster.embed.engine"):
+        first = embed_collection_cached(coll, encoder, cache_dir=cache, progress=False)
     assert first.cache_stats["encoded"] == 40 and first.vectors.shape == (40, 1280)
+    # the line every embedding command shows is a sentence, not a Python dict
+    assert "embedding: 40 items (40 distinct): 0 from the cache, 40 encoded, 0 skipped" in caplog.messages
     assert first.extras["imagenet_probs"].shape == (40, 1000)
     assert first.labels[:20] == ["frog"] * 20
 

@@ -278,7 +278,8 @@ def test_edits_through_the_api(server, truth):
         sizes = np.bincount(lab0)
         a, b, other = [int(x) for x in np.argsort(-sizes)]
         # guards of the write endpoints
-        assert c.post("/api/edits", json={"kind": "rename", "cluster": a, "name": "x"}).status_code == 403
+        r = c.post("/api/edits", json={"kind": "rename", "cluster": a, "name": "x"})
+        assert r.status_code == 403 and "curl -H 'X-Mediacluster: 1'" in r.json()["error"]["message"]
         r = post(c, "/api/edits", {"kind": "explode"})
         assert r.status_code == 422 and "an edit needs a 'kind'" in r.json()["error"]["message"]
         r = c.post("/api/edits", content=b"{not json", headers={"X-Mediacluster": "1", "Content-Type": "application/json"})
@@ -447,9 +448,11 @@ def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
     got = pd.read_csv(out)
     assert set(got["name"]) <= {e["name"] for e in cl.values()}
     # `tags train --run` reads the curated clusters and the names a person gave
+    # (every other curated cluster is learned as "other": what none of the tags is)
     ex = examples_from_run(server.run)
-    person = [k for k, e in cl.items() if e["named_by"] == "person" and not e["junk"]]
-    assert "published name" in set(ex.labels) and len(ex.labels) == int(np.isin(lab, person).sum())
+    person = {k: e["name"] for k, e in cl.items() if e["named_by"] == "person" and not e["junk"]}
+    assert "published name" in set(ex.labels) and len(ex.labels) == int((lab >= 0).sum())
+    assert ex.labels == [person.get(int(c), "other") for c in lab[lab >= 0]]
     # the report shows the curated clusters and their names
     from mediacluster.report import build_report
 

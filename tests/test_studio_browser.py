@@ -405,6 +405,8 @@ def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_e
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
             level = next(iter(shown["groups"]))
+            # the switch's first choice says the list is flat, not that the run has no levels
+            assert Select(drv.find_element("id", "level")).options[0].text == "not grouped by level"
             Select(drv.find_element("id", "level")).select_by_value(level)
             wait(lambda: drv.find_elements("css selector", "#cluster-list li.group"), what="the groups")
             under, head = {}, None

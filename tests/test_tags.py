@@ -220,3 +220,40 @@ def test_tag_classifier_is_a_classifier_to_scikit_learn():
     X, y = X[order].astype(np.float32), np.array(["a", "b", "c"])[y[order]]
     assert is_classifier(TagClassifier())
     assert cross_val_score(TagClassifier(), X, y, cv=3).min() > 0.9
+
+
+def test_a_run_tagged_by_its_names_learns_the_unnamed_clusters_as_other(cifar3_embeddings, tmp_path, capsys):
+    """`tags train --run` without --cluster-tags: the clusters a person named are the tags and every
+    other cluster is "other", so items like an unnamed cluster's get no tag, instead of the certified
+    tag of whichever named cluster they look least unlike."""
+    import pandas as pd
+
+    from mediacluster.cli import main
+    from mediacluster.rundir import RunDir
+    from mediacluster.tags.data import examples_from_run
+
+    emb = cifar3_embeddings
+    lab = np.asarray(emb.labels)
+    clusters = np.searchsorted(["airplane", "frog", "truck"], lab)  # one cluster per class
+    held = np.flatnonzero(lab == "truck")[::2]  # half the trucks: noise, never trained on
+    clusters[held] = -1
+    with RunDir.create(tmp_path / "run") as run:
+        run.write_embeddings(emb)
+        run.write_assignments(pd.DataFrame({"id": emb.ids, "path": emb.paths, "cluster": clusters,
+                                            "status": np.where(clusters >= 0, "clustered", "noise")}))
+        run.write_info({"encoder": {"name": emb.encoder, "id": emb.encoder_version}})
+    (tmp_path / "run" / "names.yaml").write_text("0: plane\n1: frog\n", encoding="utf-8")
+    ex = examples_from_run(tmp_path / "run")
+    assert ex.counts() == {"plane": 100, "frog": 100, "other": 50}
+    capsys.readouterr()
+    assert main(["tags", "train", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "other 50" in out and "validated on 250 (out of fold" in out  # cross-fitted: not a leak
+    tagger = Tagger.load(tmp_path / "m")
+    tagged = [row for row in tagger.classifier.suggest(emb.vectors[held]) if row]
+    assert len(tagged) <= 0.2 * len(held), tagged[:5]
+    # suggest says why it stays silent: "other" is no tag below a threshold
+    untagged = [emb.paths[i] for i, row in zip(held, tagger.classifier.suggest(emb.vectors[held])) if not row]
+    assert main(["tags", "suggest", str(tmp_path / "m"), str(untagged[0])]) == 0
+    line = capsys.readouterr().out
+    assert "(no suggestion; most like none of the tags (other " in line and "threshold" not in line

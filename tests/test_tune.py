@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +288,10 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
                "--space", str(tmp_path / "space.json"), "--quiet", "--pareto", "--sampler", "random"])
     text = capsys.readouterr().out
     assert rc == 0 and "Pareto front" in text and "best parameters" in text
+    # the best trial's line: rounded, and each silhouette named by its space (one was printed bare)
+    best = next(ln for ln in text.splitlines() if ln.startswith("best trial"))
+    assert re.fullmatch(r"best trial \d+: objective -?\d\.\d{4} / \d\.\d{4}, clusters \d+, coverage \d\.\d{3}, "
+                        r"silhouette -?\d\.\d{3} in the input space, -?\d\.\d{3} in the reduced space", best), best
     # a space that leaves n_epochs open (a fresh UMAP stage: the default pipeline's own UMAP
     # sets 200): --layout-epochs sets the trials' and the model's count
     open_space = {"reducer": "umap"} | {k: v for k, v in SPACE.items() if k != "reducer__n_epochs"}

@@ -21,6 +21,7 @@ from pathlib import Path
 from .errors import ConfigError, MediaclusterError, ParameterError, yaml_problem
 from .pipeline import PIPELINE_PARAMS, STAGES, Pipeline
 from .stages import registry
+from .stages.hierarchy import ENGINE_REDUCER
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -95,6 +96,17 @@ def pipeline_from_config(cfg: dict, source: str | None = None, **overrides) -> P
         raise ConfigError(f"{source}: {e}", getattr(e, "param", None)) from None
 
 
+def _auto_reducer_hint(params: dict) -> str:
+    """Why the default reducer takes no parameters, and how to get it with one changed: naming
+    ``umap`` alone starts from umap-learn's own defaults, not from the default pipeline's UMAP."""
+    given = ", ".join(f"reducer__{p}" for p in sorted(params))
+    engine = ", ".join(f"{k}={v}" for k, v in ENGINE_REDUCER.items() if k not in params)
+    return (f"reducer 'auto' takes no parameters; name the stage to set {given} (reducer: umap, "
+            f"--reducer umap). The default reducer is umap with {engine}: give those too to change only "
+            f"{given}; umap alone has umap-learn's own defaults (a spectral start, up to 500 epochs), "
+            "several times slower")
+
+
 def _build(cfg: dict, overrides: dict) -> Pipeline:
     cfg = fold_stage_params(cfg)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -116,6 +128,8 @@ def _build(cfg: dict, overrides: dict) -> Pipeline:
                 raise ConfigError(f"{kind}: params must be a mapping, got {params!r}", kind)
         elif spec is not None and not isinstance(spec, str):
             raise ConfigError(f"{kind}: expected a stage name or {{name, params}}, got {spec!r}", kind)
+        if kind == "reducer" and params and isinstance(spec, str) and spec.strip().lower() == "auto":
+            raise ParameterError(_auto_reducer_hint(params), kind)
         stages[kind] = registry.build(kind, spec, params)
     rest = {k: PIPELINE_PARAMS[k].check(cfg[k], k) for k in PIPELINE_PARAMS if k in cfg}
     pipe = Pipeline(**stages, **rest)

@@ -8,6 +8,8 @@ in a temporary sibling folder and swaps it in only when every file is written (s
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +53,23 @@ class RunResult:
     level_refused: dict | None = None  # {"level", "message"}: a level the fitted tree does not have
 
 
-def fit_pipeline(pipe: Pipeline, X, info: dict, **kw) -> None:
-    """``pipe.fit(X, **kw)``. A ``level`` the fitted tree does not have (known only after the
+def first_compile_note() -> str:
+    """What a first fit with an empty numba cache also does (umap-learn and pynndescent compile
+    their kernels into ``NUMBA_CACHE_DIR``, set by ``fileio.setup_numba_cache``), or ""."""
+    d = os.environ.get("NUMBA_CACHE_DIR")
+    if not d or not Path(d).is_dir() or any(Path(d).glob("umap_*")):
+        return ""
+    return f"; the first fit with this cache also compiles umap-learn's code, once (10-30 s; kept in {d})"
+
+
+def fit_pipeline(pipe: Pipeline, X, info: dict, progress: bool = False, **kw) -> None:
+    """``pipe.fit(X, **kw)``, said on stderr first with ``progress`` (the fit has no bar of its
+    own and is most of a run's wait). A ``level`` the fitted tree does not have (known only after the
     fit) does not throw the fit away: the pipeline goes on at the automatic level, so the run is
     written whole (every level in its ``level_<k>`` columns), and ``info["level_refused"]``
     (run.json) says which level was refused and why; the command then exits 2."""
+    if progress:
+        print(f"fitting the pipeline on {len(X):,} items{first_compile_note()} ...", file=sys.stderr, flush=True)
     try:
         pipe.fit(X, **kw)
     except LevelRangeError as e:
@@ -444,7 +458,7 @@ def cluster_folder(
                                                         progress=progress, workers=workers, store=store)
                         timings["dedup"] = time.perf_counter() - t
                     t = time.perf_counter()
-                    fit_pipeline(pipe, emb.vectors, info,
+                    fit_pipeline(pipe, emb.vectors, info, progress=progress,
                                  duplicates=None if finder is None else finder.representative_)
                     timings["cluster_total"] = time.perf_counter() - t
                     for k, v in getattr(pipe, "timings_", {}).items():
@@ -532,7 +546,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         Xs = stored.take(rows)
     info = {} if info is None else info  # run.json's extra fields (the fit may add one)
     with meter.stage("fit"):
-        fit_pipeline(pipe, Xs, info)
+        fit_pipeline(pipe, Xs, info, progress=progress)
     for k, v in getattr(pipe, "timings_", {}).items():
         timings[f"pipeline.{k}"] = v
     reps = rep_answers = None

@@ -180,7 +180,10 @@ def run(args) -> int:
           + ("levels\t" if tree else "") + "path\n")
         for i, r in enumerate(df.itertuples(index=False)):
             levels = "/".join(str(int(c)) for c in path["labels"][:, i]) + "\t" if tree else ""
-            guess = "?" if named and r.assigned_name_sure is False else ""  # an unsure name, marked as the report does
+            # an unsure name, marked as the report does (the column is pandas' nullable boolean: a numpy
+            # bool or NA per row, never the object False, so compare by value)
+            sure = r.assigned_name_sure if named else None
+            guess = "?" if sure is not None and not pd.isna(sure) and not sure else ""
             name = f"{printable(r.assigned_name or '-')}{guess}\t" if named else ""
             # novelty: "-" from a model saved before it was kept (NaN)
             nov = "-" if np.isnan(r.novelty) else f"{r.novelty:.3f}"

@@ -41,10 +41,15 @@ def add_parser(sub):
     p.add_argument("--dbcv-sample-size", type=int, default=2000, help="DBCV sample size (O(n^2); default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples")
     p.add_argument("--labeling", choices=["fitted", "assigned", "curated", "both"], default="both",
-                   help="score the clustering as fitted (noise kept), after noise assignment, or both")
+                   help="score the clustering as fitted (noise kept), after noise assignment, as curated in "
+                   "the studio, or 'both': each of these the run has")
     p.add_argument("--no-original", action="store_true",
                    help="skip internal scores in the original (embedding) space (the slow part for large d)")
     return p
+
+
+LABELINGS = {"fitted": "as fitted: -1 noise / -2 outliers kept", "assigned": "after noise assignment",
+             "curated": "as curated in the studio (curated_cluster)"}
 
 
 def _f(v, fmt=".3f"):
@@ -57,8 +62,7 @@ def print_report(res: dict, out=None) -> None:
     if res.get("labels_file"):
         w(f"true labels: {printable(res['labels_file'])} ({res['labels_matched']})\n")
     for name, e in res["labelings"].items():
-        desc = ("as fitted: -1 noise / -2 outliers kept" if name == "fitted"
-                else "after noise assignment")
+        desc = LABELINGS.get(name, name)
         w(f"\n[{name}] {desc}: {e['n_clusters']} clusters, coverage {100 * e['coverage']:.1f}% "
           f"(noise {e['noise']}, outliers {e['outliers']})\n")
         for space, s in e["internal"].items():

@@ -110,7 +110,7 @@ def _report(args, failed: str, run_dir) -> int:
     except MediaclusterError as e:
         sys.stderr.write(f"error: {failed}: {printable(e)}\n")
         return 2
-    sys.stdout.write(f"report: {printable(path)}\n")
+    sys.stdout.write(f"report: {printable(path)}\nopen it in a browser: file://{printable(path.resolve())}\n")
     missing = missing_thumbnails(path)
     if missing:
         print_missing(missing)

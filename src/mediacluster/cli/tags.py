@@ -20,7 +20,8 @@ def add_parser(sub):
     t.add_argument("--out", required=True, help="model folder (model.json + weights.npz)")
     t.add_argument("--run", help="a clustering run folder whose clusters were tagged (instead of SOURCE)")
     t.add_argument("--cluster-tags", help="YAML/CSV: cluster id -> tag, 'other' or 'ignore' "
-                   "(default: the run's hand-given names.yaml)")
+                   "(default: the names a person gave, names.yaml or the studio, are the tags and every "
+                   "other cluster is 'other', learned so that the tagger abstains there, never suggested)")
     t.add_argument("--mapping", help="YAML from 'tags map': fine label -> tag (unlisted labels -> other)")
     t.add_argument("--precision", type=float, default=0.9, help="target precision of suggestions")
     t.add_argument("--confidence", type=float, default=0.95, help="confidence of the lower bound on precision")
@@ -105,7 +106,8 @@ def _train(args) -> int:
     v, cal = clf.validation_, clf.calibration_
     w = sys.stdout.write
     w(f"trained {clf.model_} on {v['n_train']} items ({len(clf.classes_)} labels: "
-      f"{', '.join(f'{k} {n}' for k, n in ex.counts().items())}), validated on {v['n_validation']}\n")
+      f"{', '.join(f'{k} {n}' for k, n in ex.counts().items())}), validated on {v['n_validation']}"
+      + (" (out of fold: each scored by a model fitted without it)" if v.get("mode") == "cv" else "") + "\n")
     w(f"validation accuracy {v['accuracy']:.3f}; calibration: temperature {cal['temperature']:.2f}, "
       f"ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}\n")
     prec = "n/a" if v["precision"] is None else f"{v['precision']:.3f}"
@@ -137,6 +139,7 @@ def _suggest(args) -> int:
     tagger = Tagger.load(args.model)
     t = time.perf_counter()
     res = tagger.suggest(args.paths, top_k=args.top_k, tta=args.tta)
+    abstain = set(tagger.classifier.abstain_labels or ())
     dt = time.perf_counter() - t
     bad = 0
     for r in res:
@@ -151,8 +154,11 @@ def _suggest(args) -> int:
             print(f"{printable(r['item'])}\t" + ", ".join(f"#{x['tag']} ({x['confidence']:.2f})" for x in r["tags"]))
         else:
             best = r["top"][0]
-            print(f"{printable(r['item'])}\t(no suggestion; best guess {best['label']} {best['probability']:.2f} "
-                  f"is below its threshold)")
+            if best["label"] in abstain:  # "other": learned so as to say no tag fits, never a tag itself
+                why = f"most like none of the tags ({best['label']} {best['probability']:.2f})"
+            else:
+                why = f"best guess {best['label']} {best['probability']:.2f} is below its threshold"
+            print(f"{printable(r['item'])}\t(no suggestion; {why})")
     print(f"{len(res)} item(s) in {dt:.2f}s", file=sys.stderr)
     return 3 if bad else 0
 

@@ -133,6 +133,10 @@ def run(args) -> int:
     return report_after_tune(args, out, emb, res)
 
 
+def _metric(v, fmt: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
 def _epochs(text: str):
     """'default' | 'umap' (umap-learn decides: None) | a positive whole number."""
     if text in ("default", "umap"):
@@ -173,9 +177,14 @@ def print_result(res, out: Path) -> None:
             q, c = r["values"]
             w(f"  {r['trial']:>5} {q:>8.3f} {c:>8.3f} {r.get('n_clusters', '?'):>8}{mark}\n")
     m = s["best_metrics"]
-    val = res.best_value if not isinstance(res.best_value, list) else tuple(round(v, 4) for v in res.best_value)
-    w(f"best trial {res.best_trial}: value {val}, clusters {m.get('n_clusters')}, "
-      f"coverage {m.get('coverage', 0):.3f}, silhouette {m.get('silhouette')}\n")
+    bv = res.best_value
+    val = " / ".join(_metric(v, ".4f") for v in bv) if isinstance(bv, list | tuple) else _metric(bv, ".4f")
+    # the two silhouettes differ widely (a 1,280-d input space against a UMAP layout's): name each
+    sils = ", ".join(f"{_metric(m.get(k))} {where}" for k, where in
+                     (("silhouette_input", "in the input space"), ("silhouette", "in the reduced space"))
+                     if m.get(k) is not None)
+    w(f"best trial {res.best_trial}: objective {val}, clusters {m.get('n_clusters')}, "
+      f"coverage {m.get('coverage', 0):.3f}" + (f", silhouette {sils}" if sils else "") + "\n")
     w("best parameters:\n")
     for k, v in sorted(res.best_params.items()):
         w(f"  {k}: {v}\n")

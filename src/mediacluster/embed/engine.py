@@ -243,5 +243,7 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     emb.content_hashes = [hashes[i] for i in keep_idx]  # the cache's hash: exact duplicates for free
     emb.cache_stats = {"items": len(paths), "distinct": n_unique, "cached": n_unique - len(todo_hashes),
                        "encoded": int(len(kept)), "skipped": len(skipped) - len(collection.skipped)}
-    log.info("embedding: %s", emb.cache_stats)
+    st = emb.cache_stats  # one sentence, not a dict: it is printed on every command that embeds
+    log.info("embedding: %d items (%d distinct): %d from the cache, %d encoded, %d skipped",
+             st["items"], st["distinct"], st["cached"], st["encoded"], st["skipped"])
     return emb

@@ -616,7 +616,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         "run_id": run.run_id, "items": n, "clusters": len(clusters), "html_bytes": size,
         "path_chunk_bytes": chunk_bytes, "thumbnails": len(tnames), "timings_s": timings,
         "missing_thumbnails": [{"path": paths[i], "reason": r} for i, r in sorted(failures.items())]})
-    log.info("report: %s (%.1f MB)", html_path, size / 1e6)
+    log.debug("report: %s (%.1f MB)", html_path, size / 1e6)  # the command prints it (cli.report)
     return html_path
 
 
@@ -634,6 +634,20 @@ def _study_of(run: RunDir) -> Path | None:
         if p.exists() and (p.parent == run.path or run.info.get("command") == "tune"):
             return p
     return None
+
+
+SKIPPED_SHOWN = 200  # files listed on the page; run.json has them all
+
+
+def _skipped_html(skipped: list) -> str:
+    """The files the run skipped, with why, so that a count in the header is never all one sees."""
+    if not skipped:
+        return ""
+    rows = "".join(f"<li><code>{html.escape(str(e.get('path')))}</code>: {html.escape(str(e.get('reason')))}</li>"
+                   for e in skipped[:SKIPPED_SHOWN])
+    more = (f"<li class='muted'>and {len(skipped) - SKIPPED_SHOWN:,} more (run.json <code>skipped</code>)</li>"
+            if len(skipped) > SKIPPED_SHOWN else "")
+    return f"<h3 id='skipped'>Skipped files ({len(skipped):,})</h3><ul class='skipped'>{rows}{more}</ul>"
 
 
 def _table(d: dict) -> str:
@@ -708,7 +722,8 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
             params[key] = info[key]
     params.update({f"encoder.{k}": v for k, v in (info.get("encoder") or {}).items()})
     params.update(_flatten(info.get("pipeline") or {}, "pipeline"))
-    scores = {k: v for k, v in summary.items() if k != "timings_s"}
+    scores = _flatten({k: v for k, v in summary.items() if k != "timings_s"})  # no Python dict reprs
+    skipped = info.get("skipped") or []  # the files the run could not use, each with its reason
     timings = summary.get("timings_s") or info.get("timings_s") or {}
     eval_html = _table(_flatten(evaluation)) if evaluation else "<p class='muted'>no evaluation.json in the run folder (run <code>mediacluster evaluate</code>)</p>"
     study_html = ("<div id='study-plots'></div>" if study else
@@ -733,7 +748,7 @@ def _render(*, title, run_dir, n, clusters, thumbs, paths, noise_show, n_noise, 
 <header class="top"><h1>{esc(title)}</h1>
 <div class="stats"><b>{n:,}</b> items &middot; <b id="n-clusters">{n_clusters}</b> clusters &middot;
 noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b>{n_out:,}</b> ({100 * n_out / max(n, 1):.1f}%)
-&middot; <span class="muted">{esc(str(run_dir))}</span></div>
+{f'&middot; <a href="#skipped">{len(skipped):,} file(s) skipped</a> ' if skipped else ''}&middot; <span class="muted">{esc(str(run_dir))}</span></div>
 <nav><a href="#map-section">map</a> <a href="#clusters">clusters</a> <a href="#noise">noise</a> <a href="#outliers">outliers</a> <a href="#run">run</a> <a href="#tuning">tuning</a></nav>
 </header>
 <main>
@@ -755,7 +770,7 @@ noise <b>{n_noise:,}</b> ({100 * n_noise / max(n, 1):.1f}%) &middot; outliers <b
 <div class="grid gallery">{out_gal or '<span class="muted">none</span>'}</div></section>
 <section id="run"><h2>Run</h2>
 <div class="cols"><div><h3>Parameters</h3>{_table(params)}</div>
-<div><h3>Summary</h3>{_table(scores)}<h3>Time per stage (s)</h3>{_table(timings)}</div>
+<div><h3>Summary</h3>{_table(scores)}<h3>Time per stage (s)</h3>{_table(timings)}{_skipped_html(skipped)}</div>
 <div><h3>Scores (evaluation.json)</h3>{eval_html}</div></div></section>
 <section id="tuning"><h2>Tuning</h2>{study_html}</section>
 </main>

@@ -208,8 +208,9 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                 return JSONResponse({"error": {"kind": "forbidden", "message": "this studio answers "
                                      "to localhost / 127.0.0.1 only"}}, status_code=403)
         if request.method not in ("GET", "HEAD", "OPTIONS") and not request.headers.get("x-mediacluster"):
-            return JSONResponse({"error": {"kind": "forbidden", "message": "changes need the "
-                                 "X-Mediacluster header (sent by the studio's page)"}}, status_code=403)
+            return JSONResponse({"error": {"kind": "forbidden", "message": "changes need an "
+                                 "X-Mediacluster header, any value (curl -H 'X-Mediacluster: 1'); the "
+                                 "studio's page sends it, a page of another site cannot"}}, status_code=403)
         response = await call_next(request)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"

@@ -5,8 +5,11 @@
   ``labels``). Files are embedded through ``mediacluster.run.embed_collection`` (cached).
 * ``examples_from_run(run_dir, cluster_tags)``: the embeddings a clustering run saved, each
   clustered item labelled with the tag its cluster was given in ``cluster_tags`` (YAML or CSV:
-  cluster id -> tag, ``other``, or ``ignore``/empty). Without a file the names a person gave in
-  the run's ``names.yaml`` are the tags. Noise and outliers are never used.
+  cluster id -> tag, ``other``, or ``ignore``/empty). Without a file the names a person gave
+  (the run's ``names.yaml``, the studio) are the tags and every other cluster is ``other``: the
+  tagger learns what none of the tags looks like and abstains there, rather than being certified
+  on the named clusters alone and then putting one of their tags on anything. Noise and outliers
+  are never used.
 
 A fine-label -> tag mapping (``mediacluster tags map``) can be applied to either with
 ``apply_mapping``.
@@ -24,6 +27,7 @@ from ..errors import InputError
 from ..ingest import collect
 from ..naming import load_names
 from ..rundir import RunDir
+from .mapping import OTHER
 
 IGNORE = {"", "ignore", "-", "none", "null", "skip"}
 
@@ -124,6 +128,8 @@ def examples_from_run(run_dir: str | Path, cluster_tags: str | Path | dict | Non
             raise InputError(f"{run_dir}: no cluster tags given and no hand-given names (names.yaml or the "
                              "studio); pass a YAML/CSV mapping cluster id -> tag, 'other' or 'ignore' "
                              "(tags train --cluster-tags FILE)")
+        # the clusters nobody named are what none of the tags is (the abstain label, never suggested)
+        tags.update({str(int(c)): OTHER for c in np.unique(clusters[clusters >= 0]) if str(int(c)) not in tags})
     elif isinstance(cluster_tags, dict):
         tags = {str(k): "" if v is None else str(v) for k, v in cluster_tags.items()}
     else:

@@ -855,7 +855,7 @@
       if (!info.upload_search) $("upload-label").hidden = true;
       if (info.levels.length) {
         const sel = $("level"); sel.hidden = false;
-        sel.appendChild(el("option", { value: "", text: "no levels" }));
+        sel.appendChild(el("option", { value: "", text: "not grouped by level" }));  // the run has levels: "no levels" read as if it had none
         for (const lv of info.levels) sel.appendChild(el("option", { value: lv.name, text: lv.name + " (" + lv.groups + " groups)" }));
       }
       computeBounds();
