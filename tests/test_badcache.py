@@ -70,6 +70,13 @@ def test_a_decoder_upgrade_or_another_encoder_tries_again(folder, tmp_path, monk
     emb = embed_collection(collect(d), cache_dir=cache, progress=False)
     assert emb.cache_stats["decoded"] == 5 and emb.cache_stats["known_bad"] == 0
     assert store_mod.failure_kind("a") != store_mod.failure_kind("b")  # one kind per encoder
+    with EmbeddingStore(cache) as store:  # the old version's entries: kept while used, then dropped
+        failed = [k for k in store.derived_kinds() if k.startswith(store_mod.FAILED)]
+        assert len(failed) == 2
+        assert store.prune_derived(store_mod.stale_failure_kind) == {
+            next(k for k in failed if k.startswith(f"{store_mod.FAILED}v{store_mod.FAILURE_VERSION - 1}/")): 5}
+        assert [k for k in store.derived_kinds() if k.startswith(store_mod.FAILED)] == [
+            store_mod.failure_kind(get_encoder("efficientnet-lite0").id)]
 
 
 class _MachineFaults:

@@ -29,9 +29,14 @@ from ..errors import MediaclusterError
 from ..ingest import SkipItem
 from ..ingest.images import decoding
 from ..progress import progress_bar
-from .store import EmbeddingStore, cache_error, failure_kind
+from .store import EmbeddingStore, cache_error, failure_kind, stale_failure_kind
 
 log = logging.getLogger(__name__)
+
+
+#: remembered failures of another decoder version are dropped when nobody used them for this long
+#: (as the duplicate finder's stale signatures: ``duplicates.collection.STALE_IDLE_DAYS``)
+FAILURE_IDLE_DAYS = 30
 
 
 def default_workers() -> int:
@@ -227,6 +232,8 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     lasting = [(path_to_hash[s.path], s.reason) for s in bad if s.lasting]
     if lasting:  # only the content's own failures: out of memory or a loader bug is tried again
         store.remember_failures(lasting, fkind)
+        # those of another decoder version, once no version sharing the cache used them for a while
+        store.prune_derived(stale_failure_kind, idle_s=FAILURE_IDLE_DAYS * 86400.0)
     lasting_hashes = set(known_bad).union(h for h, _ in lasting)
     skipped = list(collection.skipped)
     keep_idx: list[int] = []

@@ -106,23 +106,34 @@ FAILURE_VERSION = 1
 FAILED = "failed/"
 
 
-def failure_kind(reader: str, media: str = "image") -> str:
-    """The store kind of failures remembered for ``reader`` (what decoded the files: an
-    encoder's id, the duplicate finder's signature kind): with :data:`FAILURE_VERSION` and the
-    version of the library that decodes ``media`` (Pillow for images, libsndfile for audio), so
-    a file refused by one version is tried again by another."""
+def _decoder(media: str) -> str:
+    """The library that decodes ``media``, with its version."""
     from importlib import metadata
 
     if media == "audio":
         import soundfile
 
-        lib = f"libsndfile-{getattr(soundfile, '__libsndfile_version__', '?')}"
-    else:
-        try:
-            lib = f"pillow-{metadata.version('pillow')}"
-        except metadata.PackageNotFoundError:
-            lib = "pillow-?"
-    return f"{FAILED}v{FAILURE_VERSION}/{lib}/{reader}"
+        return f"libsndfile-{getattr(soundfile, '__libsndfile_version__', '?')}"
+    try:
+        return f"pillow-{metadata.version('pillow')}"
+    except metadata.PackageNotFoundError:
+        return "pillow-?"
+
+
+def failure_kind(reader: str, media: str = "image") -> str:
+    """The store kind of failures remembered for ``reader`` (what decoded the files: an
+    encoder's id, the duplicate finder's signature kind): with :data:`FAILURE_VERSION` and the
+    version of the library that decodes ``media`` (Pillow for images, libsndfile for audio), so
+    a file refused by one version is tried again by another."""
+    return f"{FAILED}v{FAILURE_VERSION}/{_decoder(media)}/{reader}"
+
+
+def stale_failure_kind(kind: str) -> bool:
+    """Whether ``kind`` holds failures no current code reads (another :data:`FAILURE_VERSION`
+    or decoder version), for ``EmbeddingStore.prune_derived``; other kinds are left alone."""
+    if not kind.startswith(FAILED):
+        return False
+    return not any(kind.startswith(f"{FAILED}v{FAILURE_VERSION}/{_decoder(m)}/") for m in ("image", "audio"))
 
 
 _NOTE_USE = ("INSERT INTO derived_used VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET "
@@ -577,4 +588,4 @@ class EmbeddingStore:
             return self._con.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-__all__ = ["EmbeddingStore", "hash_file", "default_store_path", "failure_kind", "FAILURE_VERSION"]
+__all__ = ["EmbeddingStore", "hash_file", "default_store_path", "failure_kind", "stale_failure_kind", "FAILURE_VERSION"]
