@@ -144,3 +144,24 @@ def test_cli_retry_bad_decodes_them_again_with_the_same_list(folder, tmp_path, c
     assert "--retry-bad: 5 remembered failures forgotten" in capsys.readouterr().err
     with EmbeddingStore(cache) as store:  # and remembered again by the run that retried them
         assert sum(1 for k in store.derived_kinds() if k.startswith(store_mod.FAILED)) == 1
+
+
+def test_audio_failures_are_remembered_too(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    d = tmp_path / "clips"
+    d.mkdir()
+    t = np.arange(16000) / 16000
+    for k in range(3):
+        sf.write(d / f"tone{k}.wav", (0.3 * np.sin(2 * np.pi * (220 + 110 * k) * t)).astype(np.float32), 16000)
+    sf.write(d / "silent.wav", np.zeros(16000, np.float32), 16000)
+    (d / "empty.wav").write_bytes(b"")
+    (d / "junk.wav").write_bytes(b"RIFF....not audio at all")
+    whole = (d / "tone0.wav").read_bytes()
+    (d / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    first = embed_collection(collect(d), cache_dir=tmp_path / "cache", progress=False)
+    again = embed_collection(collect(d), cache_dir=tmp_path / "cache", progress=False)
+    assert len(first.skipped) == 4 and first.cache_stats["decoded"] == 7
+    assert again.cache_stats["decoded"] == 0 and again.cache_stats["known_bad"] == 4
+    assert again.skipped == first.skipped
