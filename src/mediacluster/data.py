@@ -149,6 +149,9 @@ class Skipped:
 
     path: str
     reason: str
+    #: the file's content is the cause (``ingest.SkipItem.lasting``): the embedding cache
+    #: remembers it; not part of what is shown, written or compared
+    lasting: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         """For JSON: a name that is not UTF-8 in escaped form, marked ``"escaped": true``

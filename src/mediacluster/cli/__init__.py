@@ -69,6 +69,27 @@ def add_collection_root(p, reads: str) -> None:
                         f"project folder with the photos and the run was moved whole); {reads}")
 
 
+def add_retry_bad(p) -> None:
+    """``--retry-bad``, on every command that decodes files through the embedding cache."""
+    p.add_argument("--retry-bad", action="store_true",
+                   help="decode again the files an earlier run could not use (truncated, not an image, "
+                        "empty, a decompression bomb, ...): the cache remembers them and, unless they "
+                        "changed, lists them as skipped with the same reason without reading them")
+
+
+def retry_bad(args) -> None:
+    """With ``--retry-bad``: forget every failure the embedding cache remembers
+    (``EmbeddingStore.forget_failures``) before the command runs, so it tries those files again."""
+    if not getattr(args, "retry_bad", False):
+        return
+    from ..embed.store import EmbeddingStore
+
+    with EmbeddingStore(getattr(args, "cache_dir", None)) as store:
+        n = store.forget_failures()
+    print(f"--retry-bad: {n} remembered failure{'' if n == 1 else 's'} forgotten; those files are "
+          "decoded again", file=sys.stderr)
+
+
 def note_missing_root(run) -> None:
     """On stderr: the run's collection root is not where it was recorded (nor beside the run),
     with the flag that says where it is now."""
@@ -174,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        retry_bad(args)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)

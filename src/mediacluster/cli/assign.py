@@ -24,7 +24,7 @@ from ..ingest.sources import MEDIA_EXTENSIONS
 from ..model_items import neighbour_records
 from ..naming import level_names, level_names_sure, pipeline_names, pipeline_names_sure
 from ..pipeline import Pipeline
-from . import SUMMARIES, add_collection_root, printable
+from . import SUMMARIES, add_collection_root, add_retry_bad, printable
 from .cluster import level_arg, positive_int
 
 
@@ -49,6 +49,7 @@ def add_parser(sub):
                    help="with --similar: only items of the item's own cluster (at --level, if given)")
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
     p.add_argument("--encoder", default=None, help="encoder (default: the one recorded in the model)")
+    add_retry_bad(p)
     p.add_argument("--cache-dir", default=None, help="embedding cache directory")
     p.add_argument("--batch-size", type=positive_int, default=16, help="files per encoder call (default 16)")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")

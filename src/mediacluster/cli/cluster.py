@@ -12,7 +12,7 @@ from ..duplicates.collection import audio_rule
 from ..naming.support import MOSTLY_UNSURE_NOTE
 from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
-from . import SUMMARIES, printable
+from . import SUMMARIES, add_retry_bad, printable
 from .report import add_report_argument, check_report_arguments, report_after
 
 
@@ -33,6 +33,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (the run is reproducible from it)")
     p.add_argument("--labels-from-folders", action="store_true",
                    help="take ground-truth labels from sub-folder names (evaluation only, never fitting)")
+    add_retry_bad(p)
     p.add_argument("--cache-dir", default=None,
                    help="embedding cache folder (default: the user cache, $MEDIACLUSTER_CACHE or "
                         "~/.cache/mediacluster, shared by every run on the machine)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import parse_param
 from ..duplicates.collection import INFO, find_duplicates_in
-from . import SUMMARIES, printable
+from . import SUMMARIES, add_retry_bad, printable
 from .cluster import positive_int, print_long_recordings, print_skipped
 
 
@@ -27,6 +27,7 @@ def add_parser(sub):
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="duplicate finder parameter, repeatable, e.g. hash_radius=5 (see DuplicateFinder)")
     p.add_argument("--groups", type=positive_int, default=100, help="groups shown on the page (largest first)")
+    add_retry_bad(p)
     p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: the user cache); it also "
                    "keeps the images' perceptual signatures and pair checks, so a re-run decodes only new files")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")

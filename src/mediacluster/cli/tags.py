@@ -7,7 +7,7 @@ import time
 
 from ..errors import ParameterError
 from ..fileio import json_text
-from . import SUMMARIES, printable
+from . import SUMMARIES, add_retry_bad, printable
 
 
 def add_parser(sub):
@@ -37,6 +37,7 @@ def add_parser(sub):
     t.add_argument("--seed", type=int, default=0, help="seed of the split and the model")
     t.add_argument("--encoder", default=None,
                    help="encoder of SOURCE's files (default: efficientnet-lite0 for images, mfcc for audio)")
+    add_retry_bad(t)
     t.add_argument("--cache-dir", default=None, help="embedding cache (default: the user cache)")
     t.add_argument("--eval", dest="eval_source", help="labelled data to evaluate on after training "
                    "(writes OUT/eval/)")
@@ -61,6 +62,7 @@ def add_parser(sub):
     e.add_argument("data", help="labelled folder / manifest / .npz vectors")
     e.add_argument("--mapping", help="YAML fine label -> tag (as for training)")
     e.add_argument("--out", required=True, help="folder for metrics.json and the PNGs")
+    add_retry_bad(e)
     e.add_argument("--cache-dir", default=None, help="embedding cache (default: the user cache)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(_tags_parser=p)

@@ -22,7 +22,7 @@ from ..tune import tune
 from ..tune.study import LEADER_MARGIN, PROMOTE_FULL, UMAP_INITS
 from ..tune.workspace import KNN_METHODS
 from ..workflow import model_metadata, resolve_encoder
-from . import SUMMARIES, printable
+from . import SUMMARIES, add_retry_bad, printable
 from .cluster import non_negative_float, positive_int
 from .report import add_report_argument, check_report_arguments, report_after_tune
 
@@ -68,6 +68,7 @@ def add_parser(sub):
                    help="encoder when INPUT is media (default: efficientnet-lite0 for images, mfcc for audio)")
     p.add_argument("--media", choices=("auto", "image", "audio"), default="auto",
                    help="which files to embed when INPUT is a folder/manifest (auto: the majority kind)")
+    add_retry_bad(p)
     p.add_argument("--cache-dir", default=None,
                    help="embedding cache folder (default: the user cache, shared by every run)")
     p.add_argument("--layout-epochs", default="default", type=_epochs,

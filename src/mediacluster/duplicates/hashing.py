@@ -93,6 +93,9 @@ class Signatures:
     skipped: dict[int, str] = field(default_factory=dict)
     kind: str = "phash"
     hash_size: int = 8
+    #: files this pass decoded (the others: signatures read from the store, or content the
+    #: store remembers as failing, whose reason is in ``skipped`` all the same)
+    decoded: int = 0
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -137,7 +140,8 @@ def _unpack(blob: bytes, nbytes: int):
 
 
 def _one(path: str, kind: str, hash_size: int, content: bool, on_decoded=None):
-    """(content hash, hash, mirror hash, thumbnail, size, reason); the content hash is kept
+    """(content hash, hash, mirror hash, thumbnail, size, reason, lasting); ``lasting``: the
+    reason is the content's own (``SkipItem.lasting``), remembered by the store; the content hash is kept
     even when the image cannot be decoded (identical broken files are still exact copies).
     ``on_decoded(im)`` sees the decoded image first (its failure is its own: the signature
     is computed all the same)."""
@@ -156,15 +160,15 @@ def _one(path: str, kind: str, hash_size: int, content: bool, on_decoded=None):
                 pass
         h = hash_image(im, kind, hash_size)
         m = hash_image(ImageOps.mirror(im), kind, hash_size)
-        return digest, h, m, thumbnail(im), im.size, None
+        return digest, h, m, thumbnail(im), im.size, None, False
     except SkipItem as e:
-        return digest, None, None, None, None, str(e)
+        return digest, None, None, None, None, str(e), e.lasting
     except MemoryError:
-        return digest, None, None, None, None, "image too large: out of memory while decoding"
+        return digest, None, None, None, None, "image too large: out of memory while decoding", False
     except OSError as e:  # hash_file on a missing or unreadable file
-        return None, None, None, None, None, f"cannot read file: {e.strerror or e}"
+        return None, None, None, None, None, f"cannot read file: {e.strerror or e}", False
     except Exception as e:  # a decoder or hashing bug on one odd file must not cost the run
-        return digest, None, None, None, None, f"unexpected error while hashing: {type(e).__name__}: {e}"
+        return digest, None, None, None, None, f"unexpected error while hashing: {type(e).__name__}: {e}", False
 
 
 def compute_signatures(
@@ -191,6 +195,7 @@ def compute_signatures(
     geometric check: ``verify.GeometricVerifier.offer``).
     """
     from ..embed.engine import default_workers
+    from ..embed.store import failure_kind
     from ..progress import progress_bar
 
     if kind not in HASHES:
@@ -219,10 +224,17 @@ def compute_signatures(
     elif store is not None:
         known = store_call(store, lambda: store.hash_files(paths, workers=max(4, workers))[0], known)
     skind = signature_kind(kind, hash_size)
+    fkind = failure_kind(skind)  # content that failed to decode before: not decoded again
     cached = {} if store is None else store_call(
         store, lambda: store.get_derived([c for c in known if c is not None], skind), {})
+    failed = {} if store is None else store_call(
+        store, lambda: store.failures([c for c in known if c is not None and c not in cached], fkind), {})
     todo, bad = [], []
     for i, c in enumerate(known):
+        if c is not None and c in failed:
+            sig.content[i] = c
+            sig.skipped[i] = failed[c]
+            continue
         blob = cached.get(c) if c is not None else None
         got = None if blob is None else _unpack(blob, nbytes)
         if got is None:
@@ -238,19 +250,22 @@ def compute_signatures(
                       f"{'y' if len(bad) == 1 else 'ies'} ignored and recomputed (e.g. content {bad[0]})",
                       RuntimeWarning, stacklevel=2)
     fresh: list[tuple[str, bytes]] = []
+    lasting: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phash") as pool, progress_bar(
             total=n, desc="hash images", unit="img", disable=not progress) as bar:
-        bar.update(n - len(todo))
+        bar.update(n - len(todo))  # read from the store, or remembered as failing
         def one(i: int):
             hook = None if on_decoded is None else (lambda im: on_decoded(i, im, DRAFT))
             return _one(paths[i], kind, hash_size, content and known[i] is None, hook)
 
         results = pool.map(one, todo, chunksize=16)
-        for i, (digest, h, m, th, size, err) in zip(todo, results):
+        for i, (digest, h, m, th, size, err, kept) in zip(todo, results):
             bar.update(1)
             sig.content[i] = known[i] if known[i] is not None else digest
             if err is not None:
                 sig.skipped[i] = err
+                if kept and store is not None and sig.content[i] is not None:
+                    lasting.append((sig.content[i], err))
                 continue
             sig.hashes[i], sig.mirror[i], sig.thumbs[i] = h, m, th
             sig.sizes[i] = size
@@ -259,6 +274,9 @@ def compute_signatures(
                 fresh.append((sig.content[i], _pack(h, m, th, size)))
     if fresh:
         store_call(store, lambda: store.put_derived(fresh, skind), None)
+    if lasting:
+        store_call(store, lambda: store.remember_failures(lasting, fkind), None)
+    sig.decoded = len(todo)
     return sig
 
 

@@ -29,9 +29,14 @@ from ..errors import MediaclusterError
 from ..ingest import SkipItem
 from ..ingest.images import decoding
 from ..progress import progress_bar
-from .store import EmbeddingStore, cache_error
+from .store import EmbeddingStore, cache_error, failure_kind, stale_failure_kind
 
 log = logging.getLogger(__name__)
+
+
+#: remembered failures of another decoder version are dropped when nobody used them for this long
+#: (as the duplicate finder's stale signatures: ``duplicates.collection.STALE_IDLE_DAYS``)
+FAILURE_IDLE_DAYS = 30
 
 
 def default_workers() -> int:
@@ -41,17 +46,19 @@ def default_workers() -> int:
 
 
 def _prepare(encoder: Encoder, path: str):
+    """(prepared input, None, False), or (None, reason, lasting): ``lasting`` when the file's
+    content is the cause (``SkipItem.lasting``), never for out of memory or a loader bug."""
     try:
         with decoding():  # decoded pixels count against the process-wide budget until prepared
-            return encoder.prepare(path), None
+            return encoder.prepare(path), None, False
     except SkipItem as e:
-        return None, str(e)
+        return None, str(e), e.lasting
     except MemoryError:
-        return None, "out of memory while decoding"
+        return None, "out of memory while decoding", False
     except MediaclusterError:  # the encoder itself cannot work (e.g. its model cannot be loaded): every
         raise                  # file would fail the same way, so stop and say why
     except Exception as e:  # a loader bug on one file must not cost the run
-        return None, f"unexpected error while decoding: {type(e).__name__}: {e}"
+        return None, f"unexpected error while decoding: {type(e).__name__}: {e}", False
 
 
 def iter_batches(
@@ -60,11 +67,12 @@ def iter_batches(
     batch_size: int = 16,
     workers: int | None = None,
     prefetch: int | None = None,
-) -> Iterator[tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]]:
+) -> Iterator[tuple[list[int], dict[str, np.ndarray], list[tuple[int, str, bool]]]]:
     """Yield ``(indices, outputs, skipped)`` per batch, in input order.
 
     Decoding of the next batches runs in a thread pool while the current batches are encoded.
-    ``skipped`` holds ``(index, reason)`` for files of this batch that could not be decoded.
+    ``skipped`` holds ``(index, reason, lasting)`` for files of this batch that could not be
+    decoded (``lasting``: the content is the cause, ``ingest.SkipItem.lasting``).
     ``prefetch``: how many items may be decoded ahead (default: enough for the batches being
     encoded plus two more).
     """
@@ -75,7 +83,7 @@ def iter_batches(
     decode = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     infer = ThreadPoolExecutor(max_workers=conc, thread_name_prefix="encode") if conc > 1 else None
     futures: dict[int, Future] = {}
-    pending: deque[tuple[list[int], Future | dict, list[tuple[int, str]]]] = deque()
+    pending: deque[tuple[list[int], Future | dict, list[tuple[int, str, bool]]]] = deque()
     next_submit = 0
 
     def fill():
@@ -92,12 +100,12 @@ def iter_batches(
                 stop = min(n, start + batch_size)
                 idx, inputs, skipped = [], [], []
                 for i in range(start, stop):
-                    x, reason = futures.pop(i).result()
+                    x, reason, lasting = futures.pop(i).result()
                     if reason is None:
                         idx.append(i)
                         inputs.append(x)
                     else:
-                        skipped.append((i, reason))
+                        skipped.append((i, reason, lasting))
                     fill()
                 start = stop
                 if not inputs:
@@ -141,8 +149,8 @@ def embed_paths(
     with progress_bar(total=len(paths), desc=f"embed ({encoder.name})", unit=unit,
                       disable=not progress or not paths) as bar:
         for idx, outputs, bad in iter_batches(paths, encoder, batch_size, workers):
-            for i, reason in bad:
-                skipped.append(Skipped(paths[i], reason))
+            for i, reason, lasting in bad:
+                skipped.append(Skipped(paths[i], reason, lasting=lasting))
             if idx:
                 kept.extend(idx)
                 if on_batch is not None:
@@ -194,6 +202,11 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     timings["embed.hash"] = time.perf_counter() - t
     t = time.perf_counter()
     todo_hashes = store.missing([h for h in hashes if h is not None], enc.id)
+    # content that failed the same way before (truncated, not an image, ...): not decoded again
+    fkind = failure_kind(enc.id, getattr(enc, "media", "image"))
+    known_bad = store.failures(todo_hashes, fkind) if todo_hashes else {}
+    if known_bad:
+        todo_hashes = [h for h in todo_hashes if h not in known_bad]
     first_path: dict[str, str] = {}
     for p, h in zip(paths, hashes):
         if h is not None:
@@ -201,8 +214,10 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     todo_paths = [first_path[h] for h in todo_hashes]
     n_unique = len(first_path)
     if progress:
-        print(f"embedding cache {store.path}: {n_unique - len(todo_hashes)} of {n_unique} distinct "
-              f"files already embedded, {len(todo_hashes)} to embed", file=sys.stderr)
+        known = (f", {len(known_bad)} known from an earlier run not to decode (not read again; "
+                 "--retry-bad tries them)") if known_bad else ""
+        print(f"embedding cache {store.path}: {n_unique - len(todo_hashes) - len(known_bad)} of {n_unique} "
+              f"distinct files already embedded, {len(todo_hashes)} to embed{known}", file=sys.stderr)
 
     def commit(idx: list[int], outputs: dict[str, np.ndarray]) -> None:
         store.put([todo_hashes[i] for i in idx], enc.id, outputs)
@@ -210,17 +225,23 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     _, _, bad, kept = embed_paths(todo_paths, enc, batch_size, workers, progress,
                                   on_batch=commit, keep=False)
     timings["embed.encode"] = time.perf_counter() - t
-    bad_hash: dict[str, str] = {}
+    bad_hash: dict[str, str] = dict(known_bad)
     path_to_hash = dict(zip(todo_paths, todo_hashes))
     for s in bad:
         bad_hash[path_to_hash[s.path]] = s.reason
+    lasting = [(path_to_hash[s.path], s.reason) for s in bad if s.lasting]
+    if lasting:  # only the content's own failures: out of memory or a loader bug is tried again
+        store.remember_failures(lasting, fkind)
+        # those of another decoder version, once no version sharing the cache used them for a while
+        store.prune_derived(stale_failure_kind, idle_s=FAILURE_IDLE_DAYS * 86400.0)
+    lasting_hashes = set(known_bad).union(h for h, _ in lasting)
     skipped = list(collection.skipped)
     keep_idx: list[int] = []
     for i, (p, h) in enumerate(zip(paths, hashes)):
         if h is None:
             skipped.append(Skipped(p, unreadable.get(i, "cannot read file")))
         elif h in bad_hash:
-            skipped.append(Skipped(p, bad_hash[h]))
+            skipped.append(Skipped(p, bad_hash[h], lasting=h in lasting_hashes))
         else:
             keep_idx.append(i)
     t = time.perf_counter()
@@ -241,8 +262,10 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
         root=collection.root,
     )
     emb.content_hashes = [hashes[i] for i in keep_idx]  # the cache's hash: exact duplicates for free
-    emb.cache_stats = {"items": len(paths), "distinct": n_unique, "cached": n_unique - len(todo_hashes),
-                       "encoded": int(len(kept)), "skipped": len(skipped) - len(collection.skipped)}
+    emb.cache_stats = {"items": len(paths), "distinct": n_unique,
+                       "cached": n_unique - len(todo_hashes) - len(known_bad),
+                       "encoded": int(len(kept)), "skipped": len(skipped) - len(collection.skipped),
+                       "decoded": len(todo_hashes), "known_bad": len(known_bad)}
     st = emb.cache_stats  # one sentence, not a dict: it is printed on every command that embeds
     log.info("embedding: %d items (%d distinct): %d from the cache, %d encoded, %d skipped",
              st["items"], st["distinct"], st["cached"], st["encoded"], st["skipped"])

@@ -37,6 +37,15 @@ Design (and why):
   of their own (filled on open from the entries of a cache written before it existed), so
   ``prune_derived`` can drop the kinds no current code reads (an old hashing version: they
   would otherwise stay forever) without scanning the entries unless there is one to drop.
+* **Failures** (``failures`` / ``remember_failures`` / ``forget_failures``): a file whose own
+  bytes cannot be used (truncated, not an image, empty, a decompression bomb, ...:
+  ``ingest.SkipItem.lasting``) is remembered with its reason as derived data by content hash,
+  of a kind named by :func:`failure_kind` (what decoded it, e.g. an encoder's id, and the
+  versions of the decoding code and libraries), so a re-run lists it as skipped with the same
+  reason without reading it again; an edited file has another hash and is tried again, and so
+  is every file after an upgrade of the decoder. Failures of the machine, not the file (out of
+  memory, an unreadable or missing file, an interrupted run) are never remembered.
+  ``forget_failures`` (``--retry-bad``) drops them all.
 """
 
 from __future__ import annotations
@@ -88,6 +97,45 @@ CREATE TABLE IF NOT EXISTS derived (
 CREATE TABLE IF NOT EXISTS derived_kinds (kind TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS derived_used (kind TEXT PRIMARY KEY, used REAL NOT NULL);
 """
+
+
+#: bumped when the decoding rules change so that a file refused before may now be read (or be
+#: refused with another reason: a limit such as ``ingest.images.MAX_PIXELS`` / ``MAX_FILE_BYTES``
+#: or ``ingest.audio.MAX_SECONDS`` / ``SILENCE_DBFS``, a reason's words): every remembered
+#: failure is then tried again
+FAILURE_VERSION = 1
+#: the kinds of remembered failures start with this (``failure_kind``)
+FAILED = "failed/"
+
+
+def _decoder(media: str) -> str:
+    """The library that decodes ``media``, with its version."""
+    from importlib import metadata
+
+    if media == "audio":
+        import soundfile
+
+        return f"libsndfile-{getattr(soundfile, '__libsndfile_version__', '?')}"
+    try:
+        return f"pillow-{metadata.version('pillow')}"
+    except metadata.PackageNotFoundError:
+        return "pillow-?"
+
+
+def failure_kind(reader: str, media: str = "image") -> str:
+    """The store kind of failures remembered for ``reader`` (what decoded the files: an
+    encoder's id, the duplicate finder's signature kind): with :data:`FAILURE_VERSION` and the
+    version of the library that decodes ``media`` (Pillow for images, libsndfile for audio), so
+    a file refused by one version is tried again by another."""
+    return f"{FAILED}v{FAILURE_VERSION}/{_decoder(media)}/{reader}"
+
+
+def stale_failure_kind(kind: str) -> bool:
+    """Whether ``kind`` holds failures no current code reads (another :data:`FAILURE_VERSION`
+    or decoder version), for ``EmbeddingStore.prune_derived``; other kinds are left alone."""
+    if not kind.startswith(FAILED):
+        return False
+    return not any(kind.startswith(f"{FAILED}v{FAILURE_VERSION}/{_decoder(m)}/") for m in ("image", "audio"))
 
 
 _NOTE_USE = ("INSERT INTO derived_used VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET "
@@ -426,6 +474,29 @@ class EmbeddingStore:
                 con.executemany("INSERT INTO derived VALUES (?,?,?) ON CONFLICT(key, kind) "
                                 "DO UPDATE SET data=excluded.data", [(k, kind, d) for k, d in chunk])
 
+    # -- failures (derived data of kind ``failure_kind(...)``) ------------------------------
+    def failures(self, hashes: Iterable[str], kind: str) -> dict[str, str]:
+        """{hash: reason} of those ``hashes`` remembered as failing for ``kind``
+        (:func:`failure_kind`)."""
+        return {h: d.decode("utf-8", "surrogateescape") for h, d in self.get_derived(hashes, kind).items()}
+
+    def remember_failures(self, items: Iterable[tuple[str, str]], kind: str) -> None:
+        """Remember ``(hash, reason)`` pairs: content that fails the same way on every run
+        (``ingest.SkipItem.lasting``; never a failure of the machine)."""
+        self.put_derived([(h, r.encode("utf-8", "surrogateescape")) for h, r in items], kind)
+
+    def forget_failures(self) -> int:
+        """Forget every remembered failure (``--retry-bad``): the next run decodes those files
+        again (and remembers those still failing). Returns how many were forgotten."""
+        like = FAILED + "%"  # (no LIKE wildcard in FAILED)
+        with self._tx() as con:
+            n = con.execute("DELETE FROM derived WHERE kind LIKE ?", (like,)).rowcount
+            con.execute("DELETE FROM derived_kinds WHERE kind LIKE ?", (like,))
+            con.execute("DELETE FROM derived_used WHERE kind LIKE ?", (like,))
+        if n:
+            self.reclaim()
+        return n
+
     def derived_kinds(self) -> list[str]:
         """The kinds of derived data the store holds."""
         with self._lock:
@@ -519,4 +590,4 @@ class EmbeddingStore:
             return self._con.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-__all__ = ["EmbeddingStore", "hash_file", "default_store_path"]
+__all__ = ["EmbeddingStore", "hash_file", "default_store_path", "failure_kind", "stale_failure_kind", "FAILURE_VERSION"]

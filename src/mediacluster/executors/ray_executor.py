@@ -66,7 +66,7 @@ class EmbedWorker:
         rows = np.asarray(batch["row"], dtype=np.int64)
         inputs, ok, reasons = [], [], []
         for p in batch["path"]:
-            x, reason = _prepare(self.enc, str(p))
+            x, reason, _ = _prepare(self.enc, str(p))
             reasons.append(reason or "")
             if reason is None:
                 inputs.append(x)

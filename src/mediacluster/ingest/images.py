@@ -281,7 +281,8 @@ def _open_decode(f: BinaryIO, draft_size: int | None, max_pixels: int) -> Image.
     except Image.DecompressionBombError as e:
         raise _bomb(e) from None
     except MemoryError:
-        raise SkipItem("image too large: out of memory while decoding", kind="image_too_large") from None
+        raise SkipItem("image too large: out of memory while decoding", kind="image_too_large",
+                       lasting=False) from None
     except Exception as e:  # PIL plugins raise many types (KeyError, TypeError...) on odd files
         raise _decode_error(e) from None
 

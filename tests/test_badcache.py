@@ -1,0 +1,167 @@
+"""Files whose own content cannot be used are remembered by the embedding cache: a re-run lists
+them as skipped with the same reason without decoding them again (``EmbeddingStore.failures``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from broken_media import jpeg_bytes, make_broken, photo
+
+from mediacluster.cli import main
+from mediacluster.duplicates.hashing import compute_signatures, signature_kind
+from mediacluster.embed import EmbeddingStore, embed_collection
+from mediacluster.embed import store as store_mod
+from mediacluster.embed.engine import _embed_through
+from mediacluster.encoders import get_encoder
+from mediacluster.ingest import SkipItem, collect
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Three photos and the five broken files of ``broken_media.make_broken``."""
+    d = tmp_path / "photos"
+    kinds = make_broken(d)
+    for k in range(3):
+        (d / f"good{k}.jpg").write_bytes(jpeg_bytes(photo((96, 64), seed=k)))
+    return d, kinds
+
+
+def reasons(emb) -> dict[str, str]:
+    return {s.path.rsplit("/", 1)[-1]: s.reason for s in emb.skipped}
+
+
+def test_a_broken_file_is_decoded_once_and_listed_the_same_on_every_run(folder, tmp_path, capsys):
+    d, kinds = folder
+    cache = tmp_path / "cache"
+    first = embed_collection(collect(d), cache_dir=cache, progress=True)
+    assert set(reasons(first)) == set(kinds)
+    assert first.cache_stats["decoded"] == 8 and first.cache_stats["known_bad"] == 0
+    assert all(s.lasting for s in first.skipped)
+    capsys.readouterr()
+    again = embed_collection(collect(d), cache_dir=cache, progress=True)
+    err = capsys.readouterr().err
+    # nothing reached the decoder: the good files come from the cache, the broken ones are known
+    assert again.cache_stats["decoded"] == 0 and again.cache_stats["known_bad"] == 5
+    assert "0 to embed, 5 known from an earlier run not to decode" in err
+    assert reasons(again) == reasons(first)  # the same reasons, word for word
+    assert again.skipped == first.skipped
+    assert again.ids == first.ids and (again.vectors == first.vectors).all()
+
+
+def test_a_fixed_or_edited_file_is_read_again(folder, tmp_path):
+    d, _ = folder
+    cache = tmp_path / "cache"
+    embed_collection(collect(d), cache_dir=cache, progress=False)
+    (d / "truncated.jpg").write_bytes(jpeg_bytes(photo((96, 64), seed=7)))  # the download finished
+    (d / "empty.jpg").write_bytes(b"still not a picture")                    # another failure
+    emb = embed_collection(collect(d), cache_dir=cache, progress=False)
+    assert emb.cache_stats["decoded"] == 2 and emb.cache_stats["known_bad"] == 3
+    assert "truncated.jpg" not in reasons(emb)
+    assert any(p.endswith("truncated.jpg") for p in emb.paths)
+    assert reasons(emb)["empty.jpg"].startswith("not an image")
+
+
+def test_a_decoder_upgrade_or_another_encoder_tries_again(folder, tmp_path, monkeypatch):
+    d, _ = folder
+    cache = tmp_path / "cache"
+    embed_collection(collect(d), cache_dir=cache, progress=False)
+    monkeypatch.setattr(store_mod, "FAILURE_VERSION", store_mod.FAILURE_VERSION + 1)
+    emb = embed_collection(collect(d), cache_dir=cache, progress=False)
+    assert emb.cache_stats["decoded"] == 5 and emb.cache_stats["known_bad"] == 0
+    assert store_mod.failure_kind("a") != store_mod.failure_kind("b")  # one kind per encoder
+    with EmbeddingStore(cache) as store:  # the old version's entries: kept while used, then dropped
+        failed = [k for k in store.derived_kinds() if k.startswith(store_mod.FAILED)]
+        assert len(failed) == 2
+        assert store.prune_derived(store_mod.stale_failure_kind) == {
+            next(k for k in failed if k.startswith(f"{store_mod.FAILED}v{store_mod.FAILURE_VERSION - 1}/")): 5}
+        assert [k for k in store.derived_kinds() if k.startswith(store_mod.FAILED)] == [
+            store_mod.failure_kind(get_encoder("efficientnet-lite0").id)]
+
+
+class _MachineFaults:
+    """The real encoder, on a machine that runs out of memory decoding one file and hits a
+    loader bug on another (faults of the machine or the code, not of the files' content)."""
+
+    def __init__(self, enc, faults: dict[str, BaseException]):
+        self._enc, self._faults = enc, faults
+
+    def __getattr__(self, name):
+        return getattr(self._enc, name)
+
+    def prepare(self, path):
+        for name, exc in self._faults.items():
+            if path.endswith(name):
+                raise exc
+        return self._enc.prepare(path)
+
+
+def test_failures_not_of_the_file_are_not_remembered(folder, tmp_path):
+    d, _ = folder
+    enc = get_encoder("efficientnet-lite0")
+    faults = {"good0.jpg": MemoryError(), "good1.jpg": KeyError("a loader bug"),
+              "good2.jpg": SkipItem("image too large: out of memory while decoding", "image_too_large",
+                                    lasting=False)}
+    with EmbeddingStore(tmp_path / "cache") as store:
+        first = _embed_through(store, collect(d), _MachineFaults(enc, faults), 16, None, False)
+        assert {"good0.jpg", "good1.jpg", "good2.jpg"} <= set(reasons(first))
+        assert store.failures([store.hash_files([str(d / n)])[0][0] for n in faults],
+                              store_mod.failure_kind(enc.id)) == {}
+        again = _embed_through(store, collect(d), enc, 16, None, False)
+    assert again.cache_stats["decoded"] == 3 and again.cache_stats["known_bad"] == 5
+    assert set(reasons(again)) == set(reasons(first)) - set(faults)
+
+
+def test_the_signature_pass_remembers_too_and_keeps_broken_files_as_bytes(folder, tmp_path):
+    d, kinds = folder
+    paths = sorted(str(p) for p in d.iterdir())
+    with EmbeddingStore(tmp_path / "cache") as store:
+        first = compute_signatures(paths, store=store)
+        again = compute_signatures(paths, store=store)
+        assert first.decoded == 8 and again.decoded == 0
+        assert again.skipped == first.skipped and len(first.skipped) == len(kinds)
+        assert again.content == first.content and None not in again.content  # exact copies still found
+        assert again.ok.tolist() == first.ok.tolist()
+        assert store.forget_failures() == 5
+        assert compute_signatures(paths, store=store).decoded == 5
+        assert signature_kind() in store.derived_kinds()  # the signatures are not forgotten
+
+
+def test_cli_retry_bad_decodes_them_again_with_the_same_list(folder, tmp_path, capsys):
+    d, kinds = folder
+    cache = str(tmp_path / "cache")
+
+    def dups(out, *more):
+        assert main(["dups", str(d), "--out", str(tmp_path / out), "--no-embed", "--cache-dir", cache,
+                     "--quiet", *more]) == 3
+        return json.loads((tmp_path / out / "dups.json").read_text())["skipped_files"]
+
+    first = dups("a")
+    assert len(first) == len(kinds)
+    capsys.readouterr()
+    assert dups("b") == first
+    assert dups("c", "--retry-bad") == first
+    assert "--retry-bad: 5 remembered failures forgotten" in capsys.readouterr().err
+    with EmbeddingStore(cache) as store:  # and remembered again by the run that retried them
+        assert sum(1 for k in store.derived_kinds() if k.startswith(store_mod.FAILED)) == 1
+
+
+def test_audio_failures_are_remembered_too(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    d = tmp_path / "clips"
+    d.mkdir()
+    t = np.arange(16000) / 16000
+    for k in range(3):
+        sf.write(d / f"tone{k}.wav", (0.3 * np.sin(2 * np.pi * (220 + 110 * k) * t)).astype(np.float32), 16000)
+    sf.write(d / "silent.wav", np.zeros(16000, np.float32), 16000)
+    (d / "empty.wav").write_bytes(b"")
+    (d / "junk.wav").write_bytes(b"RIFF....not audio at all")
+    whole = (d / "tone0.wav").read_bytes()
+    (d / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    first = embed_collection(collect(d), cache_dir=tmp_path / "cache", progress=False)
+    again = embed_collection(collect(d), cache_dir=tmp_path / "cache", progress=False)
+    assert len(first.skipped) == 4 and first.cache_stats["decoded"] == 7
+    assert again.cache_stats["decoded"] == 0 and again.cache_stats["known_bad"] == 4
+    assert again.skipped == first.skipped
