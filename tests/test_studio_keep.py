@@ -52,6 +52,7 @@ def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
             assert sizes[big] > 60  # a second gallery page
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
+            js(drv, "performance.setResourceTimingBufferSize(100000)")  # every request counted below
 
             # -- A's place: the big cluster's second page, scrolled, two tiles selected, the last
             # one focused, a name typed but not applied, the other two clusters checked, zoomed in
