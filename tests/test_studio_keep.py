@@ -139,6 +139,7 @@ def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, tmp_path):
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
@@ -178,6 +179,23 @@ def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, 
             wait(lambda: not drv.find_element("id", "split-panel").is_displayed(), what="the preview dropped")
             assert js(drv, "return window.mcStudio.preview") is None
             assert any("split preview" in t["text"] for t in js(drv, "return window.mcStudio.toasts"))
+
+            # A's own tag and rename from the head's boxes (Enter): applied, so not kept as typed text;
+            # B's later name for the cluster shows in A's box
+            tag = drv.find_element("id", "cluster-tag")
+            tag.send_keys("mine" + Keys.ENTER)
+            wait(lambda: "mine" in drv.find_element("id", "cluster-tags").text, what="A's tag chip")
+            assert drv.find_element("id", "cluster-tag").get_attribute("value") == ""
+            assert js(drv, "return document.activeElement.id") == "cluster-tag"
+            box = drv.find_element("id", "cluster-name")
+            box.clear()
+            box.send_keys("A's name" + Keys.ENTER)
+            wait(lambda: drv.find_element("css selector", f'#cluster-list li[data-cluster="{big}"] .cname').text
+                 == "A's name", what="A's rename")
+            seq = b_edit(api, {"kind": "rename", "cluster": big, "name": "B's name"})
+            wait(lambda: caught_up(drv, seq), what="A's poll after B's rename")
+            wait(lambda: drv.find_element("id", "cluster-name").get_attribute("value") == "B's name",
+                 timeout=5, what="B's name in A's box")
 
             # B merges A's cluster into another: A follows its items there and is told so
             seq = b_edit(api, {"kind": "merge", "clusters": [big, mid], "into": mid})

@@ -669,14 +669,16 @@
     // the page shown is past the end (another page moved items away): show the last page there is
     if (!page.items.length && page.total > 0 && S.page > 0) { S.page = Math.ceil(page.total / S.pageSize) - 1; return renderCluster(id); }
     const head = $("view-head");
-    const focused = head.contains(document.activeElement) && document.activeElement.tagName === "INPUT";
-    if (!focused) {
+    // a box in the head the person is typing in is left alone (the head is drawn next time)
+    const a = document.activeElement;
+    const typing = head.contains(a) && a.tagName === "INPUT" && a.value !== (a.getAttribute("data-shown") || "");
+    if (!typing) {
       // what the person had put in the head of this cluster and not applied yet (a name typed,
       // a tag, the parts chosen for a split) and the control that had the keyboard's focus
       const same = head.getAttribute("data-cluster") === String(id);
       const typed = {};
       if (same) for (const e of head.querySelectorAll("input[id], select[id]")) if (e.value !== (e.getAttribute("data-shown") || "")) typed[e.id] = e.value;
-      const focusId = same && head.contains(document.activeElement) ? document.activeElement.id : "";
+      const focusId = same && head.contains(a) ? a.id : "";
       clear(head);
       head.setAttribute("data-cluster", String(id));
       const sw = el("span", { style: "width:14px;height:14px;border-radius:3px;display:inline-block" }); sw.style.background = colorOf(id);
@@ -718,7 +720,12 @@
             el("button", { title: "remove tag", text: "\u00d7", onclick: () => edit({ kind: "tag", clusters: [id], remove: [t] }) })));
         }
         const ti = el("input", { id: "cluster-tag", placeholder: "add a tag", maxlength: "64", size: "12" });
-        ti.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && ti.value.trim()) edit({ kind: "tag", clusters: [id], add: [ti.value.trim()] }); });
+        ti.addEventListener("keydown", async (ev) => {
+          if (ev.key !== "Enter" || !ti.value.trim()) return;
+          const t = ti.value.trim();
+          ti.value = "";  // applied, not typed: the head (its chips) is drawn anew, the box empty
+          if (!(await edit({ kind: "tag", clusters: [id], add: [t] })) && $("cluster-tag") && !$("cluster-tag").value) $("cluster-tag").value = t;
+        });
         chips.appendChild(ti);
         head.appendChild(chips);
       }
@@ -726,15 +733,19 @@
         const e = $(eid);
         if (e && head.contains(e) && (e.tagName !== "SELECT" || Array.from(e.options).some((o) => o.value === val))) e.value = val;
       }
-      if (focusId && $(focusId)) $(focusId).focus({ preventScroll: true });
+      if (focusId && $(focusId)) $(focusId).focus({ preventScroll: true });  // a box's caret: at its end
     }
     for (const it of page.items) names.set(it.i, it.name);
     renderGrid(page.items, page.total);
   }
   async function rename(id, name) {
     if (!name.trim()) return;
+    // the box holds what is being applied, not a name typed and left: the head is drawn anew
+    const box = $("cluster-name"), shown = box ? box.getAttribute("data-shown") : null;
+    if (box) box.setAttribute("data-shown", name);
     const r = await edit({ kind: "rename", cluster: id, name: name });
     if (r) toast("renamed #" + id);
+    else if (box && $("cluster-name") === box) box.setAttribute("data-shown", shown);
   }
   async function selectAll(id) {
     try {
