@@ -15,6 +15,8 @@
     level: "", levelLabels: null, canUndo: false, canRedo: false,
     scale: 1, tx: 0, ty: 0, drawn: 0, redraws: 0, drawMs: 0, firstPaint: null, errors: [], toasts: [],
     busy: 0, polls: 0,
+    checked: new Set(),  // clusters checked for a merge: kept across redraws, filters and refreshes
+    refreshes: [],  // per refresh: its ms, what changed, whether the view was re-rendered (tests, benchmarks)
   };
   window.mcStudio = S;
   const CLIENT = (sessionStorage.getItem("mc-client") || Math.random().toString(36).slice(2, 12));
@@ -364,14 +366,87 @@
     $("undo").disabled = !S.canUndo; $("redo").disabled = !S.canRedo;
     return c.seq;
   }
-  async function refresh(keepView) {
+  // What the new state changed against the one the page showed: ``moved``, the clusters whose
+  // items changed (an item's cluster before or after, noise and outliers included); ``meta``, the
+  // clusters whose name, tags, junk flag, ... changed, or that came or went. Read off the two
+  // states, not the events, so an undo (of any edit, by anyone) counts as what it does. Null on
+  // the first load.
+  function changes(oldL, oldClusters) {
+    if (!oldL || oldL.length !== S.L.length) return null;
+    const moved = new Set(), meta = new Set(), L = S.L;
+    for (let i = 0; i < L.length; i++) if (oldL[i] !== L[i]) { moved.add(oldL[i]); moved.add(L[i]); }
+    for (const [id, c] of S.clusters) { const o = oldClusters.get(id); if (!o || JSON.stringify(o) !== JSON.stringify(c)) meta.add(id); }
+    for (const id of oldClusters.keys()) if (!S.clusters.has(id)) meta.add(id);
+    return { moved: moved, meta: meta, has: (id) => moved.has(id) || meta.has(id) };
+  }
+  // where the items of a cluster that is gone went (the cluster most of them are in now)
+  function wentTo(id, oldL) {
+    const count = new Map();
+    for (let i = 0; i < oldL.length; i++) if (oldL[i] === id) count.set(S.L[i], (count.get(S.L[i]) || 0) + 1);
+    let best = null, n = 0;
+    for (const [c, k] of count) if (c >= 0 && S.clusters.has(c) && k > n) { best = c; n = k; }
+    return best;
+  }
+  function label(id, clusters) { const c = (clusters || S.clusters).get(id); return "#" + id + (c ? " (" + c.name + ")" : ""); }
+  // A person's place that refers to what the new state took away is dropped, and said so when
+  // another page, process or undo did it (``others``); the rest is kept as it was.
+  function dropGone(ch, oldL, oldClusters, others) {
+    const say = (t) => { if (others) toast(t); };
+    for (const id of Array.from(S.checked)) {
+      if (S.clusters.has(id)) continue;
+      S.checked.delete(id);
+      const to = wentTo(id, oldL);
+      say("cluster " + label(id, oldClusters) + ", checked for a merge, no longer exists" + (to !== null ? " (merged into " + label(to) + ")" : "") + ": unchecked");
+    }
+    const pv = S.preview;
+    if (pv && (!S.clusters.has(pv.cluster) || ch.moved.has(pv.cluster))) {
+      S.preview = null; $("split-panel").hidden = true;
+      say("the split preview of cluster " + label(pv.cluster, oldClusters) + " is out of date: its items changed (edit " + S.seq + "); preview the split again");
+    }
+    const v = S.view;
+    if (v.kind === "cluster" && v.id >= 0 && !S.clusters.has(v.id)) {
+      const to = wentTo(v.id, oldL);
+      if (to !== null) {
+        S.view = { kind: "cluster", id: to }; S.page = 0; S.highlight = to;
+        say("cluster " + label(v.id, oldClusters) + " you were looking at was merged into " + label(to) + ": showing it");
+      } else {
+        S.view = { kind: "none" }; S.highlight = null;
+        say("cluster " + label(v.id, oldClusters) + " you were looking at no longer exists");
+      }
+      return true;  // the view changed: render it
+    }
+    return false;
+  }
+  // does the view show something the new state changed?
+  function viewTouched(ch, oldL) {
+    const v = S.view;
+    if (ch === null) return true;
+    if (v.kind === "cluster") return ch.has(v.id);
+    if (v.kind === "selection") { for (const i of S.selected) if (oldL[i] !== S.L[i]) return true; return false; }
+    return false;  // a search shows the results it got; nothing shown: nothing to fetch
+  }
+  async function refresh(keepView, others) {
+    const t0 = performance.now(), oldL = S.L, oldClusters = S.clusters;
     const [ls, cs] = await Promise.all([loadLabels(), loadClusters()]);
     S.seq = Math.min(ls, cs);
+    const ch = changes(oldL, oldClusters);
+    const viewGone = ch === null ? true : dropGone(ch, oldL, oldClusters, others);
+    // the map coloured by a coarse level: each item's group there follows the curated clusters
+    if (S.level && S.levelLabels && (ch === null || ch.moved.size || ch.meta.size)) {
+      const lvl = S.level;
+      try {
+        const b = (await api("api/levels/" + encodeURIComponent(lvl), { binary: true })).buf;
+        if (S.level === lvl) S.levelLabels = new Int32Array(b);  // the person switched meanwhile: theirs wins
+      } catch (e) { fail(e); }
+    }
     buildPalette(); renderClusters(); renderMoveTargets(); renderScope(); updateCounts(); updateMapInfo();
-    if (S.view.kind === "cluster" && !S.clusters.has(S.view.id) && S.view.id >= 0) S.view = { kind: "none" };
-    if (!keepView) await renderView();
+    const render = !keepView && (viewGone || viewTouched(ch, oldL));
+    if (render) await renderView();
     redraw();
     $("sync").textContent = "saved \u00b7 edit " + S.seq;
+    S.refreshes.push({ seq: S.seq, ms: performance.now() - t0, rendered: render,
+      moved: ch ? Array.from(ch.moved) : null, meta: ch ? Array.from(ch.meta) : null });
+    if (S.refreshes.length > 50) S.refreshes.shift();
   }
   async function poll() {
     try {
@@ -379,7 +454,7 @@
       S.polls++;
       if (v.replaced) { $("sync").textContent = "the run folder was re-clustered: restart the studio"; return; }
       if (v.map && S.info && (v.map !== S.info.map_method || v.map_pending !== S.info.map_pending)) await loadMap(v);
-      if (v.seq !== S.seq && !S.editing) await refresh(false);
+      if (v.seq !== S.seq && !S.editing) await refresh(false, true);
     } catch (e) { $("sync").textContent = "server not reachable"; }
   }
   async function loadMap(v) {  // the UMAP map laid out in the background replaces the PCA one
@@ -401,7 +476,8 @@
     const groups = S.level && S.groups[S.level];
     const row = (c) => {
       const li = el("li", { "data-cluster": c.id, class: (S.view.kind === "cluster" && S.view.id === c.id ? "current" : "") + (c.size === 0 ? " empty" : "") },
-        c.id >= 0 ? el("input", { type: "checkbox", class: "mcheck", title: "check to merge", onclick: (ev) => { ev.stopPropagation(); mergeState(); } }) : el("span", { style: "width:13px" }),
+        c.id >= 0 ? el("input", { type: "checkbox", class: "mcheck", title: "check to merge", checked: S.checked.has(c.id),
+          onclick: (ev) => { ev.stopPropagation(); if (ev.target.checked) S.checked.add(c.id); else S.checked.delete(c.id); mergeState(); } }) : el("span", { style: "width:13px" }),
         el("span", { class: "swatch" }),
         el("span", { class: "cname" + (c.name_sure === false ? " unsure" : ""), text: c.name, title: c.name + " (#" + c.id + ")" + (c.name_sure === false ? ": " + (c.name_why || "unsure") : "") }),
         c.name_sure === false ? el("span", { class: "unsure-mark", text: "?", title: c.name_why || "the automatic name is unsure" }) : null,
@@ -431,17 +507,18 @@
     mergeState();
   }
   $("filter").addEventListener("input", renderClusters);
-  function checked() { return Array.from(document.querySelectorAll("#cluster-list .mcheck:checked")).map((c) => Number(c.closest("li").getAttribute("data-cluster"))); }
+  function checked() { return Array.from(S.checked).filter((id) => S.clusters.has(id)); }
   function mergeState() {
     const c = checked();
+    const hidden = c.filter((id) => !document.querySelector('#cluster-list li[data-cluster="' + id + '"]')).length;
     $("merge").disabled = c.length < 2;
-    $("merge-info").textContent = c.length ? c.length + " checked" : "";
+    $("merge-info").textContent = c.length ? c.length + " checked" + (hidden ? " (" + hidden + " not shown by the filter)" : "") : "";
   }
   $("merge").addEventListener("click", async () => {
     const ids = checked();
     if (ids.length < 2) return;
     const r = await edit({ kind: "merge", clusters: ids });
-    if (r) { toast("merged " + ids.length + " clusters into #" + r.edit.into); showCluster(r.edit.into); }
+    if (r) { S.checked.clear(); toast("merged " + ids.length + " clusters into #" + r.edit.into); showCluster(r.edit.into); }
   });
 
   function updateCounts() {
@@ -589,15 +666,25 @@
       ]);
     } catch (e) { fail(e); return; }
     if (S.view.kind !== "cluster" || S.view.id !== id) return;
+    // the page shown is past the end (another page moved items away): show the last page there is
+    if (!page.items.length && page.total > 0 && S.page > 0) { S.page = Math.ceil(page.total / S.pageSize) - 1; return renderCluster(id); }
     const head = $("view-head");
-    const focused = head.contains(document.activeElement) && document.activeElement.tagName === "INPUT";
-    if (!focused) {
+    // a box in the head the person is typing in is left alone (the head is drawn next time)
+    const a = document.activeElement;
+    const typing = head.contains(a) && a.tagName === "INPUT" && a.value !== (a.getAttribute("data-shown") || "");
+    if (!typing) {
+      // what the person had put in the head of this cluster and not applied yet (a name typed,
+      // a tag, the parts chosen for a split) and the control that had the keyboard's focus
+      const same = head.getAttribute("data-cluster") === String(id);
+      const typed = {};
+      if (same) for (const e of head.querySelectorAll("input[id], select[id]")) if (e.value !== (e.getAttribute("data-shown") || "")) typed[e.id] = e.value;
+      const focusId = same && head.contains(a) ? a.id : "";
       clear(head);
       head.setAttribute("data-cluster", String(id));
       const sw = el("span", { style: "width:14px;height:14px;border-radius:3px;display:inline-block" }); sw.style.background = colorOf(id);
       head.appendChild(sw);
       if (id >= 0) {
-        const input = el("input", { class: "name-input", id: "cluster-name", value: info.name, maxlength: "200", title: "cluster name: edit and press Enter" });
+        const input = el("input", { class: "name-input", id: "cluster-name", value: info.name, "data-shown": info.name, maxlength: "200", title: "cluster name: edit and press Enter" });
         input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") rename(id, input.value); });
         head.appendChild(input);
         head.appendChild(el("button", { id: "rename", text: "rename", onclick: () => rename(id, input.value) }));
@@ -608,7 +695,7 @@
         else if (info.name_sure === null && info.name_why) head.appendChild(el("span", { class: "badge unmeasured", id: "name-unmeasured", text: "name not measured", title: info.name_why }));
         head.appendChild(el("button", { id: "junk-toggle", class: info.junk ? "on" : "", text: info.junk ? "junk \u2713" : "mark as junk",
           onclick: () => edit({ kind: "junk", clusters: [id], value: !info.junk }) }));
-        const k = el("select", { id: "split-k", title: "parts: automatic (the pipeline's own choice) or a number" }, el("option", { value: "auto", text: "auto" }));
+        const k = el("select", { id: "split-k", "data-shown": "auto", title: "parts: automatic (the pipeline's own choice) or a number" }, el("option", { value: "auto", text: "auto" }));
         for (let j = 2; j <= 12; j++) k.appendChild(el("option", { value: String(j), text: String(j) }));
         head.appendChild(el("span", { class: "chips" }, "split into", k, el("button", { id: "split-preview", text: "preview split", onclick: () => previewSplit(id, k.value) })));
       } else {
@@ -616,7 +703,7 @@
       }
       const order = el("select", { id: "order", title: "order" },
         ...[["typical", "most typical first"], ["borderline", "borderline first"], ["map", "left to right on the map"], ["file", "by file name"]].map((o) => el("option", { value: o[0], text: o[1] })));
-      order.value = S.order;
+      order.value = S.order; order.setAttribute("data-shown", S.order);
       order.addEventListener("change", () => { S.order = order.value; S.page = 0; renderView(); });
       head.appendChild(order);
       head.appendChild(el("button", { id: "select-all", text: "select all", onclick: () => selectAll(id) }));
@@ -633,18 +720,32 @@
             el("button", { title: "remove tag", text: "\u00d7", onclick: () => edit({ kind: "tag", clusters: [id], remove: [t] }) })));
         }
         const ti = el("input", { id: "cluster-tag", placeholder: "add a tag", maxlength: "64", size: "12" });
-        ti.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && ti.value.trim()) edit({ kind: "tag", clusters: [id], add: [ti.value.trim()] }); });
+        ti.addEventListener("keydown", async (ev) => {
+          if (ev.key !== "Enter" || !ti.value.trim()) return;
+          const t = ti.value.trim();
+          ti.value = "";  // applied, not typed: the head (its chips) is drawn anew, the box empty
+          if (!(await edit({ kind: "tag", clusters: [id], add: [t] })) && $("cluster-tag") && !$("cluster-tag").value) $("cluster-tag").value = t;
+        });
         chips.appendChild(ti);
         head.appendChild(chips);
       }
+      for (const [eid, val] of Object.entries(typed)) {
+        const e = $(eid);
+        if (e && head.contains(e) && (e.tagName !== "SELECT" || Array.from(e.options).some((o) => o.value === val))) e.value = val;
+      }
+      if (focusId && $(focusId)) $(focusId).focus({ preventScroll: true });  // a box's caret: at its end
     }
     for (const it of page.items) names.set(it.i, it.name);
     renderGrid(page.items, page.total);
   }
   async function rename(id, name) {
     if (!name.trim()) return;
+    // the box holds what is being applied, not a name typed and left: the head is drawn anew
+    const box = $("cluster-name"), shown = box ? box.getAttribute("data-shown") : null;
+    if (box) box.setAttribute("data-shown", name);
     const r = await edit({ kind: "rename", cluster: id, name: name });
     if (r) toast("renamed #" + id);
+    else if (box && $("cluster-name") === box) box.setAttribute("data-shown", shown);
   }
   async function selectAll(id) {
     try {

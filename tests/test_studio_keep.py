@@ -1,0 +1,260 @@
+"""What a person on one studio page keeps when another page's edit arrives (real Chromium).
+
+Page A is a real page; "page B" is another studio client making its edits over HTTP (its own
+``X-Mediacluster-Client``), exactly what the page's poll sees of another tab or studio. After
+each of B's edits A's poll refreshes, and A must still have its place: the clusters it checked
+for a merge, the gallery page and scroll, the items it selected, the name it was typing, the
+focused tile, the map's zoom, the filter; what B's edit took away is dropped visibly (a checked
+cluster merged away, a split preview of a cluster B changed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import chromium
+from studio_helpers import Server, client, copy_run, post
+from test_studio_browser import js, loaded, open_cluster, severe, wait
+
+B = {"X-Mediacluster-Client": "page-b"}
+
+
+def b_edit(api, body) -> int:
+    r = post(api, "/api/edits", body, headers=B)
+    assert r.status_code == 200, r.text
+    return r.json()["seq"]
+
+
+def caught_up(drv, seq):
+    """A's poll has refreshed to edit ``seq`` and nothing is loading."""
+    return js(drv, "const S = window.mcStudio; return S.seq === arguments[0] && S.busy === 0", seq)
+
+
+def checked(drv) -> set[int]:
+    return {int(c.find_element("xpath", "..").get_attribute("data-cluster"))
+            for c in drv.find_elements("css selector", "#cluster-list .mcheck") if c.is_selected()}
+
+
+def check(drv, cid):
+    drv.find_element("css selector", f'#cluster-list li[data-cluster="{cid}"] .mcheck').click()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    drv = chromium(1400, 900)
+    try:
+        with client(s) as api:
+            lab = np.frombuffer(api.get("/api/labels").content, "<i4")
+            sizes = np.bincount(lab[lab >= 0])
+            big, mid, small = (int(c) for c in np.argsort(-sizes)[:3])
+            assert sizes[big] > 60  # a second gallery page
+            drv.get(s.url)
+            wait(lambda: loaded(drv), what="first paint")
+            js(drv, "performance.setResourceTimingBufferSize(100000)")  # every request counted below
+
+            # -- A's place: the big cluster's second page, scrolled, two tiles selected, the last
+            # one focused, a name typed but not applied, the other two clusters checked, zoomed in
+            open_cluster(drv, big)
+            drv.find_element("id", "next").click()
+            wait(lambda: "page 2 of" in drv.find_element("id", "page-info").text and
+                 js(drv, "return window.mcStudio.busy") == 0, what="page 2")
+            name = drv.find_element("id", "cluster-name")
+            name.clear()
+            name.send_keys("half typed")
+            tiles = drv.find_elements("css selector", "#grid .tile")
+            picked = [int(t.get_attribute("data-i")) for t in tiles[2:4]]
+            for t in tiles[2:4]:
+                drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", t)
+                t.click()
+            assert js(drv, "return Array.from(window.mcStudio.selected).sort((a, b) => a - b)") == sorted(picked)
+            check(drv, mid)
+            check(drv, small)
+            drv.execute_script("arguments[0].focus()", tiles[3])  # the keyboard's focus on the last pick
+            js(drv, "document.getElementById('view').scrollTop = 120")
+            js(drv, """const c = document.getElementById('map'), r = c.getBoundingClientRect();
+                c.dispatchEvent(new WheelEvent('wheel', {deltaY: -400, clientX: r.left + r.width / 2,
+                                                           clientY: r.top + r.height / 2, bubbles: true}));""")
+            scale = js(drv, "return window.mcStudio.scale")
+            assert scale > 1.5
+            scroll = js(drv, "return document.getElementById('view').scrollTop")
+            assert scroll > 0
+            loads = js(drv, "return performance.getEntriesByType('resource').length")
+
+            # -- B renames the middle cluster: nothing of A's place refers to what changed
+            seq = b_edit(api, {"kind": "rename", "cluster": mid, "name": "renamed by B"})
+            wait(lambda: caught_up(drv, seq), what="A's poll")
+            wait(lambda: drv.find_element("css selector", f'#cluster-list li[data-cluster="{mid}"] .cname').text
+                 == "renamed by B", what="B's name in A")
+            place = {  # every state checked at once, so a failure names all that were lost
+                "checked for a merge": checked(drv) == {mid, small} and drv.find_element("id", "merge").is_enabled(),
+                "gallery page": "page 2 of" in drv.find_element("id", "page-info").text,
+                "gallery scroll": js(drv, "return document.getElementById('view').scrollTop") == scroll,
+                "typed name": drv.find_element("id", "cluster-name").get_attribute("value") == "half typed",
+                "focused tile": js(drv, "return document.activeElement.getAttribute('data-i')") == str(picked[1]),
+                "selected items": {int(t.get_attribute("data-i"))
+                                   for t in drv.find_elements("css selector", "#grid .tile.selected")} == set(picked),
+                "map zoom": js(drv, "return window.mcStudio.scale") == scale,
+            }
+            assert all(place.values()), "lost: " + ", ".join(k for k, v in place.items() if not v)
+            # the gallery B's edit did not touch is not fetched again (a rename of another cluster)
+            fetched = js(drv, "return performance.getEntriesByType('resource').slice(arguments[0]).map((e) => e.name)",
+                         loads)
+            assert not [u for u in fetched if f"/api/clusters/{big}" in u], fetched
+
+            # -- B merges the small cluster into the middle one: A's check of it goes, visibly
+            seq = b_edit(api, {"kind": "merge", "clusters": [mid, small]})
+            wait(lambda: caught_up(drv, seq), what="A's poll after the merge")
+            wait(lambda: checked(drv) == {mid}, what="the merged-away cluster unchecked")
+            assert not drv.find_element("id", "merge").is_enabled()
+            assert drv.find_element("id", "merge-info").text == "1 checked"
+            assert any(f"#{small}" in t["text"] and "merged" in t["text"]
+                       for t in js(drv, "return window.mcStudio.toasts")), js(drv, "return window.mcStudio.toasts")
+            assert drv.find_element("id", "cluster-name").get_attribute("value") == "half typed"
+            assert js(drv, "return Array.from(window.mcStudio.selected).sort((a, b) => a - b)") == sorted(picked)
+            assert not js(drv, "return window.mcStudio.refreshes.slice(-1)[0].rendered")  # A's cluster untouched
+
+            # -- B moves most of A's cluster away: A's page 2 no longer exists; A sees the last page
+            members = np.flatnonzero(np.frombuffer(api.get("/api/labels").content, "<i4") == big)
+            keep = set(picked)
+            gone = [int(i) for i in members if int(i) not in keep][: len(members) - 30]
+            seq = b_edit(api, {"kind": "move", "items": gone, "to": mid})
+            wait(lambda: caught_up(drv, seq), what="A's poll after the move")
+            wait(lambda: len(drv.find_elements("css selector", "#grid .tile")) == 30, what="the gallery's last page")
+            assert not drv.find_element("id", "pager").is_displayed() or \
+                "page 1 of 1" in drv.find_element("id", "page-info").text
+            assert {int(t.get_attribute("data-i")) for t in drv.find_elements("css selector", "#grid .tile.selected")} \
+                == set(picked)
+            # the head was drawn again (B changed this cluster), the name typed in it is still there
+            assert js(drv, "return window.mcStudio.refreshes.slice(-1)[0].rendered")
+            assert drv.find_element("id", "cluster-name").get_attribute("value") == "half typed"
+            assert js(drv, "return window.mcStudio.errors") == []
+            assert not severe(drv)
+    finally:
+        drv.quit()
+        s.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, tmp_path):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    drv = chromium(1400, 900)
+    try:
+        with client(s) as api:
+            lab = np.frombuffer(api.get("/api/labels").content, "<i4")
+            sizes = np.bincount(lab[lab >= 0])
+            big, mid, small = (int(c) for c in np.argsort(-sizes)[:3])
+            drv.get(s.url)
+            wait(lambda: loaded(drv), what="first paint")
+            drv.find_element("id", "filter").send_keys(str(big))  # the list filtered to one cluster
+            wait(lambda: len(drv.find_elements("css selector", "#cluster-list li[data-cluster]")) == 1, what="filter")
+            open_cluster(drv, big)
+            Select(drv.find_element("id", "split-k")).select_by_value("2")
+            drv.find_element("id", "split-preview").click()
+            wait(lambda: len(drv.find_elements("css selector", "#split-panel .part")) == 2, what="split preview")
+            part = drv.find_elements("css selector", "#split-panel .part-name")[0]
+            part.clear()
+            part.send_keys("my part")
+
+            # B tags another cluster: the preview, its typed part name, the k chosen and the filter stay
+            seq = b_edit(api, {"kind": "tag", "clusters": [mid], "add": ["from b"]})
+            wait(lambda: caught_up(drv, seq), what="A's poll")
+            assert drv.find_element("id", "split-panel").is_displayed()
+            assert js(drv, "return window.mcStudio.preview !== null")
+            assert drv.find_elements("css selector", "#split-panel .part-name")[0].get_attribute("value") == "my part"
+            assert Select(drv.find_element("id", "split-k")).first_selected_option.get_attribute("value") == "2"
+            assert drv.find_element("id", "filter").get_attribute("value") == str(big)
+            assert len(drv.find_elements("css selector", "#cluster-list li[data-cluster]")) == 1
+
+            # B moves items out of the previewed cluster: the preview is out of date, dropped with a word
+            one = int(np.flatnonzero(lab == big)[0])
+            seq = b_edit(api, {"kind": "move", "items": [one], "to": small})
+            wait(lambda: caught_up(drv, seq), what="A's poll after the move")
+            wait(lambda: not drv.find_element("id", "split-panel").is_displayed(), what="the preview dropped")
+            assert js(drv, "return window.mcStudio.preview") is None
+            assert any("split preview" in t["text"] for t in js(drv, "return window.mcStudio.toasts"))
+
+            # A's own tag and rename from the head's boxes (Enter): applied, so not kept as typed text;
+            # B's later name for the cluster shows in A's box
+            tag = drv.find_element("id", "cluster-tag")
+            tag.send_keys("mine" + Keys.ENTER)
+            wait(lambda: "mine" in drv.find_element("id", "cluster-tags").text, what="A's tag chip")
+            assert drv.find_element("id", "cluster-tag").get_attribute("value") == ""
+            assert js(drv, "return document.activeElement.id") == "cluster-tag"
+            box = drv.find_element("id", "cluster-name")
+            box.clear()
+            box.send_keys("A's name" + Keys.ENTER)
+            wait(lambda: drv.find_element("css selector", f'#cluster-list li[data-cluster="{big}"] .cname').text
+                 == "A's name", what="A's rename")
+            seq = b_edit(api, {"kind": "rename", "cluster": big, "name": "B's name"})
+            wait(lambda: caught_up(drv, seq), what="A's poll after B's rename")
+            wait(lambda: drv.find_element("id", "cluster-name").get_attribute("value") == "B's name",
+                 timeout=5, what="B's name in A's box")
+
+            # B merges A's cluster into another: A follows its items there and is told so
+            seq = b_edit(api, {"kind": "merge", "clusters": [big, mid], "into": mid})
+            wait(lambda: caught_up(drv, seq), what="A's poll after the merge")
+            wait(lambda: drv.find_element("id", "view-head").get_attribute("data-cluster") == str(mid),
+                 what="A's view on the cluster its items went to")
+            assert js(drv, "return window.mcStudio.highlight") == mid
+            assert any(f"#{big}" in t["text"] and "merged into" in t["text"]
+                       for t in js(drv, "return window.mcStudio.toasts"))
+            assert js(drv, "return window.mcStudio.errors") == []
+            assert not severe(drv)
+    finally:
+        drv.quit()
+        s.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(cifar3_embeddings, tmp_path):
+    """On a run with levels, A groups the list by a coarse level (the map coloured by its groups);
+    B moves items between clusters of two groups: A's switch stays on the level and the map's
+    colours are the level's groups now (``/api/levels/NAME``), not the ones before B's edit."""
+    from selenium.webdriver.support.ui import Select
+    from test_levels import pca_tree
+
+    from mediacluster.report.build import map_2d
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
+    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
+    with run.writing("test"):
+        map_2d(run, cifar3_embeddings.vectors, method="pca")
+    s = Server(run.path)
+    drv = chromium(1400, 900)
+    try:
+        with client(s) as api:
+            shown = api.get("/api/clusters").json()
+            level = next(iter(shown["groups"]))
+            groups = shown["groups"][level]
+            lab = np.frombuffer(api.get("/api/labels").content, "<i4")
+            a = next(int(c) for c in groups)
+            b = next(int(c) for c in groups if groups[c] != groups[str(a)])
+            drv.get(s.url)
+            wait(lambda: loaded(drv), what="first paint")
+            Select(drv.find_element("id", "level")).select_by_value(level)
+            wait(lambda: drv.find_elements("css selector", "#cluster-list li.group") and
+                 js(drv, "return window.mcStudio.levelLabels !== null"), what="the groups")
+            before = np.array(js(drv, "return Array.from(window.mcStudio.levelLabels)"))
+            items = [int(i) for i in np.flatnonzero(lab == a)[:10]]
+            seq = b_edit(api, {"kind": "move", "items": items, "to": b})
+            now = np.frombuffer(api.get(f"/api/levels/{level}").content, "<i4")
+            assert (now[items] != before[items]).all()  # B's edit changed those items' groups
+            wait(lambda: caught_up(drv, seq), what="A's poll")
+            assert Select(drv.find_element("id", "level")).first_selected_option.get_attribute("value") == level
+            assert drv.find_elements("css selector", "#cluster-list li.group")
+            wait(lambda: np.array_equal(np.array(js(drv, "return Array.from(window.mcStudio.levelLabels)")), now),
+                 timeout=5, what="the level's colours as they are now")
+            assert not severe(drv)
+    finally:
+        drv.quit()
+        s.stop()
