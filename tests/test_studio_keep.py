@@ -34,6 +34,13 @@ def checked(drv) -> set[int]:
             for c in drv.find_elements("css selector", "#cluster-list .mcheck") if c.is_selected()}
 
 
+def largest(api, n: int = 3):
+    """The run's labels, cluster sizes and its ``n`` largest clusters, largest first."""
+    lab = np.frombuffer(api.get("/api/labels").content, "<i4")
+    sizes = np.bincount(lab[lab >= 0])
+    return lab, sizes, [int(c) for c in np.argsort(-sizes)[:n]]
+
+
 def check(drv, cid):
     drv.find_element("css selector", f'#cluster-list li[data-cluster="{cid}"] .mcheck').click()
 
@@ -46,9 +53,7 @@ def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
     drv = chromium(1400, 900)
     try:
         with client(s) as api:
-            lab = np.frombuffer(api.get("/api/labels").content, "<i4")
-            sizes = np.bincount(lab[lab >= 0])
-            big, mid, small = (int(c) for c in np.argsort(-sizes)[:3])
+            lab, sizes, (big, mid, small) = largest(api)
             assert sizes[big] > 60  # a second gallery page
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -147,9 +152,7 @@ def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, 
     drv = chromium(1400, 900)
     try:
         with client(s) as api:
-            lab = np.frombuffer(api.get("/api/labels").content, "<i4")
-            sizes = np.bincount(lab[lab >= 0])
-            big, mid, small = (int(c) for c in np.argsort(-sizes)[:3])
+            lab, sizes, (big, mid, small) = largest(api)
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
             drv.find_element("id", "filter").send_keys(str(big))  # the list filtered to one cluster
