@@ -873,6 +873,29 @@ def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tm
             if len(metrics_by) == 2:
                 break
         assert set(metrics_by) == set(by_worker), (metrics_by, by_worker)  # both answered /metrics
+        # a worker killed (it can run nothing more) and started anew by uvicorn: its per-process
+        # samples go (web.metrics.prune_dead_workers), its counts stay in the sums, and the new
+        # worker has its own sample once it answers
+        import signal
+
+        gone = sorted(by_worker)[0]
+        os.kill(int(gone), signal.SIGKILL)
+        deadline, pids = time.monotonic() + 30, {gone}
+        while gone in pids and time.monotonic() < deadline:
+            time.sleep(0.2)
+            fams = {f.name: f for f in text_string_to_metric_families(fresh.get("/metrics").text)}
+            pids = {x.labels.get("pid") for x in fams["mediacluster_worker_requests"].samples}
+        assert gone not in pids, pids
+        assert counts()[0] == sent  # the killed worker's requests are still counted
+        deadline, now = time.monotonic() + 120, set()
+        while not (now - set(by_worker)) and time.monotonic() < deadline:
+            try:
+                assert fresh.post("/v1/assign", files=upload(images[:1])).status_code == 200
+                sent += 1
+            except httpx.HTTPError:  # a connection the killed worker held
+                pass
+            now = set(counted(sent)[1])
+        assert now - set(by_worker) and gone not in now, (now, by_worker)  # the new worker answers
     finally:
         fresh.close()
         s.stop()

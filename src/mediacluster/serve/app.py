@@ -476,6 +476,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             holder.stop()
             if inbox is not None:  # what was answered is written before the process ends
                 inbox.close()
+            metrics.close()  # this worker's per-process samples go with it
 
     app = create_app("mediacluster service", __version__, token=opt.token,
                      max_body_bytes=opt.max_body_bytes, time_limit_s=opt.time_limit_s,
