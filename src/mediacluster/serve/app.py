@@ -15,6 +15,11 @@ the served model's ``predict_details`` (plus tags) per model version, each item 
 its request started with. One hand-over and one wake-up per image for the event loop, and the
 per-call costs of the encoder and the model shared by the batch (benchmarks/RESULTS.md,
 "Service").
+
+Per item: an item that cannot be read (an upload the loader refuses, a file over the size limit,
+a vector row with NaN or one the model cannot place) is answered in its place with its error
+(``Failed``), the others as usual; a 4xx is for what is wrong with the request itself, or a
+request none of whose items can be read (benchmarks/RESULTS.md, "The service answers per item").
 """
 
 from __future__ import annotations
@@ -265,10 +270,12 @@ def level_param(served: Served) -> tuple[str, dict]:
 
 
 #: what /v1/assign and /v1/similar answer besides 200 (the stack's own 400 / 413 / 401 / 503 too)
-ASSIGN_ERRORS = {400: "unusable input (the error names it)",
+ASSIGN_ERRORS = {400: "an unusable request (the error names what), or one none of whose items can be read "
+                      "(the error names the first, `items` each); a request with some readable items is "
+                      "answered 200, each unreadable item with its `error`",
                  422: "a body of the wrong form: a key or form field other than `vectors` / `files`, "
                       "or `vectors` not a list (the error names it)",
-                 413: "too large: body, a file, an image or a batch",
+                 413: "too large: the body, the batch, or every file or image of it",
                  415: "a content type other than multipart/form-data or application/json"}
 
 
