@@ -450,6 +450,13 @@ def test_a_batch_answers_per_item(server, images, tmp_path):
     assert [len(it["neighbours"]) for it in items[0::2]] == [2, 2, 2]
     assert [it["cluster"] for it in items[0::2]] == [it["cluster"] for it in placed]
     assert [it["error"]["kind"] for it in items[1::2]] == list(bad.values())
+    # both answers as the OpenAPI description says (each item one of its two forms)
+    from jsonschema import Draft202012Validator
+
+    doc = c.get("/openapi.json").json()
+    for answer, schema in ((body, "AssignResponse"), (s.json(), "SimilarResponse")):
+        Draft202012Validator({"$ref": f"#/components/schemas/{schema}", "components": doc["components"]}
+                             ).validate(answer)
     # a file over --max-file-mb is not read, and fails alone
     big = jpeg_bytes(photo((64, 64))) + os.urandom(1_200_000)
     r = c.post("/v1/assign", files=[("files", ("big.jpg", big, "image/jpeg"))] + upload(images[:1]))

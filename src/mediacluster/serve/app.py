@@ -18,7 +18,7 @@ per-call costs of the encoder and the model shared by the batch (benchmarks/RESU
 
 Per item: an item that cannot be read (an upload the loader refuses, a file over the size limit,
 a vector row with NaN or one the model cannot place) is answered in its place with its error
-(``Failed``), the others as usual; a 4xx is for what is wrong with the request itself, or a
+(``FailedItem``), the others as usual; a 4xx is for what is wrong with the request itself, or a
 request none of whose items can be read (benchmarks/RESULTS.md, "The service answers per item").
 """
 
@@ -118,7 +118,7 @@ class ItemError(BaseModel):
                          "cannot be read")
 
 
-class Failed(BaseModel):
+class FailedItem(BaseModel):
     index: int = Field(description="position of the item in the request")
     filename: str | None = Field(None, description="the uploaded file's name (images, audio clips)")
     error: ItemError = Field(description="why this item has no answer; the request's other items are "
@@ -168,7 +168,7 @@ class ModelRef(BaseModel):
 
 
 #: one item of an answer: placed, or (an upload that cannot be read, a vector with NaN) its error
-AssignItem = Annotated[Annotated[Assigned, Case("placed")] | Annotated[Failed, Case("failed")],
+AssignItem = Annotated[Annotated[Assigned, Case("placed")] | Annotated[FailedItem, Case("failed")],
                        Discriminator(_item_case)]
 FAILED_TEXT = ("items that could not be read (each in `items` at its position, with `error` and no "
                "placement); 0 when every item was placed. A request none of whose items can be read "
@@ -187,7 +187,7 @@ class SimilarResponse(BaseModel):
     k: int = Field(description="neighbours asked for per item")
     same_cluster: bool = Field(description="neighbours only from the item's own cluster at `level`")
     failed: int = Field(0, description=FAILED_TEXT)
-    items: list[Annotated[Annotated[Similar, Case("placed")] | Annotated[Failed, Case("failed")],
+    items: list[Annotated[Annotated[Similar, Case("placed")] | Annotated[FailedItem, Case("failed")],
                           Discriminator(_item_case)]] = Field(
         description="one answer per item, in the order they were sent: its placement and neighbours, "
                     "or `error` for an item that could not be read")
@@ -370,7 +370,7 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> tuple[np.ndarray,
 
 
 def failed_item(index: int, kind: str, message: str, filename: str | None = None) -> dict:
-    """The answer for an item that cannot be read (the API's ``Failed``)."""
+    """The answer for an item that cannot be read (the API's ``FailedItem``)."""
     return {"index": index, "filename": filename, "error": {"kind": kind, "message": message}}
 
 
