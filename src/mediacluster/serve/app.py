@@ -39,6 +39,7 @@ from pydantic import Tag as Case
 
 from .._version import __version__
 from ..data import nonfinite_message, nonfinite_rows
+from ..errors import InputError
 from ..ingest import SkipItem
 from ..web import ApiError, StrictBody, check_body, create_app
 from ..web.app import DOCS_STATIC, error_docs
@@ -380,12 +381,16 @@ def _answer_vectors(body: bytes, served: Served, limit: int, similar: SimilarAsk
     NaN or infinity, no direction for a cosine model, values too large, its error; the others
     placed), and the rows that were placed. None placeable: an ``ApiError`` naming each."""
     X, bad = _parse_vectors(body, served, limit)
+    if not len(bad):
+        try:  # the common case first: every row placeable, nothing checked twice
+            return X, served.answer(X, similar=similar)
+        except InputError:  # a row the model refuses: which ones, and the rest answered
+            if not served.pipeline.unplaceable(X):
+                raise
     errors = {int(i): ("not_finite", "contains NaN or infinity") for i in bad}
     finite = np.flatnonzero(np.isin(np.arange(len(X)), bad, invert=True)) if len(bad) else None
     more = served.pipeline.unplaceable(X if finite is None else X[finite])
     errors.update({int(i if finite is None else finite[i]): e for i, e in more.items()})
-    if not errors:
-        return X, served.answer(X, similar=similar)
     failed = [{"index": i, "filename": None, "kind": k, "message": f"vectors[{i}] {why}"}
               for i, (k, why) in sorted(errors.items())]
     if len(errors) == len(X):  # nothing to answer: the request is refused, naming each row
