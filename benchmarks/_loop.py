@@ -169,7 +169,12 @@ def post_uploads(c, uploads: list[dict]) -> tuple[list[dict], list[float], list[
             answers.append({})
             continue
         body = r.json()
-        answers.append({**body["items"][0], "version": (body.get("model") or {}).get("version")})
+        item = body["items"][0]
+        if "error" in item:  # an item the service could not read is answered in its place
+            failures.append(f"{Path(u['path']).name}: {item['error']['kind']}: {item['error']['message']}")
+            answers.append({})
+            continue
+        answers.append({**item, "version": (body.get("model") or {}).get("version")})
     return answers, lat, failures
 
 

@@ -332,9 +332,12 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     big = jpeg_bytes(photo((64, 64))) + os.urandom(1_200_000)  # over the 1 MB file limit
     refused(413, "file_too_large", files=file("big.jpg", big))
     refused(413, "too_large", content=b"{" + b" " * (3 << 20) + b"}", headers={"content-type": "application/json"})
-    # one bad file among good ones: the whole request is refused, naming the bad one
-    err = refused(400, "not_an_image", files=good + file("notes.jpg", (broken / "notes.jpg").read_bytes()))
-    assert err["message"].startswith("files[1] ('notes.jpg')") and len(err["items"]) == 1
+    # several bad files and no good one: refused, naming the first and listing each
+    err = refused(400, "not_an_image", files=file("notes.jpg", (broken / "notes.jpg").read_bytes())
+                  + file("empty.jpg", b""))
+    assert err["message"].startswith("files[0] ('notes.jpg')") and "(and 1 more, see 'items')" in err["message"]
+    assert [(it["index"], it["kind"]) for it in err["items"]] == [(0, "not_an_image"), (1, "empty")], err
+    # (one bad file among good ones is answered per item: test_a_batch_answers_per_item)
     refused(413, "batch_too_large", files=upload(images + images[:1]))
     refused(400, "empty_batch", content=b"--x--\r\n", headers={"content-type": "multipart/form-data; boundary=x"})
     # a form field other than files: refused as an unknown key of a JSON body is (web.StrictBody)
@@ -351,15 +354,16 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     err = refused(400, "not_finite", content=b'{"vectors": [[NaN' + b", 0.0" * 1279 + b"]]}",
                   headers={"content-type": "application/json"})
     assert err["message"] == "vectors[0] contains NaN or infinity", err
-    err = refused(400, "not_finite", content=b'{"vectors": [[0.0' + b", 0.0" * 1279 + b"], [-Infinity"
-                  + b", 0.0" * 1279 + b"], [NaN" + b", 0.0" * 1279 + b"]]}", headers={"content-type": "application/json"})
-    assert err["message"] == "vectors[1] contains NaN or infinity (rows [1, 2]: 2 of 3)", err
+    err = refused(400, "not_finite", content=b'{"vectors": [[-Infinity' + b", 0.0" * 1279 + b"], [NaN"
+                  + b", 0.0" * 1279 + b"]]}", headers={"content-type": "application/json"})
+    assert err["message"] == "vectors[0] contains NaN or infinity (rows [0, 1]: 2 of 2)", err
+    assert [it["index"] for it in err["items"]] == [0, 1], err
     refused(400, "not_finite", content=b'{"vectors": [[1e999' + b", 0.0" * 1279 + b"]]}",
             headers={"content-type": "application/json"})
     # a zero vector has no direction for the model's cosine predictor (Pipeline.neighbour_metric):
     # refused naming the vector, not a cluster from an arbitrary vote
-    err = refused(400, "input", json={"vectors": [[1.0] + vec[1:], vec]})
-    assert err["message"].startswith("vector 1 is all zeros"), err
+    err = refused(400, "no_direction", json={"vectors": [vec]})
+    assert err["message"].startswith("vectors[0] is all zeros"), err
     refused(400, "empty_batch", json={"vectors": []})
     refused(400, "empty_batch", content=b"", headers={"content-type": "application/json"})
     refused(413, "batch_too_large", json={"vectors": [vec] * 101})
@@ -397,6 +401,88 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     r = c.get("/v1/assign")  # a 405 says which methods the path takes (found by schemathesis)
     assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["kind"] == "method_not_allowed"
     assert server.alive()
+
+
+# -- per-item answers ----------------------------------------------------------------------------
+
+
+def item_errors(server) -> dict:
+    fams = metric_families(server)
+    f = fams.get("mediacluster_item_errors")
+    return {s.labels["kind"]: s.value for s in f.samples if s.name.endswith("_total")} if f else {}
+
+
+def test_a_batch_answers_per_item(server, images, tmp_path):
+    """Good files and each kind of unreadable one in one upload: the good ones are placed as
+    alone, each bad one keeps its position with its error (naming it) and no placement, `failed`
+    counts them, and /metrics counts them by kind; the same through /v1/similar."""
+    c = server.client
+    broken = tmp_path / "broken"
+    kinds = make_broken(broken)
+    bad = {"notes.jpg": "not_an_image", "truncated.jpg": "truncated", "empty.jpg": "empty"}
+    assert all(kinds[n] == k for n, k in bad.items())
+    alone = c.post("/v1/assign", files=upload(images[:3]))
+    assert alone.status_code == 200 and alone.json()["failed"] == 0, alone.text
+    before = item_errors(server)
+    # 6 files (the server's --max-files): good, bad, good, bad, good, bad
+    files = []
+    for g, b in zip(images[:3], bad):
+        files += upload([g]) + [("files", (b, (broken / b).read_bytes(), "image/jpeg"))]
+    r = c.post("/v1/assign", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["failed"] == 3 and [it["index"] for it in body["items"]] == list(range(6))
+    placed, failed = body["items"][0::2], body["items"][1::2]
+    for j, (it, a) in enumerate(zip(placed, alone.json()["items"])):  # as when sent without the bad ones
+        assert (it["index"], it["filename"], it["cluster"], it["name"]) == (2 * j, a["filename"], a["cluster"], a["name"])
+        assert abs(it["probability"] - a["probability"]) < 1e-3 and it["tags"] is not None
+    for it, (name, kind) in zip(failed, bad.items()):
+        assert it["filename"] == name and it["error"]["kind"] == kind, it
+        assert it["error"]["message"].startswith(f"files[{it['index']}] ('{name}'): "), it
+        assert "cluster" not in it and "status" not in it, it
+    after = item_errors(server)
+    for kind in bad.values():
+        assert after.get(kind, 0) - before.get(kind, 0) == 1, (kind, before, after)
+    # the same upload through /v1/similar: placements with neighbours, the bad ones their errors
+    s = c.post("/v1/similar", params={"k": 2}, files=files)
+    assert s.status_code == 200 and s.json()["failed"] == 3, s.text
+    items = s.json()["items"]
+    assert [len(it["neighbours"]) for it in items[0::2]] == [2, 2, 2]
+    assert [it["cluster"] for it in items[0::2]] == [it["cluster"] for it in placed]
+    assert [it["error"]["kind"] for it in items[1::2]] == list(bad.values())
+    # both answers as the OpenAPI description says (each item one of its two forms)
+    from jsonschema import Draft202012Validator
+
+    doc = c.get("/openapi.json").json()
+    for answer, schema in ((body, "AssignResponse"), (s.json(), "SimilarResponse")):
+        Draft202012Validator({"$ref": f"#/components/schemas/{schema}", "components": doc["components"]}
+                             ).validate(answer)
+    # a file over --max-file-mb is not read, and fails alone
+    big = jpeg_bytes(photo((64, 64))) + os.urandom(1_200_000)
+    r = c.post("/v1/assign", files=[("files", ("big.jpg", big, "image/jpeg"))] + upload(images[:1]))
+    assert r.status_code == 200 and r.json()["failed"] == 1, r.text
+    first, second = r.json()["items"]
+    assert first["error"]["kind"] == "file_too_large" and "big.jpg" in first["error"]["message"], first
+    assert second["index"] == 1 and second["cluster"] >= 0
+    # a vector with NaN among good ones: the same, by row
+    # a vector with NaN, or all zeros (no direction for the cosine model), among good ones: the
+    # same, by row
+    good = [[float(j % 7 + 1) / 7 for j in range(1280)], [float(j % 5 + 1) / 5 for j in range(1280)]]
+    text = json.dumps({"vectors": [[0.0] * 1280, good[0], [0.0] * 1280, good[1]]})
+    text = text.replace("[0.0, ", "[NaN, ", 1)
+    r = c.post("/v1/assign", content=text.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["failed"] == 2, r.text
+    nan, a, zero, b = r.json()["items"]
+    assert nan == {"index": 0, "filename": None,
+                   "error": {"kind": "not_finite", "message": "vectors[0] contains NaN or infinity"}}
+    assert zero["index"] == 2 and zero["error"]["kind"] == "no_direction", zero
+    assert zero["error"]["message"].startswith("vectors[2] is all zeros"), zero
+    both = c.post("/v1/assign", json={"vectors": good}).json()["items"]
+    assert [a["cluster"], b["cluster"]] == [it["cluster"] for it in both] and (a["index"], b["index"]) == (1, 3)
+    # nothing readable at all: refused, each named
+    r = c.post("/v1/assign", files=[("files", (n, (broken / n).read_bytes(), "image/jpeg")) for n in bad])
+    assert r.status_code == 400 and len(r.json()["error"]["items"]) == 3, r.text
+    assert item_errors(server).get("empty", 0) - after.get("empty", 0) == 2  # similar's and this one's
 
 
 # -- metrics and batching ------------------------------------------------------------------------
@@ -794,6 +880,29 @@ def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tm
             if len(metrics_by) == 2:
                 break
         assert set(metrics_by) == set(by_worker), (metrics_by, by_worker)  # both answered /metrics
+        # a worker killed (it can run nothing more) and started anew by uvicorn: its per-process
+        # samples go (web.metrics.prune_dead_workers), its counts stay in the sums, and the new
+        # worker has its own sample once it answers
+        import signal
+
+        gone = sorted(by_worker)[0]
+        os.kill(int(gone), signal.SIGKILL)
+        deadline, pids = time.monotonic() + 30, {gone}
+        while gone in pids and time.monotonic() < deadline:
+            time.sleep(0.2)
+            fams = {f.name: f for f in text_string_to_metric_families(fresh.get("/metrics").text)}
+            pids = {x.labels.get("pid") for x in fams["mediacluster_worker_requests"].samples}
+        assert gone not in pids, pids
+        assert counts()[0] == sent  # the killed worker's requests are still counted
+        deadline, now = time.monotonic() + 120, set()
+        while not (now - set(by_worker)) and time.monotonic() < deadline:
+            try:
+                assert fresh.post("/v1/assign", files=upload(images[:1])).status_code == 200
+                sent += 1
+            except httpx.HTTPError:  # a connection the killed worker held
+                pass
+            now = set(counted(sent)[1])
+        assert now - set(by_worker) and gone not in now, (now, by_worker)  # the new worker answers
     finally:
         fresh.close()
         s.stop()

@@ -182,6 +182,13 @@ def test_keep_all_once_per_content_hostile_names_bound_and_failures(run_dir, kno
         from mediacluster.ingest import collect  # the kept folder is a collection like any folder
 
         assert len(collect(inbox / "files")) == 6
+        # an item that cannot be read is answered with its error and not kept (nothing to review,
+        # nothing a clustering could read); the good item beside it is kept, with its own answer
+        r = s.client.post("/v1/assign", files=[("files", ("notes.jpg", b"not an image", "image/jpeg"))]
+                          + upload(known[2:3]))
+        assert r.status_code == 200 and r.json()["failed"] == 1, r.text
+        got = rows(inbox, 9)
+        assert len(got) == 9 and got[8]["filename"] == known[2].name, got[8:]
         # a failing write (a file in the way of the folder; root ignores permissions): answered, counted
         (inbox / "files").rename(inbox / "aside")
         (inbox / "files").write_text("in the way")
@@ -192,7 +199,7 @@ def test_keep_all_once_per_content_hostile_names_bound_and_failures(run_dir, kno
         while metric(s, "mediacluster_inbox_skipped", reason="error") < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert metric(s, "mediacluster_inbox_skipped", reason="error") == 2
-        assert len(rows(inbox)) == 8
+        assert len(rows(inbox)) == 9
         (inbox / "files").unlink()
         (inbox / "aside").rename(inbox / "files")
         # the bound: a new, larger upload is answered but not kept
@@ -204,10 +211,10 @@ def test_keep_all_once_per_content_hostile_names_bound_and_failures(run_dir, kno
             time.sleep(0.1)
         assert metric(s, "mediacluster_inbox_skipped", reason="full") == 2
         assert metric(s, "mediacluster_inbox_full") == 1
-        assert len(rows(inbox)) == 8 and len(list((inbox / "files").iterdir())) == 6
+        assert len(rows(inbox)) == 9 and len(list((inbox / "files").iterdir())) == 6
         # a content already stored costs nothing and is still counted
         assert s.client.post("/v1/assign", files=upload(known[:1])).status_code == 200
-        assert len(rows(inbox, 9)) == 9
+        assert len(rows(inbox, 10)) == 10
         assert contents(inbox)[rows(inbox)[-1]["hash"]][1] == 3
     finally:
         s.stop()

@@ -741,6 +741,14 @@ class Pipeline(ClusterMixin, BaseEstimator):
             return path["labels"], path["probabilities"]
         return self.predictor_.predict_path(X)
 
+    def unplaceable(self, X) -> dict[int, tuple[str, str]]:
+        """The rows of ``X`` (finite, of the model's size) that :meth:`predict_details` refuses,
+        ``{row: (kind, why)}`` (``no_direction``: an all-zero vector for a model that compares
+        directions; ``too_large``): for a caller that answers the other rows instead of none
+        (the service). ``Predictor.unplaceable``."""
+        check_is_fitted(self, "predictor_")
+        return self.predictor_.unplaceable(X)
+
     def predict_details(self, X, zero_vectors: str = "refuse") -> dict:
         """Per item: ``labels`` (-2/-1/>=0), ``probabilities``, ``status``, ``cluster`` and
         ``confidence`` (nearest cluster even for noise/outliers), ``embedding`` (reduced coords),

@@ -299,29 +299,67 @@ class NeighbourPredictor(BaseEstimator):
                              "features as input: was it fitted with another encoder?)")
         check_finite(X)
         X_in = X
-        if self.ref_normalize_:
-            D = self._centred(X)  # once: the zero check and the directions both read it
-            if zero_vectors == "refuse":
-                centred = getattr(self, "ref_center_", False)
-                zero = ~D.any(axis=1)
-                if zero.any():
-                    what = ("is constant", "constant vectors", "correlation", "a constant vector, centred,") \
-                        if centred else ("is all zeros", "such vectors", "cosine", "a zero vector")
-                    raise InputError(f"vector {int(np.flatnonzero(zero)[0])} {what[0]} ({int(zero.sum())} "
-                                     f"{what[1]}): this model compares directions ({what[2]}) and "
-                                     f"{what[3]} has none")
-            X = l2_normalize(D)
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.ref_components_ is not None:
-                X = (X - self.ref_mean_) @ self.ref_components_.T
-            # faiss compares squared distances in float32: finite values whose squares overflow
-            # (above ~1e19) gave every such vector the same arbitrary answer
-            bad = np.flatnonzero(~np.isfinite(np.linalg.norm(X, axis=1)))
+        X, zero = self._mapped(X)
+        if zero_vectors == "refuse" and zero is not None and zero.any():
+            what = self._no_direction()
+            raise InputError(f"vector {int(np.flatnonzero(zero)[0])} {what[0]} ({int(zero.sum())} "
+                             f"{what[1]}): this model compares directions ({what[2]}) and "
+                             f"{what[3]} has none")
+        bad = np.flatnonzero(self._overflow(X))
         if len(bad):
             big = float(np.abs(np.asarray(X_in[bad[0]], dtype=np.float64)).max())
             raise InputError(f"vector {int(bad[0] if rows is None else rows[bad[0]])} has values too large to place (up to {big:.3g}; "
                              f"{len(bad)} such vectors): their squares overflow float32 in the model's space")
         return np.ascontiguousarray(X, dtype=np.float32)
+
+    def _mapped(self, X) -> tuple[np.ndarray, np.ndarray | None]:
+        """Finite rows ``X`` (n, d) in the predictor's space, unchecked for overflow, and which of
+        them have no direction (all zeros; constant under correlation): None for a model that
+        does not compare directions."""
+        zero = None
+        if self.ref_normalize_:
+            D = self._centred(X)  # once: the zero check and the directions both read it
+            zero = ~D.any(axis=1)
+            X = l2_normalize(D)
+        if self.ref_components_ is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                X = (X - self.ref_mean_) @ self.ref_components_.T
+        return X, zero
+
+    @staticmethod
+    def _overflow(X) -> np.ndarray:
+        """Rows of mapped ``X`` whose squared norm overflows: faiss compares squared distances in
+        float32, and finite values whose squares overflow (above ~1e19) gave every such vector
+        the same arbitrary answer."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return ~np.isfinite(np.linalg.norm(X, axis=1))
+
+    def _no_direction(self) -> tuple[str, str, str, str]:
+        """The words of the message refusing a row without direction, by metric."""
+        return (("is constant", "constant vectors", "correlation", "a constant vector, centred,")
+                if getattr(self, "ref_center_", False) else
+                ("is all zeros", "such vectors", "cosine", "a zero vector"))
+
+    def unplaceable(self, X) -> dict[int, tuple[str, str]]:
+        """The rows of ``X`` (finite, of the model's size) that :meth:`predict_details` refuses
+        as new items, each ``{row: (kind, why)}``: ``no_direction`` (all zeros, or constant under
+        correlation, for a model that compares directions) and ``too_large`` (values whose
+        squares overflow float32 in the model's space). For a caller that answers the other rows
+        (the service's per-item answers); ``transform`` raises on the first of them instead."""
+        check_is_fitted(self, "ref_vectors_")
+        X = as_vectors(X)
+        X = X[None, :] if X.ndim == 1 else X
+        mapped, zero = self._mapped(X)
+        out = {}
+        if zero is not None:
+            what = self._no_direction()
+            why = f"{what[0]}: this model compares directions ({what[2]}) and {what[3]} has none"
+            out = {int(i): ("no_direction", why) for i in np.flatnonzero(zero)}
+        for i in np.flatnonzero(self._overflow(mapped)):
+            big = float(np.abs(np.asarray(X[i], dtype=np.float64)).max())
+            out.setdefault(int(i), ("too_large", f"has values too large to place (up to {big:.3g}): their "
+                                                 "squares overflow float32 in the model's space"))
+        return out
 
     def _centred(self, X) -> np.ndarray:
         """``X`` with each row's mean subtracted under the correlation metric, else as given."""

@@ -15,6 +15,11 @@ the served model's ``predict_details`` (plus tags) per model version, each item 
 its request started with. One hand-over and one wake-up per image for the event loop, and the
 per-call costs of the encoder and the model shared by the batch (benchmarks/RESULTS.md,
 "Service").
+
+Per item: an item that cannot be read (an upload the loader refuses, a file over the size limit,
+a vector row with NaN or one the model cannot place) is answered in its place with its error
+(``FailedItem``), the others as usual; a 4xx is for what is wrong with the request itself, or a
+request none of whose items can be read (benchmarks/RESULTS.md, "The service answers per item").
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Discriminator, Field
+from pydantic import Tag as Case
 
 from .._version import __version__
 from ..data import nonfinite_message, nonfinite_rows
+from ..errors import InputError
 from ..ingest import SkipItem
 from ..web import ApiError, StrictBody, check_body, create_app
 from ..web.app import DOCS_STATIC, error_docs
@@ -103,6 +111,26 @@ class Assigned(BaseModel):
                                    "abstains; null without a tag model")
 
 
+class ItemError(BaseModel):
+    kind: str = Field(description="a short stable code: empty, truncated, not_an_image, corrupt, "
+                      "image_too_large, file_too_large, not_finite, ... (the loader's, as `cluster`'s "
+                      "skipped files)")
+    message: str = Field(description="the item named (`files[i] ('name.jpg')` or `vectors[i]`) and why it "
+                         "cannot be read")
+
+
+class FailedItem(BaseModel):
+    index: int = Field(description="position of the item in the request")
+    filename: str | None = Field(None, description="the uploaded file's name (images, audio clips)")
+    error: ItemError = Field(description="why this item has no answer; the request's other items are "
+                             "answered as usual")
+
+
+def _item_case(v) -> str:
+    """Which schema one item of ``items`` has: ``failed`` (it carries ``error``) or ``placed``."""
+    return "failed" if (v.get("error") if isinstance(v, dict) else getattr(v, "error", None)) else "placed"
+
+
 class Neighbour(BaseModel):
     row: int = Field(description="the item's row among the model's fitted items (its reference items)")
     id: str | None = Field(None, description="the item's id in the run the model was saved from (null for "
@@ -140,16 +168,30 @@ class ModelRef(BaseModel):
                                "not saved from a run")
 
 
+#: one item of an answer: placed, or (an upload that cannot be read, a vector with NaN) its error
+AssignItem = Annotated[Annotated[Assigned, Case("placed")] | Annotated[FailedItem, Case("failed")],
+                       Discriminator(_item_case)]
+FAILED_TEXT = ("items that could not be read (each in `items` at its position, with `error` and no "
+               "placement); 0 when every item was placed. A request none of whose items can be read "
+               "is refused (400, or 413 when all are too large) naming each")
+
+
 class AssignResponse(BaseModel):
     model: ModelRef = Field(description="the model version that answered every item of the request")
-    items: list[Assigned] = Field(description="one answer per item, in the order they were sent")
+    failed: int = Field(0, description=FAILED_TEXT)
+    items: list[AssignItem] = Field(description="one answer per item, in the order they were sent: "
+                                    "its placement, or `error` for an item that could not be read")
 
 
 class SimilarResponse(BaseModel):
     model: ModelRef = Field(description="the model version that answered every item of the request")
     k: int = Field(description="neighbours asked for per item")
     same_cluster: bool = Field(description="neighbours only from the item's own cluster at `level`")
-    items: list[Similar] = Field(description="one answer per item, in the order they were sent")
+    failed: int = Field(0, description=FAILED_TEXT)
+    items: list[Annotated[Annotated[Similar, Case("placed")] | Annotated[FailedItem, Case("failed")],
+                          Discriminator(_item_case)]] = Field(
+        description="one answer per item, in the order they were sent: its placement and neighbours, "
+                    "or `error` for an item that could not be read")
 
 
 class ClusterInfo(BaseModel):
@@ -229,10 +271,12 @@ def level_param(served: Served) -> tuple[str, dict]:
 
 
 #: what /v1/assign and /v1/similar answer besides 200 (the stack's own 400 / 413 / 401 / 503 too)
-ASSIGN_ERRORS = {400: "unusable input (the error names it)",
+ASSIGN_ERRORS = {400: "an unusable request (the error names what), or one none of whose items can be read "
+                      "(the error names the first, `items` each); a request with some readable items is "
+                      "answered 200, each unreadable item with its `error`",
                  422: "a body of the wrong form: a key or form field other than `vectors` / `files`, "
                       "or `vectors` not a list (the error names it)",
-                 413: "too large: body, a file, an image or a batch",
+                 413: "too large: the body, the batch, or every file or image of it",
                  415: "a content type other than multipart/form-data or application/json"}
 
 
@@ -264,7 +308,10 @@ def _query_hint(keys) -> str:
             if asked else "")
 
 
-def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
+def _parse_vectors(body: bytes, served: Served, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The body's vectors (float32, (n, d)) and the rows among them that hold NaN or infinity
+    (answered per item). What is wrong with the body itself (not JSON, a wrong shape or size, not
+    numbers, no rows, too many) is an ``ApiError``, and so are non-finite rows when every row is."""
     if not body:
         raise ApiError(400, "empty_batch", "the request body is empty; send {\"vectors\": [[...], ...]}")
     try:
@@ -316,15 +363,48 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> np.ndarray:
         raise ApiError(400, "invalid_request", f"vectors[{bad}] holds something that is not a number"
                        if bad is not None else "'vectors' must hold numbers only") from None
     bad = nonfinite_rows(X)
-    if len(bad):
-        raise ApiError(400, "not_finite", nonfinite_message(bad, len(X), row="vectors[{}]"))
-    return X
+    if len(bad) == len(X):  # nothing to answer: the request is refused, naming the rows
+        raise ApiError(400, "not_finite", nonfinite_message(bad, len(X), row="vectors[{}]"),
+                       {"items": [{"index": int(i), "filename": None, "kind": "not_finite",
+                                   "message": f"vectors[{int(i)}] contains NaN or infinity"} for i in bad]})
+    return X, bad
+
+
+def failed_item(index: int, kind: str, message: str, filename: str | None = None) -> dict:
+    """The answer for an item that cannot be read (the API's ``FailedItem``)."""
+    return {"index": index, "filename": filename, "error": {"kind": kind, "message": message}}
 
 
 def _answer_vectors(body: bytes, served: Served, limit: int, similar: SimilarAsk | None = None
                     ) -> tuple[np.ndarray, list[dict]]:
-    X = _parse_vectors(body, served, limit)
-    return X, served.answer(X, similar=similar)
+    """The answers to a JSON body's vectors, one per row in order (a row the model cannot place:
+    NaN or infinity, no direction for a cosine model, values too large, its error; the others
+    placed), and the rows that were placed. None placeable: an ``ApiError`` naming each."""
+    X, bad = _parse_vectors(body, served, limit)
+    if not len(bad):
+        try:  # the common case first: every row placeable, nothing checked twice
+            return X, served.answer(X, similar=similar)
+        except InputError:  # a row the model refuses: which ones, and the rest answered
+            if not served.pipeline.unplaceable(X):
+                raise
+    errors = {int(i): ("not_finite", "contains NaN or infinity") for i in bad}
+    finite = np.flatnonzero(np.isin(np.arange(len(X)), bad, invert=True)) if len(bad) else None
+    more = served.pipeline.unplaceable(X if finite is None else X[finite])
+    errors.update({int(i if finite is None else finite[i]): e for i, e in more.items()})
+    failed = [{"index": i, "filename": None, "kind": k, "message": f"vectors[{i}] {why}"}
+              for i, (k, why) in sorted(errors.items())]
+    if len(errors) == len(X):  # nothing to answer: the request is refused, naming each row
+        tail = f" (and {len(failed) - 1} more, see 'items')" if len(failed) > 1 else ""
+        raise ApiError(400, failed[0]["kind"], failed[0]["message"] + tail, {"items": failed})
+    rows = np.flatnonzero(np.isin(np.arange(len(X)), list(errors), invert=True))
+    X = X[rows]
+    items: list = [None] * (len(X) + len(failed))
+    for f in failed:
+        items[f["index"]] = failed_item(f["index"], f["kind"], f["message"])
+    for row, answer in zip(rows.tolist(), served.answer(X, similar=similar)):
+        answer["index"] = row
+        items[row] = answer
+    return X, items
 
 
 def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> FastAPI:
@@ -342,6 +422,10 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=reg)
     encode_s = Histogram("mediacluster_encode_batch_seconds", "Time of one batch (decode, encoder call, model answer)",
                          buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56), registry=reg)
+    item_errors = Counter("mediacluster_item_errors", "Items of /v1/assign and /v1/similar that could "
+                          "not be read (an unreadable upload, a vector with NaN), by kind: those answered "
+                          "with an error beside their request's other items, and those of a request "
+                          "refused because none could be read", ["kind"], registry=reg)
     reloads = Counter("mediacluster_model_reloads", "Model reload checks (the file watch's and POST "
                       "/v1/reload's), by result", ["result"], registry=reg)
     model_info = Gauge("mediacluster_model_info", "The model version served (value 1)",
@@ -404,6 +488,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             holder.stop()
             if inbox is not None:  # what was answered is written before the process ends
                 inbox.close()
+            metrics.close()  # this worker's per-process samples go with it
 
     app = create_app("mediacluster service", __version__, token=opt.token,
                      max_body_bytes=opt.max_body_bytes, time_limit_s=opt.time_limit_s,
@@ -421,8 +506,10 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         return "audio clips" if served.media == "audio" else "images"
 
     async def _images(request: Request, served: Served, similar: SimilarAsk | None = None
-                      ) -> tuple[list[dict], list[bytes]]:
-        """The answers to a request's uploaded files, and the files' bytes."""
+                      ) -> tuple[list[dict], list[bytes | None]]:
+        """The answers to a request's uploaded files, one per file in order (a file that cannot
+        be read: its error, ``failed_item``), and the files' bytes (None for a file not read).
+        None readable: an ``ApiError`` naming each."""
         batcher = served.slot.batcher if served.slot is not None else None
         if batcher is not None:  # its items come soon: a batch forming now may wait for them
             batcher.announce(1)
@@ -455,67 +542,94 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                     raise ApiError(400, "no_encoder", f"model {served.version} was fitted on precomputed "
                                    "vectors, so it cannot read images; send {\"vectors\": [...]} as JSON")
                 names = [(u.filename or "")[:MAX_FILENAME] or None for u in files]
-                for i, u in enumerate(files):
-                    if u.size is not None and u.size > opt.max_file_bytes:
-                        raise ApiError(413, "file_too_large", f"files[{i}] ({names[i]!r}) has {u.size} "
-                                       f"bytes; the limit is {opt.max_file_bytes} per file")
-                datas = [await u.read() for u in files]
+                # a file over the size limit is not read: its item fails, the others are answered
+                big = {i: f"has {u.size} bytes; the limit is {opt.max_file_bytes} per file"
+                       for i, u in enumerate(files) if u.size is not None and u.size > opt.max_file_bytes}
+                datas = [None if i in big else await u.read() for i, u in enumerate(files)]
             finally:
                 await form.close()
             ask = () if similar is None else (similar,)
-            futures = batcher.submit([(served, d, n, *ask) for d, n in zip(datas, names)], announced=announced)
-            announced = 0
+            todo = [i for i in range(len(files)) if i not in big]
+            futures = batcher.submit([(served, datas[i], names[i], *ask) for i in todo],
+                                     announced=announced) if todo else []
+            announced = 0 if todo else announced
         finally:
             if announced:
                 batcher.withdraw(announced)
-        results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures),
-                                       return_exceptions=True)
+        results: list = [SkipItem(big[i], "file_too_large") if i in big else None for i in range(len(files))]
+        for i, r in zip(todo, await asyncio.gather(*(asyncio.wrap_future(f) for f in futures),
+                                                   return_exceptions=True)):
+            results[i] = r
         bad = []
         for i, r in enumerate(results):
             if isinstance(r, SkipItem):
-                bad.append({"index": i, "filename": names[i], "kind": r.kind or "unusable",
-                            "message": r.reason})
+                where = f"files[{i}]" + (f" ({names[i]!r})" if names[i] else "")
+                bad.append((i, r.kind or "unusable", where, r.reason))
+                results[i] = failed_item(i, r.kind or "unusable", f"{where}: {r.reason}", names[i])
             elif isinstance(r, BaseException):
                 raise r
             else:
                 r["index"] = i
-        if bad:
-            first = bad[0]
-            status = 413 if all(b["kind"] in TOO_LARGE for b in bad) else 400
-            where = f"files[{first['index']}]" + (f" ({first['filename']!r})" if first["filename"] else "")
+        if len(bad) == len(results):  # none readable: the request is refused, naming each
+            i, kind, where, reason = bad[0]
+            status = 413 if all(b[1] in TOO_LARGE for b in bad) else 400
             more = f" (and {len(bad) - 1} more, see 'items')" if len(bad) > 1 else ""
-            raise ApiError(status, first["kind"], f"{where}: {first['message']}{more}",
-                           {"items": bad})
+            raise ApiError(status, kind, f"{where}: {reason}{more}",
+                           {"items": [{"index": i, "filename": names[i], "kind": k, "message": m}
+                                      for i, k, _, m in bad]})
         return results, datas
+
+    def item_errors_of(items: list[dict]) -> int:
+        """Count the items of an answer that could not be read (``mediacluster_item_errors``, by
+        kind); returns how many."""
+        n = 0
+        for it in items:
+            if "error" in it:
+                item_errors.labels(it["error"]["kind"]).inc()
+                n += 1
+        return n
 
     @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=body,
               summary="Assign images or audio clips (an audio model), or vectors, to the model's clusters",
               responses=error_docs(ASSIGN_ERRORS))
     async def assign(request: Request):
         served = holder.current  # this request answers with this version, whatever happens
-        return {"model": _ref(served), "items": await _answer(request, served, None)}
+        items, failed = await _answer(request, served, None)
+        return {"model": _ref(served), "failed": failed, "items": items}
 
-    async def _answer(request: Request, served: Served, similar: SimilarAsk | None) -> list[dict]:
-        """The items of an assign or similar request (files or vectors), answered by ``served``."""
+    async def _answer(request: Request, served: Served, similar: SimilarAsk | None) -> tuple[list[dict], int]:
+        """The items of an assign or similar request (files or vectors), answered by ``served``
+        (an item that could not be read: its error), and how many could not be read."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         datas = X = None
-        if ctype == "multipart/form-data":
-            items, datas = await _images(request, served, similar)
-            kind = served.media  # files are answered only by a model with an encoder
-        elif ctype in ("application/json", ""):
-            body = await request.body()
-            # parsed and answered off the event loop: megabytes of JSON would hold up every other
-            # request
-            X, items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar)
-            kind = "vector"
-        else:
-            raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send {_files_of(served)} as "
-                           "multipart/form-data (field 'files') or vectors as application/json")
+        try:
+            if ctype == "multipart/form-data":
+                items, datas = await _images(request, served, similar)
+                kind = served.media  # files are answered only by a model with an encoder
+            elif ctype in ("application/json", ""):
+                body = await request.body()
+                # parsed and answered off the event loop: megabytes of JSON would hold up every
+                # other request
+                X, items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar)
+                kind = "vector"
+            else:
+                raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send {_files_of(served)} "
+                               "as multipart/form-data (field 'files') or vectors as application/json")
+        except ApiError as e:  # a request none of whose items could be read: each item counted
+            for it in e.details.get("items", ()):
+                item_errors.labels(it["kind"]).inc()
+            raise
+        failed = item_errors_of(items) if len(items) else 0
+        placed = [it for it in items if "error" not in it] if failed else items
         if inbox is not None:  # the rule only; hashing and writing are the writer thread's
-            inbox.offer(served.version, "similar" if similar is not None else "assign", kind, items,
-                        datas=datas, vectors=X)
-        (items_total if similar is None else similar_total).labels(kind).inc(len(items))
-        return items
+            # an item that could not be read is not kept: it has no answer to review and
+            # nothing a clustering could read (the client was told why)
+            if failed and datas is not None:
+                datas = [datas[it["index"]] for it in placed]
+            inbox.offer(served.version, "similar" if similar is not None else "assign", kind, placed,
+                        datas=datas, vectors=X)  # X: the placed rows only (_answer_vectors)
+        (items_total if similar is None else similar_total).labels(kind).inc(len(placed))
+        return items, failed
 
     @app.post("/v1/similar", response_model=SimilarResponse, openapi_extra=body,
               summary="More like this: each image, clip or vector's cluster (as /v1/assign answers) and "
@@ -535,8 +649,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         # checked before any upload is read or encoded: a level the model lacks names `level`
         served.pipeline.level_index(level)
         ask = SimilarAsk(k=int(k), same_cluster=bool(same_cluster), level=level)
-        items = await _answer(request, served, ask)
-        return {"model": _ref(served), "k": ask.k, "same_cluster": ask.same_cluster, "items": items}
+        items, failed = await _answer(request, served, ask)
+        return {"model": _ref(served), "k": ask.k, "same_cluster": ask.same_cluster, "failed": failed,
+                "items": items}
 
     @app.get("/v1/clusters", response_model=ClustersResponse, summary="The model's clusters")
     async def clusters():

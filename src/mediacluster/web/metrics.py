@@ -11,12 +11,17 @@ Several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` names an empty folde
 workers start (``multiprocess_dir()`` makes one), prometheus_client keeps every value in files
 there and ``response()`` sums them over the workers, so any worker answers for all. One metric
 is kept per worker instead: ``PREFIX_worker_requests``, the requests each worker process
-answered, by route, labelled ``pid`` (how the load is spread, and that every worker answers;
-a worker uvicorn restarted keeps its old pid's sample). In one process it has no ``pid``.
+answered, by route, labelled ``pid`` (how the load is spread, and that every worker answers).
+It is a "live" gauge (``liveall``): a worker that ended takes its sample with it, by
+``multiprocess.mark_process_dead`` where it ends (``close()``, in the app's lifespan) and, for a
+worker that could run nothing more (killed; uvicorn starts another in its place), at the next
+``/metrics`` of any worker (``prune_dead_workers``: the processes with live-gauge files that no
+longer run). The counters of an ended worker stay in the sums. In one process it has no ``pid``.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 
@@ -55,11 +60,11 @@ class HttpMetrics:
         self.errors = Counter(f"{prefix}_http_errors", "Errors answered, by kind (the 'kind' of "
                               "the JSON error body)", ["kind"], registry=self.registry)
         # a gauge, not a counter: prometheus_client sums a counter over the worker processes,
-        # a gauge of mode "all" keeps one sample per process, labelled pid
-        self.worker = Gauge(f"{prefix}_worker_requests", "HTTP requests answered by each worker "
+        # a gauge of mode "liveall" keeps one sample per running process, labelled pid
+        self.worker = Gauge(f"{prefix}_worker_requests", "HTTP requests answered by each running worker "
                             "process (--workers N: one sample per process, labelled pid; the other "
                             "metrics are summed over the processes), by route template", ["route"],
-                            registry=self.registry, multiprocess_mode="all")
+                            registry=self.registry, multiprocess_mode="liveall")
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
@@ -73,13 +78,22 @@ class HttpMetrics:
         self.latency.labels(route).observe(seconds)
         self.worker.labels(route).inc()
 
+    def close(self) -> None:
+        """This process ends: its live gauges' samples go (several workers; nothing otherwise)."""
+        path = os.environ.get(MULTIPROC_ENV)
+        if path:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), path)
+
     def render(self) -> tuple[bytes, str]:
         """``(body, content type)`` of the Prometheus text exposition."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        if os.environ.get(MULTIPROC_ENV):
+        if path := os.environ.get(MULTIPROC_ENV):
             from prometheus_client import CollectorRegistry, multiprocess
 
+            prune_dead_workers(path)
             reg = CollectorRegistry()
             multiprocess.MultiProcessCollector(reg)
             return generate_latest(reg), CONTENT_TYPE_LATEST
@@ -90,6 +104,36 @@ class HttpMetrics:
 
         body, ctype = self.render()
         return Response(body, media_type=ctype)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
+
+
+def prune_dead_workers(path: str) -> list[int]:
+    """``multiprocess.mark_process_dead`` for each process that left live-gauge files in
+    ``path`` (the server's private folder: only its own workers write there) and no longer runs,
+    such as a worker killed and replaced by uvicorn; returns their pids."""
+    from prometheus_client import multiprocess
+
+    pids = set()
+    for f in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid = os.path.basename(f)[:-3].rsplit("_", 1)[-1]
+        if pid.isdigit():
+            pids.add(int(pid))
+    dead = sorted(p for p in pids if p != os.getpid() and not _running(p))
+    for pid in dead:
+        try:
+            multiprocess.mark_process_dead(pid, path)
+        except FileNotFoundError:  # another worker's /metrics removed them first
+            pass
+    return dead
 
 
 class _Measure:
