@@ -117,7 +117,7 @@ def test_broken_files_are_refused_with_reasons(tmp_path):
     assert e.value.kind == "too_long"
 
 
-def test_uploads_prepare_like_files(tmp_path, fsdd_two_speakers):
+def test_uploads_prepare_like_files(tmp_path, fsdd_two_speakers, monkeypatch):
     """An upload held in memory (what the service receives) prepares exactly like the file,
     through a private temporary file that is gone afterwards; broken uploads get the file's
     reasons."""
@@ -127,8 +127,12 @@ def test_uploads_prepare_like_files(tmp_path, fsdd_two_speakers):
     from mediacluster.encoders import get_encoder
     from mediacluster.ingest import SkipItem
 
+    # a temporary folder of this test's own: other processes' uploads come and go in /tmp
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     enc = get_encoder("mfcc")
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "mediacluster-upload-*")))
+    assert before == set()
     for p in fsdd_two_speakers[:3]:
         np.testing.assert_array_equal(enc.prepare_bytes(Path(p).read_bytes(), Path(p).name),
                                       enc.prepare(str(p)))
