@@ -16,6 +16,7 @@
     scale: 1, tx: 0, ty: 0, drawn: 0, redraws: 0, drawMs: 0, firstPaint: null, errors: [], toasts: [],
     busy: 0, polls: 0,
     checked: new Set(),  // clusters checked for a merge: kept across redraws, filters and refreshes
+    itemOpen: null, itemShown: null,  // the item panel's item and the details it shows
     refreshes: [],  // per refresh: its ms, what changed, whether the view was re-rendered (tests, benchmarks)
   };
   window.mcStudio = S;
@@ -387,6 +388,7 @@
     for (const [c, k] of count) if (c >= 0 && S.clusters.has(c) && k > n) { best = c; n = k; }
     return best;
   }
+  function clusterText(id) { const c = S.clusters.get(id); return c ? c.name + " (#" + id + ")" : (id === -1 ? "unassigned" : "outlier") + " (#" + id + ")"; }
   function label(id, clusters) { const c = (clusters || S.clusters).get(id); return "#" + id + (c ? " (" + c.name + ")" : ""); }
   // A person's place that refers to what the new state took away is dropped, and said so when
   // another page, process or undo did it (``others``); the rest is kept as it was.
@@ -404,6 +406,13 @@
       say("the split preview of cluster " + label(pv.cluster, oldClusters) + " is out of date: its items changed (edit " + S.seq + "); preview the split again");
     }
     const v = S.view;
+    const sc = v.kind === "search" ? v.result.cluster : null;
+    if (sc !== null && sc !== undefined && sc >= 0 && !S.clusters.has(sc) && !v.scopeGone) {
+      // the results stay (the person's query and place); what they were searched in is gone
+      v.scopeGone = true;
+      const to = wentTo(sc, oldL);
+      say("cluster " + label(sc, oldClusters) + ", the one this search was in, no longer exists" + (to !== null ? " (merged into " + label(to) + ")" : "") + ": its results are shown as they are now");
+    }
     if (v.kind === "cluster" && v.id >= 0 && !S.clusters.has(v.id)) {
       const to = wentTo(v.id, oldL);
       if (to !== null) {
@@ -423,7 +432,38 @@
     if (ch === null) return true;
     if (v.kind === "cluster") return ch.has(v.id);
     if (v.kind === "selection") { for (const i of S.selected) if (oldL[i] !== S.L[i]) return true; return false; }
-    return false;  // a search shows the results it got; nothing shown: nothing to fetch
+    return false;  // a search keeps the results it got (its tiles retinted); nothing shown: nothing to fetch
+  }
+  // the tiles of a view not drawn again (a search's results, a selection): each tile's cluster as
+  // it is now, its swatch's colour and name, from the labels and cluster table just fetched (no
+  // request; the tiles, their order, the scroll and the focus stay). Returns the tiles changed.
+  function retintGrid(ch) {
+    let n = 0;
+    for (const it of S.items) {
+      const now = S.L[it.i];
+      if (now === undefined || (now === it.cluster && !ch.meta.has(now))) continue;
+      it.cluster = now;  // the view's own list (a search's result): drawn again, it stays right
+      const t = $("grid").querySelector('.tile[data-i="' + it.i + '"]');
+      if (!t) continue;
+      t.setAttribute("data-cluster", String(now));
+      const sw = t.querySelector(".sw");
+      if (sw) { sw.style.background = colorOf(now); sw.title = clusterText(now); }
+      n++;
+    }
+    return n;
+  }
+  // the open item panel after an edit: its details fetched again (an item's tags change with no
+  // trace in the labels or the cluster table) and drawn again when they changed; the picture,
+  // the neighbours and the panel's scroll stay. An item another page moved is said so.
+  async function refreshItem(others) {
+    const i = S.itemOpen, was = S.itemShown;
+    if (i === null || !was) return;
+    let it;
+    try { it = await api("api/items/" + i); } catch (e) { return; }  // the next refresh tries again
+    if (S.itemOpen !== i || S.itemShown !== was) return;  // another item opened meanwhile
+    if (JSON.stringify(itemDetails(it)) === JSON.stringify(itemDetails(was))) return;
+    drawItemDetails(it);
+    if (others && it.cluster !== was.cluster) toast("item " + it.name + " (open) was moved from " + label(was.cluster) + " to " + label(it.cluster));
   }
   async function refresh(keepView, others) {
     const t0 = performance.now(), oldL = S.L, oldClusters = S.clusters;
@@ -441,10 +481,11 @@
     }
     buildPalette(); renderClusters(); renderMoveTargets(); renderScope(); updateCounts(); updateMapInfo();
     const render = !keepView && (viewGone || viewTouched(ch, oldL));
-    if (render) await renderView();
+    const retinted = !render && ch ? retintGrid(ch) : 0;
+    await Promise.all([render ? renderView() : null, ch ? refreshItem(others) : null]);
     redraw();
     $("sync").textContent = "saved \u00b7 edit " + S.seq;
-    S.refreshes.push({ seq: S.seq, ms: performance.now() - t0, rendered: render,
+    S.refreshes.push({ seq: S.seq, ms: performance.now() - t0, rendered: render, retinted: retinted,
       moved: ch ? Array.from(ch.moved) : null, meta: ch ? Array.from(ch.meta) : null });
     if (S.refreshes.length > 50) S.refreshes.shift();
   }
@@ -760,12 +801,12 @@
     S.items = items; S.total = total;
     const g = clear($("grid"));
     items.forEach((it, idx) => {
-      const tile = el("figure", { class: "tile" + (S.selected.has(it.i) ? " selected" : ""), "data-i": it.i, title: it.name });
+      const tile = el("figure", { class: "tile" + (S.selected.has(it.i) ? " selected" : ""), "data-i": it.i, "data-cluster": it.cluster, title: it.name });
       const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(it.i) });
       img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
       tile.appendChild(img);
       tile.appendChild(el("figcaption", { class: "cap", text: it.name }));
-      const sw = el("span", { class: "sw" }); sw.style.background = colorOf(it.cluster); tile.appendChild(sw);
+      const sw = el("span", { class: "sw", title: clusterText(it.cluster) }); sw.style.background = colorOf(it.cluster); tile.appendChild(sw);
       if (it.score !== undefined) tile.appendChild(el("span", { class: "score", text: it.score.toFixed(3) }));
       tile.addEventListener("click", (ev) => tileClick(ev, it.i, idx));
       pressable(tile);
@@ -871,7 +912,9 @@
   // ------------------------------------------------------------------ item panel
   async function openItem(i) {
     let it;
-    try { it = await api("api/items/" + i); } catch (e) { fail(e); return; }
+    S.itemOpen = i;
+    try { it = await api("api/items/" + i); } catch (e) { if (S.itemOpen === i) S.itemOpen = S.itemShown ? S.itemShown.i : null; fail(e); return; }
+    if (S.itemOpen !== i) return;  // another item opened (or the panel closed) meanwhile
     names.set(i, it.name);
     const p = clear($("item-panel"));
     p.hidden = false;
@@ -882,9 +925,23 @@
     img.addEventListener("error", () => img.replaceWith(el("div", { class: "noimg", text: "no image" })));
     p.appendChild(img);
     if (S.info.media === "audio") p.appendChild(el("audio", { controls: true, preload: "none", src: "api/items/" + i + "/audio", id: "item-audio" }));
-    p.appendChild(el("h3", { id: "item-name", text: it.name }));
-    const tb = el("table");
-    const row = (k, v) => tb.appendChild(el("tr", null, el("th", { text: k }), el("td", { text: v })));
+    p.appendChild(el("div", { id: "item-details" }));
+    drawItemDetails(it);
+    if (it.duplicates && it.duplicates.length) {
+      p.appendChild(el("h3", { text: "Duplicates (" + it.duplicates.length + ")" }));
+      p.appendChild(thumbs(it.duplicates));
+    }
+    p.appendChild(el("h3", { text: "Nearest neighbours" }));
+    p.appendChild(thumbs(it.neighbours));
+  }
+  // what of an item the edits can change (its cluster, the cluster's name, its tags)
+  function itemDetails(it) { return [it.name, it.cluster, it.cluster_name, it.fitted_cluster, it.tags, it.label, it.path]; }
+  function drawItemDetails(it) {
+    const box = clear($("item-details"));
+    S.itemShown = it;
+    box.appendChild(el("h3", { id: "item-name", text: it.name }));
+    const tb = el("table", { id: "item-table" });
+    const row = (k, v) => tb.appendChild(el("tr", { "data-row": k }, el("th", { text: k }), el("td", { text: v })));
     row("cluster", (it.cluster_name || (it.cluster === -1 ? "unassigned" : "outlier")) + " (#" + it.cluster + ")");
     if (it.fitted_cluster !== it.cluster) row("fitted cluster", "#" + it.fitted_cluster);
     row("membership", it.probability.toFixed(3));
@@ -892,13 +949,7 @@
     if (it.tags.length) row("tags", it.tags.join(", "));
     if (it.top_classes) row("ImageNet", it.top_classes.map((t) => t.class + " " + (100 * t.p).toFixed(0) + "%").join(", "));
     if (it.path) row("file", it.path);
-    p.appendChild(tb);
-    if (it.duplicates && it.duplicates.length) {
-      p.appendChild(el("h3", { text: "Duplicates (" + it.duplicates.length + ")" }));
-      p.appendChild(thumbs(it.duplicates));
-    }
-    p.appendChild(el("h3", { text: "Nearest neighbours" }));
-    p.appendChild(thumbs(it.neighbours));
+    box.appendChild(tb);
   }
   function thumbs(list) {
     const g = el("div", { class: "nb" });
@@ -910,7 +961,7 @@
     }
     return g;
   }
-  function closeItem() { const p = $("item-panel"); p.hidden = true; clear(p); }
+  function closeItem() { const p = $("item-panel"); p.hidden = true; clear(p); S.itemOpen = null; S.itemShown = null; }
 
   // ------------------------------------------------------------------ export and publish
   $("export").addEventListener("click", async () => {
