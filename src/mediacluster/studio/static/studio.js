@@ -375,10 +375,16 @@
   function changes(oldL, oldClusters) {
     if (!oldL || oldL.length !== S.L.length) return null;
     const moved = new Set(), meta = new Set(), L = S.L;
+    let tags = false;  // a cluster's tags changed (a tag edit: it may have tagged items too)
     for (let i = 0; i < L.length; i++) if (oldL[i] !== L[i]) { moved.add(oldL[i]); moved.add(L[i]); }
-    for (const [id, c] of S.clusters) { const o = oldClusters.get(id); if (!o || JSON.stringify(o) !== JSON.stringify(c)) meta.add(id); }
+    for (const [id, c] of S.clusters) {
+      const o = oldClusters.get(id);
+      if (o && JSON.stringify(o) === JSON.stringify(c)) continue;
+      meta.add(id);
+      if (o && JSON.stringify(o.tags) !== JSON.stringify(c.tags)) tags = true;
+    }
     for (const id of oldClusters.keys()) if (!S.clusters.has(id)) meta.add(id);
-    return { moved: moved, meta: meta, has: (id) => moved.has(id) || meta.has(id) };
+    return { moved: moved, meta: meta, tags: tags, has: (id) => moved.has(id) || meta.has(id) };
   }
   // where the items of a cluster that is gone went (the cluster most of them are in now)
   function wentTo(id, oldL) {
@@ -452,21 +458,29 @@
     }
     return n;
   }
-  // the open item panel after an edit: its details fetched again (an item's tags change with no
-  // trace in the labels or the cluster table) and drawn again when they changed; the picture,
-  // the neighbours and the panel's scroll stay. An item another page moved is said so.
-  async function refreshItem(others) {
+  // the open item panel after an edit: its details drawn again when they changed; the picture,
+  // the neighbours and the panel's scroll stay. Its cluster and the cluster's name are read off
+  // the labels and cluster table just fetched; the item is fetched again only when its tags may
+  // have changed, which leaves no trace there: more than one edit since, or one that moved no item
+  // and changed no cluster but its tags (a tag edit; an undo of one). An item another page moved
+  // is said so.
+  async function refreshItem(ch, oldSeq, others) {
     const i = S.itemOpen, was = S.itemShown;
     if (i === null || !was) return;
     let it;
-    try { it = await api("api/items/" + i); } catch (e) { return; }  // the next refresh tries again
+    if (S.seq === oldSeq + 1 && (ch.moved.size || (ch.meta.size && !ch.tags))) {
+      const c = S.clusters.get(S.L[i]);
+      it = Object.assign({}, was, { cluster: S.L[i], cluster_name: c ? c.name : null });
+    } else {
+      try { it = await api("api/items/" + i); } catch (e) { return; }  // the next refresh tries again
+    }
     if (S.itemOpen !== i || S.itemShown !== was) return;  // another item opened meanwhile
     if (JSON.stringify(itemDetails(it)) === JSON.stringify(itemDetails(was))) return;
     drawItemDetails(it);
     if (others && it.cluster !== was.cluster) toast("item " + it.name + " (open) was moved from " + label(was.cluster) + " to " + label(it.cluster));
   }
   async function refresh(keepView, others) {
-    const t0 = performance.now(), oldL = S.L, oldClusters = S.clusters;
+    const t0 = performance.now(), oldL = S.L, oldClusters = S.clusters, oldSeq = S.seq;
     const [ls, cs] = await Promise.all([loadLabels(), loadClusters()]);
     S.seq = Math.min(ls, cs);
     const ch = changes(oldL, oldClusters);
@@ -482,7 +496,7 @@
     buildPalette(); renderClusters(); renderMoveTargets(); renderScope(); updateCounts(); updateMapInfo();
     const render = !keepView && (viewGone || viewTouched(ch, oldL));
     const retinted = !render && ch ? retintGrid(ch) : 0;
-    await Promise.all([render ? renderView() : null, ch ? refreshItem(others) : null]);
+    await Promise.all([render ? renderView() : null, ch ? refreshItem(ch, oldSeq, others) : null]);
     redraw();
     $("sync").textContent = "saved \u00b7 edit " + S.seq;
     S.refreshes.push({ seq: S.seq, ms: performance.now() - t0, rendered: render, retinted: retinted,
