@@ -124,9 +124,17 @@ def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
             members = np.flatnonzero(np.frombuffer(api.get("/api/labels").content, "<i4") == big)
             keep = set(picked)
             gone = [int(i) for i in members if int(i) not in keep][: len(members) - 30]
+            js(drv, "for (const t of document.querySelectorAll('#grid .tile.selected')) t.mcMark = 1")
+            loads = js(drv, "return performance.getEntriesByType('resource').length")
             seq = b_edit(api, {"kind": "move", "items": gone, "to": mid})
             wait(lambda: caught_up(drv, seq), what="A's poll after the move")
             wait(lambda: len(drv.find_elements("css selector", "#grid .tile")) == 30, what="the gallery's last page")
+            # the tiles of items still shown are kept, their pictures not loaded again
+            assert js(drv, """const ts = document.querySelectorAll('#grid .tile.selected');
+                              return ts.length === 2 && Array.from(ts).every((t) => t.mcMark === 1)""")
+            fetched = js(drv, "return performance.getEntriesByType('resource').slice(arguments[0]).map((e) => e.name)",
+                         loads)
+            assert not [u for u in fetched for i in picked if f"/api/items/{i}/thumb" in u], fetched
             assert not drv.find_element("id", "pager").is_displayed() or \
                 "page 1 of 1" in drv.find_element("id", "page-info").text
             assert {int(t.get_attribute("data-i")) for t in drv.find_elements("css selector", "#grid .tile.selected")} \

@@ -451,9 +451,7 @@
       it.cluster = now;  // the view's own list (a search's result): drawn again, it stays right
       const t = $("grid").querySelector('.tile[data-i="' + it.i + '"]');
       if (!t) continue;
-      t.setAttribute("data-cluster", String(now));
-      const sw = t.querySelector(".sw");
-      if (sw) { sw.style.background = colorOf(now); sw.title = clusterText(now); }
+      paintTile(t, it);
       n++;
     }
     return n;
@@ -811,23 +809,47 @@
   }
 
   function renderGrid(items, total) { keepFocus($("grid"), "data-i", () => drawGrid(items, total)); }
+  // the tiles of items still shown are kept, not made again (their pictures are not loaded again,
+  // from the server or the browser's cache: a refresh after another page moved a few items of a
+  // cluster draws the few tiles that changed); a tile is made again when what it shows changed
+  function tileKey(it) { return it.i + "|" + it.name + "|" + (it.score === undefined ? "" : it.score.toFixed(3)); }
+  // what a kept tile shows of the state now: its item's cluster (swatch colour and name), selection
+  function paintTile(tile, it) {
+    tile.setAttribute("data-cluster", String(it.cluster));
+    const sw = tile.querySelector(".sw");
+    sw.style.background = colorOf(it.cluster); sw.title = clusterText(it.cluster);
+    tile.classList.toggle("selected", S.selected.has(it.i));
+  }
+  function makeTile(it) {
+    const tile = el("figure", { class: "tile", "data-i": it.i, title: it.name });
+    const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(it.i) });
+    img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
+    tile.appendChild(img);
+    tile.appendChild(el("figcaption", { class: "cap", text: it.name }));
+    tile.appendChild(el("span", { class: "sw" }));
+    if (it.score !== undefined) tile.appendChild(el("span", { class: "score", text: it.score.toFixed(3) }));
+    tile.addEventListener("click", (ev) => tileClick(ev, it.i, tile.mcIdx));  // its place in the gallery now
+    pressable(tile);
+    tile.addEventListener("dblclick", () => openItem(it.i));
+    tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(it.i); } }));
+    return tile;
+  }
   function drawGrid(items, total) {
     S.items = items; S.total = total;
-    const g = clear($("grid"));
+    const g = $("grid"), had = new Map();
+    for (const t of g.children) if (t.mcKey !== undefined) had.set(t.mcKey, t);
+    clear(g);
+    let made = 0;
     items.forEach((it, idx) => {
-      const tile = el("figure", { class: "tile" + (S.selected.has(it.i) ? " selected" : ""), "data-i": it.i, "data-cluster": it.cluster, title: it.name });
-      const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(it.i) });
-      img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
-      tile.appendChild(img);
-      tile.appendChild(el("figcaption", { class: "cap", text: it.name }));
-      const sw = el("span", { class: "sw", title: clusterText(it.cluster) }); sw.style.background = colorOf(it.cluster); tile.appendChild(sw);
-      if (it.score !== undefined) tile.appendChild(el("span", { class: "score", text: it.score.toFixed(3) }));
-      tile.addEventListener("click", (ev) => tileClick(ev, it.i, idx));
-      pressable(tile);
-      tile.addEventListener("dblclick", () => openItem(it.i));
-      tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(it.i); } }));
+      const key = tileKey(it);
+      let tile = had.get(key);
+      if (tile) had.delete(key);
+      else { tile = makeTile(it); tile.mcKey = key; made++; }
+      tile.mcIdx = idx;
+      paintTile(tile, it);
       g.appendChild(tile);
     });
+    S.tilesMade = made;
     const pages = Math.max(1, Math.ceil(total / S.pageSize));
     $("page-info").textContent = total ? "page " + (S.page + 1) + " of " + pages + " (" + fmt(total) + ")" : "";
     $("prev").disabled = S.page <= 0; $("next").disabled = S.page >= pages - 1;
