@@ -124,9 +124,17 @@ def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
             members = np.flatnonzero(np.frombuffer(api.get("/api/labels").content, "<i4") == big)
             keep = set(picked)
             gone = [int(i) for i in members if int(i) not in keep][: len(members) - 30]
+            js(drv, "for (const t of document.querySelectorAll('#grid .tile.selected')) t.mcMark = 1")
+            loads = js(drv, "return performance.getEntriesByType('resource').length")
             seq = b_edit(api, {"kind": "move", "items": gone, "to": mid})
             wait(lambda: caught_up(drv, seq), what="A's poll after the move")
             wait(lambda: len(drv.find_elements("css selector", "#grid .tile")) == 30, what="the gallery's last page")
+            # the tiles of items still shown are kept, their pictures not loaded again
+            assert js(drv, """const ts = document.querySelectorAll('#grid .tile.selected');
+                              return ts.length === 2 && Array.from(ts).every((t) => t.mcMark === 1)""")
+            fetched = js(drv, "return performance.getEntriesByType('resource').slice(arguments[0]).map((e) => e.name)",
+                         loads)
+            assert not [u for u in fetched for i in picked if f"/api/items/{i}/thumb" in u], fetched
             assert not drv.find_element("id", "pager").is_displayed() or \
                 "page 1 of 1" in drv.find_element("id", "page-info").text
             assert {int(t.get_attribute("data-i")) for t in drv.find_elements("css selector", "#grid .tile.selected")} \
@@ -257,6 +265,106 @@ def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(ci
             assert drv.find_elements("css selector", "#cluster-list li.group")
             wait(lambda: np.array_equal(np.array(js(drv, "return Array.from(window.mcStudio.levelLabels)")), now),
                  timeout=5, what="the level's colours as they are now")
+            assert not severe(drv)
+    finally:
+        drv.quit()
+        s.stop()
+
+
+def swatch(drv, i):
+    """The colour and the cluster name of a gallery tile's swatch."""
+    return js(drv, """const s = document.querySelector('#grid .tile[data-i="' + arguments[0] + '"] .sw');
+                      return s && [s.style.background, s.title]""", i)
+
+
+def list_colour(drv, cid):
+    return js(drv, """return document.querySelector('#cluster-list li[data-cluster="' + arguments[0] + '"] .swatch')
+                      .style.background""", cid)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path):
+    """A searches for look-alikes of an item (its panel open) in one cluster, selects a result and
+    scrolls; B moves the item and two results to another cluster, renames that cluster, tags the
+    item and merges the searched cluster away: A's results (their order, the query, the scroll,
+    the selection) stay, each tile's swatch shows its cluster as it is now, the panel shows the
+    item's cluster, name and tags now, and A is told of what went away."""
+    from selenium.webdriver.support.ui import Select
+
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    drv = chromium(1400, 900)
+    try:
+        with client(s) as api:
+            lab, sizes, (big, mid, small) = largest(api)
+            drv.get(s.url)
+            wait(lambda: loaded(drv), what="first paint")
+            open_cluster(drv, big)
+            Select(drv.find_element("id", "scope")).select_by_value(str(big))  # search in this cluster
+            tile = drv.find_elements("css selector", "#grid .tile")[0]
+            x = int(tile.get_attribute("data-i"))
+            tile.find_element("css selector", ".open").click()
+            wait(lambda: drv.find_element("id", "more-like").is_displayed(), what="the item panel")
+            drv.find_element("id", "more-like").click()
+            wait(lambda: js(drv, "return window.mcStudio.view.kind === 'search' && window.mcStudio.busy === 0"),
+                 what="the search")
+            results = js(drv, "return window.mcStudio.view.result.items.map((it) => it.i)")
+            others = [i for i in results if i != x]
+            assert len(others) > 30 and all(lab[i] == big for i in results)
+            moved = others[:2]
+            title = drv.find_element("id", "search-title").text
+            pick = drv.find_element("css selector", f'#grid .tile[data-i="{others[5]}"]')
+            drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", pick)
+            pick.click()
+            js(drv, "document.getElementById('view').scrollTop = 80")
+            scroll = js(drv, "return document.getElementById('view').scrollTop")
+            assert scroll > 0
+            assert swatch(drv, moved[0])[0] == list_colour(drv, big)
+
+            def place():  # every part of A's place checked at once, so a failure names all that were lost
+                p = {"search view": js(drv, "return window.mcStudio.view.kind") == "search",
+                     "results and their order": [int(t.get_attribute("data-i")) for t in
+                                                 drv.find_elements("css selector", "#grid .tile")] == results,
+                     "query": drv.find_element("id", "search-title").text == title,
+                     "scroll": js(drv, "return document.getElementById('view').scrollTop") == scroll,
+                     "selection": js(drv, "return Array.from(window.mcStudio.selected)") == [others[5]] and
+                     drv.find_element("css selector", f'#grid .tile[data-i="{others[5]}"]').get_attribute("class")
+                     .split().count("selected") == 1}
+                assert all(p.values()), "lost: " + ", ".join(k for k, v in p.items() if not v)
+
+            # -- B moves the open item and two of the results to the small cluster
+            seq = b_edit(api, {"kind": "move", "items": [x, *moved], "to": small})
+            wait(lambda: caught_up(drv, seq), what="A's poll")
+            wait(lambda: all(swatch(drv, i)[0] == list_colour(drv, small) for i in moved), timeout=5,
+                 what="the moved results' swatches in their new cluster's colour")
+            assert swatch(drv, others[2])[0] == list_colour(drv, big)  # the rest as they were
+            wait(lambda: f"(#{small})" in drv.find_element("id", "item-table").text, timeout=5,
+                 what="the open item's new cluster in its panel")
+            assert any(f"#{small}" in t["text"] and "moved" in t["text"] and "open" in t["text"]
+                       for t in js(drv, "return window.mcStudio.toasts")), js(drv, "return window.mcStudio.toasts")
+            place()
+
+            # -- B renames that cluster and tags the item: the tiles' and the panel's names follow
+            b_edit(api, {"kind": "rename", "cluster": small, "name": "renamed by B"})
+            seq = b_edit(api, {"kind": "tag", "items": [x], "add": ["from b"]})
+            wait(lambda: caught_up(drv, seq), what="A's poll after the rename and the tag")
+            wait(lambda: swatch(drv, moved[0])[1] == f"renamed by B (#{small})", timeout=5,
+                 what="the moved results' cluster name")
+            wait(lambda: "from b" in drv.find_element("id", "item-table").text, timeout=5, what="the item's tag")
+            assert f"renamed by B (#{small})" in drv.find_element("id", "item-table").text
+            place()
+
+            # -- B merges the searched cluster into the middle one: the results stay, A is told
+            seq = b_edit(api, {"kind": "merge", "clusters": [big, mid], "into": mid})
+            wait(lambda: caught_up(drv, seq), what="A's poll after the merge")
+            wait(lambda: swatch(drv, others[2])[0] == list_colour(drv, mid), timeout=5,
+                 what="the merged results in the colour of the cluster they went to")
+            assert swatch(drv, moved[0])[1] == f"renamed by B (#{small})"
+            assert any(f"#{big}" in t["text"] and "this search was in" in t["text"] and f"merged into #{mid}" in t["text"]
+                       for t in js(drv, "return window.mcStudio.toasts")), js(drv, "return window.mcStudio.toasts")
+            place()
+            assert js(drv, "return window.mcStudio.errors") == []
             assert not severe(drv)
     finally:
         drv.quit()

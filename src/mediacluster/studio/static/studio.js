@@ -16,6 +16,7 @@
     scale: 1, tx: 0, ty: 0, drawn: 0, redraws: 0, drawMs: 0, firstPaint: null, errors: [], toasts: [],
     busy: 0, polls: 0,
     checked: new Set(),  // clusters checked for a merge: kept across redraws, filters and refreshes
+    itemOpen: null, itemShown: null,  // the item panel's item and the details it shows
     refreshes: [],  // per refresh: its ms, what changed, whether the view was re-rendered (tests, benchmarks)
   };
   window.mcStudio = S;
@@ -374,10 +375,16 @@
   function changes(oldL, oldClusters) {
     if (!oldL || oldL.length !== S.L.length) return null;
     const moved = new Set(), meta = new Set(), L = S.L;
+    let tags = false;  // a cluster's tags changed (a tag edit: it may have tagged items too)
     for (let i = 0; i < L.length; i++) if (oldL[i] !== L[i]) { moved.add(oldL[i]); moved.add(L[i]); }
-    for (const [id, c] of S.clusters) { const o = oldClusters.get(id); if (!o || JSON.stringify(o) !== JSON.stringify(c)) meta.add(id); }
+    for (const [id, c] of S.clusters) {
+      const o = oldClusters.get(id);
+      if (o && JSON.stringify(o) === JSON.stringify(c)) continue;
+      meta.add(id);
+      if (o && JSON.stringify(o.tags) !== JSON.stringify(c.tags)) tags = true;
+    }
     for (const id of oldClusters.keys()) if (!S.clusters.has(id)) meta.add(id);
-    return { moved: moved, meta: meta, has: (id) => moved.has(id) || meta.has(id) };
+    return { moved: moved, meta: meta, tags: tags, has: (id) => moved.has(id) || meta.has(id) };
   }
   // where the items of a cluster that is gone went (the cluster most of them are in now)
   function wentTo(id, oldL) {
@@ -387,6 +394,7 @@
     for (const [c, k] of count) if (c >= 0 && S.clusters.has(c) && k > n) { best = c; n = k; }
     return best;
   }
+  function clusterText(id) { const c = S.clusters.get(id); return c ? c.name + " (#" + id + ")" : (id === -1 ? "unassigned" : "outlier") + " (#" + id + ")"; }
   function label(id, clusters) { const c = (clusters || S.clusters).get(id); return "#" + id + (c ? " (" + c.name + ")" : ""); }
   // A person's place that refers to what the new state took away is dropped, and said so when
   // another page, process or undo did it (``others``); the rest is kept as it was.
@@ -404,6 +412,13 @@
       say("the split preview of cluster " + label(pv.cluster, oldClusters) + " is out of date: its items changed (edit " + S.seq + "); preview the split again");
     }
     const v = S.view;
+    const sc = v.kind === "search" ? v.result.cluster : null;
+    if (sc !== null && sc !== undefined && sc >= 0 && !S.clusters.has(sc) && !v.scopeGone) {
+      // the results stay (the person's query and place); what they were searched in is gone
+      v.scopeGone = true;
+      const to = wentTo(sc, oldL);
+      say("cluster " + label(sc, oldClusters) + ", the one this search was in, no longer exists" + (to !== null ? " (merged into " + label(to) + ")" : "") + ": its results are shown as they are now");
+    }
     if (v.kind === "cluster" && v.id >= 0 && !S.clusters.has(v.id)) {
       const to = wentTo(v.id, oldL);
       if (to !== null) {
@@ -423,10 +438,47 @@
     if (ch === null) return true;
     if (v.kind === "cluster") return ch.has(v.id);
     if (v.kind === "selection") { for (const i of S.selected) if (oldL[i] !== S.L[i]) return true; return false; }
-    return false;  // a search shows the results it got; nothing shown: nothing to fetch
+    return false;  // a search keeps the results it got (its tiles retinted); nothing shown: nothing to fetch
+  }
+  // the tiles of a view not drawn again (a search's results, a selection): each tile's cluster as
+  // it is now, its swatch's colour and name, from the labels and cluster table just fetched (no
+  // request; the tiles, their order, the scroll and the focus stay). Returns the tiles changed.
+  function retintGrid(ch) {
+    let n = 0;
+    for (const it of S.items) {
+      const now = S.L[it.i];
+      if (now === undefined || (now === it.cluster && !ch.meta.has(now))) continue;
+      it.cluster = now;  // the view's own list (a search's result): drawn again, it stays right
+      const t = $("grid").querySelector('.tile[data-i="' + it.i + '"]');
+      if (!t) continue;
+      paintTile(t, it);
+      n++;
+    }
+    return n;
+  }
+  // the open item panel after an edit: its details drawn again when they changed; the picture,
+  // the neighbours and the panel's scroll stay. Its cluster and the cluster's name are read off
+  // the labels and cluster table just fetched; the item is fetched again only when its tags may
+  // have changed, which leaves no trace there: more than one edit since, or one that moved no item
+  // and changed no cluster but its tags (a tag edit; an undo of one). An item another page moved
+  // is said so.
+  async function refreshItem(ch, oldSeq, others) {
+    const i = S.itemOpen, was = S.itemShown;
+    if (i === null || !was) return;
+    let it;
+    if (S.seq === oldSeq + 1 && (ch.moved.size || (ch.meta.size && !ch.tags))) {
+      const c = S.clusters.get(S.L[i]);
+      it = Object.assign({}, was, { cluster: S.L[i], cluster_name: c ? c.name : null });
+    } else {
+      try { it = await api("api/items/" + i); } catch (e) { return; }  // the next refresh tries again
+    }
+    if (S.itemOpen !== i || S.itemShown !== was) return;  // another item opened meanwhile
+    if (JSON.stringify(itemDetails(it)) === JSON.stringify(itemDetails(was))) return;
+    drawItemDetails(it);
+    if (others && it.cluster !== was.cluster) toast("item " + it.name + " (open) was moved from " + label(was.cluster) + " to " + label(it.cluster));
   }
   async function refresh(keepView, others) {
-    const t0 = performance.now(), oldL = S.L, oldClusters = S.clusters;
+    const t0 = performance.now(), oldL = S.L, oldClusters = S.clusters, oldSeq = S.seq;
     const [ls, cs] = await Promise.all([loadLabels(), loadClusters()]);
     S.seq = Math.min(ls, cs);
     const ch = changes(oldL, oldClusters);
@@ -441,10 +493,11 @@
     }
     buildPalette(); renderClusters(); renderMoveTargets(); renderScope(); updateCounts(); updateMapInfo();
     const render = !keepView && (viewGone || viewTouched(ch, oldL));
-    if (render) await renderView();
+    const retinted = !render && ch ? retintGrid(ch) : 0;
+    await Promise.all([render ? renderView() : null, ch ? refreshItem(ch, oldSeq, others) : null]);
     redraw();
     $("sync").textContent = "saved \u00b7 edit " + S.seq;
-    S.refreshes.push({ seq: S.seq, ms: performance.now() - t0, rendered: render,
+    S.refreshes.push({ seq: S.seq, ms: performance.now() - t0, rendered: render, retinted: retinted,
       moved: ch ? Array.from(ch.moved) : null, meta: ch ? Array.from(ch.meta) : null });
     if (S.refreshes.length > 50) S.refreshes.shift();
   }
@@ -756,23 +809,47 @@
   }
 
   function renderGrid(items, total) { keepFocus($("grid"), "data-i", () => drawGrid(items, total)); }
+  // the tiles of items still shown are kept, not made again (their pictures are not loaded again,
+  // from the server or the browser's cache: a refresh after another page moved a few items of a
+  // cluster draws the few tiles that changed); a tile is made again when what it shows changed
+  function tileKey(it) { return it.i + "|" + it.name + "|" + (it.score === undefined ? "" : it.score.toFixed(3)); }
+  // what a kept tile shows of the state now: its item's cluster (swatch colour and name), selection
+  function paintTile(tile, it) {
+    tile.setAttribute("data-cluster", String(it.cluster));
+    const sw = tile.querySelector(".sw");
+    sw.style.background = colorOf(it.cluster); sw.title = clusterText(it.cluster);
+    tile.classList.toggle("selected", S.selected.has(it.i));
+  }
+  function makeTile(it) {
+    const tile = el("figure", { class: "tile", "data-i": it.i, title: it.name });
+    const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(it.i) });
+    img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
+    tile.appendChild(img);
+    tile.appendChild(el("figcaption", { class: "cap", text: it.name }));
+    tile.appendChild(el("span", { class: "sw" }));
+    if (it.score !== undefined) tile.appendChild(el("span", { class: "score", text: it.score.toFixed(3) }));
+    tile.addEventListener("click", (ev) => tileClick(ev, it.i, tile.mcIdx));  // its place in the gallery now
+    pressable(tile);
+    tile.addEventListener("dblclick", () => openItem(it.i));
+    tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(it.i); } }));
+    return tile;
+  }
   function drawGrid(items, total) {
     S.items = items; S.total = total;
-    const g = clear($("grid"));
+    const g = $("grid"), had = new Map();
+    for (const t of g.children) if (t.mcKey !== undefined) had.set(t.mcKey, t);
+    clear(g);
+    let made = 0;
     items.forEach((it, idx) => {
-      const tile = el("figure", { class: "tile" + (S.selected.has(it.i) ? " selected" : ""), "data-i": it.i, title: it.name });
-      const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(it.i) });
-      img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
-      tile.appendChild(img);
-      tile.appendChild(el("figcaption", { class: "cap", text: it.name }));
-      const sw = el("span", { class: "sw" }); sw.style.background = colorOf(it.cluster); tile.appendChild(sw);
-      if (it.score !== undefined) tile.appendChild(el("span", { class: "score", text: it.score.toFixed(3) }));
-      tile.addEventListener("click", (ev) => tileClick(ev, it.i, idx));
-      pressable(tile);
-      tile.addEventListener("dblclick", () => openItem(it.i));
-      tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(it.i); } }));
+      const key = tileKey(it);
+      let tile = had.get(key);
+      if (tile) had.delete(key);
+      else { tile = makeTile(it); tile.mcKey = key; made++; }
+      tile.mcIdx = idx;
+      paintTile(tile, it);
       g.appendChild(tile);
     });
+    S.tilesMade = made;
     const pages = Math.max(1, Math.ceil(total / S.pageSize));
     $("page-info").textContent = total ? "page " + (S.page + 1) + " of " + pages + " (" + fmt(total) + ")" : "";
     $("prev").disabled = S.page <= 0; $("next").disabled = S.page >= pages - 1;
@@ -871,7 +948,9 @@
   // ------------------------------------------------------------------ item panel
   async function openItem(i) {
     let it;
-    try { it = await api("api/items/" + i); } catch (e) { fail(e); return; }
+    S.itemOpen = i;
+    try { it = await api("api/items/" + i); } catch (e) { if (S.itemOpen === i) S.itemOpen = S.itemShown ? S.itemShown.i : null; fail(e); return; }
+    if (S.itemOpen !== i) return;  // another item opened (or the panel closed) meanwhile
     names.set(i, it.name);
     const p = clear($("item-panel"));
     p.hidden = false;
@@ -882,9 +961,23 @@
     img.addEventListener("error", () => img.replaceWith(el("div", { class: "noimg", text: "no image" })));
     p.appendChild(img);
     if (S.info.media === "audio") p.appendChild(el("audio", { controls: true, preload: "none", src: "api/items/" + i + "/audio", id: "item-audio" }));
-    p.appendChild(el("h3", { id: "item-name", text: it.name }));
-    const tb = el("table");
-    const row = (k, v) => tb.appendChild(el("tr", null, el("th", { text: k }), el("td", { text: v })));
+    p.appendChild(el("div", { id: "item-details" }));
+    drawItemDetails(it);
+    if (it.duplicates && it.duplicates.length) {
+      p.appendChild(el("h3", { text: "Duplicates (" + it.duplicates.length + ")" }));
+      p.appendChild(thumbs(it.duplicates));
+    }
+    p.appendChild(el("h3", { text: "Nearest neighbours" }));
+    p.appendChild(thumbs(it.neighbours));
+  }
+  // what of an item the edits can change (its cluster, the cluster's name, its tags)
+  function itemDetails(it) { return [it.name, it.cluster, it.cluster_name, it.fitted_cluster, it.tags, it.label, it.path]; }
+  function drawItemDetails(it) {
+    const box = clear($("item-details"));
+    S.itemShown = it;
+    box.appendChild(el("h3", { id: "item-name", text: it.name }));
+    const tb = el("table", { id: "item-table" });
+    const row = (k, v) => tb.appendChild(el("tr", { "data-row": k }, el("th", { text: k }), el("td", { text: v })));
     row("cluster", (it.cluster_name || (it.cluster === -1 ? "unassigned" : "outlier")) + " (#" + it.cluster + ")");
     if (it.fitted_cluster !== it.cluster) row("fitted cluster", "#" + it.fitted_cluster);
     row("membership", it.probability.toFixed(3));
@@ -892,13 +985,7 @@
     if (it.tags.length) row("tags", it.tags.join(", "));
     if (it.top_classes) row("ImageNet", it.top_classes.map((t) => t.class + " " + (100 * t.p).toFixed(0) + "%").join(", "));
     if (it.path) row("file", it.path);
-    p.appendChild(tb);
-    if (it.duplicates && it.duplicates.length) {
-      p.appendChild(el("h3", { text: "Duplicates (" + it.duplicates.length + ")" }));
-      p.appendChild(thumbs(it.duplicates));
-    }
-    p.appendChild(el("h3", { text: "Nearest neighbours" }));
-    p.appendChild(thumbs(it.neighbours));
+    box.appendChild(tb);
   }
   function thumbs(list) {
     const g = el("div", { class: "nb" });
@@ -910,7 +997,7 @@
     }
     return g;
   }
-  function closeItem() { const p = $("item-panel"); p.hidden = true; clear(p); }
+  function closeItem() { const p = $("item-panel"); p.hidden = true; clear(p); S.itemOpen = null; S.itemShown = null; }
 
   // ------------------------------------------------------------------ export and publish
   $("export").addEventListener("click", async () => {
