@@ -253,8 +253,7 @@ class RayExecutor:
         if remembered:  # those of another decoder version, once unused for a while (as the local path)
             cache.prune_derived(stale_failure_kind, idle_s=FAILURE_IDLE_DAYS * 86400.0)
         tables = results if store is None else [store.read(k) for k in store.keys()]
-        table = pa.concat_tables(tables, promote_options="default") if tables else None
-        return self._merge_embeddings(collection, encoder, table, n, known_bad)
+        return self._merge_embeddings(collection, encoder, tables, n, known_bad)
 
     @staticmethod
     def _done_rows(store) -> set[int]:
@@ -265,13 +264,8 @@ class RayExecutor:
             done.update(store.read(k, columns=["row"]).column(0).to_pylist())
         return done
 
-    def _merge_embeddings(self, collection, encoder, table, n: int, known_bad: dict[int, str]) -> Embeddings:
-        if table is None:  # nothing was sent out: every file is known not to decode
-            import pyarrow as pa
-
-            table = pa.table({"row": np.zeros(0, np.int64), "skip": pa.array([], pa.string()),
-                              "embedding": pa.array([], pa.list_(pa.float32()))})
-        rows = np.asarray(table.column("row").to_numpy(), dtype=np.int64)
+    def _merge_embeddings(self, collection, encoder, tables: list, n: int, known_bad: dict[int, str]) -> Embeddings:
+        rows = np.concatenate([np.zeros(0, np.int64)] + [t.column("row").to_numpy() for t in tables]).astype(np.int64)
         first = np.full(n, -1, dtype=np.int64)
         order = np.arange(len(rows))
         # the first occurrence of every row (there is one; a second would be counted)
@@ -281,11 +275,11 @@ class RayExecutor:
         missing = [i for i in np.flatnonzero(first < 0).tolist() if i not in known_bad]
         if missing:
             raise RuntimeError(f"internal: {len(missing)} items have no embedding after the Ray job")
-        skip = table.column("skip").to_pylist()
+        skip = [r for t in tables for r in t.column("skip").to_pylist()]
         # (shards written before failures were remembered have no such column)
-        lasting = table.column("lasting").to_pylist() if "lasting" in table.column_names else [False] * len(skip)
-        names = [c for c in table.column_names if c not in ("row", "skip", "lasting", "hash")]
-        cols = {c: _matrix(table.column(c)) for c in names}
+        lasting = [r for t in tables for r in (t.column("lasting").to_pylist() if "lasting" in t.column_names
+                                               else [False] * t.num_rows)]
+        cols = _columns(tables, encoder.dim)
         kept = [i for i in range(n) if i not in known_bad and not skip[first[i]]]
         take = first[kept]
         skipped = list(collection.skipped)
@@ -404,6 +398,21 @@ class _Clock:
         if first is not None:
             span = self.time.perf_counter() - first
             self.stats[f"{self.job}_steady_per_s"] = round(rows / span, 1) if span > 0 and rows else None
+
+
+def _columns(tables: list, dim: int) -> dict[str, np.ndarray]:
+    """The output columns of the batches, each as one (rows, d) array. A batch whose every file
+    failed carries the embedding only (zeros; the encoder was not run), not the extras: its rows
+    of those are zeros too (they are skipped rows, never read)."""
+    names: dict[str, int] = {"embedding": dim}
+    parts: list[dict[str, np.ndarray]] = []
+    for t in tables:
+        part = {c: _matrix(t.column(c)) for c in t.column_names if c not in ("row", "skip", "lasting", "hash")}
+        for c, v in part.items():
+            names.setdefault(c, v.shape[1])
+        parts.append(part)
+    return {c: np.concatenate([np.zeros((0, d), np.float32)] + [
+        p.get(c, np.zeros((t.num_rows, d), np.float32)) for p, t in zip(parts, tables)]) for c, d in names.items()}
 
 
 def _matrix(col) -> np.ndarray:
