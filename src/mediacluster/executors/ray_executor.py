@@ -401,18 +401,38 @@ class _Clock:
 
 
 def _columns(tables: list, dim: int) -> dict[str, np.ndarray]:
-    """The output columns of the batches, each as one (rows, d) array. A batch whose every file
-    failed carries the embedding only (zeros; the encoder was not run), not the extras: its rows
-    of those are zeros too (they are skipped rows, never read)."""
-    names: dict[str, int] = {"embedding": dim}
-    parts: list[dict[str, np.ndarray]] = []
+    """The output columns of the batches, each as one (rows, d) float32 array. A worker's batch
+    whose every file failed carries the embedding only (zeros: the encoder was not run), not the
+    extras; Ray Data fills such a batch's missing columns with nulls when it joins it to others
+    of its block, and a table may lack them altogether: those rows are zeros (they are skipped
+    rows, never read)."""
+    import pyarrow as pa
+
+    dims: dict[str, int] = {"embedding": dim}
+    chunks: list[dict[str, list]] = []
     for t in tables:
-        part = {c: _matrix(t.column(c)) for c in t.column_names if c not in ("row", "skip", "lasting", "hash")}
-        for c, v in part.items():
-            names.setdefault(c, v.shape[1])
-        parts.append(part)
-    return {c: np.concatenate([np.zeros((0, d), np.float32)] + [
-        p.get(c, np.zeros((t.num_rows, d), np.float32)) for p, t in zip(parts, tables)]) for c, d in names.items()}
+        part: dict[str, list] = {}
+        for c in t.column_names:
+            if c in ("row", "skip", "lasting", "hash"):
+                continue
+            col = t.column(c)
+            part[c] = []
+            for ch in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
+                m = None if ch.null_count == len(ch) else _matrix(ch)
+                if m is not None:
+                    dims.setdefault(c, m.shape[1])
+                part[c].append((len(ch), m))
+        chunks.append(part)
+    out = {}
+    for c, d in dims.items():
+        pieces = [np.zeros((0, d), np.float32)]
+        for part, t in zip(chunks, tables):
+            if c not in part:
+                pieces.append(np.zeros((t.num_rows, d), np.float32))
+                continue
+            pieces.extend(np.zeros((k, d), np.float32) if m is None else m for k, m in part[c])
+        out[c] = np.concatenate(pieces)
+    return out
 
 
 def _matrix(col) -> np.ndarray:
