@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     res = _results.started("ray_broken_files.py", argv)
     res["commit"] = _results.commit()
     t = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     res["ray_start_s"] = round(time.perf_counter() - t, 1)
     res["ray"] = ray.__version__
     enc = get_encoder("efficientnet-lite0")
