@@ -165,3 +165,83 @@ def test_audio_failures_are_remembered_too(tmp_path):
     assert len(first.skipped) == 4 and first.cache_stats["decoded"] == 7
     assert again.cache_stats["decoded"] == 0 and again.cache_stats["known_bad"] == 4
     assert again.skipped == first.skipped
+
+
+CHILD = r"""
+import sys, time
+from mediacluster.embed import embed_collection_cached
+from mediacluster.encoders import get_encoder
+from mediacluster.ingest import collect
+
+folder, cache, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
+enc = get_encoder("efficientnet-lite0")
+real_encode = enc.encode
+
+def encode(batch):  # the real encoder, slowed so that the run can be killed part-way
+    out = real_encode(batch)
+    time.sleep(pause)
+    return out
+
+enc.encode = encode
+embed_collection_cached(collect(folder), enc, cache_dir=cache, batch_size=4, progress=False)
+print("done")
+"""
+
+
+def _count(db, sql: str) -> int:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute(sql).fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_a_killed_run_keeps_the_failures_of_its_finished_batches(tmp_path):
+    """Failures are remembered batch by batch, as the vectors are: a run killed (kill -9) after
+    its first batches does not leave its broken files to be decoded again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, cache = tmp_path / "photos", tmp_path / "cache"
+    d.mkdir()
+    for k in range(6):  # sorted first: the first batches hold them
+        whole = jpeg_bytes(photo((96, 64), seed=50 + k))
+        (d / f"a_cut{k}.jpg").write_bytes(whole[: len(whole) // 2])
+    for k in range(32):
+        (d / f"b_good{k:02d}.jpg").write_bytes(jpeg_bytes(photo((96, 64), seed=k)))
+    db = cache / "embeddings.sqlite"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(d), str(cache), "0.5"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, failed, vectors = time.monotonic() + 120, 0, 0
+    while time.monotonic() < deadline and child.poll() is None:
+        failed = _count(db, f"SELECT COUNT(*) FROM derived WHERE kind LIKE '{store_mod.FAILED}%'")
+        if failed >= 6:
+            break
+        time.sleep(0.02)
+    assert child.poll() is None, f"the run ended before its failures were remembered: {child.communicate()[1][-1500:]}"
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    vectors = _count(db, "SELECT COUNT(*) FROM vectors")
+    assert failed == 6 and vectors < 32  # killed with good files still to embed
+
+    enc = get_encoder("efficientnet-lite0")
+    seen: list[str] = []
+
+    class Counting(_MachineFaults):
+        def prepare(self, path):
+            seen.append(path)
+            return super().prepare(path)
+
+    with EmbeddingStore(cache) as store:
+        again = _embed_through(store, collect(d), Counting(enc, {}), 4, None, False)
+    assert again.cache_stats["known_bad"] == 6 and again.cache_stats["decoded"] == 32 - vectors
+    assert not [p for p in seen if "a_cut" in p]  # none of the broken files was decoded again
+    assert sorted(reasons(again)) == [f"a_cut{k}.jpg" for k in range(6)]
+    assert all(s.lasting for s in again.skipped) and len(again) == 32

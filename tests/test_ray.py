@@ -115,7 +115,7 @@ def test_ray_embedding_equals_local_and_survives_a_killed_worker(ray_cluster, ci
     def job():
         try:
             result["emb"] = exe.embed(coll, encoder=get_encoder("efficientnet-lite0"), batch_size=6,
-                                      progress=False, shards=lambda name: ShardSet(work / name),
+                                      progress=False, cache_dir=tmp_path / "cache", shards=lambda name: ShardSet(work / name),
                                       encoder_spec="efficientnet-lite0")
         except BaseException as e:  # reported by the assertion below
             result["error"] = e
@@ -141,6 +141,52 @@ def test_ray_embedding_equals_local_and_survives_a_killed_worker(ray_cluster, ci
     assert [s.path for s in emb.skipped] == [s.path for s in local.skipped]
     assert np.allclose(emb.vectors, local.vectors, atol=1e-4, rtol=1e-4)
     assert np.allclose(emb.extras["imagenet_probs"], local.extras["imagenet_probs"], atol=2e-3)
+
+
+def test_ray_remembers_broken_files_as_the_local_path_does(ray_cluster, tmp_path):
+    """Files whose own bytes fail are remembered by the embedding cache as each batch comes back
+    from the workers; a re-run on Ray (or locally) lists them with the same reasons without
+    sending them out, and forgetting them (``--retry-bad``) sends them again."""
+    from broken_media import jpeg_bytes, make_broken, photo
+
+    from mediacluster.embed import EmbeddingStore, embed_collection
+    from mediacluster.embed.store import failure_kind
+    from mediacluster.encoders import get_encoder
+    from mediacluster.executors.ray_executor import RayExecutor
+    from mediacluster.ingest import collect
+
+    d, cache = tmp_path / "photos", tmp_path / "cache"
+    kinds = make_broken(d)
+    for k in range(3):
+        (d / f"good{k}.jpg").write_bytes(jpeg_bytes(photo((96, 64), seed=k)))
+    time.sleep(2.1)  # files younger than 2 s are never taken from the hash records (racily clean)
+    enc = get_encoder("efficientnet-lite0")
+
+    def on_ray():  # blocks of two batches: the first block's first batch and the whole second
+        # block fail (no extras columns there: Ray Data joins a block's batches with nulls)
+        exe = RayExecutor(address=ray_cluster.address, workers=2, embed_block=6)
+        emb = exe.embed(collect(d), encoder=enc, cache_dir=cache, batch_size=3, progress=False,
+                        encoder_spec="efficientnet-lite0")
+        return emb, exe.stats
+
+    first, st1 = on_ray()
+    assert sorted(s.path.rsplit("/", 1)[-1] for s in first.skipped) == sorted(kinds)
+    assert all(s.lasting for s in first.skipped) and len(first) == 3
+    assert st1["known_bad"] == 0 and st1["embed_sent"] == 8
+    with EmbeddingStore(cache) as store:
+        hashes, _ = store.hash_files([s.path for s in first.skipped])
+        assert store.failures(hashes, failure_kind(enc.id)) == {h: s.reason for h, s in zip(hashes, first.skipped)}
+    again, st2 = on_ray()
+    assert st2["known_bad"] == 5 and st2["embed_sent"] == 3  # only the good files went out
+    assert again.skipped == first.skipped and again.ids == first.ids
+    assert np.allclose(again.vectors, first.vectors, atol=1e-5)
+    local = embed_collection(collect(d), cache_dir=cache, progress=False)  # one memory for both paths
+    assert local.cache_stats["known_bad"] == 5 and local.cache_stats["decoded"] == 3
+    assert local.skipped == first.skipped
+    with EmbeddingStore(cache) as store:
+        assert store.forget_failures() == 5
+    retried, st3 = on_ray()
+    assert st3["known_bad"] == 0 and st3["embed_sent"] == 8 and retried.skipped == first.skipped
 
 
 def _cli(args: list[str], env=None, **kw) -> subprocess.Popen:

@@ -133,12 +133,15 @@ def embed_paths(
     progress: bool = True,
     on_batch: Callable[[list[int], dict[str, np.ndarray]], None] | None = None,
     keep: bool = True,
+    on_skipped: Callable[[list[Skipped]], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], list[Skipped], np.ndarray]:
     """Embed ``paths``; returns (vectors, extras, skipped, kept_index).
 
     ``kept_index`` gives, for each row of ``vectors``, its position in ``paths``.
     ``on_batch(indices, outputs)`` is called after each batch (the cache uses it to persist
-    work as it is done, so an interrupted run loses at most the batches in flight).
+    work as it is done, so an interrupted run loses at most the batches in flight), and
+    ``on_skipped(skipped)`` with the batch's files that could not be decoded, when there are
+    any (the cache remembers their content's own failures as they come).
     ``keep=False`` does not gather the outputs (vectors come back empty), for callers that
     read them from the store afterwards.
     """
@@ -149,8 +152,10 @@ def embed_paths(
     with progress_bar(total=len(paths), desc=f"embed ({encoder.name})", unit=unit,
                       disable=not progress or not paths) as bar:
         for idx, outputs, bad in iter_batches(paths, encoder, batch_size, workers):
-            for i, reason, lasting in bad:
-                skipped.append(Skipped(paths[i], reason, lasting=lasting))
+            batch_bad = [Skipped(paths[i], reason, lasting=lasting) for i, reason, lasting in bad]
+            skipped.extend(batch_bad)
+            if batch_bad and on_skipped is not None:
+                on_skipped(batch_bad)
             if idx:
                 kept.extend(idx)
                 if on_batch is not None:
@@ -222,17 +227,24 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     def commit(idx: list[int], outputs: dict[str, np.ndarray]) -> None:
         store.put([todo_hashes[i] for i in idx], enc.id, outputs)
 
+    path_to_hash = dict(zip(todo_paths, todo_hashes))
+    lasting: list[tuple[str, str]] = []
+
+    def remember(bad_batch: list[Skipped]) -> None:
+        # only the content's own failures (out of memory or a loader bug is tried again), per
+        # batch as the vectors are, so an interrupted run does not decode them again either
+        mine = [(path_to_hash[s.path], s.reason) for s in bad_batch if s.lasting]
+        if mine:
+            store.remember_failures(mine, fkind)
+            lasting.extend(mine)
+
     _, _, bad, kept = embed_paths(todo_paths, enc, batch_size, workers, progress,
-                                  on_batch=commit, keep=False)
+                                  on_batch=commit, keep=False, on_skipped=remember)
     timings["embed.encode"] = time.perf_counter() - t
     bad_hash: dict[str, str] = dict(known_bad)
-    path_to_hash = dict(zip(todo_paths, todo_hashes))
     for s in bad:
         bad_hash[path_to_hash[s.path]] = s.reason
-    lasting = [(path_to_hash[s.path], s.reason) for s in bad if s.lasting]
-    if lasting:  # only the content's own failures: out of memory or a loader bug is tried again
-        store.remember_failures(lasting, fkind)
-        # those of another decoder version, once no version sharing the cache used them for a while
+    if lasting:  # those of another decoder version, once no version sharing the cache used them for a while
         store.prune_derived(stale_failure_kind, idle_s=FAILURE_IDLE_DAYS * 86400.0)
     lasting_hashes = set(known_bad).union(h for h, _ in lasting)
     skipped = list(collection.skipped)

@@ -142,6 +142,17 @@ _NOTE_USE = ("INSERT INTO derived_used VALUES (?, ?) ON CONFLICT(kind) DO UPDATE
              "used=max(used, excluded.used)")
 
 
+def _stat_all(paths: Sequence[str]) -> tuple[list[os.stat_result | None], dict[int, str]]:
+    stats: list[os.stat_result | None] = [None] * len(paths)
+    errors: dict[int, str] = {}
+    for i, p in enumerate(paths):
+        try:
+            stats[i] = os.stat(p)
+        except OSError as e:
+            errors[i] = f"cannot read file: {e.strerror or e}"
+    return stats, errors
+
+
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -311,29 +322,9 @@ class EmbeddingStore:
         Files whose (size, mtime_ns, ctime_ns, inode) match what was recorded take the recorded
         hash without being read (unless ``verify``).
         """
-
         paths = [os.path.abspath(p) for p in paths]  # fast-path records are by absolute path
-        stats: list[os.stat_result | None] = [None] * len(paths)
-        errors: dict[int, str] = {}
-        for i, p in enumerate(paths):
-            try:
-                stats[i] = os.stat(p)
-            except OSError as e:
-                errors[i] = f"cannot read file: {e.strerror or e}"
-        hashes: list[str | None] = [None] * len(paths)
-        if not verify:
-            known: dict[str, tuple] = {}
-            with self._lock:
-                for chunk in _chunks(paths):
-                    q = ",".join("?" * len(chunk))
-                    for row in self._con.execute(
-                            f"SELECT path, size, mtime_ns, ctime_ns, ino, hash FROM files WHERE path IN ({q})",
-                            [_path_key(p) for p in chunk]):
-                        known[_path_of_key(row[0])] = row[1:]
-            for i, p in enumerate(paths):
-                st, k = stats[i], known.get(p)
-                if st is not None and k is not None and k[:4] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
-                    hashes[i] = k[4]
+        hashes, stats, errors = (self.known_hashes(paths) if not verify else
+                                 ([None] * len(paths), *_stat_all(paths)))
         todo = [i for i in range(len(paths)) if hashes[i] is None and i not in errors]
         if todo:
             now = time.time()
@@ -343,17 +334,47 @@ class EmbeddingStore:
                 if k in failed:
                     errors[i] = failed[k]
                     continue
-                hashes[i] = h = read[k]
-                st = stats[i]
-                if max(st.st_mtime, st.st_ctime) < now - _RACY_S:
-                    fresh.append((_path_key(paths[i]), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h))
-            for chunk in _chunks(fresh, 5000):
-                with self._tx() as con:
-                    con.executemany(
-                        "INSERT INTO files VALUES (?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET "
-                        "size=excluded.size, mtime_ns=excluded.mtime_ns, ctime_ns=excluded.ctime_ns, "
-                        "ino=excluded.ino, hash=excluded.hash", chunk)
+                hashes[i] = read[k]
+                fresh.append((paths[i], stats[i], read[k]))
+            self.record_hashes(fresh, now)
         return hashes, errors
+
+    def known_hashes(self, paths: Sequence[str]) -> tuple[list[str | None], list[os.stat_result | None],
+                                                           dict[int, str]]:
+        """The recorded hashes of ``paths`` whose (size, mtime_ns, ctime_ns, inode) are unchanged
+        (None for the others: nothing is read), the ``os.stat`` of each (None where it failed)
+        and ``{index: reason}`` for those. For a caller whose workers read the files themselves
+        (the Ray executor), which then records what they found (:meth:`record_hashes`)."""
+        paths = [os.path.abspath(p) for p in paths]
+        stats, errors = _stat_all(paths)
+        known: dict[str, tuple] = {}
+        with self._lock:
+            for chunk in _chunks(paths):
+                q = ",".join("?" * len(chunk))
+                for row in self._con.execute(
+                        f"SELECT path, size, mtime_ns, ctime_ns, ino, hash FROM files WHERE path IN ({q})",
+                        [_path_key(p) for p in chunk]):
+                    known[_path_of_key(row[0])] = row[1:]
+        hashes: list[str | None] = [None] * len(paths)
+        for i, p in enumerate(paths):
+            st, k = stats[i], known.get(p)
+            if st is not None and k is not None and k[:4] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+                hashes[i] = k[4]
+        return hashes, stats, errors
+
+    def record_hashes(self, items: Iterable[tuple[str, os.stat_result, str]], hashed_after: float) -> None:
+        """Record ``(path, stat, hash)``: ``stat`` taken before the bytes were hashed, at or
+        before ``hashed_after`` (a ``time.time()``). A file whose timestamps are younger than
+        2 s at that time is not recorded (git's "racily clean" rule), and one written after its
+        stat was taken no longer matches it: neither is ever taken from the record."""
+        fresh = [(_path_key(os.path.abspath(p)), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h)
+                 for p, st, h in items if max(st.st_mtime, st.st_ctime) < hashed_after - _RACY_S]
+        for chunk in _chunks(fresh, 5000):
+            with self._tx() as con:
+                con.executemany(
+                    "INSERT INTO files VALUES (?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET "
+                    "size=excluded.size, mtime_ns=excluded.mtime_ns, ctime_ns=excluded.ctime_ns, "
+                    "ino=excluded.ino, hash=excluded.hash", chunk)
 
     # -- vectors --------------------------------------------------------------------------
     def contains(self, hashes: Iterable[str], encoder: str) -> set[str]:

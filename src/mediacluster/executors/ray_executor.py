@@ -24,7 +24,10 @@ through Ray's object store, so the driver's folder need not be shared for writin
 from __future__ import annotations
 
 import os
+import sqlite3
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,16 +65,26 @@ class EmbedWorker:
 
     def __call__(self, batch: dict) -> dict:
         from ..embed.engine import _prepare  # the local path's decoding, with its skip reasons
+        from ..fileio import hash_file
 
         rows = np.asarray(batch["row"], dtype=np.int64)
-        inputs, ok, reasons = [], [], []
+        inputs, ok, reasons, lasting, hashes = [], [], [], [], []
         for p in batch["path"]:
-            x, reason, _ = _prepare(self.enc, str(p))
+            x, reason, last = _prepare(self.enc, str(p))
             reasons.append(reason or "")
+            h = ""
+            if last:  # the content's own failure: its hash, for the driver to remember
+                try:
+                    h = hash_file(str(p))
+                except OSError:
+                    last = False
+            lasting.append(bool(last))
+            hashes.append(h)
             if reason is None:
                 inputs.append(x)
                 ok.append(len(reasons) - 1)
-        out = {"row": rows, "skip": np.asarray(reasons, dtype=object)}
+        out = {"row": rows, "skip": np.asarray(reasons, dtype=object),
+               "lasting": np.asarray(lasting, dtype=bool), "hash": np.asarray(hashes, dtype=object)}
         enc = self.enc.encode(inputs) if inputs else {"embedding": np.zeros((0, self.enc.dim), np.float32)}
         for k, v in enc.items():
             full = np.zeros((len(rows), v.shape[1]), np.float32)
@@ -172,13 +185,31 @@ class RayExecutor:
     # -- embedding -------------------------------------------------------------------------------
     def embed(self, collection, encoder, cache_dir=None, batch_size: int = 16, workers=None,
               progress: bool = True, shards=None, encoder_spec: str | None = None, **_) -> Embeddings:
-        """Embeddings of a collection's files, encoded by actors (precomputed vectors pass through)."""
-        import pyarrow as pa
+        """Embeddings of a collection's files, encoded by actors (precomputed vectors pass through).
+
+        Files whose own bytes failed before (remembered by the embedding cache at ``cache_dir``,
+        as the local path remembers them: ``EmbeddingStore.failures``) are listed as skipped
+        with the same reason and not sent out; those that fail now are remembered as each
+        batch comes back. Only the content's own failures, never the machine's."""
+        from ..embed.store import EmbeddingStore, cache_error
 
         if collection.vectors is not None:
             from ..embed import embed_collection
 
             return embed_collection(collection)
+        store = EmbeddingStore(cache_dir)
+        try:
+            with store:
+                return self._embed(collection, encoder, store, batch_size, progress, shards, encoder_spec)
+        except sqlite3.Error as e:  # full disk, read-only or damaged cache: the user's to fix
+            raise cache_error(e, store.path) from e
+
+    def _embed(self, collection, encoder, cache, batch_size, progress, shards, encoder_spec) -> Embeddings:
+        import pyarrow as pa
+
+        from ..embed.engine import FAILURE_IDLE_DAYS
+        from ..embed.store import failure_kind, stale_failure_kind
+
         ray = self._init()
         spec = encoder_spec or encoder.name
         paths = [str(p) for p in collection.paths]
@@ -186,9 +217,22 @@ class RayExecutor:
         job = "embed-" + hash_bytes("\n".join([encoder.id, spec, *paths]).encode("utf-8", "surrogateescape"))
         store = shards(job) if shards is not None else None
         done = self._done_rows(store)
-        todo = np.array([i for i in range(n) if i not in done], dtype=np.int64)
+        # the remembered failures of files unchanged since their hash was recorded (by a run on
+        # either executor); nothing is read here: the workers hash the files that fail
+        fkind = failure_kind(encoder.id, getattr(encoder, "media", "image"))
+        stat_time = time.time()
+        hashes, stats, _ = cache.known_hashes(paths)
+        bad_hash = cache.failures([h for h in hashes if h is not None], fkind)
+        known_bad = {i: bad_hash[h] for i, h in enumerate(hashes) if h in bad_hash}
+        todo = np.array([i for i in range(n) if i not in done and i not in known_bad], dtype=np.int64)
+        self.stats["known_bad"] = len(known_bad)
+        self.stats["embed_sent"] = int(len(todo))
+        if progress and known_bad:
+            print(f"{len(known_bad)} of {n} files known from an earlier run not to decode (not sent to the "
+                  "workers; --retry-bad tries them)", file=sys.stderr)
         next_key = (max(store.keys()) + 1) if store is not None and store.keys() else 0
         results: list = [] if store is None else None
+        remembered = 0
         if len(todo):
             b = self.embed_block
             blocks = [pa.table({"row": todo[s:s + b], "path": [paths[i] for i in todo[s:s + b]]})
@@ -204,10 +248,12 @@ class RayExecutor:
                         next_key += 1
                     else:
                         results.append(batch)
+                    remembered += _remember(cache, batch, paths, stats, stat_time, fkind)
                     bar.update(batch.num_rows)
+        if remembered:  # those of another decoder version, once unused for a while (as the local path)
+            cache.prune_derived(stale_failure_kind, idle_s=FAILURE_IDLE_DAYS * 86400.0)
         tables = results if store is None else [store.read(k) for k in store.keys()]
-        table = pa.concat_tables(tables) if tables else None
-        return self._merge_embeddings(collection, encoder, table, n)
+        return self._merge_embeddings(collection, encoder, tables, n, known_bad)
 
     @staticmethod
     def _done_rows(store) -> set[int]:
@@ -218,24 +264,30 @@ class RayExecutor:
             done.update(store.read(k, columns=["row"]).column(0).to_pylist())
         return done
 
-    def _merge_embeddings(self, collection, encoder, table, n: int) -> Embeddings:
-        rows = np.asarray(table.column("row").to_numpy(), dtype=np.int64)
+    def _merge_embeddings(self, collection, encoder, tables: list, n: int, known_bad: dict[int, str]) -> Embeddings:
+        rows = np.concatenate([np.zeros(0, np.int64)] + [t.column("row").to_numpy() for t in tables]).astype(np.int64)
         first = np.full(n, -1, dtype=np.int64)
         order = np.arange(len(rows))
         # the first occurrence of every row (there is one; a second would be counted)
         uniq, at = np.unique(rows, return_index=True)
         first[uniq] = order[at]
         self.stats["duplicates"] = int(len(rows) - len(uniq))
-        missing = np.flatnonzero(first < 0)
-        if len(missing):
+        missing = [i for i in np.flatnonzero(first < 0).tolist() if i not in known_bad]
+        if missing:
             raise RuntimeError(f"internal: {len(missing)} items have no embedding after the Ray job")
-        skip = table.column("skip").to_pylist()
-        names = [c for c in table.column_names if c not in ("row", "skip")]
-        cols = {c: _matrix(table.column(c)) for c in names}
-        kept = [i for i in range(n) if not skip[first[i]]]
+        skip = [r for t in tables for r in t.column("skip").to_pylist()]
+        # (shards written before failures were remembered have no such column)
+        lasting = [r for t in tables for r in (t.column("lasting").to_pylist() if "lasting" in t.column_names
+                                               else [False] * t.num_rows)]
+        cols = _columns(tables, encoder.dim)
+        kept = [i for i in range(n) if i not in known_bad and not skip[first[i]]]
         take = first[kept]
-        skipped = list(collection.skipped) + [Skipped(collection.paths[i], skip[first[i]])
-                                             for i in range(n) if skip[first[i]]]
+        skipped = list(collection.skipped)
+        for i in range(n):
+            if i in known_bad:
+                skipped.append(Skipped(collection.paths[i], known_bad[i], lasting=True))
+            elif skip[first[i]]:
+                skipped.append(Skipped(collection.paths[i], skip[first[i]], lasting=bool(lasting[first[i]])))
         vectors = cols.pop("embedding")[take]
         extras = {}
         for k, v in cols.items():  # stored like the embedding cache stores them
@@ -305,6 +357,24 @@ class RayExecutor:
             yield a, out
 
 
+def _remember(cache, batch, paths: list[str], stats: list, stat_time: float, kind: str) -> int:
+    """Remember the content's own failures of one batch that came back (``lasting``, hashed by
+    the worker), with their files' hashes under the stats the driver took before sending them
+    out, so the next run finds them without reading them. How many were remembered."""
+    if "lasting" not in batch.column_names:
+        return 0
+    lasting = batch.column("lasting").to_pylist()
+    if not any(lasting):
+        return 0
+    rows = batch.column("row").to_pylist()
+    skip, hashes = batch.column("skip").to_pylist(), batch.column("hash").to_pylist()
+    pairs = [(hashes[k], skip[k]) for k in range(len(rows)) if lasting[k] and hashes[k]]
+    cache.remember_failures(pairs, kind)
+    cache.record_hashes([(paths[rows[k]], stats[rows[k]], hashes[k]) for k in range(len(rows))
+                         if lasting[k] and hashes[k] and stats[rows[k]] is not None], stat_time)
+    return len(pairs)
+
+
 class _Clock:
     """Into ``stats``: seconds until the first result came back (actors starting: processes,
     imports, the model) and the rate after it (``<job>_first_result_s``, ``<job>_steady_per_s``)."""
@@ -328,6 +398,41 @@ class _Clock:
         if first is not None:
             span = self.time.perf_counter() - first
             self.stats[f"{self.job}_steady_per_s"] = round(rows / span, 1) if span > 0 and rows else None
+
+
+def _columns(tables: list, dim: int) -> dict[str, np.ndarray]:
+    """The output columns of the batches, each as one (rows, d) float32 array. A worker's batch
+    whose every file failed carries the embedding only (zeros: the encoder was not run), not the
+    extras; Ray Data fills such a batch's missing columns with nulls when it joins it to others
+    of its block, and a table may lack them altogether: those rows are zeros (they are skipped
+    rows, never read)."""
+    import pyarrow as pa
+
+    dims: dict[str, int] = {"embedding": dim}
+    chunks: list[dict[str, list]] = []
+    for t in tables:
+        part: dict[str, list] = {}
+        for c in t.column_names:
+            if c in ("row", "skip", "lasting", "hash"):
+                continue
+            col = t.column(c)
+            part[c] = []
+            for ch in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
+                m = None if ch.null_count == len(ch) else _matrix(ch)
+                if m is not None:
+                    dims.setdefault(c, m.shape[1])
+                part[c].append((len(ch), m))
+        chunks.append(part)
+    out = {}
+    for c, d in dims.items():
+        pieces = [np.zeros((0, d), np.float32)]
+        for part, t in zip(chunks, tables):
+            if c not in part:
+                pieces.append(np.zeros((t.num_rows, d), np.float32))
+                continue
+            pieces.extend(np.zeros((k, d), np.float32) if m is None else m for k, m in part[c])
+        out[c] = np.concatenate(pieces)
+    return out
 
 
 def _matrix(col) -> np.ndarray:
