@@ -151,7 +151,9 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, **kw)
             else:
-                ray.init(include_dashboard=False, **kw)
+                # a local cluster of its own, as README says: a bare ray.init() would join any
+                # cluster already running on the machine (another user's or session's)
+                ray.init(address="local", include_dashboard=False, **kw)
                 self._owns = True
         import logging
 
