@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Skipped
+from ..embed.store import STALE_IDLE_DAYS  # the store's rule for every stale kind (re-exported)
 from ..errors import InputError, ParameterError
 from ..fileio import text_series
 from .finder import DuplicateFinder
@@ -241,14 +242,6 @@ def stale_kind(kind: str) -> bool:
 
         return not GeometricVerifier.is_current_kind(kind)
     return kind.startswith("dups.")
-
-
-#: a stale kind is dropped only once nobody read or wrote it for this long: another mediacluster
-#: version sharing the cache (for which this version's kinds are the stale ones) keeps its
-#: signatures and verdicts while it is used. Keeping them costs ~0.8 KB per photo (a signature;
-#: a verdict is a few bytes), losing them a first run's work again (~2 CPU ms per photo):
-#: benchmarks/RESULTS.md, "The duplicate cache's housekeeping"
-STALE_IDLE_DAYS = 30
 
 
 def prune_cache(store, idle_days: float = STALE_IDLE_DAYS) -> dict[str, int]:

@@ -29,14 +29,9 @@ from ..errors import MediaclusterError
 from ..ingest import SkipItem
 from ..ingest.images import decoding
 from ..progress import progress_bar
-from .store import EmbeddingStore, cache_error, failure_kind, stale_failure_kind
+from .store import EmbeddingStore, cache_error, failure_kind
 
 log = logging.getLogger(__name__)
-
-
-#: remembered failures of another decoder version are dropped when nobody used them for this long
-#: (as the duplicate finder's stale signatures: ``duplicates.collection.STALE_IDLE_DAYS``)
-FAILURE_IDLE_DAYS = 30
 
 
 def default_workers() -> int:
@@ -245,7 +240,7 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     for s in bad:
         bad_hash[path_to_hash[s.path]] = s.reason
     if lasting:  # those of another decoder version, once no version sharing the cache used them for a while
-        store.prune_derived(stale_failure_kind, idle_s=FAILURE_IDLE_DAYS * 86400.0)
+        store.prune_failures()
     lasting_hashes = set(known_bad).union(h for h, _ in lasting)
     skipped = list(collection.skipped)
     keep_idx: list[int] = []

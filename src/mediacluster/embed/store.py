@@ -73,6 +73,13 @@ _RACY_S = 2.0
 #: are ~9% of a cache that also holds the photos' vectors (45% of a ``--no-embed`` one); a
 #: smaller freed share is left to be reused by later writes
 VACUUM_SHARE = 0.25
+#: a stale kind of derived data (another hashing, check or decoder version's) is dropped only once
+#: nobody read or wrote it for this long: another mediacluster version sharing the cache (for
+#: which this version's kinds are the stale ones) keeps its entries while it is used. Keeping them
+#: costs ~0.8 KB per photo (a signature; a verdict or a failure is a few bytes), losing them a
+#: first run's work again (~2 CPU ms per photo): benchmarks/RESULTS.md, "The duplicate cache's
+#: housekeeping"
+STALE_IDLE_DAYS = 30
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -506,6 +513,11 @@ class EmbeddingStore:
         (``ingest.SkipItem.lasting``; never a failure of the machine)."""
         self.put_derived([(h, r.encode("utf-8", "surrogateescape")) for h, r in items], kind)
 
+    def prune_failures(self) -> dict[str, int]:
+        """Drop the remembered failures of another decoder version (:func:`stale_failure_kind`)
+        that nobody used for :data:`STALE_IDLE_DAYS`; {kind: entries deleted}."""
+        return self.prune_derived(stale_failure_kind, idle_s=STALE_IDLE_DAYS * 86400.0)
+
     def forget_failures(self) -> int:
         """Forget every remembered failure (``--retry-bad``): the next run decodes those files
         again (and remembers those still failing). Returns how many were forgotten."""
@@ -611,4 +623,5 @@ class EmbeddingStore:
             return self._con.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-__all__ = ["EmbeddingStore", "hash_file", "default_store_path", "failure_kind", "stale_failure_kind", "FAILURE_VERSION"]
+__all__ = ["EmbeddingStore", "hash_file", "default_store_path", "failure_kind", "stale_failure_kind", "FAILURE_VERSION",
+           "STALE_IDLE_DAYS"]

@@ -209,8 +209,7 @@ class RayExecutor:
     def _embed(self, collection, encoder, cache, batch_size, progress, shards, encoder_spec) -> Embeddings:
         import pyarrow as pa
 
-        from ..embed.engine import FAILURE_IDLE_DAYS
-        from ..embed.store import failure_kind, stale_failure_kind
+        from ..embed.store import failure_kind
 
         ray = self._init()
         spec = encoder_spec or encoder.name
@@ -253,7 +252,7 @@ class RayExecutor:
                     remembered += _remember(cache, batch, paths, stats, stat_time, fkind)
                     bar.update(batch.num_rows)
         if remembered:  # those of another decoder version, once unused for a while (as the local path)
-            cache.prune_derived(stale_failure_kind, idle_s=FAILURE_IDLE_DAYS * 86400.0)
+            cache.prune_failures()
         tables = results if store is None else [store.read(k) for k in store.keys()]
         return self._merge_embeddings(collection, encoder, tables, n, known_bad)
 
