@@ -385,12 +385,14 @@ def _answer_vectors(body: bytes, served: Served, limit: int, similar: SimilarAsk
         try:  # the common case first: every row placeable, nothing checked twice
             return X, served.answer(X, similar=similar)
         except InputError:  # a row the model refuses: which ones, and the rest answered
-            if not served.pipeline.unplaceable(X):
+            more = served.pipeline.unplaceable(X)
+            if not more:
                 raise
+    else:  # the finite rows the model refuses, by their rows in X
+        finite = np.flatnonzero(np.isin(np.arange(len(X)), bad, invert=True))
+        more = {int(finite[i]): e for i, e in served.pipeline.unplaceable(X[finite]).items()}
     errors = {int(i): ("not_finite", "contains NaN or infinity") for i in bad}
-    finite = np.flatnonzero(np.isin(np.arange(len(X)), bad, invert=True)) if len(bad) else None
-    more = served.pipeline.unplaceable(X if finite is None else X[finite])
-    errors.update({int(i if finite is None else finite[i]): e for i, e in more.items()})
+    errors.update(more)
     failed = [{"index": i, "filename": None, "kind": k, "message": f"vectors[{i}] {why}"}
               for i, (k, why) in sorted(errors.items())]
     if len(errors) == len(X):  # nothing to answer: the request is refused, naming each row
