@@ -50,6 +50,7 @@ Design (and why):
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -115,8 +116,10 @@ FAILURE_VERSION = 1
 FAILED = "failed/"
 
 
+@functools.cache
 def _decoder(media: str) -> str:
-    """The library that decodes ``media``, with its version."""
+    """The library that decodes ``media``, with its version (looked up once per process: every
+    failure kind names it, and ``stale_failure_kind`` asks for both media per kind)."""
     from importlib import metadata
 
     if media == "audio":
