@@ -51,6 +51,23 @@ def _big(path: str, size, fmt: str) -> bytes:
     return b.getvalue()
 
 
+def add_folder_args(ap: argparse.ArgumentParser, broken: int, cut_jpg: int, cut_png: int,
+                    repeats: int) -> None:
+    """The options of the folder :func:`make_folder` builds (``folder_of(args)`` builds it),
+    and how many times each run is repeated; the defaults are the script's own."""
+    ap.add_argument("--images", type=Path, default=Path("/work/data/imagenette/val"))
+    ap.add_argument("--good", type=int, default=200)
+    ap.add_argument("--broken", type=int, default=broken, help="files of each cheap kind")
+    ap.add_argument("--cut-jpg", type=int, default=cut_jpg)
+    ap.add_argument("--cut-png", type=int, default=cut_png)
+    ap.add_argument("--repeats", type=int, default=repeats)
+
+
+def folder_of(a: argparse.Namespace, out: Path) -> dict:
+    """:func:`make_folder` at ``out`` as the options of :func:`add_folder_args` ask."""
+    return make_folder(out, a.images, a.good, a.broken, a.cut_jpg, a.cut_png)
+
+
 def make_folder(out: Path, images: Path, good: int, broken: int, cut_jpg: int, cut_png: int) -> dict:
     out.mkdir(parents=True)
     src = sorted(str(p) for p in images.glob("*/*.JPEG"))
@@ -91,12 +108,7 @@ def run(src: str, cache: Path, folder: Path, out: Path, words: list[str]) -> dic
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=Path, default=Path("/work/data/imagenette/val"))
-    ap.add_argument("--good", type=int, default=200)
-    ap.add_argument("--broken", type=int, default=200, help="files of each cheap kind")
-    ap.add_argument("--cut-jpg", type=int, default=200)
-    ap.add_argument("--cut-png", type=int, default=50)
-    ap.add_argument("--repeats", type=int, default=3)
+    add_folder_args(ap, broken=200, cut_jpg=200, cut_png=50, repeats=3)
     ap.add_argument("--before", default=None, help="the src folder of the code to compare with")
     ap.add_argument("--write-results", action="store_true")
     a = ap.parse_args(argv)
@@ -104,7 +116,7 @@ def main(argv=None) -> int:
     res["commit"] = _results.commit()
     with tempfile.TemporaryDirectory(prefix="broken_files_") as tmp:
         tmp = Path(tmp)
-        res["folder"] = make_folder(tmp / "mixed", a.images, a.good, a.broken, a.cut_jpg, a.cut_png)
+        res["folder"] = folder_of(a, tmp / "mixed")
         good = tmp / "good"
         good.mkdir()
         for p in sorted((tmp / "mixed").glob("good_*")):

@@ -24,19 +24,14 @@ import time
 from pathlib import Path
 
 import _results
-from broken_files import make_folder
+from broken_files import add_folder_args, folder_of
 
 SECTION = "## Broken files on the Ray path (rayfail helper)"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=Path, default=Path("/work/data/imagenette/val"))
-    ap.add_argument("--good", type=int, default=200)
-    ap.add_argument("--broken", type=int, default=60, help="files of each cheap kind")
-    ap.add_argument("--cut-jpg", type=int, default=60)
-    ap.add_argument("--cut-png", type=int, default=15)
-    ap.add_argument("--repeats", type=int, default=2)
+    add_folder_args(ap, broken=60, cut_jpg=60, cut_png=15, repeats=2)
     ap.add_argument("--write-results", action="store_true")
     a = ap.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -58,7 +53,7 @@ def main(argv=None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="ray_broken_") as tmp:
             tmp = Path(tmp)
-            res["folder"] = make_folder(tmp / "mixed", a.images, a.good, a.broken, a.cut_jpg, a.cut_png)
+            res["folder"] = folder_of(a, tmp / "mixed")
             good = tmp / "good"
             good.mkdir()
             for p in sorted((tmp / "mixed").glob("good_*")):
