@@ -536,6 +536,25 @@ def test_errors_counted_by_kind(server):
     assert kinds["not_an_image"] >= 1
 
 
+def test_metrics_filter_by_name_and_openmetrics(server):
+    """/metrics speaks as prometheus_client's own handler: ``name[]`` keeps only those metrics
+    (it was refused as an unknown parameter), an OpenMetrics Accept header gets OpenMetrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server.client.get("/healthz")
+    r = server.client.get("/metrics", params=[("name[]", "mediacluster_http_requests_total"),
+                                              ("name[]", "mediacluster_model_info")])
+    assert r.status_code == 200, r.text
+    names = {f.name for f in text_string_to_metric_families(r.text)}
+    assert names == {"mediacluster_http_requests", "mediacluster_model_info"}, names
+    r = server.client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/openmetrics-text")
+    assert r.text.rstrip().endswith("# EOF")
+    plain = server.client.get("/metrics")
+    assert plain.headers["content-type"].startswith("text/plain") and "# EOF" not in plain.text
+    assert server.client.get("/metrics", params={"nam": "x"}).status_code == 422  # typos still named
+
+
 # -- model versions ------------------------------------------------------------------------------
 
 

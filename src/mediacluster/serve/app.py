@@ -685,9 +685,12 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             raise ApiError(503, "not_ready", "the encoder workers are not running")
         return {"status": "ready", "version": holder.current.version}
 
-    @app.get("/metrics", summary="Prometheus metrics (text format)", response_class=PlainTextResponse)
-    async def prom():
-        return metrics.response()
+    @app.get("/metrics", summary="Prometheus metrics (text format, or OpenMetrics when the Accept header "
+             "asks for it)", response_class=PlainTextResponse)
+    async def prom(request: Request,
+                   names: list[str] | None = Query(None, alias="name[]", description="only these metrics' "
+                                                   "samples (repeat it; Prometheus' own name[] filter)")):
+        return metrics.response(request)
 
     @app.get("/", include_in_schema=False)
     async def index():

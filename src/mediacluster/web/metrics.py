@@ -86,23 +86,34 @@ class HttpMetrics:
 
             multiprocess.mark_process_dead(os.getpid(), path)
 
-    def render(self) -> tuple[bytes, str]:
-        """``(body, content type)`` of the Prometheus text exposition."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    def render(self, accept: str | None = None, names: list[str] | None = None) -> tuple[bytes, str]:
+        """``(body, content type)`` of the exposition, as prometheus_client's own handler makes
+        it: the format the ``Accept`` header asks for (Prometheus text, or OpenMetrics), only the
+        samples of ``names`` when given (its ``name[]`` query parameter)."""
+        from prometheus_client.exposition import choose_encoder
 
+        reg = self.registry
         if path := os.environ.get(MULTIPROC_ENV):
             from prometheus_client import CollectorRegistry, multiprocess
 
             prune_dead_workers(path)
             reg = CollectorRegistry()
             multiprocess.MultiProcessCollector(reg)
-            return generate_latest(reg), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if names:
+            reg = reg.restricted_registry(names)
+        encoder, ctype = choose_encoder(accept or "")
+        return encoder(reg), ctype
 
-    def response(self):
+    def response(self, request=None):
+        """The body of a ``/metrics`` endpoint for ``request`` (its ``Accept`` header and
+        ``name[]`` parameters; plain Prometheus text of every metric without one)."""
         from starlette.responses import Response
 
-        body, ctype = self.render()
+        accept = names = None
+        if request is not None:
+            accept = request.headers.get("accept")
+            names = request.query_params.getlist("name[]") or None
+        body, ctype = self.render(accept, names)
         return Response(body, media_type=ctype)
 
 
