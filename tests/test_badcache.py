@@ -302,3 +302,60 @@ def test_a_killed_run_keeps_the_failures_of_its_finished_batches(tmp_path):
     assert not [p for p in seen if "a_cut" in p]  # none of the broken files was decoded again
     assert sorted(reasons(again)) == [f"a_cut{k}.jpg" for k in range(6)]
     assert all(s.lasting for s in again.skipped) and len(again) == 32
+
+
+SIG_CHILD = r"""
+import sys, time
+from mediacluster.duplicates import hashing
+from mediacluster.embed import EmbeddingStore
+
+folder, cache, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
+hashing.SAVE_EVERY = 8  # small batches: the test's folder is small
+
+def slow(i, im, draft):  # each decoded photo takes a while, so that the pass can be killed part-way
+    time.sleep(pause)
+
+import os
+paths = sorted(os.path.join(folder, n) for n in os.listdir(folder))
+with EmbeddingStore(cache) as store:
+    hashing.compute_signatures(paths, store=store, workers=1, on_decoded=slow)
+print("done")
+"""
+
+
+def test_a_killed_signature_pass_keeps_what_its_finished_batches_learned(tmp_path):
+    """The duplicate finder's signature pass keeps signatures and failures batch by batch
+    (``hashing.SAVE_EVERY``), as the embedding path does: a pass killed (kill -9) part-way does
+    not decode again the files of its finished batches, broken or not."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, cache = tmp_path / "photos", tmp_path / "cache"
+    d.mkdir()
+    for k in range(6):  # sorted first: the first batch holds them
+        whole = jpeg_bytes(photo((96, 64), seed=50 + k))
+        (d / f"a_cut{k}.jpg").write_bytes(whole[: len(whole) // 2])
+    for k in range(34):
+        (d / f"b_good{k:02d}.jpg").write_bytes(jpeg_bytes(photo((96, 64), seed=k)))
+    db = cache / "embeddings.sqlite"
+    child = subprocess.Popen([sys.executable, "-c", SIG_CHILD, str(d), str(cache), "0.1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, failed = time.monotonic() + 120, 0
+    while time.monotonic() < deadline and child.poll() is None:
+        failed = _count(db, f"SELECT COUNT(*) FROM derived WHERE kind LIKE '{store_mod.FAILED}%'")
+        if failed >= 6:
+            break
+        time.sleep(0.02)
+    assert child.poll() is None, f"the pass ended before its failures were kept: {child.communicate()[1][-1500:]}"
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    kept = _count(db, f"SELECT COUNT(*) FROM derived WHERE kind = '{signature_kind()}'")
+    assert failed == 6 and 2 <= kept < 34  # the first batch's photos kept, others still to do
+
+    paths = sorted(str(p) for p in d.iterdir())
+    with EmbeddingStore(cache) as store:
+        again = compute_signatures(paths, store=store)
+    assert again.decoded == 34 - kept  # neither the broken files nor the kept photos decoded again
+    assert len(again.skipped) == 6 and int(again.ok.sum()) == 34

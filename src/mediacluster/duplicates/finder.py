@@ -425,10 +425,11 @@ class DuplicateFinder(BaseEstimator):
                         ds.merge(int(i[k]), int(j[k]))
                 checked += len(ks)
                 bar.update(min(batch, len(order) - s))
+                if fresh:  # each batch's verdicts kept as it ends (one transaction): a killed run keeps them
+                    store_call(store, lambda: store.put_derived(fresh, kind), None)
+                    fresh.clear()
         self.n_verified_ = checked
         self.n_verdicts_cached_ = len(hits)
-        if fresh:
-            store_call(store, lambda: store.put_derived(fresh, kind), None)
         return ok
 
     # -- grouping --------------------------------------------------------------------------
