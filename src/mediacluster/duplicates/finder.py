@@ -371,7 +371,8 @@ class DuplicateFinder(BaseEstimator):
         items are already connected (by earlier links or verified pairs) is not checked: it
         cannot change the groups' membership, and in a group of 300 reposts it saves most of
         the 300 x ``n_neighbors`` checks. With a ``store``, a pair of contents already checked
-        by the same verifier (``cache_kind``) takes its stored verdict; new verdicts are stored."""
+        by the same verifier (``cache_kind``) takes its stored verdict; new verdicts are stored as
+        each batch ends."""
         from scipy.cluster.hierarchy import DisjointSet
 
         from ..embed.engine import default_workers
