@@ -141,9 +141,66 @@ def test_cli_retry_bad_decodes_them_again_with_the_same_list(folder, tmp_path, c
     capsys.readouterr()
     assert dups("b") == first
     assert dups("c", "--retry-bad") == first
-    assert "--retry-bad: 5 remembered failures forgotten" in capsys.readouterr().err
+    assert "--retry-bad: 5 remembered failures of this command's files forgotten" in capsys.readouterr().err
     with EmbeddingStore(cache) as store:  # and remembered again by the run that retried them
         assert sum(1 for k in store.derived_kinds() if k.startswith(store_mod.FAILED)) == 1
+
+
+def other_broken(d):
+    """Four broken files unlike ``make_broken``'s bytes (another collection's): their content
+    hashes differ from those of ``folder``'s."""
+    d.mkdir(parents=True, exist_ok=True)
+    for k in range(2):
+        whole = jpeg_bytes(photo((120, 80), seed=90 + k))
+        (d / f"cut{k}.jpg").write_bytes(whole[: len(whole) // 3])
+    (d / "page.jpg").write_text("<html><body>a download that went wrong</body></html>\n")
+    (d / "short.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (d / "fine.jpg").write_bytes(jpeg_bytes(photo((96, 64), seed=77)))
+    return d
+
+
+def remembered(cache, folder) -> int:
+    """How many of ``folder``'s files the cache remembers as failing, of any kind."""
+    with EmbeddingStore(cache) as store:
+        hashes = [h for h in store.hash_files(sorted(str(p) for p in folder.iterdir()))[0] if h]
+        return sum(len(store.failures(hashes, k)) for k in store.derived_kinds() if k.startswith(store_mod.FAILED))
+
+
+def test_retry_bad_forgets_only_the_failures_of_its_own_files(folder, tmp_path, capsys):
+    """Two folders with broken files share a cache (~/.cache/mediacluster is every folder's):
+    ``--retry-bad`` on one decodes its files again and leaves the other's remembered, on the
+    duplicate finder's pass and on the embedding path."""
+    a, kinds = folder
+    b = other_broken(tmp_path / "other")
+    cache = str(tmp_path / "cache")
+
+    def dups(d, out, *more):
+        assert main(["dups", str(d), "--out", str(tmp_path / out), "--no-embed", "--cache-dir", cache,
+                     "--quiet", *more]) == 3
+        return json.loads((tmp_path / out / "dups.json").read_text())["skipped_files"]
+
+    first_a, first_b = dups(a, "a1"), dups(b, "b1")
+    assert len(first_a) == len(kinds) and len(first_b) == 4
+    assert remembered(cache, a) == 5 and remembered(cache, b) == 4
+    capsys.readouterr()
+    assert dups(a, "a2", "--retry-bad") == first_a
+    assert "--retry-bad: 5 remembered failures of this command's files forgotten" in capsys.readouterr().err
+    assert remembered(cache, b) == 4  # the other folder's: kept
+    assert remembered(cache, a) == 5  # this one's: remembered again by the run that retried them
+    with EmbeddingStore(cache) as store:
+        sig = compute_signatures(sorted(str(p) for p in b.iterdir()), store=store)
+    assert sig.decoded == 0  # b's broken files still known without decoding them
+
+    # the embedding path (cluster, assign, tune, tags): the same rule
+    embed_collection(collect(a), cache_dir=cache, progress=False)
+    embed_collection(collect(b), cache_dir=cache, progress=False)
+    with store_mod.retrying_failures() as retry:
+        again = embed_collection(collect(a), cache_dir=cache, progress=False)
+        once_more = embed_collection(collect(a), cache_dir=cache, progress=False)
+    assert retry.forgotten == 5 and again.cache_stats["decoded"] == 5 and again.cache_stats["known_bad"] == 0
+    assert once_more.cache_stats["known_bad"] == 5  # retried once per block, then remembered again
+    other = embed_collection(collect(b), cache_dir=cache, progress=False)
+    assert other.cache_stats["decoded"] == 0 and other.cache_stats["known_bad"] == 4
 
 
 def test_audio_failures_are_remembered_too(tmp_path):
@@ -245,3 +302,60 @@ def test_a_killed_run_keeps_the_failures_of_its_finished_batches(tmp_path):
     assert not [p for p in seen if "a_cut" in p]  # none of the broken files was decoded again
     assert sorted(reasons(again)) == [f"a_cut{k}.jpg" for k in range(6)]
     assert all(s.lasting for s in again.skipped) and len(again) == 32
+
+
+SIG_CHILD = r"""
+import sys, time
+from mediacluster.duplicates import hashing
+from mediacluster.embed import EmbeddingStore
+
+folder, cache, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
+hashing.SAVE_EVERY = 8  # small batches: the test's folder is small
+
+def slow(i, im, draft):  # each decoded photo takes a while, so that the pass can be killed part-way
+    time.sleep(pause)
+
+import os
+paths = sorted(os.path.join(folder, n) for n in os.listdir(folder))
+with EmbeddingStore(cache) as store:
+    hashing.compute_signatures(paths, store=store, workers=1, on_decoded=slow)
+print("done")
+"""
+
+
+def test_a_killed_signature_pass_keeps_what_its_finished_batches_learned(tmp_path):
+    """The duplicate finder's signature pass keeps signatures and failures batch by batch
+    (``hashing.SAVE_EVERY``), as the embedding path does: a pass killed (kill -9) part-way does
+    not decode again the files of its finished batches, broken or not."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, cache = tmp_path / "photos", tmp_path / "cache"
+    d.mkdir()
+    for k in range(6):  # sorted first: the first batch holds them
+        whole = jpeg_bytes(photo((96, 64), seed=50 + k))
+        (d / f"a_cut{k}.jpg").write_bytes(whole[: len(whole) // 2])
+    for k in range(34):
+        (d / f"b_good{k:02d}.jpg").write_bytes(jpeg_bytes(photo((96, 64), seed=k)))
+    db = cache / "embeddings.sqlite"
+    child = subprocess.Popen([sys.executable, "-c", SIG_CHILD, str(d), str(cache), "0.1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, failed = time.monotonic() + 120, 0
+    while time.monotonic() < deadline and child.poll() is None:
+        failed = _count(db, f"SELECT COUNT(*) FROM derived WHERE kind LIKE '{store_mod.FAILED}%'")
+        if failed >= 6:
+            break
+        time.sleep(0.02)
+    assert child.poll() is None, f"the pass ended before its failures were kept: {child.communicate()[1][-1500:]}"
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    kept = _count(db, f"SELECT COUNT(*) FROM derived WHERE kind = '{signature_kind()}'")
+    assert failed == 6 and 2 <= kept < 34  # the first batch's photos kept, others still to do
+
+    paths = sorted(str(p) for p in d.iterdir())
+    with EmbeddingStore(cache) as store:
+        again = compute_signatures(paths, store=store)
+    assert again.decoded == 34 - kept  # neither the broken files nor the kept photos decoded again
+    assert len(again.skipped) == 6 and int(again.ok.sum()) == 34

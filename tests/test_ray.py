@@ -146,11 +146,12 @@ def test_ray_embedding_equals_local_and_survives_a_killed_worker(ray_cluster, ci
 def test_ray_remembers_broken_files_as_the_local_path_does(ray_cluster, tmp_path):
     """Files whose own bytes fail are remembered by the embedding cache as each batch comes back
     from the workers; a re-run on Ray (or locally) lists them with the same reasons without
-    sending them out, and forgetting them (``--retry-bad``) sends them again."""
+    sending them out, and forgetting them (``--retry-bad``) sends them again, keeping another
+    collection's failures in the same cache."""
     from broken_media import jpeg_bytes, make_broken, photo
 
     from mediacluster.embed import EmbeddingStore, embed_collection
-    from mediacluster.embed.store import failure_kind
+    from mediacluster.embed.store import failure_kind, retrying_failures
     from mediacluster.encoders import get_encoder
     from mediacluster.executors.ray_executor import RayExecutor
     from mediacluster.ingest import collect
@@ -183,10 +184,19 @@ def test_ray_remembers_broken_files_as_the_local_path_does(ray_cluster, tmp_path
     local = embed_collection(collect(d), cache_dir=cache, progress=False)  # one memory for both paths
     assert local.cache_stats["known_bad"] == 5 and local.cache_stats["decoded"] == 3
     assert local.skipped == first.skipped
-    with EmbeddingStore(cache) as store:
-        assert store.forget_failures() == 5
-    retried, st3 = on_ray()
+    other = tmp_path / "other"  # another collection's broken files, remembered in the same cache
+    for k in range(3):
+        whole = jpeg_bytes(photo((120, 80), seed=90 + k))
+        (other / f"cut{k}.jpg").parent.mkdir(exist_ok=True)
+        (other / f"cut{k}.jpg").write_bytes(whole[: len(whole) // 3])
+    assert len(embed_collection(collect(other), cache_dir=cache, progress=False).skipped) == 3
+    with retrying_failures() as retry:  # --retry-bad: this collection's failures only
+        retried, st3 = on_ray()
+    assert retry.forgotten == 5
     assert st3["known_bad"] == 0 and st3["embed_sent"] == 8 and retried.skipped == first.skipped
+    assert embed_collection(collect(other), cache_dir=cache, progress=False).cache_stats["known_bad"] == 3
+    with EmbeddingStore(cache) as store:
+        assert store.forget_failures() == 5 + 3  # without keys: every one
 
 
 def _cli(args: list[str], env=None, **kw) -> subprocess.Popen:

@@ -65,12 +65,12 @@ def tag_model(cifar3_embeddings, tmp_path_factory) -> Path:
 class Server:
     """`python -m mediacluster serve ...` in a child process; URL read from its first line."""
 
-    def __init__(self, *args: str, log: Path, token: str | None = None):
+    def __init__(self, *args: str, log: Path, token: str | None = None, command: list[str] | None = None):
         self.log = open(log, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         extra = ["--token", token] if token else []
-        self.proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", *args, *extra,
-                                      "--port", "0"],
+        command = command or [sys.executable, "-m", "mediacluster"]
+        self.proc = subprocess.Popen([*command, "serve", *args, *extra, "--port", "0"],
                                      stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.url = None
         deadline = time.monotonic() + 240
@@ -483,6 +483,86 @@ def test_a_batch_answers_per_item(server, images, tmp_path):
     r = c.post("/v1/assign", files=[("files", (n, (broken / n).read_bytes(), "image/jpeg")) for n in bad])
     assert r.status_code == 400 and len(r.json()["error"]["items"]) == 3, r.text
     assert item_errors(server).get("empty", 0) - after.get("empty", 0) == 2  # similar's and this one's
+
+
+PLUGIN = '''
+"""A plugin encoder (``mediacluster.encoders.register``): the default encoder, except that a
+picture of one colour has nothing in it to describe (as a face or object finder has no face or
+object to describe there), so its vector is all zeros."""
+import numpy as np
+
+from mediacluster.encoders import register
+from mediacluster.encoders.efficientnet import EfficientNetLite0
+
+
+class PlainIsBlank(EfficientNetLite0):
+    name = "plain-is-blank"
+
+    def encode(self, batch):
+        out = super().encode(batch)
+        out["embedding"][[bool((b == b[0, 0]).all()) for b in batch]] = 0.0  # one colour
+        return out
+
+
+register("plain-is-blank", PlainIsBlank)
+'''
+
+
+def test_an_upload_whose_embedding_cannot_be_placed_fails_alone(run_dir, images, cifar3_embeddings, tmp_path):
+    """An upload that decodes but whose embedding the model refuses (a zero vector for a model
+    that compares directions: a plugin encoder's answer for a picture with nothing to describe)
+    is a per-item failure like an unreadable upload: its place in `items` with `no_direction`,
+    counted in `mediacluster_item_errors`; the others placed as when sent alone. The service also
+    starts with such an encoder (its warm-up picture, plain grey, is one of them)."""
+    import io
+    import shutil
+
+    from PIL import Image
+
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "plain_is_blank.py").write_text(PLUGIN)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    version = publish(run, fast_pipeline().fit(cifar3_embeddings.vectors), encoder="plain-is-blank")
+    start = (f"import sys; sys.path.insert(0, {str(tmp_path / 'plugin')!r}); import plain_is_blank; "
+             "from mediacluster.cli import main; sys.exit(main(sys.argv[1:]))")
+    s = Server(str(run), *LIMITS, log=tmp_path / "server.log", command=[sys.executable, "-c", start])
+    try:
+        c = s.client
+        assert c.get("/v1/model").json()["version"] == version
+
+        def plain(rgb) -> tuple:
+            buf = io.BytesIO()
+            Image.new("RGB", (64, 48), rgb).save(buf, "PNG")
+            return ("files", (f"plain{rgb[0]}.png", buf.getvalue(), "image/png"))
+
+        alone = c.post("/v1/assign", files=upload(images[:3]))
+        assert alone.status_code == 200 and alone.json()["failed"] == 0, alone.text
+        before = item_errors(s)
+        files = upload(images[:2]) + [plain((90, 140, 200))] + upload(images[2:3])
+        r = c.post("/v1/assign", files=files)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["failed"] == 1 and [it["index"] for it in body["items"]] == [0, 1, 2, 3]
+        bad = body["items"][2]
+        assert bad["filename"] == "plain90.png" and bad["error"]["kind"] == "no_direction", bad
+        assert bad["error"]["message"].startswith("files[2] ('plain90.png'): its embedding (plain-is-blank) "
+                                                  "is all zeros"), bad
+        assert "cluster" not in bad
+        placed = [body["items"][k] for k in (0, 1, 3)]
+        assert [it["cluster"] for it in placed] == [it["cluster"] for it in alone.json()["items"]]
+        assert item_errors(s).get("no_direction", 0) - before.get("no_direction", 0) == 1
+        sim = c.post("/v1/similar", params={"k": 2}, files=files)
+        assert sim.status_code == 200 and sim.json()["failed"] == 1, sim.text
+        assert sim.json()["items"][2]["error"]["kind"] == "no_direction"
+        assert [len(sim.json()["items"][k]["neighbours"]) for k in (0, 1, 3)] == [2, 2, 2]
+        # none placeable: refused, each named, as unreadable uploads are
+        r = c.post("/v1/assign", files=[plain((90, 140, 200)), plain((10, 10, 10))])
+        assert r.status_code == 400 and r.json()["error"]["kind"] == "no_direction", r.text
+        assert [it["index"] for it in r.json()["error"]["items"]] == [0, 1]
+        assert item_errors(s).get("no_direction", 0) - before.get("no_direction", 0) == 4
+    finally:
+        s.stop()
 
 
 # -- metrics and batching ------------------------------------------------------------------------

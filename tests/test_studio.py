@@ -146,8 +146,88 @@ def test_a_conflict_names_who_and_when_in_words():
     assert re.fullmatch(r"cluster 3 no longer exists: edit 12 \(by another studio page, 4\d s ago\) merged it "
                         r"into cluster 5 \(cats\)", str(e)), str(e)
     assert str(e.asked_by("7f3a9c01")).startswith("cluster 3 no longer exists: edit 12 (by this page, ")
-    assert e.details() == {"edit": {"seq": 12, "kind": "merge", "client": "7f3a9c01", "ts": e.by["ts"]}}
+    assert e.details() == {"edit": {"seq": 12, "kind": "merge", "client": "7f3a9c01", "user": "", "ts": e.by["ts"]}}
+    # a name the person gave says who, from any other page; the same name elsewhere is "you"
+    assert author("7f3a9c01", asking="b2", user="Ana") == "Ana"
+    assert author("7f3a9c01", asking="b2", user="Ana", asking_user="Ana") == "you, on another page"
+    assert author("7f3a9c01", asking="7f3a9c01", user="Ana") == "this page"
     assert EditConflict("nothing to undo").details() == {}
+
+
+def test_edits_keep_the_name_a_person_gave_and_a_conflict_says_it(base_run, tmp_path):
+    """Pages send a random id; a person can give a name (the page's box: the X-Mediacluster-User
+    header, percent-encoded UTF-8; ``studio --user`` for edits that give none). The edit log
+    keeps it, the history (/api/edits) shows it, and a 409 names the other person."""
+    from urllib.parse import quote
+
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run, "--user", "Lead")
+    try:
+        with client(s) as c:
+            assert c.get("/api/info").json()["user"] == "Lead"
+            ids = sorted(clusters_of(c))
+            ana = {"X-Mediacluster-Client": "pageA", "X-Mediacluster-User": quote("Ana Müller")}
+            bo = {"X-Mediacluster-Client": "pageB", "X-Mediacluster-User": "Bo"}
+            # Bo merges cluster ids[1] away; Ana, on her older view, renames it: refused, naming Bo
+            r = post(c, "/api/edits", {"kind": "merge", "clusters": [ids[0], ids[1]], "into": ids[0]}, headers=bo)
+            assert r.status_code == 200, r.text
+            merge = r.json()["seq"]
+            r = post(c, "/api/edits", {"kind": "rename", "cluster": ids[1], "name": "planes"}, headers=ana)
+            assert r.status_code == 409, r.text
+            err = r.json()["error"]
+            assert re.fullmatch(rf"cluster {ids[1]} no longer exists: edit {merge} \(by Bo, (just now|\d+ s ago)\) "
+                                rf"merged it into cluster {ids[0]} \(.+\)", err["message"]), err["message"]
+            assert err["edit"]["user"] == "Bo" and err["edit"]["client"] == "pageB"
+            # Ana renames; Bo's undo of his merge now names her edit, with her name as she wrote it
+            r = post(c, "/api/edits", {"kind": "rename", "cluster": ids[0], "name": "things"}, headers=ana)
+            assert r.status_code == 200, r.text
+            rename = r.json()["seq"]
+            r = post(c, "/api/undo", {"target": merge}, headers=bo)
+            assert r.status_code == 409 and f"edit {rename} (a rename by Ana Müller, " in r.json()["error"]["message"], r.text
+            # Ana on another page (same name): "you, on another page"; a page without a name: --user's
+            r = post(c, "/api/undo", {"target": merge}, headers={**ana, "X-Mediacluster-Client": "pageA2"})
+            assert r.status_code == 409 and "(a rename by you, on another page, " in r.json()["error"]["message"], r.text
+            r = post(c, "/api/edits", {"kind": "rename", "cluster": ids[2], "name": "frogs"},
+                     headers={"X-Mediacluster-Client": "pageC"})
+            assert r.status_code == 200, r.text
+            r = post(c, "/api/undo", {"target": merge}, headers=bo)
+            assert r.status_code == 409 and "(a rename by Lead, " in r.json()["error"]["message"], r.text
+            # control characters and white space runs are not kept
+            r = post(c, "/api/edits", {"kind": "rename", "cluster": ids[2], "name": "frog"},
+                     headers={"X-Mediacluster-Client": "pageB", "X-Mediacluster-User": quote("  Bo\n\x1b[2J  B. ")})
+            assert r.status_code == 200, r.text
+            history = c.get("/api/edits", params={"since": 0}).json()["events"]
+            assert [(e["kind"], e["client"], e["user"]) for e in history] == [
+                ("merge", "pageB", "Bo"), ("rename", "pageA", "Ana Müller"), ("rename", "pageC", "Lead"),
+                ("rename", "pageB", "Bo [2J B.")]
+    finally:
+        s.stop()
+    with sqlite3.connect(run / "edits.sqlite") as con:  # kept in the log itself
+        assert [u for (u,) in con.execute("SELECT user FROM events ORDER BY seq")] == [
+            "Bo", "Ana Müller", "Lead", "Bo [2J B."]
+
+
+def test_an_edit_log_written_before_names_gets_them(tmp_path):
+    """A log written before names were kept (no ``user`` column) is read as before and takes
+    names from then on."""
+    from mediacluster.studio.editlog import EditLog
+
+    path = tmp_path / "edits.sqlite"
+    with sqlite3.connect(path) as con:  # the version-1 log as it was written before
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, "
+                    "kind TEXT NOT NULL, client TEXT NOT NULL DEFAULT '', payload TEXT NOT NULL)")
+        con.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", "mediacluster-edits"),
+                        ("schema_version", "1"), ("run_id", "r1"), ("created", "then")])
+        con.execute("INSERT INTO events (ts, kind, client, payload) VALUES (1.0, 'rename', 'p1', "
+                    "'{\"cluster\": 0, \"name\": \"a\"}')")
+    con.close()
+    log = EditLog(path, "r1")
+    try:
+        log.append("rename", {"cluster": 0, "name": "b"}, "p2", "Ana")
+        assert [(e.client, e.user) for e in log.events()] == [("p1", ""), ("p2", "Ana")]
+    finally:
+        log.close()
 
 
 def test_page_and_reading_endpoints(server, truth):

@@ -470,3 +470,31 @@ def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_p
     finally:
         drv.quit()
         s.stop()
+
+
+@pytest.mark.browser
+def test_the_name_box_is_kept_across_a_reload_and_sent_with_edits(base_run, tmp_path):
+    """The "your name" box: what a person types is kept in the browser (localStorage), shown
+    again after a reload, and recorded with the page's edits (the history says who)."""
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    drv = chromium()
+    try:
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        box = drv.find_element("id", "user-name")
+        assert box.get_attribute("value") == ""
+        box.send_keys("Zoë Ek")
+        drv.refresh()
+        wait(lambda: loaded(drv), what="first paint after the reload")
+        assert drv.find_element("id", "user-name").get_attribute("value") == "Zoë Ek"
+        cid = min(cluster_rows(drv))
+        assert js(drv, "return window.mcStudio.edit(arguments[0]).then(r => r && r.seq)",
+                  {"kind": "rename", "cluster": cid, "name": "named by Zoë"})
+        with client(s) as api:
+            ev = api.get("/api/edits").json()["events"]
+        assert [(e["kind"], e["user"]) for e in ev] == [("rename", "Zoë Ek")]
+        assert not severe(drv)
+    finally:
+        drv.quit()
+        s.stop()

@@ -72,22 +72,30 @@ def add_collection_root(p, reads: str) -> None:
 def add_retry_bad(p) -> None:
     """``--retry-bad``, on every command that decodes files through the embedding cache."""
     p.add_argument("--retry-bad", action="store_true",
-                   help="decode again the files an earlier run could not use (truncated, not an image, "
-                        "empty, a decompression bomb, ...): the cache remembers them and, unless they "
-                        "changed, lists them as skipped with the same reason without reading them")
+                   help="decode again this command's files that an earlier run could not use (truncated, not an "
+                        "image, empty, a decompression bomb, ...): the cache remembers them and, unless "
+                        "they changed, lists them as skipped with the same reason without reading them; "
+                        "other folders' stay remembered")
 
 
-def retry_bad(args) -> None:
-    """With ``--retry-bad``: forget every failure the embedding cache remembers
-    (``EmbeddingStore.forget_failures``) before the command runs, so it tries those files again."""
+@contextlib.contextmanager
+def retry_bad(args):
+    """With ``--retry-bad``: the command runs within ``embed.store.retrying_failures``, so the
+    failures the embedding cache remembers of the files it reads are forgotten and those files
+    decoded again; those of other files (another folder sharing the cache) stay remembered.
+    Says how many were forgotten when the command ends."""
     if not getattr(args, "retry_bad", False):
+        yield
         return
-    from ..embed.store import EmbeddingStore
+    from ..embed.store import retrying_failures
 
-    with EmbeddingStore(getattr(args, "cache_dir", None)) as store:
-        n = store.forget_failures()
-    print(f"--retry-bad: {n} remembered failure{'' if n == 1 else 's'} forgotten; those files are "
-          "decoded again", file=sys.stderr)
+    with retrying_failures() as retry:
+        try:
+            yield
+        finally:
+            n = retry.forgotten
+            print(f"--retry-bad: {n} remembered failure{'' if n == 1 else 's'} of this command's files "
+                  "forgotten and decoded again", file=sys.stderr)
 
 
 def note_missing_root(run) -> None:
@@ -195,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        retry_bad(args)
-        return int(args._run(args) or 0)
+        with retry_bad(args):
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
         return 130

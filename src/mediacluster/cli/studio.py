@@ -28,6 +28,9 @@ def add_parser(sub):
     p.add_argument("--port", type=int, default=None,
                    help=f"port (default {DEFAULT_PORT}, or a free one when that is taken; 0 = a free one)")
     p.add_argument("--token", default=None, help="access token (required off loopback; default: random)")
+    p.add_argument("--user", default=None, metavar="NAME",
+                   help="your name, kept with each edit and said to other pages when their edit "
+                        "conflicts with yours (a single-user start; a page's own \"your name\" box wins)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--map", dest="map_method", choices=["auto", "umap", "pca"], default="auto",
                    help="2-D map: the run's cached one (auto), else a UMAP computed once and cached")
@@ -94,12 +97,12 @@ def run(args) -> int:
     if args.publish or args.export:
         try:
             if args.export:
-                res = studio.export(args.export, args.export_mode, client="cli")
+                res = studio.export(args.export, args.export_mode, client="cli", user=args.user or "")
                 sys.stdout.write(f"export: {printable(res['path'])} ({res['items']} items; "
                                  f"{', '.join(map(printable, res['files'][:5]))}"
                                  f"{' ...' if len(res['files']) > 5 else ''})\n")
             if args.publish:
-                res = studio.publish(client="cli")
+                res = studio.publish(client="cli", user=args.user or "")
                 sys.stdout.write(f"published model {res['version']}: {printable(res['path'])}\n"
                                  f"it predicts the curated cluster of {100 * res['agreement']:.2f}% of "
                                  f"{res['checked']} curated items ({res['clusters']} clusters, edit "
@@ -118,7 +121,7 @@ def run(args) -> int:
     port = args.port
     if port is None:
         port = DEFAULT_PORT if port_free(args.host, DEFAULT_PORT) else 0
-    app = create_studio_app(studio, token=token, host=args.host)
+    app = create_studio_app(studio, token=token, host=args.host, user=args.user)
     state = studio.state
     sys.stdout.write(f"studio: {studio.n:,} items, {len(state.alive())} clusters, {state.seq} edits "
                      f"so far (loaded in {studio.load_seconds:.1f} s)\n")

@@ -371,7 +371,8 @@ class DuplicateFinder(BaseEstimator):
         items are already connected (by earlier links or verified pairs) is not checked: it
         cannot change the groups' membership, and in a group of 300 reposts it saves most of
         the 300 x ``n_neighbors`` checks. With a ``store``, a pair of contents already checked
-        by the same verifier (``cache_kind``) takes its stored verdict; new verdicts are stored."""
+        by the same verifier (``cache_kind``) takes its stored verdict; new verdicts are stored as
+        each batch ends."""
         from scipy.cluster.hierarchy import DisjointSet
 
         from ..embed.engine import default_workers
@@ -425,10 +426,11 @@ class DuplicateFinder(BaseEstimator):
                         ds.merge(int(i[k]), int(j[k]))
                 checked += len(ks)
                 bar.update(min(batch, len(order) - s))
+                if fresh:  # each batch's verdicts kept as it ends (one transaction): a killed run keeps them
+                    store_call(store, lambda: store.put_derived(fresh, kind), None)
+                    fresh.clear()
         self.n_verified_ = checked
         self.n_verdicts_cached_ = len(hits)
-        if fresh:
-            store_call(store, lambda: store.put_derived(fresh, kind), None)
         return ok
 
     # -- grouping --------------------------------------------------------------------------

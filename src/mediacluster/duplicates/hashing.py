@@ -20,7 +20,10 @@ thumbnail and size are kept by its content hash (``EmbeddingStore.put_derived``,
 ``signature_kind``: the hash, its size, the thumbnail and draft sides, ``SIGNATURE_VERSION`` and
 imagehash's version, so a change of any of them recomputes), and a later run decodes only new
 content. An entry of the wrong length (a damaged cache) is ignored with a warning and
-recomputed; files that could not be decoded are not stored (they are tried again).
+recomputed. A file whose own bytes cannot be decoded is remembered as failing
+(``EmbeddingStore.remember_failures``) and not decoded again; other failures are tried again.
+Both are kept every ``SAVE_EVERY`` decoded files, one transaction each, as the embedding path
+keeps its batches: a pass that is killed or interrupted keeps what it learned.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ THUMB = 16
 DRAFT = 256
 #: Version of the cached signatures: raise it when decoding, hashing or the thumbnail change.
 SIGNATURE_VERSION = 1
+#: signatures and failures are kept in the store every this many decoded files (one transaction;
+#: ~0.8 KB a signature): a killed pass loses at most that much work
+SAVE_EVERY = 64
 
 
 def _imagehash_functions() -> dict[str, Callable]:
@@ -258,24 +264,33 @@ def compute_signatures(
             hook = None if on_decoded is None else (lambda im: on_decoded(i, im, DRAFT))
             return _one(paths[i], kind, hash_size, content and known[i] is None, hook)
 
+        def save() -> None:  # what was learned since the last save, in one transaction each
+            if fresh:
+                store_call(store, lambda: store.put_derived(fresh, skind), None)
+            if lasting:
+                store_call(store, lambda: store.remember_failures(lasting, fkind), None)
+            fresh.clear()
+            lasting.clear()
+
         results = pool.map(one, todo, chunksize=16)
-        for i, (digest, h, m, th, size, err, kept) in zip(todo, results):
-            bar.update(1)
-            sig.content[i] = known[i] if known[i] is not None else digest
-            if err is not None:
-                sig.skipped[i] = err
-                if kept and store is not None and sig.content[i] is not None:
-                    lasting.append((sig.content[i], err))
-                continue
-            sig.hashes[i], sig.mirror[i], sig.thumbs[i] = h, m, th
-            sig.sizes[i] = size
-            sig.ok[i] = True
-            if store is not None and sig.content[i] is not None:
-                fresh.append((sig.content[i], _pack(h, m, th, size)))
-    if fresh:
-        store_call(store, lambda: store.put_derived(fresh, skind), None)
-    if lasting:
-        store_call(store, lambda: store.remember_failures(lasting, fkind), None)
+        try:
+            for n_done, (i, (digest, h, m, th, size, err, kept)) in enumerate(zip(todo, results), 1):
+                bar.update(1)
+                sig.content[i] = known[i] if known[i] is not None else digest
+                if err is not None:
+                    sig.skipped[i] = err
+                    if kept and store is not None and sig.content[i] is not None:
+                        lasting.append((sig.content[i], err))
+                else:
+                    sig.hashes[i], sig.mirror[i], sig.thumbs[i] = h, m, th
+                    sig.sizes[i] = size
+                    sig.ok[i] = True
+                    if store is not None and sig.content[i] is not None:
+                        fresh.append((sig.content[i], _pack(h, m, th, size)))
+                if n_done % SAVE_EVERY == 0:
+                    save()
+        finally:  # also when interrupted: what the finished files taught is kept
+            save()
     sig.decoded = len(todo)
     return sig
 

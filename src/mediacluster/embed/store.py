@@ -45,11 +45,17 @@ Design (and why):
   reason without reading it again; an edited file has another hash and is tried again, and so
   is every file after an upgrade of the decoder. Failures of the machine, not the file (out of
   memory, an unreadable or missing file, an interrupted run) are never remembered.
-  ``forget_failures`` (``--retry-bad``) drops them all.
+  ``--retry-bad`` forgets only those of the files the command reads: within
+  :func:`retrying_failures` every ``failures`` lookup forgets what it was asked for (once per
+  content and kind) instead of answering it, so the files are decoded again and those still
+  failing remembered anew; the failures of other collections sharing the cache are kept.
+  ``forget_failures()`` without keys drops them all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import sqlite3
@@ -146,6 +152,35 @@ def stale_failure_kind(kind: str) -> bool:
     if not kind.startswith(FAILED):
         return False
     return not any(kind.startswith(f"{FAILED}v{FAILURE_VERSION}/{_decoder(m)}/") for m in ("image", "audio"))
+
+
+class Retry:
+    """What a :func:`retrying_failures` block forgot: ``forgotten`` remembered failures (by
+    content and kind), ``asked`` the (kind, content) pairs looked up in it."""
+
+    def __init__(self):
+        self.forgotten = 0
+        self.asked: set[tuple[str, str]] = set()
+
+
+_RETRY: contextvars.ContextVar[Retry | None] = contextvars.ContextVar("mediacluster_retry_failures", default=None)
+
+
+@contextlib.contextmanager
+def retrying_failures():
+    """Within: the failures a run looks up (``EmbeddingStore.failures``: the local and Ray
+    embedding paths, the duplicate finder's signature pass) are forgotten instead of answered,
+    so those files are decoded again, and only those (``--retry-bad``: the failures of files
+    this command does not read, e.g. another folder's sharing the cache, stay remembered). Each
+    (content, kind) is forgotten once per block: a failure remembered again by this run is
+    answered as usual by a later lookup in it. Yields the :class:`Retry` count. Follows the
+    calling thread's context (the lookups are made by the thread that runs the command)."""
+    retry = Retry()
+    token = _RETRY.set(retry)
+    try:
+        yield retry
+    finally:
+        _RETRY.reset(token)
 
 
 _NOTE_USE = ("INSERT INTO derived_used VALUES (?, ?) ON CONFLICT(kind) DO UPDATE SET "
@@ -508,7 +543,15 @@ class EmbeddingStore:
     # -- failures (derived data of kind ``failure_kind(...)``) ------------------------------
     def failures(self, hashes: Iterable[str], kind: str) -> dict[str, str]:
         """{hash: reason} of those ``hashes`` remembered as failing for ``kind``
-        (:func:`failure_kind`)."""
+        (:func:`failure_kind`). Within :func:`retrying_failures`, those not yet asked for in
+        the block are forgotten first (so not in the answer)."""
+        retry = _RETRY.get()
+        if retry is not None:
+            hashes = list(dict.fromkeys(hashes))
+            new = [h for h in hashes if (kind, h) not in retry.asked]
+            if new:
+                retry.forgotten += self.forget_failures(new, kind)
+                retry.asked.update((kind, h) for h in new)
         return {h: d.decode("utf-8", "surrogateescape") for h, d in self.get_derived(hashes, kind).items()}
 
     def remember_failures(self, items: Iterable[tuple[str, str]], kind: str) -> None:
@@ -521,10 +564,20 @@ class EmbeddingStore:
         that nobody used for :data:`STALE_IDLE_DAYS`; {kind: entries deleted}."""
         return self.prune_derived(stale_failure_kind, idle_s=STALE_IDLE_DAYS * 86400.0)
 
-    def forget_failures(self) -> int:
-        """Forget every remembered failure (``--retry-bad``): the next run decodes those files
-        again (and remembers those still failing). Returns how many were forgotten."""
+    def forget_failures(self, keys: Iterable[str] | None = None, kind: str | None = None) -> int:
+        """Forget remembered failures: the next run decodes those files again (and remembers
+        those still failing). ``keys``: only those contents' (of ``kind``, else of every failure
+        kind; ``--retry-bad`` forgets a command's own files' this way, :func:`retrying_failures`);
+        None: every one in the cache. Returns how many were forgotten."""
         like = FAILED + "%"  # (no LIKE wildcard in FAILED)
+        if keys is not None:
+            keys, n = list(dict.fromkeys(keys)), 0
+            which, arg = ("kind=?", kind) if kind is not None else ("kind LIKE ?", like)
+            for chunk in _chunks(keys):
+                with self._tx() as con:
+                    n += con.execute(f"DELETE FROM derived WHERE {which} AND key IN ({','.join('?' * len(chunk))})",
+                                     [arg, *chunk]).rowcount
+            return n  # a few bytes each: the pages are reused by the failures remembered again
         with self._tx() as con:
             n = con.execute("DELETE FROM derived WHERE kind LIKE ?", (like,)).rowcount
             con.execute("DELETE FROM derived_kinds WHERE kind LIKE ?", (like,))
@@ -627,4 +680,4 @@ class EmbeddingStore:
 
 
 __all__ = ["EmbeddingStore", "hash_file", "default_store_path", "failure_kind", "stale_failure_kind", "FAILURE_VERSION",
-           "STALE_IDLE_DAYS"]
+           "STALE_IDLE_DAYS", "retrying_failures"]

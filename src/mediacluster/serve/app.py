@@ -17,7 +17,8 @@ per-call costs of the encoder and the model shared by the batch (benchmarks/RESU
 "Service").
 
 Per item: an item that cannot be read (an upload the loader refuses, a file over the size limit,
-a vector row with NaN or one the model cannot place) is answered in its place with its error
+an upload whose embedding the model cannot place, a vector row with NaN or one the model cannot
+place) is answered in its place with its error
 (``FailedItem``), the others as usual; a 4xx is for what is wrong with the request itself, or a
 request none of whose items can be read (benchmarks/RESULTS.md, "The service answers per item").
 """
@@ -114,7 +115,8 @@ class Assigned(BaseModel):
 class ItemError(BaseModel):
     kind: str = Field(description="a short stable code: empty, truncated, not_an_image, corrupt, "
                       "image_too_large, file_too_large, not_finite, ... (the loader's, as `cluster`'s "
-                      "skipped files)")
+                      "skipped files); no_direction, too_large: an item (a vector row, or an upload's "
+                      "embedding) the model cannot place")
     message: str = Field(description="the item named (`files[i] ('name.jpg')` or `vectors[i]`) and why it "
                          "cannot be read")
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import persist
 from ..duplicates.index import read_from_model
-from ..errors import MediaclusterError, ModelFormatError, ParameterError
+from ..errors import InputError, MediaclusterError, ModelFormatError, ParameterError
 from ..ingest import SkipItem
 from ..model_items import neighbour_records
 from ..naming import level_names, level_names_sure, pipeline_names, pipeline_names_sure
@@ -204,7 +204,8 @@ def answer_images(encoder, items: list[tuple]) -> list:
     number of requests. Each upload is decoded by the encoder's own hardened loader
     (``prepare_bytes``), the decodable ones encoded in one call, and answered by their model
     version (``Served.answer``) in one call per version and question. Returns per item its
-    answer dict, or the exception that refuses it (``SkipItem`` for an unusable upload)."""
+    answer dict, or the exception that refuses it (``SkipItem`` for an unusable upload, and for
+    one whose embedding the model cannot place: :func:`answer_placeable`)."""
     out: list = [None] * len(items)
     ok, crops = [], []
     for i, (_, data, name, *_rest) in enumerate(items):
@@ -223,12 +224,41 @@ def answer_images(encoder, items: list[tuple]) -> list:
         idx = [ok[j] for j in rows]
         served = items[idx[0]][0]
         try:
-            answers = served.answer(V[rows], [items[i][1] for i in idx], [items[i][2] for i in idx],
-                                    similar=_ask(items[idx[0]]))
+            answers = answer_placeable(served, V[rows], [items[i][1] for i in idx], [items[i][2] for i in idx],
+                                       similar=_ask(items[idx[0]]))
         except Exception as e:  # noqa: BLE001 - refuses these items; their requests answer it
             answers = [e] * len(idx)
         for i, a in zip(idx, answers):
             out[i] = a
+    return out
+
+
+#: the kinds of an upload whose embedding the model cannot place (``Pipeline.unplaceable``)
+UNPLACEABLE = ("no_direction", "too_large")
+
+
+def answer_placeable(served: Served, V: np.ndarray, uploads: list[bytes], filenames: list[str | None],
+                     similar: SimilarAsk | None = None) -> list:
+    """``served.answer`` of uploads' embeddings ``V``, one per row; a row the model refuses (an
+    encoder's vector without direction for a model that compares directions, values too large:
+    ``Pipeline.unplaceable``) is a ``SkipItem`` of that kind instead, its upload's own failure, as
+    an unreadable upload's, and the other rows are answered as if sent alone. The common case
+    costs nothing more: the rows are asked about only when the model refuses the batch."""
+    try:
+        return served.answer(V, uploads, filenames, similar=similar)
+    except InputError:
+        refused = served.pipeline.unplaceable(V)
+        if not refused:
+            raise
+    out: list = [None] * len(V)
+    for r, (kind, why) in refused.items():
+        out[r] = SkipItem(f"its embedding ({served.encoder_name}) {why}", kind, lasting=False)
+    keep = [r for r in range(len(V)) if r not in refused]
+    if keep:
+        answers = served.answer(V[keep], [uploads[r] for r in keep], [filenames[r] for r in keep],
+                                similar=similar)
+        for r, a in zip(keep, answers):
+            out[r] = a
     return out
 
 
@@ -465,7 +495,9 @@ class ModelHolder:
             # clip uploaded to a "ready" service used to wait for)
             sample = (_sample_png(), "warm-up.png") if media == "image" else (_sample_wav(), "warm-up.wav")
             got = answer_images(slot.encoder, [(served, *sample)])[0]
-            if isinstance(got, BaseException):
+            # an embedding the model cannot place (an encoder with nothing to say about a plain
+            # grey picture) went the whole way too: the model serves the uploads it can place
+            if isinstance(got, BaseException) and not (isinstance(got, SkipItem) and got.kind in UNPLACEABLE):
                 raise got
         else:  # warm up: faiss, the outlier stage, the tagger
             rng = np.random.default_rng(0)

@@ -20,6 +20,7 @@ import re
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Literal, Union
+from urllib.parse import unquote
 
 from fastapi import File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +30,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 from .._version import __version__
 from ..web import ApiError, StrictBody, create_app, whole
 from ..web.app import FREE_QUERY, error_docs, is_loopback
+from .editlog import user_name
 from .exports import KINDS as EXPORT_KINDS
 from .media import THUMB_SIZES
 from .search import MAX_QUERY
@@ -176,8 +178,11 @@ def _asset(name: str) -> bytes:
 
 
 def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
-                      max_body_bytes: int = 32 << 20):
-    """The FastAPI app serving ``studio`` (a :class:`~mediacluster.studio.session.Studio`)."""
+                      max_body_bytes: int = 32 << 20, user: str | None = None):
+    """The FastAPI app serving ``studio`` (a :class:`~mediacluster.studio.session.Studio`).
+    ``user``: the name an edit is recorded with when its page gives none (``studio --user``, a
+    single-user start); a page's "your name" (the ``X-Mediacluster-User`` header) wins."""
+    default_user = user_name(user or "")
 
     @asynccontextmanager
     async def lifespan(app):
@@ -194,8 +199,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                          409: "the edit no longer fits (another tab or studio changed it first: a "
                               "cluster it names was merged away, a split's cluster changed, undo / "
                               "redo's target is no longer the latest; the message says which edit did "
-                              "it, by whom and when, the error's `edit` its seq, kind, client id and "
-                              "ts), or nothing to undo / redo",
+                              "it, by whom (the name the person gave, else which page) and when, the error's "
+                              "`edit` its seq, kind, client id, user name and ts), or nothing to undo / redo",
                          422: "a body with a key it does not have, or a value of the wrong type "
                               "or out of range (the error names the field)"}))
     app.state.studio = studio
@@ -230,6 +235,11 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         c = request.headers.get("x-mediacluster-client", "")
         return c if _CLIENT.fullmatch(c) else ""
 
+    def user_of(request: Request) -> str:
+        """The person's name the page sent (percent-encoded UTF-8: a header holds Latin-1 only),
+        else the studio's ``--user``."""
+        return user_name(unquote(request.headers.get("x-mediacluster-user", ""), errors="replace")) or default_user
+
     def binary(data: bytes, headers: dict | None = None) -> Response:
         return Response(data, media_type="application/octet-stream",
                         headers={"Cache-Control": "no-store", **{k: str(v) for k, v in (headers or {}).items()}})
@@ -259,7 +269,7 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     # -- reading -------------------------------------------------------------------------------
     @app.get("/api/info")
     def info():
-        return studio.info()
+        return {**studio.info(), "user": default_user}  # user: studio --user, the page's name when it gives none
 
     @app.get("/api/version")
     def version():
@@ -365,15 +375,17 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def edit(body: Edit, request: Request):
         # the keys the client sent (a missing one is not the same as null: split "names")
         req = body.model_dump(exclude={"kind"}, exclude_unset=True)
-        return call(studio.edit, body.kind, req, client_of(request))
+        return call(studio.edit, body.kind, req, client_of(request), user_of(request))
 
     @app.post("/api/undo")
     def undo(request: Request, body: Target | None = None):
-        return call(studio.edit, "undo", {"target": body.target if body else None}, client_of(request))
+        return call(studio.edit, "undo", {"target": body.target if body else None}, client_of(request),
+                    user_of(request))
 
     @app.post("/api/redo")
     def redo(request: Request, body: Target | None = None):
-        return call(studio.edit, "redo", {"target": body.target if body else None}, client_of(request))
+        return call(studio.edit, "redo", {"target": body.target if body else None}, client_of(request),
+                    user_of(request))
 
     @app.post("/api/split/preview")
     def split_preview(body: SplitPreview):
@@ -383,7 +395,7 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     # -- results -------------------------------------------------------------------------------
     @app.post("/api/export")
     def export(body: Export, request: Request):
-        return call(studio.export, body.kind, body.mode or "symlink", client_of(request))
+        return call(studio.export, body.kind, body.mode or "symlink", client_of(request), user_of(request))
 
     @app.get("/api/download/{name}", response_class=Response,
              responses={200: {"description": "the curated table", "content": {
@@ -406,6 +418,6 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
 
     @app.post("/api/publish")
     def publish(request: Request):
-        return call(studio.publish, client_of(request))
+        return call(studio.publish, client_of(request), user_of(request))
 
     return app

@@ -11,6 +11,12 @@ read-validate-insert step, so two studio processes on one run serialise their ed
 
 The log records the run it belongs to (``meta.run_id``): opening it for another run fails with
 a message (item numbers in the events are rows of that run).
+
+Each event keeps who made it: ``client``, the id a page (or the command line, a carry) sends,
+and ``user``, the name a person gave (the page's "your name" box, ``studio --user``), "" when
+none was given. A log written before names were kept gets the ``user`` column on open (every
+earlier event ""); the readers of older versions select their columns by name and read it as
+before.
 """
 
 from __future__ import annotations
@@ -28,6 +34,15 @@ from ..errors import RunDirError
 
 SCHEMA = "mediacluster-edits"
 SCHEMA_VERSION = 1
+#: the longest name a person can give (the page's "your name" box, ``studio --user``)
+MAX_USER = 64
+
+
+def user_name(text: str) -> str:
+    """A person's name as the log keeps it: control characters dropped, white space collapsed,
+    at most :data:`MAX_USER` characters ("" for none)."""
+    text = "".join(ch for ch in str(text) if ch.isprintable() or ch.isspace())
+    return " ".join(text.split())[:MAX_USER]
 
 _DDL = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -36,7 +51,8 @@ _DDL = [
         ts      REAL NOT NULL,
         kind    TEXT NOT NULL,
         client  TEXT NOT NULL DEFAULT '',
-        payload TEXT NOT NULL)""",
+        payload TEXT NOT NULL,
+        user    TEXT NOT NULL DEFAULT '')""",
     """CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
         BEGIN SELECT RAISE(ABORT, 'the edit log is append-only'); END""",
     """CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
@@ -51,10 +67,11 @@ class Event:
     kind: str
     payload: dict = field(default_factory=dict)
     client: str = ""
+    user: str = ""
 
     def to_dict(self) -> dict:
         return {"seq": self.seq, "ts": self.ts, "kind": self.kind, "client": self.client,
-                "payload": self.payload}
+                "user": self.user, "payload": self.payload}
 
 
 class EditLog:
@@ -73,6 +90,9 @@ class EditLog:
             with self._transaction():
                 for stmt in _DDL:  # one by one: executescript would commit the transaction
                     self._conn.execute(stmt)
+                if "user" not in {r[1] for r in self._conn.execute("PRAGMA table_info(events)")}:
+                    # a log written before names were kept (ADD COLUMN rewrites no row)
+                    self._conn.execute("ALTER TABLE events ADD COLUMN user TEXT NOT NULL DEFAULT ''")
                 meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
                 if not meta:
                     self._conn.executemany("INSERT INTO meta VALUES (?, ?)", [
@@ -117,30 +137,31 @@ class EditLog:
         with self._transaction():
             yield self
 
-    def insert(self, kind: str, payload: dict, client: str = "") -> Event:
+    def insert(self, kind: str, payload: dict, client: str = "", user: str = "") -> Event:
         """Append one event (inside :meth:`writing`)."""
         ts = time.time()
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        cur = self._conn.execute("INSERT INTO events (ts, kind, client, payload) VALUES (?, ?, ?, ?)",
-                                 (ts, kind, client or "", text))
-        return Event(int(cur.lastrowid), ts, kind, payload, client or "")
+        user = user_name(user or "")
+        cur = self._conn.execute("INSERT INTO events (ts, kind, client, payload, user) VALUES (?, ?, ?, ?, ?)",
+                                 (ts, kind, client or "", text, user))
+        return Event(int(cur.lastrowid), ts, kind, payload, client or "", user)
 
-    def append(self, kind: str, payload: dict, client: str = "") -> Event:
+    def append(self, kind: str, payload: dict, client: str = "", user: str = "") -> Event:
         """Append one event and commit it."""
         with self.writing():
-            return self.insert(kind, payload, client)
+            return self.insert(kind, payload, client, user)
 
     # -- reading -----------------------------------------------------------------------------
     def events(self, since: int = 0, limit: int | None = None) -> list[Event]:
         """Events with ``seq > since``, oldest first."""
-        q = "SELECT seq, ts, kind, client, payload FROM events WHERE seq > ? ORDER BY seq"
+        q = "SELECT seq, ts, kind, client, payload, user FROM events WHERE seq > ? ORDER BY seq"
         args: tuple = (int(since),)
         if limit is not None:
             q += " LIMIT ?"
             args += (int(limit),)
         with self._lock:
             rows = self._conn.execute(q, args).fetchall()
-        return [Event(int(s), float(t), k, json.loads(p), c) for s, t, k, c, p in rows]
+        return [Event(int(s), float(t), k, json.loads(p), c, u) for s, t, k, c, p, u in rows]
 
     def last_seq(self) -> int:
         with self._lock:

@@ -503,7 +503,7 @@ class Studio:
         return self.files.audio(self._check_item(i))
 
     # -- editing ---------------------------------------------------------------------------------
-    def edit(self, kind: str, req: dict, client: str = "") -> dict:
+    def edit(self, kind: str, req: dict, client: str = "", user: str = "") -> dict:
         """Check, record (committed to disk) and apply one edit; returns the acknowledgement.
 
         Another process's edits (a second studio on the run, a carry) are applied first, under
@@ -512,7 +512,9 @@ class Studio:
         (the later rename, tag or junk flag of a cluster wins; moved items move from where they
         are now); it is refused with :class:`EditConflict` (a 409 saying what happened) when a
         cluster it names was merged away, when a split's cluster changed members since its
-        preview, and when an undo / redo's ``target`` is no longer the edit it would take back."""
+        preview, and when an undo / redo's ``target`` is no longer the edit it would take back.
+        ``client``: the page's id; ``user``: the name of the person, kept with the edit and said in
+        the other pages' 409s."""
         if self.replaced():
             raise EditConflict("the run folder now holds another run (it was re-clustered); "
                                "restart the studio on it")
@@ -531,11 +533,11 @@ class Studio:
                     else:
                         payload = self.state.prepare(kind, req)
                 except EditConflict as e:  # said to this client: its own edits are "this page"'s
-                    raise e.asked_by(client) from None
+                    raise e.asked_by(client, user) from None
                 if previewed:  # what each part's automatic name claims, while it is the preview's name
                     payload["concepts"] = [c if c is not None and name == shown else None for c, name, shown
                                            in zip(req["concepts"], payload["names"], req["shown"])]
-                ev = self.log.insert(kind, payload, client)
+                ev = self.log.insert(kind, payload, client, user)
             self.state.apply(ev)
             ack = self._ack(ev)
         self.writer.edited()
@@ -562,10 +564,10 @@ class Studio:
             out.append(d)
         return {"seq": self.state.seq, "events": out}
 
-    def _record(self, kind: str, payload: dict, client: str = "") -> None:
+    def _record(self, kind: str, payload: dict, client: str = "", user: str = "") -> None:
         """A non-edit event (publish, export) in the log, for the history."""
         with self._lock:
-            ev = self.log.append(kind, payload, client)
+            ev = self.log.append(kind, payload, client, user)
             self.state.apply(ev)
 
     # -- writing the curated state into the run (writer.py) ------------------------------------
@@ -669,7 +671,7 @@ class Studio:
         return seq, curated_table(self.ids, self.paths, self.fitted, labels, names, status,
                                   self.probability, tags, self.truth), table
 
-    def export(self, kind: str, mode: str = "symlink", client: str = "") -> dict:
+    def export(self, kind: str, mode: str = "symlink", client: str = "", user: str = "") -> dict:
         from .exports import KINDS, export
 
         if kind not in KINDS:
@@ -681,10 +683,10 @@ class Studio:
         res = export(kind, self.run.exports_dir(), paths=self.paths, table=df, clusters=table, seq=seq,
                      mode=mode, root=root, media=self.media)
         res["relative"] = path_to_text(os.path.relpath(res["path"], self.run.path))
-        self._record("export", {"kind": kind, "path": res["relative"], "edits_seq": seq}, client)
+        self._record("export", {"kind": kind, "path": res["relative"], "edits_seq": seq}, client, user)
         return res
 
-    def publish(self, client: str = "") -> dict:
+    def publish(self, client: str = "", user: str = "") -> dict:
         """Write a new model version that predicts the curated clusters (see :mod:`.publish`)."""
         from .publish import publish_curated
 
@@ -699,5 +701,5 @@ class Studio:
                                   encoder=self.encoder_info, seq=seq, item_tags=tags, levels=self.run_levels,
                                   items={"ids": self.ids, "paths": self.paths})
         res["seconds"] = round(time.perf_counter() - t0, 2)
-        self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client)
+        self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client, user)
         return res

@@ -51,7 +51,7 @@ JUNK_NAME = "junk"
 class EditConflict(InputError):
     """The edit no longer fits the state (another tab changed it first): answered with 409.
 
-    ``by``: the edit that changed it (``{"seq", "kind", "client", "ts"}``), said between
+    ``by``: the edit that changed it (``{"seq", "kind", "client", "user", "ts"}``), said between
     ``message`` and ``tail`` in a person's words (:func:`edit_words`: who made it, from the
     point of view of the page asking, and when); :meth:`asked_by` says it to that page."""
 
@@ -59,30 +59,35 @@ class EditConflict(InputError):
         self.head, self.by, self.tail, self.verb = message, by, tail, verb
         super().__init__(self.said())
 
-    def said(self, asking: str = "", now: float | None = None) -> str:
+    def said(self, asking: str = "", now: float | None = None, asking_user: str = "") -> str:
         if self.by is None:
             return self.head
-        return self.head + edit_words(self.by, asking, now, kind=self.verb) + self.tail
+        return self.head + edit_words(self.by, asking, now, kind=self.verb, asking_user=asking_user) + self.tail
 
-    def asked_by(self, client: str) -> EditConflict:
-        """The message said to the page (or client) ``client``: "this page" for its own edits."""
-        self.args = (self.said(client),)
+    def asked_by(self, client: str, user: str = "") -> EditConflict:
+        """The message said to the page (or client) ``client`` of the person named ``user``:
+        "this page" for its own edits, "you, on another page" for the same name's elsewhere."""
+        self.args = (self.said(client, asking_user=user),)
         return self
 
     def details(self) -> dict:
         """The 409's JSON beyond the message: the edit that changed the state, for a program
-        (``client``: the page id it sent, "" for none; ``ts``: seconds since the epoch)."""
+        (``client``: the page id it sent, "" for none; ``user``: the name the person gave, ""
+        for none; ``ts``: seconds since the epoch)."""
         if self.by is None:
             return {}
-        return {"edit": {k: self.by.get(k) for k in ("seq", "kind", "client", "ts")}}
+        return {"edit": {k: self.by.get(k, "" if k == "user" else None) for k in ("seq", "kind", "client", "user", "ts")}}
 
 
-def author(client: str, asking: str = "") -> str:
-    """Who made an edit, in words a person can use: the page asking ("this page"), "another
-    studio page" (the random id a page sends says nothing to a person), a carry, the command
-    line, or a client that sent no id (a script)."""
+def author(client: str, asking: str = "", user: str = "", asking_user: str = "") -> str:
+    """Who made an edit, in words a person can use: the page asking ("this page"), the person's
+    name when one was given (the page's "your name" box, ``studio --user``; "you, on another page"
+    when it is the asking page's own name), else "another studio page" (the random id a page sends
+    says nothing to a person), a carry, the command line, or a client that sent no id (a script)."""
     if client and client == asking:
         return "this page"
+    if user:
+        return "you, on another page" if user == asking_user else user
     if client.startswith("carried from "):
         return f"the carry from run {client.removeprefix('carried from ')}"
     if client == "cli":
@@ -108,12 +113,14 @@ def ago(ts: float, now: float | None = None) -> str:
     return time.strftime("on %Y-%m-%d at %H:%M", time.localtime(ts))
 
 
-def edit_words(by: dict, asking: str = "", now: float | None = None, kind: bool = False) -> str:
-    """An edit named for a person: "edit 12 (by another studio page, 40 s ago)"; ``kind``: with
-    what it was, "edit 12 (a merge by this page, just now)"."""
+def edit_words(by: dict, asking: str = "", now: float | None = None, kind: bool = False,
+               asking_user: str = "") -> str:
+    """An edit named for a person: "edit 12 (by Ana, 40 s ago)", "edit 12 (by another studio
+    page, 40 s ago)"; ``kind``: with what it was, "edit 12 (a merge by this page, just now)"."""
     what = f"a {by['kind']} by " if kind and by.get("kind") else "by "
     when = f", {ago(by['ts'], now)}" if by.get("ts") is not None else ""
-    return f"edit {by['seq']} ({what}{author(by.get('client') or '', asking)}{when})"
+    who = author(by.get("client") or "", asking, by.get("user") or "", asking_user)
+    return f"edit {by['seq']} ({what}{who}{when})"
 
 
 @dataclass
@@ -130,7 +137,7 @@ class Cluster:
     # the edit that gave it ("seq"), for Studio._name_sure; not shown
     concept: dict | None = None
     touched: int = 0  # the last edit that changed its items (0: none, the fitted items)
-    # the edit that merged it away (``{"seq", "kind", "into", "client", "ts"}``), for the 409 of an edit made
+    # the edit that merged it away (``{"seq", "kind", "into", "client", "user", "ts"}``), for the 409 of an edit made
     # on a view from before it (another studio or tab); not shown
     gone: dict | None = None
 
@@ -402,7 +409,8 @@ class CuratedState:
         if last.seq == target:
             return
         raise EditConflict(f"edit {target} is not the latest edit {where} any more: ",
-                           {"seq": last.seq, "kind": last.kind, "client": last.client, "ts": last.ts},
+                           {"seq": last.seq, "kind": last.kind, "client": last.client, "user": last.user,
+                            "ts": last.ts},
                            f" is; nothing was changed: look again, then {what}", verb=True)
 
     def undo_target(self) -> int | None:
@@ -457,7 +465,7 @@ class CuratedState:
                     self.labels[self.labels == cid] = into
                     self.clusters[cid].alive = False
                     self.clusters[cid].gone = {"seq": ev.seq, "kind": ev.kind, "into": into,
-                                               "client": ev.client, "ts": ev.ts}
+                                               "client": ev.client, "user": ev.user, "ts": ev.ts}
             self.clusters[into].touched = ev.seq
         elif kind == "move":
             items = np.asarray(p["items"], dtype=np.int64)

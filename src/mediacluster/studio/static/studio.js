@@ -22,6 +22,12 @@
   window.mcStudio = S;
   const CLIENT = (sessionStorage.getItem("mc-client") || Math.random().toString(36).slice(2, 12));
   sessionStorage.setItem("mc-client", CLIENT);
+  // the person's name (the "your name" box): kept in this browser for every page of every run,
+  // sent with each edit as the page id is (percent-encoded: a header holds Latin-1 only)
+  const USER_KEY = "mc-user";
+  function userName() {
+    try { return (localStorage.getItem(USER_KEY) || "").trim(); } catch (e) { return ""; }
+  }
   const $ = (id) => document.getElementById(id);
 
   function el(tag, attrs, ...kids) {
@@ -85,6 +91,8 @@
     if (init.method !== "GET") {
       init.headers["X-Mediacluster"] = "1";
       init.headers["X-Mediacluster-Client"] = CLIENT;
+      const who = userName();
+      if (who) init.headers["X-Mediacluster-User"] = encodeURIComponent(who);
     }
     S.busy++;
     try {
@@ -1041,6 +1049,12 @@
       document.title = "studio \u00b7 " + info.run_name;
       if (!info.word_search) { $("q").disabled = true; $("q").placeholder = "no word search for this run"; }
       if (!info.upload_search) $("upload-label").hidden = true;
+      const box = $("user-name");
+      box.value = userName();
+      if (info.user) box.placeholder = info.user + " (studio --user)";
+      box.addEventListener("input", () => {  // kept as typed: the next edit, and the next page, use it
+        try { localStorage.setItem(USER_KEY, box.value.trim()); } catch (e) { /* storage off: --user only */ }
+      });
       if (info.levels.length) {
         const sel = $("level"); sel.hidden = false;
         sel.appendChild(el("option", { value: "", text: "not grouped by level" }));  // the run has levels: "no levels" read as if it had none
