@@ -217,6 +217,27 @@ def test_ray_embedding_uses_and_fills_the_embedding_cache(ray_cluster, cifar3_di
     assert st["embed_sent"] == 0 and st["cached"] == 27 and np.array_equal(third.vectors, grown.vectors)
 
 
+def test_ray_workers_with_another_encoder_keep_nothing_in_the_cache(ray_cluster, cifar3_dir, tmp_path):
+    """Workers whose encoder is not the driver's (another version or model on the nodes) would
+    put their vectors under the driver's encoder id: the run stops, naming both, and the cache
+    holds none of them."""
+    from mediacluster.encoders import get_encoder
+    from mediacluster.errors import ConfigError
+    from mediacluster.executors.ray_executor import RayExecutor
+    from mediacluster.ingest import collect
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    for p in [p for p in sorted(cifar3_dir.rglob("*")) if p.is_file()][:4]:
+        os.link(p, d / f"{p.parent.name}_{p.name}")
+    enc = get_encoder("efficientnet-lite0")
+    exe = RayExecutor(address=ray_cluster.address, workers=1, embed_block=4)
+    with pytest.raises(ConfigError, match="the Ray workers' encoder is 'efficientnet-lite0-int8@.*the driver's"):
+        exe.embed(collect(d), encoder=enc, cache_dir=tmp_path / "cache", batch_size=4, progress=False,
+                  encoder_spec="efficientnet-lite0-int8")
+    assert cached_vectors(tmp_path / "cache") == 0
+
+
 _EMBED_ON_RAY = """
 import sys
 from mediacluster.encoders import get_encoder

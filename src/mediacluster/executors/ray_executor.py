@@ -105,7 +105,8 @@ class EmbedWorker:
                 inputs.append(x)
                 ok.append(len(reasons) - 1)
         out = {"row": rows, "skip": np.asarray(reasons, dtype=object),
-               "lasting": np.asarray(lasting, dtype=bool), "hash": np.asarray(hashes, dtype=object)}
+               "lasting": np.asarray(lasting, dtype=bool), "hash": np.asarray(hashes, dtype=object),
+               "encoder": np.asarray([self.enc.id] * len(rows), dtype=object)}  # the cache's key: checked
         enc = self.enc.encode(inputs) if inputs else {"embedding": np.zeros((0, self.enc.dim), np.float32)}
         for k, v in enc.items():
             full = np.zeros((len(rows), v.shape[1]), np.float32)
@@ -380,6 +381,10 @@ def _keep_batch(cache, batch, encoder, paths: list[str], stats: list, stat_time:
     rows = batch.column("row").to_pylist()
     skip, hashes = batch.column("skip").to_pylist(), batch.column("hash").to_pylist()
     lasting = batch.column("lasting").to_pylist()
+    other = set(batch.column("encoder").to_pylist()) - {encoder.id}
+    if other:  # another version or model on the workers: its vectors must not be kept under this id
+        raise ConfigError(f"the Ray workers' encoder is {sorted(other)[0]!r}, the driver's {encoder.id!r}: install "
+                          "the same mediacluster version and model files on every node")
     ok = [k for k in range(len(rows)) if not skip[k] and hashes[k]]
     if ok:
         cols = _columns([batch], encoder.dim)
@@ -430,7 +435,7 @@ def _columns(tables: list, dim: int) -> dict[str, np.ndarray]:
     for t in tables:
         part: dict[str, list] = {}
         for c in t.column_names:
-            if c in ("row", "skip", "lasting", "hash"):
+            if c in ("row", "skip", "lasting", "hash", "encoder"):
                 continue
             col = t.column(c)
             part[c] = []
