@@ -9,6 +9,9 @@ kinds, cut-off phone-sized JPEGs and PNGs). One driver process starts a local Ra
 folder with one embedding cache (its actors start anew each run, as a command's do). Order:
 a first run (cache empty), then ``--repeats`` rounds of: a run with the failures remembered,
 then ``forget_failures`` and a run that sends everything, then the good photos alone (the floor).
+Since the Ray path keeps vectors in the cache too (``benchmarks/ray_cache.py``), the good photos
+are sent out by the first run only: a re-run sends nothing, or the broken files alone after
+``forget_failures``.
 
     PYTHONPATH=src python benchmarks/ray_broken_files.py --write-results
 """

@@ -1,7 +1,9 @@
 """The Ray executor on a real two-node Ray cluster that this module starts (on 127.0.0.1) and
 stops: embedding through Ray Data actors equals the local path, a killed worker loses and
-duplicates nothing, and a killed driver's re-run resumes from the shards it wrote and writes the
-same run folder as a local run.
+duplicates nothing, embedding goes through the embedding cache both ways (only what the cache
+lacks is sent out; a killed driver's finished blocks are kept there), and a killed driver's
+re-run of an assignment resumes from the shards it wrote and writes the same run folder as a
+local run.
 
 Slow (a Ray cluster takes ~20 s to start on 2 cores); skipped when Ray is not installed
 (``pip install -e ".[ray]"``).
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,7 +32,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ray = pytest.importorskip("ray")
 
-from mediacluster.rundir import RunDir, ShardSet  # noqa: E402
+from mediacluster.embed import EmbeddingStore  # noqa: E402
+from mediacluster.rundir import RunDir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -101,6 +106,21 @@ def shard_rows(folder: Path) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
 
+def cached_vectors(cache: Path) -> int:
+    """How many vectors the embedding cache at ``cache`` holds (0 before it exists)."""
+    db = cache / "embeddings.sqlite"
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(db, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:  # being created
+        return 0
+
+
 def test_ray_embedding_equals_local_and_survives_a_killed_worker(ray_cluster, cifar3_dir, cifar3_embeddings,
                                                                   tmp_path):
     from mediacluster.encoders import get_encoder
@@ -108,14 +128,14 @@ def test_ray_embedding_equals_local_and_survives_a_killed_worker(ray_cluster, ci
     from mediacluster.ingest import collect
 
     coll = collect(cifar3_dir, labels_from_folders=True)
-    work = tmp_path / "work"
+    cache = tmp_path / "cache"
+    enc = get_encoder("efficientnet-lite0")
     exe = RayExecutor(address=ray_cluster.address, workers=2, embed_block=12)
     result: dict = {}
 
     def job():
         try:
-            result["emb"] = exe.embed(coll, encoder=get_encoder("efficientnet-lite0"), batch_size=6,
-                                      progress=False, cache_dir=tmp_path / "cache", shards=lambda name: ShardSet(work / name),
+            result["emb"] = exe.embed(coll, encoder=enc, batch_size=6, progress=False, cache_dir=cache,
                                       encoder_spec="efficientnet-lite0")
         except BaseException as e:  # reported by the assertion below
             result["error"] = e
@@ -125,8 +145,8 @@ def test_ray_embedding_equals_local_and_survives_a_killed_worker(ray_cluster, ci
     killed, done_at_kill = 0, None
     deadline = time.time() + 600
     while th.is_alive() and time.time() < deadline and not killed:
-        if len(shard_rows(work)) >= 12:  # some blocks are written, most are not
-            done_at_kill = len(shard_rows(work))
+        if cached_vectors(cache) >= 12:  # some blocks are kept, most are not
+            done_at_kill = cached_vectors(cache)
             killed = kill_a_worker(ray_cluster, "MapWorker")
         time.sleep(0.05)
     th.join(timeout=600)
@@ -134,13 +154,137 @@ def test_ray_embedding_equals_local_and_survives_a_killed_worker(ray_cluster, ci
     assert killed, "no Ray Data worker was found to kill"
     assert done_at_kill < len(coll), "the job ended before a worker could be killed mid-job"
     emb, local = result["emb"], cifar3_embeddings
-    rows = shard_rows(work)
-    assert len(rows) == len(set(rows.tolist())) == len(coll)  # every item once: none lost, none twice
-    assert exe.stats["duplicates"] == 0
+    with EmbeddingStore(cache) as store:  # every item kept once: none lost, none twice
+        assert sorted(store.writes(enc.id).values()) == [1] * len(coll)
+    assert exe.stats["duplicates"] == 0 and exe.stats["embed_sent"] == len(coll)
     assert emb.ids == local.ids and emb.paths == local.paths and emb.labels == local.labels
     assert [s.path for s in emb.skipped] == [s.path for s in local.skipped]
     assert np.allclose(emb.vectors, local.vectors, atol=1e-4, rtol=1e-4)
     assert np.allclose(emb.extras["imagenet_probs"], local.extras["imagenet_probs"], atol=2e-3)
+
+
+def test_ray_embedding_uses_and_fills_the_embedding_cache(ray_cluster, cifar3_dir, tmp_path):
+    """One cache for both executors: a Ray run after a local one sends nothing out and returns
+    the local vectors; a grown folder sends only its new and changed files; what the workers
+    embedded is what a later local run reads (nothing encoded), and the driver recorded their
+    hashes without reading them (a third Ray run sends nothing)."""
+    from mediacluster.embed import embed_collection
+    from mediacluster.encoders import get_encoder
+    from mediacluster.executors.ray_executor import RayExecutor
+    from mediacluster.ingest import collect
+
+    src = [p for p in sorted(cifar3_dir.rglob("*")) if p.is_file()]
+    d, cache = tmp_path / "photos", tmp_path / "cache"
+    d.mkdir()
+
+    def flat(p: Path) -> Path:
+        return d / f"{p.parent.name}_{p.name}"
+
+    for p in src[:24]:
+        shutil.copyfile(p, flat(p))
+    time.sleep(2.1)  # files younger than 2 s are never taken from the hash records (racily clean)
+    enc = get_encoder("efficientnet-lite0")
+
+    def on_ray():
+        exe = RayExecutor(address=ray_cluster.address, workers=2, embed_block=4)
+        emb = exe.embed(collect(d), encoder=enc, cache_dir=cache, batch_size=2, progress=False,
+                        encoder_spec="efficientnet-lite0")
+        return emb, exe.stats
+
+    local = embed_collection(collect(d), cache_dir=cache, progress=False)
+    first, st = on_ray()
+    assert st["embed_sent"] == 0 and st["cached"] == 24  # the local run's vectors
+    assert first.ids == local.ids and np.array_equal(first.vectors, local.vectors)
+    assert np.array_equal(first.extras["imagenet_probs"], local.extras["imagenet_probs"])
+    assert first.content_hashes == local.content_hashes
+    changed = flat(src[0])
+    changed.write_bytes(src[30].read_bytes())  # new content under an old name
+    for p in src[24:27]:
+        shutil.copyfile(p, flat(p))
+    time.sleep(2.1)
+    grown, st = on_ray()
+    assert st["embed_sent"] == 4 and st["cached"] == 23  # three new files and the changed one
+    before = dict(zip(first.paths, first.vectors))
+    after = dict(zip(grown.paths, grown.vectors))
+    assert len(after) == 27 and not np.allclose(after[str(changed)], before[str(changed)], atol=1e-3)
+    assert all(np.array_equal(after[p], v) for p, v in before.items() if p != str(changed))
+    again = embed_collection(collect(d), cache_dir=cache, progress=False)  # what the workers kept
+    assert again.cache_stats["encoded"] == 0 and again.ids == grown.ids
+    assert np.array_equal(again.vectors, grown.vectors) and again.content_hashes == grown.content_hashes
+    fresh = embed_collection(collect(d), cache_dir=tmp_path / "fresh", progress=False)
+    assert np.allclose(grown.vectors, fresh.vectors, atol=1e-4, rtol=1e-4)  # the workers' vectors are right
+    third, st = on_ray()  # the files the workers hashed are recorded: nothing is read or sent
+    assert st["embed_sent"] == 0 and st["cached"] == 27 and np.array_equal(third.vectors, grown.vectors)
+
+
+def test_ray_workers_with_another_encoder_keep_nothing_in_the_cache(ray_cluster, cifar3_dir, tmp_path):
+    """Workers whose encoder is not the driver's (another version or model on the nodes) would
+    put their vectors under the driver's encoder id: the run stops, naming both, and the cache
+    holds none of them."""
+    from mediacluster.encoders import get_encoder
+    from mediacluster.errors import ConfigError
+    from mediacluster.executors.ray_executor import RayExecutor
+    from mediacluster.ingest import collect
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    for p in [p for p in sorted(cifar3_dir.rglob("*")) if p.is_file()][:4]:
+        os.link(p, d / f"{p.parent.name}_{p.name}")
+    enc = get_encoder("efficientnet-lite0")
+    exe = RayExecutor(address=ray_cluster.address, workers=1, embed_block=4)
+    with pytest.raises(ConfigError, match="the Ray workers' encoder is 'efficientnet-lite0-int8@.*the driver's"):
+        exe.embed(collect(d), encoder=enc, cache_dir=tmp_path / "cache", batch_size=4, progress=False,
+                  encoder_spec="efficientnet-lite0-int8")
+    assert cached_vectors(tmp_path / "cache") == 0
+
+
+_EMBED_ON_RAY = """
+import sys
+from mediacluster.encoders import get_encoder
+from mediacluster.executors.ray_executor import RayExecutor
+from mediacluster.ingest import collect
+exe = RayExecutor(address=sys.argv[1], workers=2, embed_block=4)
+exe.embed(collect(sys.argv[2]), encoder=get_encoder("efficientnet-lite0"), cache_dir=sys.argv[3],
+          batch_size=2, progress=False, encoder_spec="efficientnet-lite0")
+"""
+
+
+def test_a_killed_ray_embedding_keeps_its_finished_blocks(ray_cluster, cifar3_dir, cifar3_embeddings, tmp_path):
+    """A driver killed mid-embedding (a real process, SIGKILL) has kept every block that came
+    back in the cache; the re-run sends out only the rest and returns the local path's vectors."""
+    from mediacluster.encoders import get_encoder
+    from mediacluster.executors.ray_executor import RayExecutor
+    from mediacluster.ingest import collect
+
+    d, cache = tmp_path / "photos", tmp_path / "cache"
+    d.mkdir()
+    for p in [p for p in sorted(cifar3_dir.rglob("*")) if p.is_file()][::3]:
+        os.link(p, d / f"{p.parent.name}_{p.name}")
+    n = len(list(d.iterdir()))
+    time.sleep(2.1)  # (a link is a change of the file's ctime: younger than 2 s, it is not recorded)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-c", _EMBED_ON_RAY, ray_cluster.address, str(d), str(cache)],
+                            env=env, stderr=subprocess.DEVNULL)
+    seen = 0
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        seen = cached_vectors(cache)
+        if seen >= 8:
+            proc.send_signal(signal.SIGKILL)  # the driver dies with the job under way
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the driver finished before it could be killed"
+    kept = cached_vectors(cache)
+    assert 8 <= kept < n
+    exe = RayExecutor(address=ray_cluster.address, workers=2, embed_block=4)
+    emb = exe.embed(collect(d), encoder=get_encoder("efficientnet-lite0"), cache_dir=cache, batch_size=2,
+                    progress=False, encoder_spec="efficientnet-lite0")
+    assert exe.stats["cached"] == kept and exe.stats["embed_sent"] == n - kept
+    local = dict(zip((f"{Path(p).parent.name}_{Path(p).name}" for p in cifar3_embeddings.paths),
+                     cifar3_embeddings.vectors))
+    assert len(emb) == n
+    assert np.allclose(emb.vectors, np.stack([local[Path(p).name] for p in emb.paths]), atol=1e-4, rtol=1e-4)
 
 
 def test_ray_remembers_broken_files_as_the_local_path_does(ray_cluster, tmp_path):
@@ -178,11 +322,11 @@ def test_ray_remembers_broken_files_as_the_local_path_does(ray_cluster, tmp_path
         hashes, _ = store.hash_files([s.path for s in first.skipped])
         assert store.failures(hashes, failure_kind(enc.id)) == {h: s.reason for h, s in zip(hashes, first.skipped)}
     again, st2 = on_ray()
-    assert st2["known_bad"] == 5 and st2["embed_sent"] == 3  # only the good files went out
+    assert st2["known_bad"] == 5 and st2["cached"] == 3 and st2["embed_sent"] == 0  # nothing went out
     assert again.skipped == first.skipped and again.ids == first.ids
     assert np.allclose(again.vectors, first.vectors, atol=1e-5)
     local = embed_collection(collect(d), cache_dir=cache, progress=False)  # one memory for both paths
-    assert local.cache_stats["known_bad"] == 5 and local.cache_stats["decoded"] == 3
+    assert local.cache_stats["known_bad"] == 5 and local.cache_stats["decoded"] == 0  # the vectors Ray kept
     assert local.skipped == first.skipped
     other = tmp_path / "other"  # another collection's broken files, remembered in the same cache
     for k in range(3):
@@ -193,7 +337,7 @@ def test_ray_remembers_broken_files_as_the_local_path_does(ray_cluster, tmp_path
     with retrying_failures() as retry:  # --retry-bad: this collection's failures only
         retried, st3 = on_ray()
     assert retry.forgotten == 5
-    assert st3["known_bad"] == 0 and st3["embed_sent"] == 8 and retried.skipped == first.skipped
+    assert st3["known_bad"] == 0 and st3["embed_sent"] == 5 and retried.skipped == first.skipped
     assert embed_collection(collect(other), cache_dir=cache, progress=False).cache_stats["known_bad"] == 3
     with EmbeddingStore(cache) as store:
         assert store.forget_failures() == 5 + 3  # without keys: every one

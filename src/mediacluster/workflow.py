@@ -432,7 +432,7 @@ def cluster_folder(
                 enc = resolve_encoder(encoder, coll, source)
                 t = time.perf_counter()
                 emb = exe.embed(coll, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
-                                workers=workers, progress=progress, shards=run.shards,
+                                workers=workers, progress=progress,
                                 encoder_spec=encoder if isinstance(encoder, str) else None)
                 timings["embed"] = time.perf_counter() - t
                 if coll.media == "audio" and emb.paths:

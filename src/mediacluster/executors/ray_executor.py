@@ -1,6 +1,24 @@
 """The Ray executor: embedding (Ray Data batch inference, the encoder in actors) and assignment
 (the fitted model in actors) on a Ray cluster; the driver writes every result.
 
+Embedding goes through the embedding cache (``embed.store``), as on the local path:
+
+* The driver looks up each file's content hash in the cache's record of (size, mtime, ctime,
+  inode) without reading the file (``EmbeddingStore.known_hashes``); a file whose hash has a
+  vector for this encoder id is not sent out, nor one remembered as failing by its own content.
+  Everything else goes to the workers: new files, changed files (their record no longer
+  matches) and files whose vector is missing.
+* A worker hashes each file before decoding it (the local path's order), so the driver keeps
+  every vector under its content hash and records the hash for the stat it took before sending
+  the file out (``record_hashes``: a file written since no longer matches its record) without
+  reading any file itself.
+* Each block that comes back is committed to the cache in one transaction (its vectors and
+  extras; the content's own failures), so a killed run keeps its finished blocks and its re-run
+  sends out only the rest; the returned vectors are read back from the cache, so a Ray run and
+  a local run over the same files give the same numbers bit for bit, whichever embedded them.
+  (The cache is the one record of finished embedding work: the job-keyed Parquet shards this
+  module wrote before held the same vectors a second time, keyed by the whole path list.)
+
 How a job survives a lost worker, and a lost driver:
 
 * Work goes out as Ray Data blocks of item rows (embedding) or row ranges (assignment), to a
@@ -8,17 +26,17 @@ How a job survives a lost worker, and a lost driver:
   actor that dies (Ray Data's actor pools restart actors and retry their tasks without limit),
   and a block's output reaches the driver only when the block finished, so nothing is
   half-counted.
-* The driver writes each result as a Parquet shard, atomically, into the run's work folder
+* Embedding: finished blocks are in the embedding cache (above). Assignment: the driver writes
+  each range's answers as a Parquet shard, atomically, into the run's work folder
   (``RunBuilder.shards``: ``.OUT.work/<job>/``, kept until the run is published) under a job
-  name made from what determines the results (the files and the encoder; the model's arrays and
-  the vectors). A re-run of the same command finds the shards, sends out only the rows no shard
-  holds, and merges. Every row is merged once: a row found twice (it cannot be, short of a bug)
-  is counted in ``duplicates`` and taken once.
+  name made from what determines the results (the model's arrays and the vectors). A re-run of
+  the same command finds the shards, sends out only the ranges no shard holds, and merges. A row
+  that comes back twice (it cannot, short of a bug) is counted in ``duplicates`` and taken once.
 
 Workers need the package installed (the same version) and read the items themselves: image
 files by path and the run's ``embeddings.npy`` by row range, so on a cluster of several machines
 the input and the output folder must be on a file system all of them see. Results come back
-through Ray's object store, so the driver's folder need not be shared for writing.
+through Ray's object store, so neither the driver's folders nor the cache need be shared.
 """
 
 from __future__ import annotations
@@ -70,21 +88,25 @@ class EmbedWorker:
         rows = np.asarray(batch["row"], dtype=np.int64)
         inputs, ok, reasons, lasting, hashes = [], [], [], [], []
         for p in batch["path"]:
+            # the content hash first, as the local path hashes before it decodes: the driver keeps
+            # the vector (or the content's own failure) under it and records it for the file
+            try:
+                h = hash_file(str(p))
+            except OSError as e:  # the machine's failure, not the content's: never remembered
+                reasons.append(f"cannot read file: {e.strerror or e}")
+                lasting.append(False)
+                hashes.append("")
+                continue
             x, reason, last = _prepare(self.enc, str(p))
             reasons.append(reason or "")
-            h = ""
-            if last:  # the content's own failure: its hash, for the driver to remember
-                try:
-                    h = hash_file(str(p))
-                except OSError:
-                    last = False
             lasting.append(bool(last))
             hashes.append(h)
             if reason is None:
                 inputs.append(x)
                 ok.append(len(reasons) - 1)
         out = {"row": rows, "skip": np.asarray(reasons, dtype=object),
-               "lasting": np.asarray(lasting, dtype=bool), "hash": np.asarray(hashes, dtype=object)}
+               "lasting": np.asarray(lasting, dtype=bool), "hash": np.asarray(hashes, dtype=object),
+               "encoder": np.asarray([self.enc.id] * len(rows), dtype=object)}  # the cache's key: checked
         enc = self.enc.encode(inputs) if inputs else {"embedding": np.zeros((0, self.enc.dim), np.float32)}
         for k, v in enc.items():
             full = np.zeros((len(rows), v.shape[1]), np.float32)
@@ -186,13 +208,15 @@ class RayExecutor:
 
     # -- embedding -------------------------------------------------------------------------------
     def embed(self, collection, encoder, cache_dir=None, batch_size: int = 16, workers=None,
-              progress: bool = True, shards=None, encoder_spec: str | None = None, **_) -> Embeddings:
-        """Embeddings of a collection's files, encoded by actors (precomputed vectors pass through).
+              progress: bool = True, encoder_spec: str | None = None, **_) -> Embeddings:
+        """Embeddings of a collection's files, encoded by actors (precomputed vectors pass through),
+        through the embedding cache at ``cache_dir`` as on the local path (see the module doc).
 
-        Files whose own bytes failed before (remembered by the embedding cache at ``cache_dir``,
-        as the local path remembers them: ``EmbeddingStore.failures``) are listed as skipped
-        with the same reason and not sent out; those that fail now are remembered as each
-        batch comes back. Only the content's own failures, never the machine's."""
+        Files whose vectors the cache holds for this encoder, found by its record of their
+        stat without reading them, are not sent out, nor those whose own bytes failed before
+        (``EmbeddingStore.failures``: listed as skipped with the same reason). What comes back
+        is kept in the cache block by block: vectors and extras, and the content's own failures
+        (never the machine's)."""
         from ..embed.store import EmbeddingStore, cache_error
 
         if collection.vectors is not None:
@@ -202,39 +226,48 @@ class RayExecutor:
         store = EmbeddingStore(cache_dir)
         try:
             with store:
-                return self._embed(collection, encoder, store, batch_size, progress, shards, encoder_spec)
+                return self._embed(collection, encoder, store, batch_size, progress, encoder_spec)
         except sqlite3.Error as e:  # full disk, read-only or damaged cache: the user's to fix
             raise cache_error(e, store.path) from e
 
-    def _embed(self, collection, encoder, cache, batch_size, progress, shards, encoder_spec) -> Embeddings:
+    def _embed(self, collection, encoder, cache, batch_size, progress, encoder_spec) -> Embeddings:
         import pyarrow as pa
 
         from ..embed.store import failure_kind
 
-        ray = self._init()
         spec = encoder_spec or encoder.name
         paths = [str(p) for p in collection.paths]
         n = len(paths)
-        job = "embed-" + hash_bytes("\n".join([encoder.id, spec, *paths]).encode("utf-8", "surrogateescape"))
-        store = shards(job) if shards is not None else None
-        done = self._done_rows(store)
-        # the remembered failures of files unchanged since their hash was recorded (by a run on
-        # either executor); nothing is read here: the workers hash the files that fail
         fkind = failure_kind(encoder.id, getattr(encoder, "media", "image"))
+        # the hashes of files unchanged since they were recorded (by a run on either executor, or
+        # any command on the cache): nothing is read here; the workers hash what they read
         stat_time = time.time()
-        hashes, stats, _ = cache.known_hashes(paths)
-        bad_hash = cache.failures([h for h in hashes if h is not None], fkind)
-        known_bad = {i: bad_hash[h] for i, h in enumerate(hashes) if h in bad_hash}
-        todo = np.array([i for i in range(n) if i not in done and i not in known_bad], dtype=np.int64)
-        self.stats["known_bad"] = len(known_bad)
-        self.stats["embed_sent"] = int(len(todo))
-        if progress and known_bad:
-            print(f"{len(known_bad)} of {n} files known from an earlier run not to decode (not sent to the "
-                  "workers; --retry-bad tries them)", file=sys.stderr)
-        next_key = (max(store.keys()) + 1) if store is not None and store.keys() else 0
-        results: list = [] if store is None else None
-        remembered = 0
+        hashes, stats, errors = cache.known_hashes(paths)
+        known = [h for h in hashes if h is not None]
+        have = cache.contains(known, encoder.id)
+        bad_hash = cache.failures([h for h in known if h not in have], fkind)
+        skip: list[str | None] = [None] * n  # why each row is skipped
+        lasting = [False] * n
+        for i, reason in errors.items():  # cannot be stat'ed: as the local path's hashing says
+            skip[i] = reason
+        known_bad = 0
+        for i, h in enumerate(hashes):
+            if h in bad_hash:
+                skip[i], lasting[i] = bad_hash[h], True
+                known_bad += 1
+        todo = np.array([i for i in range(n) if skip[i] is None and hashes[i] not in have], dtype=np.int64)
+        cached = sum(h in have for h in hashes)
+        self.stats.update(cached=cached, known_bad=known_bad, embed_sent=int(len(todo)))
+        if progress:
+            bad = (f", {known_bad} known from an earlier run not to decode (not sent; --retry-bad tries "
+                   "them)") if known_bad else ""
+            print(f"embedding cache {cache.path}: {cached} of {n} files already embedded, {len(todo)} "
+                  f"to send to the Ray workers{bad}", file=sys.stderr)
+        remembered = encoded = 0
+        returned = np.zeros(n, dtype=bool)
+        duplicates = 0
         if len(todo):
+            ray = self._init()  # only when there is work: a re-run with nothing new starts no actors
             b = self.embed_block
             blocks = [pa.table({"row": todo[s:s + b], "path": [paths[i] for i in todo[s:s + b]]})
                       for s in range(0, len(todo), b)]
@@ -244,61 +277,41 @@ class RayExecutor:
             clock = _Clock(self.stats, "embed")
             with progress_bar(len(todo), f"embed on ray ({spec})", "img", disable=not progress) as bar:
                 for batch in clock.each(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
-                    if store is not None:
-                        store.write(next_key, batch)
-                        next_key += 1
-                    else:
-                        results.append(batch)
-                    remembered += _remember(cache, batch, paths, stats, stat_time, fkind)
+                    rows = batch.column("row").to_numpy().astype(np.int64)
+                    duplicates += int(returned[rows].sum())
+                    returned[rows] = True
+                    got = _keep_batch(cache, batch, encoder, paths, stats, stat_time, fkind)
+                    for r, h, reason, last in zip(rows.tolist(), got["hash"], got["skip"], got["lasting"]):
+                        if h:
+                            hashes[r] = h
+                        if reason:
+                            skip[r], lasting[r] = reason, last
+                    remembered += got["remembered"]
+                    encoded += got["encoded"]
                     bar.update(batch.num_rows)
+        self.stats["duplicates"] = duplicates
+        missing = int(len(todo) - returned[todo].sum())
+        if missing:
+            raise RuntimeError(f"internal: {missing} items have no embedding after the Ray job")
         if remembered:  # those of another decoder version, once unused for a while (as the local path)
             cache.prune_failures()
-        tables = results if store is None else [store.read(k) for k in store.keys()]
-        return self._merge_embeddings(collection, encoder, tables, n, known_bad)
-
-    @staticmethod
-    def _done_rows(store) -> set[int]:
-        if store is None:
-            return set()
-        done: set[int] = set()
-        for k in store.keys():
-            done.update(store.read(k, columns=["row"]).column(0).to_pylist())
-        return done
-
-    def _merge_embeddings(self, collection, encoder, tables: list, n: int, known_bad: dict[int, str]) -> Embeddings:
-        rows = np.concatenate([np.zeros(0, np.int64)] + [t.column("row").to_numpy() for t in tables]).astype(np.int64)
-        first = np.full(n, -1, dtype=np.int64)
-        order = np.arange(len(rows))
-        # the first occurrence of every row (there is one; a second would be counted)
-        uniq, at = np.unique(rows, return_index=True)
-        first[uniq] = order[at]
-        self.stats["duplicates"] = int(len(rows) - len(uniq))
-        missing = [i for i in np.flatnonzero(first < 0).tolist() if i not in known_bad]
-        if missing:
-            raise RuntimeError(f"internal: {len(missing)} items have no embedding after the Ray job")
-        skip = [r for t in tables for r in t.column("skip").to_pylist()]
-        # (shards written before failures were remembered have no such column)
-        lasting = [r for t in tables for r in (t.column("lasting").to_pylist() if "lasting" in t.column_names
-                                               else [False] * t.num_rows)]
-        cols = _columns(tables, encoder.dim)
-        kept = [i for i in range(n) if i not in known_bad and not skip[first[i]]]
-        take = first[kept]
+        kept = [i for i in range(n) if skip[i] is None]
+        # read back from the cache, as the local path does: the same numbers whoever embedded them
+        vectors, extras = cache.get([hashes[i] for i in kept], encoder.id)
+        if not kept:
+            vectors = np.zeros((0, encoder.dim), np.float32)
         skipped = list(collection.skipped)
-        for i in range(n):
-            if i in known_bad:
-                skipped.append(Skipped(collection.paths[i], known_bad[i], lasting=True))
-            elif skip[first[i]]:
-                skipped.append(Skipped(collection.paths[i], skip[first[i]], lasting=bool(lasting[first[i]])))
-        vectors = cols.pop("embedding")[take]
-        extras = {}
-        for k, v in cols.items():  # stored like the embedding cache stores them
-            v = v[take]
-            extras[k] = v.astype(np.float16).astype(np.float32) if k.endswith("probs") else v
-        return Embeddings(
+        skipped.extend(Skipped(collection.paths[i], skip[i], lasting=lasting[i]) for i in range(n) if skip[i] is not None)
+        emb = Embeddings(
             ids=[collection.ids[i] for i in kept], vectors=vectors, encoder=encoder.name,
             encoder_version=encoder.id, paths=[collection.paths[i] for i in kept],
             labels=None if collection.labels is None else [collection.labels[i] for i in kept],
             extras=extras, skipped=skipped, root=collection.root)
+        emb.content_hashes = [hashes[i] for i in kept]  # the cache's hash: exact duplicates for free
+        emb.cache_stats = {"items": n, "distinct": len({h for h in hashes if h is not None}), "cached": cached,
+                           "encoded": encoded, "skipped": len(skipped) - len(collection.skipped),
+                           "decoded": int(len(todo)), "known_bad": known_bad}
+        return emb
 
     # -- assignment ------------------------------------------------------------------------------
     def assign(self, vectors_path: str, n: int, pipe, sample: np.ndarray, ref_xy=None,
@@ -358,22 +371,30 @@ class RayExecutor:
             yield a, out
 
 
-def _remember(cache, batch, paths: list[str], stats: list, stat_time: float, kind: str) -> int:
-    """Remember the content's own failures of one batch that came back (``lasting``, hashed by
-    the worker), with their files' hashes under the stats the driver took before sending them
-    out, so the next run finds them without reading them. How many were remembered."""
-    if "lasting" not in batch.column_names:
-        return 0
-    lasting = batch.column("lasting").to_pylist()
-    if not any(lasting):
-        return 0
+def _keep_batch(cache, batch, encoder, paths: list[str], stats: list, stat_time: float, kind: str) -> dict:
+    """Commit one block that came back to the cache: the vectors and extras of its files that
+    were encoded, under the hashes the workers computed (one transaction), the content's own
+    failures (``lasting``), and the hash of every file read, under the stat the driver took
+    before sending it out, so the next run finds them without reading them. Returns the block's
+    ``hash`` / ``skip`` / ``lasting`` columns as lists, and how many were ``encoded`` and
+    ``remembered`` (failures)."""
     rows = batch.column("row").to_pylist()
     skip, hashes = batch.column("skip").to_pylist(), batch.column("hash").to_pylist()
-    pairs = [(hashes[k], skip[k]) for k in range(len(rows)) if lasting[k] and hashes[k]]
-    cache.remember_failures(pairs, kind)
+    lasting = batch.column("lasting").to_pylist()
+    other = set(batch.column("encoder").to_pylist()) - {encoder.id}
+    if other:  # another version or model on the workers: its vectors must not be kept under this id
+        raise ConfigError(f"the Ray workers' encoder is {sorted(other)[0]!r}, the driver's {encoder.id!r}: install "
+                          "the same mediacluster version and model files on every node")
+    ok = [k for k in range(len(rows)) if not skip[k] and hashes[k]]
+    if ok:
+        cols = _columns([batch], encoder.dim)
+        cache.put([hashes[k] for k in ok], encoder.id, {c: v[ok] for c, v in cols.items()})
+    pairs = [(hashes[k], skip[k]) for k in range(len(rows)) if skip[k] and lasting[k] and hashes[k]]
+    if pairs:
+        cache.remember_failures(pairs, kind)
     cache.record_hashes([(paths[rows[k]], stats[rows[k]], hashes[k]) for k in range(len(rows))
-                         if lasting[k] and hashes[k] and stats[rows[k]] is not None], stat_time)
-    return len(pairs)
+                         if hashes[k] and stats[rows[k]] is not None], stat_time)
+    return {"hash": hashes, "skip": skip, "lasting": lasting, "encoded": len(ok), "remembered": len(pairs)}
 
 
 class _Clock:
@@ -414,7 +435,7 @@ def _columns(tables: list, dim: int) -> dict[str, np.ndarray]:
     for t in tables:
         part: dict[str, list] = {}
         for c in t.column_names:
-            if c in ("row", "skip", "lasting", "hash"):
+            if c in ("row", "skip", "lasting", "hash", "encoder"):
                 continue
             col = t.column(c)
             part[c] = []
