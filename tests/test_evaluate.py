@@ -253,3 +253,31 @@ def test_evaluate_lists_the_items_whose_label_disagrees(run_dir, tmp_path, capsy
     table = pd.read_csv(run_dir / "label_issues.csv")
     assert (table["label"] != table["cluster_label"]).all()
     assert (truth[table["item"]] == table["label"]).all()
+
+
+def test_folder_label_name_makes_train_and_test_one_class(imagenette_dir, tmp_path, capsys):
+    """train/ and test/ holding the same class folders: ``--folder-label name`` labels each file
+    by its own folder (2 classes, not 4), so evaluate scores against the classes and a test
+    item is not a label issue for sitting among train items of its class."""
+    root = tmp_path / "photos"
+    for split, part in (("train", slice(0, 12)), ("test", slice(12, 18))):
+        for cls in ("n01440764", "n03888257"):
+            (root / split / cls).mkdir(parents=True)
+            for f in sorted((imagenette_dir / cls).iterdir())[part]:
+                shutil.copy(f, root / split / cls / f.name)
+    out = tmp_path / "run"
+    assert main(["cluster", str(root), "--out", str(out), "--folder-label", "name", "--quiet",
+                 "--cache-dir", str(tmp_path / "cache"), "--no-names", "--reducer", "pca",
+                 "--reducer-param", "n_components=5", "--clusterer", "kmeans",
+                 "--clusterer-param", "n_clusters=2"]) == 0
+    items = pd.read_parquet(out / "items.parquet")
+    assert sorted(set(items["label"])) == ["n01440764", "n03888257"]
+    assert items["path"].str.startswith("test/").sum() == 12
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--no-original"]) == 0
+    ext = _read(out / "evaluation.json")["labelings"]["fitted"]["external"]
+    assert ext["n_classes"] == 2 and ext["all"]["acc"] > 0.9  # tench against parachutes
+    assert len(pd.read_csv(out / "label_issues.csv")) <= 2
+    with pytest.raises(SystemExit) as e:  # refused by the parser, before any work
+        main(["cluster", str(root), "--out", str(tmp_path / "run2"), "--folder-label", "last"])
+    assert e.value.code == 2 and "--folder-label" in capsys.readouterr().err
