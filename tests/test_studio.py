@@ -1193,3 +1193,46 @@ def test_audio_run_shows_spectrograms_and_plays_excerpts(tmp_path):
         assert task["data"]["audio"].endswith(".wav") and task["predictions"][0]["result"][0]["to_name"] == "audio"
     finally:
         st.close()
+
+
+def test_export_of_a_deduplicated_run_says_which_files_are_copies(cifar3_embeddings, tmp_path):
+    """A run clustered with --dedup: the curated CSV / Parquet export keeps duplicate_group and
+    duplicate_of (the representative's id), so the exported table says which files to drop."""
+    import dataclasses
+
+    import pandas as pd
+
+    from mediacluster.duplicates import DuplicateFinder
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.studio.session import Studio
+    from mediacluster.workflow import publish_run
+
+    emb = cifar3_embeddings
+    copies = [5, 120]  # two items again, as copies of themselves (their vectors, their files)
+    emb = dataclasses.replace(
+        emb, ids=list(emb.ids) + [f"{emb.ids[i]}#copy" for i in copies],
+        vectors=np.concatenate([emb.vectors, emb.vectors[copies]]),
+        paths=list(emb.paths) + [emb.paths[i] for i in copies],
+        labels=list(emb.labels) + [emb.labels[i] for i in copies],
+        extras={k: np.concatenate([v, v[copies]]) for k, v in emb.extras.items()})
+    finder = DuplicateFinder().fit(vectors=emb.vectors, ids=emb.ids)
+    pipe = Pipeline(outliers=None, random_state=0).with_params(
+        {"reducer": "pca", "reducer__n_components": 10, "clusterer": "kmeans", "clusterer__n_clusters": 3})
+    pipe.fit(emb.vectors, duplicates=finder.duplicate_of_)
+    run = publish_run(tmp_path / "run", emb, pipe, duplicates=finder)
+    st = Studio(run.path)
+    try:
+        res = st.export("csv")
+    finally:
+        st.close()
+    df = pd.read_csv(Path(res["path"]) / "curated_assignments.csv")
+    n = len(emb.ids)
+    grouped = df[df["duplicate_group"] >= 0]
+    assert len(grouped) >= 4 and grouped["duplicate_group"].nunique() >= 2
+    for i in copies:
+        a, b = df.iloc[i], df.iloc[n - len(copies) + copies.index(i)]
+        assert a["duplicate_group"] == b["duplicate_group"] >= 0
+        # one of the two is the representative (no duplicate_of), the other names it
+        assert (a["duplicate_of"] == b["id"]) != (b["duplicate_of"] == a["id"])
+        assert isinstance(a["duplicate_of"], str) != isinstance(b["duplicate_of"], str)
+    assert df.loc[df["duplicate_group"] < 0, "duplicate_of"].isna().all()

@@ -7,7 +7,8 @@ time, never over an earlier export):
   system: no separators, control characters or leading dots), holding a symbolic link to (or a
   copy of) each member's file; unassigned items go to ``unassigned``, junk clusters keep their
   name and get a ``junk`` prefix.
-* ``csv`` / ``parquet``: the curated assignments (one row per item).
+* ``csv`` / ``parquet``: the curated assignments (one row per item; a run clustered with
+  ``--dedup`` keeps ``duplicate_group`` and ``duplicate_of``).
 * ``labelstudio``: ``tasks.json`` in Label Studio's import format with each item's curated
   cluster as a pre-annotation (a ``choices`` prediction), ``label_config.xml`` (an image, or
   for an audio run an audio, classification config listing the clusters) and ``README.txt`` saying how to serve the
@@ -43,8 +44,10 @@ def safe_name(text: str, limit: int = 80) -> str:
 
 
 def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, probability,
-                  item_tags: dict[int, list[str]], truth=None):
-    """The curated assignments as a DataFrame (file names escaped like the run's tables)."""
+                  item_tags: dict[int, list[str]], truth=None, duplicates=None):
+    """The curated assignments as a DataFrame (file names escaped like the run's tables).
+    ``duplicates``: a run's ``(duplicate_group, duplicate_of)`` (``--dedup``), kept as those
+    columns, so the export says which files are copies of which (the representative's id)."""
     import json
 
     import pandas as pd
@@ -64,6 +67,12 @@ def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, pr
     })
     if truth is not None:
         df["label"] = [None if v is None else str(v) for v in truth]
+    if duplicates is not None:
+        group, of = duplicates
+        df["duplicate_group"] = np.asarray(group, dtype=np.int64)
+        of_t, e3 = texts(of if of is not None else [None] * n)
+        df["duplicate_of"] = of_t
+        e2 = np.logical_or(e2, e3)
     esc = np.logical_or(e1, e2)
     if esc.any():
         df["escaped"] = esc

@@ -92,6 +92,8 @@ class Studio:
         self.truth = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
                       for v in a["label"].tolist()] if "label" in a else None
         self.dup_group = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
+        self.dup_of = ([v if isinstance(v, str) and v else None for v in a["duplicate_of"].tolist()]
+                       if "duplicate_of" in a else None)
         self.run_levels = self.run.read_levels(a)
         self.levels = level_views(self.run_levels)
         self.level_names = self.run.read_level_names() if self.levels else {}
@@ -666,8 +668,9 @@ class Studio:
 
         seq, labels, table, status, tags = self._snapshot()
         names = {e["id"]: e["name"] for e in table}
+        dups = None if self.dup_group is None else (self.dup_group, self.dup_of)
         return seq, curated_table(self.ids, self.paths, self.fitted, labels, names, status,
-                                  self.probability, tags, self.truth), table
+                                  self.probability, tags, self.truth, duplicates=dups), table
 
     def export(self, kind: str, mode: str = "symlink", client: str = "") -> dict:
         from .exports import KINDS, export
