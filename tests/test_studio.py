@@ -795,7 +795,7 @@ def test_edits_of_the_wrong_shape_get_422_naming_the_field(server):
         assert {"400", "403", "404", "409", "413", "422"} <= set(spec["paths"]["/api/edits"]["post"]["responses"])
         assert "image/jpeg" in spec["paths"]["/api/items/{i}/thumb"]["get"]["responses"]["200"]["content"]
         params = {p["name"]: p["schema"] for p in spec["paths"]["/api/clusters/{cid}/items"]["get"]["parameters"]}
-        assert params["order"]["enum"] == ["typical", "borderline", "map", "file"]
+        assert params["order"]["enum"] == ["typical", "borderline", "map", "file", "label"]
         # a 405 names every method of the path: Starlette's named the first route's only
         r = c.request("TRACE", "/api/edits", headers=WRITE)
         assert r.status_code == 405 and r.headers["allow"] == "GET, POST", r.headers
@@ -1236,3 +1236,43 @@ def test_export_of_a_deduplicated_run_says_which_files_are_copies(cifar3_embeddi
         assert (a["duplicate_of"] == b["id"]) != (b["duplicate_of"] == a["id"])
         assert isinstance(a["duplicate_of"], str) != isinstance(b["duplicate_of"], str)
     assert df.loc[df["duplicate_group"] < 0, "duplicate_of"].isna().all()
+
+
+def test_order_label_shows_the_items_whose_label_is_not_their_clusters_first(base_run, cifar3_embeddings, tmp_path):
+    """A run with folder labels: a cluster's gallery in order ``label`` starts with the items
+    whose label is rarest in it (evaluate's label issues), and each item brief has its label."""
+    import dataclasses
+
+    from mediacluster.errors import InputError
+    from mediacluster.studio.session import Studio
+
+    st = Studio(base_run)
+    try:
+        truth = st.truth
+        checked = 0
+        for c in st.clusters()["clusters"]:
+            page = st.members(c["id"], limit=1000, order="label")
+            labels = [truth[it["i"]] for it in page["items"]]
+            assert [it["label"] for it in page["items"]] == labels
+            counts = pd.Series(labels).value_counts()
+            shares = [counts[v] for v in labels]
+            assert shares == sorted(shares)  # rarest label first, the cluster's main label last
+            main = counts.index[0]
+            n_other = sum(v != main for v in labels)
+            assert set(labels[n_other:]) == {main}
+            checked += n_other > 0
+            rest = [it["p"] for it in page["items"][n_other:]]
+            assert rest == sorted(rest, reverse=True)  # then the most typical first
+        assert checked >= 1  # K-means on three CIFAR classes mixes some
+    finally:
+        st.close()
+    emb = dataclasses.replace(cifar3_embeddings, labels=None)
+    from studio_helpers import make_run
+
+    st = Studio(make_run(emb, tmp_path / "nolabels"))
+    try:
+        assert "label" not in st.members(0, limit=5)["items"][0]
+        with pytest.raises(InputError, match="order 'label' needs true labels"):
+            st.members(0, order="label")
+    finally:
+        st.close()
