@@ -1195,38 +1195,41 @@ def test_audio_run_shows_spectrograms_and_plays_excerpts(tmp_path):
         st.close()
 
 
-def test_export_of_a_deduplicated_run_says_which_files_are_copies(cifar3_embeddings, tmp_path):
-    """A run clustered with --dedup: the curated CSV / Parquet export keeps duplicate_group and
-    duplicate_of (the representative's id), so the exported table says which files to drop."""
+def _dedup_run(emb, out: Path, copies=(5, 120)):
+    """A run as ``cluster --dedup`` writes it over ``emb`` plus the items ``copies`` again (their
+    vectors and files: copies of themselves), PCA + K-means; returns (run path, number of items)."""
     import dataclasses
-
-    import pandas as pd
 
     from mediacluster.duplicates import DuplicateFinder
     from mediacluster.pipeline import Pipeline
-    from mediacluster.studio.session import Studio
     from mediacluster.workflow import publish_run
 
-    emb = cifar3_embeddings
-    copies = [5, 120]  # two items again, as copies of themselves (their vectors, their files)
     emb = dataclasses.replace(
         emb, ids=list(emb.ids) + [f"{emb.ids[i]}#copy" for i in copies],
-        vectors=np.concatenate([emb.vectors, emb.vectors[copies]]),
+        vectors=np.concatenate([emb.vectors, emb.vectors[list(copies)]]),
         paths=list(emb.paths) + [emb.paths[i] for i in copies],
         labels=list(emb.labels) + [emb.labels[i] for i in copies],
-        extras={k: np.concatenate([v, v[copies]]) for k, v in emb.extras.items()})
+        extras={k: np.concatenate([v, v[list(copies)]]) for k, v in emb.extras.items()})
     finder = DuplicateFinder().fit(vectors=emb.vectors, ids=emb.ids)
     pipe = Pipeline(outliers=None, random_state=0).with_params(
         {"reducer": "pca", "reducer__n_components": 10, "clusterer": "kmeans", "clusterer__n_clusters": 3})
     pipe.fit(emb.vectors, duplicates=finder.duplicate_of_)
-    run = publish_run(tmp_path / "run", emb, pipe, duplicates=finder)
-    st = Studio(run.path)
+    return publish_run(out, emb, pipe, duplicates=finder).path, len(emb.ids)
+
+
+def test_export_of_a_deduplicated_run_says_which_files_are_copies(cifar3_embeddings, tmp_path):
+    """A run clustered with --dedup: the curated CSV / Parquet export keeps duplicate_group and
+    duplicate_of (the representative's id), so the exported table says which files to drop."""
+    from mediacluster.studio.session import Studio
+
+    copies = [5, 120]
+    run, n = _dedup_run(cifar3_embeddings, tmp_path / "run", copies)
+    st = Studio(run)
     try:
         res = st.export("csv")
     finally:
         st.close()
     df = pd.read_csv(Path(res["path"]) / "curated_assignments.csv")
-    n = len(emb.ids)
     grouped = df[df["duplicate_group"] >= 0]
     assert len(grouped) >= 4 and grouped["duplicate_group"].nunique() >= 2
     for i in copies:
@@ -1236,6 +1239,42 @@ def test_export_of_a_deduplicated_run_says_which_files_are_copies(cifar3_embeddi
         assert (a["duplicate_of"] == b["id"]) != (b["duplicate_of"] == a["id"])
         assert isinstance(a["duplicate_of"], str) != isinstance(b["duplicate_of"], str)
     assert df.loc[df["duplicate_group"] < 0, "duplicate_of"].isna().all()
+
+
+def test_classes_export_is_the_clean_dataset(cifar3_embeddings, tmp_path):
+    """``classes``: one folder per curated name (two clusters named alike share one), junk and
+    duplicate copies left out and listed with why in dropped.csv, the kept files in manifest.csv."""
+    import os
+
+    from mediacluster.studio.session import Studio
+
+    run, n = _dedup_run(cifar3_embeddings, tmp_path / "run")
+    st = Studio(run)
+    try:
+        lab0 = st.state.labels.copy()
+        st.edit("rename", {"cluster": 0, "name": "things/that fly"})  # a separator: made safe
+        st.edit("rename", {"cluster": 1, "name": "things/that fly"})
+        st.edit("move", {"items": [int(np.flatnonzero(lab0 == 2)[0])], "to": "junk"})
+        _, table, _ = st.curated_table()
+        res = st.export("classes")
+    finally:
+        st.close()
+    out = Path(res["path"])
+    drop = pd.read_csv(out / "dropped.csv")
+    man = pd.read_csv(out / "manifest.csv")
+    assert list(drop.columns) == ["id", "path", "curated_cluster", "curated_name", "reason", "duplicate_of"]
+    assert (drop["reason"] == "junk").sum() == 1
+    dups = drop[drop["reason"] == "duplicate"]
+    assert len(dups) == table["duplicate_of"].notna().sum() >= 2  # every copy, its representative kept
+    assert not set(dups["duplicate_of"]) & set(drop["id"])
+    assert len(man) + len(drop) == n
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 2 and "things_that fly" in folders  # clusters 0 and 1 share their name's folder
+    files = [f for d in folders for f in (out / d).iterdir()]
+    assert len(files) == len(man) and all(f.is_symlink() and f.resolve().is_file() for f in files)
+    assert len(list((out / "things_that fly").iterdir())) == (man["label"] == "things/that fly").sum()
+    assert set(man["path"]) == {os.path.realpath(f) for f in files}  # links to the original files
+    assert not set(man["id"]) & set(drop["id"]) and set(man["id"]) | set(drop["id"]) == set(table["id"])
 
 
 def test_order_label_shows_the_items_whose_label_is_not_their_clusters_first(base_run, cifar3_embeddings, tmp_path):

@@ -7,6 +7,14 @@ time, never over an earlier export):
   system: no separators, control characters or leading dots), holding a symbolic link to (or a
   copy of) each member's file; unassigned items go to ``unassigned``, junk clusters keep their
   name and get a ``junk`` prefix.
+* ``classes``: the clean, corrected dataset as a class tree (torchvision's ``ImageFolder``,
+  FiftyOne's ``ImageClassificationDirectoryTree``): one sub-folder per curated *name* (clusters
+  that share a name share it), holding a link to (or copy of) each kept file; left out, and
+  listed with why in ``dropped.csv`` (``id``, ``path``, ``curated_cluster``, ``curated_name``,
+  ``reason``: junk / unassigned / outlier / duplicate, ``duplicate_of``): junk, items in no
+  cluster, and with ``--dedup`` every copy whose group's representative is kept;
+  ``manifest.csv`` (``id``, ``path``: the original file, ``label``) lists the kept files as a manifest
+  ``cluster``, ``evaluate --labels`` and ``tags train`` read.
 * ``csv`` / ``parquet``: the curated assignments (one row per item; a run clustered with
   ``--dedup`` keeps ``duplicate_group`` and ``duplicate_of``).
 * ``labelstudio``: ``tasks.json`` in Label Studio's import format with each item's curated
@@ -28,10 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..fileio import atomic_path, write_json, write_table, write_text
+from ..fileio import atomic_path, path_from_text, write_json, write_table, write_text
 from ..rundir import path_to_text, texts
 
-KINDS = ("folders", "csv", "parquet", "labelstudio")
+KINDS = ("folders", "classes", "csv", "parquet", "labelstudio")
 
 
 def safe_name(text: str, limit: int = 80) -> str:
@@ -98,6 +106,8 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
         out.mkdir(parents=True)
         if kind == "folders":
             files = _folders(out, paths, table, clusters, mode)
+        elif kind == "classes":
+            files = _classes(out, paths, table, clusters, mode)
         elif kind in ("csv", "parquet"):
             p = out / f"curated_assignments.{kind}"
             write_table(p, table)
@@ -141,6 +151,62 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[s
         else:
             shutil.copy2(src, dst)
     return made
+
+
+def dropped(table, clusters: list[dict]):
+    """Why each item is left out of a clean dataset (``None``: kept): ``junk`` (a junk cluster),
+    ``unassigned`` / ``outlier`` (in no cluster), ``duplicate`` (a copy whose representative is
+    kept: ``duplicate_of`` names it; a copy of a dropped item is kept in its place)."""
+    junk = {int(c["id"]) for c in clusters if c.get("junk")}
+    cur = table["curated_cluster"].to_numpy()
+    why: list = [("junk" if int(c) in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None)
+                 for c in cur]
+    if "duplicate_of" in table.columns:
+        row = {v: i for i, v in enumerate(table["id"])}
+        for i, rep in enumerate(table["duplicate_of"]):
+            if why[i] is None and isinstance(rep, str) and rep in row and why[row[rep]] is None:
+                why[i] = "duplicate"
+    return why
+
+
+def _classes(out: Path, paths, table, clusters: list[dict], mode: str) -> list[str]:
+    import pandas as pd
+
+    why = dropped(table, clusters)
+    used: dict[str, set[str]] = {}
+    kept_row, kept_path, kept_label = [], [], []
+    for i, (p, name) in enumerate(zip(paths, table["curated_name"])):
+        if not p or why[i] is not None:
+            continue
+        label = str(name) if name is not None else f"cluster {int(table['curated_cluster'].iloc[i])}"
+        folder = safe_name(label)
+        d = out / folder
+        if folder not in used:
+            d.mkdir()
+            used[folder] = set()
+        base = os.path.basename(p) or f"item-{i}"
+        fname = base if base not in used[folder] else f"{i}-{base}"
+        used[folder].add(fname)
+        src = os.path.abspath(p)
+        if mode == "symlink":
+            os.symlink(src, d / fname)
+        else:
+            shutil.copy2(src, d / fname)
+        kept_row.append(i)
+        kept_path.append(src)  # the file's own name: write_table escapes it where it must
+        kept_label.append(label)
+    gone = np.array([w is not None for w in why], bool)
+    cols = ["id", "path", "curated_cluster", "curated_name"] + (["escaped"] if "escaped" in table.columns else [])
+    drop = table.loc[gone, cols].copy()  # text cells as the curated table holds them (escaped form)
+    drop.insert(4, "reason", [w for w in why if w is not None])
+    drop.insert(5, "duplicate_of", table.loc[gone, "duplicate_of"] if "duplicate_of" in table.columns else None)
+    write_table(out / "dropped.csv", drop)
+    ids = table["id"].iloc[kept_row].tolist()
+    if "escaped" in table.columns:  # the ids as the run has them (the table holds escaped text)
+        esc = table["escaped"].iloc[kept_row].tolist()
+        ids = [path_from_text(v) if e else v for v, e in zip(ids, esc)]
+    write_table(out / "manifest.csv", pd.DataFrame({"id": ids, "path": kept_path, "label": kept_label}))
+    return sorted(used) + ["dropped.csv", "manifest.csv"]
 
 
 def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None,
