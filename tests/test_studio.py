@@ -1262,11 +1262,13 @@ def test_classes_export_is_the_clean_dataset(cifar3_embeddings, tmp_path):
     out = Path(res["path"])
     drop = pd.read_csv(out / "dropped.csv")
     man = pd.read_csv(out / "manifest.csv")
-    assert list(drop.columns) == ["id", "path", "curated_cluster", "curated_name", "reason", "duplicate_of"]
+    assert list(drop.columns) == ["id", "path", "curated_cluster", "curated_name", "reason", "kept"]
     assert (drop["reason"] == "junk").sum() == 1
     dups = drop[drop["reason"] == "duplicate"]
-    assert len(dups) == table["duplicate_of"].notna().sum() >= 2  # every copy, its representative kept
-    assert not set(dups["duplicate_of"]) & set(drop["id"])
+    # copies of one file: the representative kept, every other member dropped naming it
+    assert len(dups) == table["duplicate_of"].notna().sum() >= 2
+    assert set(dups["kept"]) <= set(table.loc[table["duplicate_of"].isna(), "id"])
+    assert not set(dups["kept"]) & set(drop["id"])
     assert len(man) + len(drop) == n
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(folders) == 2 and "things_that fly" in folders  # clusters 0 and 1 share their name's folder
@@ -1315,3 +1317,33 @@ def test_order_label_shows_the_items_whose_label_is_not_their_clusters_first(bas
             st.members(0, order="label")
     finally:
         st.close()
+
+
+def test_a_clean_dataset_keeps_the_largest_copy_of_a_group(tmp_path):
+    """Of a duplicate group the largest file is kept (the original of a resized or re-compressed
+    copy), of files as large the representative; junk is dropped as junk, and a copy of a junk
+    item is kept in its place."""
+    from mediacluster.studio.exports import dropped
+
+    sizes = [100, 300, 200, 50, 50, 80, 90]
+    paths = []
+    for k, n in enumerate(sizes):
+        (tmp_path / f"{k}.jpg").write_bytes(b"x" * n)
+        paths.append(str(tmp_path / f"{k}.jpg"))
+    table = pd.DataFrame({
+        "id": [f"id{k}" for k in range(7)],
+        "curated_cluster": [0, 0, 1, 1, 1, 2, 0],
+        "duplicate_group": [0, 0, 0, 1, 1, 2, 2],
+        "duplicate_of": [None, "id0", "id0", None, "id3", None, "id5"],
+    })
+    clusters = [{"id": 0}, {"id": 1}, {"id": 2, "junk": True}]
+    why, kept = dropped(table, clusters, paths)
+    # group 0: id1 is the largest (300 bytes), kept over its representative id0
+    assert why[:3] == ["duplicate", None, "duplicate"] and kept[:3] == ["id1", None, "id1"]
+    # group 1: as large as each other: the representative id3 kept
+    assert why[3:5] == [None, "duplicate"] and kept[4] == "id3"
+    # group 2: id5 is junk, so its copy id6 stays
+    assert why[5:] == ["junk", None] and kept[5:] == [None, None]
+    # without the files' sizes: the representative
+    why, kept = dropped(table, clusters)
+    assert kept[:3] == [None, "id0", "id0"]

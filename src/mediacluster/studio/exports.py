@@ -11,8 +11,9 @@ time, never over an earlier export):
   FiftyOne's ``ImageClassificationDirectoryTree``): one sub-folder per curated *name* (clusters
   that share a name share it), holding a link to (or copy of) each kept file; left out, and
   listed with why in ``dropped.csv`` (``id``, ``path``, ``curated_cluster``, ``curated_name``,
-  ``reason``: junk / unassigned / outlier / duplicate, ``duplicate_of``): junk, items in no
-  cluster, and with ``--dedup`` every copy whose group's representative is kept;
+  ``reason``: junk / unassigned / outlier / duplicate, ``kept``: the copy kept in a duplicate's
+  place): junk, items in no cluster, and with ``--dedup`` all but one member of each duplicate
+  group (the largest file: see :func:`dropped`);
   ``manifest.csv`` (``id``, ``path``: the original file, ``label``) lists the kept files as a manifest
   ``cluster``, ``evaluate --labels`` and ``tags train`` read.
 * ``csv`` / ``parquet``: the curated assignments (one row per item; a run clustered with
@@ -153,26 +154,46 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[s
     return made
 
 
-def dropped(table, clusters: list[dict]):
-    """Why each item is left out of a clean dataset (``None``: kept): ``junk`` (a junk cluster),
-    ``unassigned`` / ``outlier`` (in no cluster), ``duplicate`` (a copy whose representative is
-    kept: ``duplicate_of`` names it; a copy of a dropped item is kept in its place)."""
+def _size(p) -> int:
+    try:
+        return os.stat(p).st_size if p else -1
+    except OSError:
+        return -1
+
+
+def dropped(table, clusters: list[dict], paths=None) -> tuple[list, list]:
+    """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
+    id of the copy kept in its place: ``junk`` (a junk cluster), ``unassigned`` / ``outlier`` (in
+    no cluster), ``duplicate`` (with ``--dedup``: of a duplicate group's members not dropped
+    otherwise, one is kept: the largest file (``paths``' sizes: the original of a resized,
+    re-compressed or cropped copy), of files as large the group's representative, then the
+    first; the others are dropped)."""
     junk = {int(c["id"]) for c in clusters if c.get("junk")}
     cur = table["curated_cluster"].to_numpy()
     why: list = [("junk" if int(c) in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None)
                  for c in cur]
-    if "duplicate_of" in table.columns:
-        row = {v: i for i, v in enumerate(table["id"])}
-        for i, rep in enumerate(table["duplicate_of"]):
-            if why[i] is None and isinstance(rep, str) and rep in row and why[row[rep]] is None:
-                why[i] = "duplicate"
-    return why
+    kept: list = [None] * len(why)
+    if "duplicate_group" in table.columns:
+        groups: dict[int, list[int]] = {}
+        for i, g in enumerate(table["duplicate_group"].tolist()):
+            if g >= 0 and why[i] is None:
+                groups.setdefault(int(g), []).append(i)
+        rep = table["duplicate_of"].isna().to_numpy() if "duplicate_of" in table.columns else np.zeros(len(why), bool)
+        ids = table["id"].tolist()
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            keep = max(members, key=lambda i: (_size(paths[i]) if paths is not None else -1, bool(rep[i]), -i))
+            for i in members:
+                if i != keep:
+                    why[i], kept[i] = "duplicate", ids[keep]
+    return why, kept
 
 
 def _classes(out: Path, paths, table, clusters: list[dict], mode: str) -> list[str]:
     import pandas as pd
 
-    why = dropped(table, clusters)
+    why, kept = dropped(table, clusters, paths)
     used: dict[str, set[str]] = {}
     kept_row, kept_path, kept_label = [], [], []
     for i, (p, name) in enumerate(zip(paths, table["curated_name"])):
@@ -199,7 +220,7 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str) -> list[s
     cols = ["id", "path", "curated_cluster", "curated_name"] + (["escaped"] if "escaped" in table.columns else [])
     drop = table.loc[gone, cols].copy()  # text cells as the curated table holds them (escaped form)
     drop.insert(4, "reason", [w for w in why if w is not None])
-    drop.insert(5, "duplicate_of", table.loc[gone, "duplicate_of"] if "duplicate_of" in table.columns else None)
+    drop.insert(5, "kept", [k for k, w in zip(kept, why) if w is not None])
     write_table(out / "dropped.csv", drop)
     ids = table["id"].iloc[kept_row].tolist()
     if "escaped" in table.columns:  # the ids as the run has them (the table holds escaped text)
