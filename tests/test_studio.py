@@ -577,6 +577,45 @@ def test_split_parts_are_not_named_like_other_clusters(base_run, tmp_path):
         st.close()
 
 
+def test_splitting_a_cluster_a_person_named_keeps_their_name_on_its_largest_part(base_run, tmp_path):
+    """Split "my planes": the part that keeps the cluster's id (the largest) keeps the person's
+    name, as the preview shows it, and it stays theirs (sure); the other part is named
+    automatically. A cluster nobody named splits into automatic names as before."""
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(base_run, tmp_path / "run")
+    st = Studio(run, warm=False)
+    try:
+        lab = st.state.labels
+        big, other = (int(c) for c in np.argsort(-np.bincount(lab[lab >= 0]))[:2])
+        auto = [p["name"] for p in st.split_preview(big, k=2)["parts"]]
+        assert st.state.clusters[big].name not in auto or st.state.clusters[big].named_by == "automatic"
+        st.edit("rename", {"cluster": big, "name": "my planes"})
+        pv = st.split_preview(big, k=2)
+        largest = max(pv["parts"], key=lambda p: p["size"])
+        rest = [p for p in pv["parts"] if p is not largest]
+        assert largest["name"] == "my planes" and largest["name_sure"] is True and largest["named_by"] == "person"
+        assert [p["name"] for p in rest] != ["my planes"] and all("named_by" not in p for p in rest)
+        st.edit("split", {"preview": pv["preview"]})
+        kept = st.state.clusters[big]
+        assert kept.name == "my planes" and kept.named_by == "person"
+        new = [c for c in st.state.alive() if c.parent == big]
+        assert len(new) == 1 and new[0].named_by == "automatic" and new[0].name == rest[0]["name"]
+        row = next(c for c in st.clusters()["clusters"] if c["id"] == big)
+        assert row["name_sure"] is True and row["named_by"] == "person"
+        # undo and split with a typed name for the big part: the typed one wins, still the person's
+        st.edit("undo", {"target": None})
+        pv = st.split_preview(big, k=2)
+        names = ["typed" if p["size"] == largest["size"] and p["name"] == "my planes" else None for p in pv["parts"]]
+        st.edit("split", {"preview": pv["preview"], "names": names})
+        assert st.state.clusters[big].name == "typed" and st.state.clusters[big].named_by == "person"
+        # the other cluster, named by nobody: its parts' names are automatic
+        pv = st.split_preview(other, k=2)
+        assert all(p.get("named_by") != "person" for p in pv["parts"])
+    finally:
+        st.close()
+
+
 def test_the_report_says_which_curated_clusters_are_junk(base_run, tmp_path):
     """A cluster marked as junk in the studio carries a "junk" badge on its report card and in the
     map's legend (the report showed it like any other cluster)."""

@@ -660,10 +660,17 @@ class Studio:
             # or a fresh one can be the name of a cluster elsewhere): "name 2" then, as naming does
             taken = {x.name for x in self.state.alive() if x.id != c.id}
         names = split.part_names(c.name, taken)
+        # a cluster a person named keeps their name on the part that keeps its id (the largest,
+        # as the split edit gives it): splitting "bowling" leaves "bowling" and a new part
+        kept = int(np.argmax(np.bincount(split.parts, minlength=len(names)))) if c.named_by == "person" else None
+        if kept is not None:
+            names[kept] = c.name
         out_parts = []
         for p, name in enumerate(names):
             size, examples = split.examples(p)
-            out_parts.append({"part": p, "size": int(size), "name": name, **split.part_sure(p, name),
+            sure = (dict(name_sure=True, name_support=None, name_why=BY_HAND, named_by="person") if p == kept
+                    else split.part_sure(p, name))
+            out_parts.append({"part": p, "size": int(size), "name": name, **sure,
                               "alternatives": split.alternatives(p),
                               "examples": [self._item_brief(int(i)) for i in examples]})
         pid = self.previews.keep(split, cid, names)
