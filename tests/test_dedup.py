@@ -324,6 +324,15 @@ def test_dups_command_lists_groups(planted, tmp_path):
     assert len(missed) <= 2 and not set(missed) & set(planted["many"]), missed
     page = (out / "dups.html").read_text(encoding="utf-8")
     assert f"{MANY + 1} items" in page and "thumbs/" in page
+    # the reposts folder holds copies of photos in the class folders: groups across folders,
+    # counted by the folders they span, as a train/ and test/ leak would be
+    tops = df[df["duplicate_group"] >= 0].assign(top=df["path"].str.split("/").str[0])
+    spans = tops.groupby("duplicate_group")["top"].agg(lambda t: " + ".join(sorted(set(t))))
+    expected = spans[spans.str.contains(" + ", regex=False)].value_counts().to_dict()
+    across = json.loads((out / "dups.json").read_text())["groups_across_folders"]
+    assert across == expected and sum(across.values()) >= ORIGINALS
+    assert all("reposts" in k for k in across)
+    assert "more than one top-level folder" in text
 
 
 def test_dedup_refuses_a_bad_finder_parameter(planted, tmp_path):

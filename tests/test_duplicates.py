@@ -653,3 +653,17 @@ def test_prepared_cache_keeps_the_newest_items_within_its_bounds():
         by_bytes.get(p)
     assert len(by_bytes) == 1 and by_bytes.get("100").nbytes == 100  # over the bound alone: kept
     assert calls == ["30", "20", "40", "100"]
+
+
+def test_groups_across_folders_counts_copies_spanning_top_level_folders():
+    from mediacluster.duplicates.collection import across_folders
+
+    groups = [0, 0, 1, 1, 2, 2, 2, -1, 3, 3]
+    paths = ["train/cat/a.jpg", "test/cat/a.jpg",     # across train and test
+             "train/cat/b.jpg", "train/dog/b.jpg",    # one split: not counted
+             "train/x.jpg", "val/x.jpg", "test/x.jpg",  # three folders
+             "test/alone.jpg",                        # no group
+             "top.jpg", "/elsewhere/top.jpg"]         # the root's own files and files outside it: "."
+    assert across_folders(groups, paths) == {"test + train": 1, "test + train + val": 1}
+    assert across_folders(groups, None) == {}
+    assert across_folders([0, 0], ["a/1.jpg", "b/1.jpg"]) == {"a + b": 1}

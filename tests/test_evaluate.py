@@ -190,3 +190,94 @@ def test_evaluate_prints_each_labelling_by_what_it_is(run_dir, tmp_path, capsys)
                                                 "[curated] as curated in the studio (curated_cluster)"], heads
     cur = _read(tmp_path / "e.json")["labelings"]["curated"]
     assert cur["n_clusters"] == len(set(a["curated_cluster"][a["curated_cluster"] >= 0]))
+
+
+def test_label_issues_lists_items_against_their_clusters_label():
+    from mediacluster.evaluation import ISSUE_COLUMNS, label_issues
+
+    truth = ["a", "a", "a", "b", "a", "b", "c", None, "b", "a"]
+    clusters = [0, 0, 0, 0, 1, 1, -1, 0, 2, 2]
+    paths = [f"/photos/{t or 'x'}/{i}.jpg" for i, t in enumerate(truth)]
+    table, summary = label_issues(truth, clusters, ids=[f"id{i}" for i in range(10)], paths=paths,
+                                  root="/photos")
+    assert list(table.columns) == ISSUE_COLUMNS
+    # cluster 0: three a and one b (the unlabelled item 7 counts for nothing): b is the issue;
+    # clusters 1 and 2 hold a and b alike: mixed, nothing listed; noise (item 6) passed over
+    assert table["item"].tolist() == [3]
+    r = table.iloc[0]
+    assert (r["id"], r["path"], r["label"], r["cluster"], r["cluster_label"]) == ("id3", "b/3.jpg", "b", 0, "a")
+    assert r["cluster_label_share"] == pytest.approx(0.75) and r["label_share"] == pytest.approx(0.25)
+    assert r["cluster_size"] == 4
+    assert summary["items"] == 1 and summary["labelled"] == 8 and summary["share"] == pytest.approx(1 / 8)
+    assert summary["clusters_mixed"] == 2 and [m["cluster"] for m in summary["mixed"]] == [1, 2]
+    # excluded items (junk in a curation) are neither issues nor counted
+    table, summary = label_issues(truth, clusters, exclude=[i == 3 for i in range(10)])
+    assert table.empty and summary["labelled"] == 7
+    # the least supported label first: a 1-of-5 label before a 1-of-4 one
+    table, _ = label_issues(list("aaabxxxxy"), [0, 0, 0, 0, 1, 1, 1, 1, 1])
+    assert table["item"].tolist() == [8, 3] and table["id"].tolist() == [8, 3]
+
+
+def test_evaluate_lists_the_items_whose_label_disagrees(run_dir, tmp_path, capsys):
+    """A few labels flipped to another class: evaluate lists them in label_issues.csv beside
+    evaluation.json, with their cluster's label (the true one) and the studio's item number."""
+    items = pd.read_parquet(run_dir / "items.parquet")
+    a = pd.read_parquet(run_dir / "assignments.parquet")
+    lab = items["label"].tolist()
+    classes = sorted(set(lab))
+    cl = a["assigned_cluster"].to_numpy()
+    truth = items["label"].to_numpy()
+    # three items, each of a cluster most of whose items are of its class (70% or more)
+    clean = [i for i in range(len(cl)) if (truth[cl == cl[i]] == truth[i]).mean() >= 0.7]
+    flipped = clean[::len(clean) // 3][:3]
+    assert len(flipped) == 3
+    for i in flipped:
+        lab[i] = classes[(classes.index(lab[i]) + 1) % len(classes)]
+    pd.DataFrame({"path": items["path"], "label": lab}).to_csv(tmp_path / "truth.csv", index=False)
+    out = tmp_path / "ev.json"
+    assert main(["evaluate", str(run_dir), "--labels", str(tmp_path / "truth.csv"), "--out", str(out),
+                 "--no-original"]) == 0
+    printed = capsys.readouterr().out
+    res = _read(out)
+    assert res["label_issues_of"] == "assigned"
+    table = pd.read_csv(tmp_path / "ev.label_issues.csv")
+    assert res["labelings"]["assigned"]["label_issues"]["items"] == len(table)
+    assert "label issues" in printed and "ev.label_issues.csv" in printed
+    # each flipped item is listed, suggesting its true class (its cluster's label)
+    for i in flipped:
+        row = table[table["item"] == i]
+        assert len(row) == 1 and row["cluster_label"].iloc[0] == truth[i] and row["label"].iloc[0] == lab[i]
+        assert row["path"].iloc[0] == items["path"].iloc[i]
+    # the run's own labels, written into the run folder
+    assert main(["evaluate", str(run_dir), "--no-original"]) == 0
+    table = pd.read_csv(run_dir / "label_issues.csv")
+    assert (table["label"] != table["cluster_label"]).all()
+    assert (truth[table["item"]] == table["label"]).all()
+
+
+def test_folder_label_name_makes_train_and_test_one_class(imagenette_dir, tmp_path, capsys):
+    """train/ and test/ holding the same class folders: ``--folder-label name`` labels each file
+    by its own folder (2 classes, not 4), so evaluate scores against the classes and a test
+    item is not a label issue for sitting among train items of its class."""
+    root = tmp_path / "photos"
+    for split, part in (("train", slice(0, 12)), ("test", slice(12, 18))):
+        for cls in ("n01440764", "n03888257"):
+            (root / split / cls).mkdir(parents=True)
+            for f in sorted((imagenette_dir / cls).iterdir())[part]:
+                shutil.copy(f, root / split / cls / f.name)
+    out = tmp_path / "run"
+    assert main(["cluster", str(root), "--out", str(out), "--folder-label", "name", "--quiet",
+                 "--cache-dir", str(tmp_path / "cache"), "--no-names", "--reducer", "pca",
+                 "--reducer-param", "n_components=5", "--clusterer", "kmeans",
+                 "--clusterer-param", "n_clusters=2"]) == 0
+    items = pd.read_parquet(out / "items.parquet")
+    assert sorted(set(items["label"])) == ["n01440764", "n03888257"]
+    assert items["path"].str.startswith("test/").sum() == 12
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--no-original"]) == 0
+    ext = _read(out / "evaluation.json")["labelings"]["fitted"]["external"]
+    assert ext["n_classes"] == 2 and ext["all"]["acc"] > 0.9  # tench against parachutes
+    assert len(pd.read_csv(out / "label_issues.csv")) <= 2
+    with pytest.raises(SystemExit) as e:  # refused by the parser, before any work
+        main(["cluster", str(root), "--out", str(tmp_path / "run2"), "--folder-label", "last"])
+    assert e.value.code == 2 and "--folder-label" in capsys.readouterr().err

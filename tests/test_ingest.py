@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from broken_media import jpeg_bytes, photo
 
-from mediacluster.errors import InputError
+from mediacluster.errors import InputError, ParameterError
 from mediacluster.ingest import collect, find_duplicates
 from mediacluster.ingest.sources import scan_folder
 
@@ -61,6 +61,13 @@ def test_folder_recursive_case_insensitive_hidden_skipped(tree):
     assert coll.has_labels
     # without the flag there are no labels at all
     assert collect(tree, media="image").labels is None
+    # "path" is the flag's own rule; "name" takes each file's own folder name (train/cat and
+    # test/cat are one class), the root's files still without one; anything else is refused
+    assert collect(tree, media="image", labels_from_folders="path").labels == coll.labels
+    assert collect(tree, media="image", labels_from_folders="name").labels == [
+        None, None, None, "cats", "cats", "dogs", "small"]
+    with pytest.raises(ParameterError, match="labels_from_folders"):
+        collect(tree, media="image", labels_from_folders="last")
     # by default (media="auto", as the CLI) the kind most files are, the one clip named as such
     auto = collect(tree)
     assert auto.media == "image" and auto.paths == coll.paths  # the same scan gives the same order

@@ -657,6 +657,45 @@ def test_split_parts_are_not_named_like_other_clusters(base_run, tmp_path):
         st.close()
 
 
+def test_splitting_a_cluster_a_person_named_keeps_their_name_on_its_largest_part(base_run, tmp_path):
+    """Split "my planes": the part that keeps the cluster's id (the largest) keeps the person's
+    name, as the preview shows it, and it stays theirs (sure); the other part is named
+    automatically. A cluster nobody named splits into automatic names as before."""
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(base_run, tmp_path / "run")
+    st = Studio(run, warm=False)
+    try:
+        lab = st.state.labels
+        big, other = (int(c) for c in np.argsort(-np.bincount(lab[lab >= 0]))[:2])
+        auto = [p["name"] for p in st.split_preview(big, k=2)["parts"]]
+        assert st.state.clusters[big].name not in auto or st.state.clusters[big].named_by == "automatic"
+        st.edit("rename", {"cluster": big, "name": "my planes"})
+        pv = st.split_preview(big, k=2)
+        largest = max(pv["parts"], key=lambda p: p["size"])
+        rest = [p for p in pv["parts"] if p is not largest]
+        assert largest["name"] == "my planes" and largest["name_sure"] is True and largest["named_by"] == "person"
+        assert [p["name"] for p in rest] != ["my planes"] and all("named_by" not in p for p in rest)
+        st.edit("split", {"preview": pv["preview"]})
+        kept = st.state.clusters[big]
+        assert kept.name == "my planes" and kept.named_by == "person"
+        new = [c for c in st.state.alive() if c.parent == big]
+        assert len(new) == 1 and new[0].named_by == "automatic" and new[0].name == rest[0]["name"]
+        row = next(c for c in st.clusters()["clusters"] if c["id"] == big)
+        assert row["name_sure"] is True and row["named_by"] == "person"
+        # undo and split with a typed name for the big part: the typed one wins, still the person's
+        st.edit("undo", {"target": None})
+        pv = st.split_preview(big, k=2)
+        names = ["typed" if p["size"] == largest["size"] and p["name"] == "my planes" else None for p in pv["parts"]]
+        st.edit("split", {"preview": pv["preview"], "names": names})
+        assert st.state.clusters[big].name == "typed" and st.state.clusters[big].named_by == "person"
+        # the other cluster, named by nobody: its parts' names are automatic
+        pv = st.split_preview(other, k=2)
+        assert all(p.get("named_by") != "person" for p in pv["parts"])
+    finally:
+        st.close()
+
+
 def test_the_report_says_which_curated_clusters_are_junk(base_run, tmp_path):
     """A cluster marked as junk in the studio carries a "junk" badge on its report card and in the
     map's legend (the report showed it like any other cluster)."""
@@ -875,7 +914,7 @@ def test_edits_of_the_wrong_shape_get_422_naming_the_field(server):
         assert {"400", "403", "404", "409", "413", "422"} <= set(spec["paths"]["/api/edits"]["post"]["responses"])
         assert "image/jpeg" in spec["paths"]["/api/items/{i}/thumb"]["get"]["responses"]["200"]["content"]
         params = {p["name"]: p["schema"] for p in spec["paths"]["/api/clusters/{cid}/items"]["get"]["parameters"]}
-        assert params["order"]["enum"] == ["typical", "borderline", "map", "file"]
+        assert params["order"]["enum"] == ["typical", "borderline", "map", "file", "label"]
         # a 405 names every method of the path: Starlette's named the first route's only
         r = c.request("TRACE", "/api/edits", headers=WRITE)
         assert r.status_code == 405 and r.headers["allow"] == "GET, POST", r.headers
@@ -1273,3 +1312,157 @@ def test_audio_run_shows_spectrograms_and_plays_excerpts(tmp_path):
         assert task["data"]["audio"].endswith(".wav") and task["predictions"][0]["result"][0]["to_name"] == "audio"
     finally:
         st.close()
+
+
+def _dedup_run(emb, out: Path, copies=(5, 120)):
+    """A run as ``cluster --dedup`` writes it over ``emb`` plus the items ``copies`` again (their
+    vectors and files: copies of themselves), PCA + K-means; returns (run path, number of items)."""
+    import dataclasses
+
+    from mediacluster.duplicates import DuplicateFinder
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.workflow import publish_run
+
+    emb = dataclasses.replace(
+        emb, ids=list(emb.ids) + [f"{emb.ids[i]}#copy" for i in copies],
+        vectors=np.concatenate([emb.vectors, emb.vectors[list(copies)]]),
+        paths=list(emb.paths) + [emb.paths[i] for i in copies],
+        labels=list(emb.labels) + [emb.labels[i] for i in copies],
+        extras={k: np.concatenate([v, v[list(copies)]]) for k, v in emb.extras.items()})
+    finder = DuplicateFinder().fit(vectors=emb.vectors, ids=emb.ids)
+    pipe = Pipeline(outliers=None, random_state=0).with_params(
+        {"reducer": "pca", "reducer__n_components": 10, "clusterer": "kmeans", "clusterer__n_clusters": 3})
+    pipe.fit(emb.vectors, duplicates=finder.duplicate_of_)
+    return publish_run(out, emb, pipe, duplicates=finder).path, len(emb.ids)
+
+
+def test_export_of_a_deduplicated_run_says_which_files_are_copies(cifar3_embeddings, tmp_path):
+    """A run clustered with --dedup: the curated CSV / Parquet export keeps duplicate_group and
+    duplicate_of (the representative's id), so the exported table says which files to drop."""
+    from mediacluster.studio.session import Studio
+
+    copies = [5, 120]
+    run, n = _dedup_run(cifar3_embeddings, tmp_path / "run", copies)
+    st = Studio(run)
+    try:
+        res = st.export("csv")
+    finally:
+        st.close()
+    df = pd.read_csv(Path(res["path"]) / "curated_assignments.csv")
+    grouped = df[df["duplicate_group"] >= 0]
+    assert len(grouped) >= 4 and grouped["duplicate_group"].nunique() >= 2
+    for i in copies:
+        a, b = df.iloc[i], df.iloc[n - len(copies) + copies.index(i)]
+        assert a["duplicate_group"] == b["duplicate_group"] >= 0
+        # one of the two is the representative (no duplicate_of), the other names it
+        assert (a["duplicate_of"] == b["id"]) != (b["duplicate_of"] == a["id"])
+        assert isinstance(a["duplicate_of"], str) != isinstance(b["duplicate_of"], str)
+    assert df.loc[df["duplicate_group"] < 0, "duplicate_of"].isna().all()
+
+
+def test_classes_export_is_the_clean_dataset(cifar3_embeddings, tmp_path):
+    """``classes``: one folder per curated name (two clusters named alike share one), junk and
+    duplicate copies left out and listed with why in dropped.csv, the kept files in manifest.csv."""
+    import os
+
+    from mediacluster.studio.session import Studio
+
+    run, n = _dedup_run(cifar3_embeddings, tmp_path / "run")
+    st = Studio(run)
+    try:
+        lab0 = st.state.labels.copy()
+        st.edit("rename", {"cluster": 0, "name": "things/that fly"})  # a separator: made safe
+        st.edit("rename", {"cluster": 1, "name": "things/that fly"})
+        st.edit("move", {"items": [int(np.flatnonzero(lab0 == 2)[0])], "to": "junk"})
+        _, table, _ = st.curated_table()
+        res = st.export("classes")
+    finally:
+        st.close()
+    out = Path(res["path"])
+    drop = pd.read_csv(out / "dropped.csv")
+    man = pd.read_csv(out / "manifest.csv")
+    assert list(drop.columns) == ["id", "path", "curated_cluster", "curated_name", "reason", "kept"]
+    assert (drop["reason"] == "junk").sum() == 1
+    dups = drop[drop["reason"] == "duplicate"]
+    # copies of one file: the representative kept, every other member dropped naming it
+    assert len(dups) == table["duplicate_of"].notna().sum() >= 2
+    assert set(dups["kept"]) <= set(table.loc[table["duplicate_of"].isna(), "id"])
+    assert not set(dups["kept"]) & set(drop["id"])
+    assert len(man) + len(drop) == n
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 2 and "things_that fly" in folders  # clusters 0 and 1 share their name's folder
+    files = [f for d in folders for f in (out / d).iterdir()]
+    assert len(files) == len(man) and all(f.is_symlink() and f.resolve().is_file() for f in files)
+    assert len(list((out / "things_that fly").iterdir())) == (man["label"] == "things/that fly").sum()
+    assert set(man["path"]) == {os.path.realpath(f) for f in files}  # links to the original files
+    assert not set(man["id"]) & set(drop["id"]) and set(man["id"]) | set(drop["id"]) == set(table["id"])
+
+
+def test_order_label_shows_the_items_whose_label_is_not_their_clusters_first(base_run, cifar3_embeddings, tmp_path):
+    """A run with folder labels: a cluster's gallery in order ``label`` starts with the items
+    whose label is rarest in it (evaluate's label issues), and each item brief has its label."""
+    import dataclasses
+
+    from mediacluster.errors import InputError
+    from mediacluster.studio.session import Studio
+
+    st = Studio(base_run)
+    try:
+        truth = st.truth
+        checked = 0
+        for c in st.clusters()["clusters"]:
+            page = st.members(c["id"], limit=1000, order="label")
+            labels = [truth[it["i"]] for it in page["items"]]
+            assert [it["label"] for it in page["items"]] == labels
+            counts = pd.Series(labels).value_counts()
+            shares = [counts[v] for v in labels]
+            assert shares == sorted(shares)  # rarest label first, the cluster's main label last
+            main = counts.index[0]
+            n_other = sum(v != main for v in labels)
+            assert set(labels[n_other:]) == {main}
+            checked += n_other > 0
+            rest = [it["p"] for it in page["items"][n_other:]]
+            assert rest == sorted(rest, reverse=True)  # then the most typical first
+        assert checked >= 1  # K-means on three CIFAR classes mixes some
+    finally:
+        st.close()
+    emb = dataclasses.replace(cifar3_embeddings, labels=None)
+    from studio_helpers import make_run
+
+    st = Studio(make_run(emb, tmp_path / "nolabels"))
+    try:
+        assert "label" not in st.members(0, limit=5)["items"][0]
+        with pytest.raises(InputError, match="order 'label' needs true labels"):
+            st.members(0, order="label")
+    finally:
+        st.close()
+
+
+def test_a_clean_dataset_keeps_the_largest_copy_of_a_group(tmp_path):
+    """Of a duplicate group the largest file is kept (the original of a resized or re-compressed
+    copy), of files as large the representative; junk is dropped as junk, and a copy of a junk
+    item is kept in its place."""
+    from mediacluster.studio.exports import dropped
+
+    sizes = [100, 300, 200, 50, 50, 80, 90]
+    paths = []
+    for k, n in enumerate(sizes):
+        (tmp_path / f"{k}.jpg").write_bytes(b"x" * n)
+        paths.append(str(tmp_path / f"{k}.jpg"))
+    table = pd.DataFrame({
+        "id": [f"id{k}" for k in range(7)],
+        "curated_cluster": [0, 0, 1, 1, 1, 2, 0],
+        "duplicate_group": [0, 0, 0, 1, 1, 2, 2],
+        "duplicate_of": [None, "id0", "id0", None, "id3", None, "id5"],
+    })
+    clusters = [{"id": 0}, {"id": 1}, {"id": 2, "junk": True}]
+    why, kept = dropped(table, clusters, paths)
+    # group 0: id1 is the largest (300 bytes), kept over its representative id0
+    assert why[:3] == ["duplicate", None, "duplicate"] and kept[:3] == ["id1", None, "id1"]
+    # group 1: as large as each other: the representative id3 kept
+    assert why[3:5] == [None, "duplicate"] and kept[4] == "id3"
+    # group 2: id5 is junk, so its copy id6 stays
+    assert why[5:] == ["junk", None] and kept[5:] == [None, None]
+    # without the files' sizes: the representative
+    why, kept = dropped(table, clusters)
+    assert kept[:3] == [None, "id0", "id0"]

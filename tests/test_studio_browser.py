@@ -111,6 +111,17 @@ def test_the_whole_loop_in_chromium(base_run, tmp_path):
             open_cluster(drv, big)
             wait(lambda: len(drv.find_elements("css selector", "#grid .tile")) == min(60, int((lab == big).sum())),
                  what="the gallery")
+            # the run has folder labels: the items whose label is not the cluster's first, first;
+            # each order drawn anew (the view's head too: its old input marked) before going on
+            for order in ("label", "typical"):
+                js(drv, "document.getElementById('cluster-name').mcOld = 1")
+                Select(drv.find_element("id", "order")).select_by_value(order)
+                want = [it["i"] for it in api.get(f"/api/clusters/{big}/items?order={order}&limit=60").json()["items"]]
+                wait(lambda want=want: not js(drv, "return document.getElementById('cluster-name').mcOld") and
+                     [int(t.get_attribute("data-i")) for t in drv.find_elements("css selector", "#grid .tile")] == want,
+                     what=f"the gallery in {order} order")
+                if order == "label":
+                    assert " \u00b7 label " in js(drv, "return document.querySelector('#grid .tile').title")
             name = drv.find_element("id", "cluster-name")
             name.clear()
             name.send_keys("renamed in chromium" + Keys.ENTER)

@@ -5,7 +5,9 @@ the labellings, true labels) from a run folder (through its ``RunDir``) or a mod
 ``evaluate(src)`` computes, for each labelling (``fitted``: as found, -1 noise / -2 outliers
 kept; ``assigned``: after noise assignment), internal scores in the original and the reduced
 space (``metrics.internal_scores``), external scores against true labels when there are any
-(``metrics.external_scores``), and coverage.
+(``metrics.external_scores``), and coverage. With true labels it also finds the items whose label
+disagrees with the clustering (``label_issues``: an item whose label is not the label most of
+its cluster's items have), the question a curator asks of a labelled-by-folder collection.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def load_source(path: Path) -> dict:
             src["assigned"] = a["assigned_cluster"].to_numpy(np.int64)
         if "curated_cluster" in a.columns:
             src["curated"] = a["curated_cluster"].to_numpy(np.int64)
+            if "curated_status" in a.columns:  # junk says nothing about a label: no issues there
+                src["curated_junk"] = (a["curated_status"] == "junk").to_numpy()
         if pipe is not None:
             if len(pipe.labels_) == len(src["ids"]) and np.array_equal(np.asarray(pipe.labels_), src["fitted"]):
                 src["Z"] = np.asarray(pipe.embedding_)
@@ -136,10 +140,83 @@ def read_labels(path: Path, ids, paths, n: int, root: str | None = None) -> tupl
 
 
 # --------------------------------------------------------------------------------------------
+# label issues: items whose label disagrees with their cluster
+# --------------------------------------------------------------------------------------------
+ISSUE_COLUMNS = ["item", "id", "path", "label", "cluster", "cluster_label", "cluster_label_share",
+                 "label_share", "cluster_size"]
+
+
+def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None, max_mixed: int = 20):
+    """Items whose label is not the label of most of their cluster, and the clusters without one.
+
+    ``truth``: a label per item (None / NaN: unlabelled, passed over); ``clusters``: cluster per
+    item (-1 noise and -2 outliers, and items where ``exclude`` is true, are passed over). A
+    cluster's label is the label more than half of its labelled items have; every other item
+    of that cluster is an issue, its cluster's label the suggested one. A cluster where no label
+    has more than half is *mixed*: the clustering, not an item's label, is in question there,
+    so its items are not listed (the summary lists the cluster with its largest labels).
+
+    Returns ``(table, summary)``: a DataFrame with :data:`ISSUE_COLUMNS` (``item`` the row, the
+    item number the studio's API takes; ``path`` relative to ``root`` where it lies under it;
+    ``cluster_label_share`` the share of the cluster holding the suggested label,
+    ``label_share`` the share holding the item's own label), the least supported labels first;
+    and ``{items, labelled, share, clusters_mixed, mixed}``.
+    """
+    import pandas as pd
+
+    from .locations import Root
+
+    lab = np.asarray(clusters, np.int64)
+    n = len(lab)
+    if len(truth) != n:
+        raise InputError(f"{len(truth)} labels for {n} items")
+    known = np.array([t is not None and not (isinstance(t, float) and np.isnan(t)) for t in truth], bool)
+    use = known & (lab >= 0)
+    if exclude is not None:
+        use &= ~np.asarray(exclude, bool)
+    rows = np.flatnonzero(use)
+    df = pd.DataFrame({"item": rows, "label": [truth[i] for i in rows], "cluster": lab[rows]})
+    counts = df.groupby(["cluster", "label"]).size().rename("count").reset_index()
+    sizes = df.groupby("cluster").size().rename("cluster_size")
+    counts = counts.merge(sizes.reset_index(), on="cluster")
+    counts["share"] = counts["count"] / counts["cluster_size"]
+    top = counts.sort_values(["cluster", "count", "label"], ascending=[True, False, True],
+                             key=lambda c: c.astype(str) if c.name == "label" else c).groupby("cluster").head(1)
+    top = top.set_index("cluster")
+    has_major = top["share"] > 0.5
+    mixed = []
+    for c in top.index[~has_major.to_numpy()]:
+        parts = counts[counts["cluster"] == c].nlargest(3, "count")
+        mixed.append({"cluster": int(c), "size": int(sizes[c]),
+                      "labels": [{"label": r.label, "share": round(float(r.share), 3)} for r in parts.itertuples()]})
+    major = top.loc[has_major, ["label", "share"]].rename(
+        columns={"label": "cluster_label", "share": "cluster_label_share"}).reset_index()
+    df = df.merge(major, on="cluster", how="inner")
+    df = df[df["label"] != df["cluster_label"]]
+    df = df.merge(counts[["cluster", "label", "share", "cluster_size"]].rename(columns={"share": "label_share"}),
+                  on=["cluster", "label"], how="left")
+    df = df.sort_values(["label_share", "cluster_label_share", "item"], ascending=[True, False, True])
+    loc = Root(path=root, recorded=root)
+    df["id"] = [ids[i] if ids is not None else int(i) for i in df["item"]]
+    df["path"] = loc.store_all([paths[i] for i in df["item"]]) if paths is not None else None
+    table = df[ISSUE_COLUMNS].reset_index(drop=True)
+    summary = {"items": int(len(table)), "labelled": int(len(rows)),
+               "share": float(len(table) / len(rows)) if len(rows) else 0.0,
+               "clusters_mixed": len(mixed), "mixed": mixed[:max_mixed],
+               "rule": "an item whose label is not the label more than half of its cluster's labelled items "
+                       "have; clusters where no label has more than half are listed as mixed"}
+    return table, summary
+
+
+# --------------------------------------------------------------------------------------------
 # scoring
 # --------------------------------------------------------------------------------------------
 def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeling="both",
-             original=True, labels_file=None) -> dict:
+             original=True, labels_file=None, tables: dict | None = None) -> dict:
+    """Score each labelling of ``src`` (:func:`load_source`). With true labels each labelling
+    also gets ``label_issues`` (:func:`label_issues`' summary); given a dict ``tables``, the
+    issues table of the last labelling scored (curated, else assigned, else fitted) is put there
+    as ``tables["label_issues"]`` and its labelling in ``res["label_issues_of"]``."""
     res = {"source": src["path"], "kind": src["kind"], "n_items": int(len(src["fitted"])),
            "seed": seed, "sample_size": sample_size, "dbcv_sample_size": dbcv_sample_size,
            "noise_policy": {"internal": M.NOISE_POLICY_INTERNAL, "external": M.NOISE_POLICY_EXTERNAL},
@@ -167,6 +244,12 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
             entry["internal"]["reduced"] = M.internal_scores(src["Z"], lab, space="reduced", **kw)
         if has_truth:
             entry["external"] = M.external_scores(truth, lab)
+            table, entry["label_issues"] = label_issues(
+                truth, lab, src.get("ids"), src.get("paths"), src.get("root"),
+                exclude=src.get("curated_junk") if name == "curated" else None)
+            if tables is not None:
+                tables["label_issues"] = table
+                res["label_issues_of"] = name
         res["labelings"][name] = entry
     res["seconds"] = round(time.perf_counter() - t0, 2)
     res["versions"] = versions()

@@ -121,6 +121,7 @@ EDITS = "edits.sqlite"
 CURATED = "curated.json"
 CARRY = "carry.json"  # what carrying a previous run's curation did (studio.carry)
 EVALUATION = "evaluation.json"  # `mediacluster evaluate`: scores of the run
+LABEL_ISSUES = "label_issues.csv"  # `mediacluster evaluate` with labels: items whose label disagrees with their cluster
 EXPORTS = "exports"
 EXTRA_PREFIX = "extra_"
 SHARD_PATTERN = "shard-{:09d}.parquet"  # inside .DIR.work/<job>/
@@ -447,6 +448,13 @@ class _Files:
         published run: inside ``run.writing(...)``."""
         p = self.file(EVALUATION)
         write_json(p, scores)
+        return p
+
+    def write_label_issues(self, table) -> Path:
+        """Write the items whose label disagrees with their cluster (``label_issues.csv``,
+        atomically; ``evaluation.label_issues``); the path written. Inside ``run.writing(...)``."""
+        p = self.file(LABEL_ISSUES)
+        write_table(p, table)
         return p
 
     def write_hierarchy(self, arrays: dict[str, np.ndarray]) -> None:

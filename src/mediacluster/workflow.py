@@ -355,7 +355,7 @@ def cluster_folder(
     encoder: str | None = None,
     pipeline: Pipeline | None = None,
     seed: int = 0,
-    labels_from_folders: bool = False,
+    labels_from_folders: bool | str = False,
     media: str = "auto",
     cache_dir: str | Path | None = None,
     batch_size: int = 16,

@@ -69,6 +69,22 @@ def add_collection_root(p, reads: str) -> None:
                         f"project folder with the photos and the run was moved whole); {reads}")
 
 
+def add_folder_labels(p, what: str) -> None:
+    """``--labels-from-folders`` and ``--folder-label``, on the commands that read folder labels."""
+    p.add_argument("--labels-from-folders", action="store_true", help=what)
+    p.add_argument("--folder-label", choices=("path", "name"), default=None,
+                   help="which folder is the label (implies --labels-from-folders): path (default), the "
+                        "folder path under INPUT ('train/cat'), or name, the file's own folder name ('cat'), "
+                        "for train/ and test/ folders holding the same classes")
+
+
+def folder_labels(args) -> bool | str:
+    """What ``collect(labels_from_folders=)`` takes from ``--labels-from-folders`` / ``--folder-label``."""
+    if args.folder_label is not None:
+        return args.folder_label
+    return bool(args.labels_from_folders)
+
+
 def add_retry_bad(p) -> None:
     """``--retry-bad``, on every command that decodes files through the embedding cache."""
     p.add_argument("--retry-bad", action="store_true",

@@ -12,7 +12,7 @@ from ..duplicates.collection import audio_rule
 from ..naming.support import MOSTLY_UNSURE_NOTE
 from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
-from . import SUMMARIES, add_retry_bad, printable
+from . import SUMMARIES, add_folder_labels, add_retry_bad, folder_labels, printable
 from .report import add_report_argument, check_report_arguments, report_after
 
 
@@ -31,8 +31,7 @@ def add_parser(sub):
                    help="which files to cluster: auto (default) takes the majority kind of a mixed "
                         "folder and lists the other kind as skipped; one run embeds one kind")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (the run is reproducible from it)")
-    p.add_argument("--labels-from-folders", action="store_true",
-                   help="take ground-truth labels from sub-folder names (evaluation only, never fitting)")
+    add_folder_labels(p, "take ground-truth labels from sub-folder names (evaluation only, never fitting)")
     add_retry_bad(p)
     p.add_argument("--cache-dir", default=None,
                    help="embedding cache folder (default: the user cache, $MEDIACLUSTER_CACHE or "
@@ -194,7 +193,7 @@ def run(args) -> int:
         before = check_previous(args.carry_from)
     res = cluster_folder(
         args.input, args.out, encoder=args.encoder, seed=args.seed, pipeline=pipe, media=args.media,
-        labels_from_folders=args.labels_from_folders, cache_dir=args.cache_dir,
+        labels_from_folders=folder_labels(args), cache_dir=args.cache_dir,
         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
         params={k: v for k, v in vars(args).items() if not k.startswith("_")},
         save_model=args.save_model, name=args.names, fit_sample=args.fit_sample,

@@ -42,6 +42,10 @@ def run(args) -> int:
     print(f"mediacluster dups: {res['items']} items -> {res['groups']} duplicate groups holding "
           f"{res['items_in_groups']} items (largest {res['largest']}); links "
           + ", ".join(f"{k} {v}" for k, v in res["links"].items()))
+    across = res.get("groups_across_folders")
+    if across:
+        print("groups with copies in more than one top-level folder (across splits such as train/ and test/?): "
+              + ", ".join(f"{printable(k)} {v}" for k, v in across.items()))
     if res.get("note"):
         print(res["note"])
     skipped = res["skipped_files"]

@@ -10,7 +10,13 @@ after noise assignment, when the run has one; ``curated``: after a person's edit
   its reduced coordinates is available), see :func:`mediacluster.metrics.internal_scores`;
 * external scores against true labels when there are any (``items.parquet`` ``label`` column or
   ``--labels FILE``), see :func:`mediacluster.metrics.external_scores`;
-* coverage, always.
+* coverage, always;
+* with true labels, the items whose label disagrees with their cluster (an item whose label is
+  not the label of most of its cluster's items), counted per labelling and listed, for the last
+  labelling scored (curated, else assigned, else fitted), in ``label_issues.csv`` beside
+  evaluation.json (``--out FILE``: ``FILE``'s name with ``.label_issues.csv``), most doubtful
+  first, with the suggested label and the item number the studio's API takes; see
+  :func:`mediacluster.evaluation.label_issues`.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from pathlib import Path
 
 from ..errors import ParameterError
 from ..evaluation import evaluate, load_source
-from ..fileio import write_json
+from ..fileio import write_json, write_table
 from ..persist import version_store
-from ..rundir import EVALUATION, RunDir, find_run
+from ..rundir import EVALUATION, LABEL_ISSUES, RunDir, find_run
 from . import SUMMARIES, printable
 
 
@@ -84,8 +90,30 @@ def print_report(res: dict, out=None) -> None:
                 p = x[part]
                 w(f"    {label:<31} NMI {_f(p['nmi'])}  AMI {_f(p['ami'])}  ARI {_f(p['ari'])}  "
                   f"ACC {_f(p['acc'])}  (n={p['n']})\n")
+        li = e.get("label_issues")
+        if li is not None:
+            mixed = li["clusters_mixed"]
+            w(f"  label issues: {li['items']} of {li['labelled']} labelled items do not have the label of "
+              f"most of their cluster" + (f"; {mixed} cluster(s) with no label held by more than half: "
+                                          + ", ".join(str(m["cluster"]) for m in li["mixed"])
+                                          + (" ..." if mixed > len(li["mixed"]) else "") if mixed else "")
+              + "\n")
     for note in res["notes"]:
         w(f"note: {printable(note)}\n")
+
+
+def print_issues(table, labeling: str, out=None, show: int = 10) -> None:
+    """The first ``show`` items of the label-issues table, one line each."""
+    w = (out or sys.stdout).write
+    if not len(table):
+        return
+    w(f"\nlabel issues [{labeling}], most doubtful first (item: path: label -> its cluster's label):\n")
+    for r in table.head(show).itertuples():
+        w(f"  {r.item}: {printable(r.path if r.path is not None else r.id)}: {printable(r.label)} -> "
+          f"{printable(r.cluster_label)} (cluster {r.cluster}: {100 * r.cluster_label_share:.0f}% "
+          f"{printable(r.cluster_label)}, {100 * r.label_share:.0f}% {printable(r.label)})\n")
+    if len(table) > show:
+        w(f"  ... {len(table) - show} more\n")
 
 
 def run(args) -> int:
@@ -97,19 +125,32 @@ def run(args) -> int:
                              + (f", or evaluate the run folder {run_dir.path}" if run_dir is not None else ""),
                              "--out")
     src = load_source(Path(args.source))
+    tables: dict = {}
     res = evaluate(src, sample_size=args.sample_size, dbcv_sample_size=args.dbcv_sample_size,
                    seed=args.seed, labeling=args.labeling, original=not args.no_original,
-                   labels_file=args.labels)
+                   labels_file=args.labels, tables=tables)
     print_report(res)
+    issues = tables.get("label_issues")
+    if issues is not None:
+        print_issues(issues, res["label_issues_of"])
+    written = []
     if args.out:
         out = Path(args.out)
         write_json(out, res)
+        if issues is not None:
+            written.append(out.with_name(out.stem + "." + LABEL_ISSUES))
+            write_table(written[-1], issues)
     elif src["kind"] == "run":
         run_dir = RunDir.open(args.source)
         with run_dir.writing("evaluate"):
             out = run_dir.write_evaluation(res)
+            if issues is not None:
+                written.append(run_dir.write_label_issues(issues))
     else:  # a model folder saved on its own (not a published version: refused above)
         out = Path(args.source) / EVALUATION
         write_json(out, res)
-    print(f"written: {printable(out)}")
+        if issues is not None:
+            written.append(out.with_name(LABEL_ISSUES))
+            write_table(written[-1], issues)
+    print(f"written: {printable(out)}" + "".join(f", {printable(p)}" for p in written))
     return 0

@@ -36,10 +36,13 @@ def add_parser(sub):
                    help="2-D map: the run's cached one (auto), else a UMAP computed once and cached")
     p.add_argument("--publish", action="store_true",
                    help="publish the curated clusters as a new model version and exit (no server)")
-    p.add_argument("--export", choices=["folders", "csv", "parquet", "labelstudio"], default=None,
-                   help="write an export of the curated clusters into RUN_DIR/exports and exit")
+    p.add_argument("--export", choices=["folders", "classes", "csv", "parquet", "labelstudio"], default=None,
+                   help="write an export of the curated clusters into RUN_DIR/exports and exit: folders (one per "
+                        "cluster), classes (the clean dataset: one folder per name, junk, unclustered items and "
+                        "duplicate copies left out and listed with why in dropped.csv), csv / parquet (the curated "
+                        "assignments), labelstudio")
     p.add_argument("--export-mode", choices=["symlink", "copy"], default="symlink",
-                   help="folders export: symbolic links (default) or copies")
+                   help="folders and classes exports: symbolic links (default) or copies")
     p.add_argument("--carry-from", default=None, metavar="OLD_RUN",
                    help="first carry what a person did on a previous run of (part of) the same "
                         "collection to this run's matching clusters (see `cluster --carry-from`); "

@@ -22,7 +22,7 @@ from ..tune import tune
 from ..tune.study import LEADER_MARGIN, PROMOTE_FULL, UMAP_INITS
 from ..tune.workspace import KNN_METHODS
 from ..workflow import model_metadata, resolve_encoder
-from . import SUMMARIES, add_retry_bad, printable
+from . import SUMMARIES, add_folder_labels, add_retry_bad, folder_labels, printable
 from .cluster import non_negative_float, positive_int
 from .report import add_report_argument, check_report_arguments, report_after_tune
 
@@ -62,8 +62,7 @@ def add_parser(sub):
                         "kept 1.9 cores busy; which trial runs where then depends on timing, so the "
                         "study is no longer exactly reproducible from --seed)")
     p.add_argument("--grid-points", type=int, default=5, help="points per range for --sampler grid")
-    p.add_argument("--labels-from-folders", action="store_true",
-                   help="record NMI against folder labels per trial (evaluation only)")
+    add_folder_labels(p, "record NMI against folder labels per trial (evaluation only)")
     p.add_argument("--encoder", default=None,
                    help="encoder when INPUT is media (default: efficientnet-lite0 for images, mfcc for audio)")
     p.add_argument("--media", choices=("auto", "image", "audio"), default="auto",
@@ -94,7 +93,7 @@ def add_parser(sub):
     return p
 
 
-def load_input(src: str, encoder: str | None, cache_dir, labels_from_folders: bool, progress: bool,
+def load_input(src: str, encoder: str | None, cache_dir, labels_from_folders: bool | str, progress: bool,
                media: str = "auto"):
     """Embeddings of INPUT: a run folder's (no re-embedding), or embedded through the cache."""
     if RunDir.is_run(src):
@@ -111,7 +110,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder")
-    emb = load_input(args.input, args.encoder, args.cache_dir, args.labels_from_folders,
+    emb = load_input(args.input, args.encoder, args.cache_dir, folder_labels(args),
                      not args.quiet, media=getattr(args, "media", "auto"))
     fidelity = parse_fidelity(args.fidelity)
     try:

@@ -34,7 +34,7 @@ import numpy as np
 from ..data import Skipped
 from ..embed.store import STALE_IDLE_DAYS  # the store's rule for every stale kind (re-exported)
 from ..errors import InputError, ParameterError
-from ..fileio import text_series
+from ..fileio import path_to_text, text_series
 from .finder import DuplicateFinder
 from .fingerprint import AudioCheck
 from .grouping import KINDS
@@ -170,6 +170,28 @@ def summary(finder: DuplicateFinder) -> dict:
             "largest": int(sizes.max()) if len(sizes) else 0,
             "links": dict(zip(names, map(int, kinds))),
             "skipped": len(finder.skipped_)}
+
+
+def across_folders(groups, paths) -> dict[str, int]:
+    """How many duplicate groups have members in more than one top-level folder of the
+    collection, by those folders (``{"test + train": 8}``): copies across splits such as
+    ``train/`` and ``test/``, the leak a curator looks for first. ``paths`` as stored (relative
+    to the collection root; a file directly in the root, or outside it, counts as the folder
+    ``.``); {} without paths."""
+    if paths is None or all(p is None for p in paths):
+        return {}
+    tops: dict[int, set] = {}
+    for g, p in zip(np.asarray(groups).tolist(), paths):
+        if g >= 0:
+            rel = str(p) if p is not None else ""
+            part = rel.split("/", 1)[0] if "/" in rel and not os.path.isabs(rel) else "."
+            tops.setdefault(g, set()).add(part)
+    out: dict[str, int] = {}
+    for t in tops.values():
+        if len(t) > 1:
+            key = " + ".join(path_to_text(x) for x in sorted(t))  # JSON keys: valid UTF-8
+            out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # -- the ``dups`` job ---------------------------------------------------------------------------
@@ -316,7 +338,9 @@ def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_
     # be read at all (not in the table), then those read but not decoded (exact copies only)
     listed = list(skipped) + ([Skipped(str(paths[i]), f"{why} (checked for exact copies only)")
                                for i, why in sorted(finder.skipped_.items())] if paths is not None else [])
-    res = {**summary(finder), "unreadable": len(skipped), "seconds": round(time.perf_counter() - t0, 2),
+    res = {**summary(finder), "unreadable": len(skipped),
+           "groups_across_folders": across_folders(df["duplicate_group"].to_numpy(), df["path"].tolist()),
+           "seconds": round(time.perf_counter() - t0, 2),
            "table": str(out / TABLE), "csv": str(out / TABLE_CSV), "skipped_files": listed,
            **({"note": note} if note else {}), **(extra or {})}
     where = loc.record(out)

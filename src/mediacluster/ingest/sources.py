@@ -16,15 +16,18 @@ from any working folder.
   and unreadable folders are listed as skipped with a reason. Order: sorted names, depth first, so
   the same folder always gives the same order. Image files over the loader's byte cap
   (``images.MAX_FILE_BYTES``) are skipped here already, from ``stat``, so nothing reads them. With ``labels_from_folders`` an item's label is
-  its folder relative to the root (``"cat"``, or ``"animals/cat"`` when nested); files directly
-  in the root get no label. Labels are for evaluation only, never for fitting.
+  its folder relative to the root (``"cat"``, or ``"animals/cat"`` when nested); with
+  ``labels_from_folders="name"`` the file's own folder name (``"cat"`` for ``train/cat/x.jpg``
+  and ``test/cat/y.jpg`` alike: splits that hold the same classes); files directly in the root
+  get no label. Labels are for evaluation only, never for fitting.
 * **a manifest**, CSV/TSV or Parquet, with a ``path`` column and optional ``label`` and ``id``
   columns (header names are matched case-insensitively). Relative paths are resolved against
   the manifest's folder. Rows whose file does not exist are skipped with the reason
   ``"file not found"``, empty paths with ``"empty path in manifest"``, and a path listed again
   (without distinct ids) with ``"duplicate of manifest line N"`` (``row N`` for Parquet);
   non-regular and over-cap files as for folders. Explicit ids must be unique.
-  ``labels_from_folders`` takes each file's parent folder name as its label.
+  ``labels_from_folders`` (``True``, ``"path"`` or ``"name"``) takes each file's parent folder
+  name as its label.
 * **precomputed embeddings**, so the rest of the pipeline runs on vectors made elsewhere:
   ``.npy`` (one 2-D numeric array, ids are row numbers), ``.npz`` (an array named ``vectors`` /
   ``embeddings`` / ... or the only array, optional ``ids`` and ``labels``), or a Parquet/CSV
@@ -87,10 +90,13 @@ _ID_COLUMNS = ("id", "ids", "path", "name", "key", "filename", "file")
 _TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
+FOLDER_LABELS = ("path", "name")  # labels_from_folders: the folder path under the root, or its own name
+
+
 def collect(
     source: str | os.PathLike,
     media: str = "auto",
-    labels_from_folders: bool = False,
+    labels_from_folders: bool | str = False,
 ) -> Collection:
     """Find the items of ``source``: a folder, a manifest, an embeddings file or one media file.
 
@@ -99,7 +105,12 @@ def collect(
     folder holding both, files of the other kind are listed as skipped with the reason and the
     ``--media`` switch that clusters them (one run embeds one media kind: images and sounds have
     no shared embedding space). ``"image"`` / ``"audio"`` read only that kind.
+
+    ``labels_from_folders``: ``False`` (no labels), ``True`` or ``"path"`` (a file's folder
+    path under the root: ``"train/cat"``), ``"name"`` (its own folder's name: ``"cat"``).
     """
+    if not isinstance(labels_from_folders, bool) and labels_from_folders not in FOLDER_LABELS:
+        raise ParameterError(f"labels_from_folders must be True, False, 'path' or 'name', not {labels_from_folders!r}")
     if media == "auto" and Path(source).suffix.lower() not in _TABLE_SUFFIXES:
         media, counts = detect_media(source)
         if media == "vector":  # precomputed embeddings: the media kind plays no part
@@ -229,7 +240,7 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folders: bool = False) -> Collection:
+def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folders: bool | str = False) -> Collection:
     """Recursively list the media files under ``root`` (see the module doc for the rules)."""
     root = Path(os.path.abspath(root))  # absolute: later stages may run from another folder
     exts = MEDIA_EXTENSIONS[media]
@@ -245,6 +256,7 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
     stack: list[tuple[str, str | None]] = [(str(root), None)]
     while stack:
         folder, rel = stack.pop()
+        name_of_folder = None if rel is None else rel.rsplit("/", 1)[-1]
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -292,7 +304,7 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
                 skipped.append(Skipped(entry.path, reason))
                 continue
             paths.append(entry.path)
-            labels.append(rel)
+            labels.append(rel if rel is None or labels_from_folders != "name" else name_of_folder)
         stack.extend(reversed(subdirs))  # pop in sorted order
     return Collection(
         ids=list(paths),
@@ -377,7 +389,7 @@ def _str_or_none(x) -> str | None:
 
 
 def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
-                  labels_from_folders: bool = False) -> Collection:
+                  labels_from_folders: bool | str = False) -> Collection:
     """A CSV/Parquet manifest with a ``path`` column (see the module doc)."""
     p = Path(p)
     df = _read_table(p) if df is None else df

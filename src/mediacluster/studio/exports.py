@@ -7,7 +7,17 @@ time, never over an earlier export):
   system: no separators, control characters or leading dots), holding a symbolic link to (or a
   copy of) each member's file; unassigned items go to ``unassigned``, junk clusters keep their
   name and get a ``junk`` prefix.
-* ``csv`` / ``parquet``: the curated assignments (one row per item).
+* ``classes``: the clean, corrected dataset as a class tree (torchvision's ``ImageFolder``,
+  FiftyOne's ``ImageClassificationDirectoryTree``): one sub-folder per curated *name* (clusters
+  that share a name share it), holding a link to (or copy of) each kept file; left out, and
+  listed with why in ``dropped.csv`` (``id``, ``path``, ``curated_cluster``, ``curated_name``,
+  ``reason``: junk / unassigned / outlier / duplicate, ``kept``: the copy kept in a duplicate's
+  place): junk, items in no cluster, and with ``--dedup`` all but one member of each duplicate
+  group (the largest file: see :func:`dropped`);
+  ``manifest.csv`` (``id``, ``path``: the original file, ``label``) lists the kept files as a manifest
+  ``cluster``, ``evaluate --labels`` and ``tags train`` read.
+* ``csv`` / ``parquet``: the curated assignments (one row per item; a run clustered with
+  ``--dedup`` keeps ``duplicate_group`` and ``duplicate_of``).
 * ``labelstudio``: ``tasks.json`` in Label Studio's import format with each item's curated
   cluster as a pre-annotation (a ``choices`` prediction), ``label_config.xml`` (an image, or
   for an audio run an audio, classification config listing the clusters) and ``README.txt`` saying how to serve the
@@ -27,10 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..fileio import atomic_path, write_json, write_table, write_text
+from ..fileio import atomic_path, path_from_text, write_json, write_table, write_text
 from ..rundir import path_to_text, texts
 
-KINDS = ("folders", "csv", "parquet", "labelstudio")
+KINDS = ("folders", "classes", "csv", "parquet", "labelstudio")
 
 
 def safe_name(text: str, limit: int = 80) -> str:
@@ -43,8 +53,10 @@ def safe_name(text: str, limit: int = 80) -> str:
 
 
 def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, probability,
-                  item_tags: dict[int, list[str]], truth=None):
-    """The curated assignments as a DataFrame (file names escaped like the run's tables)."""
+                  item_tags: dict[int, list[str]], truth=None, duplicates=None):
+    """The curated assignments as a DataFrame (file names escaped like the run's tables).
+    ``duplicates``: a run's ``(duplicate_group, duplicate_of)`` (``--dedup``), kept as those
+    columns, so the export says which files are copies of which (the representative's id)."""
     import json
 
     import pandas as pd
@@ -64,6 +76,12 @@ def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, pr
     })
     if truth is not None:
         df["label"] = [None if v is None else str(v) for v in truth]
+    if duplicates is not None:
+        group, of = duplicates
+        df["duplicate_group"] = np.asarray(group, dtype=np.int64)
+        of_t, e3 = texts(of if of is not None else [None] * n)
+        df["duplicate_of"] = of_t
+        e2 = np.logical_or(e2, e3)
     esc = np.logical_or(e1, e2)
     if esc.any():
         df["escaped"] = esc
@@ -89,6 +107,8 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
         out.mkdir(parents=True)
         if kind == "folders":
             files = _folders(out, paths, table, clusters, mode)
+        elif kind == "classes":
+            files = _classes(out, paths, table, clusters, mode)
         elif kind in ("csv", "parquet"):
             p = out / f"curated_assignments.{kind}"
             write_table(p, table)
@@ -132,6 +152,82 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[s
         else:
             shutil.copy2(src, dst)
     return made
+
+
+def _size(p) -> int:
+    try:
+        return os.stat(p).st_size if p else -1
+    except OSError:
+        return -1
+
+
+def dropped(table, clusters: list[dict], paths=None) -> tuple[list, list]:
+    """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
+    id of the copy kept in its place: ``junk`` (a junk cluster), ``unassigned`` / ``outlier`` (in
+    no cluster), ``duplicate`` (with ``--dedup``: of a duplicate group's members not dropped
+    otherwise, one is kept: the largest file (``paths``' sizes: the original of a resized,
+    re-compressed or cropped copy), of files as large the group's representative, then the
+    first; the others are dropped)."""
+    junk = {int(c["id"]) for c in clusters if c.get("junk")}
+    cur = table["curated_cluster"].to_numpy()
+    why: list = [("junk" if int(c) in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None)
+                 for c in cur]
+    kept: list = [None] * len(why)
+    if "duplicate_group" in table.columns:
+        groups: dict[int, list[int]] = {}
+        for i, g in enumerate(table["duplicate_group"].tolist()):
+            if g >= 0 and why[i] is None:
+                groups.setdefault(int(g), []).append(i)
+        rep = table["duplicate_of"].isna().to_numpy() if "duplicate_of" in table.columns else np.zeros(len(why), bool)
+        ids = table["id"].tolist()
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            keep = max(members, key=lambda i: (_size(paths[i]) if paths is not None else -1, bool(rep[i]), -i))
+            for i in members:
+                if i != keep:
+                    why[i], kept[i] = "duplicate", ids[keep]
+    return why, kept
+
+
+def _classes(out: Path, paths, table, clusters: list[dict], mode: str) -> list[str]:
+    import pandas as pd
+
+    why, kept = dropped(table, clusters, paths)
+    used: dict[str, set[str]] = {}
+    kept_row, kept_path, kept_label = [], [], []
+    for i, (p, name) in enumerate(zip(paths, table["curated_name"])):
+        if not p or why[i] is not None:
+            continue
+        label = str(name) if name is not None else f"cluster {int(table['curated_cluster'].iloc[i])}"
+        folder = safe_name(label)
+        d = out / folder
+        if folder not in used:
+            d.mkdir()
+            used[folder] = set()
+        base = os.path.basename(p) or f"item-{i}"
+        fname = base if base not in used[folder] else f"{i}-{base}"
+        used[folder].add(fname)
+        src = os.path.abspath(p)
+        if mode == "symlink":
+            os.symlink(src, d / fname)
+        else:
+            shutil.copy2(src, d / fname)
+        kept_row.append(i)
+        kept_path.append(src)  # the file's own name: write_table escapes it where it must
+        kept_label.append(label)
+    gone = np.array([w is not None for w in why], bool)
+    cols = ["id", "path", "curated_cluster", "curated_name"] + (["escaped"] if "escaped" in table.columns else [])
+    drop = table.loc[gone, cols].copy()  # text cells as the curated table holds them (escaped form)
+    drop.insert(4, "reason", [w for w in why if w is not None])
+    drop.insert(5, "kept", [k for k, w in zip(kept, why) if w is not None])
+    write_table(out / "dropped.csv", drop)
+    ids = table["id"].iloc[kept_row].tolist()
+    if "escaped" in table.columns:  # the ids as the run has them (the table holds escaped text)
+        esc = table["escaped"].iloc[kept_row].tolist()
+        ids = [path_from_text(v) if e else v for v, e in zip(ids, esc)]
+    write_table(out / "manifest.csv", pd.DataFrame({"id": ids, "path": kept_path, "label": kept_label}))
+    return sorted(used) + ["dropped.csv", "manifest.csv"]
 
 
 def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None,

@@ -356,8 +356,11 @@ class CuratedState:
             given = p < len(names) and bool(names[p])
             nm = clean_text(names[p] if given else f"{c.name} ({p + 1})", f"the name of part {p + 1}", MAX_NAME)
             out_names.append(nm)
-            # a name the person typed (not the fallback, nor the preview's name left as shown) is theirs
-            named_by.append("person" if given and (p >= len(shown) or nm != shown[p]) else "automatic")
+            # a name the person typed (not the fallback, nor the preview's name left as shown) is
+            # theirs, and so is their name of the cluster left on the part that keeps its id
+            typed = given and (p >= len(shown) or nm != shown[p])
+            named_by.append("person" if typed or (p == order[0] and c.named_by == "person" and nm == c.name)
+                            else "automatic")
         return {"cluster": c.id, "items": items, "parts": parts.tolist(), "ids": ids, "names": out_names,
                 "named_by": named_by}
 

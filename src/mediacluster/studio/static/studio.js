@@ -763,7 +763,8 @@
         head.appendChild(el("h2", { text: info.name }));
       }
       const order = el("select", { id: "order", title: "order" },
-        ...[["typical", "most typical first"], ["borderline", "borderline first"], ["map", "left to right on the map"], ["file", "by file name"]].map((o) => el("option", { value: o[0], text: o[1] })));
+        ...[["typical", "most typical first"], ["borderline", "borderline first"], ["map", "left to right on the map"], ["file", "by file name"]]
+          .concat(S.info && S.info.has_truth ? [["label", "label not the cluster's first"]] : []).map((o) => el("option", { value: o[0], text: o[1] })));
       order.value = S.order; order.setAttribute("data-shown", S.order);
       order.addEventListener("change", () => { S.order = order.value; S.page = 0; renderView(); });
       head.appendChild(order);
@@ -829,7 +830,7 @@
     tile.classList.toggle("selected", S.selected.has(it.i));
   }
   function makeTile(it) {
-    const tile = el("figure", { class: "tile", "data-i": it.i, title: it.name });
+    const tile = el("figure", { class: "tile", "data-i": it.i, title: it.name + (it.label ? " \u00b7 label " + it.label : "") });
     const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(it.i) });
     img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
     tile.appendChild(img);
