@@ -30,7 +30,8 @@ Usage (the K-means step caches under ``--cache``, next to level_stability's own)
     python benchmarks/level_stability.py --vectors-from /work/vec --cache /tmp/xspace/c fit --cases all
     $B kmeans             # K-means labels per collection, view, candidate k, seed
     $B table              # per collection and per collection group, every variant
-    $B timing             # 10k (CIFAR-10 test): K-means cost per view at the auto window's ks
+    $B table --package    # + the rule as the package computes it (must equal `pca50 ari noise`)
+    $B timing             # 10k (CIFAR-10 test): the package step, and K-means per view
 """
 
 from __future__ import annotations
@@ -83,13 +84,17 @@ def kmeans_labels(V, k, seed):
     return KMeans(n_clusters=int(k), n_init=1, random_state=seed).fit(V).labels_
 
 
+def agree_key(args):
+    return "agree" if tuple(args.seeds) == SEEDS else "agree-s" + "-".join(map(str, args.seeds))
+
+
 def cmd_kmeans(args):
     for key in LS.collection_keys(args.cases, args.draws):
         main = LS.cached(args, key, "main")
         if main is None:
             raise SystemExit(f"{key}: run `level_stability.py fit` first")
         tree = main["tree"]
-        have = LS.cached(args, key, "agree") or {}
+        have = LS.cached(args, key, agree_key(args)) or {}
         ks = sorted({int(tree.counts[lv]) for lv in candidates(tree)})
         todo = [(v, k) for v in VIEWS for k in ks if (v, k) not in have]
         if not todo:
@@ -100,8 +105,8 @@ def cmd_kmeans(args):
         for v, k in todo:
             if v not in views:
                 views[v] = view(X, v)
-            have[(v, k)] = [kmeans_labels(views[v], k, s) for s in SEEDS]
-        LS.store(args, key, "agree", have)
+            have[(v, k)] = [kmeans_labels(views[v], k, s) for s in args.seeds]
+        LS.store(args, key, agree_key(args), have)
         print(f"{key}: n={len(X)} ks {ks} ({time.perf_counter() - t:.1f}s)", flush=True)
 
 
@@ -138,7 +143,7 @@ def cmd_table(args):
     rows = []
     for key in LS.collection_keys(args.cases, args.draws):
         main = LS.cached(args, key, "main")
-        have = LS.cached(args, key, "agree")
+        have = LS.cached(args, key, agree_key(args))
         if have is None:
             raise SystemExit(f"{key}: run `kmeans` first")
         tree, y = main["tree"], main["y"]
@@ -153,6 +158,12 @@ def cmd_table(args):
                 cache[(v, s)] = agreement(tree, have, v, s)
             lv = choose(tree, cache[(v, s)], r)
             row[name] = (sc[lv], int(tree.counts[lv]))
+        if args.package:  # the rule as the package implements it, computed afresh
+            from mediacluster.stages.hierarchy import agreement_level
+
+            X, _ = LS.collection(key, args)
+            lv, _ = agreement_level(tree.levels, tree.auto, X, random_state=0)
+            row["package (pca50 ari noise)"] = (sc[lv], int(tree.counts[lv]))
         rows.append(row)
         if args.verbose:
             print(f"{key} groups {tree.k_groups} auto {tree.counts[tree.auto]}: " + "; ".join(
@@ -189,7 +200,16 @@ def cmd_timing(args):
     X, _ = LS.load("cifar10-test", args)
     main = LS.cached(args, "cifar10-test", "main")
     ks = sorted({int(main["tree"].counts[lv]) for lv in candidates(main["tree"])}) if main else [4, 6, 8, 9, 12, 16]
-    print(f"load average before: {open('/proc/loadavg').read().split()[:3]}; ks {ks} x seeds {list(SEEDS)}")
+    print(f"load average before: {open('/proc/loadavg').read().split()[:3]}; ks {ks} x seeds {args.seeds}")
+    from mediacluster.stages.hierarchy import agreement_level
+
+    if main:
+        for _ in range(2):
+            t, c = time.perf_counter(), time.process_time()
+            agreement_level(main["tree"].levels, main["tree"].auto, X, random_state=0)
+            w, cpu = time.perf_counter() - t, time.process_time() - c
+        print(f"package `agreement_level` (PCA-50, one BLAS thread, the window's ks x 3 starts, ARI): "
+              f"{w:.2f} s wall, {cpu:.2f} s CPU; load after {open('/proc/loadavg').read().split()[0]}")
     print("| view | view (s) | K-means, all ks and seeds: wall (s) | CPU (s) | load after |\n|---|---|---|---|---|")
     for v in args.views:
         for _ in range(2):
@@ -197,7 +217,7 @@ def cmd_timing(args):
             V = view(X, v)
             tv = time.perf_counter() - t
             for k in ks:
-                for s in SEEDS:
+                for s in args.seeds:
                     kmeans_labels(V, k, s)
             w, cpu = time.perf_counter() - t, time.process_time() - c
         print(f"| {v} | {tv:.2f} | {w:.1f} | {cpu:.1f} | {open('/proc/loadavg').read().split()[0]} |", flush=True)
@@ -211,6 +231,10 @@ def main(argv=None) -> int:
     ap.add_argument("--views", nargs="+", default=VIEWS, choices=VIEWS)
     ap.add_argument("--scores", nargs="+", default=SCORES, choices=SCORES)
     ap.add_argument("--rules", nargs="+", default=RULES, choices=RULES)
+    ap.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS),
+                    help="K-means seeds (a second set checks that a rule's choices are not one draw's luck)")
+    ap.add_argument("--package", action="store_true",
+                    help="`table`: add the rule as mediacluster.stages.hierarchy.agreement_level computes it")
     ap.add_argument("--verbose", action="store_true", help="`table`: each candidate's agreement")
     ap.add_argument("--cache", type=Path, default=quality.ROOT / "benchmarks" / "out" / "level_stability")
     _results.add_data_args(ap)
