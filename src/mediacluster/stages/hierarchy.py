@@ -19,6 +19,12 @@
    is below ~1/sqrt(edges) is merged); together each covers the other's blind spot. Both are
    label-free and use no constant fitted to a labelled set (modularity at its standard
    resolution 1, HDBSCAN at ``min_cluster_size``: the smallest group worth reporting).
+   **checked against the input vectors** (``fit(..., vectors=X)``, as the engine and the
+   pipeline call it): the levels within a factor 2 of that cut's cluster count are compared
+   with K-means of the same k on a PCA-50 view of the L2-normalised input vectors (3 starts,
+   adjusted Rand index), a view that does not share the layout's tearing; the best-agreeing
+   level replaces the modularity cut only when its gain exceeds the starts' own spread
+   (:func:`agreement_level`). ``modularity_level_`` keeps the modularity cut.
 5. **levels**: the tree's splits in one order (first those above the density groups, then the
    ones the default level accepts, then the rest, each by decreasing Ward height), cut after
    2, 3, 4, 6, 8, 12, 16, ... clusters plus the density-group and default cuts and the finest
@@ -411,8 +417,9 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    level : ``"auto"`` (the modularity-within-density-groups cut, see the module docstring) or
-        an int, the index into ``levels_`` (0 = coarsest).
+    level : ``"auto"`` (the modularity-within-density-groups cut, checked against the input
+        vectors when ``fit`` gets them; see the module docstring) or an int, the index into
+        ``levels_`` (0 = coarsest).
     min_cluster_size : smallest density group HDBSCAN may report (items).
     min_samples : HDBSCAN's density smoothing (neighbours in a core distance); None = the width
         of the ``knn`` lists (UMAP's ``n_neighbors``: density is then estimated at the scale of
@@ -437,6 +444,11 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
     level_probabilities_ : float (n_levels, n), share of each item's 15 nearest neighbours
         (distance-weighted, itself excluded) in its cluster at that level.
     auto_level_ : index of the criterion's level; ``level_`` the one in use.
+    modularity_level_ : index of the modularity cut (``auto_level_`` unless the agreement with
+        the input vectors moved it).
+    agreement_scores_ : float (n_levels, 2), mean and sd over K-means starts of each candidate
+        level's adjusted Rand index with K-means on the input vectors; NaN for levels outside
+        the window and when ``fit`` got no ``vectors``.
     groups_level_ : index of the density-group level; ``n_groups_`` its cluster count.
     labels_, probabilities_ : at ``level_`` (``-1`` / 0 for items left unclustered).
     unclustered_ : bool (n,), items HDBSCAN called noise before they were assigned.
