@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
 from mediacluster.errors import InputError, ParameterError
@@ -276,3 +277,54 @@ def test_evoc_stage_levels_are_nested(cifar3_embeddings):
     assert (lab == e.levels_).mean() >= 0.99
     with pytest.raises(ParameterError, match="base_min_cluster_size"):
         EVoCClusterer(base_min_cluster_size=0).fit(X)
+
+
+def _torn_layout(n_vector_classes: int, seed: int = 0, per: int = 150):
+    """A layout (``Z``) with 5 dense parts: parts 0 and 1 are two halves of one item kind
+    torn apart by the layout (3 apart, sd .3: a density gap, so 5 density groups), parts 2-4
+    far away, 2 and 3 near each other in the layout. ``V``: the items' input vectors (64-d),
+    with 4 classes (the halves one class: the tear is the layout's) or 5 (the halves are two
+    real classes). In ``V`` the last two classes are each other's nearest, so K-means with 3
+    centres merges a different pair than the layout's tree does at 3 clusters."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0, 0], [3, 0], [20, 0], [20, 8], [0, 20]], float)
+    part = np.repeat(np.arange(5), per)
+    Z = np.hstack([centres[part] + rng.normal(0, 0.3, (len(part), 2)),
+                   rng.normal(0, 0.05, (len(part), 3))]).astype(np.float32)
+    cls = np.maximum(part - 1, 0) if n_vector_classes == 4 else part
+    C = rng.normal(0, 1, (n_vector_classes, 64))
+    C[-1] = 0.5 * C[-2] + 0.5 * C[-1]
+    V = (C[cls] + rng.normal(0, 0.35, (len(part), 64))).astype(np.float32)
+    return Z, V, cls
+
+
+def test_agreement_undoes_a_split_only_the_layout_makes():
+    """The default level is checked against K-means on the input vectors: a split the layout
+    makes (one class torn into two density groups) is undone, a split the vectors share is
+    kept, and without the vectors the modularity level stands."""
+    Z, V, cls = _torn_layout(4)
+    knn = knn_graph(V, 15)
+    h = HierarchyClusterer(random_state=0).fit(Z, knn=knn, vectors=V)
+    k = h.n_clusters_per_level_
+    assert h.n_groups_ == 5 and k[h.modularity_level_] == 5, "the layout's tear: 5 groups"
+    assert k[h.auto_level_] == 4 and k[h.level_] == 4
+    assert adjusted_rand_score(cls, h.labels_) == 1.0
+    s = h.agreement_scores_
+    assert s.shape == (len(k), 2) and s[h.auto_level_, 0] > s[h.modularity_level_, 0] + \
+        s[h.auto_level_, 1] + s[h.modularity_level_, 1], "moved only past the starts' noise"
+    assert np.isnan(s[k > 10]).all(), "only levels within a factor 2 of the modularity level"
+    assert np.isfinite(h.level_scores_).all(), "the modularity scores are kept"
+    h2 = HierarchyClusterer.from_arrays(h.to_arrays(), **h.get_params())
+    assert (h2.auto_level_, h2.modularity_level_) == (h.auto_level_, h.modularity_level_)
+    assert np.array_equal(h2.agreement_scores_, s, equal_nan=True)
+
+    plain = HierarchyClusterer(random_state=0).fit(Z, knn=knn)
+    assert plain.auto_level_ == plain.modularity_level_ == h.modularity_level_
+    assert np.isnan(plain.agreement_scores_).all()
+
+    Z5, V5, cls5 = _torn_layout(5)
+    h5 = HierarchyClusterer(random_state=0).fit(Z5, knn=knn_graph(V5, 15), vectors=V5)
+    assert h5.auto_level_ == h5.modularity_level_ and h5.n_clusters_per_level_[h5.auto_level_] == 5
+    assert adjusted_rand_score(cls5, h5.labels_) == 1.0
+    with pytest.raises(InputError, match="vectors must be an"):
+        HierarchyClusterer().fit(Z, vectors=V[:-1])

@@ -373,7 +373,11 @@ class Pipeline(ClusterMixin, BaseEstimator):
         if keep.sum() >= 2:
             try:
                 if takes_knn:  # the graph describes every row: only usable when none was removed
-                    clusterer.fit(Z[keep], knn=knn if keep.all() else None)
+                    extra = {}
+                    if "vectors" in inspect.signature(clusterer.fit).parameters and (
+                            embedding is not None or reducer is not None):
+                        extra["vectors"] = X[keep]  # the default level checked on the input's view
+                    clusterer.fit(Z[keep], knn=knn if keep.all() else None, **extra)
                 else:
                     clusterer.fit(Z[keep])
             except ParameterError as e:

@@ -19,6 +19,12 @@
    is below ~1/sqrt(edges) is merged); together each covers the other's blind spot. Both are
    label-free and use no constant fitted to a labelled set (modularity at its standard
    resolution 1, HDBSCAN at ``min_cluster_size``: the smallest group worth reporting).
+   **checked against the input vectors** (``fit(..., vectors=X)``, as the engine and the
+   pipeline call it): the levels within a factor 2 of that cut's cluster count are compared
+   with K-means of the same k on a PCA-50 view of the L2-normalised input vectors (3 starts,
+   adjusted Rand index), a view that does not share the layout's tearing; the best-agreeing
+   level replaces the modularity cut only when its gain exceeds the starts' own spread
+   (:func:`agreement_level`). ``modularity_level_`` keeps the modularity cut.
 5. **levels**: the tree's splits in one order (first those above the density groups, then the
    ones the default level accepts, then the rest, each by decreasing Ward height), cut after
    2, 3, 4, 6, 8, 12, 16, ... clusters plus the density-group and default cuts and the finest
@@ -248,6 +254,55 @@ def modularity(A, labels: np.ndarray, gamma: float = 1.0) -> float:
     return float(coo.data[same].sum() / m2 - gamma * ((vol / m2) ** 2).sum())
 
 
+AGREEMENT_WINDOW = 2.0  # candidate levels: cluster counts within this factor of the modularity level's
+AGREEMENT_SEEDS = 3  # K-means starts per candidate: their spread is the agreement's own noise
+AGREEMENT_DIMS = 50
+
+
+def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_state=0):
+    """The default level checked against another view of the same items: ``(level, scores)``.
+
+    A level the data supports should also be found by a clustering that does not share the
+    layout's tearing. For each candidate level (cluster count k within a factor
+    ``AGREEMENT_WINDOW`` of level ``auto``'s), K-means with the same k on the input vectors
+    (L2-normalised, PCA to ``AGREEMENT_DIMS`` dimensions) is run from ``AGREEMENT_SEEDS`` starts;
+    the level's agreement is the mean adjusted Rand index between its labels and K-means', its
+    noise the starts' sample sd. The best-agreeing candidate replaces ``auto`` only when its
+    gain exceeds the two levels' noise (``mean_b - mean_auto > sd_b + sd_auto``), so the rule has
+    no fitted threshold. ``scores`` (n_levels, 2): mean and sd per level, NaN off the window.
+    Measured on 32 collections (benchmarks/RESULTS.md, "Engine: agreement across
+    representations"); it moves the level rarely, mostly to a finer level on many-class sets."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score
+
+    from .cluster import single_blas_thread
+
+    counts = np.array([int(lv.max()) + 1 for lv in levels])
+    ka = int(counts[auto])
+    cands = [lv for lv, k in enumerate(counts) if ka / AGREEMENT_WINDOW <= k <= ka * AGREEMENT_WINDOW
+             and 2 <= k < len(vectors)]
+    scores = np.full((len(levels), 2), np.nan)
+    if len(cands) < 2 or auto not in cands:
+        return auto, scores
+    X = np.asarray(vectors, dtype=np.float32)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    dims = int(min(AGREEMENT_DIMS, X.shape[1], len(X) - 1))
+    base = int(np.random.default_rng().integers(2**30)) if random_state is None else int(random_state)
+    seed = [base + i for i in range(AGREEMENT_SEEDS)]  # seed 0: 0, 1, 2 (the measured starts)
+    with single_blas_thread():
+        V = PCA(n_components=dims, random_state=seed[0]).fit_transform(X) if dims < X.shape[1] else X
+        for lv in cands:
+            ari = [adjusted_rand_score(levels[lv], KMeans(n_clusters=int(counts[lv]), n_init=1,
+                                                          random_state=s).fit(V).labels_)
+                   for s in seed]
+            scores[lv] = np.mean(ari), np.std(ari, ddof=1)
+    best = max(cands, key=lambda lv: (round(float(scores[lv, 0]), 6), lv == auto))
+    if best != auto and scores[best, 0] - scores[auto, 0] > scores[best, 1] + scores[auto, 1]:
+        return best, scores
+    return auto, scores
+
+
 # ------------------------------------------------------------------------------------------
 # conventions shared with stages/evoc.py
 # ------------------------------------------------------------------------------------------
@@ -362,8 +417,9 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    level : ``"auto"`` (the modularity-within-density-groups cut, see the module docstring) or
-        an int, the index into ``levels_`` (0 = coarsest).
+    level : ``"auto"`` (the modularity-within-density-groups cut, checked against the input
+        vectors when ``fit`` gets them; see the module docstring) or an int, the index into
+        ``levels_`` (0 = coarsest).
     min_cluster_size : smallest density group HDBSCAN may report (items).
     min_samples : HDBSCAN's density smoothing (neighbours in a core distance); None = the width
         of the ``knn`` lists (UMAP's ``n_neighbors``: density is then estimated at the scale of
@@ -388,6 +444,11 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
     level_probabilities_ : float (n_levels, n), share of each item's 15 nearest neighbours
         (distance-weighted, itself excluded) in its cluster at that level.
     auto_level_ : index of the criterion's level; ``level_`` the one in use.
+    modularity_level_ : index of the modularity cut (``auto_level_`` unless the agreement with
+        the input vectors moved it).
+    agreement_scores_ : float (n_levels, 2), mean and sd over K-means starts of each candidate
+        level's adjusted Rand index with K-means on the input vectors; NaN for levels outside
+        the window and when ``fit`` got no ``vectors``.
     groups_level_ : index of the density-group level; ``n_groups_`` its cluster count.
     labels_, probabilities_ : at ``level_`` (``-1`` / 0 for items left unclustered).
     unclustered_ : bool (n,), items HDBSCAN called noise before they were assigned.
@@ -410,15 +471,23 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         check_share(self.max_unclustered, f"{prefix}__max_unclustered" if prefix else f"{type(self).__name__}.max_unclustered")
 
     # -- fitting -------------------------------------------------------------------------------
-    def fit(self, Z, y=None, knn=None):
+    def fit(self, Z, y=None, knn=None, vectors=None):
         """Build the tree and its levels on ``Z`` (n, k).
 
         ``knn``: ``(indices, distances)`` of the input vectors' nearest neighbours (column 0 the
         item itself), as returned by ``mediacluster.stages.neighbors.knn_graph`` and handed to
         UMAP; the default-level criterion is computed on that graph.
+        ``vectors``: the input vectors (n, d) ``Z`` was made from; when given, the default level
+        is checked against a clustering of them (:func:`agreement_level`).
         """
         Z = validate_input(self, Z, reset=True)
         n = len(Z)
+        if vectors is not None:
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.ndim != 2 or len(vectors) != n:
+                raise InputError(f"vectors must be an (n={n}, d) array, one row per row of Z, got shape "
+                                 f"{vectors.shape}")
+            check_finite(vectors, row="vectors row {}")
         if knn is not None:
             kidx = np.asarray(knn[0])
             if kidx.ndim != 2 or len(kidx) != n or kidx.dtype.kind not in "iu" or (
@@ -443,6 +512,11 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         self._make_levels(tree, root, above, accepted, leaf_of_item, len(roots))
         self.level_scores_ = np.array([modularity(A, lv) for lv in self.levels_]) if m2 > 0 \
             else np.zeros(len(self.levels_))
+        self.modularity_level_ = self.auto_level_
+        self.agreement_scores_ = np.full((len(self.levels_), 2), np.nan)
+        if vectors is not None:
+            self.auto_level_, self.agreement_scores_ = agreement_level(
+                self.levels_, self.auto_level_, vectors, random_state=self.random_state)
         self.unclustered_ = noise
         self._build_index()
         self._probabilities(Z)
@@ -456,6 +530,8 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         self.level_scores_ = np.zeros(1)
         self.level_probabilities_ = np.ones((1, n))
         self.auto_level_ = 0
+        self.modularity_level_ = 0
+        self.agreement_scores_ = np.full((1, 2), np.nan)
         self.groups_level_ = 0
         self.n_groups_ = 1
         self.unclustered_ = np.zeros(n, bool)
@@ -626,7 +702,9 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
                 "parents_offsets": np.cumsum([0] + [len(p) for p in P]).astype(np.int64),
                 "level_scores": self.level_scores_, "level_probabilities": self.level_probabilities_.astype(np.float32),
                 "unclustered": self.unclustered_,
-                "meta": np.array([self.auto_level_, self.groups_level_, self.n_groups_], np.int64)}
+                "agreement_scores": self.agreement_scores_,
+                "meta": np.array([self.auto_level_, self.groups_level_, self.n_groups_,
+                                  self.modularity_level_], np.int64)}
 
     @classmethod
     def from_arrays(cls, arrays: dict, **params):
@@ -640,7 +718,11 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         self.level_scores_ = np.asarray(arrays["level_scores"], dtype=np.float64)
         self.level_probabilities_ = np.asarray(arrays["level_probabilities"], dtype=np.float64)
         self.unclustered_ = np.asarray(arrays["unclustered"], dtype=bool)
-        self.auto_level_, self.groups_level_, self.n_groups_ = (int(x) for x in arrays["meta"])
+        meta = [int(x) for x in arrays["meta"]]
+        self.auto_level_, self.groups_level_, self.n_groups_ = meta[:3]
+        self.modularity_level_ = meta[3] if len(meta) > 3 else self.auto_level_  # saved before 4
+        self.agreement_scores_ = np.asarray(arrays["agreement_scores"], dtype=np.float64) \
+            if "agreement_scores" in arrays else np.full((len(self.levels_), 2), np.nan)
         self.n_clusters_per_level_ = np.array([int(lv.max()) + 1 for lv in self.levels_])
         self.n_features_in_ = int(self._train_.shape[1])
         self._build_index()
@@ -704,9 +786,9 @@ def reduce_and_cluster(X, random_state: int | None = 0, knn_method: str = "auto"
     clusterer = HierarchyClusterer(random_state=random_state, **clusterer_params)
     if knn is not None and len(U) < len(X):
         # the criterion graph is over distinct rows; duplicates join their first copy's list
-        clusterer.fit(Zfull, knn=_expand_knn(knn, inv))
+        clusterer.fit(Zfull, knn=_expand_knn(knn, inv), vectors=X)
     else:
-        clusterer.fit(Zfull, knn=knn_full)
+        clusterer.fit(Zfull, knn=knn_full, vectors=X)
     timings["cluster"] = time.perf_counter() - t
     return {"embedding": Zfull, "knn": knn, "clusterer": clusterer, "inverse": inv, "timings": timings}
 
