@@ -929,3 +929,36 @@ def test_the_described_vector_size_follows_a_model_switch(cifar3_embeddings, tmp
         assert r.status_code == 200 and len(r.json()["items"]) == 2, r.text
     finally:
         s.stop()
+
+
+def test_a_browser_page_of_a_listed_origin_may_call_the_service(server, run_dir, images, tmp_path):
+    """--cors-origin lets a web page of that origin call the service (CORS): its preflight is
+    answered before the token check (a browser sends none there), the answers name the origin
+    and let the page read X-Request-ID; the token is still needed. Without the flag (the module's
+    server) and for another origin, no page may."""
+    page = "https://app.example"
+    pre = {"Origin": page, "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization, content-type"}
+    plain = server.client.options("/v1/assign", headers=pre)
+    assert "access-control-allow-origin" not in plain.headers, plain.headers
+    s = Server(str(run_dir), "--cors-origin", page, log=tmp_path / "cors.log", token=TOKEN)
+    try:
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            ok = c.options("/v1/assign", headers=pre)
+            assert ok.status_code == 200, ok.text
+            assert ok.headers["access-control-allow-origin"] == page
+            assert "authorization" in ok.headers["access-control-allow-headers"].lower()
+            assert "POST" in ok.headers["access-control-allow-methods"]
+            other = c.options("/v1/assign", headers={**pre, "Origin": "https://evil.example"})
+            assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+            files = upload(images[:1])
+            refused = c.post("/v1/assign", files=files, headers={"Origin": page})
+            assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == page
+            r = c.post("/v1/assign", files=upload(images[:1]),
+                       headers={"Origin": page, **s.headers})
+            assert r.status_code == 200 and r.json()["items"][0]["cluster"] >= 0
+            assert r.headers["access-control-allow-origin"] == page
+            assert "x-request-id" in r.headers["access-control-expose-headers"].lower()
+            assert len(r.headers["x-request-id"]) == 32
+    finally:
+        s.stop()

@@ -51,6 +51,10 @@ def add_parser(sub):
                    "Bearer TOKEN' (default: none on loopback, a random one elsewhere)")
     add_collection_root(p, "with a model saved with --dedup: the geometric near-duplicate check reads its "
                            "training files")
+    p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                   help="a web origin (https://app.example, or *) whose pages may call the service from a "
+                   "browser (CORS; repeatable; default: none, browsers refuse cross-site calls); the "
+                   "token is still needed where one is set")
     p.add_argument("--tags", default=None, metavar="TAG_MODEL",
                    help="a tag model (`mediacluster tags train`) trained on the same encoder: each "
                         "answer then carries suggested tags, or none when the tagger abstains")
@@ -104,7 +108,7 @@ def run(args) -> int:
         "encode_workers": args.encode_workers, "max_files": args.max_files,
         "max_vectors": args.max_vectors, "max_file_bytes": int(args.max_file_mb * 2**20),
         "max_body_bytes": int(args.max_body_mb * 2**20), "time_limit_s": args.time_limit,
-        "token": token,
+        "token": token, "cors_origins": list(args.cors_origin or ()),
         "collection_root": args.collection_root and os.path.abspath(args.collection_root),
         "keep_uploads": args.keep_uploads and os.path.abspath(args.keep_uploads),
         "keep": sorted(set(args.keep or ["novel"])), "keep_below": args.keep_below,

@@ -65,6 +65,7 @@ class ServeOptions:
     max_body_bytes: int = 128 << 20  # a whole request
     time_limit_s: float | None = 30.0
     token: str | None = None
+    cors_origins: tuple = ()         # --cors-origin: web origins whose pages may call the service
     keep_uploads: str | None = None  # the inbox folder (--keep-uploads; None: nothing is kept)
     keep: tuple = ("novel",)         # --keep: which answers are kept (serve.inbox.KEEP_KINDS)
     keep_below: float = 0.5          # --keep-below: "uncertain" is a probability below this
@@ -492,7 +493,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 inbox.close()
             metrics.close()  # this worker's per-process samples go with it
 
-    app = create_app("mediacluster service", __version__, token=opt.token,
+    app = create_app("mediacluster service", __version__, token=opt.token, cors_origins=tuple(opt.cors_origins),
                      max_body_bytes=opt.max_body_bytes, time_limit_s=opt.time_limit_s,
                      on_error=metrics.error, lifespan=lifespan,
                      # probes and the API description need no token; data and metrics do

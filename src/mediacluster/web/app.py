@@ -215,7 +215,7 @@ def query_message(path: str, unknown: list[str], accepted: list[str], token: boo
 def create_app(title: str, version: str, token: str | None = None, max_body_bytes: int = 32 << 20,
                time_limit_s: float | None = None, on_error=None,
                public_paths: tuple[str, ...] = ("/healthz",), free_query: tuple[str, ...] = FREE_QUERY,
-               **kw) -> FastAPI:
+               cors_origins: tuple[str, ...] = (), **kw) -> FastAPI:
     """A FastAPI app with JSON errors, a body limit, an optional token, a time limit and strict
     query strings.
 
@@ -224,7 +224,10 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
     matched route does not declare (:func:`declared_query`; ``token`` is every route's) is a 422
     naming it and the route's parameters, on every route but those whose path is in
     ``free_query`` (free-form query strings, opted out by name). Every answer carries an
-    ``X-Request-ID`` (the client's, else a new one: :func:`request_id`). The OpenAPI page
+    ``X-Request-ID`` (the client's, else a new one: :func:`request_id`). ``cors_origins``: the
+    web origins (``https://app.example``, or ``*``) whose pages may call the app from a browser
+    (CORS: preflights answered before the token check, ``Authorization`` and ``Content-Type``
+    allowed, ``X-Request-ID`` readable); none by default. The OpenAPI page
     (``/docs``) loads Swagger UI from files shipped in ``fastapi-offline``, not from a CDN."""
     from fastapi_offline import FastAPIOffline
 
@@ -289,6 +292,12 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
 
     app.add_middleware(_Guards, public=public, prefixes=prefixes, max_body_bytes=max_body_bytes,
                        time_limit_s=time_limit_s, count=count, free_query=frozenset(free_query))
+    if cors_origins:  # outside the guards: a browser's preflight carries no token
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", REQUEST_ID],
+                           expose_headers=[REQUEST_ID], max_age=600)
     return app
 
 
