@@ -962,3 +962,47 @@ def test_a_browser_page_of_a_listed_origin_may_call_the_service(server, run_dir,
             assert len(r.headers["x-request-id"]) == 32
     finally:
         s.stop()
+
+
+def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_dir, cifar3_embeddings,
+                                                                     capsys):
+    """`mediacluster models RUN --use VERSION` points LATEST at an earlier version: the watching
+    service switches back to it while a client keeps sending (no failed request, and each
+    answer names the version that gave it); the next publish is the latest again. An unknown
+    version is refused naming the versions there are."""
+    from mediacluster.cli import main
+
+    X = cifar3_embeddings.vectors[::30].astype(np.float32)
+    old = server.client.get("/v1/model").json()["version"]
+    new = publish(run_dir, fast_pipeline(4).fit(cifar3_embeddings.vectors))
+    wait_for_version(server, new)
+    stop, seen, failures = threading.Event(), [], []
+
+    def client_loop():
+        with httpx.Client(base_url=server.url, timeout=60, headers=server.headers) as c:
+            while not stop.is_set():
+                r = c.post("/v1/assign", json={"vectors": X.tolist()})
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                else:
+                    seen.append(r.json()["model"]["version"])
+
+    t = threading.Thread(target=client_loop)
+    t.start()
+    try:
+        time.sleep(0.3)
+        assert main(["models", str(run_dir), "--use", old]) == 0
+        out = capsys.readouterr().out
+        assert f"LATEST -> {old}" in out and f"* {old}" in out, out
+        wait_for_version(server, old)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join(30)
+    assert not failures, failures[:3]
+    assert seen[0] == new and seen[-1] == old and set(seen) == {new, old}, set(seen)
+    assert main(["models", str(run_dir), "--use", "v9999"]) == 2
+    assert "no model version 'v9999' (versions: " in capsys.readouterr().err
+    newest = publish(run_dir, fast_pipeline(3).fit(cifar3_embeddings.vectors))
+    wait_for_version(server, newest)
+    assert int(newest[1:]) > int(new[1:])

@@ -24,7 +24,8 @@ from .._version import __version__
 from ..errors import MediaclusterError
 from ..fileio import cache_root, setup_numba_cache
 
-COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio", "dups"]
+COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio", "dups",
+            "models"]
 
 #: each sub-command's line in ``mediacluster --help``. Kept here so that the top-level help and a
 #: usage error import no sub-command module: those import the library (scikit-learn alone ~1 s),
@@ -42,6 +43,8 @@ SUMMARIES = {
              "keep what it could not place)",
     "studio": "review, rename, merge, split and fix clusters in a browser; every edit is kept",
     "dups": "find reposts and near-duplicates of images or audio clips: a table of groups and a page",
+    "models": "list a run's model versions and which one is served; --use VERSION: roll back (or "
+              "forward) to it",
 }
 EVERY = "every"  # build_parser(): every sub-command's full parser
 
