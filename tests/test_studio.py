@@ -283,7 +283,7 @@ def test_edits_through_the_api(server, truth):
         r = post(c, "/api/edits", {"kind": "explode"})
         assert r.status_code == 422 and "an edit needs a 'kind'" in r.json()["error"]["message"]
         r = c.post("/api/edits", content=b"{not json", headers={"X-Mediacluster": "1", "Content-Type": "application/json"})
-        assert r.status_code == 422 and r.json()["error"]["kind"] == "invalid_request"
+        assert r.status_code == 400 and r.json()["error"]["kind"] == "invalid_json", r.text  # as the service
         r = c.post("/api/edits", content=b"x" * (33 << 20), headers={"X-Mediacluster": "1", "Content-Type": "application/json"})
         assert r.status_code == 413
         assert post(c, "/api/edits", {"kind": "rename", "cluster": a, "name": "\x07bell"}).status_code == 400

@@ -261,6 +261,12 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError):
+        broken = next((err for err in e.errors() if err.get("type") == "json_invalid"), None)
+        if broken is not None:  # as the service's own parsing says it: 400 invalid_json, where
+            count("invalid_json")  # pydantic said "0: JSON decode error" (a 422)
+            where = (broken.get("loc") or ("", "?"))[-1]
+            return error_response(400, "invalid_json", "the body is not valid JSON: "
+                                  f"{(broken.get('ctx') or {}).get('error', 'cannot be parsed')} (char {where})")
         count("invalid_request")
         return error_response(422, "invalid_request", invalid_message(e.errors()))
 
