@@ -1006,3 +1006,18 @@ def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_
     newest = publish(run_dir, fast_pipeline(3).fit(cifar3_embeddings.vectors))
     wait_for_version(server, newest)
     assert int(newest[1:]) > int(new[1:])
+
+
+def test_the_description_says_which_operations_need_the_token(server):
+    """A client generated from /openapi.json learns the bearer scheme and which operations need
+    it (every one but the probes and the description), as the server enforces it."""
+    doc = httpx.get(server.url + "/openapi.json", timeout=30).json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]["bearer"]["description"]}
+    ops = {(p, m): o for p, v in doc["paths"].items() for m, o in v.items()}
+    assert ops[("/v1/assign", "post")]["security"] == [{"bearer": []}]
+    assert ops[("/metrics", "get")]["security"] == [{"bearer": []}]
+    for public in ("/healthz", "/readyz"):
+        assert "security" not in ops[(public, "get")]
+        assert httpx.get(server.url + public, timeout=30).status_code == 200  # as described
+    assert httpx.get(server.url + "/v1/clusters", timeout=30).status_code == 401

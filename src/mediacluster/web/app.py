@@ -298,6 +298,22 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
 
     app.add_middleware(_Guards, public=public, prefixes=prefixes, max_body_bytes=max_body_bytes,
                        time_limit_s=time_limit_s, count=count, free_query=frozenset(free_query))
+    if token:  # the description says which operations need the token, for generated clients
+        framework_openapi = app.openapi
+
+        def openapi() -> dict:
+            if app.openapi_schema is None:
+                doc = framework_openapi()
+                doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                    "type": "http", "scheme": "bearer",
+                    "description": "the server's access token (--token): Authorization: Bearer TOKEN"}
+                for path, ops in doc.get("paths", {}).items():
+                    if path not in public and not path.startswith(prefixes):
+                        for op in ops.values():
+                            op["security"] = [{"bearer": []}]
+            return app.openapi_schema
+
+        app.openapi = openapi
     if cors_origins:  # outside the guards: a browser's preflight carries no token
         from starlette.middleware.cors import CORSMiddleware
 
