@@ -1021,3 +1021,14 @@ def test_the_description_says_which_operations_need_the_token(server):
         assert "security" not in ops[(public, "get")]
         assert httpx.get(server.url + public, timeout=30).status_code == 200  # as described
     assert httpx.get(server.url + "/v1/clusters", timeout=30).status_code == 401
+
+
+def test_a_command_whose_reader_goes_away_stops_quietly(run_dir):
+    """`mediacluster models RUN | head -1`: the pipe's reader went away; the command stops with
+    141 (as a shell reports SIGPIPE) and no "internal error (a bug)" message or crash log."""
+    p = subprocess.Popen([sys.executable, "-m", "mediacluster", "models", str(run_dir)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(120)
+    assert p.returncode == 141 and "internal error" not in err, (p.returncode, err)

@@ -183,6 +183,24 @@ def _imports_kept(entry: bool):
         gc.enable()
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output's reader is gone (a closed pipe); if so, later writes (the
+    interpreter's flush at exit) go to /dev/null instead of failing again."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        if not any(ev & select.POLLERR for _, ev in poll.poll(0)):  # a pipe without a reader
+            return False
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured): not this case
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_numba_cache()  # before umap / pynndescent are imported: no command pays the JIT twice
     with _imports_kept(argv is None):
@@ -207,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - anything else is a bug: say so, keep the traceback
+        if isinstance(e, BrokenPipeError) and _stdout_gone():
+            return 141  # the reader went away (`mediacluster models RUN | head -1`): quietly, as ls
         if args.verbose:
             traceback.print_exc()
         log = _log_bug(sys.argv if argv is None else argv)
