@@ -69,6 +69,7 @@ class ServeOptions:
     keep_uploads: str | None = None  # the inbox folder (--keep-uploads; None: nothing is kept)
     keep: tuple = ("novel",)         # --keep: which answers are kept (serve.inbox.KEEP_KINDS)
     keep_below: float = 0.5          # --keep-below: "uncertain" is a probability below this
+    keep_novelty: float | None = None  # --keep-novelty: "novel" also keeps novelty >= this
     keep_max_bytes: int | None = None  # --keep-max-mb: stored bytes at most
 
 
@@ -454,7 +455,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             elif kind == "full":
                 full.set(1)
 
-        inbox = Inbox(opt.keep_uploads, KeepRule(frozenset(opt.keep), float(opt.keep_below)),
+        inbox = Inbox(opt.keep_uploads, KeepRule(frozenset(opt.keep), float(opt.keep_below), opt.keep_novelty),
                       opt.keep_max_bytes, on_event=on_inbox)
 
     def on_batch(n: int, seconds: float) -> None:
