@@ -366,6 +366,10 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     assert err["message"].startswith("vectors[0] is all zeros"), err
     refused(400, "empty_batch", json={"vectors": []})
     refused(400, "empty_batch", content=b"", headers={"content-type": "application/json"})
+    # no body and no content type (curl -X POST): both forms named
+    r = server.client.post("/v1/assign")
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "empty_batch"
+    assert "multipart/form-data (field 'files')" in r.json()["error"]["message"] and "vectors" in r.text
     refused(413, "batch_too_large", json={"vectors": [vec] * 101})
     refused(400, "invalid_json", content=b'{"vectors": [[1, 2', headers={"content-type": "application/json"})
     refused(400, "invalid_request", json={"vectors": [["a"] * 1280]})

@@ -612,6 +612,10 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 kind = served.media  # files are answered only by a model with an encoder
             elif ctype in ("application/json", ""):
                 body = await request.body()
+                if not body and not ctype:  # nothing at all: say both forms, not only the JSON one
+                    raise ApiError(400, "empty_batch", f"the request is empty: send {_files_of(served)} as "
+                                   "multipart/form-data (field 'files') or vectors as application/json "
+                                   "{\"vectors\": [[...], ...]}")
                 # parsed and answered off the event loop: megabytes of JSON would hold up every
                 # other request
                 X, items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar)
