@@ -1021,8 +1021,12 @@ def test_the_description_says_which_operations_need_the_token(server):
     ops = {(p, m): o for p, v in doc["paths"].items() for m, o in v.items()}
     assert ops[("/v1/assign", "post")]["security"] == [{"bearer": []}]
     assert ops[("/metrics", "get")]["security"] == [{"bearer": []}]
-    for public in ("/healthz", "/readyz"):
+    for public, fields in (("/healthz", {"status"}), ("/readyz", {"status", "version"})):
         assert "security" not in ops[(public, "get")]
+        ref = ops[(public, "get")]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        assert set(schema["properties"]) == fields  # the probes' answers are described
+        assert set(httpx.get(server.url + public, timeout=30).json()) == fields
         assert httpx.get(server.url + public, timeout=30).status_code == 200  # as described
     assert httpx.get(server.url + "/v1/clusters", timeout=30).status_code == 401
 

@@ -74,6 +74,17 @@ class ServeOptions:
 
 
 # -- response schema (also the OpenAPI page) ---------------------------------------------------
+class Health(BaseModel):
+    status: str = Field(description="always 'ok': the process answers (a liveness probe)")
+
+
+class Ready(BaseModel):
+    status: str = Field(description="'ready': a model version is loaded and its encoder workers run; "
+                        "also while a newer version loads and after one failed to load (the served "
+                        "one goes on: /v1/model's reload_error says why)")
+    version: str = Field(description="the model version answering now (as each answer's model.version)")
+
+
 class Tag(BaseModel):
     tag: str = Field(description="a tag the tagger suggests")
     confidence: float = Field(description="the tagger's confidence in it")
@@ -680,11 +691,11 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                     "previous": holder.current.version, "pinned": True}
         return await asyncio.to_thread(holder.reload)  # counted in reloads by holder.on_reload
 
-    @app.get("/healthz", summary="The process is up")
+    @app.get("/healthz", summary="The process is up", response_model=Health)
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="A model is loaded and the encoder runs",
+    @app.get("/readyz", summary="A model is loaded and the encoder runs", response_model=Ready,
              responses=error_docs({503: "the encoder workers are not running"}))
     async def readyz():
         if not holder.ready:
