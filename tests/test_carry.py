@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -434,3 +435,38 @@ def test_a_clusters_carry_status_is_the_one_most_of_its_items_had():
     codes = np.array([0] * 4 + [2] * 2 + [1] * 6 + [0] * 2 + [1] * 2 + [-1] * 3)
     labels = np.array([0] * 4 + [0] * 2 + [2] * 3 + [5] * 3 + [3] * 2 + [3] * 2 + [-1, 4, 4])
     assert status_by_items(labels, statuses, codes) == {0: "kept", 2: "new", 5: "new"}
+
+
+def test_reclustering_in_place_with_save_model_serves_the_carried_curation(world, curated, tmp_path):
+    """The weekly loop: a service watches the curated run; `cluster ... --out RUN --carry-from RUN
+    --save-model` re-clusters the grown collection and publishes the carried curation at once,
+    so the service ends on a version with the person's names and junk marks (before, it was
+    left on the bare fit, the junk cluster answered as clustered, until someone published)."""
+    from test_serve import Server as Service
+
+    same = tmp_path / "run"
+    shutil.copytree(world["run_old"], same)
+    st = Studio(same, warm=False, map_method="pca")
+    try:
+        st.publish(client="test")
+    finally:
+        st.close()
+    s = Service(str(same), "--poll", "0.2", log=tmp_path / "serve.log")
+    try:
+        rc, stdout = cluster(world["new"], same, 4, world["cache"], "--carry-from", str(same),
+                             "--save-model")
+        assert rc == 0, stdout
+        assert "(the carried curation, published" in stdout, stdout
+        latest = RunDir.open(same).models.pointer()
+        assert latest["version"] == "v0002" and latest["source"] == "studio"
+        deadline = time.monotonic() + 30
+        while s.client.get("/v1/model").json()["version"] != "v0002" or \
+                s.client.get("/v1/model").json()["run_id"] != latest["run_id"]:
+            assert time.monotonic() < deadline, "the service did not switch"
+            time.sleep(0.1)
+        clusters = s.client.get("/v1/clusters").json()["clusters"]
+        names = {c["name"] for c in clusters}
+        assert {"my fish", "my dogs"} <= names, names
+        assert sum(c["junk"] for c in clusters) == 1
+    finally:
+        s.stop()

@@ -366,6 +366,10 @@ def test_hostile_input_gets_4xx_and_server_stays_up(server, images, tmp_path):
     assert err["message"].startswith("vectors[0] is all zeros"), err
     refused(400, "empty_batch", json={"vectors": []})
     refused(400, "empty_batch", content=b"", headers={"content-type": "application/json"})
+    # no body and no content type (curl -X POST): both forms named
+    r = server.client.post("/v1/assign")
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "empty_batch"
+    assert "multipart/form-data (field 'files')" in r.json()["error"]["message"] and "vectors" in r.text
     refused(413, "batch_too_large", json={"vectors": [vec] * 101})
     refused(400, "invalid_json", content=b'{"vectors": [[1, 2', headers={"content-type": "application/json"})
     refused(400, "invalid_request", json={"vectors": [["a"] * 1280]})
@@ -1028,3 +1032,110 @@ def test_the_described_vector_size_follows_a_model_switch(cifar3_embeddings, tmp
         assert r.status_code == 200 and len(r.json()["items"]) == 2, r.text
     finally:
         s.stop()
+
+
+def test_a_browser_page_of_a_listed_origin_may_call_the_service(server, run_dir, images, tmp_path):
+    """--cors-origin lets a web page of that origin call the service (CORS): its preflight is
+    answered before the token check (a browser sends none there), the answers name the origin
+    and let the page read X-Request-ID; the token is still needed. Without the flag (the module's
+    server) and for another origin, no page may."""
+    page = "https://app.example"
+    pre = {"Origin": page, "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization, content-type"}
+    plain = server.client.options("/v1/assign", headers=pre)
+    assert "access-control-allow-origin" not in plain.headers, plain.headers
+    s = Server(str(run_dir), "--cors-origin", page, log=tmp_path / "cors.log", token=TOKEN)
+    try:
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            ok = c.options("/v1/assign", headers=pre)
+            assert ok.status_code == 200, ok.text
+            assert ok.headers["access-control-allow-origin"] == page
+            assert "authorization" in ok.headers["access-control-allow-headers"].lower()
+            assert "POST" in ok.headers["access-control-allow-methods"]
+            other = c.options("/v1/assign", headers={**pre, "Origin": "https://evil.example"})
+            assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+            files = upload(images[:1])
+            refused = c.post("/v1/assign", files=files, headers={"Origin": page})
+            assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == page
+            r = c.post("/v1/assign", files=upload(images[:1]),
+                       headers={"Origin": page, **s.headers})
+            assert r.status_code == 200 and r.json()["items"][0]["cluster"] >= 0
+            assert r.headers["access-control-allow-origin"] == page
+            assert "x-request-id" in r.headers["access-control-expose-headers"].lower()
+            assert len(r.headers["x-request-id"]) == 32
+    finally:
+        s.stop()
+
+
+def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_dir, cifar3_embeddings,
+                                                                     capsys):
+    """`mediacluster models RUN --use VERSION` points LATEST at an earlier version: the watching
+    service switches back to it while a client keeps sending (no failed request, and each
+    answer names the version that gave it); the next publish is the latest again. An unknown
+    version is refused naming the versions there are."""
+    from mediacluster.cli import main
+
+    X = cifar3_embeddings.vectors[::30].astype(np.float32)
+    old = server.client.get("/v1/model").json()["version"]
+    new = publish(run_dir, fast_pipeline(4).fit(cifar3_embeddings.vectors))
+    wait_for_version(server, new)
+    stop, seen, failures = threading.Event(), [], []
+
+    def client_loop():
+        with httpx.Client(base_url=server.url, timeout=60, headers=server.headers) as c:
+            while not stop.is_set():
+                r = c.post("/v1/assign", json={"vectors": X.tolist()})
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                else:
+                    seen.append(r.json()["model"]["version"])
+
+    t = threading.Thread(target=client_loop)
+    t.start()
+    try:
+        time.sleep(0.3)
+        assert main(["models", str(run_dir), "--use", old]) == 0
+        out = capsys.readouterr().out
+        assert f"LATEST -> {old}" in out and f"* {old}" in out, out
+        wait_for_version(server, old)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join(30)
+    assert not failures, failures[:3]
+    assert seen[0] == new and seen[-1] == old and set(seen) == {new, old}, set(seen)
+    assert main(["models", str(run_dir), "--use", "v9999"]) == 2
+    assert "no model version 'v9999' (versions: " in capsys.readouterr().err
+    newest = publish(run_dir, fast_pipeline(3).fit(cifar3_embeddings.vectors))
+    wait_for_version(server, newest)
+    assert int(newest[1:]) > int(new[1:])
+
+
+def test_the_description_says_which_operations_need_the_token(server):
+    """A client generated from /openapi.json learns the bearer scheme and which operations need
+    it (every one but the probes and the description), as the server enforces it."""
+    doc = httpx.get(server.url + "/openapi.json", timeout=30).json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]["bearer"]["description"]}
+    ops = {(p, m): o for p, v in doc["paths"].items() for m, o in v.items()}
+    assert ops[("/v1/assign", "post")]["security"] == [{"bearer": []}]
+    assert ops[("/metrics", "get")]["security"] == [{"bearer": []}]
+    for public, fields in (("/healthz", {"status"}), ("/readyz", {"status", "version"})):
+        assert "security" not in ops[(public, "get")]
+        ref = ops[(public, "get")]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        assert set(schema["properties"]) == fields  # the probes' answers are described
+        assert set(httpx.get(server.url + public, timeout=30).json()) == fields
+        assert httpx.get(server.url + public, timeout=30).status_code == 200  # as described
+    assert httpx.get(server.url + "/v1/clusters", timeout=30).status_code == 401
+
+
+def test_a_command_whose_reader_goes_away_stops_quietly(run_dir):
+    """`mediacluster models RUN | head -1`: the pipe's reader went away; the command stops with
+    141 (as a shell reports SIGPIPE) and no "internal error (a bug)" message or crash log."""
+    p = subprocess.Popen([sys.executable, "-m", "mediacluster", "models", str(run_dir)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(120)
+    assert p.returncode == 141 and "internal error" not in err, (p.returncode, err)

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from test_serve import Server, metric_families, upload
 
@@ -96,6 +97,10 @@ def test_keep_rule():
     assert u.reason({"novel": False, "probability": 0.2, "status": "clustered"}) == "uncertain"
     assert u.reason({"novel": False, "probability": 0.9, "status": "junk"}) == "junk"
     assert u.reason({"novel": True, "probability": 0.9, "status": "clustered"}) is None
+    t = KeepRule(frozenset({"novel"}), novelty=0.95)
+    assert t.reason({"novel": False, "novelty": 0.96, "probability": 0.9}) == "novel"
+    assert t.reason({"novel": False, "novelty": 0.5, "probability": 0.9}) is None
+    assert t.reason({"novel": False, "novelty": None, "probability": 0.9}) is None  # an old model
 
 
 def test_extension_from_the_bytes_not_the_name(known):
@@ -318,3 +323,33 @@ def test_writer_backlog_is_bounded_and_close_writes_what_is_queued(tmp_path, kno
     box.close()
     assert events.count(("skipped", "backlog")) == 1 and events.count(("kept", "image")) == 2
     assert len(rows(tmp_path / "inbox")) == 2
+
+
+def test_keep_novelty_keeps_answers_at_or_above_the_threshold(run_dir, cifar3_embeddings, tmp_path):
+    """`--keep-novelty T`: a moderation queue of the answers at least T novel, not only those the
+    1% rule flags `novel` (README: `novelty >= 0.95` catches more of the kinds a collection
+    lacks); it implies `--keep novel`. Training vectors moved by more and more noise are
+    answered more and more novel; those at or above T are kept, and only they."""
+    inbox = tmp_path / "inbox"
+    s = Server(str(run_dir), "--keep-uploads", str(inbox), "--keep", "uncertain", "--keep-below",
+               "0.0001", "--keep-novelty", "0.5", log=tmp_path / "server.log")
+    try:
+        X = cifar3_embeddings.vectors
+        rng = np.random.default_rng(0)
+        scale = float(np.linalg.norm(X, axis=1).mean() / np.sqrt(X.shape[1]))
+        moved = [X[i] + eps * scale * rng.standard_normal(X.shape[1]).astype(np.float32)
+                 for i, eps in enumerate(np.linspace(0.0, 1.5, 16))]
+        r = s.client.post("/v1/assign", json={"vectors": [m.tolist() for m in moved]})
+        assert r.status_code == 200, r.text
+        answers = r.json()["items"]
+        want = sorted(round(a["novelty"], 6) for a in answers if a["novel"] or a["novelty"] >= 0.5)
+        flagged = [a for a in answers if a["novel"]]
+        assert want and len(want) < len(answers), [a["novelty"] for a in answers]  # both sides seen
+        assert len(want) > len(flagged), [a["novelty"] for a in answers]  # more than the 1% rule
+        got = rows(inbox, len(want))
+        time.sleep(0.3)  # nothing more comes
+        got = rows(inbox)
+        assert sorted(round(r["novelty"], 6) for r in got) == want
+        assert all(r["reason"] == "novel" and r["input"] == "vector" for r in got)
+    finally:
+        s.stop()

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from mediacluster.web.app import bind
+from mediacluster.web.app import StrictBody, bind
 
 
 def test_accepted_connections_send_without_waiting_for_acks():
@@ -229,3 +229,77 @@ def test_an_unknown_query_parameter_is_a_422_naming_it_on_every_route():
     finally:
         server.should_exit = True
     assert kinds.count("invalid_request") >= 5
+
+
+def test_every_answer_names_its_request():
+    """Every answer of the stack carries an X-Request-ID, refusals and errors too: the client's
+    own id when it sent a sane one (a proxy's trace id joins the server's log), else a new one
+    per request; a header that is not a sane token is replaced, never echoed."""
+    import httpx
+
+    from mediacluster.web import create_app
+
+    app = create_app("t", "1", token="tok", max_body_bytes=100, public_paths=("/open",))
+
+    @app.get("/open")
+    def open_():
+        return {"ok": True}
+
+    @app.get("/data")
+    def data():
+        return {"ok": True}
+
+    port, server = _serve(app)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            auth = {"Authorization": "Bearer tok"}
+            answers = [c.get("/open"), c.get("/open"), c.get("/data"),           # ok, ok, 401
+                       c.get("/data?limt=1", headers=auth),                      # 422 (query)
+                       c.post("/data", headers=auth, content=b"x" * 200),        # 413
+                       c.get("/nowhere", headers=auth)]                          # 404
+            assert [r.status_code for r in answers] == [200, 200, 401, 422, 413, 404]
+            ids = [r.headers.get("x-request-id") for r in answers]
+            assert all(i and len(i) == 32 and int(i, 16) >= 0 for i in ids), ids
+            assert len(set(ids)) == len(ids), ids
+            mine = c.get("/data", headers={**auth, "X-Request-ID": "trace-0af7651916cd43dd"})
+            assert mine.status_code == 200 and mine.headers["x-request-id"] == "trace-0af7651916cd43dd"
+            odd = c.get("/open", headers={"X-Request-ID": "two words " + "x" * 200})
+            assert odd.headers["x-request-id"] != "two words" and len(odd.headers["x-request-id"]) == 32
+    finally:
+        server.should_exit = True
+
+
+class _Rename(StrictBody):
+    cluster: int
+    name: str
+
+
+def test_a_body_that_is_not_json_is_a_400_saying_where_as_the_service_says_it():
+    """A JSON body that does not parse, on a route whose body FastAPI validates (the studio's
+    edits), is a 400 ``invalid_json`` saying what and where, as the service's own parsing
+    answers it; pydantic's words were a 422 "0: JSON decode error"."""
+    import httpx
+
+    from mediacluster.web import create_app
+
+    app = create_app("t", "1")
+
+    @app.post("/edits")
+    def edits(body: _Rename):
+        return {"ok": body.name}
+
+    port, server = _serve(app)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            h = {"content-type": "application/json"}
+            r = c.post("/edits", content=b'{"cluster": 3, "name": "x"', headers=h)
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["kind"] == "invalid_json" and "not valid JSON" in err["message"], err
+            assert "(char 26)" in err["message"] and "delimiter" in err["message"], err
+            ok = c.post("/edits", content=b'{"cluster": 3, "name": "x"}', headers=h)
+            assert ok.status_code == 200 and ok.json() == {"ok": "x"}
+            typo = c.post("/edits", content=b'{"cluster": 3, "nmae": "x"}', headers=h)
+            assert typo.status_code == 422 and "nmae" in typo.json()["error"]["message"]
+    finally:
+        server.should_exit = True

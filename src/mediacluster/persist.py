@@ -147,6 +147,47 @@ class ModelStore:
         vs = self.versions()
         return self.root / vs[-1] if vs else None
 
+    def describe(self) -> list[dict]:
+        """Each version, oldest first: ``version``, ``run_id``, ``source``, ``created`` (its
+        model.json's time), ``n_clusters`` (None where unreadable) and ``latest`` (the one
+        ``LATEST`` names, which ``assign`` and the service use)."""
+        latest = self.latest()
+        out = []
+        for v in self.versions():
+            try:
+                info = read_json(self.root / v / MODEL_JSON)
+            except (OSError, ValueError):
+                info = {}
+            meta = info.get("metadata") or {}
+            try:
+                made = time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                     time.localtime((self.root / v / MODEL_JSON).stat().st_mtime))
+            except OSError:
+                made = None
+            out.append({"version": v, "run_id": meta.get("run_id"), "source": meta.get("source"),
+                        "created": made, "n_clusters": info.get("n_clusters"),
+                        "latest": latest is not None and latest.name == v})
+        return out
+
+    def use(self, version: str) -> dict:
+        """Point ``LATEST`` at an existing ``version`` (a rollback, or back to the newest): the
+        service watching this store switches to it within its poll, ``assign`` uses it. The
+        versions themselves are never changed; the next publish is the newest number again and
+        becomes the latest. Returns the new ``LATEST`` content."""
+        if version not in self.versions() or not (self.root / version / MODEL_JSON).is_file():
+            have = ", ".join(self.versions()) or "none"
+            raise ModelFormatError(f"{self.root}: no model version {version!r} (versions: {have})")
+        meta = (read_json(self.root / version / MODEL_JSON).get("metadata") or {})
+        ptr = {"version": version, "run_id": meta.get("run_id"), "source": meta.get("source") or "",
+               "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pointed_by": "use"}
+        try:
+            write_json(self.root / LATEST, ptr)
+        except OSError as e:
+            if isinstance(e, OutputError):
+                raise
+            raise OutputError(f"cannot write {self.root / LATEST}: {e.strerror or e}") from e
+        return ptr
+
     def publish(self, write: Callable[[Path], object], run_id: str | None = None,
                 source: str = "") -> Path:
         """Write a new version with ``write(folder)`` and make it the latest; returns its path."""

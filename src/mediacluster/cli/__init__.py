@@ -24,7 +24,8 @@ from .._version import __version__
 from ..errors import MediaclusterError
 from ..fileio import cache_root, setup_numba_cache
 
-COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio", "dups"]
+COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio", "dups",
+            "models"]
 
 #: each sub-command's line in ``mediacluster --help``. Kept here so that the top-level help and a
 #: usage error import no sub-command module: those import the library (scikit-learn alone ~1 s),
@@ -42,6 +43,8 @@ SUMMARIES = {
              "keep what it could not place)",
     "studio": "review, rename, merge, split and fix clusters in a browser; every edit is kept",
     "dups": "find reposts and near-duplicates of images or audio clips: a table of groups and a page",
+    "models": "list a run's model versions and which one is served; --use VERSION: roll back (or "
+              "forward) to it",
 }
 EVERY = "every"  # build_parser(): every sub-command's full parser
 
@@ -204,6 +207,24 @@ def _imports_kept(entry: bool):
         gc.enable()
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output's reader is gone (a closed pipe); if so, later writes (the
+    interpreter's flush at exit) go to /dev/null instead of failing again."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        if not any(ev & select.POLLERR for _, ev in poll.poll(0)):  # a pipe without a reader
+            return False
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured): not this case
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_numba_cache()  # before umap / pynndescent are imported: no command pays the JIT twice
     with _imports_kept(argv is None):
@@ -228,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - anything else is a bug: say so, keep the traceback
+        if isinstance(e, BrokenPipeError) and _stdout_gone():
+            return 141  # the reader went away (`mediacluster models RUN | head -1`): quietly, as ls
         if args.verbose:
             traceback.print_exc()
         log = _log_bug(sys.argv if argv is None else argv)

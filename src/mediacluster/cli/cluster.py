@@ -76,7 +76,10 @@ def add_parser(sub):
                    help="carry what a person did in the studio on a previous run (names, junk marks, "
                         "tags, moved items) to the new run's matching clusters (a mutual majority of "
                         "shared items), as edits in OUT/edits.sqlite; what was kept, split, merged or "
-                        "is new is printed and written to OUT/carry.json. OLD_RUN may be OUT itself")
+                        "is new is printed and written to OUT/carry.json. OLD_RUN may be OUT itself. "
+                        "With --save-model, a carry that carried something is published at once as "
+                        "the next model version (the studio's publish), so a service watching OUT "
+                        "serves the curation")
     add_pipeline_args(p)
     add_report_argument(p)
     return p
@@ -225,7 +228,10 @@ def run(args) -> int:
             print(f"carry: the run {before} that {printable(args.out)} held had no edits or hand-given "
                   "names (it was not kept): nothing to carry")
         else:
-            print_carry(carry_curation(prev, res.out, cache_dir=args.cache_dir, progress=not args.quiet))
+            carried = carry_curation(prev, res.out, cache_dir=args.cache_dir, progress=not args.quiet)
+            print_carry(carried)
+            if res.model and any((carried.get("carried") or {}).values()):
+                publish_carried(res.out)
     rep = report_after(args, res.out)
     if res.level_refused:
         print_level_refused(res.level_refused, res.summary.get("levels"))
@@ -234,6 +240,21 @@ def run(args) -> int:
         return 2  # the report asked for could not be written (said above; the run is kept)
     # exit code 0 when everything was used, 3 when some files were skipped (the run still finished)
     return 3 if res.embeddings.skipped or rep == 3 else 0
+
+
+def publish_carried(out) -> None:
+    """``--save-model`` with a carry that carried something: publish the curated model (the
+    studio's publish) at once, so that a service watching OUT serves the carried names, junk
+    marks and tags within its poll, not the bare fit until someone publishes by hand."""
+    from ..studio.session import Studio
+
+    st = Studio(out, lazy_map=True, warm=False)
+    try:
+        res = st.publish(client="cluster --carry-from")
+    finally:
+        st.close()
+    print(f"model: {printable(res['path'])} (the carried curation, published: it predicts the curated "
+          f"cluster of {100 * res['agreement']:.2f}% of {res['checked']} items)")
 
 
 def print_skipped(skipped, where: str, shown: int = 10) -> None:

@@ -51,6 +51,10 @@ def add_parser(sub):
                    "Bearer TOKEN' (default: none on loopback, a random one elsewhere)")
     add_collection_root(p, "with a model saved with --dedup: the geometric near-duplicate check reads its "
                            "training files")
+    p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                   help="a web origin (https://app.example, or *) whose pages may call the service from a "
+                   "browser (CORS; repeatable; default: none, browsers refuse cross-site calls); the "
+                   "token is still needed where one is set")
     p.add_argument("--tags", default=None, metavar="TAG_MODEL",
                    help="a tag model (`mediacluster tags train`) trained on the same encoder: each "
                         "answer then carries suggested tags, or none when the tagger abstains")
@@ -82,6 +86,10 @@ def add_parser(sub):
                         "also every noise and outlier answer), junk (a cluster marked junk), all")
     k.add_argument("--keep-below", type=_probability, default=0.5, metavar="P",
                    help="--keep uncertain keeps answers whose probability is below P (default 0.5)")
+    k.add_argument("--keep-novelty", type=_probability, default=None, metavar="T",
+                   help="--keep novel also keeps answers whose novelty is at least T (0..1; e.g. 0.95: "
+                        "about 5%% of uploads of the collection's own kinds, and more of the kinds it "
+                        "lacks than the novel flag's 1%% rule); implies --keep novel")
     k.add_argument("--keep-max-mb", type=_positive_float, default=None, metavar="MB",
                    help="stored megabytes at most (MiB); beyond it new uploads are no longer kept "
                         "(logged once, mediacluster_inbox_full in /metrics) and the service keeps "
@@ -104,10 +112,11 @@ def run(args) -> int:
         "encode_workers": args.encode_workers, "max_files": args.max_files,
         "max_vectors": args.max_vectors, "max_file_bytes": int(args.max_file_mb * 2**20),
         "max_body_bytes": int(args.max_body_mb * 2**20), "time_limit_s": args.time_limit,
-        "token": token,
+        "token": token, "cors_origins": list(args.cors_origin or ()),
         "collection_root": args.collection_root and os.path.abspath(args.collection_root),
         "keep_uploads": args.keep_uploads and os.path.abspath(args.keep_uploads),
-        "keep": sorted(set(args.keep or ["novel"])), "keep_below": args.keep_below,
+        "keep": sorted(set(args.keep or ["novel"]) | ({"novel"} if args.keep_novelty else set())),
+        "keep_below": args.keep_below, "keep_novelty": args.keep_novelty,
         "keep_max_bytes": None if args.keep_max_mb is None else int(args.keep_max_mb * 2**20),
     }
     if args.keep_uploads:  # a folder that cannot be written stops here, once, not in every worker
@@ -127,7 +136,9 @@ def run(args) -> int:
                               "another folder or move inbox.sqlite aside") from None
     name = "mediacluster serve"
     if args.keep_uploads:
-        print(f"{name}: keeping uploads (--keep {' '.join(config['keep'])}) in {printable(args.keep_uploads)}"
+        print(f"{name}: keeping uploads (--keep {' '.join(config['keep'])}"
+              + (f", novelty >= {args.keep_novelty:g}" if args.keep_novelty else "")
+              + f") in {printable(args.keep_uploads)}"
               + (f" (at most {args.keep_max_mb:g} MiB)" if args.keep_max_mb else ""), flush=True)
     if args.workers == 1:
         from ..serve import build_service

@@ -96,8 +96,10 @@ def run(args) -> int:
         from ..studio.carry import carry_curation
 
         print_carry(carry_curation(args.carry_from, run_dir, cache_dir=args.cache_dir, progress=True))
-    studio = Studio(run_dir, map_method=args.map_method, progress=True)
-    if args.publish or args.export:
+    one_shot = bool(args.publish or args.export)  # no page: no map or search made unless used
+    studio = Studio(run_dir, map_method=args.map_method, progress=True, warm=not one_shot,
+                    lazy_map=one_shot)
+    if one_shot:
         try:
             if args.export:
                 res = studio.export(args.export, args.export_mode, client="cli", user=args.user or "")

@@ -66,13 +66,26 @@ class ServeOptions:
     max_body_bytes: int = 128 << 20  # a whole request
     time_limit_s: float | None = 30.0
     token: str | None = None
+    cors_origins: tuple = ()         # --cors-origin: web origins whose pages may call the service
     keep_uploads: str | None = None  # the inbox folder (--keep-uploads; None: nothing is kept)
     keep: tuple = ("novel",)         # --keep: which answers are kept (serve.inbox.KEEP_KINDS)
     keep_below: float = 0.5          # --keep-below: "uncertain" is a probability below this
+    keep_novelty: float | None = None  # --keep-novelty: "novel" also keeps novelty >= this
     keep_max_bytes: int | None = None  # --keep-max-mb: stored bytes at most
 
 
 # -- response schema (also the OpenAPI page) ---------------------------------------------------
+class Health(BaseModel):
+    status: str = Field(description="always 'ok': the process answers (a liveness probe)")
+
+
+class Ready(BaseModel):
+    status: str = Field(description="'ready': a model version is loaded and its encoder workers run; "
+                        "also while a newer version loads and after one failed to load (the served "
+                        "one goes on: /v1/model's reload_error says why)")
+    version: str = Field(description="the model version answering now (as each answer's model.version)")
+
+
 class Tag(BaseModel):
     tag: str = Field(description="a tag the tagger suggests")
     confidence: float = Field(description="the tagger's confidence in it")
@@ -455,7 +468,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             elif kind == "full":
                 full.set(1)
 
-        inbox = Inbox(opt.keep_uploads, KeepRule(frozenset(opt.keep), float(opt.keep_below)),
+        inbox = Inbox(opt.keep_uploads, KeepRule(frozenset(opt.keep), float(opt.keep_below), opt.keep_novelty),
                       opt.keep_max_bytes, on_event=on_inbox)
 
     def on_batch(n: int, seconds: float) -> None:
@@ -494,7 +507,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 inbox.close()
             metrics.close()  # this worker's per-process samples go with it
 
-    app = create_app("mediacluster service", __version__, token=opt.token,
+    app = create_app("mediacluster service", __version__, token=opt.token, cors_origins=tuple(opt.cors_origins),
                      max_body_bytes=opt.max_body_bytes, time_limit_s=opt.time_limit_s,
                      on_error=metrics.error, lifespan=lifespan,
                      # probes and the API description need no token; data and metrics do
@@ -612,6 +625,10 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 kind = served.media  # files are answered only by a model with an encoder
             elif ctype in ("application/json", ""):
                 body = await request.body()
+                if not body and not ctype:  # nothing at all: say both forms, not only the JSON one
+                    raise ApiError(400, "empty_batch", f"the request is empty: send {_files_of(served)} as "
+                                   "multipart/form-data (field 'files') or vectors as application/json "
+                                   "{\"vectors\": [[...], ...]}")
                 # parsed and answered off the event loop: megabytes of JSON would hold up every
                 # other request
                 X, items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar)
@@ -676,11 +693,11 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                     "previous": holder.current.version, "pinned": True}
         return await asyncio.to_thread(holder.reload)  # counted in reloads by holder.on_reload
 
-    @app.get("/healthz", summary="The process is up")
+    @app.get("/healthz", summary="The process is up", response_model=Health)
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="A model is loaded and the encoder runs",
+    @app.get("/readyz", summary="A model is loaded and the encoder runs", response_model=Ready,
              responses=error_docs({503: "the encoder workers are not running"}))
     async def readyz():
         if not holder.ready:

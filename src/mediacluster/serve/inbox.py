@@ -82,15 +82,18 @@ _PIL_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF"
 
 @dataclass(frozen=True)
 class KeepRule:
-    """Which answered items are kept (``--keep``, ``--keep-below``)."""
+    """Which answered items are kept (``--keep``, ``--keep-below``, ``--keep-novelty``)."""
 
     kinds: frozenset = frozenset({"novel"})
     below: float = KEEP_BELOW
+    novelty: float | None = None  # "novel" also keeps answers whose novelty is at least this
 
     def reason(self, answer: dict) -> str | None:
         """Why ``answer`` is kept (the first of novel, junk, uncertain, all that holds), or None."""
         k = self.kinds
-        if "novel" in k and answer.get("novel"):
+        score = answer.get("novelty")
+        if "novel" in k and (answer.get("novel") or (
+                self.novelty is not None and score is not None and float(score) >= self.novelty)):
             return "novel"
         if "junk" in k and answer.get("status") == "junk":
             return "junk"

@@ -215,7 +215,7 @@ def query_message(path: str, unknown: list[str], accepted: list[str], token: boo
 def create_app(title: str, version: str, token: str | None = None, max_body_bytes: int = 32 << 20,
                time_limit_s: float | None = None, on_error=None,
                public_paths: tuple[str, ...] = ("/healthz",), free_query: tuple[str, ...] = FREE_QUERY,
-               **kw) -> FastAPI:
+               cors_origins: tuple[str, ...] = (), **kw) -> FastAPI:
     """A FastAPI app with JSON errors, a body limit, an optional token, a time limit and strict
     query strings.
 
@@ -223,7 +223,11 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
     ``public_paths`` need no token (an entry ending in "/" is a prefix). A query parameter the
     matched route does not declare (:func:`declared_query`; ``token`` is every route's) is a 422
     naming it and the route's parameters, on every route but those whose path is in
-    ``free_query`` (free-form query strings, opted out by name). The OpenAPI page
+    ``free_query`` (free-form query strings, opted out by name). Every answer carries an
+    ``X-Request-ID`` (the client's, else a new one: :func:`request_id`). ``cors_origins``: the
+    web origins (``https://app.example``, or ``*``) whose pages may call the app from a browser
+    (CORS: preflights answered before the token check, ``Authorization`` and ``Content-Type``
+    allowed, ``X-Request-ID`` readable); none by default. The OpenAPI page
     (``/docs``) loads Swagger UI from files shipped in ``fastapi-offline``, not from a CDN."""
     from fastapi_offline import FastAPIOffline
 
@@ -257,6 +261,12 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError):
+        broken = next((err for err in e.errors() if err.get("type") == "json_invalid"), None)
+        if broken is not None:  # as the service's own parsing says it: 400 invalid_json, where
+            count("invalid_json")  # pydantic said "0: JSON decode error" (a 422)
+            where = (broken.get("loc") or ("", "?"))[-1]
+            return error_response(400, "invalid_json", "the body is not valid JSON: "
+                                  f"{(broken.get('ctx') or {}).get('error', 'cannot be parsed')} (char {where})")
         count("invalid_request")
         return error_response(422, "invalid_request", invalid_message(e.errors()))
 
@@ -281,13 +291,50 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
     async def _bug(request: Request, e: Exception):
         # only what fails outside _Guards comes here (e.g. an app's own middleware); Starlette
         # then closes the connection after this answer
-        log.exception("internal error on %s %s", request.method, request.url.path)
+        log.exception("internal error on %s %s (request %s)", request.method, request.url.path,
+                      getattr(request.state, "request_id", None))
         count("internal")
         return error_response(500, "internal", _bug_message(e))
 
     app.add_middleware(_Guards, public=public, prefixes=prefixes, max_body_bytes=max_body_bytes,
                        time_limit_s=time_limit_s, count=count, free_query=frozenset(free_query))
+    if token:  # the description says which operations need the token, for generated clients
+        framework_openapi = app.openapi
+
+        def openapi() -> dict:
+            if app.openapi_schema is None:
+                doc = framework_openapi()
+                doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                    "type": "http", "scheme": "bearer",
+                    "description": "the server's access token (--token): Authorization: Bearer TOKEN"}
+                for path, ops in doc.get("paths", {}).items():
+                    if path not in public and not path.startswith(prefixes):
+                        for op in ops.values():
+                            op["security"] = [{"bearer": []}]
+            return app.openapi_schema
+
+        app.openapi = openapi
+    if cors_origins:  # outside the guards: a browser's preflight carries no token
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", REQUEST_ID],
+                           expose_headers=[REQUEST_ID], max_age=600)
     return app
+
+
+#: the header naming a request: a client's own id (kept when it is 1..128 printable ASCII
+#: characters without spaces), else one the server makes; echoed on every answer
+REQUEST_ID = "x-request-id"
+_REQUEST_ID_OK = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def request_id(given: str | None) -> str:
+    """The id of a request: the client's ``X-Request-ID`` when it is a sane token (so a trace
+    id from a proxy or a client's log joins the server's), else a new random one (32 hex)."""
+    if given and _REQUEST_ID_OK.fullmatch(given):
+        return given
+    return secrets.token_hex(16)
 
 
 class _Guards:
@@ -314,6 +361,16 @@ class _Guards:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
+        rid = request_id(request.headers.get(REQUEST_ID))
+        scope.setdefault("state", {})["request_id"] = rid
+        outer_send = send
+
+        async def send(message):  # every answer (refusals and errors too) names its request
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (REQUEST_ID.encode(), rid.encode())]}
+            await outer_send(message)
+
         expected = scope["app"].state.token
         path = scope["path"]
         if expected and path not in self.public and not path.startswith(self.prefixes):
@@ -392,7 +449,7 @@ class _Guards:
             # client's next request on it failed with a reset
             if started:
                 raise
-            log.error("internal error on %s %s", scope["method"], path, exc_info=e)
+            log.error("internal error on %s %s (request %s)", scope["method"], path, rid, exc_info=e)
             await self._refuse(scope, receive, send, 500, "internal", _bug_message(e))
 
 

@@ -1,0 +1,43 @@
+"""``mediacluster models RUN_OR_MODELS [--use VERSION]``: the model versions of a run (or its
+``models/`` folder), which one ``LATEST`` names (the one ``assign`` and a watching service use),
+and, with ``--use``, a rollback: ``LATEST`` pointed at an earlier version (or back to a later
+one). A service watching the folder switches to it within its ``--poll``, without a failed
+request, as it does for a new version (``persist.ModelStore.use``)."""
+
+from __future__ import annotations
+
+import sys
+
+from . import SUMMARIES, printable
+
+
+def add_parser(sub):
+    p = sub.add_parser("models", help=SUMMARIES["models"], description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a run folder or its models/ folder")
+    p.add_argument("--use", default=None, metavar="VERSION",
+                   help="point LATEST at this version (e.g. v0002): `assign` and a service watching "
+                        "the folder switch to it (a rollback); the next publish becomes the latest again")
+    return p
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import ModelFormatError
+    from ..persist import model_store_of
+
+    store = model_store_of(args.run)
+    if store is None:
+        if not Path(args.run).exists():
+            raise ModelFormatError(f"{args.run} does not exist")
+        raise ModelFormatError(f"{args.run} holds no model versions: give a run folder written with "
+                               "`cluster --save-model` (or the studio's publish), or its models/ folder")
+    if args.use:
+        ptr = store.use(args.use)
+        sys.stdout.write(f"LATEST -> {ptr['version']} in {printable(store.root)}: `assign` uses it; a "
+                         "service watching this folder switches to it within its --poll\n")
+    for v in store.describe():
+        sys.stdout.write(f"{'*' if v['latest'] else ' '} {v['version']}  {v['source'] or '?':8s} "
+                         f"{v['n_clusters'] if v['n_clusters'] is not None else '?':>4} clusters  "
+                         f"run {v['run_id'] or '?'}  {v['created'] or ''}\n")
+    return 0
