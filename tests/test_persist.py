@@ -130,3 +130,16 @@ def test_a_version_killed_while_written_is_cleaned_by_the_next_publish(tmp_path)
     ModelStore(store).publish(lambda f: (f.mkdir(), (f / "model.json").write_text("{}")))
     assert sorted(q.name for q in store.iterdir()) == sorted([living.name, "LATEST", "v0001"])
 
+
+def test_a_version_whose_writer_raises_leaves_nothing_in_the_store(tmp_path):
+    from mediacluster.errors import InputError
+    from mediacluster.persist import ModelStore
+
+    def write(f):
+        f.mkdir()
+        (f / "arrays.npz").write_bytes(b"x")
+        raise InputError("items.json: bad row")
+
+    with pytest.raises(InputError):
+        ModelStore(tmp_path).publish(write)
+    assert list(tmp_path.iterdir()) == []

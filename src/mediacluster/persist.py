@@ -184,6 +184,9 @@ class ModelStore:
             if isinstance(e, OutputError):
                 raise
             raise OutputError(f"cannot publish a model version in {self.root}: {e.strerror or e}") from e
+        except BaseException:  # the writer refused (bad items, an interrupt): no half version left
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return dest
 
 
