@@ -522,7 +522,9 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         raise InputError(f"{source.path}: {n} vectors; at least 3 are needed to cluster")
     with meter.stage("vectors"):
         _store_vectors(run, source, extras, batch_rows)
-    stored = NpyVectors(run.embeddings_path)
+    # a float32 .npy is copied unread: what its rows hold is found on reading the copy, and
+    # told of the file the user gave
+    stored = NpyVectors(run.embeddings_path, shown=source.npy_float32_file)
     finder = mapped = None
     if find_duplicates is not None:
         with meter.stage("dedup"):
