@@ -284,3 +284,26 @@ def test_cluster_tags_naming_no_cluster_of_the_run_are_refused(tmp_path):
         tags.write_text(bad)
         with pytest.raises(InputError, match=rf"tags.yaml: {entry} is not a cluster of this run"):
             examples_from_run(tmp_path / "run", tags)
+
+
+def test_vectors_of_another_width_or_not_finite_are_refused_by_name(tmp_path, capsys):
+    """A tag model trained on 16-d vectors, evaluated on 8-d ones (another encoder's), stopped
+    with numpy's broadcast error: the bug path, exit 1. NaN rows were answered "no tag"."""
+    from mediacluster.cli import main
+    from mediacluster.errors import InputError
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(30, 16)) + 3, rng.normal(size=(30, 16)) - 3]).astype(np.float32)
+    clf = TagClassifier(model="logreg").fit(X, ["cat"] * 30 + ["dog"] * 30)
+    with pytest.raises(InputError, match="tag model expects 16-d vectors, got 8-d"):
+        clf.suggest(X[:2, :8])
+    bad = X[:3].copy()
+    bad[1, 4] = np.nan
+    with pytest.raises(InputError, match="vector 1 contains NaN or infinity"):
+        clf.suggest(bad)
+    Tagger(clf, encoder=None).save(tmp_path / "m")
+    np.savez(tmp_path / "e8.npz", vectors=X[:, :8], labels=np.array(["cat"] * 30 + ["dog"] * 30))
+    capsys.readouterr()
+    assert main(["tags", "evaluate", str(tmp_path / "m"), str(tmp_path / "e8.npz"), "--out",
+                 str(tmp_path / "ev"), "--quiet"]) == 2
+    assert "16-d" in capsys.readouterr().err
