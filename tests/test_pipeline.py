@@ -384,3 +384,13 @@ def test_umap_leaves_the_given_neighbour_graph_as_it_was():
     assert np.array_equal(knn[0], before[0]) and np.array_equal(knn[1], before[1])
     labels = Pipeline().fit(X).labels_
     assert len(set(labels[X[:, 0] > 0]) & set(labels[X[:, 0] < 0])) == 0  # the two directions apart
+
+
+def test_a_seed_numpy_cannot_take_is_refused_by_name():
+    """``--seed 99999999999999999999`` (or any seed from 2**32) passed the parameter check and
+    stopped in umap-learn's ``RandomState`` after the collection was embedded: exit 1."""
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    for seed in (2**32, 10**20):
+        with pytest.raises(ParameterError, match=r"random_state: must be <= 4294967295"):
+            Pipeline(random_state=seed).fit(X)
+    assert len(Pipeline(random_state=2**32 - 1).fit(X).labels_) == 40
