@@ -307,3 +307,12 @@ def test_vectors_of_another_width_or_not_finite_are_refused_by_name(tmp_path, ca
     assert main(["tags", "evaluate", str(tmp_path / "m"), str(tmp_path / "e8.npz"), "--out",
                  str(tmp_path / "ev"), "--quiet"]) == 2
     assert "16-d" in capsys.readouterr().err
+
+
+def test_a_seed_numpy_cannot_take_is_refused_by_name():
+    """``tags train --seed`` from 2**32 stopped in numpy's RandomState (exit 1)."""
+    from mediacluster.errors import ParameterError
+
+    X = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    with pytest.raises(ParameterError, match=r"random_state: must be <= 4294967295"):
+        TagClassifier(random_state=2**32).fit(X, ["a", "b"] * 10)

@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from ..data import check_finite, l2_normalize
 from ..errors import InputError
 from ..fileio import atomic_path, write_json
+from ..stages.registry import SEED
 from .thresholds import choose_threshold, clopper_pearson, min_support
 
 FORMAT = "mediacluster.tags/1"
@@ -138,6 +139,7 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"model must be one of {MODELS}, not {self.model!r}")
         if self.thresholds not in ("per-tag", "global", "auto"):
             raise InputError("thresholds must be 'per-tag', 'global' or 'auto'")
+        SEED.check(self.random_state, "random_state")  # numpy's range, before the work
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray([str(v) for v in y])
         if len(X) != len(y):
