@@ -148,6 +148,13 @@ def test_load_names_overrides(tmp_path):
     p.write_text("x: bad\n")
     with pytest.raises(ConfigError, match="names.yaml: cluster id 'x' is not an integer"):
         load_names(run)
+    for typo in ("1.7: dogs\n", "true: dogs\n"):  # neither is cluster 1 (int() made both so)
+        p.write_text(typo)
+        with pytest.raises(ConfigError, match="names.yaml: cluster id .* is not an integer"):
+            load_names(run)
+    p.write_text("1: dogs\n'1': hounds\n")  # two YAML keys, one cluster: which name was meant?
+    with pytest.raises(ConfigError, match="names.yaml: cluster 1 is named twice"):
+        load_names(run)
     p.write_text("7: ghost\n")
     with pytest.raises(ConfigError, match="7 is not a cluster of this run"):
         load_names(run)

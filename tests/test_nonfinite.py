@@ -130,3 +130,30 @@ def test_fitting_on_values_whose_squares_overflow_names_the_row(rng):
             est.fit(V)
     V[[3, 11]] = MAX_NORM / 4 / np.sqrt(8)  # long, but its squares fit: accepted by the check
     assert check_magnitude(V) is V
+
+
+def test_a_run_fitted_on_a_sample_names_the_input_file_not_its_own_copy(tmp_path, X, capsys):
+    """``cluster --fit-sample`` copies a float32 ``.npy`` into the run being built and reads the
+    copy back; a NaN row was then reported in ``.OUT.tmp-PID-ID/embeddings.npy``, a file the
+    user never gave (and which is gone once the command has failed)."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", X)
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--fit-sample", "20",
+                 "--quiet", "--no-names", "--no-csv"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'v.npy'}: row " in err and "contains NaN or infinity" in err and ".tmp-" not in err
+
+
+def test_values_too_large_in_a_sampled_fit_name_the_files_rows(tmp_path, capsys):
+    """``cluster --fit-sample``: rows too long for float32 distances were named by their place in
+    the sample ("vector 4 ... 2 of 50"), rows the user's file holds fine values in."""
+    from mediacluster.cli import main
+
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    X[[5, 33]] = 3e19
+    np.save(tmp_path / "v.npy", X)
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--fit-sample", "39",
+                 "--quiet", "--no-names", "--no-csv", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'v.npy'}: row 5 has values too large" in err and "rows [5, 33]" in err, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -99,3 +100,46 @@ def test_subsampled_reference_is_smaller(fitted, X, tmp_path):
     assert part < full
     loaded = mediacluster.load(tmp_path / "small")
     assert np.array_equal(loaded.predict(X), small.predict(X))
+
+
+def test_a_version_killed_while_written_is_cleaned_by_the_next_publish(tmp_path):
+    """kill -9 while a version is being written leaves its ``.tmp-PID-*`` folder in the store;
+    the next publish removes it (its writer is gone) rather than keeping a model-sized folder
+    for ever, and leaves a living writer's alone."""
+    import signal
+    import subprocess
+    import sys
+
+    from mediacluster.persist import ModelStore
+
+    store = tmp_path / "models"
+    code = ("import sys, time\nfrom mediacluster.persist import ModelStore\n"
+            "def write(f):\n    f.mkdir()\n    (f / 'arrays.npz').write_bytes(b'x' * 1000)\n"
+            "    print('writing', flush=True)\n    time.sleep(60)\n"
+            f"ModelStore({str(store)!r}).publish(write)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "writing"
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.kill()
+        p.wait()
+    assert [q.name for q in store.glob(".tmp-*")]  # what the killed writer left
+    living = store / f".tmp-{os.getpid()}-1"  # a writer still at work (this process)
+    living.mkdir()
+    ModelStore(store).publish(lambda f: (f.mkdir(), (f / "model.json").write_text("{}")))
+    assert sorted(q.name for q in store.iterdir()) == sorted([living.name, "LATEST", "v0001"])
+
+
+def test_a_version_whose_writer_raises_leaves_nothing_in_the_store(tmp_path):
+    from mediacluster.errors import InputError
+    from mediacluster.persist import ModelStore
+
+    def write(f):
+        f.mkdir()
+        (f / "arrays.npz").write_bytes(b"x")
+        raise InputError("items.json: bad row")
+
+    with pytest.raises(InputError):
+        ModelStore(tmp_path).publish(write)
+    assert list(tmp_path.iterdir()) == []

@@ -366,3 +366,31 @@ def test_deep_get_params_lists_the_parameters_of_a_stage_given_by_name():
     nested = {k: v for k, v in p.get_params(deep=True).items() if "__" in k}
     assert {k: v for k, v in clone(p).get_params(deep=True).items() if "__" in k} == nested
     assert Pipeline(reducer="pca", clusterer="hdbscan").get_params(deep=False)["clusterer"] == "hdbscan"
+
+
+def test_umap_leaves_the_given_neighbour_graph_as_it_was():
+    """umap-learn cuts the edges of a ``precomputed_knn`` at its disconnection distance (cosine
+    >= 1: orthogonal or opposite neighbours) by writing -1 into the arrays it is given. The
+    reducer handed it the caller's arrays whenever they were already int32 / float32 of the
+    right width, so the pipeline's graph reached the clusterer with -1 in it: 30 one-number
+    vectors (half of them point the other way) failed with "knn indices must be an (n=30, k)
+    array", and a tuner's cached graph was changed under every later trial."""
+    from mediacluster.stages.neighbors import knn_graph
+
+    X = np.random.default_rng(0).normal(size=(30, 1)).astype(np.float32)
+    knn = knn_graph(X, 15, metric="cosine")
+    before = knn[0].copy(), knn[1].copy()
+    make_stage("reducer", "umap", {"n_neighbors": 15, "n_components": 2}).fit(X, precomputed_knn=knn)
+    assert np.array_equal(knn[0], before[0]) and np.array_equal(knn[1], before[1])
+    labels = Pipeline().fit(X).labels_
+    assert len(set(labels[X[:, 0] > 0]) & set(labels[X[:, 0] < 0])) == 0  # the two directions apart
+
+
+def test_a_seed_numpy_cannot_take_is_refused_by_name():
+    """``--seed 99999999999999999999`` (or any seed from 2**32) passed the parameter check and
+    stopped in umap-learn's ``RandomState`` after the collection was embedded: exit 1."""
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    for seed in (2**32, 10**20):
+        with pytest.raises(ParameterError, match=r"random_state: must be <= 4294967295"):
+            Pipeline(random_state=seed).fit(X)
+    assert len(Pipeline(random_state=2**32 - 1).fit(X).labels_) == 40

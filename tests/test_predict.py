@@ -253,3 +253,25 @@ def test_a_held_out_kind_is_novel_and_known_kinds_are_not(cifar3_embeddings, tmp
     d3 = Pipeline.load(old).predict_details(X[frogs])
     assert np.array_equal(d3["novel"], det_frog["novel"]) and np.isnan(d3["novelty"]).all()
     assert np.array_equal(d3["labels"], det_frog["labels"])
+
+
+def test_a_reference_sample_without_a_levels_last_cluster_still_votes_the_path(tmp_path):
+    """``reference_size`` below n keeps a stratified sample of the fitted items; a fine level's
+    cluster with the highest id can be missing from it. The path vote sized each level by the
+    sample's largest id, not by the tree, and every predict of such a model failed with a
+    broadcast error (n=300, reference_size 50..200 all did)."""
+    import mediacluster
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(6, 16))[rng.integers(0, 6, 300)] * 5 + rng.normal(size=(300, 16))).astype(np.float32)
+    pipe = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 5}), clusterer="hierarchy",
+                    reference_size=50).fit(X)
+    kept = pipe.levels_[:, pipe.predictor_.ref_index_]
+    assert any(k.max() < lv.max() for k, lv in zip(kept, pipe.levels_))  # the case itself
+    labels = pipe.predict(X)
+    assert np.mean(labels == pipe.labels_) > 0.9
+    path, _ = pipe.predict_path(X[:20])
+    for lv in range(1, len(path)):  # a path, each cluster under the one above it
+        assert np.array_equal(pipe.parents_[lv - 1][path[lv]], path[lv - 1])
+    pipe.save(tmp_path / "m")
+    assert np.array_equal(mediacluster.load(tmp_path / "m").predict(X), labels)

@@ -556,3 +556,18 @@ def test_cards_read_a_small_runs_vectors_once(cifar3_embeddings, tmp_path, monke
     by_rows = build.build_report(run, tmp_path / "rows", progress=False)
     assert len(reads) >= len(levels)  # the file read cluster by cluster, level by level
     assert _page_data(whole) == _page_data(by_rows)
+
+
+def test_a_thumbnail_size_below_one_pixel_is_refused_by_name(tmp_path, capsys):
+    """``report --thumb-size 0`` (or negative) was accepted and every thumbnail then failed on
+    its own with "ZeroDivisionError: division by zero", listed item by item."""
+    from mediacluster.cli import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", rng.normal(size=(30, 8)).astype(np.float32))
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv"]) == 0
+    for size in ("0", "-5"):
+        capsys.readouterr()
+        assert main(["report", str(tmp_path / "run"), "--quiet", "--thumb-size", size]) == 2
+        assert f"thumb_size must be at least 1 pixel, got {size}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "report").exists()

@@ -257,3 +257,62 @@ def test_a_run_tagged_by_its_names_learns_the_unnamed_clusters_as_other(cifar3_e
     assert main(["tags", "suggest", str(tmp_path / "m"), str(untagged[0])]) == 0
     line = capsys.readouterr().out
     assert "(no suggestion; most like none of the tags (other " in line and "threshold" not in line
+
+
+def test_cluster_tags_naming_no_cluster_of_the_run_are_refused(tmp_path):
+    """A cluster-tags file whose id is not a cluster of the run (a typo, '1.0', another run's
+    file) taught nothing for that entry, silently; it is refused naming the file and the entry."""
+    import pandas as pd
+
+    from mediacluster.data import Embeddings
+    from mediacluster.errors import InputError
+    from mediacluster.rundir import RunDir
+    from mediacluster.tags.data import examples_from_run
+
+    rng = np.random.default_rng(0)
+    emb = Embeddings(vectors=rng.normal(size=(30, 8)).astype(np.float32), ids=[f"i{k}" for k in range(30)],
+                     paths=[f"/x/i{k}.jpg" for k in range(30)], encoder="precomputed")
+    with RunDir.create(tmp_path / "run") as run:
+        run.write_embeddings(emb)
+        run.write_assignments(pd.DataFrame({"id": emb.ids, "path": emb.paths,
+                                            "cluster": np.repeat([0, 1, 2], 10), "status": "clustered"}))
+        run.write_info({"encoder": {"name": "precomputed"}})
+    tags = tmp_path / "tags.yaml"
+    tags.write_text("0: cat\n1: dog\n2: other\n")
+    assert len(examples_from_run(tmp_path / "run", tags)) == 30
+    for bad, entry in (("0: cat\n1.0: dog\n", "'1.0'"), ("0: cat\n1: dog\n7: bird\n", "'7'")):
+        tags.write_text(bad)
+        with pytest.raises(InputError, match=rf"tags.yaml: {entry} is not a cluster of this run"):
+            examples_from_run(tmp_path / "run", tags)
+
+
+def test_vectors_of_another_width_or_not_finite_are_refused_by_name(tmp_path, capsys):
+    """A tag model trained on 16-d vectors, evaluated on 8-d ones (another encoder's), stopped
+    with numpy's broadcast error: the bug path, exit 1. NaN rows were answered "no tag"."""
+    from mediacluster.cli import main
+    from mediacluster.errors import InputError
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(30, 16)) + 3, rng.normal(size=(30, 16)) - 3]).astype(np.float32)
+    clf = TagClassifier(model="logreg").fit(X, ["cat"] * 30 + ["dog"] * 30)
+    with pytest.raises(InputError, match="tag model expects 16-d vectors, got 8-d"):
+        clf.suggest(X[:2, :8])
+    bad = X[:3].copy()
+    bad[1, 4] = np.nan
+    with pytest.raises(InputError, match="vector 1 contains NaN or infinity"):
+        clf.suggest(bad)
+    Tagger(clf, encoder=None).save(tmp_path / "m")
+    np.savez(tmp_path / "e8.npz", vectors=X[:, :8], labels=np.array(["cat"] * 30 + ["dog"] * 30))
+    capsys.readouterr()
+    assert main(["tags", "evaluate", str(tmp_path / "m"), str(tmp_path / "e8.npz"), "--out",
+                 str(tmp_path / "ev"), "--quiet"]) == 2
+    assert "16-d" in capsys.readouterr().err
+
+
+def test_a_seed_numpy_cannot_take_is_refused_by_name():
+    """``tags train --seed`` from 2**32 stopped in numpy's RandomState (exit 1)."""
+    from mediacluster.errors import ParameterError
+
+    X = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    with pytest.raises(ParameterError, match=r"random_state: must be <= 4294967295"):
+        TagClassifier(random_state=2**32).fit(X, ["a", "b"] * 10)

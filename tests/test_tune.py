@@ -81,6 +81,9 @@ def test_space_file_presets_clamping_and_grid(tmp_path):
     assert g["reducer__n_components"] == [2, 26, 50]
     assert g["reducer__min_dist"] == [0.0, 0.125, 0.25]
     assert g["clusterer__cluster_selection_method"] == ["eom", "leaf"]
+    for points in (1, 0):  # a range's grid needs its two ends (1 was a ZeroDivisionError, exit 1)
+        with pytest.raises(ParameterError, match=f"grid_points must be at least 2, got {points}"):
+            sp.grid(points=points)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"clusterer": "hdbscan", "clusterer__min_cluster_size": {"int": [50, 5]}}))
     with pytest.raises(SpaceError, match="clusterer__min_cluster_size: empty range"):

@@ -102,6 +102,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
 ESCAPED = "escaped"  # the table column that marks rows written in escaped form
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (the writer of a temporary folder named after it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def needs_escape(p: str) -> bool:
     """True when ``p`` cannot be written as UTF-8 (it holds surrogate-escaped bytes)."""
     try:

@@ -31,7 +31,7 @@ import numpy as np
 
 from ._version import MODEL_FORMAT_VERSION, __version__, versions
 from .errors import ModelFormatError, OutputError
-from .fileio import atomic_path, read_json, write_json
+from .fileio import atomic_path, pid_alive, read_json, write_json
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck", ".pcl", ".dill")
 FORMAT_NAME = "mediacluster-model"
@@ -188,12 +188,24 @@ class ModelStore:
             raise OutputError(f"cannot write {self.root / LATEST}: {e.strerror or e}") from e
         return ptr
 
+    def _remove_stale(self) -> None:
+        """Half-written versions of killed writers (their pid is gone): a model-sized folder
+        each, which nothing else would ever remove."""
+        for tmp in self.root.glob(".tmp-*"):
+            try:
+                pid = int(tmp.name.split("-")[1])
+            except (ValueError, IndexError):
+                continue
+            if pid != os.getpid() and not pid_alive(pid):
+                shutil.rmtree(tmp, ignore_errors=True)
+
     def publish(self, write: Callable[[Path], object], run_id: str | None = None,
                 source: str = "") -> Path:
         """Write a new version with ``write(folder)`` and make it the latest; returns its path."""
         tmp = self.root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            self._remove_stale()
             write(tmp)
             vs = self.versions()
             n = int(vs[-1][1:]) + 1 if vs else 1
@@ -213,6 +225,9 @@ class ModelStore:
             if isinstance(e, OutputError):
                 raise
             raise OutputError(f"cannot publish a model version in {self.root}: {e.strerror or e}") from e
+        except BaseException:  # the writer refused (bad items, an interrupt): no half version left
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return dest
 
 

@@ -272,7 +272,9 @@ class NeighbourPredictor(BaseEstimator):
                  "cluster": np.asarray(cluster)[ri], "confidence": np.asarray(confidence)[ri],
                  "embedding": np.asarray(embedding)[ri].astype(np.float64),
                  "levels": None if levels is None else np.ascontiguousarray(np.asarray(levels)[:, ri])}
-        votes["n_clusters"] = None if levels is None else [int(lv.max()) + 1 for lv in votes["levels"]]
+        # each level's cluster count is the tree's (its parents' length), not the sample's largest id:
+        # a reference sample can miss a level's last cluster
+        votes["n_clusters"] = None if levels is None else [int(lv.max()) + 1 for lv in np.asarray(levels)]
         self.votes_ = votes
         self.parents_ = list(parents)
         return self

@@ -86,6 +86,7 @@ from .fileio import (
     output_error,
     path_from_text,  # noqa: F401 - kept for callers of rundir's text helpers (the rule is fileio's)
     path_to_text,
+    pid_alive,
     read_json,
     read_table,
     text_series,
@@ -243,18 +244,8 @@ def _remove_stale_builds(path: Path) -> None:
             pid = int(tmp.name.rsplit("-", 2)[-2])
         except (ValueError, IndexError):
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import describe
-from .data import Collection, Embeddings, nearest_to_centre, status_of
+from .data import Collection, Embeddings, check_magnitude, nearest_to_centre, status_of
 from .encoders import encoder_for
 from .errors import InputError, LevelRangeError
 from .executors import LocalExecutor, get_executor
@@ -522,7 +522,9 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         raise InputError(f"{source.path}: {n} vectors; at least 3 are needed to cluster")
     with meter.stage("vectors"):
         _store_vectors(run, source, extras, batch_rows)
-    stored = NpyVectors(run.embeddings_path)
+    # a float32 .npy is copied unread: what its rows hold is found on reading the copy, and
+    # told of the file the user gave
+    stored = NpyVectors(run.embeddings_path, shown=source.npy_float32_file)
     finder = mapped = None
     if find_duplicates is not None:
         with meter.stage("dedup"):
@@ -544,6 +546,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
             rows = single[sample_rows(len(single), min(size, len(single)), seed)]
             size = len(rows)
         Xs = stored.take(rows)
+        check_magnitude(Xs, source.path, row="row {}", numbers=rows)  # the file's rows, not the sample's
     info = {} if info is None else info  # run.json's extra fields (the fit may add one)
     with meter.stage("fit"):
         fit_pipeline(pipe, Xs, info, progress=progress)

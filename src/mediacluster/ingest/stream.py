@@ -42,6 +42,7 @@ class VectorSource:
     n: int
     dim: int
     path: str
+    shown: str | None = None  # the file messages name, when ``path`` is a copy of it
 
     def __len__(self) -> int:
         return self.n
@@ -58,7 +59,7 @@ class VectorSource:
         """Rows ``start:stop`` as C-contiguous float32 (finite, checked)."""
         start, stop = max(0, int(start)), min(self.n, int(stop))
         X = self._read(start, stop) if stop > start else np.zeros((0, self.dim), np.float32)
-        return _checked(X, start, self.path)
+        return _checked(X, start, self.shown or self.path)
 
     def batches(self, rows: int = BATCH_ROWS, start: int = 0, stop: int | None = None
                 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -170,8 +171,9 @@ def _checked(X: np.ndarray, start, path: str) -> np.ndarray:
 class NpyVectors(VectorSource):
     """A 2-D numeric ``.npy`` file, read by row windows (see the module doc)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, shown: str | None = None):
         self.path = str(path)
+        self.shown = shown
         try:
             mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except ValueError as e:
@@ -204,7 +206,7 @@ class NpyVectors(VectorSource):
         if self.fortran:  # column-major: a row window is scattered over the file
             mm = np.load(self.path, mmap_mode="r")
             try:
-                return _as_f32(np.asarray(mm[start:stop]), start, self.path)
+                return _as_f32(np.asarray(mm[start:stop]), start, self.shown or self.path)
             finally:
                 del mm
         with open(self.path, "rb", buffering=0) as f:
@@ -217,10 +219,10 @@ class NpyVectors(VectorSource):
         while got < len(view):
             k = os.preadv(fd, [view[got:]], pos + got)
             if k <= 0:
-                raise InputError(f"{self.path}: file ends before row {start + got // self.row_bytes} "
+                raise InputError(f"{self.shown or self.path}: file ends before row {start + got // self.row_bytes} "
                                  "(truncated .npy?)")
             got += k
-        return _as_f32(buf, start, self.path)
+        return _as_f32(buf, start, self.shown or self.path)
 
     def _take_window(self, start: int, stop: int, rows: np.ndarray) -> np.ndarray:
         if self.fortran or len(rows) * 8 > stop - start:  # dense: one read of the window
@@ -229,7 +231,7 @@ class NpyVectors(VectorSource):
         with open(self.path, "rb", buffering=0) as f:
             for j, r in enumerate(rows.tolist()):
                 out[j] = self._pread(f.fileno(), r, r + 1)[0]
-        return _checked(out, rows, self.path)
+        return _checked(out, rows, self.shown or self.path)
 
 
 class ParquetVectors(VectorSource):

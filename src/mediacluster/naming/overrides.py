@@ -46,11 +46,17 @@ def _read_overrides(run: RunDir, valid_ids: set[int] | None = None) -> dict[int,
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping 'cluster id: name', got {type(data).__name__}")
     out: dict[int, str] = {}
+    given: dict[int, object] = {}
     for k, v in data.items():
         try:
+            if isinstance(k, bool) or not isinstance(k, int | str):  # 1.7, true: a typo, not int(k)
+                raise TypeError(k)
             cid = int(k)
         except (TypeError, ValueError):
             raise ConfigError(f"{p}: cluster id {k!r} is not an integer") from None
+        if cid in given:
+            raise ConfigError(f"{p}: cluster {cid} is named twice ({given[cid]!r} and {k!r})")
+        given[cid] = k
         if v is None or (isinstance(v, str) and v.strip() == ""):
             continue  # an empty entry means "keep the automatic name"
         if not isinstance(v, str | int | float) or isinstance(v, bool):

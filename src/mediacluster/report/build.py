@@ -14,6 +14,7 @@ import html
 import json
 import logging
 import math
+import numbers
 import time
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..curated_tree import curated_tree
 from ..data import nearest_to_centre
-from ..errors import RunDirError
+from ..errors import ParameterError, RunDirError
 from ..fileio import atomic_path, display_text, json_text, output_error, read_json, write_json
 from ..ingest.stream import NpyVectors
 from ..naming import load_names
@@ -354,6 +355,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
                  title: str | None = None, name: bool = True) -> Path:
     """Write ``out_dir/index.html`` (default ``run_dir/report``) and its thumbnails; return the
     HTML path. ``name=True`` computes automatic names first when the run has none."""
+    if isinstance(thumb_size, bool) or not isinstance(thumb_size, numbers.Integral) or thumb_size < 1:
+        raise ParameterError(f"thumb_size must be at least 1 pixel, got {thumb_size}", "thumb_size")
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
     run_dir = run.path
     out_dir = Path(out_dir) if out_dir else run.file("report")

@@ -289,7 +289,7 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
     dims = int(min(AGREEMENT_DIMS, X.shape[1], len(X) - 1))
     base = int(np.random.default_rng().integers(2**30)) if random_state is None else int(random_state)
-    seed = [base + i for i in range(AGREEMENT_SEEDS)]  # seed 0: 0, 1, 2 (the measured starts)
+    seed = [(base + i) % 2**32 for i in range(AGREEMENT_SEEDS)]  # seed 0: 0, 1, 2 (the measured starts)
     with single_blas_thread():
         V = PCA(n_components=dims, random_state=seed[0]).fit_transform(X) if dims < X.shape[1] else X
         for lv in cands:

@@ -140,8 +140,10 @@ class UMAPReducer(_Reducer):
                 raise InputError(
                     f"precomputed_knn must be two (n, k) arrays with n={len(X)} and k >= n_neighbors={nn}; "
                     f"got {idx.shape} and {dist.shape}")
-            kw["precomputed_knn"] = (np.ascontiguousarray(idx[:, :nn], dtype=np.int32),
-                                     np.ascontiguousarray(dist[:, :nn], dtype=np.float32), None)
+            # copies, always: umap-learn writes -1 / inf into the arrays it is given where an edge
+            # is past its disconnection distance (cosine >= 1), and these are the caller's graph
+            kw["precomputed_knn"] = (np.array(idx[:, :nn], dtype=np.int32, order="C"),
+                                     np.array(dist[:, :nn], dtype=np.float32, order="C"), None)
         import warnings
 
         # umap-learn's spectral initialisation asks scipy for n_components + 1 eigenvectors,

@@ -103,7 +103,7 @@ def Bool(**kw) -> Param:  # noqa: N802
     return Param("bool", **kw)
 
 
-SEED = Int(0, none_ok=True, doc="random seed (None: not reproducible)")
+SEED = Int(0, 2**32 - 1, none_ok=True, doc="random seed (None: not reproducible; numpy takes 0 .. 2**32 - 1)")
 
 
 @dataclass(frozen=True)

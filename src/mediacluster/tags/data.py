@@ -130,10 +130,17 @@ def examples_from_run(run_dir: str | Path, cluster_tags: str | Path | dict | Non
                              "(tags train --cluster-tags FILE)")
         # the clusters nobody named are what none of the tags is (the abstain label, never suggested)
         tags.update({str(int(c)): OTHER for c in np.unique(clusters[clusters >= 0]) if str(int(c)) not in tags})
-    elif isinstance(cluster_tags, dict):
-        tags = {str(k): "" if v is None else str(v) for k, v in cluster_tags.items()}
     else:
-        tags = read_mapping(cluster_tags)
+        if isinstance(cluster_tags, dict):
+            tags = {str(k): "" if v is None else str(v) for k, v in cluster_tags.items()}
+        else:
+            tags = read_mapping(cluster_tags)
+        # an entry for no cluster (a typo, '1.0', another run's file) would teach nothing, silently
+        known = {str(int(c)) for c in np.unique(asg[col].to_numpy(dtype=np.int64)) if c >= 0}
+        for k in tags:
+            if k not in known:
+                raise InputError(f"{cluster_tags if not isinstance(cluster_tags, dict) else 'cluster tags'}: "
+                                 f"{k!r} is not a cluster of this run (clusters: {', '.join(sorted(known, key=int))})")
     labels: list[str | None] = []
     for c in clusters:
         t = tags.get(str(int(c))) if c >= 0 else None

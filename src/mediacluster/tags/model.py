@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..data import l2_normalize
+from ..data import check_finite, l2_normalize
 from ..errors import InputError
 from ..fileio import atomic_path, write_json
+from ..stages.registry import SEED
 from .thresholds import choose_threshold, clopper_pearson, min_support
 
 FORMAT = "mediacluster.tags/1"
@@ -138,6 +139,7 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
             raise InputError(f"model must be one of {MODELS}, not {self.model!r}")
         if self.thresholds not in ("per-tag", "global", "auto"):
             raise InputError("thresholds must be 'per-tag', 'global' or 'auto'")
+        SEED.check(self.random_state, "random_state")  # numpy's range, before the work
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray([str(v) for v in y])
         if len(X) != len(y):
@@ -307,6 +309,12 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
 
     # -- prediction -----------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise InputError(f"this tag model expects {self.n_features_in_}-d vectors, got "
+                             f"{'shape ' + str(X.shape) if X.ndim != 2 else str(X.shape[1]) + '-d'} "
+                             "(vectors of another encoder?)")
+        check_finite(X)
         return _softmax(self._logits(self._features(X)) / self.temperature_)
 
     def predict(self, X) -> np.ndarray:

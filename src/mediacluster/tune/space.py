@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SpaceError, yaml_problem
+from ..errors import ParameterError, SpaceError, yaml_problem
 from ..stages import registry
 
 KINDS = registry.KINDS
@@ -182,6 +182,9 @@ class SearchSpace:
 
     def grid(self, points: int = 5) -> dict[str, list]:
         """Discretised grid for Optuna's GridSampler (free parameters only)."""
+        if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+            raise ParameterError(f"grid_points must be at least 2, got {points} (a range's grid holds its two ends)",
+                                 "grid_points")
         return {k: d.grid_values(points) for k, d in self.free.items()}
 
     # -- sampling --------------------------------------------------------------------------
