@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ParameterError
-from ..evaluation import evaluate, load_source
+from ..evaluation import VOTE_K, evaluate, load_source
 from ..fileio import write_json, write_table
 from ..persist import version_store
 from ..rundir import EVALUATION, LABEL_ISSUES, RunDir, find_run
@@ -51,6 +51,9 @@ def add_parser(sub):
                    "the studio, or 'both': each of these the run has")
     p.add_argument("--no-original", action="store_true",
                    help="skip internal scores in the original (embedding) space (the slow part for large d)")
+    p.add_argument("--vote-k", type=int, default=VOTE_K,
+                   help=f"label issues: each labelled item's label is voted on by its this many nearest labelled "
+                        f"items (cosine on the run's vectors; default {VOTE_K}; 0: no vote)")
     return p
 
 
@@ -98,6 +101,10 @@ def print_report(res: dict, out=None) -> None:
                                           + ", ".join(str(m["cluster"]) for m in li["mixed"])
                                           + (" ..." if mixed > len(li["mixed"]) else "") if mixed else "")
               + "\n")
+            nv = li.get("neighbour_vote")
+            if nv is not None:
+                w(f"  neighbour vote: {nv['items']} of {nv['labelled']} labelled items are outvoted by their "
+                  f"{nv['k']} nearest labelled items (another label has the most votes)\n")
     for note in res["notes"]:
         w(f"note: {printable(note)}\n")
 
@@ -107,10 +114,19 @@ def print_issues(table, labeling: str, out=None, show: int = 10) -> None:
     w = (out or sys.stdout).write
     if not len(table):
         return
-    w(f"\nlabel issues [{labeling}], most doubtful first (item: path: label -> its cluster's label):\n")
+    voted = table["neighbour_disagreement"].notna().any()
+    w(f"\nlabel issues [{labeling}], most doubtful first (item: path: label -> "
+      + ("its neighbours' label, its cluster's" if voted else "its cluster's label") + "):\n")
     for r in table.head(show).itertuples():
-        w(f"  {r.item}: {printable(r.path if r.path is not None else r.id)}: {printable(r.label)} -> "
-          f"{printable(r.cluster_label)} (cluster {r.cluster}: {100 * r.cluster_label_share:.0f}% "
+        head = f"  {r.item}: {printable(r.path if r.path is not None else r.id)}: {printable(r.label)} -> "
+        if voted:
+            head += (f"{printable(r.neighbour_label)} ({100 * r.neighbour_disagreement:.0f}% of its neighbours "
+                     f"vote against its label)")
+            head += (f"; cluster {r.cluster}: {printable(r.cluster_label)} {100 * r.cluster_label_share:.0f}%"
+                     if r.cluster_disagrees else "; its cluster agrees or has no majority")
+            w(head + "\n")
+            continue
+        w(head + f"{printable(r.cluster_label)} (cluster {r.cluster}: {100 * r.cluster_label_share:.0f}% "
           f"{printable(r.cluster_label)}, {100 * r.label_share:.0f}% {printable(r.label)})\n")
     if len(table) > show:
         w(f"  ... {len(table) - show} more\n")
@@ -128,7 +144,7 @@ def run(args) -> int:
     tables: dict = {}
     res = evaluate(src, sample_size=args.sample_size, dbcv_sample_size=args.dbcv_sample_size,
                    seed=args.seed, labeling=args.labeling, original=not args.no_original,
-                   labels_file=args.labels, tables=tables)
+                   labels_file=args.labels, tables=tables, vote_k=args.vote_k or None)
     print_report(res)
     issues = tables.get("label_issues")
     if issues is not None:
