@@ -14,9 +14,11 @@ after noise assignment, when the run has one; ``curated``: after a person's edit
 * with true labels, the items whose label disagrees with their cluster (an item whose label is
   not the label of most of its cluster's items), counted per labelling and listed, for the last
   labelling scored (curated, else assigned, else fitted), in ``label_issues.csv`` beside
-  evaluation.json (``--out FILE``: ``FILE``'s name with ``.label_issues.csv``), most doubtful
-  first, with the suggested label and the item number the studio's API takes; see
-  :func:`mediacluster.evaluation.label_issues`.
+  evaluation.json (``--out FILE``: ``FILE``'s name with ``.label_issues.csv``), with the
+  suggested label and the item number the studio's API takes, and each labelled item's
+  neighbour vote (``--vote-k`` nearest labelled items, cosine, the clustering aside: the share
+  carrying another label, the file's order, highest first; items it alone flags listed too); see
+  :func:`mediacluster.evaluation.label_issues` and :func:`mediacluster.evaluation.neighbour_vote`.
 """
 
 from __future__ import annotations
