@@ -247,6 +247,16 @@ def test_neighbour_vote_tells_a_flipped_label_from_a_clustering_mistake():
     assert table["cluster_disagrees"].tolist() == [True, False, True]
     assert table.loc[1, "cluster"] == -1 and pd.isna(table.loc[1, "cluster_size"])
     assert summary["items"] == 2 and summary["neighbour_vote"]["items"] == 2
+    import io
+
+    from mediacluster.cli.evaluate import print_issues
+
+    buf = io.StringIO()
+    print_issues(table, "assigned", out=buf)
+    lines = buf.getvalue().splitlines()[1:]
+    assert lines[0].startswith("  3: 3: b -> a (100% of its neighbours")
+    assert lines[1].startswith("  50: 50: a -> b") and lines[1].endswith("in no cluster")
+    assert "its neighbours carry its label" in lines[2] and lines[2].endswith("a clustering mistake?")
     # without the vote: the cluster rule alone cannot tell 3 from 45 (both 1 b among the a's)
     alone, _ = label_issues(truth, clusters)
     assert sorted(alone["item"]) == [3, 45] and alone["neighbour_disagreement"].isna().all()

@@ -120,15 +120,19 @@ def print_issues(table, labeling: str, out=None, show: int = 10) -> None:
     w(f"\nlabel issues [{labeling}], most doubtful first (item: path: label -> "
       + ("its neighbours' label, its cluster's" if voted else "its cluster's label") + "):\n")
     for r in table.head(show).itertuples():
-        head = f"  {r.item}: {printable(r.path if r.path is not None else r.id)}: {printable(r.label)} -> "
+        head = f"  {r.item}: {printable(r.path if r.path is not None else r.id)}: {printable(r.label)}"
         if voted:
-            head += (f"{printable(r.neighbour_label)} ({100 * r.neighbour_disagreement:.0f}% of its neighbours "
-                     f"vote against its label)")
-            head += (f"; cluster {r.cluster}: {printable(r.cluster_label)} {100 * r.cluster_label_share:.0f}%"
-                     if r.cluster_disagrees else "; its cluster agrees or has no majority")
+            against = f"{100 * r.neighbour_disagreement:.0f}% of its neighbours vote against its label"
+            head += (f" -> {printable(r.neighbour_label)} ({against})" if r.neighbour_label != r.label
+                     else f": its neighbours carry its label ({against})")
+            if r.cluster_disagrees:
+                head += f"; cluster {r.cluster}: {printable(r.cluster_label)} {100 * r.cluster_label_share:.0f}%"
+                head += ": a clustering mistake?" if r.neighbour_label == r.label else ""
+            else:
+                head += "; in no cluster" if r.cluster < 0 else f"; its cluster ({r.cluster}) does not flag it"
             w(head + "\n")
             continue
-        w(head + f"{printable(r.cluster_label)} (cluster {r.cluster}: {100 * r.cluster_label_share:.0f}% "
+        w(head + f" -> {printable(r.cluster_label)} (cluster {r.cluster}: {100 * r.cluster_label_share:.0f}% "
           f"{printable(r.cluster_label)}, {100 * r.label_share:.0f}% {printable(r.label)})\n")
     if len(table) > show:
         w(f"  ... {len(table) - show} more\n")
