@@ -253,7 +253,7 @@ def test_neighbour_vote_tells_a_flipped_label_from_a_clustering_mistake():
 
     buf = io.StringIO()
     print_issues(table, "assigned", out=buf)
-    lines = buf.getvalue().splitlines()[1:]
+    lines = buf.getvalue().strip("\n").splitlines()[1:]
     assert lines[0].startswith("  3: 3: b -> a (100% of its neighbours")
     assert lines[1].startswith("  50: 50: a -> b") and lines[1].endswith("in no cluster")
     assert "its neighbours carry its label" in lines[2] and lines[2].endswith("a clustering mistake?")
