@@ -12,6 +12,7 @@ import pytest
 
 from mediacluster import metrics as M
 from mediacluster.cli import main
+from mediacluster.errors import ParameterError
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +219,52 @@ def test_label_issues_lists_items_against_their_clusters_label():
     assert table["item"].tolist() == [8, 3] and table["id"].tolist() == [8, 3]
 
 
+def test_neighbour_vote_tells_a_flipped_label_from_a_clustering_mistake():
+    """Two classes apart in the vectors: a flipped label is outvoted by its neighbours; an item
+    of class b that the clustering put with the a's keeps its b neighbours' vote. Both disagree
+    with their cluster; the vote ranks the flipped label first."""
+    from mediacluster.evaluation import ISSUE_COLUMNS, label_issues, neighbour_vote
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (60, 8))
+    X[:30, 0] += 12
+    X[30:, 1] += 12
+    truth = ["a"] * 30 + ["b"] * 30
+    truth[3] = "b"  # a wrong label: an a image filed under b
+    truth[10] = None  # unlabelled: neither votes nor is voted on
+    clusters = np.array([0] * 30 + [1] * 30)
+    clusters[45] = 0  # a clustering mistake: a b image put with the a's
+    clusters[50] = -1  # noise: still voted on
+    truth[50] = "a"  # a wrong label the clustering left out as noise
+    vote = neighbour_vote(X, truth, k=5)
+    assert vote["k"] == 5 and np.isnan(vote["disagreement"][10]) and vote["label"][10] is None
+    assert vote["disagreement"][3] == 1.0 and vote["label"][3] == "a" and vote["share"][3] == 1.0
+    assert vote["disagreement"][45] == 0.0 and vote["label"][45] == "b"
+    assert vote["disagreement"][50] == 1.0 and vote["label"][50] == "b"
+    table, summary = label_issues(truth, clusters, vote=vote)
+    assert list(table.columns) == ISSUE_COLUMNS
+    assert table["item"].tolist() == [3, 50, 45]  # the vote's order: outvoted labels first
+    assert table["cluster_disagrees"].tolist() == [True, False, True]
+    assert table.loc[1, "cluster"] == -1 and pd.isna(table.loc[1, "cluster_size"])
+    assert summary["items"] == 2 and summary["neighbour_vote"]["items"] == 2
+    import io
+
+    from mediacluster.cli.evaluate import print_issues
+
+    buf = io.StringIO()
+    print_issues(table, "assigned", out=buf)
+    lines = buf.getvalue().strip("\n").splitlines()[1:]
+    assert lines[0].startswith("  3: 3: b -> a (100% of its neighbours")
+    assert lines[1].startswith("  50: 50: a -> b") and lines[1].endswith("in no cluster")
+    assert "its neighbours carry its label" in lines[2] and lines[2].endswith("a clustering mistake?")
+    # without the vote: the cluster rule alone cannot tell 3 from 45 (both 1 b among the a's)
+    alone, _ = label_issues(truth, clusters)
+    assert sorted(alone["item"]) == [3, 45] and alone["neighbour_disagreement"].isna().all()
+    assert alone["label_share"].nunique() == 1
+    with pytest.raises(ParameterError, match="vote k"):
+        neighbour_vote(X, truth, k=0)
+
+
 def test_evaluate_lists_the_items_whose_label_disagrees(run_dir, tmp_path, capsys):
     """A few labels flipped to another class: evaluate lists them in label_issues.csv beside
     evaluation.json, with their cluster's label (the true one) and the studio's item number."""
@@ -241,8 +288,15 @@ def test_evaluate_lists_the_items_whose_label_disagrees(run_dir, tmp_path, capsy
     res = _read(out)
     assert res["label_issues_of"] == "assigned"
     table = pd.read_csv(tmp_path / "ev.label_issues.csv")
-    assert res["labelings"]["assigned"]["label_issues"]["items"] == len(table)
-    assert "label issues" in printed and "ev.label_issues.csv" in printed
+    assert res["labelings"]["assigned"]["label_issues"]["items"] == int(table["cluster_disagrees"].sum())
+    vote = res["labelings"]["assigned"]["label_issues"]["neighbour_vote"]
+    assert vote["k"] == 10 and vote["items"] == int((table["neighbour_label"] != table["label"]).sum())
+    assert "label issues" in printed and "ev.label_issues.csv" in printed and "neighbour vote" in printed
+    # sorted by the neighbour vote, most outvoted first; each flipped item outvoted for its class
+    assert table["neighbour_disagreement"].is_monotonic_decreasing
+    for i in flipped:
+        row = table[table["item"] == i]
+        assert row["neighbour_label"].iloc[0] == truth[i] and row["neighbour_disagreement"].iloc[0] > 0.5
     # each flipped item is listed, suggesting its true class (its cluster's label)
     for i in flipped:
         row = table[table["item"] == i]
@@ -251,7 +305,9 @@ def test_evaluate_lists_the_items_whose_label_disagrees(run_dir, tmp_path, capsy
     # the run's own labels, written into the run folder
     assert main(["evaluate", str(run_dir), "--no-original"]) == 0
     table = pd.read_csv(run_dir / "label_issues.csv")
-    assert (table["label"] != table["cluster_label"]).all()
+    flagged = table["cluster_disagrees"]
+    assert (table["label"] != table["cluster_label"])[flagged].all()
+    assert (flagged | (table["label"] != table["neighbour_label"])).all()
     assert (truth[table["item"]] == table["label"]).all()
 
 

@@ -1470,3 +1470,108 @@ def test_a_clean_dataset_keeps_the_largest_copy_of_a_group(tmp_path):
     # without the files' sizes: the representative
     why, kept = dropped(table, clusters)
     assert kept[:3] == [None, "id0", "id0"]
+
+
+def test_dropped_keeps_the_copy_under_the_preferred_folder(tmp_path):
+    """``prefer``: of a duplicate group the copy under the earliest preferred folder is kept, before
+    the largest file; without it the largest, then the representative."""
+    from mediacluster.errors import InputError
+    from mediacluster.studio.exports import check_prefer, dropped
+
+    root = tmp_path / "coll"
+    files = {"test/cat/a.jpg": 300, "train/cat/a.jpg": 100, "val/cat/a.jpg": 100,
+             "test/dog/b.jpg": 50, "train/dog/b.jpg": 50}
+    for rel, size in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x" * size)
+    paths = [str(root / rel) for rel in files]
+    table = pd.DataFrame({"id": ["a-test", "a-train", "a-val", "b-test", "b-train"],
+                          "curated_cluster": [0, 0, 0, 1, 1], "duplicate_group": [0, 0, 0, 1, 1],
+                          "duplicate_of": [None, "a-test", "a-test", None, "b-test"]})
+
+    def kept(prefer):
+        why, k = dropped(table, [], paths, check_prefer(prefer), str(root))
+        return sorted(i for i, w in zip(table["id"], why) if w is None), k
+
+    assert kept(None)[0] == ["a-test", "b-test"]  # the largest; of equal sizes the representative
+    ids, k = kept(["train/"])
+    assert ids == ["a-train", "b-train"] and k == ["a-train", None, "a-train", "b-train", None]
+    assert kept("train")[0] == ["a-train", "b-train"]  # one folder, no slash
+    assert kept(["val/", "train/"])[0] == ["a-val", "b-train"]  # an order of preference
+    assert kept(["train/dog"])[0] == ["a-test", "b-train"]  # deeper folders; others as before
+    assert kept([str(root / "train")])[0] == ["a-train", "b-train"]  # an absolute folder
+    assert kept(["tra"])[0] == ["a-test", "b-test"]  # a folder, not a name's beginning
+    for bad in ([""], ["/"], [3], 5):
+        with pytest.raises(InputError, match="prefer"):
+            check_prefer(bad)
+
+
+def _leak_run(emb, out: Path, copies=(5, 120)):
+    """A --dedup run whose files lie in ``test/`` under its collection, with byte-identical copies
+    of the items ``copies`` in ``train/`` (the same vectors); returns (run path, ids of the copies)."""
+    import dataclasses
+    import shutil
+
+    from mediacluster.duplicates import DuplicateFinder
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.workflow import publish_run
+
+    root = out.parent / "coll"
+    paths = []
+    for i, p in enumerate(emb.paths):
+        dst = root / "test" / f"{i}-{Path(p).name}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dst)
+        paths.append(str(dst))
+    for i in copies:
+        dst = root / "train" / Path(paths[i]).name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(paths[i], dst)
+        paths.append(str(dst))
+    ids = list(emb.ids) + [f"{emb.ids[i]}#train" for i in copies]
+    emb = dataclasses.replace(
+        emb, ids=ids, root=str(root), paths=paths,
+        vectors=np.concatenate([emb.vectors, emb.vectors[list(copies)]]),
+        labels=list(emb.labels) + [emb.labels[i] for i in copies],
+        extras={k: np.concatenate([v, v[list(copies)]]) for k, v in emb.extras.items()})
+    finder = DuplicateFinder().fit(vectors=emb.vectors, ids=emb.ids)
+    pipe = Pipeline(outliers=None, random_state=0).with_params(
+        {"reducer": "pca", "reducer__n_components": 10, "clusterer": "kmeans", "clusterer__n_clusters": 3})
+    pipe.fit(emb.vectors, duplicates=finder.duplicate_of_)
+    return publish_run(out, emb, pipe, duplicates=finder).path, ids[len(emb.ids) - len(copies):]
+
+
+def test_classes_export_prefer_over_http_and_the_cli(cifar3_embeddings, tmp_path, capsys):
+    """A leak between test/ and train/: the classes export keeps the test/ copy (the first by path)
+    unless the person prefers train/, on the HTTP export and on ``studio --export``."""
+    from mediacluster.cli import main
+
+    run, train_ids = _leak_run(cifar3_embeddings, tmp_path / "run")
+    server = Server(run)
+    try:
+        with client(server) as c:
+            r = post(c, "/api/export", {"kind": "classes"})
+            assert r.status_code == 200, r.text
+            drop = pd.read_csv(Path(r.json()["path"]) / "dropped.csv")
+            dups = drop[drop["reason"] == "duplicate"]
+            assert set(train_ids) <= set(dups["id"])  # by default the train copies go
+            r = post(c, "/api/export", {"kind": "classes", "prefer": ["train/"]})
+            assert r.status_code == 200, r.text
+            out = Path(r.json()["path"])
+            drop = pd.read_csv(out / "dropped.csv")
+            man = pd.read_csv(out / "manifest.csv")
+            assert set(train_ids) <= set(man["id"]) and not set(train_ids) & set(drop["id"])
+            assert set(train_ids) <= set(drop.loc[drop["reason"] == "duplicate", "kept"])
+            assert all("/train/" in p for p in man.loc[man["id"].isin(train_ids), "path"])
+            for body, word in (({"kind": "csv", "prefer": ["train/"]}, "classes"),
+                               ({"kind": "classes", "prefer": [""]}, "prefer")):
+                r = post(c, "/api/export", body)
+                assert r.status_code == 400 and word in r.text, r.text
+            assert post(c, "/api/export", {"kind": "classes", "prefer": "train/"}).status_code == 422
+    finally:
+        server.stop()
+    assert main(["studio", str(run), "--export", "classes", "--export-prefer", "nowhere",
+                 "--export-prefer", "train"]) == 0
+    path = re.search(r"export: (.+?) \(", capsys.readouterr().out).group(1)
+    man = pd.read_csv(Path(path) / "manifest.csv")
+    assert set(train_ids) <= set(man["id"])

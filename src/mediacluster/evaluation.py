@@ -7,7 +7,9 @@ kept; ``assigned``: after noise assignment), internal scores in the original and
 space (``metrics.internal_scores``), external scores against true labels when there are any
 (``metrics.external_scores``), and coverage. With true labels it also finds the items whose label
 disagrees with the clustering (``label_issues``: an item whose label is not the label most of
-its cluster's items have), the question a curator asks of a labelled-by-folder collection.
+its cluster's items have), the question a curator asks of a labelled-by-folder collection, and
+scores each labelled item by how strongly its nearest neighbours disagree with its label
+(``neighbour_vote``, the clustering aside: a wrong label, not a wrong cluster).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 
 from . import metrics as M
 from ._version import versions
-from .errors import InputError, MediaclusterError, RunDirError
+from .data import l2_normalize
+from .errors import InputError, MediaclusterError, ParameterError, RunDirError
 from .fileio import read_table
 from .pipeline import Pipeline
 from .rundir import RunDir, find_run
@@ -142,11 +145,66 @@ def read_labels(path: Path, ids, paths, n: int, root: str | None = None) -> tupl
 # --------------------------------------------------------------------------------------------
 # label issues: items whose label disagrees with their cluster
 # --------------------------------------------------------------------------------------------
-ISSUE_COLUMNS = ["item", "id", "path", "label", "cluster", "cluster_label", "cluster_label_share",
-                 "label_share", "cluster_size"]
+ISSUE_COLUMNS = ["item", "id", "path", "label", "neighbour_disagreement", "neighbour_label",
+                 "neighbour_label_share", "cluster_disagrees", "cluster", "cluster_label",
+                 "cluster_label_share", "label_share", "cluster_size"]
+VOTE_K = 10  # neighbours voting on an item's label (``evaluate --vote-k``)
 
 
-def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None, max_mixed: int = 20):
+def neighbour_vote(X, truth, k: int = VOTE_K) -> dict:
+    """How strongly each labelled item's ``k`` nearest labelled neighbours disagree with its label.
+
+    The search is the predictor's own (:class:`~mediacluster.predictor.NeighbourPredictor`'s
+    faiss search, exact below ``EXACT_SEARCH_MAX`` items) over the L2-normalised vectors of the
+    labelled items: cosine, unprojected, the item itself left out (an exact copy of it is a
+    neighbour like any other). Independent of any clustering, so a clustering mistake does not
+    make an item's label look wrong; a label its neighbours do not carry does.
+
+    Returns arrays over all items (unlabelled items: NaN / None): ``disagreement`` the share of
+    the neighbours carrying a label other than the item's, ``label`` the label most of them carry
+    (ties: the nearer neighbours' label), ``share`` its share; and ``k`` the neighbours used.
+    """
+    from .predictor import NeighbourPredictor
+
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ParameterError(f"vote k must be a whole number >= 1, got {k!r}", "vote_k")
+    n = len(truth)
+    X = np.asarray(X, dtype=np.float32)
+    if len(X) != n:
+        raise InputError(f"{len(truth)} labels for {len(X)} vectors")
+    known = np.array([t is not None and not (isinstance(t, float) and np.isnan(t)) for t in truth], bool)
+    rows = np.flatnonzero(known)
+    out = {"disagreement": np.full(n, np.nan), "label": [None] * n, "share": np.full(n, np.nan),
+           "k": 0}
+    kk = int(min(k, len(rows) - 1))
+    if kk < 1:
+        return out
+    labs = [truth[i] for i in rows]
+    uniq = sorted(set(labs), key=str)
+    code_of = {v: c for c, v in enumerate(uniq)}
+    codes = np.array([code_of[v] for v in labs], np.int64)
+    V = l2_normalize(X[rows])
+    pred = NeighbourPredictor.from_arrays(
+        {"ref_index": rows, "ref_vectors": np.ascontiguousarray(V, np.float32)}, n_features_in=X.shape[1],
+        ref_normalize=True, n_neighbors=kk + 1, reference_dims=None, metric="cosine")
+    _, pos = pred.kneighbors(X[rows], kk + 1, zero_vectors="place")
+    own = pos == np.arange(len(rows))[:, None]
+    own[~own.any(axis=1), -1] = True  # itself not found (exact copies filled the slots): drop the farthest
+    pos = pos[~own].reshape(len(rows), kk)
+    C = codes[pos]  # (m, kk) the neighbours' labels, nearest first
+    counts = (C[:, :, None] == C[:, None, :]).sum(axis=2)  # each slot's label's votes
+    top = np.argmax(counts, axis=1)  # most votes; ties: the nearest neighbour's label
+    r = np.arange(len(rows))
+    out["disagreement"][rows] = (C != codes[:, None]).mean(axis=1)
+    out["share"][rows] = counts[r, top] / kk
+    for i, c in zip(rows, C[r, top]):
+        out["label"][i] = uniq[c]
+    out["k"] = kk
+    return out
+
+
+def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None, max_mixed: int = 20,
+                 vote: dict | None = None):
     """Items whose label is not the label of most of their cluster, and the clusters without one.
 
     ``truth``: a label per item (None / NaN: unlabelled, passed over); ``clusters``: cluster per
@@ -159,8 +217,16 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
     Returns ``(table, summary)``: a DataFrame with :data:`ISSUE_COLUMNS` (``item`` the row, the
     item number the studio's API takes; ``path`` relative to ``root`` where it lies under it;
     ``cluster_label_share`` the share of the cluster holding the suggested label,
-    ``label_share`` the share holding the item's own label), the least supported labels first;
-    and ``{items, labelled, share, clusters_mixed, mixed}``.
+    ``label_share`` the share holding the item's own label, ``cluster_disagrees`` this rule's
+    flag), the least supported labels first; and ``{items, labelled, share, clusters_mixed,
+    mixed}`` (``items``: the items this rule flags).
+
+    ``vote``: :func:`neighbour_vote` of the same items. With it the table also lists the
+    labelled items whose neighbours vote most for another label (noise and outliers among them;
+    junk passed over), fills ``neighbour_disagreement`` / ``neighbour_label`` /
+    ``neighbour_label_share`` and is sorted by ``neighbour_disagreement``, highest first; the
+    summary gets ``neighbour_vote`` ``{k, items, labelled, rule}``. A flipped label is outvoted
+    by its neighbours; an item the clustering put with another class keeps its neighbours' vote.
     """
     import pandas as pd
 
@@ -191,20 +257,49 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
                       "labels": [{"label": r.label, "share": round(float(r.share), 3)} for r in parts.itertuples()]})
     major = top.loc[has_major, ["label", "share"]].rename(
         columns={"label": "cluster_label", "share": "cluster_label_share"}).reset_index()
-    df = df.merge(major, on="cluster", how="inner")
-    df = df[df["label"] != df["cluster_label"]]
+    df = df.merge(major, on="cluster", how="left")
+    df["cluster_disagrees"] = df["cluster_label"].notna() & (df["label"] != df["cluster_label"])
     df = df.merge(counts[["cluster", "label", "share", "cluster_size"]].rename(columns={"share": "label_share"}),
                   on=["cluster", "label"], how="left")
-    df = df.sort_values(["label_share", "cluster_label_share", "item"], ascending=[True, False, True])
+    # the neighbour vote: every labelled item (noise and outliers too, not junk), clustering aside
+    voted = known if exclude is None else known & ~np.asarray(exclude, bool)
+    if vote is not None:
+        vl = vote["label"]
+        against = np.array([voted[i] and vl[i] is not None and vl[i] != truth[i] for i in range(n)], bool)
+        only = np.flatnonzero(against & ~np.isin(np.arange(n), df["item"].to_numpy()))
+        df = pd.concat([df, pd.DataFrame({"item": only, "label": [truth[i] for i in only],
+                                          "cluster": lab[only], "cluster_disagrees": False})],
+                       ignore_index=True)
+        it = df["item"].to_numpy(np.int64)
+        df["cluster_disagrees"] = df["cluster_disagrees"].astype(bool)
+        df = df[df["cluster_disagrees"].to_numpy() | against[it]].copy()
+        it = df["item"].to_numpy(np.int64)
+        df["neighbour_disagreement"] = vote["disagreement"][it]
+        df["neighbour_label"] = [vl[i] for i in it]
+        df["neighbour_label_share"] = vote["share"][it]
+        df = df.sort_values(["neighbour_disagreement", "cluster_disagrees", "label_share", "item"],
+                            ascending=[False, False, True, True], na_position="last")
+    else:
+        df = df[df["cluster_disagrees"]].copy()
+        df["neighbour_disagreement"], df["neighbour_label"], df["neighbour_label_share"] = np.nan, None, np.nan
+        df = df.sort_values(["label_share", "cluster_label_share", "item"], ascending=[True, False, True])
+    df["item"] = df["item"].astype(np.int64)
+    df["cluster_size"] = df["cluster_size"].astype("Int64")  # empty for an item the vote alone lists
     loc = Root(path=root, recorded=root)
     df["id"] = [ids[i] if ids is not None else int(i) for i in df["item"]]
     df["path"] = loc.store_all([paths[i] for i in df["item"]]) if paths is not None else None
     table = df[ISSUE_COLUMNS].reset_index(drop=True)
-    summary = {"items": int(len(table)), "labelled": int(len(rows)),
-               "share": float(len(table) / len(rows)) if len(rows) else 0.0,
+    summary = {"items": int(table["cluster_disagrees"].sum()), "labelled": int(len(rows)),
+               "share": float(table["cluster_disagrees"].sum() / len(rows)) if len(rows) else 0.0,
                "clusters_mixed": len(mixed), "mixed": mixed[:max_mixed],
                "rule": "an item whose label is not the label more than half of its cluster's labelled items "
                        "have; clusters where no label has more than half are listed as mixed"}
+    if vote is not None:
+        nv = int(against.sum())
+        summary["neighbour_vote"] = {
+            "k": int(vote["k"]), "items": nv, "labelled": int(voted.sum()),
+            "rule": f"an item whose {int(vote['k'])} nearest labelled items (cosine) vote most for another "
+                    "label; neighbour_disagreement: the share of them carrying a label other than its own"}
     return table, summary
 
 
@@ -212,9 +307,11 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
 # scoring
 # --------------------------------------------------------------------------------------------
 def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeling="both",
-             original=True, labels_file=None, tables: dict | None = None) -> dict:
+             original=True, labels_file=None, tables: dict | None = None, vote_k: int | None = VOTE_K) -> dict:
     """Score each labelling of ``src`` (:func:`load_source`). With true labels each labelling
-    also gets ``label_issues`` (:func:`label_issues`' summary); given a dict ``tables``, the
+    also gets ``label_issues`` (:func:`label_issues`' summary; with the run's vectors and
+    ``vote_k`` (None: none), the :func:`neighbour_vote` of the ``vote_k`` nearest labelled
+    items, computed once, the clustering aside); given a dict ``tables``, the
     issues table of the last labelling scored (curated, else assigned, else fitted) is put there
     as ``tables["label_issues"]`` and its labelling in ``res["label_issues_of"]``."""
     res = {"source": src["path"], "kind": src["kind"], "n_items": int(len(src["fitted"])),
@@ -233,6 +330,12 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
     if not names:
         raise InputError(f"labelling {labeling!r} not available in {src['path']} (has: fitted only)")
     t0 = time.perf_counter()
+    vote = None
+    if has_truth and vote_k is not None:
+        if src.get("X") is not None:
+            vote = neighbour_vote(src["X"], truth, vote_k)
+        else:
+            res["notes"].append("no original vectors (a model folder): label issues without the neighbour vote")
     for name in names:
         lab = src[name]
         entry = {"coverage": M.coverage(lab), "n_clusters": M.n_clusters(lab),
@@ -246,7 +349,7 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
             entry["external"] = M.external_scores(truth, lab)
             table, entry["label_issues"] = label_issues(
                 truth, lab, src.get("ids"), src.get("paths"), src.get("root"),
-                exclude=src.get("curated_junk") if name == "curated" else None)
+                exclude=src.get("curated_junk") if name == "curated" else None, vote=vote)
             if tables is not None:
                 tables["label_issues"] = table
                 res["label_issues_of"] = name

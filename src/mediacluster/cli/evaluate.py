@@ -14,9 +14,11 @@ after noise assignment, when the run has one; ``curated``: after a person's edit
 * with true labels, the items whose label disagrees with their cluster (an item whose label is
   not the label of most of its cluster's items), counted per labelling and listed, for the last
   labelling scored (curated, else assigned, else fitted), in ``label_issues.csv`` beside
-  evaluation.json (``--out FILE``: ``FILE``'s name with ``.label_issues.csv``), most doubtful
-  first, with the suggested label and the item number the studio's API takes; see
-  :func:`mediacluster.evaluation.label_issues`.
+  evaluation.json (``--out FILE``: ``FILE``'s name with ``.label_issues.csv``), with the
+  suggested label and the item number the studio's API takes, and each labelled item's
+  neighbour vote (``--vote-k`` nearest labelled items, cosine, the clustering aside: the share
+  carrying another label, the file's order, highest first; items it alone flags listed too); see
+  :func:`mediacluster.evaluation.label_issues` and :func:`mediacluster.evaluation.neighbour_vote`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ParameterError
-from ..evaluation import evaluate, load_source
+from ..evaluation import VOTE_K, evaluate, load_source
 from ..fileio import write_json, write_table
 from ..persist import version_store
 from ..rundir import EVALUATION, LABEL_ISSUES, RunDir, find_run
@@ -51,6 +53,9 @@ def add_parser(sub):
                    "the studio, or 'both': each of these the run has")
     p.add_argument("--no-original", action="store_true",
                    help="skip internal scores in the original (embedding) space (the slow part for large d)")
+    p.add_argument("--vote-k", type=int, default=VOTE_K,
+                   help=f"label issues: each labelled item's label is voted on by its this many nearest labelled "
+                        f"items (cosine on the run's vectors; default {VOTE_K}; 0: no vote)")
     return p
 
 
@@ -98,6 +103,10 @@ def print_report(res: dict, out=None) -> None:
                                           + ", ".join(str(m["cluster"]) for m in li["mixed"])
                                           + (" ..." if mixed > len(li["mixed"]) else "") if mixed else "")
               + "\n")
+            nv = li.get("neighbour_vote")
+            if nv is not None:
+                w(f"  neighbour vote: {nv['items']} of {nv['labelled']} labelled items are outvoted by their "
+                  f"{nv['k']} nearest labelled items (another label has the most votes)\n")
     for note in res["notes"]:
         w(f"note: {printable(note)}\n")
 
@@ -107,10 +116,23 @@ def print_issues(table, labeling: str, out=None, show: int = 10) -> None:
     w = (out or sys.stdout).write
     if not len(table):
         return
-    w(f"\nlabel issues [{labeling}], most doubtful first (item: path: label -> its cluster's label):\n")
+    voted = table["neighbour_disagreement"].notna().any()
+    w(f"\nlabel issues [{labeling}], most doubtful first (item: path: label -> "
+      + ("its neighbours' label, its cluster's" if voted else "its cluster's label") + "):\n")
     for r in table.head(show).itertuples():
-        w(f"  {r.item}: {printable(r.path if r.path is not None else r.id)}: {printable(r.label)} -> "
-          f"{printable(r.cluster_label)} (cluster {r.cluster}: {100 * r.cluster_label_share:.0f}% "
+        head = f"  {r.item}: {printable(r.path if r.path is not None else r.id)}: {printable(r.label)}"
+        if voted:
+            against = f"{100 * r.neighbour_disagreement:.0f}% of its neighbours vote against its label"
+            head += (f" -> {printable(r.neighbour_label)} ({against})" if r.neighbour_label != r.label
+                     else f": its neighbours carry its label ({against})")
+            if r.cluster_disagrees:
+                head += f"; cluster {r.cluster}: {printable(r.cluster_label)} {100 * r.cluster_label_share:.0f}%"
+                head += ": a clustering mistake?" if r.neighbour_label == r.label else ""
+            else:
+                head += "; in no cluster" if r.cluster < 0 else f"; its cluster ({r.cluster}) does not flag it"
+            w(head + "\n")
+            continue
+        w(head + f" -> {printable(r.cluster_label)} (cluster {r.cluster}: {100 * r.cluster_label_share:.0f}% "
           f"{printable(r.cluster_label)}, {100 * r.label_share:.0f}% {printable(r.label)})\n")
     if len(table) > show:
         w(f"  ... {len(table) - show} more\n")
@@ -128,7 +150,7 @@ def run(args) -> int:
     tables: dict = {}
     res = evaluate(src, sample_size=args.sample_size, dbcv_sample_size=args.dbcv_sample_size,
                    seed=args.seed, labeling=args.labeling, original=not args.no_original,
-                   labels_file=args.labels, tables=tables)
+                   labels_file=args.labels, tables=tables, vote_k=args.vote_k or None)
     print_report(res)
     issues = tables.get("label_issues")
     if issues is not None:

@@ -41,6 +41,9 @@ def add_parser(sub):
                         "cluster), classes (the clean dataset: one folder per name, junk, unclustered items and "
                         "duplicate copies left out and listed with why in dropped.csv), csv / parquet (the curated "
                         "assignments), labelstudio")
+    p.add_argument("--export-prefer", action="append", default=None, metavar="FOLDER",
+                   help="classes export: of a duplicate group keep the copy under this folder of the collection "
+                        "(such as train/; repeat for an order of preference; default: the largest file)")
     p.add_argument("--export-mode", choices=["symlink", "copy"], default="symlink",
                    help="folders and classes exports: symbolic links (default) or copies")
     p.add_argument("--carry-from", default=None, metavar="OLD_RUN",
@@ -102,7 +105,8 @@ def run(args) -> int:
     if one_shot:
         try:
             if args.export:
-                res = studio.export(args.export, args.export_mode, client="cli", user=args.user or "")
+                res = studio.export(args.export, args.export_mode, client="cli", user=args.user or "",
+                                    prefer=args.export_prefer)
                 sys.stdout.write(f"export: {printable(res['path'])} ({res['items']} items; "
                                  f"{', '.join(map(printable, res['files'][:5]))}"
                                  f"{' ...' if len(res['files']) > 5 else ''})\n")

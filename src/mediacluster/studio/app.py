@@ -159,6 +159,9 @@ class Export(StrictBody):
     kind: Literal[EXPORT_KINDS]  # type: ignore[valid-type]
     mode: Literal["symlink", "copy"] | None = Field(
         None, description="folders: link or copy the files (default, or null: symlink)")
+    prefer: list[str] | None = Field(
+        None, description="classes: folder prefixes under the collection (such as [\"train/\"]), first "
+        "preferred: a duplicate group keeps its copy under the earliest (default: the largest file)")
 
 
 def _binary(media: str, text: str) -> dict:
@@ -395,7 +398,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     # -- results -------------------------------------------------------------------------------
     @app.post("/api/export")
     def export(body: Export, request: Request):
-        return call(studio.export, body.kind, body.mode or "symlink", client_of(request), user_of(request))
+        return call(studio.export, body.kind, body.mode or "symlink", client_of(request), user_of(request),
+                    body.prefer)
 
     @app.get("/api/download/{name}", response_class=Response,
              responses={200: {"description": "the curated table", "content": {

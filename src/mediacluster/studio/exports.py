@@ -13,7 +13,8 @@ time, never over an earlier export):
   listed with why in ``dropped.csv`` (``id``, ``path``, ``curated_cluster``, ``curated_name``,
   ``reason``: junk / unassigned / outlier / duplicate, ``kept``: the copy kept in a duplicate's
   place): junk, items in no cluster, and with ``--dedup`` all but one member of each duplicate
-  group (the largest file: see :func:`dropped`);
+  group (the largest file, or one under the folders a person prefers, ``prefer=["train/"]``:
+  see :func:`dropped`);
   ``manifest.csv`` (``id``, ``path``: the original file, ``label``) lists the kept files as a manifest
   ``cluster``, ``evaluate --labels`` and ``tags train`` read.
 * ``csv`` / ``parquet``: the curated assignments (one row per item; a run clustered with
@@ -38,6 +39,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..fileio import atomic_path, path_from_text, write_json, write_table, write_text
+from ..locations import under
 from ..rundir import path_to_text, texts
 
 KINDS = ("folders", "classes", "csv", "parquet", "labelstudio")
@@ -89,12 +91,17 @@ def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, pr
 
 
 def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq: int,
-           mode: str = "symlink", root: str | None = None, media: str = "image") -> dict:
+           mode: str = "symlink", root: str | None = None, media: str = "image", prefer=None,
+           collection_root: str | None = None) -> dict:
     """Write one export; returns ``{"kind", "path", "files", "items"}``. ``media``: the run's
     ("image" or "audio"; Label Studio shows the one with an ``<Image>``, the other with an
-    ``<Audio>`` player)."""
+    ``<Audio>`` player). ``prefer``: ``classes`` only, which copy of a duplicate group is kept
+    (folder prefixes under ``collection_root``, first preferred: :func:`dropped`)."""
     if kind not in KINDS:
         raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
+    prefer = check_prefer(prefer)
+    if prefer is not None and kind != "classes":
+        raise InputError(f"prefer chooses the copy a 'classes' export keeps; the {kind!r} export keeps every item")
     if mode not in ("symlink", "copy"):
         raise InputError(f"mode must be 'symlink' or 'copy', got {mode!r}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -108,7 +115,7 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
         if kind == "folders":
             files = _folders(out, paths, table, clusters, mode)
         elif kind == "classes":
-            files = _classes(out, paths, table, clusters, mode)
+            files = _classes(out, paths, table, clusters, mode, prefer, collection_root)
         elif kind in ("csv", "parquet"):
             p = out / f"curated_assignments.{kind}"
             write_table(p, table)
@@ -161,13 +168,50 @@ def _size(p) -> int:
         return -1
 
 
-def dropped(table, clusters: list[dict], paths=None) -> tuple[list, list]:
+def check_prefer(prefer) -> list[str] | None:
+    """``prefer`` as a list of folder prefixes (one string: a list of one); None / empty: none.
+    Each a folder under the collection (``train``, ``train/``, ``a/b``) or an absolute folder."""
+    if prefer is None:
+        return None
+    if isinstance(prefer, str):
+        prefer = [prefer]
+    if not isinstance(prefer, list | tuple):
+        raise InputError(f"prefer must be a list of folder prefixes, got {type(prefer).__name__}")
+    out = []
+    for k, p in enumerate(prefer):
+        if not isinstance(p, str) or not p.strip("/\\ "):
+            raise InputError(f"prefer[{k}] must be a folder (such as 'train/'), got {p!r}")
+        out.append(p.replace("\\", "/").rstrip("/") + "/")
+    return out or None
+
+
+def _preference(path, prefer: list[str] | None, root: str | None) -> int:
+    """The place in ``prefer`` of the first prefix ``path`` lies under (relative to ``root``, the
+    collection's folder, or absolute); ``len(prefer)`` for none (0 without ``prefer``)."""
+    if not prefer:
+        return 0
+    if not path:
+        return len(prefer)
+    a = os.path.abspath(path)
+    rel = os.path.relpath(a, root) if root is not None and under(a, root) else None
+    forms = [a.replace(os.sep, "/")] + ([rel.replace(os.sep, "/")] if rel is not None else [])
+    for k, p in enumerate(prefer):
+        if any(f.startswith(p) for f in forms):
+            return k
+    return len(prefer)
+
+
+def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = None,
+            root: str | None = None) -> tuple[list, list]:
     """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
     id of the copy kept in its place: ``junk`` (a junk cluster), ``unassigned`` / ``outlier`` (in
     no cluster), ``duplicate`` (with ``--dedup``: of a duplicate group's members not dropped
-    otherwise, one is kept: the largest file (``paths``' sizes: the original of a resized,
+    otherwise, one is kept: with ``prefer`` (folder prefixes, first preferred; relative to
+    ``root``, the collection's folder, or absolute: :func:`check_prefer`) a member under the
+    earliest of them; then the largest file (``paths``' sizes: the original of a resized,
     re-compressed or cropped copy), of files as large the group's representative, then the
-    first; the others are dropped)."""
+    first; the others are dropped). So ``prefer=["train/"]`` keeps the ``train/`` copy of a leak
+    between ``train/`` and ``test/`` even when its ``test/`` copy is larger."""
     junk = {int(c["id"]) for c in clusters if c.get("junk")}
     cur = table["curated_cluster"].to_numpy()
     why: list = [("junk" if int(c) in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None)
@@ -183,17 +227,19 @@ def dropped(table, clusters: list[dict], paths=None) -> tuple[list, list]:
         for members in groups.values():
             if len(members) < 2:
                 continue
-            keep = max(members, key=lambda i: (_size(paths[i]) if paths is not None else -1, bool(rep[i]), -i))
+            keep = max(members, key=lambda i: (-_preference(paths[i] if paths is not None else None, prefer, root),
+                                               _size(paths[i]) if paths is not None else -1, bool(rep[i]), -i))
             for i in members:
                 if i != keep:
                     why[i], kept[i] = "duplicate", ids[keep]
     return why, kept
 
 
-def _classes(out: Path, paths, table, clusters: list[dict], mode: str) -> list[str]:
+def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=None,
+             root: str | None = None) -> list[str]:
     import pandas as pd
 
-    why, kept = dropped(table, clusters, paths)
+    why, kept = dropped(table, clusters, paths, prefer, root)
     used: dict[str, set[str]] = {}
     kept_row, kept_path, kept_label = [], [], []
     for i, (p, name) in enumerate(zip(paths, table["curated_name"])):

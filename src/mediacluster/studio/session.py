@@ -712,8 +712,10 @@ class Studio:
         return seq, curated_table(self.ids, self.paths, self.fitted, labels, names, status,
                                   self.probability, tags, self.truth, duplicates=dups), table
 
-    def export(self, kind: str, mode: str = "symlink", client: str = "", user: str = "") -> dict:
-        from .exports import KINDS, export
+    def export(self, kind: str, mode: str = "symlink", client: str = "", user: str = "", prefer=None) -> dict:
+        """Write an export (:func:`.exports.export`). ``prefer``: the ``classes`` export's folder
+        prefixes under the collection, first preferred, of which a duplicate group keeps its copy."""
+        from .exports import KINDS, check_prefer, export
 
         if kind not in KINDS:
             raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
@@ -721,10 +723,15 @@ class Studio:
         root = self.run.collection_root.path  # Label Studio serves files under one folder:
         if root is not None and not all(under(os.path.abspath(p), root) for p in self.paths if p):
             root = None  # the collection's, when every file lies in it; else their common folder
+        prefer = check_prefer(prefer)
         res = export(kind, self.run.exports_dir(), paths=self.paths, table=df, clusters=table, seq=seq,
-                     mode=mode, root=root, media=self.media)
+                     mode=mode, root=root, media=self.media, prefer=prefer,
+                     collection_root=self.run.collection_root.path)
         res["relative"] = path_to_text(os.path.relpath(res["path"], self.run.path))
-        self._record("export", {"kind": kind, "path": res["relative"], "edits_seq": seq}, client, user)
+        record = {"kind": kind, "path": res["relative"], "edits_seq": seq}
+        if prefer is not None:
+            record["prefer"] = prefer
+        self._record("export", record, client, user)
         return res
 
     def publish(self, client: str = "", user: str = "") -> dict:
