@@ -315,6 +315,22 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
     assert exit_info.value.code == 2 and "--leader-margin" in capsys.readouterr().err
 
 
+def test_zero_trials_is_refused_by_name_before_any_work(X, tmp_path, capsys):
+    """--trials 0 (and n_trials=0) is a bad parameter, not a study in which no trial finished."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", X)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o"), "--trials", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--trials" in err and "no trial finished" not in err
+    assert not (tmp_path / "o").exists()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ParameterError, match="n_trials") as info:
+            tune(X, space=SPACE, n_trials=bad, progress=False, refit=False)
+        assert info.value.param == "n_trials"
+
+
 def test_resumed_tune_publishes_no_copy_of_an_unchanged_best(X, tmp_path, capsys):
     """Re-running a finished study (no new trial, or none better) refits the same best trial:
     no second model version of it, and the output says so; a different best is published."""

@@ -560,6 +560,9 @@ def tune(
     if pipeline is None or not hasattr(pipeline, "with_params"):
         raise ParameterError("tune needs the starting pipeline, e.g. tune(X, Pipeline()) or "
                              "Pipeline().tune(X)", "pipeline")
+    if not (isinstance(n_trials, int | np.integer) and not isinstance(n_trials, bool) and n_trials >= 1):
+        raise ParameterError(f"n_trials must be a whole number >= 1 (the total the study should hold), "
+                             f"got {n_trials!r}", "n_trials")
     items = None  # the refit model's item ids / paths (``Pipeline.similar``): an Embeddings' own
     if isinstance(X, Embeddings):
         if labels is None and X.labels is not None:
