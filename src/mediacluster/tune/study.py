@@ -58,8 +58,12 @@ class TuneResult:
 
 def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int = 5,
                  n_directions: int = 1):
+    """Optuna's sampler ``name``. ``seed`` is wrapped into numpy's seed range (0 .. 2**32 - 1):
+    the tuner derives it as the study's seed plus the trials already held (a resume) plus 7919
+    per worker, which passes the range's end when ``--seed`` is near it."""
     import optuna
 
+    seed = int(seed) % 2**32
     s = optuna.samplers
     if name == "tpe":
         return s.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
