@@ -420,6 +420,8 @@ def cluster_folder(
                 if vsrc is not None:  # vectors fitted whole: read whole
                     coll = Collection(ids=vsrc.ids(), labels=vsrc.labels(), vectors=vsrc.read(0, vsrc.n),
                                       media="vector", source=str(source))
+                    # rows too long for float32 distances, named in the file (as a sampled fit names them)
+                    check_magnitude(coll.vectors, vsrc.path, row="row {}")
                 else:
                     coll = collect(source, media=media, labels_from_folders=labels_from_folders)
                     run.set_collection_root(coll.root)  # item paths are stored relative to it
