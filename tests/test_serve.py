@@ -754,9 +754,11 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
     assert server.client.get("/v1/model").json()["switches"] >= 4
     # /metrics counts every reload check, the file watch's too (it counted POST /v1/reload only,
     # so a watch that switched, or failed on a broken version, left no trace there)
-    reloads = {s.labels["result"]: s.value for s in metric_families(server)["mediacluster_model_reloads"].samples
-               if s.name.endswith("_total")}
+    family = metric_families(server)["mediacluster_model_reloads"]
+    reloads = {s.labels["result"]: s.value for s in family.samples if s.name.endswith("_total")}
     assert reloads.get("switched", 0) >= 4 and reloads.get("failed", 0) >= 2, reloads
+    # a switch is counted by every worker process (the sum read as switches over-counted N times)
+    assert "with --workers N one new version counts N switches" in family.documentation
     assert server.alive()
 
 
