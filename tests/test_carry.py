@@ -468,5 +468,9 @@ def test_reclustering_in_place_with_save_model_serves_the_carried_curation(world
         names = {c["name"] for c in clusters}
         assert {"my fish", "my dogs"} <= names, names
         assert sum(c["junk"] for c in clusters) == 1
+        # the bare fit (v0001) was never served: it showed the carried names (read from the run)
+        # without the junk mark and tags until the curated version came, about a second later
+        assert s.client.get("/v1/model").json()["switches"] == 1
+        assert [v["version"] for v in RunDir.open(same).models.describe() if v["latest"]] == ["v0002"]
     finally:
         s.stop()

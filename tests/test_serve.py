@@ -1111,6 +1111,18 @@ def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_
     newest = publish(run_dir, fast_pipeline(3).fit(cifar3_embeddings.vectors))
     wait_for_version(server, newest)
     assert int(newest[1:]) > int(new[1:])
+    # a version published held (cluster --carry-from's bare fit until the carried curation is
+    # published): neither the watch nor POST /v1/reload switches to it; `models --use` releases it
+    from mediacluster.rundir import RunDir
+
+    held = Path(fast_pipeline(5).fit(cifar3_embeddings.vectors).publish(
+        run_dir / "models", metadata={"encoder": ENCODER}, run_id=RunDir.open(run_dir).run_id, held=True)).name
+    assert RunDir.open(run_dir).models.pointer()["held"] is True
+    time.sleep(1.0)  # several polls of the watch
+    assert server.client.post("/v1/reload").json()["version"] == newest
+    assert server.client.get("/v1/model").json()["version"] == newest
+    assert main(["models", str(run_dir), "--use", held]) == 0
+    wait_for_version(server, held)
 
 
 def test_the_description_says_which_operations_need_the_token(server):
