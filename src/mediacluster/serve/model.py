@@ -537,7 +537,7 @@ class ModelHolder:
     def _reload(self) -> dict:
         with self._load_lock:
             cur = self.current
-            if (self.store.pointer() or {}).get("held"):  # a version not to serve yet (ModelStore.hold)
+            if self.store is not None and (self.store.pointer() or {}).get("held"):  # not to serve yet (ModelStore.hold)
                 return {"switched": False, "version": cur.version, "previous": cur.version}
             latest = self.latest_path()
             try:
