@@ -468,5 +468,23 @@ def test_reclustering_in_place_with_save_model_serves_the_carried_curation(world
         names = {c["name"] for c in clusters}
         assert {"my fish", "my dogs"} <= names, names
         assert sum(c["junk"] for c in clusters) == 1
+        # the bare fit (v0001) was never served: it showed the carried names (read from the run)
+        # without the junk mark and tags until the curated version came, about a second later
+        assert s.client.get("/v1/model").json()["switches"] == 1
+        assert [v["version"] for v in RunDir.open(same).models.describe() if v["latest"]] == ["v0002"]
     finally:
         s.stop()
+
+
+
+def test_a_carry_that_carries_nothing_leaves_the_fit_served(world, tmp_path):
+    """`--carry-from --save-model` publishes the bare fit held (a watching service does not
+    switch to it) until the carried curation is published; a previous run with nothing to carry
+    releases it at once, so the fit is what LATEST names, unheld."""
+    rc, _ = cluster(world["old"], tmp_path / "plain", 3, world["cache"])
+    assert rc == 0
+    rc, stdout = cluster(world["new"], tmp_path / "grown", 4, world["cache"], "--carry-from",
+                         str(tmp_path / "plain"), "--save-model")
+    assert rc == 0 and "no edits" in stdout, stdout
+    ptr = RunDir.open(tmp_path / "grown").models.pointer()
+    assert ptr["version"] == "v0001" and not ptr.get("held"), (ptr, stdout)

@@ -145,7 +145,7 @@ def test_a_run_fitted_on_a_sample_names_the_input_file_not_its_own_copy(tmp_path
     assert f"{tmp_path / 'v.npy'}: row " in err and "contains NaN or infinity" in err and ".tmp-" not in err
 
 
-def test_values_too_large_in_a_sampled_fit_name_the_files_rows(tmp_path, capsys):
+def test_values_too_large_in_a_sampled_or_a_full_fit_name_the_files_rows(tmp_path, capsys):
     """``cluster --fit-sample``: rows too long for float32 distances were named by their place in
     the sample ("vector 4 ... 2 of 50"), rows the user's file holds fine values in."""
     from mediacluster.cli import main
@@ -157,3 +157,8 @@ def test_values_too_large_in_a_sampled_fit_name_the_files_rows(tmp_path, capsys)
                  "--quiet", "--no-names", "--no-csv", "--seed", "1"]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'v.npy'}: row 5 has values too large" in err and "rows [5, 33]" in err, err
+    # the full fit names the file too (it named "vector 5" only)
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"),
+                 "--quiet", "--no-names", "--no-csv", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'v.npy'}: row 5 has values too large" in err and "rows [5, 33]: 2 of 40" in err, err

@@ -754,9 +754,11 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
     assert server.client.get("/v1/model").json()["switches"] >= 4
     # /metrics counts every reload check, the file watch's too (it counted POST /v1/reload only,
     # so a watch that switched, or failed on a broken version, left no trace there)
-    reloads = {s.labels["result"]: s.value for s in metric_families(server)["mediacluster_model_reloads"].samples
-               if s.name.endswith("_total")}
+    family = metric_families(server)["mediacluster_model_reloads"]
+    reloads = {s.labels["result"]: s.value for s in family.samples if s.name.endswith("_total")}
     assert reloads.get("switched", 0) >= 4 and reloads.get("failed", 0) >= 2, reloads
+    # a switch is counted by every worker process (the sum read as switches over-counted N times)
+    assert "with --workers N one new version counts N switches" in family.documentation
     assert server.alive()
 
 
@@ -1109,6 +1111,18 @@ def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_
     newest = publish(run_dir, fast_pipeline(3).fit(cifar3_embeddings.vectors))
     wait_for_version(server, newest)
     assert int(newest[1:]) > int(new[1:])
+    # a version published held (cluster --carry-from's bare fit until the carried curation is
+    # published): neither the watch nor POST /v1/reload switches to it; `models --use` releases it
+    from mediacluster.rundir import RunDir
+
+    held = Path(fast_pipeline(5).fit(cifar3_embeddings.vectors).publish(
+        run_dir / "models", metadata={"encoder": ENCODER}, run_id=RunDir.open(run_dir).run_id, held=True)).name
+    assert RunDir.open(run_dir).models.pointer()["held"] is True
+    time.sleep(1.0)  # several polls of the watch
+    assert server.client.post("/v1/reload").json()["version"] == newest
+    assert server.client.get("/v1/model").json()["version"] == newest
+    assert main(["models", str(run_dir), "--use", held]) == 0
+    wait_for_version(server, held)
 
 
 def test_the_description_says_which_operations_need_the_token(server):

@@ -284,6 +284,16 @@ def test_cluster_tags_naming_no_cluster_of_the_run_are_refused(tmp_path):
         tags.write_text(bad)
         with pytest.raises(InputError, match=rf"tags.yaml: {entry} is not a cluster of this run"):
             examples_from_run(tmp_path / "run", tags)
+    # a two-column CSV with or without its header row: no row is lost (pandas took a
+    # headerless file's first row as the header, and cluster 0's tag went untaught, silently)
+    csv = tmp_path / "tags.csv"
+    for text in ("cluster,tag\n0,cat\n1,dog\n2,other\n", "0,cat\n1,dog\n2,other\n"):
+        csv.write_text(text)
+        ex = examples_from_run(tmp_path / "run", csv)
+        assert ex.counts() == {"cat": 10, "dog": 10, "other": 10}, text
+    csv.write_text("1.0,dog\n0,cat\n")  # a first entry that is no cluster id is refused, not taken as a header
+    with pytest.raises(InputError, match=r"tags.csv: '1.0' is not a cluster of this run"):
+        examples_from_run(tmp_path / "run", csv)
 
 
 def test_vectors_of_another_width_or_not_finite_are_refused_by_name(tmp_path, capsys):

@@ -315,6 +315,32 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
     assert exit_info.value.code == 2 and "--leader-margin" in capsys.readouterr().err
 
 
+def test_zero_trials_is_refused_by_name_before_any_work(X, tmp_path, capsys):
+    """--trials 0 (and n_trials=0) is a bad parameter, not a study in which no trial finished."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", X)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o"), "--trials", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--trials" in err and "no trial finished" not in err
+    assert not (tmp_path / "o").exists()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ParameterError, match="n_trials") as info:
+            tune(X, space=SPACE, n_trials=bad, progress=False, refit=False)
+        assert info.value.param == "n_trials"
+
+
+def test_the_largest_seed_tunes_and_resumes(tmp_path):
+    """--seed 2**32 - 1 (the largest numpy takes): a resumed study's sampler seed (seed plus the
+    trials held) passed numpy's range and the resume crashed in optuna."""
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    seed = 2**32 - 1
+    kw = dict(out=tmp_path, space=PCA_KMEANS, seed=seed, progress=False, refit=False)
+    assert _tune(X, Pipeline(random_state=seed), n_trials=2, **kw).summary["n_trials"] == 2
+    assert _tune(X, Pipeline(random_state=seed), n_trials=3, **kw).summary["n_trials"] == 3
+
+
 def test_resumed_tune_publishes_no_copy_of_an_unchanged_best(X, tmp_path, capsys):
     """Re-running a finished study (no new trial, or none better) refits the same best trial:
     no second model version of it, and the output says so; a different best is published."""

@@ -15,7 +15,10 @@ A **model store** (``RUN/models/``) keeps versions ``v0001``, ``v0002``, ... (ea
 folder) and a ``LATEST`` file naming the current one with its run id. :meth:`ModelStore.publish`
 builds a version in a temporary folder, renames it into place, then atomically rewrites
 ``LATEST``; a reader (``assign``, the service's file watch) that reads ``LATEST`` therefore always
-finds a complete version, and a service sees a new one appear in one step.
+finds a complete version, and a service sees a new one appear in one step. A ``LATEST`` marked
+``held`` (:meth:`ModelStore.hold`: the cluster job's bare fit while the curation it carries is
+being published as the next version) names a version that readers use but the service's watch
+does not switch to; the next publish or :meth:`ModelStore.use` writes it unmarked.
 """
 
 from __future__ import annotations
@@ -188,6 +191,23 @@ class ModelStore:
             raise OutputError(f"cannot write {self.root / LATEST}: {e.strerror or e}") from e
         return ptr
 
+    def hold(self) -> dict | None:
+        """Mark ``LATEST`` held: a service watching the store keeps the version it serves (it
+        does not switch to this one); ``assign`` and the studio read it as usual. The next
+        :meth:`publish` or :meth:`use` releases it. Returns the new ``LATEST`` content (None
+        when there is none)."""
+        ptr = self.pointer()
+        if ptr is None:
+            return None
+        ptr = {**ptr, "held": True}
+        try:
+            write_json(self.root / LATEST, ptr)
+        except OSError as e:
+            if isinstance(e, OutputError):
+                raise
+            raise OutputError(f"cannot write {self.root / LATEST}: {e.strerror or e}") from e
+        return ptr
+
     def _remove_stale(self) -> None:
         """Half-written versions of killed writers (their pid is gone): a model-sized folder
         each, which nothing else would ever remove."""
@@ -200,8 +220,9 @@ class ModelStore:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def publish(self, write: Callable[[Path], object], run_id: str | None = None,
-                source: str = "") -> Path:
-        """Write a new version with ``write(folder)`` and make it the latest; returns its path."""
+                source: str = "", held: bool = False) -> Path:
+        """Write a new version with ``write(folder)`` and make it the latest (``held``: the
+        latest, held at once, :meth:`hold`); returns its path."""
         tmp = self.root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -219,7 +240,8 @@ class ModelStore:
                         raise
                     n += 1
             write_json(self.root / LATEST, {"version": dest.name, "run_id": run_id, "source": source,
-                                            "published": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                                            "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                            **({"held": True} if held else {})})
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OutputError):

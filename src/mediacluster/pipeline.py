@@ -934,11 +934,11 @@ class Pipeline(ClusterMixin, BaseEstimator):
         return out
 
     def publish(self, store, metadata: dict | None = None, run_id: str | None = None,
-                source: str = "", also=None, items: dict | None = None) -> str:
+                source: str = "", also=None, items: dict | None = None, held: bool = False) -> str:
         """Save as the next version of a model store (``RUN/models``); returns its path.
         ``metadata`` None: a loaded model's own, as in :meth:`save`; ``items`` as in
         :meth:`save`. ``also(folder)`` writes more into the new version before it is published
-        (a duplicate index)."""
+        (a duplicate index). ``held``: published held (``persist.ModelStore.hold``)."""
         store = store if isinstance(store, persist.ModelStore) else persist.ModelStore(store)
         base = self._own_metadata() if metadata is None else metadata
         info, arrays = pipeline_model.model_doc(self, {**base, "run_id": run_id, "source": source})
@@ -949,7 +949,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
             if also is not None:
                 also(folder)
 
-        return str(store.publish(write, run_id, source))
+        return str(store.publish(write, run_id, source, held=held))
 
     @classmethod
     def load(cls, path) -> Pipeline:

@@ -35,6 +35,7 @@ from .locations import common_folder
 from .naming.names import level_names_map, merge_names, name_clusters, name_levels, names_of_level
 from .naming.support import model_records
 from .naming.support import summary as names_summary
+from .persist import ModelStore
 from .pipeline import Pipeline
 from .rundir import RunDir
 from .scale import MIN_SAMPLE, StageMeter, Tally, fit_sample_size, sample_rows
@@ -372,8 +373,14 @@ def cluster_folder(
     csv: bool = True,
     dedup: bool = False,
     dedup_params: dict | None = None,
+    hold_model: bool = False,
 ) -> RunResult:
     """The ``mediacluster cluster`` job as a function; returns what it published.
+
+    ``hold_model`` (with ``save_model``): the saved version is published held
+    (``persist.ModelStore.hold``): a service watching the run does not switch to it; the caller
+    publishes the next version (``cluster --carry-from``: the carried curation) or releases it
+    (``ModelStore.use``).
 
     ``fit_sample``: fit on every item (``"all"``), on a random sample of that many items, or
     ``"auto"`` (everything up to ``scale.AUTO_FULL_FIT_MAX`` items, a sample of
@@ -420,6 +427,8 @@ def cluster_folder(
                 if vsrc is not None:  # vectors fitted whole: read whole
                     coll = Collection(ids=vsrc.ids(), labels=vsrc.labels(), vectors=vsrc.read(0, vsrc.n),
                                       media="vector", source=str(source))
+                    # rows too long for float32 distances, named in the file (as a sampled fit names them)
+                    check_magnitude(coll.vectors, vsrc.path, row="row {}")
                 else:
                     coll = collect(source, media=media, labels_from_folders=labels_from_folders)
                     run.set_collection_root(coll.root)  # item paths are stored relative to it
@@ -483,6 +492,8 @@ def cluster_folder(
                         info=info, progress=progress, extras=emb.extras, enc=enc, encoder_spec=spec,
                         media=coll.media, skipped=emb.skipped, encoder_id=emb.encoder_version or emb.encoder,
                         find_duplicates=find)
+            if model and hold_model:  # before the run is swapped in: never served unheld
+                ModelStore(run.file("models")).hold()
             model_rel = Path(model).relative_to(run.path) if model else None
     finally:
         exe.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from .. import stages
 from ..config import load_config, parse_param, pipeline_from_config
@@ -203,35 +204,42 @@ def run(args) -> int:
         executor=args.executor, ray_address=args.ray_address, ray_workers=args.ray_workers,
         batch_rows=args.batch_rows, csv=args.csv,
         dedup=args.dedup, dedup_params=dict(parse_param(t) for t in args.dedup_param),
+        hold_model=args.carry_from is not None,  # served only once the carry is published (below)
     )
-    print_summary(res.summary, res.embeddings.skipped, res.out)
-    print_long_recordings(res.run.info.get("long_recordings") if res.run is not None else None, RUN_JSON)
-    dups = res.run.info.get("duplicates") if res.run is not None else None
-    if dups:
-        print(f"duplicates: {dups['groups']} groups holding {dups['items_in_groups']} items "
-              f"(largest {dups['largest']}); each group fitted as one item; see duplicates.parquet")
-        note = audio_rule((res.run.info.get("encoder") or {}).get("media"),
-                          dict(parse_param(t) for t in args.dedup_param))
-        if note:
-            print(note)
-    if res.model:
-        print(f"model: {printable(res.model)}")
-    if res.kept_previous is not None:
-        print(f"the run this one replaced held hand-given names or studio edits: kept as "
-              f"{printable(res.kept_previous)}")
-    if args.carry_from is not None:
-        from ..studio.carry import carry_curation, resolve_previous
-        from .studio import print_carry
+    published = False  # the bare fit was published held with --carry-from (see publish_carried)
+    try:
+        print_summary(res.summary, res.embeddings.skipped, res.out)
+        print_long_recordings(res.run.info.get("long_recordings") if res.run is not None else None, RUN_JSON)
+        dups = res.run.info.get("duplicates") if res.run is not None else None
+        if dups:
+            print(f"duplicates: {dups['groups']} groups holding {dups['items_in_groups']} items "
+                  f"(largest {dups['largest']}); each group fitted as one item; see duplicates.parquet")
+            note = audio_rule((res.run.info.get("encoder") or {}).get("media"),
+                              dict(parse_param(t) for t in args.dedup_param))
+            if note:
+                print(note)
+        if res.model:
+            print(f"model: {printable(res.model)}")
+        if res.kept_previous is not None:
+            print(f"the run this one replaced held hand-given names or studio edits: kept as "
+                  f"{printable(res.kept_previous)}")
+        if args.carry_from is not None:
+            from ..studio.carry import carry_curation, resolve_previous
+            from .studio import print_carry
 
-        prev = resolve_previous(args.carry_from, res.out, before, res.kept_previous)
-        if prev is None:
-            print(f"carry: the run {before} that {printable(args.out)} held had no edits or hand-given "
-                  "names (it was not kept): nothing to carry")
-        else:
-            carried = carry_curation(prev, res.out, cache_dir=args.cache_dir, progress=not args.quiet)
-            print_carry(carried)
-            if res.model and any((carried.get("carried") or {}).values()):
-                publish_carried(res.out)
+            prev = resolve_previous(args.carry_from, res.out, before, res.kept_previous)
+            if prev is None:
+                print(f"carry: the run {before} that {printable(args.out)} held had no edits or hand-given "
+                      "names (it was not kept): nothing to carry")
+            else:
+                carried = carry_curation(prev, res.out, cache_dir=args.cache_dir, progress=not args.quiet)
+                print_carry(carried)
+                if res.model and any((carried.get("carried") or {}).values()):
+                    publish_carried(res.out)
+                    published = True
+    finally:
+        if res.model and args.carry_from is not None and not published:  # nothing carried, or a failure
+            res.run.models.use(Path(res.model).name)  # serve the fit
     rep = report_after(args, res.out)
     if res.level_refused:
         print_level_refused(res.level_refused, res.summary.get("levels"))
@@ -245,7 +253,9 @@ def run(args) -> int:
 def publish_carried(out) -> None:
     """``--save-model`` with a carry that carried something: publish the curated model (the
     studio's publish) at once, so that a service watching OUT serves the carried names, junk
-    marks and tags within its poll, not the bare fit until someone publishes by hand."""
+    marks and tags within its poll, not the bare fit until someone publishes by hand. The bare
+    fit was published held (``persist.ModelStore.hold``): the service never switched to it (it
+    showed the carried names, read from the run, without the junk marks and tags)."""
     from ..studio.session import Studio
 
     st = Studio(out, lazy_map=True, warm=False)

@@ -19,7 +19,8 @@ def add_parser(sub):
                    "(path,label), or .npz vectors with labels")
     t.add_argument("--out", required=True, help="model folder (model.json + weights.npz)")
     t.add_argument("--run", help="a clustering run folder whose clusters were tagged (instead of SOURCE)")
-    t.add_argument("--cluster-tags", help="YAML/CSV: cluster id -> tag, 'other' or 'ignore' "
+    t.add_argument("--cluster-tags", help="YAML/CSV: cluster id -> tag, 'other' or 'ignore' (CSV: columns cluster,tag; "
+                   "the header row is optional) "
                    "(default: the names a person gave, names.yaml or the studio, are the tags and every "
                    "other cluster is 'other', learned so that the tagger abstains there, never suggested)")
     t.add_argument("--mapping", help="YAML from 'tags map': fine label -> tag (unlisted labels -> other)")

@@ -38,7 +38,7 @@ def add_parser(sub):
     p.add_argument("--out", required=True, help="output folder (study.db, models/, best_params.json)")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS,
                    help="tpe / gp (Bayesian), random, grid, cmaes (evolutionary), nsga2 (genetic, Pareto)")
-    p.add_argument("--trials", type=int, default=50, help="total finished trials the study should hold")
+    p.add_argument("--trials", type=positive_int, default=50, help="total finished trials the study should hold")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's fit")
     p.add_argument("--space", default="default",

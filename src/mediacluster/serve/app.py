@@ -444,7 +444,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                           "with an error beside their request's other items, and those of a request "
                           "refused because none could be read", ["kind"], registry=reg)
     reloads = Counter("mediacluster_model_reloads", "Model reload checks (the file watch's and POST "
-                      "/v1/reload's), by result", ["result"], registry=reg)
+                      "/v1/reload's), by result; each worker process checks and counts its own, so "
+                      "with --workers N one new version counts N switches", ["result"], registry=reg)
     model_info = Gauge("mediacluster_model_info", "The model version served (value 1)",
                        ["version", "run_id"], registry=reg, multiprocess_mode="livemax")
     inbox = None

@@ -537,6 +537,8 @@ class ModelHolder:
     def _reload(self) -> dict:
         with self._load_lock:
             cur = self.current
+            if self.store is not None and (self.store.pointer() or {}).get("held"):  # not to serve yet (ModelStore.hold)
+                return {"switched": False, "version": cur.version, "previous": cur.version}
             latest = self.latest_path()
             try:
                 same = latest is None or identity(latest) == cur.identity

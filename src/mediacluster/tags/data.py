@@ -50,16 +50,21 @@ class Examples:
         return {str(t): int(c) for t, c in zip(tags, n)}
 
 
-def read_mapping(path: str | Path) -> dict[str, str]:
-    """A ``key -> tag`` mapping from YAML (``mapping:`` section or top level) or 2-column CSV."""
+def read_mapping(path: str | Path, numeric_keys: bool = False) -> dict[str, str]:
+    """A ``key -> tag`` mapping from YAML (``mapping:`` section or top level) or 2-column CSV
+    (a header row first). ``numeric_keys`` (cluster ids): the CSV's header row is optional, told
+    by its first cell: a number there is the first entry (pandas took it as the header, and that
+    entry was lost), anything else the header (e.g. ``cluster,tag``)."""
     path = Path(path)
     if path.suffix.lower() in (".csv", ".tsv"):
         import pandas as pd
 
         df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
-                         keep_default_na=False)
+                         keep_default_na=False, header=None if numeric_keys else "infer")
         if df.shape[1] < 2:
             raise InputError(f"{path}: need two columns (key, tag)")
+        if numeric_keys and len(df) and not _is_number(df.iloc[0, 0]):
+            df = df.iloc[1:]  # the header row
         return {str(k).strip(): str(v).strip() for k, v in zip(df.iloc[:, 0], df.iloc[:, 1])}
     import yaml
 
@@ -70,6 +75,14 @@ def read_mapping(path: str | Path) -> dict[str, str]:
     if not isinstance(d, dict):
         raise InputError(f"{path}: expected a mapping 'key: tag'")
     return {str(k).strip(): "" if v is None else str(v).strip() for k, v in d.items()}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(str(text).strip())
+    except ValueError:
+        return False
+    return True
 
 
 def apply_mapping(labels: list, mapping: dict[str, str], unmapped: str = "other") -> list[str | None]:
@@ -134,7 +147,7 @@ def examples_from_run(run_dir: str | Path, cluster_tags: str | Path | dict | Non
         if isinstance(cluster_tags, dict):
             tags = {str(k): "" if v is None else str(v) for k, v in cluster_tags.items()}
         else:
-            tags = read_mapping(cluster_tags)
+            tags = read_mapping(cluster_tags, numeric_keys=True)
         # an entry for no cluster (a typo, '1.0', another run's file) would teach nothing, silently
         known = {str(int(c)) for c in np.unique(asg[col].to_numpy(dtype=np.int64)) if c >= 0}
         for k in tags:

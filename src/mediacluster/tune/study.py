@@ -58,8 +58,12 @@ class TuneResult:
 
 def make_sampler(name: str, seed: int, space: SearchSpace, grid_points: int = 5,
                  n_directions: int = 1):
+    """Optuna's sampler ``name``. ``seed`` is wrapped into numpy's seed range (0 .. 2**32 - 1):
+    the tuner derives it as the study's seed plus the trials already held (a resume) plus 7919
+    per worker, which passes the range's end when ``--seed`` is near it."""
     import optuna
 
+    seed = int(seed) % 2**32
     s = optuna.samplers
     if name == "tpe":
         return s.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
@@ -560,6 +564,9 @@ def tune(
     if pipeline is None or not hasattr(pipeline, "with_params"):
         raise ParameterError("tune needs the starting pipeline, e.g. tune(X, Pipeline()) or "
                              "Pipeline().tune(X)", "pipeline")
+    if not (isinstance(n_trials, int | np.integer) and not isinstance(n_trials, bool) and n_trials >= 1):
+        raise ParameterError(f"n_trials must be a whole number >= 1 (the total the study should hold), "
+                             f"got {n_trials!r}", "n_trials")
     items = None  # the refit model's item ids / paths (``Pipeline.similar``): an Embeddings' own
     if isinstance(X, Embeddings):
         if labels is None and X.labels is not None:
