@@ -183,13 +183,7 @@ class ModelStore:
         meta = (read_json(self.root / version / MODEL_JSON).get("metadata") or {})
         ptr = {"version": version, "run_id": meta.get("run_id"), "source": meta.get("source") or "",
                "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pointed_by": "use"}
-        try:
-            write_json(self.root / LATEST, ptr)
-        except OSError as e:
-            if isinstance(e, OutputError):
-                raise
-            raise OutputError(f"cannot write {self.root / LATEST}: {e.strerror or e}") from e
-        return ptr
+        return self._point(ptr)
 
     def hold(self) -> dict | None:
         """Mark ``LATEST`` held: a service watching the store keeps the version it serves (it
@@ -200,6 +194,10 @@ class ModelStore:
         if ptr is None:
             return None
         ptr = {**ptr, "held": True}
+        return self._point(ptr)
+
+    def _point(self, ptr: dict) -> dict:
+        """Write ``ptr`` as ``LATEST`` (atomically), a clear error naming it when that fails."""
         try:
             write_json(self.root / LATEST, ptr)
         except OSError as e:
