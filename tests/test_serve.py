@@ -1118,6 +1118,9 @@ def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_
     held = Path(fast_pipeline(5).fit(cifar3_embeddings.vectors).publish(
         run_dir / "models", metadata={"encoder": ENCODER}, run_id=RunDir.open(run_dir).run_id, held=True)).name
     assert RunDir.open(run_dir).models.pointer()["held"] is True
+    capsys.readouterr()
+    assert main(["models", str(run_dir)]) == 0  # the listing says the latest is held
+    assert [ln for ln in capsys.readouterr().out.splitlines() if "(held:" in ln][0].startswith(f"* {held}")
     time.sleep(1.0)  # several polls of the watch
     assert server.client.post("/v1/reload").json()["version"] == newest
     assert server.client.get("/v1/model").json()["version"] == newest

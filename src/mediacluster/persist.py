@@ -152,9 +152,11 @@ class ModelStore:
 
     def describe(self) -> list[dict]:
         """Each version, oldest first: ``version``, ``run_id``, ``source``, ``created`` (its
-        model.json's time), ``n_clusters`` (None where unreadable) and ``latest`` (the one
-        ``LATEST`` names, which ``assign`` and the service use)."""
+        model.json's time), ``n_clusters`` (None where unreadable), ``latest`` (the one
+        ``LATEST`` names, which ``assign`` and the service use) and ``held`` (the latest, held from
+        a watching service: :meth:`hold`)."""
         latest = self.latest()
+        held = bool((self.pointer() or {}).get("held"))
         out = []
         for v in self.versions():
             try:
@@ -169,7 +171,8 @@ class ModelStore:
                 made = None
             out.append({"version": v, "run_id": meta.get("run_id"), "source": meta.get("source"),
                         "created": made, "n_clusters": info.get("n_clusters"),
-                        "latest": latest is not None and latest.name == v})
+                        "latest": latest is not None and latest.name == v,
+                        "held": held and latest is not None and latest.name == v})
         return out
 
     def use(self, version: str) -> dict:

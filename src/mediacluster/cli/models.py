@@ -39,5 +39,6 @@ def run(args) -> int:
     for v in store.describe():
         sys.stdout.write(f"{'*' if v['latest'] else ' '} {v['version']}  {v['source'] or '?':8s} "
                          f"{v['n_clusters'] if v['n_clusters'] is not None else '?':>4} clusters  "
-                         f"run {v['run_id'] or '?'}  {v['created'] or ''}\n")
+                         f"run {v['run_id'] or '?'}  {v['created'] or ''}"
+                         f"{'  (held: a watching service keeps its version until the next publish or --use)' if v['held'] else ''}\n")
     return 0
