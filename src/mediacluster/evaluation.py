@@ -172,7 +172,7 @@ def neighbour_vote(X, truth, k: int = VOTE_K) -> dict:
     X = np.asarray(X, dtype=np.float32)
     if len(X) != n:
         raise InputError(f"{len(truth)} labels for {len(X)} vectors")
-    known = np.array([t is not None and not (isinstance(t, float) and np.isnan(t)) for t in truth], bool)
+    known = M.labelled(truth)
     rows = np.flatnonzero(known)
     out = {"disagreement": np.full(n, np.nan), "label": [None] * n, "share": np.full(n, np.nan),
            "k": 0}
@@ -236,7 +236,7 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
     n = len(lab)
     if len(truth) != n:
         raise InputError(f"{len(truth)} labels for {n} items")
-    known = np.array([t is not None and not (isinstance(t, float) and np.isnan(t)) for t in truth], bool)
+    known = M.labelled(truth)
     use = known & (lab >= 0)
     if exclude is not None:
         use &= ~np.asarray(exclude, bool)

@@ -368,6 +368,12 @@ def _is_missing(v) -> bool:
         return False
 
 
+def labelled(y_true) -> np.ndarray:
+    """Boolean mask of the items that carry a true label (None / NaN: unlabelled), the rule of
+    every score against true labels (``external_scores``, ``evaluation.label_issues``)."""
+    return np.array([not _is_missing(v) for v in y_true], dtype=bool)
+
+
 def _encode_truth(y_true) -> tuple[np.ndarray, np.ndarray]:
     """(labelled mask, integer codes of the labelled items). Works for str / int / mixed."""
     arr = np.asarray(y_true, dtype=object) if not isinstance(y_true, np.ndarray) else y_true
@@ -375,7 +381,7 @@ def _encode_truth(y_true) -> tuple[np.ndarray, np.ndarray]:
         mask = np.ones(len(arr), dtype=bool)
         _, codes = np.unique(arr, return_inverse=True)
         return mask, codes.astype(np.int64)
-    mask = np.array([not _is_missing(v) for v in arr], dtype=bool)
+    mask = labelled(arr)
     vals = [str(v) if not isinstance(v, str) else v for v in arr[mask]]
     _, codes = np.unique(np.asarray(vals, dtype=object).astype(str), return_inverse=True)
     return mask, codes.astype(np.int64)
@@ -452,5 +458,5 @@ def external_scores(y_true, y_pred) -> dict:
 
 __all__ = [
     "coverage", "n_clusters", "hungarian_accuracy", "silhouette", "dbcv", "dbcv_details",
-    "internal_scores", "external_scores", "NOISE_POLICY_INTERNAL", "NOISE_POLICY_EXTERNAL",
+    "internal_scores", "external_scores", "labelled", "NOISE_POLICY_INTERNAL", "NOISE_POLICY_EXTERNAL",
 ]
