@@ -149,16 +149,23 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[s
             used[d] = set()
             made.append(d.name)
         d = folder_of[c]
-        base = os.path.basename(p) or f"item-{i}"
-        name = base if base not in used[d] else f"{i}-{base}"
-        used[d].add(name)
-        dst = d / name
-        src = os.path.abspath(p)
-        if mode == "symlink":
-            os.symlink(src, dst)
-        else:
-            shutil.copy2(src, dst)
+        _place(p, i, d, used[d], mode)
     return made
+
+
+def _place(p, i: int, d: Path, names: set[str], mode: str) -> str:
+    """Item ``i``'s file ``p`` linked (or copied) into folder ``d`` under its own name, or
+    ``i-name`` when ``names`` (the folder's names so far, updated) already holds it; returns the
+    file's absolute path."""
+    base = os.path.basename(p) or f"item-{i}"
+    name = base if base not in names else f"{i}-{base}"
+    names.add(name)
+    src = os.path.abspath(p)
+    if mode == "symlink":
+        os.symlink(src, d / name)
+    else:
+        shutil.copy2(src, d / name)
+    return src
 
 
 def _size(p) -> int:
@@ -251,14 +258,7 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
         if folder not in used:
             d.mkdir()
             used[folder] = set()
-        base = os.path.basename(p) or f"item-{i}"
-        fname = base if base not in used[folder] else f"{i}-{base}"
-        used[folder].add(fname)
-        src = os.path.abspath(p)
-        if mode == "symlink":
-            os.symlink(src, d / fname)
-        else:
-            shutil.copy2(src, d / fname)
+        src = _place(p, i, d, used[folder], mode)
         kept_row.append(i)
         kept_path.append(src)  # the file's own name: write_table escapes it where it must
         kept_label.append(label)
