@@ -48,7 +48,7 @@ import math
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from ..data import check_finite, check_magnitude
+from ..data import check_finite, check_magnitude, l2_normalize
 from ..errors import InputError, ParameterError
 from .registry import SEED, Float, Int, check_params, register
 
@@ -285,8 +285,7 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     scores = np.full((len(levels), 2), np.nan)
     if len(cands) < 2 or auto not in cands:
         return auto, scores
-    X = np.asarray(vectors, dtype=np.float32)
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    X = l2_normalize(vectors)
     dims = int(min(AGREEMENT_DIMS, X.shape[1], len(X) - 1))
     base = int(np.random.default_rng().integers(2**30)) if random_state is None else int(random_state)
     seed = [(base + i) % 2**32 for i in range(AGREEMENT_SEEDS)]  # seed 0: 0, 1, 2 (the measured starts)
