@@ -27,6 +27,8 @@ import time
 
 from starlette.routing import Match
 
+from ..fileio import pid_alive
+
 #: latency buckets (seconds): fine around the milliseconds a model call takes, coarse above
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -117,16 +119,6 @@ class HttpMetrics:
         return Response(body, media_type=ctype)
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, as another user's
-        return True
-    return True
-
-
 def prune_dead_workers(path: str) -> list[int]:
     """``multiprocess.mark_process_dead`` for each process that left live-gauge files in
     ``path`` (the server's private folder: only its own workers write there) and no longer runs,
@@ -138,7 +130,7 @@ def prune_dead_workers(path: str) -> list[int]:
         pid = os.path.basename(f)[:-3].rsplit("_", 1)[-1]
         if pid.isdigit():
             pids.add(int(pid))
-    dead = sorted(p for p in pids if p != os.getpid() and not _running(p))
+    dead = sorted(p for p in pids if p != os.getpid() and not pid_alive(p))
     for pid in dead:
         try:
             multiprocess.mark_process_dead(pid, path)
