@@ -1318,14 +1318,23 @@ def test_audio_run_shows_spectrograms_and_plays_excerpts(tmp_path):
         st.close()
 
 
+def _publish_dedup(emb, out: Path):
+    """The run ``cluster --dedup`` writes over ``emb`` (PCA + K-means, 3 clusters); its path."""
+    from mediacluster.duplicates import DuplicateFinder
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.workflow import publish_run
+
+    finder = DuplicateFinder().fit(vectors=emb.vectors, ids=emb.ids)
+    pipe = Pipeline(outliers=None, random_state=0).with_params(
+        {"reducer": "pca", "reducer__n_components": 10, "clusterer": "kmeans", "clusterer__n_clusters": 3})
+    pipe.fit(emb.vectors, duplicates=finder.duplicate_of_)
+    return publish_run(out, emb, pipe, duplicates=finder).path
+
+
 def _dedup_run(emb, out: Path, copies=(5, 120)):
     """A run as ``cluster --dedup`` writes it over ``emb`` plus the items ``copies`` again (their
     vectors and files: copies of themselves), PCA + K-means; returns (run path, number of items)."""
     import dataclasses
-
-    from mediacluster.duplicates import DuplicateFinder
-    from mediacluster.pipeline import Pipeline
-    from mediacluster.workflow import publish_run
 
     emb = dataclasses.replace(
         emb, ids=list(emb.ids) + [f"{emb.ids[i]}#copy" for i in copies],
@@ -1333,11 +1342,7 @@ def _dedup_run(emb, out: Path, copies=(5, 120)):
         paths=list(emb.paths) + [emb.paths[i] for i in copies],
         labels=list(emb.labels) + [emb.labels[i] for i in copies],
         extras={k: np.concatenate([v, v[list(copies)]]) for k, v in emb.extras.items()})
-    finder = DuplicateFinder().fit(vectors=emb.vectors, ids=emb.ids)
-    pipe = Pipeline(outliers=None, random_state=0).with_params(
-        {"reducer": "pca", "reducer__n_components": 10, "clusterer": "kmeans", "clusterer__n_clusters": 3})
-    pipe.fit(emb.vectors, duplicates=finder.duplicate_of_)
-    return publish_run(out, emb, pipe, duplicates=finder).path, len(emb.ids)
+    return _publish_dedup(emb, out), len(emb.ids)
 
 
 def test_export_of_a_deduplicated_run_says_which_files_are_copies(cifar3_embeddings, tmp_path):
@@ -1512,10 +1517,6 @@ def _leak_run(emb, out: Path, copies=(5, 120)):
     import dataclasses
     import shutil
 
-    from mediacluster.duplicates import DuplicateFinder
-    from mediacluster.pipeline import Pipeline
-    from mediacluster.workflow import publish_run
-
     root = out.parent / "coll"
     paths = []
     for i, p in enumerate(emb.paths):
@@ -1534,11 +1535,7 @@ def _leak_run(emb, out: Path, copies=(5, 120)):
         vectors=np.concatenate([emb.vectors, emb.vectors[list(copies)]]),
         labels=list(emb.labels) + [emb.labels[i] for i in copies],
         extras={k: np.concatenate([v, v[list(copies)]]) for k, v in emb.extras.items()})
-    finder = DuplicateFinder().fit(vectors=emb.vectors, ids=emb.ids)
-    pipe = Pipeline(outliers=None, random_state=0).with_params(
-        {"reducer": "pca", "reducer__n_components": 10, "clusterer": "kmeans", "clusterer__n_clusters": 3})
-    pipe.fit(emb.vectors, duplicates=finder.duplicate_of_)
-    return publish_run(out, emb, pipe, duplicates=finder).path, ids[len(emb.ids) - len(copies):]
+    return _publish_dedup(emb, out), ids[len(emb.ids) - len(copies):]
 
 
 def test_classes_export_prefer_over_http_and_the_cli(cifar3_embeddings, tmp_path, capsys):
