@@ -389,6 +389,7 @@ def cmd_check(args):
     keys = keys_of(args.cases, args.draws)
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
     tot = {c: [0.0, 0, 0] for c in args.checks}
+    score = {c: {} for c in args.checks}  # case -> NMI of each chosen level
     for key in keys:
         X = None
         for n in names:
@@ -396,7 +397,7 @@ def cmd_check(args):
             if not p.exists():
                 continue
             if X is None:
-                X, _ = ls.collection(key, args)
+                X, y = ls.collection(key, args)
             z = np.load(p)
             levels, mod, ref = list(z["levels"]), int(z["mod"]), int(z["auto"])
             cells = []
@@ -410,11 +411,18 @@ def cmd_check(args):
                 tot[c][0] += dt
                 tot[c][1] += int(lv == ref)
                 tot[c][2] += 1
-                cells.append(f"{c} {int(levels[lv].max() + 1)}{'' if lv == ref else '!'} {dt:.2f}s")
+                score[c].setdefault((n, key.split("#")[0]), []).append(nmi(y, levels[lv]))
+                cells.append(f"{c} {int(levels[lv].max() + 1)}{'' if lv == ref else '!'} "
+                             f"(NMI {score[c][n, key.split('#')[0]][-1]:.3f}) {dt:.2f}s")
             print(f"{key}@{n} (n={len(X)}, engine {int(levels[ref].max() + 1)}): " + "; ".join(cells), flush=True)
-    print("| check | same level as the engine | seconds (sum) |\n|---|---|---|")
+    print("| check | same level as the engine | seconds (sum) | whole-set mean NMI | subset mean NMI |")
+    print("|---|---|---|---|---|")
     for c, (dt, same, m) in tot.items():
-        print(f"| {c} | {same}/{m} | {dt:.1f} |")
+        means = []
+        for sel in (ls.WHOLE, list(subsets.CASES)):
+            v = [np.mean(x) for (_, g), x in score[c].items() if g in sel]
+            means.append(f"{np.mean(v):.4f}" if v else "")
+        print(f"| {c} | {same}/{m} | {dt:.1f} | " + " | ".join(means) + " |")
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
 
 
