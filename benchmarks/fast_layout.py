@@ -33,6 +33,7 @@ Usage::
     $B table --cases whole subsets --variants base evoc50
     $B timing --variants base=lay:umap evoc50=lay:evoc,knn:nndescent   # 10k, against EVoC
     $B knn                                   # kNN time and recall at 10k and 50k
+    $B check --cases whole subsets --variants base --checks src iter50   # forms of the level check
 
 ``sweep`` caches one JSON per (collection, variant name) under ``--cache``; ``table`` reads them.
 """
