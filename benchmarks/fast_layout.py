@@ -19,6 +19,12 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
 * ``dist``  ``cos`` (cosine distance, the engine's) | ``log`` (EVoC's -log2 similarity) [cos]
 * ``ms``    HDBSCAN ``min_samples`` of the hierarchy [None = the kNN width]
 * ``mcs``   HDBSCAN ``min_cluster_size`` [10]; ``ps`` scale of the fuzzy graph's n_neighbors [1.0]
+* ``nocheck`` 1: fit the hierarchy without the input vectors, so without the default level's
+  agreement check (``stages.hierarchy.agreement_level``; session 8 ran so) [0]
+
+Each fit records the level with the check (``auto``) and without it (``mod``, the modularity
+level, from the same fit), and ``sweep`` keeps the levels in ``<key>@<name>.npz`` beside the JSON
+(``check`` re-runs variants of the agreement check on them).
 
 Usage::
 
@@ -27,6 +33,7 @@ Usage::
     $B table --cases whole subsets --variants base evoc50
     $B timing --variants base=lay:umap evoc50=lay:evoc,knn:nndescent   # 10k, against EVoC
     $B knn                                   # kNN time and recall at 10k and 50k
+    $B check --cases whole subsets --variants base --checks src iter50   # forms of the level check
 
 ``sweep`` caches one JSON per (collection, variant name) under ``--cache``; ``table`` reads them.
 """
@@ -48,10 +55,11 @@ import level_stability as ls  # noqa: E402  (the benchmarks folder is not a pack
 import subsets  # noqa: E402
 
 DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, "init": "lp",
-            "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0}
+            "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0,
+            "nocheck": 0}
 
 
-INTS = ("dim", "ep", "ms", "mcs")
+INTS = ("dim", "ep", "ms", "mcs", "nocheck")
 FLOATS = ("noise", "alpha", "nsr", "ps")
 
 
@@ -121,6 +129,7 @@ _KNN: dict = {}
 def fit(X, v, seed=0, reuse_knn=False):
     """The engine with variant ``v``: (clusterer, timings). ``reuse_knn``: keep the kNN graph of
     the last call on the same array and method (sweeps only; timings never reuse it)."""
+    from mediacluster.stages import hierarchy
     from mediacluster.stages.hierarchy import HierarchyClusterer, _expand_knn, unique_rows
     from mediacluster.stages.neighbors import knn_graph
 
@@ -140,8 +149,23 @@ def fit(X, v, seed=0, reuse_knn=False):
     tm["layout"] = time.perf_counter() - t
     t = time.perf_counter()
     cl = HierarchyClusterer(random_state=seed, min_samples=v["ms"], min_cluster_size=int(v["mcs"]))
-    cl.fit(Z[inv], knn=_expand_knn(knn, inv) if len(U) < len(X) else knn)
+    check = hierarchy.agreement_level
+    spent = []
+
+    def timed_check(*a, **kw):  # the agreement check's own seconds, inside the cluster step
+        t0 = time.perf_counter()
+        out = check(*a, **kw)
+        spent.append(time.perf_counter() - t0)
+        return out
+
+    hierarchy.agreement_level = timed_check
+    try:  # the input vectors, as reduce_and_cluster gives them: the level's agreement check runs
+        cl.fit(Z[inv], knn=_expand_knn(knn, inv) if len(U) < len(X) else knn,
+               vectors=None if v["nocheck"] else X)
+    finally:
+        hierarchy.agreement_level = check
     tm["cluster"] = time.perf_counter() - t
+    tm["check"] = sum(spent)
     return cl, tm
 
 
@@ -185,7 +209,12 @@ def cmd_sweep(args):
                 tms.append(tm)
             sc = [nmi(y, lv) for lv in cl.levels_]
             b = int(np.argmax(sc))
+            np.savez_compressed(p.with_suffix(".npz"), levels=np.asarray(cl.levels_),
+                                auto=cl.auto_level_, mod=cl.modularity_level_)
+            m = cl.levels_[cl.modularity_level_]
             rec = dict(key=key, variant=name, spec=v, auto=nmi(y, cl.labels_),
+                       mod=nmi(y, m), mod_k=int(m.max() + 1), auto_level=int(cl.auto_level_),
+                       mod_level=int(cl.modularity_level_),
                        auto_k=int(cl.labels_.max() + 1), groups=int(cl.n_groups_), best=sc[b],
                        best_k=int(cl.levels_[b].max() + 1), times=tms[-1],
                        repro=bool(all((lab == labs[0]).all() for lab in labs)) if args.repro else None,
@@ -233,6 +262,18 @@ def cmd_table(args):
             cells.append(f"{np.mean([a for a, _ in v]):.3f} / {np.mean([b for _, b in v]):.3f}"
                          if len(v) == len([g for g in sel if g in groups]) and v else "")
         print(f"| **{label}** | " + " | ".join(cells) + " |")
+    cells = []  # against the first variant named (the baseline)
+    for n in names:
+        d = [means[n][g][0] - means[names[0]][g][0] for g in ls.WHOLE
+             if g in means[n] and g in means[names[0]]]
+        cells.append(f"{min(d):+.3f}" if d else "")
+    print("| worst whole-set change vs " + names[0] + " | " + " | ".join(cells) + " |")
+    cells = []
+    for n in names:
+        rs = [R.get((k, n)) for k in keys]
+        mv = [r for r in rs if r is not None and "mod" in r]
+        cells.append(f"{sum(r['auto_level'] != r['mod_level'] for r in mv)}/{len(mv)}" if mv else "")
+    print("| collections whose level the check moved | " + " | ".join(cells) + " |")
     cells = []
     for n in names:
         rs = [R.get((k, n)) for k in keys]
@@ -289,9 +330,108 @@ def cmd_knn(args):
             print(f"| {name} | {len(X)} | {m}{' ' + str(dims) + ' dims' if dims else ''} | {w:.2f} | {cpu:.2f} | {rec:.3f} |", flush=True)
 
 
+CHECKS = {  # ways to run the agreement check; ``src`` is stages.hierarchy.agreement_level itself
+    "src": {},
+    "same": {},                                   # this script's copy, as src (must agree)
+    "pca_cov": {"pca": {"svd_solver": "covariance_eigh"}},  # PCA from the d x d covariance (exact)
+    "pca_it2": {"pca": {"svd_solver": "randomized", "iterated_power": 2}},  # (auto's is 7 here)
+    "elkan": {"km": {"algorithm": "elkan"}},     # Elkan's exact Lloyd
+    "iter50": {"km": {"max_iter": 50}},
+    "tol1e-3": {"km": {"tol": 1e-3}},
+    "sub4k": {"sub": 4000},                       # K-means fitted on a fixed 4,000-row sample
+}
+
+
+def agreement_variant(levels, auto, vectors, random_state=0, pca=None, km=None, sub=None):
+    """``stages.hierarchy.agreement_level`` with its PCA solver / K-means settings / a fixed
+    subsample for K-means changed (``CHECKS``); otherwise the same code."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score
+
+    from mediacluster.data import l2_normalize
+    from mediacluster.stages import hierarchy as h
+    from mediacluster.stages.cluster import single_blas_thread
+
+    counts = np.array([int(lv.max()) + 1 for lv in levels])
+    ka = int(counts[auto])
+    cands = [lv for lv, k in enumerate(counts) if ka / h.AGREEMENT_WINDOW <= k <= ka * h.AGREEMENT_WINDOW
+             and 2 <= k < len(vectors)]
+    scores = np.full((len(levels), 2), np.nan)
+    if len(cands) < 2 or auto not in cands:
+        return auto, scores
+    X = l2_normalize(vectors)
+    dims = int(min(h.AGREEMENT_DIMS, X.shape[1], len(X) - 1))
+    seed = [(int(random_state) + i) % 2**32 for i in range(h.AGREEMENT_SEEDS)]
+    with single_blas_thread():
+        V = PCA(n_components=dims, random_state=seed[0], **(pca or {})).fit_transform(X) \
+            if dims < X.shape[1] else X
+        rows = np.arange(len(V))
+        if sub and len(V) > sub:
+            rows = np.sort(np.random.default_rng(0).choice(len(V), sub, replace=False))
+        for lv in cands:
+            ari = []
+            for s in seed:
+                k = KMeans(n_clusters=int(counts[lv]), n_init=1, random_state=s, **(km or {})).fit(V[rows])
+                ari.append(adjusted_rand_score(levels[lv], k.labels_ if len(rows) == len(V) else k.predict(V)))
+            scores[lv] = np.mean(ari), np.std(ari, ddof=1)
+    best = max(cands, key=lambda lv: (round(float(scores[lv, 0]), 6), lv == auto))
+    if best != auto and scores[best, 0] - scores[auto, 0] > scores[best, 1] + scores[auto, 1]:
+        return best, scores
+    return auto, scores
+
+
+def cmd_check(args):
+    """Each check way (``--checks``) on the levels ``sweep`` cached: the level it picks against
+    the cached (engine) one, and its seconds; one line per collection, then the totals."""
+    from mediacluster.stages.hierarchy import agreement_level
+
+    names = [parse_variant(t)[0] for t in args.variants]
+    keys = keys_of(args.cases, args.draws)
+    print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
+    tot = {c: [0.0, 0, 0] for c in args.checks}
+    score = {c: {} for c in args.checks}  # case -> NMI of each chosen level
+    for key in keys:
+        X = None
+        for n in names:
+            p = result_path(args, key, n).with_suffix(".npz")
+            if not p.exists():
+                continue
+            if X is None:
+                X, y = ls.collection(key, args)
+            z = np.load(p)
+            levels, mod, ref = list(z["levels"]), int(z["mod"]), int(z["auto"])
+            cells = []
+            for c in args.checks:
+                t = time.perf_counter()
+                if c == "src":
+                    lv, _ = agreement_level(levels, mod, X, random_state=args.check_seed)
+                else:
+                    lv, _ = agreement_variant(levels, mod, X, args.check_seed, **CHECKS[c])
+                dt = time.perf_counter() - t
+                tot[c][0] += dt
+                tot[c][1] += int(lv == ref)
+                tot[c][2] += 1
+                score[c].setdefault((n, key.split("#")[0]), []).append(nmi(y, levels[lv]))
+                cells.append(f"{c} {int(levels[lv].max() + 1)}{'' if lv == ref else '!'} "
+                             f"(NMI {score[c][n, key.split('#')[0]][-1]:.3f}) {dt:.2f}s")
+            print(f"{key}@{n} (n={len(X)}, engine {int(levels[ref].max() + 1)}): " + "; ".join(cells), flush=True)
+    print("| check | same level as the engine | seconds (sum) | whole-set mean NMI | subset mean NMI |")
+    print("|---|---|---|---|---|")
+    for c, (dt, same, m) in tot.items():
+        means = []
+        for sel in (ls.WHOLE, list(subsets.CASES)):
+            v = [np.mean(x) for (_, g), x in score[c].items() if g in sel]
+            means.append(f"{np.mean(v):.4f}" if v else "")
+        print(f"| {c} | {same}/{m} | {dt:.1f} | " + " | ".join(means) + " |")
+    print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("cmd", choices=["sweep", "table", "timing", "knn"])
+    ap.add_argument("cmd", choices=["sweep", "table", "timing", "knn", "check"])
+    ap.add_argument("--checks", nargs="+", default=list(CHECKS), choices=list(CHECKS))
+    ap.add_argument("--check-seed", type=int, default=0, help="check: the first K-means seed")
     ap.add_argument("--cases", nargs="+", default=["whole"])
     ap.add_argument("--variants", nargs="+", default=["base=lay:umap"])
     ap.add_argument("--draws", type=int, default=3)
@@ -306,7 +446,8 @@ def main(argv=None) -> int:
     from mediacluster.fileio import setup_numba_cache
 
     setup_numba_cache()
-    {"sweep": cmd_sweep, "table": cmd_table, "timing": cmd_timing, "knn": cmd_knn}[args.cmd](args)
+    {"sweep": cmd_sweep, "table": cmd_table, "timing": cmd_timing, "knn": cmd_knn,
+     "check": cmd_check}[args.cmd](args)
     return 0
 
 
