@@ -168,6 +168,27 @@ def test_dups_no_embed_uses_the_cache_and_runs_without_one_it_cannot_open(photos
     assert (tmp_path / "a" / "dups.csv").read_bytes() == (tmp_path / "b" / "dups.csv").read_bytes()
 
 
+@pytest.mark.parametrize("param", ["hash_radius=99", "bogus=1"])
+def test_dups_refuses_a_bad_finder_parameter_before_reading_any_file(param, photos, tmp_path, capsys):
+    # before: refused only after every file was embedded (a typo cost the whole embedding),
+    # where cluster --dedup refuses it at once
+    from mediacluster.cli import main
+
+    cache = tmp_path / "cache"
+    assert main(["dups", str(tmp_path / "photos"), "--out", str(tmp_path / "out"), "--cache-dir", str(cache),
+                 "--param", param, "--quiet"]) == 2
+    assert param.split("=")[0] in capsys.readouterr().err
+    assert not cache.exists() and not (tmp_path / "out").exists()
+
+
+def test_dups_takes_workers_as_a_finder_parameter_too(photos, tmp_path):
+    # before: DuplicateFinder() got multiple values for keyword argument 'workers' (an internal error)
+    from mediacluster.cli import main
+
+    assert main(["dups", str(tmp_path / "photos"), "--out", str(tmp_path / "out"), "--no-embed", "--cache-dir",
+                 str(tmp_path / "cache"), "--param", "workers=1", "--quiet"]) == 0
+
+
 def _crop_case(photos, tmp_path):
     """The photos, a crop of the first (a geometric duplicate), and vectors making it a candidate."""
     rng = np.random.default_rng(0)
