@@ -198,6 +198,21 @@ def _stat_all(paths: Sequence[str]) -> tuple[list[os.stat_result | None], dict[i
     return stats, errors
 
 
+def changed_since(path: str, before: os.stat_result | None) -> bool:
+    """Whether ``path`` is no longer the file whose ``os.stat`` was ``before`` (size, mtime_ns,
+    ctime_ns, inode: the fast path's rule; any write changes the ctime), or is gone. A file
+    replaced or rewritten between its hashing and its decoding must not leave what was read of
+    the new bytes (a vector, a failure) under the old bytes' hash."""
+    if before is None:
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    return ((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            != (before.st_size, before.st_mtime_ns, before.st_ctime_ns, before.st_ino))
+
+
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -361,8 +376,11 @@ class EmbeddingStore:
 
     # -- hashing --------------------------------------------------------------------------
     def hash_files(self, paths: Sequence[str], workers: int = 4, verify: bool = False,
-                   progress: bool = False) -> tuple[list[str | None], dict[int, str]]:
-        """Content hashes of ``paths`` (None where unreadable) and ``{index: reason}`` errors.
+                   progress: bool = False, return_stats: bool = False):
+        """Content hashes of ``paths`` (None where unreadable) and ``{index: reason}`` errors;
+        with ``return_stats``, also the ``os.stat`` of each taken before it was hashed (None
+        where it failed), for a caller that reads the files later and must know whether they
+        changed since (:func:`changed_since`).
 
         Files whose (size, mtime_ns, ctime_ns, inode) match what was recorded take the recorded
         hash without being read (unless ``verify``).
@@ -382,7 +400,7 @@ class EmbeddingStore:
                 hashes[i] = read[k]
                 fresh.append((paths[i], stats[i], read[k]))
             self.record_hashes(fresh, now)
-        return hashes, errors
+        return (hashes, errors, stats) if return_stats else (hashes, errors)
 
     def known_hashes(self, paths: Sequence[str]) -> tuple[list[str | None], list[os.stat_result | None],
                                                            dict[int, str]]:
