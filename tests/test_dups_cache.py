@@ -432,3 +432,25 @@ def test_a_new_version_opening_the_cache_keeps_the_previous_versions_signatures(
     monkeypatch.undo()
     with signature_cache(cache) as store:  # version 1 again: its signatures are all still there
         assert len(store.get_derived([hash_file(p) for p in photos], v1)) == len(photos)
+
+
+def test_a_file_replaced_while_its_signature_is_computed_leaves_nothing_under_its_old_content(photos, tmp_path):
+    """Before: the signature (perceptual hash, thumbnail) of the new bytes was stored under the
+    hash of the bytes read before, for good: a later run took it for every file with the old bytes."""
+    from mediacluster.embed.engine import CHANGED
+
+    old = open(photos[0], "rb").read()
+
+    def rewrite(i, im, draft):  # the file is rewritten after it was hashed
+        if i == 0:
+            shutil.copyfile(photos[1], photos[0])
+
+    with EmbeddingStore(tmp_path / "cache") as store:
+        sig = compute_signatures(photos, store=store, on_decoded=rewrite)
+        assert sig.skipped == {0: CHANGED} and sig.ok.tolist() == [False] + [True] * 5
+        assert store.get_derived([hash_file(photos[1])], signature_kind())  # the others are kept
+        with open(photos[0], "wb") as f:
+            f.write(old)
+        assert store.get_derived([hash_file(photos[0])], signature_kind()) == {}
+        again = compute_signatures(photos, store=store)
+    same(again, compute_signatures(photos))

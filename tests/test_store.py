@@ -222,7 +222,7 @@ def test_a_file_replaced_while_embedded_leaves_nothing_under_its_old_content(int
     emb = embed_collection_cached(collect(folder), encoder, cache_dir=cache, progress=False)
     monkeypatch.setattr(encoder, "prepare", real)
     assert [(s.path, s.reason, s.lasting) for s in emb.skipped] == [
-        (str(a), "file changed while it was embedded (the next run embeds it as it is then)", False)]
+        (str(a), "file changed while it was read (the next run reads it as it is then)", False)]
     assert len(emb) == 39 and emb.cache_stats["encoded"] == 39
     with EmbeddingStore(cache) as st:
         old_hash = hashlib.blake2b(old, digest_size=16).hexdigest()

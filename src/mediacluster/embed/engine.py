@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 #: the reason a file rewritten or replaced while it was embedded is skipped (not remembered: the
 #: next run reads it as it is then)
-CHANGED = "file changed while it was embedded (the next run embeds it as it is then)"
+CHANGED = "file changed while it was read (the next run reads it as it is then)"
 
 
 def default_workers() -> int:
