@@ -350,3 +350,11 @@ def test_a_seed_or_sample_size_numpy_cannot_take_is_refused_by_name(flag, value,
     err = capsys.readouterr().err
     assert name in err and "internal error" not in err
     assert not out.exists()
+
+
+def test_a_labelling_the_run_lacks_is_refused_naming_those_it_has(run_dir, tmp_path, capsys):
+    # before: "(has: fitted only)" whatever the run held (this one has a noise-assigned labelling too)
+    assert main(["evaluate", str(run_dir), "--labeling", "curated", "--no-original",
+                 "--out", str(tmp_path / "e.json")]) == 2
+    assert "labelling 'curated' not available" in (err := capsys.readouterr().err)
+    assert "(has: fitted, assigned)" in err

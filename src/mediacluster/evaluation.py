@@ -333,7 +333,8 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
     names = ["fitted", "assigned", "curated"] if labeling == "both" else [labeling]
     names = [k for k in names if k in src]
     if not names:
-        raise InputError(f"labelling {labeling!r} not available in {src['path']} (has: fitted only)")
+        has = ", ".join(k for k in ("fitted", "assigned", "curated") if k in src)
+        raise InputError(f"labelling {labeling!r} not available in {src['path']} (has: {has})")
     t0 = time.perf_counter()
     vote = None
     if has_truth and vote_k is not None:
