@@ -26,7 +26,9 @@ Design (and why):
   changes its ctime (even ``cp -p`` / ``touch -r`` that restore mtime), and entries whose
   timestamps were younger than 2 s when hashed are not trusted (git's "racily clean" rule), so
   a same-size rewrite within one timestamp tick cannot slip through. ``verify=True`` hashes
-  everything.
+  everything. A caller that decodes a file after hashing it checks, by the same rule, that the
+  file is still the one hashed (``hash_files(return_stats=True)``, :func:`changed_since`) before
+  it stores what it decoded under that hash (the embedding, the duplicate finder's signatures).
 * **Derived data** other than vectors (``get_derived`` / ``put_derived``): bytes by (key, kind),
   where the key is a content hash (or several joined, e.g. a pair's verdict) and the kind names
   what was computed *and its version* (e.g. the duplicate finder's perceptual signatures,
