@@ -16,7 +16,7 @@ from mediacluster.cli import main
 from mediacluster.duplicates import DuplicateFinder, DuplicateIndex, Signatures
 from mediacluster.duplicates.reposts import KINDS, make_repost
 from mediacluster.duplicates.search import cosine_pairs, hamming_pairs
-from mediacluster.errors import InputError
+from mediacluster.errors import InputError, ParameterError
 
 CLASS = "n02102040"  # English springer: distinct photos of one class must stay apart
 
@@ -246,6 +246,28 @@ def test_bad_parameters_name_themselves():
         DuplicateFinder().fit(vectors=np.array([[1.0, 0], [np.nan, 0]]))
     with pytest.raises(ValueError, match="expected 2"):
         DuplicateFinder().fit(paths=[Path("a"), Path("b")], vectors=np.eye(3))
+
+
+@pytest.mark.parametrize("param,value,expect", [
+    ("min_ncc", "nan", "expected a number"),             # --param min_ncc=nan: YAML's 'nan' is a string
+    ("grey_chroma", float("nan"), "expected a number"),
+    ("semantic_only_threshold", "none", "or null"),      # YAML's null is 'null' or '~'
+    ("max_diameter", "inf", "expected a number"),
+    ("hash_radius", 2.5, "a whole number"),              # was truncated to 2
+    ("n_neighbors", 1.5, "a whole number"),
+    ("verify", "nope", "true or false"),                 # a string is truthy: verification stayed on
+    ("workers", 0, "workers=0"),
+    ("hash_size", 0, "hash_size=0"),                     # named hash_radius ("must be in [0, 0)")
+    ("min_inliers", -1, "min_inliers=-1"),
+    ("max_chroma", -1, "max_chroma=-1"),
+    ("min_ncc", 2, "min_ncc=2"),
+])
+def test_parameters_of_the_wrong_kind_or_out_of_range_are_refused_by_name(param, value, expect):
+    # before: numpy's UFuncTypeError / TypeError from inside the search, after the files were
+    # read, or silently a finder other than the one asked for
+    with pytest.raises(ParameterError, match=expect) as e:
+        DuplicateFinder(**{param: value}).fit(vectors=np.eye(3))
+    assert e.value.param == param
 
 
 def test_index_load_refuses_damaged_or_foreign_files(tmp_path):

@@ -168,6 +168,27 @@ def test_dups_no_embed_uses_the_cache_and_runs_without_one_it_cannot_open(photos
     assert (tmp_path / "a" / "dups.csv").read_bytes() == (tmp_path / "b" / "dups.csv").read_bytes()
 
 
+@pytest.mark.parametrize("param", ["hash_radius=99", "bogus=1"])
+def test_dups_refuses_a_bad_finder_parameter_before_reading_any_file(param, photos, tmp_path, capsys):
+    # before: refused only after every file was embedded (a typo cost the whole embedding),
+    # where cluster --dedup refuses it at once
+    from mediacluster.cli import main
+
+    cache = tmp_path / "cache"
+    assert main(["dups", str(tmp_path / "photos"), "--out", str(tmp_path / "out"), "--cache-dir", str(cache),
+                 "--param", param, "--quiet"]) == 2
+    assert param.split("=")[0] in capsys.readouterr().err
+    assert not cache.exists() and not (tmp_path / "out").exists()
+
+
+def test_dups_takes_workers_as_a_finder_parameter_too(photos, tmp_path):
+    # before: DuplicateFinder() got multiple values for keyword argument 'workers' (an internal error)
+    from mediacluster.cli import main
+
+    assert main(["dups", str(tmp_path / "photos"), "--out", str(tmp_path / "out"), "--no-embed", "--cache-dir",
+                 str(tmp_path / "cache"), "--param", "workers=1", "--quiet"]) == 0
+
+
 def _crop_case(photos, tmp_path):
     """The photos, a crop of the first (a geometric duplicate), and vectors making it a candidate."""
     rng = np.random.default_rng(0)
@@ -411,3 +432,25 @@ def test_a_new_version_opening_the_cache_keeps_the_previous_versions_signatures(
     monkeypatch.undo()
     with signature_cache(cache) as store:  # version 1 again: its signatures are all still there
         assert len(store.get_derived([hash_file(p) for p in photos], v1)) == len(photos)
+
+
+def test_a_file_replaced_while_its_signature_is_computed_leaves_nothing_under_its_old_content(photos, tmp_path):
+    """Before: the signature (perceptual hash, thumbnail) of the new bytes was stored under the
+    hash of the bytes read before, for good: a later run took it for every file with the old bytes."""
+    from mediacluster.embed.engine import CHANGED
+
+    old = open(photos[0], "rb").read()
+
+    def rewrite(i, im, draft):  # the file is rewritten after it was hashed
+        if i == 0:
+            shutil.copyfile(photos[1], photos[0])
+
+    with EmbeddingStore(tmp_path / "cache") as store:
+        sig = compute_signatures(photos, store=store, on_decoded=rewrite)
+        assert sig.skipped == {0: CHANGED} and sig.ok.tolist() == [False] + [True] * 5
+        assert store.get_derived([hash_file(photos[1])], signature_kind())  # the others are kept
+        with open(photos[0], "wb") as f:
+            f.write(old)
+        assert store.get_derived([hash_file(photos[0])], signature_kind()) == {}
+        again = compute_signatures(photos, store=store)
+    same(again, compute_signatures(photos))

@@ -337,3 +337,24 @@ def test_folder_label_name_makes_train_and_test_one_class(imagenette_dir, tmp_pa
     with pytest.raises(SystemExit) as e:  # refused by the parser, before any work
         main(["cluster", str(root), "--out", str(tmp_path / "run2"), "--folder-label", "last"])
     assert e.value.code == 2 and "--folder-label" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value,name", [("--seed", "-1", "seed"), ("--seed", str(2**32), "seed"),
+                                             ("--sample-size", "-5", "sample_size"),
+                                             ("--dbcv-sample-size", "-5", "dbcv_sample_size")])
+def test_a_seed_or_sample_size_numpy_cannot_take_is_refused_by_name(flag, value, name, run_dir, tmp_path, capsys):
+    # before: numpy's "expected non-negative integer" / "negative dimensions" as an internal
+    # error after the scoring had started (a crash log, exit 1)
+    out = tmp_path / "e.json"
+    assert main(["evaluate", str(run_dir), flag, value, "--no-original", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert name in err and "internal error" not in err
+    assert not out.exists()
+
+
+def test_a_labelling_the_run_lacks_is_refused_naming_those_it_has(run_dir, tmp_path, capsys):
+    # before: "(has: fitted only)" whatever the run held (this one has a noise-assigned labelling too)
+    assert main(["evaluate", str(run_dir), "--labeling", "curated", "--no-original",
+                 "--out", str(tmp_path / "e.json")]) == 2
+    assert "labelling 'curated' not available" in (err := capsys.readouterr().err)
+    assert "(has: fitted, assigned)" in err

@@ -127,6 +127,23 @@ def test_parquet_shards_refuse_ragged_and_mismatched(tmp_path):
         open_vectors(d3).ids()
 
 
+@pytest.mark.parametrize("fixed", [True, False])
+def test_an_empty_first_shard_or_row_group_is_read_past(tmp_path, fixed):
+    # before: the width was taken from the first row group, 0 rows wide, and every row refused
+    # ("b.parquet: row 0 has 24 values, earlier rows 0")
+    X, _ = mixture(n=30)
+    typ = pa.list_(pa.float32(), 24) if fixed else pa.list_(pa.float32())
+    d = tmp_path / "vec"
+    d.mkdir()
+    for name, rows in (("a", X[:0]), ("b", X[:20]), ("c", X[:0]), ("d", X[20:])):
+        pq.write_table(pa.table({"id": [f"{name}{i}" for i in range(len(rows))],
+                                 "vector": pa.array(list(rows), type=typ)}), d / f"{name}.parquet")
+    src = open_vectors(d)
+    assert (src.n, src.dim) == (30, 24)
+    np.testing.assert_array_equal(src.read(0, 30), X)
+    np.testing.assert_array_equal(src.take(np.array([0, 19, 20, 29])), X[[0, 19, 20, 29]])
+
+
 # ---------------------------------------------------------------------------------- the sample
 def test_fit_sample_size_rules():
     assert fit_sample_size("auto", 1000) == 1000

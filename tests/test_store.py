@@ -16,7 +16,7 @@ import pytest
 import mediacluster.fileio as fileio_mod
 from mediacluster.data import Collection
 from mediacluster.embed import embed_collection_cached
-from mediacluster.embed.store import EmbeddingStore
+from mediacluster.embed.store import EmbeddingStore, failure_kind
 from mediacluster.encoders import get_encoder
 from mediacluster.fileio import hash_file
 from mediacluster.ingest import collect
@@ -166,7 +166,7 @@ def test_fast_path_skips_reading_unchanged_files(folder, tmp_path, monkeypatch):
 
 _WRITER = r"""
 import sys, numpy as np
-from mediacluster.embed.store import EmbeddingStore
+from mediacluster.embed.store import EmbeddingStore, failure_kind
 path, seed = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(seed)
 with EmbeddingStore(path) as st:
@@ -199,3 +199,37 @@ def test_two_processes_on_one_store(tmp_path):
 def test_empty_collection(tmp_path, encoder):
     emb = embed_collection_cached(Collection(ids=[], paths=[]), encoder, cache_dir=tmp_path, progress=False)
     assert len(emb) == 0 and emb.vectors.shape == (0, 1280)
+
+
+@pytest.mark.parametrize("into", ["another photo", "a truncated file"])
+def test_a_file_replaced_while_embedded_leaves_nothing_under_its_old_content(into, folder, tmp_path, encoder,
+                                                                             monkeypatch):
+    """Before: the vector of the new bytes (or their failure, "truncated image") was stored under
+    the hash of the bytes read before, for good: every later file with the old bytes got the
+    other photo's vector, or was skipped as truncated without being read."""
+    a, b = sorted((folder / "frog").glob("*.jpg"))[:2]
+    old = a.read_bytes()
+    new = b.read_bytes() + b"\0" if into == "another photo" else old[: len(old) // 2]
+    real = encoder.prepare
+
+    def prepare(path):  # the file is rewritten after it was hashed, before it is decoded
+        if path == str(a) and a.read_bytes() == old:
+            a.write_bytes(new)
+        return real(path)
+
+    monkeypatch.setattr(encoder, "prepare", prepare)
+    cache = tmp_path / "c"
+    emb = embed_collection_cached(collect(folder), encoder, cache_dir=cache, progress=False)
+    monkeypatch.setattr(encoder, "prepare", real)
+    assert [(s.path, s.reason, s.lasting) for s in emb.skipped] == [
+        (str(a), "file changed while it was read (the next run reads it as it is then)", False)]
+    assert len(emb) == 39 and emb.cache_stats["encoded"] == 39
+    with EmbeddingStore(cache) as st:
+        old_hash = hashlib.blake2b(old, digest_size=16).hexdigest()
+        assert st.missing([old_hash], encoder.id) == [old_hash]
+        assert st.failures([old_hash], failure_kind(encoder.id)) == {}
+    a.write_bytes(old)  # the old bytes, anywhere: embedded as what they are
+    again = embed_collection_cached(collect(folder), encoder, cache_dir=cache, progress=False)
+    assert not again.skipped and again.cache_stats["encoded"] == 1
+    fresh = encoder.encode([encoder.prepare(str(a))])["embedding"][0]
+    np.testing.assert_allclose(again.vectors[again.paths.index(str(a))], fresh, atol=1e-5)

@@ -27,6 +27,7 @@ from .errors import InputError, MediaclusterError, ParameterError, RunDirError
 from .fileio import read_table
 from .pipeline import Pipeline
 from .rundir import RunDir, find_run
+from .stages.registry import SEED, Int
 
 
 def _read_table(path: Path):
@@ -314,6 +315,10 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
     items, computed once, the clustering aside); given a dict ``tables``, the
     issues table of the last labelling scored (curated, else assigned, else fitted) is put there
     as ``tables["label_issues"]`` and its labelling in ``res["label_issues_of"]``."""
+    # numpy's errors after the work otherwise ("negative dimensions", "expected non-negative integer")
+    seed = SEED.check(seed, "seed")
+    sample_size = Int(0, none_ok=True).check(sample_size, "sample_size")
+    dbcv_sample_size = Int(0, none_ok=True).check(dbcv_sample_size, "dbcv_sample_size")
     res = {"source": src["path"], "kind": src["kind"], "n_items": int(len(src["fitted"])),
            "seed": seed, "sample_size": sample_size, "dbcv_sample_size": dbcv_sample_size,
            "noise_policy": {"internal": M.NOISE_POLICY_INTERNAL, "external": M.NOISE_POLICY_EXTERNAL},
@@ -328,7 +333,8 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
     names = ["fitted", "assigned", "curated"] if labeling == "both" else [labeling]
     names = [k for k in names if k in src]
     if not names:
-        raise InputError(f"labelling {labeling!r} not available in {src['path']} (has: fitted only)")
+        has = ", ".join(k for k in ("fitted", "assigned", "curated") if k in src)
+        raise InputError(f"labelling {labeling!r} not available in {src['path']} (has: {has})")
     t0 = time.perf_counter()
     vote = None
     if has_truth and vote_k is not None:

@@ -78,7 +78,8 @@ def make_finder(params: dict | None = None, progress: bool = True, workers: int 
     bad = sorted(set(params) - known)
     if bad:
         raise ParameterError(f"unknown duplicate finder parameter(s) {bad}; known: {sorted(known)}", bad[0])
-    return DuplicateFinder(progress=progress, workers=workers, **params)
+    # a ``workers`` / ``progress`` among ``params`` (``dups --param workers=2``) wins over the arguments
+    return DuplicateFinder(**{"progress": progress, "workers": workers, **params})
 
 
 def find_in_embeddings(emb, media: str = "image", params: dict | None = None, progress: bool = True,
@@ -212,6 +213,7 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
 
     t0 = time.perf_counter()
     out = Path(out)
+    make_finder(params, progress, workers)._validate()  # before any work: a typo costs nothing (as cluster --dedup)
     mapped = _mapped_npy(source) if media in ("auto", "vector") else None
     if mapped is not None:  # a float32 .npy is read where it lies, block by block (search.UnitRows)
         finder = make_finder(params, progress, workers).fit(vectors=mapped, ids=[str(i) for i in range(len(mapped))])

@@ -167,7 +167,42 @@ class DuplicateFinder(BaseEstimator):
 
         return GeometricVerifier(self.geometric_check(), self.photometric_check())
 
+    def _check_types(self) -> None:
+        """Each parameter of the kind it must be: a string ('nan', 'none' given on the command line),
+        a NaN or a fraction of a count failed later inside numpy, or was silently truncated."""
+        def bad(name, want):
+            raise ParameterError(f"{name}={getattr(self, name)!r}: expected {want}", param=name)
+
+        def number(v) -> bool:
+            return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_) \
+                and not np.isnan(v)
+
+        for name in ("hash_size", "hash_radius", "n_neighbors", "min_inliers"):
+            v = getattr(self, name)
+            if not number(v) or not float(v).is_integer():
+                bad(name, "a whole number")
+        for name in ("min_ncc", "max_chroma", "grey_chroma", "semantic_threshold", "semantic_only_threshold",
+                     "max_diameter", "audio_min_ncc"):
+            v = getattr(self, name)
+            if not number(v) and not (v is None and name == "semantic_only_threshold"):
+                bad(name, "a number" + (" or null" if name == "semantic_only_threshold" else ""))
+        for name in ("photometric", "verify"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                bad(name, "true or false")
+        w = self.workers
+        if w is not None and (not number(w) or not float(w).is_integer() or w < 1):
+            bad("workers", "a whole number >= 1 or null")
+
     def _validate(self) -> None:
+        self._check_types()
+        if self.hash_size < 2 or (self.hash_size * self.hash_size) % 8:
+            raise ParameterError(f"hash_size={self.hash_size}: must be >= 2 with hash_size**2 a multiple of 8",
+                                 param="hash_size")
+        if not -1 <= self.min_ncc <= 1:
+            raise ParameterError(f"min_ncc={self.min_ncc}: a correlation, in [-1, 1]", param="min_ncc")
+        for name in ("max_chroma", "grey_chroma", "min_inliers"):
+            if getattr(self, name) < 0:
+                raise ParameterError(f"{name}={getattr(self, name)}: must be >= 0", param=name)
         if self.media not in MEDIA:
             raise ParameterError(f"media={self.media!r}: choose from {', '.join(MEDIA)}", param="media")
         if not -1 <= self.audio_min_ncc <= 1:

@@ -200,8 +200,8 @@ def compute_signatures(
     step can keep what it needs without decoding the file again (the duplicate finder's
     geometric check: ``verify.GeometricVerifier.offer``).
     """
-    from ..embed.engine import default_workers
-    from ..embed.store import failure_kind
+    from ..embed.engine import CHANGED, default_workers
+    from ..embed.store import changed_since, failure_kind
     from ..progress import progress_bar
 
     if kind not in HASHES:
@@ -223,12 +223,14 @@ def compute_signatures(
     )
     workers = workers or default_workers()
     known: list[str | None] = [None] * n
+    stats = None  # of the files hashed through the store, taken before: a file changed since is not stored
     if content_hashes is not None:
         if len(content_hashes) != n:
             raise ParameterError(f"{len(content_hashes)} content hashes for {n} paths")
         known = [None if c is None else str(c) for c in content_hashes]
     elif store is not None:
-        known = store_call(store, lambda: store.hash_files(paths, workers=max(4, workers))[0], known)
+        known, _, stats = store_call(store, lambda: store.hash_files(paths, workers=max(4, workers),
+                                                                      return_stats=True), (known, {}, None))
     skind = signature_kind(kind, hash_size)
     fkind = failure_kind(skind)  # content that failed to decode before: not decoded again
     cached = {} if store is None else store_call(
@@ -277,6 +279,10 @@ def compute_signatures(
             for n_done, (i, (digest, h, m, th, size, err, kept)) in enumerate(zip(todo, results), 1):
                 bar.update(1)
                 sig.content[i] = known[i] if known[i] is not None else digest
+                if stats is not None and known[i] is not None and changed_since(paths[i], stats[i]):
+                    # rewritten or replaced since it was hashed: what was decoded is not that content
+                    sig.content[i], sig.skipped[i] = None, CHANGED
+                    continue
                 if err is not None:
                     sig.skipped[i] = err
                     if kept and store is not None and sig.content[i] is not None:

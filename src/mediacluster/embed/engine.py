@@ -29,9 +29,14 @@ from ..errors import MediaclusterError
 from ..ingest import SkipItem
 from ..ingest.images import decoding
 from ..progress import progress_bar
-from .store import EmbeddingStore, cache_error, failure_kind
+from .store import EmbeddingStore, cache_error, changed_since, failure_kind
 
 log = logging.getLogger(__name__)
+
+
+#: the reason a file rewritten or replaced while it was embedded is skipped (not remembered: the
+#: next run reads it as it is then)
+CHANGED = "file changed while it was read (the next run reads it as it is then)"
 
 
 def default_workers() -> int:
@@ -197,8 +202,8 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     paths = [str(p) for p in collection.paths]
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    hashes, unreadable = store.hash_files(paths, workers=max(4, workers or 0),
-                                          progress=progress and len(paths) > 2000)
+    hashes, unreadable, stats = store.hash_files(paths, workers=max(4, workers or 0),
+                                                 progress=progress and len(paths) > 2000, return_stats=True)
     timings["embed.hash"] = time.perf_counter() - t
     t = time.perf_counter()
     todo_hashes = store.missing([h for h in hashes if h is not None], enc.id)
@@ -208,9 +213,10 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     if known_bad:
         todo_hashes = [h for h in todo_hashes if h not in known_bad]
     first_path: dict[str, str] = {}
-    for p, h in zip(paths, hashes):
-        if h is not None:
-            first_path.setdefault(h, p)
+    first_stat: dict[str, os.stat_result] = {}  # taken before the file was hashed
+    for p, h, st in zip(paths, hashes, stats):
+        if h is not None and h not in first_path:
+            first_path[h], first_stat[h] = p, st
     todo_paths = [first_path[h] for h in todo_hashes]
     n_unique = len(first_path)
     if progress:
@@ -219,8 +225,25 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
         print(f"embedding cache {store.path}: {n_unique - len(todo_hashes) - len(known_bad)} of {n_unique} "
               f"distinct files already embedded, {len(todo_hashes)} to embed{known}", file=sys.stderr)
 
+    # a file rewritten or replaced since it was hashed: what was decoded is not the hashed
+    # content, so it is stored under no hash (neither vector nor failure) and the file skipped
+    changed: dict[str, str] = {}
+    dropped: list[int] = []  # encoded, then not stored: changed
+
+    def unchanged(h: str) -> bool:
+        if changed_since(first_path[h], first_stat[h]):
+            changed[h] = CHANGED
+            return False
+        return True
+
     def commit(idx: list[int], outputs: dict[str, np.ndarray]) -> None:
-        store.put([todo_hashes[i] for i in idx], enc.id, outputs)
+        keep = [unchanged(todo_hashes[i]) for i in idx]
+        if not all(keep):
+            dropped.append(keep.count(False))
+            outputs = {k: np.asarray(v)[keep] for k, v in outputs.items()}
+            idx = [i for i, k in zip(idx, keep) if k]
+        if idx:
+            store.put([todo_hashes[i] for i in idx], enc.id, outputs)
 
     path_to_hash = dict(zip(todo_paths, todo_hashes))
     lasting: list[tuple[str, str]] = []
@@ -229,6 +252,7 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
         # only the content's own failures (out of memory or a loader bug is tried again), per
         # batch as the vectors are, so an interrupted run does not decode them again either
         mine = [(path_to_hash[s.path], s.reason) for s in bad_batch if s.lasting]
+        mine = [(h, r) for h, r in mine if unchanged(h)]
         if mine:
             store.remember_failures(mine, fkind)
             lasting.extend(mine)
@@ -239,6 +263,7 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     bad_hash: dict[str, str] = dict(known_bad)
     for s in bad:
         bad_hash[path_to_hash[s.path]] = s.reason
+    bad_hash.update(changed)
     if lasting:  # those of another decoder version, once no version sharing the cache used them for a while
         store.prune_failures()
     lasting_hashes = set(known_bad).union(h for h, _ in lasting)
@@ -271,7 +296,7 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     emb.content_hashes = [hashes[i] for i in keep_idx]  # the cache's hash: exact duplicates for free
     emb.cache_stats = {"items": len(paths), "distinct": n_unique,
                        "cached": n_unique - len(todo_hashes) - len(known_bad),
-                       "encoded": int(len(kept)), "skipped": len(skipped) - len(collection.skipped),
+                       "encoded": int(len(kept)) - sum(dropped), "skipped": len(skipped) - len(collection.skipped),
                        "decoded": len(todo_hashes), "known_bad": len(known_bad)}
     st = emb.cache_stats  # one sentence, not a dict: it is printed on every command that embeds
     log.info("embedding: %d items (%d distinct): %d from the cache, %d encoded, %d skipped",

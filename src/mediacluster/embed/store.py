@@ -26,7 +26,9 @@ Design (and why):
   changes its ctime (even ``cp -p`` / ``touch -r`` that restore mtime), and entries whose
   timestamps were younger than 2 s when hashed are not trusted (git's "racily clean" rule), so
   a same-size rewrite within one timestamp tick cannot slip through. ``verify=True`` hashes
-  everything.
+  everything. A caller that decodes a file after hashing it checks, by the same rule, that the
+  file is still the one hashed (``hash_files(return_stats=True)``, :func:`changed_since`) before
+  it stores what it decoded under that hash (the embedding, the duplicate finder's signatures).
 * **Derived data** other than vectors (``get_derived`` / ``put_derived``): bytes by (key, kind),
   where the key is a content hash (or several joined, e.g. a pair's verdict) and the kind names
   what was computed *and its version* (e.g. the duplicate finder's perceptual signatures,
@@ -198,6 +200,21 @@ def _stat_all(paths: Sequence[str]) -> tuple[list[os.stat_result | None], dict[i
     return stats, errors
 
 
+def changed_since(path: str, before: os.stat_result | None) -> bool:
+    """Whether ``path`` is no longer the file whose ``os.stat`` was ``before`` (size, mtime_ns,
+    ctime_ns, inode: the fast path's rule; any write changes the ctime), or is gone. A file
+    replaced or rewritten between its hashing and its decoding must not leave what was read of
+    the new bytes (a vector, a failure) under the old bytes' hash."""
+    if before is None:
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    return ((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            != (before.st_size, before.st_mtime_ns, before.st_ctime_ns, before.st_ino))
+
+
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -361,8 +378,11 @@ class EmbeddingStore:
 
     # -- hashing --------------------------------------------------------------------------
     def hash_files(self, paths: Sequence[str], workers: int = 4, verify: bool = False,
-                   progress: bool = False) -> tuple[list[str | None], dict[int, str]]:
-        """Content hashes of ``paths`` (None where unreadable) and ``{index: reason}`` errors.
+                   progress: bool = False, return_stats: bool = False):
+        """Content hashes of ``paths`` (None where unreadable) and ``{index: reason}`` errors;
+        with ``return_stats``, also the ``os.stat`` of each taken before it was hashed (None
+        where it failed), for a caller that reads the files later and must know whether they
+        changed since (:func:`changed_since`).
 
         Files whose (size, mtime_ns, ctime_ns, inode) match what was recorded take the recorded
         hash without being read (unless ``verify``).
@@ -382,7 +402,7 @@ class EmbeddingStore:
                 hashes[i] = read[k]
                 fresh.append((paths[i], stats[i], read[k]))
             self.record_hashes(fresh, now)
-        return hashes, errors
+        return (hashes, errors, stats) if return_stats else (hashes, errors)
 
     def known_hashes(self, paths: Sequence[str]) -> tuple[list[str | None], list[os.stat_result | None],
                                                            dict[int, str]]:

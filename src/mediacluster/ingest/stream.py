@@ -275,7 +275,8 @@ class ParquetVectors(VectorSource):
         if self.n == 0:
             raise InputError(f"{path}: no vectors")
         self._starts = np.array([g[2] for g in self._groups] + [self.n], dtype=np.int64)
-        self.dim = int(self._group(0).shape[1])
+        # the first group that holds rows (an empty shard or row group says nothing of the width)
+        self.dim = int(self._group(int(np.flatnonzero(np.diff(self._starts))[0])).shape[1])
 
     def _group(self, i: int) -> np.ndarray:
         import pyarrow.parquet as pq
