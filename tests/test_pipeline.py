@@ -203,6 +203,20 @@ def test_assign_embeds_the_files_it_is_given_in_one_pass(tmp_path, data, cifar3_
     assert pd.read_csv(one)["cluster"].iloc[0] == df["cluster"].iloc[3]
 
 
+def test_assign_refuses_a_folder_as_out_before_any_work(tmp_path, capsys):
+    """`assign RUN x.jpg --out results/` wrote a file named `results` (a trailing slash is lost
+    by pathlib), and an existing folder failed only after every item was embedded: both are
+    refused first, naming --out, and nothing is written."""
+    from mediacluster.cli import main
+
+    missing_model = tmp_path / "no-such-run"  # never opened: the check comes first
+    for out in (f"{tmp_path / 'results'}/", str(tmp_path)):
+        assert main(["assign", str(missing_model), str(tmp_path / "x.jpg"), "--out", out, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and "is a folder" in err and "assignments.csv" in err, err
+    assert not (tmp_path / "results").exists()
+
+
 def test_set_params_reaches_a_stage_given_by_name():
     # the README's example: stages by registry name, then scikit-learn's nested names
     pipe = Pipeline(outliers="lof", clusterer="hdbscan").set_params(clusterer__min_cluster_size=200)

@@ -9,6 +9,7 @@ checked for outliers and assigned a cluster with a membership probability by the
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from ..duplicates.index import read_from_model
 from ..embed import embed_collection
 from ..encoders import DEFAULT_IMAGE_ENCODER, get_encoder
-from ..errors import ModelFormatError, ParameterError
+from ..errors import ModelFormatError, OutputError, ParameterError
 from ..fileio import json_text, text_series, write_table
 from ..ingest import collect, join_files
 from ..ingest.sources import MEDIA_EXTENSIONS
@@ -85,9 +86,22 @@ def pick_level(model: Pipeline, level) -> None:
         raise ParameterError(f"--level {level}: {e} (model {model.model_path_})", "level") from None
 
 
+def check_out(out) -> None:
+    """``--out`` names the table file to write: a folder (an existing one, or a name ending in a
+    slash) is refused before any file is embedded (it was written as a file named like the folder,
+    or failed only after the work)."""
+    if out is None:
+        return
+    text = os.fspath(out)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        raise OutputError(f"--out {text} is a folder; give the file to write, e.g. "
+                          f"{Path(text) / 'assignments.csv'} (or .parquet)")
+
+
 def run(args) -> int:
     import pandas as pd
 
+    check_out(args.out)
     model = Pipeline.load(args.model)
     if args.level is not None:
         pick_level(model, args.level)
