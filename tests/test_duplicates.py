@@ -237,6 +237,20 @@ def test_cosine_search_inverted_file_finds_close_pairs(rng):
     assert np.allclose(c, (Xn[i] * Xn[j]).sum(1), atol=1e-5)
 
 
+def test_a_bad_row_of_a_vector_file_is_named_with_the_file(tmp_path):
+    """`dups v.npy` (memory-mapped) and `dups v.npz` name the file with the bad row, as `cluster`
+    does; the message said only "vectors: row 3 ..."."""
+    from mediacluster.duplicates.collection import find_duplicates_in
+
+    X = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    X[3] = np.nan
+    np.save(tmp_path / "v.npy", X)
+    np.savez(tmp_path / "v.npz", vectors=X)
+    for name in ("v.npy", "v.npz"):
+        with pytest.raises(ValueError, match=rf"^{tmp_path / name}: row 3 contains NaN or infinity$"):
+            find_duplicates_in(str(tmp_path / name), tmp_path / "out", progress=False)
+
+
 def test_bad_parameters_name_themselves():
     with pytest.raises(ValueError, match="hash="):
         DuplicateFinder(hash="md5").fit(vectors=np.eye(3))

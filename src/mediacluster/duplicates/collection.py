@@ -216,7 +216,7 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
     make_finder(params, progress, workers)._validate()  # before any work: a typo costs nothing (as cluster --dedup)
     mapped = _mapped_npy(source) if media in ("auto", "vector") else None
     if mapped is not None:  # a float32 .npy is read where it lies, block by block (search.UnitRows)
-        finder = make_finder(params, progress, workers).fit(vectors=mapped, ids=[str(i) for i in range(len(mapped))])
+        finder = _fit_vectors(make_finder(params, progress, workers), mapped, range(len(mapped)), source)
         return _write_found(out, finder, None, [], t0, page, page_groups, progress)
     coll = collect(source, media=media)
     if len(coll) == 0:
@@ -224,7 +224,7 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
     skipped = list(coll.skipped)
     root = getattr(coll, "root", None)  # the folder given, a manifest's folder: paths are stored relative to it
     if coll.vectors is not None:
-        finder = make_finder(params, progress, workers).fit(vectors=coll.vectors, ids=[str(i) for i in coll.ids])
+        finder = _fit_vectors(make_finder(params, progress, workers), coll.vectors, coll.ids, source)
         paths = None
     elif embed:
         enc = get_encoder(encoder or DEFAULT_ENCODERS[coll.media])
@@ -304,6 +304,18 @@ def signature_cache(cache_dir):
     finally:
         if store is not None:
             store.close()
+
+
+def _fit_vectors(finder: DuplicateFinder, vectors, ids, source) -> DuplicateFinder:
+    """``finder`` fitted on a vector file's rows; a bad row is named with the file, as ``cluster``
+    names it (the finder alone knows them only as "vectors")."""
+    try:
+        return finder.fit(vectors=vectors, ids=[str(i) for i in ids])
+    except InputError as e:
+        msg = str(e)
+        if not msg.startswith("vectors"):
+            raise
+        raise InputError(f"{source}: {msg.removeprefix('vectors: ')}") from None
 
 
 def _mapped_npy(source):
