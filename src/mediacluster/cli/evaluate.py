@@ -107,6 +107,14 @@ def print_report(res: dict, out=None) -> None:
             if nv is not None:
                 w(f"  neighbour vote: {nv['items']} of {nv['labelled']} labelled items are outvoted by their "
                   f"{nv['k']} nearest labelled items (another label has the most votes)\n")
+    levels = res.get("levels")
+    if levels:
+        best = max(levels, key=lambda e: e["nmi"] if e["nmi"] is not None else -1.0)
+        w(f"\nevery level against the {levels[0]['n_classes']} classes (as fitted, every item clustered; "
+          f"best NMI: level {best['level']}):\n")
+        for e in levels:
+            w(f"  level {e['level']:>2} ({e['n_clusters']:>4} clusters)  NMI {_f(e['nmi'])}  AMI {_f(e['ami'])}  "
+              f"ARI {_f(e['ari'])}  ACC {_f(e['acc'])}\n")
     for note in res["notes"]:
         w(f"note: {printable(note)}\n")
 
