@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from mediacluster import metrics as M
 from mediacluster.cli import main
+from mediacluster.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +49,42 @@ def test_evaluate_scores_every_level(tree_run, cifar3_embeddings, tmp_path, caps
         assert e["nmi"] == pytest.approx(ext["all"]["nmi"]) and e["n_clusters"] == a[c].nunique()
     best = max(levels, key=lambda e: e["nmi"])
     assert f"best NMI: level {best['level']}" in printed and "every level against the 2 classes" in printed
+
+
+def test_cluster_table_and_named_assignments(tree_run):
+    from mediacluster.naming import cluster_table, named_assignments
+
+    run = RunDir.open(tree_run)
+    a = run.read_assignments()
+    lv = run.read_levels(a)
+    (tree_run / "names.yaml").write_text("0: my first group\n", encoding="utf-8")
+    t = cluster_table(tree_run)
+    assert list(t["level"].unique()) == list(range(len(lv)))
+    for k, lab in zip(lv.index, lv.labels):
+        rows = t[t["level"] == k].set_index("cluster")
+        ids, sizes = np.unique(lab, return_counts=True)
+        assert rows.index.tolist() == ids.tolist() and rows["size"].tolist() == sizes.tolist()
+        assert rows["share"].sum() == pytest.approx(1.0)
+        if k == 0:
+            assert (rows["parent"] == -1).all()
+        else:  # each cluster's parent is the coarser cluster of every one of its items
+            prev = lv.labels[k - 1]
+            for c in ids:
+                assert set(prev[lab == c].tolist()) == {rows.loc[c, "parent"]}
+    stored = run.read_level_names()
+    assert stored, "the run was named when clustering"
+    in_use = t[t["in_use"]]
+    assert in_use["level"].nunique() == 1 and int(in_use["level"].iloc[0]) == lv.level
+    hand = in_use.set_index("cluster").loc[0]
+    assert hand["name"] == "my first group" and bool(hand["name_sure"]) is True
+    other = next(k for k in lv.index if k != lv.level)  # another level: its stored automatic names
+    assert t[t["level"] == other].set_index("cluster")["name"].to_dict() == {
+        e["cluster"]: e["name"] for e in stored[other]}
+    # the assignments with a name per level, as `assign --out` writes them, joinable on id
+    na = named_assignments(tree_run)
+    assert len(na) == len(a) and (na["id"] == a["id"]).all()
+    for k in lv.index:
+        assert na.columns.get_loc(f"level_{k}_name") == na.columns.get_loc(f"level_{k}") + 1
+        want = t[t["level"] == k].set_index("cluster")["name"]
+        assert (na[f"level_{k}_name"].to_numpy() == want.loc[na[f"level_{k}"]].to_numpy()).all()
+    (tree_run / "names.yaml").unlink()
