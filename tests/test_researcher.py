@@ -5,6 +5,7 @@ methods paragraph (300 CIFAR-10 images, PCA + the hierarchy clusterer: quick).""
 from __future__ import annotations
 
 import json
+from html import escape
 
 import numpy as np
 import pandas as pd
@@ -88,3 +89,32 @@ def test_cluster_table_and_named_assignments(tree_run):
         want = t[t["level"] == k].set_index("cluster")["name"]
         assert (na[f"level_{k}_name"].to_numpy() == want.loc[na[f"level_{k}"]].to_numpy()).all()
     (tree_run / "names.yaml").unlink()
+
+
+def test_report_writes_the_map_as_a_figure(tree_run, capsys):
+    from PIL import Image
+
+    run = RunDir.open(tree_run)
+    n_levels = len(run.read_levels())
+    png = tree_run.parent / "map.png"
+    assert main(["report", str(tree_run), "--quiet", "--figure", str(png), "--figure-level", "0"]) == 0
+    assert f"figure: {png}" in capsys.readouterr().out
+    with Image.open(png) as im:
+        assert im.format == "PNG" and min(im.size) >= 800
+        px = np.asarray(im.convert("RGB"))
+    assert (px < 250).any(axis=2).mean() > 0.005  # points drawn, not a blank page
+    assert run.read_map(len(run.read_assignments())) is not None  # the report's map, cached
+    svg = tree_run.parent / "map.svg"
+    from mediacluster.naming import cluster_table
+    from mediacluster.report.figure import map_figure
+
+    map_figure(tree_run, svg, level=n_levels - 1, labels=3)
+    text = svg.read_text(encoding="utf-8")
+    finest = cluster_table(tree_run).query("level == @n_levels - 1").nlargest(3, "size")
+    for name in finest["name"]:  # the three largest clusters are labelled with their names
+        assert f">{escape(name)}" in text
+    # refused before any work, naming the option
+    assert main(["report", str(tree_run), "--figure", str(tree_run.parent / "map.jpg")]) == 2
+    assert main(["report", str(tree_run), "--figure", str(png), "--figure-level", str(n_levels)]) == 2
+    err = capsys.readouterr().err
+    assert "--figure" in err and f"levels 0..{n_levels - 1}" in err
