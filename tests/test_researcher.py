@@ -118,3 +118,30 @@ def test_report_writes_the_map_as_a_figure(tree_run, capsys):
     assert main(["report", str(tree_run), "--figure", str(png), "--figure-level", str(n_levels)]) == 2
     err = capsys.readouterr().err
     assert "--figure" in err and f"levels 0..{n_levels - 1}" in err
+
+
+def test_methods_paragraph_and_fingerprint(tree_run, cifar3_embeddings, tmp_path, one_blas_thread):
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.report import make_report
+    from mediacluster.report.methods import assignments_fingerprint, methods_text
+    from mediacluster.stages import registry
+    from mediacluster.workflow import publish_run
+
+    run = RunDir.open(tree_run)
+    info = run.info
+    text = methods_text(run)
+    counts = info["summary"]["levels"]["n_clusters"]
+    assert ", ".join(str(c) for c in counts) in text and f"level {info['summary']['levels']['level']} " in text
+    assert "n_components=10" in text and f"scikit-learn {info['versions']['scikit-learn']}" in text
+    assert f"seed {info.get('seed', 0)}" in text
+    fp = assignments_fingerprint(run)
+    assert f"`{fp}`" in text
+    html = make_report(tree_run, progress=False)  # the report writes it beside index.html
+    assert (html.parent / "methods.md").read_text(encoding="utf-8") == methods_text(run)
+    # a re-fit with the same seed gives the same groups and fingerprint; another level does not
+    again = Pipeline(reducer=registry.build("reducer", "pca", {"n_components": 10}), clusterer="hierarchy",
+                     random_state=0).fit(cifar3_embeddings.vectors)
+    assert assignments_fingerprint(publish_run(tmp_path / "again", cifar3_embeddings, again, name=False)) == fp
+    other = Pipeline(reducer=registry.build("reducer", "pca", {"n_components": 10}), clusterer="hierarchy",
+                     random_state=0, level=(again.level_ + 1) % len(counts)).fit(cifar3_embeddings.vectors)
+    assert assignments_fingerprint(publish_run(tmp_path / "other", cifar3_embeddings, other, name=False)) != fp

@@ -60,7 +60,8 @@ def run(args) -> int:
     size = path.stat().st_size
     sys.stdout.write(f"report: {printable(path)} ({size / 1e6:.1f} MB; thumbnails in "
                      f"{printable(path.parent / 'thumbs')})\n"
-                     f"open it in a browser: file://{printable(path.resolve())}\n")
+                     f"open it in a browser: file://{printable(path.resolve())}\n"
+                     f"methods paragraph (parameters, versions, seed, fingerprint): {printable(path.parent / 'methods.md')}\n")
     if args.figure is not None:
         from ..report.figure import map_figure
 
