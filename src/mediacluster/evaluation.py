@@ -316,8 +316,9 @@ def level_scores(truth, levels) -> list[dict]:
     per ``(level, labels)`` of ``levels`` with ``level``, ``n_clusters`` and
     :func:`metrics.external_scores`' ``all`` scores (``nmi``, ``ami``, ``ari``, ``acc``, ``n``;
     every level assigns every item, so ``all`` and ``clustered`` agree). The level whose
-    clusters match the labels best is the granularity the labels describe (a coarse labelling
-    such as drawn / photo peaks at a coarse level, a fine one at a fine level)."""
+    clusters match the labels best (by AMI: NMI rises with the number of clusters by chance
+    alone) is the granularity the labels describe (a coarse labelling such as drawn / photo
+    peaks at a coarse level, a fine one at a fine level)."""
     out = []
     for k, lab in levels:
         x = M.external_scores(truth, lab)

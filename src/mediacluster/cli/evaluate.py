@@ -109,9 +109,10 @@ def print_report(res: dict, out=None) -> None:
                   f"{nv['k']} nearest labelled items (another label has the most votes)\n")
     levels = res.get("levels")
     if levels:
-        best = max(levels, key=lambda e: e["nmi"] if e["nmi"] is not None else -1.0)
+        # AMI: NMI rises with the number of clusters by chance alone, and would favour the finest levels
+        best = max(levels, key=lambda e: e["ami"] if e["ami"] is not None else -1.0)
         w(f"\nevery level against the {levels[0]['n_classes']} classes (as fitted, every item clustered; "
-          f"best NMI: level {best['level']}):\n")
+          f"best AMI: level {best['level']}):\n")
         for e in levels:
             w(f"  level {e['level']:>2} ({e['n_clusters']:>4} clusters)  NMI {_f(e['nmi'])}  AMI {_f(e['ami'])}  "
               f"ARI {_f(e['ari'])}  ACC {_f(e['acc'])}\n")
