@@ -145,3 +145,14 @@ def test_methods_paragraph_and_fingerprint(tree_run, cifar3_embeddings, tmp_path
     other = Pipeline(reducer=registry.build("reducer", "pca", {"n_components": 10}), clusterer="hierarchy",
                      random_state=0, level=(again.level_ + 1) % len(counts)).fit(cifar3_embeddings.vectors)
     assert assignments_fingerprint(publish_run(tmp_path / "other", cifar3_embeddings, other, name=False)) != fp
+
+
+def test_cluster_report_names_the_methods_file(cifar3_embeddings, tmp_path, capsys, one_blas_thread):
+    vec = tmp_path / "v.npy"
+    np.save(vec, cifar3_embeddings.vectors)
+    out = tmp_path / "run"
+    assert main(["cluster", str(vec), "--out", str(out), "--reducer", "pca", "--reducer-param", "n_components=10",
+                 "--clusterer", "hierarchy", "--report", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    methods = out / "report" / "methods.md"
+    assert f"fingerprint): {methods}" in printed and "nested levels" in methods.read_text(encoding="utf-8")

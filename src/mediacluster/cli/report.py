@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MediaclusterError, ParameterError
-from ..report import make_report, missing_thumbnails
+from ..report import METHODS, make_report, missing_thumbnails
 from ..rundir import RunDir
 from ..workflow import publish_tuned_run
 from . import SUMMARIES, add_collection_root, note_missing_root, printable
@@ -61,7 +61,7 @@ def run(args) -> int:
     sys.stdout.write(f"report: {printable(path)} ({size / 1e6:.1f} MB; thumbnails in "
                      f"{printable(path.parent / 'thumbs')})\n"
                      f"open it in a browser: file://{printable(path.resolve())}\n"
-                     f"methods paragraph (parameters, versions, seed, fingerprint): {printable(path.parent / 'methods.md')}\n")
+                     f"methods paragraph (parameters, versions, seed, fingerprint): {printable(path.parent / METHODS)}\n")
     if args.figure is not None:
         from ..report.figure import map_figure
 
@@ -135,12 +135,9 @@ def _report(args, failed: str, run_dir) -> int:
     except MediaclusterError as e:
         sys.stderr.write(f"error: {failed}: {printable(e)}\n")
         return 2
-    sys.stdout.write(f"report: {printable(path)}\nopen it in a browser: file://{printable(path.resolve())}\n")
-    if args.figure is not None:
-        from ..report.figure import map_figure
-
-        fig = map_figure(run_dir, args.figure, level=args.figure_level, map_method=args.map_method)
-        sys.stdout.write(f"figure: {printable(fig)}\n")
+    sys.stdout.write(f"report: {printable(path)}\nopen it in a browser: file://{printable(path.resolve())}\n"
+                     f"methods paragraph (parameters, versions, seed, fingerprint): "
+                     f"{printable(path.parent / METHODS)}\n")
     missing = missing_thumbnails(path)
     if missing:
         print_missing(missing)
