@@ -50,5 +50,10 @@ def make_report(run_dir, out=None, vocabulary=None, rename=False, names_template
             save_names_template(run)
         path = build_report(run, out_dir=out, thumb_size=thumb_size, map_method=map_method,
                             workers=workers, progress=progress, name=False)
-        write_methods(run, path.parent / METHODS)  # the methods paragraph for a paper, from run.json
+        try:  # the methods paragraph for a paper, from run.json
+            write_methods(run, path.parent / METHODS)
+        except OutputError:  # a full disk is said as such
+            raise
+        except Exception as e:  # noqa: BLE001 - the report is written; the paragraph is an extra
+            log.warning("methods.md not written: %s", e)
         return path
