@@ -50,6 +50,16 @@ def test_evaluate_scores_every_level(tree_run, cifar3_embeddings, tmp_path, caps
         assert e["nmi"] == pytest.approx(ext["all"]["nmi"]) and e["n_clusters"] == a[c].nunique()
     best = max(levels, key=lambda e: e["ami"])
     assert f"best AMI: level {best['level']}" in printed and "every level against the 2 classes" in printed
+    # folder labels 'a/<class>' cut to their first folder score as the coarse labels do
+    pd.DataFrame({"id": list(cifar3_embeddings.ids),
+                  "label": [f"{c}/{y}" for c, y in zip(coarse, cifar3_embeddings.labels)]}).to_csv(manifest, index=False)
+    cut = tmp_path / "cut.json"
+    assert main(["evaluate", str(tree_run), "--labels", str(manifest), "--label-depth", "1", "--out", str(cut),
+                 "--no-original", "--vote-k", "0"]) == 0
+    assert "labels cut to their first 1 folder(s)" in capsys.readouterr().out
+    assert json.loads(cut.read_text())["levels"] == levels
+    assert main(["evaluate", str(tree_run), "--label-depth", "0"]) == 2
+    assert "--label-depth must be >= 1" in capsys.readouterr().err
 
 
 def test_cluster_table_and_named_assignments(tree_run):

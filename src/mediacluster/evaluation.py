@@ -327,13 +327,15 @@ def level_scores(truth, levels) -> list[dict]:
 
 
 def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeling="both",
-             original=True, labels_file=None, tables: dict | None = None, vote_k: int | None = VOTE_K) -> dict:
+             original=True, labels_file=None, tables: dict | None = None, vote_k: int | None = VOTE_K,
+             label_depth: int | None = None) -> dict:
     """Score each labelling of ``src`` (:func:`load_source`). With true labels each labelling
     also gets ``label_issues`` (:func:`label_issues`' summary; with the run's vectors and
     ``vote_k`` (None: none), the :func:`neighbour_vote` of the ``vote_k`` nearest labelled
     items, computed once, the clustering aside); given a dict ``tables``, the
     issues table of the last labelling scored (curated, else assigned, else fitted) is put there
-    as ``tables["label_issues"]`` and its labelling in ``res["label_issues_of"]``. A run or model
+    as ``tables["label_issues"]`` and its labelling in ``res["label_issues_of"]``. ``label_depth``
+    N scores against each label's first N folders (``drawn/Flags`` -> ``drawn``). A run or model
     with levels and labels also gets ``res["levels"]``: every level scored (:func:`level_scores`)."""
     res = {"source": src["path"], "kind": src["kind"], "n_items": int(len(src["fitted"])),
            "seed": seed, "sample_size": sample_size, "dbcv_sample_size": dbcv_sample_size,
@@ -345,6 +347,10 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
                                  root=src.get("root"))
         res["labels_file"] = str(labels_file)
         res["labels_matched"] = how
+    if label_depth is not None and truth is not None:  # folder labels 'drawn/Flags' -> 'drawn'
+        truth = [t if t is None or (isinstance(t, float) and t != t) else "/".join(str(t).split("/")[:label_depth])
+                 for t in truth]
+        res["label_depth"] = int(label_depth)
     has_truth = truth is not None and any(t is not None for t in truth)
     names = ["fitted", "assigned", "curated"] if labeling == "both" else [labeling]
     names = [k for k in names if k in src]
