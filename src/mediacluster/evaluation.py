@@ -82,6 +82,9 @@ def load_source(path: Path) -> dict:
             raise RunDirError(f"{run.path}: assignments do not match the run's items; the folder is "
                               "damaged, re-run cluster")
         src["fitted"] = a["cluster"].to_numpy(np.int64)
+        lv = run.read_levels(a)
+        if len(lv):  # a clusterer with levels: every level is scored against the labels too
+            src["levels"] = [(int(k), lab) for k, lab in zip(lv.index, lv.labels)]
         if "assigned_cluster" in a.columns:
             src["assigned"] = a["assigned_cluster"].to_numpy(np.int64)
         if "curated_cluster" in a.columns:
@@ -104,6 +107,8 @@ def load_source(path: Path) -> dict:
         src["X"] = None
         src["Z"] = np.asarray(pipe.embedding_)
         src["fitted"] = np.asarray(pipe.labels_, np.int64)
+        if getattr(pipe, "levels_", None) is not None:
+            src["levels"] = [(k, np.asarray(row, np.int64)) for k, row in enumerate(pipe.levels_)]
         if getattr(pipe, "cluster_", None) is not None:
             src["assigned"] = np.asarray(pipe.cluster_, np.int64)
         src["notes"].append("a model keeps no original vectors (only reduced coordinates and a "
@@ -307,18 +312,37 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
 # --------------------------------------------------------------------------------------------
 # scoring
 # --------------------------------------------------------------------------------------------
+def level_scores(truth, levels) -> list[dict]:
+    """External scores of every hierarchy level against ``truth``, coarse to fine: one entry
+    per ``(level, labels)`` of ``levels`` with ``level``, ``n_clusters`` and
+    :func:`metrics.external_scores`' ``all`` scores (``nmi``, ``ami``, ``ari``, ``acc``, ``n``;
+    every level assigns every item, so ``all`` and ``clustered`` agree). The level whose
+    clusters match the labels best (by AMI: NMI rises with the number of clusters by chance
+    alone) is the granularity the labels describe (a coarse labelling such as drawn / photo
+    peaks at a coarse level, a fine one at a fine level)."""
+    out = []
+    for k, lab in levels:
+        x = M.external_scores(truth, lab)
+        out.append({"level": int(k), "n_clusters": x["n_clusters"], "n_classes": x["n_classes"], **x["all"]})
+    return out
+
+
 def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeling="both",
-             original=True, labels_file=None, tables: dict | None = None, vote_k: int | None = VOTE_K) -> dict:
+             original=True, labels_file=None, tables: dict | None = None, vote_k: int | None = VOTE_K,
+             label_depth: int | None = None) -> dict:
     """Score each labelling of ``src`` (:func:`load_source`). With true labels each labelling
     also gets ``label_issues`` (:func:`label_issues`' summary; with the run's vectors and
     ``vote_k`` (None: none), the :func:`neighbour_vote` of the ``vote_k`` nearest labelled
     items, computed once, the clustering aside); given a dict ``tables``, the
     issues table of the last labelling scored (curated, else assigned, else fitted) is put there
-    as ``tables["label_issues"]`` and its labelling in ``res["label_issues_of"]``."""
+    as ``tables["label_issues"]`` and its labelling in ``res["label_issues_of"]``. ``label_depth``
+    N scores against each label's first N folders (``drawn/Flags`` -> ``drawn``). A run or model
+    with levels and labels also gets ``res["levels"]``: every level scored (:func:`level_scores`)."""
     # numpy's errors after the work otherwise ("negative dimensions", "expected non-negative integer")
     seed = SEED.check(seed, "seed")
     sample_size = Int(0, none_ok=True).check(sample_size, "sample_size")
     dbcv_sample_size = Int(0, none_ok=True).check(dbcv_sample_size, "dbcv_sample_size")
+    label_depth = Int(1, none_ok=True).check(label_depth, "label_depth")  # 0 would cut every label to ""
     res = {"source": src["path"], "kind": src["kind"], "n_items": int(len(src["fitted"])),
            "seed": seed, "sample_size": sample_size, "dbcv_sample_size": dbcv_sample_size,
            "noise_policy": {"internal": M.NOISE_POLICY_INTERNAL, "external": M.NOISE_POLICY_EXTERNAL},
@@ -329,6 +353,10 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
                                  root=src.get("root"))
         res["labels_file"] = str(labels_file)
         res["labels_matched"] = how
+    if label_depth is not None and truth is not None:  # folder labels 'drawn/Flags' -> 'drawn'
+        truth = [t if t is None or (isinstance(t, float) and t != t) else "/".join(str(t).split("/")[:label_depth])
+                 for t in truth]
+        res["label_depth"] = int(label_depth)
     has_truth = truth is not None and any(t is not None for t in truth)
     names = ["fitted", "assigned", "curated"] if labeling == "both" else [labeling]
     names = [k for k in names if k in src]
@@ -360,6 +388,8 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
                 tables["label_issues"] = table
                 res["label_issues_of"] = name
         res["labelings"][name] = entry
+    if has_truth and src.get("levels"):
+        res["levels"] = level_scores(truth, src["levels"])
     res["seconds"] = round(time.perf_counter() - t0, 2)
     res["versions"] = versions()
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

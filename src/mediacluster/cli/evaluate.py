@@ -56,6 +56,10 @@ def add_parser(sub):
     p.add_argument("--vote-k", type=int, default=VOTE_K,
                    help=f"label issues: each labelled item's label is voted on by its this many nearest labelled "
                         f"items (cosine on the run's vectors; default {VOTE_K}; 0: no vote)")
+    p.add_argument("--label-depth", type=int, default=None, metavar="N",
+                   help="score against the first N folders of each label only: with folder labels such as "
+                        "'drawn/Flags' and 'photo/archery', --label-depth 1 scores against drawn / photo (a coarser "
+                        "labelling, to compare with the coarse levels); default: the whole label")
     return p
 
 
@@ -72,6 +76,8 @@ def print_report(res: dict, out=None) -> None:
     w(f"evaluation of {printable(res['source'])} ({res['kind']}, {res['n_items']} items)\n")
     if res.get("labels_file"):
         w(f"true labels: {printable(res['labels_file'])} ({res['labels_matched']})\n")
+    if res.get("label_depth"):
+        w(f"labels cut to their first {res['label_depth']} folder(s)\n")
     for name, e in res["labelings"].items():
         desc = LABELINGS.get(name, name)
         w(f"\n[{name}] {desc}: {e['n_clusters']} clusters, coverage {100 * e['coverage']:.1f}% "
@@ -107,6 +113,15 @@ def print_report(res: dict, out=None) -> None:
             if nv is not None:
                 w(f"  neighbour vote: {nv['items']} of {nv['labelled']} labelled items are outvoted by their "
                   f"{nv['k']} nearest labelled items (another label has the most votes)\n")
+    levels = res.get("levels")
+    if levels:
+        # AMI: NMI rises with the number of clusters by chance alone, and would favour the finest levels
+        best = max(levels, key=lambda e: e["ami"] if e["ami"] is not None else -1.0)
+        w(f"\nevery level against the {levels[0]['n_classes']} classes (as fitted, every item clustered; "
+          f"best AMI: level {best['level']}):\n")
+        for e in levels:
+            w(f"  level {e['level']:>2} ({e['n_clusters']:>4} clusters)  NMI {_f(e['nmi'])}  AMI {_f(e['ami'])}  "
+              f"ARI {_f(e['ari'])}  ACC {_f(e['acc'])}\n")
     for note in res["notes"]:
         w(f"note: {printable(note)}\n")
 
@@ -146,11 +161,14 @@ def run(args) -> int:
                              "(assign and serve read it): give --out FILE for evaluation.json"
                              + (f", or evaluate the run folder {run_dir.path}" if run_dir is not None else ""),
                              "--out")
+    if args.label_depth is not None and args.label_depth < 1:
+        raise ParameterError(f"--label-depth must be >= 1, got {args.label_depth}", "label-depth")
     src = load_source(Path(args.source))
     tables: dict = {}
     res = evaluate(src, sample_size=args.sample_size, dbcv_sample_size=args.dbcv_sample_size,
                    seed=args.seed, labeling=args.labeling, original=not args.no_original,
-                   labels_file=args.labels, tables=tables, vote_k=args.vote_k or None)
+                   labels_file=args.labels, tables=tables, vote_k=args.vote_k or None,
+                   label_depth=args.label_depth)
     print_report(res)
     issues = tables.get("label_issues")
     if issues is not None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MediaclusterError, ParameterError
-from ..report import make_report, missing_thumbnails
+from ..report import METHODS, make_report, missing_thumbnails
 from ..rundir import RunDir
 from ..workflow import publish_tuned_run
 from . import SUMMARIES, add_collection_root, note_missing_root, printable
@@ -29,19 +29,44 @@ def add_parser(sub):
                    help="2-D map projection (computed once, cached as RUN_DIR/map2d.npy)")
     p.add_argument("--workers", type=int, default=None, help="thumbnail threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--figure", default=None, metavar="FILE",
+                   help="also write the 2-D map as a static figure for a paper (FILE ending in .png, .pdf or "
+                        ".svg): coloured by the clusters of --figure-level, the 20 largest labelled with their names")
+    p.add_argument("--figure-level", type=int, default=None, metavar="N",
+                   help="with --figure: the hierarchy level the figure shows (0 = coarsest; default: the level "
+                        "in use, the assignments' cluster column)")
     add_collection_root(p, "the report's thumbnails are made from the files")
     return p
 
 
 def run(args) -> int:
+    if args.figure_level is not None and args.figure is None:
+        raise ParameterError("--figure-level is the level of the figure: add --figure FILE", "figure-level")
+    if args.figure is not None:
+        from ..report.figure import FORMATS
+
+        if Path(args.figure).suffix.lower().lstrip(".") not in FORMATS:  # refused before any work
+            raise ParameterError(f"--figure {args.figure}: the name must end in "
+                                 + ", ".join("." + f for f in FORMATS), "figure")
     run_dir = RunDir.open(args.run_dir, collection_root=args.collection_root)
+    if args.figure_level is not None:
+        n_levels = len(run_dir.read_levels()) or 1  # a flat run: level 0 only
+        if not 0 <= args.figure_level < n_levels:
+            raise ParameterError(f"--figure-level {args.figure_level}: {printable(run_dir.path)} has levels "
+                                 f"0..{n_levels - 1}", "figure-level")
     path = make_report(run_dir, out=args.out, vocabulary=args.vocabulary, rename=args.rename,
                        names_template=args.names_template, thumb_size=args.thumb_size,
                        map_method=args.map_method, workers=args.workers, progress=not args.quiet)
     size = path.stat().st_size
     sys.stdout.write(f"report: {printable(path)} ({size / 1e6:.1f} MB; thumbnails in "
                      f"{printable(path.parent / 'thumbs')})\n"
-                     f"open it in a browser: file://{printable(path.resolve())}\n")
+                     f"open it in a browser: file://{printable(path.resolve())}\n"
+                     f"methods paragraph (parameters, versions, seed, fingerprint): {printable(path.parent / METHODS)}\n")
+    if args.figure is not None:
+        from ..report.figure import map_figure
+
+        fig = map_figure(run_dir, args.figure, level=args.figure_level, map_method=args.map_method)
+        sys.stdout.write(f"figure: {printable(fig)}\n")
     missing = missing_thumbnails(path)
     if missing:
         print_missing(missing)
@@ -110,7 +135,9 @@ def _report(args, failed: str, run_dir) -> int:
     except MediaclusterError as e:
         sys.stderr.write(f"error: {failed}: {printable(e)}\n")
         return 2
-    sys.stdout.write(f"report: {printable(path)}\nopen it in a browser: file://{printable(path.resolve())}\n")
+    sys.stdout.write(f"report: {printable(path)}\nopen it in a browser: file://{printable(path.resolve())}\n"
+                     f"methods paragraph (parameters, versions, seed, fingerprint): "
+                     f"{printable(path.parent / METHODS)}\n")
     missing = missing_thumbnails(path)
     if missing:
         print_missing(missing)

@@ -13,6 +13,7 @@ from .overrides import (
     pipeline_names_sure,
     save_names_template,
 )
+from .tables import cluster_table, named_assignments
 
-__all__ = ["level_names", "level_names_sure", "load_names", "model_names", "names_near", "pipeline_names",
+__all__ = ["cluster_table", "level_names", "level_names_sure", "load_names", "model_names", "named_assignments", "names_near", "pipeline_names",
            "pipeline_names_sure", "save_names_template"]

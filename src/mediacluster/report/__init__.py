@@ -1,7 +1,8 @@
 """Offline HTML report of a clustering run (``mediacluster report RUN_DIR``).
 
 ``make_report(run)`` names the clusters when the run has no names yet (or when asked), then
-writes ``report/index.html`` with its thumbnails (``build.build_report``); audio runs get
+writes ``report/index.html`` with its thumbnails (``build.build_report``) and
+``report/methods.md``, the methods paragraph of the run (``report.methods``); audio runs get
 spectrograms and players (``report.audio``).
 """
 
@@ -15,7 +16,11 @@ from ..naming.names import name_run
 from ..naming.overrides import save_names_template
 from ..rundir import RunDir
 from .build import build_report, map_2d, missing_thumbnails, read_study
+from .methods import write_methods
 from .thumbs import make_thumbnails
+
+#: the methods paragraph written beside the report's index.html
+METHODS = "methods.md"
 
 __all__ = ["build_report", "make_report", "map_2d", "missing_thumbnails", "read_study", "make_thumbnails"]
 
@@ -43,5 +48,12 @@ def make_report(run_dir, out=None, vocabulary=None, rename=False, names_template
                 log.warning("automatic naming failed: %s", e)
         if names_template:
             save_names_template(run)
-        return build_report(run, out_dir=out, thumb_size=thumb_size, map_method=map_method,
+        path = build_report(run, out_dir=out, thumb_size=thumb_size, map_method=map_method,
                             workers=workers, progress=progress, name=False)
+        try:  # the methods paragraph for a paper, from run.json
+            write_methods(run, path.parent / METHODS)
+        except OutputError:  # a full disk is said as such
+            raise
+        except Exception as e:  # noqa: BLE001 - the report is written; the paragraph is an extra
+            log.warning("methods.md not written: %s", e)
+        return path

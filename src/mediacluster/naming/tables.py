@@ -1,0 +1,117 @@
+"""A run's clusters at every level as tables a study reports from (pandas, one reader).
+
+:func:`cluster_table`: one row per cluster of every hierarchy level (its parent on the next
+coarser level, size, share, name and how sure the name is): a paper's table of groups, the
+tree to draw (BERTopic's ``get_topic_info`` and ``hierarchical_topics`` in one frame).
+:func:`named_assignments`: the run's assignments with each level's name per item
+(``level_<k>_name``, as ``assign --out`` writes them), ready to join on ``id`` with a
+researcher's own metadata. Names follow :func:`load_names`' rule at the level in use
+(automatic < ``names.yaml``); the other levels carry their automatic names
+(``level_names.json``). A run curated in the studio adds the studio's name (``curated_name``)
+of the curated cluster holding most of each cluster's items at the level in use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..rundir import RunDir
+from .overrides import _as_run, load_names
+
+COLUMNS = ["level", "n_clusters", "cluster", "parent", "size", "share", "name", "name_sure", "name_support"]
+
+
+def _levels(run: RunDir, a):
+    """(key, labels) per level coarse to fine, and the position of the level in use; a flat
+    run is one level, its ``cluster`` column."""
+    lv = run.read_levels(a)
+    if len(lv):
+        return list(zip(lv.index, lv.labels)), lv.level
+    return [(0, a["cluster"].to_numpy(np.int64))], 0
+
+
+def _names(run: RunDir, levels, at) -> dict[int, dict[int, dict]]:
+    """Level key -> cluster -> {name, name_sure, name_support}."""
+    stored = run.read_level_names()
+    out: dict[int, dict[int, dict]] = {}
+    for pos, (k, _) in enumerate(levels):
+        out[k] = {int(e["cluster"]): {"name": e.get("name"), "name_sure": e.get("name_sure"),
+                                       "name_support": e.get("name_support")} for e in stored.get(k, [])}
+        if pos == at:  # the level in use: the one rule (names.yaml wins over automatic names)
+            records = {int(e["cluster"]): e for e in run.read_automatic_names()}
+            for c, name in load_names(run, curated=False).items():
+                e = records.get(c, {})
+                person = name != e.get("name")
+                out[k][c] = {"name": name, "name_sure": True if person else e.get("name_sure"),
+                             "name_support": None if person else e.get("name_support")}
+    return out
+
+
+def cluster_table(run):
+    """One row per cluster of every level, coarse to fine (:data:`COLUMNS`): ``level`` (0 the
+    coarsest), ``n_clusters`` of that level, ``cluster`` (the id in ``level_<k>``, or in
+    ``cluster`` for a flat run), ``parent`` (its cluster on level ``k - 1``; -1 on level 0),
+    ``size``, ``share`` of the items, ``name``, ``name_sure``, ``name_support`` (see "How sure a
+    name is"; a person's name is sure, its support not measured), and ``in_use`` (the level the
+    run's ``cluster`` column holds). Noise and outliers (-1, -2) of a flat run are rows too."""
+    import pandas as pd
+
+    run = _as_run(run)
+    a = run.read_assignments()
+    levels, at = _levels(run, a)
+    names = _names(run, levels, at)
+    n = len(a)
+    curated = _curated(a, levels[at][1]) if at is not None and "curated_name" in a.columns else None
+    rows = []
+    for pos, (k, lab) in enumerate(levels):
+        ids, sizes = np.unique(lab, return_counts=True)
+        parent = np.full(len(ids), -1, np.int64)
+        if pos > 0:  # every item of a cluster has one parent: read it off the first item
+            first = np.searchsorted(np.sort(lab), ids)
+            parent = levels[pos - 1][1][np.argsort(lab, kind="stable")[first]]
+        k_clusters = int((ids >= 0).sum())
+        for c, size, p in zip(ids.tolist(), sizes.tolist(), parent.tolist()):
+            nm = names.get(k, {}).get(c, {})
+            row = {"level": int(k), "n_clusters": k_clusters, "cluster": c, "parent": int(p), "size": size,
+                   "share": size / n if n else 0.0, "name": nm.get("name"), "name_sure": nm.get("name_sure"),
+                   "name_support": nm.get("name_support"), "in_use": pos == at}
+            if curated is not None:
+                row["curated_name"] = curated.get(c) if pos == at else None
+            rows.append(row)
+    cols = COLUMNS + ["in_use"] + (["curated_name"] if curated is not None else [])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _curated(a, lab) -> dict[int, str]:
+    """Cluster of the level in use -> the studio's name of the curated cluster holding most of
+    its items."""
+    out = {}
+    for c, names in a["curated_name"].groupby(lab):
+        mode = names.dropna().mode()
+        if len(mode):
+            out[int(c)] = str(mode.iloc[0])
+    return out
+
+
+def named_assignments(run):
+    """The run's assignments (``RunDir.read_assignments``: absolute paths) with
+    ``level_<k>_name`` beside each ``level_<k>`` column (a flat run: ``name`` only, as it is):
+    every item's group and its name at each granularity, one row per item, to join on ``id``."""
+    run = _as_run(run)
+    a = run.read_assignments()
+    lv = run.read_levels(a)
+    if not len(lv):
+        return a
+    levels, at = list(zip(lv.index, lv.labels)), lv.level
+    names = _names(run, levels, at)
+    for col, (k, lab) in zip(lv.names, levels):
+        table = names.get(k, {})
+        named = [table.get(c, {}).get("name") for c in lab.tolist()]
+        if col in a.columns:
+            a.insert(a.columns.get_loc(col) + 1, f"level_{k}_name", named)
+        else:
+            a[f"level_{k}_name"] = named
+    return a
+
+
+__all__ = ["COLUMNS", "cluster_table", "named_assignments"]
