@@ -727,8 +727,8 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
         wait_for_version(server, v5)
         assert server.client.get("/v1/model").json()["reload_error"] is None
         time.sleep(0.5)
-        # the run is clustered again into the same folder: its models/ starts again at v0001,
-        # and the service still notices the new model
+        # the run is clustered again into the same folder: its models/ keeps the earlier
+        # versions (numbering goes on), and the service notices the new model
         old_run = server.client.get("/v1/model").json()["run_id"]
         models = {(old_run, v): Pipeline.load(run_dir / "models" / v) for v in ("v0001", v2, v3, v5)}
         new_run = publish_run(run_dir, cifar3_embeddings, fast_pipeline(5).fit(cifar3_embeddings.vectors),
@@ -737,8 +737,11 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
         while server.client.get("/v1/model").json()["run_id"] != new_run:
             assert time.monotonic() < deadline, "the server did not switch to the re-run's model"
             time.sleep(0.1)
-        assert server.client.get("/v1/clusters").json()["model"] == {"version": "v0001", "run_id": new_run}
-        models[(new_run, "v0001")] = Pipeline.load(run_dir / "models" / "v0001")
+        v6 = json.loads((run_dir / "models" / "LATEST").read_text())["version"]
+        assert v6 > "v0099", v6  # after the earlier run's numbers, the damaged v0099 too
+        assert server.client.get("/v1/clusters").json()["model"] == {"version": v6, "id": f"{new_run}/{v6}",
+                                                                     "run_id": new_run}
+        models[(new_run, v6)] = Pipeline.load(run_dir / "models" / v6)
         time.sleep(1.0)
     finally:
         stop.set()
@@ -746,7 +749,7 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
             t.join(60)
     assert not failures, failures[:5]
     versions = {v for v, _ in seen}
-    assert {(old_run, v) for v in (v2, v3, v5)} | {(new_run, "v0001")} <= versions, versions
+    assert {(old_run, v) for v in (v2, v3, v5)} | {(new_run, v6)} <= versions, versions
     assert (old_run, v4) not in versions
     for key in versions:  # every answer is exactly the answer of the version that gave it
         items = next(it for k, it in seen if k == key)
@@ -1128,6 +1131,64 @@ def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_
     wait_for_version(server, held)
 
 
+def test_a_rollback_reaches_the_model_of_an_earlier_run_of_the_folder(cifar3_embeddings, tmp_path, capsys):
+    """The weekly loop re-clusters into the same folder: the new run keeps last week's versions
+    (numbering goes on, each version's id RUN_ID/vNNNN unique across runs), so `models --use`
+    rolls a watching service back to last week's model, named by its version or its id, while a
+    client keeps sending (no failed request); answers, /readyz and /metrics carry the id."""
+    from mediacluster.cli import main
+    from mediacluster.rundir import RunDir
+    from mediacluster.workflow import publish_run
+
+    run = tmp_path / "run"
+    week1 = publish_run(run, cifar3_embeddings, fast_pipeline(3).fit(cifar3_embeddings.vectors),
+                        save_model=True).run_id
+    X = cifar3_embeddings.vectors[::30].astype(np.float32)
+    s = Server(str(run), "--poll", "0.2", log=tmp_path / "server.log")
+    stop, seen, failures = threading.Event(), [], []
+
+    def client_loop():
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            while not stop.is_set():
+                r = c.post("/v1/assign", json={"vectors": X.tolist()})
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                else:
+                    seen.append((r.json()["model"]["id"], r.json()["items"]))
+
+    t = threading.Thread(target=client_loop)
+    try:
+        assert s.client.get("/readyz").json() == {"status": "ready", "version": "v0001", "id": f"{week1}/v0001"}
+        t.start()
+        week2 = publish_run(run, cifar3_embeddings, fast_pipeline(4).fit(cifar3_embeddings.vectors),
+                            save_model=True).run_id
+        wait_for_version(s, "v0002")  # not v0001 again: the folder's numbering goes on
+        assert s.client.get("/v1/model").json()["id"] == f"{week2}/v0002"
+        assert [v["id"] for v in RunDir.open(run).models.describe()] == [f"{week1}/v0001", f"{week2}/v0002"]
+        assert main(["models", str(run), "--use", f"{week1}/v0001"]) == 0  # by its id
+        out = capsys.readouterr().out
+        assert "LATEST -> v0001" in out and "* v0001" in out and f"id {week1}/v0001" in out, out
+        wait_for_version(s, "v0001")
+        time.sleep(0.3)
+        metrics = s.client.get("/metrics").text
+        assert f'id="{week1}/v0001"' in metrics and f'id="{week2}/v0002"' in metrics, metrics
+        assert main(["models", str(run), "--use", "nosuchrun/v0001"]) == 2
+        err = capsys.readouterr().err
+        assert "no model version 'nosuchrun/v0001'" in err and f"{week2}/v0002" in err, err
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join(30)
+        s.stop()
+    assert not failures, failures[:3]
+    ids = [i for i, _ in seen]
+    assert ids[0] == f"{week1}/v0001" and ids[-1] == f"{week1}/v0001" and f"{week2}/v0002" in ids, set(ids)
+    models = {f"{week1}/v0001": Pipeline.load(run / "models" / "v0001"),
+              f"{week2}/v0002": Pipeline.load(run / "models" / "v0002")}
+    for key in set(ids):  # the rolled-back answers are last week's model's
+        check_items(next(it for k, it in seen if k == key), models[key].predict_details(X))
+
+
 def test_the_description_says_which_operations_need_the_token(server):
     """A client generated from /openapi.json learns the bearer scheme and which operations need
     it (every one but the probes and the description), as the server enforces it."""
@@ -1137,7 +1198,7 @@ def test_the_description_says_which_operations_need_the_token(server):
     ops = {(p, m): o for p, v in doc["paths"].items() for m, o in v.items()}
     assert ops[("/v1/assign", "post")]["security"] == [{"bearer": []}]
     assert ops[("/metrics", "get")]["security"] == [{"bearer": []}]
-    for public, fields in (("/healthz", {"status"}), ("/readyz", {"status", "version"})):
+    for public, fields in (("/healthz", {"status"}), ("/readyz", {"status", "version", "id"})):
         assert "security" not in ops[(public, "get")]
         ref = ops[(public, "get")]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]

@@ -84,6 +84,7 @@ class Ready(BaseModel):
                         "also while a newer version loads and after one failed to load (the served "
                         "one goes on: /v1/model's reload_error says why)")
     version: str = Field(description="the model version answering now (as each answer's model.version)")
+    id: str = Field(description="the model id answering now (as each answer's model.id)")
 
 
 class Tag(BaseModel):
@@ -178,7 +179,11 @@ class Similar(Assigned):
 
 
 class ModelRef(BaseModel):
-    version: str = Field(description="the model version that answered (e.g. v0003)")
+    version: str = Field(description="the model version that answered (e.g. v0003; the number alone "
+                         "repeats between run folders: `id` does not)")
+    id: str = Field(description="the model id, unique across runs: RUN_ID/vNNNN (the run it was fitted "
+                    "in and its version; the version alone for a model saved without a run id). A "
+                    "version of an earlier run kept in the folder for rollback keeps its id")
     run_id: str | None = Field(None, description="the run the model was fitted from; null for a model "
                                "not saved from a run")
 
@@ -296,7 +301,7 @@ ASSIGN_ERRORS = {400: "an unusable request (the error names what), or one none o
 
 
 def _ref(served: Served) -> dict:
-    return {"version": served.version, "run_id": (served.pipeline.model_info_.get("metadata") or {})
+    return {"version": served.version, "id": served.id, "run_id": (served.pipeline.model_info_.get("metadata") or {})
             .get("run_id") or served.pointer.get("run_id")}
 
 
@@ -446,8 +451,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     reloads = Counter("mediacluster_model_reloads", "Model reload checks (the file watch's and POST "
                       "/v1/reload's), by result; each worker process checks and counts its own, so "
                       "with --workers N one new version counts N switches", ["result"], registry=reg)
-    model_info = Gauge("mediacluster_model_info", "The model version served (value 1)",
-                       ["version", "run_id"], registry=reg, multiprocess_mode="livemax")
+    model_info = Gauge("mediacluster_model_info", "The model version served (value 1; 0: served before "
+                       "by this worker); id is unique across runs (RUN_ID/vNNNN), version alone is not",
+                       ["version", "run_id", "id"], registry=reg, multiprocess_mode="livemax")
     inbox = None
     if opt.keep_uploads:
         from .inbox import Inbox, KeepRule
@@ -479,9 +485,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     def show(served: Served, old: Served | None = None) -> None:
         if old is not None:  # kept at 0, not removed: several workers may switch at different times
             ref = _ref(old)
-            model_info.labels(ref["version"], ref["run_id"] or "").set(0)
+            model_info.labels(ref["version"], ref["run_id"] or "", ref["id"]).set(0)
         ref = _ref(served)
-        model_info.labels(ref["version"], ref["run_id"] or "").set(1)
+        model_info.labels(ref["version"], ref["run_id"] or "", ref["id"]).set(1)
 
     # the request body's description, kept to the served model's vector size
     body = assign_body(holder.current.dim, opt.max_files, opt.max_vectors)
@@ -703,7 +709,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     async def readyz():
         if not holder.ready:
             raise ApiError(503, "not_ready", "the encoder workers are not running")
-        return {"status": "ready", "version": holder.current.version}
+        cur = holder.current
+        return {"status": "ready", "version": cur.version, "id": cur.id}
 
     @app.get("/metrics", summary="Prometheus metrics (text format, or OpenMetrics when the Accept header "
              "asks for it)", response_class=PlainTextResponse)
