@@ -1208,6 +1208,52 @@ def test_the_description_says_which_operations_need_the_token(server):
     assert httpx.get(server.url + "/v1/clusters", timeout=30).status_code == 401
 
 
+def test_a_read_only_token_predicts_but_cannot_reload(run_dir, cifar3_embeddings, tmp_path):
+    """`serve --token T --read-token R`: a team holding R predicts and reads (assign, similar,
+    clusters, model, metrics) while POST /v1/reload, which switches the model, is a 403 saying it
+    needs the access token; a missing or wrong token is a 401 naming the tokens that would do.
+    /openapi.json describes both schemes; neither token appears in an answer or the log."""
+    write, read = "ops-write-token-1d9c", "ops-read-token-77ab"
+    s = Server(str(run_dir), "--read-token", read, log=tmp_path / "server.log", token=write)
+    X = cifar3_embeddings.vectors[:2].tolist()
+    try:
+        with httpx.Client(base_url=s.url, timeout=60, headers={"Authorization": f"Bearer {read}"}) as c:
+            assert c.post("/v1/assign", json={"vectors": X}).status_code == 200
+            assert c.post("/v1/similar?k=2", json={"vectors": X}).status_code == 200
+            for path in ("/v1/clusters", "/v1/model", "/metrics"):
+                assert c.get(path).status_code == 200, path
+            r = c.post("/v1/reload")
+            assert r.status_code == 403 and r.json()["error"]["kind"] == "read_only_token", r.text
+            assert "--token" in r.json()["error"]["message"] and read not in r.text
+            # the token as ?token= too (a browser link); the read one still may not write
+            assert httpx.post(f"{s.url}/v1/reload?token={read}", timeout=30).status_code == 403
+        assert s.client.post("/v1/reload").status_code == 200  # the access token writes
+        anon = httpx.post(f"{s.url}/v1/assign", json={"vectors": X}, timeout=30)
+        assert anon.status_code == 401 and "--read-token" in anon.json()["error"]["message"], anon.text
+        wrong = httpx.post(f"{s.url}/v1/reload", headers={"Authorization": "Bearer nope"}, timeout=30)
+        msg = wrong.json()["error"]["message"]
+        assert wrong.status_code == 401 and "--token" in msg and "--read-token" not in msg, msg
+        doc = httpx.get(s.url + "/openapi.json", timeout=30).json()
+        assert set(doc["components"]["securitySchemes"]) == {"bearer", "bearer_write"}
+        ops = doc["paths"]
+        assert ops["/v1/reload"]["post"]["security"] == [{"bearer_write": []}]
+        assert ops["/v1/assign"]["post"]["security"] == [{"bearer": []}]
+        assert ops["/v1/clusters"]["get"]["security"] == [{"bearer": []}]
+        assert "403" in ops["/v1/reload"]["post"]["responses"]
+    finally:
+        s.stop()
+    logged = (tmp_path / "server.log").read_text()
+    assert read not in logged and write not in logged
+
+
+def test_a_read_only_token_must_come_with_a_different_access_token(run_dir, capsys):
+    """`--read-token` equal to `--token` is refused naming the flag (before anything loads)."""
+    from mediacluster.cli import main
+
+    assert main(["serve", str(run_dir), "--token", "same-1", "--read-token", "same-1"]) == 2
+    assert "--read-token must differ from --token" in capsys.readouterr().err
+
+
 def test_a_command_whose_reader_goes_away_stops_quietly(run_dir):
     """`mediacluster models RUN | head -1`: the pipe's reader went away; the command stops with
     141 (as a shell reports SIGPIPE) and no "internal error (a bug)" message or crash log."""

@@ -66,6 +66,7 @@ class ServeOptions:
     max_body_bytes: int = 128 << 20  # a whole request
     time_limit_s: float | None = 30.0
     token: str | None = None
+    read_token: str | None = None    # --read-token: may predict and read, not POST /v1/reload
     cors_origins: tuple = ()         # --cors-origin: web origins whose pages may call the service
     keep_uploads: str | None = None  # the inbox folder (--keep-uploads; None: nothing is kept)
     keep: tuple = ("novel",)         # --keep: which answers are kept (serve.inbox.KEEP_KINDS)
@@ -290,8 +291,19 @@ def level_param(served: Served) -> tuple[str, dict]:
             f"level {auto}", {"anyOf": [{"type": "integer", "minimum": 0, "maximum": top}, {"type": "null"}]})
 
 
+#: the request header that pins a request to one model (its id, or its version)
+MODEL_HEADER = "X-Model-Id"
+PIN_TEXT = ("answer only with this model: its id (RUN_ID/vNNNN, as an answer's model.id) or version; "
+            "a worker serving another one answers 409 model_mismatch naming its own (with --workers N the "
+            "workers switch one by one, for up to --poll seconds after a publish or rollback)")
+
+#: the POST routes that only read (a read-only token may call them): predictions
+READ_POSTS = ("/v1/assign", "/v1/similar")
+
 #: what /v1/assign and /v1/similar answer besides 200 (the stack's own 400 / 413 / 401 / 503 too)
-ASSIGN_ERRORS = {400: "an unusable request (the error names what), or one none of whose items can be read "
+ASSIGN_ERRORS = {409: f"the request named a model ({MODEL_HEADER}) this worker does not serve now (the "
+                      "error's `served` names the one it does)",
+                 400: "an unusable request (the error names what), or one none of whose items can be read "
                       "(the error names the first, `items` each); a request with some readable items is "
                       "answered 200, each unreadable item with its `error`",
                  422: "a body of the wrong form: a key or form field other than `vectors` / `files`, "
@@ -515,6 +527,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             metrics.close()  # this worker's per-process samples go with it
 
     app = create_app("mediacluster service", __version__, token=opt.token, cors_origins=tuple(opt.cors_origins),
+                     # a read-only token predicts and reads; POST /v1/reload needs the token itself
+                     read_token=opt.read_token, read_posts=READ_POSTS,
                      max_body_bytes=opt.max_body_bytes, time_limit_s=opt.time_limit_s,
                      on_error=metrics.error, lifespan=lifespan,
                      # probes and the API description need no token; data and metrics do
