@@ -1254,6 +1254,44 @@ def test_a_read_only_token_must_come_with_a_different_access_token(run_dir, caps
     assert "--read-token must differ from --token" in capsys.readouterr().err
 
 
+def test_a_request_pinned_to_a_model_is_never_answered_by_another(cifar3_embeddings, tmp_path):
+    """Two workers switch one by one after a publish; a client that must not mix models names
+    one (`X-Model-Id`: an answer's model.id, or the version): every answer is that model's, or a
+    409 model_mismatch naming the model the worker serves, never another model's answer."""
+    store = tmp_path / "models"
+    pipes = [fast_pipeline(3).fit(cifar3_embeddings.vectors), fast_pipeline(4).fit(cifar3_embeddings.vectors)]
+    pipes[0].publish(store, metadata={"encoder": None}, run_id="week1", source="test")
+    s = Server(str(store), "--workers", "2", "--poll", "0.3", log=tmp_path / "server.log")
+    body = {"vectors": cifar3_embeddings.vectors[:3].tolist()}
+
+    def ask(pin: str | None = None) -> httpx.Response:  # a new connection each: either worker
+        return httpx.post(f"{s.url}/v1/assign", json=body, timeout=60, headers={"X-Model-Id": pin} if pin else {})
+
+    try:
+        assert ask().json()["model"]["id"] == "week1/v0001"
+        r = ask("nosuch/v0009")
+        assert r.status_code == 409 and r.json()["error"]["kind"] == "model_mismatch", r.text
+        assert r.json()["error"]["served"]["id"] == "week1/v0001" and "X-Model-Id" in r.json()["error"]["message"]
+        pipes[1].publish(store, metadata={"encoder": None}, run_id="week2", source="test")
+        seen, streak, deadline = [], 0, time.monotonic() + 60
+        while streak < 20:  # until 20 answers in a row come from the new model
+            assert time.monotonic() < deadline, "the workers did not switch"
+            plain, old, new = ask(), ask("week1/v0001"), ask("v0002")
+            seen.append((plain.json()["model"]["id"], old.status_code, new.status_code))
+            streak = streak + 1 if plain.json()["model"]["id"] == "week2/v0002" else 0
+            for r, want in ((old, "week1/v0001"), (new, "week2/v0002")):
+                if r.status_code == 200:
+                    assert r.json()["model"]["id"] == want, r.text
+                    want_det = pipes[0 if want.startswith("week1") else 1].predict_details(
+                        np.asarray(body["vectors"], dtype=np.float32))
+                    assert [it["cluster"] for it in r.json()["items"]] == want_det["labels"].tolist()
+                else:
+                    assert r.status_code == 409 and r.json()["error"]["served"]["id"] != want, r.text
+        assert ask("week1/v0001").status_code == 409 and ask("week2/v0002").status_code == 200
+    finally:
+        s.stop()
+
+
 def test_a_command_whose_reader_goes_away_stops_quietly(run_dir):
     """`mediacluster models RUN | head -1`: the pipe's reader went away; the command stops with
     141 (as a shell reports SIGPIPE) and no "internal error (a bug)" message or crash log."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Discriminator, Field
 from pydantic import Tag as Case
@@ -627,11 +627,24 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 n += 1
         return n
 
+    def pinned(served: Served, want: str | None) -> Served:
+        """``served``, when the request names no model (``X-Model-Id``) or names this one (its id
+        or its version); else a 409 naming both: with --workers N the workers switch one by one,
+        so a client that must not mix versions retries (another worker, or this one after its
+        next poll, may serve it) or starts over with the served one."""
+        if want is None or want.strip() in (served.id, served.version):
+            return served
+        raise ApiError(409, "model_mismatch", f"asked for model {want.strip()[:200]!r} ({MODEL_HEADER}); "
+                       f"this worker answers with {served.id}. With several workers (or just after a "
+                       "publish or rollback) the versions interleave for up to --poll seconds: retry, or "
+                       "drop the header to take the served one", {"served": _ref(served)})
+
     @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=body,
               summary="Assign images or audio clips (an audio model), or vectors, to the model's clusters",
               responses=error_docs(ASSIGN_ERRORS))
-    async def assign(request: Request):
-        served = holder.current  # this request answers with this version, whatever happens
+    async def assign(request: Request, model_id: str | None = Header(None, alias=MODEL_HEADER,
+                                                                      description=PIN_TEXT)):
+        served = pinned(holder.current, model_id)  # this request answers with this version, whatever happens
         items, failed = await _answer(request, served, None)
         return {"model": _ref(served), "failed": failed, "items": items}
 
@@ -686,8 +699,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                                                  "cluster at `level`"),
                       # no bounds here: the served model's levels are described by level_param
                       # and checked by Pipeline.level_index, whose 400 names the allowed range
-                      level: int | None = Query(None, description=LEVEL_TEXT)):
-        served = holder.current  # this request answers with this version, whatever happens
+                      level: int | None = Query(None, description=LEVEL_TEXT),
+                      model_id: str | None = Header(None, alias=MODEL_HEADER, description=PIN_TEXT)):
+        served = pinned(holder.current, model_id)  # this request answers with this version, whatever happens
         # checked before any upload is read or encoded: a level the model lacks names `level`
         served.pipeline.level_index(level)
         ask = SimilarAsk(k=int(k), same_cluster=bool(same_cluster), level=level)

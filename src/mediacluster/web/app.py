@@ -340,7 +340,7 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["authorization", "content-type", REQUEST_ID],
+                           allow_headers=["authorization", "content-type", REQUEST_ID, "x-model-id"],
                            expose_headers=[REQUEST_ID], max_age=600)
     return app
 
