@@ -200,7 +200,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                      lifespan=lifespan,  # /docs: the API, from files shipped in the package
                      responses=error_docs({
                          403: "a change without the X-Mediacluster header, or a host name other "
-                              "than loopback on a loopback studio",
+                              "than loopback on a loopback studio" + (", or a change with the read-only "
+                                                                      "token (--read-token)" if read_token else ""),
                          404: "no such cluster, item, file or download",
                          409: "the edit no longer fits (another tab or studio changed it first: a "
                               "cluster it names was merged away, a split's cluster changed, undo / "
