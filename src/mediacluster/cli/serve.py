@@ -160,7 +160,7 @@ def run(args) -> int:
         print(f"{name}: model {printable(cur.path)} ({len(cur.clusters)} clusters, encoder "
               f"{cur.encoder_name or 'none: vectors only'})" + (f", tags from {printable(args.tags)}"
                                                                 if args.tags else ""))
-        run_server(app, args.host, args.port, name=name)
+        run_server(app, args.host, args.port, name=name, show_token=not args.token)
         return 0
     import json
 
@@ -178,7 +178,7 @@ def run(args) -> int:
     print(f"{name}: model {printable(folder)}, {args.workers} worker processes", flush=True)
     try:
         run_server("mediacluster.serve.app:app_from_env", args.host, args.port, name=name,
-                   workers=args.workers, token=token)
+                   workers=args.workers, token=token, show_token=not args.token)
     finally:
         import shutil
 

@@ -153,6 +153,6 @@ def run(args) -> int:
             full = url + (f"?token={token}" if token else "")
             threading.Timer(0.5, lambda: webbrowser.open(full)).start()
 
-    run_server(app, host=args.host, port=port, name="studio", on_listen=opened)
+    run_server(app, host=args.host, port=port, name="studio", on_listen=opened, show_token=not args.token)
     return 0
 

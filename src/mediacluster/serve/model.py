@@ -301,7 +301,9 @@ def _one_omp_thread() -> None:
 
 def identity(folder: Path) -> tuple:
     """What tells two model versions apart even at the same path (a run re-run into the same
-    folder starts again at v0001): the folder, and model.json's inode and modification time."""
+    folder without a model and then with one starts again at v0001; a version carried into a
+    re-run keeps its hard-linked model.json, so it is the same): the folder, and model.json's
+    inode and modification time."""
     st = (Path(folder) / persist.MODEL_JSON).stat()
     return (str(Path(folder).resolve()), st.st_ino, st.st_mtime_ns)
 

@@ -540,19 +540,21 @@ def resolve_token(host: str, token: str | None) -> str | None:
 
 def run_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "mediacluster",
                log_level: str = "warning", on_listen=None, workers: int = 1,
-               token: str | None = None) -> None:
+               token: str | None = None, show_token: bool = True) -> None:
     """Serve ``app`` with uvicorn on a socket bound here; print ``NAME: listening on URL``.
 
     With ``workers`` > 1, ``app`` is the import string ``"module:factory"`` of a function that
     builds the application; uvicorn starts that many worker processes which share the socket,
     each building its own app (so its own state). ``token`` is the one shown with the URL
-    (default: ``app.state.token``). Ctrl+C stops it: prints ``NAME: stopped`` and returns."""
+    (default: ``app.state.token``); ``show_token`` False: the URL is printed without it (a token the
+    operator gave is theirs already, and a service's stdout often ends in a log store). Ctrl+C
+    stops it: prints ``NAME: stopped`` and returns."""
     if workers > 1 and not isinstance(app, str):
         raise ParameterError("several workers need the app as an import string 'module:factory'",
                              "workers")
     sock = bind(host, port)
     try:
-        _serve(app, sock, host, name, log_level, on_listen, workers, token)
+        _serve(app, sock, host, name, log_level, on_listen, workers, token, show_token)
     except KeyboardInterrupt:
         # Ctrl+C is how a server is stopped: uvicorn shut it down cleanly and re-raised the
         # signal; without this the CLI said "interrupted ... re-run to resume" and exited 130
@@ -561,7 +563,7 @@ def run_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "mediacl
     sys.stdout.flush()
 
 
-def _serve(app, sock, host, name, log_level, on_listen, workers, token) -> None:
+def _serve(app, sock, host, name, log_level, on_listen, workers, token, show_token=True) -> None:
     import uvicorn
 
     real_port = sock.getsockname()[1]
@@ -571,7 +573,8 @@ def _serve(app, sock, host, name, log_level, on_listen, workers, token) -> None:
         token = getattr(getattr(app, "state", None), "token", None)
 
     def announce() -> None:
-        sys.stdout.write(f"{name}: listening on {url}" + (f"?token={token}" if token else "") + "\n")
+        tail = (f"?token={token}" if show_token else " (send the access token given with --token)") if token else ""
+        sys.stdout.write(f"{name}: listening on {url}{tail}\n")
         sys.stdout.flush()
         if on_listen is not None:
             on_listen(url)
