@@ -451,6 +451,7 @@ def test_reclustering_in_place_with_save_model_serves_the_carried_curation(world
         st.publish(client="test")
     finally:
         st.close()
+    before = RunDir.open(same).models.describe()  # last week's versions, kept for a rollback
     s = Service(str(same), "--poll", "0.2", log=tmp_path / "serve.log")
     try:
         rc, stdout = cluster(world["new"], same, 4, world["cache"], "--carry-from", str(same),
@@ -458,9 +459,11 @@ def test_reclustering_in_place_with_save_model_serves_the_carried_curation(world
         assert rc == 0, stdout
         assert "(the carried curation, published" in stdout, stdout
         latest = RunDir.open(same).models.pointer()
-        assert latest["version"] == "v0002" and latest["source"] == "studio"
+        n = len(before)  # numbering goes on after last week's versions: the bare fit, then the curation
+        bare, carried = f"v{n + 1:04d}", f"v{n + 2:04d}"
+        assert latest["version"] == carried and latest["source"] == "studio"
         deadline = time.monotonic() + 30
-        while s.client.get("/v1/model").json()["version"] != "v0002" or \
+        while s.client.get("/v1/model").json()["version"] != carried or \
                 s.client.get("/v1/model").json()["run_id"] != latest["run_id"]:
             assert time.monotonic() < deadline, "the service did not switch"
             time.sleep(0.1)
@@ -468,10 +471,15 @@ def test_reclustering_in_place_with_save_model_serves_the_carried_curation(world
         names = {c["name"] for c in clusters}
         assert {"my fish", "my dogs"} <= names, names
         assert sum(c["junk"] for c in clusters) == 1
-        # the bare fit (v0001) was never served: it showed the carried names (read from the run)
+        # the bare fit was never served: it showed the carried names (read from the run)
         # without the junk mark and tags until the curated version came, about a second later
         assert s.client.get("/v1/model").json()["switches"] == 1
-        assert [v["version"] for v in RunDir.open(same).models.describe() if v["latest"]] == ["v0002"]
+        after = RunDir.open(same).models.describe()
+        assert [v["version"] for v in after if v["latest"]] == [carried]
+        assert [v["version"] for v in after] == [v["version"] for v in before] + [bare, carried]
+        # last week's versions are still there, with their ids: a rollback reaches them
+        assert [v["id"] for v in after[:n]] == [v["id"] for v in before]
+        assert len({v["id"] for v in after}) == n + 2
     finally:
         s.stop()
 

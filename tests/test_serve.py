@@ -81,7 +81,8 @@ class Server:
                 break
             lines.append(line)
             if "listening on " in line:
-                self.url = line.split("listening on ", 1)[1].strip().split("?")[0].rstrip("/")
+                self.banner = line
+                self.url = line.split("listening on ", 1)[1].split()[0].split("?")[0].rstrip("/")
                 break
         if self.url is None:
             self.stop()
@@ -727,8 +728,8 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
         wait_for_version(server, v5)
         assert server.client.get("/v1/model").json()["reload_error"] is None
         time.sleep(0.5)
-        # the run is clustered again into the same folder: its models/ starts again at v0001,
-        # and the service still notices the new model
+        # the run is clustered again into the same folder: its models/ keeps the earlier
+        # versions (numbering goes on), and the service notices the new model
         old_run = server.client.get("/v1/model").json()["run_id"]
         models = {(old_run, v): Pipeline.load(run_dir / "models" / v) for v in ("v0001", v2, v3, v5)}
         new_run = publish_run(run_dir, cifar3_embeddings, fast_pipeline(5).fit(cifar3_embeddings.vectors),
@@ -737,8 +738,11 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
         while server.client.get("/v1/model").json()["run_id"] != new_run:
             assert time.monotonic() < deadline, "the server did not switch to the re-run's model"
             time.sleep(0.1)
-        assert server.client.get("/v1/clusters").json()["model"] == {"version": "v0001", "run_id": new_run}
-        models[(new_run, "v0001")] = Pipeline.load(run_dir / "models" / "v0001")
+        v6 = json.loads((run_dir / "models" / "LATEST").read_text())["version"]
+        assert v6 > "v0099", v6  # after the earlier run's numbers, the damaged v0099 too
+        assert server.client.get("/v1/clusters").json()["model"] == {"version": v6, "id": f"{new_run}/{v6}",
+                                                                     "run_id": new_run}
+        models[(new_run, v6)] = Pipeline.load(run_dir / "models" / v6)
         time.sleep(1.0)
     finally:
         stop.set()
@@ -746,7 +750,7 @@ def test_switch_versions_under_load_without_a_failed_request(server, run_dir, ci
             t.join(60)
     assert not failures, failures[:5]
     versions = {v for v, _ in seen}
-    assert {(old_run, v) for v in (v2, v3, v5)} | {(new_run, "v0001")} <= versions, versions
+    assert {(old_run, v) for v in (v2, v3, v5)} | {(new_run, v6)} <= versions, versions
     assert (old_run, v4) not in versions
     for key in versions:  # every answer is exactly the answer of the version that gave it
         items = next(it for k, it in seen if k == key)
@@ -1128,6 +1132,64 @@ def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_
     wait_for_version(server, held)
 
 
+def test_a_rollback_reaches_the_model_of_an_earlier_run_of_the_folder(cifar3_embeddings, tmp_path, capsys):
+    """The weekly loop re-clusters into the same folder: the new run keeps last week's versions
+    (numbering goes on, each version's id RUN_ID/vNNNN unique across runs), so `models --use`
+    rolls a watching service back to last week's model, named by its version or its id, while a
+    client keeps sending (no failed request); answers, /readyz and /metrics carry the id."""
+    from mediacluster.cli import main
+    from mediacluster.rundir import RunDir
+    from mediacluster.workflow import publish_run
+
+    run = tmp_path / "run"
+    week1 = publish_run(run, cifar3_embeddings, fast_pipeline(3).fit(cifar3_embeddings.vectors),
+                        save_model=True).run_id
+    X = cifar3_embeddings.vectors[::30].astype(np.float32)
+    s = Server(str(run), "--poll", "0.2", log=tmp_path / "server.log")
+    stop, seen, failures = threading.Event(), [], []
+
+    def client_loop():
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            while not stop.is_set():
+                r = c.post("/v1/assign", json={"vectors": X.tolist()})
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                else:
+                    seen.append((r.json()["model"]["id"], r.json()["items"]))
+
+    t = threading.Thread(target=client_loop)
+    try:
+        assert s.client.get("/readyz").json() == {"status": "ready", "version": "v0001", "id": f"{week1}/v0001"}
+        t.start()
+        week2 = publish_run(run, cifar3_embeddings, fast_pipeline(4).fit(cifar3_embeddings.vectors),
+                            save_model=True).run_id
+        wait_for_version(s, "v0002")  # not v0001 again: the folder's numbering goes on
+        assert s.client.get("/v1/model").json()["id"] == f"{week2}/v0002"
+        assert [v["id"] for v in RunDir.open(run).models.describe()] == [f"{week1}/v0001", f"{week2}/v0002"]
+        assert main(["models", str(run), "--use", f"{week1}/v0001"]) == 0  # by its id
+        out = capsys.readouterr().out
+        assert "LATEST -> v0001" in out and "* v0001" in out and f"id {week1}/v0001" in out, out
+        wait_for_version(s, "v0001")
+        time.sleep(0.3)
+        metrics = s.client.get("/metrics").text
+        assert f'id="{week1}/v0001"' in metrics and f'id="{week2}/v0002"' in metrics, metrics
+        assert main(["models", str(run), "--use", "nosuchrun/v0001"]) == 2
+        err = capsys.readouterr().err
+        assert "no model version 'nosuchrun/v0001'" in err and f"{week2}/v0002" in err, err
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join(30)
+        s.stop()
+    assert not failures, failures[:3]
+    ids = [i for i, _ in seen]
+    assert ids[0] == f"{week1}/v0001" and ids[-1] == f"{week1}/v0001" and f"{week2}/v0002" in ids, set(ids)
+    models = {f"{week1}/v0001": Pipeline.load(run / "models" / "v0001"),
+              f"{week2}/v0002": Pipeline.load(run / "models" / "v0002")}
+    for key in set(ids):  # the rolled-back answers are last week's model's
+        check_items(next(it for k, it in seen if k == key), models[key].predict_details(X))
+
+
 def test_the_description_says_which_operations_need_the_token(server):
     """A client generated from /openapi.json learns the bearer scheme and which operations need
     it (every one but the probes and the description), as the server enforces it."""
@@ -1137,7 +1199,7 @@ def test_the_description_says_which_operations_need_the_token(server):
     ops = {(p, m): o for p, v in doc["paths"].items() for m, o in v.items()}
     assert ops[("/v1/assign", "post")]["security"] == [{"bearer": []}]
     assert ops[("/metrics", "get")]["security"] == [{"bearer": []}]
-    for public, fields in (("/healthz", {"status"}), ("/readyz", {"status", "version"})):
+    for public, fields in (("/healthz", {"status"}), ("/readyz", {"status", "version", "id"})):
         assert "security" not in ops[(public, "get")]
         ref = ops[(public, "get")]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
@@ -1145,6 +1207,92 @@ def test_the_description_says_which_operations_need_the_token(server):
         assert set(httpx.get(server.url + public, timeout=30).json()) == fields
         assert httpx.get(server.url + public, timeout=30).status_code == 200  # as described
     assert httpx.get(server.url + "/v1/clusters", timeout=30).status_code == 401
+
+
+def test_a_read_only_token_predicts_but_cannot_reload(run_dir, cifar3_embeddings, tmp_path):
+    """`serve --token T --read-token R`: a team holding R predicts and reads (assign, similar,
+    clusters, model, metrics) while POST /v1/reload, which switches the model, is a 403 saying it
+    needs the access token; a missing or wrong token is a 401 naming the tokens that would do.
+    /openapi.json describes both schemes; neither token appears in an answer or the log."""
+    write, read = "ops-write-token-1d9c", "ops-read-token-77ab"
+    s = Server(str(run_dir), "--read-token", read, log=tmp_path / "server.log", token=write)
+    X = cifar3_embeddings.vectors[:2].tolist()
+    try:
+        with httpx.Client(base_url=s.url, timeout=60, headers={"Authorization": f"Bearer {read}"}) as c:
+            assert c.post("/v1/assign", json={"vectors": X}).status_code == 200
+            assert c.post("/v1/similar?k=2", json={"vectors": X}).status_code == 200
+            for path in ("/v1/clusters", "/v1/model", "/metrics"):
+                assert c.get(path).status_code == 200, path
+            r = c.post("/v1/reload")
+            assert r.status_code == 403 and r.json()["error"]["kind"] == "read_only_token", r.text
+            assert "--token" in r.json()["error"]["message"] and read not in r.text
+            # the token as ?token= too (a browser link); the read one still may not write
+            assert httpx.post(f"{s.url}/v1/reload?token={read}", timeout=30).status_code == 403
+        assert s.client.post("/v1/reload").status_code == 200  # the access token writes
+        anon = httpx.post(f"{s.url}/v1/assign", json={"vectors": X}, timeout=30)
+        assert anon.status_code == 401 and "--read-token" in anon.json()["error"]["message"], anon.text
+        wrong = httpx.post(f"{s.url}/v1/reload", headers={"Authorization": "Bearer nope"}, timeout=30)
+        msg = wrong.json()["error"]["message"]
+        assert wrong.status_code == 401 and "--token" in msg and "--read-token" not in msg, msg
+        doc = httpx.get(s.url + "/openapi.json", timeout=30).json()
+        assert set(doc["components"]["securitySchemes"]) == {"bearer", "bearer_write"}
+        ops = doc["paths"]
+        assert ops["/v1/reload"]["post"]["security"] == [{"bearer_write": []}]
+        assert ops["/v1/assign"]["post"]["security"] == [{"bearer": []}]
+        assert ops["/v1/clusters"]["get"]["security"] == [{"bearer": []}]
+        assert "403" in ops["/v1/reload"]["post"]["responses"]
+    finally:
+        s.stop()
+    logged = (tmp_path / "server.log").read_text()
+    assert read not in logged and write not in logged
+    # a token the operator gave is not printed with the URL (stdout often ends in a log store)
+    assert write not in s.banner and read not in s.banner and "given with --token" in s.banner, s.banner
+
+
+def test_a_read_only_token_must_come_with_a_different_access_token(run_dir, capsys):
+    """`--read-token` equal to `--token` is refused naming the flag (before anything loads)."""
+    from mediacluster.cli import main
+
+    assert main(["serve", str(run_dir), "--token", "same-1", "--read-token", "same-1"]) == 2
+    assert "--read-token must differ from --token" in capsys.readouterr().err
+
+
+def test_a_request_pinned_to_a_model_is_never_answered_by_another(cifar3_embeddings, tmp_path):
+    """Two workers switch one by one after a publish; a client that must not mix models names
+    one (`X-Model-Id`: an answer's model.id, or the version): every answer is that model's, or a
+    409 model_mismatch naming the model the worker serves, never another model's answer."""
+    store = tmp_path / "models"
+    pipes = [fast_pipeline(3).fit(cifar3_embeddings.vectors), fast_pipeline(4).fit(cifar3_embeddings.vectors)]
+    pipes[0].publish(store, metadata={"encoder": None}, run_id="week1", source="test")
+    s = Server(str(store), "--workers", "2", "--poll", "0.3", log=tmp_path / "server.log")
+    body = {"vectors": cifar3_embeddings.vectors[:3].tolist()}
+
+    def ask(pin: str | None = None) -> httpx.Response:  # a new connection each: either worker
+        return httpx.post(f"{s.url}/v1/assign", json=body, timeout=60, headers={"X-Model-Id": pin} if pin else {})
+
+    try:
+        assert ask().json()["model"]["id"] == "week1/v0001"
+        r = ask("nosuch/v0009")
+        assert r.status_code == 409 and r.json()["error"]["kind"] == "model_mismatch", r.text
+        assert r.json()["error"]["served"]["id"] == "week1/v0001" and "X-Model-Id" in r.json()["error"]["message"]
+        pipes[1].publish(store, metadata={"encoder": None}, run_id="week2", source="test")
+        seen, streak, deadline = [], 0, time.monotonic() + 60
+        while streak < 20:  # until 20 answers in a row come from the new model
+            assert time.monotonic() < deadline, "the workers did not switch"
+            plain, old, new = ask(), ask("week1/v0001"), ask("v0002")
+            seen.append((plain.json()["model"]["id"], old.status_code, new.status_code))
+            streak = streak + 1 if plain.json()["model"]["id"] == "week2/v0002" else 0
+            for r, want in ((old, "week1/v0001"), (new, "week2/v0002")):
+                if r.status_code == 200:
+                    assert r.json()["model"]["id"] == want, r.text
+                    want_det = pipes[0 if want.startswith("week1") else 1].predict_details(
+                        np.asarray(body["vectors"], dtype=np.float32))
+                    assert [it["cluster"] for it in r.json()["items"]] == want_det["labels"].tolist()
+                else:
+                    assert r.status_code == 409 and r.json()["error"]["served"]["id"] != want, r.text
+        assert ask("week1/v0001").status_code == 409 and ask("week2/v0002").status_code == 200
+    finally:
+        s.stop()
 
 
 def test_a_command_whose_reader_goes_away_stops_quietly(run_dir):

@@ -303,3 +303,46 @@ def test_a_body_that_is_not_json_is_a_400_saying_where_as_the_service_says_it():
             assert typo.status_code == 422 and "nmae" in typo.json()["error"]["message"]
     finally:
         server.should_exit = True
+
+
+def test_a_read_only_token_looks_but_does_not_change():
+    """The stack's read-only token (the studio's `--read-token`, the service's): GET answers, a
+    POST (an edit) is a 403 naming the access token, unless the app lists it as a read (the
+    service's predictions); a read-only token without an access token, or equal to it, is refused."""
+    import httpx
+
+    from mediacluster.errors import ParameterError
+    from mediacluster.web import create_app
+
+    app = create_app("t", "1", token="full", read_token="look", read_posts=("/ask",))
+
+    @app.get("/data")
+    def data():
+        return {"ok": True}
+
+    @app.post("/data")
+    def change():
+        return {"changed": True}
+
+    @app.post("/ask")
+    def ask():
+        return {"answer": 42}
+
+    port, server = _serve(app)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            look, full = {"Authorization": "Bearer look"}, {"Authorization": "Bearer full"}
+            assert c.get("/data", headers=look).status_code == 200
+            assert c.post("/ask", headers=look).status_code == 200
+            r = c.post("/data", headers=look)
+            assert r.status_code == 403 and r.json()["error"]["kind"] == "read_only_token", r.text
+            assert "POST /data" in r.json()["error"]["message"] and "look" not in r.text
+            assert c.post("/data", headers=full).json() == {"changed": True}
+            assert c.get("/data").status_code == 401
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, cookies={"mediacluster_token": "look"}) as c:
+            assert c.get("/data").status_code == 200 and c.post("/data").status_code == 403  # the page's cookie
+    finally:
+        server.should_exit = True
+    for bad in ({"read_token": "look"}, {"token": "same", "read_token": "same"}):
+        with pytest.raises(ParameterError, match="read-only token"):
+            create_app("t", "1", **bad)

@@ -68,6 +68,12 @@ def load_source(path: Path) -> dict:
                 src["model"] = str(latest)
             except MediaclusterError as e:
                 src["notes"].append(f"model {latest} not used: {e}")
+            if pipe is not None and (pipe.model_info_.get("metadata") or {}).get("run_id") != run.run_id:
+                # a version of an earlier run of the folder (kept for rollback; LATEST rolled back
+                # to it, or this run published none): its clusters are not this run's
+                src["notes"].append(f"model {latest} was fitted in an earlier run of {run.path}; not used")
+                pipe = None
+                src.pop("model", None)
 
     if run is not None:
         emb = run.read_embeddings()

@@ -19,6 +19,12 @@ finds a complete version, and a service sees a new one appear in one step. A ``L
 ``held`` (:meth:`ModelStore.hold`: the cluster job's bare fit while the curation it carries is
 being published as the next version) names a version that readers use but the service's watch
 does not switch to; the next publish or :meth:`ModelStore.use` writes it unmarked.
+
+A version's **model id** (:func:`model_id`) is ``RUN_ID/vNNNN``: the run it was fitted in and its
+number, unique across runs, where the number alone repeats between stores. A run folder re-run in
+place keeps its store: the new build starts with the previous run's versions (hard links:
+:meth:`ModelStore.carry_to`), so numbering goes on (v0003 after v0002) and ``--use`` reaches last
+week's model.
 """
 
 from __future__ import annotations
@@ -151,7 +157,7 @@ class ModelStore:
         return self.root / vs[-1] if vs else None
 
     def describe(self) -> list[dict]:
-        """Each version, oldest first: ``version``, ``run_id``, ``source``, ``created`` (its
+        """Each version, oldest first: ``version``, ``id`` (:func:`model_id`), ``run_id``, ``source``, ``created`` (its
         model.json's time), ``n_clusters`` (None where unreadable), ``latest`` (the one
         ``LATEST`` names, which ``assign`` and the service use) and ``held`` (the latest, held from
         a watching service: :meth:`hold`)."""
@@ -169,20 +175,36 @@ class ModelStore:
                                      time.localtime((self.root / v / MODEL_JSON).stat().st_mtime))
             except OSError:
                 made = None
-            out.append({"version": v, "run_id": meta.get("run_id"), "source": meta.get("source"),
+            out.append({"version": v, "id": model_id(self.root / v, info), "run_id": meta.get("run_id"),
+                        "source": meta.get("source"),
                         "created": made, "n_clusters": info.get("n_clusters"),
                         "latest": latest is not None and latest.name == v,
                         "held": held and latest is not None and latest.name == v})
         return out
 
+    def find(self, name: str) -> str:
+        """The version ``name`` means: a version (``v0002``) or a model id (``RUN_ID/v0002``,
+        :func:`model_id`; a unique prefix of the run id will do). A clear error listing the
+        store's versions and ids when none (or several) match."""
+        vs = self.versions()
+        if name in vs:
+            return name
+        run, _, ver = name.rpartition("/")
+        hits = [v for v in vs if v == ver and model_id(self.root / v).split("/")[0].startswith(run)] if run else []
+        if len(hits) == 1:
+            return hits[0]
+        have = ", ".join(model_id(self.root / v) for v in vs) or "none"
+        raise ModelFormatError(f"{self.root}: no model version {name!r} (versions: {have})")
+
     def use(self, version: str) -> dict:
-        """Point ``LATEST`` at an existing ``version`` (a rollback, or back to the newest): the
-        service watching this store switches to it within its poll, ``assign`` uses it. The
-        versions themselves are never changed; the next publish is the newest number again and
-        becomes the latest. Returns the new ``LATEST`` content."""
-        if version not in self.versions() or not (self.root / version / MODEL_JSON).is_file():
-            have = ", ".join(self.versions()) or "none"
-            raise ModelFormatError(f"{self.root}: no model version {version!r} (versions: {have})")
+        """Point ``LATEST`` at an existing ``version`` (a rollback, or back to the newest; a
+        version or a model id, :meth:`find`): the service watching this store switches to it
+        within its poll, ``assign`` uses it. The versions themselves are never changed; the next
+        publish is the newest number again and becomes the latest. Returns the new ``LATEST``
+        content."""
+        version = self.find(version)
+        if not (self.root / version / MODEL_JSON).is_file():
+            raise ModelFormatError(f"{self.root / version}: no {MODEL_JSON}; not a model version")
         meta = (read_json(self.root / version / MODEL_JSON).get("metadata") or {})
         ptr = {"version": version, "run_id": meta.get("run_id"), "source": meta.get("source") or "",
                "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pointed_by": "use"}
@@ -198,6 +220,34 @@ class ModelStore:
             return None
         ptr = {**ptr, "held": True}
         return self._point(ptr)
+
+    def carry_to(self, root: str | os.PathLike) -> list[str]:
+        """Put this store's published versions and ``LATEST`` into the new store ``root`` (a
+        run re-run in place: its build folder's ``models/``), as hard links (a copy where the
+        file system has none): the versions are never changed, so both stores may share them.
+        The new store's next publish takes the next number, and ``use`` reaches the earlier
+        runs' versions. Returns the versions carried."""
+        root = Path(root)
+        vs = [v for v in self.versions() if (self.root / v / MODEL_JSON).is_file()]
+        if not vs:
+            return []
+
+        def link(src, dst):
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for v in vs:
+                shutil.copytree(self.root / v, root / v, copy_function=link)
+            if (self.root / LATEST).is_file():
+                link(self.root / LATEST, root / LATEST)
+        except OSError as e:
+            raise OutputError(f"cannot carry the model versions of {self.root} to {root}: "
+                              f"{e.strerror or e}") from e
+        return vs
 
     def _point(self, ptr: dict) -> dict:
         """Write ``ptr`` as ``LATEST`` (atomically), a clear error naming it when that fails."""
@@ -252,6 +302,21 @@ class ModelStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return dest
+
+
+def model_id(folder: str | os.PathLike, info: dict | None = None) -> str:
+    """A model version's id, unique across runs: ``RUN_ID/vNNNN`` (the run it was fitted in, from
+    its model.json's metadata, and its folder's name); the folder's name alone for a model saved
+    without a run id (``Pipeline.save`` to a folder of one's own). ``info``: model.json, when
+    read already."""
+    folder = Path(folder)
+    if info is None:
+        try:
+            info = read_json(folder / MODEL_JSON)
+        except (OSError, ValueError):
+            info = {}
+    run_id = ((info or {}).get("metadata") or {}).get("run_id") if isinstance(info, dict) else None
+    return f"{run_id}/{folder.name}" if run_id else folder.name
 
 
 #: A model version's duplicate index (``cluster --save-model --dedup``): a sub-folder of JSON, npz

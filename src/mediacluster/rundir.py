@@ -947,6 +947,7 @@ class RunBuilder(_Files):
             tmp = self.target.parent / f".{self.target.name}.tmp-{os.getpid()}-{self._run_id[:6]}"
             tmp.mkdir(parents=True)
             self.path = tmp
+            self._carry_models()
         except OSError as e:
             self._lock.__exit__(None, None, None)
             raise output_error(e, self.target.parent) from e
@@ -954,6 +955,22 @@ class RunBuilder(_Files):
             self._lock.__exit__(None, None, None)
             raise
         return self
+
+    def _carry_models(self) -> None:
+        """The previous run's model versions (and ``LATEST``) into this build's ``models/``
+        (``ModelStore.carry_to``: hard links), so a service watching the folder keeps a store
+        whose versions outlive a re-run: numbering goes on and ``mediacluster models --use``
+        reaches last week's model. A new version published into the previous run while this one
+        builds stays in it (kept aside when it held a person's edits). A run that publishes no
+        version of its own leaves them out (:meth:`_drop_foreign_models`)."""
+        from .persist import ModelStore
+
+        if RunDir.is_run(self.target) and (self.target / MODELS).is_dir():
+            try:
+                ModelStore(self.target / MODELS).carry_to(self.file(MODELS))
+            except BaseException:
+                shutil.rmtree(self.path, ignore_errors=True)
+                raise
 
     def __exit__(self, exc_type, exc, tb):
         try:
@@ -1013,9 +1030,21 @@ class RunBuilder(_Files):
         p = self.file(RUN_JSON)
         return read_json(p) if p.exists() else self.base_info()
 
+    def _drop_foreign_models(self) -> None:
+        """The carried versions go when this run published none of its own (no ``--save-model``):
+        ``LATEST`` of a run folder names a model of that run (``assign RUN`` answers with its
+        clusters), so the earlier runs' models go with their run, as they always did."""
+        from .persist import ModelStore, model_id
+
+        store = ModelStore(self.file(MODELS))
+        if store.root.is_dir() and not any(model_id(store.root / v).startswith(f"{self._run_id}/")
+                                           for v in store.versions()):
+            shutil.rmtree(store.root)
+
     def _publish(self) -> RunDir:
         if not self.file(RUN_JSON).exists():
             raise RunDirError(f"internal: run {self.target} finished without {RUN_JSON}")
+        self._drop_foreign_models()
         _fsync_dir(self.path)
         t = self.target
         try:

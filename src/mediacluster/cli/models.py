@@ -2,7 +2,9 @@
 ``models/`` folder), which one ``LATEST`` names (the one ``assign`` and a watching service use),
 and, with ``--use``, a rollback: ``LATEST`` pointed at an earlier version (or back to a later
 one). A service watching the folder switches to it within its ``--poll``, without a failed
-request, as it does for a new version (``persist.ModelStore.use``)."""
+request, as it does for a new version (``persist.ModelStore.use``). A run re-clustered in place
+keeps its earlier runs' versions (numbering goes on), so ``--use`` reaches last week's model;
+each version's id (``RUN_ID/vNNNN``) is unique across runs."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ def add_parser(sub):
     p = sub.add_parser("models", help=SUMMARIES["models"], description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder or its models/ folder")
     p.add_argument("--use", default=None, metavar="VERSION",
-                   help="point LATEST at this version (e.g. v0002): `assign` and a service watching "
-                        "the folder switch to it (a rollback); the next publish becomes the latest again")
+                   help="point LATEST at this version (e.g. v0002, or its id RUN_ID/v0002; also an "
+                        "earlier run's, kept when the folder was re-clustered in place): `assign` and "
+                        "a service watching the folder switch to it (a rollback); the next publish "
+                        "becomes the latest again")
     return p
 
 
@@ -39,6 +43,6 @@ def run(args) -> int:
     for v in store.describe():
         sys.stdout.write(f"{'*' if v['latest'] else ' '} {v['version']}  {v['source'] or '?':8s} "
                          f"{v['n_clusters'] if v['n_clusters'] is not None else '?':>4} clusters  "
-                         f"run {v['run_id'] or '?'}  {v['created'] or ''}"
+                         f"id {v['id']}  {v['created'] or ''}"
                          f"{'  (held: a watching service keeps its version until the next publish or --use)' if v['held'] else ''}\n")
     return 0

@@ -49,6 +49,10 @@ def add_parser(sub):
                         "(default 1: on few cores one process batching the encoder is faster)")
     p.add_argument("--token", default=None, help="access token clients send as 'Authorization: "
                    "Bearer TOKEN' (default: none on loopback, a random one elsewhere)")
+    p.add_argument("--read-token", default=None, help="a second token that may only read: "
+                   "/v1/assign, /v1/similar, /v1/clusters, /v1/model, /metrics; POST /v1/reload with it is "
+                   "a 403 (for a team that predicts while another publishes; a --token is made and "
+                   "printed when none is given)")
     add_collection_root(p, "with a model saved with --dedup: the geometric near-duplicate check reads its "
                            "training files")
     p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
@@ -106,13 +110,21 @@ def run(args) -> int:
     from ..web.app import resolve_token
 
     token = resolve_token(args.host, args.token)
+    if args.read_token and not token:  # the writes need a token of their own
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+    if args.read_token and args.read_token == token:
+        from ..errors import ParameterError
+
+        raise ParameterError("--read-token must differ from --token", "read-token")
     config = {
         "source": os.path.abspath(args.model), "tags": args.tags and os.path.abspath(args.tags),
         "poll_s": args.poll, "max_batch": args.batch_size, "window_ms": args.batch_window_ms,
         "encode_workers": args.encode_workers, "max_files": args.max_files,
         "max_vectors": args.max_vectors, "max_file_bytes": int(args.max_file_mb * 2**20),
         "max_body_bytes": int(args.max_body_mb * 2**20), "time_limit_s": args.time_limit,
-        "token": token, "cors_origins": list(args.cors_origin or ()),
+        "token": token, "read_token": args.read_token, "cors_origins": list(args.cors_origin or ()),
         "collection_root": args.collection_root and os.path.abspath(args.collection_root),
         "keep_uploads": args.keep_uploads and os.path.abspath(args.keep_uploads),
         "keep": sorted(set(args.keep or ["novel"]) | ({"novel"} if args.keep_novelty else set())),
@@ -148,7 +160,7 @@ def run(args) -> int:
         print(f"{name}: model {printable(cur.path)} ({len(cur.clusters)} clusters, encoder "
               f"{cur.encoder_name or 'none: vectors only'})" + (f", tags from {printable(args.tags)}"
                                                                 if args.tags else ""))
-        run_server(app, args.host, args.port, name=name)
+        run_server(app, args.host, args.port, name=name, show_token=not args.token)
         return 0
     import json
 
@@ -166,7 +178,7 @@ def run(args) -> int:
     print(f"{name}: model {printable(folder)}, {args.workers} worker processes", flush=True)
     try:
         run_server("mediacluster.serve.app:app_from_env", args.host, args.port, name=name,
-                   workers=args.workers, token=token)
+                   workers=args.workers, token=token, show_token=not args.token)
     finally:
         import shutil
 

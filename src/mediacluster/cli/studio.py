@@ -28,6 +28,9 @@ def add_parser(sub):
     p.add_argument("--port", type=int, default=None,
                    help=f"port (default {DEFAULT_PORT}, or a free one when that is taken; 0 = a free one)")
     p.add_argument("--token", default=None, help="access token (required off loopback; default: random)")
+    p.add_argument("--read-token", default=None, help="a second token that may only look: pages, "
+                   "clusters, items and downloads (GET); an edit or publish with it is a 403 (an access "
+                   "--token is made and printed when none is given)")
     p.add_argument("--user", default=None, metavar="NAME",
                    help="your name, kept with each edit and said to other pages when their edit "
                         "conflicts with yours (a single-user start; a page's own \"your name\" box wins)")
@@ -127,10 +130,18 @@ def run(args) -> int:
     from ..studio.app import create_studio_app
 
     token = resolve_token(args.host, args.token)
+    if args.read_token and not token:  # the edits need a token of their own
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+    if args.read_token and args.read_token == token:
+        from ..errors import ParameterError
+
+        raise ParameterError("--read-token must differ from --token", "read-token")
     port = args.port
     if port is None:
         port = DEFAULT_PORT if port_free(args.host, DEFAULT_PORT) else 0
-    app = create_studio_app(studio, token=token, host=args.host, user=args.user)
+    app = create_studio_app(studio, token=token, host=args.host, user=args.user, read_token=args.read_token)
     state = studio.state
     sys.stdout.write(f"studio: {studio.n:,} items, {len(state.alive())} clusters, {state.seq} edits "
                      f"so far (loaded in {studio.load_seconds:.1f} s)\n")
@@ -142,6 +153,6 @@ def run(args) -> int:
             full = url + (f"?token={token}" if token else "")
             threading.Timer(0.5, lambda: webbrowser.open(full)).start()
 
-    run_server(app, host=args.host, port=port, name="studio", on_listen=opened)
+    run_server(app, host=args.host, port=port, name="studio", on_listen=opened, show_token=not args.token)
     return 0
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Discriminator, Field
 from pydantic import Tag as Case
@@ -66,6 +66,7 @@ class ServeOptions:
     max_body_bytes: int = 128 << 20  # a whole request
     time_limit_s: float | None = 30.0
     token: str | None = None
+    read_token: str | None = None    # --read-token: may predict and read, not POST /v1/reload
     cors_origins: tuple = ()         # --cors-origin: web origins whose pages may call the service
     keep_uploads: str | None = None  # the inbox folder (--keep-uploads; None: nothing is kept)
     keep: tuple = ("novel",)         # --keep: which answers are kept (serve.inbox.KEEP_KINDS)
@@ -84,6 +85,7 @@ class Ready(BaseModel):
                         "also while a newer version loads and after one failed to load (the served "
                         "one goes on: /v1/model's reload_error says why)")
     version: str = Field(description="the model version answering now (as each answer's model.version)")
+    id: str = Field(description="the model id answering now (as each answer's model.id)")
 
 
 class Tag(BaseModel):
@@ -178,7 +180,11 @@ class Similar(Assigned):
 
 
 class ModelRef(BaseModel):
-    version: str = Field(description="the model version that answered (e.g. v0003)")
+    version: str = Field(description="the model version that answered (e.g. v0003; the number alone "
+                         "repeats between run folders: `id` does not)")
+    id: str = Field(description="the model id, unique across runs: RUN_ID/vNNNN (the run it was fitted "
+                    "in and its version; the version alone for a model saved without a run id). A "
+                    "version of an earlier run kept in the folder for rollback keeps its id")
     run_id: str | None = Field(None, description="the run the model was fitted from; null for a model "
                                "not saved from a run")
 
@@ -285,8 +291,19 @@ def level_param(served: Served) -> tuple[str, dict]:
             f"level {auto}", {"anyOf": [{"type": "integer", "minimum": 0, "maximum": top}, {"type": "null"}]})
 
 
+#: the request header that pins a request to one model (its id, or its version)
+MODEL_HEADER = "X-Model-Id"
+PIN_TEXT = ("answer only with this model: its id (RUN_ID/vNNNN, as an answer's model.id) or version; "
+            "a worker serving another one answers 409 model_mismatch naming its own (with --workers N the "
+            "workers switch one by one, for up to --poll seconds after a publish or rollback)")
+
+#: the POST routes that only read (a read-only token may call them): predictions
+READ_POSTS = ("/v1/assign", "/v1/similar")
+
 #: what /v1/assign and /v1/similar answer besides 200 (the stack's own 400 / 413 / 401 / 503 too)
-ASSIGN_ERRORS = {400: "an unusable request (the error names what), or one none of whose items can be read "
+ASSIGN_ERRORS = {409: f"the request named a model ({MODEL_HEADER}) this worker does not serve now (the "
+                      "error's `served` names the one it does)",
+                 400: "an unusable request (the error names what), or one none of whose items can be read "
                       "(the error names the first, `items` each); a request with some readable items is "
                       "answered 200, each unreadable item with its `error`",
                  422: "a body of the wrong form: a key or form field other than `vectors` / `files`, "
@@ -296,7 +313,7 @@ ASSIGN_ERRORS = {400: "an unusable request (the error names what), or one none o
 
 
 def _ref(served: Served) -> dict:
-    return {"version": served.version, "run_id": (served.pipeline.model_info_.get("metadata") or {})
+    return {"version": served.version, "id": served.id, "run_id": (served.pipeline.model_info_.get("metadata") or {})
             .get("run_id") or served.pointer.get("run_id")}
 
 
@@ -446,8 +463,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     reloads = Counter("mediacluster_model_reloads", "Model reload checks (the file watch's and POST "
                       "/v1/reload's), by result; each worker process checks and counts its own, so "
                       "with --workers N one new version counts N switches", ["result"], registry=reg)
-    model_info = Gauge("mediacluster_model_info", "The model version served (value 1)",
-                       ["version", "run_id"], registry=reg, multiprocess_mode="livemax")
+    model_info = Gauge("mediacluster_model_info", "The model version served (value 1; 0: served before "
+                       "by this worker); id is unique across runs (RUN_ID/vNNNN), version alone is not",
+                       ["version", "run_id", "id"], registry=reg, multiprocess_mode="livemax")
     inbox = None
     if opt.keep_uploads:
         from .inbox import Inbox, KeepRule
@@ -479,9 +497,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     def show(served: Served, old: Served | None = None) -> None:
         if old is not None:  # kept at 0, not removed: several workers may switch at different times
             ref = _ref(old)
-            model_info.labels(ref["version"], ref["run_id"] or "").set(0)
+            model_info.labels(ref["version"], ref["run_id"] or "", ref["id"]).set(0)
         ref = _ref(served)
-        model_info.labels(ref["version"], ref["run_id"] or "").set(1)
+        model_info.labels(ref["version"], ref["run_id"] or "", ref["id"]).set(1)
 
     # the request body's description, kept to the served model's vector size
     body = assign_body(holder.current.dim, opt.max_files, opt.max_vectors)
@@ -509,6 +527,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
             metrics.close()  # this worker's per-process samples go with it
 
     app = create_app("mediacluster service", __version__, token=opt.token, cors_origins=tuple(opt.cors_origins),
+                     # a read-only token predicts and reads; POST /v1/reload needs the token itself
+                     read_token=opt.read_token, read_posts=READ_POSTS,
                      max_body_bytes=opt.max_body_bytes, time_limit_s=opt.time_limit_s,
                      on_error=metrics.error, lifespan=lifespan,
                      # probes and the API description need no token; data and metrics do
@@ -607,11 +627,24 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 n += 1
         return n
 
+    def pinned(served: Served, want: str | None) -> Served:
+        """``served``, when the request names no model (``X-Model-Id``) or names this one (its id
+        or its version); else a 409 naming both: with --workers N the workers switch one by one,
+        so a client that must not mix versions retries (another worker, or this one after its
+        next poll, may serve it) or starts over with the served one."""
+        if want is None or want.strip() in (served.id, served.version):
+            return served
+        raise ApiError(409, "model_mismatch", f"asked for model {want.strip()[:200]!r} ({MODEL_HEADER}); "
+                       f"this worker answers with {served.id}. With several workers (or just after a "
+                       "publish or rollback) the versions interleave for up to --poll seconds: retry, or "
+                       "drop the header to take the served one", {"served": _ref(served)})
+
     @app.post("/v1/assign", response_model=AssignResponse, openapi_extra=body,
               summary="Assign images or audio clips (an audio model), or vectors, to the model's clusters",
               responses=error_docs(ASSIGN_ERRORS))
-    async def assign(request: Request):
-        served = holder.current  # this request answers with this version, whatever happens
+    async def assign(request: Request, model_id: str | None = Header(None, alias=MODEL_HEADER,
+                                                                      description=PIN_TEXT)):
+        served = pinned(holder.current, model_id)  # this request answers with this version, whatever happens
         items, failed = await _answer(request, served, None)
         return {"model": _ref(served), "failed": failed, "items": items}
 
@@ -666,8 +699,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                                                  "cluster at `level`"),
                       # no bounds here: the served model's levels are described by level_param
                       # and checked by Pipeline.level_index, whose 400 names the allowed range
-                      level: int | None = Query(None, description=LEVEL_TEXT)):
-        served = holder.current  # this request answers with this version, whatever happens
+                      level: int | None = Query(None, description=LEVEL_TEXT),
+                      model_id: str | None = Header(None, alias=MODEL_HEADER, description=PIN_TEXT)):
+        served = pinned(holder.current, model_id)  # this request answers with this version, whatever happens
         # checked before any upload is read or encoded: a level the model lacks names `level`
         served.pipeline.level_index(level)
         ask = SimilarAsk(k=int(k), same_cluster=bool(same_cluster), level=level)
@@ -703,7 +737,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     async def readyz():
         if not holder.ready:
             raise ApiError(503, "not_ready", "the encoder workers are not running")
-        return {"status": "ready", "version": holder.current.version}
+        cur = holder.current
+        return {"status": "ready", "version": cur.version, "id": cur.id}
 
     @app.get("/metrics", summary="Prometheus metrics (text format, or OpenMetrics when the Accept header "
              "asks for it)", response_class=PlainTextResponse)

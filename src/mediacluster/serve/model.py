@@ -73,6 +73,12 @@ class Served:
     collection_root: str | None = None  # where the model's collection is now (--collection-root)
 
     @property
+    def id(self) -> str:
+        """The model id, unique across runs (``RUN_ID/v0003``: ``persist.model_id``), where
+        ``version`` repeats between run folders."""
+        return persist.model_id(self.path, self.pipeline.model_info_)
+
+    @property
     def dim(self) -> int:
         return int(self.pipeline.n_features_in_)
 
@@ -87,7 +93,7 @@ class Served:
         info = self.pipeline.model_info_
         meta = info.get("metadata", {}) or {}
         return {
-            "version": self.version, "path": self.path,
+            "version": self.version, "id": self.id, "path": self.path,
             "run_id": meta.get("run_id") or self.pointer.get("run_id"),
             "source": meta.get("source") or self.pointer.get("source"),
             "published": self.pointer.get("published"),
@@ -295,7 +301,9 @@ def _one_omp_thread() -> None:
 
 def identity(folder: Path) -> tuple:
     """What tells two model versions apart even at the same path (a run re-run into the same
-    folder starts again at v0001): the folder, and model.json's inode and modification time."""
+    folder without a model and then with one starts again at v0001; a version carried into a
+    re-run keeps its hard-linked model.json, so it is the same): the folder, and model.json's
+    inode and modification time."""
     st = (Path(folder) / persist.MODEL_JSON).stat()
     return (str(Path(folder).resolve()), st.st_ino, st.st_mtime_ns)
 

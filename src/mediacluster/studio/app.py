@@ -181,10 +181,11 @@ def _asset(name: str) -> bytes:
 
 
 def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
-                      max_body_bytes: int = 32 << 20, user: str | None = None):
+                      max_body_bytes: int = 32 << 20, user: str | None = None, read_token: str | None = None):
     """The FastAPI app serving ``studio`` (a :class:`~mediacluster.studio.session.Studio`).
     ``user``: the name an edit is recorded with when its page gives none (``studio --user``, a
-    single-user start); a page's "your name" (the ``X-Mediacluster-User`` header) wins."""
+    single-user start); a page's "your name" (the ``X-Mediacluster-User`` header) wins.
+    ``read_token``: a token that may only look (GET); edits and publishing need ``token``."""
     default_user = user_name(user or "")
 
     @asynccontextmanager
@@ -192,12 +193,15 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
         yield
         await run_in_threadpool(studio.close)  # write what is not written yet
 
+    # read_token: GET only (pages, clusters, items, downloads); every edit and publish needs token
     app = create_app("mediacluster studio", __version__, token=token, max_body_bytes=max_body_bytes,
+                     read_token=read_token,
                      free_query=FREE_QUERY + ("/static/{name}",),  # the page's files: ?v=2 is no typo
                      lifespan=lifespan,  # /docs: the API, from files shipped in the package
                      responses=error_docs({
                          403: "a change without the X-Mediacluster header, or a host name other "
-                              "than loopback on a loopback studio",
+                              "than loopback on a loopback studio" + (", or a change with the read-only "
+                                                                      "token (--read-token)" if read_token else ""),
                          404: "no such cluster, item, file or download",
                          409: "the edit no longer fits (another tab or studio changed it first: a "
                               "cluster it names was merged away, a split's cluster changed, undo / "

@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from .. import persist
 from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..duplicates.index import link_to_model, read_from_model
@@ -121,6 +122,8 @@ def stored_duplicates(run: RunDir, n: int):
     warning (an older version's is the same index)."""
     for version in reversed(run.models.versions()):
         folder = run.models.root / version
+        if not persist.model_id(folder).startswith(f"{run.run_id}/"):
+            continue  # an earlier run's version, kept for rollback: its index is of other items
         try:
             index = read_from_model(folder, root=run.collection_root.path)  # checked, not kept
         except MediaclusterError as e:

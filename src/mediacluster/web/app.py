@@ -215,7 +215,8 @@ def query_message(path: str, unknown: list[str], accepted: list[str], token: boo
 def create_app(title: str, version: str, token: str | None = None, max_body_bytes: int = 32 << 20,
                time_limit_s: float | None = None, on_error=None,
                public_paths: tuple[str, ...] = ("/healthz",), free_query: tuple[str, ...] = FREE_QUERY,
-               cors_origins: tuple[str, ...] = (), **kw) -> FastAPI:
+               cors_origins: tuple[str, ...] = (), read_token: str | None = None,
+               read_posts: tuple[str, ...] = (), **kw) -> FastAPI:
     """A FastAPI app with JSON errors, a body limit, an optional token, a time limit and strict
     query strings.
 
@@ -227,7 +228,10 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
     ``X-Request-ID`` (the client's, else a new one: :func:`request_id`). ``cors_origins``: the
     web origins (``https://app.example``, or ``*``) whose pages may call the app from a browser
     (CORS: preflights answered before the token check, ``Authorization`` and ``Content-Type``
-    allowed, ``X-Request-ID`` readable); none by default. The OpenAPI page
+    allowed, ``X-Request-ID`` readable); none by default. ``read_token``: a second token that
+    may only read: GET / HEAD requests, and POSTs to ``read_posts`` (the service's predictions);
+    any other request with it is a 403 saying the full ``token`` is needed (a ``read_token``
+    needs a ``token``). The OpenAPI page
     (``/docs``) loads Swagger UI from files shipped in ``fastapi-offline``, not from a CDN."""
     from fastapi_offline import FastAPIOffline
 
@@ -237,8 +241,15 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
              413: f"the request body is over {max_body_bytes} bytes",
              422: "a query parameter the operation does not take (the error names it and the "
                   "ones it takes), or a body or parameter FastAPI's validation refuses"}
+    if read_token and not token:
+        raise ParameterError("a read-only token needs a full access token too (--token)", "read_token")
+    if read_token and hmac.compare_digest(read_token.encode(), token.encode()):
+        raise ParameterError("the read-only token must differ from the access token (--token)", "read_token")
     if token:
         stack[401] = "the access token is missing or wrong"
+    if read_token:
+        stack[403] = ("the read-only token (--read-token) on an operation that changes the server: it "
+                      "needs the access token (--token)")
     if time_limit_s is not None:
         stack[503] = f"the request took longer than {time_limit_s:g} s"
     kw["responses"] = {**error_docs(stack), **kw.get("responses", {})}
@@ -246,6 +257,7 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
     public = {p for p in public_paths if not p.endswith("/")}
     prefixes = tuple(p for p in public_paths if p.endswith("/"))
     app.state.token = token
+    app.state.read_token = read_token
     count = on_error or (lambda kind: None)
 
     @app.exception_handler(ApiError)
@@ -297,20 +309,30 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
         return error_response(500, "internal", _bug_message(e))
 
     app.add_middleware(_Guards, public=public, prefixes=prefixes, max_body_bytes=max_body_bytes,
-                       time_limit_s=time_limit_s, count=count, free_query=frozenset(free_query))
+                       time_limit_s=time_limit_s, count=count, free_query=frozenset(free_query),
+                       read_posts=frozenset(read_posts))
     if token:  # the description says which operations need the token, for generated clients
         framework_openapi = app.openapi
 
         def openapi() -> dict:
             if app.openapi_schema is None:
                 doc = framework_openapi()
-                doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                schemes = doc.setdefault("components", {}).setdefault("securitySchemes", {})
+                schemes["bearer"] = {
                     "type": "http", "scheme": "bearer",
-                    "description": "the server's access token (--token): Authorization: Bearer TOKEN"}
+                    "description": "the server's access token (--token): Authorization: Bearer TOKEN"
+                    + ("; or its read-only token (--read-token) where the operation only reads "
+                       "(bearer_write: the access token only)" if read_token else "")}
+                if read_token:
+                    schemes["bearer_write"] = {
+                        "type": "http", "scheme": "bearer",
+                        "description": "the server's access token (--token) only: the read-only token "
+                                       "(--read-token) is answered 403 on these operations"}
                 for path, ops in doc.get("paths", {}).items():
                     if path not in public and not path.startswith(prefixes):
-                        for op in ops.values():
-                            op["security"] = [{"bearer": []}]
+                        for method, op in ops.items():
+                            writes = read_token and not _reads(method.upper(), path, frozenset(read_posts))
+                            op["security"] = [{"bearer_write" if writes else "bearer": []}]
             return app.openapi_schema
 
         app.openapi = openapi
@@ -318,7 +340,7 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["authorization", "content-type", REQUEST_ID],
+                           allow_headers=["authorization", "content-type", REQUEST_ID, "x-model-id"],
                            expose_headers=[REQUEST_ID], max_age=600)
     return app
 
@@ -337,6 +359,12 @@ def request_id(given: str | None) -> str:
     return secrets.token_hex(16)
 
 
+def _reads(method: str, path: str, read_posts: frozenset) -> bool:
+    """Whether a request only reads (a read-only token may send it): GET / HEAD / OPTIONS, or a
+    POST to one of ``read_posts`` (the service's predictions)."""
+    return method in ("GET", "HEAD", "OPTIONS") or (method == "POST" and path in read_posts)
+
+
 class _Guards:
     """The token, the body limit, the query string and the time limit, as plain ASGI
     middleware: no task, memory stream and response wrapper per request as
@@ -345,8 +373,10 @@ class _Guards:
     a query string other than ``token``."""
 
     def __init__(self, app, public: set, prefixes: tuple, max_body_bytes: int,
-                 time_limit_s: float | None, count, free_query: frozenset = frozenset(FREE_QUERY)):
+                 time_limit_s: float | None, count, free_query: frozenset = frozenset(FREE_QUERY),
+                 read_posts: frozenset = frozenset()):
         self.app = app
+        self.read_posts = read_posts
         self.public, self.prefixes = public, prefixes
         self.max_body_bytes, self.time_limit_s, self.count = max_body_bytes, time_limit_s, count
         self.free_query, self._declared = free_query, {}
@@ -372,15 +402,26 @@ class _Guards:
             await outer_send(message)
 
         expected = scope["app"].state.token
+        reader = getattr(scope["app"].state, "read_token", None)
         path = scope["path"]
         if expected and path not in self.public and not path.startswith(self.prefixes):
             given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
                      or request.query_params.get("token") or request.cookies.get("mediacluster_token") or "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
-                await self._refuse(scope, receive, send, 401, "unauthorized", "this server needs its "
-                                   "access token (Authorization: Bearer TOKEN, or ?token=TOKEN)",
-                                   {"WWW-Authenticate": "Bearer"})  # a 401 names its scheme (RFC 9110)
-                return
+                reads = _reads(scope["method"], path, self.read_posts)
+                if reader and hmac.compare_digest(given.encode(), reader.encode()):
+                    if not reads:  # never the token itself in an answer or a log
+                        await self._refuse(scope, receive, send, 403, "read_only_token", f"{scope['method']} "
+                                           f"{path} changes the server: it needs the access token (--token); "
+                                           "the token sent is the read-only one (--read-token)")
+                        return
+                else:
+                    which = ("its access token (--token)" if not reader or not reads else
+                             "its access token (--token) or its read-only token (--read-token)")
+                    await self._refuse(scope, receive, send, 401, "unauthorized", f"this server needs "
+                                       f"{which} (Authorization: Bearer TOKEN, or ?token=TOKEN)",
+                                       {"WWW-Authenticate": "Bearer"})  # a 401 names its scheme (RFC 9110)
+                    return
         if scope.get("query_string"):
             # a parameter the route does not take ("?levle=2", "?limt=5") was ignored, the request
             # answered as if it were absent: refused as a JSON body's unknown key is (StrictBody)
@@ -499,19 +540,21 @@ def resolve_token(host: str, token: str | None) -> str | None:
 
 def run_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "mediacluster",
                log_level: str = "warning", on_listen=None, workers: int = 1,
-               token: str | None = None) -> None:
+               token: str | None = None, show_token: bool = True) -> None:
     """Serve ``app`` with uvicorn on a socket bound here; print ``NAME: listening on URL``.
 
     With ``workers`` > 1, ``app`` is the import string ``"module:factory"`` of a function that
     builds the application; uvicorn starts that many worker processes which share the socket,
     each building its own app (so its own state). ``token`` is the one shown with the URL
-    (default: ``app.state.token``). Ctrl+C stops it: prints ``NAME: stopped`` and returns."""
+    (default: ``app.state.token``); ``show_token`` False: the URL is printed without it (a token the
+    operator gave is theirs already, and a service's stdout often ends in a log store). Ctrl+C
+    stops it: prints ``NAME: stopped`` and returns."""
     if workers > 1 and not isinstance(app, str):
         raise ParameterError("several workers need the app as an import string 'module:factory'",
                              "workers")
     sock = bind(host, port)
     try:
-        _serve(app, sock, host, name, log_level, on_listen, workers, token)
+        _serve(app, sock, host, name, log_level, on_listen, workers, token, show_token)
     except KeyboardInterrupt:
         # Ctrl+C is how a server is stopped: uvicorn shut it down cleanly and re-raised the
         # signal; without this the CLI said "interrupted ... re-run to resume" and exited 130
@@ -520,7 +563,7 @@ def run_server(app, host: str = "127.0.0.1", port: int = 0, name: str = "mediacl
     sys.stdout.flush()
 
 
-def _serve(app, sock, host, name, log_level, on_listen, workers, token) -> None:
+def _serve(app, sock, host, name, log_level, on_listen, workers, token, show_token=True) -> None:
     import uvicorn
 
     real_port = sock.getsockname()[1]
@@ -530,7 +573,8 @@ def _serve(app, sock, host, name, log_level, on_listen, workers, token) -> None:
         token = getattr(getattr(app, "state", None), "token", None)
 
     def announce() -> None:
-        sys.stdout.write(f"{name}: listening on {url}" + (f"?token={token}" if token else "") + "\n")
+        tail = (f"?token={token}" if show_token else " (send the access token given with --token)") if token else ""
+        sys.stdout.write(f"{name}: listening on {url}{tail}\n")
         sys.stdout.flush()
         if on_listen is not None:
             on_listen(url)
