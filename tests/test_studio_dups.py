@@ -171,3 +171,90 @@ def test_classes_export_keeps_the_splits(split, tmp_path, capsys):
     assert re.search(r"left out \(dropped.csv\): .*\d+ leak", text), text
     path = re.search(r"export: (.+?) \(", text).group(1)
     assert (Path(path) / "test").is_dir() and (Path(path) / "train").is_dir()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
+    """The page's duplicates view: groups with the kept copy marked, leaks across train/ and test/
+    first on request, the export's "keep copies under" folder changing the copy shown as kept, a
+    group in two clusters moved to the kept copy's cluster by its button, the export sending
+    prefer and split (a bad folder shown to the person), and a run without duplicates saying so."""
+    from conftest import chromium
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+    from test_studio_browser import js, loaded, severe, shot, wait
+
+    run, rows = split
+    run = copy_run(run, tmp_path / "run")
+    s = Server(run)
+    drv = chromium()
+    try:
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        drv.find_element("id", "show-dups").click()
+        wait(lambda: js(drv, "return window.mcStudio.busy === 0 && document.querySelectorAll('.dgroup').length"),
+             what="the duplicate groups")
+        total = js(drv, "return window.mcStudio.dups.total")
+        groups = drv.find_elements("css selector", ".dgroup")
+        assert len(groups) == min(20, total) and total >= 6
+        assert "test + train" in drv.find_element("id", "dups-summary").text
+        for g in groups:  # one kept copy each, the others dropped copies
+            fates = [t.get_attribute("data-fate") for t in g.find_elements("css selector", ".tile")]
+            assert fates.count("kept") == 1 and set(fates) == {"kept", "copy"}
+        Select(drv.find_element("id", "dups-order")).select_by_value("folders")
+        wait(lambda: js(drv, "return window.mcStudio.busy === 0 && window.mcStudio.dups.order === 'folders'"),
+             what="the folders order")
+        first = drv.find_elements("css selector", ".dgroup")[0]
+        assert first.find_elements("css selector", ".badge.leak")
+        # the export's preferred folder: the leaks' train/ copies are shown as kept
+        Select(drv.find_element("id", "export-kind")).select_by_value("classes")
+        box = drv.find_element("id", "export-prefer")
+        assert box.is_displayed()
+        box.send_keys("train/", Keys.TAB)
+        wait(lambda: js(drv, "const d = window.mcStudio.dups; return window.mcStudio.busy === 0 && d.prefer && d.prefer[0] === 'train/'"),
+             what="the groups with prefer")
+        leak_groups = [g for g in drv.find_elements("css selector", ".dgroup") if g.find_elements("css selector", ".badge.leak")]
+        kept_where = [g.find_element("css selector", '.tile[data-fate="kept"] .where').text for g in leak_groups]
+        assert kept_where and all(w.startswith("train/") for w in kept_where)
+        shot(drv, "studio-duplicates.png")
+        # another page moves a copy to another cluster: the view shows the group in two clusters,
+        # and its button moves every member to the kept copy's cluster
+        copy = rows["leak"][0]
+        with client(s) as api:
+            lab = np.frombuffer(api.get("/api/labels").content, "<i4")
+            assert post(api, "/api/edits", {"kind": "move", "items": [copy], "to": int((lab[copy] + 1) % 3)}).status_code == 200
+        btn = wait(lambda: drv.find_elements("css selector", ".move-to-kept"), what="the move button")
+        btn[0].click()
+        wait(lambda: js(drv, f"return window.mcStudio.L[{copy}] === {int(lab[copy])}"), what="the group moved back")
+        wait(lambda: not drv.find_elements("css selector", ".move-to-kept"), what="no group in two clusters")
+        # the export: prefer and split from the page; a bad folder is said to the person
+        Select(drv.find_element("id", "export-split")).select_by_value("top")
+        drv.find_element("id", "export").click()
+        r = wait(lambda: js(drv, "return window.mcStudio.lastExport"), what="the export")
+        assert r["dropped"]["leak"] == len(rows["leak"]) and r["kind"] == "classes"
+        assert sorted(p.name for p in Path(r["path"]).iterdir() if p.is_dir()) == ["test", "train"]
+        box.clear()
+        box.send_keys("/")
+        drv.find_element("id", "export").click()
+        err = wait(lambda: js(drv, "return window.mcStudio.exportError"), what="the refusal")
+        assert "prefer" in err and box.get_attribute("aria-invalid") == "true"
+        assert any("prefer" in t.text for t in drv.find_elements("css selector", "#toast .msg.error"))
+        # the console's only errors are the two refusals of that folder (the view and the export)
+        assert all("400" in e["message"] and ("prefer=%2F" in e["message"] or "api/export" in e["message"])
+                   for e in severe(drv)), severe(drv)
+    finally:
+        drv.quit()
+        s.stop()
+    # a run made without --dedup: the view says so
+    s = Server(copy_run(base_run, tmp_path / "plain"))
+    drv = chromium()
+    try:
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        drv.find_element("id", "show-dups").click()
+        none = wait(lambda: drv.find_elements("id", "dups-none"), what="the no-duplicates message")
+        assert "--dedup" in none[0].text and not drv.find_elements("css selector", ".dgroup")
+    finally:
+        drv.quit()
+        s.stop()
