@@ -258,3 +258,25 @@ def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
     finally:
         drv.quit()
         s.stop()
+
+
+def test_keep_copy_says_by_which_rule(tmp_path):
+    """``keep_copy``'s rule, first that tells the members apart: a preferred folder, the largest
+    file, the representative, the first; ``split_of`` a file's top-level folder, None outside one."""
+    from mediacluster.studio.exports import check_prefer, keep_copy, kept_words, split_of
+
+    files = {"test/a.jpg": 300, "train/a.jpg": 100, "train/b.jpg": 100, "c.jpg": 100}
+    for rel, size in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * size)
+    paths = [str(tmp_path / rel) for rel in files]
+    root = str(tmp_path)
+    rep = [False, True, False, False]
+    assert keep_copy([0, 1], paths, rep) == (0, "size")
+    assert keep_copy([0, 1], paths, rep, check_prefer(["train/"]), root) == (1, "prefer")
+    assert keep_copy([1, 2], paths, rep) == (1, "representative")
+    assert keep_copy([2, 3], paths, rep) == (2, "order")
+    assert keep_copy([3], paths, rep) == (3, "only")
+    assert "300 bytes" in kept_words(paths[0], "size") and "train/" in kept_words(paths[1], "prefer", ["train/"], root)
+    assert [split_of(p, root) for p in paths] == ["test", "train", "train", None]
+    assert split_of("/elsewhere/x/y.jpg", root) is None and split_of(None, root) is None

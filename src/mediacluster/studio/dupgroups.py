@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .exports import _preference, _size, keep_copy, split_of
+from .exports import keep_copy, kept_words, split_of
 
 #: the orders of the list: largest groups first; groups across top-level folders first (leaks
 #: between splits); groups whose members are in more than one curated cluster first (a copy
@@ -106,18 +106,5 @@ class DuplicateGroups:
         clusters = sorted({int(labels[i]) for i in m})
         return {"group": k, "size": len(m), "folders": self.folders[k], "across_folders": len(self.folders[k]) > 1,
                 "clusters": clusters, "mixed_clusters": len(clusters) > 1,
-                "kept": keep, "kept_by": by, "kept_why": self._why(keep, by, prefer),
+                "kept": keep, "kept_by": by, "kept_why": kept_words(self.paths[keep] if keep is not None else None, by, prefer, self.root),
                 "kept_cluster": int(labels[keep]) if keep is not None else None, "members": members}
-
-    def _why(self, keep, by, prefer) -> str:
-        if keep is None:
-            return "none kept: every member is junk or in no cluster"
-        if by == "prefer":
-            return f"under the preferred folder {prefer[_preference(self.paths[keep], prefer, self.root)]}"
-        if by == "size":
-            return f"the largest file ({_size(self.paths[keep]):,} bytes; a resized, re-compressed or cropped copy is smaller)"
-        if by == "representative":
-            return "the group's representative (its centre); the files are as large"
-        if by == "order":
-            return "the first in the collection's order; the files are as large"
-        return "the only member not junk or in no cluster"

@@ -269,6 +269,21 @@ def keep_copy(members: list[int], paths=None, rep=None, prefer: list[str] | None
     return ranked[0], KEPT_BY[by]
 
 
+def kept_words(path, by: str | None, prefer: list[str] | None = None, root: str | None = None) -> str:
+    """Why :func:`keep_copy` kept the file at ``path`` (by the rule ``by``), in words for a person."""
+    if by is None:
+        return "none kept: every member is junk or in no cluster"
+    if by == "prefer":
+        return f"under the preferred folder {prefer[_preference(path, prefer, root)]}"
+    if by == "size":
+        return f"the largest file ({_size(path):,} bytes; a resized, re-compressed or cropped copy is smaller)"
+    if by == "representative":
+        return "the group's representative (its centre); the files are as large"
+    if by == "order":
+        return "the first in the collection's order; the files are as large"
+    return "the only member not junk or in no cluster"
+
+
 def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = None,
             root: str | None = None, splits: list | None = None) -> tuple[list, list]:
     """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
