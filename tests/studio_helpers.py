@@ -115,3 +115,60 @@ def wait_written(c, timeout: float = 30.0) -> dict:
         if v["written"] == v["seq"] or time.time() > deadline:
             return v
         time.sleep(0.2)
+
+
+def split_run(emb, out: Path, leaks=(0, 3, 6), misfiled=(1, 4), loose=(2,)) -> tuple[Path, dict]:
+    """A ``cluster --dedup`` run (PCA + K-means, 3 clusters) over a collection laid out as
+    ``train/<class>/`` and ``test/<class>/`` in ``out.parent / "coll"`` (``emb``'s files copied
+    there: every fourth item into test/, the rest into train/, under its label), plus copies
+    (the same bytes and vectors): of the train items at positions ``leaks`` in test/ (a leak
+    between splits), of those at ``misfiled`` in another class's train/ folder, of those at
+    ``loose`` directly in the collection's folder. Returns (run path, {"leak", "misfiled",
+    "loose", "originals"}: the copies' row numbers, and the originals' for each)."""
+    import dataclasses
+
+    import numpy as np
+
+    from mediacluster.duplicates import DuplicateFinder
+    from mediacluster.pipeline import Pipeline
+    from mediacluster.workflow import publish_run
+
+    root = out.parent / "coll"
+    classes = sorted(set(map(str, emb.labels)))
+    paths, labels = [], []
+    for i, (p, lab) in enumerate(zip(emb.paths, emb.labels)):
+        dst = root / ("test" if i % 4 == 0 else "train") / str(lab) / f"{i}-{Path(p).name}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dst)
+        paths.append(str(dst))
+        labels.append(str(lab))
+    train = [i for i in range(len(paths)) if i % 4]
+    rows = {"leak": [], "misfiled": [], "loose": [], "originals": {}}
+    src = []
+    for kind, picks in (("leak", leaks), ("misfiled", misfiled), ("loose", loose)):
+        for k in picks:
+            i = train[k]
+            lab = labels[i]
+            if kind == "leak":
+                dst = root / "test" / lab / f"copy-{Path(paths[i]).name}"
+            elif kind == "misfiled":
+                lab = classes[(classes.index(lab) + 1) % len(classes)]
+                dst = root / "train" / lab / f"copy-{Path(paths[i]).name}"
+            else:
+                dst = root / f"copy-{Path(paths[i]).name}"
+            shutil.copyfile(paths[i], dst)
+            rows[kind].append(len(paths))
+            rows["originals"][len(paths)] = i
+            paths.append(str(dst))
+            labels.append(lab)
+            src.append(i)
+    ids = [str(p) for p in paths]
+    emb = dataclasses.replace(
+        emb, ids=ids, root=str(root), paths=paths, labels=labels,
+        vectors=np.concatenate([emb.vectors, emb.vectors[src]]),
+        extras={k: np.concatenate([v, v[src]]) for k, v in emb.extras.items()})
+    finder = DuplicateFinder().fit(vectors=emb.vectors, ids=ids)  # the copies' vectors are the same
+    pipe = Pipeline(outliers=None, random_state=0).with_params(
+        {"reducer": "pca", "reducer__n_components": 10, "clusterer": "kmeans", "clusterer__n_clusters": 3})
+    pipe.fit(emb.vectors, duplicates=finder.duplicate_of_)
+    return publish_run(out, emb, pipe, duplicates=finder).path, rows

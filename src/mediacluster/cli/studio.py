@@ -47,6 +47,11 @@ def add_parser(sub):
     p.add_argument("--export-prefer", action="append", default=None, metavar="FOLDER",
                    help="classes export: of a duplicate group keep the copy under this folder of the collection "
                         "(such as train/; repeat for an order of preference; default: the largest file)")
+    p.add_argument("--export-split", choices=["top"], default=None,
+                   help="classes export: keep the collection's splits above the class folders: top, each "
+                        "file's top-level folder under the collection (train/<name>/file, test/<name>/file; "
+                        "the folder --folder-label path starts with); of a duplicate group across splits one "
+                        "copy is kept (see --export-prefer) and the others are listed in dropped.csv as leak")
     p.add_argument("--export-mode", choices=["symlink", "copy"], default="symlink",
                    help="folders and classes exports: symbolic links (default) or copies")
     p.add_argument("--carry-from", default=None, metavar="OLD_RUN",
@@ -109,10 +114,13 @@ def run(args) -> int:
         try:
             if args.export:
                 res = studio.export(args.export, args.export_mode, client="cli", user=args.user or "",
-                                    prefer=args.export_prefer)
+                                    prefer=args.export_prefer, split=args.export_split)
                 sys.stdout.write(f"export: {printable(res['path'])} ({res['items']} items; "
                                  f"{', '.join(map(printable, res['files'][:5]))}"
                                  f"{' ...' if len(res['files']) > 5 else ''})\n")
+                if res.get("dropped"):
+                    sys.stdout.write("left out (dropped.csv): " + ", ".join(
+                        f"{v} {k}" for k, v in sorted(res["dropped"].items())) + "\n")
             if args.publish:
                 res = studio.publish(client="cli", user=args.user or "")
                 sys.stdout.write(f"published model {res['version']}: {printable(res['path'])}\n"

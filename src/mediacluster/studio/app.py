@@ -30,8 +30,11 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 from .._version import __version__
 from ..web import ApiError, StrictBody, create_app, whole
 from ..web.app import FREE_QUERY, error_docs, is_loopback
+from .dupgroups import MAX_GROUPS
+from .dupgroups import ORDERS as GROUP_ORDERS
 from .editlog import user_name
 from .exports import KINDS as EXPORT_KINDS
+from .exports import SPLITS as EXPORT_SPLITS
 from .media import THUMB_SIZES
 from .search import MAX_QUERY
 from .session import ORDERS
@@ -162,6 +165,10 @@ class Export(StrictBody):
     prefer: list[str] | None = Field(
         None, description="classes: folder prefixes under the collection (such as [\"train/\"]), first "
         "preferred: a duplicate group keeps its copy under the earliest (default: the largest file)")
+    split: Literal[EXPORT_SPLITS] | None = Field(  # type: ignore[valid-type]
+        None, description="classes: \"top\" keeps each file's top-level folder under the collection (its "
+        "split: train/, test/) above its class folder, train/<name>/file; of a duplicate group across "
+        "splits one copy is kept, the others are listed in dropped.csv as \"leak\" (default, or null: one tree)")
 
 
 def _binary(media: str, text: str) -> dict:
@@ -348,6 +355,20 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def audio(i: int):
         return media(call(studio.audio, i))
 
+    @app.get("/api/duplicates")
+    def duplicates(
+            offset: int = Query(0, ge=0, description="groups to skip"),
+            limit: int = Query(20, ge=1, le=MAX_GROUPS, description="groups on this page"),
+            order: Literal[GROUP_ORDERS] = Query(  # type: ignore[valid-type]
+                "size", description="size: largest first; folders: groups across top-level folders "
+                "(train/ + test/: a leak) first; clusters: groups in more than one curated cluster first"),
+            prefer: list[str] | None = Query(None, description="the classes export's preferred folders "
+                                             "(repeat: first preferred), for the copy shown as kept")):
+        """A page of the run's duplicate groups (``cluster --dedup``): members with their curated
+        cluster and top-level folder, the copy a ``classes`` export keeps and why
+        (``has_duplicates`` false, with a message, for a run without duplicate data)."""
+        return call(studio.duplicate_groups, offset, limit, order, prefer)
+
     @app.get("/api/edits")
     def edits(since: int = 0, limit: int = 200):
         return studio.events(since, limit)
@@ -403,7 +424,7 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     @app.post("/api/export")
     def export(body: Export, request: Request):
         return call(studio.export, body.kind, body.mode or "symlink", client_of(request), user_of(request),
-                    body.prefer)
+                    body.prefer, body.split)
 
     @app.get("/api/download/{name}", response_class=Response,
              responses={200: {"description": "the curated table", "content": {

@@ -16,7 +16,9 @@ time, never over an earlier export):
   group (the largest file, or one under the folders a person prefers, ``prefer=["train/"]``:
   see :func:`dropped`);
   ``manifest.csv`` (``id``, ``path``: the original file, ``label``) lists the kept files as a manifest
-  ``cluster``, ``evaluate --labels`` and ``tags train`` read.
+  ``cluster``, ``evaluate --labels`` and ``tags train`` read. ``split="top"`` keeps the
+  collection's splits (``train/<name>/file``, ``test/<name>/file``; both tables gain ``split``):
+  of a duplicate group across splits one copy is kept and the others are dropped as ``leak``.
 * ``csv`` / ``parquet``: the curated assignments (one row per item; a run clustered with
   ``--dedup`` keeps ``duplicate_group`` and ``duplicate_of``).
 * ``labelstudio``: ``tasks.json`` in Label Studio's import format with each item's curated
@@ -92,16 +94,26 @@ def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, pr
 
 def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq: int,
            mode: str = "symlink", root: str | None = None, media: str = "image", prefer=None,
-           collection_root: str | None = None) -> dict:
-    """Write one export; returns ``{"kind", "path", "files", "items"}``. ``media``: the run's
+           collection_root: str | None = None, split: str | None = None) -> dict:
+    """Write one export; returns ``{"kind", "path", "files", "items"}`` (and for ``classes``
+    ``dropped``: the count of items left out by reason). ``media``: the run's
     ("image" or "audio"; Label Studio shows the one with an ``<Image>``, the other with an
     ``<Audio>`` player). ``prefer``: ``classes`` only, which copy of a duplicate group is kept
-    (folder prefixes under ``collection_root``, first preferred: :func:`dropped`)."""
+    (folder prefixes under ``collection_root``, first preferred: :func:`dropped`). ``split``:
+    ``classes`` only, ``"top"`` keeps each file's split folder above its class folder
+    (``train/<name>/file``, ``test/<name>/file``: :func:`split_of`); a duplicate group across
+    splits keeps one copy, the others are dropped as ``leak``."""
     if kind not in KINDS:
         raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
     prefer = check_prefer(prefer)
     if prefer is not None and kind != "classes":
         raise InputError(f"prefer chooses the copy a 'classes' export keeps; the {kind!r} export keeps every item")
+    split = check_split(split)
+    if split is not None and kind != "classes":
+        raise InputError(f"split keeps the splits of a 'classes' export; the {kind!r} export has no class tree")
+    if split is not None and collection_root is None:
+        raise InputError("split needs the collection's folder (the run has none: it was made from vectors "
+                         "or a manifest of files in no common folder)")
     if mode not in ("symlink", "copy"):
         raise InputError(f"mode must be 'symlink' or 'copy', got {mode!r}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -115,7 +127,7 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
         if kind == "folders":
             files = _folders(out, paths, table, clusters, mode)
         elif kind == "classes":
-            files = _classes(out, paths, table, clusters, mode, prefer, collection_root)
+            files, gone = _classes(out, paths, table, clusters, mode, prefer, collection_root, split)
         elif kind in ("csv", "parquet"):
             p = out / f"curated_assignments.{kind}"
             write_table(p, table)
@@ -125,7 +137,10 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     except OSError as e:
         shutil.rmtree(out, ignore_errors=True)
         raise OutputError(f"cannot write the export to {out}: {e.strerror or e}") from e
-    return {"kind": kind, "path": str(out), "files": files, "items": int(len(table))}
+    res = {"kind": kind, "path": str(out), "files": files, "items": int(len(table))}
+    if kind == "classes":
+        res["dropped"] = gone
+    return res
 
 
 def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[str]:
@@ -208,21 +223,86 @@ def _preference(path, prefer: list[str] | None, root: str | None) -> int:
     return len(prefer)
 
 
+#: how :func:`keep_copy` chose a group's kept copy: a preferred folder, the largest file, the
+#: representative (files as large), the first in the collection's order (all else equal), the
+#: only member not dropped otherwise (junk, in no cluster, no split)
+KEPT_BY = ("prefer", "size", "representative", "order", "only")
+#: the splits a ``classes`` export can keep above its class folders (:func:`split_of`)
+SPLITS = ("top",)
+
+
+def check_split(split) -> str | None:
+    """``split`` (None, or one of :data:`SPLITS`), else an :class:`InputError` naming it."""
+    if split is None or split in SPLITS:
+        return split
+    raise InputError(f"split must be one of {', '.join(map(repr, SPLITS))} (or none), got {split!r}")
+
+
+def split_of(path, root: str | None) -> str | None:
+    """The split a file lies in: the first folder of its path under ``root``, the collection's
+    folder (``train`` of ``train/cat/x.jpg``, where ``--folder-label path`` starts); None for a
+    file directly in ``root``, outside it, or without a path."""
+    if not path or root is None:
+        return None
+    a = os.path.abspath(path)
+    if not under(a, root):
+        return None
+    parts = os.path.relpath(a, root).replace(os.sep, "/").split("/")
+    return parts[0] if len(parts) > 1 else None
+
+
+def keep_copy(members: list[int], paths=None, rep=None, prefer: list[str] | None = None,
+              root: str | None = None) -> tuple[int, str]:
+    """Which of a duplicate group's ``members`` (item rows, none dropped otherwise) a clean dataset
+    keeps, and by which rule (:data:`KEPT_BY`): with ``prefer`` one under the earliest preferred
+    folder (:func:`check_prefer`); then the largest file (``paths``' sizes: the original of a
+    resized, re-compressed or cropped copy); of files as large the representative (``rep[i]``
+    true), then the first."""
+    if len(members) == 1:
+        return members[0], "only"
+    def key(i):
+        return (-_preference(paths[i] if paths is not None else None, prefer, root),
+                _size(paths[i]) if paths is not None else -1, bool(rep[i]) if rep is not None else False, -i)
+    ranked = sorted(members, key=key, reverse=True)
+    a, b = key(ranked[0]), key(ranked[1])
+    by = next(k for k, (x, y) in enumerate(zip(a, b)) if x != y)
+    return ranked[0], KEPT_BY[by]
+
+
+def kept_words(path, by: str | None, prefer: list[str] | None = None, root: str | None = None) -> str:
+    """Why :func:`keep_copy` kept the file at ``path`` (by the rule ``by``), in words for a person."""
+    if by is None:
+        return "none kept: every member is junk or in no cluster"
+    if by == "prefer":
+        return f"under the preferred folder {prefer[_preference(path, prefer, root)]}"
+    if by == "size":
+        return f"the largest file ({_size(path):,} bytes; a resized, re-compressed or cropped copy is smaller)"
+    if by == "representative":
+        return "the group's representative (its centre); the files are as large"
+    if by == "order":
+        return "the first in the collection's order; the files are as large"
+    return "the only member not junk or in no cluster"
+
+
 def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = None,
-            root: str | None = None) -> tuple[list, list]:
+            root: str | None = None, splits: list | None = None) -> tuple[list, list]:
     """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
     id of the copy kept in its place: ``junk`` (a junk cluster), ``unassigned`` / ``outlier`` (in
-    no cluster), ``duplicate`` (with ``--dedup``: of a duplicate group's members not dropped
-    otherwise, one is kept: with ``prefer`` (folder prefixes, first preferred; relative to
-    ``root``, the collection's folder, or absolute: :func:`check_prefer`) a member under the
-    earliest of them; then the largest file (``paths``' sizes: the original of a resized,
-    re-compressed or cropped copy), of files as large the group's representative, then the
-    first; the others are dropped). So ``prefer=["train/"]`` keeps the ``train/`` copy of a leak
-    between ``train/`` and ``test/`` even when its ``test/`` copy is larger."""
+    no cluster), with ``splits`` (each item's split, :func:`split_of`) ``no_split`` (a file in no
+    split folder), ``duplicate`` (with ``--dedup``: of a duplicate group's members not dropped
+    otherwise, one is kept (:func:`keep_copy`: with ``prefer`` (folder prefixes, first preferred;
+    relative to ``root``, the collection's folder, or absolute: :func:`check_prefer`) a member
+    under the earliest of them; then the largest file, of files as large the group's
+    representative, then the first); the others are dropped), and with ``splits`` ``leak``: a
+    copy in another split than the kept one (one copy of an image in all the splits together, so
+    no test image has its copy in train). So ``prefer=["train/"]`` keeps the ``train/`` copy of a
+    leak between ``train/`` and ``test/`` even when its ``test/`` copy is larger."""
     junk = {int(c["id"]) for c in clusters if c.get("junk")}
     cur = table["curated_cluster"].to_numpy()
     why: list = [("junk" if int(c) in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None)
                  for c in cur]
+    if splits is not None:
+        why = [w if w is not None or s is not None else "no_split" for w, s in zip(why, splits)]
     kept: list = [None] * len(why)
     if "duplicate_group" in table.columns:
         groups: dict[int, list[int]] = {}
@@ -234,29 +314,32 @@ def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = 
         for members in groups.values():
             if len(members) < 2:
                 continue
-            keep = max(members, key=lambda i: (-_preference(paths[i] if paths is not None else None, prefer, root),
-                                               _size(paths[i]) if paths is not None else -1, bool(rep[i]), -i))
+            keep, _ = keep_copy(members, paths, rep, prefer, root)
             for i in members:
                 if i != keep:
-                    why[i], kept[i] = "duplicate", ids[keep]
+                    leak = splits is not None and splits[i] != splits[keep]
+                    why[i], kept[i] = ("leak" if leak else "duplicate"), ids[keep]
     return why, kept
 
 
 def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=None,
-             root: str | None = None) -> list[str]:
+             root: str | None = None, split: str | None = None) -> tuple[list[str], dict[str, int]]:
+    """The class tree (``split``: under each file's split folder, :func:`split_of`); the files and
+    folders written, and the count of items dropped by reason."""
     import pandas as pd
 
-    why, kept = dropped(table, clusters, paths, prefer, root)
+    splits = [split_of(p, root) for p in paths] if split is not None else None
+    why, kept = dropped(table, clusters, paths, prefer, root, splits)
     used: dict[str, set[str]] = {}
     kept_row, kept_path, kept_label = [], [], []
     for i, (p, name) in enumerate(zip(paths, table["curated_name"])):
         if not p or why[i] is not None:
             continue
         label = str(name) if name is not None else f"cluster {int(table['curated_cluster'].iloc[i])}"
-        folder = safe_name(label)
+        folder = safe_name(label) if splits is None else f"{safe_name(splits[i])}/{safe_name(label)}"
         d = out / folder
         if folder not in used:
-            d.mkdir()
+            d.mkdir(parents=True)
             used[folder] = set()
         src = _place(p, i, d, used[folder], mode)
         kept_row.append(i)
@@ -267,13 +350,22 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
     drop = table.loc[gone, cols].copy()  # text cells as the curated table holds them (escaped form)
     drop.insert(4, "reason", [w for w in why if w is not None])
     drop.insert(5, "kept", [k for k, w in zip(kept, why) if w is not None])
+    if splits is not None:
+        drop.insert(6, "split", [s for s, w in zip(splits, why) if w is not None])
     write_table(out / "dropped.csv", drop)
     ids = table["id"].iloc[kept_row].tolist()
     if "escaped" in table.columns:  # the ids as the run has them (the table holds escaped text)
         esc = table["escaped"].iloc[kept_row].tolist()
         ids = [path_from_text(v) if e else v for v, e in zip(ids, esc)]
-    write_table(out / "manifest.csv", pd.DataFrame({"id": ids, "path": kept_path, "label": kept_label}))
-    return sorted(used) + ["dropped.csv", "manifest.csv"]
+    man = {"id": ids, "path": kept_path, "label": kept_label}
+    if splits is not None:
+        man["split"] = [splits[i] for i in kept_row]
+    write_table(out / "manifest.csv", pd.DataFrame(man))
+    counts: dict[str, int] = {}
+    for w in why:
+        if w is not None:
+            counts[w] = counts.get(w, 0) + 1
+    return sorted(used) + ["dropped.csv", "manifest.csv"], counts
 
 
 def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None,

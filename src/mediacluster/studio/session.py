@@ -96,6 +96,7 @@ class Studio:
         self.dup_group = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
         self.dup_of = ([v if isinstance(v, str) and v else None for v in a["duplicate_of"].tolist()]
                        if "duplicate_of" in a else None)
+        self._dup_groups = None  # dupgroups.DuplicateGroups, made on first use
         self.run_levels = self.run.read_levels(a)
         self.levels = level_views(self.run_levels)
         self.level_names = self.run.read_level_names() if self.levels else {}
@@ -522,6 +523,47 @@ class Studio:
         out["neighbours"] = [self._item_brief(int(j), s) for s, j in zip(D[0], idx[0]) if j >= 0 and j != i][:k]
         return out
 
+    # -- duplicate groups (dupgroups.py) -----------------------------------------------------------
+    @property
+    def dup_groups(self):
+        """The run's duplicate groups (:class:`.DuplicateGroups`), made on first use."""
+        if self._dup_groups is None:
+            from .dupgroups import DuplicateGroups
+
+            links = None
+            if self.dup_group is not None:
+                d = self.run.read_duplicates(columns=["id", "link_kind", "link_distance"])
+                if d is not None and len(d) == self.n and [str(x) for x in d["id"].tolist()] == self.ids:
+                    links = (d["link_kind"].fillna("").astype(str).tolist(),
+                             d["link_distance"].to_numpy(np.float64))
+            rep = None if self.dup_of is None else np.array([v is None for v in self.dup_of], bool)
+            self._dup_groups = DuplicateGroups(self.dup_group, rep, self.paths,
+                                               self.run.collection_root.path, links)
+        return self._dup_groups
+
+    def duplicate_groups(self, offset: int = 0, limit: int = 20, order: str = "size", prefer=None) -> dict:
+        """A page of the run's duplicate groups (:meth:`.DuplicateGroups.page`): each group's
+        members with their curated cluster and top-level folder, and the copy the ``classes``
+        export keeps (with ``prefer``, its preferred folders) and why."""
+        from .exports import check_prefer
+
+        prefer = check_prefer(prefer)
+        groups = self.dup_groups
+        with self._lock:
+            labels = self.state.labels.copy()
+            junk = {c.id for c in self.state.alive() if c.junk}
+            names = {c.id: c.name for c in self.state.alive()}
+            seq = self.state.seq
+
+            def brief(i):
+                e = self._item_brief(i)
+                e["cluster_name"] = names.get(e["cluster"])
+                return e
+
+            out = groups.page(labels, junk, brief, int(offset), int(limit), order, prefer)
+        out["seq"] = seq
+        return out
+
     # -- images and sounds (media.py) --------------------------------------------------------------
     def thumbnail(self, i: int, size: int = 160) -> tuple[bytes, str]:
         """``(bytes, media type)``: a thumbnail of item ``i`` (see :meth:`.ItemMedia.thumbnail`)."""
@@ -712,13 +754,17 @@ class Studio:
         return seq, curated_table(self.ids, self.paths, self.fitted, labels, names, status,
                                   self.probability, tags, self.truth, duplicates=dups), table
 
-    def export(self, kind: str, mode: str = "symlink", client: str = "", user: str = "", prefer=None) -> dict:
+    def export(self, kind: str, mode: str = "symlink", client: str = "", user: str = "", prefer=None,
+               split: str | None = None) -> dict:
         """Write an export (:func:`.exports.export`). ``prefer``: the ``classes`` export's folder
-        prefixes under the collection, first preferred, of which a duplicate group keeps its copy."""
-        from .exports import KINDS, check_prefer, export
+        prefixes under the collection, first preferred, of which a duplicate group keeps its copy;
+        ``split``: ``"top"`` keeps the collection's top-level folders (``train/``, ``test/``) above
+        its class folders."""
+        from .exports import KINDS, check_prefer, check_split, export
 
         if kind not in KINDS:
             raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
+        split = check_split(split)
         seq, df, table = self.curated_table()
         root = self.run.collection_root.path  # Label Studio serves files under one folder:
         if root is not None and not all(under(os.path.abspath(p), root) for p in self.paths if p):
@@ -726,11 +772,13 @@ class Studio:
         prefer = check_prefer(prefer)
         res = export(kind, self.run.exports_dir(), paths=self.paths, table=df, clusters=table, seq=seq,
                      mode=mode, root=root, media=self.media, prefer=prefer,
-                     collection_root=self.run.collection_root.path)
+                     collection_root=self.run.collection_root.path, split=split)
         res["relative"] = path_to_text(os.path.relpath(res["path"], self.run.path))
         record = {"kind": kind, "path": res["relative"], "edits_seq": seq}
         if prefer is not None:
             record["prefer"] = prefer
+        if split is not None:
+            record["split"] = split
         self._record("export", record, client, user)
         return res
 

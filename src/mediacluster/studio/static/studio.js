@@ -446,6 +446,7 @@
     if (ch === null) return true;
     if (v.kind === "cluster") return ch.has(v.id);
     if (v.kind === "selection") { for (const i of S.selected) if (oldL[i] !== S.L[i]) return true; return false; }
+    if (v.kind === "dups") return ch.moved.size > 0 || ch.meta.size > 0;  // a group's clusters, or which copy is kept
     return false;  // a search keeps the results it got (its tiles retinted); nothing shown: nothing to fetch
   }
   // the tiles of a view not drawn again (a search's results, a selection): each tile's cluster as
@@ -699,6 +700,7 @@
     const v = S.view;
     if (v.kind === "cluster") return renderCluster(v.id);
     if (v.kind === "search") return renderSearch(v.result);
+    if (v.kind === "dups") return renderDups();
     if (v.kind === "selection") {
       const all = Array.from(S.selected);
       const head = clear($("view-head"));
@@ -1008,15 +1010,122 @@
   }
   function closeItem() { const p = $("item-panel"); p.hidden = true; clear(p); S.itemOpen = null; S.itemShown = null; }
 
+  // ------------------------------------------------------------------ duplicate groups
+  // the run's duplicate groups (cluster --dedup), a page of groups at a time: each member's
+  // picture, folder and cluster, the copy the clean-dataset export keeps and why (with the
+  // export's "keep copies under" folders), and edits on a group: move its copies to the kept
+  // one's cluster, or select its members for the selection bar's move / junk / tag
+  S.dupOrder = "size"; S.dupPageSize = 20;
+  function showDuplicates() {
+    leaveCluster();
+    S.view = { kind: "dups" }; S.page = 0; S.highlight = null;
+    renderScope(); updateMapInfo(); renderClusters();
+    renderView(); redraw();
+  }
+  $("show-dups").addEventListener("click", showDuplicates);
+  function preferList() { return $("export-prefer").value.split(",").map((t) => t.trim()).filter((t) => t); }
+  async function renderDups() {
+    const prefer = preferList();
+    const u = new URLSearchParams({ offset: S.page * S.dupPageSize, limit: S.dupPageSize, order: S.dupOrder });
+    for (const f of prefer) u.append("prefer", f);
+    let r;
+    try { r = await api("api/duplicates?" + u.toString()); } catch (e) { fail(e); return; }
+    if (S.view.kind !== "dups") return;
+    if (!r.groups.length && r.total > 0 && S.page > 0) { S.page = Math.ceil(r.total / S.dupPageSize) - 1; return renderDups(); }
+    S.dups = r; S.items = [];
+    const head = clear($("view-head"));
+    head.removeAttribute("data-cluster");
+    head.appendChild(el("h2", { id: "dups-title", text: "Duplicate groups" }));
+    const g = clear($("grid"));
+    if (!r.has_duplicates) {
+      head.appendChild(el("span", { id: "dups-none", class: "muted", text: r.message }));
+      $("pager").hidden = true;
+      return;
+    }
+    const sm = r.summary;
+    const across = Object.entries(sm.across_folders).map((kv) => kv[1] + " across " + kv[0]).join(", ");
+    head.appendChild(el("span", { id: "dups-summary", class: "muted", text: fmt(sm.groups) + " groups, " + fmt(sm.copies) + " extra copies \u00b7 " +
+      (across || "none across top-level folders") + " \u00b7 " + sm.mixed_clusters + " in more than one cluster" }));
+    const order = el("select", { id: "dups-order", title: "order of the groups" },
+      ...[["size", "largest first"], ["folders", "across folders first (leaks)"], ["clusters", "in several clusters first"]].map((o) => el("option", { value: o[0], text: o[1] })));
+    order.value = S.dupOrder;
+    order.addEventListener("change", () => { S.dupOrder = order.value; S.page = 0; renderView(); });
+    head.appendChild(order);
+    head.appendChild(el("div", { class: "meta", text: "kept: the copy the clean-dataset export keeps " + (prefer.length ? "(preferring " + prefer.join(", ") + ")" : "(the largest file; \u201ckeep copies under\u201d by the export button prefers a folder)") + "; the others are left out of it" }));
+    const box = el("div", { id: "dups" });
+    for (const grp of r.groups) box.appendChild(dupGroup(grp));
+    g.appendChild(box);
+    const pages = Math.max(1, Math.ceil(r.total / S.dupPageSize));
+    $("page-info").textContent = "page " + (S.page + 1) + " of " + pages + " (" + fmt(r.total) + " groups)";
+    $("prev").disabled = S.page <= 0; $("next").disabled = S.page >= pages - 1;
+    $("pager").hidden = r.total <= S.dupPageSize;
+  }
+  function dupGroup(grp) {
+    const kept = grp.members.find((m) => m.i === grp.kept);
+    const head = el("div", { class: "dhead" },
+      el("b", { text: "group " + grp.group }), el("span", { class: "muted", text: grp.size + " copies" }),
+      grp.across_folders ? el("span", { class: "badge leak", text: "across " + grp.folders.join(" + "), title: "copies in more than one top-level folder of the collection: a leak between splits" })
+        : el("span", { class: "muted", text: "in " + grp.folders.join(", ") }),
+      grp.mixed_clusters ? el("span", { class: "badge junk", text: "in " + grp.clusters.length + " clusters", title: grp.clusters.map(clusterText).join(", ") }) : el("span", { class: "muted", text: clusterText(grp.clusters[0]) }),
+      el("span", { class: "kept-why muted", text: grp.kept === null ? grp.kept_why : "kept: " + (kept ? kept.name : "#" + grp.kept) + ", " + grp.kept_why }));
+    if (grp.kept !== null && grp.mixed_clusters && grp.kept_cluster >= 0) {
+      head.appendChild(el("button", { class: "move-to-kept", text: "move all to " + clusterText(grp.kept_cluster), title: "move the group's members to the cluster of the copy kept (one image, one class)",
+        onclick: async () => {
+          const items = grp.members.filter((m) => m.cluster !== grp.kept_cluster && m.fate !== "junk").map((m) => m.i);
+          if (!items.length) return;
+          const r = await edit({ kind: "move", items: items, to: grp.kept_cluster });
+          if (r) toast("moved " + items.length + " copies of group " + grp.group + " to " + clusterText(grp.kept_cluster));
+        } }));
+    }
+    head.appendChild(el("button", { class: "select-group", text: "select", title: "select the group's members (then move, junk or tag them in the bar below)",
+      onclick: () => { for (const m of grp.members) S.selected.add(m.i); selectionChanged(); redraw(); } }));
+    const members = el("div", { class: "dmembers" });
+    for (const m of grp.members) {
+      names.set(m.i, m.name);
+      const tile = el("figure", { class: "tile" + (S.selected.has(m.i) ? " selected" : ""), "data-i": m.i, "data-fate": m.fate,
+        title: m.name + (m.label ? " \u00b7 label " + m.label : "") + (m.link_kind ? " \u00b7 linked as " + m.link_kind + " (distance " + m.link_distance + ")" : "") + (m.representative ? " \u00b7 the group's representative" : "") });
+      const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(m.i) });
+      img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
+      tile.appendChild(img);
+      tile.appendChild(el("figcaption", { class: "cap", text: m.name }));
+      tile.appendChild(el("div", { class: "where", text: m.folder + "/ \u00b7 " + clusterText(m.cluster) }));
+      const sw = el("span", { class: "sw" }); sw.style.background = colorOf(m.cluster); tile.appendChild(sw);
+      tile.appendChild(el("span", { class: "fate " + (m.fate === "kept" ? "kept" : m.fate === "copy" ? "copy" : ""), text: m.fate === "copy" ? "dropped copy" : m.fate }));
+      tile.addEventListener("click", () => { if (S.selected.has(m.i)) S.selected.delete(m.i); else S.selected.add(m.i); selectionChanged(); redraw(); });
+      pressable(tile);
+      tile.addEventListener("dblclick", () => openItem(m.i));
+      tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(m.i); } }));
+      members.appendChild(tile);
+    }
+    return el("div", { class: "dgroup", "data-group": grp.group }, head, members);
+  }
+
   // ------------------------------------------------------------------ export and publish
+  function exportOptions() { $("export-classes").hidden = $("export-kind").value !== "classes"; }
+  $("export-kind").addEventListener("change", exportOptions);
+  exportOptions();
+  // the duplicates view shows the copy kept with the folders typed here
+  $("export-prefer").addEventListener("change", () => { $("export-prefer").removeAttribute("aria-invalid"); if (S.view.kind === "dups") renderView(); });
   $("export").addEventListener("click", async () => {
     const kind = $("export-kind").value, btn = $("export");
+    const body = { kind: kind };
+    if (kind === "classes") {
+      const prefer = preferList();
+      if (prefer.length) body.prefer = prefer;
+      if ($("export-split").value) body.split = $("export-split").value;
+    }
     btn.disabled = true;
     try {
-      const r = await api("api/export", { method: "POST", body: { kind: kind } });
+      const r = await api("api/export", { method: "POST", body: body });
       S.lastExport = r;
-      toast("exported " + fmt(r.items) + " items to " + r.relative + " (" + r.files.length + " files/folders)");
-    } catch (e) { fail(e); } finally { btn.disabled = false; }
+      $("export-prefer").removeAttribute("aria-invalid");
+      const gone = r.dropped ? Object.entries(r.dropped).map((kv) => kv[1] + " " + kv[0]).join(", ") : "";
+      toast("exported " + fmt(r.items) + " items to " + r.relative + " (" + r.files.length + " files/folders" + (gone ? "; left out: " + gone + ", listed in dropped.csv" : "") + ")");
+    } catch (e) {
+      if (kind === "classes" && /prefer|split/.test(e.message || "")) $("export-prefer").setAttribute("aria-invalid", "true");
+      S.exportError = e.message;
+      fail(e);
+    } finally { btn.disabled = false; }
   });
   $("publish").addEventListener("click", async () => {
     const btn = $("publish");

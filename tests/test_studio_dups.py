@@ -1,0 +1,282 @@
+"""Duplicates and splits where the curator works: the studio's duplicate-group list
+(``GET /api/duplicates`` over real HTTP, and the page's view in real headless Chromium), the
+export's ``prefer`` folders from the page, and the ``classes`` export keeping a collection's
+``train/`` / ``test/`` splits, on a real small tree of CIFAR-10 images with planted copies
+(``studio_helpers.split_run``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from studio_helpers import Server, client, copy_run, post, split_run
+
+
+@pytest.fixture(scope="module")
+def split(cifar3_embeddings, tmp_path_factory):
+    run, rows = split_run(cifar3_embeddings, tmp_path_factory.mktemp("split") / "run")
+    return run, rows
+
+
+def planted(rows) -> dict[int, tuple[int, str]]:
+    """copy row -> (original row, kind)."""
+    return {c: (rows["originals"][c], kind) for kind in ("leak", "misfiled", "loose") for c in rows[kind]}
+
+
+def test_duplicate_groups_over_http(split, tmp_path):
+    run, rows = split
+    run = copy_run(run, tmp_path / "run")  # edited here
+    s = Server(run)
+    try:
+        with client(s) as c:
+            r = c.get("/api/duplicates")
+            assert r.status_code == 200, r.text
+            d = r.json()
+            assert d["has_duplicates"] and d["order"] == "size" and d["total"] >= 6
+            sm = d["summary"]
+            assert sm["copies"] == sm["items"] - sm["groups"] >= 6
+            assert sm["across_folders"].get("test + train", 0) >= 3  # the three leaks
+            assert sm["across_folders"].get(". + train", 0) >= 1  # a copy loose in the collection's folder
+            # every planted copy is in its original's group, with its folder
+            found = {}
+            for off in range(0, d["total"], 7):  # paging: disjoint pages that cover every group
+                page = c.get("/api/duplicates", params={"offset": off, "limit": 7}).json()
+                assert page["total"] == d["total"] and len(page["groups"]) == min(7, d["total"] - off)
+                for g in page["groups"]:
+                    assert g["group"] not in found
+                    found[g["group"]] = g
+            assert len(found) == d["total"]
+            member_of = {m["i"]: g for g in found.values() for m in g["members"]}
+            for copy, (orig, kind) in planted(rows).items():
+                g = member_of[copy]
+                assert member_of[orig] is g
+                folder = {m["i"]: m["folder"] for m in g["members"]}
+                assert folder[orig] == "train"
+                assert folder[copy] == {"leak": "test", "misfiled": "train", "loose": "."}[kind]
+                assert g["across_folders"] == (kind != "misfiled")
+                # the same bytes: the representative is kept, as the export keeps it
+                assert g["kept_by"] == "representative" and g["kept"] in (orig, copy)
+                fates = {m["i"]: m["fate"] for m in g["members"]}
+                assert sorted(fates.values()) == ["copy", "kept"]
+            # order: groups across folders first
+            folders = c.get("/api/duplicates", params={"order": "folders", "limit": 200}).json()["groups"]
+            flags = [g["across_folders"] for g in folders]
+            assert flags == sorted(flags, reverse=True) and sum(flags) >= 4
+            # the export's preferred folder decides the copy shown as kept
+            pref = c.get("/api/duplicates", params=[("order", "folders"), ("prefer", "train/"), ("limit", 200)]).json()
+            assert pref["prefer"] == ["train/"]
+            for copy in rows["leak"]:
+                g = next(g for g in pref["groups"] if any(m["i"] == copy for m in g["members"]))
+                assert g["kept"] == rows["originals"][copy] and g["kept_by"] == "prefer"
+                assert "train/" in g["kept_why"]
+            # a copy a person moved to another cluster: the group is in two clusters, listed first
+            # by order=clusters; "move all to the kept one's cluster" is the move edit
+            copy = rows["leak"][0]
+            g = member_of[copy]
+            lab = np.frombuffer(c.get("/api/labels").content, "<i4")
+            other = int((lab[copy] + 1) % 3)
+            assert post(c, "/api/edits", {"kind": "move", "items": [copy], "to": other}).status_code == 200
+            mixed = c.get("/api/duplicates", params={"order": "clusters", "limit": 1}).json()["groups"][0]
+            assert mixed["group"] == g["group"] and mixed["mixed_clusters"] and other in mixed["clusters"]
+            assert c.get("/api/duplicates").json()["summary"]["mixed_clusters"] >= 1
+            items = [m["i"] for m in mixed["members"] if m["cluster"] != mixed["kept_cluster"]]
+            r = post(c, "/api/edits", {"kind": "move", "items": items, "to": mixed["kept_cluster"]})
+            assert r.status_code == 200, r.text
+            again = c.get("/api/duplicates", params={"order": "clusters", "limit": 200}).json()["groups"]
+            assert not next(x for x in again if x["group"] == g["group"])["mixed_clusters"]
+            # a junk member is not kept: the other copy is, and the junk one says so
+            assert post(c, "/api/edits", {"kind": "move", "items": [g["kept"]], "to": "junk"}).status_code == 200
+            after = next(x for x in c.get("/api/duplicates", params={"limit": 200}).json()["groups"]
+                         if x["group"] == g["group"])
+            fates = {m["i"]: m["fate"] for m in after["members"]}
+            assert fates[g["kept"]] == "junk" and after["kept"] != g["kept"] and after["kept_by"] == "only"
+            # bad parameters: 4xx naming them, and the server serves on
+            for params, status, word in (({"limit": 0}, 422, "limit"), ({"limit": 201}, 422, "limit"),
+                                         ({"offset": -1}, 422, "offset"), ({"order": "big"}, 422, "order"),
+                                         ({"limt": 5}, 422, "limt"), ({"prefer": "/"}, 400, "prefer")):
+                r = c.get("/api/duplicates", params=params)
+                assert r.status_code == status and word in r.text, (params, r.text)
+            assert c.get("/api/duplicates", params={"offset": 10_000}).json()["groups"] == []
+            spec = c.get("/openapi.json").json()["paths"]["/api/duplicates"]["get"]
+            ps = {p["name"]: p["schema"] for p in spec["parameters"]}
+            assert set(ps) == {"offset", "limit", "order", "prefer"}
+            assert ps["limit"]["maximum"] == 200 and set(ps["order"]["enum"]) == {"size", "folders", "clusters"}
+    finally:
+        s.stop()
+
+
+def test_a_run_without_duplicate_data_says_so(base_run):
+    from mediacluster.studio.session import Studio
+
+    st = Studio(base_run, warm=False)
+    try:
+        d = st.duplicate_groups()
+        assert d["has_duplicates"] is False and d["groups"] == [] and "--dedup" in d["message"]
+    finally:
+        st.close()
+
+
+def test_classes_export_keeps_the_splits(split, tmp_path, capsys):
+    """``split="top"``: train/<name>/file and test/<name>/file; a leak keeps one copy (the train one
+    with prefer train/) and lists the other as ``leak``; a copy in the same split is a
+    ``duplicate``; a file in no split folder is ``no_split``; manifest + dropped = every item."""
+    from mediacluster.cli import main
+    from mediacluster.errors import InputError
+    from mediacluster.studio.session import Studio
+
+    run, rows = split
+    run = copy_run(run, tmp_path / "run")  # edited here
+    st = Studio(run, warm=False, lazy_map=True)
+    try:
+        st.edit("rename", {"cluster": 0, "name": "first"})
+        res = st.export("classes", prefer=["train/"], split="top")
+        ids = st.ids
+        n = st.n
+        with pytest.raises(InputError, match="split"):
+            st.export("csv", split="top")
+        with pytest.raises(InputError, match="split must be"):
+            st.export("classes", split="name")
+    finally:
+        st.close()
+    out = Path(res["path"])
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["test", "train"]
+    man = pd.read_csv(out / "manifest.csv")
+    drop = pd.read_csv(out / "dropped.csv")
+    assert list(man.columns) == ["id", "path", "label", "split"]
+    assert list(drop.columns) == ["id", "path", "curated_cluster", "curated_name", "reason", "kept", "split"]
+    assert len(man) + len(drop) == n and not set(man["id"]) & set(drop["id"])
+    for split_name in ("train", "test"):
+        for d in (out / split_name).iterdir():
+            files = list(d.iterdir())
+            assert files and all(f.is_symlink() and f.resolve().is_file() for f in files)
+            assert all(f"/{split_name}/" in str(f.resolve()) for f in files)  # its split's files only
+            assert len(files) == ((man["split"] == split_name) & (man["label"].map(str) == d.name)).sum()
+    why = dict(zip(drop["id"], drop["reason"]))
+    kept = dict(zip(drop["id"], drop["kept"]))
+    for c in rows["leak"]:  # the test/ copy of a train image goes, the train one stays
+        assert why[ids[c]] == "leak" and kept[ids[c]] == ids[rows["originals"][c]]
+        assert ids[rows["originals"][c]] in set(man["id"])
+    for c in rows["misfiled"]:  # both in train/: one of them is kept
+        pair = {ids[c], ids[rows["originals"][c]]}
+        assert len(pair & set(man["id"])) == 1 and why[(pair - set(man["id"])).pop()] == "duplicate"
+    for c in rows["loose"]:
+        assert why[ids[c]] == "no_split" and ids[rows["originals"][c]] in set(man["id"])
+    assert res["dropped"]["leak"] == len(rows["leak"]) and res["dropped"]["no_split"] == len(rows["loose"])
+    # the CLI, and the HTTP body's split
+    assert main(["studio", str(run), "--export", "classes", "--export-split", "top"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"left out \(dropped.csv\): .*\d+ leak", text), text
+    path = re.search(r"export: (.+?) \(", text).group(1)
+    assert (Path(path) / "test").is_dir() and (Path(path) / "train").is_dir()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
+    """The page's duplicates view: groups with the kept copy marked, leaks across train/ and test/
+    first on request, the export's "keep copies under" folder changing the copy shown as kept, a
+    group in two clusters moved to the kept copy's cluster by its button, the export sending
+    prefer and split (a bad folder shown to the person), and a run without duplicates saying so."""
+    from conftest import chromium
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+    from test_studio_browser import js, loaded, severe, shot, wait
+
+    run, rows = split
+    run = copy_run(run, tmp_path / "run")
+    s = Server(run)
+    drv = chromium()
+    try:
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        drv.find_element("id", "show-dups").click()
+        wait(lambda: js(drv, "return window.mcStudio.busy === 0 && document.querySelectorAll('.dgroup').length"),
+             what="the duplicate groups")
+        total = js(drv, "return window.mcStudio.dups.total")
+        groups = drv.find_elements("css selector", ".dgroup")
+        assert len(groups) == min(20, total) and total >= 6
+        assert "test + train" in drv.find_element("id", "dups-summary").text
+        for g in groups:  # one kept copy each, the others dropped copies
+            fates = [t.get_attribute("data-fate") for t in g.find_elements("css selector", ".tile")]
+            assert fates.count("kept") == 1 and set(fates) == {"kept", "copy"}
+        Select(drv.find_element("id", "dups-order")).select_by_value("folders")
+        wait(lambda: js(drv, "return window.mcStudio.busy === 0 && window.mcStudio.dups.order === 'folders'"),
+             what="the folders order")
+        first = drv.find_elements("css selector", ".dgroup")[0]
+        assert first.find_elements("css selector", ".badge.leak")
+        # the export's preferred folder: the leaks' train/ copies are shown as kept
+        Select(drv.find_element("id", "export-kind")).select_by_value("classes")
+        box = drv.find_element("id", "export-prefer")
+        assert box.is_displayed()
+        box.send_keys("train/", Keys.TAB)
+        wait(lambda: js(drv, "const d = window.mcStudio.dups; return window.mcStudio.busy === 0 && d.prefer && d.prefer[0] === 'train/'"),
+             what="the groups with prefer")
+        leak_groups = [g for g in drv.find_elements("css selector", ".dgroup") if g.find_elements("css selector", ".badge.leak")]
+        kept_where = [g.find_element("css selector", '.tile[data-fate="kept"] .where').text for g in leak_groups]
+        assert kept_where and all(w.startswith("train/") for w in kept_where)
+        shot(drv, "studio-duplicates.png")
+        # another page moves a copy to another cluster: the view shows the group in two clusters,
+        # and its button moves every member to the kept copy's cluster
+        copy = rows["leak"][0]
+        with client(s) as api:
+            lab = np.frombuffer(api.get("/api/labels").content, "<i4")
+            assert post(api, "/api/edits", {"kind": "move", "items": [copy], "to": int((lab[copy] + 1) % 3)}).status_code == 200
+        btn = wait(lambda: drv.find_elements("css selector", ".move-to-kept"), what="the move button")
+        btn[0].click()
+        wait(lambda: js(drv, f"return window.mcStudio.L[{copy}] === {int(lab[copy])}"), what="the group moved back")
+        wait(lambda: not drv.find_elements("css selector", ".move-to-kept"), what="no group in two clusters")
+        # the export: prefer and split from the page; a bad folder is said to the person
+        Select(drv.find_element("id", "export-split")).select_by_value("top")
+        drv.find_element("id", "export").click()
+        r = wait(lambda: js(drv, "return window.mcStudio.lastExport"), what="the export")
+        assert r["dropped"]["leak"] == len(rows["leak"]) and r["kind"] == "classes"
+        assert sorted(p.name for p in Path(r["path"]).iterdir() if p.is_dir()) == ["test", "train"]
+        box.clear()
+        box.send_keys("/")
+        drv.find_element("id", "export").click()
+        err = wait(lambda: js(drv, "return window.mcStudio.exportError"), what="the refusal")
+        assert "prefer" in err and box.get_attribute("aria-invalid") == "true"
+        assert any("prefer" in t.text for t in drv.find_elements("css selector", "#toast .msg.error"))
+        # the console's only errors are the two refusals of that folder (the view and the export)
+        assert all("400" in e["message"] and ("prefer=%2F" in e["message"] or "api/export" in e["message"])
+                   for e in severe(drv)), severe(drv)
+    finally:
+        drv.quit()
+        s.stop()
+    # a run made without --dedup: the view says so
+    s = Server(copy_run(base_run, tmp_path / "plain"))
+    drv = chromium()
+    try:
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        drv.find_element("id", "show-dups").click()
+        none = wait(lambda: drv.find_elements("id", "dups-none"), what="the no-duplicates message")
+        assert "--dedup" in none[0].text and not drv.find_elements("css selector", ".dgroup")
+    finally:
+        drv.quit()
+        s.stop()
+
+
+def test_keep_copy_says_by_which_rule(tmp_path):
+    """``keep_copy``'s rule, first that tells the members apart: a preferred folder, the largest
+    file, the representative, the first; ``split_of`` a file's top-level folder, None outside one."""
+    from mediacluster.studio.exports import check_prefer, keep_copy, kept_words, split_of
+
+    files = {"test/a.jpg": 300, "train/a.jpg": 100, "train/b.jpg": 100, "c.jpg": 100}
+    for rel, size in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * size)
+    paths = [str(tmp_path / rel) for rel in files]
+    root = str(tmp_path)
+    rep = [False, True, False, False]
+    assert keep_copy([0, 1], paths, rep) == (0, "size")
+    assert keep_copy([0, 1], paths, rep, check_prefer(["train/"]), root) == (1, "prefer")
+    assert keep_copy([1, 2], paths, rep) == (1, "representative")
+    assert keep_copy([2, 3], paths, rep) == (2, "order")
+    assert keep_copy([3], paths, rep) == (3, "only")
+    assert "300 bytes" in kept_words(paths[0], "size") and "train/" in kept_words(paths[1], "prefer", ["train/"], root)
+    assert [split_of(p, root) for p in paths] == ["test", "train", "train", None]
+    assert split_of("/elsewhere/x/y.jpg", root) is None and split_of(None, root) is None
