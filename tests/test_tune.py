@@ -331,6 +331,24 @@ def test_zero_trials_is_refused_by_name_before_any_work(X, tmp_path, capsys):
         assert info.value.param == "n_trials"
 
 
+def test_zero_or_negative_jobs_is_refused_by_name_before_any_work(X, tmp_path, capsys):
+    """--jobs 0 / -1 ran one process without a word (a joblib user reads -1 as every core);
+    it is a bad parameter, named, before any work."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", X)
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o"), "--jobs", bad, "--quiet"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "--jobs" in err and "at least 1" in err
+        assert not (tmp_path / "o").exists()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ParameterError, match="n_jobs") as info:
+            tune(X, space=SPACE, n_trials=1, n_jobs=bad, progress=False, refit=False)
+        assert info.value.param == "n_jobs"
+
+
 def test_the_largest_seed_tunes_and_resumes(tmp_path):
     """--seed 2**32 - 1 (the largest numpy takes): a resumed study's sampler seed (seed plus the
     trials held) passed numpy's range and the resume crashed in optuna."""

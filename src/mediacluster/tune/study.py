@@ -567,6 +567,9 @@ def tune(
     if not (isinstance(n_trials, int | np.integer) and not isinstance(n_trials, bool) and n_trials >= 1):
         raise ParameterError(f"n_trials must be a whole number >= 1 (the total the study should hold), "
                              f"got {n_trials!r}", "n_trials")
+    if not (isinstance(n_jobs, int | np.integer) and not isinstance(n_jobs, bool) and n_jobs >= 1):
+        raise ParameterError(f"n_jobs must be a whole number >= 1 (worker processes; there is no -1 for "
+                             f"every core), got {n_jobs!r}", "n_jobs")
     items = None  # the refit model's item ids / paths (``Pipeline.similar``): an Embeddings' own
     if isinstance(X, Embeddings):
         if labels is None and X.labels is not None:
