@@ -217,6 +217,60 @@ def test_ray_embedding_uses_and_fills_the_embedding_cache(ray_cluster, cifar3_di
     assert st["embed_sent"] == 0 and st["cached"] == 27 and np.array_equal(third.vectors, grown.vectors)
 
 
+def test_ray_embeds_moved_and_copied_files_by_their_content_as_the_local_path_does(ray_cluster, cifar3_dir,
+                                                                                    tmp_path):
+    """A moved (renamed) or copied file has no hash record under its new path: the Ray path sent
+    it out and encoded it again although the cache held its content, and encoded identical new
+    files once per path. The local path reads (hashes) them and encodes each distinct content
+    once. Now the workers hash the files without a record first, the driver looks the hashes up
+    and sends out one file per missing content: both paths encode the same, and return the same."""
+    from mediacluster.embed import embed_collection
+    from mediacluster.encoders import get_encoder
+    from mediacluster.executors.ray_executor import RayExecutor
+    from mediacluster.ingest import collect
+
+    src = [p for p in sorted(cifar3_dir.rglob("*")) if p.is_file()]
+    d, cache = tmp_path / "photos", tmp_path / "cache"
+    (d / "a").mkdir(parents=True)
+    for k, p in enumerate(src[:10]):
+        shutil.copyfile(p, d / "a" / f"{k}.png")
+    time.sleep(2.1)  # files younger than 2 s are never taken from the hash records (racily clean)
+    enc = get_encoder("efficientnet-lite0")
+
+    def on_ray(cache_dir=cache):
+        exe = RayExecutor(address=ray_cluster.address, workers=2, embed_block=4)
+        emb = exe.embed(collect(d), encoder=enc, cache_dir=cache_dir, batch_size=2, progress=False,
+                        encoder_spec="efficientnet-lite0")
+        return emb, exe.stats
+
+    first, st = on_ray()
+    assert st["embed_sent"] == 10 and len(first) == 10
+    before = dict(zip((Path(p).name for p in first.paths), first.vectors))
+    (d / "a").rename(d / "b")  # every file moved
+    for k in range(3):  # copies of a known file, and two copies of a new one
+        shutil.copyfile(src[0], d / f"copy{k}.png")
+    for k in range(2):
+        shutil.copyfile(src[20], d / f"new{k}.png")
+    time.sleep(2.1)
+    moved, st = on_ray()
+    assert st["hashed_on_workers"] == 15 and st["embed_sent"] == 1 and st["cached"] == 13
+    assert len(moved) == 15 and moved.cache_stats["encoded"] == 1 and moved.cache_stats["distinct"] == 11
+    got = dict(zip((Path(p).name for p in moved.paths), moved.vectors))
+    assert all(np.array_equal(got[k], v) for k, v in before.items())  # the cache's vectors, not new ones
+    assert all(np.array_equal(got[f"copy{k}.png"], before["0.png"]) for k in range(3))
+    assert np.array_equal(got["new0.png"], got["new1.png"])
+    local = embed_collection(collect(d), cache_dir=cache, progress=False)  # the local path: the same answer
+    assert local.cache_stats["encoded"] == 0 and local.ids == moved.ids
+    assert np.array_equal(local.vectors, moved.vectors) and local.content_hashes == moved.content_hashes
+    again, st = on_ray()  # the workers' hashes were recorded: nothing is read or sent
+    assert st["hashed_on_workers"] == 0 and st["embed_sent"] == 0 and np.array_equal(again.vectors, moved.vectors)
+    # a cold cache: each distinct content encoded once on both paths
+    cold, st = on_ray(tmp_path / "cold")
+    fresh = embed_collection(collect(d), cache_dir=tmp_path / "fresh", progress=False)
+    assert st["embed_sent"] == 11 == fresh.cache_stats["decoded"] and cold.cache_stats["encoded"] == 11
+    assert np.allclose(cold.vectors, fresh.vectors, atol=1e-4, rtol=1e-4)
+
+
 def test_ray_workers_with_another_encoder_keep_nothing_in_the_cache(ray_cluster, cifar3_dir, tmp_path):
     """Workers whose encoder is not the driver's (another version or model on the nodes) would
     put their vectors under the driver's encoder id: the run stops, naming both, and the cache

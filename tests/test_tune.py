@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mediacluster.errors import ParameterError
+from mediacluster.errors import InputError, ParameterError
 from mediacluster.pipeline import Pipeline
 from mediacluster.tune import SearchSpace, SpaceError, load_space, preset
 from mediacluster.tune import tune as _tune
@@ -329,6 +330,51 @@ def test_zero_trials_is_refused_by_name_before_any_work(X, tmp_path, capsys):
         with pytest.raises(ParameterError, match="n_trials") as info:
             tune(X, space=SPACE, n_trials=bad, progress=False, refit=False)
         assert info.value.param == "n_trials"
+
+
+def test_zero_or_negative_jobs_is_refused_by_name_before_any_work(X, tmp_path, capsys):
+    """--jobs 0 / -1 ran one process without a word (a joblib user reads -1 as every core);
+    it is a bad parameter, named, before any work."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", X)
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o"), "--jobs", bad, "--quiet"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "--jobs" in err and "at least 1" in err
+        assert not (tmp_path / "o").exists()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ParameterError, match="n_jobs") as info:
+            tune(X, space=SPACE, n_trials=1, n_jobs=bad, progress=False, refit=False)
+        assert info.value.param == "n_jobs"
+
+
+def test_a_study_whose_every_trial_fails_stops_and_names_the_first_failure(tmp_path, capsys):
+    """Every trial failing (here: more clusters than items) ran trials for ever (failed trials do
+    not count towards --trials: 2,000 in 10 s) and, with --timeout, ended "no trial finished"
+    pointing at reasons the study did not hold. Now the run stops once as many trials failed as
+    were asked for, and the message gives the first failure's parameters and error."""
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    space = {"reducer": "pca", "reducer__n_components": {"choice": [3, 5]}, "clusterer": "kmeans",
+             "clusterer__n_clusters": {"choice": [50, 60]}}
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"no trial finished: the 3 trials of this study failed; the first "
+                                         r"\(trial 0, .*clusterer__n_clusters=(50|60)\): ParameterError: n_clusters=\d+ but "
+                                         r"there are only 40 items") as info:
+        tune(X, space=space, n_trials=3, out=tmp_path / "o", timeout=60, progress=False, refit=False)
+    assert time.perf_counter() - t0 < 30
+    import optuna
+
+    study = optuna.load_study(study_name="mediacluster", storage=f"sqlite:///{tmp_path / 'o' / 'study.db'}")
+    assert len(study.trials) == 3 and study.trials[0].user_attrs["failed_reason"].startswith("ParameterError")
+    assert "reasons are in the study" not in str(info.value)
+    # vectors no trial can fit (a row too long for float32 distances) are refused before any trial
+    big = X.copy()
+    big[5] *= 1e19
+    with pytest.raises(InputError, match="vector 5 has values too large"):
+        tune(big, space=space, n_trials=3, out=tmp_path / "o2", progress=False, refit=False)
+    assert not (tmp_path / "o2").exists()
 
 
 def test_the_largest_seed_tunes_and_resumes(tmp_path):

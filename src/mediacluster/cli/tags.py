@@ -79,10 +79,10 @@ def run(args) -> int:
 
 
 def _load_examples(source, mapping, encoder, cache_dir, quiet):
-    from ..tags.data import examples_from_source, read_mapping
+    from ..tags.data import examples_from_source
 
-    mp = read_mapping(mapping) if mapping else None
-    return examples_from_source(source, encoder=encoder, cache_dir=cache_dir, mapping=mp, progress=not quiet)
+    return examples_from_source(source, encoder=encoder, cache_dir=cache_dir, mapping=mapping or None,
+                                progress=not quiet)
 
 
 def _train(args) -> int:

@@ -57,7 +57,7 @@ def add_parser(sub):
                         "or 'off'")
     p.add_argument("--prune-keep", type=float, default=0.2,
                    help="share of the trials at a rung promoted to the next (successive halving)")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes sharing the study, one core each (the 50k benchmark with 2 "
                         "kept 1.9 cores busy; which trial runs where then depends on timing, so the "
                         "study is no longer exactly reproducible from --seed)")

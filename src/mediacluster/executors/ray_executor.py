@@ -4,10 +4,13 @@
 Embedding goes through the embedding cache (``embed.store``), as on the local path:
 
 * The driver looks up each file's content hash in the cache's record of (size, mtime, ctime,
-  inode) without reading the file (``EmbeddingStore.known_hashes``); a file whose hash has a
-  vector for this encoder id is not sent out, nor one remembered as failing by its own content.
-  Everything else goes to the workers: new files, changed files (their record no longer
-  matches) and files whose vector is missing.
+  inode) without reading the file (``EmbeddingStore.known_hashes``). Files without a matching
+  record (new, changed, moved / renamed or copied ones) are hashed by Ray tasks that read them
+  (``_hash_paths``; the driver records what they found), so the driver knows every file's
+  content, as the local path does after hashing. A content with a vector for this encoder id is
+  not sent out, nor one remembered as failing by its own content; of the rest one file per
+  distinct content is sent out to be encoded (identical files are encoded once), and every file
+  of that content takes its vector or its failure.
 * A worker hashes each file before decoding it (the local path's order), so the driver keeps
   every vector under its content hash and records the hash for the stat it took before sending
   the file out (``record_hashes``: a file written since no longer matches its record) without
@@ -58,6 +61,14 @@ from ..progress import progress_bar
 
 #: items per Ray Data block when embedding (the unit of retry)
 EMBED_BLOCK = 256
+
+
+def _hash_paths(paths: list[str]) -> tuple[list[str | None], dict[int, str]]:
+    """A Ray task: the content hashes of files without a hash record, read where the task runs
+    (``fileio.hash_files``: None and a reason where a file cannot be read)."""
+    from ..fileio import hash_files
+
+    return hash_files(paths, workers=4)
 
 
 def _ray():
@@ -240,22 +251,31 @@ class RayExecutor:
         n = len(paths)
         fkind = failure_kind(encoder.id, getattr(encoder, "media", "image"))
         # the hashes of files unchanged since they were recorded (by a run on either executor, or
-        # any command on the cache): nothing is read here; the workers hash what they read
+        # any command on the cache): nothing is read here; Ray tasks hash the files without one
         stat_time = time.time()
         hashes, stats, errors = cache.known_hashes(paths)
+        unknown = [i for i in range(n) if hashes[i] is None and i not in errors]
+        self.stats["hashed_on_workers"] = len(unknown)
+        if unknown:
+            self._hash_on_workers(paths, unknown, hashes, stats, errors, cache, stat_time, progress)
         known = [h for h in hashes if h is not None]
         have = cache.contains(known, encoder.id)
         bad_hash = cache.failures([h for h in known if h not in have], fkind)
         skip: list[str | None] = [None] * n  # why each row is skipped
         lasting = [False] * n
-        for i, reason in errors.items():  # cannot be stat'ed: as the local path's hashing says
+        for i, reason in errors.items():  # cannot be stat'ed or read: as the local path's hashing says
             skip[i] = reason
         known_bad = 0
         for i, h in enumerate(hashes):
             if h in bad_hash:
                 skip[i], lasting[i] = bad_hash[h], True
                 known_bad += 1
-        todo = np.array([i for i in range(n) if skip[i] is None and hashes[i] not in have], dtype=np.int64)
+        first: dict[str, int] = {}  # one file per content the cache lacks: identical files encoded once
+        for i in range(n):
+            if skip[i] is None and hashes[i] not in have:
+                first.setdefault(hashes[i], i)
+        todo = np.array(sorted(first.values()), dtype=np.int64)
+        sent_hash = {int(r): hashes[r] for r in todo}
         cached = sum(h in have for h in hashes)
         self.stats.update(cached=cached, known_bad=known_bad, embed_sent=int(len(todo)))
         if progress:
@@ -293,6 +313,16 @@ class RayExecutor:
         missing = int(len(todo) - returned[todo].sum())
         if missing:
             raise RuntimeError(f"internal: {missing} items have no embedding after the Ray job")
+        by_first = {h: r for r, h in sent_hash.items()}
+        for i in range(n):  # the other files of a content sent out take what its file got
+            r = by_first.get(hashes[i]) if skip[i] is None else None
+            if r is not None and r != i and skip[r] is not None:
+                skip[i], lasting[i] = skip[r], lasting[r]
+        if len(todo):  # a content that changed between the hashing and the encoding has no vector
+            stored = cache.contains([hashes[i] for i in range(n) if skip[i] is None], encoder.id)
+            for i in range(n):
+                if skip[i] is None and hashes[i] not in stored:
+                    skip[i] = "the file changed while it was being embedded (run again)"
         if remembered:  # those of another decoder version, once unused for a while (as the local path)
             cache.prune_failures()
         kept = [i for i in range(n) if skip[i] is None]
@@ -308,10 +338,34 @@ class RayExecutor:
             labels=None if collection.labels is None else [collection.labels[i] for i in kept],
             extras=extras, skipped=skipped, root=collection.root)
         emb.content_hashes = [hashes[i] for i in kept]  # the cache's hash: exact duplicates for free
-        emb.cache_stats = {"items": n, "distinct": len({h for h in hashes if h is not None}), "cached": cached,
+        emb.cache_stats = {"items": n, "distinct": len({h for h in hashes if h is not None}),
+                           "cached": len({h for h in hashes if h in have}),
                            "encoded": encoded, "skipped": len(skipped) - len(collection.skipped),
                            "decoded": int(len(todo)), "known_bad": known_bad}
         return emb
+
+    def _hash_on_workers(self, paths, rows, hashes, stats, errors, cache, stat_time, progress) -> None:
+        """Fill ``hashes`` (or ``errors``) at ``rows`` by Ray tasks that read the files, blocks of
+        ``embed_block`` files each (a task whose worker dies is retried by Ray), and record each
+        block's hashes under the stats taken at ``stat_time``, so the next run reads nothing."""
+        ray = self._init()
+        task = ray.remote(num_cpus=1)(_hash_paths)
+        b = self.embed_block
+        pending = {task.remote([paths[i] for i in rows[s:s + b]]): rows[s:s + b] for s in range(0, len(rows), b)}
+        with progress_bar(len(rows), "hash on ray (files without a record)", "file", disable=not progress) as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    block = pending.pop(ref)
+                    got, failed = ray.get(ref)
+                    for k, i in enumerate(block):
+                        if k in failed:
+                            errors[i] = failed[k]
+                        else:
+                            hashes[i] = got[k]
+                    cache.record_hashes([(paths[i], stats[i], hashes[i]) for i in block
+                                         if hashes[i] is not None and stats[i] is not None], stat_time)
+                    bar.update(len(block))
 
     # -- assignment ------------------------------------------------------------------------------
     def assign(self, vectors_path: str, n: int, pipe, sample: np.ndarray, ref_xy=None,

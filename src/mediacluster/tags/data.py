@@ -50,20 +50,22 @@ class Examples:
         return {str(t): int(c) for t, c in zip(tags, n)}
 
 
-def read_mapping(path: str | Path, numeric_keys: bool = False) -> dict[str, str]:
-    """A ``key -> tag`` mapping from YAML (``mapping:`` section or top level) or 2-column CSV
-    (a header row first). ``numeric_keys`` (cluster ids): the CSV's header row is optional, told
-    by its first cell: a number there is the first entry (pandas took it as the header, and that
-    entry was lost), anything else the header (e.g. ``cluster,tag``)."""
+def read_mapping(path: str | Path, is_key=None) -> dict[str, str]:
+    """A ``key -> tag`` mapping from YAML (``mapping:`` section or top level) or 2-column CSV.
+    The CSV's header row is optional when ``is_key`` (a test of a first cell) is given: a first
+    row whose first cell is a key is the first entry (pandas took it for the header, and that
+    entry was lost), anything else the header (e.g. ``cluster,tag``). Cluster ids: ``_is_number``;
+    fine labels: membership in the source's labels (``examples_from_source``). Without it the
+    first row is the header."""
     path = Path(path)
     if path.suffix.lower() in (".csv", ".tsv"):
         import pandas as pd
 
         df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
-                         keep_default_na=False, header=None if numeric_keys else "infer")
+                         keep_default_na=False, header=None if is_key else "infer")
         if df.shape[1] < 2:
             raise InputError(f"{path}: need two columns (key, tag)")
-        if numeric_keys and len(df) and not _is_number(df.iloc[0, 0]):
+        if is_key and len(df) and not is_key(str(df.iloc[0, 0]).strip()):
             df = df.iloc[1:]  # the header row
         return {str(k).strip(): str(v).strip() for k, v in zip(df.iloc[:, 0], df.iloc[:, 1])}
     import yaml
@@ -105,16 +107,20 @@ def _drop_none(vectors: np.ndarray, labels: list, ids: list) -> tuple[np.ndarray
 
 
 def examples_from_source(source: str | Path, encoder: str | None = None, cache_dir=None,
-                         mapping: dict[str, str] | None = None, progress: bool = True) -> Examples:
+                         mapping: dict[str, str] | str | Path | None = None, progress: bool = True) -> Examples:
     """Labelled examples from a folder (one sub-folder per tag), a manifest or vectors. Images
     or audio clips, whichever the source holds most of (``collect(media="auto")``); ``encoder``
     None: that media's default encoder (a folder of clips read as images held no items, and
-    was refused as having "no labels")."""
+    was refused as having "no labels"). ``mapping``: fine label -> tag, or its file (read before
+    any embedding; a CSV's header row told by its first cell being none of the labels)."""
     p = Path(source)
     coll = collect(p, media="auto", labels_from_folders=p.is_dir())
     if not coll.has_labels:
         raise InputError(f"{source}: no labels (use a folder with one sub-folder per tag, a manifest "
                          f"with a 'label' column, or an .npz with 'labels')")
+    if mapping is not None and not isinstance(mapping, dict):
+        known = {str(lab) for lab in coll.labels if lab is not None}
+        mapping = read_mapping(mapping, is_key=known.__contains__)
     emb = embed_collection(coll, encoder=encoder, cache_dir=cache_dir, progress=progress)
     labels = list(emb.labels)
     if mapping is not None:
@@ -147,7 +153,7 @@ def examples_from_run(run_dir: str | Path, cluster_tags: str | Path | dict | Non
         if isinstance(cluster_tags, dict):
             tags = {str(k): "" if v is None else str(v) for k, v in cluster_tags.items()}
         else:
-            tags = read_mapping(cluster_tags, numeric_keys=True)
+            tags = read_mapping(cluster_tags, is_key=_is_number)
         # an entry for no cluster (a typo, '1.0', another run's file) would teach nothing, silently
         known = {str(int(c)) for c in np.unique(asg[col].to_numpy(dtype=np.int64)) if c >= 0}
         for k in tags:

@@ -5,7 +5,10 @@ Storage: with ``out`` the study lives in ``out/study.db`` (Optuna's SQLite stora
 is the **total** the study should reach, so an interrupted run re-run unchanged finishes the
 job, with trial numbers continuing where they stopped. Trials left ``RUNNING`` by a killed
 process are marked ``FAIL`` on resume (user attr ``failed_reason="interrupted"``) and their
-parameters are enqueued again, so nothing the sampler proposed is lost.
+parameters are enqueued again, so nothing the sampler proposed is lost. A trial that fails on
+its parameters keeps its error (``failed_reason``); failed trials do not count towards
+``n_trials``, but a run stops after as many failures, and a study none of whose trials finished
+ends with the first failure's parameters and error.
 
 Speed (see ``workspace``): one input neighbour graph per study, reduced embeddings cached by
 reducer parameters, LOF on a cached reduced-space graph, sampled silhouette, multi-fidelity
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Embeddings, as_vectors
+from ..data import Embeddings, as_vectors, check_finite, check_magnitude
 from ..errors import InputError, MediaclusterError, ParameterError
 from ..fileio import json_text, read_json, setup_numba_cache, write_json, write_npy, write_table
 from ..persist import MODEL_JSON, ModelStore
@@ -202,8 +205,12 @@ class _Objective:
         return self.fn(m)
 
     def __call__(self, trial):
-        with one_thread() if self.single_thread else nullcontext():
-            return self._run(trial)
+        try:
+            with one_thread() if self.single_thread else nullcontext():
+                return self._run(trial)
+        except TRIAL_ERRORS as e:  # optuna only logs it: kept for the study's last word (_finish)
+            trial.set_user_attr(FAILED_REASON, f"{type(e).__name__}: {e}")
+            raise
 
     def _run(self, trial):
         import optuna
@@ -262,7 +269,7 @@ def recover_interrupted(study) -> list[int]:
 
     redo = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "failed_reason", "interrupted")
+        study._storage.set_trial_user_attr(t._trial_id, FAILED_REASON, "interrupted")
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         if t.params:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
@@ -329,6 +336,10 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
 
 
 PROMOTE_FULL = ("leader", "halving")
+# a trial fails on what its parameters cause (a MediaclusterError from a stage, a numerical
+# breakdown): optuna marks it FAIL and goes on; anything else is a bug and stops the study
+TRIAL_ERRORS = (MediaclusterError, FloatingPointError, np.linalg.LinAlgError)
+FAILED_REASON = "failed_reason"  # user attr of a failed trial: its error ("interrupted": a killed run)
 PROMOTED = "promoted_full"  # user attr of a trial sent on to the full size
 FINAL_OF = "final_of"  # user attr: the pruned trial whose parameters promote_best_pruned ran at full size
 
@@ -451,15 +462,22 @@ def promote_best_pruned(study, obj) -> int | None:
     best = max(pruned, key=reach)
     before = {t.number for t in study.get_trials(deepcopy=False)}
     study.enqueue_trial(best.params, user_attrs={FINAL_OF: best.number})
-    study.optimize(obj, n_trials=1, catch=(MediaclusterError, FloatingPointError, np.linalg.LinAlgError))
+    study.optimize(obj, n_trials=1, catch=TRIAL_ERRORS)
     new = [t.number for t in study.get_trials(deepcopy=False) if t.number not in before]
     return new[0] if new else None
 
 
 def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -> None:
-    """Run trials until the study holds ``n_total`` finished trials or the deadline passes."""
+    """Run trials until the study holds ``n_total`` finished trials, the deadline passes, or
+    ``n_total`` trials failed since this call began (a failed trial does not count towards the
+    total: without that bound a study whose every trial fails, e.g. a space no parameters of
+    which suit the data, ran for ever)."""
     from optuna.trial import TrialState
 
+    def failed():
+        return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
+    failed_before = failed()
     while True:
         n_done = len(study.get_trials(deepcopy=False, states=(
             TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
@@ -469,10 +487,9 @@ def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -
             return
         if hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study):
             return  # the grid sampler has visited every point
-        # a trial fails on what its parameters cause (a MediaclusterError from a stage, a
-        # numerical breakdown); anything else is a bug and stops the study
-        study.optimize(obj, n_trials=1, catch=(MediaclusterError, FloatingPointError,
-                                                np.linalg.LinAlgError))
+        if failed() - failed_before >= n_total:
+            return  # _finish names the first failure when none finished
+        study.optimize(obj, n_trials=1, catch=TRIAL_ERRORS)
         if progress is not None:
             progress(study)
 
@@ -567,6 +584,9 @@ def tune(
     if not (isinstance(n_trials, int | np.integer) and not isinstance(n_trials, bool) and n_trials >= 1):
         raise ParameterError(f"n_trials must be a whole number >= 1 (the total the study should hold), "
                              f"got {n_trials!r}", "n_trials")
+    if not (isinstance(n_jobs, int | np.integer) and not isinstance(n_jobs, bool) and n_jobs >= 1):
+        raise ParameterError(f"n_jobs must be a whole number >= 1 (worker processes; there is no -1 for "
+                             f"every core), got {n_jobs!r}", "n_jobs")
     items = None  # the refit model's item ids / paths (``Pipeline.similar``): an Embeddings' own
     if isinstance(X, Embeddings):
         if labels is None and X.labels is not None:
@@ -576,6 +596,7 @@ def tune(
     X = np.ascontiguousarray(as_vectors(X), dtype=np.float32)
     if X.ndim != 2 or len(X) < 10:
         raise InputError(f"tuning needs a 2-D array of at least 10 vectors, got shape {X.shape}")
+    check_magnitude(check_finite(X))  # what every trial's fit would refuse, refused once, before any work
     if seed is None:
         seed = int(getattr(pipeline, "random_state", 0) or 0)
     n = len(X)
@@ -769,8 +790,14 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise InputError("no trial finished; nothing to pick (give more --trials or --timeout; "
-                         "the failed trials' reasons are in the study)")
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if t.user_attrs.get(FAILED_REASON, "interrupted") != "interrupted"]
+        if failed:
+            first = failed[0]
+            params = ", ".join(f"{k}={v!r}" for k, v in first.params.items())
+            raise InputError(f"no trial finished: the {len(failed)} trials of this study failed; the first "
+                             f"(trial {first.number}, {params}): {first.user_attrs[FAILED_REASON]}")
+        raise InputError("no trial finished; nothing to pick (give more --trials or --timeout)")
     pareto = []
     if multi:
         front = sorted(study.best_trials, key=lambda t: (-t.values[1], -t.values[0]))
