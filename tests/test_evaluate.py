@@ -337,3 +337,23 @@ def test_folder_label_name_makes_train_and_test_one_class(imagenette_dir, tmp_pa
     with pytest.raises(SystemExit) as e:  # refused by the parser, before any work
         main(["cluster", str(root), "--out", str(tmp_path / "run2"), "--folder-label", "last"])
     assert e.value.code == 2 and "--folder-label" in capsys.readouterr().err
+
+
+def test_labels_keep_their_written_form(tmp_path):
+    """Digit or speaker-number labels print as written: a labels CSV's '07' stays '07' (as the
+    manifests cluster reads), integer labels never turn into 8.0 by a mixed cluster or an empty
+    vote (the FSDD digits were printed '2.0 -> 8', cluster label '8.0')."""
+    from mediacluster.evaluation import label_issues, neighbour_vote, read_labels
+
+    pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav"], "label": ["07", "7", ""]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    labels, how = read_labels(tmp_path / "labels.csv", None, [str(tmp_path / p) for p in ("a.wav", "b.wav", "c.wav")],
+                              3, root=str(tmp_path))
+    assert labels == ["07", "7", None] and "3 of 3" in how
+    truth = [2, 2, 2, 8, 3, 4, 5, 5]  # cluster 0: label 2 with one 8; cluster 1: mixed (NaN label)
+    clusters = [0, 0, 0, 0, 1, 1, 1, 1]
+    X = np.eye(8, dtype=np.float32)
+    X[:4, 0] += 5  # the first four items are each other's neighbours
+    table, _ = label_issues(truth, clusters, vote=neighbour_vote(X, truth, 3))
+    row = table[table["item"] == 3].iloc[0]
+    assert [str(row[c]) for c in ("label", "cluster_label", "neighbour_label")] == ["8", "2", "2"]

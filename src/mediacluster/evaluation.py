@@ -30,8 +30,8 @@ from .rundir import RunDir, find_run
 
 
 def _read_table(path: Path):
-    try:
-        return read_table(path, encoding_errors="surrogateescape")
+    try:  # labels are names, as the manifests cluster reads (ingest): "07" stays "07", 7 never 7.0
+        return read_table(path, encoding_errors="surrogateescape", dtype={"label": object})
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - pandas / pyarrow parse errors: name the file
@@ -257,6 +257,7 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
                       "labels": [{"label": r.label, "share": round(float(r.share), 3)} for r in parts.itertuples()]})
     major = top.loc[has_major, ["label", "share"]].rename(
         columns={"label": "cluster_label", "share": "cluster_label_share"}).reset_index()
+    major["cluster_label"] = major["cluster_label"].astype(object)  # a mixed cluster's NaN keeps 8 an 8
     df = df.merge(major, on="cluster", how="left")
     df["cluster_disagrees"] = df["cluster_label"].notna() & (df["label"] != df["cluster_label"])
     df = df.merge(counts[["cluster", "label", "share", "cluster_size"]].rename(columns={"share": "label_share"}),
@@ -267,9 +268,10 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
         vl = vote["label"]
         against = np.array([voted[i] and vl[i] is not None and vl[i] != truth[i] for i in range(n)], bool)
         only = np.flatnonzero(against & ~np.isin(np.arange(n), df["item"].to_numpy()))
-        df = pd.concat([df, pd.DataFrame({"item": only, "label": [truth[i] for i in only],
-                                          "cluster": lab[only], "cluster_disagrees": False})],
-                       ignore_index=True)
+        if len(only):  # (an empty frame's float columns would turn integer labels into 2.0)
+            df = pd.concat([df, pd.DataFrame({"item": only, "label": [truth[i] for i in only],
+                                              "cluster": lab[only], "cluster_disagrees": False})],
+                           ignore_index=True)
         it = df["item"].to_numpy(np.int64)
         df["cluster_disagrees"] = df["cluster_disagrees"].astype(bool)
         df = df[df["cluster_disagrees"].to_numpy() | against[it]].copy()
