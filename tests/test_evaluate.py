@@ -357,3 +357,32 @@ def test_labels_keep_their_written_form(tmp_path):
     table, _ = label_issues(truth, clusters, vote=neighbour_vote(X, truth, 3))
     row = table[table["item"] == 3].iloc[0]
     assert [str(row[c]) for c in ("label", "cluster_label", "neighbour_label")] == ["8", "2", "2"]
+
+
+def test_each_level_is_scored_against_the_labels(capsys):
+    """A voice collection's hierarchy holds the speakers at one level and speaker + word at a
+    finer one: evaluate scores every level, so a person sees which level their labels match."""
+    import io
+
+    from mediacluster.cli.evaluate import print_report
+    from mediacluster.evaluation import evaluate, level_scores
+    from mediacluster.rundir import RunLevels
+
+    speaker = np.repeat([0, 1, 2], 20)
+    word = np.tile(np.repeat([0, 1], 10), 3)
+    levels = RunLevels(labels=(speaker.copy(), speaker * 2 + word), names=("level_0", "level_1"),
+                       index=(0, 1), level=1)
+    truth = [f"spk{s}" for s in speaker]
+    res = level_scores(truth, levels)
+    assert res["in_use"] == 1 and res["best"] == 0
+    assert [r["n_clusters"] for r in res["scores"]] == [3, 6]
+    assert res["scores"][0]["nmi"] == pytest.approx(1.0) and res["scores"][1]["nmi"] < 0.9
+    assert level_scores([f"w{w}" for w in word], levels)["best"] == 1
+    src = {"path": "run", "kind": "run", "notes": [], "fitted": levels.labels[1], "levels": levels,
+           "ids": None, "X": None, "truth": truth}
+    ev = evaluate(src, vote_k=None)
+    assert ev["levels"] == res
+    buf = io.StringIO()
+    print_report(ev, out=buf)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.lstrip().startswith("level ")]
+    assert len(lines) == 2 and "<- best NMI" in lines[0] and "<- in use" in lines[1] and "3 clusters" in lines[0]

@@ -81,6 +81,9 @@ def load_source(path: Path) -> dict:
             raise RunDirError(f"{run.path}: assignments do not match the run's items; the folder is "
                               "damaged, re-run cluster")
         src["fitted"] = a["cluster"].to_numpy(np.int64)
+        levels = run.read_levels(a)
+        if len(levels):  # a clusterer with levels: each level is scored against the labels too
+            src["levels"] = levels
         if "assigned_cluster" in a.columns:
             src["assigned"] = a["assigned_cluster"].to_numpy(np.int64)
         if "curated_cluster" in a.columns:
@@ -308,6 +311,23 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
 # --------------------------------------------------------------------------------------------
 # scoring
 # --------------------------------------------------------------------------------------------
+def level_scores(truth, levels) -> dict:
+    """Each hierarchy level (a run's :class:`~mediacluster.rundir.RunLevels`) scored against the
+    true labels: which level groups the items as the labels do (a voice collection: the level
+    of the speakers, or of the words, whichever labels are given); ``cluster --level N``,
+    ``assign --level N`` and the service's ``level`` answer at it. Returns ``{"in_use": the
+    level of the run's cluster column (None: not recorded), "best": the level of the highest
+    NMI, "scores": [{level, n_clusters, nmi, ami, ari}, ...] coarse to fine}`` (all items,
+    noise as one group, as ``external_scores``' ``all``)."""
+    scores = []
+    for k, lab in enumerate(levels.labels):
+        x = M.external_scores(truth, lab)["all"]
+        scores.append({"level": k, "n_clusters": levels.groups(k),
+                       **{m: x[m] for m in ("nmi", "ami", "ari")}})
+    best = max(range(len(scores)), key=lambda k: (scores[k]["nmi"] if scores[k]["nmi"] is not None else -1))
+    return {"in_use": levels.level, "best": best if scores else None, "scores": scores}
+
+
 def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeling="both",
              original=True, labels_file=None, tables: dict | None = None, vote_k: int | None = VOTE_K) -> dict:
     """Score each labelling of ``src`` (:func:`load_source`). With true labels each labelling
@@ -356,6 +376,8 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
                 tables["label_issues"] = table
                 res["label_issues_of"] = name
         res["labelings"][name] = entry
+    if has_truth and src.get("levels") is not None:
+        res["levels"] = level_scores(truth, src["levels"])
     res["seconds"] = round(time.perf_counter() - t0, 2)
     res["versions"] = versions()
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -107,6 +107,15 @@ def print_report(res: dict, out=None) -> None:
             if nv is not None:
                 w(f"  neighbour vote: {nv['items']} of {nv['labelled']} labelled items are outvoted by their "
                   f"{nv['k']} nearest labelled items (another label has the most votes)\n")
+    lv = res.get("levels")
+    if lv and lv["scores"]:
+        w("\nby level of the hierarchy (0 coarsest; all items, as fitted; `cluster --level N`, "
+          "`assign --level N` and the service's level answer at another):\n")
+        for r in lv["scores"]:
+            mark = [t for t, on in (("in use", r["level"] == lv["in_use"]),
+                                    ("best NMI", r["level"] == lv["best"])) if on]
+            w(f"  level {r['level']:>2}: {r['n_clusters']:>5} clusters  NMI {_f(r['nmi'])}  AMI {_f(r['ami'])}  "
+              f"ARI {_f(r['ari'])}" + (f"  <- {', '.join(mark)}" if mark else "") + "\n")
     for note in res["notes"]:
         w(f"note: {printable(note)}\n")
 
