@@ -1050,6 +1050,10 @@
       document.title = "studio \u00b7 " + info.run_name;
       if (!info.word_search) { $("q").disabled = true; $("q").placeholder = "no word search for this run"; }
       if (!info.upload_search) $("upload-label").hidden = true;
+      else if (info.media === "audio") {  // search by a clip of yours: the run's encoder embeds it
+        $("upload").accept = "audio/*"; $("upload-label").firstChild.textContent = "by clip";
+        $("upload-label").title = "find items that sound like a clip of yours";
+      }
       const box = $("user-name");
       box.value = userName();
       if (info.user) box.placeholder = info.user + " (studio --user)";
