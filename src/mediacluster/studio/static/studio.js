@@ -927,7 +927,7 @@
     let title;
     if (r.method === "imagenet-wordnet") title = "Words: \u201c" + r.query + "\u201d \u2192 " + r.concept.name + " (" + r.concept.synset + ", " + r.concept.classes + " ImageNet classes" + (r.concept.via ? ", via " + r.concept.via : "") + ")";
     else if (r.method === "clip-text") title = "Words: \u201c" + r.query + "\u201d (CLIP text)";
-    else if (r.method === "upload") title = "Look-alikes of your image" + (r.filename ? " " + r.filename : "");
+    else if (r.method === "upload") title = (S.info.media === "audio" ? "Sound-alikes of your clip" : "Look-alikes of your image") + (r.filename ? " " + r.filename : "");
     else title = "More like " + itemName(r.item);
     head.appendChild(el("h2", { id: "search-title", text: title }));
     head.appendChild(el("span", { class: "muted", text: r.items.length + " shown of " + fmt(r.matches) + (r.cluster !== null && r.cluster !== undefined ? " in cluster #" + r.cluster : "") + " \u00b7 " + r.seconds + " s" }));
