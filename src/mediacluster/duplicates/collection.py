@@ -408,6 +408,7 @@ def write_groups_page(out: Path, finder: DuplicateFinder, paths: list | None, in
     if paths is not None and shown:
         files = [paths[i] for i in shown]
         if all(os.path.splitext(str(f))[1].lower() in AUDIO_EXTENSIONS for f in files):
+            thumb_size = max(thumb_size, 160)  # room for the player's play button (Chromium hides it below)
             made = make_spectrogram_thumbnails(files, out / THUMBS, size=thumb_size, progress=progress)
             players = dict(zip(shown, make_audio_clips(files, out / AUDIO, progress=progress)))
         else:
