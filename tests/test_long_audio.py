@@ -249,12 +249,19 @@ def test_dups_and_cluster_on_long_recordings(long_files, voices, tmp_path, capsy
 
     capsys.readouterr()
     assert main(["cluster", str(d), "--out", str(tmp_path / "run"), "--reducer", "pca",
-                 "--reducer-param", "n_components=3", "--quiet"]) == 0
+                 "--reducer-param", "n_components=3", "--quiet", "--save-model"]) == 0
     assert "long recordings: 4 file(s) over 300 s embedded from 10 excerpts of 30 s" in capsys.readouterr().out
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert not run["skipped"] and run["summary"]["items"] == 10
     assert sorted(Path(x["path"]).name for x in run["long_recordings"]) == sorted(longs)
     assert run["long_recordings"][0]["excerpts_s"][-1][1] == run["long_recordings"][0]["duration_s"]
+    # assign places a new long file by its excerpts too, and says so, naming it (it said nothing)
+    capsys.readouterr()
+    assert main(["assign", str(tmp_path / "run"), str(long_files["nicolas"]), str(d / "clip_0.wav"),
+                 "--out", str(tmp_path / "a.csv"), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "long recordings: 1 file(s) over 300 s embedded from 10 excerpts of 30 s spread over each: " \
+           "nicolas.wav (600 s)" in said, said
 
 
 def test_report_pieces_of_a_long_recording_are_bounded(long_files):
