@@ -276,3 +276,18 @@ def test_report_pieces_of_a_long_recording_are_bounded(long_files):
         tracemalloc.stop()
     assert r["duration_s"] == pytest.approx(600) and r["audio"].startswith("data:audio/")
     assert peak < 10 * 2**20, peak  # the 10-minute file decoded whole would be 19 MB
+
+
+def test_a_first_audio_embedding_says_it_compiles_librosa(tmp_path, monkeypatch):
+    """With a numba cache librosa has not compiled into, the first audio batch stands still for
+    10-20 s (17 s on 48 FSDD clips): the cache line says why, and no more once it has."""
+    from mediacluster.fileio import first_compile_pending
+
+    d = tmp_path / "numba"
+    d.mkdir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(d))
+    assert first_compile_pending("librosa") == str(d) and first_compile_pending("umap") == str(d)
+    (d / "librosa_c49e7895").mkdir()
+    assert first_compile_pending("librosa") is None and first_compile_pending("umap") == str(d)
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    assert first_compile_pending("librosa") is None
