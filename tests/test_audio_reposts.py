@@ -108,6 +108,15 @@ def test_dups_groups_an_audio_repost_with_its_original_only(clips, tmp_path, cap
                               "copy_of_9_jackson_0.wav"]), grouped
     info = json.loads((out / "dups.json").read_text())
     assert info["links"]["fingerprint"] >= 1 and "fingerprint" in info["note"]
+    # the page lets a person hear and see each grouped clip (it listed file names only): a
+    # spectrogram and a player of an excerpt, both copied beside the page
+    import re
+
+    page = (out / "dups.html").read_text(encoding="utf-8")
+    players = re.findall(r'<audio [^>]*src="(audio/[^"]+)"', page)
+    pictures = re.findall(r'<img [^>]*src="(thumbs/[^"]+)"', page)
+    assert len(players) == len(pictures) == 4 and 'class="noimg"' not in page
+    assert all((out / f).stat().st_size > 500 for f in players + pictures)
 
 
 def test_dedup_model_answers_duplicate_of_for_an_uploaded_repost(clips, tmp_path):

@@ -358,3 +358,51 @@ def test_a_labelling_the_run_lacks_is_refused_naming_those_it_has(run_dir, tmp_p
                  "--out", str(tmp_path / "e.json")]) == 2
     assert "labelling 'curated' not available" in (err := capsys.readouterr().err)
     assert "(has: fitted, assigned)" in err
+
+
+def test_labels_keep_their_written_form(tmp_path):
+    """Digit or speaker-number labels print as written: a labels CSV's '07' stays '07' (as the
+    manifests cluster reads), integer labels never turn into 8.0 by a mixed cluster or an empty
+    vote (the FSDD digits were printed '2.0 -> 8', cluster label '8.0')."""
+    from mediacluster.evaluation import label_issues, neighbour_vote, read_labels
+
+    pd.DataFrame({"path": ["a.wav", "b.wav", "c.wav"], "label": ["07", "7", ""]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    labels, how = read_labels(tmp_path / "labels.csv", None, [str(tmp_path / p) for p in ("a.wav", "b.wav", "c.wav")],
+                              3, root=str(tmp_path))
+    assert labels == ["07", "7", None] and "3 of 3" in how
+    truth = [2, 2, 2, 8, 3, 4, 5, 5]  # cluster 0: label 2 with one 8; cluster 1: mixed (NaN label)
+    clusters = [0, 0, 0, 0, 1, 1, 1, 1]
+    X = np.eye(8, dtype=np.float32)
+    X[:4, 0] += 5  # the first four items are each other's neighbours
+    table, _ = label_issues(truth, clusters, vote=neighbour_vote(X, truth, 3))
+    row = table[table["item"] == 3].iloc[0]
+    assert [str(row[c]) for c in ("label", "cluster_label", "neighbour_label")] == ["8", "2", "2"]
+
+
+def test_each_level_is_scored_against_the_labels():
+    """A voice collection's hierarchy holds the speakers at one level and speaker + word at a
+    finer one: evaluate scores every level, so a person sees which level their labels match,
+    and which one the run's clusters are."""
+    import io
+
+    from mediacluster.cli.evaluate import print_report
+    from mediacluster.evaluation import evaluate, level_scores
+
+    speaker = np.repeat([0, 1, 2], 20)
+    word = np.tile(np.repeat([0, 1], 10), 3)
+    levels = [(0, speaker.copy()), (1, speaker * 2 + word)]
+    truth = [f"spk{s}" for s in speaker]
+    res = level_scores(truth, levels)
+    assert [r["n_clusters"] for r in res] == [3, 6]
+    assert res[0]["ami"] == pytest.approx(1.0) and res[1]["ami"] < 0.9
+    words = level_scores([f"w{w}" for w in word], levels)
+    assert words[1]["ami"] > words[0]["ami"]
+    src = {"path": "run", "kind": "run", "notes": [], "fitted": levels[1][1], "levels": levels,
+           "level_in_use": 1, "ids": None, "X": None, "truth": truth}
+    ev = evaluate(src, vote_k=None)
+    assert ev["levels"] == res and ev["level_in_use"] == 1
+    buf = io.StringIO()
+    print_report(ev, out=buf)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.lstrip().startswith("level ")]
+    assert len(lines) == 2 and "<- best" in lines[0] and "<- in use" in lines[1] and "3 clusters" in lines[0]

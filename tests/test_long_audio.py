@@ -249,12 +249,19 @@ def test_dups_and_cluster_on_long_recordings(long_files, voices, tmp_path, capsy
 
     capsys.readouterr()
     assert main(["cluster", str(d), "--out", str(tmp_path / "run"), "--reducer", "pca",
-                 "--reducer-param", "n_components=3", "--quiet"]) == 0
+                 "--reducer-param", "n_components=3", "--quiet", "--save-model"]) == 0
     assert "long recordings: 4 file(s) over 300 s embedded from 10 excerpts of 30 s" in capsys.readouterr().out
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert not run["skipped"] and run["summary"]["items"] == 10
     assert sorted(Path(x["path"]).name for x in run["long_recordings"]) == sorted(longs)
     assert run["long_recordings"][0]["excerpts_s"][-1][1] == run["long_recordings"][0]["duration_s"]
+    # assign places a new long file by its excerpts too, and says so, naming it (it said nothing)
+    capsys.readouterr()
+    assert main(["assign", str(tmp_path / "run"), str(long_files["nicolas"]), str(d / "clip_0.wav"),
+                 "--out", str(tmp_path / "a.csv"), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "long recordings: 1 file(s) over 300 s embedded from 10 excerpts of 30 s spread over each: " \
+           "nicolas.wav (600 s)" in said, said
 
 
 def test_report_pieces_of_a_long_recording_are_bounded(long_files):
@@ -269,3 +276,18 @@ def test_report_pieces_of_a_long_recording_are_bounded(long_files):
         tracemalloc.stop()
     assert r["duration_s"] == pytest.approx(600) and r["audio"].startswith("data:audio/")
     assert peak < 10 * 2**20, peak  # the 10-minute file decoded whole would be 19 MB
+
+
+def test_a_first_audio_embedding_says_it_compiles_librosa(tmp_path, monkeypatch):
+    """With a numba cache librosa has not compiled into, the first audio batch stands still for
+    10-20 s (17 s on 48 FSDD clips): the cache line says why, and no more once it has."""
+    from mediacluster.fileio import first_compile_pending
+
+    d = tmp_path / "numba"
+    d.mkdir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(d))
+    assert first_compile_pending("librosa") == str(d) and first_compile_pending("umap") == str(d)
+    (d / "librosa_c49e7895").mkdir()
+    assert first_compile_pending("librosa") is None and first_compile_pending("umap") == str(d)
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    assert first_compile_pending("librosa") is None

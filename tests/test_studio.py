@@ -1281,10 +1281,12 @@ def test_cli_publish_and_export_without_a_server(base_run, tmp_path, capsys):
 
 
 def test_audio_run_shows_spectrograms_and_plays_excerpts(tmp_path):
+    import soundfile as sf
     from PIL import Image
     from test_audio import _extract
 
     from mediacluster.embed import embed_collection
+    from mediacluster.errors import InputError
     from mediacluster.ingest import collect
     from mediacluster.pipeline import Pipeline
     from mediacluster.report.build import map_2d
@@ -1302,7 +1304,17 @@ def test_audio_run_shows_spectrograms_and_plays_excerpts(tmp_path):
     st = Studio(run.path)
     try:
         info = st.info()
-        assert info["media"] == "audio" and info["word_search"] is None and not info["upload_search"]
+        assert info["media"] == "audio" and info["word_search"] is None and info["upload_search"]
+        # search by a clip of yours (as an image run searches by an uploaded image): a clip of the
+        # run finds itself first, also uploaded as MP3 (decoded by its name's extension)
+        clip = Path(st.item(4)["path"])
+        res = st.search_image(clip.read_bytes(), clip.name, limit=3)
+        assert res["method"] == "upload" and res["items"][0]["i"] == 4
+        wav, sr = sf.read(clip)
+        sf.write(tmp_path / "again.mp3", wav, sr)
+        assert st.search_image((tmp_path / "again.mp3").read_bytes(), "again.mp3", limit=3)["items"][0]["i"] == 4
+        with pytest.raises(InputError, match="cannot be used"):
+            st.search_image(b"not a sound", "notes.wav")
         for data, kind in (st.thumbnail(0), st.thumbnail(0, 96), st.preview(3)):
             assert kind == "image/png" and Image.open(io.BytesIO(data)).format == "PNG"
         data, kind = st.audio(0)

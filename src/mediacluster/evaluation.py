@@ -31,8 +31,8 @@ from .stages.registry import SEED, Int
 
 
 def _read_table(path: Path):
-    try:
-        return read_table(path, encoding_errors="surrogateescape")
+    try:  # labels are names, as the manifests cluster reads (ingest): "07" stays "07", 7 never 7.0
+        return read_table(path, encoding_errors="surrogateescape", dtype={"label": object})
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - pandas / pyarrow parse errors: name the file
@@ -91,6 +91,7 @@ def load_source(path: Path) -> dict:
         lv = run.read_levels(a)
         if len(lv):  # a clusterer with levels: every level is scored against the labels too
             src["levels"] = [(int(k), lab) for k, lab in zip(lv.index, lv.labels)]
+            src["level_in_use"] = int(lv.index[lv.level]) if lv.level is not None else None
         if "assigned_cluster" in a.columns:
             src["assigned"] = a["assigned_cluster"].to_numpy(np.int64)
         if "curated_cluster" in a.columns:
@@ -115,6 +116,7 @@ def load_source(path: Path) -> dict:
         src["fitted"] = np.asarray(pipe.labels_, np.int64)
         if getattr(pipe, "levels_", None) is not None:
             src["levels"] = [(k, np.asarray(row, np.int64)) for k, row in enumerate(pipe.levels_)]
+            src["level_in_use"] = None if getattr(pipe, "level_", None) is None else int(pipe.level_)
         if getattr(pipe, "cluster_", None) is not None:
             src["assigned"] = np.asarray(pipe.cluster_, np.int64)
         src["notes"].append("a model keeps no original vectors (only reduced coordinates and a "
@@ -269,6 +271,7 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
                       "labels": [{"label": r.label, "share": round(float(r.share), 3)} for r in parts.itertuples()]})
     major = top.loc[has_major, ["label", "share"]].rename(
         columns={"label": "cluster_label", "share": "cluster_label_share"}).reset_index()
+    major["cluster_label"] = major["cluster_label"].astype(object)  # a mixed cluster's NaN keeps 8 an 8
     df = df.merge(major, on="cluster", how="left")
     df["cluster_disagrees"] = df["cluster_label"].notna() & (df["label"] != df["cluster_label"])
     df = df.merge(counts[["cluster", "label", "share", "cluster_size"]].rename(columns={"share": "label_share"}),
@@ -279,9 +282,10 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
         vl = vote["label"]
         against = np.array([voted[i] and vl[i] is not None and vl[i] != truth[i] for i in range(n)], bool)
         only = np.flatnonzero(against & ~np.isin(np.arange(n), df["item"].to_numpy()))
-        df = pd.concat([df, pd.DataFrame({"item": only, "label": [truth[i] for i in only],
-                                          "cluster": lab[only], "cluster_disagrees": False})],
-                       ignore_index=True)
+        if len(only):  # (an empty frame's float columns would turn integer labels into 2.0)
+            df = pd.concat([df, pd.DataFrame({"item": only, "label": [truth[i] for i in only],
+                                              "cluster": lab[only], "cluster_disagrees": False})],
+                           ignore_index=True)
         it = df["item"].to_numpy(np.int64)
         df["cluster_disagrees"] = df["cluster_disagrees"].astype(bool)
         df = df[df["cluster_disagrees"].to_numpy() | against[it]].copy()
@@ -396,6 +400,7 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
         res["labelings"][name] = entry
     if has_truth and src.get("levels"):
         res["levels"] = level_scores(truth, src["levels"])
+        res["level_in_use"] = src.get("level_in_use")  # the level the run's clusters are (None: unknown)
     res["seconds"] = round(time.perf_counter() - t0, 2)
     res["versions"] = versions()
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

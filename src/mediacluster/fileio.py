@@ -412,6 +412,15 @@ def setup_numba_cache() -> None:
         os.environ["NUMBA_CACHE_DIR"] = str(d)
 
 
+def first_compile_pending(package: str) -> str | None:
+    """The numba cache folder when ``package`` (``umap``, ``librosa``) has not yet compiled its
+    code into it (the first use with this cache pays that, once: 10-30 s); else None."""
+    d = os.environ.get("NUMBA_CACHE_DIR")
+    if not d or not Path(d).is_dir() or any(Path(d).glob(f"{package}_*")):
+        return None
+    return d
+
+
 def release_pages(arr) -> None:
     """Hand back to the kernel the pages of a memory-mapped array (``np.load(mmap_mode="r")``)
     that this process has read: they stay in the page cache and are mapped again when read, but

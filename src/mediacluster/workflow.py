@@ -8,7 +8,6 @@ in a temporary sibling folder and swaps it in only when every file is written (s
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,10 +56,10 @@ class RunResult:
 def first_compile_note() -> str:
     """What a first fit with an empty numba cache also does (umap-learn and pynndescent compile
     their kernels into ``NUMBA_CACHE_DIR``, set by ``fileio.setup_numba_cache``), or ""."""
-    d = os.environ.get("NUMBA_CACHE_DIR")
-    if not d or not Path(d).is_dir() or any(Path(d).glob("umap_*")):
-        return ""
-    return f"; the first fit with this cache also compiles umap-learn's code, once (10-30 s; kept in {d})"
+    from .fileio import first_compile_pending
+
+    d = first_compile_pending("umap")
+    return f"; the first fit with this cache also compiles umap-learn's code, once (10-30 s; kept in {d})" if d else ""
 
 
 def fit_pipeline(pipe: Pipeline, X, info: dict, progress: bool = False, **kw) -> None:

@@ -136,6 +136,11 @@ def run(args) -> int:
             why = s.reason if mine else f"not an {encoder.media} file (this model reads {encoder.media} files)"
             print(f"  skipped {printable(s.path)}: {printable(why)}", file=sys.stderr)
         return 2
+    if encoder.media == "audio":  # a file over 300 s was placed by its excerpts: say so, as cluster does
+        from ..ingest.audio import long_recordings
+        from .cluster import print_long_recordings
+
+        print_long_recordings(long_recordings(paths), None)
     X = np.vstack(vecs)
     res = model.predict_details(X)
     df = pd.DataFrame({

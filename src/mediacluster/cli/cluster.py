@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -291,15 +292,20 @@ def print_level_refused(refused: dict, levels: dict | None) -> None:
         "to put another in the cluster column\n")
 
 
-def print_long_recordings(longs, where: str) -> None:
-    """One line saying that the audio files over 300 s were embedded from excerpts (listed in ``where``)."""
+def print_long_recordings(longs, where: str | None) -> None:
+    """One line saying that the audio files over 300 s were embedded from excerpts (listed in
+    ``where``; None: named on the line, at most 5, as ``assign`` has no file to list them in)."""
     if not longs:
         return
     from ..ingest.audio import EXCERPTS, READ_SECONDS
 
+    if where is None:
+        named = ", ".join(f"{printable(os.path.basename(x['path']))} ({x['duration_s']:.0f} s)" for x in longs[:5])
+        which = f": {named}" + (f" and {len(longs) - 5} more" if len(longs) > 5 else "")
+    else:
+        which = f" (which ones: {where} long_recordings)"
     sys.stdout.write(f"long recordings: {len(longs)} file(s) over {READ_SECONDS:.0f} s embedded from "
-                     f"{EXCERPTS} excerpts of {READ_SECONDS / EXCERPTS:.0f} s spread over each "
-                     f"(which ones: {where} long_recordings)\n")
+                     f"{EXCERPTS} excerpts of {READ_SECONDS / EXCERPTS:.0f} s spread over each{which}\n")
 
 
 def print_summary(s: dict, skipped, out) -> None:

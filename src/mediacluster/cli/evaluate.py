@@ -121,7 +121,9 @@ def print_report(res: dict, out=None) -> None:
           f"best AMI: level {best['level']}):\n")
         for e in levels:
             w(f"  level {e['level']:>2} ({e['n_clusters']:>4} clusters)  NMI {_f(e['nmi'])}  AMI {_f(e['ami'])}  "
-              f"ARI {_f(e['ari'])}  ACC {_f(e['acc'])}\n")
+              f"ARI {_f(e['ari'])}  ACC {_f(e['acc'])}"
+              + ("  <- best" if e is best else "") + ("  <- in use" if e["level"] == res.get("level_in_use") else "")
+              + "\n")
     for note in res["notes"]:
         w(f"note: {printable(note)}\n")
 

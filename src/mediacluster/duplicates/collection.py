@@ -43,6 +43,7 @@ from .grouping import KINDS
 TABLE = "dups.parquet"
 TABLE_CSV = "dups.csv"
 PAGE = "dups.html"
+AUDIO = "audio"  # the page's audio excerpts (players), beside its thumbnails
 INFO = "dups.json"
 THUMBS = "thumbs"
 #: ``dups.json``'s format: 1 records the collection root; outputs without it hold absolute paths.
@@ -403,9 +404,12 @@ def write_groups_page(out: Path, finder: DuplicateFinder, paths: list | None, in
                       progress: bool = True, shown_paths: list | None = None) -> Path:
     """``out/dups.html``: the ``n_groups`` largest groups, representative first, with thumbnails
     (copied into ``out/thumbs`` from ``paths``, so the page moves with ``out``) for image files;
-    ``shown_paths``: the names to print (default ``paths``; ``dups`` gives them relative to the
-    collection root, as the table holds them)."""
+    for audio clips a spectrogram and a player of a short excerpt (``out/audio``, as the report's
+    cards), so a person hears whether two clips are one; ``shown_paths``: the names to print
+    (default ``paths``; ``dups`` gives them relative to the collection root, as the table holds them)."""
     from ..fileio import atomic_path, display_text
+    from ..ingest import AUDIO_EXTENSIONS
+    from ..report.audio import audio_player_html, make_audio_clips, make_spectrogram_thumbnails
     from ..report.thumbs import make_thumbnails
 
     groups = sorted(finder.groups(), key=lambda g: (-g["size"], g["group"]))[:n_groups]
@@ -414,8 +418,15 @@ def write_groups_page(out: Path, finder: DuplicateFinder, paths: list | None, in
         r = g["representative"]
         shown += [r] + [m for m in g["members"] if m != r][: per_group - 1]
     thumbs: dict[int, str | None] = {}
+    players: dict[int, str | None] = {}
     if paths is not None and shown:
-        made = make_thumbnails([paths[i] for i in shown], out / THUMBS, size=thumb_size, progress=progress)
+        files = [paths[i] for i in shown]
+        if all(os.path.splitext(str(f))[1].lower() in AUDIO_EXTENSIONS for f in files):
+            thumb_size = max(thumb_size, 160)  # room for the player's play button (Chromium hides it below)
+            made = make_spectrogram_thumbnails(files, out / THUMBS, size=thumb_size, progress=progress)
+            players = dict(zip(shown, make_audio_clips(files, out / AUDIO, progress=progress)))
+        else:
+            made = make_thumbnails(files, out / THUMBS, size=thumb_size, progress=progress)
         thumbs = dict(zip(shown, made))
     kinds = finder.link_kind_
     dist = finder.link_distance_
@@ -429,7 +440,8 @@ def write_groups_page(out: Path, finder: DuplicateFinder, paths: list | None, in
         t = thumbs.get(i)
         img = (f'<img loading="lazy" src="{THUMBS}/{html.escape(t)}" alt="">' if t else
                '<span class="noimg">?</span>')
-        return (f'<figure title="{html.escape(name)}">{img}<figcaption>{html.escape(os.path.basename(name))}'
+        return (f'<figure title="{html.escape(name)}">{img}{audio_player_html(players.get(i), AUDIO)}'
+                f'<figcaption>{html.escape(os.path.basename(name))}'
                 f'<br><small>{html.escape(how)}</small></figcaption></figure>')
 
     rows = []
@@ -444,7 +456,7 @@ def write_groups_page(out: Path, finder: DuplicateFinder, paths: list | None, in
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>duplicates</title><style>
 body{{font:14px system-ui,sans-serif;margin:1.5em}} .row{{display:flex;flex-wrap:wrap;gap:8px}}
 figure{{margin:0;width:{thumb_size + 8}px}} figure img,.noimg{{width:{thumb_size}px;height:{thumb_size}px;object-fit:cover;display:block;background:#eee}}
-figcaption{{font-size:11px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}} small{{color:#666}}
+figure audio{{width:{thumb_size}px;height:28px}} figcaption{{font-size:11px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}} small{{color:#666}}
 </style></head><body><h1>Duplicate groups</h1>
 <p>{info['items']:,} items, {info['groups']:,} groups holding {info['items_in_groups']:,} items
 ({info['duplicates']:,} duplicates beyond one per group); largest group {info['largest']:,}. Links: {links}.

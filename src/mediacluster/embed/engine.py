@@ -26,6 +26,7 @@ from ..data import Embeddings, Skipped
 from ..encoders import get_encoder
 from ..encoders.base import Encoder
 from ..errors import MediaclusterError
+from ..fileio import first_compile_pending
 from ..ingest import SkipItem
 from ..ingest.images import decoding
 from ..progress import progress_bar
@@ -222,8 +223,12 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
     if progress:
         known = (f", {len(known_bad)} known from an earlier run not to decode (not read again; "
                  "--retry-bad tries them)") if known_bad else ""
+        # audio clips are decoded and resampled through librosa, whose numba code compiles on first
+        # use with a cache: the first batch then stands still for 10-20 s (FSDD: 17 s), said here
+        d = first_compile_pending("librosa") if todo_hashes and getattr(enc, "media", "image") == "audio" else None
+        first = f"; the first clips with this cache also compile librosa's code, once (10-20 s; kept in {d})" if d else ""
         print(f"embedding cache {store.path}: {n_unique - len(todo_hashes) - len(known_bad)} of {n_unique} "
-              f"distinct files already embedded, {len(todo_hashes)} to embed{known}", file=sys.stderr)
+              f"distinct files already embedded, {len(todo_hashes)} to embed{known}{first}", file=sys.stderr)
 
     # a file rewritten or replaced since it was hashed: what was decoded is not the hashed
     # content, so it is stored under no hash (neither vector nor failure) and the file skipped

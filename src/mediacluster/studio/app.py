@@ -395,7 +395,7 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                            "fields are file, cluster and limit)")
         data = await file.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
-            raise ApiError(413, "too_large", f"the image is over {MAX_UPLOAD >> 20} MB")
+            raise ApiError(413, "too_large", f"the upload is over {MAX_UPLOAD >> 20} MB")
         return await run_in_threadpool(call, studio.search_image, data, file.filename or "", cluster, limit)
 
     # -- editing -------------------------------------------------------------------------------

@@ -235,11 +235,12 @@ class SearchService:
 
     def kinds(self) -> dict:
         """The searches this run allows: ``word_search`` (``clip-text``, ``imagenet-wordnet`` or
-        None), ``example_search``, ``upload_search`` (an image run of a known encoder)."""
+        None), ``example_search``, ``upload_search`` (a run of a known encoder: an uploaded image,
+        or an uploaded clip for an audio run)."""
         name = self.encoder_info.get("name")
         return {"word_search": "clip-text" if self.clip else ("imagenet-wordnet" if self.imagenet is not None else None),
                 "example_search": True,
-                "upload_search": bool(name) and name != "precomputed" and self.media == "image"}
+                "upload_search": bool(name) and name != "precomputed"}
 
     def warm(self) -> None:
         if self.imagenet is not None and not self.clip:
@@ -315,18 +316,19 @@ class SearchService:
                                    {"method": "example", "item": i}, t)
 
     def search_image(self, data: bytes, filename: str = "", cluster=None, limit: int = 100) -> dict:
-        """Embed an uploaded image with the run's encoder (through the package's hardened image
-        loader) and search for its nearest items."""
-        from ..ingest import SkipItem
+        """Embed an uploaded image (an audio run: an uploaded clip) with the run's encoder (through
+        the package's hardened image or audio loader) and search for its nearest items."""
+        from ..ingest import AUDIO_EXTENSIONS, SkipItem
 
         t = time.perf_counter()
-        if self.media != "image":
-            raise InputError("this run holds audio; search by an uploaded image needs an image run")
         if not data:
             raise InputError("the upload is empty")
         enc = self.encoder()
+        # an audio decoder may go by the name's extension (MP3): the client's, when it is a sound's
+        ext = Path(str(filename or "")).suffix.lower()
+        ext = ext if self.media == "audio" and ext in AUDIO_EXTENSIONS else ""
         with tempfile.TemporaryDirectory(prefix="mc-studio-") as d:
-            p = Path(d) / "upload"
+            p = Path(d) / f"upload{ext}"
             p.write_bytes(data)
             try:
                 x = enc.prepare(str(p))

@@ -929,7 +929,7 @@
     let title;
     if (r.method === "imagenet-wordnet") title = "Words: \u201c" + r.query + "\u201d \u2192 " + r.concept.name + " (" + r.concept.synset + ", " + r.concept.classes + " ImageNet classes" + (r.concept.via ? ", via " + r.concept.via : "") + ")";
     else if (r.method === "clip-text") title = "Words: \u201c" + r.query + "\u201d (CLIP text)";
-    else if (r.method === "upload") title = "Look-alikes of your image" + (r.filename ? " " + r.filename : "");
+    else if (r.method === "upload") title = (S.info.media === "audio" ? "Sound-alikes of your clip" : "Look-alikes of your image") + (r.filename ? " " + r.filename : "");
     else title = "More like " + itemName(r.item);
     head.appendChild(el("h2", { id: "search-title", text: title }));
     head.appendChild(el("span", { class: "muted", text: r.items.length + " shown of " + fmt(r.matches) + (r.cluster !== null && r.cluster !== undefined ? " in cluster #" + r.cluster : "") + " \u00b7 " + r.seconds + " s" }));
@@ -1159,6 +1159,10 @@
       document.title = "studio \u00b7 " + info.run_name;
       if (!info.word_search) { $("q").disabled = true; $("q").placeholder = "no word search for this run"; }
       if (!info.upload_search) $("upload-label").hidden = true;
+      else if (info.media === "audio") {  // search by a clip of yours: the run's encoder embeds it
+        $("upload").accept = "audio/*"; $("upload-label").firstChild.textContent = "by clip";
+        $("upload-label").title = "find items that sound like a clip of yours";
+      }
       const box = $("user-name");
       box.value = userName();
       if (info.user) box.placeholder = info.user + " (studio --user)";
