@@ -346,3 +346,41 @@ def test_a_read_only_token_looks_but_does_not_change():
     for bad in ({"read_token": "look"}, {"token": "same", "read_token": "same"}):
         with pytest.raises(ParameterError, match="read-only token"):
             create_app("t", "1", **bad)
+
+
+def test_a_token_that_cannot_travel_in_a_header_is_refused_and_any_bearer_spelling_is_read(capsys):
+    """A token is sent as `Authorization: Bearer TOKEN`: a header carries ASCII (the server reads
+    its bytes as Latin-1) and loses a token's leading and trailing spaces, so `--token 'päss'` or
+    `--read-token ' r'` was taken and then refused on every request that sent it in the header
+    (only `?token=` worked). Such a token is refused at the start, naming the flag. The scheme
+    is case-insensitive (RFC 9110): `bearer TOKEN` was a 401."""
+    import httpx
+
+    from mediacluster.cli import main
+    from mediacluster.errors import ParameterError
+    from mediacluster.web import create_app
+
+    app = create_app("t", "1", token="full-1")
+
+    @app.get("/data")
+    def data():
+        return {"ok": True}
+
+    port, server = _serve(app)
+    try:
+        for auth in ("Bearer full-1", "bearer full-1", "BEARER  full-1"):
+            r = httpx.get(f"http://127.0.0.1:{port}/data", headers={"Authorization": auth}, timeout=10)
+            assert r.status_code == 200, (auth, r.text)
+        assert httpx.get(f"http://127.0.0.1:{port}/data", headers={"Authorization": "Basic full-1"},
+                         timeout=10).status_code == 401
+    finally:
+        server.should_exit = True
+    for bad in ({"token": "päss"}, {"token": " full"}, {"token": "full\n"},
+                {"token": "full", "read_token": "wörd"}):
+        with pytest.raises(ParameterError, match="token"):
+            create_app("t", "1", **bad)
+    for flag, args in (("--token", ["--token", "päss wörd"]),
+                       ("--read-token", ["--token", "full", "--read-token", " r"])):
+        assert main(["serve", "/nonexistent/run", *args]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and "ASCII" in err, err

@@ -107,9 +107,10 @@ def run(args) -> int:
     from ..persist import resolve_model
     from ..pipeline import Pipeline
     from ..web import run_server
-    from ..web.app import resolve_token
+    from ..web.app import check_token, resolve_token
 
     token = resolve_token(args.host, args.token)
+    check_token(args.read_token, "read-token")
     if args.read_token and not token:  # the writes need a token of their own
         import secrets
 

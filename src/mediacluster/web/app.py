@@ -241,6 +241,8 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
              413: f"the request body is over {max_body_bytes} bytes",
              422: "a query parameter the operation does not take (the error names it and the "
                   "ones it takes), or a body or parameter FastAPI's validation refuses"}
+    check_token(token)
+    check_token(read_token, "read-token")
     if read_token and not token:
         raise ParameterError("a read-only token needs a full access token too (--token)", "read_token")
     if read_token and hmac.compare_digest(read_token.encode(), token.encode()):
@@ -405,7 +407,9 @@ class _Guards:
         reader = getattr(scope["app"].state, "read_token", None)
         path = scope["path"]
         if expected and path not in self.public and not path.startswith(self.prefixes):
-            given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            auth = request.headers.get("authorization", "").strip()
+            scheme, _, cred = auth.partition(" ")  # the scheme is case-insensitive (RFC 9110)
+            given = ((cred.strip() if scheme.lower() == "bearer" else auth)
                      or request.query_params.get("token") or request.cookies.get("mediacluster_token") or "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 reads = _reads(scope["method"], path, self.read_posts)
@@ -530,11 +534,24 @@ def port_free(host: str, port: int) -> bool:
         return False
 
 
+def check_token(token: str | None, flag: str = "token") -> str | None:
+    """``token`` when it can travel in ``Authorization: Bearer TOKEN``: printable ASCII without
+    spaces at either end (a header's bytes are read as Latin-1 and its value is stripped, so such
+    a token was taken and then refused on every request that sent it in the header); else a
+    ParameterError naming ``flag``."""
+    if token and (not token.isascii() or not token.isprintable() or token != token.strip()):
+        raise ParameterError(f"--{flag} must be printable ASCII without spaces at either end (it is "
+                             "sent in the Authorization header, which carries no other characters); "
+                             "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`", flag)
+    return token
+
+
 def resolve_token(host: str, token: str | None) -> str | None:
     """The access token a server on ``host`` needs: none on loopback unless given; elsewhere the
-    given one or a new random one (printed with the URL)."""
+    given one or a new random one (printed with the URL). A given token is checked
+    (:func:`check_token`)."""
     if token:
-        return token
+        return check_token(token)
     return None if is_loopback(host) else secrets.token_urlsafe(24)
 
 
