@@ -143,3 +143,22 @@ def test_a_version_whose_writer_raises_leaves_nothing_in_the_store(tmp_path):
     with pytest.raises(InputError):
         ModelStore(tmp_path).publish(write)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("latest", ['"v0001"', '["v0001"]', '{"version": null}', '{"version": 1}', "null"])
+def test_a_latest_file_of_another_form_is_read_as_none_not_a_crash(tmp_path, latest, capsys):
+    """A hand-edited or foreign ``LATEST`` that is JSON but not the pointer object (a bare
+    version string, a list, a version that is not text) was an internal error in
+    `mediacluster models`, `assign` and a service's start; it reads as a missing ``LATEST``
+    does (invalid JSON already did): the newest version."""
+    from mediacluster.cli import main
+    from mediacluster.persist import ModelStore, resolve_model
+
+    store = ModelStore(tmp_path / "models")
+    for _ in range(2):
+        store.publish(lambda f: (f.mkdir(), (f / "model.json").write_text("{}")))
+    (store.root / "LATEST").write_text(latest)
+    assert store.pointer() is None
+    assert store.latest() == store.root / "v0002" and resolve_model(tmp_path) == store.root / "v0002"
+    assert main(["models", str(tmp_path)]) == 0
+    assert "* v0002" in capsys.readouterr().out

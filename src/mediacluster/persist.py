@@ -142,12 +142,14 @@ class ModelStore:
                       if p.is_dir() and p.name.startswith("v") and p.name[1:].isdigit())
 
     def pointer(self) -> dict | None:
-        """``LATEST``'s content ({"version", "run_id", "published"}), None when there is none."""
+        """``LATEST``'s content ({"version", "run_id", "published"}), None when there is none (or
+        it is not such an object: a hand-edited file holding a bare version string, say)."""
         p = self.root / LATEST
         try:
-            return read_json(p)
+            ptr = read_json(p)
         except (OSError, ValueError):
             return None
+        return ptr if isinstance(ptr, dict) and isinstance(ptr.get("version"), str) else None
 
     def latest(self) -> Path | None:
         ptr = self.pointer()
