@@ -384,3 +384,14 @@ def test_a_token_that_cannot_travel_in_a_header_is_refused_and_any_bearer_spelli
         assert main(["serve", "/nonexistent/run", *args]) == 2
         err = capsys.readouterr().err
         assert flag in err and "ASCII" in err, err
+
+
+@pytest.mark.parametrize("port", [70000, -1])
+def test_a_port_out_of_range_is_a_parameter_error_not_a_crash(port):
+    """`serve --port 70000` (or -1) was an internal error (socket's OverflowError) after the
+    model had loaded; it is the same clear `--port` refusal as a port in use."""
+    from mediacluster.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=f"cannot listen on 127.0.0.1:{port}") as e:
+        bind("127.0.0.1", port)
+    assert e.value.param == "port"

@@ -517,9 +517,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError as e:
+    except (OSError, OverflowError) as e:  # OverflowError: a port outside 0..65535
         sock.close()
-        raise ParameterError(f"cannot listen on {host}:{port}: {e.strerror or e}", "port") from None
+        raise ParameterError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}", "port") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
