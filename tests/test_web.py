@@ -395,3 +395,40 @@ def test_a_port_out_of_range_is_a_parameter_error_not_a_crash(port):
     with pytest.raises(ParameterError, match=f"cannot listen on 127.0.0.1:{port}") as e:
         bind("127.0.0.1", port)
     assert e.value.param == "port"
+
+
+def test_head_is_answered_as_get_without_the_body():
+    """FastAPI's GET routes took no HEAD: `HEAD /healthz` (an uptime monitor's default probe,
+    `curl -I`) was a 405, though a server must answer HEAD where it answers GET (RFC 9110 9.1).
+    Now the GET's status and headers, no body; the token guard treats it as a read."""
+    import httpx
+
+    from mediacluster.web import create_app
+
+    app = create_app("t", "1", token="full", read_token="look", public_paths=("/healthz",))
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/data")
+    def data():
+        return {"ok": True}
+
+    @app.post("/change")
+    def change():
+        return {"changed": True}
+
+    port, server = _serve(app)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            got, head = c.get("/healthz"), c.head("/healthz")
+            assert head.status_code == 200 and head.content == b"", head
+            assert head.headers["content-length"] == got.headers["content-length"]
+            assert head.headers["content-type"] == got.headers["content-type"]
+            assert c.head("/data", headers={"Authorization": "Bearer look"}).status_code == 200
+            assert c.head("/data").status_code == 401
+            assert c.head("/change", headers={"Authorization": "Bearer full"}).status_code == 405
+            assert c.get("/data", headers={"Authorization": "Bearer look"}).json() == {"ok": True}  # same connection
+    finally:
+        server.should_exit = True

@@ -403,6 +403,16 @@ class _Guards:
                                                   (REQUEST_ID.encode(), rid.encode())]}
             await outer_send(message)
 
+        if scope["method"] == "HEAD":  # a server must answer HEAD where it answers GET (RFC 9110
+            # 9.1; an uptime monitor's default probe); FastAPI's GET routes take GET only: the GET,
+            # its status and headers, without the body
+            scope, head_send = {**scope, "method": "GET"}, send
+
+            async def send(message):
+                if message["type"] == "http.response.body":
+                    message = {**message, "body": b""}
+                await head_send(message)
+
         expected = scope["app"].state.token
         reader = getattr(scope["app"].state, "read_token", None)
         path = scope["path"]
