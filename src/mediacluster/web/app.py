@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from ..errors import (
@@ -498,6 +499,8 @@ class _Guards:
                 raise
             await self._refuse(scope, receive, send, 503, "timeout", f"the request took longer "
                                f"than {self.time_limit_s:g} s")
+        except ClientDisconnect:
+            return  # the client went away mid-body (a lost network): no one to answer, no bug
         except Exception as e:
             # a bug: answered here, not by Starlette's outermost error middleware, which
             # re-raises after answering, so uvicorn closed the keep-alive connection and the
