@@ -138,8 +138,9 @@ class ModelStore:
     def versions(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and p.name.startswith("v") and p.name[1:].isdigit())
+        return sorted((p.name for p in self.root.iterdir()
+                       if p.is_dir() and p.name.startswith("v") and p.name[1:].isdecimal()),
+                      key=lambda name: int(name[1:]))  # by number: v10000 after v9999
 
     def pointer(self) -> dict | None:
         """``LATEST``'s content ({"version", "run_id", "published"}), None when there is none (or
