@@ -432,3 +432,16 @@ def test_head_is_answered_as_get_without_the_body():
             assert c.get("/data", headers={"Authorization": "Bearer look"}).json() == {"ok": True}  # same connection
     finally:
         server.should_exit = True
+
+
+@pytest.mark.parametrize("flag", ["--max-body-mb", "--max-file-mb", "--keep-max-mb"])
+def test_a_limit_too_large_to_count_in_bytes_is_refused_by_name(flag, capsys):
+    """`serve --max-body-mb 1e308` (an operator's "no limit") passed the argument check and then
+    was an internal error (OverflowError: MiB times 2**20 is infinite) after the model loaded."""
+    from mediacluster.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "/nonexistent/run", flag, "1e308"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "1e308" in err, err
