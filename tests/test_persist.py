@@ -143,3 +143,36 @@ def test_a_version_whose_writer_raises_leaves_nothing_in_the_store(tmp_path):
     with pytest.raises(InputError):
         ModelStore(tmp_path).publish(write)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("latest", ['"v0001"', '["v0001"]', '{"version": null}', '{"version": 1}', "null"])
+def test_a_latest_file_of_another_form_is_read_as_none_not_a_crash(tmp_path, latest, capsys):
+    """A hand-edited or foreign ``LATEST`` that is JSON but not the pointer object (a bare
+    version string, a list, a version that is not text) was an internal error in
+    `mediacluster models`, `assign` and a service's start; it reads as a missing ``LATEST``
+    does (invalid JSON already did): the newest version."""
+    from mediacluster.cli import main
+    from mediacluster.persist import ModelStore, resolve_model
+
+    store = ModelStore(tmp_path / "models")
+    for _ in range(2):
+        store.publish(lambda f: (f.mkdir(), (f / "model.json").write_text("{}")))
+    (store.root / "LATEST").write_text(latest)
+    assert store.pointer() is None
+    assert store.latest() == store.root / "v0002" and resolve_model(tmp_path) == store.root / "v0002"
+    assert main(["models", str(tmp_path)]) == 0
+    assert "* v0002" in capsys.readouterr().out
+
+
+def test_versions_past_v9999_keep_their_order(tmp_path):
+    """Version names are v%04d: v10000 sorted before v9999 as text, so after the 10,000th publish
+    the store's newest (``latest`` without LATEST, `models`' order, the next number) was v9999."""
+    from mediacluster.persist import ModelStore
+
+    store = ModelStore(tmp_path)
+    for v in ("v0002", "v9999", "v10000"):
+        (tmp_path / v).mkdir()
+        (tmp_path / v / "model.json").write_text("{}")
+    assert store.versions() == ["v0002", "v9999", "v10000"]
+    assert store.latest() == tmp_path / "v10000"
+    assert store.publish(lambda f: (f.mkdir(), (f / "model.json").write_text("{}"))).name == "v10001"

@@ -621,6 +621,41 @@ def test_errors_counted_by_kind(server):
     assert kinds["not_an_image"] >= 1
 
 
+def test_a_client_that_goes_away_mid_upload_is_no_internal_error(server):
+    """A client that sends half a body and closes (a phone losing its network) was logged as an
+    internal error with a traceback (Starlette's ClientDisconnect) and counted as a 500 and an
+    `internal` error: an alert for the on-call. It is counted as 499 (nginx's "client closed
+    request"), not as an error; a request still answers on a fresh connection."""
+    def counts() -> tuple[float, float]:
+        fams = metric_families(server)
+        internal = sum(s.value for s in fams["mediacluster_http_errors"].samples
+                       if s.name.endswith("_total") and s.labels["kind"] == "internal")
+        gone = sum(s.value for s in fams["mediacluster_http_requests"].samples
+                   if s.name.endswith("_total") and s.labels["route"] == "/v1/assign"
+                   and s.labels["status"] in ("500", "499"))
+        return internal, gone
+
+    before = counts()
+    host, port = server.url.removeprefix("http://").split(":")
+    part = b'{"vectors": [[0.5, 0.25'
+    for framing in (b"Content-Length: 100000\r\n\r\n" + part,
+                    b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(part), part)):
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(b"POST /v1/assign HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + TOKEN.encode() + b"\r\n" + framing)
+            time.sleep(0.3)
+    deadline = time.monotonic() + 20
+    while counts()[1] < before[1] + 2:  # the server notices the disconnects when it reads on
+        assert time.monotonic() < deadline, counts()
+        time.sleep(0.2)
+    after = counts()
+    assert after[0] == before[0], "a client's disconnect was counted as an internal error"
+    fams = metric_families(server)
+    assert not [s for s in fams["mediacluster_http_requests"].samples
+                if s.labels.get("route") == "/v1/assign" and s.labels.get("status") == "500"]
+    assert server.alive()
+
+
 def test_metrics_filter_by_name_and_openmetrics(server):
     """/metrics speaks as prometheus_client's own handler: ``name[]`` keeps only those metrics
     (it was refused as an unknown parameter), an OpenMetrics Accept header gets OpenMetrics."""

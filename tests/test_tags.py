@@ -344,3 +344,31 @@ def test_a_label_mapping_csv_with_or_without_its_header_row_loses_no_row(tmp_pat
         csv.write_text(text)
         ex = examples_from_source(src, mapping=csv, progress=False)
         assert ex.counts() == {"cat": 10, "dog": 10, "fish": 10}, text
+
+
+def test_a_tag_model_folder_that_is_missing_or_broken_is_refused_by_name(tmp_path):
+    """`serve --tags DIR` (and anything that loads a tag model) with a folder that does not
+    exist, a model.json that is not JSON, or a model.json without its weights was an internal
+    error (FileNotFoundError / JSONDecodeError / KeyError with a crash log); it is an InputError
+    naming the folder, as a folder of another format already was."""
+    from mediacluster.errors import InputError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)).astype(np.float32)
+    good = Tagger(TagClassifier(model="logreg").fit(X, ["a", "b", "c"] * 20), encoder="precomputed").save(
+        tmp_path / "good")
+    broken = {"missing": tmp_path / "missing", "not_json": tmp_path / "not_json",
+              "no_weights": tmp_path / "no_weights", "no_params": tmp_path / "no_params"}
+    broken["not_json"].mkdir()
+    (broken["not_json"] / "model.json").write_text("{oops")
+    broken["no_weights"].mkdir()
+    (broken["no_weights"] / "model.json").write_text((good / "model.json").read_text())
+    broken["no_params"].mkdir()
+    (broken["no_params"] / "weights.npz").write_bytes((good / "weights.npz").read_bytes())
+    (broken["no_params"] / "model.json").write_text(json.dumps({"format": json.loads(
+        (good / "model.json").read_text())["format"]}))
+    for name, folder in broken.items():
+        with pytest.raises(InputError, match="tag model") as e:
+            Tagger.load(folder)
+        assert str(folder) in str(e.value), (name, e.value)
+    assert Tagger.load(good).classifier.classes_.tolist() == ["a", "b", "c"]

@@ -346,3 +346,102 @@ def test_a_read_only_token_looks_but_does_not_change():
     for bad in ({"read_token": "look"}, {"token": "same", "read_token": "same"}):
         with pytest.raises(ParameterError, match="read-only token"):
             create_app("t", "1", **bad)
+
+
+def test_a_token_that_cannot_travel_in_a_header_is_refused_and_any_bearer_spelling_is_read(capsys):
+    """A token is sent as `Authorization: Bearer TOKEN`: a header carries ASCII (the server reads
+    its bytes as Latin-1) and loses a token's leading and trailing spaces, so `--token 'päss'` or
+    `--read-token ' r'` was taken and then refused on every request that sent it in the header
+    (only `?token=` worked). Such a token is refused at the start, naming the flag. The scheme
+    is case-insensitive (RFC 9110): `bearer TOKEN` was a 401."""
+    import httpx
+
+    from mediacluster.cli import main
+    from mediacluster.errors import ParameterError
+    from mediacluster.web import create_app
+
+    app = create_app("t", "1", token="full-1")
+
+    @app.get("/data")
+    def data():
+        return {"ok": True}
+
+    port, server = _serve(app)
+    try:
+        for auth in ("Bearer full-1", "bearer full-1", "BEARER  full-1"):
+            r = httpx.get(f"http://127.0.0.1:{port}/data", headers={"Authorization": auth}, timeout=10)
+            assert r.status_code == 200, (auth, r.text)
+        assert httpx.get(f"http://127.0.0.1:{port}/data", headers={"Authorization": "Basic full-1"},
+                         timeout=10).status_code == 401
+    finally:
+        server.should_exit = True
+    for bad in ({"token": "päss"}, {"token": " full"}, {"token": "full\n"},
+                {"token": "full", "read_token": "wörd"}):
+        with pytest.raises(ParameterError, match="token"):
+            create_app("t", "1", **bad)
+    for flag, args in (("--token", ["--token", "päss wörd"]),
+                       ("--read-token", ["--token", "full", "--read-token", " r"])):
+        assert main(["serve", "/nonexistent/run", *args]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and "ASCII" in err, err
+
+
+@pytest.mark.parametrize("port", [70000, -1])
+def test_a_port_out_of_range_is_a_parameter_error_not_a_crash(port):
+    """`serve --port 70000` (or -1) was an internal error (socket's OverflowError) after the
+    model had loaded; it is the same clear `--port` refusal as a port in use."""
+    from mediacluster.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=f"cannot listen on 127.0.0.1:{port}") as e:
+        bind("127.0.0.1", port)
+    assert e.value.param == "port"
+
+
+def test_head_is_answered_as_get_without_the_body():
+    """FastAPI's GET routes took no HEAD: `HEAD /healthz` (an uptime monitor's default probe,
+    `curl -I`) was a 405, though a server must answer HEAD where it answers GET (RFC 9110 9.1).
+    Now the GET's status and headers, no body; the token guard treats it as a read."""
+    import httpx
+
+    from mediacluster.web import create_app
+
+    app = create_app("t", "1", token="full", read_token="look", public_paths=("/healthz",))
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/data")
+    def data():
+        return {"ok": True}
+
+    @app.post("/change")
+    def change():
+        return {"changed": True}
+
+    port, server = _serve(app)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            got, head = c.get("/healthz"), c.head("/healthz")
+            assert head.status_code == 200 and head.content == b"", head
+            assert head.headers["content-length"] == got.headers["content-length"]
+            assert head.headers["content-type"] == got.headers["content-type"]
+            assert c.head("/data", headers={"Authorization": "Bearer look"}).status_code == 200
+            assert c.head("/data").status_code == 401
+            assert c.head("/change", headers={"Authorization": "Bearer full"}).status_code == 405
+            assert c.get("/data", headers={"Authorization": "Bearer look"}).json() == {"ok": True}  # same connection
+    finally:
+        server.should_exit = True
+
+
+@pytest.mark.parametrize("flag", ["--max-body-mb", "--max-file-mb", "--keep-max-mb"])
+def test_a_limit_too_large_to_count_in_bytes_is_refused_by_name(flag, capsys):
+    """`serve --max-body-mb 1e308` (an operator's "no limit") passed the argument check and then
+    was an internal error (OverflowError: MiB times 2**20 is infinite) after the model loaded."""
+    from mediacluster.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "/nonexistent/run", flag, "1e308"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "1e308" in err, err

@@ -138,16 +138,19 @@ class ModelStore:
     def versions(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and p.name.startswith("v") and p.name[1:].isdigit())
+        return sorted((p.name for p in self.root.iterdir()
+                       if p.is_dir() and p.name.startswith("v") and p.name[1:].isdecimal()),
+                      key=lambda name: int(name[1:]))  # by number: v10000 after v9999
 
     def pointer(self) -> dict | None:
-        """``LATEST``'s content ({"version", "run_id", "published"}), None when there is none."""
+        """``LATEST``'s content ({"version", "run_id", "published"}), None when there is none (or
+        it is not such an object: a hand-edited file holding a bare version string, say)."""
         p = self.root / LATEST
         try:
-            return read_json(p)
+            ptr = read_json(p)
         except (OSError, ValueError):
             return None
+        return ptr if isinstance(ptr, dict) and isinstance(ptr.get("version"), str) else None
 
     def latest(self) -> Path | None:
         ptr = self.pointer()

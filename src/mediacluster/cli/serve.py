@@ -25,6 +25,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _megabytes(text: str) -> float:
+    """A positive size in MiB whose bytes are a number (1e308 MiB is infinitely many bytes)."""
+    import argparse
+
+    v = _positive_float(text)
+    if v * 2**20 == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a size in MiB up to 1e300, got {text}")
+    return v
+
+
 def _probability(text: str) -> float:
     import argparse
 
@@ -65,8 +75,8 @@ def add_parser(sub):
     g = p.add_argument_group("limits (each refused request gets a 4xx JSON error naming the problem)")
     g.add_argument("--max-files", type=positive_int, default=64, help="images per request")
     g.add_argument("--max-vectors", type=positive_int, default=4096, help="vectors per request")
-    g.add_argument("--max-file-mb", type=_positive_float, default=20.0, help="size of one upload")
-    g.add_argument("--max-body-mb", type=_positive_float, default=128.0, help="size of one request")
+    g.add_argument("--max-file-mb", type=_megabytes, default=20.0, help="size of one upload")
+    g.add_argument("--max-body-mb", type=_megabytes, default=128.0, help="size of one request")
     g.add_argument("--time-limit", type=_positive_float, default=30.0,
                    help="seconds a request may take before it is answered 503")
     b = p.add_argument_group("encoder batching")
@@ -94,7 +104,7 @@ def add_parser(sub):
                    help="--keep novel also keeps answers whose novelty is at least T (0..1; e.g. 0.95: "
                         "about 5%% of uploads of the collection's own kinds, and more of the kinds it "
                         "lacks than the novel flag's 1%% rule); implies --keep novel")
-    k.add_argument("--keep-max-mb", type=_positive_float, default=None, metavar="MB",
+    k.add_argument("--keep-max-mb", type=_megabytes, default=None, metavar="MB",
                    help="stored megabytes at most (MiB); beyond it new uploads are no longer kept "
                         "(logged once, mediacluster_inbox_full in /metrics) and the service keeps "
                         "answering (default: no bound)")
@@ -107,9 +117,10 @@ def run(args) -> int:
     from ..persist import resolve_model
     from ..pipeline import Pipeline
     from ..web import run_server
-    from ..web.app import resolve_token
+    from ..web.app import check_token, resolve_token
 
     token = resolve_token(args.host, args.token)
+    check_token(args.read_token, "read-token")
     if args.read_token and not token:  # the writes need a token of their own
         import secrets
 

@@ -370,11 +370,27 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, folder: str | Path) -> TagClassifier:
+        """The tag model saved in ``folder``; an InputError naming it when the folder is missing,
+        of another format, or incomplete (no weights, a model.json that is not JSON or lacks a
+        field)."""
         folder = Path(folder)
+        try:
+            return cls._load(folder)
+        except InputError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            what = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise InputError(f"{folder}: not a readable mediacluster tag model ({type(e).__name__}: "
+                             f"{what}{f' {e.filename}' if getattr(e, 'filename', None) else ''}); give the "
+                             "folder `mediacluster tags train` wrote") from e
+
+    @classmethod
+    def _load(cls, folder: Path) -> TagClassifier:
         with open(folder / "model.json", encoding="utf-8") as f:
             d = json.load(f)
-        if d.get("format") != FORMAT:
-            raise InputError(f"{folder}: not a mediacluster tag model (format {d.get('format')!r})")
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            fmt = d.get("format") if isinstance(d, dict) else None
+            raise InputError(f"{folder}: not a mediacluster tag model (format {fmt!r})")
         params = dict(d["params"])
         params["abstain_labels"] = tuple(params.get("abstain_labels") or ())
         clf = cls(**params)

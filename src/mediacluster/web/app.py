@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from ..errors import (
@@ -241,6 +242,8 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
              413: f"the request body is over {max_body_bytes} bytes",
              422: "a query parameter the operation does not take (the error names it and the "
                   "ones it takes), or a body or parameter FastAPI's validation refuses"}
+    check_token(token)
+    check_token(read_token, "read-token")
     if read_token and not token:
         raise ParameterError("a read-only token needs a full access token too (--token)", "read_token")
     if read_token and hmac.compare_digest(read_token.encode(), token.encode()):
@@ -401,11 +404,23 @@ class _Guards:
                                                   (REQUEST_ID.encode(), rid.encode())]}
             await outer_send(message)
 
+        if scope["method"] == "HEAD":  # a server must answer HEAD where it answers GET (RFC 9110
+            # 9.1; an uptime monitor's default probe); FastAPI's GET routes take GET only: the GET,
+            # its status and headers, without the body
+            scope, head_send = {**scope, "method": "GET"}, send
+
+            async def send(message):
+                if message["type"] == "http.response.body":
+                    message = {**message, "body": b""}
+                await head_send(message)
+
         expected = scope["app"].state.token
         reader = getattr(scope["app"].state, "read_token", None)
         path = scope["path"]
         if expected and path not in self.public and not path.startswith(self.prefixes):
-            given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            auth = request.headers.get("authorization", "").strip()
+            scheme, _, cred = auth.partition(" ")  # the scheme is case-insensitive (RFC 9110)
+            given = ((cred.strip() if scheme.lower() == "bearer" else auth)
                      or request.query_params.get("token") or request.cookies.get("mediacluster_token") or "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 reads = _reads(scope["method"], path, self.read_posts)
@@ -484,6 +499,8 @@ class _Guards:
                 raise
             await self._refuse(scope, receive, send, 503, "timeout", f"the request took longer "
                                f"than {self.time_limit_s:g} s")
+        except ClientDisconnect:
+            return  # the client went away mid-body (a lost network): no one to answer, no bug
         except Exception as e:
             # a bug: answered here, not by Starlette's outermost error middleware, which
             # re-raises after answering, so uvicorn closed the keep-alive connection and the
@@ -513,9 +530,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError as e:
+    except (OSError, OverflowError) as e:  # OverflowError: a port outside 0..65535
         sock.close()
-        raise ParameterError(f"cannot listen on {host}:{port}: {e.strerror or e}", "port") from None
+        raise ParameterError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}", "port") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -530,11 +547,24 @@ def port_free(host: str, port: int) -> bool:
         return False
 
 
+def check_token(token: str | None, flag: str = "token") -> str | None:
+    """``token`` when it can travel in ``Authorization: Bearer TOKEN``: printable ASCII without
+    spaces at either end (a header's bytes are read as Latin-1 and its value is stripped, so such
+    a token was taken and then refused on every request that sent it in the header); else a
+    ParameterError naming ``flag``."""
+    if token and (not token.isascii() or not token.isprintable() or token != token.strip()):
+        raise ParameterError(f"--{flag} must be printable ASCII without spaces at either end (it is "
+                             "sent in the Authorization header, which carries no other characters); "
+                             "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`", flag)
+    return token
+
+
 def resolve_token(host: str, token: str | None) -> str | None:
     """The access token a server on ``host`` needs: none on loopback unless given; elsewhere the
-    given one or a new random one (printed with the URL)."""
+    given one or a new random one (printed with the URL). A given token is checked
+    (:func:`check_token`)."""
     if token:
-        return token
+        return check_token(token)
     return None if is_loopback(host) else secrets.token_urlsafe(24)
 
 

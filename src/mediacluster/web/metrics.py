@@ -174,7 +174,7 @@ class _Measure:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        status = [500]
+        status = [499]  # no answer sent: the client went away first (nginx's "client closed request")
         path, root_path = scope["path"], scope.get("root_path", "")  # routing may change them
 
         async def send_status(message):
@@ -184,6 +184,10 @@ class _Measure:
 
         try:
             await self.app(scope, receive, send_status)
+        except BaseException:
+            if status[0] == 499:
+                status[0] = 500
+            raise
         finally:
             self.metrics.observe(self.template(scope, path, root_path), scope.get("method", ""),
                                  status[0], time.perf_counter() - t0)
