@@ -386,6 +386,31 @@ def test_a_token_that_cannot_travel_in_a_header_is_refused_and_any_bearer_spelli
         assert flag in err and "ASCII" in err, err
 
 
+def test_a_given_token_in_the_opened_url_is_percent_encoded():
+    """The studio opens (and the service prints) `URL?token=TOKEN`; a given token holding `+`,
+    `&`, `#` or `%` was put in as it is, so the page opened with another token (`+` reads as a
+    space, `&` and `#` end it) and every call it made got a 401."""
+    import httpx
+
+    from mediacluster.web import create_app
+    from mediacluster.web.app import token_query
+
+    token = "a+b&c#d%e f"
+    app = create_app("t", "1", token=token)
+
+    @app.get("/data")
+    def data():
+        return {"ok": True}
+
+    port, server = _serve(app)
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/data{token_query(token)}", timeout=10)
+        assert r.status_code == 200, r.text
+        assert httpx.get(f"http://127.0.0.1:{port}/data?token={token}", timeout=10).status_code == 401
+    finally:
+        server.should_exit = True
+
+
 @pytest.mark.parametrize("port", [70000, -1])
 def test_a_port_out_of_range_is_a_parameter_error_not_a_crash(port):
     """`serve --port 70000` (or -1) was an internal error (socket's OverflowError) after the

@@ -99,7 +99,7 @@ def print_carry(s: dict) -> None:
 
 
 def run(args) -> int:
-    from ..web.app import port_free, resolve_token, run_server
+    from ..web.app import port_free, resolve_token, run_server, token_query
 
     run_dir = RunDir.open(args.run_dir, collection_root=args.collection_root)
     note_missing_root(run_dir)
@@ -158,7 +158,7 @@ def run(args) -> int:
         if not args.no_browser:
             import webbrowser
 
-            full = url + (f"?token={token}" if token else "")
+            full = url + (token_query(token) if token else "")
             threading.Timer(0.5, lambda: webbrowser.open(full)).start()
 
     run_server(app, host=args.host, port=port, name="studio", on_listen=opened, show_token=not args.token)

@@ -11,7 +11,7 @@ import secrets
 import socket
 import sys
 from typing import Annotated
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -144,6 +144,12 @@ def _bug_message(e: Exception) -> str:
 
 #: the documentation page's own files (served from the package: the page works offline)
 DOCS_STATIC = "/static-offline-docs/"
+def token_query(token: str) -> str:
+    """``?token=TOKEN`` for a URL, the token percent-encoded (a given token may hold ``+ & # %``,
+    which a browser would read as other parts of the URL)."""
+    return f"?token={quote(token, safe='')}"
+
+
 #: the query parameter every route takes: the access token (``?token=TOKEN``, read by the guards)
 STACK_QUERY = frozenset({"token"})
 #: routes whose query strings are free-form by default: the OpenAPI page's OAuth2 redirect
@@ -603,7 +609,7 @@ def _serve(app, sock, host, name, log_level, on_listen, workers, token, show_tok
         token = getattr(getattr(app, "state", None), "token", None)
 
     def announce() -> None:
-        tail = (f"?token={token}" if show_token else " (send the access token given with --token)") if token else ""
+        tail = (token_query(token) if show_token else " (send the access token given with --token)") if token else ""
         sys.stdout.write(f"{name}: listening on {url}{tail}\n")
         sys.stdout.flush()
         if on_listen is not None:
