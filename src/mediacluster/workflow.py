@@ -8,6 +8,7 @@ in a temporary sibling folder and swaps it in only when every file is written (s
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -71,11 +72,18 @@ def fit_pipeline(pipe: Pipeline, X, info: dict, progress: bool = False, **kw) ->
     (run.json) says which level was refused and why; the command then exits 2."""
     if progress:
         print(f"fitting the pipeline on {len(X):,} items{first_compile_note()} ...", file=sys.stderr, flush=True)
+    from .pipeline import stage_log
+
+    level = stage_log.level
+    if progress:  # each stage said as it starts and ends: the fit's only progress
+        stage_log.setLevel(logging.INFO)
     try:
         pipe.fit(X, **kw)
     except LevelRangeError as e:
         info["level_refused"] = {"level": pipe.level, "message": str(e)}
         pipe.set_level("auto")
+    finally:
+        stage_log.setLevel(level)
 
 
 def level_summary(pipe) -> dict | None:
