@@ -594,6 +594,9 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
     if make_map:
         from .report.build import layout_2d  # UMAP of the fitted items: the map's skeleton
 
+        if progress:  # 31 s of silence before the assign bar on 200,000 vectors
+            print(f"2-D map: laying out the {len(Xs):,} fitted items (UMAP; the others placed as they are "
+                  "assigned) ...", file=sys.stderr, flush=True)
         with meter.stage("map_sample"):
             # the report's own layout (UMAP, cosine) of the fitted items. Laying out the
             # pipeline's reduced space instead was slower (57 vs 30 CPU s for 25,000 items: its
