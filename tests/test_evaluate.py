@@ -41,9 +41,16 @@ def _read(path):
         return json.load(f)
 
 
-def test_evaluate_run_folder(run_dir, cifar3_embeddings, capsys):
+def test_evaluate_run_folder(run_dir, cifar3_embeddings, capsys, caplog):
+    caplog.set_level("INFO", logger="mediacluster.evaluation")
     assert main(["evaluate", str(run_dir)]) == 0
     printed = capsys.readouterr().out
+    # each scoring step is said, then its seconds (50,000 items: minutes of silence before)
+    said = [r.getMessage() for r in caplog.records if r.name == "mediacluster.evaluation"]
+    for step in ("neighbour vote (10 nearest labelled items", "fitted labelling: internal scores on the original",
+                 "assigned labelling: internal scores in the reduced space"):
+        assert any(m.startswith(step) and m.endswith(" ...") for m in said), (step, said)
+        assert any(m.startswith(step) and m.endswith(" s") for m in said), (step, said)
     assert "coverage" in printed and "NMI" in printed and "original space" in printed
     res = _read(run_dir / "evaluation.json")
     assert not list(run_dir.glob(".evaluation.json*"))  # atomic write left no temp file
