@@ -215,7 +215,8 @@ def test_the_report_lists_the_skipped_files_with_their_reasons(first_run, collec
     assert "{" not in summary and "<th>names.sure</th>" in summary
 
 
-def test_the_fit_is_announced_with_what_a_first_run_compiles(cifar3_embeddings, tmp_path, capsys, monkeypatch):
+def test_the_fit_is_announced_with_what_a_first_run_compiles(cifar3_embeddings, tmp_path, capsys, monkeypatch,
+                                                               caplog):
     """The fit, most of a run's wait and without a bar of its own, is said on stderr before it
     starts (the terminal was silent for 13 s on a first run), with the one-time numba compile
     when the cache has none of umap-learn's code yet; --quiet says nothing."""
@@ -234,5 +235,13 @@ def test_the_fit_is_announced_with_what_a_first_run_compiles(cifar3_embeddings, 
     assert main(argv + ["--out", str(tmp_path / "run")]) == 0
     n = len(cifar3_embeddings.vectors)
     assert f"fitting the pipeline on {n} items ...\n" in capsys.readouterr().err
+    # then each stage as it starts and ends (50,000 images sat minutes on that one line)
+    said = "\n".join(r.getMessage() for r in caplog.records if r.name == "mediacluster.pipeline.stages")
+    assert f"reduce (PCAReducer) on {n:,} items ..." in said and "reduce done in " in said
+    assert "cluster (" in said and said.index("reduce done in ") < said.index("cluster done in ")
+    caplog.clear()
     assert main(argv + ["--out", str(tmp_path / "run2"), "--quiet"]) == 0
     assert "fitting" not in capsys.readouterr().err
+    from mediacluster.pipeline import Pipeline  # a fit no person waits for (tune's trials) is quiet
+    Pipeline(reducer="pca", clusterer="kmeans").fit(np.asarray(cifar3_embeddings.vectors, np.float32))
+    assert not [r for r in caplog.records if r.name == "mediacluster.pipeline.stages"]

@@ -41,9 +41,16 @@ def _read(path):
         return json.load(f)
 
 
-def test_evaluate_run_folder(run_dir, cifar3_embeddings, capsys):
+def test_evaluate_run_folder(run_dir, cifar3_embeddings, capsys, caplog):
+    caplog.set_level("INFO", logger="mediacluster.evaluation")
     assert main(["evaluate", str(run_dir)]) == 0
     printed = capsys.readouterr().out
+    # each scoring step is said, then its seconds (50,000 items: minutes of silence before)
+    said = [r.getMessage() for r in caplog.records if r.name == "mediacluster.evaluation"]
+    for step in ("neighbour vote (10 nearest labelled items", "fitted labelling: internal scores on the original",
+                 "assigned labelling: internal scores in the reduced space"):
+        assert any(m.startswith(step) and m.endswith(" ...") for m in said), (step, said)
+        assert any(m.startswith(step) and m.endswith(" s") for m in said), (step, said)
     assert "coverage" in printed and "NMI" in printed and "original space" in printed
     res = _read(run_dir / "evaluation.json")
     assert not list(run_dir.glob(".evaluation.json*"))  # atomic write left no temp file
@@ -406,3 +413,35 @@ def test_each_level_is_scored_against_the_labels():
     print_report(ev, out=buf)
     lines = [ln for ln in buf.getvalue().splitlines() if ln.lstrip().startswith("level ")]
     assert len(lines) == 2 and "<- best" in lines[0] and "<- in use" in lines[1] and "3 clusters" in lines[0]
+
+
+def test_a_curation_that_only_renamed_is_not_scored_again(run_dir, tmp_path, capsys):
+    """Curated clusters that are the assigned ones under other ids (a studio that only renamed):
+    the internal scores are the assigned labelling's, taken, not computed again (on 50,000 items
+    11 s of 1:42; the neighbour vote's 80 s is the most of it); a real change (a merge) is scored."""
+    import shutil
+
+    from mediacluster.evaluation import same_partition
+
+    assert same_partition([0, 0, 1, -1, -2], [5, 5, 3, -1, -2])
+    assert not same_partition([0, 0, 1, -1], [5, 5, 5, -1])  # a merge
+    assert not same_partition([0, 1, 1, -1], [0, 1, 2, -1])  # a split
+    assert not same_partition([0, 0, 1, -1], [0, 0, 1, 1])  # noise given a cluster
+    assert not same_partition([0, 0, -2], [0, 0, -1])
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    a = pd.read_parquet(run / "assignments.parquet")
+    a["curated_cluster"] = np.where(a["assigned_cluster"] >= 0, a["assigned_cluster"] + 100, a["assigned_cluster"])
+    a.to_parquet(run / "assignments.parquet")
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "e.json")]) == 0
+    printed = capsys.readouterr().out
+    lab = _read(tmp_path / "e.json")["labelings"]
+    for space in ("original", "reduced"):
+        cur, asg = lab["curated"]["internal"][space], lab["assigned"]["internal"][space]
+        assert cur["same_as"] == "assigned" and "same_as" not in asg
+        assert cur["silhouette"] == asg["silhouette"]
+    assert "[curated] as curated in the studio" in printed
+    a["curated_cluster"] = np.where(a["assigned_cluster"] == 0, 1, a["assigned_cluster"])  # a merge: scored
+    a.to_parquet(run / "assignments.parquet")
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "e2.json")]) == 0
+    assert "same_as" not in _read(tmp_path / "e2.json")["labelings"]["curated"]["internal"]["original"]

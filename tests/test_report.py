@@ -85,7 +85,7 @@ def test_report_files(report_run):
     assert xy.shape == (len(labels), 2) and np.isfinite(xy).all()
 
 
-def test_report_rebuild_reuses_cache(report_run):
+def test_report_rebuild_reuses_cache(report_run, caplog):
     from mediacluster.report import build_report
 
     run = report_run["run"]
@@ -93,7 +93,9 @@ def test_report_rebuild_reuses_cache(report_run):
     thumbs = sorted((run / "report" / "thumbs").iterdir())
     mt = [p.stat().st_mtime_ns for p in thumbs]
     t = time.perf_counter()
+    caplog.set_level("INFO", logger="mediacluster.report.build")
     build_report(run, progress=False)
+    assert "2-D map" not in caplog.text  # cached: nothing laid out, nothing said
     assert (run / "map2d.npy").stat().st_mtime_ns == m0
     assert [p.stat().st_mtime_ns for p in thumbs] == mt
     assert time.perf_counter() - t < report_run["seconds"]
@@ -131,6 +133,22 @@ return [ink, h];
 
 
 @pytest.mark.browser
+def test_laying_out_the_map_is_said_with_its_time(report_run, caplog):
+    """A large run's report sat silent for a minute while its 2-D map was laid out (50,000
+    CIFAR-10 images: 57 s between the fit's last line and the thumbnails' bar)."""
+    from mediacluster.report.build import map_2d
+    from mediacluster.rundir import RunDir
+
+    run = RunDir.open(report_run["run"])
+    vectors = np.load(report_run["run"] / "embeddings.npy")
+    caplog.set_level("INFO", logger="mediacluster.report.build")
+    xy = map_2d(run, vectors, method="pca", recompute=True)
+    assert xy.shape == (len(vectors), 2)
+    assert f"2-D map: laying out {len(vectors):,} items (pca" in caplog.text
+    assert "2-D map: done in " in caplog.text
+    map_2d(run, vectors, method="umap", recompute=True)  # the report's own map back for the other tests
+
+
 def test_report_in_chromium(report_run, tmp_path):
     html, labels = report_run["html"], report_run["labels"]
     drv = chromium()

@@ -229,6 +229,12 @@ def test_cli_fit_sample_and_executor_flags(tmp_path, capsys):
                "--clusterer", "kmeans", "--clusterer-param", "n_clusters=6", "--quiet", "--no-names"])
     assert rc == 0
     assert json.loads((tmp_path / "o" / "run.json").read_text())["fit_sample"]["size"] == 200
+    assert "2-D map" not in capsys.readouterr().err  # --quiet
+    rc = main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o3"), "--fit-sample", "200",
+               "--reducer", "pca", "--clusterer", "kmeans", "--clusterer-param", "n_clusters=6", "--no-names"])
+    err = capsys.readouterr().err  # the sample's map, laid out before the assign bar, is said
+    assert rc == 0 and "2-D map: laying out the 200 fitted items" in err
+    assert err.index("2-D map") < err.index("assign")
     with pytest.raises(SystemExit):
         main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o2"), "--fit-sample", "2"])
     assert "at least 3" in capsys.readouterr().err

@@ -283,9 +283,10 @@ def test_resumed_study_prints_no_optuna_log_lines(X, tmp_path):
     assert "2 trials" in r.stdout and "Using an existing study" not in r.stderr, r.stderr
 
 
-def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
+def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys, caplog):
     from mediacluster.cli import main
 
+    caplog.set_level("INFO", logger="mediacluster.tune.study")
     np.save(tmp_path / "v.npy", X)
     (tmp_path / "space.json").write_text(json.dumps(SPACE))
     rc = main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "o"), "--trials", "2",
@@ -304,6 +305,10 @@ def test_cli_tune_on_a_vectors_file(X, tmp_path, capsys):
                "--space", str(tmp_path / "open.json"), "--quiet", "--layout-epochs", "30",
                "--umap-init", "random"])
     assert rc == 0
+    # the shared input graph, before the first trial, is said with its time (50,000 items: minutes)
+    said = [r.getMessage() for r in caplog.records if r.name == "mediacluster.tune.study"]
+    assert any(m.startswith(f"neighbour graph of the inputs ({len(X):,} items") for m in said), said
+    assert any(re.fullmatch(r"neighbour graph: \d+\.\d s", m) for m in said), said
     best = json.loads((tmp_path / "o3" / "best_params.json").read_text())
     assert best["params"]["reducer__n_epochs"] == 30 and best["params"]["reducer__init"] == "random"
     capsys.readouterr()

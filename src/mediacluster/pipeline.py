@@ -29,6 +29,7 @@ person's curated clusters, published by the studio) without fitting the stages.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import time
 
@@ -55,6 +56,11 @@ from .stages.hierarchy import (
     tree_above,
 )
 from .stages.reduce import UMAPReducer
+
+# Each stage of a fit, said as it starts and ends (INFO, kept quiet unless a caller such as
+# ``workflow.fit_pipeline`` raises this logger to INFO for a fit a person waits for).
+stage_log = logging.getLogger("mediacluster.pipeline.stages")
+stage_log.setLevel(logging.WARNING)
 
 STAGES = registry.KINDS  # reducer, outliers, clusterer: the order they run in
 _EXAMPLE_STAGE = {"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}
@@ -290,7 +296,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         self._assign()
         self.timings_["assign_noise"] = time.perf_counter() - t
         t = time.perf_counter()
-        with single_blas_thread():
+        with single_blas_thread(), _stage("predictor (neighbour index for assign)", len(X)):
             self._fit_predictor(X, distinct=dup[0] if dup is not None else None)
         self.timings_["predictor"] = time.perf_counter() - t
         return self._refuse_level(refused)
@@ -346,9 +352,12 @@ class Pipeline(ClusterMixin, BaseEstimator):
         takes_knn = "knn" in inspect.signature(clusterer.fit).parameters
         t = time.perf_counter()
         if knn is None and embedding is None and takes_knn:
-            knn = self._knn(X, reducer)
+            with _stage("neighbour graph", n):
+                knn = self._knn(X, reducer)
         self.timings_["knn"] = time.perf_counter() - t
         t = time.perf_counter()
+        if embedding is None and reducer is not None:
+            _stage_start("reduce", n, reducer)
         if embedding is not None:
             Z = np.asarray(embedding)
             if Z.ndim != 2 or len(Z) != n:
@@ -359,18 +368,22 @@ class Pipeline(ClusterMixin, BaseEstimator):
             Z = X
         Z = np.asarray(Z, dtype=np.float32)
         self.timings_["reduce"] = time.perf_counter() - t
+        if embedding is None and reducer is not None:
+            _stage_end("reduce", self.timings_["reduce"])
         labels = np.full(n, NOISE, dtype=np.int64)
         probs = np.zeros(n, dtype=np.float64)
         keep = np.ones(n, dtype=bool)
         t = time.perf_counter()
         if outliers is not None:
-            keep = ~outliers.fit(Z, neighbors_graph=outlier_graph).outlier_mask_
+            with _stage("outliers", n, outliers):
+                keep = ~outliers.fit(Z, neighbors_graph=outlier_graph).outlier_mask_
         self.timings_["outliers"] = time.perf_counter() - t
         t = time.perf_counter()
         path = None
         if knn is not None and isinstance(reducer, UMAPReducer):  # the graph UMAP was given (a
             knn = tuple(np.asarray(a)[:, :int(reducer.n_neighbors)] for a in knn)  # tuner's is wider)
         if keep.sum() >= 2:
+            _stage_start("cluster", int(keep.sum()), clusterer)
             try:
                 if takes_knn:  # the graph describes every row: only usable when none was removed
                     extra = {}
@@ -392,6 +405,8 @@ class Pipeline(ClusterMixin, BaseEstimator):
                 path = self._fit_path(clusterer, Z, keep)
         labels[~keep] = OUTLIER
         self.timings_["cluster"] = time.perf_counter() - t
+        if keep.sum() >= 2:
+            _stage_end("cluster", self.timings_["cluster"])
         if dup is not None:  # tuner caches: copies take their first occurrence's result
             first = dup[0][dup[1]]
             Z, labels, probs = Z[first], labels[first], probs[first]
@@ -1008,3 +1023,29 @@ MIN_DISTINCT = 3  # below this many distinct vectors the stages are not run (see
 def load(path) -> Pipeline:
     """A saved model (a model folder, a model store or a run folder's latest version)."""
     return Pipeline.load(os.fspath(path))
+
+
+def _stage_start(name: str, n: int, est=None) -> None:
+    what = f" ({type(est).__name__})" if est is not None else ""
+    stage_log.info("%s%s on %s items ...", name, what, f"{n:,}")
+
+
+def _stage_end(name: str, seconds: float) -> None:
+    stage_log.info("%s done in %.1f s", name, seconds)
+
+
+class _stage:
+    """``with _stage(name, n):`` says a fit stage's start and its seconds on ``stage_log``."""
+
+    def __init__(self, name: str, n: int, est=None):
+        self.name, self.n, self.est = name, n, est
+
+    def __enter__(self):
+        _stage_start(self.name, self.n, self.est)
+        self.t = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            _stage_end(self.name, time.perf_counter() - self.t)
+        return False

@@ -8,6 +8,7 @@ in a temporary sibling folder and swaps it in only when every file is written (s
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -70,11 +71,18 @@ def fit_pipeline(pipe: Pipeline, X, info: dict, progress: bool = False, **kw) ->
     (run.json) says which level was refused and why; the command then exits 2."""
     if progress:
         print(f"fitting the pipeline on {len(X):,} items{first_compile_note()} ...", file=sys.stderr, flush=True)
+    from .pipeline import stage_log
+
+    level = stage_log.level
+    if progress:  # each stage said as it starts and ends: the fit's only progress
+        stage_log.setLevel(logging.INFO)
     try:
         pipe.fit(X, **kw)
     except LevelRangeError as e:
         info["level_refused"] = {"level": pipe.level, "message": str(e)}
         pipe.set_level("auto")
+    finally:
+        stage_log.setLevel(level)
 
 
 def level_summary(pipe) -> dict | None:
@@ -585,6 +593,9 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
     if make_map:
         from .report.build import layout_2d  # UMAP of the fitted items: the map's skeleton
 
+        if progress:  # 31 s of silence before the assign bar on 200,000 vectors
+            print(f"2-D map: laying out the {len(Xs):,} fitted items (UMAP; the others placed as they are "
+                  "assigned) ...", file=sys.stderr, flush=True)
         with meter.stage("map_sample"):
             # the report's own layout (UMAP, cosine) of the fitted items. Laying out the
             # pipeline's reduced space instead was slower (57 vs 30 CPU s for 25,000 items: its
