@@ -272,6 +272,21 @@ def test_neighbour_vote_tells_a_flipped_label_from_a_clustering_mistake():
         neighbour_vote(X, truth, k=0)
 
 
+def test_a_vote_k_above_the_labelled_count_is_said():
+    """`evaluate --vote-k 50` with 12 labelled items voted with the 11 others and said nothing;
+    the run's notes now say how many neighbours the vote used."""
+    from mediacluster.evaluation import evaluate
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 8)).astype(np.float32)
+    truth = ["a"] * 6 + ["b"] * 6
+    src = {"path": "run", "kind": "run", "notes": [], "fitted": np.repeat([0, 1], 6), "ids": None,
+           "X": X, "truth": truth}
+    res = evaluate(src, vote_k=50, original=False)
+    assert any("vote k 50" in n and "used 11" in n for n in res["notes"]), res["notes"]
+    assert not any("vote k" in n for n in evaluate({**src, "notes": []}, vote_k=5, original=False)["notes"])
+
+
 def test_evaluate_lists_the_items_whose_label_disagrees(run_dir, tmp_path, capsys):
     """A few labels flipped to another class: evaluate lists them in label_issues.csv beside
     evaluation.json, with their cluster's label (the true one) and the studio's item number."""

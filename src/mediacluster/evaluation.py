@@ -410,6 +410,9 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
         if src.get("X") is not None:
             with _step(f"neighbour vote ({vote_k} nearest labelled items of {len(src['X']):,})"):
                 vote = neighbour_vote(src["X"], truth, vote_k)
+            if vote["k"] < vote_k:  # fewer labelled items than asked for: the vote used all the others
+                res["notes"].append(f"vote k {vote_k} is more than the other labelled items: the neighbour vote used "
+                                    f"{vote['k']}" + (" (too few labelled items: no vote)" if vote["k"] == 0 else ""))
         else:
             res["notes"].append("no original vectors (a model folder): label issues without the neighbour vote")
     for name in names:
