@@ -27,6 +27,7 @@ from .data import l2_normalize
 from .errors import InputError, MediaclusterError, ParameterError, RunDirError
 from .fileio import read_table
 from .pipeline import Pipeline
+from .progress import logged_step
 from .rundir import RunDir, find_run
 from .stages.registry import SEED, Int
 
@@ -352,20 +353,9 @@ def same_partition(a, b) -> bool:
     return pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
 
 
-class _step:
+def _step(what: str):
     """``with _step(what):`` logs ``what ...`` and then its seconds (INFO)."""
-
-    def __init__(self, what: str):
-        self.what = what
-
-    def __enter__(self):
-        log.info("%s ...", self.what)
-        self.t = time.perf_counter()
-
-    def __exit__(self, exc_type, *exc):
-        if exc_type is None:
-            log.info("%s: %.1f s", self.what, time.perf_counter() - self.t)
-        return False
+    return logged_step(log, f"{what} ...", f"{what}:")
 
 
 def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeling="both",

@@ -44,6 +44,7 @@ from .data import NOISE, OUTLIER, as_vectors, check_finite, check_magnitude, sta
 from .errors import InputError, LevelRangeError, ParameterError
 from .model_items import read_items
 from .predictor import NeighbourPredictor
+from .progress import logged_step
 from .similar import similar as find_similar
 from .stages import registry
 from .stages.cluster import knn_vote, single_blas_thread
@@ -1026,26 +1027,18 @@ def load(path) -> Pipeline:
 
 
 def _stage_start(name: str, n: int, est=None) -> None:
-    what = f" ({type(est).__name__})" if est is not None else ""
-    stage_log.info("%s%s on %s items ...", name, what, f"{n:,}")
+    stage_log.info("%s", _started(name, n, est))
 
 
 def _stage_end(name: str, seconds: float) -> None:
     stage_log.info("%s done in %.1f s", name, seconds)
 
 
-class _stage:
+def _started(name: str, n: int, est=None) -> str:
+    what = f" ({type(est).__name__})" if est is not None else ""
+    return f"{name}{what} on {n:,} items ..."
+
+
+def _stage(name: str, n: int, est=None):
     """``with _stage(name, n):`` says a fit stage's start and its seconds on ``stage_log``."""
-
-    def __init__(self, name: str, n: int, est=None):
-        self.name, self.n, self.est = name, n, est
-
-    def __enter__(self):
-        _stage_start(self.name, self.n, self.est)
-        self.t = time.perf_counter()
-        return self
-
-    def __exit__(self, exc_type, *exc):
-        if exc_type is None:
-            _stage_end(self.name, time.perf_counter() - self.t)
-        return False
+    return logged_step(stage_log, _started(name, n, est), f"{name} done in")

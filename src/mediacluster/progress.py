@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
@@ -20,3 +22,13 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", dis
         mininterval=0.5,
         **kw,
     )
+
+
+@contextmanager
+def logged_step(log, started: str, finished: str):
+    """A step without a bar, said on ``log`` (INFO): ``started`` as it begins, then ``finished``
+    followed by its seconds (``"... 1.2 s"``) when it ends without an error."""
+    log.info("%s", started)
+    t = time.perf_counter()
+    yield
+    log.info("%s %.1f s", finished, time.perf_counter() - t)
