@@ -385,8 +385,8 @@ def evaluate(src: dict, sample_size=10000, dbcv_sample_size=2000, seed=0, labeli
         res["labels_file"] = str(labels_file)
         res["labels_matched"] = how
     if label_depth is not None and truth is not None:  # folder labels 'drawn/Flags' -> 'drawn'
-        truth = [t if t is None or (isinstance(t, float) and t != t) else "/".join(str(t).split("/")[:label_depth])
-                 for t in truth]
+        truth = ["/".join(str(t).split("/")[:label_depth]) if known else t
+                 for t, known in zip(truth, M.labelled(truth))]
         res["label_depth"] = int(label_depth)
     has_truth = truth is not None and any(t is not None for t in truth)
     names = ["fitted", "assigned", "curated"] if labeling == "both" else [labeling]
