@@ -25,7 +25,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -397,6 +397,33 @@ def cache_root() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mediacluster"
+
+
+def folder_usage(root) -> list[dict]:
+    """The entries of folder ``root`` (none if it is missing), each ``{"name", "folder",
+    "bytes", "files"}``: a folder's size and file count are those of everything under it (links
+    not followed); by name."""
+    out = []
+    root = Path(root)
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return out
+    for e in entries:
+        size = files = 0
+        try:
+            if e.is_dir(follow_symlinks=False):
+                for dirpath, _dirs, names in os.walk(e.path):
+                    for n in names:
+                        with suppress(OSError):
+                            size += os.lstat(os.path.join(dirpath, n)).st_size
+                            files += 1
+            else:
+                size, files = e.stat(follow_symlinks=False).st_size, 1
+        except OSError:
+            continue
+        out.append({"name": e.name, "folder": e.is_dir(follow_symlinks=False), "bytes": size, "files": files})
+    return out
 
 
 def setup_numba_cache() -> None:

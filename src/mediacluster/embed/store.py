@@ -689,6 +689,75 @@ class EmbeddingStore:
             encoders = [r[0] for r in self._con.execute("SELECT DISTINCT encoder FROM vectors")]
         return {"vectors": int(n), "rewrites": int(rewrites), "files": int(files), "encoders": encoders}
 
+    def summary(self) -> dict:
+        """What the store holds, for ``mediacluster cache``: ``path``; ``bytes`` (the file and
+        its write-ahead log) and ``free_bytes`` (pages freed and not yet given back);
+        ``encoders``: per encoder id its ``vectors``, ``dim``, ``bytes`` (vectors and extras) and
+        ``extras`` names; ``files``: the path -> content records (what lets an unchanged file
+        skip hashing); ``derived``: per kind (duplicate signatures, verdicts, remembered decode
+        failures) its ``entries``, ``bytes``, ``used`` (last recorded use, epoch seconds, or
+        None) and ``failures`` (True for remembered failures). Reads every row's header once:
+        ~2 s for 80,000 vectors of 1,280 dimensions."""
+        with self._lock:
+            con = self._con
+            # dim, not length(vector): the header column, without reading the blob's pages
+            enc = con.execute("SELECT encoder, COUNT(*), MAX(dim), SUM(dim) FROM vectors "
+                              "GROUP BY encoder").fetchall()
+            ext = con.execute("SELECT encoder, name, SUM(LENGTH(data)) FROM extras "
+                              "GROUP BY encoder, name").fetchall()
+            der = con.execute("SELECT kind, COUNT(*), SUM(LENGTH(data)) FROM derived GROUP BY kind").fetchall()
+            used = dict(con.execute("SELECT kind, used FROM derived_used"))
+            files = con.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            page = con.execute("PRAGMA page_size").fetchone()[0]
+            free = con.execute("PRAGMA freelist_count").fetchone()[0] * page
+        extras: dict[str, dict[str, int]] = {}
+        for e, name, b in ext:
+            extras.setdefault(e, {})[name] = int(b or 0)
+        encoders = [{"encoder": e, "vectors": int(n), "dim": int(d),
+                     "bytes": int(s) * 4 + sum(extras.get(e, {}).values()),  # float32 vectors
+                     "extras": sorted(extras.get(e, {}))} for e, n, d, s in enc]
+        derived = [{"kind": k, "entries": int(n), "bytes": int(b or 0), "used": used.get(k),
+                    "failures": k.startswith(FAILED)} for k, n, b in der]
+        size = sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal")) if os.path.exists(p))
+        return {"path": str(self.path), "bytes": int(size), "free_bytes": int(free),
+                "encoders": sorted(encoders, key=lambda r: -r["bytes"]), "files": int(files),
+                "derived": sorted(derived, key=lambda r: -r["bytes"])}
+
+    def forget_encoder(self, encoder: str) -> dict[str, int]:
+        """Delete every vector and extra of ``encoder`` (an id as :meth:`summary` lists it) and
+        the decode failures remembered for it, in one transaction, then give the pages back
+        (:meth:`reclaim`). The next run with that encoder embeds its files again. Returns
+        ``{"vectors": n, "extras": n, "failures": n}``."""
+        with self._tx() as con:
+            out = {"vectors": con.execute("DELETE FROM vectors WHERE encoder=?", (encoder,)).rowcount,
+                   "extras": con.execute("DELETE FROM extras WHERE encoder=?", (encoder,)).rowcount}
+            kinds = [k for (k,) in con.execute("SELECT kind FROM derived_kinds")
+                     if k.startswith(FAILED) and k.endswith("/" + encoder)]
+            out["failures"] = 0
+            for k in kinds:
+                out["failures"] += con.execute("DELETE FROM derived WHERE kind=?", (k,)).rowcount
+                con.execute("DELETE FROM derived_kinds WHERE kind=?", (k,))
+                con.execute("DELETE FROM derived_used WHERE kind=?", (k,))
+        if any(out.values()):
+            self.reclaim()
+        return out
+
+    def forget_missing_files(self) -> int:
+        """Delete the path -> content records of files that are no longer there (moved,
+        deleted, or on a disk not mounted now: such a file is only hashed again when it is
+        next read). The vectors stay: they are keyed by content. Returns how many went."""
+        with self._lock:
+            keys = [k for (k,) in self._con.execute("SELECT path FROM files")]
+        gone = [k for k in keys if not os.path.lexists(_path_of_key(k))]  # a key: text or raw bytes
+        n = 0
+        for chunk in _chunks(gone):
+            with self._tx() as con:
+                n += con.execute(f"DELETE FROM files WHERE path IN ({','.join('?' * len(chunk))})",
+                                 chunk).rowcount
+        if n:
+            self.reclaim()
+        return n
+
     def writes(self, encoder: str) -> dict[str, int]:
         """hash -> how many times its vector was written (1 unless embedded more than once)."""
         with self._lock:

@@ -1,0 +1,139 @@
+"""``mediacluster cache [--cache-dir DIR]``: what the cache on this machine holds and what it
+costs on disk (the embedding cache: vectors per encoder, duplicate signatures and verdicts,
+remembered decode failures, file records; beside it compiled code, ONNX exports, thumbnails,
+crash logs), and, with the ``--forget-*`` options, deleting a part of it. Everything there is a
+cache: deleting it only costs recomputing it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import SUMMARIES, printable
+
+#: what the folders beside the embedding cache hold (the user cache, ``fileio.cache_root``)
+FOLDERS = {
+    "numba": "compiled code of umap-learn, pynndescent and librosa (deleted: the next command compiles "
+             "it again, 10-30 s)",
+    "onnx": "the encoders' ONNX exports (deleted: exported again on the next use, a few seconds)",
+    "thumbs": "the studio's thumbnails (deleted: drawn again when shown)",
+    "logs": "crash logs a failing command wrote (its message named the file)",
+}
+
+
+def add_parser(sub):
+    p = sub.add_parser("cache", help=SUMMARIES["cache"], description=__doc__.split("\n\n")[0])
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="the embedding cache folder (or its .sqlite file) the other commands were given "
+                        "with --cache-dir (default: the user cache, $MEDIACLUSTER_CACHE or "
+                        "~/.cache/mediacluster)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--forget-encoder", action="append", default=[], metavar="ID",
+                   help="delete the vectors of this encoder (an id as listed, or the start of one that "
+                        "matches only one, e.g. 'mfcc'); repeat for several. The next run with it embeds "
+                        "its files again")
+    p.add_argument("--forget-failures", action="store_true",
+                   help="forget every remembered decode failure: the next run tries those files again "
+                        "(--retry-bad does it for one command's files only)")
+    p.add_argument("--forget-missing-files", action="store_true",
+                   help="delete the records of files that are no longer where they were (the vectors "
+                        "stay: they are kept by content; a file on a disk not mounted now is only hashed "
+                        "again)")
+    return p
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _when(t) -> str:
+    return "never recorded" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def _store_path(arg) -> Path:
+    from ..embed.store import DB_NAME, default_store_path
+
+    if arg is None:
+        return default_store_path()
+    p = Path(arg).expanduser()
+    return p if p.suffix in (".sqlite", ".db", ".sqlite3") else p / DB_NAME
+
+
+def _encoder_id(store, given: str, ids: list[str]) -> str:
+    from ..errors import ConfigError
+
+    if given in ids:
+        return given
+    hits = [e for e in ids if e.startswith(given)]
+    if len(hits) == 1:
+        return hits[0]
+    listed = ", ".join(ids) or "none"
+    if not hits:
+        raise ConfigError(f"--forget-encoder {given!r}: the cache {store.path} holds no vectors of such an "
+                          f"encoder (it holds: {listed})")
+    raise ConfigError(f"--forget-encoder {given!r} matches {len(hits)} encoders ({', '.join(hits)}): give "
+                      "the whole id")
+
+
+def run(args) -> int:
+    from ..embed.store import DB_NAME, EmbeddingStore
+    from ..errors import ConfigError
+    from ..fileio import folder_usage
+
+    path = _store_path(args.cache_dir)
+    if not path.is_file():
+        if args.forget_encoder or args.forget_failures or args.forget_missing_files:
+            raise ConfigError(f"no embedding cache at {path}: nothing to forget")
+        info = {"path": str(path), "exists": False}
+    else:
+        with EmbeddingStore(path) as store:
+            ids = [r["encoder"] for r in store.summary()["encoders"]]
+            for given in args.forget_encoder:
+                enc = _encoder_id(store, given, ids)
+                n = store.forget_encoder(enc)
+                sys.stderr.write(f"forgot {n['vectors']} vectors of {printable(enc)} "
+                                 f"({n['failures']} remembered failures with them)\n")
+            if args.forget_failures:
+                sys.stderr.write(f"forgot {store.forget_failures()} remembered decode failures\n")
+            if args.forget_missing_files:
+                sys.stderr.write(f"forgot the records of {store.forget_missing_files()} files no longer "
+                                 "where they were\n")
+            info = {**store.summary(), "exists": True}
+    # what lies beside it: the user cache's other folders, or those of the folder given (a
+    # .sqlite file given by name may sit among anything: nothing listed)
+    beside = [] if args.cache_dir is not None and path.name != DB_NAME else [
+        {**f, "holds": FOLDERS.get(f["name"])}
+        for f in folder_usage(path.parent) if not f["name"].startswith(path.name)]
+    info["beside"] = beside
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return 0
+    out = sys.stdout.write
+    if not info["exists"]:
+        out(f"no embedding cache at {printable(path)} yet (the first command that embeds files makes it)\n")
+    else:
+        out(f"embedding cache {printable(path)}: {_size(info['bytes'])}"
+            + (f" ({_size(info['free_bytes'])} of it free pages, given back by the next --forget-*)"
+               if info["free_bytes"] else "") + "\n")
+        if not info["encoders"]:
+            out("  no vectors\n")
+        for r in info["encoders"]:
+            extra = f", with {', '.join(r['extras'])}" if r["extras"] else ""
+            out(f"  {r['vectors']:>10,} vectors   {_size(r['bytes']):>9}  {printable(r['encoder'])} "
+                f"({r['dim']} dimensions{extra})\n")
+        for r in info["derived"]:
+            what = "failures" if r["failures"] else "entries"
+            out(f"  {r['entries']:>10,} {what:<9} {_size(r['bytes']):>9}  {printable(r['kind'])} "
+                f"(last used {_when(r['used'])})\n")
+        out(f"  {info['files']:>10,} file records (path, size and time -> content: an unchanged file is not "
+            "hashed again)\n")
+    for f in beside:
+        holds = f" - {f['holds']}" if f["holds"] else ""
+        out(f"{printable(f['name'])}{'/' if f['folder'] else ''}: {_size(f['bytes'])}, {f['files']:,} files{holds}\n")
+    return 0

@@ -1,0 +1,119 @@
+"""``mediacluster cache``: what the embedding cache holds, and forgetting a part of it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+
+import numpy as np
+
+from mediacluster.cli import main
+from mediacluster.embed.store import EmbeddingStore, failure_kind
+
+
+def run_cli(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _filled(tmp_path):
+    """A cache with two encoders (one with an extra), a derived kind, failures of one encoder,
+    and the records of a file still there and of one deleted since."""
+    d = tmp_path / "cache"
+    kept, gone = tmp_path / "kept.bin", tmp_path / "gone.bin"
+    kept.write_bytes(b"a")
+    gone.write_bytes(b"bb")
+    with EmbeddingStore(d) as s:
+        rng = np.random.default_rng(0)
+        s.put([f"h{i}" for i in range(5)], "imgenc@v1", {"embedding": rng.normal(size=(5, 8)),
+                                                         "imagenet_probs": rng.random((5, 10))})
+        s.put(["h0", "h9"], "mfcc@sr16000", {"embedding": rng.normal(size=(2, 3))})
+        s.put_derived([("h0", b"x" * 16), ("h1", b"y" * 16)], "dups.signature/v1")
+        s.remember_failures([("h7", "not an image")], failure_kind("imgenc@v1"))
+        # recorded as if hashed a while after they were written (a younger file is not recorded)
+        s.record_hashes([(str(p), os.stat(p), f"f{i}") for i, p in enumerate((kept, gone))], time.time() + 10)
+    gone.unlink()
+    return d
+
+
+def test_summary_lists_what_the_cache_holds(tmp_path):
+    d = _filled(tmp_path)
+    rc, out, _ = run_cli(["cache", "--cache-dir", str(d), "--json"])
+    assert rc == 0
+    info = json.loads(out)
+    enc = {r["encoder"]: r for r in info["encoders"]}
+    assert enc["imgenc@v1"]["vectors"] == 5 and enc["imgenc@v1"]["dim"] == 8
+    assert enc["imgenc@v1"]["extras"] == ["imagenet_probs"]
+    assert enc["imgenc@v1"]["bytes"] == 5 * 8 * 4 + 5 * 10 * 2  # float32 vectors, float16 probs
+    assert enc["mfcc@sr16000"]["vectors"] == 2
+    kinds = {r["kind"]: r for r in info["derived"]}
+    assert kinds["dups.signature/v1"]["entries"] == 2 and kinds["dups.signature/v1"]["bytes"] == 32
+    assert [r["failures"] for r in info["derived"] if r["kind"].startswith("failed/")] == [True]
+    assert info["files"] == 2 and info["bytes"] > 0
+    rc, text, _ = run_cli(["cache", "--cache-dir", str(d)])
+    assert rc == 0 and "imgenc@v1 (8 dimensions, with imagenet_probs)" in text
+    assert "2 file records" in text
+
+
+def test_forget_encoder_by_unique_prefix_takes_its_failures_too(tmp_path):
+    d = _filled(tmp_path)
+    rc, _, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "imgenc", "--json"])
+    assert rc == 0 and "forgot 5 vectors of imgenc@v1 (1 remembered failures with them)" in err
+    with EmbeddingStore(d) as s:
+        assert s.contains(["h0", "h1"], "imgenc@v1") == set()
+        assert s.contains(["h0", "h9"], "mfcc@sr16000") == {"h0", "h9"}  # the other encoder kept
+        assert s.failures(["h7"], failure_kind("imgenc@v1")) == {}
+        assert set(s.get_derived(["h0", "h1"], "dups.signature/v1")) == {"h0", "h1"}
+
+
+def test_forget_encoder_refuses_unknown_and_ambiguous_ids(tmp_path):
+    d = _filled(tmp_path)
+    with EmbeddingStore(d) as s:
+        s.put(["h1"], "imgenc@v2", {"embedding": np.ones((1, 8))})
+    rc, _, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "imgenc"])
+    assert rc == 2 and "matches 2 encoders (imgenc@v1, imgenc@v2)" in err
+    rc, _, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "clip"])
+    assert rc == 2 and "holds no vectors of such an encoder" in err and "mfcc@sr16000" in err
+    with EmbeddingStore(d) as s:  # nothing was deleted by a refused request
+        assert s.stats()["vectors"] == 8
+
+
+def test_forget_missing_files_and_failures(tmp_path):
+    d = _filled(tmp_path)
+    rc, _, err = run_cli(["cache", "--cache-dir", str(d), "--forget-missing-files", "--forget-failures"])
+    assert rc == 0
+    assert "forgot the records of 1 files" in err and "forgot 1 remembered decode failures" in err
+    with EmbeddingStore(d) as s:
+        known, _, _ = s.known_hashes([str(tmp_path / "kept.bin")])
+        assert known[0] == "f0"  # the file still there keeps its record
+        assert s.summary()["files"] == 1
+
+
+def test_no_cache_yet_is_said_not_made(tmp_path):
+    d = tmp_path / "nothing"
+    rc, out, _ = run_cli(["cache", "--cache-dir", str(d)])
+    assert rc == 0 and "no embedding cache at" in out
+    assert not d.exists()
+    rc, _, err = run_cli(["cache", "--cache-dir", str(d), "--forget-failures"])
+    assert rc == 2 and "nothing to forget" in err
+
+
+def test_user_cache_lists_the_folders_beside_it(tmp_path, monkeypatch):
+    root = tmp_path / "usercache"
+    (root / "numba").mkdir(parents=True)
+    (root / "numba" / "k.nbi").write_bytes(b"z" * 100)
+    monkeypatch.setenv("MEDIACLUSTER_CACHE", str(root))
+    with EmbeddingStore(None):
+        pass
+    rc, out, _ = run_cli(["cache", "--json"])
+    info = json.loads(out)
+    beside = {f["name"]: f for f in info["beside"]}
+    assert set(beside) == {"numba"}  # the store's own files are not listed beside it
+    assert beside["numba"]["bytes"] == 100 and beside["numba"]["files"] == 1
+    assert "compiles it again" in beside["numba"]["holds"]
+    assert os.path.exists(info["path"])
