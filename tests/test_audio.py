@@ -166,6 +166,23 @@ def test_formats_mixdown_and_resampling(tmp_path, fsdd_two_speakers):
             assert np.abs(wav).max() == pytest.approx(0.75 * np.abs(ref).max(), rel=0.1)
 
 
+def test_stereo_channels_that_cancel_are_read_not_refused_as_silent(tmp_path, fsdd_two_speakers):
+    from mediacluster.ingest.audio import load_audio
+
+    ref, _ = load_audio(str(fsdd_two_speakers[0]))
+    p = tmp_path / "inverted.wav"
+    sf.write(p, np.stack([ref, -ref], axis=1), 8000, subtype="FLOAT")  # a miswired microphone
+    wav, _ = load_audio(str(p))
+    assert np.abs(wav).max() == pytest.approx(np.abs(ref).max(), rel=1e-4)
+    assert np.corrcoef(wav, ref)[0, 1] > 0.999
+    p = tmp_path / "wide.wav"  # a usual stereo clip (partly correlated channels): the mean, as before
+    noise = np.random.default_rng(0).normal(scale=np.abs(ref).max() / 4, size=len(ref)).astype(np.float32)
+    both = np.stack([ref, 0.3 * ref + noise], axis=1)
+    sf.write(p, both, 8000, subtype="FLOAT")
+    wav, _ = load_audio(str(p))
+    np.testing.assert_allclose(wav, both.mean(axis=1), atol=1e-6)
+
+
 def test_windows_pad_and_cut():
     from mediacluster.ingest.audio import windows
 

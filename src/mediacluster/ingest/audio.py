@@ -71,6 +71,9 @@ READ_SECONDS = 300.0
 EXCERPTS = 10
 #: a clip whose peak is below this level (dBFS) counts as silent
 SILENCE_DBFS = -60.0
+#: a stereo mix keeping less than this share of its channels' mean power has cancelled them
+#: (``_decoded``): the loudest channel is read instead
+CANCELLED = 0.1
 
 
 def audio_info(path: str):
@@ -203,10 +206,22 @@ def load_audio_read(
 
 
 def _decoded(data: np.ndarray) -> np.ndarray:
-    """Frames read (frames, channels) -> mono, refusing NaN / infinity."""
+    """Frames read (frames, channels) -> mono, refusing NaN / infinity.
+
+    The channels' mean, as every mix-down does, except where the channels cancel: one the other
+    inverted (a miswired microphone, a phase-flipped copy) mixes down to near silence though
+    each channel is loud, and the clip was refused as silent. When the mix keeps less than
+    ``CANCELLED`` of the channels' mean power (uncorrelated channels keep half, identical ones
+    all, opposite ones none: a correlation below about -0.8), the loudest channel is taken."""
     if not np.isfinite(data).all():
         raise SkipItem("corrupt audio: samples contain NaN or infinity", "corrupt")
-    return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if data.shape[1] == 1:
+        return data[:, 0]
+    mix = data.mean(axis=1)
+    power = np.einsum("ij,ij->j", data, data, dtype=np.float64)
+    if float(np.dot(mix, mix)) < CANCELLED * float(power.mean()):
+        return np.ascontiguousarray(data[:, int(np.argmax(power))])
+    return mix
 
 
 #: libmpg123's lines for a frame that refers back into a bit reservoir emptied by a seek
