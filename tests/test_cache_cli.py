@@ -117,3 +117,27 @@ def test_user_cache_lists_the_folders_beside_it(tmp_path, monkeypatch):
     assert beside["numba"]["bytes"] == 100 and beside["numba"]["files"] == 1
     assert "compiles it again" in beside["numba"]["holds"]
     assert os.path.exists(info["path"])
+
+
+def test_input_says_what_a_run_on_it_would_hash_and_embed(tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    paths = []
+    for i in range(3):
+        p = photos / f"p{i}.png"
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(p)
+        paths.append(p)
+    d = tmp_path / "cache"
+    with EmbeddingStore(d) as s:
+        s.record_hashes([(str(p), os.stat(p), f"c{i}") for i, p in enumerate(paths[:2])], time.time() + 10)
+        s.put(["c0"], "imgenc@v1", {"embedding": np.ones((1, 4))})
+    rc, out, _ = run_cli(["cache", str(photos), "--cache-dir", str(d), "--json"])
+    assert rc == 0
+    got = json.loads(out)["input"]
+    assert got["media"] == "image" and got["files"] == 3 and got["known"] == 2
+    assert got["to_hash"] == 1 and got["to_hash_bytes"] == paths[2].stat().st_size
+    assert got["encoders"] == {"imgenc@v1": 1}
+    rc, text, _ = run_cli(["cache", str(photos), "--cache-dir", str(d)])
+    assert "3 image files; 2 known and unchanged, 1 to hash" in text

@@ -29,6 +29,10 @@ def add_parser(sub):
                    help="the embedding cache folder (or its .sqlite file) the other commands were given "
                         "with --cache-dir (default: the user cache, $MEDIACLUSTER_CACHE or "
                         "~/.cache/mediacluster)")
+    p.add_argument("input", nargs="?", default=None, metavar="INPUT",
+                   help="also say how much of this folder (or manifest, or file) the cache already holds: "
+                        "files a run would not hash again, and per encoder the files it would not embed "
+                        "again; no file is read")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--forget-encoder", action="append", default=[], metavar="ID",
                    help="delete the vectors of this encoder (an id as listed, or the start of one that "
@@ -81,6 +85,17 @@ def _encoder_id(store, given: str, ids: list[str]) -> str:
                       "the whole id")
 
 
+def _held_for(store, source) -> dict:
+    from ..ingest import collect
+
+    coll = collect(source)
+    if coll.paths is None:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{source} holds precomputed vectors, not media files: nothing is cached for it")
+    return {"source": str(source), "media": coll.media, **store.held_for(coll.paths)}
+
+
 def run(args) -> int:
     from ..embed.store import DB_NAME, EmbeddingStore
     from ..errors import ConfigError
@@ -105,6 +120,8 @@ def run(args) -> int:
                 sys.stderr.write(f"forgot the records of {store.forget_missing_files()} files no longer "
                                  "where they were\n")
             info = {**store.summary(), "exists": True}
+            if args.input is not None:
+                info["input"] = _held_for(store, args.input)
     # what lies beside it: the user cache's other folders, or those of the folder given (a
     # .sqlite file given by name may sit among anything: nothing listed)
     beside = [] if args.cache_dir is not None and path.name != DB_NAME else [
@@ -133,6 +150,13 @@ def run(args) -> int:
                 f"(last used {_when(r['used'])})\n")
         out(f"  {info['files']:>10,} file records (path, size and time -> content: an unchanged file is not "
             "hashed again)\n")
+        got = info.get("input")
+        if got is not None:
+            out(f"{printable(got['source'])}: {got['files']:,} {got['media']} files; {got['known']:,} known and "
+                f"unchanged, {got['to_hash']:,} to hash ({_size(got['to_hash_bytes'])} to read)"
+                + (f", {got['unreadable']:,} unreadable" if got["unreadable"] else "") + "\n")
+            for enc, n in got["encoders"].items():
+                out(f"  {n:>10,} of the known files have vectors of {printable(enc)}\n")
     for f in beside:
         holds = f" - {f['holds']}" if f["holds"] else ""
         out(f"{printable(f['name'])}{'/' if f['folder'] else ''}: {_size(f['bytes'])}, {f['files']:,} files{holds}\n")

@@ -723,6 +723,26 @@ class EmbeddingStore:
                 "encoders": sorted(encoders, key=lambda r: -r["bytes"]), "files": int(files),
                 "derived": sorted(derived, key=lambda r: -r["bytes"])}
 
+    def held_for(self, paths: Sequence[str]) -> dict:
+        """How much of the files ``paths`` the store already holds, reading none of them:
+        ``files``; ``known``: those recorded and unchanged since (a run does not hash them again);
+        ``to_hash`` / ``to_hash_bytes``: the others that exist (a run hashes them: reads them
+        whole); ``unreadable``: those that cannot be looked at (missing, no permission);
+        ``encoders``: encoder id -> how many of the known files have its vectors (what a run with
+        that encoder does not embed again; the unknown ones may have them too, by content)."""
+        hashes, stats, errors = self.known_hashes(paths)
+        known = [h for h in hashes if h is not None]
+        to_hash = [st for h, st in zip(hashes, stats) if h is None and st is not None]
+        with self._lock:
+            ids = [e for (e,) in self._con.execute("SELECT DISTINCT encoder FROM vectors")]
+        held = {}
+        for e in ids:
+            have = self.contains(known, e)
+            held[e] = sum(h in have for h in known)
+        return {"files": len(hashes), "known": len(known), "to_hash": len(to_hash),
+                "to_hash_bytes": int(sum(st.st_size for st in to_hash)), "unreadable": len(errors),
+                "encoders": held}
+
     def forget_encoder(self, encoder: str) -> dict[str, int]:
         """Delete every vector and extra of ``encoder`` (an id as :meth:`summary` lists it) and
         the decode failures remembered for it, in one transaction, then give the pages back
