@@ -640,10 +640,15 @@ class Studio:
         return {"seq": self.state.seq, "events": out}
 
     def _record(self, kind: str, payload: dict, client: str = "", user: str = "") -> None:
-        """A non-edit event (publish, export) in the log, for the history."""
+        """A non-edit event (publish, export) in the log, for the history. It changes nothing
+        the writer writes: where the state before it is written, so is the state after it
+        (else ``/api/version`` said ``written`` < ``seq`` until the next edit)."""
         with self._lock:
+            caught_up = self.writer.written_seq >= self.state.seq
             ev = self.log.append(kind, payload, client, user)
             self.state.apply(ev)
+            if caught_up:
+                self.writer.written_seq = max(self.writer.written_seq, self.state.seq)
 
     # -- writing the curated state into the run (writer.py) ------------------------------------
     @property
