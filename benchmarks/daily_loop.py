@@ -10,7 +10,8 @@ A trust-and-safety team runs the loop every day, through the CLI and real HTTP o
 * **every day**: ``mediacluster serve RUN --workers 2 --keep-uploads INBOX --keep novel
   --keep uncertain`` (a real subprocess) answers the day's uploads (``--per-day`` LOW-HIGH of
   them, posted one per request from two client threads): unseen images of the collection's
-  kinds, re-posts of earlier uploads (the same bytes, or re-encoded smaller), and from
+  kinds, re-posts of earlier uploads (the same bytes, or re-encoded smaller; also the rest of a
+  day once Imagenette val's unseen images run out), and from
   ``--new-kind-from`` (day 4) OpenMoji emoji, a kind the model never saw. An upload the
   service places (not kept by its inbox rule) is filed by the app into the collection
   (``collection/dayNN``); the others wait in the inbox.
@@ -116,9 +117,9 @@ def build(data: Path, work: Path, days: int, per_day: tuple[int, int], new_from:
         n_new = int(round(0.2 * n)) if d >= new_from else 0
         n_rep = max(1, int(round(0.06 * n)))
         n_same = n - n_new - n_rep
-        if n_same > len(pool):
-            raise SystemExit(f"--per-day {per_day[0]}-{per_day[1]} over {days} days needs more Imagenette "
-                             f"images than the {len(imgs)} of {data / 'imagenette/val'}: lower --per-day or --days")
+        if n_same > len(pool):  # Imagenette val runs out (about day 13 at 150-300 a day): the rest re-posts
+            n_rep += n_same - len(pool)
+            n_same = len(pool)
         rows = []
         for i in range(n_same):
             p, kind = pool.pop()
@@ -288,13 +289,15 @@ def run_day(d: int, rows: list[dict], srv: Server, inbox: Path, work: Path, name
     answers, lat, fail = post_day(srv.base, rows)
     wall = time.perf_counter() - t0
     res["problems"] += [f"day {d}: {f}" for f in fail]
-    kept_by_rule = [bool(a) and (a["novel"] or a["probability"] < KEEP_BELOW) for a in answers]
-    new_rows = wait_rows(inbox, last, sum(kept_by_rule))
+    # the answer's `kept` says what waits in the inbox (the app files the others as placed)
+    kept = [bool(a.get("kept")) for a in answers]
+    new_rows = wait_rows(inbox, last, sum(kept))
     by_file = Counter(r["filename"] for r in new_rows)
-    kept = [by_file.get(Path(u["path"]).name, 0) > 0 for u in rows]
-    if sum(kept) != sum(kept_by_rule):
-        res["problems"].append(f"day {d}: the inbox holds {sum(kept)} of the day's uploads, the rule "
-                               f"(novel or probability < {KEEP_BELOW}) picks {sum(kept_by_rule)}")
+    in_rows = [by_file.get(Path(u["path"]).name, 0) > 0 for u in rows]
+    by_rule = [bool(a) and (a["novel"] or a["probability"] < KEEP_BELOW) for a in answers]
+    if kept != in_rows or kept != by_rule:
+        res["problems"].append(f"day {d}: answers say kept {sum(kept)}, the inbox holds {sum(in_rows)} of the "
+                               f"day's uploads, the rule (novel or probability < {KEEP_BELOW}) picks {sum(by_rule)}")
     # the app files what the service placed into the collection; the inbox keeps the rest
     folder = work / "collection" / f"day{d:02d}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -554,7 +557,7 @@ def render(res: dict, cmd: str, commit: str) -> str:
              f"{res['loadavg_after']}; 2 cores shared with other sessions; {res.get('finished', '')}).", "",
              "Per day: the day's uploads (same kinds / new kind / re-posts), what the service placed "
              "confidently (not kept by `--keep novel --keep uncertain`: the app files it) against what "
-             "it sent to the inbox (`inbox.sqlite` rows), the new-kind uploads flagged `novel` and with "
+             "it sent to the inbox (the answer's `kept`, checked against `inbox.sqlite`'s rows), the new-kind uploads flagged `novel` and with "
              "`novelty >= 0.95`, the same-kind uploads answered with the right curated name, the "
              "same-kind uploads flagged `novel`, per-request latency (two client threads, one image a "
              "request, `serve --workers 2`) and the model version(s) that answered.", "",
