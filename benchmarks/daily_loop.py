@@ -239,7 +239,9 @@ def post_day(base: str, rows: list[dict], threads: int = 2) -> tuple[list[dict],
 
 def inbox_rows(inbox: Path, after_id: int) -> list[dict]:
     """The inbox's rows after ``after_id`` (written by the service's writer thread)."""
-    db = inbox / "inbox.sqlite"
+    from mediacluster.serve.inbox import DB_NAME
+
+    db = inbox / DB_NAME
     if not db.exists():
         return []
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
