@@ -553,6 +553,10 @@ def loop(args) -> dict:
 
 
 # ----------------------------------------------------------------------------- the section
+def _s(x) -> str:
+    return "never" if x is None else f"{x:.2f} s"
+
+
 def render(res: dict, cmd: str, commit: str) -> str:
     lines = [SECTION, "",
              f"`{cmd}` (commit {commit}; 1-min load average at the start {res['loadavg']}, at the end "
@@ -561,18 +565,31 @@ def render(res: dict, cmd: str, commit: str) -> str:
              "confidently (not kept by `--keep novel --keep uncertain`: the app files it) against what "
              "it sent to the inbox (the answer's `kept`, checked against `inbox.sqlite`'s rows), the new-kind uploads flagged `novel` and with "
              "`novelty >= 0.95`, the same-kind uploads answered with the right curated name, the "
-             "same-kind uploads flagged `novel`, per-request latency (two client threads, one image a "
+             "same-kind uploads flagged `novel` and with `novelty >= 0.95` (what `--keep-novelty 0.95` "
+             "would add to the inbox), per-request latency (two client threads, one image a "
              "request, `serve --workers 2`) and the model version(s) that answered.", "",
              "| day | uploads (same / new / re-post) | placed | inbox | new kind: novel / novelty>=.95 / inbox | "
-             "same kind named right | same kind novel | batch s | p50 / p99 ms | version | load |",
+             "same kind named right | same kind: novel / novelty>=.95 | batch s | p50 / p99 ms | version | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in res["days"]:
         n = d["uploads"]
         newc = f"{d['new_novel']} / {d['new_novelty95']} / {d['new_inbox']} of {d['new']}" if d["new"] else "-"
         lines.append(f"| {d['day']} | {n} ({d['same']} / {d['new']} / {d['reposts']}) | "
                      f"{d['placed']} ({d['placed'] / n:.0%}) | {d['inbox']} ({d['inbox'] / n:.0%}) | {newc} | "
-                     f"{d['same_right']} | {d['same_novel']} | {d['wall_s']:.1f} | {d['p50_ms']:.1f} / {d['p99_ms']:.1f} | "
+                     f"{d['same_right']} | {d['same_novel']} / {d['same_novelty95']} | {d['wall_s']:.1f} | {d['p50_ms']:.1f} / {d['p99_ms']:.1f} | "
                      f"{', '.join(d['versions'])} | {d['load'].split()[0]} |")
+    days = res["days"]
+    before = [d for d in days if d["new"] and d["versions"] == days[0]["versions"]]
+    if before:
+        n_new = sum(d["new"] for d in before)
+        n_same = sum(d["same"] for d in days)
+        lines += ["", f"New kind before the re-cluster (days {before[0]['day']}-{before[-1]['day']}): "
+                  f"{sum(d['new_inbox'] for d in before)} of {n_new} sent to the inbox "
+                  f"({sum(d['new_novel'] for d in before)} flagged `novel`); `novelty >= 0.95` would have "
+                  f"caught {sum(d['new_novelty95'] for d in before)}, at "
+                  f"{sum(d['same_novelty95'] for d in days)} of {n_same} same-kind uploads over all days "
+                  f"({sum(d['same_novelty95'] for d in days) / max(n_same, 1):.1%}; `novel`: "
+                  f"{sum(d['same_novel'] for d in days)})."]
     wk = res.get("week")
     if wk:
         tr = wk["traffic"]
@@ -592,11 +609,14 @@ def render(res: dict, cmd: str, commit: str) -> str:
                   f"missing: {', '.join(res['names_survived']['missing']) or 'none'} |",
                   f"| the person's review | looked at {res['week_looked_at']} clusters; {json.dumps(res.get('week_redo'))}; "
                   f"{wk.get('review_s', 0):.1f} s of HTTP |",
-                  f"| publish v2 ({wk.get('v2')}) | served {wk.get('v2_served_s')} s after |",
+                  f"| publish v2 ({wk.get('v2')}) | served {_s(wk.get('v2_served_s'))} after |",
                   f"| rollback `models --use {wk['rollback']['to']}` | CLI {wk['rollback']['cli_s']:.2f} s; "
-                  f"served {wk['rollback']['served_s']} s after; first traffic answer "
-                  f"{wk['rollback']['first_answer_s']} s |",
-                  f"| the fix published ({wk.get('v3')}) | served {wk.get('v3_served_s')} s after |",
+                  f"served {_s(wk['rollback']['served_s'])} after; first answer of it to the traffic "
+                  f"{_s(wk['rollback']['first_answer_s'])} after |",
+                  f"| the fix published ({wk.get('v3')}) | served {_s(wk.get('v3_served_s'))} after |",
+                  f"| versions the traffic saw (s from the re-cluster's start) | "
+                  f"{', '.join(f'{v} at {t}' for t, v in tr.get('changes', []))}; steps: "
+                  f"{', '.join(f'{w} at {t}' for t, w in tr.get('marks', []))} |",
                   f"| swap window traffic | {tr['requests']} requests, {tr['failed']} failed "
                   f"({json.dumps(tr['codes'])}); versions seen {', '.join(tr['versions_seen'])} |"]
     lines += ["", "Steps:", "", "| step | wall s | CPU s |", "|---|---:|---:|"]
@@ -618,12 +638,17 @@ def main(argv=None) -> int:
     ap.add_argument("--recluster-day", type=int, default=7, help="the day of the weekly re-cluster")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
+    ap.add_argument("--from-json", help="render the section from a run's WORK/result.json instead of running")
     args = ap.parse_args(argv)
-    res = loop(args)
-    res["finished"] = _results.finished()
-    Path(args.work, "result.json").write_text(json.dumps(res, indent=1, default=str))
-    _results.publish(SECTION, render(res, _results.command("daily_loop.py", argv, drop=["--write"]),
-                                     _results.commit()), args.write)
+    if args.from_json:  # the section again from a run's saved figures (its command and commit)
+        res = json.loads(Path(args.from_json).read_text())
+    else:
+        res = loop(args)
+        res["finished"] = _results.finished()
+        res["command"] = _results.command("daily_loop.py", argv, drop=["--write"])
+        res["commit"] = _results.commit()
+        Path(args.work, "result.json").write_text(json.dumps(res, indent=1, default=str))
+    _results.publish(SECTION, render(res, res["command"], res["commit"]), args.write)
     return 0
 
 
