@@ -480,6 +480,11 @@ def test_reclustering_in_place_with_save_model_serves_the_carried_curation(world
         # last week's versions are still there, with their ids: a rollback reaches them
         assert [v["id"] for v in after[:n]] == [v["id"] for v in before]
         assert len({v["id"] for v in after}) == n + 2
+        # the listing tells the carried curation from a person's publish (both "studio")
+        rc, listing = run_cli(["models", str(same)])
+        lines = {ln.lstrip("* ").split()[0]: ln for ln in listing.splitlines() if ln.strip()}
+        assert "carried curation" in lines[carried], listing
+        assert not any("carried" in lines[v["version"]] for v in before), listing
     finally:
         s.stop()
 
