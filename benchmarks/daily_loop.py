@@ -619,6 +619,9 @@ def render(res: dict, cmd: str, commit: str) -> str:
                   f"{', '.join(f'{w} at {t}' for t, w in tr.get('marks', []))} |",
                   f"| swap window traffic | {tr['requests']} requests, {tr['failed']} failed "
                   f"({json.dumps(tr['codes'])}); versions seen {', '.join(tr['versions_seen'])} |"]
+    if wk and wk.get("models_listing"):
+        lines += ["", "`mediacluster models RUN` after the rollback (before the fix's publish):", "", "```",
+                  *wk["models_listing"].rstrip("\n").splitlines(), "```"]
     lines += ["", "Steps:", "", "| step | wall s | CPU s |", "|---|---:|---:|"]
     for k, v in res["steps"].items():
         cpu = f"{v['cpu_s']:.1f}" if "cpu_s" in v else ""
