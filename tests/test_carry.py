@@ -480,6 +480,11 @@ def test_reclustering_in_place_with_save_model_serves_the_carried_curation(world
         # last week's versions are still there, with their ids: a rollback reaches them
         assert [v["id"] for v in after[:n]] == [v["id"] for v in before]
         assert len({v["id"] for v in after}) == n + 2
+        # the listing tells the carried curation from a person's publish (both "studio")
+        rc, listing = run_cli(["models", str(same)])
+        lines = {ln.lstrip("* ").split()[0]: ln for ln in listing.splitlines() if ln.strip()}
+        assert "carried curation" in lines[carried], listing
+        assert not any("carried" in lines[v["version"]] for v in before), listing
     finally:
         s.stop()
 
@@ -496,3 +501,33 @@ def test_a_carry_that_carries_nothing_leaves_the_fit_served(world, tmp_path):
     assert rc == 0 and "no edits" in stdout, stdout
     ptr = RunDir.open(tmp_path / "grown").models.pointer()
     assert ptr["version"] == "v0001" and not ptr.get("held"), (ptr, stdout)
+
+
+def test_a_persons_name_equal_to_the_new_automatic_one_is_carried_as_theirs(world, tmp_path):
+    """A person named a cluster what the new run's automatic namer also calls its heir (an
+    ImageNet class: "tench"). The name is still theirs after the carry: the studio says so (no
+    review of a cluster they named) and a later re-cluster carries it again, where the
+    automatic name may differ. It was left as an automatic name (no rename carried)."""
+    rc, _ = cluster(world["new"], tmp_path / "grown", 4, world["cache"])
+    assert rc == 0
+    fish_new = by_label(tmp_path / "grown")[CLASSES[0]]
+    st = Studio(tmp_path / "grown", warm=False, map_method="pca")
+    try:
+        auto_name = st.state.clusters[fish_new].name
+        assert st.state.clusters[fish_new].named_by == "automatic"
+    finally:
+        st.close()
+    old = copy_run(world["run_old"], tmp_path / "old")
+    st = Studio(old, warm=False, map_method="pca")
+    try:
+        st.edit("rename", {"cluster": by_label(old)[CLASSES[0]], "name": auto_name})
+    finally:
+        st.close()
+    s = carry_curation(old, tmp_path / "grown", cache_dir=world["cache"])
+    st = Studio(tmp_path / "grown", warm=False, map_method="pca")
+    try:
+        c = st.state.clusters[fish_new]
+        assert (c.name, c.named_by) == (auto_name, "person")
+    finally:
+        st.close()
+    assert s["carried"]["names"] >= 1

@@ -346,6 +346,9 @@ def test_keep_novelty_keeps_answers_at_or_above_the_threshold(run_dir, cifar3_em
         flagged = [a for a in answers if a["novel"]]
         assert want and len(want) < len(answers), [a["novelty"] for a in answers]  # both sides seen
         assert len(want) > len(flagged), [a["novelty"] for a in answers]  # more than the 1% rule
+        # each answer says whether it went to the inbox, and why: an app files the others as placed
+        assert [a["kept"] for a in answers] == ["novel" if a["novel"] or a["novelty"] >= 0.5 else None
+                                                for a in answers]
         got = rows(inbox, len(want))
         time.sleep(0.3)  # nothing more comes
         got = rows(inbox)

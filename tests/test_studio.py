@@ -506,8 +506,11 @@ def test_publish_makes_a_model_of_the_curated_clusters(server, cifar3_dir):
         named = int(np.bincount(lab[lab >= 0]).argmax())
         assert post(c, "/api/edits", {"kind": "rename", "cluster": named, "name": "published name"}).status_code == 200
         cl = clusters_of(c)
+        wait_written(c)  # the rename written: the publish record after it changes nothing to write
         res = publish(c)
         assert res["version"] == "v0002" and res["agreement"] >= 0.99
+        v = c.get("/api/version").json()
+        assert v["written"] == v["seq"], v
     run = RunDir.open(server.run)
     assert run.models.pointer()["source"] == "studio" and run.models.pointer()["version"] == "v0002"
     model = Pipeline.load(server.run)  # a run folder: its latest version

@@ -339,6 +339,11 @@ def test_a_read_only_token_looks_but_does_not_change():
             assert "POST /data" in r.json()["error"]["message"] and "look" not in r.text
             assert c.post("/data", headers=full).json() == {"changed": True}
             assert c.get("/data").status_code == 401
+            # what the server would refuse anyway is said as to the access token: no such method, no such path
+            r = c.post("/ask2", headers=look)
+            assert r.status_code == 404, r.text
+            r = c.delete("/data", headers=look)
+            assert r.status_code == 405 and r.headers["allow"] == "GET, POST", r.text
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, cookies={"mediacluster_token": "look"}) as c:
             assert c.get("/data").status_code == 200 and c.post("/data").status_code == 403  # the page's cookie
     finally:

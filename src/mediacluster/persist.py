@@ -163,7 +163,8 @@ class ModelStore:
         """Each version, oldest first: ``version``, ``id`` (:func:`model_id`), ``run_id``, ``source``, ``created`` (its
         model.json's time), ``n_clusters`` (None where unreadable), ``latest`` (the one
         ``LATEST`` names, which ``assign`` and the service use) and ``held`` (the latest, held from
-        a watching service: :meth:`hold`)."""
+        a watching service: :meth:`hold`) and ``note`` (what a curated version is, where its
+        publisher said: the carried curation of ``cluster --carry-from``)."""
         latest = self.latest()
         held = bool((self.pointer() or {}).get("held"))
         out = []
@@ -181,6 +182,7 @@ class ModelStore:
             out.append({"version": v, "id": model_id(self.root / v, info), "run_id": meta.get("run_id"),
                         "source": meta.get("source"),
                         "created": made, "n_clusters": info.get("n_clusters"),
+                        "note": (meta.get("curated") or {}).get("note") if isinstance(meta.get("curated"), dict) else None,
                         "latest": latest is not None and latest.name == v,
                         "held": held and latest is not None and latest.name == v})
         return out

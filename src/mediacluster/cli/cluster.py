@@ -261,7 +261,7 @@ def publish_carried(out) -> None:
 
     st = Studio(out, lazy_map=True, warm=False)
     try:
-        res = st.publish(client="cluster --carry-from")
+        res = st.publish(client="cluster --carry-from", note="the carried curation, before review")
     finally:
         st.close()
     print(f"model: {printable(res['path'])} (the carried curation, published: it predicts the curated "

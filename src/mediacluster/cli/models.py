@@ -44,5 +44,6 @@ def run(args) -> int:
         sys.stdout.write(f"{'*' if v['latest'] else ' '} {v['version']}  {v['source'] or '?':8s} "
                          f"{v['n_clusters'] if v['n_clusters'] is not None else '?':>4} clusters  "
                          f"id {v['id']}  {v['created'] or ''}"
+                         f"{'  (' + printable(str(v['note'])) + ')' if v.get('note') else ''}"
                          f"{'  (held: a watching service keeps its version until the next publish or --use)' if v['held'] else ''}\n")
     return 0

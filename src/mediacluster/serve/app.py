@@ -125,6 +125,10 @@ class Assigned(BaseModel):
                                       "carries a duplicate index")
     tags: list[Tag] | None = Field(None, description="suggested tags; [] when the tagger "
                                    "abstains; null without a tag model")
+    kept: str | None = Field(None, description="why this item was kept in the inbox for review "
+                             "(`--keep-uploads`: novel, uncertain, junk or all, the `--keep` rule that "
+                             "picked it; written after the answer); null: not kept (no inbox, the rule "
+                             "did not pick it, or the inbox is full: `--keep-max-mb`)")
 
 
 class ItemError(BaseModel):

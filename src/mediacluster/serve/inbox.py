@@ -201,7 +201,8 @@ class Inbox:
     def offer(self, version: str, route: str, media: str, answers: list[dict],
               datas: list[bytes] | None = None, vectors: np.ndarray | None = None) -> int:
         """Hand the items of one answered request whose answer the rule picks to the writer;
-        returns how many were picked."""
+        returns how many were picked. Each answer handed over gets ``kept``: why (the rule's
+        reason), so the client knows what waits for review and what was placed."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         picked = []
         for i, a in enumerate(answers):
@@ -218,6 +219,8 @@ class Inbox:
                 if self._closed or self._pending + it.nbytes > MAX_PENDING_BYTES:
                     self._skip("backlog", "the inbox writer is behind: uploads are skipped, not kept")
                     continue
+                if not self.full:  # once full, new contents are skipped by the writer
+                    it.answer["kept"] = it.reason  # (set before the writer thread can see it)
                 self._pending += it.nbytes
                 self._queue.append(it)
             self._cv.notify()

@@ -321,7 +321,9 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
         if cb is None or not cb.alive:
             continue
         ids = {"cluster": b, "previous_cluster": a}
-        if ca.named_by == "person" and ca.name != cb.name and (scope is None or a in scope.names):
+        # a person's name is carried as theirs also where the automatic namer says the same
+        if ca.named_by == "person" and (ca.name != cb.name or cb.named_by != "person") \
+                and (scope is None or a in scope.names):
             if b in owned.names:
                 refuse("names", owned.names[b], name=ca.name, **ids)
             else:

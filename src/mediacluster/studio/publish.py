@@ -137,10 +137,11 @@ def stored_duplicates(run: RunDir, n: int):
 def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability, fitted,
                     base: Pipeline | None, xy, map_method: str, encoder: dict, seq: int,
                     item_tags: dict[int, list[str]] | None = None, levels: RunLevels | None = None,
-                    items: dict | None = None) -> dict:
+                    items: dict | None = None, note: str | None = None) -> dict:
     """Fit the curated model, check it, and publish it as the run's next model version
     (``levels``: the run's, ``RunDir.read_levels``, read here when not given; ``items``:
-    ``{"ids", "paths"}`` of the run's items, which the model keeps for ``similar``)."""
+    ``{"ids", "paths"}`` of the run's items, which the model keeps for ``similar``; ``note``:
+    what this version is, metadata ``curated.note``, which ``mediacluster models`` shows)."""
     junk = [e["id"] for e in table if e.get("junk")]
     levels = run.read_levels() if levels is None else levels
     tree = curated_tree(levels, labels, junk)  # the tree the studio shows
@@ -157,7 +158,7 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
         "curated": {"edits_seq": int(seq), "agreement": round(share, 5), "checked": checked,
                     "junk": junk,
                     "tags": {str(e["id"]): e["tags"] for e in table if e.get("tags")},
-                    "items_tagged": len(item_tags or {})},
+                    "items_tagged": len(item_tags or {}), **({"note": note} if note else {})},
     }
     # how sure each name is (the studio's cluster list: a person's sure, an automatic one as measured)
     support = {str(e["id"]): {"name": e["name"], **{f: e.get(f) for f in NOT_MEASURED}}

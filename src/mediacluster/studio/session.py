@@ -640,10 +640,15 @@ class Studio:
         return {"seq": self.state.seq, "events": out}
 
     def _record(self, kind: str, payload: dict, client: str = "", user: str = "") -> None:
-        """A non-edit event (publish, export) in the log, for the history."""
+        """A non-edit event (publish, export) in the log, for the history. It changes nothing
+        the writer writes: where the state before it is written, so is the state after it
+        (else ``/api/version`` said ``written`` < ``seq`` until the next edit)."""
         with self._lock:
+            caught_up = self.writer.written_seq >= self.state.seq
             ev = self.log.append(kind, payload, client, user)
             self.state.apply(ev)
+            if caught_up:
+                self.writer.written_seq = max(self.writer.written_seq, self.state.seq)
 
     # -- writing the curated state into the run (writer.py) ------------------------------------
     @property
@@ -782,8 +787,9 @@ class Studio:
         self._record("export", record, client, user)
         return res
 
-    def publish(self, client: str = "", user: str = "") -> dict:
-        """Write a new model version that predicts the curated clusters (see :mod:`.publish`)."""
+    def publish(self, client: str = "", user: str = "", note: str | None = None) -> dict:
+        """Write a new model version that predicts the curated clusters (see :mod:`.publish`;
+        ``note``: what this version is, kept in it and shown by ``mediacluster models``)."""
         from .publish import publish_curated
 
         t0 = time.perf_counter()
@@ -796,7 +802,7 @@ class Studio:
             res = publish_curated(self.run, self.vectors, labels, table, self.probability, self.fitted,
                                   base=base, xy=xy, map_method=self.map_method,
                                   encoder=self.encoder_info, seq=seq, item_tags=tags, levels=self.run_levels,
-                                  items={"ids": self.ids, "paths": self.paths})
+                                  items={"ids": self.ids, "paths": self.paths}, note=note)
         res["seconds"] = round(time.perf_counter() - t0, 2)
         self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client, user)
         return res

@@ -374,6 +374,14 @@ def _reads(method: str, path: str, read_posts: frozenset) -> bool:
     return method in ("GET", "HEAD", "OPTIONS") or (method == "POST" and path in read_posts)
 
 
+def _routed(scope) -> bool:
+    """Whether a route of the app takes this method at this path: a request no route takes is
+    answered by the router (404, or 405 with ``Allow``) whichever token it carries."""
+    from starlette.routing import Match
+
+    return any(route.matches(scope)[0] == Match.FULL for route in scope["app"].router.routes)
+
+
 class _Guards:
     """The token, the body limit, the query string and the time limit, as plain ASGI
     middleware: no task, memory stream and response wrapper per request as
@@ -431,7 +439,7 @@ class _Guards:
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 reads = _reads(scope["method"], path, self.read_posts)
                 if reader and hmac.compare_digest(given.encode(), reader.encode()):
-                    if not reads:  # never the token itself in an answer or a log
+                    if not reads and _routed(scope):  # never the token itself in an answer or a log
                         await self._refuse(scope, receive, send, 403, "read_only_token", f"{scope['method']} "
                                            f"{path} changes the server: it needs the access token (--token); "
                                            "the token sent is the read-only one (--read-token)")
