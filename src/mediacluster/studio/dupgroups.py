@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..duplicates.collection import folder_counts, top_folder
 from ..errors import InputError
-from .exports import keep_copy, kept_words, split_of
+from .exports import keep_copy, kept_words
 
 #: the orders of the list: largest groups first; groups across top-level folders first (leaks
 #: between splits); groups whose members are in more than one curated cluster first (a copy
@@ -44,20 +45,17 @@ class DuplicateGroups:
         self.members: dict[int, np.ndarray] = {int(k): m for k, m in zip(ids, np.split(order, starts[1:]))} \
             if len(order) else {}
         # each member's top-level folder of the collection ("." for a file directly in it or outside)
-        self.folder = {int(i): split_of(paths[i], root) or "." for m in self.members.values() for i in m}
+        self.folder = {int(i): top_folder(paths[i], root) for m in self.members.values() for i in m}
         self.folders = {k: sorted({self.folder[int(i)] for i in m}) for k, m in self.members.items()}
 
     def summary(self, labels: np.ndarray) -> dict:
         """Counts over every group: groups, items in them, copies (items - groups), groups across
-        top-level folders by those folders (as ``dups`` counts them), groups in several clusters."""
-        across: dict[str, int] = {}
-        for f in self.folders.values():
-            if len(f) > 1:
-                across[" + ".join(f)] = across.get(" + ".join(f), 0) + 1
+        top-level folders by those folders (``dups``' count: :func:`.folder_counts`), groups in
+        several clusters."""
         items = sum(len(m) for m in self.members.values())
         mixed = sum(len(np.unique(labels[m])) > 1 for m in self.members.values())
         return {"groups": len(self.members), "items": items, "copies": items - len(self.members),
-                "across_folders": dict(sorted(across.items(), key=lambda kv: (-kv[1], kv[0]))),
+                "across_folders": folder_counts(self.folders.values()),
                 "mixed_clusters": int(mixed)}
 
     def page(self, labels: np.ndarray, junk: set[int], brief, offset: int = 0, limit: int = 20,

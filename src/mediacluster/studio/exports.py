@@ -240,15 +240,15 @@ def check_split(split) -> str | None:
 
 def split_of(path, root: str | None) -> str | None:
     """The split a file lies in: the first folder of its path under ``root``, the collection's
-    folder (``train`` of ``train/cat/x.jpg``, where ``--folder-label path`` starts); None for a
-    file directly in ``root``, outside it, or without a path."""
+    folder (``train`` of ``train/cat/x.jpg``, where ``--folder-label path`` starts; the duplicates'
+    rule, :func:`.duplicates.collection.top_folder`); None for a file directly in ``root``,
+    outside it, or without a path."""
+    from ..duplicates.collection import top_folder
+
     if not path or root is None:
         return None
-    a = os.path.abspath(path)
-    if not under(a, root):
-        return None
-    parts = os.path.relpath(a, root).replace(os.sep, "/").split("/")
-    return parts[0] if len(parts) > 1 else None
+    top = top_folder(path, root)
+    return None if top == "." else top
 
 
 def keep_copy(members: list[int], paths=None, rep=None, prefer: list[str] | None = None,
