@@ -93,6 +93,26 @@ def test_duplicate_groups_over_http(split, tmp_path):
                          if x["group"] == g["group"])
             fates = {m["i"]: m["fate"] for m in after["members"]}
             assert fates[g["kept"]] == "junk" and after["kept"] != g["kept"] and after["kept_by"] == "only"
+            # "keep this copy": a person's choice over the rule, an edit (undo takes it back)
+            leak = next(x for x in c.get("/api/duplicates", params={"limit": 200}).json()["groups"]
+                        if x["group"] == member_of[rows["leak"][1]]["group"])
+            pick = next(m["i"] for m in leak["members"] if m["fate"] == "copy")
+            r = post(c, "/api/edits", {"kind": "keep", "group": leak["group"], "item": pick})
+            assert r.status_code == 200 and r.json()["kind"] == "keep", r.text
+            now = next(x for x in c.get("/api/duplicates", params=[("limit", 200), ("prefer", "train/")]).json()["groups"]
+                       if x["group"] == leak["group"])
+            assert now["kept"] == pick and now["kept_by"] == "person" and "person" in now["kept_why"]
+            assert {m["i"]: m["fate"] for m in now["members"]}[pick] == "kept"
+            assert c.get("/api/duplicates").json()["summary"]["kept_by_person"] == 1
+            for body, word in (({"group": leak["group"], "item": g["kept"]}, "group"),  # not a member
+                               ({"group": 10_000, "item": pick}, "group"), ({"group": leak["group"]}, "item")):
+                r = post(c, "/api/edits", {"kind": "keep", **body})
+                assert r.status_code in (400, 422) and word in r.text, (body, r.text)
+            assert post(c, "/api/undo").status_code == 200
+            back = next(x for x in c.get("/api/duplicates", params={"limit": 200}).json()["groups"]
+                        if x["group"] == leak["group"])
+            assert back["kept_by"] != "person"
+            assert post(c, "/api/redo").status_code == 200
             # bad parameters: 4xx naming them, and the server serves on
             for params, status, word in (({"limit": 0}, 422, "limit"), ({"limit": 201}, 422, "limit"),
                                          ({"offset": -1}, 422, "offset"), ({"order": "big"}, 422, "order"),
@@ -171,6 +191,55 @@ def test_classes_export_keeps_the_splits(split, tmp_path, capsys):
     assert re.search(r"left out \(dropped.csv\): .*\d+ leak", text), text
     path = re.search(r"export: (.+?) \(", text).group(1)
     assert (Path(path) / "test").is_dir() and (Path(path) / "train").is_dir()
+
+
+def test_a_copy_a_person_keeps_is_the_exports_and_survives_a_reload(split, tmp_path):
+    """``keep`` (group, item): the export keeps that copy whatever its rule (``prefer``, splits)
+    would, says how many groups a person decided, and the choice is in the edit log: a reload
+    (a new studio on the run) sees it, undo / redo take it back and forth, ``item: null`` hands
+    the group back to the rule, a member that is junk is not kept."""
+    from mediacluster.errors import InputError
+    from mediacluster.studio.session import Studio
+
+    run, rows = split
+    run = copy_run(run, tmp_path / "run")
+    copy = rows["leak"][0]
+    orig = rows["originals"][copy]
+    st = Studio(run, warm=False, lazy_map=True)
+    try:
+        g = int(st.dup_group[copy])
+        st.edit("keep", {"group": g, "item": copy})  # the test/ copy, against prefer train/
+        with pytest.raises(InputError, match="not in duplicate group"):
+            st.edit("keep", {"group": g, "item": int(np.flatnonzero(np.asarray(st.dup_group) != g)[0])})
+        with pytest.raises(InputError, match="item"):
+            st.edit("keep", {"group": g, "item": st.n})
+        res = st.export("classes", prefer=["train/"], split="top")
+        assert res["kept_by_person"] == 1
+        ids = st.ids
+    finally:
+        st.close()
+    drop = pd.read_csv(Path(res["path"]) / "dropped.csv")
+    why = dict(zip(drop["id"], drop["reason"]))
+    assert why[ids[orig]] == "leak" and ids[copy] not in why
+    assert dict(zip(drop["id"], drop["kept"]))[ids[orig]] == ids[copy]
+    st = Studio(run, warm=False, lazy_map=True)  # a reload: the log replayed
+    try:
+        grp = next(x for x in st.duplicate_groups(limit=200)["groups"] if x["group"] == g)
+        assert grp["kept"] == copy and grp["kept_by"] == "person"
+        st.edit("undo", {})
+        grp = next(x for x in st.duplicate_groups(limit=200, prefer=["train/"])["groups"] if x["group"] == g)
+        assert grp["kept"] == orig and grp["kept_by"] == "prefer"
+        st.edit("redo", {})
+        st.edit("move", {"items": [copy], "to": "junk"})  # a junk copy is not kept, chosen or not
+        grp = next(x for x in st.duplicate_groups(limit=200)["groups"] if x["group"] == g)
+        assert grp["kept"] == orig and grp["kept_by"] == "only"
+        st.edit("undo", {})
+        st.edit("keep", {"group": g, "item": None})  # back to the rule
+        grp = next(x for x in st.duplicate_groups(limit=200, prefer=["train/"])["groups"] if x["group"] == g)
+        assert grp["kept"] == orig and grp["kept_by"] == "prefer"
+        assert [e["kind"] for e in st.events()["events"]][-2:] == ["undo", "keep"]
+    finally:
+        st.close()
 
 
 @pytest.mark.browser

@@ -120,10 +120,17 @@ class Junk(StrictBody):
     value: bool = Field(True, description="junk or not (default true)")
 
 
+class Keep(StrictBody):
+    """keep this copy of a duplicate group (a --dedup run's) in a clean dataset, over the export's rule"""
+    kind: Literal["keep"]
+    group: whole(ge=0) = Field(description="the duplicate group (GET /api/duplicates)")
+    item: ItemNo | None = Field(description="the member to keep; null: the export's rule decides again")
+
+
 #: each edit body's tag: its kind (a split: by a preview or by given parts), which names the
 #: edit in a 422's message ("rename.cluster: Input should be a valid integer")
 _EDITS = {"rename": Rename, "merge": Merge, "move": Move, "split by preview": SplitPreviewed,
-          "split by parts": SplitGiven, "tag": TagEdit, "junk": Junk}
+          "split by parts": SplitGiven, "tag": TagEdit, "junk": Junk, "keep": Keep}
 assert {m.model_fields["kind"].annotation.__args__[0] for m in _EDITS.values()} == set(EDITS)
 
 

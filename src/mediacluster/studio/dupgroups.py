@@ -59,10 +59,11 @@ class DuplicateGroups:
                 "mixed_clusters": int(mixed)}
 
     def page(self, labels: np.ndarray, junk: set[int], brief, offset: int = 0, limit: int = 20,
-             order: str = "size", prefer: list[str] | None = None) -> dict:
+             order: str = "size", prefer: list[str] | None = None, chosen: dict | None = None) -> dict:
         """A page of groups in ``order`` (:data:`ORDERS`); ``labels``: the curated clusters now,
         ``junk`` the junk clusters, ``brief(i)``: an item's brief (the studio's); ``prefer``: the
-        ``classes`` export's preferred folders (checked: :func:`.exports.check_prefer`)."""
+        ``classes`` export's preferred folders (checked: :func:`.exports.check_prefer`);
+        ``chosen``: the copy a person keeps, by group (the studio's ``keep`` edits)."""
         if order not in ORDERS:
             raise InputError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
         if offset < 0 or not 1 <= limit <= MAX_GROUPS:
@@ -78,20 +79,24 @@ class DuplicateGroups:
         else:
             key = lambda k: (n_clusters[k] < 2, -len(self.members[k]), k)  # noqa: E731
         ranked = sorted(self.members, key=key)
-        out = [self.group(k, labels, junk, brief, prefer) for k in ranked[offset:offset + limit]]
+        chosen = chosen or {}
+        out = [self.group(k, labels, junk, brief, prefer, chosen.get(k)) for k in ranked[offset:offset + limit]]
+        summary = self.summary(labels)
+        summary["kept_by_person"] = sum(1 for k in chosen if k in self.members)
         return {"has_duplicates": True, "total": len(ranked), "offset": offset, "limit": limit,
-                "order": order, "prefer": prefer, "summary": self.summary(labels), "groups": out}
+                "order": order, "prefer": prefer, "summary": summary, "groups": out}
 
-    def group(self, k: int, labels: np.ndarray, junk: set[int], brief, prefer=None) -> dict:
+    def group(self, k: int, labels: np.ndarray, junk: set[int], brief, prefer=None, chosen: int | None = None) -> dict:
         """One group: its members (each with its folder, whether it is the representative, how
         it was linked, and its fate in a clean dataset: ``kept``, ``copy`` or why it is dropped
         anyway: ``junk`` / ``unassigned`` / ``outlier``), the copy kept and why (``kept_by``:
-        :data:`.exports.KEPT_BY`, ``kept_why`` in words), its folders and curated clusters."""
+        :data:`.exports.KEPT_BY`, ``kept_why`` in words; ``chosen``: the copy a person keeps,
+        ``kept_by`` "person" while it is not dropped otherwise), its folders and curated clusters."""
         m = [int(i) for i in self.members[k]]
         fate = {i: ("junk" if int(labels[i]) in junk else "unassigned" if labels[i] == -1
                     else "outlier" if labels[i] < 0 else None) for i in m}
         left = [i for i in m if fate[i] is None]
-        keep, by = keep_copy(left, self.paths, self.rep, prefer, self.root) if left else (None, None)
+        keep, by = keep_copy(left, self.paths, self.rep, prefer, self.root, chosen) if left else (None, None)
         members = []
         for i in m:
             e = brief(i)

@@ -122,7 +122,7 @@ class Studio:
         self._cands0 = {int(e["cluster"]): e["candidates"] for e in auto
                         if e.get("method") == "imagenet-wordnet" and e.get("candidates") and "name_sure" in e}
         self._remeasured: dict[tuple[int, int], dict | None] = {}  # (cluster, edit seq) -> record
-        self.state = CuratedState(self.fitted, self._names0)
+        self.state = CuratedState(self.fitted, self._names0, self.dup_group)
         for ev in self.log.events():
             self.state.apply(ev)
         self.files = ItemMedia(self.paths, self.media)
@@ -554,13 +554,14 @@ class Studio:
             junk = {c.id for c in self.state.alive() if c.junk}
             names = {c.id: c.name for c in self.state.alive()}
             seq = self.state.seq
+            chosen = dict(self.state.kept)
 
             def brief(i):
                 e = self._item_brief(i)
                 e["cluster_name"] = names.get(e["cluster"])
                 return e
 
-            out = groups.page(labels, junk, brief, int(offset), int(limit), order, prefer)
+            out = groups.page(labels, junk, brief, int(offset), int(limit), order, prefer, chosen)
         out["seq"] = seq
         return out
 
@@ -765,6 +766,8 @@ class Studio:
         if kind not in KINDS:
             raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
         split = check_split(split)
+        with self._lock:
+            chosen = dict(self.state.kept)
         seq, df, table = self.curated_table()
         root = self.run.collection_root.path  # Label Studio serves files under one folder:
         if root is not None and not all(under(os.path.abspath(p), root) for p in self.paths if p):
@@ -772,7 +775,7 @@ class Studio:
         prefer = check_prefer(prefer)
         res = export(kind, self.run.exports_dir(), paths=self.paths, table=df, clusters=table, seq=seq,
                      mode=mode, root=root, media=self.media, prefer=prefer,
-                     collection_root=self.run.collection_root.path, split=split)
+                     collection_root=self.run.collection_root.path, split=split, chosen=chosen)
         res["relative"] = path_to_text(os.path.relpath(res["path"], self.run.path))
         record = {"kind": kind, "path": res["relative"], "edits_seq": seq}
         if prefer is not None:
