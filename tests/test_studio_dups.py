@@ -193,7 +193,7 @@ def test_classes_export_keeps_the_splits(split, tmp_path, capsys):
     assert (Path(path) / "test").is_dir() and (Path(path) / "train").is_dir()
 
 
-def test_a_copy_a_person_keeps_is_the_exports_and_survives_a_reload(split, tmp_path):
+def test_a_copy_a_person_keeps_is_the_exports_and_survives_a_reload(split, tmp_path, capsys):
     """``keep`` (group, item): the export keeps that copy whatever its rule (``prefer``, splits)
     would, says how many groups a person decided, and the choice is in the edit log: a reload
     (a new studio on the run) sees it, undo / redo take it back and forth, ``item: null`` hands
@@ -222,6 +222,11 @@ def test_a_copy_a_person_keeps_is_the_exports_and_survives_a_reload(split, tmp_p
     why = dict(zip(drop["id"], drop["reason"]))
     assert why[ids[orig]] == "leak" and ids[copy] not in why
     assert dict(zip(drop["id"], drop["kept"]))[ids[orig]] == ids[copy]
+    from mediacluster.cli import main
+
+    capsys.readouterr()
+    assert main(["studio", str(run), "--export", "classes", "--export-split", "top"]) == 0
+    assert "copies kept as a person chose in the studio: 1 duplicate group" in capsys.readouterr().out
     st = Studio(run, warm=False, lazy_map=True)  # a reload: the log replayed
     try:
         grp = next(x for x in st.duplicate_groups(limit=200)["groups"] if x["group"] == g)
@@ -287,6 +292,21 @@ def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
         kept_where = [g.find_element("css selector", '.tile[data-fate="kept"] .where').text for g in leak_groups]
         assert kept_where and all(w.startswith("train/") for w in kept_where)
         shot(drv, "studio-duplicates.png")
+        # "keep this": a person's choice over the rule, drawn as kept; another page's keep edit
+        # (handing the group back to the rule) is seen here at the next poll
+        g0 = leak_groups[0]
+        gid = int(g0.get_attribute("data-group"))
+        tile = g0.find_element("css selector", '.tile[data-fate="copy"]')
+        pick = int(tile.get_attribute("data-i"))
+        drv.execute_script("arguments[0].querySelector('.keep-this').click()", tile)
+        find = f"const g = window.mcStudio.dups.groups.find((x) => x.group === {gid});"
+        wait(lambda: js(drv, find + f" return window.mcStudio.busy === 0 && g && g.kept === {pick} && g.kept_by === 'person'"),
+             what="the copy kept by the person")
+        assert drv.find_element("css selector", f'.dgroup[data-group="{gid}"] .tile[data-i="{pick}"]').get_attribute("data-fate") == "kept"
+        assert drv.find_elements("css selector", f'.dgroup[data-group="{gid}"] .keep-rule')
+        with client(s) as api:
+            assert post(api, "/api/edits", {"kind": "keep", "group": gid, "item": None}).status_code == 200
+        wait(lambda: js(drv, find + " return g && g.kept_by === 'prefer'"), what="the other page's keep edit")
         # another page moves a copy to another cluster: the view shows the group in two clusters,
         # and its button moves every member to the kept copy's cluster
         copy = rows["leak"][0]

@@ -441,12 +441,14 @@
     return false;
   }
   // does the view show something the new state changed?
-  function viewTouched(ch, oldL) {
+  function viewTouched(ch, oldL, oldSeq) {
     const v = S.view;
     if (ch === null) return true;
     if (v.kind === "cluster") return ch.has(v.id);
     if (v.kind === "selection") { for (const i of S.selected) if (oldL[i] !== S.L[i]) return true; return false; }
-    if (v.kind === "dups") return ch.moved.size > 0 || ch.meta.size > 0;  // a group's clusters, or which copy is kept
+    // a group's clusters, or which copy is kept (a keep edit, or its undo, changes neither the
+    // labels nor the cluster table: any new edit may have)
+    if (v.kind === "dups") return ch.moved.size > 0 || ch.meta.size > 0 || S.seq !== oldSeq;
     return false;  // a search keeps the results it got (its tiles retinted); nothing shown: nothing to fetch
   }
   // the tiles of a view not drawn again (a search's results, a selection): each tile's cluster as
@@ -501,7 +503,7 @@
       } catch (e) { fail(e); }
     }
     buildPalette(); renderClusters(); renderMoveTargets(); renderScope(); updateCounts(); updateMapInfo();
-    const render = !keepView && (viewGone || viewTouched(ch, oldL));
+    const render = !keepView && (viewGone || viewTouched(ch, oldL, oldSeq));
     const retinted = !render && ch ? retintGrid(ch) : 0;
     await Promise.all([render ? renderView() : null, ch ? refreshItem(ch, oldSeq, others) : null]);
     redraw();
@@ -1077,6 +1079,10 @@
           if (r) toast("moved " + items.length + " copies of group " + grp.group + " to " + clusterText(grp.kept_cluster));
         } }));
     }
+    if (grp.kept_by === "person") {
+      head.appendChild(el("button", { class: "keep-rule", text: "use the rule", title: "let the export's rule choose the copy kept again (undo also takes the choice back)",
+        onclick: async () => { const r = await edit({ kind: "keep", group: grp.group, item: null }); if (r) toast("group " + grp.group + ": the export's rule chooses the copy kept"); } }));
+    }
     head.appendChild(el("button", { class: "select-group", text: "select", title: "select the group's members (then move, junk or tag them in the bar below)",
       onclick: () => { for (const m of grp.members) S.selected.add(m.i); selectionChanged(); redraw(); } }));
     const members = el("div", { class: "dmembers" });
@@ -1095,6 +1101,14 @@
       pressable(tile);
       tile.addEventListener("dblclick", () => openItem(m.i));
       tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(m.i); } }));
+      if (m.fate === "copy") {  // a person's choice over the export's rule: an edit (undo takes it back)
+        tile.appendChild(el("button", { class: "keep-this", text: "keep this", title: "keep this copy in the clean dataset instead of " + (kept ? kept.name : "the rule's"),
+          onclick: async (ev) => {
+            ev.stopPropagation();
+            const r = await edit({ kind: "keep", group: grp.group, item: m.i });
+            if (r) toast("group " + grp.group + ": keeping " + m.name);
+          } }));
+      }
       members.appendChild(tile);
     }
     return el("div", { class: "dgroup", "data-group": grp.group }, head, members);
