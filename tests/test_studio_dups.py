@@ -17,7 +17,7 @@ from studio_helpers import Server, client, copy_run, post, split_run
 
 @pytest.fixture(scope="module")
 def split(cifar3_embeddings, tmp_path_factory):
-    run, rows = split_run(cifar3_embeddings, tmp_path_factory.mktemp("split") / "run")
+    run, rows = split_run(cifar3_embeddings, tmp_path_factory.mktemp("split") / "run", meme=30)
     return run, rows
 
 
@@ -113,6 +113,26 @@ def test_duplicate_groups_over_http(split, tmp_path):
                         if x["group"] == leak["group"])
             assert back["kept_by"] != "person"
             assert post(c, "/api/redo").status_code == 200
+            # a group of many copies (a meme): its first members with their count, the rest a page
+            # at a time, each member once, the kept copy first
+            big = next(x for x in found.values() if x["size"] == len(rows["meme"]) + 1)
+            assert len(big["members"]) == 24 < big["members_total"] == big["size"]
+            assert big["members"][0]["i"] == big["kept"] and big["members"][0]["fate"] == "kept"
+            first = c.get("/api/duplicates", params={"members_limit": 5, "limit": 1}).json()["groups"][0]
+            assert first["group"] == big["group"] and len(first["members"]) == 5
+            seen = [m["i"] for m in first["members"]]
+            for off in range(5, big["size"], 7):
+                r = c.get(f"/api/duplicates/{big['group']}", params={"members_offset": off, "members_limit": 7})
+                assert r.status_code == 200, r.text
+                part = r.json()
+                assert part["kept"] == big["kept"] and part["members_offset"] == off and part["members_total"] == big["size"]
+                seen += [m["i"] for m in part["members"]]
+            assert sorted(seen) == sorted([rows["originals"][rows["meme"][0]], *rows["meme"]])
+            r = c.get("/api/duplicates/99999")
+            assert r.status_code == 404 and "99999" in r.text
+            for params in ({"members_limit": 0}, {"members_limit": 1001}, {"members_offset": -1}):
+                r = c.get(f"/api/duplicates/{big['group']}", params=params)
+                assert r.status_code == 422 and next(iter(params)) in r.text, (params, r.text)
             # bad parameters: 4xx naming them, and the server serves on
             for params, status, word in (({"limit": 0}, 422, "limit"), ({"limit": 201}, 422, "limit"),
                                          ({"offset": -1}, 422, "offset"), ({"order": "big"}, 422, "order"),
@@ -122,7 +142,7 @@ def test_duplicate_groups_over_http(split, tmp_path):
             assert c.get("/api/duplicates", params={"offset": 10_000}).json()["groups"] == []
             spec = c.get("/openapi.json").json()["paths"]["/api/duplicates"]["get"]
             ps = {p["name"]: p["schema"] for p in spec["parameters"]}
-            assert set(ps) == {"offset", "limit", "order", "prefer"}
+            assert set(ps) == {"offset", "limit", "order", "prefer", "members_limit"}
             assert ps["limit"]["maximum"] == 200 and set(ps["order"]["enum"]) == {"size", "folders", "clusters"}
     finally:
         s.stop()
@@ -276,6 +296,12 @@ def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
         for g in groups:  # one kept copy each, the others dropped copies
             fates = [t.get_attribute("data-fate") for t in g.find_elements("css selector", ".tile")]
             assert fates.count("kept") == 1 and set(fates) == {"kept", "copy"}
+        # the meme (31 copies, the largest group): its first 24 members, the rest on request
+        meme = groups[0]
+        assert len(meme.find_elements("css selector", ".tile")) == 24
+        meme.find_element("css selector", ".dup-more").click()
+        wait(lambda: len(meme.find_elements("css selector", ".tile")) == len(rows["meme"]) + 1, what="the other members")
+        assert not meme.find_elements("css selector", ".dup-more")
         Select(drv.find_element("id", "dups-order")).select_by_value("folders")
         wait(lambda: js(drv, "return window.mcStudio.busy === 0 && window.mcStudio.dups.order === 'folders'"),
              what="the folders order")

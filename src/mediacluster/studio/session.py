@@ -15,6 +15,7 @@ written state is behind its log (the server was killed before writing) writes it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -541,10 +542,37 @@ class Studio:
                                                self.run.collection_root.path, links)
         return self._dup_groups
 
-    def duplicate_groups(self, offset: int = 0, limit: int = 20, order: str = "size", prefer=None) -> dict:
+    def duplicate_groups(self, offset: int = 0, limit: int = 20, order: str = "size", prefer=None,
+                         members_limit: int | None = None) -> dict:
         """A page of the run's duplicate groups (:meth:`.DuplicateGroups.page`): each group's
-        members with their curated cluster and top-level folder, and the copy the ``classes``
-        export keeps (with ``prefer``, its preferred folders) and why."""
+        members (its first ``members_limit``) with their curated cluster and top-level folder, and
+        the copy the ``classes`` export keeps (with ``prefer``, its preferred folders) and why."""
+        from .dupgroups import MEMBERS_LIMIT
+
+        with self._dup_view(prefer) as (groups, args, prefer):
+            out = groups.page(*args, int(offset), int(limit), order, prefer, self.state.kept.copy(),
+                              int(members_limit or MEMBERS_LIMIT))
+            out["seq"] = self.state.seq
+        return out
+
+    def duplicate_group(self, group: int, members_offset: int = 0, members_limit: int | None = None,
+                        prefer=None) -> dict | None:
+        """One duplicate group with ``members_limit`` of its members from ``members_offset``
+        (:meth:`.DuplicateGroups.group`); None for a group the run does not have."""
+        from .dupgroups import MEMBERS_LIMIT
+
+        with self._dup_view(prefer) as (groups, args, prefer):
+            if int(group) not in groups.members:
+                return None
+            out = groups.group(int(group), *args, prefer, self.state.kept.get(int(group)), int(members_offset),
+                               int(members_limit or MEMBERS_LIMIT))
+            out["seq"] = self.state.seq
+        return out
+
+    @contextlib.contextmanager
+    def _dup_view(self, prefer):
+        """Under the lock: the groups, ``(labels, junk, brief)`` as they are now, the checked
+        ``prefer``."""
         from .exports import check_prefer
 
         prefer = check_prefer(prefer)
@@ -553,17 +581,13 @@ class Studio:
             labels = self.state.labels.copy()
             junk = {c.id for c in self.state.alive() if c.junk}
             names = {c.id: c.name for c in self.state.alive()}
-            seq = self.state.seq
-            chosen = dict(self.state.kept)
 
             def brief(i):
                 e = self._item_brief(i)
                 e["cluster_name"] = names.get(e["cluster"])
                 return e
 
-            out = groups.page(labels, junk, brief, int(offset), int(limit), order, prefer, chosen)
-        out["seq"] = seq
-        return out
+            yield groups, (labels, junk, brief), prefer
 
     # -- images and sounds (media.py) --------------------------------------------------------------
     def thumbnail(self, i: int, size: int = 160) -> tuple[bytes, str]:
