@@ -52,8 +52,8 @@ INFO_FORMAT = "mediacluster.dups/1"
 #: what duplicates of audio clips are (``find_in_rows``), said by ``cluster --dedup`` and ``dups``
 _CHECK = AudioCheck()
 AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes), and copies re-encoded, resampled, "
-              "trimmed, louder or quieter, noisier or in stereo, found among each clip's nearest vectors and "
-              "confirmed by an audio fingerprint (spectrograms aligned in time); another recording of the "
+              "trimmed, padded with silence, louder or quieter, noisier or in stereo, found among each clip's nearest "
+              "vectors and nearest spectrum profiles (level- and silence-free) and confirmed by an audio fingerprint (spectrograms aligned in time); another recording of the "
               "same sound is not a duplicate, and the vectors alone never decide; a recording over "
               f"{_CHECK.excerpt_seconds:.0f} s is compared by its middle {_CHECK.excerpt_seconds:.0f} s and "
               f"{_CHECK.probes} pieces of {_CHECK.probe_seconds:g} s spread over it (never decoded whole), so "
