@@ -117,14 +117,16 @@ def wait_written(c, timeout: float = 30.0) -> dict:
         time.sleep(0.2)
 
 
-def split_run(emb, out: Path, leaks=(0, 3, 6), misfiled=(1, 4), loose=(2,)) -> tuple[Path, dict]:
+def split_run(emb, out: Path, leaks=(0, 3, 6), misfiled=(1, 4), loose=(2,), meme: int = 0) -> tuple[Path, dict]:
     """A ``cluster --dedup`` run (PCA + K-means, 3 clusters) over a collection laid out as
     ``train/<class>/`` and ``test/<class>/`` in ``out.parent / "coll"`` (``emb``'s files copied
     there: every fourth item into test/, the rest into train/, under its label), plus copies
     (the same bytes and vectors): of the train items at positions ``leaks`` in test/ (a leak
     between splits), of those at ``misfiled`` in another class's train/ folder, of those at
-    ``loose`` directly in the collection's folder. Returns (run path, {"leak", "misfiled",
-    "loose", "originals"}: the copies' row numbers, and the originals' for each)."""
+    ``loose`` directly in the collection's folder, and ``meme`` copies of the train item at
+    position 5 in its own class folder (a meme posted many times: one large group). Returns (run
+    path, {"leak", "misfiled", "loose", "meme", "originals"}: the copies' row numbers, and the
+    originals' for each)."""
     import dataclasses
 
     import numpy as np
@@ -143,10 +145,10 @@ def split_run(emb, out: Path, leaks=(0, 3, 6), misfiled=(1, 4), loose=(2,)) -> t
         paths.append(str(dst))
         labels.append(str(lab))
     train = [i for i in range(len(paths)) if i % 4]
-    rows = {"leak": [], "misfiled": [], "loose": [], "originals": {}}
+    rows = {"leak": [], "misfiled": [], "loose": [], "meme": [], "originals": {}}
     src = []
-    for kind, picks in (("leak", leaks), ("misfiled", misfiled), ("loose", loose)):
-        for k in picks:
+    for kind, picks in (("leak", leaks), ("misfiled", misfiled), ("loose", loose), ("meme", [5] * meme)):
+        for n, k in enumerate(picks):
             i = train[k]
             lab = labels[i]
             if kind == "leak":
@@ -154,6 +156,8 @@ def split_run(emb, out: Path, leaks=(0, 3, 6), misfiled=(1, 4), loose=(2,)) -> t
             elif kind == "misfiled":
                 lab = classes[(classes.index(lab) + 1) % len(classes)]
                 dst = root / "train" / lab / f"copy-{Path(paths[i]).name}"
+            elif kind == "meme":
+                dst = root / "train" / lab / f"meme{n:04d}-{Path(paths[i]).name}"
             else:
                 dst = root / f"copy-{Path(paths[i]).name}"
             shutil.copyfile(paths[i], dst)

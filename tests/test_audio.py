@@ -533,6 +533,65 @@ def test_dedup_of_audio_groups_copies_and_reposts_not_different_clips(tmp_path, 
     assert "confirmed by an audio fingerprint" in json.loads((tmp_path / "dups" / "dups.json").read_text())["note"]
 
 
+def test_a_clip_padded_with_silence_embeds_as_the_clip_itself(fsdd_two_speakers):
+    """A repost padded with 1-3 s of digital silence (an editor's or a platform's) is the clip's
+    own vector and its nearest among 200 clips, so the duplicate search proposes the pair: the
+    trim at 30 dB below the peak works on 2048-sample frames and left up to 0.1 s of zeros,
+    whose log-mel frames (-100 dB) outweighed the clip's own in the mean and spread."""
+    from mediacluster.encoders import get_encoder
+    from mediacluster.ingest.audio import load_audio
+
+    enc = get_encoder("mfcc")
+    X = np.stack([enc.prepare(str(p)) for p in fsdd_two_speakers])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    rng = np.random.default_rng(0)
+    for k in rng.choice(len(fsdd_two_speakers), 6, replace=False):
+        wav, sr = load_audio(str(fsdd_two_speakers[k]), sr=enc.sr)
+        a, b = rng.integers(sr // 2, 3 * sr, size=2)
+        padded = np.concatenate([np.zeros(a, np.float32), wav, np.zeros(b, np.float32)])
+        from mediacluster.encoders.audio_mfcc import mfcc_features
+
+        v = mfcc_features(padded, sr)
+        v /= np.linalg.norm(v)
+        assert int(np.argmax(X @ v)) == k and float(X[k] @ v) > 0.9999, (k, float(X[k] @ v))
+
+
+def test_a_louder_limited_copy_is_proposed_by_its_spectrum_not_only_its_vector(tmp_path, fsdd_two_speakers):
+    """A repost made 10-20 dB louder and soft-limited (loudness normalisation) keeps the clip's
+    spectrum in dB under its own peak but not its MFCC vector (which holds the level): its
+    original is often not among its nearest vectors. Each clip's level-free spectrum profile
+    (``fingerprint.profile``) proposes candidates too, so the fingerprint check sees the pair; no
+    two different recordings are linked."""
+    from mediacluster.duplicates.collection import find_in_embeddings
+    from mediacluster.embed import embed_collection
+    from mediacluster.ingest import collect
+
+    d = tmp_path / "in"
+    d.mkdir()
+    clips = fsdd_two_speakers[::2]  # 100 real clips, two speakers
+    for p in clips:
+        (d / p.name).write_bytes(p.read_bytes())
+    rng = np.random.default_rng(1)
+    louder = {}
+    for k in rng.choice(len(clips), 8, replace=False):
+        y, sr = sf.read(clips[k], dtype="float32")
+        z = y * (10 ** (-14 / 20) / float(np.sqrt(np.mean(y.astype(np.float64) ** 2))))
+        over = np.abs(z) > 0.5
+        z[over] = np.sign(z[over]) * (0.5 + 0.5 * np.tanh((np.abs(z[over]) - 0.5) / 0.5))
+        sf.write(d / f"louder_{clips[k].name}", z, sr)
+        louder[f"louder_{clips[k].name}"] = clips[k].name
+    emb = embed_collection(collect(str(d), media="audio"), encoder="mfcc", progress=False)
+    finder = find_in_embeddings(emb, media="audio", progress=False)
+    group = {Path(p).name: g for p, g in zip(emb.paths, finder.labels_)}
+    for copy, orig in louder.items():
+        assert group[copy] >= 0 and group[copy] == group[orig], (copy, orig)
+    members = {}
+    for name, g in group.items():
+        if g >= 0:
+            members.setdefault(g, set()).add(name)
+    assert all(len(m) == 2 and any(x in louder for x in m) for m in members.values()), members
+
+
 def test_a_ready_audio_service_has_run_its_encoder(tmp_path, fsdd_two_speakers):
     """The service warms up an audio model's whole upload path before it says ready, as it does
     for images: the first clip uploaded used to pay librosa's import and numba kernels (1.2 s

@@ -703,3 +703,32 @@ def test_groups_across_folders_counts_copies_spanning_top_level_folders():
     assert across_folders(groups, paths) == {"test + train": 1, "test + train + val": 1}
     assert across_folders(groups, None) == {}
     assert across_folders([0, 0], ["a/1.jpg", "b/1.jpg"]) == {"a + b": 1}
+
+
+def test_the_studio_counts_groups_across_folders_by_the_duplicates_packages_rule(tmp_path):
+    """One rule for a copy's top-level folder and the groups across folders: ``dups`` (paths as
+    stored, relative) and the studio (absolute paths under the collection's folder) give the same
+    counts, a folder whose name is not UTF-8 escaped as JSON text in both."""
+    from mediacluster.duplicates.collection import across_folders, group_folders, top_folder
+    from mediacluster.fileio import path_to_text
+    from mediacluster.studio.dupgroups import DuplicateGroups
+
+    root = str(tmp_path)
+    odd = os.fsdecode(b"sp\xe9cial")  # not UTF-8: a surrogate escape
+    rel = ["train/cat/a.jpg", "test/cat/a.jpg", "train/cat/b.jpg", "train/dog/b.jpg",
+           "train/x.jpg", "val/x.jpg", "test/x.jpg", "test/alone.jpg", "top.jpg", None,
+           f"{odd}/c.jpg", "train/c.jpg"]
+    groups = [0, 0, 1, 1, 2, 2, 2, -1, 3, 3, 4, 4]
+    absolute = [None if p is None else os.path.join(root, p) for p in rel]
+    absolute[9] = "/elsewhere/top.jpg"
+    assert [top_folder(p) for p in rel[:3]] == ["train", "test", "train"]
+    assert top_folder(absolute[0], root) == "train" and top_folder(absolute[8], root) == "."
+    assert top_folder(absolute[9], root) == "." and top_folder(None, root) == "."
+    assert group_folders(groups, absolute, root)[2] == ["test", "train", "val"]
+    expected = {"test + train": 1, "test + train + val": 1, f"{path_to_text(odd)} + train": 1}
+    assert across_folders(groups, rel) == expected
+    assert across_folders(groups, absolute, root) == expected
+    studio = DuplicateGroups(np.array(groups), np.zeros(len(groups), bool), absolute, root)
+    summary = studio.summary(np.zeros(len(groups), np.int64))
+    assert summary["across_folders"] == expected
+    json.dumps(summary)  # JSON text throughout

@@ -17,7 +17,7 @@ from studio_helpers import Server, client, copy_run, post, split_run
 
 @pytest.fixture(scope="module")
 def split(cifar3_embeddings, tmp_path_factory):
-    run, rows = split_run(cifar3_embeddings, tmp_path_factory.mktemp("split") / "run")
+    run, rows = split_run(cifar3_embeddings, tmp_path_factory.mktemp("split") / "run", meme=30)
     return run, rows
 
 
@@ -93,6 +93,46 @@ def test_duplicate_groups_over_http(split, tmp_path):
                          if x["group"] == g["group"])
             fates = {m["i"]: m["fate"] for m in after["members"]}
             assert fates[g["kept"]] == "junk" and after["kept"] != g["kept"] and after["kept_by"] == "only"
+            # "keep this copy": a person's choice over the rule, an edit (undo takes it back)
+            leak = next(x for x in c.get("/api/duplicates", params={"limit": 200}).json()["groups"]
+                        if x["group"] == member_of[rows["leak"][1]]["group"])
+            pick = next(m["i"] for m in leak["members"] if m["fate"] == "copy")
+            r = post(c, "/api/edits", {"kind": "keep", "group": leak["group"], "item": pick})
+            assert r.status_code == 200 and r.json()["kind"] == "keep", r.text
+            now = next(x for x in c.get("/api/duplicates", params=[("limit", 200), ("prefer", "train/")]).json()["groups"]
+                       if x["group"] == leak["group"])
+            assert now["kept"] == pick and now["kept_by"] == "person" and "person" in now["kept_why"]
+            assert {m["i"]: m["fate"] for m in now["members"]}[pick] == "kept"
+            assert c.get("/api/duplicates").json()["summary"]["kept_by_person"] == 1
+            for body, word in (({"group": leak["group"], "item": g["kept"]}, "group"),  # not a member
+                               ({"group": 10_000, "item": pick}, "group"), ({"group": leak["group"]}, "item")):
+                r = post(c, "/api/edits", {"kind": "keep", **body})
+                assert r.status_code in (400, 422) and word in r.text, (body, r.text)
+            assert post(c, "/api/undo").status_code == 200
+            back = next(x for x in c.get("/api/duplicates", params={"limit": 200}).json()["groups"]
+                        if x["group"] == leak["group"])
+            assert back["kept_by"] != "person"
+            assert post(c, "/api/redo").status_code == 200
+            # a group of many copies (a meme): its first members with their count, the rest a page
+            # at a time, each member once, the kept copy first
+            big = next(x for x in found.values() if x["size"] == len(rows["meme"]) + 1)
+            assert len(big["members"]) == 24 < big["members_total"] == big["size"]
+            assert big["members"][0]["i"] == big["kept"] and big["members"][0]["fate"] == "kept"
+            first = c.get("/api/duplicates", params={"members_limit": 5, "limit": 1}).json()["groups"][0]
+            assert first["group"] == big["group"] and len(first["members"]) == 5
+            seen = [m["i"] for m in first["members"]]
+            for off in range(5, big["size"], 7):
+                r = c.get(f"/api/duplicates/{big['group']}", params={"members_offset": off, "members_limit": 7})
+                assert r.status_code == 200, r.text
+                part = r.json()
+                assert part["kept"] == big["kept"] and part["members_offset"] == off and part["members_total"] == big["size"]
+                seen += [m["i"] for m in part["members"]]
+            assert sorted(seen) == sorted([rows["originals"][rows["meme"][0]], *rows["meme"]])
+            r = c.get("/api/duplicates/99999")
+            assert r.status_code == 404 and "99999" in r.text
+            for params in ({"members_limit": 0}, {"members_limit": 1001}, {"members_offset": -1}):
+                r = c.get(f"/api/duplicates/{big['group']}", params=params)
+                assert r.status_code == 422 and next(iter(params)) in r.text, (params, r.text)
             # bad parameters: 4xx naming them, and the server serves on
             for params, status, word in (({"limit": 0}, 422, "limit"), ({"limit": 201}, 422, "limit"),
                                          ({"offset": -1}, 422, "offset"), ({"order": "big"}, 422, "order"),
@@ -102,7 +142,7 @@ def test_duplicate_groups_over_http(split, tmp_path):
             assert c.get("/api/duplicates", params={"offset": 10_000}).json()["groups"] == []
             spec = c.get("/openapi.json").json()["paths"]["/api/duplicates"]["get"]
             ps = {p["name"]: p["schema"] for p in spec["parameters"]}
-            assert set(ps) == {"offset", "limit", "order", "prefer"}
+            assert set(ps) == {"offset", "limit", "order", "prefer", "members_limit"}
             assert ps["limit"]["maximum"] == 200 and set(ps["order"]["enum"]) == {"size", "folders", "clusters"}
     finally:
         s.stop()
@@ -173,6 +213,60 @@ def test_classes_export_keeps_the_splits(split, tmp_path, capsys):
     assert (Path(path) / "test").is_dir() and (Path(path) / "train").is_dir()
 
 
+def test_a_copy_a_person_keeps_is_the_exports_and_survives_a_reload(split, tmp_path, capsys):
+    """``keep`` (group, item): the export keeps that copy whatever its rule (``prefer``, splits)
+    would, says how many groups a person decided, and the choice is in the edit log: a reload
+    (a new studio on the run) sees it, undo / redo take it back and forth, ``item: null`` hands
+    the group back to the rule, a member that is junk is not kept."""
+    from mediacluster.errors import InputError
+    from mediacluster.studio.session import Studio
+
+    run, rows = split
+    run = copy_run(run, tmp_path / "run")
+    copy = rows["leak"][0]
+    orig = rows["originals"][copy]
+    st = Studio(run, warm=False, lazy_map=True)
+    try:
+        g = int(st.dup_group[copy])
+        st.edit("keep", {"group": g, "item": copy})  # the test/ copy, against prefer train/
+        with pytest.raises(InputError, match="not in duplicate group"):
+            st.edit("keep", {"group": g, "item": int(np.flatnonzero(np.asarray(st.dup_group) != g)[0])})
+        with pytest.raises(InputError, match="item"):
+            st.edit("keep", {"group": g, "item": st.n})
+        res = st.export("classes", prefer=["train/"], split="top")
+        assert res["kept_by_person"] == 1
+        ids = st.ids
+    finally:
+        st.close()
+    drop = pd.read_csv(Path(res["path"]) / "dropped.csv")
+    why = dict(zip(drop["id"], drop["reason"]))
+    assert why[ids[orig]] == "leak" and ids[copy] not in why
+    assert dict(zip(drop["id"], drop["kept"]))[ids[orig]] == ids[copy]
+    from mediacluster.cli import main
+
+    capsys.readouterr()
+    assert main(["studio", str(run), "--export", "classes", "--export-split", "top"]) == 0
+    assert "copies kept as a person chose in the studio: 1 duplicate group" in capsys.readouterr().out
+    st = Studio(run, warm=False, lazy_map=True)  # a reload: the log replayed
+    try:
+        grp = next(x for x in st.duplicate_groups(limit=200)["groups"] if x["group"] == g)
+        assert grp["kept"] == copy and grp["kept_by"] == "person"
+        st.edit("undo", {})
+        grp = next(x for x in st.duplicate_groups(limit=200, prefer=["train/"])["groups"] if x["group"] == g)
+        assert grp["kept"] == orig and grp["kept_by"] == "prefer"
+        st.edit("redo", {})
+        st.edit("move", {"items": [copy], "to": "junk"})  # a junk copy is not kept, chosen or not
+        grp = next(x for x in st.duplicate_groups(limit=200)["groups"] if x["group"] == g)
+        assert grp["kept"] == orig and grp["kept_by"] == "only"
+        st.edit("undo", {})
+        st.edit("keep", {"group": g, "item": None})  # back to the rule
+        grp = next(x for x in st.duplicate_groups(limit=200, prefer=["train/"])["groups"] if x["group"] == g)
+        assert grp["kept"] == orig and grp["kept_by"] == "prefer"
+        assert [e["kind"] for e in st.events()["events"]][-2:] == ["undo", "keep"]
+    finally:
+        st.close()
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
@@ -202,6 +296,12 @@ def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
         for g in groups:  # one kept copy each, the others dropped copies
             fates = [t.get_attribute("data-fate") for t in g.find_elements("css selector", ".tile")]
             assert fates.count("kept") == 1 and set(fates) == {"kept", "copy"}
+        # the meme (31 copies, the largest group): its first 24 members, the rest on request
+        meme = groups[0]
+        assert len(meme.find_elements("css selector", ".tile")) == 24
+        meme.find_element("css selector", ".dup-more").click()
+        wait(lambda: len(meme.find_elements("css selector", ".tile")) == len(rows["meme"]) + 1, what="the other members")
+        assert not meme.find_elements("css selector", ".dup-more")
         Select(drv.find_element("id", "dups-order")).select_by_value("folders")
         wait(lambda: js(drv, "return window.mcStudio.busy === 0 && window.mcStudio.dups.order === 'folders'"),
              what="the folders order")
@@ -218,6 +318,21 @@ def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
         kept_where = [g.find_element("css selector", '.tile[data-fate="kept"] .where').text for g in leak_groups]
         assert kept_where and all(w.startswith("train/") for w in kept_where)
         shot(drv, "studio-duplicates.png")
+        # "keep this": a person's choice over the rule, drawn as kept; another page's keep edit
+        # (handing the group back to the rule) is seen here at the next poll
+        g0 = leak_groups[0]
+        gid = int(g0.get_attribute("data-group"))
+        tile = g0.find_element("css selector", '.tile[data-fate="copy"]')
+        pick = int(tile.get_attribute("data-i"))
+        drv.execute_script("arguments[0].querySelector('.keep-this').click()", tile)
+        find = f"const g = window.mcStudio.dups.groups.find((x) => x.group === {gid});"
+        wait(lambda: js(drv, find + f" return window.mcStudio.busy === 0 && g && g.kept === {pick} && g.kept_by === 'person'"),
+             what="the copy kept by the person")
+        assert drv.find_element("css selector", f'.dgroup[data-group="{gid}"] .tile[data-i="{pick}"]').get_attribute("data-fate") == "kept"
+        assert drv.find_elements("css selector", f'.dgroup[data-group="{gid}"] .keep-rule')
+        with client(s) as api:
+            assert post(api, "/api/edits", {"kind": "keep", "group": gid, "item": None}).status_code == 200
+        wait(lambda: js(drv, find + " return g && g.kept_by === 'prefer'"), what="the other page's keep edit")
         # another page moves a copy to another cluster: the view shows the group in two clusters,
         # and its button moves every member to the kept copy's cluster
         copy = rows["leak"][0]

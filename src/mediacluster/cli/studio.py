@@ -121,6 +121,9 @@ def run(args) -> int:
                 if res.get("dropped"):
                     sys.stdout.write("left out (dropped.csv): " + ", ".join(
                         f"{v} {k}" for k, v in sorted(res["dropped"].items())) + "\n")
+                if res.get("kept_by_person"):
+                    sys.stdout.write(f"copies kept as a person chose in the studio: {res['kept_by_person']} "
+                                     "duplicate group(s)\n")
             if args.publish:
                 res = studio.publish(client="cli", user=args.user or "")
                 sys.stdout.write(f"published model {res['version']}: {printable(res['path'])}\n"

@@ -35,6 +35,7 @@ from ..data import Skipped
 from ..embed.store import STALE_IDLE_DAYS  # the store's rule for every stale kind (re-exported)
 from ..errors import InputError, ParameterError
 from ..fileio import path_to_text, text_series
+from ..locations import under
 from .finder import DuplicateFinder
 from .fingerprint import AudioCheck
 from .grouping import KINDS
@@ -51,8 +52,8 @@ INFO_FORMAT = "mediacluster.dups/1"
 #: what duplicates of audio clips are (``find_in_rows``), said by ``cluster --dedup`` and ``dups``
 _CHECK = AudioCheck()
 AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes), and copies re-encoded, resampled, "
-              "trimmed, louder or quieter, noisier or in stereo, found among each clip's nearest vectors and "
-              "confirmed by an audio fingerprint (spectrograms aligned in time); another recording of the "
+              "trimmed, padded with silence, louder or quieter, noisier or in stereo, found among each clip's nearest "
+              "vectors and nearest spectrum profiles (level- and silence-free) and confirmed by an audio fingerprint (spectrograms aligned in time); another recording of the "
               "same sound is not a duplicate, and the vectors alone never decide; a recording over "
               f"{_CHECK.excerpt_seconds:.0f} s is compared by its middle {_CHECK.excerpt_seconds:.0f} s and "
               f"{_CHECK.probes} pieces of {_CHECK.probe_seconds:g} s spread over it (never decoded whole), so "
@@ -174,26 +175,56 @@ def summary(finder: DuplicateFinder) -> dict:
             "skipped": len(finder.skipped_)}
 
 
-def across_folders(groups, paths) -> dict[str, int]:
-    """How many duplicate groups have members in more than one top-level folder of the
-    collection, by those folders (``{"test + train": 8}``): copies across splits such as
-    ``train/`` and ``test/``, the leak a curator looks for first. ``paths`` as stored (relative
-    to the collection root; a file directly in the root, or outside it, counts as the folder
-    ``.``); {} without paths."""
+def top_folder(path, root: str | None = None) -> str:
+    """The top-level folder of the collection a file lies in (``train`` of ``train/cat/x.jpg``):
+    ``path`` as stored (relative to the collection's folder), or, with ``root`` (the collection's
+    folder), any path, made relative to it; ``.`` for a file directly in the collection's folder,
+    outside it, or without a path. The one rule of ``dups``' ``groups_across_folders``, the
+    studio's duplicate groups and the ``classes`` export's splits."""
+    if not path:
+        return "."
+    rel = os.fspath(path)
+    if root is not None:
+        a = os.path.abspath(rel)
+        if not under(a, root):
+            return "."
+        rel = os.path.relpath(a, root).replace(os.sep, "/")
+    elif os.path.isabs(rel):
+        return "."
+    return rel.split("/", 1)[0] if "/" in rel else "."
+
+
+def group_folders(groups, paths, root: str | None = None) -> dict[int, list[str]]:
+    """Each duplicate group's top-level folders (:func:`top_folder`, sorted), by group number;
+    ``groups``: each item's group (-1: none); {} without paths."""
     if paths is None or all(p is None for p in paths):
         return {}
     tops: dict[int, set] = {}
     for g, p in zip(np.asarray(groups).tolist(), paths):
         if g >= 0:
-            rel = str(p) if p is not None else ""
-            part = rel.split("/", 1)[0] if "/" in rel and not os.path.isabs(rel) else "."
-            tops.setdefault(g, set()).add(part)
+            tops.setdefault(g, set()).add(top_folder(p, root))
+    return {g: sorted(t) for g, t in tops.items()}
+
+
+def folder_counts(folders) -> dict[str, int]:
+    """How many groups span each combination of more than one folder (``folders``: each
+    group's sorted top-level folders, :func:`group_folders`' values), most first; the keys JSON
+    text (a name that is not UTF-8 escaped)."""
     out: dict[str, int] = {}
-    for t in tops.values():
+    for t in folders:
         if len(t) > 1:
-            key = " + ".join(path_to_text(x) for x in sorted(t))  # JSON keys: valid UTF-8
+            key = " + ".join(path_to_text(x) for x in t)
             out[key] = out.get(key, 0) + 1
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def across_folders(groups, paths, root: str | None = None) -> dict[str, int]:
+    """How many duplicate groups have members in more than one top-level folder of the
+    collection, by those folders (``{"test + train": 8}``): copies across splits such as
+    ``train/`` and ``test/``, the leak a curator looks for first. ``paths`` as stored (relative
+    to the collection root), or any paths with ``root``, the collection's folder (a file directly
+    in the root, or outside it, counts as the folder ``.``: :func:`top_folder`); {} without paths."""
+    return folder_counts(group_folders(groups, paths, root).values())
 
 
 # -- the ``dups`` job ---------------------------------------------------------------------------

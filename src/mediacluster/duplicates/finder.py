@@ -12,9 +12,12 @@ How a pair of items becomes a duplicate link (each step only sees pairs the step
 4. **semantic**: without files to check (vectors only), cosine >= ``semantic_only_threshold``.
 
 Audio clips (``media="audio"``): exact copies by their bytes; then each clip's ``n_neighbors``
-nearest embeddings with cosine >= ``semantic_threshold`` are candidates, confirmed by the
+nearest embeddings with cosine >= ``semantic_threshold`` are candidates, and with the files at
+hand so are its :data:`AUDIO_PROFILE_NEIGHBORS` nearest spectrum profiles (``fingerprint.profile``:
+the spectrum under the clip's own peak, silence left out, so a copy made louder and limited, or
+padded, is proposed where its vector, which holds the level, moved), confirmed by the
 **fingerprint** check (``fingerprint.AudioVerifier``: log spectrograms correlated over time
-offsets, ``audio_min_ncc``): re-encoded, resampled, trimmed, louder, noisier or stereo copies.
+offsets, ``audio_min_ncc``): re-encoded, resampled, trimmed, padded, louder, noisier or stereo copies.
 There is no perceptual hash, and with the files at hand the vectors alone never decide (no
 ``semantic_only_threshold`` fallback: other takes of the same word are as close as a copy;
 benchmarks/audio_reposts.py); ``cluster --dedup`` and ``dups`` also turn that threshold off for
@@ -47,6 +50,11 @@ EXACT, PERCEPTUAL, GEOMETRIC, SEMANTIC, FINGERPRINT = range(5)
 #: what ``paths`` are
 MEDIA = ("image", "audio")
 
+#: candidates per audio clip from its spectrum profile (``fingerprint.profile``: level- and
+#: silence-free), beside its ``n_neighbors`` nearest vectors; 0: vectors only. On 50 FSDD clips
+#: reposted louder (limited), padded, and both with MP3, the original was among the 10 nearest
+#: profiles of each of the 200 reposts (benchmarks/audio_padded.py)
+AUDIO_PROFILE_NEIGHBORS = 10
 LINK_DTYPE = np.dtype([("i", np.int64), ("j", np.int64), ("kind", np.int8), ("distance", np.float32)])
 
 
@@ -374,6 +382,9 @@ class DuplicateFinder(BaseEstimator):
             return np.zeros(0, LINK_DTYPE)
         i, j, cos = early["pairs"] if early is not None else self._semantic_pairs(lo)
         n = self.n_items_
+        if audio and can_verify and AUDIO_PROFILE_NEIGHBORS > 0:  # fingerprints made here, kept for the check
+            early = {"verifier": self._verifier(), "kind": None}
+            i, j, cos = self._with_profile_pairs(i, j, cos, early["verifier"])
         done = np.concatenate([_pair_keys(f["i"], f["j"], n) for f in found]) if found else np.zeros(0, np.int64)
         new = ~np.isin(_pair_keys(i, j, n), done)
         i, j, cos = i[new], j[new], cos[new]
@@ -392,6 +403,39 @@ class DuplicateFinder(BaseEstimator):
         out = np.zeros(len(i), LINK_DTYPE)
         out["i"], out["j"], out["kind"], out["distance"] = i, j, kind, 1.0 - cos
         return out
+
+    def _with_profile_pairs(self, i, j, cos, verifier):
+        """Audio: the vector candidates ``(i, j, cos)`` joined with each clip's
+        :data:`AUDIO_PROFILE_NEIGHBORS` nearest spectrum profiles (``fingerprint.profile``, the
+        fingerprints made by ``verifier``, which the check then reuses); a pair found only by its
+        profile carries its vectors' cosine."""
+        from ..embed.engine import default_workers
+        from ..progress import progress_bar
+        from .fingerprint import profile
+
+        n = self.n_items_
+        with ThreadPoolExecutor(max_workers=self.workers or default_workers()) as pool, progress_bar(
+                total=n, desc="audio profiles", unit="clip", disable=not self.progress) as bar:
+            profiles = []
+            for p in pool.map(lambda path: profile(verifier.prepared(path)), self.paths_):
+                profiles.append(p)
+                bar.update(1)
+        ok = np.array([p is not None for p in profiles], bool)
+        if ok.sum() < 2:
+            return i, j, cos
+        width = len(next(p for p in profiles if p is not None))
+        P = np.zeros((n, width), np.float32)
+        P[ok] = np.stack([p for p in profiles if p is not None])
+        P[ok] -= P[ok].mean(0)  # centred: what sets a clip apart from the collection's average sound
+        pi, pj, _ = cosine_pairs(P, -1.0, k=AUDIO_PROFILE_NEIGHBORS, valid=ok)
+        new = ~np.isin(_pair_keys(pi, pj, n), _pair_keys(i, j, n))
+        pi, pj = pi[new], pj[new]
+        if not len(pi):
+            return i, j, cos
+        X = self.vectors_
+        pcos = np.einsum("ij,ij->i", np.asarray(X[pi], np.float32), np.asarray(X[pj], np.float32))
+        return (np.concatenate([i, pi]), np.concatenate([j, pj]),
+                np.concatenate([cos, pcos.astype(cos.dtype, copy=False)]))
 
     def _undecodable(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         sig = self.signatures_

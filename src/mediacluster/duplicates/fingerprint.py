@@ -100,6 +100,25 @@ def fingerprint(wav: np.ndarray, check: AudioCheck = AudioCheck()) -> np.ndarray
     return np.maximum(db - db.max(), -float(check.floor_db)).astype(np.float32)
 
 
+#: the frames of a clip's :func:`profile`: those within this many dB of its loudest bin
+PROFILE_DB = 30.0
+
+
+def profile(fp) -> np.ndarray | None:
+    """A clip's spectrum whatever its level and the silence around it: per frequency bin of its
+    fingerprint (``Fingerprint`` or a bare spectrogram; dB under the clip's loudest bin), the
+    mean and the spread over its frames whose loudest bin is within :data:`PROFILE_DB` of the
+    clip's (silence, padding and room noise left out). float32, 2 x bins; None for None. The
+    duplicate finder's second source of audio candidates: a copy made louder (and limited) or
+    padded keeps its profile where its MFCC vector, which holds the level, moves."""
+    if fp is None:
+        return None
+    b = np.asarray(_as_fingerprint(fp).block, np.float32)
+    loud = b.max(0) > -PROFILE_DB
+    b = b[:, loud] if loud.any() else b
+    return np.concatenate([b.mean(1), b.std(1)]).astype(np.float32)
+
+
 def best_alignment(a: np.ndarray, b: np.ndarray, min_overlap: float = 0.7) -> tuple[float, int, float]:
     """``(ncc, offset, overlap)`` of the best time alignment of spectrograms ``a``, ``b`` (bins x frames).
 
@@ -360,4 +379,4 @@ def _fit(w: np.ndarray, n: int) -> np.ndarray:
     return w[:n] if len(w) >= n else np.pad(w, (0, n - len(w)))
 
 
-__all__ = ["AudioCheck", "AudioVerifier", "Fingerprint", "best_alignment", "find_probes", "fingerprint"]
+__all__ = ["AudioCheck", "AudioVerifier", "Fingerprint", "best_alignment", "find_probes", "fingerprint", "profile"]

@@ -2,7 +2,9 @@
 
 No model weights, so no licence questions and nothing to download; works on any machine.
 
-Per clip (resampled to 16 kHz, mono, leading/trailing silence trimmed at ``trim_db`` below the
+Per clip (resampled to 16 kHz, mono; the silence it was padded with stripped to the sample,
+``ingest.audio.strip_silence``: ends 60 dB under the peak, so a repost padded with 1-3 s of
+zeros is the clip's own vector; then leading/trailing silence trimmed at ``trim_db`` below the
 peak): a 40-band log-mel spectrogram (32 ms window, 10 ms hop), ``n_mfcc`` MFCCs, their first and
 second deltas; the vector is the mean and standard deviation over time of all three
 (``6 * n_mfcc`` values) followed by the MFCC means of ``segments`` equal parts of the clip
@@ -18,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParameterError
-from ..ingest.audio import MAX_SECONDS, load_audio
+from ..ingest.audio import MAX_SECONDS, load_audio, strip_silence
 from . import register
 from .base import Encoder
 
@@ -29,6 +31,7 @@ def mfcc_features(wav: np.ndarray, sr: int = 16000, n_mfcc: int = 20, n_mels: in
     import librosa
 
     if trim_db is not None:
+        wav = strip_silence(wav)
         trimmed, _ = librosa.effects.trim(wav, top_db=trim_db)
         if len(trimmed) > 0:
             wav = trimmed
@@ -71,7 +74,7 @@ class MFCCEncoder(Encoder):
 
     @property
     def version(self) -> str:
-        return f"sr{self.sr}-m{self.n_mfcc}-s{self.segments}-t{self.trim_db}-v1"
+        return f"sr{self.sr}-m{self.n_mfcc}-s{self.segments}-t{self.trim_db}-v2"  # v2: strip_silence
 
     def prepare(self, path: str) -> np.ndarray:
         wav, sr = load_audio(path, sr=self.sr, max_seconds=self.max_seconds)

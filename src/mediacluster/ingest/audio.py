@@ -368,6 +368,26 @@ def load_audio(path: str, sr: int | None = None, **options) -> tuple[np.ndarray,
     return r.wav, r.rate
 
 
+#: a clip's ends below this many dB under its peak are silence added around it (digital zeros,
+#: dither), not its own sound: :func:`strip_silence`
+PAD_BELOW_DB = 60.0
+
+
+def strip_silence(wav: np.ndarray, below_db: float = PAD_BELOW_DB) -> np.ndarray:
+    """``wav`` without its leading and trailing samples more than ``below_db`` under its peak,
+    to the sample: the silence a repost was padded with (an editor's or a platform's zeros) goes,
+    a recording's own room noise (tens of dB under its peak) stays. Exact, where a frame-wise trim
+    (``librosa.effects.trim``: 2048-sample frames) leaves up to a frame of the padding. An all
+    silent ``wav`` is returned as it is."""
+    if not len(wav):
+        return wav
+    peak = float(np.max(np.abs(wav)))
+    if peak <= 0:
+        return wav
+    loud = np.flatnonzero(np.abs(wav) > peak * 10 ** (-below_db / 20))
+    return wav[loud[0]:loud[-1] + 1]
+
+
 def _fix_length(w: np.ndarray, n: int) -> np.ndarray:
     if len(w) >= n:
         return w[:n]

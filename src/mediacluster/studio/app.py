@@ -30,7 +30,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 from .._version import __version__
 from ..web import ApiError, StrictBody, create_app, whole
 from ..web.app import FREE_QUERY, error_docs, is_loopback
-from .dupgroups import MAX_GROUPS
+from .dupgroups import MAX_GROUPS, MAX_MEMBERS, MEMBERS_LIMIT
 from .dupgroups import ORDERS as GROUP_ORDERS
 from .editlog import user_name
 from .exports import KINDS as EXPORT_KINDS
@@ -120,10 +120,17 @@ class Junk(StrictBody):
     value: bool = Field(True, description="junk or not (default true)")
 
 
+class Keep(StrictBody):
+    """keep this copy of a duplicate group (a --dedup run's) in a clean dataset, over the export's rule"""
+    kind: Literal["keep"]
+    group: whole(ge=0) = Field(description="the duplicate group (GET /api/duplicates)")
+    item: ItemNo | None = Field(description="the member to keep; null: the export's rule decides again")
+
+
 #: each edit body's tag: its kind (a split: by a preview or by given parts), which names the
 #: edit in a 422's message ("rename.cluster: Input should be a valid integer")
 _EDITS = {"rename": Rename, "merge": Merge, "move": Move, "split by preview": SplitPreviewed,
-          "split by parts": SplitGiven, "tag": TagEdit, "junk": Junk}
+          "split by parts": SplitGiven, "tag": TagEdit, "junk": Junk, "keep": Keep}
 assert {m.model_fields["kind"].annotation.__args__[0] for m in _EDITS.values()} == set(EDITS)
 
 
@@ -363,11 +370,27 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                 "size", description="size: largest first; folders: groups across top-level folders "
                 "(train/ + test/: a leak) first; clusters: groups in more than one curated cluster first"),
             prefer: list[str] | None = Query(None, description="the classes export's preferred folders "
-                                             "(repeat: first preferred), for the copy shown as kept")):
+                                             "(repeat: first preferred), for the copy shown as kept"),
+            members_limit: int = Query(MEMBERS_LIMIT, ge=1, le=MAX_MEMBERS, description=(
+                "members listed with each group, the kept copy first (members_total: all of them; "
+                "the rest: GET /api/duplicates/{group})"))):
         """A page of the run's duplicate groups (``cluster --dedup``): members with their curated
         cluster and top-level folder, the copy a ``classes`` export keeps and why
         (``has_duplicates`` false, with a message, for a run without duplicate data)."""
-        return call(studio.duplicate_groups, offset, limit, order, prefer)
+        return call(studio.duplicate_groups, offset, limit, order, prefer, members_limit)
+
+    @app.get("/api/duplicates/{group}")
+    def duplicate_group(
+            group: int,
+            members_offset: int = Query(0, ge=0, description="members to skip (the kept copy is the first)"),
+            members_limit: int = Query(MEMBERS_LIMIT, ge=1, le=MAX_MEMBERS, description="members listed"),
+            prefer: list[str] | None = Query(None, description="as GET /api/duplicates' prefer")):
+        """One duplicate group with a page of its members: a group of hundreds of copies (a meme
+        posted 500 times) is read a page at a time."""
+        out = call(studio.duplicate_group, group, members_offset, members_limit, prefer)
+        if out is None:
+            raise ApiError(404, "not_found", f"no duplicate group {group}")
+        return out
 
     @app.get("/api/edits")
     def edits(since: int = 0, limit: int = 200):

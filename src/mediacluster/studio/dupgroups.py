@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..duplicates.collection import folder_counts, top_folder
 from ..errors import InputError
-from .exports import keep_copy, kept_words, split_of
+from .exports import keep_copy, kept_words
 
 #: the orders of the list: largest groups first; groups across top-level folders first (leaks
 #: between splits); groups whose members are in more than one curated cluster first (a copy
 #: labelled as another class)
 ORDERS = ("size", "folders", "clusters")
 MAX_GROUPS = 200  # groups on one page
+MEMBERS_LIMIT = 24  # members of a group listed with it (the rest: members_offset, GET /api/duplicates/{group})
+MAX_MEMBERS = 1000  # members of one group in one answer
 NO_DATA = ("this run has no duplicate groups: it was clustered without --dedup "
            "(mediacluster cluster INPUT --out RUN --dedup finds them)")
 
@@ -44,27 +47,27 @@ class DuplicateGroups:
         self.members: dict[int, np.ndarray] = {int(k): m for k, m in zip(ids, np.split(order, starts[1:]))} \
             if len(order) else {}
         # each member's top-level folder of the collection ("." for a file directly in it or outside)
-        self.folder = {int(i): split_of(paths[i], root) or "." for m in self.members.values() for i in m}
+        self.folder = {int(i): top_folder(paths[i], root) for m in self.members.values() for i in m}
         self.folders = {k: sorted({self.folder[int(i)] for i in m}) for k, m in self.members.items()}
 
     def summary(self, labels: np.ndarray) -> dict:
         """Counts over every group: groups, items in them, copies (items - groups), groups across
-        top-level folders by those folders (as ``dups`` counts them), groups in several clusters."""
-        across: dict[str, int] = {}
-        for f in self.folders.values():
-            if len(f) > 1:
-                across[" + ".join(f)] = across.get(" + ".join(f), 0) + 1
+        top-level folders by those folders (``dups``' count: :func:`.folder_counts`), groups in
+        several clusters."""
         items = sum(len(m) for m in self.members.values())
         mixed = sum(len(np.unique(labels[m])) > 1 for m in self.members.values())
         return {"groups": len(self.members), "items": items, "copies": items - len(self.members),
-                "across_folders": dict(sorted(across.items(), key=lambda kv: (-kv[1], kv[0]))),
+                "across_folders": folder_counts(self.folders.values()),
                 "mixed_clusters": int(mixed)}
 
     def page(self, labels: np.ndarray, junk: set[int], brief, offset: int = 0, limit: int = 20,
-             order: str = "size", prefer: list[str] | None = None) -> dict:
+             order: str = "size", prefer: list[str] | None = None, chosen: dict | None = None,
+             members_limit: int = MEMBERS_LIMIT) -> dict:
         """A page of groups in ``order`` (:data:`ORDERS`); ``labels``: the curated clusters now,
         ``junk`` the junk clusters, ``brief(i)``: an item's brief (the studio's); ``prefer``: the
-        ``classes`` export's preferred folders (checked: :func:`.exports.check_prefer`)."""
+        ``classes`` export's preferred folders (checked: :func:`.exports.check_prefer`);
+        ``chosen``: the copy a person keeps, by group (the studio's ``keep`` edits); each group
+        lists its first ``members_limit`` members (the kept copy first; :meth:`group`)."""
         if order not in ORDERS:
             raise InputError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
         if offset < 0 or not 1 <= limit <= MAX_GROUPS:
@@ -80,22 +83,34 @@ class DuplicateGroups:
         else:
             key = lambda k: (n_clusters[k] < 2, -len(self.members[k]), k)  # noqa: E731
         ranked = sorted(self.members, key=key)
-        out = [self.group(k, labels, junk, brief, prefer) for k in ranked[offset:offset + limit]]
+        chosen = chosen or {}
+        out = [self.group(k, labels, junk, brief, prefer, chosen.get(k), 0, members_limit)
+               for k in ranked[offset:offset + limit]]
+        summary = self.summary(labels)
+        summary["kept_by_person"] = sum(1 for k in chosen if k in self.members)
         return {"has_duplicates": True, "total": len(ranked), "offset": offset, "limit": limit,
-                "order": order, "prefer": prefer, "summary": self.summary(labels), "groups": out}
+                "order": order, "prefer": prefer, "summary": summary, "groups": out}
 
-    def group(self, k: int, labels: np.ndarray, junk: set[int], brief, prefer=None) -> dict:
+    def group(self, k: int, labels: np.ndarray, junk: set[int], brief, prefer=None, chosen: int | None = None,
+              members_offset: int = 0, members_limit: int = MEMBERS_LIMIT) -> dict:
         """One group: its members (each with its folder, whether it is the representative, how
         it was linked, and its fate in a clean dataset: ``kept``, ``copy`` or why it is dropped
         anyway: ``junk`` / ``unassigned`` / ``outlier``), the copy kept and why (``kept_by``:
-        :data:`.exports.KEPT_BY`, ``kept_why`` in words), its folders and curated clusters."""
+        :data:`.exports.KEPT_BY`, ``kept_why`` in words; ``chosen``: the copy a person keeps,
+        ``kept_by`` "person" while it is not dropped otherwise), its folders and curated clusters.
+        The members are listed kept copy first, then in the collection's order, ``members_limit``
+        of them from ``members_offset`` (``members_total``: all of them), so a meme posted 500
+        times costs a page of members, not 500 briefs."""
+        if members_offset < 0 or not 1 <= members_limit <= MAX_MEMBERS:
+            raise InputError(f"members_offset must be 0 or more and members_limit 1 .. {MAX_MEMBERS}")
         m = [int(i) for i in self.members[k]]
         fate = {i: ("junk" if int(labels[i]) in junk else "unassigned" if labels[i] == -1
                     else "outlier" if labels[i] < 0 else None) for i in m}
         left = [i for i in m if fate[i] is None]
-        keep, by = keep_copy(left, self.paths, self.rep, prefer, self.root) if left else (None, None)
+        keep, by = keep_copy(left, self.paths, self.rep, prefer, self.root, chosen) if left else (None, None)
+        listed = ([keep] if keep is not None else []) + [i for i in m if i != keep]
         members = []
-        for i in m:
+        for i in listed[members_offset:members_offset + members_limit]:
             e = brief(i)
             e.update(folder=self.folder[i], representative=bool(self.rep[i]),
                      fate="kept" if i == keep else fate[i] or "copy")
@@ -107,4 +122,5 @@ class DuplicateGroups:
         return {"group": k, "size": len(m), "folders": self.folders[k], "across_folders": len(self.folders[k]) > 1,
                 "clusters": clusters, "mixed_clusters": len(clusters) > 1,
                 "kept": keep, "kept_by": by, "kept_why": kept_words(self.paths[keep] if keep is not None else None, by, prefer, self.root),
-                "kept_cluster": int(labels[keep]) if keep is not None else None, "members": members}
+                "kept_cluster": int(labels[keep]) if keep is not None else None, "members_total": len(m),
+                "members_offset": members_offset, "members": members}

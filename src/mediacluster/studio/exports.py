@@ -94,7 +94,7 @@ def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, pr
 
 def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq: int,
            mode: str = "symlink", root: str | None = None, media: str = "image", prefer=None,
-           collection_root: str | None = None, split: str | None = None) -> dict:
+           collection_root: str | None = None, split: str | None = None, chosen: dict | None = None) -> dict:
     """Write one export; returns ``{"kind", "path", "files", "items"}`` (and for ``classes``
     ``dropped``: the count of items left out by reason). ``media``: the run's
     ("image" or "audio"; Label Studio shows the one with an ``<Image>``, the other with an
@@ -102,7 +102,9 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     (folder prefixes under ``collection_root``, first preferred: :func:`dropped`). ``split``:
     ``classes`` only, ``"top"`` keeps each file's split folder above its class folder
     (``train/<name>/file``, ``test/<name>/file``: :func:`split_of`); a duplicate group across
-    splits keeps one copy, the others are dropped as ``leak``."""
+    splits keeps one copy, the others are dropped as ``leak``. ``chosen``: ``classes`` only, the
+    copy a person keeps of a duplicate group (group -> item row; the studio's ``keep`` edits),
+    kept over the rule (``kept_by_person`` in the answer: how many groups)."""
     if kind not in KINDS:
         raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
     prefer = check_prefer(prefer)
@@ -127,7 +129,8 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
         if kind == "folders":
             files = _folders(out, paths, table, clusters, mode)
         elif kind == "classes":
-            files, gone = _classes(out, paths, table, clusters, mode, prefer, collection_root, split)
+            files, gone, by_person = _classes(out, paths, table, clusters, mode, prefer, collection_root, split,
+                                              chosen)
         elif kind in ("csv", "parquet"):
             p = out / f"curated_assignments.{kind}"
             write_table(p, table)
@@ -140,6 +143,7 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     res = {"kind": kind, "path": str(out), "files": files, "items": int(len(table))}
     if kind == "classes":
         res["dropped"] = gone
+        res["kept_by_person"] = by_person
     return res
 
 
@@ -225,8 +229,9 @@ def _preference(path, prefer: list[str] | None, root: str | None) -> int:
 
 #: how :func:`keep_copy` chose a group's kept copy: a preferred folder, the largest file, the
 #: representative (files as large), the first in the collection's order (all else equal), the
-#: only member not dropped otherwise (junk, in no cluster, no split)
-KEPT_BY = ("prefer", "size", "representative", "order", "only")
+#: only member not dropped otherwise (junk, in no cluster, no split), a person's choice (the
+#: studio's ``keep`` edit)
+KEPT_BY = ("prefer", "size", "representative", "order", "only", "person")
 #: the splits a ``classes`` export can keep above its class folders (:func:`split_of`)
 SPLITS = ("top",)
 
@@ -240,24 +245,27 @@ def check_split(split) -> str | None:
 
 def split_of(path, root: str | None) -> str | None:
     """The split a file lies in: the first folder of its path under ``root``, the collection's
-    folder (``train`` of ``train/cat/x.jpg``, where ``--folder-label path`` starts); None for a
-    file directly in ``root``, outside it, or without a path."""
+    folder (``train`` of ``train/cat/x.jpg``, where ``--folder-label path`` starts; the duplicates'
+    rule, :func:`.duplicates.collection.top_folder`); None for a file directly in ``root``,
+    outside it, or without a path."""
+    from ..duplicates.collection import top_folder
+
     if not path or root is None:
         return None
-    a = os.path.abspath(path)
-    if not under(a, root):
-        return None
-    parts = os.path.relpath(a, root).replace(os.sep, "/").split("/")
-    return parts[0] if len(parts) > 1 else None
+    top = top_folder(path, root)
+    return None if top == "." else top
 
 
 def keep_copy(members: list[int], paths=None, rep=None, prefer: list[str] | None = None,
-              root: str | None = None) -> tuple[int, str]:
+              root: str | None = None, chosen: int | None = None) -> tuple[int, str]:
     """Which of a duplicate group's ``members`` (item rows, none dropped otherwise) a clean dataset
     keeps, and by which rule (:data:`KEPT_BY`): with ``prefer`` one under the earliest preferred
     folder (:func:`check_prefer`); then the largest file (``paths``' sizes: the original of a
     resized, re-compressed or cropped copy); of files as large the representative (``rep[i]``
-    true), then the first."""
+    true), then the first. ``chosen``: the copy a person keeps (``person``), when it is among
+    ``members``; one dropped otherwise (junk, in no cluster) is not kept: the rules decide."""
+    if chosen is not None and chosen in members and len(members) > 1:
+        return chosen, "person"
     if len(members) == 1:
         return members[0], "only"
     def key(i):
@@ -281,11 +289,13 @@ def kept_words(path, by: str | None, prefer: list[str] | None = None, root: str 
         return "the group's representative (its centre); the files are as large"
     if by == "order":
         return "the first in the collection's order; the files are as large"
+    if by == "person":
+        return "chosen by a person in the studio (\"keep this copy\"), over the export's rule"
     return "the only member not junk or in no cluster"
 
 
 def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = None,
-            root: str | None = None, splits: list | None = None) -> tuple[list, list]:
+            root: str | None = None, splits: list | None = None, chosen: dict | None = None) -> tuple[list, list]:
     """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
     id of the copy kept in its place: ``junk`` (a junk cluster), ``unassigned`` / ``outlier`` (in
     no cluster), with ``splits`` (each item's split, :func:`split_of`) ``no_split`` (a file in no
@@ -296,7 +306,8 @@ def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = 
     representative, then the first); the others are dropped), and with ``splits`` ``leak``: a
     copy in another split than the kept one (one copy of an image in all the splits together, so
     no test image has its copy in train). So ``prefer=["train/"]`` keeps the ``train/`` copy of a
-    leak between ``train/`` and ``test/`` even when its ``test/`` copy is larger."""
+    leak between ``train/`` and ``test/`` even when its ``test/`` copy is larger. ``chosen``
+    (group -> item): the copy a person keeps, over the rule (:func:`keep_copy`)."""
     junk = {int(c["id"]) for c in clusters if c.get("junk")}
     cur = table["curated_cluster"].to_numpy()
     why: list = [("junk" if int(c) in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None)
@@ -311,10 +322,10 @@ def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = 
                 groups.setdefault(int(g), []).append(i)
         rep = table["duplicate_of"].isna().to_numpy() if "duplicate_of" in table.columns else np.zeros(len(why), bool)
         ids = table["id"].tolist()
-        for members in groups.values():
+        for g, members in groups.items():
             if len(members) < 2:
                 continue
-            keep, _ = keep_copy(members, paths, rep, prefer, root)
+            keep, _ = keep_copy(members, paths, rep, prefer, root, (chosen or {}).get(g))
             for i in members:
                 if i != keep:
                     leak = splits is not None and splits[i] != splits[keep]
@@ -323,13 +334,19 @@ def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = 
 
 
 def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=None,
-             root: str | None = None, split: str | None = None) -> tuple[list[str], dict[str, int]]:
+             root: str | None = None, split: str | None = None,
+             chosen: dict | None = None) -> tuple[list[str], dict[str, int], int]:
     """The class tree (``split``: under each file's split folder, :func:`split_of`); the files and
-    folders written, and the count of items dropped by reason."""
+    folders written, the count of items dropped by reason, and of the groups whose kept copy is
+    a person's (``chosen``, when it was kept)."""
     import pandas as pd
 
     splits = [split_of(p, root) for p in paths] if split is not None else None
-    why, kept = dropped(table, clusters, paths, prefer, root, splits)
+    why, kept = dropped(table, clusters, paths, prefer, root, splits, chosen)
+    in_place = set(kept) - {None}  # the ids kept in a dropped copy's place
+    all_ids = table["id"].tolist()
+    by_person = sum(1 for i in (chosen or {}).values() if 0 <= i < len(why) and why[i] is None
+                    and all_ids[i] in in_place)
     used: dict[str, set[str]] = {}
     kept_row, kept_path, kept_label = [], [], []
     for i, (p, name) in enumerate(zip(paths, table["curated_name"])):
@@ -365,7 +382,7 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
     for w in why:
         if w is not None:
             counts[w] = counts.get(w, 0) + 1
-    return sorted(used) + ["dropped.csv", "manifest.csv"], counts
+    return sorted(used) + ["dropped.csv", "manifest.csv"], counts, by_person
 
 
 def _labelstudio(out: Path, paths, table, clusters: list[dict], root: str | None,

@@ -15,6 +15,7 @@ written state is behind its log (the server was killed before writing) writes it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -122,7 +123,7 @@ class Studio:
         self._cands0 = {int(e["cluster"]): e["candidates"] for e in auto
                         if e.get("method") == "imagenet-wordnet" and e.get("candidates") and "name_sure" in e}
         self._remeasured: dict[tuple[int, int], dict | None] = {}  # (cluster, edit seq) -> record
-        self.state = CuratedState(self.fitted, self._names0)
+        self.state = CuratedState(self.fitted, self._names0, self.dup_group)
         for ev in self.log.events():
             self.state.apply(ev)
         self.files = ItemMedia(self.paths, self.media)
@@ -541,10 +542,37 @@ class Studio:
                                                self.run.collection_root.path, links)
         return self._dup_groups
 
-    def duplicate_groups(self, offset: int = 0, limit: int = 20, order: str = "size", prefer=None) -> dict:
+    def duplicate_groups(self, offset: int = 0, limit: int = 20, order: str = "size", prefer=None,
+                         members_limit: int | None = None) -> dict:
         """A page of the run's duplicate groups (:meth:`.DuplicateGroups.page`): each group's
-        members with their curated cluster and top-level folder, and the copy the ``classes``
-        export keeps (with ``prefer``, its preferred folders) and why."""
+        members (its first ``members_limit``) with their curated cluster and top-level folder, and
+        the copy the ``classes`` export keeps (with ``prefer``, its preferred folders) and why."""
+        from .dupgroups import MEMBERS_LIMIT
+
+        with self._dup_view(prefer) as (groups, args, prefer):
+            out = groups.page(*args, int(offset), int(limit), order, prefer, self.state.kept.copy(),
+                              int(members_limit or MEMBERS_LIMIT))
+            out["seq"] = self.state.seq
+        return out
+
+    def duplicate_group(self, group: int, members_offset: int = 0, members_limit: int | None = None,
+                        prefer=None) -> dict | None:
+        """One duplicate group with ``members_limit`` of its members from ``members_offset``
+        (:meth:`.DuplicateGroups.group`); None for a group the run does not have."""
+        from .dupgroups import MEMBERS_LIMIT
+
+        with self._dup_view(prefer) as (groups, args, prefer):
+            if int(group) not in groups.members:
+                return None
+            out = groups.group(int(group), *args, prefer, self.state.kept.get(int(group)), int(members_offset),
+                               int(members_limit or MEMBERS_LIMIT))
+            out["seq"] = self.state.seq
+        return out
+
+    @contextlib.contextmanager
+    def _dup_view(self, prefer):
+        """Under the lock: the groups, ``(labels, junk, brief)`` as they are now, the checked
+        ``prefer``."""
         from .exports import check_prefer
 
         prefer = check_prefer(prefer)
@@ -553,16 +581,13 @@ class Studio:
             labels = self.state.labels.copy()
             junk = {c.id for c in self.state.alive() if c.junk}
             names = {c.id: c.name for c in self.state.alive()}
-            seq = self.state.seq
 
             def brief(i):
                 e = self._item_brief(i)
                 e["cluster_name"] = names.get(e["cluster"])
                 return e
 
-            out = groups.page(labels, junk, brief, int(offset), int(limit), order, prefer)
-        out["seq"] = seq
-        return out
+            yield groups, (labels, junk, brief), prefer
 
     # -- images and sounds (media.py) --------------------------------------------------------------
     def thumbnail(self, i: int, size: int = 160) -> tuple[bytes, str]:
@@ -770,6 +795,8 @@ class Studio:
         if kind not in KINDS:
             raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
         split = check_split(split)
+        with self._lock:
+            chosen = dict(self.state.kept)
         seq, df, table = self.curated_table()
         root = self.run.collection_root.path  # Label Studio serves files under one folder:
         if root is not None and not all(under(os.path.abspath(p), root) for p in self.paths if p):
@@ -777,7 +804,7 @@ class Studio:
         prefer = check_prefer(prefer)
         res = export(kind, self.run.exports_dir(), paths=self.paths, table=df, clusters=table, seq=seq,
                      mode=mode, root=root, media=self.media, prefer=prefer,
-                     collection_root=self.run.collection_root.path, split=split)
+                     collection_root=self.run.collection_root.path, split=split, chosen=chosen)
         res["relative"] = path_to_text(os.path.relpath(res["path"], self.run.path))
         record = {"kind": kind, "path": res["relative"], "edits_seq": seq}
         if prefer is not None:

@@ -20,6 +20,9 @@ split      ``{"cluster", "items": [...], "parts": [...], "ids": [...], "names": 
            null; added by the session)
 tag        ``{"clusters": [...], "items": [...], "add": [...], "remove": [...]}``
 junk       ``{"clusters": [...], "value": bool}``: flag (or unflag) clusters as junk
+keep       ``{"group", "item"}``: the copy of duplicate group ``group`` (a ``--dedup`` run's) a
+           clean dataset keeps, a person's choice over the export's rule (``exports.keep_copy``);
+           ``item`` null hands the group back to the rule
 undo/redo  ``{"target": seq}``: the latest effective edit / the latest undone one
 =========  =====================================================================================
 
@@ -42,7 +45,7 @@ from ..data import NOISE, OUTLIER
 from ..errors import InputError
 from .editlog import Event
 
-EDITS = ("rename", "merge", "move", "split", "tag", "junk")
+EDITS = ("rename", "merge", "move", "split", "tag", "junk", "keep")
 MAX_NAME = 200
 MAX_TAG = 64
 JUNK_NAME = "junk"
@@ -204,11 +207,15 @@ def clean_text(value, what: str, limit: int) -> str:
 
 
 class CuratedState:
-    """Per-item curated cluster, per-cluster names / tags / junk flags, per-item tags."""
+    """Per-item curated cluster, per-cluster names / tags / junk flags, per-item tags, the copy
+    of a duplicate group a person keeps (``kept``: group -> item). ``groups``: each item's
+    duplicate group (-1: none; None: the run has no duplicate data), which ``keep`` edits are
+    checked against."""
 
-    def __init__(self, labels: np.ndarray, names: dict[int, tuple[str, str]]):
+    def __init__(self, labels: np.ndarray, names: dict[int, tuple[str, str]], groups=None):
         labels = np.asarray(labels, dtype=np.int64)
         self.n = len(labels)
+        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
         self._labels0 = labels.copy()
         ids = sorted(set(labels[labels >= 0].tolist()) | set(names))
         self._clusters0 = {c: Cluster(c, *(names.get(c) or (f"cluster {c}", "automatic"))) for c in ids}
@@ -222,6 +229,7 @@ class CuratedState:
         self.labels = self._labels0.copy()
         self.clusters: dict[int, Cluster] = copy.deepcopy(self._clusters0)
         self.item_tags: dict[int, list[str]] = {}
+        self.kept: dict[int, int] = {}
 
     # -- reading -------------------------------------------------------------------------------
     def sizes(self) -> dict[int, int]:
@@ -386,6 +394,24 @@ class CuratedState:
             raise InputError(f"value must be true or false, got {value!r}")
         return {"clusters": clusters, "value": value}
 
+    def _prepare_keep(self, req):
+        if self.groups is None:
+            raise InputError("this run has no duplicate groups: it was clustered without --dedup")
+        group = whole_number(req.get("group"), "group")
+        if group < 0 or not (self.groups == group).any():
+            raise InputError(f"there is no duplicate group {group}")
+        if "item" not in req:
+            raise InputError("keep needs the item to keep (null: the export's rule decides again)")
+        item = req.get("item")
+        if item is None:
+            return {"group": group, "item": None}
+        item = whole_number(item, "item")
+        if not 0 <= item < self.n:
+            raise InputError(f"item {item} does not exist (the run has items 0..{self.n - 1})")
+        if self.groups[item] != group:
+            raise InputError(f"item {item} is not in duplicate group {group}")
+        return {"group": group, "item": item}
+
     def prepare_undo(self, target=None) -> dict:
         """Take back the latest edit in effect; ``target``: the edit the person means to take
         back (the one their view showed as the latest), refused when it is no longer the latest
@@ -516,6 +542,11 @@ class CuratedState:
         elif kind == "junk":
             for cid in p["clusters"]:
                 self.clusters[cid].junk = bool(p["value"])
+        elif kind == "keep":
+            if p.get("item") is None:
+                self.kept.pop(int(p["group"]), None)
+            else:
+                self.kept[int(p["group"])] = int(p["item"])
 
     # -- what the rest of the tool reads -----------------------------------------------------------
     def cluster_table(self) -> list[dict]:

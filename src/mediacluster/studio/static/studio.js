@@ -441,12 +441,14 @@
     return false;
   }
   // does the view show something the new state changed?
-  function viewTouched(ch, oldL) {
+  function viewTouched(ch, oldL, oldSeq) {
     const v = S.view;
     if (ch === null) return true;
     if (v.kind === "cluster") return ch.has(v.id);
     if (v.kind === "selection") { for (const i of S.selected) if (oldL[i] !== S.L[i]) return true; return false; }
-    if (v.kind === "dups") return ch.moved.size > 0 || ch.meta.size > 0;  // a group's clusters, or which copy is kept
+    // a group's clusters, or which copy is kept (a keep edit, or its undo, changes neither the
+    // labels nor the cluster table: any new edit may have)
+    if (v.kind === "dups") return ch.moved.size > 0 || ch.meta.size > 0 || S.seq !== oldSeq;
     return false;  // a search keeps the results it got (its tiles retinted); nothing shown: nothing to fetch
   }
   // the tiles of a view not drawn again (a search's results, a selection): each tile's cluster as
@@ -501,7 +503,7 @@
       } catch (e) { fail(e); }
     }
     buildPalette(); renderClusters(); renderMoveTargets(); renderScope(); updateCounts(); updateMapInfo();
-    const render = !keepView && (viewGone || viewTouched(ch, oldL));
+    const render = !keepView && (viewGone || viewTouched(ch, oldL, oldSeq));
     const retinted = !render && ch ? retintGrid(ch) : 0;
     await Promise.all([render ? renderView() : null, ch ? refreshItem(ch, oldSeq, others) : null]);
     redraw();
@@ -1071,33 +1073,71 @@
     if (grp.kept !== null && grp.mixed_clusters && grp.kept_cluster >= 0) {
       head.appendChild(el("button", { class: "move-to-kept", text: "move all to " + clusterText(grp.kept_cluster), title: "move the group's members to the cluster of the copy kept (one image, one class)",
         onclick: async () => {
-          const items = grp.members.filter((m) => m.cluster !== grp.kept_cluster && m.fate !== "junk").map((m) => m.i);
+          const all = await allMembers(grp);
+          if (!all) return;
+          const items = all.filter((m) => m.cluster !== grp.kept_cluster && m.fate !== "junk").map((m) => m.i);
           if (!items.length) return;
           const r = await edit({ kind: "move", items: items, to: grp.kept_cluster });
           if (r) toast("moved " + items.length + " copies of group " + grp.group + " to " + clusterText(grp.kept_cluster));
         } }));
     }
+    if (grp.kept_by === "person") {
+      head.appendChild(el("button", { class: "keep-rule", text: "use the rule", title: "let the export's rule choose the copy kept again (undo also takes the choice back)",
+        onclick: async () => { const r = await edit({ kind: "keep", group: grp.group, item: null }); if (r) toast("group " + grp.group + ": the export's rule chooses the copy kept"); } }));
+    }
     head.appendChild(el("button", { class: "select-group", text: "select", title: "select the group's members (then move, junk or tag them in the bar below)",
-      onclick: () => { for (const m of grp.members) S.selected.add(m.i); selectionChanged(); redraw(); } }));
+      onclick: async () => { const all = await allMembers(grp); if (!all) return; for (const m of all) S.selected.add(m.i); selectionChanged(); redraw(); } }));
     const members = el("div", { class: "dmembers" });
-    for (const m of grp.members) {
-      names.set(m.i, m.name);
-      const tile = el("figure", { class: "tile" + (S.selected.has(m.i) ? " selected" : ""), "data-i": m.i, "data-fate": m.fate,
-        title: m.name + (m.label ? " \u00b7 label " + m.label : "") + (m.link_kind ? " \u00b7 linked as " + m.link_kind + " (distance " + m.link_distance + ")" : "") + (m.representative ? " \u00b7 the group's representative" : "") });
-      const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(m.i) });
-      img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
-      tile.appendChild(img);
-      tile.appendChild(el("figcaption", { class: "cap", text: m.name }));
-      tile.appendChild(el("div", { class: "where", text: m.folder + "/ \u00b7 " + clusterText(m.cluster) }));
-      const sw = el("span", { class: "sw" }); sw.style.background = colorOf(m.cluster); tile.appendChild(sw);
-      tile.appendChild(el("span", { class: "fate " + (m.fate === "kept" ? "kept" : m.fate === "copy" ? "copy" : ""), text: m.fate === "copy" ? "dropped copy" : m.fate }));
-      tile.addEventListener("click", () => { if (S.selected.has(m.i)) S.selected.delete(m.i); else S.selected.add(m.i); selectionChanged(); redraw(); });
-      pressable(tile);
-      tile.addEventListener("dblclick", () => openItem(m.i));
-      tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(m.i); } }));
-      members.appendChild(tile);
+    for (const m of grp.members) members.appendChild(dupTile(grp, m, kept));
+    // a group of hundreds of copies (a meme posted 500 times): its first members, then a page
+    // more at each click (GET /api/duplicates/{group}), not every member at once
+    let shown = grp.members.length;
+    if (shown < grp.members_total) {
+      const more = el("button", { class: "dup-more", text: "show more (" + fmt(grp.members_total - shown) + " not shown)",
+        onclick: async () => {
+          const u = new URLSearchParams({ members_offset: shown, members_limit: 96 });
+          for (const f of preferList()) u.append("prefer", f);
+          let r;
+          try { r = await api("api/duplicates/" + grp.group + "?" + u.toString()); } catch (e) { fail(e); return; }
+          for (const m of r.members) members.insertBefore(dupTile(grp, m, kept), more);
+          shown += r.members.length;
+          if (shown >= r.members_total) more.remove();
+          else more.textContent = "show more (" + fmt(r.members_total - shown) + " not shown)";
+        } });
+      members.appendChild(more);
     }
     return el("div", { class: "dgroup", "data-group": grp.group }, head, members);
+  }
+
+  // every member of a group (those not listed with it fetched: a group of hundreds of copies)
+  async function allMembers(grp) {
+    if (grp.members.length >= grp.members_total) return grp.members;
+    try { return (await api("api/duplicates/" + grp.group + "?members_limit=1000")).members; } catch (e) { fail(e); return null; }
+  }
+  function dupTile(grp, m, kept) {
+    names.set(m.i, m.name);
+    const tile = el("figure", { class: "tile" + (S.selected.has(m.i) ? " selected" : ""), "data-i": m.i, "data-fate": m.fate,
+      title: m.name + (m.label ? " \u00b7 label " + m.label : "") + (m.link_kind ? " \u00b7 linked as " + m.link_kind + " (distance " + m.link_distance + ")" : "") + (m.representative ? " \u00b7 the group's representative" : "") });
+    const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(m.i) });
+    img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
+    tile.appendChild(img);
+    tile.appendChild(el("figcaption", { class: "cap", text: m.name }));
+    tile.appendChild(el("div", { class: "where", text: m.folder + "/ \u00b7 " + clusterText(m.cluster) }));
+    const sw = el("span", { class: "sw" }); sw.style.background = colorOf(m.cluster); tile.appendChild(sw);
+    tile.appendChild(el("span", { class: "fate " + (m.fate === "kept" ? "kept" : m.fate === "copy" ? "copy" : ""), text: m.fate === "copy" ? "dropped copy" : m.fate }));
+    tile.addEventListener("click", () => { if (S.selected.has(m.i)) S.selected.delete(m.i); else S.selected.add(m.i); selectionChanged(); redraw(); });
+    pressable(tile);
+    tile.addEventListener("dblclick", () => openItem(m.i));
+    tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(m.i); } }));
+    if (m.fate === "copy") {  // a person's choice over the export's rule: an edit (undo takes it back)
+      tile.appendChild(el("button", { class: "keep-this", text: "keep this", title: "keep this copy in the clean dataset instead of " + (kept ? kept.name : "the rule's"),
+        onclick: async (ev) => {
+          ev.stopPropagation();
+          const r = await edit({ kind: "keep", group: grp.group, item: m.i });
+          if (r) toast("group " + grp.group + ": keeping " + m.name);
+        } }));
+    }
+    return tile;
   }
 
   // ------------------------------------------------------------------ export and publish
