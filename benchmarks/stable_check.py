@@ -46,7 +46,8 @@ import subsets  # noqa: E402
 
 SIZES = (3, 6)
 SUB_SIZES = (12, 16)
-SUB_ROWS = 4000  # ``subS``: each start's K-means on its own random sample of this many rows
+SUB_ROWS = {"sub": 4000, "subm": 3000}  # ``subS``/``submS``: each start's K-means on its own
+# random sample of this many rows (all rows when fewer)
 RULES = ("sd", "paired", "sign")
 
 
@@ -66,7 +67,8 @@ def perturbations(kind: str, S: int) -> list[tuple[str, list[tuple[str, int]]]]:
 
 DESIGNS = {f"{kind}{S} {rule}": (kind, S, rule) for kind in ("fixed", "view") for S in SIZES
            for rule in RULES}
-DESIGNS.update({f"sub{S} {rule}": ("sub", S, rule) for S in SUB_SIZES for rule in RULES})
+DESIGNS.update({f"{kind}{S} {rule}": (kind, S, rule) for kind in SUB_ROWS for S in SUB_SIZES
+                for rule in RULES})
 
 
 def decide(scores: dict[int, list[float]], auto: int, rule: str) -> int:
@@ -111,7 +113,7 @@ def cmd_grid(args):
     from mediacluster.data import l2_normalize
     from mediacluster.stages.cluster import single_blas_thread
 
-    need = sorted({(kind == "sub", *p) for kind, S, _ in DESIGNS.values()
+    need = sorted({(kind if kind in SUB_ROWS else "", *p) for kind, S, _ in DESIGNS.values()
                    for _, starts in perturbations(kind, S) for p in starts})
     by_view = {}
     for sub, v, s in need:
@@ -133,20 +135,23 @@ def cmd_grid(args):
             dims = int(min(50, Xn.shape[1], len(Xn) - 1))
             with single_blas_thread():
                 for v, seeds in by_view.items():
-                    seeds = [(sub, s) for sub, s in seeds if ("sub",) * sub + (v, s, cands[0]) not in ari]
+                    seeds = [(sub, s) for sub, s in seeds if key_of(sub, v, s, cands[0]) not in ari]
                     if not seeds:
                         continue
                     V = view(Xn, v, dims)
                     for sub, s in seeds:
-                        rows = sample_rows(len(V), s) if sub else np.arange(len(V))
-                        if sub and (v, s, cands[0]) in ari and len(rows) == len(V):
-                            for lv in cands:  # n <= SUB_ROWS: the same fit as without sampling
-                                ari["sub", v, s, lv] = ari[v, s, lv]
+                        rows = sample_rows(len(V), s, sub) if sub else np.arange(len(V))
+                        same = [key_of(o, v, s, cands[0]) for o in ("", *SUB_ROWS)
+                                if len(rows) == len(V) and (not o or len(V) <= SUB_ROWS[o])]
+                        same = [k for k in same if k in ari]
+                        if sub and same:  # n <= SUB_ROWS: the same fit as on all rows
+                            for lv in cands:
+                                ari[key_of(sub, v, s, lv)] = ari[(*same[0][:-1], lv)]
                             continue
                         for lv in cands:
                             k = int(levels[lv].max()) + 1
                             lab = KMeans(n_clusters=k, n_init=1, random_state=s).fit(V[rows]).labels_
-                            ari[("sub",) * sub + (v, s, lv)] = float(adjusted_rand_score(levels[lv][rows], lab))
+                            ari[key_of(sub, v, s, lv)] = float(adjusted_rand_score(levels[lv][rows], lab))
         rec = {"cands": cands, "mod": mod, "ref": ref, "ari": ari,
                "counts": [int(lv.max()) + 1 for lv in levels],
                "nmi": [ls_nmi(y, lv) for lv in levels]}
@@ -158,11 +163,18 @@ def cmd_grid(args):
     print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
 
 
-def sample_rows(n, seed):
-    """``subS``: start ``seed``'s rows (all of them at n <= SUB_ROWS)."""
-    if n <= SUB_ROWS:
+def key_of(kind, v, s, lv):
+    """The grid's key of one K-means run's ARI (``kind``: "" for all rows, else a SUB_ROWS key)."""
+    return (v, s, lv) if not kind else (kind, v, s, lv)
+
+
+def sample_rows(n, seed, kind="sub"):
+    """``subS``: start ``seed``'s rows (all of them at n <= SUB_ROWS[kind]), as
+    ``stages.hierarchy.agreement_level`` draws them."""
+    m = SUB_ROWS[kind]
+    if n <= m:
         return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, SUB_ROWS, replace=False))
+    return np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
 
 
 def ls_nmi(y, lab):
@@ -196,8 +208,8 @@ def picks(rec, design):
         if not rec["cands"]:
             out.append(rec["mod"])
             continue
-        pre = ("sub",) if kind == "sub" else ()
-        scores = {lv: [rec["ari"][(*pre, v, s, lv)] for v, s in starts] for lv in rec["cands"]}
+        scores = {lv: [rec["ari"][key_of(kind if kind in SUB_ROWS else "", v, s, lv)] for v, s in starts]
+                  for lv in rec["cands"]}
         out.append(decide(scores, rec["mod"], rule))
     return out
 
@@ -267,13 +279,15 @@ def cmd_timing(args):
             for v, s in starts:
                 if v not in views:
                     views = {v: view(Xn, v, dims)}
+                rows = sample_rows(len(Xn), s, kind) if kind in SUB_ROWS else np.arange(len(Xn))
                 for lv in cands:
-                    lab = KMeans(n_clusters=int(levels[lv].max()) + 1, n_init=1, random_state=s).fit(views[v]).labels_
-                    scores[lv].append(adjusted_rand_score(levels[lv], lab))
+                    lab = KMeans(n_clusters=int(levels[lv].max()) + 1, n_init=1,
+                                 random_state=s).fit(views[v][rows]).labels_
+                    scores[lv].append(adjusted_rand_score(levels[lv][rows], lab))
         return decide(scores, mod, rule)
 
     runs = {"engine (agreement_level)": lambda: agreement_level(levels, mod, X, random_state=0)[0]}
-    for d in args.designs or ["fixed3 sd", "fixed6 sd", "view3 sd"]:
+    for d in args.designs or ["fixed3 sd", "sub12 sd", "subm12 sd"]:
         runs[d] = (lambda spec: lambda: design_check(*spec))(DESIGNS[d])
     print("| check | seconds (second run) | level's clusters |\n|---|---|---|")
     for name, f in runs.items():
