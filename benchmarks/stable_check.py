@@ -12,11 +12,13 @@ committed engine), which level each *design* of the check picks under each *pert
   ``random_state`` (+100);
 * designs: ``fixedS``: one PCA view (seeded with the first start, as the engine does), S
   K-means starts; ``viewS``: every start its own randomized PCA (``random_state`` = the start's
-  seed), so the spread the rule compares against includes the view's own noise; each with a
+  seed), so the spread the rule compares against includes the view's own noise; ``subS`` /
+  ``submS``: one view, S starts, each K-means on its own random sample of 4,000 / 3,000 items
+  (``sub12 sd`` is what ``agreement_level`` does since session 17); each with a
   rule: ``sd`` (the engine's: the best-agreeing candidate when its mean gain exceeds the sum of
   the two levels' start-to-start sds), ``paired`` (per start, the gain of the candidate over the
   modularity level; its mean must exceed its sd) and ``sign`` (the candidate must gain in every
-  start). ``fixed3 sd`` is today's check.
+  start). ``fixed3 sd`` is the check before session 17.
 
 Commands::
 
@@ -300,12 +302,13 @@ def cmd_timing(args):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Designs: " + ", ".join(DESIGNS))
     ap.add_argument("cmd", choices=["grid", "table", "timing"])
     ap.add_argument("--cases", nargs="+", default=["whole", "subsets"])
     ap.add_argument("--draws", type=int, default=3)
-    ap.add_argument("--designs", nargs="+", choices=list(DESIGNS), default=None)
+    ap.add_argument("--designs", nargs="+", choices=list(DESIGNS), default=None, metavar="DESIGN",
+                    help="table / timing: these designs only (names below)")
     ap.add_argument("--rows", action="store_true", help="table: a row per collection per design")
     ap.add_argument("--levels", type=Path, default=Path("/tmp/fastcheck/c"),
                     help="fast_layout.py sweep's cache (<key>@base.npz: levels, mod, auto)")
