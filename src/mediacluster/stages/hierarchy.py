@@ -279,8 +279,8 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     Why 12 starts on samples: a single K-means run lands in one of many local optima, and any
     numerically equivalent change (another PCA solver or seed, other starts) lands it in
     another; with 3 starts on all items the pick moved under such changes on 14 of 32
-    collections, with 12 starts on samples of 4,000 on 6, at about the same cost at 10,000 items
-    and the same or better NMI (benchmarks/RESULTS.md, "Engine: a stable agreement check"; the
+    collections, with 12 starts on samples of 4,000 on 6, for about 0.3 CPU s more at 10,000
+    items and the same or better NMI (benchmarks/RESULTS.md, "Engine: a stable agreement check"; the
     check itself: "Engine: agreement across representations"). It moves the level rarely,
     mostly to a finer level on many-class sets."""
     from sklearn.cluster import KMeans
