@@ -344,7 +344,8 @@ CHECKS = {  # ways to run the agreement check; ``src`` is stages.hierarchy.agree
 
 def agreement_variant(levels, auto, vectors, random_state=0, pca=None, km=None, sub=None):
     """``stages.hierarchy.agreement_level`` with its PCA solver / K-means settings / a fixed
-    subsample for K-means changed (``CHECKS``); otherwise the same code."""
+    subsample for K-means changed (``CHECKS``); otherwise the same code (``sub`` replaces the
+    engine's per-start samples by one fixed sample)."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
     from sklearn.metrics import adjusted_rand_score
@@ -369,9 +370,16 @@ def agreement_variant(levels, auto, vectors, random_state=0, pca=None, km=None, 
         rows = np.arange(len(V))
         if sub and len(V) > sub:
             rows = np.sort(np.random.default_rng(0).choice(len(V), sub, replace=False))
+        m = getattr(h, "AGREEMENT_ROWS", None)  # since session 17: each start its own sample
+        own = {s: np.sort(np.random.default_rng(s).choice(len(V), m, replace=False))
+               if not sub and m and len(V) > m else None for s in seed}
         for lv in cands:
             ari = []
             for s in seed:
+                if own[s] is not None:
+                    k = KMeans(n_clusters=int(counts[lv]), n_init=1, random_state=s, **(km or {})).fit(V[own[s]])
+                    ari.append(adjusted_rand_score(levels[lv][own[s]], k.labels_))
+                    continue
                 k = KMeans(n_clusters=int(counts[lv]), n_init=1, random_state=s, **(km or {})).fit(V[rows])
                 ari.append(adjusted_rand_score(levels[lv], k.labels_ if len(rows) == len(V) else k.predict(V)))
             scores[lv] = np.mean(ari), np.std(ari, ddof=1)
