@@ -402,6 +402,23 @@ def test_labels_keep_their_written_form(tmp_path):
     assert [str(row[c]) for c in ("label", "cluster_label", "neighbour_label")] == ["8", "2", "2"]
 
 
+def test_ids_in_a_labels_file_keep_their_written_form(tmp_path):
+    """A labels CSV's ids are names as the run stores them: ids '000'..'119' (an .npz's zero-padded
+    ids) were read as the numbers 0..119, so only '100'..'119' matched ("matched by id: 20 of
+    120 items", scored against one class); a blank id cell made the whole column floats
+    ('0.0'), so no id matched at all."""
+    from mediacluster.evaluation import read_labels
+
+    ids = [f"{i:03d}" for i in range(12)]
+    (tmp_path / "zeros.csv").write_text("id,label\n" + "".join(f"{i},{int(i) % 3}\n" for i in ids))
+    labels, how = read_labels(tmp_path / "zeros.csv", ids, None, 12)
+    assert labels == [str(i % 3) for i in range(12)] and "12 of 12" in how
+    rows = [str(i) for i in range(12)]
+    (tmp_path / "blank.csv").write_text("id,label\n" + "".join(f"{i},a\n" for i in rows[:6]) + ",b\n")
+    labels, how = read_labels(tmp_path / "blank.csv", rows, None, 12)
+    assert labels == ["a"] * 6 + [None] * 6 and "6 of 12" in how
+
+
 def test_each_level_is_scored_against_the_labels():
     """A voice collection's hierarchy holds the speakers at one level and speaker + word at a
     finer one: evaluate scores every level, so a person sees which level their labels match,

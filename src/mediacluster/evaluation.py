@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 
 def _read_table(path: Path):
-    try:  # labels are names, as the manifests cluster reads (ingest): "07" stays "07", 7 never 7.0
-        return read_table(path, encoding_errors="surrogateescape", dtype={"label": object})
+    try:  # labels and ids are names, as the manifests cluster reads (ingest): "07" stays "07", 7 never 7.0
+        return read_table(path, encoding_errors="surrogateescape", dtype={"label": object, "id": object})
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - pandas / pyarrow parse errors: name the file
