@@ -372,3 +372,29 @@ def test_a_tag_model_folder_that_is_missing_or_broken_is_refused_by_name(tmp_pat
             Tagger.load(folder)
         assert str(folder) in str(e.value), (name, e.value)
     assert Tagger.load(good).classifier.classes_.tolist() == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("flag,value", [("--precision", "1"), ("--precision", "0"), ("--confidence", "1"),
+                                        ("--confidence", "0"), ("--confidence", "1.5")])
+def test_a_precision_or_confidence_outside_0_1_is_refused_by_name_before_any_work(flag, value, tmp_path, capsys):
+    """``tags train --confidence 1`` stopped with "math domain error" (internal error, exit 1)
+    after the whole fit; ``--confidence 0`` made every lower bound 1.0, so one right answer in
+    a hundred passed as precision 0.9 and every tag got a threshold; ``--precision 1`` (or 0)
+    was refused only after the examples were embedded and the model fitted. Now each is refused
+    naming the flag before any file is read (no embedding cache written)."""
+    from PIL import Image
+
+    from mediacluster.cli import main
+    from mediacluster.errors import ParameterError
+
+    for tag in ("cat", "dog"):
+        (tmp_path / "src" / tag).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 90 if tag == "cat" else 200, 0)).save(tmp_path / "src" / tag / f"{i}.png")
+    capsys.readouterr()
+    assert main(["tags", "train", str(tmp_path / "src"), "--out", str(tmp_path / "m"), flag, value,
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 2
+    assert f"{flag.lstrip('-')} must be above 0 and below 1, got {float(value)}" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "m").exists()
+    with pytest.raises(ParameterError, match=f"{flag.lstrip('-')} must be above 0 and below 1"):
+        TagClassifier(**{flag.lstrip("-"): float(value)}).fit(np.eye(4, dtype=np.float32), ["a", "b"] * 2)

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..data import check_finite, l2_normalize
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..fileio import atomic_path, write_json
 from ..stages.registry import SEED
 from .thresholds import choose_threshold, clopper_pearson, min_support
@@ -36,6 +36,15 @@ MODELS = ("auto", "logreg", "mlp")
 #: CIFAR-10 it beat the logistic baseline on balanced accuracy and coverage; on 600 items it
 #: covered less than the logistic regression)
 MLP_FROM = 20000
+
+
+def check_targets(precision, confidence) -> None:
+    """``precision`` and ``confidence`` each strictly between 0 and 1 (a ``ParameterError``
+    naming it): at confidence 1 the margin is infinite (``log(0)``), at 0 every lower bound is
+    1.0 (one right answer certifies any precision), and no threshold can reach precision 1."""
+    for name, v in (("precision", precision), ("confidence", confidence)):
+        if isinstance(v, bool) or not isinstance(v, int | float | np.number) or not 0.0 < float(v) < 1.0:
+            raise ParameterError(f"{name} must be above 0 and below 1, got {v!r}", name)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -140,6 +149,7 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
         if self.thresholds not in ("per-tag", "global", "auto"):
             raise InputError("thresholds must be 'per-tag', 'global' or 'auto'")
         SEED.check(self.random_state, "random_state")  # numpy's range, before the work
+        check_targets(self.precision, self.confidence)
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray([str(v) for v in y])
         if len(X) != len(y):
