@@ -398,3 +398,20 @@ def test_a_precision_or_confidence_outside_0_1_is_refused_by_name_before_any_wor
     assert not (tmp_path / "cache").exists() and not (tmp_path / "m").exists()
     with pytest.raises(ParameterError, match=f"{flag.lstrip('-')} must be above 0 and below 1"):
         TagClassifier(**{flag.lstrip("-"): float(value)}).fit(np.eye(4, dtype=np.float32), ["a", "b"] * 2)
+
+
+def test_a_key_given_two_different_tags_is_refused_naming_both(tmp_path):
+    """A cluster-tags or label mapping that gives one key two tags (a CSV row repeated with
+    another tag; YAML ``0:`` and ``'0':``) was read with the last one winning, silently: cluster
+    0's items were all learned as 'dog'. The same tag twice is harmless and still read."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.data import _is_number, read_mapping
+
+    (tmp_path / "t.csv").write_text("cluster,tag\n0,cat\n1,dog\n0,cat\n2,bird\n 0 ,dog\n")
+    with pytest.raises(InputError, match=r"t.csv: row 6 gives '0' the tag 'dog', row 2 gave it 'cat'"):
+        read_mapping(tmp_path / "t.csv", is_key=_is_number)
+    (tmp_path / "t.yaml").write_text("mapping:\n  0: cat\n  1: dog\n  '0': dog\n")
+    with pytest.raises(InputError, match=r"t.yaml: '0' is given the tag 'dog' and 'cat'"):
+        read_mapping(tmp_path / "t.yaml")
+    (tmp_path / "ok.csv").write_text("0,cat\n1,dog\n0,cat\n")
+    assert read_mapping(tmp_path / "ok.csv", is_key=_is_number) == {"0": "cat", "1": "dog"}
