@@ -104,6 +104,20 @@ def test_space_file_presets_clamping_and_grid(tmp_path):
         load_space("no-such-space", 100)
 
 
+def test_a_ranges_grid_keeps_its_step():
+    """``{int: [4, 12], step: 4}`` searched by the grid sampler was tried at 4, 6, 8, 10, 12:
+    values the step rules out (Optuna warned "out of range" and used them anyway), and an
+    explicit grid off the step is refused. The grid now spreads over the step's points."""
+    sp = SearchSpace.from_dict({"clusterer": "hdbscan",
+                                "clusterer__min_cluster_size": {"int": [4, 12], "step": 4},
+                                "clusterer__min_samples": {"int": [2, 30], "step": 2},
+                                "clusterer__cluster_selection_epsilon": {"float": [0.0, 0.3], "step": 0.1}})
+    g = sp.grid(points=5)
+    assert g["clusterer__min_cluster_size"] == [4, 8, 12]
+    assert g["clusterer__min_samples"] == [2, 10, 16, 24, 30]
+    assert g["clusterer__cluster_selection_epsilon"] == [0.0, 0.1, 0.2, 0.3]
+
+
 # -- the fast path gives the slow path's labels ----------------------------------------------
 def test_reuse_paths_equal_slow_path(X):
     start = Pipeline(reducer="umap", outliers="lof", clusterer="hdbscan", random_state=3)
