@@ -589,3 +589,27 @@ def test_a_thumbnail_size_below_one_pixel_is_refused_by_name(tmp_path, capsys):
         assert main(["report", str(tmp_path / "run"), "--quiet", "--thumb-size", size]) == 2
         assert f"thumb_size must be at least 1 pixel, got {size}" in capsys.readouterr().err
     assert not (tmp_path / "run" / "report").exists()
+
+
+def test_a_vocabulary_file_that_cannot_be_read_is_refused_before_any_work(tmp_path, capsys):
+    """``report --vocabulary FILE`` with a missing or empty file (a typo) wrote the whole report
+    with a warning "automatic naming failed" and exit 0, the old names kept; ``cluster --report
+    --vocabulary`` did so after the whole run. Now each is refused naming the file, before any
+    work (no run, no report written)."""
+    from mediacluster.cli import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", rng.normal(size=(30, 8)).astype(np.float32))
+    (tmp_path / "empty.txt").write_text("# topics\n\n")
+    missing = tmp_path / "no such.txt"
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run2"), "--quiet", "--no-csv",
+                 "--report", "--vocabulary", str(missing)]) == 2
+    assert f"vocabulary file {missing} cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv"]) == 0
+    for f, said in ((missing, "cannot be read"), (tmp_path / "empty.txt", "has no entries"),
+                    (tmp_path, "cannot be read")):
+        capsys.readouterr()
+        assert main(["report", str(tmp_path / "run"), "--quiet", "--vocabulary", str(f)]) == 2
+        assert f"vocabulary file {f} {said}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "report").exists()
