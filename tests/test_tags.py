@@ -415,3 +415,19 @@ def test_a_key_given_two_different_tags_is_refused_naming_both(tmp_path):
         read_mapping(tmp_path / "t.yaml")
     (tmp_path / "ok.csv").write_text("0,cat\n1,dog\n0,cat\n")
     assert read_mapping(tmp_path / "ok.csv", is_key=_is_number) == {"0": "cat", "1": "dog"}
+
+
+def test_a_top_k_below_one_is_refused_by_name():
+    """``tags suggest --top-k 0`` answered no tag for every file and ``--top-k -1`` every tag but
+    the least confident (a Python slice ``[:-1]``), both silently."""
+    from mediacluster.errors import ParameterError
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(30, 8)) + 3, rng.normal(size=(30, 8)) - 3]).astype(np.float32)
+    tagger = Tagger(TagClassifier(model="logreg").fit(X, ["cat"] * 30 + ["dog"] * 30), encoder=None)
+    assert tagger.suggest(X[:2], top_k=2)[0]["tags"]
+    for k in (0, -1, 1.5):
+        with pytest.raises(ParameterError, match="top_k"):
+            tagger.suggest(X[:2], top_k=k)
+        with pytest.raises(ParameterError, match="top_k"):
+            tagger.classifier.suggest(X[:2], top_k=k)

@@ -27,11 +27,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from ..data import check_finite, l2_normalize
 from ..errors import InputError, ParameterError
 from ..fileio import atomic_path, write_json
-from ..stages.registry import SEED
+from ..stages.registry import SEED, Int
 from .thresholds import choose_threshold, clopper_pearson, min_support
 
 FORMAT = "mediacluster.tags/1"
 MODELS = ("auto", "logreg", "mlp")
+TOP_K = Int(1, doc="at most this many suggested tags per item")
 #: "auto" picks the MLP from this many labelled items on (benchmarks/RESULTS.md, tags: on 50k
 #: CIFAR-10 it beat the logistic baseline on balanced accuracy and coverage; on 600 items it
 #: covered less than the logistic regression)
@@ -337,7 +338,8 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
         return pred, conf, conf >= self.threshold_vector_[pred]
 
     def suggest_proba(self, proba: np.ndarray, top_k: int = 1) -> list[list[tuple[str, float]]]:
-        """Tags whose confidence clears their threshold, best first (at most ``top_k``)."""
+        """Tags whose confidence clears their threshold, best first (at most ``top_k``, >= 1)."""
+        top_k = TOP_K.check(top_k, "top_k")  # 0 answered nothing, -1 all but the last (a slice)
         out = []
         passed = proba >= self.threshold_vector_[None, :]
         for row, ok in zip(proba, passed):
