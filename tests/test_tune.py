@@ -665,3 +665,33 @@ def test_leader_rule_sends_on_only_a_clear_new_leader():
     loose = optuna.create_study(direction="maximize",
                                 pruner=rule(optuna.pruners.NopPruner(), last_step=1, rung=0, margin=0.0))
     assert judge(loose, 0.060, 0.001) is False and judge(loose, 0.0605, 0.001) is False
+
+
+@pytest.mark.slow
+def test_worker_processes_tune_the_studys_own_data_in_a_shared_cache(tmp_path):
+    """``tune(n_jobs=2)`` handed its worker processes the vectors through ``cache_dir/X.npy``,
+    written only when absent: a cache folder shared with an earlier study of other data (or an
+    ``--out`` whose study.db was removed to start again) gave the workers the earlier data, so
+    their trials scored another collection (measured: trials of 6 blobs answering 2-blob
+    clusterings) and the best trial could be one of them. The workers now read a file named
+    after the data, as the cached graphs beside it are."""
+    def blobs(k, seed, n=240):
+        r = np.random.default_rng(seed)
+        c = r.normal(size=(k, 16)) * 8
+        return (np.vstack([c[i] + r.normal(size=(n // k, 16)) for i in range(k)]).astype(np.float32),
+                np.repeat(np.arange(k), n // k))
+
+    cache = tmp_path / "cache"
+    X1, _ = blobs(2, 2)
+    _tune(X1, Pipeline(random_state=0), out=tmp_path / "a", cache_dir=cache, n_trials=1, n_jobs=2,
+          space={"clusterer__min_cluster_size": {"int": [5, 6]}}, progress=False, refit=False)
+    X2, y2 = blobs(6, 6)
+    res = _tune(X2, Pipeline(random_state=0), out=tmp_path / "b", cache_dir=cache, n_trials=10, n_jobs=2,
+                space={"reducer__n_neighbors": {"int": [5, 60]}}, sampler="random", labels=y2,
+                progress=False, refit=False)
+    trials = [t for t in res.study.trials if t.datetime_complete is not None]
+    both = any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+               for a in trials for b in trials if a.number < b.number)
+    if not both:  # the worker process started after the main one had run every trial
+        pytest.skip("no two trials ran at once: the worker took no trial on this machine now")
+    assert all(t.user_attrs["ext_nmi"] > 0.9 for t in trials), [(t.number, t.user_attrs["ext_nmi"]) for t in trials]

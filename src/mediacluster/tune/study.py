@@ -703,7 +703,7 @@ def tune(
             procs = _start_workers(n_jobs - 1, X, y, sp, pipeline, cache_dir, storage, sampler, seed + prior,
                                    grid_points, directions, rf, obj_name, n_trials,
                                    deadline, sub, silhouette_sample, ws.layout_epochs, ws.umap_init,
-                                   promote_full, knn_method, leader_margin)
+                                   promote_full, knn_method, leader_margin, ws.fingerprint)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         _optimize(study, obj, n_trials, deadline, _tick)
@@ -725,10 +725,12 @@ def tune(
 
 def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
                    rf, obj_name, n_trials, deadline, sub, silhouette_sample, layout_epochs, umap_init,
-                   promote_full, knn_method, leader_margin=LEADER_MARGIN):
+                   promote_full, knn_method, leader_margin=LEADER_MARGIN, fingerprint=""):
     import multiprocessing as mp
 
-    x_path = cache_dir / "X.npy"
+    # named by the data, as the cached graphs beside it: a cache folder shared by studies of
+    # other data (or an --out whose study.db was removed) gave the workers the earlier data
+    x_path = cache_dir / f"X-{fingerprint}.npy"
     if not x_path.exists():
         write_npy(x_path, X)
     y_path = None
