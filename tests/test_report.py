@@ -613,3 +613,22 @@ def test_a_vocabulary_file_that_cannot_be_read_is_refused_before_any_work(tmp_pa
         assert main(["report", str(tmp_path / "run"), "--quiet", "--vocabulary", str(f)]) == 2
         assert f"vocabulary file {f} {said}" in capsys.readouterr().err
     assert not (tmp_path / "run" / "report").exists()
+
+
+def test_the_methods_paragraph_of_a_run_fitted_on_a_sample_reads_as_prose(tmp_path):
+    """``report/methods.md`` of a ``cluster --fit-sample`` run said "fitted on a random sample
+    ({'size': 60, 'of': 120, 'seed': 0})" and "The 2-D map is a UMAP OF THE FITTED ITEMS; THE
+    OTHERS PLACED BY THEIR NEIGHBOURS projection of the embeddings": a Python dict and a
+    shouted phrase in the paragraph a paper copies."""
+    from mediacluster.cli import main
+    from mediacluster.report.methods import methods_text
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", np.vstack([rng.normal(size=(60, 8)) + 4, rng.normal(size=(60, 8)) - 4])
+            .astype(np.float32))
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv",
+                 "--fit-sample", "60"]) == 0
+    text = methods_text(tmp_path / "run")
+    assert "fitted on a random sample of 60 of the 120 items (seed 0)" in text
+    assert "The 2-D map is a UMAP of the fitted items; the others placed by their neighbours." in text
+    assert "{" not in text and "FITTED" not in text
