@@ -619,7 +619,8 @@ def test_the_methods_paragraph_of_a_run_fitted_on_a_sample_reads_as_prose(tmp_pa
     """``report/methods.md`` of a ``cluster --fit-sample`` run said "fitted on a random sample
     ({'size': 60, 'of': 120, 'seed': 0})" and "The 2-D map is a UMAP OF THE FITTED ITEMS; THE
     OTHERS PLACED BY THEIR NEIGHBOURS projection of the embeddings": a Python dict and a
-    shouted phrase in the paragraph a paper copies."""
+    shouted phrase in the paragraph a paper copies; and of a vectors file, "We embedded 120 image
+    files ... with the encoder `precomputed`"."""
     from mediacluster.cli import main
     from mediacluster.report.methods import methods_text
 
@@ -632,3 +633,5 @@ def test_the_methods_paragraph_of_a_run_fitted_on_a_sample_reads_as_prose(tmp_pa
     assert "fitted on a random sample of 60 of the 120 items (seed 0)" in text
     assert "The 2-D map is a UMAP of the fitted items; the others placed by their neighbours." in text
     assert "{" not in text and "FITTED" not in text
+    # a vectors file was not embedded (it said "We embedded 120 image files ... with the encoder `precomputed`")
+    assert f"We clustered 120 precomputed vectors of `{tmp_path / 'v.npy'}`." in text

@@ -57,10 +57,14 @@ def methods_text(run) -> str:
     skipped = summary.get("skipped", 0)
     lines = [f"# Methods (mediacluster {versions.get('mediacluster', '?')}, run {run.run_id})", ""]
     media = enc.get("media", "image")
-    p = [f"We embedded {n:,} {media} files" if isinstance(n, int) else f"We embedded the {media} files",
-         f" of `{info.get('collection_root', info.get('source', '?'))}`"
-         + (f" ({skipped} could not be read and were left out)" if skipped else ""),
-         f" with the encoder `{enc.get('name', '?')}` (id `{enc.get('id', '?')}`)."]
+    if enc.get("name") == "precomputed":  # a vectors file: nothing was embedded here
+        p = [f"We clustered {n:,} precomputed vectors" if isinstance(n, int) else "We clustered the precomputed vectors",
+             f" of `{info.get('source', '?')}`."]
+    else:
+        p = [f"We embedded {n:,} {media} files" if isinstance(n, int) else f"We embedded the {media} files",
+             f" of `{info.get('collection_root', info.get('source', '?'))}`"
+             + (f" ({skipped} could not be read and were left out)" if skipped else ""),
+             f" with the encoder `{enc.get('name', '?')}` (id `{enc.get('id', '?')}`)."]
     if info.get("fit_sample"):
         fs = info["fit_sample"]  # {"size", "of", "seed"} (a bare number in a run.json written before)
         sample = (f"a random sample of {fs.get('size', '?'):,} of the {fs.get('of', '?'):,} items (seed "
