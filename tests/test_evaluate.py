@@ -419,6 +419,20 @@ def test_ids_in_a_labels_file_keep_their_written_form(tmp_path):
     assert labels == ["a"] * 6 + [None] * 6 and "6 of 12" in how
 
 
+def test_paths_in_a_labels_file_are_matched_as_the_files_they_name(tmp_path):
+    """A labels file written from ``find . -name '*.jpg'`` in the collection gives paths such as
+    './cats/1.jpg': joined to the collection root as written ('/root/./cats/1.jpg') they matched
+    no item ("no row matches the items by 'id' or 'path'"); nor did '/root//dogs/2.jpg'."""
+    from mediacluster.evaluation import read_labels
+
+    root = tmp_path / "coll"
+    paths = [str(root / "cats" / "1.jpg"), str(root / "dogs" / "2.jpg"), str(root / "dogs" / "3.jpg")]
+    (tmp_path / "l.csv").write_text(f"path,label\n./cats/1.jpg,cat\n{root}//dogs/2.jpg,dog\n"
+                                    "dogs/../dogs/3.jpg,dog\n")
+    labels, how = read_labels(tmp_path / "l.csv", ["a", "b", "c"], paths, 3, root=str(root))
+    assert labels == ["cat", "dog", "dog"] and "3 of 3" in how
+
+
 def test_each_level_is_scored_against_the_labels():
     """A voice collection's hierarchy holds the speakers at one level and speaker + word at a
     finer one: evaluate scores every level, so a person sees which level their labels match,

@@ -150,6 +150,8 @@ def read_labels(path: Path, ids, paths, n: int, root: str | None = None) -> tupl
                 k = str(k)
                 if key == "path" and root is not None and not os.path.isabs(k):
                     k = os.path.join(root, k)
+                if key == "path":  # './cats/1.jpg' (find's output), 'a//b.jpg': the file they name
+                    k = os.path.normpath(k)
                 if k in m and m[k] != v:
                     raise InputError(f"{path}: row {row + 2} gives {key} {k!r} the label {v!r}, an "
                                      f"earlier row gave it {m[k]!r}; conflicting labels are refused")
