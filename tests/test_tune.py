@@ -695,3 +695,16 @@ def test_worker_processes_tune_the_studys_own_data_in_a_shared_cache(tmp_path):
     if not both:  # the worker process started after the main one had run every trial
         pytest.skip("no two trials ran at once: the worker took no trial on this machine now")
     assert all(t.user_attrs["ext_nmi"] > 0.9 for t in trials), [(t.number, t.user_attrs["ext_nmi"]) for t in trials]
+
+
+def test_a_pick_without_a_pareto_front_is_refused_before_any_trial(tmp_path, capsys):
+    """``tune --pick 3`` without ``--pareto`` (or nsga2) ran the whole study and then refitted and
+    published the best trial, not trial 3, without a word: the flag chooses from a Pareto front,
+    which a single-objective study has not."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))
+    assert main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "t"), "--trials", "2", "--pick", "1",
+                 "--quiet"]) == 2
+    assert "pick" in (err := capsys.readouterr().err) and "--pareto" in err
+    assert not (tmp_path / "t" / "study.db").exists()

@@ -614,6 +614,9 @@ def tune(
     obj_name = objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
     get_objective(objective)  # validate the name early
     multi = (sampler == "nsga2") if multi_objective is None else bool(multi_objective)
+    if pick is not None and not multi:  # it was ignored: the best trial was refitted, silently
+        raise ParameterError("pick chooses a trial from the Pareto front of a multi-objective study (--pareto, "
+                             "or --sampler nsga2); a single-objective study refits its best trial", "pick")
     directions = ["maximize", "maximize"] if multi else ["maximize"]
     rf = reduction_factor(prune_keep)
     sub = [] if multi else _fidelity_sizes(n, fidelity, rf)
