@@ -674,7 +674,9 @@ def test_worker_processes_tune_the_studys_own_data_in_a_shared_cache(tmp_path):
     ``--out`` whose study.db was removed to start again) gave the workers the earlier data, so
     their trials scored another collection (measured: trials of 6 blobs answering 2-blob
     clusterings) and the best trial could be one of them. The workers now read a file named
-    after the data, as the cached graphs beside it are."""
+    after the data, as the cached graphs beside it are. Unlabelled items (None; NaN read as the
+    class "nan") reached the workers as a class "" of their own, so their trials' recorded
+    ``ext_*`` scores were not the main process's."""
     def blobs(k, seed, n=240):
         r = np.random.default_rng(seed)
         c = r.normal(size=(k, 16)) * 8
@@ -686,13 +688,16 @@ def test_worker_processes_tune_the_studys_own_data_in_a_shared_cache(tmp_path):
     _tune(X1, Pipeline(random_state=0), out=tmp_path / "a", cache_dir=cache, n_trials=1, n_jobs=2,
           space={"clusterer__min_cluster_size": {"int": [5, 6]}}, progress=False, refit=False)
     X2, y2 = blobs(6, 6)
+    # every 4th item unlabelled (None, or NaN as a float array holds it): no class of its own,
+    # in the workers' trials as in the main process's (the workers read them back as a class "")
+    y2 = [None if i % 8 == 0 else np.nan if i % 4 == 0 else int(v) for i, v in enumerate(y2)]
     res = _tune(X2, Pipeline(random_state=0), out=tmp_path / "b", cache_dir=cache, n_trials=10, n_jobs=2,
                 space={"reducer__n_neighbors": {"int": [5, 60]}}, sampler="random", labels=y2,
                 progress=False, refit=False)
     trials = [t for t in res.study.trials if t.datetime_complete is not None]
     if len({t.user_attrs.get("pid") for t in trials}) < 2:  # the worker started after every trial ran
         pytest.skip("the worker process took no trial on this machine now")
-    assert all(t.user_attrs["ext_nmi"] > 0.9 for t in trials), [(t.number, t.user_attrs["ext_nmi"]) for t in trials]
+    assert all(t.user_attrs["ext_nmi"] > 0.97 for t in trials), [(t.number, t.user_attrs["ext_nmi"]) for t in trials]
 
 
 def test_a_pick_without_a_pareto_front_is_refused_before_any_trial(tmp_path, capsys):

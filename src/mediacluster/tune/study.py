@@ -34,6 +34,7 @@ import numpy as np
 from ..data import Embeddings, as_vectors, check_finite, check_magnitude
 from ..errors import InputError, MediaclusterError, ParameterError
 from ..fileio import json_text, read_json, setup_numba_cache, write_json, write_npy, write_table
+from ..metrics import labelled
 from ..persist import MODEL_JSON, ModelStore
 from ..stages.cluster import single_blas_thread
 from .objectives import DESCRIPTIONS, get_objective, objective_se, quality_for_pareto
@@ -324,6 +325,7 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
                    layout_epochs=cfg["layout_epochs"], umap_init=cfg["umap_init"],
                    knn_method=cfg["knn_method"])
     y = np.load(cfg["y_path"], allow_pickle=False).tolist() if cfg.get("y_path") else None
+    y = None if y is None else [v or None for v in y]  # written "" for unlabelled: no class ""
     sampler = make_sampler(cfg["sampler"], cfg["seed"] + 7919 * cfg["worker"], space,
                            cfg["grid_points"], len(cfg["directions"]))
     pruner = _pruner(bool(cfg["subsample"]), len(cfg["directions"]) > 1, cfg["rf"],
@@ -620,7 +622,8 @@ def tune(
     directions = ["maximize", "maximize"] if multi else ["maximize"]
     rf = reduction_factor(prune_keep)
     sub = [] if multi else _fidelity_sizes(n, fidelity, rf)
-    y = None if labels is None else [None if v is None else str(v) for v in labels]
+    # unlabelled (None, NaN) stays None: not a class "nan" (metrics.labelled, every score's rule)
+    y = None if labels is None else [str(v) if known else None for v, known in zip(labels, labelled(labels))]
 
     counts = layout_epochs if isinstance(layout_epochs, list | tuple) else [layout_epochs]
     if layout_epochs is not None and not all(
