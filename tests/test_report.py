@@ -635,3 +635,20 @@ def test_the_methods_paragraph_of_a_run_fitted_on_a_sample_reads_as_prose(tmp_pa
     assert "{" not in text and "FITTED" not in text
     # a vectors file was not embedded (it said "We embedded 120 image files ... with the encoder `precomputed`")
     assert f"We clustered 120 precomputed vectors of `{tmp_path / 'v.npy'}`." in text
+
+
+def test_a_cluster_cards_true_labels_leave_unlabelled_items_out(tmp_path):
+    """A run whose items are partly labelled (a manifest or .npz with empty labels) showed the
+    unlabelled items on every card as a label of their own: "true labels: nan 50%, a 17%". The
+    shares are now those of the cluster's labelled items."""
+    from mediacluster.cli import main
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(20, 8)) + 5, rng.normal(size=(20, 8)) - 5]).astype(np.float32)
+    labels = np.array(["up"] * 20 + ["down"] * 20)
+    labels[::2] = ""
+    np.savez(tmp_path / "v.npz", vectors=X, labels=labels)
+    assert main(["cluster", str(tmp_path / "v.npz"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv"]) == 0
+    assert main(["report", str(tmp_path / "run"), "--quiet", "--map", "pca"]) == 0
+    shown = re.findall(r"true labels: ([^<]*)<", (tmp_path / "run" / "report" / "index.html").read_text())
+    assert shown and all(s in ("up 100%", "down 100%") for s in shown), shown
