@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -431,6 +432,19 @@ def test_paths_in_a_labels_file_are_matched_as_the_files_they_name(tmp_path):
                                     "dogs/../dogs/3.jpg,dog\n")
     labels, how = read_labels(tmp_path / "l.csv", ["a", "b", "c"], paths, 3, root=str(root))
     assert labels == ["cat", "dog", "dog"] and "3 of 3" in how
+
+
+def test_an_out_folder_gets_evaluation_json_inside_it(run_dir, tmp_path, capsys):
+    """``evaluate RUN --out results`` with ``results`` an existing folder scored everything and
+    then failed "cannot write results: Is a directory" (exit 2, the work lost); ``--out new/``
+    wrote a file named ``new``. A folder (existing, or written with a trailing separator) now
+    gets ``evaluation.json`` and ``label_issues.csv`` inside it."""
+    (tmp_path / "results").mkdir()
+    for given in (str(tmp_path / "results"), str(tmp_path / "new") + os.sep):
+        assert main(["evaluate", str(run_dir), "--no-original", "--vote-k", "0", "--out", given]) == 0
+        folder = Path(given)
+        assert (folder / "evaluation.json").is_file() and (folder / "label_issues.csv").is_file()
+        assert f"written: {folder / 'evaluation.json'}" in capsys.readouterr().out
 
 
 def test_each_level_is_scored_against_the_labels():
