@@ -431,3 +431,25 @@ def test_a_top_k_below_one_is_refused_by_name():
             tagger.suggest(X[:2], top_k=k)
         with pytest.raises(ParameterError, match="top_k"):
             tagger.classifier.suggest(X[:2], top_k=k)
+
+
+def test_a_run_folder_given_as_labelled_examples_is_refused_pointing_to_run(tmp_path, capsys):
+    """``tags train RUN --out M`` (instead of ``--run RUN``) read the run folder as a folder of
+    labelled media: its report's thumbnails were embedded as examples of a tag "report/thumbs"
+    (and a studio export's class folders would have been tags). Refused, naming ``--run``."""
+    from PIL import Image
+
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(run), "--quiet", "--no-csv"]) == 0
+    for sub in ("report/thumbs", "exports/classes/cats"):
+        (run / sub).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(run / sub / f"{i}.jpg")
+    capsys.readouterr()
+    assert main(["tags", "train", str(run), "--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"),
+                 "--quiet"]) == 2
+    assert f"tags train --run {run}" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

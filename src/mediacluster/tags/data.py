@@ -129,6 +129,10 @@ def examples_from_source(source: str | Path, encoder: str | None = None, cache_d
     was refused as having "no labels"). ``mapping``: fine label -> tag, or its file (read before
     any embedding; a CSV's header row told by its first cell being none of the labels)."""
     p = Path(source)
+    if RunDir.is_run(p):  # its report's thumbnails and exports would be read as tagged media
+        raise InputError(f"{source} is a run folder (mediacluster cluster), not labelled examples: its "
+                         f"clusters are learned with 'tags train --run {source}' (--cluster-tags FILE, or the "
+                         "names a person gave)")
     coll = collect(p, media="auto", labels_from_folders=p.is_dir())
     if not coll.has_labels:
         raise InputError(f"{source}: no labels (use a folder with one sub-folder per tag, a manifest "
