@@ -56,7 +56,11 @@ def parse_tag(spec: str) -> tuple[str, list[str]]:
     if syns:
         ids = [s.strip() for s in syns.replace(",", "+").split("+") if s.strip()]
         for s in ids:
-            wn.lemmas(s)  # raises KeyError for an unknown id
+            try:
+                wn.lemmas(s)
+            except KeyError:  # a word where an id goes ('plant=tree'), or an unknown id
+                raise InputError(f"tag {spec!r}: unknown WordNet noun synset id {s!r} (give tag=wnid, e.g. "
+                                 "plant=n00017222, or the tag word alone)") from None
         return name, ids
     return name, wn.synsets_for(name)
 
