@@ -453,3 +453,19 @@ def test_a_run_folder_given_as_labelled_examples_is_refused_pointing_to_run(tmp_
                  "--quiet"]) == 2
     assert f"tags train --run {run}" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_tags_map_refuses_an_unknown_synset_or_a_missing_labels_file_by_name(tmp_path, capsys):
+    """``tags map L --tags plant=tree`` (a word where a WordNet id goes, or an unknown id) was an
+    internal error (KeyError, exit 1); ``tags map labelz.txt`` (a typo) mapped the file's name
+    itself as the one label and wrote the mapping, exit 0."""
+    from mediacluster.cli import main
+
+    for spec in ("plant=tree", "plant=n99999999"):
+        assert main(["tags", "map", "tabby cat,beagle", "--tags", f"animal,{spec}",
+                     "--out", str(tmp_path / "m.yaml")]) == 2
+        assert f"tag {spec!r}: unknown WordNet noun synset id" in capsys.readouterr().err
+    missing = tmp_path / "labelz.txt"
+    assert main(["tags", "map", str(missing), "--tags", "animal", "--out", str(tmp_path / "m.yaml")]) == 2
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "m.yaml").exists()

@@ -170,6 +170,10 @@ def read_labels(spec: str) -> list[str]:
     """Labels from a text file (one per line), a folder (its sub-folder names), ``imagenet``
     (the 1000 ImageNet class names), or a comma-separated list."""
     p = Path(spec)
+    if not p.exists() and "," not in spec and (p.suffix.lower() in (".txt", ".csv", ".tsv", ".list")
+                                               or spec.startswith(("/", "./", "../", "~"))):
+        raise InputError(f"{spec}: no such file or folder (labels: a text file, a folder, 'imagenet' or a "
+                         "comma-separated list)")  # a typo, not the one label of a list
     if p.is_dir():
         return sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
     if p.is_file():
