@@ -447,6 +447,20 @@ def test_an_out_folder_gets_evaluation_json_inside_it(run_dir, tmp_path, capsys)
         assert f"written: {folder / 'evaluation.json'}" in capsys.readouterr().out
 
 
+def test_a_parquet_labels_file_with_nullable_columns_reads_missing_as_unlabelled(tmp_path):
+    """Labels written by pandas as nullable integers or strings (``Int64``, ``string``: a
+    missing label is ``pd.NA``) stopped ``evaluate --labels`` with an internal error
+    ("TypeError: boolean value of NA is ambiguous")."""
+    from mediacluster.evaluation import read_labels
+
+    ids = [str(i) for i in range(6)]
+    for dtype, vals in (("Int64", [0, None, 1, 1, None, 0]), ("string", ["a", None, "b", "b", None, "a"])):
+        pd.DataFrame({"id": ids, "label": pd.array(vals, dtype=dtype)}).to_parquet(tmp_path / "l.parquet")
+        labels, how = read_labels(tmp_path / "l.parquet", ids, None, 6)
+        assert [v is None for v in labels] == [False, True, False, False, True, False], dtype
+        assert [str(v) for v in labels if v is not None] == [str(v) for v in vals if v is not None]
+
+
 def test_each_level_is_scored_against_the_labels():
     """A voice collection's hierarchy holds the speakers at one level and speaker + word at a
     finer one: evaluate scores every level, so a person sees which level their labels match,

@@ -142,7 +142,9 @@ def read_labels(path: Path, ids, paths, n: int, root: str | None = None) -> tupl
     df = _read_table(Path(path))
     if "label" not in df.columns:
         raise InputError(f"{path} needs a 'label' column (and 'id' or 'path'); has {list(df.columns)}")
-    lab = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in df["label"]]
+    # missing: None, NaN, and pandas' NA of a nullable column (Int64, string: a Parquet file
+    # pandas wrote), which no comparison can take
+    lab = df["label"].astype(object).where(df["label"].notna(), None).tolist()
     for key, keys in (("id", ids), ("path", paths)):
         if key in df.columns and keys is not None:
             m: dict = {}
