@@ -652,3 +652,18 @@ def test_a_cluster_cards_true_labels_leave_unlabelled_items_out(tmp_path):
     assert main(["report", str(tmp_path / "run"), "--quiet", "--map", "pca"]) == 0
     shown = re.findall(r"true labels: ([^<]*)<", (tmp_path / "run" / "report" / "index.html").read_text())
     assert shown and all(s in ("up 100%", "down 100%") for s in shown), shown
+
+
+def test_a_thread_count_below_one_is_refused_by_name(tmp_path, capsys):
+    """``report --workers -1`` laid out the map and then stopped with an internal error
+    ("ValueError: max_workers must be greater than 0", exit 1); ``--workers 0`` was taken as
+    the default without a word."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv"]) == 0
+    for n in ("0", "-1"):
+        capsys.readouterr()
+        assert main(["report", str(tmp_path / "run"), "--quiet", "--workers", n]) == 2
+        assert f"workers: must be >= 1, got {n}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "report").exists()

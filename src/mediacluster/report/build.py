@@ -34,6 +34,7 @@ from ..naming.support import note as unsure_note
 from ..naming.support import of_records as support_of_records
 from ..rundir import RunDir, RunLevels
 from ..stages.reduce import UMAPReducer
+from ..stages.registry import Int
 from .reposts import gallery_rows, most_reposted, reposts_section
 from .thumbs import make_thumbnails
 
@@ -362,6 +363,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     HTML path. ``name=True`` computes automatic names first when the run has none."""
     if isinstance(thumb_size, bool) or not isinstance(thumb_size, numbers.Integral) or thumb_size < 1:
         raise ParameterError(f"thumb_size must be at least 1 pixel, got {thumb_size}", "thumb_size")
+    Int(1, none_ok=True).check(workers, "workers")  # -1 stopped the thread pool after the map
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
     run_dir = run.path
     out_dir = Path(out_dir) if out_dir else run.file("report")
