@@ -375,13 +375,16 @@ def test_a_tag_model_folder_that_is_missing_or_broken_is_refused_by_name(tmp_pat
 
 
 @pytest.mark.parametrize("flag,value", [("--precision", "1"), ("--precision", "0"), ("--confidence", "1"),
-                                        ("--confidence", "0"), ("--confidence", "1.5")])
+                                        ("--confidence", "0"), ("--confidence", "1.5"), ("--val-size", "0"),
+                                        ("--C", "0")])
 def test_a_precision_or_confidence_outside_0_1_is_refused_by_name_before_any_work(flag, value, tmp_path, capsys):
     """``tags train --confidence 1`` stopped with "math domain error" (internal error, exit 1)
     after the whole fit; ``--confidence 0`` made every lower bound 1.0, so one right answer in
     a hundred passed as precision 0.9 and every tag got a threshold; ``--precision 1`` (or 0)
-    was refused only after the examples were embedded and the model fitted. Now each is refused
-    naming the flag before any file is read (no embedding cache written)."""
+    was refused only after the examples were embedded and the model fitted; ``--C 0`` was
+    scikit-learn's InvalidParameterError, an internal error after the embedding; ``--val-size 0``
+    was taken (and would fail a holdout split). Now each is refused naming the flag before any
+    file is read (no embedding cache written)."""
     from PIL import Image
 
     from mediacluster.cli import main
@@ -394,10 +397,12 @@ def test_a_precision_or_confidence_outside_0_1_is_refused_by_name_before_any_wor
     capsys.readouterr()
     assert main(["tags", "train", str(tmp_path / "src"), "--out", str(tmp_path / "m"), flag, value,
                  "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 2
-    assert f"{flag.lstrip('-')} must be above 0 and below 1, got {float(value)}" in capsys.readouterr().err
+    name = flag.lstrip("-").replace("-", "_")
+    said = f"{name} must be a number above 0" if name == "C" else f"{name} must be above 0 and below 1"
+    assert f"{said}" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists() and not (tmp_path / "m").exists()
-    with pytest.raises(ParameterError, match=f"{flag.lstrip('-')} must be above 0 and below 1"):
-        TagClassifier(**{flag.lstrip("-"): float(value)}).fit(np.eye(4, dtype=np.float32), ["a", "b"] * 2)
+    with pytest.raises(ParameterError, match=said):
+        TagClassifier(**{name: float(value)}).fit(np.eye(4, dtype=np.float32), ["a", "b"] * 2)
 
 
 def test_a_key_given_two_different_tags_is_refused_naming_both(tmp_path):

@@ -39,13 +39,17 @@ TOP_K = Int(1, doc="at most this many suggested tags per item")
 MLP_FROM = 20000
 
 
-def check_targets(precision, confidence) -> None:
-    """``precision`` and ``confidence`` each strictly between 0 and 1 (a ``ParameterError``
-    naming it): at confidence 1 the margin is infinite (``log(0)``), at 0 every lower bound is
-    1.0 (one right answer certifies any precision), and no threshold can reach precision 1."""
-    for name, v in (("precision", precision), ("confidence", confidence)):
+def check_settings(precision, confidence, C=0.1, val_size=0.25) -> None:
+    """``precision``, ``confidence`` and ``val_size`` each strictly between 0 and 1, ``C`` above 0
+    (a ``ParameterError`` naming it), before any work: at confidence 1 the margin is infinite
+    (``log(0)``), at 0 every lower bound is 1.0 (one right answer certifies any precision), no
+    threshold can reach precision 1, and scikit-learn refuses C 0 (an internal error after the
+    examples were embedded)."""
+    for name, v in (("precision", precision), ("confidence", confidence), ("val_size", val_size)):
         if isinstance(v, bool) or not isinstance(v, int | float | np.number) or not 0.0 < float(v) < 1.0:
             raise ParameterError(f"{name} must be above 0 and below 1, got {v!r}", name)
+    if isinstance(C, bool) or not isinstance(C, int | float | np.number) or not 0.0 < float(C) < np.inf:
+        raise ParameterError(f"C must be a number above 0 (inverse regularisation), got {C!r}", "C")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -150,7 +154,7 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
         if self.thresholds not in ("per-tag", "global", "auto"):
             raise InputError("thresholds must be 'per-tag', 'global' or 'auto'")
         SEED.check(self.random_state, "random_state")  # numpy's range, before the work
-        check_targets(self.precision, self.confidence)
+        check_settings(self.precision, self.confidence, self.C, self.val_size)
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray([str(v) for v in y])
         if len(X) != len(y):
