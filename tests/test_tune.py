@@ -711,3 +711,14 @@ def test_a_pick_without_a_pareto_front_is_refused_before_any_trial(tmp_path, cap
                  "--quiet"]) == 2
     assert "pick" in (err := capsys.readouterr().err) and "--pareto" in err
     assert not (tmp_path / "t" / "study.db").exists()
+
+
+@pytest.mark.parametrize("timeout", [-5.0, 0.0, float("nan")])
+def test_a_timeout_that_is_no_time_is_refused_by_name(timeout, tmp_path):
+    """``tune --timeout -5`` computed the neighbour graph, started no trial and ended "no trial
+    finished; nothing to pick (give more --trials or --timeout)"; ``0`` and NaN meant no limit."""
+    X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    with pytest.raises(ParameterError, match="timeout must be a number of seconds above 0"):
+        _tune(X, Pipeline(random_state=0), out=tmp_path / "t", n_trials=1, timeout=timeout, progress=False,
+              refit=False)
+    assert not (tmp_path / "t" / "study.db").exists()

@@ -616,6 +616,10 @@ def tune(
     obj_name = objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
     get_objective(objective)  # validate the name early
     multi = (sampler == "nsga2") if multi_objective is None else bool(multi_objective)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float | np.number)
+                                or not timeout > 0):  # -5 started no trial, 0 and NaN set no limit
+        raise ParameterError(f"timeout must be a number of seconds above 0 (None: no limit), got {timeout!r}",
+                             "timeout")
     if pick is not None and not multi:  # it was ignored: the best trial was refitted, silently
         raise ParameterError("pick chooses a trial from the Pareto front of a multi-objective study (--pareto, "
                              "or --sampler nsga2); a single-objective study refits its best trial", "pick")
