@@ -474,3 +474,15 @@ def test_tags_map_refuses_an_unknown_synset_or_a_missing_labels_file_by_name(tmp
     assert main(["tags", "map", str(missing), "--tags", "animal", "--out", str(tmp_path / "m.yaml")]) == 2
     assert f"{missing}: no such file or folder" in capsys.readouterr().err
     assert not (tmp_path / "m.yaml").exists()
+
+
+def test_a_mapping_value_that_is_no_single_tag_is_refused(tmp_path):
+    """Cluster tags in YAML given as a list (``0: [cat, pet]``: two tags for one cluster, which a
+    tag model cannot learn) were read as one tag named "['cat', 'pet']", silently."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.data import read_mapping
+
+    for value in ("[cat, pet]", "{name: cat}"):
+        (tmp_path / "t.yaml").write_text(f"0: {value}\n1: dog\n")
+        with pytest.raises(InputError, match=r"t.yaml: '0' must have one tag \(plain text\)"):
+            read_mapping(tmp_path / "t.yaml")

@@ -87,6 +87,8 @@ def read_mapping(path: str | Path, is_key=None) -> dict[str, str]:
         raise InputError(f"{path}: expected a mapping 'key: tag'")
     out = {}
     for k, v in d.items():  # YAML keys 0 and '0' are one key here
+        if isinstance(v, list | dict):  # [cat, pet] was the one tag "['cat', 'pet']"
+            raise InputError(f"{path}: {str(k).strip()!r} must have one tag (plain text), got {v!r}")
         k, v = str(k).strip(), "" if v is None else str(v).strip()
         if k in out and out[k] != v:
             raise InputError(f"{path}: {k!r} is given the tag {v!r} and {out[k]!r}; give each key one tag")
