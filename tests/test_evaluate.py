@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -400,6 +401,64 @@ def test_labels_keep_their_written_form(tmp_path):
     table, _ = label_issues(truth, clusters, vote=neighbour_vote(X, truth, 3))
     row = table[table["item"] == 3].iloc[0]
     assert [str(row[c]) for c in ("label", "cluster_label", "neighbour_label")] == ["8", "2", "2"]
+
+
+def test_ids_in_a_labels_file_keep_their_written_form(tmp_path):
+    """A labels CSV's ids are names as the run stores them: ids '000'..'119' (an .npz's zero-padded
+    ids) were read as the numbers 0..119, so only '100'..'119' matched ("matched by id: 20 of
+    120 items", scored against one class); a blank id cell made the whole column floats
+    ('0.0'), so no id matched at all."""
+    from mediacluster.evaluation import read_labels
+
+    ids = [f"{i:03d}" for i in range(12)]
+    (tmp_path / "zeros.csv").write_text("id,label\n" + "".join(f"{i},{int(i) % 3}\n" for i in ids))
+    labels, how = read_labels(tmp_path / "zeros.csv", ids, None, 12)
+    assert labels == [str(i % 3) for i in range(12)] and "12 of 12" in how
+    rows = [str(i) for i in range(12)]
+    (tmp_path / "blank.csv").write_text("id,label\n" + "".join(f"{i},a\n" for i in rows[:6]) + ",b\n")
+    labels, how = read_labels(tmp_path / "blank.csv", rows, None, 12)
+    assert labels == ["a"] * 6 + [None] * 6 and "6 of 12" in how
+
+
+def test_paths_in_a_labels_file_are_matched_as_the_files_they_name(tmp_path):
+    """A labels file written from ``find . -name '*.jpg'`` in the collection gives paths such as
+    './cats/1.jpg': joined to the collection root as written ('/root/./cats/1.jpg') they matched
+    no item ("no row matches the items by 'id' or 'path'"); nor did '/root//dogs/2.jpg'."""
+    from mediacluster.evaluation import read_labels
+
+    root = tmp_path / "coll"
+    paths = [str(root / "cats" / "1.jpg"), str(root / "dogs" / "2.jpg"), str(root / "dogs" / "3.jpg")]
+    (tmp_path / "l.csv").write_text(f"path,label\n./cats/1.jpg,cat\n{root}//dogs/2.jpg,dog\n"
+                                    "dogs/../dogs/3.jpg,dog\n")
+    labels, how = read_labels(tmp_path / "l.csv", ["a", "b", "c"], paths, 3, root=str(root))
+    assert labels == ["cat", "dog", "dog"] and "3 of 3" in how
+
+
+def test_an_out_folder_gets_evaluation_json_inside_it(run_dir, tmp_path, capsys):
+    """``evaluate RUN --out results`` with ``results`` an existing folder scored everything and
+    then failed "cannot write results: Is a directory" (exit 2, the work lost); ``--out new/``
+    wrote a file named ``new``. A folder (existing, or written with a trailing separator) now
+    gets ``evaluation.json`` and ``label_issues.csv`` inside it."""
+    (tmp_path / "results").mkdir()
+    for given in (str(tmp_path / "results"), str(tmp_path / "new") + os.sep):
+        assert main(["evaluate", str(run_dir), "--no-original", "--vote-k", "0", "--out", given]) == 0
+        folder = Path(given)
+        assert (folder / "evaluation.json").is_file() and (folder / "label_issues.csv").is_file()
+        assert f"written: {folder / 'evaluation.json'}" in capsys.readouterr().out
+
+
+def test_a_parquet_labels_file_with_nullable_columns_reads_missing_as_unlabelled(tmp_path):
+    """Labels written by pandas as nullable integers or strings (``Int64``, ``string``: a
+    missing label is ``pd.NA``) stopped ``evaluate --labels`` with an internal error
+    ("TypeError: boolean value of NA is ambiguous")."""
+    from mediacluster.evaluation import read_labels
+
+    ids = [str(i) for i in range(6)]
+    for dtype, vals in (("Int64", [0, None, 1, 1, None, 0]), ("string", ["a", None, "b", "b", None, "a"])):
+        pd.DataFrame({"id": ids, "label": pd.array(vals, dtype=dtype)}).to_parquet(tmp_path / "l.parquet")
+        labels, how = read_labels(tmp_path / "l.parquet", ids, None, 6)
+        assert [v is None for v in labels] == [False, True, False, False, True, False], dtype
+        assert [str(v) for v in labels if v is not None] == [str(v) for v in vals if v is not None]
 
 
 def test_each_level_is_scored_against_the_labels():

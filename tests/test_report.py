@@ -589,3 +589,81 @@ def test_a_thumbnail_size_below_one_pixel_is_refused_by_name(tmp_path, capsys):
         assert main(["report", str(tmp_path / "run"), "--quiet", "--thumb-size", size]) == 2
         assert f"thumb_size must be at least 1 pixel, got {size}" in capsys.readouterr().err
     assert not (tmp_path / "run" / "report").exists()
+
+
+def test_a_vocabulary_file_that_cannot_be_read_is_refused_before_any_work(tmp_path, capsys):
+    """``report --vocabulary FILE`` with a missing or empty file (a typo) wrote the whole report
+    with a warning "automatic naming failed" and exit 0, the old names kept; ``cluster --report
+    --vocabulary`` did so after the whole run. Now each is refused naming the file, before any
+    work (no run, no report written)."""
+    from mediacluster.cli import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", rng.normal(size=(30, 8)).astype(np.float32))
+    (tmp_path / "empty.txt").write_text("# topics\n\n")
+    missing = tmp_path / "no such.txt"
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run2"), "--quiet", "--no-csv",
+                 "--report", "--vocabulary", str(missing)]) == 2
+    assert f"vocabulary file {missing} cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv"]) == 0
+    for f, said in ((missing, "cannot be read"), (tmp_path / "empty.txt", "has no entries"),
+                    (tmp_path, "cannot be read")):
+        capsys.readouterr()
+        assert main(["report", str(tmp_path / "run"), "--quiet", "--vocabulary", str(f)]) == 2
+        assert f"vocabulary file {f} {said}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "report").exists()
+
+
+def test_the_methods_paragraph_of_a_run_fitted_on_a_sample_reads_as_prose(tmp_path):
+    """``report/methods.md`` of a ``cluster --fit-sample`` run said "fitted on a random sample
+    ({'size': 60, 'of': 120, 'seed': 0})" and "The 2-D map is a UMAP OF THE FITTED ITEMS; THE
+    OTHERS PLACED BY THEIR NEIGHBOURS projection of the embeddings": a Python dict and a
+    shouted phrase in the paragraph a paper copies; and of a vectors file, "We embedded 120 image
+    files ... with the encoder `precomputed`"."""
+    from mediacluster.cli import main
+    from mediacluster.report.methods import methods_text
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", np.vstack([rng.normal(size=(60, 8)) + 4, rng.normal(size=(60, 8)) - 4])
+            .astype(np.float32))
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv",
+                 "--fit-sample", "60"]) == 0
+    text = methods_text(tmp_path / "run")
+    assert "fitted on a random sample of 60 of the 120 items (seed 0)" in text
+    assert "The 2-D map is a UMAP of the fitted items; the others placed by their neighbours." in text
+    assert "{" not in text and "FITTED" not in text
+    # a vectors file was not embedded (it said "We embedded 120 image files ... with the encoder `precomputed`")
+    assert f"We clustered 120 precomputed vectors of `{tmp_path / 'v.npy'}`." in text
+
+
+def test_a_cluster_cards_true_labels_leave_unlabelled_items_out(tmp_path):
+    """A run whose items are partly labelled (a manifest or .npz with empty labels) showed the
+    unlabelled items on every card as a label of their own: "true labels: nan 50%, a 17%". The
+    shares are now those of the cluster's labelled items."""
+    from mediacluster.cli import main
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(20, 8)) + 5, rng.normal(size=(20, 8)) - 5]).astype(np.float32)
+    labels = np.array(["up"] * 20 + ["down"] * 20)
+    labels[::2] = ""
+    np.savez(tmp_path / "v.npz", vectors=X, labels=labels)
+    assert main(["cluster", str(tmp_path / "v.npz"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv"]) == 0
+    assert main(["report", str(tmp_path / "run"), "--quiet", "--map", "pca"]) == 0
+    shown = re.findall(r"true labels: ([^<]*)<", (tmp_path / "run" / "report" / "index.html").read_text())
+    assert shown and all(s in ("up 100%", "down 100%") for s in shown), shown
+
+
+def test_a_thread_count_below_one_is_refused_by_name(tmp_path, capsys):
+    """``report --workers -1`` laid out the map and then stopped with an internal error
+    ("ValueError: max_workers must be greater than 0", exit 1); ``--workers 0`` was taken as
+    the default without a word."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv"]) == 0
+    for n in ("0", "-1"):
+        capsys.readouterr()
+        assert main(["report", str(tmp_path / "run"), "--quiet", "--workers", n]) == 2
+        assert f"workers: must be >= 1, got {n}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "report").exists()

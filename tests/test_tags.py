@@ -372,3 +372,117 @@ def test_a_tag_model_folder_that_is_missing_or_broken_is_refused_by_name(tmp_pat
             Tagger.load(folder)
         assert str(folder) in str(e.value), (name, e.value)
     assert Tagger.load(good).classifier.classes_.tolist() == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("flag,value", [("--precision", "1"), ("--precision", "0"), ("--confidence", "1"),
+                                        ("--confidence", "0"), ("--confidence", "1.5"), ("--val-size", "0"),
+                                        ("--C", "0")])
+def test_a_precision_or_confidence_outside_0_1_is_refused_by_name_before_any_work(flag, value, tmp_path, capsys):
+    """``tags train --confidence 1`` stopped with "math domain error" (internal error, exit 1)
+    after the whole fit; ``--confidence 0`` made every lower bound 1.0, so one right answer in
+    a hundred passed as precision 0.9 and every tag got a threshold; ``--precision 1`` (or 0)
+    was refused only after the examples were embedded and the model fitted; ``--C 0`` was
+    scikit-learn's InvalidParameterError, an internal error after the embedding; ``--val-size 0``
+    was taken (and would fail a holdout split). Now each is refused naming the flag before any
+    file is read (no embedding cache written)."""
+    from PIL import Image
+
+    from mediacluster.cli import main
+    from mediacluster.errors import ParameterError
+
+    for tag in ("cat", "dog"):
+        (tmp_path / "src" / tag).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 90 if tag == "cat" else 200, 0)).save(tmp_path / "src" / tag / f"{i}.png")
+    capsys.readouterr()
+    assert main(["tags", "train", str(tmp_path / "src"), "--out", str(tmp_path / "m"), flag, value,
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 2
+    name = flag.lstrip("-").replace("-", "_")
+    said = f"{name} must be a number above 0" if name == "C" else f"{name} must be above 0 and below 1"
+    assert f"{said}" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "m").exists()
+    with pytest.raises(ParameterError, match=said):
+        TagClassifier(**{name: float(value)}).fit(np.eye(4, dtype=np.float32), ["a", "b"] * 2)
+
+
+def test_a_key_given_two_different_tags_is_refused_naming_both(tmp_path):
+    """A cluster-tags or label mapping that gives one key two tags (a CSV row repeated with
+    another tag; YAML ``0:`` and ``'0':``) was read with the last one winning, silently: cluster
+    0's items were all learned as 'dog'. The same tag twice is harmless and still read."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.data import _is_number, read_mapping
+
+    (tmp_path / "t.csv").write_text("cluster,tag\n0,cat\n1,dog\n0,cat\n2,bird\n 0 ,dog\n")
+    with pytest.raises(InputError, match=r"t.csv: row 6 gives '0' the tag 'dog', row 2 gave it 'cat'"):
+        read_mapping(tmp_path / "t.csv", is_key=_is_number)
+    (tmp_path / "t.yaml").write_text("mapping:\n  0: cat\n  1: dog\n  '0': dog\n")
+    with pytest.raises(InputError, match=r"t.yaml: '0' is given the tag 'dog' and 'cat'"):
+        read_mapping(tmp_path / "t.yaml")
+    (tmp_path / "ok.csv").write_text("0,cat\n1,dog\n0,cat\n")
+    assert read_mapping(tmp_path / "ok.csv", is_key=_is_number) == {"0": "cat", "1": "dog"}
+
+
+def test_a_top_k_below_one_is_refused_by_name():
+    """``tags suggest --top-k 0`` answered no tag for every file and ``--top-k -1`` every tag but
+    the least confident (a Python slice ``[:-1]``), both silently."""
+    from mediacluster.errors import ParameterError
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(30, 8)) + 3, rng.normal(size=(30, 8)) - 3]).astype(np.float32)
+    tagger = Tagger(TagClassifier(model="logreg").fit(X, ["cat"] * 30 + ["dog"] * 30), encoder=None)
+    assert tagger.suggest(X[:2], top_k=2)[0]["tags"]
+    for k in (0, -1, 1.5):
+        with pytest.raises(ParameterError, match="top_k"):
+            tagger.suggest(X[:2], top_k=k)
+        with pytest.raises(ParameterError, match="top_k"):
+            tagger.classifier.suggest(X[:2], top_k=k)
+
+
+def test_a_run_folder_given_as_labelled_examples_is_refused_pointing_to_run(tmp_path, capsys):
+    """``tags train RUN --out M`` (instead of ``--run RUN``) read the run folder as a folder of
+    labelled media: its report's thumbnails were embedded as examples of a tag "report/thumbs"
+    (and a studio export's class folders would have been tags). Refused, naming ``--run``."""
+    from PIL import Image
+
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(run), "--quiet", "--no-csv"]) == 0
+    for sub in ("report/thumbs", "exports/classes/cats"):
+        (run / sub).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(run / sub / f"{i}.jpg")
+    capsys.readouterr()
+    assert main(["tags", "train", str(run), "--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"),
+                 "--quiet"]) == 2
+    assert f"tags train --run {run}" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_tags_map_refuses_an_unknown_synset_or_a_missing_labels_file_by_name(tmp_path, capsys):
+    """``tags map L --tags plant=tree`` (a word where a WordNet id goes, or an unknown id) was an
+    internal error (KeyError, exit 1); ``tags map labelz.txt`` (a typo) mapped the file's name
+    itself as the one label and wrote the mapping, exit 0."""
+    from mediacluster.cli import main
+
+    for spec in ("plant=tree", "plant=n99999999"):
+        assert main(["tags", "map", "tabby cat,beagle", "--tags", f"animal,{spec}",
+                     "--out", str(tmp_path / "m.yaml")]) == 2
+        assert f"tag {spec!r}: unknown WordNet noun synset id" in capsys.readouterr().err
+    missing = tmp_path / "labelz.txt"
+    assert main(["tags", "map", str(missing), "--tags", "animal", "--out", str(tmp_path / "m.yaml")]) == 2
+    assert f"{missing}: no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "m.yaml").exists()
+
+
+def test_a_mapping_value_that_is_no_single_tag_is_refused(tmp_path):
+    """Cluster tags in YAML given as a list (``0: [cat, pet]``: two tags for one cluster, which a
+    tag model cannot learn) were read as one tag named "['cat', 'pet']", silently."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.data import read_mapping
+
+    for value in ("[cat, pet]", "{name: cat}"):
+        (tmp_path / "t.yaml").write_text(f"0: {value}\n1: dog\n")
+        with pytest.raises(InputError, match=r"t.yaml: '0' must have one tag \(plain text\)"):
+            read_mapping(tmp_path / "t.yaml")

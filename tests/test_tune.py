@@ -104,6 +104,20 @@ def test_space_file_presets_clamping_and_grid(tmp_path):
         load_space("no-such-space", 100)
 
 
+def test_a_ranges_grid_keeps_its_step():
+    """``{int: [4, 12], step: 4}`` searched by the grid sampler was tried at 4, 6, 8, 10, 12:
+    values the step rules out (Optuna warned "out of range" and used them anyway), and an
+    explicit grid off the step is refused. The grid now spreads over the step's points."""
+    sp = SearchSpace.from_dict({"clusterer": "hdbscan",
+                                "clusterer__min_cluster_size": {"int": [4, 12], "step": 4},
+                                "clusterer__min_samples": {"int": [2, 30], "step": 2},
+                                "clusterer__cluster_selection_epsilon": {"float": [0.0, 0.3], "step": 0.1}})
+    g = sp.grid(points=5)
+    assert g["clusterer__min_cluster_size"] == [4, 8, 12]
+    assert g["clusterer__min_samples"] == [2, 10, 16, 24, 30]
+    assert g["clusterer__cluster_selection_epsilon"] == [0.0, 0.1, 0.2, 0.3]
+
+
 # -- the fast path gives the slow path's labels ----------------------------------------------
 def test_reuse_paths_equal_slow_path(X):
     start = Pipeline(reducer="umap", outliers="lof", clusterer="hdbscan", random_state=3)
@@ -651,3 +665,60 @@ def test_leader_rule_sends_on_only_a_clear_new_leader():
     loose = optuna.create_study(direction="maximize",
                                 pruner=rule(optuna.pruners.NopPruner(), last_step=1, rung=0, margin=0.0))
     assert judge(loose, 0.060, 0.001) is False and judge(loose, 0.0605, 0.001) is False
+
+
+@pytest.mark.slow
+def test_worker_processes_tune_the_studys_own_data_in_a_shared_cache(tmp_path):
+    """``tune(n_jobs=2)`` handed its worker processes the vectors through ``cache_dir/X.npy``,
+    written only when absent: a cache folder shared with an earlier study of other data (or an
+    ``--out`` whose study.db was removed to start again) gave the workers the earlier data, so
+    their trials scored another collection (measured: trials of 6 blobs answering 2-blob
+    clusterings) and the best trial could be one of them. The workers now read a file named
+    after the data, as the cached graphs beside it are. Unlabelled items (None; NaN read as the
+    class "nan") reached the workers as a class "" of their own, so their trials' recorded
+    ``ext_*`` scores were not the main process's."""
+    def blobs(k, seed, n=240):
+        r = np.random.default_rng(seed)
+        c = r.normal(size=(k, 16)) * 8
+        return (np.vstack([c[i] + r.normal(size=(n // k, 16)) for i in range(k)]).astype(np.float32),
+                np.repeat(np.arange(k), n // k))
+
+    cache = tmp_path / "cache"
+    X1, _ = blobs(2, 2)
+    _tune(X1, Pipeline(random_state=0), out=tmp_path / "a", cache_dir=cache, n_trials=1, n_jobs=2,
+          space={"clusterer__min_cluster_size": {"int": [5, 6]}}, progress=False, refit=False)
+    X2, y2 = blobs(6, 6)
+    # every 4th item unlabelled (None, or NaN as a float array holds it): no class of its own,
+    # in the workers' trials as in the main process's (the workers read them back as a class "")
+    y2 = [None if i % 8 == 0 else np.nan if i % 4 == 0 else int(v) for i, v in enumerate(y2)]
+    res = _tune(X2, Pipeline(random_state=0), out=tmp_path / "b", cache_dir=cache, n_trials=10, n_jobs=2,
+                space={"reducer__n_neighbors": {"int": [5, 60]}}, sampler="random", labels=y2,
+                progress=False, refit=False)
+    trials = [t for t in res.study.trials if t.datetime_complete is not None]
+    if len({t.user_attrs.get("pid") for t in trials}) < 2:  # the worker started after every trial ran
+        pytest.skip("the worker process took no trial on this machine now")
+    assert all(t.user_attrs["ext_nmi"] > 0.97 for t in trials), [(t.number, t.user_attrs["ext_nmi"]) for t in trials]
+
+
+def test_a_pick_without_a_pareto_front_is_refused_before_any_trial(tmp_path, capsys):
+    """``tune --pick 3`` without ``--pareto`` (or nsga2) ran the whole study and then refitted and
+    published the best trial, not trial 3, without a word: the flag chooses from a Pareto front,
+    which a single-objective study has not."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))
+    assert main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "t"), "--trials", "2", "--pick", "1",
+                 "--quiet"]) == 2
+    assert "pick" in (err := capsys.readouterr().err) and "--pareto" in err
+    assert not (tmp_path / "t" / "study.db").exists()
+
+
+@pytest.mark.parametrize("timeout", [-5.0, 0.0, float("nan")])
+def test_a_timeout_that_is_no_time_is_refused_by_name(timeout, tmp_path):
+    """``tune --timeout -5`` computed the neighbour graph, started no trial and ended "no trial
+    finished; nothing to pick (give more --trials or --timeout)"; ``0`` and NaN meant no limit."""
+    X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    with pytest.raises(ParameterError, match="timeout must be a number of seconds above 0"):
+        _tune(X, Pipeline(random_state=0), out=tmp_path / "t", n_trials=1, timeout=timeout, progress=False,
+              refit=False)
+    assert not (tmp_path / "t" / "study.db").exists()

@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 
 def _read_table(path: Path):
-    try:  # labels are names, as the manifests cluster reads (ingest): "07" stays "07", 7 never 7.0
-        return read_table(path, encoding_errors="surrogateescape", dtype={"label": object})
+    try:  # labels and ids are names, as the manifests cluster reads (ingest): "07" stays "07", 7 never 7.0
+        return read_table(path, encoding_errors="surrogateescape", dtype={"label": object, "id": object})
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - pandas / pyarrow parse errors: name the file
@@ -142,7 +142,9 @@ def read_labels(path: Path, ids, paths, n: int, root: str | None = None) -> tupl
     df = _read_table(Path(path))
     if "label" not in df.columns:
         raise InputError(f"{path} needs a 'label' column (and 'id' or 'path'); has {list(df.columns)}")
-    lab = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in df["label"]]
+    # missing: None, NaN, and pandas' NA of a nullable column (Int64, string: a Parquet file
+    # pandas wrote), which no comparison can take
+    lab = df["label"].astype(object).where(df["label"].notna(), None).tolist()
     for key, keys in (("id", ids), ("path", paths)):
         if key in df.columns and keys is not None:
             m: dict = {}
@@ -150,6 +152,8 @@ def read_labels(path: Path, ids, paths, n: int, root: str | None = None) -> tupl
                 k = str(k)
                 if key == "path" and root is not None and not os.path.isabs(k):
                     k = os.path.join(root, k)
+                if key == "path":  # './cats/1.jpg' (find's output), 'a//b.jpg': the file they name
+                    k = os.path.normpath(k)
                 if k in m and m[k] != v:
                     raise InputError(f"{path}: row {row + 2} gives {key} {k!r} the label {v!r}, an "
                                      f"earlier row gave it {m[k]!r}; conflicting labels are refused")

@@ -23,12 +23,13 @@ after noise assignment, when the run has one; ``curated``: after a person's edit
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from ..errors import ParameterError
 from ..evaluation import VOTE_K, evaluate, load_source
-from ..fileio import write_json, write_table
+from ..fileio import output_error, write_json, write_table
 from ..persist import version_store
 from ..rundir import EVALUATION, LABEL_ISSUES, RunDir, find_run
 from . import SUMMARIES, printable
@@ -42,8 +43,9 @@ def add_parser(sub):
     p.add_argument("--labels", default=None,
                    help="CSV/Parquet manifest with an 'id' or 'path' column (absolute, or relative to the "
                         "run's collection root) and a 'label' column (overrides labels stored in the run)")
-    p.add_argument("--out", default=None, help="where to write evaluation.json (default: inside RUN_OR_MODEL; needed for a published "
-                        "model version such as RUN/models/v0001, which is never changed)")
+    p.add_argument("--out", default=None, help="where to write evaluation.json (a folder: FOLDER/evaluation.json; default: "
+                        "inside RUN_OR_MODEL; needed for a published model version such as RUN/models/v0001, which is "
+                        "never changed)")
     p.add_argument("--sample-size", type=int, default=10000,
                    help="silhouette on a seeded random sample of this many items (default 10000)")
     p.add_argument("--dbcv-sample-size", type=int, default=2000, help="DBCV sample size (O(n^2); default 2000)")
@@ -163,6 +165,12 @@ def run(args) -> int:
                              "(assign and serve read it): give --out FILE for evaluation.json"
                              + (f", or evaluate the run folder {run_dir.path}" if run_dir is not None else ""),
                              "--out")
+    out_dir = bool(args.out) and (Path(args.out).is_dir() or args.out.endswith(("/", os.sep)))
+    if out_dir:  # made before the work, so that a folder that cannot be made costs none
+        try:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise output_error(e, Path(args.out)) from e
     if args.label_depth is not None and args.label_depth < 1:
         raise ParameterError(f"--label-depth must be >= 1, got {args.label_depth}", "label-depth")
     src = load_source(Path(args.source))
@@ -176,11 +184,11 @@ def run(args) -> int:
     if issues is not None:
         print_issues(issues, res["label_issues_of"])
     written = []
-    if args.out:
-        out = Path(args.out)
+    if args.out:  # a folder (existing, or 'new/'): its evaluation.json, as in a run folder
+        out = Path(args.out) / EVALUATION if out_dir else Path(args.out)
         write_json(out, res)
         if issues is not None:
-            written.append(out.with_name(out.stem + "." + LABEL_ISSUES))
+            written.append(out.with_name(LABEL_ISSUES if out_dir else out.stem + "." + LABEL_ISSUES))
             write_table(written[-1], issues)
     elif src["kind"] == "run":
         run_dir = RunDir.open(args.source)

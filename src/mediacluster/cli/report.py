@@ -95,10 +95,14 @@ def add_report_argument(p) -> None:
 
 def check_report_arguments(args) -> None:
     """Before any work: ``--vocabulary`` is read by the report only, so without ``--report`` it
-    would be ignored in silence."""
+    would be ignored in silence; a file that cannot be read is refused then too."""
     if getattr(args, "vocabulary", None) and not getattr(args, "report", False):
         raise ParameterError("--vocabulary names the clusters in the report; add --report (or run "
                              "'mediacluster report RUN --vocabulary FILE' afterwards)", "vocabulary")
+    if getattr(args, "vocabulary", None):  # read before the run, not after it
+        from ..naming.zeroshot import load_vocabulary
+
+        load_vocabulary(args.vocabulary)
 
 
 def report_after(args, run_dir) -> int:

@@ -88,9 +88,11 @@ def _load_examples(source, mapping, encoder, cache_dir, quiet):
 def _train(args) -> int:
     from ..tags import train_tagger
     from ..tags.data import examples_from_run
+    from ..tags.model import check_settings
 
     if bool(args.run) == bool(args.source):
         raise ParameterError("give either SOURCE (labelled examples) or --run RUN_DIR (tagged clusters)")
+    check_settings(args.precision, args.confidence, args.C, args.val_size)  # before the examples are embedded
     t0 = time.perf_counter()
     if args.run:
         ex = examples_from_run(args.run, args.cluster_tags)

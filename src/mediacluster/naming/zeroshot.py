@@ -48,7 +48,10 @@ def load_vocabulary(path: str | Path | None) -> list[str]:
     """Vocabulary from a text file (one topic per line, '#' comments), or the default list."""
     if path is None:
         return default_vocabulary()
-    vocab = parse_vocabulary(Path(path).read_text(encoding="utf-8"))
+    try:
+        vocab = parse_vocabulary(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:  # a typo in --vocabulary: said, not a naming failure
+        raise InputError(f"vocabulary file {path} cannot be read: {getattr(e, 'strerror', None) or e}") from None
     if not vocab:
         raise InputError(f"vocabulary file {path} has no entries")
     return vocab

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import OutputError
 from ..naming.names import name_run
 from ..naming.overrides import save_names_template
+from ..naming.zeroshot import load_vocabulary
 from ..rundir import RunDir
 from .build import build_report, map_2d, missing_thumbnails, read_study
 from .methods import write_methods
@@ -35,6 +36,8 @@ def make_report(run_dir, out=None, vocabulary=None, rename=False, names_template
 
     Holds the run folder's lock while it writes (names, the map, the report)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, collection_root=collection_root)
+    if vocabulary is not None:  # a file that cannot be read is refused, not a naming failure after the work
+        load_vocabulary(vocabulary)
     with run.writing("report"):
         if rename or vocabulary is not None or not run.read_automatic_names():
             try:

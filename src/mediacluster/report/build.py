@@ -26,6 +26,7 @@ from ..data import nearest_to_centre
 from ..errors import ParameterError, RunDirError
 from ..fileio import atomic_path, display_text, json_text, output_error, read_json, write_json
 from ..ingest.stream import NpyVectors
+from ..metrics import labelled
 from ..naming import load_names
 from ..naming.overrides import automatic_names, hand_names
 from ..naming.support import BY_HAND, mostly_unsure
@@ -33,6 +34,7 @@ from ..naming.support import note as unsure_note
 from ..naming.support import of_records as support_of_records
 from ..rundir import RunDir, RunLevels
 from ..stages.reduce import UMAPReducer
+from ..stages.registry import Int
 from .reposts import gallery_rows, most_reposted, reposts_section
 from .thumbs import make_thumbnails
 
@@ -361,6 +363,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     HTML path. ``name=True`` computes automatic names first when the run has none."""
     if isinstance(thumb_size, bool) or not isinstance(thumb_size, numbers.Integral) or thumb_size < 1:
         raise ParameterError(f"thumb_size must be at least 1 pixel, got {thumb_size}", "thumb_size")
+    Int(1, none_ok=True).check(workers, "workers")  # -1 stopped the thread pool after the map
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
     run_dir = run.path
     out_dir = Path(out_dir) if out_dir else run.file("report")
@@ -382,6 +385,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
     # shown to people: a file name that is not UTF-8 in its escaped form (see fileio)
     shown_paths = [display_text(p if p is not None else i) for p, i in zip(paths, ids)]
     true_labels = assign["label"].tolist() if "label" in assign else None
+    has_label = labelled(true_labels) if true_labels is not None else None  # metrics' rule: None / NaN are none
     vectors = run.read_embeddings(mmap=True).vectors
     n = len(labels)
     if len(vectors) != n:
@@ -458,10 +462,11 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
                 entry.update(name_sure=True, name_why=BY_HAND)
             elif (sure_ or {}).get(c):
                 entry.update(sure_[c])
-            if true_labels is not None:
-                vals, cnt = np.unique(np.array([str(true_labels[i]) for i in idx]), return_counts=True)
+            known = idx[has_label[idx]] if true_labels is not None else idx[:0]
+            if len(known):  # shares of the labelled members: an unlabelled one is no label "nan"
+                vals, cnt = np.unique(np.array([str(true_labels[i]) for i in known]), return_counts=True)
                 o = np.argsort(-cnt)[:3]
-                entry["true_labels"] = [{"label": display_text(vals[j]), "share": float(cnt[j] / len(idx))} for j in o]
+                entry["true_labels"] = [{"label": display_text(vals[j]), "share": float(cnt[j] / len(known))} for j in o]
             out.append(entry)
         out.sort(key=lambda e: -e["size"])
         return out

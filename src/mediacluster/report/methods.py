@@ -57,13 +57,19 @@ def methods_text(run) -> str:
     skipped = summary.get("skipped", 0)
     lines = [f"# Methods (mediacluster {versions.get('mediacluster', '?')}, run {run.run_id})", ""]
     media = enc.get("media", "image")
-    p = [f"We embedded {n:,} {media} files" if isinstance(n, int) else f"We embedded the {media} files",
-         f" of `{info.get('collection_root', info.get('source', '?'))}`"
-         + (f" ({skipped} could not be read and were left out)" if skipped else ""),
-         f" with the encoder `{enc.get('name', '?')}` (id `{enc.get('id', '?')}`)."]
+    if enc.get("name") == "precomputed":  # a vectors file: nothing was embedded here
+        p = [f"We clustered {n:,} precomputed vectors" if isinstance(n, int) else "We clustered the precomputed vectors",
+             f" of `{info.get('source', '?')}`."]
+    else:
+        p = [f"We embedded {n:,} {media} files" if isinstance(n, int) else f"We embedded the {media} files",
+             f" of `{info.get('collection_root', info.get('source', '?'))}`"
+             + (f" ({skipped} could not be read and were left out)" if skipped else ""),
+             f" with the encoder `{enc.get('name', '?')}` (id `{enc.get('id', '?')}`)."]
     if info.get("fit_sample"):
-        p.append(f" The pipeline was fitted on a random sample ({info['fit_sample']}) and every other item "
-                 "assigned by the fitted model.")
+        fs = info["fit_sample"]  # {"size", "of", "seed"} (a bare number in a run.json written before)
+        sample = (f"a random sample of {fs.get('size', '?'):,} of the {fs.get('of', '?'):,} items (seed "
+                  f"{fs.get('seed', '?')})" if isinstance(fs, dict) else f"a random sample ({fs})")
+        p.append(f" The pipeline was fitted on {sample} and every other item assigned by the fitted model.")
     if info.get("duplicates"):
         p.append(" Near-duplicate groups were found first and fitted as one item each (`--dedup`).")
     p.append(f" Reduction: {_stage(pipe.get('reducer_'))}. Outlier removal: {_stage(pipe.get('outliers_'))}."
@@ -101,8 +107,9 @@ def methods_text(run) -> str:
     xy = run.read_map(n) if isinstance(n, int) else None
     if xy is not None:
         m = xy[1].get("method")
-        p.append(" The 2-D map is " + ("a UMAP of the embeddings (`report.build.layout_2d`)."
-                                       if m == "umap" else f"a {str(m).upper()} projection of the embeddings."))
+        p.append(" The 2-D map is " + ("a UMAP of the embeddings (`report.build.layout_2d`)." if m == "umap" else
+                                       "a PCA projection of the embeddings." if m == "pca" else
+                                       f"a {str(m).replace('umap', 'UMAP').replace('pca', 'PCA')}."))  # a sampled fit's
     p.append(f" Every random step used seed {info.get('seed', pipe.get('random_state', '?'))}.")
     lines.append("".join(p))
     lines.append("")

@@ -67,7 +67,16 @@ def read_mapping(path: str | Path, is_key=None) -> dict[str, str]:
             raise InputError(f"{path}: need two columns (key, tag)")
         if is_key and len(df) and not is_key(str(df.iloc[0, 0]).strip()):
             df = df.iloc[1:]  # the header row
-        return {str(k).strip(): str(v).strip() for k, v in zip(df.iloc[:, 0], df.iloc[:, 1])}
+        out: dict[str, str] = {}
+        line: dict[str, int] = {}
+        first = 1 if is_key else 2  # the file's line of the frame's row 0
+        for row, k, v in zip(df.index, df.iloc[:, 0], df.iloc[:, 1]):
+            k, v = str(k).strip(), str(v).strip()
+            if k in out and out[k] != v:  # the last would win, silently
+                raise InputError(f"{path}: row {row + first} gives {k!r} the tag {v!r}, row {line[k]} gave it "
+                                 f"{out[k]!r}; give each key one tag")
+            out[k], line[k] = v, line.get(k, row + first)
+        return out
     import yaml
 
     with open(path, encoding="utf-8") as f:
@@ -76,7 +85,15 @@ def read_mapping(path: str | Path, is_key=None) -> dict[str, str]:
         d = d["mapping"]
     if not isinstance(d, dict):
         raise InputError(f"{path}: expected a mapping 'key: tag'")
-    return {str(k).strip(): "" if v is None else str(v).strip() for k, v in d.items()}
+    out = {}
+    for k, v in d.items():  # YAML keys 0 and '0' are one key here
+        if isinstance(v, list | dict):  # [cat, pet] was the one tag "['cat', 'pet']"
+            raise InputError(f"{path}: {str(k).strip()!r} must have one tag (plain text), got {v!r}")
+        k, v = str(k).strip(), "" if v is None else str(v).strip()
+        if k in out and out[k] != v:
+            raise InputError(f"{path}: {k!r} is given the tag {v!r} and {out[k]!r}; give each key one tag")
+        out[k] = v
+    return out
 
 
 def _is_number(text: str) -> bool:
@@ -114,6 +131,10 @@ def examples_from_source(source: str | Path, encoder: str | None = None, cache_d
     was refused as having "no labels"). ``mapping``: fine label -> tag, or its file (read before
     any embedding; a CSV's header row told by its first cell being none of the labels)."""
     p = Path(source)
+    if RunDir.is_run(p):  # its report's thumbnails and exports would be read as tagged media
+        raise InputError(f"{source} is a run folder (mediacluster cluster), not labelled examples: its "
+                         f"clusters are learned with 'tags train --run {source}' (--cluster-tags FILE, or the "
+                         "names a person gave)")
     coll = collect(p, media="auto", labels_from_folders=p.is_dir())
     if not coll.has_labels:
         raise InputError(f"{source}: no labels (use a folder with one sub-folder per tag, a manifest "

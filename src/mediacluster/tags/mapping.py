@@ -56,7 +56,11 @@ def parse_tag(spec: str) -> tuple[str, list[str]]:
     if syns:
         ids = [s.strip() for s in syns.replace(",", "+").split("+") if s.strip()]
         for s in ids:
-            wn.lemmas(s)  # raises KeyError for an unknown id
+            try:
+                wn.lemmas(s)
+            except KeyError:  # a word where an id goes ('plant=tree'), or an unknown id
+                raise InputError(f"tag {spec!r}: unknown WordNet noun synset id {s!r} (give tag=wnid, e.g. "
+                                 "plant=n00017222, or the tag word alone)") from None
         return name, ids
     return name, wn.synsets_for(name)
 
@@ -166,6 +170,10 @@ def read_labels(spec: str) -> list[str]:
     """Labels from a text file (one per line), a folder (its sub-folder names), ``imagenet``
     (the 1000 ImageNet class names), or a comma-separated list."""
     p = Path(spec)
+    if not p.exists() and "," not in spec and (p.suffix.lower() in (".txt", ".csv", ".tsv", ".list")
+                                               or spec.startswith(("/", "./", "../", "~"))):
+        raise InputError(f"{spec}: no such file or folder (labels: a text file, a folder, 'imagenet' or a "
+                         "comma-separated list)")  # a typo, not the one label of a list
     if p.is_dir():
         return sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
     if p.is_file():

@@ -25,17 +25,31 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..data import check_finite, l2_normalize
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..fileio import atomic_path, write_json
-from ..stages.registry import SEED
+from ..stages.registry import SEED, Int
 from .thresholds import choose_threshold, clopper_pearson, min_support
 
 FORMAT = "mediacluster.tags/1"
 MODELS = ("auto", "logreg", "mlp")
+TOP_K = Int(1, doc="at most this many suggested tags per item")
 #: "auto" picks the MLP from this many labelled items on (benchmarks/RESULTS.md, tags: on 50k
 #: CIFAR-10 it beat the logistic baseline on balanced accuracy and coverage; on 600 items it
 #: covered less than the logistic regression)
 MLP_FROM = 20000
+
+
+def check_settings(precision, confidence, C=0.1, val_size=0.25) -> None:
+    """``precision``, ``confidence`` and ``val_size`` each strictly between 0 and 1, ``C`` above 0
+    (a ``ParameterError`` naming it), before any work: at confidence 1 the margin is infinite
+    (``log(0)``), at 0 every lower bound is 1.0 (one right answer certifies any precision), no
+    threshold can reach precision 1, and scikit-learn refuses C 0 (an internal error after the
+    examples were embedded)."""
+    for name, v in (("precision", precision), ("confidence", confidence), ("val_size", val_size)):
+        if isinstance(v, bool) or not isinstance(v, int | float | np.number) or not 0.0 < float(v) < 1.0:
+            raise ParameterError(f"{name} must be above 0 and below 1, got {v!r}", name)
+    if isinstance(C, bool) or not isinstance(C, int | float | np.number) or not 0.0 < float(C) < np.inf:
+        raise ParameterError(f"C must be a number above 0 (inverse regularisation), got {C!r}", "C")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -140,6 +154,7 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
         if self.thresholds not in ("per-tag", "global", "auto"):
             raise InputError("thresholds must be 'per-tag', 'global' or 'auto'")
         SEED.check(self.random_state, "random_state")  # numpy's range, before the work
+        check_settings(self.precision, self.confidence, self.C, self.val_size)
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray([str(v) for v in y])
         if len(X) != len(y):
@@ -327,7 +342,8 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
         return pred, conf, conf >= self.threshold_vector_[pred]
 
     def suggest_proba(self, proba: np.ndarray, top_k: int = 1) -> list[list[tuple[str, float]]]:
-        """Tags whose confidence clears their threshold, best first (at most ``top_k``)."""
+        """Tags whose confidence clears their threshold, best first (at most ``top_k``, >= 1)."""
+        top_k = TOP_K.check(top_k, "top_k")  # 0 answered nothing, -1 all but the last (a slice)
         out = []
         passed = proba >= self.threshold_vector_[None, :]
         for row, ok in zip(proba, passed):

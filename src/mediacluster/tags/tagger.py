@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..ingest import SkipItem
-from .model import TagClassifier
+from .model import TOP_K, TagClassifier
 
 
 def _flip(x: np.ndarray) -> np.ndarray:
@@ -118,6 +118,7 @@ class Tagger:
         the ``alternatives`` most probable labels for people reviewing abstentions. Items that
         cannot be decoded get ``"skipped": reason``.
         """
+        TOP_K.check(top_k, "top_k")  # before any file is read
         if isinstance(items, np.ndarray):
             names = [str(i) for i in range(len(items))] if items.ndim == 2 else ["0"]
             proba = self.classifier.predict_proba(items)

@@ -84,6 +84,12 @@ class Dim:
         if self.grid is not None:
             return list(self.grid)
         lo, hi = self.low, self.high
+        if self.step is not None:  # the points on the step, as Optuna proposes them (never with log)
+            last = int(math.floor((hi - lo) / self.step + 1e-9))
+            ks = (range(last + 1) if last + 1 <= points else
+                  sorted({int(math.floor(last * i / (points - 1) + 0.5)) for i in range(points)}))
+            vals = [lo + k * self.step for k in ks]
+            return [int(round(v)) for v in vals] if self.kind == "int" else [float(round(v, 12)) for v in vals]
         if self.kind == "int":
             if hi - lo + 1 <= points:
                 return list(range(int(lo), int(hi) + 1))

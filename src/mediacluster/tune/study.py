@@ -34,6 +34,7 @@ import numpy as np
 from ..data import Embeddings, as_vectors, check_finite, check_magnitude
 from ..errors import InputError, MediaclusterError, ParameterError
 from ..fileio import json_text, read_json, setup_numba_cache, write_json, write_npy, write_table
+from ..metrics import labelled
 from ..persist import MODEL_JSON, ModelStore
 from ..stages.cluster import single_blas_thread
 from .objectives import DESCRIPTIONS, get_objective, objective_se, quality_for_pareto
@@ -324,6 +325,7 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
                    layout_epochs=cfg["layout_epochs"], umap_init=cfg["umap_init"],
                    knn_method=cfg["knn_method"])
     y = np.load(cfg["y_path"], allow_pickle=False).tolist() if cfg.get("y_path") else None
+    y = None if y is None else [v or None for v in y]  # written "" for unlabelled: no class ""
     sampler = make_sampler(cfg["sampler"], cfg["seed"] + 7919 * cfg["worker"], space,
                            cfg["grid_points"], len(cfg["directions"]))
     pruner = _pruner(bool(cfg["subsample"]), len(cfg["directions"]) > 1, cfg["rf"],
@@ -614,10 +616,18 @@ def tune(
     obj_name = objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
     get_objective(objective)  # validate the name early
     multi = (sampler == "nsga2") if multi_objective is None else bool(multi_objective)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float | np.number)
+                                or not timeout > 0):  # -5 started no trial, 0 and NaN set no limit
+        raise ParameterError(f"timeout must be a number of seconds above 0 (None: no limit), got {timeout!r}",
+                             "timeout")
+    if pick is not None and not multi:  # it was ignored: the best trial was refitted, silently
+        raise ParameterError("pick chooses a trial from the Pareto front of a multi-objective study (--pareto, "
+                             "or --sampler nsga2); a single-objective study refits its best trial", "pick")
     directions = ["maximize", "maximize"] if multi else ["maximize"]
     rf = reduction_factor(prune_keep)
     sub = [] if multi else _fidelity_sizes(n, fidelity, rf)
-    y = None if labels is None else [None if v is None else str(v) for v in labels]
+    # unlabelled (None, NaN) stays None: not a class "nan" (metrics.labelled, every score's rule)
+    y = None if labels is None else [str(v) if known else None for v, known in zip(labels, labelled(labels))]
 
     counts = layout_epochs if isinstance(layout_epochs, list | tuple) else [layout_epochs]
     if layout_epochs is not None and not all(
@@ -703,7 +713,7 @@ def tune(
             procs = _start_workers(n_jobs - 1, X, y, sp, pipeline, cache_dir, storage, sampler, seed + prior,
                                    grid_points, directions, rf, obj_name, n_trials,
                                    deadline, sub, silhouette_sample, ws.layout_epochs, ws.umap_init,
-                                   promote_full, knn_method, leader_margin)
+                                   promote_full, knn_method, leader_margin, ws.fingerprint)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         _optimize(study, obj, n_trials, deadline, _tick)
@@ -725,10 +735,12 @@ def tune(
 
 def _start_workers(k, X, y, sp, pipeline, cache_dir, storage, sampler, seed, grid_points, directions,
                    rf, obj_name, n_trials, deadline, sub, silhouette_sample, layout_epochs, umap_init,
-                   promote_full, knn_method, leader_margin=LEADER_MARGIN):
+                   promote_full, knn_method, leader_margin=LEADER_MARGIN, fingerprint=""):
     import multiprocessing as mp
 
-    x_path = cache_dir / "X.npy"
+    # named by the data, as the cached graphs beside it: a cache folder shared by studies of
+    # other data (or an --out whose study.db was removed) gave the workers the earlier data
+    x_path = cache_dir / f"X-{fingerprint}.npy"
     if not x_path.exists():
         write_npy(x_path, X)
     y_path = None
