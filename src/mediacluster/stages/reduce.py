@@ -166,7 +166,8 @@ class UMAPReducer(_Reducer):
         return self
 
     def transform(self, X):
-        return np.asarray(self.umap_.transform(self._new_data(X)), dtype=np.float32)
+        X = self._new_data(X)  # first: NotFittedError before any fitted attribute is read
+        return np.asarray(self.umap_.transform(X), dtype=np.float32)
 
 
 @register("reducer", "pca", params={
@@ -190,7 +191,8 @@ class PCAReducer(_Reducer):
         return self
 
     def transform(self, X):
-        return self.pca_.transform(self._new_data(X, np.float64)).astype(np.float32)
+        X = self._new_data(X, np.float64)
+        return self.pca_.transform(X).astype(np.float32)
 
 
 @register("reducer", "ipca", aliases=("incremental_pca",), params={
@@ -264,7 +266,8 @@ class IncrementalPCAReducer(_Reducer):
         return self
 
     def transform(self, X):
-        return self.ipca_.transform(self._new_data(X, np.float64)).astype(np.float32)
+        X = self._new_data(X, np.float64)
+        return self.ipca_.transform(X).astype(np.float32)
 
 
 def _is_batch_iterable(X) -> bool:
@@ -303,7 +306,8 @@ class KernelPCAReducer(_Reducer):
         return self
 
     def transform(self, X):
-        return self.kpca_.transform(self._new_data(X, np.float64)).astype(np.float32)
+        X = self._new_data(X, np.float64)
+        return self.kpca_.transform(X).astype(np.float32)
 
 
 @register("reducer", "none", params={})

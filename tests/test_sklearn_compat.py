@@ -1,0 +1,61 @@
+"""A scikit-learn user's notebook: the stages and the Pipeline where sklearn's habits meet them.
+
+``tests/test_conventions.py`` runs the checks ``parametrize_with_checks`` yields on every
+registered stage. This file covers what those leave out and a notebook hits: the transformer
+checks scikit-learn runs only on its own estimators (``get_feature_names_out``, ``set_output``,
+DataFrame column names), and the habits of a data scientist with vectors she already has
+(``NotFittedError`` before ``fit``, a row named when a value is NaN, the HTML repr, use inside
+``sklearn.pipeline.make_pipeline`` / ``GridSearchCV`` with a clustering scorer, pickling).
+Tiny data and tiny parameters throughout (benchmarks/RESULTS.md, "A scikit-learn user's
+notebook").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from mediacluster.stages import registry
+
+# parameters for tiny data (everything else: the registered defaults)
+SMALL = {
+    ("clusterer", "hdbscan"): {"min_cluster_size": 5},
+    ("outliers", "isolation_forest"): {"n_estimators": 10},
+    ("reducer", "umap"): {"n_neighbors": 5, "n_epochs": 10},
+    ("clusterer", "evoc"): {"n_epochs": 10},
+    ("reducer", "pca"): {"n_components": 3},
+    ("reducer", "ipca"): {"n_components": 3},
+    ("reducer", "kernel_pca"): {"n_components": 3},
+}
+# numba-compiled stages: their first fit in a process compiles (seconds); the fast tier skips them
+SLOW = {("reducer", "umap"), ("clusterer", "evoc")}
+
+
+def _stage_params(kinds=registry.KINDS):
+    return [pytest.param(k, n, id=f"{k}-{n}", marks=[pytest.mark.slow] if (k, n) in SLOW else [])
+            for k in kinds for n in registry.names(k)]
+
+
+def _build(kind, name):
+    return registry.build(kind, name, SMALL.get((kind, name), {}))
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n_samples=90, centers=3, n_features=6, random_state=0)
+    return X.astype(np.float32), y
+
+
+@pytest.mark.parametrize(("kind", "name"), _stage_params())
+def test_every_method_before_fit_raises_sklearns_not_fitted_error(kind, name, blobs):
+    X, _ = blobs
+    est = _build(kind, name)
+    methods = [m for m in ("predict", "transform", "predict_membership", "score_samples", "decision_function")
+               if hasattr(est, m)]
+    assert methods
+    for m in methods:
+        with pytest.raises(NotFittedError):
+            getattr(est, m)(X[:3])
