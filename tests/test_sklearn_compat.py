@@ -59,3 +59,29 @@ def test_every_method_before_fit_raises_sklearns_not_fitted_error(kind, name, bl
     for m in methods:
         with pytest.raises(NotFittedError):
             getattr(est, m)(X[:3])
+
+
+@pytest.mark.parametrize(("kind", "name"), _stage_params())
+def test_nan_or_inf_is_refused_naming_the_row(kind, name, blobs):
+    X, _ = blobs
+    bad = X.copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(ValueError, match=r"row 4 contains NaN or infinity"):
+        _build(kind, name).fit(bad)
+    est = _build(kind, name).fit(X)
+    new = X[:6].copy()
+    new[2, 0] = np.inf
+    for m in ("predict", "transform"):
+        if hasattr(est, m):
+            with pytest.raises(ValueError, match=r"row 2 contains NaN or infinity"):
+                getattr(est, m)(new)
+
+
+def test_incremental_pca_names_the_row_across_batches(blobs):
+    X, _ = blobs
+    bad = X.copy()
+    bad[37, 0] = np.inf
+    with pytest.raises(ValueError, match=r"row 37 contains NaN or infinity"):
+        _build("reducer", "ipca").set_params(batch_size=16).fit(bad)
+    with pytest.raises(ValueError, match=r"row 37 contains NaN or infinity"):
+        _build("reducer", "ipca").fit([bad[:30], bad[30:60], bad[60:]])

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from ..data import validate_rows
 from ..errors import InputError
 from .registry import SEED, Bool, Choice, Float, Int, check_params, register
 
@@ -35,19 +36,17 @@ class _Reducer(TransformerMixin, BaseEstimator):
 
     def _fit_data(self, X) -> np.ndarray:
         """Parameters checked against the registry, then X as finite 2-D float32."""
-        from sklearn.utils.validation import validate_data
-
         check_params(self)
-        return validate_data(self, X, dtype=np.float32)
+        return validate_rows(self, X)
 
     def _new_data(self, X, dtype=np.float32) -> np.ndarray:
         """New points, checked against the fit. The linear reducers ask for float64: a float32
         projection differs in the last bit with a row's position in the batch (BLAS blocking),
         a float64 one rounded to float32 does not."""
-        from sklearn.utils.validation import check_is_fitted, validate_data
+        from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self)
-        return validate_data(self, X, dtype=dtype, reset=False)
+        return validate_rows(self, X, reset=False, dtype=dtype)
 
 
 # umap-learn kernels that it compiles without numba's on-disk cache (its own ``cache=True`` is
@@ -217,22 +216,22 @@ class IncrementalPCAReducer(_Reducer):
         self.whiten = whiten
 
     def _batches(self, X, reset: bool):
-        """``X`` as checked float32 batches (the first one sets ``n_features_in_`` if ``reset``)."""
-        from sklearn.utils.validation import validate_data
-
-        first = reset
+        """``X`` as checked float32 batches (the first one sets ``n_features_in_`` if ``reset``);
+        a non-finite value is refused naming its row counted over the whole input."""
+        first, row = reset, 0
         if _is_batch_iterable(X):
             for b in X:
-                yield validate_data(self, b, dtype=np.float32, reset=first)
-                first = False
+                b = validate_rows(self, b, reset=first, first_row=row)
+                first, row = False, row + len(b)
+                yield b
             return
         if not (hasattr(X, "shape") and hasattr(X, "__getitem__")) or sparse.issparse(X):
             # a list of rows, an object exposing __array__, a sparse matrix (refused): check it whole
-            X = validate_data(self, X, dtype=np.float32, reset=first)
+            X = validate_rows(self, X, reset=first)
         if X.shape[0] == 0 or len(X.shape) != 2:
-            validate_data(self, X, dtype=np.float32, reset=first)  # raises scikit-learn's message
+            validate_rows(self, X, reset=first)  # raises scikit-learn's message
         for s in range(0, X.shape[0], self.batch_size):
-            yield validate_data(self, X[s:s + self.batch_size], dtype=np.float32, reset=first)
+            yield validate_rows(self, X[s:s + self.batch_size], reset=first, first_row=s)
             first = False
 
     def fit(self, X, y=None, precomputed_knn=None):
