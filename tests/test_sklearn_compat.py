@@ -12,8 +12,11 @@ notebook").
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+import sklearn.utils.estimator_checks as sk_checks
 from sklearn.exceptions import NotFittedError
 
 from mediacluster.stages import registry
@@ -85,3 +88,58 @@ def test_incremental_pca_names_the_row_across_batches(blobs):
         _build("reducer", "ipca").set_params(batch_size=16).fit(bad)
     with pytest.raises(ValueError, match=r"row 37 contains NaN or infinity"):
         _build("reducer", "ipca").fit([bad[:30], bad[30:60], bad[60:]])
+
+
+
+# scikit-learn's checks that parametrize_with_checks does not yield (its own test suite runs them
+# on its own estimators): feature names in, feature names out, set_output
+TRANSFORMER_CHECKS = ("check_transformer_get_feature_names_out", "check_transformer_get_feature_names_out_pandas",
+                      "check_get_feature_names_out_error", "check_set_output_transform",
+                      "check_set_output_transform_pandas", "check_global_output_transform_pandas")
+
+
+@pytest.mark.parametrize("check", TRANSFORMER_CHECKS)
+@pytest.mark.parametrize(("kind", "name"), _stage_params(["reducer"]))
+def test_reducer_feature_names_and_set_output(kind, name, check):
+    est = _build(kind, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # umap-learn's n_jobs / spectral-start notes
+        getattr(sk_checks, check)(type(est).__name__, est)
+
+
+@pytest.mark.parametrize(("kind", "name"), _stage_params())
+def test_dataframe_column_names_are_kept_and_checked(kind, name):
+    est = _build(kind, name)
+    sk_checks.check_dataframe_column_names_consistency(type(est).__name__, est)
+
+
+def test_reducer_in_make_pipeline_gives_named_dataframe_columns(blobs):
+    import pandas as pd
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, _ = blobs
+    df = pd.DataFrame(X, columns=[f"dim{i}" for i in range(X.shape[1])], index=[f"item{i}" for i in range(len(X))])
+    pipe = make_pipeline(StandardScaler(), _build("reducer", "pca")).set_output(transform="pandas")
+    out = pipe.fit_transform(df)
+    assert list(out.columns) == ["pcareducer0", "pcareducer1", "pcareducer2"]
+    assert list(out.index) == list(df.index)
+    assert list(pipe.transform(df.iloc[:4]).index) == ["item0", "item1", "item2", "item3"]
+    plain = make_pipeline(StandardScaler(), _build("reducer", "pca")).fit_transform(X)
+    np.testing.assert_allclose(out.to_numpy(), plain, rtol=1e-5, atol=1e-6)  # a DataFrame's memory order
+
+
+def test_global_pandas_output_leaves_pipeline_results_unchanged(blobs):
+    import sklearn
+
+    from mediacluster import Pipeline
+
+    X, _ = blobs
+    make = lambda: Pipeline(reducer=_build("reducer", "pca"), clusterer="hierarchy", reference_dims=None)  # noqa: E731
+    plain = make().fit(X)
+    with sklearn.config_context(transform_output="pandas"):
+        framed = make().fit(X)
+        assert type(framed.embedding_) is np.ndarray and type(framed.transform(X[:5])) is np.ndarray
+        np.testing.assert_array_equal(framed.predict(X[:20]), plain.predict(X[:20]))
+    np.testing.assert_array_equal(framed.labels_, plain.labels_)
+    np.testing.assert_array_equal(framed.embedding_, plain.embedding_)

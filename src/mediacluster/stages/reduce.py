@@ -14,7 +14,12 @@ import threading
 
 import numpy as np
 from scipy import sparse
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    OneToOneFeatureMixin,
+    TransformerMixin,
+)
 
 from ..data import validate_rows
 from ..errors import InputError
@@ -25,7 +30,13 @@ UMAP_METRICS = ("cosine", "euclidean", "correlation", "manhattan", "chebyshev", 
                 "canberra", "braycurtis", "hamming", "jaccard", "dice", "hellinger")
 
 
-class _Reducer(TransformerMixin, BaseEstimator):
+class _Reducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """A reducer's output columns are named after its class (``pcareducer0``, ...:
+    ``get_feature_names_out``), so ``set_output(transform="pandas")`` gives a DataFrame, as
+    scikit-learn's own decompositions do. ``embedding_``, which ``Pipeline`` reads, is always an
+    array: the scikit-learn estimators inside are read with ``np.asarray``, since a global
+    ``sklearn.set_config(transform_output="pandas")`` makes them return DataFrames."""
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # every reducer returns float32
@@ -168,6 +179,10 @@ class UMAPReducer(_Reducer):
         X = self._new_data(X)  # first: NotFittedError before any fitted attribute is read
         return np.asarray(self.umap_.transform(X), dtype=np.float32)
 
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.umap_.n_components)
+
 
 @register("reducer", "pca", params={
     "n_components": Int(1, tune={"int": [2, 100], "log": True}), "whiten": Bool(), "random_state": SEED})
@@ -185,13 +200,17 @@ class PCAReducer(_Reducer):
         X = self._fit_data(X)
         k = int(min(self.n_components, X.shape[0], X.shape[1]))
         self.pca_ = PCA(n_components=k, whiten=self.whiten, random_state=self.random_state)
-        self.embedding_ = self.pca_.fit_transform(X).astype(np.float32)
+        self.embedding_ = np.asarray(self.pca_.fit_transform(X), dtype=np.float32)
 
         return self
 
     def transform(self, X):
         X = self._new_data(X, np.float64)
-        return self.pca_.transform(X).astype(np.float32)
+        return np.asarray(self.pca_.transform(X), dtype=np.float32)
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.pca_.n_components_)
 
 
 @register("reducer", "ipca", aliases=("incremental_pca",), params={
@@ -259,14 +278,18 @@ class IncrementalPCAReducer(_Reducer):
                              f"rows, got {len(pending)}")
         self.ipca_.partial_fit(pending)
         reiterable = not _is_batch_iterable(X) or isinstance(X, list | tuple)
-        self.embedding_ = (np.vstack([self.ipca_.transform(b.astype(np.float64)).astype(np.float32)
+        self.embedding_ = (np.vstack([np.asarray(self.ipca_.transform(b.astype(np.float64)), dtype=np.float32)
                                       for b in self._batches(X, reset=False)])
                            if reiterable else None)
         return self
 
     def transform(self, X):
         X = self._new_data(X, np.float64)
-        return self.ipca_.transform(X).astype(np.float32)
+        return np.asarray(self.ipca_.transform(X), dtype=np.float32)
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.ipca_.n_components_)
 
 
 def _is_batch_iterable(X) -> bool:
@@ -300,18 +323,23 @@ class KernelPCAReducer(_Reducer):
             degree=self.degree, random_state=self.random_state,
             eigen_solver="randomized" if len(X) > 2000 else "auto",
         )
-        self.embedding_ = self.kpca_.fit_transform(X).astype(np.float32)
+        self.embedding_ = np.asarray(self.kpca_.fit_transform(X), dtype=np.float32)
 
         return self
 
     def transform(self, X):
         X = self._new_data(X, np.float64)
-        return self.kpca_.transform(X).astype(np.float32)
+        return np.asarray(self.kpca_.transform(X), dtype=np.float32)
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.kpca_.eigenvalues_.shape[0])
 
 
 @register("reducer", "none", params={})
-class NoReduction(_Reducer):
-    """Pass the vectors through unchanged (the "none" stage)."""
+class NoReduction(OneToOneFeatureMixin, _Reducer):
+    """Pass the vectors through unchanged (the "none" stage; its output columns keep the input's
+    names)."""
 
     def fit(self, X, y=None, precomputed_knn=None):
         self.embedding_ = self._fit_data(X)
