@@ -143,3 +143,12 @@ def test_global_pandas_output_leaves_pipeline_results_unchanged(blobs):
         np.testing.assert_array_equal(framed.predict(X[:20]), plain.predict(X[:20]))
     np.testing.assert_array_equal(framed.labels_, plain.labels_)
     np.testing.assert_array_equal(framed.embedding_, plain.embedding_)
+
+
+@pytest.mark.parametrize(("kind", "name"), _stage_params())
+def test_notebook_html_repr_without_warnings(kind, name):
+    est = _build(kind, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's docstring parser warns on an unknown section
+        html = est._repr_html_()
+    assert type(est).__name__ in html
