@@ -152,3 +152,24 @@ def test_notebook_html_repr_without_warnings(kind, name):
         warnings.simplefilter("error")  # scikit-learn's docstring parser warns on an unknown section
         html = est._repr_html_()
     assert type(est).__name__ in html
+
+
+def test_pipeline_keeps_and_checks_dataframe_column_names(blobs):
+    import pandas as pd
+
+    from mediacluster import Pipeline
+
+    X, _ = blobs
+    cols = [f"dim{i}" for i in range(X.shape[1])]
+    est = Pipeline(reducer=_build("reducer", "pca"), clusterer="kmeans", reference_dims=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing inside the fit or predict warns about names
+        est.fit(pd.DataFrame(X, columns=cols))
+        assert list(est.feature_names_in_) == cols
+        same = est.predict(pd.DataFrame(X[:5], columns=cols))
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):  # scikit-learn's rule
+        np.testing.assert_array_equal(est.predict(X[:5]), same)
+    with pytest.raises(ValueError, match="feature names should match"):
+        est.predict(pd.DataFrame(X[:5], columns=cols[::-1]))
+    assert not hasattr(Pipeline(reducer=_build("reducer", "pca"), clusterer="kmeans").fit(X), "feature_names_in_")
+    sk_checks.check_dataframe_column_names_consistency("Pipeline", est)
