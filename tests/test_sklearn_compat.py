@@ -173,3 +173,41 @@ def test_pipeline_keeps_and_checks_dataframe_column_names(blobs):
         est.predict(pd.DataFrame(X[:5], columns=cols[::-1]))
     assert not hasattr(Pipeline(reducer=_build("reducer", "pca"), clusterer="kmeans").fit(X), "feature_names_in_")
     sk_checks.check_dataframe_column_names_consistency("Pipeline", est)
+
+
+# -- the notebook's remaining habits (they already work: kept working) ---------------------------
+def test_grid_search_with_a_clustering_scorer_over_our_stages(blobs):
+    from sklearn.metrics import adjusted_rand_score, make_scorer
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mediacluster import Pipeline
+
+    X, y = blobs
+    ari = make_scorer(adjusted_rand_score)
+    sk = make_pipeline(StandardScaler(), _build("reducer", "pca"), _build("clusterer", "hdbscan"))
+    assert cross_val_score(sk, X, y, scoring=ari, cv=3).min() > 0.9
+    ours = Pipeline(reducer=_build("reducer", "pca"), clusterer="kmeans", reference_dims=None)
+    grid = GridSearchCV(ours, {"clusterer__n_clusters": [2, 3, 6]}, scoring=ari, cv=3).fit(X, y)
+    assert grid.best_params_ == {"clusterer__n_clusters": 3} and grid.best_score_ > 0.9
+    assert grid.best_estimator_.get_params()["clusterer__n_clusters"] == 3
+
+
+def test_fitted_pipeline_pickles_and_joblib_dumps_with_identical_predictions(blobs, tmp_path):
+    import pickle
+
+    import joblib
+    from sklearn.base import clone
+
+    from mediacluster import Pipeline
+
+    X, _ = blobs
+    est = Pipeline(reducer=_build("reducer", "pca"), clusterer="hierarchy", reference_dims=None).fit(X[:60])
+    joblib.dump(est, tmp_path / "model.joblib")
+    for back in (pickle.loads(pickle.dumps(est)), joblib.load(tmp_path / "model.joblib")):
+        np.testing.assert_array_equal(back.predict(X[60:]), est.predict(X[60:]))
+        np.testing.assert_array_equal(back.transform(X[60:]), est.transform(X[60:]))
+    again = clone(est).fit(X[:60])  # a fixed seed: the same fit
+    np.testing.assert_array_equal(again.labels_, est.labels_)
+    np.testing.assert_array_equal(again.predict(X[60:]), est.predict(X[60:]))
