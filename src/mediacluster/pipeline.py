@@ -36,7 +36,7 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.utils import TransformerTags
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import persist, pipeline_model
 from .copies import distinct_rows, merge_duplicates
@@ -270,6 +270,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         exact copies, and every member takes its representative's results (see
         :func:`merge_duplicates`).
         """
+        _feature_names(self, X, reset=True)
         X = _training_vectors(X)
         self.check_params()
         for loaded in ("model_info_", "model_path_"):  # a loaded model refitted is that model no more
@@ -488,6 +489,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         last row is ``labels``, each row nests in the one above through ``parents``) and the
         unassigned items are given their nearest cluster's path, as with ``levels``.
         """
+        _feature_names(self, X, reset=True)
         X = _training_vectors(X)  # as fit: ragged, complex, sparse, non-finite -> InputError
         labels = np.asarray(labels)
         if labels.shape != (len(X),) or labels.dtype.kind not in "iu":
@@ -753,6 +755,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         cluster (a top-down distance-weighted vote of its nearest reference items; an item a
         curated model answers junk, ``_junk_vote``, gets the junk cluster's path)."""
         check_is_fitted(self, "predictor_")
+        _feature_names(self, X, reset=False)
         if self.levels_ is None:
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
@@ -781,6 +784,7 @@ class Pipeline(ClusterMixin, BaseEstimator):
         ``zero_vectors``: ``"refuse"`` (default) raises an ``InputError`` naming an all-zero
         vector when the model compares directions (cosine); ``"place"`` votes it like any other."""
         check_is_fitted(self, "predictor_")
+        _feature_names(self, X, reset=False)
         det = self.predictor_.predict_details(X, zero_vectors)
         labels, proba, emb, novel = det["labels"], det["probabilities"], det["embedding"], det["novel"]
         if getattr(self, "outliers_", None) is not None and len(emb):  # scikit-learn refuses 0 rows
@@ -1005,6 +1009,13 @@ def _given_tree(tree, fine: np.ndarray, un: np.ndarray):
         path = parents[j][path]
         rows[j, un] = path
     return rows, parents, sources
+
+
+def _feature_names(est, X, reset: bool) -> None:
+    """scikit-learn's rule for a DataFrame's column names: a fit on one keeps them
+    (``feature_names_in_``), a later call with other names is refused and one without names
+    warns. Only the names: ``_training_vectors`` / the predictor check the values and width."""
+    validate_data(est, X, reset=reset, skip_check_array=True, ensure_2d=False)
 
 
 def _training_vectors(X) -> np.ndarray:

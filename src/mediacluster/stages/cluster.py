@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from ..data import NOISE
+from ..data import NOISE, validate_rows
 from ..errors import ParameterError
 from .registry import SEED, Bool, Choice, Float, Int, check_params, register
 
@@ -120,13 +120,13 @@ class _KNNPredictMixin(_Clusterer):
 def _check_Z(est, Z, reset: bool = True, dtype=np.float32) -> np.ndarray:
     """2-D finite C-ordered data (scikit-learn's ``validate_data``; fast_hdbscan's numba code
     has no Fortran-order signature); sets/checks ``n_features_in_``."""
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import check_is_fitted
 
     if reset:
         check_params(est)  # every parameter against the registry table, before any work
     else:
         check_is_fitted(est)
-    return validate_data(est, Z, reset=reset, dtype=dtype, order="C")
+    return validate_rows(est, Z, reset=reset, dtype=dtype, order="C")
 
 
 # fast_hdbscan (0.3.x) clusters data of more than 30 dimensions, where its kd-tree is slow, on a

@@ -447,8 +447,8 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         ``knn``); None = all columns given.
     random_state : seed of the K-means cells (everything else is deterministic).
 
-    Attributes after ``fit``
-    ------------------------
+    Attributes
+    ----------
     levels_ : int64 (n_levels, n), row 0 coarsest; ``levels_[l, i]`` is item i's cluster.
     parents_ : list of ``n_levels - 1`` int64 arrays; ``parents_[l][c]`` is the level-``l``
         parent of cluster ``c`` of level ``l + 1``.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
 
+from ..data import validate_rows
 from .registry import SEED, Choice, Float, Int, Param, check_params, register
 
 CONTAMINATION = Float(0.0, 0.5, low_open=True, extra=("auto",),
@@ -180,10 +181,10 @@ class NoOutliers(OutlierMixin, BaseEstimator):
 
 def _check_Z(est, Z, reset: bool = True) -> np.ndarray:
     """float32 2-D finite data (scikit-learn's ``validate_data``); sets/checks n_features_in_."""
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import check_is_fitted
 
     if reset:
         check_params(est)  # every parameter against the registry table, before any work
     else:
         check_is_fitted(est)
-    return validate_data(est, Z, reset=reset, dtype=np.float32)
+    return validate_rows(est, Z, reset=reset, dtype=np.float32)

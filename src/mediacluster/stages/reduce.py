@@ -14,8 +14,14 @@ import threading
 
 import numpy as np
 from scipy import sparse
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    OneToOneFeatureMixin,
+    TransformerMixin,
+)
 
+from ..data import validate_rows
 from ..errors import InputError
 from .registry import SEED, Bool, Choice, Float, Int, check_params, register
 
@@ -24,7 +30,13 @@ UMAP_METRICS = ("cosine", "euclidean", "correlation", "manhattan", "chebyshev", 
                 "canberra", "braycurtis", "hamming", "jaccard", "dice", "hellinger")
 
 
-class _Reducer(TransformerMixin, BaseEstimator):
+class _Reducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """A reducer's output columns are named after its class (``pcareducer0``, ...:
+    ``get_feature_names_out``), so ``set_output(transform="pandas")`` gives a DataFrame, as
+    scikit-learn's own decompositions do. ``embedding_``, which ``Pipeline`` reads, is always an
+    array: the scikit-learn estimators inside are read with ``np.asarray``, since a global
+    ``sklearn.set_config(transform_output="pandas")`` makes them return DataFrames."""
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # every reducer returns float32
@@ -35,19 +47,17 @@ class _Reducer(TransformerMixin, BaseEstimator):
 
     def _fit_data(self, X) -> np.ndarray:
         """Parameters checked against the registry, then X as finite 2-D float32."""
-        from sklearn.utils.validation import validate_data
-
         check_params(self)
-        return validate_data(self, X, dtype=np.float32)
+        return validate_rows(self, X)
 
     def _new_data(self, X, dtype=np.float32) -> np.ndarray:
         """New points, checked against the fit. The linear reducers ask for float64: a float32
         projection differs in the last bit with a row's position in the batch (BLAS blocking),
         a float64 one rounded to float32 does not."""
-        from sklearn.utils.validation import check_is_fitted, validate_data
+        from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self)
-        return validate_data(self, X, dtype=dtype, reset=False)
+        return validate_rows(self, X, reset=False, dtype=dtype)
 
 
 # umap-learn kernels that it compiles without numba's on-disk cache (its own ``cache=True`` is
@@ -166,7 +176,12 @@ class UMAPReducer(_Reducer):
         return self
 
     def transform(self, X):
-        return np.asarray(self.umap_.transform(self._new_data(X)), dtype=np.float32)
+        X = self._new_data(X)  # first: NotFittedError before any fitted attribute is read
+        return np.asarray(self.umap_.transform(X), dtype=np.float32)
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.umap_.n_components)
 
 
 @register("reducer", "pca", params={
@@ -185,12 +200,17 @@ class PCAReducer(_Reducer):
         X = self._fit_data(X)
         k = int(min(self.n_components, X.shape[0], X.shape[1]))
         self.pca_ = PCA(n_components=k, whiten=self.whiten, random_state=self.random_state)
-        self.embedding_ = self.pca_.fit_transform(X).astype(np.float32)
+        self.embedding_ = np.asarray(self.pca_.fit_transform(X), dtype=np.float32)
 
         return self
 
     def transform(self, X):
-        return self.pca_.transform(self._new_data(X, np.float64)).astype(np.float32)
+        X = self._new_data(X, np.float64)
+        return np.asarray(self.pca_.transform(X), dtype=np.float32)
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.pca_.n_components_)
 
 
 @register("reducer", "ipca", aliases=("incremental_pca",), params={
@@ -215,22 +235,22 @@ class IncrementalPCAReducer(_Reducer):
         self.whiten = whiten
 
     def _batches(self, X, reset: bool):
-        """``X`` as checked float32 batches (the first one sets ``n_features_in_`` if ``reset``)."""
-        from sklearn.utils.validation import validate_data
-
-        first = reset
+        """``X`` as checked float32 batches (the first one sets ``n_features_in_`` if ``reset``);
+        a non-finite value is refused naming its row counted over the whole input."""
+        first, row = reset, 0
         if _is_batch_iterable(X):
             for b in X:
-                yield validate_data(self, b, dtype=np.float32, reset=first)
-                first = False
+                b = validate_rows(self, b, reset=first, first_row=row)
+                first, row = False, row + len(b)
+                yield b
             return
         if not (hasattr(X, "shape") and hasattr(X, "__getitem__")) or sparse.issparse(X):
             # a list of rows, an object exposing __array__, a sparse matrix (refused): check it whole
-            X = validate_data(self, X, dtype=np.float32, reset=first)
+            X = validate_rows(self, X, reset=first)
         if X.shape[0] == 0 or len(X.shape) != 2:
-            validate_data(self, X, dtype=np.float32, reset=first)  # raises scikit-learn's message
+            validate_rows(self, X, reset=first)  # raises scikit-learn's message
         for s in range(0, X.shape[0], self.batch_size):
-            yield validate_data(self, X[s:s + self.batch_size], dtype=np.float32, reset=first)
+            yield validate_rows(self, X[s:s + self.batch_size], reset=first, first_row=s)
             first = False
 
     def fit(self, X, y=None, precomputed_knn=None):
@@ -258,13 +278,18 @@ class IncrementalPCAReducer(_Reducer):
                              f"rows, got {len(pending)}")
         self.ipca_.partial_fit(pending)
         reiterable = not _is_batch_iterable(X) or isinstance(X, list | tuple)
-        self.embedding_ = (np.vstack([self.ipca_.transform(b.astype(np.float64)).astype(np.float32)
+        self.embedding_ = (np.vstack([np.asarray(self.ipca_.transform(b.astype(np.float64)), dtype=np.float32)
                                       for b in self._batches(X, reset=False)])
                            if reiterable else None)
         return self
 
     def transform(self, X):
-        return self.ipca_.transform(self._new_data(X, np.float64)).astype(np.float32)
+        X = self._new_data(X, np.float64)
+        return np.asarray(self.ipca_.transform(X), dtype=np.float32)
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.ipca_.n_components_)
 
 
 def _is_batch_iterable(X) -> bool:
@@ -298,17 +323,23 @@ class KernelPCAReducer(_Reducer):
             degree=self.degree, random_state=self.random_state,
             eigen_solver="randomized" if len(X) > 2000 else "auto",
         )
-        self.embedding_ = self.kpca_.fit_transform(X).astype(np.float32)
+        self.embedding_ = np.asarray(self.kpca_.fit_transform(X), dtype=np.float32)
 
         return self
 
     def transform(self, X):
-        return self.kpca_.transform(self._new_data(X, np.float64)).astype(np.float32)
+        X = self._new_data(X, np.float64)
+        return np.asarray(self.kpca_.transform(X), dtype=np.float32)
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.kpca_.eigenvalues_.shape[0])
 
 
 @register("reducer", "none", params={})
-class NoReduction(_Reducer):
-    """Pass the vectors through unchanged (the "none" stage)."""
+class NoReduction(OneToOneFeatureMixin, _Reducer):
+    """Pass the vectors through unchanged (the "none" stage; its output columns keep the input's
+    names)."""
 
     def fit(self, X, y=None, precomputed_knn=None):
         self.embedding_ = self._fit_data(X)
