@@ -20,6 +20,10 @@ split      ``{"cluster", "items": [...], "parts": [...], "ids": [...], "names": 
            null; added by the session)
 tag        ``{"clusters": [...], "items": [...], "add": [...], "remove": [...]}``
 junk       ``{"clusters": [...], "value": bool}``: flag (or unflag) clusters as junk
+level_     ``{"level", "cluster", "name"}``: name a group of a coarser level (``level``: its key
+rename     in ``level_names.json``, ``cluster``: the run's cluster id at that level; the studio
+           finds both from the group the page shows, ``Studio.edit``); the names a person gave
+           the levels' groups are ``level_names`` (``naming.run_level_names``' studio layer)
 undo/redo  ``{"target": seq}``: the latest effective edit / the latest undone one
 =========  =====================================================================================
 
@@ -42,7 +46,7 @@ from ..data import NOISE, OUTLIER
 from ..errors import InputError
 from .editlog import Event
 
-EDITS = ("rename", "merge", "move", "split", "tag", "junk")
+EDITS = ("rename", "merge", "move", "split", "tag", "junk", "level_rename")
 MAX_NAME = 200
 MAX_TAG = 64
 JUNK_NAME = "junk"
@@ -222,6 +226,7 @@ class CuratedState:
         self.labels = self._labels0.copy()
         self.clusters: dict[int, Cluster] = copy.deepcopy(self._clusters0)
         self.item_tags: dict[int, list[str]] = {}
+        self.level_names: dict[int, dict[int, str]] = {}  # level key -> the run's cluster id -> a person's name
 
     # -- reading -------------------------------------------------------------------------------
     def sizes(self) -> dict[int, int]:
@@ -386,6 +391,12 @@ class CuratedState:
             raise InputError(f"value must be true or false, got {value!r}")
         return {"clusters": clusters, "value": value}
 
+    def _prepare_level_rename(self, req):
+        """``{"level", "cluster", "name"}``: the level's key and the run's cluster id there, as
+        ``Studio.edit`` found them (it checks they exist)."""
+        return {"level": whole_number(req.get("level"), "level"), "cluster": whole_number(req.get("cluster"), "cluster"),
+                "name": clean_text(req.get("name"), "the name", MAX_NAME)}
+
     def prepare_undo(self, target=None) -> dict:
         """Take back the latest edit in effect; ``target``: the edit the person means to take
         back (the one their view showed as the latest), refused when it is no longer the latest
@@ -516,6 +527,8 @@ class CuratedState:
         elif kind == "junk":
             for cid in p["clusters"]:
                 self.clusters[cid].junk = bool(p["value"])
+        elif kind == "level_rename":
+            self.level_names.setdefault(int(p["level"]), {})[int(p["cluster"])] = p["name"]
 
     # -- what the rest of the tool reads -----------------------------------------------------------
     def cluster_table(self) -> list[dict]:
