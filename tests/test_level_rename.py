@@ -199,3 +199,20 @@ def test_a_studio_rename_of_a_coarse_group_reaches_exports_and_the_served_path(t
     assert [p["name"] == "memes" for p in named] == [p["cluster"] == group_new for p in named]
     assert sum(p["name"] == "memes" for p in named) >= 4
     assert all(p["name_sure"] for p in named if p["name"] == "memes")
+
+
+def test_the_names_template_lists_the_coarser_levels(tree_run, tmp_path):
+    """``report --names-template``'s file lists every coarser level's clusters with their automatic
+    names; left as written it names nothing; a name typed in it is the level's name."""
+    from mediacluster.naming import save_names_template
+
+    run = RunDir.open(copy_run(tree_run, tmp_path / "run"))
+    before = run_level_names(run)
+    p = save_names_template(run)
+    text = p.read_text(encoding="utf-8")
+    at = run.read_levels().index[run.read_levels().level]
+    assert "\nlevels:\n  0:\n" in text and f"\n  {at}:\n" not in text
+    assert run_level_names(run) == before and load_names(run) == load_names(run, curated=False)
+    c0 = _ids(run, 0)[0]
+    p.write_text(re.sub(rf"(\n  0:\n(?:    .*\n)*?    {c0}:)[^\n]*", r"\1 memes", text), encoding="utf-8")
+    assert run_level_names(run)[0][c0] == "memes"

@@ -89,7 +89,8 @@ def _parse_overrides(run: RunDir) -> tuple[Path | None, dict, dict]:
                 raise ConfigError(f"{p}: levels: {lk}: expected a mapping 'cluster id: name', got "
                                   f"{type(entries).__name__}")
             levels[key] = _entries(p, entries, f"levels: {lk}: ")
-    return p, _entries(p, data, ""), levels
+    # a level whose entries are all empty (the template's) names nothing: not checked against the run
+    return p, _entries(p, data, ""), {k: v for k, v in levels.items() if v}
 
 
 def _level_key(p: Path, k) -> int:
@@ -304,7 +305,9 @@ def hand_names(run) -> dict[int, str]:
 
 
 def save_names_template(run, overwrite: bool = False) -> Path:
-    """Write a ``names.yaml`` listing every cluster with its automatic name commented, for editing."""
+    """Write a ``names.yaml`` listing every cluster with its automatic name commented, for
+    editing; a run with levels also lists, under ``levels:``, every cluster of each level coarser
+    than the one in use (the groups above the clusters: "memes" vs "food")."""
     run = _as_run(run)
     p = run.file(NAMES_YAML)
     if p.exists() and not overwrite:
@@ -316,6 +319,18 @@ def save_names_template(run, overwrite: bool = False) -> Path:
     for c in ids:
         a = auto.get(c, "")
         lines.append(f"{c}:   # automatic: {a}" if a else f"{c}:")
+    at = level_in_use(run)
+    stored = run.read_level_names()
+    coarse = [k for k in stored if at is not None and k < at]
+    if coarse:
+        lines += ["", "# The coarser levels' groups (level key as in level_names.json and the level_<k>",
+                  "# columns -> cluster id of that level -> name): the names the report's level switch,",
+                  "# assign's level_<k>_name columns and a published model's path answers use.", "levels:"]
+        for k in coarse:
+            lines.append(f"  {k}:")
+            for e in stored[k]:
+                a = e.get("name") or ""
+                lines.append(f"    {int(e['cluster'])}:   # automatic: {a}" if a else f"    {int(e['cluster'])}:")
     with atomic_path(p) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return p
