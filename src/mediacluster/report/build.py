@@ -526,7 +526,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
                 # many small products: one BLAS thread is 4x faster on a busy machine (measured)
                 with single_blas_thread():
                     every = name_levels_of_run(run, levels, level=run_level)  # nested down to the level in use
-                    named_levels.update({k: every[k] for k in missing})
+                    named_levels.update({k: every[k] if tree is not None else
+                                         _renamed(every[k], named_by.get(run_levels_.index[k], {})) for k in missing})
             except Exception as e:  # noqa: BLE001 - names are optional for the page
                 log.warning("naming the hierarchy's levels failed: %s", e)
         for k, lab in enumerate(levels):
