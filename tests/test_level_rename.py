@@ -21,7 +21,13 @@ import pytest
 from studio_helpers import Server, client, copy_run, post, publish, wait_written
 
 from mediacluster.errors import ConfigError
-from mediacluster.naming import level_names, load_names, named_assignments, run_level_names
+from mediacluster.naming import (
+    level_names,
+    level_names_sure,
+    load_names,
+    named_assignments,
+    run_level_names,
+)
 from mediacluster.pipeline import Pipeline
 from mediacluster.rundir import RunDir
 
@@ -107,7 +113,9 @@ def test_the_cluster_jobs_model_answers_with_the_hand_given_level_names(tree_run
     c0 = _ids(run, 0)[0]
     (run.path / "names.yaml").write_text(f"levels:\n  0:\n    {c0}: memes\n", encoding="utf-8")
     model = Pipeline.load(run.path)
-    assert level_names(model)[0][c0] == "memes"
+    by_level = level_names(model)
+    assert by_level[0][c0] == "memes"
+    assert level_names_sure(model, by_level)[0][c0]["name_sure"] is True  # a person's name
 
 
 def _service(run):

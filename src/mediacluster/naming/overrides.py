@@ -435,12 +435,13 @@ def level_names_sure(pipe, by_level: dict[int, dict[int, str]]) -> dict[int, dic
     meta = info.get("metadata") or {}
     sup_by = meta.get("names_support_by_level") or {}
     saved = (info.get("levels") or {}).get("level")
+    by_hand = _run_level_hand_names(pipe, meta) if len(by_level) > 1 else {}  # a person's level names: sure
     out = {}
     for lv, names in by_level.items():
         if int(lv) == int(pipe.level_):
             out[lv] = pipeline_names_sure(pipe, names)
         else:
-            hand = _model_hand_names(pipe) if saved is not None and int(saved) == int(lv) else {}
+            hand = _model_hand_names(pipe) if saved is not None and int(saved) == int(lv) else by_hand.get(int(lv), {})
             out[lv] = of_names(names, sup_by.get(str(int(lv))), hand)
     return out
 
