@@ -164,7 +164,7 @@ def test_a_studio_rename_of_a_coarse_group_reaches_exports_and_the_served_path(t
             assert bad.status_code == 400 and "no level 'nope'" in bad.text
             # exports: one id + one name column per level the tree keeps, coarse to fine, then the curated
             exported = {}
-            for kind in ("csv", "parquet"):
+            for kind in ("csv", "parquet", "classes"):
                 r = post(c, "/api/export", {"kind": kind})
                 assert r.status_code == 200, r.text
                 exported[kind] = r.json()["path"]
@@ -176,6 +176,9 @@ def test_a_studio_rename_of_a_coarse_group_reaches_exports_and_the_served_path(t
     assert rd.read_curated()["level_names"] == {"0": {str(cid): "memes"}}
     assert run_level_names(rd)[0][cid] == "memes"  # the one function reads the studio's layer
     lab0 = rd.read_levels().labels[0]
+    man = pd.read_csv(f"{exported.pop('classes')}/manifest.csv")  # the class tree's manifest: the same columns
+    assert list(man.columns[:3]) == ["id", "path", "label"] and "level_0_name" in man.columns
+    assert set(man.loc[man["level_0"] == cid, "level_0_name"]) == {"memes"}
     for kind, folder in exported.items():
         path = f"{folder}/curated_assignments.{kind}"
         df = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)

@@ -15,7 +15,8 @@ time, never over an earlier export):
   place): junk, items in no cluster, and with ``--dedup`` all but one member of each duplicate
   group (the largest file, or one under the folders a person prefers, ``prefer=["train/"]``:
   see :func:`dropped`);
-  ``manifest.csv`` (``id``, ``path``: the original file, ``label``) lists the kept files as a manifest
+  ``manifest.csv`` (``id``, ``path``: the original file, ``label``; on a run with levels then
+  ``level_<k>`` / ``level_<k>_name`` as in the tables below) lists the kept files as a manifest
   ``cluster``, ``evaluate --labels`` and ``tags train`` read. ``split="top"`` keeps the
   collection's splits (``train/<name>/file``, ``test/<name>/file``; both tables gain ``split``):
   of a duplicate group across splits one copy is kept and the others are dropped as ``leak``.
@@ -69,14 +70,15 @@ def level_columns(tree, named: dict[int, dict[int, str]], junk_names: list[str])
     junk cluster's name, ``junk`` for several; None for unassigned items)."""
     if tree is None:
         return []
+    import pandas as pd
+
     junk_name = junk_names[0] if len(junk_names) == 1 else "junk"
     out = []
     for j, key in enumerate(tree.index):
         ids = tree.run_ids(j)
-        level = named.get(int(key), {})
-        junk = (tree.rows[j] >= 0) & (ids < 0)
-        names = [junk_name if jk else (level.get(c) if c >= 0 else None) for c, jk in zip(ids.tolist(), junk.tolist())]
-        out.append((int(key), ids, names))
+        names = pd.Series(ids).map(named.get(int(key), {})).astype(object)  # one lookup per item, in pandas
+        names[(tree.rows[j] >= 0) & (ids < 0)] = junk_name
+        out.append((int(key), ids, names.where(names.notna(), None).tolist()))
     return out
 
 
@@ -390,6 +392,9 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
     man = {"id": ids, "path": kept_path, "label": kept_label}
     if splits is not None:
         man["split"] = [splits[i] for i in kept_row]
+    for c in table.columns:  # each level's group and name (level_columns), coarse to fine
+        if re.fullmatch(r"level_\d+(_name)?", str(c)):
+            man[c] = table[c].iloc[kept_row].tolist()
     write_table(out / "manifest.csv", pd.DataFrame(man))
     counts: dict[str, int] = {}
     for w in why:
