@@ -152,6 +152,11 @@ def test_the_report_shows_the_stored_names_of_every_level(named_run, tmp_path):
     html = build_report(run, progress=False, map_method="pca")
     assert shown(html)[other] == {e["cluster"]: f"stored name {e['cluster']}" for e in stored[other]}
     assert "stored name 0" in html.read_text(encoding="utf-8")
+    # names.yaml's levels: section names that level's clusters over the stored names (run_level_names)
+    c = stored[other][0]["cluster"]
+    run.file("names.yaml").write_text(f"levels:\n  {other}:\n    {c}: named by hand\n", encoding="utf-8")
+    assert shown(build_report(run, progress=False, map_method="pca"))[other][c] == "named by hand"
+    run.file("names.yaml").unlink()
     run.file("level_names.json").unlink()  # a run from before: the report names the levels itself
     assert run.read_level_names() == {}
     assert shown(build_report(run, progress=False, map_method="pca")) == first

@@ -909,7 +909,8 @@ def test_edits_of_the_wrong_shape_get_422_naming_the_field(server):
 
         edit = spec["paths"]["/api/edits"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         kinds = [schema(e) for e in edit["oneOf"]]
-        assert {e["properties"]["kind"]["const"] for e in kinds} == {"rename", "merge", "move", "split", "tag", "junk", "keep"}
+        assert {e["properties"]["kind"]["const"] for e in kinds} == {"rename", "merge", "move", "split", "tag", "junk",
+                                                                       "keep", "level_rename"}
         for path in ("/api/split/preview", "/api/export"):
             kinds.append(schema(spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]))
         for body in kinds:  # every key is described and no other is taken (web.StrictBody)

@@ -435,6 +435,21 @@ def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_e
             assert [c for c in groups if groups[c] == junk_group] == [str(smallest)]
             assert not severe(drv)
             shot(drv, "studio-level-groups.png")
+            # a group named in its header (a level rename edit): the header, the API and undo follow
+            g, run_id = next((g, k) for g, k in shown["group_clusters"][level].items() if k >= 0)
+            head = drv.find_element("css selector", f'#cluster-list li.group[data-group="{g}"]')
+            head.find_element("css selector", ".group-rename").click()
+            box = drv.find_element("css selector", f'#cluster-list li.group[data-group="{g}"] input.group-name')
+            box.clear()
+            box.send_keys("memes\n")
+            wait(lambda: drv.find_element("css selector", f'#cluster-list li.group[data-group="{g}"]').text
+                 .startswith(f"{level}: memes (group {g})"), what="the renamed group's header")
+            assert api.get("/api/clusters").json()["group_names"][level][g] == "memes"
+            drv.find_element("id", "undo").click()
+            wait(lambda: api.get("/api/clusters").json()["group_names"][level][g] == names[g], what="the undo")
+            wait(lambda: drv.find_element("css selector", f'#cluster-list li.group[data-group="{g}"]').text
+                 .startswith(f"{level}: {names[g]} (group {g})"), what="the header after the undo")
+            assert run_id >= 0 and not severe(drv)
     finally:
         drv.quit()
         s.stop()

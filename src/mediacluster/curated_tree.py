@@ -52,21 +52,39 @@ class CuratedTree:
         return {name: {str(c): int(g) for c, g in zip(ids.tolist(), self.rows[j][at].tolist())}
                 for j, name in enumerate(self.names)}
 
-    def names_by_level(self, stored: dict[int, list[dict]], names: dict[str, str],
+    def names_by_level(self, named: dict[int, dict[int, str]], names: dict[str, str],
                        junk_names: list[str]) -> dict[str, dict[str, str]]:
-        """The model's ``names_by_level``: a coarse level's clusters named as the run named the
-        clusters they come from (``stored``: ``RunDir.read_level_names``), the junk branch by
-        the junk cluster's name (``junk`` when there are several), the finest level by the
-        curated ``names`` ({str(id): name})."""
+        """The model's ``names_by_level``: a coarse level's clusters named as the run's clusters
+        they come from are named (``named``: level key -> the run's cluster id -> name,
+        ``naming.run_level_names``: automatic < ``names.yaml`` < the studio's level renames), the
+        junk branch by the junk cluster's name (``junk`` when there are several), the finest
+        level by the curated ``names`` ({str(id): name})."""
         out = {}
         junk_name = junk_names[0] if len(junk_names) == 1 else "junk"
         for j, src in enumerate(self.sources):
-            named = {int(e["cluster"]): e.get("name") for e in stored.get(self.index[j], [])}
-            level = {str(new): (junk_name if orig < 0 else named.get(int(orig)))
+            level_named = named.get(self.index[j], {})
+            level = {str(new): (junk_name if orig < 0 else level_named.get(int(orig)))
                      for new, orig in enumerate(np.asarray(src["clusters"]).tolist())}
             out[str(j)] = {k: v for k, v in level.items() if isinstance(v, str) and v}
         out[str(len(out))] = dict(names)
         return out
+
+    def run_ids(self, j: int) -> np.ndarray:
+        """Coarse level ``j``'s group of every item as the run's cluster id at that level (the
+        ids ``level_<k>`` and ``names.yaml``'s ``levels:`` use, which do not change with edits;
+        the published model renumbers them): -1 for the junk branch, an unassigned item's own
+        label (-1 noise, -2 outlier)."""
+        src = np.asarray(self.sources[j]["clusters"], dtype=np.int64)
+        row = self.rows[j]
+        return np.where(row >= 0, src[np.clip(row, 0, max(len(src) - 1, 0))], row)
+
+    def run_id_of(self, j: int, group: int) -> int:
+        """The run's cluster id at coarse level ``j`` of the model's group ``group`` (-1: the junk
+        branch); an IndexError for a group the level has not."""
+        src = np.asarray(self.sources[j]["clusters"]).tolist()
+        if not 0 <= int(group) < len(src):
+            raise IndexError(group)
+        return int(src[int(group)])
 
     def support_by_level(self, stored: dict[int, list[dict]]) -> dict[str, dict[str, dict]]:
         """How sure the coarse levels' names are (the model's ``names_support_by_level`` above

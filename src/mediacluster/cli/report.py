@@ -23,7 +23,7 @@ def add_parser(sub):
     p.add_argument("--rename", action="store_true",
                    help="recompute automatic names even when the run already has some")
     p.add_argument("--names-template", action="store_true",
-                   help="also write RUN_DIR/names.yaml (if absent) listing every cluster, for renaming by hand")
+                   help="also write RUN_DIR/names.yaml (if absent) listing every cluster, and under 'levels:' every cluster of the coarser levels, for renaming by hand")
     p.add_argument("--thumb-size", type=int, default=96, help="thumbnail size in pixels")
     p.add_argument("--map", dest="map_method", choices=["umap", "pca"], default="umap",
                    help="2-D map projection (computed once, cached as RUN_DIR/map2d.npy)")

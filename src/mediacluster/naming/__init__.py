@@ -4,6 +4,7 @@ gave by hand (``names.yaml`` next to a run) or in the studio (one rule: ``load_n
 from __future__ import annotations
 
 from .overrides import (
+    hand_level_names,
     level_names,
     level_names_sure,
     load_names,
@@ -11,9 +12,10 @@ from .overrides import (
     names_near,
     pipeline_names,
     pipeline_names_sure,
+    run_level_names,
     save_names_template,
 )
 from .tables import cluster_table, named_assignments
 
-__all__ = ["cluster_table", "level_names", "level_names_sure", "load_names", "model_names", "named_assignments", "names_near", "pipeline_names",
-           "pipeline_names_sure", "save_names_template"]
+__all__ = ["cluster_table", "hand_level_names", "level_names", "level_names_sure", "load_names", "model_names", "named_assignments", "names_near", "pipeline_names",
+           "pipeline_names_sure", "run_level_names", "save_names_template"]

@@ -6,8 +6,8 @@ tree to draw (BERTopic's ``get_topic_info`` and ``hierarchical_topics`` in one f
 :func:`named_assignments`: the run's assignments with each level's name per item
 (``level_<k>_name``, as ``assign --out`` writes them), ready to join on ``id`` with a
 researcher's own metadata. Names follow :func:`load_names`' rule at the level in use
-(automatic < ``names.yaml``); the other levels carry their automatic names
-(``level_names.json``). A run curated in the studio adds the studio's name (``curated_name``)
+(automatic < ``names.yaml``); the other levels :func:`run_level_names`' (automatic names of
+``level_names.json`` < ``names.yaml``'s ``levels:`` < the studio's level renames). A run curated in the studio adds the studio's name (``curated_name``)
 of the curated cluster holding most of each cluster's items at the level in use.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..rundir import RunDir
-from .overrides import _as_run, load_names
+from .overrides import _as_run, load_names, run_level_names
 
 COLUMNS = ["level", "n_clusters", "cluster", "parent", "size", "share", "name", "name_sure", "name_support"]
 
@@ -33,10 +33,14 @@ def _levels(run: RunDir, a):
 def _names(run: RunDir, levels, at) -> dict[int, dict[int, dict]]:
     """Level key -> cluster -> {name, name_sure, name_support}."""
     stored = run.read_level_names()
+    named = run_level_names(run)  # the names of level L: automatic < names.yaml < the studio's level renames
     out: dict[int, dict[int, dict]] = {}
     for pos, (k, _) in enumerate(levels):
         out[k] = {int(e["cluster"]): {"name": e.get("name"), "name_sure": e.get("name_sure"),
                                        "name_support": e.get("name_support")} for e in stored.get(k, [])}
+        for c, name in named.get(k, {}).items():  # a person's name: sure, its support not measured
+            if out[k].get(c, {}).get("name") != name:
+                out[k][c] = {"name": name, "name_sure": True, "name_support": None}
         if pos == at:  # the level in use: the one rule (names.yaml wins over automatic names)
             records = {int(e["cluster"]): e for e in run.read_automatic_names()}
             for c, name in load_names(run, curated=False).items():

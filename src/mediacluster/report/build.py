@@ -28,7 +28,7 @@ from ..fileio import atomic_path, display_text, json_text, output_error, read_js
 from ..ingest.stream import NpyVectors
 from ..metrics import labelled
 from ..naming import load_names
-from ..naming.overrides import automatic_names, hand_names
+from ..naming.overrides import automatic_names, hand_names, run_level_names
 from ..naming.support import BY_HAND, mostly_unsure
 from ..naming.support import note as unsure_note
 from ..naming.support import of_records as support_of_records
@@ -64,6 +64,22 @@ LEVEL_CENTRE_SAMPLE = 1_000
 #: a run whose vectors take at most this many bytes has them read whole, once, for the cards;
 #: a larger one row by row (see :func:`card_rows`)
 WHOLE_READ_MAX = 512 * 2**20
+def _renamed(records: list[dict], names: dict[int, str]) -> list[dict]:
+    """A level's stored name records (``level_names.json``) with the names of
+    ``naming.run_level_names`` (``names``): a name a person gave replaces the automatic one, sure
+    by hand (the automatic one's support is not its)."""
+    out, seen = [], set()
+    for e in records:
+        c = int(e["cluster"])
+        seen.add(c)
+        nm = names.get(c)
+        out.append(e if nm is None or nm == e.get("name") else
+                   {**e, "name": nm, "name_sure": True, "name_support": None, "name_why": BY_HAND})
+    out += [{"cluster": c, "name": nm, "alternatives": [], "name_sure": True, "name_support": None, "name_why": BY_HAND}
+            for c, nm in sorted(names.items()) if c not in seen]
+    return out
+
+
 def run_levels(levels: RunLevels, labels: np.ndarray) -> tuple[list[np.ndarray], int | None]:
     """The run's hierarchy, coarse to fine (``RunDir.read_levels``: the assignment columns
     ``level_<k>``, else the ``levels`` of ``hierarchy.npz``); ``[]`` for a flat run. Also the
@@ -492,11 +508,14 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         level_probs = run_levels_.probabilities if tree is None else None  # per level and item, when kept
         # every level's names as the cluster job stored them (level_names.json); a run made
         # before that (or with --no-names) gets the missing levels named here by the same rule
+        # (the names of level L: run_level_names, automatic < names.yaml's levels: < the studio's)
         stored = run.read_level_names()
+        named_by = run_level_names(run)
         if tree is None:
-            named_levels = {k: stored[run_levels_.index[k]] for k in todo if run_levels_.index[k] in stored}
+            named_levels = {k: _renamed(stored[run_levels_.index[k]], named_by.get(run_levels_.index[k], {}))
+                            for k in todo if run_levels_.index[k] in stored}
         else:  # the tree's clusters are the run's (their names), the junk branch the junk's
-            by_level = tree.names_by_level(stored, {}, [names.get(c, f"cluster {c}") for c in sorted(junk_ids)])
+            by_level = tree.names_by_level(named_by, {}, [names.get(c, f"cluster {c}") for c in sorted(junk_ids)])
             named_levels = {}
             for k in todo:
                 if tree.index[k] in stored:
@@ -512,7 +531,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
                 # many small products: one BLAS thread is 4x faster on a busy machine (measured)
                 with single_blas_thread():
                     every = name_levels_of_run(run, levels, level=run_level)  # nested down to the level in use
-                    named_levels.update({k: every[k] for k in missing})
+                    named_levels.update({k: every[k] if tree is not None else
+                                         _renamed(every[k], named_by.get(run_levels_.index[k], {})) for k in missing})
             except Exception as e:  # noqa: BLE001 - names are optional for the page
                 log.warning("naming the hierarchy's levels failed: %s", e)
         for k, lab in enumerate(levels):
@@ -528,7 +548,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
             colors_k = nested_colors(lab, labels, run_colors)
             junk_k = {len(tree.sources[k]["clusters"]) - 1} if tree is not None and tree.sources[k]["clusters"][-1] < 0 else set()
             sure_k = support_of_records(named)
-            cards_k = cards_for(lab, ids_k, names_k, {}, set(), {}, alts_k, colors_k, limit=LEVEL_CARDS_MAX,
+            hand_k = {int(e["cluster"]) for e in named if e.get("name_why") == BY_HAND}  # a person's (the mark)
+            cards_k = cards_for(lab, ids_k, names_k, {}, hand_k, {}, alts_k, colors_k, limit=LEVEL_CARDS_MAX,
                                 probs_=level_probs[k] if level_probs is not None else None,
                                 sample=LEVEL_CENTRE_SAMPLE, n_reps=max(1, n_representatives // 2),
                                 n_border=n_borderline // 2, junk_=junk_k, sure_=sure_k)

@@ -126,11 +126,21 @@ class Keep(StrictBody):
     group: whole(ge=0) = Field(description="the duplicate group (GET /api/duplicates)")
     item: ItemNo | None = Field(description="the member to keep; null: the export's rule decides again")
 
+class LevelRename(StrictBody):
+    """name a group of a coarser level of the run's hierarchy"""
+    kind: Literal["level_rename"]
+    level: str | whole(ge=0) = Field(description="the level: its name in the level switch (GET /api/info "
+                                     "levels, e.g. level_0) or its key in level_names.json")
+    cluster: ClusterId = Field(description="the group's cluster id in that level of the run "
+                               "(GET /api/clusters group_clusters)")
+    name: Name
+
 
 #: each edit body's tag: its kind (a split: by a preview or by given parts), which names the
 #: edit in a 422's message ("rename.cluster: Input should be a valid integer")
 _EDITS = {"rename": Rename, "merge": Merge, "move": Move, "split by preview": SplitPreviewed,
-          "split by parts": SplitGiven, "tag": TagEdit, "junk": Junk, "keep": Keep}
+          "split by parts": SplitGiven, "tag": TagEdit, "junk": Junk, "keep": Keep,
+          "level_rename": LevelRename}
 assert {m.model_fields["kind"].annotation.__args__[0] for m in _EDITS.values()} == set(EDITS)
 
 

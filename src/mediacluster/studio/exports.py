@@ -15,12 +15,18 @@ time, never over an earlier export):
   place): junk, items in no cluster, and with ``--dedup`` all but one member of each duplicate
   group (the largest file, or one under the folders a person prefers, ``prefer=["train/"]``:
   see :func:`dropped`);
-  ``manifest.csv`` (``id``, ``path``: the original file, ``label``) lists the kept files as a manifest
+  ``manifest.csv`` (``id``, ``path``: the original file, ``label``; on a run with levels then
+  ``level_<k>`` / ``level_<k>_name`` as in the tables below) lists the kept files as a manifest
   ``cluster``, ``evaluate --labels`` and ``tags train`` read. ``split="top"`` keeps the
   collection's splits (``train/<name>/file``, ``test/<name>/file``; both tables gain ``split``):
   of a duplicate group across splits one copy is kept and the others are dropped as ``leak``.
 * ``csv`` / ``parquet``: the curated assignments (one row per item; a run clustered with
-  ``--dedup`` keeps ``duplicate_group`` and ``duplicate_of``).
+  ``--dedup`` keeps ``duplicate_group`` and ``duplicate_of``). A run with levels has, coarse to
+  fine, ``level_<k>`` and ``level_<k>_name`` for every level the curated tree keeps above the
+  curated clusters (:func:`level_columns`: the group as the run's cluster id at level ``k``, the
+  ids of the run's ``level_<k>`` column and of ``names.yaml``'s ``levels:``, -1 for the junk
+  branch and unassigned items, and its name by ``naming.run_level_names``), then
+  ``curated_cluster`` / ``curated_name``, the finest level.
 * ``labelstudio``: ``tasks.json`` in Label Studio's import format with each item's curated
   cluster as a pre-annotation (a ``choices`` prediction), ``label_config.xml`` (an image, or
   for an audio run an audio, classification config listing the clusters) and ``README.txt`` saying how to serve the
@@ -56,11 +62,33 @@ def safe_name(text: str, limit: int = 80) -> str:
     return t[:limit].rstrip(" .") or "cluster"
 
 
+def level_columns(tree, named: dict[int, dict[int, str]], junk_names: list[str]) -> list[tuple]:
+    """``[(key, ids, names)]`` coarse to fine: for each level the curated ``tree`` keeps above the
+    curated clusters (:class:`~mediacluster.curated_tree.CuratedTree`; [] without one), every
+    item's group as the run's cluster id at that level (``CuratedTree.run_ids``) and its name
+    (``named``: ``naming.run_level_names``' level key -> cluster id -> name; the junk branch the
+    junk cluster's name, ``junk`` for several; None for unassigned items)."""
+    if tree is None:
+        return []
+    import pandas as pd
+
+    junk_name = junk_names[0] if len(junk_names) == 1 else "junk"
+    out = []
+    for j, key in enumerate(tree.index):
+        ids = tree.run_ids(j)
+        names = pd.Series(ids).map(named.get(int(key), {})).astype(object)  # one lookup per item, in pandas
+        names[(tree.rows[j] >= 0) & (ids < 0)] = junk_name
+        out.append((int(key), ids, names.where(names.notna(), None).tolist()))
+    return out
+
+
 def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, probability,
-                  item_tags: dict[int, list[str]], truth=None, duplicates=None):
+                  item_tags: dict[int, list[str]], truth=None, duplicates=None, levels=None):
     """The curated assignments as a DataFrame (file names escaped like the run's tables).
     ``duplicates``: a run's ``(duplicate_group, duplicate_of)`` (``--dedup``), kept as those
-    columns, so the export says which files are copies of which (the representative's id)."""
+    columns, so the export says which files are copies of which (the representative's id).
+    ``levels``: :func:`level_columns`, as ``level_<k>`` / ``level_<k>_name`` columns (coarse to
+    fine) before ``curated_cluster``."""
     import json
 
     import pandas as pd
@@ -68,8 +96,12 @@ def curated_table(ids, paths, fitted, curated, names: dict[int, str], status, pr
     n = len(ids)
     id_t, e1 = texts(ids)
     path_t, e2 = texts(paths)
+    cols = {"id": id_t, "path": path_t}
+    for key, lids, lnames in levels or []:
+        cols[f"level_{key}"] = np.asarray(lids, dtype=np.int64)
+        cols[f"level_{key}_name"] = list(lnames)
     df = pd.DataFrame({
-        "id": id_t, "path": path_t,
+        **cols,
         "curated_cluster": np.asarray(curated, dtype=np.int64),
         "curated_name": [names.get(int(c)) for c in curated],
         "curated_status": list(status),
@@ -377,6 +409,9 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
     man = {"id": ids, "path": kept_path, "label": kept_label}
     if splits is not None:
         man["split"] = [splits[i] for i in kept_row]
+    for c in table.columns:  # each level's group and name (level_columns), coarse to fine
+        if re.fullmatch(r"level_\d+(_name)?", str(c)):
+            man[c] = table[c].iloc[kept_row].tolist()
     write_table(out / "manifest.csv", pd.DataFrame(man))
     counts: dict[str, int] = {}
     for w in why:

@@ -33,7 +33,8 @@ from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..duplicates.index import link_to_model, read_from_model
 from ..errors import MediaclusterError
-from ..naming.support import NOT_MEASURED
+from ..naming.overrides import run_level_names
+from ..naming.support import BY_HAND, NOT_MEASURED
 from ..pipeline import PIPELINE_PARAMS, Pipeline
 from ..rundir import RunDir, RunLevels
 from ..stages import registry
@@ -102,6 +103,21 @@ def same_tree(tree: CuratedTree | None, pipe: Pipeline) -> bool:
     ) and pipe.levels_ is not None and np.array_equal(np.asarray(pipe.levels_)[:, ok], tree.rows[:, ok])
 
 
+def by_hand(tree: CuratedTree, stored: dict[int, list[dict]], names_by_level: dict) -> dict[str, dict[str, dict]]:
+    """The coarse groups a person named (``names.yaml``'s ``levels:``, the studio's level
+    renames: a name that is not the automatic one the run stored): sure, by hand, as
+    ``names_support_by_level`` records (``naming.support.of_names`` reads them)."""
+    out: dict[str, dict[str, dict]] = {}
+    for j, src in enumerate(tree.sources):
+        auto = {int(e["cluster"]): e.get("name") for e in stored.get(tree.index[j], [])}
+        for new, orig in enumerate(np.asarray(src["clusters"]).tolist()):
+            name = names_by_level.get(str(j), {}).get(str(new))
+            if orig >= 0 and name and name != auto.get(int(orig)):
+                out.setdefault(str(j), {})[str(new)] = {"name": name, "name_sure": True, "name_support": None,
+                                                        "name_why": BY_HAND}
+    return out
+
+
 def agreement(pipe: Pipeline, vectors, labels, random_state: int = 0) -> tuple[float, int]:
     """Share of curated items (label >= 0) whose predicted label is their curated one."""
     lab = np.asarray(labels)
@@ -137,11 +153,14 @@ def stored_duplicates(run: RunDir, n: int):
 def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability, fitted,
                     base: Pipeline | None, xy, map_method: str, encoder: dict, seq: int,
                     item_tags: dict[int, list[str]] | None = None, levels: RunLevels | None = None,
-                    items: dict | None = None, note: str | None = None) -> dict:
+                    items: dict | None = None, note: str | None = None,
+                    level_names: dict | None = None) -> dict:
     """Fit the curated model, check it, and publish it as the run's next model version
     (``levels``: the run's, ``RunDir.read_levels``, read here when not given; ``items``:
     ``{"ids", "paths"}`` of the run's items, which the model keeps for ``similar``; ``note``:
-    what this version is, metadata ``curated.note``, which ``mediacluster models`` shows)."""
+    what this version is, metadata ``curated.note``, which ``mediacluster models`` shows;
+    ``level_names``: every level's names, ``naming.run_level_names`` (the studio passes its
+    live ones), read here when not given: the coarse levels' names the model serves)."""
     junk = [e["id"] for e in table if e.get("junk")]
     levels = run.read_levels() if levels is None else levels
     tree = curated_tree(levels, labels, junk)  # the tree the studio shows
@@ -167,8 +186,11 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
         metadata["names_support"] = support
     if pipe.levels_ is not None:
         stored = run.read_level_names()
-        metadata["names_by_level"] = tree.names_by_level(stored, names, [e["name"] for e in table if e.get("junk")])
+        named = run_level_names(run) if level_names is None else level_names
+        metadata["names_by_level"] = tree.names_by_level(named, names, [e["name"] for e in table if e.get("junk")])
         by = {**tree.support_by_level(stored), **({str(len(tree.sources)): support} if support else {})}
+        for j, level in by_hand(tree, stored, metadata["names_by_level"]).items():
+            by.setdefault(j, {}).update(level)
         if by:
             metadata["names_support_by_level"] = by
     with run.writing("studio"):

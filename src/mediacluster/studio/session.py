@@ -27,6 +27,7 @@ from ..curated_tree import CuratedTree, curated_tree
 from ..data import NOISE, OUTLIER
 from ..errors import InputError, RunDirError, RunLockedError
 from ..locations import under
+from ..naming.overrides import merge_level_names, run_level_names
 from ..naming.support import BY_HAND, CHANGED, NOT_MEASURED, SPLIT_UNMEASURED
 from ..naming.support import of_records as support_of_records
 from ..rundir import CARRY, RunDir, path_to_text
@@ -100,7 +101,10 @@ class Studio:
         self._dup_groups = None  # dupgroups.DuplicateGroups, made on first use
         self.run_levels = self.run.read_levels(a)
         self.levels = level_views(self.run_levels)
-        self.level_names = self.run.read_level_names() if self.levels else {}
+        self.level_names = self.run.read_level_names() if self.levels else {}  # the records (splits)
+        # every level's names before the studio's own (automatic < names.yaml: run_level_names)
+        self._level_named0 = run_level_names(self.run, curated=False) if self.levels else {}
+        self._level_ids = {lv["index"]: set(np.unique(lv["labels"][lv["labels"] >= 0]).tolist()) for lv in self.levels}
         self._tree: tuple[int, CuratedTree | None] | None = None  # (seq, the curated tree then)
         self._carry: tuple | None = None  # (carry.json's mtime, the items' statuses then, (seq, by cluster))
         self.vectors = self.run.read_vectors(mmap=True)
@@ -323,6 +327,7 @@ class Studio:
             undo, redo = self.state.can_undo(), self.state.can_redo()
             targets = {"undo": self.state.undo_target(), "redo": self.state.redo_target()}
             tree = self.tree()
+            named = self.named_levels()
         sizes = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
         carry = self.carry_statuses(labels, seq)
         self._name_sure(table, labels, seq)
@@ -332,13 +337,42 @@ class Studio:
         special = [{"id": NOISE, "name": "unassigned (noise)", "size": sizes.get(NOISE, 0)},
                    {"id": OUTLIER, "name": "outliers", "size": sizes.get(OUTLIER, 0)}]
         # each curated cluster's group at each coarse level the published model keeps, named
-        groups, group_names = {}, {}
+        # (group_clusters: each group's cluster id in the run's level, what a level rename names)
+        groups, group_names, group_clusters = {}, {}, {}
         if tree is not None:
             groups = tree.groups()
-            by_level = tree.names_by_level(self.level_names, {}, [e["name"] for e in table if e.get("junk")])
+            by_level = tree.names_by_level(named, {}, [e["name"] for e in table if e.get("junk")])
             group_names = {name: by_level[str(j)] for j, name in enumerate(tree.names)}
+            group_clusters = {name: {str(g): int(c) for g, c in enumerate(np.asarray(tree.sources[j]["clusters"]).tolist())}
+                              for j, name in enumerate(tree.names)}
         return {"seq": seq, "clusters": table, "special": special, "groups": groups,
-                "group_names": group_names, "can_undo": undo, "can_redo": redo, **targets}
+                "group_names": group_names, "group_clusters": group_clusters,
+                "can_undo": undo, "can_redo": redo, **targets}
+
+    def named_levels(self) -> dict[int, dict[int, str]]:
+        """Every level's names now: ``naming.run_level_names``' rule with the studio's level
+        renames of the edits in effect as its last layer; call with the lock held."""
+        return merge_level_names(self._level_named0, self.state.level_names)
+
+    def _level_request(self, req: dict) -> dict:
+        """A level rename as the page sends it (``level``: the level's name in the level switch,
+        ``level_0``, or its key; ``cluster``: the group's cluster id in that level of the run,
+        ``/api/clusters``' ``group_clusters``) as the edit records it (the level's key)."""
+        if not isinstance(req, dict):
+            raise InputError("an edit is a JSON object")
+        given = req.get("level")
+        lv = next((v for v in self.levels if given in (v["name"], v["index"], str(v["index"]))), None)
+        if lv is None:
+            have = ", ".join(v["name"] for v in self.levels) or "none: the run has no levels"
+            raise InputError(f"the run has no level {given!r} (levels: {have})")
+        if self.run_levels.level is not None and lv["index"] == self.run_levels.index[self.run_levels.level]:
+            raise InputError(f"{lv['name']} is the level in use: its clusters are the curated clusters; "
+                             "rename those (a 'rename' edit)")
+        cid = whole_number(req.get("cluster"), "cluster")
+        if cid not in self._level_ids.get(lv["index"], set()):
+            raise InputError(f"{lv['name']} has no cluster {cid} (the junk branch is named after the junk "
+                             "cluster: rename that)" if cid < 0 else f"{lv['name']} has no cluster {cid}")
+        return {"level": int(lv["index"]), "cluster": cid, "name": req.get("name")}
 
     def _name_sure(self, table: list[dict], labels: np.ndarray, seq: int) -> None:
         """Each cluster's ``auto_name`` and how sure its name is, in place: a person's always; a
@@ -630,6 +664,8 @@ class Studio:
                         payload = self.state.prepare_undo(req.get("target"))
                     elif kind == "redo":
                         payload = self.state.prepare_redo(req.get("target"))
+                    elif kind == "level_rename":
+                        payload = self.state.prepare(kind, self._level_request(req))
                     else:
                         payload = self.state.prepare(kind, req)
                 except EditConflict as e:  # said to this client: its own edits are "this page"'s
@@ -692,7 +728,8 @@ class Studio:
             table = self.state.cluster_table()
             status = self.state.status()
             item_tags = {i: list(t) for i, t in self.state.item_tags.items()}
-        return self.writer.write(seq, labels, table, status, item_tags, force=force)
+            level_names = {k: dict(v) for k, v in self.state.level_names.items()}
+        return self.writer.write(seq, labels, table, status, item_tags, force=force, level_names=level_names)
 
     # -- search (search.py) -------------------------------------------------------------------
     @property
@@ -775,14 +812,22 @@ class Studio:
             return (self.state.seq, self.state.labels.copy(), self.state.cluster_table(),
                     self.state.status(), {i: list(t) for i, t in self.state.item_tags.items()})
 
-    def curated_table(self):
-        from .exports import curated_table
+    def _levels_now(self):
+        """(the curated tree now, every level's names now), as one snapshot of the state."""
+        with self._lock:
+            return self.tree(), self.named_levels()
 
-        seq, labels, table, status, tags = self._snapshot()
+    def curated_table(self):
+        from .exports import curated_table, level_columns
+
+        with self._lock:
+            seq, labels, table, status, tags = self._snapshot()
+            tree, named = self._levels_now()
         names = {e["id"]: e["name"] for e in table}
         dups = None if self.dup_group is None else (self.dup_group, self.dup_of)
+        levels = level_columns(tree, named, [e["name"] for e in table if e.get("junk")])
         return seq, curated_table(self.ids, self.paths, self.fitted, labels, names, status,
-                                  self.probability, tags, self.truth, duplicates=dups), table
+                                  self.probability, tags, self.truth, duplicates=dups, levels=levels), table
 
     def export(self, kind: str, mode: str = "symlink", client: str = "", user: str = "", prefer=None,
                split: str | None = None) -> dict:
@@ -820,7 +865,9 @@ class Studio:
         from .publish import publish_curated
 
         t0 = time.perf_counter()
-        seq, labels, table, _, tags = self._snapshot()
+        with self._lock:
+            seq, labels, table, _, tags = self._snapshot()
+            named = self.named_levels()
         self._name_sure(table, labels, seq)  # how sure each name is goes into the model (names_support)
         self.write_state()
         base = self._model if self._reduced_space() is not None else None
@@ -829,7 +876,8 @@ class Studio:
             res = publish_curated(self.run, self.vectors, labels, table, self.probability, self.fitted,
                                   base=base, xy=xy, map_method=self.map_method,
                                   encoder=self.encoder_info, seq=seq, item_tags=tags, levels=self.run_levels,
-                                  items={"ids": self.ids, "paths": self.paths}, note=note)
+                                  items={"ids": self.ids, "paths": self.paths}, note=note,
+                                  level_names=named)
         res["seconds"] = round(time.perf_counter() - t0, 2)
         self._record("publish", {k: res[k] for k in ("version", "agreement", "edits_seq")}, client, user)
         return res

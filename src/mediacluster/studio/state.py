@@ -23,6 +23,10 @@ junk       ``{"clusters": [...], "value": bool}``: flag (or unflag) clusters as 
 keep       ``{"group", "item"}``: the copy of duplicate group ``group`` (a ``--dedup`` run's) a
            clean dataset keeps, a person's choice over the export's rule (``exports.keep_copy``);
            ``item`` null hands the group back to the rule
+level_     ``{"level", "cluster", "name"}``: name a group of a coarser level (``level``: its key
+rename     in ``level_names.json``, ``cluster``: the run's cluster id at that level; the studio
+           finds both from the group the page shows, ``Studio.edit``); the names a person gave
+           the levels' groups are ``level_names`` (``naming.run_level_names``' studio layer)
 undo/redo  ``{"target": seq}``: the latest effective edit / the latest undone one
 =========  =====================================================================================
 
@@ -45,7 +49,7 @@ from ..data import NOISE, OUTLIER
 from ..errors import InputError
 from .editlog import Event
 
-EDITS = ("rename", "merge", "move", "split", "tag", "junk", "keep")
+EDITS = ("rename", "merge", "move", "split", "tag", "junk", "keep", "level_rename")
 MAX_NAME = 200
 MAX_TAG = 64
 JUNK_NAME = "junk"
@@ -230,6 +234,7 @@ class CuratedState:
         self.clusters: dict[int, Cluster] = copy.deepcopy(self._clusters0)
         self.item_tags: dict[int, list[str]] = {}
         self.kept: dict[int, int] = {}
+        self.level_names: dict[int, dict[int, str]] = {}  # level key -> the run's cluster id -> a person's name
 
     # -- reading -------------------------------------------------------------------------------
     def sizes(self) -> dict[int, int]:
@@ -412,6 +417,12 @@ class CuratedState:
             raise InputError(f"item {item} is not in duplicate group {group}")
         return {"group": group, "item": item}
 
+    def _prepare_level_rename(self, req):
+        """``{"level", "cluster", "name"}``: the level's key and the run's cluster id there, as
+        ``Studio.edit`` found them (it checks they exist)."""
+        return {"level": whole_number(req.get("level"), "level"), "cluster": whole_number(req.get("cluster"), "cluster"),
+                "name": clean_text(req.get("name"), "the name", MAX_NAME)}
+
     def prepare_undo(self, target=None) -> dict:
         """Take back the latest edit in effect; ``target``: the edit the person means to take
         back (the one their view showed as the latest), refused when it is no longer the latest
@@ -547,6 +558,8 @@ class CuratedState:
                 self.kept.pop(int(p["group"]), None)
             else:
                 self.kept[int(p["group"])] = int(p["item"])
+        elif kind == "level_rename":
+            self.level_names.setdefault(int(p["level"]), {})[int(p["cluster"])] = p["name"]
 
     # -- what the rest of the tool reads -----------------------------------------------------------
     def cluster_table(self) -> list[dict]:

@@ -100,9 +100,11 @@ class StateWriter:
                 self._stop.wait(5.0)
 
     def write(self, seq: int, labels: np.ndarray, table: list[dict], status, item_tags: dict[int, list[str]],
-              force: bool = False) -> int:
+              force: bool = False, level_names: dict[int, dict[int, str]] | None = None) -> int:
         """Write the state of edit ``seq`` (the curated ``labels``, cluster ``table``, per-item
-        ``status`` and ``item_tags``); returns the edit number written.
+        ``status`` and ``item_tags``, the names a person gave the levels' groups, ``level_names``,
+        ``curated.json``'s ``level_names``: ``naming.run_level_names``' studio layer); returns the
+        edit number written.
 
         The edit log is shared and append-only, so the state of edit ``seq`` is the same in every
         process: when another process (a second studio on the run, the one that made the edit)
@@ -131,6 +133,8 @@ class StateWriter:
             self.run.write_assignments(df)
             self.run.write_curated({"edits_seq": seq, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                     "clusters": table,
+                                    "level_names": {str(k): {str(c): v for c, v in sorted(named.items())}
+                                                    for k, named in sorted((level_names or {}).items()) if named},
                                     "item_tags": {path_to_text(self.ids[i]): t for i, t in item_tags.items()}})
         self.written_seq = seq
         return seq

@@ -9,7 +9,7 @@
 
   // ------------------------------------------------------------------ state and helpers
   const S = {
-    info: null, n: 0, X: null, Y: null, L: null, seq: -1, clusters: new Map(), special: [], groups: {}, groupNames: {},
+    info: null, n: 0, X: null, Y: null, L: null, seq: -1, clusters: new Map(), special: [], groups: {}, groupNames: {}, groupClusters: {},
     view: { kind: "none" }, page: 0, pageSize: 60, order: "typical", items: [], total: 0,
     selected: new Set(), resultSet: null, lastClicked: null, tool: "pan", highlight: null, preview: null,
     level: "", levelLabels: null, canUndo: false, canRedo: false,
@@ -370,7 +370,7 @@
   async function loadClusters() {
     const c = await api("api/clusters");
     S.clusters = new Map(c.clusters.map((e) => [e.id, e]));
-    S.special = c.special; S.groups = c.groups || {}; S.groupNames = c.group_names || {};
+    S.special = c.special; S.groups = c.groups || {}; S.groupNames = c.group_names || {}; S.groupClusters = c.group_clusters || {};
     S.canUndo = c.can_undo; S.canRedo = c.can_redo; S.undoTarget = c.undo; S.redoTarget = c.redo;
     $("undo").disabled = !S.canUndo; $("redo").disabled = !S.canRedo;
     return c.seq;
@@ -559,7 +559,13 @@
       const keys = Array.from(by.keys()).sort((a, b) => by.get(b).reduce((s, c) => s + c.size, 0) - by.get(a).reduce((s, c) => s + c.size, 0));
       for (const k of keys) {
         const gname = (S.groupNames[S.level] || {})[k];
-        list.appendChild(el("li", { class: "group", text: S.level + ": " + (gname ? gname + " (group " + k + ")" : "group " + k) + " (" + by.get(k).length + " clusters)" }));
+        // a group of the run's level (not the junk branch) can be named: a level rename edit
+        const run = (S.groupClusters[S.level] || {})[k];
+        const head = el("li", { class: "group", "data-group": k },
+          el("span", { class: "gtext", text: S.level + ": " + (gname ? gname + " (group " + k + ")" : "group " + k) + " (" + by.get(k).length + " clusters)" }),
+          run !== undefined && run >= 0 ? el("button", { class: "group-rename", text: "rename", title: "name this group of " + S.level + " (cluster " + run + " of the run's level): the published model's path names it so",
+            onclick: (ev) => { ev.stopPropagation(); renameGroup(head, run, gname || ""); } }) : null);
+        list.appendChild(head);
         for (const c of by.get(k)) list.appendChild(row(c));
       }
     } else {
@@ -812,6 +818,22 @@
     const r = await edit({ kind: "rename", cluster: id, name: name });
     if (r) toast("renamed #" + id);
     else if (box && $("cluster-name") === box) box.setAttribute("data-shown", shown);
+  }
+  // a coarse group's name, typed in its header: Enter names it (an edit: undo takes it back), Escape leaves it
+  function renameGroup(head, run, shown) {
+    const level = S.level;
+    const input = el("input", { class: "group-name", type: "text", value: shown, title: "the group's name; Enter to apply, Escape to leave" });
+    head.querySelector(".gtext").replaceWith(input);
+    const btn = head.querySelector(".group-rename"); if (btn) btn.remove();
+    input.addEventListener("click", (ev) => ev.stopPropagation());
+    input.addEventListener("keydown", async (ev) => {
+      if (ev.key === "Escape") { renderClusters(); return; }
+      if (ev.key !== "Enter" || !input.value.trim()) return;
+      const r = await edit({ kind: "level_rename", level: level, cluster: run, name: input.value });
+      if (r) toast("named group " + run + " of " + level + " \u201c" + r.edit.name + "\u201d");
+      else renderClusters();
+    });
+    input.focus(); input.select();
   }
   async function selectAll(id) {
     try {

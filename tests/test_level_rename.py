@@ -1,0 +1,229 @@
+"""A person names every level of the hierarchy, not only the one in use (levelnames3):
+``names.yaml``'s ``levels:`` section and the studio's level renames, read through the one
+function ``naming.run_level_names`` by every consumer (the report's level switch,
+``named_assignments``, the studio's groups and exports, the published model's path names).
+
+A real run: 300 CIFAR-10 images (default encoder, ImageNet probabilities -> WordNet names),
+``Pipeline(reducer=pca, clusterer=hierarchy)`` answering at a level with coarser ones above,
+published by the cluster job's own writer with a saved model; the studio in its own process
+over real HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from studio_helpers import Server, client, copy_run, post, publish, wait_written
+
+from mediacluster.errors import ConfigError
+from mediacluster.naming import (
+    level_names,
+    level_names_sure,
+    load_names,
+    named_assignments,
+    run_level_names,
+)
+from mediacluster.pipeline import Pipeline
+from mediacluster.rundir import RunDir
+
+
+@pytest.fixture(scope="module")
+def tree_run(cifar3_embeddings, tmp_path_factory, one_blas_thread):
+    """A run of the hierarchy answering at a level with at least two coarser ones."""
+    from test_levels import pca_tree
+
+    from mediacluster.report.build import map_2d
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    counts = pipe.n_clusters_per_level_.tolist()
+    level = next(lv for lv, k in enumerate(counts) if lv >= 2 and k >= 6)
+    pipe.set_level(level)
+    run = publish_run(tmp_path_factory.mktemp("lvrename") / "run", cifar3_embeddings, pipe, save_model=True)
+    with run.writing("test"):
+        map_2d(run, cifar3_embeddings.vectors, method="pca")
+    return run.path
+
+
+def _ids(run: RunDir, key: int) -> list[int]:
+    lab = run.read_levels().labels[list(run.read_levels().index).index(key)]
+    return sorted(set(lab[lab >= 0].tolist()))
+
+
+def test_names_yaml_names_every_level_by_the_one_rule(tree_run, tmp_path):
+    run = RunDir.open(copy_run(tree_run, tmp_path / "run"))
+    auto = run_level_names(run)
+    at = run.read_levels().index[run.read_levels().level]
+    c0, c1 = _ids(run, 0)[0], _ids(run, 1)[-1]
+    fitted = sorted(load_names(run))
+    (run.path / "names.yaml").write_text(
+        f"{fitted[0]}: my cluster\n"
+        f"levels:\n  0:\n    {c0}: memes\n  level_1:\n    {c1}: food\n    {_ids(run, 1)[0]}:\n", encoding="utf-8")
+    named = run_level_names(run)
+    assert named[0][c0] == "memes" and named[1][c1] == "food"
+    assert named[1][_ids(run, 1)[0]] == auto[1][_ids(run, 1)[0]]  # an empty entry keeps the automatic name
+    # the level in use takes the flat mapping too; the flat names stay as before (old files work)
+    assert named[at][fitted[0]] == "my cluster" == load_names(run)[fitted[0]]
+    assert {k: v for k, v in named[2].items()} == {**auto[2], **({fitted[0]: "my cluster"} if at == 2 else {})}
+    # the same names in the researcher's table (named_assignments) and the report's level switch
+    a = named_assignments(run)
+    assert set(a.loc[a["level_0"] == c0, "level_0_name"]) == {"memes"}
+    assert set(a.loc[a["level_1"] == c1, "level_1_name"]) == {"food"}
+    # a levels: entry of the level in use names its clusters as the flat mapping does
+    (run.path / "names.yaml").write_text(f"levels:\n  {at}:\n    {fitted[1]}: by level\n", encoding="utf-8")
+    assert load_names(run)[fitted[1]] == "by level" == run_level_names(run)[at][fitted[1]]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("levels:\n  x:\n    0: a\n", r"names.yaml: levels: 'x' is not a level key"),
+    ("levels:\n  99:\n    0: a\n", r"names.yaml: levels: 99 is not a level of this run \(levels: 0, "),
+    ("levels:\n  0:\n    999: a\n", r"names.yaml: levels: 0: 999 is not a cluster of level 0 \(clusters: 0, "),
+    ("levels:\n  0:\n    abc: a\n", r"names.yaml: levels: 0: cluster id 'abc' is not an integer"),
+    ("levels:\n  0: [1, 2]\n", r"names.yaml: levels: 0: expected a mapping 'cluster id: name', got list"),
+    ("levels: food\n", r"names.yaml: 'levels' must be a mapping"),
+    ("levels:\n  0:\n    0: a\n  level_0:\n    1: b\n", r"names.yaml: levels: level 0 is given twice"),
+    ("levels:\n  0:\n    0: [a]\n", r"names.yaml: levels: 0: the name of cluster 0 must be plain text"),
+])
+def test_a_bad_levels_entry_is_refused_naming_the_file_and_entry(tree_run, tmp_path, text, match):
+    run = RunDir.open(copy_run(tree_run, tmp_path / "run"))
+    (run.path / "names.yaml").write_text(text, encoding="utf-8")
+    for read in (run_level_names, load_names):
+        with pytest.raises(ConfigError, match=match):
+            read(run)
+
+
+def test_a_name_given_twice_for_the_level_in_use_is_refused(tree_run, tmp_path):
+    run = RunDir.open(copy_run(tree_run, tmp_path / "run"))
+    at = run.read_levels().index[run.read_levels().level]
+    c = sorted(load_names(run))[0]
+    (run.path / "names.yaml").write_text(f"{c}: one\nlevels:\n  {at}:\n    {c}: two\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"cluster {c} is named 'one' and, under levels: {at} .*'two'"):
+        load_names(run)
+
+
+def test_the_cluster_jobs_model_answers_with_the_hand_given_level_names(tree_run, tmp_path):
+    """``assign`` and the service name a path through ``naming.level_names``: a model the cluster
+    job saved takes the run's names.yaml levels (its levels are the run's)."""
+    run = RunDir.open(copy_run(tree_run, tmp_path / "run"))
+    c0 = _ids(run, 0)[0]
+    (run.path / "names.yaml").write_text(f"levels:\n  0:\n    {c0}: memes\n", encoding="utf-8")
+    model = Pipeline.load(run.path)
+    by_level = level_names(model)
+    assert by_level[0][c0] == "memes"
+    assert level_names_sure(model, by_level)[0][c0]["name_sure"] is True  # a person's name
+
+
+def _service(run):
+    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(run), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = None
+    while url is None and (line := proc.stdout.readline()):
+        m = re.search(r"listening on (\S+)", line)
+        url = m and m.group(1).rstrip("/")
+    if not url:
+        proc.kill()
+        raise AssertionError("the service did not start")
+    return proc, url
+
+
+def test_a_studio_rename_of_a_coarse_group_reaches_exports_and_the_served_path(tree_run, tmp_path):
+    """Over real HTTP: a level rename of a coarse group is an edit (undo / redo), seen by another
+    client, written to curated.json, in the CSV / Parquet exports' level columns and in the
+    published model's path names the service answers with."""
+    import httpx
+
+    run = copy_run(tree_run, tmp_path / "run")
+    s = Server(run)
+    try:
+        with client(s) as c, client(s) as other:
+            shown = c.get("/api/clusters").json()
+            level = next(iter(shown["group_clusters"]))  # the coarsest level the curated tree keeps
+            group, cid = next((g, k) for g, k in shown["group_clusters"][level].items() if k >= 0)
+            before = shown["group_names"][level][group]
+            r = post(c, "/api/edits", {"kind": "level_rename", "level": level, "cluster": cid, "name": "memes"})
+            assert r.status_code == 200, r.text
+            assert r.json()["edit"] == {"level": 0, "cluster": cid, "name": "memes"}
+            assert other.get("/api/clusters").json()["group_names"][level][group] == "memes"
+            assert post(c, "/api/undo").status_code == 200
+            assert c.get("/api/clusters").json()["group_names"][level][group] == before
+            assert post(c, "/api/redo").status_code == 200
+            assert other.get("/api/clusters").json()["group_names"][level][group] == "memes"
+            # refused: the level in use (its clusters are the curated ones), a cluster the level has not
+            info = c.get("/api/info").json()
+            bad = post(c, "/api/edits", {"kind": "level_rename", "level": level, "cluster": 10**6, "name": "x"})
+            assert bad.status_code == 400 and f"{level} has no cluster {10**6}" in bad.text
+            in_use = info["levels"][RunDir.open(run).read_levels().level]["name"]
+            bad = post(c, "/api/edits", {"kind": "level_rename", "level": in_use, "cluster": 0, "name": "x"})
+            assert bad.status_code == 400 and "is the level in use" in bad.text
+            bad = post(c, "/api/edits", {"kind": "level_rename", "level": "nope", "cluster": 0, "name": "x"})
+            assert bad.status_code == 400 and "no level 'nope'" in bad.text
+            # exports: one id + one name column per level the tree keeps, coarse to fine, then the curated
+            exported = {}
+            for kind in ("csv", "parquet", "classes"):
+                r = post(c, "/api/export", {"kind": kind})
+                assert r.status_code == 200, r.text
+                exported[kind] = r.json()["path"]
+            publish(c)
+            wait_written(c)
+    finally:
+        s.stop()
+    rd = RunDir.open(run)
+    assert rd.read_curated()["level_names"] == {"0": {str(cid): "memes"}}
+    assert run_level_names(rd)[0][cid] == "memes"  # the one function reads the studio's layer
+    lab0 = rd.read_levels().labels[0]
+    man = pd.read_csv(f"{exported.pop('classes')}/manifest.csv")  # the class tree's manifest: the same columns
+    assert list(man.columns[:3]) == ["id", "path", "label"] and "level_0_name" in man.columns
+    assert set(man.loc[man["level_0"] == cid, "level_0_name"]) == {"memes"}
+    for kind, folder in exported.items():
+        path = f"{folder}/curated_assignments.{kind}"
+        df = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+        cols = list(df.columns)
+        levels = [k for k in cols if re.fullmatch(r"level_\d+", k)]
+        assert levels and levels == sorted(levels, key=lambda k: int(k[6:]))
+        assert cols[cols.index("path") + 1: cols.index("curated_cluster")] == [
+            x for k in levels for x in (k, f"{k}_name")]
+        # the run's own level ids (stable across edits): nothing edited moved items, so the run's level 0
+        assert (df["level_0"].to_numpy() == lab0).all()
+        assert set(df.loc[df["level_0"] == cid, "level_0_name"]) == {"memes"}
+    # the published model: its path names the group so, sure (a person's name)
+    model = Pipeline.load(run)
+    meta = model.model_info_["metadata"]
+    assert meta["curated"] and len(model.levels_) >= 2
+    group_new = int(np.bincount(model.levels_[0][lab0 == cid]).argmax())  # the model renumbers the run's ids
+    assert set(model.levels_[0][lab0 == cid].tolist()) == {group_new}
+    assert level_names(model)[0][group_new] == "memes"  # not the run's names.yaml layer by the run's ids
+    assert meta["names_by_level"]["0"][str(group_new)] == "memes"
+    X = rd.read_vectors(mmap=False)
+    rows = np.flatnonzero(lab0 == cid)[:5].tolist() + np.flatnonzero(lab0 != cid)[:5].tolist()
+    proc, url = _service(run)
+    try:
+        items = httpx.post(url + "/v1/assign", json={"vectors": X[rows].tolist()}, timeout=120).json()["items"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    named = [it["path"][0] for it in items]
+    assert [p["name"] == "memes" for p in named] == [p["cluster"] == group_new for p in named]
+    assert sum(p["name"] == "memes" for p in named) >= 4
+    assert all(p["name_sure"] for p in named if p["name"] == "memes")
+
+
+def test_the_names_template_lists_the_coarser_levels(tree_run, tmp_path):
+    """``report --names-template``'s file lists every coarser level's clusters with their automatic
+    names; left as written it names nothing; a name typed in it is the level's name."""
+    from mediacluster.naming import save_names_template
+
+    run = RunDir.open(copy_run(tree_run, tmp_path / "run"))
+    before = run_level_names(run)
+    p = save_names_template(run)
+    text = p.read_text(encoding="utf-8")
+    at = run.read_levels().index[run.read_levels().level]
+    assert "\nlevels:\n  0:\n" in text and f"\n  {at}:\n" not in text
+    assert run_level_names(run) == before and load_names(run) == load_names(run, curated=False)
+    c0 = _ids(run, 0)[0]
+    p.write_text(re.sub(rf"(\n  0:\n(?:    .*\n)*?    {c0}:)[^\n]*", r"\1 memes", text), encoding="utf-8")
+    assert run_level_names(run)[0][c0] == "memes"
