@@ -126,6 +126,7 @@ class Keep(StrictBody):
     group: whole(ge=0) = Field(description="the duplicate group (GET /api/duplicates)")
     item: ItemNo | None = Field(description="the member to keep; null: the export's rule decides again")
 
+
 class LevelRename(StrictBody):
     """name a group of a coarser level of the run's hierarchy"""
     kind: Literal["level_rename"]
