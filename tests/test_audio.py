@@ -516,6 +516,7 @@ def test_dedup_of_audio_groups_copies_and_reposts_not_different_clips(tmp_path, 
     assert "confirmed by an audio fingerprint" in json.loads((tmp_path / "dups" / "dups.json").read_text())["note"]
 
 
+@pytest.mark.slow
 def test_a_ready_audio_service_has_run_its_encoder(tmp_path, fsdd_two_speakers):
     """The service warms up an audio model's whole upload path before it says ready, as it does
     for images: the first clip uploaded used to pay librosa's import and numba kernels (1.2 s

@@ -1167,6 +1167,7 @@ def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_
     wait_for_version(server, held)
 
 
+@pytest.mark.slow
 def test_a_rollback_reaches_the_model_of_an_earlier_run_of_the_folder(cifar3_embeddings, tmp_path, capsys):
     """The weekly loop re-clusters into the same folder: the new run keeps last week's versions
     (numbering goes on, each version's id RUN_ID/vNNNN unique across runs), so `models --use`
@@ -1292,6 +1293,7 @@ def test_a_read_only_token_must_come_with_a_different_access_token(run_dir, caps
     assert "--read-token must differ from --token" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_request_pinned_to_a_model_is_never_answered_by_another(cifar3_embeddings, tmp_path):
     """Two workers switch one by one after a publish; a client that must not mix models names
     one (`X-Model-Id`: an answer's model.id, or the version): every answer is that model's, or a

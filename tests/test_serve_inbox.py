@@ -238,6 +238,7 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_two_worker_processes_lose_no_row(run_dir, known, tmp_path):
     """`--workers 2` and, on the same inbox, a second service: several processes write the one
     table at once (which worker accepts a connection is the kernel's choice, so the second
@@ -269,6 +270,7 @@ def test_two_worker_processes_lose_no_row(run_dir, known, tmp_path):
     assert not [p.name for p in (inbox / "files").iterdir() if p.name.startswith(".")]  # no temporary left
 
 
+@pytest.mark.slow
 def test_audio_model_keeps_clips_as_wav_whatever_their_name(tmp_path):
     """An audio model served with --keep all: the clips are stored with the extension of their
     format (a clip named .jpg is still a .wav) and the folder reads as an audio collection."""
@@ -325,6 +327,7 @@ def test_writer_backlog_is_bounded_and_close_writes_what_is_queued(tmp_path, kno
     assert len(rows(tmp_path / "inbox")) == 2
 
 
+@pytest.mark.slow
 def test_keep_novelty_keeps_answers_at_or_above_the_threshold(run_dir, cifar3_embeddings, tmp_path):
     """`--keep-novelty T`: a moderation queue of the answers at least T novel, not only those the
     1% rule flags `novel` (README: `novelty >= 0.95` catches more of the kinds a collection
