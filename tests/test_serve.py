@@ -1052,6 +1052,7 @@ def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tm
         s.stop()
 
 
+@pytest.mark.slow
 def test_the_described_vector_size_follows_a_model_switch(cifar3_embeddings, tmp_path):
     """/openapi.json says the served model's vector size (a client or a fuzzer built from it
     sends what the handler reads); a newer version of another size is described after the
@@ -1075,6 +1076,7 @@ def test_the_described_vector_size_follows_a_model_switch(cifar3_embeddings, tmp
         s.stop()
 
 
+@pytest.mark.slow
 def test_a_browser_page_of_a_listed_origin_may_call_the_service(server, run_dir, images, tmp_path):
     """--cors-origin lets a web page of that origin call the service (CORS): its preflight is
     answered before the token check (a browser sends none there), the answers name the origin

@@ -111,6 +111,7 @@ def test_extension_from_the_bytes_not_the_name(known):
     assert sniff_extension(b"garbage", "x.exe", "image") == ".bin"
 
 
+@pytest.mark.slow
 def test_keep_novel_keeps_the_unlike_and_not_the_known(run_dir, known, strange, cifar3_embeddings, tmp_path):
     inbox = tmp_path / "inbox"
     s = Server(str(run_dir), "--keep-uploads", str(inbox), log=tmp_path / "server.log")

@@ -280,6 +280,7 @@ def test_http_similar_says_how_sure_names_are_and_describes_the_models_levels(se
         assert r.status_code == 400 and f"0..{top}" in r.json()["error"]["message"], r.text
 
 
+@pytest.mark.slow
 def test_cli_assign_similar(run_dir, cifar3_dir, cifar3_embeddings, tmp_path):
     imgs = sorted((cifar3_dir / "truck").glob("*.jpg"))[:2]
     out = tmp_path / "a.csv"
