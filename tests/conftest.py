@@ -7,8 +7,16 @@ import importlib.util
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One BLAS / OpenMP thread for the test process and the servers and commands it starts: the
+# tests' matrices are small, and on 2 cores shared with other processes (CI, or a loaded
+# development box) a second thread only spins and waits (tests/test_hierarchy.py: 33 s with the
+# libraries' default threads, 15 s with one, at load 4-5). Set before numpy is imported below;
+# an explicit setting in the environment wins.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"

@@ -592,6 +592,7 @@ def test_a_louder_limited_copy_is_proposed_by_its_spectrum_not_only_its_vector(t
     assert all(len(m) == 2 and any(x in louder for x in m) for m in members.values()), members
 
 
+@pytest.mark.slow
 def test_a_ready_audio_service_has_run_its_encoder(tmp_path, fsdd_two_speakers):
     """The service warms up an audio model's whole upload path before it says ready, as it does
     for images: the first clip uploaded used to pay librosa's import and numba kernels (1.2 s

@@ -119,6 +119,7 @@ def test_dups_groups_an_audio_repost_with_its_original_only(clips, tmp_path, cap
     assert all((out / f).stat().st_size > 500 for f in players + pictures)
 
 
+@pytest.mark.slow
 def test_dedup_model_answers_duplicate_of_for_an_uploaded_repost(clips, tmp_path):
     """``cluster --media audio --dedup --save-model``: the repost is grouped (fitted as one item
     with its original); the service answers ``duplicate_of`` for an uploaded repost of a training

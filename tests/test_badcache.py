@@ -323,6 +323,7 @@ print("done")
 """
 
 
+@pytest.mark.slow
 def test_a_killed_signature_pass_keeps_what_its_finished_batches_learned(tmp_path):
     """The duplicate finder's signature pass keeps signatures and failures batch by batch
     (``hashing.SAVE_EVERY``), as the embedding path does: a pass killed (kill -9) part-way does

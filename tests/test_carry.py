@@ -381,6 +381,7 @@ def test_carrying_again_carries_what_the_previous_run_did_since_and_never_over_t
         st.close()
 
 
+@pytest.mark.slow
 def test_the_new_badge_follows_the_items_through_merges_and_moves(carried, tmp_path):
     """A cluster is "new" when most of its items were in a cluster the carry found new: after
     the person moves most of a new cluster's items to a cluster of their own and merges a kept
@@ -437,6 +438,7 @@ def test_a_clusters_carry_status_is_the_one_most_of_its_items_had():
     assert status_by_items(labels, statuses, codes) == {0: "kept", 2: "new", 5: "new"}
 
 
+@pytest.mark.slow
 def test_reclustering_in_place_with_save_model_serves_the_carried_curation(world, curated, tmp_path):
     """The weekly loop: a service watches the curated run; `cluster ... --out RUN --carry-from RUN
     --save-model` re-clusters the grown collection and publishes the carried curation at once,

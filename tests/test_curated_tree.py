@@ -169,6 +169,7 @@ def _service(run):
     return proc, url
 
 
+@pytest.mark.slow
 def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_run, tmp_path):
     import httpx
 

@@ -427,6 +427,7 @@ def test_index_keeps_file_names_that_are_not_utf8(tmp_path):
     assert DuplicateIndex.load(tmp_path / "dups").paths == paths
 
 
+@pytest.mark.slow
 def test_assign_finds_the_files_of_a_moved_dedup_run(project, tmp_path):
     """`cluster --dedup --save-model` inside a project folder, the project moved whole: `assign`
     still confirms the reposts against the stored files; the run alone moved elsewhere with the
@@ -487,7 +488,7 @@ def planted_pairs(rng, n: int, d: int) -> np.ndarray:
     return X * rng.uniform(0.5, 3.0, (n, 1)).astype(np.float32)
 
 
-@pytest.mark.parametrize("method", ["flat", "ivf"])
+@pytest.mark.parametrize("method", ["flat", pytest.param("ivf", marks=pytest.mark.slow)])
 def test_cosine_pairs_read_a_memory_mapped_file_block_by_block(rng, tmp_path, monkeypatch, method):
     """A ``.npy`` opened with mmap_mode="r" gives the same pairs and cosines as the normalised
     array in memory, read in blocks (a small BLOCK here, so there are many), never written to."""
@@ -529,6 +530,7 @@ def test_unit_rows_index_like_the_normalised_array(rng):
     assert isinstance(normalise(X), UnitRows)
 
 
+@pytest.mark.slow
 def test_finder_fits_a_memory_mapped_file_as_the_array(rng, tmp_path):
     """DuplicateFinder.fit on a memory-mapped ``.npy``: the same groups, links and index as on
     the array in memory, the vectors kept as a view (no normalised copy)."""

@@ -437,7 +437,7 @@ def test_hostile_file_names_are_clustered_written_reported_and_assigned(hostile_
     assert not CONTROL.search(text(r.stderr).replace("\n", ""))
 
 
-@pytest.mark.parametrize("fit_sample", ["all", "8"])
+@pytest.mark.parametrize("fit_sample", [pytest.param("all", marks=pytest.mark.slow), "8"])
 def test_hostile_names_with_dedup_and_a_fit_sample(fit_sample, hostile_dir, cache, tmp_path):
     """``cluster --dedup`` (the duplicate_of column) and a run fitted on a sample (items and
     assignments written batch by batch) keep every hostile name exactly (both crashed, exit 1,

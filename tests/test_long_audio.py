@@ -222,6 +222,7 @@ def test_the_fingerprint_links_a_long_repost_from_bounded_excerpts(long_files):
         assert not ok, (other, info)
 
 
+@pytest.mark.slow
 def test_dups_and_cluster_on_long_recordings(long_files, voices, tmp_path, capsys):
     """``dups`` groups the long repost with its original and lists the long recordings with the
     parts read in dups.json; ``cluster`` records them in run.json and says so."""

@@ -159,6 +159,7 @@ def test_an_older_model_answers_null_not_an_error(tree_run, tmp_path, capsys):
         Pipeline.load(run)
 
 
+@pytest.mark.slow
 def test_the_studio_measures_a_merged_name_again_and_publishes_how_sure_names_are(tree_run, tmp_path):
     from mediacluster.naming import pipeline_names_sure
     from mediacluster.pipeline import Pipeline
@@ -232,6 +233,7 @@ def test_the_studio_measures_a_merged_name_again_and_publishes_how_sure_names_ar
             assert meta["names_by_level"][lv][cid] == rec["name"]
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tree_run, tmp_path):
     """The studio's cluster panel says an unsure name is unsure (and why), also a merged
@@ -351,6 +353,7 @@ def _same(row: dict, part: dict, abs_: float = 1e-9) -> None:
         assert row["name_support"] == pytest.approx(part["name_support"], abs=abs_), (row, part)
 
 
+@pytest.mark.slow
 def test_the_studio_list_measures_the_parts_a_split_made(tree_run, tmp_path):
     """Clusters an applied split made show in the cluster list (and the panel) how sure their
     names are, as the split preview measured them: a fresh split's ImageNet names measured on

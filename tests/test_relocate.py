@@ -146,6 +146,7 @@ def test_a_run_stores_paths_relative_to_its_collection_root(template, tmp_path):
     assert raw_paths(again.path, "items.parquet") == raw_paths(project["run"], "items.parquet")
 
 
+@pytest.mark.slow
 def test_moved_project_and_moved_collection(template, tmp_path):
     """The project folder (photos + run) moved whole: everything is found without a flag. Then
     the photos and the run moved apart: the report and the studio find the files again with

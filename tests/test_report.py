@@ -551,6 +551,7 @@ def test_thumbnails_of_unchanged_files_are_found_without_reading_them(tmp_path, 
         assert max(im.size) == 32 and im.size[0] < im.size[1]  # made from the new picture
 
 
+@pytest.mark.slow
 def test_cards_read_a_small_runs_vectors_once(cifar3_embeddings, tmp_path, monkeypatch):
     """Every level's cards take most rows again: a run whose vectors fit WHOLE_READ_MAX has them
     read in one pass (it was one read per cluster and level, one per row in sparse windows:

@@ -1052,6 +1052,7 @@ def test_two_worker_processes_share_the_port_and_the_metrics(run_dir, images, tm
         s.stop()
 
 
+@pytest.mark.slow
 def test_the_described_vector_size_follows_a_model_switch(cifar3_embeddings, tmp_path):
     """/openapi.json says the served model's vector size (a client or a fuzzer built from it
     sends what the handler reads); a newer version of another size is described after the
@@ -1075,6 +1076,7 @@ def test_the_described_vector_size_follows_a_model_switch(cifar3_embeddings, tmp
         s.stop()
 
 
+@pytest.mark.slow
 def test_a_browser_page_of_a_listed_origin_may_call_the_service(server, run_dir, images, tmp_path):
     """--cors-origin lets a web page of that origin call the service (CORS): its preflight is
     answered before the token check (a browser sends none there), the answers name the origin
@@ -1167,6 +1169,7 @@ def test_models_use_rolls_the_service_back_without_a_failed_request(server, run_
     wait_for_version(server, held)
 
 
+@pytest.mark.slow
 def test_a_rollback_reaches_the_model_of_an_earlier_run_of_the_folder(cifar3_embeddings, tmp_path, capsys):
     """The weekly loop re-clusters into the same folder: the new run keeps last week's versions
     (numbering goes on, each version's id RUN_ID/vNNNN unique across runs), so `models --use`
@@ -1292,6 +1295,7 @@ def test_a_read_only_token_must_come_with_a_different_access_token(run_dir, caps
     assert "--read-token must differ from --token" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_request_pinned_to_a_model_is_never_answered_by_another(cifar3_embeddings, tmp_path):
     """Two workers switch one by one after a publish; a client that must not mix models names
     one (`X-Model-Id`: an answer's model.id, or the version): every answer is that model's, or a

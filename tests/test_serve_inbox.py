@@ -111,6 +111,7 @@ def test_extension_from_the_bytes_not_the_name(known):
     assert sniff_extension(b"garbage", "x.exe", "image") == ".bin"
 
 
+@pytest.mark.slow
 def test_keep_novel_keeps_the_unlike_and_not_the_known(run_dir, known, strange, cifar3_embeddings, tmp_path):
     inbox = tmp_path / "inbox"
     s = Server(str(run_dir), "--keep-uploads", str(inbox), log=tmp_path / "server.log")
@@ -238,6 +239,7 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_two_worker_processes_lose_no_row(run_dir, known, tmp_path):
     """`--workers 2` and, on the same inbox, a second service: several processes write the one
     table at once (which worker accepts a connection is the kernel's choice, so the second
@@ -269,6 +271,7 @@ def test_two_worker_processes_lose_no_row(run_dir, known, tmp_path):
     assert not [p.name for p in (inbox / "files").iterdir() if p.name.startswith(".")]  # no temporary left
 
 
+@pytest.mark.slow
 def test_audio_model_keeps_clips_as_wav_whatever_their_name(tmp_path):
     """An audio model served with --keep all: the clips are stored with the extension of their
     format (a clip named .jpg is still a .wav) and the folder reads as an audio collection."""
@@ -325,6 +328,7 @@ def test_writer_backlog_is_bounded_and_close_writes_what_is_queued(tmp_path, kno
     assert len(rows(tmp_path / "inbox")) == 2
 
 
+@pytest.mark.slow
 def test_keep_novelty_keeps_answers_at_or_above_the_threshold(run_dir, cifar3_embeddings, tmp_path):
     """`--keep-novelty T`: a moderation queue of the answers at least T novel, not only those the
     1% rule flags `novel` (README: `novelty >= 0.95` catches more of the kinds a collection

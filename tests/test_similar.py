@@ -197,6 +197,7 @@ def test_http_similar_vectors_images_errors_and_metrics(server, model, cifar3_em
     assert "/v1/similar" in c.get("/openapi.json").json()["paths"]
 
 
+@pytest.mark.slow
 def test_http_similar_follows_a_new_model_version(run_dir, cifar3_embeddings, tmp_path):
     """A version published while the service runs (the file watch) answers /v1/similar from then
     on, with its own clusters and its own ids; each answer names the version that gave it."""
@@ -279,6 +280,7 @@ def test_http_similar_says_how_sure_names_are_and_describes_the_models_levels(se
         assert r.status_code == 400 and f"0..{top}" in r.json()["error"]["message"], r.text
 
 
+@pytest.mark.slow
 def test_cli_assign_similar(run_dir, cifar3_dir, cifar3_embeddings, tmp_path):
     imgs = sorted((cifar3_dir / "truck").glob("*.jpg"))[:2]
     out = tmp_path / "a.csv"

@@ -56,6 +56,7 @@ def test_a_command_builds_only_its_own_parser():
                    "mediacluster.studio"} & mods) == []
 
 
+@pytest.mark.slow
 def test_a_process_freezes_its_imports_and_a_call_in_process_does_not():
     """`mediacluster CMD` (``main()`` on the process's own argv) imports its command with the cyclic
     garbage collector off, then freezes what the imports made: every later full collection, and

@@ -724,6 +724,7 @@ def test_the_report_says_which_curated_clusters_are_junk(base_run, tmp_path):
     assert [c["id"] for c in data["clusters"] if c["junk"]] == [junk]
 
 
+@pytest.mark.slow
 def test_a_second_publish_keeps_the_fitted_models_space(base_run, tmp_path):
     """Publishing again in a later session uses the cluster job's reduced space, as the first
     publish did: the studio took the LATEST version as "the fitted model", which after a first
@@ -1170,6 +1171,7 @@ def test_automatic_split_follows_the_hierarchy(cifar3_embeddings, tmp_path, one_
         st.close()
 
 
+@pytest.mark.slow
 def test_tree_split_parts_keep_the_finer_levels_stored_names(cifar3_embeddings, tmp_path, one_blas_thread):
     """An automatic split whose parts are exactly the finer level's clusters names them with
     the names the run stored for that level (level_names.json, what the report's level view
@@ -1554,6 +1556,7 @@ def _leak_run(emb, out: Path, copies=(5, 120)):
     return _publish_dedup(emb, out), ids[len(emb.ids) - len(copies):]
 
 
+@pytest.mark.slow
 def test_classes_export_prefer_over_http_and_the_cli(cifar3_embeddings, tmp_path, capsys):
     """A leak between test/ and train/: the classes export keeps the test/ copy (the first by path)
     unless the person prefers train/, on the HTTP export and on ``studio --export``."""

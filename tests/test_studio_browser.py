@@ -455,6 +455,7 @@ def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_e
         s.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_path):
     """A large run without a 2-D map opens on a quick PCA map; when the UMAP map is laid out in

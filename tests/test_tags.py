@@ -222,6 +222,7 @@ def test_tag_classifier_is_a_classifier_to_scikit_learn():
     assert cross_val_score(TagClassifier(), X, y, cv=3).min() > 0.9
 
 
+@pytest.mark.slow
 def test_a_run_tagged_by_its_names_learns_the_unnamed_clusters_as_other(cifar3_embeddings, tmp_path, capsys):
     """`tags train --run` without --cluster-tags: the clusters a person named are the tags and every
     other cluster is "other", so items like an unnamed cluster's get no tag, instead of the certified

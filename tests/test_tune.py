@@ -281,6 +281,7 @@ def test_interrupted_study_resumes_with_the_same_numbering(X, tmp_path, shared_c
              progress=False, refit=False)
 
 
+@pytest.mark.slow
 def test_resumed_study_prints_no_optuna_log_lines(X, tmp_path):
     """Re-running the same tune command continues the study without Optuna's own INFO line
     ('[I ...] Using an existing study ...') on the terminal."""
@@ -406,6 +407,7 @@ def test_the_largest_seed_tunes_and_resumes(tmp_path):
     assert _tune(X, Pipeline(random_state=seed), n_trials=3, **kw).summary["n_trials"] == 3
 
 
+@pytest.mark.slow
 def test_resumed_tune_publishes_no_copy_of_an_unchanged_best(X, tmp_path, capsys):
     """Re-running a finished study (no new trial, or none better) refits the same best trial:
     no second model version of it, and the output says so; a different best is published."""
@@ -439,6 +441,7 @@ PCA_KMEANS = {"reducer": "pca", "reducer__n_components": {"choice": [5, 8]}, "cl
               "clusterer__n_clusters": {"int": [2, 6]}}
 
 
+@pytest.mark.slow
 def test_resumed_tune_with_an_unchanged_best_loads_the_published_version_instead_of_refitting(X, tmp_path):
     """Nothing is published when the best is unchanged, so the best pipeline is not fitted again:
     the result's pipeline is the published version, loaded, with the same answers."""
@@ -461,6 +464,7 @@ def test_resumed_tune_with_an_unchanged_best_loads_the_published_version_instead
     assert "refit_loaded" not in third.summary and Path(third.summary["model"]).name == "v0002"
 
 
+@pytest.mark.slow
 def test_a_version_published_before_tuned_recorded_seed_and_params_is_not_copied_on_resume(X, tmp_path):
     """A model published when the 'tuned' metadata held trial, value and study only: resuming
     the study with the same best publishes nothing; a resume with another seed (the model's

@@ -104,7 +104,7 @@ def test_a_bug_answers_500_and_keeps_the_connection():
     assert kinds == ["internal", "internal"]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_ctrl_c_stops_a_server_cleanly(tmp_path, workers):
     """Ctrl+C (SIGINT) is how a person stops `serve` / `studio`: exit 0 and "stopped", not the
     batch commands' "interrupted; ... re-run the same command to resume" and 130; also with
