@@ -556,6 +556,7 @@ def test_a_clip_padded_with_silence_embeds_as_the_clip_itself(fsdd_two_speakers)
         assert int(np.argmax(X @ v)) == k and float(X[k] @ v) > 0.9999, (k, float(X[k] @ v))
 
 
+@pytest.mark.slow  # 9-13 s: embeds and checks 108 clips (the padded test above covers the vector)
 def test_a_louder_limited_copy_is_proposed_by_its_spectrum_not_only_its_vector(tmp_path, fsdd_two_speakers):
     """A repost made 10-20 dB louder and soft-limited (loudness normalisation) keeps the clip's
     spectrum in dB under its own peak but not its MFCC vector (which holds the level): its
