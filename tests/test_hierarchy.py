@@ -328,3 +328,19 @@ def test_agreement_undoes_a_split_only_the_layout_makes():
     assert adjusted_rand_score(cls5, h5.labels_) == 1.0
     with pytest.raises(InputError, match="vectors must be an"):
         HierarchyClusterer().fit(Z, vectors=V[:-1])
+
+
+def test_agreement_check_samples_enough_items_for_a_level_of_very_many_clusters(monkeypatch):
+    """Each start of the agreement check clusters a sample of AGREEMENT_ROWS items; a level with
+    more clusters than that (thousands of groups in a large collection) made K-means refuse
+    ("n_samples=4000 should be >= n_clusters=4200"). The sample grows to AGREEMENT_PER_CLUSTER
+    items per cluster (here the rows are shrunk so that a small case shows it)."""
+    from mediacluster.stages import hierarchy
+
+    monkeypatch.setattr(hierarchy, "AGREEMENT_ROWS", 30)
+    rng = np.random.default_rng(0)
+    lab = np.repeat(np.arange(40), 5)  # 200 items in 40 tight groups
+    X = rng.normal(size=(40, 8))[lab] + 0.001 * rng.normal(size=(200, 8))
+    levels = np.stack([lab // 2, lab])  # 20 and 40 clusters: 40 > the 30-item sample
+    level, scores = hierarchy.agreement_level(levels, 0, X)
+    assert level == 1 and scores[1, 0] > 0.99

@@ -259,6 +259,7 @@ def modularity(A, labels: np.ndarray, gamma: float = 1.0) -> float:
 AGREEMENT_WINDOW = 2.0  # candidate levels: cluster counts within this factor of the modularity level's
 AGREEMENT_SEEDS = 12  # K-means starts per candidate: their spread is the agreement's own noise
 AGREEMENT_ROWS = 4000  # each start clusters its own random sample of this many items (all when fewer)
+AGREEMENT_PER_CLUSTER = 10  # ... and of at least this many items per cluster of the level it checks
 AGREEMENT_DIMS = 50
 
 
@@ -269,7 +270,8 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     layout's tearing. For each candidate level (cluster count k within a factor
     ``AGREEMENT_WINDOW`` of level ``auto``'s), K-means with the same k on the input vectors
     (L2-normalised, PCA to ``AGREEMENT_DIMS`` dimensions) is run from ``AGREEMENT_SEEDS`` starts,
-    each on its own random sample of ``AGREEMENT_ROWS`` items (all items when there are fewer);
+    each on its own random sample of ``AGREEMENT_ROWS`` items, or ``AGREEMENT_PER_CLUSTER`` per
+    cluster for a level of very many clusters (all items when there are fewer);
     the level's agreement is the mean adjusted Rand index between its labels and K-means' on the
     start's items, its noise the starts' sample sd. The best-agreeing candidate replaces ``auto``
     only when its gain exceeds the two levels' noise (``mean_b - mean_auto > sd_b + sd_auto``),
@@ -301,14 +303,17 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     base = int(np.random.default_rng().integers(2**30)) if random_state is None else int(random_state)
     seed = [(base + i) % 2**32 for i in range(AGREEMENT_SEEDS)]  # seed 0: 0, 1, ..., 11 (as measured)
     n = len(X)
-    rows = [np.sort(np.random.default_rng(s).choice(n, AGREEMENT_ROWS, replace=False))
-            if n > AGREEMENT_ROWS else np.arange(n) for s in seed]
+
+    def sample(s, k):  # a start's items: AGREEMENT_ROWS, more for a level of very many clusters
+        size = max(AGREEMENT_ROWS, AGREEMENT_PER_CLUSTER * k)
+        return np.sort(np.random.default_rng(s).choice(n, size, replace=False)) if n > size else np.arange(n)
+
     with single_blas_thread():
         V = PCA(n_components=dims, random_state=seed[0]).fit_transform(X) if dims < X.shape[1] else X
         for lv in cands:
-            ari = [adjusted_rand_score(levels[lv][r], KMeans(n_clusters=int(counts[lv]), n_init=1,
-                                                             random_state=s).fit(V[r]).labels_)
-                   for s, r in zip(seed, rows)]
+            k = int(counts[lv])
+            ari = [adjusted_rand_score(levels[lv][r], KMeans(n_clusters=k, n_init=1, random_state=s).fit(V[r]).labels_)
+                   for s in seed for r in [sample(s, k)]]
             scores[lv] = np.mean(ari), np.std(ari, ddof=1)
     best = max(cands, key=lambda lv: (round(float(scores[lv, 0]), 6), lv == auto))
     if best != auto and scores[best, 0] - scores[auto, 0] > scores[best, 1] + scores[auto, 1]:
