@@ -395,3 +395,31 @@ def test_keep_copy_says_by_which_rule(tmp_path):
     assert "300 bytes" in kept_words(paths[0], "size") and "train/" in kept_words(paths[1], "prefer", ["train/"], root)
     assert [split_of(p, root) for p in paths] == ["test", "train", "train", None]
     assert split_of("/elsewhere/x/y.jpg", root) is None and split_of(None, root) is None
+
+
+def test_the_copy_a_person_keeps_is_carried_to_a_reclustered_run(split, cifar3_embeddings, tmp_path):
+    """``--carry-from``: a keep edit of the previous run is carried as a keep of the same file
+    in the group it is in in the new run (the groups are renumbered by each run); it was
+    dropped silently."""
+    from mediacluster.studio.carry import carry_curation
+    from mediacluster.studio.session import Studio
+
+    run, rows = split
+    old = copy_run(run, tmp_path / "old")
+    new, _ = split_run(cifar3_embeddings, tmp_path / "again" / "run", meme=30)  # the same tree, a new run
+    copy = rows["leak"][0]
+    st = Studio(old, warm=False, lazy_map=True)
+    try:
+        st.edit("keep", {"group": int(st.dup_group[copy]), "item": copy})
+    finally:
+        st.close()
+    summary = carry_curation(old, new)
+    assert summary["carried"].get("keeps") == 1, summary
+    st = Studio(new, warm=False, lazy_map=True)
+    try:
+        assert st.state.kept == {int(st.dup_group[copy]): copy}
+        assert st.export("classes", prefer=["train/"], split="top")["kept_by_person"] == 1
+    finally:
+        st.close()
+    again = carry_curation(old, new)  # nothing new to carry: not carried twice
+    assert not again["carried"].get("keeps"), again

@@ -94,7 +94,9 @@ class _Side:
         self.paths = [p if isinstance(p, str) and p else None for p in a["path"].tolist()] \
             if "path" in a else [None] * len(a)
         self.fitted = a["cluster"].to_numpy(np.int64)
-        self.state = CuratedState(self.fitted, start_names(run))
+        # each item's duplicate group (a --dedup run's; -1 none), which a keep edit names
+        self.groups = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
+        self.state = CuratedState(self.fitted, start_names(run), self.groups)
         self.log = run.edits(create=what == "new")
         self.events = self.log.events() if self.log is not None else []
         for ev in self.events:
@@ -222,6 +224,8 @@ class _Touched:
         self.moved: dict[int, int] = {}  # rows a move put somewhere
         self.split: dict[int, int] = {}  # rows a split put somewhere
         self.itags: dict[tuple[int, str], int] = {}
+        self.keeps: dict[int, int] = {}  # duplicate groups whose kept copy a person chose (or handed back)
+        self.level_names: dict[tuple[int, int], int] = {}  # (level, the run's cluster there) renamed
         self.structure: list = []  # merges and splits
         for ev in events:
             self.add(ev)
@@ -250,6 +254,10 @@ class _Touched:
             self.structure.append(ev)
         elif ev.kind == "merge":
             self.structure.append(ev)
+        elif ev.kind == "keep":
+            self.keeps[int(p["group"])] = seq
+        elif ev.kind == "level_rename":
+            self.level_names[int(p["level"]), int(p["cluster"])] = seq
 
     def clusters(self) -> set[int]:
         return set(self.names) | set(self.junk) | {c for c, _ in self.ctags}
@@ -419,7 +427,47 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
                                 "edit": seq, "reason": _why(seq)})
     for (add, remove), rows in groups.items():
         plan.append(("tag", {"items": sorted(set(rows)), "add": list(add), "remove": list(remove)}, "item_tags", {}))
+    _plan_keeps(old, new, old_keys, new_rows, scope, owned, plan, refuse, not_carried)
+    # names of coarser levels' groups: the new run's levels are other groups (its own tree)
+    for (lv, c), seq in sorted(_Touched(ost.done).level_names.items()):
+        name = ost.level_names.get(lv, {}).get(c)
+        if name is not None and (scope is None or (lv, c) in scope.level_names):
+            not_carried.append({"what": "level_names", "level": lv, "previous_cluster": c, "name": name, "edit": seq,
+                                "reason": "the new run's levels are groups of its own tree: name them again "
+                                          "(the studio's level switch, or names.yaml levels:)"})
     return plan, not_carried
+
+
+def _plan_keeps(old: _Side, new: _Side, old_keys, new_rows, scope, owned, plan, refuse, not_carried) -> None:
+    """The copies a person chose to keep of duplicate groups: the same file in the new run,
+    kept in the group it is in there (``keep`` edits); after the first carry only the groups the
+    previous run's edits since then touched, never over the new run's own choice. The file is
+    found by its path (the copies of a group share their content, so the content key names
+    them all), else by its content (moved: the first copy)."""
+    ost, nst = old.state, new.state
+    if not ost.kept:
+        return
+    by_path = _first_rows(new.relative_keys())
+    old_paths = old.relative_keys()
+    for g, r in sorted(ost.kept.items()):
+        if scope is not None and g not in scope.keeps:
+            continue
+        if nst.groups is None:
+            not_carried.append({"what": "keep", "previous_group": g, "reason": "the new run has no duplicate "
+                                "groups (clustered without --dedup)"})
+            continue
+        same = by_path.get(old_paths[r]) if old_paths[r].startswith("path:") else None
+        rows = [i for i in ([same] if same is not None else new_rows.get(old_keys[r], [])) if int(nst.groups[i]) >= 0]
+        if not rows:
+            not_carried.append({"what": "keep", "previous_group": g, "reason": "the copy kept is not in a "
+                                "duplicate group of the new run (gone, or no longer a duplicate)"})
+            continue
+        i = rows[0]
+        ng = int(nst.groups[i])
+        if ng in owned.keeps:
+            refuse("keep", owned.keeps[ng], group=ng, previous_group=g)
+        elif nst.kept.get(ng) != i:
+            plan.append(("keep", {"group": ng, "item": i}, "keeps", {}))
 
 
 def _since(old: _Side, since: int) -> list:
@@ -509,7 +557,7 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
                                              since, done[-1].seq if done else None)
         for r in clusters:  # the names now, carried ones included
             r["name"] = nw.state.clusters[r["cluster"]].name
-        counts = {k: counts.get(k, 0) for k in ("names", "junk", "cluster_tags", "item_tags", "moves")}
+        counts = {k: counts.get(k, 0) for k in ("names", "junk", "cluster_tags", "item_tags", "moves", "keeps")}
         statuses = defaultdict(int)
         for r in previous:
             statuses[r["status"]] += 1
