@@ -227,3 +227,30 @@ def test_the_names_template_lists_the_coarser_levels(tree_run, tmp_path):
     c0 = _ids(run, 0)[0]
     p.write_text(re.sub(rf"(\n  0:\n(?:    .*\n)*?    {c0}:)[^\n]*", r"\1 memes", text), encoding="utf-8")
     assert run_level_names(run)[0][c0] == "memes"
+
+
+def test_a_carry_lists_the_level_names_it_cannot_carry(tree_run, cifar3_embeddings, tmp_path):
+    """``--carry-from``: names a person gave coarser levels' groups are not carried (the new
+    run's levels are groups of its own tree) and were dropped silently; each is listed in
+    ``not_carried`` with the name, to be given again."""
+    from test_levels import pca_tree
+
+    from mediacluster.studio.carry import carry_curation
+    from mediacluster.studio.session import Studio
+    from mediacluster.workflow import publish_run
+
+    old = copy_run(tree_run, tmp_path / "old")
+    st = Studio(old, warm=False, lazy_map=True)
+    try:
+        shown = st.clusters()
+        level = next(iter(shown["group_clusters"]))
+        cid = next(k for k in shown["group_clusters"][level].values() if k >= 0)
+        st.edit("level_rename", {"level": level, "cluster": cid, "name": "memes"})
+    finally:
+        st.close()
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    new = publish_run(tmp_path / "new", cifar3_embeddings, pipe).path
+    summary = carry_curation(old, new)
+    listed = [r for r in summary["not_carried"] if r["what"] == "level_names"]
+    assert [(r["name"], r["previous_cluster"]) for r in listed] == [("memes", cid)], summary["not_carried"]
+    assert "name them again" in listed[0]["reason"]
