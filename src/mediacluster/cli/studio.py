@@ -90,11 +90,13 @@ def print_carry(s: dict) -> None:
     w(f"new clusters (no ancestor, to review): {', '.join(map(str, new)) if new else 'none'}\n")
     c = s["carried"]
     w(f"carried: {c['names']} names, {c['junk']} junk marks, {c['cluster_tags']} cluster tags, "
-      f"{c['item_tags']} item tags, {c['moves']} moves ({s['carried_items_moved']} items) "
-      f"in {s['seconds']:.2f} s; {printable(s['message'])}\n")
+      f"{c['item_tags']} item tags, {c['moves']} moves ({s['carried_items_moved']} items)"
+      + (f", {c['keeps']} kept copies" if c.get("keeps") else "")
+      + f" in {s['seconds']:.2f} s; {printable(s['message'])}\n")
     for r in s.get("not_carried") or []:
         where = (f" to cluster {r['cluster']}" if r.get("cluster") is not None else
-                 f" of {r['items']} item(s)" if r.get("items") is not None else "")
+                 f" of {r['items']} item(s)" if r.get("items") is not None else
+                 f" {printable(r['name'])!r} of level {r['level']}" if r.get("level") is not None else "")
         w(f"  not carried: {printable(r.get('what'))}{where}: {printable(r.get('reason'))}\n")
 
 
