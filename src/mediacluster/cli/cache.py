@@ -49,8 +49,8 @@ def add_parser(sub):
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
@@ -85,7 +85,7 @@ def _encoder_id(store, given: str, ids: list[str]) -> str:
                       "the whole id")
 
 
-def _held_for(store, source) -> dict:
+def _held_for(store, source, encoders: list[str]) -> dict:
     from ..ingest import collect
 
     coll = collect(source)
@@ -93,7 +93,7 @@ def _held_for(store, source) -> dict:
         from ..errors import ConfigError
 
         raise ConfigError(f"{source} holds precomputed vectors, not media files: nothing is cached for it")
-    return {"source": str(source), "media": coll.media, **store.held_for(coll.paths)}
+    return {"source": str(source), "media": coll.media, **store.held_for(coll.paths, encoders)}
 
 
 def run(args) -> int:
@@ -108,7 +108,8 @@ def run(args) -> int:
         info = {"path": str(path), "exists": False}
     else:
         with EmbeddingStore(path) as store:
-            ids = [r["encoder"] for r in store.summary()["encoders"]]
+            # the encoders, to resolve each --forget-encoder (the summary below is of what is left)
+            ids = [r["encoder"] for r in store.summary()["encoders"]] if args.forget_encoder else []
             for given in args.forget_encoder:
                 enc = _encoder_id(store, given, ids)
                 n = store.forget_encoder(enc)
@@ -121,7 +122,7 @@ def run(args) -> int:
                                  "where they were\n")
             info = {**store.summary(), "exists": True}
             if args.input is not None:
-                info["input"] = _held_for(store, args.input)
+                info["input"] = _held_for(store, args.input, [r["encoder"] for r in info["encoders"]])
     # what lies beside it: the user cache's other folders, or those of the folder given (a
     # .sqlite file given by name may sit among anything: nothing listed)
     beside = [] if args.cache_dir is not None and path.name != DB_NAME else [

@@ -723,18 +723,22 @@ class EmbeddingStore:
                 "encoders": sorted(encoders, key=lambda r: -r["bytes"]), "files": int(files),
                 "derived": sorted(derived, key=lambda r: -r["bytes"])}
 
-    def held_for(self, paths: Sequence[str]) -> dict:
+    def held_for(self, paths: Sequence[str], encoders: Sequence[str] | None = None) -> dict:
         """How much of the files ``paths`` the store already holds, reading none of them:
         ``files``; ``known``: those recorded and unchanged since (a run does not hash them again);
         ``to_hash`` / ``to_hash_bytes``: the others that exist (a run hashes them: reads them
         whole); ``unreadable``: those that cannot be looked at (missing, no permission);
         ``encoders``: encoder id -> how many of the known files have its vectors (what a run with
-        that encoder does not embed again; the unknown ones may have them too, by content)."""
+        that encoder does not embed again; the unknown ones may have them too, by content), of
+        ``encoders`` (default every encoder the store holds vectors of: a scan of the vectors)."""
         hashes, stats, errors = self.known_hashes(paths)
         known = [h for h in hashes if h is not None]
         to_hash = [st for h, st in zip(hashes, stats) if h is None and st is not None]
-        with self._lock:
-            ids = [e for (e,) in self._con.execute("SELECT DISTINCT encoder FROM vectors")]
+        if encoders is not None:
+            ids = list(encoders)
+        else:
+            with self._lock:
+                ids = [e for (e,) in self._con.execute("SELECT DISTINCT encoder FROM vectors")]
         held = {}
         for e in ids:
             have = self.contains(known, e)
