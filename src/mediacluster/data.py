@@ -88,7 +88,6 @@ def check_finite(X, source=None, row: str = "vector {}", numbers=None,
     return X
 
 
-
 def validate_rows(est, X, reset: bool = True, dtype=np.float32, order=None, first_row: int = 0):
     """A stage's input: scikit-learn's ``validate_data`` (a 2-D array of numbers, dense,
     ``n_features_in_`` / ``feature_names_in_`` set at ``reset`` or checked), with NaN and
@@ -100,6 +99,7 @@ def validate_rows(est, X, reset: bool = True, dtype=np.float32, order=None, firs
     X = validate_data(est, X, reset=reset, dtype=dtype, order=order, ensure_all_finite=False)
     numbers = np.arange(first_row, first_row + len(X)) if first_row else None
     return check_finite(X, row="row {}", numbers=numbers)
+
 
 # The largest row norm a fit accepts: half the square root of float32's largest number, so that the
 # squared distance between any two rows (at most twice the norm) is still a float32.

@@ -157,10 +157,10 @@ def _level_ids(run: RunDir) -> dict[int, set[int]]:
     return {int(k): {int(c) for c in np.unique(lab[lab >= 0]).tolist()} for k, lab in zip(lv.index, lv.labels)}
 
 
-def _read_levels_section(run: RunDir) -> dict[int, dict[int, str]]:
-    """``names.yaml``'s ``levels:`` section, checked against the run's levels (a level key the run
-    has not, a cluster id its level has not: refused naming the file and the entry)."""
-    p, _, levels = _parse_overrides(run)
+def _checked_levels(run: RunDir, p: Path | None, levels: dict) -> dict[int, dict[int, str]]:
+    """``names.yaml``'s ``levels:`` section (``p``, ``levels``: :func:`_parse_overrides`'),
+    checked against the run's levels (a level key the run has not, a cluster id its level has
+    not: refused naming the file and the entry)."""
     if not levels:
         return {}
     ids = _level_ids(run)
@@ -182,7 +182,7 @@ def _read_overrides(run: RunDir, valid_ids: set[int] | None = None) -> dict[int,
     if not levels:
         return flat
     at = level_in_use(run)
-    return _with_level_in_use(p, flat, _read_levels_section(run), at)
+    return _with_level_in_use(p, flat, _checked_levels(run, p, levels), at)
 
 
 def _with_level_in_use(p: Path, flat: dict[int, str], hand: dict[int, dict[int, str]], at: int | None) -> dict[int, str]:
@@ -257,8 +257,8 @@ def run_level_names(run, automatic: bool = True, curated: bool = True,
     if automatic:
         for k, named in run.read_level_names().items():
             out[int(k)] = {int(e["cluster"]): str(e["name"]) for e in named if e.get("name")}
-    p, flat, _ = _parse_overrides(run)
-    hand = _read_levels_section(run) if p is not None else {}
+    p, flat, levels = _parse_overrides(run)
+    hand = _checked_levels(run, p, levels)
     at = level_in_use(run)
     if p is not None and at is not None:  # the level in use: the flat mapping names its clusters too
         _check_ids(p, flat, _cluster_ids(run), "", "this run")

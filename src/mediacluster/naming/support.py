@@ -65,6 +65,24 @@ MOSTLY_UNSURE_NOTE_CLIP = ("the vocabulary's topics do not describe this collect
 BY_HAND = "sure: named by a person"
 
 
+def with_hand_names(records: list[dict], names: dict[int, str]) -> list[dict]:
+    """A level's name records (``level_names.json``) with ``names`` (cluster id -> name, e.g. one
+    level of ``naming.run_level_names``) laid over them: a name that is not the record's
+    (a person's: ``names.yaml``, the studio) replaces it, sure by hand (the automatic name's
+    support is not its); a named cluster without a record gets one. The one rule the report's
+    level switch, ``naming.tables`` and the studio's publish apply."""
+    out, seen = [], set()
+    for e in records:
+        c = int(e["cluster"])
+        seen.add(c)
+        nm = names.get(c)
+        out.append(e if nm is None or nm == e.get("name") else
+                   {**e, "name": nm, "name_sure": True, "name_support": None, "name_why": BY_HAND})
+    out += [{"cluster": c, "name": nm, "alternatives": [], "name_sure": True, "name_support": None, "name_why": BY_HAND}
+            for c, nm in sorted(names.items()) if c not in seen]
+    return out
+
+
 def of_records(named: list[dict] | None) -> dict[int, dict]:
     """Cluster id -> the support fields of name records (``names.json``, ``level_names.json``,
     ``clusters.json``) that carry them; names never measured (a run made before, no

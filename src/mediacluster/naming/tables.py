@@ -17,6 +17,7 @@ import numpy as np
 
 from ..rundir import RunDir
 from .overrides import _as_run, load_names, run_level_names
+from .support import with_hand_names
 
 COLUMNS = ["level", "n_clusters", "cluster", "parent", "size", "share", "name", "name_sure", "name_support"]
 
@@ -36,11 +37,10 @@ def _names(run: RunDir, levels, at) -> dict[int, dict[int, dict]]:
     named = run_level_names(run)  # the names of level L: automatic < names.yaml < the studio's level renames
     out: dict[int, dict[int, dict]] = {}
     for pos, (k, _) in enumerate(levels):
+        # a person's name: sure, its support not measured (support.with_hand_names)
         out[k] = {int(e["cluster"]): {"name": e.get("name"), "name_sure": e.get("name_sure"),
-                                       "name_support": e.get("name_support")} for e in stored.get(k, [])}
-        for c, name in named.get(k, {}).items():  # a person's name: sure, its support not measured
-            if out[k].get(c, {}).get("name") != name:
-                out[k][c] = {"name": name, "name_sure": True, "name_support": None}
+                                       "name_support": e.get("name_support")}
+                  for e in with_hand_names(stored.get(k, []), named.get(k, {}))}
         if pos == at:  # the level in use: the one rule (names.yaml wins over automatic names)
             records = {int(e["cluster"]): e for e in run.read_automatic_names()}
             for c, name in load_names(run, curated=False).items():

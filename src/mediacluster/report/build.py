@@ -29,7 +29,7 @@ from ..ingest.stream import NpyVectors
 from ..metrics import labelled
 from ..naming import load_names
 from ..naming.overrides import automatic_names, hand_names, run_level_names
-from ..naming.support import BY_HAND, mostly_unsure
+from ..naming.support import BY_HAND, mostly_unsure, with_hand_names
 from ..naming.support import note as unsure_note
 from ..naming.support import of_records as support_of_records
 from ..rundir import RunDir, RunLevels
@@ -64,20 +64,6 @@ LEVEL_CENTRE_SAMPLE = 1_000
 #: a run whose vectors take at most this many bytes has them read whole, once, for the cards;
 #: a larger one row by row (see :func:`card_rows`)
 WHOLE_READ_MAX = 512 * 2**20
-def _renamed(records: list[dict], names: dict[int, str]) -> list[dict]:
-    """A level's stored name records (``level_names.json``) with the names of
-    ``naming.run_level_names`` (``names``): a name a person gave replaces the automatic one, sure
-    by hand (the automatic one's support is not its)."""
-    out, seen = [], set()
-    for e in records:
-        c = int(e["cluster"])
-        seen.add(c)
-        nm = names.get(c)
-        out.append(e if nm is None or nm == e.get("name") else
-                   {**e, "name": nm, "name_sure": True, "name_support": None, "name_why": BY_HAND})
-    out += [{"cluster": c, "name": nm, "alternatives": [], "name_sure": True, "name_support": None, "name_why": BY_HAND}
-            for c, nm in sorted(names.items()) if c not in seen]
-    return out
 
 
 def run_levels(levels: RunLevels, labels: np.ndarray) -> tuple[list[np.ndarray], int | None]:
@@ -512,7 +498,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
         stored = run.read_level_names()
         named_by = run_level_names(run)
         if tree is None:
-            named_levels = {k: _renamed(stored[run_levels_.index[k]], named_by.get(run_levels_.index[k], {}))
+            named_levels = {k: with_hand_names(stored[run_levels_.index[k]], named_by.get(run_levels_.index[k], {}))
                             for k in todo if run_levels_.index[k] in stored}
         else:  # the tree's clusters are the run's (their names), the junk branch the junk's
             by_level = tree.names_by_level(named_by, {}, [names.get(c, f"cluster {c}") for c in sorted(junk_ids)])
@@ -532,7 +518,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, thumb_s
                 with single_blas_thread():
                     every = name_levels_of_run(run, levels, level=run_level)  # nested down to the level in use
                     named_levels.update({k: every[k] if tree is not None else
-                                         _renamed(every[k], named_by.get(run_levels_.index[k], {})) for k in missing})
+                                         with_hand_names(every[k], named_by.get(run_levels_.index[k], {})) for k in missing})
             except Exception as e:  # noqa: BLE001 - names are optional for the page
                 log.warning("naming the hierarchy's levels failed: %s", e)
         for k, lab in enumerate(levels):

@@ -34,7 +34,7 @@ from ..data import NOISE, OUTLIER
 from ..duplicates.index import link_to_model, read_from_model
 from ..errors import MediaclusterError
 from ..naming.overrides import run_level_names
-from ..naming.support import BY_HAND, NOT_MEASURED
+from ..naming.support import BY_HAND, NOT_MEASURED, with_hand_names
 from ..pipeline import PIPELINE_PARAMS, Pipeline
 from ..rundir import RunDir, RunLevels
 from ..stages import registry
@@ -103,18 +103,20 @@ def same_tree(tree: CuratedTree | None, pipe: Pipeline) -> bool:
     ) and pipe.levels_ is not None and np.array_equal(np.asarray(pipe.levels_)[:, ok], tree.rows[:, ok])
 
 
-def by_hand(tree: CuratedTree, stored: dict[int, list[dict]], names_by_level: dict) -> dict[str, dict[str, dict]]:
+def by_hand(tree: CuratedTree, stored: dict[int, list[dict]], named: dict[int, dict[int, str]]) -> dict[str, dict[str, dict]]:
     """The coarse groups a person named (``names.yaml``'s ``levels:``, the studio's level
-    renames: a name that is not the automatic one the run stored): sure, by hand, as
-    ``names_support_by_level`` records (``naming.support.of_names`` reads them)."""
+    renames: a name that is not the automatic one the run stored, ``support.with_hand_names``;
+    ``named``: ``naming.run_level_names``' level key -> the run's cluster id -> name): sure, by
+    hand, as ``names_support_by_level`` records by the model's group ids (``naming.support.of_names``
+    reads them)."""
     out: dict[str, dict[str, dict]] = {}
     for j, src in enumerate(tree.sources):
-        auto = {int(e["cluster"]): e.get("name") for e in stored.get(tree.index[j], [])}
+        key = tree.index[j]
+        hand = {int(e["cluster"]): {f: e[f] for f in ("name", "name_sure", "name_support", "name_why")}
+                for e in with_hand_names(stored.get(key, []), named.get(key, {})) if e.get("name_why") == BY_HAND}
         for new, orig in enumerate(np.asarray(src["clusters"]).tolist()):
-            name = names_by_level.get(str(j), {}).get(str(new))
-            if orig >= 0 and name and name != auto.get(int(orig)):
-                out.setdefault(str(j), {})[str(new)] = {"name": name, "name_sure": True, "name_support": None,
-                                                        "name_why": BY_HAND}
+            if orig >= 0 and int(orig) in hand:
+                out.setdefault(str(j), {})[str(new)] = hand[int(orig)]
     return out
 
 
@@ -189,7 +191,7 @@ def publish_curated(run: RunDir, vectors, labels, table: list[dict], probability
         named = run_level_names(run) if level_names is None else level_names
         metadata["names_by_level"] = tree.names_by_level(named, names, [e["name"] for e in table if e.get("junk")])
         by = {**tree.support_by_level(stored), **({str(len(tree.sources)): support} if support else {})}
-        for j, level in by_hand(tree, stored, metadata["names_by_level"]).items():
+        for j, level in by_hand(tree, stored, named).items():
             by.setdefault(j, {}).update(level)
         if by:
             metadata["names_support_by_level"] = by
