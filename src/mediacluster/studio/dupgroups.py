@@ -14,7 +14,7 @@ import numpy as np
 
 from ..duplicates.collection import folder_counts, top_folder
 from ..errors import InputError
-from .exports import keep_copy, kept_words
+from .exports import keep_copy, kept_words, left_out
 
 #: the orders of the list: largest groups first; groups across top-level folders first (leaks
 #: between splits); groups whose members are in more than one curated cluster first (a copy
@@ -104,8 +104,7 @@ class DuplicateGroups:
         if members_offset < 0 or not 1 <= members_limit <= MAX_MEMBERS:
             raise InputError(f"members_offset must be 0 or more and members_limit 1 .. {MAX_MEMBERS}")
         m = [int(i) for i in self.members[k]]
-        fate = {i: ("junk" if int(labels[i]) in junk else "unassigned" if labels[i] == -1
-                    else "outlier" if labels[i] < 0 else None) for i in m}
+        fate = {i: left_out(labels[i], junk) for i in m}
         left = [i for i in m if fate[i] is None]
         keep, by = keep_copy(left, self.paths, self.rep, prefer, self.root, chosen) if left else (None, None)
         listed = ([keep] if keep is not None else []) + [i for i in m if i != keep]

@@ -326,6 +326,13 @@ def kept_words(path, by: str | None, prefer: list[str] | None = None, root: str 
     return "the only member not junk or in no cluster"
 
 
+def left_out(cluster, junk: set[int]) -> str | None:
+    """Why an item in curated ``cluster`` is left out of a clean dataset whatever its copies:
+    ``junk`` (a cluster in ``junk``), ``unassigned`` (noise), ``outlier``; None: it may be kept."""
+    c = int(cluster)
+    return "junk" if c in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None
+
+
 def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = None,
             root: str | None = None, splits: list | None = None, chosen: dict | None = None) -> tuple[list, list]:
     """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
@@ -341,9 +348,7 @@ def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = 
     leak between ``train/`` and ``test/`` even when its ``test/`` copy is larger. ``chosen``
     (group -> item): the copy a person keeps, over the rule (:func:`keep_copy`)."""
     junk = {int(c["id"]) for c in clusters if c.get("junk")}
-    cur = table["curated_cluster"].to_numpy()
-    why: list = [("junk" if int(c) in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None)
-                 for c in cur]
+    why: list = [left_out(c, junk) for c in table["curated_cluster"].to_numpy()]
     if splits is not None:
         why = [w if w is not None or s is not None else "no_split" for w, s in zip(why, splits)]
     kept: list = [None] * len(why)
