@@ -35,6 +35,21 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
+def start_service(run) -> tuple[subprocess.Popen, str]:
+    """``mediacluster serve RUN`` on a free port in its own process: ``(process, url)`` once it
+    says where it listens (an AssertionError if it never does)."""
+    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(run), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = None
+    while url is None and (line := proc.stdout.readline()):
+        m = re.search(r"listening on (\S+)", line)
+        url = m and m.group(1).rstrip("/")
+    if not url:
+        proc.kill()
+        raise AssertionError("the service did not start")
+    return proc, url
+
+
 class Server:
     """``mediacluster studio RUN`` in its own process; ``url`` from its "listening on" line."""
 

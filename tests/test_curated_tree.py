@@ -7,13 +7,11 @@ a real service process."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import Server, client, copy_run, make_run, post, publish
+from studio_helpers import Server, client, copy_run, make_run, post, publish, start_service
 
 
 def test_tree_above_nests_by_majority_and_keeps_junk_apart():
@@ -156,19 +154,6 @@ def tree_run(cifar3_embeddings, tmp_path_factory):
     return run.path, pipe
 
 
-def _service(run):
-    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(run), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = None
-    while url is None and (line := proc.stdout.readline()):
-        m = re.search(r"listening on (\S+)", line)
-        url = m and m.group(1).rstrip("/")
-    if not url:
-        proc.kill()
-        raise AssertionError("the service did not start")
-    return proc, url
-
-
 @pytest.mark.slow
 def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_run, tmp_path):
     import httpx
@@ -238,7 +223,7 @@ def test_a_curated_model_keeps_the_runs_levels_above_the_curated_clusters(tree_r
     assert {f"level_{lv}" for lv in range(finest + 1)} <= set(got.columns)
     assert set(got["name"]) <= set(by_level["0"].values())
     # the service: a non-empty path per item and the named levels in /v1/clusters
-    proc, url = _service(run)
+    proc, url = start_service(run)
     try:
         items = httpx.post(url + "/v1/assign", json={"vectors": X[:20].tolist()}, timeout=120).json()["items"]
         assert all(len(it["path"]) == finest + 1 for it in items)

@@ -12,13 +12,11 @@ over real HTTP.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import Server, client, copy_run, post, publish, wait_written
+from studio_helpers import Server, client, copy_run, post, publish, start_service, wait_written
 
 from mediacluster.errors import ConfigError
 from mediacluster.naming import (
@@ -118,19 +116,6 @@ def test_the_cluster_jobs_model_answers_with_the_hand_given_level_names(tree_run
     assert level_names_sure(model, by_level)[0][c0]["name_sure"] is True  # a person's name
 
 
-def _service(run):
-    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(run), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = None
-    while url is None and (line := proc.stdout.readline()):
-        m = re.search(r"listening on (\S+)", line)
-        url = m and m.group(1).rstrip("/")
-    if not url:
-        proc.kill()
-        raise AssertionError("the service did not start")
-    return proc, url
-
-
 def test_a_studio_rename_of_a_coarse_group_reaches_exports_and_the_served_path(tree_run, tmp_path):
     """Over real HTTP: a level rename of a coarse group is an edit (undo / redo), seen by another
     client, written to curated.json, in the CSV / Parquet exports' level columns and in the
@@ -200,7 +185,7 @@ def test_a_studio_rename_of_a_coarse_group_reaches_exports_and_the_served_path(t
     assert meta["names_by_level"]["0"][str(group_new)] == "memes"
     X = rd.read_vectors(mmap=False)
     rows = np.flatnonzero(lab0 == cid)[:5].tolist() + np.flatnonzero(lab0 != cid)[:5].tolist()
-    proc, url = _service(run)
+    proc, url = start_service(run)
     try:
         items = httpx.post(url + "/v1/assign", json={"vectors": X[rows].tolist()}, timeout=120).json()["items"]
     finally:
