@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 
 #: flags every browser gets (the window size and a new ``--user-data-dir`` are added per browser)
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -53,3 +54,17 @@ def chromium(width: int = 1400, height: int = 1000, extra: tuple[str, ...] = ())
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(options=opts, service=Service(driver))
+
+
+#: true in the studio's page once it has drawn and has no request in flight
+STUDIO_LOADED = "const s = window.mcStudio; return s && s.firstPaint !== null && s.busy === 0"
+
+
+def wait_studio_loaded(drv, timeout: float = 60.0) -> None:
+    """Wait until the studio's page ``drv`` shows has loaded (:data:`STUDIO_LOADED`); a
+    RuntimeError after ``timeout`` seconds."""
+    t0 = time.time()
+    while not drv.execute_script(STUDIO_LOADED):
+        if time.time() - t0 > timeout:
+            raise RuntimeError("the page did not load")
+        time.sleep(0.05)

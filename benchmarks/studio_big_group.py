@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import _results
-from _browser import chromium
+from _browser import chromium, wait_studio_loaded
 from studio_dups import OPEN_VIEW, build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,11 +87,7 @@ def measure(run: Path, rounds: int) -> dict:
             drv.set_script_timeout(90)
             try:
                 drv.get(s.url)
-                t0 = time.time()
-                while not drv.execute_script("const s = window.mcStudio; return s && s.firstPaint !== null && s.busy === 0"):
-                    if time.time() - t0 > 60:
-                        raise RuntimeError("the page did not load")
-                    time.sleep(0.05)
+                wait_studio_loaded(drv, 60)
                 view = drv.execute_async_script(OPEN_VIEW)
                 res["view_drawn_ms"], res["view_thumbs_ms"] = view[0], view[1]
                 res["tiles"] = drv.execute_script("return document.querySelectorAll('.dgroup .tile').length")

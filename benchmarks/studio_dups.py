@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import _results
-from _browser import chromium
+from _browser import chromium, wait_studio_loaded
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Duplicates and splits in the studio: timings (dupstudio helper)"
@@ -151,11 +151,7 @@ def main(argv=None) -> int:
             drv.set_script_timeout(90)
             try:
                 drv.get(s.url)
-                t0 = time.time()
-                while not drv.execute_script("const s = window.mcStudio; return s && s.firstPaint !== null && s.busy === 0"):
-                    if time.time() - t0 > 60:
-                        raise RuntimeError("the page did not load")
-                    time.sleep(0.05)
+                wait_studio_loaded(drv, 60)
                 res["first_paint_ms"] = drv.execute_script("return window.mcStudio.firstPaint")
                 res["view"] = drv.execute_async_script(OPEN_VIEW)
             finally:
