@@ -11,8 +11,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import Server, client, copy_run, post, publish
-from test_curated_tree import _service
+from studio_helpers import Server, client, copy_run, post, publish, start_service
 
 from mediacluster.naming import support
 from mediacluster.naming.support import ImagenetSupport
@@ -62,7 +61,7 @@ def test_the_model_the_service_and_assign_carry_how_sure_each_name_is(tree_run, 
     (run / "names.yaml").write_text(f"{mine}: my planes\n", encoding="utf-8")
     want = {c: (True if c == mine else e["name_sure"]) for c, e in named.items()}
     X = RunDir.open(run).read_vectors(mmap=False)
-    proc, url = _service(run)
+    proc, url = start_service(run)
     try:
         cl = httpx.get(url + "/v1/clusters", timeout=60).json()
         got = {c["id"]: c for c in cl["clusters"]}
