@@ -434,6 +434,23 @@ def test_paths_in_a_labels_file_are_matched_as_the_files_they_name(tmp_path):
     assert labels == ["cat", "dog", "dog"] and "3 of 3" in how
 
 
+def test_labels_are_matched_by_the_key_column_that_names_the_most_items(tmp_path):
+    """A labels file with both an ``id`` and a ``path`` column was matched by ``id`` as soon as
+    one id named an item, so a file whose ids were another system's (one of them equal to an
+    item's id by chance) left every other item unlabelled although its paths named them all.
+    The column that names the most items is used now (a tie: ``id``)."""
+    from mediacluster.evaluation import read_labels
+
+    root = tmp_path / "coll"
+    paths = [str(root / f"{i}.jpg") for i in range(4)]
+    (tmp_path / "l.csv").write_text("id,path,label\n0,0.jpg,cat\nx7,1.jpg,dog\nx8,2.jpg,dog\nx9,3.jpg,cat\n")
+    labels, how = read_labels(tmp_path / "l.csv", ["0", "1", "2", "3"], paths, 4, root=str(root))
+    assert labels == ["cat", "dog", "dog", "cat"] and how == "matched by path: 4 of 4 items"
+    (tmp_path / "t.csv").write_text("id,path,label\n0,0.jpg,cat\n1,1.jpg,dog\n")
+    labels, how = read_labels(tmp_path / "t.csv", ["0", "1", "2", "3"], paths, 4, root=str(root))
+    assert labels == ["cat", "dog", None, None] and how.startswith("matched by id")
+
+
 def test_an_out_folder_gets_evaluation_json_inside_it(run_dir, tmp_path, capsys):
     """``evaluate RUN --out results`` with ``results`` an existing folder scored everything and
     then failed "cannot write results: Is a directory" (exit 2, the work lost); ``--out new/``

@@ -138,29 +138,37 @@ def load_source(path: Path) -> dict:
 def read_labels(path: Path, ids, paths, n: int, root: str | None = None) -> tuple[list, str]:
     """Truth labels from a manifest, aligned with the items; returns (labels, how matched).
     A ``path`` matches an item's absolute path, or, relative, its path under the collection
-    ``root`` (as the run's own tables store it)."""
+    ``root`` (as the run's own tables store it). A file with both columns is matched by the one
+    naming more items (a tie: ``id``)."""
     df = _read_table(Path(path))
     if "label" not in df.columns:
         raise InputError(f"{path} needs a 'label' column (and 'id' or 'path'); has {list(df.columns)}")
     # missing: None, NaN, and pandas' NA of a nullable column (Int64, string: a Parquet file
     # pandas wrote), which no comparison can take
     lab = df["label"].astype(object).where(df["label"].notna(), None).tolist()
+    best = None  # (hits, key, keys, map, conflict): the key column matching the most items
     for key, keys in (("id", ids), ("path", paths)):
         if key in df.columns and keys is not None:
             m: dict = {}
+            conflict = None
             for row, (k, v) in enumerate(zip(df[key], lab)):
                 k = str(k)
                 if key == "path" and root is not None and not os.path.isabs(k):
                     k = os.path.join(root, k)
                 if key == "path":  # './cats/1.jpg' (find's output), 'a//b.jpg': the file they name
                     k = os.path.normpath(k)
-                if k in m and m[k] != v:
-                    raise InputError(f"{path}: row {row + 2} gives {key} {k!r} the label {v!r}, an "
-                                     f"earlier row gave it {m[k]!r}; conflicting labels are refused")
-                m[k] = v
+                if k in m and m[k] != v and conflict is None:
+                    conflict = (f"{path}: row {row + 2} gives {key} {k!r} the label {v!r}, an "
+                                f"earlier row gave it {m[k]!r}; conflicting labels are refused")
+                m.setdefault(k, v)
             hits = sum(str(k) in m for k in keys)
-            if hits:
-                return [m.get(str(k)) for k in keys], f"matched by {key}: {hits} of {len(keys)} items"
+            if hits and (best is None or hits > best[0]):  # ties: 'id'
+                best = (hits, key, keys, m, conflict)
+    if best is not None:  # a file with both columns: an id column that names a few items by
+        hits, key, keys, m, conflict = best  # chance no longer hides a path column naming all
+        if conflict:
+            raise InputError(conflict)
+        return [m.get(str(k)) for k in keys], f"matched by {key}: {hits} of {len(keys)} items"
     if ids is None and len(df) == n:
         return lab, f"matched by position ({n} rows; the model stores no item ids)"
     raise InputError(f"{path}: no row matches the items by 'id' or 'path'")
