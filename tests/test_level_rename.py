@@ -239,3 +239,46 @@ def test_a_carry_lists_the_level_names_it_cannot_carry(tree_run, cifar3_embeddin
     listed = [r for r in summary["not_carried"] if r["what"] == "level_names"]
     assert [(r["name"], r["previous_cluster"]) for r in listed] == [("memes", cid)], summary["not_carried"]
     assert "name them again" in listed[0]["reason"]
+
+
+def test_a_tree_split_names_its_parts_with_the_finer_levels_hand_names(tree_run, tmp_path):
+    """A split along the hierarchy named its parts with the finer level's stored automatic names
+    even where ``names.yaml``'s ``levels:`` section named those clusters: the preview (and the
+    split it makes) now shows the person's names, sure by hand, like the report and exports."""
+    from mediacluster.naming.support import BY_HAND
+    from mediacluster.studio.session import Studio
+
+    run = RunDir.open(copy_run(tree_run, tmp_path / "run"))
+    lv = run.read_levels()
+    at = list(lv.index).index(lv.index[lv.level])
+    st = Studio(run)
+    try:
+        found = None
+        for cid in sorted(set(lv.labels[at][lv.labels[at] >= 0].tolist())):
+            pv = st.split_preview(int(cid))
+            if pv["space"] != "tree":
+                continue
+            k = int(pv["level"].rsplit("_", 1)[1])
+            pos = list(lv.index).index(k)
+            members = np.flatnonzero(lv.labels[at] == cid)
+            kids = np.unique(lv.labels[pos][members])
+            if len(kids) == pv["k"] and (kids >= 0).all():  # the parts are exactly the children
+                found = cid, k, pos, members, kids
+                break
+    finally:
+        st.close()
+    assert found is not None, "no cluster splits into exactly its children"
+    cid, k, pos, members, kids = found
+    (run.path / "names.yaml").write_text(f"levels:\n  {k}:\n    {int(kids[0])}: first by hand\n", encoding="utf-8")
+    st = Studio(RunDir.open(run.path))
+    try:
+        pv = st.split_preview(int(cid))
+        part_of = dict(zip(pv["labels"]["items"], pv["labels"]["parts"]))
+        p = part_of[int(members[lv.labels[pos][members] == kids[0]][0])]
+        assert pv["parts"][p]["name"] == "first by hand"
+        assert pv["parts"][p]["name_sure"] is True and pv["parts"][p]["name_why"] == BY_HAND
+        auto = run.read_level_names()[k]
+        other = next(q for q in pv["parts"] if q["part"] != p)
+        assert other["name"] in {e["name"] for e in auto}  # the rest keep the stored names
+    finally:
+        st.close()

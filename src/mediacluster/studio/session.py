@@ -782,7 +782,8 @@ class Studio:
             if c is None or not c.alive:
                 raise KeyError(cid)
             members = self.state.members(cid)
-        split = self.splitter.split(cid, members, k, reducer)
+            named = self.named_levels()  # a tree split's parts keep a person's level names
+        split = self.splitter.split(cid, members, k, reducer, hand=named)
         with self._lock:  # a part is not named like another cluster (a finer level's stored name
             # or a fresh one can be the name of a cluster elsewhere): "name 2" then, as naming does
             taken = {x.name for x in self.state.alive() if x.id != c.id}

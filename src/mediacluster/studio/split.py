@@ -5,7 +5,8 @@ fitted model's reduced space and what names new groups; given a cluster's member
 :class:`Split`. Automatic (no ``k``, ``reducer="auto"``) on a run with levels: the split the
 hierarchy already holds (:meth:`Splitter.tree_split`, space ``"tree"``): the cluster's children
 at the first finer level, so the parts are the clusters the report's finer levels show (and,
-when they are exactly those clusters, carry the names the run stored for them). Otherwise the
+when they are exactly those clusters, carry the names the run stored for them, or a person's
+names of them: ``names.yaml``'s ``levels:``, the studio's level renames). Otherwise the
 clusterer is K-means with ``k``, or the default clusterer's silhouette-chosen K-means over
 2..:data:`SPLIT_K_MAX` parts, in the space ``reducer`` names: ``auto`` = the saved model's
 reduced coordinates of the members when the run kept its model, else a PCA of the members
@@ -170,8 +171,12 @@ class Splitter:
                     break  # the newest model of the cluster job (or tune): used if it made the run
         return None if self.model is None else np.asarray(self.model.embedding_)
 
-    def split(self, cid: int, members: np.ndarray, k: int | None = None, reducer: str = "auto") -> Split:
-        """Split cluster ``cid``'s ``members`` (see the module docstring), its parts named."""
+    def split(self, cid: int, members: np.ndarray, k: int | None = None, reducer: str = "auto",
+              hand: dict | None = None) -> Split:
+        """Split cluster ``cid``'s ``members`` (see the module docstring), its parts named.
+        ``hand``: every level's names now (level key -> cluster -> name, the studio's
+        ``named_levels``): a tree split's parts take a name a person gave their cluster
+        (``names.yaml``, a level rename) over the stored automatic one."""
         from ..naming.names import name_clusters
 
         m = len(members)
@@ -184,7 +189,7 @@ class Splitter:
         if reducer not in ("auto", "tree", "model", "pca", "umap"):
             raise InputError("reducer must be auto, tree, model, pca or umap")
         X = np.asarray(self.vectors[members], dtype=np.float32)
-        tree = self.tree_split(members, X) if k is None and reducer in ("auto", "tree") else None
+        tree = self.tree_split(members, X, hand) if k is None and reducer in ("auto", "tree") else None
         if tree is None and reducer == "tree":
             raise InputError("the run has no finer level that splits this cluster "
                              "(a run of the engine has levels); use model, pca or umap, or choose k")
@@ -315,7 +320,8 @@ class Splitter:
             parts[q], _, _ = knn_vote(pipe.embedding_[~q], parts[~q], pipe.embedding_[q], k=15)
         return parts, space
 
-    def tree_split(self, members: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, str, list | None] | None:
+    def tree_split(self, members: np.ndarray, X: np.ndarray,
+                   hand: dict | None = None) -> tuple[np.ndarray, str, list | None] | None:
         """(part of each member, level name, the parts' stored names) from the run's hierarchy,
         or None.
 
@@ -326,8 +332,8 @@ class Splitter:
         the tree. None when no level splits it that way (a leaf, or a jump to too many parts).
         When the parts are exactly that level's clusters (no piece joined to a part, none of
         their items elsewhere), their names are the level's names the run stored
-        (``level_names.json``: what the report's level view shows), one dict per part; else None
-        and the parts are named afresh."""
+        (``level_names.json``: what the report's level view shows; a name in ``hand`` replaces
+        it, sure by hand), one dict per part; else None and the parts are named afresh."""
         from ..stages.cluster import knn_vote
 
         m = len(members)
@@ -345,12 +351,21 @@ class Splitter:
             if not keep.all():
                 Xn = l2_normalize(X)
                 parts[~keep], _, _ = knn_vote(Xn[keep], parts[keep], Xn[~keep], k=15)
-            return parts, str(lv["name"]), self.stored_part_names(lv, vals, counts, keep)
+            return parts, str(lv["name"]), self.stored_part_names(lv, vals, counts, keep, hand)
         return None
 
-    def stored_part_names(self, lv: dict, vals: np.ndarray, counts: np.ndarray, keep: np.ndarray) -> list | None:
-        """The stored names of a tree split's parts (see :meth:`tree_split`), or None."""
-        stored = self.level_names.get(lv.get("index")) if lv.get("index") is not None else None
+    def stored_part_names(self, lv: dict, vals: np.ndarray, counts: np.ndarray, keep: np.ndarray,
+                          hand: dict | None = None) -> list | None:
+        """The stored names of a tree split's parts (see :meth:`tree_split`), a person's names
+        (``hand``) laid over them as every other reader of level names does
+        (``naming.support.with_hand_names``), or None."""
+        from ..naming.support import with_hand_names
+
+        at = lv.get("index")
+        stored = self.level_names.get(at) if at is not None else None
+        given = (hand or {}).get(int(at)) if at is not None else None
+        if given:
+            stored = {int(e["cluster"]): e for e in with_hand_names(list((stored or {}).values()), given)}
         if not stored or not keep.all():
             return None
         whole = np.bincount(lv["labels"][lv["labels"] >= 0], minlength=int(vals.max()) + 1)
