@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from fastapi import File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Discriminator, Field, Tag
 
 from .._version import __version__
@@ -371,7 +371,9 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     @app.get("/api/items/{i}/audio", response_class=Response,
              responses={200: {"description": "a short excerpt of a sound", "content": {"audio/*": {}}}})
     def audio(i: int):
-        return media(call(studio.audio, i))
+        # a file response: byte ranges (Range, If-Range, 206), which a player needs to seek
+        path, kind = call(studio.audio_file, i)
+        return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/duplicates")
     def duplicates(

@@ -70,15 +70,38 @@ class ItemMedia:
 
     def audio(self, i: int) -> tuple[bytes, str]:
         """A short re-encoded excerpt of audio item ``i`` for the item view's player."""
+        p, kind = self.audio_file(i)
+        return p.read_bytes(), kind
+
+    def audio_file(self, i: int) -> tuple[Path, str]:
+        """``(file, media type)``: the excerpt of :meth:`audio` as a file, cached by content in the
+        user cache as the thumbnails are; the studio serves it with byte ranges, without which a
+        browser's player cannot seek (Chromium's seekable range is then empty)."""
+        from ..fileio import hash_file
         from ..ingest import SkipItem
         from ..report.audio import audio_preview  # librosa / soundfile: audio runs only
 
         if self.media != "audio":
             raise FileNotFoundError(f"item {i} is an image, not a sound")
+        src = self.file(i)
         try:
-            return audio_preview(self.file(i))
+            h = hash_file(src)
+        except OSError as e:
+            raise FileNotFoundError(f"item {i}: cannot read its file ({e.strerror or e})") from None
+        for ext, kind in (("mp3", "audio/mpeg"), ("wav", "audio/wav")):
+            dst = self._thumb_dir / f"{h}-excerpt.{ext}"
+            if dst.exists():
+                return dst, kind
+        try:
+            data, kind = audio_preview(src)
         except SkipItem as e:
             raise FileNotFoundError(f"cannot play item {i}: {e}") from None
+        dst = self._thumb_dir / f"{h}-excerpt.{'mp3' if kind == 'audio/mpeg' else 'wav'}"
+        self._thumb_dir.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+        return dst, kind
 
     def file(self, i: int) -> str:
         p = self.paths[i]

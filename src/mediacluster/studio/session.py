@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -635,6 +636,10 @@ class Studio:
     def audio(self, i: int) -> tuple[bytes, str]:
         """A short re-encoded excerpt of audio item ``i`` (see :meth:`.ItemMedia.audio`)."""
         return self.files.audio(self._check_item(i))
+
+    def audio_file(self, i: int) -> tuple[Path, str]:
+        """The excerpt of :meth:`audio` as a cached file (see :meth:`.ItemMedia.audio_file`)."""
+        return self.files.audio_file(self._check_item(i))
 
     # -- editing ---------------------------------------------------------------------------------
     def edit(self, kind: str, req: dict, client: str = "", user: str = "") -> dict:
