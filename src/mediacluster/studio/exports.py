@@ -51,15 +51,18 @@ from ..locations import under
 from ..rundir import path_to_text, texts
 
 KINDS = ("folders", "classes", "csv", "parquet", "labelstudio")
+NAME_MAX = 255  # bytes of one file name (ext4, XFS, Btrfs, tmpfs)
 
 
 def safe_name(text: str, limit: int = 80) -> str:
     """A folder name from a cluster name: no path separators, control or reserved characters,
-    no leading dot, at most ``limit`` characters."""
+    no leading dot, at most ``limit`` characters and ``NAME_MAX`` bytes in UTF-8 (70 emoji are
+    280 bytes, which no file system takes as one name)."""
     t = unicodedata.normalize("NFC", path_to_text(str(text)))
     t = "".join("_" if (unicodedata.category(c).startswith("C") or c in '/\\:*?"<>|') else c for c in t)
     t = re.sub(r"\s+", " ", t).strip(" .")
-    return t[:limit].rstrip(" .") or "cluster"
+    t = t[:limit].encode("utf-8")[:NAME_MAX].decode("utf-8", "ignore")  # a character cut in two is left out
+    return t.rstrip(" .") or "cluster"
 
 
 def level_columns(tree, named: dict[int, dict[int, str]], junk_names: list[str]) -> list[tuple]:
