@@ -197,7 +197,11 @@ class Splitter:
         _, parts = np.unique(parts, return_inverse=True)
         parts = parts.astype(np.int64)
         if parts.max(initial=0) < 1:
-            raise InputError(f"the clusterer found no split of cluster {cid}; choose k")
+            if len(np.unique(X, axis=0)) < 2:  # no k or space splits them: not "choose k"
+                raise InputError(f"the clusterer found no split of cluster {cid}: its {m} items' vectors are "
+                                 "identical (copies of one file?)")
+            raise InputError(f"the clusterer found no split of cluster {cid}; "
+                             + ("choose k" if k is None else "try another space (reducer)"))
         if stored is not None:  # the finer level's own clusters: the names the run gave them
             names = dict(enumerate(stored))
         else:

@@ -1,4 +1,5 @@
-"""The studio's exports of names a person may give: names the studio takes must export."""
+"""The studio on what people produce: names it takes must export, clusters it has must split
+or say why not."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ from studio_helpers import make_run
 from mediacluster.data import Embeddings
 
 
-@pytest.fixture
-def png_run(tmp_path) -> Path:
-    """A run of 12 small PNGs in 3 clusters (random vectors around 3 centres)."""
+def _png_run(tmp_path, vecs=None) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -24,10 +23,17 @@ def png_run(tmp_path) -> Path:
         p = tmp_path / "c" / f"im{i:02d}.png"
         Image.fromarray((rng.random((8, 8, 3)) * 255).astype("uint8")).save(p)
         paths.append(str(p))
-    centres = rng.standard_normal((3, 8)) * 5
-    vecs = (centres[np.arange(12) % 3] + rng.standard_normal((12, 8))).astype("float32")
+    if vecs is None:
+        centres = rng.standard_normal((3, 8)) * 5
+        vecs = (centres[np.arange(12) % 3] + rng.standard_normal((12, 8))).astype("float32")
     emb = Embeddings(ids=paths, vectors=vecs, encoder="test", paths=paths, root=str(tmp_path / "c"))
     return make_run(emb, tmp_path / "run", save_model=False, k=3)
+
+
+@pytest.fixture
+def png_run(tmp_path) -> Path:
+    """A run of 12 small PNGs in 3 clusters (random vectors around 3 centres)."""
+    return _png_run(tmp_path)
 
 
 def test_a_long_name_of_emoji_exports_as_a_folder_the_file_system_takes(png_run):
@@ -43,5 +49,24 @@ def test_a_long_name_of_emoji_exports_as_a_folder_the_file_system_takes(png_run)
             mine = [d for d in dirs if "🐶" in d]
             assert len(mine) == 1 and len(os.fsencode(mine[0])) <= 255, dirs
             assert len(os.listdir(out / mine[0])) == 4  # every item of the cluster
+    finally:
+        st.close()
+
+
+def test_a_split_into_k_parts_of_identical_items_says_why_not_choose_k(tmp_path):
+    from mediacluster.errors import InputError
+    from mediacluster.studio.session import Studio
+
+    vecs = np.zeros((12, 8), np.float32)
+    vecs[:, 0] = 1
+    vecs[4:8, 1] = 3
+    vecs[8:, 2] = 3  # three clusters of 4 identical items each (copies of one photo)
+    st = Studio(_png_run(tmp_path, vecs))
+    try:
+        for k, reducer in ((None, "auto"), (2, "auto"), (2, "pca"), (3, "umap")):
+            with pytest.raises(InputError, match="no split") as e:
+                st.split_preview(0, k=k, reducer=reducer)
+            # no k splits copies: the answer says why, not to choose k (which the person did)
+            assert "choose k" not in str(e.value) and "identical" in str(e.value)
     finally:
         st.close()
