@@ -70,3 +70,36 @@ def test_a_split_into_k_parts_of_identical_items_says_why_not_choose_k(tmp_path)
             assert "choose k" not in str(e.value) and "identical" in str(e.value)
     finally:
         st.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_ctrl_z_pressed_three_times_quickly_undoes_three_edits_in_chromium(png_run):
+    """Before: every press sent the edit the page showed before the first answer came back: one
+    undo, then two 409s ("edit 3 is not the latest edit in effect any more") for the person's
+    own presses."""
+    from conftest import chromium
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from studio_helpers import Server, client, post
+    from test_studio_browser import js, loaded, wait
+
+    s = Server(png_run)
+    drv = chromium()
+    try:
+        with client(s) as api:
+            for k in range(3):
+                assert post(api, "/api/edits", {"kind": "rename", "cluster": k, "name": f"name {k}"}).status_code == 200
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        drv.find_element("tag name", "body").click()
+        ActionChains(drv).key_down(Keys.CONTROL).send_keys("zzz").key_up(Keys.CONTROL).perform()
+        wait(lambda: js(drv, "return window.mcStudio.canUndo") is False and js(drv, "return window.mcStudio.busy") == 0,
+             timeout=30, what="three undos")
+        assert not js(drv, "return window.mcStudio.conflicts")
+        with client(s) as api:
+            ev = api.get("/api/edits").json()["events"]
+        assert [(e["kind"], e["payload"].get("target")) for e in ev[3:]] == [("undo", 3), ("undo", 2), ("undo", 1)]
+    finally:
+        drv.quit()
+        s.stop()
