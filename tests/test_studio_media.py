@@ -37,40 +37,52 @@ def tone_run(tmp_path_factory):
     return run.path
 
 
-def test_a_sounds_excerpt_is_served_in_byte_ranges_so_the_player_can_seek(tone_run):
+@pytest.fixture(scope="module")
+def tone_studio(tone_run):
     srv = Server(tone_run)
     try:
-        with client(srv) as c:
-            whole = c.get("/api/items/0/audio")
-            assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
-            n = len(whole.content)
-            assert n > 1000
-            part = c.get("/api/items/0/audio", headers={"Range": "bytes=100-199"})
-            assert part.status_code == 206 and part.content == whole.content[100:200]
-            assert part.headers["content-range"] == f"bytes 100-199/{n}"
-            head = c.head("/api/items/0/audio")
-            assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) == n
-            assert c.get("/api/items/99/audio").status_code == 404
-        drv = chromium()
-        try:
-            drv.get(srv.url)
-            drv.set_script_timeout(30)
-            # Chromium seeks a media resource only when the server answers byte ranges: without
-            # them the seekable range is [0, 0] and setting currentTime plays from the start
-            got = drv.execute_async_script("""
-              const done = arguments[arguments.length - 1];
-              const a = new Audio("api/items/0/audio");
-              a.preload = "auto";
-              a.addEventListener("error", () => done({error: String(a.error && a.error.message)}));
-              a.addEventListener("canplaythrough", () => {
-                a.addEventListener("seeked", () => done({t: a.currentTime, end: a.seekable.length ? a.seekable.end(0) : 0}),
-                                   {once: true});
-                a.currentTime = 4.0;
-              }, {once: true});
-            """)
-        finally:
-            drv.quit()
-        assert "error" not in got, got
-        assert got["end"] > 5 and abs(got["t"] - 4.0) < 0.1, got
+        yield srv
     finally:
         srv.stop()
+
+
+@pytest.mark.slow
+def test_a_sounds_excerpt_is_served_in_byte_ranges(tone_studio):
+    with client(tone_studio) as c:
+        whole = c.get("/api/items/0/audio")
+        assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+        n = len(whole.content)
+        assert n > 1000
+        part = c.get("/api/items/0/audio", headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == whole.content[100:200]
+        assert part.headers["content-range"] == f"bytes 100-199/{n}"
+        head = c.head("/api/items/0/audio")
+        assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) == n
+        assert c.get("/api/items/99/audio").status_code == 404
+        assert c.get("/api/items/0/audio").content == whole.content  # the cached excerpt, the same bytes
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_player_seeks_in_a_sounds_excerpt_in_chromium(tone_studio):
+    """Chromium seeks a media resource only when the server answers byte ranges: before, the
+    seekable range was [0, 0] and setting currentTime to 4 s played from the start."""
+    drv = chromium()
+    try:
+        drv.get(tone_studio.url)
+        drv.set_script_timeout(30)
+        got = drv.execute_async_script("""
+          const done = arguments[arguments.length - 1];
+          const a = new Audio("api/items/0/audio");
+          a.preload = "auto";
+          a.addEventListener("error", () => done({error: String(a.error && a.error.message)}));
+          a.addEventListener("canplaythrough", () => {
+            a.addEventListener("seeked", () => done({t: a.currentTime, end: a.seekable.length ? a.seekable.end(0) : 0}),
+                               {once: true});
+            a.currentTime = 4.0;
+          }, {once: true});
+        """)
+    finally:
+        drv.quit()
+    assert "error" not in got, got
+    assert got["end"] > 5 and abs(got["t"] - 4.0) < 0.1, got
