@@ -103,3 +103,27 @@ def test_ctrl_z_pressed_three_times_quickly_undoes_three_edits_in_chromium(png_r
     finally:
         drv.quit()
         s.stop()
+
+
+@pytest.mark.slow
+def test_two_studios_with_tokens_on_one_machine_keep_their_own_page_cookie(png_run, tmp_path):
+    """A browser sends a host's cookies to every port of it (RFC 6265 8.5). Before: both studios
+    kept the page's token in one cookie name, so opening the second studio's page overwrote the
+    first's, and every request of the first page was a 401 from then on."""
+    import shutil
+
+    import httpx
+    from studio_helpers import Server
+
+    other = shutil.copytree(png_run, tmp_path / "run2", symlinks=True)
+    one, two = Server(png_run, "--token", "first-token"), Server(other, "--token", "second-token")
+    try:
+        with httpx.Client(timeout=60) as browser:  # one cookie jar, as one browser's
+            assert browser.get(one.base + "?token=first-token").status_code == 200
+            assert browser.get(one.base + "api/clusters").status_code == 200
+            assert browser.get(two.base + "?token=second-token").status_code == 200
+            assert browser.get(two.base + "api/clusters").status_code == 200
+            assert browser.get(one.base + "api/clusters").status_code == 200  # the first page still works
+    finally:
+        one.stop()
+        two.stop()

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 
 from .._version import __version__
 from ..web import ApiError, StrictBody, create_app, whole
-from ..web.app import FREE_QUERY, error_docs, is_loopback
+from ..web.app import FREE_QUERY, error_docs, is_loopback, token_cookie
 from .dupgroups import MAX_GROUPS, MAX_MEMBERS, MEMBERS_LIMIT
 from .dupgroups import ORDERS as GROUP_ORDERS
 from .editlog import user_name
@@ -283,7 +283,7 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                                                          "Cache-Control": "no-store"})
         given = request.query_params.get("token")
         if token and given:  # the middleware checked it: keep it for the page's own requests
-            r.set_cookie("mediacluster_token", given, httponly=True, samesite="strict")
+            r.set_cookie(token_cookie(request.headers.get("host") or ""), given, httponly=True, samesite="strict")
         return r
 
     @app.get("/static/{name}", response_class=Response,
