@@ -127,3 +127,15 @@ def test_two_studios_with_tokens_on_one_machine_keep_their_own_page_cookie(png_r
     finally:
         one.stop()
         two.stop()
+
+
+@pytest.mark.parametrize("flags", [["--export-prefer", "train/"], ["--export-split", "top"],
+                                   ["--export-mode", "copy"], ["--cache-dir", "somewhere"]])
+def test_an_export_or_carry_flag_without_its_step_is_refused_not_passed_over(png_run, flags, capsys):
+    """Before: `studio RUN --export-prefer train/` (the --export forgotten) started the server and
+    left the flag unused (here the port cannot be bound, so the start fails instead of serving)."""
+    from mediacluster.cli import main
+
+    assert main(["studio", str(png_run), "--no-browser", "--port", "70000", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags[0]} goes with" in err and "cannot listen" not in err
