@@ -139,3 +139,30 @@ def test_an_export_or_carry_flag_without_its_step_is_refused_not_passed_over(png
     assert main(["studio", str(png_run), "--no-browser", "--port", "70000", *flags]) == 2
     err = capsys.readouterr().err
     assert f"{flags[0]} goes with" in err and "cannot listen" not in err
+
+
+@pytest.mark.parametrize("mode", ["copy", "symlink"])
+def test_a_file_gone_since_the_run_is_left_out_of_an_export_and_said(png_run, mode):
+    """Before: a copy export of a run one of whose files was deleted since failed whole, "cannot
+    write the export to .../folders-...: No such file or directory" (the export blamed, not the
+    file); a symlink export linked to nothing."""
+    import pandas as pd
+
+    from mediacluster.studio.session import Studio
+
+    st = Studio(png_run)
+    try:
+        gone = st.item(5)["path"]
+        os.remove(gone)
+        res = st.export("folders", mode)
+        out = Path(res["path"])
+        files = [f for d in out.iterdir() for f in d.iterdir()]
+        assert len(files) == 11 and all(f.is_file() for f in files) and res["missing"] == 1
+        res = st.export("classes", mode)
+        out = Path(res["path"])
+        assert res["dropped"] == {"missing": 1} and res["missing"] == 1
+        drop = pd.read_csv(out / "dropped.csv")
+        assert drop["path"].tolist() == [gone] and drop["reason"].tolist() == ["missing"]
+        assert len(pd.read_csv(out / "manifest.csv")) == 11
+    finally:
+        st.close()

@@ -133,6 +133,8 @@ def run(args) -> int:
                 if res.get("dropped"):
                     sys.stdout.write("left out (dropped.csv): " + ", ".join(
                         f"{v} {k}" for k, v in sorted(res["dropped"].items())) + "\n")
+                elif res.get("missing"):
+                    sys.stdout.write(f"left out: {res['missing']} file(s) gone since the run\n")
                 if res.get("kept_by_person"):
                     sys.stdout.write(f"copies kept as a person chose in the studio: {res['kept_by_person']} "
                                      "duplicate group(s)\n")

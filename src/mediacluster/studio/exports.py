@@ -162,7 +162,7 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     try:
         out.mkdir(parents=True)
         if kind == "folders":
-            files = _folders(out, paths, table, clusters, mode)
+            files, missing = _folders(out, paths, table, clusters, mode)
         elif kind == "classes":
             files, gone, by_person = _classes(out, paths, table, clusters, mode, prefer, collection_root, split,
                                               chosen)
@@ -179,17 +179,25 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     if kind == "classes":
         res["dropped"] = gone
         res["kept_by_person"] = by_person
+        missing = gone.get("missing", 0)
+    if kind in ("folders", "classes"):
+        res["missing"] = missing  # files gone since the run: left out (classes: in dropped.csv)
     return res
 
 
-def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[str]:
+def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> tuple[list[str], int]:
+    """The folders written, and how many files were left out because they are gone since the run."""
     by_id = {int(c["id"]): c for c in clusters}
     folder_of: dict[int, Path] = {}
     used: dict[Path, set[str]] = {}
     made = []
+    missing = 0
     cur = table["curated_cluster"].to_numpy()
     for i, (p, c) in enumerate(zip(paths, cur)):
         if not p:
+            continue
+        if not os.path.isfile(p):  # gone since the run (no copy to make, a link to nothing)
+            missing += 1
             continue
         c = int(c)
         if c not in folder_of:
@@ -204,7 +212,7 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[s
             made.append(d.name)
         d = folder_of[c]
         _place(p, i, d, used[d], mode)
-    return made
+    return made, missing
 
 
 def _place(p, i: int, d: Path, names: set[str], mode: str) -> str:
@@ -340,7 +348,7 @@ def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = 
             root: str | None = None, splits: list | None = None, chosen: dict | None = None) -> tuple[list, list]:
     """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
     id of the copy kept in its place: ``junk`` (a junk cluster), ``unassigned`` / ``outlier`` (in
-    no cluster), with ``splits`` (each item's split, :func:`split_of`) ``no_split`` (a file in no
+    no cluster), ``missing`` (its file is gone since the run), with ``splits`` (each item's split, :func:`split_of`) ``no_split`` (a file in no
     split folder), ``duplicate`` (with ``--dedup``: of a duplicate group's members not dropped
     otherwise, one is kept (:func:`keep_copy`: with ``prefer`` (folder prefixes, first preferred;
     relative to ``root``, the collection's folder, or absolute: :func:`check_prefer`) a member
@@ -352,6 +360,8 @@ def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = 
     (group -> item): the copy a person keeps, over the rule (:func:`keep_copy`)."""
     junk = {int(c["id"]) for c in clusters if c.get("junk")}
     why: list = [left_out(c, junk) for c in table["curated_cluster"].to_numpy()]
+    if paths is not None:  # a file gone since the run: no copy to make, a link to nothing
+        why = [w if w is not None or not p or os.path.isfile(p) else "missing" for w, p in zip(why, paths)]
     if splits is not None:
         why = [w if w is not None or s is not None else "no_split" for w, s in zip(why, splits)]
     kept: list = [None] * len(why)

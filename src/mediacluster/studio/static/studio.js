@@ -1189,7 +1189,8 @@
       S.lastExport = r;
       $("export-prefer").removeAttribute("aria-invalid");
       const gone = r.dropped ? Object.entries(r.dropped).map((kv) => kv[1] + " " + kv[0]).join(", ") : "";
-      toast("exported " + fmt(r.items) + " items to " + r.relative + " (" + r.files.length + " files/folders" + (gone ? "; left out: " + gone + ", listed in dropped.csv" : "") + ")");
+      const missing = !gone && r.missing ? "; left out: " + fmt(r.missing) + " files gone since the run" : "";
+      toast("exported " + fmt(r.items) + " items to " + r.relative + " (" + r.files.length + " files/folders" + (gone ? "; left out: " + gone + ", listed in dropped.csv" : "") + missing + ")");
     } catch (e) {
       if (kind === "classes" && /prefer|split/.test(e.message || "")) $("export-prefer").setAttribute("aria-invalid", "true");
       S.exportError = e.message;
