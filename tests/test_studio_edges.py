@@ -166,3 +166,29 @@ def test_a_file_gone_since_the_run_is_left_out_of_an_export_and_said(png_run, mo
         assert len(pd.read_csv(out / "manifest.csv")) == 11
     finally:
         st.close()
+
+
+def test_a_run_re_clustered_while_the_studio_is_open_gets_no_export_or_model_of_the_old_curation(tmp_path):
+    """Before: edits were refused once another process re-clustered the folder, but an export
+    and a publish still wrote the old run's curated clusters into the new run: its exports/ and a
+    model version its LATEST pointed at (a service watching the run switched to it)."""
+    from mediacluster.rundir import RunDir
+    from mediacluster.studio.session import Studio
+    from mediacluster.studio.state import EditConflict
+
+    run = _png_run(tmp_path)
+    st = Studio(run)
+    try:
+        st.edit("rename", {"cluster": 0, "name": "cats"})
+        old = RunDir(run)
+        old_id, items = old.run_id, old.read_items()
+        emb = Embeddings(ids=items["id"].tolist(), vectors=np.random.default_rng(1).standard_normal((12, 8)).astype("float32"),
+                         encoder="test", paths=items["path"].tolist(), root=str(tmp_path / "c"))
+        make_run(emb, run, save_model=False, k=2)  # another process re-clusters the folder
+        for call in (lambda: st.export("csv"), lambda: st.export("classes"), st.publish):
+            with pytest.raises(EditConflict, match="re-clustered"):
+                call()
+        assert RunDir(run).run_id != old_id
+        assert not (run / "models").exists() and not (run / "exports").exists()
+    finally:
+        st.close()
