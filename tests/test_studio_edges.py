@@ -192,3 +192,14 @@ def test_a_run_re_clustered_while_the_studio_is_open_gets_no_export_or_model_of_
         assert not (run / "models").exists() and not (run / "exports").exists()
     finally:
         st.close()
+
+
+def test_a_name_with_joiners_keeps_them_in_its_export_folder():
+    """Zero-width joiners are part of the words (Persian's ZWNJ in "می‌خواهم") and of emoji (the
+    family "👨‍👩‍👧"): before, each became "_" in the class folder, so the folder differed from the
+    label manifest.csv gives it; a bidi override, which can make a name read as another, still does."""
+    from mediacluster.studio.exports import safe_name
+
+    for name in ("می\u200cخواهم", "👨\u200d👩\u200d👧 family", "cat\u200ddog"):
+        assert safe_name(name) == name
+    assert safe_name("photo\u202egpj.exe") == "photo_gpj.exe"

@@ -52,14 +52,18 @@ from ..rundir import path_to_text, texts
 
 KINDS = ("folders", "classes", "csv", "parquet", "labelstudio")
 NAME_MAX = 255  # bytes of one file name (ext4, XFS, Btrfs, tmpfs)
+#: format characters that are part of words and emoji (ZWNJ, ZWJ), kept in folder names
+JOINERS = "\u200c\u200d"
 
 
 def safe_name(text: str, limit: int = 80) -> str:
-    """A folder name from a cluster name: no path separators, control or reserved characters,
-    no leading dot, at most ``limit`` characters and ``NAME_MAX`` bytes in UTF-8 (70 emoji are
-    280 bytes, which no file system takes as one name)."""
+    """A folder name from a cluster name: no path separators, control or reserved characters
+    (format characters but the joiners, :data:`JOINERS`: no bidi override), no leading dot, at
+    most ``limit`` characters and ``NAME_MAX`` bytes in UTF-8 (70 emoji are 280 bytes, which no
+    file system takes as one name)."""
     t = unicodedata.normalize("NFC", path_to_text(str(text)))
-    t = "".join("_" if (unicodedata.category(c).startswith("C") or c in '/\\:*?"<>|') else c for c in t)
+    t = "".join("_" if ((unicodedata.category(c).startswith("C") and c not in JOINERS) or c in '/\\:*?"<>|')
+                else c for c in t)
     t = re.sub(r"\s+", " ", t).strip(" .")
     t = t[:limit].encode("utf-8")[:NAME_MAX].decode("utf-8", "ignore")  # a character cut in two is left out
     return t.rstrip(" .") or "cluster"
