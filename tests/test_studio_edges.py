@@ -203,3 +203,16 @@ def test_a_name_with_joiners_keeps_them_in_its_export_folder():
     for name in ("می\u200cخواهم", "👨\u200d👩\u200d👧 family", "cat\u200ddog"):
         assert safe_name(name) == name
     assert safe_name("photo\u202egpj.exe") == "photo_gpj.exe"
+
+
+def test_the_duplicates_view_shows_a_copy_gone_since_the_run_as_the_export_leaves_it(tmp_path):
+    """The page's duplicates view shows what the classes export will do: a person's chosen copy
+    whose file is gone now is left out of the export (another copy kept), so the view must not
+    call it kept."""
+    from mediacluster.studio.dupgroups import DuplicateGroups
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    b.write_bytes(b"x")
+    groups = DuplicateGroups([0, 0], [True, False], [str(a), str(b)], str(tmp_path))
+    g = groups.group(0, np.array([0, 0]), set(), lambda i: {"i": i}, chosen=0)
+    assert g["kept"] == 1 and {m["i"]: m["fate"] for m in g["members"]} == {0: "missing", 1: "kept"}

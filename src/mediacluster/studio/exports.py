@@ -200,7 +200,7 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> tuple[
     for i, (p, c) in enumerate(zip(paths, cur)):
         if not p:
             continue
-        if not os.path.isfile(p):  # gone since the run (no copy to make, a link to nothing)
+        if gone(p):
             missing += 1
             continue
         c = int(c)
@@ -348,6 +348,12 @@ def left_out(cluster, junk: set[int]) -> str | None:
     return "junk" if c in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None
 
 
+def gone(path) -> str | None:
+    """``"missing"`` when the file at ``path`` is gone since the run (no copy to make, a link to
+    nothing: left out of an export); None when it is there or the item has no file."""
+    return "missing" if path and not os.path.isfile(path) else None
+
+
 def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = None,
             root: str | None = None, splits: list | None = None, chosen: dict | None = None) -> tuple[list, list]:
     """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
@@ -365,7 +371,7 @@ def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = 
     junk = {int(c["id"]) for c in clusters if c.get("junk")}
     why: list = [left_out(c, junk) for c in table["curated_cluster"].to_numpy()]
     if paths is not None:  # a file gone since the run: no copy to make, a link to nothing
-        why = [w if w is not None or not p or os.path.isfile(p) else "missing" for w, p in zip(why, paths)]
+        why = [w if w is not None else gone(p) for w, p in zip(why, paths)]
     if splits is not None:
         why = [w if w is not None or s is not None else "no_split" for w, s in zip(why, splits)]
     kept: list = [None] * len(why)
