@@ -3,6 +3,7 @@ or say why not."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -216,3 +217,22 @@ def test_the_duplicates_view_shows_a_copy_gone_since_the_run_as_the_export_leave
     groups = DuplicateGroups([0, 0], [True, False], [str(a), str(b)], str(tmp_path))
     g = groups.group(0, np.array([0, 0]), set(), lambda i: {"i": i}, chosen=0)
     assert g["kept"] == 1 and {m["i"]: m["fate"] for m in g["members"]} == {0: "missing", 1: "kept"}
+
+
+def test_a_thumbnail_is_served_when_the_cache_cannot_keep_it(png_run, tmp_path, monkeypatch):
+    """The thumbnail cache is a convenience: a full disk or a cache folder that cannot be made
+    (here under a plain file) must not cost the gallery. Before: every thumbnail was an internal
+    error (NotADirectoryError / ENOSPC: a 500 per tile)."""
+    from PIL import Image
+
+    from mediacluster.studio.session import Studio
+
+    (tmp_path / "file").write_bytes(b"")
+    monkeypatch.setenv("MEDIACLUSTER_CACHE", str(tmp_path / "file" / "cache"))
+    st = Studio(png_run)
+    try:
+        for size in (96, 160):
+            data, kind = st.thumbnail(0, size)
+            assert kind == "image/jpeg" and Image.open(io.BytesIO(data)).format == "JPEG"
+    finally:
+        st.close()

@@ -86,3 +86,19 @@ def test_the_player_seeks_in_a_sounds_excerpt_in_chromium(tone_studio):
         drv.quit()
     assert "error" not in got, got
     assert got["end"] > 5 and abs(got["t"] - 4.0) < 0.1, got
+
+
+def test_a_sounds_excerpt_plays_when_the_cache_cannot_keep_it(tone_run, tmp_path, monkeypatch):
+    """A full disk or a cache folder that cannot be made: the excerpt's bytes, whole (no byte
+    ranges then), rather than an internal error."""
+    from mediacluster.studio.session import Studio
+
+    (tmp_path / "file").write_bytes(b"")
+    monkeypatch.setenv("MEDIACLUSTER_CACHE", str(tmp_path / "file" / "cache"))
+    st = Studio(tone_run)
+    try:
+        data, kind = st.audio_file(0)
+        assert isinstance(data, bytes) and len(data) > 1000 and kind in ("audio/mpeg", "audio/wav")
+        assert st.audio(0) == (data, kind) and st.thumbnail(0)[1] == "image/png"
+    finally:
+        st.close()

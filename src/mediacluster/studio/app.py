@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from contextlib import asynccontextmanager
 from importlib import resources
+from os import PathLike
 from typing import Annotated, Literal, Union
 from urllib.parse import unquote
 
@@ -373,6 +374,8 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     def audio(i: int):
         # a file response: byte ranges (Range, If-Range, 206), which a player needs to seek
         path, kind = call(studio.audio_file, i)
+        if not isinstance(path, PathLike):  # the cache could not keep it: its bytes, whole
+            return media((path, kind))
         return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/duplicates")

@@ -644,8 +644,9 @@ class Studio:
         """A short re-encoded excerpt of audio item ``i`` (see :meth:`.ItemMedia.audio`)."""
         return self.files.audio(self._check_item(i))
 
-    def audio_file(self, i: int) -> tuple[Path, str]:
-        """The excerpt of :meth:`audio` as a cached file (see :meth:`.ItemMedia.audio_file`)."""
+    def audio_file(self, i: int) -> tuple[Path | bytes, str]:
+        """The excerpt of :meth:`audio` as a cached file, or its bytes when the cache cannot keep
+        it (see :meth:`.ItemMedia.audio_file`)."""
         return self.files.audio_file(self._check_item(i))
 
     # -- editing ---------------------------------------------------------------------------------
