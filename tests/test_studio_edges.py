@@ -236,3 +236,24 @@ def test_a_thumbnail_is_served_when_the_cache_cannot_keep_it(png_run, tmp_path, 
             assert kind == "image/jpeg" and Image.open(io.BytesIO(data)).format == "JPEG"
     finally:
         st.close()
+
+
+@pytest.mark.parametrize("named_before", [False, True])
+def test_a_rename_from_another_tab_after_a_split_preview_is_kept_by_the_split(png_run, named_before):
+    """Tab A previews a split of a cluster, tab B renames the cluster, tab A applies the split
+    with the preview's names. Before: the part keeping the cluster's id took the name the preview
+    showed: B's "dogs" was lost in silence, and a cluster A had named "pets" came back "pets"
+    marked automatic (so no longer sure by hand)."""
+    from mediacluster.studio.session import Studio
+
+    st = Studio(png_run)
+    try:
+        if named_before:
+            st.edit("rename", {"cluster": 1, "name": "pets"}, client="tabA")
+        pv = st.split_preview(1, k=2)
+        st.edit("rename", {"cluster": 1, "name": "dogs"}, client="tabB")
+        st.edit("split", {"preview": pv["preview"]}, client="tabA")
+        c = next(c for c in st.clusters()["clusters"] if c["id"] == 1)
+        assert (c["name"], c["named_by"]) == ("dogs", "person")
+    finally:
+        st.close()
