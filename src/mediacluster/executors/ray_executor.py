@@ -102,6 +102,7 @@ class EmbedWorker:
         rows = np.asarray(batch["row"], dtype=np.int64)
         inputs, ok, reasons, lasting, hashes = [], [], [], [], []
         for p in batch["path"]:
+            p = os.fsdecode(p) if isinstance(p, bytes) else str(p)  # the driver sends the name's bytes
             # the content hash first, as the local path hashes before it decodes: the driver keeps
             # the vector (or the content's own failure) under it and records it for the file
             try:
@@ -296,7 +297,10 @@ class RayExecutor:
         if len(todo):
             ray = self._init()  # only when there is work: a re-run with nothing new starts no actors
             b = self.embed_block
-            blocks = [pa.table({"row": todo[s:s + b], "path": [paths[i] for i in todo[s:s + b]]})
+            # paths as their bytes: a name that is not UTF-8 (a str with surrogate escapes) is no
+            # Arrow string; the workers decode them back (os.fsdecode)
+            blocks = [pa.table({"row": todo[s:s + b],
+                                "path": pa.array([os.fsencode(paths[i]) for i in todo[s:s + b]], pa.binary())})
                       for s in range(0, len(todo), b)]
             ds = ray.data.from_arrow(blocks).map_batches(
                 EmbedWorker, fn_constructor_kwargs={"spec": spec}, batch_size=max(1, batch_size),
