@@ -14,14 +14,14 @@ from studio_helpers import make_run
 from mediacluster.data import Embeddings
 
 
-def _png_run(tmp_path, vecs=None) -> Path:
+def _png_run(tmp_path, vecs=None, names=None) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(0)
     (tmp_path / "c").mkdir()
     paths = []
     for i in range(12):
-        p = tmp_path / "c" / f"im{i:02d}.png"
+        p = tmp_path / "c" / (names[i] if names else f"im{i:02d}.png")
         Image.fromarray((rng.random((8, 8, 3)) * 255).astype("uint8")).save(p)
         paths.append(str(p))
     if vecs is None:
@@ -255,5 +255,27 @@ def test_a_rename_from_another_tab_after_a_split_preview_is_kept_by_the_split(pn
         st.edit("split", {"preview": pv["preview"]}, client="tabA")
         c = next(c for c in st.clusters()["clusters"] if c["id"] == 1)
         assert (c["name"], c["named_by"]) == ("dogs", "person")
+    finally:
+        st.close()
+
+
+def test_a_classes_export_lists_a_file_whose_name_is_not_utf8(tmp_path):
+    """Before: the manifest's table was built with pandas' inferred (Arrow-backed) string columns,
+    which cannot hold a name of Latin-1 bytes: UnicodeEncodeError, an internal error, and a
+    half-written export folder left behind."""
+    from mediacluster.fileio import read_table
+    from mediacluster.studio.session import Studio
+
+    names = [f"im{i:02d}.png" for i in range(12)]
+    names[3] = os.fsdecode(b"caf\xe9.png")  # the name as Python reads it: a surrogate escape
+    st = Studio(_png_run(tmp_path, names=names))
+    try:
+        odd = str(tmp_path / "c" / names[3])
+        assert st.paths[3] == odd
+        res = st.export("classes")
+        out = Path(res["path"])
+        man = read_table(out / "manifest.csv")
+        assert len(man) == 12 and odd in man["path"].tolist()
+        assert any(os.fsencode(f).endswith(b"caf\xe9.png") for d in out.iterdir() if d.is_dir() for f in os.listdir(d))
     finally:
         st.close()

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..fileio import atomic_path, path_from_text, write_json, write_table, write_text
+from ..fileio import atomic_path, path_from_text, text_series, write_json, write_table, write_text
 from ..locations import under
 from ..rundir import path_to_text, texts
 
@@ -428,15 +428,16 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
     drop.insert(4, "reason", [w for w in why if w is not None])
     drop.insert(5, "kept", [k for k, w in zip(kept, why) if w is not None])
     if splits is not None:
-        drop.insert(6, "split", [s for s, w in zip(splits, why) if w is not None])
+        drop.insert(6, "split", text_series((s for s, w in zip(splits, why) if w is not None), index=drop.index))
     write_table(out / "dropped.csv", drop)
     ids = table["id"].iloc[kept_row].tolist()
     if "escaped" in table.columns:  # the ids as the run has them (the table holds escaped text)
         esc = table["escaped"].iloc[kept_row].tolist()
         ids = [path_from_text(v) if e else v for v, e in zip(ids, esc)]
-    man = {"id": ids, "path": kept_path, "label": kept_label}
+    # object columns: a name that is not UTF-8 (surrogate escapes) is no Arrow-backed string
+    man = {"id": text_series(ids), "path": text_series(kept_path), "label": text_series(kept_label)}
     if splits is not None:
-        man["split"] = [splits[i] for i in kept_row]
+        man["split"] = text_series(splits[i] for i in kept_row)
     for c in table.columns:  # each level's group and name (level_columns), coarse to fine
         if re.fullmatch(r"level_\d+(_name)?", str(c)):
             man[c] = table[c].iloc[kept_row].tolist()
