@@ -69,6 +69,9 @@ def test_a_split_into_k_parts_of_identical_items_says_why_not_choose_k(tmp_path)
                 st.split_preview(0, k=k, reducer=reducer)
             # no k splits copies: the answer says why, not to choose k (which the person did)
             assert "choose k" not in str(e.value) and "identical" in str(e.value)
+        # a split along the levels takes no k: said so, not "choose k" (before, with k=2 given)
+        with pytest.raises(InputError, match="not k=2; leave k out"):
+            st.split_preview(1, k=2, reducer="tree")
     finally:
         st.close()
 

@@ -186,6 +186,9 @@ class Splitter:
         X = np.asarray(self.vectors[members], dtype=np.float32)
         tree = self.tree_split(members, X) if k is None and reducer in ("auto", "tree") else None
         if tree is None and reducer == "tree":
+            if k is not None:  # the tree's level gives the parts: "choose k" below would be no help
+                raise InputError(f"a split along the run's levels (reducer tree) takes its parts from a level, "
+                                 f"not k={k}; leave k out, or choose k with model, pca or umap")
             raise InputError("the run has no finer level that splits this cluster "
                              "(a run of the engine has levels); use model, pca or umap, or choose k")
         stored = None
