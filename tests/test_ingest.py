@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -372,3 +373,29 @@ def test_collections_and_embeddings_show_a_summary_not_every_item():
                           "root='/photos')")
     assert repr(emb) == ("Embeddings(20000 items, vectors 20000x1280 float32, encoder='efficientnet-lite0', "
                          "extras=['imagenet_probs'], labels=no, skipped=0, root='/photos')")
+
+
+def test_a_file_removed_while_the_folder_is_read_is_not_called_a_broken_link(tmp_path, monkeypatch):
+    """A sync tool or camera import removes a file between the folder's listing and its stat.
+    Before: it was skipped as a "broken symbolic link" (it was a plain file)."""
+    from PIL import Image
+
+    from mediacluster.ingest import collect
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    real = os.scandir
+
+    def scandir(path):  # the real listing; b.png is removed just after it was listed
+        it = real(path)
+        entries = list(it)
+        it.close()
+        if (tmp_path / "b.png").exists():
+            (tmp_path / "b.png").unlink()
+        return contextlib.nullcontext(iter(entries))
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    coll = collect(tmp_path, media="image")
+    assert [os.path.basename(p) for p in coll.paths] == ["a.png"]
+    assert [(os.path.basename(s.path), s.reason) for s in coll.skipped] == [
+        ("b.png", "file not found (removed while the folder was read)")]

@@ -397,6 +397,33 @@ def test_ray_remembers_broken_files_as_the_local_path_does(ray_cluster, tmp_path
         assert store.forget_failures() == 5 + 3  # without keys: every one
 
 
+def test_ray_embeds_a_file_whose_name_is_not_utf8_as_the_local_path_does(ray_cluster, tmp_path):
+    """A name of Latin-1 bytes (an old archive's "caf\xe9.jpg") is a str with a surrogate escape
+    in Python. Before: building the Ray Data blocks of paths raised UnicodeEncodeError (pyarrow's
+    strings are UTF-8): an internal error for the whole collection."""
+    from broken_media import jpeg_bytes, photo
+
+    from mediacluster.embed import embed_collection
+    from mediacluster.encoders import get_encoder
+    from mediacluster.executors.ray_executor import RayExecutor
+    from mediacluster.ingest import collect
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    (d / "plain.jpg").write_bytes(jpeg_bytes(photo((96, 64), seed=1)))
+    odd = os.fsdecode(bytes(d) + b"/caf\xe9.jpg")
+    Path(odd).write_bytes(jpeg_bytes(photo((96, 64), seed=2)))
+    coll = collect(d)
+    assert odd in coll.paths
+    enc = get_encoder("efficientnet-lite0")
+    exe = RayExecutor(address=ray_cluster.address, workers=1)
+    emb = exe.embed(coll, encoder=enc, cache_dir=tmp_path / "cache", progress=False,
+                    encoder_spec="efficientnet-lite0")
+    assert not emb.skipped and sorted(emb.paths) == sorted(coll.paths)
+    local = embed_collection(collect(d), cache_dir=tmp_path / "local", progress=False)
+    np.testing.assert_allclose(emb.vectors[emb.paths.index(odd)], local.vectors[local.paths.index(odd)], atol=1e-5)
+
+
 def _cli(args: list[str], env=None, **kw) -> subprocess.Popen:
     env = {**os.environ, **(env or {}),
            "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}

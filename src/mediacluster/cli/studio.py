@@ -52,7 +52,7 @@ def add_parser(sub):
                         "file's top-level folder under the collection (train/<name>/file, test/<name>/file; "
                         "the folder --folder-label path starts with); of a duplicate group across splits one "
                         "copy is kept (see --export-prefer) and the others are listed in dropped.csv as leak")
-    p.add_argument("--export-mode", choices=["symlink", "copy"], default="symlink",
+    p.add_argument("--export-mode", choices=["symlink", "copy"], default=None,
                    help="folders and classes exports: symbolic links (default) or copies")
     p.add_argument("--carry-from", default=None, metavar="OLD_RUN",
                    help="first carry what a person did on a previous run of (part of) the same "
@@ -101,8 +101,18 @@ def print_carry(s: dict) -> None:
 
 
 def run(args) -> int:
+    from ..errors import ParameterError
     from ..web.app import port_free, resolve_token, run_server, token_query
 
+    # a flag that only shapes an export or a carry is refused without it, not passed over (the
+    # server would start, the person's --export-prefer unused)
+    for flag, value, needs in (("--export-prefer", args.export_prefer, args.export),
+                               ("--export-split", args.export_split, args.export),
+                               ("--export-mode", args.export_mode, args.export),
+                               ("--cache-dir", args.cache_dir, args.carry_from)):
+        if value is not None and needs is None:
+            what = "--export KIND" if flag.startswith("--export") else "--carry-from OLD_RUN"
+            raise ParameterError(f"{flag} goes with {what} (it shapes that step), which is not given", flag[2:])
     run_dir = RunDir.open(args.run_dir, collection_root=args.collection_root)
     note_missing_root(run_dir)
     if args.carry_from is not None:
@@ -115,7 +125,7 @@ def run(args) -> int:
     if one_shot:
         try:
             if args.export:
-                res = studio.export(args.export, args.export_mode, client="cli", user=args.user or "",
+                res = studio.export(args.export, args.export_mode or "symlink", client="cli", user=args.user or "",
                                     prefer=args.export_prefer, split=args.export_split)
                 sys.stdout.write(f"export: {printable(res['path'])} ({res['items']} items; "
                                  f"{', '.join(map(printable, res['files'][:5]))}"
@@ -123,6 +133,8 @@ def run(args) -> int:
                 if res.get("dropped"):
                     sys.stdout.write("left out (dropped.csv): " + ", ".join(
                         f"{v} {k}" for k, v in sorted(res["dropped"].items())) + "\n")
+                elif res.get("missing"):
+                    sys.stdout.write(f"left out: {res['missing']} file(s) gone since the run\n")
                 if res.get("kept_by_person"):
                     sys.stdout.write(f"copies kept as a person chose in the studio: {res['kept_by_person']} "
                                      "duplicate group(s)\n")
@@ -148,8 +160,6 @@ def run(args) -> int:
 
         token = secrets.token_urlsafe(24)
     if args.read_token and args.read_token == token:
-        from ..errors import ParameterError
-
         raise ParameterError("--read-token must differ from --token", "read-token")
     port = args.port
     if port is None:

@@ -14,7 +14,9 @@ Embedding goes through the embedding cache (``embed.store``), as on the local pa
 * A worker hashes each file before decoding it (the local path's order), so the driver keeps
   every vector under its content hash and records the hash for the stat it took before sending
   the file out (``record_hashes``: a file written since no longer matches its record) without
-  reading any file itself.
+  reading any file itself. A file rewritten or replaced between the worker's hashing and its
+  decoding (the stat before hashing differs after decoding: ``embed.store.changed_since``) is
+  skipped for this run, nothing kept under the hash, as on the local path.
 * Each block that comes back is committed to the cache in one transaction (its vectors and
   extras; the content's own failures), so a killed run keeps its finished blocks and its re-run
   sends out only the rest; the returned vectors are read back from the cache, so a Ray run and
@@ -93,15 +95,18 @@ class EmbedWorker:
             self.enc = get_encoder(spec)
 
     def __call__(self, batch: dict) -> dict:
-        from ..embed.engine import _prepare  # the local path's decoding, with its skip reasons
+        from ..embed.engine import CHANGED, _prepare  # the local path's decoding and skip reasons
+        from ..embed.store import changed_since
         from ..fileio import hash_file
 
         rows = np.asarray(batch["row"], dtype=np.int64)
         inputs, ok, reasons, lasting, hashes = [], [], [], [], []
         for p in batch["path"]:
+            p = os.fsdecode(p) if isinstance(p, bytes) else str(p)  # the driver sends the name's bytes
             # the content hash first, as the local path hashes before it decodes: the driver keeps
             # the vector (or the content's own failure) under it and records it for the file
             try:
+                before = os.stat(str(p))
                 h = hash_file(str(p))
             except OSError as e:  # the machine's failure, not the content's: never remembered
                 reasons.append(f"cannot read file: {e.strerror or e}")
@@ -109,6 +114,9 @@ class EmbedWorker:
                 hashes.append("")
                 continue
             x, reason, last = _prepare(self.enc, str(p))
+            if changed_since(str(p), before):  # rewritten or replaced since it was hashed: what was
+                # decoded is not the hashed content, so nothing is kept under that hash (local path's rule)
+                x, reason, last = None, CHANGED, False
             reasons.append(reason or "")
             lasting.append(bool(last))
             hashes.append(h)
@@ -289,7 +297,10 @@ class RayExecutor:
         if len(todo):
             ray = self._init()  # only when there is work: a re-run with nothing new starts no actors
             b = self.embed_block
-            blocks = [pa.table({"row": todo[s:s + b], "path": [paths[i] for i in todo[s:s + b]]})
+            # paths as their bytes: a name that is not UTF-8 (a str with surrogate escapes) is no
+            # Arrow string; the workers decode them back (os.fsdecode)
+            blocks = [pa.table({"row": todo[s:s + b],
+                                "path": pa.array([os.fsencode(paths[i]) for i in todo[s:s + b]], pa.binary())})
                       for s in range(0, len(todo), b)]
             ds = ray.data.from_arrow(blocks).map_batches(
                 EmbedWorker, fn_constructor_kwargs={"spec": spec}, batch_size=max(1, batch_size),

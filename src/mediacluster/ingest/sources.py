@@ -293,8 +293,9 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
                 continue
             try:
                 st = entry.stat()  # follows symlinks
-            except FileNotFoundError:
-                skipped.append(Skipped(entry.path, "broken symbolic link"))
+            except FileNotFoundError:  # a link to nothing, or a file removed since the listing
+                skipped.append(Skipped(entry.path, "broken symbolic link" if entry.is_symlink()
+                                       else "file not found (removed while the folder was read)"))
                 continue
             except OSError as e:
                 skipped.append(Skipped(entry.path, f"cannot read file: {e.strerror or e}"))

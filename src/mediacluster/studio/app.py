@@ -19,17 +19,18 @@ from __future__ import annotations
 import re
 from contextlib import asynccontextmanager
 from importlib import resources
+from os import PathLike
 from typing import Annotated, Literal, Union
 from urllib.parse import unquote
 
 from fastapi import File, Form, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Discriminator, Field, Tag
 
 from .._version import __version__
 from ..web import ApiError, StrictBody, create_app, whole
-from ..web.app import FREE_QUERY, error_docs, is_loopback
+from ..web.app import FREE_QUERY, error_docs, is_loopback, token_cookie
 from .dupgroups import MAX_GROUPS, MAX_MEMBERS, MEMBERS_LIMIT
 from .dupgroups import ORDERS as GROUP_ORDERS
 from .editlog import user_name
@@ -283,7 +284,7 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
                                                          "Cache-Control": "no-store"})
         given = request.query_params.get("token")
         if token and given:  # the middleware checked it: keep it for the page's own requests
-            r.set_cookie("mediacluster_token", given, httponly=True, samesite="strict")
+            r.set_cookie(token_cookie(request.headers.get("host") or ""), given, httponly=True, samesite="strict")
         return r
 
     @app.get("/static/{name}", response_class=Response,
@@ -371,7 +372,11 @@ def create_studio_app(studio, token: str | None = None, host: str = "127.0.0.1",
     @app.get("/api/items/{i}/audio", response_class=Response,
              responses={200: {"description": "a short excerpt of a sound", "content": {"audio/*": {}}}})
     def audio(i: int):
-        return media(call(studio.audio, i))
+        # a file response: byte ranges (Range, If-Range, 206), which a player needs to seek
+        path, kind = call(studio.audio_file, i)
+        if not isinstance(path, PathLike):  # the cache could not keep it: its bytes, whole
+            return media((path, kind))
+        return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/duplicates")
     def duplicates(

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..duplicates.collection import folder_counts, top_folder
 from ..errors import InputError
-from .exports import keep_copy, kept_words, left_out
+from .exports import gone, keep_copy, kept_words, left_out
 
 #: the orders of the list: largest groups first; groups across top-level folders first (leaks
 #: between splits); groups whose members are in more than one curated cluster first (a copy
@@ -95,7 +95,7 @@ class DuplicateGroups:
               members_offset: int = 0, members_limit: int = MEMBERS_LIMIT) -> dict:
         """One group: its members (each with its folder, whether it is the representative, how
         it was linked, and its fate in a clean dataset: ``kept``, ``copy`` or why it is dropped
-        anyway: ``junk`` / ``unassigned`` / ``outlier``), the copy kept and why (``kept_by``:
+        anyway: ``junk`` / ``unassigned`` / ``outlier`` / ``missing``), the copy kept and why (``kept_by``:
         :data:`.exports.KEPT_BY`, ``kept_why`` in words; ``chosen``: the copy a person keeps,
         ``kept_by`` "person" while it is not dropped otherwise), its folders and curated clusters.
         The members are listed kept copy first, then in the collection's order, ``members_limit``
@@ -104,7 +104,7 @@ class DuplicateGroups:
         if members_offset < 0 or not 1 <= members_limit <= MAX_MEMBERS:
             raise InputError(f"members_offset must be 0 or more and members_limit 1 .. {MAX_MEMBERS}")
         m = [int(i) for i in self.members[k]]
-        fate = {i: left_out(labels[i], junk) for i in m}
+        fate = {i: left_out(labels[i], junk) or gone(self.paths[i]) for i in m}  # the export's rule
         left = [i for i in m if fate[i] is None]
         keep, by = keep_copy(left, self.paths, self.rep, prefer, self.root, chosen) if left else (None, None)
         listed = ([keep] if keep is not None else []) + [i for i in m if i != keep]

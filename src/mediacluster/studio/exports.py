@@ -46,20 +46,27 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..fileio import atomic_path, path_from_text, write_json, write_table, write_text
+from ..fileio import atomic_path, path_from_text, text_series, write_json, write_table, write_text
 from ..locations import under
 from ..rundir import path_to_text, texts
 
 KINDS = ("folders", "classes", "csv", "parquet", "labelstudio")
+NAME_MAX = 255  # bytes of one file name (ext4, XFS, Btrfs, tmpfs)
+#: format characters that are part of words and emoji (ZWNJ, ZWJ), kept in folder names
+JOINERS = "\u200c\u200d"
 
 
 def safe_name(text: str, limit: int = 80) -> str:
-    """A folder name from a cluster name: no path separators, control or reserved characters,
-    no leading dot, at most ``limit`` characters."""
+    """A folder name from a cluster name: no path separators, control or reserved characters
+    (format characters but the joiners, :data:`JOINERS`: no bidi override), no leading dot, at
+    most ``limit`` characters and ``NAME_MAX`` bytes in UTF-8 (70 emoji are 280 bytes, which no
+    file system takes as one name)."""
     t = unicodedata.normalize("NFC", path_to_text(str(text)))
-    t = "".join("_" if (unicodedata.category(c).startswith("C") or c in '/\\:*?"<>|') else c for c in t)
+    t = "".join("_" if ((unicodedata.category(c).startswith("C") and c not in JOINERS) or c in '/\\:*?"<>|')
+                else c for c in t)
     t = re.sub(r"\s+", " ", t).strip(" .")
-    return t[:limit].rstrip(" .") or "cluster"
+    t = t[:limit].encode("utf-8")[:NAME_MAX].decode("utf-8", "ignore")  # a character cut in two is left out
+    return t.rstrip(" .") or "cluster"
 
 
 def level_columns(tree, named: dict[int, dict[int, str]], junk_names: list[str]) -> list[tuple]:
@@ -159,7 +166,7 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     try:
         out.mkdir(parents=True)
         if kind == "folders":
-            files = _folders(out, paths, table, clusters, mode)
+            files, missing = _folders(out, paths, table, clusters, mode)
         elif kind == "classes":
             files, gone, by_person = _classes(out, paths, table, clusters, mode, prefer, collection_root, split,
                                               chosen)
@@ -176,17 +183,25 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     if kind == "classes":
         res["dropped"] = gone
         res["kept_by_person"] = by_person
+        missing = gone.get("missing", 0)
+    if kind in ("folders", "classes"):
+        res["missing"] = missing  # files gone since the run: left out (classes: in dropped.csv)
     return res
 
 
-def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[str]:
+def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> tuple[list[str], int]:
+    """The folders written, and how many files were left out because they are gone since the run."""
     by_id = {int(c["id"]): c for c in clusters}
     folder_of: dict[int, Path] = {}
     used: dict[Path, set[str]] = {}
     made = []
+    missing = 0
     cur = table["curated_cluster"].to_numpy()
     for i, (p, c) in enumerate(zip(paths, cur)):
         if not p:
+            continue
+        if gone(p):
+            missing += 1
             continue
         c = int(c)
         if c not in folder_of:
@@ -201,7 +216,7 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> list[s
             made.append(d.name)
         d = folder_of[c]
         _place(p, i, d, used[d], mode)
-    return made
+    return made, missing
 
 
 def _place(p, i: int, d: Path, names: set[str], mode: str) -> str:
@@ -333,11 +348,17 @@ def left_out(cluster, junk: set[int]) -> str | None:
     return "junk" if c in junk else "unassigned" if c == -1 else "outlier" if c < 0 else None
 
 
+def gone(path) -> str | None:
+    """``"missing"`` when the file at ``path`` is gone since the run (no copy to make, a link to
+    nothing: left out of an export); None when it is there or the item has no file."""
+    return "missing" if path and not os.path.isfile(path) else None
+
+
 def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = None,
             root: str | None = None, splits: list | None = None, chosen: dict | None = None) -> tuple[list, list]:
     """Why each item is left out of a clean dataset (``None``: kept), and for a dropped copy the
     id of the copy kept in its place: ``junk`` (a junk cluster), ``unassigned`` / ``outlier`` (in
-    no cluster), with ``splits`` (each item's split, :func:`split_of`) ``no_split`` (a file in no
+    no cluster), ``missing`` (its file is gone since the run), with ``splits`` (each item's split, :func:`split_of`) ``no_split`` (a file in no
     split folder), ``duplicate`` (with ``--dedup``: of a duplicate group's members not dropped
     otherwise, one is kept (:func:`keep_copy`: with ``prefer`` (folder prefixes, first preferred;
     relative to ``root``, the collection's folder, or absolute: :func:`check_prefer`) a member
@@ -349,6 +370,8 @@ def dropped(table, clusters: list[dict], paths=None, prefer: list[str] | None = 
     (group -> item): the copy a person keeps, over the rule (:func:`keep_copy`)."""
     junk = {int(c["id"]) for c in clusters if c.get("junk")}
     why: list = [left_out(c, junk) for c in table["curated_cluster"].to_numpy()]
+    if paths is not None:  # a file gone since the run: no copy to make, a link to nothing
+        why = [w if w is not None else gone(p) for w, p in zip(why, paths)]
     if splits is not None:
         why = [w if w is not None or s is not None else "no_split" for w, s in zip(why, splits)]
     kept: list = [None] * len(why)
@@ -405,15 +428,16 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
     drop.insert(4, "reason", [w for w in why if w is not None])
     drop.insert(5, "kept", [k for k, w in zip(kept, why) if w is not None])
     if splits is not None:
-        drop.insert(6, "split", [s for s, w in zip(splits, why) if w is not None])
+        drop.insert(6, "split", text_series((s for s, w in zip(splits, why) if w is not None), index=drop.index))
     write_table(out / "dropped.csv", drop)
     ids = table["id"].iloc[kept_row].tolist()
     if "escaped" in table.columns:  # the ids as the run has them (the table holds escaped text)
         esc = table["escaped"].iloc[kept_row].tolist()
         ids = [path_from_text(v) if e else v for v, e in zip(ids, esc)]
-    man = {"id": ids, "path": kept_path, "label": kept_label}
+    # object columns: a name that is not UTF-8 (surrogate escapes) is no Arrow-backed string
+    man = {"id": text_series(ids), "path": text_series(kept_path), "label": text_series(kept_label)}
     if splits is not None:
-        man["split"] = [splits[i] for i in kept_row]
+        man["split"] = text_series(splits[i] for i in kept_row)
     for c in table.columns:  # each level's group and name (level_columns), coarse to fine
         if re.fullmatch(r"level_\d+(_name)?", str(c)):
             man[c] = table[c].iloc[kept_row].tolist()

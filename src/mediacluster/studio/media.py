@@ -8,13 +8,17 @@ session checks the item number first (:meth:`Studio.thumbnail <.session.Studio.t
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import threading
 from pathlib import Path
 
 from ..errors import InputError
 from ..fileio import cache_root, path_to_text
+
+log = logging.getLogger(__name__)
 
 THUMB_SIZES = (96, 160)
 PREVIEW_SIZE = 512
@@ -29,6 +33,7 @@ class ItemMedia:
         self.media = media
         self._thumbs: dict[tuple[int, int], Path] = {}
         self._thumb_dir = thumb_dir if thumb_dir is not None else cache_root() / "thumbs"
+        self._store_failed = False  # said once
 
     def thumbnail(self, i: int, size: int = 160) -> tuple[bytes, str]:
         """``(bytes, media type)``: a JPEG thumbnail of image ``i`` (made with the package's
@@ -52,11 +57,8 @@ class ItemMedia:
         dst = self._thumb_dir / (f"{h}-spec{size}.png" if audio else f"{h}-{size}.jpg")
         if not dst.exists():
             data = spectrogram(src, size, min(64, size // 2)) if audio else jpeg(src, size, quality=82)
-            self._thumb_dir.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, dst)
-            self._thumbs[key] = dst
+            if self._store(dst, data):
+                self._thumbs[key] = dst
             return data, kind
         self._thumbs[key] = dst
         return dst.read_bytes(), kind
@@ -70,15 +72,54 @@ class ItemMedia:
 
     def audio(self, i: int) -> tuple[bytes, str]:
         """A short re-encoded excerpt of audio item ``i`` for the item view's player."""
+        p, kind = self.audio_file(i)
+        return (p.read_bytes() if isinstance(p, Path) else p), kind
+
+    def audio_file(self, i: int) -> tuple[Path | bytes, str]:
+        """``(file, media type)``: the excerpt of :meth:`audio` as a file, cached by content in the
+        user cache as the thumbnails are; the studio serves it with byte ranges, without which a
+        browser's player cannot seek (Chromium's seekable range is then empty). Its bytes instead
+        of a file when the cache cannot keep it (a full disk)."""
+        from ..fileio import hash_file
         from ..ingest import SkipItem
         from ..report.audio import audio_preview  # librosa / soundfile: audio runs only
 
         if self.media != "audio":
             raise FileNotFoundError(f"item {i} is an image, not a sound")
+        src = self.file(i)
         try:
-            return audio_preview(self.file(i))
+            h = hash_file(src)
+        except OSError as e:
+            raise FileNotFoundError(f"item {i}: cannot read its file ({e.strerror or e})") from None
+        for ext, kind in (("mp3", "audio/mpeg"), ("wav", "audio/wav")):
+            dst = self._thumb_dir / f"{h}-excerpt.{ext}"
+            if dst.exists():
+                return dst, kind
+        try:
+            data, kind = audio_preview(src)
         except SkipItem as e:
             raise FileNotFoundError(f"cannot play item {i}: {e}") from None
+        dst = self._thumb_dir / f"{h}-excerpt.{'mp3' if kind == 'audio/mpeg' else 'wav'}"
+        return (dst if self._store(dst, data) else data), kind
+
+    def _store(self, dst: Path, data: bytes) -> bool:
+        """Keep ``data`` as ``dst`` in the cache (atomically); False when the cache cannot keep it
+        (a full disk, a cache folder that cannot be made): what it would hold is served all the
+        same, said once in the log."""
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self._thumb_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, dst)
+            return True
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not self._store_failed:
+                self._store_failed = True
+                log.warning("studio: the thumbnail cache %s cannot keep files (%s); thumbnails are made "
+                            "anew each time", self._thumb_dir, e.strerror or e)
+            return False
 
     def file(self, i: int) -> str:
         p = self.paths[i]

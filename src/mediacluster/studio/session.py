@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -234,6 +235,13 @@ class Studio:
             return RunDir(self.run.path).run_id != self.run_id
         except (OSError, ValueError, KeyError, RunDirError):
             return True
+
+    def _check_current(self) -> None:
+        """An :class:`EditConflict` (a 409) when the folder holds another run now: this studio's
+        edits, exports and models are the old run's, and must not land in the new one."""
+        if self.replaced():
+            raise EditConflict("the run folder now holds another run (it was re-clustered); "
+                               "restart the studio on it")
 
     def info(self) -> dict:
         return {
@@ -636,6 +644,11 @@ class Studio:
         """A short re-encoded excerpt of audio item ``i`` (see :meth:`.ItemMedia.audio`)."""
         return self.files.audio(self._check_item(i))
 
+    def audio_file(self, i: int) -> tuple[Path | bytes, str]:
+        """The excerpt of :meth:`audio` as a cached file, or its bytes when the cache cannot keep
+        it (see :meth:`.ItemMedia.audio_file`)."""
+        return self.files.audio_file(self._check_item(i))
+
     # -- editing ---------------------------------------------------------------------------------
     def edit(self, kind: str, req: dict, client: str = "", user: str = "") -> dict:
         """Check, record (committed to disk) and apply one edit; returns the acknowledgement.
@@ -649,9 +662,7 @@ class Studio:
         preview, and when an undo / redo's ``target`` is no longer the edit it would take back.
         ``client``: the page's id; ``user``: the name of the person, kept with the edit and said in
         the other pages' 409s."""
-        if self.replaced():
-            raise EditConflict("the run folder now holds another run (it was re-clustered); "
-                               "restart the studio on it")
+        self._check_current()
         previewed = kind == "split" and isinstance(req, dict) and "preview" in req
         if previewed:
             req = self.previews.request(req)
@@ -841,6 +852,7 @@ class Studio:
         if kind not in KINDS:
             raise InputError(f"unknown export {kind!r}; choose one of {', '.join(KINDS)}")
         split = check_split(split)
+        self._check_current()  # the old run's curation is not the new run's export
         with self._lock:
             chosen = dict(self.state.kept)
         seq, df, table = self.curated_table()
@@ -866,6 +878,7 @@ class Studio:
         from .publish import publish_curated
 
         t0 = time.perf_counter()
+        self._check_current()  # nor its model a version of the new run's store
         with self._lock:
             seq, labels, table, _, tags = self._snapshot()
             named = self.named_levels()

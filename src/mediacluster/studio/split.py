@@ -191,6 +191,9 @@ class Splitter:
         X = np.asarray(self.vectors[members], dtype=np.float32)
         tree = self.tree_split(members, X, hand) if k is None and reducer in ("auto", "tree") else None
         if tree is None and reducer == "tree":
+            if k is not None:  # the tree's level gives the parts: "choose k" below would be no help
+                raise InputError(f"a split along the run's levels (reducer tree) takes its parts from a level, "
+                                 f"not k={k}; leave k out, or choose k with model, pca or umap")
             raise InputError("the run has no finer level that splits this cluster "
                              "(a run of the engine has levels); use model, pca or umap, or choose k")
         stored = None
@@ -202,7 +205,11 @@ class Splitter:
         _, parts = np.unique(parts, return_inverse=True)
         parts = parts.astype(np.int64)
         if parts.max(initial=0) < 1:
-            raise InputError(f"the clusterer found no split of cluster {cid}; choose k")
+            if len(np.unique(X, axis=0)) < 2:  # no k or space splits them: not "choose k"
+                raise InputError(f"the clusterer found no split of cluster {cid}: its {m} items' vectors are "
+                                 "identical (copies of one file?)")
+            raise InputError(f"the clusterer found no split of cluster {cid}; "
+                             + ("choose k" if k is None else "try another space (reducer)"))
         if stored is not None:  # the finer level's own clusters: the names the run gave them
             names = dict(enumerate(stored))
         else:

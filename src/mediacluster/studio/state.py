@@ -368,10 +368,12 @@ class CuratedState:
         for p in range(k):
             given = p < len(names) and bool(names[p])
             nm = clean_text(names[p] if given else f"{c.name} ({p + 1})", f"the name of part {p + 1}", MAX_NAME)
-            out_names.append(nm)
             # a name the person typed (not the fallback, nor the preview's name left as shown) is
             # theirs, and so is their name of the cluster left on the part that keeps its id
             typed = given and (p >= len(shown) or nm != shown[p])
+            if shown and not typed and p == order[0] and c.named_by == "person":
+                nm = c.name  # the cluster's name now: a rename since the preview (another tab's) wins
+            out_names.append(nm)
             named_by.append("person" if typed or (p == order[0] and c.named_by == "person" and nm == c.name)
                             else "automatic")
         return {"cluster": c.id, "items": items, "parts": parts.tolist(), "ids": ids, "names": out_names,

@@ -144,6 +144,20 @@ def _bug_message(e: Exception) -> str:
 
 #: the documentation page's own files (served from the package: the page works offline)
 DOCS_STATIC = "/static-offline-docs/"
+#: the page's token cookie (a port's own: :func:`token_cookie`; this plain name is still read)
+TOKEN_COOKIE = "mediacluster_token"
+
+
+def token_cookie(host: str) -> str:
+    """The name of the cookie a page keeps its access token in, for the server a request's Host
+    header names ("127.0.0.1:8765" -> ``mediacluster_token_8765``): one per port, since a browser
+    sends a host's cookies to every port of it (RFC 6265 8.5), and two servers on one machine
+    would overwrite each other's token (every request of the first page then a 401)."""
+    tail = host.rsplit("]", 1)[-1]  # "[::1]:80" -> ":80"
+    port = tail.rpartition(":")[2] if ":" in tail else ""
+    return f"{TOKEN_COOKIE}_{port}" if port.isdigit() else TOKEN_COOKIE
+
+
 def token_query(token: str) -> str:
     """``?token=TOKEN`` for a URL, the token percent-encoded (a given token may hold ``+ & # %``,
     which a browser would read as other parts of the URL)."""
@@ -435,7 +449,9 @@ class _Guards:
             auth = request.headers.get("authorization", "").strip()
             scheme, _, cred = auth.partition(" ")  # the scheme is case-insensitive (RFC 9110)
             given = ((cred.strip() if scheme.lower() == "bearer" else auth)
-                     or request.query_params.get("token") or request.cookies.get("mediacluster_token") or "")
+                     or request.query_params.get("token")
+                     or request.cookies.get(token_cookie(request.headers.get("host", "")))
+                     or request.cookies.get(TOKEN_COOKIE) or "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 reads = _reads(scope["method"], path, self.read_posts)
                 if reader and hmac.compare_digest(given.encode(), reader.encode()):

@@ -632,7 +632,14 @@
     fail(e);
     if (e.status === 409) { S.conflicts = (S.conflicts || 0) + 1; try { await refresh(false); } catch (e2) { /* the poll retries */ } }
   }
-  async function undoRedo(which) {
+  // presses wait for the one before (Ctrl+Z twice undoes two edits): each names the edit the
+  // state shows after the one before, not the same edit again (a 409 for every press but the first)
+  let undoQueue = Promise.resolve();
+  function undoRedo(which) {
+    undoQueue = undoQueue.then(() => undoRedoNow(which));
+    return undoQueue;
+  }
+  async function undoRedoNow(which) {
     S.editing = true;
     try {  // the edit this page shows as the one to take back / re-apply: a 409 if another came since
       const r = await api("api/" + which, { method: "POST", body: { target: which === "undo" ? S.undoTarget : S.redoTarget } });
@@ -1182,7 +1189,8 @@
       S.lastExport = r;
       $("export-prefer").removeAttribute("aria-invalid");
       const gone = r.dropped ? Object.entries(r.dropped).map((kv) => kv[1] + " " + kv[0]).join(", ") : "";
-      toast("exported " + fmt(r.items) + " items to " + r.relative + " (" + r.files.length + " files/folders" + (gone ? "; left out: " + gone + ", listed in dropped.csv" : "") + ")");
+      const missing = !gone && r.missing ? "; left out: " + fmt(r.missing) + " files gone since the run" : "";
+      toast("exported " + fmt(r.items) + " items to " + r.relative + " (" + r.files.length + " files/folders" + (gone ? "; left out: " + gone + ", listed in dropped.csv" : "") + missing + ")");
     } catch (e) {
       if (kind === "classes" && /prefer|split/.test(e.message || "")) $("export-prefer").setAttribute("aria-invalid", "true");
       S.exportError = e.message;

@@ -1,0 +1,284 @@
+"""The studio on what people produce: names it takes must export, clusters it has must split
+or say why not."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from studio_helpers import make_run
+
+from mediacluster.data import Embeddings
+
+
+def _png_run(tmp_path, vecs=None, names=None) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "c").mkdir()
+    paths = []
+    for i in range(12):
+        p = tmp_path / "c" / (names[i] if names else f"im{i:02d}.png")
+        Image.fromarray((rng.random((8, 8, 3)) * 255).astype("uint8")).save(p)
+        paths.append(str(p))
+    if vecs is None:
+        centres = rng.standard_normal((3, 8)) * 5
+        vecs = (centres[np.arange(12) % 3] + rng.standard_normal((12, 8))).astype("float32")
+    emb = Embeddings(ids=paths, vectors=vecs, encoder="test", paths=paths, root=str(tmp_path / "c"))
+    return make_run(emb, tmp_path / "run", save_model=False, k=3)
+
+
+@pytest.fixture
+def png_run(tmp_path) -> Path:
+    """A run of 12 small PNGs in 3 clusters (random vectors around 3 centres)."""
+    return _png_run(tmp_path)
+
+
+def test_a_long_name_of_emoji_exports_as_a_folder_the_file_system_takes(png_run):
+    from mediacluster.studio.session import Studio
+
+    st = Studio(png_run)
+    try:
+        name = "🐶" * 70  # 70 characters (the studio takes 200), 280 bytes in UTF-8: above NAME_MAX (255)
+        st.edit("rename", {"cluster": 0, "name": name})
+        for kind in ("folders", "classes"):
+            out = Path(st.export(kind)["path"])
+            dirs = [d for d in os.listdir(out) if (out / d).is_dir()]
+            mine = [d for d in dirs if "🐶" in d]
+            assert len(mine) == 1 and len(os.fsencode(mine[0])) <= 255, dirs
+            assert len(os.listdir(out / mine[0])) == 4  # every item of the cluster
+    finally:
+        st.close()
+
+
+def test_a_split_into_k_parts_of_identical_items_says_why_not_choose_k(tmp_path):
+    from mediacluster.errors import InputError
+    from mediacluster.studio.session import Studio
+
+    vecs = np.zeros((12, 8), np.float32)
+    vecs[:, 0] = 1
+    vecs[4:8, 1] = 3
+    vecs[8:, 2] = 3  # three clusters of 4 identical items each (copies of one photo)
+    st = Studio(_png_run(tmp_path, vecs))
+    try:
+        for k, reducer in ((None, "auto"), (2, "auto"), (2, "pca"), (3, "umap")):
+            with pytest.raises(InputError, match="no split") as e:
+                st.split_preview(0, k=k, reducer=reducer)
+            # no k splits copies: the answer says why, not to choose k (which the person did)
+            assert "choose k" not in str(e.value) and "identical" in str(e.value)
+        # a split along the levels takes no k: said so, not "choose k" (before, with k=2 given)
+        with pytest.raises(InputError, match="not k=2; leave k out"):
+            st.split_preview(1, k=2, reducer="tree")
+    finally:
+        st.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_ctrl_z_pressed_three_times_quickly_undoes_three_edits_in_chromium(png_run):
+    """Before: every press sent the edit the page showed before the first answer came back: one
+    undo, then two 409s ("edit 3 is not the latest edit in effect any more") for the person's
+    own presses."""
+    from conftest import chromium
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from studio_helpers import Server, client, post
+    from test_studio_browser import js, loaded, wait
+
+    s = Server(png_run)
+    drv = chromium()
+    try:
+        with client(s) as api:
+            for k in range(3):
+                assert post(api, "/api/edits", {"kind": "rename", "cluster": k, "name": f"name {k}"}).status_code == 200
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        drv.find_element("tag name", "body").click()
+        ActionChains(drv).key_down(Keys.CONTROL).send_keys("zzz").key_up(Keys.CONTROL).perform()
+        wait(lambda: js(drv, "return window.mcStudio.canUndo") is False and js(drv, "return window.mcStudio.busy") == 0,
+             timeout=30, what="three undos")
+        assert not js(drv, "return window.mcStudio.conflicts")
+        with client(s) as api:
+            ev = api.get("/api/edits").json()["events"]
+        assert [(e["kind"], e["payload"].get("target")) for e in ev[3:]] == [("undo", 3), ("undo", 2), ("undo", 1)]
+    finally:
+        drv.quit()
+        s.stop()
+
+
+@pytest.mark.slow
+def test_two_studios_with_tokens_on_one_machine_keep_their_own_page_cookie(png_run, tmp_path):
+    """A browser sends a host's cookies to every port of it (RFC 6265 8.5). Before: both studios
+    kept the page's token in one cookie name, so opening the second studio's page overwrote the
+    first's, and every request of the first page was a 401 from then on."""
+    import shutil
+
+    import httpx
+    from studio_helpers import Server
+
+    other = shutil.copytree(png_run, tmp_path / "run2", symlinks=True)
+    one, two = Server(png_run, "--token", "first-token"), Server(other, "--token", "second-token")
+    try:
+        with httpx.Client(timeout=60) as browser:  # one cookie jar, as one browser's
+            assert browser.get(one.base + "?token=first-token").status_code == 200
+            assert browser.get(one.base + "api/clusters").status_code == 200
+            assert browser.get(two.base + "?token=second-token").status_code == 200
+            assert browser.get(two.base + "api/clusters").status_code == 200
+            assert browser.get(one.base + "api/clusters").status_code == 200  # the first page still works
+    finally:
+        one.stop()
+        two.stop()
+
+
+@pytest.mark.parametrize("flags", [["--export-prefer", "train/"], ["--export-split", "top"],
+                                   ["--export-mode", "copy"], ["--cache-dir", "somewhere"]])
+def test_an_export_or_carry_flag_without_its_step_is_refused_not_passed_over(png_run, flags, capsys):
+    """Before: `studio RUN --export-prefer train/` (the --export forgotten) started the server and
+    left the flag unused (here the port cannot be bound, so the start fails instead of serving)."""
+    from mediacluster.cli import main
+
+    assert main(["studio", str(png_run), "--no-browser", "--port", "70000", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags[0]} goes with" in err and "cannot listen" not in err
+
+
+@pytest.mark.parametrize("mode", ["copy", "symlink"])
+def test_a_file_gone_since_the_run_is_left_out_of_an_export_and_said(png_run, mode):
+    """Before: a copy export of a run one of whose files was deleted since failed whole, "cannot
+    write the export to .../folders-...: No such file or directory" (the export blamed, not the
+    file); a symlink export linked to nothing."""
+    import pandas as pd
+
+    from mediacluster.studio.session import Studio
+
+    st = Studio(png_run)
+    try:
+        gone = st.item(5)["path"]
+        os.remove(gone)
+        res = st.export("folders", mode)
+        out = Path(res["path"])
+        files = [f for d in out.iterdir() for f in d.iterdir()]
+        assert len(files) == 11 and all(f.is_file() for f in files) and res["missing"] == 1
+        res = st.export("classes", mode)
+        out = Path(res["path"])
+        assert res["dropped"] == {"missing": 1} and res["missing"] == 1
+        drop = pd.read_csv(out / "dropped.csv")
+        assert drop["path"].tolist() == [gone] and drop["reason"].tolist() == ["missing"]
+        assert len(pd.read_csv(out / "manifest.csv")) == 11
+    finally:
+        st.close()
+
+
+def test_a_run_re_clustered_while_the_studio_is_open_gets_no_export_or_model_of_the_old_curation(tmp_path):
+    """Before: edits were refused once another process re-clustered the folder, but an export
+    and a publish still wrote the old run's curated clusters into the new run: its exports/ and a
+    model version its LATEST pointed at (a service watching the run switched to it)."""
+    from mediacluster.rundir import RunDir
+    from mediacluster.studio.session import Studio
+    from mediacluster.studio.state import EditConflict
+
+    run = _png_run(tmp_path)
+    st = Studio(run)
+    try:
+        st.edit("rename", {"cluster": 0, "name": "cats"})
+        old = RunDir(run)
+        old_id, items = old.run_id, old.read_items()
+        emb = Embeddings(ids=items["id"].tolist(), vectors=np.random.default_rng(1).standard_normal((12, 8)).astype("float32"),
+                         encoder="test", paths=items["path"].tolist(), root=str(tmp_path / "c"))
+        make_run(emb, run, save_model=False, k=2)  # another process re-clusters the folder
+        for call in (lambda: st.export("csv"), lambda: st.export("classes"), st.publish):
+            with pytest.raises(EditConflict, match="re-clustered"):
+                call()
+        assert RunDir(run).run_id != old_id
+        assert not (run / "models").exists() and not (run / "exports").exists()
+    finally:
+        st.close()
+
+
+def test_a_name_with_joiners_keeps_them_in_its_export_folder():
+    """Zero-width joiners are part of the words (Persian's ZWNJ in "می‌خواهم") and of emoji (the
+    family "👨‍👩‍👧"): before, each became "_" in the class folder, so the folder differed from the
+    label manifest.csv gives it; a bidi override, which can make a name read as another, still does."""
+    from mediacluster.studio.exports import safe_name
+
+    for name in ("می\u200cخواهم", "👨\u200d👩\u200d👧 family", "cat\u200ddog"):
+        assert safe_name(name) == name
+    assert safe_name("photo\u202egpj.exe") == "photo_gpj.exe"
+
+
+def test_the_duplicates_view_shows_a_copy_gone_since_the_run_as_the_export_leaves_it(tmp_path):
+    """The page's duplicates view shows what the classes export will do: a person's chosen copy
+    whose file is gone now is left out of the export (another copy kept), so the view must not
+    call it kept."""
+    from mediacluster.studio.dupgroups import DuplicateGroups
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    b.write_bytes(b"x")
+    groups = DuplicateGroups([0, 0], [True, False], [str(a), str(b)], str(tmp_path))
+    g = groups.group(0, np.array([0, 0]), set(), lambda i: {"i": i}, chosen=0)
+    assert g["kept"] == 1 and {m["i"]: m["fate"] for m in g["members"]} == {0: "missing", 1: "kept"}
+
+
+def test_a_thumbnail_is_served_when_the_cache_cannot_keep_it(png_run, tmp_path, monkeypatch):
+    """The thumbnail cache is a convenience: a full disk or a cache folder that cannot be made
+    (here under a plain file) must not cost the gallery. Before: every thumbnail was an internal
+    error (NotADirectoryError / ENOSPC: a 500 per tile)."""
+    from PIL import Image
+
+    from mediacluster.studio.session import Studio
+
+    (tmp_path / "file").write_bytes(b"")
+    monkeypatch.setenv("MEDIACLUSTER_CACHE", str(tmp_path / "file" / "cache"))
+    st = Studio(png_run)
+    try:
+        for size in (96, 160):
+            data, kind = st.thumbnail(0, size)
+            assert kind == "image/jpeg" and Image.open(io.BytesIO(data)).format == "JPEG"
+    finally:
+        st.close()
+
+
+@pytest.mark.parametrize("named_before", [False, True])
+def test_a_rename_from_another_tab_after_a_split_preview_is_kept_by_the_split(png_run, named_before):
+    """Tab A previews a split of a cluster, tab B renames the cluster, tab A applies the split
+    with the preview's names. Before: the part keeping the cluster's id took the name the preview
+    showed: B's "dogs" was lost in silence, and a cluster A had named "pets" came back "pets"
+    marked automatic (so no longer sure by hand)."""
+    from mediacluster.studio.session import Studio
+
+    st = Studio(png_run)
+    try:
+        if named_before:
+            st.edit("rename", {"cluster": 1, "name": "pets"}, client="tabA")
+        pv = st.split_preview(1, k=2)
+        st.edit("rename", {"cluster": 1, "name": "dogs"}, client="tabB")
+        st.edit("split", {"preview": pv["preview"]}, client="tabA")
+        c = next(c for c in st.clusters()["clusters"] if c["id"] == 1)
+        assert (c["name"], c["named_by"]) == ("dogs", "person")
+    finally:
+        st.close()
+
+
+def test_a_classes_export_lists_a_file_whose_name_is_not_utf8(tmp_path):
+    """Before: the manifest's table was built with pandas' inferred (Arrow-backed) string columns,
+    which cannot hold a name of Latin-1 bytes: UnicodeEncodeError, an internal error, and a
+    half-written export folder left behind."""
+    from mediacluster.fileio import read_table
+    from mediacluster.studio.session import Studio
+
+    names = [f"im{i:02d}.png" for i in range(12)]
+    names[3] = os.fsdecode(b"caf\xe9.png")  # the name as Python reads it: a surrogate escape
+    st = Studio(_png_run(tmp_path, names=names))
+    try:
+        odd = str(tmp_path / "c" / names[3])
+        assert st.paths[3] == odd
+        res = st.export("classes")
+        out = Path(res["path"])
+        man = read_table(out / "manifest.csv")
+        assert len(man) == 12 and odd in man["path"].tolist()
+        assert any(os.fsencode(f).endswith(b"caf\xe9.png") for d in out.iterdir() if d.is_dir() for f in os.listdir(d))
+    finally:
+        st.close()
