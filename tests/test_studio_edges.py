@@ -282,3 +282,32 @@ def test_a_classes_export_lists_a_file_whose_name_is_not_utf8(tmp_path):
         assert any(os.fsencode(f).endswith(b"caf\xe9.png") for d in out.iterdir() if d.is_dir() for f in os.listdir(d))
     finally:
         st.close()
+
+
+def test_two_names_that_make_one_folder_name_export_as_two_classes(png_run):
+    """A classes export put two clusters whose names give one folder name ('a/b' and 'a_b';
+    'Cat' and 'cat', one folder on macOS and Windows) into one class folder, merging two
+    classes in silence. Each class has its own folder now; the manifest's labels say which."""
+    import pandas as pd
+
+    from mediacluster.studio.exports import class_folders
+    from mediacluster.studio.session import Studio
+
+    assert class_folders(["a_b", "a/b", "Cat", "cat"]) == {"a_b": "a_b", "a/b": "a_b (2)", "Cat": "Cat",
+                                                           "cat": "cat (2)"}
+    long = "x" * 300
+    assert all(len(v.encode()) <= 255 for v in class_folders([long, long[:100] + "y"]).values())
+    st = Studio(png_run)
+    try:
+        for cid, name in ((0, "a/b"), (1, "a_b"), (2, "A_B")):
+            st.edit("rename", {"cluster": cid, "name": name})
+        out = Path(st.export("classes")["path"])
+        dirs = sorted(d for d in os.listdir(out) if (out / d).is_dir())
+        assert len(dirs) == 3, dirs
+        man = pd.read_csv(out / "manifest.csv")
+        for d in dirs:  # each folder holds one class's files, all of them
+            files = set(os.listdir(out / d))
+            rows = man[man["path"].map(os.path.basename).isin(files)]
+            assert rows["label"].nunique() == 1 and len(rows) == len(files) == 4
+    finally:
+        st.close()

@@ -69,6 +69,26 @@ def safe_name(text: str, limit: int = 80) -> str:
     return t.rstrip(" .") or "cluster"
 
 
+def class_folders(labels) -> dict[str, str]:
+    """One folder name per class label (:func:`safe_name`), distinct even where two labels give
+    one safe name ('a/b' and 'a_b'; names alike in their first 80 characters) or differ only in
+    case ('Cat', 'cat': one folder on macOS and Windows): the later ones get " (2)", " (3)", ...
+    A label whose safe name is itself keeps it; otherwise in label order (the same folders
+    whatever the items' order)."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for label in sorted(set(labels), key=lambda t: (safe_name(t) != t, t)):
+        name, n = safe_name(label), 1
+        while name.casefold() in taken:
+            n += 1
+            tail = f" ({n})"
+            cut = safe_name(label).encode("utf-8")[:NAME_MAX - len(tail)].decode("utf-8", "ignore")
+            name = cut.rstrip(" .") + tail
+        taken.add(name.casefold())
+        out[label] = name
+    return out
+
+
 def level_columns(tree, named: dict[int, dict[int, str]], junk_names: list[str]) -> list[tuple]:
     """``[(key, ids, names)]`` coarse to fine: for each level the curated ``tree`` keeps above the
     curated clusters (:class:`~mediacluster.curated_tree.CuratedTree`; [] without one), every
@@ -409,11 +429,15 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
                     and all_ids[i] in in_place)
     used: dict[str, set[str]] = {}
     kept_row, kept_path, kept_label = [], [], []
-    for i, (p, name) in enumerate(zip(paths, table["curated_name"])):
+    labels = [str(name) if name is not None else f"cluster {int(c)}"
+              for name, c in zip(table["curated_name"], table["curated_cluster"])]
+    # one folder per class, never two classes in one folder ('a/b' and 'a_b' shared 'a_b')
+    folder_of = class_folders(lab for i, lab in enumerate(labels) if paths[i] and why[i] is None)
+    for i, p in enumerate(paths):
         if not p or why[i] is not None:
             continue
-        label = str(name) if name is not None else f"cluster {int(table['curated_cluster'].iloc[i])}"
-        folder = safe_name(label) if splits is None else f"{safe_name(splits[i])}/{safe_name(label)}"
+        label = labels[i]
+        folder = folder_of[label] if splits is None else f"{safe_name(splits[i])}/{folder_of[label]}"
         d = out / folder
         if folder not in used:
             d.mkdir(parents=True)
