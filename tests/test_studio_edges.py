@@ -311,3 +311,24 @@ def test_two_names_that_make_one_folder_name_export_as_two_classes(png_run):
             assert rows["label"].nunique() == 1 and len(rows) == len(files) == 4
     finally:
         st.close()
+
+
+def test_publishing_when_every_cluster_is_junk_is_refused(png_run):
+    """With every cluster marked junk the studio published a model (and moved LATEST to it)
+    that places every new upload in junk; it is refused now, naming the way out, and no
+    version is written."""
+    from mediacluster.errors import InputError
+    from mediacluster.rundir import RunDir
+    from mediacluster.studio.session import Studio
+
+    st = Studio(png_run)
+    try:
+        before = RunDir.open(png_run).models.versions()
+        st.edit("junk", {"clusters": [0, 1, 2]})
+        with pytest.raises(InputError, match="nothing to publish"):
+            st.publish()
+        assert RunDir.open(png_run).models.versions() == before
+        st.edit("undo", {})
+        assert st.publish()["clusters"] == 3
+    finally:
+        st.close()

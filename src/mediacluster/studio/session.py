@@ -882,6 +882,10 @@ class Studio:
         with self._lock:
             seq, labels, table, _, tags = self._snapshot()
             named = self.named_levels()
+        if not any(not e.get("junk") and e.get("size") for e in table):  # a model answering junk to every upload
+            raise InputError("nothing to publish: every cluster left is junk or empty, so the "
+                             "model would place every new item in junk; undo the junk marks "
+                             "(or move items into a cluster) first")
         self._name_sure(table, labels, seq)  # how sure each name is goes into the model (names_support)
         self.write_state()
         base = self._model if self._reduced_space() is not None else None
