@@ -399,3 +399,21 @@ def test_a_file_removed_while_the_folder_is_read_is_not_called_a_broken_link(tmp
     assert [os.path.basename(p) for p in coll.paths] == ["a.png"]
     assert [(os.path.basename(s.path), s.reason) for s in coll.skipped] == [
         ("b.png", "file not found (removed while the folder was read)")]
+
+
+def test_avif_photos_are_read_where_pillow_has_the_codec(tmp_path):
+    """AVIF (what phones and web pages now save) was listed as "not read, convert it" although
+    the installed Pillow reads it; it is read where Pillow has the codec and listed as not read
+    where it has not."""
+    from PIL import Image, features
+
+    from mediacluster.ingest import IMAGE_EXTENSIONS, load_image
+
+    if not features.check("avif"):
+        assert ".avif" not in IMAGE_EXTENSIONS
+        pytest.skip("this Pillow has no AVIF codec")
+    (tmp_path / "c").mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "c" / "a.avif")
+    coll = collect(tmp_path / "c", media="image")
+    assert len(coll) == 1 and not coll.skipped
+    assert load_image(tmp_path / "c" / "a.avif").size == (40, 30)

@@ -57,9 +57,22 @@ from ..fileio import ESCAPED, hash_file, read_table
 from ..rundir import RunDir
 from .stream import check_float32_range
 
+
+def _pillow_reads(feature: str) -> bool:
+    """Whether the installed Pillow was built with ``feature`` (AVIF: Pillow 11.3+ wheels)."""
+    try:
+        from PIL import features
+
+        return bool(features.check(feature))
+    except Exception:  # noqa: BLE001 - an unknown feature name on an older Pillow
+        return False
+
+
+#: formats read only where the installed Pillow has their codec (listed as not read otherwise)
+_OPTIONAL_IMAGE = frozenset(e for e, f in ((".avif", "avif"),) if _pillow_reads(f))
 #: ``.jfif`` / ``.jpe``: JPEG under the names browsers give saved images (Pillow reads them as JPEG)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif",
-                              ".tiff"})
+                              ".tiff"}) | _OPTIONAL_IMAGE
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif"})
 MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
 #: Formats of the kind that are not read: listed as skipped with this advice, not passed over
@@ -67,7 +80,7 @@ MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
 UNSUPPORTED_EXTENSIONS = {
     "image": {e: "convert it to JPEG or PNG" for e in (
         ".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".arw",
-        ".orf", ".rw2", ".raf")},
+        ".orf", ".rw2", ".raf") if e not in _OPTIONAL_IMAGE},
     "audio": {e: "convert it to WAV or FLAC" for e in (".m4a", ".aac", ".wma", ".amr", ".ape", ".mka")},
 }
 
