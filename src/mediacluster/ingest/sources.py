@@ -59,7 +59,7 @@ from .stream import check_float32_range
 
 
 def _pillow_reads(feature: str) -> bool:
-    """Whether the installed Pillow was built with ``feature`` (AVIF: Pillow 11.3+ wheels)."""
+    """Whether the installed Pillow was built with ``feature`` (e.g. "avif")."""
     try:
         from PIL import features
 
