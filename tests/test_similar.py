@@ -325,3 +325,93 @@ def test_a_run_fitted_on_a_sample_keeps_the_sample_ids(cifar3_embeddings, tmp_pa
     rows = [int(i) for i in ids[::10]]
     r = model.similar(X[rows], k=2)
     assert [n[0] for n in r["ids"]] == [str(i) for i in rows]
+
+
+# -- what a product asks of the list: by item id, exclude, pages, per cluster -------------------
+
+def _filtered(rows, clusters, drop=(), cap=None):
+    """The reference answer of the filters: a long list filtered in order."""
+    out, seen = [], {}
+    for r, c in zip(rows, clusters):
+        if r < 0 or r in drop:
+            continue
+        if cap is not None and seen.get(c, 0) >= cap:
+            continue
+        seen[c] = seen.get(c, 0) + 1
+        out.append(int(r))
+    return out
+
+
+def test_similar_to_an_item_by_id_leaves_the_item_out(model, cifar3_embeddings):
+    from mediacluster.errors import InputError
+
+    emb = cifar3_embeddings
+    rows = np.arange(5, 300, 11)
+    ids = [emb.ids[i] for i in rows]
+    by_id = model.similar(ids=ids, k=6)
+    by_vec = model.similar(emb.vectors[rows], k=7)
+    assert (by_vec["rows"][:, 0] == rows).all()  # the vector finds the item itself first ...
+    assert (by_id["rows"] == by_vec["rows"][:, 1:]).all()  # ... the id never does; the rest the same
+    assert np.allclose(by_id["distances"], by_vec["distances"][:, 1:], atol=1e-5)
+    assert (by_id["query_rows"] == rows).all() and by_id["details"] is None
+    assert (by_id["cluster"] == model.cluster_[rows]).all()  # the item's own fitted cluster
+    assert by_id["ids"] == [[emb.ids[r] for r in rr] for rr in by_id["rows"]]
+    one = model.similar(ids=ids[0], k=3)  # one id as a string
+    assert (one["rows"][0] == by_id["rows"][0, :3]).all()
+    # same_cluster by id: the item's own cluster at that level, the item still left out
+    finest = len(model.levels_) - 1
+    same = model.similar(ids=ids, k=5, same_cluster=True, level=finest)
+    filled = same["rows"] >= 0
+    assert (same["cluster"] == model.levels_[finest][rows]).all()
+    assert (same["clusters"][filled] == np.broadcast_to(same["cluster"][:, None], filled.shape)[filled]).all()
+    assert not (same["rows"] == rows[:, None]).any()
+    with pytest.raises(InputError, match=r"ids\[1\] 'no-such-item'"):
+        model.similar(ids=[ids[0], "no-such-item"], k=3)
+    with pytest.raises(ParameterError, match="either") as e:
+        model.similar(emb.vectors[:1], ids=ids[:1])
+    with pytest.raises(ParameterError, match="either"):
+        model.similar()
+
+
+def test_model_without_ids_cannot_be_asked_by_id(old_model, cifar3_embeddings):
+    old = Pipeline.load(old_model)
+    with pytest.raises(ParameterError, match="ask by vector") as e:
+        old.similar(ids=[cifar3_embeddings.ids[0]], k=3)
+    assert e.value.param == "ids"
+
+
+def test_exclude_offset_and_per_cluster_filter_the_same_list(model, cifar3_embeddings):
+    emb = cifar3_embeddings
+    X = emb.vectors[[0, 40, 120, 222]]
+    finest = len(model.levels_) - 1
+    long = model.similar(X, k=300, level=finest)
+    # pages: offset 0 and 10 make the first 20
+    p1, p2 = model.similar(X, k=10, level=finest), model.similar(X, k=10, offset=10, level=finest)
+    assert (np.hstack([p1["rows"], p2["rows"]]) == long["rows"][:, :20]).all()
+    # a page past the end: empty slots
+    end = model.similar(X, k=5, offset=298)
+    assert ((end["rows"] >= 0).sum(axis=1) == 2).all() and np.isinf(end["distances"][:, 2:]).all()
+    # exclude: those ids never answered, the rest of the list in order; unknown ids are ignored
+    gone = [int(r) for r in long["rows"][:, :3].ravel()]
+    ex = model.similar(X, k=12, exclude=[emb.ids[r] for r in gone] + ["not-an-item"], level=finest)
+    for i in range(len(X)):
+        assert ex["rows"][i].tolist() == _filtered(long["rows"][i], long["clusters"][i], drop=set(gone))[:12]
+    # per_cluster: at most 2 of one cluster at the level, in the order of the long list
+    div = model.similar(X, k=8, per_cluster=2, level=finest)
+    for i in range(len(X)):
+        want = _filtered(long["rows"][i], long["clusters"][i], cap=2)[:8]
+        assert div["rows"][i][div["rows"][i] >= 0].tolist() == want
+        counts = np.unique(div["clusters"][i][div["rows"][i] >= 0], return_counts=True)[1]
+        assert counts.max() <= 2
+    assert len({c for c in div["clusters"][0] if c >= 0}) >= 4  # not 8 of one kind
+    # all together, by id, page 2 of a diverse list without some ids
+    ids = [emb.ids[0], emb.ids[40]]
+    base = model.similar(ids=ids, k=299, level=finest)
+    both = model.similar(ids=ids, k=4, offset=4, per_cluster=3, exclude=[emb.ids[gone[0]]], level=finest)
+    for i in range(2):
+        want = _filtered(base["rows"][i], base["clusters"][i], drop={gone[0]}, cap=3)[4:8]
+        assert both["rows"][i].tolist() == want
+    for bad in ({"offset": -1}, {"per_cluster": 0}, {"offset": 1.5}):
+        with pytest.raises(ParameterError) as e:
+            model.similar(X, k=3, **bad)
+        assert e.value.param == next(iter(bad))
