@@ -243,6 +243,9 @@ def test_http_old_model_answers_rows(old_model, cifar3_embeddings, tmp_path):
             assert it["neighbours"][0]["row"] == i and it["neighbours"][0]["id"] is None
             # how sure the names are was not kept: null, not an error
             assert it["level_name_sure"] is None and all(n["name_sure"] is None for n in it["neighbours"])
+        # no ids kept: it cannot be asked by id, and says so
+        r = s.client.post("/v1/similar", json={"ids": [cifar3_embeddings.ids[0]]})
+        assert r.status_code == 400 and "ask by vector" in r.json()["error"]["message"], r.text
     finally:
         s.stop()
 
@@ -367,7 +370,7 @@ def test_similar_to_an_item_by_id_leaves_the_item_out(model, cifar3_embeddings):
     assert not (same["rows"] == rows[:, None]).any()
     with pytest.raises(InputError, match=r"ids\[1\] 'no-such-item'"):
         model.similar(ids=[ids[0], "no-such-item"], k=3)
-    with pytest.raises(ParameterError, match="either") as e:
+    with pytest.raises(ParameterError, match="either"):
         model.similar(emb.vectors[:1], ids=ids[:1])
     with pytest.raises(ParameterError, match="either"):
         model.similar()
@@ -415,3 +418,53 @@ def test_exclude_offset_and_per_cluster_filter_the_same_list(model, cifar3_embed
         with pytest.raises(ParameterError) as e:
             model.similar(X, k=3, **bad)
         assert e.value.param == next(iter(bad))
+
+
+def test_http_similar_by_id_and_the_product_filters(server, model, cifar3_embeddings):
+    emb = cifar3_embeddings
+    c = server.client
+    finest = len(model.levels_) - 1
+    rows = [3, 150, 290]
+    ids = [emb.ids[r] for r in rows]
+    r = c.post(f"/v1/similar?k=5&level={finest}", json={"ids": ids})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    want = model.similar(ids=ids, k=5, level=finest)
+    for i, (it, row) in enumerate(zip(doc["items"], rows)):
+        assert it["index"] == i and it["id"] == emb.ids[row] and it["row"] == row
+        assert it["cluster"] == model.labels_[row] and it["status"] == "clustered"
+        assert it["level"] == finest and it["level_cluster"] == model.levels_[finest][row]
+        assert [n["row"] for n in it["neighbours"]] == want["rows"][i].tolist()
+        assert row not in [n["row"] for n in it["neighbours"]]  # never the item itself
+    # the same filters as Pipeline.similar, in the query, for ids and for vectors alike
+    q = f"k=4&offset=4&per_cluster=2&level={finest}&exclude={ids[1]}&exclude=not-an-item"
+    want = model.similar(ids=ids, k=4, offset=4, per_cluster=2, exclude=[ids[1], "not-an-item"], level=finest)
+    got = c.post(f"/v1/similar?{q}", json={"ids": ids}).json()
+    assert got["offset"] == 4 and got["per_cluster"] == 2
+    assert [[n["row"] for n in it["neighbours"]] for it in got["items"]] == \
+        [r[r >= 0].tolist() for r in want["rows"]]
+    X = emb.vectors[rows]
+    want = model.similar(X, k=4, offset=4, per_cluster=2, exclude=[ids[1], "not-an-item"], level=finest)
+    got = c.post(f"/v1/similar?{q}", json={"vectors": X.tolist()}).json()
+    assert [[n["row"] for n in it["neighbours"]] for it in got["items"]] == \
+        [r[r >= 0].tolist() for r in want["rows"]]
+    # an id the model does not hold is answered in its place; none known: a 400 naming each
+    r = c.post("/v1/similar?k=2", json={"ids": [ids[0], "no-such-item"]})
+    assert r.status_code == 200 and r.json()["failed"] == 1, r.text
+    bad = r.json()["items"][1]
+    assert bad["error"]["kind"] == "unknown_id" and "ids[1] 'no-such-item'" in bad["error"]["message"]
+    assert len(r.json()["items"][0]["neighbours"]) == 2
+    r = c.post("/v1/similar", json={"ids": ["x", "y"]})
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "unknown_id", r.text
+    assert [it["index"] for it in r.json()["error"]["items"]] == [0, 1]
+    # a wrong body or parameter: 4xx naming it
+    for body, code, word in (({"ids": []}, 400, "'ids' is empty"), ({"ids": [1]}, 422, "ids"),
+                             ({"ids": ids[:1], "k": 3}, 422, "query"),
+                             ({"ids": ids[:1], "vectors": X[:1].tolist()}, 422, "vectors")):
+        bad = c.post("/v1/similar", json=body)
+        assert bad.status_code == code and word in bad.text, (body, bad.text)
+    for q in ("offset=-1", "offset=901", "per_cluster=0"):
+        bad = c.post(f"/v1/similar?{q}", json={"ids": ids[:1]})
+        assert bad.status_code == 422 and q.split("=")[0] in bad.text, (q, bad.text)
+    assert server.alive()
+
