@@ -468,3 +468,25 @@ def test_http_similar_by_id_and_the_product_filters(server, model, cifar3_embedd
         assert bad.status_code == 422 and q.split("=")[0] in bad.text, (q, bad.text)
     assert server.alive()
 
+
+
+def test_cli_assign_similar_pages_caps_and_excludes(run_dir, model, cifar3_embeddings, tmp_path):
+    emb = cifar3_embeddings
+    vec = tmp_path / "q.npy"
+    np.save(vec, emb.vectors[[7, 77]])
+    finest = str(len(model.levels_) - 1)
+    out = tmp_path / "a.csv"
+    p = subprocess.run([sys.executable, "-m", "mediacluster", "assign", str(run_dir), str(vec), "--level", finest,
+                        "--similar", "4", "--similar-offset", "2", "--per-cluster", "1",
+                        "--exclude", emb.ids[7], "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    from mediacluster.fileio import read_table
+
+    again = Pipeline.load(run_dir)
+    again.set_level(int(finest))
+    want = again.similar(emb.vectors[[7, 77]], k=4, offset=2, per_cluster=1, exclude=[emb.ids[7]])
+    got = [[n["row"] for n in json.loads(c)] for c in read_table(out)["similar"]]
+    assert got == [r[r >= 0].tolist() for r in want["rows"]] and 7 not in got[0]
+    bad = subprocess.run([sys.executable, "-m", "mediacluster", "assign", str(run_dir), str(vec),
+                          "--per-cluster", "2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--per-cluster" in bad.stderr and "--similar" in bad.stderr, bad.stderr
