@@ -1,8 +1,9 @@
 """The service's HTTP API (FastAPI, on the shared ``mediacluster.web`` stack).
 
 Endpoints: ``POST /v1/assign`` (images, or audio clips for an audio model, as multipart ``files``, or JSON ``{"vectors": [...]}``),
-``POST /v1/similar`` (the same inputs; per item its assign answer and its ``k`` most similar fitted items:
-``Pipeline.similar``, through the same micro-batcher and model version as assign),
+``POST /v1/similar`` (the same inputs, or ``{"ids": [...]}`` of the model's collection; per item its assign
+answer (an id: its own fitted answer) and its ``k`` most similar fitted items, shaped by ``offset`` /
+``per_cluster`` / ``exclude``: ``Pipeline.similar``, through the same micro-batcher and model version as assign),
 ``GET /v1/clusters``, ``GET /v1/model``, ``POST /v1/reload``, ``GET /healthz``, ``/readyz``,
 ``/metrics`` (Prometheus text), and the framework's OpenAPI page at ``/docs``.
 
@@ -278,6 +279,19 @@ class ClustersResponse(BaseModel):
                                         "`cluster` answers with)")
 
 
+def similar_body(dim: int, max_files: int, max_vectors: int) -> dict:
+    """``/v1/similar``'s OpenAPI request body: ``/v1/assign``'s, or JSON ``{"ids": [...]}`` (items
+    of the model's collection by id)."""
+    doc = assign_body(dim, max_files, max_vectors)
+    content = doc["requestBody"]["content"]
+    ids = {"type": "object", "required": ["ids"], "additionalProperties": False, "properties": {"ids": {
+        "type": "array", "minItems": 1, "maxItems": max_vectors, "items": {"type": "string"},
+        "description": f"ids of the model's collection (as the neighbours' `id`), 1..{max_vectors} per "
+                       "request: more like each of these items, the item itself left out"}}}
+    content["application/json"] = {"schema": {"oneOf": [content["application/json"]["schema"], ids]}}
+    return doc
+
+
 def assign_body(dim: int, max_files: int, max_vectors: int) -> dict:
     """The OpenAPI request body of ``/v1/assign`` and ``/v1/similar`` (FastAPI cannot derive it:
     the handlers read files or JSON themselves), with the limits and the served model's vector
@@ -538,7 +552,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     items_total = Counter("mediacluster_assign_items", "Items assigned, by input kind (image, audio, vector)", ["input"],
                           registry=reg)
     similar_total = Counter("mediacluster_similar_items", "Items answered by /v1/similar, by input kind "
-                            "(image, audio, vector)", ["input"], registry=reg)
+                            "(image, audio, vector, id)", ["input"], registry=reg)
     batch_size = Histogram("mediacluster_encode_batch_size", "Items per encoder call (micro-batches)",
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=reg)
     encode_s = Histogram("mediacluster_encode_batch_seconds", "Time of one batch (decode, encoder call, model answer)",
@@ -773,7 +787,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         (items_total if similar is None else similar_total).labels(kind).inc(len(placed))
         return items, failed
 
-    @app.post("/v1/similar", response_model=SimilarResponse, openapi_extra=body,
+    @app.post("/v1/similar", response_model=SimilarResponse,
+              openapi_extra=similar_body(holder.current.dim, opt.max_files, opt.max_vectors),
               summary="More like this: each image, clip or vector's cluster (as /v1/assign answers) and "
                       "the k most similar items of the model's collection",
               responses=error_docs({**ASSIGN_ERRORS, 400: "unusable input, or a level the model lacks "
