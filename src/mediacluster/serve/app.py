@@ -818,7 +818,12 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                          per_cluster=per_cluster, exclude=tuple(exclude or ()))
         ids = await _similar_ids(request)
         if ids is not None:  # items of the collection by id: no upload, nothing to keep
-            items, failed = await asyncio.to_thread(_answer_ids, ids, served, ask, opt.max_vectors)
+            try:
+                items, failed = await asyncio.to_thread(_answer_ids, ids, served, ask, opt.max_vectors)
+            except ApiError as e:  # no id known: each counted, as unreadable uploads are
+                for it in e.details.get("items", ()):
+                    item_errors.labels(it["kind"]).inc()
+                raise
             similar_total.labels("id").inc(len(items) - failed)
             item_errors_of(items)
         else:
