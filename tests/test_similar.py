@@ -490,3 +490,39 @@ def test_cli_assign_similar_pages_caps_and_excludes(run_dir, model, cifar3_embed
     bad = subprocess.run([sys.executable, "-m", "mediacluster", "assign", str(run_dir), str(vec),
                           "--per-cluster", "2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--per-cluster" in bad.stderr and "--similar" in bad.stderr, bad.stderr
+
+
+def test_a_repost_is_asked_by_id_as_its_group(cifar3_dir, tmp_path):
+    """A model saved with --dedup searches one item per near-duplicate group: a member that is
+    not the representative is found as its group, and "more like" it never answers the group."""
+    import contextlib
+    import io
+
+    from mediacluster.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    files = sorted((cifar3_dir / "airplane").glob("*.jpg"))[:15] + sorted((cifar3_dir / "frog").glob("*.jpg"))[:15]
+    for f in files:
+        shutil.copyfile(f, photos / f"{f.parent.name}_{f.name}")
+    shutil.copyfile(files[0], photos / "zz_repost.jpg")  # an exact copy: one group with the original
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["cluster", str(photos), "--out", str(tmp_path / "run"), "--dedup", "--save-model", "--quiet",
+                     "--reducer", "pca", "--reducer-param", "n_components=4", "--clusterer", "kmeans",
+                     "--clusterer-param", "n_clusters=2", "--no-names"])
+    assert code == 0
+    model = Pipeline.load(tmp_path / "run")
+    orig, copy = str(photos / f"airplane_{files[0].name}"), str(photos / "zz_repost.jpg")
+    known = set(model.model_items().ids)
+    assert len({orig, copy} & known) == 1  # one of the two is searchable: the group's representative
+    both = model.similar(ids=[orig, copy], k=5)
+    assert (both["rows"][0] == both["rows"][1]).all() and (both["query_rows"][0] == both["query_rows"][1])
+    assert not ({orig, copy} & {i for ids in both["ids"] for i in ids})
+    s = Server(str(tmp_path / "run"), log=tmp_path / "server.log")  # the service, by the index it loaded
+    try:
+        r = s.client.post("/v1/similar?k=5", json={"ids": [copy, orig]})
+        assert r.status_code == 200 and r.json()["failed"] == 0, r.text
+        got = [[n["row"] for n in it["neighbours"]] for it in r.json()["items"]]
+        assert got == [both["rows"][0].tolist()] * 2
+    finally:
+        s.stop()

@@ -28,7 +28,9 @@ def _whole(value, name: str, low: int) -> int:
 def item_positions(pipe, ids, collection_root=None) -> np.ndarray:
     """The reference positions (in ``predictor_.ref_index_``) of the collection items ``ids``
     (-1 for an id the model does not hold: not in its collection, or not searchable, e.g. left
-    out of a ``reference_size`` sample). A model without its items' ids (fitted on bare vectors,
+    out of a ``reference_size`` sample). A member of a near-duplicate group of a model saved with
+    ``cluster --dedup`` is found as its group's representative (the one item of the group the
+    model searches), so "more like" a repost leaves out its original too. A model without its items' ids (fitted on bare vectors,
     saved before they were kept) is a ``ParameterError``: it can only be asked by vector."""
     items = pipe.model_items(collection_root)
     if items is None:
@@ -40,7 +42,36 @@ def item_positions(pipe, ids, collection_root=None) -> np.ndarray:
         cached = (items, {v: p for p, v in reversed(list(enumerate(items.ids)))})
         pipe._item_positions = cached
     where = cached[1]
-    return np.asarray([where.get(str(i), -1) for i in ids], dtype=np.int64)
+    pos = np.asarray([where.get(str(i), -1) for i in ids], dtype=np.int64)
+    if (pos < 0).any():  # a near-duplicate's member is found as its group's representative
+        reps = _representatives(pipe)
+        for j in np.flatnonzero(pos < 0):
+            rep = reps.get(str(ids[j]))
+            pos[j] = -1 if rep is None else where.get(rep, -1)
+    return pos
+
+
+def _representatives(pipe) -> dict[str, str]:
+    """member id -> its near-duplicate group's representative id, from the model's duplicate
+    index (``cluster --dedup --save-model``: only the representative of a group is a reference
+    item); {} for a model without one. Read once per model (the service hands over the index it
+    loaded: ``pipe._duplicate_index``)."""
+    cached = getattr(pipe, "_representative_of", None)
+    if cached is not None:
+        return cached
+    index = getattr(pipe, "_duplicate_index", None)
+    folder = getattr(pipe, "model_path_", None)
+    if index is None and folder is not None:
+        # imported here: the duplicate finder's modules are needed only by a model saved with --dedup
+        from .duplicates.index import read_from_model
+
+        index = read_from_model(folder)
+    reps = {}
+    if index is not None and index.representative is not None:
+        ids = index.ids
+        reps = {str(ids[m]): str(ids[r]) for m, r in enumerate(index.representative.tolist()) if 0 <= r != m}
+    pipe._representative_of = reps
+    return reps
 
 
 def similar(pipe, X=None, k: int = 10, same_cluster: bool = False, level=None, details: dict | None = None,

@@ -530,6 +530,7 @@ class ModelHolder:
                         duplicates=read_from_model(folder, root=self.collection_root),
                         collection_root=None if self.collection_root is None else str(self.collection_root))
         pipe.model_items(served.collection_root)  # read (and checked) now, not by the first /v1/similar
+        pipe._duplicate_index = served.duplicates  # similar(ids=) finds a repost by it, not read twice
         media = served.media
         if media in ("image", "audio"):
             # warm up the whole way of an upload: the encoder's first call pays graph set-up (an
