@@ -223,9 +223,11 @@ def test_an_unknown_query_parameter_is_a_422_naming_it(server, cifar3_embeddings
     r = c.post("/v1/similar?k=2&levle=0", json={"vectors": X})
     assert r.status_code == 422, r.text
     err = r.json()["error"]
-    assert err["parameters"] == ["levle"] and err["accepted"] == ["k", "level", "same_cluster"]
+    assert err["parameters"] == ["levle"]
+    assert err["accepted"] == ["exclude", "k", "level", "offset", "per_cluster", "same_cluster"]
     assert err["message"] == ("unknown query parameter 'levle' (did you mean 'level'?): /v1/similar takes "
-                              "the query parameters k, level, same_cluster (and token, the access token)")
+                              "the query parameters exclude, k, level, offset, per_cluster, same_cluster "
+                              "(and token, the access token)")
     r = c.post("/v1/assign?k=3", json={"vectors": X})  # a parameter of /v1/similar, not of assign
     assert r.status_code == 422 and "/v1/assign takes no query parameters" in r.text, r.text
     r = c.post("/v1/similar?k=2&same_cluster=true&level=0", json={"vectors": X})

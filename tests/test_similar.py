@@ -243,6 +243,9 @@ def test_http_old_model_answers_rows(old_model, cifar3_embeddings, tmp_path):
             assert it["neighbours"][0]["row"] == i and it["neighbours"][0]["id"] is None
             # how sure the names are was not kept: null, not an error
             assert it["level_name_sure"] is None and all(n["name_sure"] is None for n in it["neighbours"])
+        # no ids kept: it cannot be asked by id, and says so
+        r = s.client.post("/v1/similar", json={"ids": [cifar3_embeddings.ids[0]]})
+        assert r.status_code == 400 and "ask by vector" in r.json()["error"]["message"], r.text
     finally:
         s.stop()
 
@@ -325,3 +328,201 @@ def test_a_run_fitted_on_a_sample_keeps_the_sample_ids(cifar3_embeddings, tmp_pa
     rows = [int(i) for i in ids[::10]]
     r = model.similar(X[rows], k=2)
     assert [n[0] for n in r["ids"]] == [str(i) for i in rows]
+
+
+# -- what a product asks of the list: by item id, exclude, pages, per cluster -------------------
+
+def _filtered(rows, clusters, drop=(), cap=None):
+    """The reference answer of the filters: a long list filtered in order."""
+    out, seen = [], {}
+    for r, c in zip(rows, clusters):
+        if r < 0 or r in drop:
+            continue
+        if cap is not None and seen.get(c, 0) >= cap:
+            continue
+        seen[c] = seen.get(c, 0) + 1
+        out.append(int(r))
+    return out
+
+
+def test_similar_to_an_item_by_id_leaves_the_item_out(model, cifar3_embeddings):
+    from mediacluster.errors import InputError
+
+    emb = cifar3_embeddings
+    rows = np.arange(5, 300, 11)
+    ids = [emb.ids[i] for i in rows]
+    by_id = model.similar(ids=ids, k=6)
+    by_vec = model.similar(emb.vectors[rows], k=7)
+    assert (by_vec["rows"][:, 0] == rows).all()  # the vector finds the item itself first ...
+    assert (by_id["rows"] == by_vec["rows"][:, 1:]).all()  # ... the id never does; the rest the same
+    assert np.allclose(by_id["distances"], by_vec["distances"][:, 1:], atol=1e-5)
+    assert (by_id["query_rows"] == rows).all() and by_id["details"] is None
+    assert (by_id["cluster"] == model.cluster_[rows]).all()  # the item's own fitted cluster
+    assert by_id["ids"] == [[emb.ids[r] for r in rr] for rr in by_id["rows"]]
+    one = model.similar(ids=ids[0], k=3)  # one id as a string
+    assert (one["rows"][0] == by_id["rows"][0, :3]).all()
+    # same_cluster by id: the item's own cluster at that level, the item still left out
+    finest = len(model.levels_) - 1
+    same = model.similar(ids=ids, k=5, same_cluster=True, level=finest)
+    filled = same["rows"] >= 0
+    assert (same["cluster"] == model.levels_[finest][rows]).all()
+    assert (same["clusters"][filled] == np.broadcast_to(same["cluster"][:, None], filled.shape)[filled]).all()
+    assert not (same["rows"] == rows[:, None]).any()
+    with pytest.raises(InputError, match=r"ids\[1\] 'no-such-item'"):
+        model.similar(ids=[ids[0], "no-such-item"], k=3)
+    with pytest.raises(ParameterError, match="either"):
+        model.similar(emb.vectors[:1], ids=ids[:1])
+    with pytest.raises(ParameterError, match="either"):
+        model.similar()
+
+
+def test_model_without_ids_cannot_be_asked_by_id(old_model, cifar3_embeddings):
+    old = Pipeline.load(old_model)
+    with pytest.raises(ParameterError, match="ask by vector") as e:
+        old.similar(ids=[cifar3_embeddings.ids[0]], k=3)
+    assert e.value.param == "ids"
+
+
+def test_exclude_offset_and_per_cluster_filter_the_same_list(model, cifar3_embeddings):
+    emb = cifar3_embeddings
+    X = emb.vectors[[0, 40, 120, 222]]
+    finest = len(model.levels_) - 1
+    long = model.similar(X, k=300, level=finest)
+    # pages: offset 0 and 10 make the first 20
+    p1, p2 = model.similar(X, k=10, level=finest), model.similar(X, k=10, offset=10, level=finest)
+    assert (np.hstack([p1["rows"], p2["rows"]]) == long["rows"][:, :20]).all()
+    # a page past the end: empty slots
+    end = model.similar(X, k=5, offset=298)
+    assert ((end["rows"] >= 0).sum(axis=1) == 2).all() and np.isinf(end["distances"][:, 2:]).all()
+    # exclude: those ids never answered, the rest of the list in order; unknown ids are ignored
+    gone = [int(r) for r in long["rows"][:, :3].ravel()]
+    ex = model.similar(X, k=12, exclude=[emb.ids[r] for r in gone] + ["not-an-item"], level=finest)
+    for i in range(len(X)):
+        assert ex["rows"][i].tolist() == _filtered(long["rows"][i], long["clusters"][i], drop=set(gone))[:12]
+    # per_cluster: at most 2 of one cluster at the level, in the order of the long list
+    div = model.similar(X, k=8, per_cluster=2, level=finest)
+    for i in range(len(X)):
+        want = _filtered(long["rows"][i], long["clusters"][i], cap=2)[:8]
+        assert div["rows"][i][div["rows"][i] >= 0].tolist() == want
+        counts = np.unique(div["clusters"][i][div["rows"][i] >= 0], return_counts=True)[1]
+        assert counts.max() <= 2
+    assert len({c for c in div["clusters"][0] if c >= 0}) >= 4  # not 8 of one kind
+    # all together, by id, page 2 of a diverse list without some ids
+    ids = [emb.ids[0], emb.ids[40]]
+    base = model.similar(ids=ids, k=299, level=finest)
+    both = model.similar(ids=ids, k=4, offset=4, per_cluster=3, exclude=[emb.ids[gone[0]]], level=finest)
+    for i in range(2):
+        want = _filtered(base["rows"][i], base["clusters"][i], drop={gone[0]}, cap=3)[4:8]
+        assert both["rows"][i].tolist() == want
+    for bad in ({"offset": -1}, {"per_cluster": 0}, {"offset": 1.5}):
+        with pytest.raises(ParameterError) as e:
+            model.similar(X, k=3, **bad)
+        assert e.value.param == next(iter(bad))
+
+
+def test_http_similar_by_id_and_the_product_filters(server, model, cifar3_embeddings):
+    emb = cifar3_embeddings
+    c = server.client
+    finest = len(model.levels_) - 1
+    rows = [3, 150, 290]
+    ids = [emb.ids[r] for r in rows]
+    r = c.post(f"/v1/similar?k=5&level={finest}", json={"ids": ids})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    want = model.similar(ids=ids, k=5, level=finest)
+    for i, (it, row) in enumerate(zip(doc["items"], rows)):
+        assert it["index"] == i and it["id"] == emb.ids[row] and it["row"] == row
+        assert it["cluster"] == model.labels_[row] and it["status"] == "clustered"
+        assert it["level"] == finest and it["level_cluster"] == model.levels_[finest][row]
+        assert [n["row"] for n in it["neighbours"]] == want["rows"][i].tolist()
+        assert row not in [n["row"] for n in it["neighbours"]]  # never the item itself
+    # the same filters as Pipeline.similar, in the query, for ids and for vectors alike
+    q = f"k=4&offset=4&per_cluster=2&level={finest}&exclude={ids[1]}&exclude=not-an-item"
+    want = model.similar(ids=ids, k=4, offset=4, per_cluster=2, exclude=[ids[1], "not-an-item"], level=finest)
+    got = c.post(f"/v1/similar?{q}", json={"ids": ids}).json()
+    assert got["offset"] == 4 and got["per_cluster"] == 2
+    assert [[n["row"] for n in it["neighbours"]] for it in got["items"]] == \
+        [r[r >= 0].tolist() for r in want["rows"]]
+    X = emb.vectors[rows]
+    want = model.similar(X, k=4, offset=4, per_cluster=2, exclude=[ids[1], "not-an-item"], level=finest)
+    got = c.post(f"/v1/similar?{q}", json={"vectors": X.tolist()}).json()
+    assert [[n["row"] for n in it["neighbours"]] for it in got["items"]] == \
+        [r[r >= 0].tolist() for r in want["rows"]]
+    # an id the model does not hold is answered in its place; none known: a 400 naming each
+    r = c.post("/v1/similar?k=2", json={"ids": [ids[0], "no-such-item"]})
+    assert r.status_code == 200 and r.json()["failed"] == 1, r.text
+    bad = r.json()["items"][1]
+    assert bad["error"]["kind"] == "unknown_id" and "ids[1] 'no-such-item'" in bad["error"]["message"]
+    assert len(r.json()["items"][0]["neighbours"]) == 2
+    r = c.post("/v1/similar", json={"ids": ["x", "y"]})
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "unknown_id", r.text
+    assert [it["index"] for it in r.json()["error"]["items"]] == [0, 1]
+    # a wrong body or parameter: 4xx naming it
+    for body, code, word in (({"ids": []}, 400, "'ids' is empty"), ({"ids": [1]}, 422, "ids"),
+                             ({"ids": ids[:1], "k": 3}, 422, "query"),
+                             ({"ids": ids[:1], "vectors": X[:1].tolist()}, 422, "vectors")):
+        bad = c.post("/v1/similar", json=body)
+        assert bad.status_code == code and word in bad.text, (body, bad.text)
+    for q in ("offset=-1", "offset=901", "per_cluster=0"):
+        bad = c.post(f"/v1/similar?{q}", json={"ids": ids[:1]})
+        assert bad.status_code == 422 and q.split("=")[0] in bad.text, (q, bad.text)
+    assert server.alive()
+
+
+
+def test_cli_assign_similar_pages_caps_and_excludes(run_dir, model, cifar3_embeddings, tmp_path):
+    emb = cifar3_embeddings
+    vec = tmp_path / "q.npy"
+    np.save(vec, emb.vectors[[7, 77]])
+    finest = str(len(model.levels_) - 1)
+    out = tmp_path / "a.csv"
+    p = subprocess.run([sys.executable, "-m", "mediacluster", "assign", str(run_dir), str(vec), "--level", finest,
+                        "--similar", "4", "--similar-offset", "2", "--per-cluster", "1",
+                        "--exclude", emb.ids[7], "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    from mediacluster.fileio import read_table
+
+    again = Pipeline.load(run_dir)
+    again.set_level(int(finest))
+    want = again.similar(emb.vectors[[7, 77]], k=4, offset=2, per_cluster=1, exclude=[emb.ids[7]])
+    got = [[n["row"] for n in json.loads(c)] for c in read_table(out)["similar"]]
+    assert got == [r[r >= 0].tolist() for r in want["rows"]] and 7 not in got[0]
+    bad = subprocess.run([sys.executable, "-m", "mediacluster", "assign", str(run_dir), str(vec),
+                          "--per-cluster", "2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--per-cluster" in bad.stderr and "--similar" in bad.stderr, bad.stderr
+
+
+def test_a_repost_is_asked_by_id_as_its_group(cifar3_dir, tmp_path):
+    """A model saved with --dedup searches one item per near-duplicate group: a member that is
+    not the representative is found as its group, and "more like" it never answers the group."""
+    import contextlib
+    import io
+
+    from mediacluster.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    files = sorted((cifar3_dir / "airplane").glob("*.jpg"))[:15] + sorted((cifar3_dir / "frog").glob("*.jpg"))[:15]
+    for f in files:
+        shutil.copyfile(f, photos / f"{f.parent.name}_{f.name}")
+    shutil.copyfile(files[0], photos / "zz_repost.jpg")  # an exact copy: one group with the original
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["cluster", str(photos), "--out", str(tmp_path / "run"), "--dedup", "--save-model", "--quiet",
+                     "--reducer", "pca", "--reducer-param", "n_components=4", "--clusterer", "kmeans",
+                     "--clusterer-param", "n_clusters=2", "--no-names"])
+    assert code == 0
+    model = Pipeline.load(tmp_path / "run")
+    orig, copy = str(photos / f"airplane_{files[0].name}"), str(photos / "zz_repost.jpg")
+    known = set(model.model_items().ids)
+    assert len({orig, copy} & known) == 1  # one of the two is searchable: the group's representative
+    both = model.similar(ids=[orig, copy], k=5)
+    assert (both["rows"][0] == both["rows"][1]).all() and (both["query_rows"][0] == both["query_rows"][1])
+    assert not ({orig, copy} & {i for ids in both["ids"] for i in ids})
+    s = Server(str(tmp_path / "run"), log=tmp_path / "server.log")  # the service, by the index it loaded
+    try:
+        r = s.client.post("/v1/similar?k=5", json={"ids": [copy, orig]})
+        assert r.status_code == 200 and r.json()["failed"] == 0, r.text
+        got = [[n["row"] for n in it["neighbours"]] for it in r.json()["items"]]
+        assert got == [both["rows"][0].tolist()] * 2
+    finally:
+        s.stop()

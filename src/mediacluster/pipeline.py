@@ -879,12 +879,16 @@ class Pipeline(ClusterMixin, BaseEstimator):
             return [int(c) for c in np.setdiff1d(np.unique(at), kept)]
         return junk
 
-    def similar(self, X, k: int = 10, same_cluster: bool = False, level=None, details: dict | None = None,
-                collection_root=None) -> dict:
-        """"More like this": each new vector's ``k`` nearest fitted items, nearest first
-        (:func:`mediacluster.similar.similar`, which documents the arguments and the answer)."""
+    def similar(self, X=None, k: int = 10, same_cluster: bool = False, level=None, details: dict | None = None,
+                collection_root=None, *, ids=None, exclude=None, offset: int = 0,
+                per_cluster: int | None = None) -> dict:
+        """"More like this": each new vector's (or, with ``ids``, each collection item's) ``k``
+        nearest fitted items, nearest first, optionally without the ``exclude`` ids, at most
+        ``per_cluster`` of one cluster, from ``offset`` on (:func:`mediacluster.similar.similar`,
+        which documents the arguments and the answer)."""
         return find_similar(self, X, k=k, same_cluster=same_cluster, level=level, details=details,
-                            collection_root=collection_root)
+                            collection_root=collection_root, ids=ids, exclude=exclude, offset=offset,
+                            per_cluster=per_cluster)
 
     def level_index(self, level) -> int | None:
         """``level`` checked against the fitted tree (None: the level in use; None for a flat

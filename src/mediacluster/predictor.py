@@ -383,6 +383,14 @@ class NeighbourPredictor(BaseEstimator):
         return self._neighbours(self.transform(X, zero_vectors), int(max(1, min(k, len(self.ref_index_)))),
                                 among)
 
+    def search(self, Q, n_neighbors: int, among=None):
+        """``(distances, positions)`` like :meth:`kneighbors`, of vectors ``Q`` already in the
+        predictor's space (:meth:`transform`'s output, or rows of ``ref_vectors_``: "more like
+        this" of a reference item, ``similar.similar(ids=)``)."""
+        check_is_fitted(self, "ref_vectors_")
+        Q = np.ascontiguousarray(Q, dtype=np.float32)
+        return self._neighbours(Q, int(max(1, min(n_neighbors, len(self.ref_index_)))), among)
+
     def _build_index(self):
         import faiss  # heavy: loaded when a predictor is built or a model loaded
 

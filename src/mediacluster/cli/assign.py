@@ -48,6 +48,14 @@ def add_parser(sub):
                         "or saved before it kept its items' ids, items.json)")
     p.add_argument("--same-cluster", action="store_true",
                    help="with --similar: only items of the item's own cluster (at --level, if given)")
+    p.add_argument("--per-cluster", type=positive_int, default=None, metavar="N",
+                   help="with --similar: at most N neighbours of one cluster (at --level, if given; noise "
+                        "counts as one): a diverse list, as /v1/similar's per_cluster")
+    p.add_argument("--similar-offset", type=non_negative_int, default=0, metavar="N",
+                   help="with --similar: skip the first N neighbours (the next page), as /v1/similar's offset")
+    p.add_argument("--exclude", action="append", default=None, metavar="ID",
+                   help="with --similar: never answer this item of the model's collection (its id, as the "
+                        "'similar' column names it; repeatable; ids the model does not hold are ignored)")
     p.add_argument("--out", default=None, help="write assignments to this .csv or .parquet file")
     p.add_argument("--encoder", default=None, help="encoder (default: the one recorded in the model)")
     add_retry_bad(p)
@@ -56,6 +64,19 @@ def add_parser(sub):
     p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
+    return n
 
 
 def similar_k(text: str) -> int:
@@ -102,6 +123,11 @@ def run(args) -> int:
     import pandas as pd
 
     check_out(args.out)
+    given = [f for f, v in (("--per-cluster", args.per_cluster), ("--similar-offset", args.similar_offset),
+                            ("--exclude", args.exclude)) if v]
+    if given and not args.similar:  # said before the model is loaded or anything embedded
+        raise ParameterError(f"{', '.join(given)} shape{'s' if len(given) == 1 else ''} the --similar list: "
+                             "give --similar K too", given[0].lstrip("-").replace("-", "_"))
     model = Pipeline.load(args.model)
     if args.level is not None:
         pick_level(model, args.level)
@@ -180,7 +206,8 @@ def run(args) -> int:
         df["duplicate_distance"] = [m.distance if m else None for m in matches]
     if args.similar:  # "more like this": the items nearest to each new one (same details, same cluster)
         sim = model.similar(X, k=args.similar, same_cluster=args.same_cluster, details=res,
-                            collection_root=args.collection_root)
+                            collection_root=args.collection_root, exclude=args.exclude,
+                            offset=args.similar_offset, per_cluster=args.per_cluster)
         lv = sim["level"]
         # how sure each neighbour's name is at that level, by the service's rule (/v1/similar)
         recs = pipeline_names_sure(model, names) if lv is None else level_names_sure(model, by_level).get(lv, {})

@@ -1,8 +1,9 @@
 """The service's HTTP API (FastAPI, on the shared ``mediacluster.web`` stack).
 
 Endpoints: ``POST /v1/assign`` (images, or audio clips for an audio model, as multipart ``files``, or JSON ``{"vectors": [...]}``),
-``POST /v1/similar`` (the same inputs; per item its assign answer and its ``k`` most similar fitted items:
-``Pipeline.similar``, through the same micro-batcher and model version as assign),
+``POST /v1/similar`` (the same inputs, or ``{"ids": [...]}`` of the model's collection; per item its assign
+answer (an id: its own fitted answer) and its ``k`` most similar fitted items, shaped by ``offset`` /
+``per_cluster`` / ``exclude``: ``Pipeline.similar``, through the same micro-batcher and model version as assign),
 ``GET /v1/clusters``, ``GET /v1/model``, ``POST /v1/reload``, ``GET /healthz``, ``/readyz``,
 ``/metrics`` (Prometheus text), and the framework's OpenAPI page at ``/docs``.
 
@@ -45,13 +46,15 @@ from ..ingest import SkipItem
 from ..web import ApiError, StrictBody, check_body, create_app
 from ..web.app import DOCS_STATIC, error_docs
 from ..web.metrics import HttpMetrics
-from .model import ModelHolder, Served, SimilarAsk
+from .model import ModelHolder, Served, SimilarAsk, similar_items
 
 #: SkipItem kinds that are about size: answered 413, the rest of a bad upload 400
 TOO_LARGE = {"file_too_large", "image_too_large"}
 MAX_FILENAME = 200
 #: the most neighbours one item of ``/v1/similar`` may ask for
 MAX_SIMILAR = 100
+#: the most neighbours one item of ``/v1/similar`` may skip (``offset``: pages)
+MAX_OFFSET = 900
 #: numbers below this (in magnitude) stay finite as float32; from it on they round to infinity
 F32_LIMIT = 2.0 ** 128 - 2.0 ** 103
 
@@ -152,6 +155,14 @@ def _item_case(v) -> str:
     return "failed" if (v.get("error") if isinstance(v, dict) else getattr(v, "error", None)) else "placed"
 
 
+def _similar_case(v) -> str:
+    """Which schema one item of a ``/v1/similar`` answer has: ``failed``, ``item`` (asked by its
+    id: it has its ``row``) or ``placed``."""
+    if _item_case(v) == "failed":
+        return "failed"
+    return "item" if (("row" in v) if isinstance(v, dict) else hasattr(v, "row")) else "placed"
+
+
 class Neighbour(BaseModel):
     row: int = Field(description="the item's row among the model's fitted items (its reference items)")
     id: str | None = Field(None, description="the item's id in the run the model was saved from (null for "
@@ -181,6 +192,23 @@ class Similar(Assigned):
                                          "null: not measured")
     neighbours: list[Neighbour] = Field(description="the `k` fitted items most similar to this one, "
                                         "nearest first (fewer with `same_cluster` in a smaller cluster)")
+
+
+class SimilarToItem(BaseModel):
+    index: int = Field(description="its position in the request's `ids`")
+    id: str = Field(description="the item asked about, an id of the model's collection")
+    row: int = Field(description="its row among the model's fitted items")
+    cluster: int = Field(description="its own fitted cluster at the level in use (-1 noise, -2 outlier)")
+    name: str | None = Field(None, description="that cluster's name")
+    name_sure: bool | None = Field(None, description="whether `name` is sure (as the assign answer's)")
+    status: str = Field(description="clustered / noise / outlier, or junk (a cluster marked junk in the studio)")
+    level: int | None = Field(None, description="as for a new item")
+    level_cluster: int = Field(description="its fitted cluster at `level` (what `same_cluster` restricts to)")
+    level_name: str | None = Field(None, description="that cluster's name")
+    level_name_sure: bool | None = Field(None, description="whether `level_name` is sure")
+    neighbours: list[Neighbour] = Field(description="the `k` fitted items most similar to it, nearest first, "
+                                        "never the item itself (nor, for a model fitted with --dedup, its "
+                                        "near-duplicates: one item)")
 
 
 class ModelRef(BaseModel):
@@ -213,10 +241,13 @@ class SimilarResponse(BaseModel):
     k: int = Field(description="neighbours asked for per item")
     same_cluster: bool = Field(description="neighbours only from the item's own cluster at `level`")
     failed: int = Field(0, description=FAILED_TEXT)
-    items: list[Annotated[Annotated[Similar, Case("placed")] | Annotated[FailedItem, Case("failed")],
-                          Discriminator(_item_case)]] = Field(
-        description="one answer per item, in the order they were sent: its placement and neighbours, "
-                    "or `error` for an item that could not be read")
+    offset: int = Field(0, description="neighbours skipped per item (the page)")
+    per_cluster: int | None = Field(None, description="at most this many neighbours of one cluster at `level`")
+    items: list[Annotated[Annotated[Similar, Case("placed")] | Annotated[SimilarToItem, Case("item")]
+                          | Annotated[FailedItem, Case("failed")], Discriminator(_similar_case)]] = Field(
+        description="one answer per item, in the order they were sent: its placement and neighbours (a "
+                    "collection item asked by id: its own cluster and neighbours), or `error` for an "
+                    "item that could not be read (an id the model cannot search: `unknown_id`)")
 
 
 class ClusterInfo(BaseModel):
@@ -246,6 +277,19 @@ class ClustersResponse(BaseModel):
                                "size and parent (the cluster it belongs to one level up)")
     clusters: list[ClusterInfo] = Field(description="the clusters at the level in use (the one "
                                         "`cluster` answers with)")
+
+
+def similar_body(dim: int, max_files: int, max_vectors: int) -> dict:
+    """``/v1/similar``'s OpenAPI request body: ``/v1/assign``'s, or JSON ``{"ids": [...]}`` (items
+    of the model's collection by id)."""
+    doc = assign_body(dim, max_files, max_vectors)
+    content = doc["requestBody"]["content"]
+    ids = {"type": "object", "required": ["ids"], "additionalProperties": False, "properties": {"ids": {
+        "type": "array", "minItems": 1, "maxItems": max_vectors, "items": {"type": "string"},
+        "description": f"ids of the model's collection (as the neighbours' `id`), 1..{max_vectors} per "
+                       "request: more like each of these items, the item itself left out"}}}
+    content["application/json"] = {"schema": {"oneOf": [content["application/json"]["schema"], ids]}}
+    return doc
 
 
 def assign_body(dim: int, max_files: int, max_vectors: int) -> dict:
@@ -337,9 +381,20 @@ class VectorsBody(StrictBody):
     vectors: list = Field(description="vectors from the model's encoder, each a list of numbers")
 
 
+class IdsBody(StrictBody):
+    """``/v1/similar``'s JSON body that names items of the model's collection."""
+
+    ids: list[str] = Field(description="ids of the model's collection (as the neighbours' `id`): more like "
+                           "each of these, the item itself left out")
+
+
+#: /v1/similar's query parameters that shape the list (Pipeline.similar's)
+SIMILAR_PARAMS = ("k", "same_cluster", "level", "offset", "per_cluster", "exclude")
+
+
 def _query_hint(keys) -> str:
     """What to say when a request puts /v1/similar's parameters in its body."""
-    asked = [k for k in keys if k in ("k", "same_cluster", "level")]
+    asked = [k for k in keys if k in SIMILAR_PARAMS]
     return (f" ({', '.join(asked)}: query parameters of /v1/similar, e.g. /v1/similar?k=10&same_cluster=true)"
             if asked else "")
 
@@ -445,6 +500,48 @@ def _answer_vectors(body: bytes, served: Served, limit: int, similar: SimilarAsk
     return X, items
 
 
+async def _similar_ids(request: Request) -> list[str] | None:
+    """The ``ids`` of a ``/v1/similar`` JSON body that names collection items (``{"ids": [...]}``,
+    checked as ``IdsBody``: a 422 naming a wrong key or value); None for any other body (vectors,
+    files: ``_answer``'s). The body is read once (starlette keeps it for ``_answer``)."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() not in ("application/json", ""):
+        return None
+    body = await request.body()
+    if b'"ids"' not in body:  # vectors hold numbers only: not parsed twice
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None  # _answer says what is wrong with it
+    if not isinstance(doc, dict) or "ids" not in doc:
+        return None
+    ids = check_body(IdsBody, doc, " (send {\"ids\": [\"ID\", ...]}; the other parameters go in the query, "
+                     "e.g. /v1/similar?k=10&per_cluster=2)").ids
+    if not ids:
+        raise ApiError(400, "empty_batch", "'ids' is empty: send at least one id")
+    return ids
+
+
+def _answer_ids(ids: list[str], served: Served, ask: SimilarAsk, limit: int) -> tuple[list[dict], int]:
+    """``/v1/similar`` of collection items by id (``model.similar_items``): an id the model
+    cannot search is answered in its place as a failed item ``unknown_id``; none known: a 400
+    naming each."""
+    if len(ids) > limit:
+        raise ApiError(413, "batch_too_large", f"{len(ids)} ids in one request; the limit is {limit}")
+    answers = similar_items(served, ids, ask)
+    failed = [{"index": i, "filename": None, "kind": "unknown_id",
+               "message": f"ids[{i}] {ids[i][:200]!r} is not an item this model can search (its collection's "
+                          "reference items, items.json; an item assigned after the model was published is "
+                          "found only after the next publish)"}
+              for i, a in enumerate(answers) if a is None]
+    if len(failed) == len(ids):
+        tail = f" (and {len(failed) - 1} more, see 'items')" if len(failed) > 1 else ""
+        raise ApiError(400, "unknown_id", failed[0]["message"] + tail, {"items": failed})
+    for f in failed:
+        answers[f["index"]] = failed_item(f["index"], f["kind"], f["message"])
+    return answers, len(failed)
+
+
 def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> FastAPI:
     """The FastAPI app answering with ``holder``'s current model."""
     opt = options or ServeOptions()
@@ -455,7 +552,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     items_total = Counter("mediacluster_assign_items", "Items assigned, by input kind (image, audio, vector)", ["input"],
                           registry=reg)
     similar_total = Counter("mediacluster_similar_items", "Items answered by /v1/similar, by input kind "
-                            "(image, audio, vector)", ["input"], registry=reg)
+                            "(image, audio, vector, id)", ["input"], registry=reg)
     batch_size = Histogram("mediacluster_encode_batch_size", "Items per encoder call (micro-batches)",
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=reg)
     encode_s = Histogram("mediacluster_encode_batch_seconds", "Time of one batch (decode, encoder call, model answer)",
@@ -690,7 +787,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         (items_total if similar is None else similar_total).labels(kind).inc(len(placed))
         return items, failed
 
-    @app.post("/v1/similar", response_model=SimilarResponse, openapi_extra=body,
+    @app.post("/v1/similar", response_model=SimilarResponse,
+              openapi_extra=similar_body(holder.current.dim, opt.max_files, opt.max_vectors),
               summary="More like this: each image, clip or vector's cluster (as /v1/assign answers) and "
                       "the k most similar items of the model's collection",
               responses=error_docs({**ASSIGN_ERRORS, 400: "unusable input, or a level the model lacks "
@@ -704,14 +802,34 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                       # no bounds here: the served model's levels are described by level_param
                       # and checked by Pipeline.level_index, whose 400 names the allowed range
                       level: int | None = Query(None, description=LEVEL_TEXT),
+                      offset: int = Query(0, ge=0, le=MAX_OFFSET, description="skip this many neighbours "
+                                          f"per item (the next page: offset=k; 0..{MAX_OFFSET})"),
+                      per_cluster: int | None = Query(None, ge=1, description="at most this many "
+                                                      "neighbours of one cluster at `level` (noise counts as "
+                                                      "one): a diverse list"),
+                      exclude: list[str] | None = Query(None, description="an id of the model's collection "
+                                                        "never to answer (repeat it; ids the model does not "
+                                                        "hold are ignored)"),
                       model_id: str | None = Header(None, alias=MODEL_HEADER, description=PIN_TEXT)):
         served = pinned(holder.current, model_id)  # this request answers with this version, whatever happens
         # checked before any upload is read or encoded: a level the model lacks names `level`
         served.pipeline.level_index(level)
-        ask = SimilarAsk(k=int(k), same_cluster=bool(same_cluster), level=level)
-        items, failed = await _answer(request, served, ask)
-        return {"model": _ref(served), "k": ask.k, "same_cluster": ask.same_cluster, "failed": failed,
-                "items": items}
+        ask = SimilarAsk(k=int(k), same_cluster=bool(same_cluster), level=level, offset=int(offset),
+                         per_cluster=per_cluster, exclude=tuple(exclude or ()))
+        ids = await _similar_ids(request)
+        if ids is not None:  # items of the collection by id: no upload, nothing to keep
+            try:
+                items, failed = await asyncio.to_thread(_answer_ids, ids, served, ask, opt.max_vectors)
+            except ApiError as e:  # no id known: each counted, as unreadable uploads are
+                for it in e.details.get("items", ()):
+                    item_errors.labels(it["kind"]).inc()
+                raise
+            similar_total.labels("id").inc(len(items) - failed)
+            item_errors_of(items)
+        else:
+            items, failed = await _answer(request, served, ask)
+        return {"model": _ref(served), "k": ask.k, "same_cluster": ask.same_cluster, "offset": ask.offset,
+                "per_cluster": ask.per_cluster, "failed": failed, "items": items}
 
     @app.get("/v1/clusters", response_model=ClustersResponse, summary="The model's clusters")
     async def clusters():

@@ -28,12 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import persist
+from ..data import status_of
 from ..duplicates.index import read_from_model
 from ..errors import InputError, MediaclusterError, ModelFormatError, ParameterError
 from ..ingest import SkipItem
 from ..model_items import neighbour_records
 from ..naming import level_names, level_names_sure, pipeline_names, pipeline_names_sure
 from ..pipeline import Pipeline
+from ..similar import item_positions
 from .batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -126,9 +128,8 @@ class Served:
         _one_omp_thread()
         det = self.pipeline.predict_details(X)
         if similar is not None:
-            det["similar"] = self.pipeline.similar(X, k=similar.k, same_cluster=similar.same_cluster,
-                                                   level=similar.level, details=dict(det),
-                                                   collection_root=self.collection_root)
+            det["similar"] = self.pipeline.similar(X, details=dict(det), collection_root=self.collection_root,
+                                                   **similar.params())
         det["path"] = path_records(det.get("path"), self.level_names, self.level_names_sure)
         if self.duplicates is not None:
             det["duplicate_of"] = duplicate_matches(self.duplicates, X, uploads, filenames)
@@ -145,6 +146,39 @@ class SimilarAsk:
     k: int = 10
     same_cluster: bool = False
     level: int | None = None
+    offset: int = 0
+    per_cluster: int | None = None
+    exclude: tuple[str, ...] = ()
+
+    def params(self) -> dict:
+        """The keyword arguments of ``Pipeline.similar``."""
+        return {"k": self.k, "same_cluster": self.same_cluster, "level": self.level, "offset": self.offset,
+                "per_cluster": self.per_cluster, "exclude": list(self.exclude) or None}
+
+
+def similar_items(served: Served, ids: list[str], ask: SimilarAsk) -> list[dict | None]:
+    """``/v1/similar`` of items of the served model's collection by their ids
+    (``Pipeline.similar(ids=)``): per id, the item's own fitted answer (``id``, ``row``,
+    ``cluster`` / ``name`` / ``name_sure`` / ``status`` at the level in use) plus ``level``,
+    ``level_cluster`` / ``level_name`` / ``level_name_sure`` and its ``neighbours`` (the item
+    itself left out), as ``similar_rows``; None for an id the model cannot search
+    (``similar.item_positions``), answered by the caller as a failed item."""
+    pipe = served.pipeline
+    pos = item_positions(pipe, ids, served.collection_root)
+    ok = np.flatnonzero(pos >= 0)
+    out: list[dict | None] = [None] * len(ids)
+    if not len(ok):
+        return out
+    sim = pipe.similar(ids=[ids[i] for i in ok], collection_root=served.collection_root, **ask.params())
+    rows = sim["query_rows"]
+    labels = np.asarray(pipe.labels_)[rows]
+    status = np.where(np.isin(labels, pipe.junk_clusters() or []), "junk", status_of(labels))
+    sure = {c: r["name_sure"] for c, r in served.names_sure.items()}
+    for j, (i, rec) in enumerate(zip(ok, similar_rows(served, sim))):
+        c = int(labels[j])
+        out[i] = {"index": int(i), "id": str(ids[i]), "row": int(rows[j]), "cluster": c,
+                  "name": served.names.get(c), "name_sure": sure.get(c), "status": str(status[j]), **rec}
+    return out
 
 
 def jsonable(v):
@@ -496,6 +530,7 @@ class ModelHolder:
                         duplicates=read_from_model(folder, root=self.collection_root),
                         collection_root=None if self.collection_root is None else str(self.collection_root))
         pipe.model_items(served.collection_root)  # read (and checked) now, not by the first /v1/similar
+        pipe._duplicate_index = served.duplicates  # similar(ids=) finds a repost by it, not read twice
         media = served.media
         if media in ("image", "audio"):
             # warm up the whole way of an upload: the encoder's first call pays graph set-up (an
