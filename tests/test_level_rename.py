@@ -229,6 +229,23 @@ def test_levels_are_paired_by_the_groups_they_hold():
     assert pair_levels([fine], [rng.integers(0, 2, 400) - 3]) == {}  # nothing held: no pair
 
 
+def test_a_level_name_not_carried_says_why():
+    """The reason listed for a group split, merged or gone in the paired level (the flat
+    carry's records of it, ``match_clusters``)."""
+    from mediacluster.studio.carry import level_name_reason, match_clusters
+
+    old = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
+    new = np.array([0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 2, -1])  # 0 split in two, 1 merged into 2 (still 2's match)
+    previous, _, carried = match_clusters(old, new, [0, 1, 2, 3], {0: 2, 1: 2, 2: 7})
+    rec = {r["cluster"]: r for r in previous}
+    assert carried == {2: 2} and [rec[c]["status"] for c in range(4)] == ["split", "merged", "merged", "gone"]
+    assert level_name_reason(rec[0], 1, 2, 0.5).startswith(
+        "no clear match in the new run's level_2 (the level that continues level_1: 50% of the shared items")
+    assert "split there (into groups 0, 1); name it again there" in level_name_reason(rec[0], 1, 2, 0.5)
+    assert "merged there into group 2, with previous group 2;" in level_name_reason(rec[1], 1, 2, 0.5)
+    assert "none of its items is in the new run" in level_name_reason(rec[3], 1, 2, 0.5)
+
+
 def test_a_carry_carries_the_level_names_to_the_groups_that_continue_them(tree_run, cifar3_embeddings,
                                                                         tmp_path, capsys):
     """``studio NEW --carry-from OLD --publish``: the names a person gave the previous run's

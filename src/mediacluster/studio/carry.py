@@ -35,7 +35,12 @@ A new cluster that inherits nothing and is no part of a split is ``new``: to rev
 marks it). What is carried: names a person gave (never automatic ones), junk marks, cluster tags
 (all to the matched cluster), item tags (to the same items), and items a person moved (to the
 cluster their target became; to junk / unassigned as before; to a re-created cluster when the
-person made it by moving items and it has no match). Each carried event has the client
+person made it by moving items and it has no match), the copy of a duplicate group a person
+keeps, and the names a person gave the levels' groups (studio level renames, ``names.yaml``
+``levels:``): each level of the previous run is paired with the new run's level that holds the
+same groups (:func:`pair_levels`: most shared items in mutual-majority pairs, one to one), and a
+named group's name goes, as a ``level_rename``, to its match there by the same rule (else it is
+listed with why: split, merged, gone, the new run's level in use). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
 in the same transaction with the previous run's last edit it reached (``from_seq``).
 
@@ -46,8 +51,10 @@ the new run after the first carry wins and is listed in ``not_carried`` (the clu
 their edit, why): a cluster they renamed, junked or re-tagged, an item they moved, split or
 re-tagged, a carried edit they undid. The previous run's merges and splits since are not
 carried (the matching follows them) and its undos of edits carried before are listed, not
-undone here. With no edit since the mark, nothing is carried or written. The summary is
-written atomically into the new run (``carry.json``, with ``rounds``: each carry) and returned.
+undone here, but for a keep's: a group whose keep was undone or handed back to the rule there
+is handed back here too (the choice of a group is carried as the previous run has it now).
+With no edit since the mark, nothing is carried or written. The summary is written atomically
+into the new run (``carry.json``, with ``rounds``: each carry) and returned.
 
 **The "new" badge** follows the items: :func:`statuses_at_carry` gives each item the status of
 the cluster that held it when the carry was made, :func:`status_by_items` a cluster now the
@@ -518,6 +525,20 @@ def _old_level_names(old: _Side, scope: _Touched | None, not_carried: list) -> d
     return {kc: v for kc, v in out.items() if kc[0] != at}
 
 
+def level_name_reason(rec: dict, level: int, to_level: int, share: float) -> str:
+    """Why a name of group ``rec["cluster"]`` of the previous run's ``level`` is not carried to
+    ``to_level``, the new run's level paired with it (``share``: of the shared items, the part
+    in matching groups): ``rec`` is the group's record of :func:`match_clusters` (split, merged,
+    gone: no mutual match)."""
+    to = rec.get("to")
+    how = (f"split there (into groups {', '.join(map(str, to))})" if rec["status"] == "split" else
+           f"merged there into group {to}" + (f", with previous group {', '.join(map(str, rec['with']))}"
+                                                if rec.get("with") else "")
+           if rec["status"] == "merged" else rec.get("reason") or "no group there holds most of it")
+    return (f"no clear match in the new run's level_{to_level} (the level that continues level_{level}: "
+            f"{100 * share:.0f}% of the shared items in groups that match): {how}; name it again there")
+
+
 def _plan_level_names(old: _Side, new: _Side, shared_rows, scope, owned: _Touched, plan: list, refuse,
                       not_carried: list) -> None:
     """The names a person gave the previous run's levels, carried as ``level_rename`` edits to
@@ -574,11 +595,7 @@ def _plan_level_names(old: _Side, new: _Side, shared_rows, scope, owned: _Touche
             c, b = rec["cluster"], carried.get(rec["cluster"])
             name = named[k, c][0]
             if b is None:
-                how = {"split": f"split there (into groups {', '.join(map(str, rec.get('to') or []))})",
-                       "merged": f"merged there into group {rec.get('to')}"}.get(rec["status"], rec.get("reason", ""))
-                unmatched(k, c, f"no clear match in the new run's level_{nk} (the level that continues "
-                                f"level_{k}: {100 * share:.0f}% of the shared items in groups that match): "
-                                f"{how}; name it again there", to_level=nk, status=rec["status"])
+                unmatched(k, c, level_name_reason(rec, k, nk, share), to_level=nk, status=rec["status"])
                 continue
             ids_new = {"to_level": nk, "cluster": int(b)}
             if (nk, b) in owned.level_names:
