@@ -218,7 +218,10 @@ def carry_one(name: str, vec_dir: Path, tmp: Path, fine_max: int) -> list[dict]:
         statuses: dict[str, int] = {}
         for r in summary["not_carried"]:
             if r["what"] == "level_names":
-                key = r.get("status") or ("level in use" if "level in use" in r["reason"] else "other")
+                why = r["reason"]
+                key = r.get("status") or ("level in use" if "level in use" in why else
+                                          "same new group" if "takes the name" in why else
+                                          "no level paired" if "no level of the new run" in why else "other")
                 statuses[key] = statuses.get(key, 0) + 1
         rows.append({"set": name, "n_old": len(old_rows), "n": len(emb.ids), "old_levels": old_counts,
                      "new_levels": new_counts, "old_level": int(lo.level), "new_level": int(ln.level),
