@@ -12,10 +12,11 @@ model, and ``naming.run_level_names`` / ``named_assignments`` of the run afterwa
 
 With ``--carry`` (carrylevels) it times carrying level names instead: the previous run is
 the hierarchy fitted on a random 90% of the set, the new one on the whole set (grown by 10%,
-re-clustered); copies of the previous run get, through the studio, one flat rename only
+re-clustered); copies of the previous run get, in their ``names.yaml``, one flat name only
 (*flat*), also every group of every level above the level in use renamed (*coarse*), also every
 group of each finer level with at most ``--fine-max`` groups (*many*); each is carried
-(``carry_curation``) into a fresh copy of the new run, three times, the median kept. Counted
+(``carry_curation``) into a fresh copy of the new run, three times, the first (which hashes
+the files into a new cache) left out, the median of the others kept. Counted
 per scenario: the level names carried and not (by the status of the group in the paired new
 level) and, of those carried, how many land on a group whose majority label is the previous
 group's.
@@ -153,25 +154,22 @@ def tree_run(emb: Embeddings, out: Path, seed: int = 0) -> tuple[RunDir, list[in
 
 
 def name_levels(run: Path, scenario: str, fine_max: int) -> int:
-    """The person's edits of a scenario (see the module docstring) through the studio; how many
-    level names."""
+    """The person's names of a scenario (see the module docstring), written as the run's
+    ``names.yaml`` (a flat name and a ``levels:`` section: carried as the studio's level
+    renames are, without a studio session per scenario); how many level names."""
     rd = RunDir.open(run)
     lv = rd.read_levels()
-    st = Studio(run, map_method="pca", warm=False, lazy_map=True, write_delay=3600)
-    named = 0
-    try:
-        st.edit("rename", {"cluster": int(sorted(c.id for c in st.state.alive())[0]), "name": "my cluster"})
-        for j, (key, lab) in enumerate(zip(lv.index, lv.labels)):
-            groups = sorted(set(lab[lab >= 0].tolist()))
-            coarse = j < lv.level
-            if j == lv.level or scenario == "flat" or (not coarse and (scenario == "coarse" or len(groups) > fine_max)):
-                continue
-            for c in groups:
-                st.edit("level_rename", {"level": int(key), "cluster": int(c), "name": f"l{key} g{c}"})
-                named += 1
-        st.write_state()
-    finally:
-        st.close()
+    first = int(sorted(set(lv.labels[lv.level][lv.labels[lv.level] >= 0].tolist()))[0])
+    lines, named = [f"{first}: my cluster", "levels:"], 0
+    for j, (key, lab) in enumerate(zip(lv.index, lv.labels)):
+        groups = sorted(set(lab[lab >= 0].tolist()))
+        coarse = j < lv.level
+        if j == lv.level or scenario == "flat" or (not coarse and (scenario == "coarse" or len(groups) > fine_max)):
+            continue
+        lines.append(f"  {int(key)}:")
+        lines += [f"    {int(c)}: l{int(key)} g{int(c)}" for c in groups]
+        named += len(groups)
+    (run / "names.yaml").write_text("\n".join(lines if named else lines[:1]) + "\n", encoding="utf-8")
     return named
 
 
@@ -201,14 +199,14 @@ def carry_one(name: str, vec_dir: Path, tmp: Path, fine_max: int) -> list[dict]:
         shutil.copytree(old_run.path, old)
         given = name_levels(old, scenario, fine_max)
         times, summary = [], None
-        for k in range(4):  # the first warms the hash cache (every file hashed once): not counted
+        for k in range(3):  # the first warms the hash cache (every file hashed once): not counted
             new = tmp / f"{name}-new-{scenario}-{k}"
             shutil.copytree(new_run.path, new)
             summary, s = timed(lambda new=new, old=old: carry_curation(old, new, cache_dir=cache))
             if k:
                 times.append(s)
         events = []
-        log = RunDir.open(new).edits()
+        log = RunDir.open(new).edits()  # the last copy's
         try:
             events = [e.payload for e in log.events() if e.kind == "level_rename"]
         finally:
@@ -237,10 +235,10 @@ def render_carry(res: dict) -> str:
     lines = [CARRY_SECTION, "", f"`{res['command']}` (commit {res['commit']}, 1-min load {res['loadavg']} before, "
              f"{res['loadavg_after']} after; {res['finished']}; 2 shared cores).", "",
              "The previous run: the hierarchy (PCA 10 + `hierarchy`) on a random 90% of the set; the new one on the "
-             "whole set (another seed). *flat*: the previous run has one flat rename; *coarse*: also every group of "
-             "every level above the level in use renamed in the studio; *many*: also every group of each finer level "
+             "whole set (another seed). *flat*: the previous run has one flat name (`names.yaml`); *coarse*: also every group of "
+             "every level above the level in use named (`names.yaml` `levels:`); *many*: also every group of each finer level "
              f"with at most {res['fine_max']} groups. *carry s*: `carry_curation` into a fresh copy of the new run, "
-             "median of 3 after one that hashed the files (max in brackets). *right*: carried names whose new group's "
+             "median of 2 after one that hashed the files (max in brackets). *right*: carried names whose new group's "
              "majority label is the previous group's. *not carried*: by the group's status in the paired level.", "",
              "| set | items old -> new | clusters per level old (in use) | new (in use) | scenario | level names given "
              "| carried (right) | not carried | carry s (max) |",
