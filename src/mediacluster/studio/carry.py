@@ -75,7 +75,7 @@ from ..data import NOISE
 from ..errors import InputError, MediaclusterError, RunDirError, RunLockedError
 from ..fileio import path_to_text
 from ..naming.overrides import merge_level_names, run_level_names
-from ..rundir import RunDir
+from ..rundir import NAMES_YAML, RunDir
 from .state import EDITS, CuratedState, EditConflict, start_names
 from .writer import StateWriter
 
@@ -516,7 +516,7 @@ def _old_level_names(old: _Side, scope: _Touched | None, not_carried: list) -> d
             not_carried.append({"what": "level_names", "reason": f"the previous run's names.yaml is not read: {e}"})
             yaml = {}
         for k, named in yaml.items():
-            out.update({(int(k), int(c)): (v, "names.yaml") for c, v in named.items()})
+            out.update({(int(k), int(c)): (v, NAMES_YAML) for c, v in named.items()})
     seqs = _Touched(old.state.done).level_names
     for k, named in old.state.level_names.items():
         for c, v in named.items():
