@@ -109,7 +109,8 @@ def test_names_junk_tags_and_moves_are_carried_to_the_matching_clusters(world, c
     assert summary["identity"] == "content" and summary["shared_items"] == 60
     assert summary["items_new_to_the_collection"] == 20 and summary["items_gone"] == 0
     assert summary["previous_clusters"] == {"kept": 3}
-    assert summary["carried"] == {"names": 2, "junk": 1, "cluster_tags": 1, "item_tags": 1, "moves": 1, "keeps": 0}
+    assert summary["carried"] == {"names": 2, "junk": 1, "cluster_tags": 1, "item_tags": 1, "moves": 1, "keeps": 0,
+                                  "level_names": 0}
     cl = by_label(out)
     st = Studio(out, warm=False, map_method="pca")
     try:
@@ -274,13 +275,18 @@ def test_the_studio_serves_which_clusters_are_new(carried, studio):
 
 
 def test_the_page_marks_the_new_clusters_and_filters_them(carried, studio):
-    new = json.loads((carried["out"] / "carry.json").read_text())["new_clusters"]
-    _page_badges_and_filters(studio.url, new)
+    from mediacluster.studio.carry import carry_notice
+
+    summary = json.loads((carried["out"] / "carry.json").read_text())
+    note = carry_notice(summary)["text"]
+    assert note.startswith(f"carried from run {summary['from']['run_id']}: 2 names, 1 junk mark") \
+        and "0 level names" in note
+    _page_badges_and_filters(studio.url, summary["new_clusters"], note)
 
 
-def _page_badges_and_filters(url: str, new: list[int]) -> None:
+def _page_badges_and_filters(url: str, new: list[int], note: str | None = None) -> None:
     """In Chromium, the studio page at ``url`` badges exactly the clusters ``new`` "new" and its
-    filter "new" lists exactly them."""
+    filter "new" lists exactly them; ``note``: the carry's note it shows until closed."""
     from conftest import chromium
     from test_studio_browser import loaded, wait
 
@@ -288,6 +294,11 @@ def _page_badges_and_filters(url: str, new: list[int]) -> None:
     try:
         drv.get(url)
         wait(lambda: loaded(drv), 60, "the page")
+        if note is not None:
+            shown = drv.find_element("css selector", "#toast .carry-notice")
+            assert note in shown.text
+            shown.find_element("css selector", ".close").click()
+            wait(lambda: not drv.find_elements("css selector", "#toast .carry-notice"), 10, "the note closed")
         rows = "#cluster-list li[data-cluster]"
         badged = [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", rows)
                   if li.find_elements("css selector", ".badge.new")]
@@ -340,7 +351,8 @@ def test_carrying_again_carries_what_the_previous_run_did_since_and_never_over_t
     assert f"not carried: names to cluster {cl_new[CLASSES[0]]}: changed in this run after the carry" in stdout
     s = json.loads((new / "carry.json").read_text())
     assert not s.get("already") and len(s["rounds"]) == 2
-    assert s["carried"] == {"names": 1, "junk": 0, "cluster_tags": 1, "item_tags": 1, "moves": 1, "keeps": 0}
+    assert s["carried"] == {"names": 1, "junk": 0, "cluster_tags": 1, "item_tags": 1, "moves": 1, "keeps": 0,
+                            "level_names": 0}
     assert s["carried_items_moved"] == 1
     why = {(r["what"], r.get("cluster"), tuple(r.get("rows") or ())): r["reason"] for r in s["not_carried"]}
     assert set(why) == {("names", cl_new[CLASSES[0]], ()), ("moves", None, (to_new[x],))}

@@ -214,31 +214,144 @@ def test_the_names_template_lists_the_coarser_levels(tree_run, tmp_path):
     assert run_level_names(run)[0][c0] == "memes"
 
 
-def test_a_carry_lists_the_level_names_it_cannot_carry(tree_run, cifar3_embeddings, tmp_path):
-    """``--carry-from``: names a person gave coarser levels' groups are not carried (the new
-    run's levels are groups of its own tree) and were dropped silently; each is listed in
-    ``not_carried`` with the name, to be given again."""
+def test_levels_are_paired_by_the_groups_they_hold():
+    """A re-cluster with one level more on top, its groups numbered otherwise: each previous
+    level is paired with the new level that holds its groups (not the one at its index)."""
+    from mediacluster.studio.carry import pair_levels
+
+    rng = np.random.default_rng(0)
+    fine = rng.integers(0, 8, 400)
+    old = [fine // 2, fine]  # 4 groups over 8
+    new = [fine // 4, 3 - fine // 2, rng.permutation(8)[fine]]  # 2 groups over those, renumbered
+    pairs = pair_levels(old, new)
+    assert {i: j for i, (j, _) in pairs.items()} == {0: 1, 1: 2}
+    assert [share for _, share in pairs.values()] == [1.0, 1.0]
+    assert pair_levels([fine], [rng.integers(0, 2, 400) - 3]) == {}  # nothing held: no pair
+
+
+def test_a_level_name_not_carried_says_why():
+    """The reason listed for a group split, merged or gone in the paired level (the flat
+    carry's records of it, ``match_clusters``)."""
+    from mediacluster.studio.carry import level_name_reason, match_clusters
+
+    old = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
+    new = np.array([0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 2, -1])  # 0 split in two, 1 merged into 2 (still 2's match)
+    previous, _, carried = match_clusters(old, new, [0, 1, 2, 3], {0: 2, 1: 2, 2: 7})
+    rec = {r["cluster"]: r for r in previous}
+    assert carried == {2: 2} and [rec[c]["status"] for c in range(4)] == ["split", "merged", "merged", "gone"]
+    assert level_name_reason(rec[0], 1, 2, 0.5).startswith(
+        "no clear match in the new run's level_2 (the level that continues level_1: 50% of the shared items")
+    assert "split there (into groups 0, 1); name it again there" in level_name_reason(rec[0], 1, 2, 0.5)
+    assert "merged there into group 2, with previous group 2;" in level_name_reason(rec[1], 1, 2, 0.5)
+    assert "none of its items is in the new run" in level_name_reason(rec[3], 1, 2, 0.5)
+
+
+def test_a_carry_carries_the_level_names_to_the_groups_that_continue_them(tree_run, cifar3_embeddings,
+                                                                        tmp_path, capsys):
+    """``studio NEW --carry-from OLD --publish``: the names a person gave the previous run's
+    levels (studio level renames, ``names.yaml`` ``levels:``) go to the new run's groups that
+    continue them (each the mutual majority of its group over the shared items, checked here
+    on the items), as the person's names: the curated state, the run's level names, the studio's
+    groups, its export, the published model (sure); a group whose items all left the collection
+    is listed with why, in carry.json, the CLI's output and the studio's notice. Carrying again:
+    a group renamed in the new run keeps its name there, listed; another renamed since arrives."""
     from test_levels import pca_tree
 
+    from mediacluster.cli import main
+    from mediacluster.naming import hand_level_names
     from mediacluster.studio.carry import carry_curation
     from mediacluster.studio.session import Studio
     from mediacluster.workflow import publish_run
 
     old = copy_run(tree_run, tmp_path / "old")
+    ro = RunDir.open(old)
+    lo = ro.read_levels()
+    lab = dict(zip(lo.index, lo.labels))
+    small = lo.index[lo.level] - 1  # a coarse level (the level in use is at least level 2)
+    tiny = int(np.bincount(lab[small][lab[small] >= 0]).argmin())
+    big = int(np.bincount(lab[1][lab[1] >= 0]).argmax())
+    (old / "names.yaml").write_text(f"levels:\n  1:\n    {big}: selfies\n", encoding="utf-8")
     st = Studio(old, warm=False, lazy_map=True)
     try:
-        shown = st.clusters()
-        level = next(iter(shown["group_clusters"]))
-        cid = next(k for k in shown["group_clusters"][level].values() if k >= 0)
-        st.edit("level_rename", {"level": level, "cluster": cid, "name": "memes"})
+        for level, cid, name in ((0, 0, "memes"), (0, 1, "food"), (small, tiny, "tiny")):
+            st.edit("level_rename", {"level": level, "cluster": cid, "name": name})
     finally:
         st.close()
-    pipe = pca_tree().fit(cifar3_embeddings.vectors)
-    new = publish_run(tmp_path / "new", cifar3_embeddings, pipe).path
-    summary = carry_curation(old, new)
+    # the collection without the tiny group's items, clustered again
+    sub = cifar3_embeddings.subset(np.flatnonzero(lab[small] != tiny))
+    pipe = pca_tree().fit(sub.vectors)
+    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_) if lv >= 2 and k >= 6))
+    new = publish_run(tmp_path / "new", sub, pipe).path
+    assert main(["studio", str(new), "--carry-from", str(old), "--publish"]) == 0
+    out = capsys.readouterr().out
+    rn = RunDir.open(new)
+    summary = rn.read_carry()
+    log = rn.edits()
+    try:
+        events = [e.payload for e in log.events() if e.kind == "level_rename"]
+    finally:
+        log.close()
+    n = len(events)
+    assert summary["carried"]["level_names"] == n and f"{n} level names" in out, out
+    assert {p["name"] for p in events} == {"memes", "food", "selfies"}, events
+    # each lands on the group that continues it: the mutual majority over the shared items
+    ln = rn.read_levels()
+    labn = dict(zip(ln.index, ln.labels))
+    row_new = {i: r for r, i in enumerate(rn.read_assignments()["id"])}
+    ids_old = ro.read_assignments()["id"].tolist()
+    so = [r for r, i in enumerate(ids_old) if i in row_new]
+    sn = [row_new[ids_old[r]] for r in so]
+    where = {}
+    for p in events:
+        a = lab[p["previous_level"]][so] == p["previous_cluster"]
+        b = labn[p["level"]][sn] == p["cluster"]
+        assert 2 * (a & b).sum() > a.sum() and 2 * (a & b).sum() > b.sum(), p
+        assert p["carried_from"] == ro.run_id
+        where[p["name"]] = (p["level"], p["cluster"])
     listed = [r for r in summary["not_carried"] if r["what"] == "level_names"]
-    assert [(r["name"], r["previous_cluster"]) for r in listed] == [("memes", cid)], summary["not_carried"]
-    assert "name them again" in listed[0]["reason"]
+    assert [(r["name"], r["level"], r["previous_cluster"]) for r in listed] == [("tiny", small, tiny)], listed
+    assert "none of its items is in the new run" in listed[0]["reason"]
+    assert f"not carried: level_names 'tiny' of level_{small} (group {tiny})" in out
+    # the person's names (sure by hand) wherever a level is named: the run's names, the model
+    for name, (k, c) in where.items():
+        assert run_level_names(rn)[k][c] == name == hand_level_names(rn)[k][c]
+    meta = Pipeline.load(new).model_info_["metadata"]
+    assert meta["curated"]
+    memes = [v for lv in meta["names_support_by_level"].values() for v in lv.values() if v["name"] == "memes"]
+    assert memes and all(v["name_sure"] for v in memes)
+    k0, food = where["food"]
+    s = Server(new)
+    try:
+        with client(s) as c:
+            shown = c.get("/api/clusters").json()
+            notice = shown["carry_notice"]
+            assert f"{n} level names" in notice["text"] and "1 not carried (1 level name)" in notice["text"]
+            assert [r["name"] for r in notice["level_names"]] == ["tiny"]
+            assert "memes" in shown["group_names"][f"level_{where['memes'][0]}"].values()
+            r = post(c, "/api/edits", {"kind": "level_rename", "level": f"level_{k0}", "cluster": food,
+                                       "name": "food here"})
+            assert r.status_code == 200, r.text
+            r = post(c, "/api/export", {"kind": "csv"})
+            assert r.status_code == 200, r.text
+            wait_written(c)
+    finally:
+        s.stop()
+    df = pd.read_csv(f"{r.json()['path']}/curated_assignments.csv")
+    k, c = where["memes"]
+    assert set(df.loc[df[f"level_{k}"] == c, f"level_{k}_name"]) == {"memes"}
+    # carrying again: the previous run's renames since; the new run's own rename wins
+    st = Studio(old, warm=False, lazy_map=True)
+    try:
+        st.edit("level_rename", {"level": 0, "cluster": 0, "name": "memes v2"})
+        st.edit("level_rename", {"level": 0, "cluster": 1, "name": "food v2"})
+    finally:
+        st.close()
+    again = carry_curation(old, new)
+    assert again["carried"]["level_names"] == 1, again
+    kept = [r for r in again["not_carried"] if r["what"] == "level_names"]
+    assert [r["name"] for r in kept] == ["food v2"] and "this run's own edit wins" in kept[0]["reason"]
+    named = run_level_names(rn)
+    assert named[k][c] == "memes v2" and named[k0][food] == "food here"
 
 
 def test_a_tree_split_names_its_parts_with_the_finer_levels_hand_names(tree_run, tmp_path):

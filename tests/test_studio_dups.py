@@ -400,26 +400,74 @@ def test_keep_copy_says_by_which_rule(tmp_path):
 def test_the_copy_a_person_keeps_is_carried_to_a_reclustered_run(split, cifar3_embeddings, tmp_path):
     """``--carry-from``: a keep edit of the previous run is carried as a keep of the same file
     in the group it is in in the new run (the groups are renumbered by each run); it was
-    dropped silently."""
+    dropped silently. Carrying again follows the previous run's choice of the group now: handed
+    back to the rule there (an edit, or an undo of the keep), handed back here (both were left
+    as carried: the hand-back silently, the undo listed); a keep undone before a carry is not
+    carried; a carried keep undone here stays undone, the previous run's later keep listed."""
     from mediacluster.studio.carry import carry_curation
     from mediacluster.studio.session import Studio
+
+    def edit(run, *edits) -> None:
+        st = Studio(run, warm=False, lazy_map=True)
+        try:
+            for kind, req in edits:
+                st.edit(kind, req)
+        finally:
+            st.close()
+
+    def kept(run) -> dict:
+        st = Studio(run, warm=False, lazy_map=True)
+        try:
+            return dict(st.state.kept)
+        finally:
+            st.close()
 
     run, rows = split
     old = copy_run(run, tmp_path / "old")
     new, _ = split_run(cifar3_embeddings, tmp_path / "again" / "run", meme=30)  # the same tree, a new run
-    copy = rows["leak"][0]
+    fresh = copy_run(new, tmp_path / "again" / "fresh")  # the same new run, for a first carry later
+    copy, other = rows["leak"][0], rows["originals"][rows["leak"][0]]
     st = Studio(old, warm=False, lazy_map=True)
     try:
-        st.edit("keep", {"group": int(st.dup_group[copy]), "item": copy})
+        g = int(st.dup_group[copy])
+        st.edit("keep", {"group": g, "item": copy})
     finally:
         st.close()
     summary = carry_curation(old, new)
     assert summary["carried"].get("keeps") == 1, summary
     st = Studio(new, warm=False, lazy_map=True)
     try:
-        assert st.state.kept == {int(st.dup_group[copy]): copy}
+        ng = int(st.dup_group[copy])
+        assert st.state.kept == {ng: copy}
         assert st.export("classes", prefer=["train/"], split="top")["kept_by_person"] == 1
     finally:
         st.close()
     again = carry_curation(old, new)  # nothing new to carry: not carried twice
     assert not again["carried"].get("keeps"), again
+    # handed back to the rule in the previous run: handed back here too
+    edit(old, ("keep", {"group": g, "item": None}))
+    s2 = carry_curation(old, new)
+    assert s2["carried"]["keeps"] == 1 and kept(new) == {}, s2
+    # kept again, carried; the keep undone in the previous run: handed back here, not listed
+    edit(old, ("keep", {"group": g, "item": copy}))
+    assert carry_curation(old, new)["carried"]["keeps"] == 1 and kept(new) == {ng: copy}
+    edit(old, ("undo", {}))
+    s3 = carry_curation(old, new)
+    assert s3["carried"]["keeps"] == 1 and kept(new) == {}, s3
+    assert not [r for r in s3["not_carried"] if r["what"] == "undo"], s3["not_carried"]
+    # a carried keep undone here stays undone: the previous run's later keep of the group is listed
+    edit(old, ("keep", {"group": g, "item": copy}))
+    assert carry_curation(old, new)["carried"]["keeps"] == 1
+    edit(new, ("undo", {}))
+    edit(old, ("tag", {"items": [copy], "add": ["seen"]}))
+    s4 = carry_curation(old, new)
+    assert kept(new) == {} and s4["carried"]["keeps"] == 0 and s4["carried"]["item_tags"] == 1, s4
+    edit(old, ("keep", {"group": g, "item": other}))
+    s5 = carry_curation(old, new)
+    assert kept(new) == {} and s5["carried"]["keeps"] == 0, s5
+    assert [(r["what"], r["group"]) for r in s5["not_carried"] if r["what"] == "keep"] == [("keep", ng)], s5
+    # a keep undone in the previous run before a first carry is not carried
+    old2 = copy_run(run, tmp_path / "old2")
+    edit(old2, ("keep", {"group": g, "item": copy}), ("undo", {}), ("tag", {"items": [copy], "add": ["seen"]}))
+    s6 = carry_curation(old2, fresh)
+    assert s6["carried"]["item_tags"] == 1 and not s6["carried"]["keeps"] and kept(fresh) == {}, s6

@@ -92,11 +92,13 @@ def print_carry(s: dict) -> None:
     w(f"carried: {c['names']} names, {c['junk']} junk marks, {c['cluster_tags']} cluster tags, "
       f"{c['item_tags']} item tags, {c['moves']} moves ({s['carried_items_moved']} items)"
       + (f", {c['keeps']} kept copies" if c.get("keeps") else "")
+      + f", {c.get('level_names', 0)} level names"
       + f" in {s['seconds']:.2f} s; {printable(s['message'])}\n")
     for r in s.get("not_carried") or []:
-        where = (f" to cluster {r['cluster']}" if r.get("cluster") is not None else
-                 f" of {r['items']} item(s)" if r.get("items") is not None else
-                 f" {printable(r['name'])!r} of level {r['level']}" if r.get("level") is not None else "")
+        where = (f" {printable(r['name'])!r} of level_{r['level']} (group {r.get('previous_cluster')})"
+                 if r.get("level") is not None else
+                 f" to cluster {r['cluster']}" if r.get("cluster") is not None else
+                 f" of {r['items']} item(s)" if r.get("items") is not None else "")
         w(f"  not carried: {printable(r.get('what'))}{where}: {printable(r.get('reason'))}\n")
 
 

@@ -35,7 +35,12 @@ A new cluster that inherits nothing and is no part of a split is ``new``: to rev
 marks it). What is carried: names a person gave (never automatic ones), junk marks, cluster tags
 (all to the matched cluster), item tags (to the same items), and items a person moved (to the
 cluster their target became; to junk / unassigned as before; to a re-created cluster when the
-person made it by moving items and it has no match). Each carried event has the client
+person made it by moving items and it has no match), the copy of a duplicate group a person
+keeps, and the names a person gave the levels' groups (studio level renames, ``names.yaml``
+``levels:``): each level of the previous run is paired with the new run's level that holds the
+same groups (:func:`pair_levels`: most shared items in mutual-majority pairs, one to one), and a
+named group's name goes, as a ``level_rename``, to its match there by the same rule (else it is
+listed with why: split, merged, gone, the new run's level in use). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
 in the same transaction with the previous run's last edit it reached (``from_seq``).
 
@@ -46,8 +51,10 @@ the new run after the first carry wins and is listed in ``not_carried`` (the clu
 their edit, why): a cluster they renamed, junked or re-tagged, an item they moved, split or
 re-tagged, a carried edit they undid. The previous run's merges and splits since are not
 carried (the matching follows them) and its undos of edits carried before are listed, not
-undone here. With no edit since the mark, nothing is carried or written. The summary is
-written atomically into the new run (``carry.json``, with ``rounds``: each carry) and returned.
+undone here, but for a keep's: a group whose keep was undone or handed back to the rule there
+is handed back here too (the choice of a group is carried as the previous run has it now).
+With no edit since the mark, nothing is carried or written. The summary is written atomically
+into the new run (``carry.json``, with ``rounds``: each carry) and returned.
 
 **The "new" badge** follows the items: :func:`statuses_at_carry` gives each item the status of
 the cluster that held it when the carry was made, :func:`status_by_items` a cluster now the
@@ -65,9 +72,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data import NOISE
-from ..errors import InputError, RunDirError, RunLockedError
+from ..errors import InputError, MediaclusterError, RunDirError, RunLockedError
 from ..fileio import path_to_text
-from ..rundir import RunDir
+from ..naming.overrides import merge_level_names, run_level_names
+from ..rundir import NAMES_YAML, RunDir
 from .state import EDITS, CuratedState, EditConflict, start_names
 from .writer import StateWriter
 
@@ -96,6 +104,7 @@ class _Side:
         self.fitted = a["cluster"].to_numpy(np.int64)
         # each item's duplicate group (a --dedup run's; -1 none), which a keep edit names
         self.groups = a["duplicate_group"].to_numpy() if "duplicate_group" in a else None
+        self.levels = run.read_levels(a)  # the run's hierarchy levels (empty: a flat run)
         self.state = CuratedState(self.fitted, start_names(run), self.groups)
         self.log = run.edits(create=what == "new")
         self.events = self.log.events() if self.log is not None else []
@@ -140,17 +149,74 @@ def _rows_of(keys: list[str]) -> dict[str, list[int]]:
     return out
 
 
+def overlaps(old_labels: np.ndarray, new_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, n)``: each pair of labels the shared items have (row j of both arrays is one
+    shared item) and how many have it, counted at once (numpy, not a loop over the items)."""
+    a = np.asarray(old_labels, dtype=np.int64)
+    b = np.asarray(new_labels, dtype=np.int64)
+    if not len(a):
+        return a[:0], b[:0], np.zeros(0, np.int64)
+    lo_a, lo_b = int(a.min()), int(b.min())
+    width = int(b.max()) - lo_b + 1
+    keys, counts = np.unique((a - lo_a) * width + (b - lo_b), return_counts=True)
+    return keys // width + lo_a, keys % width + lo_b, counts
+
+
+def mutual_pairs(old_labels: np.ndarray, new_labels: np.ndarray) -> tuple[dict[int, int], int]:
+    """The pairs of :func:`match_clusters`' rule (``{previous: new}``, each the other's mutual
+    majority over the shared items; labels < 0 are no cluster) and how many shared items lie in
+    them: how much of one labelling the other holds, which pairs a run's levels with the
+    previous run's (:func:`pair_levels`)."""
+    a, b, k = overlaps(old_labels, new_labels)
+    ok = (a >= 0) & (b >= 0)
+    size_a = defaultdict(int)
+    size_b = defaultdict(int)
+    for x, y, m in zip(a.tolist(), b.tolist(), k.tolist()):
+        size_a[x] += m
+        size_b[y] += m
+    pairs, held = {}, 0
+    for x, y, m, good in zip(a.tolist(), b.tolist(), k.tolist(), ok.tolist()):
+        if good and 2 * m > size_a[x] and 2 * m > size_b[y]:
+            pairs[x] = y
+            held += m
+    return pairs, held
+
+
+def pair_levels(old_levels: list[np.ndarray], new_levels: list[np.ndarray]) -> dict[int, tuple[int, float]]:
+    """Which level of the new run continues each level of the previous one, by what they hold
+    (each a labelling of the shared items, coarse to fine): ``{old position: (new position,
+    share)}``, ``share`` the part of the shared items lying in mutual-majority pairs of the two
+    levels (:func:`mutual_pairs`, the flat carry's rule). Paired one to one, the pair holding
+    most first (ties: the closer cluster count, then the closer position), so a re-cluster with
+    a level more or less pairs the levels that hold the same groups, not the same numbers; a
+    level without a pair holding anything is absent."""
+    counts_o = [len(np.unique(x[x >= 0])) for x in old_levels]
+    counts_n = [len(np.unique(y[y >= 0])) for y in new_levels]
+    n = max(len(old_levels[0]), 1) if old_levels else 1
+    cand = []
+    for i, x in enumerate(old_levels):
+        for j, y in enumerate(new_levels):
+            held = mutual_pairs(x, y)[1]
+            if held:
+                cand.append((-held, abs(counts_o[i] - counts_n[j]), abs(i - j), i, j))
+    out: dict[int, tuple[int, float]] = {}
+    taken = set()
+    for held, _, _, i, j in sorted(cand):
+        if i not in out and j not in taken:
+            out[i] = (j, round(-held / n, 4))
+            taken.add(j)
+    return out
+
+
 def match_clusters(old_labels: np.ndarray, new_labels: np.ndarray, old_ids: list[int],
                    new_sizes: dict[int, int]) -> tuple[list[dict], list[dict], dict[int, int]]:
     """The rule of the module docstring on the shared items' labels (row j of both arrays is one
     shared item; labels < 0 are no cluster). ``old_ids``: the previous curated clusters;
     ``new_sizes``: every new cluster with its size (all its items). Returns the previous
     clusters' records, the new clusters' records and ``{previous: new}`` where carried."""
-    old_labels = np.asarray(old_labels, dtype=np.int64)
-    new_labels = np.asarray(new_labels, dtype=np.int64)
     n = defaultdict(int)
-    for a, b in zip(old_labels.tolist(), new_labels.tolist()):
-        n[a, b] += 1
+    for a, b, k in zip(*(x.tolist() for x in overlaps(old_labels, new_labels))):
+        n[a, b] = k
     size_a = defaultdict(int)
     size_b = defaultdict(int)
     for (a, b), k in n.items():
@@ -310,12 +376,14 @@ def _moved_rows(state: CuratedState) -> set[int]:
 
 def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
           scope: _Touched | None = None, owned: _Touched | None = None,
-          recreated: dict[int, int] | None = None) -> tuple[list, list]:
+          recreated: dict[int, int] | None = None,
+          shared_rows: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[list, list]:
     """The carried edits as ``(kind, request, what, extra payload)`` in order, and what could
     not be carried. ``scope``: carry only what these previous-run edits touched (the edits
     since the last carry; None: everything, the first carry); ``owned``: what the person
     changed in the new run since the first carry, which is never overridden (listed instead);
-    ``recreated``: the clusters an earlier carry made again."""
+    ``recreated``: the clusters an earlier carry made again; ``shared_rows``: the shared items'
+    rows in each run (the level names' matching)."""
     ost, nst = old.state, new.state
     owned = owned or _Touched()
     targets = {**(recreated or {}), **carried}
@@ -428,33 +496,156 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
     for (add, remove), rows in groups.items():
         plan.append(("tag", {"items": sorted(set(rows)), "add": list(add), "remove": list(remove)}, "item_tags", {}))
     _plan_keeps(old, new, old_keys, new_rows, scope, owned, plan, refuse, not_carried)
-    # names of coarser levels' groups: the new run's levels are other groups (its own tree)
-    for (lv, c), seq in sorted(_Touched(ost.done).level_names.items()):
-        name = ost.level_names.get(lv, {}).get(c)
-        if name is not None and (scope is None or (lv, c) in scope.level_names):
-            not_carried.append({"what": "level_names", "level": lv, "previous_cluster": c, "name": name, "edit": seq,
-                                "reason": "the new run's levels are groups of its own tree: name them again "
-                                          "(the studio's level switch, or names.yaml levels:)"})
+    if shared_rows is not None:
+        _plan_level_names(old, new, shared_rows, scope, owned, plan, refuse, not_carried)
     return plan, not_carried
+
+
+def _old_level_names(old: _Side, scope: _Touched | None, not_carried: list) -> dict[tuple[int, int], tuple[str, object]]:
+    """``{(level key, the previous run's cluster there): (name, where)}``: the names a person
+    gave the previous run's levels (``where``: the studio edit, or ``names.yaml``), the level in
+    use left out (its clusters are the curated clusters: the flat carry carries their names).
+    After the first carry only the studio's level renames since (``scope``), as for names."""
+    lv = old.levels
+    at = lv.index[lv.level] if len(lv) and lv.level is not None else None
+    out: dict[tuple[int, int], tuple[str, object]] = {}
+    if scope is None:
+        try:
+            yaml = run_level_names(old.run, automatic=False, curated=False)
+        except MediaclusterError as e:  # a names.yaml the run's own readers refuse: the rest still carries
+            not_carried.append({"what": "level_names", "reason": f"the previous run's names.yaml is not read: {e}"})
+            yaml = {}
+        for k, named in yaml.items():
+            out.update({(int(k), int(c)): (v, NAMES_YAML) for c, v in named.items()})
+    seqs = _Touched(old.state.done).level_names
+    for k, named in old.state.level_names.items():
+        for c, v in named.items():
+            if scope is None or (k, c) in scope.level_names:
+                out[int(k), int(c)] = (v, seqs.get((k, c)))
+    return {kc: v for kc, v in out.items() if kc[0] != at}
+
+
+def level_name_reason(rec: dict, level: int, to_level: int, share: float) -> str:
+    """Why a name of group ``rec["cluster"]`` of the previous run's ``level`` is not carried to
+    ``to_level``, the new run's level paired with it (``share``: of the shared items, the part
+    in matching groups): ``rec`` is the group's record of :func:`match_clusters` (split, merged,
+    gone: no mutual match)."""
+    to = rec.get("to")
+    how = (f"split there (into groups {', '.join(map(str, to))})" if rec["status"] == "split" else
+           f"merged there into group {to}" + (f", with previous group {', '.join(map(str, rec['with']))}"
+                                                if rec.get("with") else "")
+           if rec["status"] == "merged" else rec.get("reason") or "no group there holds most of it")
+    return (f"no clear match in the new run's level_{to_level} (the level that continues level_{level}: "
+            f"{100 * share:.0f}% of the shared items in groups that match): {how}; name it again there")
+
+
+def _plan_level_names(old: _Side, new: _Side, shared_rows, scope, owned: _Touched, plan: list, refuse,
+                      not_carried: list) -> None:
+    """The names a person gave the previous run's levels, carried as ``level_rename`` edits to
+    the groups of the new run's levels that continue them: each named level is paired with the
+    new level that holds the same groups (:func:`pair_levels`), and a named group's name goes to
+    its mutual-majority match there (:func:`match_clusters`, the flat carry's rule); the rest is
+    listed with the reason. Never over a name this run's person gave the group (its studio after
+    the first carry, its ``names.yaml``)."""
+    named = _old_level_names(old, scope, not_carried)
+    if not named:
+        return
+    lo, ln = old.levels, new.levels
+
+    def unmatched(k: int, c: int, reason: str, **more) -> None:
+        name, where = named[k, c]
+        not_carried.append({"what": "level_names", "level": k, "previous_cluster": c, "name": name,
+                            "edit": where, **more, "reason": reason})
+
+    if not len(ln):
+        for k, c in sorted(named):
+            unmatched(k, c, "the new run has no levels (a flat clusterer): name its clusters instead")
+        return
+    orows, nrows = shared_rows
+    pos_of = {int(k): j for j, k in enumerate(lo.index)}
+    old_pos = sorted({pos_of[k] for k, _ in named} | ({lo.level} if lo.level is not None else set()))
+    pairs = pair_levels([lo.labels[j][orows] for j in old_pos], [lab[nrows] for lab in ln.labels])
+    at_new = ln.index[ln.level] if ln.level is not None else None
+    try:
+        mine = run_level_names(new.run, automatic=False, curated=False)  # this run's names.yaml
+    except MediaclusterError:
+        mine = {}
+    now = merge_level_names(mine, new.state.level_names)
+    taken: dict[tuple[int, int], tuple[int, int]] = {}
+    for k in sorted({k for k, _ in named}):
+        ids = sorted(c for kk, c in named if kk == k)
+        pair = pairs.get(old_pos.index(pos_of[k]))
+        if pair is None:
+            for c in ids:
+                unmatched(k, c, f"no level of the new run holds a group of level_{k} of the previous run")
+            continue
+        j, share = pair
+        nk = int(ln.index[j])
+        if nk == at_new:
+            for c in ids:
+                unmatched(k, c, f"level_{k} of the previous run is the new run's level in use (level_{nk}), "
+                                "whose clusters are the curated clusters: name the cluster (a rename)", to_level=nk)
+            continue
+        lab = ln.labels[j]
+        sizes = {int(c): int(m) for c, m in zip(*np.unique(lab[lab >= 0], return_counts=True))}
+        olab = lo.labels[pos_of[k]]
+        every = sorted(set(np.unique(olab[olab >= 0]).tolist()) | set(ids))  # the level's groups: the rule's records
+        previous, _clusters, carried = match_clusters(olab[orows], lab[nrows], every, sizes)
+        for rec in (r for r in previous if r["cluster"] in set(ids)):
+            c, b = rec["cluster"], carried.get(rec["cluster"])
+            name = named[k, c][0]
+            if b is None:
+                unmatched(k, c, level_name_reason(rec, k, nk, share), to_level=nk, status=rec["status"])
+                continue
+            ids_new = {"to_level": nk, "cluster": int(b)}
+            if (nk, b) in owned.level_names:
+                refuse("level_names", owned.level_names[nk, b], level=k, previous_cluster=c, name=name, **ids_new)
+            elif now.get(nk, {}).get(b) == name:
+                continue  # the new run already has it
+            elif b in mine.get(nk, {}):
+                unmatched(k, c, f"this run's names.yaml names group {b} of level_{nk} "
+                                f"{mine[nk][b]!r}: its own name wins", **ids_new)
+            elif (nk, b) in taken:
+                unmatched(k, c, f"group {b} of the new run's level_{nk} takes the name of group {taken[nk, b][1]} "
+                                f"of level_{taken[nk, b][0]} of the previous run", **ids_new)
+            else:
+                taken[nk, b] = (k, c)
+                plan.append(("level_rename", {"level": nk, "cluster": int(b), "name": name}, "level_names",
+                             {"previous_level": k, "previous_cluster": c}))
 
 
 def _plan_keeps(old: _Side, new: _Side, old_keys, new_rows, scope, owned, plan, refuse, not_carried) -> None:
     """The copies a person chose to keep of duplicate groups: the same file in the new run,
     kept in the group it is in there (``keep`` edits); after the first carry only the groups the
-    previous run's edits since then touched, never over the new run's own choice. The file is
-    found by its path (the copies of a group share their content, so the content key names
-    them all), else by its content (moved: the first copy)."""
+    previous run's edits since then touched (a keep, a hand-back to the export's rule, or an
+    undo of either), each as the previous run has it now, never over the new run's own choice:
+    a group handed back there (or whose keep was undone there) is handed back here where the
+    carry had kept a copy. The file is found by its path (the copies of a group share their
+    content, so the content key names them all), else by its content (moved: the first copy)."""
     ost, nst = old.state, new.state
-    if not ost.kept:
+    groups = sorted(set(ost.kept) | (set(scope.keeps) if scope is not None else set()))
+    if not groups:
         return
     by_path = _first_rows(new.relative_keys())
     old_paths = old.relative_keys()
-    for g, r in sorted(ost.kept.items()):
+    carried_keeps = _carried_keeps(nst, old.run.run_id)
+    for g in groups:
         if scope is not None and g not in scope.keeps:
             continue
         if nst.groups is None:
             not_carried.append({"what": "keep", "previous_group": g, "reason": "the new run has no duplicate "
                                 "groups (clustered without --dedup)"})
+            continue
+        r = ost.kept.get(g)
+        if r is None:  # handed back to the rule in the previous run (or its keep undone) since the last carry
+            members = {i for row in np.flatnonzero(old.groups == g).tolist()
+                       for i in new_rows.get(old_keys[row], [])} if old.groups is not None else set()
+            here = {int(nst.groups[i]) for i in members}
+            for ng in sorted(ng for ng, pg in carried_keeps.items() if pg == g or (pg is None and ng in here)):
+                if ng in owned.keeps:
+                    refuse("keep", owned.keeps[ng], group=ng, previous_group=g)
+                elif nst.kept.get(ng) is not None:
+                    plan.append(("keep", {"group": ng, "item": None}, "keeps", {"previous_group": g}))
             continue
         same = by_path.get(old_paths[r]) if old_paths[r].startswith("path:") else None
         rows = [i for i in ([same] if same is not None else new_rows.get(old_keys[r], [])) if int(nst.groups[i]) >= 0]
@@ -467,7 +658,19 @@ def _plan_keeps(old: _Side, new: _Side, old_keys, new_rows, scope, owned, plan, 
         if ng in owned.keeps:
             refuse("keep", owned.keeps[ng], group=ng, previous_group=g)
         elif nst.kept.get(ng) != i:
-            plan.append(("keep", {"group": ng, "item": i}, "keeps", {}))
+            plan.append(("keep", {"group": ng, "item": i}, "keeps", {"previous_group": g}))
+
+
+def _carried_keeps(nst: CuratedState, from_run_id: str) -> dict[int, int | None]:
+    """``{new group: the previous run's group or None (a carry before that was recorded)}``
+    for the duplicate groups whose kept copy is, now, the one a carry from the run chose (the
+    latest keep in effect of the group is a carried one)."""
+    last: dict[int, object] = {}
+    for e in nst.done:
+        if e.kind == "keep":
+            last[int(e.payload["group"])] = e
+    return {ng: e.payload.get("previous_group") for ng, e in last.items()
+            if e.payload.get("carried_from") == from_run_id and e.payload.get("item") is not None}
 
 
 def _since(old: _Side, since: int) -> list:
@@ -475,23 +678,29 @@ def _since(old: _Side, since: int) -> list:
     return [e for e in old.state.done if e.seq > since]
 
 
-def _not_carried_since(old: _Side, old_run: RunDir, since: int) -> list[dict]:
-    """What the previous run's edits since ``since`` did that carrying again does not carry:
-    its merges and splits (the matching follows them; the new run's clusters are its own), and
-    undos of edits carried before (this run keeps what was carried; undo it here)."""
-    out = [{"what": e.kind, "previous_edit": e.seq,
-            "reason": f"a {e.kind} in the previous run is not carried: the new run's clusters are its own "
-                      "(the matching follows it)"} for e in _Touched(_since(old, since)).structure]
+def _undone_since(old: _Side, old_run: RunDir, since: int) -> list:
+    """The previous run's edits up to ``since`` (carried before) that were undone there since."""
     before = CuratedState(old.fitted, start_names(old_run))
     for e in old.events:
         if e.seq > since:
             break
         before.apply(e)
     now = {e.seq for e in old.state.done}
+    return [e for e in before.done if e.seq not in now]
+
+
+def _not_carried_since(old: _Side, old_run: RunDir, since: int) -> list[dict]:
+    """What the previous run's edits since ``since`` did that carrying again does not carry:
+    its merges and splits (the matching follows them; the new run's clusters are its own), and
+    undos of edits carried before (this run keeps what was carried; undo it here), but for a
+    keep's: the group goes back to the rule here too (:func:`_plan_keeps`)."""
+    out = [{"what": e.kind, "previous_edit": e.seq,
+            "reason": f"a {e.kind} in the previous run is not carried: the new run's clusters are its own "
+                      "(the matching follows it)"} for e in _Touched(_since(old, since)).structure]
     out += [{"what": "undo", "previous_edit": e.seq,
              "reason": f"edit {e.seq} ({e.kind}) of the previous run was undone there after it was "
                        "carried; this run keeps it (undo it here if it should go)"}
-            for e in before.done if e.seq not in now]
+            for e in _undone_since(old, old_run, since) if e.kind != "keep"]
     return out
 
 
@@ -534,8 +743,8 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
                              f"{path_to_text(str(new_run.path))} (compared by {identity}: "
                              + ("the files' contents" if identity == "content" else
                                 "paths relative to each run's collection root") + ")")
-        old_lab = o.state.labels[[ofirst[k] for k in shared]]
-        new_lab = nw.state.labels[[nfirst[k] for k in shared]]
+        rows = (np.array([ofirst[k] for k in shared], np.int64), np.array([nfirst[k] for k in shared], np.int64))
+        old_lab, new_lab = o.state.labels[rows[0]], nw.state.labels[rows[1]]
         held = set(np.unique(o.state.labels).tolist())  # a cluster emptied by edits is none
         old_ids = sorted(c.id for c in o.state.alive() if c.id in held)
         alive = {c.id for c in nw.state.alive()}
@@ -545,19 +754,24 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
         for r in previous:
             c = o.state.clusters[r["cluster"]]
             r.update(name=c.name, named_by=c.named_by, junk=c.junk, tags=list(c.tags))
-        work = _person_work(o.state)
+        work = _person_work(o.state) or bool(_old_level_names(o, None, []))  # names.yaml levels: too
         if since is None:
-            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried) if work else ([], [])
+            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, shared_rows=rows) if work else ([], [])
         else:  # again: only what the previous run's edits since the last carry did
-            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, _Touched(_since(o, since)),
+            scope = _Touched(_since(o, since))
+            for e in _undone_since(o, old_run, since):  # a keep undone there: the group back to the rule
+                if e.kind == "keep":
+                    scope.keeps[int(e.payload["group"])] = e.seq
+            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, scope,
                                       _owned(nw.state, nw.events, done[0].seq),
-                                      _recreated(nw.state, old_run.run_id))
+                                      _recreated(nw.state, old_run.run_id), rows)
             not_carried = _not_carried_since(o, old_run, since) + not_carried
         counts, moved, skipped, seq = _write(nw, old_run.run_id, o.state.seq, plan,
                                              since, done[-1].seq if done else None)
         for r in clusters:  # the names now, carried ones included
             r["name"] = nw.state.clusters[r["cluster"]].name
-        counts = {k: counts.get(k, 0) for k in ("names", "junk", "cluster_tags", "item_tags", "moves", "keeps")}
+        counts = {k: counts.get(k, 0) for k in ("names", "junk", "cluster_tags", "item_tags", "moves", "keeps",
+                                              "level_names")}
         statuses = defaultdict(int)
         for r in previous:
             statuses[r["status"]] += 1
@@ -676,7 +890,8 @@ def _write_state(nw: _Side) -> None:
                          write_state=lambda: st.seq, replaced=lambda: False)
     try:
         writer.write(st.seq, st.labels.copy(), st.cluster_table(), st.status(),
-                     {i: list(t) for i, t in st.item_tags.items()})
+                     {i: list(t) for i, t in st.item_tags.items()},
+                     level_names={k: dict(v) for k, v in st.level_names.items()})
     except RunLockedError as e:
         log.warning("carry: the curated state is in the edit log but could not be written into "
                     "the run now (%s); the studio writes it when it opens the run", e)
@@ -735,3 +950,32 @@ def status_by_items(labels: np.ndarray, statuses: list[str], codes: np.ndarray) 
     pairs, counts = np.unique(lab[known] * k + code[known], return_counts=True)
     return {int(p // k): statuses[int(p % k)] for p, n in zip(pairs.tolist(), counts.tolist())
             if 2 * n > sizes[p // k]}
+
+
+#: what each count of ``carried`` is, as the CLI and the studio say it (one, many)
+CARRIED_WORDS = {"names": ("name", "names"), "junk": ("junk mark", "junk marks"),
+                 "cluster_tags": ("cluster tag", "cluster tags"), "item_tags": ("item tag", "item tags"),
+                 "moves": ("move", "moves"), "keeps": ("kept copy", "kept copies"),
+                 "level_names": ("level name", "level names")}
+
+
+def carry_notice(summary: dict | None) -> dict | None:
+    """What the studio says about the last carry into its run (``carry.json``, ``summary``):
+    ``text``, one line with each kind carried (level names included) and how many were not;
+    ``level_names``, the names of the previous run's levels not carried, each with the level,
+    the previous run's group, the name and why; ``edits_seq``, the carry's edit here (a page
+    shows a notice once per carry). None without a carry."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("carried"), dict):
+        return None
+    c = summary["carried"]
+    said = [f"{int(c.get(k) or 0)} {w[0] if int(c.get(k) or 0) == 1 else w[1]}" for k, w in CARRIED_WORDS.items()
+            if k in c or k == "level_names"]
+    rest = [r for r in summary.get("not_carried") or [] if isinstance(r, dict)]
+    levels = [{k: r.get(k) for k in ("level", "previous_cluster", "name", "reason")} for r in rest
+              if r.get("what") == "level_names"]
+    run_id = (summary.get("from") or {}).get("run_id")
+    text = (f"carried from run {run_id}: " + ", ".join(said)
+            + (f"; {len(rest)} not carried" + (f" ({len(levels)} level name{'' if len(levels) == 1 else 's'})"
+                                                if levels else "") if rest else ""))
+    return {"run_id": run_id, "edits_seq": summary.get("edits_seq"), "text": text, "carried": dict(c),
+            "not_carried": len(rest), "level_names": levels, "message": summary.get("message")}

@@ -32,7 +32,7 @@ from ..naming.overrides import merge_level_names, run_level_names
 from ..naming.support import BY_HAND, CHANGED, NOT_MEASURED, SPLIT_UNMEASURED
 from ..naming.support import of_records as support_of_records
 from ..rundir import CARRY, RunDir, path_to_text
-from .carry import status_by_items, statuses_at_carry
+from .carry import carry_notice, status_by_items, statuses_at_carry
 from .editlog import Event
 from .levels import find_level, level_views
 from .media import ItemMedia
@@ -108,6 +108,7 @@ class Studio:
         self._level_ids = {lv["index"]: set(np.unique(lv["labels"][lv["labels"] >= 0]).tolist()) for lv in self.levels}
         self._tree: tuple[int, CuratedTree | None] | None = None  # (seq, the curated tree then)
         self._carry: tuple | None = None  # (carry.json's mtime, the items' statuses then, (seq, by cluster))
+        self._carry_notice: tuple | None = None  # (carry.json's mtime, what the page says of it)
         self.vectors = self.run.read_vectors(mmap=True)
         if len(self.vectors) != self.n:
             raise RunDirError(f"{self.run.path}: {len(self.vectors)} vectors but {self.n} assignments; "
@@ -318,6 +319,18 @@ class Studio:
             self._carry = (stamp, self._carry[1], (seq, status_by_items(labels, statuses, codes)))
         return self._carry[2][1]
 
+    def carry_notice(self) -> dict | None:
+        """What the last ``--carry-from`` into this run carried and what not (the level names not
+        carried listed): :func:`.carry.carry_notice` of ``carry.json``, re-read when it changes;
+        None without a carry."""
+        try:
+            stamp = os.stat(self.run.file(CARRY)).st_mtime_ns
+        except OSError:
+            return None
+        if self._carry_notice is None or self._carry_notice[0] != stamp:
+            self._carry_notice = (stamp, carry_notice(self.run.read_carry()))
+        return self._carry_notice[1]
+
     def tree(self) -> CuratedTree | None:
         """The curated tree now (:func:`~mediacluster.curated_tree.curated_tree`: what publishing
         would write), computed once per edit; call with the lock held."""
@@ -355,7 +368,7 @@ class Studio:
                               for j, name in enumerate(tree.names)}
         return {"seq": seq, "clusters": table, "special": special, "groups": groups,
                 "group_names": group_names, "group_clusters": group_clusters,
-                "can_undo": undo, "can_redo": redo, **targets}
+                "can_undo": undo, "can_redo": redo, "carry_notice": self.carry_notice(), **targets}
 
     def named_levels(self) -> dict[int, dict[int, str]]:
         """Every level's names now: ``naming.run_level_names``' rule with the studio's level

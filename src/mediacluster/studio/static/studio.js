@@ -373,7 +373,26 @@
     S.special = c.special; S.groups = c.groups || {}; S.groupNames = c.group_names || {}; S.groupClusters = c.group_clusters || {};
     S.canUndo = c.can_undo; S.canRedo = c.can_redo; S.undoTarget = c.undo; S.redoTarget = c.redo;
     $("undo").disabled = !S.canUndo; $("redo").disabled = !S.canRedo;
+    carryNotice(c.carry_notice);
     return c.seq;
+  }
+  // What the last --carry-from into this run carried (level names included) and the level names
+  // it could not: a note that stays until closed, once per carry (S.carrySeen: its edit number)
+  function carryNotice(n) {
+    if (!n || n.edits_seq == null || S.carrySeen === n.edits_seq) return;
+    S.carrySeen = n.edits_seq;
+    const box = $("toast");
+    const old = box.querySelector(".carry-notice");
+    if (old) old.remove();
+    const m = el("div", { class: "msg carry-notice" });
+    const close = el("button", { class: "close", text: "\u00d7", title: "close", "aria-label": "close" });
+    close.addEventListener("click", () => m.remove());
+    m.appendChild(close);
+    m.appendChild(el("div", { class: "carry-text", text: n.text }));
+    for (const r of n.level_names || []) {
+      m.appendChild(el("div", { class: "carry-rest", text: "not carried: \u201c" + r.name + "\u201d (level_" + r.level + ", group " + r.previous_cluster + "): " + r.reason }));
+    }
+    box.appendChild(m);
   }
   // What the new state changed against the one the page showed: ``moved``, the clusters whose
   // items changed (an item's cluster before or after, noise and outliers included); ``meta``, the
