@@ -168,18 +168,12 @@ def mutual_pairs(old_labels: np.ndarray, new_labels: np.ndarray) -> tuple[dict[i
     them: how much of one labelling the other holds, which pairs a run's levels with the
     previous run's (:func:`pair_levels`)."""
     a, b, k = overlaps(old_labels, new_labels)
-    ok = (a >= 0) & (b >= 0)
-    size_a = defaultdict(int)
-    size_b = defaultdict(int)
-    for x, y, m in zip(a.tolist(), b.tolist(), k.tolist()):
-        size_a[x] += m
-        size_b[y] += m
-    pairs, held = {}, 0
-    for x, y, m, good in zip(a.tolist(), b.tolist(), k.tolist(), ok.tolist()):
-        if good and 2 * m > size_a[x] and 2 * m > size_b[y]:
-            pairs[x] = y
-            held += m
-    return pairs, held
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    size_a = np.bincount(ia, weights=k)[ia]  # each pair's old cluster's shared items
+    size_b = np.bincount(ib, weights=k)[ib]
+    good = (a >= 0) & (b >= 0) & (2 * k > size_a) & (2 * k > size_b)
+    return dict(zip(a[good].tolist(), b[good].tolist())), int(k[good].sum())
 
 
 def pair_levels(old_levels: list[np.ndarray], new_levels: list[np.ndarray]) -> dict[int, tuple[int, float]]:
