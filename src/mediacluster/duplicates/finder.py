@@ -270,6 +270,7 @@ class DuplicateFinder(BaseEstimator):
 
                 content_hashes = hash_files(self.paths_, workers=self.workers or default_workers())[0]
         self.vectors_ = None if vectors is None else self._checked_vectors(vectors)
+        self.profiles_ = self.profile_mean_ = None  # audio: the spectrum profiles, when made (_with_profile_pairs)
         # The geometric check's candidates depend on the vectors only: found first, so the
         # signature pass keeps what the check needs of each image it decodes (one decode per file)
         self.content_hashes_ = None if content_hashes is None else [None if c is None else str(c)
@@ -426,7 +427,10 @@ class DuplicateFinder(BaseEstimator):
         width = len(next(p for p in profiles if p is not None))
         P = np.zeros((n, width), np.float32)
         P[ok] = np.stack([p for p in profiles if p is not None])
-        P[ok] -= P[ok].mean(0)  # centred: what sets a clip apart from the collection's average sound
+        mean = P[ok].mean(0)
+        P[ok] -= mean  # centred: what sets a clip apart from the collection's average sound
+        # kept for the index (DuplicateIndex: a new upload's candidates come from both sources too)
+        self.profiles_, self.profile_mean_ = P.astype(np.float16), mean.astype(np.float32)
         pi, pj, _ = cosine_pairs(P, -1.0, k=AUDIO_PROFILE_NEIGHBORS, valid=ok)
         new = ~np.isin(_pair_keys(pi, pj, n), _pair_keys(i, j, n))
         pi, pj = pi[new], pj[new]
