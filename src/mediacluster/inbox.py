@@ -69,6 +69,7 @@ _DDL = [
         FROM stored s LEFT JOIN uploads u ON u.hash = s.hash GROUP BY s.hash""",
     """CREATE TABLE IF NOT EXISTS reviewed (
         hash TEXT PRIMARY KEY, how TEXT NOT NULL, time TEXT NOT NULL, run TEXT)""",
+    "CREATE INDEX IF NOT EXISTS stored_file ON stored(file)",  # a stored file -> its content (take, mark)
 ]
 
 _PIL_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif",
@@ -259,8 +260,8 @@ def _hashes_of(con: sqlite3.Connection, keys: Iterable[str]) -> tuple[list[str],
     found, unknown = [], []
     for k in keys:
         k = str(k).strip()
-        row = con.execute("SELECT hash FROM stored WHERE hash = ? OR file = ? OR file = ?",
-                          (k, k, f"{FILES}/{os.path.basename(k)}")).fetchall()
+        row = con.execute("SELECT hash FROM stored WHERE hash = ?", (k,)).fetchall() or con.execute(
+            "SELECT hash FROM stored WHERE file IN (?, ?)", (k, f"{FILES}/{os.path.basename(k)}")).fetchall()
         if not row and len(k) >= 8 and all(c in "0123456789abcdef" for c in k):
             row = con.execute("SELECT hash FROM stored WHERE hash LIKE ?", (k + "%",)).fetchall()
         if len(row) == 1:
