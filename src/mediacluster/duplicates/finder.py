@@ -39,6 +39,7 @@ from sklearn.base import BaseEstimator
 from ..data import nonfinite_message, nonfinite_rows
 from ..errors import InputError, ParameterError
 from ..fileio import hash_files, text_series
+from .fingerprint import PROFILE_NEIGHBORS
 from .grouping import KINDS, PairDistance, group_links
 from .hashing import HASHES, Signatures, compute_signatures, store_call
 from .index import DuplicateIndex
@@ -50,11 +51,8 @@ EXACT, PERCEPTUAL, GEOMETRIC, SEMANTIC, FINGERPRINT = range(5)
 #: what ``paths`` are
 MEDIA = ("image", "audio")
 
-#: candidates per audio clip from its spectrum profile (``fingerprint.profile``: level- and
-#: silence-free), beside its ``n_neighbors`` nearest vectors; 0: vectors only. On 50 FSDD clips
-#: reposted louder (limited), padded, and both with MP3, the original was among the 10 nearest
-#: profiles of each of the 200 reposts (benchmarks/audio_padded.py)
-AUDIO_PROFILE_NEIGHBORS = 10
+#: candidates per audio clip from its spectrum profile (``fingerprint.PROFILE_NEIGHBORS``)
+AUDIO_PROFILE_NEIGHBORS = PROFILE_NEIGHBORS
 LINK_DTYPE = np.dtype([("i", np.int64), ("j", np.int64), ("kind", np.int8), ("distance", np.float32)])
 
 

@@ -309,16 +309,15 @@ class DuplicateIndex:
         return out
 
     def _by_profile(self, path, vector, exclude, seen: set) -> list[tuple[int, float, int]]:
-        """Audio: the stored clips among the new clip's ``finder.AUDIO_PROFILE_NEIGHBORS`` nearest
+        """Audio: the stored clips among the new clip's ``fingerprint.PROFILE_NEIGHBORS`` nearest
         spectrum profiles (level- and silence-free, as the finder's candidates) that the
         fingerprint check links to it (kind fingerprint, distance: 1 - the vectors' cosine when
         there are vectors, else 0). Nothing without stored profiles or readable stored files."""
-        from .finder import AUDIO_PROFILE_NEIGHBORS
-        from .fingerprint import profile
+        from .fingerprint import PROFILE_NEIGHBORS, profile
 
         p = self.params
         if (self.profiles is None or self.profile_mean is None or not p["verify"] or self.paths is None
-                or AUDIO_PROFILE_NEIGHBORS <= 0):
+                or PROFILE_NEIGHBORS <= 0):
             return []
         got = profile(self._audio_verifier().prepared(path))
         if got is None or got.shape != self.profile_mean.shape:
@@ -332,7 +331,7 @@ class DuplicateIndex:
         sims = self._unit_profiles @ q
         if exclude is not None:
             sims[exclude] = -np.inf
-        top = np.argsort(-sims, kind="stable")[:AUDIO_PROFILE_NEIGHBORS]
+        top = np.argsort(-sims, kind="stable")[:PROFILE_NEIGHBORS]
         v = None
         if vector is not None and self.vectors is not None:
             v = np.asarray(vector, np.float32).ravel()
