@@ -71,6 +71,9 @@ def audio(args) -> list[tuple[str, dict, float]]:
     from mediacluster.duplicates.collection import find_in_embeddings
 
     files = sorted(Path(args.fsdd).glob("*.wav"))
+    if args.audio_files:
+        files = [files[int(k)] for k in sorted(np.random.default_rng(args.seed).choice(
+            len(files), min(args.audio_files, len(files)), replace=False))]
     work = Path(args.work) / "audio"
     shutil.rmtree(work, ignore_errors=True)
     (work / "reposts").mkdir(parents=True)
@@ -169,6 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=None, help="the embedding cache (default: the user's)")
     ap.add_argument("--clips", type=int, default=50, help="originals reposted (each four ways)")
     ap.add_argument("--held", type=int, default=200, help="originals left out of the index (false-pair probe)")
+    ap.add_argument("--audio-files", type=int, default=None, help="audio: this many FSDD clips drawn (default all)")
     ap.add_argument("--index", type=int, default=1000, help="images: photos in the index")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=("audio", "images"), default=None)
