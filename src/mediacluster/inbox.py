@@ -360,7 +360,8 @@ def take(paths: Iterable[str | None], run: str | None) -> dict[str, int]:
 
 
 def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str] = (REVIEWED,)) -> dict:
-    """Remove the contents in ``states`` whose last upload is more than ``older_than_days`` old:
+    """Remove the contents in ``states`` whose last upload is ``older_than_days`` old or more (the
+    inbox's times are whole seconds; 0: every one of them, to this second):
     their rows (uploads, stored, reviewed) and their files, in one transaction (the files are
     removed before it commits, so a service writing meanwhile waits and then stores a new upload
     of the same content anew). Returns ``{"contents", "uploads", "bytes", "states"}`` removed.
@@ -382,7 +383,7 @@ def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str]
             rows = con.execute(
                 f"SELECT s.hash, s.file, s.size FROM stored s LEFT JOIN reviewed r ON r.hash = s.hash "
                 f"WHERE {_STATE_SQL} IN ({','.join('?' * len(states))}) AND COALESCE((SELECT MAX(u.time) "
-                "FROM uploads u WHERE u.hash = s.hash), '') < ?", (*states, cutoff)).fetchall()
+                "FROM uploads u WHERE u.hash = s.hash), '') <= ?", (*states, cutoff)).fetchall()
             n_up = 0
             for h, _, _ in rows:
                 n_up += con.execute("DELETE FROM uploads WHERE hash = ?", (h,)).rowcount

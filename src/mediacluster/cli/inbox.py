@@ -3,7 +3,7 @@ person works through them: how many are pending, reviewed, or taken by a cluster
 of one state (``--list``), each with the uploader's name, its stored file, how often it came and
 the last answer; ``--mark-reviewed`` takes contents out of the pending set (``all``, or hashes /
 stored files); ``--purge DAYS`` removes the reviewed ones (``--purge-also``: other states) last
-uploaded more than DAYS ago, rows and files. Safe while the service writes (one SQLite
+uploaded DAYS or more ago, rows and files. Safe while the service writes (one SQLite
 transaction each; see ``mediacluster.inbox``)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def add_parser(sub):
                    help=f"take these contents out of the pending set ({REVIEWED}): `all` (every pending "
                         "one), or content hashes (8+ leading hex digits do) or stored files (files/NAME)")
     p.add_argument("--purge", type=non_negative_float, default=None, metavar="DAYS",
-                   help=f"remove the {REVIEWED} contents last uploaded more than DAYS ago (rows and "
+                   help=f"remove the {REVIEWED} contents last uploaded DAYS or more ago (rows and "
                         "files; 0: all of them)")
     p.add_argument("--purge-also", action="append", choices=(PENDING, CLUSTERED), default=[],
                    help=f"with --purge, also contents in this state (repeatable). {CLUSTERED}: their files "
@@ -66,7 +66,7 @@ def run(args) -> int:
     if "purged" in done:
         g = done["purged"]
         out.write(f"purged: {g['contents']} contents ({g['uploads']} uploads, {g['bytes'] / 2**20:.1f} MiB) "
-                  f"{'/'.join(g['states'])}, last uploaded before {g['older_than']}\n")
+                  f"{'/'.join(g['states'])}, last uploaded at or before {g['older_than']}\n")
     c = counts["contents"]
     out.write(f"{printable(args.inbox)}: {c['pending']} pending, {c['reviewed']} reviewed, {c['clustered']} "
               f"clustered ({counts['uploads']} uploads, {counts['bytes'] / 2**20:.1f} MiB)"
