@@ -442,11 +442,15 @@ def week(work: Path, run_dir: Path, srv: Server, inbox: Path, kind_of_file: dict
     try:
         man = write_manifest(work, inbox, kind_of_file)
         out["items"] = sum(1 for _ in open(man, encoding="utf-8")) - 1
+        from mediacluster.inbox import summary as inbox_summary
+
+        out["inbox_states"] = {"before": inbox_summary(inbox)["contents"]}  # the review queue
         v_before = served_version(srv.base)
         t0 = traffic.mark("re-cluster starts")
         wall, cpu, text = cli(["cluster", str(man), "--out", str(run_dir), "--carry-from", str(run_dir),
                                "--save-model", "--quiet"])
         out["recluster"] = {"wall_s": wall, "cpu_s": cpu, "output": text[-3000:]}
+        out["inbox_states"]["after"] = inbox_summary(inbox)["contents"]  # the files it took: clustered
         carry = RunDir.open(run_dir).read_carry() or {}
         out["carry"] = {k: carry.get(k) for k in ("identity", "carried", "previous_clusters", "seconds",
                                                    "new_clusters", "shared_items", "items_new_to_the_collection")}
@@ -599,6 +603,8 @@ def render(res: dict, cmd: str, commit: str) -> str:
                   f"| re-cluster the collection + inbox ({wk['items']:,} items), carry, publish | "
                   f"{wk['recluster']['wall_s']:.1f} s wall, {wk['recluster']['cpu_s']:.1f} CPU s; served "
                   f"{wk['served_after_recluster']['before']} -> {wk['served_after_recluster']['after']} |",
+                  f"| the inbox's review queue (`mediacluster inbox`), before / after the re-cluster | "
+                  f"{json.dumps(wk['inbox_states']['before'])} / {json.dumps(wk['inbox_states']['after'])} |",
                   f"| carry (`carry.json`) | {wk['carry']['shared_items']} shared items by "
                   f"{wk['carry']['identity']}, {wk['carry']['items_new_to_the_collection']} new; previous curated "
                   f"clusters {json.dumps(wk['carry']['previous_clusters'])}; carried {json.dumps(wk['carry']['carried'])}; "

@@ -159,3 +159,29 @@ def test_dedup_model_answers_duplicate_of_for_an_uploaded_repost(clips, tmp_path
         assert unseen["duplicate_of"] is None, unseen
     finally:
         s.stop()
+
+
+def test_a_new_clips_duplicate_of_takes_candidates_from_spectrum_profiles_too(clips, tmp_path):
+    """``DuplicateIndex.query`` (a new upload's ``duplicate_of``: ``assign`` and the service)
+    takes the ``dups`` finder's second candidate source for audio, each clip's nearest spectrum
+    profiles (level- and silence-free), kept in the index and saved with it: a padded, louder
+    repost is found by its profile alone (no vector given), another take of the same word is
+    not; without the stored profiles (an index as made before) the same query finds nothing."""
+    from mediacluster.duplicates.collection import find_in_embeddings
+    from mediacluster.duplicates.index import DuplicateIndex
+    from mediacluster.embed import embed_collection
+    from mediacluster.ingest import collect
+
+    d = collection(tmp_path, clips)
+    emb = embed_collection(collect(d, media="audio"), encoder="mfcc", cache_dir=tmp_path / "cache", progress=False)
+    index = find_in_embeddings(emb, media="audio", progress=False).index()
+    assert index.profiles is not None and index.profiles.shape[0] == len(emb)
+    index = DuplicateIndex.load(index.save(tmp_path / "index"))
+    y, sr = sf.read(clips["7_nicolas_2"], dtype="float32")
+    y = np.concatenate([np.zeros(sr // 2, np.float32), np.tanh(3 * y), np.zeros(sr, np.float32)])
+    sf.write(tmp_path / "padded_louder.wav", y, sr)
+    m = index.query(path=tmp_path / "padded_louder.wav")
+    assert m is not None and m.kind == "fingerprint" and Path(m.id).name == "7_nicolas_2.wav", m
+    assert index.query(path=clips[UNSEEN]) is None
+    index.profiles = None
+    assert index.query(path=tmp_path / "padded_louder.wav") is None

@@ -22,6 +22,7 @@ from .encoders import encoder_for
 from .errors import InputError, LevelRangeError
 from .executors import LocalExecutor, get_executor
 from .fileio import release_pages, text_series
+from .inbox import take as take_from_inbox
 from .ingest import collect
 from .ingest.stream import (
     BATCH_ROWS,
@@ -52,6 +53,7 @@ class RunResult:
     model: str | None = None
     kept_previous: Path | None = None  # the run this one replaced, kept for names.yaml / studio edits
     level_refused: dict | None = None  # {"level", "message"}: a level the fitted tree does not have
+    inbox_taken: dict[str, int] = field(default_factory=dict)  # inbox folder -> contents this run took (inbox.take)
 
 
 def first_compile_note() -> str:
@@ -508,10 +510,14 @@ def cluster_folder(
     info = published.info
     if emb is None:  # a streamed vector file: the vectors stay on disk
         emb = published.read_embeddings(mmap=True)
+    # uploads a service kept (serve --keep-uploads) that this run read leave their inbox's
+    # pending set, once the run is published
+    taken = take_from_inbox(emb.paths, published.run_id) if emb.paths else {}
     return RunResult(out=published.path, embeddings=emb, pipeline=pipe, run=published,
                      timings=info["timings_s"], summary=info["summary"],
                      model=str(published.path / model_rel) if model_rel else None,
-                     kept_previous=run.kept_previous, level_refused=info.get("level_refused"))
+                     kept_previous=run.kept_previous, level_refused=info.get("level_refused"),
+                     inbox_taken=taken)
 
 
 def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample="auto", seed: int = 0,

@@ -25,7 +25,7 @@ from ..errors import MediaclusterError
 from ..fileio import cache_root, setup_numba_cache
 
 COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio", "dups",
-            "models", "cache"]
+            "models", "inbox", "cache"]
 
 #: each sub-command's line in ``mediacluster --help``. Kept here so that the top-level help and a
 #: usage error import no sub-command module: those import the library (scikit-learn alone ~1 s),
@@ -45,6 +45,8 @@ SUMMARIES = {
     "dups": "find reposts and near-duplicates of images or audio clips: a table of groups and a page",
     "models": "list a run's model versions and which one is served; --use VERSION: roll back (or "
               "forward) to it",
+    "inbox": "the uploads a service kept (serve --keep-uploads): list what is pending, mark it "
+             "reviewed, purge old ones",
     "cache": "what the cache on this machine holds (vectors per encoder, duplicate signatures, "
              "remembered failures) and its size; --forget-*: delete a part of it",
 }

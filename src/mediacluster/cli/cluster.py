@@ -221,6 +221,9 @@ def run(args) -> int:
                 print(note)
         if res.model:
             print(f"model: {printable(res.model)}")
+        for box, n in res.inbox_taken.items():
+            print(f"inbox: {n} kept uploads of {printable(box)} are in this run: no longer pending "
+                  "(`mediacluster inbox` lists them)")
         if res.kept_previous is not None:
             print(f"the run this one replaced held hand-given names or studio edits: kept as "
                   f"{printable(res.kept_previous)}")

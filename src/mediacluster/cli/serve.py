@@ -146,10 +146,11 @@ def run(args) -> int:
         import sqlite3
 
         from ..fileio import output_error
-        from ..serve.inbox import open_db
+        from ..inbox import open_db, summary
 
         try:
             open_db(args.keep_uploads).close()
+            waiting = summary(args.keep_uploads)["contents"]["pending"]
         except OSError as e:
             raise output_error(e, args.keep_uploads) from None
         except sqlite3.Error as e:
@@ -162,7 +163,9 @@ def run(args) -> int:
         print(f"{name}: keeping uploads (--keep {' '.join(config['keep'])}"
               + (f", novelty >= {args.keep_novelty:g}" if args.keep_novelty else "")
               + f") in {printable(args.keep_uploads)}"
-              + (f" (at most {args.keep_max_mb:g} MiB)" if args.keep_max_mb else ""), flush=True)
+              + (f" (at most {args.keep_max_mb:g} MiB)" if args.keep_max_mb else "")
+              + (f"; {waiting} pending review (`mediacluster inbox {printable(args.keep_uploads)}`)"
+                 if waiting else ""), flush=True)
     if args.workers == 1:
         from ..serve import build_service
 

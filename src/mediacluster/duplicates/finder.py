@@ -39,6 +39,7 @@ from sklearn.base import BaseEstimator
 from ..data import nonfinite_message, nonfinite_rows
 from ..errors import InputError, ParameterError
 from ..fileio import hash_files, text_series
+from .fingerprint import PROFILE_NEIGHBORS
 from .grouping import KINDS, PairDistance, group_links
 from .hashing import HASHES, Signatures, compute_signatures, store_call
 from .index import DuplicateIndex
@@ -50,11 +51,8 @@ EXACT, PERCEPTUAL, GEOMETRIC, SEMANTIC, FINGERPRINT = range(5)
 #: what ``paths`` are
 MEDIA = ("image", "audio")
 
-#: candidates per audio clip from its spectrum profile (``fingerprint.profile``: level- and
-#: silence-free), beside its ``n_neighbors`` nearest vectors; 0: vectors only. On 50 FSDD clips
-#: reposted louder (limited), padded, and both with MP3, the original was among the 10 nearest
-#: profiles of each of the 200 reposts (benchmarks/audio_padded.py)
-AUDIO_PROFILE_NEIGHBORS = 10
+#: candidates per audio clip from its spectrum profile (``fingerprint.PROFILE_NEIGHBORS``)
+AUDIO_PROFILE_NEIGHBORS = PROFILE_NEIGHBORS
 LINK_DTYPE = np.dtype([("i", np.int64), ("j", np.int64), ("kind", np.int8), ("distance", np.float32)])
 
 
@@ -270,6 +268,7 @@ class DuplicateFinder(BaseEstimator):
 
                 content_hashes = hash_files(self.paths_, workers=self.workers or default_workers())[0]
         self.vectors_ = None if vectors is None else self._checked_vectors(vectors)
+        self.profiles_ = self.profile_mean_ = None  # audio: the spectrum profiles, when made (_with_profile_pairs)
         # The geometric check's candidates depend on the vectors only: found first, so the
         # signature pass keeps what the check needs of each image it decodes (one decode per file)
         self.content_hashes_ = None if content_hashes is None else [None if c is None else str(c)
@@ -426,7 +425,10 @@ class DuplicateFinder(BaseEstimator):
         width = len(next(p for p in profiles if p is not None))
         P = np.zeros((n, width), np.float32)
         P[ok] = np.stack([p for p in profiles if p is not None])
-        P[ok] -= P[ok].mean(0)  # centred: what sets a clip apart from the collection's average sound
+        mean = P[ok].mean(0)
+        P[ok] -= mean  # centred: what sets a clip apart from the collection's average sound
+        # kept for the index (DuplicateIndex: a new upload's candidates come from both sources too)
+        self.profiles_, self.profile_mean_ = P.astype(np.float16), mean.astype(np.float32)
         pi, pj, _ = cosine_pairs(P, -1.0, k=AUDIO_PROFILE_NEIGHBORS, valid=ok)
         new = ~np.isin(_pair_keys(pi, pj, n), _pair_keys(i, j, n))
         pi, pj = pi[new], pj[new]

@@ -102,6 +102,12 @@ def fingerprint(wav: np.ndarray, check: AudioCheck = AudioCheck()) -> np.ndarray
 
 #: the frames of a clip's :func:`profile`: those within this many dB of its loudest bin
 PROFILE_DB = 30.0
+#: candidates per audio clip from its spectrum profile (:func:`profile`: level- and silence-free),
+#: beside its ``n_neighbors`` nearest vectors, for the finder (``finder.AUDIO_PROFILE_NEIGHBORS``)
+#: and a new clip's query (``DuplicateIndex``); 0: vectors only. On 50 FSDD clips reposted louder
+#: (limited), padded, and both with MP3, the original was among the 10 nearest profiles of each
+#: of the 200 reposts (benchmarks/audio_padded.py)
+PROFILE_NEIGHBORS = 10
 
 
 def profile(fp) -> np.ndarray | None:

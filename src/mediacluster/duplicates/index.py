@@ -103,7 +103,8 @@ class DuplicateIndex:
     def __init__(self, params: dict, ids: list[str], paths: list[str] | None, labels: np.ndarray,
                  content: list[str | None] | None, hashes: np.ndarray | None, mirror: np.ndarray | None,
                  thumbs: np.ndarray | None, hash_ok: np.ndarray | None, vectors: np.ndarray | None,
-                 representative: np.ndarray | None = None):
+                 representative: np.ndarray | None = None, profiles: np.ndarray | None = None,
+                 profile_mean: np.ndarray | None = None):
         self.params = dict(params)
         self.ids = list(ids)
         self.paths = None if paths is None else list(paths)
@@ -116,6 +117,11 @@ class DuplicateIndex:
         self.vectors = vectors  # unit rows: float16 (loaded), or the finder's (unsaved; see from_finder)
         self._faiss = None  # the float16 inner-product index over them (memory-mapped once loaded)
         self.representative = None if representative is None else np.asarray(representative, np.int64)
+        # audio: each stored clip's spectrum profile (fingerprint.profile, centred on the
+        # collection's mean, profile_mean; a zero row: none), the finder's second candidate source
+        self.profiles = None if profiles is None else np.asarray(profiles)
+        self.profile_mean = None if profile_mean is None else np.asarray(profile_mean, np.float32)
+        self._unit_profiles = None
         self.root: str | None = None  # the collection root the paths were resolved against (load)
         self._by_content = {} if content is None else {c: k for k, c in reversed(list(enumerate(content)))
                                                        if c is not None}
@@ -148,6 +154,7 @@ class DuplicateIndex:
             hashes=None if sig is None else sig.hashes, mirror=None if sig is None else sig.mirror,
             thumbs=None if sig is None else sig.thumbs, hash_ok=None if sig is None else sig.usable(),
             vectors=None if not vectors else finder.vectors_, representative=finder.representative_,
+            profiles=getattr(finder, "profiles_", None), profile_mean=getattr(finder, "profile_mean_", None),
         )
 
     # -- query -----------------------------------------------------------------------------
@@ -210,6 +217,8 @@ class DuplicateIndex:
             found += [(1, float(bits[r]), int(r)) for r in rows]
         if vector is not None and self.vectors is not None:
             found += self._semantic(np.asarray(vector, np.float32).ravel(), path, exclude, near)
+        if audio and path is not None:
+            found += self._by_profile(path, vector, exclude, {r for _, _, r in found})
         if not found:
             return None
         kind, dist, row = min(found)
@@ -299,6 +308,51 @@ class DuplicateIndex:
                 out.append((3, max(0.0, 1.0 - c), int(r)))
         return out
 
+    def _by_profile(self, path, vector, exclude, seen: set) -> list[tuple[int, float, int]]:
+        """Audio: the stored clips among the new clip's ``fingerprint.PROFILE_NEIGHBORS`` nearest
+        spectrum profiles (level- and silence-free, as the finder's candidates) that the
+        fingerprint check links to it (kind fingerprint, distance: 1 - the vectors' cosine when
+        there are vectors, else 0). Nothing without stored profiles or readable stored files."""
+        from .fingerprint import PROFILE_NEIGHBORS, profile
+
+        p = self.params
+        if (self.profiles is None or self.profile_mean is None or not p["verify"] or self.paths is None
+                or PROFILE_NEIGHBORS <= 0):
+            return []
+        got = profile(self._audio_verifier().prepared(path))
+        if got is None or got.shape != self.profile_mean.shape:
+            return []
+        if self._unit_profiles is None:
+            P = np.asarray(self.profiles, np.float32)
+            norms = np.linalg.norm(P, axis=1, keepdims=True)
+            self._unit_profiles = np.divide(P, norms, out=np.zeros_like(P), where=norms > 0)
+        q = got - self.profile_mean
+        q /= max(float(np.linalg.norm(q)), 1e-12)
+        sims = self._unit_profiles @ q
+        if exclude is not None:
+            sims[exclude] = -np.inf
+        top = np.argsort(-sims, kind="stable")[:PROFILE_NEIGHBORS]
+        v = None
+        if vector is not None and self.vectors is not None:
+            v = np.asarray(vector, np.float32).ravel()
+            v = v / max(float(np.linalg.norm(v)), 1e-12)
+        out = []
+        for r in top.tolist():
+            if r in seen or not np.isfinite(sims[r]) or not os.path.exists(self.paths[r]):
+                continue
+            if self._verify(path, self.paths[r]):
+                c = float(np.asarray(self.vectors[r], np.float32) @ v) if v is not None else 1.0
+                out.append((4, max(0.0, 1.0 - c), int(r)))  # KINDS[4]: fingerprint
+        return out
+
+    def _audio_verifier(self):
+        from .fingerprint import AudioCheck, AudioVerifier
+
+        if self._verifier is None:
+            self._verifier = AudioVerifier(AudioCheck(min_ncc=float(self.params["audio_min_ncc"])),
+                                           cache_bytes=32 * 2**20)
+        return self._verifier
+
     def _vector_index(self):
         """A faiss inner-product index over the stored vectors as float16 (``IndexScalarQuantizer``
         QT_fp16: SIMD search of the stored precision). A loaded index maps its file (see
@@ -320,10 +374,8 @@ class DuplicateIndex:
         from .verify import GeometricCheck, GeometricVerifier, PhotometricCheck
 
         p = self.params
-        if self._verifier is None and self.media == "audio":
-            from .fingerprint import AudioCheck, AudioVerifier
-
-            self._verifier = AudioVerifier(AudioCheck(min_ncc=float(p["audio_min_ncc"])), cache_bytes=32 * 2**20)
+        if self.media == "audio":
+            return self._audio_verifier().verify(a, b)[0]
         if self._verifier is None:
             self._verifier = GeometricVerifier(GeometricCheck(min_inliers=p["min_inliers"]),
                                                PhotometricCheck(p["min_ncc"], p["max_chroma"], p["grey_chroma"]),
@@ -346,7 +398,7 @@ class DuplicateIndex:
             vectors = {"file": VECTORS_NAME, "rows": len(self.vectors), "dims": int(self.vectors.shape[1]),
                        "dtype": "float16"}
         arrays = {"labels": self.labels}
-        for name in ("hashes", "mirror", "thumbs", "hash_ok", "representative"):
+        for name in ("hashes", "mirror", "thumbs", "hash_ok", "representative", "profiles", "profile_mean"):
             if getattr(self, name) is not None:
                 arrays[name] = np.asarray(getattr(self, name))
         if self.content is not None:
@@ -407,13 +459,13 @@ class DuplicateIndex:
             raise ModelFormatError(f"{zp}: cannot read the duplicate index arrays: {e}") from e
         n = len(ids)
         expect = {"labels": "iu", "representative": "iu", "hashes": "u", "mirror": "u", "thumbs": "u", "hash_ok": "b",
-                  "vectors": "f", "content": "S"}
+                  "vectors": "f", "content": "S", "profiles": "f", "profile_mean": "f"}
         if meta["format"] == FORMAT:  # the vectors live in their own file
             del expect["vectors"]
         for k, a in arrays.items():
             if k not in expect or a.dtype.kind not in expect[k]:
                 raise ModelFormatError(f"{zp}: unexpected array {k!r} ({a.dtype})")
-            if len(a) != n:
+            if len(a) != n and k != "profile_mean":
                 raise ModelFormatError(f"{zp}: array {k!r} has {len(a)} rows, the index {n} items")
         if "labels" not in arrays:
             raise ModelFormatError(f"{zp}: no 'labels' array")
@@ -426,7 +478,12 @@ class DuplicateIndex:
         index = cls(params=meta["params"], ids=meta["ids"], paths=paths, labels=arrays["labels"],
                     content=content, hashes=arrays.get("hashes"), mirror=arrays.get("mirror"),
                     thumbs=arrays.get("thumbs"), hash_ok=arrays.get("hash_ok"), vectors=vectors,
-                    representative=arrays.get("representative"))
+                    representative=arrays.get("representative"), profiles=arrays.get("profiles"),
+                    profile_mean=arrays.get("profile_mean"))
+        if (index.profiles is None) != (index.profile_mean is None) or (
+                index.profiles is not None and (index.profiles.ndim != 2 or index.profile_mean.shape
+                                                != index.profiles.shape[1:])):
+            raise ModelFormatError(f"{zp}: 'profiles' and 'profile_mean' must come together, of one width")
         index._faiss = mapped
         index.root = found_root
         return index

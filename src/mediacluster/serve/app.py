@@ -579,6 +579,11 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         full = Gauge("mediacluster_inbox_full", "1 once --keep-max-mb is reached (new uploads are no "
                      "longer kept)", registry=reg, multiprocess_mode="livemax")
         full.set(0)
+        # the inbox's table is shared by the workers and written by `mediacluster inbox` and
+        # `cluster` too: read at each scrape, the most recent reading of any worker reported
+        held = Gauge("mediacluster_inbox_contents", "Contents (distinct uploads) in the inbox, by state: "
+                     "pending (to review), reviewed (marked by a person), clustered (taken by a cluster "
+                     "run); read at each scrape", ["state"], registry=reg, multiprocess_mode="livemostrecent")
 
         def on_inbox(kind: str, label: str) -> None:
             if kind == "kept":
@@ -867,6 +872,9 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     async def prom(request: Request,
                    names: list[str] | None = Query(None, alias="name[]", description="only these metrics' "
                                                    "samples (repeat it; Prometheus' own name[] filter)")):
+        if inbox is not None:  # a short read of the shared table, off the event loop
+            for state, n in ((await asyncio.to_thread(inbox.counts)) or {}).items():
+                held.labels(state).set(n)
         return metrics.response(request)
 
     @app.get("/", include_in_schema=False)

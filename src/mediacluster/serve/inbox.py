@@ -5,22 +5,20 @@
 lacks; ``uncertain``: membership probability below ``--keep-below``, so also every noise or
 outlier answer; ``junk``: answered in a cluster marked junk; ``all``). What DIR holds:
 
-- ``DIR/files/<content hash><ext>``: each kept upload's bytes, once per content (BLAKE2b-128,
+- ``DIR/files/<name>--<hash16><ext>``: each kept upload's bytes, once per content (BLAKE2b-128,
   the package's content hash), written atomically (``fileio.atomic_path``: a hidden temporary
-  file, fsync, rename). The extension is the one of the format the bytes are in (sniffed: Pillow
-  for images, the magic bytes for audio; the client's extension only when the sniffing finds
-  nothing and it is one the collection reads), never the client's file name: a hostile name
-  (``../../x.jpg``, 200 characters, undecodable bytes) is data, not a path. So ``DIR/files`` is a
-  collection like any folder: ``mediacluster cluster DIR/files`` reads it.
-- ``DIR/inbox.sqlite``: an append-only table ``uploads``, one row per kept item: time (UTC),
-  model version, route, input kind, why it was kept, the answer (cluster, name, status,
-  probability, novelty, novel, duplicate_of as JSON), the client's file name, size, content hash
-  and the stored file (relative to DIR); a table ``stored`` (one row per content: file, size, and
-  for a vector posted as JSON its float32 bytes, since a vector is no file) and a view ``contents``
-  (per content: file, size, how many uploads had it, first and last seen). SQLite in WAL mode
-  with a busy timeout, as the studio's edit log: the worker processes of ``--workers N`` each
-  write through their own connection, one transaction per item, and none waits for another's
-  reader.
+  file, fsync, rename), named after the uploader's file name made safe (``inbox.clean_name``:
+  its last component, no control characters, no leading dot, bounded; ``<hash><ext>`` without
+  one) and the extension of the format the bytes are in (``inbox.sniff_extension``): a hostile
+  name (``../../x.jpg``, 200 characters, undecodable bytes) is data, never a path. So
+  ``DIR/files`` is a collection like any folder: ``mediacluster cluster DIR/files`` reads it.
+- ``DIR/inbox.sqlite``: the tables of ``mediacluster.inbox`` (the store and its lifecycle:
+  pending, reviewed, taken by a clustering, purged): one row per kept item in the append-only
+  ``uploads`` (time, model version, route, input kind, why it was kept, the answer, the client's
+  file name as sent, size, content hash, stored file), one per content in ``stored``. SQLite in
+  WAL mode with a busy timeout, as the studio's edit log: the worker processes of ``--workers N``
+  each write through their own connection, one transaction per item, and none waits for
+  another's reader.
 
 Never at a request's cost: the handler only checks the rule (microseconds) and hands the item
 to this process's one writer thread; hashing, sniffing and writing happen after the answer is
@@ -35,7 +33,6 @@ already given.
 from __future__ import annotations
 
 import collections
-import io
 import json
 import logging
 import os
@@ -49,6 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path, hash_bytes
+from ..inbox import DB_NAME, FILES, open_db, sniff_extension, stored_file, summary, text
+
+__all__ = ["DB_NAME", "FILES", "KEEP_KINDS", "Inbox", "KeepRule", "open_db", "sniff_extension"]
 
 log = logging.getLogger(__name__)
 
@@ -57,29 +57,6 @@ KEEP_KINDS = ("novel", "uncertain", "junk", "all")
 KEEP_BELOW = 0.5
 #: bytes of uploads waiting for the writer thread, at most (the rest is skipped: "backlog")
 MAX_PENDING_BYTES = 256 << 20
-DB_NAME = "inbox.sqlite"
-FILES = "files"
-
-_DDL = [
-    """CREATE TABLE IF NOT EXISTS stored (
-        hash TEXT PRIMARY KEY, file TEXT, size INTEGER NOT NULL, vector BLOB)""",
-    """CREATE TABLE IF NOT EXISTS uploads (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, model_version TEXT,
-        route TEXT, input TEXT NOT NULL, reason TEXT NOT NULL,
-        cluster INTEGER, name TEXT, status TEXT, probability REAL, novelty REAL, novel INTEGER,
-        duplicate_of TEXT, filename TEXT, size INTEGER NOT NULL, hash TEXT NOT NULL, file TEXT,
-        pid INTEGER)""",
-    "CREATE INDEX IF NOT EXISTS uploads_hash ON uploads(hash)",
-    """CREATE VIEW IF NOT EXISTS contents AS
-        SELECT s.hash AS hash, s.file AS file, s.size AS size, COUNT(u.id) AS count,
-               MIN(u.time) AS first_seen, MAX(u.time) AS last_seen
-        FROM stored s LEFT JOIN uploads u ON u.hash = s.hash GROUP BY s.hash""",
-]
-
-_PIL_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif",
-            "MPO": ".jpg"}
-
-
 @dataclass(frozen=True)
 class KeepRule:
     """Which answered items are kept (``--keep``, ``--keep-below``, ``--keep-novelty``)."""
@@ -102,60 +79,6 @@ class KeepRule:
         if "all" in k:
             return "all"
         return None
-
-
-def open_db(root: str | os.PathLike) -> sqlite3.Connection:
-    """The inbox table of ``root`` (created with its folder if new). Raises OSError /
-    sqlite3.Error when it cannot be."""
-    root = Path(root)
-    (root / FILES).mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(str(root / DB_NAME), timeout=30.0, isolation_level=None, check_same_thread=False)
-    con.execute("PRAGMA busy_timeout=30000")  # before WAL: several workers open it at once
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        for stmt in _DDL:
-            con.execute(stmt)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return con
-
-
-def sniff_extension(data: bytes, filename: str | None, media: str) -> str:
-    """The file extension of the format ``data`` is in (see the module docstring)."""
-    if media == "audio":
-        head = data[:12]
-        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-            return ".wav"
-        if head[:4] == b"fLaC":
-            return ".flac"
-        if head[:4] == b"OggS":
-            return ".ogg"
-        if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-            return ".aiff"
-        if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-            return ".mp3"
-    else:
-        try:
-            from PIL import Image  # lazily: only a served image model keeps images
-
-            with Image.open(io.BytesIO(data)) as im:  # reads the header only
-                ext = _PIL_EXT.get(im.format or "")
-            if ext:
-                return ext
-        except Exception:  # noqa: BLE001 - an unknown format falls back to the name below
-            pass
-    from ..ingest.sources import MEDIA_EXTENSIONS
-
-    suffix = os.path.splitext(filename or "")[1].lower()
-    return suffix if suffix in MEDIA_EXTENSIONS.get(media, ()) and suffix.isascii() else ".bin"
-
-
-def _text(s: str | None) -> str | None:
-    """A client's file name as storable text (lone surrogates escaped)."""
-    return None if s is None else s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
@@ -257,8 +180,8 @@ class Inbox:
         raw = it.data if it.data is not None else np.ascontiguousarray(it.vector, dtype=np.float32).tobytes()
         h = hash_bytes(raw)
         rel = None
-        if it.data is not None:
-            rel = f"{FILES}/{h}{sniff_extension(it.data, it.filename, it.input)}"
+        if it.data is not None:  # named after the uploader's name, made safe (inbox.clean_name)
+            rel = stored_file(h, sniff_extension(it.data, it.filename, it.input), it.filename)
         con = self._con
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -288,15 +211,27 @@ class Inbox:
                 "INSERT INTO uploads (time, model_version, route, input, reason, cluster, name, status, "
                 "probability, novelty, novel, duplicate_of, filename, size, hash, file, pid) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (it.time, it.version, it.route, it.input, it.reason, a.get("cluster"), _text(a.get("name")),
+                (it.time, it.version, it.route, it.input, it.reason, a.get("cluster"), text(a.get("name")),
                  a.get("status"), a.get("probability"), a.get("novelty"), int(bool(a.get("novel"))),
-                 None if dup is None else json.dumps(dup), _text(it.filename), len(raw), h, rel, os.getpid()))
+                 None if dup is None else json.dumps(dup), text(it.filename), len(raw), h, rel, os.getpid()))
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
         self.on_event("kept", it.input)
+
+    def counts(self) -> dict[str, int] | None:
+        """Contents per state (``inbox.summary``: pending, reviewed, clustered), read now from the
+        shared table (other workers, ``mediacluster inbox`` and ``cluster`` change it); None when
+        it cannot be read (logged once)."""
+        try:
+            return summary(self.root)["contents"]
+        except (OSError, sqlite3.Error) as e:
+            if "counts" not in self._warned:
+                self._warned.add("counts")
+                log.warning("inbox %s: cannot read its counts for /metrics (%s)", self.root, e)
+            return None
 
     # -- lifetime ----------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> bool:
