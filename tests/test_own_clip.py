@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import tiny_clap
 from test_encoders import make_tiny_clip
 
 from mediacluster.cli import main
@@ -46,3 +47,40 @@ def test_cluster_names_the_run_and_its_model_against_the_vocabulary(own_clip, im
     assert named and all(any(c["name"].startswith(t) for t in topics) for c in named), named
     model = load(str(run / "models" / "v0001"))
     assert model.model_info_["metadata"]["names"] == {str(c["cluster"]): c["name"] for c in named}
+
+
+def test_a_local_folder_is_named_by_its_absolute_path(own_clip, imagenette_dir, tmp_path, monkeypatch):
+    """``--encoder clip:model`` run from the model's parent folder: the id, ``run.json`` and the
+    saved model said ``model``, so two folders called ``model`` shared cached vectors (when their
+    config, weight sizes and times matched: a copy with ``cp -p``, ``tar``) and ``assign`` from
+    another directory loaded whatever ``model`` was there, or nothing."""
+    from mediacluster import load
+    from mediacluster.encoders import get_encoder
+
+    monkeypatch.chdir(own_clip.parent)
+    enc = get_encoder("clip:model")
+    assert enc.spec == f"clip:{own_clip.resolve()}" and f"@{own_clip.resolve()}#" in enc.id
+    run = tmp_path / "run"
+    assert main(["cluster", str(imagenette_dir), "--out", str(run), "--encoder", "clip:model",
+                 "--save-model", *FAST]) == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["encoder"]["name"] == f"clip:{own_clip.resolve()}"
+    assert load(str(run / "models" / "v0001")).model_info_["metadata"]["encoder"] == f"clip:{own_clip.resolve()}"
+
+
+def test_clap_id_changes_with_the_weights_in_its_folder(tmp_path):
+    """The CLAP encoder's id was its folder's name and window count only: weights retrained and
+    saved into the same folder were served the old weights' vectors from the cache."""
+    import torch
+    from transformers import ClapModel
+
+    from mediacluster.encoders import get_encoder
+
+    folder = tiny_clap(tmp_path / "clap")
+    before = get_encoder(f"clap:{folder}").id
+    assert before == get_encoder(f"clap:{folder}").id
+    model = ClapModel.from_pretrained(folder)
+    with torch.no_grad():
+        model.audio_projection.linear1.weight.add_(0.1)
+    model.save_pretrained(folder)
+    assert get_encoder(f"clap:{folder}").id != before

@@ -457,10 +457,11 @@ def cluster_folder(
                     raise InputError(f"no usable {kind} files found in {source}" + (
                         f" ({len(coll.skipped)} skipped; the first, {first.path}: {first.reason})" if first else ""))
                 enc = resolve_encoder(encoder, coll, source)
+                # a local model folder recorded by its absolute path (encoders.clip.local_model)
+                spec = getattr(enc, "spec", None) or (encoder if isinstance(encoder, str) else None)
                 t = time.perf_counter()
                 emb = exe.embed(coll, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
-                                workers=workers, progress=progress,
-                                encoder_spec=encoder if isinstance(encoder, str) else None)
+                                workers=workers, progress=progress, encoder_spec=spec)
                 timings["embed"] = time.perf_counter() - t
                 if coll.media == "audio" and emb.paths:
                     from .ingest.audio import long_recordings
@@ -473,7 +474,6 @@ def cluster_folder(
                     raise InputError(f"only {len(emb)} items could be embedded; at least 3 are needed to cluster"
                                      + (f" ({len(emb.skipped)} skipped; the first, {first.path}: {first.reason})"
                                         if first else ""))
-                spec = encoder if isinstance(encoder, str) else None
                 if exe.name == "local" and fit_sample_size(fit_sample, len(emb)) >= len(emb):
                     finder = None
                     if dedup:

@@ -18,6 +18,7 @@ L2-normalised audio embeddings of the windows are averaged and re-normalised.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +26,11 @@ from ..data import l2_normalize
 from ..ingest.audio import MAX_SECONDS, load_audio, windows
 from . import register
 from .base import Encoder
-from .clip import _load_pretrained  # local files first, a clear error when it cannot load
+from .clip import (  # local files first, clear errors
+    _load_pretrained,
+    _weights_fingerprint,
+    local_model,
+)
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
 
@@ -38,7 +43,7 @@ class CLAPEncoder(Encoder):
 
     def __init__(self, model: str = DEFAULT_MODEL, max_seconds: float = MAX_SECONDS,
                  max_windows: int = 12, threads: int | None = None):
-        self.model = model or DEFAULT_MODEL
+        self.model = local_model(model or DEFAULT_MODEL)
         self.max_seconds = max_seconds
         self.max_windows = max_windows
         self.threads = threads
@@ -50,7 +55,19 @@ class CLAPEncoder(Encoder):
 
     @property
     def version(self) -> str:
+        """The model and its window count; a local folder also by its weights and feature
+        extractor (``clip._weights_fingerprint``: retrained weights saved into the same folder
+        are another encoder, whose vectors the cache must not mix with the old ones)."""
+        local = Path(self.model)
+        if local.is_dir():
+            return f"{self.model}#{_weights_fingerprint(local)}-w{self.max_windows}"
         return f"{self.model}-w{self.max_windows}"
+
+    @property
+    def spec(self) -> str:
+        """``family:model`` with a local folder's absolute path: what ``run.json`` and a saved
+        model record, for ``get_encoder`` to load the same folder from any working directory."""
+        return f"{self.name}:{self.model}"
 
     def _feature_extractor(self):
         with self._lock:

@@ -55,6 +55,17 @@ def _load_pretrained(cls, model: str, **kw):
             "encoder") from None
 
 
+def local_model(model: str) -> str:
+    """``model`` as the encoder keeps it: a local folder (``./model``, ``~/models/clip``, a bare
+    ``model`` that is a folder here) as its absolute path, so the encoder's id, ``run.json`` and
+    a saved model name that folder from any working directory, and two folders that share a
+    name never share cached vectors; a hub name as given."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    return model
+
+
 def _weights_fingerprint(folder: Path) -> str:
     """Cheap identity of a local model folder: config bytes + weight files' names and sizes."""
     h = hashlib.blake2b(digest_size=8)
@@ -82,7 +93,7 @@ class ClipEncoder(Encoder):
     media = "image"
 
     def __init__(self, model: str = DEFAULT_MODEL, threads: int | None = None):
-        self.model = model or DEFAULT_MODEL
+        self.model = local_model(model or DEFAULT_MODEL)
         self.threads = threads
         self._model = None
         self._processor = None
@@ -141,6 +152,12 @@ class ClipEncoder(Encoder):
         self._load()
         size = getattr(self._processor, "crop_size", None) or getattr(self._processor, "size", None)
         return f"{self.model}#{self._fingerprint}#crop{_size_str(size)}"
+
+    @property
+    def spec(self) -> str:
+        """``family:model`` with a local folder's absolute path: what ``run.json`` and a saved
+        model record, for ``get_encoder`` to load the same folder from any working directory."""
+        return f"{self.name}:{self.model}"
 
     @property
     def has_text(self) -> bool:
