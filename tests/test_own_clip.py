@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import tiny_clap
 from test_encoders import make_tiny_clip
@@ -84,3 +85,54 @@ def test_clap_id_changes_with_the_weights_in_its_folder(tmp_path):
         model.audio_projection.linear1.weight.add_(0.1)
     model.save_pretrained(folder)
     assert get_encoder(f"clap:{folder}").id != before
+
+
+def _copy_without(src: Path, dst: Path, *names: str) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    for n in names:
+        (dst / n).unlink()
+    return dst
+
+
+def test_a_folder_without_a_tokenizer_names_nothing_alike(own_clip, imagenette_dir, tmp_path, caplog):
+    """A CLIP folder saved without its tokenizer: ``transformers`` built an empty one, every text
+    had the same vector, and every cluster was named with the vocabulary's first topic (silently,
+    as if sure). Now the encoder has no text tower: the run is named by no method, said once."""
+    from mediacluster.encoders import get_encoder
+    from mediacluster.errors import ParameterError
+
+    folder = _copy_without(own_clip, tmp_path / "model", "tokenizer.json", "tokenizer_config.json",
+                           "vocab.json", "merges.txt")
+    enc = get_encoder(f"clip:{folder}")
+    assert not enc.has_text and "no tokenizer files" in caplog.text
+    with pytest.raises(ParameterError, match="no tokenizer files"):
+        enc.encode_text(["a dog"])
+    run = tmp_path / "run"
+    assert main(["cluster", str(imagenette_dir), "--out", str(run), "--encoder", f"clip:{folder}", *FAST]) == 0
+    assert json.loads((run / "names.json").read_text())["method"] == "none"
+
+
+@pytest.mark.parametrize("case", ["clap-as-clip", "clip-as-clap", "image-size"])
+def test_a_folder_of_another_kind_is_refused_naming_it(case, own_clip, tmp_path):
+    """A CLAP folder given as ``clip:`` loaded as a CLIP model with every weight random (a
+    warning table, then noise under a CLIP id in the cache); a processor for another image size
+    failed every batch inside the model (``ValueError: Input image size (64*64) doesn't
+    match``). Each is now a ParameterError naming the folder when the encoder loads."""
+    from mediacluster.encoders import get_encoder
+    from mediacluster.errors import ParameterError
+
+    if case == "clap-as-clip":
+        spec, said = f"clip:{tiny_clap(tmp_path / 'clap')}", "holds a 'clap' model, not 'clip'"
+    elif case == "clip-as-clap":
+        spec, said = f"clap:{own_clip}", "holds a 'clip' model, not 'clap'"
+    else:
+        folder = _copy_without(own_clip, tmp_path / "model")
+        cfg = json.loads((folder / "preprocessor_config.json").read_text())
+        cfg.update(crop_size={"height": 64, "width": 64}, size={"shortest_edge": 64})
+        (folder / "preprocessor_config.json").write_text(json.dumps(cfg))
+        spec, said = f"clip:{folder}", "makes 64x64 images but the model takes 32x32"
+    enc = get_encoder(spec)
+    with pytest.raises(ParameterError, match=said):
+        enc.prepare(__file__) if case == "clip-as-clap" else enc.encode([np.zeros((3, 32, 32), np.float32)])

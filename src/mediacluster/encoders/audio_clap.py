@@ -27,8 +27,12 @@ from ..ingest.audio import MAX_SECONDS, load_audio, windows
 from . import register
 from .base import Encoder
 from .clip import (  # local files first, clear errors
+    TOKENIZER_FILES,
     _load_pretrained,
+    _warn_no_tokenizer,
     _weights_fingerprint,
+    check_model_type,
+    has_tokenizer,
     local_model,
 )
 
@@ -74,6 +78,7 @@ class CLAPEncoder(Encoder):
             if self._fe is None:
                 from transformers import ClapFeatureExtractor
 
+                check_model_type(self.model, "clap", "clap")
                 self._fe = _load_pretrained(ClapFeatureExtractor, self.model)
         return self._fe
 
@@ -125,16 +130,26 @@ class CLAPEncoder(Encoder):
 
     @property
     def has_text(self) -> bool:
+        """A text tower with a tokenizer (``clip.has_tokenizer``): zero-shot names."""
+        if not has_tokenizer(self.model):
+            _warn_no_tokenizer(self.model)
+            return False
         return True
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         import torch
         from transformers import AutoTokenizer
 
+        from ..errors import ParameterError
+
         model, _ = self._load()
         with self._lock:
             if self._tok is None:
-                self._tok = AutoTokenizer.from_pretrained(self.model)
+                if not has_tokenizer(self.model):
+                    raise ParameterError(f"encoder: {self.model} has no tokenizer files ("
+                                         f"{', '.join(TOKENIZER_FILES[:2])}, ...), so it cannot embed text; "
+                                         "save the tokenizer there with save_pretrained", "encoder")
+                self._tok = _load_pretrained(AutoTokenizer, self.model)
         enc = self._tok(list(texts), padding=True, truncation=True, return_tensors="pt")
         with torch.inference_mode():
             out = model.get_text_features(**enc)
