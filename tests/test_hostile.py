@@ -812,11 +812,12 @@ def test_summary_gives_noise_and_outliers_their_own_shares(blobs, tmp_path, caps
 
 @pytest.mark.parametrize("command", ["cluster", "tune"])
 def test_vocabulary_without_report_is_refused_before_work(command, blobs, tmp_path, capsys, user_cache):
-    """--vocabulary is read by the report only: without --report it was ignored in silence."""
+    """--vocabulary is read by the report only (tune), or by a run with a text tower (cluster: the
+    run's and its model's names): otherwise it was ignored in silence."""
     (tmp_path / "topics.txt").write_text("dog\ncar\n")
     rc, _, err = mc_main(command, blobs, "--out", tmp_path / "out", "--vocabulary", tmp_path / "topics.txt",
                          capsys=capsys)
-    assert_user_error(rc, err, "--vocabulary", "--report")
+    assert_user_error(rc, err, "--vocabulary", "--report" if command == "tune" else "--encoder clip:")
     assert not (tmp_path / "out").exists()
 
 

@@ -130,6 +130,7 @@ def test_reducer_in_make_pipeline_gives_named_dataframe_columns(blobs):
 
 
 def test_global_pandas_output_leaves_pipeline_results_unchanged(blobs):
+    import pandas as pd
     import sklearn
 
     from mediacluster import Pipeline
@@ -139,7 +140,8 @@ def test_global_pandas_output_leaves_pipeline_results_unchanged(blobs):
     plain = make().fit(X)
     with sklearn.config_context(transform_output="pandas"):
         framed = make().fit(X)
-        assert type(framed.embedding_) is np.ndarray and type(framed.transform(X[:5])) is np.ndarray
+        # the fitted state stays arrays; transform follows the setting, as every transformer does
+        assert type(framed.embedding_) is np.ndarray and type(framed.transform(X[:5])) is pd.DataFrame
         np.testing.assert_array_equal(framed.predict(X[:20]), plain.predict(X[:20]))
     np.testing.assert_array_equal(framed.labels_, plain.labels_)
     np.testing.assert_array_equal(framed.embedding_, plain.embedding_)
@@ -173,6 +175,54 @@ def test_pipeline_keeps_and_checks_dataframe_column_names(blobs):
         est.predict(pd.DataFrame(X[:5], columns=cols[::-1]))
     assert not hasattr(Pipeline(reducer=_build("reducer", "pca"), clusterer="kmeans").fit(X), "feature_names_in_")
     sk_checks.check_dataframe_column_names_consistency("Pipeline", est)
+
+
+def test_pipeline_set_output_names_its_reduced_coordinates(blobs):
+    """``Pipeline(...).set_output(transform="pandas")`` was an AttributeError (the reducers had
+    it, the pipeline not): ``fit_transform`` / ``transform`` now give DataFrames of ``pipeline0``,
+    ... with the input's index, the same numbers as the arrays."""
+    import pandas as pd
+
+    from mediacluster import Pipeline
+
+    X, _ = blobs
+    df = pd.DataFrame(X, columns=[f"dim{i}" for i in range(X.shape[1])], index=[f"item{i}" for i in range(len(X))])
+    make = lambda: Pipeline(reducer=_build("reducer", "pca"), clusterer="kmeans", reference_dims=None)  # noqa: E731
+    est = make().set_output(transform="pandas")
+    out = est.fit_transform(df)
+    assert list(out.columns) == ["pipeline0", "pipeline1", "pipeline2"] and list(out.index) == list(df.index)
+    assert list(est.get_feature_names_out()) == list(out.columns)
+    new = est.transform(df.iloc[3:6])
+    assert type(new) is pd.DataFrame and list(new.index) == ["item3", "item4", "item5"]
+    plain = make().fit(X)
+    np.testing.assert_allclose(out.to_numpy(), plain.embedding_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.to_numpy(), plain.transform(X[3:6]), rtol=1e-5, atol=1e-5)
+    assert type(est.predict(df.iloc[:3])) is np.ndarray  # labels stay an array
+    for check in ("check_set_output_transform", "check_set_output_transform_pandas",
+                  "check_transformer_get_feature_names_out", "check_transformer_get_feature_names_out_pandas"):
+        getattr(sk_checks, check)("Pipeline", make())
+
+
+def test_a_saved_pipeline_keeps_its_dataframe_column_names(blobs, tmp_path):
+    """A pipeline fitted on a DataFrame, saved and loaded, checked the width only: a frame with
+    other columns (or the columns in another order) was answered in silence."""
+    import pandas as pd
+
+    from mediacluster import Pipeline, load
+
+    X, _ = blobs
+    cols = [f"dim{i}" for i in range(X.shape[1])]
+    est = Pipeline(reducer=_build("reducer", "pca"), clusterer="kmeans", reference_dims=None)
+    est.fit(pd.DataFrame(X, columns=cols)).save(tmp_path / "m")
+    back = load(tmp_path / "m")
+    assert list(back.feature_names_in_) == cols
+    np.testing.assert_array_equal(back.predict(pd.DataFrame(X[:9], columns=cols)), est.predict(X[:9]))
+    with pytest.raises(ValueError, match="feature names should match"):
+        back.predict(pd.DataFrame(X[:5], columns=cols[::-1]))
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        back.predict(X[:5])
+    Pipeline(reducer=_build("reducer", "pca"), clusterer="kmeans").fit(X).save(tmp_path / "plain")
+    assert not hasattr(load(tmp_path / "plain"), "feature_names_in_")  # an array fit: width only
 
 
 # -- the notebook's remaining habits (they already work: kept working) ---------------------------

@@ -34,8 +34,9 @@ import os
 import time
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, clone
 from sklearn.utils import TransformerTags
+from sklearn.utils._set_output import _SetOutputMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import persist, pipeline_model
@@ -112,8 +113,12 @@ def _is_auto(x) -> bool:
     return isinstance(x, str) and x == "auto"
 
 
-class Pipeline(ClusterMixin, BaseEstimator):
+class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, BaseEstimator):
     """Compose a reducer, an outlier detector and a clusterer; assign noise; predict; save.
+
+    ``transform`` / ``fit_transform`` give the reduced coordinates, named ``pipeline0``, ...
+    (``get_feature_names_out``), so ``set_output(transform="pandas")`` gives a DataFrame with the
+    input's index, as the reducers and scikit-learn's transformers do.
 
     Parameters
     ----------
@@ -571,6 +576,11 @@ class Pipeline(ClusterMixin, BaseEstimator):
         """``fit(X).embedding_``: the training items' reduced coordinates (``transform`` places
         new items among them)."""
         return self.fit(X).embedding_
+
+    @property
+    def _n_features_out(self) -> int:
+        """The reduced coordinates' width (``get_feature_names_out``: ``pipeline0``, ...)."""
+        return int(np.shape(self.embedding_)[1])
 
     def __sklearn_tags__(self):
         # a clusterer that also transforms (reduced coordinates, always float32)

@@ -6,6 +6,8 @@ module owns what the pipeline puts in it:
 
 * model.json: ``pipeline`` (the pipeline's own parameters), ``stages`` (each stage's registry
   class and parameters, rebuilt only from the registry), ``n_items``, ``n_features_in``,
+  ``feature_names_in`` (a DataFrame's column names, when fitted on one; absent otherwise and from
+  models saved before it: such a model checks the width only),
   ``n_clusters``, ``n_reference``, ``levels`` (counts, auto and chosen level), ``ref_normalize``
   (the predictor compares directions; loaded, it keeps the metric it was fitted with, so a model
   saved with false before ``Pipeline.neighbour_metric`` answers by euclidean distance as then),
@@ -61,6 +63,8 @@ def model_doc(pipe, metadata: dict | None) -> tuple[dict, dict]:
         "stages": {"reducer": stage_json(pipe.reducer_), "outliers": stage_json(pipe.outliers_),
                    "clusterer": stage_json(pipe.clusterer_)},
         "n_items": int(len(pipe.labels_)), "n_features_in": int(pipe.n_features_in_),
+        **({"feature_names_in": [str(c) for c in pipe.feature_names_in_]}
+           if getattr(pipe, "feature_names_in_", None) is not None else {}),
         "n_clusters": int(pipe.n_clusters_), "n_reference": int(len(pred.ref_index_)),
         "levels": None if getattr(pipe, "levels_", None) is None else {
             "n_levels": int(len(pipe.levels_)), "n_clusters_per_level": pipe.n_clusters_per_level_.tolist(),
@@ -103,6 +107,8 @@ def load(cls, path, pipeline_params):
         got = {name: arrays.get(name.rstrip("_")) for name in MODEL_ARRAYS}
         pipe.reducer_, pipe.clusterer_ = stages["reducer"], stages["clusterer"]
         pipe.n_features_in_ = int(info["n_features_in"])
+        if "feature_names_in" in info:  # fitted on a DataFrame: its names are checked as after fit
+            pipe.feature_names_in_ = np.asarray(info["feature_names_in"], dtype=object)
         ref_normalize = bool(info["ref_normalize"])
         ref_center = bool(info.get("ref_center", False))  # absent: saved before correlation was compared as such
         pipe.timings_ = dict(info.get("timings_s", {}))
@@ -214,6 +220,10 @@ def check_model_doc(info: dict, pipeline_params) -> None:
         v = _need_type(info, key, int, "a positive integer", optional=key != "n_features_in")
         if v is not None and v < 1:
             raise ModelFormatError(f"{key} must be a positive integer, got {v!r}")
+    names_in = _need_type(info, "feature_names_in", list, "a list of column names", optional=True)
+    if names_in is not None and (len(names_in) != info["n_features_in"]
+                                 or not all(isinstance(c, str) for c in names_in)):
+        raise ModelFormatError(f"feature_names_in must be {info['n_features_in']} column names (n_features_in)")
     _need_type(info, "ref_normalize", bool, "true or false")
     if _need_type(info, "ref_center", bool, "true or false", optional=True) and not info["ref_normalize"]:
         raise ModelFormatError("ref_center is true but ref_normalize false: a correlation model compares "

@@ -96,21 +96,26 @@ def level_summary(pipe) -> dict | None:
             "auto_level": int(pipe.auto_level_)}
 
 
-def name_fit(pipe, vectors, labels, imagenet_probs, enc=None) -> tuple[list[dict], dict[int, list[dict]]]:
+def name_fit(pipe, vectors, labels, imagenet_probs, enc=None,
+             vocabulary: list[str] | None = None) -> tuple[list[dict], dict[int, list[dict]]]:
     """The automatic names of a fitted pipeline's clusters: ``labels`` (the flat answer; items
     labelled < 0 count for no name) named by :func:`naming.names.name_clusters`; with levels,
     every level named by the same rule over the same items, the names made to nest from the
     root down to the level in use (:func:`naming.names.name_levels`), and the flat answer, the
     level in use, takes that level's names (which nesting never changes). ``enc``: the encoder, used only when it names by its text tower
-    (CLIP). Returns ``(named, by_level)``; ``by_level`` is {} without levels."""
+    (CLIP, CLAP), against ``vocabulary`` (topics; None: the default list). Returns
+    ``(named, by_level)``; ``by_level`` is {} without levels."""
     text_enc = enc if getattr(enc, "has_text", False) else None
     if getattr(pipe, "levels_", None) is None:
-        return name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc), {}
+        return name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc,
+                             vocabulary=vocabulary), {}
     by_level = name_levels(vectors, pipe.levels_, clustered=np.asarray(labels) >= 0,
-                           imagenet_probs=imagenet_probs, encoder=text_enc, level=int(pipe.level_))
+                           imagenet_probs=imagenet_probs, encoder=text_enc, vocabulary=vocabulary,
+                           level=int(pipe.level_))
     named = names_of_level(labels, pipe.levels_, int(pipe.level_), by_level)
     if named is None:  # a flat answer that is not the level's (named by itself, as the level)
-        named = name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc)
+        named = name_clusters(vectors, labels, imagenet_probs=imagenet_probs, encoder=text_enc,
+                              vocabulary=vocabulary)
         by_level[int(pipe.level_)] = named
     if not named:
         return named, {}
@@ -250,7 +255,8 @@ def resolve_encoder(encoder, coll: Collection, source):
 
 def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str | None = None,
               media: str = "image", name: bool = True, save_model: bool = False,
-              timings: dict | None = None, info: dict | None = None, duplicates=None) -> str | None:
+              timings: dict | None = None, info: dict | None = None, duplicates=None,
+              vocabulary: list[str] | None = None) -> str | None:
     """Write a fitted pipeline's run files into ``run`` (a RunBuilder: nothing is visible before
     it is published): vectors, assignments, cluster summaries, automatic names, the model when
     asked, and run.json. Returns the model version's path inside the builder, if saved.
@@ -266,7 +272,7 @@ def write_run(run, emb: Embeddings, pipe: Pipeline, enc=None, encoder_spec: str 
     if name:
         named, by_level = name_fit(pipe, emb.vectors,
                                    pipe.labels_ if single is None else np.where(single, pipe.labels_, -1),
-                                   emb.extras.get("imagenet_probs"), enc)
+                                   emb.extras.get("imagenet_probs"), enc, vocabulary)
         clusters = merge_names(clusters, named)
     names = {e["cluster"]: e["name"] for e in named}
     timings["name"] = time.perf_counter() - t
@@ -383,8 +389,13 @@ def cluster_folder(
     dedup: bool = False,
     dedup_params: dict | None = None,
     hold_model: bool = False,
+    vocabulary: list[str] | None = None,
 ) -> RunResult:
     """The ``mediacluster cluster`` job as a function; returns what it published.
+
+    ``vocabulary``: the topics a CLIP / CLAP run's clusters are named against (zero-shot;
+    ``naming.zeroshot.load_vocabulary`` reads a file), in the run and in its saved model alike;
+    None: the default list. Ignored by an encoder without a text tower.
 
     ``hold_model`` (with ``save_model``): the saved version is published held
     (``persist.ModelStore.hold``): a service watching the run does not switch to it; the caller
@@ -448,10 +459,11 @@ def cluster_folder(
                     raise InputError(f"no usable {kind} files found in {source}" + (
                         f" ({len(coll.skipped)} skipped; the first, {first.path}: {first.reason})" if first else ""))
                 enc = resolve_encoder(encoder, coll, source)
+                # a local model folder recorded by its absolute path (encoders.clip.local_model)
+                spec = getattr(enc, "spec", None) or (encoder if isinstance(encoder, str) else None)
                 t = time.perf_counter()
                 emb = exe.embed(coll, encoder=enc, cache_dir=cache_dir, batch_size=batch_size,
-                                workers=workers, progress=progress,
-                                encoder_spec=encoder if isinstance(encoder, str) else None)
+                                workers=workers, progress=progress, encoder_spec=spec)
                 timings["embed"] = time.perf_counter() - t
                 if coll.media == "audio" and emb.paths:
                     from .ingest.audio import long_recordings
@@ -464,7 +476,6 @@ def cluster_folder(
                     raise InputError(f"only {len(emb)} items could be embedded; at least 3 are needed to cluster"
                                      + (f" ({len(emb.skipped)} skipped; the first, {first.path}: {first.reason})"
                                         if first else ""))
-                spec = encoder if isinstance(encoder, str) else None
                 if exe.name == "local" and fit_sample_size(fit_sample, len(emb)) >= len(emb):
                     finder = None
                     if dedup:
@@ -482,7 +493,8 @@ def cluster_folder(
                     for k, v in getattr(pipe, "timings_", {}).items():
                         timings[f"pipeline.{k}"] = v
                     model = write_run(run, emb, pipe, enc=enc, encoder_spec=spec, media=coll.media, name=name,
-                                      save_model=save_model, timings=timings, info=info, duplicates=finder)
+                                      save_model=save_model, timings=timings, info=info, duplicates=finder,
+                                      vocabulary=vocabulary)
                 else:
                     find = None
                     if dedup:  # as the full fit finds them (files for images), over the stored rows
@@ -500,7 +512,7 @@ def cluster_folder(
                         batch_rows=batch_rows, csv=csv, name=name, save_model=save_model, timings=timings,
                         info=info, progress=progress, extras=emb.extras, enc=enc, encoder_spec=spec,
                         media=coll.media, skipped=emb.skipped, encoder_id=emb.encoder_version or emb.encoder,
-                        find_duplicates=find)
+                        find_duplicates=find, vocabulary=vocabulary)
             if model and hold_model:  # before the run is swapped in: never served unheld
                 ModelStore(run.file("models")).hold()
             model_rel = Path(model).relative_to(run.path) if model else None
@@ -525,7 +537,8 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
                        save_model: bool = False, make_map: bool = True, timings: dict | None = None,
                        info: dict | None = None, progress: bool = True, extras: dict | None = None,
                        enc=None, encoder_spec: str | None = None, media: str = "image",
-                       skipped=(), encoder_id: str | None = None, find_duplicates=None) -> str | None:
+                       skipped=(), encoder_id: str | None = None, find_duplicates=None,
+                       vocabulary: list[str] | None = None) -> str | None:
     """Write a run for ``source`` (rows on disk or in memory) fitted on a sample of it, with every
     other item assigned batch by batch (see ``mediacluster.scale``). Nothing of size n x dim is
     ever in memory: the vectors go into the run folder first (a kernel copy for a float32
@@ -592,7 +605,8 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         named, by_level = [], {}
         if name:
             # every level named from the fitted sample, as the flat answer is
-            named, by_level = name_fit(pipe, Xs, pipe.labels_, sample_extras.get("imagenet_probs"), enc)
+            named, by_level = name_fit(pipe, Xs, pipe.labels_, sample_extras.get("imagenet_probs"), enc,
+                                       vocabulary)
         names = {e["cluster"]: e["name"] for e in named}
 
     ref_xy = None

@@ -83,7 +83,7 @@ def add_parser(sub):
                         "the next model version (the studio's publish), so a service watching OUT "
                         "serves the curation")
     add_pipeline_args(p)
-    add_report_argument(p)
+    add_report_argument(p, names_run=True)
     return p
 
 
@@ -189,7 +189,16 @@ def build_pipeline(args):
 
 
 def run(args) -> int:
-    check_report_arguments(args)
+    vocabulary = check_report_arguments(args, names_run=True)
+    if vocabulary is not None:  # before any work: without a text tower it would be ignored in silence
+        from ..encoders import get_encoder
+        from ..errors import ParameterError
+
+        if not args.encoder or not get_encoder(args.encoder).has_text:
+            raise ParameterError("--vocabulary names the clusters zero-shot through an encoder's text tower: "
+                                 "give --encoder clip:MODEL (images) or clap:MODEL (audio); "
+                                 f"{args.encoder or 'the default encoder'} names by ImageNet classes or not at all",
+                                 "vocabulary")
     pipe = build_pipeline(args)
     before = None
     if args.carry_from is not None:  # refused before any work when it is not a run
@@ -206,6 +215,7 @@ def run(args) -> int:
         batch_rows=args.batch_rows, csv=args.csv,
         dedup=args.dedup, dedup_params=dict(parse_param(t) for t in args.dedup_param),
         hold_model=args.carry_from is not None,  # served only once the carry is published (below)
+        vocabulary=vocabulary,
     )
     published = False  # the bare fit was published held with --carry-from (see publish_carried)
     try:
@@ -244,7 +254,7 @@ def run(args) -> int:
     finally:
         if res.model and args.carry_from is not None and not published:  # nothing carried, or a failure
             res.run.models.use(Path(res.model).name)  # serve the fit
-    rep = report_after(args, res.out)
+    rep = report_after(args, res.out, rename=False)  # named against --vocabulary by the run
     if res.level_refused:
         print_level_refused(res.level_refused, res.summary.get("levels"))
         return 2  # what was asked for (a level) could not be given; the run is kept

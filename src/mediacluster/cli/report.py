@@ -84,35 +84,42 @@ def print_missing(missing: list[dict]) -> None:
 
 
 # -- `--report` on other commands (cluster, tune) ----------------------------------------------
-def add_report_argument(p) -> None:
-    """Add ``--report`` (and ``--vocabulary``) to another sub-command's parser."""
+def add_report_argument(p, names_run: bool = False) -> None:
+    """Add ``--report`` (and ``--vocabulary``) to another sub-command's parser. ``names_run``:
+    the command names its run's clusters against ``--vocabulary`` itself (``cluster``: the run,
+    its saved model and the report alike), so it needs no ``--report``."""
     p.add_argument("--report", action="store_true",
                    help="also name the clusters and write the HTML report (OUT/report/index.html)")
     if not any("--vocabulary" in a.option_strings for a in p._actions):
         p.add_argument("--vocabulary", default=None,
-                       help="topics file for CLIP zero-shot names (with --report)")
+                       help="topics file (one per line, '#' comments) for CLIP / CLAP zero-shot names: the "
+                            "run's, its saved model's and the report's" if names_run else
+                            "topics file for CLIP zero-shot names (with --report)")
 
 
-def check_report_arguments(args) -> None:
-    """Before any work: ``--vocabulary`` is read by the report only, so without ``--report`` it
-    would be ignored in silence; a file that cannot be read is refused then too."""
-    if getattr(args, "vocabulary", None) and not getattr(args, "report", False):
+def check_report_arguments(args, names_run: bool = False) -> list[str] | None:
+    """Before any work: ``--vocabulary`` is read by the report only (unless the command
+    ``names_run``), so without ``--report`` it would be ignored in silence; a file that cannot
+    be read is refused then too. Returns the topics read (None without ``--vocabulary``)."""
+    if getattr(args, "vocabulary", None) and not names_run and not getattr(args, "report", False):
         raise ParameterError("--vocabulary names the clusters in the report; add --report (or run "
                              "'mediacluster report RUN --vocabulary FILE' afterwards)", "vocabulary")
     if getattr(args, "vocabulary", None):  # read before the run, not after it
         from ..naming.zeroshot import load_vocabulary
 
-        load_vocabulary(args.vocabulary)
+        return load_vocabulary(args.vocabulary)
+    return None
 
 
-def report_after(args, run_dir) -> int:
+def report_after(args, run_dir, rename: bool = True) -> int:
     """Write the report of ``run_dir`` when ``--report`` was given. Returns 0 when written (or
     not asked), 3 when some items have no thumbnail, 2 when it could not be written (said, not
-    raised: the run itself has finished and is kept)."""
+    raised: the run itself has finished and is kept). ``rename``: name the clusters against
+    ``--vocabulary`` (False: the run was named against it already)."""
     if not getattr(args, "report", False):
         return 0
     return _report(args, f"the run in {printable(run_dir)} is complete, but its report could not be "
-                   "written", lambda: run_dir)
+                   "written", lambda: run_dir, rename=rename)
 
 
 def report_after_tune(args, out, emb, res) -> int:
@@ -129,12 +136,12 @@ def report_after_tune(args, out, emb, res) -> int:
                                              params={k: v for k, v in vars(args).items() if not k.startswith("_")}))
 
 
-def _report(args, failed: str, run_dir) -> int:
+def _report(args, failed: str, run_dir, rename: bool = True) -> int:
     """Write the report of the run folder ``run_dir()`` returns (it may publish one first) and
     say where: 0, 3 when some items have no thumbnail, 2 when it could not be written (said
     with ``failed``, not raised: what the command did before has finished and is kept)."""
     try:
-        path = make_report(run_dir(), vocabulary=getattr(args, "vocabulary", None),
+        path = make_report(run_dir(), vocabulary=getattr(args, "vocabulary", None) if rename else None,
                            progress=not getattr(args, "quiet", False))
     except MediaclusterError as e:
         sys.stderr.write(f"error: {failed}: {printable(e)}\n")

@@ -18,6 +18,7 @@ L2-normalised audio embeddings of the windows are averaged and re-normalised.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +26,15 @@ from ..data import l2_normalize
 from ..ingest.audio import MAX_SECONDS, load_audio, windows
 from . import register
 from .base import Encoder
-from .clip import _load_pretrained  # local files first, a clear error when it cannot load
+from .clip import (  # local files first, clear errors
+    TOKENIZER_FILES,
+    _load_pretrained,
+    _warn_no_tokenizer,
+    _weights_fingerprint,
+    check_model_type,
+    has_tokenizer,
+    local_model,
+)
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
 
@@ -38,7 +47,7 @@ class CLAPEncoder(Encoder):
 
     def __init__(self, model: str = DEFAULT_MODEL, max_seconds: float = MAX_SECONDS,
                  max_windows: int = 12, threads: int | None = None):
-        self.model = model or DEFAULT_MODEL
+        self.model = local_model(model or DEFAULT_MODEL)
         self.max_seconds = max_seconds
         self.max_windows = max_windows
         self.threads = threads
@@ -50,13 +59,26 @@ class CLAPEncoder(Encoder):
 
     @property
     def version(self) -> str:
+        """The model and its window count; a local folder also by its weights and feature
+        extractor (``clip._weights_fingerprint``: retrained weights saved into the same folder
+        are another encoder, whose vectors the cache must not mix with the old ones)."""
+        local = Path(self.model)
+        if local.is_dir():
+            return f"{self.model}#{_weights_fingerprint(local)}-w{self.max_windows}"
         return f"{self.model}-w{self.max_windows}"
+
+    @property
+    def spec(self) -> str:
+        """``family:model`` with a local folder's absolute path: what ``run.json`` and a saved
+        model record, for ``get_encoder`` to load the same folder from any working directory."""
+        return f"{self.name}:{self.model}"
 
     def _feature_extractor(self):
         with self._lock:
             if self._fe is None:
                 from transformers import ClapFeatureExtractor
 
+                check_model_type(self.model, "clap", "clap")
                 self._fe = _load_pretrained(ClapFeatureExtractor, self.model)
         return self._fe
 
@@ -108,16 +130,26 @@ class CLAPEncoder(Encoder):
 
     @property
     def has_text(self) -> bool:
+        """A text tower with a tokenizer (``clip.has_tokenizer``): zero-shot names."""
+        if not has_tokenizer(self.model):
+            _warn_no_tokenizer(self.model)
+            return False
         return True
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         import torch
         from transformers import AutoTokenizer
 
+        from ..errors import ParameterError
+
         model, _ = self._load()
         with self._lock:
             if self._tok is None:
-                self._tok = AutoTokenizer.from_pretrained(self.model)
+                if not has_tokenizer(self.model):
+                    raise ParameterError(f"encoder: {self.model} has no tokenizer files ("
+                                         f"{', '.join(TOKENIZER_FILES[:2])}, ...), so it cannot embed text; "
+                                         "save the tokenizer there with save_pretrained", "encoder")
+                self._tok = _load_pretrained(AutoTokenizer, self.model)
         enc = self._tok(list(texts), padding=True, truncation=True, return_tensors="pt")
         with torch.inference_mode():
             out = model.get_text_features(**enc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -26,6 +27,7 @@ from . import register
 from .base import Encoder
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+log = logging.getLogger(__name__)
 
 
 def _offline() -> bool:
@@ -55,6 +57,41 @@ def _load_pretrained(cls, model: str, **kw):
             "encoder") from None
 
 
+def local_model(model: str) -> str:
+    """``model`` as the encoder keeps it: a local folder (``./model``, ``~/models/clip``, a bare
+    ``model`` that is a folder here) as its absolute path, so the encoder's id, ``run.json`` and
+    a saved model name that folder from any working directory, and two folders that share a
+    name never share cached vectors; a hub name as given."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    return model
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+
+
+def has_tokenizer(model: str) -> bool:
+    """Whether ``model`` can embed text: a local folder only with a tokenizer's files in it
+    (without them ``transformers`` builds an empty tokenizer that gives every text the same
+    vector, so every cluster would be named alike); a hub name is assumed to have one."""
+    local = Path(model)
+    return not local.is_dir() or any((local / f).exists() for f in TOKENIZER_FILES)
+
+
+def check_model_type(model: str, expected: str, family: str) -> None:
+    """Refuse a checkpoint of another kind before loading it: ``transformers`` loads a CLAP
+    folder as a CLIP model with every weight newly random (a warning table, then vectors of
+    noise under a CLIP id in the cache)."""
+    from transformers import AutoConfig
+
+    kind = getattr(_load_pretrained(AutoConfig, model), "model_type", None)
+    if kind != expected:
+        hint = {"clip": "--encoder clip:", "clap": "--encoder clap:"}.get(kind, "an encoder for it")
+        raise ParameterError(f"encoder: {model} holds a {kind!r} model, not {expected!r}, so the {family} "
+                             f"encoder cannot use it (use {hint}{model} if that is what it is)", "encoder")
+
+
 def _weights_fingerprint(folder: Path) -> str:
     """Cheap identity of a local model folder: config bytes + weight files' names and sizes."""
     h = hashlib.blake2b(digest_size=8)
@@ -82,7 +119,7 @@ class ClipEncoder(Encoder):
     media = "image"
 
     def __init__(self, model: str = DEFAULT_MODEL, threads: int | None = None):
-        self.model = model or DEFAULT_MODEL
+        self.model = local_model(model or DEFAULT_MODEL)
         self.threads = threads
         self._model = None
         self._processor = None
@@ -107,9 +144,11 @@ class ClipEncoder(Encoder):
 
                 if self.threads:
                     torch.set_num_threads(self.threads)
+                check_model_type(self.model, "clip", "clip")
                 model = _load_pretrained(CLIPModel, self.model)
                 model.eval()
                 self._processor = _load_pretrained(CLIPImageProcessor, self.model)
+                _check_image_size(self._processor, model.config, self.model)
                 local = Path(self.model)
                 if local.is_dir():
                     self._fingerprint = _weights_fingerprint(local)
@@ -128,6 +167,10 @@ class ClipEncoder(Encoder):
                 if self._tokenizer is None:
                     from transformers import AutoTokenizer
 
+                    if not has_tokenizer(self.model):
+                        raise ParameterError(f"encoder: {self.model} has no tokenizer files ("
+                                             f"{', '.join(TOKENIZER_FILES[:2])}, ...), so it cannot embed "
+                                             "text; save the tokenizer there with save_pretrained", "encoder")
                     self._tokenizer = _load_pretrained(AutoTokenizer, self.model)
         return self._tokenizer
 
@@ -143,7 +186,17 @@ class ClipEncoder(Encoder):
         return f"{self.model}#{self._fingerprint}#crop{_size_str(size)}"
 
     @property
+    def spec(self) -> str:
+        """``family:model`` with a local folder's absolute path: what ``run.json`` and a saved
+        model record, for ``get_encoder`` to load the same folder from any working directory."""
+        return f"{self.name}:{self.model}"
+
+    @property
     def has_text(self) -> bool:
+        """A text tower with a tokenizer (:func:`has_tokenizer`): zero-shot names, word search."""
+        if not has_tokenizer(self.model):
+            _warn_no_tokenizer(self.model)
+            return False
         return True
 
     # -- the Encoder interface ----------------------------------------------------------------
@@ -184,6 +237,30 @@ class ClipEncoder(Encoder):
         d = super().info()
         d["model"] = self.model
         return d
+
+
+_warned: set[str] = set()
+
+
+def _warn_no_tokenizer(model: str) -> None:
+    if model not in _warned:
+        _warned.add(model)
+        log.warning("%s has no tokenizer files (%s, ...): its clusters are not named zero-shot and the "
+                    "studio cannot search it by words; save the tokenizer there with save_pretrained",
+                    model, ", ".join(TOKENIZER_FILES[:2]))
+
+
+def _check_image_size(processor, config, model: str) -> None:
+    """The processor's output size against the vision tower's ``image_size``: a mismatch (a
+    processor saved for another checkpoint) fails every batch inside the model, so it is refused
+    once, naming both, when the model loads."""
+    crop = _size_vals(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", True) else {}
+    want = getattr(getattr(config, "vision_config", None), "image_size", None)
+    got = (crop.get("height"), crop.get("width"))
+    if want and None not in got and got != (want, want):
+        raise ParameterError(f"encoder: {model}: the image processor makes {got[0]}x{got[1]} images but the "
+                             f"model takes {want}x{want} (preprocessor_config.json's crop_size and config.json's "
+                             "vision_config.image_size must agree)", "encoder")
 
 
 def _size_vals(size) -> dict[str, int]:
