@@ -125,7 +125,7 @@ def _silhouette_blocks(X, codes: np.ndarray, k: int, metric: str, part_of: np.nd
     fast = metric == "euclidean" and X.dtype == np.float32
     if fast:
         sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    step = max(1, DISTANCE_BLOCK // max(m, G * k))  # ~64 MB of float64 distances or sums
+    step = max(1, DISTANCE_BLOCK // m)  # ~64 MB of float64 distances (and of sums: pairs, clusters <= m)
     for r0 in range(0, m, step):
         r1 = min(m, r0 + step)
         if fast:
@@ -150,8 +150,8 @@ def _silhouette_blocks(X, codes: np.ndarray, k: int, metric: str, part_of: np.nd
                 keep = np.flatnonzero(gb != g)
                 if len(keep):
                     lo, hi = bounds[g], bounds[g + 1]
-                    rep_sum[g] += _replicate_sum(S[keep], T[keep, lo:hi], pairs[lo:hi] % k, cb[keep], sz[g],
-                                                 other[keep], near[keep], nearest[keep])
+                    rep_sum[g] += _replicate_sum(keep, S, T[keep, lo:hi], pairs[lo:hi] % k, cb, sz[g], other,
+                                                 near, nearest)
                     rep_n[g] += len(keep)
     if G == 1:
         return s, None
@@ -183,31 +183,34 @@ def _from_a_b(a: np.ndarray, b: np.ndarray, own: np.ndarray) -> np.ndarray:
     return s
 
 
-def _replicate_sum(S, Tg, changed, codes, sz, other, near, nearest) -> float:
-    """The summed silhouettes of items (rows of ``S``, the distance sums per cluster) once the
-    items of a jackknife group are dropped: ``Tg`` their part of the sums of the clusters
+def _replicate_sum(rows, S, Tg, changed, codes, sz, other, near, nearest) -> float:
+    """The summed silhouettes of the items ``rows`` of a block (``S`` its distance sums per
+    cluster, ``codes`` its items' clusters) once the items of a jackknife group are dropped:
+    ``Tg`` (one row per item of ``rows``) the group's part of the sums of the clusters
     ``changed`` (the clusters the group has members in, sorted), ``sz`` the cluster sizes without
-    them, ``other`` / ``near`` / ``nearest`` the mean distances to the other clusters with all
-    items in, the nearest cluster and its mean distance. Only the changed clusters' columns are
-    recomputed (and, for an item whose nearest cluster is one of them, its nearest among the
+    it, ``other`` / ``near`` / ``nearest`` the block's mean distances to the other clusters with
+    all items in, the nearest cluster and its mean distance. Only the changed clusters' columns
+    are recomputed (and, for an item whose nearest cluster is one of them, its nearest among the
     others): the cost follows the group's clusters, not all clusters. Equal to the sum of
-    :func:`_silhouette_from_sums` over ``S`` less the group's part (tested)."""
-    m = len(codes)
+    :func:`_silhouette_from_sums` over ``S[rows]`` less the group's part (tested)."""
+    m = len(rows)
     r = np.arange(m)
-    own = sz[codes]
+    cr = codes[rows]
+    own = sz[cr]
     col = np.full(len(sz), -1)
     col[changed] = np.arange(len(changed))
-    mine = col[codes]
-    a = (S[r, codes] - np.where(mine >= 0, Tg[r, np.maximum(mine, 0)], 0.0)) / np.maximum(own - 1, 1)
+    mine = col[cr]
+    a = (S[rows, cr] - np.where(mine >= 0, Tg[r, np.maximum(mine, 0)], 0.0)) / np.maximum(own - 1, 1)
     hit = col >= 0
     # the clusters the group did not touch keep their mean distances
-    b = np.where(hit[near], np.inf, nearest)
-    redo = np.flatnonzero(hit[near] & np.isfinite(nearest))
+    nr, nd = near[rows], nearest[rows]
+    b = np.where(hit[nr], np.inf, nd)
+    redo = np.flatnonzero(hit[nr] & np.isfinite(nd))
     if len(redo) and not hit[sz > 0].all():
-        b[redo] = np.where(hit[None, :], np.inf, other[redo]).min(axis=1)
+        b[redo] = np.where(hit[None, :], np.inf, other[rows[redo]]).min(axis=1)
     if len(changed):
         with np.errstate(divide="ignore", invalid="ignore"):
-            oc = (S[:, changed] - Tg) / np.where(sz[changed] > 0, sz[changed], np.nan)[None, :]
+            oc = (S[np.ix_(rows, changed)] - Tg) / np.where(sz[changed] > 0, sz[changed], np.nan)[None, :]
         oc[~np.isfinite(oc)] = np.inf
         oc[r[mine >= 0], mine[mine >= 0]] = np.inf
         b = np.minimum(b, oc.min(axis=1))
