@@ -108,8 +108,8 @@ def _silhouette_blocks(X, codes: np.ndarray, k: int, metric: str, part_of: np.nd
     sizes = np.bincount(codes, minlength=k).astype(np.float64)
     pairs, pair_of = np.unique(part_of * k + codes, return_inverse=True)  # sorted: by group, then cluster
     P = len(pairs)
-    to_pairs = sparse.csc_matrix((np.ones(m), (np.arange(m), pair_of)), shape=(m, P))
-    to_clusters = sparse.csc_matrix((np.ones(P), (np.arange(P), pairs % k)), shape=(P, k))
+    to_pairs = sparse.csr_matrix((np.ones(m), (np.arange(m), pair_of)), shape=(m, P))
+    to_clusters = sparse.csr_matrix((np.ones(P), (np.arange(P), pairs % k)), shape=(P, k))
     if G > 1:
         bounds = np.searchsorted(pairs, np.arange(G + 1) * k)  # group g's pairs: bounds[g]:bounds[g + 1]
         sz = sizes[None, :] - np.bincount(pairs, weights=np.bincount(pair_of, minlength=P),
