@@ -674,10 +674,13 @@ if len(sys.argv) > 3:  # the workers overlap by construction (test_decoding_memo
     import threading
     import mediacluster.ingest.images as images
 
-    # every worker keeps its decoded image until all N workers have asked the budget for their
-    # pixels: without a bound, N decoded images are held at once whatever the scheduling; with
-    # one, the workers that did not get their pixels wait on the budget meanwhile
-    N, arrived, late, cond = int(sys.argv[3]), [0], [0], threading.Condition()
+    # every worker keeps its decoded image until all N workers have decoded theirs ("decoded":
+    # without a bound, N decoded images are then held at once whatever the scheduling), or until
+    # all N have asked the budget for their pixels ("asked": with a bound, the workers that did
+    # not get their pixels wait on the budget meanwhile; waiting for N decoded images there
+    # would wait for ever)
+    N, gate, arrived, decoded, late = int(sys.argv[3]), sys.argv[4], [0], [0], [0]
+    cond = threading.Condition()
     _hold, _to_rgb = images._hold_pixels, images.to_rgb
 
     def hold(pixels):
@@ -689,7 +692,9 @@ if len(sys.argv) > 3:  # the workers overlap by construction (test_decoding_memo
     def to_rgb(im):  # called on the decoded image, before the encoder shrinks it
         im = _to_rgb(im)
         with cond:
-            if not cond.wait_for(lambda: arrived[0] >= N, timeout=300):
+            decoded[0] += 1
+            cond.notify_all()
+            if not cond.wait_for(lambda: (decoded if gate == "decoded" else arrived)[0] >= N, timeout=300):
                 late[0] += 1
         return im
 
@@ -717,11 +722,13 @@ def _big_pngs(folder: Path, n: int, size: tuple[int, int]) -> None:
         im.save(folder / f"big_{i}.png", compress_level=1)
 
 
-def _peak_rss(folder: Path, budget_pixels: int | None, cache: Path, overlap: int | None = None) -> dict:
+def _peak_rss(folder: Path, budget_pixels: int | None, cache: Path, overlap: int | None = None,
+              gate: str = "asked") -> dict:
     """Decode (and embed) ``folder``'s images with 8 workers in a new process under a budget of
     ``budget_pixels``: the peak RSS while decoding, the budget's own peak of pixels held.
-    ``overlap``: each worker keeps its decoded image until that many workers have asked the
-    budget for pixels (the workers overlap by construction, not by the scheduler's chance)."""
+    ``overlap``: each worker keeps its decoded image until that many workers have decoded theirs
+    (``gate="decoded"``, for no bound) or have asked the budget for pixels (``"asked"``): the
+    workers overlap by construction, not by the scheduler's chance."""
     env = {**os.environ, "MEDIACLUSTER_CACHE": str(cache)}
     if budget_pixels is not None:
         env["MEDIACLUSTER_DECODE_PIXELS"] = str(budget_pixels)
@@ -729,7 +736,7 @@ def _peak_rss(folder: Path, budget_pixels: int | None, cache: Path, overlap: int
     if not small.exists():
         _big_pngs(small, 1, (64, 48))
     r = subprocess.run([sys.executable, "-c", MEM_SCRIPT, str(folder), str(small),
-                        *([] if overlap is None else [str(overlap)])], capture_output=True,
+                        *([] if overlap is None else [str(overlap), gate])], capture_output=True,
                        text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -739,10 +746,12 @@ def _peak_rss(folder: Path, budget_pixels: int | None, cache: Path, overlap: int
 def test_decoding_memory_is_bounded_across_workers(tmp_path, cache, user_cache):
     """8 workers decoding 8 large PNGs: with a budget of one image's pixels, the process holds
     about one decoded image at a time, not eight (peak RSS in a real process). The workers
-    overlap by construction: each keeps its decoded image until all eight have asked the budget
-    for pixels (``_peak_rss(overlap=)``), so without a bound eight images are held at once
-    whatever the scheduler does under load (left to chance, a loaded CI machine once overlapped
-    too few of them)."""
+    overlap by construction (``_peak_rss(overlap=)``): without a bound each keeps its decoded
+    image until all eight have decoded theirs, so eight decoded images are held at once whatever
+    the scheduler does under load (waiting only until all eight had asked the budget, a worker
+    could go on before the last ones had decoded: at load ~6 decoding added 234 MB where eight
+    images are 288 MB, and the gap to the bound fell short); with the bound each waits until the
+    others wait on the budget."""
     from mediacluster.embed import embed_collection
     from mediacluster.ingest import collect
 
@@ -751,8 +760,8 @@ def test_decoding_memory_is_bounded_across_workers(tmp_path, cache, user_cache):
     _big_pngs(tmp_path / "warmup", 1, (64, 48))  # the encoder's one-time export happens here,
     embed_collection(collect(tmp_path / "warmup"), progress=False)  # not in one measured process
     one = w * h
-    free = _peak_rss(tmp_path / "big", 10**12, cache, overlap=n)
-    bounded = _peak_rss(tmp_path / "big", one, cache, overlap=n)
+    free = _peak_rss(tmp_path / "big", 10**12, cache, overlap=n, gate="decoded")
+    bounded = _peak_rss(tmp_path / "big", one, cache, overlap=n, gate="asked")
     assert bounded["n"] == free["n"] == n
     assert free["gate_timeouts"] == bounded["gate_timeouts"] == 0, (bounded, free)  # all reached the budget
     assert bounded["peak"] <= one, bounded  # never more than the budget in flight
@@ -760,6 +769,7 @@ def test_decoding_memory_is_bounded_across_workers(tmp_path, cache, user_cache):
     # memory that decoding adds at its peak: at least three decoded RGB images (3 bytes a
     # pixel) less with the budget
     added = {k: (r["decode_peak_kb"] - r["before_kb"]) * 1024 for k, r in (("bounded", bounded), ("free", free))}
+    assert added["free"] >= n * 3 * one, (bounded, free)  # the eight decoded images were there at once
     assert added["bounded"] < added["free"] - 3 * 3 * one, (bounded, free)
 
 

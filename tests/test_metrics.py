@@ -275,3 +275,29 @@ def test_scores_on_real_embeddings(cifar3_embeddings):
     assert good["calinski_harabasz"] > bad["calinski_harabasz"]
     assert good["davies_bouldin"] < bad["davies_bouldin"]
     assert good["dbcv"] > bad["dbcv"]
+
+
+def test_silhouette_with_thousands_of_clusters_is_scikit_learns_with_a_whole_jackknife(rng):
+    """Very many clusters (a run cut at its finest level): the value is scikit-learn's and the
+    interval the delete-a-group jackknife over all ``n_groups`` groups it names, each replicate
+    scikit-learn's silhouette of the items left (the sums once held an items x clusters matrix
+    per group, so the groups were cut to 10 here, and to 2 at 10,000 items in 5,000 clusters)."""
+    from scipy.stats import norm
+    from sklearn.metrics import silhouette_samples, silhouette_score
+
+    m, k = 3000, 1500
+    X = rng.normal(size=(m, 16)).astype(np.float32)
+    lab = np.concatenate([np.arange(k), rng.integers(0, k, m - k)])
+    r = M.silhouette(X, lab, sample_size=None, random_state=3)
+    X64 = X.astype(np.float64)
+    assert r["value"] == pytest.approx(silhouette_score(X64, lab), abs=1e-6)
+    reps = []
+    for g in np.array_split(np.random.default_rng(3).permutation(m), 20):
+        keep = np.ones(m, bool)
+        keep[g] = False
+        reps.append(silhouette_samples(X64[keep], lab[keep]).mean())
+    reps = np.asarray(reps)
+    se = np.sqrt(19 / 20 * np.sum((reps - reps.mean()) ** 2))
+    assert r["se"] == pytest.approx(se, rel=1e-4)
+    assert r["ci_high"] - r["value"] == pytest.approx(norm.ppf(0.975) * se, rel=1e-4)
+    assert "20 groups" in r["ci_method"]

@@ -158,7 +158,6 @@ def test_an_older_model_answers_null_not_an_error(tree_run, tmp_path, capsys):
         Pipeline.load(run)
 
 
-@pytest.mark.slow
 def test_the_studio_measures_a_merged_name_again_and_publishes_how_sure_names_are(tree_run, tmp_path):
     from mediacluster.naming import pipeline_names_sure
     from mediacluster.pipeline import Pipeline

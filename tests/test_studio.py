@@ -1591,3 +1591,30 @@ def test_classes_export_prefer_over_http_and_the_cli(cifar3_embeddings, tmp_path
     path = re.search(r"export: (.+?) \(", capsys.readouterr().out).group(1)
     man = pd.read_csv(Path(path) / "manifest.csv")
     assert set(train_ids) <= set(man["id"])
+
+
+def test_an_item_view_does_not_wait_for_the_search_index_being_built(base_run, tmp_path):
+    """While the background warm-up is to build the search index (seconds at 50,000 items), an
+    item view answers at once without its neighbours (None: the page asks the search by example,
+    which waits for the index); once the index is there, the view has them again. A studio
+    without the warm-up builds it for the first item view, as before."""
+    from mediacluster.studio.session import Studio
+
+    st = Studio(copy_run(base_run, tmp_path / "run"), warm=False)
+    try:
+        index = st.index
+        got = {}
+        st._warming.set()  # as a studio opened with its warm-up, before the warm-up built the index
+        with index._lock:  # the index being built by the warm-up
+            t = threading.Thread(target=lambda: got.update(st.item(3)), daemon=True)
+            t.start()
+            t.join(30)
+            assert not t.is_alive(), "the item view waited for the index"
+        assert got["i"] == 3 and got["neighbours"] is None and got["cluster"] == int(st.state.labels[3])
+        st._warming.clear()
+        assert not index.ready
+        near = st.item(3)["neighbours"]  # built for it
+        assert index.ready and len(near) == 12 and 3 not in [n["i"] for n in near]
+        assert [n["i"] for n in near] == [n["i"] for n in st.search_item(3, limit=13)["items"] if n["i"] != 3][:12]
+    finally:
+        st.close()

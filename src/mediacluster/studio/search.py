@@ -176,6 +176,11 @@ class VectorIndex:
     def warm(self) -> None:
         self._build()
 
+    @property
+    def ready(self) -> bool:
+        """True once the index is built (a search then does not wait for it)."""
+        return self._index is not None
+
     def search(self, q: np.ndarray, k: int, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, item numbers) of the ``k`` nearest items to each row of ``q``, optionally
         only among the items ``within``; missing slots are -1."""

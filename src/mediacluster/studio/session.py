@@ -146,7 +146,9 @@ class Studio:
         self.load_seconds = time.perf_counter() - t0
         if later:
             threading.Thread(target=self._finish_map, name="studio-map", daemon=True).start()
+        self._warming = threading.Event()  # set while the warm-up has the search index to build
         if warm:
+            self._warming.set()
             threading.Thread(target=self._warm, name="studio-warm", daemon=True).start()
 
     def _warm(self) -> None:
@@ -158,6 +160,8 @@ class Studio:
             self.searcher.warm()
         except Exception as e:  # noqa: BLE001 - a search will build them (and report) on demand
             log.warning("studio: preparing search failed: %s", e)
+        finally:
+            self._warming.clear()
         try:
             self.splitter.reduced_space()  # an unusable model is logged there; splits then use a PCA
         except Exception as e:  # noqa: BLE001 - the first split will retry and report
@@ -575,6 +579,12 @@ class Studio:
                 out["duplicates"] = [self._item_brief(int(j)) for j in same if j != i][:50]
             else:
                 out["duplicates"] = []
+        if not self.index.ready and self._warming.is_set():
+            # the background warm-up is to build the index (at 50,000 items the first item view
+            # waited 2.4-4 s for it, RESULTS "Slow corners at scale"): the view answers now and
+            # the page asks for the neighbours (GET /api/search/similar, which waits for it)
+            out["neighbours"] = None
+            return out
         D, idx = self.index.search(np.asarray(self.vectors[i], dtype=np.float32), k + 1)
         out["neighbours"] = [self._item_brief(int(j), s) for s, j in zip(D[0], idx[0]) if j >= 0 and j != i][:k]
         return out

@@ -1029,7 +1029,12 @@
       p.appendChild(thumbs(it.duplicates));
     }
     p.appendChild(el("h3", { text: "Nearest neighbours" }));
-    p.appendChild(thumbs(it.neighbours));
+    if (it.neighbours) { p.appendChild(thumbs(it.neighbours)); return; }
+    // null: the search index was still being built; the search by example waits for it
+    const nb = p.appendChild(el("div", { class: "nb", id: "item-neighbours", text: "finding the nearest items ..." }));
+    let r;
+    try { r = await api("api/search/similar?item=" + i + "&limit=13"); } catch (e) { nb.textContent = ""; fail(e); return; }
+    if (S.itemOpen === i && nb.isConnected) nb.replaceWith(thumbs(r.items.filter((n) => n.i !== i).slice(0, 12)));
   }
   // what of an item the edits can change (its cluster, the cluster's name, its tags)
   function itemDetails(it) { return [it.name, it.cluster, it.cluster_name, it.fitted_cluster, it.tags, it.label, it.path]; }
