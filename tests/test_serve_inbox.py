@@ -109,6 +109,16 @@ def test_extension_from_the_bytes_not_the_name(known):
     assert sniff_extension(b"RIFF\0\0\0\0WAVEfmt ", "a.mp3", "audio") == ".wav"
     assert sniff_extension(b"garbage", "x/../y.PNG", "image") == ".png"
     assert sniff_extension(b"garbage", "x.exe", "image") == ".bin"
+    from PIL import features
+
+    if features.check("avif"):  # an AVIF upload without a name was kept as .bin, which no run reads
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(buf, format="AVIF")
+        assert sniff_extension(buf.getvalue(), None, "image") == ".avif"
 
 
 @pytest.mark.slow

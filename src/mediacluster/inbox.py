@@ -73,7 +73,7 @@ _DDL = [
 ]
 
 _PIL_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif",
-            "MPO": ".jpg"}
+            "MPO": ".jpg", "AVIF": ".avif"}
 
 
 def now() -> str:
