@@ -201,3 +201,12 @@ def test_a_cluster_run_takes_the_inbox_it_reads(cifar3_dir, tmp_path, capsys):
 
     with pytest.raises(ParameterError, match="purge states"):
         purge(inbox, 1, states=("gone",))
+
+
+def test_take_passes_over_items_without_a_file(tmp_path):
+    """A run of vectors (a fit sample, a streamed vector file) has no path for its rows: None or
+    NaN from the assignments table. `take` raised TypeError on the NaN, an internal error after
+    the run was made (every `cluster --fit-sample` of vectors)."""
+    from mediacluster.inbox import take
+
+    assert take([None, float("nan"), "", str(tmp_path / "a.jpg")], "run-1") == {}

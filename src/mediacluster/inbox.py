@@ -335,7 +335,7 @@ def take(paths: Iterable[str | None], run: str | None) -> dict[str, int]:
     seen: dict = {}
     by_root: dict[Path, list[str]] = {}
     for p in paths:
-        if p:
+        if isinstance(p, str | os.PathLike) and p:  # a run of vectors: None or NaN, no file
             hit = inbox_of(p, seen)
             if hit is not None:
                 by_root.setdefault(hit[0], []).append(hit[1])
