@@ -37,7 +37,8 @@ import os
 import sqlite3
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DB_NAME = "inbox.sqlite"
@@ -89,15 +90,27 @@ def open_db(root: str | os.PathLike) -> sqlite3.Connection:
     con = sqlite3.connect(str(root / DB_NAME), timeout=30.0, isolation_level=None, check_same_thread=False)
     con.execute("PRAGMA busy_timeout=30000")  # before WAL: several workers open it at once
     con.execute("PRAGMA journal_mode=WAL")
-    con.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(con):
         for stmt in _DDL:
             con.execute(stmt)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return con
+
+
+@contextmanager
+def write_transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on the inbox (``BEGIN IMMEDIATE``: the write lock taken at once, so
+    service workers, ``mark`` and ``purge`` wait for each other): committed when the block ends
+    (unless the block ended it itself, e.g. a ``ROLLBACK`` before returning), rolled back on
+    any exception, the commit's own included."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield con
+        if con.in_transaction:
+            con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
 
 
 def _existing(root: str | os.PathLike, write: bool = True) -> sqlite3.Connection:
@@ -283,8 +296,7 @@ def mark(root: str | os.PathLike, keys: Iterable[str] | None = None, how: str = 
     own = con is None
     con = _existing(root) if own else con
     try:
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(con):
             if keys is None:
                 hashes, unknown = [h for (h,) in con.execute(
                     "SELECT s.hash FROM stored s LEFT JOIN reviewed r ON r.hash = s.hash WHERE r.hash IS NULL")], []
@@ -301,11 +313,6 @@ def mark(root: str | os.PathLike, keys: Iterable[str] | None = None, how: str = 
                 con.executemany("INSERT OR IGNORE INTO reviewed (hash, how, time, run) VALUES (?, ?, ?, ?)",
                                 [(h, how, t, run) for h in hashes])
             n = con.total_changes - before
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
     finally:
         if own:
             con.close()
@@ -378,8 +385,7 @@ def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str]
     root = Path(root)
     con = _existing(root)
     try:
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(con):
             rows = con.execute(
                 f"SELECT s.hash, s.file, s.size FROM stored s LEFT JOIN reviewed r ON r.hash = s.hash "
                 f"WHERE {_STATE_SQL} IN ({','.join('?' * len(states))}) AND COALESCE((SELECT MAX(u.time) "
@@ -395,11 +401,6 @@ def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str]
                         (root / f).unlink()
                     except FileNotFoundError:
                         pass
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
     finally:
         con.close()
     return {"contents": len(rows), "uploads": int(n_up), "bytes": int(sum(r[2] for r in rows)),
@@ -407,4 +408,5 @@ def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str]
 
 
 __all__ = ["CLUSTERED", "DB_NAME", "FILES", "PENDING", "REVIEWED", "STATES", "clean_name", "inbox_of", "listing",
-           "mark", "open_db", "purge", "sniff_extension", "stored_file", "summary", "take", "text"]
+           "mark", "open_db", "purge", "sniff_extension", "stored_file", "summary", "take", "text",
+           "write_transaction"]

@@ -46,7 +46,16 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path, hash_bytes
-from ..inbox import DB_NAME, FILES, open_db, sniff_extension, stored_file, summary, text
+from ..inbox import (
+    DB_NAME,
+    FILES,
+    open_db,
+    sniff_extension,
+    stored_file,
+    summary,
+    text,
+    write_transaction,
+)
 
 __all__ = ["DB_NAME", "FILES", "KEEP_KINDS", "Inbox", "KeepRule", "open_db", "sniff_extension"]
 
@@ -183,8 +192,7 @@ class Inbox:
         if it.data is not None:  # named after the uploader's name, made safe (inbox.clean_name)
             rel = stored_file(h, sniff_extension(it.data, it.filename, it.input), it.filename)
         con = self._con
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(con):  # a ROLLBACK in it ends it before the return
             row = con.execute("SELECT file FROM stored WHERE hash = ?", (h,)).fetchone()
             if row is None:
                 total = con.execute("SELECT total(size) FROM stored").fetchone()[0]
@@ -214,11 +222,6 @@ class Inbox:
                 (it.time, it.version, it.route, it.input, it.reason, a.get("cluster"), text(a.get("name")),
                  a.get("status"), a.get("probability"), a.get("novelty"), int(bool(a.get("novel"))),
                  None if dup is None else json.dumps(dup), text(it.filename), len(raw), h, rel, os.getpid()))
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
         self.on_event("kept", it.input)
 
     def counts(self) -> dict[str, int] | None:
