@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (RESULTS.md's sections, the commit measured)
 from audio_loop import _read, _write  # noqa: E402  (the loop's way of reading and writing a clip)
-from audio_reposts import take  # noqa: E402  (speaker and digit of an FSDD file)
+from audio_reposts import same_take_pairs, take, working_copy  # noqa: E402  (FSDD's takes, the working copy)
 
 SECTION = "## Duplicates: padded and louder audio reposts (dupsloose helper)"
 KINDS = ("pad", "louder", "pad+mp3", "louder+pad+mp3")
@@ -89,20 +88,10 @@ def check_alone(files: list[Path], reposts: list[dict]) -> dict:
         pos.setdefault(r["kind"], []).append(v.verify(r["of"], r["path"])[1].get("ncc", -1.0))
     fp_cpu = time.process_time() - t
     sampled = {take(Path(r["of"])) for r in reposts}
-    by_take: dict[tuple, list[Path]] = {}
-    for p in files:
-        if take(p) in sampled:
-            by_take.setdefault(take(p), []).append(p)
-    neg = []
-    t = time.process_time()
-    for group in by_take.values():
-        for a in range(len(group)):
-            A = v.prepared(group[a])
-            for b in range(a + 1, len(group)):
-                neg.append(v.compare(A, v.prepared(group[b]))[1]["ncc"])
-    pair_cpu = time.process_time() - t
+    neg, pair_cpu = same_take_pairs(v, files, sampled)
     return {"min_ncc": check.min_ncc, "pos": {k: np.asarray(x) for k, x in pos.items()},
-            "neg": np.asarray(neg), "takes": len(by_take), "pair_cpu_ms": 1000 * pair_cpu / max(1, len(neg)),
+            "neg": neg, "takes": len({take(p) for p in files} & sampled),
+            "pair_cpu_ms": 1000 * pair_cpu / max(1, len(neg)),
             "repost_cpu_ms": 1000 * fp_cpu / max(1, len(reposts))}
 
 
@@ -158,16 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
     args = ap.parse_args(argv)
     load = _results.proc_loadavg()
-    files = sorted(Path(args.data).glob("*.wav"))
-    if not files:
-        raise SystemExit(f"no .wav files in {args.data}")
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    coll = work / "collection"
-    coll.mkdir(parents=True)
-    for p in files:
-        shutil.copyfile(p, coll / p.name)
-    originals = sorted(coll.glob("*.wav"))
+    coll, originals = working_copy(args.data, args.work)
     originals = [p for p in originals if not p.name.startswith("repost_")]
     reposts = make_reposts(originals, coll, args.clips, args.seed, args.target_dbfs)
     print(f"{len(originals)} originals, {len(reposts)} reposts in {coll}", flush=True)

@@ -101,9 +101,19 @@ def check_alone(files: list[Path], reposts: list[dict]) -> dict:
     pos: dict[str, list[float]] = {}
     for r in reposts:
         pos.setdefault(r["kind"], []).append(v.verify(r["of"], r["path"])[1].get("ncc", -1.0))
+    neg, pair_cpu = same_take_pairs(v, files)
+    return {"min_ncc": check.min_ncc, "pos": {k: np.asarray(x) for k, x in pos.items()}, "neg": neg,
+            "fp_cpu_per_clip": fp_cpu / len(files), "pair_cpu_ms": 1000 * pair_cpu / max(1, len(neg))}
+
+
+def same_take_pairs(v, files: list[Path], takes: set | None = None) -> tuple[np.ndarray, float]:
+    """The hardest negatives: the check's correlation (``v``, an ``AudioVerifier``) of every
+    pair of different takes of one speaker and digit among ``files`` (``takes``: of these
+    speaker-digit pairs only), and the CPU seconds of the comparisons."""
     by_take: dict[tuple, list[Path]] = {}
     for p in files:
-        by_take.setdefault(take(p), []).append(p)
+        if takes is None or take(p) in takes:
+            by_take.setdefault(take(p), []).append(p)
     neg = []
     t = time.process_time()
     for group in by_take.values():
@@ -111,10 +121,21 @@ def check_alone(files: list[Path], reposts: list[dict]) -> dict:
             A = v.prepared(group[a])
             for b in range(a + 1, len(group)):
                 neg.append(v.compare(A, v.prepared(group[b]))[1]["ncc"])
-    pair_cpu = time.process_time() - t
-    neg = np.asarray(neg)
-    return {"min_ncc": check.min_ncc, "pos": {k: np.asarray(x) for k, x in pos.items()}, "neg": neg,
-            "fp_cpu_per_clip": fp_cpu / len(files), "pair_cpu_ms": 1000 * pair_cpu / max(1, len(neg))}
+    return np.asarray(neg), time.process_time() - t
+
+
+def working_copy(data: str | Path, work: str | Path) -> tuple[Path, list[Path]]:
+    """FSDD's clips (``data``) copied into ``work``/collection, emptied first, where the reposts
+    are written next to them; the folder and the copies, sorted."""
+    files = sorted(Path(data).glob("*.wav"))
+    if not files:
+        raise SystemExit(f"no .wav files in {data}")
+    shutil.rmtree(work, ignore_errors=True)
+    coll = Path(work) / "collection"
+    coll.mkdir(parents=True)
+    for p in files:
+        shutil.copyfile(p, coll / p.name)
+    return coll, sorted(coll.glob("*.wav"))
 
 
 def whole_path(coll: Path, files: list[Path], reposts: list[dict], workers: int | None) -> dict:
@@ -247,16 +268,7 @@ def main(argv=None) -> int:
     ap.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
     args = ap.parse_args(argv)
     load = _results.proc_loadavg()
-    files = sorted(Path(args.data).glob("*.wav"))
-    if not files:
-        raise SystemExit(f"no .wav files in {args.data}")
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    coll = work / "collection"
-    coll.mkdir(parents=True)
-    for p in files:
-        shutil.copyfile(p, coll / p.name)
-    originals = sorted(coll.glob("*.wav"))
+    coll, originals = working_copy(args.data, args.work)
     reposts = make_reposts(originals, coll, args.per_edit, args.seed)
     print(f"{len(originals)} originals, {len(reposts)} reposts in {coll}", flush=True)
     a = check_alone(originals, reposts)
