@@ -30,7 +30,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 import _results
 import numpy as np
 import pandas as pd
+from carry import load  # a /work/vec set as Embeddings, as carry.py reads it
 
 from mediacluster.data import Embeddings
 from mediacluster.naming import named_assignments, run_level_names
@@ -51,15 +51,6 @@ from mediacluster.workflow import publish_run
 
 SECTION = "## Naming every level by hand: timings (levelnames3 helper)"
 CARRY_SECTION = "## Carrying level names: timings (carrylevels helper)"
-
-
-def load(name: str, vec_dir: Path) -> Embeddings:
-    d = np.load(vec_dir / f"{name}.npz")
-    ids = [str(x) for x in d["ids"]]
-    return Embeddings(ids=ids, vectors=np.asarray(d["vectors"], dtype=np.float32), encoder="efficientnet-lite0",
-                      paths=ids, labels=[str(x) for x in d["labels"]],
-                      extras={"imagenet_probs": np.asarray(d["imagenet_probs"], dtype=np.float32)},
-                      root=os.path.commonpath(ids))
 
 
 def timed(fn, repeat: int = 1):
