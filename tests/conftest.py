@@ -56,15 +56,31 @@ def chromium(width: int = 1400, height: int = 1000):
     return browser.chromium(width, height)
 
 
-def tiny_clap(path: Path) -> Path:
+def tiny_clap(path: Path, tokenizer: bool = False) -> Path:
     """A tiny random CLAP checkpoint (model + feature extractor) saved at ``path``: the CLAP
     encoder's path through ``transformers`` tested without a hub (skipped without torch or
-    transformers)."""
+    transformers). ``tokenizer``: also a tiny byte-level BPE tokenizer (RoBERTa's kind, as
+    CLAP's), so the text tower embeds prompts."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
+    vocab_size = 100
+    if tokenizer:
+        import json
+
+        from tokenizers.pre_tokenizers import ByteLevel
+
+        path.mkdir(parents=True, exist_ok=True)
+        vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
+        vocab.update({c: len(vocab) + i for i, c in enumerate(sorted(ByteLevel.alphabet()))})
+        vocab["<mask>"] = len(vocab)
+        (path / "vocab.json").write_text(json.dumps(vocab))
+        (path / "merges.txt").write_text("#version: 0.2\n")
+        transformers.RobertaTokenizer(vocab=str(path / "vocab.json"),
+                                      merges=str(path / "merges.txt")).save_pretrained(path)
+        vocab_size = len(vocab)
     torch.manual_seed(0)
     cfg = transformers.ClapConfig(
-        text_config=dict(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        text_config=dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=37, max_position_embeddings=64),
         audio_config=dict(hidden_size=32, patch_embeds_hidden_size=16, depths=[1, 1],
                           num_attention_heads=[1, 1], window_size=8, spec_size=256,

@@ -329,3 +329,43 @@ def test_composite_names_are_bounded_and_unique():
     m[[0, 497]] = [0.45, 0.4]
     m[600:650] = 0.15 / 50
     assert imagenet.lift(m)[0]["name"] == "tench · church"
+
+
+def test_zeroshot_names_of_sounds_read_sound_prompts_and_topics(tmp_path, monkeypatch):
+    """A CLAP run is named from sound captions ("this is a sound of {}.") against the shipped
+    sound topics, never from photo prompts and social-media topics (a tiny random ClapModel
+    saved by the test: the real text tower through transformers)."""
+    from conftest import tiny_clap
+
+    from mediacluster.encoders import get_encoder
+    from mediacluster.naming.names import name_clusters
+    from mediacluster.naming.zeroshot import (
+        AUDIO_TEMPLATES,
+        IMAGE_TEMPLATES,
+        default_vocabulary,
+        templates_for,
+        topic_vectors,
+    )
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    enc = get_encoder(f"clap:{tiny_clap(tmp_path / 'tiny-clap', tokenizer=True)}")
+    assert enc.media == "audio" and templates_for(enc) == AUDIO_TEMPLATES
+    sounds, social = default_vocabulary("audio"), default_vocabulary("image")
+    assert "a dog barking" in sounds and "rain" in sounds and "memes" in social and "memes" not in sounds
+    # the topic vector is the ensemble of the sound captions, not of the photo captions
+    T = topic_vectors(enc, ["rain"])[0]
+    sound = enc.encode_text([t.format("rain") for t in AUDIO_TEMPLATES])
+    photo = enc.encode_text([t.format("rain") for t in IMAGE_TEMPLATES])
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+    assert np.allclose(T, unit(unit(sound).mean(0)), atol=1e-5)
+    assert not np.allclose(T, unit(unit(photo).mean(0)), atol=1e-3)
+    # names without --vocabulary come from the sound topics
+    Ts = topic_vectors(enc, sounds)
+    rng = np.random.default_rng(0)
+    V = np.vstack([Ts[j] + 0.001 * rng.standard_normal((8, Ts.shape[1])) for j in (0, 26, 35)]).astype(np.float32)
+    named = name_clusters(V, np.repeat([0, 1, 2], 8), encoder=enc)
+    assert [n["method"] for n in named] == ["clip-zeroshot"] * 3
+    assert all(n["name"] in sounds for n in named)
+    assert [n["name"] for n in named] == [sounds[0], sounds[26], sounds[35]]
+    with pytest.raises(ValueError, match="media"):
+        default_vocabulary("video")

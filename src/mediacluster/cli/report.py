@@ -19,7 +19,7 @@ def add_parser(sub):
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--vocabulary", default=None,
                    help="text file of topics (one per line) for CLIP zero-shot names "
-                        "(default: a shipped list of common social-media topics)")
+                        "(default: a shipped list of common social-media topics; for an audio (CLAP) run, of everyday sounds)")
     p.add_argument("--rename", action="store_true",
                    help="recompute automatic names even when the run already has some")
     p.add_argument("--names-template", action="store_true",

@@ -1,8 +1,13 @@
 """Names from a CLIP-like encoder: zero-shot classification of cluster centres against a vocabulary.
 
-Each vocabulary entry is embedded through several prompt templates ("a photo of {}.", "a meme
-about {}.", ...); the normalised text vectors are averaged (prompt ensembling, as in the CLIP
-paper) and re-normalised. A cluster's score for a topic is the mean over its members of the cosine
+Each vocabulary entry is embedded through several prompt templates; the normalised text vectors
+are averaged (prompt ensembling, as in the CLIP paper) and re-normalised. The templates and the
+default vocabulary follow the encoder's media (:func:`templates_for`, :func:`default_vocabulary`):
+an image encoder (CLIP) reads "a photo of {}.", "a meme about {}.", ... against the shipped
+social-media topics; an audio encoder (CLAP) reads "this is a sound of {}." (the caption form
+LAION-CLAP's zero-shot evaluation uses), "the sound of {}.", ... against the shipped everyday
+sound topics (``data/sound_topics.txt``): a sound named "a photo of dogs" or "memes" would be a
+name from the wrong modality. A cluster's score for a topic is the mean over its members of the cosine
 similarity between the (normalised) image embedding and the topic vector; the best topic names
 the cluster and the next ones are kept as alternatives.
 """
@@ -17,7 +22,7 @@ import numpy as np
 from ..data import l2_normalize
 from ..errors import InputError
 
-TEMPLATES = [
+IMAGE_TEMPLATES = [
     "a photo of {}.",
     "a picture of {}.",
     "an image of {}.",
@@ -27,10 +32,33 @@ TEMPLATES = [
     "a meme about {}.",
     "an illustration of {}.",
 ]
+TEMPLATES = IMAGE_TEMPLATES  # the name earlier releases exported
+AUDIO_TEMPLATES = [
+    "this is a sound of {}.",
+    "the sound of {}.",
+    "a recording of {}.",
+    "an audio clip of {}.",
+    "{} can be heard.",
+]
+_VOCABULARY_FILE = {"image": "social_topics.txt", "audio": "sound_topics.txt"}
 
 
-def default_vocabulary() -> list[str]:
-    text = resources.files("mediacluster.naming").joinpath("data", "social_topics.txt").read_text("utf-8")
+def media_of(encoder) -> str:
+    """``"audio"`` for an audio encoder (CLAP), ``"image"`` otherwise."""
+    return "audio" if getattr(encoder, "media", "image") == "audio" else "image"
+
+
+def templates_for(encoder) -> list[str]:
+    """The prompt templates for ``encoder``'s media."""
+    return AUDIO_TEMPLATES if media_of(encoder) == "audio" else IMAGE_TEMPLATES
+
+
+def default_vocabulary(media: str = "image") -> list[str]:
+    """The shipped topics for ``media`` (``"image"``: social-media topics; ``"audio"``: sounds)."""
+    name = _VOCABULARY_FILE.get(media)
+    if name is None:
+        raise ValueError(f"media must be one of {sorted(_VOCABULARY_FILE)}, got {media!r}")
+    text = resources.files("mediacluster.naming").joinpath("data", name).read_text("utf-8")
     return parse_vocabulary(text)
 
 
@@ -60,15 +88,17 @@ def load_vocabulary(path: str | Path | None) -> list[str]:
 _unit = l2_normalize
 
 
-def topic_vectors(encoder, vocabulary: list[str], templates: list[str] = TEMPLATES) -> np.ndarray:
-    """(n_topics, d) prompt-ensembled, normalised text vectors."""
+def topic_vectors(encoder, vocabulary: list[str], templates: list[str] | None = None) -> np.ndarray:
+    """(n_topics, d) prompt-ensembled, normalised text vectors (``templates``: those of the
+    encoder's media unless given)."""
+    templates = templates_for(encoder) if templates is None else templates
     prompts = [t.format(v) for v in vocabulary for t in templates]
     T = _unit(encoder.encode_text(prompts)).reshape(len(vocabulary), len(templates), -1)
     return _unit(T.mean(axis=1))
 
 
 def name_clusters_zeroshot(vectors: np.ndarray, labels: np.ndarray, encoder, vocabulary: list[str] | None = None,
-                           templates: list[str] = TEMPLATES, k: int = 4, with_support: bool = False):
+                           templates: list[str] | None = None, k: int = 4, with_support: bool = False):
     """Cluster id -> up to ``k`` ranked topics ``{"name", "score", "share"}``.
 
     ``score`` is the mean cosine similarity; ``share`` the fraction of members whose own best
@@ -76,7 +106,7 @@ def name_clusters_zeroshot(vectors: np.ndarray, labels: np.ndarray, encoder, voc
     sure the name is (:func:`support.zeroshot_support`: the share against the whole
     collection's share and against random groups of the same size).
     """
-    vocab = list(vocabulary) if vocabulary is not None else default_vocabulary()
+    vocab = list(vocabulary) if vocabulary is not None else default_vocabulary(media_of(encoder))
     T = topic_vectors(encoder, vocab, templates)
     X = _unit(vectors)
     labels = np.asarray(labels)

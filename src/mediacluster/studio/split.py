@@ -256,10 +256,11 @@ class Splitter:
         topic) for the run's CLIP encoder, computed once (a matrix product in row blocks)."""
         with self._lock:
             if self._topics is None:
-                from ..naming.zeroshot import default_vocabulary, topic_vectors
+                from ..naming.zeroshot import default_vocabulary, media_of, topic_vectors
 
-                vocab = default_vocabulary()  # the parts' names come from it (name_clusters' default)
-                T = topic_vectors(self.encoder(), vocab)
+                enc = self.encoder()
+                vocab = default_vocabulary(media_of(enc))  # the parts' names come from it (name_clusters' default)
+                T = topic_vectors(enc, vocab)
                 best = np.empty(len(self.vectors), np.int64)
                 for s in range(0, len(best), 65_536):
                     best[s:s + 65_536] = (l2_normalize(np.asarray(self.vectors[s:s + 65_536], np.float32))
