@@ -1,8 +1,8 @@
 """``mediacluster inbox DIR``: the uploads a service kept (``serve --keep-uploads DIR``), as a
 person works through them: how many are pending, reviewed, or taken by a clustering; the list
 of one state (``--list``), each with the uploader's name and ids, its stored file, how often it
-came and the last answer; ``--mark-reviewed`` takes contents out of the pending set (``all``, or hashes /
-stored files); ``--purge DAYS`` removes the reviewed ones (``--purge-also``: other states) last
+came and the last answer; ``--mark-reviewed`` takes contents out of the pending set (``all``,
+or hashes / stored files / the uploaders' ids); ``--purge DAYS`` removes the reviewed ones (``--purge-also``: other states) last
 uploaded DAYS or more ago, rows and files. Safe while the service writes (one SQLite
 transaction each; see ``mediacluster.inbox``)."""
 
