@@ -257,7 +257,9 @@ def listing(root: str | os.PathLike, state: str = PENDING, limit: int | None = N
     had one), ``names`` (every distinct one), ``ids`` (every distinct id the uploaders gave it,
     ``/v1/assign``'s ``item_ids``), ``size``, ``count`` (uploads), ``first_seen``,
     ``last_seen``, the last upload's ``reason``, ``input``, ``answer`` (cluster, name, status,
-    probability, novelty, novel, model_version), and ``state``, ``how`` / ``when`` / ``run``."""
+    probability, novelty, novel, model_version), and ``state``, ``how`` / ``when`` / ``run``.
+    (A content is listed by its upload rows: the writer adds its first one with it, ``purge``
+    removes them together.)"""
     if state != "all" and state not in STATES:
         from .errors import ParameterError
 
@@ -265,33 +267,36 @@ def listing(root: str | os.PathLike, state: str = PENDING, limit: int | None = N
     con = _existing(root, write=False)
     con.row_factory = sqlite3.Row
     try:
-        where = "" if state == "all" else f"WHERE {_STATE_SQL} = ?"
-        q = (f"SELECT s.hash, s.file, s.size, {_STATE_SQL} AS state, r.time AS "
-             "state_time, r.run AS run, COUNT(u.id) AS count, MIN(u.time) AS first_seen, "
-             "MAX(u.time) AS last_seen, MAX(u.id) AS last, MIN(u.id) AS first_id FROM stored s LEFT JOIN reviewed r ON "
-             f"r.hash = s.hash LEFT JOIN uploads u ON u.hash = s.hash {where} GROUP BY s.hash "
-             + ("HAVING COALESCE(MIN(u.id), 0) > ? " if after is not None else "")
-             + "ORDER BY first_id, s.hash" + (f" LIMIT {int(limit)}" if limit is not None else ""))
-        args = (() if state == "all" else (state,)) + (() if after is None else (int(after),))
+        # the page's contents first: the uploads in id order from the cursor on, each that is its
+        # content's first (the uploads_hash index says), until the page is full; then the
+        # details of those rows only. A page costs what it reads, at any depth of the list
+        q = (f"SELECT u.id AS first_id, u.hash, {_STATE_SQL} AS state, r.time AS state_time, r.run AS run, "
+             "s.file, s.size FROM uploads u JOIN stored s ON s.hash = u.hash LEFT JOIN reviewed r ON r.hash = u.hash "
+             "WHERE u.id > ? AND NOT EXISTS (SELECT 1 FROM uploads p WHERE p.hash = u.hash AND p.id < u.id) "
+             + ("" if state == "all" else f"AND {_STATE_SQL} = ? ")
+             + "ORDER BY u.id" + (f" LIMIT {int(limit)}" if limit is not None else ""))
+        args = (int(after or 0),) + (() if state == "all" else (state,))
         rows = [dict(r) for r in con.execute(q, args)]
         out = []
         for r in rows:
-            names, ids = [], []
-            for fn, item in con.execute("SELECT filename, item_id FROM uploads WHERE hash = ? ORDER BY id",
-                                        (r["hash"],)):
+            names, ids, times, last = [], [], [], None
+            for uid, t, fn, item in con.execute("SELECT id, time, filename, item_id FROM uploads WHERE hash = ? "
+                                                "ORDER BY id", (r["hash"],)):
                 c = clean_name(fn)
                 if c and c not in names:
                     names.append(c)
                 if item is not None and item not in ids:
                     ids.append(item)
-            last = con.execute("SELECT reason, input, cluster, name, status, probability, novelty, novel, "
-                               "model_version FROM uploads WHERE id = ?", (r["last"],)).fetchone()
-            last = dict(last) if last is not None else {}
+                times.append(t)
+                last = uid
+            answer = con.execute("SELECT reason, input, cluster, name, status, probability, novelty, novel, "
+                                 "model_version FROM uploads WHERE id = ?", (last,)).fetchone()
+            answer = dict(answer) if answer is not None else {}
             out.append({"seq": r["first_id"], "hash": r["hash"], "file": r["file"],
                         "name": names[0] if names else None, "names": names, "ids": ids, "size": r["size"],
-                        "count": r["count"], "first_seen": r["first_seen"],
-                        "last_seen": r["last_seen"], "reason": last.pop("reason", None),
-                        "input": last.pop("input", None), "answer": last, "state": r["state"],
+                        "count": len(times), "first_seen": min(times, default=None),
+                        "last_seen": max(times, default=None), "reason": answer.pop("reason", None),
+                        "input": answer.pop("input", None), "answer": answer, "state": r["state"],
                         "when": r["state_time"], "run": r["run"]})
     finally:
         con.close()

@@ -398,8 +398,9 @@ ASSIGN_ERRORS = {409: f"the request named a model ({MODEL_HEADER}) this worker d
                  400: "an unusable request (the error names what), or one none of whose items can be read "
                       "(the error names the first, `items` each); a request with some readable items is "
                       "answered 200, each unreadable item with its `error`",
-                 422: "a body of the wrong form: a key or form field other than `vectors` / `files`, "
-                      "or `vectors` not a list (the error names it)",
+                 422: "a body of the wrong form: a key or form field other than `vectors` / `files` / "
+                      "`item_ids`, `vectors` not a list, or `item_ids` not one id (text up to "
+                      f"{MAX_ITEM_ID} characters, or null) per item (the error names it)",
                  413: "too large: the body, the batch, or every file or image of it",
                  415: "a content type other than multipart/form-data or application/json"}
 

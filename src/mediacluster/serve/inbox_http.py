@@ -75,8 +75,8 @@ class Answer(BaseModel):
 
 
 class InboxRow(BaseModel):
-    seq: int = Field(description="the content's place in the order contents came (the id of its first "
-                     "upload): the cursor, `after`")
+    seq: int | None = Field(description="the content's place in the order contents came (the id of its first "
+                            "upload): the cursor, `after`")
     hash: str = Field(description="the content hash (BLAKE2b-128): a key of `POST /v1/inbox/mark`")
     file: str | None = Field(None, description="the stored file, relative to the inbox (null: a posted vector)")
     url: str | None = Field(None, description="where its bytes are: `GET` this path on the service (the "
