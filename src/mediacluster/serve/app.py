@@ -24,6 +24,8 @@ an upload whose embedding the model cannot place, a vector row with NaN or one t
 place) is answered in its place with its error
 (``FailedItem``), the others as usual; a 4xx is for what is wrong with the request itself, or a
 request none of whose items can be read (benchmarks/RESULTS.md, "The service answers per item").
+A client may give each item its own id (``item_ids``, one per file or vector, checked by ``item_ids``),
+echoed in its answer as ``item_id`` and kept with it in the inbox.
 """
 
 from __future__ import annotations
