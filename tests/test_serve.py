@@ -480,7 +480,7 @@ def test_a_batch_answers_per_item(server, images, tmp_path):
     r = c.post("/v1/assign", content=text.encode(), headers={"content-type": "application/json"})
     assert r.status_code == 200 and r.json()["failed"] == 2, r.text
     nan, a, zero, b = r.json()["items"]
-    assert nan == {"index": 0, "filename": None,
+    assert nan == {"index": 0, "filename": None, "item_id": None,  # no item_ids sent
                    "error": {"kind": "not_finite", "message": "vectors[0] contains NaN or infinity"}}
     assert zero["index"] == 2 and zero["error"]["kind"] == "no_direction", zero
     assert zero["error"]["message"].startswith("vectors[2] is all zeros"), zero

@@ -62,7 +62,7 @@ _DDL = [
         route TEXT, input TEXT NOT NULL, reason TEXT NOT NULL,
         cluster INTEGER, name TEXT, status TEXT, probability REAL, novelty REAL, novel INTEGER,
         duplicate_of TEXT, filename TEXT, size INTEGER NOT NULL, hash TEXT NOT NULL, file TEXT,
-        pid INTEGER)""",
+        pid INTEGER, item_id TEXT)""",
     "CREATE INDEX IF NOT EXISTS uploads_hash ON uploads(hash)",
     """CREATE VIEW IF NOT EXISTS contents AS
         SELECT s.hash AS hash, s.file AS file, s.size AS size, COUNT(u.id) AS count,
@@ -72,6 +72,12 @@ _DDL = [
         hash TEXT PRIMARY KEY, how TEXT NOT NULL, time TEXT NOT NULL, run TEXT)""",
     "CREATE INDEX IF NOT EXISTS stored_file ON stored(file)",  # a stored file -> its content (take, mark)
 ]
+#: columns added to ``uploads`` after its first version: an inbox written before gains them on open
+_ADDED = {"item_id": "TEXT"}
+#: indexes on the added columns (made after the columns are there)
+_DDL_ADDED = ["CREATE INDEX IF NOT EXISTS uploads_item_id ON uploads(item_id)"]  # an uploader's id -> content
+#: characters of an uploader's own id for an item (``/v1/assign``'s ``item_ids``) at most
+MAX_ITEM_ID = 256
 
 _PIL_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif",
             "MPO": ".jpg", "AVIF": ".avif"}
@@ -84,7 +90,8 @@ def now() -> str:
 
 def open_db(root: str | os.PathLike) -> sqlite3.Connection:
     """The inbox table of ``root`` (created with its folder if new; an inbox made before the
-    ``reviewed`` table gains it). Raises OSError / sqlite3.Error when it cannot be."""
+    ``reviewed`` table or ``uploads.item_id`` gains them, in the one transaction that makes the
+    schema). Raises OSError / sqlite3.Error when it cannot be."""
     root = Path(root)
     (root / FILES).mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(str(root / DB_NAME), timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -93,7 +100,20 @@ def open_db(root: str | os.PathLike) -> sqlite3.Connection:
     with write_transaction(con):
         for stmt in _DDL:
             con.execute(stmt)
+        have = {r[1] for r in con.execute("PRAGMA table_info(uploads)")}
+        for col, kind in _ADDED.items():
+            if col not in have:  # an inbox written before the column: rows before it have NULL
+                con.execute(f"ALTER TABLE uploads ADD COLUMN {col} {kind}")
+        for stmt in _DDL_ADDED:
+            con.execute(stmt)
     return con
+
+
+def _current(con: sqlite3.Connection) -> bool:
+    """Whether the inbox behind ``con`` has this version's schema (nothing to add on open)."""
+    if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviewed'").fetchone():
+        return False
+    return set(_ADDED) <= {r[1] for r in con.execute("PRAGMA table_info(uploads)")}
 
 
 @contextmanager
@@ -116,7 +136,8 @@ def write_transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def _existing(root: str | os.PathLike, write: bool = True) -> sqlite3.Connection:
     """``open_db`` of an inbox that must exist already (a command's argument): an
     ``InputError`` naming the folder otherwise. ``write=False``: a plain connection (no schema
-    transaction) when the inbox has its ``reviewed`` table already (a reader: ``/metrics``)."""
+    transaction) when the inbox has this version's schema already (a reader: ``/metrics``,
+    ``GET /v1/inbox``)."""
     from .errors import InputError
 
     if not (Path(root) / DB_NAME).is_file():
@@ -125,7 +146,7 @@ def _existing(root: str | os.PathLike, write: bool = True) -> sqlite3.Connection
         con = sqlite3.connect(str(Path(root) / DB_NAME), timeout=30.0, isolation_level=None,
                               check_same_thread=False)
         con.execute("PRAGMA busy_timeout=30000")
-        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviewed'").fetchone():
+        if _current(con):
             return con
         con.close()
     return open_db(root)
@@ -226,13 +247,19 @@ def summary(root: str | os.PathLike, con: sqlite3.Connection | None = None) -> d
             "oldest_pending": oldest}
 
 
-def listing(root: str | os.PathLike, state: str = PENDING, limit: int | None = None) -> list[dict]:
+def listing(root: str | os.PathLike, state: str = PENDING, limit: int | None = None,
+            after: int | None = None) -> list[dict]:
     """The contents of an inbox in ``state`` (one of :data:`STATES`, or ``"all"``), in the order
-    they first came: ``hash``, ``file`` (relative to the inbox; None for a posted vector),
+    they first came: ``seq`` (the id of its first upload row: the order, and the page cursor:
+    ``after=seq`` of a page's last row lists the ones after it, a list a person marks meanwhile
+    skips nothing), ``hash``, ``file`` (relative to the inbox; None for a posted vector),
     ``name`` (the uploader's file name made safe, :func:`clean_name`, of its first upload that
-    had one), ``names`` (every distinct one), ``size``, ``count`` (uploads), ``first_seen``,
+    had one), ``names`` (every distinct one), ``ids`` (every distinct id the uploaders gave it,
+    ``/v1/assign``'s ``item_ids``), ``size``, ``count`` (uploads), ``first_seen``,
     ``last_seen``, the last upload's ``reason``, ``input``, ``answer`` (cluster, name, status,
-    probability, novelty, novel, model_version), and ``state``, ``how`` / ``when`` / ``run``."""
+    probability, novelty, novel, model_version), and ``state``, ``how`` / ``when`` / ``run``.
+    (A content is listed by its upload rows: the writer adds its first one with it, ``purge``
+    removes them together.)"""
     if state != "all" and state not in STATES:
         from .errors import ParameterError
 
@@ -240,83 +267,119 @@ def listing(root: str | os.PathLike, state: str = PENDING, limit: int | None = N
     con = _existing(root, write=False)
     con.row_factory = sqlite3.Row
     try:
-        where = "" if state == "all" else f"WHERE {_STATE_SQL} = ?"
-        q = (f"SELECT s.hash, s.file, s.size, {_STATE_SQL} AS state, r.time AS "
-             "state_time, r.run AS run, COUNT(u.id) AS count, MIN(u.time) AS first_seen, "
-             "MAX(u.time) AS last_seen, MAX(u.id) AS last, MIN(u.id) AS first_id FROM stored s LEFT JOIN reviewed r ON "
-             f"r.hash = s.hash LEFT JOIN uploads u ON u.hash = s.hash {where} GROUP BY s.hash "
-             "ORDER BY first_id, s.hash" + (f" LIMIT {int(limit)}" if limit is not None else ""))
-        rows = [dict(r) for r in con.execute(q, () if state == "all" else (state,))]
+        # the page's contents first: the uploads in id order from the cursor on, each that is its
+        # content's first (the uploads_hash index says), until the page is full; then the
+        # details of those rows only. A page costs what it reads, at any depth of the list
+        q = (f"SELECT u.id AS first_id, u.hash, {_STATE_SQL} AS state, r.time AS state_time, r.run AS run, "
+             "s.file, s.size FROM uploads u JOIN stored s ON s.hash = u.hash LEFT JOIN reviewed r ON r.hash = u.hash "
+             "WHERE u.id > ? AND NOT EXISTS (SELECT 1 FROM uploads p WHERE p.hash = u.hash AND p.id < u.id) "
+             + ("" if state == "all" else f"AND {_STATE_SQL} = ? ")
+             + "ORDER BY u.id" + (f" LIMIT {int(limit)}" if limit is not None else ""))
+        args = (int(after or 0),) + (() if state == "all" else (state,))
+        rows = [dict(r) for r in con.execute(q, args)]
         out = []
         for r in rows:
-            names = []
-            for (fn,) in con.execute("SELECT filename FROM uploads WHERE hash = ? ORDER BY id", (r["hash"],)):
+            names, ids, times, last = [], [], [], None
+            for uid, t, fn, item in con.execute("SELECT id, time, filename, item_id FROM uploads WHERE hash = ? "
+                                                "ORDER BY id", (r["hash"],)):
                 c = clean_name(fn)
                 if c and c not in names:
                     names.append(c)
-            last = con.execute("SELECT reason, input, cluster, name, status, probability, novelty, novel, "
-                               "model_version FROM uploads WHERE id = ?", (r["last"],)).fetchone()
-            last = dict(last) if last is not None else {}
-            out.append({"hash": r["hash"], "file": r["file"], "name": names[0] if names else None,
-                        "names": names, "size": r["size"], "count": r["count"], "first_seen": r["first_seen"],
-                        "last_seen": r["last_seen"], "reason": last.pop("reason", None),
-                        "input": last.pop("input", None), "answer": last, "state": r["state"],
+                if item is not None and item not in ids:
+                    ids.append(item)
+                times.append(t)
+                last = uid
+            answer = con.execute("SELECT reason, input, cluster, name, status, probability, novelty, novel, "
+                                 "model_version FROM uploads WHERE id = ?", (last,)).fetchone()
+            answer = dict(answer) if answer is not None else {}
+            out.append({"seq": r["first_id"], "hash": r["hash"], "file": r["file"],
+                        "name": names[0] if names else None, "names": names, "ids": ids, "size": r["size"],
+                        "count": len(times), "first_seen": min(times, default=None),
+                        "last_seen": max(times, default=None), "reason": answer.pop("reason", None),
+                        "input": answer.pop("input", None), "answer": answer, "state": r["state"],
                         "when": r["state_time"], "run": r["run"]})
     finally:
         con.close()
     return out
 
 
-def _hashes_of(con: sqlite3.Connection, keys: Iterable[str]) -> tuple[list[str], list[str]]:
-    """The contents ``keys`` name (a content hash, its first 8+ hex digits, or a stored file
-    relative to the inbox or by its name), and the keys that name none."""
-    found, unknown = [], []
-    for k in keys:
-        k = str(k).strip()
+def _resolve(con: sqlite3.Connection, keys: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Each key with the contents it names (none: an unknown key): a content hash, a stored file
+    relative to the inbox or by its name, an id an uploader gave (``item_ids``: every content
+    uploaded with it), or 8+ leading hex digits of one content's hash."""
+    out = []
+    for raw in keys:
+        raw = str(raw)
+        k = raw.strip()
         row = con.execute("SELECT hash FROM stored WHERE hash = ?", (k,)).fetchall() or con.execute(
             "SELECT hash FROM stored WHERE file IN (?, ?)", (k, f"{FILES}/{os.path.basename(k)}")).fetchall()
+        if not row and raw:  # an uploader's id, as given: the contents uploaded with it, in the order they came
+            row = con.execute("SELECT hash FROM uploads WHERE item_id = ? GROUP BY hash ORDER BY MIN(id)",
+                              (raw,)).fetchall()
+            if row:
+                out.append((raw, [h for (h,) in row]))
+                continue
         if not row and len(k) >= 8 and all(c in "0123456789abcdef" for c in k):
             row = con.execute("SELECT hash FROM stored WHERE hash LIKE ?", (k + "%",)).fetchall()
-        if len(row) == 1:
-            found.append(row[0][0])
-        else:
-            unknown.append(k)
-    return found, unknown
+        out.append((raw, [row[0][0]] if len(row) == 1 else []))  # the key as given
+    return out
 
 
 def mark(root: str | os.PathLike, keys: Iterable[str] | None = None, how: str = REVIEWED,
-         run: str | None = None, con: sqlite3.Connection | None = None) -> dict:
-    """Take contents out of the pending set: those ``keys`` name (see :func:`_hashes_of`), or
+         run: str | None = None, con: sqlite3.Connection | None = None, detail: bool = False) -> dict:
+    """Take contents out of the pending set: those ``keys`` name (see :func:`_resolve`), or
     every pending one (None), in one transaction. ``how``: :data:`REVIEWED` (a person) leaves a
     content a clustering took as it is; :data:`CLUSTERED` (``run``: the run's id) marks it so
     whatever it was. Returns ``{"marked": n, "unknown": [keys naming no content]}``; marking
-    again what is marked changes nothing."""
+    again what is marked changes nothing. ``detail`` (with ``keys``): also ``keys``, per key in
+    order ``{"key", "result", "state", "hashes"}``: result ``marked`` (a content of it left the
+    pending set now), ``already`` (none was pending: ``state`` says where they are; a key
+    repeated, or naming what an earlier key marked, is ``already``) or ``unknown``."""
     if how not in (REVIEWED, CLUSTERED):
         raise ValueError(f"how must be {REVIEWED!r} or {CLUSTERED!r}")
     own = con is None
     con = _existing(root) if own else con
+    per = []
     try:
         with write_transaction(con):
             if keys is None:
-                hashes, unknown = [h for (h,) in con.execute(
-                    "SELECT s.hash FROM stored s LEFT JOIN reviewed r ON r.hash = s.hash WHERE r.hash IS NULL")], []
+                resolved = [(None, [h for (h,) in con.execute(
+                    "SELECT s.hash FROM stored s LEFT JOIN reviewed r ON r.hash = s.hash WHERE r.hash IS NULL")])]
             else:
-                hashes, unknown = _hashes_of(con, keys)
+                resolved = _resolve(con, keys)
             t = now()
             before = con.total_changes
-            if how == CLUSTERED:
-                con.executemany("INSERT INTO reviewed (hash, how, time, run) VALUES (?, ?, ?, ?) ON CONFLICT(hash) "
-                                "DO UPDATE SET how = excluded.how, time = excluded.time, run = excluded.run "
-                                "WHERE reviewed.how != excluded.how OR reviewed.run IS NOT excluded.run",
-                                [(h, how, t, run) for h in hashes])
+
+            def write(hashes: list[str]) -> None:
+                if how == CLUSTERED:
+                    con.executemany("INSERT INTO reviewed (hash, how, time, run) VALUES (?, ?, ?, ?) ON CONFLICT(hash) "
+                                    "DO UPDATE SET how = excluded.how, time = excluded.time, run = excluded.run "
+                                    "WHERE reviewed.how != excluded.how OR reviewed.run IS NOT excluded.run",
+                                    [(h, how, t, run) for h in hashes])
+                else:
+                    con.executemany("INSERT OR IGNORE INTO reviewed (hash, how, time, run) VALUES (?, ?, ?, ?)",
+                                    [(h, how, t, run) for h in hashes])
+
+            if not (detail and keys is not None):  # one statement for them all (take: thousands)
+                write([h for _, hashes in resolved for h in hashes])
             else:
-                con.executemany("INSERT OR IGNORE INTO reviewed (hash, how, time, run) VALUES (?, ?, ?, ?)",
-                                [(h, how, t, run) for h in hashes])
+                for k, hashes in resolved:
+                    n0 = con.total_changes
+                    write(hashes)
+                    states = sorted({s for (s,) in con.execute(
+                        f"SELECT how FROM reviewed WHERE hash IN ({','.join('?' * len(hashes))})", hashes)})
+                    per.append({"key": k, "result": "unknown" if not hashes else
+                                "marked" if con.total_changes > n0 else "already",
+                                "state": "/".join(states) or None, "hashes": hashes})
             n = con.total_changes - before
+            unknown = [k for k, hashes in resolved if k is not None and not hashes]
     finally:
         if own:
             con.close()
-    return {"marked": int(n), "unknown": unknown}
+    out = {"marked": int(n), "unknown": unknown}
+    if detail and keys is not None:
+        out["keys"] = per
+    return out
 
 
 def inbox_of(path: str | os.PathLike, _seen: dict | None = None) -> tuple[Path, str] | None:
@@ -407,6 +470,6 @@ def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str]
             "states": list(states), "older_than": cutoff}
 
 
-__all__ = ["CLUSTERED", "DB_NAME", "FILES", "PENDING", "REVIEWED", "STATES", "clean_name", "inbox_of", "listing",
+__all__ = ["CLUSTERED", "DB_NAME", "FILES", "MAX_ITEM_ID", "PENDING", "REVIEWED", "STATES", "clean_name", "inbox_of", "listing",
            "mark", "open_db", "purge", "sniff_extension", "stored_file", "summary", "take", "text",
            "write_transaction"]

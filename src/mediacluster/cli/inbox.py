@@ -1,8 +1,8 @@
 """``mediacluster inbox DIR``: the uploads a service kept (``serve --keep-uploads DIR``), as a
 person works through them: how many are pending, reviewed, or taken by a clustering; the list
-of one state (``--list``), each with the uploader's name, its stored file, how often it came and
-the last answer; ``--mark-reviewed`` takes contents out of the pending set (``all``, or hashes /
-stored files); ``--purge DAYS`` removes the reviewed ones (``--purge-also``: other states) last
+of one state (``--list``), each with the uploader's name and ids, its stored file, how often it
+came and the last answer; ``--mark-reviewed`` takes contents out of the pending set (``all``,
+or hashes / stored files / the uploaders' ids); ``--purge DAYS`` removes the reviewed ones (``--purge-also``: other states) last
 uploaded DAYS or more ago, rows and files. Safe while the service writes (one SQLite
 transaction each; see ``mediacluster.inbox``)."""
 
@@ -26,7 +26,8 @@ def add_parser(sub):
                    help="list at most N contents (default 50; 0: counts only)")
     p.add_argument("--mark-reviewed", nargs="+", default=None, metavar="ITEM",
                    help=f"take these contents out of the pending set ({REVIEWED}): `all` (every pending "
-                        "one), or content hashes (8+ leading hex digits do) or stored files (files/NAME)")
+                        "one), or content hashes (8+ leading hex digits do), stored files (files/NAME) or "
+                        "the uploaders' own ids (/v1/assign's item_ids)")
     p.add_argument("--purge", type=non_negative_float, default=None, metavar="DAYS",
                    help=f"remove the {REVIEWED} contents last uploaded DAYS or more ago (rows and "
                         "files; 0: all of them)")
@@ -78,7 +79,8 @@ def run(args) -> int:
                   else a.get("status") or "")
         if a.get("novelty") is not None:
             answer += f" novelty={a['novelty']:.2f}"
-        out.write(f"  {it['state']:9s} {printable(it['name'] or '-')}  {printable(shown)}  x{it['count']}  "
+        ids = f"  id {printable(', '.join(it['ids']))}" if it["ids"] else ""
+        out.write(f"  {it['state']:9s} {printable(it['name'] or '-')}{ids}  {printable(shown)}  x{it['count']}  "
                   f"{it['reason']}: {printable(answer)}  last {it['last_seen']}"
                   + (f"  run {it['run']}" if it["run"] else "") + "\n")
     return 2 if done.get("marked", {}).get("unknown") else 0

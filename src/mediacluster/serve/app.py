@@ -4,7 +4,9 @@ Endpoints: ``POST /v1/assign`` (images, or audio clips for an audio model, as mu
 ``POST /v1/similar`` (the same inputs, or ``{"ids": [...]}`` of the model's collection; per item its assign
 answer (an id: its own fitted answer) and its ``k`` most similar fitted items, shaped by ``offset`` /
 ``per_cluster`` / ``exclude``: ``Pipeline.similar``, through the same micro-batcher and model version as assign),
-``GET /v1/clusters``, ``GET /v1/model``, ``POST /v1/reload``, ``GET /healthz``, ``/readyz``,
+``GET /v1/clusters``, ``GET /v1/model``, ``POST /v1/reload``, the inbox of ``--keep-uploads``
+(``GET /v1/inbox``, ``GET /v1/inbox/files/{name}``, ``POST /v1/inbox/mark``: ``serve.inbox_http``),
+``GET /healthz``, ``/readyz``,
 ``/metrics`` (Prometheus text), and the framework's OpenAPI page at ``/docs``.
 
 One image's way through: the upload is read and size-checked here, on the event loop; then it
@@ -22,6 +24,8 @@ an upload whose embedding the model cannot place, a vector row with NaN or one t
 place) is answered in its place with its error
 (``FailedItem``), the others as usual; a 4xx is for what is wrong with the request itself, or a
 request none of whose items can be read (benchmarks/RESULTS.md, "The service answers per item").
+A client may give each item its own id (``item_ids``, one per file or vector, checked by ``item_ids``),
+echoed in its answer as ``item_id`` and kept with it in the inbox.
 """
 
 from __future__ import annotations
@@ -42,10 +46,12 @@ from pydantic import Tag as Case
 from .._version import __version__
 from ..data import nonfinite_message, nonfinite_rows
 from ..errors import InputError
+from ..inbox import MAX_ITEM_ID
 from ..ingest import SkipItem
 from ..web import ApiError, StrictBody, check_body, create_app
 from ..web.app import DOCS_STATIC, error_docs
 from ..web.metrics import HttpMetrics
+from .inbox_http import add_inbox_routes
 from .model import ModelHolder, Served, SimilarAsk, similar_items
 
 #: SkipItem kinds that are about size: answered 413, the rest of a bad upload 400
@@ -128,6 +134,8 @@ class Assigned(BaseModel):
                                       "carries a duplicate index")
     tags: list[Tag] | None = Field(None, description="suggested tags; [] when the tagger "
                                    "abstains; null without a tag model")
+    item_id: str | None = Field(None, description="the id the client gave this item (`item_ids`, echoed; "
+                                "kept with it in the inbox, a key of `POST /v1/inbox/mark`); null: none given")
     kept: str | None = Field(None, description="why this item was kept in the inbox for review "
                              "(`--keep-uploads`: novel, uncertain, junk or all, the `--keep` rule that "
                              "picked it; written after the answer); null: not kept (no inbox, the rule "
@@ -146,6 +154,7 @@ class ItemError(BaseModel):
 class FailedItem(BaseModel):
     index: int = Field(description="position of the item in the request")
     filename: str | None = Field(None, description="the uploaded file's name (images, audio clips)")
+    item_id: str | None = Field(None, description="the id the client gave this item (`item_ids`), echoed")
     error: ItemError = Field(description="why this item has no answer; the request's other items are "
                              "answered as usual")
 
@@ -303,7 +312,10 @@ def assign_body(dim: int, max_files: int, max_vectors: int) -> dict:
                 "type": "array", "minItems": 1, "maxItems": max_files,
                 "items": {"type": "string", "format": "binary"},
                 "description": f"image files, or audio clips for an audio model (repeat the field; "
-                               f"1..{max_files} per request)"}}}},
+                               f"1..{max_files} per request)"},
+                "item_ids": {"type": "array", "maxItems": max_files, "items": ITEM_ID_SCHEMA,
+                             "description": ITEM_IDS_TEXT + " (repeat the field, one per file, in the "
+                                            "files' order; an empty one: none for that file)"}}}},
         "application/json": {"schema": {
             "type": "object", "required": ["vectors"], "additionalProperties": False,
             "properties": {"vectors": {
@@ -312,8 +324,42 @@ def assign_body(dim: int, max_files: int, max_vectors: int) -> dict:
                     # read as float32: a number past its range is infinity, refused as not finite
                     "type": "number", "exclusiveMinimum": -F32_LIMIT, "exclusiveMaximum": F32_LIMIT}},
                 "description": f"vectors from the model's encoder: 1..{max_vectors} per request, "
-                               f"each {dim} finite numbers"}}}},
+                               f"each {dim} finite numbers"},
+                "item_ids": {"type": "array", "minItems": 1, "maxItems": max_vectors,
+                             "items": {"anyOf": [ITEM_ID_SCHEMA, {"type": "null"}]},
+                             "description": ITEM_IDS_TEXT + " (one per vector, in order; null or \"\": none "
+                                            "for that one)"}}}},
     }}}
+
+
+#: an uploader's own id for one item (``item_ids``), as the OpenAPI description gives it
+ITEM_ID_SCHEMA = {"type": "string", "maxLength": MAX_ITEM_ID}
+ITEM_IDS_TEXT = (f"optional: your own id for each item (a post id, any text up to {MAX_ITEM_ID} characters), "
+                 "echoed in its answer's `item_id`, kept with it in the inbox (`--keep-uploads`: "
+                 "`GET /v1/inbox` shows it, `POST /v1/inbox/mark` takes it as a key)")
+
+
+def item_ids(ids: list, n: int, what: str) -> list[str | None]:
+    """The uploader's ids of a request's ``n`` items (``what``: "files" or "vectors"), one per
+    item ("" or None: none); a 422 naming the one that is not text, too long or not Unicode
+    text (a lone surrogate), or the count when it is not one per item."""
+    if len(ids) != n:
+        raise ApiError(422, "invalid_request", f"item_ids: {len(ids)} ids for {n} {what}; send one per item, "
+                       "in the same order (\"\" or null for an item without one)")
+    out = []
+    for i, v in enumerate(ids):
+        if v is not None and not isinstance(v, str):
+            raise ApiError(422, "invalid_request", f"item_ids[{i}]: an id is text (or null), got {type(v).__name__}")
+        if v and len(v) > MAX_ITEM_ID:
+            raise ApiError(422, "invalid_request", f"item_ids[{i}]: {len(v)} characters; at most {MAX_ITEM_ID}")
+        if v:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(422, "invalid_request", f"item_ids[{i}] is not Unicode text (a lone "
+                               "surrogate: \\ud800-\\udfff alone)") from None
+        out.append(v or None)
+    return out
 
 
 #: /v1/similar's `level`, before the served model's levels are added (level_param)
@@ -354,8 +400,9 @@ ASSIGN_ERRORS = {409: f"the request named a model ({MODEL_HEADER}) this worker d
                  400: "an unusable request (the error names what), or one none of whose items can be read "
                       "(the error names the first, `items` each); a request with some readable items is "
                       "answered 200, each unreadable item with its `error`",
-                 422: "a body of the wrong form: a key or form field other than `vectors` / `files`, "
-                      "or `vectors` not a list (the error names it)",
+                 422: "a body of the wrong form: a key or form field other than `vectors` / `files` / "
+                      "`item_ids`, `vectors` not a list, or `item_ids` not one id (text up to "
+                      f"{MAX_ITEM_ID} characters, or null) per item (the error names it)",
                  413: "too large: the body, the batch, or every file or image of it",
                  415: "a content type other than multipart/form-data or application/json"}
 
@@ -379,6 +426,7 @@ class VectorsBody(StrictBody):
     ``_parse_vectors``'s: numpy reads millions of them faster)."""
 
     vectors: list = Field(description="vectors from the model's encoder, each a list of numbers")
+    item_ids: list | None = Field(None, description="your own id for each vector, in order (see `item_ids`)")
 
 
 class IdsBody(StrictBody):
@@ -399,10 +447,12 @@ def _query_hint(keys) -> str:
             if asked else "")
 
 
-def _parse_vectors(body: bytes, served: Served, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def _parse_vectors(body: bytes, served: Served, limit: int, seen: dict | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """The body's vectors (float32, (n, d)) and the rows among them that hold NaN or infinity
     (answered per item). What is wrong with the body itself (not JSON, a wrong shape or size, not
-    numbers, no rows, too many) is an ``ApiError``, and so are non-finite rows when every row is."""
+    numbers, no rows, too many, ``item_ids`` not one id per row) is an ``ApiError``, and so are
+    non-finite rows when every row is. ``seen["ids"]``: the rows' ``item_ids``, once read."""
     if not body:
         raise ApiError(400, "empty_batch", "the request body is empty; send {\"vectors\": [[...], ...]}")
     try:
@@ -421,9 +471,12 @@ def _parse_vectors(body: bytes, served: Served, limit: int) -> tuple[np.ndarray,
     # the body's keys and the type of 'vectors' as every JSON body is checked (web.StrictBody):
     # a 422 naming the field; its numbers are checked below, at numpy's speed
     note = " (send {\"vectors\": [[...], ...]})"
-    rows = check_body(VectorsBody, doc, _query_hint(doc) if isinstance(doc, dict) else note).vectors
+    parsed = check_body(VectorsBody, doc, _query_hint(doc) if isinstance(doc, dict) else note)
+    rows = parsed.vectors
     if not rows:
         raise ApiError(400, "empty_batch", "'vectors' is empty: send at least one vector")
+    if parsed.item_ids is not None and len(rows) <= limit and seen is not None:
+        seen["ids"] = item_ids(parsed.item_ids, len(rows), "vectors")
     d = served.dim
     shape = (f"'vectors' must have shape (n, {d}): a list of vectors, each a list of {d} numbers "
              f"({{\"vectors\": [[x1, ..., x{d}], ...]}})")
@@ -466,12 +519,12 @@ def failed_item(index: int, kind: str, message: str, filename: str | None = None
     return {"index": index, "filename": filename, "error": {"kind": kind, "message": message}}
 
 
-def _answer_vectors(body: bytes, served: Served, limit: int, similar: SimilarAsk | None = None
-                    ) -> tuple[np.ndarray, list[dict]]:
+def _answer_vectors(body: bytes, served: Served, limit: int, similar: SimilarAsk | None = None,
+                    seen: dict | None = None) -> tuple[np.ndarray, list[dict]]:
     """The answers to a JSON body's vectors, one per row in order (a row the model cannot place:
     NaN or infinity, no direction for a cosine model, values too large, its error; the others
     placed), and the rows that were placed. None placeable: an ``ApiError`` naming each."""
-    X, bad = _parse_vectors(body, served, limit)
+    X, bad = _parse_vectors(body, served, limit, seen)
     if not len(bad):
         try:  # the common case first: every row placeable, nothing checked twice
             return X, served.answer(X, similar=similar)
@@ -644,23 +697,24 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                                  "audio clips or vectors to the clusters of a saved mediacluster model.")
     app.state.holder = holder
     app.state.inbox = inbox
+    add_inbox_routes(app, opt.keep_uploads, inbox)  # GET /v1/inbox, its files, POST /v1/inbox/mark
 
     def _files_of(served: Served) -> str:
         """The uploads the served model reads, for messages: "images" or "audio clips"."""
         return "audio clips" if served.media == "audio" else "images"
 
-    async def _images(request: Request, served: Served, similar: SimilarAsk | None = None
+    async def _images(request: Request, served: Served, similar: SimilarAsk | None, seen: dict
                       ) -> tuple[list[dict], list[bytes | None]]:
         """The answers to a request's uploaded files, one per file in order (a file that cannot
         be read: its error, ``failed_item``), and the files' bytes (None for a file not read).
-        None readable: an ``ApiError`` naming each."""
+        None readable: an ``ApiError`` naming each. ``seen["ids"]``: the files' ``item_ids``."""
         batcher = served.slot.batcher if served.slot is not None else None
         if batcher is not None:  # its items come soon: a batch forming now may wait for them
             batcher.announce(1)
         announced = 1 if batcher is not None else 0
         try:
             try:
-                form = await request.form(max_files=opt.max_files + 1, max_fields=opt.max_files + 8)
+                form = await request.form(max_files=opt.max_files + 1, max_fields=2 * opt.max_files + 8)
             except Exception as e:  # starlette answers a malformed or over-long form with HTTPException
                 msg = getattr(e, "detail", None) or str(e)
                 if "Too many files" in msg:
@@ -668,11 +722,12 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                                    "request; send fewer per request") from None
                 raise ApiError(400, "invalid_request", f"cannot read the multipart form: {msg}") from None
             try:
-                others = sorted({k for k in form.keys() if k != "files"})
+                others = sorted({k for k in form.keys() if k not in ("files", "item_ids")})
                 uploads = form.getlist("files")
                 if others:  # an unknown field, as in a JSON body (web.StrictBody): 422
                     raise ApiError(422, "invalid_request", f"unexpected form fields {others}; send the "
-                                   f"{_files_of(served)} as 'files' (repeat the field for several)"
+                                   f"{_files_of(served)} as 'files' (repeat the field for several), your "
+                                   "own ids for them as 'item_ids' (optional, one per file)"
                                    + _query_hint(others))
                 files = [u for u in uploads if hasattr(u, "read")]
                 if len(files) != len(uploads):
@@ -682,6 +737,11 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                 if len(files) > opt.max_files:
                     raise ApiError(413, "batch_too_large", f"{len(files)} files in one request; the "
                                    f"limit is {opt.max_files}")
+                ids = form.getlist("item_ids")
+                if ids:
+                    if any(hasattr(v, "read") for v in ids):
+                        raise ApiError(422, "invalid_request", "'item_ids' must be text fields, not file uploads")
+                    seen["ids"] = item_ids(ids, len(files), "files")
                 if batcher is None:
                     raise ApiError(400, "no_encoder", f"model {served.version} was fitted on precomputed "
                                    "vectors, so it cannot read images; send {\"vectors\": [...]} as JSON")
@@ -759,9 +819,10 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         (an item that could not be read: its error), and how many could not be read."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         datas = X = None
+        seen: dict = {}  # the parsers put the items' item_ids here once read
         try:
             if ctype == "multipart/form-data":
-                items, datas = await _images(request, served, similar)
+                items, datas = await _images(request, served, similar, seen)
                 kind = served.media  # files are answered only by a model with an encoder
             elif ctype in ("application/json", ""):
                 body = await request.body()
@@ -771,7 +832,7 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
                                    "{\"vectors\": [[...], ...]}")
                 # parsed and answered off the event loop: megabytes of JSON would hold up every
                 # other request
-                X, items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar)
+                X, items = await asyncio.to_thread(_answer_vectors, body, served, opt.max_vectors, similar, seen)
                 kind = "vector"
             else:
                 raise ApiError(415, "unsupported_media_type", f"content type {ctype!r}: send {_files_of(served)} "
@@ -779,7 +840,12 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
         except ApiError as e:  # a request none of whose items could be read: each item counted
             for it in e.details.get("items", ()):
                 item_errors.labels(it["kind"]).inc()
+                if seen.get("ids"):
+                    it["item_id"] = seen["ids"][it["index"]]
             raise
+        if seen.get("ids"):  # echoed per item (and so kept with it in the inbox)
+            for it in items:
+                it["item_id"] = seen["ids"][it["index"]]
         failed = item_errors_of(items) if len(items) else 0
         placed = [it for it in items if "error" not in it] if failed else items
         if inbox is not None:  # the rule only; hashing and writing are the writer thread's
@@ -881,7 +947,8 @@ def create_service(holder: ModelHolder, options: ServeOptions | None = None) -> 
     async def index():
         return {"service": "mediacluster", "version": __version__, "model": holder.current.version,
                 "docs": "/docs", "endpoints": ["/v1/assign", "/v1/similar", "/v1/clusters", "/v1/model",
-                                               "/v1/reload", "/healthz", "/readyz", "/metrics"]}
+                                               "/v1/reload", "/v1/inbox", "/v1/inbox/mark", "/healthz",
+                                               "/readyz", "/metrics"]}
 
     framework_openapi = app.openapi
 

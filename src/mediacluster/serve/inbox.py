@@ -15,7 +15,8 @@ outlier answer; ``junk``: answered in a cluster marked junk; ``all``). What DIR 
 - ``DIR/inbox.sqlite``: the tables of ``mediacluster.inbox`` (the store and its lifecycle:
   pending, reviewed, taken by a clustering, purged): one row per kept item in the append-only
   ``uploads`` (time, model version, route, input kind, why it was kept, the answer, the client's
-  file name as sent, size, content hash, stored file), one per content in ``stored``. SQLite in
+  file name as sent, the client's own id for the item (``item_ids``), size, content hash, stored
+  file), one per content in ``stored``. SQLite in
   WAL mode with a busy timeout, as the studio's edit log: the worker processes of ``--workers N``
   each write through their own connection, one transaction per item, and none waits for
   another's reader.
@@ -217,11 +218,12 @@ class Inbox:
             dup = a.get("duplicate_of")
             con.execute(
                 "INSERT INTO uploads (time, model_version, route, input, reason, cluster, name, status, "
-                "probability, novelty, novel, duplicate_of, filename, size, hash, file, pid) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "probability, novelty, novel, duplicate_of, filename, size, hash, file, pid, item_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (it.time, it.version, it.route, it.input, it.reason, a.get("cluster"), text(a.get("name")),
                  a.get("status"), a.get("probability"), a.get("novelty"), int(bool(a.get("novel"))),
-                 None if dup is None else json.dumps(dup), text(it.filename), len(raw), h, rel, os.getpid()))
+                 None if dup is None else json.dumps(dup), text(it.filename), len(raw), h, rel, os.getpid(),
+                 text(a.get("item_id"))))
         self.on_event("kept", it.input)
 
     def counts(self) -> dict[str, int] | None:
