@@ -539,6 +539,11 @@ def test_printable_escapes_what_a_terminal_would_act_on():
         shown = printable(h.text)
         assert not CONTROL.search(shown) and "\n" not in shown
         shown.encode("utf-8")
+    # bidirectional controls would reorder the rest of the printed line (an id "abc\u202egpj.exe")
+    for bidi in ("\u202e", "\u202a", "\u2066", "\u2069", "\u200f", "\u061c"):
+        shown = printable(f"invoice{bidi}gpj.exe")
+        assert bidi not in shown and f"\\u{ord(bidi):04x}" in shown
+    assert printable("שלום مرحبا") == "שלום مرحبا"  # right-to-left text itself is printed as it is
 
 
 # ------------------------------------------------------------------------------------------

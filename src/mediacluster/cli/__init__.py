@@ -55,11 +55,15 @@ EVERY = "every"  # build_parser(): every sub-command's full parser
 
 def printable(text) -> str:
     """A file name or message safe to print on a terminal: control characters (escape
-    sequences that could clear or recolour it) shown as ``\\xNN``, undecodable bytes too."""
+    sequences that could clear or recolour it) shown as ``\\xNN``, undecodable bytes too, and
+    the bidirectional-text controls (U+202A-U+202E, U+2066-U+2069, U+200E/U+200F, U+061C) as
+    ``\\uNNNN``: a right-to-left override in an uploader's id or a file name would otherwise
+    reorder the rest of the line as the terminal shows it ("Trojan Source")."""
     out = []
     for ch in str(text):
         o = ord(ch)
-        if o < 32 or o == 127 or 0x80 <= o < 0xA0 or 0xD800 <= o <= 0xDFFF:
+        if (o < 32 or o == 127 or 0x80 <= o < 0xA0 or 0xD800 <= o <= 0xDFFF or 0x202A <= o <= 0x202E
+                or 0x2066 <= o <= 0x2069 or o in (0x200E, 0x200F, 0x061C)):
             out.append(f"\\x{o & 0xFF:02x}" if o < 0x100 or 0xDC80 <= o <= 0xDCFF else f"\\u{o:04x}")
         else:
             out.append(ch)
