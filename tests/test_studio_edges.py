@@ -332,3 +332,42 @@ def test_publishing_when_every_cluster_is_junk_is_refused(png_run):
         assert st.publish()["clusters"] == 3
     finally:
         st.close()
+
+
+def test_two_files_of_one_name_near_the_limit_export_into_one_folder(tmp_path):
+    """Two files of one name (254 bytes, in two folders) in one cluster: the second got the
+    ``i-`` prefix past NAME_MAX (255 bytes), ``File name too long``, and the whole export failed.
+    The prefixed name's stem is cut in bytes now (its extension kept); a name that is not UTF-8
+    counts as its bytes."""
+    from PIL import Image
+
+    from mediacluster.studio.exports import NAME_MAX
+    from mediacluster.studio.session import Studio
+
+    rng = np.random.default_rng(0)
+    long = "é" * 125 + ".png"  # 125 characters of 2 bytes: 254 bytes
+    paths = []
+    for i in range(12):
+        d = tmp_path / "c" / ("a" if i < 6 else "b")
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / (long if i in (0, 6) else f"im{i:02d}.png")
+        Image.fromarray((rng.random((8, 8, 3)) * 255).astype("uint8")).save(p)
+        paths.append(str(p))
+    vecs = np.repeat(np.eye(3, 8, dtype=np.float32) * 5, 4, axis=0) + rng.standard_normal((12, 8)).astype("float32") * 0.1
+    vecs[6] = vecs[0]  # the two files of one name in one cluster
+    emb = Embeddings(ids=paths, vectors=vecs, encoder="test", paths=paths, root=str(tmp_path / "c"))
+    st = Studio(make_run(emb, tmp_path / "run", save_model=False, k=3))
+    try:
+        for kind in ("folders", "classes"):
+            out = Path(st.export(kind)["path"])
+            names = [f for d in out.iterdir() if d.is_dir() for f in os.listdir(d)]
+            assert len(names) == 12, (kind, names)
+            mine = [f for f in names if "é" in f]
+            assert len(mine) == 2 and all(len(os.fsencode(f)) <= NAME_MAX and f.endswith(".png") for f in mine)
+    finally:
+        st.close()
+    from mediacluster.studio.exports import _prefixed
+
+    odd = os.fsdecode(b"\xe9" * 251 + b".png")  # Latin-1 bytes: each one byte on disk
+    assert len(os.fsencode(_prefixed("11-", odd))) == NAME_MAX and _prefixed("11-", odd).endswith(".png")
+

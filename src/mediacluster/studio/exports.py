@@ -241,10 +241,14 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> tuple[
 
 def _place(p, i: int, d: Path, names: set[str], mode: str) -> str:
     """Item ``i``'s file ``p`` linked (or copied) into folder ``d`` under its own name, or
-    ``i-name`` when ``names`` (the folder's names so far, updated) already holds it; returns the
-    file's absolute path."""
+    ``i-name`` when ``names`` (the folder's names so far, updated) already holds it (the name's
+    stem cut so the whole fits ``NAME_MAX`` bytes: :func:`_prefixed`); returns the file's
+    absolute path."""
     base = os.path.basename(p) or f"item-{i}"
-    name = base if base not in names else f"{i}-{base}"
+    name, k = base, 1
+    while name in names:
+        name = _prefixed(f"{i}-" if k == 1 else f"{i}-{k}-", base)
+        k += 1
     names.add(name)
     src = os.path.abspath(p)
     if mode == "symlink":
@@ -252,6 +256,23 @@ def _place(p, i: int, d: Path, names: set[str], mode: str) -> str:
     else:
         shutil.copy2(src, d / name)
     return src
+
+
+def _prefixed(prefix: str, base: str) -> str:
+    """``prefix + base`` within ``NAME_MAX`` bytes, counted as the file system counts them (a
+    name that is not UTF-8 as the bytes it is): ``base``'s stem cut, its extension kept."""
+    stem, ext = os.path.splitext(base)
+    if len(os.fsencode(ext)) > NAME_MAX // 2:  # no real extension: cut the whole name
+        stem, ext = base, ""
+    raw = os.fsencode(stem)
+    room = NAME_MAX - len(os.fsencode(prefix)) - len(os.fsencode(ext))
+    if len(raw) > room:
+        try:  # a character cut in two is left out
+            raw.decode("utf-8")
+            stem = raw[:room].decode("utf-8", "ignore")
+        except UnicodeDecodeError:  # not UTF-8: its bytes as they are
+            stem = os.fsdecode(raw[:room])
+    return prefix + stem + ext
 
 
 def _size(p) -> int:
