@@ -371,3 +371,17 @@ def test_two_files_of_one_name_near_the_limit_export_into_one_folder(tmp_path):
     odd = os.fsdecode(b"\xe9" * 251 + b".png")  # Latin-1 bytes: each one byte on disk
     assert len(os.fsencode(_prefixed("11-", odd))) == NAME_MAX and _prefixed("11-", odd).endswith(".png")
 
+
+def test_an_export_that_fails_on_anything_but_an_oserror_leaves_no_folder(tmp_path):
+    """Only an OSError removed the half-written export folder; any other failure left it behind
+    (a folder of some clusters' links that looks like an export)."""
+    import pandas as pd
+
+    from mediacluster.studio.exports import export
+
+    p = tmp_path / "x.png"
+    p.write_bytes(b"not looked at")
+    table = pd.DataFrame({"id": [str(p)], "path": [str(p)]})  # no curated_cluster column: a KeyError
+    with pytest.raises(KeyError):
+        export("folders", tmp_path / "exports", paths=[str(p)], table=table, clusters=[], seq=1)
+    assert os.listdir(tmp_path / "exports") == []

@@ -199,6 +199,9 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     except OSError as e:
         shutil.rmtree(out, ignore_errors=True)
         raise OutputError(f"cannot write the export to {out}: {e.strerror or e}") from e
+    except BaseException:  # any other failure (a bug, Ctrl+C) leaves no half-written export either
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     res = {"kind": kind, "path": str(out), "files": files, "items": int(len(table))}
     if kind == "classes":
         res["dropped"] = gone
