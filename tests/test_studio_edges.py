@@ -385,3 +385,26 @@ def test_an_export_that_fails_on_anything_but_an_oserror_leaves_no_folder(tmp_pa
     with pytest.raises(KeyError):
         export("folders", tmp_path / "exports", paths=[str(p)], table=table, clusters=[], seq=1)
     assert os.listdir(tmp_path / "exports") == []
+
+
+def test_renaming_a_cluster_to_the_name_a_person_gave_records_nothing(png_run):
+    """Enter on an unchanged name box recorded a rename: a no-op edit in the undo history (one
+    Ctrl+Z that does nothing), in the next carry and in a publish's edit count. Now nothing is
+    recorded and the answer says ``unchanged``; an automatic name given again is still an edit
+    (the name becomes the person's)."""
+    from mediacluster.studio.session import Studio
+
+    st = Studio(png_run)
+    try:
+        auto = st.state.clusters[1].name
+        first = st.edit("rename", {"cluster": 0, "name": "dogs"})
+        again = st.edit("rename", {"cluster": 0, "name": " dogs "})  # the same name, as the box may hold it
+        assert again["unchanged"] and again["seq"] == first["seq"] == st.state.seq
+        assert [e.kind for e in st.log.events()] == ["rename"]
+        confirmed = st.edit("rename", {"cluster": 1, "name": auto})  # the automatic name, now the person's
+        assert "unchanged" not in confirmed and st.state.clusters[1].named_by == "person"
+        assert st.edit("rename", {"cluster": 1, "name": auto})["unchanged"]
+        st.edit("undo", {})  # takes back the confirmation, not a no-op
+        assert st.state.clusters[1].named_by == "automatic" and st.state.clusters[0].name == "dogs"
+    finally:
+        st.close()

@@ -842,7 +842,7 @@
     const box = $("cluster-name"), shown = box ? box.getAttribute("data-shown") : null;
     if (box) box.setAttribute("data-shown", name);
     const r = await edit({ kind: "rename", cluster: id, name: name });
-    if (r) toast("renamed #" + id);
+    if (r) toast(r.unchanged ? "#" + id + " already has that name" : "renamed #" + id);
     else if (box && $("cluster-name") === box) box.setAttribute("data-shown", shown);
   }
   // a coarse group's name, typed in its header: Enter names it (an edit: undo takes it back), Escape leaves it
