@@ -408,3 +408,47 @@ def test_renaming_a_cluster_to_the_name_a_person_gave_records_nothing(png_run):
         assert st.state.clusters[1].named_by == "automatic" and st.state.clusters[0].name == "dogs"
     finally:
         st.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_duplicated_tab_takes_its_own_page_id_in_chromium(png_run):
+    """A tab the browser clones (Chrome's "Duplicate tab"; a ``window.open`` of the page, which
+    the HTML standard has copy the opener's ``sessionStorage`` the same way) started with the
+    page id the studio keeps there: both tabs sent one id, so a 409 called the other tab's edit
+    "this page"'s. The clone asks the pages of its origin whether its id is taken and takes a
+    new one; a reload keeps its id."""
+    from conftest import chromium
+    from studio_helpers import Server, client
+    from test_studio_browser import js, loaded, wait
+
+    s = Server(png_run)
+    drv = chromium()
+    try:
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        first = drv.current_window_handle
+        mine = js(drv, "return sessionStorage.getItem('mc-client')")
+        js(drv, "window.open(location.href)")  # not noopener: a clone of this page's sessionStorage
+        wait(lambda: len(drv.window_handles) == 2, what="the second tab")
+        drv.switch_to.window(next(h for h in drv.window_handles if h != first))
+        wait(lambda: loaded(drv), what="the second tab's first paint")
+        wait(lambda: js(drv, "return sessionStorage.getItem('mc-client')") != mine, timeout=10,
+             what="a page id of its own")
+        theirs = js(drv, "return sessionStorage.getItem('mc-client')")
+        assert js(drv, "return window.mcStudio.client") == theirs  # the id the page's edits send
+        rename = ("return fetch('api/edits', {method: 'POST', headers: {'Content-Type': 'application/json', "
+                  "'X-Mediacluster': '1', 'X-Mediacluster-Client': sessionStorage.getItem('mc-client')}, "
+                  "body: JSON.stringify({kind: 'rename', cluster: arguments[0], name: arguments[1]})}).then(r => r.status)")
+        assert js(drv, rename, 1, "from the clone") == 200
+        drv.switch_to.window(first)
+        drv.refresh()  # a reload is the same page: its id stays
+        wait(lambda: loaded(drv), what="the reload's first paint")
+        assert js(drv, "return sessionStorage.getItem('mc-client')") == mine
+        assert js(drv, rename, 0, "from the first tab") == 200
+        with client(s) as api:
+            ev = api.get("/api/edits").json()["events"]
+        assert [e["client"] for e in ev] == [theirs, mine] and theirs != mine
+    finally:
+        drv.quit()
+        s.stop()
