@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--reuse", action="store_true", help="the run already built under --out")
     ap.add_argument("--label", default="this branch", help="the version measured, a row of the table")
-    ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     state = args.out / "results.json"

@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/studio_dups"))
     ap.add_argument("--data", type=Path, default=Path("/work/data"), help="the shared sets, extracted")
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args(argv)
     import httpx
     from studio_helpers import WRITE, Server
