@@ -48,7 +48,7 @@ import numpy as np
 from ..errors import InputError, OutputError
 from ..fileio import atomic_path, path_from_text, text_series, write_json, write_table, write_text
 from ..locations import under
-from ..rundir import path_to_text, texts
+from ..rundir import LEVEL_COLUMN, path_to_text, texts
 
 KINDS = ("folders", "classes", "csv", "parquet", "labelstudio")
 NAME_MAX = 255  # bytes of one file name (ext4, XFS, Btrfs, tmpfs)
@@ -487,7 +487,7 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
     if splits is not None:
         man["split"] = text_series(splits[i] for i in kept_row)
     for c in table.columns:  # each level's group and name (level_columns), coarse to fine
-        if re.fullmatch(r"level_\d+(_name)?", str(c)):
+        if isinstance(c, str) and LEVEL_COLUMN.fullmatch(c.removesuffix("_name")):
             man[c] = table[c].iloc[kept_row].tolist()
     write_table(out / "manifest.csv", pd.DataFrame(man))
     counts: dict[str, int] = {}
