@@ -35,7 +35,7 @@ from ..ingest import SkipItem
 from ..model_items import neighbour_records
 from ..naming import level_names, level_names_sure, pipeline_names, pipeline_names_sure
 from ..pipeline import Pipeline
-from ..similar import item_positions
+from ..similar import item_positions, use_duplicate_index
 from .batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -530,7 +530,7 @@ class ModelHolder:
                         duplicates=read_from_model(folder, root=self.collection_root),
                         collection_root=None if self.collection_root is None else str(self.collection_root))
         pipe.model_items(served.collection_root)  # read (and checked) now, not by the first /v1/similar
-        pipe._duplicate_index = served.duplicates  # similar(ids=) finds a repost by it, not read twice
+        use_duplicate_index(pipe, served.duplicates)  # similar(ids=) finds a repost by it, not read twice
         media = served.media
         if media in ("image", "audio"):
             # warm up the whole way of an upload: the encoder's first call pays graph set-up (an
