@@ -34,7 +34,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -275,7 +275,10 @@ class ModelStore:
         except OSError as e:
             raise OutputError(f"cannot open the model store {self.root}: {e.strerror or e}") from e
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            # a file system that locks no folder (NFS emulates flock only for files opened to
+            # write: EBADF) leaves it unlocked, as before the lock
+            with suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # releases the lock
