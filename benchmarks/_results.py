@@ -136,6 +136,18 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, dict]:
                  "load_before": round(la0, 1), "load_after": round(load1(), 1)}
 
 
+def add_common_args(ap: argparse.ArgumentParser, *, write: bool = True,
+                    seed: bool = False) -> argparse.ArgumentParser:
+    """The flags the scripts share: ``--write`` (the printed text made this script's section of
+    the results file, :func:`publish`) and ``--seed`` (0)."""
+    if write:
+        ap.add_argument("--write", action="store_true",
+                        help="replace this script's section of benchmarks/RESULTS.md with what it prints")
+    if seed:
+        ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
 def add_data_args(ap: argparse.ArgumentParser, *, out: bool = True, shared: bool = True,
                   seed: bool = False, quiet: bool = False) -> argparse.ArgumentParser:
     """The options of the scripts that read the shared sets through ``quality.load_dataset``:
@@ -147,8 +159,7 @@ def add_data_args(ap: argparse.ArgumentParser, *, out: bool = True, shared: bool
                         help="where the sets are extracted and embedded (shared with benchmarks/quality.py)")
     if shared:
         ap.add_argument("--shared", type=Path, default=SHARED, help="the shared sets' archives")
-    if seed:
-        ap.add_argument("--seed", type=int, default=0)
+    add_common_args(ap, write=False, seed=seed)
     if quiet:
         ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap

@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--encoders", default="mfcc,resemblyzer,birdnet")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "out" / "audio"))
     ap.add_argument("--limit", type=int, default=None, help="random subset of clips (default all 3000)")
-    ap.add_argument("--seed", type=int, default=0)
+    _results.add_common_args(ap, write=False, seed=True)
     args = ap.parse_args(argv)
     if not ARCHIVE.exists():
         print(f"dataset not found: {ARCHIVE}", file=sys.stderr)

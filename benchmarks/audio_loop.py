@@ -672,14 +672,13 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=os.path.join(os.environ.get("MEDIACLUSTER_DATA", "/work/data"), "fsdd/recordings"))
     ap.add_argument("--work", default="/tmp/audioday")
     ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kind", choices=("speaker", "digit"), default="speaker",
                     help="what the curation groups by (and the service is scored against)")
     ap.add_argument("--encoders", default="default",
                     help="comma-separated audio encoders, each through the whole loop on the same collection "
                          "('default': the product's default for audio); the first is written out in full")
     ap.add_argument("--warm-cache", action="store_true")
-    ap.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
+    _results.add_common_args(ap, seed=True)
     args = ap.parse_args(argv)
     work, load, truth, build_s = _loop.start(build, args)
     results = {}

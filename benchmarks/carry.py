@@ -341,7 +341,7 @@ def main() -> None:
     ap.add_argument("--vectors", default="/work/vec", help="folder of <set>.npz (vectors, imagenet_probs, labels, ids)")
     ap.add_argument("--second", action="store_true", help="also carry into the grown run a second time "
                     "(second_pass) and write the carry2 section instead of the carry one")
-    ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     load1 = _results.load1()
     rows, rows2 = [], []

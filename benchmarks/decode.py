@@ -57,7 +57,7 @@ def best_ms(fn, paths, draft, repeats=3) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=400, help="images per set")
-    ap.add_argument("--write", action="store_true", help="write the table to benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

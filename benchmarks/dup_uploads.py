@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     ap.add_argument("--held", type=int, default=200, help="originals left out of the index (false-pair probe)")
     ap.add_argument("--audio-files", type=int, default=None, help="audio: this many FSDD clips drawn (default all)")
     ap.add_argument("--index", type=int, default=1000, help="images: photos in the index")
-    ap.add_argument("--seed", type=int, default=0)
+    _results.add_common_args(ap, write=False, seed=True)
     ap.add_argument("--only", choices=("audio", "images"), default=None)
     args = ap.parse_args(argv)
     load = _results.proc_loadavg()

@@ -740,7 +740,7 @@ def main() -> None:
     ap.add_argument("--imagededup", default=None, help="folder where imagededup is installed (--target)")
     ap.add_argument("--default-hash", default="phash")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--write", action="store_true")
+    _results.add_common_args(ap)
     ap.add_argument("--report-only", action="store_true",
                     help="re-render the table from OUT/results.json of an earlier run (no measuring)")
     ap.add_argument("--scale-child", choices=["hashes", "vectors"], help=argparse.SUPPRESS)

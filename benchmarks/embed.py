@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--sweep", action="store_true", help="grid over threads/batch/workers instead")
-    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.n = args.n or 400

@@ -55,7 +55,7 @@ def main():
     ap.add_argument("--data", default=None, help="folder of 224 px JPEGs (default: Imagenette val)")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--budget", type=float, default=60.0, help="seconds per configuration, at most")
-    ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     load_start = _results.loadavg()
     data = images_dir(args)

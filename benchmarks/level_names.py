@@ -256,7 +256,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("MEDIACLUSTER_DATA", "/work/data")))
     ap.add_argument("--vectors-from", type=Path, default=None)
     ap.add_argument("--label", default="now")
-    ap.add_argument("--write", action="store_true")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     load0 = _results.loadavg().split()
     rows = [run_set(s, args) for s in args.sets]

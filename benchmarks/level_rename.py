@@ -246,7 +246,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="+", default=["imagenette"])
     ap.add_argument("--vectors-from", type=Path, default=Path("/work/vec"))
-    ap.add_argument("--write", action="store_true")
+    _results.add_common_args(ap)
     ap.add_argument("--carry", action="store_true", help="time carrying level names (see the docstring)")
     ap.add_argument("--fine-max", type=int, default=128, help="with --carry: finer levels named up to this many groups")
     args = ap.parse_args()

@@ -351,7 +351,7 @@ def main() -> None:
     ap.add_argument("--per-speaker", type=int, default=4)
     ap.add_argument("--minutes", type=float, default=6.0)
     ap.add_argument("--skip-cost", action="store_true")
-    ap.add_argument("--write", action="store_true", help="write the RESULTS.md section")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -219,7 +219,7 @@ def main() -> None:
     ap.add_argument("--per-length", type=int, default=4)
     ap.add_argument("--clips", type=int, default=50)
     ap.add_argument("--mp3", default="george,theo")
-    ap.add_argument("--write", action="store_true", help="write the RESULTS.md section")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     from mediacluster.duplicates.fingerprint import AudioCheck
 

@@ -151,7 +151,7 @@ def main() -> int:
                     help="sets to run (their rows join the saved ones; none: only --write the saved rows)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("MEDIACLUSTER_DATA", "/work/data")))
     ap.add_argument("--vectors-from", type=Path, default=None)
-    ap.add_argument("--write", action="store_true")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     load0 = _results.loadavg().split()
     new = [r for s in args.sets for r in run_set(s, args)]

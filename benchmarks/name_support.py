@@ -145,7 +145,7 @@ def main() -> int:
     ap.add_argument("--sets", nargs="+", default=[s for s in SETS if s != "cifar10-train"], choices=list(SETS))
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("MEDIACLUSTER_DATA", "/work/data")))
     ap.add_argument("--vectors-from", type=Path, default=None)
-    ap.add_argument("--write", action="store_true")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     load0 = _results.loadavg()
     results = [run_set(s, args) for s in args.sets]

@@ -49,7 +49,7 @@ def embed(name: str):
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--write", action="store_true")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     from mediacluster.naming import imagenet as ni
     from mediacluster.naming import wordnet as wn

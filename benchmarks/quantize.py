@@ -424,7 +424,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[], help="extra clustering seeds on float vectors")
     ap.add_argument("--reps", type=int, default=8)
-    ap.add_argument("--write", action="store_true", help="rewrite the section of RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args()
     bad = set(args.parts) - {"variants", "threads", "speed", "quality"}
     if bad:

@@ -142,7 +142,7 @@ def scaled_run(run, n_target: int):
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=int, default=0, help="also build and load a page of this many items")
-    ap.add_argument("--write", action="store_true", help="write the results into benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     ap.add_argument("--per-class", type=int, default=None,
                     help="a quick check on N images per class (in benchmarks/out/report/small-N), "
                          "never with --write")

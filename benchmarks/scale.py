@@ -569,7 +569,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--ray-images", type=int, default=1000)
     ap.add_argument("--report-runs", nargs="*", default=[], help="map: more run folders to build reports for")
-    ap.add_argument("--write", action="store_true", help="write the tables into benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args(argv)
     for part in args.parts:
         fn = globals()[f"part_{part}"]

@@ -321,7 +321,7 @@ def main():
     ap.add_argument("--vector-requests", type=int, default=60)
     ap.add_argument("--assign-calls", type=int, default=3)
     ap.add_argument("--budget", type=float, default=600, help="time budget of each phase, s")
-    ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     ap.add_argument("--nice", type=int, default=0, help="run this benchmark and its servers at this "
                     "niceness (negative: ahead of the machine's other work, to approximate a quiet "
                     "machine on a shared one; stated with the figures)")

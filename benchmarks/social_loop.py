@@ -514,10 +514,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=os.environ.get("MEDIACLUSTER_DATA", "/work/data"))
     ap.add_argument("--work", default="/tmp/socialday")
     ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warm-cache", action="store_true",
                     help="cluster through the user's embedding cache (default: a fresh one, everything embedded)")
-    ap.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
+    _results.add_common_args(ap, seed=True)
     args = ap.parse_args(argv)
     work, load, truth, build_s = start(build, args)
     res = loop(work, truth, args.seed, cold=not args.warm_cache)

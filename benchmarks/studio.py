@@ -235,7 +235,7 @@ def measure(run_dir: Path, split_size: int = 5000) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prepare", action="store_true", help="only build the 100k run (not timed)")
-    ap.add_argument("--write", action="store_true", help="write the results into benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     ap.add_argument("--run", default=None, help="measure this run folder instead (a dry run of the script)")
     ap.add_argument("--split-size", type=int, default=5000)
     args = ap.parse_args()

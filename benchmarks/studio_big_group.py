@@ -25,14 +25,12 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import _results
-from _browser import chromium, wait_studio_loaded
-from studio_dups import OPEN_VIEW, build
+from studio_dups import build, cluster, first_list, open_view
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -47,10 +45,7 @@ def make(out: Path, data: Path, copies: int) -> dict:
         shutil.copy2(src, src.parent / f"meme{k:04d}-{src.name}")
     col["meme"] = copies
     shutil.rmtree(run, ignore_errors=True)
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mediacluster", "cluster", str(coll), "--out", str(run),
-                    "--folder-label", "name", "--dedup", "--quiet"], check=True, stdout=subprocess.DEVNULL)
-    col["cluster_s"] = time.perf_counter() - t
+    col["cluster_s"] = cluster(coll, run)
     return col
 
 
@@ -62,10 +57,7 @@ def measure(run: Path, rounds: int) -> dict:
     s = Server(run)
     try:
         with httpx.Client(base_url=s.base, timeout=120) as c:
-            t = time.perf_counter()
-            first = c.get("/api/duplicates")
-            res["first_ms"] = 1000 * (time.perf_counter() - t)
-            first.raise_for_status()
+            res["first_ms"], _ = first_list(c)
             times = []
             for _ in range(rounds):
                 t = time.perf_counter()
@@ -83,16 +75,8 @@ def measure(run: Path, rounds: int) -> dict:
                     c.get(f"/api/duplicates/{big['group']}", params={"members_offset": 24, "members_limit": 96})
                     times.append(1000 * (time.perf_counter() - t))
                 res["more_median_ms"] = statistics.median(times)
-            drv = chromium(1400, 900)
-            drv.set_script_timeout(90)
-            try:
-                drv.get(s.url)
-                wait_studio_loaded(drv, 60)
-                view = drv.execute_async_script(OPEN_VIEW)
-                res["view_drawn_ms"], res["view_thumbs_ms"] = view[0], view[1]
-                res["tiles"] = drv.execute_script("return document.querySelectorAll('.dgroup .tile').length")
-            finally:
-                drv.quit()
+            _, view, res["tiles"] = open_view(s.url, "return document.querySelectorAll('.dgroup .tile').length")
+            res["view_drawn_ms"], res["view_thumbs_ms"] = view[0], view[1]
     finally:
         s.stop()
     return res
@@ -126,7 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--reuse", action="store_true", help="the run already built under --out")
     ap.add_argument("--label", default="this branch", help="the version measured, a row of the table")
-    ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     state = args.out / "results.json"

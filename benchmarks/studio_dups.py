@@ -106,12 +106,46 @@ def build(root: Path, data: Path) -> dict:
     return {"files": sum(1 for p in root.rglob("*") if p.is_file()), "copies": len(kinds), "leaks": 8}
 
 
+def cluster(coll: Path, run: Path) -> float:
+    """``mediacluster cluster COLL --out RUN --folder-label name --dedup`` (the user's embedding
+    cache); its seconds."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mediacluster", "cluster", str(coll), "--out", str(run),
+                    "--folder-label", "name", "--dedup", "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def first_list(c):
+    """The first ``GET /api/duplicates`` (which builds the groups from the run) on the httpx
+    client ``c``: its ms and its answer (an HTTP error raised)."""
+    t = time.perf_counter()
+    first = c.get("/api/duplicates")
+    ms = 1000 * (time.perf_counter() - t)
+    first.raise_for_status()
+    return ms, first
+
+
+def open_view(url: str, also: str = "return null") -> tuple:
+    """The page at ``url`` in headless Chromium: its first paint (ms), :data:`OPEN_VIEW`'s answer
+    (the duplicates view drawn, its thumbnails in view loaded) and what the script ``also``
+    returns after."""
+    drv = chromium(1400, 900)
+    drv.set_script_timeout(90)
+    try:
+        drv.get(url)
+        wait_studio_loaded(drv, 60)
+        paint = drv.execute_script("return window.mcStudio.firstPaint")
+        return paint, drv.execute_async_script(OPEN_VIEW), drv.execute_script(also)
+    finally:
+        drv.quit()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/studio_dups"))
     ap.add_argument("--data", type=Path, default=Path("/work/data"), help="the shared sets, extracted")
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args(argv)
     import httpx
     from studio_helpers import WRITE, Server
@@ -120,17 +154,11 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     coll, run = args.out / "coll", args.out / "run"
     res["collection"] = build(coll, args.data)
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mediacluster", "cluster", str(coll), "--out", str(run),
-                    "--folder-label", "name", "--dedup", "--quiet"], check=True, stdout=subprocess.DEVNULL)
-    res["cluster_s"] = time.perf_counter() - t
+    res["cluster_s"] = cluster(coll, run)
     s = Server(run)
     try:
         with httpx.Client(base_url=s.base, timeout=120) as c:
-            t = time.perf_counter()
-            first = c.get("/api/duplicates")
-            res["first_ms"] = 1000 * (time.perf_counter() - t)
-            first.raise_for_status()
+            res["first_ms"], first = first_list(c)
             d = first.json()
             res["groups"], res["summary"] = d["total"], d["summary"]
             rows = []
@@ -147,15 +175,7 @@ def main(argv=None) -> int:
                         rows.append((order, limit, prefer, len(r.json()["groups"]), len(r.content),
                                      statistics.median(ms), max(ms)))
             res["rows"] = rows
-            drv = chromium(1400, 900)
-            drv.set_script_timeout(90)
-            try:
-                drv.get(s.url)
-                wait_studio_loaded(drv, 60)
-                res["first_paint_ms"] = drv.execute_script("return window.mcStudio.firstPaint")
-                res["view"] = drv.execute_async_script(OPEN_VIEW)
-            finally:
-                drv.quit()
+            res["first_paint_ms"], res["view"], _ = open_view(s.url)
             t = time.perf_counter()
             r = c.post("/api/export", json={"kind": "classes", "split": "top", "prefer": ["train/"]}, headers=WRITE)
             res["export_ms"] = 1000 * (time.perf_counter() - t)

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", type=Path, help="a source tree whose page to measure as 'before'")
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args(argv)
     res = _results.started("studio_keep.py", argv)
     with tempfile.TemporaryDirectory(prefix="studio-keep-") as tmp:

@@ -143,7 +143,7 @@ def over_http(run: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", action="store_true", help="write the section of benchmarks/RESULTS.md")
+    _results.add_common_args(ap)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="studio-live-") as tmp:
         run = make(Path(tmp) / "run")

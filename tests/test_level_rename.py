@@ -395,3 +395,19 @@ def test_a_tree_split_names_its_parts_with_the_finer_levels_hand_names(tree_run,
         assert other["name"] in {e["name"] for e in auto}  # the rest keep the stored names
     finally:
         st.close()
+
+
+def test_naming_a_group_the_name_it_has_records_nothing(tree_run, tmp_path):
+    """A level rename to the name a person already gave that group recorded a no-op edit (the
+    undo history, a carry); now the answer says ``unchanged`` and the log holds one edit."""
+    from mediacluster.studio.session import Studio
+
+    run = copy_run(tree_run, tmp_path / "run")
+    st = Studio(run, warm=False, lazy_map=True)
+    try:
+        first = st.edit("level_rename", {"level": 0, "cluster": 0, "name": "memes"})
+        again = st.edit("level_rename", {"level": 0, "cluster": 0, "name": "memes"})
+        assert again["unchanged"] and again["seq"] == first["seq"]
+        assert [e.kind for e in st.log.events()] == ["level_rename"]
+    finally:
+        st.close()

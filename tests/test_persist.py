@@ -176,3 +176,76 @@ def test_versions_past_v9999_keep_their_order(tmp_path):
     assert store.versions() == ["v0002", "v9999", "v10000"]
     assert store.latest() == tmp_path / "v10000"
     assert store.publish(lambda f: (f.mkdir(), (f / "model.json").write_text("{}"))).name == "v10001"
+
+
+def _write_version(folder):
+    folder.mkdir()
+    (folder / "model.json").write_text("{}")
+
+
+def test_hold_does_not_undo_a_publish_made_while_it_reads_latest(tmp_path, monkeypatch):
+    """``hold`` read ``LATEST`` and wrote it back marked held: a publish (or ``use``) in between
+    was undone, ``LATEST`` pointing at the older version again, held. Both now write ``LATEST``
+    under one lock (a ``flock`` on the store's folder), so the publish lands after the hold and releases
+    it. The window is widened by letting the hold's read wait (up to 1 s) for the other
+    thread's publish."""
+    import threading
+
+    from mediacluster.persist import ModelStore
+
+    store = ModelStore(tmp_path)
+    store.publish(_write_version)
+    read, published = threading.Event(), threading.Event()
+    real = ModelStore.pointer
+
+    def slow_read(self):
+        ptr = real(self)
+        if threading.current_thread().name == "holder":
+            read.set()
+            published.wait(1.0)  # before: the publish lands here; now: it waits for the lock
+        return ptr
+
+    monkeypatch.setattr(ModelStore, "pointer", slow_read)
+    holder = threading.Thread(target=lambda: ModelStore(tmp_path).hold(), name="holder")
+    holder.start()
+    assert read.wait(10)
+    ModelStore(tmp_path).publish(_write_version)
+    published.set()
+    holder.join(10)
+    assert real(store)["version"] == "v0002" and not real(store).get("held")
+
+
+def test_a_watching_holder_reads_held_and_the_version_from_one_latest(tmp_path, monkeypatch):
+    """The service's reload checked ``LATEST``'s ``held`` and then read ``LATEST`` again for the
+    version: a held version published between the two reads (a bare fit before its carried
+    curation, ``cluster --carry-from --save-model``; a run swapped in) was served. Now both
+    come from one read of ``LATEST``."""
+    from mediacluster.persist import ModelStore
+    from mediacluster.serve import ModelHolder
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 8)).astype(np.float32)
+    pipe = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 4}), outliers=None,
+                    clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 3})).fit(X)
+    pipe.publish(tmp_path)
+    h = ModelHolder(tmp_path, poll_s=3600)
+    try:
+        real = ModelStore.pointer
+        calls = []
+
+        def publish_held_after_first_read(self):
+            ptr = real(self)
+            calls.append(ptr)
+            if len(calls) == 1:  # the reload's first read: another process publishes held now
+                pipe.publish(tmp_path, held=True)
+            return ptr
+
+        monkeypatch.setattr(ModelStore, "pointer", publish_held_after_first_read)
+        res = h.reload()
+        assert res["switched"] is False and h.current.version == "v0001", res
+        monkeypatch.setattr(ModelStore, "pointer", real)
+        assert h.reload()["switched"] is False  # held: still not served
+        ModelStore(tmp_path).use("v0002")  # released
+        assert h.reload()["switched"] is True and h.current.version == "v0002"
+    finally:
+        h.stop()

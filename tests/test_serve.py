@@ -1345,3 +1345,67 @@ def test_a_command_whose_reader_goes_away_stops_quietly(run_dir):
     err = p.stderr.read().decode()
     p.wait(120)
     assert p.returncode == 141 and "internal error" not in err, (p.returncode, err)
+
+
+@pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
+def test_sigterm_finishes_the_requests_in_flight_and_exits_within_the_grace(tmp_path, workers):
+    """SIGTERM under load (a real ``serve`` process, vectors-only model): requests whose bodies
+    were on their way when it came (each connection's headers and half its body sent; the rest
+    0.5 s after the signal) are all answered 200; two clients that stall mid-body are cut at the
+    grace period (``timeout_graceful_shutdown``, 5 s), so the process is gone in 5 s + a margin.
+    Before, one worker ended by the signal itself (exit -15, 143 in a pod) without "stopped";
+    now it exits 0 as ``--workers 2`` did."""
+    import re
+    import signal
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 8)).astype(np.float32)
+    Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 4}), outliers=None,
+             clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 3})).fit(X).publish(tmp_path / "models")
+    proc = subprocess.Popen([sys.executable, "-m", "mediacluster", "serve", str(tmp_path / "models"), "--port", "0",
+                             "--workers", workers], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = ""
+        while "listening on " not in line:
+            line = proc.stdout.readline()
+            assert line, "the service did not start"
+        host, port = re.search(r"http://([^:/]+):(\d+)", line).groups()
+        body = json.dumps({"vectors": X[:4].tolist()}).encode()
+        head = (f"POST /v1/assign HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        with httpx.Client(base_url=f"http://{host}:{port}", timeout=30) as c:  # every worker up
+            for _ in range(8):
+                assert c.post("/v1/assign", json={"vectors": X[:4].tolist()}).status_code == 200
+
+        def half_sent():
+            s = socket.create_connection((host, int(port)), timeout=30)
+            s.sendall(head + body[: len(body) // 2])
+            return s
+
+        flying = [half_sent() for _ in range(8)]
+        stalled = [half_sent() for _ in range(2)]
+        time.sleep(0.3)  # the server has read what was sent
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        time.sleep(0.5)
+        answers = []
+        for s in flying:
+            s.sendall(body[len(body) // 2:])
+        for s in flying:
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+            answers.append(got.split(b"\r\n", 1)[0])
+            s.close()
+        assert answers == [b"HTTP/1.1 200 OK"] * 8, answers
+        rest, _ = proc.communicate(timeout=20)
+        took = time.monotonic() - t0
+        assert took < 5 + 3, took  # the grace period, and a margin for a loaded machine
+        assert "stopped" in rest and proc.returncode == 0, (proc.returncode, rest)
+        for s in stalled:
+            s.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -332,3 +332,123 @@ def test_publishing_when_every_cluster_is_junk_is_refused(png_run):
         assert st.publish()["clusters"] == 3
     finally:
         st.close()
+
+
+def test_two_files_of_one_name_near_the_limit_export_into_one_folder(tmp_path):
+    """Two files of one name (254 bytes, in two folders) in one cluster: the second got the
+    ``i-`` prefix past NAME_MAX (255 bytes), ``File name too long``, and the whole export failed.
+    The prefixed name's stem is cut in bytes now (its extension kept); a name that is not UTF-8
+    counts as its bytes."""
+    from PIL import Image
+
+    from mediacluster.studio.exports import NAME_MAX
+    from mediacluster.studio.session import Studio
+
+    rng = np.random.default_rng(0)
+    long = "é" * 125 + ".png"  # 125 characters of 2 bytes: 254 bytes
+    paths = []
+    for i in range(12):
+        d = tmp_path / "c" / ("a" if i < 6 else "b")
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / (long if i in (0, 6) else f"im{i:02d}.png")
+        Image.fromarray((rng.random((8, 8, 3)) * 255).astype("uint8")).save(p)
+        paths.append(str(p))
+    vecs = np.repeat(np.eye(3, 8, dtype=np.float32) * 5, 4, axis=0) + rng.standard_normal((12, 8)).astype("float32") * 0.1
+    vecs[6] = vecs[0]  # the two files of one name in one cluster
+    emb = Embeddings(ids=paths, vectors=vecs, encoder="test", paths=paths, root=str(tmp_path / "c"))
+    st = Studio(make_run(emb, tmp_path / "run", save_model=False, k=3))
+    try:
+        for kind in ("folders", "classes"):
+            out = Path(st.export(kind)["path"])
+            names = [f for d in out.iterdir() if d.is_dir() for f in os.listdir(d)]
+            assert len(names) == 12, (kind, names)
+            mine = [f for f in names if "é" in f]
+            assert len(mine) == 2 and all(len(os.fsencode(f)) <= NAME_MAX and f.endswith(".png") for f in mine)
+    finally:
+        st.close()
+    from mediacluster.studio.exports import _prefixed
+
+    odd = os.fsdecode(b"\xe9" * 251 + b".png")  # Latin-1 bytes: each one byte on disk
+    assert len(os.fsencode(_prefixed("11-", odd))) == NAME_MAX and _prefixed("11-", odd).endswith(".png")
+
+
+def test_an_export_that_fails_on_anything_but_an_oserror_leaves_no_folder(tmp_path):
+    """Only an OSError removed the half-written export folder; any other failure left it behind
+    (a folder of some clusters' links that looks like an export)."""
+    import pandas as pd
+
+    from mediacluster.studio.exports import export
+
+    p = tmp_path / "x.png"
+    p.write_bytes(b"not looked at")
+    table = pd.DataFrame({"id": [str(p)], "path": [str(p)]})  # no curated_cluster column: a KeyError
+    with pytest.raises(KeyError):
+        export("folders", tmp_path / "exports", paths=[str(p)], table=table, clusters=[], seq=1)
+    assert os.listdir(tmp_path / "exports") == []
+
+
+def test_renaming_a_cluster_to_the_name_a_person_gave_records_nothing(png_run):
+    """Enter on an unchanged name box recorded a rename: a no-op edit in the undo history (one
+    Ctrl+Z that does nothing), in the next carry and in a publish's edit count. Now nothing is
+    recorded and the answer says ``unchanged``; an automatic name given again is still an edit
+    (the name becomes the person's)."""
+    from mediacluster.studio.session import Studio
+
+    st = Studio(png_run)
+    try:
+        auto = st.state.clusters[1].name
+        first = st.edit("rename", {"cluster": 0, "name": "dogs"})
+        again = st.edit("rename", {"cluster": 0, "name": " dogs "})  # the same name, as the box may hold it
+        assert again["unchanged"] and again["seq"] == first["seq"] == st.state.seq
+        assert [e.kind for e in st.log.events()] == ["rename"]
+        confirmed = st.edit("rename", {"cluster": 1, "name": auto})  # the automatic name, now the person's
+        assert "unchanged" not in confirmed and st.state.clusters[1].named_by == "person"
+        assert st.edit("rename", {"cluster": 1, "name": auto})["unchanged"]
+        st.edit("undo", {})  # takes back the confirmation, not a no-op
+        assert st.state.clusters[1].named_by == "automatic" and st.state.clusters[0].name == "dogs"
+    finally:
+        st.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_duplicated_tab_takes_its_own_page_id_in_chromium(png_run):
+    """A tab the browser clones (Chrome's "Duplicate tab"; a ``window.open`` of the page, which
+    the HTML standard has copy the opener's ``sessionStorage`` the same way) started with the
+    page id the studio keeps there: both tabs sent one id, so a 409 called the other tab's edit
+    "this page"'s. The clone asks the pages of its origin whether its id is taken and takes a
+    new one; a reload keeps its id."""
+    from conftest import chromium
+    from studio_helpers import Server, client
+    from test_studio_browser import js, loaded, wait
+
+    s = Server(png_run)
+    drv = chromium()
+    try:
+        drv.get(s.url)
+        wait(lambda: loaded(drv), what="first paint")
+        first = drv.current_window_handle
+        mine = js(drv, "return sessionStorage.getItem('mc-client')")
+        js(drv, "window.open(location.href)")  # not noopener: a clone of this page's sessionStorage
+        wait(lambda: len(drv.window_handles) == 2, what="the second tab")
+        drv.switch_to.window(next(h for h in drv.window_handles if h != first))
+        wait(lambda: loaded(drv), what="the second tab's first paint")
+        wait(lambda: js(drv, "return sessionStorage.getItem('mc-client')") != mine, timeout=10,
+             what="a page id of its own")
+        theirs = js(drv, "return sessionStorage.getItem('mc-client')")
+        assert js(drv, "return window.mcStudio.client") == theirs  # the id the page's edits send
+        rename = ("return fetch('api/edits', {method: 'POST', headers: {'Content-Type': 'application/json', "
+                  "'X-Mediacluster': '1', 'X-Mediacluster-Client': sessionStorage.getItem('mc-client')}, "
+                  "body: JSON.stringify({kind: 'rename', cluster: arguments[0], name: arguments[1]})}).then(r => r.status)")
+        assert js(drv, rename, 1, "from the clone") == 200
+        drv.switch_to.window(first)
+        drv.refresh()  # a reload is the same page: its id stays
+        wait(lambda: loaded(drv), what="the reload's first paint")
+        assert js(drv, "return sessionStorage.getItem('mc-client')") == mine
+        assert js(drv, rename, 0, "from the first tab") == 200
+        with client(s) as api:
+            ev = api.get("/api/edits").json()["events"]
+        assert [e["client"] for e in ev] == [theirs, mine] and theirs != mine
+    finally:
+        drv.quit()
+        s.stop()

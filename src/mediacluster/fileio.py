@@ -24,7 +24,6 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -364,7 +363,7 @@ def hash_files(paths: Sequence[str | os.PathLike], workers: int = 4,
     order (None where a file cannot be read), and ``{index: reason}`` for those. The one threaded
     hashing: the embedding cache (``EmbeddingStore.hash_files``) reads through it the files it
     has no record of, ``DuplicateFinder`` the audio clips it groups by their bytes."""
-    from .progress import progress_bar  # tqdm: kept off every command's import path (--help)
+    from .progress import threaded_map  # tqdm: kept off every command's import path (--help)
 
     def one(path):
         try:
@@ -372,16 +371,8 @@ def hash_files(paths: Sequence[str | os.PathLike], workers: int = 4,
         except OSError as e:
             return None, f"cannot read file: {e.strerror or e}"
 
-    hashes: list[str | None] = []
-    errors: dict[int, str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(
-            total=len(paths), desc="hash files", unit="file", disable=not progress) as bar:
-        for i, (h, err) in enumerate(pool.map(one, paths, chunksize=64)):
-            bar.update(1)
-            hashes.append(h)
-            if err is not None:
-                errors[i] = err
-    return hashes, errors
+    done = threaded_map(one, paths, workers, desc="hash files", unit="file", progress=progress, chunksize=64)
+    return [h for h, _ in done], {i: err for i, (_, err) in enumerate(done) if err is not None}
 
 
 def hash_bytes(data: bytes) -> str:

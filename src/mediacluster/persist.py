@@ -34,6 +34,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,11 @@ class ModelStore:
         return ptr if isinstance(ptr, dict) and isinstance(ptr.get("version"), str) else None
 
     def latest(self) -> Path | None:
-        ptr = self.pointer()
+        return self.latest_of(self.pointer())
+
+    def latest_of(self, ptr: dict | None) -> Path | None:
+        """The version ``ptr`` (one :meth:`pointer` read) names, else the newest: a reader that
+        decides on ``held`` takes the version from the same read."""
         if ptr and (self.root / ptr.get("version", "")).is_dir() and ptr.get("version"):
             return self.root / ptr["version"]
         vs = self.versions()
@@ -213,18 +218,21 @@ class ModelStore:
         meta = (read_json(self.root / version / MODEL_JSON).get("metadata") or {})
         ptr = {"version": version, "run_id": meta.get("run_id"), "source": meta.get("source") or "",
                "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pointed_by": "use"}
-        return self._point(ptr)
+        with self._pointing():
+            return self._point(ptr)
 
     def hold(self) -> dict | None:
         """Mark ``LATEST`` held: a service watching the store keeps the version it serves (it
         does not switch to this one); ``assign`` and the studio read it as usual. The next
         :meth:`publish` or :meth:`use` releases it. Returns the new ``LATEST`` content (None
         when there is none)."""
-        ptr = self.pointer()
-        if ptr is None:
+        if not self.root.is_dir():
             return None
-        ptr = {**ptr, "held": True}
-        return self._point(ptr)
+        with self._pointing():  # no publish or use between the read and the write (it would be undone)
+            ptr = self.pointer()
+            if ptr is None:
+                return None
+            return self._point({**ptr, "held": True})
 
     def carry_to(self, root: str | os.PathLike) -> list[str]:
         """Put this store's published versions and ``LATEST`` into the new store ``root`` (a
@@ -253,6 +261,27 @@ class ModelStore:
             raise OutputError(f"cannot carry the model versions of {self.root} to {root}: "
                               f"{e.strerror or e}") from e
         return vs
+
+    @contextmanager
+    def _pointing(self):
+        """Held by every writer of ``LATEST`` (:meth:`publish`, :meth:`use`, :meth:`hold`, which
+        reads it and writes it back: a publish in between was undone): an exclusive ``flock`` on
+        the store's folder itself (no lock file in it), so other processes and this process's
+        other threads wait; the folder must exist."""
+        import fcntl
+
+        try:
+            fd = os.open(self.root, os.O_RDONLY)
+        except OSError as e:
+            raise OutputError(f"cannot open the model store {self.root}: {e.strerror or e}") from e
+        try:
+            # a file system that locks no folder (NFS emulates flock only for files opened to
+            # write: EBADF) leaves it unlocked, as before the lock
+            with suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _point(self, ptr: dict) -> dict:
         """Write ``ptr`` as ``LATEST`` (atomically), a clear error naming it when that fails."""
@@ -284,20 +313,21 @@ class ModelStore:
             self.root.mkdir(parents=True, exist_ok=True)
             self._remove_stale()
             write(tmp)
-            vs = self.versions()
-            n = int(vs[-1][1:]) + 1 if vs else 1
-            while True:
-                dest = self.root / f"v{n:04d}"
-                try:
-                    os.rename(tmp, dest)  # fails if dest exists (non-empty): another writer won
-                    break
-                except OSError:
-                    if not dest.exists():
-                        raise
-                    n += 1
-            write_json(self.root / LATEST, {"version": dest.name, "run_id": run_id, "source": source,
-                                            "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                            **({"held": True} if held else {})})
+            with self._pointing():
+                vs = self.versions()
+                n = int(vs[-1][1:]) + 1 if vs else 1
+                while True:
+                    dest = self.root / f"v{n:04d}"
+                    try:
+                        os.rename(tmp, dest)  # fails if dest exists (non-empty): another writer won
+                        break
+                    except OSError:
+                        if not dest.exists():
+                            raise
+                        n += 1
+                write_json(self.root / LATEST, {"version": dest.name, "run_id": run_id, "source": source,
+                                                "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                **({"held": True} if held else {})})
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OutputError):

@@ -12,6 +12,8 @@ many of one cluster: a diverse list) and ``offset`` (the next page).
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
@@ -23,6 +25,35 @@ def _whole(value, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise ParameterError(f"{name} must be a whole number >= {low}, got {value!r}", name)
     return int(value)
+
+
+class _Lookups:
+    """What this module keeps per fitted pipeline (:data:`_LOOKUPS`), never on the pipeline
+    itself: ``items`` with ``where`` (id -> reference position, built once per read of
+    ``items.json``), ``representatives`` (:func:`_representatives`) and ``duplicate_index``
+    (one already loaded: :func:`use_duplicate_index`)."""
+
+    __slots__ = ("items", "where", "representatives", "duplicate_index")
+
+    def __init__(self):
+        self.items = self.where = self.representatives = self.duplicate_index = None
+
+
+#: per pipeline, gone with it (a service drops a version it no longer serves)
+_LOOKUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _lookups(pipe) -> _Lookups:
+    got = _LOOKUPS.get(pipe)
+    if got is None:
+        got = _LOOKUPS[pipe] = _Lookups()
+    return got
+
+
+def use_duplicate_index(pipe, index) -> None:
+    """Hand over the duplicate index of ``pipe``'s model already loaded (the service loads it
+    with the version): :func:`item_positions` finds a repost by it rather than reading it again."""
+    _lookups(pipe).duplicate_index = index
 
 
 def item_positions(pipe, ids, collection_root=None) -> np.ndarray:
@@ -37,11 +68,11 @@ def item_positions(pipe, ids, collection_root=None) -> np.ndarray:
         raise ParameterError("this model does not keep its items' ids (fitted on bare vectors, or saved "
                              "before they were kept): ask by vector, or save the model from a run "
                              "(cluster --save-model)", "ids")
-    cached = getattr(pipe, "_item_positions", None)
-    if cached is None or cached[0] is not items:  # built once per read of items.json
-        cached = (items, {v: p for p, v in reversed(list(enumerate(items.ids)))})
-        pipe._item_positions = cached
-    where = cached[1]
+    got = _lookups(pipe)
+    where = got.where
+    if where is None or got.items is not items:  # built once per read of items.json
+        where = {v: p for p, v in reversed(list(enumerate(items.ids)))}
+        got.items, got.where = items, where
     pos = np.asarray([where.get(str(i), -1) for i in ids], dtype=np.int64)
     if (pos < 0).any():  # a near-duplicate's member is found as its group's representative
         reps = _representatives(pipe)
@@ -55,11 +86,11 @@ def _representatives(pipe) -> dict[str, str]:
     """member id -> its near-duplicate group's representative id, from the model's duplicate
     index (``cluster --dedup --save-model``: only the representative of a group is a reference
     item); {} for a model without one. Read once per model (the service hands over the index it
-    loaded: ``pipe._duplicate_index``)."""
-    cached = getattr(pipe, "_representative_of", None)
-    if cached is not None:
-        return cached
-    index = getattr(pipe, "_duplicate_index", None)
+    loaded: :func:`use_duplicate_index`)."""
+    got = _lookups(pipe)
+    if got.representatives is not None:
+        return got.representatives
+    index = got.duplicate_index
     folder = getattr(pipe, "model_path_", None)
     if index is None and folder is not None:
         # imported here: the duplicate finder's modules are needed only by a model saved with --dedup
@@ -70,7 +101,7 @@ def _representatives(pipe) -> dict[str, str]:
     if index is not None and index.representative is not None:
         ids = index.ids
         reps = {str(ids[m]): str(ids[r]) for m, r in enumerate(index.representative.tolist()) if 0 <= r != m}
-    pipe._representative_of = reps
+    got.representatives = reps
     return reps
 
 

@@ -26,7 +26,7 @@ from ..model_items import neighbour_records
 from ..naming import level_names, level_names_sure, pipeline_names, pipeline_names_sure
 from ..pipeline import Pipeline
 from . import SUMMARIES, add_collection_root, add_retry_bad, printable
-from .cluster import level_arg, positive_int
+from .cluster import _parsed, level_arg, positive_int
 
 
 def add_parser(sub):
@@ -70,10 +70,7 @@ def non_negative_int(text: str) -> int:
     """A whole number >= 0."""
     import argparse
 
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
+    n = _parsed(text, int, "a whole number >= 0")
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
     return n
@@ -83,10 +80,7 @@ def similar_k(text: str) -> int:
     """``--similar K``: a whole number 1..1000."""
     import argparse
 
-    try:
-        k = int(text)
-    except ValueError:
-        k = 0
+    k = _parsed(text, int, "a whole number from 1 to 1000")
     if not 1 <= k <= 1000:
         raise argparse.ArgumentTypeError(f"--similar must be a whole number from 1 to 1000, not {text!r}")
     return k

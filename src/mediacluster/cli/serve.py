@@ -10,16 +10,13 @@ import os
 import sys
 
 from . import SUMMARIES, add_collection_root, printable
-from .cluster import non_negative_float, positive_int
+from .cluster import _parsed, non_negative_float, positive_int
 
 
 def _positive_float(text: str) -> float:
     import argparse
 
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _parsed(text, float, "a number")
     if not v > 0 or v != v or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return v
@@ -38,10 +35,7 @@ def _megabytes(text: str) -> float:
 def _probability(text: str) -> float:
     import argparse
 
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _parsed(text, float, "a number")
     if not 0.0 < v <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return v

@@ -409,16 +409,13 @@ class DuplicateFinder(BaseEstimator):
         fingerprints made by ``verifier``, which the check then reuses); a pair found only by its
         profile carries its vectors' cosine."""
         from ..embed.engine import default_workers
-        from ..progress import progress_bar
+        from ..progress import threaded_map
         from .fingerprint import profile
 
         n = self.n_items_
-        with ThreadPoolExecutor(max_workers=self.workers or default_workers()) as pool, progress_bar(
-                total=n, desc="audio profiles", unit="clip", disable=not self.progress) as bar:
-            profiles = []
-            for p in pool.map(lambda path: profile(verifier.prepared(path)), self.paths_):
-                profiles.append(p)
-                bar.update(1)
+        profiles = threaded_map(lambda path: profile(verifier.prepared(path)), self.paths_,
+                                self.workers or default_workers(), desc="audio profiles", unit="clip",
+                                progress=self.progress)
         ok = np.array([p is not None for p in profiles], bool)
         if ok.sum() < 2:
             return i, j, cos

@@ -27,13 +27,12 @@ from ..ingest.audio import MAX_SECONDS, load_audio, windows
 from . import register
 from .base import Encoder
 from .clip import (  # local files first, clear errors
-    TOKENIZER_FILES,
     _load_pretrained,
-    _warn_no_tokenizer,
     _weights_fingerprint,
     check_model_type,
-    has_tokenizer,
+    load_tokenizer,
     local_model,
+    text_usable,
 )
 
 DEFAULT_MODEL = "laion/clap-htsat-unfused"
@@ -131,25 +130,15 @@ class CLAPEncoder(Encoder):
     @property
     def has_text(self) -> bool:
         """A text tower with a tokenizer (``clip.has_tokenizer``): zero-shot names."""
-        if not has_tokenizer(self.model):
-            _warn_no_tokenizer(self.model)
-            return False
-        return True
+        return text_usable(self.model)
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         import torch
-        from transformers import AutoTokenizer
-
-        from ..errors import ParameterError
 
         model, _ = self._load()
         with self._lock:
             if self._tok is None:
-                if not has_tokenizer(self.model):
-                    raise ParameterError(f"encoder: {self.model} has no tokenizer files ("
-                                         f"{', '.join(TOKENIZER_FILES[:2])}, ...), so it cannot embed text; "
-                                         "save the tokenizer there with save_pretrained", "encoder")
-                self._tok = _load_pretrained(AutoTokenizer, self.model)
+                self._tok = load_tokenizer(self.model)
         enc = self._tok(list(texts), padding=True, truncation=True, return_tensors="pt")
         with torch.inference_mode():
             out = model.get_text_features(**enc)

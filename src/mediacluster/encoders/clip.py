@@ -165,13 +165,7 @@ class ClipEncoder(Encoder):
         if self._tokenizer is None:
             with self._lock:
                 if self._tokenizer is None:
-                    from transformers import AutoTokenizer
-
-                    if not has_tokenizer(self.model):
-                        raise ParameterError(f"encoder: {self.model} has no tokenizer files ("
-                                             f"{', '.join(TOKENIZER_FILES[:2])}, ...), so it cannot embed "
-                                             "text; save the tokenizer there with save_pretrained", "encoder")
-                    self._tokenizer = _load_pretrained(AutoTokenizer, self.model)
+                    self._tokenizer = load_tokenizer(self.model)
         return self._tokenizer
 
     @property
@@ -194,10 +188,7 @@ class ClipEncoder(Encoder):
     @property
     def has_text(self) -> bool:
         """A text tower with a tokenizer (:func:`has_tokenizer`): zero-shot names, word search."""
-        if not has_tokenizer(self.model):
-            _warn_no_tokenizer(self.model)
-            return False
-        return True
+        return text_usable(self.model)
 
     # -- the Encoder interface ----------------------------------------------------------------
     def prepare(self, path) -> np.ndarray:
@@ -240,6 +231,25 @@ class ClipEncoder(Encoder):
 
 
 _warned: set[str] = set()
+
+
+def text_usable(model: str) -> bool:
+    """Whether ``model`` (CLIP or CLAP) has its tokenizer files, so its text tower can be used;
+    said once per model when not (:func:`_warn_no_tokenizer`)."""
+    if not has_tokenizer(model):
+        _warn_no_tokenizer(model)
+        return False
+    return True
+
+
+def load_tokenizer(model: str):
+    """``model``'s tokenizer (CLIP or CLAP); a ``ParameterError`` naming the files it lacks."""
+    from transformers import AutoTokenizer
+
+    if not has_tokenizer(model):
+        raise ParameterError(f"encoder: {model} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...), "
+                             "so it cannot embed text; save the tokenizer there with save_pretrained", "encoder")
+    return _load_pretrained(AutoTokenizer, model)
 
 
 def _warn_no_tokenizer(model: str) -> None:

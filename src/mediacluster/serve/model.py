@@ -35,7 +35,7 @@ from ..ingest import SkipItem
 from ..model_items import neighbour_records
 from ..naming import level_names, level_names_sure, pipeline_names, pipeline_names_sure
 from ..pipeline import Pipeline
-from ..similar import item_positions
+from ..similar import item_positions, use_duplicate_index
 from .batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -530,7 +530,7 @@ class ModelHolder:
                         duplicates=read_from_model(folder, root=self.collection_root),
                         collection_root=None if self.collection_root is None else str(self.collection_root))
         pipe.model_items(served.collection_root)  # read (and checked) now, not by the first /v1/similar
-        pipe._duplicate_index = served.duplicates  # similar(ids=) finds a repost by it, not read twice
+        use_duplicate_index(pipe, served.duplicates)  # similar(ids=) finds a repost by it, not read twice
         media = served.media
         if media in ("image", "audio"):
             # warm up the whole way of an upload: the encoder's first call pays graph set-up (an
@@ -558,8 +558,11 @@ class ModelHolder:
     def pinned(self) -> bool:
         return self.store is None
 
-    def latest_path(self) -> Path | None:
-        return None if self.store is None else self.store.latest()
+    def latest_path(self, ptr: dict | None = None) -> Path | None:
+        """The version to serve: the one ``ptr`` (a read of ``LATEST``) names, else a new read's."""
+        if self.store is None:
+            return None
+        return self.store.latest_of(ptr) if ptr is not None else self.store.latest()
 
     def reload(self) -> dict:
         """Switch to the store's latest version if it is not the one served; returns
@@ -580,9 +583,12 @@ class ModelHolder:
     def _reload(self) -> dict:
         with self._load_lock:
             cur = self.current
-            if self.store is not None and (self.store.pointer() or {}).get("held"):  # not to serve yet (ModelStore.hold)
+            # held (ModelStore.hold: not to serve yet) and the version from one read of LATEST: a
+            # held version published between two reads was served
+            ptr = self.store.pointer() if self.store is not None else None
+            if (ptr or {}).get("held"):
                 return {"switched": False, "version": cur.version, "previous": cur.version}
-            latest = self.latest_path()
+            latest = self.latest_path(ptr)
             try:
                 same = latest is None or identity(latest) == cur.identity
             except OSError:

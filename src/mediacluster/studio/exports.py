@@ -48,7 +48,7 @@ import numpy as np
 from ..errors import InputError, OutputError
 from ..fileio import atomic_path, path_from_text, text_series, write_json, write_table, write_text
 from ..locations import under
-from ..rundir import path_to_text, texts
+from ..rundir import LEVEL_COLUMN, path_to_text, texts
 
 KINDS = ("folders", "classes", "csv", "parquet", "labelstudio")
 NAME_MAX = 255  # bytes of one file name (ext4, XFS, Btrfs, tmpfs)
@@ -199,6 +199,9 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     except OSError as e:
         shutil.rmtree(out, ignore_errors=True)
         raise OutputError(f"cannot write the export to {out}: {e.strerror or e}") from e
+    except BaseException:  # any other failure (a bug, Ctrl+C) leaves no half-written export either
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     res = {"kind": kind, "path": str(out), "files": files, "items": int(len(table))}
     if kind == "classes":
         res["dropped"] = gone
@@ -241,10 +244,14 @@ def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> tuple[
 
 def _place(p, i: int, d: Path, names: set[str], mode: str) -> str:
     """Item ``i``'s file ``p`` linked (or copied) into folder ``d`` under its own name, or
-    ``i-name`` when ``names`` (the folder's names so far, updated) already holds it; returns the
-    file's absolute path."""
+    ``i-name`` when ``names`` (the folder's names so far, updated) already holds it (the name's
+    stem cut so the whole fits ``NAME_MAX`` bytes: :func:`_prefixed`); returns the file's
+    absolute path."""
     base = os.path.basename(p) or f"item-{i}"
-    name = base if base not in names else f"{i}-{base}"
+    name, k = base, 1
+    while name in names:
+        name = _prefixed(f"{i}-" if k == 1 else f"{i}-{k}-", base)
+        k += 1
     names.add(name)
     src = os.path.abspath(p)
     if mode == "symlink":
@@ -252,6 +259,23 @@ def _place(p, i: int, d: Path, names: set[str], mode: str) -> str:
     else:
         shutil.copy2(src, d / name)
     return src
+
+
+def _prefixed(prefix: str, base: str) -> str:
+    """``prefix + base`` within ``NAME_MAX`` bytes, counted as the file system counts them (a
+    name that is not UTF-8 as the bytes it is): ``base``'s stem cut, its extension kept."""
+    stem, ext = os.path.splitext(base)
+    if len(os.fsencode(ext)) > NAME_MAX // 2:  # no real extension: cut the whole name
+        stem, ext = base, ""
+    raw = os.fsencode(stem)
+    room = NAME_MAX - len(os.fsencode(prefix)) - len(os.fsencode(ext))
+    if len(raw) > room:
+        try:  # a character cut in two is left out
+            raw.decode("utf-8")
+            stem = raw[:room].decode("utf-8", "ignore")
+        except UnicodeDecodeError:  # not UTF-8: its bytes as they are
+            stem = os.fsdecode(raw[:room])
+    return prefix + stem + ext
 
 
 def _size(p) -> int:
@@ -463,7 +487,7 @@ def _classes(out: Path, paths, table, clusters: list[dict], mode: str, prefer=No
     if splits is not None:
         man["split"] = text_series(splits[i] for i in kept_row)
     for c in table.columns:  # each level's group and name (level_columns), coarse to fine
-        if re.fullmatch(r"level_\d+(_name)?", str(c)):
+        if isinstance(c, str) and LEVEL_COLUMN.fullmatch(c.removesuffix("_name")):
             man[c] = table[c].iloc[kept_row].tolist()
     write_table(out / "manifest.csv", pd.DataFrame(man))
     counts: dict[str, int] = {}

@@ -684,7 +684,8 @@ class Studio:
         cluster it names was merged away, when a split's cluster changed members since its
         preview, and when an undo / redo's ``target`` is no longer the edit it would take back.
         ``client``: the page's id; ``user``: the name of the person, kept with the edit and said in
-        the other pages' 409s."""
+        the other pages' 409s. A rename to the name a person already gave records nothing: the
+        answer says ``unchanged`` (``seq`` the state's; :meth:`.CuratedState.changes_nothing`)."""
         self._check_current()
         previewed = kind == "split" and isinstance(req, dict) and "preview" in req
         if previewed:
@@ -707,6 +708,9 @@ class Studio:
                 if previewed:  # what each part's automatic name claims, while it is the preview's name
                     payload["concepts"] = [c if c is not None and name == shown else None for c, name, shown
                                            in zip(req["concepts"], payload["names"], req["shown"])]
+                if self.state.changes_nothing(kind, payload):  # the name it has: nothing recorded
+                    return {"seq": self.state.seq, "kind": kind, "edit": payload, "unchanged": True,
+                            "can_undo": self.state.can_undo(), "can_redo": self.state.can_redo()}
                 ev = self.log.insert(kind, payload, client, user)
             self.state.apply(ev)
             ack = self._ack(ev)

@@ -425,6 +425,18 @@ class CuratedState:
         return {"level": whole_number(req.get("level"), "level"), "cluster": whole_number(req.get("cluster"), "cluster"),
                 "name": clean_text(req.get("name"), "the name", MAX_NAME)}
 
+    def changes_nothing(self, kind: str, payload: dict) -> bool:
+        """Whether a prepared rename / level rename gives the name a person already gave (Enter
+        on an unchanged name box): recorded, it would be a no-op edit in the undo history, in a
+        carry and in a publish's note. An automatic name given again is a change (it becomes the
+        person's)."""
+        if kind == "rename":
+            c = self.clusters[payload["cluster"]]
+            return c.named_by == "person" and c.name == payload["name"]
+        if kind == "level_rename":
+            return self.level_names.get(payload["level"], {}).get(payload["cluster"]) == payload["name"]
+        return False
+
     def prepare_undo(self, target=None) -> dict:
         """Take back the latest edit in effect; ``target``: the edit the person means to take
         back (the one their view showed as the latest), refused when it is no longer the latest

@@ -67,16 +67,9 @@ def read_mapping(path: str | Path, is_key=None) -> dict[str, str]:
             raise InputError(f"{path}: need two columns (key, tag)")
         if is_key and len(df) and not is_key(str(df.iloc[0, 0]).strip()):
             df = df.iloc[1:]  # the header row
-        out: dict[str, str] = {}
-        line: dict[str, int] = {}
         first = 1 if is_key else 2  # the file's line of the frame's row 0
-        for row, k, v in zip(df.index, df.iloc[:, 0], df.iloc[:, 1]):
-            k, v = str(k).strip(), str(v).strip()
-            if k in out and out[k] != v:  # the last would win, silently
-                raise InputError(f"{path}: row {row + first} gives {k!r} the tag {v!r}, row {line[k]} gave it "
-                                 f"{out[k]!r}; give each key one tag")
-            out[k], line[k] = v, line.get(k, row + first)
-        return out
+        return _one_tag_each(path, ((str(k).strip(), str(v).strip(), row + first)
+                                    for row, k, v in zip(df.index, df.iloc[:, 0], df.iloc[:, 1])))
     import yaml
 
     with open(path, encoding="utf-8") as f:
@@ -85,14 +78,27 @@ def read_mapping(path: str | Path, is_key=None) -> dict[str, str]:
         d = d["mapping"]
     if not isinstance(d, dict):
         raise InputError(f"{path}: expected a mapping 'key: tag'")
-    out = {}
-    for k, v in d.items():  # YAML keys 0 and '0' are one key here
+    for k, v in d.items():
         if isinstance(v, list | dict):  # [cat, pet] was the one tag "['cat', 'pet']"
             raise InputError(f"{path}: {str(k).strip()!r} must have one tag (plain text), got {v!r}")
-        k, v = str(k).strip(), "" if v is None else str(v).strip()
+    # YAML keys 0 and '0' are one key here
+    return _one_tag_each(path, ((str(k).strip(), "" if v is None else str(v).strip(), None) for k, v in d.items()))
+
+
+def _one_tag_each(path: Path, entries) -> dict[str, str]:
+    """``{key: tag}`` of ``(key, tag, row)`` entries (``row``: the CSV's line; None in YAML). A
+    key given two different tags is refused naming both (the last would win, silently); the
+    same tag twice is read once."""
+    out: dict[str, str] = {}
+    line: dict[str, int | None] = {}
+    for k, v, row in entries:
         if k in out and out[k] != v:
-            raise InputError(f"{path}: {k!r} is given the tag {v!r} and {out[k]!r}; give each key one tag")
+            if row is None:
+                raise InputError(f"{path}: {k!r} is given the tag {v!r} and {out[k]!r}; give each key one tag")
+            raise InputError(f"{path}: row {row} gives {k!r} the tag {v!r}, row {line[k]} gave it "
+                             f"{out[k]!r}; give each key one tag")
         out[k] = v
+        line.setdefault(k, row)
     return out
 
 

@@ -8,8 +8,11 @@ import ipaddress
 import logging
 import re
 import secrets
+import signal
 import socket
 import sys
+import threading
+from contextlib import contextmanager
 from typing import Annotated
 from urllib.parse import parse_qsl, quote
 
@@ -652,7 +655,30 @@ def _serve(app, sock, host, name, log_level, on_listen, workers, token, show_tok
         announce()
         supervisor.run()
     else:
-        _announcing(uvicorn.Server)(uvicorn.Config(app, **common), announce).run(sockets=[sock])
+        server = _announcing(uvicorn.Server)(uvicorn.Config(app, **common), announce)
+        with _term_stops(server):
+            server.run(sockets=[sock])
+
+
+@contextmanager
+def _term_stops(server):
+    """SIGTERM (systemd's, Kubernetes') stops the one-process server as Ctrl+C does. uvicorn
+    drains the requests in flight under its own handler, then raises the signal again for the
+    handler it found: Python's default one ended the process by the signal (exit -15, 143 in a
+    pod, no "stopped"). This one takes it as the stop it is (the supervisor of ``--workers N``
+    already does)."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+
+    def stop(sig, frame):
+        server.should_exit = True
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _announcing(server_class):

@@ -20,8 +20,28 @@
     refreshes: [],  // per refresh: its ms, what changed, whether the view was re-rendered (tests, benchmarks)
   };
   window.mcStudio = S;
-  const CLIENT = (sessionStorage.getItem("mc-client") || Math.random().toString(36).slice(2, 12));
+  // the page's id, sent with each edit: kept in sessionStorage, so a reload is the same page
+  const newClient = () => Math.random().toString(36).slice(2, 12);
+  let CLIENT = (sessionStorage.getItem("mc-client") || newClient());
   sessionStorage.setItem("mc-client", CLIENT);
+  S.client = CLIENT;
+  // a tab the browser clones ("Duplicate tab", window.open) starts with a copy of the
+  // sessionStorage, so of the id: the clone asks this origin's pages whether one has its id and,
+  // if one answers, takes a new one (a reloaded page's old document is gone: nobody answers)
+  if (typeof BroadcastChannel === "function") {
+    const pages = new BroadcastChannel("mc-client");
+    let asking = true;
+    pages.onmessage = (ev) => {
+      const m = ev.data || {};
+      if (m.ask === CLIENT) pages.postMessage({ taken: CLIENT });
+      else if (m.taken === CLIENT && asking) {
+        CLIENT = newClient(); S.client = CLIENT; asking = false;
+        sessionStorage.setItem("mc-client", CLIENT);
+      }
+    };
+    pages.postMessage({ ask: CLIENT });
+    setTimeout(() => { asking = false; }, 1000);
+  }
   // the person's name (the "your name" box): kept in this browser for every page of every run,
   // sent with each edit as the page id is (percent-encoded: a header holds Latin-1 only)
   const USER_KEY = "mc-user";
@@ -842,7 +862,7 @@
     const box = $("cluster-name"), shown = box ? box.getAttribute("data-shown") : null;
     if (box) box.setAttribute("data-shown", name);
     const r = await edit({ kind: "rename", cluster: id, name: name });
-    if (r) toast("renamed #" + id);
+    if (r) toast(r.unchanged ? "#" + id + " already has that name" : "renamed #" + id);
     else if (box && $("cluster-name") === box) box.setAttribute("data-shown", shown);
   }
   // a coarse group's name, typed in its header: Enter names it (an edit: undo takes it back), Escape leaves it
