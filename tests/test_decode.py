@@ -265,3 +265,39 @@ def test_damaged_files_never_crash(tmp_path, fmt):
             assert e.kind in {"truncated", "corrupt", "not_an_image", "image_too_large"}, str(e)
             kinds.add(e.kind)
     assert kinds  # the damage was noticed at least sometimes
+
+
+def test_a_jpeg_past_pillows_bomb_limit_is_read_reduced(tmp_path, monkeypatch):
+    """A museum's 12000 x 16000 JPEG scan (192 MP) passed Pillow's decompression-bomb error
+    limit (2 x ``Image.MAX_IMAGE_PIXELS``) and was skipped, although ``draft`` decodes it at 1/8
+    for an embedding. Here Pillow's limit is lowered so that a small JPEG stands for the scan."""
+    p = tmp_path / "scan.jpg"
+    photo((320, 240)).save(p, quality=90)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 320 * 240 // 3)  # error above 2x: 51,200
+    im = load_image(p, draft_size=40)
+    assert im.mode == "RGB" and im.size == (80, 60)  # 1/4 by DCT scaling: both sides stay >= 40
+    # whole, or a format that cannot be read reduced: still refused, with Pillow's numbers
+    with pytest.raises(SkipItem, match=r"image too large \(0 megapixels in the header, limit 0\)") as e:
+        load_image(p)
+    assert e.value.kind == "image_too_large"
+    q = tmp_path / "scan.png"
+    photo((320, 240)).save(q)
+    with pytest.raises(SkipItem) as e:
+        load_image(q, draft_size=40)
+    assert e.value.kind == "image_too_large"
+    # what draft leaves is still held to mediacluster's own cap
+    with pytest.raises(SkipItem, match="image too large") as e:
+        load_image(p, draft_size=40, max_pixels=1000)
+
+
+def test_a_tiff_cut_before_its_directory_is_called_truncated(tmp_path):
+    """A scanner writes the TIFF directory after the pixels; a copy cut short was reported as
+    "the TIFF header is damaged". Now: truncated."""
+    p = tmp_path / "scan.tif"
+    Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(p, compression="tiff_lzw")
+    data = p.read_bytes()
+    assert int.from_bytes(data[4:8], "little") > len(data) // 2  # libtiff, as a scanner, writes it last
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SkipItem, match=r"truncated image: the TIFF file ends early") as e:
+        load_image(p)
+    assert e.value.kind == "truncated"
