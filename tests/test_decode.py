@@ -301,3 +301,24 @@ def test_a_tiff_cut_before_its_directory_is_called_truncated(tmp_path):
     with pytest.raises(SkipItem, match=r"truncated image: the TIFF file ends early") as e:
         load_image(p)
     assert e.value.kind == "truncated"
+
+
+def test_the_cli_does_not_print_pillows_bomb_warning_for_a_scan_it_reads(tmp_path):
+    """A 99-megapixel scan made Pillow print "DecompressionBombWarning: ... could be decompression
+    bomb DOS attack" mid-progress-bar, naming no file, for an image mediacluster then read within
+    its own limits. Pillow's limit is lowered here so that a small photo stands for the scan."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "scans"
+    d.mkdir()
+    for i in range(2):
+        photo((120, 100), seed=i).save(d / f"scan{i}.png")
+    code = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 8000\n"
+            "from mediacluster.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "MEDIACLUSTER_CACHE": str(tmp_path / "cache"), "PYTHONWARNINGS": ""}
+    r = subprocess.run([sys.executable, "-c", code, "dups", str(d), "--out", str(tmp_path / "out"), "--no-embed"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "2 items" in r.stderr + r.stdout
+    assert "DecompressionBombWarning" not in r.stderr
