@@ -308,12 +308,16 @@ def _open_large_jpeg(f: BinaryIO) -> Image.Image | None:
         return None
 
 
+#: what a person with a genuine large scan can do (a museum's 200-megapixel TIFF is no attack)
+_TOO_LARGE_ADVICE = "if it is a real scan, save a smaller copy, or a JPEG (read reduced)"
+
+
 def _bomb(e: BaseException) -> SkipItem:
     """PIL's own decompression-bomb refusal (raised by ``Image.open`` from the header)."""
     nums = re.findall(r"\d+", str(e))
     if len(nums) >= 2:
         msg = (f"image too large ({int(nums[0]) / 1e6:.0f} megapixels in the header, limit "
-               f"{int(nums[1]) / 1e6:.0f}): refused as a possible decompression bomb")
+               f"{int(nums[1]) / 1e6:.0f}): refused as a possible decompression bomb; {_TOO_LARGE_ADVICE}")
     else:
         msg = f"image too large: refused as a possible decompression bomb ({e})"
     return SkipItem(msg, kind="image_too_large")
@@ -339,8 +343,8 @@ def _decode(im: Image.Image, draft_size: int | None, max_pixels: int) -> Image.I
     dw, dh = im.size  # after draft: what will actually be decoded
     if dw * dh > max_pixels:
         raise SkipItem(
-            f"image too large ({w}x{h} pixels, limit {max_pixels / 1e6:.0f} megapixels): "
-            "refused from the header, possibly a decompression bomb",
+            f"image too large ({w}x{h} pixels, {w * h / 1e6:.0f} megapixels, limit {max_pixels / 1e6:.0f}): "
+            f"refused from the header, possibly a decompression bomb; {_TOO_LARGE_ADVICE}",
             kind="image_too_large",
         )
     _hold_pixels(dw * dh)  # waits while other threads hold the pixel budget (see decoding())
