@@ -7,7 +7,7 @@ TIFFs Pillow does not write): 48-bit and 16-bit greyscale scans, multi-page TIFF
 YCCK JPEGs from a print workflow, EXIF-rotated camera JPEGs, GIF / BMP / PCX / ICO / PSD files,
 sidecars (.xmp, .txt, .json), Thumbs.db, .DS_Store, AppleDouble ``._x.jpg`` files, names in NFD
 next to NFC, spaces, a symbolic link loop, a read-only folder, an empty file, a truncated scan,
-three huge scans (80, 99 and 192 megapixels) and re-scans of ten prints (half resolution, a
+three huge scans (80, 99 and 192 megapixels), two JPEG 2000 masters and re-scans of ten prints (half resolution, a
 crop, a greyscale scan). ``--month2`` adds next month's folder (30 more prints) for
 ``--carry-from``. Prints a count of files per format and mode. Data is never committed.
 """
@@ -187,6 +187,18 @@ def build(root: Path) -> Counter:
         big.save(p, **({"quality": 90} if ext == "jpg" else {}))
         del big
         made[f"{ext.upper()} RGB huge"] += 1
+    # JPEG 2000 preservation masters of prints 13-14 (4000 x 5000, 2000 x 2500), where Pillow has OpenJPEG
+    from PIL import features
+
+    if features.check("jpg_2000"):
+        d = root / "preservation masters"
+        d.mkdir(exist_ok=True)
+        for k, size in enumerate(((4000, 5000), (2000, 2500))):
+            topic, f = rest[13 + k]
+            im = Image.open(f).convert("RGB")
+            p = d / f"print {13 + k:03d} master.jp2"
+            im.resize(size if im.width <= im.height else size[::-1], Image.Resampling.BILINEAR).save(p)
+            note(p)
     # damage
     d = root / "to sort"
     d.mkdir(exist_ok=True)
