@@ -417,3 +417,40 @@ def test_avif_photos_are_read_where_pillow_has_the_codec(tmp_path):
     coll = collect(tmp_path / "c", media="image")
     assert len(coll) == 1 and not coll.skipped
     assert load_image(tmp_path / "c" / "a.avif").size == (40, 30)
+
+
+def _flat_psd(im) -> bytes:
+    """A flat RGB PSD (no layers, raw composite), as Photoshop's maximised-compatibility file."""
+    import struct
+
+    w, h = im.size
+    a = np.asarray(im.convert("RGB"))
+    return (b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, h, w, 8, 3) + struct.pack(">IIIH", 0, 0, 0, 0)
+            + b"".join(a[:, :, k].tobytes() for k in range(3)))
+
+
+def test_an_archives_older_formats_pillow_reads_are_clustered_not_passed_over(tmp_path):
+    """PCX, ICO, TGA, Netpbm and PSD files of a museum's scans were passed over in silence (PCX,
+    ICO) or skipped as "not read" (PSD) although Pillow reads them: now they are items."""
+    from PIL import Image
+
+    from mediacluster.ingest import load_image
+
+    d = tmp_path / "old formats"
+    d.mkdir()
+    im = Image.new("RGB", (48, 32), (200, 30, 40))
+    for ext in ("pcx", "tga", "ppm", "dib"):
+        im.save(d / f"a.{ext}", format={"dib": "BMP"}.get(ext, ext.upper() if ext != "ppm" else "PPM"))
+    im.convert("L").save(d / "b.pgm")
+    im.save(d / "c.ico", sizes=[(32, 32)])
+    (d / "d.psd").write_bytes(_flat_psd(im))
+    (d / "e.PSD").write_bytes(_flat_psd(im))
+    coll = collect(d, media="image")
+    assert not coll.skipped
+    assert sorted(os.path.basename(p) for p in coll.paths) == [
+        "a.dib", "a.pcx", "a.ppm", "a.tga", "b.pgm", "c.ico", "d.psd", "e.PSD"]
+    for p in coll.paths:
+        got = load_image(p)
+        assert got.mode == "RGB"
+        r, g, b = got.getpixel((got.width // 2, got.height // 2))
+        assert (r > 150 and g < 80) or os.path.basename(p) == "b.pgm", p

@@ -6,6 +6,7 @@ export's ``prefer`` folders from the page, and the ``classes`` export keeping a 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -395,6 +396,32 @@ def test_keep_copy_says_by_which_rule(tmp_path):
     assert "300 bytes" in kept_words(paths[0], "size") and "train/" in kept_words(paths[1], "prefer", ["train/"], root)
     assert [split_of(p, root) for p in paths] == ["test", "train", "train", None]
     assert split_of("/elsewhere/x/y.jpg", root) is None and split_of(None, root) is None
+
+
+def test_the_clean_dataset_keeps_the_colour_scan_at_full_resolution_not_the_largest_file(tmp_path):
+    """An archive's re-scans of one print: the colour JPEG, a greyscale scan saved as an
+    uncompressed TIFF, a half-size PNG and a crop. By bytes the grey TIFF (and even the half-size
+    PNG) outweighed the JPEG and was kept as "the original"; the most pixels, then colour, decide."""
+    import numpy as np
+    from PIL import Image
+
+    from mediacluster.studio.exports import keep_copy, kept_words
+
+    y, x = np.mgrid[0:300, 0:400]
+    rng = np.random.default_rng(0)
+    a = np.stack([x * 255 // 399, y * 255 // 299, (x * y) % 256], -1) + rng.integers(0, 40, (300, 400, 3))
+    im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    paths = [str(tmp_path / n) for n in ("grey.tif", "half.png", "print.jpg", "crop.jpg")]
+    im.convert("L").save(paths[0])
+    im.resize((200, 150)).save(paths[1])
+    im.save(paths[2], quality=75)
+    im.crop((20, 20, 380, 280)).save(paths[3], quality=95)
+    sizes = [os.path.getsize(p) for p in paths]
+    assert sizes[0] > sizes[2] and sizes[1] > sizes[2]  # by bytes the colour print came last but one
+    assert keep_copy([0, 1, 2, 3], paths, [True, False, False, False]) == (2, "size")
+    assert keep_copy([0, 1, 3], paths) == (0, "size")  # without the colour one: the most pixels
+    words = kept_words(paths[2], "size")
+    assert "120,000 pixels, colour" in words and f"{sizes[2]:,} bytes" in words
 
 
 def test_the_copy_a_person_keeps_is_carried_to_a_reclustered_run(split, cifar3_embeddings, tmp_path):

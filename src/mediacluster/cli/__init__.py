@@ -233,6 +233,20 @@ def _stdout_gone() -> bool:
     return True
 
 
+def _quiet_pillow() -> None:
+    """Pillow's warnings name no file and come mid-progress-bar: "DecompressionBombWarning: Image
+    size (99000000 pixels) ... could be decompression bomb DOS attack" for a 99-megapixel museum
+    scan that ``ingest.images`` reads within its own limits (``MAX_PIXELS``, the pixel budget),
+    "Corrupt EXIF data" for a file that is then read or listed as skipped with its reason. Shown
+    again with ``--verbose``."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_numba_cache()  # before umap / pynndescent are imported: no command pays the JIT twice
     with _imports_kept(argv is None):
@@ -244,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:  # faiss announces which CPU build it loaded at INFO on every import
         logging.getLogger("faiss").setLevel(logging.WARNING)
+        _quiet_pillow()
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

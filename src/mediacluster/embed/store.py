@@ -118,8 +118,9 @@ CREATE TABLE IF NOT EXISTS derived_used (kind TEXT PRIMARY KEY, used REAL NOT NU
 #: bumped when the decoding rules change so that a file refused before may now be read (or be
 #: refused with another reason: a limit such as ``ingest.images.MAX_PIXELS`` / ``MAX_FILE_BYTES``
 #: or ``ingest.audio.MAX_SECONDS`` / ``SILENCE_DBFS``, a reason's words): every remembered
-#: failure is then tried again (2: stereo clips whose channels cancel are read, no longer silent)
-FAILURE_VERSION = 2
+#: failure is then tried again (2: stereo clips whose channels cancel are read, no longer silent;
+#: 3: JPEGs past Pillow's decompression-bomb limit are read reduced, TIFFs cut short called truncated)
+FAILURE_VERSION = 3
 #: the kinds of remembered failures start with this (``failure_kind``)
 FAILED = "failed/"
 

@@ -185,6 +185,8 @@ def _unidentified_reason(f) -> tuple[str, str]:
         f.seek(max(0, size - 32))
         tail = f.read()
         ended = {"JPEG": b"\xff\xd9" in tail, "PNG": b"IEND" in tail}.get(fmt, True)
+        if fmt == "TIFF" and len(head) >= 8:  # the first directory's offset lies past the end
+            ended = int.from_bytes(head[4:8], "little" if head[:2] == b"II" else "big") + 2 <= size
         if not ended:
             return f"truncated image: the {fmt} file ends early (header incomplete)", "truncated"
         return f"corrupt image: the {fmt} header is damaged", "corrupt"
@@ -215,8 +217,9 @@ def load_image(
     16-bit and alpha images become RGB (transparent areas composited on white); animated GIF /
     WebP / multi-page TIFF give their first frame. ``draft_size`` lets JPEG decoding shrink by
     DCT scaling (1/2, 1/4, 1/8) to the smallest size whose sides stay >= ``draft_size``, which
-    is several times faster for camera photos. ``max_pixels`` / ``max_bytes`` default to
-    ``MAX_PIXELS`` / ``MAX_FILE_BYTES``.
+    is several times faster for camera photos; a JPEG 2000 is decoded at the smallest of its
+    resolution levels whose sides stay >= ``draft_size`` (a master scan: 15x faster at 1/4).
+    ``max_pixels`` / ``max_bytes`` default to ``MAX_PIXELS`` / ``MAX_FILE_BYTES``.
 
     Raises ``SkipItem`` with a human-readable reason for anything unusable (see module doc).
     """
@@ -266,7 +269,9 @@ def _open_decode(f: BinaryIO, draft_size: int | None, max_pixels: int) -> Image.
     try:
         im = Image.open(f)
     except Image.DecompressionBombError as e:
-        raise _bomb(e) from None
+        im = _open_large_jpeg(f) if draft_size else None
+        if im is None:
+            raise _bomb(e) from None
     except UnidentifiedImageError:
         reason, kind = _unidentified_reason(f)
         raise SkipItem(reason, kind=kind) from None
@@ -287,12 +292,37 @@ def _open_decode(f: BinaryIO, draft_size: int | None, max_pixels: int) -> Image.
         raise _decode_error(e) from None
 
 
+def _open_large_jpeg(f: BinaryIO) -> Image.Image | None:
+    """A JPEG (or JPEG 2000) past Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``
+    x 2: 179 megapixels by default), opened without that check, for a caller that decodes it
+    reduced (``draft_size``): a museum's 12000 x 16000 scan is read by DCT scaling at 1/8 (1500 x
+    2000), a JPEG 2000 master at its resolution levels, and ``_decode`` still holds what is left
+    to ``max_pixels``. None for any other file."""
+    from PIL import Jpeg2KImagePlugin, JpegImagePlugin
+
+    try:
+        f.seek(0)
+        head = f.read(12)
+        f.seek(0)
+        if head[:3] == b"\xff\xd8\xff":
+            return JpegImagePlugin.JpegImageFile(f)
+        if head[:4] == b"\xff\x4f\xff\x51" or head == b"\x00\x00\x00\x0cjP  \r\n\x87\n":
+            return Jpeg2KImagePlugin.Jpeg2KImageFile(f)
+        return None
+    except Exception:  # noqa: BLE001 - a damaged header, no codec: the bomb reason stands
+        return None
+
+
+#: what a person with a genuine large scan can do (a museum's 200-megapixel TIFF is no attack)
+_TOO_LARGE_ADVICE = "if it is a real scan, save a smaller copy, or a JPEG (read reduced)"
+
+
 def _bomb(e: BaseException) -> SkipItem:
     """PIL's own decompression-bomb refusal (raised by ``Image.open`` from the header)."""
     nums = re.findall(r"\d+", str(e))
     if len(nums) >= 2:
         msg = (f"image too large ({int(nums[0]) / 1e6:.0f} megapixels in the header, limit "
-               f"{int(nums[1]) / 1e6:.0f}): refused as a possible decompression bomb")
+               f"{int(nums[1]) / 1e6:.0f}): refused as a possible decompression bomb; {_TOO_LARGE_ADVICE}")
     else:
         msg = f"image too large: refused as a possible decompression bomb ({e})"
     return SkipItem(msg, kind="image_too_large")
@@ -316,15 +346,73 @@ def _decode(im: Image.Image, draft_size: int | None, max_pixels: int) -> Image.I
     if draft_size and im.format in _DRAFTABLE:
         im.draft("RGB" if im.mode in ("RGB", "YCbCr") else im.mode, (draft_size, draft_size))
     dw, dh = im.size  # after draft: what will actually be decoded
+    if draft_size and im.format == "JPEG2000":
+        k = _j2k_reduce(im, draft_size)
+        if k:  # OpenJPEG decodes only the resolution levels needed: 1/2**k of each side
+            im.reduce = k
+            dw, dh = (w + (1 << k >> 1)) >> k, (h + (1 << k >> 1)) >> k  # as Pillow's load sizes it
     if dw * dh > max_pixels:
         raise SkipItem(
-            f"image too large ({w}x{h} pixels, limit {max_pixels / 1e6:.0f} megapixels): "
-            "refused from the header, possibly a decompression bomb",
+            f"image too large ({w}x{h} pixels, {w * h / 1e6:.0f} megapixels, limit {max_pixels / 1e6:.0f}): "
+            f"refused from the header, possibly a decompression bomb; {_TOO_LARGE_ADVICE}",
             kind="image_too_large",
         )
     _hold_pixels(dw * dh)  # waits while other threads hold the pixel budget (see decoding())
     im.load()
     return to_rgb(im)
+
+
+def _j2k_reduce(im: Image.Image, draft_size: int) -> int:
+    """How many resolution levels a JPEG 2000 image (an archive's master scan) can be decoded
+    below full size with both sides staying >= ``draft_size``: at most the decomposition levels
+    of its codestream's COD marker (asking OpenJPEG for more fails). 0 when they cannot be read."""
+    w, h = im.size
+    k, levels = 0, _j2k_levels(im)
+    while k < levels and min(w, h) >> (k + 1) >= draft_size:
+        k += 1
+    return k
+
+
+def _j2k_levels(im: Image.Image) -> int:
+    """The decomposition levels in the COD marker of ``im``'s codestream (0 when not found)."""
+    fp = getattr(im, "fp", None)
+    if fp is None or not im.tile:
+        return 0
+    pos = fp.tell()
+    try:
+        fp.seek(im.tile[0][2])
+        soc = fp.read(2)
+        for _ in range(32):  # a JP2 file: the codestream is the content of its 'jp2c' box
+            if soc == b"\xff\x4f":  # SOC: the codestream starts here
+                break
+            head = soc + fp.read(6)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if len(head) < 8:
+                return 0
+            if size == 1:  # a 64-bit length follows
+                size = int.from_bytes(fp.read(8), "big") - 8
+            if kind == b"jp2c":
+                soc = fp.read(2)
+                continue
+            if size < 8:
+                return 0
+            fp.seek(size - 8, os.SEEK_CUR)
+            soc = fp.read(2)
+        if soc != b"\xff\x4f":
+            return 0
+        for _ in range(64):  # SIZ, then COD in the main header; stop at the first tile (SOT)
+            marker, length = fp.read(2), int.from_bytes(fp.read(2), "big")
+            if len(marker) < 2 or marker == b"\xff\x90" or length < 2:
+                return 0
+            if marker == b"\xff\x52":
+                seg = fp.read(length - 2)
+                return seg[5] if len(seg) > 5 else 0
+            fp.seek(length - 2, os.SEEK_CUR)
+        return 0
+    except (OSError, ValueError, IndexError, TypeError):
+        return 0
+    finally:
+        fp.seek(pos)
 
 
 def _orientation(im: Image.Image) -> int:

@@ -68,18 +68,23 @@ def _pillow_reads(feature: str) -> bool:
         return False
 
 
-#: formats read only where the installed Pillow has their codec (listed as not read otherwise)
-_OPTIONAL_IMAGE = frozenset(e for e, f in ((".avif", "avif"),) if _pillow_reads(f))
-#: ``.jfif`` / ``.jpe``: JPEG under the names browsers give saved images (Pillow reads them as JPEG)
+#: formats read only where the installed Pillow has their codec (listed as not read otherwise);
+#: JPEG 2000 is the archival master format of many libraries and museums
+_OPTIONAL_IMAGE = frozenset(e for e, f in ((".avif", "avif"), (".jp2", "jpg_2000"), (".j2k", "jpg_2000"),
+                                           (".jpx", "jpg_2000")) if _pillow_reads(f))
+#: ``.jfif`` / ``.jpe``: JPEG under the names browsers give saved images (Pillow reads them as JPEG);
+#: ``.psd`` (the flattened composite Photoshop stores), ``.pcx``, ``.tga``, ``.ico``, ``.dib`` and
+#: the Netpbm formats: the older files of an archive or a scanner's folder, all read by Pillow
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif",
-                              ".tiff"}) | _OPTIONAL_IMAGE
+                              ".tiff", ".psd", ".pcx", ".tga", ".ico", ".dib", ".ppm", ".pgm", ".pbm",
+                              ".pnm"}) | _OPTIONAL_IMAGE
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif"})
 MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
 #: Formats of the kind that are not read: listed as skipped with this advice, not passed over
 #: in silence (a phone's folder of HEIC photos would otherwise come out as a handful of items).
 UNSUPPORTED_EXTENSIONS = {
     "image": {e: "convert it to JPEG or PNG" for e in (
-        ".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".arw",
+        ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jpx", ".jxl", ".svg", ".raw", ".dng", ".cr2", ".cr3", ".nef", ".arw",
         ".orf", ".rw2", ".raf") if e not in _OPTIONAL_IMAGE},
     "audio": {e: "convert it to WAV or FLAC" for e in (".m4a", ".aac", ".wma", ".amr", ".ape", ".mka")},
 }

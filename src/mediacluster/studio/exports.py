@@ -13,7 +13,7 @@ time, never over an earlier export):
   listed with why in ``dropped.csv`` (``id``, ``path``, ``curated_cluster``, ``curated_name``,
   ``reason``: junk / unassigned / outlier / duplicate, ``kept``: the copy kept in a duplicate's
   place): junk, items in no cluster, and with ``--dedup`` all but one member of each duplicate
-  group (the largest file, or one under the folders a person prefers, ``prefer=["train/"]``:
+  group (the largest picture: most pixels, colour, then bytes; or one under the folders a person prefers, ``prefer=["train/"]``:
   see :func:`dropped`);
   ``manifest.csv`` (``id``, ``path``: the original file, ``label``; on a run with levels then
   ``level_<k>`` / ``level_<k>_name`` as in the tables below) lists the kept files as a manifest
@@ -285,6 +285,37 @@ def _size(p) -> int:
         return -1
 
 
+#: modes of a greyscale picture (a grey scan of a colour print is not its original)
+_GREY = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+def _picture(p) -> tuple[int, int] | None:
+    """``(pixels, colour)`` of the image file ``p`` from its header (nothing decoded); None for a
+    file that is not an image Pillow opens (a sound, a broken file)."""
+    from PIL import Image
+
+    from ..ingest import IMAGE_EXTENSIONS
+
+    if not p or os.path.splitext(str(p))[1].lower() not in IMAGE_EXTENSIONS:
+        return None
+    try:
+        with Image.open(p) as im:
+            return im.width * im.height, int(im.mode not in _GREY)
+    except Image.DecompressionBombError:  # past Pillow's limit: larger than any it opens
+        return 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1, 1
+    except Exception:  # noqa: BLE001 - not an image after all: its bytes decide
+        return None
+
+
+def _extent(p) -> tuple[int, int, int]:
+    """How much of the picture a copy holds, for :func:`keep_copy`: its pixels (a resized or
+    cropped copy has fewer), colour before greyscale (a grey scan of a colour print), then its
+    bytes (a re-compressed copy is smaller). Bytes alone compared an uncompressed greyscale TIFF
+    with the colour JPEG it was scanned from and kept the TIFF. Not an image: its bytes."""
+    pic = _picture(p)
+    return (*(pic or (-1, -1)), _size(p))
+
+
 def check_prefer(prefer) -> list[str] | None:
     """``prefer`` as a list of folder prefixes (one string: a list of one); None / empty: none.
     Each a folder under the collection (``train``, ``train/``, ``a/b``) or an absolute folder."""
@@ -351,8 +382,9 @@ def keep_copy(members: list[int], paths=None, rep=None, prefer: list[str] | None
               root: str | None = None, chosen: int | None = None) -> tuple[int, str]:
     """Which of a duplicate group's ``members`` (item rows, none dropped otherwise) a clean dataset
     keeps, and by which rule (:data:`KEPT_BY`): with ``prefer`` one under the earliest preferred
-    folder (:func:`check_prefer`); then the largest file (``paths``' sizes: the original of a
-    resized, re-compressed or cropped copy); of files as large the representative (``rep[i]``
+    folder (:func:`check_prefer`); then the largest file (``paths``: :func:`_extent`, the most
+    pixels, colour, then bytes: the original of a resized, greyscale, re-compressed or cropped
+    copy); of files as large the representative (``rep[i]``
     true), then the first. ``chosen``: the copy a person keeps (``person``), when it is among
     ``members``; one dropped otherwise (junk, in no cluster) is not kept: the rules decide."""
     if chosen is not None and chosen in members and len(members) > 1:
@@ -361,7 +393,7 @@ def keep_copy(members: list[int], paths=None, rep=None, prefer: list[str] | None
         return members[0], "only"
     def key(i):
         return (-_preference(paths[i] if paths is not None else None, prefer, root),
-                _size(paths[i]) if paths is not None else -1, bool(rep[i]) if rep is not None else False, -i)
+                _extent(paths[i]) if paths is not None else (-1, -1, -1), bool(rep[i]) if rep is not None else False, -i)
     ranked = sorted(members, key=key, reverse=True)
     a, b = key(ranked[0]), key(ranked[1])
     by = next(k for k, (x, y) in enumerate(zip(a, b)) if x != y)
@@ -375,7 +407,11 @@ def kept_words(path, by: str | None, prefer: list[str] | None = None, root: str 
     if by == "prefer":
         return f"under the preferred folder {prefer[_preference(path, prefer, root)]}"
     if by == "size":
-        return f"the largest file ({_size(path):,} bytes; a resized, re-compressed or cropped copy is smaller)"
+        pic = _picture(path)
+        if pic is None:
+            return f"the largest file ({_size(path):,} bytes; a resized, re-compressed or cropped copy is smaller)"
+        return (f"the largest picture ({pic[0]:,} pixels, {'colour' if pic[1] else 'greyscale'}, {_size(path):,} "
+                "bytes; a resized or cropped copy has fewer pixels, a greyscale scan no colour)")
     if by == "representative":
         return "the group's representative (its centre); the files are as large"
     if by == "order":
