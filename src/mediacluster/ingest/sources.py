@@ -25,7 +25,9 @@ from any working folder.
   the manifest's folder. Rows whose file does not exist are skipped with the reason
   ``"file not found"``, empty paths with ``"empty path in manifest"``, and a path listed again
   (without distinct ids) with ``"duplicate of manifest line N"`` (``row N`` for Parquet);
-  non-regular and over-cap files as for folders. Explicit ids must be unique.
+  non-regular and over-cap files as for folders. An explicit id is one item: a later row with
+  an id already given (a post scraped twice) is skipped with ``"id 'X' already on manifest line
+  N"``, the first row kept.
   ``labels_from_folders`` (``True``, ``"path"`` or ``"name"``) takes each file's parent folder
   name as its label.
 * **precomputed embeddings**, so the rest of the pipeline runs on vectors made elsewhere:
@@ -438,8 +440,11 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
             if item_id is None:
                 raise InputError(f"{p}: {where} has an empty id")
             if item_id in seen_id:
-                raise InputError(
-                    f"{p}: id {item_id!r} appears twice ({seen_id[item_id]} and {where}); ids must be unique")
+                # a re-scraped row: the first row with the id is the item, the later one is
+                # listed as skipped (as a path listed again is) instead of costing the run
+                skipped.append(Skipped(f"{p} ({where})",
+                                       f"id {item_id!r} already on manifest {seen_id[item_id]}"))
+                continue
             seen_id[item_id] = where
         elif full in seen_path:
             skipped.append(Skipped(full, f"duplicate of manifest {seen_path[full]}"))
