@@ -452,6 +452,8 @@ def cluster_folder(
                 else:
                     coll = collect(source, media=media, labels_from_folders=labels_from_folders)
                     run.set_collection_root(coll.root)  # item paths are stored relative to it
+                    if coll.metadata is not None:  # a manifest's own columns, kept with the run
+                        run.write_metadata(coll.metadata)
                 timings["ingest"] = time.perf_counter() - t
                 if len(coll) == 0:
                     kind = coll.media if media == "auto" else media

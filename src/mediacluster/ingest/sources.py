@@ -29,7 +29,9 @@ from any working folder.
   an id already given (a post scraped twice) is skipped with ``"id 'X' already on manifest line
   N"``, the first row kept.
   ``labels_from_folders`` (``True``, ``"path"`` or ``"name"``) takes each file's parent folder
-  name as its label.
+  name as its label. The manifest's other columns (a post's time, platform, likes, ...) are the
+  items' metadata (``Collection.metadata``, the kept rows; a column of numbers as numbers): a
+  run keeps them and its tables carry them, so they need no join.
 * **precomputed embeddings**, so the rest of the pipeline runs on vectors made elsewhere:
   ``.npy`` (one 2-D numeric array, ids are row numbers), ``.npz`` (an array named ``vectors`` /
   ``embeddings`` / ... or the only array, optional ``ids`` and ``labels``), or a Parquet/CSV
@@ -55,7 +57,7 @@ import numpy as np
 
 from ..data import Collection, Skipped, check_finite
 from ..errors import InputError, ParameterError
-from ..fileio import ESCAPED, hash_file, read_table
+from ..fileio import ESCAPED, hash_file, numeric_columns, read_table
 from ..rundir import RunDir
 from .stream import check_float32_range
 
@@ -423,6 +425,7 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
     raw_ids = df["id"].tolist() if has_ids else None
     raw_labels = df["label"].tolist() if has_labels else None
     csv = p.suffix.lower() in (".csv", ".tsv")
+    rows: list[int] = []  # the manifest row of each kept item
     for row, raw in enumerate(df["path"].tolist()):
         where = f"line {row + 2}" if csv else f"row {row}"  # CSV: header is line 1
         s = _str_or_none(raw)
@@ -464,6 +467,7 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
             continue
         ids.append(item_id)
         paths.append(full)
+        rows.append(row)
         if labels_from_folders:
             labels.append(os.path.basename(os.path.dirname(full)) or None)
         elif has_labels:
@@ -471,7 +475,18 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
     return Collection(
         ids=ids, paths=paths, labels=labels if (has_labels or labels_from_folders) else None,
         media=media, skipped=skipped, source=str(p), root=str(base),
+        metadata=_metadata(df, ids, rows, {"path", "id"} | ({"label"} if has_labels else set())),
     )
+
+
+def _metadata(df, ids: list[str], rows: list[int], used: set[str]):
+    """The manifest's other columns for the kept rows, ``id`` first (None without any)."""
+    other = [c for c in df.columns if c not in used]
+    if not other:
+        return None
+    meta = numeric_columns(df.iloc[rows][other].reset_index(drop=True))
+    meta.insert(0, "id", ids)
+    return meta
 
 
 # -- precomputed vectors -----------------------------------------------------------------------

@@ -7,7 +7,8 @@ tree to draw (BERTopic's ``get_topic_info`` and ``hierarchical_topics`` in one f
 (``level_<k>_name``, as ``assign --out`` writes them), ready to join on ``id`` with a
 researcher's own metadata. Names follow :func:`load_names`' rule at the level in use
 (automatic < ``names.yaml``); the other levels :func:`run_level_names`' (automatic names of
-``level_names.json`` < ``names.yaml``'s ``levels:`` < the studio's level renames). A run curated in the studio adds the studio's name (``curated_name``)
+``level_names.json`` < ``names.yaml``'s ``levels:`` < the studio's level renames). A manifest's
+own columns (``metadata.parquet``) come last. A run curated in the studio adds the studio's name (``curated_name``)
 of the curated cluster holding most of each cluster's items at the level in use.
 """
 
@@ -100,12 +101,14 @@ def _curated(a, lab) -> dict[int, str]:
 def named_assignments(run):
     """The run's assignments (``RunDir.read_assignments``: absolute paths) with
     ``level_<k>_name`` beside each ``level_<k>`` column (a flat run: ``name`` only, as it is):
-    every item's group and its name at each granularity, one row per item, to join on ``id``."""
+    every item's group and its name at each granularity, one row per item, to join on ``id``;
+    a run made from a manifest with columns of its own (a post's time, author, ...) has them
+    last (``RunDir.with_metadata``), so no join is needed."""
     run = _as_run(run)
     a = run.read_assignments()
     lv = run.read_levels(a)
     if not len(lv):
-        return a
+        return run.with_metadata(a)
     levels, at = list(zip(lv.index, lv.labels)), lv.level
     names = _names(run, levels, at)
     for col, (k, lab) in zip(lv.names, levels):
@@ -115,7 +118,7 @@ def named_assignments(run):
             a.insert(a.columns.get_loc(col) + 1, f"level_{k}_name", named)
         else:
             a[f"level_{k}_name"] = named
-    return a
+    return run.with_metadata(a)
 
 
 __all__ = ["COLUMNS", "cluster_table", "named_assignments"]

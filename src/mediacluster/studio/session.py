@@ -861,8 +861,9 @@ class Studio:
         names = {e["id"]: e["name"] for e in table}
         dups = None if self.dup_group is None else (self.dup_group, self.dup_of)
         levels = level_columns(tree, named, [e["name"] for e in table if e.get("junk")])
-        return seq, curated_table(self.ids, self.paths, self.fitted, labels, names, status,
-                                  self.probability, tags, self.truth, duplicates=dups, levels=levels), table
+        df = curated_table(self.ids, self.paths, self.fitted, labels, names, status,
+                           self.probability, tags, self.truth, duplicates=dups, levels=levels)
+        return seq, self.run.with_metadata(df, ids=self.ids), table  # a manifest's own columns last
 
     def export(self, kind: str, mode: str = "symlink", client: str = "", user: str = "", prefer=None,
                split: str | None = None) -> dict:
