@@ -19,16 +19,26 @@ QUICK = ["--quiet", "--no-names", "--reducer", "pca", "--reducer-param", "n_comp
          "--clusterer", "kmeans", "--clusterer-param", "n_clusters=2", "--seed", "0"]
 
 
+def _quick(k):
+    return [f"n_clusters={k}" if a.startswith("n_clusters=") else a for a in QUICK]
+
+
+def _kind(i: int) -> int:
+    """Image ``i``'s kind: the first 12 of two kinds, later ones of three (a new template)."""
+    return i % 2 if i < 12 else i % 3
+
+
 def _scrape(root, n=12):
-    """``n`` images (two kinds: reddish noise, bluish noise) and a post table naming them, with
-    a row whose file was never downloaded and a post id written twice (more likes the second
-    time)."""
+    """``n`` images (kinds: stripes, a disc, checks; noisy; see :func:`_kind`) and a post table
+    naming them, with a row whose file was never downloaded and a post id written twice (more
+    likes the second time). A larger ``n`` grows the same scrape."""
     rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
+    (root / "images").mkdir(parents=True, exist_ok=True)
     rows = []
+    yy, xx = np.mgrid[:64, :64]
+    shapes = [(yy // 8) % 2, (yy - 32) ** 2 + (xx - 32) ** 2 < 400, (yy // 16 + xx // 16) % 2]  # stripes, disc, checks
     for i in range(n):
-        px = rng.random((32, 32, 3)) * 80
-        px[..., i % 2 * 2] += 170
+        px = rng.random((64, 64, 3)) * 60 + 150 * shapes[_kind(i)][..., None]
         Image.fromarray(px.astype(np.uint8)).save(root / "images" / f"m{i}.png")
         rows.append({"id": f"p{i:03d}", "path": f"images/m{i}.png", "Timestamp": f"2026-09-{7 + i:02d}T10:00:00",
                      "platform": ["reddit", "x"][i % 3 == 0], "like_count": 10 * i, "cluster": f"c{i}"})
@@ -74,7 +84,45 @@ def test_a_run_without_manifest_columns_has_no_metadata(tmp_path):
     assert main(["cluster", str(manifest), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *QUICK]) == 3
     run = RunDir.open(out)
     assert run.read_metadata() is None and not (out / "metadata.parquet").exists()
-    assert named_assignments(run).columns.tolist() == run.read_assignments().columns.tolist()
+    cols = run.read_assignments().columns.tolist()
+    cols.insert(cols.index("cluster") + 1, "lineage")
+    assert named_assignments(run).columns.tolist() == cols
+
+
+def test_a_template_keeps_its_lasting_id_through_re_clusters(tmp_path):
+    """Month 1: two kinds; month 2: the same files and a third kind; month 3: more of each.
+    Cluster numbers are the fit's own each month; ``lineage`` names each group by the run and
+    cluster where it was first seen, through every ``--carry-from``, without any studio edit."""
+    from mediacluster.naming import cluster_lineage, cluster_table
+
+    scrape = tmp_path / "scrape"
+    runs = []
+    for month, (n, kinds) in enumerate([(12, 2), (18, 3), (24, 3)]):
+        manifest = _scrape(scrape, n=n)
+        out = tmp_path / f"m{month}"
+        carry = ["--carry-from", str(runs[-1])] if runs else []
+        assert main(["cluster", str(manifest), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                     *_quick(kinds), *carry]) == 3
+        runs.append(out)
+    kind = {f"p{i:03d}": _kind(i) for i in range(24)}
+    tables = [named_assignments(r).set_index("id") for r in runs]
+    first = RunDir.open(runs[0]).run_id
+    second = RunDir.open(runs[1]).run_id
+    for t in tables:  # each month's clusters are the kinds (the test's premise)
+        assert t.groupby(t.index.map(kind))["cluster"].nunique().eq(1).all()
+    for month, t in enumerate(tables):
+        by_kind = t.groupby(t.index.map(kind))["lineage"].agg(set)
+        assert by_kind.map(len).eq(1).all()
+        lasting = {k: next(iter(v)) for k, v in by_kind.items()}
+        # the two first kinds keep month 1's id, the third its month 2 id, every month
+        for k in (0, 1):
+            c = tables[0].loc[tables[0].index.map(kind) == k, "cluster"].iloc[0]
+            assert lasting[k] == f"{first}/{c}"
+        if month >= 1:
+            c = tables[1].loc[tables[1].index.map(kind) == 2, "cluster"].iloc[0]
+            assert lasting[2] == f"{second}/{c}"
+    last = cluster_table(runs[2])
+    assert last.set_index("cluster")["lineage"].to_dict() == cluster_lineage(runs[2])
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,17 @@ from .support import with_hand_names
 COLUMNS = ["level", "n_clusters", "cluster", "parent", "size", "share", "name", "name_sure", "name_support"]
 
 
+def cluster_lineage(run) -> dict[int, str]:
+    """Cluster of the level in use -> its lasting id, ``RUN_ID/C``: the run where the group was
+    first seen and its cluster there, carried by ``cluster --carry-from`` to the cluster that
+    inherits it (``carry.json`` ``lineage``, see ``studio.carry.lineage``); without a carry every
+    cluster is this run's own (``THIS_RUN_ID/C``). Noise and outliers have none."""
+    run = _as_run(run)
+    carried = (run.read_carry() or {}).get("lineage") or {}
+    ids = np.unique(run.read_assignments(columns=["cluster"])["cluster"].to_numpy(np.int64))
+    return {int(c): carried.get(str(int(c)), f"{run.run_id}/{int(c)}") for c in ids if c >= 0}
+
+
 def _levels(run: RunDir, a):
     """(key, labels) per level coarse to fine, and the position of the level in use; a flat
     run is one level, its ``cluster`` column."""
@@ -57,8 +68,9 @@ def cluster_table(run):
     coarsest), ``n_clusters`` of that level, ``cluster`` (the id in ``level_<k>``, or in
     ``cluster`` for a flat run), ``parent`` (its cluster on level ``k - 1``; -1 on level 0),
     ``size``, ``share`` of the items, ``name``, ``name_sure``, ``name_support`` (see "How sure a
-    name is"; a person's name is sure, its support not measured), and ``in_use`` (the level the
-    run's ``cluster`` column holds). Noise and outliers (-1, -2) of a flat run are rows too."""
+    name is"; a person's name is sure, its support not measured), ``in_use`` (the level the
+    run's ``cluster`` column holds) and, at that level, ``lineage`` (:func:`cluster_lineage`).
+    Noise and outliers (-1, -2) of a flat run are rows too."""
     import pandas as pd
 
     run = _as_run(run)
@@ -67,6 +79,7 @@ def cluster_table(run):
     names = _names(run, levels, at)
     n = len(a)
     curated = _curated(a, levels[at][1]) if at is not None and "curated_name" in a.columns else None
+    lasting = cluster_lineage(run)
     rows = []
     for pos, (k, lab) in enumerate(levels):
         ids, sizes = np.unique(lab, return_counts=True)
@@ -79,11 +92,12 @@ def cluster_table(run):
             nm = names.get(k, {}).get(c, {})
             row = {"level": int(k), "n_clusters": k_clusters, "cluster": c, "parent": int(p), "size": size,
                    "share": size / n if n else 0.0, "name": nm.get("name"), "name_sure": nm.get("name_sure"),
-                   "name_support": nm.get("name_support"), "in_use": pos == at}
+                   "name_support": nm.get("name_support"), "in_use": pos == at,
+                   "lineage": lasting.get(c) if pos == at else None}
             if curated is not None:
                 row["curated_name"] = curated.get(c) if pos == at else None
             rows.append(row)
-    cols = COLUMNS + ["in_use"] + (["curated_name"] if curated is not None else [])
+    cols = COLUMNS + ["in_use", "lineage"] + (["curated_name"] if curated is not None else [])
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -102,10 +116,14 @@ def named_assignments(run):
     """The run's assignments (``RunDir.read_assignments``: absolute paths) with
     ``level_<k>_name`` beside each ``level_<k>`` column (a flat run: ``name`` only, as it is):
     every item's group and its name at each granularity, one row per item, to join on ``id``;
+    ``lineage`` after ``cluster``: its cluster's lasting id across re-clusters
+    (:func:`cluster_lineage`);
     a run made from a manifest with columns of its own (a post's time, author, ...) has them
     last (``RunDir.with_metadata``), so no join is needed."""
     run = _as_run(run)
     a = run.read_assignments()
+    lasting = cluster_lineage(run)
+    a.insert(a.columns.get_loc("cluster") + 1, "lineage", [lasting.get(c) for c in a["cluster"].tolist()])
     lv = run.read_levels(a)
     if not len(lv):
         return run.with_metadata(a)
@@ -121,4 +139,4 @@ def named_assignments(run):
     return run.with_metadata(a)
 
 
-__all__ = ["COLUMNS", "cluster_table", "named_assignments"]
+__all__ = ["COLUMNS", "cluster_lineage", "cluster_table", "named_assignments"]
