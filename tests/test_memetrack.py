@@ -128,3 +128,35 @@ def test_a_template_keeps_its_lasting_id_through_re_clusters(tmp_path):
 @pytest.fixture(autouse=True)
 def _no_browser(monkeypatch):
     monkeypatch.setenv("BROWSER", "true")
+
+
+def test_dedup_that_leaves_a_handful_to_fit_says_where_the_groups_are(tmp_path, capsys):
+    """Posts that are reposts and re-captions of a few templates: ``--dedup`` fits each group
+    once, so the fit sees a handful of items and its automatic level is one cluster; the run
+    says so and where the groups are instead of leaving one cluster as the answer."""
+    from mediacluster.cli.cluster import few_fitted
+
+    yy, xx = np.mgrid[:128, :128]
+    shapes = [(yy // 16) % 2, (yy - 64) ** 2 + (xx - 64) ** 2 < 1600, (yy // 32 + xx // 32) % 2, yy > xx]
+    d = tmp_path / "posts"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for t, shape in enumerate(shapes):
+        base = Image.fromarray((rng.random((128, 128, 3)) * 40 + 200 * shape[..., None]).astype(np.uint8))
+        for j in range(4):  # the template re-posted: re-encoded, resized
+            base.resize((128 - 16 * j, 128 - 16 * j)).save(d / f"t{t}-{j}.jpg", quality=90 - 15 * j)
+    out = tmp_path / "run"
+    assert main(["cluster", str(d), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--dedup",
+                 "--quiet", "--no-names", "--reducer", "pca", "--reducer-param", "n_components=2", "--seed", "0"]) == 0
+    printed = capsys.readouterr().out
+    info = RunDir.open(out).info
+    lv, dups = info["summary"]["levels"], info["duplicates"]
+    assert dups["groups"] >= 3 and lv["n_clusters"][lv["auto_level"]] == 1  # the premise
+    fitted = 16 - dups["duplicates"]  # one per group and the items in none
+    assert fitted < 8 and (f"note: the fit saw {fitted} distinct items ({dups['items_in_groups']} of 16 items are "
+                           f"in {dups['groups']} duplicate groups, each fitted once)") in printed
+    assert f"--level {len(lv['n_clusters']) - 1}:" in printed
+    # said only when the automatic level in use is one cluster of several levels
+    assert few_fitted(dups, {**lv, "level": len(lv["n_clusters"]) - 1}) is None
+    assert few_fitted(dups, {"n_clusters": [1], "level": 0, "auto_level": 0}) is None
+    assert few_fitted(dups, {"n_clusters": [2, 4], "level": 0, "auto_level": 0}) is None

@@ -229,6 +229,9 @@ def run(args) -> int:
                               dict(parse_param(t) for t in args.dedup_param))
             if note:
                 print(note)
+            note = few_fitted(dups, res.summary.get("levels"))
+            if note:
+                print(note)
         if res.model:
             print(f"model: {printable(res.model)}")
         for box, n in res.inbox_taken.items():
@@ -319,6 +322,23 @@ def print_long_recordings(longs, where: str | None) -> None:
         which = f" (which ones: {where} long_recordings)"
     sys.stdout.write(f"long recordings: {len(longs)} file(s) over {READ_SECONDS:.0f} s embedded from "
                      f"{EXCERPTS} excerpts of {READ_SECONDS / EXCERPTS:.0f} s spread over each{which}\n")
+
+
+def few_fitted(dups: dict, levels: dict | None) -> str | None:
+    """What to say when ``--dedup`` left the fit so few items that its automatic level is one
+    cluster: the duplicate groups may be the groups the person is after (a meme template's
+    captioned variants and reposts are near-duplicates of one another), so the answer is in
+    ``duplicate_group`` or the finer levels, not in the one cluster shown."""
+    if not levels or len(levels["n_clusters"]) < 2 or levels["level"] != levels.get("auto_level") \
+            or levels["n_clusters"][levels["level"]] != 1:
+        return None
+    fitted = dups["items"] - dups["duplicates"]  # one item per group, and the items in none
+    return (f"note: the fit saw {fitted} distinct items ({dups['items_in_groups']} of {dups['items']} items are in "
+            f"{dups['groups']} duplicate groups, each fitted once), and its automatic level is one cluster. "
+            "Where the groups are the kinds you are after (a meme template's captioned variants are "
+            "near-duplicates of it), duplicate_group holds them and the finest levels split them "
+            f"(--level {len(levels['n_clusters']) - 1}: {levels['n_clusters'][-1]} clusters); without --dedup "
+            "every item counts in the fit")
 
 
 def print_summary(s: dict, skipped, out) -> None:
