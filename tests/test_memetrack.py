@@ -123,6 +123,11 @@ def test_a_template_keeps_its_lasting_id_through_re_clusters(tmp_path):
             assert lasting[2] == f"{second}/{c}"
     last = cluster_table(runs[2])
     assert last.set_index("cluster")["lineage"].to_dict() == cluster_lineage(runs[2])
+    # the studio's table export carries it beside the fitted cluster
+    assert main(["studio", str(runs[2]), "--export", "csv"]) == 0
+    exported = pd.read_csv(next((runs[2] / "exports").rglob("*.csv"))).set_index("id")
+    assert exported.columns.get_loc("lineage") == exported.columns.get_loc("cluster") + 1
+    assert exported["lineage"].to_dict() == tables[2]["lineage"].to_dict()
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +165,34 @@ def test_dedup_that_leaves_a_handful_to_fit_says_where_the_groups_are(tmp_path, 
     assert few_fitted(dups, {**lv, "level": len(lv["n_clusters"]) - 1}) is None
     assert few_fitted(dups, {"n_clusters": [1], "level": 0, "auto_level": 0}) is None
     assert few_fitted(dups, {"n_clusters": [2, 4], "level": 0, "auto_level": 0}) is None
+
+
+def test_a_post_table_with_its_own_column_names(tmp_path, capsys):
+    """Her scrape's table names its columns post_id and file_name: --id-column / --path-column
+    read it as it is (cluster and dups), with the roles' names refused when the table lacks them."""
+    from mediacluster.errors import InputError, ParameterError
+
+    manifest = _scrape(tmp_path / "scrape", n=6)
+    pd.read_csv(manifest).rename(columns={"id": "post_id", "path": "File_Name"}).to_csv(manifest, index=False)
+    cols = {"path": "file_name", "id": "POST_ID"}  # header names match case-insensitively
+    coll = collect(manifest, columns=cols)
+    assert coll.ids == [f"p{i:03d}" for i in range(6)] and coll.paths[0].endswith("m0.png")
+    assert list(coll.metadata.columns) == ["id", "timestamp", "platform", "like_count", "cluster"]
+    with pytest.raises(InputError, match=r"no column 'fname' \(given as its path column\); columns are \["):
+        collect(manifest, columns={"path": "fname"})
+    with pytest.raises(ParameterError, match="unknown manifest column role 'time'"):
+        collect(manifest, columns={"time": "timestamp"})
+    both = tmp_path / "both.csv"
+    pd.read_csv(manifest).assign(path="x.png").to_csv(both, index=False)
+    with pytest.raises(InputError, match="has a 'path' column too"):
+        collect(both, columns=cols)
+    out = tmp_path / "run"
+    assert main(["cluster", str(manifest), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                 "--path-column", "file_name", "--id-column", "post_id", *QUICK]) == 3
+    assert named_assignments(out)["id"].tolist() == coll.ids
+    assert main(["dups", str(manifest), "--out", str(tmp_path / "dups"), "--no-embed", "--quiet",
+                 "--cache-dir", str(tmp_path / "cache"), "--path-column", "file_name", "--id-column", "post_id"]) == 3
+    assert pd.read_parquet(tmp_path / "dups" / "dups.parquet")["id"].tolist() == coll.ids
+    capsys.readouterr()
+    assert main(["cluster", str(manifest), "--out", str(tmp_path / "r2"), "--path-column", "fname", *QUICK]) == 2
+    assert "no column 'fname'" in capsys.readouterr().err

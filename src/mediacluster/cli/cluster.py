@@ -14,7 +14,15 @@ from ..duplicates.collection import audio_rule
 from ..naming.support import MOSTLY_UNSURE_NOTE
 from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
-from . import SUMMARIES, add_folder_labels, add_retry_bad, folder_labels, printable
+from . import (
+    SUMMARIES,
+    add_folder_labels,
+    add_manifest_columns,
+    add_retry_bad,
+    folder_labels,
+    manifest_columns,
+    printable,
+)
 from .report import add_report_argument, check_report_arguments, report_after
 
 
@@ -34,6 +42,7 @@ def add_parser(sub):
                         "folder and lists the other kind as skipped; one run embeds one kind")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (the run is reproducible from it)")
     add_folder_labels(p, "take ground-truth labels from sub-folder names (evaluation only, never fitting)")
+    add_manifest_columns(p)
     add_retry_bad(p)
     p.add_argument("--cache-dir", default=None,
                    help="embedding cache folder (default: the user cache, $MEDIACLUSTER_CACHE or "
@@ -215,7 +224,7 @@ def run(args) -> int:
         batch_rows=args.batch_rows, csv=args.csv,
         dedup=args.dedup, dedup_params=dict(parse_param(t) for t in args.dedup_param),
         hold_model=args.carry_from is not None,  # served only once the carry is published (below)
-        vocabulary=vocabulary,
+        vocabulary=vocabulary, columns=manifest_columns(args),
     )
     published = False  # the bare fit was published held with --carry-from (see publish_carried)
     try:

@@ -114,6 +114,7 @@ def collect(
     source: str | os.PathLike,
     media: str = "auto",
     labels_from_folders: bool | str = False,
+    columns: dict[str, str] | None = None,
 ) -> Collection:
     """Find the items of ``source``: a folder, a manifest, an embeddings file or one media file.
 
@@ -125,14 +126,17 @@ def collect(
 
     ``labels_from_folders``: ``False`` (no labels), ``True`` or ``"path"`` (a file's folder
     path under the root: ``"train/cat"``), ``"name"`` (its own folder's name: ``"cat"``).
+    ``columns``: a manifest's own names of its ``path`` / ``id`` / ``label`` columns
+    (``{"path": "file_name", "id": "post_id"}``, as the CLI's ``--path-column`` / ``--id-column``
+    / ``--label-column``); a name the manifest lacks is refused naming its columns.
     """
     if not isinstance(labels_from_folders, bool) and labels_from_folders not in FOLDER_LABELS:
         raise ParameterError(f"labels_from_folders must be True, False, 'path' or 'name', not {labels_from_folders!r}")
     if media == "auto" and Path(source).suffix.lower() not in _TABLE_SUFFIXES:
         media, counts = detect_media(source)
         if media == "vector":  # precomputed embeddings: the media kind plays no part
-            return collect(source, media="image", labels_from_folders=labels_from_folders)
-        coll = collect(source, media=media, labels_from_folders=labels_from_folders)
+            return collect(source, media="image", labels_from_folders=labels_from_folders, columns=columns)
+        coll = collect(source, media=media, labels_from_folders=labels_from_folders, columns=columns)
         other = next((k for k in counts if k != media and counts[k]), None)
         if other is not None and Path(source).is_dir():
             for path in _media_files(Path(os.path.abspath(source)), MEDIA_EXTENSIONS[other]):
@@ -160,7 +164,7 @@ def collect(
     if suffix in (".npy", ".npz"):
         return read_vectors(p)
     if suffix in _TABLE_SUFFIXES:
-        df = _read_table(p)
+        df = named_columns(_read_table(p), columns, p)
         if _vector_column(df) is None and "path" in df.columns:
             if media == "auto":
                 media, _ = _majority_media(df["path"].tolist())
@@ -393,6 +397,30 @@ def _read_table(p: Path):
         raise InputError(f"{p}: cannot read table: {e}") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
     return df
+
+
+MANIFEST_ROLES = ("path", "id", "label")
+
+
+def named_columns(df, columns: dict[str, str] | None, p):
+    """``df`` with the manifest's own column names for the ``path`` / ``id`` / ``label`` roles
+    (``columns``: role -> its name, matched case-insensitively as every header) renamed to the
+    roles; a name the table lacks, a role the table already has under its own name, or an
+    unknown role is refused naming it."""
+    if not columns:
+        return df
+    renames = {}
+    for role, name in columns.items():
+        if role not in MANIFEST_ROLES:
+            raise ParameterError(f"unknown manifest column role {role!r}; expected one of {', '.join(MANIFEST_ROLES)}")
+        key = str(name).strip().lower()
+        if key not in df.columns:
+            raise InputError(f"{p}: no column {name!r} (given as its {role} column); columns are {list(df.columns)}")
+        if key != role and role in df.columns:
+            raise InputError(f"{p}: {name!r} is given as the {role} column, but the table has a {role!r} column "
+                             "too; rename one of them")
+        renames[key] = role
+    return df.rename(columns=renames)
 
 
 def _str_or_none(x) -> str | None:
