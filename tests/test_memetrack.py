@@ -131,11 +131,41 @@ def test_a_template_keeps_its_lasting_id_through_re_clusters(tmp_path):
             "(compared by content): 3 kept, 0 split, 0 merged, 0 gone, 0 new") in text
     assert "previous run" not in methods_text(runs[0])
     assert "(2 could not be used and were left out: unreadable, missing or listed twice;" in text
-    # the studio's table export carries it beside the fitted cluster
+    # the studio's table export carries it beside the curated cluster
     assert main(["studio", str(runs[2]), "--export", "csv"]) == 0
     exported = pd.read_csv(next((runs[2] / "exports").rglob("*.csv"))).set_index("id")
-    assert exported.columns.get_loc("lineage") == exported.columns.get_loc("cluster") + 1
+    assert exported.columns.get_loc("lineage") == exported.columns.get_loc("curated_name") + 1
     assert exported["lineage"].to_dict() == tables[2]["lineage"].to_dict()
+    # a person merges the third kind into the first: the merged cluster keeps the larger part's id
+    from mediacluster.studio.session import Studio
+
+    t = tables[2]
+    small, large = (int(t.loc[t.index.map(kind) == k, "cluster"].iloc[0]) for k in (2, 0))
+    st = Studio(runs[2], warm=False, map_method="pca")
+    try:
+        st.edit("merge", {"clusters": [small, large]})
+        _, merged, _ = st.curated_table()
+    finally:
+        st.close()
+    merged = merged.set_index("id")["lineage"]
+    assert set(merged[t.index.map(kind).isin([0, 2])]) == {f"{first}/{tables[0].loc['p000', 'cluster']}"}
+    assert merged[t.index.map(kind) == 1].tolist() == t.loc[t.index.map(kind) == 1, "lineage"].tolist()
+
+
+def test_group_lineage_follows_the_larger_part():
+    """A curated cluster takes the lasting id of the fitted cluster it holds most of, when it
+    holds the most of that cluster; the smaller part of a split is its own."""
+    from mediacluster.naming.tables import group_lineage
+
+    fitted = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, -1])
+    lasting = {0: "A/0", 1: "B/1", 2: "A/2"}
+    assert group_lineage(fitted, fitted, lasting, "R") == {0: "A/0", 1: "B/1", 2: "A/2"}
+    # 1 merged into 0, or 0 into 1: either way the template of 0
+    assert group_lineage(np.where(fitted == 1, 0, fitted), fitted, lasting, "R") == {0: "A/0", 2: "A/2"}
+    assert group_lineage(np.where(fitted == 0, 1, fitted), fitted, lasting, "R") == {1: "A/0", 2: "A/2"}
+    # 0 split into 0 (3 items) and a new 7 (1 item); 2 moved to junk -> its own id
+    split = np.array([0, 0, 0, 7, 1, 1, 2, 2, 2, -1])
+    assert group_lineage(split, fitted, lasting, "R") == {0: "A/0", 1: "B/1", 2: "A/2", 7: "R/7"}
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,28 @@ def cluster_lineage(run) -> dict[int, str]:
     return {int(c): carried.get(str(int(c)), f"{run.run_id}/{int(c)}") for c in ids if c >= 0}
 
 
+def group_lineage(groups, fitted, lasting: dict[int, str], run_id: str) -> dict[int, str]:
+    """Each group of items (a curated cluster; ``groups`` and ``fitted`` one label per item,
+    < 0 none) -> its lasting id: that of the fitted cluster most of its items are in, when it
+    is the group holding the most of that cluster's items (a merge of a template's parts keeps
+    the template's id, into whichever part it went); else its own, ``run_id/G`` (the smaller
+    part of a split is a group of its own)."""
+    groups, fitted = np.asarray(groups, np.int64), np.asarray(fitted, np.int64)
+    keep = (groups >= 0) & (fitted >= 0)
+    pairs, counts = np.unique(np.stack([groups[keep], fitted[keep]], axis=1), axis=0, return_counts=True)
+    top_of_group, top_of_fitted = {}, {}
+    for (g, f), k in zip(pairs.tolist(), counts.tolist()):
+        if k > top_of_group.get(g, (0, None))[0]:
+            top_of_group[g] = (k, f)
+        if k > top_of_fitted.get(f, (0, None))[0]:
+            top_of_fitted[f] = (k, g)
+    out = {int(g): f"{run_id}/{int(g)}" for g in np.unique(groups[groups >= 0]).tolist()}
+    for g, (_, f) in top_of_group.items():
+        if top_of_fitted[f][1] == g and f in lasting:
+            out[int(g)] = lasting[f]
+    return out
+
+
 def _levels(run: RunDir, a):
     """(key, labels) per level coarse to fine, and the position of the level in use; a flat
     run is one level, its ``cluster`` column."""
@@ -139,4 +161,4 @@ def named_assignments(run):
     return run.with_metadata(a)
 
 
-__all__ = ["COLUMNS", "cluster_lineage", "cluster_table", "named_assignments"]
+__all__ = ["COLUMNS", "cluster_lineage", "cluster_table", "group_lineage", "named_assignments"]
