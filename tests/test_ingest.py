@@ -243,10 +243,14 @@ def test_parquet_manifest_ids_and_folder_labels(files):
     assert [s.reason for s in coll.skipped] == ["file not found"]
     coll = collect(d / "m.parquet", labels_from_folders=True)
     assert coll.labels == ["imgs", "imgs"]
-    # duplicate explicit ids are an error, not a silent overwrite
-    pd.DataFrame({"id": ["a", "a"], "path": ["imgs/0.jpg", "imgs/1.jpg"]}).to_parquet(d / "dup.parquet")
-    with pytest.raises(ValueError, match="appears twice"):
-        collect(d / "dup.parquet")
+    # a duplicate explicit id (a post scraped twice) keeps the first row and lists the later
+    # one as skipped, naming both rows: never a silent overwrite, never the whole run lost
+    pd.DataFrame({"id": ["a", "b", "a"], "path": ["imgs/0.jpg", "imgs/1.jpg", "imgs/1.jpg"]}
+                 ).to_parquet(d / "dup.parquet")
+    coll = collect(d / "dup.parquet")
+    assert coll.ids == ["a", "b"] and coll.paths == [str(files[0]), str(files[1])]
+    assert [(s.path, s.reason) for s in coll.skipped] == [
+        (f"{d / 'dup.parquet'} (row 2)", "id 'a' already on manifest row 0")]
 
 
 # -- precomputed embeddings --------------------------------------------------------------------

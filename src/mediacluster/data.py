@@ -185,7 +185,10 @@ class Collection:
     labels used only for evaluation, never for fitting. ``vectors`` is set when the input was
     precomputed embeddings, in which case no encoder runs. ``root`` is the collection root (the
     folder given, a manifest's folder, a single file's folder; None for vectors): a run stores
-    its items' paths relative to it (see ``mediacluster.locations``).
+    its items' paths relative to it (see ``mediacluster.locations``). ``metadata``: a manifest's
+    own columns other than ``path``, ``id`` and ``label`` (a post's time, author, likes, ...),
+    one row per item in ``ids``' order with ``id`` first, or None; a run keeps it
+    (``RunDir.read_metadata``) and its tables carry it.
     """
 
     ids: list[str]
@@ -196,6 +199,7 @@ class Collection:
     skipped: list[Skipped] = field(default_factory=list)
     source: str = ""
     root: str | None = None
+    metadata: object = None  # pandas.DataFrame | None (pandas is imported lazily)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -309,7 +309,7 @@ def read_table(path, columns=None, unescape: bool = True, **csv_kw):
                 df = pd.read_csv(f, **kw)
             except UnicodeEncodeError:  # raw non-UTF-8 names (surrogateescape): object columns
                 f.seek(0)
-                df = _numeric_columns(pd.read_csv(f, **{**kw, "dtype": object}), kw.get("dtype"))
+                df = numeric_columns(pd.read_csv(f, **{**kw, "dtype": object}), kw.get("dtype"))
             if columns is not None:
                 df = df[[c for c in df.columns if c in columns or c == ESCAPED]]
     return unescape_table(df) if unescape else df
@@ -337,7 +337,7 @@ def _read_parquet(f, columns):
     return table.to_pandas()  # as pd.read_parquet converts it (pyarrow >= 19, which pyproject asks for)
 
 
-def _numeric_columns(df, dtype):
+def numeric_columns(df, dtype=None):
     """Columns read as text that are all numbers become numbers (unless a dtype was asked)."""
     import pandas as pd
 

@@ -11,6 +11,7 @@ A run folder (``mediacluster cluster ... --out DIR``) holds, at schema version 1
     clusters.json        per cluster: size, share, examples, top classes, names
     hierarchy.npz        the cluster tree when the clusterer has levels
     duplicates.parquet   duplicate groups (with --dedup)
+    metadata.parquet     a manifest's own columns per item id (time, author, ...), when it has any
     names.json           automatic names          (derived: stamped with the run_id)
     level_names.json     automatic names of every level of hierarchy.npz (derived: stamped)
     names.yaml           hand-given names         (written by a person)
@@ -90,6 +91,7 @@ from .fileio import (
     read_json,
     read_table,
     text_series,
+    unescape_table,
     write_json,
     write_npy,
     write_table,
@@ -111,6 +113,7 @@ ASSIGNMENTS_CSV = "assignments.csv"
 CLUSTERS = "clusters.json"
 HIERARCHY = "hierarchy.npz"
 DUPLICATES = "duplicates.parquet"
+METADATA = "metadata.parquet"  # a manifest's other columns per item (Collection.metadata)
 NAMES = "names.json"
 LEVEL_NAMES = "level_names.json"
 NAMES_YAML = "names.yaml"
@@ -507,6 +510,31 @@ class _Files:
         ``--dedup``."""
         p = self.file(DUPLICATES)
         return self._resolve_paths(read_table(p, columns=columns)) if p.exists() else None
+
+    def write_metadata(self, df) -> None:
+        """A manifest's own columns per item (``Collection.metadata``: ``id`` first), kept with
+        the run so its tables carry them as they were when it was clustered."""
+        if "id" not in df.columns:
+            raise RunDirError("metadata needs an 'id' column")
+        write_table(self.file(METADATA), df)
+
+    def read_metadata(self):
+        """The manifest's own columns per item id, None when the run was not made from a
+        manifest with any."""
+        p = self.file(METADATA)
+        return unescape_table(read_table(p, unescape=False), drop=True) if p.exists() else None
+
+    def with_metadata(self, df, ids=None):
+        """``df`` (one row per item) with the run's metadata columns after its own, joined on
+        the items' ids (``ids``, else ``df``'s ``id`` column); a metadata column named like one
+        of ``df``'s gets the suffix ``_manifest``. ``df`` as it is when the run has none."""
+        meta = self.read_metadata()
+        if meta is None or (ids is None and "id" not in df.columns):
+            return df
+        meta = meta.drop_duplicates("id").rename(
+            columns={c: f"{c}_manifest" for c in meta.columns if c != "id" and c in df.columns})
+        extra = meta.set_index("id").reindex(list(df["id"] if ids is None else ids))
+        return df.assign(**{c: extra[c].to_numpy() for c in extra.columns})
 
     def write_info(self, info: dict) -> None:
         write_json(self.file(RUN_JSON), info)

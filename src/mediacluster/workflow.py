@@ -390,8 +390,11 @@ def cluster_folder(
     dedup_params: dict | None = None,
     hold_model: bool = False,
     vocabulary: list[str] | None = None,
+    columns: dict[str, str] | None = None,
 ) -> RunResult:
     """The ``mediacluster cluster`` job as a function; returns what it published.
+
+    ``columns``: a manifest's own names of its path / id / label columns (``collect``).
 
     ``vocabulary``: the topics a CLIP / CLAP run's clusters are named against (zero-shot;
     ``naming.zeroshot.load_vocabulary`` reads a file), in the run and in its saved model alike;
@@ -450,8 +453,10 @@ def cluster_folder(
                     # rows too long for float32 distances, named in the file (as a sampled fit names them)
                     check_magnitude(coll.vectors, vsrc.path, row="row {}")
                 else:
-                    coll = collect(source, media=media, labels_from_folders=labels_from_folders)
+                    coll = collect(source, media=media, labels_from_folders=labels_from_folders, columns=columns)
                     run.set_collection_root(coll.root)  # item paths are stored relative to it
+                    if coll.metadata is not None:  # a manifest's own columns, kept with the run
+                        run.write_metadata(coll.metadata)
                 timings["ingest"] = time.perf_counter() - t
                 if len(coll) == 0:
                     kind = coll.media if media == "auto" else media

@@ -89,6 +89,24 @@ def add_folder_labels(p, what: str) -> None:
                         "for train/ and test/ folders holding the same classes")
 
 
+def add_manifest_columns(p) -> None:
+    """``--path-column`` / ``--id-column`` / ``--label-column``: a manifest's own column names."""
+    g = p.add_argument_group("a manifest with its own column names (a scrape's post table)")
+    g.add_argument("--path-column", default=None, metavar="NAME",
+                   help="the manifest's column of file paths, when it is not called 'path' (e.g. file_name)")
+    g.add_argument("--id-column", default=None, metavar="NAME",
+                   help="the manifest's column of item ids, when it is not called 'id' (e.g. post_id): a file "
+                        "named by several rows is one item per id")
+    g.add_argument("--label-column", default=None, metavar="NAME",
+                   help="the manifest's column of true labels (evaluation only), when it is not called 'label'")
+
+
+def manifest_columns(args) -> dict[str, str] | None:
+    """What ``collect(columns=)`` takes from :func:`add_manifest_columns`' flags."""
+    cols = {role: getattr(args, f"{role}_column", None) for role in ("path", "id", "label")}
+    return {k: v for k, v in cols.items() if v} or None
+
+
 def folder_labels(args) -> bool | str:
     """What ``collect(labels_from_folders=)`` takes from ``--labels-from-folders`` / ``--folder-label``."""
     if args.folder_label is not None:

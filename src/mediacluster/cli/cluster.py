@@ -14,7 +14,15 @@ from ..duplicates.collection import audio_rule
 from ..naming.support import MOSTLY_UNSURE_NOTE
 from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
-from . import SUMMARIES, add_folder_labels, add_retry_bad, folder_labels, printable
+from . import (
+    SUMMARIES,
+    add_folder_labels,
+    add_manifest_columns,
+    add_retry_bad,
+    folder_labels,
+    manifest_columns,
+    printable,
+)
 from .report import add_report_argument, check_report_arguments, report_after
 
 
@@ -34,6 +42,7 @@ def add_parser(sub):
                         "folder and lists the other kind as skipped; one run embeds one kind")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (the run is reproducible from it)")
     add_folder_labels(p, "take ground-truth labels from sub-folder names (evaluation only, never fitting)")
+    add_manifest_columns(p)
     add_retry_bad(p)
     p.add_argument("--cache-dir", default=None,
                    help="embedding cache folder (default: the user cache, $MEDIACLUSTER_CACHE or "
@@ -215,7 +224,7 @@ def run(args) -> int:
         batch_rows=args.batch_rows, csv=args.csv,
         dedup=args.dedup, dedup_params=dict(parse_param(t) for t in args.dedup_param),
         hold_model=args.carry_from is not None,  # served only once the carry is published (below)
-        vocabulary=vocabulary,
+        vocabulary=vocabulary, columns=manifest_columns(args),
     )
     published = False  # the bare fit was published held with --carry-from (see publish_carried)
     try:
@@ -227,6 +236,9 @@ def run(args) -> int:
                   f"(largest {dups['largest']}); each group fitted as one item; see duplicates.parquet")
             note = audio_rule((res.run.info.get("encoder") or {}).get("media"),
                               dict(parse_param(t) for t in args.dedup_param))
+            if note:
+                print(note)
+            note = few_fitted(dups, res.summary.get("levels"))
             if note:
                 print(note)
         if res.model:
@@ -319,6 +331,23 @@ def print_long_recordings(longs, where: str | None) -> None:
         which = f" (which ones: {where} long_recordings)"
     sys.stdout.write(f"long recordings: {len(longs)} file(s) over {READ_SECONDS:.0f} s embedded from "
                      f"{EXCERPTS} excerpts of {READ_SECONDS / EXCERPTS:.0f} s spread over each{which}\n")
+
+
+def few_fitted(dups: dict, levels: dict | None) -> str | None:
+    """What to say when ``--dedup`` left the fit so few items that its automatic level is one
+    cluster: the duplicate groups may be the groups the person is after (a meme template's
+    captioned variants and reposts are near-duplicates of one another), so the answer is in
+    ``duplicate_group`` or the finer levels, not in the one cluster shown."""
+    if not levels or len(levels["n_clusters"]) < 2 or levels["level"] != levels.get("auto_level") \
+            or levels["n_clusters"][levels["level"]] != 1:
+        return None
+    fitted = dups["items"] - dups["duplicates"]  # one item per group, and the items in none
+    return (f"note: the fit saw {fitted} distinct items ({dups['items_in_groups']} of {dups['items']} items are in "
+            f"{dups['groups']} duplicate groups, each fitted once), and its automatic level is one cluster. "
+            "Where the groups are the kinds you are after (a meme template's captioned variants are "
+            "near-duplicates of it), duplicate_group holds them and the finest levels split them "
+            f"(--level {len(levels['n_clusters']) - 1}: {levels['n_clusters'][-1]} clusters); without --dedup "
+            "every item counts in the fit")
 
 
 def print_summary(s: dict, skipped, out) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import parse_param
 from ..duplicates.collection import INFO, find_duplicates_in
-from . import SUMMARIES, add_retry_bad, printable
+from . import SUMMARIES, add_manifest_columns, add_retry_bad, manifest_columns, printable
 from .cluster import positive_int, print_long_recordings, print_skipped
 
 
@@ -32,13 +32,15 @@ def add_parser(sub):
                    "keeps the images' perceptual signatures and pair checks, so a re-run decodes only new files")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_manifest_columns(p)
     return p
 
 
 def run(args) -> int:
     res = find_duplicates_in(args.input, args.out, media=args.media, encoder=args.encoder, embed=args.embed,
                              params=dict(parse_param(t) for t in args.param), cache_dir=args.cache_dir,
-                             workers=args.workers, progress=not args.quiet, page_groups=args.groups)
+                             workers=args.workers, progress=not args.quiet, page_groups=args.groups,
+                             columns=manifest_columns(args))
     print(f"mediacluster dups: {res['items']} items -> {res['groups']} duplicate groups holding "
           f"{res['items_in_groups']} items (largest {res['largest']}); links "
           + ", ".join(f"{k} {v}" for k, v in res["links"].items()))

@@ -230,8 +230,10 @@ def across_folders(groups, paths, root: str | None = None) -> dict[str, int]:
 # -- the ``dups`` job ---------------------------------------------------------------------------
 def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = None, embed: bool = True,
                        params: dict | None = None, cache_dir=None, workers: int | None = None,
-                       progress: bool = True, page: bool = True, page_groups: int = 100) -> dict:
-    """Find the duplicate groups of a folder / manifest / vector file and write ``out``:
+                       progress: bool = True, page: bool = True, page_groups: int = 100,
+                       columns: dict[str, str] | None = None) -> dict:
+    """Find the duplicate groups of a folder / manifest / vector file and write ``out``
+    (``columns``: a manifest's own names of its path / id / label columns, as ``collect``):
     ``dups.parquet`` and ``dups.csv`` (one row per item: id, path, duplicate_group, duplicate_of,
     is_representative, link_kind, link_distance, group_size, group_diameter, skipped) and
     ``dups.html`` (the largest groups with thumbnails). ``embed=False``: images by their bytes
@@ -250,7 +252,7 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
     if mapped is not None:  # a float32 .npy is read where it lies, block by block (search.UnitRows)
         finder = _fit_vectors(make_finder(params, progress, workers), mapped, range(len(mapped)), source)
         return _write_found(out, finder, None, [], t0, page, page_groups, progress)
-    coll = collect(source, media=media)
+    coll = collect(source, media=media, columns=columns)
     if len(coll) == 0:
         raise InputError(f"no usable files found in {source}")
     skipped = list(coll.skipped)

@@ -25,9 +25,13 @@ from any working folder.
   the manifest's folder. Rows whose file does not exist are skipped with the reason
   ``"file not found"``, empty paths with ``"empty path in manifest"``, and a path listed again
   (without distinct ids) with ``"duplicate of manifest line N"`` (``row N`` for Parquet);
-  non-regular and over-cap files as for folders. Explicit ids must be unique.
+  non-regular and over-cap files as for folders. An explicit id is one item: a later row with
+  an id already given (a post scraped twice) is skipped with ``"id 'X' already on manifest line
+  N"``, the first row kept.
   ``labels_from_folders`` (``True``, ``"path"`` or ``"name"``) takes each file's parent folder
-  name as its label.
+  name as its label. The manifest's other columns (a post's time, platform, likes, ...) are the
+  items' metadata (``Collection.metadata``, the kept rows; a column of numbers as numbers): a
+  run keeps them and its tables carry them, so they need no join.
 * **precomputed embeddings**, so the rest of the pipeline runs on vectors made elsewhere:
   ``.npy`` (one 2-D numeric array, ids are row numbers), ``.npz`` (an array named ``vectors`` /
   ``embeddings`` / ... or the only array, optional ``ids`` and ``labels``), or a Parquet/CSV
@@ -53,7 +57,7 @@ import numpy as np
 
 from ..data import Collection, Skipped, check_finite
 from ..errors import InputError, ParameterError
-from ..fileio import ESCAPED, hash_file, read_table
+from ..fileio import ESCAPED, hash_file, numeric_columns, read_table
 from ..rundir import RunDir
 from .stream import check_float32_range
 
@@ -115,6 +119,7 @@ def collect(
     source: str | os.PathLike,
     media: str = "auto",
     labels_from_folders: bool | str = False,
+    columns: dict[str, str] | None = None,
 ) -> Collection:
     """Find the items of ``source``: a folder, a manifest, an embeddings file or one media file.
 
@@ -126,14 +131,17 @@ def collect(
 
     ``labels_from_folders``: ``False`` (no labels), ``True`` or ``"path"`` (a file's folder
     path under the root: ``"train/cat"``), ``"name"`` (its own folder's name: ``"cat"``).
+    ``columns``: a manifest's own names of its ``path`` / ``id`` / ``label`` columns
+    (``{"path": "file_name", "id": "post_id"}``, as the CLI's ``--path-column`` / ``--id-column``
+    / ``--label-column``); a name the manifest lacks is refused naming its columns.
     """
     if not isinstance(labels_from_folders, bool) and labels_from_folders not in FOLDER_LABELS:
         raise ParameterError(f"labels_from_folders must be True, False, 'path' or 'name', not {labels_from_folders!r}")
     if media == "auto" and Path(source).suffix.lower() not in _TABLE_SUFFIXES:
         media, counts = detect_media(source)
         if media == "vector":  # precomputed embeddings: the media kind plays no part
-            return collect(source, media="image", labels_from_folders=labels_from_folders)
-        coll = collect(source, media=media, labels_from_folders=labels_from_folders)
+            return collect(source, media="image", labels_from_folders=labels_from_folders, columns=columns)
+        coll = collect(source, media=media, labels_from_folders=labels_from_folders, columns=columns)
         other = next((k for k in counts if k != media and counts[k]), None)
         if other is not None and Path(source).is_dir():
             for path in _media_files(Path(os.path.abspath(source)), MEDIA_EXTENSIONS[other]):
@@ -161,7 +169,7 @@ def collect(
     if suffix in (".npy", ".npz"):
         return read_vectors(p)
     if suffix in _TABLE_SUFFIXES:
-        df = _read_table(p)
+        df = named_columns(_read_table(p), columns, p)
         if _vector_column(df) is None and "path" in df.columns:
             if media == "auto":
                 media, _ = _majority_media(df["path"].tolist())
@@ -396,6 +404,30 @@ def _read_table(p: Path):
     return df
 
 
+MANIFEST_ROLES = ("path", "id", "label")
+
+
+def named_columns(df, columns: dict[str, str] | None, p):
+    """``df`` with the manifest's own column names for the ``path`` / ``id`` / ``label`` roles
+    (``columns``: role -> its name, matched case-insensitively as every header) renamed to the
+    roles; a name the table lacks, a role the table already has under its own name, or an
+    unknown role is refused naming it."""
+    if not columns:
+        return df
+    renames = {}
+    for role, name in columns.items():
+        if role not in MANIFEST_ROLES:
+            raise ParameterError(f"unknown manifest column role {role!r}; expected one of {', '.join(MANIFEST_ROLES)}")
+        key = str(name).strip().lower()
+        if key not in df.columns:
+            raise InputError(f"{p}: no column {name!r} (given as its {role} column); columns are {list(df.columns)}")
+        if key != role and role in df.columns:
+            raise InputError(f"{p}: {name!r} is given as the {role} column, but the table has a {role!r} column "
+                             "too; rename one of them")
+        renames[key] = role
+    return df.rename(columns=renames)
+
+
 def _str_or_none(x) -> str | None:
     if _isna(x):
         return None
@@ -426,6 +458,7 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
     raw_ids = df["id"].tolist() if has_ids else None
     raw_labels = df["label"].tolist() if has_labels else None
     csv = p.suffix.lower() in (".csv", ".tsv")
+    rows: list[int] = []  # the manifest row of each kept item
     for row, raw in enumerate(df["path"].tolist()):
         where = f"line {row + 2}" if csv else f"row {row}"  # CSV: header is line 1
         s = _str_or_none(raw)
@@ -443,8 +476,11 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
             if item_id is None:
                 raise InputError(f"{p}: {where} has an empty id")
             if item_id in seen_id:
-                raise InputError(
-                    f"{p}: id {item_id!r} appears twice ({seen_id[item_id]} and {where}); ids must be unique")
+                # a re-scraped row: the first row with the id is the item, the later one is
+                # listed as skipped (as a path listed again is) instead of costing the run
+                skipped.append(Skipped(f"{p} ({where})",
+                                       f"id {item_id!r} already on manifest {seen_id[item_id]}"))
+                continue
             seen_id[item_id] = where
         elif full in seen_path:
             skipped.append(Skipped(full, f"duplicate of manifest {seen_path[full]}"))
@@ -464,6 +500,7 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
             continue
         ids.append(item_id)
         paths.append(full)
+        rows.append(row)
         if labels_from_folders:
             labels.append(os.path.basename(os.path.dirname(full)) or None)
         elif has_labels:
@@ -471,7 +508,18 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
     return Collection(
         ids=ids, paths=paths, labels=labels if (has_labels or labels_from_folders) else None,
         media=media, skipped=skipped, source=str(p), root=str(base),
+        metadata=_metadata(df, ids, rows, {"path", "id"} | ({"label"} if has_labels else set())),
     )
+
+
+def _metadata(df, ids: list[str], rows: list[int], used: set[str]):
+    """The manifest's other columns for the kept rows, ``id`` first (None without any)."""
+    other = [c for c in df.columns if c not in used]
+    if not other:
+        return None
+    meta = numeric_columns(df.iloc[rows][other].reset_index(drop=True))
+    meta.insert(0, "id", ids)
+    return meta
 
 
 # -- precomputed vectors -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from .overrides import (
     run_level_names,
     save_names_template,
 )
-from .tables import cluster_table, named_assignments
+from .tables import cluster_lineage, cluster_table, named_assignments
 
-__all__ = ["cluster_table", "hand_level_names", "level_names", "level_names_sure", "load_names", "model_names", "named_assignments", "names_near", "pipeline_names",
+__all__ = ["cluster_lineage", "cluster_table", "hand_level_names", "level_names", "level_names_sure", "load_names", "model_names", "named_assignments", "names_near", "pipeline_names",
            "pipeline_names_sure", "run_level_names", "save_names_template"]

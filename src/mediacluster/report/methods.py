@@ -63,7 +63,8 @@ def methods_text(run) -> str:
     else:
         p = [f"We embedded {n:,} {media} files" if isinstance(n, int) else f"We embedded the {media} files",
              f" of `{info.get('collection_root', info.get('source', '?'))}`"
-             + (f" ({skipped} could not be read and were left out)" if skipped else ""),
+             + (f" ({skipped} could not be used and were left out: unreadable, missing or listed twice; "
+                "`run.json` gives each with its reason)" if skipped else ""),
              f" with the encoder `{enc.get('name', '?')}` (id `{enc.get('id', '?')}`)."]
     if info.get("fit_sample"):
         fs = info["fit_sample"]  # {"size", "of", "seed"} (a bare number in a run.json written before)
@@ -101,6 +102,15 @@ def methods_text(run) -> str:
     hand = load_names(run, automatic=False)
     if hand:
         p.append(f" {len(hand)} cluster(s) were then named by hand (`names.yaml`, the studio).")
+    carry = run.read_carry()
+    if carry and carry.get("from"):  # cluster --carry-from: a re-run of a grown collection
+        st = carry.get("previous_clusters") or {}
+        p.append(f" The clusters were matched to those of the previous run {carry['from'].get('run_id', '?')} by a "
+                 f"mutual majority of their {carry.get('shared_items', 0):,} shared items (compared by "
+                 f"{carry.get('identity', '?')}): " + ", ".join(f"{st.get(k, 0)} {k}" for k in ("kept", "split", "merged",
+                                                                                                 "gone"))
+                 + f", {len(carry.get('new_clusters') or [])} new; a cluster that continues a previous one keeps "
+                 "its lasting id (`lineage`: the run and cluster where the group was first seen).")
     if run.read_curated() is not None:
         p.append(" The clusters were reviewed in the mediacluster studio; the curated clusters are the "
                  "assignments' `curated_*` columns.")

@@ -273,6 +273,22 @@ def match_clusters(old_labels: np.ndarray, new_labels: np.ndarray, old_ids: list
     return previous, clusters, carried
 
 
+def lineage(old: _Side, new_run: RunDir, clusters: list[dict]) -> dict[str, str]:
+    """Each new cluster's lasting id, ``RUN_ID/C``: the run where its group was first seen and
+    its cluster there. A cluster that inherits a previous curated one (a mutual majority: kept,
+    or the part that continues a split) takes that one's lasting id, so a template keeps one id
+    through every re-cluster of a growing collection; any other is new here. A previous curated
+    cluster's lasting id is that of the previous run's fitted cluster it holds most of (its own
+    ``carry.json`` lineage, else ``PREVIOUS_RUN_ID/C``; ``naming.tables.group_lineage``: the
+    parts a person merged there keep the template's id)."""
+    from ..naming.tables import cluster_lineage, group_lineage
+
+    before = group_lineage(old.state.labels, old.fitted, cluster_lineage(old.run), old.run.run_id)
+    return {str(r["cluster"]): (f"{new_run.run_id}/{r['cluster']}" if r.get("inherits") is None
+                                else before.get(int(r["inherits"]), f"{old.run.run_id}/{r['inherits']}"))
+            for r in clusters}
+
+
 class _Touched:
     """What effective edits touched, each subject with the latest edit (seq) that touched it:
     a cluster's name or junk mark, a cluster's tag, an item's cluster or tag."""
@@ -783,6 +799,7 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             "not_carried": not_carried + skipped,
             "edits_seq": seq, "seconds": round(time.perf_counter() - t0, 3),
             "previous": previous, "clusters": clusters,
+            "lineage": lineage(o, new_run, clusters),
         }
         prev = (new_run.read_carry() or {}) if done else {}
         earlier = prev.get("rounds") or ([{  # a carry.json written before rounds were recorded

@@ -857,6 +857,7 @@ class Studio:
             return self.tree(), self.named_levels()
 
     def curated_table(self):
+        from ..naming.tables import cluster_lineage, group_lineage
         from .exports import curated_table, level_columns
 
         with self._lock:
@@ -865,8 +866,12 @@ class Studio:
         names = {e["id"]: e["name"] for e in table}
         dups = None if self.dup_group is None else (self.dup_group, self.dup_of)
         levels = level_columns(tree, named, [e["name"] for e in table if e.get("junk")])
-        return seq, curated_table(self.ids, self.paths, self.fitted, labels, names, status,
-                                  self.probability, tags, self.truth, duplicates=dups, levels=levels), table
+        df = curated_table(self.ids, self.paths, self.fitted, labels, names, status,
+                           self.probability, tags, self.truth, duplicates=dups, levels=levels)
+        # each curated cluster's lasting id across re-clusters (that of the fitted cluster it holds most of)
+        lasting = group_lineage(labels, self.fitted, cluster_lineage(self.run), self.run.run_id)
+        df.insert(df.columns.get_loc("curated_name") + 1, "lineage", [lasting.get(int(c)) for c in labels])
+        return seq, self.run.with_metadata(df, ids=self.ids), table  # a manifest's own columns last
 
     def export(self, kind: str, mode: str = "symlink", client: str = "", user: str = "", prefer=None,
                split: str | None = None) -> dict:
