@@ -252,3 +252,35 @@ def test_run_tables_are_read_and_freed_on_the_calling_thread(tmp_path, monkeypat
     time.sleep(0.2)  # a worker still tearing a scan down would free its buffers now
     assert seen["read"] == {main}
     assert seen["freed"] == {main}
+
+
+def _publish_minimal(out, names_yaml: str | None = None) -> str:
+    with RunDir.create(out) as run:
+        run.write_info({})
+        if names_yaml is not None:
+            (run.path / "names.yaml").write_text(names_yaml)
+    return run.run_id
+
+
+def test_a_kept_run_copied_back_and_replaced_again_is_kept_under_a_free_name(tmp_path):
+    """A person copies a kept-aside run back to go on with it (``cp -r run.replaced-X run``), works
+    on, and re-clusters: the run is kept aside again, beside the first copy. Before, the rename onto
+    the existing ``run.replaced-X`` failed after the new run was published (an internal error) and
+    left the old run at its temporary build name, which the next run deletes as a killed build."""
+    import shutil
+
+    out = tmp_path / "run"
+    first = _publish_minimal(out, "0: cats\n")
+    _publish_minimal(out)
+    kept = tmp_path / f"run.replaced-{first}"
+    assert (kept / "names.yaml").read_text() == "0: cats\n"
+    shutil.rmtree(out)
+    shutil.copytree(kept, out)  # the old run back, then more of a person's work in it
+    (out / "names.yaml").write_text("0: cats\n1: dogs\n")
+    with RunDir.create(out) as run:
+        run.write_info({})
+    again = tmp_path / f"run.replaced-{first}-2"
+    assert run.kept_previous == again
+    assert (again / "names.yaml").read_text() == "0: cats\n1: dogs\n"
+    assert (kept / "names.yaml").read_text() == "0: cats\n"  # the first one untouched
+    assert sorted(p.name for p in tmp_path.glob(".run.*")) == [".run.lock"]  # no build folder left

@@ -1070,7 +1070,16 @@ class RunBuilder(_Files):
             except (OSError, ValueError):
                 rid = "previous"
             keep = self.target.parent / f"{self.target.name}.replaced-{rid}"
-            os.rename(old, keep)
+            n = 1
+            while True:  # a copy of a kept run put back and replaced again: its name is taken
+                try:
+                    os.rename(old, keep)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) or n > 1000:
+                        raise output_error(e, keep) from e
+                    n += 1
+                    keep = self.target.parent / f"{self.target.name}.replaced-{rid}-{n}"
             self.kept_previous = keep
         else:
             shutil.rmtree(old, ignore_errors=True)
