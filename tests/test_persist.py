@@ -176,3 +176,27 @@ def test_versions_past_v9999_keep_their_order(tmp_path):
     assert store.versions() == ["v0002", "v9999", "v10000"]
     assert store.latest() == tmp_path / "v10000"
     assert store.publish(lambda f: (f.mkdir(), (f / "model.json").write_text("{}"))).name == "v10001"
+
+
+def test_a_damaged_version_is_listed_and_refused_by_models_not_a_crash(fitted, tmp_path, capsys):
+    """A version whose model.json is cut short (a copy of the store interrupted) or whose
+    ``metadata`` is not a mapping: `mediacluster models` was an internal error listing the store
+    and `--use` on it too; it lists such a version with "?" and refuses to point LATEST at one
+    (a watching service would then fail to load it)."""
+    from mediacluster.cli import main
+    from mediacluster.persist import ModelStore, model_id
+
+    store = ModelStore(tmp_path / "models")
+    for _ in range(3):
+        fitted.publish(store.root, run_id="r1")
+    (store.root / "v0001" / "model.json").write_text('{"format": "mediacluster-model", "metad')
+    doc = json.loads((store.root / "v0002" / "model.json").read_text())
+    (store.root / "v0002" / "model.json").write_text(json.dumps({**doc, "metadata": "x"}))
+    assert model_id(store.root / "v0002") == "v0002"
+    assert main(["models", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "v0001" in out and "v0002" in out and "* v0003" in out, out
+    assert main(["models", str(tmp_path), "--use", "v0001"]) == 2
+    assert "v0001/model.json is not valid JSON" in capsys.readouterr().err
+    assert store.pointer()["version"] == "v0003"  # LATEST left as it was
+    assert main(["models", str(tmp_path), "--use", "v0002"]) == 0  # a model folder by its format: no crash
