@@ -284,3 +284,15 @@ def test_a_kept_run_copied_back_and_replaced_again_is_kept_under_a_free_name(tmp
     assert (again / "names.yaml").read_text() == "0: cats\n1: dogs\n"
     assert (kept / "names.yaml").read_text() == "0: cats\n"  # the first one untouched
     assert sorted(p.name for p in tmp_path.glob(".run.*")) == [".run.lock"]  # no build folder left
+
+
+def test_cluster_carry_from_its_own_out_finds_a_run_kept_under_a_suffixed_name(tmp_path):
+    """``cluster --out run --carry-from run`` carries from the run kept aside; kept as
+    ``run.replaced-ID-2`` (that name taken), it was "nothing to carry"."""
+    from mediacluster.studio.carry import resolve_previous
+
+    out = tmp_path / "run"
+    for kept in (f"run.replaced-{'a' * 16}", f"run.replaced-{'a' * 16}-2"):
+        assert resolve_previous(out, out, "a" * 16, tmp_path / kept) == tmp_path / kept
+    assert resolve_previous(out, out, "a" * 16, tmp_path / f"run.replaced-{'b' * 16}-2") is None
+    assert resolve_previous(out, out, "a" * 16, None) is None
