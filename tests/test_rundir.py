@@ -296,3 +296,22 @@ def test_cluster_carry_from_its_own_out_finds_a_run_kept_under_a_suffixed_name(t
         assert resolve_previous(out, out, "a" * 16, tmp_path / kept) == tmp_path / kept
     assert resolve_previous(out, out, "a" * 16, tmp_path / f"run.replaced-{'b' * 16}-2") is None
     assert resolve_previous(out, out, "a" * 16, None) is None
+
+
+@pytest.mark.parametrize("doc", ['[{"id": 1}]', '"run the command again"', "3"])
+def test_another_tools_run_json_is_no_run_and_its_folder_is_never_replaced(tmp_path, doc):
+    """A folder holding another tool's ``run.json`` (a JSON list, a string): ``is_run`` /
+    ``find_run`` (``evaluate MODEL`` looks for its run among the parents) were an internal error
+    (AttributeError), and a string holding the word "command" passed as a run of an old version,
+    so ``cluster --out`` replaced the folder, deleting the files in it."""
+    from mediacluster.rundir import find_run
+
+    proj = tmp_path / "proj"
+    (proj / "models").mkdir(parents=True)
+    (proj / "run.json").write_text(doc)
+    (proj / "notes.txt").write_text("mine")
+    assert not RunDir.is_run(proj) and find_run(proj / "models") is None
+    with pytest.raises(RunDirError, match="not a mediacluster run"):
+        with RunDir.create(proj) as run:
+            run.write_info({})
+    assert (proj / "notes.txt").read_text() == "mine" and (proj / "run.json").read_text() == doc

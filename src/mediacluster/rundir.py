@@ -843,9 +843,10 @@ class RunDir(_Files):
         if not p.is_file():
             return False
         try:
-            return read_json(p).get("schema") == SCHEMA
+            doc = read_json(p)
         except (OSError, ValueError):
             return False
+        return isinstance(doc, dict) and doc.get("schema") == SCHEMA  # another tool's run.json: not a run
 
     @classmethod
     def open(cls, path: str | os.PathLike, collection_root: str | os.PathLike | None = None) -> RunDir:
@@ -1089,9 +1090,10 @@ def _is_legacy_run(path: Path) -> bool:
     """A run folder written before the schema was recorded (replaceable, not readable)."""
     p = path / RUN_JSON
     try:
-        return p.is_file() and "command" in json.loads(p.read_text(encoding="utf-8"))
+        doc = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
     except (OSError, ValueError):
         return False
+    return isinstance(doc, dict) and "command" in doc  # not a list or text that holds the word
 
 
 def _fsync_dir(path: Path) -> None:
