@@ -200,3 +200,27 @@ def test_a_damaged_version_is_listed_and_refused_by_models_not_a_crash(fitted, t
     assert "v0001/model.json is not valid JSON" in capsys.readouterr().err
     assert store.pointer()["version"] == "v0003"  # LATEST left as it was
     assert main(["models", str(tmp_path), "--use", "v0002"]) == 0  # a model folder by its format: no crash
+
+
+def test_a_model_saved_over_another_keeps_none_of_the_others_items_or_duplicate_index(tmp_path):
+    """``save(path, overwrite=True)`` of a model fitted on bare vectors over one saved with item ids
+    (and a ``--dedup`` duplicate index): the old ``items.json`` stayed, so ``similar`` named the new
+    model's neighbours with the old model's ids ('cat0' for a row of other data), and the old
+    duplicate index answered "near-duplicate of" items of another collection. A model saved again
+    in place keeps its own."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(2, 60, 8)).astype(np.float32)
+
+    def fit(v):
+        return Pipeline(outliers=None, random_state=0).with_params(
+            {"reducer": "pca", "reducer__n_components": 4, "clusterer": "kmeans", "clusterer__n_clusters": 3}).fit(v)
+
+    m = tmp_path / "m"
+    fit(X).save(m, items={"ids": [f"cat{i}" for i in range(60)]})
+    (m / "duplicates").mkdir()
+    (m / "duplicates" / "index.json").write_text("{}")
+    Pipeline.load(m).save(m, overwrite=True)  # in place: its own items and index stay
+    assert (m / "duplicates").is_dir() and Pipeline.load(m).similar(X[:1], k=1)["ids"] == [["cat0"]]
+    fit(Y).save(m, overwrite=True)
+    assert sorted(p.name for p in m.iterdir()) == ["arrays.npz", "model.json"]
+    assert Pipeline.load(m).similar(Y[:1], k=3)["ids"] is None  # rows only, as for any bare-vector model
