@@ -637,12 +637,6 @@ class _Files:
         return p
 
 
-def _parquet_columns(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return list(pq.read_schema(path).names)
-
-
 class TableWriter:
     """A Parquet table (and optionally the same rows as CSV) written batch by batch.
 
@@ -792,9 +786,6 @@ class ShardSet:
         # pyarrow worker thread after returning, which can still be running at exit (see
         # fileio._read_parquet)
         return pq.ParquetFile(self.path(key)).read(columns=columns)
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def work_path(path: str | os.PathLike) -> Path:
