@@ -315,3 +315,23 @@ def test_another_tools_run_json_is_no_run_and_its_folder_is_never_replaced(tmp_p
         with RunDir.create(proj) as run:
             run.write_info({})
     assert (proj / "notes.txt").read_text() == "mine" and (proj / "run.json").read_text() == doc
+
+
+def test_out_a_link_to_a_run_folder_is_rebuilt_where_the_folder_is(tmp_path):
+    """``--out runs/x`` where ``runs/x`` links to ``/big/disk/x``: the new run was built beside the
+    link and swapped with the link itself, so the link became a folder on the small disk, the old
+    run stayed orphaned behind it and a ``.x.tmp-*`` link was left for ever (rmtree refuses a
+    link). Now the folder the link names is rebuilt, the link stays, and writers through the link
+    and through the folder hold one lock."""
+    big, runs = tmp_path / "big", tmp_path / "runs"
+    big.mkdir()
+    runs.mkdir()
+    _publish_minimal(big / "x")
+    (runs / "x").symlink_to(big / "x")
+    with RunDir.create(runs / "x") as run:
+        run.write_info({})
+    assert (runs / "x").is_symlink() and run.published.path == runs / "x"
+    assert json.loads((big / "x" / "run.json").read_text())["run_id"] == run.run_id
+    assert sorted(p.name for p in runs.iterdir()) == ["x"]
+    assert sorted(p.name for p in big.iterdir()) == [".x.lock", "x"]
+    assert lock_path(runs / "x") == lock_path(big / "x")

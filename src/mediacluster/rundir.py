@@ -154,7 +154,7 @@ def texts(values) -> tuple[list, list[bool]]:
 # the lock
 # ------------------------------------------------------------------------------------------
 def lock_path(path: Path) -> Path:
-    path = Path(os.path.abspath(path))
+    path = Path(os.path.realpath(path))  # through a link to the folder or not: one lock
     return path.parent / f".{path.name}.lock"
 
 
@@ -891,7 +891,10 @@ class RunBuilder(_Files):
     """
 
     def __init__(self, target: Path, command: str):
-        self.target = Path(os.path.abspath(target))
+        self.shown = Path(os.path.abspath(target))  # as given: the published run is opened so
+        # --out a link to a folder (on another disk): the run is built beside the folder and swapped
+        # with it, not with the link (which the swap replaced by the new run, the old one left there)
+        self.target = Path(os.path.realpath(target))
         self.command = command
         self._run_id = uuid.uuid4().hex[:16]
         self.path = None
@@ -1008,7 +1011,7 @@ class RunBuilder(_Files):
     def base_info(self) -> dict:
         from ._version import versions
 
-        where = self.collection_root.record(self.target)
+        where = self.collection_root.record(self.shown)
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "run_id": self._run_id,
                 "command": self.command, "versions": versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1053,7 +1056,7 @@ class RunBuilder(_Files):
         if self.path.exists():  # the previous run, now at the temporary name
             self._retire(self.path)
         shutil.rmtree(work_path(t), ignore_errors=True)
-        return RunDir(t)
+        return RunDir(self.shown)
 
     def _retire(self, old: Path) -> None:
         if any((old / f).exists() for f in PERSONAL):
