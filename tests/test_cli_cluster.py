@@ -245,3 +245,15 @@ def test_the_fit_is_announced_with_what_a_first_run_compiles(cifar3_embeddings, 
     from mediacluster.pipeline import Pipeline  # a fit no person waits for (tune's trials) is quiet
     Pipeline(reducer="pca", clusterer="kmeans").fit(np.asarray(cifar3_embeddings.vectors, np.float32))
     assert not [r for r in caplog.records if r.name == "mediacluster.pipeline.stages"]
+
+
+@pytest.mark.parametrize("flags, named", [(["--dedup-param", "hash_radius=4"], "--dedup-param"),
+                                          (["--ray-workers", "3"], "--ray-workers")])
+def test_a_flag_of_a_step_not_asked_for_is_refused_not_passed_over(flags, named, tmp_path, capsys):
+    """``cluster --dedup-param ...`` without ``--dedup`` and ``--ray-workers N`` without
+    ``--executor ray`` ran and wrote the run with the flag unused, without a word (as
+    ``--ray-address`` without ``--executor ray`` was already refused)."""
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--quiet", *flags]) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

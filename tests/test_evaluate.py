@@ -536,3 +536,21 @@ def test_a_curation_that_only_renamed_is_not_scored_again(run_dir, tmp_path, cap
     a.to_parquet(run / "assignments.parquet")
     assert main(["evaluate", str(run), "--out", str(tmp_path / "e2.json")]) == 0
     assert "same_as" not in _read(tmp_path / "e2.json")["labelings"]["curated"]["internal"]["original"]
+
+
+def test_a_run_whose_latest_was_rolled_back_is_scored_with_its_own_model(cifar3_embeddings, tmp_path, capsys):
+    """``models RUN --use v0001`` (a rollback to the previous run's version) left ``evaluate RUN``
+    without the reduced space, saying "no model in the run folder" while the run's own v0002 was
+    there: the run's own newest version is the one its clusters were fitted in."""
+    np.save(tmp_path / "v.npy", np.asarray(cifar3_embeddings.vectors, np.float32))
+    out = tmp_path / "run"
+    fast = ["--reducer", "pca", "--reducer-param", "n_components=8", "--clusterer", "kmeans", "--quiet"]
+    for k in (3, 4):
+        assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(out), "--save-model",
+                     "--clusterer-param", f"n_clusters={k}", *fast]) == 0
+    assert main(["models", str(out), "--use", "v0001"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--no-original", "--out", str(tmp_path / "e.json")]) == 0
+    text = capsys.readouterr().out
+    assert "no model" not in text and "the run's own v0002 used" in text, text
+    assert "reduced" in _read(tmp_path / "e.json")["labelings"]["fitted"]["internal"]

@@ -249,3 +249,51 @@ def test_a_watching_holder_reads_held_and_the_version_from_one_latest(tmp_path, 
         assert h.reload()["switched"] is True and h.current.version == "v0002"
     finally:
         h.stop()
+
+
+def test_a_damaged_version_is_listed_and_refused_by_models_not_a_crash(fitted, tmp_path, capsys):
+    """A version whose model.json is cut short (a copy of the store interrupted) or whose
+    ``metadata`` is not a mapping: `mediacluster models` was an internal error listing the store
+    and `--use` on it too; it lists such a version with "?" and refuses to point LATEST at one
+    (a watching service would then fail to load it)."""
+    from mediacluster.cli import main
+    from mediacluster.persist import ModelStore, model_id
+
+    store = ModelStore(tmp_path / "models")
+    for _ in range(3):
+        fitted.publish(store.root, run_id="r1")
+    (store.root / "v0001" / "model.json").write_text('{"format": "mediacluster-model", "metad')
+    doc = json.loads((store.root / "v0002" / "model.json").read_text())
+    (store.root / "v0002" / "model.json").write_text(json.dumps({**doc, "metadata": "x"}))
+    assert model_id(store.root / "v0002") == "v0002"
+    assert main(["models", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "v0001" in out and "v0002" in out and "* v0003" in out, out
+    assert main(["models", str(tmp_path), "--use", "v0001"]) == 2
+    assert "v0001/model.json is not valid JSON" in capsys.readouterr().err
+    assert store.pointer()["version"] == "v0003"  # LATEST left as it was
+    assert main(["models", str(tmp_path), "--use", "v0002"]) == 0  # a model folder by its format: no crash
+
+
+def test_a_model_saved_over_another_keeps_none_of_the_others_items_or_duplicate_index(tmp_path):
+    """``save(path, overwrite=True)`` of a model fitted on bare vectors over one saved with item ids
+    (and a ``--dedup`` duplicate index): the old ``items.json`` stayed, so ``similar`` named the new
+    model's neighbours with the old model's ids ('cat0' for a row of other data), and the old
+    duplicate index answered "near-duplicate of" items of another collection. A model saved again
+    in place keeps its own."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(2, 60, 8)).astype(np.float32)
+
+    def fit(v):
+        return Pipeline(outliers=None, random_state=0).with_params(
+            {"reducer": "pca", "reducer__n_components": 4, "clusterer": "kmeans", "clusterer__n_clusters": 3}).fit(v)
+
+    m = tmp_path / "m"
+    fit(X).save(m, items={"ids": [f"cat{i}" for i in range(60)]})
+    (m / "duplicates").mkdir()
+    (m / "duplicates" / "index.json").write_text("{}")
+    Pipeline.load(m).save(m, overwrite=True)  # in place: its own items and index stay
+    assert (m / "duplicates").is_dir() and Pipeline.load(m).similar(X[:1], k=1)["ids"] == [["cat0"]]
+    fit(Y).save(m, overwrite=True)
+    assert sorted(p.name for p in m.iterdir()) == ["arrays.npz", "model.json"]
+    assert Pipeline.load(m).similar(Y[:1], k=3)["ids"] is None  # rows only, as for any bare-vector model

@@ -252,3 +252,86 @@ def test_run_tables_are_read_and_freed_on_the_calling_thread(tmp_path, monkeypat
     time.sleep(0.2)  # a worker still tearing a scan down would free its buffers now
     assert seen["read"] == {main}
     assert seen["freed"] == {main}
+
+
+def _publish_minimal(out, names_yaml: str | None = None) -> str:
+    with RunDir.create(out) as run:
+        run.write_info({})
+        if names_yaml is not None:
+            (run.path / "names.yaml").write_text(names_yaml)
+    return run.run_id
+
+
+def test_a_kept_run_copied_back_and_replaced_again_is_kept_under_a_free_name(tmp_path):
+    """A person copies a kept-aside run back to go on with it (``cp -r run.replaced-X run``), works
+    on, and re-clusters: the run is kept aside again, beside the first copy. Before, the rename onto
+    the existing ``run.replaced-X`` failed after the new run was published (an internal error) and
+    left the old run at its temporary build name, which the next run deletes as a killed build."""
+    import shutil
+
+    out = tmp_path / "run"
+    first = _publish_minimal(out, "0: cats\n")
+    _publish_minimal(out)
+    kept = tmp_path / f"run.replaced-{first}"
+    assert (kept / "names.yaml").read_text() == "0: cats\n"
+    shutil.rmtree(out)
+    shutil.copytree(kept, out)  # the old run back, then more of a person's work in it
+    (out / "names.yaml").write_text("0: cats\n1: dogs\n")
+    with RunDir.create(out) as run:
+        run.write_info({})
+    again = tmp_path / f"run.replaced-{first}-2"
+    assert run.kept_previous == again
+    assert (again / "names.yaml").read_text() == "0: cats\n1: dogs\n"
+    assert (kept / "names.yaml").read_text() == "0: cats\n"  # the first one untouched
+    assert sorted(p.name for p in tmp_path.glob(".run.*")) == [".run.lock"]  # no build folder left
+
+
+def test_cluster_carry_from_its_own_out_finds_a_run_kept_under_a_suffixed_name(tmp_path):
+    """``cluster --out run --carry-from run`` carries from the run kept aside; kept as
+    ``run.replaced-ID-2`` (that name taken), it was "nothing to carry"."""
+    from mediacluster.studio.carry import resolve_previous
+
+    out = tmp_path / "run"
+    for kept in (f"run.replaced-{'a' * 16}", f"run.replaced-{'a' * 16}-2"):
+        assert resolve_previous(out, out, "a" * 16, tmp_path / kept) == tmp_path / kept
+    assert resolve_previous(out, out, "a" * 16, tmp_path / f"run.replaced-{'b' * 16}-2") is None
+    assert resolve_previous(out, out, "a" * 16, None) is None
+
+
+@pytest.mark.parametrize("doc", ['[{"id": 1}]', '"run the command again"', "3"])
+def test_another_tools_run_json_is_no_run_and_its_folder_is_never_replaced(tmp_path, doc):
+    """A folder holding another tool's ``run.json`` (a JSON list, a string): ``is_run`` /
+    ``find_run`` (``evaluate MODEL`` looks for its run among the parents) were an internal error
+    (AttributeError), and a string holding the word "command" passed as a run of an old version,
+    so ``cluster --out`` replaced the folder, deleting the files in it."""
+    from mediacluster.rundir import find_run
+
+    proj = tmp_path / "proj"
+    (proj / "models").mkdir(parents=True)
+    (proj / "run.json").write_text(doc)
+    (proj / "notes.txt").write_text("mine")
+    assert not RunDir.is_run(proj) and find_run(proj / "models") is None
+    with pytest.raises(RunDirError, match="not a mediacluster run"):
+        with RunDir.create(proj) as run:
+            run.write_info({})
+    assert (proj / "notes.txt").read_text() == "mine" and (proj / "run.json").read_text() == doc
+
+
+def test_out_a_link_to_a_run_folder_is_rebuilt_where_the_folder_is(tmp_path):
+    """``--out runs/x`` where ``runs/x`` links to ``/big/disk/x``: the new run was built beside the
+    link and swapped with the link itself, so the link became a folder on the small disk, the old
+    run stayed orphaned behind it and a ``.x.tmp-*`` link was left for ever (rmtree refuses a
+    link). Now the folder the link names is rebuilt, the link stays, and writers through the link
+    and through the folder hold one lock."""
+    big, runs = tmp_path / "big", tmp_path / "runs"
+    big.mkdir()
+    runs.mkdir()
+    _publish_minimal(big / "x")
+    (runs / "x").symlink_to(big / "x")
+    with RunDir.create(runs / "x") as run:
+        run.write_info({})
+    assert (runs / "x").is_symlink() and run.published.path == runs / "x"
+    assert json.loads((big / "x" / "run.json").read_text())["run_id"] == run.run_id
+    assert sorted(p.name for p in runs.iterdir()) == ["x"]
+    assert sorted(p.name for p in big.iterdir()) == [".x.lock", "x"]
+    assert lock_path(runs / "x") == lock_path(big / "x")

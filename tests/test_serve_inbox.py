@@ -370,3 +370,14 @@ def test_keep_novelty_keeps_answers_at_or_above_the_threshold(run_dir, cifar3_em
         assert all(r["reason"] == "novel" and r["input"] == "vector" for r in got)
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("flags", [["--keep", "all"], ["--keep-novelty", "0.5"], ["--keep-max-mb", "10"]])
+def test_a_keep_rule_without_an_inbox_is_refused(flags, tmp_path, capsys):
+    """``serve RUN --keep all`` (``--keep-novelty``, ``--keep-max-mb``) without ``--keep-uploads``
+    served with the rule unused: no upload was kept, and nothing said so."""
+    from mediacluster.cli import main
+
+    assert main(["serve", str(tmp_path), "--port", "0", *flags]) == 2
+    err = capsys.readouterr().err
+    assert flags[0] in err and "--keep-uploads" in err, err

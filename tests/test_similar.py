@@ -492,6 +492,17 @@ def test_cli_assign_similar_pages_caps_and_excludes(run_dir, model, cifar3_embed
     assert bad.returncode == 2 and "--per-cluster" in bad.stderr and "--similar" in bad.stderr, bad.stderr
 
 
+def test_same_cluster_without_similar_is_refused_as_its_siblings_are(run_dir, cifar3_embeddings, tmp_path, capsys):
+    """``assign --same-cluster`` without ``--similar`` printed the assignments and passed the flag
+    over; ``--per-cluster``, ``--similar-offset`` and ``--exclude`` were already refused so."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "q.npy", cifar3_embeddings.vectors[[7]])
+    assert main(["assign", str(run_dir), str(tmp_path / "q.npy"), "--same-cluster"]) == 2
+    err = capsys.readouterr().err
+    assert "--same-cluster" in err and "--similar K" in err, err
+
+
 def test_a_repost_is_asked_by_id_as_its_group(cifar3_dir, tmp_path):
     """A model saved with --dedup searches one item per near-duplicate group: a member that is
     not the representative is found as its group, and "more like" it never answers the group."""

@@ -487,3 +487,17 @@ def test_a_mapping_value_that_is_no_single_tag_is_refused(tmp_path):
         (tmp_path / "t.yaml").write_text(f"0: {value}\n1: dog\n")
         with pytest.raises(InputError, match=r"t.yaml: '0' must have one tag \(plain text\)"):
             read_mapping(tmp_path / "t.yaml")
+
+
+@pytest.mark.parametrize("args, named", [(["SRC", "--cluster-tags", "t.yaml"], "--cluster-tags"),
+                                         (["--run", "RUN", "--mapping", "m.yaml"], "--mapping")])
+def test_a_flag_of_the_other_kind_of_training_is_refused_not_passed_over(args, named, tmp_path, capsys):
+    """``tags train SOURCE --cluster-tags T`` (tags of a run's clusters, with no run) and ``tags
+    train --run RUN --mapping M`` without ``--eval`` (a label mapping, with no labels to map)
+    trained with the flag unused, without a word."""
+    from mediacluster.cli import main
+
+    args = [str(tmp_path / a) if a in ("SRC", "RUN") else a for a in args]
+    assert main(["tags", "train", *args, "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -717,6 +717,18 @@ def test_a_pick_without_a_pareto_front_is_refused_before_any_trial(tmp_path, cap
     assert not (tmp_path / "t" / "study.db").exists()
 
 
+def test_a_report_without_the_refit_is_refused_before_any_trial(tmp_path, capsys):
+    """``tune --report --no-refit`` ran the whole study, then said "--report needs the refit best
+    pipeline (drop --no-refit)" (exit 2): the report is of the refit best pipeline."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))
+    assert main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "t"), "--trials", "2", "--report",
+                 "--no-refit", "--quiet"]) == 2
+    assert "--no-refit" in capsys.readouterr().err
+    assert not (tmp_path / "t" / "study.db").exists()
+
+
 @pytest.mark.parametrize("timeout", [-5.0, 0.0, float("nan")])
 def test_a_timeout_that_is_no_time_is_refused_by_name(timeout, tmp_path):
     """``tune --timeout -5`` computed the neighbour graph, started no trial and ended "no trial

@@ -78,14 +78,6 @@ class CuratedTree:
         row = self.rows[j]
         return np.where(row >= 0, src[np.clip(row, 0, max(len(src) - 1, 0))], row)
 
-    def run_id_of(self, j: int, group: int) -> int:
-        """The run's cluster id at coarse level ``j`` of the model's group ``group`` (-1: the junk
-        branch); an IndexError for a group the level has not."""
-        src = np.asarray(self.sources[j]["clusters"]).tolist()
-        if not 0 <= int(group) < len(src):
-            raise IndexError(group)
-        return int(src[int(group)])
-
     def support_by_level(self, stored: dict[int, list[dict]]) -> dict[str, dict[str, dict]]:
         """How sure the coarse levels' names are (the model's ``names_support_by_level`` above
         the finest level): each coarse cluster carries the measured record of the run's cluster

@@ -67,7 +67,7 @@ def load_source(path: Path) -> dict:
     else:
         run = RunDir.open(path)
         src["kind"] = "run"
-        latest = run.models.latest()
+        latest = _own_model(run, src["notes"])
         if latest is not None:
             try:
                 pipe = Pipeline.load(latest)
@@ -127,12 +127,31 @@ def load_source(path: Path) -> dict:
             src["assigned"] = np.asarray(pipe.cluster_, np.int64)
         src["notes"].append("a model keeps no original vectors (only reduced coordinates and a "
                             "compressed reference set): internal scores in the reduced space only")
-    if "Z" not in src and src["kind"] == "run" and pipe is None:
-        src["notes"].append("reduced space not available (no model in the run folder; "
+    if "Z" not in src and src["kind"] == "run" and pipe is None and "model" not in src:
+        src["notes"].append("reduced space not available (no model of this run in the run folder; "
                             "run 'mediacluster cluster --save-model' to keep it)")
     if "assigned" in src and np.array_equal(src["assigned"], src["fitted"]):
         del src["assigned"]  # nothing was assigned: one labelling
     return src
+
+
+def _own_model(run: RunDir, notes: list) -> Path | None:
+    """The model version whose reduced space is the run's: the one ``LATEST`` names, unless that
+    is a version of an earlier run of the folder (``models --use``: a rollback), then the run's
+    own newest version (said in ``notes``); None without one."""
+    from .persist import model_id
+
+    store = run.models
+    latest = store.latest()
+    if latest is None or model_id(latest).split("/")[0] == run.run_id:
+        return latest
+    own = [store.root / v for v in reversed(store.versions())
+           if model_id(store.root / v).split("/")[0] == run.run_id]
+    if not own:
+        return latest  # refused below, said so
+    notes.append(f"LATEST names {latest.name}, a version of an earlier run of {run.path} (a rollback): "
+                 f"the run's own {own[0].name} used")
+    return own[0]
 
 
 def read_labels(path: Path, ids, paths, n: int, root: str | None = None) -> tuple[list, str]:

@@ -178,7 +178,8 @@ class ModelStore:
                 info = read_json(self.root / v / MODEL_JSON)
             except (OSError, ValueError):
                 info = {}
-            meta = info.get("metadata") or {}
+            info = info if isinstance(info, dict) else {}  # damaged or hand-edited: listed with "?"
+            meta = info.get("metadata") if isinstance(info.get("metadata"), dict) else {}
             try:
                 made = time.strftime("%Y-%m-%dT%H:%M:%S%z",
                                      time.localtime((self.root / v / MODEL_JSON).stat().st_mtime))
@@ -215,7 +216,9 @@ class ModelStore:
         version = self.find(version)
         if not (self.root / version / MODEL_JSON).is_file():
             raise ModelFormatError(f"{self.root / version}: no {MODEL_JSON}; not a model version")
-        meta = (read_json(self.root / version / MODEL_JSON).get("metadata") or {})
+        # a damaged version is refused here, not by the service that would switch to it
+        meta = check_model_dir(self.root / version).get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
         ptr = {"version": version, "run_id": meta.get("run_id"), "source": meta.get("source") or "",
                "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pointed_by": "use"}
         with self._pointing():
@@ -350,8 +353,9 @@ def model_id(folder: str | os.PathLike, info: dict | None = None) -> str:
             info = read_json(folder / MODEL_JSON)
         except (OSError, ValueError):
             info = {}
-    run_id = ((info or {}).get("metadata") or {}).get("run_id") if isinstance(info, dict) else None
-    return f"{run_id}/{folder.name}" if run_id else folder.name
+    meta = info.get("metadata") if isinstance(info, dict) else None
+    run_id = meta.get("run_id") if isinstance(meta, dict) else None
+    return f"{run_id}/{folder.name}" if isinstance(run_id, str) and run_id else folder.name
 
 
 #: A model version's duplicate index (``cluster --save-model --dedup``): a sub-folder of JSON, npz

@@ -963,8 +963,11 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         "paths", "root"}`` of the fitted rows (``paths`` / ``root`` optional), kept for
         :meth:`similar` (``pipeline_model.write_items``); None keeps a loaded model's own."""
         info, arrays = pipeline_model.model_doc(self, self._own_metadata() if metadata is None else metadata)
+        if items is None:
+            self.model_items()  # read (and kept) before an overwrite of its own folder replaces items.json
         out = persist.write_model(path, info, arrays, overwrite=overwrite)
         pipeline_model.write_items(path, self, items)
+        pipeline_model.drop_foreign_extras(path, self)
         return out
 
     def publish(self, store, metadata: dict | None = None, run_id: str | None = None,

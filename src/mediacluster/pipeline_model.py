@@ -27,6 +27,7 @@ An outlier stage is refitted on load from the saved embedding (deterministic), n
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
@@ -35,7 +36,7 @@ from . import persist
 from .copies import distinct_rows
 from .data import OUTLIER
 from .errors import MediaclusterError, ModelFormatError
-from .model_items import save_items
+from .model_items import ITEMS_JSON, save_items
 from .predictor import NeighbourPredictor, compared_as
 from .stages import registry
 
@@ -148,12 +149,27 @@ def write_items(folder, pipe, items: dict | None) -> None:
         own = pipe.model_items()
         if own is not None:
             save_items(folder, own.ids, own.paths, own.root)
+        else:  # an overwritten model's items.json would name this model's neighbours
+            (Path(folder) / ITEMS_JSON).unlink(missing_ok=True)
         return
     ids, paths = items["ids"], items.get("paths")
     if len(ids) != len(pipe.labels_) or (paths is not None and len(paths) != len(ids)):
         raise ValueError(f"items: {len(ids)} ids and {None if paths is None else len(paths)} paths for "
                          f"{len(pipe.labels_)} fitted rows")
     save_items(folder, [ids[i] for i in ri], None if paths is None else [paths[i] for i in ri], items.get("root"))
+
+
+def drop_foreign_extras(folder, pipe) -> None:
+    """Remove a duplicate index (``persist.DUPLICATES_DIR``) left in ``folder`` by the model a
+    ``Pipeline.save(overwrite=True)`` replaced: ``save`` writes none, so one there is another
+    model's ("near-duplicate of" items of another collection), unless ``pipe`` was loaded from
+    this very folder (saved again in place: the index is its own)."""
+    import shutil
+
+    own = getattr(pipe, "model_path_", None)
+    if own is not None and Path(own).resolve() == Path(folder).resolve():
+        return
+    shutil.rmtree(Path(folder) / persist.DUPLICATES_DIR, ignore_errors=True)
 
 
 def stage_json(stage):

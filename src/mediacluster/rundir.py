@@ -157,7 +157,7 @@ def texts(values) -> tuple[list, list[bool]]:
 # the lock
 # ------------------------------------------------------------------------------------------
 def lock_path(path: Path) -> Path:
-    path = Path(os.path.abspath(path))
+    path = Path(os.path.realpath(path))  # through a link to the folder or not: one lock
     return path.parent / f".{path.name}.lock"
 
 
@@ -665,12 +665,6 @@ class _Files:
         return p
 
 
-def _parquet_columns(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return list(pq.read_schema(path).names)
-
-
 class TableWriter:
     """A Parquet table (and optionally the same rows as CSV) written batch by batch.
 
@@ -821,9 +815,6 @@ class ShardSet:
         # fileio._read_parquet)
         return pq.ParquetFile(self.path(key)).read(columns=columns)
 
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
 
 def work_path(path: str | os.PathLike) -> Path:
     """``.DIR.work``: work of a run being built that outlives a failed build (shards)."""
@@ -871,9 +862,10 @@ class RunDir(_Files):
         if not p.is_file():
             return False
         try:
-            return read_json(p).get("schema") == SCHEMA
+            doc = read_json(p)
         except (OSError, ValueError):
             return False
+        return isinstance(doc, dict) and doc.get("schema") == SCHEMA  # another tool's run.json: not a run
 
     @classmethod
     def open(cls, path: str | os.PathLike, collection_root: str | os.PathLike | None = None) -> RunDir:
@@ -927,7 +919,10 @@ class RunBuilder(_Files):
     """
 
     def __init__(self, target: Path, command: str):
-        self.target = Path(os.path.abspath(target))
+        self.shown = Path(os.path.abspath(target))  # as given: the published run is opened so
+        # --out a link to a folder (on another disk): the run is built beside the folder and swapped
+        # with it, not with the link (which the swap replaced by the new run, the old one left there)
+        self.target = Path(os.path.realpath(target))
         self.command = command
         self._run_id = uuid.uuid4().hex[:16]
         self.path = None
@@ -1044,7 +1039,7 @@ class RunBuilder(_Files):
     def base_info(self) -> dict:
         from ._version import versions
 
-        where = self.collection_root.record(self.target)
+        where = self.collection_root.record(self.shown)
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "run_id": self._run_id,
                 "command": self.command, "versions": versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1089,7 +1084,7 @@ class RunBuilder(_Files):
         if self.path.exists():  # the previous run, now at the temporary name
             self._retire(self.path)
         shutil.rmtree(work_path(t), ignore_errors=True)
-        return RunDir(t)
+        return RunDir(self.shown)
 
     def _retire(self, old: Path) -> None:
         if any((old / f).exists() for f in PERSONAL):
@@ -1098,7 +1093,16 @@ class RunBuilder(_Files):
             except (OSError, ValueError):
                 rid = "previous"
             keep = self.target.parent / f"{self.target.name}.replaced-{rid}"
-            os.rename(old, keep)
+            n = 1
+            while True:  # a copy of a kept run put back and replaced again: its name is taken
+                try:
+                    os.rename(old, keep)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) or n > 1000:
+                        raise output_error(e, keep) from e
+                    n += 1
+                    keep = self.target.parent / f"{self.target.name}.replaced-{rid}-{n}"
             self.kept_previous = keep
         else:
             shutil.rmtree(old, ignore_errors=True)
@@ -1108,9 +1112,10 @@ def _is_legacy_run(path: Path) -> bool:
     """A run folder written before the schema was recorded (replaceable, not readable)."""
     p = path / RUN_JSON
     try:
-        return p.is_file() and "command" in json.loads(p.read_text(encoding="utf-8"))
+        doc = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
     except (OSError, ValueError):
         return False
+    return isinstance(doc, dict) and "command" in doc  # not a list or text that holds the word
 
 
 def _fsync_dir(path: Path) -> None:

@@ -117,8 +117,8 @@ def run(args) -> int:
     import pandas as pd
 
     check_out(args.out)
-    given = [f for f, v in (("--per-cluster", args.per_cluster), ("--similar-offset", args.similar_offset),
-                            ("--exclude", args.exclude)) if v]
+    given = [f for f, v in (("--same-cluster", args.same_cluster), ("--per-cluster", args.per_cluster),
+                            ("--similar-offset", args.similar_offset), ("--exclude", args.exclude)) if v]
     if given and not args.similar:  # said before the model is loaded or anything embedded
         raise ParameterError(f"{', '.join(given)} shape{'s' if len(given) == 1 else ''} the --similar list: "
                              "give --similar K too", given[0].lstrip("-").replace("-", "_"))

@@ -208,6 +208,10 @@ def run(args) -> int:
                                  "give --encoder clip:MODEL (images) or clap:MODEL (audio); "
                                  f"{args.encoder or 'the default encoder'} names by ImageNet classes or not at all",
                                  "vocabulary")
+    if args.dedup_param and not args.dedup:  # the finder's parameters, with no finder run: said, not passed over
+        from ..errors import ParameterError
+
+        raise ParameterError("--dedup-param sets the duplicate finder of --dedup: give --dedup too", "dedup_param")
     pipe = build_pipeline(args)
     before = None
     if args.carry_from is not None:  # refused before any work when it is not a run

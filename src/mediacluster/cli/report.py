@@ -127,10 +127,7 @@ def report_after_tune(args, out, emb, res) -> int:
     report also shows the study's plots: ``OUT/study.db``), then write its report."""
     if not getattr(args, "report", False):
         return 0
-    pipeline = res.pipeline
-    if pipeline is None or getattr(pipeline, "labels_", None) is None:
-        sys.stderr.write("mediacluster: --report needs the refit best pipeline (drop --no-refit)\n")
-        return 2
+    pipeline = res.pipeline  # refit: `tune --report --no-refit` is refused before the study
     return _report(args, "the study is complete, but the report could not be written",
                    lambda: publish_tuned_run(Path(out) / "best", emb, pipeline, res.summary,
                                              params={k: v for k, v in vars(args).items() if not k.startswith("_")}))

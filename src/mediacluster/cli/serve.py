@@ -113,6 +113,13 @@ def run(args) -> int:
     from ..web import run_server
     from ..web.app import check_token, resolve_token
 
+    given = [f for f, v in (("--keep", args.keep), ("--keep-novelty", args.keep_novelty),
+                            ("--keep-max-mb", args.keep_max_mb)) if v is not None]
+    if given and not args.keep_uploads:  # the rule of a folder that is not kept: passed over before
+        from ..errors import ParameterError
+
+        raise ParameterError(f"{', '.join(given)} choose{'s' if len(given) == 1 else ''} the uploads kept in "
+                             "--keep-uploads DIR: give --keep-uploads too", given[0].lstrip("-").replace("-", "_"))
     token = resolve_token(args.host, args.token)
     check_token(args.read_token, "read-token")
     if args.read_token and not token:  # the writes need a token of their own

@@ -92,6 +92,12 @@ def _train(args) -> int:
 
     if bool(args.run) == bool(args.source):
         raise ParameterError("give either SOURCE (labelled examples) or --run RUN_DIR (tagged clusters)")
+    if args.cluster_tags and not args.run:  # each went unused in silence before
+        raise ParameterError("--cluster-tags tags the clusters of --run RUN_DIR; with SOURCE the labels are the "
+                             "tags (or --mapping maps them)", "cluster_tags")
+    if args.mapping and args.run and not args.eval_source:
+        raise ParameterError("--mapping maps the labels of SOURCE (and of --eval) to tags; with --run the tags "
+                             "come from --cluster-tags", "mapping")
     check_settings(args.precision, args.confidence, args.C, args.val_size)  # before the examples are embedded
     t0 = time.perf_counter()
     if args.run:

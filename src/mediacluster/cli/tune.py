@@ -107,6 +107,9 @@ def load_input(src: str, encoder: str | None, cache_dir, labels_from_folders: bo
 
 def run(args) -> int:
     check_report_arguments(args)
+    if getattr(args, "report", False) and args.no_refit:  # said after the whole study before
+        raise ParameterError("--report shows the refit best pipeline (a run folder OUT/best): drop --no-refit, "
+                             "or run `mediacluster tune` again with --report (the study resumes)", "report")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder")

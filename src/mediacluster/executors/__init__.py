@@ -59,6 +59,9 @@ def get_executor(name: str = "local", address: str | None = None, workers: int |
     if name == "local":
         if address:
             raise ParameterError("--ray-address needs --executor ray", "ray_address")
+        if workers is not None:  # taken and never used before
+            raise ParameterError("--ray-workers needs --executor ray (local embedding threads: --workers)",
+                                 "ray_workers")
         return LocalExecutor()
     if name == "ray":
         from .ray_executor import RayExecutor  # Ray itself is imported there, lazily

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -921,7 +922,8 @@ def resolve_previous(given: str | os.PathLike, out: str | os.PathLike, before_id
     given, out = Path(given), Path(out)
     if given.resolve() != out.resolve():
         return given
-    if kept is not None and Path(kept).name.endswith(f".replaced-{before_id}"):
+    # ``.replaced-<id>-2``: that name was taken already (rundir keeps a run copied back and replaced again)
+    if kept is not None and re.search(rf"\.replaced-{re.escape(str(before_id))}(-\d+)?$", Path(kept).name):
         return Path(kept)
     return None
 
