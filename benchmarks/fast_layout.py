@@ -26,7 +26,8 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
   to their ``n_neighbors`` nearest sample items, weighted-mean start, ``ep // 3`` epochs with
   the sample fixed). Its keys: ``lm`` the rule ``CxF``: ``m = min(n, max(F, ceil(C sqrt(n))))``
   [30x3000]; ``place`` ``tr`` (the transform's epochs) | ``init`` (the weighted-mean start only)
-  [tr]. The neighbours among the sample come from one faiss exact search of every item against
+  [tr]; ``refine`` then this many umap-learn epochs on the whole graph from that layout as the
+  start [0: none]. The neighbours among the sample come from one faiss exact search of every item against
   the sample (the sample's own graph too: its rows' first hit is themselves).
 
 Each fit records the level with the check (``auto``) and without it (``mod``, the modularity
@@ -39,6 +40,8 @@ Usage::
     $B sweep --cases whole --variants base=lay:umap evoc50=lay:evoc,ep:50
     $B table --cases whole subsets --variants base evoc50
     $B timing --variants base=lay:umap evoc50=lay:evoc,knn:nndescent   # 10k, against EVoC
+    $B timing --timing-sets cifar10-train --variants base=lay:umap,knn:nndescent   # 50k
+    $B sweep --cases whole --variants lm30=lay:landmark,lm:30x3000 lm30r50=lay:landmark,refine:50
     $B knn                                   # kNN time and recall at 10k and 50k
     $B check --cases whole subsets --variants base --checks src iter50   # forms of the level check
 
@@ -63,10 +66,10 @@ import subsets  # noqa: E402
 
 DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, "init": "lp",
             "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0,
-            "nocheck": 0, "lm": "30x3000", "place": "tr"}
+            "nocheck": 0, "lm": "30x3000", "place": "tr", "refine": 0}
 
 
-INTS = ("dim", "ep", "ms", "mcs", "nocheck")
+INTS = ("dim", "ep", "ms", "mcs", "nocheck", "refine")
 FLOATS = ("noise", "alpha", "nsr", "ps")
 
 
@@ -153,7 +156,17 @@ def landmark_layout(U, knn, v, seed=0):
                 verbose=False)
         Z[rest] = emb
     SUB["place"] = time.perf_counter() - t
-    return Z
+    if v["refine"]:
+        t = time.perf_counter()
+        ki, kd = knn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Z = umap.UMAP(n_neighbors=nn, n_components=int(v["dim"]), min_dist=0.0, metric="cosine",
+                          n_epochs=int(v["refine"]), init=Z, random_state=seed,
+                          precomputed_knn=(np.array(ki[:, :nn], np.int32), np.array(kd[:, :nn], np.float32), None)
+                          ).fit_transform(U)
+        SUB["refine"] = time.perf_counter() - t
+    return np.asarray(Z, np.float32)
 
 
 def layout(U, knn, v, seed=0):
@@ -367,12 +380,18 @@ def cmd_table(args):
 
 
 def cmd_timing(args):
-    """Reduce + cluster at 10k (CIFAR-10 test) per variant against EVoC's default, one process,
-    each run twice and the second reported; labels of the two runs compared."""
+    """Reduce + cluster per variant against EVoC's default on each of ``--timing-sets`` (10k:
+    CIFAR-10 test; 50k: cifar10-train), one process, each run twice and the second reported;
+    labels of the two runs compared."""
     import evoc
 
-    X, y = ls.load("cifar10-test", args)
-    print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
+    for set_name in args.timing_sets:
+        _timing_one(args, set_name, evoc)
+
+
+def _timing_one(args, set_name, evoc):
+    X, y = ls.load(set_name, args)
+    print(f"\n{set_name} (n={len(X)}); load average before: {open('/proc/loadavg').read().split()[:3]}")
     print("| method | wall (s) | CPU (s) | steps (s) | clusters | NMI | reproducible | load after |")
     print("|---|---|---|---|---|---|---|---|")
     runs = [("EVoC default", None)] + [parse_variant(t) for t in args.variants]
@@ -388,7 +407,7 @@ def cmd_timing(args):
                 lab = cl.labels_
             w, cpu = time.perf_counter() - t, time.process_time() - c
             labs.append(np.asarray(lab).copy())
-        steps = ", ".join(f"{k} {s:.2f}" for k, s in tm.items())
+        steps = ", ".join(f"{k} {s:.2f}" if isinstance(s, float) else f"{k} {s}" for k, s in tm.items())
         print(f"| {name} | {w:.2f} | {cpu:.2f} | {steps} | {int(labs[1].max() + 1)} | {nmi(y, labs[1]):.3f} "
               f"| {'yes' if (labs[0] == labs[1]).all() else 'NO'} | {open('/proc/loadavg').read().split()[0]} |",
               flush=True)
@@ -529,6 +548,8 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--repro", action="store_true", help="sweep: fit twice, compare labels")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--timing-sets", nargs="+", default=["cifar10-test"],
+                    help="timing: the sets (cifar10-train: 50,000 items, from --vectors-from)")
     ap.add_argument("--knn-sets", nargs="+", default=["cifar10-test", "cifar10-train"])
     ap.add_argument("--cache", type=Path, default=Path("/tmp/fastlayout/c"))
     ap.add_argument("--shared", type=Path, default=None)
