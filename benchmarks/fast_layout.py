@@ -21,6 +21,14 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
 * ``mcs``   HDBSCAN ``min_cluster_size`` [10]; ``ps`` scale of the fuzzy graph's n_neighbors [1.0]
 * ``nocheck`` 1: fit the hierarchy without the input vectors, so without the default level's
   agreement check (``stages.hierarchy.agreement_level``; session 8 ran so) [0]
+* ``lay:landmark`` umap-learn (today's settings) on a seeded random sample of ``m`` distinct
+  items, the others placed as umap-learn's ``UMAP.transform`` places new points (fuzzy weights
+  to their ``n_neighbors`` nearest sample items, weighted-mean start, ``ep // 3`` epochs with
+  the sample fixed). Its keys: ``lm`` the rule ``CxF``: ``m = min(n, max(F, ceil(C sqrt(n))))``
+  [30x3000]; ``place`` ``tr`` (the transform's epochs) | ``init`` (the weighted-mean start only)
+  [tr]; ``refine`` then this many umap-learn epochs on the whole graph from that layout as the
+  start [0: none]. The neighbours among the sample come from one faiss exact search of every item against
+  the sample (the sample's own graph too: its rows' first hit is themselves).
 
 Each fit records the level with the check (``auto``) and without it (``mod``, the modularity
 level, from the same fit), and ``sweep`` keeps the levels in ``<key>@<name>.npz`` beside the JSON
@@ -32,6 +40,8 @@ Usage::
     $B sweep --cases whole --variants base=lay:umap evoc50=lay:evoc,ep:50
     $B table --cases whole subsets --variants base evoc50
     $B timing --variants base=lay:umap evoc50=lay:evoc,knn:nndescent   # 10k, against EVoC
+    $B timing --timing-sets cifar10-train --variants base=lay:umap,knn:nndescent   # 50k
+    $B sweep --cases whole --variants lm30=lay:landmark,lm:30x3000 lm30r50=lay:landmark,refine:50
     $B knn                                   # kNN time and recall at 10k and 50k
     $B check --cases whole subsets --variants base --checks src iter50   # forms of the level check
 
@@ -56,10 +66,10 @@ import subsets  # noqa: E402
 
 DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, "init": "lp",
             "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0,
-            "nocheck": 0}
+            "nocheck": 0, "lm": "30x3000", "place": "tr", "refine": 0}
 
 
-INTS = ("dim", "ep", "ms", "mcs", "nocheck")
+INTS = ("dim", "ep", "ms", "mcs", "nocheck", "refine")
 FLOATS = ("noise", "alpha", "nsr", "ps")
 
 
@@ -72,12 +82,97 @@ def parse_variant(text: str) -> tuple[str, dict]:
             raise SystemExit(f"unknown variant key {k!r} in {text!r}")
         v[k] = None if val == "none" else (int(val) if k in INTS else float(val) if k in FLOATS else val)
     if v["ep"] is None:
-        v["ep"] = 200 if v["lay"] == "umap" else 50
+        v["ep"] = 200 if v["lay"] in ("umap", "landmark") else 50
     return name, v
+
+
+def landmark_m(n: int, rule: str) -> int:
+    c, _, f = rule.partition("x")
+    return int(min(n, max(int(f), int(np.ceil(float(c) * np.sqrt(n))))))
+
+
+SUB: dict = {}  # the landmark layout's own steps (seconds) of the last call
+
+
+def landmark_layout(U, knn, v, seed=0):
+    """umap-learn on a seeded sample of ``landmark_m`` rows, the rest placed as
+    ``umap.UMAP.transform`` places new points (its functions, with faiss's neighbours)."""
+    import faiss
+    import scipy.sparse
+
+    from mediacluster.stages.neighbors import _prepare, _to_distance, self_first
+    from mediacluster.stages.reduce import UMAPReducer, import_umap
+
+    umap = import_umap()
+    SUB.clear()
+    n, nn, ep = len(U), 15, int(v["ep"])
+    m = landmark_m(n, v["lm"])
+    SUB["m"] = m
+    if m >= n:  # no sample to take: today's layout on the whole graph
+        return layout(U, knn, dict(v, lay="umap"), seed)
+    t = time.perf_counter()
+    S = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
+    Y = _prepare(U, "cosine")
+    index = faiss.IndexFlatIP(Y.shape[1])
+    index.add(Y[S])
+    idx = np.empty((n, nn), np.int64)
+    dist = np.empty((n, nn), np.float32)
+    for s in range(0, n, 4096):
+        D, Ind = index.search(Y[s:s + 4096], nn)
+        idx[s:s + 4096], dist[s:s + 4096] = Ind, _to_distance(D, "cosine")
+    SUB["search"] = time.perf_counter() - t
+    t = time.perf_counter()
+    si, sd = self_first(idx[S].copy(), dist[S].copy())  # sample row r's first hit: itself (r)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        red = UMAPReducer(n_neighbors=nn, n_components=int(v["dim"]), min_dist=0.0, metric="cosine",
+                          n_epochs=ep, init="pca", random_state=seed).fit(U[S], precomputed_knn=(si, sd))
+    Zs = red.embedding_
+    SUB["sample_layout"] = time.perf_counter() - t
+    t = time.perf_counter()
+    Z = np.empty((n, Zs.shape[1]), np.float32)
+    Z[S] = Zs
+    rest = np.setdiff1d(np.arange(n), S)
+    if len(rest):
+        um = red.umap_
+        ri, rd = idx[rest].astype(np.int32), np.ascontiguousarray(dist[rest])
+        ri[rd >= um._disconnection_distance] = -1
+        sigmas, rhos = umap.umap_.smooth_knn_dist(rd, float(nn), local_connectivity=max(0.0, um.local_connectivity - 1.0))
+        rows, cols, vals, _ = umap.umap_.compute_membership_strengths(ri, rd, sigmas, rhos, bipartite=True)
+        graph = scipy.sparse.coo_matrix((vals, (rows, cols)), shape=(len(rest), m))
+        csr = graph.tocsr()
+        csr.eliminate_zeros()
+        emb = umap.umap_.init_graph_transform(csr, Zs)
+        if v["place"] == "tr":
+            n_ep = int(ep // 3.0)
+            graph.data[graph.data < (graph.data.max() / float(n_ep))] = 0.0
+            graph.eliminate_zeros()
+            eps = umap.umap_.make_epochs_per_sample(graph.data, n_ep)
+            rng_state = np.random.RandomState(seed).randint(np.iinfo(np.int32).min, np.iinfo(np.int32).max, 3
+                                                            ).astype(np.int64)
+            emb = umap.umap_.optimize_layout_euclidean(
+                emb, Zs.astype(np.float32, copy=True), graph.row, graph.col, n_ep, m, eps, um._a, um._b,
+                rng_state, um.repulsion_strength, um._initial_alpha / 4.0, um.negative_sample_rate, False,
+                verbose=False)
+        Z[rest] = emb
+    SUB["place"] = time.perf_counter() - t
+    if v["refine"]:
+        t = time.perf_counter()
+        ki, kd = knn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Z = umap.UMAP(n_neighbors=nn, n_components=int(v["dim"]), min_dist=0.0, metric="cosine",
+                          n_epochs=int(v["refine"]), init=Z, random_state=seed,
+                          precomputed_knn=(np.array(ki[:, :nn], np.int32), np.array(kd[:, :nn], np.float32), None)
+                          ).fit_transform(U)
+        SUB["refine"] = time.perf_counter() - t
+    return np.asarray(Z, np.float32)
 
 
 def layout(U, knn, v, seed=0):
     """Reduced coordinates of the distinct rows ``U`` from their kNN graph, by variant ``v``."""
+    if v["lay"] == "landmark":
+        return landmark_layout(U, knn, v, seed)
     if v["lay"] == "umap":
         from mediacluster.stages.reduce import UMAPReducer
 
@@ -147,6 +242,8 @@ def fit(X, v, seed=0, reuse_knn=False):
     t = time.perf_counter()
     Z = np.asarray(layout(U, knn, v, seed), np.float32)
     tm["layout"] = time.perf_counter() - t
+    if v["lay"] == "landmark":
+        tm.update({f"lm_{k}": x for k, x in SUB.items()})
     t = time.perf_counter()
     cl = HierarchyClusterer(random_state=seed, min_samples=v["ms"], min_cluster_size=int(v["mcs"]))
     check = hierarchy.agreement_level
@@ -283,12 +380,18 @@ def cmd_table(args):
 
 
 def cmd_timing(args):
-    """Reduce + cluster at 10k (CIFAR-10 test) per variant against EVoC's default, one process,
-    each run twice and the second reported; labels of the two runs compared."""
+    """Reduce + cluster per variant against EVoC's default on each of ``--timing-sets`` (10k:
+    CIFAR-10 test; 50k: cifar10-train), one process, each run twice and the second reported;
+    labels of the two runs compared."""
     import evoc
 
-    X, y = ls.load("cifar10-test", args)
-    print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
+    for set_name in args.timing_sets:
+        _timing_one(args, set_name, evoc)
+
+
+def _timing_one(args, set_name, evoc):
+    X, y = ls.load(set_name, args)
+    print(f"\n{set_name} (n={len(X)}); load average before: {open('/proc/loadavg').read().split()[:3]}")
     print("| method | wall (s) | CPU (s) | steps (s) | clusters | NMI | reproducible | load after |")
     print("|---|---|---|---|---|---|---|---|")
     runs = [("EVoC default", None)] + [parse_variant(t) for t in args.variants]
@@ -304,7 +407,7 @@ def cmd_timing(args):
                 lab = cl.labels_
             w, cpu = time.perf_counter() - t, time.process_time() - c
             labs.append(np.asarray(lab).copy())
-        steps = ", ".join(f"{k} {s:.2f}" for k, s in tm.items())
+        steps = ", ".join(f"{k} {s:.2f}" if isinstance(s, float) else f"{k} {s}" for k, s in tm.items())
         print(f"| {name} | {w:.2f} | {cpu:.2f} | {steps} | {int(labs[1].max() + 1)} | {nmi(y, labs[1]):.3f} "
               f"| {'yes' if (labs[0] == labs[1]).all() else 'NO'} | {open('/proc/loadavg').read().split()[0]} |",
               flush=True)
@@ -445,6 +548,8 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--repro", action="store_true", help="sweep: fit twice, compare labels")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--timing-sets", nargs="+", default=["cifar10-test"],
+                    help="timing: the sets (cifar10-train: 50,000 items, from --vectors-from)")
     ap.add_argument("--knn-sets", nargs="+", default=["cifar10-test", "cifar10-train"])
     ap.add_argument("--cache", type=Path, default=Path("/tmp/fastlayout/c"))
     ap.add_argument("--shared", type=Path, default=None)
