@@ -21,6 +21,16 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
 * ``mcs``   HDBSCAN ``min_cluster_size`` [10]; ``ps`` scale of the fuzzy graph's n_neighbors [1.0]
 * ``nocheck`` 1: fit the hierarchy without the input vectors, so without the default level's
   agreement check (``stages.hierarchy.agreement_level``; session 8 ran so) [0]
+* ``rep``   the input representation the kNN graph and the layout are built on (session 19,
+  represent helper; :func:`represent`): ``raw`` (today's) | ``center`` (minus the collection's
+  mean of the unit rows) | ``sqrt`` (element-wise signed square root, Perronnin's power
+  normalisation) | ``sqrtc`` (sqrt, then centred) | ``pca`` (scikit-learn PCA of the unit rows:
+  centred and projected, whitened by ``wpow``) [raw]
+* ``rdim``  ``pca``'s dimensions: ``v95`` (those holding 95% of the variance; then the engine's
+  ``stages.neighbors.ShrunkWhitening`` itself) or a number (at most d and n - 1) [v95]; ``wpow`` eigenvalue power of the whitening: each component divided by
+  its standard deviation ** ``wpow`` (0: none, 1: full PCA-whitening, 0.5: shrunk) [0]
+* ``rcheck`` 1: the default level's agreement check also sees the transformed vectors (else the
+  raw input, as today) [0]
 
 Each fit records the level with the check (``auto``) and without it (``mod``, the modularity
 level, from the same fit), and ``sweep`` keeps the levels in ``<key>@<name>.npz`` beside the JSON
@@ -56,11 +66,45 @@ import subsets  # noqa: E402
 
 DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, "init": "lp",
             "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0,
-            "nocheck": 0}
+            "nocheck": 0, "rep": "raw", "rdim": "v95", "wpow": 0.0, "rcheck": 0}
 
 
-INTS = ("dim", "ep", "ms", "mcs", "nocheck")
-FLOATS = ("noise", "alpha", "nsr", "ps")
+INTS = ("dim", "ep", "ms", "mcs", "nocheck", "rcheck")
+FLOATS = ("noise", "alpha", "nsr", "ps", "wpow")
+
+
+def represent(U, v, seed=0):
+    """The rows ``U`` in the representation ``v["rep"]`` (see the module docstring); cosine
+    distances are then taken on these rows (``knn_graph`` L2-normalises them)."""
+    rep = v["rep"]
+    if rep == "raw":
+        return U
+    from sklearn.decomposition import PCA
+
+    from mediacluster.data import l2_normalize
+
+    Y = np.asarray(U, np.float32)
+    if rep in ("sqrt", "sqrtc"):
+        Y = np.sign(Y) * np.sqrt(np.abs(Y))
+    Y = l2_normalize(Y)
+    if rep in ("center", "sqrtc"):
+        return np.ascontiguousarray(Y - Y.mean(0), np.float32)
+    if rep == "sqrt":
+        return Y
+    if rep != "pca":
+        raise SystemExit(f"unknown rep {rep!r}")
+    if v["rdim"] == "v95":  # the engine's own code (stages.neighbors.ShrunkWhitening)
+        from mediacluster.stages.neighbors import ShrunkWhitening
+
+        return ShrunkWhitening(variance=0.95, power=float(v["wpow"]), random_state=seed).fit_transform(U)
+    cap = int(min(Y.shape[1], len(Y) - 1))
+    dims = 0.95 if v["rdim"] == "v95" else min(int(v["rdim"]), cap)
+    pca = PCA(n_components=dims, svd_solver="covariance_eigh" if dims == 0.95 or Y.shape[1] <= 2048 else "auto",
+              random_state=seed).fit(Y)
+    Z = pca.transform(Y)
+    if v["wpow"]:
+        Z = Z / np.maximum(pca.explained_variance_, 1e-12) ** (0.5 * float(v["wpow"]))
+    return np.ascontiguousarray(Z, np.float32)
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -136,16 +180,19 @@ def fit(X, v, seed=0, reuse_knn=False):
     tm = {}
     t = time.perf_counter()
     U, inv, _ = unique_rows(X)
-    ck = (id(X), X.shape, v["knn"])
+    ck = (id(X), X.shape, v["knn"], v["rep"], v["rdim"], v["wpow"])
     if reuse_knn and ck in _KNN:
-        knn = _KNN[ck]
+        R, knn = _KNN[ck]
     else:
-        knn = knn_graph(U, 15, metric="cosine", method=v["knn"])
+        t0 = time.perf_counter()
+        R = represent(U, v, seed)
+        tm["rep"] = time.perf_counter() - t0
+        knn = knn_graph(R, 15, metric="cosine", method=v["knn"])
         _KNN.clear()
-        _KNN[ck] = knn
+        _KNN[ck] = R, knn
     tm["knn"] = time.perf_counter() - t
     t = time.perf_counter()
-    Z = np.asarray(layout(U, knn, v, seed), np.float32)
+    Z = np.asarray(layout(R, knn, v, seed), np.float32)
     tm["layout"] = time.perf_counter() - t
     t = time.perf_counter()
     cl = HierarchyClusterer(random_state=seed, min_samples=v["ms"], min_cluster_size=int(v["mcs"]))
@@ -161,7 +208,7 @@ def fit(X, v, seed=0, reuse_knn=False):
     hierarchy.agreement_level = timed_check
     try:  # the input vectors, as reduce_and_cluster gives them: the level's agreement check runs
         cl.fit(Z[inv], knn=_expand_knn(knn, inv) if len(U) < len(X) else knn,
-               vectors=None if v["nocheck"] else X)
+               vectors=None if v["nocheck"] else (R[inv] if v["rcheck"] else X))
     finally:
         hierarchy.agreement_level = check
     tm["cluster"] = time.perf_counter() - t
