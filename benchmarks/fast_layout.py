@@ -26,11 +26,17 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
   mean of the unit rows) | ``sqrt`` (element-wise signed square root, Perronnin's power
   normalisation) | ``sqrtc`` (sqrt, then centred) | ``pca`` (scikit-learn PCA of the unit rows:
   centred and projected, whitened by ``wpow``) [raw]
-* ``rdim``  ``pca``'s dimensions: ``v95`` (those holding 95% of the variance; then the engine's
-  ``stages.neighbors.ShrunkWhitening`` itself) or a number (at most d and n - 1) [v95]; ``wpow`` eigenvalue power of the whitening: each component divided by
+* ``rdim``  ``pca``'s dimensions: ``v95`` (those holding 95% of the variance) or a number (at
+  most d and n - 1) [v95]; ``wpow`` eigenvalue power of the whitening: each component divided by
   its standard deviation ** ``wpow`` (0: none, 1: full PCA-whitening, 0.5: shrunk) [0]
 * ``rcheck`` 1: the default level's agreement check also sees the transformed vectors (else the
   raw input, as today) [0]
+* ``rimpl`` how ``pca`` is applied: ``arrays`` (``(Y - mean) @ components.T * scale`` in float32,
+  the arithmetic of the engine step written for adoption) | ``sk`` (``PCA.transform``, then
+  divided): the same numbers up to float rounding (~1e-6), so two draws of one design [arrays]
+* ``winit`` ``rep``: umap-learn's PCA start of the rows it lays out (the transformed ones) |
+  ``raw``: the PCA start of the raw unit rows, the graph still the transformed rows' [rep]
+* ``seed``  the fit's seed (UMAP, K-means, the check's starts): another draw of the same design [0]
 
 Each fit records the level with the check (``auto``) and without it (``mod``, the modularity
 level, from the same fit), and ``sweep`` keeps the levels in ``<key>@<name>.npz`` beside the JSON
@@ -66,10 +72,11 @@ import subsets  # noqa: E402
 
 DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, "init": "lp",
             "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0,
-            "nocheck": 0, "rep": "raw", "rdim": "v95", "wpow": 0.0, "rcheck": 0}
+            "nocheck": 0, "rep": "raw", "rdim": "v95", "wpow": 0.0, "rcheck": 0, "seed": 0,
+            "winit": "rep", "rimpl": "arrays"}
 
 
-INTS = ("dim", "ep", "ms", "mcs", "nocheck", "rcheck")
+INTS = ("dim", "ep", "ms", "mcs", "nocheck", "rcheck", "seed")
 FLOATS = ("noise", "alpha", "nsr", "ps", "wpow")
 
 
@@ -93,17 +100,20 @@ def represent(U, v, seed=0):
         return Y
     if rep != "pca":
         raise SystemExit(f"unknown rep {rep!r}")
-    if v["rdim"] == "v95":  # the engine's own code (stages.neighbors.ShrunkWhitening)
-        from mediacluster.stages.neighbors import ShrunkWhitening
-
-        return ShrunkWhitening(variance=0.95, power=float(v["wpow"]), random_state=seed).fit_transform(U)
     cap = int(min(Y.shape[1], len(Y) - 1))
     dims = 0.95 if v["rdim"] == "v95" else min(int(v["rdim"]), cap)
     pca = PCA(n_components=dims, svd_solver="covariance_eigh" if dims == 0.95 or Y.shape[1] <= 2048 else "auto",
               random_state=seed).fit(Y)
+    var = np.maximum(pca.explained_variance_, 1e-12)
+    if v["rimpl"] == "arrays":  # the arithmetic of the engine step written for adoption (not kept)
+        ev = np.asarray(pca.explained_variance_, dtype=np.float64)
+        scale = (np.maximum(ev, max(float(ev.max(initial=0.0)) * 1e-6, 1e-12)) ** (-0.5 * float(v["wpow"])))
+        comp = pca.components_.astype(np.float32)
+        return np.ascontiguousarray(((Y - pca.mean_.astype(np.float32)) @ comp.T) * scale.astype(np.float32),
+                                    dtype=np.float32)
     Z = pca.transform(Y)
     if v["wpow"]:
-        Z = Z / np.maximum(pca.explained_variance_, 1e-12) ** (0.5 * float(v["wpow"]))
+        Z = Z / var ** (0.5 * float(v["wpow"]))
     return np.ascontiguousarray(Z, np.float32)
 
 
@@ -120,8 +130,24 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, v
 
 
-def layout(U, knn, v, seed=0):
-    """Reduced coordinates of the distinct rows ``U`` from their kNN graph, by variant ``v``."""
+def layout(U, knn, v, seed=0, raw=None):
+    """Reduced coordinates of the distinct rows ``U`` from their kNN graph, by variant ``v``
+    (``raw``: the rows before ``represent``, for ``winit:raw``)."""
+    if v["lay"] == "umap" and v["winit"] == "raw" and raw is not None:
+        from sklearn.decomposition import PCA
+
+        from mediacluster.data import l2_normalize
+        from mediacluster.stages.reduce import import_umap
+
+        umap = import_umap()
+        init = PCA(int(v["dim"]), random_state=seed).fit_transform(l2_normalize(raw)).astype(np.float32)
+        idx, dist = knn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return umap.UMAP(n_neighbors=15, n_components=int(v["dim"]), min_dist=0.0, metric="cosine",
+                             n_epochs=int(v["ep"]), random_state=seed, init=init,
+                             precomputed_knn=(np.array(idx[:, :15], np.int32), np.array(dist[:, :15], np.float32),
+                                              None)).fit_transform(U)
     if v["lay"] == "umap":
         from mediacluster.stages.reduce import UMAPReducer
 
@@ -192,7 +218,7 @@ def fit(X, v, seed=0, reuse_knn=False):
         _KNN[ck] = R, knn
     tm["knn"] = time.perf_counter() - t
     t = time.perf_counter()
-    Z = np.asarray(layout(R, knn, v, seed), np.float32)
+    Z = np.asarray(layout(R, knn, v, seed, raw=U), np.float32)
     tm["layout"] = time.perf_counter() - t
     t = time.perf_counter()
     cl = HierarchyClusterer(random_state=seed, min_samples=v["ms"], min_cluster_size=int(v["mcs"]))
@@ -251,7 +277,7 @@ def cmd_sweep(args):
                 continue
             labs, tms = [], []
             for _ in range(2 if args.repro else 1):
-                cl, tm = fit(X, v, reuse_knn=True)
+                cl, tm = fit(X, v, seed=int(v["seed"]), reuse_knn=True)
                 labs.append(cl.labels_.copy())
                 tms.append(tm)
             sc = [nmi(y, lv) for lv in cl.levels_]
