@@ -36,6 +36,10 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
   divided): the same numbers up to float rounding (~1e-6), so two draws of one design [arrays]
 * ``winit`` ``rep``: umap-learn's PCA start of the rows it lays out (the transformed ones) |
   ``raw``: the PCA start of the raw unit rows, the graph still the transformed rows' [rep]
+* ``rgraph`` which graph is built on the transformed rows: ``both`` (UMAP's and the default
+  level's modularity criterion's: one graph, as the engine shares it) | ``crit`` (the criterion's
+  only; UMAP lays out the raw rows' graph) | ``lay`` (UMAP's only; the criterion scores the raw
+  rows' graph); ``crit`` and ``lay`` build two graphs [both]
 * ``seed``  the fit's seed (UMAP, K-means, the check's starts): another draw of the same design [0]
 
 Each fit records the level with the check (``auto``) and without it (``mod``, the modularity
@@ -73,7 +77,7 @@ import subsets  # noqa: E402
 DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, "init": "lp",
             "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0,
             "nocheck": 0, "rep": "raw", "rdim": "v95", "wpow": 0.0, "rcheck": 0, "seed": 0,
-            "winit": "rep", "rimpl": "arrays"}
+            "winit": "rep", "rimpl": "arrays", "rgraph": "both"}
 
 
 INTS = ("dim", "ep", "ms", "mcs", "nocheck", "rcheck", "seed")
@@ -206,19 +210,24 @@ def fit(X, v, seed=0, reuse_knn=False):
     tm = {}
     t = time.perf_counter()
     U, inv, _ = unique_rows(X)
-    ck = (id(X), X.shape, v["knn"], v["rep"], v["rdim"], v["wpow"])
+    ck = (id(X), X.shape, v["knn"], v["rep"], v["rdim"], v["wpow"], v["rimpl"], v["rgraph"])
     if reuse_knn and ck in _KNN:
-        R, knn = _KNN[ck]
+        R, knn, knn_lay = _KNN[ck]
     else:
         t0 = time.perf_counter()
         R = represent(U, v, seed)
         tm["rep"] = time.perf_counter() - t0
         knn = knn_graph(R, 15, metric="cosine", method=v["knn"])
+        knn_lay = knn
+        if v["rgraph"] != "both" and R is not U:  # a second graph, of the raw rows
+            raw = knn_graph(U, 15, metric="cosine", method=v["knn"])
+            knn, knn_lay = (knn, raw) if v["rgraph"] == "crit" else (raw, knn)
         _KNN.clear()
-        _KNN[ck] = R, knn
+        _KNN[ck] = R, knn, knn_lay
     tm["knn"] = time.perf_counter() - t
     t = time.perf_counter()
-    Z = np.asarray(layout(R, knn, v, seed, raw=U), np.float32)
+    lay_rows = U if v["rgraph"] == "crit" else R
+    Z = np.asarray(layout(lay_rows, knn_lay, v, seed, raw=U), np.float32)
     tm["layout"] = time.perf_counter() - t
     t = time.perf_counter()
     cl = HierarchyClusterer(random_state=seed, min_samples=v["ms"], min_cluster_size=int(v["mcs"]))
