@@ -29,6 +29,26 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
   [tr]; ``refine`` then this many umap-learn epochs on the whole graph from that layout as the
   start [0: none]. The neighbours among the sample come from one faiss exact search of every item against
   the sample (the sample's own graph too: its rows' first hit is themselves).
+* ``rep``   the input representation the kNN graph and the layout are built on (session 19,
+  represent helper; :func:`represent`): ``raw`` (today's) | ``center`` (minus the collection's
+  mean of the unit rows) | ``sqrt`` (element-wise signed square root, Perronnin's power
+  normalisation) | ``sqrtc`` (sqrt, then centred) | ``pca`` (scikit-learn PCA of the unit rows:
+  centred and projected, whitened by ``wpow``) [raw]
+* ``rdim``  ``pca``'s dimensions: ``v95`` (those holding 95% of the variance) or a number (at
+  most d and n - 1) [v95]; ``wpow`` eigenvalue power of the whitening: each component divided by
+  its standard deviation ** ``wpow`` (0: none, 1: full PCA-whitening, 0.5: shrunk) [0]
+* ``rcheck`` 1: the default level's agreement check also sees the transformed vectors (else the
+  raw input, as today) [0]
+* ``rimpl`` how ``pca`` is applied: ``arrays`` (``(Y - mean) @ components.T * scale`` in float32,
+  the arithmetic of the engine step written for adoption) | ``sk`` (``PCA.transform``, then
+  divided): the same numbers up to float rounding (~1e-6), so two draws of one design [arrays]
+* ``winit`` ``rep``: umap-learn's PCA start of the rows it lays out (the transformed ones) |
+  ``raw``: the PCA start of the raw unit rows, the graph still the transformed rows' [rep]
+* ``rgraph`` which graph is built on the transformed rows: ``both`` (UMAP's and the default
+  level's modularity criterion's: one graph, as the engine shares it) | ``crit`` (the criterion's
+  only; UMAP lays out the raw rows' graph) | ``lay`` (UMAP's only; the criterion scores the raw
+  rows' graph); ``crit`` and ``lay`` build two graphs [both]
+* ``seed``  the fit's seed (UMAP, K-means, the check's starts): another draw of the same design [0]
 
 Each fit records the level with the check (``auto``) and without it (``mod``, the modularity
 level, from the same fit), and ``sweep`` keeps the levels in ``<key>@<name>.npz`` beside the JSON
@@ -66,11 +86,50 @@ import subsets  # noqa: E402
 
 DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, "init": "lp",
             "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0,
-            "nocheck": 0, "lm": "30x3000", "place": "tr", "refine": 0}
+            "nocheck": 0, "lm": "30x3000", "place": "tr", "refine": 0,
+            "rep": "raw", "rdim": "v95", "wpow": 0.0, "rcheck": 0, "seed": 0,
+            "winit": "rep", "rimpl": "arrays", "rgraph": "both"}
 
 
-INTS = ("dim", "ep", "ms", "mcs", "nocheck", "refine")
-FLOATS = ("noise", "alpha", "nsr", "ps")
+INTS = ("dim", "ep", "ms", "mcs", "nocheck", "refine", "rcheck", "seed")
+FLOATS = ("noise", "alpha", "nsr", "ps", "wpow")
+
+
+def represent(U, v, seed=0):
+    """The rows ``U`` in the representation ``v["rep"]`` (see the module docstring); cosine
+    distances are then taken on these rows (``knn_graph`` L2-normalises them)."""
+    rep = v["rep"]
+    if rep == "raw":
+        return U
+    from sklearn.decomposition import PCA
+
+    from mediacluster.data import l2_normalize
+
+    Y = np.asarray(U, np.float32)
+    if rep in ("sqrt", "sqrtc"):
+        Y = np.sign(Y) * np.sqrt(np.abs(Y))
+    Y = l2_normalize(Y)
+    if rep in ("center", "sqrtc"):
+        return np.ascontiguousarray(Y - Y.mean(0), np.float32)
+    if rep == "sqrt":
+        return Y
+    if rep != "pca":
+        raise SystemExit(f"unknown rep {rep!r}")
+    cap = int(min(Y.shape[1], len(Y) - 1))
+    dims = 0.95 if v["rdim"] == "v95" else min(int(v["rdim"]), cap)
+    pca = PCA(n_components=dims, svd_solver="covariance_eigh" if dims == 0.95 or Y.shape[1] <= 2048 else "auto",
+              random_state=seed).fit(Y)
+    var = np.maximum(pca.explained_variance_, 1e-12)
+    if v["rimpl"] == "arrays":  # the arithmetic of the engine step written for adoption (not kept)
+        ev = np.asarray(pca.explained_variance_, dtype=np.float64)
+        scale = (np.maximum(ev, max(float(ev.max(initial=0.0)) * 1e-6, 1e-12)) ** (-0.5 * float(v["wpow"])))
+        comp = pca.components_.astype(np.float32)
+        return np.ascontiguousarray(((Y - pca.mean_.astype(np.float32)) @ comp.T) * scale.astype(np.float32),
+                                    dtype=np.float32)
+    Z = pca.transform(Y)
+    if v["wpow"]:
+        Z = Z / var ** (0.5 * float(v["wpow"]))
+    return np.ascontiguousarray(Z, np.float32)
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -169,10 +228,26 @@ def landmark_layout(U, knn, v, seed=0):
     return np.asarray(Z, np.float32)
 
 
-def layout(U, knn, v, seed=0):
-    """Reduced coordinates of the distinct rows ``U`` from their kNN graph, by variant ``v``."""
+def layout(U, knn, v, seed=0, raw=None):
+    """Reduced coordinates of the distinct rows ``U`` from their kNN graph, by variant ``v``
+    (``raw``: the rows before ``represent``, for ``winit:raw``)."""
     if v["lay"] == "landmark":
         return landmark_layout(U, knn, v, seed)
+    if v["lay"] == "umap" and v["winit"] == "raw" and raw is not None:
+        from sklearn.decomposition import PCA
+
+        from mediacluster.data import l2_normalize
+        from mediacluster.stages.reduce import import_umap
+
+        umap = import_umap()
+        init = PCA(int(v["dim"]), random_state=seed).fit_transform(l2_normalize(raw)).astype(np.float32)
+        idx, dist = knn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return umap.UMAP(n_neighbors=15, n_components=int(v["dim"]), min_dist=0.0, metric="cosine",
+                             n_epochs=int(v["ep"]), random_state=seed, init=init,
+                             precomputed_knn=(np.array(idx[:, :15], np.int32), np.array(dist[:, :15], np.float32),
+                                              None)).fit_transform(U)
     if v["lay"] == "umap":
         from mediacluster.stages.reduce import UMAPReducer
 
@@ -231,16 +306,24 @@ def fit(X, v, seed=0, reuse_knn=False):
     tm = {}
     t = time.perf_counter()
     U, inv, _ = unique_rows(X)
-    ck = (id(X), X.shape, v["knn"])
+    ck = (id(X), X.shape, v["knn"], v["rep"], v["rdim"], v["wpow"], v["rimpl"], v["rgraph"])
     if reuse_knn and ck in _KNN:
-        knn = _KNN[ck]
+        R, knn, knn_lay = _KNN[ck]
     else:
-        knn = knn_graph(U, 15, metric="cosine", method=v["knn"])
+        t0 = time.perf_counter()
+        R = represent(U, v, seed)
+        tm["rep"] = time.perf_counter() - t0
+        knn = knn_graph(R, 15, metric="cosine", method=v["knn"])
+        knn_lay = knn
+        if v["rgraph"] != "both" and R is not U:  # a second graph, of the raw rows
+            raw = knn_graph(U, 15, metric="cosine", method=v["knn"])
+            knn, knn_lay = (knn, raw) if v["rgraph"] == "crit" else (raw, knn)
         _KNN.clear()
-        _KNN[ck] = knn
+        _KNN[ck] = R, knn, knn_lay
     tm["knn"] = time.perf_counter() - t
     t = time.perf_counter()
-    Z = np.asarray(layout(U, knn, v, seed), np.float32)
+    lay_rows = U if v["rgraph"] == "crit" else R
+    Z = np.asarray(layout(lay_rows, knn_lay, v, seed, raw=U), np.float32)
     tm["layout"] = time.perf_counter() - t
     if v["lay"] == "landmark":
         tm.update({f"lm_{k}": x for k, x in SUB.items()})
@@ -258,7 +341,7 @@ def fit(X, v, seed=0, reuse_knn=False):
     hierarchy.agreement_level = timed_check
     try:  # the input vectors, as reduce_and_cluster gives them: the level's agreement check runs
         cl.fit(Z[inv], knn=_expand_knn(knn, inv) if len(U) < len(X) else knn,
-               vectors=None if v["nocheck"] else X)
+               vectors=None if v["nocheck"] else (R[inv] if v["rcheck"] else X))
     finally:
         hierarchy.agreement_level = check
     tm["cluster"] = time.perf_counter() - t
@@ -301,7 +384,7 @@ def cmd_sweep(args):
                 continue
             labs, tms = [], []
             for _ in range(2 if args.repro else 1):
-                cl, tm = fit(X, v, reuse_knn=True)
+                cl, tm = fit(X, v, seed=int(v["seed"]), reuse_knn=True)
                 labs.append(cl.labels_.copy())
                 tms.append(tm)
             sc = [nmi(y, lv) for lv in cl.levels_]
