@@ -256,13 +256,13 @@ def _quiet_pillow() -> None:
     size (99000000 pixels) ... could be decompression bomb DOS attack" for a 99-megapixel museum
     scan that ``ingest.images`` reads within its own limits (``MAX_PIXELS``, the pixel budget),
     "Corrupt EXIF data" for a file that is then read or listed as skipped with its reason. Shown
-    again with ``--verbose``."""
+    again with ``--verbose``. Filtered by the module that warns (``PIL.Image``,
+    ``PIL.TiffImagePlugin``, ...; ``DecompressionBombWarning`` is a ``RuntimeWarning``), so no
+    command imports Pillow to say so (``mediacluster --help`` imports no library)."""
     import warnings
 
-    from PIL import Image
-
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"PIL\.")
 
 
 def main(argv: list[str] | None = None) -> int:

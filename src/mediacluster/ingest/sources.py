@@ -57,7 +57,7 @@ import numpy as np
 
 from ..data import Collection, Skipped, check_finite
 from ..errors import InputError, ParameterError
-from ..fileio import ESCAPED, hash_file, numeric_columns, read_table
+from ..fileio import ESCAPED, hash_file, numeric_columns, read_table, text_series
 from ..rundir import RunDir
 from .stream import check_float32_range
 
@@ -518,7 +518,7 @@ def _metadata(df, ids: list[str], rows: list[int], used: set[str]):
     if not other:
         return None
     meta = numeric_columns(df.iloc[rows][other].reset_index(drop=True))
-    meta.insert(0, "id", ids)
+    meta.insert(0, "id", text_series(ids))  # ids may be file names holding undecodable bytes
     return meta
 
 
