@@ -297,3 +297,24 @@ def test_a_model_saved_over_another_keeps_none_of_the_others_items_or_duplicate_
     fit(Y).save(m, overwrite=True)
     assert sorted(p.name for p in m.iterdir()) == ["arrays.npz", "model.json"]
     assert Pipeline.load(m).similar(Y[:1], k=3)["ids"] is None  # rows only, as for any bare-vector model
+
+
+def test_a_version_is_found_by_the_number_a_person_types(tmp_path):
+    """``models --use v2`` said "no model version 'v2'" in a store holding v0002: the number
+    forms a person types (``v2``, ``2``, ``V02``, ``RUN_ID/2``) name the version; a number two
+    hand-made folders share (``v2`` beside ``v0002``) is refused as ambiguous, naming both."""
+    from mediacluster.persist import ModelStore
+
+    store = ModelStore(tmp_path)
+    for _ in range(3):
+        store.publish(_write_version)
+    for typed in ("v2", "2", "V02", "0002", " v2", "/v2"):
+        assert store.find(typed) == "v0002", typed
+    with pytest.raises(ModelFormatError, match=r"no model version 'v4' \(versions: v0001, v0002, v0003\)"):
+        store.find("v4")
+    with pytest.raises(ModelFormatError, match="no model version 'vx'"):
+        store.find("vx")
+    _write_version(tmp_path / "v2")
+    with pytest.raises(ModelFormatError, match=r"'2' is ambiguous: it may be v0002, v2"):
+        store.find("2")
+    assert store.find("v2") == "v2" and store.find("v0002") == "v0002"  # exact names still do

@@ -194,17 +194,24 @@ class ModelStore:
         return out
 
     def find(self, name: str) -> str:
-        """The version ``name`` means: a version (``v0002``) or a model id (``RUN_ID/v0002``,
-        :func:`model_id`; a unique prefix of the run id will do). A clear error listing the
-        store's versions and ids when none (or several) match."""
+        """The version ``name`` means: a version (``v0002``, or its number as a person types it:
+        ``v2``, ``2``, ``V02``) or a model id (``RUN_ID/v0002``, :func:`model_id`; a unique prefix
+        of the run id will do; ``RUN_ID/2`` too). A clear error listing the store's versions and
+        ids when none (or several) match."""
         vs = self.versions()
         if name in vs:
             return name
-        run, _, ver = name.rpartition("/")
-        hits = [v for v in vs if v == ver and model_id(self.root / v).split("/")[0].startswith(run)] if run else []
+        run, _, ver = name.strip().rpartition("/")
+        num = ver[1:] if ver[:1] in ("v", "V") else ver
+        hits = [v for v in vs if v == ver or (num.isdecimal() and int(v[1:]) == int(num))]
+        if run:
+            hits = [v for v in hits if model_id(self.root / v).split("/")[0].startswith(run)]
         if len(hits) == 1:
             return hits[0]
         have = ", ".join(model_id(self.root / v) for v in vs) or "none"
+        if hits:  # hand-made folders v2 and v0002, or two runs' ids sharing the prefix
+            raise ModelFormatError(f"{self.root}: {name!r} is ambiguous: it may be "
+                                   f"{', '.join(model_id(self.root / v) for v in hits)} (versions: {have})")
         raise ModelFormatError(f"{self.root}: no model version {name!r} (versions: {have})")
 
     def use(self, version: str) -> dict:

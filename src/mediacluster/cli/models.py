@@ -17,7 +17,7 @@ def add_parser(sub):
     p = sub.add_parser("models", help=SUMMARIES["models"], description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder or its models/ folder")
     p.add_argument("--use", default=None, metavar="VERSION",
-                   help="point LATEST at this version (e.g. v0002, or its id RUN_ID/v0002; also an "
+                   help="point LATEST at this version (e.g. v0002, v2 or 2, or its id RUN_ID/v0002; also an "
                         "earlier run's, kept when the folder was re-clustered in place): `assign` and "
                         "a service watching the folder switch to it (a rollback); the next publish "
                         "becomes the latest again")
