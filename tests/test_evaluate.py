@@ -554,3 +554,25 @@ def test_a_run_whose_latest_was_rolled_back_is_scored_with_its_own_model(cifar3_
     text = capsys.readouterr().out
     assert "no model" not in text and "the run's own v0002 used" in text, text
     assert "reduced" in _read(tmp_path / "e.json")["labelings"]["fitted"]["internal"]
+
+
+def test_a_runs_model_store_is_evaluated_as_its_run(tmp_path, capsys):
+    """``evaluate RUN/models`` (the store, which ``assign`` takes) said "not a run folder": it is
+    the run's, so the run is evaluated (scores in RUN/evaluation.json, the store untouched); a
+    store belonging to no run is refused saying what to give."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", np.concatenate([rng.normal(c, 1, (30, 8)) for c in range(3)]).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(run), "--save-model", "--quiet", "--no-names",
+                 "--reducer", "pca", "--reducer-param", "n_components=4",
+                 "--clusterer", "kmeans", "--clusterer-param", "n_clusters=3"]) == 0
+    capsys.readouterr()
+    store = sorted(p.name for p in (run / "models").iterdir())
+    assert main(["evaluate", str(run / "models")]) == 0
+    out = capsys.readouterr().out
+    assert "model store of the run" in out and _read(run / "evaluation.json")["kind"] == "run", out
+    assert sorted(p.name for p in (run / "models").iterdir()) == store
+    shutil.copytree(run / "models", tmp_path / "alone")
+    assert main(["evaluate", str(tmp_path / "alone")]) == 2
+    err = capsys.readouterr().err
+    assert "is a model store (versions v0001)" in err and "alone/v0001" in err and "--out" in err, err

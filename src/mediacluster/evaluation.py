@@ -26,6 +26,7 @@ from ._version import versions
 from .data import l2_normalize
 from .errors import InputError, MediaclusterError, ParameterError, RunDirError
 from .fileio import read_table
+from .persist import ModelStore
 from .pipeline import Pipeline
 from .progress import logged_step
 from .rundir import RunDir, find_run
@@ -53,7 +54,17 @@ def load_source(path: Path) -> dict:
     if not path.is_dir():
         raise InputError(f"{path} is not a folder; expected a run folder (from 'mediacluster cluster') "
                          f"or a model folder (with model.json)")
-    src: dict = {"path": str(path), "notes": []}
+    notes: list[str] = []
+    if not (path / "model.json").exists() and not RunDir.is_run(path) and ModelStore(path).versions():
+        # a model store (RUN/models, which `assign` takes): its run, whose latest model it is
+        if path.name == "models" and RunDir.is_run(path.parent):
+            notes.append(f"{path} is the model store of the run {path.parent}: the run evaluated")
+            path = path.parent
+        else:
+            raise InputError(f"{path} is a model store (versions {', '.join(ModelStore(path).versions())}), "
+                             "not a run: give the run folder it belongs to, or one version (e.g. "
+                             f"{path / ModelStore(path).versions()[-1]}) with --out FILE")
+    src: dict = {"path": str(path), "notes": notes}
     pipe = None
     run = None
     if (path / "model.json").exists():

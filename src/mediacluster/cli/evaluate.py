@@ -39,7 +39,7 @@ def add_parser(sub):
     p = sub.add_parser(
         "evaluate", help=SUMMARIES["evaluate"],
         description=__doc__.split("\n\n")[0])
-    p.add_argument("source", metavar="RUN_OR_MODEL", help="run folder (mediacluster cluster --out) or model folder")
+    p.add_argument("source", metavar="RUN_OR_MODEL", help="run folder (mediacluster cluster --out; its models/ folder means the run) or model folder")
     p.add_argument("--labels", default=None,
                    help="CSV/Parquet manifest with an 'id' or 'path' column (absolute, or relative to the "
                         "run's collection root) and a 'label' column (overrides labels stored in the run)")
@@ -191,7 +191,7 @@ def run(args) -> int:
             written.append(out.with_name(LABEL_ISSUES if out_dir else out.stem + "." + LABEL_ISSUES))
             write_table(written[-1], issues)
     elif src["kind"] == "run":
-        run_dir = RunDir.open(args.source)
+        run_dir = RunDir.open(src["path"])  # RUN for RUN/models
         with run_dir.writing("evaluate"):
             out = run_dir.write_evaluation(res)
             if issues is not None:
