@@ -350,3 +350,26 @@ def test_a_folder_is_shards_only_when_it_holds_parquet_alone(tmp_path):
     assert streamable(tmp_path / "vec")
     (tmp_path / "vec" / "photo.jpg").write_bytes(b"not really")
     assert not streamable(tmp_path / "vec")  # a media folder with a stray table is a media folder
+
+
+@pytest.mark.parametrize("fit_sample", ["all", "60"])
+def test_a_row_without_a_path_keeps_the_others_paths(tmp_path, fit_sample, capsys):
+    """A Parquet vector file whose path column is empty on one row: every path was dropped (a
+    sampled fit), and a whole fit dropped them all even when every row had one. The others keep
+    theirs; the empty one is an item without a path, counted in run.json and printed."""
+    from mediacluster.cli import main
+
+    X, _ = mixture(n=120)
+    paths = [f"/data/img/{i}.jpg" for i in range(len(X))]
+    paths[5] = ""
+    pd.DataFrame({"id": [f"i{i}" for i in range(len(X))], "path": paths,
+                  "vector": list(X)}).to_parquet(tmp_path / "v.parquet")
+    assert main(["cluster", str(tmp_path / "v.parquet"), "--out", str(tmp_path / "o"), "--fit-sample", fit_sample,
+                 "--reducer", "pca", "--reducer-param", "n_components=4", "--clusterer", "kmeans",
+                 "--clusterer-param", "n_clusters=3", "--quiet", "--no-names"]) == 0
+    assert "items without a path: 1 (their path column is empty; e.g. i5)" in capsys.readouterr().out
+    run = RunDir.open(tmp_path / "o")
+    assert run.info["items_without_path"] == {"count": 1, "ids": ["i5"]}
+    got = run.read_embeddings().paths
+    assert got[4] == "/data/img/4.jpg" and got[6] == "/data/img/6.jpg" and not isinstance(got[5], str)
+    assert ParquetVectors(tmp_path / "v.parquet").paths()[5] is None

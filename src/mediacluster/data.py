@@ -181,7 +181,8 @@ class Collection:
     """What ingest found.
 
     ``ids`` are stable strings naming each item (the path for files, the given id for
-    precomputed vectors). ``paths`` is None for precomputed vectors. ``labels`` are ground-truth
+    precomputed vectors). ``paths`` is None for precomputed vectors without a path column (a row
+    whose path is empty is None in it: an item without a path). ``labels`` are ground-truth
     labels used only for evaluation, never for fitting. ``vectors`` is set when the input was
     precomputed embeddings, in which case no encoder runs. ``root`` is the collection root (the
     folder given, a manifest's folder, a single file's folder; None for vectors): a run stores

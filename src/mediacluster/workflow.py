@@ -448,8 +448,11 @@ def cluster_folder(
             else:
                 t = time.perf_counter()
                 if vsrc is not None:  # vectors fitted whole: read whole
+                    vpaths = vsrc.paths()
                     coll = Collection(ids=vsrc.ids(), labels=vsrc.labels(), vectors=vsrc.read(0, vsrc.n),
-                                      media="vector", source=str(source))
+                                      paths=vpaths, root=common_folder(vpaths), media="vector",
+                                      source=str(source))
+                    run.set_collection_root(coll.root)  # as a sampled fit's (write_streamed_run)
                     # rows too long for float32 distances, named in the file (as a sampled fit names them)
                     check_magnitude(coll.vectors, vsrc.path, row="row {}")
                 else:
@@ -458,6 +461,8 @@ def cluster_folder(
                     if coll.metadata is not None:  # a manifest's own columns, kept with the run
                         run.write_metadata(coll.metadata)
                 timings["ingest"] = time.perf_counter() - t
+                if coll.vectors is not None:
+                    note_pathless(info, coll.ids, coll.paths)
                 if len(coll) == 0:
                     kind = coll.media if media == "auto" else media
                     first = coll.skipped[0] if coll.skipped else None
@@ -604,6 +609,7 @@ def write_streamed_run(run, source: VectorSource, pipe: Pipeline, *, fit_sample=
         ids = source.ids()
         paths = source.paths()
         labels = source.labels()
+        note_pathless(info, ids, paths)
         if paths is not None and run.collection_root.path is None:  # before the first batch: one root
             run.set_collection_root(common_folder(p for p in paths if isinstance(p, str)))
         sample_extras = {k: v[rows] for k, v in (extras or {}).items()}
@@ -755,6 +761,17 @@ def _store_vectors(run, source: VectorSource, extras: dict | None, batch_rows: i
                 w.write(start, X)
     for k, v in (extras or {}).items():
         run.write_extra(k, v)
+
+
+def note_pathless(info: dict, ids, paths) -> None:
+    """A vector file whose path column is empty on some rows: those items have no path (the
+    others keep theirs); ``info["items_without_path"]`` (run.json) counts them and names the
+    first few ids. Nothing when every row has one, or none has (no path column)."""
+    if paths is None:
+        return
+    rows = [i for i, p in enumerate(paths) if not isinstance(p, str)]
+    if rows:
+        info["items_without_path"] = {"count": len(rows), "ids": [str(ids[i]) for i in rows[:5]]}
 
 
 def _items_frame(ids, paths, labels):

@@ -234,6 +234,10 @@ def run(args) -> int:
     try:
         print_summary(res.summary, res.embeddings.skipped, res.out)
         print_long_recordings(res.run.info.get("long_recordings") if res.run is not None else None, RUN_JSON)
+        pathless = res.run.info.get("items_without_path") if res.run is not None else None
+        if pathless:
+            print(f"items without a path: {pathless['count']} (their path column is empty; e.g. "
+                  f"{', '.join(printable(i) for i in pathless['ids'])}); the others keep theirs")
         dups = res.run.info.get("duplicates") if res.run is not None else None
         if dups:
             print(f"duplicates: {dups['groups']} groups holding {dups['items_in_groups']} items "

@@ -42,6 +42,7 @@ def embed_collection(
         return Embeddings(
             ids=list(collection.ids), vectors=collection.vectors, encoder="precomputed",
             labels=collection.labels, skipped=list(collection.skipped),
+            paths=None if collection.paths is None else list(collection.paths), root=collection.root,
         )
     media = collection.media
     other = "audio" if media == "image" else "image"

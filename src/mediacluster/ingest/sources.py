@@ -635,8 +635,8 @@ def read_vectors(p: str | os.PathLike, df=None) -> Collection:
         raise InputError(f"{p}: {len(ids)} ids for {len(vectors)} vectors")
     if labels is not None and len(labels) != len(vectors):
         raise InputError(f"{p}: {len(labels)} labels for {len(vectors)} vectors")
-    if paths is not None and (len(paths) != len(vectors) or any(x is None for x in paths)):
-        paths = None
+    if paths is not None and (len(paths) != len(vectors) or all(x is None for x in paths)):
+        paths = None  # a row without a path is an item without one: the others keep theirs
     _check_ids(ids, p)
     return Collection(ids=ids, paths=paths, labels=labels, vectors=vectors, media="vector", source=str(p))
 

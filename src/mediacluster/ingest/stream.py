@@ -104,12 +104,14 @@ class VectorSource:
         col = self._column("label")
         return None if col is None else [_text(v) or None for v in col]
 
-    def paths(self) -> list[str] | None:
+    def paths(self) -> list[str | None] | None:
+        """Each row's path; None for a row whose path is empty (an item without a path: the
+        others keep theirs), and None for the whole column when no row has one."""
         col = self._column("path")
         if col is None:
             return None
         out = [_text(v) or None for v in col]
-        return None if any(v is None for v in out) else out
+        return None if all(v is None for v in out) else out
 
     # -- the file itself, when it can be copied as is -----------------------------------------------
     @property
