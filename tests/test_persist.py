@@ -272,7 +272,9 @@ def test_a_damaged_version_is_listed_and_refused_by_models_not_a_crash(fitted, t
     assert main(["models", str(tmp_path), "--use", "v0001"]) == 2
     assert "v0001/model.json is not valid JSON" in capsys.readouterr().err
     assert store.pointer()["version"] == "v0003"  # LATEST left as it was
-    assert main(["models", str(tmp_path), "--use", "v0002"]) == 0  # a model folder by its format: no crash
+    assert main(["models", str(tmp_path), "--use", "v0002"]) == 2  # its format is a model's, but it does not load
+    assert "version v0002 does not load, so LATEST stays at v0003" in capsys.readouterr().err
+    assert store.pointer()["version"] == "v0003"
 
 
 def test_a_model_saved_over_another_keeps_none_of_the_others_items_or_duplicate_index(tmp_path):
@@ -318,3 +320,41 @@ def test_a_version_is_found_by_the_number_a_person_types(tmp_path):
     with pytest.raises(ModelFormatError, match=r"'2' is ambiguous: it may be v0002, v2"):
         store.find("2")
     assert store.find("v2") == "v2" and store.find("v0002") == "v0002"  # exact names still do
+
+
+@pytest.mark.parametrize("damage", ["no arrays", "cut short", "an array missing", "stages edited"])
+def test_a_version_that_does_not_load_is_refused_before_latest_moves(tmp_path, damage, capsys):
+    """``models --use`` checked a version's folder (model.json's format), not that it loads: a
+    version whose arrays.npz is gone, cut short or lacks an array (or whose model.json was edited)
+    became LATEST, and the service watching the store failed on it. It is now loaded first
+    (``Pipeline.load``, as the service loads it) and refused by name, LATEST left as it was; a
+    cut-short arrays.npz was an internal error (BadZipFile) in every reader."""
+    from mediacluster.cli import main
+    from mediacluster.persist import ModelStore
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 8)).astype(np.float32)
+    pipe = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 4}), outliers=None,
+                    clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 3})).fit(X)
+    store = ModelStore(tmp_path / "models")
+    for _ in range(2):
+        pipe.publish(store.root, run_id="r1")
+    v1 = store.root / "v0001"
+    if damage == "no arrays":
+        (v1 / "arrays.npz").unlink()
+    elif damage == "cut short":
+        (v1 / "arrays.npz").write_bytes((v1 / "arrays.npz").read_bytes()[:100])
+    elif damage == "an array missing":
+        with np.load(v1 / "arrays.npz") as z:
+            np.savez(v1 / "arrays.npz", **{k: z[k] for k in z.files if k != "probabilities"})
+    else:
+        doc = json.loads((v1 / "model.json").read_text())
+        (v1 / "model.json").write_text(json.dumps({**doc, "stages": "x"}))
+    assert main(["models", str(tmp_path), "--use", "v1"]) == 2
+    err = capsys.readouterr().err
+    assert "version v0001 does not load, so LATEST stays at v0002" in err and "internal error" not in err, err
+    assert store.pointer()["version"] == "v0002"
+    if damage in ("no arrays", "cut short"):  # the store's own check reads the arrays (which ones: the pipeline's)
+        with pytest.raises(ModelFormatError, match="v0001 does not load"):
+            store.use("v0001")
+    assert store.use("v0001", load=None)["version"] == "v0001"  # its format alone: as before

@@ -33,6 +33,7 @@ import io
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ._version import MODEL_FORMAT_VERSION, __version__, versions
-from .errors import ModelFormatError, OutputError
+from .errors import MediaclusterError, ModelFormatError, OutputError
 from .fileio import atomic_path, pid_alive, read_json, write_json
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck", ".pcl", ".dill")
@@ -122,7 +123,7 @@ def read_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         raise ModelFormatError(f"{path} has no {ARRAYS_NPZ}") from None
     except ValueError as e:  # object arrays need pickle: refuse
         raise ModelFormatError(f"{path}/{ARRAYS_NPZ} holds non-numeric (pickled) arrays; refusing: {e}") from e
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile) as e:  # cut short, or not an npz
         raise ModelFormatError(f"{path}/{ARRAYS_NPZ} cannot be read: {e}") from e
     for k, a in arrays.items():
         if a.dtype.kind not in "biuf":
@@ -214,17 +215,27 @@ class ModelStore:
                                    f"{', '.join(model_id(self.root / v) for v in hits)} (versions: {have})")
         raise ModelFormatError(f"{self.root}: no model version {name!r} (versions: {have})")
 
-    def use(self, version: str) -> dict:
+    def use(self, version: str, load: Callable[[Path], object] | None = read_model) -> dict:
         """Point ``LATEST`` at an existing ``version`` (a rollback, or back to the newest; a
         version or a model id, :meth:`find`): the service watching this store switches to it
         within its poll, ``assign`` uses it. The versions themselves are never changed; the next
-        publish is the newest number again and becomes the latest. Returns the new ``LATEST``
-        content."""
+        publish is the newest number again and becomes the latest. ``load``: read the version
+        first (default :func:`read_model`: its arrays there and readable; ``Pipeline.load``, as
+        ``mediacluster models --use`` passes, the whole model as the service would load it), a
+        version it refuses is refused by name before ``LATEST`` moves; None: its folder's format
+        only (a version this process just wrote). Returns the new ``LATEST`` content."""
         version = self.find(version)
         if not (self.root / version / MODEL_JSON).is_file():
             raise ModelFormatError(f"{self.root / version}: no {MODEL_JSON}; not a model version")
         # a damaged version is refused here, not by the service that would switch to it
         meta = check_model_dir(self.root / version).get("metadata")
+        if load is not None:
+            try:
+                load(self.root / version)
+            except MediaclusterError as e:
+                now = (self.pointer() or {}).get("version")
+                raise ModelFormatError(f"version {version} does not load, so LATEST stays "
+                                       f"{'at ' + now if now else 'as it is'}: {e}") from e
         meta = meta if isinstance(meta, dict) else {}
         ptr = {"version": version, "run_id": meta.get("run_id"), "source": meta.get("source") or "",
                "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pointed_by": "use"}

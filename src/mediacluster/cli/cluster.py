@@ -273,7 +273,7 @@ def run(args) -> int:
                     published = True
     finally:
         if res.model and args.carry_from is not None and not published:  # nothing carried, or a failure
-            res.run.models.use(Path(res.model).name)  # serve the fit
+            res.run.models.use(Path(res.model).name, load=None)  # serve the fit (just written)
     rep = report_after(args, res.out, rename=False)  # named against --vocabulary by the run
     if res.level_refused:
         print_level_refused(res.level_refused, res.summary.get("levels"))

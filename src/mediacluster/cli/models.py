@@ -37,7 +37,9 @@ def run(args) -> int:
         raise ModelFormatError(f"{args.run} holds no model versions: give a run folder written with "
                                "`cluster --save-model` (or the studio's publish), or its models/ folder")
     if args.use:
-        ptr = store.use(args.use)
+        from ..pipeline import Pipeline
+
+        ptr = store.use(args.use, load=Pipeline.load)  # loaded as the service would, before LATEST moves
         sys.stdout.write(f"LATEST -> {ptr['version']} in {printable(store.root)}: `assign` uses it; a "
                          "service watching this folder switches to it within its --poll\n")
     for v in store.describe():
