@@ -458,3 +458,27 @@ def test_an_archives_older_formats_pillow_reads_are_clustered_not_passed_over(tm
         assert got.mode == "RGB"
         r, g, b = got.getpixel((got.width // 2, got.height // 2))
         assert (r > 150 and g < 80) or os.path.basename(p) == "b.pgm", p
+
+
+def test_a_manifest_counts_the_files_beside_it_that_no_row_names(tmp_path):
+    """A file in the manifest's folder that no row names was not reported (a scrape the manifest
+    missed went unseen): the collection counts the files of its kind under the manifest's folder
+    that no row names, without reading them (hidden files, other kinds and run folders aside);
+    a folder past the scan limit gives a lower bound."""
+    from mediacluster.ingest.sources import unlisted_files
+    from mediacluster.rundir import RUN_JSON, SCHEMA
+
+    for name in ("imgs/0.jpg", "imgs/1.jpg", "imgs/2.jpg", "imgs/sub/3.jpg", "imgs/.hidden.jpg",
+                 "imgs/notes.txt", "run/thumbs/t.jpg"):
+        touch(tmp_path / name)
+    (tmp_path / "run" / RUN_JSON).write_text(f'{{"schema": "{SCHEMA}"}}')
+    (tmp_path / "imgs" / "2.jpg").write_bytes(b"not an image: never read")
+    pd.DataFrame({"path": ["imgs/0.jpg", "imgs/1.jpg", "imgs/gone.jpg"]}).to_csv(tmp_path / "m.csv", index=False)
+    coll = collect(tmp_path / "m.csv")
+    assert coll.unlisted == {"folder": str(tmp_path), "count": 2, "complete": True,
+                             "examples": [str(tmp_path / "imgs" / "2.jpg"), str(tmp_path / "imgs" / "sub" / "3.jpg")]}
+    pd.DataFrame({"path": ["imgs/0.jpg", "imgs/1.jpg", "imgs/2.jpg", "imgs/sub/3.jpg"]}).to_csv(tmp_path / "m.csv",
+                                                                                             index=False)
+    assert collect(tmp_path / "m.csv").unlisted is None
+    got = unlisted_files(tmp_path, set(), {".jpg"}, show=1, limit=3)
+    assert got["complete"] is False and 1 <= got["count"] < 4 and len(got["examples"]) == 1

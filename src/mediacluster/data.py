@@ -201,6 +201,9 @@ class Collection:
     source: str = ""
     root: str | None = None
     metadata: object = None  # pandas.DataFrame | None (pandas is imported lazily)
+    # a manifest's: the files of its kind under its folder that no row names (never read;
+    # ingest.sources.unlisted_files), None when none
+    unlisted: dict | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

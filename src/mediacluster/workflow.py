@@ -460,6 +460,8 @@ def cluster_folder(
                     run.set_collection_root(coll.root)  # item paths are stored relative to it
                     if coll.metadata is not None:  # a manifest's own columns, kept with the run
                         run.write_metadata(coll.metadata)
+                    if coll.unlisted:  # files beside a manifest that no row names (not read)
+                        info["unlisted_files"] = coll.unlisted
                 timings["ingest"] = time.perf_counter() - t
                 if coll.vectors is not None:
                     note_pathless(info, coll.ids, coll.paths)

@@ -234,6 +234,12 @@ def run(args) -> int:
     try:
         print_summary(res.summary, res.embeddings.skipped, res.out)
         print_long_recordings(res.run.info.get("long_recordings") if res.run is not None else None, RUN_JSON)
+        unlisted = res.run.info.get("unlisted_files") if res.run is not None else None
+        if unlisted:
+            print(f"not in the manifest: {'' if unlisted['complete'] else 'at least '}{unlisted['count']} "
+                  f"file(s) under {printable(unlisted['folder'])} that no row names, not read (e.g. "
+                  f"{', '.join(printable(os.path.relpath(x, unlisted['folder'])) for x in unlisted['examples'])}; "
+                  f"{RUN_JSON} unlisted_files); cluster the folder to read every file")
         pathless = res.run.info.get("items_without_path") if res.run is not None else None
         if pathless:
             print(f"items without a path: {pathless['count']} (their path column is empty; e.g. "

@@ -459,6 +459,7 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
     raw_labels = df["label"].tolist() if has_labels else None
     csv = p.suffix.lower() in (".csv", ".tsv")
     rows: list[int] = []  # the manifest row of each kept item
+    named: set[str] = set()  # every row's file, kept or not: the folder's other files are unlisted
     for row, raw in enumerate(df["path"].tolist()):
         where = f"line {row + 2}" if csv else f"row {row}"  # CSV: header is line 1
         s = _str_or_none(raw)
@@ -470,6 +471,7 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
             continue
         s = os.path.expanduser(s)
         full = os.path.normpath(s if os.path.isabs(s) else base / s)
+        named.add(full)
         item_id = full
         if has_ids:
             item_id = _str_or_none(raw_ids[row])
@@ -509,7 +511,42 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
         ids=ids, paths=paths, labels=labels if (has_labels or labels_from_folders) else None,
         media=media, skipped=skipped, source=str(p), root=str(base),
         metadata=_metadata(df, ids, rows, {"path", "id"} | ({"label"} if has_labels else set())),
+        unlisted=unlisted_files(base, named, MEDIA_EXTENSIONS.get(media, ())),
     )
+
+
+#: How many folder entries :func:`unlisted_files` looks at before it stops (a manifest kept in a
+#: home folder or a disk's root is not walked whole); past it the count is a lower bound.
+UNLISTED_SCAN_LIMIT = 200_000
+
+
+def unlisted_files(base: str | os.PathLike, named: set[str], exts, show: int = 5,
+                   limit: int = UNLISTED_SCAN_LIMIT) -> dict | None:
+    """The files of the manifest's kind (``exts``) under its folder ``base`` that no row names
+    (``named``: every row's full path): listed by name, never read (the manifest is the
+    collection; a file it leaves out may be one the scrape missed). ``{"folder", "count",
+    "examples" (the first ``show``, sorted), "complete"}`` (False: the walk stopped after
+    ``limit`` entries and ``count`` is a lower bound); None when there are none. Hidden files
+    and folders, run folders and the system folders a folder scan passes over are passed over."""
+    count, examples, seen, complete = 0, [], 0, True
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d) and d not in SKIP_FOLDERS
+                             and not RunDir.is_run(os.path.join(dirpath, d)))
+        seen += len(dirnames) + len(filenames)
+        for f in sorted(filenames):
+            if _hidden(f) or os.path.splitext(f)[1].lower() not in exts:
+                continue
+            full = os.path.join(dirpath, f)
+            if full not in named:
+                count += 1
+                if len(examples) < show:
+                    examples.append(full)
+        if seen >= limit:
+            complete = False
+            break
+    if not count:
+        return None
+    return {"folder": str(base), "count": count, "examples": examples, "complete": complete}
 
 
 def _metadata(df, ids: list[str], rows: list[int], used: set[str]):
