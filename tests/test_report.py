@@ -668,3 +668,30 @@ def test_a_thread_count_below_one_is_refused_by_name(tmp_path, capsys):
         assert main(["report", str(tmp_path / "run"), "--quiet", "--workers", n]) == 2
         assert f"workers: must be >= 1, got {n}" in capsys.readouterr().err
     assert not (tmp_path / "run" / "report").exists()
+
+
+def test_the_methods_paragraph_gives_the_duplicate_finders_parameters(tmp_path):
+    """``report/methods.md`` of a ``cluster --dedup`` run said the near-duplicates were grouped but
+    not how (the finder's thresholds decide which items are one): it gives every parameter of the
+    finder, defaults included, and the groups' counts; a run.json written before they were
+    recorded says so instead of leaving them out silently."""
+    import json
+
+    from mediacluster.cli import main
+    from mediacluster.report.methods import methods_text
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(60, 8)) + 4, rng.normal(size=(60, 8)) - 4]).astype(np.float32)
+    X[1] = X[0]  # one exact copy
+    np.save(tmp_path / "v.npy", X)
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--quiet", "--no-csv",
+                 "--no-names", "--reducer", "pca", "--reducer-param", "n_components=4", "--clusterer", "kmeans",
+                 "--clusterer-param", "n_clusters=2", "--dedup", "--dedup-param", "semantic_threshold=0.99"]) == 0
+    text = methods_text(tmp_path / "run")
+    assert "(`--dedup`, `duplicates.DuplicateFinder`; its parameters: " in text, text
+    assert "semantic_threshold=0.99" in text and "hash_radius=7" in text and "workers=" not in text
+    assert "of the 120 items." in text
+    doc = json.loads((tmp_path / "run" / "run.json").read_text())
+    del doc["duplicates"]["params"]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(doc))
+    assert "its parameters were not recorded by the version that made the run" in methods_text(tmp_path / "run")

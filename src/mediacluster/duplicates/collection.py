@@ -172,7 +172,10 @@ def summary(finder: DuplicateFinder) -> dict:
             "items_in_groups": int(sizes.sum()), "duplicates": int(sizes.sum() - len(sizes)),
             "largest": int(sizes.max()) if len(sizes) else 0,
             "links": dict(zip(names, map(int, kinds))),
-            "skipped": len(finder.skipped_)}
+            "skipped": len(finder.skipped_),
+            # the finder's parameters, defaults included (a study says how its groups were found:
+            # report/methods.md); progress and workers change no result
+            "params": {k: v for k, v in finder.get_params().items() if k not in ("progress", "workers")}}
 
 
 def top_folder(path, root: str | None = None) -> str:

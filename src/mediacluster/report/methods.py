@@ -71,8 +71,16 @@ def methods_text(run) -> str:
         sample = (f"a random sample of {fs.get('size', '?'):,} of the {fs.get('of', '?'):,} items (seed "
                   f"{fs.get('seed', '?')})" if isinstance(fs, dict) else f"a random sample ({fs})")
         p.append(f" The pipeline was fitted on {sample} and every other item assigned by the fitted model.")
-    if info.get("duplicates"):
-        p.append(" Near-duplicate groups were found first and fitted as one item each (`--dedup`).")
+    dups = info.get("duplicates")
+    if dups:
+        params = dups.get("params") if isinstance(dups, dict) else None
+        said = ("its parameters: " + ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+                if isinstance(params, dict) else "its parameters were not recorded by the version that made the run")
+        counts = (f" {dups['groups']:,} groups held {dups['items_in_groups']:,} of the {dups['items']:,} items."
+                  if isinstance(dups, dict) and all(isinstance(dups.get(k), int) for k in ("groups", "items_in_groups", "items"))
+                  else "")
+        p.append(" Near-duplicate groups were found first and fitted as one item each (`--dedup`, "
+                 f"`duplicates.DuplicateFinder`; {said}).{counts}")
     p.append(f" Reduction: {_stage(pipe.get('reducer_'))}. Outlier removal: {_stage(pipe.get('outliers_'))}."
              f" Clustering: {_stage(pipe.get('clusterer_'))}.")
     levels = summary.get("levels")
