@@ -373,3 +373,10 @@ def test_a_row_without_a_path_keeps_the_others_paths(tmp_path, fit_sample, capsy
     got = run.read_embeddings().paths
     assert got[4] == "/data/img/4.jpg" and got[6] == "/data/img/6.jpg" and not isinstance(got[5], str)
     assert ParquetVectors(tmp_path / "v.parquet").paths()[5] is None
+    # an .npz's paths array (read whole, by ingest.collect) says an empty one as the Parquet does
+    np.savez(tmp_path / "v.npz", vectors=X, ids=np.array([f"i{i}" for i in range(len(X))]), paths=np.array(paths))
+    assert main(["cluster", str(tmp_path / "v.npz"), "--out", str(tmp_path / "z"), "--fit-sample", fit_sample,
+                 "--reducer", "pca", "--reducer-param", "n_components=4", "--clusterer", "kmeans",
+                 "--clusterer-param", "n_clusters=3", "--quiet", "--no-names"]) == 0
+    assert RunDir.open(tmp_path / "z").info["items_without_path"] == {"count": 1, "ids": ["i5"]}
+    assert RunDir.open(tmp_path / "z").read_embeddings().paths[6] == "/data/img/6.jpg"

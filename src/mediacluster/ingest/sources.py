@@ -637,7 +637,7 @@ def read_vectors(p: str | os.PathLike, df=None) -> Collection:
                 if "labels" in z.files:
                     labels = [_str_or_none(x) for x in z["labels"].tolist()]
                 if "paths" in z.files:
-                    paths = [str(x) for x in z["paths"]]
+                    paths = [_str_or_none(x) for x in z["paths"].tolist()]  # "": an item without a path
             except ValueError as e:
                 raise InputError(f"{p}: {e} (save ids/labels as string arrays, not objects)") from None
         if ids is None:
