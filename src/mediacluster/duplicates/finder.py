@@ -63,6 +63,8 @@ AUDIO_PROFILE_NEIGHBORS = PROFILE_NEIGHBORS
 #: seeded sample above this many (searched among themselves: a little farther apart than in the
 #: whole collection, so the cutoff errs towards the absolute threshold)
 NEIGHBOUR_SAMPLE = 20_000
+#: 1 - cosine below which two vectors are the same whatever the collection (float32 rounding)
+SAME_VECTOR = 1e-5
 LINK_DTYPE = np.dtype([("i", np.int64), ("j", np.int64), ("kind", np.int8), ("distance", np.float32)])
 
 
@@ -460,11 +462,14 @@ class DuplicateFinder(BaseEstimator):
 
     def _vectors_only_cutoff(self, lo: float) -> float:
         """``semantic_only_cutoff_``: ``lo`` raised to 1 - ``semantic_only_relative`` x the
-        collection's neighbour distance when that is higher (``neighbour_distance_``)."""
+        collection's neighbour distance when that is higher (``neighbour_distance_``), never above
+        1 - :data:`SAME_VECTOR` (a collection of copies has no neighbour distance, and its
+        identical rows differ by float rounding)."""
         if self.semantic_only_relative is not None:
             self.neighbour_distance_ = neighbour_distance(self.vectors_, int(self.n_neighbors))
             if self.neighbour_distance_ is not None:
-                lo = max(float(lo), 1.0 - float(self.semantic_only_relative) * self.neighbour_distance_)
+                rel = 1.0 - max(float(self.semantic_only_relative) * self.neighbour_distance_, SAME_VECTOR)
+                lo = max(float(lo), rel)
         self.semantic_only_cutoff_ = float(lo)
         return lo
 
