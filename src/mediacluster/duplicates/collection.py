@@ -164,15 +164,22 @@ def cluster_duplicates(finder: DuplicateFinder, labels: np.ndarray, ids: list | 
 
 
 def summary(finder: DuplicateFinder) -> dict:
-    """Counts for run.json and printing."""
+    """Counts for run.json and printing; when the vectors alone decided, also the cosine a link
+    needed (``semantic_only_cutoff``) and the collection's ``neighbour_distance`` it came from."""
     sizes = np.bincount(finder.labels_[finder.labels_ >= 0]) if finder.n_groups_ else np.zeros(0, int)
     names = KINDS if finder.media == "audio" else KINDS[:4]  # an image run's counts as they were
     kinds = np.bincount(finder.links_["kind"], minlength=len(KINDS)).tolist() if len(finder.links_) else [0] * len(KINDS)
-    return {"items": int(finder.n_items_), "groups": int(finder.n_groups_),
-            "items_in_groups": int(sizes.sum()), "duplicates": int(sizes.sum() - len(sizes)),
-            "largest": int(sizes.max()) if len(sizes) else 0,
-            "links": dict(zip(names, map(int, kinds))),
-            "skipped": len(finder.skipped_)}
+    out = {"items": int(finder.n_items_), "groups": int(finder.n_groups_),
+           "items_in_groups": int(sizes.sum()), "duplicates": int(sizes.sum() - len(sizes)),
+           "largest": int(sizes.max()) if len(sizes) else 0,
+           "links": dict(zip(names, map(int, kinds))),
+           "skipped": len(finder.skipped_)}
+    cutoff = getattr(finder, "semantic_only_cutoff_", None)
+    if cutoff is not None:  # the vectors alone decided: the cosine a link needed, and why
+        out["semantic_only_cutoff"] = round(float(cutoff), 6)
+        nd = getattr(finder, "neighbour_distance_", None)
+        out["neighbour_distance"] = None if nd is None else round(float(nd), 6)
+    return out
 
 
 def top_folder(path, root: str | None = None) -> str:
