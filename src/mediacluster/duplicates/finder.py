@@ -59,10 +59,6 @@ MEDIA = ("image", "audio")
 
 #: candidates per audio clip from its spectrum profile (``fingerprint.PROFILE_NEIGHBORS``)
 AUDIO_PROFILE_NEIGHBORS = PROFILE_NEIGHBORS
-#: items whose neighbour distances set the vectors-only cutoff (:func:`neighbour_distance`): a
-#: seeded sample above this many (searched among themselves: a little farther apart than in the
-#: whole collection, so the cutoff errs towards the absolute threshold)
-NEIGHBOUR_SAMPLE = 20_000
 #: 1 - cosine below which two vectors are the same whatever the collection (float32 rounding)
 SAME_VECTOR = 1e-5
 LINK_DTYPE = np.dtype([("i", np.int64), ("j", np.int64), ("kind", np.int8), ("distance", np.float32)])
@@ -85,30 +81,15 @@ def _pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
 
 
-def neighbour_distance(X, k: int, sample: int = NEIGHBOUR_SAMPLE, seed: int = 0) -> float | None:
-    """The collection's ordinary neighbour distance: the median over items (a seeded sample of
-    ``sample`` when there are more) of 1 - cosine to the item's ``k``-th nearest other item
-    (``k`` capped at the items - 1). The k-th, not the nearest: an item's few copies do not
-    count, so the scale holds while fewer than half the items are in groups larger than ``k``.
-    None under 3 items (no scale to measure). ``X``: rows as the finder holds them (unit)."""
-    n = len(X)
-    if n < 3:
-        return None
-    valid = None
-    if n > sample:
-        valid = np.zeros(n, bool)
-        valid[np.random.default_rng(seed).choice(n, sample, replace=False)] = True
-    k = int(min(k, (n if valid is None else sample) - 1))
-    i, j, c = cosine_pairs(X, -1.0, k=k, valid=valid)
-    # each item's pairs hold its k nearest (a reverse neighbour is never nearer than its k-th)
-    item = np.concatenate([i, j])
-    cos = np.concatenate([c, c]).astype(np.float64)
-    order = np.lexsort((-cos, item))
-    item, cos = item[order], cos[order]
-    start = np.searchsorted(item, np.unique(item))
-    end = np.append(start[1:], len(item))
-    kth = cos[np.minimum(start + k - 1, end - 1)]
-    return float(np.median(1.0 - kth))
+def neighbour_distance(kth: np.ndarray) -> float | None:
+    """The collection's ordinary neighbour distance: the median over items of 1 - cosine to the
+    item's ``n_neighbors``-th nearest other item (``kth``: those cosines, from the duplicate
+    search itself, ``search.cosine_pairs(kth=)``; NaN: not found). The k-th, not the nearest: an
+    item's few copies do not count, so the scale holds while fewer than half the items are in
+    groups larger than ``n_neighbors``. None under 3 items (no scale to measure)."""
+    kth = np.asarray(kth, np.float64)
+    kth = kth[np.isfinite(kth)]
+    return None if len(kth) < 3 else float(np.median(1.0 - kth))
 
 
 class DuplicateFinder(BaseEstimator):
@@ -357,8 +338,8 @@ class DuplicateFinder(BaseEstimator):
                 raise InputError(nonfinite_message(bad[:1] + s, len(vectors), "vectors", row="row {}"))
         return normalise(vectors)
 
-    def _semantic_pairs(self, lo: float):
-        return cosine_pairs(self.vectors_, float(lo), k=int(self.n_neighbors), progress=self.progress)
+    def _semantic_pairs(self, lo: float, kth: np.ndarray | None = None):
+        return cosine_pairs(self.vectors_, float(lo), k=int(self.n_neighbors), progress=self.progress, kth=kth)
 
     def _early_candidates(self, store) -> dict | None:
         """Before the signature pass (images with vectors and files to verify): the geometric
@@ -435,8 +416,14 @@ class DuplicateFinder(BaseEstimator):
         if lo is None:
             return np.zeros(0, LINK_DTYPE)
         if not can_verify:  # the vectors alone decide: in their own scale too
-            lo = self._vectors_only_cutoff(lo)
-        i, j, cos = early["pairs"] if early is not None else self._semantic_pairs(lo)
+            relative = self.semantic_only_relative is not None
+            kth = np.full(self.n_items_, np.nan) if relative else None
+            i, j, cos = self._semantic_pairs(lo, kth)
+            lo = self._vectors_only_cutoff(lo, kth)
+            keep = cos >= lo
+            i, j, cos = i[keep], j[keep], cos[keep]
+        else:
+            i, j, cos = early["pairs"] if early is not None else self._semantic_pairs(lo)
         n = self.n_items_
         if audio and can_verify and AUDIO_PROFILE_NEIGHBORS > 0:  # fingerprints made here, kept for the check
             early = {"verifier": self._verifier(), "kind": None}
@@ -460,13 +447,14 @@ class DuplicateFinder(BaseEstimator):
         out["i"], out["j"], out["kind"], out["distance"] = i, j, kind, 1.0 - cos
         return out
 
-    def _vectors_only_cutoff(self, lo: float) -> float:
+    def _vectors_only_cutoff(self, lo: float, kth: np.ndarray | None) -> float:
         """``semantic_only_cutoff_``: ``lo`` raised to 1 - ``semantic_only_relative`` x the
-        collection's neighbour distance when that is higher (``neighbour_distance_``), never above
+        collection's neighbour distance when that is higher (``neighbour_distance_``, from
+        ``kth``, each item's cosine to its ``n_neighbors``-th nearest), never above
         1 - :data:`SAME_VECTOR` (a collection of copies has no neighbour distance, and its
         identical rows differ by float rounding)."""
-        if self.semantic_only_relative is not None:
-            self.neighbour_distance_ = neighbour_distance(self.vectors_, int(self.n_neighbors))
+        if self.semantic_only_relative is not None and kth is not None:
+            self.neighbour_distance_ = neighbour_distance(kth)
             if self.neighbour_distance_ is not None:
                 rel = 1.0 - max(float(self.semantic_only_relative) * self.neighbour_distance_, SAME_VECTOR)
                 lo = max(float(lo), rel)
