@@ -110,3 +110,22 @@ def test_cluster_dedup_on_blob_vectors_fits_every_item(tmp_path):
     assert code == 0, err.getvalue()
     dups = json.loads((tmp_path / "run" / "run.json").read_text())["duplicates"]
     assert dups["groups"] == 0 and dups["items_in_groups"] == 0, dups
+
+
+@pytest.mark.parametrize("method", ["flat", "ivf"])
+def test_the_search_reports_each_rows_kth_neighbour_cosine(method):
+    from mediacluster.duplicates.search import cosine_pairs
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 16)).astype(np.float32)
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    C = U @ U.T
+    np.fill_diagonal(C, -np.inf)
+    want = np.sort(C, axis=1)[:, -5]  # the 5th nearest other row
+    kth = np.full(len(X), np.nan)
+    cosine_pairs(X, 0.99, k=5, method=method, kth=kth)
+    assert np.isfinite(kth).all()
+    if method == "flat":
+        np.testing.assert_allclose(kth, want, atol=1e-5)
+    else:  # approximate: never nearer than the true k-th, mostly equal
+        assert (kth <= want + 1e-5).all() and np.mean(np.abs(kth - want) < 1e-5) > 0.5
