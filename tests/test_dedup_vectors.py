@@ -110,6 +110,9 @@ def test_cluster_dedup_on_blob_vectors_fits_every_item(tmp_path):
     assert code == 0, err.getvalue()
     dups = json.loads((tmp_path / "run" / "run.json").read_text())["duplicates"]
     assert dups["groups"] == 0 and dups["items_in_groups"] == 0, dups
+    said = out.getvalue()  # what a duplicate was, said: the cutoff the vectors needed
+    assert f"duplicates by their vectors alone: cosine >= {dups['semantic_only_cutoff']:.4f}" in said, said
+    assert dups["semantic_only_cutoff"] > 0.99 and "semantic_only_relative=null" in said
 
 
 @pytest.mark.parametrize("method", ["flat", "ivf"])

@@ -73,6 +73,20 @@ def audio_rule(media: str, params: dict | None) -> str | None:
     return AUDIO_RULE if media == "audio" and "semantic_only_threshold" not in (params or {}) else None
 
 
+def vectors_rule(counts: dict | None, flag: str = "--dedup-param") -> str | None:
+    """What a duplicate was when the vectors alone decided (``summary``'s ``semantic_only_cutoff``),
+    for ``cluster --dedup`` and ``dups`` (``flag="--param"``) to print; None otherwise."""
+    cutoff = (counts or {}).get("semantic_only_cutoff")
+    if cutoff is None:
+        return None
+    nd = counts.get("neighbour_distance")
+    scale = ("" if nd is None else
+             f" (the larger of semantic_only_threshold and 1 - semantic_only_relative x this collection's "
+             f"neighbour distance, {nd:.4g})")
+    return (f"duplicates by their vectors alone: cosine >= {cutoff:.4f}{scale}; set the rule with "
+            f"{flag} semantic_only_threshold=COSINE or semantic_only_relative=null")
+
+
 def make_finder(params: dict | None = None, progress: bool = True, workers: int | None = None) -> DuplicateFinder:
     """A finder with ``params`` (its constructor's names; unknown names are refused)."""
     params = dict(params or {})
