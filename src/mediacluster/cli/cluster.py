@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import stages
 from ..config import load_config, parse_param, pipeline_from_config
-from ..duplicates.collection import audio_rule
+from ..duplicates.collection import audio_rule, vectors_rule
 from ..naming.support import MOSTLY_UNSURE_NOTE
 from ..rundir import RUN_JSON
 from ..workflow import cluster_folder
@@ -252,6 +252,8 @@ def run(args) -> int:
                               dict(parse_param(t) for t in args.dedup_param))
             if note:
                 print(note)
+            if vectors_rule(dups):
+                print(vectors_rule(dups))
             note = few_fitted(dups, res.summary.get("levels"))
             if note:
                 print(note)

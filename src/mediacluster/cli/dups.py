@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import parse_param
-from ..duplicates.collection import INFO, find_duplicates_in
+from ..duplicates.collection import INFO, find_duplicates_in, vectors_rule
 from . import SUMMARIES, add_manifest_columns, add_retry_bad, manifest_columns, printable
 from .cluster import positive_int, print_long_recordings, print_skipped
 
@@ -50,6 +50,8 @@ def run(args) -> int:
               + ", ".join(f"{printable(k)} {v}" for k, v in across.items()))
     if res.get("note"):
         print(res["note"])
+    if vectors_rule(res, "--param"):
+        print(vectors_rule(res, "--param"))
     skipped = res["skipped_files"]
     print(f"skipped: {len(skipped)} file(s)")
     print_skipped(skipped, INFO)

@@ -73,6 +73,20 @@ def audio_rule(media: str, params: dict | None) -> str | None:
     return AUDIO_RULE if media == "audio" and "semantic_only_threshold" not in (params or {}) else None
 
 
+def vectors_rule(counts: dict | None, flag: str = "--dedup-param") -> str | None:
+    """What a duplicate was when the vectors alone decided (``summary``'s ``semantic_only_cutoff``),
+    for ``cluster --dedup`` and ``dups`` (``flag="--param"``) to print; None otherwise."""
+    cutoff = (counts or {}).get("semantic_only_cutoff")
+    if cutoff is None:
+        return None
+    nd = counts.get("neighbour_distance")
+    scale = ("" if nd is None else
+             f" (the larger of semantic_only_threshold and 1 - semantic_only_relative x this collection's "
+             f"neighbour distance, {nd:.4g})")
+    return (f"duplicates by their vectors alone: cosine >= {cutoff:.4f}{scale}; set the rule with "
+            f"{flag} semantic_only_threshold=COSINE or semantic_only_relative=null")
+
+
 def make_finder(params: dict | None = None, progress: bool = True, workers: int | None = None) -> DuplicateFinder:
     """A finder with ``params`` (its constructor's names; unknown names are refused)."""
     params = dict(params or {})
@@ -164,18 +178,25 @@ def cluster_duplicates(finder: DuplicateFinder, labels: np.ndarray, ids: list | 
 
 
 def summary(finder: DuplicateFinder) -> dict:
-    """Counts for run.json and printing."""
+    """Counts for run.json and printing; when the vectors alone decided, also the cosine a link
+    needed (``semantic_only_cutoff``) and the collection's ``neighbour_distance`` it came from."""
     sizes = np.bincount(finder.labels_[finder.labels_ >= 0]) if finder.n_groups_ else np.zeros(0, int)
     names = KINDS if finder.media == "audio" else KINDS[:4]  # an image run's counts as they were
     kinds = np.bincount(finder.links_["kind"], minlength=len(KINDS)).tolist() if len(finder.links_) else [0] * len(KINDS)
-    return {"items": int(finder.n_items_), "groups": int(finder.n_groups_),
-            "items_in_groups": int(sizes.sum()), "duplicates": int(sizes.sum() - len(sizes)),
-            "largest": int(sizes.max()) if len(sizes) else 0,
-            "links": dict(zip(names, map(int, kinds))),
-            "skipped": len(finder.skipped_),
-            # the finder's parameters, defaults included (a study says how its groups were found:
-            # report/methods.md); progress and workers change no result
-            "params": {k: v for k, v in finder.get_params().items() if k not in ("progress", "workers")}}
+    out = {"items": int(finder.n_items_), "groups": int(finder.n_groups_),
+           "items_in_groups": int(sizes.sum()), "duplicates": int(sizes.sum() - len(sizes)),
+           "largest": int(sizes.max()) if len(sizes) else 0,
+           "links": dict(zip(names, map(int, kinds))),
+           "skipped": len(finder.skipped_),
+           # the finder's parameters, defaults included (a study says how its groups were found:
+           # report/methods.md); progress and workers change no result
+           "params": {k: v for k, v in finder.get_params().items() if k not in ("progress", "workers")}}
+    cutoff = getattr(finder, "semantic_only_cutoff_", None)
+    if cutoff is not None:  # the vectors alone decided: the cosine a link needed, and why
+        out["semantic_only_cutoff"] = round(float(cutoff), 6)
+        nd = getattr(finder, "neighbour_distance_", None)
+        out["neighbour_distance"] = None if nd is None else round(float(nd), 6)
+    return out
 
 
 def top_folder(path, root: str | None = None) -> str:

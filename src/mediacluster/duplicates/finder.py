@@ -9,7 +9,13 @@ How a pair of items becomes a duplicate link (each step only sees pairs the step
 3. **geometric**: embeddings with cosine >= ``semantic_threshold`` among each item's
    ``n_neighbors`` nearest, confirmed by keypoint alignment plus the photometric check on the
    overlap (``GeometricVerifier``): crops, caption bars, screenshot frames. Needs the files.
-4. **semantic**: without files to check (vectors only), cosine >= ``semantic_only_threshold``.
+4. **semantic**: without files to check (vectors only), cosine >= ``semantic_only_threshold``
+   and, unless ``semantic_only_relative`` is None, 1 - cosine <= ``semantic_only_relative`` x the
+   collection's own neighbour distance (:func:`neighbour_distance`): 0.97 was measured on the
+   default encoder's vectors, where ordinary neighbours lie far below it; another encoder's
+   vectors (a non-zero mean, a narrower cone: CLIP's unrelated images at cosine ~.5-.8) or tight
+   clusters put whole collections above any absolute cosine (benchmarks/RESULTS.md, "Duplicates
+   on vectors from another encoder"). The cosine actually used is ``semantic_only_cutoff_``.
 
 Audio clips (``media="audio"``): exact copies by their bytes; then each clip's ``n_neighbors``
 nearest embeddings with cosine >= ``semantic_threshold`` are candidates, and with the files at
@@ -53,6 +59,8 @@ MEDIA = ("image", "audio")
 
 #: candidates per audio clip from its spectrum profile (``fingerprint.PROFILE_NEIGHBORS``)
 AUDIO_PROFILE_NEIGHBORS = PROFILE_NEIGHBORS
+#: 1 - cosine below which two vectors are the same whatever the collection (float32 rounding)
+SAME_VECTOR = 1e-5
 LINK_DTYPE = np.dtype([("i", np.int64), ("j", np.int64), ("kind", np.int8), ("distance", np.float32)])
 
 
@@ -73,6 +81,17 @@ def _pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
 
 
+def neighbour_distance(kth: np.ndarray) -> float | None:
+    """The collection's ordinary neighbour distance: the median over items of 1 - cosine to the
+    item's ``n_neighbors``-th nearest other item (``kth``: those cosines, from the duplicate
+    search itself, ``search.cosine_pairs(kth=)``; NaN: not found). The k-th, not the nearest: an
+    item's few copies do not count, so the scale holds while fewer than half the items are in
+    groups larger than ``n_neighbors``. None under 3 items (no scale to measure)."""
+    kth = np.asarray(kth, np.float64)
+    kth = kth[np.isfinite(kth)]
+    return None if len(kth) < 3 else float(np.median(1.0 - kth))
+
+
 class DuplicateFinder(BaseEstimator):
     """Find and group duplicates among images or audio clips (paths), embeddings (vectors), or both.
 
@@ -86,6 +105,11 @@ class DuplicateFinder(BaseEstimator):
     semantic_threshold : smallest cosine of a candidate pair sent to geometric verification.
     semantic_only_threshold : smallest cosine accepted without images to check (vectors only,
         or ``verify=False``); None: never link on embeddings alone.
+    semantic_only_relative : without files, a pair is also linked only when 1 - cosine <= this
+        fraction of the collection's neighbour distance (:func:`neighbour_distance`: the median
+        1 - cosine to an item's ``n_neighbors``-th nearest), so that duplicates are what is far
+        closer than ordinary neighbours in the vectors' own scale; None: the absolute threshold
+        alone (vectors known to be the default encoder's, where 0.97 was measured).
     n_neighbors : nearest neighbours per item searched for semantic candidates.
     verify : check semantic candidates geometrically (images) or by their fingerprints (audio)
         when the files are given.
@@ -124,12 +148,17 @@ class DuplicateFinder(BaseEstimator):
         reads (``vectors`` may be a ``.npy`` opened with ``np.load(mmap_mode="r")``: it is read
         block by block, never loaded or copied whole).
     content_hashes_ : content hash per item (None where unknown).
+    neighbour_distance_ : the collection's neighbour distance (vectors alone decided; else None).
+    semantic_only_cutoff_ : the cosine a vectors-only link needed: max(``semantic_only_threshold``,
+        1 - ``semantic_only_relative`` x ``neighbour_distance_``); None when no link is made on
+        vectors alone (files verified, or ``semantic_only_threshold`` None).
     """
 
     def __init__(self, hash: str = "phash", hash_size: int = 8, hash_radius: int = 7,
                  photometric: bool = True, min_ncc: float = 0.97, max_chroma: float = 0.5,
                  grey_chroma: float = 3.0, semantic_threshold: float = 0.8,
-                 semantic_only_threshold: float | None = 0.97, n_neighbors: int = 10,
+                 semantic_only_threshold: float | None = 0.97, semantic_only_relative: float | None = 0.2,
+                 n_neighbors: int = 10,
                  verify: bool = True, min_inliers: int = 15, max_diameter: float = 2.0,
                  workers: int | None = None, progress: bool = False, media: str = "image",
                  audio_min_ncc: float = 0.96):
@@ -142,6 +171,7 @@ class DuplicateFinder(BaseEstimator):
         self.grey_chroma = grey_chroma
         self.semantic_threshold = semantic_threshold
         self.semantic_only_threshold = semantic_only_threshold
+        self.semantic_only_relative = semantic_only_relative
         self.n_neighbors = n_neighbors
         self.verify = verify
         self.min_inliers = min_inliers
@@ -187,11 +217,12 @@ class DuplicateFinder(BaseEstimator):
             v = getattr(self, name)
             if not number(v) or not float(v).is_integer():
                 bad(name, "a whole number")
+        nullable = ("semantic_only_threshold", "semantic_only_relative")
         for name in ("min_ncc", "max_chroma", "grey_chroma", "semantic_threshold", "semantic_only_threshold",
-                     "max_diameter", "audio_min_ncc"):
+                     "semantic_only_relative", "max_diameter", "audio_min_ncc"):
             v = getattr(self, name)
-            if not number(v) and not (v is None and name == "semantic_only_threshold"):
-                bad(name, "a number" + (" or null" if name == "semantic_only_threshold" else ""))
+            if not number(v) and not (v is None and name in nullable):
+                bad(name, "a number" + (" or null" if name in nullable else ""))
         for name in ("photometric", "verify"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 bad(name, "true or false")
@@ -221,6 +252,10 @@ class DuplicateFinder(BaseEstimator):
             raise ParameterError(f"semantic_threshold={self.semantic_threshold}: a cosine, in [-1, 1]", param="semantic_threshold")
         if self.semantic_only_threshold is not None and not -1 <= self.semantic_only_threshold <= 1:
             raise ParameterError(f"semantic_only_threshold={self.semantic_only_threshold}: a cosine, in [-1, 1]", param="semantic_only_threshold")
+        if self.semantic_only_relative is not None and not 0 < self.semantic_only_relative <= 1:
+            raise ParameterError(f"semantic_only_relative={self.semantic_only_relative}: a fraction of the "
+                                 "neighbour distance, in (0, 1] (or null: the absolute threshold alone)",
+                                 param="semantic_only_relative")
         if self.max_diameter < 1:
             raise ParameterError(f"max_diameter={self.max_diameter}: must be >= 1 (1 = one link threshold)", param="max_diameter")
         if self.n_neighbors < 1:
@@ -285,6 +320,7 @@ class DuplicateFinder(BaseEstimator):
         if content_hashes is None and signatures is not None and any(c is not None for c in signatures.content):
             self.content_hashes_ = list(signatures.content)
 
+        self.neighbour_distance_ = self.semantic_only_cutoff_ = None  # set when vectors alone decide
         links = [self._links_exact(), self._links_perceptual()]
         links.append(self._links_semantic(links, store, early))
         self.links_ = np.concatenate(links) if links else np.zeros(0, LINK_DTYPE)
@@ -302,8 +338,8 @@ class DuplicateFinder(BaseEstimator):
                 raise InputError(nonfinite_message(bad[:1] + s, len(vectors), "vectors", row="row {}"))
         return normalise(vectors)
 
-    def _semantic_pairs(self, lo: float):
-        return cosine_pairs(self.vectors_, float(lo), k=int(self.n_neighbors), progress=self.progress)
+    def _semantic_pairs(self, lo: float, kth: np.ndarray | None = None):
+        return cosine_pairs(self.vectors_, float(lo), k=int(self.n_neighbors), progress=self.progress, kth=kth)
 
     def _early_candidates(self, store) -> dict | None:
         """Before the signature pass (images with vectors and files to verify): the geometric
@@ -379,7 +415,15 @@ class DuplicateFinder(BaseEstimator):
         lo = self.semantic_threshold if can_verify else self.semantic_only_threshold
         if lo is None:
             return np.zeros(0, LINK_DTYPE)
-        i, j, cos = early["pairs"] if early is not None else self._semantic_pairs(lo)
+        if not can_verify:  # the vectors alone decide: in their own scale too
+            relative = self.semantic_only_relative is not None
+            kth = np.full(self.n_items_, np.nan) if relative else None
+            i, j, cos = self._semantic_pairs(lo, kth)
+            lo = self._vectors_only_cutoff(lo, kth)
+            keep = cos >= lo
+            i, j, cos = i[keep], j[keep], cos[keep]
+        else:
+            i, j, cos = early["pairs"] if early is not None else self._semantic_pairs(lo)
         n = self.n_items_
         if audio and can_verify and AUDIO_PROFILE_NEIGHBORS > 0:  # fingerprints made here, kept for the check
             early = {"verifier": self._verifier(), "kind": None}
@@ -402,6 +446,20 @@ class DuplicateFinder(BaseEstimator):
         out = np.zeros(len(i), LINK_DTYPE)
         out["i"], out["j"], out["kind"], out["distance"] = i, j, kind, 1.0 - cos
         return out
+
+    def _vectors_only_cutoff(self, lo: float, kth: np.ndarray | None) -> float:
+        """``semantic_only_cutoff_``: ``lo`` raised to 1 - ``semantic_only_relative`` x the
+        collection's neighbour distance when that is higher (``neighbour_distance_``, from
+        ``kth``, each item's cosine to its ``n_neighbors``-th nearest), never above
+        1 - :data:`SAME_VECTOR` (a collection of copies has no neighbour distance, and its
+        identical rows differ by float rounding)."""
+        if self.semantic_only_relative is not None and kth is not None:
+            self.neighbour_distance_ = neighbour_distance(kth)
+            if self.neighbour_distance_ is not None:
+                rel = 1.0 - max(float(self.semantic_only_relative) * self.neighbour_distance_, SAME_VECTOR)
+                lo = max(float(lo), rel)
+        self.semantic_only_cutoff_ = float(lo)
+        return lo
 
     def _with_profile_pairs(self, i, j, cos, verifier):
         """Audio: the vector candidates ``(i, j, cos)`` joined with each clip's
@@ -522,7 +580,8 @@ class DuplicateFinder(BaseEstimator):
             vectors=self.vectors_,
             cos_scale=max(1e-6, 1.0 - (self.semantic_threshold if (self.verify and self.paths_ is not None)
                                        or self.media == "audio"
-                                       else (self.semantic_only_threshold or self.semantic_threshold))),
+                                       else (self.semantic_only_cutoff_ or self.semantic_only_threshold
+                                             or self.semantic_threshold))),
         )
 
     def _group(self) -> None:

@@ -148,8 +148,12 @@ class DuplicateIndex:
         float16, as the saved one does."""
         sig = finder.signatures_
         audio = getattr(finder, "media", "image") == "audio"
+        params = {p: getattr(finder, p) for p in _PARAMS + (_AUDIO_PARAMS if audio else ())}
+        cutoff = getattr(finder, "semantic_only_cutoff_", None)
+        if cutoff is not None:  # vectors alone decided: a new item is judged by the cutoff the fit used
+            params["semantic_only_threshold"] = cutoff
         return cls(
-            params={p: getattr(finder, p) for p in _PARAMS + (_AUDIO_PARAMS if audio else ())},
+            params=params,
             ids=finder.ids_, paths=finder.paths_, labels=finder.labels_, content=finder.content_hashes_,
             hashes=None if sig is None else sig.hashes, mirror=None if sig is None else sig.mirror,
             thumbs=None if sig is None else sig.thumbs, hash_ok=None if sig is None else sig.usable(),

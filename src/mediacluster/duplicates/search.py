@@ -265,11 +265,15 @@ def cosine_pairs(
     batch: int = 4096,
     seed: int = 0,
     progress: bool = False,
+    kth: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i < j) among each row's ``k`` nearest neighbours with cosine >= ``threshold``.
 
     Returns (i, j, cosine). ``X`` is normalised here; cosines of the returned pairs are exact
-    whatever the index. ``valid``: rows to search.
+    whatever the index. ``valid``: rows to search. ``kth``: a float array, one per row of
+    ``X``, given the exact cosine of each searched row to the last of its ``k + 1`` nearest (its
+    ``k``-th nearest other row; the row itself is one of them), NaN where the search found fewer,
+    at no extra search (``finder.neighbour_distance``).
     """
     from ..progress import progress_bar
 
@@ -286,6 +290,12 @@ def cosine_pairs(
     with progress_bar(total=len(rows), desc="vector neighbours", unit="vec", disable=not progress) as bar:
         for s, q in _blocks(X, every, batch):
             D, nb = index.search(q, kk)
+            if kth is not None:
+                last = nb[:, -1].astype(np.int64)
+                found = last >= 0
+                kc = np.full(len(nb), np.nan)
+                kc[found] = D[found, -1] if exact else _cosines(X, rows, q, np.flatnonzero(found), last[found])
+                kth[rows[s:s + len(nb)]] = kc
             # scores of the reduced index only rank; exact cosines are computed below
             keep = (nb >= 0) & ((D >= threshold) if exact else True)
             qi = np.broadcast_to(np.arange(s, s + len(nb))[:, None], nb.shape)[keep]
