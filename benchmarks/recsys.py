@@ -24,7 +24,6 @@ those rows say so.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import sys
 import threading
@@ -35,23 +34,18 @@ from urllib.parse import quote
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serve  # noqa: E402
 from _results import loadavg  # noqa: E402
 from serve import Server, percentile  # noqa: E402
 
 N_QUERIES = 300
 
 
-class Client:
-    def __init__(self, url: str):
-        host, port = url.removeprefix("http://").rstrip("/").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=120)
+class Client(serve.Client):
+    """``serve.Client``'s keep-alive connection, posting JSON to any path."""
 
     def post(self, path: str, body: bytes) -> tuple[int, float, bytes]:
-        t = time.perf_counter()
-        self.conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-        r = self.conn.getresponse()
-        out = r.read()
-        return r.status, time.perf_counter() - t, out
+        return super().post(body, "application/json", path=path)
 
 
 def latency(url: str, path: str, bodies: list[bytes], n: int) -> dict:

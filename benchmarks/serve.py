@@ -102,15 +102,15 @@ def answered(status: int, body: bytes) -> bool:
 
 
 class Client:
-    """One keep-alive connection; ``post`` returns (status, seconds)."""
+    """One keep-alive connection; ``post`` returns (status, seconds, body)."""
 
     def __init__(self, url: str):
         host, port = url.removeprefix("http://").rstrip("/").split(":")
         self.conn = http.client.HTTPConnection(host, int(port), timeout=120)
 
-    def post(self, body: bytes, ctype: str) -> tuple[int, float, bytes]:
+    def post(self, body: bytes, ctype: str, path: str = "/v1/assign") -> tuple[int, float, bytes]:
         t = time.perf_counter()
-        self.conn.request("POST", "/v1/assign", body=body, headers={"Content-Type": ctype})
+        self.conn.request("POST", path, body=body, headers={"Content-Type": ctype})
         r = self.conn.getresponse()
         out = r.read()
         return r.status, time.perf_counter() - t, out
