@@ -221,6 +221,16 @@ def stored_file(h: str, ext: str, filename: str | None) -> str:
     return f"{FILES}/{stem}--{h[:16]}{ext}" if stem else f"{FILES}/{h}{ext}"
 
 
+def holds_file(root: str | os.PathLike, name: str) -> bool:
+    """Whether the inbox's table holds a stored file ``files/<name>`` (a reader's connection):
+    the one lookup that lets ``GET /v1/inbox/files/{name}`` serve only what the writer made."""
+    con = _existing(root, write=False)
+    try:
+        return con.execute("SELECT 1 FROM stored WHERE file = ?", (f"{FILES}/{name}",)).fetchone() is not None
+    finally:
+        con.close()
+
+
 # -- the lifecycle -----------------------------------------------------------------------------
 
 _STATE_SQL = f"COALESCE(r.how, '{PENDING}')"

@@ -46,6 +46,7 @@ from pydantic import Tag as Case
 from .._version import __version__
 from ..data import nonfinite_message, nonfinite_rows
 from ..errors import InputError
+from ..fileio import needs_escape
 from ..inbox import MAX_ITEM_ID
 from ..ingest import SkipItem
 from ..web import ApiError, StrictBody, check_body, create_app
@@ -352,12 +353,9 @@ def item_ids(ids: list, n: int, what: str) -> list[str | None]:
             raise ApiError(422, "invalid_request", f"item_ids[{i}]: an id is text (or null), got {type(v).__name__}")
         if v and len(v) > MAX_ITEM_ID:
             raise ApiError(422, "invalid_request", f"item_ids[{i}]: {len(v)} characters; at most {MAX_ITEM_ID}")
-        if v:
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ApiError(422, "invalid_request", f"item_ids[{i}] is not Unicode text (a lone "
-                               "surrogate: \\ud800-\\udfff alone)") from None
+        if v and needs_escape(v):
+            raise ApiError(422, "invalid_request", f"item_ids[{i}] is not Unicode text (a lone "
+                           "surrogate: \\ud800-\\udfff alone)")
         out.append(v or None)
     return out
 

@@ -40,6 +40,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from .. import inbox as store
+from ..fileio import needs_escape  # JSON's \udc80 alone is no Unicode text: SQLite cannot store it
 from ..web import ApiError, StrictBody
 from ..web.app import error_docs
 
@@ -183,18 +184,13 @@ def add_inbox_routes(app: FastAPI, root: str | os.PathLike | None, keeper=None) 
 
     def stored_path(name: str) -> tuple[Path, str]:
         root = where()
-        if not _unicode(name) or "\x00" in name:
+        if needs_escape(name) or "\x00" in name:
             raise ApiError(404, "not_found", "no such stored file in the inbox")
-        rel = f"{store.FILES}/{name}"
-        con = reading(store._existing, root, write=False)
-        try:
-            hit = reading(lambda: con.execute("SELECT 1 FROM stored WHERE file = ?", (rel,)).fetchone())
-        finally:
-            con.close()
-        path = root / rel
+        held = reading(store.holds_file, root, name)
+        path = root / store.FILES / name
         files = (root / store.FILES).resolve()
         # the name is one the table holds (the writer made it: inbox.stored_file), and it lies in files/
-        if hit is None or "/" in name or "\\" in name or name in (".", "..") or path.resolve().parent != files \
+        if not held or "/" in name or "\\" in name or name in (".", "..") or path.resolve().parent != files \
                 or not path.is_file():
             raise ApiError(404, "not_found", f"no stored file {name[:200]!r} in the inbox (GET /v1/inbox lists "
                            "them: each row's `url`)")
@@ -225,16 +221,7 @@ def add_inbox_routes(app: FastAPI, root: str | os.PathLike | None, keeper=None) 
                                     422: "a body of the wrong form (the error names the field)",
                                     503: "the inbox's table cannot be written now"}))
     async def inbox_mark(body: MarkBody):
-        bad = next((i for i, k in enumerate(body.keys) if not _unicode(k)), None)
+        bad = next((i for i, k in enumerate(body.keys) if needs_escape(k)), None)
         if bad is not None:
             raise ApiError(422, "invalid_request", f"keys[{bad}] is not Unicode text (a lone surrogate)")
         return await asyncio.to_thread(do_mark, body.keys)
-
-
-def _unicode(s: str) -> bool:
-    """Whether ``s`` is Unicode text (JSON's ``\\udc80`` alone is not: SQLite cannot store it)."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
