@@ -219,14 +219,18 @@ def join_files(colls: list[Collection]) -> list[Collection]:
     return out
 
 
-def _media_files(root: Path, exts) -> list[str]:
-    out = []
+def _media_walk(root: str | os.PathLike, exts):
+    """Per folder under ``root`` (sorted, hidden / system / run folders passed over):
+    ``(entries listed there, its files with an extension in exts, sorted, hidden ones left out)``."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d) and d not in SKIP_FOLDERS
                              and not RunDir.is_run(os.path.join(dirpath, d)))
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                   if not _hidden(f) and os.path.splitext(f)[1].lower() in exts)
-    return out
+        yield len(dirnames) + len(filenames), [os.path.join(dirpath, f) for f in sorted(filenames)
+                                               if not _hidden(f) and os.path.splitext(f)[1].lower() in exts]
+
+
+def _media_files(root: Path, exts) -> list[str]:
+    return [f for _, files in _media_walk(root, exts) for f in files]
 
 
 def detect_media(source: str | os.PathLike) -> tuple[str, dict[str, int]]:
@@ -529,14 +533,9 @@ def unlisted_files(base: str | os.PathLike, named: set[str], exts, show: int = 5
     ``limit`` entries and ``count`` is a lower bound); None when there are none. Hidden files
     and folders, run folders and the system folders a folder scan passes over are passed over."""
     count, examples, seen, complete = 0, [], 0, True
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d) and d not in SKIP_FOLDERS
-                             and not RunDir.is_run(os.path.join(dirpath, d)))
-        seen += len(dirnames) + len(filenames)
-        for f in sorted(filenames):
-            if _hidden(f) or os.path.splitext(f)[1].lower() not in exts:
-                continue
-            full = os.path.join(dirpath, f)
+    for entries, files in _media_walk(base, exts):
+        seen += entries
+        for full in files:
             if full not in named:
                 count += 1
                 if len(examples) < show:
