@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from mediacluster import fileio
-from mediacluster.errors import RunDirError, RunLockedError
+from mediacluster.errors import OutputError, RunDirError, RunLockedError
 from mediacluster.rundir import (
     RunDir,
     lock_path,
@@ -210,6 +210,39 @@ def test_lock_is_reentrant_in_one_thread_and_exclusive_across_processes(tmp_path
     with run_lock(out):  # released: can be taken again
         pass
     assert issubclass(RunLockedError, RunDirError)
+
+
+def test_the_one_file_lock_names_its_holder_and_locks_a_folder(tmp_path):
+    """``fileio.flocked``, the lock behind ``run_lock``, the ONNX export cache and a model
+    store's ``LATEST``: a second open of the lock (another process, or another thread) is
+    refused at once with the holder's note, which is cleared on release; a folder is locked
+    itself, a waiting thread let in only once the holder leaves."""
+    import threading
+
+    from mediacluster.fileio import LockBusy, flocked
+
+    lp = tmp_path / "sub" / ".x.lock"
+    with flocked(lp, wait=False, note="pid 1, test"):
+        with pytest.raises(LockBusy) as e, flocked(lp, wait=False):
+            pass
+        assert e.value.holder == "pid 1, test"
+    assert lp.read_text() == ""
+    with pytest.raises(OutputError, match="cannot open x"), flocked(
+            tmp_path / "none", folder=True, opened=lambda e: OutputError(f"cannot open x: {e}")):
+        pass
+    order = []
+
+    def waiter():
+        with flocked(tmp_path, folder=True):
+            order.append("waiter")
+
+    with flocked(tmp_path, folder=True):
+        t = threading.Thread(target=waiter)
+        t.start()
+        t.join(0.3)
+        order.append("holder leaves")
+    t.join(5)
+    assert order == ["holder leaves", "waiter"]
 
 
 @pytest.mark.parametrize("name", ["plain.jpg", "caf\u00e9.jpg", "bad\udcff\udcfe.jpg",

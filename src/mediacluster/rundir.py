@@ -71,7 +71,7 @@ import shutil
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +81,10 @@ from .data import Embeddings
 from .errors import OutputError, RunDirError, RunLockedError
 from .fileio import (
     ESCAPED,
+    LockBusy,
     atomic_path,
     escape_table,
+    flocked,
     needs_escape,
     output_error,
     path_from_text,  # noqa: F401 - kept for callers of rundir's text helpers (the rule is fileio's)
@@ -170,8 +172,6 @@ def run_lock(path: str | os.PathLike, what: str = "write"):
 
     Fails at once with :class:`RunLockedError` naming the holder when another process has it;
     re-entering it in the process that holds it is allowed."""
-    import fcntl
-
     lp = lock_path(Path(path))
     key = (lp, threading.get_ident())
     if _HELD.get(key):
@@ -181,30 +181,21 @@ def run_lock(path: str | os.PathLike, what: str = "write"):
         finally:
             _HELD[key] -= 1
         return
-    try:
-        lp.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise OutputError(f"cannot create the lock file {lp}: {e.strerror or e}") from e
-    try:
+    with ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            held.enter_context(flocked(
+                lp, wait=False, note=f"pid {os.getpid()}, {what} since {time.strftime('%H:%M:%S')}",
+                opened=lambda e: OutputError(f"cannot create the lock file {lp}: {e.strerror or e}")))
+        except LockBusy as e:
             raise RunLockedError(
-                f"{path} is being written by another mediacluster process ({holder}); wait for it "
-                f"to finish or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, {what} since {time.strftime('%H:%M:%S')}".encode(), 0)
+                f"{path} is being written by another mediacluster process "
+                f"({e.holder or 'another process'}); wait for it to finish or choose another "
+                f"--out") from None
         _HELD[key] = 1
         try:
             yield
         finally:
             _HELD.pop(key, None)
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------
