@@ -77,7 +77,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Embeddings
+from .data import Embeddings, nonfinite_message, nonfinite_rows
 from .errors import OutputError, RunDirError, RunLockedError
 from .fileio import (
     ESCAPED,
@@ -358,9 +358,23 @@ class _Files:
         """Where the (n, d) float32 vectors are (for readers that stream them by rows)."""
         return self.file(EMBEDDINGS)
 
-    def read_embeddings(self, mmap: bool = False) -> Embeddings:
-        """The run's vectors with ids, paths, labels and extras (no re-embedding)."""
+    def _finite(self, vectors: np.ndarray) -> np.ndarray:
+        """The stored vectors when every row is finite, else a :class:`RunDirError` naming the
+        file and its first bad rows (a cluster run stores none: the file was damaged or written
+        by hand), before any step computes with them."""
+        bad = nonfinite_rows(vectors)
+        if len(bad):
+            raise RunDirError(nonfinite_message(bad, len(vectors), self.file(EMBEDDINGS), row="row {}")
+                              + "; the folder is damaged, re-run cluster")
+        return vectors
+
+    def read_embeddings(self, mmap: bool = False, check: bool = True) -> Embeddings:
+        """The run's vectors with ids, paths, labels and extras (no re-embedding); ``check``:
+        refuse a file holding NaN or infinity (:meth:`_finite`; off only for a run's own
+        vectors just written)."""
         vectors = np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
+        if check:
+            self._finite(vectors)
         items = self.read_items()
         if len(items) != len(vectors):
             raise RunDirError(f"{self.path}: {ITEMS} has {len(items)} rows but {EMBEDDINGS} "
@@ -379,8 +393,8 @@ class _Files:
 
     def read_vectors(self, mmap: bool = True) -> np.ndarray:
         """The (n, d) float32 vectors alone (memory-mapped by default), without the items table
-        and the extras :meth:`read_embeddings` also loads."""
-        return np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
+        and the extras :meth:`read_embeddings` also loads; NaN or infinity refused as there."""
+        return self._finite(np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None))
 
     def read_extra(self, name: str, mmap: bool = False) -> np.ndarray | None:
         """One per-item encoder extra (e.g. ``imagenet_probs``) as float32, None if absent;
