@@ -25,7 +25,9 @@ A run folder (``mediacluster cluster ... --out DIR``) holds, at schema version 1
 
 **Publishing.** A new run is built in a hidden temporary sibling folder and swapped in when
 complete (:meth:`RunDir.create` -> :class:`RunBuilder`): Linux's ``renameat2(RENAME_EXCHANGE)``
-swaps the two folders in one step; elsewhere two renames with recovery on the next open. So a
+swaps the two folders in one step; elsewhere two renames through ``.DIR.old-<time>-<run_id>``,
+which the next open or write finishes under the lock (:func:`_recover`: the newest previous run
+put back, a leftover retired as a publish retires it). So a
 folder is always one whole run: a kill at any instant leaves the old run or the new one, and
 nothing derived from an old run (names, map, model, report) can be paired with new
 assignments. A previous run that holds a person's work (``names.yaml``, ``edits.sqlite``) is
@@ -222,13 +224,66 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _old_name(target: Path, run_id: str) -> Path:
+    """Where a publish without renameat2 moves the previous run for the moment between its two
+    renames: named by the time, so the newest is known (:func:`_olds`)."""
+    return target.parent / f".{target.name}.old-{time.time_ns()}-{run_id}"
+
+
+def _olds(path: Path) -> list[Path]:
+    """The previous runs a publish without renameat2 left at ``.DIR.old-*``, oldest first."""
+    def when(p: Path) -> tuple[int, str]:
+        t = p.name.rsplit(".old-", 1)[-1].split("-", 1)[0]
+        return (int(t) if t.isdigit() else -1, p.name)  # -1: named before the time was in it
+
+    return sorted(path.parent.glob(f".{path.name}.old-*"), key=when)
+
+
 def _recover(path: Path) -> None:
-    """Finish a two-rename swap that a kill interrupted (only on systems without renameat2)."""
-    if path.exists():
+    """Finish a two-rename swap that a kill interrupted (only on systems without renameat2):
+    with ``path`` missing (killed between the renames) the newest previous run goes back; every
+    other ``.DIR.old-*`` (killed after both) is retired as a publish retires it (deleted, or kept
+    as ``DIR.replaced-<run_id>`` when it holds a person's work). Under the folder's lock, so
+    never in the middle of a writer's swap; where the lock cannot be had (a writer at work, a
+    read-only place) it is left for later."""
+    if not _olds(path):
         return
-    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
-    if olds:
-        os.rename(olds[-1], path)
+    try:
+        with run_lock(path, "recover"):
+            olds = _olds(path)
+            if olds and not path.exists():
+                os.rename(olds.pop(), path)
+            for old in olds:
+                kept = _retire(old, path)
+                if kept is not None:
+                    log.warning("a previous run of %s left by an interrupted publish holds a person's work: "
+                                "kept as %s", path, kept)
+    except (RunLockedError, OutputError):
+        return
+
+
+def _retire(old: Path, target: Path) -> Path | None:
+    """A previous run moved aside by a publish: deleted, or kept beside ``target`` as
+    ``DIR.replaced-<run_id>`` when it holds a person's work (:data:`PERSONAL`), which is
+    returned."""
+    if not any((old / f).exists() for f in PERSONAL):
+        shutil.rmtree(old, ignore_errors=True)
+        return None
+    try:
+        rid = read_json(old / RUN_JSON).get("run_id") or "previous"
+    except (OSError, ValueError):
+        rid = "previous"
+    keep = target.parent / f"{target.name}.replaced-{rid}"
+    n = 1
+    while True:  # a copy of a kept run put back and replaced again: its name is taken
+        try:
+            os.rename(old, keep)
+            return keep
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) or n > 1000:
+                raise output_error(e, keep) from e
+            n += 1
+            keep = target.parent / f"{target.name}.replaced-{rid}-{n}"
 
 
 def _remove_stale_builds(path: Path) -> None:
@@ -1079,7 +1134,7 @@ class RunBuilder(_Files):
             if not t.exists():
                 os.rename(self.path, t)
             elif not _exchange(self.path, t):
-                old = t.parent / f".{t.name}.old-{self._run_id}"
+                old = _old_name(t, self._run_id)
                 os.rename(t, old)
                 os.rename(self.path, t)
                 self.path = old
@@ -1092,25 +1147,9 @@ class RunBuilder(_Files):
         return RunDir(self.shown)
 
     def _retire(self, old: Path) -> None:
-        if any((old / f).exists() for f in PERSONAL):
-            try:
-                rid = read_json(old / RUN_JSON).get("run_id") or "previous"
-            except (OSError, ValueError):
-                rid = "previous"
-            keep = self.target.parent / f"{self.target.name}.replaced-{rid}"
-            n = 1
-            while True:  # a copy of a kept run put back and replaced again: its name is taken
-                try:
-                    os.rename(old, keep)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) or n > 1000:
-                        raise output_error(e, keep) from e
-                    n += 1
-                    keep = self.target.parent / f"{self.target.name}.replaced-{rid}-{n}"
-            self.kept_previous = keep
-        else:
-            shutil.rmtree(old, ignore_errors=True)
+        kept = _retire(old, self.target)
+        if kept is not None:
+            self.kept_previous = kept
 
 
 def _is_legacy_run(path: Path) -> bool:
