@@ -317,8 +317,10 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
             keep_idx.append(i)
     t = time.perf_counter()
     vectors, extras, bad_rows = read_finite(store, [hashes[i] for i in keep_idx], enc.id)
-    skipped.extend(Skipped(paths[keep_idx[r]], NONFINITE_CACHED) for r in bad_rows)
-    keep_idx = [i for r, i in enumerate(keep_idx) if r not in set(bad_rows.tolist())]
+    if len(bad_rows):
+        skipped.extend(Skipped(paths[keep_idx[r]], NONFINITE_CACHED) for r in bad_rows)
+        gone = set(bad_rows.tolist())
+        keep_idx = [i for r, i in enumerate(keep_idx) if r not in gone]
     timings["embed.read"] = time.perf_counter() - t
     if not keep_idx:
         vectors = np.zeros((0, enc.dim), np.float32)
