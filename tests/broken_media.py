@@ -127,6 +127,12 @@ def make_awkward(d: Path) -> dict[str, Path]:
     p = d / "anim.webp"
     frames[0].save(p, save_all=True, append_images=frames[1:], duration=100, loop=0, lossless=True)
     out["anim_webp"] = p
+    p = d / "anim.png"  # APNG
+    frames[0].save(p, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    out["anim_png"] = p
+    p = d / "pages.tif"  # a multi-page TIFF (a scanned document's pages)
+    frames[0].save(p, save_all=True, append_images=frames[1:])
+    out["pages_tif"] = p
 
     # EXIF orientation 6 (camera held sideways): stored 40x20, left half red, right half blue;
     # displayed rotated 90 degrees clockwise, i.e. 20x40 with red on top.

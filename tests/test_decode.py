@@ -79,11 +79,14 @@ def test_palette_with_and_without_transparency(awkward):
     assert px(trns, (6, 0)) == (0, 255, 0)
 
 
-@pytest.mark.parametrize("name", ["anim_gif", "anim_webp"])
+@pytest.mark.parametrize("name", ["anim_gif", "anim_webp", "anim_png", "pages_tif"])
 def test_animated_first_frame(awkward, name):
+    """A file of several frames or pages is read as its first (README, formats), by the one
+    loader of the embedding, the thumbnails and the duplicate signatures."""
     with Image.open(awkward[name]) as im:
-        assert getattr(im, "n_frames", 1) == 3  # really animated
+        assert getattr(im, "n_frames", 1) == 3  # really animated / three pages
     assert close(px(load_image(awkward[name]), (8, 8)), (255, 0, 0), tol=2)
+    assert close(px(load_image(awkward[name], draft_size=8), (4, 4)), (255, 0, 0), tol=2)
 
 
 @pytest.mark.parametrize("draft", [None, 256])

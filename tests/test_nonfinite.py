@@ -162,3 +162,83 @@ def test_values_too_large_in_a_sampled_or_a_full_fit_name_the_files_rows(tmp_pat
                  "--quiet", "--no-names", "--no-csv", "--seed", "1"]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'v.npy'}: row 5 has values too large" in err and "rows [5, 33]: 2 of 40" in err, err
+
+
+def test_a_run_folder_holding_a_nan_row_is_refused_naming_its_file_and_row(tmp_path, capsys):
+    """A run folder's ``embeddings.npy`` with NaN / infinity (damaged, or written by hand): every
+    reader of it (``evaluate``, ``tune``, ``report``, the studio) says the file and the row at
+    once; before, ``evaluate`` crashed as an internal error and ``report`` / ``tune`` named a
+    row but no file."""
+    from mediacluster.cli import main
+    from mediacluster.errors import RunDirError
+    from mediacluster.rundir import RunDir
+
+    rng = np.random.default_rng(1)
+    V = np.concatenate([rng.normal(c, 0.3, size=(30, 6)) for c in range(3)]).astype(np.float32)
+    np.save(tmp_path / "v.npy", V)
+    run = tmp_path / "run"
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(run), "--reducer", "pca", "--clusterer",
+                 "kmeans", "--clusterer-param", "n_clusters=3", "--quiet", "--no-names"]) == 0
+    a = np.load(run / "embeddings.npy")
+    a[5, 3], a[9, 0] = np.nan, np.inf
+    np.save(run / "embeddings.npy", a)
+    capsys.readouterr()
+    msg = rf"{run / 'embeddings.npy'}: row 5 contains NaN or infinity \(rows \[5, 9\]: 2 of 90\)"
+    for reader in (lambda r: r.read_embeddings(), lambda r: r.read_embeddings(mmap=True), lambda r: r.read_vectors()):
+        with pytest.raises(RunDirError, match=msg):
+            reader(RunDir.open(run))
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and f"{run / 'embeddings.npy'}: row 5" in err, err
+
+
+def test_an_encoder_giving_nan_or_a_cache_holding_it_skips_that_file_by_name(tmp_path):
+    """A vector that is not finite never reaches the cache nor the fit: the encoder's output for
+    one file (here a unit-length colour of a black image, 0 / 0) skips that file with the
+    reason, the rest embedded; a cache already holding one (written before, or damaged) drops it
+    and skips the file, the next run embeds it again. Before, the NaN row was stored in the
+    cache and handed to the fit, which names a row number but no file."""
+    from PIL import Image
+
+    from mediacluster.embed.engine import NONFINITE, NONFINITE_CACHED, embed_collection_cached
+    from mediacluster.embed.store import EmbeddingStore
+    from mediacluster.encoders import Encoder, register
+    from mediacluster.ingest import load_image
+    from mediacluster.ingest.sources import collect
+
+    class UnitColour(Encoder):
+        """Mean RGB of the image scaled to unit length: a real (if weak) encoder."""
+
+        name, dim = "unit-colour", 3
+
+        @property
+        def version(self):
+            return "1"
+
+        def prepare(self, path):
+            return np.asarray(load_image(path), np.float32).mean((0, 1))
+
+        def encode(self, batch):
+            x = np.stack(batch)
+            with np.errstate(invalid="ignore"):
+                return {"embedding": x / np.linalg.norm(x, axis=1, keepdims=True)}
+
+    register("unit-colour", UnitColour)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, rgb in (("a_red.png", (255, 0, 0)), ("b_black.png", (0, 0, 0)), ("c_blue.png", (0, 0, 255))):
+        Image.new("RGB", (8, 8), rgb).save(photos / name)
+    cache = tmp_path / "cache"
+    emb = embed_collection_cached(collect(photos), "unit-colour", cache_dir=cache, workers=1, progress=False)
+    assert [p.rsplit("/", 1)[1] for p in emb.paths] == ["a_red.png", "c_blue.png"]
+    assert np.isfinite(emb.vectors).all()
+    assert [(s.path.rsplit("/", 1)[1], s.reason) for s in emb.skipped] == [("b_black.png", NONFINITE)]
+    with EmbeddingStore(cache) as store:
+        red = store.hash_files([str(photos / "a_red.png")])[0][0]
+        assert store.missing([red], "unit-colour@1") == []
+        store.put([red], "unit-colour@1", {"embedding": np.full((1, 3), np.nan, np.float32)})
+    emb = embed_collection_cached(collect(photos), "unit-colour", cache_dir=cache, workers=1, progress=False)
+    assert [p.rsplit("/", 1)[1] for p in emb.paths] == ["c_blue.png"]
+    assert ("a_red.png", NONFINITE_CACHED) in [(s.path.rsplit("/", 1)[1], s.reason) for s in emb.skipped]
+    emb = embed_collection_cached(collect(photos), "unit-colour", cache_dir=cache, workers=1, progress=False)
+    assert [p.rsplit("/", 1)[1] for p in emb.paths] == ["a_red.png", "c_blue.png"]  # embedded again

@@ -695,3 +695,45 @@ def test_the_methods_paragraph_gives_the_duplicate_finders_parameters(tmp_path):
     del doc["duplicates"]["params"]
     (tmp_path / "run" / "run.json").write_text(json.dumps(doc))
     assert "its parameters were not recorded by the version that made the run" in methods_text(tmp_path / "run")
+
+
+def test_cached_files_stops_at_a_write_error_without_making_the_rest(tmp_path):
+    """The thumbnails' pool (``progress.threaded_map`` since it replaced the hand-written one):
+    a file that cannot be written stops the step at once, the files not started are not made
+    first; and the helper's generator, closed by a caller whose own loop raised (the image
+    signatures' store), cancels what has not started."""
+    from mediacluster.errors import OutputError
+    from mediacluster.progress import threaded_imap
+    from mediacluster.report.thumbs import cached_files, content_keys
+
+    srcs = []
+    for k in range(40):
+        p = tmp_path / f"src{k}.bin"
+        p.write_bytes(b"x%d" % k)
+        srcs.append(str(p))
+    made = []
+    out = tmp_path / "out"
+    blocked = out / (content_keys(srcs[:1], "t")[0] + ".png")
+    (blocked / "x").mkdir(parents=True)  # the first file's place is a folder: its write fails
+
+    def make(p):
+        made.append(p)
+        time.sleep(0.01)
+        return b"y", (".png" if p == srcs[0] else ".jpg")
+
+    with pytest.raises(OutputError, match="cannot write"):
+        cached_files(srcs, out, "t", (".jpg",), make, "thumbs", workers=1, progress=False)
+    assert len(made) < 10
+
+    # the helper itself: closing it (the caller's loop raised) cancels what has not started
+    seen = []
+
+    def slow(k):
+        seen.append(k)
+        time.sleep(0.01)
+        return k
+
+    it = threaded_imap(slow, list(range(50)), 1, "t", "it", progress=False, done=7)
+    assert next(it) == 0
+    it.close()
+    assert len(seen) < 10

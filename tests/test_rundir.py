@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from mediacluster import fileio
-from mediacluster.errors import RunDirError, RunLockedError
+from mediacluster.errors import OutputError, RunDirError, RunLockedError
 from mediacluster.rundir import (
     RunDir,
     lock_path,
@@ -210,6 +210,95 @@ def test_lock_is_reentrant_in_one_thread_and_exclusive_across_processes(tmp_path
     with run_lock(out):  # released: can be taken again
         pass
     assert issubclass(RunLockedError, RunDirError)
+
+
+def test_the_one_file_lock_names_its_holder_and_locks_a_folder(tmp_path):
+    """``fileio.flocked``, the lock behind ``run_lock``, the ONNX export cache and a model
+    store's ``LATEST``: a second open of the lock (another process, or another thread) is
+    refused at once with the holder's note, which is cleared on release; a folder is locked
+    itself, a waiting thread let in only once the holder leaves."""
+    import threading
+
+    from mediacluster.fileio import LockBusy, flocked
+
+    lp = tmp_path / "sub" / ".x.lock"
+    with flocked(lp, wait=False, note="pid 1, test"):
+        with pytest.raises(LockBusy) as e, flocked(lp, wait=False):
+            pass
+        assert e.value.holder == "pid 1, test"
+    assert lp.read_text() == ""
+    with pytest.raises(OutputError, match="cannot open x"), flocked(
+            tmp_path / "none", folder=True, opened=lambda e: OutputError(f"cannot open x: {e}")):
+        pass
+    order = []
+
+    def waiter():
+        with flocked(tmp_path, folder=True):
+            order.append("waiter")
+
+    with flocked(tmp_path, folder=True):
+        t = threading.Thread(target=waiter)
+        t.start()
+        t.join(0.3)
+        order.append("holder leaves")
+    t.join(5)
+    assert order == ["holder leaves", "waiter"]
+
+
+def test_publishing_without_renameat2_and_its_interrupted_swaps(tmp_path, monkeypatch, caplog):
+    """Where ``renameat2(RENAME_EXCHANGE)`` is missing (``_exchange`` answers False, as it does
+    there: forced here) a publish is two renames through ``.OUT.old-*``. It leaves none behind;
+    a kill between the renames (``OUT`` missing) is undone by the next open, which puts the
+    newest previous run back, not an older leftover (the name carries the time; before, a
+    random run id picked one); a kill after both leaves an ``.OUT.old-*`` that the next open
+    or ``cluster --out`` retires like a publish (deleted, or kept as ``OUT.replaced-<id>`` when
+    it holds a person's work; before, it stayed forever)."""
+    import shutil
+
+    from mediacluster import rundir
+    from mediacluster.cli import main
+
+    monkeypatch.setattr(rundir, "_exchange", lambda a, b: False)
+    rng = np.random.default_rng(3)
+    v = tmp_path / "v.npy"
+    np.save(v, np.concatenate([rng.normal(c, 0.3, size=(25, 8)) for c in range(3)]).astype(np.float32))
+    out = tmp_path / "run"
+
+    def cluster():
+        assert main(["cluster", str(v), "--out", str(out), *FAST, "--no-names"]) == 0
+        return RunDir.open(out).run_id
+
+    first = cluster()
+    (out / "names.yaml").write_text("0: mine\n")  # a person's work in the run
+    second = cluster()
+    assert second != first and (tmp_path / f"run.replaced-{first}").is_dir()
+    assert not list(tmp_path.glob(".run.old-*")) and not list(tmp_path.glob(".run.tmp-*"))
+
+    # killed between the two renames, with an older leftover beside it: the newest goes back
+    stray = tmp_path / ".run.old-99-stray"  # sorts after the real one by name, before it by time
+    shutil.copytree(out, stray)
+    (stray / "run.json").write_text((stray / "run.json").read_text().replace(second, "0" * 16))
+    os.rename(out, rundir._old_name(out, second))
+    assert RunDir.open(out).run_id == second
+    assert not list(tmp_path.glob(".run.old-*"))  # the stray (no personal files) retired: deleted
+
+    # killed after both renames: the previous run (with a person's edits) is left at .run.old-*
+    left = rundir._old_name(out, second)
+    shutil.copytree(out, left)
+    (left / "edits.sqlite").write_bytes(b"")
+    with caplog.at_level("WARNING", "mediacluster.rundir"):
+        third = cluster()
+    assert third != second and not list(tmp_path.glob(".run.old-*"))
+    assert (tmp_path / f"run.replaced-{second}").is_dir() and "holds a person's work" in caplog.text
+
+    # a writer holding the folder is never disturbed mid-swap by a reader's recovery
+    with run_lock(out, "test"):
+        os.rename(out, rundir._old_name(out, third))
+        code = f"from mediacluster.rundir import RunDir\nRunDir.open({str(out)!r})"
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode != 0 and "does not exist" in r.stderr
+        assert list(tmp_path.glob(".run.old-*")) and not out.exists()
+    assert RunDir.open(out).run_id == third
 
 
 @pytest.mark.parametrize("name", ["plain.jpg", "caf\u00e9.jpg", "bad\udcff\udcfe.jpg",

@@ -121,6 +121,23 @@ def test_extension_from_the_bytes_not_the_name(known):
         assert sniff_extension(buf.getvalue(), None, "image") == ".avif"
 
 
+def test_every_kept_extension_has_its_content_type():
+    """One table (``ingest.sources.CONTENT_TYPES``) for what a stored upload is served as: every
+    extension the inbox may keep (sniffed, or a client's name a run reads) has its media's type
+    (before, the HTTP layer's own table knew 12 and a kept ``.tga`` / ``.ppm`` went out as
+    ``application/octet-stream``); the excerpts' two formats go both ways."""
+    from mediacluster.inbox import _PIL_EXT
+    from mediacluster.ingest.sources import MEDIA_EXTENSIONS, content_type, extension_of
+
+    for media, exts in MEDIA_EXTENSIONS.items():
+        for ext in exts | (set(_PIL_EXT.values()) if media == "image" else set()):
+            assert content_type(f"a--0123{ext.upper()}").startswith(f"{media}/"), ext
+    assert sniff_extension(b"garbage", "scan.tga", "image") == ".tga" and content_type("x.tga") == "image/x-tga"
+    assert content_type("x.bin") == "application/octet-stream"
+    for kind in ("audio/mpeg", "audio/wav"):
+        assert content_type("x" + extension_of(kind)) == kind
+
+
 @pytest.mark.slow
 def test_keep_novel_keeps_the_unlike_and_not_the_known(run_dir, known, strange, cifar3_embeddings, tmp_path):
     inbox = tmp_path / "inbox"

@@ -57,11 +57,15 @@ def as_vectors(X, what: str = "vectors") -> np.ndarray:
 
 
 def nonfinite_rows(X) -> np.ndarray:
-    """Positions of the rows of ``X`` (n, ...) that hold NaN or infinity (none for integers)."""
+    """Positions of the rows of ``X`` (n, ...) that hold NaN or infinity (none for integers);
+    read by blocks of rows, so a memory-mapped file is checked in bounded memory."""
     X = np.asarray(X)
     if X.dtype.kind not in "fc" or X.size == 0:
         return np.empty(0, np.intp)
-    return np.flatnonzero(~np.isfinite(X.reshape(len(X), -1)).all(axis=1))
+    X = X.reshape(len(X), -1)
+    step = max(1, (1 << 24) // max(1, X.shape[1]))  # 16 M values (16 MB of flags) a block
+    return np.concatenate([s + np.flatnonzero(~np.isfinite(X[s:s + step]).all(axis=1))
+                           for s in range(0, len(X), step)])
 
 
 def nonfinite_message(bad, n: int, source=None, row: str = "vector {}", numbers=None,

@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -93,6 +93,65 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         except FileNotFoundError:
             pass
         raise
+
+
+# ------------------------------------------------------------------------------------------
+# the file lock
+# ------------------------------------------------------------------------------------------
+class LockBusy(Exception):
+    """:func:`flocked` with ``wait=False`` found the lock held: ``holder`` is the note its
+    holder wrote into the lock file (empty when none)."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+@contextmanager
+def flocked(path: str | os.PathLike, *, wait: bool = True, note: str | None = None,
+            folder: bool = False, opened: Callable[[OSError], Exception] | None = None):
+    """An exclusive ``flock`` on ``path`` while inside: the one file lock of the package (the
+    run folder's writer lock, ``rundir.run_lock``; the ONNX export cache; a model store's
+    ``LATEST``), so other processes, and this process's other threads, are kept out.
+
+    ``path`` is a lock file, made (with its folder) when missing; ``folder=True``: an existing
+    folder locked itself, no lock file in it (a file system that locks no folder, NFS's
+    ``EBADF``, leaves it unlocked). ``wait=False`` fails at once with :class:`LockBusy` when
+    another holds it; ``note`` is written into the lock file while held (who holds it) and
+    cleared on release. ``opened`` makes the error raised when ``path`` cannot be opened
+    (default: the ``OSError`` itself)."""
+    import fcntl
+
+    try:
+        if folder:
+            fd = os.open(path, os.O_RDONLY)
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        if opened is None:
+            raise
+        raise opened(e) from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockBusy(os.pread(fd, 512, 0).decode("utf-8", "replace").strip()) from None
+        except OSError:
+            if not folder:
+                raise
+        if note is not None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode(), 0)
+        try:
+            yield
+        finally:
+            if note is not None:
+                os.ftruncate(fd, 0)
+            with suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------

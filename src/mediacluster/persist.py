@@ -35,14 +35,14 @@ import shutil
 import time
 import zipfile
 from collections.abc import Callable
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ._version import MODEL_FORMAT_VERSION, __version__, versions
 from .errors import MediaclusterError, ModelFormatError, OutputError
-from .fileio import atomic_path, pid_alive, read_json, write_json
+from .fileio import atomic_path, flocked, pid_alive, read_json, write_json
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck", ".pcl", ".dill")
 FORMAT_NAME = "mediacluster-model"
@@ -289,20 +289,9 @@ class ModelStore:
         reads it and writes it back: a publish in between was undone): an exclusive ``flock`` on
         the store's folder itself (no lock file in it), so other processes and this process's
         other threads wait; the folder must exist."""
-        import fcntl
-
-        try:
-            fd = os.open(self.root, os.O_RDONLY)
-        except OSError as e:
-            raise OutputError(f"cannot open the model store {self.root}: {e.strerror or e}") from e
-        try:
-            # a file system that locks no folder (NFS emulates flock only for files opened to
-            # write: EBADF) leaves it unlocked, as before the lock
-            with suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.root, folder=True, opened=lambda e: OutputError(
+                f"cannot open the model store {self.root}: {e.strerror or e}")):
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def _point(self, ptr: dict) -> dict:
         """Write ``ptr`` as ``LATEST`` (atomically), a clear error naming it when that fails."""

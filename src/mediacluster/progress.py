@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 from tqdm.auto import tqdm
 
@@ -36,16 +36,31 @@ def logged_step(log, started: str, finished: str):
     log.info("%s %.1f s", finished, time.perf_counter() - t)
 
 
+def threaded_imap(fn: Callable, items: Sequence, workers: int, desc: str, unit: str,
+                  progress: bool = True, chunksize: int = 1, done: int = 0,
+                  name: str = "") -> Iterator:
+    """``fn`` of each of ``items`` on ``workers`` threads (at least one, named ``name``-N), each
+    result yielded in order as it comes, with a progress bar (:func:`progress_bar`, ``desc`` /
+    ``unit``; ``progress`` False: none) over ``done`` items finished before plus ``items``: the
+    one pool of a per-item step whose work is a function of one item. A caller that keeps
+    results as they come (the image signatures' store every ``SAVE_EVERY``) iterates it; closing
+    it (an exception in the caller's loop, within ``contextlib.closing``) cancels the items not
+    started, so an interrupted step does not first finish the rest."""
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=name) as pool, progress_bar(
+            total=len(items) + done, desc=desc, unit=unit, disable=not progress) as bar:
+        bar.update(done)
+        results = pool.map(fn, items, chunksize=chunksize)
+        try:
+            for r in results:
+                bar.update(1)
+                yield r
+        finally:
+            results.close()  # Executor.map's generator cancels its futures not yet running
+
+
 def threaded_map(fn: Callable, items: Sequence, workers: int, desc: str, unit: str,
-                 progress: bool = True, chunksize: int = 1) -> list:
-    """``fn`` of each of ``items`` on ``workers`` threads (at least one), the results in order,
-    with a progress bar (:func:`progress_bar`, ``desc`` / ``unit``; ``progress`` False: none): the
-    one pool of a per-file step whose work is a function of one item (``fileio.hash_files``, the
-    duplicate finder's audio profiles)."""
-    out = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, progress_bar(
-            total=len(items), desc=desc, unit=unit, disable=not progress) as bar:
-        for r in pool.map(fn, items, chunksize=chunksize):
-            out.append(r)
-            bar.update(1)
-    return out
+                 progress: bool = True, chunksize: int = 1, done: int = 0) -> list:
+    """:func:`threaded_imap`'s results as a list, in order (``fileio.hash_files``, the duplicate
+    finder's audio profiles, the report's thumbnails)."""
+    with closing(threaded_imap(fn, items, workers, desc, unit, progress, chunksize, done)) as results:
+        return list(results)

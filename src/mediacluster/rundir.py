@@ -25,7 +25,9 @@ A run folder (``mediacluster cluster ... --out DIR``) holds, at schema version 1
 
 **Publishing.** A new run is built in a hidden temporary sibling folder and swapped in when
 complete (:meth:`RunDir.create` -> :class:`RunBuilder`): Linux's ``renameat2(RENAME_EXCHANGE)``
-swaps the two folders in one step; elsewhere two renames with recovery on the next open. So a
+swaps the two folders in one step; elsewhere two renames through ``.DIR.old-<time>-<run_id>``,
+which the next open or write finishes under the lock (:func:`_recover`: the newest previous run
+put back, a leftover retired as a publish retires it). So a
 folder is always one whole run: a kill at any instant leaves the old run or the new one, and
 nothing derived from an old run (names, map, model, report) can be paired with new
 assignments. A previous run that holds a person's work (``names.yaml``, ``edits.sqlite``) is
@@ -71,18 +73,20 @@ import shutil
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .data import Embeddings
+from .data import Embeddings, nonfinite_message, nonfinite_rows
 from .errors import OutputError, RunDirError, RunLockedError
 from .fileio import (
     ESCAPED,
+    LockBusy,
     atomic_path,
     escape_table,
+    flocked,
     needs_escape,
     output_error,
     path_from_text,  # noqa: F401 - kept for callers of rundir's text helpers (the rule is fileio's)
@@ -170,8 +174,6 @@ def run_lock(path: str | os.PathLike, what: str = "write"):
 
     Fails at once with :class:`RunLockedError` naming the holder when another process has it;
     re-entering it in the process that holds it is allowed."""
-    import fcntl
-
     lp = lock_path(Path(path))
     key = (lp, threading.get_ident())
     if _HELD.get(key):
@@ -181,30 +183,21 @@ def run_lock(path: str | os.PathLike, what: str = "write"):
         finally:
             _HELD[key] -= 1
         return
-    try:
-        lp.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise OutputError(f"cannot create the lock file {lp}: {e.strerror or e}") from e
-    try:
+    with ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            held.enter_context(flocked(
+                lp, wait=False, note=f"pid {os.getpid()}, {what} since {time.strftime('%H:%M:%S')}",
+                opened=lambda e: OutputError(f"cannot create the lock file {lp}: {e.strerror or e}")))
+        except LockBusy as e:
             raise RunLockedError(
-                f"{path} is being written by another mediacluster process ({holder}); wait for it "
-                f"to finish or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, {what} since {time.strftime('%H:%M:%S')}".encode(), 0)
+                f"{path} is being written by another mediacluster process "
+                f"({e.holder or 'another process'}); wait for it to finish or choose another "
+                f"--out") from None
         _HELD[key] = 1
         try:
             yield
         finally:
             _HELD.pop(key, None)
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------
@@ -231,13 +224,66 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _old_name(target: Path, run_id: str) -> Path:
+    """Where a publish without renameat2 moves the previous run for the moment between its two
+    renames: named by the time, so the newest is known (:func:`_olds`)."""
+    return target.parent / f".{target.name}.old-{time.time_ns()}-{run_id}"
+
+
+def _olds(path: Path) -> list[Path]:
+    """The previous runs a publish without renameat2 left at ``.DIR.old-*``, oldest first."""
+    def when(p: Path) -> tuple[int, str]:
+        t = p.name.rsplit(".old-", 1)[-1].split("-", 1)[0]
+        return (int(t) if t.isdigit() else -1, p.name)  # -1: named before the time was in it
+
+    return sorted(path.parent.glob(f".{path.name}.old-*"), key=when)
+
+
 def _recover(path: Path) -> None:
-    """Finish a two-rename swap that a kill interrupted (only on systems without renameat2)."""
-    if path.exists():
+    """Finish a two-rename swap that a kill interrupted (only on systems without renameat2):
+    with ``path`` missing (killed between the renames) the newest previous run goes back; every
+    other ``.DIR.old-*`` (killed after both) is retired as a publish retires it (deleted, or kept
+    as ``DIR.replaced-<run_id>`` when it holds a person's work). Under the folder's lock, so
+    never in the middle of a writer's swap; where the lock cannot be had (a writer at work, a
+    read-only place) it is left for later."""
+    if not _olds(path):
         return
-    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
-    if olds:
-        os.rename(olds[-1], path)
+    try:
+        with run_lock(path, "recover"):
+            olds = _olds(path)
+            if olds and not path.exists():
+                os.rename(olds.pop(), path)
+            for old in olds:
+                kept = _retire(old, path)
+                if kept is not None:
+                    log.warning("a previous run of %s left by an interrupted publish holds a person's work: "
+                                "kept as %s", path, kept)
+    except (RunLockedError, OutputError):
+        return
+
+
+def _retire(old: Path, target: Path) -> Path | None:
+    """A previous run moved aside by a publish: deleted, or kept beside ``target`` as
+    ``DIR.replaced-<run_id>`` when it holds a person's work (:data:`PERSONAL`), which is
+    returned."""
+    if not any((old / f).exists() for f in PERSONAL):
+        shutil.rmtree(old, ignore_errors=True)
+        return None
+    try:
+        rid = read_json(old / RUN_JSON).get("run_id") or "previous"
+    except (OSError, ValueError):
+        rid = "previous"
+    keep = target.parent / f"{target.name}.replaced-{rid}"
+    n = 1
+    while True:  # a copy of a kept run put back and replaced again: its name is taken
+        try:
+            os.rename(old, keep)
+            return keep
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) or n > 1000:
+                raise output_error(e, keep) from e
+            n += 1
+            keep = target.parent / f"{target.name}.replaced-{rid}-{n}"
 
 
 def _remove_stale_builds(path: Path) -> None:
@@ -367,9 +413,23 @@ class _Files:
         """Where the (n, d) float32 vectors are (for readers that stream them by rows)."""
         return self.file(EMBEDDINGS)
 
-    def read_embeddings(self, mmap: bool = False) -> Embeddings:
-        """The run's vectors with ids, paths, labels and extras (no re-embedding)."""
+    def _finite(self, vectors: np.ndarray) -> np.ndarray:
+        """The stored vectors when every row is finite, else a :class:`RunDirError` naming the
+        file and its first bad rows (a cluster run stores none: the file was damaged or written
+        by hand), before any step computes with them."""
+        bad = nonfinite_rows(vectors)
+        if len(bad):
+            raise RunDirError(nonfinite_message(bad, len(vectors), self.file(EMBEDDINGS), row="row {}")
+                              + "; the folder is damaged, re-run cluster")
+        return vectors
+
+    def read_embeddings(self, mmap: bool = False, check: bool = True) -> Embeddings:
+        """The run's vectors with ids, paths, labels and extras (no re-embedding); ``check``:
+        refuse a file holding NaN or infinity (:meth:`_finite`; off only for a run's own
+        vectors just written)."""
         vectors = np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
+        if check:
+            self._finite(vectors)
         items = self.read_items()
         if len(items) != len(vectors):
             raise RunDirError(f"{self.path}: {ITEMS} has {len(items)} rows but {EMBEDDINGS} "
@@ -388,8 +448,8 @@ class _Files:
 
     def read_vectors(self, mmap: bool = True) -> np.ndarray:
         """The (n, d) float32 vectors alone (memory-mapped by default), without the items table
-        and the extras :meth:`read_embeddings` also loads."""
-        return np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
+        and the extras :meth:`read_embeddings` also loads; NaN or infinity refused as there."""
+        return self._finite(np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None))
 
     def read_extra(self, name: str, mmap: bool = False) -> np.ndarray | None:
         """One per-item encoder extra (e.g. ``imagenet_probs``) as float32, None if absent;
@@ -1074,7 +1134,7 @@ class RunBuilder(_Files):
             if not t.exists():
                 os.rename(self.path, t)
             elif not _exchange(self.path, t):
-                old = t.parent / f".{t.name}.old-{self._run_id}"
+                old = _old_name(t, self._run_id)
                 os.rename(t, old)
                 os.rename(self.path, t)
                 self.path = old
@@ -1087,25 +1147,9 @@ class RunBuilder(_Files):
         return RunDir(self.shown)
 
     def _retire(self, old: Path) -> None:
-        if any((old / f).exists() for f in PERSONAL):
-            try:
-                rid = read_json(old / RUN_JSON).get("run_id") or "previous"
-            except (OSError, ValueError):
-                rid = "previous"
-            keep = self.target.parent / f"{self.target.name}.replaced-{rid}"
-            n = 1
-            while True:  # a copy of a kept run put back and replaced again: its name is taken
-                try:
-                    os.rename(old, keep)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) or n > 1000:
-                        raise output_error(e, keep) from e
-                    n += 1
-                    keep = self.target.parent / f"{self.target.name}.replaced-{rid}-{n}"
-            self.kept_previous = keep
-        else:
-            shutil.rmtree(old, ignore_errors=True)
+        kept = _retire(old, self.target)
+        if kept is not None:
+            self.kept_previous = kept
 
 
 def _is_legacy_run(path: Path) -> bool:

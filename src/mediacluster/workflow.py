@@ -533,7 +533,7 @@ def cluster_folder(
     published = run.published
     info = published.info
     if emb is None:  # a streamed vector file: the vectors stay on disk
-        emb = published.read_embeddings(mmap=True)
+        emb = published.read_embeddings(mmap=True, check=False)  # checked as the fit read them
     # uploads a service kept (serve --keep-uploads) that this run read leave their inbox's
     # pending set, once the run is published
     taken = take_from_inbox(emb.paths, published.run_id) if emb.paths else {}

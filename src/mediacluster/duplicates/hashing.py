@@ -32,7 +32,7 @@ import os
 import sqlite3
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,7 +202,7 @@ def compute_signatures(
     """
     from ..embed.engine import CHANGED, default_workers
     from ..embed.store import changed_since, failure_kind
-    from ..progress import progress_bar
+    from ..progress import threaded_imap
 
     if kind not in HASHES:
         raise ParameterError(f"unknown perceptual hash {kind!r}; choose from {', '.join(HASHES)}")
@@ -259,25 +259,23 @@ def compute_signatures(
                       RuntimeWarning, stacklevel=2)
     fresh: list[tuple[str, bytes]] = []
     lasting: list[tuple[str, str]] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phash") as pool, progress_bar(
-            total=n, desc="hash images", unit="img", disable=not progress) as bar:
-        bar.update(n - len(todo))  # read from the store, or remembered as failing
-        def one(i: int):
-            hook = None if on_decoded is None else (lambda im: on_decoded(i, im, DRAFT))
-            return _one(paths[i], kind, hash_size, content and known[i] is None, hook)
+    def one(i: int):
+        hook = None if on_decoded is None else (lambda im: on_decoded(i, im, DRAFT))
+        return _one(paths[i], kind, hash_size, content and known[i] is None, hook)
 
-        def save() -> None:  # what was learned since the last save, in one transaction each
-            if fresh:
-                store_call(store, lambda: store.put_derived(fresh, skind), None)
-            if lasting:
-                store_call(store, lambda: store.remember_failures(lasting, fkind), None)
-            fresh.clear()
-            lasting.clear()
+    def save() -> None:  # what was learned since the last save, in one transaction each
+        if fresh:
+            store_call(store, lambda: store.put_derived(fresh, skind), None)
+        if lasting:
+            store_call(store, lambda: store.remember_failures(lasting, fkind), None)
+        fresh.clear()
+        lasting.clear()
 
-        results = pool.map(one, todo, chunksize=16)
+    # the files read from the store, or remembered as failing, count as done on the bar
+    with closing(threaded_imap(one, todo, workers, "hash images", "img", progress, chunksize=16,
+                               done=n - len(todo), name="phash")) as results:
         try:
             for n_done, (i, (digest, h, m, th, size, err, kept)) in enumerate(zip(todo, results), 1):
-                bar.update(1)
                 sig.content[i] = known[i] if known[i] is not None else digest
                 if stats is not None and known[i] is not None and changed_since(paths[i], stats[i]):
                     # rewritten or replaced since it was hashed: what was decoded is not that content

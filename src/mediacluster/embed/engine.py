@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from ..data import Embeddings, Skipped
+from ..data import Embeddings, Skipped, nonfinite_rows
 from ..encoders import get_encoder
 from ..encoders.base import Encoder
 from ..errors import MediaclusterError
@@ -38,6 +38,25 @@ log = logging.getLogger(__name__)
 #: the reason a file rewritten or replaced while it was embedded is skipped (not remembered: the
 #: next run reads it as it is then)
 CHANGED = "file changed while it was read (the next run reads it as it is then)"
+#: an item whose vector holds NaN or infinity (an encoder's failure on an odd input, e.g. a
+#: vector of zeros normalised): skipped, never stored in the cache nor fitted
+NONFINITE = "the encoder gave NaN or infinity for it"
+#: a vector the cache held for a file that is not finite (written before this check, or damaged)
+NONFINITE_CACHED = ("its vector in the embedding cache holds NaN or infinity (removed from the cache: the "
+                    "next run embeds it again)")
+
+
+def _finite_only(idx: list[int], out: dict, skipped: list) -> tuple[list[int], dict, list]:
+    """One encoded batch without its items whose vector is not finite (:data:`NONFINITE`, in
+    ``skipped``; not the content's own failure: tried again next run)."""
+    bad = nonfinite_rows(out["embedding"]) if idx and "embedding" in out else ()
+    if not len(bad):
+        return idx, out, skipped
+    keep = np.ones(len(idx), bool)
+    keep[bad] = False
+    skipped = sorted([*skipped, *((idx[b], NONFINITE, False) for b in bad)])
+    return ([i for i, k in zip(idx, keep) if k], {k: np.asarray(v)[keep] for k, v in out.items()},
+            skipped)
 
 
 def default_workers() -> int:
@@ -60,6 +79,21 @@ def _prepare(encoder: Encoder, path: str):
         raise                  # file would fail the same way, so stop and say why
     except Exception as e:  # a loader bug on one file must not cost the run
         return None, f"unexpected error while decoding: {type(e).__name__}: {e}", False
+
+
+def read_finite(store, hashes: list[str], encoder_id: str) -> tuple[np.ndarray, dict, np.ndarray]:
+    """The cache's vectors and extras of ``hashes`` (in order), read back after embedding (the
+    local and the Ray path), without those whose vector is not finite (stored before the
+    check, or damaged): their positions come back third, and they leave the cache, so the next
+    run embeds them again (:data:`NONFINITE_CACHED`)."""
+    vectors, extras = store.get(hashes, encoder_id)
+    bad = nonfinite_rows(vectors)
+    if len(bad):
+        store.forget_vectors({hashes[r] for r in bad}, encoder_id)
+        ok = np.ones(len(hashes), bool)
+        ok[bad] = False
+        vectors, extras = vectors[ok], {k: v[ok] for k, v in extras.items()}
+    return vectors, extras, bad
 
 
 def iter_batches(
@@ -119,7 +153,7 @@ def iter_batches(
                 if len(pending) < conc and start < n:
                     continue
             idx, out, skipped = pending.popleft()
-            yield idx, (out.result() if isinstance(out, Future) else out), skipped
+            yield _finite_only(idx, out.result() if isinstance(out, Future) else out, skipped)
     finally:
         decode.shutdown(wait=True, cancel_futures=True)
         if infer is not None:
@@ -282,7 +316,11 @@ def _embed_through(store, collection, enc, batch_size, workers, progress):
         else:
             keep_idx.append(i)
     t = time.perf_counter()
-    vectors, extras = store.get([hashes[i] for i in keep_idx], enc.id)
+    vectors, extras, bad_rows = read_finite(store, [hashes[i] for i in keep_idx], enc.id)
+    if len(bad_rows):
+        skipped.extend(Skipped(paths[keep_idx[r]], NONFINITE_CACHED) for r in bad_rows)
+        gone = set(bad_rows.tolist())
+        keep_idx = [i for r, i in enumerate(keep_idx) if r not in gone]
     timings["embed.read"] = time.perf_counter() - t
     if not keep_idx:
         vectors = np.zeros((0, enc.dim), np.float32)

@@ -748,6 +748,18 @@ class EmbeddingStore:
                 "to_hash_bytes": int(sum(st.st_size for st in to_hash)), "unreadable": len(errors),
                 "encoders": held}
 
+    def forget_vectors(self, hashes: Iterable[str], encoder: str) -> int:
+        """Delete the vectors and extras of ``hashes`` for ``encoder`` (one transaction): the
+        next run embeds those contents again. Returns how many vectors went."""
+        hashes = list(hashes)
+        n = 0
+        with self._tx() as con:
+            for chunk in _chunks(hashes):
+                q = ",".join("?" * len(chunk))
+                n += con.execute(f"DELETE FROM vectors WHERE encoder=? AND hash IN ({q})", [encoder, *chunk]).rowcount
+                con.execute(f"DELETE FROM extras WHERE encoder=? AND hash IN ({q})", [encoder, *chunk])
+        return n
+
     def forget_encoder(self, encoder: str) -> dict[str, int]:
         """Delete every vector and extra of ``encoder`` (an id as :meth:`summary` lists it) and
         the decode failures remembered for it, in one transaction, then give the pages back

@@ -11,7 +11,6 @@ Runtime refuses to load is exported again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from ..fileio import atomic_path, cache_root, hash_file, write_json
+from ..fileio import atomic_path, cache_root, flocked, hash_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +28,6 @@ EXPORT_RECIPE = "ts-opset17-2"  # 2: the record keeps fileio.hash_file, not SHA-
 
 def _safe_name(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in key)
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _valid(onnx_path: Path, meta_path: Path) -> bool:
@@ -64,7 +52,7 @@ def exported_model(key: str, export: Callable[[str], None], cache_dir: str | os.
     meta_path = folder / f"{base}.json"
     if _valid(onnx_path, meta_path):
         return onnx_path
-    with _locked(folder / f"{base}.lock"):
+    with flocked(folder / f"{base}.lock"):
         if _valid(onnx_path, meta_path):  # another process made it while we waited
             return onnx_path
         if onnx_path.exists():

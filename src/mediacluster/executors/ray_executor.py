@@ -95,7 +95,8 @@ class EmbedWorker:
             self.enc = get_encoder(spec)
 
     def __call__(self, batch: dict) -> dict:
-        from ..embed.engine import CHANGED, _prepare  # the local path's decoding and skip reasons
+        from ..data import nonfinite_rows
+        from ..embed.engine import CHANGED, NONFINITE, _prepare  # the local path's reasons
         from ..embed.store import changed_since
         from ..fileio import hash_file
 
@@ -127,6 +128,8 @@ class EmbedWorker:
                "lasting": np.asarray(lasting, dtype=bool), "hash": np.asarray(hashes, dtype=object),
                "encoder": np.asarray([self.enc.id] * len(rows), dtype=object)}  # the cache's key: checked
         enc = self.enc.encode(inputs) if inputs else {"embedding": np.zeros((0, self.enc.dim), np.float32)}
+        for b in nonfinite_rows(enc["embedding"]):  # as the local path: skipped, never kept in the cache
+            out["skip"][ok[b]] = NONFINITE
         for k, v in enc.items():
             full = np.zeros((len(rows), v.shape[1]), np.float32)
             full[ok] = v
@@ -252,6 +255,7 @@ class RayExecutor:
     def _embed(self, collection, encoder, cache, batch_size, progress, encoder_spec) -> Embeddings:
         import pyarrow as pa
 
+        from ..embed.engine import NONFINITE_CACHED, read_finite
         from ..embed.store import failure_kind
 
         spec = encoder_spec or encoder.name
@@ -338,7 +342,10 @@ class RayExecutor:
             cache.prune_failures()
         kept = [i for i in range(n) if skip[i] is None]
         # read back from the cache, as the local path does: the same numbers whoever embedded them
-        vectors, extras = cache.get([hashes[i] for i in kept], encoder.id)
+        vectors, extras, bad = read_finite(cache, [hashes[i] for i in kept], encoder.id)
+        for r in bad:
+            skip[kept[r]] = NONFINITE_CACHED
+        kept = [i for i in kept if skip[i] is None]
         if not kept:
             vectors = np.zeros((0, encoder.dim), np.float32)
         skipped = list(collection.skipped)

@@ -84,6 +84,30 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp",
                               ".pnm"}) | _OPTIONAL_IMAGE
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus", ".aiff", ".aif"})
 MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
+#: the content type of each extension read (the one table: the service's stored uploads,
+#: ``GET /v1/inbox/files``; the report's and the studio's audio excerpts, ``extension_of``)
+CONTENT_TYPES = {
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jfif": "image/jpeg", ".jpe": "image/jpeg",
+    ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp", ".dib": "image/bmp",
+    ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff", ".avif": "image/avif",
+    ".jp2": "image/jp2", ".j2k": "image/jp2", ".jpx": "image/jpx", ".psd": "image/vnd.adobe.photoshop",
+    ".pcx": "image/x-pcx", ".tga": "image/x-tga", ".ico": "image/vnd.microsoft.icon",
+    ".ppm": "image/x-portable-pixmap", ".pgm": "image/x-portable-graymap",
+    ".pbm": "image/x-portable-bitmap", ".pnm": "image/x-portable-anymap",
+    ".mp3": "audio/mpeg", ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
+    ".oga": "audio/ogg", ".opus": "audio/ogg", ".aiff": "audio/aiff", ".aif": "audio/aiff",
+}
+
+
+def content_type(name: str) -> str:
+    """The content type of a media file by its extension (``application/octet-stream`` for one
+    not read)."""
+    return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+
+
+def extension_of(kind: str) -> str:
+    """The extension a file of content type ``kind`` is written with (the first in the table)."""
+    return next(e for e, k in CONTENT_TYPES.items() if k == kind)
 #: Formats of the kind that are not read: listed as skipped with this advice, not passed over
 #: in silence (a phone's folder of HEIC photos would otherwise come out as a handful of items).
 UNSUPPORTED_EXTENSIONS = {

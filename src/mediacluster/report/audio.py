@@ -27,6 +27,7 @@ import numpy as np
 
 from ..ingest import SkipItem
 from ..ingest.audio import audio_info, resample
+from ..ingest.sources import extension_of
 from .thumbs import cached_files
 
 
@@ -57,7 +58,7 @@ def make_audio_clips(paths: list[str | None], out_dir: str | os.PathLike, max_se
     """Playable excerpt file names (relative to ``out_dir``) for ``paths``; ``None`` if unreadable."""
     def make(p):
         data, mime = audio_preview(p, max_seconds=max_seconds)
-        return data, (".mp3" if mime == "audio/mpeg" else ".wav")
+        return data, extension_of(mime)
 
     return cached_files(paths, out_dir, f"clip{max_seconds:g}", (".mp3", ".wav"), make, "audio clips",
                         "clip", _workers(workers), progress)

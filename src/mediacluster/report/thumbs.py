@@ -11,12 +11,11 @@ import io
 import logging
 import os
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import MediaclusterError
 from ..fileio import atomic_path, hash_file, output_error
-from ..progress import progress_bar
+from ..progress import threaded_map
 
 THUMB_EXT = ".jpg"
 
@@ -101,13 +100,12 @@ def cached_files(paths: list[str | None], out_dir: str | os.PathLike, tag, exts:
             out[i] = made
         else:
             todo.append(i)
-    with ThreadPoolExecutor(workers) as ex, progress_bar(len(paths), desc, unit, disable=not progress) as bar:
-        bar.update(len(paths) - len(todo))
-        for i, (r, why) in zip(todo, ex.map(job, [(paths[i], keys[i]) for i in todo])):
-            out[i] = r
-            if why is not None and failures is not None:
-                failures[i] = why
-            bar.update(1)
+    made = threaded_map(job, [(paths[i], keys[i]) for i in todo], workers, desc, unit, progress,
+                        done=len(paths) - len(todo))
+    for i, (r, why) in zip(todo, made):
+        out[i] = r
+        if why is not None and failures is not None:
+            failures[i] = why
     return out
 
 

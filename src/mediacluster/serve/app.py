@@ -98,14 +98,19 @@ class Ready(BaseModel):
     id: str = Field(description="the model id answering now (as each answer's model.id)")
 
 
+# fields several answer models declare: each one's shape and description written once
+ItemIndex = Annotated[int, Field(description="position of the item in the request")]
+Filename = Annotated[str | None, Field(description="the uploaded file's name (images, audio clips)")]
+
+
 class Tag(BaseModel):
     tag: str = Field(description="a tag the tagger suggests")
     confidence: float = Field(description="the tagger's confidence in it")
 
 
 class Assigned(BaseModel):
-    index: int = Field(description="position of the item in the request")
-    filename: str | None = Field(None, description="the uploaded file's name (images)")
+    index: ItemIndex
+    filename: Filename = None
     cluster: int = Field(description="cluster id; -1 noise, -2 outlier")
     name: str | None = Field(None, description="the cluster's name")
     name_sure: bool | None = Field(None, description="whether `name` is sure: a person gave it, or the "
@@ -153,8 +158,8 @@ class ItemError(BaseModel):
 
 
 class FailedItem(BaseModel):
-    index: int = Field(description="position of the item in the request")
-    filename: str | None = Field(None, description="the uploaded file's name (images, audio clips)")
+    index: ItemIndex
+    filename: Filename = None
     item_id: str | None = Field(None, description="the id the client gave this item (`item_ids`), echoed")
     error: ItemError = Field(description="why this item has no answer; the request's other items are "
                              "answered as usual")
@@ -192,16 +197,26 @@ class Neighbour(BaseModel):
                                    "saved before this was kept)")
 
 
+# the level block of a /v1/similar answer, a new item's and a collection item's
+AtLevel = Annotated[int | None, Field(description="the level `level_cluster` and the neighbours' `cluster` "
+                                      "are at; null for a flat model")]
+LevelCluster = Annotated[int, Field(description="the item's cluster at `level` (what `same_cluster` restricts "
+                                    "to; a new item's noise assigned to its nearest cluster)")]
+LevelName = Annotated[str | None, Field(description="that cluster's name")]
+LevelNameSure = Annotated[bool | None, Field(description="whether `level_name` is sure (as `name_sure`); null: "
+                                             "not measured")]
+Neighbours = Annotated[list[Neighbour], Field(
+    description="the `k` fitted items most similar to the item, nearest first (fewer with `same_cluster` in "
+                "a smaller cluster); an item asked by id is never its own neighbour (nor, for a model "
+                "fitted with --dedup, its near-duplicates: one item)")]
+
+
 class Similar(Assigned):
-    level: int | None = Field(None, description="the level `level_cluster` and the neighbours' `cluster` "
-                              "are at; null for a flat model")
-    level_cluster: int = Field(description="the new item's cluster at `level` (what `same_cluster` "
-                               "restricts to: noise assigned to its nearest cluster)")
-    level_name: str | None = Field(None, description="that cluster's name")
-    level_name_sure: bool | None = Field(None, description="whether `level_name` is sure (as `name_sure`); "
-                                         "null: not measured")
-    neighbours: list[Neighbour] = Field(description="the `k` fitted items most similar to this one, "
-                                        "nearest first (fewer with `same_cluster` in a smaller cluster)")
+    level: AtLevel = None
+    level_cluster: LevelCluster
+    level_name: LevelName = None
+    level_name_sure: LevelNameSure = None
+    neighbours: Neighbours
 
 
 class SimilarToItem(BaseModel):
@@ -212,13 +227,11 @@ class SimilarToItem(BaseModel):
     name: str | None = Field(None, description="that cluster's name")
     name_sure: bool | None = Field(None, description="whether `name` is sure (as the assign answer's)")
     status: str = Field(description="clustered / noise / outlier, or junk (a cluster marked junk in the studio)")
-    level: int | None = Field(None, description="as for a new item")
-    level_cluster: int = Field(description="its fitted cluster at `level` (what `same_cluster` restricts to)")
-    level_name: str | None = Field(None, description="that cluster's name")
-    level_name_sure: bool | None = Field(None, description="whether `level_name` is sure")
-    neighbours: list[Neighbour] = Field(description="the `k` fitted items most similar to it, nearest first, "
-                                        "never the item itself (nor, for a model fitted with --dedup, its "
-                                        "near-duplicates: one item)")
+    level: AtLevel = None
+    level_cluster: LevelCluster
+    level_name: LevelName = None
+    level_name_sure: LevelNameSure = None
+    neighbours: Neighbours
 
 
 class ModelRef(BaseModel):
@@ -231,6 +244,9 @@ class ModelRef(BaseModel):
                                "not saved from a run")
 
 
+AnsweredBy = Annotated[ModelRef, Field(description="the model version that answered every item of the request")]
+
+
 #: one item of an answer: placed, or (an upload that cannot be read, a vector with NaN) its error
 AssignItem = Annotated[Annotated[Assigned, Case("placed")] | Annotated[FailedItem, Case("failed")],
                        Discriminator(_item_case)]
@@ -240,14 +256,14 @@ FAILED_TEXT = ("items that could not be read (each in `items` at its position, w
 
 
 class AssignResponse(BaseModel):
-    model: ModelRef = Field(description="the model version that answered every item of the request")
+    model: AnsweredBy
     failed: int = Field(0, description=FAILED_TEXT)
     items: list[AssignItem] = Field(description="one answer per item, in the order they were sent: "
                                     "its placement, or `error` for an item that could not be read")
 
 
 class SimilarResponse(BaseModel):
-    model: ModelRef = Field(description="the model version that answered every item of the request")
+    model: AnsweredBy
     k: int = Field(description="neighbours asked for per item")
     same_cluster: bool = Field(description="neighbours only from the item's own cluster at `level`")
     failed: int = Field(0, description=FAILED_TEXT)

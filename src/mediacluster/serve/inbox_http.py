@@ -28,7 +28,6 @@ bug, could otherwise erase what a moderation team must still be able to look at.
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 import os
 import sqlite3
 from pathlib import Path
@@ -41,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from .. import inbox as store
 from ..fileio import needs_escape  # JSON's \udc80 alone is no Unicode text: SQLite cannot store it
+from ..ingest.sources import content_type
 from ..web import ApiError, StrictBody
 from ..web.app import error_docs
 
@@ -53,12 +53,6 @@ MAX_KEY = 400
 FILES_ROUTE = "/v1/inbox/files/"
 NO_INBOX = ("this service keeps no uploads: start it with `mediacluster serve MODEL --keep-uploads DIR` "
             "(and --keep novel|uncertain|junk|all) to keep the uploads it could not place and read them here")
-#: what a stored file's content type is, by its extension (``inbox.sniff_extension``'s)
-_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp",
-          ".gif": "image/gif", ".tif": "image/tiff", ".avif": "image/avif", ".wav": "audio/wav",
-          ".flac": "audio/flac", ".ogg": "audio/ogg", ".aiff": "audio/aiff", ".mp3": "audio/mpeg"}
-
-
 class Counts(BaseModel):
     pending: int = Field(description="contents waiting for review")
     reviewed: int = Field(description="contents a person marked reviewed")
@@ -194,8 +188,7 @@ def add_inbox_routes(app: FastAPI, root: str | os.PathLike | None, keeper=None) 
                 or not path.is_file():
             raise ApiError(404, "not_found", f"no stored file {name[:200]!r} in the inbox (GET /v1/inbox lists "
                            "them: each row's `url`)")
-        return path, _TYPES.get(os.path.splitext(name)[1].lower()) or mimetypes.guess_type(name)[0] \
-            or "application/octet-stream"
+        return path, content_type(name)
 
     @app.get(FILES_ROUTE + "{name}", response_class=FileResponse,
              summary="The bytes of a file the inbox keeps (a row's `url`)",

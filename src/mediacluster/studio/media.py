@@ -82,6 +82,7 @@ class ItemMedia:
         of a file when the cache cannot keep it (a full disk)."""
         from ..fileio import hash_file
         from ..ingest import SkipItem
+        from ..ingest.sources import content_type, extension_of
         from ..report.audio import audio_preview  # librosa / soundfile: audio runs only
 
         if self.media != "audio":
@@ -91,15 +92,15 @@ class ItemMedia:
             h = hash_file(src)
         except OSError as e:
             raise FileNotFoundError(f"item {i}: cannot read its file ({e.strerror or e})") from None
-        for ext, kind in (("mp3", "audio/mpeg"), ("wav", "audio/wav")):
-            dst = self._thumb_dir / f"{h}-excerpt.{ext}"
+        for ext in (".mp3", ".wav"):  # audio_preview's two formats
+            dst = self._thumb_dir / f"{h}-excerpt{ext}"
             if dst.exists():
-                return dst, kind
+                return dst, content_type(dst.name)
         try:
             data, kind = audio_preview(src)
         except SkipItem as e:
             raise FileNotFoundError(f"cannot play item {i}: {e}") from None
-        dst = self._thumb_dir / f"{h}-excerpt.{'mp3' if kind == 'audio/mpeg' else 'wav'}"
+        dst = self._thumb_dir / f"{h}-excerpt{extension_of(kind)}"
         return (dst if self._store(dst, data) else data), kind
 
     def _store(self, dst: Path, data: bytes) -> bool:
