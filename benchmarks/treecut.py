@@ -39,6 +39,7 @@ Usage::
     $B diag --cases whole subsets
     $B fix --cases whole subsets --designs base km kmg
     $B rules --cases whole subsets --designs base gridc   # other move rules of the agreement check
+    $B rules --cases whole subsets --designs base gridc --check-ninit 4   # ... and less spread
     $B timing --designs base km        # the cluster step's CPU seconds at 10,000 (CIFAR-10 test)
 """
 
@@ -409,6 +410,22 @@ def cmd_rules(args):
             z = np.load(args.out_dir / f"{key}@{d}.npz")
             _, y = ls.collection(key, args)
             levels, sc, mod = z["levels"], z["scores"], int(z["mod"])
+            if args.check_ninit > 1:  # the check's scores again, each start the best of n_init K-means runs
+                from sklearn.cluster import KMeans
+
+                from mediacluster.stages.hierarchy import agreement_level
+
+                X, _ = ls.collection(key, args)
+                fit0 = KMeans.fit
+
+                def fit_n(self, *a, _f=fit0, **kw):  # the check's own code, its K-means given n_init starts
+                    self.n_init = args.check_ninit
+                    return _f(self, *a, **kw)
+                KMeans.fit = fit_n
+                try:
+                    _, sc = agreement_level(levels, mod, X, random_state=0)
+                finally:
+                    KMeans.fit = fit0
             ok = ~np.isnan(sc[:, 0])
             for r, rule in RULES.items():
                 lv = mod
@@ -454,6 +471,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", nargs="*", default=[], help="prep: also the baselines' UMAP space of these")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--designs", nargs="+", default=["base", "km", "kmg"])
+    ap.add_argument("--check-ninit", type=int, default=1,
+                    help="rules: recompute the agreement scores, each start the best of this many K-means runs")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/treecut"))
