@@ -1098,3 +1098,35 @@ def test_numba_cache_follows_mediacluster_cache(vec_run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert list((tmp_path / "cache" / "numba").rglob("*.nbi"))  # numba's index of cached code
     assert not (tmp_path / "home" / ".cache").exists()
+
+
+def test_a_ctrl_c_that_compiled_code_turned_into_another_error_is_an_interruption():
+    """A Ctrl-C during fast_hdbscan's numba code in a `tune` trial came out as "SystemError:
+    CPUDispatcher(<function parallel_boruvka ...>) returned a result with an exception set", its
+    cause the KeyboardInterrupt (seen on a real `tune`, SIGINT after 25 s): the CLI said
+    "internal error (a bug, not your input)" and wrote a crash log instead of "interrupted"."""
+    from mediacluster.cli import interrupted
+
+    def chained(outer, how):
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as k:
+                if how == "cause":
+                    raise outer from k  # as CPython's _Py_CheckFunctionResult raises it
+                raise outer  # noqa: B904 - raised while handling it, as a callback does
+        except Exception as e:  # noqa: BLE001
+            return e
+
+    assert interrupted(chained(SystemError("returned a result with an exception set"), "cause"))
+    assert interrupted(chained(RuntimeError("in a callback"), "context"))
+    assert interrupted(KeyboardInterrupt())
+    plain = SystemError("a real bug")
+    assert not interrupted(plain)
+    try:
+        try:
+            raise ValueError("first")
+        except ValueError as v:
+            raise SystemError("second") from v
+    except SystemError as e:
+        assert not interrupted(e)
