@@ -501,3 +501,29 @@ def test_a_flag_of_the_other_kind_of_training_is_refused_not_passed_over(args, n
     assert main(["tags", "train", *args, "--out", str(tmp_path / "m"), "--quiet"]) == 2
     assert named in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("name,content,expect", [
+    ("missing.yaml", None, r"missing.yaml: no such file"),
+    ("missing.csv", None, r"missing.csv: no such file"),
+    ("folder.yaml", "DIR", r"cannot read .*folder.yaml"),
+    ("bad.yaml", b"0: [1\n", r"bad.yaml is not valid YAML: line 2, column 1"),
+    ("latin1.yaml", b"0: caf\xe9\n", r"latin1.yaml is not UTF-8 text"),
+    ("latin1.csv", b"cluster,tag\n0,caf\xe9\n", r"latin1.csv is not UTF-8 text"),
+    ("quote.csv", b'cluster,tag\n0,"cat\n', r"quote.csv: cannot read as CSV"),
+])
+def test_a_mapping_file_that_cannot_be_read_is_refused_naming_it(tmp_path, name, content, expect):
+    """``tags train --mapping typo.yaml``, ``--cluster-tags`` of a missing file, a folder, a YAML
+    syntax error or a Latin-1 file: internal errors (FileNotFoundError, IsADirectoryError,
+    yaml's ParserError, UnicodeDecodeError) with a crash log, before anything was embedded."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.data import _is_number, read_mapping
+
+    p = tmp_path / name
+    if content == "DIR":
+        p.mkdir()
+    elif content is not None:
+        p.write_bytes(content)
+    for is_key in (None, _is_number):
+        with pytest.raises(InputError, match=expect):
+            read_mapping(p, is_key=is_key)
