@@ -112,6 +112,8 @@ NONSENSE = [
     ([], b"reducer: pca\n# \xff\n", "not UTF-8"),
     ([], "clusterer: {name: kmeans, params: {n_clusters: 2.5}}\n", "clusterer__n_clusters"),
     ([], "unknown_key: 1\n", "unknown_key"),
+    # a key given twice: PyYAML kept the second, silently (fileio.read_yaml)
+    ([], "reducer: pca\nclusterer: kmeans\nreducer: umap\n", "line 3, column 1: found the key 'reducer' a second"),
 ]
 
 
@@ -203,6 +205,9 @@ NAMES_YAML = [
     ("0: [1\n", "line 2, column 1"),
     (b"0: caf\xe9\n", "not UTF-8"),
     ("- just a list\n", "expected a mapping"),
+    # the template's empty '0:' below a person's '0: cats' dropped the name, silently
+    ("0: cats\n1:\n0:\n", "line 3, column 1: found the key 0 a second time (first on line 1)"),
+    ("0: cats\n00: dogs\n", "found the key 0 a second time"),  # YAML 1.1: 00 is the octal 0
 ]
 
 

@@ -527,3 +527,16 @@ def test_a_mapping_file_that_cannot_be_read_is_refused_naming_it(tmp_path, name,
     for is_key in (None, _is_number):
         with pytest.raises(InputError, match=expect):
             read_mapping(p, is_key=is_key)
+
+
+def test_a_key_written_twice_in_a_yaml_mapping_is_refused_naming_the_line(tmp_path):
+    """``0: cat`` and later ``0: dog`` in a cluster-tags / label mapping YAML: PyYAML kept the
+    last, so the check for a key given two tags (above) never saw the first; cluster 0 was
+    learned as 'dog', silently."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.data import _is_number, read_mapping
+
+    (tmp_path / "t.yaml").write_text("mapping:\n  0: cat\n  1: dog\n  0: dog\n")
+    with pytest.raises(InputError, match=r"t.yaml is not valid YAML: line 4, column 3: found the key 0 a "
+                                         r"second time \(first on line 2\)"):
+        read_mapping(tmp_path / "t.yaml", is_key=_is_number)

@@ -738,3 +738,17 @@ def test_a_timeout_that_is_no_time_is_refused_by_name(timeout, tmp_path):
         _tune(X, Pipeline(random_state=0), out=tmp_path / "t", n_trials=1, timeout=timeout, progress=False,
               refit=False)
     assert not (tmp_path / "t" / "study.db").exists()
+
+
+def test_a_space_file_giving_a_parameter_twice_is_refused_naming_the_line(tmp_path):
+    """A space file with ``reducer__n_components`` twice searched the second range only, silently
+    (PyYAML keeps the last key). A merge (``<<: *base``) may still give a key again."""
+    p = tmp_path / "space.yaml"
+    p.write_text("reducer__n_components: {int: [2, 50]}\nclusterer__min_cluster_size: {int: [5, 50]}\n"
+                 "reducer__n_components: {int: [5, 10]}\n")
+    with pytest.raises(SpaceError, match=r"space.yaml: not valid YAML: line 3, column 1: found the key "
+                                         r"'reducer__n_components' a second time \(first on line 1\)"):
+        load_space(str(p), 500)
+    p.write_text("base: &b {int: [2, 50], log: true}\nreducer__n_components:\n  <<: *b\n  int: [5, 10]\n")
+    with pytest.raises(SpaceError, match="'base'"):  # read, then refused as an unknown name
+        load_space(str(p), 500)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, yaml_problem
-from ..fileio import atomic_path
+from ..fileio import atomic_path, read_yaml
 from ..rundir import HIERARCHY, LEVEL_COLUMN, NAMES_YAML, RunDir, find_run
 
 
@@ -62,7 +62,7 @@ def _parse_overrides(run: RunDir) -> tuple[Path | None, dict, dict]:
     import yaml
 
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = read_yaml(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {yaml_problem(e)}") from None
     except UnicodeDecodeError as e:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..embed import embed_collection
 from ..errors import InputError, yaml_problem
+from ..fileio import read_yaml
 from ..ingest import collect
 from ..naming import load_names
 from ..rundir import RunDir
@@ -91,10 +92,9 @@ def _read_mapping(path: Path, is_key) -> dict[str, str]:
         first = 1 if is_key else 2  # the file's line of the frame's row 0
         return _one_tag_each(path, ((str(k).strip(), str(v).strip(), row + first)
                                     for row, k, v in zip(df.index, df.iloc[:, 0], df.iloc[:, 1])))
-    import yaml
 
     with open(path, encoding="utf-8") as f:
-        d = yaml.safe_load(f) or {}
+        d = read_yaml(f) or {}
     if isinstance(d, dict) and isinstance(d.get("mapping"), dict):
         d = d["mapping"]
     if not isinstance(d, dict):
