@@ -540,3 +540,19 @@ def test_a_key_written_twice_in_a_yaml_mapping_is_refused_naming_the_line(tmp_pa
     with pytest.raises(InputError, match=r"t.yaml is not valid YAML: line 4, column 3: found the key 0 a "
                                          r"second time \(first on line 2\)"):
         read_mapping(tmp_path / "t.yaml", is_key=_is_number)
+
+
+def test_labels_a_tag_model_does_not_know_are_named_as_text():
+    """``tags evaluate`` on data with labels the model lacks said "labels the model does not know:
+    [np.str_('n01440764'), np.str_('n02102040'), ...]": numpy's repr of each label."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.evaluate import evaluate_tagger
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(30, 8)) + 3, rng.normal(size=(30, 8)) - 3]).astype(np.float32)
+    clf = TagClassifier(model="logreg").fit(X, ["cat"] * 30 + ["dog"] * 30)
+    y = np.array([f"n{i:02d}" for i in range(12)] * 5)
+    with pytest.raises(InputError) as e:
+        evaluate_tagger(clf, X, y)
+    assert str(e.value) == ("labels the model does not know: n00, n01, n02, n03, n04, n05, n06, n07, n08, n09 "
+                            "and 2 more (map them with --mapping; model labels: cat, dog)")

@@ -30,10 +30,11 @@ def evaluate_tagger(clf, X: np.ndarray, y, proba: np.ndarray | None = None) -> d
 
     y = np.asarray([str(v) for v in y])
     classes = [str(c) for c in clf.classes_]
-    unknown = sorted(set(y) - set(classes))
+    unknown = sorted({str(v) for v in y} - set(classes))  # str: numpy's repr read "np.str_('cat')"
     if unknown:
-        raise InputError(f"labels the model does not know: {unknown[:10]} (map them with --mapping; "
-                         f"model labels: {classes})")
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise InputError(f"labels the model does not know: {', '.join(unknown[:10])}{more} (map them with "
+                         f"--mapping; model labels: {', '.join(classes)})")
     proba = clf.predict_proba(X) if proba is None else proba
     pred_idx, conf, suggested = clf.decide(proba)
     pred = np.asarray(classes)[pred_idx]
