@@ -1135,3 +1135,44 @@ def test_a_ctrl_c_that_compiled_code_turned_into_another_error_is_an_interruptio
             raise SystemError("second") from v
     except SystemError as e:
         assert not interrupted(e)
+
+
+def _cut(p: Path, keep: int | None = None, junk: bytes | None = None) -> None:
+    if junk is not None:
+        p.write_bytes(junk)
+    else:
+        data = p.read_bytes()
+        p.write_bytes(data[:keep if keep is not None else len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "junk"])
+def test_a_run_whose_embeddings_file_is_damaged_is_refused_naming_it(damage, vec_run, tmp_path, capsys,
+                                                                      user_cache):
+    """``embeddings.npy`` cut short (a copy or a disk that filled up), emptied, or overwritten:
+    numpy's ValueError / EOFError was an internal error of ``tune``, ``evaluate`` and ``report``."""
+    run = tmp_path / "run"
+    shutil.copytree(vec_run, run)
+    _cut(run / "embeddings.npy", 0 if damage == "empty" else None, b"junk" if damage == "junk" else None)
+    for args in (["evaluate", run, "--out", tmp_path / "e.json"],
+                 ["tune", run, "--out", tmp_path / "t", "--trials", "1", "--no-refit", "--quiet"]):
+        rc, _, err = mc_main(*args, capsys=capsys)
+        assert_user_error(rc, err, "embeddings.npy cannot be read", "re-run cluster")
+
+
+def test_a_damaged_hierarchy_or_map_is_read_as_absent_not_a_crash(vec_run, tmp_path, capsys, user_cache):
+    """A ``hierarchy.npz`` cut short or emptied: ``read_levels`` means to warn and go on without
+    levels, but zipfile's BadZipFile / numpy's EOFError slipped past its (OSError, ValueError), and
+    ``names.yaml``'s level lookup too: internal errors of ``evaluate`` and ``report``. The report's
+    cached map ``map2d.npy`` cut short: a ValueError out of ``report`` (it is a cache: made again)."""
+    run = tmp_path / "run"
+    shutil.copytree(vec_run, run)
+    rc, _, err = mc_main("report", run, "--quiet", capsys=capsys)
+    assert rc == 0, err
+    assert (run / "map2d.npy").exists()
+    _cut(run / "map2d.npy")
+    for junk in (None, b""):
+        (run / "hierarchy.npz").write_bytes(b"PK\x03\x04 not a whole zip" if junk is None else junk)
+        rc, _, err = mc_main("evaluate", run, "--out", tmp_path / "e.json", capsys=capsys)
+        assert rc == 0, err
+        rc, _, err = mc_main("report", run, "--quiet", capsys=capsys)
+        assert rc == 0, err

@@ -71,6 +71,8 @@ import shutil
 import threading
 import time
 import uuid
+import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,12 +371,12 @@ class _Files:
 
     def read_embeddings(self, mmap: bool = False) -> Embeddings:
         """The run's vectors with ids, paths, labels and extras (no re-embedding)."""
-        vectors = np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
+        vectors = self._load_npy(self._need(EMBEDDINGS), mmap)
         items = self.read_items()
         if len(items) != len(vectors):
             raise RunDirError(f"{self.path}: {ITEMS} has {len(items)} rows but {EMBEDDINGS} "
                               f"{len(vectors)}; the folder is damaged, re-run cluster")
-        extras = {p.name[len(EXTRA_PREFIX):-len(".npy")]: np.load(p, allow_pickle=False).astype(np.float32)
+        extras = {p.name[len(EXTRA_PREFIX):-len(".npy")]: self._load_npy(p).astype(np.float32)
                   for p in sorted(self.path.glob(f"{EXTRA_PREFIX}*.npy"))}
         enc = self.info.get("encoder", {}) if self.file(RUN_JSON).exists() else {}
         labels = items["label"].tolist()
@@ -389,7 +391,7 @@ class _Files:
     def read_vectors(self, mmap: bool = True) -> np.ndarray:
         """The (n, d) float32 vectors alone (memory-mapped by default), without the items table
         and the extras :meth:`read_embeddings` also loads."""
-        return np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
+        return self._load_npy(self._need(EMBEDDINGS), mmap)
 
     def read_extra(self, name: str, mmap: bool = False) -> np.ndarray | None:
         """One per-item encoder extra (e.g. ``imagenet_probs``) as float32, None if absent;
@@ -399,8 +401,8 @@ class _Files:
         if not p.exists():
             return None
         if mmap:
-            return np.load(p, allow_pickle=False, mmap_mode="r")
-        return np.load(p, allow_pickle=False).astype(np.float32)
+            return self._load_npy(p, mmap=True)
+        return self._load_npy(p).astype(np.float32)
 
     # -- assignments -------------------------------------------------------------------------
     def write_assignments(self, df) -> None:
@@ -464,8 +466,12 @@ class _Files:
         p = self.file(HIERARCHY)
         if not p.exists():
             return None
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except NPY_ERRORS as e:
+            # cut short or overwritten: zipfile's BadZipFile was an internal error of evaluate and report
+            raise RunDirError(f"{p} cannot be read ({str(e).strip() or type(e).__name__})") from None
 
     def read_levels(self, assignments=None) -> RunLevels:
         """The run's hierarchy levels (:class:`RunLevels`, empty for a flat run): the
@@ -478,7 +484,7 @@ class _Files:
                       if isinstance(c, str) and (m := LEVEL_COLUMN.fullmatch(c)) and a[c].dtype.kind in "iu")
         try:
             h = self.read_hierarchy() or {}
-        except (OSError, ValueError) as e:
+        except RunDirError as e:
             log.warning("%s: the hierarchy is not readable: %s", self.path, e)
             h = {}
         tree = np.asarray(h.get("levels", np.zeros((0, 0), np.int64)))
@@ -602,7 +608,10 @@ class _Files:
         meta = read_json(mp)
         if meta.get("run_id") != self.run_id:
             return None
-        xy = np.load(p, allow_pickle=False)
+        try:
+            xy = np.load(p, allow_pickle=False)
+        except NPY_ERRORS:  # cut short: a cache, made again (a ValueError out of the report before)
+            return None
         if n is not None and len(xy) != n:
             return None
         return xy, meta
@@ -657,12 +666,28 @@ class _Files:
 
         return ModelStore(self.file(MODELS))
 
+    def _load_npy(self, p: Path, mmap: bool = False) -> np.ndarray:
+        """A ``.npy`` of the run, read (or memory-mapped); one cut short (a copy or a disk that
+        filled up), emptied or overwritten by another file is a :class:`RunDirError` naming it
+        (numpy's ValueError / EOFError was an internal error of tune, report and evaluate)."""
+        try:
+            return np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
+        except NPY_ERRORS as e:
+            why = str(e).strip() or type(e).__name__
+            if "pickled" in why:  # numpy's word for any file without the .npy header
+                why = "not a numpy array file"
+            raise RunDirError(f"{p} cannot be read ({why}); the run folder is damaged, re-run cluster") from None
+
     def _need(self, name: str) -> Path:
         p = self.file(name)
         if not p.exists():
             raise RunDirError(f"{self.path} has no {name}; is it a run folder written by "
                               "`mediacluster cluster`?")
         return p
+
+
+# what numpy's np.load raises for a .npy / .npz cut short, emptied or overwritten by other bytes
+NPY_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class TableWriter:

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import ConfigError, yaml_problem
 from ..fileio import atomic_path, read_yaml
-from ..rundir import HIERARCHY, LEVEL_COLUMN, NAMES_YAML, RunDir, find_run
+from ..rundir import HIERARCHY, LEVEL_COLUMN, NAMES_YAML, NPY_ERRORS, RunDir, find_run
 
 
 def _as_run(run) -> RunDir:
@@ -146,7 +146,7 @@ def level_in_use(run: RunDir) -> int | None:
     try:
         with np.load(p, allow_pickle=False) as z:
             return int(z["level"]) if "level" in z.files and np.ndim(z["level"]) == 0 else None
-    except (OSError, ValueError):
+    except NPY_ERRORS:  # cut short (EOFError, BadZipFile were internal errors of report)
         return None
 
 
