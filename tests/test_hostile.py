@@ -1176,3 +1176,15 @@ def test_a_damaged_hierarchy_or_map_is_read_as_absent_not_a_crash(vec_run, tmp_p
         assert rc == 0, err
         rc, _, err = mc_main("report", run, "--quiet", capsys=capsys)
         assert rc == 0, err
+
+
+@pytest.mark.parametrize("table", ["items.parquet", "assignments.parquet"])
+def test_a_run_whose_table_is_cut_short_is_refused_naming_it(table, vec_run, tmp_path, capsys, user_cache):
+    """``items.parquet`` / ``assignments.parquet`` cut short: pyarrow's ArrowInvalid ("Parquet
+    magic bytes not found in footer") was an internal error of ``evaluate`` and ``report``."""
+    run = tmp_path / "run"
+    shutil.copytree(vec_run, run)
+    _cut(run / table)
+    for args in (["evaluate", run, "--out", tmp_path / "e.json"], ["report", run, "--quiet"]):
+        rc, _, err = mc_main(*args, capsys=capsys)
+        assert_user_error(rc, err, f"{table} cannot be read", "re-run cluster")

@@ -362,7 +362,7 @@ class _Files:
 
     def read_items(self):
         """``id``, ``path`` (absolute: resolved against the collection root), ``label``."""
-        return self._resolve_paths(read_table(self._need(ITEMS)))
+        return self._resolve_paths(self._read_table(self._need(ITEMS)))
 
     @property
     def embeddings_path(self) -> Path:
@@ -418,7 +418,7 @@ class _Files:
 
     def read_assignments(self, columns: list[str] | None = None):
         """The per-item table; ``path`` absolute (resolved against the collection root)."""
-        df = read_table(self._need(ASSIGNMENTS), columns=columns)
+        df = self._read_table(self._need(ASSIGNMENTS), columns=columns)
         if columns is not None and ESCAPED not in columns and ESCAPED in df:
             df = df.drop(columns=ESCAPED)
         return self._resolve_paths(df)
@@ -515,7 +515,7 @@ class _Files:
         """The duplicate groups table (``path`` absolute), None when the run was made without
         ``--dedup``."""
         p = self.file(DUPLICATES)
-        return self._resolve_paths(read_table(p, columns=columns)) if p.exists() else None
+        return self._resolve_paths(self._read_table(p, columns=columns)) if p.exists() else None
 
     def write_metadata(self, df) -> None:
         """A manifest's own columns per item (``Collection.metadata``: ``id`` first), kept with
@@ -528,7 +528,7 @@ class _Files:
         """The manifest's own columns per item id, None when the run was not made from a
         manifest with any."""
         p = self.file(METADATA)
-        return unescape_table(read_table(p, unescape=False), drop=True) if p.exists() else None
+        return unescape_table(self._read_table(p, unescape=False), drop=True) if p.exists() else None
 
     def with_metadata(self, df, ids=None):
         """``df`` (one row per item) with the run's metadata columns after its own, joined on
@@ -665,6 +665,16 @@ class _Files:
         from .persist import ModelStore
 
         return ModelStore(self.file(MODELS))
+
+    def _read_table(self, p: Path, **kw):
+        """``fileio.read_table`` of one of the run's tables; one cut short or overwritten is a
+        :class:`RunDirError` naming it (pyarrow's ArrowInvalid was an internal error of evaluate,
+        report and the studio)."""
+        try:
+            return read_table(p, **kw)
+        except (ValueError, OSError) as e:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
+            raise RunDirError(f"{p} cannot be read ({str(e).strip() or type(e).__name__}); the run "
+                              "folder is damaged, re-run cluster") from None
 
     def _load_npy(self, p: Path, mmap: bool = False) -> np.ndarray:
         """A ``.npy`` of the run, read (or memory-mapped); one cut short (a copy or a disk that
@@ -872,7 +882,7 @@ class RunDir(_Files):
             elif self._given_root is None:
                 self._root = Root(path=None)
             else:
-                items = read_table(self._need(ITEMS), columns=["path"])
+                items = self._read_table(self._need(ITEMS), columns=["path"])
                 self._root = legacy_root(items["path"].tolist(), given=self._given_root)
         return self._root
 
