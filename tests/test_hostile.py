@@ -1188,3 +1188,25 @@ def test_a_run_whose_table_is_cut_short_is_refused_naming_it(table, vec_run, tmp
     for args in (["evaluate", run, "--out", tmp_path / "e.json"], ["report", run, "--quiet"]):
         rc, _, err = mc_main(*args, capsys=capsys)
         assert_user_error(rc, err, f"{table} cannot be read", "re-run cluster")
+
+
+def test_a_runs_json_files_cut_short_are_refused_or_made_again(vec_run, blobs, tmp_path, capsys, user_cache):
+    """``clusters.json``, ``names.json``, ``level_names.json`` or ``map2d.json`` cut short: a
+    JSONDecodeError out of ``report`` and ``assign`` (internal errors). ``clusters.json`` is the
+    run's own result: refused naming it; the derived files (stamped with the run id, as
+    ``curated.json`` is read) count as absent: the names and the map are made again."""
+    run = tmp_path / "run"
+    shutil.copytree(vec_run, run)
+    rc, _, err = mc_main("report", run, "--quiet", capsys=capsys)
+    assert rc == 0, err
+    for name in ("names.json", "map2d.json"):
+        assert (run / name).exists(), name
+        _cut(run / name, 20)
+    (run / "level_names.json").write_text('{"run_id": ', encoding="utf-8")
+    for args in (["report", run, "--quiet"], ["assign", run, blobs, "--quiet"]):
+        rc, _, err = mc_main(*args, capsys=capsys)
+        assert rc == 0, err
+    _cut(run / "clusters.json", 20)
+    for args in (["report", run, "--quiet"], ["assign", run, blobs, "--quiet"]):
+        rc, _, err = mc_main(*args, capsys=capsys)
+        assert_user_error(rc, err, "clusters.json cannot be read", "re-run cluster")

@@ -431,7 +431,16 @@ class _Files:
 
     def read_clusters(self) -> list[dict]:
         p = self.file(CLUSTERS)
-        return self._resolve_examples(read_json(p).get("clusters", [])) if p.exists() else []
+        if not p.exists():
+            return []
+        try:
+            doc = read_json(p)
+        except (OSError, ValueError) as e:  # cut short: a JSONDecodeError out of report and assign
+            raise RunDirError(f"{p} cannot be read ({e}); the run folder is damaged, re-run cluster") from None
+        clusters = doc.get("clusters", []) if isinstance(doc, dict) else None
+        if not isinstance(clusters, list) or not all(isinstance(c, dict) for c in clusters):
+            raise RunDirError(f"{p}: expected {{'clusters': [{{...}}, ...]}}; the run folder is damaged, re-run cluster")
+        return self._resolve_examples(clusters)
 
     def read_evaluation(self) -> dict | None:
         """The scores ``mediacluster evaluate`` wrote into the run (``evaluation.json``), None
@@ -559,13 +568,9 @@ class _Files:
 
     def read_automatic_names(self) -> list[dict]:
         """Automatic names of this run (``names.json``), [] if absent or from another run."""
-        p = self.file(NAMES)
-        if not p.exists():
-            return []
-        doc = read_json(p)
-        if doc.get("run_id") != self.run_id:
-            return []
-        return list(doc.get("clusters", []))
+        doc = self._read_own(NAMES)  # unreadable (cut short): as absent, as every derived file
+        named = doc.get("clusters", []) if doc is not None else []
+        return [e for e in named if isinstance(e, dict)] if isinstance(named, list) else []
 
     def write_level_names(self, by_level: dict[int, list[dict]], method: str | None = None) -> None:
         """Every level's automatic names (``naming.names.name_levels``), keyed by the level's
@@ -582,11 +587,8 @@ class _Files:
     def read_level_names(self) -> dict[int, list[dict]]:
         """Level -> its automatic names (``level_names.json``); {} if absent, of another run or
         not readable as such (a run made before levels were named when clustering)."""
-        p = self.file(LEVEL_NAMES)
-        if not p.exists():
-            return {}
-        doc = read_json(p)
-        if doc.get("run_id") != self.run_id or not isinstance(doc.get("levels"), dict):
+        doc = self._read_own(LEVEL_NAMES)  # unreadable (cut short): as absent
+        if doc is None or not isinstance(doc.get("levels"), dict):
             return {}
         out = {}
         for k, named in doc["levels"].items():
@@ -605,8 +607,8 @@ class _Files:
         p, mp = self.file(MAP), self.file(MAP_META)
         if not (p.exists() and mp.exists()):
             return None
-        meta = read_json(mp)
-        if meta.get("run_id") != self.run_id:
+        meta = self._read_own(MAP_META)  # unreadable: made again, as a map of another run
+        if meta is None:
             return None
         try:
             xy = np.load(p, allow_pickle=False)
