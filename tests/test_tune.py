@@ -752,3 +752,14 @@ def test_a_space_file_giving_a_parameter_twice_is_refused_naming_the_line(tmp_pa
     p.write_text("base: &b {int: [2, 50], log: true}\nreducer__n_components:\n  <<: *b\n  int: [5, 10]\n")
     with pytest.raises(SpaceError, match="'base'"):  # read, then refused as an unknown name
         load_space(str(p), 500)
+
+
+@pytest.mark.parametrize("content", [b"junk\n", b"SQLite format 3\x00" + b"\x10\x00" + b"\x00" * 80])
+def test_a_study_db_that_is_no_database_is_refused_naming_it(tmp_path, content):
+    """``--out`` holding a ``study.db`` cut short (a copy, a full disk) or overwritten: SQLAlchemy's
+    DatabaseError ("database disk image is malformed", "file is not a database") was an internal
+    error with a crash log."""
+    X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    (tmp_path / "study.db").write_bytes(content)
+    with pytest.raises(InputError, match=r"study.db cannot be read as a study \(.*\): move it away"):
+        _tune(X, Pipeline(), out=tmp_path, n_trials=1, progress=False)
