@@ -1210,3 +1210,15 @@ def test_a_runs_json_files_cut_short_are_refused_or_made_again(vec_run, blobs, t
     for args in (["report", run, "--quiet"], ["assign", run, blobs, "--quiet"]):
         rc, _, err = mc_main(*args, capsys=capsys)
         assert_user_error(rc, err, "clusters.json cannot be read", "re-run cluster")
+
+
+def test_tune_on_a_folder_of_broken_files_names_why(tmp_path, capsys, user_cache):
+    """``tune FOLDER`` whose files all fail to decode said "tuning needs a 2-D array of at least 10
+    vectors, got shape (0, 1280)", no word of the files or why (``cluster`` names the first)."""
+    d = tmp_path / "broken"
+    d.mkdir()
+    for i in range(3):
+        (d / f"x{i}.jpg").write_text(f"not an image {i}")
+    rc, _, err = mc_main("tune", d, "--out", tmp_path / "t", "--trials", "1", "--quiet", capsys=capsys)
+    assert_user_error(rc, err, "only 0 items could be embedded; at least 10 are needed to tune (3 skipped; "
+                      "the first, ", "x0.jpg: not an image")

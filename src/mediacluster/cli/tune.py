@@ -101,8 +101,13 @@ def load_input(src: str, encoder: str | None, cache_dir, labels_from_folders: bo
     coll = collect(src, media=media, labels_from_folders=labels_from_folders)
     if len(coll) == 0:
         raise InputError(f"no usable items found in {src}")
-    return embed_collection(coll, encoder=resolve_encoder(encoder, coll, src), cache_dir=cache_dir,
-                            progress=progress)
+    emb = embed_collection(coll, encoder=resolve_encoder(encoder, coll, src), cache_dir=cache_dir,
+                           progress=progress)
+    if len(emb) < 10 and emb.skipped:  # said as "got shape (0, 1280)", no word of the files' reasons
+        first = emb.skipped[0]
+        raise InputError(f"only {len(emb)} items could be embedded; at least 10 are needed to tune "
+                         f"({len(emb.skipped)} skipped; the first, {first.path}: {first.reason})")
+    return emb
 
 
 def run(args) -> int:
