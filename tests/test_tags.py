@@ -556,3 +556,29 @@ def test_labels_a_tag_model_does_not_know_are_named_as_text():
         evaluate_tagger(clf, X, y)
     assert str(e.value) == ("labels the model does not know: n00, n01, n02, n03, n04, n05, n06, n07, n08, n09 "
                             "and 2 more (map them with --mapping; model labels: cat, dog)")
+
+
+def test_tags_named_by_non_utf8_or_control_characters_are_evaluated_and_printed_safely(tmp_path, capsys):
+    """Tags from folder names as the OS holds them: ``cl\\udce9ss`` (a Latin-1 name) and one with
+    a line break. ``tags train`` printed the line break raw (and the surrogate as Python wrote
+    it); ``tags evaluate`` of the same data refused every such item as "a label the model does
+    not know": the saved model holds the tag in escaped form (``cl\\\\xe9ss``), the data raw."""
+    import re
+
+    from mediacluster.cli import main
+
+    rng = np.random.default_rng(0)
+    tags = ["cl\udce9ss", "new\nline", "plain"]
+    X = np.vstack([rng.normal(size=(40, 8)) + 6 * np.eye(8)[i] for i in range(3)]).astype(np.float32)
+    y = np.repeat(np.array(tags), 40)
+    np.savez(tmp_path / "d.npz", vectors=X, labels=y)
+    control = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+    assert main(["tags", "train", str(tmp_path / "d.npz"), "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "cl\\xe9ss" in out and "new\\x0aline" in out
+    assert not any(control.search(line) for line in out.splitlines()), out
+    assert main(["tags", "evaluate", str(tmp_path / "m"), str(tmp_path / "d.npz"), "--out",
+                 str(tmp_path / "e"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 1.000" in out, out
+    assert not any(control.search(line) for line in out.splitlines()), out

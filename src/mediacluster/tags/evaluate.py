@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_path, write_json
+from ..fileio import atomic_path, display_text, write_json
 from .thresholds import clopper_pearson, coverage_at_precision, precision_coverage_curve
 
 
@@ -28,8 +28,11 @@ def evaluate_tagger(clf, X: np.ndarray, y, proba: np.ndarray | None = None) -> d
         precision_recall_fscore_support,
     )
 
-    y = np.asarray([str(v) for v in y])
-    classes = [str(c) for c in clf.classes_]
+    # compared in text form: a saved model holds a tag named by a non-UTF-8 folder ('cl\udce9ss')
+    # in escaped form ('cl\\xe9ss', fileio.json_text), the data read now holds it raw: every such
+    # item was "a label the model does not know"
+    y = np.asarray([display_text(v) for v in y])
+    classes = [display_text(c) for c in clf.classes_]
     unknown = sorted({str(v) for v in y} - set(classes))  # str: numpy's repr read "np.str_('cat')"
     if unknown:
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
