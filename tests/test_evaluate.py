@@ -576,3 +576,17 @@ def test_a_runs_model_store_is_evaluated_as_its_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "alone")]) == 2
     err = capsys.readouterr().err
     assert "is a model store (versions v0001)" in err and "alone/v0001" in err and "--out" in err, err
+
+
+def test_a_tune_output_folder_points_to_its_model_versions(tmp_path, capsys):
+    """``evaluate DIR`` of ``tune --out DIR`` (study.db and models/, no run) said "DIR is not a
+    run folder (no run.json); write one with `mediacluster cluster INPUT --out DIR`": a user who
+    had just tuned was sent back to clustering, with no word of the model versions there."""
+    from mediacluster.pipeline import Pipeline
+
+    X = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    Pipeline(reducer="pca", outliers=None, clusterer="kmeans").fit(X).publish(tmp_path / "t" / "models", source="tune")
+    rc = main(["evaluate", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "holds models (models/v0001) but no run" in err and "evaluate" in err and "v0001 --out FILE" in err, err
