@@ -590,3 +590,23 @@ def test_a_tune_output_folder_points_to_its_model_versions(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "holds models (models/v0001) but no run" in err and "evaluate" in err and "v0001 --out FILE" in err, err
+
+
+def test_a_streamed_run_of_bare_vectors_has_no_labels_not_a_class_of_nan(tmp_path, capsys):
+    """``cluster v.npy --fit-sample N`` (streamed from disk) stores the missing paths and labels as
+    an all-null string column, read back as NaN: ``read_embeddings`` took the NaNs for labels and
+    ``evaluate`` printed external scores "vs 0 classes" with a level table of n/a and a vote note,
+    where the same run made without streaming says "no true labels"."""
+    from mediacluster.rundir import RunDir
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", np.vstack([rng.normal(size=(100, 8)) + 5 * np.eye(8)[i] for i in range(2)])
+            .astype(np.float32))
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--fit-sample", "60",
+                 "--reducer", "pca", "--clusterer", "kmeans", "--quiet", "--no-names"]) == 0
+    emb = RunDir.open(tmp_path / "run").read_embeddings()
+    assert emb.labels is None and emb.paths is None
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert "no true labels" in out and "classes" not in out, out

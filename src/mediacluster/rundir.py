@@ -361,8 +361,15 @@ class _Files:
         write_table(self.file(ITEMS), df)
 
     def read_items(self):
-        """``id``, ``path`` (absolute: resolved against the collection root), ``label``."""
-        return self._resolve_paths(self._read_table(self._need(ITEMS)))
+        """``id``, ``path`` (absolute: resolved against the collection root), ``label``; a
+        missing path or label is None. (A run streamed from a bare ``.npy``, ``--fit-sample``,
+        stores them as an all-null string column, read back as NaN: ``read_embeddings`` took
+        every NaN for a label, and ``evaluate`` scored "0 classes" with a table of n/a.)"""
+        df = self._read_table(self._need(ITEMS))
+        for c in ("path", "label"):
+            if c in df and df[c].isna().any():
+                df[c] = df[c].astype(object).where(df[c].notna(), None)
+        return self._resolve_paths(df)
 
     @property
     def embeddings_path(self) -> Path:
