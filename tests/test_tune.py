@@ -763,3 +763,13 @@ def test_a_study_db_that_is_no_database_is_refused_naming_it(tmp_path, content):
     (tmp_path / "study.db").write_bytes(content)
     with pytest.raises(InputError, match=r"study.db cannot be read as a study \(.*\): move it away"):
         _tune(X, Pipeline(), out=tmp_path, n_trials=1, progress=False)
+
+
+def test_tune_refuses_an_encoder_for_a_vectors_file(tmp_path, capsys):
+    """``tune v.npy --encoder clip:...`` tuned the file's own vectors, the encoder unused, silently."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
+    assert main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "t"), "--encoder", "mfcc", "--quiet"]) == 2
+    assert "--encoder mfcc" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
