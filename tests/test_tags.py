@@ -582,3 +582,17 @@ def test_tags_named_by_non_utf8_or_control_characters_are_evaluated_and_printed_
     out = capsys.readouterr().out
     assert "accuracy 1.000" in out, out
     assert not any(control.search(line) for line in out.splitlines()), out
+
+
+def test_a_tag_the_data_does_not_hold_has_no_precision_or_recall_not_zero():
+    """``tags evaluate`` on data holding one tag of two printed the other as "precision 0.000
+    recall 0.000 (n=0)" (scikit-learn's zero_division=0): undefined, read as a model that got
+    every one wrong."""
+    from mediacluster.tags.evaluate import evaluate_tagger
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(30, 8)) + 6 * np.eye(8)[i] for i in range(2)]).astype(np.float32)
+    clf = TagClassifier(model="logreg").fit(X, ["cat"] * 30 + ["dog"] * 30)
+    res = evaluate_tagger(clf, X[:30], ["cat"] * 30)
+    assert res["per_label"]["dog"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert res["per_label"]["cat"]["recall"] == 1.0

@@ -194,6 +194,10 @@ def _map(args) -> int:
     return 0
 
 
+def _metric(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _print_eval(res: dict, out) -> None:
     a = res["abstention"]
     w = sys.stdout.write
@@ -203,7 +207,8 @@ def _print_eval(res: dict, out) -> None:
     w(f"at the model's thresholds (target {a['target_precision']}): coverage {a['coverage']:.3f}, "
       f"precision {prec} (95% CI {a['precision_ci'][0]:.3f}-{a['precision_ci'][1]:.3f})\n")
     for lab, d in res["per_label"].items():
-        w(f"  {printable(lab)}: precision {d['precision']:.3f} recall {d['recall']:.3f} (n={d['support']})\n")
+        w(f"  {printable(lab)}: precision {_metric(d['precision'])} recall {_metric(d['recall'])} "
+          f"(n={d['support']})\n")
     w(f"written: {out}/metrics.json, confusion.png, precision_coverage.png\n")
 
 

@@ -66,7 +66,11 @@ def evaluate_tagger(clf, X: np.ndarray, y, proba: np.ndarray | None = None) -> d
         "accuracy": float(right.mean()),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
         "chance_balanced_accuracy": 1.0 / max(len(set(y)), 1),
-        "per_label": {c: {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]),
+        # undefined is None, not scikit-learn's zero_division 0: a tag no item of the data holds
+        # printed "precision 0.000 recall 0.000 (n=0)", as if the model got every one wrong
+        "per_label": {c: {"precision": float(p[j]) if (pred == c).any() else None,
+                          "recall": float(r[j]) if s[j] else None,
+                          "f1": float(f[j]) if s[j] and (pred == c).any() else None,
                           "support": int(s[j])} for j, c in enumerate(classes)},
         "confusion": {"labels": classes, "matrix": cm.tolist(), "rows": "true", "columns": "predicted"},
         "labels_present": labels_present,
