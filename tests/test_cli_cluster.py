@@ -248,7 +248,13 @@ def test_the_fit_is_announced_with_what_a_first_run_compiles(cifar3_embeddings, 
 
 
 @pytest.mark.parametrize("flags, named", [(["--dedup-param", "hash_radius=4"], "--dedup-param"),
-                                          (["--ray-workers", "3"], "--ray-workers")])
+                                          (["--ray-workers", "3"], "--ray-workers"),
+                                          # vectors are clustered as they are: the run was written
+                                          # with the encoder / folder labels unused, silently
+                                          (["--encoder", "clip:openai/clip-vit-base-patch32"], "--encoder"),
+                                          (["--encoder", "mfcc", "--fit-sample", "10"], "--encoder"),
+                                          (["--labels-from-folders"], "--labels-from-folders"),
+                                          (["--folder-label", "name"], "--labels-from-folders")])
 def test_a_flag_of_a_step_not_asked_for_is_refused_not_passed_over(flags, named, tmp_path, capsys):
     """``cluster --dedup-param ...`` without ``--dedup`` and ``--ray-workers N`` without
     ``--executor ray`` ran and wrote the run with the flag unused, without a word (as

@@ -576,3 +576,37 @@ def test_a_runs_model_store_is_evaluated_as_its_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "alone")]) == 2
     err = capsys.readouterr().err
     assert "is a model store (versions v0001)" in err and "alone/v0001" in err and "--out" in err, err
+
+
+def test_a_tune_output_folder_points_to_its_model_versions(tmp_path, capsys):
+    """``evaluate DIR`` of ``tune --out DIR`` (study.db and models/, no run) said "DIR is not a
+    run folder (no run.json); write one with `mediacluster cluster INPUT --out DIR`": a user who
+    had just tuned was sent back to clustering, with no word of the model versions there."""
+    from mediacluster.pipeline import Pipeline
+
+    X = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    Pipeline(reducer="pca", outliers=None, clusterer="kmeans").fit(X).publish(tmp_path / "t" / "models", source="tune")
+    rc = main(["evaluate", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "holds models (models/v0001) but no run" in err and "evaluate" in err and "v0001 --out FILE" in err, err
+
+
+def test_a_streamed_run_of_bare_vectors_has_no_labels_not_a_class_of_nan(tmp_path, capsys):
+    """``cluster v.npy --fit-sample N`` (streamed from disk) stores the missing paths and labels as
+    an all-null string column, read back as NaN: ``read_embeddings`` took the NaNs for labels and
+    ``evaluate`` printed external scores "vs 0 classes" with a level table of n/a and a vote note,
+    where the same run made without streaming says "no true labels"."""
+    from mediacluster.rundir import RunDir
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "v.npy", np.vstack([rng.normal(size=(100, 8)) + 5 * np.eye(8)[i] for i in range(2)])
+            .astype(np.float32))
+    assert main(["cluster", str(tmp_path / "v.npy"), "--out", str(tmp_path / "run"), "--fit-sample", "60",
+                 "--reducer", "pca", "--clusterer", "kmeans", "--quiet", "--no-names"]) == 0
+    emb = RunDir.open(tmp_path / "run").read_embeddings()
+    assert emb.labels is None and emb.paths is None
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert "no true labels" in out and "classes" not in out, out

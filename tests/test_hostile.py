@@ -112,6 +112,8 @@ NONSENSE = [
     ([], b"reducer: pca\n# \xff\n", "not UTF-8"),
     ([], "clusterer: {name: kmeans, params: {n_clusters: 2.5}}\n", "clusterer__n_clusters"),
     ([], "unknown_key: 1\n", "unknown_key"),
+    # a key given twice: PyYAML kept the second, silently (fileio.read_yaml)
+    ([], "reducer: pca\nclusterer: kmeans\nreducer: umap\n", "line 3, column 1: found the key 'reducer' a second"),
 ]
 
 
@@ -203,6 +205,9 @@ NAMES_YAML = [
     ("0: [1\n", "line 2, column 1"),
     (b"0: caf\xe9\n", "not UTF-8"),
     ("- just a list\n", "expected a mapping"),
+    # the template's empty '0:' below a person's '0: cats' dropped the name, silently
+    ("0: cats\n1:\n0:\n", "line 3, column 1: found the key 0 a second time (first on line 1)"),
+    ("0: cats\n00: dogs\n", "found the key 0 a second time"),  # YAML 1.1: 00 is the octal 0
 ]
 
 
@@ -1098,3 +1103,122 @@ def test_numba_cache_follows_mediacluster_cache(vec_run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert list((tmp_path / "cache" / "numba").rglob("*.nbi"))  # numba's index of cached code
     assert not (tmp_path / "home" / ".cache").exists()
+
+
+def test_a_ctrl_c_that_compiled_code_turned_into_another_error_is_an_interruption():
+    """A Ctrl-C during fast_hdbscan's numba code in a `tune` trial came out as "SystemError:
+    CPUDispatcher(<function parallel_boruvka ...>) returned a result with an exception set", its
+    cause the KeyboardInterrupt (seen on a real `tune`, SIGINT after 25 s): the CLI said
+    "internal error (a bug, not your input)" and wrote a crash log instead of "interrupted"."""
+    from mediacluster.cli import interrupted
+
+    def chained(outer, how):
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as k:
+                if how == "cause":
+                    raise outer from k  # as CPython's _Py_CheckFunctionResult raises it
+                raise outer  # noqa: B904 - raised while handling it, as a callback does
+        except Exception as e:  # noqa: BLE001
+            return e
+
+    assert interrupted(chained(SystemError("returned a result with an exception set"), "cause"))
+    assert interrupted(chained(RuntimeError("in a callback"), "context"))
+    assert interrupted(KeyboardInterrupt())
+    plain = SystemError("a real bug")
+    assert not interrupted(plain)
+    try:
+        try:
+            raise ValueError("first")
+        except ValueError as v:
+            raise SystemError("second") from v
+    except SystemError as e:
+        assert not interrupted(e)
+
+
+def _cut(p: Path, keep: int | None = None, junk: bytes | None = None) -> None:
+    if junk is not None:
+        p.write_bytes(junk)
+    else:
+        data = p.read_bytes()
+        p.write_bytes(data[:keep if keep is not None else len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "junk"])
+def test_a_run_whose_embeddings_file_is_damaged_is_refused_naming_it(damage, vec_run, tmp_path, capsys,
+                                                                      user_cache):
+    """``embeddings.npy`` cut short (a copy or a disk that filled up), emptied, or overwritten:
+    numpy's ValueError / EOFError was an internal error of ``tune``, ``evaluate`` and ``report``."""
+    run = tmp_path / "run"
+    shutil.copytree(vec_run, run)
+    _cut(run / "embeddings.npy", 0 if damage == "empty" else None, b"junk" if damage == "junk" else None)
+    for args in (["evaluate", run, "--out", tmp_path / "e.json"],
+                 ["tune", run, "--out", tmp_path / "t", "--trials", "1", "--no-refit", "--quiet"]):
+        rc, _, err = mc_main(*args, capsys=capsys)
+        assert_user_error(rc, err, "embeddings.npy cannot be read", "re-run cluster")
+
+
+def test_a_damaged_hierarchy_or_map_is_read_as_absent_not_a_crash(vec_run, tmp_path, capsys, user_cache):
+    """A ``hierarchy.npz`` cut short or emptied: ``read_levels`` means to warn and go on without
+    levels, but zipfile's BadZipFile / numpy's EOFError slipped past its (OSError, ValueError), and
+    ``names.yaml``'s level lookup too: internal errors of ``evaluate`` and ``report``. The report's
+    cached map ``map2d.npy`` cut short: a ValueError out of ``report`` (it is a cache: made again)."""
+    run = tmp_path / "run"
+    shutil.copytree(vec_run, run)
+    rc, _, err = mc_main("report", run, "--quiet", capsys=capsys)
+    assert rc == 0, err
+    assert (run / "map2d.npy").exists()
+    _cut(run / "map2d.npy")
+    for junk in (None, b""):
+        (run / "hierarchy.npz").write_bytes(b"PK\x03\x04 not a whole zip" if junk is None else junk)
+        rc, _, err = mc_main("evaluate", run, "--out", tmp_path / "e.json", capsys=capsys)
+        assert rc == 0, err
+        rc, _, err = mc_main("report", run, "--quiet", capsys=capsys)
+        assert rc == 0, err
+
+
+@pytest.mark.parametrize("table", ["items.parquet", "assignments.parquet"])
+def test_a_run_whose_table_is_cut_short_is_refused_naming_it(table, vec_run, tmp_path, capsys, user_cache):
+    """``items.parquet`` / ``assignments.parquet`` cut short: pyarrow's ArrowInvalid ("Parquet
+    magic bytes not found in footer") was an internal error of ``evaluate`` and ``report``."""
+    run = tmp_path / "run"
+    shutil.copytree(vec_run, run)
+    _cut(run / table)
+    for args in (["evaluate", run, "--out", tmp_path / "e.json"], ["report", run, "--quiet"]):
+        rc, _, err = mc_main(*args, capsys=capsys)
+        assert_user_error(rc, err, f"{table} cannot be read", "re-run cluster")
+
+
+def test_a_runs_json_files_cut_short_are_refused_or_made_again(vec_run, blobs, tmp_path, capsys, user_cache):
+    """``clusters.json``, ``names.json``, ``level_names.json`` or ``map2d.json`` cut short: a
+    JSONDecodeError out of ``report`` and ``assign`` (internal errors). ``clusters.json`` is the
+    run's own result: refused naming it; the derived files (stamped with the run id, as
+    ``curated.json`` is read) count as absent: the names and the map are made again."""
+    run = tmp_path / "run"
+    shutil.copytree(vec_run, run)
+    rc, _, err = mc_main("report", run, "--quiet", capsys=capsys)
+    assert rc == 0, err
+    for name in ("names.json", "map2d.json"):
+        assert (run / name).exists(), name
+        _cut(run / name, 20)
+    (run / "level_names.json").write_text('{"run_id": ', encoding="utf-8")
+    for args in (["report", run, "--quiet"], ["assign", run, blobs, "--quiet"]):
+        rc, _, err = mc_main(*args, capsys=capsys)
+        assert rc == 0, err
+    _cut(run / "clusters.json", 20)
+    for args in (["report", run, "--quiet"], ["assign", run, blobs, "--quiet"]):
+        rc, _, err = mc_main(*args, capsys=capsys)
+        assert_user_error(rc, err, "clusters.json cannot be read", "re-run cluster")
+
+
+def test_tune_on_a_folder_of_broken_files_names_why(tmp_path, capsys, user_cache):
+    """``tune FOLDER`` whose files all fail to decode said "tuning needs a 2-D array of at least 10
+    vectors, got shape (0, 1280)", no word of the files or why (``cluster`` names the first)."""
+    d = tmp_path / "broken"
+    d.mkdir()
+    for i in range(3):
+        (d / f"x{i}.jpg").write_text(f"not an image {i}")
+    rc, _, err = mc_main("tune", d, "--out", tmp_path / "t", "--trials", "1", "--quiet", capsys=capsys)
+    assert_user_error(rc, err, "only 0 items could be embedded; at least 10 are needed to tune (3 skipped; "
+                      "the first, ", "x0.jpg: not an image")

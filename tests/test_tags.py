@@ -501,3 +501,98 @@ def test_a_flag_of_the_other_kind_of_training_is_refused_not_passed_over(args, n
     assert main(["tags", "train", *args, "--out", str(tmp_path / "m"), "--quiet"]) == 2
     assert named in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("name,content,expect", [
+    ("missing.yaml", None, r"missing.yaml: no such file"),
+    ("missing.csv", None, r"missing.csv: no such file"),
+    ("folder.yaml", "DIR", r"cannot read .*folder.yaml"),
+    ("bad.yaml", b"0: [1\n", r"bad.yaml is not valid YAML: line 2, column 1"),
+    ("latin1.yaml", b"0: caf\xe9\n", r"latin1.yaml is not UTF-8 text"),
+    ("latin1.csv", b"cluster,tag\n0,caf\xe9\n", r"latin1.csv is not UTF-8 text"),
+    ("quote.csv", b'cluster,tag\n0,"cat\n', r"quote.csv: cannot read as CSV"),
+])
+def test_a_mapping_file_that_cannot_be_read_is_refused_naming_it(tmp_path, name, content, expect):
+    """``tags train --mapping typo.yaml``, ``--cluster-tags`` of a missing file, a folder, a YAML
+    syntax error or a Latin-1 file: internal errors (FileNotFoundError, IsADirectoryError,
+    yaml's ParserError, UnicodeDecodeError) with a crash log, before anything was embedded."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.data import _is_number, read_mapping
+
+    p = tmp_path / name
+    if content == "DIR":
+        p.mkdir()
+    elif content is not None:
+        p.write_bytes(content)
+    for is_key in (None, _is_number):
+        with pytest.raises(InputError, match=expect):
+            read_mapping(p, is_key=is_key)
+
+
+def test_a_key_written_twice_in_a_yaml_mapping_is_refused_naming_the_line(tmp_path):
+    """``0: cat`` and later ``0: dog`` in a cluster-tags / label mapping YAML: PyYAML kept the
+    last, so the check for a key given two tags (above) never saw the first; cluster 0 was
+    learned as 'dog', silently."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.data import _is_number, read_mapping
+
+    (tmp_path / "t.yaml").write_text("mapping:\n  0: cat\n  1: dog\n  0: dog\n")
+    with pytest.raises(InputError, match=r"t.yaml is not valid YAML: line 4, column 3: found the key 0 a "
+                                         r"second time \(first on line 2\)"):
+        read_mapping(tmp_path / "t.yaml", is_key=_is_number)
+
+
+def test_labels_a_tag_model_does_not_know_are_named_as_text():
+    """``tags evaluate`` on data with labels the model lacks said "labels the model does not know:
+    [np.str_('n01440764'), np.str_('n02102040'), ...]": numpy's repr of each label."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.evaluate import evaluate_tagger
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(30, 8)) + 3, rng.normal(size=(30, 8)) - 3]).astype(np.float32)
+    clf = TagClassifier(model="logreg").fit(X, ["cat"] * 30 + ["dog"] * 30)
+    y = np.array([f"n{i:02d}" for i in range(12)] * 5)
+    with pytest.raises(InputError) as e:
+        evaluate_tagger(clf, X, y)
+    assert str(e.value) == ("labels the model does not know: n00, n01, n02, n03, n04, n05, n06, n07, n08, n09 "
+                            "and 2 more (map them with --mapping; model labels: cat, dog)")
+
+
+def test_tags_named_by_non_utf8_or_control_characters_are_evaluated_and_printed_safely(tmp_path, capsys):
+    """Tags from folder names as the OS holds them: ``cl\\udce9ss`` (a Latin-1 name) and one with
+    a line break. ``tags train`` printed the line break raw (and the surrogate as Python wrote
+    it); ``tags evaluate`` of the same data refused every such item as "a label the model does
+    not know": the saved model holds the tag in escaped form (``cl\\\\xe9ss``), the data raw."""
+    import re
+
+    from mediacluster.cli import main
+
+    rng = np.random.default_rng(0)
+    tags = ["cl\udce9ss", "new\nline", "plain"]
+    X = np.vstack([rng.normal(size=(40, 8)) + 6 * np.eye(8)[i] for i in range(3)]).astype(np.float32)
+    y = np.repeat(np.array(tags), 40)
+    np.savez(tmp_path / "d.npz", vectors=X, labels=y)
+    control = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+    assert main(["tags", "train", str(tmp_path / "d.npz"), "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "cl\\xe9ss" in out and "new\\x0aline" in out
+    assert not any(control.search(line) for line in out.splitlines()), out
+    assert main(["tags", "evaluate", str(tmp_path / "m"), str(tmp_path / "d.npz"), "--out",
+                 str(tmp_path / "e"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 1.000" in out, out
+    assert not any(control.search(line) for line in out.splitlines()), out
+
+
+def test_a_tag_the_data_does_not_hold_has_no_precision_or_recall_not_zero():
+    """``tags evaluate`` on data holding one tag of two printed the other as "precision 0.000
+    recall 0.000 (n=0)" (scikit-learn's zero_division=0): undefined, read as a model that got
+    every one wrong."""
+    from mediacluster.tags.evaluate import evaluate_tagger
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(30, 8)) + 6 * np.eye(8)[i] for i in range(2)]).astype(np.float32)
+    clf = TagClassifier(model="logreg").fit(X, ["cat"] * 30 + ["dog"] * 30)
+    res = evaluate_tagger(clf, X[:30], ["cat"] * 30)
+    assert res["per_label"]["dog"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert res["per_label"]["cat"]["recall"] == 1.0

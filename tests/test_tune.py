@@ -738,3 +738,38 @@ def test_a_timeout_that_is_no_time_is_refused_by_name(timeout, tmp_path):
         _tune(X, Pipeline(random_state=0), out=tmp_path / "t", n_trials=1, timeout=timeout, progress=False,
               refit=False)
     assert not (tmp_path / "t" / "study.db").exists()
+
+
+def test_a_space_file_giving_a_parameter_twice_is_refused_naming_the_line(tmp_path):
+    """A space file with ``reducer__n_components`` twice searched the second range only, silently
+    (PyYAML keeps the last key). A merge (``<<: *base``) may still give a key again."""
+    p = tmp_path / "space.yaml"
+    p.write_text("reducer__n_components: {int: [2, 50]}\nclusterer__min_cluster_size: {int: [5, 50]}\n"
+                 "reducer__n_components: {int: [5, 10]}\n")
+    with pytest.raises(SpaceError, match=r"space.yaml: not valid YAML: line 3, column 1: found the key "
+                                         r"'reducer__n_components' a second time \(first on line 1\)"):
+        load_space(str(p), 500)
+    p.write_text("base: &b {int: [2, 50], log: true}\nreducer__n_components:\n  <<: *b\n  int: [5, 10]\n")
+    with pytest.raises(SpaceError, match="'base'"):  # read, then refused as an unknown name
+        load_space(str(p), 500)
+
+
+@pytest.mark.parametrize("content", [b"junk\n", b"SQLite format 3\x00" + b"\x10\x00" + b"\x00" * 80])
+def test_a_study_db_that_is_no_database_is_refused_naming_it(tmp_path, content):
+    """``--out`` holding a ``study.db`` cut short (a copy, a full disk) or overwritten: SQLAlchemy's
+    DatabaseError ("database disk image is malformed", "file is not a database") was an internal
+    error with a crash log."""
+    X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    (tmp_path / "study.db").write_bytes(content)
+    with pytest.raises(InputError, match=r"study.db cannot be read as a study \(.*\): move it away"):
+        _tune(X, Pipeline(), out=tmp_path, n_trials=1, progress=False)
+
+
+def test_tune_refuses_an_encoder_for_a_vectors_file(tmp_path, capsys):
+    """``tune v.npy --encoder clip:...`` tuned the file's own vectors, the encoder unused, silently."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32))
+    assert main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "t"), "--encoder", "mfcc", "--quiet"]) == 2
+    assert "--encoder mfcc" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

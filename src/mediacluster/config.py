@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import ConfigError, MediaclusterError, ParameterError, yaml_problem
+from .fileio import read_yaml
 from .pipeline import PIPELINE_PARAMS, STAGES, Pipeline
 from .stages import registry
 from .stages.hierarchy import ENGINE_REDUCER
@@ -53,7 +54,7 @@ def load_config(path) -> dict:
     except OSError as e:
         raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
     try:
-        cfg = yaml.safe_load(text) or {}
+        cfg = read_yaml(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML/JSON: {yaml_problem(e)}") from None
     if not isinstance(cfg, dict):

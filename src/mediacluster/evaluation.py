@@ -64,6 +64,12 @@ def load_source(path: Path) -> dict:
             raise InputError(f"{path} is a model store (versions {', '.join(ModelStore(path).versions())}), "
                              "not a run: give the run folder it belongs to, or one version (e.g. "
                              f"{path / ModelStore(path).versions()[-1]}) with --out FILE")
+    if not (path / "model.json").exists() and not RunDir.is_run(path) and ModelStore(path / "models").versions():
+        # `tune --out DIR`: the study and its model store, no run ("not a run folder ... write one
+        # with `mediacluster cluster`" sent a user who had just tuned back to clustering)
+        latest = ModelStore(path / "models").latest() or path / "models" / ModelStore(path / "models").versions()[-1]
+        raise InputError(f"{path} holds models (models/{', '.join(ModelStore(path / 'models').versions())}) but "
+                         f"no run: evaluate a model version, e.g. `mediacluster evaluate {latest} --out FILE`")
     src: dict = {"path": str(path), "notes": notes}
     pipe = None
     run = None

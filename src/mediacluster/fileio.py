@@ -335,6 +335,43 @@ def read_json(path):
         return json.load(f)
 
 
+_YAML_LOADER = None
+
+
+def read_yaml(stream):
+    """``yaml.safe_load`` of ``stream`` (text or a file), refusing a key given twice in one
+    mapping: PyYAML keeps the last silently, so a ``names.yaml`` template's empty ``3:`` below a
+    person's ``3: cats`` dropped the name, and a tag mapping's, a config's or a search space's
+    second entry replaced the first unsaid. Raised as yaml's ``ConstructorError`` (a
+    ``YAMLError``: every caller's message names the file, ``errors.yaml_problem`` the line).
+    Keys are compared as read (``3`` and ``03``, YAML 1.1's octal 3, are one key); a key that a
+    merge (``<<: *base``) brings in may be given again, as YAML allows."""
+    global _YAML_LOADER
+    import yaml
+
+    if _YAML_LOADER is None:
+        class UniqueKeyLoader(yaml.SafeLoader):
+            def construct_mapping(self, node, deep=False):
+                if isinstance(node, yaml.MappingNode):
+                    seen: dict = {}
+                    for key_node, _ in node.value:
+                        if key_node.tag == "tag:yaml.org,2002:merge":
+                            continue
+                        key = self.construct_object(key_node, deep=deep)
+                        try:
+                            first = seen.setdefault(key, key_node.start_mark)
+                        except TypeError:  # unhashable: SafeLoader refuses it below
+                            continue
+                        if first is not key_node.start_mark:
+                            raise yaml.constructor.ConstructorError(
+                                None, None, f"found the key {key!r} a second time (first on line "
+                                f"{first.line + 1}); give each key once", key_node.start_mark)
+                return super().construct_mapping(node, deep=deep)
+
+        _YAML_LOADER = UniqueKeyLoader
+    return yaml.load(stream, Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader
+
+
 def write_npy(path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         np.save(tmp, np.asarray(array), allow_pickle=False)

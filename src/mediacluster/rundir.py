@@ -73,6 +73,8 @@ import shutil
 import threading
 import time
 import uuid
+import zipfile
+import zlib
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,8 +407,15 @@ class _Files:
         write_table(self.file(ITEMS), df)
 
     def read_items(self):
-        """``id``, ``path`` (absolute: resolved against the collection root), ``label``."""
-        return self._resolve_paths(read_table(self._need(ITEMS)))
+        """``id``, ``path`` (absolute: resolved against the collection root), ``label``; a
+        missing path or label is None. (A run streamed from a bare ``.npy``, ``--fit-sample``,
+        stores them as an all-null string column, read back as NaN: ``read_embeddings`` took
+        every NaN for a label, and ``evaluate`` scored "0 classes" with a table of n/a.)"""
+        df = self._read_table(self._need(ITEMS))
+        for c in ("path", "label"):
+            if c in df and df[c].isna().any():
+                df[c] = df[c].astype(object).where(df[c].notna(), None)
+        return self._resolve_paths(df)
 
     @property
     def embeddings_path(self) -> Path:
@@ -427,14 +436,14 @@ class _Files:
         """The run's vectors with ids, paths, labels and extras (no re-embedding); ``check``:
         refuse a file holding NaN or infinity (:meth:`_finite`; off only for a run's own
         vectors just written)."""
-        vectors = np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None)
+        vectors = self._load_npy(self._need(EMBEDDINGS), mmap)
         if check:
             self._finite(vectors)
         items = self.read_items()
         if len(items) != len(vectors):
             raise RunDirError(f"{self.path}: {ITEMS} has {len(items)} rows but {EMBEDDINGS} "
                               f"{len(vectors)}; the folder is damaged, re-run cluster")
-        extras = {p.name[len(EXTRA_PREFIX):-len(".npy")]: np.load(p, allow_pickle=False).astype(np.float32)
+        extras = {p.name[len(EXTRA_PREFIX):-len(".npy")]: self._load_npy(p).astype(np.float32)
                   for p in sorted(self.path.glob(f"{EXTRA_PREFIX}*.npy"))}
         enc = self.info.get("encoder", {}) if self.file(RUN_JSON).exists() else {}
         labels = items["label"].tolist()
@@ -449,7 +458,7 @@ class _Files:
     def read_vectors(self, mmap: bool = True) -> np.ndarray:
         """The (n, d) float32 vectors alone (memory-mapped by default), without the items table
         and the extras :meth:`read_embeddings` also loads; NaN or infinity refused as there."""
-        return self._finite(np.load(self._need(EMBEDDINGS), allow_pickle=False, mmap_mode="r" if mmap else None))
+        return self._finite(self._load_npy(self._need(EMBEDDINGS), mmap))
 
     def read_extra(self, name: str, mmap: bool = False) -> np.ndarray | None:
         """One per-item encoder extra (e.g. ``imagenet_probs``) as float32, None if absent;
@@ -459,8 +468,8 @@ class _Files:
         if not p.exists():
             return None
         if mmap:
-            return np.load(p, allow_pickle=False, mmap_mode="r")
-        return np.load(p, allow_pickle=False).astype(np.float32)
+            return self._load_npy(p, mmap=True)
+        return self._load_npy(p).astype(np.float32)
 
     # -- assignments -------------------------------------------------------------------------
     def write_assignments(self, df) -> None:
@@ -476,7 +485,7 @@ class _Files:
 
     def read_assignments(self, columns: list[str] | None = None):
         """The per-item table; ``path`` absolute (resolved against the collection root)."""
-        df = read_table(self._need(ASSIGNMENTS), columns=columns)
+        df = self._read_table(self._need(ASSIGNMENTS), columns=columns)
         if columns is not None and ESCAPED not in columns and ESCAPED in df:
             df = df.drop(columns=ESCAPED)
         return self._resolve_paths(df)
@@ -489,7 +498,16 @@ class _Files:
 
     def read_clusters(self) -> list[dict]:
         p = self.file(CLUSTERS)
-        return self._resolve_examples(read_json(p).get("clusters", [])) if p.exists() else []
+        if not p.exists():
+            return []
+        try:
+            doc = read_json(p)
+        except (OSError, ValueError) as e:  # cut short: a JSONDecodeError out of report and assign
+            raise RunDirError(f"{p} cannot be read ({e}); the run folder is damaged, re-run cluster") from None
+        clusters = doc.get("clusters", []) if isinstance(doc, dict) else None
+        if not isinstance(clusters, list) or not all(isinstance(c, dict) for c in clusters):
+            raise RunDirError(f"{p}: expected {{'clusters': [{{...}}, ...]}}; the run folder is damaged, re-run cluster")
+        return self._resolve_examples(clusters)
 
     def read_evaluation(self) -> dict | None:
         """The scores ``mediacluster evaluate`` wrote into the run (``evaluation.json``), None
@@ -524,8 +542,12 @@ class _Files:
         p = self.file(HIERARCHY)
         if not p.exists():
             return None
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except NPY_ERRORS as e:
+            # cut short or overwritten: zipfile's BadZipFile was an internal error of evaluate and report
+            raise RunDirError(f"{p} cannot be read ({str(e).strip() or type(e).__name__})") from None
 
     def read_levels(self, assignments=None) -> RunLevels:
         """The run's hierarchy levels (:class:`RunLevels`, empty for a flat run): the
@@ -538,7 +560,7 @@ class _Files:
                       if isinstance(c, str) and (m := LEVEL_COLUMN.fullmatch(c)) and a[c].dtype.kind in "iu")
         try:
             h = self.read_hierarchy() or {}
-        except (OSError, ValueError) as e:
+        except RunDirError as e:
             log.warning("%s: the hierarchy is not readable: %s", self.path, e)
             h = {}
         tree = np.asarray(h.get("levels", np.zeros((0, 0), np.int64)))
@@ -569,7 +591,7 @@ class _Files:
         """The duplicate groups table (``path`` absolute), None when the run was made without
         ``--dedup``."""
         p = self.file(DUPLICATES)
-        return self._resolve_paths(read_table(p, columns=columns)) if p.exists() else None
+        return self._resolve_paths(self._read_table(p, columns=columns)) if p.exists() else None
 
     def write_metadata(self, df) -> None:
         """A manifest's own columns per item (``Collection.metadata``: ``id`` first), kept with
@@ -582,7 +604,7 @@ class _Files:
         """The manifest's own columns per item id, None when the run was not made from a
         manifest with any."""
         p = self.file(METADATA)
-        return unescape_table(read_table(p, unescape=False), drop=True) if p.exists() else None
+        return unescape_table(self._read_table(p, unescape=False), drop=True) if p.exists() else None
 
     def with_metadata(self, df, ids=None):
         """``df`` (one row per item) with the run's metadata columns after its own, joined on
@@ -613,13 +635,9 @@ class _Files:
 
     def read_automatic_names(self) -> list[dict]:
         """Automatic names of this run (``names.json``), [] if absent or from another run."""
-        p = self.file(NAMES)
-        if not p.exists():
-            return []
-        doc = read_json(p)
-        if doc.get("run_id") != self.run_id:
-            return []
-        return list(doc.get("clusters", []))
+        doc = self._read_own(NAMES)  # unreadable (cut short): as absent, as every derived file
+        named = doc.get("clusters", []) if doc is not None else []
+        return [e for e in named if isinstance(e, dict)] if isinstance(named, list) else []
 
     def write_level_names(self, by_level: dict[int, list[dict]], method: str | None = None) -> None:
         """Every level's automatic names (``naming.names.name_levels``), keyed by the level's
@@ -636,11 +654,8 @@ class _Files:
     def read_level_names(self) -> dict[int, list[dict]]:
         """Level -> its automatic names (``level_names.json``); {} if absent, of another run or
         not readable as such (a run made before levels were named when clustering)."""
-        p = self.file(LEVEL_NAMES)
-        if not p.exists():
-            return {}
-        doc = read_json(p)
-        if doc.get("run_id") != self.run_id or not isinstance(doc.get("levels"), dict):
+        doc = self._read_own(LEVEL_NAMES)  # unreadable (cut short): as absent
+        if doc is None or not isinstance(doc.get("levels"), dict):
             return {}
         out = {}
         for k, named in doc["levels"].items():
@@ -659,10 +674,13 @@ class _Files:
         p, mp = self.file(MAP), self.file(MAP_META)
         if not (p.exists() and mp.exists()):
             return None
-        meta = read_json(mp)
-        if meta.get("run_id") != self.run_id:
+        meta = self._read_own(MAP_META)  # unreadable: made again, as a map of another run
+        if meta is None:
             return None
-        xy = np.load(p, allow_pickle=False)
+        try:
+            xy = np.load(p, allow_pickle=False)
+        except NPY_ERRORS:  # cut short: a cache, made again (a ValueError out of the report before)
+            return None
         if n is not None and len(xy) != n:
             return None
         return xy, meta
@@ -717,12 +735,38 @@ class _Files:
 
         return ModelStore(self.file(MODELS))
 
+    def _read_table(self, p: Path, **kw):
+        """``fileio.read_table`` of one of the run's tables; one cut short or overwritten is a
+        :class:`RunDirError` naming it (pyarrow's ArrowInvalid was an internal error of evaluate,
+        report and the studio)."""
+        try:
+            return read_table(p, **kw)
+        except (ValueError, OSError) as e:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
+            raise RunDirError(f"{p} cannot be read ({str(e).strip() or type(e).__name__}); the run "
+                              "folder is damaged, re-run cluster") from None
+
+    def _load_npy(self, p: Path, mmap: bool = False) -> np.ndarray:
+        """A ``.npy`` of the run, read (or memory-mapped); one cut short (a copy or a disk that
+        filled up), emptied or overwritten by another file is a :class:`RunDirError` naming it
+        (numpy's ValueError / EOFError was an internal error of tune, report and evaluate)."""
+        try:
+            return np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
+        except NPY_ERRORS as e:
+            why = str(e).strip() or type(e).__name__
+            if "pickled" in why:  # numpy's word for any file without the .npy header
+                why = "not a numpy array file"
+            raise RunDirError(f"{p} cannot be read ({why}); the run folder is damaged, re-run cluster") from None
+
     def _need(self, name: str) -> Path:
         p = self.file(name)
         if not p.exists():
             raise RunDirError(f"{self.path} has no {name}; is it a run folder written by "
                               "`mediacluster cluster`?")
         return p
+
+
+# what numpy's np.load raises for a .npy / .npz cut short, emptied or overwritten by other bytes
+NPY_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class TableWriter:
@@ -907,7 +951,7 @@ class RunDir(_Files):
             elif self._given_root is None:
                 self._root = Root(path=None)
             else:
-                items = read_table(self._need(ITEMS), columns=["path"])
+                items = self._read_table(self._need(ITEMS), columns=["path"])
                 self._root = legacy_root(items["path"].tolist(), given=self._given_root)
         return self._root
 

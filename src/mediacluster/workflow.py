@@ -19,7 +19,7 @@ import numpy as np
 from .config import describe
 from .data import Collection, Embeddings, check_magnitude, nearest_to_centre, status_of
 from .encoders import encoder_for
-from .errors import InputError, LevelRangeError
+from .errors import InputError, LevelRangeError, ParameterError
 from .executors import LocalExecutor, get_executor
 from .fileio import release_pages, text_series
 from .inbox import take as take_from_inbox
@@ -245,6 +245,26 @@ def assignment_frame(ids, paths, labels, out: dict, names: dict[int, str] | None
     return df
 
 
+def check_vector_input(source, encoder: str | None, labels_from_folders) -> None:
+    """Refuse, before any work, what a file of precomputed vectors (``.npy``, ``.npz``, a Parquet
+    vector table or a folder of its shards) would pass over: an ``--encoder`` (nothing is
+    embedded: ``cluster v.npy --encoder clip:...`` clustered the file's own vectors, silently)
+    and ``--labels-from-folders`` (the labels are the file's own ``labels``)."""
+    if not encoder and not labels_from_folders:
+        return
+    from .ingest.sources import detect_media
+    from .ingest.stream import streamable
+
+    p = Path(source)
+    if not (streamable(p) or (p.is_file() and detect_media(p)[0] == "vector")):
+        return
+    if encoder:
+        raise ParameterError(f"--encoder {encoder}: {source} holds precomputed vectors, clustered as they are "
+                             "(nothing is embedded); drop --encoder, or give the media files", "encoder")
+    raise ParameterError(f"--labels-from-folders: {source} holds precomputed vectors, whose labels are its own "
+                         "(an .npz's 'labels', a table's 'label' column); drop the flag", "labels_from_folders")
+
+
 def resolve_encoder(encoder, coll: Collection, source):
     """The encoder object for a collection (None for precomputed vectors), checked against the
     kind of media the collection holds."""
@@ -420,6 +440,7 @@ def cluster_folder(
     every member gets its representative's answer (:func:`write_streamed_run`)."""
     pipe = pipeline if pipeline is not None else Pipeline(random_state=seed)
     pipe.check_params()  # before any work: a bad parameter costs nothing
+    check_vector_input(source, encoder, labels_from_folders)
     fit_sample_size(fit_sample, 10**9)  # checks the value
     if dedup:
         from .duplicates.collection import make_finder

@@ -265,6 +265,21 @@ def _quiet_pillow() -> None:
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"PIL\.")
 
 
+def interrupted(e: BaseException) -> bool:
+    """Whether ``e`` is a Ctrl-C in disguise: a KeyboardInterrupt that compiled code turned into
+    another error. A Ctrl-C while numba code runs (fast_hdbscan's ``parallel_boruvka`` in a
+    ``tune`` trial or a ``cluster`` fit) reaches Python in numba's unpickling of a constant and
+    comes out as "SystemError: CPUDispatcher(...) returned a result with an exception set",
+    the KeyboardInterrupt its cause: it was reported as an internal error, a crash log written."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_numba_cache()  # before umap / pynndescent are imported: no command pays the JIT twice
     with _imports_kept(argv is None):
@@ -290,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - anything else is a bug: say so, keep the traceback
+        if interrupted(e):
+            print("\ninterrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
+            return 130
         if isinstance(e, BrokenPipeError) and _stdout_gone():
             return 141  # the reader went away (`mediacluster models RUN | head -1`): quietly, as ls
         if args.verbose:

@@ -117,7 +117,7 @@ def _train(args) -> int:
     v, cal = clf.validation_, clf.calibration_
     w = sys.stdout.write
     w(f"trained {clf.model_} on {v['n_train']} items ({len(clf.classes_)} labels: "
-      f"{', '.join(f'{k} {n}' for k, n in ex.counts().items())}), validated on {v['n_validation']}"
+      f"{', '.join(f'{printable(k)} {n}' for k, n in ex.counts().items())}), validated on {v['n_validation']}"
       + (" (out of fold: each scored by a model fitted without it)" if v.get("mode") == "cv" else "") + "\n")
     w(f"validation accuracy {v['accuracy']:.3f}; calibration: temperature {cal['temperature']:.2f}, "
       f"ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}\n")
@@ -127,7 +127,7 @@ def _train(args) -> int:
       f"(95% CI {v['precision_ci'][0]:.3f}-{v['precision_ci'][1]:.3f})\n")
     for tag, th in clf.tag_thresholds_.items():
         t = "never (not enough evidence)" if th["threshold"] is None else f"{th['threshold']:.3f}"
-        w(f"  {tag}: threshold {t}\n")
+        w(f"  {printable(tag)}: threshold {t}\n")
     if ex.skipped:
         w(f"skipped {len(ex.skipped)} file(s), e.g. {printable(ex.skipped[0].path)}: "
           f"{printable(ex.skipped[0].reason)}\n")
@@ -162,13 +162,14 @@ def _suggest(args) -> int:
             bad += 1
             print(f"{printable(r['item'])}\tskipped: {printable(r['skipped'])}")
         elif r["tags"]:
-            print(f"{printable(r['item'])}\t" + ", ".join(f"#{x['tag']} ({x['confidence']:.2f})" for x in r["tags"]))
+            print(f"{printable(r['item'])}\t" + ", ".join(f"#{printable(x['tag'])} ({x['confidence']:.2f})"
+                                                   for x in r["tags"]))
         else:
             best = r["top"][0]
             if best["label"] in abstain:  # "other": learned so as to say no tag fits, never a tag itself
-                why = f"most like none of the tags ({best['label']} {best['probability']:.2f})"
+                why = f"most like none of the tags ({printable(best['label'])} {best['probability']:.2f})"
             else:
-                why = f"best guess {best['label']} {best['probability']:.2f} is below its threshold"
+                why = f"best guess {printable(best['label'])} {best['probability']:.2f} is below its threshold"
             print(f"{printable(r['item'])}\t(no suggestion; {why})")
     print(f"{len(res)} item(s) in {dt:.2f}s", file=sys.stderr)
     return 3 if bad else 0
@@ -193,6 +194,10 @@ def _map(args) -> int:
     return 0
 
 
+def _metric(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _print_eval(res: dict, out) -> None:
     a = res["abstention"]
     w = sys.stdout.write
@@ -202,7 +207,8 @@ def _print_eval(res: dict, out) -> None:
     w(f"at the model's thresholds (target {a['target_precision']}): coverage {a['coverage']:.3f}, "
       f"precision {prec} (95% CI {a['precision_ci'][0]:.3f}-{a['precision_ci'][1]:.3f})\n")
     for lab, d in res["per_label"].items():
-        w(f"  {lab}: precision {d['precision']:.3f} recall {d['recall']:.3f} (n={d['support']})\n")
+        w(f"  {printable(lab)}: precision {_metric(d['precision'])} recall {_metric(d['recall'])} "
+          f"(n={d['support']})\n")
     w(f"written: {out}/metrics.json, confusion.png, precision_coverage.png\n")
 
 

@@ -21,7 +21,7 @@ from ..rundir import RunDir
 from ..tune import tune
 from ..tune.study import LEADER_MARGIN, PROMOTE_FULL, UMAP_INITS
 from ..tune.workspace import KNN_METHODS
-from ..workflow import model_metadata, resolve_encoder
+from ..workflow import check_vector_input, model_metadata, resolve_encoder
 from . import SUMMARIES, add_folder_labels, add_retry_bad, folder_labels, printable
 from .cluster import non_negative_float, positive_int
 from .report import add_report_argument, check_report_arguments, report_after_tune
@@ -98,11 +98,17 @@ def load_input(src: str, encoder: str | None, cache_dir, labels_from_folders: bo
     """Embeddings of INPUT: a run folder's (no re-embedding), or embedded through the cache."""
     if RunDir.is_run(src):
         return RunDir.open(src).read_embeddings()
+    check_vector_input(src, encoder, labels_from_folders)
     coll = collect(src, media=media, labels_from_folders=labels_from_folders)
     if len(coll) == 0:
         raise InputError(f"no usable items found in {src}")
-    return embed_collection(coll, encoder=resolve_encoder(encoder, coll, src), cache_dir=cache_dir,
-                            progress=progress)
+    emb = embed_collection(coll, encoder=resolve_encoder(encoder, coll, src), cache_dir=cache_dir,
+                           progress=progress)
+    if len(emb) < 10 and emb.skipped:  # said as "got shape (0, 1280)", no word of the files' reasons
+        first = emb.skipped[0]
+        raise InputError(f"only {len(emb)} items could be embedded; at least 10 are needed to tune "
+                         f"({len(emb.skipped)} skipped; the first, {first.path}: {first.reason})")
+    return emb
 
 
 def run(args) -> int:

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, yaml_problem
-from ..fileio import atomic_path
-from ..rundir import HIERARCHY, LEVEL_COLUMN, NAMES_YAML, RunDir, find_run
+from ..fileio import atomic_path, read_yaml
+from ..rundir import HIERARCHY, LEVEL_COLUMN, NAMES_YAML, NPY_ERRORS, RunDir, find_run
 
 
 def _as_run(run) -> RunDir:
@@ -62,7 +62,7 @@ def _parse_overrides(run: RunDir) -> tuple[Path | None, dict, dict]:
     import yaml
 
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = read_yaml(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
@@ -146,7 +146,7 @@ def level_in_use(run: RunDir) -> int | None:
     try:
         with np.load(p, allow_pickle=False) as z:
             return int(z["level"]) if "level" in z.files and np.ndim(z["level"]) == 0 else None
-    except (OSError, ValueError):
+    except NPY_ERRORS:  # cut short (EOFError, BadZipFile were internal errors of report)
         return None
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..embed import embed_collection
-from ..errors import InputError
+from ..errors import InputError, yaml_problem
+from ..fileio import read_yaml
 from ..ingest import collect
 from ..naming import load_names
 from ..rundir import RunDir
@@ -58,6 +59,27 @@ def read_mapping(path: str | Path, is_key=None) -> dict[str, str]:
     fine labels: membership in the source's labels (``examples_from_source``). Without it the
     first row is the header."""
     path = Path(path)
+    try:
+        return _read_mapping(path, is_key)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:  # a folder, no permission
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - YAML / CSV syntax: name the file and where
+        import yaml
+
+        if isinstance(e, yaml.YAMLError):
+            raise InputError(f"{path} is not valid YAML: {yaml_problem(e)}") from None
+        import pandas as pd
+
+        if isinstance(e, pd.errors.ParserError | pd.errors.EmptyDataError):
+            raise InputError(f"{path}: cannot read as CSV: {str(e).strip()}") from None
+        raise
+
+
+def _read_mapping(path: Path, is_key) -> dict[str, str]:
     if path.suffix.lower() in (".csv", ".tsv"):
         import pandas as pd
 
@@ -70,10 +92,9 @@ def read_mapping(path: str | Path, is_key=None) -> dict[str, str]:
         first = 1 if is_key else 2  # the file's line of the frame's row 0
         return _one_tag_each(path, ((str(k).strip(), str(v).strip(), row + first)
                                     for row, k, v in zip(df.index, df.iloc[:, 0], df.iloc[:, 1])))
-    import yaml
 
     with open(path, encoding="utf-8") as f:
-        d = yaml.safe_load(f) or {}
+        d = read_yaml(f) or {}
     if isinstance(d, dict) and isinstance(d.get("mapping"), dict):
         d = d["mapping"]
     if not isinstance(d, dict):

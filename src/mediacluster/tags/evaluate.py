@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_path, write_json
+from ..fileio import atomic_path, display_text, write_json
 from .thresholds import clopper_pearson, coverage_at_precision, precision_coverage_curve
 
 
@@ -28,12 +28,16 @@ def evaluate_tagger(clf, X: np.ndarray, y, proba: np.ndarray | None = None) -> d
         precision_recall_fscore_support,
     )
 
-    y = np.asarray([str(v) for v in y])
-    classes = [str(c) for c in clf.classes_]
-    unknown = sorted(set(y) - set(classes))
+    # compared in text form: a saved model holds a tag named by a non-UTF-8 folder ('cl\udce9ss')
+    # in escaped form ('cl\\xe9ss', fileio.json_text), the data read now holds it raw: every such
+    # item was "a label the model does not know"
+    y = np.asarray([display_text(v) for v in y])
+    classes = [display_text(c) for c in clf.classes_]
+    unknown = sorted({str(v) for v in y} - set(classes))  # str: numpy's repr read "np.str_('cat')"
     if unknown:
-        raise InputError(f"labels the model does not know: {unknown[:10]} (map them with --mapping; "
-                         f"model labels: {classes})")
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise InputError(f"labels the model does not know: {', '.join(unknown[:10])}{more} (map them with "
+                         f"--mapping; model labels: {', '.join(classes)})")
     proba = clf.predict_proba(X) if proba is None else proba
     pred_idx, conf, suggested = clf.decide(proba)
     pred = np.asarray(classes)[pred_idx]
@@ -62,7 +66,11 @@ def evaluate_tagger(clf, X: np.ndarray, y, proba: np.ndarray | None = None) -> d
         "accuracy": float(right.mean()),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
         "chance_balanced_accuracy": 1.0 / max(len(set(y)), 1),
-        "per_label": {c: {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]),
+        # undefined is None, not scikit-learn's zero_division 0: a tag no item of the data holds
+        # printed "precision 0.000 recall 0.000 (n=0)", as if the model got every one wrong
+        "per_label": {c: {"precision": float(p[j]) if (pred == c).any() else None,
+                          "recall": float(r[j]) if s[j] else None,
+                          "f1": float(f[j]) if s[j] and (pred == c).any() else None,
                           "support": int(s[j])} for j, c in enumerate(classes)},
         "confusion": {"labels": classes, "matrix": cm.tolist(), "rows": "true", "columns": "predicted"},
         "labels_present": labels_present,

@@ -136,10 +136,6 @@ def propose_mapping(labels: list[str], tags: list[str]) -> list[LabelMapping]:
     return [map_label(lab, parsed) for lab in labels]
 
 
-def as_dict(mappings: list[LabelMapping]) -> dict[str, str]:
-    return {m.label: m.tag for m in mappings}
-
-
 def write_mapping_yaml(path: str | Path, mappings: list[LabelMapping], tags: list[str]) -> Path:
     """Write the proposal as YAML (``tags:`` list, ``mapping:`` label -> tag) with comments."""
     import yaml

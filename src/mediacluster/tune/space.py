@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ParameterError, SpaceError, yaml_problem
+from ..fileio import read_yaml
 from ..stages import registry
 
 KINDS = registry.KINDS
@@ -470,7 +471,7 @@ def load_space(spec, n: int, pipeline=None) -> SearchSpace:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = read_yaml(text)
         except yaml.YAMLError as e:
             raise SpaceError(f"{p}: not valid YAML: {yaml_problem(e)}") from None
     try:

@@ -288,6 +288,27 @@ def _storage_url(out: Path) -> str:
     return f"sqlite:///{(out / 'study.db').resolve()}"
 
 
+def _probe_study(out: Path | None, storage, name: str):
+    """The study ``name`` already in ``out/study.db`` (a resume), else None. A ``study.db`` that
+    is not a readable SQLite database (cut short, overwritten) is refused naming it, before any
+    work: SQLAlchemy's DatabaseError ("database disk image is malformed") was an internal error."""
+    import optuna
+
+    db = out / "study.db" if out is not None else None
+    if db is None or not db.exists():
+        return None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        if name not in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
+            return None
+        return optuna.load_study(study_name=name, storage=storage)
+    except SQLAlchemyError as e:
+        why = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise InputError(f"{db} cannot be read as a study ({why}): move it away to start a new study, "
+                         "or give another --out") from None
+
+
 def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = STUDY_NAME):
     import optuna
 
@@ -663,9 +684,7 @@ def tune(
     storage = _storage_url(out) if out is not None else optuna.storages.InMemoryStorage()
     # reseed per (re)start so a resumed study does not replay its first random proposals
     t_start = time.time()
-    probe = optuna.load_study(study_name=study_name, storage=storage) if (
-        out is not None and (out / "study.db").exists() and
-        study_name in [s.study_name for s in optuna.get_all_study_summaries(storage)]) else None
+    probe = _probe_study(out, storage, study_name)
     prior = len(probe.trials) if probe is not None else 0
     smp = make_sampler(sampler, seed + prior, sp, grid_points, len(directions))
     study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, rf, len(sub), promote_full,
