@@ -40,7 +40,15 @@ keeps, and the names a person gave the levels' groups (studio level renames, ``n
 ``levels:``): each level of the previous run is paired with the new run's level that holds the
 same groups (:func:`pair_levels`: most shared items in mutual-majority pairs, one to one), and a
 named group's name goes, as a ``level_rename``, to its match there by the same rule (else it is
-listed with why: split, merged, gone, the new run's level in use). Each carried event has the client
+listed with why: split, merged, gone, the new run's level in use).
+
+**Merges.** A group the person made by merging clusters is carried as a ``merge`` of the new
+clusters its parts became, before the matching: each part (a merged cluster, its items as
+they were before the merge) goes to the new cluster it is a mutual majority with
+(:func:`merge_targets`), and the rule then matches the previous clusters with the new ones as
+merged, so the group's name, junk mark and tags go to the merged cluster. Parts that follow no
+such cluster (their items with another group, or spread) are listed in ``not_carried``; a new run
+that already has the parts as one cluster gets no merge. Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
 in the same transaction with the previous run's last edit it reached (``from_seq``).
 
@@ -49,8 +57,9 @@ mark (and still in effect there) touched: a cluster's name, junk mark or tags, a
 cluster or tags, each as the previous run has it now; nothing twice. What the person changed in
 the new run after the first carry wins and is listed in ``not_carried`` (the cluster or rows,
 their edit, why): a cluster they renamed, junked or re-tagged, an item they moved, split or
-re-tagged, a carried edit they undid. The previous run's merges and splits since are not
-carried (the matching follows them) and its undos of edits carried before are listed, not
+re-tagged, a carried edit they undid, a cluster they merged or split (for a merge). The
+previous run's merges since are carried as above; its splits since are not carried (the
+matching follows them) and its undos of edits carried before are listed, not
 undone here, but for a keep's: a group whose keep was undone or handed back to the rule there
 is handed back here too (the choice of a group is carried as the previous run has it now).
 With no edit since the mark, nothing is carried or written. The summary is written atomically
@@ -274,6 +283,87 @@ def match_clusters(old_labels: np.ndarray, new_labels: np.ndarray, old_ids: list
     return previous, clusters, carried
 
 
+def merge_targets(parts: np.ndarray, group: np.ndarray, new: np.ndarray, g: int,
+                  carried_to: int | None) -> tuple[list[int], int | None, list[int]]:
+    """Where a person's merge goes in the new run. ``parts``, ``group`` and ``new``: the shared
+    items' labels (row j of each is one item): the cluster each was in before the person's
+    merges (a merged-away cluster's id), its previous curated cluster, its new cluster; ``g``
+    the merged group (a previous curated cluster made of parts), ``carried_to`` the new cluster
+    the group as a whole is carried to (None: none). Each part goes to the new cluster it is a
+    mutual majority with (:func:`mutual_pairs`: most of the part's items are there, and those
+    are most of that cluster's old items). Returns the new clusters to be one (sorted; fewer
+    than two: nothing to merge), the one they merge into (``carried_to`` when it is one of them,
+    else the one the group's own part went to, else the one holding most of the group) and the
+    parts with items left that follow none of them (most of their items in no target: with
+    another group, or spread)."""
+    mine = group == g
+    pairs, _ = mutual_pairs(parts, new)
+    ids = np.unique(parts[mine]).tolist()
+    targets = {pairs[p] for p in ids if p in pairs}
+    if carried_to is not None:
+        targets.add(int(carried_to))
+    left = []
+    for p in ids:
+        there = new[mine & (parts == p)]
+        if 2 * int(np.isin(there, list(targets)).sum()) <= len(there):
+            left.append(int(p))
+    into = None
+    if targets:
+        held = dict(zip(*np.unique(new[mine], return_counts=True)))
+        into = (carried_to if carried_to in targets else pairs[g] if pairs.get(g) in targets
+                else max(sorted(targets), key=lambda b: held.get(b, 0)))
+    return sorted(int(b) for b in targets), (None if into is None else int(into)), left
+
+
+def _plan_merges(old: _Side, rows: tuple[np.ndarray, np.ndarray], new_lab: np.ndarray,
+                 carried: dict[int, int], scope: _Touched | None, owned: _Touched) -> tuple[list, list, dict]:
+    """The person's merges of the previous run (after the first carry, those made since), as
+    ``merge`` edits of the new clusters their parts became (:func:`merge_targets`), and what is
+    not carried. The parts are found by replaying the previous run's edits in effect without
+    those merges: an item's cluster there is the part it came from. Never over what the person
+    did to those clusters in the new run after the first carry (a merge or split of theirs, a
+    carried merge they undid). Returns the plan, the not carried and ``{previous cluster:
+    (the new clusters merged, into)}``."""
+    ost = old.state
+    merges = [e for e in ost.done if e.kind == "merge" and (scope is None or e.seq in scope.merges)]
+    if not merges:
+        return [], [], {}
+    skip = {e.seq for e in merges}
+    before = CuratedState(old.fitted, start_names(old.run), old.groups)
+    for e in ost.done:
+        if e.seq not in skip:
+            before.apply(e)
+    parts, group = before.labels[rows[0]], ost.labels[rows[0]]
+    plan, not_carried, done = [], [], {}
+    seq_of = {}  # each merged group -> the latest merge that made it
+    for e in merges:
+        for g in np.unique(ost.labels[np.isin(before.labels, e.payload["clusters"])]).tolist():
+            if g >= 0:
+                seq_of[int(g)] = e.seq
+    for g in sorted(seq_of):
+        ids = np.unique(parts[group == g]).tolist()
+        if len(ids) < 2:  # what is left of the merge is one part (the rest gone from the collection)
+            continue
+        targets, into, left = merge_targets(parts, group, new_lab, g, carried.get(g))
+        rec = {"what": "merges", "previous_cluster": g, "name": ost.clusters[g].name, "edit": seq_of[g]}
+        mine = sorted({owned.regrouped[b] for b in targets if b in owned.regrouped})
+        if len(targets) >= 2 and mine:
+            not_carried.append({**rec, "clusters": targets, "edits": mine, "reason": _why(mine[-1])})
+            continue
+        if len(targets) >= 2:
+            plan.append(("merge", {"clusters": targets, "into": into}, "merges", {"previous_cluster": g}))
+            done[g] = (targets, into)
+        if left:
+            not_carried.append({**rec, "parts": left, "reason": (
+                f"part{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} of the merge "
+                + (f"follow{'s' if len(left) == 1 else ''} no new cluster of it: most of "
+                   f"{'its' if len(left) == 1 else 'their'} items are with another group or spread"
+                   if targets else "have no match in the new run")
+                + (f" (merged: {', '.join(map(str, targets))})" if len(targets) >= 2 else
+                   f" (the rest is in cluster {targets[0]})" if targets else ""))})
+    return plan, not_carried, done
+
+
 def lineage(old: _Side, new_run: RunDir, clusters: list[dict]) -> dict[str, str]:
     """Each new cluster's lasting id, ``RUN_ID/C``: the run where its group was first seen and
     its cluster there. A cluster that inherits a previous curated one (a mutual majority: kept,
@@ -304,6 +394,8 @@ class _Touched:
         self.keeps: dict[int, int] = {}  # duplicate groups whose kept copy a person chose (or handed back)
         self.level_names: dict[tuple[int, int], int] = {}  # (level, the run's cluster there) renamed
         self.structure: list = []  # merges and splits
+        self.merges: set[int] = set()  # the merge edits (seq)
+        self.regrouped: dict[int, int] = {}  # clusters a merge or split took apart or together
         for ev in events:
             self.add(ev)
 
@@ -328,8 +420,13 @@ class _Touched:
         elif ev.kind == "split":
             for i in p["items"]:
                 self.split[int(i)] = seq
+            for c in {int(p["cluster"]), *map(int, p.get("ids") or [])}:
+                self.regrouped[c] = seq
             self.structure.append(ev)
         elif ev.kind == "merge":
+            self.merges.add(seq)
+            for c in p["clusters"]:
+                self.regrouped[int(c)] = seq
             self.structure.append(ev)
         elif ev.kind == "keep":
             self.keeps[int(p["group"])] = seq
@@ -702,12 +799,13 @@ def _undone_since(old: _Side, old_run: RunDir, since: int) -> list:
 
 def _not_carried_since(old: _Side, old_run: RunDir, since: int) -> list[dict]:
     """What the previous run's edits since ``since`` did that carrying again does not carry:
-    its merges and splits (the matching follows them; the new run's clusters are its own), and
-    undos of edits carried before (this run keeps what was carried; undo it here), but for a
-    keep's: the group goes back to the rule here too (:func:`_plan_keeps`)."""
+    its splits (the matching follows them; the new run's clusters are its own; its merges are
+    carried, :func:`_plan_merges`), and undos of edits carried before (this run keeps what was
+    carried; undo it here), but for a keep's: the group goes back to the rule here too
+    (:func:`_plan_keeps`)."""
     out = [{"what": e.kind, "previous_edit": e.seq,
             "reason": f"a {e.kind} in the previous run is not carried: the new run's clusters are its own "
-                      "(the matching follows it)"} for e in _Touched(_since(old, since)).structure]
+                      "(the matching follows it)"} for e in _Touched(_since(old, since)).structure if e.kind != "merge"]
     out += [{"what": "undo", "previous_edit": e.seq,
              "reason": f"edit {e.seq} ({e.kind}) of the previous run was undone there after it was "
                        "carried; this run keeps it (undo it here if it should go)"}
@@ -761,28 +859,39 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
         alive = {c.id for c in nw.state.alive()}
         new_sizes = {int(c): int(k) for c, k in zip(*np.unique(nw.state.labels, return_counts=True))
                      if int(c) in alive}
-        previous, clusters, carried = match_clusters(old_lab, new_lab, old_ids, new_sizes)
-        for r in previous:
-            c = o.state.clusters[r["cluster"]]
-            r.update(name=c.name, named_by=c.named_by, junk=c.junk, tags=list(c.tags))
-        work = _person_work(o.state) or bool(_old_level_names(o, None, []))  # names.yaml levels: too
-        if since is None:
-            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, shared_rows=rows) if work else ([], [])
-        else:  # again: only what the previous run's edits since the last carry did
+        scope = owned = None
+        if since is not None:  # again: only what the previous run's edits since the last carry did
             scope = _Touched(_since(o, since))
             for e in _undone_since(o, old_run, since):  # a keep undone there: the group back to the rule
                 if e.kind == "keep":
                     scope.keeps[int(e.payload["group"])] = e.seq
-            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, scope,
-                                      _owned(nw.state, nw.events, done[0].seq),
+            owned = _owned(nw.state, nw.events, done[0].seq)
+        # the person's merges first: the new clusters their parts became are merged, and the
+        # rule then matches the previous clusters with the new ones as they will be
+        carried = match_clusters(old_lab, new_lab, old_ids, new_sizes)[2]
+        merge_plan, merge_left, merged = _plan_merges(o, rows, new_lab, carried, scope, owned or _Touched())
+        for targets, into in merged.values():
+            new_lab = np.where(np.isin(new_lab, targets), into, new_lab)
+            new_sizes[into] = sum(new_sizes.pop(b) for b in targets if b != into) + new_sizes[into]
+        previous, clusters, carried = match_clusters(old_lab, new_lab, old_ids, new_sizes)
+        for r in previous:
+            c = o.state.clusters[r["cluster"]]
+            r.update(name=c.name, named_by=c.named_by, junk=c.junk, tags=list(c.tags))
+            if r["cluster"] in merged:
+                r["merged_parts"] = merged[r["cluster"]][0]
+        work = _person_work(o.state) or bool(_old_level_names(o, None, []))  # names.yaml levels: too
+        if since is None:
+            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, shared_rows=rows) if work else ([], [])
+        else:
+            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, scope, owned,
                                       _recreated(nw.state, old_run.run_id), rows)
             not_carried = _not_carried_since(o, old_run, since) + not_carried
+        plan, not_carried = merge_plan + plan, merge_left + not_carried
         counts, moved, skipped, seq = _write(nw, old_run.run_id, o.state.seq, plan,
                                              since, done[-1].seq if done else None)
         for r in clusters:  # the names now, carried ones included
             r["name"] = nw.state.clusters[r["cluster"]].name
-        counts = {k: counts.get(k, 0) for k in ("names", "junk", "cluster_tags", "item_tags", "moves", "keeps",
-                                              "level_names")}
+        counts = {k: counts.get(k, 0) for k in CARRIED_WORDS}
         statuses = defaultdict(int)
         for r in previous:
             statuses[r["status"]] += 1
@@ -969,7 +1078,7 @@ def status_by_items(labels: np.ndarray, statuses: list[str], codes: np.ndarray) 
 CARRIED_WORDS = {"names": ("name", "names"), "junk": ("junk mark", "junk marks"),
                  "cluster_tags": ("cluster tag", "cluster tags"), "item_tags": ("item tag", "item tags"),
                  "moves": ("move", "moves"), "keeps": ("kept copy", "kept copies"),
-                 "level_names": ("level name", "level names")}
+                 "level_names": ("level name", "level names"), "merges": ("merge", "merges")}
 
 
 def carry_notice(summary: dict | None) -> dict | None:

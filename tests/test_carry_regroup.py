@@ -1,0 +1,157 @@
+"""Carrying how a person regrouped a collection: their merges and splits, the names they gave
+the groups, and the groups' lasting ids (``mediacluster.studio.carry``).
+
+Real slices of Imagenette (tench, springer, church; the grown collection adds parachutes),
+clustered with PCA + K-means through the CLI (deterministic), curated through the studio's edit
+API (real SQLite edit logs), carried with ``cluster --carry-from`` / :func:`carry_curation`.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from studio_helpers import copy_run
+from test_carry import CLASSES, by_label, cluster
+
+from mediacluster.rundir import RunDir
+from mediacluster.studio.carry import carry_curation, merge_targets
+from mediacluster.studio.session import Studio
+
+FISH, DOGS, CHURCH = CLASSES
+
+
+@pytest.fixture(scope="module")
+def world(imagenette_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("regroup")
+    old, new = base / "old", base / "new"
+    for c in CLASSES:
+        shutil.copytree(imagenette_dir / c, old / c)
+    shutil.copytree(imagenette_dir, new)
+    cache = base / "cache"
+    for k in (3, 4):  # 4: the springers in two clusters
+        rc, out = cluster(old, base / f"old{k}", k, cache)
+        assert rc == 0, out
+    rc, out = cluster(new, base / "new4", 4, cache)  # a cluster per class
+    assert rc == 0, out
+    return {"base": base, "old": old, "new": new, "cache": cache}
+
+
+def edit(run, *edits) -> None:
+    st = Studio(run, warm=False, map_method="pca")
+    try:
+        for kind, req in edits:
+            st.edit(kind, req)
+    finally:
+        st.close()
+
+
+def state_of(run):
+    st = Studio(run, warm=False, map_method="pca")
+    try:
+        return st.state, st.log.events()
+    finally:
+        st.close()
+
+
+def test_a_merge_is_carried_to_the_clusters_its_parts_became(world, tmp_path):
+    """The person merged the fish and the dogs ("animals"); the new run has a cluster for each.
+    The carry merges them (an ordinary merge event) and the group's name and tag go to the
+    merged cluster; before, "animals" was reported split and its name carried nowhere."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    cl = by_label(old)
+    edit(old, ("merge", {"clusters": [cl[DOGS], cl[FISH]], "into": cl[DOGS]}),
+         ("rename", {"cluster": cl[DOGS], "name": "animals"}), ("tag", {"clusters": [cl[DOGS]], "add": ["pets"]}))
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    nl = by_label(new)
+    into = nl[DOGS]  # the cluster holding most of the group (a tie: the one the group's id continues)
+    assert s["carried"]["merges"] == 1 and s["carried"]["names"] == 1 and s["carried"]["cluster_tags"] == 1
+    rec = {r["cluster"]: r for r in s["previous"]}[cl[DOGS]]
+    assert rec["status"] == "kept" and rec["carried_to"] == into
+    assert rec["merged_parts"] == sorted([nl[DOGS], nl[FISH]])
+    assert not [r for r in s["not_carried"] if r["what"] == "merges"]
+    state, evs = state_of(new)
+    assert not state.clusters[nl[FISH]].alive
+    assert set(np.flatnonzero(state.labels == into)) >= set(np.flatnonzero(
+        pd.read_parquet(new / "assignments.parquet")["cluster"].isin([nl[DOGS], nl[FISH]])))
+    c = state.clusters[into]
+    assert (c.name, c.named_by, c.tags) == ("animals", "person", ["pets"])
+    merges = [e for e in evs if e.kind == "merge"]
+    assert len(merges) == 1 and merges[0].payload["carried_from"] == RunDir.open(old).run_id
+    assert merges[0].payload["previous_cluster"] == cl[DOGS]
+    # the studio undoes it as any edit; carrying again then leaves the person's undo alone
+    st = Studio(new, warm=False, map_method="pca")
+    try:
+        while st.state.done and st.state.done[-1].kind != "merge":
+            st.edit("undo", {})
+        st.edit("undo", {})
+        assert st.state.clusters[nl[FISH]].alive
+    finally:
+        st.close()
+    edit(old, ("tag", {"clusters": [cl[DOGS]], "add": ["later"]}))
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s["carried"]["merges"] == 0
+    state, _ = state_of(new)
+    assert state.clusters[nl[FISH]].alive
+
+
+def test_a_merge_the_new_run_already_has_writes_nothing(world, tmp_path):
+    """The springers were two clusters the person merged; the new run has them as one: no merge
+    event, nothing listed as not carried, the name carried to that cluster."""
+    old = copy_run(world["base"] / "old4", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    a = pd.read_parquet(old / "assignments.parquet")
+    parts = sorted(a.loc[a["label"] == DOGS, "cluster"].unique().tolist())
+    assert len(parts) == 2, "the fixture's K-means no longer splits the springers"
+    edit(old, ("merge", {"clusters": parts, "into": parts[0]}), ("rename", {"cluster": parts[0], "name": "dogs"}))
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s["carried"]["merges"] == 0 and s["carried"]["names"] == 1
+    assert not [r for r in s["not_carried"] if r["what"] == "merges"]
+    state, evs = state_of(new)
+    assert state.clusters[by_label(new)[DOGS]].name == "dogs"
+    assert [e.kind for e in evs] == ["rename", "carry"]
+
+
+def test_a_merge_carried_again_after_the_first_carry(world, tmp_path):
+    """Merged in the previous run after the first carry: carried the next time, once."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    cl = by_label(old)
+    edit(old, ("rename", {"cluster": cl[CHURCH], "name": "church"}))
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s["carried"]["names"] == 1 and s["carried"]["merges"] == 0
+    edit(old, ("merge", {"clusters": [cl[FISH], cl[DOGS]], "into": cl[FISH]}))
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s["carried"]["merges"] == 1
+    assert not [r for r in s["not_carried"] if r["what"] == "merge"]  # no longer listed as left
+    state, evs = state_of(new)
+    assert int(state.labels[pd.read_parquet(new / "assignments.parquet")["label"].eq(DOGS).idxmax()]) == \
+        int(state.labels[pd.read_parquet(new / "assignments.parquet")["label"].eq(FISH).idxmax()])
+    assert sum(e.kind == "merge" for e in evs) == 1
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s.get("already")
+
+
+def test_which_new_clusters_a_merge_goes_to():
+    """The rule alone: a previous group made of parts (the clusters a person merged: 0, 1, 2 in
+    group 0); each part goes to the new cluster it is a mutual majority with."""
+    # parts 0 -> 10, 1 -> 11 (mutual), 2 scattered: merge 10 and 11, part 2 listed
+    parts = np.array([0] * 6 + [1] * 6 + [2] * 4 + [5] * 6)
+    group = np.array([0] * 16 + [5] * 6)
+    new = np.array([10] * 6 + [11] * 6 + [12, 13, 12, 13] + [12] * 3 + [13] * 3)
+    targets, into, left = merge_targets(parts, group, new, 0, carried_to=None)
+    assert targets == [10, 11] and into == 10 and left == [2]
+    # into: the cluster the group as a whole was carried to, else where its own part went
+    assert merge_targets(parts, group, new, 0, carried_to=11)[1] == 11
+    assert merge_targets(parts, group, np.where(new == 10, 14, new), 0, carried_to=None)[1] == 14
+    # only one side has a match: nothing to merge, the other listed
+    elsewhere = np.array([10] * 6 + [12] * 6 + [12, 13, 12, 13] + [12] * 6)  # 12: mostly group 5's
+    targets, into, left = merge_targets(parts, group, elsewhere, 0, carried_to=None)
+    assert targets == [10] and left == [1, 2]
+    # the new run already has them as one: nothing to merge, nothing listed
+    together = np.array([10] * 16 + [12] * 6)
+    assert merge_targets(parts, group, together, 0, carried_to=10) == ([10], 10, [])
+
