@@ -155,3 +155,31 @@ def test_which_new_clusters_a_merge_goes_to():
     together = np.array([10] * 16 + [12] * 6)
     assert merge_targets(parts, group, together, 0, carried_to=10) == ([10], 10, [])
 
+
+
+def test_carrying_what_this_run_already_has_writes_and_lists_nothing(world, tmp_path):
+    """After the first carry the person goes on in both runs and does the same things twice:
+    the same rename, the same cluster and item tags, the same move of an item. Carrying again
+    finds each already there: no event is written for it and none is listed as not carried
+    (before, the move was listed as "this run's own edit wins" though it agreed)."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    cl, nl = by_label(old), by_label(new)
+    edit(old, ("rename", {"cluster": cl[CHURCH], "name": "church"}))
+    carry_curation(old, new, cache_dir=world["cache"])
+    a_old = pd.read_parquet(old / "assignments.parquet")
+    a_new = pd.read_parquet(new / "assignments.parquet")
+    row_new = {p.split("/")[-1]: i for i, p in enumerate(a_new["path"])}
+    dog = int(a_old.index[a_old["label"] == DOGS][0])
+    dog_new = row_new[a_old["path"][dog].split("/")[-1]]
+    same = [("rename", {"cluster": nl[FISH], "name": "fish"}), ("tag", {"clusters": [nl[DOGS]], "add": ["pets"]}),
+            ("tag", {"items": [dog_new], "add": ["good"]}), ("move", {"items": [dog_new], "to": nl[CHURCH]})]
+    edit(new, *same)
+    edit(old, ("rename", {"cluster": cl[FISH], "name": "fish"}), ("tag", {"clusters": [cl[DOGS]], "add": ["pets"]}),
+         ("tag", {"items": [dog], "add": ["good"]}), ("move", {"items": [dog], "to": cl[CHURCH]}))
+    _, before = state_of(new)
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    _, after = state_of(new)
+    assert [e.kind for e in after[len(before):]] == ["carry"]
+    assert not any(s["carried"].values()) and s["not_carried"] == []
+    assert "already has" in s["message"]

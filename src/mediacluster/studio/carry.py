@@ -548,6 +548,13 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
             by_target[int(ost.labels[r])].extend(rows)
     for target, rows in sorted(by_target.items()):
         rows = sorted(set(rows))
+        c = ost.clusters.get(target)
+        there = (targets.get(target) if target in targets else NOISE if target < 0
+                 else nst.junk_cluster() if c is not None and c.junk else None)
+        if there is not None:  # already where the move puts them (this run's own edit agreed): nothing
+            rows = [i for i in rows if nst.labels[i] != there]
+            if not rows:
+                continue
         mine = {i: owned.moved.get(i, owned.split.get(i)) for i in rows if i in owned.moved or i in owned.split}
         if mine:
             not_carried.append({"what": "moves", "rows": sorted(mine), "items": len(mine),
@@ -556,7 +563,6 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
             rows = [i for i in rows if i not in mine]
             if not rows:
                 continue
-        c = ost.clusters.get(target)
         if target in targets:
             to = targets[target]
             rows = [i for i in rows if nst.labels[i] != to]
@@ -706,10 +712,10 @@ def _plan_level_names(old: _Side, new: _Side, shared_rows, scope, owned: _Touche
                 unmatched(k, c, level_name_reason(rec, k, nk, share), to_level=nk, status=rec["status"])
                 continue
             ids_new = {"to_level": nk, "cluster": int(b)}
-            if (nk, b) in owned.level_names:
+            if now.get(nk, {}).get(b) == name:
+                continue  # the new run already has it (its person's own name agreed: nothing to list)
+            elif (nk, b) in owned.level_names:
                 refuse("level_names", owned.level_names[nk, b], level=k, previous_cluster=c, name=name, **ids_new)
-            elif now.get(nk, {}).get(b) == name:
-                continue  # the new run already has it
             elif b in mine.get(nk, {}):
                 unmatched(k, c, f"this run's names.yaml names group {b} of level_{nk} "
                                 f"{mine[nk][b]!r}: its own name wins", **ids_new)
@@ -763,9 +769,11 @@ def _plan_keeps(old: _Side, new: _Side, old_keys, new_rows, scope, owned, plan, 
             continue
         i = rows[0]
         ng = int(nst.groups[i])
+        if nst.kept.get(ng) == i:
+            continue  # this run keeps the same copy (its person's own keep agreed: nothing to list)
         if ng in owned.keeps:
             refuse("keep", owned.keeps[ng], group=ng, previous_group=g)
-        elif nst.kept.get(ng) != i:
+        else:
             plan.append(("keep", {"group": ng, "item": i}, "keeps", {"previous_group": g}))
 
 
