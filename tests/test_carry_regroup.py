@@ -183,3 +183,51 @@ def test_carrying_what_this_run_already_has_writes_and_lists_nothing(world, tmp_
     assert [e.kind for e in after[len(before):]] == ["carry"]
     assert not any(s["carried"].values()) and s["not_carried"] == []
     assert "already has" in s["message"]
+
+
+def lasting_of(run) -> dict[int, str]:
+    """Each curated cluster's lasting id as the studio's table export gives it."""
+    st = Studio(run, warm=False, map_method="pca")
+    try:
+        _, df, _ = st.curated_table()
+    finally:
+        st.close()
+    out = {}
+    for c, ids in df.groupby("curated_cluster")["lineage"]:
+        assert ids.nunique() == 1
+        out[int(c)] = ids.iloc[0]
+    return out
+
+
+def test_the_lasting_id_follows_the_persons_group(world, tmp_path):
+    """A group's lasting id (RUN_ID/C) follows where the person's group went, not the new fit's
+    clusters: the "animals" group (fish and dogs merged) keeps its id in the new run, where
+    the carry merged its two clusters; both fitted clusters carry it in carry.json's lineage.
+    Carrying again after the person merged two clusters in the new run keeps lineage keyed by
+    the run's fitted clusters (it was keyed by the curated ones: the merged-away cluster lost its
+    id). Before, the merged cluster took the fish cluster's new id (the fitted cluster listed
+    first), and the fish cluster had no lineage entry."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    cl, nl = by_label(old), by_label(new)
+    edit(old, ("merge", {"clusters": [cl[DOGS], cl[FISH]], "into": cl[DOGS]}),
+         ("rename", {"cluster": cl[DOGS], "name": "animals"}))
+    animals = lasting_of(old)[cl[DOGS]]
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    fitted = sorted(pd.read_parquet(new / "assignments.parquet")["cluster"].unique().tolist())
+    assert sorted(map(int, s["lineage"])) == fitted
+    assert s["lineage"][str(nl[FISH])] == s["lineage"][str(nl[DOGS])] == animals
+    assert lasting_of(new)[nl[DOGS]] == animals
+    church = lasting_of(new)[nl[CHURCH]]
+    # the person merges the church into the parachutes here, then the previous run goes on
+    from test_carry import NEW_CLASS
+
+    edit(new, ("merge", {"clusters": [nl[NEW_CLASS], nl[CHURCH]], "into": nl[NEW_CLASS]}))
+    edit(old, ("tag", {"clusters": [cl[CHURCH]], "add": ["old"]}))
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert sorted(map(int, s["lineage"])) == fitted
+    assert s["lineage"][str(nl[DOGS])] == animals
+    assert lasting_of(new)[nl[DOGS]] == animals
+    # the church group went on (with the parachutes) in the cluster the person merged it into
+    assert lasting_of(new)[nl[NEW_CLASS]] == church == s["lineage"][str(nl[NEW_CLASS])]
+

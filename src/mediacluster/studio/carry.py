@@ -364,20 +364,35 @@ def _plan_merges(old: _Side, rows: tuple[np.ndarray, np.ndarray], new_lab: np.nd
     return plan, not_carried, done
 
 
-def lineage(old: _Side, new_run: RunDir, clusters: list[dict]) -> dict[str, str]:
-    """Each new cluster's lasting id, ``RUN_ID/C``: the run where its group was first seen and
-    its cluster there. A cluster that inherits a previous curated one (a mutual majority: kept,
-    or the part that continues a split) takes that one's lasting id, so a template keeps one id
-    through every re-cluster of a growing collection; any other is new here. A previous curated
+def lineage(old: _Side, new: _Side, carried: dict[int, int]) -> dict[str, str]:
+    """Each cluster of the new run's fit -> its lasting id, ``RUN_ID/C``: the run where its group
+    was first seen and its cluster there (what :func:`~mediacluster.naming.tables.cluster_lineage`
+    reads). It follows the person's groups as the carry left them: a fitted cluster most of whose
+    items are in a curated cluster that inherits a previous curated one (``carried``, the rule's
+    mutual majorities: kept, or the part that continues a split) takes that one's lasting id, so a
+    template keeps one id through every re-cluster of a growing collection, and the clusters a
+    carried merge made one share it; any other is new here (``NEW_RUN_ID/C``). A previous curated
     cluster's lasting id is that of the previous run's fitted cluster it holds most of (its own
     ``carry.json`` lineage, else ``PREVIOUS_RUN_ID/C``; ``naming.tables.group_lineage``: the
     parts a person merged there keep the template's id)."""
     from ..naming.tables import cluster_lineage, group_lineage
 
     before = group_lineage(old.state.labels, old.fitted, cluster_lineage(old.run), old.run.run_id)
-    return {str(r["cluster"]): (f"{new_run.run_id}/{r['cluster']}" if r.get("inherits") is None
-                                else before.get(int(r["inherits"]), f"{old.run.run_id}/{r['inherits']}"))
-            for r in clusters}
+    heir_of = {b: a for a, b in carried.items()}
+    fitted, now = new.fitted, new.state.labels
+    ok = fitted >= 0
+    pairs, counts = np.unique(np.stack([fitted[ok], now[ok]]), axis=1, return_counts=True)
+    top: dict[int, tuple[int, int]] = {}  # fitted cluster -> (items, the curated cluster holding most)
+    for (f, g), k in zip(pairs.T.tolist(), counts.tolist()):
+        if k > top.get(f, (0, None))[0]:
+            top[f] = (k, g)
+    new_id = new.run.run_id
+    out = {}
+    for f in sorted(top):
+        g = top[f][1]
+        a = heir_of.get(g) if g >= 0 else None
+        out[str(f)] = f"{new_id}/{f}" if a is None else before.get(int(a), f"{old.run.run_id}/{a}")
+    return out
 
 
 class _Touched:
@@ -917,7 +932,7 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             "not_carried": not_carried + skipped,
             "edits_seq": seq, "seconds": round(time.perf_counter() - t0, 3),
             "previous": previous, "clusters": clusters,
-            "lineage": lineage(o, new_run, clusters),
+            "lineage": lineage(o, nw, carried),
         }
         prev = (new_run.read_carry() or {}) if done else {}
         earlier = prev.get("rounds") or ([{  # a carry.json written before rounds were recorded
