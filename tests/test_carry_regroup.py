@@ -231,3 +231,50 @@ def test_the_lasting_id_follows_the_persons_group(world, tmp_path):
     # the church group went on (with the parachutes) in the cluster the person merged it into
     assert lasting_of(new)[nl[NEW_CLASS]] == church == s["lineage"][str(nl[NEW_CLASS])]
 
+
+def split_dogs(run, names=("springers", "puppies"), tags=("pets",)) -> tuple[int, int, list[str]]:
+    """The person splits the springers' cluster in two (the first 8 members apart) naming both
+    parts, and tags the new part; (the cluster, the new part, the new part's files)."""
+    c = by_label(run)[DOGS]
+    st = Studio(run, warm=False, map_method="pca")
+    try:
+        members = st.state.members(c).tolist()
+        parts = [1] * 8 + [0] * (len(members) - 8)
+        st.edit("split", {"cluster": c, "items": members, "parts": parts, "names": list(names)})
+        made = int(st.state.labels[members[0]])
+        if tags:
+            st.edit("tag", {"clusters": [made], "add": list(tags)})
+    finally:
+        st.close()
+    paths = pd.read_parquet(run / "assignments.parquet")["path"]
+    return c, made, sorted(paths[i].split("/")[-1] for i in members[:8])
+
+
+def test_a_split_part_is_carried_to_where_its_items_went(world, tmp_path):
+    """The person split the springers in two and named both parts; the new run has them as one
+    cluster (the part that kept the id is its mutual majority). The other part is made again
+    there from its items (a move to a new cluster, named and tagged as the person did); before,
+    it was reported merged and its name and tag carried nowhere."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    c, made, files = split_dogs(old)
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    nl = by_label(new)
+    rec = {r["cluster"]: r for r in s["previous"]}
+    assert rec[c]["carried_to"] == nl[DOGS] and rec[made]["status"] == "merged"
+    assert s["carried"]["splits"] == 1 and s["carried_items_moved"] == 8
+    state, evs = state_of(new)
+    paths = pd.read_parquet(new / "assignments.parquet")["path"]
+    rows = [i for i, p in enumerate(paths) if p.split("/")[-1] in files]
+    assert len(rows) == 8 and len({int(state.labels[i]) for i in rows}) == 1
+    part = state.clusters[int(state.labels[rows[0]])]
+    assert part.id != nl[DOGS] and (part.name, part.named_by, part.tags) == ("puppies", "person", ["pets"])
+    assert state.clusters[nl[DOGS]].name == "springers"
+    assert state.sizes()[part.id] == 8
+    assert not [r for r in s["not_carried"] if r.get("previous_cluster") == made]
+    # carried again with nothing new there: nothing twice; a rename of the part since arrives
+    edit(old, ("rename", {"cluster": made, "name": "pups"}))
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s["carried"]["splits"] == 0 and s["carried"]["names"] == 1
+    state, _ = state_of(new)
+    assert state.clusters[part.id].name == "pups" and state.sizes()[part.id] == 8

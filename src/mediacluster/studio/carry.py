@@ -48,7 +48,12 @@ they were before the merge) goes to the new cluster it is a mutual majority with
 (:func:`merge_targets`), and the rule then matches the previous clusters with the new ones as
 merged, so the group's name, junk mark and tags go to the merged cluster. Parts that follow no
 such cluster (their items with another group, or spread) are listed in ``not_carried``; a new run
-that already has the parts as one cluster gets no merge. Each carried event has the client
+that already has the parts as one cluster gets no merge.
+
+**Splits.** A part a person's split made that has no match but an heir (the new fit has its
+items with the part that kept the cluster, or with another group: reported merged) is made
+again from its items there, as a ``move`` to a new cluster with its name, tags and junk mark
+(:func:`_plan_split_parts`; counted as ``splits``). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
 in the same transaction with the previous run's last edit it reached (``from_seq``).
 
@@ -58,8 +63,8 @@ cluster or tags, each as the previous run has it now; nothing twice. What the pe
 the new run after the first carry wins and is listed in ``not_carried`` (the cluster or rows,
 their edit, why): a cluster they renamed, junked or re-tagged, an item they moved, split or
 re-tagged, a carried edit they undid, a cluster they merged or split (for a merge). The
-previous run's merges since are carried as above; its splits since are not carried (the
-matching follows them) and its undos of edits carried before are listed, not
+previous run's merges and split parts since are carried as above; a split since that made
+no such part is not carried (the matching follows it) and its undos of edits carried before are listed, not
 undone here, but for a keep's: a group whose keep was undone or handed back to the rule there
 is handed back here too (the choice of a group is carried as the previous run has it now).
 With no edit since the mark, nothing is carried or written. The summary is written atomically
@@ -500,17 +505,23 @@ def _moved_rows(state: CuratedState) -> set[int]:
 def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
           scope: _Touched | None = None, owned: _Touched | None = None,
           recreated: dict[int, int] | None = None,
-          shared_rows: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[list, list]:
+          shared_rows: tuple[np.ndarray, np.ndarray] | None = None,
+          heirs: dict[int, int] | None = None, merged_into: dict[int, int] | None = None) -> tuple[list, list]:
     """The carried edits as ``(kind, request, what, extra payload)`` in order, and what could
     not be carried. ``scope``: carry only what these previous-run edits touched (the edits
     since the last carry; None: everything, the first carry); ``owned``: what the person
     changed in the new run since the first carry, which is never overridden (listed instead);
     ``recreated``: the clusters an earlier carry made again; ``shared_rows``: the shared items'
-    rows in each run (the level names' matching)."""
+    rows in each run (the level names' matching); ``heirs``: each previous cluster's heir (the
+    new cluster holding most of its items), ``merged_into``: the new clusters a carried merge
+    merges, each with the one it goes into."""
     ost, nst = old.state, new.state
     owned = owned or _Touched()
     targets = {**(recreated or {}), **carried}
     plan, not_carried = [], []
+    new_rows = _rows_of(new_keys)
+    parts = _plan_split_parts(old, new, old_keys, new_rows, targets, heirs or {}, merged_into or {}, scope, owned,
+                              plan, not_carried)
 
     def refuse(what: str, seq: int, **where) -> None:
         not_carried.append({"what": what, **where, "edit": seq, "reason": _why(seq)})
@@ -554,7 +565,6 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
             if c is not None and c.alive:
                 not_carried.append({"what": "cluster", "previous_cluster": a, "name": c.name,
                                     "reason": f"cluster {a} ({c.name}) has no match in the new run"})
-    new_rows = _rows_of(new_keys)
     # items a person moved: where their target cluster went
     by_target: dict[int, list[int]] = defaultdict(list)
     for r in sorted(_moved_rows(ost) if scope is None else set(scope.moved)):
@@ -583,6 +593,10 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
             rows = [i for i in rows if nst.labels[i] != to]
             if rows:
                 plan.append(("move", {"items": rows, "to": to}, "moves", {}))
+        elif target in parts:  # into a split part made again here (the part's own items went with it)
+            rows = [i for i in rows if i not in parts[target]]
+            if rows:
+                plan.append(("move", {"items": rows, "to": f"made:{target}"}, "moves", {}))
         elif target < 0:
             rows = [i for i in rows if nst.labels[i] != NOISE]
             if rows:
@@ -628,6 +642,44 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
     if shared_rows is not None:
         _plan_level_names(old, new, shared_rows, scope, owned, plan, refuse, not_carried)
     return plan, not_carried
+
+
+def _plan_split_parts(old: _Side, new: _Side, old_keys, new_rows, targets: dict, heirs: dict[int, int],
+                      merged_into: dict[int, int], scope, owned: _Touched, plan: list, not_carried: list) -> dict:
+    """The parts a person's split made (``origin`` split) that have no match in the new run but
+    an heir, a new cluster holding most of their items (the rule reports them merged: the new
+    fit has them with the part that kept the cluster, or with another group): each is made
+    again there from its items in that cluster, as a ``move`` to a new cluster with the part's
+    name (when the person gave it), tags and junk mark (``carried_cluster``: the part, so a later
+    carry finds it, :func:`_recreated`). After the first carry only the parts of the splits
+    since; never the items the person moved or split in the new run since (listed). Returns
+    ``{part: the new run's rows it takes}``."""
+    ost, nst = old.state, new.state
+    out = {}
+    for a in sorted(c.id for c in ost.alive() if c.origin == "split"):
+        if a in targets or a not in heirs or (scope is not None and a not in scope.regrouped):
+            continue
+        b, ca = heirs[a], ost.clusters[a]
+        rows = sorted({i for r in np.flatnonzero(ost.labels == a).tolist() for i in new_rows.get(old_keys[r], [])
+                       if merged_into.get(int(nst.labels[i]), int(nst.labels[i])) == b})
+        mine = {i: owned.moved.get(i, owned.split.get(i)) for i in rows if i in owned.moved or i in owned.split}
+        if mine:
+            not_carried.append({"what": "splits", "previous_cluster": a, "name": ca.name, "rows": sorted(mine),
+                                "items": len(mine), "edits": sorted(set(mine.values())),
+                                "reason": "moved in this run after the carry: this run's own edits win"})
+            rows = [i for i in rows if i not in mine]
+        if not rows:
+            continue
+        req = {"items": rows, "to": "new"}
+        if ca.named_by == "person":
+            req["name"] = ca.name
+        plan.append(("move", req, "splits", {"carried_cluster": int(a), "split_from": int(b)}))
+        if ca.tags:
+            plan.append(("tag", {"clusters": [f"made:{a}"], "add": list(ca.tags)}, "cluster_tags", {}))
+        if ca.junk:
+            plan.append(("junk", {"clusters": [f"made:{a}"], "value": True}, "junk", {}))
+        out[a] = set(rows)
+    return out
 
 
 def _old_level_names(old: _Side, scope: _Touched | None, not_carried: list) -> dict[tuple[int, int], tuple[str, object]]:
@@ -820,7 +872,7 @@ def _undone_since(old: _Side, old_run: RunDir, since: int) -> list:
     return [e for e in before.done if e.seq not in now]
 
 
-def _not_carried_since(old: _Side, old_run: RunDir, since: int) -> list[dict]:
+def _not_carried_since(old: _Side, old_run: RunDir, since: int, remade=frozenset()) -> list[dict]:
     """What the previous run's edits since ``since`` did that carrying again does not carry:
     its splits (the matching follows them; the new run's clusters are its own; its merges are
     carried, :func:`_plan_merges`), and undos of edits carried before (this run keeps what was
@@ -828,7 +880,8 @@ def _not_carried_since(old: _Side, old_run: RunDir, since: int) -> list[dict]:
     (:func:`_plan_keeps`)."""
     out = [{"what": e.kind, "previous_edit": e.seq,
             "reason": f"a {e.kind} in the previous run is not carried: the new run's clusters are its own "
-                      "(the matching follows it)"} for e in _Touched(_since(old, since)).structure if e.kind != "merge"]
+                      "(the matching follows it)"} for e in _Touched(_since(old, since)).structure
+           if e.kind == "split" and not set(map(int, e.payload.get("ids") or [])) & set(remade)]
     out += [{"what": "undo", "previous_edit": e.seq,
              "reason": f"edit {e.seq} ({e.kind}) of the previous run was undone there after it was "
                        "carried; this run keeps it (undo it here if it should go)"}
@@ -903,12 +956,16 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             if r["cluster"] in merged:
                 r["merged_parts"] = merged[r["cluster"]][0]
         work = _person_work(o.state) or bool(_old_level_names(o, None, []))  # names.yaml levels: too
+        heirs = {r["cluster"]: r["heir"] for r in previous if r.get("heir") is not None}
+        merged_into = {b: into for targets, into in merged.values() for b in targets}
         if since is None:
-            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, shared_rows=rows) if work else ([], [])
+            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, shared_rows=rows, heirs=heirs,
+                                      merged_into=merged_into) if work else ([], [])
         else:
             plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, scope, owned,
-                                      _recreated(nw.state, old_run.run_id), rows)
-            not_carried = _not_carried_since(o, old_run, since) + not_carried
+                                      _recreated(nw.state, old_run.run_id), rows, heirs, merged_into)
+            remade = {e[3]["carried_cluster"] for e in plan if e[2] == "splits"}
+            not_carried = _not_carried_since(o, old_run, since, remade) + not_carried
         plan, not_carried = merge_plan + plan, merge_left + not_carried
         counts, moved, skipped, seq = _write(nw, old_run.run_id, o.state.seq, plan,
                                              since, done[-1].seq if done else None)
@@ -999,11 +1056,15 @@ def _write(nw: _Side, from_run_id: str, from_seq: int, plan: list, since: int | 
         if (carries[-1] if carries else None) != last:
             raise EditConflict(f"run {from_run_id} was carried into this run meanwhile")
         created = None
+        made: dict[str, int] = {}  # "made:<previous cluster>" -> the cluster a carried move made for it
         for kind, req, what, extra in plan:
             if req.get("clusters") == ["created"]:
                 if created is None:
                     continue
                 req = {**req, "clusters": [created]}
+            req = _made(req, made)
+            if req is None:  # names a part a carried move did not make (its move skipped, listed)
+                continue
             if kind == "move":
                 created = None
             try:
@@ -1016,12 +1077,26 @@ def _write(nw: _Side, from_run_id: str, from_seq: int, plan: list, since: int | 
             if kind == "move":
                 created = (payload.get("create") or {}).get("id")
                 moved += len(payload["items"])
+                if created is not None and extra.get("carried_cluster") is not None:
+                    made[f"made:{extra['carried_cluster']}"] = created
             counts[what] += 1
         ev = lg.insert(CARRY_EVENT, {"from_run_id": from_run_id, "from_seq": from_seq, "since": since,
                                      "events": int(sum(counts.values()))},
                        client)
         st.apply(ev)
     return dict(counts), moved, skipped, st.seq
+
+
+def _made(req: dict, made: dict[str, int]) -> dict | None:
+    """``req`` with the clusters it names ``made:<previous cluster>`` (a split part a carry
+    makes again, :func:`_plan_split_parts`) replaced by the one made; None when it was not made."""
+    def one(v):
+        return made.get(v, v) if isinstance(v, str) and v.startswith("made:") else v
+
+    out = {**req, **({"to": one(req["to"])} if "to" in req else {}),
+           **({"clusters": [one(c) for c in req["clusters"]]} if req.get("clusters") else {})}
+    left = [v for v in [out.get("to"), *(out.get("clusters") or [])] if isinstance(v, str) and v.startswith("made:")]
+    return None if left else out
 
 
 def _write_state(nw: _Side) -> None:
@@ -1101,7 +1176,8 @@ def status_by_items(labels: np.ndarray, statuses: list[str], codes: np.ndarray) 
 CARRIED_WORDS = {"names": ("name", "names"), "junk": ("junk mark", "junk marks"),
                  "cluster_tags": ("cluster tag", "cluster tags"), "item_tags": ("item tag", "item tags"),
                  "moves": ("move", "moves"), "keeps": ("kept copy", "kept copies"),
-                 "level_names": ("level name", "level names"), "merges": ("merge", "merges")}
+                 "level_names": ("level name", "level names"), "merges": ("merge", "merges"),
+                 "splits": ("split part", "split parts")}
 
 
 def carry_notice(summary: dict | None) -> dict | None:
