@@ -278,3 +278,32 @@ def test_a_split_part_is_carried_to_where_its_items_went(world, tmp_path):
     assert s["carried"]["splits"] == 0 and s["carried"]["names"] == 1
     state, _ = state_of(new)
     assert state.clusters[part.id].name == "pups" and state.sizes()[part.id] == 8
+
+
+def test_the_split_part_that_kept_the_id_is_carried_when_the_other_part_wins(world, tmp_path):
+    """The part of a split that kept the cluster's id lost items to the other part afterwards
+    (the person moved 4 there), so the new run's springer cluster continues the other part; the
+    part that kept the id is made again from its items there (it was left: only a split's new
+    parts were)."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    c, made, files = split_dogs(old, tags=())
+    st = Studio(old, warm=False, map_method="pca")
+    try:
+        kept = st.state.members(c).tolist()
+        st.edit("move", {"items": kept[:4], "to": made})
+    finally:
+        st.close()
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    nl = by_label(new)
+    rec = {r["cluster"]: r for r in s["previous"]}
+    assert rec[made]["carried_to"] == nl[DOGS] and rec[c]["carried_to"] is None
+    assert s["carried"]["splits"] == 1
+    state, _ = state_of(new)
+    assert state.clusters[nl[DOGS]].name == "puppies"
+    paths = pd.read_parquet(old / "assignments.parquet")["path"]
+    mine = {paths[i].split("/")[-1] for i in kept[4:]}
+    rows = [i for i, p in enumerate(pd.read_parquet(new / "assignments.parquet")["path"]) if p.split("/")[-1] in mine]
+    assert len(rows) == len(mine) and len({int(state.labels[i]) for i in rows}) == 1
+    part = state.clusters[int(state.labels[rows[0]])]
+    assert part.id != nl[DOGS] and (part.name, part.named_by) == ("springers", "person")

@@ -50,9 +50,9 @@ merged, so the group's name, junk mark and tags go to the merged cluster. Parts 
 such cluster (their items with another group, or spread) are listed in ``not_carried``; a new run
 that already has the parts as one cluster gets no merge.
 
-**Splits.** A part a person's split made that has no match but an heir (the new fit has its
-items with the part that kept the cluster, or with another group: reported merged) is made
-again from its items there, as a ``move`` to a new cluster with its name, tags and junk mark
+**Splits.** A part a person's split made (the part that kept the cluster's id too) that has no
+match but an heir (the new fit has its items with another part, or with another group:
+reported merged) is made again from its items there, as a ``move`` to a new cluster with its name, tags and junk mark
 (:func:`_plan_split_parts`; counted as ``splits``). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
 in the same transaction with the previous run's last edit it reached (``from_seq``).
@@ -646,9 +646,9 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
 
 def _plan_split_parts(old: _Side, new: _Side, old_keys, new_rows, targets: dict, heirs: dict[int, int],
                       merged_into: dict[int, int], scope, owned: _Touched, plan: list, not_carried: list) -> dict:
-    """The parts a person's split made (``origin`` split) that have no match in the new run but
-    an heir, a new cluster holding most of their items (the rule reports them merged: the new
-    fit has them with the part that kept the cluster, or with another group): each is made
+    """The parts a person's split made (the part that kept the cluster's id too) that have no
+    match in the new run but an heir, a new cluster holding most of their items (the rule reports
+    them merged: the new fit has them with another part, or with another group): each is made
     again there from its items in that cluster, as a ``move`` to a new cluster with the part's
     name (when the person gave it), tags and junk mark (``carried_cluster``: the part, so a later
     carry finds it, :func:`_recreated`). After the first carry only the parts of the splits
@@ -656,7 +656,8 @@ def _plan_split_parts(old: _Side, new: _Side, old_keys, new_rows, targets: dict,
     ``{part: the new run's rows it takes}``."""
     ost, nst = old.state, new.state
     out = {}
-    for a in sorted(c.id for c in ost.alive() if c.origin == "split"):
+    made = {int(x) for e in ost.done if e.kind == "split" for x in e.payload["ids"]}
+    for a in sorted(c.id for c in ost.alive() if c.id in made):
         if a in targets or a not in heirs or (scope is not None and a not in scope.regrouped):
             continue
         b, ca = heirs[a], ost.clusters[a]
