@@ -307,3 +307,29 @@ def test_the_split_part_that_kept_the_id_is_carried_when_the_other_part_wins(wor
     assert len(rows) == len(mine) and len({int(state.labels[i]) for i in rows}) == 1
     part = state.clusters[int(state.labels[rows[0]])]
     assert part.id != nl[DOGS] and (part.name, part.named_by) == ("springers", "person")
+
+
+def test_a_new_cluster_holding_a_whole_split_continues_its_larger_part(world, tmp_path):
+    """The person split the springers half and half; the new run has them as one cluster, which
+    neither half is most of. The cluster continues the part that kept the id (a tie: the lower
+    id), the other half is made again from it; before, both halves were made again and the
+    fit's cluster was left empty."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    c = by_label(old)[DOGS]
+    st = Studio(old, warm=False, map_method="pca")
+    try:
+        members = st.state.members(c).tolist()
+        st.edit("split", {"cluster": c, "items": members, "parts": [1] * 10 + [0] * 10,
+                          "names": ["springers", "puppies"]})
+    finally:
+        st.close()
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    nl = by_label(new)
+    assert {r["cluster"]: r["carried_to"] for r in s["previous"]}[c] == nl[DOGS]
+    assert s["carried"]["splits"] == 1
+    state, _ = state_of(new)
+    sizes = state.sizes()
+    assert state.clusters[nl[DOGS]].name == "springers" and sizes[nl[DOGS]] == 10
+    made = [x for x in state.alive() if x.name == "puppies"]
+    assert len(made) == 1 and sizes[made[0].id] == 10

@@ -52,7 +52,9 @@ that already has the parts as one cluster gets no merge.
 
 **Splits.** A part a person's split made (the part that kept the cluster's id too) that has no
 match but an heir (the new fit has its items with another part, or with another group:
-reported merged) is made again from its items there, as a ``move`` to a new cluster with its name, tags and junk mark
+reported merged) is made again from its items there; a new cluster whose old items are mostly
+one split's parts together, none of them most alone, is continued by the part it holds most of
+(:func:`split_continues`), the others made again from it, as a ``move`` to a new cluster with its name, tags and junk mark
 (:func:`_plan_split_parts`; counted as ``splits``). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
 in the same transaction with the previous run's last edit it reached (``from_seq``).
@@ -644,6 +646,38 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
     return plan, not_carried
 
 
+def split_continues(splits: list, old_lab: np.ndarray, new_lab: np.ndarray, carried: dict[int, int]) -> dict[int, int]:
+    """``{part: new cluster}``: new clusters that continue a person's split cluster as a whole.
+    ``splits``: the split edits in effect; ``old_lab`` / ``new_lab`` the shared items' labels.
+    A new cluster that inherits nothing, whose old items are mostly those of one split's parts
+    together (none of them most alone: the rule found no source), is continued by the part it
+    holds the most of (ties: the lower id), so the split is made again there from the other
+    parts (:func:`_plan_split_parts`) and that part's name stays with the fit's cluster."""
+    family: dict[int, int] = {}  # each part -> the cluster first split (a part split again: the same family)
+    for e in splits:
+        root = family.get(int(e.payload["cluster"]), int(e.payload["cluster"]))
+        for x in e.payload["ids"]:
+            family[int(x)] = root
+    if not family:
+        return {}
+    taken, out = set(carried.values()), {}
+    a, b, k = overlaps(old_lab, new_lab)
+    size_b = defaultdict(int)
+    by_family: dict[tuple[int, int], int] = defaultdict(int)
+    for x, y, n in zip(a.tolist(), b.tolist(), k.tolist()):
+        size_b[y] += n
+        if x in family:
+            by_family[y, family[x]] += n
+    for (y, root), n in sorted(by_family.items()):
+        if y < 0 or y in taken or 2 * n <= size_b[y]:
+            continue
+        parts = [(int(m), int(x)) for x, yy, m in zip(a.tolist(), b.tolist(), k.tolist())
+                 if yy == y and family.get(x) == root and x not in carried and x not in out]
+        if parts:
+            out[max(parts, key=lambda p: (p[0], -p[1]))[1]] = int(y)
+    return out
+
+
 def _plan_split_parts(old: _Side, new: _Side, old_keys, new_rows, targets: dict, heirs: dict[int, int],
                       merged_into: dict[int, int], scope, owned: _Touched, plan: list, not_carried: list) -> dict:
     """The parts a person's split made (the part that kept the cluster's id too) that have no
@@ -951,6 +985,15 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             new_lab = np.where(np.isin(new_lab, targets), into, new_lab)
             new_sizes[into] = sum(new_sizes.pop(b) for b in targets if b != into) + new_sizes[into]
         previous, clusters, carried = match_clusters(old_lab, new_lab, old_ids, new_sizes)
+        whole = split_continues([e for e in o.state.done if e.kind == "split"], old_lab, new_lab, carried)
+        carried.update(whole)
+        for r in previous:
+            if r["cluster"] in whole:
+                r["carried_to"] = whole[r["cluster"]]
+                r["continues_split"] = True
+        for r in clusters:
+            if r["cluster"] in whole.values():
+                r["inherits"] = next(a for a, b in whole.items() if b == r["cluster"])
         for r in previous:
             c = o.state.clusters[r["cluster"]]
             r.update(name=c.name, named_by=c.named_by, junk=c.junk, tags=list(c.tags))
