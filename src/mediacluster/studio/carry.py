@@ -52,8 +52,8 @@ that already has the parts as one cluster gets no merge.
 
 **Splits.** A part a person's split made (the part that kept the cluster's id too) that has no
 match but an heir (the new fit has its items with another part, or with another group:
-reported merged) is made again from its items there; a new cluster whose old items are mostly
-one split's parts together, none of them most alone, is continued by the part it holds most of
+reported merged) is made again from its items there; a new cluster that inherits nothing and
+whose old items are mostly one split's parts is continued by the part it holds most of
 (:func:`split_continues`), the others made again from it, as a ``move`` to a new cluster with its name, tags and junk mark
 (:func:`_plan_split_parts`; counted as ``splits``). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
@@ -650,9 +650,10 @@ def split_continues(splits: list, old_lab: np.ndarray, new_lab: np.ndarray, carr
     """``{part: new cluster}``: new clusters that continue a person's split cluster as a whole.
     ``splits``: the split edits in effect; ``old_lab`` / ``new_lab`` the shared items' labels.
     A new cluster that inherits nothing, whose old items are mostly those of one split's parts
-    together (none of them most alone: the rule found no source), is continued by the part it
-    holds the most of (ties: the lower id), so the split is made again there from the other
-    parts (:func:`_plan_split_parts`) and that part's name stays with the fit's cluster."""
+    (together, or one alone that is no mutual match: most of that part lies elsewhere), is
+    continued by the part it holds the most of (ties: the lower id), so the split is made again
+    there from the other parts (:func:`_plan_split_parts`) and that part's name stays with the
+    fit's cluster."""
     family: dict[int, int] = {}  # each part -> the cluster first split (a part split again: the same family)
     for e in splits:
         root = family.get(int(e.payload["cluster"]), int(e.payload["cluster"]))
