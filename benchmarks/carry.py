@@ -19,6 +19,12 @@ carried edits, the share of carried names that landed on a new cluster of the sa
 ("unnamed"), and the wall time of ``carry_curation`` (hashing included: the files were not
 embedded through this cache, so every file is read once).
 
+With ``--third`` the simulated person also splits their largest named cluster in two (by its
+items' first principal component, the new part named "my <class> (b)"), and the table says how
+many of the person's merges and split parts were carried (``carried`` ``merges`` / ``splits``),
+how many merged groups the new run had apart before the carry, and how many named items keep
+their name; written to the carry3 section (run it on the code before and after to compare).
+
 With ``--second`` the grown run is then carried into a second time (``second_pass``): after
 the first carry the person edits the new run (renames the first carried cluster, moves a few
 items to a cluster of their own) and goes on curating the previous run (every named cluster
@@ -29,6 +35,7 @@ Usage::
 
     python benchmarks/carry.py --sets imagenette cifar10-test --seeds 0 1 2 --write
     python benchmarks/carry.py --sets imagenette --seeds 0 --second --write
+    python benchmarks/carry.py --sets imagenette cifar10-test --seeds 0 1 2 --third
 """
 
 from __future__ import annotations
@@ -97,11 +104,14 @@ nothing new since.\
 
 
 def load(name: str, vec_dir: Path) -> Embeddings:
-    d = np.load(vec_dir / f"{name}.npz")
-    ids = [str(x) for x in d["ids"]]
+    """A set's vectors: ``<name>.npz`` (``ids``, ``imagenet_probs``) or ``<name>-val.npz`` (the
+    development vectors: ``paths`` for ids, no ImageNet probabilities)."""
+    f = vec_dir / f"{name}.npz"
+    d = np.load(f if f.exists() else vec_dir / f"{name}-val.npz")
+    ids = [str(x) for x in (d["ids"] if "ids" in d.files else d["paths"])]
+    extras = {"imagenet_probs": np.asarray(d["imagenet_probs"], dtype=np.float32)} if "imagenet_probs" in d.files else {}
     return Embeddings(ids=ids, vectors=np.asarray(d["vectors"], dtype=np.float32), encoder="efficientnet-lite0",
-                      paths=ids, labels=[str(x) for x in d["labels"]],
-                      extras={"imagenet_probs": np.asarray(d["imagenet_probs"], dtype=np.float32)},
+                      paths=ids, labels=[str(x) for x in d["labels"]], extras=extras,
                       root=os.path.commonpath(ids))
 
 
@@ -119,8 +129,9 @@ def majority(labels: np.ndarray, clusters: np.ndarray) -> dict[int, str]:
     return out
 
 
-def curate(run: Path, labels: np.ndarray, seed: int) -> dict:
-    """The simulated person (see the module docstring); returns what was done."""
+def curate(run: Path, labels: np.ndarray, seed: int, split: bool = False) -> dict:
+    """The simulated person (see the module docstring; ``split``: also split the largest named
+    cluster in two); returns what was done."""
     st = Studio(run, warm=False, map_method="pca")
     try:
         lab = st.state.labels
@@ -148,6 +159,17 @@ def curate(run: Path, labels: np.ndarray, seed: int) -> dict:
                 if len(wrong):
                     st.edit("move", {"items": wrong.tolist(), "to": c})
                     done["moved items"] += len(wrong)
+        if split:
+            named = {c: cls for cls, (c, _) in home.items() if c != junk}
+            big = max(named, key=lambda c: (int(np.sum(lab == c)), -c))
+            members = st.state.members(big)
+            x = RunDir.open(run).read_vectors(mmap=False)[members]
+            x = x - x.mean(axis=0)
+            pc = np.linalg.svd(x, full_matrices=False)[2][0]
+            parts = (x @ pc > np.median(x @ pc)).astype(int).tolist()
+            st.edit("split", {"cluster": big, "items": members.tolist(), "parts": parts,
+                              "names": [f"my {named[big]}", f"my {named[big]} (b)"]})
+            done["splits"] += 1
         rng = np.random.default_rng(seed)
         st.edit("tag", {"items": sorted(rng.choice(len(lab), 50, replace=False).tolist()), "add": ["favourite"]})
         done["clusters"] = len(np.unique(lab[lab >= 0]))
@@ -184,14 +206,71 @@ def score(summary: dict, old_maj: dict[int, str], new_run: Path, labels_new: np.
             "junk": summary["carried"]["junk"], "seconds": summary["seconds"]}
 
 
-def one(name: str, emb: Embeddings, seed: int, work: Path, second: bool = False) -> tuple[list[dict], list[dict]]:
+def apart(old_run: Path, new_run: Path) -> int:
+    """The previous run's merges whose parts are in two or more of the new run's fitted clusters
+    (each part, the items of a merged cluster as the person's other edits left them, in the
+    cluster holding most of its items): the merges there are to carry. A part a later split or
+    move emptied is none."""
+    from mediacluster.studio.state import CuratedState, start_names
+
+    ro, rn = RunDir.open(old_run), RunDir.open(new_run)
+    a, b = ro.read_assignments(), rn.read_assignments()
+    log = ro.edits()
+    try:
+        evs = log.events()
+    finally:
+        log.close()
+    st = CuratedState(a["cluster"].to_numpy(np.int64), start_names(ro))
+    for e in evs:
+        st.apply(e)
+    parts = CuratedState(a["cluster"].to_numpy(np.int64), start_names(ro))  # the edits without the merges
+    for e in st.done:
+        if e.kind != "merge":
+            parts.apply(e)
+    new_of = dict(zip(b["id"], b["cluster"]))
+    out = 0
+    for e in (e for e in st.done if e.kind == "merge"):
+        homes = set()
+        for c in e.payload["clusters"]:
+            there = [new_of[i] for i in a["id"][parts.labels == c] if i in new_of]
+            if there:
+                homes.add(Counter(there).most_common(1)[0][0])
+        out += len(homes) >= 2
+    return out
+
+
+BEFORE = """
+import json, sys
+from mediacluster.studio.carry import carry_curation
+s = carry_curation(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3])
+print(json.dumps({k: s[k] for k in ("previous_clusters", "new_clusters", "carried", "carried_items_moved",
+                                    "previous", "seconds", "identity", "not_carried")}))
+"""
+
+
+def carry_before(src: str, old_run: Path, new_run: Path, cache: Path) -> tuple[Path, dict]:
+    """``carry_curation`` of the package at ``src`` (the code before a change) into a copy of
+    ``new_run`` (``<new_run>-before``, its own hash cache), in its own process; its summary."""
+    import shutil
+    import subprocess
+    import sys
+
+    dst = new_run.parent / f"{new_run.name}-before"
+    shutil.copytree(new_run, dst, symlinks=True)
+    out = subprocess.run([sys.executable, "-c", BEFORE, str(old_run), str(dst), str(cache)], check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": src})
+    return dst, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def one(name: str, emb: Embeddings, seed: int, work: Path, second: bool = False,
+        third: bool = False, before: str | None = None, keep: bool = False) -> tuple[list[dict], list[dict]]:
     n = len(emb)
     rng = np.random.default_rng(seed)
     old_idx = np.sort(rng.choice(n, OLD_SIZE[name], replace=False))
     old_emb = emb.subset(old_idx)
     labels_all = np.asarray(emb.labels)
     old_run, t_old = make_run(old_emb, work / f"{name}-{seed}-old", seed)
-    done = curate(old_run, labels_all[old_idx], seed)
+    done = curate(old_run, labels_all[old_idx], seed, split=third)
     curated = RunDir.open(old_run).read_assignments()["curated_cluster"].to_numpy()
     old_maj = majority(labels_all[old_idx], curated)
     rows, grown = [], None
@@ -199,6 +278,19 @@ def one(name: str, emb: Embeddings, seed: int, work: Path, second: bool = False)
                                                 ("same items, new seed", old_emb, seed + 100, labels_all[old_idx])):
         new_run, t_new = make_run(emb_new, work / f"{name}-{seed}-{scen.split()[0]}", new_seed)
         cache = work / f"cache-{name}-{seed}-{scen.split()[0]}"
+        if keep:  # the new run as the fit left it, for timing the carry again later
+            import shutil
+
+            shutil.copytree(new_run, new_run.parent / f"{new_run.name}-fresh", symlinks=True)
+        if before:
+            dst, s = carry_before(before, old_run, new_run, work / f"cache-before-{name}-{seed}-{scen.split()[0]}")
+            same, named = kept_names(old_run, dst)
+            rows.append({"set": name, "seed": seed, "scenario": scen + " (before)", "old": len(old_emb),
+                         "new_items": len(emb_new), "kept_names": same, "named_items": named, "curated": done,
+                         **score(s, old_maj, dst, labels_new), "wall": None, "fit_s": t_new,
+                         "identity": s["identity"], "merges_carried": s["carried"].get("merges", 0),
+                         "splits_carried": s["carried"].get("splits", 0), "apart": apart(old_run, new_run)})
+            print(rows[-1], flush=True)
         t = time.perf_counter()
         s = carry_curation(old_run, new_run, cache_dir=cache)
         wall = time.perf_counter() - t
@@ -208,7 +300,9 @@ def one(name: str, emb: Embeddings, seed: int, work: Path, second: bool = False)
         rows.append({"set": name, "seed": seed, "scenario": scen, "old": len(old_emb), "new_items": len(emb_new),
                      "kept_names": same, "named_items": named,
                      "curated": done, **score(s, old_maj, new_run, labels_new), "wall": wall,
-                     "fit_s": t_new, "identity": s["identity"]})
+                     "fit_s": t_new, "identity": s["identity"],
+                     "merges_carried": s["carried"].get("merges", 0), "splits_carried": s["carried"].get("splits", 0),
+                     "apart": apart(old_run, new_run) if third else None})
         print(rows[-1], flush=True)
     rows2 = []
     if second:
@@ -307,6 +401,24 @@ def table2(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def table3(rows: list[dict]) -> str:
+    head = ("| set | seed | scenario | merges made | merged groups apart in the new fit | merges carried | "
+            "split parts made | split parts carried | names carried | named items keeping their name | carry s |")
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        out.append(f"| {r['set']} | {r['seed']} | {r['scenario']} | {r['curated'].get('merges', 0)} | {r['apart']} | "
+                   f"{r['merges_carried']} | {r['curated'].get('splits', 0)} | {r['splits_carried']} | {r['names']} | "
+                   f"{r['kept_names']:,} / {r['named_items']:,} ({100 * r['kept_names'] / max(1, r['named_items']):.1f}%) | "
+                   f"{r['seconds']:.2f} |")
+    tot = lambda k: sum(r[k] for r in rows)  # noqa: E731
+    out.append(f"\nAll rows: merges made {sum(r['curated'].get('merges', 0) for r in rows)}, apart {tot('apart')}, "
+               f"carried {tot('merges_carried')}; split parts carried {tot('splits_carried')} of "
+               f"{sum(r['curated'].get('splits', 0) for r in rows)}; named items keeping their name "
+               f"{100 * tot('kept_names') / max(1, tot('named_items')):.1f}%; carry_curation "
+               f"{min(r['seconds'] for r in rows):.2f}-{max(r['seconds'] for r in rows):.2f} s")
+    return "\n".join(out)
+
+
 def table(rows: list[dict]) -> str:
     head = ("| set | seed | scenario | items old -> new | previous clusters | kept | split | merged | gone | "
             "new (of all) | names carried (right class) | unnamed classes | named items keeping their name | "
@@ -339,6 +451,12 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["imagenette"], choices=sorted(OLD_SIZE))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--vectors", default="/work/vec", help="folder of <set>.npz (vectors, imagenet_probs, labels, ids)")
+    ap.add_argument("--third", action="store_true", help="the person also splits a cluster; the table of "
+                    "merges and split parts carried (printed; the carry3 section is written by hand)")
+    ap.add_argument("--before", metavar="SRC", help="also carry with the package at SRC (the code before a "
+                    "change, e.g. a `git archive` of its src) into a copy of each new run, in its own process")
+    ap.add_argument("--work", metavar="DIR", help="keep the runs in DIR (each new run also as it was before "
+                    "the carry, <run>-fresh) instead of a temporary folder")
     ap.add_argument("--second", action="store_true", help="also carry into the grown run a second time "
                     "(second_pass) and write the carry2 section instead of the carry one")
     _results.add_common_args(ap)
@@ -346,14 +464,19 @@ def main() -> None:
     load1 = _results.load1()
     rows, rows2 = [], []
     with tempfile.TemporaryDirectory(prefix="mc-carry-") as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for name in args.sets:
             emb = load(name, Path(args.vectors))
             for seed in args.seeds:
-                r1, r2 = one(name, emb, seed, Path(tmp), args.second)
+                r1, r2 = one(name, emb, seed, work, args.second, args.third, args.before, bool(args.work))
                 rows.extend(r1)
                 rows2.extend(r2)
     text = table(rows) + ("\n\n" + table2(rows2) if rows2 else "")
     print(text)
+    if args.third:
+        print("\n" + table3(rows))
+        return
     if args.write:
         section, notes = (SECTION2, NOTES2) if args.second else (SECTION, NOTES)
         block = (f"{section}\n\n"

@@ -110,7 +110,7 @@ def test_names_junk_tags_and_moves_are_carried_to_the_matching_clusters(world, c
     assert summary["items_new_to_the_collection"] == 20 and summary["items_gone"] == 0
     assert summary["previous_clusters"] == {"kept": 3}
     assert summary["carried"] == {"names": 2, "junk": 1, "cluster_tags": 1, "item_tags": 1, "moves": 1, "keeps": 0,
-                                  "level_names": 0}
+                                  "level_names": 0, "merges": 0, "splits": 0}
     cl = by_label(out)
     st = Studio(out, warm=False, map_method="pca")
     try:
@@ -352,7 +352,7 @@ def test_carrying_again_carries_what_the_previous_run_did_since_and_never_over_t
     s = json.loads((new / "carry.json").read_text())
     assert not s.get("already") and len(s["rounds"]) == 2
     assert s["carried"] == {"names": 1, "junk": 0, "cluster_tags": 1, "item_tags": 1, "moves": 1, "keeps": 0,
-                            "level_names": 0}
+                            "level_names": 0, "merges": 0, "splits": 0}
     assert s["carried_items_moved"] == 1
     why = {(r["what"], r.get("cluster"), tuple(r.get("rows") or ())): r["reason"] for r in s["not_carried"]}
     assert set(why) == {("names", cl_new[CLASSES[0]], ()), ("moves", None, (to_new[x],))}

@@ -352,6 +352,22 @@ def test_a_carry_carries_the_level_names_to_the_groups_that_continue_them(tree_r
     assert [r["name"] for r in kept] == ["food v2"] and "this run's own edit wins" in kept[0]["reason"]
     named = run_level_names(rn)
     assert named[k][c] == "memes v2" and named[k0][food] == "food here"
+    # the person here and the previous run give a group the same name: nothing written or listed
+    # (it was listed as "this run's own edit wins" though the two agreed)
+    st = Studio(new, warm=False, lazy_map=True)
+    try:
+        st.edit("level_rename", {"level": k, "cluster": c, "name": "memes v3"})
+    finally:
+        st.close()
+    st = Studio(old, warm=False, lazy_map=True)
+    try:
+        st.edit("level_rename", {"level": 0, "cluster": 0, "name": "memes v3"})
+    finally:
+        st.close()
+    n = len(RunDir.open(new).edits().events())
+    again = carry_curation(old, new)
+    assert not any(again["carried"].values()) and again["not_carried"] == [], again["not_carried"]
+    assert [e.kind for e in RunDir.open(new).edits().events()[n:]] == ["carry"]
 
 
 def test_a_tree_split_names_its_parts_with_the_finer_levels_hand_names(tree_run, tmp_path):

@@ -493,6 +493,11 @@ def test_the_copy_a_person_keeps_is_carried_to_a_reclustered_run(split, cifar3_e
     s5 = carry_curation(old, new)
     assert kept(new) == {} and s5["carried"]["keeps"] == 0, s5
     assert [(r["what"], r["group"]) for r in s5["not_carried"] if r["what"] == "keep"] == [("keep", ng)], s5
+    # the person here and the previous run then keep the same copy: nothing written or listed
+    edit(new, ("keep", {"group": ng, "item": copy}))
+    edit(old, ("keep", {"group": g, "item": copy}))
+    s7 = carry_curation(old, new)
+    assert kept(new) == {ng: copy} and s7["carried"]["keeps"] == 0 and s7["not_carried"] == [], s7
     # a keep undone in the previous run before a first carry is not carried
     old2 = copy_run(run, tmp_path / "old2")
     edit(old2, ("keep", {"group": g, "item": copy}), ("undo", {}), ("tag", {"items": [copy], "add": ["seen"]}))

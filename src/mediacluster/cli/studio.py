@@ -92,6 +92,8 @@ def print_carry(s: dict) -> None:
     w(f"carried: {c['names']} names, {c['junk']} junk marks, {c['cluster_tags']} cluster tags, "
       f"{c['item_tags']} item tags, {c['moves']} moves ({s['carried_items_moved']} items)"
       + (f", {c['keeps']} kept copies" if c.get("keeps") else "")
+      + (f", {c['merges']} merge{'' if c['merges'] == 1 else 's'}" if c.get("merges") else "")
+      + (f", {c['splits']} split part{'' if c['splits'] == 1 else 's'}" if c.get("splits") else "")
       + f", {c.get('level_names', 0)} level names"
       + f" in {s['seconds']:.2f} s; {printable(s['message'])}\n")
     for r in s.get("not_carried") or []:

@@ -40,7 +40,22 @@ keeps, and the names a person gave the levels' groups (studio level renames, ``n
 ``levels:``): each level of the previous run is paired with the new run's level that holds the
 same groups (:func:`pair_levels`: most shared items in mutual-majority pairs, one to one), and a
 named group's name goes, as a ``level_rename``, to its match there by the same rule (else it is
-listed with why: split, merged, gone, the new run's level in use). Each carried event has the client
+listed with why: split, merged, gone, the new run's level in use).
+
+**Merges.** A group the person made by merging clusters is carried as a ``merge`` of the new
+clusters its parts became, before the matching: each part (a merged cluster, its items as
+they were before the merge) goes to the new cluster it is a mutual majority with
+(:func:`merge_targets`), and the rule then matches the previous clusters with the new ones as
+merged, so the group's name, junk mark and tags go to the merged cluster. Parts that follow no
+such cluster (their items with another group, or spread) are listed in ``not_carried``; a new run
+that already has the parts as one cluster gets no merge.
+
+**Splits.** A part a person's split made (the part that kept the cluster's id too) that has no
+match but an heir (the new fit has its items with another part, or with another group:
+reported merged) is made again from its items there; a new cluster that inherits nothing and
+whose old items are mostly one split's parts is continued by the part it holds most of
+(:func:`split_continues`), the others made again from it, as a ``move`` to a new cluster with its name, tags and junk mark
+(:func:`_plan_split_parts`; counted as ``splits``). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
 in the same transaction with the previous run's last edit it reached (``from_seq``).
 
@@ -49,8 +64,9 @@ mark (and still in effect there) touched: a cluster's name, junk mark or tags, a
 cluster or tags, each as the previous run has it now; nothing twice. What the person changed in
 the new run after the first carry wins and is listed in ``not_carried`` (the cluster or rows,
 their edit, why): a cluster they renamed, junked or re-tagged, an item they moved, split or
-re-tagged, a carried edit they undid. The previous run's merges and splits since are not
-carried (the matching follows them) and its undos of edits carried before are listed, not
+re-tagged, a carried edit they undid, a cluster they merged or split (for a merge). The
+previous run's merges and split parts since are carried as above; a split since that made
+no such part is not carried (the matching follows it) and its undos of edits carried before are listed, not
 undone here, but for a keep's: a group whose keep was undone or handed back to the rule there
 is handed back here too (the choice of a group is carried as the previous run has it now).
 With no edit since the mark, nothing is carried or written. The summary is written atomically
@@ -274,20 +290,116 @@ def match_clusters(old_labels: np.ndarray, new_labels: np.ndarray, old_ids: list
     return previous, clusters, carried
 
 
-def lineage(old: _Side, new_run: RunDir, clusters: list[dict]) -> dict[str, str]:
-    """Each new cluster's lasting id, ``RUN_ID/C``: the run where its group was first seen and
-    its cluster there. A cluster that inherits a previous curated one (a mutual majority: kept,
-    or the part that continues a split) takes that one's lasting id, so a template keeps one id
-    through every re-cluster of a growing collection; any other is new here. A previous curated
+def merge_targets(parts: np.ndarray, group: np.ndarray, new: np.ndarray, g: int,
+                  carried_to: int | None) -> tuple[list[int], int | None, list[int]]:
+    """Where a person's merge goes in the new run. ``parts``, ``group`` and ``new``: the shared
+    items' labels (row j of each is one item): the cluster each was in before the person's
+    merges (a merged-away cluster's id), its previous curated cluster, its new cluster; ``g``
+    the merged group (a previous curated cluster made of parts), ``carried_to`` the new cluster
+    the group as a whole is carried to (None: none). Each part goes to the new cluster it is a
+    mutual majority with (:func:`mutual_pairs`: most of the part's items are there, and those
+    are most of that cluster's old items). Returns the new clusters to be one (sorted; fewer
+    than two: nothing to merge), the one they merge into (``carried_to`` when it is one of them,
+    else the one the group's own part went to, else the one holding most of the group) and the
+    parts with items left that follow none of them (most of their items in no target: with
+    another group, or spread)."""
+    mine = group == g
+    pairs, _ = mutual_pairs(parts, new)
+    ids = np.unique(parts[mine]).tolist()
+    targets = {pairs[p] for p in ids if p in pairs}
+    if carried_to is not None:
+        targets.add(int(carried_to))
+    left = []
+    for p in ids:
+        there = new[mine & (parts == p)]
+        if 2 * int(np.isin(there, list(targets)).sum()) <= len(there):
+            left.append(int(p))
+    into = None
+    if targets:
+        held = dict(zip(*np.unique(new[mine], return_counts=True)))
+        into = (carried_to if carried_to in targets else pairs[g] if pairs.get(g) in targets
+                else max(sorted(targets), key=lambda b: held.get(b, 0)))
+    return sorted(int(b) for b in targets), (None if into is None else int(into)), left
+
+
+def _plan_merges(old: _Side, rows: tuple[np.ndarray, np.ndarray], new_lab: np.ndarray,
+                 carried: dict[int, int], scope: _Touched | None, owned: _Touched) -> tuple[list, list, dict]:
+    """The person's merges of the previous run (after the first carry, those made since), as
+    ``merge`` edits of the new clusters their parts became (:func:`merge_targets`), and what is
+    not carried. The parts are found by replaying the previous run's edits in effect without
+    those merges: an item's cluster there is the part it came from. Never over what the person
+    did to those clusters in the new run after the first carry (a merge or split of theirs, a
+    carried merge they undid). Returns the plan, the not carried and ``{previous cluster:
+    (the new clusters merged, into)}``."""
+    ost = old.state
+    merges = [e for e in ost.done if e.kind == "merge" and (scope is None or e.seq in scope.merges)]
+    if not merges:
+        return [], [], {}
+    skip = {e.seq for e in merges}
+    before = CuratedState(old.fitted, start_names(old.run), old.groups)
+    for e in ost.done:
+        if e.seq not in skip:
+            before.apply(e)
+    parts, group = before.labels[rows[0]], ost.labels[rows[0]]
+    plan, not_carried, done = [], [], {}
+    seq_of = {}  # each merged group -> the latest merge that made it
+    for e in merges:
+        for g in np.unique(ost.labels[np.isin(before.labels, e.payload["clusters"])]).tolist():
+            if g >= 0:
+                seq_of[int(g)] = e.seq
+    for g in sorted(seq_of):
+        ids = np.unique(parts[group == g]).tolist()
+        if len(ids) < 2:  # what is left of the merge is one part (the rest gone from the collection)
+            continue
+        targets, into, left = merge_targets(parts, group, new_lab, g, carried.get(g))
+        rec = {"what": "merges", "previous_cluster": g, "name": ost.clusters[g].name, "edit": seq_of[g]}
+        mine = sorted({owned.regrouped[b] for b in targets if b in owned.regrouped})
+        if len(targets) >= 2 and mine:
+            not_carried.append({**rec, "clusters": targets, "edits": mine, "reason": _why(mine[-1])})
+            continue
+        if len(targets) >= 2:
+            plan.append(("merge", {"clusters": targets, "into": into}, "merges", {"previous_cluster": g}))
+            done[g] = (targets, into)
+        if left:
+            not_carried.append({**rec, "parts": left, "reason": (
+                f"part{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} of the merge "
+                + (f"follow{'s' if len(left) == 1 else ''} no new cluster of it: most of "
+                   f"{'its' if len(left) == 1 else 'their'} items are with another group or spread"
+                   if targets else "have no match in the new run")
+                + (f" (merged: {', '.join(map(str, targets))})" if len(targets) >= 2 else
+                   f" (the rest is in cluster {targets[0]})" if targets else ""))})
+    return plan, not_carried, done
+
+
+def lineage(old: _Side, new: _Side, carried: dict[int, int]) -> dict[str, str]:
+    """Each cluster of the new run's fit -> its lasting id, ``RUN_ID/C``: the run where its group
+    was first seen and its cluster there (what :func:`~mediacluster.naming.tables.cluster_lineage`
+    reads). It follows the person's groups as the carry left them: a fitted cluster most of whose
+    items are in a curated cluster that inherits a previous curated one (``carried``, the rule's
+    mutual majorities: kept, or the part that continues a split) takes that one's lasting id, so a
+    template keeps one id through every re-cluster of a growing collection, and the clusters a
+    carried merge made one share it; any other is new here (``NEW_RUN_ID/C``). A previous curated
     cluster's lasting id is that of the previous run's fitted cluster it holds most of (its own
     ``carry.json`` lineage, else ``PREVIOUS_RUN_ID/C``; ``naming.tables.group_lineage``: the
     parts a person merged there keep the template's id)."""
     from ..naming.tables import cluster_lineage, group_lineage
 
     before = group_lineage(old.state.labels, old.fitted, cluster_lineage(old.run), old.run.run_id)
-    return {str(r["cluster"]): (f"{new_run.run_id}/{r['cluster']}" if r.get("inherits") is None
-                                else before.get(int(r["inherits"]), f"{old.run.run_id}/{r['inherits']}"))
-            for r in clusters}
+    heir_of = {b: a for a, b in carried.items()}
+    fitted, now = new.fitted, new.state.labels
+    ok = fitted >= 0
+    pairs, counts = np.unique(np.stack([fitted[ok], now[ok]]), axis=1, return_counts=True)
+    top: dict[int, tuple[int, int]] = {}  # fitted cluster -> (items, the curated cluster holding most)
+    for (f, g), k in zip(pairs.T.tolist(), counts.tolist()):
+        if k > top.get(f, (0, None))[0]:
+            top[f] = (k, g)
+    new_id = new.run.run_id
+    out = {}
+    for f in sorted(top):
+        g = top[f][1]
+        a = heir_of.get(g) if g >= 0 else None
+        out[str(f)] = f"{new_id}/{f}" if a is None else before.get(int(a), f"{old.run.run_id}/{a}")
+    return out
 
 
 class _Touched:
@@ -304,6 +416,8 @@ class _Touched:
         self.keeps: dict[int, int] = {}  # duplicate groups whose kept copy a person chose (or handed back)
         self.level_names: dict[tuple[int, int], int] = {}  # (level, the run's cluster there) renamed
         self.structure: list = []  # merges and splits
+        self.merges: set[int] = set()  # the merge edits (seq)
+        self.regrouped: dict[int, int] = {}  # clusters a merge or split took apart or together
         for ev in events:
             self.add(ev)
 
@@ -328,8 +442,13 @@ class _Touched:
         elif ev.kind == "split":
             for i in p["items"]:
                 self.split[int(i)] = seq
+            for c in {int(p["cluster"]), *map(int, p.get("ids") or [])}:
+                self.regrouped[c] = seq
             self.structure.append(ev)
         elif ev.kind == "merge":
+            self.merges.add(seq)
+            for c in p["clusters"]:
+                self.regrouped[int(c)] = seq
             self.structure.append(ev)
         elif ev.kind == "keep":
             self.keeps[int(p["group"])] = seq
@@ -388,17 +507,23 @@ def _moved_rows(state: CuratedState) -> set[int]:
 def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
           scope: _Touched | None = None, owned: _Touched | None = None,
           recreated: dict[int, int] | None = None,
-          shared_rows: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[list, list]:
+          shared_rows: tuple[np.ndarray, np.ndarray] | None = None,
+          heirs: dict[int, int] | None = None, merged_into: dict[int, int] | None = None) -> tuple[list, list]:
     """The carried edits as ``(kind, request, what, extra payload)`` in order, and what could
     not be carried. ``scope``: carry only what these previous-run edits touched (the edits
     since the last carry; None: everything, the first carry); ``owned``: what the person
     changed in the new run since the first carry, which is never overridden (listed instead);
     ``recreated``: the clusters an earlier carry made again; ``shared_rows``: the shared items'
-    rows in each run (the level names' matching)."""
+    rows in each run (the level names' matching); ``heirs``: each previous cluster's heir (the
+    new cluster holding most of its items), ``merged_into``: the new clusters a carried merge
+    merges, each with the one it goes into."""
     ost, nst = old.state, new.state
     owned = owned or _Touched()
     targets = {**(recreated or {}), **carried}
     plan, not_carried = [], []
+    new_rows = _rows_of(new_keys)
+    parts = _plan_split_parts(old, new, old_keys, new_rows, targets, heirs or {}, merged_into or {}, scope, owned,
+                              plan, not_carried)
 
     def refuse(what: str, seq: int, **where) -> None:
         not_carried.append({"what": what, **where, "edit": seq, "reason": _why(seq)})
@@ -442,7 +567,6 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
             if c is not None and c.alive:
                 not_carried.append({"what": "cluster", "previous_cluster": a, "name": c.name,
                                     "reason": f"cluster {a} ({c.name}) has no match in the new run"})
-    new_rows = _rows_of(new_keys)
     # items a person moved: where their target cluster went
     by_target: dict[int, list[int]] = defaultdict(list)
     for r in sorted(_moved_rows(ost) if scope is None else set(scope.moved)):
@@ -451,6 +575,13 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
             by_target[int(ost.labels[r])].extend(rows)
     for target, rows in sorted(by_target.items()):
         rows = sorted(set(rows))
+        c = ost.clusters.get(target)
+        there = (targets.get(target) if target in targets else NOISE if target < 0
+                 else nst.junk_cluster() if c is not None and c.junk else None)
+        if there is not None:  # already where the move puts them (this run's own edit agreed): nothing
+            rows = [i for i in rows if nst.labels[i] != there]
+            if not rows:
+                continue
         mine = {i: owned.moved.get(i, owned.split.get(i)) for i in rows if i in owned.moved or i in owned.split}
         if mine:
             not_carried.append({"what": "moves", "rows": sorted(mine), "items": len(mine),
@@ -459,12 +590,15 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
             rows = [i for i in rows if i not in mine]
             if not rows:
                 continue
-        c = ost.clusters.get(target)
         if target in targets:
             to = targets[target]
             rows = [i for i in rows if nst.labels[i] != to]
             if rows:
                 plan.append(("move", {"items": rows, "to": to}, "moves", {}))
+        elif target in parts:  # into a split part made again here (the part's own items went with it)
+            rows = [i for i in rows if i not in parts[target]]
+            if rows:
+                plan.append(("move", {"items": rows, "to": f"made:{target}"}, "moves", {}))
         elif target < 0:
             rows = [i for i in rows if nst.labels[i] != NOISE]
             if rows:
@@ -510,6 +644,78 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
     if shared_rows is not None:
         _plan_level_names(old, new, shared_rows, scope, owned, plan, refuse, not_carried)
     return plan, not_carried
+
+
+def split_continues(splits: list, old_lab: np.ndarray, new_lab: np.ndarray, carried: dict[int, int]) -> dict[int, int]:
+    """``{part: new cluster}``: new clusters that continue a person's split cluster as a whole.
+    ``splits``: the split edits in effect; ``old_lab`` / ``new_lab`` the shared items' labels.
+    A new cluster that inherits nothing, whose old items are mostly those of one split's parts
+    (together, or one alone that is no mutual match: most of that part lies elsewhere), is
+    continued by the part it holds the most of (ties: the lower id), so the split is made again
+    there from the other parts (:func:`_plan_split_parts`) and that part's name stays with the
+    fit's cluster."""
+    family: dict[int, int] = {}  # each part -> the cluster first split (a part split again: the same family)
+    for e in splits:
+        root = family.get(int(e.payload["cluster"]), int(e.payload["cluster"]))
+        for x in e.payload["ids"]:
+            family[int(x)] = root
+    if not family:
+        return {}
+    taken, out = set(carried.values()), {}
+    a, b, k = overlaps(old_lab, new_lab)
+    size_b = defaultdict(int)
+    by_family: dict[tuple[int, int], int] = defaultdict(int)
+    for x, y, n in zip(a.tolist(), b.tolist(), k.tolist()):
+        size_b[y] += n
+        if x in family:
+            by_family[y, family[x]] += n
+    for (y, root), n in sorted(by_family.items()):
+        if y < 0 or y in taken or 2 * n <= size_b[y]:
+            continue
+        parts = [(int(m), int(x)) for x, yy, m in zip(a.tolist(), b.tolist(), k.tolist())
+                 if yy == y and family.get(x) == root and x not in carried and x not in out]
+        if parts:
+            out[max(parts, key=lambda p: (p[0], -p[1]))[1]] = int(y)
+    return out
+
+
+def _plan_split_parts(old: _Side, new: _Side, old_keys, new_rows, targets: dict, heirs: dict[int, int],
+                      merged_into: dict[int, int], scope, owned: _Touched, plan: list, not_carried: list) -> dict:
+    """The parts a person's split made (the part that kept the cluster's id too) that have no
+    match in the new run but an heir, a new cluster holding most of their items (the rule reports
+    them merged: the new fit has them with another part, or with another group): each is made
+    again there from its items in that cluster, as a ``move`` to a new cluster with the part's
+    name (when the person gave it), tags and junk mark (``carried_cluster``: the part, so a later
+    carry finds it, :func:`_recreated`). After the first carry only the parts of the splits
+    since; never the items the person moved or split in the new run since (listed). Returns
+    ``{part: the new run's rows it takes}``."""
+    ost, nst = old.state, new.state
+    out = {}
+    made = {int(x) for e in ost.done if e.kind == "split" for x in e.payload["ids"]}
+    for a in sorted(c.id for c in ost.alive() if c.id in made):
+        if a in targets or a not in heirs or (scope is not None and a not in scope.regrouped):
+            continue
+        b, ca = heirs[a], ost.clusters[a]
+        rows = sorted({i for r in np.flatnonzero(ost.labels == a).tolist() for i in new_rows.get(old_keys[r], [])
+                       if merged_into.get(int(nst.labels[i]), int(nst.labels[i])) == b})
+        mine = {i: owned.moved.get(i, owned.split.get(i)) for i in rows if i in owned.moved or i in owned.split}
+        if mine:
+            not_carried.append({"what": "splits", "previous_cluster": a, "name": ca.name, "rows": sorted(mine),
+                                "items": len(mine), "edits": sorted(set(mine.values())),
+                                "reason": "moved in this run after the carry: this run's own edits win"})
+            rows = [i for i in rows if i not in mine]
+        if not rows:
+            continue
+        req = {"items": rows, "to": "new"}
+        if ca.named_by == "person":
+            req["name"] = ca.name
+        plan.append(("move", req, "splits", {"carried_cluster": int(a), "split_from": int(b)}))
+        if ca.tags:
+            plan.append(("tag", {"clusters": [f"made:{a}"], "add": list(ca.tags)}, "cluster_tags", {}))
+        if ca.junk:
+            plan.append(("junk", {"clusters": [f"made:{a}"], "value": True}, "junk", {}))
+        out[a] = set(rows)
+    return out
 
 
 def _old_level_names(old: _Side, scope: _Touched | None, not_carried: list) -> dict[tuple[int, int], tuple[str, object]]:
@@ -609,10 +815,10 @@ def _plan_level_names(old: _Side, new: _Side, shared_rows, scope, owned: _Touche
                 unmatched(k, c, level_name_reason(rec, k, nk, share), to_level=nk, status=rec["status"])
                 continue
             ids_new = {"to_level": nk, "cluster": int(b)}
-            if (nk, b) in owned.level_names:
+            if now.get(nk, {}).get(b) == name:
+                continue  # the new run already has it (its person's own name agreed: nothing to list)
+            elif (nk, b) in owned.level_names:
                 refuse("level_names", owned.level_names[nk, b], level=k, previous_cluster=c, name=name, **ids_new)
-            elif now.get(nk, {}).get(b) == name:
-                continue  # the new run already has it
             elif b in mine.get(nk, {}):
                 unmatched(k, c, f"this run's names.yaml names group {b} of level_{nk} "
                                 f"{mine[nk][b]!r}: its own name wins", **ids_new)
@@ -666,9 +872,11 @@ def _plan_keeps(old: _Side, new: _Side, old_keys, new_rows, scope, owned, plan, 
             continue
         i = rows[0]
         ng = int(nst.groups[i])
+        if nst.kept.get(ng) == i:
+            continue  # this run keeps the same copy (its person's own keep agreed: nothing to list)
         if ng in owned.keeps:
             refuse("keep", owned.keeps[ng], group=ng, previous_group=g)
-        elif nst.kept.get(ng) != i:
+        else:
             plan.append(("keep", {"group": ng, "item": i}, "keeps", {"previous_group": g}))
 
 
@@ -700,14 +908,16 @@ def _undone_since(old: _Side, old_run: RunDir, since: int) -> list:
     return [e for e in before.done if e.seq not in now]
 
 
-def _not_carried_since(old: _Side, old_run: RunDir, since: int) -> list[dict]:
+def _not_carried_since(old: _Side, old_run: RunDir, since: int, remade=frozenset()) -> list[dict]:
     """What the previous run's edits since ``since`` did that carrying again does not carry:
-    its merges and splits (the matching follows them; the new run's clusters are its own), and
-    undos of edits carried before (this run keeps what was carried; undo it here), but for a
-    keep's: the group goes back to the rule here too (:func:`_plan_keeps`)."""
+    its splits (the matching follows them; the new run's clusters are its own; its merges are
+    carried, :func:`_plan_merges`), and undos of edits carried before (this run keeps what was
+    carried; undo it here), but for a keep's: the group goes back to the rule here too
+    (:func:`_plan_keeps`)."""
     out = [{"what": e.kind, "previous_edit": e.seq,
             "reason": f"a {e.kind} in the previous run is not carried: the new run's clusters are its own "
-                      "(the matching follows it)"} for e in _Touched(_since(old, since)).structure]
+                      "(the matching follows it)"} for e in _Touched(_since(old, since)).structure
+           if e.kind == "split" and not set(map(int, e.payload.get("ids") or [])) & set(remade)]
     out += [{"what": "undo", "previous_edit": e.seq,
              "reason": f"edit {e.seq} ({e.kind}) of the previous run was undone there after it was "
                        "carried; this run keeps it (undo it here if it should go)"}
@@ -761,28 +971,52 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
         alive = {c.id for c in nw.state.alive()}
         new_sizes = {int(c): int(k) for c, k in zip(*np.unique(nw.state.labels, return_counts=True))
                      if int(c) in alive}
-        previous, clusters, carried = match_clusters(old_lab, new_lab, old_ids, new_sizes)
-        for r in previous:
-            c = o.state.clusters[r["cluster"]]
-            r.update(name=c.name, named_by=c.named_by, junk=c.junk, tags=list(c.tags))
-        work = _person_work(o.state) or bool(_old_level_names(o, None, []))  # names.yaml levels: too
-        if since is None:
-            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, shared_rows=rows) if work else ([], [])
-        else:  # again: only what the previous run's edits since the last carry did
+        scope = owned = None
+        if since is not None:  # again: only what the previous run's edits since the last carry did
             scope = _Touched(_since(o, since))
             for e in _undone_since(o, old_run, since):  # a keep undone there: the group back to the rule
                 if e.kind == "keep":
                     scope.keeps[int(e.payload["group"])] = e.seq
-            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, scope,
-                                      _owned(nw.state, nw.events, done[0].seq),
-                                      _recreated(nw.state, old_run.run_id), rows)
-            not_carried = _not_carried_since(o, old_run, since) + not_carried
+            owned = _owned(nw.state, nw.events, done[0].seq)
+        # the person's merges first: the new clusters their parts became are merged, and the
+        # rule then matches the previous clusters with the new ones as they will be
+        carried = match_clusters(old_lab, new_lab, old_ids, new_sizes)[2]
+        merge_plan, merge_left, merged = _plan_merges(o, rows, new_lab, carried, scope, owned or _Touched())
+        for targets, into in merged.values():
+            new_lab = np.where(np.isin(new_lab, targets), into, new_lab)
+            new_sizes[into] = sum(new_sizes.pop(b) for b in targets if b != into) + new_sizes[into]
+        previous, clusters, carried = match_clusters(old_lab, new_lab, old_ids, new_sizes)
+        whole = split_continues([e for e in o.state.done if e.kind == "split"], old_lab, new_lab, carried)
+        carried.update(whole)
+        for r in previous:
+            if r["cluster"] in whole:
+                r["carried_to"] = whole[r["cluster"]]
+                r["continues_split"] = True
+        for r in clusters:
+            if r["cluster"] in whole.values():
+                r["inherits"] = next(a for a, b in whole.items() if b == r["cluster"])
+        for r in previous:
+            c = o.state.clusters[r["cluster"]]
+            r.update(name=c.name, named_by=c.named_by, junk=c.junk, tags=list(c.tags))
+            if r["cluster"] in merged:
+                r["merged_parts"] = merged[r["cluster"]][0]
+        work = _person_work(o.state) or bool(_old_level_names(o, None, []))  # names.yaml levels: too
+        heirs = {r["cluster"]: r["heir"] for r in previous if r.get("heir") is not None}
+        merged_into = {b: into for targets, into in merged.values() for b in targets}
+        if since is None:
+            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, shared_rows=rows, heirs=heirs,
+                                      merged_into=merged_into) if work else ([], [])
+        else:
+            plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, scope, owned,
+                                      _recreated(nw.state, old_run.run_id), rows, heirs, merged_into)
+            remade = {e[3]["carried_cluster"] for e in plan if e[2] == "splits"}
+            not_carried = _not_carried_since(o, old_run, since, remade) + not_carried
+        plan, not_carried = merge_plan + plan, merge_left + not_carried
         counts, moved, skipped, seq = _write(nw, old_run.run_id, o.state.seq, plan,
                                              since, done[-1].seq if done else None)
         for r in clusters:  # the names now, carried ones included
             r["name"] = nw.state.clusters[r["cluster"]].name
-        counts = {k: counts.get(k, 0) for k in ("names", "junk", "cluster_tags", "item_tags", "moves", "keeps",
-                                              "level_names")}
+        counts = {k: counts.get(k, 0) for k in CARRIED_WORDS}
         statuses = defaultdict(int)
         for r in previous:
             statuses[r["status"]] += 1
@@ -800,7 +1034,7 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             "not_carried": not_carried + skipped,
             "edits_seq": seq, "seconds": round(time.perf_counter() - t0, 3),
             "previous": previous, "clusters": clusters,
-            "lineage": lineage(o, new_run, clusters),
+            "lineage": lineage(o, nw, carried),
         }
         prev = (new_run.read_carry() or {}) if done else {}
         earlier = prev.get("rounds") or ([{  # a carry.json written before rounds were recorded
@@ -867,11 +1101,15 @@ def _write(nw: _Side, from_run_id: str, from_seq: int, plan: list, since: int | 
         if (carries[-1] if carries else None) != last:
             raise EditConflict(f"run {from_run_id} was carried into this run meanwhile")
         created = None
+        made: dict[str, int] = {}  # "made:<previous cluster>" -> the cluster a carried move made for it
         for kind, req, what, extra in plan:
             if req.get("clusters") == ["created"]:
                 if created is None:
                     continue
                 req = {**req, "clusters": [created]}
+            req = _made(req, made)
+            if req is None:  # names a part a carried move did not make (its move skipped, listed)
+                continue
             if kind == "move":
                 created = None
             try:
@@ -884,12 +1122,26 @@ def _write(nw: _Side, from_run_id: str, from_seq: int, plan: list, since: int | 
             if kind == "move":
                 created = (payload.get("create") or {}).get("id")
                 moved += len(payload["items"])
+                if created is not None and extra.get("carried_cluster") is not None:
+                    made[f"made:{extra['carried_cluster']}"] = created
             counts[what] += 1
         ev = lg.insert(CARRY_EVENT, {"from_run_id": from_run_id, "from_seq": from_seq, "since": since,
                                      "events": int(sum(counts.values()))},
                        client)
         st.apply(ev)
     return dict(counts), moved, skipped, st.seq
+
+
+def _made(req: dict, made: dict[str, int]) -> dict | None:
+    """``req`` with the clusters it names ``made:<previous cluster>`` (a split part a carry
+    makes again, :func:`_plan_split_parts`) replaced by the one made; None when it was not made."""
+    def one(v):
+        return made.get(v, v) if isinstance(v, str) and v.startswith("made:") else v
+
+    out = {**req, **({"to": one(req["to"])} if "to" in req else {}),
+           **({"clusters": [one(c) for c in req["clusters"]]} if req.get("clusters") else {})}
+    left = [v for v in [out.get("to"), *(out.get("clusters") or [])] if isinstance(v, str) and v.startswith("made:")]
+    return None if left else out
 
 
 def _write_state(nw: _Side) -> None:
@@ -969,7 +1221,8 @@ def status_by_items(labels: np.ndarray, statuses: list[str], codes: np.ndarray) 
 CARRIED_WORDS = {"names": ("name", "names"), "junk": ("junk mark", "junk marks"),
                  "cluster_tags": ("cluster tag", "cluster tags"), "item_tags": ("item tag", "item tags"),
                  "moves": ("move", "moves"), "keeps": ("kept copy", "kept copies"),
-                 "level_names": ("level name", "level names")}
+                 "level_names": ("level name", "level names"), "merges": ("merge", "merges"),
+                 "splits": ("split part", "split parts")}
 
 
 def carry_notice(summary: dict | None) -> dict | None:
