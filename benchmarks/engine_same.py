@@ -13,7 +13,9 @@ equality; NaN equals NaN). Collections: the five whole sets and the subset draws
     flock /tmp/mc-engine.lock python benchmarks/engine_same.py compare --vectors-from /work/vec --dir /tmp/same/base
 
 Exit status 1 when any collection differs. Timings (wall / CPU per fit and the engine's steps)
-are printed for both, but they are not the point (the machine is shared).
+are printed for both; ``--repeat 2`` times a second fit in the same process (the first loads
+numba's kernels), so ``compare`` run alternately with the old and the new code on ``PYTHONPATH``
+under the lock is a before/after timing too.
 """
 
 from __future__ import annotations
@@ -58,24 +60,41 @@ def differs(a: dict, b: dict) -> list[str]:
     return bad
 
 
+def keys(cases, draws):
+    """A subset case of subsets.py: its draws (``case#d``); any other name: that whole set's
+    vectors file (``--vectors-from DIR/<name>.npz``, e.g. cifar10-train for 50,000 items)."""
+    for c in cases:
+        yield from (f"{c}#{d}" for d in range(draws)) if c in subsets.CASES else [c]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mode", choices=("save", "compare"))
     ap.add_argument("--dir", type=Path, required=True, help="where the stored outputs are (one .npz per collection)")
     ap.add_argument("--vectors-from", type=Path, default=Path("/work/vec"))
-    ap.add_argument("--cases", nargs="+", default=level_stability.WHOLE + list(subsets.CASES))
+    ap.add_argument("--cases", nargs="+", default=level_stability.WHOLE + list(subsets.CASES),
+                    help="subset cases of subsets.py and/or whole sets (default: the five whole sets and every case)")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="fits per collection in this process; the last one's seconds are printed (the first "
+                         "loads numba kernels), and all must give the same outputs")
     args = ap.parse_args(argv)
     ns = argparse.Namespace(vectors_from=args.vectors_from, out=None, shared=None)
     args.dir.mkdir(parents=True, exist_ok=True)
     failed = []
-    for key in level_stability.collection_keys(args.cases, args.draws):
-        X, _ = level_stability.collection(key, ns)
+    for key in keys(args.cases, args.draws):
+        X, _ = level_stability.collection(key, ns) if "#" in key else level_stability.load(key, ns)
         path = args.dir / f"{key.replace('#', '_')}.npz"
-        t, c = time.perf_counter(), time.process_time()
-        out, steps = outputs(X, args.seed)
-        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        fits = []
+        for _ in range(max(1, args.repeat)):  # the last fit is timed and kept; all must agree
+            t, c = time.perf_counter(), time.process_time()
+            out, steps = outputs(X, args.seed)
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            fits.append(out)
+        if any(differs(fits[0], f) for f in fits[1:]):
+            print(f"{key}: the fits in this process differ from each other", flush=True)
+            failed.append(key)
         steps = {k: round(v, 2) for k, v in steps.items()}
         if args.mode == "save":
             np.savez(path, **out)
