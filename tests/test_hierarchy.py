@@ -394,3 +394,40 @@ def test_fit_time_neighbour_queries_on_threads_and_modularities_in_one_pass():
     A = symmetric_adjacency(knn_graph(Z, 15)[0])
     assert np.array_equal(modularities(A, h.levels_), [modularity(A, lv) for lv in h.levels_])
     assert np.array_equal(h.level_scores_, modularities(h._graph(Z, None), h.levels_))
+
+
+def _unique_rows_by_bytes(X):
+    """The reference: rows sorted as byte strings, then numbered in order of first appearance."""
+    X = np.ascontiguousarray(X)
+    v = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+    _, first, inv, counts = np.unique(v, return_index=True, return_inverse=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return X[first[order]], rank[inv.ravel()], counts[order]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int8])
+@pytest.mark.parametrize("d", [1, 3, 300])
+def test_unique_rows_by_hash_are_the_rows_by_bytes(dtype, d):
+    """``unique_rows`` groups rows by a hash of some of their words and checks every byte: the
+    same answer as sorting the rows as byte strings, -0.0 apart from 0.0, and also when two
+    different rows share a hash (they differ only in words the hash does not read)."""
+    from mediacluster.stages.hierarchy import _row_hash, unique_rows
+
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(40, d)).astype(dtype)[rng.integers(0, 40, 300)]
+    X[::7] = 0
+    if dtype != np.int8:
+        X[1::7] = -0.0
+    cases = [X]
+    if d == 300 and dtype == np.float32:
+        Y = X.copy()
+        Y[5, 1] += 1  # word 1 of 300: not among the 64 the hash reads
+        W = Y.view(np.uint32)
+        assert _row_hash(W[[5]])[0] == _row_hash(X.view(np.uint32)[[5]])[0], "a shared hash"
+        cases.append(Y)
+    for Z in cases:
+        got, want = unique_rows(Z), _unique_rows_by_bytes(Z)
+        assert all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) and a.dtype == b.dtype
+                   for a, b in zip(got, want))
