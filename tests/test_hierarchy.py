@@ -344,3 +344,90 @@ def test_agreement_check_samples_enough_items_for_a_level_of_very_many_clusters(
     levels = np.stack([lab // 2, lab])  # 20 and 40 clusters: 40 > the 30-item sample
     level, scores = hierarchy.agreement_level(levels, 0, X)
     assert level == 1 and scores[1, 0] > 0.99
+
+
+def test_agreement_check_is_the_same_threaded_and_with_a_given_view():
+    """The agreement check runs its K-means starts on one thread per core, and the engine hands
+    it the PCA view it computed during the layout: both give exactly the scores of the starts
+    run one after the other on one thread on a view computed in place."""
+    from sklearn.cluster import KMeans
+
+    from mediacluster.stages import hierarchy
+    from mediacluster.stages.cluster import single_blas_thread
+
+    Z, V, cls = _torn_layout(4)
+    V = np.hstack([V, V[:, ::-1]])  # 128 dims: the view is a PCA to 50
+    h = HierarchyClusterer(random_state=3).fit(Z, knn=knn_graph(V, 15))
+    auto = h.auto_level_
+    level, scores = hierarchy.agreement_level(h.levels_, auto, V, random_state=3)
+    view = hierarchy.agreement_view(V, 3)
+    assert view.shape == (len(V), hierarchy.AGREEMENT_DIMS)
+    level2, scores2 = hierarchy.agreement_level(h.levels_, auto, V, random_state=3, view=view)
+    assert level2 == level and np.array_equal(scores2, scores, equal_nan=True)
+    cands = np.flatnonzero(np.isfinite(scores[:, 0]))
+    assert len(cands) >= 2
+    n = len(V)
+    with single_blas_thread():
+        for lv in cands:
+            k = int(h.n_clusters_per_level_[lv])
+            ari = []
+            for s in range(3, 3 + hierarchy.AGREEMENT_SEEDS):
+                r = np.sort(np.random.default_rng(s).choice(n, 4000, replace=False)) if n > 4000 else np.arange(n)
+                ari.append(adjusted_rand_score(h.levels_[lv][r],
+                                               KMeans(n_clusters=k, n_init=1, random_state=s).fit(view[r]).labels_))
+            assert scores[lv, 0] == np.mean(ari) and scores[lv, 1] == np.std(ari, ddof=1)
+
+
+def test_fit_time_neighbour_queries_on_threads_and_modularities_in_one_pass():
+    """Two fit steps done faster give the same numbers: the membership probabilities' neighbour
+    queries in one block per thread (a tree index searches without the GIL), and the
+    modularity of every level from one pass over the graph."""
+    from mediacluster.stages.hierarchy import modularities, modularity
+
+    Z, y = make_blobs(n_samples=3000, centers=6, n_features=5, random_state=1)
+    Z = Z.astype(np.float32)
+    h = HierarchyClusterer(random_state=0).fit(Z)
+    alone = h._neighbours(Z, exclude_self=True)
+    split = h._neighbours(Z, exclude_self=True, threads=True)
+    assert h._index_._fit_method == "kd_tree"
+    assert all(np.array_equal(a, b) for a, b in zip(alone, split))
+    A = symmetric_adjacency(knn_graph(Z, 15)[0])
+    assert np.array_equal(modularities(A, h.levels_), [modularity(A, lv) for lv in h.levels_])
+    assert np.array_equal(h.level_scores_, modularities(h._graph(Z, None), h.levels_))
+
+
+def _unique_rows_by_bytes(X):
+    """The reference: rows sorted as byte strings, then numbered in order of first appearance."""
+    X = np.ascontiguousarray(X)
+    v = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+    _, first, inv, counts = np.unique(v, return_index=True, return_inverse=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return X[first[order]], rank[inv.ravel()], counts[order]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int8])
+@pytest.mark.parametrize("d", [1, 3, 300])
+def test_unique_rows_by_hash_are_the_rows_by_bytes(dtype, d):
+    """``unique_rows`` groups rows by a hash of some of their words and checks every byte: the
+    same answer as sorting the rows as byte strings, -0.0 apart from 0.0, and also when two
+    different rows share a hash (they differ only in words the hash does not read)."""
+    from mediacluster.stages.hierarchy import _row_hash, unique_rows
+
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(40, d)).astype(dtype)[rng.integers(0, 40, 300)]
+    X[::7] = 0
+    if dtype != np.int8:
+        X[1::7] = -0.0
+    cases = [X]
+    if d == 300 and dtype == np.float32:
+        Y = X.copy()
+        Y[5, 1] += 1  # word 1 of 300: not among the 64 the hash reads
+        W = Y.view(np.uint32)
+        assert _row_hash(W[[5]])[0] == _row_hash(X.view(np.uint32)[[5]])[0], "a shared hash"
+        cases.append(Y)
+    for Z in cases:
+        got, want = unique_rows(Z), _unique_rows_by_bytes(Z)
+        assert all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) and a.dtype == b.dtype
+                   for a, b in zip(got, want))

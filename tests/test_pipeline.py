@@ -408,3 +408,29 @@ def test_a_seed_numpy_cannot_take_is_refused_by_name():
         with pytest.raises(ParameterError, match=r"random_state: must be <= 4294967295"):
             Pipeline(random_state=seed).fit(X)
     assert len(Pipeline(random_state=2**32 - 1).fit(X).labels_) == 40
+
+
+def test_the_agreement_view_is_made_during_the_layout_and_changes_nothing(data, monkeypatch):
+    """``Pipeline.fit`` has the hierarchy's agreement view (PCA of the input vectors) made in a
+    second thread while UMAP lays out, and hands it to the clusterer: the check's scores and
+    level are exactly those of the check run afterwards on its own."""
+    import threading
+
+    from mediacluster import pipeline as pipeline_module
+    from mediacluster.stages.hierarchy import HierarchyClusterer, agreement_level
+
+    X, _ = data
+    threads = []
+    real = pipeline_module.agreement_view
+
+    def spy(vectors, seed):  # the real function, recording where it ran
+        threads.append(threading.current_thread())
+        return real(vectors, seed)
+
+    monkeypatch.setattr(pipeline_module, "agreement_view", spy)
+    pipe = Pipeline(random_state=0).fit(X)
+    h = pipe.clusterer_
+    assert isinstance(h, HierarchyClusterer)
+    assert len(threads) == 1 and threads[0] is not threading.main_thread(), "made beside the layout"
+    level, scores = agreement_level(h.levels_, h.modularity_level_, X, random_state=0)
+    assert level == h.auto_level_ and np.array_equal(scores, h.agreement_scores_, equal_nan=True)

@@ -44,3 +44,50 @@ def test_second_process_loads_umap_kernels_from_the_disk_cache(tmp_path):
     second = _compiled(env)
     assert not (HOT & second), f"compiled again in a second process: {sorted(HOT & second)}"
     assert any((tmp_path / "numba").rglob("*.nbi")), "no numba cache index written"
+
+
+def test_during_layout_runs_a_job_beside_the_layout_and_changes_nothing():
+    """``reduce.during_layout(job)``: ``job`` runs in a second thread while the next seeded UMAP
+    fit lays out (the engine computes the agreement check's PCA there), is joined before the
+    fit returns, and the embedding is bit for bit the one of a fit without it, even when the
+    job limits BLAS to one thread (a process-wide setting). A failing job's error is kept in the
+    future; without a layout (no fit in the block) the future stays undone."""
+    import threading
+
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from mediacluster.stages.cluster import single_blas_thread
+    from mediacluster.stages.reduce import UMAPReducer, during_layout
+
+    X = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+
+    def fit():
+        return UMAPReducer(n_neighbors=10, n_components=3, n_epochs=30, init="pca", random_state=0).fit(X).embedding_
+
+    alone = fit()
+    blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    def job():
+        with single_blas_thread():
+            return threading.get_ident(), np.linalg.svd(X, full_matrices=False)[1]
+
+    with during_layout(job) as fut:
+        beside = fit()
+    assert fut.done(), "the job ran during the fit"
+    ident, sv = fut.result()
+    assert ident != threading.get_ident() and np.allclose(sv, np.linalg.svd(X, compute_uv=False))
+    assert np.array_equal(alone, beside), "the layout's result does not depend on the job"
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas
+
+    def boom():
+        raise ValueError("job failed")
+
+    with during_layout(boom) as fut:
+        again = fit()
+    assert isinstance(fut.exception(), ValueError) and np.array_equal(alone, again)
+    with during_layout(job) as fut:
+        pass
+    assert not fut.done()
+    with during_layout(None) as fut:
+        assert fut is None

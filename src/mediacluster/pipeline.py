@@ -54,10 +54,11 @@ from .stages.hierarchy import (
     ENGINE_REDUCER,
     HierarchyClusterer,
     LevelsMixin,
+    agreement_view,
     check_share,
     tree_above,
 )
-from .stages.reduce import UMAPReducer
+from .stages.reduce import UMAPReducer, during_layout
 
 # Each stage of a fit, said as it starts and ends (INFO, kept quiet unless a caller such as
 # ``workflow.fit_pipeline`` raises this logger to INFO for a fit a person waits for).
@@ -365,12 +366,18 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         t = time.perf_counter()
         if embedding is None and reducer is not None:
             _stage_start("reduce", n, reducer)
+        view = None  # the agreement check's view of X, when made during the layout
         if embedding is not None:
             Z = np.asarray(embedding)
             if Z.ndim != 2 or len(Z) != n:
                 raise InputError(f"embedding must be ({n}, k), got {Z.shape}")
         elif reducer is not None:
-            Z = reducer.fit(X, precomputed_knn=knn).embedding_
+            # the hierarchy's agreement check needs the input vectors' PCA view only: it is made
+            # while UMAP lays out (reduce.during_layout), and used when no item is dropped below
+            seed = getattr(clusterer, "random_state", None) if isinstance(clusterer, HierarchyClusterer) else None
+            job = (lambda: agreement_view(X, int(seed) % 2**32)) if seed is not None and takes_knn else None
+            with during_layout(job) as view:
+                Z = reducer.fit(X, precomputed_knn=knn).embedding_
         else:
             Z = X
         Z = np.asarray(Z, dtype=np.float32)
@@ -397,6 +404,8 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
                     if "vectors" in inspect.signature(clusterer.fit).parameters and (
                             embedding is not None or reducer is not None):
                         extra["vectors"] = X[keep]  # the default level checked on the input's view
+                        if view is not None and view.done() and keep.all():
+                            extra["agreement_view"] = view.result()
                     clusterer.fit(Z[keep], knn=knn if keep.all() else None, **extra)
                 else:
                     clusterer.fit(Z[keep])

@@ -62,15 +62,37 @@ VOTE_NEIGHBORS = 15
 def unique_rows(X: np.ndarray):
     """``(distinct rows in order of first appearance, row -> distinct index, counts)``.
 
-    Rows are compared as raw bytes (one sort of n byte strings; ``np.unique(axis=0)`` sorts
-    column by column and took 10 s on 50,000 x 1,280); -0.0 and 0.0 count as different."""
+    Rows are compared as raw bytes; -0.0 and 0.0 count as different. The rows are grouped by a
+    64-bit hash of their bytes (one pass, then a sort of n integers), and every row is checked
+    byte for byte against its group's first row; only when two different rows share a hash are
+    the rows sorted as byte strings instead (1.2 CPU s on 50,000 x 1,280; ``np.unique(axis=0)``
+    sorts column by column and took 10 s). The answer is the same either way."""
     X = np.ascontiguousarray(X)
-    v = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
-    _, first, inv, counts = np.unique(v, return_index=True, return_inverse=True, return_counts=True)
+    W = X.view(np.uint32 if X.dtype.itemsize * X.shape[1] % 4 == 0 else np.uint8)  # each row's bytes
+    _, first, inv, counts = np.unique(_row_hash(W), return_index=True, return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    if not all(np.array_equal(W[s:s + 4096], W[first[inv[s:s + 4096]]]) for s in range(0, len(W), 4096)):
+        v = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()  # a shared hash: by bytes
+        _, first, inv, counts = np.unique(v, return_index=True, return_inverse=True, return_counts=True)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return X[first[order]], rank[inv.ravel()], counts[order]
+
+
+def _row_hash(W: np.ndarray, block: int = 4096, words: int = 64) -> np.ndarray:
+    """A 64-bit hash of each row of unsigned words ``W`` from ``words`` of its words spread over
+    the row (rows that differ elsewhere only share a hash; the caller checks every byte): the
+    words times fixed odd multipliers, summed modulo 2**64, then mixed."""
+    W = W[:, np.unique(np.linspace(0, W.shape[1] - 1, min(words, W.shape[1])).astype(np.int64))]
+    mult = np.random.default_rng(0x5EED).integers(0, 2**62, W.shape[1], dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    h = np.empty(len(W), np.uint64)
+    with np.errstate(over="ignore"):
+        for s in range(0, len(W), block):
+            h[s:s + block] = (W[s:s + block].astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0x9E3779B97F4A7C15)
+    return h
 
 
 # ------------------------------------------------------------------------------------------
@@ -245,15 +267,24 @@ def _level_counts(n_leaves: int, extra) -> list[int]:
 
 def modularity(A, labels: np.ndarray, gamma: float = 1.0) -> float:
     """Newman-Girvan modularity of ``labels`` (>= 0) on the undirected graph ``A``."""
-    lab = np.asarray(labels)
+    return float(modularities(A, [labels], gamma)[0])
+
+
+def modularities(A, levels, gamma: float = 1.0) -> np.ndarray:
+    """:func:`modularity` of each labelling in ``levels``, the graph's edge lists and degrees
+    taken once."""
     coo = A.tocoo()
     m2 = float(coo.data.sum())
     if m2 <= 0:
-        return 0.0
-    same = lab[coo.row] == lab[coo.col]
+        return np.zeros(len(levels))
     deg = np.asarray(A.sum(axis=1)).ravel()
-    vol = np.bincount(lab, weights=deg)
-    return float(coo.data[same].sum() / m2 - gamma * ((vol / m2) ** 2).sum())
+    out = []
+    for labels in levels:
+        lab = np.asarray(labels)
+        same = lab[coo.row] == lab[coo.col]
+        vol = np.bincount(lab, weights=deg)
+        out.append(float(coo.data[same].sum() / m2 - gamma * ((vol / m2) ** 2).sum()))
+    return np.array(out)
 
 
 AGREEMENT_WINDOW = 2.0  # candidate levels: cluster counts within this factor of the modularity level's
@@ -263,7 +294,46 @@ AGREEMENT_PER_CLUSTER = 10  # ... and of at least this many items per cluster of
 AGREEMENT_DIMS = 50
 
 
-def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_state=0):
+def agreement_view(vectors: np.ndarray, seed: int) -> np.ndarray:
+    """The view :func:`agreement_level` clusters: the L2-normalised ``vectors``, PCA to
+    ``AGREEMENT_DIMS`` dimensions (seed ``seed``: the first K-means start's), one BLAS thread.
+    It depends on the input vectors only, so the engine computes it while UMAP lays out."""
+    from sklearn.decomposition import PCA
+
+    from .cluster import single_blas_thread
+
+    X = l2_normalize(vectors)
+    dims = int(min(AGREEMENT_DIMS, X.shape[1], len(X) - 1))
+    if dims >= X.shape[1]:
+        return X
+    with single_blas_thread():
+        return PCA(n_components=dims, random_state=seed).fit_transform(X)
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _map_single_threaded(fn, jobs: list) -> list:
+    """``[fn(job) for job in jobs]``, spread over one thread per core, each running its
+    OpenMP code (scikit-learn's K-means) on one thread as ``single_blas_thread`` does for the
+    calling thread (OpenMP's thread count is per thread; the BLAS limit is process-wide, so the
+    caller holds it). Each ``fn(job)`` computes exactly what it would alone: K-means' sums do
+    not depend on which thread runs them, only on how many threads split them."""
+    workers = min(len(jobs), _cores())
+    if workers <= 1:
+        return [fn(job) for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with ThreadPoolExecutor(workers, initializer=threadpool_limits, initargs=(1, "openmp")) as pool:
+        return list(pool.map(fn, jobs))
+
+
+def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_state=0, view=None):
     """The default level checked against another view of the same items: ``(level, scores)``.
 
     A level the data supports should also be found by a clustering that does not share the
@@ -276,7 +346,9 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     start's items, its noise the starts' sample sd. The best-agreeing candidate replaces ``auto``
     only when its gain exceeds the two levels' noise (``mean_b - mean_auto > sd_b + sd_auto``),
     so the rule has no fitted threshold. ``scores`` (n_levels, 2): mean and sd per level, NaN
-    off the window.
+    off the window. ``view``: :func:`agreement_view` of ``vectors`` with the first start's seed,
+    when the caller has it already (the engine computes it during the layout). The starts run
+    on one thread per core (:func:`_map_single_threaded`), each computing what it would alone.
 
     Why 12 starts on samples: a single K-means run lands in one of many local optima, and any
     numerically equivalent change (another PCA solver or seed, other starts) lands it in
@@ -286,7 +358,6 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     check itself: "Engine: agreement across representations"). It moves the level rarely,
     mostly to a finer level on many-class sets."""
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
     from sklearn.metrics import adjusted_rand_score
 
     from .cluster import single_blas_thread
@@ -298,23 +369,23 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     scores = np.full((len(levels), 2), np.nan)
     if len(cands) < 2 or auto not in cands:
         return auto, scores
-    X = l2_normalize(vectors)
-    dims = int(min(AGREEMENT_DIMS, X.shape[1], len(X) - 1))
     base = int(np.random.default_rng().integers(2**30)) if random_state is None else int(random_state)
     seed = [(base + i) % 2**32 for i in range(AGREEMENT_SEEDS)]  # seed 0: 0, 1, ..., 11 (as measured)
-    n = len(X)
+    n = len(vectors)
+    V = agreement_view(vectors, seed[0]) if view is None else view
 
-    def sample(s, k):  # a start's items: AGREEMENT_ROWS, more for a level of very many clusters
-        size = max(AGREEMENT_ROWS, AGREEMENT_PER_CLUSTER * k)
-        return np.sort(np.random.default_rng(s).choice(n, size, replace=False)) if n > size else np.arange(n)
+    def start(job):  # one K-means start on its own sample: its adjusted Rand index with the level
+        lv, s = job
+        k = int(counts[lv])
+        size = max(AGREEMENT_ROWS, AGREEMENT_PER_CLUSTER * k)  # more for a level of very many clusters
+        r = np.sort(np.random.default_rng(s).choice(n, size, replace=False)) if n > size else np.arange(n)
+        return adjusted_rand_score(levels[lv][r], KMeans(n_clusters=k, n_init=1, random_state=s).fit(V[r]).labels_)
 
+    jobs = [(lv, s) for lv in cands for s in seed]
     with single_blas_thread():
-        V = PCA(n_components=dims, random_state=seed[0]).fit_transform(X) if dims < X.shape[1] else X
-        for lv in cands:
-            k = int(counts[lv])
-            ari = [adjusted_rand_score(levels[lv][r], KMeans(n_clusters=k, n_init=1, random_state=s).fit(V[r]).labels_)
-                   for s in seed for r in [sample(s, k)]]
-            scores[lv] = np.mean(ari), np.std(ari, ddof=1)
+        ari = np.array(_map_single_threaded(start, jobs)).reshape(len(cands), len(seed))
+    for lv, a in zip(cands, ari):
+        scores[lv] = np.mean(a), np.std(a, ddof=1)
     best = max(cands, key=lambda lv: (round(float(scores[lv, 0]), 6), lv == auto))
     if best != auto and scores[best, 0] - scores[auto, 0] > scores[best, 1] + scores[auto, 1]:
         return best, scores
@@ -489,7 +560,7 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         check_share(self.max_unclustered, f"{prefix}__max_unclustered" if prefix else f"{type(self).__name__}.max_unclustered")
 
     # -- fitting -------------------------------------------------------------------------------
-    def fit(self, Z, y=None, knn=None, vectors=None):
+    def fit(self, Z, y=None, knn=None, vectors=None, agreement_view=None):
         """Build the tree and its levels on ``Z`` (n, k).
 
         ``knn``: ``(indices, distances)`` of the input vectors' nearest neighbours (column 0 the
@@ -497,6 +568,8 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         UMAP; the default-level criterion is computed on that graph.
         ``vectors``: the input vectors (n, d) ``Z`` was made from; when given, the default level
         is checked against a clustering of them (:func:`agreement_level`).
+        ``agreement_view``: that check's view of ``vectors`` (:func:`agreement_view` with this
+        clusterer's seed), when the caller computed it beforehand; the same numbers either way.
         """
         Z = validate_input(self, Z, reset=True)
         n = len(Z)
@@ -528,13 +601,12 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         q = inw / m2 - (vol / m2) ** 2 if m2 > 0 else np.zeros(tree.n_nodes)
         accepted = _best_cut(tree, q, above, root)
         self._make_levels(tree, root, above, accepted, leaf_of_item, len(roots))
-        self.level_scores_ = np.array([modularity(A, lv) for lv in self.levels_]) if m2 > 0 \
-            else np.zeros(len(self.levels_))
+        self.level_scores_ = modularities(A, self.levels_) if m2 > 0 else np.zeros(len(self.levels_))
         self.modularity_level_ = self.auto_level_
         self.agreement_scores_ = np.full((len(self.levels_), 2), np.nan)
         if vectors is not None:
             self.auto_level_, self.agreement_scores_ = agreement_level(
-                self.levels_, self.auto_level_, vectors, random_state=self.random_state)
+                self.levels_, self.auto_level_, vectors, random_state=self.random_state, view=agreement_view)
         self.unclustered_ = noise
         self._build_index()
         self._probabilities(Z)
@@ -684,16 +756,25 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
 
         self._index_ = NearestNeighbors().fit(self._train_)
 
-    def _neighbours(self, Q, exclude_self: bool):
+    def _neighbours(self, Q, exclude_self: bool, threads: bool = False):
+        """``threads``: the queries in one block per core, each block on its own thread, when
+        the index is a tree (each query's search is its own and runs without the GIL, so the
+        answer is the same; a brute-force index is left alone)."""
         n = len(self._train_)
         k = int(min(n, VOTE_NEIGHBORS + (1 if exclude_self else 0)))
-        dist, idx = self._index_.kneighbors(np.asarray(Q, dtype=np.float32), n_neighbors=k)
+        Q = np.asarray(Q, dtype=np.float32)
+        if threads and getattr(self._index_, "_fit_method", None) in ("kd_tree", "ball_tree"):
+            parts = _map_single_threaded(lambda q: self._index_.kneighbors(q, n_neighbors=k),
+                                         [q for q in np.array_split(Q, _cores()) if len(q)])
+            dist, idx = np.concatenate([d for d, _ in parts]), np.concatenate([i for _, i in parts])
+        else:
+            dist, idx = self._index_.kneighbors(Q, n_neighbors=k)
         if exclude_self:
             dist, idx = dist[:, 1:], idx[:, 1:]
         return dist, idx
 
     def _probabilities(self, Z):
-        dist, idx = self._neighbours(Z, exclude_self=True)
+        dist, idx = self._neighbours(Z, exclude_self=True, threads=True)
         if idx.shape[1] == 0:
             self.level_probabilities_ = np.ones(self.levels_.shape)
             return
@@ -769,7 +850,7 @@ def reduce_and_cluster(X, random_state: int | None = 0, knn_method: str = "auto"
     import time
 
     from .neighbors import knn_graph
-    from .reduce import UMAPReducer
+    from .reduce import UMAPReducer, during_layout
 
     p = dict(ENGINE_REDUCER, **(reducer or {}))
     X = np.asarray(X, dtype=np.float32)
@@ -784,10 +865,14 @@ def reduce_and_cluster(X, random_state: int | None = 0, knn_method: str = "auto"
     knn = knn_graph(U, min(nn, len(U)), metric=p["metric"], method=knn_method) if len(U) > 1 else None
     timings["knn"] = time.perf_counter() - t
     t = time.perf_counter()
+    view = None
     if len(U) > max(int(p["n_components"]) + 2, nn):
         import warnings
 
-        with warnings.catch_warnings():  # umap-learn's index for transform, unused here
+        # the agreement check's PCA of X needs X only: computed while the seeded (serial) layout
+        # keeps one core busy; random_state None draws its seed inside agreement_level
+        job = (lambda: agreement_view(X, int(random_state) % 2**32)) if random_state is not None else None
+        with warnings.catch_warnings(), during_layout(job) as view:  # umap-learn's index for transform, unused
             warnings.filterwarnings("ignore", message=".*Failed to correctly find n_neighbors.*")
             Z = UMAPReducer(n_neighbors=nn, n_components=int(p["n_components"]),
                             min_dist=float(p["min_dist"]),
@@ -801,12 +886,13 @@ def reduce_and_cluster(X, random_state: int | None = 0, knn_method: str = "auto"
     knn_full = None
     if knn is not None and len(U) == len(X):
         knn_full = knn
+    view = view.result() if view is not None and view.done() else None
     clusterer = HierarchyClusterer(random_state=random_state, **clusterer_params)
     if knn is not None and len(U) < len(X):
         # the criterion graph is over distinct rows; duplicates join their first copy's list
-        clusterer.fit(Zfull, knn=_expand_knn(knn, inv), vectors=X)
+        clusterer.fit(Zfull, knn=_expand_knn(knn, inv), vectors=X, agreement_view=view)
     else:
-        clusterer.fit(Zfull, knn=knn_full, vectors=X)
+        clusterer.fit(Zfull, knn=knn_full, vectors=X, agreement_view=view)
     timings["cluster"] = time.perf_counter() - t
     return {"embedding": Zfull, "knn": knn, "clusterer": clusterer, "inverse": inv, "timings": timings}
 

@@ -10,6 +10,7 @@ tuner can pass one neighbour graph to every trial (only UMAP uses it; the others
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -72,6 +73,59 @@ class _Reducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
 _UMAP_UNCACHED = (("umap.umap_", "smooth_knn_dist", False), ("umap.umap_", "compute_membership_strengths", False),
                   ("umap.layouts", "_nb_optimize_layout_euclidean_single_epoch", None))
 _UMAP_LOCK = threading.Lock()
+_LAYOUT_JOB = threading.local()  # ``during_layout``'s job for the next UMAP layout in this thread
+
+
+@contextlib.contextmanager
+def during_layout(job):
+    """Run ``job()`` in a second thread while the next UMAP fit of the calling thread inside this
+    block runs its layout epochs (umap-learn's ``optimize_layout_euclidean``: seeded, it is serial
+    numba code that uses no BLAS, so the other core idles). Yields a ``concurrent.futures.Future``
+    with ``job``'s result or exception; it stays not ``done()`` when no layout ran (e.g. too few
+    items for UMAP), and the caller then does the work itself. ``job=None`` yields None. The layout waits for the job
+    before it returns, so nothing the job does (such as ``single_blas_thread``, whose BLAS limit
+    is process-wide) outlives the layout. Results do not change: the job must not touch the
+    layout's inputs, and the layout's numba kernel is the same in either case."""
+    from concurrent.futures import Future
+
+    if job is None:
+        yield None
+        return
+    fut = Future()
+    _LAYOUT_JOB.job = (job, fut)
+    try:
+        yield fut
+    finally:
+        _LAYOUT_JOB.job = None
+
+
+def _run_job(job, fut):
+    if fut.set_running_or_notify_cancel():
+        try:
+            fut.set_result(job())
+        except BaseException as e:  # handed to whoever reads the future
+            fut.set_exception(e)
+
+
+def _with_layout_job(layout):
+    """umap-learn's layout function, running ``during_layout``'s job alongside."""
+    import functools
+
+    @functools.wraps(layout)
+    def run(*args, **kwargs):
+        pending = getattr(_LAYOUT_JOB, "job", None)
+        if pending is None:
+            return layout(*args, **kwargs)
+        _LAYOUT_JOB.job = None  # once: a second layout in the block runs alone
+        worker = threading.Thread(target=_run_job, args=pending, daemon=True)
+        worker.start()
+        try:
+            return layout(*args, **kwargs)
+        finally:
+            worker.join()
+
+    run._mediacluster_job = True
+    return run
 
 
 def import_umap():
@@ -97,6 +151,10 @@ def import_umap():
             cached = numba.njit(cache=True, locals=dict(fn.locals), **opts)(fn.py_func)
             cached._mediacluster_cached = True
             setattr(mod, attr, cached)
+        umap_ = importlib.import_module("umap.umap_")
+        layout = getattr(umap_, "optimize_layout_euclidean", None)
+        if layout is not None and not getattr(layout, "_mediacluster_job", False):
+            umap_.optimize_layout_euclidean = _with_layout_job(layout)  # see during_layout
     return umap
 
 
