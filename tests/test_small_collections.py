@@ -160,3 +160,15 @@ def test_weighted_silhouette_is_the_silhouette_of_the_copies(rng):
     assert weighted_silhouette(D, np.ones(12), lab) == pytest.approx(silhouette_score(P, lab))
     assert weighted_silhouette(D, w.astype(float), lab) == pytest.approx(
         silhouette_score(np.repeat(P, w, 0), np.repeat(lab, w)))
+
+
+def test_equal_distances_keep_the_levels_nested():
+    """Every pair at the same distance (the corners of a simplex; also one-feature input, as
+    scikit-learn's checks give): equal merge heights must not put a child's split before its
+    parent's (was 'split order breaks nesting')."""
+    X = np.eye(12, dtype=np.float32)
+    h = HierarchyClusterer().fit(X, vectors=X)
+    check_nested(h.levels_, h.parents_)
+    X1 = np.repeat(np.arange(10, dtype=np.float32), 2)[:, None] + 1.0
+    h = HierarchyClusterer().fit(X1, vectors=X1)
+    check_nested(h.levels_, h.parents_)

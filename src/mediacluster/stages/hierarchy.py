@@ -744,7 +744,10 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         np.fill_diagonal(D, 0.0)
         tree = _Tree(len(U))
         for a, b, h in weighted_average_linkage(D, w):
-            tree.add(a, b, h)
+            # strictly above its children, so that sorting by height never puts a child's
+            # split before its parent's (ties: equal distances, e.g. one-feature input)
+            below = max((tree.height[c - tree.L] for c in (a, b) if c >= tree.L), default=-np.inf)
+            tree.add(a, b, max(float(h), float(np.nextafter(below, np.inf))))
         root = tree.n_nodes - 1
         accepted = small_collection_cut(tree, P, D, w, random_state=self.random_state)
         self._make_levels(tree, root, set(), accepted, inv, 1)
