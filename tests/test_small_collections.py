@@ -106,7 +106,7 @@ def test_a_folder_of_a_few_photos_through_cluster(photos, tmp_path):
                  "--quiet", "--no-names", "--seed", "0"]) == 0
     run = RunDir.open(out)
     lv = run.info["summary"]["levels"]
-    assert lv["n_clusters"][lv["auto_level"]] == 2
+    assert lv["n_clusters"][lv["auto_level"]] == 2 and lv["small_collection"]
     table = run.read_assignments()
     kind = table["path"].map(lambda s: s.rsplit("/", 1)[-1].split("-")[0])
     assert adjusted_rand_score(kind, table["cluster"]) == 1.0
@@ -172,3 +172,27 @@ def test_equal_distances_keep_the_levels_nested():
     X1 = np.repeat(np.arange(10, dtype=np.float32), 2)[:, None] + 1.0
     h = HierarchyClusterer().fit(X1, vectors=X1)
     check_nested(h.levels_, h.parents_)
+
+
+def test_a_folder_of_one_kind_says_why_it_is_one_cluster(photos, tmp_path, capsys):
+    """12 photos of one class through ``cluster``: one cluster, and the run says why and where
+    the finer levels are (before: one cluster, nothing said)."""
+    import shutil
+
+    from mediacluster.cli import main
+    from mediacluster.cli.cluster import small_one
+    from mediacluster.rundir import RunDir
+
+    _, y, paths = photos
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for r in _rows(y, {CLASSES[3]: 12}):
+        shutil.copy(paths[r], folder / f"{r}.jpg")
+    out = tmp_path / "run"
+    assert main(["cluster", str(folder), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                 "--quiet", "--no-names", "--seed", "0"]) == 0
+    lv = RunDir.open(out).info["summary"]["levels"]
+    assert lv["n_clusters"][lv["auto_level"]] == 1
+    assert "note: the automatic level is one cluster: the collection is small" in capsys.readouterr().out
+    assert small_one({**lv, "level": 1}) is None  # another level in use: nothing to explain
+    assert small_one({**lv, "small_collection": False}) is None
