@@ -89,11 +89,16 @@ def fit_pipeline(pipe: Pipeline, X, info: dict, progress: bool = False, **kw) ->
 
 def level_summary(pipe) -> dict | None:
     """The levels of a fitted pipeline for run.json: cluster count per level (coarse to fine),
-    the level in use and the clusterer's own choice; None without levels."""
+    the level in use and the clusterer's own choice; None without levels. ``small_collection``
+    (only when true): the clusterer took its small-collection path
+    (``stages.hierarchy.is_small``)."""
     if getattr(pipe, "levels_", None) is None:
         return None
-    return {"n_clusters": [int(k) for k in pipe.n_clusters_per_level_], "level": int(pipe.level_),
-            "auto_level": int(pipe.auto_level_)}
+    out = {"n_clusters": [int(k) for k in pipe.n_clusters_per_level_], "level": int(pipe.level_),
+           "auto_level": int(pipe.auto_level_)}
+    if getattr(getattr(pipe, "clusterer_", None), "small_collection_", False):
+        out["small_collection"] = True
+    return out
 
 
 def name_fit(pipe, vectors, labels, imagenet_probs, enc=None,

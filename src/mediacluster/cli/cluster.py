@@ -257,6 +257,9 @@ def run(args) -> int:
             note = few_fitted(dups, res.summary.get("levels"))
             if note:
                 print(note)
+        note = small_one(res.summary.get("levels"))
+        if note and not dups:
+            print(note)
         if res.model:
             print(f"model: {printable(res.model)}")
         for box, n in res.inbox_taken.items():
@@ -347,6 +350,19 @@ def print_long_recordings(longs, where: str | None) -> None:
         which = f" (which ones: {where} long_recordings)"
     sys.stdout.write(f"long recordings: {len(longs)} file(s) over {READ_SECONDS:.0f} s embedded from "
                      f"{EXCERPTS} excerpts of {READ_SECONDS / EXCERPTS:.0f} s spread over each{which}\n")
+
+
+def small_one(levels: dict | None) -> str | None:
+    """Why a small collection's automatic level, in use, is one cluster: too few items for the
+    graph's criterion, and no split of them stood out from one homogeneous group
+    (``stages.hierarchy.small_collection_cut``); the finer levels are there."""
+    if not levels or not levels.get("small_collection") or len(levels["n_clusters"]) < 2 \
+            or levels["level"] != levels.get("auto_level") or levels["n_clusters"][levels["level"]] != 1:
+        return None
+    return ("note: the automatic level is one cluster: the collection is small, and no split of its items "
+            "stands out from what one homogeneous group gives (a significance test at 1%); the finer "
+            f"levels split it (--level 1: {levels['n_clusters'][1]} clusters, ..., --level "
+            f"{len(levels['n_clusters']) - 1}: {levels['n_clusters'][-1]})")
 
 
 def few_fitted(dups: dict, levels: dict | None) -> str | None:

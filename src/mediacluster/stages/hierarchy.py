@@ -33,6 +33,16 @@
    (all leaves). Every level refines the previous one, so each cluster of level ``l + 1`` has
    exactly one parent at level ``l``.
 
+**Small collections** (fewer distinct items than two of the criterion graph's neighbour lists,
+:func:`is_small`: below 30 with the engine's 15) cannot be cut by that criterion (no side of a
+cut holds its members' neighbours; below 16 the graph is complete) nor by HDBSCAN (groups of at
+least ``min_cluster_size``). For them the tree is average linkage of the distinct items by the
+input vectors' cosine distances, and the default level is one cluster unless Ward's top split
+of the items is significantly tighter than in references of the same spectrum
+(:func:`split_test`, 1%), else the cut with the best silhouette (:func:`small_collection_cut`);
+``small_collection_`` says which path was taken. Measured on draws of 3-200 items in
+benchmarks/RESULTS.md, "Engine: small collections".
+
 Identical rows of ``Z`` always end in the same cluster at every level (they share a cell, a
 group vote and every tree node). Without ``knn`` the criterion uses the kNN graph of ``Z``
 itself (measured worse: it over-splits large homogeneous groups).
@@ -393,6 +403,160 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
 
 
 # ------------------------------------------------------------------------------------------
+# small collections: too few items for the criterion graph
+# ------------------------------------------------------------------------------------------
+SPLIT_ALPHA = 0.01  # one-sided level of each split's test (a homogeneous collection must stay one)
+SPLIT_REFERENCES = 49  # reference draws per test
+
+
+def is_small(n_distinct: int, graph_width: int) -> bool:
+    """Whether a collection is too small for the modularity criterion: fewer distinct items
+    than two full neighbour lists of the criterion graph (``graph_width`` = items per list,
+    the item itself included). A cut's side can only hold its members' neighbours when it has
+    at least ``graph_width`` items, so below ``2 * graph_width`` no cut into two groups keeps
+    them (with ``graph_width >= n`` the graph is complete and every split scores below 0)."""
+    return n_distinct < 2 * int(graph_width)
+
+
+def _weighted_coords(V: np.ndarray, w: np.ndarray):
+    """``(coordinates, singular values)`` of rows ``V`` weighted by ``w`` about their weighted
+    mean: ``sqrt(w) * (V - mean) = U S Vt``, coordinates ``(V - mean) @ Vt.T`` (distances kept)."""
+    C = V - (w[:, None] * V).sum(0) / w.sum()
+    _, S, Vt = np.linalg.svd(np.sqrt(w)[:, None] * C, full_matrices=False)
+    r = int((S > S[0] * 1e-9).sum()) if len(S) and S[0] > 0 else 0
+    return C @ Vt[:r].T, S[:r]
+
+
+def _split_share(P: np.ndarray, w: np.ndarray, side: np.ndarray) -> float:
+    """Within-side sum of squares over the total (weights ``w``): Ward's cluster index."""
+    def ss(m):
+        c = (w[m, None] * P[m]).sum(0) / w[m].sum()
+        return float((w[m] * ((P[m] - c) ** 2).sum(1)).sum())
+    total = ss(np.ones(len(P), bool))
+    return (ss(side) + ss(~side)) / total if total > 0 else 1.0
+
+
+def _ward_top_split(P: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The two sides of Ward's top split of points ``P`` weighted ``w`` (bool, True = one side)."""
+    merges = weighted_ward(P, w)
+    p = len(P)
+    members = {i: [i] for i in range(p)}
+    for s, (a, b, _) in enumerate(merges[:-1]):
+        members[p + s] = members.pop(a) + members.pop(b)
+    side = np.zeros(p, bool)
+    side[members[merges[-1][0]]] = True
+    return side
+
+
+def split_test(V: np.ndarray, w: np.ndarray, side: np.ndarray, rng) -> float:
+    """How far a split of rows ``V`` (weights ``w``) into ``side`` / ``~side`` is from what one
+    homogeneous group would give: the z-score of its Ward cluster index (within-side share of
+    the sum of squares) against ``SPLIT_REFERENCES`` reference collections.
+
+    A reference keeps everything second-order about the collection (the same items' weights,
+    the same singular values of the centred rows, so the same total spread along the same
+    number of axes) and draws only which item sits where: ``U`` of ``sqrt(w) (V - mean) = U S
+    Vt`` is replaced by a random orthonormal basis of the same size orthogonal to
+    ``sqrt(w)``. Two groups put a few items at the two ends of the first axes; a random basis
+    does not, so a real split has a clearly smaller index than its references' Ward splits.
+    With fewer items than dimensions (always here) every split of the items themselves looks
+    linearly separable, which is why the reference has the same shape instead of the gap
+    statistic's uniform box (measured: it almost never split two kinds), a Gaussian with the
+    sample eigenvalues (one-class draws scored above two-class ones) or one in all the input's
+    dimensions (everything significant). Positive: the split is tighter than the references'."""
+    P, S = _weighted_coords(V, w)
+    if len(S) == 0:
+        return -np.inf
+    share = _split_share(P, w, side)
+    sw = np.sqrt(w)
+    ref = np.empty(SPLIT_REFERENCES)
+    for b in range(SPLIT_REFERENCES):
+        G = rng.standard_normal((len(P), len(S)))
+        G -= np.outer(sw, sw @ G) / (sw @ sw)  # orthogonal to sqrt(w): centred
+        Q, _ = np.linalg.qr(G)
+        R = Q * S / sw[:, None]
+        ref[b] = _split_share(R, w, _ward_top_split(R, w))
+    sd = float(ref.std(ddof=1))
+    return (float(ref.mean()) - share) / sd if sd > 0 else (np.inf if share < ref.mean() else -np.inf)
+
+
+def weighted_silhouette(D: np.ndarray, w: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette of points with pairwise distances ``D`` standing for ``w`` items each
+    (copies at distance 0 from each other), weighted by ``w``; an item alone in its cluster
+    scores 0 (scikit-learn's convention)."""
+    K = int(labels.max()) + 1
+    M = np.zeros((len(D), K))
+    np.add.at(M.T, labels, w[:, None] * D)  # M[i, c]: weighted distance sum to cluster c
+    size = np.bincount(labels, weights=w, minlength=K)
+    own = size[labels] - 1.0  # the other items of i's cluster (its own copies among them, at 0)
+    a = np.where(own > 0, M[np.arange(len(D)), labels] / np.maximum(own, 1e-300), 0.0)
+    other = np.where(np.arange(K)[None, :] == labels[:, None], np.inf, M / np.maximum(size, 1e-300))
+    b = other.min(axis=1)
+    sil = np.where((own > 0) & np.isfinite(b), (b - a) / np.maximum(np.maximum(a, b), 1e-300), 0.0)
+    return float((w * sil).sum() / w.sum())
+
+
+def weighted_average_linkage(D: np.ndarray, w: np.ndarray) -> list[tuple[int, int, float]]:
+    """Average linkage (UPGMA) of points with distances ``D`` standing for ``w`` items each:
+    the distance between two clusters is the mean over their items' pairs. Same output
+    convention as :func:`weighted_ward`."""
+    p = len(D)
+    D = np.asarray(D, dtype=np.float64).copy()
+    np.fill_diagonal(D, np.inf)
+    w = np.asarray(w, dtype=np.float64).copy()
+    ids = np.arange(p)
+    alive = np.ones(p, bool)
+    out = []
+    for step in range(p - 1):
+        flat = int(np.argmin(np.where(alive[:, None] & alive[None, :], D, np.inf)))
+        i, j = divmod(flat, p)
+        if i > j:
+            i, j = j, i
+        out.append((int(ids[i]), int(ids[j]), float(D[i, j])))
+        row = (w[i] * D[i] + w[j] * D[j]) / (w[i] + w[j])
+        w[i] += w[j]
+        alive[j] = False
+        D[i, :] = row
+        D[:, i] = row
+        D[i, i] = np.inf
+        D[j, :] = np.inf
+        D[:, j] = np.inf
+        ids[i] = p + step
+    return out
+
+
+def small_collection_cut(tree: _Tree, P: np.ndarray, D: np.ndarray, w: np.ndarray, random_state=0) -> set:
+    """The tree nodes to split for the default level of a small collection (:func:`is_small`):
+    none when Ward's top split of the items is not significant (:func:`split_test`, one-sided
+    at ``SPLIT_ALPHA``, normal quantile), so one homogeneous collection stays one cluster;
+    otherwise the cut of ``tree`` (into 2 .. L - 1 clusters, L the distinct items) with the
+    largest silhouette (:func:`weighted_silhouette` on the distances ``D``). ``P`` (L, r) the
+    coordinates of the tree's leaves, ``w`` their weights (copies). Returns the split nodes
+    (the ``k - 1`` highest)."""
+    from scipy.stats import norm
+
+    L, root = tree.L, tree.n_nodes - 1
+    if L < 3:
+        return set()
+    z = split_test(P, w, _ward_top_split(P, w), np.random.default_rng(random_state))
+    if not z > float(norm.ppf(1.0 - SPLIT_ALPHA)):
+        return set()
+    order = sorted(range(L, tree.n_nodes), key=lambda v: -tree.height[v - L])
+    best, best_k, nodes = -np.inf, 2, {root}
+    for k in range(2, L):
+        v = order[k - 2]
+        nodes.remove(v)
+        nodes.update(tree.children(v))
+        lab = np.empty(L, np.int64)
+        for c, u in enumerate(nodes):
+            lab[_leaves_under(tree, u)] = c
+        sil = weighted_silhouette(D, w, lab)
+        if sil > best + 1e-12:
+            best, best_k = sil, k
+    return set(order[:best_k - 1])
+
+
+# ------------------------------------------------------------------------------------------
 # conventions shared with stages/evoc.py
 # ------------------------------------------------------------------------------------------
 def check_share(value, name: str) -> None:
@@ -541,6 +705,8 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
     groups_level_ : index of the density-group level; ``n_groups_`` its cluster count.
     labels_, probabilities_ : at ``level_`` (``-1`` / 0 for items left unclustered).
     unclustered_ : bool (n,), items HDBSCAN called noise before they were assigned.
+    small_collection_ : True when the collection was too small for the criterion graph and the
+        small-collection path made the tree and the default level (see the module docstring).
     """
 
     def __init__(self, level="auto", min_cluster_size: int = 10, min_samples: int | None = None,
@@ -592,6 +758,10 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
             self._fit_single(n)
             return self
         A = self._graph(Z, knn)
+        if is_small(len(U), self._graph_width(n, knn)):
+            self._fit_small(Z, U, inv, counts, A, vectors)
+            return self
+        self.small_collection_ = False
         self._min_samples_ = int(self.min_samples) if self.min_samples is not None else (
             int(np.asarray(knn[0]).shape[1]) if knn is not None else 15)
         leaf_of_item, centres, sizes, group_of_leaf, noise = self._leaves(Z, U, inv, counts)
@@ -613,6 +783,57 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         self._select()
         return self
 
+    def _graph_width(self, n: int, knn) -> int:
+        """Items per list of the criterion graph (the item itself included)."""
+        cols = int(np.asarray(knn[0]).shape[1]) if knn is not None else int(min(n - 1, 15)) + 1
+        if self.graph_neighbors is not None:
+            cols = min(cols, int(self.graph_neighbors) + 1)
+        return cols
+
+    def _fit_small(self, Z, U, inv, counts, A, vectors):
+        """A collection too small for the criterion graph (:func:`is_small`): one tree of
+        average-linkage merges of its distinct items by the input vectors' cosine distances (as
+        the graph sees them; Euclidean distances of ``Z`` when ``fit`` got no vectors), copies
+        counted once; the default level is one cluster unless the tree's top split is
+        significant, else the cut with the best silhouette (:func:`small_collection_cut`). No density groups (HDBSCAN needs more items than its ``min_cluster_size``),
+        no agreement check (the test is already on the input vectors)."""
+        n = len(Z)
+        first = np.zeros(len(U), np.int64)
+        first[inv[::-1]] = np.arange(n)[::-1]  # each distinct row's first item
+        if vectors is not None:
+            V = np.asarray(l2_normalize(vectors[first]), dtype=np.float64)
+        else:
+            V = np.asarray(U, dtype=np.float64)
+        # copies count once, as in the pipeline (which fits distinct rows only): weighted, a
+        # copy's cluster of itself would score a silhouette of 1 and every copy-pair split off
+        w = np.ones(len(U))
+        P, _ = _weighted_coords(V, w)
+        if P.shape[1] == 0:  # distinct in Z, one point in the input's view
+            P = np.zeros((len(U), 1))
+        D = np.sqrt(np.maximum(((P[:, None, :] - P[None, :, :]) ** 2).sum(-1), 0.0))
+        if vectors is not None:  # cosine distances of the input, as the graph sees them
+            D = np.maximum(1.0 - V @ V.T, 0.0)
+        np.fill_diagonal(D, 0.0)
+        tree = _Tree(len(U))
+        for a, b, h in weighted_average_linkage(D, w):
+            # strictly above its children, so that sorting by height never puts a child's
+            # split before its parent's (ties: equal distances, e.g. one-feature input)
+            below = max((tree.height[c - tree.L] for c in (a, b) if c >= tree.L), default=-np.inf)
+            tree.add(a, b, max(float(h), float(np.nextafter(below, np.inf))))
+        root = tree.n_nodes - 1
+        accepted = small_collection_cut(tree, P, D, w, random_state=self.random_state)
+        self._make_levels(tree, root, set(), accepted, inv, 1)
+        m2 = float(A.sum())
+        self.level_scores_ = np.array([modularity(A, lv) for lv in self.levels_]) if m2 > 0 \
+            else np.zeros(len(self.levels_))
+        self.modularity_level_ = self.auto_level_
+        self.agreement_scores_ = np.full((len(self.levels_), 2), np.nan)
+        self.small_collection_ = True
+        self.unclustered_ = np.zeros(n, bool)
+        self._build_index()
+        self._probabilities(Z)
+        self._select()
+
     def _fit_single(self, n):
         self.levels_ = np.zeros((1, n), dtype=np.int64)
         self.parents_ = []
@@ -624,6 +845,7 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         self.agreement_scores_ = np.full((1, 2), np.nan)
         self.groups_level_ = 0
         self.n_groups_ = 1
+        self.small_collection_ = False
         self.unclustered_ = np.zeros(n, bool)
         self._build_index()
         self._select()
@@ -803,7 +1025,7 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
                 "unclustered": self.unclustered_,
                 "agreement_scores": self.agreement_scores_,
                 "meta": np.array([self.auto_level_, self.groups_level_, self.n_groups_,
-                                  self.modularity_level_], np.int64)}
+                                  self.modularity_level_, int(self.small_collection_)], np.int64)}
 
     @classmethod
     def from_arrays(cls, arrays: dict, **params):
@@ -820,6 +1042,7 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         meta = [int(x) for x in arrays["meta"]]
         self.auto_level_, self.groups_level_, self.n_groups_ = meta[:3]
         self.modularity_level_ = meta[3] if len(meta) > 3 else self.auto_level_  # saved before 4
+        self.small_collection_ = bool(meta[4]) if len(meta) > 4 else False  # saved before 5
         self.agreement_scores_ = np.asarray(arrays["agreement_scores"], dtype=np.float64) \
             if "agreement_scores" in arrays else np.full((len(self.levels_), 2), np.nan)
         self.n_clusters_per_level_ = np.array([int(lv.max()) + 1 for lv in self.levels_])
