@@ -545,7 +545,8 @@ def cmd_sweep(args):
                 continue
             labs, tms = [], []
             for _ in range(2 if args.repro else 1):
-                cl, tm = fit(X, v, seed=int(v["seed"]), reuse_knn=True, layout_file=layout_path(args, key, v))
+                cl, tm = fit(X, v, seed=int(v["seed"]), reuse_knn=True,  # --repro: fit the layout twice
+                             layout_file=None if args.repro else layout_path(args, key, v))
                 labs.append(cl.labels_.copy())
                 tms.append(tm)
             sc = [nmi(y, lv) for lv in cl.levels_]
