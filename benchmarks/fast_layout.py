@@ -49,6 +49,15 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
   only; UMAP lays out the raw rows' graph) | ``lay`` (UMAP's only; the criterion scores the raw
   rows' graph); ``crit`` and ``lay`` build two graphs [both]
 * ``seed``  the fit's seed (UMAP, K-means, the check's starts): another draw of the same design [0]
+* ``crit``  the default level's rule for the density groups (session 20, levelmerge helper;
+  :func:`crit_cut`): ``today`` (never merge two density groups) | ``free`` (plain modularity,
+  density groups may merge) | ``loc`` / ``rel`` / ``cross``: modularity may merge two density
+  groups unless a local test says the input graph separates them (then the split is forced, as
+  today) [today]
+
+``sweep`` also caches each layout (``<key>@lay-<hash>.npz``: the distinct rows' coordinates and
+kNN graph) under ``--cache``, so variants that differ only in the keys the layout does not see
+(``ms``, ``mcs``, ``nocheck``, ``crit``) re-cluster one layout.
 
 Each fit records the level with the check (``auto``) and without it (``mod``, the modularity
 level, from the same fit), and ``sweep`` keeps the levels in ``<key>@<name>.npz`` beside the JSON
@@ -88,7 +97,8 @@ DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, 
             "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0,
             "nocheck": 0, "lm": "30x3000", "place": "tr", "refine": 0,
             "rep": "raw", "rdim": "v95", "wpow": 0.0, "rcheck": 0, "seed": 0,
-            "winit": "rep", "rimpl": "arrays", "rgraph": "both"}
+            "winit": "rep", "rimpl": "arrays", "rgraph": "both", "crit": "today"}
+CLUSTER_KEYS = ("ms", "mcs", "nocheck", "crit")  # keys that leave the layout as it is
 
 
 INTS = ("dim", "ep", "ms", "mcs", "nocheck", "refine", "rcheck", "seed")
@@ -293,19 +303,153 @@ def layout(U, knn, v, seed=0, raw=None):
                           initial_alpha=float(v["alpha"]))
 
 
+CRIT_INFO: dict = {}  # the last fit's criterion diagnostics (density-group splits kept / merged)
+CRITS = ("today", "free", "loc", "rel", "cross", "min")
+
+
+def crit_cut(name, tree, inw, vol, m2, above, root, best_cut=None, size=None, min_size=10):
+    """The default level's cut under criterion ``name``: ``(accepted, forced)``, the internal
+    nodes split at the default level and the density-group splits it was not free to undo.
+
+    For an internal node v with children a, b (``inw``: a node's internal edge weight, both
+    directions; ``vol``: its degree sum in the whole graph), the cross weight is
+    ``c = (inw_v - inw_a - inw_b) / 2`` and v's own subgraph gives a and b the degrees
+    ``d_a = inw_a + c``, ``d_b = inw_b + c``. The *local* ratio ``r = c inw_v / (d_a d_b)`` is the
+    cross weight over its configuration-model expectation inside v alone (1: the graph does not
+    see the split; 0: no edge crosses); it has no resolution limit (it never looks outside v).
+
+    * ``today``: every split above the density groups is forced (the engine).
+    * ``free``: none is (plain modularity; its resolution limit merges small groups).
+    * ``loc``: a density-group split is forced when ``r < 1`` (local modularity of the split > 0).
+    * ``rel``: forced when ``r`` is below the median ``r`` of the splits *inside* density groups
+      that today's cut leaves unsplit (the splits the graph does not support, measured on the
+      same graph and tree: no constant).
+    * ``cross``: forced unless one side's items have most of their neighbours (inside v) on the
+      other side (``c > min(inw_a, inw_b)``).
+    * ``min``: forced when ``r`` is below the lowest ``r`` of those unsupported splits inside
+      density groups whose smaller side holds at least ``min_size`` items (HDBSCAN's
+      ``min_cluster_size``: the smallest group worth reporting; ``size``: items per node): a
+      density boundary is kept when it is sharper than every boundary today's cut left inside a
+      cluster; the others are left to modularity (no such split: all forced, as today).
+    Forced sets are closed upward (a forced node's ancestors are forced: else it is never
+    reached), then the cut maximises modularity (``_best_cut``)."""
+    from mediacluster.stages import hierarchy
+
+    _best_cut = best_cut or hierarchy._best_cut
+    q = inw / m2 - (vol / m2) ** 2
+    today = _best_cut(tree, q, above, root)
+    L, N = tree.L, tree.n_nodes
+    ch = np.array([tree.children(v) for v in range(L, N)], dtype=np.int64).reshape(-1, 2)
+    a, b = ch[:, 0], ch[:, 1]
+    c = np.maximum((inw[L:] - inw[a] - inw[b]) / 2.0, 0.0)
+    da, db = inw[a] + c, inw[b] + c
+    r = np.where(da * db > 0, c * inw[L:] / np.maximum(da * db, 1e-300), 1.0)
+    eg = vol[a] * vol[b] / m2  # global expectation of c
+    inside = [v for v in range(L, N) if v not in above and v not in today]
+    ref = float(np.median(r[np.asarray(inside, np.int64) - L])) if inside else 1.0
+    if name == "today":
+        forced = set(above)
+    elif name == "free":
+        forced = set()
+    elif name == "loc":
+        forced = {v for v in above if r[v - L] < 1.0}
+    elif name == "rel":
+        forced = {v for v in above if r[v - L] < ref}
+    elif name == "min":
+        big = [v for v in inside if min(size[a[v - L]], size[b[v - L]]) >= min_size]
+        ref = float(r[np.asarray(big, np.int64) - L].min()) if big else np.inf  # none: today's
+        forced = {v for v in above if r[v - L] < ref}
+    elif name == "cross":
+        forced = {v for v in above if c[v - L] <= min(inw[a[v - L]], inw[b[v - L]])}
+    else:
+        raise SystemExit(f"unknown crit {name!r} (one of {', '.join(CRITS)})")
+    parent = {}
+    for v in range(L, N):
+        for x in tree.children(v):
+            parent[x] = v
+    for v in list(forced):
+        while v in parent and parent[v] not in forced:
+            v = parent[v]
+            forced.add(v)
+    acc = today if name == "today" else _best_cut(tree, q, forced, root)
+    CRIT_INFO.clear()
+    ab = sorted(above)
+    CRIT_INFO.update(ref=ref, kept=len(acc & above), forced=len(forced), above=len(above),
+                     r=[round(float(r[v - L]), 4) for v in ab],
+                     cg=[round(float(c[v - L] / max(eg[v - L], 1e-300)), 4) for v in ab],
+                     vmin=[float(min(vol[a[v - L]], vol[b[v - L]])) for v in ab],
+                     split=[int(v in acc) for v in ab])
+    return acc, forced
+
+
+def _use_crit(hierarchy, name):
+    """Patch ``stages.hierarchy`` so that ``HierarchyClusterer.fit`` cuts by ``crit_cut(name)``;
+    returns the function that undoes it. The density-group splits the criterion merges are
+    dropped from the ``above`` set ``fit`` hands to ``_make_levels`` (so the level order still
+    nests: kept group splits, then the other accepted splits, then the rest, merged group
+    splits first)."""
+    CRIT_INFO.clear()
+    if name == "today":
+        return lambda: None
+    stats, best = hierarchy._node_graph_stats, hierarchy._best_cut
+    seen = {}
+
+    def node_stats(tree, leaf_of_item, A):
+        out = stats(tree, leaf_of_item, A)
+        size = np.zeros(tree.n_nodes)
+        size[:tree.L] = np.bincount(leaf_of_item, minlength=tree.L)
+        for v in range(tree.L, tree.n_nodes):
+            size[v] = sum(size[x] for x in tree.children(v))
+        seen["s"], seen["size"] = out, size
+        return out
+
+    def cut(tree, score, must_split, root):
+        inw, vol, m2 = seen["s"]
+        acc, _ = crit_cut(name, tree, inw, vol, m2, must_split, root, best_cut=best, size=seen["size"])
+        merged = set(must_split) - acc
+        top = max(tree.height) + 1.0
+        for v in merged:  # first among the rest, in their own height order (parents first)
+            tree.height[v - tree.L] += top
+        must_split.intersection_update(acc)  # the same set object reaches _make_levels
+        return acc
+
+    hierarchy._node_graph_stats, hierarchy._best_cut = node_stats, cut
+
+    def restore():
+        hierarchy._node_graph_stats, hierarchy._best_cut = stats, best
+    return restore
+
+
 _KNN: dict = {}
 
 
-def fit(X, v, seed=0, reuse_knn=False):
+def fit(X, v, seed=0, reuse_knn=False, layout_file=None):
     """The engine with variant ``v``: (clusterer, timings). ``reuse_knn``: keep the kNN graph of
-    the last call on the same array and method (sweeps only; timings never reuse it)."""
-    from mediacluster.stages import hierarchy
-    from mediacluster.stages.hierarchy import HierarchyClusterer, _expand_knn, unique_rows
-    from mediacluster.stages.neighbors import knn_graph
+    the last call on the same array and method (sweeps only; timings never reuse it).
+    ``layout_file``: an ``.npz`` holding (or to hold) the layout and kNN graph of the distinct
+    rows (sweeps only; not with ``rcheck``, which needs the transformed rows)."""
+    from mediacluster.stages.hierarchy import _expand_knn, unique_rows
 
     tm = {}
     t = time.perf_counter()
     U, inv, _ = unique_rows(X)
+    if layout_file is not None and not v["rcheck"]:
+        if layout_file.exists():
+            z = np.load(layout_file)
+            Z, knn = z["Z"], (z["idx"], z["dist"])
+            tm.update(knn=0.0, layout=0.0)
+        else:
+            Z, knn, tl = _layout_of(X, U, v, seed, reuse_knn, tm, t)
+            np.savez(layout_file, Z=Z, idx=knn[0], dist=knn[1])
+        return _cluster(X, Z, inv, knn, None, v, seed, tm, _expand_knn)
+    Z, knn, R = _layout_of(X, U, v, seed, reuse_knn, tm, t)
+    return _cluster(X, Z, inv, knn, R, v, seed, tm, _expand_knn)
+
+
+def _layout_of(X, U, v, seed, reuse_knn, tm, t):
+    """(layout of the distinct rows ``U``, the criterion's kNN graph, the transformed rows)."""
+    from mediacluster.stages.neighbors import knn_graph
+
     ck = (id(X), X.shape, v["knn"], v["rep"], v["rdim"], v["wpow"], v["rimpl"], v["rgraph"])
     if reuse_knn and ck in _KNN:
         R, knn, knn_lay = _KNN[ck]
@@ -327,6 +471,13 @@ def fit(X, v, seed=0, reuse_knn=False):
     tm["layout"] = time.perf_counter() - t
     if v["lay"] == "landmark":
         tm.update({f"lm_{k}": x for k, x in SUB.items()})
+    return Z, knn, R
+
+
+def _cluster(X, Z, inv, knn, R, v, seed, tm, _expand_knn):
+    from mediacluster.stages import hierarchy
+    from mediacluster.stages.hierarchy import HierarchyClusterer
+
     t = time.perf_counter()
     cl = HierarchyClusterer(random_state=seed, min_samples=v["ms"], min_cluster_size=int(v["mcs"]))
     check = hierarchy.agreement_level
@@ -339,11 +490,14 @@ def fit(X, v, seed=0, reuse_knn=False):
         return out
 
     hierarchy.agreement_level = timed_check
+    restore = _use_crit(hierarchy, v["crit"])
     try:  # the input vectors, as reduce_and_cluster gives them: the level's agreement check runs
-        cl.fit(Z[inv], knn=_expand_knn(knn, inv) if len(U) < len(X) else knn,
+        cl.fit(Z[inv], knn=_expand_knn(knn, inv) if len(Z) < len(X) else knn,
                vectors=None if v["nocheck"] else (R[inv] if v["rcheck"] else X))
     finally:
         hierarchy.agreement_level = check
+        restore()
+    cl.crit_info_ = dict(CRIT_INFO)
     tm["cluster"] = time.perf_counter() - t
     tm["check"] = sum(spent)
     return cl, tm
@@ -373,6 +527,13 @@ def result_path(args, key, name):
     return args.cache / f"{key}@{name}.json"
 
 
+def layout_path(args, key, v):
+    import hashlib
+
+    spec = json.dumps({k: x for k, x in sorted(v.items()) if k not in CLUSTER_KEYS})
+    return args.cache / f"{key}@lay-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.npz"
+
+
 def cmd_sweep(args):
     args.cache.mkdir(parents=True, exist_ok=True)
     for key in keys_of(args.cases, args.draws):
@@ -384,7 +545,8 @@ def cmd_sweep(args):
                 continue
             labs, tms = [], []
             for _ in range(2 if args.repro else 1):
-                cl, tm = fit(X, v, seed=int(v["seed"]), reuse_knn=True)
+                cl, tm = fit(X, v, seed=int(v["seed"]), reuse_knn=True,  # --repro: fit the layout twice
+                             layout_file=None if args.repro else layout_path(args, key, v))
                 labs.append(cl.labels_.copy())
                 tms.append(tm)
             sc = [nmi(y, lv) for lv in cl.levels_]
@@ -398,10 +560,10 @@ def cmd_sweep(args):
                        auto_k=int(cl.labels_.max() + 1), groups=int(cl.n_groups_), best=sc[b],
                        best_k=int(cl.levels_[b].max() + 1), times=tms[-1],
                        repro=bool(all((lab == labs[0]).all() for lab in labs)) if args.repro else None,
-                       load=os.getloadavg()[0])
+                       load=os.getloadavg()[0], crit=cl.crit_info_)
             p.write_text(json.dumps(rec))
             print(json.dumps({k: (round(x, 3) if isinstance(x, float) else x) for k, x in rec.items()
-                              if k not in ("spec", "times")} | {"layout_s": round(tm["layout"], 2)}),
+                              if k not in ("spec", "times", "crit")} | {"layout_s": round(tm["layout"], 2)}),
                   flush=True)
 
 

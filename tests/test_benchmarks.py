@@ -103,3 +103,58 @@ def test_benchmarks_write_results_through_results_helpers():
     users = [p.name for p in SCRIPTS if p.name != "_results.py"
              and re.search(r'"RESULTS\.md"|write_section\([^)]*,[^)]*,', p.read_text(encoding="utf-8"))]
     assert not users, f"{users} name the results file themselves; use _results.write_section / publish"
+
+
+def _fast_layout_module(monkeypatch):
+    """``benchmarks/fast_layout.py`` loaded from its file; it puts the benchmarks folder on
+    ``sys.path`` and imports two sibling scripts, undone after the test."""
+    import importlib.util
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("level_stability", "subsets"):
+        if name not in sys.modules:
+            monkeypatch.setitem(sys.modules, name, None)
+            monkeypatch.delitem(sys.modules, name)
+    spec = importlib.util.spec_from_file_location("_bench_fast_layout", BENCHMARKS / "fast_layout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("joined", [False, True])
+def test_fast_layout_level_criteria_merge_density_groups_only_where_the_graph_joins_them(monkeypatch, joined):
+    """fast_layout's ``crit`` variants (levelmerge helper): two density groups of two leaves each.
+    Separated in the graph (every item's neighbours in its own group), every criterion keeps
+    the split; joined (every item's neighbours in the *other* group, local cross ratio 2),
+    plain modularity and the local tests merge them, today's rule does not, and ``min`` has no
+    unsupported split inside a group to compare with, so it keeps today's."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from mediacluster.stages import hierarchy as H
+
+    fl = _fast_layout_module(monkeypatch)
+    rng = np.random.default_rng(0)
+    n = 80
+    leaf = np.repeat(np.arange(4), 20)
+    group = leaf // 2
+    rows, cols = [], []
+    for i in range(n):
+        pool = np.flatnonzero((group != group[i]) if joined else (group == group[i]))
+        pool = pool[pool != i]
+        for j in rng.choice(pool, 6, replace=False):
+            rows.append(i)
+            cols.append(int(j))
+    A = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    A = ((A + A.T) > 0).astype(np.float64)
+    tree = H._Tree(4)
+    a, b = tree.add(0, 1, 1.0), tree.add(2, 3, 1.0)
+    root = tree.add(a, b, 5.0)
+    inw, vol, m2 = H._node_graph_stats(tree, leaf, A)
+    size = np.array([20.0, 20, 20, 20, 40, 40, 80])
+    split = {c: root in fl.crit_cut(c, tree, inw, vol, m2, {root}, root, size=size)[0] for c in fl.CRITS}
+    if not joined:
+        assert all(split.values()), split
+    else:
+        assert split == {"today": True, "free": False, "loc": False, "rel": False, "cross": False, "min": True}
