@@ -14,7 +14,12 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.metrics import normalized_mutual_info_score as nmi
 
 from mediacluster.errors import InputError, ParameterError
-from mediacluster.stages.hierarchy import HierarchyClusterer, vote_path, weighted_ward
+from mediacluster.stages.hierarchy import (
+    HierarchyClusterer,
+    agreement_level,
+    vote_path,
+    weighted_ward,
+)
 from mediacluster.stages.neighbors import knn_graph, symmetric_adjacency
 
 
@@ -298,26 +303,21 @@ def _torn_layout(n_vector_classes: int, seed: int = 0, per: int = 150):
     return Z, V, cls
 
 
-def test_agreement_undoes_a_split_only_the_layout_makes():
-    """The default level is checked against K-means on the input vectors: a split the layout
-    makes (one class torn into two density groups) is undone, a split the vectors share is
-    kept, and without the vectors the modularity level stands."""
+def test_a_tear_the_input_graph_does_not_see_is_merged_a_real_border_is_kept():
+    """One class torn into two density groups by the layout is one cluster at the default level
+    (its border is weaker in the input graph than a split left inside a cluster), whatever the
+    agreement check says; two real classes in the same place stay two. Before the rule every
+    density split was kept (5 clusters at the modularity level)."""
     Z, V, cls = _torn_layout(4)
     knn = knn_graph(V, 15)
     h = HierarchyClusterer(random_state=0).fit(Z, knn=knn, vectors=V)
     k = h.n_clusters_per_level_
-    assert h.n_groups_ == 5 and k[h.modularity_level_] == 5, "the layout's tear: 5 groups"
-    assert k[h.auto_level_] == 4 and k[h.level_] == 4
+    assert h.n_groups_ == 5, "the layout's tear: 5 density groups"
+    assert k[h.modularity_level_] == 4 and k[h.auto_level_] == 4 and k[h.level_] == 4
+    assert k[h.groups_level_] == 4, "the kept density splits"
     assert adjusted_rand_score(cls, h.labels_) == 1.0
-    s = h.agreement_scores_
-    assert s.shape == (len(k), 2) and s[h.auto_level_, 0] > s[h.modularity_level_, 0] + \
-        s[h.auto_level_, 1] + s[h.modularity_level_, 1], "moved only past the starts' noise"
-    assert np.isnan(s[k > 10]).all(), "only levels within a factor 2 of the modularity level"
-    assert np.isfinite(h.level_scores_).all(), "the modularity scores are kept"
-    h2 = HierarchyClusterer.from_arrays(h.to_arrays(), **h.get_params())
-    assert (h2.auto_level_, h2.modularity_level_) == (h.auto_level_, h.modularity_level_)
-    assert np.array_equal(h2.agreement_scores_, s, equal_nan=True)
-
+    for lv in range(1, len(k)):  # still nested
+        assert np.array_equal(h.parents_[lv - 1][h.levels_[lv]], h.levels_[lv - 1])
     plain = HierarchyClusterer(random_state=0).fit(Z, knn=knn)
     assert plain.auto_level_ == plain.modularity_level_ == h.modularity_level_
     assert np.isnan(plain.agreement_scores_).all()
@@ -326,6 +326,25 @@ def test_agreement_undoes_a_split_only_the_layout_makes():
     h5 = HierarchyClusterer(random_state=0).fit(Z5, knn=knn_graph(V5, 15), vectors=V5)
     assert h5.auto_level_ == h5.modularity_level_ and h5.n_clusters_per_level_[h5.auto_level_] == 5
     assert adjusted_rand_score(cls5, h5.labels_) == 1.0
+
+
+def test_agreement_undoes_a_split_only_the_layout_makes():
+    """The default level is checked against K-means on the input vectors: of two levels, the
+    one the vectors share replaces a finer one that splits a class, and only past the starts'
+    noise; a level the vectors share is kept."""
+    Z, V, cls = _torn_layout(4)
+    part = np.repeat(np.arange(5), len(cls) // 5)
+    levels = np.stack([cls, part]).astype(np.int64)
+    lv, s = agreement_level(levels, 1, V, random_state=0)
+    assert lv == 0, "the tear (level 1) undone"
+    assert s.shape == (2, 2) and s[0, 0] > s[1, 0] + s[0, 1] + s[1, 1], "moved only past the starts' noise"
+    Z5, V5, cls5 = _torn_layout(5)
+    levels5 = np.stack([np.minimum(cls5, 3), cls5]).astype(np.int64)
+    assert agreement_level(levels5, 1, V5, random_state=0)[0] == 1, "five real classes kept"
+    h = HierarchyClusterer(random_state=0).fit(Z, knn=knn_graph(V, 15), vectors=V)
+    h2 = HierarchyClusterer.from_arrays(h.to_arrays(), **h.get_params())
+    assert (h2.auto_level_, h2.modularity_level_) == (h.auto_level_, h.modularity_level_)
+    assert np.array_equal(h2.agreement_scores_, h.agreement_scores_, equal_nan=True)
     with pytest.raises(InputError, match="vectors must be an"):
         HierarchyClusterer().fit(Z, vectors=V[:-1])
 

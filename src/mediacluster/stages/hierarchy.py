@@ -12,13 +12,21 @@
    borders; the (cell, group) pieces are the tree's leaves.
 3. **tree**: size-weighted Ward linkage of the pieces inside each group, then of the groups.
 4. **default level** (``level="auto"``): the cut of the tree that maximises Newman-Girvan
-   modularity of the input-space neighbour graph, subject to never merging two density groups.
+   modularity of the input-space neighbour graph, subject to never merging two density groups
+   that the input graph separates more sharply than any split the cut leaves inside a cluster.
    Density separation in the reduced space has no resolution limit (it finds 100 groups of 50
-   as readily as 3 of 3,000) but misses groups that touch; modularity of the input graph splits
-   touching groups but merges small ones (its resolution limit: a group whose share of the graph
-   is below ~1/sqrt(edges) is merged); together each covers the other's blind spot. Both are
-   label-free and use no constant fitted to a labelled set (modularity at its standard
-   resolution 1, HDBSCAN at ``min_cluster_size``: the smallest group worth reporting).
+   as readily as 3 of 3,000) but misses groups that touch, and on large collections it also
+   tears one kind into fragments (CIFAR-10's 50,000 training photos: 80+ density groups);
+   modularity of the input graph splits touching groups but merges small ones (its resolution
+   limit: a group whose share of the graph is below ~1/sqrt(edges) is merged). So a density
+   split is kept (forced) only when its *local cross ratio* ``r`` (the input graph's edges
+   between its two sides over their configuration-model expectation inside that node alone:
+   1 the graph does not see the split, 0 no edge crosses; no resolution limit) is below the
+   lowest ``r`` of the splits density-constrained leaves inside its clusters with at least
+   ``min_cluster_size`` items on each side (:func:`kept_group_splits`): a border sharper than
+   every border left inside a cluster is a border; the others are left to modularity. Both
+   sides are label-free and use no constant fitted to a labelled set (modularity at its
+   standard resolution 1, HDBSCAN at ``min_cluster_size``: the smallest group worth reporting).
    **checked against the input vectors** (``fit(..., vectors=X)``, as the engine and the
    pipeline call it): the levels within a factor 2 of that cut's cluster count are compared
    with K-means of the same k on a PCA-50 view of the L2-normalised input vectors (12 starts,
@@ -27,8 +35,9 @@
    its gain exceeds the starts' own spread (:func:`agreement_level`; 12 starts so that the pick
    holds under numerically equivalent changes, such as another PCA solver).
    ``modularity_level_`` keeps the modularity cut.
-5. **levels**: the tree's splits in one order (first those above the density groups, then the
-   ones the default level accepts, then the rest, each by decreasing Ward height), cut after
+5. **levels**: the tree's splits in one order (first the density-group splits the default level
+   keeps, then the other splits it accepts, then the density-group splits it merged, then the
+   rest, each by decreasing Ward height), cut after
    2, 3, 4, 6, 8, 12, 16, ... clusters plus the density-group and default cuts and the finest
    (all leaves). Every level refines the previous one, so each cluster of level ``l + 1`` has
    exactly one parent at level ``l``.
@@ -261,6 +270,45 @@ def _best_cut(tree: _Tree, score: np.ndarray, must_split: set, root: int) -> set
             stack.extend(tree.children(v))
     return chosen
 
+
+
+def kept_group_splits(tree: _Tree, inw: np.ndarray, size: np.ndarray, above: set, root: int,
+                      q: np.ndarray, min_size: int) -> set:
+    """The density-group splits (``above``: the tree's nodes over the density groups) the default
+    level keeps apart, closed upward.
+
+    For a node v with children a, b the input graph's cross weight is
+    ``c = (inw_v - inw_a - inw_b) / 2`` (``inw``: a node's internal edge weight, both
+    directions) and v's own subgraph gives a and b the degrees ``d_a = inw_a + c``,
+    ``d_b = inw_b + c``; the local cross ratio ``r = c inw_v / (d_a d_b)`` is c over its
+    configuration-model expectation inside v alone (modularity's expectation looks at the whole
+    graph, hence its resolution limit). The reference is the lowest ``r`` among the splits the
+    modularity cut with every density split forced leaves *inside* its clusters (splits the graph
+    does not support) whose smaller side holds at least ``min_size`` items (``size``; the
+    density step's ``min_cluster_size``); a density split sharper than that is kept. Without
+    such a reference every density split is kept (the rule before it: measured in RESULTS
+    "Engine: a default level that may merge density groups")."""
+    if not above:
+        return set()
+    L = tree.L
+    today = _best_cut(tree, q, above, root)
+    ch = np.array([tree.children(v) for v in range(L, tree.n_nodes)], dtype=np.int64).reshape(-1, 2)
+    a, b = ch[:, 0], ch[:, 1]
+    c = np.maximum((inw[L:] - inw[a] - inw[b]) / 2.0, 0.0)
+    dd = (inw[a] + c) * (inw[b] + c)
+    r = np.where(dd > 0, c * inw[L:] / np.maximum(dd, 1e-300), 1.0)
+    inside = [v for v in range(L, tree.n_nodes) if v not in above and v not in today
+              and min(size[a[v - L]], size[b[v - L]]) >= min_size]
+    if not inside:
+        return set(above)
+    ref = float(r[np.asarray(inside, np.int64) - L].min())
+    forced = {v for v in above if r[v - L] < ref}
+    parent = {x: v for v in above for x in tree.children(v)}
+    for v in list(forced):  # a kept split's ancestors are kept: else it is never reached
+        while v in parent and parent[v] not in forced:
+            v = parent[v]
+            forced.add(v)
+    return forced
 
 def _level_counts(n_leaves: int, extra) -> list[int]:
     ks = set()
@@ -670,7 +718,8 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    level : ``"auto"`` (the modularity-within-density-groups cut, checked against the input
+    level : ``"auto"`` (the modularity cut within the density groups the input graph
+        separates, checked against the input
         vectors when ``fit`` gets them; see the module docstring) or an int, the index into
         ``levels_`` (0 = coarsest).
     min_cluster_size : smallest density group HDBSCAN may report (items).
@@ -702,7 +751,8 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
     agreement_scores_ : float (n_levels, 2), mean and sd over K-means starts of each candidate
         level's adjusted Rand index with K-means on the input vectors; NaN for levels outside
         the window and when ``fit`` got no ``vectors``.
-    groups_level_ : index of the density-group level; ``n_groups_`` its cluster count.
+    groups_level_ : index of the level of the density groups the default level keeps apart
+        (:func:`kept_group_splits`); ``n_groups_`` the number of density groups HDBSCAN found.
     labels_, probabilities_ : at ``level_`` (``-1`` / 0 for items left unclustered).
     unclustered_ : bool (n,), items HDBSCAN called noise before they were assigned.
     small_collection_ : True when the collection was too small for the criterion graph and the
@@ -769,8 +819,15 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         root = tree.n_nodes - 1
         inw, vol, m2 = _node_graph_stats(tree, leaf_of_item, A)
         q = inw / m2 - (vol / m2) ** 2 if m2 > 0 else np.zeros(tree.n_nodes)
-        accepted = _best_cut(tree, q, above, root)
-        self._make_levels(tree, root, above, accepted, leaf_of_item, len(roots))
+        size = np.zeros(tree.n_nodes)
+        size[:tree.L] = np.bincount(leaf_of_item, minlength=tree.L)
+        for v in range(tree.L, tree.n_nodes):
+            a, b = tree.children(v)
+            size[v] = size[a] + size[b]
+        forced = kept_group_splits(tree, inw, size, above, root, q, int(self.min_cluster_size))
+        accepted = _best_cut(tree, q, forced, root)
+        self._make_levels(tree, root, above & accepted, accepted, leaf_of_item, len(roots),
+                          merged=above - accepted)
         self.level_scores_ = modularities(A, self.levels_) if m2 > 0 else np.zeros(len(self.levels_))
         self.modularity_level_ = self.auto_level_
         self.agreement_scores_ = np.full((len(self.levels_), 2), np.nan)
@@ -911,13 +968,16 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
             return symmetric_adjacency(idx)
         return symmetric_adjacency(np.asarray(knn[0]), self.graph_neighbors)
 
-    def _make_levels(self, tree, root, above, accepted, leaf_of_item, n_groups):
+    def _make_levels(self, tree, root, above, accepted, leaf_of_item, n_groups, merged=frozenset()):
+        """``above``: the density-group splits the default level keeps; ``merged``: those it
+        merged (split right after the default level's own splits)."""
         internal = range(tree.L, tree.n_nodes)
         h = {v: tree.height[v - tree.L] for v in internal}
         phase0 = sorted(above, key=lambda v: -h[v])
         phase1 = sorted(set(accepted) - set(above), key=lambda v: -h[v])
-        rest = sorted(set(internal) - set(accepted) - set(above), key=lambda v: -h[v])
-        order = phase0 + phase1 + rest
+        phase2 = sorted(set(merged) - set(accepted), key=lambda v: -h[v])
+        rest = sorted(set(internal) - set(accepted) - set(above) - set(merged), key=lambda v: -h[v])
+        order = phase0 + phase1 + phase2 + rest
         # a node may only split after its parent: true inside each phase (Ward heights grow
         # toward the root) and across phases (each phase's parents are in it or before it);
         # the check below guards the invariant the nesting depends on
