@@ -429,12 +429,39 @@ def test_resumed_tune_publishes_no_copy_of_an_unchanged_best(X, tmp_path, capsys
     assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
     summary = json.loads((out / "tune.json").read_text())  # the summary names the model too
     assert Path(summary["model"]).name == "v0001" and summary["model_unchanged"] is True
-    # a different best (here: another seed for the refit) is a new version
-    assert main(cmd + ["2", "--seed", "1"]) == 0
+    # a different best (here: the published version names another trial) is a new version
+    model_json = out / "models" / "v0001" / "model.json"
+    doc = json.loads(model_json.read_text())
+    doc["metadata"]["tuned"]["trial"] += 1
+    model_json.write_text(json.dumps(doc))
+    assert main(cmd + ["2"]) == 0
     assert "model: " in (text := capsys.readouterr().out) and "unchanged" not in text
     assert (out / "models" / "v0002").is_dir()
     summary = json.loads((out / "tune.json").read_text())
     assert Path(summary["model"]).name == "v0002" and "model_unchanged" not in summary
+
+
+@pytest.mark.parametrize("flag, first, then", [("--seed", "0", "1"), ("--sampler", "random", "tpe")])
+def test_a_study_resumed_with_another_seed_or_sampler_is_refused(tmp_path, capsys, flag, first, then):
+    """A resume with another --seed was accepted without a word: its new trials were fitted with
+    the new seed and the best trial (scored under the old one) refitted with it, so the published
+    model was not the one the trial scored. Refused, naming the flag and the study's value."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32))
+    (tmp_path / "space.json").write_text(json.dumps(PCA_KMEANS))
+    out = tmp_path / "o"
+    cmd = ["tune", str(tmp_path / "v.npy"), "--out", str(out), "--space", str(tmp_path / "space.json"),
+           "--quiet", "--no-refit", "--trials", "3"]
+    other = {"--seed": ["--sampler", "random"], "--sampler": []}[flag]
+    assert main(cmd + ["--trials", "2", flag, first] + other) == 0
+    capsys.readouterr()
+    assert main(cmd + [flag, then] + other) == 2
+    err = capsys.readouterr().err
+    assert f"run with {flag[2:]} " in err and f"resume it with {flag} {first}" in err, err
+    assert str(out / "study.db") in err
+    assert main(cmd + [flag, first] + other) == 0  # the same settings resume it
+    assert json.loads((out / "tune.json").read_text())["n_trials"] == 3
 
 
 PCA_KMEANS = {"reducer": "pca", "reducer__n_components": {"choice": [5, 8]}, "clusterer": "kmeans",
@@ -468,7 +495,7 @@ def test_resumed_tune_with_an_unchanged_best_loads_the_published_version_instead
 def test_a_version_published_before_tuned_recorded_seed_and_params_is_not_copied_on_resume(X, tmp_path):
     """A model published when the 'tuned' metadata held trial, value and study only: resuming
     the study with the same best publishes nothing; a resume with another seed (the model's
-    random_state says which seed its refit used) publishes the new refit."""
+    random_state says which seed its refit used) that differs from the study's is refitted."""
     from mediacluster.fileio import read_json, write_json
 
     out = tmp_path / "o"
@@ -481,7 +508,9 @@ def test_a_version_published_before_tuned_recorded_seed_and_params_is_not_copied
     res = Pipeline(random_state=0).tune(X, **kw)
     assert res.summary.get("model_unchanged") is True, res.summary.get("model")
     assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
-    res = Pipeline(random_state=1).tune(X, **kw)  # the same trial, refitted with another seed
+    doc["pipeline"]["random_state"] = 1  # a refit with another seed (studies now refuse one)
+    write_json(model_json, doc)
+    res = Pipeline(random_state=0).tune(X, **kw)
     assert "model_unchanged" not in res.summary and Path(res.summary["model"]).name == "v0002"
 
 
@@ -773,3 +802,4 @@ def test_tune_refuses_an_encoder_for_a_vectors_file(tmp_path, capsys):
     assert main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "t"), "--encoder", "mfcc", "--quiet"]) == 2
     assert "--encoder mfcc" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+

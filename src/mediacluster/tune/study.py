@@ -317,6 +317,15 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     old = study.user_attrs
     if old:
+        # the seed fits every trial (and the refit of the best): a resume with another seed
+        # scored its new trials under it and refitted the best trial with it, so the published
+        # model was not the one the trial scored; the sampler is what tune.json reports
+        for k in ("seed", "sampler"):
+            if k in old and old[k] != meta[k]:
+                where = storage.removeprefix("sqlite:///") if isinstance(storage, str) else "memory"
+                raise ParameterError(
+                    f"the study in {where} was run with {k} {old[k]!r} (--{k} {old[k]}), not {meta[k]!r}: "
+                    f"resume it with --{k} {old[k]}, or give another --out for a study with {k} {meta[k]!r}", k)
         for k in ("data", "space", "objective", "directions", "multi_fidelity", "layout_epochs",
                   "umap_init", "promote_full", "leader_margin", "knn_method"):
             if k in old and old[k] != meta[k]:
