@@ -803,3 +803,65 @@ def test_tune_refuses_an_encoder_for_a_vectors_file(tmp_path, capsys):
     assert "--encoder mfcc" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
 
+
+class _Records(__import__("logging").Handler):
+    """Every record that reaches optuna's own logger (which does not propagate to the root)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, "numba"])
+def test_a_ctrl_c_in_a_trial_logs_no_optuna_traceback(tmp_path, stop):
+    """Ctrl-C during `tune`: optuna logged the stopped trial as failed with its ~30-line traceback
+    before the CLI's "interrupted". Nothing of it is logged now; the interrupt still propagates
+    (the CLI maps it to exit 130) and the study is resumable."""
+    import logging
+
+    def objective(m):
+        if stop is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        try:  # a Ctrl-C inside numba code reaches Python as a SystemError caused by it
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from e
+
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    h = _Records()
+    h.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("optuna").addHandler(h)
+    try:
+        with pytest.raises((KeyboardInterrupt, SystemError)):
+            _tune(X, Pipeline(), out=tmp_path, space=PCA_KMEANS, objective=objective, n_trials=2,
+                  progress=False, refit=False)
+    finally:
+        logging.getLogger("optuna").removeHandler(h)
+    assert not any("failed" in line or "Traceback" in line for line in h.lines), h.lines
+
+
+def test_a_trial_failed_by_its_parameters_keeps_its_reason_without_the_traceback(tmp_path):
+    """A trial failed by what its parameters cause (a MediaclusterError) is logged in one line
+    that names the error and its message; optuna's traceback and its "failed with value None."
+    line are left out."""
+    import logging
+
+    def objective(m):
+        raise ParameterError("too few clusters to score", "clusterer__n_clusters")
+
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    h = _Records()
+    h.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("optuna").addHandler(h)
+    try:
+        with pytest.raises(InputError, match="no trial finished.*too few clusters to score"):
+            _tune(X, Pipeline(), out=tmp_path, space=PCA_KMEANS, objective=objective, n_trials=1,
+                  progress=False, refit=False)
+    finally:
+        logging.getLogger("optuna").removeHandler(h)
+    failed = [line for line in h.lines if "failed" in line]
+    assert failed and all("ParameterError('too few clusters to score'" in line for line in failed), h.lines
+    assert not any("Traceback" in line for line in h.lines), h.lines
