@@ -865,3 +865,43 @@ def test_a_trial_failed_by_its_parameters_keeps_its_reason_without_the_traceback
     failed = [line for line in h.lines if "failed" in line]
     assert failed and all("ParameterError('too few clusters to score'" in line for line in failed), h.lines
     assert not any("Traceback" in line for line in h.lines), h.lines
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_during_a_tune_with_workers_prints_no_traceback(tmp_path):
+    """A Ctrl-C reaches every process of the terminal's group: with --jobs 2 the worker's
+    KeyboardInterrupt was printed by multiprocessing, ~50 lines above "interrupted". The real CLI,
+    SIGINT to its process group once both processes have finished trials: exit 130, no traceback."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    X = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", X)
+    (tmp_path / "space.json").write_text(json.dumps(PCA_KMEANS))
+    out = tmp_path / "o"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "mediacluster", "tune", str(tmp_path / "v.npy"), "--out", str(out),
+                          "--space", str(tmp_path / "space.json"), "--quiet", "--no-refit", "--trials", "100000",
+                          "--jobs", "2", "--sampler", "random"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True, env=env)
+    try:
+        deadline = time.time() + 120
+        pids = set()
+        while len(pids) < 2 and time.time() < deadline and p.poll() is None:
+            time.sleep(0.5)
+            try:
+                with sqlite3.connect(out / "study.db") as db:
+                    pids = {v for (v,) in db.execute("select value_json from trial_user_attributes where key='pid'")}
+            except sqlite3.Error:
+                pass  # not created yet
+        assert len(pids) == 2, (pids, p.poll())
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "interrupted; finished work is kept" in err, err

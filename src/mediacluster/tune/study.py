@@ -343,6 +343,19 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
 # worker processes (n_jobs > 1)
 # ------------------------------------------------------------------------------------------
 def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
+    """A worker's trials. A Ctrl-C reaches every process of the terminal's group: a worker ends
+    quietly on it (multiprocessing printed its KeyboardInterrupt's whole traceback above the
+    main process's "interrupted"); its running trial is marked failed and enqueued again on the
+    next run, as the main process's is."""
+    try:
+        _worker_trials(cfg)
+    except BaseException as e:  # noqa: BLE001 - a Ctrl-C, also as numba's SystemError around one
+        if not interrupted(e):
+            raise
+        raise SystemExit(130) from None
+
+
+def _worker_trials(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     if cfg.get("numba_cache"):
         os.environ.setdefault("NUMBA_CACHE_DIR", cfg["numba_cache"])
     setup_numba_cache()
