@@ -394,7 +394,9 @@ def test_labels_keep_their_written_form(tmp_path):
     labels, how = read_labels(tmp_path / "labels.csv", None, [str(tmp_path / p) for p in ("a.wav", "b.wav", "c.wav")],
                               3, root=str(tmp_path))
     assert labels == ["07", "7", None] and "3 of 3" in how
-    truth = [2, 2, 2, 8, 3, 4, 5, 5]  # cluster 0: label 2 with one 8; cluster 1: mixed (NaN label)
+    # cluster 0: label 2 with one 8; cluster 1: mixed (NaN label), holding the other 8 (a label
+    # only one labelled item carries gets no vote: the neighbour vote cannot judge it)
+    truth = [2, 2, 2, 8, 3, 4, 8, 5]
     clusters = [0, 0, 0, 0, 1, 1, 1, 1]
     X = np.eye(8, dtype=np.float32)
     X[:4, 0] += 5  # the first four items are each other's neighbours
@@ -610,3 +612,42 @@ def test_a_streamed_run_of_bare_vectors_has_no_labels_not_a_class_of_nan(tmp_pat
     assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "e.json")]) == 0
     out = capsys.readouterr().out
     assert "no true labels" in out and "classes" not in out, out
+
+
+def test_the_neighbour_vote_leaves_out_a_label_no_other_labelled_item_has(tmp_path, capsys):
+    """With few labels, every item whose label no other labelled item shares was listed as
+    outvoted (all its neighbours carry other labels): a vote cannot judge it. Such items get no
+    vote and are counted as not judged; an item of a shared label is still judged."""
+    from mediacluster.evaluation import neighbour_vote
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (40, 8)).astype(np.float32)
+    X[:20, 0] += 12
+    truth = [None] * 40
+    for i in range(6):  # six a's among the first twenty, one flipped to b
+        truth[i] = "a"
+    truth[5] = "b"
+    truth[6] = "b"  # a second b: the label is shared, so both b's are judged
+    truth[20], truth[21] = "c", "d"  # one item each: nobody else to vote for them
+    vote = neighbour_vote(X, truth, k=5)
+    assert vote["alone"].tolist() == [i in (20, 21) for i in range(40)]
+    assert vote["label"][20] is None and np.isnan(vote["disagreement"][20]) and np.isnan(vote["share"][21])
+    assert vote["label"][5] == "a" and vote["disagreement"][5] > 0.5  # the flipped one, still judged
+    # the real CLI on a run of these vectors with these labels
+    ids = np.array([f"i{j}" for j in range(40)])
+    np.savez(tmp_path / "v.npz", vectors=X, ids=ids)
+    assert main(["cluster", str(tmp_path / "v.npz"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    pd.DataFrame({"id": ids[[i for i in range(40) if truth[i]]],
+                  "label": [t for t in truth if t]}).to_csv(tmp_path / "labels.csv", index=False)
+    capsys.readouterr()
+    out = tmp_path / "ev.json"
+    assert main(["evaluate", str(tmp_path / "run"), "--labels", str(tmp_path / "labels.csv"), "--out", str(out),
+                 "--no-original", "--vote-k", "5"]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "ev.label_issues.csv")
+    lone = table[table["id"].isin(["i20", "i21"])]  # listed only where their cluster flags them
+    assert lone["cluster_disagrees"].all() and lone["neighbour_label"].isna().all(), lone
+    assert table.loc[table["id"] == "i5", "neighbour_label"].tolist() == ["a"]
+    nv = next(e["label_issues"]["neighbour_vote"] for e in _read(out)["labelings"].values() if "label_issues" in e)
+    assert nv["alone"] == 2 and nv["labelled"] == 9
+    assert "2 not judged: no other labelled item has their label" in printed, printed

@@ -596,3 +596,59 @@ def test_a_tag_the_data_does_not_hold_has_no_precision_or_recall_not_zero():
     res = evaluate_tagger(clf, X[:30], ["cat"] * 30)
     assert res["per_label"]["dog"] == {"precision": None, "recall": None, "f1": None, "support": 0}
     assert res["per_label"]["cat"]["recall"] == 1.0
+
+
+def test_suggest_from_the_cli_takes_a_vectors_file_for_a_model_trained_on_vectors(tmp_path, capsys):
+    """A tag model trained on vectors could not be used from the CLI: a .npy got "pass vectors,
+    not files". Its rows are suggested for now, named FILE#id (or by the .npz's paths); a media
+    file is refused saying what to pass."""
+    from mediacluster.cli import main
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 8)) * 6
+    y = np.array(["cat", "dog"] * 40)
+    X = (centres[(y == "dog").astype(int)] + rng.normal(size=(80, 8))).astype(np.float32)
+    np.savez(tmp_path / "train.npz", vectors=X, labels=y)
+    assert main(["tags", "train", str(tmp_path / "train.npz"), "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    np.save(tmp_path / "new.npy", centres.astype(np.float32))  # one cat, one dog
+    np.savez(tmp_path / "named.npz", vectors=centres.astype(np.float32), paths=np.array(["/p/a.jpg", "/p/b.jpg"]))
+    capsys.readouterr()
+    assert main(["tags", "suggest", str(tmp_path / "m"), str(tmp_path / "new.npy"), str(tmp_path / "named.npz")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{tmp_path / 'new.npy'}#0\t#cat (1.00)", f"{tmp_path / 'new.npy'}#1\t#dog (1.00)",
+                     "/p/a.jpg\t#cat (1.00)", "/p/b.jpg\t#dog (1.00)"], lines
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "photo.png")
+    assert main(["tags", "suggest", str(tmp_path / "m"), str(tmp_path / "photo.png")]) == 2
+    err = capsys.readouterr().err
+    assert "trained on precomputed vectors" in err and ".npy / .npz file" in err, err
+
+
+def test_suggest_from_the_cli_takes_a_folder_of_images(tmp_path, capsys):
+    """`tags suggest MODEL FOLDER` said "FOLDER skipped: not a regular file". The folder's images
+    (sub-folders too, as `cluster` finds them) are read by the model's encoder, one line each; a
+    file in it that cannot be read is listed as skipped with its reason (exit 3)."""
+    from PIL import Image
+
+    from mediacluster.cli import main
+    from mediacluster.encoders import get_encoder
+
+    dim = get_encoder("efficientnet-lite0").dim
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, dim)).astype(np.float32)
+    clf = TagClassifier(model="logreg").fit(X, ["a", "b", "c"] * 20)
+    Tagger(clf, encoder="efficientnet-lite0").save(tmp_path / "m")
+    folder = tmp_path / "new"
+    (folder / "sub").mkdir(parents=True)
+    for i, where in enumerate([folder, folder, folder / "sub"]):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(where / f"i{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    capsys.readouterr()
+    assert main(["tags", "suggest", str(tmp_path / "m"), str(folder), "--json"]) == 3
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(r["item"] for r in rows if "skipped" not in r) == sorted(
+        str(p) for p in (folder / "i0.png", folder / "i1.png", folder / "sub" / "i2.png"))
+    assert all(r["top"] for r in rows if "skipped" not in r)
+    bad = [r for r in rows if "skipped" in r]
+    assert [r["item"] for r in bad] == [str(folder / "broken.jpg")] and "not a regular file" not in bad[0]["skipped"]

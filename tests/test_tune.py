@@ -429,12 +429,39 @@ def test_resumed_tune_publishes_no_copy_of_an_unchanged_best(X, tmp_path, capsys
     assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
     summary = json.loads((out / "tune.json").read_text())  # the summary names the model too
     assert Path(summary["model"]).name == "v0001" and summary["model_unchanged"] is True
-    # a different best (here: another seed for the refit) is a new version
-    assert main(cmd + ["2", "--seed", "1"]) == 0
+    # a different best (here: the published version names another trial) is a new version
+    model_json = out / "models" / "v0001" / "model.json"
+    doc = json.loads(model_json.read_text())
+    doc["metadata"]["tuned"]["trial"] += 1
+    model_json.write_text(json.dumps(doc))
+    assert main(cmd + ["2"]) == 0
     assert "model: " in (text := capsys.readouterr().out) and "unchanged" not in text
     assert (out / "models" / "v0002").is_dir()
     summary = json.loads((out / "tune.json").read_text())
     assert Path(summary["model"]).name == "v0002" and "model_unchanged" not in summary
+
+
+@pytest.mark.parametrize("flag, first, then", [("--seed", "0", "1"), ("--sampler", "random", "tpe")])
+def test_a_study_resumed_with_another_seed_or_sampler_is_refused(tmp_path, capsys, flag, first, then):
+    """A resume with another --seed was accepted without a word: its new trials were fitted with
+    the new seed and the best trial (scored under the old one) refitted with it, so the published
+    model was not the one the trial scored. Refused, naming the flag and the study's value."""
+    from mediacluster.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32))
+    (tmp_path / "space.json").write_text(json.dumps(PCA_KMEANS))
+    out = tmp_path / "o"
+    cmd = ["tune", str(tmp_path / "v.npy"), "--out", str(out), "--space", str(tmp_path / "space.json"),
+           "--quiet", "--no-refit", "--trials", "3"]
+    other = {"--seed": ["--sampler", "random"], "--sampler": []}[flag]
+    assert main(cmd + ["--trials", "2", flag, first] + other) == 0
+    capsys.readouterr()
+    assert main(cmd + [flag, then] + other) == 2
+    err = capsys.readouterr().err
+    assert f"run with {flag[2:]} " in err and f"resume it with {flag} {first}" in err, err
+    assert str(out / "study.db") in err
+    assert main(cmd + [flag, first] + other) == 0  # the same settings resume it
+    assert json.loads((out / "tune.json").read_text())["n_trials"] == 3
 
 
 PCA_KMEANS = {"reducer": "pca", "reducer__n_components": {"choice": [5, 8]}, "clusterer": "kmeans",
@@ -468,7 +495,7 @@ def test_resumed_tune_with_an_unchanged_best_loads_the_published_version_instead
 def test_a_version_published_before_tuned_recorded_seed_and_params_is_not_copied_on_resume(X, tmp_path):
     """A model published when the 'tuned' metadata held trial, value and study only: resuming
     the study with the same best publishes nothing; a resume with another seed (the model's
-    random_state says which seed its refit used) publishes the new refit."""
+    random_state says which seed its refit used) that differs from the study's is refitted."""
     from mediacluster.fileio import read_json, write_json
 
     out = tmp_path / "o"
@@ -481,7 +508,9 @@ def test_a_version_published_before_tuned_recorded_seed_and_params_is_not_copied
     res = Pipeline(random_state=0).tune(X, **kw)
     assert res.summary.get("model_unchanged") is True, res.summary.get("model")
     assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
-    res = Pipeline(random_state=1).tune(X, **kw)  # the same trial, refitted with another seed
+    doc["pipeline"]["random_state"] = 1  # a refit with another seed (studies now refuse one)
+    write_json(model_json, doc)
+    res = Pipeline(random_state=0).tune(X, **kw)
     assert "model_unchanged" not in res.summary and Path(res.summary["model"]).name == "v0002"
 
 
@@ -773,3 +802,106 @@ def test_tune_refuses_an_encoder_for_a_vectors_file(tmp_path, capsys):
     assert main(["tune", str(tmp_path / "v.npy"), "--out", str(tmp_path / "t"), "--encoder", "mfcc", "--quiet"]) == 2
     assert "--encoder mfcc" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+class _Records(__import__("logging").Handler):
+    """Every record that reaches optuna's own logger (which does not propagate to the root)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, "numba"])
+def test_a_ctrl_c_in_a_trial_logs_no_optuna_traceback(tmp_path, stop):
+    """Ctrl-C during `tune`: optuna logged the stopped trial as failed with its ~30-line traceback
+    before the CLI's "interrupted". Nothing of it is logged now; the interrupt still propagates
+    (the CLI maps it to exit 130) and the study is resumable."""
+    import logging
+
+    def objective(m):
+        if stop is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        try:  # a Ctrl-C inside numba code reaches Python as a SystemError caused by it
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from e
+
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    h = _Records()
+    h.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("optuna").addHandler(h)
+    try:
+        with pytest.raises((KeyboardInterrupt, SystemError)):
+            _tune(X, Pipeline(), out=tmp_path, space=PCA_KMEANS, objective=objective, n_trials=2,
+                  progress=False, refit=False)
+    finally:
+        logging.getLogger("optuna").removeHandler(h)
+    assert not any("failed" in line or "Traceback" in line for line in h.lines), h.lines
+
+
+def test_a_trial_failed_by_its_parameters_keeps_its_reason_without_the_traceback(tmp_path):
+    """A trial failed by what its parameters cause (a MediaclusterError) is logged in one line
+    that names the error and its message; optuna's traceback and its "failed with value None."
+    line are left out."""
+    import logging
+
+    def objective(m):
+        raise ParameterError("too few clusters to score", "clusterer__n_clusters")
+
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    h = _Records()
+    h.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("optuna").addHandler(h)
+    try:
+        with pytest.raises(InputError, match="no trial finished.*too few clusters to score"):
+            _tune(X, Pipeline(), out=tmp_path, space=PCA_KMEANS, objective=objective, n_trials=1,
+                  progress=False, refit=False)
+    finally:
+        logging.getLogger("optuna").removeHandler(h)
+    failed = [line for line in h.lines if "failed" in line]
+    assert failed and all("ParameterError('too few clusters to score'" in line for line in failed), h.lines
+    assert not any("Traceback" in line for line in h.lines), h.lines
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_during_a_tune_with_workers_prints_no_traceback(tmp_path):
+    """A Ctrl-C reaches every process of the terminal's group: with --jobs 2 the worker's
+    KeyboardInterrupt was printed by multiprocessing, ~50 lines above "interrupted". The real CLI,
+    SIGINT to its process group once both processes have finished trials: exit 130, no traceback."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    X = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", X)
+    (tmp_path / "space.json").write_text(json.dumps(PCA_KMEANS))
+    out = tmp_path / "o"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "mediacluster", "tune", str(tmp_path / "v.npy"), "--out", str(out),
+                          "--space", str(tmp_path / "space.json"), "--quiet", "--no-refit", "--trials", "100000",
+                          "--jobs", "2", "--sampler", "random"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True, env=env)
+    try:
+        deadline = time.time() + 120
+        pids = set()
+        while len(pids) < 2 and time.time() < deadline and p.poll() is None:
+            time.sleep(0.5)
+            try:
+                with sqlite3.connect(out / "study.db") as db:
+                    pids = {v for (v,) in db.execute("select value_json from trial_user_attributes where key='pid'")}
+            except sqlite3.Error:
+                pass  # not created yet
+        assert len(pids) == 2, (pids, p.poll())
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "interrupted; finished work is kept" in err, err

@@ -22,6 +22,22 @@ def yaml_problem(e: Exception) -> str:
     return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
+def interrupted(e: BaseException) -> bool:
+    """Whether ``e`` is a Ctrl-C in disguise: a KeyboardInterrupt that compiled code turned into
+    another error. A Ctrl-C while numba code runs (fast_hdbscan's ``parallel_boruvka`` in a
+    ``tune`` trial or a ``cluster`` fit) reaches Python in numba's unpickling of a constant and
+    comes out as "SystemError: CPUDispatcher(...) returned a result with an exception set",
+    the KeyboardInterrupt its cause: it was reported as an internal error, a crash log written.
+    Used by the CLI (exit 130) and the tuner (no optuna traceback for a trial stopped by it)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 class MediaclusterError(Exception):
     """Base class: a problem with what the user gave, stated so they can fix it."""
 

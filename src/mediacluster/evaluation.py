@@ -230,7 +230,10 @@ def neighbour_vote(X, truth, k: int = VOTE_K) -> dict:
 
     Returns arrays over all items (unlabelled items: NaN / None): ``disagreement`` the share of
     the neighbours carrying a label other than the item's, ``label`` the label most of them carry
-    (ties: the nearer neighbours' label), ``share`` its share; and ``k`` the neighbours used.
+    (ties: the nearer neighbours' label), ``share`` its share; ``alone`` (bool) the labelled
+    items whose label no other labelled item carries: a vote cannot judge them (every neighbour
+    carries another label, so with few labels most of them were listed as outvoted), so they
+    get no vote (NaN / None) though they vote for the others; and ``k`` the neighbours used.
     """
     from .predictor import NeighbourPredictor
 
@@ -243,7 +246,7 @@ def neighbour_vote(X, truth, k: int = VOTE_K) -> dict:
     known = M.labelled(truth)
     rows = np.flatnonzero(known)
     out = {"disagreement": np.full(n, np.nan), "label": [None] * n, "share": np.full(n, np.nan),
-           "k": 0}
+           "alone": np.zeros(n, bool), "k": 0}
     kk = int(min(k, len(rows) - 1))
     if kk < 1:
         return out
@@ -251,6 +254,7 @@ def neighbour_vote(X, truth, k: int = VOTE_K) -> dict:
     uniq = sorted(set(labs), key=str)
     code_of = {v: c for c, v in enumerate(uniq)}
     codes = np.array([code_of[v] for v in labs], np.int64)
+    out["alone"][rows] = np.bincount(codes, minlength=len(uniq))[codes] == 1
     V = l2_normalize(X[rows])
     pred = NeighbourPredictor.from_arrays(
         {"ref_index": rows, "ref_vectors": np.ascontiguousarray(V, np.float32)}, n_features_in=X.shape[1],
@@ -263,9 +267,10 @@ def neighbour_vote(X, truth, k: int = VOTE_K) -> dict:
     counts = (C[:, :, None] == C[:, None, :]).sum(axis=2)  # each slot's label's votes
     top = np.argmax(counts, axis=1)  # most votes; ties: the nearest neighbour's label
     r = np.arange(len(rows))
-    out["disagreement"][rows] = (C != codes[:, None]).mean(axis=1)
-    out["share"][rows] = counts[r, top] / kk
-    for i, c in zip(rows, C[r, top]):
+    judged = ~out["alone"][rows]
+    out["disagreement"][rows[judged]] = (C != codes[:, None]).mean(axis=1)[judged]
+    out["share"][rows[judged]] = (counts[r, top] / kk)[judged]
+    for i, c in zip(rows[judged], C[r, top][judged]):
         out["label"][i] = uniq[c]
     out["k"] = kk
     return out
@@ -368,10 +373,14 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
                        "have; clusters where no label has more than half are listed as mixed"}
     if vote is not None:
         nv = int(against.sum())
+        alone = vote.get("alone")  # a vote made before it was recorded: none left out
         summary["neighbour_vote"] = {
             "k": int(vote["k"]), "items": nv, "labelled": int(voted.sum()),
+            "alone": int((voted & alone).sum()) if alone is not None else 0,
             "rule": f"an item whose {int(vote['k'])} nearest labelled items (cosine) vote most for another "
-                    "label; neighbour_disagreement: the share of them carrying a label other than its own"}
+                    "label; neighbour_disagreement: the share of them carrying a label other than its own; "
+                    "alone: items whose label no other labelled item carries, which a vote cannot judge "
+                    "(not listed for it)"}
     return table, summary
 
 

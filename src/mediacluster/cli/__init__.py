@@ -21,7 +21,7 @@ import time
 import traceback
 
 from .._version import __version__
-from ..errors import MediaclusterError
+from ..errors import MediaclusterError, interrupted
 from ..fileio import cache_root, setup_numba_cache
 
 COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio", "dups",
@@ -263,21 +263,6 @@ def _quiet_pillow() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"PIL\.")
-
-
-def interrupted(e: BaseException) -> bool:
-    """Whether ``e`` is a Ctrl-C in disguise: a KeyboardInterrupt that compiled code turned into
-    another error. A Ctrl-C while numba code runs (fast_hdbscan's ``parallel_boruvka`` in a
-    ``tune`` trial or a ``cluster`` fit) reaches Python in numba's unpickling of a constant and
-    comes out as "SystemError: CPUDispatcher(...) returned a result with an exception set",
-    the KeyboardInterrupt its cause: it was reported as an internal error, a crash log written."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,8 @@ after noise assignment, when the run has one; ``curated``: after a person's edit
   evaluation.json (``--out FILE``: ``FILE``'s name with ``.label_issues.csv``), with the
   suggested label and the item number the studio's API takes, and each labelled item's
   neighbour vote (``--vote-k`` nearest labelled items, cosine, the clustering aside: the share
-  carrying another label, the file's order, highest first; items it alone flags listed too); see
+  carrying another label, the file's order, highest first; items it alone flags listed too; an
+  item whose label no other labelled item carries is not judged by it, only counted); see
   :func:`mediacluster.evaluation.label_issues` and :func:`mediacluster.evaluation.neighbour_vote`.
 """
 
@@ -114,7 +115,9 @@ def print_report(res: dict, out=None) -> None:
             nv = li.get("neighbour_vote")
             if nv is not None:
                 w(f"  neighbour vote: {nv['items']} of {nv['labelled']} labelled items are outvoted by their "
-                  f"{nv['k']} nearest labelled items (another label has the most votes)\n")
+                  f"{nv['k']} nearest labelled items (another label has the most votes)"
+                  + (f"; {nv['alone']} not judged: no other labelled item has their label" if nv.get("alone") else "")
+                  + "\n")
     levels = res.get("levels")
     if levels:
         # AMI: NMI rises with the number of clusters by chance alone, and would favour the finest levels

@@ -46,7 +46,9 @@ def add_parser(sub):
 
     s = tsub.add_parser("suggest", help="suggest tags for files (or say nothing when unsure)")
     s.add_argument("model", help="model folder")
-    s.add_argument("paths", nargs="+", help="image or audio files (the tag model's encoder reads them)")
+    s.add_argument("paths", nargs="+", help="image or audio files, or folders / manifests of them (the tag model's "
+                   "encoder reads them), or vectors files (.npy, .npz, a table with a vector column; the only "
+                   "input of a model trained on vectors)")
     s.add_argument("--top-k", type=int, default=1, help="at most this many tags per file (each above its threshold)")
     s.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     s.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -40,7 +40,8 @@ def add_parser(sub):
                    help="tpe / gp (Bayesian), random, grid, cmaes (evolutionary), nsga2 (genetic, Pareto)")
     p.add_argument("--trials", type=positive_int, default=50, help="total finished trials the study should hold")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's fit")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's fit (a study keeps its own: a resume "
+                        "with another --seed or --sampler is refused)")
     p.add_argument("--space", default="default",
                    help=f"preset ({', '.join(PRESETS)}) or a YAML/JSON file, e.g. "
                         "'reducer__n_components: {int: [2, 50]}'")

@@ -5,7 +5,9 @@
 >>> tagger.suggest(["photo.jpg"])                            # doctest: +SKIP
 [{'item': 'photo.jpg', 'tags': [{'tag': 'animal', 'confidence': 0.97}], 'top': ...}]
 
-``suggest`` accepts file paths (decoded and encoded here, one model call per batch) or an
+``suggest`` accepts file paths (decoded and encoded here, one model call per batch), folders
+and manifests (their media files, found as ``cluster`` finds them), files of vectors (``.npy``,
+``.npz``, a table with a vector column: the only input a model trained on vectors takes), or an
 (n, d) array of vectors from the same encoder. With ``tta=True`` each image is also encoded
 horizontally flipped and the two probability vectors are averaged (thresholds were chosen on
 un-augmented validation vectors, so TTA is off by default; the benchmark measures both).
@@ -30,6 +32,19 @@ def _flip(x: np.ndarray) -> np.ndarray:
     if x.ndim == 3:
         return np.ascontiguousarray(x[:, :, ::-1])
     raise InputError(f"cannot flip a prepared input of shape {x.shape}")
+
+
+PRECOMPUTED = ("this tag model was trained on precomputed vectors (it names no encoder to read files with): "
+               "give vectors from the encoder that made its training vectors, a .npy / .npz file or a table "
+               "with a vector column (in Python: an (n, d) array), not media files or folders")
+
+
+def _one_media_file(source) -> bool:
+    """Whether ``source`` names one media file (by its extension), not a folder, a manifest or vectors."""
+    from ..ingest.sources import MEDIA_EXTENSIONS
+
+    p = Path(source)
+    return not p.is_dir() and p.suffix.lower() in set().union(*MEDIA_EXTENSIONS.values())
 
 
 class Tagger:
@@ -62,7 +77,7 @@ class Tagger:
     def encoder(self):
         if self._encoder is None:
             if not self.encoder_name or self.encoder_name == "precomputed":
-                raise InputError("this tag model was trained on precomputed vectors; pass vectors, not files")
+                raise InputError(PRECOMPUTED)
             from ..encoders import get_encoder
 
             enc = get_encoder(self.encoder_name)
@@ -119,6 +134,10 @@ class Tagger:
         cannot be decoded get ``"skipped": reason``.
         """
         TOP_K.check(top_k, "top_k")  # before any file is read
+        if not isinstance(items, np.ndarray):
+            sources = [items] if isinstance(items, str | Path) else list(items)
+            if not all(_one_media_file(s) for s in sources):
+                return self._suggest_sources(sources, top_k, tta, alternatives)
         if isinstance(items, np.ndarray):
             names = [str(i) for i in range(len(items))] if items.ndim == 2 else ["0"]
             proba = self.classifier.predict_proba(items)
@@ -139,4 +158,48 @@ class Tagger:
             if "tags" not in d:
                 d["tags"] = []
                 d["skipped"] = reasons.get(d["item"], "not processed")
+        return out
+
+    def _suggest_sources(self, sources: list, top_k: int, tta: bool, alternatives: int) -> list[dict]:
+        """:meth:`suggest` for a mix of media files, folders / manifests (their media files, as
+        ``ingest.collect`` finds them for ``cluster``) and vectors files (their rows, named by
+        their paths or ``FILE#id``), in the order given. A source that cannot be read is one
+        skipped item with its reason; the others go on."""
+        from ..ingest import collect
+
+        precomputed = not self.encoder_name or self.encoder_name == "precomputed"
+        out: list[dict] = []
+        files: list[str] = []
+
+        def flush():
+            if files:
+                out.extend(self.suggest(list(files), top_k=top_k, tta=tta, alternatives=alternatives))
+                files.clear()
+
+        for src in sources:
+            if _one_media_file(src):
+                if precomputed:
+                    raise InputError(f"{src}: {PRECOMPUTED}")
+                files.append(str(src))
+                continue
+            flush()
+            try:
+                coll = collect(src, media=getattr(self.encoder, "media", "image") if not precomputed else "image")
+            except InputError as e:
+                out.append({"item": str(src), "tags": [], "skipped": str(e)})
+                continue
+            if coll.vectors is None and precomputed:
+                raise InputError(f"{src}: {PRECOMPUTED}")
+            if coll.vectors is not None:
+                names = [p or f"{src}#{i}" for p, i in zip(coll.paths or [None] * len(coll), coll.ids)]
+                res = self.suggest(np.asarray(coll.vectors), top_k=top_k, alternatives=alternatives)
+                for r, name in zip(res, names):
+                    r["item"] = name
+                out.extend(res)
+            elif len(coll):
+                out.extend(self.suggest(list(coll.paths), top_k=top_k, tta=tta, alternatives=alternatives))
+            out.extend({"item": str(k.path), "tags": [], "skipped": str(k.reason)} for k in coll.skipped)
+            if not len(coll) and not coll.skipped:
+                out.append({"item": str(src), "tags": [], "skipped": "no media files in it"})
+        flush()
         return out

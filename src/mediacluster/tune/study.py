@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Embeddings, as_vectors, check_finite, check_magnitude
-from ..errors import InputError, MediaclusterError, ParameterError
+from ..errors import InputError, MediaclusterError, ParameterError, interrupted
 from ..fileio import json_text, read_json, setup_numba_cache, write_json, write_npy, write_table
 from ..metrics import labelled
 from ..persist import MODEL_JSON, ModelStore
@@ -317,6 +318,15 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     old = study.user_attrs
     if old:
+        # the seed fits every trial (and the refit of the best): a resume with another seed
+        # scored its new trials under it and refitted the best trial with it, so the published
+        # model was not the one the trial scored; the sampler is what tune.json reports
+        for k in ("seed", "sampler"):
+            if k in old and old[k] != meta[k]:
+                where = storage.removeprefix("sqlite:///") if isinstance(storage, str) else "memory"
+                raise ParameterError(
+                    f"the study in {where} was run with {k} {old[k]!r} (--{k} {old[k]}), not {meta[k]!r}: "
+                    f"resume it with --{k} {old[k]}, or give another --out for a study with {k} {meta[k]!r}", k)
         for k in ("data", "space", "objective", "directions", "multi_fidelity", "layout_epochs",
                   "umap_init", "promote_full", "leader_margin", "knn_method"):
             if k in old and old[k] != meta[k]:
@@ -333,6 +343,19 @@ def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = ST
 # worker processes (n_jobs > 1)
 # ------------------------------------------------------------------------------------------
 def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
+    """A worker's trials. A Ctrl-C reaches every process of the terminal's group: a worker ends
+    quietly on it (multiprocessing printed its KeyboardInterrupt's whole traceback above the
+    main process's "interrupted"); its running trial is marked failed and enqueued again on the
+    next run, as the main process's is."""
+    try:
+        _worker_trials(cfg)
+    except BaseException as e:  # noqa: BLE001 - a Ctrl-C, also as numba's SystemError around one
+        if not interrupted(e):
+            raise
+        raise SystemExit(130) from None
+
+
+def _worker_trials(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     if cfg.get("numba_cache"):
         os.environ.setdefault("NUMBA_CACHE_DIR", cfg["numba_cache"])
     setup_numba_cache()
@@ -490,6 +513,48 @@ def promote_best_pruned(study, obj) -> int | None:
     return new[0] if new else None
 
 
+class _TrialLogFilter(logging.Filter):
+    """Optuna's word on a failed trial, kept to its reason. Optuna logs every failed trial as a
+    warning with the exception's traceback, then "Trial N failed with value None.": a Ctrl-C
+    during ``tune`` printed ~30 lines of traceback above the CLI's "interrupted" line. A trial
+    stopped by a Ctrl-C is not a failure to report (both lines dropped); a trial failed by its
+    parameters (:data:`TRIAL_ERRORS`) keeps its one line, which names the error and its
+    message, without the traceback (kept with ``--verbose``); any other error, a bug, keeps
+    optuna's traceback."""
+
+    _TRIAL = re.compile(r"Trial (\d+) failed with ")
+
+    def __init__(self):
+        super().__init__()
+        self.stopped: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        m = self._TRIAL.match(str(record.msg))
+        if m is None:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and interrupted(exc):
+            self.stopped.add(m.group(1))
+            return False
+        if exc is None:  # "Trial N failed with value None.": the line before said why
+            return not (m.group(1) in self.stopped or str(record.msg).endswith("with value None."))
+        if isinstance(exc, TRIAL_ERRORS) and not log.isEnabledFor(logging.DEBUG):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextmanager
+def _trial_log_kept_short():
+    """:class:`_TrialLogFilter` on the logger optuna reports failed trials with, while a study runs."""
+    logger = logging.getLogger("optuna.study._optimize")
+    f = _TrialLogFilter()
+    logger.addFilter(f)
+    try:
+        yield
+    finally:
+        logger.removeFilter(f)
+
+
 def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -> None:
     """Run trials until the study holds ``n_total`` finished trials, the deadline passes, or
     ``n_total`` trials failed since this call began (a failed trial does not count towards the
@@ -512,7 +577,8 @@ def _optimize(study, obj, n_total: int, deadline: float | None, progress=None) -
             return  # the grid sampler has visited every point
         if failed() - failed_before >= n_total:
             return  # _finish names the first failure when none finished
-        study.optimize(obj, n_trials=1, catch=TRIAL_ERRORS)
+        with _trial_log_kept_short():
+            study.optimize(obj, n_trials=1, catch=TRIAL_ERRORS)
         if progress is not None:
             progress(study)
 
