@@ -210,3 +210,31 @@ def test_take_passes_over_items_without_a_file(tmp_path):
     from mediacluster.inbox import take
 
     assert take([None, float("nan"), "", str(tmp_path / "a.jpg")], "run-1") == {}
+
+
+@pytest.mark.parametrize("damage", ["cut short", "overwritten"])
+@pytest.mark.parametrize("args", [[], ["--mark-reviewed", "all"], ["--purge", "0"]])
+def test_the_inbox_command_refuses_a_damaged_table_naming_it(tmp_path, capsys, damage, args):
+    """An inbox.sqlite cut short (a copy, a full disk) or overwritten: `mediacluster inbox`
+    (list, --mark-reviewed, --purge) stopped with "internal error (a bug, not your input):
+    DatabaseError: database disk image is malformed" (or "file is not a database"), a crash
+    log; `serve --keep-uploads` on the same folder already refused it by name."""
+    from mediacluster.cli import main
+    from mediacluster.inbox import open_db
+
+    inbox = tmp_path / "inbox"
+    con = open_db(inbox)
+    with con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    db = inbox / DB_NAME
+    assert db.stat().st_size >= 8192
+    if damage == "cut short":
+        with open(db, "r+b") as f:
+            f.truncate(db.stat().st_size // 2)
+    else:
+        db.write_bytes(b"not a database, a text file saved over it\n" * 200)
+    capsys.readouterr()
+    assert main(["inbox", str(inbox), *args]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and f"{db} cannot be read" in err and "damaged" in err, err

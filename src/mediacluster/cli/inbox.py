@@ -39,6 +39,27 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """:func:`_run`, a table SQLite cannot read (cut short, overwritten, locked past the wait)
+    refused naming the file, as ``serve --keep-uploads`` refuses it, not an internal error."""
+    import sqlite3
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..inbox import DB_NAME
+
+    try:
+        return _run(args)
+    except sqlite3.Error as e:
+        db = printable(str(Path(args.inbox) / DB_NAME))
+        if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+            raise InputError(f"{db} is locked: another process held it for over 30 s ({e}); "
+                             "try again") from e
+        raise InputError(f"{db} cannot be read ({e}): the inbox's table is damaged; move inbox.sqlite "
+                         "aside (a service started with --keep-uploads on this folder starts a new "
+                         "one) and keep files/ for the uploads") from e
+
+
+def _run(args) -> int:
     from ..errors import ParameterError
     from ..inbox import REVIEWED, listing, mark, purge, summary
 
