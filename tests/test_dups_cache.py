@@ -474,3 +474,27 @@ def test_a_dups_output_inside_the_collection_is_not_read_as_part_of_it(photos, t
     assert len(collect(root)) == 7
     assert main(args) == 0
     assert (tmp_path / out / "dups.csv").read_bytes() == first
+
+
+@pytest.mark.parametrize("case", ["manifest of moved files", "folder of broken files"])
+def test_dups_on_nothing_usable_says_why(tmp_path, capsys, case):
+    """`dups` on a manifest whose files are gone, or (embedding) a folder of files none of which
+    decodes, said only "no usable files found in man.csv" / "no file of DIR could be read";
+    `cluster` on the same input names how many were skipped and the first one's reason."""
+    from mediacluster.cli import main
+
+    if case.startswith("manifest"):
+        src = tmp_path / "man.csv"
+        src.write_text(f"path\n{tmp_path / 'gone' / 'a.jpg'}\n{tmp_path / 'gone' / 'b.jpg'}\n")
+        first = f"{tmp_path / 'gone' / 'a.jpg'}: file not found"
+    else:
+        src = tmp_path / "broken"
+        src.mkdir()
+        (src / "a.png").write_text("not a picture")
+        (src / "b.jpg").write_bytes(b"")
+        first = f"{src / 'a.png'}: not an image"
+    capsys.readouterr()
+    assert main(["dups", str(src), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "(2 skipped; the first, " in err and first in err, err
