@@ -141,3 +141,17 @@ def test_input_says_what_a_run_on_it_would_hash_and_embed(tmp_path):
     assert got["encoders"] == {"imgenc@v1": 1}
     rc, text, _ = run_cli(["cache", str(photos), "--cache-dir", str(d)])
     assert "3 image files; 2 known and unchanged, 1 to hash" in text
+
+
+def test_something_in_the_way_of_the_cache_is_named_not_called_no_cache_yet(tmp_path):
+    """`cache --cache-dir F` where F is a file, or where F/embeddings.sqlite is a folder: "no
+    embedding cache at ... yet (the first command that embeds files makes it)", exit 0, while
+    that first command fails ("unable to open database file")."""
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    rc, out, err = run_cli(["cache", "--cache-dir", str(blocked)])
+    assert rc == 2 and "yet" not in out and f"{blocked} is a file, not the folder" in err, (out, err)
+    (tmp_path / "c" / "embeddings.sqlite").mkdir(parents=True)
+    rc, out, err = run_cli(["cache", "--cache-dir", str(tmp_path / "c")])
+    assert rc == 2 and "yet" not in out and "embeddings.sqlite is a folder" in err, (out, err)
+
