@@ -89,7 +89,7 @@ def _held_for(store, source, encoders: list[str]) -> dict:
     from ..ingest import collect
 
     coll = collect(source)
-    if coll.paths is None:
+    if coll.paths is None or coll.vectors is not None:  # a vectors file's paths are never hashed
         from ..errors import ConfigError
 
         raise ConfigError(f"{source} holds precomputed vectors, not media files: nothing is cached for it")
