@@ -238,3 +238,32 @@ def test_the_inbox_command_refuses_a_damaged_table_naming_it(tmp_path, capsys, d
     assert main(["inbox", str(inbox), *args]) == 2
     err = capsys.readouterr().err
     assert "internal error" not in err and f"{db} cannot be read" in err and "damaged" in err, err
+
+
+def test_purge_passes_over_a_file_it_cannot_remove_and_keeps_its_rows(cifar3_dir, tmp_path, capsys):
+    """`inbox DIR --purge 0` where one stored file cannot be removed (a folder in its place, a
+    read-only disk): "internal error (a bug, not your input): IsADirectoryError", and the files
+    removed before it were gone while the rolled-back rows still listed them. Now that content
+    keeps its rows (and is named), the others are purged, exit 2."""
+    from mediacluster.cli import main
+    from mediacluster.serve.inbox import Inbox, KeepRule
+
+    inbox = tmp_path / "inbox"
+    box = Inbox(inbox, KeepRule(frozenset({"all"})))
+    photos = sorted(cifar3_dir.rglob("*.jpg"))[:3]
+    box.offer("v0001", "assign", "image", [{"filename": f"u{i}.jpg", "cluster": 0, "status": "clustered"}
+                                           for i in range(3)], datas=[p.read_bytes() for p in photos])
+    box.close()
+    files = sorted(p.name for p in (inbox / FILES).iterdir())
+    stuck = inbox / FILES / files[1]  # the middle one: one file is removed before it
+    stuck.unlink()
+    (stuck / "inside").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["inbox", str(inbox), "--purge", "0", "--purge-also", "pending"]) == 2
+    cap = capsys.readouterr()
+    assert "purged: 2 contents" in cap.out and f"{FILES}/{files[1]}" in cap.err and "internal error" not in cap.err
+    left = listing(inbox, "all")
+    assert [it["file"] for it in left] == [f"{FILES}/{files[1]}"]
+    assert sorted(p.name for p in (inbox / FILES).iterdir()) == [files[1]]
+    _consistent(inbox)  # no row without its file, no file without its row
+    assert summary(inbox)["uploads"] == 1

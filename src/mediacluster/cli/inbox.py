@@ -78,7 +78,7 @@ def _run(args) -> int:
     if args.json:
         json.dump({**done, **counts, "state": args.state, "items": items}, sys.stdout, indent=1)
         sys.stdout.write("\n")
-        return 2 if done.get("marked", {}).get("unknown") else 0
+        return 2 if done.get("marked", {}).get("unknown") or done.get("purged", {}).get("not_removed") else 0
     out = sys.stdout
     if "marked" in done:
         m = done["marked"]
@@ -89,6 +89,9 @@ def _run(args) -> int:
         g = done["purged"]
         out.write(f"purged: {g['contents']} contents ({g['uploads']} uploads, {g['bytes'] / 2**20:.1f} MiB) "
                   f"{'/'.join(g['states'])}, last uploaded at or before {g['older_than']}\n")
+        for k in g["not_removed"]:
+            sys.stderr.write(f"  not purged (its file cannot be removed, it stays in the inbox): "
+                             f"{printable(k['file'])}: {printable(k['error'])}\n")
     c = counts["contents"]
     out.write(f"{printable(args.inbox)}: {c['pending']} pending, {c['reviewed']} reviewed, {c['clustered']} "
               f"clustered ({counts['uploads']} uploads, {counts['bytes'] / 2**20:.1f} MiB)"
@@ -104,4 +107,4 @@ def _run(args) -> int:
         out.write(f"  {it['state']:9s} {printable(it['name'] or '-')}{ids}  {printable(shown)}  x{it['count']}  "
                   f"{it['reason']}: {printable(answer)}  last {it['last_seen']}"
                   + (f"  run {it['run']}" if it["run"] else "") + "\n")
-    return 2 if done.get("marked", {}).get("unknown") else 0
+    return 2 if done.get("marked", {}).get("unknown") or done.get("purged", {}).get("not_removed") else 0
