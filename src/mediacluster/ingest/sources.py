@@ -717,7 +717,7 @@ def _load_npy(p: Path) -> np.ndarray:
                 f"{p}: the array holds Python objects, which are never unpickled; "
                 "save a numeric (n_items, dim) array") from None
         raise InputError(f"{p}: cannot read .npy: {e}") from None
-    except OSError as e:
+    except (OSError, EOFError) as e:  # EOFError: an empty file ("No data left in file")
         raise InputError(f"{p}: cannot read .npy: {e}") from None
 
 
