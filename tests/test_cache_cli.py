@@ -141,3 +141,34 @@ def test_input_says_what_a_run_on_it_would_hash_and_embed(tmp_path):
     assert got["encoders"] == {"imgenc@v1": 1}
     rc, text, _ = run_cli(["cache", str(photos), "--cache-dir", str(d)])
     assert "3 image files; 2 known and unchanged, 1 to hash" in text
+
+
+def test_something_in_the_way_of_the_cache_is_named_not_called_no_cache_yet(tmp_path):
+    """`cache --cache-dir F` where F is a file, or where F/embeddings.sqlite is a folder: "no
+    embedding cache at ... yet (the first command that embeds files makes it)", exit 0, while
+    that first command fails ("unable to open database file")."""
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    rc, out, err = run_cli(["cache", "--cache-dir", str(blocked)])
+    assert rc == 2 and "yet" not in out and f"{blocked} is a file, not the folder" in err, (out, err)
+    (tmp_path / "c" / "embeddings.sqlite").mkdir(parents=True)
+    rc, out, err = run_cli(["cache", "--cache-dir", str(tmp_path / "c")])
+    assert rc == 2 and "yet" not in out and "embeddings.sqlite is a folder" in err, (out, err)
+
+
+def test_input_that_is_a_vectors_file_with_paths_is_not_counted_as_files_to_hash(tmp_path):
+    """`cache v.npz` of vectors that keep their items' paths: "300 vector files; 0 known and
+    unchanged, 300 to hash (3.2 MB to read)", though no run hashes or embeds a vectors file's
+    paths: it reads the vectors. A vectors file without paths was refused so already."""
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"p{i}.png"
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(p)
+        paths.append(str(p))
+    np.savez(tmp_path / "v.npz", vectors=np.eye(3, 4, dtype=np.float32), paths=np.array(paths))
+    with EmbeddingStore(tmp_path / "cache"):
+        pass
+    rc, out, err = run_cli(["cache", str(tmp_path / "v.npz"), "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 2 and "holds precomputed vectors, not media files" in err, (out, err)

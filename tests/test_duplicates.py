@@ -307,6 +307,13 @@ def test_index_load_refuses_damaged_or_foreign_files(tmp_path):
     np.savez(bad / "duplicates.npz", labels=np.array([object()] * 6, dtype=object))
     with pytest.raises(ModelFormatError, match="cannot read"):
         DuplicateIndex.load(bad)
+    # cut short (a copy of the model interrupted, a full disk): zipfile's BadZipFile was an
+    # internal error of `serve` and `assign` on a model saved with --dedup
+    shutil.copyfile(d / "duplicates.npz", bad / "duplicates.npz")
+    with open(bad / "duplicates.npz", "r+b") as f:
+        f.truncate((bad / "duplicates.npz").stat().st_size // 2)
+    with pytest.raises(ModelFormatError, match="duplicates.npz: cannot read the duplicate index arrays"):
+        DuplicateIndex.load(bad)
 
 
 # -- a moved collection / run / model (gaps item 2) ---------------------------------------------

@@ -454,3 +454,47 @@ def test_a_file_replaced_while_its_signature_is_computed_leaves_nothing_under_it
         assert store.get_derived([hash_file(photos[0])], signature_kind()) == {}
         again = compute_signatures(photos, store=store)
     same(again, compute_signatures(photos))
+
+
+@pytest.mark.parametrize("out", ["photos", "photos/dups"])
+def test_a_dups_output_inside_the_collection_is_not_read_as_part_of_it(photos, tmp_path, out):
+    """`dups photos --out photos` (or `--out photos/dups`), then again, or `cluster photos`: the
+    second read took the first run's page thumbnails (photos/thumbs/*.jpg) as photos of the
+    collection: 7 items instead of 6 and a duplicate group holding a thumbnail. Run folders
+    were passed over already; thumbnail folders now carry fileio.MADE_HERE and are too."""
+    from mediacluster.cli import main
+    from mediacluster.ingest import collect
+
+    root, cache = tmp_path / "photos", tmp_path / "cache"
+    shutil.copyfile(photos[0], root / "copy.jpeg")  # a duplicate group, so the page has thumbnails
+    args = ["dups", str(root), "--out", str(tmp_path / out), "--no-embed", "--cache-dir", str(cache), "--quiet"]
+    assert main(args) == 0
+    first = (tmp_path / out / "dups.csv").read_bytes()
+    assert any((tmp_path / out / "thumbs").glob("*.jpg"))
+    assert len(collect(root)) == 7
+    assert main(args) == 0
+    assert (tmp_path / out / "dups.csv").read_bytes() == first
+
+
+@pytest.mark.parametrize("case", ["manifest of moved files", "folder of broken files"])
+def test_dups_on_nothing_usable_says_why(tmp_path, capsys, case):
+    """`dups` on a manifest whose files are gone, or (embedding) a folder of files none of which
+    decodes, said only "no usable files found in man.csv" / "no file of DIR could be read";
+    `cluster` on the same input names how many were skipped and the first one's reason."""
+    from mediacluster.cli import main
+
+    if case.startswith("manifest"):
+        src = tmp_path / "man.csv"
+        src.write_text(f"path\n{tmp_path / 'gone' / 'a.jpg'}\n{tmp_path / 'gone' / 'b.jpg'}\n")
+        first = f"{tmp_path / 'gone' / 'a.jpg'}: file not found"
+    else:
+        src = tmp_path / "broken"
+        src.mkdir()
+        (src / "a.png").write_text("not a picture")
+        (src / "b.jpg").write_bytes(b"")
+        first = f"{src / 'a.png'}: not an image"
+    capsys.readouterr()
+    assert main(["dups", str(src), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "(2 skipped; the first, " in err and first in err, err

@@ -1222,3 +1222,22 @@ def test_tune_on_a_folder_of_broken_files_names_why(tmp_path, capsys, user_cache
     rc, _, err = mc_main("tune", d, "--out", tmp_path / "t", "--trials", "1", "--quiet", capsys=capsys)
     assert_user_error(rc, err, "only 0 items could be embedded; at least 10 are needed to tune (3 skipped; "
                       "the first, ", "x0.jpg: not an image")
+
+
+@pytest.mark.parametrize("command", [["cluster", "{v}", "--out", "{tmp}/run"],
+                                     ["cluster", "{v}", "--out", "{tmp}/run", "--fit-sample", "10"],
+                                     ["dups", "{v}", "--out", "{tmp}/dups"],
+                                     ["tune", "{v}", "--out", "{tmp}/tune", "--trials", "1"]])
+def test_an_empty_npy_input_is_refused_naming_it(tmp_path, capsys, command):
+    """A 0-byte vectors.npy (a copy interrupted, a save that failed): `cluster`, `dups`, `assign`,
+    `tune`, `cache` stopped with "internal error (a bug, not your input): EOFError: No data left
+    in file" (numpy's np.load raises EOFError for an empty file; the readers caught ValueError
+    and OSError only)."""
+    from mediacluster.cli import main
+
+    v = tmp_path / "vectors.npy"
+    v.write_bytes(b"")
+    capsys.readouterr()
+    assert main([a.format(v=v, tmp=tmp_path) for a in command]) == 2
+    err = capsys.readouterr().err
+    assert f"{v}: cannot read .npy: No data left in file" in err and "internal error" not in err, err

@@ -210,3 +210,60 @@ def test_take_passes_over_items_without_a_file(tmp_path):
     from mediacluster.inbox import take
 
     assert take([None, float("nan"), "", str(tmp_path / "a.jpg")], "run-1") == {}
+
+
+@pytest.mark.parametrize("damage", ["cut short", "overwritten"])
+@pytest.mark.parametrize("args", [[], ["--mark-reviewed", "all"], ["--purge", "0"]])
+def test_the_inbox_command_refuses_a_damaged_table_naming_it(tmp_path, capsys, damage, args):
+    """An inbox.sqlite cut short (a copy, a full disk) or overwritten: `mediacluster inbox`
+    (list, --mark-reviewed, --purge) stopped with "internal error (a bug, not your input):
+    DatabaseError: database disk image is malformed" (or "file is not a database"), a crash
+    log; `serve --keep-uploads` on the same folder already refused it by name."""
+    from mediacluster.cli import main
+    from mediacluster.inbox import open_db
+
+    inbox = tmp_path / "inbox"
+    con = open_db(inbox)
+    with con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    db = inbox / DB_NAME
+    assert db.stat().st_size >= 8192
+    if damage == "cut short":
+        with open(db, "r+b") as f:
+            f.truncate(db.stat().st_size // 2)
+    else:
+        db.write_bytes(b"not a database, a text file saved over it\n" * 200)
+    capsys.readouterr()
+    assert main(["inbox", str(inbox), *args]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and f"{db} cannot be read" in err and "damaged" in err, err
+
+
+def test_purge_passes_over_a_file_it_cannot_remove_and_keeps_its_rows(cifar3_dir, tmp_path, capsys):
+    """`inbox DIR --purge 0` where one stored file cannot be removed (a folder in its place, a
+    read-only disk): "internal error (a bug, not your input): IsADirectoryError", and the files
+    removed before it were gone while the rolled-back rows still listed them. Now that content
+    keeps its rows (and is named), the others are purged, exit 2."""
+    from mediacluster.cli import main
+    from mediacluster.serve.inbox import Inbox, KeepRule
+
+    inbox = tmp_path / "inbox"
+    box = Inbox(inbox, KeepRule(frozenset({"all"})))
+    photos = sorted(cifar3_dir.rglob("*.jpg"))[:3]
+    box.offer("v0001", "assign", "image", [{"filename": f"u{i}.jpg", "cluster": 0, "status": "clustered"}
+                                           for i in range(3)], datas=[p.read_bytes() for p in photos])
+    box.close()
+    files = sorted(p.name for p in (inbox / FILES).iterdir())
+    stuck = inbox / FILES / files[1]  # the middle one: one file is removed before it
+    stuck.unlink()
+    (stuck / "inside").mkdir(parents=True)
+    capsys.readouterr()
+    assert main(["inbox", str(inbox), "--purge", "0", "--purge-also", "pending"]) == 2
+    cap = capsys.readouterr()
+    assert "purged: 2 contents" in cap.out and f"{FILES}/{files[1]}" in cap.err and "internal error" not in cap.err
+    left = listing(inbox, "all")
+    assert [it["file"] for it in left] == [f"{FILES}/{files[1]}"]
+    assert sorted(p.name for p in (inbox / FILES).iterdir()) == [files[1]]
+    _consistent(inbox)  # no row without its file, no file without its row
+    assert summary(inbox)["uploads"] == 1

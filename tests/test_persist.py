@@ -277,6 +277,34 @@ def test_a_damaged_version_is_listed_and_refused_by_models_not_a_crash(fitted, t
     assert store.pointer()["version"] == "v0003"
 
 
+
+def test_models_says_which_versions_are_cut_short_and_a_latest_naming_none(fitted, tmp_path, capsys):
+    """`mediacluster models` listed a version whose arrays.npz or model.json was cut short (a
+    copy of the store interrupted, a full disk) like any other (or with "?"), so a person
+    learned it only from `--use` or a service refusing it; and a LATEST naming a version that is
+    not there (deleted since, hand-edited) was passed over in silence, the newest marked '*'."""
+    from mediacluster.cli import main
+    from mediacluster.persist import ModelStore
+
+    store = ModelStore(tmp_path / "models")
+    for _ in range(3):
+        fitted.publish(store.root, run_id="r1")
+    npz = store.root / "v0001" / "arrays.npz"
+    with open(npz, "r+b") as f:
+        f.truncate(npz.stat().st_size // 2)
+    mj = store.root / "v0002" / "model.json"
+    mj.write_text(mj.read_text()[:40])
+    capsys.readouterr()
+    assert main(["models", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"DAMAGED, does not load: {npz} cannot be read" in out[0], out
+    assert f"DAMAGED, does not load: {mj} is not valid JSON" in out[1], out
+    assert out[2].startswith("* v0003") and "DAMAGED" not in out[2], out
+    (store.root / "LATEST").write_text('{"version": "v0009"}')
+    assert main(["models", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "LATEST names 'v0009', which is not here" in err and "newest version, v0003" in err, err
+
 def test_a_model_saved_over_another_keeps_none_of_the_others_items_or_duplicate_index(tmp_path):
     """``save(path, overwrite=True)`` of a model fitted on bare vectors over one saved with item ids
     (and a ``--dedup`` duplicate index): the old ``items.json`` stayed, so ``similar`` named the new

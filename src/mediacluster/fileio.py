@@ -159,6 +159,12 @@ def flocked(path: str | os.PathLike, *, wait: bool = True, note: str | None = No
 # ------------------------------------------------------------------------------------------
 ESCAPED = "escaped"  # the table column that marks rows written in escaped form
 
+#: An empty file in a folder of pictures or clips mediacluster made from a collection (the
+#: thumbnails of a ``dups`` page or a report, ``report.thumbs.cached_files``): a folder scan
+#: passes over such a folder, as over a run folder, so an ``--out`` inside the collection never
+#: adds its own thumbnails to the collection the next time it is read.
+MADE_HERE = ".mediacluster-made"
+
 
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` still runs (the writer of a temporary folder named after it)."""

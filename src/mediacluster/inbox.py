@@ -444,7 +444,9 @@ def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str]
     inbox's times are whole seconds; 0: every one of them, to this second):
     their rows (uploads, stored, reviewed) and their files, in one transaction (the files are
     removed before it commits, so a service writing meanwhile waits and then stores a new upload
-    of the same content anew). Returns ``{"contents", "uploads", "bytes", "states"}`` removed.
+    of the same content anew). Returns ``{"contents", "uploads", "bytes", "states"}`` removed, and
+    ``not_removed``: ``{"file", "error"}`` of each file that could not be removed (its content
+    keeps its rows; the others are purged).
     A content a clustering took (:data:`CLUSTERED`) is part of that collection: purge it only
     when the collection holds its own copy."""
     from .errors import ParameterError
@@ -463,21 +465,24 @@ def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str]
                 f"SELECT s.hash, s.file, s.size FROM stored s LEFT JOIN reviewed r ON r.hash = s.hash "
                 f"WHERE {_STATE_SQL} IN ({','.join('?' * len(states))}) AND COALESCE((SELECT MAX(u.time) "
                 "FROM uploads u WHERE u.hash = s.hash), '') <= ?", (*states, cutoff)).fetchall()
-            n_up = 0
-            for h, _, _ in rows:
-                n_up += con.execute("DELETE FROM uploads WHERE hash = ?", (h,)).rowcount
-                con.execute("DELETE FROM stored WHERE hash = ?", (h,))
-                con.execute("DELETE FROM reviewed WHERE hash = ?", (h,))
-            for _, f, _ in rows:
-                if f:
+            n_up, gone, kept = 0, [], []
+            for h, f, size in rows:
+                if f:  # the file first: a content whose file stays keeps its rows (never a row without its file)
                     try:
                         (root / f).unlink()
                     except FileNotFoundError:
                         pass
+                    except OSError as e:  # a folder in its place, a read-only disk: the others go on
+                        kept.append({"file": f, "error": e.strerror or str(e)})
+                        continue
+                n_up += con.execute("DELETE FROM uploads WHERE hash = ?", (h,)).rowcount
+                con.execute("DELETE FROM stored WHERE hash = ?", (h,))
+                con.execute("DELETE FROM reviewed WHERE hash = ?", (h,))
+                gone.append(size)
     finally:
         con.close()
-    return {"contents": len(rows), "uploads": int(n_up), "bytes": int(sum(r[2] for r in rows)),
-            "states": list(states), "older_than": cutoff}
+    return {"contents": len(gone), "uploads": int(n_up), "bytes": int(sum(gone)),
+            "states": list(states), "older_than": cutoff, "not_removed": kept}
 
 
 __all__ = ["CLUSTERED", "DB_NAME", "FILES", "MAX_ITEM_ID", "PENDING", "REVIEWED", "STATES", "clean_name", "inbox_of", "listing",

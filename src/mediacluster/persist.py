@@ -170,7 +170,9 @@ class ModelStore:
         model.json's time), ``n_clusters`` (None where unreadable), ``latest`` (the one
         ``LATEST`` names, which ``assign`` and the service use) and ``held`` (the latest, held from
         a watching service: :meth:`hold`) and ``note`` (what a curated version is, where its
-        publisher said: the carried curation of ``cluster --carry-from``)."""
+        publisher said: the carried curation of ``cluster --carry-from``) and ``damaged`` (why the
+        version cannot be loaded, None when its model.json and the index of its arrays read:
+        :func:`check_model_dir`, ``arrays.npz`` opened as a zip, not read whole)."""
         latest = self.latest()
         held = bool((self.pointer() or {}).get("held"))
         out = []
@@ -186,7 +188,16 @@ class ModelStore:
                                      time.localtime((self.root / v / MODEL_JSON).stat().st_mtime))
             except OSError:
                 made = None
+            try:  # a version cut short (a copy, a full disk) is said so here, not first by --use
+                check_model_dir(self.root / v)
+                zipfile.ZipFile(self.root / v / ARRAYS_NPZ).close()
+                damaged = None
+            except ModelFormatError as e:
+                damaged = str(e)
+            except (OSError, zipfile.BadZipFile) as e:
+                damaged = f"{self.root / v / ARRAYS_NPZ} cannot be read: {e}"
             out.append({"version": v, "id": model_id(self.root / v, info), "run_id": meta.get("run_id"),
+                        "damaged": damaged,
                         "source": meta.get("source"),
                         "created": made, "n_clusters": info.get("n_clusters"),
                         "note": (meta.get("curated") or {}).get("note") if isinstance(meta.get("curated"), dict) else None,

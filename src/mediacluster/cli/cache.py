@@ -89,7 +89,7 @@ def _held_for(store, source, encoders: list[str]) -> dict:
     from ..ingest import collect
 
     coll = collect(source)
-    if coll.paths is None:
+    if coll.paths is None or coll.vectors is not None:  # a vectors file's paths are never hashed
         from ..errors import ConfigError
 
         raise ConfigError(f"{source} holds precomputed vectors, not media files: nothing is cached for it")
@@ -102,6 +102,12 @@ def run(args) -> int:
     from ..fileio import folder_usage
 
     path = _store_path(args.cache_dir)
+    if not path.is_file() and (path.exists() or path.parent.is_file()):
+        # "no cache yet, the first command makes it" would be untrue: that command cannot
+        what = (f"{printable(path)} is a folder, not the cache's file" if path.exists() else
+                f"{printable(path.parent)} is a file, not the folder of the cache {printable(path)}")
+        raise ConfigError(f"{what}: no command can make the embedding cache there; move it away or give "
+                          "another --cache-dir")
     if not path.is_file():
         if args.forget_encoder or args.forget_failures or args.forget_missing_files:
             raise ConfigError(f"no embedding cache at {path}: nothing to forget")

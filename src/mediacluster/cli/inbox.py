@@ -39,6 +39,27 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """:func:`_run`, a table SQLite cannot read (cut short, overwritten, locked past the wait)
+    refused naming the file, as ``serve --keep-uploads`` refuses it, not an internal error."""
+    import sqlite3
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..inbox import DB_NAME
+
+    try:
+        return _run(args)
+    except sqlite3.Error as e:
+        db = printable(str(Path(args.inbox) / DB_NAME))
+        if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+            raise InputError(f"{db} is locked: another process held it for over 30 s ({e}); "
+                             "try again") from e
+        raise InputError(f"{db} cannot be read ({e}): the inbox's table is damaged; move inbox.sqlite "
+                         "aside (a service started with --keep-uploads on this folder starts a new "
+                         "one) and keep files/ for the uploads") from e
+
+
+def _run(args) -> int:
     from ..errors import ParameterError
     from ..inbox import REVIEWED, listing, mark, purge, summary
 
@@ -57,7 +78,7 @@ def run(args) -> int:
     if args.json:
         json.dump({**done, **counts, "state": args.state, "items": items}, sys.stdout, indent=1)
         sys.stdout.write("\n")
-        return 2 if done.get("marked", {}).get("unknown") else 0
+        return 2 if done.get("marked", {}).get("unknown") or done.get("purged", {}).get("not_removed") else 0
     out = sys.stdout
     if "marked" in done:
         m = done["marked"]
@@ -68,6 +89,9 @@ def run(args) -> int:
         g = done["purged"]
         out.write(f"purged: {g['contents']} contents ({g['uploads']} uploads, {g['bytes'] / 2**20:.1f} MiB) "
                   f"{'/'.join(g['states'])}, last uploaded at or before {g['older_than']}\n")
+        for k in g["not_removed"]:
+            sys.stderr.write(f"  not purged (its file cannot be removed, it stays in the inbox): "
+                             f"{printable(k['file'])}: {printable(k['error'])}\n")
     c = counts["contents"]
     out.write(f"{printable(args.inbox)}: {c['pending']} pending, {c['reviewed']} reviewed, {c['clustered']} "
               f"clustered ({counts['uploads']} uploads, {counts['bytes'] / 2**20:.1f} MiB)"
@@ -83,4 +107,4 @@ def run(args) -> int:
         out.write(f"  {it['state']:9s} {printable(it['name'] or '-')}{ids}  {printable(shown)}  x{it['count']}  "
                   f"{it['reason']}: {printable(answer)}  last {it['last_seen']}"
                   + (f"  run {it['run']}" if it["run"] else "") + "\n")
-    return 2 if done.get("marked", {}).get("unknown") else 0
+    return 2 if done.get("marked", {}).get("unknown") or done.get("purged", {}).get("not_removed") else 0

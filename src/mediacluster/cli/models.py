@@ -28,7 +28,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import ModelFormatError
-    from ..persist import model_store_of
+    from ..persist import LATEST, model_store_of
 
     store = model_store_of(args.run)
     if store is None:
@@ -42,10 +42,18 @@ def run(args) -> int:
         ptr = store.use(args.use, load=Pipeline.load)  # loaded as the service would, before LATEST moves
         sys.stdout.write(f"LATEST -> {ptr['version']} in {printable(store.root)}: `assign` uses it; a "
                          "service watching this folder switches to it within its --poll\n")
-    for v in store.describe():
+    listed = store.describe()
+    ptr, newest = store.pointer(), (listed[-1]["version"] if listed else None)
+    if (store.root / LATEST).exists() and (ptr is None or ptr["version"] not in store.versions()):
+        # a LATEST hand-edited, cut short, or naming a version deleted since: the newest is used
+        said = f"names {ptr['version']!r}, which is not here" if ptr else "cannot be read as a pointer"
+        sys.stderr.write(f"warning: {printable(store.root / LATEST)} {said}: `assign` and a service use the "
+                         f"newest version, {newest}; `--use VERSION` points it again\n")
+    for v in listed:
         sys.stdout.write(f"{'*' if v['latest'] else ' '} {v['version']}  {v['source'] or '?':8s} "
                          f"{v['n_clusters'] if v['n_clusters'] is not None else '?':>4} clusters  "
                          f"id {v['id']}  {v['created'] or ''}"
                          f"{'  (' + printable(str(v['note'])) + ')' if v.get('note') else ''}"
-                         f"{'  (held: a watching service keeps its version until the next publish or --use)' if v['held'] else ''}\n")
+                         f"{'  (held: a watching service keeps its version until the next publish or --use)' if v['held'] else ''}"
+                         f"{'  DAMAGED, does not load: ' + printable(v['damaged']) if v['damaged'] else ''}\n")
     return 0

@@ -252,6 +252,11 @@ def across_folders(groups, paths, root: str | None = None) -> dict[str, int]:
 
 
 # -- the ``dups`` job ---------------------------------------------------------------------------
+def _why(skipped) -> str:
+    """`` (N skipped; the first, PATH: REASON)`` for a collection none of whose files is usable."""
+    return f" ({len(skipped)} skipped; the first, {skipped[0].path}: {skipped[0].reason})" if skipped else ""
+
+
 def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = None, embed: bool = True,
                        params: dict | None = None, cache_dir=None, workers: int | None = None,
                        progress: bool = True, page: bool = True, page_groups: int = 100,
@@ -277,8 +282,8 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
         finder = _fit_vectors(make_finder(params, progress, workers), mapped, range(len(mapped)), source)
         return _write_found(out, finder, None, [], t0, page, page_groups, progress)
     coll = collect(source, media=media, columns=columns)
-    if len(coll) == 0:
-        raise InputError(f"no usable files found in {source}")
+    if len(coll) == 0:  # why, as `cluster` says it: a manifest of moved files, a folder of none
+        raise InputError(f"no usable files found in {source}{_why(coll.skipped)}")
     skipped = list(coll.skipped)
     root = getattr(coll, "root", None)  # the folder given, a manifest's folder: paths are stored relative to it
     if coll.vectors is not None:
@@ -289,7 +294,7 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
         emb = embed_collection(coll, encoder=enc, cache_dir=cache_dir, workers=workers, progress=progress)
         skipped = list(emb.skipped)
         if len(emb) == 0:
-            raise InputError(f"no file of {source} could be read")
+            raise InputError(f"no file of {source} could be read{_why(emb.skipped)}")
         with signature_cache(cache_dir) as store:  # the one embed_collection used
             finder = find_in_embeddings(emb, media=coll.media, params=params, progress=progress,
                                         workers=workers, store=store)

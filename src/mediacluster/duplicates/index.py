@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -459,7 +461,8 @@ class DuplicateIndex:
         try:
             with np.load(zp, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as e:  # ValueError: object arrays need pickle
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            # ValueError: object arrays need pickle; BadZipFile: cut short (a copy, a full disk)
             raise ModelFormatError(f"{zp}: cannot read the duplicate index arrays: {e}") from e
         n = len(ids)
         expect = {"labels": "iu", "representative": "iu", "hashes": "u", "mirror": "u", "thumbs": "u", "hash_ok": "b",

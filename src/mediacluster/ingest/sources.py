@@ -8,8 +8,9 @@ from any working folder.
 * **a folder**, scanned recursively for files whose extension (case-insensitive) belongs to the
   media kind (``IMAGE_EXTENSIONS`` / ``AUDIO_EXTENSIONS``). Hidden files and hidden folders
   (name starting with ``.``) and NAS / archive metadata folders (``@eaDir``, ``__MACOSX``) are
-  ignored silently, and so is a mediacluster run folder inside the input (an ``--out`` there:
-  its report thumbnails are not part of the collection). Symbolic links to files and folders are followed, but every real folder is
+  ignored silently, and so are a mediacluster run folder inside the input (an ``--out`` there:
+  its report thumbnails are not part of the collection) and the thumbnail folders of a ``dups``
+  or ``report`` output there (``fileio.MADE_HERE``). Symbolic links to files and folders are followed, but every real folder is
   visited once, so link loops (``a/loop -> ..``) terminate and a linked folder is not listed
   twice. Broken links and non-regular files (FIFOs, devices) with a media extension, files of
   the media kind in a format that is not read (``UNSUPPORTED_EXTENSIONS``: HEIC, RAW, M4A, ...)
@@ -57,7 +58,7 @@ import numpy as np
 
 from ..data import Collection, Skipped, check_finite
 from ..errors import InputError, ParameterError
-from ..fileio import ESCAPED, hash_file, numeric_columns, read_table, text_series
+from ..fileio import ESCAPED, MADE_HERE, hash_file, numeric_columns, read_table, text_series
 from ..rundir import RunDir
 from .stream import check_float32_range
 
@@ -243,12 +244,18 @@ def join_files(colls: list[Collection]) -> list[Collection]:
     return out
 
 
+def _made_here(folder: str) -> bool:
+    """Whether ``folder`` is mediacluster's own output: a run folder, or thumbnails (of a ``dups``
+    page, a report) marked with ``fileio.MADE_HERE``; a folder scan passes over it."""
+    return RunDir.is_run(folder) or os.path.isfile(os.path.join(folder, MADE_HERE))
+
+
 def _media_walk(root: str | os.PathLike, exts):
     """Per folder under ``root`` (sorted, hidden / system / run folders passed over):
     ``(entries listed there, its files with an extension in exts, sorted, hidden ones left out)``."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d) and d not in SKIP_FOLDERS
-                             and not RunDir.is_run(os.path.join(dirpath, d)))
+                             and not _made_here(os.path.join(dirpath, d)))
         yield len(dirnames) + len(filenames), [os.path.join(dirpath, f) for f in sorted(filenames)
                                                if not _hidden(f) and os.path.splitext(f)[1].lower() in exts]
 
@@ -327,8 +334,8 @@ def scan_folder(root: str | os.PathLike, media: str = "image", labels_from_folde
             except OSError:
                 is_dir = False
             if is_dir:
-                if name in SKIP_FOLDERS or RunDir.is_run(entry.path):
-                    continue  # a run folder (an --out inside the input) holds our own thumbnails
+                if name in SKIP_FOLDERS or _made_here(entry.path):
+                    continue  # a run folder or thumbnails (an --out inside the input): our own pictures
                 try:
                     st = entry.stat()
                 except OSError as e:
@@ -710,7 +717,7 @@ def _load_npy(p: Path) -> np.ndarray:
                 f"{p}: the array holds Python objects, which are never unpickled; "
                 "save a numeric (n_items, dim) array") from None
         raise InputError(f"{p}: cannot read .npy: {e}") from None
-    except OSError as e:
+    except (OSError, EOFError) as e:  # EOFError: an empty file ("No data left in file")
         raise InputError(f"{p}: cannot read .npy: {e}") from None
 
 

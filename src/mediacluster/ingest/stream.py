@@ -183,7 +183,7 @@ class NpyVectors(VectorSource):
                 raise InputError(f"{path}: the array holds Python objects, which are never unpickled; "
                                  "save a numeric (n_items, dim) array") from None
             raise InputError(f"{path}: cannot read .npy: {e}") from None
-        except OSError as e:
+        except (OSError, EOFError) as e:  # EOFError: an empty file ("No data left in file")
             raise InputError(f"{path}: cannot read .npy: {e}") from None
         if mm.dtype.kind not in "fiub" or mm.dtype.hasobject:
             raise InputError(f"{path}: vectors must be numbers, got dtype {mm.dtype}")

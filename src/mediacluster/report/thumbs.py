@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 from ..errors import MediaclusterError
-from ..fileio import atomic_path, hash_file, output_error
+from ..fileio import MADE_HERE, atomic_path, hash_file, output_error
 from ..progress import threaded_map
 
 THUMB_EXT = ".jpg"
@@ -68,6 +68,8 @@ def cached_files(paths: list[str | None], out_dir: str | os.PathLike, tag, exts:
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if not (out_dir / MADE_HERE).exists():  # a folder scan of the collection passes over this folder
+            (out_dir / MADE_HERE).touch()  # once: the folder's files keep their times
     except OSError as e:
         raise output_error(e, out_dir) from e
     workers = workers or max(1, min(8, os.cpu_count() or 1))
