@@ -652,3 +652,21 @@ def test_suggest_from_the_cli_takes_a_folder_of_images(tmp_path, capsys):
     assert all(r["top"] for r in rows if "skipped" not in r)
     bad = [r for r in rows if "skipped" in r]
     assert [r["item"] for r in bad] == [str(folder / "broken.jpg")] and "not a regular file" not in bad[0]["skipped"]
+
+
+def test_a_tag_model_whose_weights_were_cut_short_is_refused_naming_its_folder(tmp_path):
+    """A ``weights.npz`` cut short (a copy or a disk that filled up) or emptied is an
+    InputError naming the folder, not numpy's BadZipFile / EOFError as an internal error
+    (``serve --tags`` and ``tags suggest`` load it)."""
+    from sklearn.datasets import make_blobs
+
+    from mediacluster.errors import InputError
+
+    X, y = make_blobs(n_samples=120, centers=3, n_features=8, random_state=0)
+    folder = TagClassifier(random_state=0).fit(X.astype(np.float32), np.array(["a", "b", "c"])[y]).save(tmp_path / "m")
+    weights = folder / "weights.npz"
+    whole = weights.read_bytes()
+    for damaged in (whole[: len(whole) // 2], b""):
+        weights.write_bytes(damaged)
+        with pytest.raises(InputError, match="not a readable mediacluster tag model"):
+            TagClassifier.load(folder)

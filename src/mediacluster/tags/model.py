@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -394,7 +396,7 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
             return cls._load(folder)
         except InputError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             what = e.strerror if isinstance(e, OSError) and e.strerror else e
             raise InputError(f"{folder}: not a readable mediacluster tag model ({type(e).__name__}: "
                              f"{what}{f' {e.filename}' if getattr(e, 'filename', None) else ''}); give the "
