@@ -476,11 +476,14 @@ def test_a_dups_output_inside_the_collection_is_not_read_as_part_of_it(photos, t
     assert (tmp_path / out / "dups.csv").read_bytes() == first
 
 
-@pytest.mark.parametrize("case", ["manifest of moved files", "folder of broken files"])
+@pytest.mark.parametrize("case", ["manifest of moved files", "folder of broken files",
+                                  "folder of broken files, --no-embed"])
 def test_dups_on_nothing_usable_says_why(tmp_path, capsys, case):
     """`dups` on a manifest whose files are gone, or (embedding) a folder of files none of which
     decodes, said only "no usable files found in man.csv" / "no file of DIR could be read";
-    `cluster` on the same input names how many were skipped and the first one's reason."""
+    `cluster` on the same input names how many were skipped and the first one's reason.
+    ``--no-embed`` on the broken folder compared the files as bytes and wrote a table (exit 3)
+    where the embedding check refused it (exit 2): now both refuse it alike."""
     from mediacluster.cli import main
 
     if case.startswith("manifest"):
@@ -494,7 +497,9 @@ def test_dups_on_nothing_usable_says_why(tmp_path, capsys, case):
         (src / "b.jpg").write_bytes(b"")
         first = f"{src / 'a.png'}: not an image"
     capsys.readouterr()
+    more = ["--no-embed"] if case.endswith("--no-embed") else []
     assert main(["dups", str(src), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-                 "--quiet"]) == 2
+                 "--quiet", *more]) == 2
     err = capsys.readouterr().err
     assert "(2 skipped; the first, " in err and first in err, err
+    assert not (tmp_path / "out").exists()

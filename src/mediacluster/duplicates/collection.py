@@ -313,6 +313,9 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
         paths = [str(p) for p in coll.paths]
         with signature_cache(cache_dir) as store:  # content hashes by its fast path, signatures by content
             finder = make_finder(params, progress, workers).fit(paths, ids=[str(i) for i in coll.ids], store=store)
+        if len(finder.skipped_) == len(paths):  # none decodes: refused, as the embedding check refuses it
+            bad = skipped + [Skipped(paths[i], why) for i, why in sorted(finder.skipped_.items())]
+            raise InputError(f"no file of {source} could be read{_why(bad)}")
     return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root)
 
 
