@@ -482,8 +482,9 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
     df = _read_table(p) if df is None else df
     if "path" not in df.columns:
         raise InputError(f"{p}: a manifest needs a 'path' column; columns are {list(df.columns)}")
-    # relative paths: to the manifest's folder, or to the root its writer recorded (dups.parquet)
-    base = Path(table_root(p) or os.path.abspath(p.parent))
+    # relative paths: to the manifest's folder, or to the root its writer recorded (a dups
+    # table, a run's items.parquet / assignments)
+    base = Path(table_root(p) or RunDir.table_root(p) or os.path.abspath(p.parent))
     has_ids = "id" in df.columns
     has_labels = "label" in df.columns and not labels_from_folders
     ids: list[str] = []
