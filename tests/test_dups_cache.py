@@ -476,11 +476,14 @@ def test_a_dups_output_inside_the_collection_is_not_read_as_part_of_it(photos, t
     assert (tmp_path / out / "dups.csv").read_bytes() == first
 
 
-@pytest.mark.parametrize("case", ["manifest of moved files", "folder of broken files"])
+@pytest.mark.parametrize("case", ["manifest of moved files", "folder of broken files",
+                                  "folder of broken files, --no-embed"])
 def test_dups_on_nothing_usable_says_why(tmp_path, capsys, case):
     """`dups` on a manifest whose files are gone, or (embedding) a folder of files none of which
     decodes, said only "no usable files found in man.csv" / "no file of DIR could be read";
-    `cluster` on the same input names how many were skipped and the first one's reason."""
+    `cluster` on the same input names how many were skipped and the first one's reason.
+    ``--no-embed`` on the broken folder compared the files as bytes and wrote a table (exit 3)
+    where the embedding check refused it (exit 2): now both refuse it alike."""
     from mediacluster.cli import main
 
     if case.startswith("manifest"):
@@ -494,7 +497,41 @@ def test_dups_on_nothing_usable_says_why(tmp_path, capsys, case):
         (src / "b.jpg").write_bytes(b"")
         first = f"{src / 'a.png'}: not an image"
     capsys.readouterr()
+    more = ["--no-embed"] if case.endswith("--no-embed") else []
     assert main(["dups", str(src), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-                 "--quiet"]) == 2
+                 "--quiet", *more]) == 2
     err = capsys.readouterr().err
     assert "(2 skipped; the first, " in err and first in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("table", ["dups.parquet", "dups.csv"])
+def test_a_dups_table_given_back_as_a_manifest_reads_the_files_it_names(photos, tmp_path, capsys, table):
+    """`dups OUT/dups.parquet`: the table keeps its paths relative to the collection root recorded
+    in dups.json, but read as a manifest they were resolved against OUT: "no usable files found
+    (7 skipped; the first, OUT/copy.jpeg: file not found)". Now they resolve as the table
+    recorded them (locations.table_root): the same items, the same group; a table without its
+    dups.json beside it is an ordinary manifest again."""
+    import os
+
+    import pandas as pd
+
+    from mediacluster.cli import main
+    from mediacluster.ingest import collect
+
+    root, cache = tmp_path / "photos", tmp_path / "cache"
+    shutil.copyfile(photos[0], root / "copy.jpeg")
+    first = tmp_path / "o1"
+    assert main(["dups", str(root), "--out", str(first), "--no-embed", "--cache-dir", str(cache), "--quiet"]) == 0
+    assert not os.path.isabs(pd.read_parquet(first / "dups.parquet")["path"][0])
+    coll = collect(first / table)
+    assert sorted(coll.paths) == sorted(str(p) for p in collect(root).paths) and not coll.skipped
+    capsys.readouterr()
+    assert main(["dups", str(first / table), "--out", str(tmp_path / "o2"), "--no-embed", "--cache-dir",
+                 str(cache), "--quiet"]) == 0
+    assert "7 items -> 1 duplicate groups" in capsys.readouterr().out
+    # the table alone (its dups.json not beside it): paths relative to its own folder, as any manifest
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copyfile(first / table, alone / table)
+    assert len(collect(alone / table)) == 0

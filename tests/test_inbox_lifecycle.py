@@ -267,3 +267,30 @@ def test_purge_passes_over_a_file_it_cannot_remove_and_keeps_its_rows(cifar3_dir
     assert sorted(p.name for p in (inbox / FILES).iterdir()) == [files[1]]
     _consistent(inbox)  # no row without its file, no file without its row
     assert summary(inbox)["uploads"] == 1
+
+
+def test_the_listing_marks_a_content_whose_stored_file_is_gone(cifar3_dir, tmp_path, capsys):
+    """A stored file deleted by hand: `inbox DIR` listed its content as any other (the service's
+    file route 404s). Now the row says so (`missing`, "(FILE MISSING)") and a line counts them."""
+    from mediacluster.cli import main
+    from mediacluster.serve.inbox import Inbox, KeepRule
+
+    inbox = tmp_path / "inbox"
+    box = Inbox(inbox, KeepRule(frozenset({"all"})))
+    photos = sorted(cifar3_dir.rglob("*.jpg"))[:3]
+    box.offer("v0001", "assign", "image", [{"filename": f"u{i}.jpg", "cluster": 0, "status": "clustered"}
+                                           for i in range(3)], datas=[p.read_bytes() for p in photos])
+    box.close()
+    before = listing(inbox, "all")
+    assert [it["missing"] for it in before] == [False] * 3
+    (inbox / before[1]["file"]).unlink()
+    assert [it["missing"] for it in listing(inbox, "all")] == [False, True, False]
+    capsys.readouterr()
+    assert main(["inbox", str(inbox)]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if before[1]["file"] in ln]
+    assert len(lines) == 1 and "FILE MISSING" in lines[0], out
+    assert out.count("FILE MISSING") == 1 and "1 of the 3 listed contents have lost their stored file" in out
+    assert main(["inbox", str(inbox), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [it["missing"] for it in doc["items"]] == [False, True, False]

@@ -146,6 +146,27 @@ def test_a_run_stores_paths_relative_to_its_collection_root(template, tmp_path):
     assert raw_paths(again.path, "items.parquet") == raw_paths(project["run"], "items.parquet")
 
 
+def test_a_run_table_given_as_a_manifest_reads_the_files_it_names(template, tmp_path):
+    """`dups RUN/items.parquet` (or assignments.*, duplicates.parquet): the paths, relative to the
+    collection root run.json records, were resolved against the run folder: "no usable files
+    found ... RUN/frog/...: file not found". Now as the run reads them (RunDir.table_root),
+    also after the project (run and photos) moved together."""
+    from mediacluster.ingest import collect
+
+    project = make_project(template, tmp_path / "a")
+    files = sorted(str(p) for p in collect(project["photos"]).paths)
+    for name in ("items.parquet", "assignments.parquet", "assignments.csv", "duplicates.parquet"):
+        coll = collect(project["run"] / name)
+        assert sorted(coll.paths) == files and not coll.skipped, (name, coll.skipped[:2])
+    moved = tmp_path / "b"
+    shutil.move(str(project["project"]), moved)
+    coll = collect(moved / "run" / "items.parquet")
+    assert sorted(coll.paths) == sorted(str(p) for p in collect(moved / "photos").paths)
+    code, out, err = cli("dups", moved / "run" / "items.parquet", "--out", tmp_path / "o", "--no-embed",
+                         "--cache-dir", template["cache"], "--quiet")
+    assert code == 0 and f"{len(files)} items -> 1 duplicate groups" in out, out + err
+
+
 @pytest.mark.slow
 def test_moved_project_and_moved_collection(template, tmp_path):
     """The project folder (photos + run) moved whole: everything is found without a flag. Then

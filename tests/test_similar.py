@@ -48,6 +48,7 @@ def old_model(run_dir, tmp_path_factory) -> Path:
     doc = json.loads((old / "model.json").read_text())
     for key in ("names_support", "names_support_by_level"):
         doc["metadata"].pop(key, None)
+    doc.pop("items_saved", None)
     (old / "model.json").write_text(json.dumps(doc))
     return old
 
@@ -381,6 +382,25 @@ def test_model_without_ids_cannot_be_asked_by_id(old_model, cifar3_embeddings):
     with pytest.raises(ParameterError, match="ask by vector") as e:
         old.similar(ids=[cifar3_embeddings.ids[0]], k=3)
     assert e.value.param == "ids"
+
+
+def test_a_deleted_items_file_is_named_not_called_bare_vectors(run_dir, cifar3_embeddings, tmp_path):
+    """A model saved with its items' ids whose items.json was deleted by hand: asked by id, the
+    answer names the missing file rather than "fitted on bare vectors"; by vector it answers."""
+    gone = tmp_path / "model"
+    shutil.copytree(run_dir / "models" / "v0001", gone)
+    assert json.loads((gone / "model.json").read_text())["items_saved"] is True
+    (gone / "items.json").unlink()
+    m = Pipeline.load(gone)
+    with pytest.raises(ParameterError, match="items.json is missing") as e:
+        m.similar(ids=[cifar3_embeddings.ids[0]], k=3)
+    assert "bare vectors" not in str(e.value) and e.value.param == "ids"
+    assert m.similar(cifar3_embeddings.vectors[:2], k=3)["ids"] is None
+    # saved again (it has no items now): recorded so, and asked by id it says it keeps none
+    m.save(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "model.json").read_text())["items_saved"] is False
+    with pytest.raises(ParameterError, match="does not keep its items' ids"):
+        Pipeline.load(tmp_path / "again").similar(ids=[cifar3_embeddings.ids[0]], k=3)
 
 
 def test_exclude_offset_and_per_cluster_filter_the_same_list(model, cifar3_embeddings):

@@ -267,7 +267,8 @@ def listing(root: str | os.PathLike, state: str = PENDING, limit: int | None = N
     had one), ``names`` (every distinct one), ``ids`` (every distinct id the uploaders gave it,
     ``/v1/assign``'s ``item_ids``), ``size``, ``count`` (uploads), ``first_seen``,
     ``last_seen``, the last upload's ``reason``, ``input``, ``answer`` (cluster, name, status,
-    probability, novelty, novel, model_version), and ``state``, ``how`` / ``when`` / ``run``.
+    probability, novelty, novel, model_version), ``state``, ``how`` / ``when`` / ``run``, and
+    ``missing`` (its stored file is not in the inbox: deleted by hand; False for a vector).
     (A content is listed by its upload rows: the writer adds its first one with it, ``purge``
     removes them together.)"""
     if state != "all" and state not in STATES:
@@ -307,7 +308,8 @@ def listing(root: str | os.PathLike, state: str = PENDING, limit: int | None = N
                         "count": len(times), "first_seen": min(times, default=None),
                         "last_seen": max(times, default=None), "reason": answer.pop("reason", None),
                         "input": answer.pop("input", None), "answer": answer, "state": r["state"],
-                        "when": r["state_time"], "run": r["run"]})
+                        "when": r["state_time"], "run": r["run"],
+                        "missing": r["file"] is not None and not (Path(root) / r["file"]).is_file()})
     finally:
         con.close()
     return out

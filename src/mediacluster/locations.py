@@ -151,10 +151,41 @@ def legacy(paths, given: str | os.PathLike | None = None) -> Root:
     return Root(path=os.path.abspath(os.fspath(given)), recorded=old, rebase=True, given=True)
 
 
+#: Tables that keep their paths relative to a collection root recorded in a JSON file beside
+#: them (``mediacluster dups``'s ``dups.parquet`` / ``dups.csv`` and ``dups.json``): table name ->
+#: ``(that file, the recorded root's key, the key of the root relative to the table's folder)``.
+#: Read back as a manifest, their paths resolve against that root (:func:`table_root`), not the
+#: table's own folder.
+ROOT_RECORDED_BESIDE = {name: ("dups.json", "collection_root", "collection_root_from_out")
+                        for name in ("dups.parquet", "dups.csv")}
+
+
+def table_root(table: str | os.PathLike) -> str | None:
+    """The folder a table's relative paths are relative to when its writer recorded it beside
+    it (:data:`ROOT_RECORDED_BESIDE`; found by :func:`find`: the recorded root while it is a
+    folder, else the one at the same place relative to the table); None for any other table
+    (a manifest's paths are relative to its own folder)."""
+    import json
+
+    rule = ROOT_RECORDED_BESIDE.get(os.path.basename(os.fspath(table)).lower())
+    if rule is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(os.fspath(table)))
+    try:
+        with open(os.path.join(folder, rule[0]), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None  # none beside it (or unreadable): an ordinary manifest
+    if not isinstance(doc, dict) or not isinstance(doc.get(rule[1]), str):
+        return None  # written before roots were recorded: its paths are absolute
+    near = doc.get(rule[2])
+    return find(doc[rule[1]], near if isinstance(near, str) else None, folder).path
+
+
 def check_given(given) -> None:
     if given is not None and not os.path.isdir(given):
         raise InputError(f"collection root {path_to_text(os.fspath(given))}: not a folder "
                          "(--collection-root: where the collection's files are now)")
 
 
-__all__ = ["Root", "common_folder", "find", "legacy", "split_root", "under"]
+__all__ = ["ROOT_RECORDED_BESIDE", "Root", "common_folder", "find", "legacy", "split_root", "table_root", "under"]

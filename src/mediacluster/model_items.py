@@ -121,6 +121,17 @@ def read_items(folder: str | os.PathLike, n: int, root: str | os.PathLike | None
     return ModelItems(ids, loc.resolve_all(paths), loc.path)
 
 
+def missing_note(folder: str | os.PathLike | None, info: dict | None) -> str | None:
+    """Why a loaded model has no items when it was saved with them: its model.json records
+    ``items_saved`` but ``items.json`` is not in ``folder`` (removed by hand, or lost in a copy);
+    None for a model that never had one (fitted on bare vectors, saved before ids were kept)."""
+    if folder is None or not (info or {}).get("items_saved") or (Path(folder) / ITEMS_JSON).exists():
+        return None
+    return (f"{Path(folder) / ITEMS_JSON} is missing: this model was saved with its items' ids, but "
+            "the file that keeps them is gone (restore it, or save the model again from its run); "
+            "meanwhile ask by vector")
+
+
 def neighbour_records(sim: dict, names: dict[int, str] | None = None,
                       sure: dict[int, bool | None] | None = None) -> list[list[dict]]:
     """``Pipeline.similar``'s answer as, per new item, its neighbours nearest first, each

@@ -971,9 +971,9 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         names of the level in use, a curated model's junk clusters). ``items``: ``{"ids",
         "paths", "root"}`` of the fitted rows (``paths`` / ``root`` optional), kept for
         :meth:`similar` (``pipeline_model.write_items``); None keeps a loaded model's own."""
-        info, arrays = pipeline_model.model_doc(self, self._own_metadata() if metadata is None else metadata)
-        if items is None:
-            self.model_items()  # read (and kept) before an overwrite of its own folder replaces items.json
+        # read (and kept) before an overwrite of its own folder replaces items.json
+        saved = items is not None or self.model_items() is not None
+        info, arrays = pipeline_model.model_doc(self, self._own_metadata() if metadata is None else metadata, saved)
         out = persist.write_model(path, info, arrays, overwrite=overwrite)
         pipeline_model.write_items(path, self, items)
         pipeline_model.drop_foreign_extras(path, self)
@@ -987,7 +987,8 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         (a duplicate index). ``held``: published held (``persist.ModelStore.hold``)."""
         store = store if isinstance(store, persist.ModelStore) else persist.ModelStore(store)
         base = self._own_metadata() if metadata is None else metadata
-        info, arrays = pipeline_model.model_doc(self, {**base, "run_id": run_id, "source": source})
+        saved = items is not None or self.model_items() is not None
+        info, arrays = pipeline_model.model_doc(self, {**base, "run_id": run_id, "source": source}, saved)
 
         def write(folder):
             persist.write_model(folder, info, arrays)

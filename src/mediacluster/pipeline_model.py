@@ -48,8 +48,10 @@ PREDICTOR_ARRAYS = ("ref_index_", "ref_vectors_", "ref_mean_", "ref_components_"
 MODEL_ARRAYS = ITEM_ARRAYS + PREDICTOR_ARRAYS
 
 
-def model_doc(pipe, metadata: dict | None) -> tuple[dict, dict]:
-    """``(model.json fields, arrays)`` of a fitted pipeline, for ``persist.write_model``."""
+def model_doc(pipe, metadata: dict | None, items_saved: bool = False) -> tuple[dict, dict]:
+    """``(model.json fields, arrays)`` of a fitted pipeline, for ``persist.write_model``;
+    ``items_saved``: an ``items.json`` is written beside it (recorded, so that one deleted later
+    is told apart from a model that never had one)."""
     check_is_fitted(pipe, "predictor_")
     pred = pipe.predictor_
     arrays = {}
@@ -74,6 +76,7 @@ def model_doc(pipe, metadata: dict | None) -> tuple[dict, dict]:
         "ref_center": bool(pred.ref_center_),
         "timings_s": {k: float(v) for k, v in getattr(pipe, "timings_", {}).items()},
         "metadata": dict(metadata or {}),
+        "items_saved": bool(items_saved),
     }
     return info, arrays
 

@@ -971,6 +971,21 @@ class RunDir(_Files):
             return False
         return isinstance(doc, dict) and doc.get("schema") == SCHEMA  # another tool's run.json: not a run
 
+    @staticmethod
+    def table_root(table: str | os.PathLike) -> str | None:
+        """The folder the paths of a run's table (``items.parquet``, ``assignments.*``,
+        ``duplicates.parquet``) are relative to, when ``table`` is one read as a manifest: the
+        run's collection root (:attr:`collection_root`); None for any other table, or a run
+        that records no root (its paths are absolute)."""
+        table = Path(os.path.abspath(table))
+        if table.name not in (ITEMS, ASSIGNMENTS, ASSIGNMENTS_CSV, DUPLICATES) or not RunDir.is_run(table.parent):
+            return None
+        info = read_json(table.parent / RUN_JSON)
+        if not isinstance(info.get(ROOT_KEY), str):
+            return None
+        near = info.get(ROOT_FROM_RUN_KEY)
+        return find_root(info[ROOT_KEY], near if isinstance(near, str) else None, table.parent).path
+
     @classmethod
     def open(cls, path: str | os.PathLike, collection_root: str | os.PathLike | None = None) -> RunDir:
         """A run folder for reading; refuses anything else with a message that says what it is.

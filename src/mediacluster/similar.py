@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .data import as_vectors
 from .errors import InputError, ParameterError
+from .model_items import missing_note
 
 
 def _whole(value, name: str, low: int) -> int:
@@ -65,6 +66,9 @@ def item_positions(pipe, ids, collection_root=None) -> np.ndarray:
     saved before they were kept) is a ``ParameterError``: it can only be asked by vector."""
     items = pipe.model_items(collection_root)
     if items is None:
+        missing = missing_note(getattr(pipe, "model_path_", None), getattr(pipe, "model_info_", None))
+        if missing:
+            raise ParameterError(missing, "ids")
         raise ParameterError("this model does not keep its items' ids (fitted on bare vectors, or saved "
                              "before they were kept): ask by vector, or save the model from a run "
                              "(cluster --save-model)", "ids")

@@ -60,8 +60,10 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from pathlib import Path
+
     from ..errors import ParameterError
-    from ..inbox import REVIEWED, listing, mark, purge, summary
+    from ..inbox import FILES, REVIEWED, listing, mark, purge, summary
 
     if args.limit < 0:
         raise ParameterError(f"--limit must be >= 0, got {args.limit}")
@@ -104,7 +106,14 @@ def _run(args) -> int:
         if a.get("novelty") is not None:
             answer += f" novelty={a['novelty']:.2f}"
         ids = f"  id {printable(', '.join(it['ids']))}" if it["ids"] else ""
+        if it["missing"]:
+            shown += " (FILE MISSING)"
         out.write(f"  {it['state']:9s} {printable(it['name'] or '-')}{ids}  {printable(shown)}  x{it['count']}  "
                   f"{it['reason']}: {printable(answer)}  last {it['last_seen']}"
                   + (f"  run {it['run']}" if it["run"] else "") + "\n")
+    gone = sum(it["missing"] for it in items)
+    if gone:
+        out.write(f"{gone} of the {len(items)} listed contents have lost their stored file (removed from "
+                  f"{printable(str(Path(args.inbox) / FILES))} by hand?): their bytes cannot be shown or "
+                  "clustered; --mark-reviewed and --purge them, or put the files back\n")
     return 2 if done.get("marked", {}).get("unknown") or done.get("purged", {}).get("not_removed") else 0

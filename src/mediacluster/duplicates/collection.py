@@ -35,7 +35,7 @@ from ..data import Skipped
 from ..embed.store import STALE_IDLE_DAYS  # the store's rule for every stale kind (re-exported)
 from ..errors import InputError, ParameterError
 from ..fileio import path_to_text, text_series
-from ..locations import under
+from ..locations import ROOT_RECORDED_BESIDE, under
 from .finder import DuplicateFinder
 from .fingerprint import AudioCheck
 from .grouping import KINDS
@@ -49,6 +49,9 @@ INFO = "dups.json"
 THUMBS = "thumbs"
 #: ``dups.json``'s format: 1 records the collection root; outputs without it hold absolute paths.
 INFO_FORMAT = "mediacluster.dups/1"
+#: its keys of the collection root (as it was, relative to the output): the rule
+#: ``locations.ROOT_RECORDED_BESIDE`` names, so the table read back as a manifest finds its files
+_, ROOT_KEY, ROOT_FROM_OUT_KEY = ROOT_RECORDED_BESIDE[TABLE]
 #: what duplicates of audio clips are (``find_in_rows``), said by ``cluster --dedup`` and ``dups``
 _CHECK = AudioCheck()
 AUDIO_RULE = ("duplicates of audio clips: exact copies (the same bytes), and copies re-encoded, resampled, "
@@ -313,6 +316,9 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
         paths = [str(p) for p in coll.paths]
         with signature_cache(cache_dir) as store:  # content hashes by its fast path, signatures by content
             finder = make_finder(params, progress, workers).fit(paths, ids=[str(i) for i in coll.ids], store=store)
+        if len(finder.skipped_) == len(paths):  # none decodes: refused, as the embedding check refuses it
+            bad = skipped + [Skipped(paths[i], why) for i, why in sorted(finder.skipped_.items())]
+            raise InputError(f"no file of {source} could be read{_why(bad)}")
     return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root)
 
 
@@ -421,8 +427,7 @@ def _write_found(out: Path, finder, paths, skipped, t0: float, page: bool, page_
            "table": str(out / TABLE), "csv": str(out / TABLE_CSV), "skipped_files": listed,
            **({"note": note} if note else {}), **(extra or {})}
     where = loc.record(out)
-    write_json(out / INFO, {"format": INFO_FORMAT, **({"collection_root": where["root"],
-                                                       "collection_root_from_out": where["root_from_store"]}
+    write_json(out / INFO, {"format": INFO_FORMAT, **({ROOT_KEY: where["root"], ROOT_FROM_OUT_KEY: where["root_from_store"]}
                                                       if where else {}),
                             **{k: v for k, v in res.items() if k not in ("table", "csv", "skipped_files")},
                             "skipped_files": [x.to_dict() for x in listed]})
@@ -454,8 +459,8 @@ def read_dups(out: str | os.PathLike, collection_root: str | os.PathLike | None 
         except (OSError, ValueError) as e:
             raise InputError(f"{out / INFO}: cannot read it: {e}") from e
     stored = df["path"].tolist()
-    if isinstance(info, dict) and isinstance(info.get("collection_root"), str):
-        loc = find(info["collection_root"], info.get("collection_root_from_out"), out, given=collection_root)
+    if isinstance(info, dict) and isinstance(info.get(ROOT_KEY), str):
+        loc = find(info[ROOT_KEY], info.get(ROOT_FROM_OUT_KEY), out, given=collection_root)
     else:
         loc = legacy([p for p in stored if isinstance(p, str)], given=collection_root)
     return df.assign(path=text_series(loc.resolve_all(stored), index=df.index))

@@ -59,6 +59,7 @@ import numpy as np
 from ..data import Collection, Skipped, check_finite
 from ..errors import InputError, ParameterError
 from ..fileio import ESCAPED, MADE_HERE, hash_file, numeric_columns, read_table, text_series
+from ..locations import table_root
 from ..rundir import RunDir
 from .stream import check_float32_range
 
@@ -481,7 +482,9 @@ def read_manifest(p: str | os.PathLike, df=None, media: str = "image",
     df = _read_table(p) if df is None else df
     if "path" not in df.columns:
         raise InputError(f"{p}: a manifest needs a 'path' column; columns are {list(df.columns)}")
-    base = Path(os.path.abspath(p.parent))
+    # relative paths: to the manifest's folder, or to the root its writer recorded (a dups
+    # table, a run's items.parquet / assignments)
+    base = Path(table_root(p) or RunDir.table_root(p) or os.path.abspath(p.parent))
     has_ids = "id" in df.columns
     has_labels = "label" in df.columns and not labels_from_folders
     ids: list[str] = []

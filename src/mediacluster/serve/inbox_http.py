@@ -90,6 +90,8 @@ class InboxRow(BaseModel):
     state: str = Field(description="pending | reviewed | clustered")
     when: str | None = Field(None, description="when it left the pending set")
     run: str | None = Field(None, description="the run that took it (clustered)")
+    missing: bool = Field(False, description="its stored file is gone from the inbox (deleted by hand): "
+                          "`url` answers 404")
 
 
 class InboxPage(BaseModel):
