@@ -346,11 +346,23 @@ def _worker(cfg: dict) -> None:  # pragma: no cover - runs in a child process
     """A worker's trials. A Ctrl-C reaches every process of the terminal's group: a worker ends
     quietly on it (multiprocessing printed its KeyboardInterrupt's whole traceback above the
     main process's "interrupted"); its running trial is marked failed and enqueued again on the
-    next run, as the main process's is."""
+    next run, as the main process's is. Whatever a Ctrl-C sets off after it counts as the
+    Ctrl-C: optuna marking the stopped trial failed can meet the main process's write on the
+    study's SQLite file ("database is locked"), and its StorageInternalError no longer carries
+    the KeyboardInterrupt as a cause (that traceback was printed, ~60 lines)."""
+    import signal
+
+    got = []
+
+    def on_interrupt(signum, frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
         _worker_trials(cfg)
     except BaseException as e:  # noqa: BLE001 - a Ctrl-C, also as numba's SystemError around one
-        if not interrupted(e):
+        if not (got or interrupted(e)):
             raise
         raise SystemExit(130) from None
 
