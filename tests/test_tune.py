@@ -905,3 +905,44 @@ def test_a_ctrl_c_during_a_tune_with_workers_prints_no_traceback(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 130, err
     assert "Traceback" not in err and "interrupted; finished work is kept" in err, err
+
+
+@pytest.mark.slow
+def test_a_tune_interrupted_alone_does_not_wait_on_its_workers(tmp_path):
+    """SIGINT to the main process only (``kill -INT PID``, a supervisor): its workers never see
+    it and went on with their trials (here 100,000), and the command waited on them for ever.
+    Now a stopped tune terminates the workers that have not ended WORKER_GRACE_S later: exit
+    130, the finished trials kept."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    X = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", X)
+    (tmp_path / "space.json").write_text(json.dumps(PCA_KMEANS))
+    out = tmp_path / "o"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "mediacluster", "tune", str(tmp_path / "v.npy"), "--out", str(out),
+                          "--space", str(tmp_path / "space.json"), "--quiet", "--no-refit", "--trials", "100000",
+                          "--jobs", "2", "--sampler", "random"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True, env=env)
+    try:
+        deadline = time.time() + 120
+        pids = set()
+        while len(pids) < 2 and time.time() < deadline and p.poll() is None:
+            time.sleep(0.5)
+            try:
+                with sqlite3.connect(out / "study.db") as db:
+                    pids = {v for (v,) in db.execute("select value_json from trial_user_attributes where key='pid'")}
+            except sqlite3.Error:
+                pass  # not created yet
+        assert len(pids) == 2, (pids, p.poll())
+        os.kill(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "interrupted; finished work is kept" in err, err

@@ -265,7 +265,47 @@ def _quiet_pillow() -> None:
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"PIL\.")
 
 
+_SIGINT_SEEN: list[int] = []
+
+
+def _watch_interrupts():
+    """Record a Ctrl-C as well as raising it (the handler Python installs raises
+    KeyboardInterrupt and nothing else): what the interrupt sets off can lose it. optuna catches
+    a trial's KeyboardInterrupt, records the trial failed, and when that commit meets a worker's
+    write on the study's SQLite file ("database is locked") raises a StorageInternalError, then
+    "AssertionError: Should not reach." with no KeyboardInterrupt in the chain: `tune --jobs 2`
+    stopped by Ctrl-C said "internal error" and wrote a crash log. An error after a recorded
+    Ctrl-C is the Ctrl-C's. Returns the handler to put back (None: left as it was, e.g. not the
+    main thread, or someone else's handler)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    _SIGINT_SEEN.clear()
+
+    def on_interrupt(signum, frame):
+        _SIGINT_SEEN.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    return signal.default_int_handler
+
+
 def main(argv: list[str] | None = None) -> int:
+    _SIGINT_SEEN.clear()
+    previous = _watch_interrupts()
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     setup_numba_cache()  # before umap / pynndescent are imported: no command pays the JIT twice
     with _imports_kept(argv is None):
         parser = build_parser(command_of(sys.argv[1:] if argv is None else argv))
@@ -290,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - anything else is a bug: say so, keep the traceback
-        if interrupted(e):
+        if interrupted(e) or _SIGINT_SEEN:
             print("\ninterrupted; finished work is kept, re-run the same command to resume", file=sys.stderr)
             return 130
         if isinstance(e, BrokenPipeError) and _stdout_gone():

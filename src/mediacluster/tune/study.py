@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -393,6 +394,7 @@ def _worker_trials(cfg: dict) -> None:  # pragma: no cover - runs in a child pro
     _optimize(study, obj, cfg["n_trials"], cfg["deadline"])
 
 
+WORKER_GRACE_S = 10.0  # seconds a stopped tune waits for its worker processes to end
 PROMOTE_FULL = ("leader", "halving")
 # a trial fails on what its parameters cause (a MediaclusterError from a stage, a numerical
 # breakdown): optuna marks it FAIL and goes on; anything else is a bug and stops the study
@@ -815,8 +817,15 @@ def tune(
     try:
         _optimize(study, obj, n_trials, deadline, _tick)
     finally:
+        # stopped (a Ctrl-C, an error): a worker that has not ended WORKER_GRACE_S later is
+        # terminated, so the command never waits on one that missed the signal (its running
+        # trial is recovered as interrupted on the next run, as a killed run's is)
+        grace = WORKER_GRACE_S if sys.exc_info()[0] is not None else None
         for p in procs:
-            p.join()
+            p.join(grace)
+            if p.is_alive():
+                p.terminate()
+                p.join()
         if bar is not None:
             _tick(study)
             bar.close()
