@@ -867,6 +867,15 @@ def test_a_trial_failed_by_its_parameters_keeps_its_reason_without_the_traceback
     assert not any("Traceback" in line for line in h.lines), h.lines
 
 
+def _sigint_default():  # pragma: no cover - runs in the child before exec
+    """A Ctrl-C test's child gets SIGINT's default action: a job a non-interactive shell starts
+    in the background (`bash -c '... &'`, as a CI runner may) inherits SIGINT *ignored*, and
+    Python then never raises KeyboardInterrupt: the command ran on and the test timed out."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_a_ctrl_c_during_a_tune_with_workers_prints_no_traceback(tmp_path):
     """A Ctrl-C reaches every process of the terminal's group: with --jobs 2 the worker's
@@ -886,7 +895,7 @@ def test_a_ctrl_c_during_a_tune_with_workers_prints_no_traceback(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "mediacluster", "tune", str(tmp_path / "v.npy"), "--out", str(out),
                           "--space", str(tmp_path / "space.json"), "--quiet", "--no-refit", "--trials", "100000",
                           "--jobs", "2", "--sampler", "random"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True, env=env)
+                         text=True, start_new_session=True, env=env, preexec_fn=_sigint_default)
     try:
         deadline = time.time() + 120
         pids = set()
@@ -927,7 +936,7 @@ def test_a_tune_interrupted_alone_does_not_wait_on_its_workers(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "mediacluster", "tune", str(tmp_path / "v.npy"), "--out", str(out),
                           "--space", str(tmp_path / "space.json"), "--quiet", "--no-refit", "--trials", "100000",
                           "--jobs", "2", "--sampler", "random"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True, env=env)
+                         text=True, start_new_session=True, env=env, preexec_fn=_sigint_default)
     try:
         deadline = time.time() + 120
         pids = set()
