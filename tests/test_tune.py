@@ -876,11 +876,9 @@ def _sigint_default():  # pragma: no cover - runs in the child before exec
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.slow
-def test_a_ctrl_c_during_a_tune_with_workers_prints_no_traceback(tmp_path):
-    """A Ctrl-C reaches every process of the terminal's group: with --jobs 2 the worker's
-    KeyboardInterrupt was printed by multiprocessing, ~50 lines above "interrupted". The real CLI,
-    SIGINT to its process group once both processes have finished trials: exit 130, no traceback."""
+def _interrupted_tune(tmp_path, interrupt, timeout: float) -> tuple[int, str]:
+    """The real CLI's `tune --jobs 2` on 200 vectors, ``interrupt(pid)`` once both processes
+    have finished trials: (exit code, stderr)."""
     import os
     import signal
     import sqlite3
@@ -907,12 +905,24 @@ def test_a_ctrl_c_during_a_tune_with_workers_prints_no_traceback(tmp_path):
             except sqlite3.Error:
                 pass  # not created yet
         assert len(pids) == 2, (pids, p.poll())
-        os.killpg(p.pid, signal.SIGINT)
-        _, err = p.communicate(timeout=120)
+        interrupt(p.pid)
+        _, err = p.communicate(timeout=timeout)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 130, err
+    return p.returncode, err
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_during_a_tune_with_workers_prints_no_traceback(tmp_path):
+    """A Ctrl-C reaches every process of the terminal's group: with --jobs 2 the worker's
+    KeyboardInterrupt was printed by multiprocessing, ~50 lines above "interrupted". The real CLI,
+    SIGINT to its process group once both processes have finished trials: exit 130, no traceback."""
+    import os
+    import signal
+
+    code, err = _interrupted_tune(tmp_path, lambda pid: os.killpg(pid, signal.SIGINT), timeout=120)
+    assert code == 130, err
     assert "Traceback" not in err and "interrupted; finished work is kept" in err, err
 
 
@@ -924,34 +934,7 @@ def test_a_tune_interrupted_alone_does_not_wait_on_its_workers(tmp_path):
     130, the finished trials kept."""
     import os
     import signal
-    import sqlite3
-    import subprocess
-    import sys
 
-    X = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
-    np.save(tmp_path / "v.npy", X)
-    (tmp_path / "space.json").write_text(json.dumps(PCA_KMEANS))
-    out = tmp_path / "o"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    p = subprocess.Popen([sys.executable, "-m", "mediacluster", "tune", str(tmp_path / "v.npy"), "--out", str(out),
-                          "--space", str(tmp_path / "space.json"), "--quiet", "--no-refit", "--trials", "100000",
-                          "--jobs", "2", "--sampler", "random"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True, env=env, preexec_fn=_sigint_default)
-    try:
-        deadline = time.time() + 120
-        pids = set()
-        while len(pids) < 2 and time.time() < deadline and p.poll() is None:
-            time.sleep(0.5)
-            try:
-                with sqlite3.connect(out / "study.db") as db:
-                    pids = {v for (v,) in db.execute("select value_json from trial_user_attributes where key='pid'")}
-            except sqlite3.Error:
-                pass  # not created yet
-        assert len(pids) == 2, (pids, p.poll())
-        os.kill(p.pid, signal.SIGINT)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 130, err
+    code, err = _interrupted_tune(tmp_path, lambda pid: os.kill(pid, signal.SIGINT), timeout=60)
+    assert code == 130, err
     assert "interrupted; finished work is kept" in err, err
