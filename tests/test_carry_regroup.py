@@ -333,3 +333,29 @@ def test_a_new_cluster_holding_a_whole_split_continues_its_larger_part(world, tm
     assert state.clusters[nl[DOGS]].name == "springers" and sizes[nl[DOGS]] == 10
     made = [x for x in state.alive() if x.name == "puppies"]
     assert len(made) == 1 and sizes[made[0].id] == 10
+
+
+def test_a_split_part_made_again_keeps_its_lasting_id(world, tmp_path):
+    """The part of a split the carry made again ("puppies", a cluster of the curation only) is the
+    person's group: it keeps the lasting id it had in the previous run (recorded in carry.json's
+    ``made_lineage``), through a carry again and into the next run; before, each run gave it an id
+    of its own (lineage is keyed by fitted clusters, which such a part is not)."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    third = copy_run(world["base"] / "old4", tmp_path / "third")
+    c, made, files = split_dogs(old)
+    puppies = lasting_of(old)[made]
+    springers = lasting_of(old)[c]
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s["carried"]["splits"] == 1
+    state, _ = state_of(new)
+    part = next(x.id for x in state.alive() if x.name == "puppies")
+    assert lasting_of(new)[part] == puppies and s["made_lineage"] == {str(part): puppies}
+    assert lasting_of(new)[by_label(new)[DOGS]] == springers
+    edit(old, ("rename", {"cluster": made, "name": "pups"}))  # carried again: still recorded
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert lasting_of(new)[part] == puppies and s["made_lineage"] == {str(part): puppies}
+    s = carry_curation(new, third, cache_dir=world["cache"])  # and on into the next run
+    state, _ = state_of(third)
+    part3 = [x.id for x in state.alive() if x.name == "pups"]
+    assert len(part3) == 1 and lasting_of(third)[part3[0]] == puppies, (part3, s["not_carried"])

@@ -382,9 +382,7 @@ def lineage(old: _Side, new: _Side, carried: dict[int, int]) -> dict[str, str]:
     cluster's lasting id is that of the previous run's fitted cluster it holds most of (its own
     ``carry.json`` lineage, else ``PREVIOUS_RUN_ID/C``; ``naming.tables.group_lineage``: the
     parts a person merged there keep the template's id)."""
-    from ..naming.tables import cluster_lineage, group_lineage
-
-    before = group_lineage(old.state.labels, old.fitted, cluster_lineage(old.run), old.run.run_id)
+    before = _lasting_before(old)
     heir_of = {b: a for a, b in carried.items()}
     fitted, now = new.fitted, new.state.labels
     ok = fitted >= 0
@@ -400,6 +398,25 @@ def lineage(old: _Side, new: _Side, carried: dict[int, int]) -> dict[str, str]:
         a = heir_of.get(g) if g >= 0 else None
         out[str(f)] = f"{new_id}/{f}" if a is None else before.get(int(a), f"{old.run.run_id}/{a}")
     return out
+
+
+def _lasting_before(old: _Side) -> dict[int, str]:
+    """The previous run's curated clusters -> their lasting ids (``naming.tables.group_lineage``
+    with the groups its own carry made again)."""
+    from ..naming.tables import cluster_lineage, group_lineage, made_lineage
+
+    return group_lineage(old.state.labels, old.fitted, cluster_lineage(old.run), old.run.run_id,
+                         made_lineage(old.run))
+
+
+def made_again_lineage(old: _Side, new: _Side) -> dict[str, str]:
+    """The groups the carries from ``old`` made again in ``new`` (a split part, a cluster the
+    person made by moving items: :func:`_recreated`, still there) -> the lasting id the group had
+    in ``old``, so the person's group keeps its identity across re-runs (a group of the curation
+    only: no fitted cluster, so :func:`lineage` cannot key it)."""
+    before = _lasting_before(old)
+    return {str(c): before.get(a, f"{old.run.run_id}/{a}")
+            for a, c in sorted(_recreated(new.state, old.run.run_id).items())}
 
 
 class _Touched:
@@ -1035,6 +1052,7 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             "edits_seq": seq, "seconds": round(time.perf_counter() - t0, 3),
             "previous": previous, "clusters": clusters,
             "lineage": lineage(o, nw, carried),
+            "made_lineage": made_again_lineage(o, nw),
         }
         prev = (new_run.read_carry() or {}) if done else {}
         earlier = prev.get("rounds") or ([{  # a carry.json written before rounds were recorded
