@@ -359,3 +359,40 @@ def test_a_split_part_made_again_keeps_its_lasting_id(world, tmp_path):
     state, _ = state_of(third)
     part3 = [x.id for x in state.alive() if x.name == "pups"]
     assert len(part3) == 1 and lasting_of(third)[part3[0]] == puppies, (part3, s["not_carried"])
+
+
+def test_a_continued_split_part_takes_its_items_from_its_heir(world, tmp_path):
+    """The next fit (k 4 on the same photos) has the springers in two clusters, 6 and 14. The
+    person's split put 3 of the 6 and 4 of the 14 in "puppies", the rest in "springers" (10 + 2)
+    and one item alone. The 14's cluster continues "springers" (a mutual majority); the 6's
+    continues "puppies", its largest part there (`split_continues`), though most of "puppies"
+    lies in the 14's cluster, its heir. Its 4 items there now go with it; before, they stayed
+    under "springers" (3 of the 7 puppies in "puppies")."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "old4", tmp_path / "new")
+    c = by_label(old)[DOGS]
+    name = pd.read_parquet(old / "assignments.parquet")["path"].str.split("/").str[-1]
+    a4 = pd.read_parquet(new / "assignments.parquet")
+    where = dict(zip(a4["path"].str.split("/").str[-1], a4["cluster"]))
+    st = Studio(old, warm=False, map_method="pca")
+    try:
+        members = st.state.members(c).tolist()
+        placed = [where[name[i]] for i in members]
+        small = min(set(placed), key=placed.count)
+        A = [i for i, y in zip(members, placed) if y == small]
+        B = [i for i, y in zip(members, placed) if y != small]
+        assert len(A) == 6 and len(B) == 14 and len(set(placed)) == 2  # the fit this test is about
+        part = {**{i: 0 for i in A[:2] + B[4:]}, **{i: 1 for i in A[2:5] + B[:4]}, A[5]: 2}
+        st.edit("split", {"cluster": c, "items": members, "parts": [part[i] for i in members],
+                          "names": ["springers", "puppies", "odd"]})
+    finally:
+        st.close()
+    puppies = {name[i] for i in A[2:5] + B[:4]}
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    state, _ = state_of(new)
+    rows = [i for i, p in enumerate(a4["path"].str.split("/").str[-1]) if p in puppies]
+    assert len(rows) == 7
+    held = {int(state.labels[i]) for i in rows}
+    assert len(held) == 1 and state.clusters[held.pop()].name == "puppies", s["previous"]
+    springers = [x for x in state.alive() if x.name == "springers"]
+    assert len(springers) == 1 and state.sizes()[springers[0].id] == 10
