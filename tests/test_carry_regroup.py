@@ -333,3 +333,66 @@ def test_a_new_cluster_holding_a_whole_split_continues_its_larger_part(world, tm
     assert state.clusters[nl[DOGS]].name == "springers" and sizes[nl[DOGS]] == 10
     made = [x for x in state.alive() if x.name == "puppies"]
     assert len(made) == 1 and sizes[made[0].id] == 10
+
+
+def test_a_split_part_made_again_keeps_its_lasting_id(world, tmp_path):
+    """The part of a split the carry made again ("puppies", a cluster of the curation only) is the
+    person's group: it keeps the lasting id it had in the previous run (recorded in carry.json's
+    ``made_lineage``), through a carry again and into the next run; before, each run gave it an id
+    of its own (lineage is keyed by fitted clusters, which such a part is not)."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "new4", tmp_path / "new")
+    third = copy_run(world["base"] / "old4", tmp_path / "third")
+    c, made, files = split_dogs(old)
+    puppies = lasting_of(old)[made]
+    springers = lasting_of(old)[c]
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s["carried"]["splits"] == 1
+    state, _ = state_of(new)
+    part = next(x.id for x in state.alive() if x.name == "puppies")
+    assert lasting_of(new)[part] == puppies and s["made_lineage"] == {str(part): puppies}
+    assert lasting_of(new)[by_label(new)[DOGS]] == springers
+    edit(old, ("rename", {"cluster": made, "name": "pups"}))  # carried again: still recorded
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert lasting_of(new)[part] == puppies and s["made_lineage"] == {str(part): puppies}
+    s = carry_curation(new, third, cache_dir=world["cache"])  # and on into the next run
+    state, _ = state_of(third)
+    part3 = [x.id for x in state.alive() if x.name == "pups"]
+    assert len(part3) == 1 and lasting_of(third)[part3[0]] == puppies, (part3, s["not_carried"])
+
+
+def test_a_continued_split_part_takes_its_items_from_its_heir(world, tmp_path):
+    """The next fit (k 4 on the same photos) has the springers in two clusters, 6 and 14. The
+    person's split put 3 of the 6 and 4 of the 14 in "puppies", the rest in "springers" (10 + 2)
+    and one item alone. The 14's cluster continues "springers" (a mutual majority); the 6's
+    continues "puppies", its largest part there (`split_continues`), though most of "puppies"
+    lies in the 14's cluster, its heir. Its 4 items there now go with it; before, they stayed
+    under "springers" (3 of the 7 puppies in "puppies")."""
+    old = copy_run(world["base"] / "old3", tmp_path / "old")
+    new = copy_run(world["base"] / "old4", tmp_path / "new")
+    c = by_label(old)[DOGS]
+    name = pd.read_parquet(old / "assignments.parquet")["path"].str.split("/").str[-1]
+    a4 = pd.read_parquet(new / "assignments.parquet")
+    where = dict(zip(a4["path"].str.split("/").str[-1], a4["cluster"]))
+    st = Studio(old, warm=False, map_method="pca")
+    try:
+        members = st.state.members(c).tolist()
+        placed = [where[name[i]] for i in members]
+        small = min(set(placed), key=placed.count)
+        A = [i for i, y in zip(members, placed) if y == small]
+        B = [i for i, y in zip(members, placed) if y != small]
+        assert len(A) == 6 and len(B) == 14 and len(set(placed)) == 2  # the fit this test is about
+        part = {**{i: 0 for i in A[:2] + B[4:]}, **{i: 1 for i in A[2:5] + B[:4]}, A[5]: 2}
+        st.edit("split", {"cluster": c, "items": members, "parts": [part[i] for i in members],
+                          "names": ["springers", "puppies", "odd"]})
+    finally:
+        st.close()
+    puppies = {name[i] for i in A[2:5] + B[:4]}
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    state, _ = state_of(new)
+    rows = [i for i, p in enumerate(a4["path"].str.split("/").str[-1]) if p in puppies]
+    assert len(rows) == 7
+    held = {int(state.labels[i]) for i in rows}
+    assert len(held) == 1 and state.clusters[held.pop()].name == "puppies", s["previous"]
+    springers = [x for x in state.alive() if x.name == "springers"]
+    assert len(springers) == 1 and state.sizes()[springers[0].id] == 10

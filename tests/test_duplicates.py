@@ -105,9 +105,10 @@ def test_identical_files_are_one_group_and_bad_files_are_skipped(imagenette_dir,
 
 
 def test_dups_no_embed_lists_undecodable_files_and_exits_3(imagenette_dir, tmp_path, capsys):
-    """`dups --no-embed`: files that cannot be decoded are still compared as bytes (two copies of
-    one broken file are one group), and, as `cluster` does with skipped files, each is listed
-    with its reason (stdout and dups.json) and the command exits 3; 0 when every file was used."""
+    """`dups --no-embed`: files that cannot be decoded are left out of the table, as the embedding
+    check leaves them out (two copies of one broken file were one group without embeddings, none
+    with them), and, as `cluster` does with skipped files, each is listed with its reason (stdout
+    and dups.json) and the command exits 3; 0 when every file was used."""
     root = tmp_path / "photos"
     root.mkdir()
     photos = sorted((imagenette_dir / CLASS).iterdir())[:3]
@@ -125,12 +126,17 @@ def test_dups_no_embed_lists_undecodable_files_and_exits_3(imagenette_dir, tmp_p
     info = json.loads((tmp_path / "dups" / "dups.json").read_text())
     listed = {os.path.basename(x["path"]): x["reason"] for x in info["skipped_files"]}
     assert set(listed) == {*kinds, "truncated_copy.jpg"}, listed
-    assert "exact copies only" in listed["truncated.jpg"] and "truncated" in listed["truncated.jpg"]
+    assert "truncated" in listed["truncated.jpg"]
     assert f"skipped: {len(listed)} file(s)" in out
     for name, reason in listed.items():
         assert f"{root / name}: {reason}" in out, (name, out)
     df = pd.read_parquet(tmp_path / "dups" / "dups.parquet").set_index("path")
-    assert df.loc["truncated.jpg", "duplicate_group"] == df.loc["truncated_copy.jpg", "duplicate_group"] >= 0
+    assert sorted(df.index) == sorted([p.name for p in photos] + ["copy.jpg"]), df.index
+    assert df.loc["copy.jpg", "duplicate_group"] == df.loc[photos[0].name, "duplicate_group"] >= 0
+    rc = main(["dups", str(root), "--out", str(tmp_path / "embedded"), "--quiet"])  # the embedding check
+    assert rc == 3 and sorted(pd.read_parquet(tmp_path / "embedded" / "dups.parquet")["path"]) == sorted(df.index)
+    assert {os.path.basename(x["path"]) for x in json.loads((tmp_path / "embedded" / "dups.json").read_text())[
+        "skipped_files"]} == set(listed)
 
 
 def _unit(angles_deg):

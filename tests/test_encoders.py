@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from colour_encoders import MeanColour
 from PIL import Image
 
 from mediacluster.encoders import available, get_encoder, register
-from mediacluster.encoders.base import Encoder
 from mediacluster.errors import ParameterError
 from mediacluster.ingest import SkipItem, load_image
 
@@ -51,21 +51,6 @@ def test_backend_can_be_forced(monkeypatch):
 
 
 def test_adding_an_encoder_is_one_registration(tmp_path):
-    class MeanColour(Encoder):
-        """Mean RGB of the image: a real (if weak) encoder, enough to show the registry."""
-
-        name, dim = "mean-colour", 3
-
-        @property
-        def version(self):
-            return "1"
-
-        def prepare(self, path):
-            return np.asarray(load_image(path), np.float32).mean((0, 1))
-
-        def encode(self, batch):
-            return {"embedding": np.stack(batch)}
-
     register("mean-colour", MeanColour)
     enc = get_encoder("mean-colour")
     p = tmp_path / "red.png"

@@ -628,6 +628,7 @@ def test_the_neighbour_vote_leaves_out_a_label_no_other_labelled_item_has(tmp_pa
         truth[i] = "a"
     truth[5] = "b"
     truth[6] = "b"  # a second b: the label is shared, so both b's are judged
+    truth[25] = "b"  # and a third apart (with one other b, one b among the neighbours is all it could hold)
     truth[20], truth[21] = "c", "d"  # one item each: nobody else to vote for them
     vote = neighbour_vote(X, truth, k=5)
     assert vote["alone"].tolist() == [i in (20, 21) for i in range(40)]
@@ -649,5 +650,31 @@ def test_the_neighbour_vote_leaves_out_a_label_no_other_labelled_item_has(tmp_pa
     assert lone["cluster_disagrees"].all() and lone["neighbour_label"].isna().all(), lone
     assert table.loc[table["id"] == "i5", "neighbour_label"].tolist() == ["a"]
     nv = next(e["label_issues"]["neighbour_vote"] for e in _read(out)["labelings"].values() if "label_issues" in e)
-    assert nv["alone"] == 2 and nv["labelled"] == 9
+    assert nv["alone"] == 2 and nv["labelled"] == 10
     assert "2 not judged: no other labelled item has their label" in printed, printed
+
+
+def test_a_correct_label_of_a_class_with_few_labels_is_not_outvoted_by_its_count():
+    """Three labelled items of a class and ``k`` 10: the item's own label can hold at most 2 of
+    the 10 votes, so a plurality listed every correct one as outvoted by the big class next to
+    it. Judged by the share of the votes its label could hold, the correct ones keep their label;
+    a wrong label of the small class (an item among the big class's) is still outvoted, and so
+    is a small-class item whose neighbours hold none of its label's other items."""
+    from mediacluster.evaluation import neighbour_vote
+
+    rng = np.random.default_rng(0)
+    big = rng.normal(0, 1, (30, 8)) + np.r_[10, np.zeros(7)]
+    small = rng.normal(0, 0.3, (3, 8)) + np.r_[7, 3, np.zeros(6)]  # beside the big class, close together
+    far = rng.normal(0, 1, (20, 8)) + np.r_[0, 0, 10, np.zeros(5)]
+    X = np.vstack([big, small, far]).astype(np.float32)
+    truth = ["big"] * 30 + ["small"] * 3 + ["far"] * 20
+    truth[4] = "far"  # wrong: a big item labelled far (20 others of it, none near)
+    vote = neighbour_vote(X, truth, k=10)
+    assert [vote["label"][i] for i in (30, 31, 32)] == ["small"] * 3  # were "big": 8 of the 10 votes
+    assert [vote["disagreement"][i] for i in (30, 31, 32)] == [0.8] * 3  # the share itself unchanged
+    assert vote["label"][4] == "big"
+    truth2 = list(truth)
+    truth2[5] = "small"  # a big item labelled small: its 10 neighbours are big items, no small one
+    assert neighbour_vote(X, truth2, k=10)["label"][5] == "big"
+    # with ample labels the plurality stands: every big and far item keeps or loses its label as before
+    assert all(vote["label"][i] == "big" for i in range(30)) and all(vote["label"][i] == "far" for i in range(33, 53))

@@ -240,12 +240,9 @@ def test_the_inbox_command_refuses_a_damaged_table_naming_it(tmp_path, capsys, d
     assert "internal error" not in err and f"{db} cannot be read" in err and "damaged" in err, err
 
 
-def test_purge_passes_over_a_file_it_cannot_remove_and_keeps_its_rows(cifar3_dir, tmp_path, capsys):
-    """`inbox DIR --purge 0` where one stored file cannot be removed (a folder in its place, a
-    read-only disk): "internal error (a bug, not your input): IsADirectoryError", and the files
-    removed before it were gone while the rolled-back rows still listed them. Now that content
-    keeps its rows (and is named), the others are purged, exit 2."""
-    from mediacluster.cli import main
+def _three_photos(cifar3_dir, tmp_path) -> Path:
+    """An inbox (``tmp_path/inbox``, keeping all) holding three CIFAR photos offered as one
+    assign request, each clustered to 0."""
     from mediacluster.serve.inbox import Inbox, KeepRule
 
     inbox = tmp_path / "inbox"
@@ -254,6 +251,17 @@ def test_purge_passes_over_a_file_it_cannot_remove_and_keeps_its_rows(cifar3_dir
     box.offer("v0001", "assign", "image", [{"filename": f"u{i}.jpg", "cluster": 0, "status": "clustered"}
                                            for i in range(3)], datas=[p.read_bytes() for p in photos])
     box.close()
+    return inbox
+
+
+def test_purge_passes_over_a_file_it_cannot_remove_and_keeps_its_rows(cifar3_dir, tmp_path, capsys):
+    """`inbox DIR --purge 0` where one stored file cannot be removed (a folder in its place, a
+    read-only disk): "internal error (a bug, not your input): IsADirectoryError", and the files
+    removed before it were gone while the rolled-back rows still listed them. Now that content
+    keeps its rows (and is named), the others are purged, exit 2."""
+    from mediacluster.cli import main
+
+    inbox = _three_photos(cifar3_dir, tmp_path)
     files = sorted(p.name for p in (inbox / FILES).iterdir())
     stuck = inbox / FILES / files[1]  # the middle one: one file is removed before it
     stuck.unlink()
@@ -273,14 +281,8 @@ def test_the_listing_marks_a_content_whose_stored_file_is_gone(cifar3_dir, tmp_p
     """A stored file deleted by hand: `inbox DIR` listed its content as any other (the service's
     file route 404s). Now the row says so (`missing`, "(FILE MISSING)") and a line counts them."""
     from mediacluster.cli import main
-    from mediacluster.serve.inbox import Inbox, KeepRule
 
-    inbox = tmp_path / "inbox"
-    box = Inbox(inbox, KeepRule(frozenset({"all"})))
-    photos = sorted(cifar3_dir.rglob("*.jpg"))[:3]
-    box.offer("v0001", "assign", "image", [{"filename": f"u{i}.jpg", "cluster": 0, "status": "clustered"}
-                                           for i in range(3)], datas=[p.read_bytes() for p in photos])
-    box.close()
+    inbox = _three_photos(cifar3_dir, tmp_path)
     before = listing(inbox, "all")
     assert [it["missing"] for it in before] == [False] * 3
     (inbox / before[1]["file"]).unlink()

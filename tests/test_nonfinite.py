@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from colour_encoders import UnitColour
 
 from mediacluster.data import check_finite, nonfinite_message, nonfinite_rows
 from mediacluster.errors import InputError
@@ -202,26 +203,8 @@ def test_an_encoder_giving_nan_or_a_cache_holding_it_skips_that_file_by_name(tmp
 
     from mediacluster.embed.engine import NONFINITE, NONFINITE_CACHED, embed_collection_cached
     from mediacluster.embed.store import EmbeddingStore
-    from mediacluster.encoders import Encoder, register
-    from mediacluster.ingest import load_image
+    from mediacluster.encoders import register
     from mediacluster.ingest.sources import collect
-
-    class UnitColour(Encoder):
-        """Mean RGB of the image scaled to unit length: a real (if weak) encoder."""
-
-        name, dim = "unit-colour", 3
-
-        @property
-        def version(self):
-            return "1"
-
-        def prepare(self, path):
-            return np.asarray(load_image(path), np.float32).mean((0, 1))
-
-        def encode(self, batch):
-            x = np.stack(batch)
-            with np.errstate(invalid="ignore"):
-                return {"embedding": x / np.linalg.norm(x, axis=1, keepdims=True)}
 
     register("unit-colour", UnitColour)
     photos = tmp_path / "photos"

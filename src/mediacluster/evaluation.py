@@ -228,9 +228,17 @@ def neighbour_vote(X, truth, k: int = VOTE_K) -> dict:
     neighbour like any other). Independent of any clustering, so a clustering mistake does not
     make an item's label look wrong; a label its neighbours do not carry does.
 
+    An item's own label can hold at most as many votes as there are other labelled items of it
+    (3 labelled items of a class and ``k`` 10: 2 of 10), so it is judged by the share of the votes
+    it could hold: the item is outvoted when another label's share of the ``k`` votes is at least
+    its own label's votes over ``min(k, its label's other labelled items)`` (with ample labels: a
+    plurality, ties to the nearer neighbours' label). A plain plurality outvoted most correct
+    labels of a class with few labels (RESULTS "Loose ends, ninth pass").
+
     Returns arrays over all items (unlabelled items: NaN / None): ``disagreement`` the share of
-    the neighbours carrying a label other than the item's, ``label`` the label most of them carry
-    (ties: the nearer neighbours' label), ``share`` its share; ``alone`` (bool) the labelled
+    the neighbours carrying a label other than the item's, ``label`` the vote's label (its own
+    unless outvoted, else the label most of them carry, ties: the nearer neighbours' label),
+    ``share`` its share of the neighbours; ``alone`` (bool) the labelled
     items whose label no other labelled item carries: a vote cannot judge them (every neighbour
     carries another label, so with few labels most of them were listed as outvoted), so they
     get no vote (NaN / None) though they vote for the others; and ``k`` the neighbours used.
@@ -267,6 +275,10 @@ def neighbour_vote(X, truth, k: int = VOTE_K) -> dict:
     counts = (C[:, :, None] == C[:, None, :]).sum(axis=2)  # each slot's label's votes
     top = np.argmax(counts, axis=1)  # most votes; ties: the nearest neighbour's label
     r = np.arange(len(rows))
+    mine = (C == codes[:, None]).sum(axis=1)  # the own label's votes, of at most min(kk, its others)
+    room = np.minimum(kk, np.bincount(codes, minlength=len(uniq))[codes] - 1)
+    held = (C[r, top] == codes) | (counts[r, top] * room < mine * kk)  # its share of what it could hold
+    top = np.where(held, np.argmax(C == codes[:, None], axis=1), top)  # held: a slot of its own label
     judged = ~out["alone"][rows]
     out["disagreement"][rows[judged]] = (C != codes[:, None]).mean(axis=1)[judged]
     out["share"][rows[judged]] = (counts[r, top] / kk)[judged]
@@ -378,7 +390,8 @@ def label_issues(truth, clusters, ids=None, paths=None, root=None, exclude=None,
             "k": int(vote["k"]), "items": nv, "labelled": int(voted.sum()),
             "alone": int((voted & alone).sum()) if alone is not None else 0,
             "rule": f"an item whose {int(vote['k'])} nearest labelled items (cosine) vote most for another "
-                    "label; neighbour_disagreement: the share of them carrying a label other than its own; "
+                    "label, its share of the votes at least the own label's share of the votes it could hold "
+                    "(its other labelled items, at most k); neighbour_disagreement: the share of them carrying a label other than its own; "
                     "alone: items whose label no other labelled item carries, which a vote cannot judge "
                     "(not listed for it)"}
     return table, summary

@@ -115,7 +115,8 @@ def print_report(res: dict, out=None) -> None:
             nv = li.get("neighbour_vote")
             if nv is not None:
                 w(f"  neighbour vote: {nv['items']} of {nv['labelled']} labelled items are outvoted by their "
-                  f"{nv['k']} nearest labelled items (another label has the most votes)"
+                  f"{nv['k']} nearest labelled items (another label has the most votes, counted against the share "
+                  f"of them its own label could hold)"
                   + (f"; {nv['alone']} not judged: no other labelled item has their label" if nv.get("alone") else "")
                   + "\n")
     levels = res.get("levels")
@@ -146,7 +147,7 @@ def print_issues(table, labeling: str, out=None, show: int = 10) -> None:
         if voted:
             against = f"{100 * r.neighbour_disagreement:.0f}% of its neighbours vote against its label"
             head += (f" -> {printable(r.neighbour_label)} ({against})" if r.neighbour_label != r.label
-                     else f": its neighbours carry its label ({against})")
+                     else f": its neighbours carry its label ({100 * r.neighbour_label_share:.0f}% of them; {against})")
             if r.cluster_disagrees:
                 head += f"; cluster {r.cluster}: {printable(r.cluster_label)} {100 * r.cluster_label_share:.0f}%"
                 head += ": a clustering mistake?" if r.neighbour_label == r.label else ""

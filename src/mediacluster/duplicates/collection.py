@@ -313,12 +313,21 @@ def find_duplicates_in(source, out, media: str = "auto", encoder: str | None = N
     else:
         if coll.media != "image":
             raise ParameterError("without embeddings only images can be compared (perceptual hashes)", "embed")
-        paths = [str(p) for p in coll.paths]
+        from .hashing import compute_signatures
+
+        paths, ids = [str(p) for p in coll.paths], [str(i) for i in coll.ids]
+        finder = make_finder(params, progress, workers)
         with signature_cache(cache_dir) as store:  # content hashes by its fast path, signatures by content
-            finder = make_finder(params, progress, workers).fit(paths, ids=[str(i) for i in coll.ids], store=store)
-        if len(finder.skipped_) == len(paths):  # none decodes: refused, as the embedding check refuses it
-            bad = skipped + [Skipped(paths[i], why) for i, why in sorted(finder.skipped_.items())]
-            raise InputError(f"no file of {source} could be read{_why(bad)}")
+            sig = compute_signatures(paths, kind=finder.hash, hash_size=finder.hash_size, workers=finder.workers,
+                                     progress=progress, store=store)
+            # a file that does not decode is left out of the table, as the embedding check leaves it
+            # (two copies of one broken file were a group here, not there); listed with its reason
+            skipped += [Skipped(paths[i], why) for i, why in sorted(sig.skipped.items())]
+            ok = np.flatnonzero(sig.usable())
+            if not len(ok):  # none decodes: refused, as the embedding check refuses it
+                raise InputError(f"no file of {source} could be read{_why(skipped)}")
+            paths = [paths[i] for i in ok]
+            finder.fit(paths, ids=[ids[i] for i in ok], signatures=sig.take(ok), store=store)
     return _write_found(out, finder, paths, skipped, t0, page, page_groups, progress, root=root)
 
 

@@ -109,6 +109,18 @@ class Signatures:
     def usable(self) -> np.ndarray:
         return np.ones(len(self), bool) if self.ok is None else np.asarray(self.ok, bool)
 
+    def take(self, rows) -> Signatures:
+        """The signatures of ``rows`` (indices), in that order (``skipped`` renumbered)."""
+        rows = np.asarray(rows, np.int64)
+        at = {int(i): k for k, i in enumerate(rows)}
+
+        def pick(a):
+            return None if a is None else np.asarray(a)[rows]
+        return Signatures(content=[self.content[i] for i in rows], hashes=self.hashes[rows],
+                          mirror=pick(self.mirror), thumbs=pick(self.thumbs), sizes=pick(self.sizes),
+                          ok=pick(self.ok), skipped={at[i]: why for i, why in self.skipped.items() if i in at},
+                          kind=self.kind, hash_size=self.hash_size, decoded=self.decoded)
+
 
 def signature_kind(kind: str = "phash", hash_size: int = 8) -> str:
     """The store kind of cached signatures: everything their bytes depend on."""

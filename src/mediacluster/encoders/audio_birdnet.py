@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InputError, ParameterError
 from ..ingest.audio import MAX_SECONDS, load_audio, windows
 from . import register
-from .base import Encoder
+from .base import Encoder, mean_of_parts
 
 RATE = 48000
 WINDOW = 3 * RATE
@@ -120,12 +120,7 @@ class BirdNETEncoder(Encoder):
             it.set_tensor(inp, buf)
             it.invoke()
             feats[s:s + len(part)] = it.get_tensor(emb)[:len(part)]
-        out = np.zeros((len(batch), self.dim), np.float32)
-        start = 0
-        for i, c in enumerate(counts):
-            out[i] = feats[start:start + c].mean(axis=0)
-            start += c
-        return {"embedding": out}
+        return {"embedding": mean_of_parts(feats, counts, normalize=False)}
 
 
 register("birdnet", BirdNETEncoder)

@@ -25,7 +25,7 @@ import numpy as np
 from ..data import l2_normalize
 from ..ingest.audio import MAX_SECONDS, load_audio, windows
 from . import register
-from .base import Encoder
+from .base import Encoder, mean_of_parts
 from .clip import (  # local files first, clear errors
     _load_pretrained,
     _weights_fingerprint,
@@ -119,13 +119,7 @@ class CLAPEncoder(Encoder):
             out = model.get_audio_features(input_features=x, is_longer=longer)
             z = out.pooler_output if hasattr(out, "pooler_output") else out
             z = z.float().numpy()
-        res = np.zeros((len(batch), z.shape[1]), np.float32)
-        start = 0
-        for i, c in enumerate(counts):
-            v = z[start:start + c].mean(axis=0)
-            res[i] = l2_normalize(v)
-            start += c
-        return {"embedding": res}
+        return {"embedding": mean_of_parts(z, counts)}
 
     @property
     def has_text(self) -> bool:

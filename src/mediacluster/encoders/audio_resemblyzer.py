@@ -24,12 +24,11 @@ import threading
 
 import numpy as np
 
-from ..data import l2_normalize
 from ..errors import ParameterError
 from ..ingest import SkipItem
 from ..ingest.audio import MAX_SECONDS, load_audio
 from . import register
-from .base import Encoder
+from .base import Encoder, mean_of_parts
 
 RATE = 16000
 
@@ -115,13 +114,7 @@ class ResemblyzerEncoder(Encoder):
                 partial = net(torch.from_numpy(np.concatenate(batch))).numpy()
         finally:
             torch.set_num_threads(before)
-        out = np.zeros((len(batch), self.dim), np.float32)
-        start = 0
-        for i, c in enumerate(counts):
-            v = partial[start:start + c].mean(axis=0)
-            out[i] = l2_normalize(v)
-            start += c
-        return {"embedding": out}
+        return {"embedding": mean_of_parts(partial, counts)}
 
 
 register("resemblyzer", ResemblyzerEncoder)

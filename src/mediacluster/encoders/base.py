@@ -77,3 +77,18 @@ class Encoder(ABC):
 
     def info(self) -> dict:
         return {"name": self.name, "id": self.id, "media": self.media, "dim": self.dim}
+
+
+def mean_of_parts(parts: np.ndarray, counts, normalize: bool = True) -> np.ndarray:
+    """Each item's embedding from the embeddings of its parts (a clip's windows or partials):
+    ``parts`` holds every item's rows in order, ``counts`` how many rows each item has; their
+    mean (float32), scaled to unit length when ``normalize``."""
+    from ..data import l2_normalize
+
+    out = np.zeros((len(counts), parts.shape[1]), np.float32)
+    start = 0
+    for i, c in enumerate(counts):
+        v = parts[start:start + c].mean(axis=0)
+        out[i] = l2_normalize(v) if normalize else v
+        start += c
+    return out

@@ -34,12 +34,22 @@ def cluster_lineage(run) -> dict[int, str]:
     return {int(c): carried.get(str(int(c)), f"{run.run_id}/{int(c)}") for c in ids if c >= 0}
 
 
-def group_lineage(groups, fitted, lasting: dict[int, str], run_id: str) -> dict[int, str]:
+def made_lineage(run) -> dict[int, str]:
+    """Curated cluster -> lasting id for the groups a carry made again in ``run`` (a split part or
+    a cluster the person made by moving items: groups of the curation only, which no fitted
+    cluster's lineage names; ``carry.json`` ``made_lineage``, see ``studio.carry``)."""
+    made = (_as_run(run).read_carry() or {}).get("made_lineage") or {}
+    return {int(g): str(x) for g, x in made.items()}
+
+
+def group_lineage(groups, fitted, lasting: dict[int, str], run_id: str,
+                  made: dict[int, str] | None = None) -> dict[int, str]:
     """Each group of items (a curated cluster; ``groups`` and ``fitted`` one label per item,
-    < 0 none) -> its lasting id: that of the fitted cluster most of its items are in, when it
-    is the group holding the most of that cluster's items (a merge of a template's parts keeps
-    the template's id, into whichever part it went); else its own, ``run_id/G`` (the smaller
-    part of a split is a group of its own)."""
+    < 0 none) -> its lasting id: ``made``'s (:func:`made_lineage`: a group a carry made again
+    keeps the id it had in the run it came from); else that of the fitted cluster most of its
+    items are in, when it is the group holding the most of that cluster's items (a merge of a
+    template's parts keeps the template's id, into whichever part it went); else its own,
+    ``run_id/G`` (the smaller part of a split is a group of its own)."""
     groups, fitted = np.asarray(groups, np.int64), np.asarray(fitted, np.int64)
     keep = (groups >= 0) & (fitted >= 0)
     pairs, counts = np.unique(np.stack([groups[keep], fitted[keep]], axis=1), axis=0, return_counts=True)
@@ -53,6 +63,9 @@ def group_lineage(groups, fitted, lasting: dict[int, str], run_id: str) -> dict[
     for g, (_, f) in top_of_group.items():
         if top_of_fitted[f][1] == g and f in lasting:
             out[int(g)] = lasting[f]
+    for g, x in (made or {}).items():
+        if g in out:
+            out[g] = x
     return out
 
 
@@ -161,4 +174,4 @@ def named_assignments(run):
     return run.with_metadata(a)
 
 
-__all__ = ["COLUMNS", "cluster_lineage", "cluster_table", "group_lineage", "named_assignments"]
+__all__ = ["COLUMNS", "cluster_lineage", "cluster_table", "group_lineage", "made_lineage", "named_assignments"]

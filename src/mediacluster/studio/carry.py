@@ -55,7 +55,8 @@ match but an heir (the new fit has its items with another part, or with another 
 reported merged) is made again from its items there; a new cluster that inherits nothing and
 whose old items are mostly one split's parts is continued by the part it holds most of
 (:func:`split_continues`), the others made again from it, as a ``move`` to a new cluster with its name, tags and junk mark
-(:func:`_plan_split_parts`; counted as ``splits``). Each carried event has the client
+(:func:`_plan_split_parts`; counted as ``splits``); a continued part whose heir is another
+cluster gets its items there moved to it (counted as ``moves``). Each carried event has the client
 ``carried from RUN_ID`` and a ``carried_from`` field; one ``carry`` event records the carrying
 in the same transaction with the previous run's last edit it reached (``from_seq``).
 
@@ -382,9 +383,7 @@ def lineage(old: _Side, new: _Side, carried: dict[int, int]) -> dict[str, str]:
     cluster's lasting id is that of the previous run's fitted cluster it holds most of (its own
     ``carry.json`` lineage, else ``PREVIOUS_RUN_ID/C``; ``naming.tables.group_lineage``: the
     parts a person merged there keep the template's id)."""
-    from ..naming.tables import cluster_lineage, group_lineage
-
-    before = group_lineage(old.state.labels, old.fitted, cluster_lineage(old.run), old.run.run_id)
+    before = _lasting_before(old)
     heir_of = {b: a for a, b in carried.items()}
     fitted, now = new.fitted, new.state.labels
     ok = fitted >= 0
@@ -400,6 +399,25 @@ def lineage(old: _Side, new: _Side, carried: dict[int, int]) -> dict[str, str]:
         a = heir_of.get(g) if g >= 0 else None
         out[str(f)] = f"{new_id}/{f}" if a is None else before.get(int(a), f"{old.run.run_id}/{a}")
     return out
+
+
+def _lasting_before(old: _Side) -> dict[int, str]:
+    """The previous run's curated clusters -> their lasting ids (``naming.tables.group_lineage``
+    with the groups its own carry made again)."""
+    from ..naming.tables import cluster_lineage, group_lineage, made_lineage
+
+    return group_lineage(old.state.labels, old.fitted, cluster_lineage(old.run), old.run.run_id,
+                         made_lineage(old.run))
+
+
+def made_again_lineage(old: _Side, new: _Side) -> dict[str, str]:
+    """The groups the carries from ``old`` made again in ``new`` (a split part, a cluster the
+    person made by moving items: :func:`_recreated`, still there) -> the lasting id the group had
+    in ``old``, so the person's group keeps its identity across re-runs (a group of the curation
+    only: no fitted cluster, so :func:`lineage` cannot key it)."""
+    before = _lasting_before(old)
+    return {str(c): before.get(a, f"{old.run.run_id}/{a}")
+            for a, c in sorted(_recreated(new.state, old.run.run_id).items())}
 
 
 class _Touched:
@@ -508,7 +526,8 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
           scope: _Touched | None = None, owned: _Touched | None = None,
           recreated: dict[int, int] | None = None,
           shared_rows: tuple[np.ndarray, np.ndarray] | None = None,
-          heirs: dict[int, int] | None = None, merged_into: dict[int, int] | None = None) -> tuple[list, list]:
+          heirs: dict[int, int] | None = None, merged_into: dict[int, int] | None = None,
+          continued: dict[int, int] | None = None) -> tuple[list, list]:
     """The carried edits as ``(kind, request, what, extra payload)`` in order, and what could
     not be carried. ``scope``: carry only what these previous-run edits touched (the edits
     since the last carry; None: everything, the first carry); ``owned``: what the person
@@ -516,14 +535,15 @@ def _plan(old: _Side, new: _Side, old_keys, new_keys, carried: dict[int, int],
     ``recreated``: the clusters an earlier carry made again; ``shared_rows``: the shared items'
     rows in each run (the level names' matching); ``heirs``: each previous cluster's heir (the
     new cluster holding most of its items), ``merged_into``: the new clusters a carried merge
-    merges, each with the one it goes into."""
+    merges, each with the one it goes into; ``continued``: the split parts a new cluster
+    continues (:func:`split_continues`)."""
     ost, nst = old.state, new.state
     owned = owned or _Touched()
     targets = {**(recreated or {}), **carried}
     plan, not_carried = [], []
     new_rows = _rows_of(new_keys)
     parts = _plan_split_parts(old, new, old_keys, new_rows, targets, heirs or {}, merged_into or {}, scope, owned,
-                              plan, not_carried)
+                              plan, not_carried, continued or {})
 
     def refuse(what: str, seq: int, **where) -> None:
         not_carried.append({"what": what, **where, "edit": seq, "reason": _why(seq)})
@@ -680,30 +700,48 @@ def split_continues(splits: list, old_lab: np.ndarray, new_lab: np.ndarray, carr
 
 
 def _plan_split_parts(old: _Side, new: _Side, old_keys, new_rows, targets: dict, heirs: dict[int, int],
-                      merged_into: dict[int, int], scope, owned: _Touched, plan: list, not_carried: list) -> dict:
+                      merged_into: dict[int, int], scope, owned: _Touched, plan: list, not_carried: list,
+                      continued: dict[int, int] | None = None) -> dict:
     """The parts a person's split made (the part that kept the cluster's id too) that have no
     match in the new run but an heir, a new cluster holding most of their items (the rule reports
     them merged: the new fit has them with another part, or with another group): each is made
     again there from its items in that cluster, as a ``move`` to a new cluster with the part's
     name (when the person gave it), tags and junk mark (``carried_cluster``: the part, so a later
     carry finds it, :func:`_recreated`). After the first carry only the parts of the splits
-    since; never the items the person moved or split in the new run since (listed). Returns
-    ``{part: the new run's rows it takes}``."""
+    since; never the items the person moved or split in the new run since (listed). A part a
+    new cluster continues (``continued``, :func:`split_continues`) whose heir is another cluster
+    gets its items there moved to it (the person's split put them in the part; they were left
+    in the heir, under another group's name). Returns ``{part: the new run's rows it takes}``."""
     ost, nst = old.state, new.state
     out = {}
     made = {int(x) for e in ost.done if e.kind == "split" for x in e.payload["ids"]}
-    for a in sorted(c.id for c in ost.alive() if c.id in made):
-        if a in targets or a not in heirs or (scope is not None and a not in scope.regrouped):
-            continue
-        b, ca = heirs[a], ost.clusters[a]
+    continued = continued or {}
+
+    def in_heir(a: int, b: int, what: str) -> list[int]:
+        """The part's items in new cluster ``b`` (as merged), less those the person moved here since."""
         rows = sorted({i for r in np.flatnonzero(ost.labels == a).tolist() for i in new_rows.get(old_keys[r], [])
                        if merged_into.get(int(nst.labels[i]), int(nst.labels[i])) == b})
         mine = {i: owned.moved.get(i, owned.split.get(i)) for i in rows if i in owned.moved or i in owned.split}
         if mine:
-            not_carried.append({"what": "splits", "previous_cluster": a, "name": ca.name, "rows": sorted(mine),
-                                "items": len(mine), "edits": sorted(set(mine.values())),
+            not_carried.append({"what": what, "previous_cluster": a, "name": ost.clusters[a].name,
+                                "rows": sorted(mine), "items": len(mine), "edits": sorted(set(mine.values())),
                                 "reason": "moved in this run after the carry: this run's own edits win"})
-            rows = [i for i in rows if i not in mine]
+        return [i for i in rows if i not in mine]
+
+    for a in sorted(c.id for c in ost.alive() if c.id in made):
+        if scope is not None and a not in scope.regrouped:
+            continue
+        if a in continued:
+            b = heirs.get(a)
+            if b is not None and b != continued[a]:
+                rows = in_heir(a, b, "moves")
+                if rows:
+                    plan.append(("move", {"items": rows, "to": continued[a]}, "moves", {"split_part": int(a)}))
+            continue
+        if a in targets or a not in heirs:
+            continue
+        b, ca = heirs[a], ost.clusters[a]
+        rows = in_heir(a, b, "splits")
         if not rows:
             continue
         req = {"items": rows, "to": "new"}
@@ -1005,10 +1043,10 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
         merged_into = {b: into for targets, into in merged.values() for b in targets}
         if since is None:
             plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, shared_rows=rows, heirs=heirs,
-                                      merged_into=merged_into) if work else ([], [])
+                                      merged_into=merged_into, continued=whole) if work else ([], [])
         else:
             plan, not_carried = _plan(o, nw, old_keys, new_keys, carried, scope, owned,
-                                      _recreated(nw.state, old_run.run_id), rows, heirs, merged_into)
+                                      _recreated(nw.state, old_run.run_id), rows, heirs, merged_into, whole)
             remade = {e[3]["carried_cluster"] for e in plan if e[2] == "splits"}
             not_carried = _not_carried_since(o, old_run, since, remade) + not_carried
         plan, not_carried = merge_plan + plan, merge_left + not_carried
@@ -1035,6 +1073,7 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             "edits_seq": seq, "seconds": round(time.perf_counter() - t0, 3),
             "previous": previous, "clusters": clusters,
             "lineage": lineage(o, nw, carried),
+            "made_lineage": made_again_lineage(o, nw),
         }
         prev = (new_run.read_carry() or {}) if done else {}
         earlier = prev.get("rounds") or ([{  # a carry.json written before rounds were recorded

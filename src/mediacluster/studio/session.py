@@ -857,7 +857,7 @@ class Studio:
             return self.tree(), self.named_levels()
 
     def curated_table(self):
-        from ..naming.tables import cluster_lineage, group_lineage
+        from ..naming.tables import cluster_lineage, group_lineage, made_lineage
         from .exports import curated_table, level_columns
 
         with self._lock:
@@ -869,7 +869,8 @@ class Studio:
         df = curated_table(self.ids, self.paths, self.fitted, labels, names, status,
                            self.probability, tags, self.truth, duplicates=dups, levels=levels)
         # each curated cluster's lasting id across re-clusters (that of the fitted cluster it holds most of)
-        lasting = group_lineage(labels, self.fitted, cluster_lineage(self.run), self.run.run_id)
+        lasting = group_lineage(labels, self.fitted, cluster_lineage(self.run), self.run.run_id,
+                                made_lineage(self.run))
         df.insert(df.columns.get_loc("curated_name") + 1, "lineage", [lasting.get(int(c)) for c in labels])
         return seq, self.run.with_metadata(df, ids=self.ids), table  # a manifest's own columns last
 
