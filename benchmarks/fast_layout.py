@@ -56,7 +56,9 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
   modularity may merge two density groups unless a local test says the input graph separates
   them (then the split is forced) | ``conf`` / ``confmed`` / ``confmin`` / ``confand`` (session
   21, confirm helper; :func:`confirmed_splits`): a density split is forced only when K-means
-  (k = 2) of its items in the input vectors separates its two sides [today]
+  (k = 2) of its items in the input vectors separates its two sides | ``grain``
+  (:func:`grain_splits`): forced when the input separates its sides more than K-means separates
+  the inside of either side [today]
 
 ``sweep`` also caches each layout (``<key>@lay-<hash>.npz``: the distinct rows' coordinates and
 kNN graph) under ``--cache``, so variants that differ only in the keys the layout does not see
@@ -308,7 +310,7 @@ def layout(U, knn, v, seed=0, raw=None):
 
 CRIT_INFO: dict = {}  # the last fit's criterion diagnostics (density-group splits kept / merged)
 CRITS = ("today", "free", "loc", "rel", "cross", "min")
-CONFIRMS = ("conf", "confmed", "confmin", "confand")  # session 21: :func:`confirmed_splits`
+CONFIRMS = ("conf", "confmed", "confmin", "confand", "grain")  # session 21: :func:`confirmed_splits`
 
 
 def crit_cut(name, tree, inw, vol, m2, above, root, best_cut=None, size=None, min_size=10):
@@ -423,6 +425,72 @@ def confirm_scores(tree, leaf_of_item, view, nodes, seed=0, min_size=10):
     return out
 
 
+def grain_scores(tree, leaf_of_item, view, nodes, seed=0, min_size=10):
+    """Per internal node v of ``nodes``: ``(between, inner)``. ``between``: the share of the sum of
+    squares (on the agreement view, a seeded sample of at most ``CONFIRM_ROWS`` items) between v's
+    two sides; ``inner``: the largest between-share of K-means' own best 2-split (k = 2,
+    ``CONFIRM_STARTS`` starts) of either side's items (0 for a side under ``2 min_size`` items)."""
+    from sklearn.cluster import KMeans
+
+    from mediacluster.stages.cluster import single_blas_thread
+    from mediacluster.stages.hierarchy import _leaves_under
+
+    def items_of(u):
+        return np.flatnonzero(np.isin(leaf_of_item, list(_leaves_under(tree, u))))
+
+    def sample(it, salt):
+        if len(it) <= CONFIRM_ROWS:
+            return it
+        return np.sort(np.random.default_rng(seed + salt).choice(it, CONFIRM_ROWS, replace=False))
+
+    def km_share(it, salt):
+        if len(it) < 2 * min_size:
+            return 0.0
+        Y = view[sample(it, salt)]
+        tot = float(((Y - Y.mean(0)) ** 2).sum())
+        km = KMeans(n_clusters=2, n_init=CONFIRM_STARTS, random_state=seed).fit(Y)
+        return 1.0 - float(km.inertia_) / tot if tot > 0 else 0.0
+
+    out = {}
+    with single_blas_thread():
+        for v in nodes:
+            a, b = tree.children(v)
+            ia, ib = items_of(a), items_of(b)
+            it = sample(np.concatenate([ia, ib]), v)
+            Y = view[it]
+            side = np.isin(it, ia)
+            tot = float(((Y - Y.mean(0)) ** 2).sum())
+            within = sum(float(((Y[m] - Y[m].mean(0)) ** 2).sum()) for m in (side, ~side) if m.any())
+            out[v] = (1.0 - within / tot if tot > 0 else 0.0, max(km_share(ia, a), km_share(ib, b)))
+    return out
+
+
+def grain_splits(tree, above, leaf_of_item, view, seed=0, min_size=10):
+    """``crit:grain`` (confirm helper, session 21): a density split is forced when the input
+    vectors separate its two sides more than K-means separates the inside of either side
+    (between-share of the split > each side's own best 2-split's): a border at this grain, not a
+    fragment whose halves are as separable as itself. Closed upward."""
+    sc = grain_scores(tree, leaf_of_item, view, sorted(above), seed, min_size)
+    forced = {v for v in above if sc[v][0] > sc[v][1]}
+    parent = {x: v for v in above for x in tree.children(v)}
+    for v in list(forced):
+        while v in parent and parent[v] not in forced:
+            v = parent[v]
+            forced.add(v)
+    ab = sorted(above)
+    CRIT_INFO.clear()
+    CRIT_INFO.update(forced=len(forced), above=len(above), share=[[round(x, 4) for x in sc[v]] for v in ab],
+                     forced_nodes=[int(v in forced) for v in ab])
+    y = _LABELS.get("y")
+    if y is not None and len(y) == len(leaf_of_item):
+        from mediacluster.stages.hierarchy import _leaves_under
+
+        def major(u):
+            return int(np.bincount(y[np.isin(leaf_of_item, list(_leaves_under(tree, u)))]).argmax())
+        CRIT_INFO["between"] = [int(major(tree.children(v)[0]) != major(tree.children(v)[1])) for v in ab]
+    return forced
+
+
 def confirmed_splits(name, tree, inw, size, above, root, q, min_size, leaf_of_item, view, seed=0):
     """The density-group splits kept apart under ``conf*`` rule ``name`` (issue 16, session 21,
     confirm helper), closed upward: a density split (a node of ``above``) is *confirmed* when
@@ -438,6 +506,8 @@ def confirmed_splits(name, tree, inw, size, above, root, q, min_size, leaf_of_it
 
     if not above:
         return set()
+    if name == "grain":
+        return grain_splits(tree, above, leaf_of_item, view, seed, min_size)
     today = hierarchy._best_cut(tree, q, above, root)
     # the cut's clusters: children of split nodes that are not split themselves
     whole = [x for v in today for x in tree.children(v) if x not in today and x >= tree.L]
