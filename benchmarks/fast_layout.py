@@ -50,10 +50,15 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
   rows' graph); ``crit`` and ``lay`` build two graphs [both]
 * ``seed``  the fit's seed (UMAP, K-means, the check's starts): another draw of the same design [0]
 * ``crit``  the default level's rule for the density groups (session 20, levelmerge helper;
-  :func:`crit_cut`): ``today`` (never merge two density groups) | ``free`` (plain modularity,
-  density groups may merge) | ``loc`` / ``rel`` / ``cross``: modularity may merge two density
-  groups unless a local test says the input graph separates them (then the split is forced, as
-  today) [today]
+  :func:`crit_cut`): ``today`` (the engine's own rule: since session 20 levelmerge's ``min``,
+  ``stages.hierarchy.kept_group_splits``; before it, never merge two density groups) | ``free``
+  (plain modularity, density groups may merge) | ``loc`` / ``rel`` / ``cross`` / ``min``:
+  modularity may merge two density groups unless a local test says the input graph separates
+  them (then the split is forced) | ``conf`` / ``confmed`` / ``confmin`` / ``confand`` (session
+  21, confirm helper; :func:`confirmed_splits`): a density split is forced only when K-means
+  (k = 2) of its items in the input vectors separates its two sides | ``grain``
+  (:func:`grain_splits`): forced when the input separates its sides more than K-means separates
+  the inside of either side [today]
 
 ``sweep`` also caches each layout (``<key>@lay-<hash>.npz``: the distinct rows' coordinates and
 kNN graph) under ``--cache``, so variants that differ only in the keys the layout does not see
@@ -305,6 +310,7 @@ def layout(U, knn, v, seed=0, raw=None):
 
 CRIT_INFO: dict = {}  # the last fit's criterion diagnostics (density-group splits kept / merged)
 CRITS = ("today", "free", "loc", "rel", "cross", "min")
+CONFIRMS = ("conf", "confmed", "confmin", "confand", "grain")  # session 21: :func:`confirmed_splits`
 
 
 def crit_cut(name, tree, inw, vol, m2, above, root, best_cut=None, size=None, min_size=10):
@@ -382,6 +388,188 @@ def crit_cut(name, tree, inw, vol, m2, above, root, best_cut=None, size=None, mi
     return acc, forced
 
 
+CONFIRM_ROWS = 2000  # items per K-means fit of the ``conf`` rules (a seeded sample of a larger node)
+CONFIRM_STARTS = 3
+CONFIRM_SECONDS: list = []  # the last fit's seconds in confirmed_splits
+_LABELS: dict = {}  # sweeps only: the collection's labels, to annotate CRIT_INFO (never read by a rule)
+
+
+def confirm_scores(tree, leaf_of_item, view, nodes, seed=0, min_size=10):
+    """Per internal node v of ``nodes``: the adjusted Rand index between v's two sides (the
+    items under each child) and K-means (k = 2, ``CONFIRM_STARTS`` seeded starts) of the same
+    items on the agreement view (PCA-50 of the L2-normalised input vectors), on a seeded sample
+    of at most ``CONFIRM_ROWS`` items; NaN where a side holds fewer than ``min_size`` items.
+    1: the input separates the two sides as the layout does; 0: K-means' halves ignore them."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from mediacluster.stages.cluster import single_blas_thread
+    from mediacluster.stages.hierarchy import _leaves_under
+
+    out = {}
+    with single_blas_thread():
+        for v in nodes:
+            a, b = tree.children(v)
+            ia = np.flatnonzero(np.isin(leaf_of_item, list(_leaves_under(tree, a))))
+            ib = np.flatnonzero(np.isin(leaf_of_item, list(_leaves_under(tree, b))))
+            if min(len(ia), len(ib)) < min_size:
+                out[v] = float("nan")
+                continue
+            items = np.concatenate([ia, ib])
+            side = np.r_[np.zeros(len(ia), np.int64), np.ones(len(ib), np.int64)]
+            if len(items) > CONFIRM_ROWS:
+                pick = np.sort(np.random.default_rng(seed + v).choice(len(items), CONFIRM_ROWS, replace=False))
+                items, side = items[pick], side[pick]
+            km = KMeans(n_clusters=2, n_init=CONFIRM_STARTS, random_state=seed).fit(view[items])
+            out[v] = float(adjusted_rand_score(side, km.labels_))
+    return out
+
+
+def grain_scores(tree, leaf_of_item, view, nodes, seed=0, min_size=10):
+    """Per internal node v of ``nodes``: ``(between, inner)``. ``between``: the share of the sum of
+    squares (on the agreement view, a seeded sample of at most ``CONFIRM_ROWS`` items) between v's
+    two sides; ``inner``: the largest between-share of K-means' own best 2-split (k = 2,
+    ``CONFIRM_STARTS`` starts) of either side's items (0 for a side under ``2 min_size`` items)."""
+    from sklearn.cluster import KMeans
+
+    from mediacluster.stages.cluster import single_blas_thread
+    from mediacluster.stages.hierarchy import _leaves_under
+
+    def items_of(u):
+        return np.flatnonzero(np.isin(leaf_of_item, list(_leaves_under(tree, u))))
+
+    def sample(it, salt):
+        if len(it) <= CONFIRM_ROWS:
+            return it
+        return np.sort(np.random.default_rng(seed + salt).choice(it, CONFIRM_ROWS, replace=False))
+
+    def km_share(it, salt):
+        if len(it) < 2 * min_size:
+            return 0.0
+        Y = view[sample(it, salt)]
+        tot = float(((Y - Y.mean(0)) ** 2).sum())
+        km = KMeans(n_clusters=2, n_init=CONFIRM_STARTS, random_state=seed).fit(Y)
+        return 1.0 - float(km.inertia_) / tot if tot > 0 else 0.0
+
+    out = {}
+    with single_blas_thread():
+        for v in nodes:
+            a, b = tree.children(v)
+            ia, ib = items_of(a), items_of(b)
+            it = sample(np.concatenate([ia, ib]), v)
+            Y = view[it]
+            side = np.isin(it, ia)
+            tot = float(((Y - Y.mean(0)) ** 2).sum())
+            within = sum(float(((Y[m] - Y[m].mean(0)) ** 2).sum()) for m in (side, ~side) if m.any())
+            out[v] = (1.0 - within / tot if tot > 0 else 0.0, max(km_share(ia, a), km_share(ib, b)))
+    return out
+
+
+def grain_splits(tree, above, leaf_of_item, view, seed=0, min_size=10):
+    """``crit:grain`` (confirm helper, session 21): a density split is forced when the input
+    vectors separate its two sides more than K-means separates the inside of either side
+    (between-share of the split > each side's own best 2-split's): a border at this grain, not a
+    fragment whose halves are as separable as itself. Closed upward."""
+    sc = grain_scores(tree, leaf_of_item, view, sorted(above), seed, min_size)
+    forced = {v for v in above if sc[v][0] > sc[v][1]}
+    parent = {x: v for v in above for x in tree.children(v)}
+    for v in list(forced):
+        while v in parent and parent[v] not in forced:
+            v = parent[v]
+            forced.add(v)
+    ab = sorted(above)
+    CRIT_INFO.clear()
+    CRIT_INFO.update(forced=len(forced), above=len(above), share=[[round(x, 4) for x in sc[v]] for v in ab],
+                     forced_nodes=[int(v in forced) for v in ab])
+    y = _LABELS.get("y")
+    if y is not None and len(y) == len(leaf_of_item):
+        from mediacluster.stages.hierarchy import _leaves_under
+
+        def major(u):
+            return int(np.bincount(y[np.isin(leaf_of_item, list(_leaves_under(tree, u)))]).argmax())
+        CRIT_INFO["between"] = [int(major(tree.children(v)[0]) != major(tree.children(v)[1])) for v in ab]
+    return forced
+
+
+def confirmed_splits(name, tree, inw, size, above, root, q, min_size, leaf_of_item, view, seed=0):
+    """The density-group splits kept apart under ``conf*`` rule ``name`` (issue 16, session 21,
+    confirm helper), closed upward: a density split (a node of ``above``) is *confirmed* when
+    K-means k = 2 of its items in the input vectors separates its two sides
+    (:func:`confirm_scores`) more clearly than the top split of every cluster the
+    density-constrained modularity cut leaves whole (splits the input graph does not support;
+    both sides at least ``min_size`` items): ``conf`` against the highest of those references,
+    ``confmed`` against their median; ``confmin``: confirmed (median) *or* kept by the engine's
+    input-graph rule (``stages.hierarchy.kept_group_splits``); ``confand``: confirmed (median)
+    *and* kept by it. No reference: every density split is kept. Confirmed splits are forced;
+    the others are left to modularity, as ``kept_group_splits`` leaves them."""
+    from mediacluster.stages import hierarchy
+
+    if not above:
+        return set()
+    if name == "grain":
+        return grain_splits(tree, above, leaf_of_item, view, seed, min_size)
+    today = hierarchy._best_cut(tree, q, above, root)
+    # the cut's clusters: children of split nodes that are not split themselves
+    whole = [x for v in today for x in tree.children(v) if x not in today and x >= tree.L]
+    if not today and root >= tree.L:
+        whole = [root]
+    sc = confirm_scores(tree, leaf_of_item, view, sorted(above) + whole, seed, min_size)
+    ref = [sc[v] for v in whole if np.isfinite(sc[v])]
+    if not ref:
+        forced = set(above)
+        thr = float("nan")
+    else:
+        thr = float(np.max(ref)) if name == "conf" else float(np.median(ref))
+        forced = {v for v in above if np.isfinite(sc[v]) and sc[v] > thr}
+        if name in ("confmin", "confand"):
+            kept = hierarchy.kept_group_splits(tree, inw, size, above, root, q, min_size)
+            forced = forced | kept if name == "confmin" else forced & kept
+    parent = {x: v for v in above for x in tree.children(v)}
+    for v in list(forced):
+        while v in parent and parent[v] not in forced:
+            v = parent[v]
+            forced.add(v)
+    ab = sorted(above)
+    CRIT_INFO.clear()
+    CRIT_INFO.update(ref=thr, refs=[round(x, 4) for x in ref], forced=len(forced), above=len(above),
+                     ari=[round(sc[v], 4) for v in ab], forced_nodes=[int(v in forced) for v in ab])
+    y = _LABELS.get("y")
+    if y is not None and len(y) == len(leaf_of_item):  # diagnostics: do the sides' majority classes differ
+        from mediacluster.stages.hierarchy import _leaves_under
+
+        def major(u):
+            it = np.isin(leaf_of_item, list(_leaves_under(tree, u)))
+            return int(np.bincount(y[it]).argmax())
+        CRIT_INFO["between"] = [int(major(tree.children(v)[0]) != major(tree.children(v)[1])) for v in ab]
+    return forced
+
+
+def _use_confirm(hierarchy, name, view, seed):
+    """Patch ``stages.hierarchy`` so that ``HierarchyClusterer.fit`` keeps the density splits
+    :func:`confirmed_splits` confirms (in place of ``kept_group_splits``); returns the undo."""
+    stats, kept = hierarchy._node_graph_stats, hierarchy.kept_group_splits
+    seen = {}
+
+    def node_stats(tree, leaf_of_item, A):
+        seen["leaf"] = leaf_of_item
+        return stats(tree, leaf_of_item, A)
+
+    def keep(tree, inw, size, above, root, q, min_size):
+        hierarchy.kept_group_splits = kept  # confirmed_splits may call the engine's rule
+        t0 = time.perf_counter()
+        try:
+            return confirmed_splits(name, tree, inw, size, above, root, q, min_size, seen["leaf"], view, seed)
+        finally:
+            CONFIRM_SECONDS.append(time.perf_counter() - t0)
+            hierarchy.kept_group_splits = keep
+
+    hierarchy._node_graph_stats, hierarchy.kept_group_splits = node_stats, keep
+
+    def restore():
+        hierarchy._node_graph_stats, hierarchy.kept_group_splits = stats, kept
+    return restore
+
+
 def _use_crit(hierarchy, name):
     """Patch ``stages.hierarchy`` so that ``HierarchyClusterer.fit`` cuts by ``crit_cut(name)``;
     returns the function that undoes it. The density-group splits the criterion merges are
@@ -413,10 +601,15 @@ def _use_crit(hierarchy, name):
         must_split.intersection_update(acc)  # the same set object reaches _make_levels
         return acc
 
+    kept = hierarchy.kept_group_splits  # since session 20 the engine's own rule (``min``): every
+    # density split goes to ``cut`` forced, which applies this criterion instead
+
     hierarchy._node_graph_stats, hierarchy._best_cut = node_stats, cut
+    hierarchy.kept_group_splits = lambda tree, inw, size, above, *a: set(above)
 
     def restore():
         hierarchy._node_graph_stats, hierarchy._best_cut = stats, best
+        hierarchy.kept_group_splits = kept
     return restore
 
 
@@ -490,16 +683,27 @@ def _cluster(X, Z, inv, knn, R, v, seed, tm, _expand_knn):
         return out
 
     hierarchy.agreement_level = timed_check
-    restore = _use_crit(hierarchy, v["crit"])
+    view = None
+    CONFIRM_SECONDS.clear()
+    if v["crit"] in CONFIRMS:  # the check's view, once (the engine makes it during the layout)
+        t0 = time.perf_counter()
+        view = hierarchy.agreement_view(np.asarray(X, np.float32), seed)
+        tm["view"] = time.perf_counter() - t0
+        restore = _use_confirm(hierarchy, v["crit"], view, seed)
+    else:
+        restore = _use_crit(hierarchy, v["crit"])
     try:  # the input vectors, as reduce_and_cluster gives them: the level's agreement check runs
         cl.fit(Z[inv], knn=_expand_knn(knn, inv) if len(Z) < len(X) else knn,
-               vectors=None if v["nocheck"] else (R[inv] if v["rcheck"] else X))
+               vectors=None if v["nocheck"] else (R[inv] if v["rcheck"] else X),
+               agreement_view=None if (v["nocheck"] or v["rcheck"]) else view)
     finally:
         hierarchy.agreement_level = check
         restore()
     cl.crit_info_ = dict(CRIT_INFO)
     tm["cluster"] = time.perf_counter() - t
     tm["check"] = sum(spent)
+    if CONFIRM_SECONDS:
+        tm["confirm"] = sum(CONFIRM_SECONDS)
     return cl, tm
 
 
@@ -538,6 +742,7 @@ def cmd_sweep(args):
     args.cache.mkdir(parents=True, exist_ok=True)
     for key in keys_of(args.cases, args.draws):
         X, y = ls.collection(key, args)
+        _LABELS["y"] = np.unique(np.asarray(y), return_inverse=True)[1].ravel()  # diagnostics only
         for text in args.variants:
             name, v = parse_variant(text)
             p = result_path(args, key, name)
@@ -639,7 +844,7 @@ def _timing_one(args, set_name, evoc):
     print(f"\n{set_name} (n={len(X)}); load average before: {open('/proc/loadavg').read().split()[:3]}")
     print("| method | wall (s) | CPU (s) | steps (s) | clusters | NMI | reproducible | load after |")
     print("|---|---|---|---|---|---|---|---|")
-    runs = [("EVoC default", None)] + [parse_variant(t) for t in args.variants]
+    runs = [("EVoC default", None)] + [parse_variant(t) for t in args.variants] + [("EVoC default, again", None)]
     for name, v in runs:
         labs = []
         for _ in range(2):

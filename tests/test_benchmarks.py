@@ -158,3 +158,55 @@ def test_fast_layout_level_criteria_merge_density_groups_only_where_the_graph_jo
         assert all(split.values()), split
     else:
         assert split == {"today": True, "free": False, "loc": False, "rel": False, "cross": False, "min": True}
+
+
+@pytest.mark.parametrize("apart", [True, False])
+def test_fast_layout_confirm_rules_force_a_density_split_only_where_the_input_separates_it(monkeypatch, apart):
+    """fast_layout's ``conf*`` / ``grain`` variants (confirm helper): a tree of two density
+    groups of two leaves each. When the input vectors hold the two groups as two blobs, K-means
+    k = 2 of the root's items reproduces its sides (ARI 1) and ``grain`` forces the split; when
+    the input is one blob and the layout's sides are a random half of it, the ARI is near 0 and
+    each side splits as well as the root does, so the split is left to modularity."""
+    import numpy as np
+
+    from mediacluster.stages import hierarchy as H
+
+    fl = _fast_layout_module(monkeypatch)
+    rng = np.random.default_rng(0)
+    n = 200
+    leaf = rng.permutation(np.repeat(np.arange(4), n // 4))
+    group = leaf // 2
+    view = rng.standard_normal((n, 5))
+    if apart:
+        view[:, 0] += np.where(group == 0, 10.0, -10.0)
+    tree = H._Tree(4)
+    a, b = tree.add(0, 1, 1.0), tree.add(2, 3, 1.0)
+    root = tree.add(a, b, 5.0)
+    ari = fl.confirm_scores(tree, leaf, view, [root])[root]
+    forced = fl.grain_splits(tree, {root}, leaf, view)
+    if apart:
+        assert ari > 0.99 and forced == {root}, (ari, forced)
+    else:
+        assert abs(ari) < 0.05 and forced == set(), (ari, forced)
+
+
+def test_fast_layout_graph_criteria_replace_the_engines_kept_splits_rule(monkeypatch):
+    """levelmerge's ``crit`` values patch ``_best_cut``; since the engine's ``kept_group_splits``
+    calls ``_best_cut`` too, they also stand in for it (every density split handed to their
+    cut, which applies the criterion), and both are restored after."""
+    import numpy as np
+
+    from mediacluster.stages import hierarchy as H
+
+    fl = _fast_layout_module(monkeypatch)
+    kept, best = H.kept_group_splits, H._best_cut
+    restore = fl._use_crit(H, "free")
+    try:
+        tree = H._Tree(4)
+        a, b = tree.add(0, 1, 1.0), tree.add(2, 3, 1.0)
+        root = tree.add(a, b, 5.0)
+        out = H.kept_group_splits(tree, np.zeros(7), np.ones(7), {root}, root, np.zeros(7), 10)
+        assert out == {root}
+    finally:
+        restore()
+    assert H.kept_group_splits is kept and H._best_cut is best
