@@ -115,7 +115,8 @@ def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, 
 def load_labellings(name: str, out: Path, shared: Path, vectors_from: Path | None, progress: bool):
     """(X, {labelling: labels list[str]}, source): ``load_dataset`` with every labelling of the
     set; an image set has one (its class folders, named ``"class"``). A dev ``.npz`` of a set in
-    ``NAME_LABELS`` holds its first labelling as ``labels`` and the others as ``labels_<name>``."""
+    ``NAME_LABELS`` holds its first labelling as ``labels`` and the others (those it has) as
+    ``labels_<name>``."""
     names = NAME_LABELS.get(name)
     if vectors_from is not None:
         path = vectors_from / f"{name}.npz"
@@ -124,7 +125,7 @@ def load_labellings(name: str, out: Path, shared: Path, vectors_from: Path | Non
         d = np.load(path, allow_pickle=False)
         first, *rest = names or ["class"]
         labellings = {first: [str(v) for v in d["labels"]]}
-        labellings.update({lab: [str(v) for v in d[f"labels_{lab}"]] for lab in rest})
+        labellings.update({lab: [str(v) for v in d[f"labels_{lab}"]] for lab in rest if f"labels_{lab}" in d})
         return d["vectors"].astype(np.float32), labellings, f"dev vectors {vectors_from}"
     emb = embedded(name, shared / DATASETS[name], out / "data" / name, progress)
     source = "embedded through the package, shared embedding cache"

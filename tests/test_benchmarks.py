@@ -251,3 +251,7 @@ def test_quality_scores_a_second_labelling_as_its_own_table(tmp_path, monkeypatc
     text = q.engine_markdown(res)
     assert re.search(r"^\| fsdd \| 10 \| \d\.\d{3} \(\d+\) \| K-means \(k\) raw \d\.\d{3} \| met \|", text, re.M)
     assert re.search(r"^\| fsdd \(speaker\) \| 6 \| ", text, re.M) and "### fsdd (speaker) (n=120, k=6)" in text
+    # a dev file with one labelling (e.g. digit x speaker written as ``labels``) gives that one
+    np.savez(vec / "fsdd.npz", vectors=X, labels=digit)
+    X1, labellings, _ = q.load_labellings("fsdd", tmp_path / "out", tmp_path, vec, False)
+    assert list(labellings) == ["digit"] and np.array_equal(X1, X)
