@@ -1,10 +1,14 @@
 """Quality benchmark: how well do baselines and the default pipeline recover the true classes?
 
-Data: the WHOLE CIFAR-10 test set (10,000), Imagenette val (3,925) and MNIST test (10,000), read
-from ``../shared/datasets`` with ``mediacluster.datasets.extract_slice`` and embedded through the
-package (``mediacluster.embed.embed_collection``, default encoder) through the shared embedding
-cache (the user cache), so a rerun does not re-embed; the images are extracted once into
-``benchmarks/out/quality`` (gitignored).
+Data: the WHOLE shared sets (``DATASETS``: Imagenette val, CIFAR-10 test, MNIST test, Sports-100,
+OpenMoji, the spoken digits of FSDD; CIFAR-10 train on request), read from ``../shared/datasets``
+with ``mediacluster.datasets.extract_slice`` and embedded through the package
+(``mediacluster.embed.embed_collection``, the media's default encoder: EfficientNet-Lite0 for the
+images, ``mfcc`` for FSDD's audio) through the shared embedding cache (the user cache), so a rerun
+does not re-embed; the files are extracted once into ``benchmarks/out/quality`` (gitignored).
+An image set's labels are its class folders; FSDD's come from its file names
+(``{digit}_{speaker}_{i}.wav``, ``NAME_LABELS``): the digit is the set's table, the speaker a
+second table ``fsdd (speaker)`` computed on the same vectors.
 
 Rows per dataset (seed 0 everywhere; k = the true number of classes):
 
@@ -63,8 +67,13 @@ DATASETS = {
     "sports100": "sports100.tar.gz",
     "openmoji": "openmoji.tar.gz",
     "cifar10-train": "cifar10-train.tar.gz",
+    "fsdd": "fsdd.tar.gz",  # audio: embedded with the default audio encoder (mfcc)
 }
-DEFAULT_DATASETS = ["imagenette-val", "cifar10-test", "mnist-test", "sports100", "openmoji"]
+DEFAULT_DATASETS = ["imagenette-val", "cifar10-test", "mnist-test", "sports100", "openmoji", "fsdd"]
+#: sets whose labels come from the file names, not the folders: labelling -> the index of its
+#: field in the ``_``-separated file stem. The first labelling is the set's own (its table row
+#: set); the others are scored as a second table ``NAME (LABELLING)``. FSDD: ``{digit}_{speaker}_{i}.wav``
+NAME_LABELS = {"fsdd": {"digit": 0, "speaker": 1}}
 SECTION = "## Quality benchmark (metrics helper)"
 ENGINE_SECTION = "## Engine: quality on every shared set (issue 16)"
 
@@ -97,16 +106,37 @@ DEV_NAMES = {"imagenette-val": "imagenette", "mnist-test": "mnist"}
 
 def load_dataset(name: str, out: Path, shared: Path, vectors_from: Path | None, progress: bool):
     """(X float32 (n, d), labels list[str], source description). With ``vectors_from``:
-    ``DIR/<name>.npz``, else ``DIR/<DEV_NAMES[name]>.npz``, instead of embedding."""
+    ``DIR/<name>.npz``, else ``DIR/<DEV_NAMES[name]>.npz``, instead of embedding. A set with
+    several labellings (``NAME_LABELS``) gives its first; ``load_labellings`` gives them all."""
+    X, labellings, source = load_labellings(name, out, shared, vectors_from, progress)
+    return X, next(iter(labellings.values())), source
+
+
+def load_labellings(name: str, out: Path, shared: Path, vectors_from: Path | None, progress: bool):
+    """(X, {labelling: labels list[str]}, source): ``load_dataset`` with every labelling of the
+    set; an image set has one (its class folders, named ``"class"``). A dev ``.npz`` of a set in
+    ``NAME_LABELS`` holds its first labelling as ``labels`` and the others (those it has) as
+    ``labels_<name>``."""
+    names = NAME_LABELS.get(name)
     if vectors_from is not None:
         path = vectors_from / f"{name}.npz"
         if not path.exists() and name in DEV_NAMES:
             path = vectors_from / f"{DEV_NAMES[name]}.npz"
         d = np.load(path, allow_pickle=False)
-        return d["vectors"].astype(np.float32), [str(v) for v in d["labels"]], f"dev vectors {vectors_from}"
+        first, *rest = names or ["class"]
+        labellings = {first: [str(v) for v in d["labels"]]}
+        labellings.update({lab: [str(v) for v in d[f"labels_{lab}"]] for lab in rest if f"labels_{lab}" in d})
+        return d["vectors"].astype(np.float32), labellings, f"dev vectors {vectors_from}"
     emb = embedded(name, shared / DATASETS[name], out / "data" / name, progress)
-    return (emb.vectors.astype(np.float32), list(emb.labels),
-            "embedded through the package, shared embedding cache")
+    source = "embedded through the package, shared embedding cache"
+    if names is None:
+        return emb.vectors.astype(np.float32), {"class": list(emb.labels)}, source
+    fields = [Path(p).stem.split("_") for p in emb.paths]
+    bad = next((p for p, f in zip(emb.paths, fields) if len(f) <= max(names.values())), None)
+    if bad is not None:
+        raise ValueError(f"{bad}: {name}'s file names are {'_'.join(names)}_..., this one is not")
+    return (emb.vectors.astype(np.float32), {lab: [f[i] for f in fields] for lab, i in names.items()},
+            f"{source}, encoder {emb.encoder_version}")
 
 
 def _timed(fn):
@@ -285,8 +315,11 @@ TOLD_K_ROWS = {"K-means (k) raw", "PCA(50)+K-means (k)", "UMAP+K-means (k)", "UM
 def engine_markdown(results: dict) -> str:
     """The issue-16 table: every set, the engine against the baselines, and the goal line."""
     head = [ENGINE_SECTION, "",
-            "Default encoder (EfficientNet-Lite0) features of every shared image set, embedded "
-            "through the package (`extract_slice` + `run.embed_collection`). NMI / ARI / ACC "
+            "Default encoder features of every shared set, embedded through the package "
+            "(`extract_slice` + `run.embed_collection`): EfficientNet-Lite0 for the five image "
+            "sets, `mfcc` (MFCC statistics, 180-d, the package's default audio encoder) for the "
+            "3,000 spoken digits of FSDD, whose labels come from the file names: `fsdd` scores "
+            "the digit (10), `fsdd (speaker)` the speaker (6) on the same vectors. NMI / ARI / ACC "
             "(Hungarian) over **all** items; coverage = share of items in a cluster (every row "
             "below assigns noise, so 100%); clusters = distinct labels; wall / CPU = seconds of "
             "the whole reduce + cluster of that row (embedding excluded; rows sharing the "
@@ -437,24 +470,27 @@ def main(argv=None) -> int:
         results["datasets"], results["commands"] = old.get("datasets", {}), old.get("commands", [])
     results["commands"].append(command)
     for name in args.datasets:
-        X, y, source = load_dataset(name, args.out, args.shared, args.vectors_from, not args.quiet)
-        print(f"[{name}] n={len(X)} d={X.shape[1]} classes={len(set(y))} ({source}) "
-              f"loadavg {os.getloadavg()[0]:.1f}", file=sys.stderr)
-        if args.embed_only:
-            continue
-        rows = run_rows(X, y, args.rows, args.seed)
-        for r in rows:
-            r["command"] = command
-        prev = results["datasets"].get(name, {}).get("rows", [])
-        new_names = {r["row"] for r in rows}
-        merged = [r for r in prev if r["row"] not in new_names] + rows
-        merged.sort(key=lambda r: ROW_ORDER.index(r["row"]) if r["row"] in ROW_ORDER else 99)
-        results["datasets"][name] = {"n": len(X), "k": len(set(y)), "source": source, "rows": merged}
-        # write after every dataset, so a long run keeps what it finished
-        results["finished"] = _results.finished()
-        write_json(qpath, results)
-        if args.write_results:
-            render(results, args.section)
+        X, labellings, source = load_labellings(name, args.out, args.shared, args.vectors_from, not args.quiet)
+        for i, (labelling, y) in enumerate(labellings.items()):
+            # a set's first labelling is its own table; another (FSDD's speakers) is "NAME (LABELLING)"
+            key = name if i == 0 else f"{name} ({labelling})"
+            print(f"[{key}] n={len(X)} d={X.shape[1]} classes={len(set(y))} ({source}) "
+                  f"loadavg {os.getloadavg()[0]:.1f}", file=sys.stderr)
+            if args.embed_only:
+                continue
+            rows = run_rows(X, y, args.rows, args.seed)
+            for r in rows:
+                r["command"] = command
+            prev = results["datasets"].get(key, {}).get("rows", [])
+            new_names = {r["row"] for r in rows}
+            merged = [r for r in prev if r["row"] not in new_names] + rows
+            merged.sort(key=lambda r: ROW_ORDER.index(r["row"]) if r["row"] in ROW_ORDER else 99)
+            results["datasets"][key] = {"n": len(X), "k": len(set(y)), "source": source, "rows": merged}
+            # write after every dataset, so a long run keeps what it finished
+            results["finished"] = _results.finished()
+            write_json(qpath, results)
+            if args.write_results:
+                render(results, args.section)
     if args.embed_only:
         return 0
     print(engine_markdown(results) if args.section == "engine" else markdown(results))

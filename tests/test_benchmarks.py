@@ -8,6 +8,7 @@ import importlib
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -210,3 +211,98 @@ def test_fast_layout_graph_criteria_replace_the_engines_kept_splits_rule(monkeyp
     finally:
         restore()
     assert H.kept_group_splits is kept and H._best_cut is best
+
+def _quality_module(monkeypatch):
+    """``benchmarks/quality.py`` loaded from its file, the benchmarks folder on ``sys.path`` (it
+    imports ``_results``) only during the test."""
+    import importlib.util
+    import sys
+
+    monkeypatch.setattr(sys, "path", [str(BENCHMARKS), *sys.path])
+    spec = importlib.util.spec_from_file_location("_bench_quality", BENCHMARKS / "quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _spoken_digits_archive(path: Path, digits=("0", "1", "2"), speakers=("ann", "bob"), per=2) -> Path:
+    """A tar.gz laid out as the shared FSDD archive (``fsdd/recordings/{digit}_{speaker}_{i}.wav``
+    and a README): tones whose pitch follows the digit and whose loudness the speaker."""
+    import io
+    import tarfile
+    import wave
+
+    with tarfile.open(path, "w:gz") as tf:
+        def add(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        add("fsdd/README.md", b"# spoken digits\n")
+        for d in digits:
+            for s, speaker in enumerate(speakers):
+                for i in range(per):
+                    t = np.arange(4000) / 8000
+                    wav = (np.sin(2 * np.pi * (200 + 150 * int(d) + 7 * i) * t) * (4000 + 6000 * s)).astype("<i2")
+                    buf = io.BytesIO()
+                    with wave.open(buf, "wb") as w:
+                        w.setnchannels(1)
+                        w.setsampwidth(2)
+                        w.setframerate(8000)
+                        w.writeframes(wav.tobytes())
+                    add(f"fsdd/recordings/{d}_{speaker}_{i}.wav", buf.getvalue())
+    return path
+
+
+def test_quality_embeds_the_shared_audio_set_with_the_default_audio_encoder_and_labels_from_file_names(
+        tmp_path, monkeypatch):
+    """Issue 16 asks for the engine table on every shared set: FSDD is one of the default sets,
+    embedded through the package with the default AUDIO encoder (not an image encoder), its
+    labels the digit and the speaker of each file name (not the folder, ``recordings``)."""
+    pytest.importorskip("librosa")
+    from mediacluster.encoders import DEFAULT_AUDIO_ENCODER, get_encoder
+
+    q = _quality_module(monkeypatch)
+    monkeypatch.setenv("MEDIACLUSTER_CACHE", str(tmp_path / "cache"))
+    assert "fsdd" in q.DEFAULT_DATASETS
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    _spoken_digits_archive(shared / q.DATASETS["fsdd"])
+    X, labellings, source = q.load_labellings("fsdd", tmp_path / "out", shared, None, False)
+    assert list(labellings) == ["digit", "speaker"]
+    assert X.shape == (12, get_encoder(DEFAULT_AUDIO_ENCODER).dim) and DEFAULT_AUDIO_ENCODER in source
+    emb_names = sorted(f"{d}_{s}" for d, s in zip(labellings["digit"], labellings["speaker"]))
+    assert emb_names == sorted(f"{d}_{s}" for d in "012" for s in ("ann", "bob") for _ in range(2))
+    # load_dataset (the other benchmarks' way in) gives the set's own labelling, the digit
+    X2, y, _ = q.load_dataset("fsdd", tmp_path / "out", shared, None, False)
+    assert np.array_equal(X, X2) and y == labellings["digit"]
+
+
+def test_quality_scores_a_second_labelling_as_its_own_table(tmp_path, monkeypatch, capsys):
+    """A dev vectors file of FSDD with ``labels`` (digit) and ``labels_speaker``: the engine
+    table gets ``fsdd`` (10 classes) and ``fsdd (speaker)`` (6), each with its summary row in
+    the format of the image sets' rows."""
+    q = _quality_module(monkeypatch)
+    rng = np.random.default_rng(0)
+    digit = np.repeat(np.arange(10), 12).astype(str)
+    speaker = np.tile(np.arange(6), 20).astype(str)
+    X = rng.normal(size=(120, 8)).astype(np.float32) + 3 * np.eye(8, dtype=np.float32)[digit.astype(int) % 8]
+    vec = tmp_path / "vec"
+    vec.mkdir()
+    np.savez(vec / "fsdd.npz", vectors=X, labels=digit, labels_speaker=speaker)
+    assert q.main(["--section", "engine", "--rows", "kmeans", "--datasets", "fsdd", "--vectors-from",
+                   str(vec), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    from mediacluster.fileio import read_json
+
+    res = read_json(tmp_path / "out" / "engine-quality-dev.json")
+    assert {k: v["k"] for k, v in res["datasets"].items()} == {"fsdd": 10, "fsdd (speaker)": 6}
+    assert [r["n_clusters"] for r in res["datasets"]["fsdd (speaker)"]["rows"]] == [6]
+    # the summary rows come out as the image sets' do once the engine rows are there
+    for ds in res["datasets"].values():
+        ds["rows"] += [dict(ds["rows"][0], row=r) for r in ("engine, auto level", "engine, best level (oracle)")]
+    text = q.engine_markdown(res)
+    assert re.search(r"^\| fsdd \| 10 \| \d\.\d{3} \(\d+\) \| K-means \(k\) raw \d\.\d{3} \| met \|", text, re.M)
+    assert re.search(r"^\| fsdd \(speaker\) \| 6 \| ", text, re.M) and "### fsdd (speaker) (n=120, k=6)" in text
+    # a dev file with one labelling (e.g. digit x speaker written as ``labels``) gives that one
+    np.savez(vec / "fsdd.npz", vectors=X, labels=digit)
+    X1, labellings, _ = q.load_labellings("fsdd", tmp_path / "out", tmp_path, vec, False)
+    assert list(labellings) == ["digit"] and np.array_equal(X1, X)
