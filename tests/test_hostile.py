@@ -910,6 +910,54 @@ def read_only_dir(tmp_path):
         subprocess.run(["umount", str(d)], capture_output=True)
 
 
+@pytest.fixture
+def read_only_copy(tmp_path):
+    """``read_only_copy(src)``: a copy of folder ``src`` nobody can write into (the copy and its
+    files; its parent stays writable, as a run on a read-only share): chmod for a normal user;
+    for root, which ignores modes, a read-only bind mount when allowed (else the test is skipped)."""
+    mounted: list[Path] = []
+    made: list[Path] = []
+
+    def make(src: Path) -> Path:
+        d = tmp_path / f"ro-{src.name}"
+        shutil.copytree(src, d)
+        if os.geteuid() != 0:
+            for p in [d, *d.rglob("*")]:
+                p.chmod(p.stat().st_mode & ~0o222)
+            made.append(d)
+            return d
+        for cmd in (["mount", "--bind", str(d), str(d)], ["mount", "-o", "remount,ro,bind", str(d)]):
+            r = subprocess.run(cmd, capture_output=True)
+            if r.returncode != 0:
+                if mounted:
+                    subprocess.run(["umount", str(d)], capture_output=True)
+                pytest.skip("running as root without permission to bind-mount a read-only folder")
+            if not mounted or mounted[-1] != d:
+                mounted.append(d)
+        return d
+
+    yield make
+    for d in mounted:  # lazily: this process may still hold a file of it open (a memory map)
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    for d in made:
+        for p in [d, *d.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_a_report_of_a_read_only_run_is_written_elsewhere(read_only_copy, vec_run, tmp_path, capsys, user_cache):
+    """``report RUN --out ELSEWHERE`` on a run nobody may write into (a share, a colleague's run):
+    the report is written, the 2-D map only not kept in the run (exit 2 "cannot write
+    RUN/map2d.npy" before: the map cache was a requirement)."""
+    run = read_only_copy(vec_run)
+    assert not (run / "map2d.npy").exists()
+    rc, _, err = mc_main("report", run, "--out", tmp_path / "rep", capsys=capsys)
+    assert rc == 0, err
+    assert (tmp_path / "rep" / "index.html").stat().st_size > 0
+    assert not (run / "map2d.npy").exists()
+    rc, _, err = mc_main("report", run, capsys=capsys)  # into the run itself: says why
+    assert_user_error(rc, err, "cannot write", "report")
+
+
 def test_read_only_out_is_a_clear_error(read_only_dir, blobs, capsys, user_cache):
     rc, _, err = mc_main("cluster", blobs, "--out", read_only_dir / "run", *FAST, capsys=capsys)
     assert_user_error(rc, err, str(read_only_dir))
