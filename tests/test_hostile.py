@@ -994,6 +994,17 @@ def test_too_few_usable_files_names_a_skip_reason(photos, tmp_path, capsys, user
     assert_user_error(rc, err, "only 2 items could be embedded", "zz_empty.jpg: empty file")
 
 
+def test_an_output_file_with_a_name_of_250_bytes_is_written(vec_run, blobs, tmp_path, capsys, user_cache):
+    """A name the file system takes (255 bytes at most) is one mediacluster writes: the atomic
+    write's temporary beside it was ``.NAME.XXXXXXXX.csv``, 11 bytes longer ("cannot write
+    ...csv: File name too long", exit 2)."""
+    out = tmp_path / ("a" * 246 + ".csv")
+    rc, _, err = mc_main("assign", vec_run, blobs, "--out", out, "--quiet", capsys=capsys)
+    assert rc == 0, err
+    assert len(pd.read_csv(out)) == 120
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary left
+
+
 def test_assign_out_where_a_folder_is(vec_run, blobs, tmp_path, capsys, user_cache):
     (tmp_path / "a.csv").mkdir()
     rc, _, err = mc_main("assign", vec_run, blobs, "--out", tmp_path / "a.csv", "--quiet", capsys=capsys)

@@ -59,6 +59,15 @@ def output_error(e: OSError, path) -> OutputError:
     return OutputError(f"cannot write {path}: {why}")
 
 
+def _temp_name(name: str, suffix: str) -> dict:
+    """``mkstemp``'s prefix and suffix for a temporary file beside ``name``: ``.NAME.XXXXXXXX`` +
+    the suffix, with NAME cut to 100 bytes and a suffix over 32 bytes left out, so it fits the
+    file system's 255 whatever the length of a name that itself fits (a 250-byte --out was
+    "File name too long")."""
+    cut = os.fsdecode(os.fsencode(name)[:100])
+    return {"prefix": f".{cut}.", "suffix": suffix if len(os.fsencode(suffix)) <= 32 else ""}
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
@@ -70,7 +79,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(**_temp_name(path.name, suffix or path.suffix), dir=path.parent)
         os.close(fd)
     except OSError as e:
         raise output_error(e, path) from e
