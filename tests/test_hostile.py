@@ -26,6 +26,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -961,6 +962,21 @@ def test_a_report_of_a_read_only_run_is_written_elsewhere(read_only_copy, vec_ru
 def test_read_only_out_is_a_clear_error(read_only_dir, blobs, capsys, user_cache):
     rc, _, err = mc_main("cluster", blobs, "--out", read_only_dir / "run", *FAST, capsys=capsys)
     assert_user_error(rc, err, str(read_only_dir))
+
+
+@pytest.mark.slow
+def test_an_embedding_cache_nobody_may_write_costs_the_cache_not_the_run(read_only_dir, photos, tmp_path, cache):
+    """``$MEDIACLUSTER_CACHE`` (or a HOME) that cannot be written: the run embeds without the
+    cache, saying which cache and why, as the duplicate finder already did (it was exit 2
+    "embedding cache ...: unable to open database file", before any work)."""
+    r = mc("cluster", photos, "--out", tmp_path / "run", *FAST,
+           env={"MEDIACLUSTER_CACHE": str(read_only_dir), "NUMBA_CACHE_DIR": str(cache / "numba")})
+    err = text(r.stderr)
+    assert r.returncode == 0, err
+    assert f"embedding cache {read_only_dir}" in err and "this run embeds without it" in err, err
+    assert len(RunDir.open(tmp_path / "run").read_assignments()) == 18
+    assert not [p for p in Path(tempfile.gettempdir()).glob("mediacluster-cache-*")
+                if p.stat().st_mtime > os.stat(tmp_path).st_mtime]  # the stand-in is gone
 
 
 def test_assign_says_what_kind_of_file_its_model_reads(vec_run, tmp_path, capsys, user_cache):
