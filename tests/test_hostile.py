@@ -891,6 +891,28 @@ def test_full_disk_during_a_rerun_keeps_the_old_run(tmp_path, cache, capsys, use
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run")) == [".run.lock"]
 
 
+@pytest.mark.slow
+def test_a_full_disk_stops_tune_naming_its_study_and_the_same_command_resumes(blobs, tmp_path, cache):
+    """The study's SQLite file outgrows the disk mid-study (a file-size limit: EFBIG): exit 2
+    naming study.db, saying the finished trials are kept and how to resume (it was exit 1
+    "internal error ... StorageInternalError" with optuna's traceback per failed trial); the
+    same command without the limit finishes the study from there."""
+    out = tmp_path / "tune"
+    args = ("tune", blobs, "--out", out, "--trials", "40", "--quiet")
+    env = {"MEDIACLUSTER_CACHE": str(cache),  # numba's compiled code already cached: only the study grows
+           "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR") or str(cache_root() / "numba")}
+    r = mc(*args, env=env, max_file_bytes=150 * 1024)
+    assert_user_error(r.returncode, r.stderr, f"cannot write {out.resolve() / 'study.db'}", "full",
+                      "trials finished are kept in it: the same command resumes the study")
+    assert "Traceback" not in text(r.stderr) and "StorageInternalError" not in text(r.stderr), text(r.stderr)
+    kept = int(re.search(r"the (\d+) trials finished", text(r.stderr)).group(1))
+    assert 0 < kept < 40
+    r = mc(*args, env=env)
+    assert r.returncode == 0, text(r.stderr)
+    done = json.loads((out / "tune.json").read_text())
+    assert done["timing"]["trials_this_run"] < 40 and (out / "models" / "LATEST").exists()
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A folder nobody can write to: chmod for a normal user; root ignores modes, so there a
