@@ -913,6 +913,18 @@ def test_a_full_disk_stops_tune_naming_its_study_and_the_same_command_resumes(bl
     assert done["timing"]["trials_this_run"] < 40 and (out / "models" / "LATEST").exists()
 
 
+@pytest.mark.slow
+def test_a_full_disk_under_numbas_code_cache_is_named_not_called_a_bug(blobs, tmp_path):
+    """umap-learn's first import compiles into numba's code cache (under the user cache), which
+    numba writes itself: on a full disk that was "internal error (a bug, not your input):
+    OSError: [Errno 27] File too large" with a crash log; now exit 2 naming numba's cache."""
+    fresh = tmp_path / "cache"
+    env = {"MEDIACLUSTER_CACHE": str(fresh), "NUMBA_CACHE_DIR": str(fresh / "numba")}
+    r = mc("cluster", blobs, "--out", tmp_path / "run", "--quiet", env=env, max_file_bytes=100 * 1024)
+    assert_user_error(r.returncode, r.stderr, f"cannot write numba's code cache {fresh / 'numba'}", "full")
+    assert not (fresh / "logs").exists() and not (tmp_path / "run").exists()
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A folder nobody can write to: chmod for a normal user; root ignores modes, so there a

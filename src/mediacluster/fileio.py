@@ -68,6 +68,27 @@ def _temp_name(name: str, suffix: str) -> dict:
     return {"prefix": f".{cut}.", "suffix": suffix if len(os.fsencode(suffix)) <= 32 else ""}
 
 
+def full_disk(e: BaseException) -> OutputError | None:
+    """An error that a full disk (or file-size quota) caused somewhere we write without
+    :func:`atomic_path`, e.g. numba saving compiled code into its cache while umap-learn is
+    imported, as the user's problem it is: the :class:`OutputError` to report (naming the file,
+    or numba's cache folder), else None. For the CLI's last word on an error that is no
+    :class:`~.errors.MediaclusterError` (a full disk was an "internal error (a bug)")."""
+    import traceback
+
+    cause, seen = e, set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in _FULL:
+            where = cause.filename
+            if where is None and any("numba" in f.filename and "caching" in f.filename
+                                     for f in traceback.extract_tb(cause.__traceback__)):
+                where = f"numba's code cache {os.environ.get('NUMBA_CACHE_DIR') or '(its default folder)'}"
+            return output_error(cause, where or "a file")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
