@@ -979,7 +979,7 @@ class RunDir(_Files):
     @staticmethod
     def is_run(path: str | os.PathLike) -> bool:
         p = Path(path) / RUN_JSON
-        if not p.is_file():
+        if not os.path.isfile(p):  # False on any OSError (a path over PATH_MAX: Path.is_file raised)
             return False
         try:
             doc = read_json(p)
