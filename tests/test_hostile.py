@@ -1013,6 +1013,20 @@ def test_an_embedding_cache_nobody_may_write_costs_the_cache_not_the_run(read_on
                 if p.stat().st_mtime > os.stat(tmp_path).st_mtime]  # the stand-in is gone
 
 
+def test_evaluate_says_it_cannot_write_into_a_read_only_run_before_scoring(read_only_copy, vec_run, tmp_path,
+                                                                          capsys, user_cache):
+    """``evaluate RUN`` on a run nobody may write into: refused before the scores are computed
+    (minutes on a large run), naming evaluation.json and --out (it printed every score, then
+    exit 2 on the write); ``--out ELSEWHERE`` (a folder made for it) works."""
+    run = read_only_copy(vec_run)
+    rc, out, err = mc_main("evaluate", run, capsys=capsys)
+    assert_user_error(rc, err, f"cannot write {run / 'evaluation.json'}", "--out FILE")
+    assert "silhouette" not in out, out
+    rc, out, err = mc_main("evaluate", run, "--out", tmp_path / "new" / "ev.json", capsys=capsys)
+    assert rc == 0 and "silhouette" in out, err
+    assert json.loads((tmp_path / "new" / "ev.json").read_text())
+
+
 def test_assign_says_what_kind_of_file_its_model_reads(vec_run, tmp_path, capsys, user_cache):
     """A folder without a file the model can read: exit 2 saying which kind it reads (it said only
     'nothing could be embedded')."""

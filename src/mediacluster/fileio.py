@@ -89,6 +89,22 @@ def full_disk(e: BaseException) -> OutputError | None:
     return None
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """An :class:`OutputError` naming ``path`` now when a file cannot be written there (a
+    read-only folder or file system): for a command that would otherwise compute for minutes and
+    fail at its last step. Writes and removes one empty temporary file beside ``path`` (a check
+    that trusts no permission bits: root, ACLs and read-only mounts answer as a write does); its
+    folder is made when missing, as the write would make it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(**_temp_name(path.name, ""), dir=path.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise output_error(e, path) from e
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
