@@ -871,6 +871,20 @@ def test_damaged_embedding_cache_is_named(photos, tmp_path, capsys, user_cache):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+def test_an_embedding_cache_on_a_full_disk_says_so_and_the_run_resumes(photos, tmp_path, user_cache):
+    """The embedding cache outgrows the disk while embedding (a file-size limit: SQLite says
+    "disk I/O error" for EFBIG): the error says the disk may be full and that what was embedded
+    is kept (it said only "disk I/O error; choose another --cache-dir")."""
+    fresh = tmp_path / "embcache"
+    args = ("cluster", photos, "--out", tmp_path / "run", *FAST, "--cache-dir", fresh)
+    r = mc(*args, env={"MEDIACLUSTER_CACHE": str(user_cache)}, max_file_bytes=100 * 1024)
+    assert_user_error(r.returncode, r.stderr, str(fresh / "embeddings.sqlite"), "may be full",
+                      "what was embedded is kept")
+    r = mc(*args, env={"MEDIACLUSTER_CACHE": str(user_cache)})
+    assert r.returncode == 0, text(r.stderr)
+
+
 # ------------------------------------------------------------------------------------------
 # item 12: full disk, read-only and file-in-the-way outputs
 # ------------------------------------------------------------------------------------------

@@ -252,8 +252,9 @@ def cache_error(e: BaseException, path) -> OutputError:
         return output_error(e, path)
     msg = str(e)
     hint = "choose another --cache-dir"
-    if "full" in msg:
-        hint = "free some space or " + hint
+    if "full" in msg or "disk I/O" in msg:  # SQLite's words for ENOSPC / for EFBIG (a file-size quota)
+        hint = ("the disk or your file-size quota may be full: free some space or " + hint
+                + "; what was embedded is kept, the same command goes on from there")
     elif "readonly" in msg or "unable to open" in msg:
         hint = "make it writable or " + hint
     elif "not a database" in msg or "malformed" in msg:
