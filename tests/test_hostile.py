@@ -26,6 +26,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -870,6 +871,20 @@ def test_damaged_embedding_cache_is_named(photos, tmp_path, capsys, user_cache):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+def test_an_embedding_cache_on_a_full_disk_says_so_and_the_run_resumes(photos, tmp_path, user_cache):
+    """The embedding cache outgrows the disk while embedding (a file-size limit: SQLite says
+    "disk I/O error" for EFBIG): the error says the disk may be full and that what was embedded
+    is kept (it said only "disk I/O error; choose another --cache-dir")."""
+    fresh = tmp_path / "embcache"
+    args = ("cluster", photos, "--out", tmp_path / "run", *FAST, "--cache-dir", fresh)
+    r = mc(*args, env={"MEDIACLUSTER_CACHE": str(user_cache)}, max_file_bytes=100 * 1024)
+    assert_user_error(r.returncode, r.stderr, str(fresh / "embeddings.sqlite"), "may be full",
+                      "what was embedded is kept")
+    r = mc(*args, env={"MEDIACLUSTER_CACHE": str(user_cache)})
+    assert r.returncode == 0, text(r.stderr)
+
+
 # ------------------------------------------------------------------------------------------
 # item 12: full disk, read-only and file-in-the-way outputs
 # ------------------------------------------------------------------------------------------
@@ -888,6 +903,40 @@ def test_full_disk_during_a_rerun_keeps_the_old_run(tmp_path, cache, capsys, use
     assert_user_error(r.returncode, r.stderr, "cannot write", "embeddings.npy", "nothing was changed")
     assert run_files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run")) == [".run.lock"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_tune_naming_its_study_and_the_same_command_resumes(blobs, tmp_path, cache):
+    """The study's SQLite file outgrows the disk mid-study (a file-size limit: EFBIG): exit 2
+    naming study.db, saying the finished trials are kept and how to resume (it was exit 1
+    "internal error ... StorageInternalError" with optuna's traceback per failed trial); the
+    same command without the limit finishes the study from there."""
+    out = tmp_path / "tune"
+    args = ("tune", blobs, "--out", out, "--trials", "40", "--quiet")
+    env = {"MEDIACLUSTER_CACHE": str(cache),  # numba's compiled code already cached: only the study grows
+           "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR") or str(cache_root() / "numba")}
+    r = mc(*args, env=env, max_file_bytes=150 * 1024)
+    assert_user_error(r.returncode, r.stderr, f"cannot write {out.resolve() / 'study.db'}", "full",
+                      "trials finished are kept in it: the same command resumes the study")
+    assert "Traceback" not in text(r.stderr) and "StorageInternalError" not in text(r.stderr), text(r.stderr)
+    kept = int(re.search(r"the (\d+) trials finished", text(r.stderr)).group(1))
+    assert 0 < kept < 40
+    r = mc(*args, env=env)
+    assert r.returncode == 0, text(r.stderr)
+    done = json.loads((out / "tune.json").read_text())
+    assert done["timing"]["trials_this_run"] < 40 and (out / "models" / "LATEST").exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_numbas_code_cache_is_named_not_called_a_bug(blobs, tmp_path):
+    """umap-learn's first import compiles into numba's code cache (under the user cache), which
+    numba writes itself: on a full disk that was "internal error (a bug, not your input):
+    OSError: [Errno 27] File too large" with a crash log; now exit 2 naming numba's cache."""
+    fresh = tmp_path / "cache"
+    env = {"MEDIACLUSTER_CACHE": str(fresh), "NUMBA_CACHE_DIR": str(fresh / "numba")}
+    r = mc("cluster", blobs, "--out", tmp_path / "run", "--quiet", env=env, max_file_bytes=100 * 1024)
+    assert_user_error(r.returncode, r.stderr, f"cannot write numba's code cache {fresh / 'numba'}", "full")
+    assert not (fresh / "logs").exists() and not (tmp_path / "run").exists()
 
 
 @pytest.fixture
@@ -910,9 +959,86 @@ def read_only_dir(tmp_path):
         subprocess.run(["umount", str(d)], capture_output=True)
 
 
+@pytest.fixture
+def read_only_copy(tmp_path):
+    """``read_only_copy(src)``: a copy of folder ``src`` nobody can write into (the copy and its
+    files; its parent stays writable, as a run on a read-only share): chmod for a normal user;
+    for root, which ignores modes, a read-only bind mount when allowed (else the test is skipped)."""
+    mounted: list[Path] = []
+    made: list[Path] = []
+
+    def make(src: Path) -> Path:
+        d = tmp_path / f"ro-{src.name}"
+        shutil.copytree(src, d)
+        if os.geteuid() != 0:
+            for p in [d, *d.rglob("*")]:
+                p.chmod(p.stat().st_mode & ~0o222)
+            made.append(d)
+            return d
+        for cmd in (["mount", "--bind", str(d), str(d)], ["mount", "-o", "remount,ro,bind", str(d)]):
+            r = subprocess.run(cmd, capture_output=True)
+            if r.returncode != 0:
+                if mounted:
+                    subprocess.run(["umount", str(d)], capture_output=True)
+                pytest.skip("running as root without permission to bind-mount a read-only folder")
+            if not mounted or mounted[-1] != d:
+                mounted.append(d)
+        return d
+
+    yield make
+    for d in mounted:  # lazily: this process may still hold a file of it open (a memory map)
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    for d in made:
+        for p in [d, *d.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_a_report_of_a_read_only_run_is_written_elsewhere(read_only_copy, vec_run, tmp_path, capsys, user_cache):
+    """``report RUN --out ELSEWHERE`` on a run nobody may write into (a share, a colleague's run):
+    the report is written, the 2-D map only not kept in the run (exit 2 "cannot write
+    RUN/map2d.npy" before: the map cache was a requirement)."""
+    run = read_only_copy(vec_run)
+    assert not (run / "map2d.npy").exists()
+    rc, _, err = mc_main("report", run, "--out", tmp_path / "rep", capsys=capsys)
+    assert rc == 0, err
+    assert (tmp_path / "rep" / "index.html").stat().st_size > 0
+    assert not (run / "map2d.npy").exists()
+    rc, _, err = mc_main("report", run, capsys=capsys)  # into the run itself: says why
+    assert_user_error(rc, err, "cannot write", "report")
+
+
 def test_read_only_out_is_a_clear_error(read_only_dir, blobs, capsys, user_cache):
     rc, _, err = mc_main("cluster", blobs, "--out", read_only_dir / "run", *FAST, capsys=capsys)
     assert_user_error(rc, err, str(read_only_dir))
+
+
+@pytest.mark.slow
+def test_an_embedding_cache_nobody_may_write_costs_the_cache_not_the_run(read_only_dir, photos, tmp_path, cache):
+    """``$MEDIACLUSTER_CACHE`` (or a HOME) that cannot be written: the run embeds without the
+    cache, saying which cache and why, as the duplicate finder already did (it was exit 2
+    "embedding cache ...: unable to open database file", before any work)."""
+    r = mc("cluster", photos, "--out", tmp_path / "run", *FAST,
+           env={"MEDIACLUSTER_CACHE": str(read_only_dir), "NUMBA_CACHE_DIR": str(cache / "numba")})
+    err = text(r.stderr)
+    assert r.returncode == 0, err
+    assert f"embedding cache {read_only_dir}" in err and "this run embeds without it" in err, err
+    assert len(RunDir.open(tmp_path / "run").read_assignments()) == 18
+    assert not [p for p in Path(tempfile.gettempdir()).glob("mediacluster-cache-*")
+                if p.stat().st_mtime > os.stat(tmp_path).st_mtime]  # the stand-in is gone
+
+
+def test_evaluate_says_it_cannot_write_into_a_read_only_run_before_scoring(read_only_copy, vec_run, tmp_path,
+                                                                          capsys, user_cache):
+    """``evaluate RUN`` on a run nobody may write into: refused before the scores are computed
+    (minutes on a large run), naming evaluation.json and --out (it printed every score, then
+    exit 2 on the write); ``--out ELSEWHERE`` (a folder made for it) works."""
+    run = read_only_copy(vec_run)
+    rc, out, err = mc_main("evaluate", run, capsys=capsys)
+    assert_user_error(rc, err, f"cannot write {run / 'evaluation.json'}", "--out FILE")
+    assert "silhouette" not in out, out
+    rc, out, err = mc_main("evaluate", run, "--out", tmp_path / "new" / "ev.json", capsys=capsys)
+    assert rc == 0 and "silhouette" in out, err
+    assert json.loads((tmp_path / "new" / "ev.json").read_text())
 
 
 def test_assign_says_what_kind_of_file_its_model_reads(vec_run, tmp_path, capsys, user_cache):
@@ -944,6 +1070,17 @@ def test_too_few_usable_files_names_a_skip_reason(photos, tmp_path, capsys, user
     (d / "zz_empty.jpg").write_bytes(b"")
     rc, _, err = mc_main("cluster", d, "--out", tmp_path / "run", *FAST, capsys=capsys)
     assert_user_error(rc, err, "only 2 items could be embedded", "zz_empty.jpg: empty file")
+
+
+def test_an_output_file_with_a_name_of_250_bytes_is_written(vec_run, blobs, tmp_path, capsys, user_cache):
+    """A name the file system takes (255 bytes at most) is one mediacluster writes: the atomic
+    write's temporary beside it was ``.NAME.XXXXXXXX.csv``, 11 bytes longer ("cannot write
+    ...csv: File name too long", exit 2)."""
+    out = tmp_path / ("a" * 246 + ".csv")
+    rc, _, err = mc_main("assign", vec_run, blobs, "--out", out, "--quiet", capsys=capsys)
+    assert rc == 0, err
+    assert len(pd.read_csv(out)) == 120
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary left
 
 
 def test_assign_out_where_a_folder_is(vec_run, blobs, tmp_path, capsys, user_cache):

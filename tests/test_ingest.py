@@ -146,6 +146,25 @@ def test_unreadable_subfolder_listed(tree):
         locked.chmod(0o755)
 
 
+def test_a_folder_deeper_than_path_max_is_listed_as_skipped(tmp_path):
+    """Folders nested past PATH_MAX (4096 bytes: 20 names of 250): the files above are read and
+    the folder the OS cannot name is listed as skipped with the reason. Before: an internal
+    error (``Path.is_file`` of the run-folder check raised ENAMETOOLONG)."""
+    touch(tmp_path / "top.jpg")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:  # made relative to an open folder: no path the OS is given is over PATH_MAX
+        for _ in range(20):
+            os.mkdir("d" * 250, dir_fd=fd)
+            inner = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    coll = collect(tmp_path)
+    assert coll.paths == [str(tmp_path / "top.jpg")]
+    assert any("cannot read folder" in s.reason and "too long" in s.reason for s in coll.skipped), coll.skipped
+
+
 def test_empty_and_missing_input(tmp_path):
     assert len(collect(tmp_path)) == 0
     with pytest.raises(InputError, match="input not found"):

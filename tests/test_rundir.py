@@ -105,6 +105,28 @@ def test_a_run_with_hand_given_names_is_kept_aside_when_replaced(vectors, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_folder_name_too_long_for_the_runs_siblings_is_refused_before_any_work(vectors, tmp_path):
+    """--out of 232 bytes (a name may have 255): the run was written, and a re-run over a person's
+    names.yaml then failed at its very end ("File name too long" on NAME.replaced-<run_id>) with
+    the new run already published and the person's names.yaml left in a ``.NAME.tmp-*`` folder the
+    next run deletes as stale. Now refused before any work, saying how long a name may be; a
+    name of that length keeps the person's work when replaced."""
+    a, b = vectors
+    too_long = tmp_path / ("r" * 232)
+    r = cli("cluster", a, "--out", too_long, *FAST)
+    most = os.pathconf(tmp_path, "PC_NAME_MAX") - 42  # the longest sibling: .NAME.old-<time_ns>-<run_id>
+    assert r.returncode == 2 and "232 bytes" in r.stderr and f"at most {most} bytes" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and sorted(p.name for p in tmp_path.iterdir()) == []
+    out = tmp_path / ("s" * most)
+    assert cli("cluster", a, "--out", out, *FAST).returncode == 0
+    first = consistent(out)
+    (out / "names.yaml").write_text("0: my cats\n")
+    r = cli("cluster", b, "--out", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / f"{out.name}.replaced-{first}" / "names.yaml").read_text() == "0: my cats\n"
+
+
+@pytest.mark.slow
 def test_a_second_writer_fails_at_once_with_the_holder_named(vectors, tmp_path):
     a, _ = vectors
     out = tmp_path / "run"

@@ -452,3 +452,43 @@ def test_a_duplicated_tab_takes_its_own_page_id_in_chromium(png_run):
     finally:
         drv.quit()
         s.stop()
+
+
+def test_an_edit_the_disk_refuses_is_a_507_naming_the_log_and_the_edits_before_it_are_kept(png_run):
+    """The disk fills (a file-size limit on the studio's process: EFBIG) while a person edits:
+    each refused edit is a 507 saying the edit log could not be written and that this edit was
+    not recorded (a 500 "internal error (OperationalError)" with a traceback in the log before);
+    every acknowledged edit is in the log, and the studio goes on answering."""
+    import httpx
+    from studio_helpers import Server, post
+
+    from mediacluster.rundir import RunDir
+
+    limit = 48 * 1024  # the edit log's WAL outgrows it after a few commits; the tables stay under it
+    srv = Server(png_run, setup=f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, "
+                                "resource.getrlimit(resource.RLIMIT_FSIZE)[1]))")
+    acked, refused = [], []
+    try:
+        with httpx.Client(base_url=srv.base, timeout=60.0) as c:
+            for i in range(60):
+                r = post(c, "/api/edits", {"kind": "rename", "cluster": i % 3, "name": f"{i:03d} " + "x" * 190})
+                if r.status_code == 200:
+                    acked.append(r.json()["seq"])
+                else:
+                    refused.append(r)
+                    if len(refused) >= 3:
+                        break
+            assert refused, "the limit was never reached"
+            for r in refused:
+                err = r.json()["error"]
+                assert r.status_code == 507 and err["kind"] == "output", r.text
+                assert "edits.sqlite" in err["message"] and "this edit was not recorded" in err["message"], r.text
+            assert c.get("/api/clusters").status_code == 200
+    finally:
+        srv.stop()
+    assert "Traceback" not in "".join(srv.lines), "".join(srv.lines)[-3000:]
+    log = RunDir(png_run).edits()
+    try:
+        assert [e.seq for e in log.events()] == acked
+    finally:
+        log.close()

@@ -59,6 +59,52 @@ def output_error(e: OSError, path) -> OutputError:
     return OutputError(f"cannot write {path}: {why}")
 
 
+def _temp_name(name: str, suffix: str) -> dict:
+    """``mkstemp``'s prefix and suffix for a temporary file beside ``name``: ``.NAME.XXXXXXXX`` +
+    the suffix, with NAME cut to 100 bytes and a suffix over 32 bytes left out, so it fits the
+    file system's 255 whatever the length of a name that itself fits (a 250-byte --out was
+    "File name too long")."""
+    cut = os.fsdecode(os.fsencode(name)[:100])
+    return {"prefix": f".{cut}.", "suffix": suffix if len(os.fsencode(suffix)) <= 32 else ""}
+
+
+def full_disk(e: BaseException) -> OutputError | None:
+    """An error that a full disk (or file-size quota) caused somewhere we write without
+    :func:`atomic_path`, e.g. numba saving compiled code into its cache while umap-learn is
+    imported, as the user's problem it is: the :class:`OutputError` to report (naming the file,
+    or numba's cache folder), else None. For the CLI's last word on an error that is no
+    :class:`~.errors.MediaclusterError` (a full disk was an "internal error (a bug)")."""
+    import traceback
+
+    cause, seen = e, set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in _FULL:
+            where = cause.filename
+            if where is None and any("numba" in f.filename and "caching" in f.filename
+                                     for f in traceback.extract_tb(cause.__traceback__)):
+                where = f"numba's code cache {os.environ.get('NUMBA_CACHE_DIR') or '(its default folder)'}"
+            return output_error(cause, where or "a file")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """An :class:`OutputError` naming ``path`` now when a file cannot be written there (a
+    read-only folder or file system): for a command that would otherwise compute for minutes and
+    fail at its last step. Writes and removes one empty temporary file beside ``path`` (a check
+    that trusts no permission bits: root, ACLs and read-only mounts answer as a write does); its
+    folder is made when missing, as the write would make it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(**_temp_name(path.name, ""), dir=path.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise output_error(e, path) from e
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
@@ -70,7 +116,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(**_temp_name(path.name, suffix or path.suffix), dir=path.parent)
         os.close(fd)
     except OSError as e:
         raise output_error(e, path) from e

@@ -226,6 +226,22 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+#: the most bytes a run folder's siblings add to its name (``.NAME.old-<time_ns>-<run_id>``; the
+#: others are shorter: ``.NAME.lock``, ``.NAME.tmp-<pid>-<id>``, ``NAME.replaced-<run_id>-<n>``)
+SIBLING_EXTRA = len(".") + len(".old-") + 19 + len("-") + 16
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` (or of its nearest existing
+    ancestor) allows; 255 where it does not say."""
+    for p in (folder, *folder.parents):
+        try:
+            return int(os.pathconf(p, "PC_NAME_MAX"))
+        except (OSError, ValueError):
+            continue
+    return 255
+
+
 def _old_name(target: Path, run_id: str) -> Path:
     """Where a publish without renameat2 moves the previous run for the moment between its two
     renames: named by the time, so the newest is known (:func:`_olds`)."""
@@ -963,7 +979,7 @@ class RunDir(_Files):
     @staticmethod
     def is_run(path: str | os.PathLike) -> bool:
         p = Path(path) / RUN_JSON
-        if not p.is_file():
+        if not os.path.isfile(p):  # False on any OSError (a path over PATH_MAX: Path.is_file raised)
             return False
         try:
             doc = read_json(p)
@@ -1073,6 +1089,13 @@ class RunBuilder(_Files):
 
     def check_target(self) -> None:
         t = self.target
+        most = _name_max(t.parent) - SIBLING_EXTRA
+        if len(os.fsencode(t.name)) > most:  # refused before any work, not once it is published
+            raise RunDirError(
+                f"--out {t}: the folder's name is {len(os.fsencode(t.name))} bytes; a run keeps "
+                f"work beside it under names up to {SIBLING_EXTRA} bytes longer (.NAME.tmp-*, "
+                f"NAME.replaced-<run_id>) and this file system allows {most + SIBLING_EXTRA}: "
+                f"give a name of at most {most} bytes")
         if t.exists() and not t.is_dir():
             raise RunDirError(f"--out {t} is an existing file; give a folder")
         if t.is_dir() and any(t.iterdir()) and not RunDir.is_run(t) and not _is_legacy_run(t):

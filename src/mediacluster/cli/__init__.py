@@ -22,7 +22,7 @@ import traceback
 
 from .._version import __version__
 from ..errors import MediaclusterError, interrupted
-from ..fileio import cache_root, setup_numba_cache
+from ..fileio import cache_root, full_disk, setup_numba_cache
 
 COMMANDS = ["cluster", "assign", "evaluate", "tune", "report", "tags", "serve", "studio", "dups",
             "models", "inbox", "cache"]
@@ -335,6 +335,10 @@ def _main(argv: list[str] | None) -> int:
             return 130
         if isinstance(e, BrokenPipeError) and _stdout_gone():
             return 141  # the reader went away (`mediacluster models RUN | head -1`): quietly, as ls
+        full = full_disk(e)
+        if full is not None:  # a full disk is not a bug (numba's code cache, a library's own file)
+            print(f"error: {printable(full)}", file=sys.stderr)
+            return 2
         if args.verbose:
             traceback.print_exc()
         log = _log_bug(sys.argv if argv is None else argv)

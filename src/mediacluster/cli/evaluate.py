@@ -28,9 +28,9 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import ParameterError
+from ..errors import OutputError, ParameterError
 from ..evaluation import VOTE_K, evaluate, load_source
-from ..fileio import output_error, write_json, write_table
+from ..fileio import check_writable, output_error, write_json, write_table
 from ..persist import version_store
 from ..rundir import EVALUATION, LABEL_ISSUES, RunDir, find_run
 from . import SUMMARIES, printable
@@ -178,6 +178,15 @@ def run(args) -> int:
     if args.label_depth is not None and args.label_depth < 1:
         raise ParameterError(f"--label-depth must be >= 1, got {args.label_depth}", "label-depth")
     src = load_source(Path(args.source))
+    # where evaluation.json goes, checked before the scores (minutes on a large run) are computed
+    if args.out:
+        check_writable(Path(args.out) / EVALUATION if out_dir else Path(args.out))
+    else:
+        try:
+            check_writable((RunDir.open(src["path"]).path if src["kind"] == "run" else Path(args.source))
+                           / EVALUATION)
+        except OutputError as e:
+            raise OutputError(f"{e}; or give --out FILE for evaluation.json") from e
     tables: dict = {}
     res = evaluate(src, sample_size=args.sample_size, dbcv_sample_size=args.dbcv_sample_size,
                    seed=args.seed, labeling=args.labeling, original=not args.no_original,

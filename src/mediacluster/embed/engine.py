@@ -30,7 +30,7 @@ from ..fileio import first_compile_pending
 from ..ingest import SkipItem
 from ..ingest.images import decoding
 from ..progress import progress_bar
-from .store import EmbeddingStore, cache_error, changed_since, failure_kind
+from .store import cache_error, changed_since, failure_kind, open_store
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def embed_collection_cached(
     spent hashing, encoding and reading, and ``cache_stats`` the counts.
     """
     enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
-    store = EmbeddingStore(cache_dir)
+    store = open_store(cache_dir)
     try:
         with store:
             return _embed_through(store, collection, enc, batch_size, workers, progress)

@@ -58,9 +58,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import functools
+import logging
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -70,6 +74,8 @@ import numpy as np
 
 from ..errors import OutputError
 from ..fileio import cache_root, hash_file, hash_files, output_error
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 DB_NAME = "embeddings.sqlite"
@@ -246,13 +252,44 @@ def cache_error(e: BaseException, path) -> OutputError:
         return output_error(e, path)
     msg = str(e)
     hint = "choose another --cache-dir"
-    if "full" in msg:
-        hint = "free some space or " + hint
+    if "full" in msg or "disk I/O" in msg:  # SQLite's words for ENOSPC / for EFBIG (a file-size quota)
+        hint = ("the disk or your file-size quota may be full: free some space or " + hint
+                + "; what was embedded is kept, the same command goes on from there")
     elif "readonly" in msg or "unable to open" in msg:
         hint = "make it writable or " + hint
     elif "not a database" in msg or "malformed" in msg:
         hint = "it is damaged: delete it (it is only a cache) or " + hint
     return OutputError(f"embedding cache {path}: {msg}; {hint}")
+
+
+def _unwritable(e: OutputError) -> bool:
+    """Whether the cache failed to open because its place cannot be written (a read-only folder,
+    file or file system; a HOME nobody may write into), not because it is damaged or full."""
+    cause = e.__cause__
+    if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return True
+    return isinstance(cause, sqlite3.Error) and any(w in str(cause) for w in ("readonly", "unable to open"))
+
+
+def open_store(location: str | os.PathLike | None = None, timeout: float = 120.0) -> EmbeddingStore:
+    """The embedding cache at ``location`` (see :class:`EmbeddingStore`); where it cannot be
+    written, a store in a temporary folder that :meth:`EmbeddingStore.close` removes, with a
+    warning naming the cache: the run works (every file embedded, nothing kept for the next
+    one) instead of ending before any work. A damaged or full cache stays an error."""
+    try:
+        return EmbeddingStore(location, timeout)
+    except OutputError as e:
+        if not _unwritable(e):
+            raise
+        tmp = Path(tempfile.mkdtemp(prefix="mediacluster-cache-"))
+        log.warning("%s; this run embeds without it (nothing is kept for the next run)", e)
+        try:
+            store = EmbeddingStore(tmp, timeout)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        store.temporary = tmp
+        return store
 
 
 def default_store_path() -> Path:
@@ -299,6 +336,7 @@ class EmbeddingStore:
         self.path = path
         self._lock = threading.Lock()
         self._con = None
+        self.temporary: Path | None = None  # a stand-in's folder (:func:`open_store`), removed on close
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._open(path, timeout)
@@ -364,6 +402,9 @@ class EmbeddingStore:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+            if getattr(self, "temporary", None) is not None:  # :func:`open_store`'s stand-in
+                shutil.rmtree(self.temporary, ignore_errors=True)
+                self.temporary = None
 
     def __enter__(self):
         return self

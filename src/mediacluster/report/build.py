@@ -23,7 +23,7 @@ import numpy as np
 
 from ..curated_tree import curated_tree
 from ..data import nearest_to_centre
-from ..errors import ParameterError, RunDirError
+from ..errors import OutputError, ParameterError, RunDirError
 from ..fileio import atomic_path, display_text, json_text, output_error, read_json, write_json
 from ..ingest.stream import NpyVectors
 from ..metrics import labelled
@@ -207,7 +207,10 @@ def map_2d(run: RunDir, vectors: np.ndarray, method: str = "umap", random_state:
     log.info("2-D map: laying out %s items (%s; kept in the run folder for the report and the studio) ...",
              f"{len(vectors):,}", method if len(vectors) <= MAP_FULL_MAX else "pca")
     xy, meta = run_map(run, vectors, method, random_state)
-    run.write_map(xy, meta)
+    try:
+        run.write_map(xy, meta)
+    except OutputError as e:  # a read-only run folder (a report --out elsewhere): used, not kept
+        log.warning("2-D map: not kept in the run folder (%s); laid out again next time", e)
     log.info("2-D map: done in %.1f s", meta["seconds"])
     return xy
 

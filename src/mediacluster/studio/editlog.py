@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RunDirError
+from ..errors import OutputError, RunDirError
 
 SCHEMA = "mediacluster-edits"
 SCHEMA_VERSION = 1
@@ -122,13 +122,33 @@ class EditLog:
     @contextmanager
     def _transaction(self):
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:  # SQLite rolled it back itself (a full disk): nothing open
+                        pass
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                raise self._write_error(e) from e
+
+    def _write_error(self, e: sqlite3.OperationalError) -> Exception:
+        """A write the disk refused (full, a file-size quota, read-only now) as the user's
+        problem it is, naming the log: the edit is not recorded, the ones before it are safe.
+        "database is locked" (another process past the busy timeout) stays as it is."""
+        msg = str(e)
+        if "locked" in msg or "busy" in msg:
+            return e
+        if "full" in msg or "disk I/O" in msg:
+            msg += " (the disk or your file-size quota may be full; free some space)"
+        elif "readonly" in msg:
+            msg += " (the run folder is read-only now)"
+        return OutputError(f"cannot write {self.path}: {msg}; this edit was not recorded, the edits "
+                           "before it are safe")
 
     @contextmanager
     def writing(self):

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Embeddings, as_vectors, check_finite, check_magnitude
-from ..errors import InputError, MediaclusterError, ParameterError, interrupted
+from ..errors import InputError, MediaclusterError, OutputError, ParameterError, interrupted
 from ..fileio import json_text, read_json, setup_numba_cache, write_json, write_npy, write_table
 from ..metrics import labelled
 from ..persist import MODEL_JSON, ModelStore
@@ -311,6 +311,46 @@ def _probe_study(out: Path | None, storage, name: str):
                          "or give another --out") from None
 
 
+def _refused_write(e: BaseException) -> str | None:
+    """SQLite's words when ``e`` (optuna's StorageInternalError, SQLAlchemy's OperationalError)
+    comes from a write the disk refused (full, a file-size quota, read-only); else None."""
+    import sqlite3
+
+    cause, seen = e, set()
+    while cause is not None and not isinstance(cause, sqlite3.OperationalError) and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    why = str(cause) if isinstance(cause, sqlite3.OperationalError) else ""
+    return why if any(w in why for w in ("disk I/O", "full", "readonly")) else None
+
+
+@contextmanager
+def _study_writes(storage, study):
+    """(``study``: the study as far as it is kept, None for a new one.) A write to the study's SQLite file that the disk refuses (full, a file-size quota,
+    read-only now) as the user's problem it is: exit 2 naming the file and saying that the
+    finished trials are kept and the same command resumes (optuna's StorageInternalError was an
+    internal error with its traceback). Anything else passes as it is."""
+    try:
+        yield
+    except Exception as e:
+        why = _refused_write(e)
+        if why is None:
+            raise
+        if "readonly" not in why:
+            why += " (the disk or your file-size quota may be full; free some space)"
+        where = storage.removeprefix("sqlite:///") if isinstance(storage, str) else "the study"
+        if study is None:  # a new study: nothing to keep
+            raise OutputError(f"cannot write {where}: {why}") from e
+        try:
+            from optuna.trial import TrialState
+
+            kept = f"the {len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))} trials finished"
+        except Exception:  # noqa: BLE001 - the count is a courtesy
+            kept = "the trials finished"
+        raise OutputError(f"cannot write {where}: {why}; {kept} are kept in it: the same command "
+                          "resumes the study") from e
+
+
 def _open_study(storage, directions, sampler, pruner, meta: dict, name: str = STUDY_NAME):
     import optuna
 
@@ -534,7 +574,8 @@ class _TrialLogFilter(logging.Filter):
     stopped by a Ctrl-C is not a failure to report (both lines dropped); a trial failed by its
     parameters (:data:`TRIAL_ERRORS`) keeps its one line, which names the error and its
     message, without the traceback (kept with ``--verbose``); any other error, a bug, keeps
-    optuna's traceback."""
+    optuna's traceback. A trial whose study write the disk refused is not reported either: the
+    command stops on it, saying so (:func:`_study_writes`)."""
 
     _TRIAL = re.compile(r"Trial (\d+) failed with ")
 
@@ -547,8 +588,8 @@ class _TrialLogFilter(logging.Filter):
         if m is None:
             return True
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and interrupted(exc):
-            self.stopped.add(m.group(1))
+        if exc is not None and (interrupted(exc) or _refused_write(exc) is not None):
+            self.stopped.add(m.group(1))  # a refused write: the command's error says it (_study_writes)
             return False
         if exc is None:  # "Trial N failed with value None.": the line before said why
             return not (m.group(1) in self.stopped or str(record.msg).endswith("with value None."))
@@ -767,10 +808,11 @@ def tune(
     probe = _probe_study(out, storage, study_name)
     prior = len(probe.trials) if probe is not None else 0
     smp = make_sampler(sampler, seed + prior, sp, grid_points, len(directions))
-    study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, rf, len(sub), promote_full,
-                                                               leader_margin),
-                        meta, study_name)
-    recovered = recover_interrupted(study)
+    with _study_writes(storage, probe):
+        study = _open_study(storage, directions, smp, _pruner(bool(sub), multi, rf, len(sub), promote_full,
+                                                                   leader_margin),
+                            meta, study_name)
+        recovered = recover_interrupted(study)
     if recovered:
         log.warning("trials %s were left running by an interrupted run: marked FAIL, parameters "
                     "enqueued again", recovered)
@@ -815,7 +857,8 @@ def tune(
                                    promote_full, knn_method, leader_margin, ws.fingerprint)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        _optimize(study, obj, n_trials, deadline, _tick)
+        with _study_writes(storage, study):
+            _optimize(study, obj, n_trials, deadline, _tick)
     finally:
         # stopped (a Ctrl-C, an error): a worker that has not ended WORKER_GRACE_S later is
         # terminated, so the command never waits on one that missed the signal (its running

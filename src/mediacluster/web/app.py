@@ -28,6 +28,7 @@ from ..errors import (
     InputError,
     MediaclusterError,
     ModelFormatError,
+    OutputError,
     ParameterError,
     RunDirError,
     RunLockedError,
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: status codes for the errors a client's request can cause
 STATUS = [(RunLockedError, 409), (RunDirError, 404), (ModelFormatError, 503), (ParameterError, 400),
-          (InputError, 400), (MediaclusterError, 400)]
+          (InputError, 400), (OutputError, 507), (MediaclusterError, 400)]  # 507: a full disk
 
 
 class ApiError(Exception):
