@@ -177,3 +177,83 @@ def test_cli_reference_page_is_what_the_parser_says():
     absent = [f"{name} {opt}" for name, action in every_action() for opt in action.option_strings
               if opt not in ("-h", "--help") and f"`{opt}`" not in page]
     assert absent == []
+
+
+def _command_lines(text: str) -> list[str]:
+    """The backticked spans and the lines of the fenced code blocks of a page."""
+    spans = re.findall(r"`([^`\n]+)`", text)
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    return spans + [line for block in blocks for line in block.splitlines()]
+
+
+def test_every_flag_of_a_command_line_is_an_option_of_that_command():
+    """A command line in the README or docs/ARCHITECTURE.md (`mediacluster report RUN
+    --collection-root DIR`, or the short form `report RUN --figure map.png`) uses only options of
+    the command it names (of its sub-command for ``tags train ...``, ``models ...``): an option
+    moved to another command, or a line copied under the wrong one, fails here, where the
+    flag-exists check above passes as long as any command has it."""
+    from mediacluster.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    checked, wrong = 0, []
+    for doc, text in (("README.md", README), ("docs/ARCHITECTURE.md", ARCHITECTURE)):
+        for line in _command_lines(text):
+            m = re.match(r"\s*(?:mediacluster )?([a-z-]+)((?: [a-z-]+)?)(.*)", line)
+            if not m or m.group(1) not in sub.choices:
+                continue
+            parser = sub.choices[m.group(1)]
+            nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            if nested and m.group(2).strip() in nested[0].choices:
+                parser = nested[0].choices[m.group(2).strip()]
+            options = {o for a in parser._actions for o in a.option_strings}
+            rest = (m.group(2) + m.group(3)).split("#")[0].split(" | ")[0]  # a comment, a pipe
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]", rest):
+                checked += 1
+                if flag not in options:
+                    wrong.append(f"{doc}: {flag} is no option of `{m.group(1)}`: {line.strip()}")
+    assert checked > 50, "the pattern finds no command lines"
+    assert wrong == []
+
+
+def test_every_file_the_docs_name_exists():
+    """A ``.py`` file the README or docs/ARCHITECTURE.md names exists: a path with a folder
+    (``tune/small_graph.py``, ``tests/test_conventions.py``, ``benchmarks/perturb_plugin.py``)
+    under the package or the repository, a bare name (a row's ``finder.py``) somewhere in the
+    package or one of the repository's folders; ``stages/{reduce,outliers,cluster}.py`` is
+    each of the three."""
+    missing, checked = [], 0
+    for doc, text in (("README.md", README), ("docs/ARCHITECTURE.md", ARCHITECTURE)):
+        for span in sorted(set(re.findall(r"`([\w/{},.]+\.py)`", text))):
+            alts = re.match(r"(.*)\{(.*)\}(.*)", span)
+            names = ([alts.group(1) + a + alts.group(3) for a in alts.group(2).split(",")]
+                     if alts else [span])
+            for name in names:
+                if "NAME" in name:  # a pattern: `cli/NAME.py`
+                    continue
+                checked += 1
+                if "/" in name:
+                    found = any((base / name).exists() for base in (PACKAGE, ROOT, ROOT / "src"))
+                else:
+                    found = any(PACKAGE.rglob(name)) or any(ROOT.glob("*/" + name))
+                if not found:
+                    missing.append(f"{doc}: {name}")
+    assert checked > 30, "the pattern finds no file names"
+    assert missing == []
+
+
+def test_every_run_folder_file_has_a_row_in_the_architecture():
+    """Each file name ``rundir.py`` gives a run folder (its upper-case string constants) is in
+    the run-folder table of docs/ARCHITECTURE.md (``assignments.csv`` as the row's ``.csv``), so
+    a new run-folder file gets its row."""
+    from mediacluster import rundir
+
+    table = ARCHITECTURE.split("## The run folder", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"`([^`\n]+)`", table))
+    names = [v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str)
+             and re.fullmatch(r"[a-z_0-9]+(\.[a-z]+)?", v) and k not in ("SCHEMA",)
+             and not k.endswith("_KEY")]
+    assert len(names) > 15, "no run-folder file names found in rundir.py"
+    stems = {r.split(".")[0] for r in rows}
+    missing = [n for n in names if not any(r == n or r.startswith(n) for r in rows)
+               and not (n.split(".")[0] in stems and "." + n.split(".")[-1] in rows)]  # `x.parquet`, `.csv`
+    assert missing == []
