@@ -16,8 +16,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 ARCHITECTURE = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
 PACKAGE = ROOT / "src" / "mediacluster"
 
-# flags the README names that belong to other programs (pip)
-NOT_OURS = {"--no-deps"}
+# flags the README names that belong to other programs (pip, pytest)
+NOT_OURS = {"--no-deps", "--collect-only"}
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
@@ -257,3 +257,4 @@ def test_every_run_folder_file_has_a_row_in_the_architecture():
     missing = [n for n in names if not any(r == n or r.startswith(n) for r in rows)
                and not (n.split(".")[0] in stems and "." + n.split(".")[-1] in rows)]  # `x.parquet`, `.csv`
     assert missing == []
+
