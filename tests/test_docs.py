@@ -258,3 +258,12 @@ def test_every_run_folder_file_has_a_row_in_the_architecture():
                and not (n.split(".")[0] in stems and "." + n.split(".")[-1] in rows)]  # `x.parquet`, `.csv`
     assert missing == []
 
+
+def test_every_folder_of_the_package_is_in_the_flow():
+    """docs/ARCHITECTURE.md's flow diagram, where a newcomer learns where an input goes, names
+    every package folder and top-level module of the steps (``duplicates/``, ``serve/`` and
+    ``encoders/`` were missing from it: the folders mirror the flow only if it shows them all)."""
+    flow = re.search(r"## The flow\n\n```\n(.*?)```", ARCHITECTURE, re.S).group(1)
+    named = set(re.findall(r"(?<![\w./])([a-z_]+/)", flow))
+    folders = {p.name + "/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert sorted(folders - named) == []
