@@ -267,3 +267,13 @@ def test_every_folder_of_the_package_is_in_the_flow():
     named = set(re.findall(r"(?<![\w./])([a-z_]+/)", flow))
     folders = {p.name + "/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert sorted(folders - named) == []
+
+
+def test_every_command_has_a_row_in_the_readme_table():
+    """The README's Commands table, where a newcomer looks first, has a row for every
+    sub-command (``inbox`` had none: it was only described under "The service")."""
+    from mediacluster.cli import COMMANDS
+
+    table = README.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `mediacluster ([a-z-]+)", table, re.M))
+    assert sorted(set(COMMANDS) - rows) == []
