@@ -243,19 +243,22 @@ def test_every_file_the_docs_name_exists():
 
 def test_every_run_folder_file_has_a_row_in_the_architecture():
     """Each file name ``rundir.py`` gives a run folder (its upper-case string constants) is in
-    the run-folder table of docs/ARCHITECTURE.md (``assignments.csv`` as the row's ``.csv``), so
-    a new run-folder file gets its row."""
+    the run-folder table of docs/ARCHITECTURE.md (``assignments.csv`` as the row's ``.csv``) and
+    in the README's "What a run writes", so a new run-folder file gets its row (the README had
+    none for ``map2d.npy`` / ``map2d.json``)."""
     from mediacluster import rundir
 
-    table = ARCHITECTURE.split("## The run folder", 1)[1].split("\n## ", 1)[0]
-    rows = set(re.findall(r"`([^`\n]+)`", table))
     names = [v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str)
              and re.fullmatch(r"[a-z_0-9]+(\.[a-z]+)?", v) and k not in ("SCHEMA",)
              and not k.endswith("_KEY")]
     assert len(names) > 15, "no run-folder file names found in rundir.py"
-    stems = {r.split(".")[0] for r in rows}
-    missing = [n for n in names if not any(r == n or r.startswith(n) for r in rows)
-               and not (n.split(".")[0] in stems and "." + n.split(".")[-1] in rows)]  # `x.parquet`, `.csv`
+    missing = []
+    for doc, heading in ((ARCHITECTURE, "## The run folder"), (README, "## What a run writes")):
+        table = doc.split(heading, 1)[1].split("\n## ", 1)[0]
+        rows = set(re.findall(r"`([^`\n]+)`", table))
+        stems = {r.split(".")[0] for r in rows}
+        missing += [f"{heading}: {n}" for n in names if not any(r == n or r.startswith(n) for r in rows)
+                    and not (n.split(".")[0] in stems and "." + n.split(".")[-1] in rows)]  # `.csv`
     assert missing == []
 
 
