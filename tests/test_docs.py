@@ -280,3 +280,13 @@ def test_every_command_has_a_row_in_the_readme_table():
     table = README.split("## Commands", 1)[1].split("\n## ", 1)[0]
     rows = set(re.findall(r"^\| `mediacluster ([a-z-]+)", table, re.M))
     assert sorted(set(COMMANDS) - rows) == []
+
+
+def test_every_module_is_in_the_readme_layout():
+    """The README's Layout lists every folder and top-level module of the package (``_version.py``
+    and ``datasets.py`` were missing)."""
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    missing = [p.name for p in sorted(PACKAGE.iterdir())
+               if (p.suffix == ".py" and not p.name.startswith("__")) or (p / "__init__.py").exists()
+               if not re.search(r"(?<![\w/])" + re.escape(p.name + ("/" if p.is_dir() else "")), layout)]
+    assert missing == []
