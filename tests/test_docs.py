@@ -290,3 +290,22 @@ def test_every_module_is_in_the_readme_layout():
                if (p.suffix == ".py" and not p.name.startswith("__")) or (p / "__init__.py").exists()
                if not re.search(r"(?<![\w/])" + re.escape(p.name + ("/" if p.is_dir() else "")), layout)]
     assert missing == []
+
+
+def test_every_results_section_the_docs_cite_exists():
+    """A section of benchmarks/RESULTS.md the README or docs/ARCHITECTURE.md cites by its title
+    (`benchmarks/RESULTS.md`, "Broken files, remembered"; RESULTS, "Names of mixed clusters")
+    is a ``## `` heading there (or the start of one: "Engine: ..."), so a reader finds the
+    measurement behind a figure."""
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", results, re.M)
+    cited, missing = 0, []
+    for doc, text in (("README.md", README), ("docs/ARCHITECTURE.md", ARCHITECTURE)):
+        runs = re.findall(r'RESULTS(?:\.md`?)?(?:,| section| sections|:)?\s*'
+                          r'((?:"[^"\n]+"(?:,? (?:and |or )?)?)+)', text)
+        for title in (t for run in runs for t in re.findall(r'"([^"\n]+)"', run)):
+            cited += 1
+            if not any(h.startswith(title.rstrip(".")) for h in headings):
+                missing.append(f"{doc}: {title}")
+    assert cited > 20, "the pattern finds no citations"
+    assert missing == []
