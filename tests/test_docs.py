@@ -309,3 +309,14 @@ def test_every_results_section_the_docs_cite_exists():
                 missing.append(f"{doc}: {title}")
     assert cited > 20, "the pattern finds no citations"
     assert missing == []
+
+
+def test_every_environment_variable_the_package_reads_is_in_the_readme():
+    """A ``MEDIACLUSTER_*`` variable the package reads is a setting a user can give, so the README
+    names it (``MEDIACLUSTER_BACKEND``, the default encoder's ONNX Runtime / PyTorch choice, was
+    named nowhere); ``MEDIACLUSTER_SERVE_CONFIG`` is what ``serve --workers`` hands its workers."""
+    internal = {"MEDIACLUSTER_SERVE_CONFIG"}
+    read = {v for p in PACKAGE.rglob("*.py")
+            for v in re.findall(r"MEDIACLUSTER_[A-Z_]+", p.read_text(encoding="utf-8"))}
+    assert "MEDIACLUSTER_CACHE" in read, "the pattern finds no variables"
+    assert sorted(v for v in read - internal if v not in README) == []
