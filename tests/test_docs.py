@@ -16,8 +16,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 ARCHITECTURE = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
 PACKAGE = ROOT / "src" / "mediacluster"
 
-# flags the README names that belong to other programs (pip)
-NOT_OURS = {"--no-deps"}
+# flags the README names that belong to other programs (pip, pytest)
+NOT_OURS = {"--no-deps", "--collect-only"}
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
@@ -177,3 +177,146 @@ def test_cli_reference_page_is_what_the_parser_says():
     absent = [f"{name} {opt}" for name, action in every_action() for opt in action.option_strings
               if opt not in ("-h", "--help") and f"`{opt}`" not in page]
     assert absent == []
+
+
+def _command_lines(text: str) -> list[str]:
+    """The backticked spans and the lines of the fenced code blocks of a page."""
+    spans = re.findall(r"`([^`\n]+)`", text)
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    return spans + [line for block in blocks for line in block.splitlines()]
+
+
+def test_every_flag_of_a_command_line_is_an_option_of_that_command():
+    """A command line in the README or docs/ARCHITECTURE.md (`mediacluster report RUN
+    --collection-root DIR`, or the short form `report RUN --figure map.png`) uses only options of
+    the command it names (of its sub-command for ``tags train ...``, ``models ...``): an option
+    moved to another command, or a line copied under the wrong one, fails here, where the
+    flag-exists check above passes as long as any command has it."""
+    from mediacluster.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    checked, wrong = 0, []
+    for doc, text in (("README.md", README), ("docs/ARCHITECTURE.md", ARCHITECTURE)):
+        for line in _command_lines(text):
+            m = re.match(r"\s*(?:mediacluster )?([a-z-]+)((?: [a-z-]+)?)(.*)", line)
+            if not m or m.group(1) not in sub.choices:
+                continue
+            parser = sub.choices[m.group(1)]
+            nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            if nested and m.group(2).strip() in nested[0].choices:
+                parser = nested[0].choices[m.group(2).strip()]
+            options = {o for a in parser._actions for o in a.option_strings}
+            rest = (m.group(2) + m.group(3)).split("#")[0].split(" | ")[0]  # a comment, a pipe
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]", rest):
+                checked += 1
+                if flag not in options:
+                    wrong.append(f"{doc}: {flag} is no option of `{m.group(1)}`: {line.strip()}")
+    assert checked > 50, "the pattern finds no command lines"
+    assert wrong == []
+
+
+def test_every_file_the_docs_name_exists():
+    """A ``.py`` file the README or docs/ARCHITECTURE.md names exists: a path with a folder
+    (``tune/small_graph.py``, ``tests/test_conventions.py``, ``benchmarks/perturb_plugin.py``)
+    under the package or the repository, a bare name (a row's ``finder.py``) somewhere in the
+    package or one of the repository's folders; ``stages/{reduce,outliers,cluster}.py`` is
+    each of the three."""
+    missing, checked = [], 0
+    for doc, text in (("README.md", README), ("docs/ARCHITECTURE.md", ARCHITECTURE)):
+        for span in sorted(set(re.findall(r"`([\w/{},.]+\.py)`", text))):
+            alts = re.match(r"(.*)\{(.*)\}(.*)", span)
+            names = ([alts.group(1) + a + alts.group(3) for a in alts.group(2).split(",")]
+                     if alts else [span])
+            for name in names:
+                if "NAME" in name:  # a pattern: `cli/NAME.py`
+                    continue
+                checked += 1
+                if "/" in name:
+                    found = any((base / name).exists() for base in (PACKAGE, ROOT, ROOT / "src"))
+                else:
+                    found = any(PACKAGE.rglob(name)) or any(ROOT.glob("*/" + name))
+                if not found:
+                    missing.append(f"{doc}: {name}")
+    assert checked > 30, "the pattern finds no file names"
+    assert missing == []
+
+
+def test_every_run_folder_file_has_a_row_in_the_architecture():
+    """Each file name ``rundir.py`` gives a run folder (its upper-case string constants) is in
+    the run-folder table of docs/ARCHITECTURE.md (``assignments.csv`` as the row's ``.csv``) and
+    in the README's "What a run writes", so a new run-folder file gets its row (the README had
+    none for ``map2d.npy`` / ``map2d.json``)."""
+    from mediacluster import rundir
+
+    names = [v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str)
+             and re.fullmatch(r"[a-z_0-9]+(\.[a-z]+)?", v) and k not in ("SCHEMA",)
+             and not k.endswith("_KEY")]
+    assert len(names) > 15, "no run-folder file names found in rundir.py"
+    missing = []
+    for doc, heading in ((ARCHITECTURE, "## The run folder"), (README, "## What a run writes")):
+        table = doc.split(heading, 1)[1].split("\n## ", 1)[0]
+        rows = set(re.findall(r"`([^`\n]+)`", table))
+        stems = {r.split(".")[0] for r in rows}
+        missing += [f"{heading}: {n}" for n in names if not any(r == n or r.startswith(n) for r in rows)
+                    and not (n.split(".")[0] in stems and "." + n.split(".")[-1] in rows)]  # `.csv`
+    assert missing == []
+
+
+def test_every_folder_of_the_package_is_in_the_flow():
+    """docs/ARCHITECTURE.md's flow diagram, where a newcomer learns where an input goes, names
+    every package folder and top-level module of the steps (``duplicates/``, ``serve/`` and
+    ``encoders/`` were missing from it: the folders mirror the flow only if it shows them all)."""
+    flow = re.search(r"## The flow\n\n```\n(.*?)```", ARCHITECTURE, re.S).group(1)
+    named = set(re.findall(r"(?<![\w./])([a-z_]+/)", flow))
+    folders = {p.name + "/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert sorted(folders - named) == []
+
+
+def test_every_command_has_a_row_in_the_readme_table():
+    """The README's Commands table, where a newcomer looks first, has a row for every
+    sub-command (``inbox`` had none: it was only described under "The service")."""
+    from mediacluster.cli import COMMANDS
+
+    table = README.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `mediacluster ([a-z-]+)", table, re.M))
+    assert sorted(set(COMMANDS) - rows) == []
+
+
+def test_every_module_is_in_the_readme_layout():
+    """The README's Layout lists every folder and top-level module of the package (``_version.py``
+    and ``datasets.py`` were missing)."""
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    missing = [p.name for p in sorted(PACKAGE.iterdir())
+               if (p.suffix == ".py" and not p.name.startswith("__")) or (p / "__init__.py").exists()
+               if not re.search(r"(?<![\w/])" + re.escape(p.name + ("/" if p.is_dir() else "")), layout)]
+    assert missing == []
+
+
+def test_every_results_section_the_docs_cite_exists():
+    """A section of benchmarks/RESULTS.md the README or docs/ARCHITECTURE.md cites by its title
+    (`benchmarks/RESULTS.md`, "Broken files, remembered"; RESULTS, "Names of mixed clusters")
+    is a ``## `` heading there (or the start of one: "Engine: ..."), so a reader finds the
+    measurement behind a figure."""
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", results, re.M)
+    cited, missing = 0, []
+    for doc, text in (("README.md", README), ("docs/ARCHITECTURE.md", ARCHITECTURE)):
+        runs = re.findall(r'RESULTS(?:\.md`?)?(?:,| section| sections|:)?\s*'
+                          r'((?:"[^"\n]+"(?:,? (?:and |or )?)?)+)', text)
+        for title in (t for run in runs for t in re.findall(r'"([^"\n]+)"', run)):
+            cited += 1
+            if not any(h.startswith(title.rstrip(".")) for h in headings):
+                missing.append(f"{doc}: {title}")
+    assert cited > 20, "the pattern finds no citations"
+    assert missing == []
+
+
+def test_every_environment_variable_the_package_reads_is_in_the_readme():
+    """A ``MEDIACLUSTER_*`` variable the package reads is a setting a user can give, so the README
+    names it (``MEDIACLUSTER_BACKEND``, the default encoder's ONNX Runtime / PyTorch choice, was
+    named nowhere); ``MEDIACLUSTER_SERVE_CONFIG`` is what ``serve --workers`` hands its workers."""
+    internal = {"MEDIACLUSTER_SERVE_CONFIG"}
+    read = {v for p in PACKAGE.rglob("*.py")
+            for v in re.findall(r"MEDIACLUSTER_[A-Z_]+", p.read_text(encoding="utf-8"))}
+    assert "MEDIACLUSTER_CACHE" in read, "the pattern finds no variables"
+    assert sorted(v for v in read - internal if v not in README) == []

@@ -1,12 +1,14 @@
 """Command line: thin sub-commands over the Python API.
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)`` and ``run(args)``
-(returning the exit code), so adding one touches this list only.
+(returning the exit code), so adding one touches this module's lists only (``COMMANDS``, and
+``SUMMARIES``: its line in ``mediacluster --help``).
 
 Exit codes: 0 done; 3 done, but some input files were skipped (listed with reasons); 2 a
 problem with what was given (a :class:`~mediacluster.errors.MediaclusterError`: the message
 names the file, parameter or row); 1 a bug (a short hint on stderr, the traceback in the log
-file it names); 130 interrupted.
+file it names); 130 interrupted; 141 the reader of the output went away (``... | head -1``),
+quietly.
 """
 
 from __future__ import annotations
