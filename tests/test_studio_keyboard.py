@@ -268,3 +268,87 @@ def test_the_page_at_200_percent_zoom_keeps_the_gallery_usable(base_run, tmp_pat
     finally:
         drv.quit()
         s.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_search_split_export_and_a_level_name_by_keyboard(cifar3_embeddings, tmp_path):
+    """On a run with levels: / and a word and Enter search, Down goes from the box to the first
+    result (a dozen Tabs past the header before); f, Tab to the level switch, Down groups the
+    list, Tab to a group's rename, Enter, a name and Enter name it, the focus back on the group's
+    rename button (it was left on the body: the box was drawn away); a split is previewed and
+    applied by Tab and Enter, the focus on a tile afterwards (the panel it was in hides); export
+    by Enter keeps the focus on its button (disabled while it ran, which dropped the focus)."""
+    from selenium.webdriver.common.keys import Keys
+    from test_levels import pca_tree
+
+    from mediacluster.report.build import map_2d
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
+    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
+    with run.writing("test"):
+        map_2d(run, cifar3_embeddings.vectors, method="pca")
+    s = Server(run.path)
+    drv = chromium()
+
+    def tab_to(elem_id, limit=40):
+        for _ in range(limit):
+            if focused(drv)["id"] == elem_id or elem_id in (js(drv, "return document.activeElement.className") or ""):
+                return
+            keys(drv, Keys.TAB)
+        raise AssertionError(f"Tab never reached {elem_id}: {focused(drv)}")
+
+    try:
+        with client(s) as api:
+            drv.get(s.url)
+            wait(lambda: loaded(drv), what="first paint")
+            keys(drv, "/")
+            assert focused(drv)["id"] == "q"
+            keys(drv, "cat", Keys.ENTER)
+            wait(lambda: drv.find_elements("css selector", "#search-title") and drv.find_elements("css selector", "#grid .tile"),
+                 what="the search's results")
+            keys(drv, Keys.ARROW_DOWN)
+            assert focused(drv)["tile"], focused(drv)
+
+            keys(drv, Keys.ESCAPE, "f", Keys.TAB)
+            assert focused(drv)["id"] == "level"
+            keys(drv, Keys.ARROW_DOWN)
+            wait(lambda: drv.find_elements("css selector", "#cluster-list li.group .group-rename"), what="the grouped list")
+            idle(drv)
+            tab_to("group-rename")
+            group = js(drv, "return document.activeElement.closest('li.group').getAttribute('data-group')")
+            keys(drv, Keys.ENTER)
+            wait(lambda: js(drv, "return document.activeElement.className") == "group-name", what="the group's name box")
+            keys(drv, "felines by keyboard", Keys.ENTER)
+            wait(lambda: any(e["kind"] == "level_rename" for e in api.get("/api/edits").json()["events"]), what="the level rename")
+            idle(drv, "the rename's refresh")
+            assert js(drv, "return document.activeElement.className") == "group-rename"
+            assert js(drv, "return document.activeElement.closest('li.group').getAttribute('data-group')") == group
+
+            keys(drv, "c", Keys.ENTER)
+            wait(lambda: drv.find_elements("css selector", "#split-preview"), what="a cluster's head")
+            idle(drv)
+            drv.find_element("id", "cluster-name").click()  # the head (Tab from the list crosses every row)
+            tab_to("split-preview")
+            keys(drv, Keys.ENTER)
+            wait(lambda: drv.find_element("id", "split-panel").is_displayed(), what="the split preview")
+            idle(drv)
+            assert focused(drv)["id"] == "split-preview"
+            tab_to("split-apply")
+            keys(drv, Keys.ENTER)
+            wait(lambda: any(e["kind"] == "split" for e in api.get("/api/edits").json()["events"]), what="the split")
+            idle(drv, "the split's refresh")
+            wait(lambda: not drv.find_element("id", "split-panel").is_displayed(), what="the split panel gone")
+            assert focused(drv)["tile"], f"after the split the focus is on {focused(drv)}"
+
+            js(drv, "document.getElementById('export').focus()")
+            keys(drv, Keys.ENTER)
+            wait(lambda: js(drv, "return window.mcStudio.lastExport"), what="the export")
+            idle(drv)
+            assert focused(drv)["id"] == "export"
+            assert not severe(drv)
+    finally:
+        drv.quit()
+        s.stop()

@@ -788,6 +788,20 @@
     if (ev.key === "Escape") { ev.preventDefault(); ev.stopPropagation(); closeHelp(); }
     else if (ev.key === "Tab") { ev.preventDefault(); $("help-close").focus(); }
   });
+  // down from the search box to its results, from the filter box to the rows it left (each was
+  // a dozen Tabs away, past the header's controls)
+  $("q").addEventListener("keydown", (ev) => { if (ev.key === "ArrowDown" && focusTile(0)) ev.preventDefault(); });
+  $("filter").addEventListener("keydown", (ev) => {
+    const row = document.querySelector("#cluster-list li[data-cluster]");
+    if (ev.key === "ArrowDown" && row) { ev.preventDefault(); row.focus(); }
+  });
+  // a button disabled while its request runs (export, publish, a split preview) drops the focus
+  // to the body: given back when it is enabled again, unless the person went elsewhere
+  function busyButton(btn) {
+    const had = document.activeElement === btn;
+    btn.disabled = true;
+    return () => { btn.disabled = false; if (had && (document.activeElement === document.body || !document.activeElement)) btn.focus(); };
+  }
   document.addEventListener("keydown", (ev) => {
     const typing = /INPUT|SELECT|TEXTAREA/.test((document.activeElement || {}).tagName || "");
     if (typing || !$("help").hidden) return;
@@ -986,12 +1000,15 @@
     head.querySelector(".gtext").replaceWith(input);
     const btn = head.querySelector(".group-rename"); if (btn) btn.remove();
     input.addEventListener("click", (ev) => ev.stopPropagation());
+    // the box is gone once the list is drawn again: the focus goes to the group's rename button
+    const back = () => { const b = document.querySelector('#cluster-list li.group[data-group="' + head.getAttribute("data-group") + '"] .group-rename'); if (b) b.focus(); else rescueFocus(); };
     input.addEventListener("keydown", async (ev) => {
-      if (ev.key === "Escape") { renderClusters(); return; }
+      if (ev.key === "Escape") { ev.stopPropagation(); renderClusters(); back(); return; }
       if (ev.key !== "Enter" || !input.value.trim()) return;
       const r = await edit({ kind: "level_rename", level: level, cluster: run, name: input.value });
       if (r) toast("named group " + run + " of " + level + " \u201c" + r.edit.name + "\u201d");
       else renderClusters();
+      back();
     });
     input.focus(); input.select();
   }
@@ -1056,7 +1073,7 @@
 
   // ------------------------------------------------------------------ split
   async function previewSplit(id, k) {
-    const btn = $("split-preview"); btn.disabled = true; btn.textContent = "splitting\u2026";
+    const btn = $("split-preview"), done = busyButton(btn); btn.textContent = "splitting\u2026";
     try {
       const t0 = performance.now();
       const p = await api("api/split/preview", { method: "POST", body: { cluster: id, k: k === "auto" ? "auto" : Number(k) } });
@@ -1067,7 +1084,7 @@
       S.preview = { cluster: id, part: part, colors: colors, id: p.preview, result: p };
       renderSplit(p);
       redraw();
-    } catch (e) { fail(e); } finally { btn.disabled = false; btn.textContent = "preview split"; }
+    } catch (e) { fail(e); } finally { done(); btn.textContent = "preview split"; }
   }
   function renderSplit(p) {
     const box = clear($("split-panel"));
@@ -1088,14 +1105,17 @@
     box.appendChild(parts);
     box.appendChild(el("button", { class: "primary", id: "split-apply", text: "apply split", onclick: applySplit }));
     box.appendChild(document.createTextNode(" "));
-    box.appendChild(el("button", { id: "split-cancel", text: "cancel", onclick: () => { S.preview = null; box.hidden = true; redraw(); } }));
+    box.appendChild(el("button", { id: "split-cancel", text: "cancel", onclick: () => {
+      S.preview = null; box.hidden = true; redraw();
+      if ($("split-preview")) $("split-preview").focus();  // back where the preview was asked for
+    } }));
   }
   async function applySplit() {
     const pv = S.preview;
     if (!pv) return;
     const nm = Array.from(document.querySelectorAll("#split-panel .part-name")).map((i) => i.value.trim() || null);
     const r = await edit({ kind: "split", preview: pv.id, names: nm });
-    if (r) { toast("split #" + pv.cluster + " into " + r.edit.ids.length + " clusters"); S.preview = null; $("split-panel").hidden = true; renderClusters(); redraw(); }
+    if (r) { toast("split #" + pv.cluster + " into " + r.edit.ids.length + " clusters"); S.preview = null; $("split-panel").hidden = true; renderClusters(); redraw(); rescueFocus(); }
   }
 
   // ------------------------------------------------------------------ search
@@ -1351,7 +1371,7 @@
       if (prefer.length) body.prefer = prefer;
       if ($("export-split").value) body.split = $("export-split").value;
     }
-    btn.disabled = true;
+    const done = busyButton(btn);
     try {
       const r = await api("api/export", { method: "POST", body: body });
       S.lastExport = r;
@@ -1363,16 +1383,16 @@
       if (kind === "classes" && /prefer|split/.test(e.message || "")) $("export-prefer").setAttribute("aria-invalid", "true");
       S.exportError = e.message;
       fail(e);
-    } finally { btn.disabled = false; }
+    } finally { done(); }
   });
   $("publish").addEventListener("click", async () => {
     const btn = $("publish");
-    btn.disabled = true; btn.textContent = "publishing\u2026";
+    const done = busyButton(btn); btn.textContent = "publishing\u2026";
     try {
       const r = await api("api/publish", { method: "POST", body: {} });
       S.lastPublish = r;
       toast("published model " + r.version + ": it predicts the curated cluster of " + (100 * r.agreement).toFixed(2) + "% of " + fmt(r.checked) + " curated items" + (r.duplicates ? "; it carries the run's duplicate index" : "") + (r.levels && r.levels.length ? "; it keeps the run's levels above them (clusters per level " + r.levels.join(" -> ") + ")" : ""));
-    } catch (e) { fail(e); } finally { btn.disabled = false; btn.textContent = "publish"; }
+    } catch (e) { fail(e); } finally { done(); btn.textContent = "publish"; }
   });
 
   // ------------------------------------------------------------------ levels
