@@ -1,12 +1,16 @@
 """The studio by keyboard and screen reader: an audit of a real run's page, and its load time.
 
-    python benchmarks/studio_keyboard.py RUN [--loads 8] [--zoom 2] [--audit]
+    python benchmarks/studio_keyboard.py RUN [--loads 8] [--zoom 2] [--audit] [--compare OTHER_SRC]
 
 Starts ``mediacluster studio RUN`` on 127.0.0.1 (the package on ``PYTHONPATH``), opens it in
 headless Chromium and
 
 - times ``--loads`` fresh loads of the page (navigation start to the page's first paint with
   no request in flight; and the page's own ``firstPaint``, ms), the median and the spread;
+- with ``--compare OTHER_SRC``: instead, two studios on RUN, one with ``OTHER_SRC`` as its
+  ``PYTHONPATH`` (another checkout's ``src``: the page before a change), loaded in turn by one
+  browser ``--loads`` times each (the order swapped every round), so the two see the same
+  machine load at the same moments;
 - with ``--audit``: walks the page with Tab from the top (each stop's tag, role, accessible name
   as Chromium computes it, whether a focus ring is drawn), lists the controls without an
   accessible name, the images in controls without a text alternative, the live regions, and,
@@ -61,6 +65,37 @@ def load_times(url: str, loads: int) -> tuple[list[float], list[float]]:
     finally:
         drv.quit()
     return wall, paint
+
+
+def compare(run: Path, other: str, loads: int) -> None:
+    """``--loads`` loads of each of two studios on ``run`` in turn: this checkout's and ``other``'s."""
+    import os
+
+    here = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = other
+    a = Server(run)
+    os.environ["PYTHONPATH"] = here
+    b = Server(run)
+    drv = _browser.chromium(1400, 1000)
+    res = {"other": ([], []), "this": ([], [])}
+    try:
+        for k in range(loads):
+            for name, s in ((("other", a), ("this", b)) if k % 2 == 0 else (("this", b), ("other", a))):
+                drv.get("about:blank")
+                t0 = time.perf_counter()
+                drv.get(s.url)
+                _browser.wait_studio_loaded(drv)
+                res[name][0].append((time.perf_counter() - t0) * 1000)
+                res[name][1].append(drv.execute_script("return window.mcStudio.firstPaint"))
+        for name, (w, p) in res.items():
+            q, qp = statistics.quantiles(w), statistics.quantiles(p)
+            print(f"{name} ({other if name == 'other' else here}): load median {statistics.median(w):.0f} ms "
+                  f"(quartiles {q[0]:.0f}-{q[2]:.0f}); firstPaint median {statistics.median(p):.0f} ms "
+                  f"(quartiles {qp[0]:.0f}-{qp[2]:.0f})")
+    finally:
+        drv.quit()
+        a.stop()
+        b.stop()
 
 
 def audit(url: str, zoom: float) -> None:
@@ -127,7 +162,11 @@ def main(argv=None) -> int:
     ap.add_argument("--loads", type=int, default=8)
     ap.add_argument("--zoom", type=float, default=2.0)
     ap.add_argument("--audit", action="store_true")
+    ap.add_argument("--compare", metavar="OTHER_SRC")
     a = ap.parse_args(argv)
+    if a.compare:
+        compare(Path(a.run), a.compare, a.loads)
+        return 0
     s = Server(Path(a.run))
     try:
         if a.loads:
