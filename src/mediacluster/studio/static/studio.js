@@ -83,6 +83,12 @@
     });
     return e;
   }
+  // a tile's "open" button: named after its item for a screen reader ("i" said nothing), out of
+  // the Tab order (the tile's own "o" key opens it: one stop a tile, not two), shown on focus
+  function openButton(it) {
+    return el("button", { class: "open", title: "open", "aria-label": "open " + it.name, tabindex: "-1", text: "i",
+      onclick: (ev) => { ev.stopPropagation(); openItem(it.i); } });
+  }
   // a list redrawn under the keyboard's focus gives it back to the same entry (attribute ``attr``)
   function keepFocus(box, attr, redraw) {
     const a = document.activeElement;
@@ -94,7 +100,8 @@
 
   function toast(text, error) {
     const box = $("toast");
-    const m = el("div", { class: "msg" + (error ? " error" : ""), text: text });
+    // an error interrupts a screen reader (role alert); the rest waits its turn (the box's polite region)
+    const m = el("div", { class: "msg" + (error ? " error" : ""), text: text, role: error ? "alert" : null });
     box.appendChild(m);
     S.toasts.push({ text: String(text), error: !!error });
     if (error) S.errors.push(String(text));
@@ -578,8 +585,13 @@
     arr.sort((a, b) => (b.size - a.size) || (a.id - b.id));
     const groups = S.level && S.groups[S.level];
     const row = (c) => {
-      const li = el("li", { "data-cluster": c.id, class: (S.view.kind === "cluster" && S.view.id === c.id ? "current" : "") + (c.size === 0 ? " empty" : "") },
-        c.id >= 0 ? el("input", { type: "checkbox", class: "mcheck", title: "check to merge", checked: S.checked.has(c.id),
+      const cur = S.view.kind === "cluster" && S.view.id === c.id;
+      // what a screen reader says of the row: its name and size and the states the badges show
+      // (not the checkbox's title nor the bare size, which its text alone gave)
+      const said = c.name + ", " + fmt(c.size) + " items" + (c.name_sure === false ? ", unsure name" : "") + (c.junk ? ", junk" : "")
+        + (c.named_by === "person" ? ", named by a person" : "") + (c.new ? ", new" : "") + (S.checked.has(c.id) ? ", checked for a merge" : "");
+      const li = el("li", { "data-cluster": c.id, class: (cur ? "current" : "") + (c.size === 0 ? " empty" : ""), "aria-label": said, "aria-current": cur ? "true" : null },
+        c.id >= 0 ? el("input", { type: "checkbox", class: "mcheck", title: "check to merge", "aria-label": "check " + c.name + " (#" + c.id + ") for a merge", checked: S.checked.has(c.id),
           onclick: (ev) => { ev.stopPropagation(); if (ev.target.checked) S.checked.add(c.id); else S.checked.delete(c.id); mergeState(); } }) : el("span", { style: "width:13px" }),
         el("span", { class: "swatch" }),
         el("span", { class: "cname" + (c.name_sure === false ? " unsure" : ""), text: c.name, title: c.name + " (#" + c.id + ")" + (c.name_sure === false ? ": " + (c.name_why || "unsure") : "") }),
@@ -627,7 +639,11 @@
     const ids = checked();
     if (ids.length < 2) return;
     const r = await edit({ kind: "merge", clusters: ids });
-    if (r) { S.checked.clear(); toast("merged " + ids.length + " clusters into #" + r.edit.into); showCluster(r.edit.into); }
+    if (r) {
+      S.checked.clear(); toast("merged " + ids.length + " clusters into #" + r.edit.into);
+      await showCluster(r.edit.into);
+      focusRow(r.edit.into);  // the merge button is disabled now: the focus goes to the cluster made
+    }
   });
 
   function updateCounts() {
@@ -684,17 +700,124 @@
       const r = await api("api/" + which, { method: "POST", body: { target: which === "undo" ? S.undoTarget : S.redoTarget } });
       toast(which + ": " + describe(r.edit));
       await refresh(false);
+      rescueFocus(S.lastClicked);
     } catch (e) { await failed(e); } finally { S.editing = false; }
   }
   function describe(e) { return e && e.target ? "edit " + e.target : ""; }
   $("undo").addEventListener("click", () => undoRedo("undo"));
   $("redo").addEventListener("click", () => undoRedo("redo"));
+
+  // ------------------------------------------------------------------ keyboard
+  // The page's own keys (listed in the "?" overlay and the README), never while typing in a box:
+  // arrows move between the gallery's tiles and the cluster list's rows, o opens the item a tile
+  // shows, x checks a row for a merge, / f g c m jump to the search, the filter, the gallery,
+  // the cluster list and the selection's "move to"; Escape closes the overlay, then the item
+  // panel, then clears the selection. After an edit that takes away the control the focus was
+  // on (the selection bar goes once its items moved, a merged row, a closed panel) the focus goes
+  // to the gallery's tile at the same place, not to the page's body.
+  function focusable(e) { return e && e.isConnected && !e.closest("[hidden]") && !e.disabled; }
+  function focusTile(idx) {
+    const tiles = document.querySelectorAll("#grid .tile");
+    if (!tiles.length) return false;
+    tiles[Math.max(0, Math.min(tiles.length - 1, idx || 0))].focus();
+    return true;
+  }
+  function focusRow(id) {
+    const row = (id !== undefined && id !== null && document.querySelector('#cluster-list li[data-cluster="' + id + '"]'))
+      || document.querySelector("#cluster-list li.current") || document.querySelector("#cluster-list li[data-cluster]");
+    if (row) row.focus();
+    return !!row;
+  }
+  S.focusLost = 0;  // times the focus was given back after an edit left it on the body (tests)
+  // the focus left on the body (its control hidden or removed): to the gallery, else the list
+  function rescueFocus(idx) {
+    const a = document.activeElement;
+    if (a && a !== document.body && focusable(a)) return;
+    S.focusLost++;
+    if (!focusTile(idx)) focusRow(S.view.kind === "cluster" ? S.view.id : null);
+  }
+  function gridColumns(tiles) {  // tiles in the gallery's first row (the grid's auto-fill)
+    let n = 0;
+    while (n < tiles.length && tiles[n].offsetTop === tiles[0].offsetTop) n++;
+    return Math.max(1, n);
+  }
+  $("grid").addEventListener("keydown", (ev) => {
+    const t = ev.target;
+    if (!t.classList || !t.classList.contains("tile") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const tiles = Array.from(document.querySelectorAll("#grid .tile")), at = tiles.indexOf(t);
+    if (at < 0) return;
+    const cols = gridColumns(tiles);
+    const to = { ArrowRight: at + 1, ArrowLeft: at - 1, ArrowDown: at + cols, ArrowUp: at - cols, Home: 0, End: tiles.length - 1 }[ev.key];
+    if (to !== undefined) {
+      ev.preventDefault();
+      if (to >= 0 && to < tiles.length) tiles[to].focus();
+      else if (ev.key === "ArrowDown" && !$("next").disabled && !$("pager").hidden) $("next").focus();  // the page's last row: on to the pager
+    } else if (ev.key === "o" || ev.key === "i") {
+      ev.preventDefault(); ev.stopPropagation();
+      openItem(Number(t.getAttribute("data-i")));
+    }
+  });
+  $("cluster-list").addEventListener("keydown", (ev) => {
+    const t = ev.target;
+    if (t.tagName !== "LI" || !t.hasAttribute("data-cluster") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const rows = Array.from(document.querySelectorAll("#cluster-list li[data-cluster]")), at = rows.indexOf(t);
+    const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: rows.length - 1 }[ev.key];
+    if (to !== undefined) {
+      ev.preventDefault();
+      if (to >= 0 && to < rows.length) rows[to].focus();
+    } else if (ev.key === "x") {  // check / uncheck the row for a merge (the checkbox is a Tab stop too)
+      const box = t.querySelector(".mcheck");
+      if (box) { ev.preventDefault(); ev.stopPropagation(); box.click(); renderClusters(); }
+    }
+  });
+  // the "?" overlay: a dialog the focus goes into and comes back from
+  let helpFrom = null;
+  function openHelp() {
+    helpFrom = document.activeElement;
+    $("help").hidden = false;
+    $("help-close").focus();
+  }
+  function closeHelp() {
+    $("help").hidden = true;
+    if (focusable(helpFrom) && helpFrom !== document.body) helpFrom.focus(); else rescueFocus();
+    helpFrom = null;
+  }
+  $("help-open").addEventListener("click", openHelp);
+  $("help-close").addEventListener("click", closeHelp);
+  $("help").addEventListener("keydown", (ev) => {  // the focus stays in the dialog while it is open
+    if (ev.key === "Escape") { ev.preventDefault(); ev.stopPropagation(); closeHelp(); }
+    else if (ev.key === "Tab") { ev.preventDefault(); $("help-close").focus(); }
+  });
+  // down from the search box to its results, from the filter box to the rows it left (each was
+  // a dozen Tabs away, past the header's controls)
+  $("q").addEventListener("keydown", (ev) => { if (ev.key === "ArrowDown" && focusTile(0)) ev.preventDefault(); });
+  $("filter").addEventListener("keydown", (ev) => {
+    const row = document.querySelector("#cluster-list li[data-cluster]");
+    if (ev.key === "ArrowDown" && row) { ev.preventDefault(); row.focus(); }
+  });
+  // a button disabled while its request runs (export, publish, a split preview) drops the focus
+  // to the body: given back when it is enabled again, unless the person went elsewhere
+  function busyButton(btn) {
+    const had = document.activeElement === btn;
+    btn.disabled = true;
+    return () => { btn.disabled = false; if (had && (document.activeElement === document.body || !document.activeElement)) btn.focus(); };
+  }
   document.addEventListener("keydown", (ev) => {
     const typing = /INPUT|SELECT|TEXTAREA/.test((document.activeElement || {}).tagName || "");
-    if (typing) return;
+    if (typing || !$("help").hidden) return;
+    const plain = !ev.ctrlKey && !ev.metaKey && !ev.altKey;
+    const jump = (e) => { ev.preventDefault(); if (focusable(e)) e.focus(); };
     if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "z") { ev.preventDefault(); undoRedo(ev.shiftKey ? "redo" : "undo"); }
     else if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "y") { ev.preventDefault(); undoRedo("redo"); }
-    else if (ev.key === "Escape") { S.selected.clear(); selectionChanged(); closeItem(); redraw(); }
+    else if (ev.key === "Escape") {
+      if (S.itemOpen !== null && !$("item-panel").hidden) { closeItem(); return; }  // one thing at a time
+      S.selected.clear(); selectionChanged(); redraw();
+    } else if (plain && ev.key === "?") { ev.preventDefault(); openHelp(); }
+    else if (plain && ev.key === "/") jump($("q"));
+    else if (plain && ev.key === "f") jump($("filter"));
+    else if (plain && ev.key === "g") { ev.preventDefault(); focusTile(0); }
+    else if (plain && ev.key === "c") { ev.preventDefault(); focusRow(S.view.kind === "cluster" ? S.view.id : null); }
+    else if (plain && ev.key === "m" && S.selected.size) jump($("move-to"));
   });
 
   // ------------------------------------------------------------------ selection
@@ -702,23 +825,28 @@
     const n = S.selected.size;
     $("selbar").hidden = n === 0;
     $("sel-count").textContent = n + " selected";
-    for (const t of document.querySelectorAll("#grid .tile")) t.classList.toggle("selected", S.selected.has(Number(t.getAttribute("data-i"))));
+    for (const t of document.querySelectorAll("#grid .tile")) {
+      const on = S.selected.has(Number(t.getAttribute("data-i")));
+      t.classList.toggle("selected", on); t.setAttribute("aria-pressed", on ? "true" : "false");
+    }
   }
-  $("clear-sel").addEventListener("click", () => { S.selected.clear(); selectionChanged(); redraw(); });
+  $("clear-sel").addEventListener("click", () => { S.selected.clear(); selectionChanged(); redraw(); rescueFocus(S.lastClicked); });
   $("show-sel").addEventListener("click", showSelection);
   $("move").addEventListener("click", async () => {
     const to = $("move-to").value, items = Array.from(S.selected);
     if (!items.length) return;
     const body = { kind: "move", items: items, to: to === "new" ? "new" : Number(to) };
     if (to === "new") { const nm = window.prompt("Name of the new cluster", ""); if (nm === null) return; if (nm.trim()) body.name = nm.trim(); }
+    const at = S.lastClicked;
     const r = await edit(body);
-    if (r) { toast("moved " + items.length + " items to #" + r.edit.to); S.selected.clear(); selectionChanged(); }
+    if (r) { toast("moved " + items.length + " items to #" + r.edit.to); S.selected.clear(); selectionChanged(); rescueFocus(at); }
   });
   $("to-junk").addEventListener("click", async () => {
     const items = Array.from(S.selected);
     if (!items.length) return;
+    const at = S.lastClicked;
     const r = await edit({ kind: "move", items: items, to: "junk" });
-    if (r) { toast(items.length + " items marked as junk"); S.selected.clear(); selectionChanged(); }
+    if (r) { toast(items.length + " items marked as junk"); S.selected.clear(); selectionChanged(); rescueFocus(at); }
   });
   $("tag-items").addEventListener("click", async () => {
     const t = $("sel-tag").value.trim(), items = Array.from(S.selected);
@@ -835,7 +963,7 @@
         const chips = el("span", { class: "chips", id: "cluster-tags" }, el("span", { class: "muted", text: "tags:" }));
         for (const t of info.tags || []) {
           chips.appendChild(el("span", { class: "chip" }, el("span", { class: "tag", text: t }),
-            el("button", { title: "remove tag", text: "\u00d7", onclick: () => edit({ kind: "tag", clusters: [id], remove: [t] }) })));
+            el("button", { title: "remove tag", "aria-label": "remove tag " + t, text: "\u00d7", onclick: () => edit({ kind: "tag", clusters: [id], remove: [t] }) })));
         }
         const ti = el("input", { id: "cluster-tag", placeholder: "add a tag", maxlength: "64", size: "12" });
         ti.addEventListener("keydown", async (ev) => {
@@ -872,12 +1000,15 @@
     head.querySelector(".gtext").replaceWith(input);
     const btn = head.querySelector(".group-rename"); if (btn) btn.remove();
     input.addEventListener("click", (ev) => ev.stopPropagation());
+    // the box is gone once the list is drawn again: the focus goes to the group's rename button
+    const back = () => { const b = document.querySelector('#cluster-list li.group[data-group="' + head.getAttribute("data-group") + '"] .group-rename'); if (b) b.focus(); else rescueFocus(); };
     input.addEventListener("keydown", async (ev) => {
-      if (ev.key === "Escape") { renderClusters(); return; }
+      if (ev.key === "Escape") { ev.stopPropagation(); renderClusters(); back(); return; }
       if (ev.key !== "Enter" || !input.value.trim()) return;
       const r = await edit({ kind: "level_rename", level: level, cluster: run, name: input.value });
       if (r) toast("named group " + run + " of " + level + " \u201c" + r.edit.name + "\u201d");
       else renderClusters();
+      back();
     });
     input.focus(); input.select();
   }
@@ -900,9 +1031,10 @@
     const sw = tile.querySelector(".sw");
     sw.style.background = colorOf(it.cluster); sw.title = clusterText(it.cluster);
     tile.classList.toggle("selected", S.selected.has(it.i));
+    tile.setAttribute("aria-pressed", S.selected.has(it.i) ? "true" : "false");  // selected: said, not only coloured
   }
   function makeTile(it) {
-    const tile = el("figure", { class: "tile", "data-i": it.i, title: it.name + (it.label ? " \u00b7 label " + it.label : "") });
+    const tile = el("figure", { class: "tile", "data-i": it.i, title: it.name + (it.label ? " \u00b7 label " + it.label : ""), "aria-label": it.name + (it.label ? ", label " + it.label : "") });
     const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(it.i) });
     img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
     tile.appendChild(img);
@@ -912,7 +1044,7 @@
     tile.addEventListener("click", (ev) => tileClick(ev, it.i, tile.mcIdx));  // its place in the gallery now
     pressable(tile);
     tile.addEventListener("dblclick", () => openItem(it.i));
-    tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(it.i); } }));
+    tile.appendChild(openButton(it));
     return tile;
   }
   function drawGrid(items, total) {
@@ -941,7 +1073,7 @@
 
   // ------------------------------------------------------------------ split
   async function previewSplit(id, k) {
-    const btn = $("split-preview"); btn.disabled = true; btn.textContent = "splitting\u2026";
+    const btn = $("split-preview"), done = busyButton(btn); btn.textContent = "splitting\u2026";
     try {
       const t0 = performance.now();
       const p = await api("api/split/preview", { method: "POST", body: { cluster: id, k: k === "auto" ? "auto" : Number(k) } });
@@ -952,7 +1084,7 @@
       S.preview = { cluster: id, part: part, colors: colors, id: p.preview, result: p };
       renderSplit(p);
       redraw();
-    } catch (e) { fail(e); } finally { btn.disabled = false; btn.textContent = "preview split"; }
+    } catch (e) { fail(e); } finally { done(); btn.textContent = "preview split"; }
   }
   function renderSplit(p) {
     const box = clear($("split-panel"));
@@ -967,20 +1099,23 @@
       // an unsure automatic name marked as the cluster list marks one (its why on hover)
       const mark = pp.name_sure === false ? el("span", { class: "unsure-mark", text: "?", title: pp.name_why || "the automatic name is unsure" }) : null;
       parts.appendChild(el("div", { class: "part", "data-name-sure": pp.name_sure === false ? "no" : pp.name_sure === true ? "yes" : "" }, sw,
-        el("input", { class: "part-name" + (pp.name_sure === false ? " unsure" : ""), value: pp.name, maxlength: "200" }), mark,
+        el("input", { class: "part-name" + (pp.name_sure === false ? " unsure" : ""), value: pp.name, maxlength: "200", "aria-label": "name of part " + (j + 1) + " (" + fmt(pp.size) + " items)" }), mark,
         el("span", { class: "muted", text: fmt(pp.size) + " items" }), ex));
     });
     box.appendChild(parts);
     box.appendChild(el("button", { class: "primary", id: "split-apply", text: "apply split", onclick: applySplit }));
     box.appendChild(document.createTextNode(" "));
-    box.appendChild(el("button", { id: "split-cancel", text: "cancel", onclick: () => { S.preview = null; box.hidden = true; redraw(); } }));
+    box.appendChild(el("button", { id: "split-cancel", text: "cancel", onclick: () => {
+      S.preview = null; box.hidden = true; redraw();
+      if ($("split-preview")) $("split-preview").focus();  // back where the preview was asked for
+    } }));
   }
   async function applySplit() {
     const pv = S.preview;
     if (!pv) return;
     const nm = Array.from(document.querySelectorAll("#split-panel .part-name")).map((i) => i.value.trim() || null);
     const r = await edit({ kind: "split", preview: pv.id, names: nm });
-    if (r) { toast("split #" + pv.cluster + " into " + r.edit.ids.length + " clusters"); S.preview = null; $("split-panel").hidden = true; renderClusters(); redraw(); }
+    if (r) { toast("split #" + pv.cluster + " into " + r.edit.ids.length + " clusters"); S.preview = null; $("split-panel").hidden = true; renderClusters(); redraw(); rescueFocus(); }
   }
 
   // ------------------------------------------------------------------ search
@@ -1033,14 +1168,16 @@
     try { it = await api("api/items/" + i); } catch (e) { if (S.itemOpen === i) S.itemOpen = S.itemShown ? S.itemShown.i : null; fail(e); return; }
     if (S.itemOpen !== i) return;  // another item opened (or the panel closed) meanwhile
     names.set(i, it.name);
-    const p = clear($("item-panel"));
+    const p = $("item-panel"), wasIn = p.contains(document.activeElement);
+    clear(p);
     p.hidden = false;
     p.appendChild(el("div", null, el("button", { id: "item-close", text: "close", onclick: closeItem }), " ",
       el("button", { id: "more-like", text: "more like this", onclick: () => similar(i) }), " ",
       el("button", { text: S.selected.has(i) ? "unselect" : "select", onclick: (ev) => { if (S.selected.has(i)) S.selected.delete(i); else S.selected.add(i); ev.target.textContent = S.selected.has(i) ? "unselect" : "select"; selectionChanged(); redraw(); } })));
-    const img = el("img", { class: "big", src: "api/items/" + i + "/preview", alt: "" });
+    const img = el("img", { class: "big", src: "api/items/" + i + "/preview", alt: it.name });
     img.addEventListener("error", () => img.replaceWith(el("div", { class: "noimg", text: "no image" })));
     p.appendChild(img);
+    if (wasIn) $("item-close").focus();  // a neighbour opened by the keyboard: the focus stays in the panel
     if (S.info.media === "audio") p.appendChild(el("audio", { controls: true, preload: "none", src: "api/items/" + i + "/audio", id: "item-audio" }));
     p.appendChild(el("div", { id: "item-details" }));
     drawItemDetails(it);
@@ -1077,13 +1214,19 @@
     const g = el("div", { class: "nb" });
     for (const n of list) {
       names.set(n.i, n.name);
-      const im = el("img", { src: thumbURL(n.i, 96), alt: "", title: n.name + (n.score !== undefined ? " (" + n.score.toFixed(3) + ")" : ""), loading: "lazy", "data-i": n.i });
+      const im = el("img", { src: thumbURL(n.i, 96), alt: n.name, title: n.name + (n.score !== undefined ? " (" + n.score.toFixed(3) + ")" : ""), loading: "lazy", "data-i": n.i });
       im.addEventListener("click", () => openItem(n.i));
-      g.appendChild(im);
+      g.appendChild(pressable(im));  // a neighbour opens by Enter too (it was mouse-only)
     }
     return g;
   }
-  function closeItem() { const p = $("item-panel"); p.hidden = true; clear(p); S.itemOpen = null; S.itemShown = null; }
+  function closeItem() {
+    const p = $("item-panel"), i = S.itemOpen, inside = p.contains(document.activeElement);
+    p.hidden = true; clear(p); S.itemOpen = null; S.itemShown = null;
+    // the focus was in the panel: back to the item's tile (else the gallery), not the body
+    const t = i !== null && document.querySelector('#grid .tile[data-i="' + i + '"]');
+    if (t) { if (inside || document.activeElement === document.body) t.focus(); } else if (inside) rescueFocus();
+  }
 
   // ------------------------------------------------------------------ duplicate groups
   // the run's duplicate groups (cluster --dedup), a page of groups at a time: each member's
@@ -1189,7 +1332,8 @@
   }
   function dupTile(grp, m, kept) {
     names.set(m.i, m.name);
-    const tile = el("figure", { class: "tile" + (S.selected.has(m.i) ? " selected" : ""), "data-i": m.i, "data-fate": m.fate,
+    const tile = el("figure", { class: "tile" + (S.selected.has(m.i) ? " selected" : ""), "data-i": m.i, "data-fate": m.fate, "aria-pressed": S.selected.has(m.i) ? "true" : "false",
+      "aria-label": m.name + ", " + (m.fate === "copy" ? "dropped copy" : m.fate) + ", " + m.folder + "/, " + clusterText(m.cluster),
       title: m.name + (m.label ? " \u00b7 label " + m.label : "") + (m.link_kind ? " \u00b7 linked as " + m.link_kind + " (distance " + m.link_distance + ")" : "") + (m.representative ? " \u00b7 the group's representative" : "") });
     const img = el("img", { loading: "lazy", decoding: "async", alt: "", src: thumbURL(m.i) });
     img.addEventListener("error", () => { img.replaceWith(el("div", { class: "noimg", text: "no image" })); });
@@ -1201,7 +1345,7 @@
     tile.addEventListener("click", () => { if (S.selected.has(m.i)) S.selected.delete(m.i); else S.selected.add(m.i); selectionChanged(); redraw(); });
     pressable(tile);
     tile.addEventListener("dblclick", () => openItem(m.i));
-    tile.appendChild(el("button", { class: "open", title: "open", text: "i", onclick: (ev) => { ev.stopPropagation(); openItem(m.i); } }));
+    tile.appendChild(openButton(m));
     if (m.fate === "copy") {  // a person's choice over the export's rule: an edit (undo takes it back)
       tile.appendChild(el("button", { class: "keep-this", text: "keep this", title: "keep this copy in the clean dataset instead of " + (kept ? kept.name : "the rule's"),
         onclick: async (ev) => {
@@ -1227,7 +1371,7 @@
       if (prefer.length) body.prefer = prefer;
       if ($("export-split").value) body.split = $("export-split").value;
     }
-    btn.disabled = true;
+    const done = busyButton(btn);
     try {
       const r = await api("api/export", { method: "POST", body: body });
       S.lastExport = r;
@@ -1239,16 +1383,16 @@
       if (kind === "classes" && /prefer|split/.test(e.message || "")) $("export-prefer").setAttribute("aria-invalid", "true");
       S.exportError = e.message;
       fail(e);
-    } finally { btn.disabled = false; }
+    } finally { done(); }
   });
   $("publish").addEventListener("click", async () => {
     const btn = $("publish");
-    btn.disabled = true; btn.textContent = "publishing\u2026";
+    const done = busyButton(btn); btn.textContent = "publishing\u2026";
     try {
       const r = await api("api/publish", { method: "POST", body: {} });
       S.lastPublish = r;
       toast("published model " + r.version + ": it predicts the curated cluster of " + (100 * r.agreement).toFixed(2) + "% of " + fmt(r.checked) + " curated items" + (r.duplicates ? "; it carries the run's duplicate index" : "") + (r.levels && r.levels.length ? "; it keeps the run's levels above them (clusters per level " + r.levels.join(" -> ") + ")" : ""));
-    } catch (e) { fail(e); } finally { btn.disabled = false; btn.textContent = "publish"; }
+    } catch (e) { fail(e); } finally { done(); btn.textContent = "publish"; }
   });
 
   // ------------------------------------------------------------------ levels
