@@ -439,6 +439,17 @@ def test_the_rule_reports_splits_merges_and_gone_clusters():
     assert cst == {10: "kept", 11: "split", 12: "split", 13: "merged", 14: "new"}
 
 
+def test_half_of_a_cluster_is_no_majority_its_curation_goes_to_neither_half():
+    """A previous cluster split exactly in half: neither half holds most of it, so neither
+    inherits its name (either would be an arbitrary pick); it is reported split into both."""
+    old, new = np.array([(6, 15)] * 3 + [(6, 16)] * 3 + [(7, 17)] * 4).T
+    prev, _, carried = match_clusters(old, new, [6, 7], {15: 3, 16: 3, 17: 4})
+    assert carried == {7: 17}
+    six = next(r for r in prev if r["cluster"] == 6)
+    assert six["status"] == "split" and six["to"] == [15, 16] and six["carried_to"] is None
+    assert "heir" not in six
+
+
 def test_a_clusters_carry_status_is_the_one_most_of_its_items_had():
     """``status_by_items`` on labels after a split (cluster 2, new, in two parts 2 and 5), a
     merge (0 and 1 into 0: kept and split) and a half-new cluster (3: no majority)."""
