@@ -207,17 +207,17 @@ MUTANTS: list[Mutant] = [
            T("test_naming", "test_level_names"), "level-in-use names before flat ones (expected equivalent)"),
     # ---- inbox.py ----
     Mutant("inbox-1", "inbox.py", "FROM uploads u WHERE u.hash = s.hash), '') <= ?\"",
-           "FROM uploads u WHERE u.hash = s.hash), '') < ?\"", T("test_inbox_lifecycle", "test_serve_inbox"),
+           "FROM uploads u WHERE u.hash = s.hash), '') < ?\"", T("test_inbox_lifecycle", "test_serve_inbox", "test_inbox_store"),
            "purge --older-than 0 keeps what was uploaded this second"),
     Mutant("inbox-2", "inbox.py", "INSERT OR IGNORE INTO reviewed", "INSERT OR REPLACE INTO reviewed",
-           T("test_inbox_lifecycle", "test_serve_inbox"), "a person's review overwrites 'clustered by run'"),
+           T("test_inbox_lifecycle", "test_serve_inbox", "test_inbox_store"), "a person's review overwrites 'clustered by run'"),
     Mutant("inbox-3", "inbox.py", "if not older_than_days >= 0:", "if older_than_days < 0:",
-           T("test_inbox_lifecycle", "test_serve_inbox"), "purge --older-than nan is accepted"),
+           T("test_inbox_lifecycle", "test_serve_inbox", "test_inbox_store"), "purge --older-than nan is accepted"),
     Mutant("inbox-4", "inbox.py", "e.strerror or str(e)})\n                        continue",
-           "e.strerror or str(e)})", T("test_inbox_lifecycle", "test_serve_inbox"),
+           "e.strerror or str(e)})", T("test_inbox_lifecycle", "test_serve_inbox", "test_inbox_store"),
            "a file that cannot be removed loses its rows anyway"),
     Mutant("inbox-5", "inbox.py", "part = files[s:s + 500]", "part = files[s:s + 499]",
-           T("test_inbox_lifecycle", "test_serve_inbox"), "take() marks 499 of every 500 files (off by one)"),
+           T("test_inbox_lifecycle", "test_serve_inbox", "test_inbox_store"), "take() marks 499 of every 500 files (off by one)"),
     # ---- fileio.py ----
     Mutant("fileio-1", "fileio.py", "            os.chmod(tmp, 0o666 & ~_UMASK)\n", "",
            T("test_fileio_text", "test_rundir", "test_hostile"), "atomically written files stay 0600"),
@@ -253,7 +253,7 @@ def apply(mutant: Mutant, src_root: Path) -> str | None:
 
 
 def run_tests(mutant: Mutant | None, tests: list[str], k: str, slow: bool, timeout: float,
-              src_root: Path) -> tuple[str, float, str]:
+              src_root: Path, tests_root: Path = ROOT) -> tuple[str, float, str]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o",
            "addopts=", *tests]
     if not slow:
@@ -269,7 +269,7 @@ def run_tests(mutant: Mutant | None, tests: list[str], k: str, slow: bool, timeo
     log = src_root.parent / "pytest.log"
     with open(log, "w") as out:
         try:
-            p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            p = subprocess.run(cmd, cwd=tests_root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                timeout=timeout)
         except subprocess.TimeoutExpired:
             return "timeout", time.perf_counter() - t0, ""
@@ -292,6 +292,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--baseline", action="store_true",
                     help="also run each mutant's tests on the unchanged copy first")
+    ap.add_argument("--tests-from", default=None, metavar="GITREF",
+                    help="run the tests as they are at this commit (the 'before' of a new test)")
+    ap.add_argument("-k", dest="k", default=None, help="a pytest -k expression for every mutant chosen")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args(argv)
     chosen = [m for m in MUTANTS
@@ -304,14 +307,23 @@ def main(argv=None) -> int:
             print(f"{m.id:12} {m.file:28} {ok:6} {m.what}")
         return 0
     counts: dict[str, int] = {}
+    tests_root = ROOT
+    if args.tests_from:
+        tests_root = Path(tempfile.mkdtemp(prefix="mutant-tests-"))
+        archive = subprocess.run(["git", "archive", args.tests_from, "tests", "benchmarks", "pyproject.toml"],
+                                 cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tests_root)], input=archive, check=True)
     for m in chosen:
         with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
             src_root = Path(tmp) / "src"
             shutil.copytree(ROOT / PKG, src_root / "mediacluster",
                             ignore=shutil.ignore_patterns("__pycache__"))
             slow = args.slow or m.slow
+            if args.k is not None:
+                m = Mutant(**{**m.__dict__, "k": args.k})
             if args.baseline:
-                state, wall, last = run_tests(None, m.tests, m.k, slow, args.timeout, src_root)
+                state, wall, last = run_tests(None, m.tests, m.k, slow, args.timeout, src_root,
+                                              tests_root)
                 if state != "survived":
                     print(f"{m.id:12} BASELINE {state} ({wall:.0f}s) {last}", flush=True)
                     counts["baseline-fail"] = counts.get("baseline-fail", 0) + 1
@@ -320,12 +332,15 @@ def main(argv=None) -> int:
             if why:
                 state, wall, last = "stale", 0.0, why
             else:
-                state, wall, last = run_tests(m, m.tests, m.k, slow, args.timeout, src_root)
+                state, wall, last = run_tests(m, m.tests, m.k, slow, args.timeout, src_root,
+                                              tests_root)
         counts[state] = counts.get(state, 0) + 1
         tests = " ".join(Path(t).stem for t in m.tests) + (f" -k '{m.k}'" if m.k else "")
         print(f"{m.id:12} {state:9} {wall:5.0f}s  {m.what}  [{tests}{' slow' if slow else ''}]"
               f"\n{'':14}{last[:160]}", flush=True)
     print("summary:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if args.tests_from:
+        shutil.rmtree(tests_root, ignore_errors=True)
     return 0
 
 
