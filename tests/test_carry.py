@@ -393,6 +393,32 @@ def test_carrying_again_carries_what_the_previous_run_did_since_and_never_over_t
         st.close()
 
 
+def test_carrying_again_leaves_the_last_edit_carried_before_alone(world, curated, carried, tmp_path):
+    """The previous run's last edit carried the first time (the item tag "favourite") is not
+    part of a second carry: this run took its tag off since, and carrying a later rename must
+    neither put it back nor list it as not carried."""
+    old = copy_run(world["run_old"], tmp_path / "old")
+    new = copy_run(carried["out"], tmp_path / "new")
+    tagged = _rows_by_file(new, world["new"])[os.path.relpath(curated["tagged"], world["old"])]
+    st = Studio(new, warm=False, map_method="pca")
+    try:
+        st.edit("tag", {"items": [tagged], "remove": ["favourite"]})
+    finally:
+        st.close()
+    st = Studio(old, warm=False, map_method="pca")
+    try:
+        st.edit("rename", {"cluster": by_label(old)[CLASSES[1]], "name": "my dogs again"})
+    finally:
+        st.close()
+    s = carry_curation(old, new, cache_dir=world["cache"])
+    assert s["carried"]["names"] == 1 and s["carried"]["item_tags"] == 0 and s["not_carried"] == [], s
+    st = Studio(new, warm=False, map_method="pca")
+    try:
+        assert tagged not in st.state.item_tags
+    finally:
+        st.close()
+
+
 @pytest.mark.slow
 def test_the_new_badge_follows_the_items_through_merges_and_moves(carried, tmp_path):
     """A cluster is "new" when most of its items were in a cluster the carry found new: after
@@ -437,6 +463,17 @@ def test_the_rule_reports_splits_merges_and_gone_clusters():
     assert [(r["largest"], r["largest_share"]) for r in prev if r["cluster"] == 4] == [(10, 0.3333)]  # 4 has one item in each of 10, 11, 13: ties go to the lowest id
     cst = {r["cluster"]: r["status"] for r in clusters}
     assert cst == {10: "kept", 11: "split", 12: "split", 13: "merged", 14: "new"}
+
+
+def test_half_of_a_cluster_is_no_majority_its_curation_goes_to_neither_half():
+    """A previous cluster split exactly in half: neither half holds most of it, so neither
+    inherits its name (either would be an arbitrary pick); it is reported split into both."""
+    old, new = np.array([(6, 15)] * 3 + [(6, 16)] * 3 + [(7, 17)] * 4).T
+    prev, _, carried = match_clusters(old, new, [6, 7], {15: 3, 16: 3, 17: 4})
+    assert carried == {7: 17}
+    six = next(r for r in prev if r["cluster"] == 6)
+    assert six["status"] == "split" and six["to"] == [15, 16] and six["carried_to"] is None
+    assert "heir" not in six
 
 
 def test_a_clusters_carry_status_is_the_one_most_of_its_items_had():

@@ -192,6 +192,44 @@ def test_a_star_of_reposts_stays_whole():
     assert f.representative_[0] == 0  # the original is the centre
 
 
+def test_a_groups_representative_is_the_member_nearest_to_all_not_the_one_nearest_on_average():
+    """The centre is the member whose LARGEST distance to the others is smallest (a star's
+    original); a member with a smaller sum of distances but a far end loses to it."""
+    from mediacluster.duplicates.grouping import PairDistance, group_links
+
+    X = _unit([0, 10, 20, 21, 22])  # item 1 is within 12 degrees of all; item 2 has the smallest sum
+    i, j = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4])
+    labels, rep, _ = group_links(5, i, j, PairDistance(5, vectors=X), max_diameter=np.inf)
+    assert (labels == 0).all() and (rep == 1).all()
+
+
+def test_a_split_component_gives_the_leader_its_nearest_copy_first():
+    """A leader linked to two copies that are too far from each other to share a group: the
+    nearer copy joins it (complete linkage, nearest first), the farther one is left alone."""
+    from mediacluster.duplicates.grouping import PairDistance, group_links
+
+    X = _unit([0, 10, -16])  # normalised distances: 0.87 and 1.39 from the leader, 2.25 apart
+    labels, rep, _ = group_links(3, np.array([0, 0]), np.array([1, 2]), PairDistance(3, vectors=X, cos_scale=0.02))
+    assert labels.tolist() == [0, 0, -1] and rep[0] in (0, 1)
+
+
+def test_pair_distances_of_a_huge_component_are_its_matrix_mirror_included():
+    """A component past ``FULL_MATRIX_LIMIT`` is split with pairwise distances
+    (``PairDistance.between``), a smaller one with its matrix: both see a mirrored copy (its
+    hash equals the other's mirror hash) at distance 0."""
+    from mediacluster.duplicates.grouping import PairDistance
+
+    rng = np.random.default_rng(0)
+    h = rng.integers(0, 256, (6, 8), dtype=np.uint8)
+    m = rng.integers(0, 256, (6, 8), dtype=np.uint8)
+    h[3] = m[0]  # item 3 is item 0 flipped
+    d = PairDistance(6, hashes=h, mirror=m, hash_scale=10.0)
+    D = d.matrix(np.arange(6))
+    i, j = np.triu_indices(6, 1)
+    assert np.allclose(np.minimum(d.between(i, j), d.between(j, i)), D[i, j])
+    assert d.between(np.array([0]), np.array([3]))[0] == 0.0 == D[0, 3]
+
+
 def test_new_item_query_after_save_and_load(reposts, tmp_path):
     f = reposts["finder"]
     held, V = reposts["held"], reposts["held_vectors"]

@@ -520,6 +520,7 @@ def test_a_curation_that_only_renamed_is_not_scored_again(run_dir, tmp_path, cap
     assert not same_partition([0, 0, 1, -1], [5, 5, 5, -1])  # a merge
     assert not same_partition([0, 1, 1, -1], [0, 1, 2, -1])  # a split
     assert not same_partition([0, 0, 1, -1], [0, 0, 1, 1])  # noise given a cluster
+    assert not same_partition([0, -1, 1, 1], [-1, 0, 1, 1])  # as much noise, on other items
     assert not same_partition([0, 0, -2], [0, 0, -1])
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)

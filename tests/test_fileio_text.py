@@ -21,6 +21,14 @@ def test_write_text_replaces_whole_or_not_at_all(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["README.txt"]
 
 
+def test_a_written_file_gets_the_permissions_a_plain_open_gives(tmp_path):
+    """Not the 0600 of a temporary file: a run folder shared with a group stays readable."""
+    write_text(tmp_path / "a.txt", "x")
+    open(tmp_path / "b.txt", "w").close()
+    mode = (tmp_path / "b.txt").stat().st_mode & 0o777
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == mode, oct(mode)  # 0644 under the usual umask 022
+
+
 def test_write_text_names_the_path_it_cannot_write(tmp_path):
     (tmp_path / "a_file").write_text("x")
     target = tmp_path / "a_file" / "label_config.xml"  # its folder is a file
@@ -28,3 +36,16 @@ def test_write_text_names_the_path_it_cannot_write(tmp_path):
         write_text(target, "<View/>\n")
     with pytest.raises(OutputError, match="choices.json"):
         write_json(tmp_path / "a_file" / "choices.json", [])
+
+
+@pytest.mark.parametrize("name, text", [
+    ("a\udc80.jpg", "a\\x80.jpg"),  # the lowest undecodable byte is \x80, as every other
+    ("ends in \udcff", "ends in \\xff"),  # a name ENDING in an undecodable byte
+    ("\udcfe", "\\xfe"),
+    ("back\\slash\udce9", "back\\\\slash\\xe9"),
+])
+def test_undecodable_bytes_are_written_as_xNN_and_read_back(name, text):
+    from mediacluster.fileio import path_from_text, path_to_text
+
+    assert path_to_text(name) == text
+    assert path_from_text(text) == name

@@ -62,6 +62,9 @@ def test_levels_are_nested_and_ordered(blob_fit, blobs):
     assert h.level_scores_.shape == (len(counts),)
     assert h.level_probabilities_.shape == h.levels_.shape
     assert ((h.level_probabilities_ >= 0) & (h.level_probabilities_ <= 1)).all()
+    # an item's membership is its neighbours' vote, itself left out: the finest level's small
+    # clusters are far from certain (counted with itself, every item would be near 1)
+    assert h.level_probabilities_[-1].mean() < 0.6
 
 
 def test_auto_level_finds_separated_blobs(blob_fit, blobs):
@@ -113,10 +116,28 @@ def test_level_switch_and_count_lookup(blob_fit):
     assert h2.level_ == 0 and h2.labels_.max() + 1 == h2.n_clusters_per_level_[0]
     h2.set_level(len(h2.levels_) - 1)
     assert (h2.labels_ == h2.levels_[-1]).all()
-    assert h2.n_clusters_per_level_[h2.level_with(6)] in (6, *h2.n_clusters_per_level_)
+    # the level whose count is closest (the blobs have a level of 6; the ends for counts past them)
+    assert h2.n_clusters_per_level_[h2.level_with(6)] == 6
+    assert h2.level_with(1) == 0 and h2.level_with(10**6) == len(h2.levels_) - 1
     with pytest.raises(ParameterError, match="level=99 is out of range") as e:
         h2.set_level(99)
     assert e.value.param == "level" and h2.level == len(h2.levels_) - 1, "a refused level changes nothing"
+    n = len(h2.levels_)  # one past the last level: the same message, not an IndexError
+    with pytest.raises(ParameterError, match=f"level={n} is out of range"):
+        h2.set_level(n)
+
+
+def test_predict_answers_at_the_level_set_not_the_automatic_one(blob_fit, blobs):
+    """A level a person chose (``set_level``) is the one ``predict`` answers at: a training item
+    (distance 0 from itself) gets its own cluster of that level, not of the automatic level."""
+    h, _ = blob_fit
+    X, _ = blobs
+    h2 = HierarchyClusterer.from_arrays(h.to_arrays(), **h.get_params())
+    other = next(k for k in range(len(h2.levels_)) if k != h2.auto_level_
+                 and h2.n_clusters_per_level_[k] != h2.n_clusters_per_level_[h2.auto_level_])
+    h2.set_level(other)
+    assert (h2.predict(X[:100]) == h2.levels_[other][:100]).all()
+    assert np.allclose(h2.predict_membership(X[:100]), h2.predict_path(X[:100])[1][other])
 
 
 def test_identical_items_one_cluster(rng):
@@ -172,6 +193,10 @@ def test_max_unclustered_bounds_noise():
     share = (some.labels_ < 0).mean()
     assert 0 < share <= 0.05
     assert (some.levels_ == full.levels_).all(), "the knob changes labels_, not the tree"
+    # the budget goes to the weakest memberships among the items the tree leaves unclustered
+    probs = some.level_probabilities_[some.level_]
+    noise, left = some.labels_ < 0, some.unclustered_ & (some.labels_ >= 0)
+    assert noise.sum() < some.unclustered_.sum() and probs[noise].max() <= probs[left].min()
 
 
 def test_weighted_ward_merges_small_outlier_first():
@@ -190,6 +215,20 @@ def test_vote_path_is_a_valid_path():
     lab, prob = vote_path(dist, idx, levels, parents)
     assert lab[:, 1].tolist() == [1, 2] and prob[0, 1] == pytest.approx(1.0)
     assert (parents[0][lab[1]] == lab[0]).all()
+
+
+def test_vote_path_shares_count_only_the_neighbours_inside_the_chosen_parent():
+    levels = np.array([[0, 0, 1, 1], [0, 1, 2, 3]])
+    parents = [np.array([0, 0, 1, 1])]
+    # neighbours 0 (cluster 0 / 0), 2 (1 / 2), 3 (1 / 3) with weights 1, 2, 1 (1 / distance)
+    lab, prob = vote_path(np.array([[1.0, 0.5, 1.0]]), np.array([[0, 2, 3]]), levels, parents)
+    assert lab[:, 0].tolist() == [1, 2]
+    assert prob[0, 0] == pytest.approx(3 / 4) and prob[1, 0] == pytest.approx(2 / 3), \
+        "level 1's share is over the neighbours in its parent (2 of 3), not over all of them (2 of 4)"
+    # no neighbour with any weight (infinitely far): the largest child by training size, share 0
+    sizes = np.array([[0, 0, 0, 1], [0, 1, 1, 2]])  # cluster 0's children: 0 (1 item), 1 (2 items)
+    lab, prob = vote_path(np.full((1, 2), np.inf), np.array([[0, 3]]), sizes, [np.array([0, 0, 1])])
+    assert lab[:, 0].tolist() == [0, 1] and prob[1, 0] == 0.0
 
 
 def test_symmetric_adjacency_drops_self_and_symmetrises():

@@ -53,6 +53,20 @@ def test_lift_prefers_specific_covering_concept():
     assert b3 in wn.hypernym_closure(ims[281]) and b3 in wn.hypernym_closure(ims[dogs[0]])  # e.g. domestic animal
 
 
+def test_a_shared_first_name_gets_each_clusters_own_alternative_else_a_numeral():
+    """``unique_names``: two clusters first named "dog" keep it with an alternative of their own
+    ("dog (terrier)", "dog (toy dog)"); clusters with no alternative left are numbered from the
+    second ("cat", "cat 2", "cat 3"); a name only one cluster has stays as it is."""
+    from mediacluster.naming.names import unique_names
+
+    def c(*names):
+        return [{"name": n} for n in names]
+
+    got = unique_names({0: c("dog", "terrier"), 1: c("dog", "toy dog"), 2: c("cat"), 3: c("cat"), 4: c("cat"),
+                        5: c("fish", "carp")})
+    assert got == {0: "dog (terrier)", 1: "dog (toy dog)", 2: "cat", 3: "cat 2", 4: "cat 3", 5: "fish"}
+
+
 def test_unique_names_are_disambiguated():
     from mediacluster.naming.names import name_clusters
 

@@ -386,3 +386,25 @@ def test_a_version_that_does_not_load_is_refused_before_latest_moves(tmp_path, d
         with pytest.raises(ModelFormatError, match="v0001 does not load"):
             store.use("v0001")
     assert store.use("v0001", load=None)["version"] == "v0001"  # its format alone: as before
+
+
+def test_a_latest_version_whose_model_json_is_gone_is_refused_out_loud(tmp_path):
+    """``LATEST`` names a version whose ``model.json`` cannot be read (deleted, a half-copied
+    folder): the service's reload says it cannot switch (``ModelFormatError``, kept in
+    ``last_error`` for /v1/health) and keeps serving the version it has; it is not taken for the
+    version already served."""
+    from mediacluster.serve import ModelHolder
+
+    X = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32)
+    pipe = Pipeline(reducer=make_stage("reducer", "pca", {"n_components": 4}), outliers=None,
+                    clusterer=make_stage("clusterer", "kmeans", {"n_clusters": 3})).fit(X)
+    pipe.publish(tmp_path)
+    h = ModelHolder(tmp_path, poll_s=3600)
+    try:
+        pipe.publish(tmp_path)
+        (tmp_path / "v0002" / "model.json").unlink()
+        with pytest.raises(ModelFormatError, match="cannot switch to .*v0002"):
+            h.reload()
+        assert h.current.version == "v0001" and "v0002" in h.last_error
+    finally:
+        h.stop()

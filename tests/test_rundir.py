@@ -446,3 +446,63 @@ def test_out_a_link_to_a_run_folder_is_rebuilt_where_the_folder_is(tmp_path):
     assert sorted(p.name for p in runs.iterdir()) == ["x"]
     assert sorted(p.name for p in big.iterdir()) == [".x.lock", "x"]
     assert lock_path(runs / "x") == lock_path(big / "x")
+
+
+def test_a_run_holding_only_studio_edits_is_kept_aside_and_the_rest_replaced(tmp_path):
+    """A person's studio edits (``edits.sqlite``) and nothing else: re-clustering keeps the run
+    aside (``run.replaced-ID``) as it keeps one with hand-given names; a run without a person's
+    files is deleted."""
+    out = tmp_path / "run"
+    first = _publish_minimal(out)
+    (out / "edits.sqlite").write_bytes(b"a person's work")
+    second = _publish_minimal(out)
+    kept = tmp_path / f"run.replaced-{first}"
+    assert (kept / "edits.sqlite").read_bytes() == b"a person's work"
+    _publish_minimal(out)
+    assert not (tmp_path / f"run.replaced-{second}").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run", kept.name]
+
+
+def test_a_run_of_an_old_version_is_replaced_and_a_build_of_a_live_process_is_left(tmp_path):
+    """``run.json`` without a schema but with a ``command`` (written before the schema was
+    recorded) is a run: replaced, not refused. A build folder of a process still running is its
+    own (left alone); one of a process that is gone is a killed build (removed), as is the
+    ``.run.work`` folder of a run once it is published."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"command": "cluster"}')
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        (tmp_path / f".run.tmp-{live.pid}-abcdef").mkdir()
+        (tmp_path / f".run.tmp-{dead.pid}-abcdef").mkdir()
+        with RunDir.create(out) as run:
+            run.shards("job").write(0, pa_table())
+            assert (tmp_path / ".run.work" / "job").is_dir()
+            run.write_info({})
+        assert RunDir.open(out).run_id == run.run_id
+        assert (tmp_path / f".run.tmp-{live.pid}-abcdef").is_dir()
+        assert not (tmp_path / f".run.tmp-{dead.pid}-abcdef").exists()
+        assert not (tmp_path / ".run.work").exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def pa_table():
+    import pyarrow as pa
+
+    return pa.table({"id": ["a", "b"]})
+
+
+def test_embeddings_writer_takes_rows_up_to_its_last_and_refuses_past_it(tmp_path):
+    from mediacluster.rundir import EmbeddingsWriter
+
+    rows = np.arange(8, dtype=np.float32).reshape(4, 2)
+    with EmbeddingsWriter(tmp_path / "e.npy", 4, 2) as w:
+        w.write(0, rows[:3])
+        w.write(3, rows[3:])  # the last row: start + len == n
+        with pytest.raises(RunDirError, match="do not fit"):
+            w.write(3, rows[:2])
+    assert (np.load(tmp_path / "e.npy") == rows).all()

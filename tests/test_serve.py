@@ -285,6 +285,40 @@ def test_vectors_answered_exactly_like_predict(server, run_dir, cifar3_embedding
     check_items(body["items"], expected(run_dir, body["model"]["version"], X), names)
 
 
+def test_a_batch_of_exactly_max_vectors_is_answered_one_more_is_refused(server, cifar3_embeddings):
+    """``--max-vectors 100``: 100 vectors are one batch the service answers; 101 are a 413."""
+    X = np.round(cifar3_embeddings.vectors[:100].astype(np.float64), 3)  # short numbers: a small body
+    r = server.client.post("/v1/assign", json={"vectors": X.tolist()})
+    assert r.status_code == 200, r.text[:300]
+    assert [it["index"] for it in r.json()["items"]] == list(range(100))
+    r = server.client.post("/v1/assign", json={"vectors": X.tolist() + X[:1].tolist()})
+    assert r.status_code == 413 and r.json()["error"]["kind"] == "batch_too_large", r.text[:300]
+
+
+def test_a_request_pinned_to_the_served_model_by_id_or_by_version_is_answered(server, cifar3_embeddings):
+    """``X-Model-Id`` takes an answer's ``model.id`` or just its version (``v0001``); another
+    model's is a 409 naming the one served."""
+    body = {"vectors": np.round(cifar3_embeddings.vectors[:2].astype(np.float64), 3).tolist()}
+    model = server.client.post("/v1/assign", json=body).json()["model"]
+    for pin in (model["id"], model["version"]):
+        r = server.client.post("/v1/assign", json=body, headers={"X-Model-Id": pin})
+        assert r.status_code == 200 and r.json()["model"]["id"] == model["id"], (pin, r.text[:300])
+    r = server.client.post("/v1/assign", json=body, headers={"X-Model-Id": "nosuch/v0009"})
+    assert r.status_code == 409 and r.json()["error"]["served"]["id"] == model["id"], r.text[:300]
+
+
+def test_unreadable_uploads_are_a_413_only_when_every_one_is_too_large(server, images):
+    """No upload of a request readable: 413 when each is too large, else 400 (a text file and a
+    too-large photo: the text file is no size matter), each named in 'items'."""
+    big = images[0].read_bytes() + os.urandom(1_200_000)  # over --max-file-mb 1
+    files = [("files", ("notes.jpg", b"just some text", "image/jpeg")), ("files", ("big.jpg", big, "image/jpeg"))]
+    r = server.client.post("/v1/assign", files=files)
+    assert r.status_code == 400, r.text[:300]
+    assert [it["kind"] for it in r.json()["error"]["items"]] == ["not_an_image", "file_too_large"]
+    r = server.client.post("/v1/assign", files=files[1:])
+    assert r.status_code == 413 and r.json()["error"]["kind"] == "file_too_large", r.text[:300]
+
+
 # -- hostile input -------------------------------------------------------------------------------
 
 

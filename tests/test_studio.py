@@ -207,6 +207,20 @@ def test_edits_keep_the_name_a_person_gave_and_a_conflict_says_it(base_run, tmp_
             "Bo", "Ana Müller", "Lead", "Bo [2J B."]
 
 
+def test_a_persons_name_is_kept_to_its_bound(tmp_path):
+    """A name longer than ``MAX_USER`` characters (a pasted paragraph in the page's box) is kept
+    cut to the bound, in the log and in what ``append`` answers."""
+    from mediacluster.studio.editlog import MAX_USER, EditLog
+
+    log = EditLog(tmp_path / "edits.sqlite", "run-1")
+    try:
+        ev = log.append("rename", {"cluster": 0, "name": "x"}, "page", "Ann " + "a" * 200)
+        assert ev.user == ("Ann " + "a" * 200)[:MAX_USER]
+        assert [e.user for e in log.events()] == [ev.user] and len(ev.user) == MAX_USER
+    finally:
+        log.close()
+
+
 def test_an_edit_log_written_before_names_gets_them(tmp_path):
     """A log written before names were kept (no ``user`` column) is read as before and takes
     names from then on."""
