@@ -432,5 +432,5 @@ def test_the_agreement_view_is_made_during_the_layout_and_changes_nothing(data, 
     h = pipe.clusterer_
     assert isinstance(h, HierarchyClusterer)
     assert len(threads) == 1 and threads[0] is not threading.main_thread(), "made beside the layout"
-    level, scores = agreement_level(h.levels_, h.modularity_level_, X, random_state=0)
+    level, scores = agreement_level(h.levels_, h.modularity_level_, X, random_state=0, n_groups=h.n_groups_)
     assert level == h.auto_level_ and np.array_equal(scores, h.agreement_scores_, equal_nan=True)

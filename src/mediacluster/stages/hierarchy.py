@@ -28,7 +28,8 @@
    sides are label-free and use no constant fitted to a labelled set (modularity at its
    standard resolution 1, HDBSCAN at ``min_cluster_size``: the smallest group worth reporting).
    **checked against the input vectors** (``fit(..., vectors=X)``, as the engine and the
-   pipeline call it): the levels within a factor 2 of that cut's cluster count are compared
+   pipeline call it): the levels from half that cut's cluster count up to twice the larger of
+   it and the density groups' count (modularity errs toward too coarse) are compared
    with K-means of the same k on a PCA-50 view of the L2-normalised input vectors (12 starts,
    each on its own sample of at most 4,000 items, adjusted Rand index), a view that does not
    share the layout's tearing; the best-agreeing level replaces the modularity cut only when
@@ -391,19 +392,28 @@ def _map_single_threaded(fn, jobs: list) -> list:
         return list(pool.map(fn, jobs))
 
 
-def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_state=0, view=None):
+def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_state=0, view=None,
+                    n_groups: int | None = None):
     """The default level checked against another view of the same items: ``(level, scores)``.
 
     A level the data supports should also be found by a clustering that does not share the
-    layout's tearing. For each candidate level (cluster count k within a factor
-    ``AGREEMENT_WINDOW`` of level ``auto``'s), K-means with the same k on the input vectors
+    layout's tearing. For each candidate level (cluster count k from level ``auto``'s divided by
+    ``AGREEMENT_WINDOW`` up to the larger of level ``auto``'s and ``n_groups``, the density
+    groups' count, times ``AGREEMENT_WINDOW``), K-means with the same k on the input vectors
     (L2-normalised, PCA to ``AGREEMENT_DIMS`` dimensions) is run from ``AGREEMENT_SEEDS`` starts,
     each on its own random sample of ``AGREEMENT_ROWS`` items, or ``AGREEMENT_PER_CLUSTER`` per
     cluster for a level of very many clusters (all items when there are fewer);
     the level's agreement is the mean adjusted Rand index between its labels and K-means' on the
     start's items, its noise the starts' sample sd. The best-agreeing candidate replaces ``auto``
     only when its gain exceeds the two levels' noise (``mean_b - mean_auto > sd_b + sd_auto``),
-    so the rule has no fitted threshold. ``scores`` (n_levels, 2): mean and sd per level, NaN
+    so the rule has no fitted threshold. The window reaches up to the density groups' count
+    because modularity's known error is one-sided (its resolution limit merges small groups: a
+    cut too coarse) and the density groups have no resolution limit; its lower end stays
+    ``auto``'s (a window down to a small density count let K-means' easy 2-cluster split win:
+    CIFAR-10 NMI .43 -> .31). Without that upper reach, the window followed the modularity
+    level, which moves with the last digits of the vectors (Sports-100: 30-58 clusters over five
+    drifts of 1e-6, so the pick went 16-96 clusters, NMI .577-.756; with it 96-128, .755-.763;
+    benchmarks/RESULTS.md, "Engine: the auto level under vector drift"). ``scores`` (n_levels, 2): mean and sd per level, NaN
     off the window. ``view``: :func:`agreement_view` of ``vectors`` with the first start's seed,
     when the caller has it already (the engine computes it during the layout). The starts run
     on one thread per core (:func:`_map_single_threaded`), each computing what it would alone.
@@ -422,8 +432,8 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
 
     counts = np.array([int(lv.max()) + 1 for lv in levels])
     ka = int(counts[auto])
-    cands = [lv for lv, k in enumerate(counts) if ka / AGREEMENT_WINDOW <= k <= ka * AGREEMENT_WINDOW
-             and 2 <= k < len(vectors)]
+    top = max(ka, int(n_groups or 0)) * AGREEMENT_WINDOW
+    cands = [lv for lv, k in enumerate(counts) if ka / AGREEMENT_WINDOW <= k <= top and 2 <= k < len(vectors)]
     scores = np.full((len(levels), 2), np.nan)
     if len(cands) < 2 or auto not in cands:
         return auto, scores
@@ -833,7 +843,8 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         self.agreement_scores_ = np.full((len(self.levels_), 2), np.nan)
         if vectors is not None:
             self.auto_level_, self.agreement_scores_ = agreement_level(
-                self.levels_, self.auto_level_, vectors, random_state=self.random_state, view=agreement_view)
+                self.levels_, self.auto_level_, vectors, random_state=self.random_state, view=agreement_view,
+                n_groups=self.n_groups_)
         self.unclustered_ = noise
         self._build_index()
         self._probabilities(Z)
