@@ -556,6 +556,38 @@ def test_a_clip_padded_with_silence_embeds_as_the_clip_itself(fsdd_two_speakers)
         assert int(np.argmax(X @ v)) == k and float(X[k] @ v) > 0.9999, (k, float(X[k] @ v))
 
 
+def test_the_mfcc_vector_is_not_mostly_loudness(fsdd_two_speakers):
+    """Unliftered, c0 (the frame log energy) held most of every vector's squared norm (82% on
+    FSDD), so a copy made 4-10 dB quieter or louder (the repost edit's gains) was often nearer
+    another take than its own clip. Liftered as HTK does (lifter 22), the level is one feature
+    among others: each copy's nearest vector among the 200 clips is its own clip."""
+    from mediacluster.encoders import get_encoder
+    from mediacluster.encoders.audio_mfcc import mfcc_features
+    from mediacluster.ingest.audio import load_audio
+
+    enc = get_encoder("mfcc")
+    X = np.stack([enc.prepare(str(p)) for p in fsdd_two_speakers]).astype(np.float64)
+    static_c0 = [b * enc.n_mfcc for b in (0, 3, 6, 7, 8)]  # c0's mean, sd and segment means
+    share = (X[:, static_c0] ** 2).sum(1) / (X ** 2).sum(1)
+    assert float(np.median(share)) < 0.6, float(np.median(share))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    rng = np.random.default_rng(0)
+    for k in rng.choice(len(fsdd_two_speakers), 20, replace=False):
+        wav, sr = load_audio(str(fsdd_two_speakers[k]), sr=enc.sr)
+        db = rng.uniform(4, 10) * rng.choice([-1, 1])
+        v = mfcc_features(wav * np.float32(10 ** (db / 20)), sr).astype(np.float64)
+        assert int(np.argmax(X @ (v / np.linalg.norm(v)))) == k, (k, db)
+
+
+def test_the_mfcc_encoder_refuses_a_negative_lifter():
+    from mediacluster.encoders.audio_mfcc import MFCCEncoder
+    from mediacluster.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="lifter"):
+        MFCCEncoder(lifter=-1)
+    assert MFCCEncoder().version != MFCCEncoder(lifter=0).version  # the cache keeps them apart
+
+
 @pytest.mark.slow  # 9-13 s: embeds and checks 108 clips (the padded test above covers the vector)
 def test_a_louder_limited_copy_is_proposed_by_its_spectrum_not_only_its_vector(tmp_path, fsdd_two_speakers):
     """A repost made 10-20 dB louder and soft-limited (loudness normalisation) keeps the clip's
