@@ -1378,3 +1378,24 @@ def test_an_empty_npy_input_is_refused_naming_it(tmp_path, capsys, command):
     assert main([a.format(v=v, tmp=tmp_path) for a in command]) == 2
     err = capsys.readouterr().err
     assert f"{v}: cannot read .npy: No data left in file" in err and "internal error" not in err, err
+
+
+def test_the_first_compile_note_names_where_numba_keeps_the_code_when_numba_cache_dir_is_read_only(
+        read_only_dir, tmp_path, monkeypatch):
+    """An existing ``NUMBA_CACHE_DIR`` nobody may write: numba silently keeps the compiled code
+    in its own places (the package's ``__pycache__`` folders, then its user cache). The note before
+    the first fit named the unwritable folder ("kept in X": untrue, and said again every run); it
+    names the place numba uses, and says nothing once the code is there."""
+    from mediacluster.fileio import first_compile_pending
+    from mediacluster.workflow import first_compile_note
+
+    pkg = tmp_path / "lib" / "mc_fake_jitted"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(pkg.parent))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(read_only_dir))
+    assert first_compile_pending("mc_fake_jitted") == str(pkg)  # its own tree can be written
+    (pkg / "__pycache__").mkdir(exist_ok=True)
+    (pkg / "__pycache__" / "mod.f-3.py311.nbi").write_bytes(b"")  # what a first compile leaves
+    assert first_compile_pending("mc_fake_jitted") is None
+    assert str(read_only_dir) not in first_compile_note()
