@@ -188,6 +188,31 @@ def test_studio_carries_through_the_cache_it_is_given(world, carried, tmp_path):
     assert cache.is_dir() and any(cache.iterdir())  # the hashes went through the given cache
 
 
+def test_carrying_with_a_cache_nobody_may_write_hashes_the_files_itself(world, carried, tmp_path):
+    """A cache in a read-only place (a shared or read-only HOME): ``cluster`` embeds through a
+    temporary cache (``embed.store.open_store``), and carrying the curation then stopped the
+    command ("cannot write the embedding cache"); it hashes the files through a temporary
+    cache too, so the items are still the same by their content."""
+    import subprocess
+
+    rc, _ = cluster(world["new"], tmp_path / "grown", 4, world["cache"])
+    assert rc == 0
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+    elif subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)]).returncode != 0:
+        pytest.skip("running as root without permission to mount a read-only folder")
+    try:
+        s = carry_curation(world["run_old"], tmp_path / "grown", cache_dir=ro / "cache")
+    finally:
+        if os.geteuid() != 0:
+            ro.chmod(0o755)
+        else:
+            subprocess.run(["umount", str(ro)])
+    assert s["identity"] == "content" and s["carried"]["names"] >= 2
+
+
 def test_without_readable_files_items_are_the_same_by_their_stored_paths(world, carried):
     """The fallback identity (a file gone or moved: no content hash for every item): the path
     relative to each run's own collection root, as the run folders store it, so the photos the

@@ -1378,3 +1378,62 @@ def test_an_empty_npy_input_is_refused_naming_it(tmp_path, capsys, command):
     assert main([a.format(v=v, tmp=tmp_path) for a in command]) == 2
     err = capsys.readouterr().err
     assert f"{v}: cannot read .npy: No data left in file" in err and "internal error" not in err, err
+
+
+def test_the_first_compile_note_names_where_numba_keeps_the_code_when_numba_cache_dir_is_read_only(
+        read_only_dir, tmp_path, monkeypatch):
+    """An existing ``NUMBA_CACHE_DIR`` nobody may write: numba silently keeps the compiled code
+    in its own places (the package's ``__pycache__`` folders, then its user cache). The note before
+    the first fit named the unwritable folder ("kept in X": untrue, and said again every run); it
+    names the place numba uses, and says nothing once the code is there."""
+    from mediacluster.fileio import first_compile_pending
+    from mediacluster.workflow import first_compile_note
+
+    pkg = tmp_path / "lib" / "mc_fake_jitted"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(pkg.parent))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(read_only_dir))
+    assert first_compile_pending("mc_fake_jitted") == str(pkg)  # its own tree can be written
+    (pkg / "__pycache__").mkdir(exist_ok=True)
+    (pkg / "__pycache__" / "mod.f-3.py311.nbi").write_bytes(b"")  # what a first compile leaves
+    assert first_compile_pending("mc_fake_jitted") is None
+    assert str(read_only_dir) not in first_compile_note()
+
+
+def test_the_cache_listing_reads_a_cache_nobody_may_write(read_only_copy, tmp_path, capsys):
+    """``mediacluster cache`` only reads, yet on a cache in a read-only place it was exit 2
+    ("unable to open database file" / "attempt to write a readonly database": the open switches
+    to WAL and makes the schema). It lists it (SQLite read-only, without the ``-shm`` it cannot
+    make; with a write-ahead log copied beside it, that log's rows too) and changes nothing; the
+    ``--forget-*`` options, which write, say why they cannot."""
+    from mediacluster.embed import EmbeddingStore
+
+    cache = tmp_path / "cache"
+    with EmbeddingStore(cache) as store:
+        store.put(["a" * 32, "b" * 32], "enc-x", {"embedding": np.ones((2, 4), np.float32)})
+    ro = read_only_copy(cache)
+    before = sorted(p.name for p in ro.iterdir())
+    rc, out, err = mc_main("cache", "--cache-dir", ro, capsys=capsys)
+    assert rc == 0, err
+    assert "2 vectors" in out and "enc-x (4 dimensions)" in out
+    rc, out, err = mc_main("cache", "--cache-dir", ro, "--json", capsys=capsys)
+    assert rc == 0 and json.loads(out)["encoders"][0]["vectors"] == 2
+    rc, out, err = mc_main("cache", "--cache-dir", ro, "--forget-failures", "--forget-encoder", "enc-x",
+                           capsys=capsys)
+    assert_user_error(rc, err, "--forget-encoder enc-x, --forget-failures", "cannot be written",
+                      "nothing was forgotten")
+    assert sorted(p.name for p in ro.iterdir()) == before  # no -shm, no -wal made
+
+    # copied while a command had it open: the newest rows are in its write-ahead log
+    live = tmp_path / "live"
+    store = EmbeddingStore(live)
+    try:
+        store.put(["c" * 32], "enc-y", {"embedding": np.ones((1, 3), np.float32)})
+        assert Path(f"{store.path}-wal").stat().st_size > 0
+        ro_live = read_only_copy(live)
+    finally:
+        store.close()
+    rc, out, err = mc_main("cache", "--cache-dir", ro_live, capsys=capsys)
+    assert rc == 0, err
+    assert "1 vectors" in out and "enc-y (3 dimensions)" in out

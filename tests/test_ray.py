@@ -292,6 +292,42 @@ def test_ray_workers_with_another_encoder_keep_nothing_in_the_cache(ray_cluster,
     assert cached_vectors(tmp_path / "cache") == 0
 
 
+def test_ray_embeds_with_a_cache_nobody_may_write_as_the_local_path_does(ray_cluster, cifar3_dir, tmp_path, caplog):
+    """A cache on a read-only place (a shared or read-only HOME): the local run embeds through a
+    temporary cache with a warning, and so does a Ray run (before: it stopped, "cannot write the
+    embedding cache"); the temporary cache is gone afterwards."""
+    import glob
+    import tempfile
+
+    from mediacluster.encoders import get_encoder
+    from mediacluster.executors.ray_executor import RayExecutor
+    from mediacluster.ingest import collect
+
+    d, ro = tmp_path / "photos", tmp_path / "ro"
+    d.mkdir()
+    ro.mkdir()
+    for p in [p for p in sorted(cifar3_dir.rglob("*")) if p.is_file()][:3]:
+        os.link(p, d / f"{p.parent.name}_{p.name}")
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+    elif subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)]).returncode != 0:
+        pytest.skip("running as root without permission to mount a read-only folder")
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "mediacluster-cache-*")))
+    try:
+        exe = RayExecutor(address=ray_cluster.address, workers=1, embed_block=4)
+        with caplog.at_level("WARNING"):
+            emb = exe.embed(collect(d), encoder=get_encoder("efficientnet-lite0"), cache_dir=ro / "cache",
+                            batch_size=4, progress=False, encoder_spec="efficientnet-lite0")
+    finally:
+        if os.geteuid() != 0:
+            ro.chmod(0o755)
+        else:
+            subprocess.run(["umount", str(ro)])
+    assert exe.stats["embed_sent"] == 3 and emb.vectors.shape[0] == 3 and np.isfinite(emb.vectors).all()
+    assert str(ro / "cache") in caplog.text and "nothing is kept for the next run" in caplog.text
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "mediacluster-cache-*"))) == before
+
+
 _EMBED_ON_RAY = """
 import sys
 from mediacluster.encoders import get_encoder

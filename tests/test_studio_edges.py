@@ -54,6 +54,40 @@ def test_a_long_name_of_emoji_exports_as_a_folder_the_file_system_takes(png_run)
         st.close()
 
 
+def test_names_export_as_folders_under_an_ascii_file_system_encoding(png_run):
+    """Under ``PYTHONUTF8=0 PYTHONCOERCECLOCALE=0 LC_ALL=C`` Python's file-system encoding is
+    ASCII: ``studio --export classes`` of a cluster named "animal · device" was an internal error
+    (UnicodeEncodeError in ``mkdir``). Each folder name is one the encoding can write ("café" is
+    "cafe"), each item is exported, and under UTF-8 the names stay as they are."""
+    import subprocess
+    import sys
+
+    from mediacluster.studio.session import Studio
+
+    st = Studio(png_run)
+    try:
+        st.edit("rename", {"cluster": 0, "name": "animal · device"})
+        st.edit("rename", {"cluster": 1, "name": "café"})
+    finally:
+        st.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_") and k not in ("LANG", "PYTHONIOENCODING")}
+    env.update(PYTHONUTF8="0", PYTHONCOERCECLOCALE="0", LC_ALL="C", MEDIACLUSTER_CACHE=str(png_run.parent / "cache"))
+    enc = subprocess.run([sys.executable, "-c", "import sys; print(sys.getfilesystemencoding())"], env=env,
+                         capture_output=True, text=True).stdout.strip()
+    assert enc == "ascii"
+    r = subprocess.run([sys.executable, "-m", "mediacluster", "studio", str(png_run), "--export", "classes"],
+                       env=env, capture_output=True)
+    assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    (made,) = png_run.rglob("classes-*")
+    dirs = sorted(d.name for d in made.iterdir() if d.is_dir())
+    assert {"animal _ device", "cafe"} <= set(dirs), dirs
+    assert len(list(made.rglob("*.png"))) == 12
+    from mediacluster.studio.exports import safe_name
+
+    if sys.getfilesystemencoding() == "utf-8":  # this process's: the names as they are
+        assert safe_name("animal · device") == "animal · device" and safe_name("café") == "café"
+
+
 def test_a_split_into_k_parts_of_identical_items_says_why_not_choose_k(tmp_path):
     from mediacluster.errors import InputError
     from mediacluster.studio.session import Studio

@@ -579,12 +579,65 @@ def setup_numba_cache() -> None:
 
 
 def first_compile_pending(package: str) -> str | None:
-    """The numba cache folder when ``package`` (``umap``, ``librosa``) has not yet compiled its
-    code into it (the first use with this cache pays that, once: 10-30 s); else None."""
+    """The folder numba keeps ``package``'s (``umap``, ``librosa``) compiled code in when it has
+    none there yet (the first use with this cache pays that, once: 10-30 s); else None.
+
+    That is ``NUMBA_CACHE_DIR``; where that folder cannot be written, numba silently keeps the
+    code in the first of its own places it can write (the ``__pycache__`` folders of the package's
+    own tree, then its user cache), so that place is the one named (a note naming the unwritable
+    folder was untrue).
+    """
     d = os.environ.get("NUMBA_CACHE_DIR")
-    if not d or not Path(d).is_dir() or any(Path(d).glob(f"{package}_*")):
+    if not d or not Path(d).is_dir():
         return None
-    return d
+    if _can_write_in(d):
+        return None if any(Path(d).glob(f"{package}_*")) else d
+    place = _numba_own_place(package)
+    if place is None:
+        return None
+    # in the package's own tree, numba keeps each module's code in its folder's __pycache__
+    root = Path(place).parent if Path(place).name == "__pycache__" else Path(place)
+    return None if any(root.rglob("*.nbi")) else str(root)
+
+
+def _can_write_in(folder: str) -> bool:
+    """Whether a file can be made in ``folder``, tried as numba tries it (permission bits say
+    nothing to root or on a read-only mount)."""
+    import tempfile
+
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
+
+
+def _numba_own_place(package: str) -> str | None:
+    """The folder numba keeps the compiled code of ``package``'s modules in when
+    ``NUMBA_CACHE_DIR`` cannot be written: the first of numba's cache locators that accepts the
+    package's source file (it makes the folder, as numba would); None when none does or numba
+    or the package is missing."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)
+        from numba.core.caching import CacheImpl
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+
+    def probe():  # a locator reads only the line number of the function it is given
+        pass
+
+    for locator in getattr(CacheImpl, "_locator_classes", ()):
+        try:
+            found = locator.from_function(probe, spec.origin)
+        except Exception:  # numba's internals differ between versions: then say nothing
+            return None
+        if found is not None:
+            return found.get_cache_path()
+    return None
 
 
 def release_pages(arr) -> None:

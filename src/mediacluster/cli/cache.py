@@ -96,8 +96,36 @@ def _held_for(store, source, encoders: list[str]) -> dict:
     return {"source": str(source), "media": coll.media, **store.held_for(coll.paths, encoders)}
 
 
+def _open_store(path: Path, writes: list[str]):
+    """The embedding cache at ``path``, opened to write; where it cannot be written (a read-only
+    folder, file or file system), opened read-only for a listing (it only reads: a listing of a
+    shared or read-only cache was exit 2, "unable to open database file"), and for the options
+    in ``writes`` an error that says why nothing can be forgotten."""
+    import os
+
+    from ..embed.store import EmbeddingStore, cannot_write
+    from ..errors import OutputError
+
+    try:
+        return EmbeddingStore(path)
+    except OutputError as e:
+        if not cannot_write(e):
+            raise
+        if not writes:
+            return EmbeddingStore(path, read_only=True)
+        try:
+            ro_fs = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        except OSError:
+            ro_fs = False
+        why = ("it is on a read-only file system" if ro_fs else
+               "its folder is read-only" if not os.access(path.parent, os.W_OK) else
+               "the file is read-only" if not os.access(path, os.W_OK) else str(e.__cause__ or e))
+        raise OutputError(f"{', '.join(writes)}: the embedding cache {printable(path)} cannot be written "
+                          f"({why}): nothing was forgotten (without --forget-* it is listed)") from e
+
+
 def run(args) -> int:
-    from ..embed.store import DB_NAME, EmbeddingStore
+    from ..embed.store import DB_NAME
     from ..errors import ConfigError
     from ..fileio import folder_usage
 
@@ -113,7 +141,10 @@ def run(args) -> int:
             raise ConfigError(f"no embedding cache at {path}: nothing to forget")
         info = {"path": str(path), "exists": False}
     else:
-        with EmbeddingStore(path) as store:
+        writes = ([f"--forget-encoder {e}" for e in args.forget_encoder]
+                  + ["--forget-failures"] * args.forget_failures
+                  + ["--forget-missing-files"] * args.forget_missing_files)
+        with _open_store(path, writes) as store:
             # the encoders, to resolve each --forget-encoder (the summary below is of what is left)
             ids = [r["encoder"] for r in store.summary()["encoders"]] if args.forget_encoder else []
             for given in args.forget_encoder:

@@ -262,7 +262,7 @@ def cache_error(e: BaseException, path) -> OutputError:
     return OutputError(f"embedding cache {path}: {msg}; {hint}")
 
 
-def _unwritable(e: OutputError) -> bool:
+def cannot_write(e: OutputError) -> bool:
     """Whether the cache failed to open because its place cannot be written (a read-only folder,
     file or file system; a HOME nobody may write into), not because it is damaged or full."""
     cause = e.__cause__
@@ -279,7 +279,7 @@ def open_store(location: str | os.PathLike | None = None, timeout: float = 120.0
     try:
         return EmbeddingStore(location, timeout)
     except OutputError as e:
-        if not _unwritable(e):
+        if not cannot_write(e):
             raise
         tmp = Path(tempfile.mkdtemp(prefix="mediacluster-cache-"))
         log.warning("%s; this run embeds without it (nothing is kept for the next run)", e)
@@ -326,7 +326,8 @@ class EmbeddingStore:
     >>> vectors, extras = store.get(hashes, encoder.id)                   # doctest: +SKIP
     """
 
-    def __init__(self, location: str | os.PathLike | None = None, timeout: float = 120.0):
+    def __init__(self, location: str | os.PathLike | None = None, timeout: float = 120.0,
+                 read_only: bool = False):
         if location is None:
             path = default_store_path()
         else:
@@ -338,8 +339,11 @@ class EmbeddingStore:
         self._con = None
         self.temporary: Path | None = None  # a stand-in's folder (:func:`open_store`), removed on close
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._open(path, timeout)
+            if read_only:
+                self._open_read_only(path, timeout)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._open(path, timeout)
         except (sqlite3.Error, OSError) as e:
             self.close()
             raise cache_error(e, path) from e
@@ -373,6 +377,39 @@ class EmbeddingStore:
             elif row[0] != SCHEMA_VERSION:
                 raise OutputError(f"embedding cache {path} has schema {row[0]}, this mediacluster "
                                   f"uses {SCHEMA_VERSION}; choose another --cache-dir")
+
+    def _open_read_only(self, path: Path, timeout: float) -> None:
+        """Open an existing cache for reading only (``read_only=True``: a listing of a cache in a
+        read-only place, where the writable open's WAL switch and schema fail): SQLite's
+        ``mode=ro``, which still needs the WAL's ``-shm`` beside the file (it makes one when the
+        folder can be written); where it cannot, ``immutable=1`` (no -shm, no locks), taken
+        only when no write-ahead log holds pages the file lacks (those would be unseen). Nothing
+        is made or changed; every write raises ``sqlite3.OperationalError``."""
+        import urllib.parse
+
+        if not path.is_file():
+            raise OutputError(f"no embedding cache at {path}")
+        uri = "file:" + urllib.parse.quote(os.fsencode(path.absolute()))
+        wal = Path(f"{path}-wal")
+        tries = ["mode=ro"]
+        if not (wal.exists() and wal.stat().st_size > 0):
+            tries.append("mode=ro&immutable=1")
+        for i, query in enumerate(tries):
+            con = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=timeout, check_same_thread=False,
+                                  isolation_level=None)
+            try:
+                row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            except sqlite3.OperationalError as e:
+                con.close()
+                if i + 1 < len(tries) and ("unable to open" in str(e) or "readonly" in str(e)):
+                    continue
+                raise
+            break
+        self._con = con
+        self._used = set()
+        if row is not None and row[0] != SCHEMA_VERSION:
+            raise OutputError(f"embedding cache {path} has schema {row[0]}, this mediacluster "
+                              f"uses {SCHEMA_VERSION}; choose another --cache-dir")
 
     # -- plumbing -------------------------------------------------------------------------
     class _Tx:

@@ -238,14 +238,15 @@ class RayExecutor:
         stat without reading them, are not sent out, nor those whose own bytes failed before
         (``EmbeddingStore.failures``: listed as skipped with the same reason). What comes back
         is kept in the cache block by block: vectors and extras, and the content's own failures
-        (never the machine's)."""
-        from ..embed.store import EmbeddingStore, cache_error
+        (never the machine's). A cache nobody may write is replaced by a temporary one, with a
+        warning, as on the local path (``embed.store.open_store``)."""
+        from ..embed.store import cache_error, open_store
 
         if collection.vectors is not None:
             from ..embed import embed_collection
 
             return embed_collection(collection)
-        store = EmbeddingStore(cache_dir)
+        store = open_store(cache_dir)
         try:
             with store:
                 return self._embed(collection, encoder, store, batch_size, progress, encoder_spec)

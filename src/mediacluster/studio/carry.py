@@ -144,9 +144,9 @@ def item_keys(old: _Side, new: _Side, cache_dir=None, progress: bool = False) ->
     """Each item's identity in both runs and which kind was used (see the module docstring)."""
     paths = old.paths + new.paths
     if all(p is not None and os.path.isfile(p) for p in paths):
-        from ..embed.store import EmbeddingStore
+        from ..embed.store import open_store
 
-        with EmbeddingStore(cache_dir) as store:
+        with open_store(cache_dir) as store:  # a cache nobody may write: a temporary one, as embedding does
             hashes, _errors = store.hash_files(paths, progress=progress)
         if all(h is not None for h in hashes):
             return hashes[:len(old.paths)], hashes[len(old.paths):], "content"

@@ -39,6 +39,7 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -60,13 +61,41 @@ def safe_name(text: str, limit: int = 80) -> str:
     """A folder name from a cluster name: no path separators, control or reserved characters
     (format characters but the joiners, :data:`JOINERS`: no bidi override), no leading dot, at
     most ``limit`` characters and ``NAME_MAX`` bytes in UTF-8 (70 emoji are 280 bytes, which no
-    file system takes as one name)."""
+    file system takes as one name), and only characters the file-system encoding can write
+    (under an ASCII one, ``PYTHONUTF8=0 LC_ALL=C``: "café" is "cafe", "·" is "_"; "animal ·
+    device" was a UnicodeEncodeError in ``mkdir``)."""
     t = unicodedata.normalize("NFC", path_to_text(str(text)))
     t = "".join("_" if ((unicodedata.category(c).startswith("C") and c not in JOINERS) or c in '/\\:*?"<>|')
                 else c for c in t)
+    t = _encodable(t, sys.getfilesystemencoding())
     t = re.sub(r"\s+", " ", t).strip(" .")
     t = t[:limit].encode("utf-8")[:NAME_MAX].decode("utf-8", "ignore")  # a character cut in two is left out
     return t.rstrip(" .") or "cluster"
+
+
+def _encodable(text: str, encoding: str) -> str:
+    """``text`` with each character ``encoding`` cannot write replaced: by its letters without
+    their accents where those can be written (NFKD), else by "_"."""
+    try:
+        text.encode(encoding)
+        return text
+    except UnicodeEncodeError:
+        pass
+
+    def writable(t: str) -> bool:
+        try:
+            t.encode(encoding)
+        except UnicodeEncodeError:
+            return False
+        return True
+
+    def one(c: str) -> str:
+        if writable(c):
+            return c
+        base = "".join(b for b in unicodedata.normalize("NFKD", c) if not unicodedata.combining(b))
+        return base if base and writable(base) else "_"
+
+    return "".join(one(c) for c in text)
 
 
 def class_folders(labels) -> dict[str, str]:
