@@ -631,6 +631,11 @@ def _numba_own_place(package: str) -> str | None:
         pass
 
     for locator in getattr(CacheImpl, "_locator_classes", ()):
+        if locator.__name__.lstrip("_") == "UserProvidedCacheLocator":
+            # NUMBA_CACHE_DIR's own locator (the folder this is asked about because it cannot be
+            # written); it reads numba's config as it was when numba was first imported, which
+            # in a longer process (a test session) may be another folder than the one set now
+            continue
         try:
             found = locator.from_function(probe, spec.origin)
         except Exception:  # numba's internals differ between versions: then say nothing
