@@ -80,6 +80,29 @@ def test_umap_with_precomputed_knn(data):
         UMAPReducer(n_neighbors=30).fit(X, precomputed_knn=(idx, dist))  # k < n_neighbors
 
 
+def test_umap_reads_a_precomputed_graph_in_place_when_it_cuts_no_edge(data):
+    """A graph of int32 / float32 with no edge at umap-learn's disconnection distance is read
+    where it lies (the tuner's 50,000 x 1,988 graph was copied: 0.8 GB of its peak), gives the
+    same layout as a copy, and is left as it was; one with such an edge is still copied (umap-learn
+    writes -1 / inf there)."""
+    from mediacluster.stages.neighbors import knn_graph
+
+    X, _ = data
+    idx, dist = knn_graph(X, 20, metric="cosine")
+    before = idx.copy(), dist.copy()
+    kw = {"n_neighbors": 15, "n_components": 2, "n_epochs": 30, "random_state": 0}
+    r = UMAPReducer(**kw).fit(X, precomputed_knn=(idx, dist))
+    assert np.shares_memory(r.umap_._knn_indices, idx) and np.shares_memory(r.umap_._knn_dists, dist)
+    copied = UMAPReducer(**kw).fit(X, precomputed_knn=(idx.astype(np.int64), dist.astype(np.float64)))
+    assert np.array_equal(r.embedding_, copied.embedding_)
+    assert np.array_equal(idx, before[0]) and np.array_equal(dist, before[1])
+    far = dist.copy()
+    far[0, 14:] = 2.0  # cosine: opposite neighbours (among the 15 used), past umap-learn's cut
+    r = UMAPReducer(**kw).fit(X, precomputed_knn=(idx, far))
+    assert not np.shares_memory(r.umap_._knn_dists, far) and (far[0, 14:] == 2.0).all()
+    assert r.umap_._knn_indices[0, 14] == -1 and idx[0, 14] == before[0][0, 14]
+
+
 def test_lof_flags_contamination_share_and_predicts(Z10):
     lof = LOFOutliers(n_neighbors=20, contamination=0.05).fit(Z10)
     assert lof.outlier_mask_.dtype == bool and len(lof.outlier_mask_) == len(Z10)

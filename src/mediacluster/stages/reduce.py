@@ -208,10 +208,18 @@ class UMAPReducer(_Reducer):
                 raise InputError(
                     f"precomputed_knn must be two (n, k) arrays with n={len(X)} and k >= n_neighbors={nn}; "
                     f"got {idx.shape} and {dist.shape}")
-            # copies, always: umap-learn writes -1 / inf into the arrays it is given where an edge
-            # is past its disconnection distance (cosine >= 1), and these are the caller's graph
-            kw["precomputed_knn"] = (np.array(idx[:, :nn], dtype=np.int32, order="C"),
-                                     np.array(dist[:, :nn], dtype=np.float32, order="C"), None)
+            # umap-learn writes -1 / inf into the arrays it is given where an edge is at or past
+            # its disconnection distance, and these are the caller's graph: copies then. Where no
+            # edge is, it only reads them, so the caller's int32 / float32 columns are handed over
+            # as they are (a view, the slice umap-learn itself takes of a wider graph): a copy of
+            # the tuner's 50,000 x 1,988 graph was 0.8 GB of its peak (benchmarks/RESULTS.md,
+            # "Tuning's peak memory")
+            idx, dist = idx[:, :nn], dist[:, :nn]
+            cut = umap.umap_.DISCONNECTION_DISTANCES.get(self.metric, np.inf)
+            if idx.dtype != np.int32 or dist.dtype != np.float32 or bool((dist >= cut).any()):
+                idx = np.array(idx, dtype=np.int32, order="C")
+                dist = np.array(dist, dtype=np.float32, order="C")
+            kw["precomputed_knn"] = (idx, dist, None)
         import warnings
 
         # umap-learn's spectral initialisation asks scipy for n_components + 1 eigenvectors,
