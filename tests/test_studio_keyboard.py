@@ -352,3 +352,69 @@ def test_search_split_export_and_a_level_name_by_keyboard(cifar3_embeddings, tmp
     finally:
         drv.quit()
         s.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path):
+    """"move to: a new cluster" asks the name in a dialog of the page (it was ``window.prompt``:
+    unstyled, outside the page's keyboard help, not testable without driving a browser alert):
+    the focus goes into its labelled name box; Escape cancels (nothing moved, the selection kept,
+    the focus back on "move"); Enter on an empty name is refused with a visible message said by
+    a screen reader; a name and Enter move the items to a new cluster of that name, the focus on
+    a tile of the gallery afterwards."""
+    from selenium.webdriver.common.keys import Keys
+
+    run = copy_run(base_run, tmp_path / "run")
+    s = Server(run)
+    drv = chromium()
+    try:
+        with client(s) as api:
+            drv.get(s.url)
+            wait(lambda: loaded(drv), what="first paint")
+            keys(drv, "c", Keys.ENTER)
+            wait(lambda: drv.find_elements("css selector", "#grid .tile"), what="a cluster's gallery")
+            idle(drv)
+            keys(drv, "g", Keys.SPACE)
+            tile = int(focused(drv)["i"])
+            wait(lambda: js(drv, "return window.mcStudio.selected.size") == 1, what="a tile selected")
+            keys(drv, "m")
+            for _ in range(40):
+                if drv.find_element("id", "move-to").get_attribute("value") == "new":
+                    break
+                keys(drv, Keys.ARROW_DOWN)
+            assert drv.find_element("id", "move-to").get_attribute("value") == "new"
+            keys(drv, Keys.TAB, Keys.ENTER)
+            dialog = drv.find_element("id", "name-dialog")
+            wait(lambda: dialog.is_displayed(), what="the name dialog")
+            assert focused(drv)["id"] == "new-name"
+            box = drv.find_element("id", "new-name")
+            assert box.accessible_name and "name" in box.accessible_name
+            keys(drv, Keys.ESCAPE)
+            wait(lambda: not dialog.is_displayed(), what="Escape closing the dialog")
+            assert focused(drv)["id"] == "move"
+            assert js(drv, "return window.mcStudio.selected.size") == 1  # Escape closed the dialog only
+            assert api.get("/api/edits").json()["events"] == []
+
+            keys(drv, Keys.ENTER)
+            wait(lambda: dialog.is_displayed(), what="the name dialog again")
+            assert focused(drv)["id"] == "new-name" and box.get_attribute("value") == ""
+            keys(drv, "   ", Keys.ENTER)
+            err = drv.find_element("id", "new-name-error")
+            wait(lambda: err.is_displayed() and err.text, what="the empty name refused")
+            assert dialog.is_displayed() and focused(drv)["id"] == "new-name"
+            assert box.get_attribute("aria-invalid") == "true" and err.get_attribute("role") == "alert"
+            assert api.get("/api/edits").json()["events"] == []
+
+            keys(drv, "picked by keyboard", Keys.ENTER)
+            wait(lambda: len(api.get("/api/edits").json()["events"]) == 1, what="the move")
+            idle(drv, "the move's refresh")
+            assert not dialog.is_displayed()
+            new = int(labels(api)[tile])
+            assert api.get(f"/api/clusters/{new}").json()["name"] == "picked by keyboard"
+            f = focused(drv)
+            assert f["tile"] and not f["body"], f"after the move the focus is on {f}"
+            assert not severe(drv)
+    finally:
+        drv.quit()
+        s.stop()

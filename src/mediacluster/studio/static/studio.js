@@ -788,6 +788,43 @@
     if (ev.key === "Escape") { ev.preventDefault(); ev.stopPropagation(); closeHelp(); }
     else if (ev.key === "Tab") { ev.preventDefault(); $("help-close").focus(); }
   });
+  // "move to a new cluster" asks the name in a dialog of the page (window.prompt was unstyled,
+  // outside the page's keys and its focus handling): Enter confirms, Escape / cancel give null;
+  // an empty name is refused with a message; the focus goes back to where it was either way
+  let nameDone = null;
+  function askName() {
+    const d = $("name-dialog"), box = $("new-name"), from = document.activeElement;
+    box.value = ""; box.removeAttribute("aria-invalid"); $("new-name-error").hidden = true; $("new-name-error").textContent = "";
+    d.showModal(); box.focus();
+    return new Promise((resolve) => {
+      nameDone = (v) => {
+        nameDone = null;
+        if (d.open) d.close();
+        if (focusable(from) && from !== document.body) from.focus(); else rescueFocus();
+        resolve(v);
+      };
+    });
+  }
+  $("name-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = $("new-name").value.trim();
+    if (!v) {
+      $("new-name").setAttribute("aria-invalid", "true");
+      $("new-name-error").textContent = "give the new cluster a name";
+      $("new-name-error").hidden = false;
+      $("new-name").focus();
+      return;
+    }
+    if (nameDone) nameDone(v);
+  });
+  $("new-name-cancel").addEventListener("click", () => { if (nameDone) nameDone(null); });
+  $("name-dialog").addEventListener("keydown", (ev) => {  // Escape closes the dialog only, not the selection too
+    if (ev.key !== "Escape") return;
+    ev.preventDefault(); ev.stopPropagation();
+    if (nameDone) nameDone(null);
+  });
+  $("name-dialog").addEventListener("cancel", (ev) => { ev.preventDefault(); if (nameDone) nameDone(null); });
+  $("name-dialog").addEventListener("close", () => { if (nameDone) nameDone(null); });
   // down from the search box to its results, from the filter box to the rows it left (each was
   // a dozen Tabs away, past the header's controls)
   $("q").addEventListener("keydown", (ev) => { if (ev.key === "ArrowDown" && focusTile(0)) ev.preventDefault(); });
@@ -804,7 +841,7 @@
   }
   document.addEventListener("keydown", (ev) => {
     const typing = /INPUT|SELECT|TEXTAREA/.test((document.activeElement || {}).tagName || "");
-    if (typing || !$("help").hidden) return;
+    if (typing || !$("help").hidden || $("name-dialog").open) return;
     const plain = !ev.ctrlKey && !ev.metaKey && !ev.altKey;
     const jump = (e) => { ev.preventDefault(); if (focusable(e)) e.focus(); };
     if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "z") { ev.preventDefault(); undoRedo(ev.shiftKey ? "redo" : "undo"); }
@@ -836,7 +873,7 @@
     const to = $("move-to").value, items = Array.from(S.selected);
     if (!items.length) return;
     const body = { kind: "move", items: items, to: to === "new" ? "new" : Number(to) };
-    if (to === "new") { const nm = window.prompt("Name of the new cluster", ""); if (nm === null) return; if (nm.trim()) body.name = nm.trim(); }
+    if (to === "new") { const nm = await askName(); if (nm === null) return; body.name = nm; }
     const at = S.lastClicked;
     const r = await edit(body);
     if (r) { toast("moved " + items.length + " items to #" + r.edit.to); S.selected.clear(); selectionChanged(); rescueFocus(at); }
