@@ -36,7 +36,9 @@ FOCUS_INFO = """
 const a = document.activeElement;
 if (!a || a === document.body) return null;
 const cs = getComputedStyle(a);
-const ring = (cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) > 0) || cs.boxShadow !== 'none';
+const up = a.parentElement ? getComputedStyle(a.parentElement) : null;  // or its row's (a cluster row's open button)
+const ring = (cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) > 0) || cs.boxShadow !== 'none'
+  || (up !== null && up.outlineStyle !== 'none' && parseFloat(up.outlineWidth) > 0);
 const vis = a.offsetParent !== null && parseFloat(cs.opacity) > 0.1;
 return [a.tagName.toLowerCase(), a.id || a.className || '', a.getAttribute('role') || '', ring, vis];
 """
@@ -44,7 +46,7 @@ return [a.tagName.toLowerCase(), a.id || a.className || '', a.getAttribute('role
 NAMELESS = """
 const out = [];
 for (const e of document.querySelectorAll('button, input, select, [role=button], [tabindex], img, canvas')) {
-  if (e.closest('[hidden]')) continue;
+  if (e.closest('[hidden], dialog:not([open])')) continue;  // not shown (a closed dialog: the new cluster's name)
   out.push(e);
 }
 return out;

@@ -90,11 +90,18 @@
       onclick: (ev) => { ev.stopPropagation(); openItem(it.i); } });
   }
   // a list redrawn under the keyboard's focus gives it back to the same entry (attribute ``attr``)
+  // (or to the same part of it: a cluster row's open button or its checkbox)
   function keepFocus(box, attr, redraw) {
     const a = document.activeElement;
-    const was = a && box.contains(a) ? a.getAttribute(attr) : null;
+    const sel = "[" + attr + "]";
+    let host = a && box.contains(a) ? a.closest(sel) : null;  // the outermost entry (a row's button carries its id too)
+    while (host && host.parentElement && host.parentElement.closest(sel) && box.contains(host.parentElement.closest(sel))) host = host.parentElement.closest(sel);
+    const was = host ? host.getAttribute(attr) : null, part = host && a !== host && a.classList.length ? a.classList[0] : null;
     redraw();
-    if (was !== null) { const e = box.querySelector("[" + attr + '="' + was + '"]'); if (e) e.focus({ preventScroll: true }); }
+    if (was === null) return;
+    let e = box.querySelector("[" + attr + '="' + was + '"]');
+    if (e && part) e = e.querySelector("." + part) || e;
+    if (e) e.focus({ preventScroll: true });
   }
   function fmt(n) { return Number(n).toLocaleString("en-US"); }
 
@@ -590,9 +597,9 @@
       // (not the checkbox's title nor the bare size, which its text alone gave)
       const said = c.name + ", " + fmt(c.size) + " items" + (c.name_sure === false ? ", unsure name" : "") + (c.junk ? ", junk" : "")
         + (c.named_by === "person" ? ", named by a person" : "") + (c.new ? ", new" : "") + (S.checked.has(c.id) ? ", checked for a merge" : "");
-      const li = el("li", { "data-cluster": c.id, class: (cur ? "current" : "") + (c.size === 0 ? " empty" : ""), "aria-label": said, "aria-current": cur ? "true" : null },
-        c.id >= 0 ? el("input", { type: "checkbox", class: "mcheck", title: "check to merge", "aria-label": "check " + c.name + " (#" + c.id + ") for a merge", checked: S.checked.has(c.id),
-          onclick: (ev) => { ev.stopPropagation(); if (ev.target.checked) S.checked.add(c.id); else S.checked.delete(c.id); mergeState(); } }) : el("span", { style: "width:13px" }),
+      // the row: a list item holding two sibling controls, the merge checkbox and the button that
+      // opens the cluster (not a role=button row holding the checkbox: a control in a control)
+      const open = el("button", { type: "button", class: "crow", "data-cluster": c.id, "aria-label": said, "aria-current": cur ? "true" : null },
         el("span", { class: "swatch" }),
         el("span", { class: "cname" + (c.name_sure === false ? " unsure" : ""), text: c.name, title: c.name + " (#" + c.id + ")" + (c.name_sure === false ? ": " + (c.name_why || "unsure") : "") }),
         c.name_sure === false ? el("span", { class: "unsure-mark", text: "?", title: c.name_why || "the automatic name is unsure" }) : null,
@@ -600,9 +607,13 @@
         c.named_by === "person" ? el("span", { class: "badge hand", text: "named", title: "named by a person" }) : null,
         c.new ? el("span", { class: "badge new", text: "new", title: "no ancestor in the previous run this run's curation was carried from: review it (filter: new)" }) : null,
         el("span", { class: "size", text: fmt(c.size) }));
+      const li = el("li", { "data-cluster": c.id, class: (cur ? "current" : "") + (c.size === 0 ? " empty" : "") },
+        c.id >= 0 ? el("input", { type: "checkbox", class: "mcheck", title: "check to merge", "aria-label": "check " + c.name + " (#" + c.id + ") for a merge", checked: S.checked.has(c.id),
+          onclick: (ev) => { ev.stopPropagation(); if (ev.target.checked) S.checked.add(c.id); else S.checked.delete(c.id); mergeState(); } }) : el("span", { style: "width:13px" }),
+        open);
       li.querySelector(".swatch").style.background = colorOf(c.id);
-      li.addEventListener("click", () => showCluster(c.id));
-      return pressable(li);
+      li.addEventListener("click", () => showCluster(c.id));  // the button's click, and the row's edges by mouse
+      return li;
     };
     if (groups) {
       const by = new Map();
@@ -723,8 +734,8 @@
     return true;
   }
   function focusRow(id) {
-    const row = (id !== undefined && id !== null && document.querySelector('#cluster-list li[data-cluster="' + id + '"]'))
-      || document.querySelector("#cluster-list li.current") || document.querySelector("#cluster-list li[data-cluster]");
+    const row = (id !== undefined && id !== null && document.querySelector('#cluster-list li[data-cluster="' + id + '"] .crow'))
+      || document.querySelector("#cluster-list li.current .crow") || document.querySelector("#cluster-list .crow");
     if (row) row.focus();
     return !!row;
   }
@@ -759,14 +770,14 @@
   });
   $("cluster-list").addEventListener("keydown", (ev) => {
     const t = ev.target;
-    if (t.tagName !== "LI" || !t.hasAttribute("data-cluster") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    const rows = Array.from(document.querySelectorAll("#cluster-list li[data-cluster]")), at = rows.indexOf(t);
+    if (!t.classList || !t.classList.contains("crow") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const rows = Array.from(document.querySelectorAll("#cluster-list .crow")), at = rows.indexOf(t);
     const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: rows.length - 1 }[ev.key];
     if (to !== undefined) {
       ev.preventDefault();
       if (to >= 0 && to < rows.length) rows[to].focus();
     } else if (ev.key === "x") {  // check / uncheck the row for a merge (the checkbox is a Tab stop too)
-      const box = t.querySelector(".mcheck");
+      const box = t.parentElement.querySelector(".mcheck");
       if (box) { ev.preventDefault(); ev.stopPropagation(); box.click(); renderClusters(); }
     }
   });
@@ -788,11 +799,48 @@
     if (ev.key === "Escape") { ev.preventDefault(); ev.stopPropagation(); closeHelp(); }
     else if (ev.key === "Tab") { ev.preventDefault(); $("help-close").focus(); }
   });
+  // "move to a new cluster" asks the name in a dialog of the page (window.prompt was unstyled,
+  // outside the page's keys and its focus handling): Enter confirms, Escape / cancel give null;
+  // an empty name is refused with a message; the focus goes back to where it was either way
+  let nameDone = null;
+  function askName() {
+    const d = $("name-dialog"), box = $("new-name"), from = document.activeElement;
+    box.value = ""; box.removeAttribute("aria-invalid"); $("new-name-error").hidden = true; $("new-name-error").textContent = "";
+    d.showModal(); box.focus();
+    return new Promise((resolve) => {
+      nameDone = (v) => {
+        nameDone = null;
+        if (d.open) d.close();
+        if (focusable(from) && from !== document.body) from.focus(); else rescueFocus();
+        resolve(v);
+      };
+    });
+  }
+  $("name-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = $("new-name").value.trim();
+    if (!v) {
+      $("new-name").setAttribute("aria-invalid", "true");
+      $("new-name-error").textContent = "give the new cluster a name";
+      $("new-name-error").hidden = false;
+      $("new-name").focus();
+      return;
+    }
+    if (nameDone) nameDone(v);
+  });
+  $("new-name-cancel").addEventListener("click", () => { if (nameDone) nameDone(null); });
+  $("name-dialog").addEventListener("keydown", (ev) => {  // Escape closes the dialog only, not the selection too
+    if (ev.key !== "Escape") return;
+    ev.preventDefault(); ev.stopPropagation();
+    if (nameDone) nameDone(null);
+  });
+  $("name-dialog").addEventListener("cancel", (ev) => { ev.preventDefault(); if (nameDone) nameDone(null); });
+  $("name-dialog").addEventListener("close", () => { if (nameDone) nameDone(null); });
   // down from the search box to its results, from the filter box to the rows it left (each was
   // a dozen Tabs away, past the header's controls)
   $("q").addEventListener("keydown", (ev) => { if (ev.key === "ArrowDown" && focusTile(0)) ev.preventDefault(); });
   $("filter").addEventListener("keydown", (ev) => {
-    const row = document.querySelector("#cluster-list li[data-cluster]");
+    const row = document.querySelector("#cluster-list .crow");
     if (ev.key === "ArrowDown" && row) { ev.preventDefault(); row.focus(); }
   });
   // a button disabled while its request runs (export, publish, a split preview) drops the focus
@@ -804,7 +852,7 @@
   }
   document.addEventListener("keydown", (ev) => {
     const typing = /INPUT|SELECT|TEXTAREA/.test((document.activeElement || {}).tagName || "");
-    if (typing || !$("help").hidden) return;
+    if (typing || !$("help").hidden || $("name-dialog").open) return;
     const plain = !ev.ctrlKey && !ev.metaKey && !ev.altKey;
     const jump = (e) => { ev.preventDefault(); if (focusable(e)) e.focus(); };
     if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "z") { ev.preventDefault(); undoRedo(ev.shiftKey ? "redo" : "undo"); }
@@ -836,7 +884,7 @@
     const to = $("move-to").value, items = Array.from(S.selected);
     if (!items.length) return;
     const body = { kind: "move", items: items, to: to === "new" ? "new" : Number(to) };
-    if (to === "new") { const nm = window.prompt("Name of the new cluster", ""); if (nm === null) return; if (nm.trim()) body.name = nm.trim(); }
+    if (to === "new") { const nm = await askName(); if (nm === null) return; body.name = nm; }
     const at = S.lastClicked;
     const r = await edit(body);
     if (r) { toast("moved " + items.length + " items to #" + r.edit.to); S.selected.clear(); selectionChanged(); rescueFocus(at); }
