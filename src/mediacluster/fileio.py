@@ -63,8 +63,11 @@ def _temp_name(name: str, suffix: str) -> dict:
     """``mkstemp``'s prefix and suffix for a temporary file beside ``name``: ``.NAME.XXXXXXXX`` +
     the suffix, with NAME cut to 100 bytes and a suffix over 32 bytes left out, so it fits the
     file system's 255 whatever the length of a name that itself fits (a 250-byte --out was
-    "File name too long")."""
-    cut = os.fsdecode(os.fsencode(name)[:100])
+    "File name too long"), cut between characters (a UTF-8 character cut in two made a
+    temporary name that is not UTF-8 text, in listings and messages)."""
+    cut = name
+    while len(os.fsencode(cut)) > 100:
+        cut = cut[:-1]
     return {"prefix": f".{cut}.", "suffix": suffix if len(os.fsencode(suffix)) <= 32 else ""}
 
 
