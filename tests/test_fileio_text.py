@@ -49,3 +49,21 @@ def test_undecodable_bytes_are_written_as_xNN_and_read_back(name, text):
 
     assert path_to_text(name) == text
     assert path_from_text(text) == name
+
+
+def test_a_long_name_s_temporary_file_is_cut_between_characters(tmp_path):
+    """A name over 100 bytes gives its temporary file the first 100 bytes of it, at most: cut
+    between two characters, so the temporary name is UTF-8 text like the name (it was cut in the
+    middle of an 'é', a name no listing or message shows as it is)."""
+    import os
+
+    from mediacluster.fileio import atomic_path
+
+    name = "a" + "é" * 60 + ".json"  # the 100th byte is the first half of the 50th 'é'
+    with atomic_path(tmp_path / name) as tmp:
+        raw = os.fsencode(os.path.basename(tmp))
+        raw.decode("utf-8")  # UnicodeDecodeError before
+        assert raw.startswith(os.fsencode("." + "a" + "é" * 49 + "."))
+        with open(tmp, "w") as f:
+            f.write("{}")
+    assert (tmp_path / name).read_text() == "{}"

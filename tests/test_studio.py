@@ -71,6 +71,26 @@ def test_edit_log_is_append_only_and_bound_to_its_run(tmp_path):
         EditLog(tmp_path / "junk.sqlite", "run-a")
 
 
+def test_an_edit_log_statement_sqlite_refuses_stays_a_bug_not_a_full_disk(tmp_path):
+    """Only a write the disk refuses (full, a quota, read-only) is the user's OutputError; a
+    statement SQLite refuses inside an edit ("no such column") was reported as "cannot write
+    edits.sqlite ...; this edit was not recorded" too (exit 2, HTTP 507), hiding the bug."""
+    from mediacluster.errors import OutputError
+    from mediacluster.studio.editlog import EditLog
+
+    log = EditLog(tmp_path / "e.sqlite", "run-a")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="no such column") as got:
+            with log.writing():
+                log.insert("rename", {"cluster": 0, "name": "x"})
+                log._conn.execute("SELECT no_such_column FROM events")
+        assert not isinstance(got.value, OutputError)
+        assert len(log) == 0  # rolled back
+        assert log.append("rename", {"cluster": 0, "name": "y"}).seq >= 1
+    finally:
+        log.close()
+
+
 def test_state_replay_undo_redo_are_deterministic(tmp_path):
     from mediacluster.studio.editlog import EditLog
     from mediacluster.studio.state import CuratedState, EditConflict

@@ -44,6 +44,22 @@ _UMASK = _umask()
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+#: what to do about a write a full disk or file-size quota refused, where SQLite says only
+#: "database or disk is full" (ENOSPC) or "disk I/O error" (EFBIG)
+DISK_FULL_HINT = "the disk or your file-size quota may be full; free some space"
+
+
+def sqlite_refused(e: BaseException | str) -> str | None:
+    """Whether SQLite's error ``e`` (or its message) is a write the disk refused: ``"full"`` (its
+    words for ENOSPC, "database or disk is full", and for EFBIG, a file-size quota, "disk I/O
+    error"), ``"readonly"`` (a file or mount that cannot be written now), else None (a locked
+    database, a damaged file, a statement it refuses: not the disk)."""
+    msg = str(e)
+    if "full" in msg or "disk I/O" in msg:
+        return "full"
+    return "readonly" if "readonly" in msg else None
+
+
 def output_error(e: OSError, path) -> OutputError:
     """An OSError met while writing ``path``, as the user's problem it is (exit 2): a full disk,
     a read-only folder, a file where a folder should be."""
@@ -63,8 +79,11 @@ def _temp_name(name: str, suffix: str) -> dict:
     """``mkstemp``'s prefix and suffix for a temporary file beside ``name``: ``.NAME.XXXXXXXX`` +
     the suffix, with NAME cut to 100 bytes and a suffix over 32 bytes left out, so it fits the
     file system's 255 whatever the length of a name that itself fits (a 250-byte --out was
-    "File name too long")."""
-    cut = os.fsdecode(os.fsencode(name)[:100])
+    "File name too long"), cut between characters (a UTF-8 character cut in two made a
+    temporary name that is not UTF-8 text, in listings and messages)."""
+    cut = name
+    while len(os.fsencode(cut)) > 100:
+        cut = cut[:-1]
     return {"prefix": f".{cut}.", "suffix": suffix if len(os.fsencode(suffix)) <= 32 else ""}
 
 

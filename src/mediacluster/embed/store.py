@@ -73,7 +73,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OutputError
-from ..fileio import cache_root, hash_file, hash_files, output_error
+from ..fileio import cache_root, hash_file, hash_files, output_error, sqlite_refused
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def cache_error(e: BaseException, path) -> OutputError:
         return output_error(e, path)
     msg = str(e)
     hint = "choose another --cache-dir"
-    if "full" in msg or "disk I/O" in msg:  # SQLite's words for ENOSPC / for EFBIG (a file-size quota)
+    if sqlite_refused(msg) == "full":  # SQLite's words for ENOSPC / for EFBIG (a file-size quota)
         hint = ("the disk or your file-size quota may be full: free some space or " + hint
                 + "; what was embedded is kept, the same command goes on from there")
     elif "readonly" in msg or "unable to open" in msg:

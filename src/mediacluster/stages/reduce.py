@@ -214,6 +214,7 @@ class UMAPReducer(_Reducer):
             # as they are (a view, the slice umap-learn itself takes of a wider graph): a copy of
             # the tuner's 50,000 x 1,988 graph was 0.8 GB of its peak (benchmarks/RESULTS.md,
             # "Tuning's peak memory")
+            wider = idx.shape[1] > nn  # a slice of a wider graph: released after the fit (below)
             idx, dist = idx[:, :nn], dist[:, :nn]
             cut = umap.umap_.DISCONNECTION_DISTANCES.get(self.metric, np.inf)
             if idx.dtype != np.int32 or dist.dtype != np.float32 or bool((dist >= cut).any()):
@@ -238,8 +239,24 @@ class UMAPReducer(_Reducer):
             warnings.filterwarnings("ignore", message=".*n_jobs value.*")
             warnings.filterwarnings("ignore", message=".*precomputed_knn.*")
             self.embedding_ = np.asarray(self.umap_.fit_transform(X), dtype=np.float32)
-
+        if precomputed_knn is not None and wider:
+            self._release_graph(*kw["precomputed_knn"][:2])
         return self
+
+    def _release_graph(self, idx: np.ndarray, dist: np.ndarray) -> None:
+        """The fitted umap-learn object keeps the graph it was given (``precomputed_knn``,
+        ``knn_indices``, ``_knn_indices``, ...); where that is a view of the caller's wider graph,
+        it would keep all of that graph alive as long as the fitted pipeline lives (the tuner's
+        refit: its 50,000 x 1,988 graph, 0.8 GB, for 15 columns). Those references become a copy
+        of the columns used, made after the fit's peak."""
+        if idx.base is None and dist.base is None:  # copies already (cut edges, other dtypes)
+            return
+        own = {id(idx): np.ascontiguousarray(idx), id(dist): np.ascontiguousarray(dist)}
+        for name, value in list(vars(self.umap_).items()):
+            if id(value) in own:
+                setattr(self.umap_, name, own[id(value)])
+            elif isinstance(value, tuple) and any(id(v) in own for v in value):
+                setattr(self.umap_, name, tuple(own.get(id(v), v) for v in value))
 
     def transform(self, X):
         X = self._new_data(X)  # first: NotFittedError before any fitted attribute is read

@@ -139,14 +139,14 @@ class EditLog:
     def _write_error(self, e: sqlite3.OperationalError) -> Exception:
         """A write the disk refused (full, a file-size quota, read-only now) as the user's
         problem it is, naming the log: the edit is not recorded, the ones before it are safe.
-        "database is locked" (another process past the busy timeout) stays as it is."""
-        msg = str(e)
-        if "locked" in msg or "busy" in msg:
+        "database is locked" (another process past the busy timeout) stays as it is, and so does
+        any other error (a statement SQLite refuses, "no such column": a bug, not the disk)."""
+        from ..fileio import DISK_FULL_HINT, sqlite_refused
+
+        refused = sqlite_refused(e)
+        if refused is None:
             return e
-        if "full" in msg or "disk I/O" in msg:
-            msg += " (the disk or your file-size quota may be full; free some space)"
-        elif "readonly" in msg:
-            msg += " (the run folder is read-only now)"
+        msg = f"{e} ({DISK_FULL_HINT if refused == 'full' else 'the run folder is read-only now'})"
         return OutputError(f"cannot write {self.path}: {msg}; this edit was not recorded, the edits "
                            "before it are safe")
 

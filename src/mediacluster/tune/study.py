@@ -35,7 +35,16 @@ import numpy as np
 
 from ..data import Embeddings, as_vectors, check_finite, check_magnitude
 from ..errors import InputError, MediaclusterError, OutputError, ParameterError, interrupted
-from ..fileio import json_text, read_json, setup_numba_cache, write_json, write_npy, write_table
+from ..fileio import (
+    DISK_FULL_HINT,
+    json_text,
+    read_json,
+    setup_numba_cache,
+    sqlite_refused,
+    write_json,
+    write_npy,
+    write_table,
+)
 from ..metrics import labelled
 from ..persist import MODEL_JSON, ModelStore
 from ..stages.cluster import single_blas_thread
@@ -321,7 +330,7 @@ def _refused_write(e: BaseException) -> str | None:
         seen.add(id(cause))
         cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
     why = str(cause) if isinstance(cause, sqlite3.OperationalError) else ""
-    return why if any(w in why for w in ("disk I/O", "full", "readonly")) else None
+    return why if sqlite_refused(why) else None
 
 
 @contextmanager
@@ -336,8 +345,8 @@ def _study_writes(storage, study):
         why = _refused_write(e)
         if why is None:
             raise
-        if "readonly" not in why:
-            why += " (the disk or your file-size quota may be full; free some space)"
+        if sqlite_refused(why) == "full":
+            why += f" ({DISK_FULL_HINT})"
         where = storage.removeprefix("sqlite:///") if isinstance(storage, str) else "the study"
         if study is None:  # a new study: nothing to keep
             raise OutputError(f"cannot write {where}: {why}") from e
