@@ -40,21 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import level_stability as ls  # noqa: E402  (the benchmarks folder is not a package)
 import perturb_plugin  # noqa: E402  (does nothing on import without MC_PERTURB_SEED)
-import subsets  # noqa: E402
-
-
-def keys_of(cases, draws):
-    out = []
-    for c in cases:
-        if c == "whole":
-            out += ls.WHOLE
-        elif c == "subsets":
-            out += [f"{s}#{d}" for s in subsets.CASES for d in range(draws)]
-        elif c in subsets.CASES:
-            out += [f"{c}#{d}" for d in range(draws)]
-        else:
-            out.append(c)
-    return out
+from fast_layout import keys_of  # noqa: E402
 
 
 def collection(key, args):

@@ -106,6 +106,16 @@ DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, 
 CLUSTER_KEYS = ("ms", "mcs", "nocheck", "crit")  # keys that leave the layout as it is
 
 
+def closed_upward(forced: set, parent: dict) -> set:
+    """``forced`` with every ancestor (``parent``: child -> parent node) of its nodes added, in
+    place: a forced split forces the splits above it."""
+    for v in list(forced):
+        while v in parent and parent[v] not in forced:
+            v = parent[v]
+            forced.add(v)
+    return forced
+
+
 INTS = ("dim", "ep", "ms", "mcs", "nocheck", "refine", "rcheck", "seed")
 FLOATS = ("noise", "alpha", "nsr", "ps", "wpow")
 
@@ -373,10 +383,7 @@ def crit_cut(name, tree, inw, vol, m2, above, root, best_cut=None, size=None, mi
     for v in range(L, N):
         for x in tree.children(v):
             parent[x] = v
-    for v in list(forced):
-        while v in parent and parent[v] not in forced:
-            v = parent[v]
-            forced.add(v)
+    closed_upward(forced, parent)
     acc = today if name == "today" else _best_cut(tree, q, forced, root)
     CRIT_INFO.clear()
     ab = sorted(above)
@@ -473,10 +480,7 @@ def grain_splits(tree, above, leaf_of_item, view, seed=0, min_size=10):
     sc = grain_scores(tree, leaf_of_item, view, sorted(above), seed, min_size)
     forced = {v for v in above if sc[v][0] > sc[v][1]}
     parent = {x: v for v in above for x in tree.children(v)}
-    for v in list(forced):
-        while v in parent and parent[v] not in forced:
-            v = parent[v]
-            forced.add(v)
+    closed_upward(forced, parent)
     ab = sorted(above)
     CRIT_INFO.clear()
     CRIT_INFO.update(forced=len(forced), above=len(above), share=[[round(x, 4) for x in sc[v]] for v in ab],
@@ -525,10 +529,7 @@ def confirmed_splits(name, tree, inw, size, above, root, q, min_size, leaf_of_it
             kept = hierarchy.kept_group_splits(tree, inw, size, above, root, q, min_size)
             forced = forced | kept if name == "confmin" else forced & kept
     parent = {x: v for v in above for x in tree.children(v)}
-    for v in list(forced):
-        while v in parent and parent[v] not in forced:
-            v = parent[v]
-            forced.add(v)
+    closed_upward(forced, parent)
     ab = sorted(above)
     CRIT_INFO.clear()
     CRIT_INFO.update(ref=thr, refs=[round(x, 4) for x in ref], forced=len(forced), above=len(above),
