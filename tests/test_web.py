@@ -475,3 +475,67 @@ def test_a_limit_too_large_to_count_in_bytes_is_refused_by_name(flag, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and "1e308" in err, err
+
+
+def test_an_output_error_is_answered_by_its_cause_full_disk_507_read_only_403(tmp_path):
+    """Every OutputError was a 507 Insufficient Storage, a read-only run folder too (its fix is
+    a writable folder, not free space). Now a full disk is 507, a read-only folder or file
+    (also SQLite's "readonly", as the edit log raises it) 403, a file where a folder goes 409;
+    each message names the file. Real writes: a full tmpfs, a read-only tmpfs, a read-only
+    SQLite connection."""
+    import sqlite3
+    import subprocess
+
+    import httpx
+
+    from mediacluster.errors import OutputError
+    from mediacluster.fileio import atomic_path
+    from mediacluster.web import create_app
+
+    full, ro = tmp_path / "full", tmp_path / "ro"
+    mounted = []
+    for d, opts in ((full, "size=16k"), (ro, "ro,size=16k")):
+        d.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)], capture_output=True).returncode:
+            for m in mounted:
+                subprocess.run(["umount", str(m)], capture_output=True)
+            pytest.skip("no permission to mount a small or read-only file system")
+        mounted.append(d)
+    (tmp_path / "way").write_text("a file where a folder goes")
+    db = tmp_path / "edits.sqlite"
+    sqlite3.connect(db).executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1);").close()
+    try:
+        app = create_app("t", "1")
+        where = {"full": full / "big.bin", "ro": ro / "x.bin", "way": tmp_path / "way" / "x.bin"}
+
+        @app.post("/write/{to}")
+        def write(to: str):
+            with atomic_path(where[to]) as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(b"x" * 64 * 1024)
+            return {"ok": True}
+
+        @app.post("/edit")
+        def edit():
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                con.execute("INSERT INTO t VALUES (2)")
+            except sqlite3.OperationalError as e:
+                raise OutputError(f"cannot write {db}: {e}; this edit was not recorded") from e
+            finally:
+                con.close()
+
+        port, server = _serve(app)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+                for path, status, named in (("/write/full", 507, where["full"]), ("/write/ro", 403, where["ro"]),
+                                            ("/write/way", 409, where["way"]), ("/edit", 403, db)):
+                    r = c.post(path)
+                    err = r.json()["error"]
+                    assert (r.status_code, err["kind"]) == (status, "output"), (path, r.text)
+                    assert str(named) in err["message"], (path, r.text)
+        finally:
+            server.should_exit = True
+    finally:
+        for m in mounted:
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)

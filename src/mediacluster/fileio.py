@@ -60,6 +60,36 @@ def sqlite_refused(e: BaseException | str) -> str | None:
     return "readonly" if "readonly" in msg else None
 
 
+_DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
+_IN_THE_WAY = (errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
+
+
+def refusal(e: BaseException) -> str | None:
+    """Why a write failed, read from ``e`` and its causes (an :class:`OutputError` raised
+    ``from`` the OSError or SQLite error): ``"full"`` (ENOSPC, EDQUOT, EFBIG, a short write;
+    SQLite's words for them), ``"readonly"`` (a read-only file system, folder or file: EROFS,
+    EACCES, EPERM; SQLite's "readonly"), ``"in_the_way"`` (a file where a folder goes, or the
+    reverse), else None. For an answer that depends on the cause: the web apps' status code
+    (a full disk is 507 Insufficient Storage, a read-only run folder is not)."""
+    import sqlite3
+
+    cause, seen = e, set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, sqlite3.Error):
+            if (why := sqlite_refused(cause)) is not None:
+                return why
+        elif isinstance(cause, OSError):
+            if cause.errno in _FULL or (cause.errno is None and "requested and" in str(cause)):
+                return "full"
+            if cause.errno in _DENIED:
+                return "readonly"
+            if cause.errno in _IN_THE_WAY:
+                return "in_the_way"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def output_error(e: OSError, path) -> OutputError:
     """An OSError met while writing ``path``, as the user's problem it is (exit 2): a full disk,
     a read-only folder, a file where a folder should be."""
@@ -68,7 +98,7 @@ def output_error(e: OSError, path) -> OutputError:
     why = e.strerror or str(e) or type(e).__name__
     if e.errno in _FULL or (e.errno is None and "requested and" in str(e)):  # numpy: short write
         why = f"{why} (the disk or your file-size quota is full; free some space or write elsewhere)"
-    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    elif e.errno in _DENIED:
         why = f"{why} (choose a folder you can write to)"
     elif e.errno in (errno.ENOTDIR, errno.EEXIST):
         why = f"{why} (a file is in the way of a folder)"

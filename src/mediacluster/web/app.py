@@ -36,9 +36,25 @@ from ..errors import (
 
 log = logging.getLogger(__name__)
 
-#: status codes for the errors a client's request can cause
+#: status codes for the errors a client's request can cause (an OutputError: :data:`OUTPUT_STATUS`)
 STATUS = [(RunLockedError, 409), (RunDirError, 404), (ModelFormatError, 503), (ParameterError, 400),
-          (InputError, 400), (OutputError, 507), (MediaclusterError, 400)]  # 507: a full disk
+          (InputError, 400), (OutputError, 507), (MediaclusterError, 400)]
+
+#: an OutputError by its cause (``fileio.refusal``): a full disk or quota is 507 Insufficient
+#: Storage; a read-only run folder, model store or file is 403 (the server may not write there:
+#: no retry helps until someone makes it writable; not 409, which the studio page reads as
+#: another tab's edit and refreshes on, and the service as a model switch to retry after); a
+#: file where a folder goes is 409 (the place is in another state); any other cause stays 507
+OUTPUT_STATUS = {"full": 507, "readonly": 403, "in_the_way": 409}
+
+
+def status_of(e: MediaclusterError) -> int:
+    """The HTTP status a user error is answered with."""
+    if isinstance(e, OutputError):
+        from ..fileio import refusal
+
+        return OUTPUT_STATUS.get(refusal(e), 507)
+    return next(s for cls, s in STATUS if isinstance(e, cls))
 
 
 class ApiError(Exception):
@@ -294,7 +310,7 @@ def create_app(title: str, version: str, token: str | None = None, max_body_byte
 
     @app.exception_handler(MediaclusterError)
     async def _user_error(request: Request, e: MediaclusterError):
-        status = next(s for cls, s in STATUS if isinstance(e, cls))
+        status = status_of(e)
         count(_kind(e))
         return error_response(status, _kind(e), str(e))
 
