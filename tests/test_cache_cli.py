@@ -172,3 +172,32 @@ def test_input_that_is_a_vectors_file_with_paths_is_not_counted_as_files_to_hash
         pass
     rc, out, err = run_cli(["cache", str(tmp_path / "v.npz"), "--cache-dir", str(tmp_path / "cache")])
     assert rc == 2 and "holds precomputed vectors, not media files" in err, (out, err)
+
+
+def test_a_folder_where_the_cache_file_goes_stops_a_run_as_it_stops_cache(tmp_path, caplog):
+    """CACHE/embeddings.sqlite a folder (or CACHE a file): `mediacluster cache` refused it as
+    something in the way, but a run (``open_store``: embedding, the duplicate finder, carrying a
+    curation) called it a cache that "cannot be written" ("unable to open database file") and
+    went on with a temporary cache and a warning, every run, never keeping a vector. Now both
+    refuse it before any work, with the same words naming the path."""
+    import tempfile
+
+    import pytest
+
+    from mediacluster.embed.store import open_store
+    from mediacluster.errors import OutputError
+
+    folder = tmp_path / "c"
+    (folder / "embeddings.sqlite").mkdir(parents=True)
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    before = set(os.listdir(tempfile.gettempdir()))
+    for where, says in ((folder, f"{folder / 'embeddings.sqlite'} is a folder, not the cache's file"),
+                        (blocked, f"{blocked} is a file, not the folder of the cache")):
+        with pytest.raises(OutputError) as got:
+            open_store(where).close()
+        assert says in str(got.value) and "another --cache-dir" in str(got.value), got.value
+        rc, out, err = run_cli(["cache", "--cache-dir", str(where)])
+        assert rc == 2 and f"error: {got.value}" in err, (err, got.value)
+    assert "cannot" not in caplog.text and "without it" not in caplog.text, caplog.text
+    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("mediacluster-cache-")}

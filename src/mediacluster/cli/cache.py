@@ -125,17 +125,12 @@ def _open_store(path: Path, writes: list[str]):
 
 
 def run(args) -> int:
-    from ..embed.store import DB_NAME
+    from ..embed.store import DB_NAME, check_place
     from ..errors import ConfigError
     from ..fileio import folder_usage
 
     path = _store_path(args.cache_dir)
-    if not path.is_file() and (path.exists() or path.parent.is_file()):
-        # "no cache yet, the first command makes it" would be untrue: that command cannot
-        what = (f"{printable(path)} is a folder, not the cache's file" if path.exists() else
-                f"{printable(path.parent)} is a file, not the folder of the cache {printable(path)}")
-        raise ConfigError(f"{what}: no command can make the embedding cache there; move it away or give "
-                          "another --cache-dir")
+    check_place(path)  # "no cache yet, the first command makes it" would be untrue: that command cannot
     if not path.is_file():
         if args.forget_encoder or args.forget_failures or args.forget_missing_files:
             raise ConfigError(f"no embedding cache at {path}: nothing to forget")

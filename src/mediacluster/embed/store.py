@@ -262,6 +262,23 @@ def cache_error(e: BaseException, path) -> OutputError:
     return OutputError(f"embedding cache {path}: {msg}; {hint}")
 
 
+def check_place(path: str | os.PathLike) -> None:
+    """An :class:`OutputError` naming what is in the way when the cache file ``path`` cannot
+    be made because of something a person put there: a folder where the file goes, or a file
+    where its folder goes. That is a mistake to fix, not a cache nobody may write: the
+    commands that embed refuse it as ``mediacluster cache`` does, before any work, instead of
+    running on a temporary cache (``open_store``) with a warning about permissions."""
+    path = Path(path)
+    if path.is_dir():
+        what = f"{path} is a folder, not the cache's file"
+    elif path.parent.exists() and not path.parent.is_dir():
+        what = f"{path.parent} is a file, not the folder of the cache {path}"
+    else:
+        return
+    raise OutputError(f"{what}: no command can make the embedding cache there; move it away or give "
+                      "another --cache-dir")
+
+
 def cannot_write(e: OutputError) -> bool:
     """Whether the cache failed to open because its place cannot be written (a read-only folder,
     file or file system; a HOME nobody may write into), not because it is damaged or full."""
@@ -275,7 +292,8 @@ def open_store(location: str | os.PathLike | None = None, timeout: float = 120.0
     """The embedding cache at ``location`` (see :class:`EmbeddingStore`); where it cannot be
     written, a store in a temporary folder that :meth:`EmbeddingStore.close` removes, with a
     warning naming the cache: the run works (every file embedded, nothing kept for the next
-    one) instead of ending before any work. A damaged or full cache stays an error."""
+    one) instead of ending before any work. A damaged or full cache stays an error, and so
+    does a folder or file in the cache's place (:func:`check_place`)."""
     try:
         return EmbeddingStore(location, timeout)
     except OutputError as e:
@@ -338,6 +356,7 @@ class EmbeddingStore:
         self._lock = threading.Lock()
         self._con = None
         self.temporary: Path | None = None  # a stand-in's folder (:func:`open_store`), removed on close
+        check_place(path)
         try:
             if read_only:
                 self._open_read_only(path, timeout)
