@@ -201,3 +201,37 @@ def test_a_folder_where_the_cache_file_goes_stops_a_run_as_it_stops_cache(tmp_pa
         assert rc == 2 and f"error: {got.value}" in err, (err, got.value)
     assert "cannot" not in caplog.text and "without it" not in caplog.text, caplog.text
     assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("mediacluster-cache-")}
+
+
+def test_stale_encoder_versions_are_marked_and_forget_stale_drops_only_them(tmp_path):
+    """After mfcc's v3 the cache kept the v2 rows (no run reads them again) and
+    `--forget-encoder mfcc` said "matches 2 encoders" without saying which one the package
+    writes today. The listing marks each id current or stale (an id it cannot judge, a family
+    not registered here, unmarked), the ambiguous forget names both marked and the way out,
+    and --forget-stale deletes the stale version's vectors and nothing else."""
+    from mediacluster.encoders import get_encoder
+
+    now = get_encoder("mfcc").id
+    old = now.rsplit("-", 2)[0] + "-v2"  # the v2 id of the same settings (no lifter then)
+    d = tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    with EmbeddingStore(d) as s:
+        for enc, n in ((now, 3), (old, 2), ("imgenc@v1", 1)):
+            s.put([f"{enc}{i}" for i in range(n)], enc, {"embedding": rng.normal(size=(n, 4))})
+    rc, out, err = run_cli(["cache", "--cache-dir", str(d)])
+    assert rc == 0, err
+    line = {enc: next(x for x in out.splitlines() if x.rstrip().endswith(")") and f" {enc} (" in x)
+            for enc in (now, old, "imgenc@v1")}
+    assert "current" in line[now] and "stale" not in line[now], out
+    assert "stale" in line[old] and "--forget-stale" in line[old], out
+    assert "current" not in line["imgenc@v1"] and "stale" not in line["imgenc@v1"], out
+    rc, out, _ = run_cli(["cache", "--cache-dir", str(d), "--json"])
+    assert {r["encoder"]: r["current"] for r in json.loads(out)["encoders"]} == {now: True, old: False,
+                                                                                  "imgenc@v1": None}
+    rc, out, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "mfcc"])
+    assert rc == 2 and f"{now} (current)" in err and f"{old} (stale)" in err and "--forget-stale" in err, err
+    rc, out, err = run_cli(["cache", "--cache-dir", str(d), "--forget-stale", "--json"])
+    assert rc == 0 and f"forgot 2 vectors of {old} (stale)" in err, err
+    assert {r["encoder"]: r["vectors"] for r in json.loads(out)["encoders"]} == {now: 3, "imgenc@v1": 1}
+    rc, out, err = run_cli(["cache", "--cache-dir", str(d), "--forget-stale"])
+    assert rc == 0 and "no stale encoder version" in err, err

@@ -38,6 +38,9 @@ def add_parser(sub):
                    help="delete the vectors of this encoder (an id as listed, or the start of one that "
                         "matches only one, e.g. 'mfcc'); repeat for several. The next run with it embeds "
                         "its files again")
+    p.add_argument("--forget-stale", action="store_true",
+                   help="delete the vectors of every encoder version this mediacluster no longer writes "
+                        "(listed as stale, e.g. mfcc's v2 after v3): no run reads them again")
     p.add_argument("--forget-failures", action="store_true",
                    help="forget every remembered decode failure: the next run tries those files again "
                         "(--retry-bad does it for one command's files only)")
@@ -69,7 +72,16 @@ def _store_path(arg) -> Path:
     return p if p.suffix in (".sqlite", ".db", ".sqlite3") else p / DB_NAME
 
 
+def _marked(enc: str) -> str:
+    """An encoder id with what ``encoders.writes_id`` says of it: "(current)", "(stale)" or nothing."""
+    from ..encoders import writes_id
+
+    now = writes_id(enc)
+    return enc if now is None else f"{enc} ({'current' if now else 'stale'})"
+
+
 def _encoder_id(store, given: str, ids: list[str]) -> str:
+    from ..encoders import writes_id
     from ..errors import ConfigError
 
     if given in ids:
@@ -81,8 +93,10 @@ def _encoder_id(store, given: str, ids: list[str]) -> str:
     if not hits:
         raise ConfigError(f"--forget-encoder {given!r}: the cache {store.path} holds no vectors of such an "
                           f"encoder (it holds: {listed})")
-    raise ConfigError(f"--forget-encoder {given!r} matches {len(hits)} encoders ({', '.join(hits)}): give "
-                      "the whole id")
+    stale = any(writes_id(e) is False for e in hits)
+    raise ConfigError(f"--forget-encoder {given!r} matches {len(hits)} encoders ({', '.join(map(_marked, hits))}): "
+                      "give the whole id" + (", or --forget-stale for every stale one (versions this "
+                                             "mediacluster no longer writes)" if stale else ""))
 
 
 def _held_for(store, source, encoders: list[str]) -> dict:
@@ -132,20 +146,28 @@ def run(args) -> int:
     path = _store_path(args.cache_dir)
     check_place(path)  # "no cache yet, the first command makes it" would be untrue: that command cannot
     if not path.is_file():
-        if args.forget_encoder or args.forget_failures or args.forget_missing_files:
+        if args.forget_encoder or args.forget_stale or args.forget_failures or args.forget_missing_files:
             raise ConfigError(f"no embedding cache at {path}: nothing to forget")
         info = {"path": str(path), "exists": False}
     else:
-        writes = ([f"--forget-encoder {e}" for e in args.forget_encoder]
+        writes = ([f"--forget-encoder {e}" for e in args.forget_encoder] + ["--forget-stale"] * args.forget_stale
                   + ["--forget-failures"] * args.forget_failures
                   + ["--forget-missing-files"] * args.forget_missing_files)
         with _open_store(path, writes) as store:
             # the encoders, to resolve each --forget-encoder (the summary below is of what is left)
-            ids = [r["encoder"] for r in store.summary()["encoders"]] if args.forget_encoder else []
-            for given in args.forget_encoder:
-                enc = _encoder_id(store, given, ids)
+            ids = [r["encoder"] for r in store.summary()["encoders"]] if args.forget_encoder or args.forget_stale else []
+            chosen = [_encoder_id(store, given, ids) for given in args.forget_encoder]
+            if args.forget_stale:
+                from ..encoders import writes_id
+
+                stale = [e for e in ids if writes_id(e) is False]
+                if not stale:
+                    sys.stderr.write("no stale encoder version in the cache (none this mediacluster no longer "
+                                     "writes)\n")
+                chosen += [e for e in stale if e not in chosen]
+            for enc in chosen:
                 n = store.forget_encoder(enc)
-                sys.stderr.write(f"forgot {n['vectors']} vectors of {printable(enc)} "
+                sys.stderr.write(f"forgot {n['vectors']} vectors of {printable(_marked(enc))} "
                                  f"({n['failures']} remembered failures with them)\n")
             if args.forget_failures:
                 sys.stderr.write(f"forgot {store.forget_failures()} remembered decode failures\n")
@@ -153,6 +175,10 @@ def run(args) -> int:
                 sys.stderr.write(f"forgot the records of {store.forget_missing_files()} files no longer "
                                  "where they were\n")
             info = {**store.summary(), "exists": True}
+            from ..encoders import writes_id
+
+            for r in info["encoders"]:  # True: what a run writes today; False: stale; None: not known
+                r["current"] = writes_id(r["encoder"])
             if args.input is not None:
                 info["input"] = _held_for(store, args.input, [r["encoder"] for r in info["encoders"]])
     # what lies beside it: the user cache's other folders, or those of the folder given (a
@@ -175,8 +201,10 @@ def run(args) -> int:
             out("  no vectors\n")
         for r in info["encoders"]:
             extra = f", with {', '.join(r['extras'])}" if r["extras"] else ""
+            now = {True: ", current", False: ", stale: this mediacluster no longer writes it; "
+                   "--forget-stale drops it"}.get(r["current"], "")
             out(f"  {r['vectors']:>10,} vectors   {_size(r['bytes']):>9}  {printable(r['encoder'])} "
-                f"({r['dim']} dimensions{extra})\n")
+                f"({r['dim']} dimensions{extra}{now})\n")
         for r in info["derived"]:
             what = "failures" if r["failures"] else "entries"
             out(f"  {r['entries']:>10,} {what:<9} {_size(r['bytes']):>9}  {printable(r['kind'])} "

@@ -52,6 +52,23 @@ def get_encoder(spec: str = DEFAULT_IMAGE_ENCODER, **kwargs) -> Encoder:
     return _REGISTRY[family](**kwargs)
 
 
+def writes_id(encoder_id: str) -> bool | None:
+    """Whether this package still writes vectors under ``encoder_id`` (``family@version``, as
+    the embedding cache holds it) with some settings (``Encoder.writes``): False for an older
+    version of its family's code (``mfcc@...-v2`` after v3), None where it cannot be told
+    (a family not registered here, or one whose version needs its model loaded)."""
+    family, sep, version = encoder_id.partition("@")
+    if not sep:
+        return None
+    try:
+        if family not in _REGISTRY and family in _LAZY:
+            importlib.import_module(_LAZY[family])
+    except ImportError:
+        return None
+    writes = getattr(_REGISTRY.get(family), "writes", None)
+    return writes(version) if callable(writes) else None
+
+
 def encoder_for(encoder, media: str, where: str, advice: str) -> Encoder:
     """``encoder`` (a name, an ``Encoder``, or None: ``DEFAULT_ENCODERS[media]``) as an encoder
     of ``media`` files; one of the other media would skip every file, so it is refused naming
@@ -64,5 +81,5 @@ def encoder_for(encoder, media: str, where: str, advice: str) -> Encoder:
     return enc
 
 
-__all__ = ["Encoder", "register", "get_encoder", "encoder_for", "available", "DEFAULT_IMAGE_ENCODER",
+__all__ = ["Encoder", "register", "get_encoder", "encoder_for", "writes_id", "available", "DEFAULT_IMAGE_ENCODER",
            "DEFAULT_AUDIO_ENCODER", "DEFAULT_ENCODERS"]

@@ -82,9 +82,16 @@ class BirdNETEncoder(Encoder):
         if not quiet:
             warnings.warn(LICENCE_NOTICE, UserWarning, stacklevel=2)
 
+    #: what every version begins with (the window count follows)
+    CODE = "birdnet-v2.4-fp32-gap-"
+
     @property
     def version(self) -> str:
-        return f"birdnet-v2.4-fp32-gap-w{self.max_windows}"
+        return f"{self.CODE}w{self.max_windows}"
+
+    @classmethod
+    def writes(cls, version: str) -> bool:
+        return version.startswith(cls.CODE)
 
     def _load(self):
         with self._lock:

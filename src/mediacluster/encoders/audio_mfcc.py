@@ -84,10 +84,16 @@ class MFCCEncoder(Encoder):
         self.lifter = int(lifter)
         self.dim = n_mfcc * (6 + segments)
 
+    #: the code's version, the end of every id (v2: strip_silence; v3: liftered, HTK's lifter 22)
+    CODE = "v3"
+
     @property
     def version(self) -> str:
-        # v2: strip_silence; v3: liftered (HTK's lifter 22)
-        return f"sr{self.sr}-m{self.n_mfcc}-s{self.segments}-t{self.trim_db}-l{self.lifter}-v3"
+        return f"sr{self.sr}-m{self.n_mfcc}-s{self.segments}-t{self.trim_db}-l{self.lifter}-{self.CODE}"
+
+    @classmethod
+    def writes(cls, version: str) -> bool:
+        return version.endswith(f"-{cls.CODE}")
 
     def prepare(self, path: str) -> np.ndarray:
         wav, sr = load_audio(path, sr=self.sr, max_seconds=self.max_seconds)

@@ -69,9 +69,16 @@ class ResemblyzerEncoder(Encoder):
         self._net = None
         self._lock = threading.Lock()
 
+    #: what every version begins with (the settings follow)
+    CODE = "resemblyzer-0.1.4-ge2e-"
+
     @property
     def version(self) -> str:
-        return f"resemblyzer-0.1.4-ge2e-r{self.rate}-c{self.min_coverage}-p{self.max_partials}"
+        return f"{self.CODE}r{self.rate}-c{self.min_coverage}-p{self.max_partials}"
+
+    @classmethod
+    def writes(cls, version: str) -> bool:
+        return version.startswith(cls.CODE)
 
     def _load(self):
         with self._lock:

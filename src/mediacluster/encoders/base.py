@@ -36,6 +36,15 @@ class Encoder(ABC):
     @abstractmethod
     def version(self) -> str: ...
 
+    @classmethod
+    def writes(cls, version: str) -> bool | None:
+        """Whether this package still writes vectors under ``version`` (the part of an id after
+        "@", as the embedding cache holds it), with some settings: False for an older version
+        of the family's code, whose cached rows no run reads again (``mediacluster cache``
+        marks them stale); None where that cannot be told without loading a model (a CLIP or
+        CLAP checkpoint's fingerprint). A family whose code changes its numbers overrides it."""
+        return None
+
     @abstractmethod
     def prepare(self, path: str) -> Any:
         """Decode and preprocess one file into the model's input (thread-safe).

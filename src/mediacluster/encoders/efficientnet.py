@@ -147,6 +147,10 @@ class EfficientNetLite0(Encoder):
     def version(self) -> str:
         return VERSION
 
+    @classmethod
+    def writes(cls, version: str) -> bool:
+        return version == VERSION
+
     @property
     def concurrency(self) -> int:
         if self._concurrency:

@@ -306,6 +306,16 @@ class EfficientNetLite0Int8(EfficientNetLite0):
                   f"{self.activation}s8-{self.method}-ort{_ort_minor()}")
         return f"{VERSION}-int8-{recipe}-{self._calibration_id()}"
 
+    @classmethod
+    def writes(cls, version: str) -> bool | None:
+        """The float model's version and the recipe, made by this ONNX Runtime's quantizer (its
+        minor version decides the scales); the format, method and calibration set are settings."""
+        try:
+            ort = _ort_minor()
+        except ImportError:
+            return None
+        return version.startswith(f"{VERSION}-int8-{QUANT_RECIPE}-") and f"-ort{ort}-" in version
+
     def float_model_path(self) -> Path:
         """The float export this model is made from (exported first if needed)."""
         from .onnx_cache import exported_model
