@@ -938,3 +938,28 @@ def test_a_tune_interrupted_alone_does_not_wait_on_its_workers(tmp_path):
     code, err = _interrupted_tune(tmp_path, lambda pid: os.kill(pid, signal.SIGINT), timeout=60)
     assert code == 130, err
     assert "interrupted; finished work is kept" in err, err
+
+
+def test_two_tunes_on_one_out_publish_their_common_best_once(tmp_path):
+    """Two `tune` on one --out share the study; each checked the store for its best before
+    refitting, found nothing (the other had not published yet) and published: two identical
+    versions. The check is made again under the store's lock when publishing, so the second
+    publishes nothing and says the model is already published. Here the other tune runs,
+    whole, in the first one's last step before publishing (``model_metadata``)."""
+
+    X = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
+    out = tmp_path / "o"
+    kw = dict(out=out, space=PCA_KMEANS, sampler="random", progress=False, n_trials=2)
+    other = []
+
+    def meanwhile(pipe):
+        if not other:
+            other.append(Pipeline(random_state=0).tune(X, **kw))  # the study is complete: its best
+        return {}
+
+    first = Pipeline(random_state=0).tune(X, model_metadata=meanwhile, **kw)
+    assert "model_unchanged" not in other[0].summary and Path(other[0].summary["model"]).name == "v0001"
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["LATEST", "v0001"]
+    assert first.summary["model"] == other[0].summary["model"]
+    assert first.summary["model_unchanged"] is True and first.summary["published_meanwhile"] is True
+    assert json.loads((out / "tune.json").read_text())["published_meanwhile"] is True

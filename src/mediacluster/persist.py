@@ -326,15 +326,22 @@ class ModelStore:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def publish(self, write: Callable[[Path], object], run_id: str | None = None,
-                source: str = "", held: bool = False) -> Path:
+                source: str = "", held: bool = False,
+                unless: Callable[[Path | None], bool] | None = None) -> Path:
         """Write a new version with ``write(folder)`` and make it the latest (``held``: the
-        latest, held at once, :meth:`hold`); returns its path."""
+        latest, held at once, :meth:`hold`); returns its path. ``unless(latest)``, asked under
+        the store's lock once the version is written: True when the latest version already is
+        this one (another process published the same model meanwhile, e.g. two ``tune`` on one
+        ``--out``): nothing is published and the latest's path is returned."""
         tmp = self.root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._remove_stale()
             write(tmp)
             with self._pointing():
+                if unless is not None and unless(latest := self.latest()):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return latest
                 vs = self.versions()
                 n = int(vs[-1][1:]) + 1 if vs else 1
                 while True:

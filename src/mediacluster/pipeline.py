@@ -980,11 +980,14 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         return out
 
     def publish(self, store, metadata: dict | None = None, run_id: str | None = None,
-                source: str = "", also=None, items: dict | None = None, held: bool = False) -> str:
+                source: str = "", also=None, items: dict | None = None, held: bool = False,
+                unless=None) -> str:
         """Save as the next version of a model store (``RUN/models``); returns its path.
         ``metadata`` None: a loaded model's own, as in :meth:`save`; ``items`` as in
         :meth:`save`. ``also(folder)`` writes more into the new version before it is published
-        (a duplicate index). ``held``: published held (``persist.ModelStore.hold``)."""
+        (a duplicate index). ``held``: published held (``persist.ModelStore.hold``).
+        ``unless(latest)``: True when the latest version already is this model (nothing is
+        published; the latest's path is returned: ``persist.ModelStore.publish``)."""
         store = store if isinstance(store, persist.ModelStore) else persist.ModelStore(store)
         base = self._own_metadata() if metadata is None else metadata
         saved = items is not None or self.model_items() is not None
@@ -996,7 +999,7 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
             if also is not None:
                 also(folder)
 
-        return str(store.publish(write, run_id, source, held=held))
+        return str(store.publish(write, run_id, source, held=held, unless=unless))
 
     @classmethod
     def load(cls, path) -> Pipeline:

@@ -198,7 +198,10 @@ def print_result(res, out: Path) -> None:
     w("best parameters:\n")
     for k, v in sorted(res.best_params.items()):
         w(f"  {k}: {v}\n")
-    if s.get("model_unchanged"):
+    if s.get("published_meanwhile"):
+        w(f"model: already published by another tune on this --out: {Path(s['model']).name} "
+          f"({printable(s['model'])}; no new version)\n")
+    elif s.get("model_unchanged"):
         w(f"model: best unchanged: {Path(s['model']).name} ({printable(s['model'])}; no new version)\n")
     elif "model" in s:
         w(f"model: {printable(s['model'])}\n")

@@ -941,21 +941,27 @@ def published_best(store: Path, tuned: dict) -> Path | None:
     ``random_state``); its parameters are those of the same trial of the same study (a resume
     with another space or layout settings is refused), so they are not compared."""
     latest = ModelStore(store).latest()
+    return latest if _same_best(latest, tuned) else None
+
+
+def _same_best(latest: Path | None, tuned: dict) -> bool:
+    """Whether model version ``latest`` is tune's refit of the best trial ``tuned`` (see
+    :func:`published_best`)."""
     if latest is None:
-        return None
+        return False
     try:
         doc = read_json(latest / MODEL_JSON)
         old = (doc.get("metadata") or {}).get("tuned")
         seed = (doc.get("pipeline") or {}).get("random_state")
     except (OSError, ValueError, AttributeError):
-        return None  # unreadable: a new version is published, as before
+        return False  # unreadable: a new version is published, as before
     if not isinstance(old, dict) or not {"trial", "value", "study"} <= set(old):
-        return None
+        return False
     # compared as the metadata stores it: written by the same JSON conversion (numpy values, paths)
     new = json.loads(json_text(tuned))
     old = {"seed": seed, **old}
     old.setdefault("params", new.get("params"))
-    return latest if old == new else None
+    return old == new
 
 
 def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, timing, model_metadata=None,
@@ -1011,7 +1017,7 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
             for r, lev in enumerate(ws.levels[:-1])} | {f"full ({ws.n} items)": len(complete)}
     if pareto:
         summary["pareto_front"] = pareto
-    tuned = same = None
+    tuned = same = damaged = None
     if refit and out is not None:
         tuned = {"trial": best.number, "value": best_value, "study": str((out / "study.db").resolve()), "seed": seed,
                  "params": params}
@@ -1024,7 +1030,7 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
                 summary["refit_loaded"] = str(same)
             except MediaclusterError as e:  # damaged: refit, and publish the refit as a new version
                 log.warning("could not load %s (%s): refitting the best pipeline", same, e)
-                same = None
+                damaged, same = same, None
         if pipe is None:
             pipe = best_pipe
             rp = pipe.reducer.get_params() if pipe.reducer is not None else {}
@@ -1039,8 +1045,19 @@ def _finish(study, X, sp, seed, multi, pick, out, refit, pipeline, ws, y, obj, t
                 summary["model"], summary["model_unchanged"] = str(same), True
             else:
                 extra = model_metadata(pipe) if model_metadata is not None else {}
+                # checked again under the store's lock: another tune on this --out (the same
+                # study) may have published this best since the check above
+                found = []
+
+                def published(latest):
+                    if latest != damaged and _same_best(latest, tuned):
+                        found.append(latest)
+                    return bool(found)
+
                 summary["model"] = pipe.publish(out / "models", source="tune", metadata={**extra, "tuned": tuned},
-                                                items=items)
+                                                items=items, unless=published)
+                if found:
+                    summary["model_unchanged"] = summary["published_meanwhile"] = True
         write_json(out / "best_params.json", {"trial": best.number, "value": best_value,
                                               "params": params})
         write_json(out / "tune.json", summary)
