@@ -1,0 +1,109 @@
+"""Commands killed (SIGKILL) at a point forced in a real subprocess, then resumed: what the kill
+leaves must read back whole and a later command must finish the work (benchmarks/killpoints.py
+does the same at random moments over whole commands; these are the moments it found wanting).
+
+The kill point is forced by ``killed_at``: Python run in the command's process before the CLI
+wraps one library function so that the process kills itself (SIGKILL: no cleanup, no ``finally``)
+right after that function returns, as a power cut there would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mediacluster.inbox import FILES, listing, mark, summary
+from mediacluster.serve.inbox import Inbox, KeepRule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def killed_at(targets: list[str], argv: list[str], after: int = 1, when: str = "True") -> subprocess.CompletedProcess:
+    """Run ``mediacluster ARGV`` with each of ``targets`` (``module:Class.method`` or
+    ``module:function``) wrapped: the ``after``-th call among them whose arguments make ``when``
+    true (``a``: the positional arguments) is followed by SIGKILL to the process."""
+    setup = f"""
+import importlib, os, signal, sys
+_n = [0]
+def _wrap(target):
+    mod, _, attr = target.partition(":")
+    owner, _, name = attr.rpartition(".")
+    o = importlib.import_module(mod)
+    o = getattr(o, owner) if owner else o
+    f = getattr(o, name)
+    def _killing(*a, **k):
+        r = f(*a, **k)
+        if {when}:
+            _n[0] += 1
+            if _n[0] == {after}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return r
+    setattr(o, name, _killing)
+for _t in {targets!r}:
+    _wrap(_t)
+from mediacluster.cli import main
+sys.exit(main({[str(a) for a in argv]!r}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", setup], capture_output=True, text=True, timeout=300, env=env)
+
+
+def cli(*argv) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "mediacluster", *map(str, argv)], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def png(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def keep(inbox: Path, blobs: list[bytes], names: list[str]) -> None:
+    """What the service's inbox writer keeps of uploads it answered (the real writer thread)."""
+    box = Inbox(inbox, KeepRule(kinds=frozenset({"all"})))
+    answers = [{"cluster": 0, "name": "x", "status": "clustered", "probability": 0.9, "novel": False,
+                "filename": n} for n in names]
+    box.offer("v0001", "/v1/assign", "image", answers, datas=blobs)
+    assert box.flush()
+    box.close()
+
+
+def test_an_inbox_purge_killed_after_removing_a_file_leaves_no_row_without_its_file(tmp_path):
+    """``inbox --purge`` removed a content's file, then its rows, committed at the end: killed
+    between, the rows came back (the transaction rolled back) naming a file that is gone; the
+    service, storing the same content again, found the row and wrote no file, so the inbox kept
+    rows of an upload with no bytes for good (``--list`` showed it, ``/v1/inbox/files`` 404)."""
+    blobs = [png(i) for i in range(3)]
+    inbox = tmp_path / "inbox"
+    keep(inbox, blobs, ["a.png", "b.png", "c.png"])
+    assert mark(inbox)["marked"] == 3
+    # killed once the second file has left files/ (removed, or moved aside), before the commit
+    r = killed_at(["pathlib:Path.unlink", "os:replace"], ["inbox", inbox, "--purge", "0"], after=2,
+                  when=f"str(a[0]).startswith({str(inbox / FILES)!r})")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    # what the next command that reads the inbox sees: every content with its file
+    r = cli("inbox", inbox, "--list", "all", "--json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)["items"]
+    assert [it["missing"] for it in listed] == [False] * 3, "rows whose file the killed purge removed"
+    assert sorted((inbox / it["file"]).read_bytes() for it in listed) == sorted(blobs)
+    # the same contents uploaded again are kept with their bytes, and a purge run again finishes
+    keep(inbox, blobs, ["a.png", "b.png", "c.png"])
+    for row in listing(inbox, "all", limit=10):
+        assert (inbox / row["file"]).read_bytes() in blobs
+    assert summary(inbox)["contents"]["reviewed"] == 3  # as before the purge that was killed
+    r = cli("inbox", inbox, "--purge", "0")
+    assert r.returncode == 0, r.stderr
+    assert not [p for p in (inbox / FILES).iterdir()], "a purge run again removes every file"
+    assert not [p for p in inbox.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
