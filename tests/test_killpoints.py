@@ -23,10 +23,13 @@ from mediacluster.serve.inbox import Inbox, KeepRule
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def killed_at(targets: list[str], argv: list[str], after: int = 1, when: str = "True") -> subprocess.CompletedProcess:
-    """Run ``mediacluster ARGV`` with each of ``targets`` (``module:Class.method`` or
-    ``module:function``) wrapped: the ``after``-th call among them whose arguments make ``when``
-    true (``a``: the positional arguments) is followed by SIGKILL to the process."""
+def killed_at(targets: list[str], argv: list[str] | None, after: int = 1, when: str = "True",
+              code: str = "") -> subprocess.CompletedProcess:
+    """Run ``mediacluster ARGV`` (or the Python ``code``) with each of ``targets``
+    (``module:Class.method`` or ``module:function``) wrapped: the ``after``-th call among them
+    whose arguments make ``when`` true (``a``: the positional arguments) is followed by SIGKILL
+    to the process."""
+    run = code or f"from mediacluster.cli import main\nsys.exit(main({[str(a) for a in argv]!r}))"
     setup = f"""
 import importlib, os, signal, sys
 _n = [0]
@@ -46,11 +49,10 @@ def _wrap(target):
     setattr(o, name, _killing)
 for _t in {targets!r}:
     _wrap(_t)
-from mediacluster.cli import main
-sys.exit(main({[str(a) for a in argv]!r}))
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-c", setup], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run([sys.executable, "-c", setup + run], capture_output=True, text=True, timeout=300,
+                          env=env)
 
 
 def cli(*argv) -> subprocess.CompletedProcess:
@@ -107,3 +109,28 @@ def test_an_inbox_purge_killed_after_removing_a_file_leaves_no_row_without_its_f
     assert r.returncode == 0, r.stderr
     assert not [p for p in (inbox / FILES).iterdir()], "a purge run again removes every file"
     assert not [p for p in inbox.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
+
+
+def test_the_service_s_inbox_writer_killed_mid_file_leaves_no_temporary_file_for_good(tmp_path):
+    """The service's inbox writer writes an upload's bytes to a hidden temporary file in
+    ``files/`` and renames it: killed between, the temporary file stayed there for good (no row
+    names it, so no purge removes it, and no later open did: a leak per kill, outside
+    ``--keep-max-mb``). Now the next open of the inbox (under its write lock, which a live
+    writer holds while its temporary file exists) removes it; the content is stored again whole."""
+    inbox = tmp_path / "inbox"
+    blob = png(7)
+    code = f"""
+import numpy as np
+from mediacluster.serve.inbox import Inbox, KeepRule
+box = Inbox({str(inbox)!r}, KeepRule(kinds=frozenset({{"all"}})))
+box.offer("v0001", "/v1/assign", "image", [{{"cluster": 0, "status": "clustered", "filename": "up.png"}}],
+          datas=[bytes.fromhex({blob.hex()!r})])
+box.flush()
+"""
+    # killed right after the bytes are in the temporary file, before its rename
+    r = killed_at(["pathlib:Path.write_bytes"], None, code=code, when="a[0].name.startswith('.')")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert [p.name for p in (inbox / FILES).iterdir() if p.name.startswith(".")], "the kill came too late"
+    keep(inbox, [blob], ["up.png"])  # the service started again, the same upload
+    assert [p.name for p in (inbox / FILES).iterdir()] == [listing(inbox, "all")[0]["file"].split("/")[1]]
+    assert (inbox / listing(inbox, "all")[0]["file"]).read_bytes() == blob

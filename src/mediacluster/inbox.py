@@ -35,6 +35,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import sqlite3
 import time
 import unicodedata
@@ -46,6 +47,8 @@ DB_NAME = "inbox.sqlite"
 FILES = "files"
 #: where ``purge`` moves the files of the contents it removes until their rows' removal is committed
 PURGING = ".purging"
+#: ``fileio.atomic_path``'s temporary name of a stored file: ``.NAME.`` + 8 random characters + its extension
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]{1,10})?")
 #: how a content left the pending set: a person looked at it
 REVIEWED = "reviewed"
 #: how a content left the pending set: a ``cluster`` run read its file
@@ -114,11 +117,22 @@ def open_db(root: str | os.PathLike) -> sqlite3.Connection:
 
 
 def _restore_purged(root: Path, con: sqlite3.Connection) -> None:
-    """The files a purge moved aside (``PURGING``) before removing their rows: removed where their
-    content's rows are gone (the purge committed), put back where the rows are still there (it
-    was killed, or failed, before its commit: the transaction rolled back, so never a row
-    without its file). Under the write lock (a purge running elsewhere holds it from moving
-    its first file to its commit): ``open_db``'s schema transaction and the purge itself."""
+    """What a killed writer left: the files a purge moved aside (``PURGING``) before removing
+    their rows, removed where their content's rows are gone (the purge committed), put back
+    where the rows are still there (it was killed, or failed, before its commit: the
+    transaction rolled back, so never a row without its file); and the temporary file of a
+    stored file the service's writer was writing (``fileio.atomic_path``'s hidden ``.NAME.XXXXXXXX``
+    in ``files/``, where a stored file's name never starts with a dot: ``clean_name``), which
+    nothing else would ever remove. Under the write lock, which a purge running elsewhere holds
+    from moving its first file to its commit and the service's writer from its temporary file
+    to its row: ``open_db``'s schema transaction and the purge itself."""
+    try:
+        with os.scandir(root / FILES) as it:
+            for e in it:
+                if e.name.startswith(".") and _TEMPORARY.fullmatch(e.name) and e.is_file(follow_symlinks=False):
+                    os.unlink(e.path)
+    except FileNotFoundError:
+        pass
     trash = root / PURGING
     if not trash.is_dir():
         return
