@@ -128,10 +128,9 @@ def check_tree(root: Path) -> list[str]:
 
 
 def assignments(run_dir: Path):
-    import pandas as pd
+    from mediacluster.rundir import RunDir
 
-    f = run_dir / "assignments.parquet"
-    return pd.read_parquet(f) if f.exists() else None
+    return RunDir.open(run_dir).read_assignments() if RunDir.is_run(run_dir) else None
 
 
 def same_frame(a, b) -> bool:
@@ -160,7 +159,9 @@ def images(args) -> Path:
 def base_run(args) -> Path:
     """A finished run (with a model) the read-only commands start from."""
     src = args.work / "base-run"
-    if not (src / "run.json").exists():
+    from mediacluster.rundir import RunDir
+
+    if not RunDir.is_run(src):
         r = run(mc("cluster", images(args), "--out", src, "--cache-dir", args.work / "base-cache",
                    "--save-model", "--quiet", "--seed", "0"))
         assert r.returncode == 0, r.stderr
@@ -271,8 +272,9 @@ class Report(CopyOfBase):
         return mc("report", self.dir / "out", "--quiet", "--rename")
 
     def result(self):
-        f = self.dir / "out" / "names.json"
-        return f.read_text() if f.exists() else None
+        from mediacluster.rundir import RunDir
+
+        return json.dumps(RunDir.open(self.dir / "out").read_automatic_names(), sort_keys=True, default=str)
 
     def same(self, a, b):
         return a == b
@@ -325,10 +327,9 @@ class Publish(CopyOfBase):
         return mc("studio", self.dir / "out", "--publish")
 
     def result(self):
-        f = self.dir / "out" / "assignments.parquet"
-        if not f.exists():
-            return None
         a = assignments(self.dir / "out")
+        if a is None:
+            return None
         return a[[c for c in a.columns if c.startswith("curated")]]
 
 
