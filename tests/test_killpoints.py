@@ -134,3 +134,27 @@ box.flush()
     keep(inbox, [blob], ["up.png"])  # the service started again, the same upload
     assert [p.name for p in (inbox / FILES).iterdir()] == [listing(inbox, "all")[0]["file"].split("/")[1]]
     assert (inbox / listing(inbox, "all")[0]["file"]).read_bytes() == blob
+
+
+def test_a_studio_export_killed_half_way_leaves_no_export_that_looks_finished(base_run, tmp_path):
+    """``studio RUN --export folders`` wrote straight into ``exports/folders-STAMP-eN``; killed
+    half-way (a ``finally`` does not run) it left that folder with part of the files, named as a
+    finished export, for good (the next export takes another stamp). Now an export is built in a
+    hidden folder named after its process and renamed whole; the next export removes a killed
+    one's."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run, symlinks=True)
+    # killed after the export's fifth file is linked
+    r = killed_at(["os:symlink"], ["studio", run, "--export", "folders"], after=5,
+                  when=f"str(a[1]).startswith({str(run / 'exports')!r})")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert not [p.name for p in (run / "exports").iterdir() if not p.name.startswith(".")], \
+        "a half-written export under a finished export's name"
+    r = cli("studio", run, "--export", "folders")
+    assert r.returncode == 0, r.stderr
+    (done,) = list((run / "exports").iterdir())  # the killed one's hidden folder is gone too
+    n = sum(1 for p in done.rglob("*") if p.is_symlink())
+    assert n == 300
+
