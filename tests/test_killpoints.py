@@ -158,3 +158,23 @@ def test_a_studio_export_killed_half_way_leaves_no_export_that_looks_finished(ba
     n = sum(1 for p in done.rglob("*") if p.is_symlink())
     assert n == 300
 
+
+def test_ctrl_c_while_the_libraries_load_is_one_line_and_exit_130(tmp_path):
+    """Ctrl-C in the first second of a command, while ``mediacluster.cli`` imports numpy and
+    the rest (before ``main`` takes Ctrl-C over): Python's traceback of the import and exit
+    status -2 (benchmarks/killpoints.py met it at 0.3 s into ``report``). Now one line, 130."""
+    setup = """
+import builtins, os, runpy, signal, sys
+_imp = builtins.__import__
+def _ctrl_c_at_numpy(name, *a, **k):
+    if name == "numpy" and "numpy" not in sys.modules:
+        os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C, delivered mid-import
+    return _imp(name, *a, **k)
+builtins.__import__ = _ctrl_c_at_numpy
+sys.argv = ["mediacluster", "report", "nowhere"]
+runpy.run_module("mediacluster", run_name="__main__")
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", setup], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 130 and "Traceback" not in r.stderr, (r.returncode, r.stderr[-800:])
+    assert r.stderr.strip() == "interrupted"
