@@ -178,3 +178,33 @@ runpy.run_module("mediacluster", run_name="__main__")
     r = subprocess.run([sys.executable, "-c", setup], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 130 and "Traceback" not in r.stderr, (r.returncode, r.stderr[-800:])
     assert r.stderr.strip() == "interrupted"
+
+
+def test_a_tag_model_retrained_and_killed_between_its_two_files_is_never_read_as_a_mix(tmp_path):
+    """``tags train --out DIR`` over a tag model replaced ``weights.npz``, then ``model.json``:
+    killed between, the new weights were read under the old ``model.json`` (its classes and
+    thresholds), a model whose suggestions were the wrong tags, without a word. Now the pair
+    carries one stamp: such a mix is refused, naming the folder; training again mends it."""
+    from mediacluster.errors import InputError
+    from mediacluster.tags.model import TagClassifier
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 4
+    X = np.concatenate([c + rng.normal(size=(60, 16)) for c in centres]).astype(np.float32)
+    old, new = np.repeat(["a", "b", "c"], 60), np.repeat(["z", "x", "y"], 60)  # other tags, another order
+    np.savez(tmp_path / "old.npz", vectors=X, labels=old)
+    np.savez(tmp_path / "new.npz", vectors=X, labels=new)
+    out = tmp_path / "tagger"
+    assert cli("tags", "train", tmp_path / "old.npz", "--out", out, "--quiet").returncode == 0
+    # killed once the new weights.npz is in place, before the new model.json
+    r = killed_at(["os:replace"], ["tags", "train", tmp_path / "new.npz", "--out", out, "--quiet"],
+                  when="str(a[1]).endswith('weights.npz')")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    try:
+        got = TagClassifier.load(out).predict(X)
+    except InputError as e:
+        assert str(out) in str(e) and "train the model again" in str(e)
+    else:  # read back, it must be one of the two models, not new weights under old tags
+        assert (got == old).mean() > 0.9 or (got == new).mean() > 0.9, "a mix of the two saves"
+    assert cli("tags", "train", tmp_path / "new.npz", "--out", out, "--quiet").returncode == 0
+    assert (TagClassifier.load(out).predict(X) == new).mean() > 0.9
