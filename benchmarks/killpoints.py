@@ -527,7 +527,7 @@ def studio_hunt(args, kills: int, rng: random.Random) -> dict:
         con = sqlite3.connect(d / "out" / "edits.sqlite")
         last = con.execute("SELECT MAX(seq) FROM events WHERE kind NOT IN ('publish', 'export')").fetchone()[0]
         con.close()  # a publish / export record changes nothing written: curated.json's stays
-        if acked and cur.get("edits_seq") not in (last, v["seq"]):
+        if acked and not (isinstance(cur.get("edits_seq"), int) and last <= cur["edits_seq"] <= v["seq"]):
             row["curated_json_behind"] = [cur.get("edits_seq"), last]
         left = temp_files(d)
         if left:
