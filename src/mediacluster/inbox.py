@@ -32,8 +32,10 @@ finds it whole. :func:`summary` counts them (``/metrics``: ``mediacluster_inbox_
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import re
 import sqlite3
 import time
 import unicodedata
@@ -43,6 +45,10 @@ from pathlib import Path
 
 DB_NAME = "inbox.sqlite"
 FILES = "files"
+#: where ``purge`` moves the files of the contents it removes until their rows' removal is committed
+PURGING = ".purging"
+#: ``fileio.atomic_path``'s temporary name of a stored file: ``.NAME.`` + 8 random characters + its extension
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]{1,10})?")
 #: how a content left the pending set: a person looked at it
 REVIEWED = "reviewed"
 #: how a content left the pending set: a ``cluster`` run read its file
@@ -106,7 +112,37 @@ def open_db(root: str | os.PathLike) -> sqlite3.Connection:
                 con.execute(f"ALTER TABLE uploads ADD COLUMN {col} {kind}")
         for stmt in _DDL_ADDED:
             con.execute(stmt)
+        _restore_purged(root, con)
     return con
+
+
+def _restore_purged(root: Path, con: sqlite3.Connection) -> None:
+    """What a killed writer left: the files a purge moved aside (``PURGING``) before removing
+    their rows, removed where their content's rows are gone (the purge committed), put back
+    where the rows are still there (it was killed, or failed, before its commit: the
+    transaction rolled back, so never a row without its file); and the temporary file of a
+    stored file the service's writer was writing (``fileio.atomic_path``'s hidden ``.NAME.XXXXXXXX``
+    in ``files/``, where a stored file's name never starts with a dot: ``clean_name``), which
+    nothing else would ever remove. Under the write lock, which a purge running elsewhere holds
+    from moving its first file to its commit and the service's writer from its temporary file
+    to its row: ``open_db``'s schema transaction and the purge itself."""
+    try:
+        with os.scandir(root / FILES) as it:
+            for e in it:
+                if e.name.startswith(".") and _TEMPORARY.fullmatch(e.name) and e.is_file(follow_symlinks=False):
+                    os.unlink(e.path)
+    except FileNotFoundError:
+        pass
+    trash = root / PURGING
+    if not trash.is_dir():
+        return
+    for p in trash.iterdir():
+        rel = f"{FILES}/{p.name}"
+        if con.execute("SELECT 1 FROM stored WHERE file = ?", (rel,)).fetchone() and not (root / rel).exists():
+            os.replace(p, root / rel)
+        else:
+            p.unlink()
+    trash.rmdir()
 
 
 def _current(con: sqlite3.Connection) -> bool:
@@ -136,13 +172,13 @@ def write_transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def _existing(root: str | os.PathLike, write: bool = True) -> sqlite3.Connection:
     """``open_db`` of an inbox that must exist already (a command's argument): an
     ``InputError`` naming the folder otherwise. ``write=False``: a plain connection (no schema
-    transaction) when the inbox has this version's schema already (a reader: ``/metrics``,
-    ``GET /v1/inbox``)."""
+    transaction) when the inbox has this version's schema already and no killed purge left
+    files to put back (a reader: ``/metrics``, ``GET /v1/inbox``)."""
     from .errors import InputError
 
     if not (Path(root) / DB_NAME).is_file():
         raise InputError(f"{root}: not an inbox (no {DB_NAME}); give the folder `serve --keep-uploads` wrote")
-    if not write:
+    if not write and not (Path(root) / PURGING).exists():
         con = sqlite3.connect(str(Path(root) / DB_NAME), timeout=30.0, isolation_level=None,
                               check_same_thread=False)
         con.execute("PRAGMA busy_timeout=30000")
@@ -468,10 +504,14 @@ def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str]
                 f"WHERE {_STATE_SQL} IN ({','.join('?' * len(states))}) AND COALESCE((SELECT MAX(u.time) "
                 "FROM uploads u WHERE u.hash = s.hash), '') <= ?", (*states, cutoff)).fetchall()
             n_up, gone, kept = 0, [], []
+            trash = root / PURGING
             for h, f, size in rows:
                 if f:  # the file first: a content whose file stays keeps its rows (never a row without its file)
-                    try:
-                        (root / f).unlink()
+                    try:  # moved aside, removed once the rows' removal is committed (_restore_purged)
+                        if (root / f).is_dir():
+                            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(root / f))
+                        trash.mkdir(exist_ok=True)
+                        os.replace(root / f, trash / Path(f).name)
                     except FileNotFoundError:
                         pass
                     except OSError as e:  # a folder in its place, a read-only disk: the others go on
@@ -482,7 +522,11 @@ def purge(root: str | os.PathLike, older_than_days: float, states: Iterable[str]
                 con.execute("DELETE FROM reviewed WHERE hash = ?", (h,))
                 gone.append(size)
     finally:
-        con.close()
+        try:  # committed: the files go; rolled back (an error): they are put back
+            with write_transaction(con):
+                _restore_purged(root, con)
+        finally:
+            con.close()
     return {"contents": len(gone), "uploads": int(n_up), "bytes": int(sum(gone)),
             "states": list(states), "older_than": cutoff, "not_removed": kept}
 

@@ -300,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = _watch_interrupts()
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # before the command runs: while its modules load (the parser's)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     finally:
         if previous is not None:
             import signal

@@ -47,7 +47,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..fileio import atomic_path, path_from_text, text_series, write_json, write_table, write_text
+from ..fileio import (
+    atomic_path,
+    path_from_text,
+    pid_alive,
+    text_series,
+    write_json,
+    write_table,
+    write_text,
+)
 from ..locations import under
 from ..rundir import LEVEL_COLUMN, path_to_text, texts
 
@@ -207,12 +215,17 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     if mode not in ("symlink", "copy"):
         raise InputError(f"mode must be 'symlink' or 'copy', got {mode!r}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(out_root) / f"{kind}-{stamp}-e{seq}"
+    final = Path(out_root) / f"{kind}-{stamp}-e{seq}"
     k = 1
-    while out.exists():
+    while final.exists():
         k += 1
-        out = Path(out_root) / f"{kind}-{stamp}-e{seq}-{k}"
+        final = Path(out_root) / f"{kind}-{stamp}-e{seq}-{k}"
+    # built in a hidden folder named after this process and renamed whole: an export killed
+    # half-way (no ``finally`` runs) left a folder named as a finished one, part of the files
+    # in it; the next export removes what a process no longer running left (``_drop_killed``)
+    out = final.parent / f".{final.name}{BUILDING}{os.getpid()}"
     try:
+        _drop_killed(final.parent)
         out.mkdir(parents=True)
         if kind == "folders":
             files, missing = _folders(out, paths, table, clusters, mode)
@@ -225,13 +238,14 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
             files = [p.name]
         else:
             files = _labelstudio(out, paths, table, clusters, root, media)
+        os.rename(out, final)
     except OSError as e:
         shutil.rmtree(out, ignore_errors=True)
-        raise OutputError(f"cannot write the export to {out}: {e.strerror or e}") from e
+        raise OutputError(f"cannot write the export to {final}: {e.strerror or e}") from e
     except BaseException:  # any other failure (a bug, Ctrl+C) leaves no half-written export either
         shutil.rmtree(out, ignore_errors=True)
         raise
-    res = {"kind": kind, "path": str(out), "files": files, "items": int(len(table))}
+    res = {"kind": kind, "path": str(final), "files": files, "items": int(len(table))}
     if kind == "classes":
         res["dropped"] = gone
         res["kept_by_person"] = by_person
@@ -239,6 +253,20 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     if kind in ("folders", "classes"):
         res["missing"] = missing  # files gone since the run: left out (classes: in dropped.csv)
     return res
+
+
+#: an export being written: ``.NAME`` + this + the writer's pid, renamed to NAME when whole
+BUILDING = ".building-"
+
+
+def _drop_killed(exports: Path) -> None:
+    """Remove the exports being built by a process that no longer runs (killed half-way)."""
+    if not exports.is_dir():
+        return
+    for p in exports.iterdir():
+        pid = p.name.rpartition(BUILDING)[2]
+        if p.name.startswith(".") and BUILDING in p.name and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _folders(out: Path, paths, table, clusters: list[dict], mode: str) -> tuple[list[str], int]:

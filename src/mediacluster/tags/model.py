@@ -18,6 +18,7 @@ loaded with ``allow_pickle=False``): no pickle anywhere.
 from __future__ import annotations
 
 import json
+import os
 import time
 import zipfile
 import zlib
@@ -33,6 +34,8 @@ from ..stages.registry import SEED, Int
 from .thresholds import choose_threshold, clopper_pearson, min_support
 
 FORMAT = "mediacluster.tags/1"
+#: the key in ``weights.npz`` of the stamp its ``model.json`` carries too (``weights_stamp``)
+STAMP = "_stamp"
 MODELS = ("auto", "logreg", "mlp")
 TOP_K = Int(1, doc="at most this many suggested tags per item")
 #: "auto" picks the MLP from this many labelled items on (benchmarks/RESULTS.md, tags: on 50k
@@ -380,10 +383,15 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"mean": self.mean_, "scale": self.scale_, **self.weights_}
+        # the two files are replaced one after the other: a save killed between them left the new
+        # weights under the old model.json (its classes, thresholds), read back as a model that
+        # tags wrongly without a word; the stamp both carry tells such a pair (``_load``)
+        stamp = os.urandom(8).hex()
         with atomic_path(folder / "weights.npz") as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
-        write_json(folder / "model.json", {**self.to_dict(), **(extra or {})})
+                np.savez(f, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()},
+                         **{STAMP: np.asarray(stamp)})
+        write_json(folder / "model.json", {**self.to_dict(), **(extra or {}), "weights_stamp": stamp})
         return folder
 
     @classmethod
@@ -414,6 +422,10 @@ class TagClassifier(ClassifierMixin, BaseEstimator):
         clf = cls(**params)
         with np.load(folder / "weights.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+        stamp = arrays.pop(STAMP, None)
+        if d.get("weights_stamp") is not None and (stamp is None or str(stamp) != d["weights_stamp"]):
+            raise InputError(f"{folder}: model.json and weights.npz are from two different saves (a save "
+                             "was interrupted between its two files); train the model again")
         clf.mean_ = arrays.pop("mean")
         clf.scale_ = arrays.pop("scale")
         clf.weights_ = arrays
