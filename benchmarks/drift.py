@@ -191,16 +191,17 @@ def rule_paired(starts=24):
     return pick
 
 
-def rule_up(c):
+def rule_up(c, starts=12):
     """Today's rule with the window's upper end raised to twice the density groups' count when
     that is larger (the lower end stays half the modularity level's): modularity's known error
-    is its resolution limit (too coarse); the density groups have none."""
+    is its resolution limit (too coarse); the density groups have none. ``starts``: only the
+    first this many of the check's starts (fewer K-means runs; fitspeed helper)."""
     if "g_lvls" not in c:
         raise KeyError("no grid")
     counts = [int(lv.max()) + 1 for lv in c["levels"]]
     km = counts[c["mod"]]
     keep = [i for i, lv in enumerate(c["g_lvls"]) if counts[lv] >= km / 2]
-    return rule_wide()(c | {"g_lvls": c["g_lvls"][keep], "g_ari": c["g_ari"][keep]})
+    return rule_wide()(c | {"g_lvls": c["g_lvls"][keep], "g_ari": c["g_ari"][keep][:, :starts]})
 
 
 def rule_wide(guard=True):
@@ -230,6 +231,9 @@ RULES = {
     "argmax24": rule_argmax(24),
     "paired24": rule_paired(24),
     "up": rule_up,
+    "up8": lambda c: rule_up(c, 8),
+    "up6": lambda c: rule_up(c, 6),
+    "up4": lambda c: rule_up(c, 4),
     "wide": rule_wide(),
     "wide_argmax": rule_wide(False),
 }

@@ -481,6 +481,44 @@ def test_agreement_check_is_the_same_threaded_and_with_a_given_view():
             assert scores[lv, 0] == np.mean(ari) and scores[lv, 1] == np.std(ari, ddof=1)
 
 
+def test_agreement_starts_run_ahead_give_the_same_check():
+    """The engine runs the agreement check's likeliest K-means starts during the layout
+    (``agreement_prefit``: the view, then the starts for the level-count ladder 2, 3, 4, 6, ...
+    with the check's seeds, until told to stop); the check uses them instead of running them
+    again and scores exactly as without them. A start it is handed is used as given (a
+    changed one changes the score), and a prefit told to stop at once runs no start.
+    Failed before: no ``agreement_prefit`` / ``starts``."""
+    import threading
+
+    from mediacluster.stages import hierarchy
+
+    Z, V, cls = _torn_layout(4)
+    V = np.hstack([V, V[:, ::-1]])
+    h = HierarchyClusterer(random_state=3).fit(Z, knn=knn_graph(V, 15))
+    auto = h.auto_level_
+    level, scores = hierarchy.agreement_level(h.levels_, auto, V, random_state=3)
+    view, starts = hierarchy.agreement_prefit(V, 3, threading.Event())
+    assert np.array_equal(view, hierarchy.agreement_view(V, 3))
+    n = len(V)
+    cands = np.flatnonzero(np.isfinite(scores[:, 0]))
+    ks = {int(h.n_clusters_per_level_[lv]) for lv in cands}
+    assert len(cands) >= 2 and ks & {k for (_, k, _) in starts}, "the ladder covers a candidate"
+    assert all(k <= hierarchy.PREFIT_MAX_K * np.sqrt(n) for (_, k, _) in starts)
+    level2, scores2 = hierarchy.agreement_level(h.levels_, auto, V, random_state=3, view=view, starts=starts)
+    assert level2 == level and np.array_equal(scores2, scores, equal_nan=True)
+    # the stored starts are what the check uses
+    k = min(ks & {k for (_, k, _) in starts})
+    r, lab = starts[(n, k, 3)]
+    bent = dict(starts)
+    bent[(n, k, 3)] = (r, np.zeros_like(lab))
+    _, scores3 = hierarchy.agreement_level(h.levels_, auto, V, random_state=3, view=view, starts=bent)
+    lv = [lv for lv in cands if int(h.n_clusters_per_level_[lv]) == k][0]
+    assert scores3[lv, 0] != scores[lv, 0]
+    stopped = threading.Event()
+    stopped.set()
+    assert hierarchy.agreement_prefit(V, 3, stopped)[1] == {}
+
+
 def test_fit_time_neighbour_queries_on_threads_and_modularities_in_one_pass():
     """Two fit steps done faster give the same numbers: the membership probabilities' neighbour
     queries in one block per thread (a tree index searches without the GIL), and the

@@ -411,9 +411,10 @@ def test_a_seed_numpy_cannot_take_is_refused_by_name():
 
 
 def test_the_agreement_view_is_made_during_the_layout_and_changes_nothing(data, monkeypatch):
-    """``Pipeline.fit`` has the hierarchy's agreement view (PCA of the input vectors) made in a
-    second thread while UMAP lays out, and hands it to the clusterer: the check's scores and
-    level are exactly those of the check run afterwards on its own."""
+    """``Pipeline.fit`` has the hierarchy's agreement view (PCA of the input vectors) and the
+    check's likeliest K-means starts made in a second thread while UMAP lays out
+    (``agreement_prefit``), and hands them to the clusterer: the check's scores and level are
+    exactly those of the check run afterwards on its own."""
     import threading
 
     from mediacluster import pipeline as pipeline_module
@@ -421,13 +422,13 @@ def test_the_agreement_view_is_made_during_the_layout_and_changes_nothing(data, 
 
     X, _ = data
     threads = []
-    real = pipeline_module.agreement_view
+    real = pipeline_module.agreement_prefit
 
-    def spy(vectors, seed):  # the real function, recording where it ran
+    def spy(vectors, seed, stop):  # the real function, recording where it ran
         threads.append(threading.current_thread())
-        return real(vectors, seed)
+        return real(vectors, seed, stop)
 
-    monkeypatch.setattr(pipeline_module, "agreement_view", spy)
+    monkeypatch.setattr(pipeline_module, "agreement_prefit", spy)
     pipe = Pipeline(random_state=0).fit(X)
     h = pipe.clusterer_
     assert isinstance(h, HierarchyClusterer)

@@ -91,3 +91,37 @@ def test_during_layout_runs_a_job_beside_the_layout_and_changes_nothing():
     assert not fut.done()
     with during_layout(None) as fut:
         assert fut is None
+
+
+def test_during_layout_tells_the_job_when_the_layout_ends():
+    """``during_layout(job, stop=event)`` sets ``event`` as soon as the layout's epochs end and
+    only then waits for the job, so a job doing optional work (the agreement check's K-means
+    starts ahead of time) stops there instead of holding the fit up; the embedding is the
+    one of a fit without the job. Failed before: ``during_layout`` took no ``stop``."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from mediacluster.stages.reduce import UMAPReducer, during_layout
+
+    X = np.random.default_rng(1).normal(size=(300, 16)).astype(np.float32)
+
+    def fit():
+        return UMAPReducer(n_neighbors=10, n_components=3, n_epochs=30, init="pca", random_state=0).fit(X).embedding_
+
+    alone = fit()
+    stop = threading.Event()
+
+    def job():  # would run 60 s unless told to stop
+        rounds = 0
+        while not stop.wait(0.01) and rounds < 6000:
+            rounds += 1
+        return stop.is_set()
+
+    t = time.perf_counter()
+    with during_layout(job, stop=stop) as fut:
+        beside = fit()
+    assert fut.done() and fut.result() is True, "the job saw the layout end"
+    assert time.perf_counter() - t < 30, "the fit did not wait for the job's full work"
+    assert np.array_equal(alone, beside)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
 import time
 
 import numpy as np
@@ -54,7 +55,7 @@ from .stages.hierarchy import (
     ENGINE_REDUCER,
     HierarchyClusterer,
     LevelsMixin,
-    agreement_view,
+    agreement_prefit,
     check_share,
     tree_above,
 )
@@ -372,11 +373,13 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
             if Z.ndim != 2 or len(Z) != n:
                 raise InputError(f"embedding must be ({n}, k), got {Z.shape}")
         elif reducer is not None:
-            # the hierarchy's agreement check needs the input vectors' PCA view only: it is made
-            # while UMAP lays out (reduce.during_layout), and used when no item is dropped below
+            # the hierarchy's agreement check needs the input vectors' PCA view only: it and the
+            # check's likeliest K-means starts are made while UMAP lays out (reduce.during_layout,
+            # hierarchy.agreement_prefit), and used when no item is dropped below
             seed = getattr(clusterer, "random_state", None) if isinstance(clusterer, HierarchyClusterer) else None
-            job = (lambda: agreement_view(X, int(seed) % 2**32)) if seed is not None and takes_knn else None
-            with during_layout(job) as view:
+            stop = threading.Event()
+            job = (lambda: agreement_prefit(X, int(seed) % 2**32, stop)) if seed is not None and takes_knn else None
+            with during_layout(job, stop=stop) as view:
                 Z = reducer.fit(X, precomputed_knn=knn).embedding_
         else:
             Z = X
@@ -405,7 +408,7 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
                             embedding is not None or reducer is not None):
                         extra["vectors"] = X[keep]  # the default level checked on the input's view
                         if view is not None and view.done() and keep.all():
-                            extra["agreement_view"] = view.result()
+                            extra["agreement_view"], extra["agreement_starts"] = view.result()
                     clusterer.fit(Z[keep], knn=knn if keep.all() else None, **extra)
                 else:
                     clusterer.fit(Z[keep])

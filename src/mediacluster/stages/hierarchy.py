@@ -351,6 +351,7 @@ AGREEMENT_SEEDS = 12  # K-means starts per candidate: their spread is the agreem
 AGREEMENT_ROWS = 4000  # each start clusters its own random sample of this many items (all when fewer)
 AGREEMENT_PER_CLUSTER = 10  # ... and of at least this many items per cluster of the level it checks
 AGREEMENT_DIMS = 50
+PREFIT_MAX_K = 2  # agreement_prefit runs starts up to this many times sqrt(n) clusters
 
 
 def agreement_view(vectors: np.ndarray, seed: int) -> np.ndarray:
@@ -392,8 +393,49 @@ def _map_single_threaded(fn, jobs: list) -> list:
         return list(pool.map(fn, jobs))
 
 
+def _agreement_start(V: np.ndarray, k: int, s: int):
+    """One K-means start of the agreement check: ``(sample, labels)``, K-means with ``k``
+    clusters and seed ``s`` on its own random sample of the rows of ``V`` (``AGREEMENT_ROWS``, or
+    ``AGREEMENT_PER_CLUSTER`` per cluster for a level of very many clusters; all rows when fewer).
+    The caller limits BLAS and OpenMP to one thread (the labels' bits depend on it)."""
+    from sklearn.cluster import KMeans
+
+    n = len(V)
+    size = max(AGREEMENT_ROWS, AGREEMENT_PER_CLUSTER * k)  # more for a level of very many clusters
+    r = np.sort(np.random.default_rng(s).choice(n, size, replace=False)) if n > size else np.arange(n)
+    return r, KMeans(n_clusters=k, n_init=1, random_state=s).fit(V[r]).labels_
+
+
+def agreement_prefit(vectors: np.ndarray, seed: int, stop) -> tuple[np.ndarray, dict]:
+    """The agreement check's work that needs the input vectors only, done ahead while UMAP lays
+    out: ``(view, starts)``, ``view`` = :func:`agreement_view` ``(vectors, seed)`` and ``starts``
+    = ``{(n, k, s): (sample, labels)}``, the check's K-means starts (:func:`_agreement_start`)
+    for the cluster counts a level is most likely to have (``_level_counts``' ladder 2, 3, 4, 6,
+    8, 12, ..., up to ``PREFIT_MAX_K * sqrt(n)``, smallest first, each with the check's 12
+    seeds), until ``stop`` (a
+    ``threading.Event``) is set: the end of the layout. Each start computes exactly what
+    :func:`agreement_level` would (one BLAS and OpenMP thread here and there), which takes the
+    stored ones and runs the rest itself; a start whose count no candidate level has is wasted
+    (at most the layout's idle core)."""
+    from .cluster import single_blas_thread
+
+    view = agreement_view(vectors, seed)
+    n = len(view)
+    seeds = [(seed + i) % 2**32 for i in range(AGREEMENT_SEEDS)]
+    starts = {}
+    with single_blas_thread():
+        for k in _level_counts(n, ()):
+            if k > PREFIT_MAX_K * math.sqrt(n) or k >= n:  # a start of many clusters would hold the layout up
+                break
+            for s in seeds:
+                if stop.is_set():
+                    return view, starts
+                starts[(n, k, s)] = _agreement_start(view, k, s)
+    return view, starts
+
+
 def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_state=0, view=None,
-                    n_groups: int | None = None):
+                    n_groups: int | None = None, starts: dict | None = None):
     """The default level checked against another view of the same items: ``(level, scores)``.
 
     A level the data supports should also be found by a clustering that does not share the
@@ -415,8 +457,9 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     drifts of 1e-6, so the pick went 16-96 clusters, NMI .577-.756; with it 96-128, .755-.763;
     benchmarks/RESULTS.md, "Engine: the auto level under vector drift"). ``scores`` (n_levels, 2): mean and sd per level, NaN
     off the window. ``view``: :func:`agreement_view` of ``vectors`` with the first start's seed,
-    when the caller has it already (the engine computes it during the layout). The starts run
-    on one thread per core (:func:`_map_single_threaded`), each computing what it would alone.
+    when the caller has it already (the engine computes it during the layout); ``starts``: K-means
+    starts already run on that view (:func:`agreement_prefit`, also during the layout). The other
+    starts run on one thread per core (:func:`_map_single_threaded`), each computing what it would alone.
 
     Why 12 starts on samples: a single K-means run lands in one of many local optima, and any
     numerically equivalent change (another PCA solver or seed, other starts) lands it in
@@ -425,7 +468,6 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     items and the same or better NMI (benchmarks/RESULTS.md, "Engine: a stable agreement check"; the
     check itself: "Engine: agreement across representations"). It moves the level rarely,
     mostly to a finer level on many-class sets."""
-    from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
     from .cluster import single_blas_thread
@@ -442,12 +484,13 @@ def agreement_level(levels: np.ndarray, auto: int, vectors: np.ndarray, random_s
     n = len(vectors)
     V = agreement_view(vectors, seed[0]) if view is None else view
 
+    done = starts or {}
+
     def start(job):  # one K-means start on its own sample: its adjusted Rand index with the level
         lv, s = job
         k = int(counts[lv])
-        size = max(AGREEMENT_ROWS, AGREEMENT_PER_CLUSTER * k)  # more for a level of very many clusters
-        r = np.sort(np.random.default_rng(s).choice(n, size, replace=False)) if n > size else np.arange(n)
-        return adjusted_rand_score(levels[lv][r], KMeans(n_clusters=k, n_init=1, random_state=s).fit(V[r]).labels_)
+        r, lab = done[(n, k, s)] if (n, k, s) in done else _agreement_start(V, k, s)
+        return adjusted_rand_score(levels[lv][r], lab)
 
     jobs = [(lv, s) for lv in cands for s in seed]
     with single_blas_thread():
@@ -786,7 +829,7 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         check_share(self.max_unclustered, f"{prefix}__max_unclustered" if prefix else f"{type(self).__name__}.max_unclustered")
 
     # -- fitting -------------------------------------------------------------------------------
-    def fit(self, Z, y=None, knn=None, vectors=None, agreement_view=None):
+    def fit(self, Z, y=None, knn=None, vectors=None, agreement_view=None, agreement_starts=None):
         """Build the tree and its levels on ``Z`` (n, k).
 
         ``knn``: ``(indices, distances)`` of the input vectors' nearest neighbours (column 0 the
@@ -795,7 +838,9 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         ``vectors``: the input vectors (n, d) ``Z`` was made from; when given, the default level
         is checked against a clustering of them (:func:`agreement_level`).
         ``agreement_view``: that check's view of ``vectors`` (:func:`agreement_view` with this
-        clusterer's seed), when the caller computed it beforehand; the same numbers either way.
+        clusterer's seed), when the caller computed it beforehand; ``agreement_starts``: that
+        check's K-means starts already run on it (:func:`agreement_prefit`); the same numbers
+        either way.
         """
         Z = validate_input(self, Z, reset=True)
         n = len(Z)
@@ -844,7 +889,7 @@ class HierarchyClusterer(LevelsMixin, ClusterMixin, BaseEstimator):
         if vectors is not None:
             self.auto_level_, self.agreement_scores_ = agreement_level(
                 self.levels_, self.auto_level_, vectors, random_state=self.random_state, view=agreement_view,
-                n_groups=self.n_groups_)
+                n_groups=self.n_groups_, starts=agreement_starts if agreement_view is not None else None)
         self.unclustered_ = noise
         self._build_index()
         self._probabilities(Z)
@@ -1161,12 +1206,15 @@ def reduce_and_cluster(X, random_state: int | None = 0, knn_method: str = "auto"
     t = time.perf_counter()
     view = None
     if len(U) > max(int(p["n_components"]) + 2, nn):
+        import threading
         import warnings
 
-        # the agreement check's PCA of X needs X only: computed while the seeded (serial) layout
-        # keeps one core busy; random_state None draws its seed inside agreement_level
-        job = (lambda: agreement_view(X, int(random_state) % 2**32)) if random_state is not None else None
-        with warnings.catch_warnings(), during_layout(job) as view:  # umap-learn's index for transform, unused
+        # the agreement check's PCA of X and its likeliest K-means starts need X only: computed
+        # while the seeded (serial) layout keeps one core busy, until the layout ends;
+        # random_state None draws its seed inside agreement_level
+        stop = threading.Event()
+        job = (lambda: agreement_prefit(X, int(random_state) % 2**32, stop)) if random_state is not None else None
+        with warnings.catch_warnings(), during_layout(job, stop=stop) as view:  # umap-learn's index for transform, unused
             warnings.filterwarnings("ignore", message=".*Failed to correctly find n_neighbors.*")
             Z = UMAPReducer(n_neighbors=nn, n_components=int(p["n_components"]),
                             min_dist=float(p["min_dist"]),
@@ -1180,13 +1228,13 @@ def reduce_and_cluster(X, random_state: int | None = 0, knn_method: str = "auto"
     knn_full = None
     if knn is not None and len(U) == len(X):
         knn_full = knn
-    view = view.result() if view is not None and view.done() else None
+    view, starts = view.result() if view is not None and view.done() else (None, None)
     clusterer = HierarchyClusterer(random_state=random_state, **clusterer_params)
     if knn is not None and len(U) < len(X):
         # the criterion graph is over distinct rows; duplicates join their first copy's list
-        clusterer.fit(Zfull, knn=_expand_knn(knn, inv), vectors=X, agreement_view=view)
+        clusterer.fit(Zfull, knn=_expand_knn(knn, inv), vectors=X, agreement_view=view, agreement_starts=starts)
     else:
-        clusterer.fit(Zfull, knn=knn_full, vectors=X, agreement_view=view)
+        clusterer.fit(Zfull, knn=knn_full, vectors=X, agreement_view=view, agreement_starts=starts)
     timings["cluster"] = time.perf_counter() - t
     return {"embedding": Zfull, "knn": knn, "clusterer": clusterer, "inverse": inv, "timings": timings}
 

@@ -77,7 +77,7 @@ _LAYOUT_JOB = threading.local()  # ``during_layout``'s job for the next UMAP lay
 
 
 @contextlib.contextmanager
-def during_layout(job):
+def during_layout(job, stop=None):
     """Run ``job()`` in a second thread while the next UMAP fit of the calling thread inside this
     block runs its layout epochs (umap-learn's ``optimize_layout_euclidean``: seeded, it is serial
     numba code that uses no BLAS, so the other core idles). Yields a ``concurrent.futures.Future``
@@ -85,14 +85,16 @@ def during_layout(job):
     items for UMAP), and the caller then does the work itself. ``job=None`` yields None. The layout waits for the job
     before it returns, so nothing the job does (such as ``single_blas_thread``, whose BLAS limit
     is process-wide) outlives the layout. Results do not change: the job must not touch the
-    layout's inputs, and the layout's numba kernel is the same in either case."""
+    layout's inputs, and the layout's numba kernel is the same in either case. ``stop``: a
+    ``threading.Event`` set as soon as the layout's epochs end, before the layout waits for the
+    job, so a job doing optional work (``hierarchy.agreement_prefit``) can end early."""
     from concurrent.futures import Future
 
     if job is None:
         yield None
         return
     fut = Future()
-    _LAYOUT_JOB.job = (job, fut)
+    _LAYOUT_JOB.job = (job, fut, stop)
     try:
         yield fut
     finally:
@@ -117,11 +119,14 @@ def _with_layout_job(layout):
         if pending is None:
             return layout(*args, **kwargs)
         _LAYOUT_JOB.job = None  # once: a second layout in the block runs alone
-        worker = threading.Thread(target=_run_job, args=pending, daemon=True)
+        job, fut, stop = pending
+        worker = threading.Thread(target=_run_job, args=(job, fut), daemon=True)
         worker.start()
         try:
             return layout(*args, **kwargs)
         finally:
+            if stop is not None:
+                stop.set()
             worker.join()
 
     run._mediacluster_job = True
