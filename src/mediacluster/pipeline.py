@@ -39,7 +39,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils._set_output import _SetOutputMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import persist, pipeline_levels, pipeline_model
+from . import persist, pipeline_junk, pipeline_levels, pipeline_model
 from .copies import distinct_rows, merge_duplicates
 from .data import NOISE, OUTLIER, as_vectors, check_finite, check_magnitude, status_of
 from .errors import InputError, LevelRangeError, ParameterError
@@ -632,13 +632,13 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         probabilities)``, each (n_levels, m), coarse to fine; ``probabilities[l]`` is the vote
         share of the chosen cluster among the item's neighbours inside its level ``l - 1``
         cluster (a top-down distance-weighted vote of its nearest reference items; an item a
-        curated model answers junk, ``_junk_vote``, gets the junk cluster's path)."""
+        curated model answers junk, ``pipeline_junk.junk_vote``, gets the junk cluster's path)."""
         check_is_fitted(self, "predictor_")
         _feature_names(self, X, reset=False)
         if self.levels_ is None:
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
-        if self.junk_clusters():  # an item answered junk gets the junk cluster's path (_junk_path)
+        if self.junk_clusters():  # an item answered junk gets the junk cluster's path (pipeline_junk)
             path = self.predict_details(X)["path"]
             return path["labels"], path["probabilities"]
         return self.predictor_.predict_path(X)
@@ -677,11 +677,9 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
             # the flat answer is the path's cluster at the level in use; its probability the
             # product of the path's steps down to it (the share of the neighbours in that cluster)
             at, share = plab[self.level_], np.prod(pprob[:self.level_ + 1], axis=0)
-            if junk:  # ... unless the flat vote there is a junk cluster's (see _junk_vote)
-                won, won_share, rep = self._junk_vote(det["neighbors"], det["weights"], junk)
-                at, share = np.where(won >= 0, won, at), np.where(won >= 0, won_share, share)
-                if (won >= 0).any():
-                    path = self._junk_path(path, won >= 0, rep, det["neighbors"], det["weights"])
+            if junk:  # ... unless the flat vote there is a junk cluster's (pipeline_junk.junk_vote)
+                at, share, path = pipeline_junk.junk_answer(self.levels_, self.level_, junk, path, at, share,
+                                                            det["neighbors"], det["weights"])
             clustered = labels >= 0
             labels = np.where(clustered, at, labels)
             proba = np.where(clustered, share, 0.0)
@@ -696,67 +694,13 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
                 "novel": novel, "novelty": det["novelty"], "neighbors": det["neighbors"],
                 "weights": det["weights"], "path": path}
 
-    def _junk_vote(self, neighbors, weights, junk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per item, the junk cluster that wins the flat vote of its neighbours at the level in
-        use (-1 where another cluster wins; ties: the nearest neighbour's), its share, and the
-        heaviest neighbour in it (-1 where none won; its path is the item's, see :meth:`_junk_path`).
-
-        A curated tree keeps junk clusters on a branch of their own at every coarse level, so
-        the top-down path no longer adds a junk cluster's votes to its former siblings': an
-        upload the earlier version put in a cluster (its siblings carried the path to it) went
-        to another branch once that cluster was marked junk. An item whose neighbours vote
-        for a junk cluster is junk, as a flat model answers it; every other item keeps its
-        path. A fitted item's own copy outvotes its neighbours, so it keeps its label."""
-        lab = np.asarray(self.levels_[self.level_])[neighbors]  # (m, k)
-        near_junk = np.isin(lab, junk).any(axis=1)
-        won, share = np.full(len(lab), -1, np.int64), np.zeros(len(lab))
-        rep = np.full(len(lab), -1, np.int64)
-        if not near_junk.any():  # most items: no junk neighbour, nothing to vote
-            return won, share, rep
-        lab, w = lab[near_junk], np.asarray(weights, dtype=np.float64)[near_junk]
-        rows = np.arange(len(lab))
-        # each neighbour's cluster's weight among the item's k neighbours (k is small)
-        votes = ((lab[:, :, None] == lab[:, None, :]) * w[:, None, :]).sum(axis=2)
-        best = votes.argmax(axis=1)
-        top = lab[rows, best]
-        won[near_junk] = np.where(np.isin(top, junk), top, -1)
-        share[near_junk] = votes[rows, best] / np.maximum(w.sum(axis=1), 1e-300)
-        # the heaviest neighbour in the winning cluster: its path through the levels is the item's
-        rep[near_junk] = np.asarray(neighbors)[near_junk][rows, np.where(lab == top[:, None], w, -1.0).argmax(axis=1)]
-        return won, share, rep
-
-    def _junk_path(self, path: dict, moved, rep, neighbors, weights) -> dict:
-        """``path`` with the items answered junk by :meth:`_junk_vote` (``moved``) given the
-        junk cluster's path (that of ``rep``, their heaviest neighbour in it), so the answer's
-        cluster lies on its path; each step's probability the share of the neighbours in the
-        step's cluster among those in its parent (the product down to the level in use is the
-        answer's probability, as for any path)."""
-        L = np.asarray(self.levels_)
-        labels, probs = path["labels"].copy(), path["probabilities"].copy()
-        labels[:, moved] = L[:, rep[moved]]
-        w = np.asarray(weights, dtype=np.float64)[moved]
-        nb = np.asarray(neighbors)[moved]
-        before = w.sum(axis=1)
-        for lv in range(len(L)):
-            inside = (w * (L[lv][nb] == labels[lv, moved][:, None])).sum(axis=1)
-            probs[lv, moved] = inside / np.maximum(before, 1e-300)
-            before = inside
-        return {"labels": labels, "probabilities": np.clip(probs, 0.0, 1.0)}
-
     def junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
         metadata): their items' status is ``"junk"``, as in the run's ``curated_status``. At a
-        coarser level of a curated tree: the clusters of the junk branch."""
-        junk = (self._own_metadata().get("curated") or {}).get("junk") or []
-        junk = [int(c) for c in junk if isinstance(c, int) and not isinstance(c, bool)]
-        levels = getattr(self, "levels_", None)
-        if junk and levels is not None and self.level_ != len(levels) - 1:
-            # a curated tree answering at a coarser level: the clusters holding only junk (the
-            # junk branch, see stages.hierarchy.tree_above); the ids are the finest level's
-            at = levels[self.level_]
-            kept = np.unique(at[~np.isin(levels[-1], junk)])
-            return [int(c) for c in np.setdiff1d(np.unique(at), kept)]
-        return junk
+        coarser level of a curated tree: the clusters of the junk branch
+        (``pipeline_junk.junk_clusters``)."""
+        return pipeline_junk.junk_clusters(self._own_metadata(), getattr(self, "levels_", None),
+                                           getattr(self, "level_", None))
 
     def similar(self, X=None, k: int = 10, same_cluster: bool = False, level=None, details: dict | None = None,
                 collection_root=None, *, ids=None, exclude=None, offset: int = 0,
