@@ -26,7 +26,8 @@ from studio_helpers import Server, client, copy_run, post
 from mediacluster.cli import main
 from mediacluster.errors import InputError
 from mediacluster.rundir import RunDir
-from mediacluster.studio.carry import carry_curation, match_clusters
+from mediacluster.studio.carry import carry_curation
+from mediacluster.studio.matching import match_clusters
 from mediacluster.studio.session import Studio
 
 CLASSES = ["n01440764", "n02102040", "n03028079"]  # tench, springer, church; n03888257 parachute is new

@@ -17,7 +17,8 @@ from studio_helpers import copy_run
 from test_carry import CLASSES, by_label, cluster
 
 from mediacluster.rundir import RunDir
-from mediacluster.studio.carry import carry_curation, merge_targets
+from mediacluster.studio.carry import carry_curation
+from mediacluster.studio.matching import merge_targets
 from mediacluster.studio.session import Studio
 
 FISH, DOGS, CHURCH = CLASSES

@@ -217,7 +217,7 @@ def test_the_names_template_lists_the_coarser_levels(tree_run, tmp_path):
 def test_levels_are_paired_by_the_groups_they_hold():
     """A re-cluster with one level more on top, its groups numbered otherwise: each previous
     level is paired with the new level that holds its groups (not the one at its index)."""
-    from mediacluster.studio.carry import pair_levels
+    from mediacluster.studio.matching import pair_levels
 
     rng = np.random.default_rng(0)
     fine = rng.integers(0, 8, 400)
@@ -232,7 +232,7 @@ def test_levels_are_paired_by_the_groups_they_hold():
 def test_a_level_name_not_carried_says_why():
     """The reason listed for a group split, merged or gone in the paired level (the flat
     carry's records of it, ``match_clusters``)."""
-    from mediacluster.studio.carry import level_name_reason, match_clusters
+    from mediacluster.studio.matching import level_name_reason, match_clusters
 
     old = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
     new = np.array([0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 2, -1])  # 0 split in two, 1 merged into 2 (still 2's match)

@@ -40,7 +40,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils._set_output import _SetOutputMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import persist, pipeline_model
+from . import persist, pipeline_junk, pipeline_levels, pipeline_model
 from .copies import distinct_rows, merge_duplicates
 from .data import NOISE, OUTLIER, as_vectors, check_finite, check_magnitude, status_of
 from .errors import InputError, LevelRangeError, ParameterError
@@ -57,7 +57,6 @@ from .stages.hierarchy import (
     LevelsMixin,
     agreement_prefit,
     check_share,
-    tree_above,
 )
 from .stages.reduce import UMAPReducer, during_layout
 
@@ -69,7 +68,7 @@ stage_log.setLevel(logging.WARNING)
 STAGES = registry.KINDS  # reducer, outliers, clusterer: the order they run in
 _EXAMPLE_STAGE = {"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}
 PIPELINE_PARAMS = {
-    "level": registry.Int(0, extra=("auto",)),
+    "level": pipeline_levels.LEVEL,
     "max_unclustered": registry.Float(0.0, 1.0, none_ok=True),
     "assign_noise": registry.Bool(),
     "predict_neighbors": registry.Int(1),
@@ -290,15 +289,15 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         if duplicates is not None:
             dup = merge_duplicates(dup, duplicates, len(X))
         self.timings_["distinct"] = time.perf_counter() - t
-        self._clear_levels()
+        pipeline_levels.clear(self)
         refused: list[str] = []  # a level past the tree's last: fitted at the automatic level
         Z, labels, probs, path = self._fit_stages(X, dup, precomputed_knn, embedding, outlier_graph, refused)
         self.embedding_ = Z
         self.n_features_in_ = X.shape[1]
-        self._set_levels(path)
+        pipeline_levels.set_path(self, path)
         self.labels_ = labels
         self.probabilities_ = np.where(labels >= 0, probs, 0.0)
-        self._bound_unclustered()
+        pipeline_levels.bound_unclustered(self)
         if not build_predictor:
             return self._refuse_level(refused)
         t = time.perf_counter()
@@ -421,7 +420,7 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
             labels[keep] = clusterer.labels_
             probs[keep] = clusterer.probabilities_
             if has_levels(clusterer):
-                path = self._fit_path(clusterer, Z, keep)
+                path = pipeline_levels.fit_path(clusterer, Z, keep)
         labels[~keep] = OUTLIER
         self.timings_["cluster"] = time.perf_counter() - t
         if keep.sum() >= 2:
@@ -460,20 +459,6 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         if metric is None:  # a metric faiss cannot search: UMAP finds its own neighbours
             return None
         return knn_graph(X, int(min(k, len(X))), metric=metric)
-
-    @staticmethod
-    def _fit_path(clusterer, Z, keep):
-        """``(levels (L, n), level probabilities (L, n), parents, auto level, level)`` of a
-        fitted clusterer with levels, for every row: items removed as outliers take the path
-        the clusterer predicts for them."""
-        L = np.zeros((len(clusterer.levels_), len(keep)), np.int64)
-        P = np.zeros(L.shape)
-        L[:, keep] = clusterer.levels_
-        P[:, keep] = clusterer.level_probabilities_
-        if not keep.all():
-            L[:, ~keep], P[:, ~keep] = clusterer.predict_path(Z[~keep])
-        return L, P, [np.asarray(p, np.int64) for p in clusterer.parents_], int(clusterer.auto_level_), \
-            int(clusterer.level_)
 
     def fit_labels(self, X, labels, embedding, probabilities=None, levels=None, junk=(), tree=None):
         """Build the predictor for labels given from outside (a person's curated clusters from
@@ -526,7 +511,7 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         reducer, _, clusterer = self._resolve(len(X))
         self.reducer_, self.outliers_, self.clusterer_ = reducer, None, clusterer
         self.timings_ = {}
-        self._clear_levels()
+        pipeline_levels.clear(self)
         self.embedding_ = Z
         self.labels_ = labels.astype(np.int64)
         p = np.ones(len(X)) if probabilities is None else np.clip(np.asarray(probabilities, np.float64), 0, 1)
@@ -534,8 +519,9 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         self.n_features_in_ = X.shape[1]
         t = time.perf_counter()
         self.tree_sources_ = None
-        if (levels is None and tree is None) or not self._levels_above(levels, junk, tree):
-            self._assign()
+        if levels is not None or tree is not None:  # the labels under the coarser levels (or flat)
+            pipeline_levels.levels_above(self, levels, junk, tree)
+        self._assign()
         # copies of a file are one reference, as in fit: a copy among the references would put
         # a calibration item at distance 0 from its twin and lower the novelty threshold
         dup = distinct_rows(X)
@@ -543,42 +529,6 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
             self._fit_predictor(X, distinct=dup[0] if dup is not None else None)
         self.timings_["predictor"] = time.perf_counter() - t
         return self
-
-    def _levels_above(self, levels, junk, tree=None) -> bool:
-        """``fit_labels``' tree: the given labels (noise given its nearest cluster) as the finest
-        level under the coarser ``levels``, or the given ``tree`` (see :meth:`fit_labels`);
-        False when no level is kept above them (the caller assigns noise as for a flat model)."""
-        n = len(self.labels_)
-        if tree is None:
-            L = np.asarray(levels)
-            if L.ndim == 1:
-                L = L[None, :]
-            if L.ndim != 2 or L.shape[1] != n or L.dtype.kind not in "iu" or (L.size and L.min() < 0):
-                raise InputError(f"levels must be (n_levels, {n}) cluster ids >= 0, got {L.dtype} {L.shape}")
-        if (self.labels_ < 0).all():
-            return False  # nothing clustered: no tree above it
-        lab = self.labels_
-        fine, conf = lab.copy(), self.probabilities_.copy()
-        un = lab < 0
-        if un.any():  # the tree has a place for everyone: the nearest cluster, as _assign gives it
-            fine[un], conf[un], _ = knn_vote(self.embedding_[~un], lab[~un], self.embedding_[un], k=15)
-        if tree is None:
-            rows, parents, sources = tree_above(fine, ~un, L, junk)
-        else:
-            rows, parents, sources = _given_tree(tree, fine, un)
-        if len(rows) < 2:
-            return False  # no level of the tree is coarser than the labels: a flat model
-        finest = len(rows) - 1
-        level = finest if _is_auto(self.level) else int(self.level)
-        if level > finest:
-            raise ParameterError(f"level={level} is out of range: the curated tree has {len(rows)} levels "
-                                 f"(0..{finest})", "level")
-        self._set_levels((rows, np.tile(np.clip(conf, 0.0, 1.0), (len(rows), 1)), parents, finest, level))
-        self.tree_sources_ = sources
-        self.labels_ = np.where(un, lab, rows[level]).astype(np.int64)
-        self.probabilities_ = np.where(un, 0.0, self.level_probabilities_[level])
-        self._assign()
-        return True
 
     def fit_predict(self, X, y=None):
         """``fit(X).labels_``: the training items' labels (what ``predict(X)`` reproduces)."""
@@ -608,66 +558,14 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
     def n_clusters_(self) -> int:
         return int(len(set(self.labels_.tolist()) - {NOISE, OUTLIER}))
 
-    # -- levels ----------------------------------------------------------------------------------
-    def _clear_levels(self):
-        self.levels_ = self.level_probabilities_ = self.n_clusters_per_level_ = None
-        self.parents_ = []
-        self.auto_level_ = self.level_ = None
-
-    def _set_levels(self, path):
-        """``path`` from :meth:`_fit_path` (or None: the clusterer has no levels)."""
-        if path is None:
-            self._clear_levels()
-            return
-        L, P, parents, auto, level = path
-        self.levels_ = np.asarray(L, dtype=np.int64)
-        self.level_probabilities_ = np.clip(np.asarray(P, dtype=np.float64), 0.0, 1.0)
-        self.parents_ = [np.asarray(p, dtype=np.int64) for p in parents]
-        self.n_clusters_per_level_ = np.array([int(lv.max()) + 1 for lv in self.levels_], dtype=np.int64)
-        self.auto_level_, self.level_ = int(auto), int(level)
-
-    def _bound_unclustered(self):
-        """At most ``max_unclustered`` of the items stay noise or outlier in ``labels_``: the
-        others with the strongest pull toward a cluster get it (their cluster on the fitted
-        level's path with a hierarchy, else a vote of their 15 nearest clustered items in the
-        reduced space)."""
-        mu = self.max_unclustered
-        lab = self.labels_
-        un = lab < 0
-        budget = int(np.floor(float(mu) * len(lab))) if mu is not None else None
-        if budget is None or un.sum() <= budget or un.all():
-            return
-        q = np.flatnonzero(un)
-        if self.levels_ is not None:
-            c, share = self.levels_[self.level_][q], self.level_probabilities_[self.level_][q]
-        else:
-            c, share, _ = knn_vote(self.embedding_[~un], lab[~un], self.embedding_[q], k=15)
-        take = np.argsort(-share, kind="stable")[:int(un.sum() - budget)]
-        self.labels_ = lab.copy()
-        self.labels_[q[take]] = c[take]
-        self.probabilities_ = self.probabilities_.copy()
-        self.probabilities_[q[take]] = np.clip(share[take], 0.0, 1.0)
-
+    # -- levels (pipeline_levels) ----------------------------------------------------------------
     def set_level(self, level) -> Pipeline:
         """Switch the flat labelling (``labels_``, ``cluster_``, what ``predict`` answers) to
         another level of the fitted tree without refitting: ``"auto"`` or a level index
         (0 = coarsest). Items left unclustered (noise, outliers) stay so. A loaded model saved
-        with ``names_by_level`` switches ``model_info_["metadata"]["names"]`` to that level's."""
-        check_is_fitted(self, "embedding_")
-        if self.levels_ is None:
-            raise ParameterError(f"level={level!r}: this model's clusterer has no levels", "level")
-        PIPELINE_PARAMS["level"].check(level, "level")
-        lv = self.auto_level_ if _is_auto(level) else int(level)
-        if lv >= len(self.levels_):
-            raise ParameterError(f"level={lv} is out of range: this fit has {len(self.levels_)} levels "
-                                 f"(0..{len(self.levels_) - 1}, cluster counts "
-                                 f"{self.n_clusters_per_level_.tolist()})", "level")
-        self.level = level
-        self.level_ = int(lv)
-        self._switch_names(lv)
-        un = self.labels_ < 0
-        self.labels_ = np.where(un, self.labels_, self.levels_[lv]).astype(np.int64)
-        self.probabilities_ = np.where(un, 0.0, self.level_probabilities_[lv])
+        with ``names_by_level`` switches ``model_info_["metadata"]["names"]`` to that level's
+        (``pipeline_levels.set_level``)."""
+        pipeline_levels.set_level(self, level)
         self._assign()
         if hasattr(self, "predictor_"):
             self.predictor_.set_votes(**self._votes())
@@ -676,51 +574,13 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
     def level_with(self, n_clusters: int) -> int:
         """Index of the fitted level whose cluster count is closest to ``n_clusters`` (the
         coarser on a tie), e.g. ``pipe.set_level(pipe.level_with(6))``; also on a loaded model."""
-        check_is_fitted(self, "embedding_")
-        if self.levels_ is None:
-            raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
-                                 "clusterer")
-        PIPELINE_PARAMS["level"].check(n_clusters, "n_clusters")
-        counts = np.array([t["n_clusters"] for t in self.level_table()])  # clusters with items
-        return int(np.argmin(np.abs(counts - int(n_clusters))))
-
-    def _switch_names(self, lv: int) -> None:
-        """A loaded model's ``metadata.names`` become level ``lv``'s (``names_by_level``, saved
-        with it). A model saved before every level was named knows the names of its saved level
-        only: the others get none rather than another level's."""
-        info = getattr(self, "model_info_", None)
-        meta = info.get("metadata") if isinstance(info, dict) else None
-        if not isinstance(meta, dict):
-            return
-        by_level = meta.get("names_by_level")
-        saved = (info.get("levels") or {}).get("level")
-        if by_level is None:
-            by_level = meta["names_by_level"] = ({} if saved is None else
-                                                 {str(int(saved)): dict(meta.get("names") or {})})
-        meta["names"] = dict(by_level.get(str(int(lv)), {}))
-        # how sure those names are switches with them (absent from models saved before it was kept)
-        sup_by = meta.get("names_support_by_level")
-        if sup_by is None and "names_support" in meta:
-            sup_by = meta["names_support_by_level"] = ({} if saved is None else
-                                                       {str(int(saved)): dict(meta["names_support"])})
-        if sup_by is not None:
-            meta["names_support"] = dict(sup_by.get(str(int(lv)), {}))
+        return pipeline_levels.level_with(self, n_clusters)
 
     def level_table(self) -> list[dict]:
         """Per level, coarse to fine: ``level``, ``n_clusters`` (clusters with items: a curated
         tree's finest level keeps the studio's ids, with gaps), ``sizes`` (items per cluster id)
         and ``parents`` (each cluster's parent in the level above; None for level 0)."""
-        if self.levels_ is None:
-            return []
-        out = []
-        for lv, row in enumerate(self.levels_):
-            k = int(self.n_clusters_per_level_[lv])
-            sizes = np.bincount(row, minlength=k)
-            out.append({"level": lv, "n_clusters": int((sizes > 0).sum()), "auto": lv == self.auto_level_,
-                        "chosen": lv == self.level_,
-                        "sizes": sizes.astype(int).tolist(),
-                        "parents": None if lv == 0 else self.parents_[lv - 1].astype(int).tolist()})
-        return out
+        return pipeline_levels.level_table(self)
 
     def _assign(self):
         lab = self.labels_
@@ -775,13 +635,13 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         probabilities)``, each (n_levels, m), coarse to fine; ``probabilities[l]`` is the vote
         share of the chosen cluster among the item's neighbours inside its level ``l - 1``
         cluster (a top-down distance-weighted vote of its nearest reference items; an item a
-        curated model answers junk, ``_junk_vote``, gets the junk cluster's path)."""
+        curated model answers junk, ``pipeline_junk.junk_vote``, gets the junk cluster's path)."""
         check_is_fitted(self, "predictor_")
         _feature_names(self, X, reset=False)
         if self.levels_ is None:
             raise ParameterError("this model's clusterer has no levels (use clusterer hierarchy or evoc)",
                                  "clusterer")
-        if self.junk_clusters():  # an item answered junk gets the junk cluster's path (_junk_path)
+        if self.junk_clusters():  # an item answered junk gets the junk cluster's path (pipeline_junk)
             path = self.predict_details(X)["path"]
             return path["labels"], path["probabilities"]
         return self.predictor_.predict_path(X)
@@ -820,11 +680,9 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
             # the flat answer is the path's cluster at the level in use; its probability the
             # product of the path's steps down to it (the share of the neighbours in that cluster)
             at, share = plab[self.level_], np.prod(pprob[:self.level_ + 1], axis=0)
-            if junk:  # ... unless the flat vote there is a junk cluster's (see _junk_vote)
-                won, won_share, rep = self._junk_vote(det["neighbors"], det["weights"], junk)
-                at, share = np.where(won >= 0, won, at), np.where(won >= 0, won_share, share)
-                if (won >= 0).any():
-                    path = self._junk_path(path, won >= 0, rep, det["neighbors"], det["weights"])
+            if junk:  # ... unless the flat vote there is a junk cluster's (pipeline_junk.junk_vote)
+                at, share, path = pipeline_junk.junk_answer(self.levels_, self.level_, junk, path, at, share,
+                                                            det["neighbors"], det["weights"])
             clustered = labels >= 0
             labels = np.where(clustered, at, labels)
             proba = np.where(clustered, share, 0.0)
@@ -839,67 +697,13 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
                 "novel": novel, "novelty": det["novelty"], "neighbors": det["neighbors"],
                 "weights": det["weights"], "path": path}
 
-    def _junk_vote(self, neighbors, weights, junk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per item, the junk cluster that wins the flat vote of its neighbours at the level in
-        use (-1 where another cluster wins; ties: the nearest neighbour's), its share, and the
-        heaviest neighbour in it (-1 where none won; its path is the item's, see :meth:`_junk_path`).
-
-        A curated tree keeps junk clusters on a branch of their own at every coarse level, so
-        the top-down path no longer adds a junk cluster's votes to its former siblings': an
-        upload the earlier version put in a cluster (its siblings carried the path to it) went
-        to another branch once that cluster was marked junk. An item whose neighbours vote
-        for a junk cluster is junk, as a flat model answers it; every other item keeps its
-        path. A fitted item's own copy outvotes its neighbours, so it keeps its label."""
-        lab = np.asarray(self.levels_[self.level_])[neighbors]  # (m, k)
-        near_junk = np.isin(lab, junk).any(axis=1)
-        won, share = np.full(len(lab), -1, np.int64), np.zeros(len(lab))
-        rep = np.full(len(lab), -1, np.int64)
-        if not near_junk.any():  # most items: no junk neighbour, nothing to vote
-            return won, share, rep
-        lab, w = lab[near_junk], np.asarray(weights, dtype=np.float64)[near_junk]
-        rows = np.arange(len(lab))
-        # each neighbour's cluster's weight among the item's k neighbours (k is small)
-        votes = ((lab[:, :, None] == lab[:, None, :]) * w[:, None, :]).sum(axis=2)
-        best = votes.argmax(axis=1)
-        top = lab[rows, best]
-        won[near_junk] = np.where(np.isin(top, junk), top, -1)
-        share[near_junk] = votes[rows, best] / np.maximum(w.sum(axis=1), 1e-300)
-        # the heaviest neighbour in the winning cluster: its path through the levels is the item's
-        rep[near_junk] = np.asarray(neighbors)[near_junk][rows, np.where(lab == top[:, None], w, -1.0).argmax(axis=1)]
-        return won, share, rep
-
-    def _junk_path(self, path: dict, moved, rep, neighbors, weights) -> dict:
-        """``path`` with the items answered junk by :meth:`_junk_vote` (``moved``) given the
-        junk cluster's path (that of ``rep``, their heaviest neighbour in it), so the answer's
-        cluster lies on its path; each step's probability the share of the neighbours in the
-        step's cluster among those in its parent (the product down to the level in use is the
-        answer's probability, as for any path)."""
-        L = np.asarray(self.levels_)
-        labels, probs = path["labels"].copy(), path["probabilities"].copy()
-        labels[:, moved] = L[:, rep[moved]]
-        w = np.asarray(weights, dtype=np.float64)[moved]
-        nb = np.asarray(neighbors)[moved]
-        before = w.sum(axis=1)
-        for lv in range(len(L)):
-            inside = (w * (L[lv][nb] == labels[lv, moved][:, None])).sum(axis=1)
-            probs[lv, moved] = inside / np.maximum(before, 1e-300)
-            before = inside
-        return {"labels": labels, "probabilities": np.clip(probs, 0.0, 1.0)}
-
     def junk_clusters(self) -> list[int]:
         """The clusters a person marked as junk in the studio (a published curated model's
         metadata): their items' status is ``"junk"``, as in the run's ``curated_status``. At a
-        coarser level of a curated tree: the clusters of the junk branch."""
-        junk = (self._own_metadata().get("curated") or {}).get("junk") or []
-        junk = [int(c) for c in junk if isinstance(c, int) and not isinstance(c, bool)]
-        levels = getattr(self, "levels_", None)
-        if junk and levels is not None and self.level_ != len(levels) - 1:
-            # a curated tree answering at a coarser level: the clusters holding only junk (the
-            # junk branch, see stages.hierarchy.tree_above); the ids are the finest level's
-            at = levels[self.level_]
-            kept = np.unique(at[~np.isin(levels[-1], junk)])
-            return [int(c) for c in np.setdiff1d(np.unique(at), kept)]
-        return junk
+        coarser level of a curated tree: the clusters of the junk branch
+        (``pipeline_junk.junk_clusters``)."""
+        return pipeline_junk.junk_clusters(self._own_metadata(), getattr(self, "levels_", None),
+                                           getattr(self, "level_", None))
 
     def similar(self, X=None, k: int = 10, same_cluster: bool = False, level=None, details: dict | None = None,
                 collection_root=None, *, ids=None, exclude=None, offset: int = 0,
@@ -915,20 +719,7 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
     def level_index(self, level) -> int | None:
         """``level`` checked against the fitted tree (None: the level in use; None for a flat
         model, whose only level is 0)."""
-        levels = getattr(self, "levels_", None)
-        if level is None:
-            return None if levels is None else int(self.level_)
-        if isinstance(level, bool) or not isinstance(level, int | np.integer):
-            raise ParameterError(f"level must be a whole number, got {level!r}", "level")
-        if levels is None:
-            if level == 0:
-                return None
-            raise ParameterError(f"level {level}: this model is flat (its clusterer has no levels; level 0 only)",
-                                 "level")
-        if not 0 <= level < len(levels):
-            raise ParameterError(f"level {level} is not a level of this model (0..{len(levels) - 1}, coarse "
-                                 "to fine)", "level")
-        return int(level)
+        return pipeline_levels.level_index(self, level)
 
     def model_items(self, collection_root=None):
         """The ids and paths of a loaded model's reference items (``model_items.ModelItems``,
@@ -1016,32 +807,6 @@ class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, B
         from .tune import tune  # heavy: optuna loads only when tuning
 
         return tune(X, pipeline=self, **kwargs)
-
-
-def _given_tree(tree, fine: np.ndarray, un: np.ndarray):
-    """``fit_labels(tree=)``: the tree ``(rows, parents, sources)`` computed for the labels
-    (``tree_above``'s result, unassigned items possibly < 0), checked against them, with the
-    unassigned items (``un``) given the path of their nearest cluster (``fine``)."""
-    rows, parents, sources = tree
-    rows = np.array(rows, dtype=np.int64, copy=True)
-    parents = [np.asarray(p, dtype=np.int64) for p in parents]
-    n, ok = len(fine), ~un
-    if rows.ndim != 2 or rows.shape[1] != n or len(rows) != len(parents) + 1 or len(sources) != len(parents):
-        raise InputError(f"tree must be (rows ({len(parents) + 1}, {n}), {len(parents)} parents, "
-                         f"{len(parents)} sources), got rows {rows.shape}, {len(sources)} sources")
-    if not np.array_equal(rows[-1, ok], fine[ok]):
-        raise InputError("the tree's last row is not the labels it was given with")
-    for j in range(len(parents) - 1, -1, -1):  # bottom-up: each row is its parents' of the row below
-        child = rows[j + 1, ok]
-        if child.size and (child.max() >= len(parents[j]) or
-                           not np.array_equal(parents[j][child], rows[j, ok])):
-            raise InputError(f"the tree's level {j} does not hold level {j + 1} through its parents")
-    path = fine[un]
-    rows[-1, un] = path
-    for j in range(len(parents) - 1, -1, -1):
-        path = parents[j][path]
-        rows[j, un] = path
-    return rows, parents, sources
 
 
 def _feature_names(est, X, reset: bool) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from . import persist
+from . import persist, pipeline_levels
 from .copies import distinct_rows
 from .data import OUTLIER
 from .errors import MediaclusterError, ModelFormatError
@@ -122,7 +122,7 @@ def load(cls, path, pipeline_params):
     check_model_arrays(got, pipe.n_features_in_, folder, info)
     for name in ITEM_ARRAYS:
         setattr(pipe, name, got[name])
-    pipe._set_levels(levels_from_arrays(arrays, len(pipe.labels_), folder))
+    pipeline_levels.set_path(pipe, levels_from_arrays(arrays, len(pipe.labels_), folder))
     pipe.outliers_ = None
     if stages["outliers"] is not None:  # deterministic given its data: refit, never unpickle
         E = pipe.embedding_  # fitted on the distinct items, as in fit (copies share a row)
@@ -378,7 +378,7 @@ def check_model_arrays(got: dict, n_features_in: int, folder, info: dict | None 
 
 
 def levels_from_arrays(arrays: dict, n: int, folder):
-    """The path tuple of :meth:`Pipeline._set_levels` from a saved model's arrays (None when it
+    """The path tuple of :func:`~mediacluster.pipeline_levels.set_path` from a saved model's arrays (None when it
     has no levels), checked: nested, ordered coarse to fine, consistent with the parents."""
     present = [k for k in ("levels", "parents", "parents_offsets", "n_clusters", "auto_level", "level",
                            "level_probabilities") if k in arrays]
