@@ -45,6 +45,7 @@ from .copies import distinct_rows, merge_duplicates
 from .data import NOISE, OUTLIER, as_vectors, check_finite, check_magnitude, status_of
 from .errors import InputError, LevelRangeError, ParameterError
 from .model_items import read_items
+from .pipeline_levels import is_auto as _is_auto
 from .predictor import NeighbourPredictor
 from .progress import logged_step
 from .similar import similar as find_similar
@@ -110,8 +111,6 @@ def has_levels(stage) -> bool:
     return isinstance(stage, LevelsMixin)
 
 
-def _is_auto(x) -> bool:
-    return isinstance(x, str) and x == "auto"
 
 
 class Pipeline(ClassNamePrefixFeaturesOutMixin, _SetOutputMixin, ClusterMixin, BaseEstimator):

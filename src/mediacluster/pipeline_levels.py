@@ -23,7 +23,8 @@ from .stages.hierarchy import tree_above
 LEVEL = registry.Int(0, extra=("auto",))
 
 
-def _is_auto(x) -> bool:
+def is_auto(x) -> bool:
+    """Whether a parameter is the word ``"auto"`` (a level, a reducer, a clusterer)."""
     return isinstance(x, str) and x == "auto"
 
 
@@ -94,7 +95,7 @@ def set_level(pipe, level) -> None:
     if pipe.levels_ is None:
         raise ParameterError(f"level={level!r}: this model's clusterer has no levels", "level")
     LEVEL.check(level, "level")
-    lv = pipe.auto_level_ if _is_auto(level) else int(level)
+    lv = pipe.auto_level_ if is_auto(level) else int(level)
     if lv >= len(pipe.levels_):
         raise ParameterError(f"level={lv} is out of range: this fit has {len(pipe.levels_)} levels "
                              f"(0..{len(pipe.levels_) - 1}, cluster counts "
@@ -203,7 +204,7 @@ def levels_above(pipe, levels, junk, tree=None) -> bool:
     if len(rows) < 2:
         return False  # no level of the tree is coarser than the labels: a flat model
     finest = len(rows) - 1
-    level = finest if _is_auto(pipe.level) else int(pipe.level)
+    level = finest if is_auto(pipe.level) else int(pipe.level)
     if level > finest:
         raise ParameterError(f"level={level} is out of range: the curated tree has {len(rows)} levels "
                              f"(0..{finest})", "level")
