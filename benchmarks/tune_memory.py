@@ -2,6 +2,13 @@
 
     python benchmarks/tune_memory.py trial PARAMS.json      # the trial's steps, as Workspace.run does them
     python benchmarks/tune_memory.py umap NN GRAPH.npz       # one UMAPReducer fit at n_neighbors NN
+    python benchmarks/tune_memory.py watch LOG.json STUDY_DIR -- CMD ...   # a whole study, per process
+
+``watch`` runs CMD (e.g. ``benchmarks/tuning.py ... --out OUT``, STUDY_DIR = ``OUT/study-tpe``)
+and samples every process of its tree twice a second from /proc: RSS (anonymous and file-backed
+apart) and PSS (a page shared by k processes counts 1/k in each, so the tree's PSS sum is the
+memory the study really holds). At the end it reads STUDY_DIR/study.db and names the trial each
+process was running at its peak (trials record their process id). LOG.json: the samples.
 
 PARAMS.json: a trial's parameters (``best_params.json``'s ``params`` of a study's out folder);
 GRAPH.npz: the study's cached input graph (``cache/knn-*-full-cosine-2000-svd.npz``). The vectors
@@ -93,7 +100,110 @@ def umap_fit(nn: int, graph_file: str):
     print(f"nn={nn}: RSS before the fit {base:.2f} GB, peak {S.peaks['umap fit']:.2f} GB")
 
 
+def _proc_mem(pid: int) -> dict | None:
+    """RSS, its anonymous / file-backed parts and PSS of one process, GB (None: gone)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                    out[k] = int(v.split()[0]) / 1e6
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    out["Pss"] = int(line.split()[1]) / 1e6
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return out
+
+
+def _tree(root: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def watch(log_file: str, study_dir: str, cmd: list[str]) -> int:
+    import datetime
+    import sqlite3
+    import subprocess
+
+    t0 = time.time()
+    proc = subprocess.Popen(cmd)
+    samples = []  # (time, pid, mem)
+    while proc.poll() is None:
+        now = time.time()
+        for pid in _tree(proc.pid):
+            m = _proc_mem(pid)
+            if m:
+                samples.append((now, pid, m))
+        time.sleep(0.5)
+    rc = proc.returncode
+    json.dump({"cmd": cmd, "t0": t0, "samples": samples}, open(log_file, "w"))
+    by_pid: dict[int, list] = {}
+    for t, pid, m in samples:
+        by_pid.setdefault(pid, []).append((t, m))
+    totals: dict[float, dict] = {}
+    for t, _pid, m in samples:
+        tot = totals.setdefault(t, {"VmRSS": 0.0, "Pss": 0.0})
+        tot["VmRSS"] += m.get("VmRSS", 0.0)
+        tot["Pss"] += m.get("Pss", 0.0)
+    # trials: process id, start / end (UTC in the study's database), level reached, parameters
+    trials = []
+    db = os.path.join(study_dir, "study.db")
+    if os.path.exists(db):
+        con = sqlite3.connect(db)
+        for tid, num, start, end in con.execute(
+                "select trial_id, number, datetime_start, datetime_complete from trials"):
+            attrs = {k: json.loads(v) for k, v in con.execute(
+                "select key, value_json from trial_user_attributes where trial_id=?", (tid,))}
+            params = dict(con.execute("select param_name, param_value from trial_params where trial_id=?", (tid,)))
+
+            def ts(s):
+                return None if s is None else datetime.datetime.fromisoformat(s).replace(
+                    tzinfo=datetime.UTC).timestamp()
+            trials.append({"number": num, "pid": attrs.get("pid"), "start": ts(start), "end": ts(end),
+                           "fidelity": attrs.get("fidelity"), "nn": params.get("reducer__n_neighbors")})
+
+    def running(pid, t):
+        for tr in trials:
+            if tr["pid"] == pid and tr["start"] and tr["start"] <= t <= (tr["end"] or 1e18):
+                return f"trial {tr['number']} ({tr['fidelity']}, reducer n_neighbors {tr['nn']})"
+        return "no trial (graph / set-up / oracle)"
+
+    print(f"\n{len(samples)} samples over {time.time() - t0:.0f} s; exit {rc}")
+    print("per process: peak RSS (anon / file at that moment), peak PSS, what it ran at its RSS peak")
+    for pid, rows in sorted(by_pid.items(), key=lambda kv: kv[1][0][0]):
+        t, m = max(rows, key=lambda r: r[1].get("VmRSS", 0.0))
+        pss = max(r[1].get("Pss", 0.0) for r in rows)
+        if m.get("VmRSS", 0.0) < 0.2:
+            continue
+        print(f"  pid {pid}: RSS {m['VmRSS']:.2f} GB (anon {m.get('RssAnon', 0):.2f}, file "
+              f"{m.get('RssFile', 0):.2f}) at +{t - t0:.0f} s, PSS peak {pss:.2f} GB: {running(pid, t)}")
+    if totals:
+        t, tot = max(totals.items(), key=lambda kv: kv[1]["Pss"])
+        print(f"  whole tree: PSS peak {tot['Pss']:.2f} GB at +{t - t0:.0f} s (RSS sum then {tot['VmRSS']:.2f} GB); "
+              f"RSS sum peak {max(v['VmRSS'] for v in totals.values()):.2f} GB")
+    return rc
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "watch":
+        sep = sys.argv.index("--")
+        sys.exit(watch(sys.argv[2], sys.argv[3], sys.argv[sep + 1:]))
     if sys.argv[1] == "trial":
         trial(sys.argv[2])
     else:
