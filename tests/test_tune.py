@@ -208,6 +208,43 @@ def test_a_cached_input_graph_is_mapped_from_its_files_and_not_held_between_tria
     assert reader.timings["knn"] == 0.0
 
 
+def test_a_reduced_space_graph_over_the_keep_budget_serves_its_own_trial_only(X, monkeypatch):
+    """A trial's LOF graph is kept for later trials on the same embedding only within
+    ``ZKNN_KEEP_BYTES``: the tuning benchmark's full-size LOF graph (50,000 items, k 773: 0.6 GB)
+    stayed in its process for the rest of the study, on top of the next full-size UMAP fit.
+    Over the budget it is freed with its trial, and a later trial on that embedding searches
+    again; the labels are the slow path's either way. Fails before: every graph was kept."""
+    import gc
+    import weakref
+
+    from mediacluster.tune import workspace
+
+    start = Pipeline(reducer="umap", outliers="lof", clusterer="hdbscan", random_state=3)
+    space = SearchSpace.from_dict({
+        "reducer__n_neighbors": {"int": [10, 40]}, "outliers__n_neighbors": {"int": [5, 60]},
+        "clusterer__min_cluster_size": {"int": [5, 40]}},
+        base={"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}).clamp_to(len(X))
+    p = {"reducer__n_neighbors": 15, "reducer__n_components": 5, "reducer__n_epochs": 100,
+         "outliers": "lof", "outliers__n_neighbors": 20, "clusterer__min_cluster_size": 10}
+    more = p | {"outliers__n_neighbors": 45, "clusterer__min_cluster_size": 15}
+
+    def kept(ws) -> bool:
+        pipe = ws.trial_pipeline(p)
+        G = ws.outlier_graph(pipe, ws.reduce(pipe), "full")
+        ref = weakref.ref(G)
+        del G
+        gc.collect()
+        return ref() is not None
+
+    assert kept(Workspace(X, space, start, seed=3))  # a few kB: kept
+    monkeypatch.setattr(workspace, "ZKNN_KEEP_BYTES", 1024, raising=False)  # before: no budget
+    ws = Workspace(X, space, start, seed=3)
+    assert not kept(ws)
+    for q in (p, more):  # the same embedding (cached), its graph searched again
+        np.testing.assert_array_equal(ws.run(q).labels, slow_labels(X, q, seed=3, pipeline=start))
+    assert ws.stats["umap_fits"] == 1
+
+
 def test_layout_epochs_reach_every_level_and_equal_the_slow_path(X):
     """``layout_epochs`` sets the epochs of a UMAP that leaves them open, on subsamples and at
     full size alike; a stage's own n_epochs is kept; the trial is the slow path with that many

@@ -51,6 +51,12 @@ from ..stages.neighbors import self_first
 from .space import SearchSpace
 
 SMALL_DATA = 4096  # umap-learn's exact-distance threshold
+# reduced-space (LOF) graphs kept for later trials on the same embedding, at most this many
+# bytes: a full-size trial's graph at 50,000 items and k 773 is 0.6 GB, which stayed in the
+# process that ran it for the rest of the study (on top of its next full-size UMAP fit, or the
+# refit), though a later trial on the same full-size embedding is rare (RESULTS, "Tuning's
+# memory, second pass"); the 2,000- and 10,000-item rungs' graphs are 1-25 MB
+ZKNN_KEEP_BYTES = 256 * 2**20
 
 
 # ------------------------------------------------------------------------------------------
@@ -417,7 +423,11 @@ class Workspace:
             k_max = min(k_max, n - 1)
             g = (k_max, reduced_knn(Z, k_max), Z)
         self._zknn[zkey] = g
-        while len(self._zknn) > 4:
+        # kept for later trials on the same embedding within ZKNN_KEEP_BYTES: a graph bigger
+        # than that serves its own trial only (a later trial on that embedding searches again,
+        # as the slow path does)
+        size = lambda e: e[1].data.nbytes + e[1].indices.nbytes + e[1].indptr.nbytes  # noqa: E731
+        while self._zknn and (len(self._zknn) > 4 or sum(size(e) for e in self._zknn.values()) > ZKNN_KEEP_BYTES):
             self._zknn.popitem(last=False)
         return g[1]
 
