@@ -1,6 +1,6 @@
 """Peak memory of one full-size (50,000-item) tuning trial, step by step (RESULTS: "Tuning's peak memory").
 
-    python benchmarks/tune_memory.py trial PARAMS.json      # the trial's steps, as Workspace.run does them
+    python benchmarks/tune_memory.py trial PARAMS.json [CACHE]   # the trial's steps, as Workspace.run does them
     python benchmarks/tune_memory.py umap NN GRAPH.npz       # one UMAPReducer fit at n_neighbors NN
     python benchmarks/tune_memory.py watch LOG.json STUDY_DIR -- CMD ...   # a whole study, per process
 
@@ -13,11 +13,15 @@ process was running at its peak (trials record their process id). LOG.json: the 
 PARAMS.json: a trial's parameters (``best_params.json``'s ``params`` of a study's out folder);
 GRAPH.npz: the study's cached input graph (``cache/knn-*-full-cosine-2000-svd.npz``). The vectors
 are /work/vec/cifar10-train.npz (the default encoder's CIFAR-10 train vectors). A thread samples
-the process's RSS every 10 ms; the peak within each step is printed.
+the process's RSS every 10 ms; the peak within each step is printed, and the peak of its anonymous
+part (RssAnon: what the process must hold; file-backed pages of a memory-mapped cache are the
+page cache's, shared and reclaimable). CACHE: a study's cache folder, so that the workspace reads
+its input graph from there as a study's processes do (without it the graph is built in memory).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -32,7 +36,7 @@ VECTORS = "/work/vec/cifar10-train.npz"
 
 class Sampler:
     def __init__(self):
-        self.step, self.peaks, self.stop = "start", {}, False
+        self.step, self.peaks, self.anon, self.stop = "start", {}, {}, False
         threading.Thread(target=self.loop, daemon=True).start()
 
     @staticmethod
@@ -40,10 +44,16 @@ class Sampler:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
+    @staticmethod
+    def rss_anon() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1e6
+
     def loop(self):
         while not self.stop:
-            r, s = self.rss(), self.step
+            r, a, s = self.rss(), self.rss_anon(), self.step
             self.peaks[s] = max(self.peaks.get(s, 0.0), r)
+            self.anon[s] = max(self.anon.get(s, 0.0), a)
             time.sleep(0.01)
 
     def enter(self, name: str):
@@ -52,7 +62,7 @@ class Sampler:
         print(f"-> {name}: RSS now {self.rss():.2f} GB", flush=True)
 
 
-def trial(params_file: str):
+def trial(params_file: str, cache: str | None = None):
     from mediacluster.pipeline import Pipeline
     from mediacluster.tune.space import preset
     from mediacluster.tune.study import one_thread
@@ -62,7 +72,7 @@ def trial(params_file: str):
     params = json.load(open(params_file))
     X = np.load(VECTORS)["vectors"].astype(np.float32)
     ws = Workspace(X, preset("seed-study", len(X)), Pipeline(random_state=0), seed=0,
-                   subsample=[2000, 10000], layout_epochs=100, knn_method="auto")
+                   subsample=[2000, 10000], layout_epochs=100, knn_method="auto", cache_dir=cache)
     with one_thread():
         S.enter("input graph full")
         ws.graph("full", "cosine")
@@ -75,12 +85,16 @@ def trial(params_file: str):
         pipe.fit(ws.data("full"), embedding=Z, outlier_graph=G, build_predictor=False)
         S.enter("score")
         m = ws.score(Z, pipe.labels_, "full")
-        S.enter("after")
+        S.enter("after (the trial's objects dropped)")
+        del pipe, G
+        gc.collect()
         time.sleep(0.1)
     S.stop = True
     print("clusters", m["n_clusters"], "silhouette", m["silhouette"])
+    print(f"  {'step':32s} peak RSS / peak anonymous RSS")
     for k, v in S.peaks.items():
-        print(f"  {k:32s} {v:.2f} GB")
+        print(f"  {k:32s} {v:.2f} / {S.anon.get(k, 0.0):.2f} GB")
+    print(f"  RSS at the end {S.rss():.2f} GB, anonymous {S.rss_anon():.2f} GB")
 
 
 def umap_fit(nn: int, graph_file: str):
@@ -205,7 +219,7 @@ if __name__ == "__main__":
         sep = sys.argv.index("--")
         sys.exit(watch(sys.argv[2], sys.argv[3], sys.argv[sep + 1:]))
     if sys.argv[1] == "trial":
-        trial(sys.argv[2])
+        trial(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     else:
         umap_fit(int(sys.argv[2]), sys.argv[3])
     print(f"ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
