@@ -146,6 +146,105 @@ def test_reuse_paths_equal_slow_path(X):
     assert ws.stats["umap_fits"] == 2 and ws.stats["umap_cache_hits"] == 1
 
 
+def _mapped_file(a: np.ndarray):
+    """The memory map an array is a view of (None: memory of its own)."""
+    while a is not None:
+        if isinstance(a, np.memmap):
+            return a
+        a = a.base if isinstance(a, np.ndarray) else None
+    return None
+
+
+def test_a_cached_input_graph_is_mapped_from_its_files_and_not_held_between_trials(X, tmp_path):
+    """With a cache folder the workspace's input graph is a copy-on-write map of its files there,
+    not an in-memory copy the workspace keeps: the tuning benchmark's 50,000 x 2,000 graph
+    (0.8 GB) sat in the main process for the whole study and in every worker from its first
+    full-size trial on. Now the processes share one copy in the page cache and a map lives as
+    long as the trial that reads it. The trials' labels and scores are those of the in-memory
+    graph (and of the slow path); a second workspace (a worker) maps the files, computing nothing,
+    and an earlier version's one-file cache (``.npz``) is still read. Fails before: the graph was
+    an in-memory array held in ``Workspace._graphs``."""
+    import gc
+    import weakref
+
+    start = Pipeline(reducer="umap", outliers="lof", clusterer="hdbscan", random_state=3)
+    space = SearchSpace.from_dict({
+        "reducer__n_neighbors": {"int": [10, 40]}, "outliers__n_neighbors": {"int": [5, 60]},
+        "clusterer__min_cluster_size": {"int": [5, 40]}},
+        base={"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}).clamp_to(len(X))
+    cache = tmp_path / "cache"
+    ws = Workspace(X, space, start, seed=3, cache_dir=cache, subsample=[150])
+    mem = Workspace(X, space, start, seed=3, subsample=[150])
+    for level in ws.levels:
+        g = ws.graph(level, "cosine")
+        for a, b in zip(g, mem.graph(level, "cosine")):
+            m = _mapped_file(a)
+            assert m is not None and Path(m.filename).parent == cache, level
+            assert a.dtype == b.dtype and type(a) is np.ndarray
+            np.testing.assert_array_equal(a, b)
+        maps = [weakref.ref(_mapped_file(a)) for a in g]
+        del g, a, m
+        gc.collect()
+        assert all(r() is None for r in maps), "the workspace keeps the graph's map"
+    worker = Workspace(X, space, start, seed=3, cache_dir=cache, subsample=[150])
+    p = {"reducer__n_neighbors": 15, "reducer__n_components": 5, "reducer__n_epochs": 100,
+         "outliers": "lof", "outliers__n_neighbors": 20, "clusterer__min_cluster_size": 10}
+    for level in ws.levels:
+        a, b = worker.run(p, level), mem.run(p, level)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert {k: v for k, v in a.metrics.items() if not k.startswith("time")} == \
+            {k: v for k, v in b.metrics.items() if not k.startswith("time")}
+    assert worker.timings["knn"] == 0.0
+    np.testing.assert_array_equal(a.labels, slow_labels(X, p, seed=3, pipeline=start))
+    # an earlier version's cache: one .npz per graph
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in cache.glob("knn-*-full-*.indices.npy"):
+        stem = f.name[: -len(".indices.npy")]
+        np.savez(old / f"{stem}.npz", indices=np.load(f), distances=np.load(cache / f"{stem}.distances.npy"))
+    reader = Workspace(X, space, start, seed=3, cache_dir=old, subsample=[150])
+    for a, b in zip(reader.graph("full", "cosine"), mem.graph("full", "cosine")):
+        np.testing.assert_array_equal(a, b)
+    assert reader.timings["knn"] == 0.0
+
+
+def test_a_reduced_space_graph_over_the_keep_budget_serves_its_own_trial_only(X, monkeypatch):
+    """A trial's LOF graph is kept for later trials on the same embedding only within
+    ``ZKNN_KEEP_BYTES``: the tuning benchmark's full-size LOF graph (50,000 items, k 773: 0.6 GB)
+    stayed in its process for the rest of the study, on top of the next full-size UMAP fit.
+    Over the budget it is freed with its trial, and a later trial on that embedding searches
+    again; the labels are the slow path's either way. Fails before: every graph was kept."""
+    import gc
+    import weakref
+
+    from mediacluster.tune import workspace
+
+    start = Pipeline(reducer="umap", outliers="lof", clusterer="hdbscan", random_state=3)
+    space = SearchSpace.from_dict({
+        "reducer__n_neighbors": {"int": [10, 40]}, "outliers__n_neighbors": {"int": [5, 60]},
+        "clusterer__min_cluster_size": {"int": [5, 40]}},
+        base={"reducer": "umap", "outliers": "lof", "clusterer": "hdbscan"}).clamp_to(len(X))
+    p = {"reducer__n_neighbors": 15, "reducer__n_components": 5, "reducer__n_epochs": 100,
+         "outliers": "lof", "outliers__n_neighbors": 20, "clusterer__min_cluster_size": 10}
+    more = p | {"outliers__n_neighbors": 45, "clusterer__min_cluster_size": 15}
+
+    def kept(ws) -> bool:
+        pipe = ws.trial_pipeline(p)
+        G = ws.outlier_graph(pipe, ws.reduce(pipe), "full")
+        ref = weakref.ref(G)
+        del G
+        gc.collect()
+        return ref() is not None
+
+    assert kept(Workspace(X, space, start, seed=3))  # a few kB: kept
+    monkeypatch.setattr(workspace, "ZKNN_KEEP_BYTES", 1024, raising=False)  # before: no budget
+    ws = Workspace(X, space, start, seed=3)
+    assert not kept(ws)
+    for q in (p, more):  # the same embedding (cached), its graph searched again
+        np.testing.assert_array_equal(ws.run(q).labels, slow_labels(X, q, seed=3, pipeline=start))
+    assert ws.stats["umap_fits"] == 1
+
+
 def test_layout_epochs_reach_every_level_and_equal_the_slow_path(X):
     """``layout_epochs`` sets the epochs of a UMAP that leaves them open, on subsamples and at
     full size alike; a stage's own n_epochs is kept; the trial is the slow path with that many

@@ -45,12 +45,18 @@ import numpy as np
 from sklearn.base import clone
 
 from ..errors import ParameterError
-from ..fileio import atomic_path, write_npy
+from ..fileio import write_npy
 from ..stages.neighbors import knn_graph as faiss_knn
 from ..stages.neighbors import self_first
 from .space import SearchSpace
 
 SMALL_DATA = 4096  # umap-learn's exact-distance threshold
+# reduced-space (LOF) graphs kept for later trials on the same embedding, at most this many
+# bytes: a full-size trial's graph at 50,000 items and k 773 is 0.6 GB, which stayed in the
+# process that ran it for the rest of the study (on top of its next full-size UMAP fit, or the
+# refit), though a later trial on the same full-size embedding is rare (RESULTS, "Tuning's
+# memory, second pass"); the 2,000- and 10,000-item rungs' graphs are 1-25 MB
+ZKNN_KEEP_BYTES = 256 * 2**20
 
 
 # ------------------------------------------------------------------------------------------
@@ -324,28 +330,45 @@ class Workspace:
 
     # -- neighbour graph of the inputs -----------------------------------------------------
     def graph(self, level: str, metric: str):
+        """The level's input graph ``(indices int32, distances float32)`` at the space's largest
+        ``reducer__n_neighbors``; each trial's reducer reads its first ``n_neighbors`` columns.
+
+        With a ``cache_dir`` the graph lives in two ``.npy`` files there and every call maps them
+        (copy-on-write, ``np.load(mmap_mode="c")``); nothing is kept in memory between trials.
+        The study's processes then share one copy in the page cache, a page is read only when a
+        trial's reducer reads it, and the mapping is gone when the trial's reducer is: the
+        50,000 x 2,000 graph (0.8 GB) was an in-memory copy in the main process for the whole
+        study and in each worker from its first full-size trial on (benchmarks/RESULTS.md,
+        "Tuning's memory, second pass"). Without a ``cache_dir`` it is kept in memory."""
         key = (level, metric)
-        if key not in self._graphs:
-            base_nn = getattr(self.base.reducer, "n_neighbors", 30) or 30
-            data = self.data(level)
-            k = min(self._space_max("reducer__n_neighbors", base_nn, level), len(data) - 1)
-            method = graph_method(len(data), metric, self.knn_method)
-            path = None
-            if self.cache_dir is not None:
-                tag = "" if method == "exact" else f"-{method}"
-                path = self.cache_dir / f"knn-{self.fingerprint}-{level}-{metric}-{k}{tag}.npz"
-                if path.exists():
-                    with np.load(path, allow_pickle=False) as f:
-                        self._graphs[key] = (f["indices"], f["distances"])
-                    return self._graphs[key]
+        if key in self._graphs:
+            return self._graphs[key]
+        base_nn = getattr(self.base.reducer, "n_neighbors", 30) or 30
+        data = self.data(level)
+        k = min(self._space_max("reducer__n_neighbors", base_nn, level), len(data) - 1)
+        method = graph_method(len(data), metric, self.knn_method)
+        if self.cache_dir is None:
             t = time.perf_counter()
-            g = knn_graph(data, k, metric, method)
+            self._graphs[key] = knn_graph(data, k, metric, method)
             self.timings["knn"] += time.perf_counter() - t
-            if path is not None:
-                with atomic_path(path, suffix=".npz") as tmp:
-                    np.savez(tmp, indices=g[0], distances=g[1])
-            self._graphs[key] = g
-        return self._graphs[key]
+            return self._graphs[key]
+        tag = "" if method == "exact" else f"-{method}"
+        stem = self.cache_dir / f"knn-{self.fingerprint}-{level}-{metric}-{k}{tag}"
+        paths = [stem.with_name(stem.name + ".indices.npy"), stem.with_name(stem.name + ".distances.npy")]
+        if not all(p.exists() for p in paths):
+            old = stem.with_name(stem.name + ".npz")  # the one-file form of earlier versions
+            if old.exists():
+                with np.load(old, allow_pickle=False) as f:
+                    g = (f["indices"], f["distances"])
+            else:
+                t = time.perf_counter()
+                g = knn_graph(data, k, metric, method)
+                self.timings["knn"] += time.perf_counter() - t
+            for p, a in zip(paths, g):  # the distances last: both present means both complete
+                write_npy(p, a)
+            del g
+        # plain ndarray views of the maps (numba and pickle see what they saw before)
+        return tuple(np.load(p, mmap_mode="c", allow_pickle=False).view(np.ndarray) for p in paths)
 
     # -- reduction with caching --------------------------------------------------------------
     def reduce(self, pipe, level: str = "full") -> np.ndarray:
@@ -400,7 +423,11 @@ class Workspace:
             k_max = min(k_max, n - 1)
             g = (k_max, reduced_knn(Z, k_max), Z)
         self._zknn[zkey] = g
-        while len(self._zknn) > 4:
+        # kept for later trials on the same embedding within ZKNN_KEEP_BYTES: a graph bigger
+        # than that serves its own trial only (a later trial on that embedding searches again,
+        # as the slow path does)
+        size = lambda e: e[1].data.nbytes + e[1].indices.nbytes + e[1].indptr.nbytes  # noqa: E731
+        while self._zknn and (len(self._zknn) > 4 or sum(size(e) for e in self._zknn.values()) > ZKNN_KEEP_BYTES):
             self._zknn.popitem(last=False)
         return g[1]
 
