@@ -56,6 +56,21 @@ def chromium(width: int = 1400, height: int = 1000):
     return browser.chromium(width, height)
 
 
+@pytest.fixture(scope="module")
+def module_chromium():
+    """One headless Chromium (1400 x 1000) lent in turn to the browser tests of a module whose
+    tests need no new browser of their own (``studio_helpers.SharedChromium``; pass it as
+    ``shared=`` to ``studio_in_chromium`` / ``browser``): started by the first test that takes
+    it, handed back blank after each, quit after the module."""
+    from studio_helpers import SharedChromium
+
+    shared = SharedChromium()
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
 def tiny_clap(path: Path, tokenizer: bool = False) -> Path:
     """A tiny random CLAP checkpoint (model + feature extractor) saved at ``path``: the CLAP
     encoder's path through ``transformers`` tested without a hub (skipped without torch or
