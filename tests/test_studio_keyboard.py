@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import chromium
-from studio_helpers import Server, client, copy_run
+from studio_helpers import client, copy_run, studio_in_chromium
 from test_studio_browser import js, loaded, severe, wait
 
 
@@ -53,9 +52,7 @@ def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tm
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -118,9 +115,6 @@ def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tm
             wait(lambda: not drv.find_element("id", "help").is_displayed(), what="Escape closing the dialog")
             assert focused(drv)["i"] == tile
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
@@ -133,9 +127,7 @@ def test_a_curator_merges_renames_and_junks_by_keyboard(base_run, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -182,9 +174,6 @@ def test_a_curator_merges_renames_and_junks_by_keyboard(base_run, tmp_path):
                  what="the row saying junk")
             assert not focused(drv)["body"]
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 #: every visible control the keyboard or a screen reader reaches
@@ -202,9 +191,7 @@ def test_every_control_has_an_accessible_name(base_run, tmp_path):
     live region; the item panel's neighbours are reachable by Tab and named. (Before: the map
     had none, every open button was "i", tiles were "NAME i", neighbours were mouse-only.)"""
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         drv.find_element("css selector", "#cluster-list li[data-cluster]").click()
@@ -229,9 +216,6 @@ def test_every_control_has_an_accessible_name(base_run, tmp_path):
         row = drv.find_element("css selector", "#cluster-list li.current .crow")
         assert "items" in row.accessible_name and "check to merge" not in row.accessible_name
         assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
@@ -242,9 +226,7 @@ def test_the_page_at_200_percent_zoom_keeps_the_gallery_usable(base_run, tmp_pat
     tile, with the item panel open), the header wraps instead of hiding half its controls past
     a horizontal scroll, and the selection bar fits the window (it ran past both edges)."""
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium(700, 500)
-    try:
+    with studio_in_chromium(run, width=700, height=500) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         drv.find_element("css selector", "#cluster-list li[data-cluster]").click()
@@ -265,9 +247,6 @@ def test_the_page_at_200_percent_zoom_keeps_the_gallery_usable(base_run, tmp_pat
         assert m["cut"] <= 1 and m["off"] == [], m
         assert m["selLeft"] >= 0 and m["selRight"] <= m["vw"], m
         assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
@@ -290,17 +269,14 @@ def test_search_split_export_and_a_level_name_by_keyboard(cifar3_embeddings, tmp
     run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
     with run.writing("test"):
         map_2d(run, cifar3_embeddings.vectors, method="pca")
-    s = Server(run.path)
-    drv = chromium()
+    with studio_in_chromium(run.path) as (s, drv):
+        def tab_to(elem_id, limit=40):
+            for _ in range(limit):
+                if focused(drv)["id"] == elem_id or elem_id in (js(drv, "return document.activeElement.className") or ""):
+                    return
+                keys(drv, Keys.TAB)
+            raise AssertionError(f"Tab never reached {elem_id}: {focused(drv)}")
 
-    def tab_to(elem_id, limit=40):
-        for _ in range(limit):
-            if focused(drv)["id"] == elem_id or elem_id in (js(drv, "return document.activeElement.className") or ""):
-                return
-            keys(drv, Keys.TAB)
-        raise AssertionError(f"Tab never reached {elem_id}: {focused(drv)}")
-
-    try:
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -349,9 +325,6 @@ def test_search_split_export_and_a_level_name_by_keyboard(cifar3_embeddings, tmp
             idle(drv)
             assert focused(drv)["id"] == "export"
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
@@ -366,9 +339,7 @@ def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -415,9 +386,6 @@ def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path):
             f = focused(drv)
             assert f["tile"] and not f["body"], f"after the move the focus is on {f}"
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 #: controls of the cluster list that sit inside another control (a button or role=button holding a checkbox)
@@ -440,9 +408,7 @@ def test_a_cluster_row_holds_its_open_button_and_merge_checkbox_side_by_side(bas
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         assert js(drv, NESTED) == []
@@ -481,6 +447,3 @@ def test_a_cluster_row_holds_its_open_button_and_merge_checkbox_side_by_side(bas
         wait(lambda: drv.find_element("id", "view-head").get_attribute("data-cluster") == a["cluster"], what="a click on the row's edge")
         assert js(drv, NESTED) == []
         assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
