@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import chromium
-from studio_helpers import Server, client, copy_run, post
+from studio_helpers import client, copy_run, post, studio_in_chromium
 from test_studio_browser import js, loaded, open_cluster, severe, wait
 
 B = {"X-Mediacluster-Client": "page-b"}
@@ -49,9 +48,7 @@ def check(drv, cid):
 @pytest.mark.slow
 def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium(1400, 900)
-    try:
+    with studio_in_chromium(run, width=1400, height=900) as (s, drv):
         with client(s) as api:
             lab, sizes, (big, mid, small) = largest(api)
             assert sizes[big] > 60  # a second gallery page
@@ -144,9 +141,6 @@ def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
             assert drv.find_element("id", "cluster-name").get_attribute("value") == "half typed"
             assert js(drv, "return window.mcStudio.errors") == []
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.browser
@@ -156,9 +150,7 @@ def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, 
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium(1400, 900)
-    try:
+    with studio_in_chromium(run, width=1400, height=900) as (s, drv):
         with client(s) as api:
             lab, sizes, (big, mid, small) = largest(api)
             drv.get(s.url)
@@ -218,9 +210,6 @@ def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, 
                        for t in js(drv, "return window.mcStudio.toasts"))
             assert js(drv, "return window.mcStudio.errors") == []
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.browser
@@ -240,9 +229,7 @@ def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(ci
     run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
     with run.writing("test"):
         map_2d(run, cifar3_embeddings.vectors, method="pca")
-    s = Server(run.path)
-    drv = chromium(1400, 900)
-    try:
+    with studio_in_chromium(run.path, width=1400, height=900) as (s, drv):
         with client(s) as api:
             shown = api.get("/api/clusters").json()
             level = next(iter(shown["groups"]))
@@ -266,9 +253,6 @@ def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(ci
             wait(lambda: np.array_equal(np.array(js(drv, "return Array.from(window.mcStudio.levelLabels)")), now),
                  timeout=5, what="the level's colours as they are now")
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 def swatch(drv, i):
@@ -293,9 +277,7 @@ def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium(1400, 900)
-    try:
+    with studio_in_chromium(run, width=1400, height=900) as (s, drv):
         with client(s) as api:
             lab, sizes, (big, mid, small) = largest(api)
             drv.get(s.url)
@@ -366,6 +348,3 @@ def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path
             place()
             assert js(drv, "return window.mcStudio.errors") == []
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
