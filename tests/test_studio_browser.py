@@ -372,22 +372,14 @@ def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_embeddings, tmp_path):
+def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(level_run, tmp_path):
     """On a run with levels, choosing a coarse level in the page groups the curated clusters
     under the groups of the tree publish writes (``/api/clusters`` ``groups``), each group
     headed by its name; a junk cluster under a group of its own."""
     from selenium.webdriver.support.ui import Select
-    from test_levels import pca_tree
 
-    from mediacluster.report.build import map_2d
-    from mediacluster.workflow import publish_run
-
-    pipe = pca_tree().fit(cifar3_embeddings.vectors)
-    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
-    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
-    with run.writing("test"):
-        map_2d(run, cifar3_embeddings.vectors, method="pca")
-    with studio_in_chromium(run.path) as (s, drv):
+    run = copy_run(level_run, tmp_path / "run")
+    with studio_in_chromium(run) as (s, drv):
         with client(s) as api:
             lab = np.frombuffer(api.get("/api/labels").content, "<i4")
             smallest = int(np.argmin(np.where(np.bincount(lab[lab >= 0]) > 0, np.bincount(lab[lab >= 0]), 10**9)))

@@ -214,22 +214,14 @@ def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(cifar3_embeddings, tmp_path):
+def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(level_run, tmp_path):
     """On a run with levels, A groups the list by a coarse level (the map coloured by its groups);
     B moves items between clusters of two groups: A's switch stays on the level and the map's
     colours are the level's groups now (``/api/levels/NAME``), not the ones before B's edit."""
     from selenium.webdriver.support.ui import Select
-    from test_levels import pca_tree
 
-    from mediacluster.report.build import map_2d
-    from mediacluster.workflow import publish_run
-
-    pipe = pca_tree().fit(cifar3_embeddings.vectors)
-    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
-    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
-    with run.writing("test"):
-        map_2d(run, cifar3_embeddings.vectors, method="pca")
-    with studio_in_chromium(run.path, width=1400, height=900) as (s, drv):
+    run = copy_run(level_run, tmp_path / "run")
+    with studio_in_chromium(run, width=1400, height=900) as (s, drv):
         with client(s) as api:
             shown = api.get("/api/clusters").json()
             level = next(iter(shown["groups"]))

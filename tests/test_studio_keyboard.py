@@ -251,7 +251,7 @@ def test_the_page_at_200_percent_zoom_keeps_the_gallery_usable(base_run, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_search_split_export_and_a_level_name_by_keyboard(cifar3_embeddings, tmp_path):
+def test_search_split_export_and_a_level_name_by_keyboard(level_run, tmp_path):
     """On a run with levels: / and a word and Enter search, Down goes from the box to the first
     result (a dozen Tabs past the header before); f, Tab to the level switch, Down groups the
     list, Tab to a group's rename, Enter, a name and Enter name it, the focus back on the group's
@@ -259,17 +259,9 @@ def test_search_split_export_and_a_level_name_by_keyboard(cifar3_embeddings, tmp
     applied by Tab and Enter, the focus on a tile afterwards (the panel it was in hides); export
     by Enter keeps the focus on its button (disabled while it ran, which dropped the focus)."""
     from selenium.webdriver.common.keys import Keys
-    from test_levels import pca_tree
 
-    from mediacluster.report.build import map_2d
-    from mediacluster.workflow import publish_run
-
-    pipe = pca_tree().fit(cifar3_embeddings.vectors)
-    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
-    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
-    with run.writing("test"):
-        map_2d(run, cifar3_embeddings.vectors, method="pca")
-    with studio_in_chromium(run.path) as (s, drv):
+    run = copy_run(level_run, tmp_path / "run")
+    with studio_in_chromium(run) as (s, drv):
         def tab_to(elem_id, limit=40):
             for _ in range(limit):
                 if focused(drv)["id"] == elem_id or elem_id in (js(drv, "return document.activeElement.className") or ""):
