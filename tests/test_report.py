@@ -149,9 +149,9 @@ def test_laying_out_the_map_is_said_with_its_time(report_run, caplog):
     map_2d(run, vectors, method="umap", recompute=True)  # the report's own map back for the other tests
 
 
-def test_report_in_chromium(report_run, tmp_path):
+def test_report_in_chromium(report_run, tmp_path, module_chromium):
     html, labels = report_run["html"], report_run["labels"]
-    with browser() as drv:
+    with browser(shared=module_chromium) as drv:
         _open_and_wait_for_first_paint(drv, html)
         n_clusters = len(set(labels[labels >= 0].tolist()))
         cards = drv.find_elements("css selector", ".cards:not([hidden]) [data-cluster]")  # the run's level
@@ -215,7 +215,7 @@ def test_report_cli(report_run, tmp_path, capsys):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
+def test_large_report_paints_density_and_loads_names_on_demand(tmp_path, module_chromium):
     """A run of more than INLINE_MAX items: names in chunk files loaded when hovered, the map
     rasterised by density (one ImageData per frame), discs again once zoomed in."""
     from mediacluster.pipeline import Pipeline
@@ -234,7 +234,7 @@ def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
     html = build_report(res.out, progress=False)
     assert (html.parent / "paths" / "0000.js").exists()
     assert html.stat().st_size < 60 * n  # x, y, label per item (base64) and little else
-    with browser() as drv:
+    with browser(shared=module_chromium) as drv:
         _open_and_wait_for_first_paint(drv, html)
         st = drv.execute_script("return [window.mcReport.mode, window.mcReport.drawn, window.mcReport.firstPaintMs]")
         assert st[0] == "density" and st[1] == n
@@ -411,10 +411,10 @@ def test_report_without_levels_has_no_switch(cifar3_embeddings, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_report_level_switch_in_chromium(level_run):
+def test_report_level_switch_in_chromium(level_run, module_chromium):
     """Switching the level recolours the map, rebuilds the legend and shows that level's cards."""
     levels, chosen, html = level_run["levels"], level_run["chosen"], level_run["html"]
-    with browser() as drv:
+    with browser(shared=module_chromium) as drv:
         _open_and_wait_for_first_paint(drv, html)
         assert drv.execute_script("return window.mcReport.level") == chosen
         n_run = len(np.unique(levels[chosen]))
@@ -453,7 +453,7 @@ def test_report_level_switch_in_chromium(level_run):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_large_report_loads_level_labels_on_demand(tmp_path):
+def test_large_report_loads_level_labels_on_demand(tmp_path, module_chromium):
     """A run of more than INLINE_MAX items with levels (the default clusterer, fitted on a
     sample): each level's labels are a script file loaded when the level is first chosen, so
     the page stays the size of a flat run's."""
@@ -480,7 +480,7 @@ def test_large_report_loads_level_labels_on_demand(tmp_path):
     assert all((html.parent / f).exists() for f in files) and not any("c16" in v or "c" in v for v in views)
     assert html.stat().st_size < 60 * n  # no per-item level labels in the page itself
     k = 0 if cur != 0 else len(views) - 1
-    with browser() as drv:
+    with browser(shared=module_chromium) as drv:
         _open_and_wait_for_first_paint(drv, html)
         _, hash0 = drv.execute_script(PIXELS_JS)
         drv.execute_script(f"window.mcReport.setLevel({k})")

@@ -73,7 +73,7 @@ def severe(drv):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_whole_loop_in_chromium(base_run, tmp_path):
+def test_the_whole_loop_in_chromium(base_run, tmp_path, module_chromium):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
@@ -83,7 +83,7 @@ def test_the_whole_loop_in_chromium(base_run, tmp_path):
     run = copy_run(base_run, tmp_path / "run")
     truth = np.array(RunDir.open(run).read_items()["label"].tolist())
     paths = RunDir.open(run).read_items()["path"].tolist()
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -266,7 +266,7 @@ def hostile_run(cifar3_dir, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path):
+def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path, module_chromium):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
@@ -274,7 +274,7 @@ def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path):
     evil_cluster = "<img src=x onerror=window.__pwned=5>"
     evil_tag = "<script>window.__pwned=6</script>"
     evil_new = '"><svg onload=window.__pwned=7>'
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             assert post(api, "/api/edits", {"kind": "rename", "cluster": 0, "name": evil_cluster}).status_code == 200
             assert post(api, "/api/edits", {"kind": "tag", "clusters": [0], "items": [0, 1], "add": [evil_tag]}).status_code == 200
@@ -323,7 +323,7 @@ def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
+def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path, module_chromium):
     """Without a mouse: Tab reaches the cluster list's rows and Enter opens one; Tab reaches the
     gallery's tiles, Space selects one and Shift+Space a range; focus stays on the row / tile
     when the list is redrawn. (The rows and tiles were plain elements with click handlers: a
@@ -332,7 +332,7 @@ def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         def focused(attr):
             return js(drv, f"const a = document.activeElement; return a ? a.getAttribute('{attr}') : null")
 
@@ -372,14 +372,14 @@ def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(level_run, tmp_path):
+def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(level_run, tmp_path, module_chromium):
     """On a run with levels, choosing a coarse level in the page groups the curated clusters
     under the groups of the tree publish writes (``/api/clusters`` ``groups``), each group
     headed by its name; a junk cluster under a group of its own."""
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(level_run, tmp_path / "run")
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             lab = np.frombuffer(api.get("/api/labels").content, "<i4")
             smallest = int(np.argmin(np.where(np.bincount(lab[lab >= 0]) > 0, np.bincount(lab[lab >= 0]), 10**9)))
@@ -426,7 +426,7 @@ def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(level_ru
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_path):
+def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_path, module_chromium):
     """A large run without a 2-D map opens on a quick PCA map; when the UMAP map is laid out in
     the background, the open page draws it without a reload. The server's layout is held until
     the page has shown the PCA map (a flag file), so both states are seen."""
@@ -445,7 +445,7 @@ def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_p
         "        time.sleep(0.05)\n"
         "    return _layout(v, method, *a, **k)\n"
         "b.layout_2d = held\n")
-    with studio_in_chromium(run, setup=setup) as (s, drv):
+    with studio_in_chromium(run, setup=setup, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -464,11 +464,11 @@ def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_p
 
 
 @pytest.mark.browser
-def test_the_name_box_is_kept_across_a_reload_and_sent_with_edits(base_run, tmp_path):
+def test_the_name_box_is_kept_across_a_reload_and_sent_with_edits(base_run, tmp_path, module_chromium):
     """The "your name" box: what a person types is kept in the browser (localStorage), shown
     again after a reload, and recorded with the page's edits (the history says who)."""
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         box = drv.find_element("id", "user-name")

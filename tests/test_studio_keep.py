@@ -14,6 +14,9 @@ import pytest
 from studio_helpers import client, copy_run, post, studio_in_chromium
 from test_studio_browser import js, loaded, open_cluster, severe, wait
 
+#: the browser the module's tests share (conftest.module_chromium)
+BROWSER_SIZE = (1400, 900)
+
 B = {"X-Mediacluster-Client": "page-b"}
 
 
@@ -46,9 +49,9 @@ def check(drv, cid):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
+def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path, module_chromium):
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run, width=1400, height=900) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             lab, sizes, (big, mid, small) = largest(api)
             assert sizes[big] > 60  # a second gallery page
@@ -145,12 +148,12 @@ def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, tmp_path):
+def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, tmp_path, module_chromium):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run, width=1400, height=900) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             lab, sizes, (big, mid, small) = largest(api)
             drv.get(s.url)
@@ -214,14 +217,14 @@ def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(level_run, tmp_path):
+def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(level_run, tmp_path, module_chromium):
     """On a run with levels, A groups the list by a coarse level (the map coloured by its groups);
     B moves items between clusters of two groups: A's switch stays on the level and the map's
     colours are the level's groups now (``/api/levels/NAME``), not the ones before B's edit."""
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(level_run, tmp_path / "run")
-    with studio_in_chromium(run, width=1400, height=900) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             shown = api.get("/api/clusters").json()
             level = next(iter(shown["groups"]))
@@ -260,7 +263,7 @@ def list_colour(drv, cid):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path):
+def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path, module_chromium):
     """A searches for look-alikes of an item (its panel open) in one cluster, selects a result and
     scrolls; B moves the item and two results to another cluster, renames that cluster, tags the
     item and merges the searched cluster away: A's results (their order, the query, the scroll,
@@ -269,7 +272,7 @@ def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run, width=1400, height=900) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             lab, sizes, (big, mid, small) = largest(api)
             drv.get(s.url)

@@ -41,7 +41,7 @@ def labels(api) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tmp_path):
+def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tmp_path, module_chromium):
     """c / arrows / Enter reach and open a cluster; g / arrows / Space select two tiles (said by
     aria-pressed); m reaches "move to", Tab and Enter move them, and the focus lands on a tile of
     the gallery, not on the body (the selection bar it was on is gone); Ctrl+Z takes the move back;
@@ -52,7 +52,7 @@ def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tm
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -119,7 +119,7 @@ def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tm
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_a_curator_merges_renames_and_junks_by_keyboard(base_run, tmp_path):
+def test_a_curator_merges_renames_and_junks_by_keyboard(base_run, tmp_path, module_chromium):
     """x on two rows checks them for a merge (the row says so), Tab reaches "merge checked" and
     Enter merges; the focus goes to the merged cluster's row (the merge button it was on is
     disabled now: it went to the body before). Then Tab into the cluster's name box, a new name
@@ -127,7 +127,7 @@ def test_a_curator_merges_renames_and_junks_by_keyboard(base_run, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -184,14 +184,14 @@ CONTROLS = """return Array.from(document.querySelectorAll(
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_every_control_has_an_accessible_name(base_run, tmp_path):
+def test_every_control_has_an_accessible_name(base_run, tmp_path, module_chromium):
     """Chromium's computed accessible name of every visible control, with a cluster open, a tile
     selected and an item open: none empty; a tile is named by its file (not "NAME i"), its open
     button "open NAME" and out of the Tab order; the map has a name; the selection's count is a
     live region; the item panel's neighbours are reachable by Tab and named. (Before: the map
     had none, every open button was "i", tiles were "NAME i", neighbours were mouse-only.)"""
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         drv.find_element("css selector", "#cluster-list li[data-cluster]").click()
@@ -251,7 +251,7 @@ def test_the_page_at_200_percent_zoom_keeps_the_gallery_usable(base_run, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_search_split_export_and_a_level_name_by_keyboard(level_run, tmp_path):
+def test_search_split_export_and_a_level_name_by_keyboard(level_run, tmp_path, module_chromium):
     """On a run with levels: / and a word and Enter search, Down goes from the box to the first
     result (a dozen Tabs past the header before); f, Tab to the level switch, Down groups the
     list, Tab to a group's rename, Enter, a name and Enter name it, the focus back on the group's
@@ -261,7 +261,7 @@ def test_search_split_export_and_a_level_name_by_keyboard(level_run, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(level_run, tmp_path / "run")
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         def tab_to(elem_id, limit=40):
             for _ in range(limit):
                 if focused(drv)["id"] == elem_id or elem_id in (js(drv, "return document.activeElement.className") or ""):
@@ -321,7 +321,7 @@ def test_search_split_export_and_a_level_name_by_keyboard(level_run, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path):
+def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path, module_chromium):
     """"move to: a new cluster" asks the name in a dialog of the page (it was ``window.prompt``:
     unstyled, outside the page's keyboard help, not testable without driving a browser alert):
     the focus goes into its labelled name box; Escape cancels (nothing moved, the selection kept,
@@ -331,7 +331,7 @@ def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -389,7 +389,7 @@ NESTED = """return Array.from(document.querySelectorAll('#cluster-list button, #
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_a_cluster_row_holds_its_open_button_and_merge_checkbox_side_by_side(base_run, tmp_path):
+def test_a_cluster_row_holds_its_open_button_and_merge_checkbox_side_by_side(base_run, tmp_path, module_chromium):
     """A cluster row is a list item holding two sibling controls, its merge checkbox and a button
     that opens the cluster (the row was a role=button holding the checkbox: a control inside a
     control, which the HTML spec and screen readers reject). The row looks as it did (one line,
@@ -400,7 +400,7 @@ def test_a_cluster_row_holds_its_open_button_and_merge_checkbox_side_by_side(bas
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    with studio_in_chromium(run) as (s, drv):
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         assert js(drv, NESTED) == []
