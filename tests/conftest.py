@@ -56,6 +56,22 @@ def chromium(width: int = 1400, height: int = 1000):
     return browser.chromium(width, height)
 
 
+@pytest.fixture(scope="module")
+def module_chromium(request):
+    """One headless Chromium lent in turn to the browser tests of a module whose tests need no
+    new browser of their own (``studio_helpers.SharedChromium``; pass it as ``shared=`` to
+    ``studio_in_chromium`` / ``browser``): started by the first test that takes it, handed back
+    blank after each, quit after the module. Its size: the module's ``BROWSER_SIZE``, else
+    1400 x 1000."""
+    from studio_helpers import SharedChromium
+
+    shared = SharedChromium(*getattr(request.module, "BROWSER_SIZE", (1400, 1000)))
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
 def tiny_clap(path: Path, tokenizer: bool = False) -> Path:
     """A tiny random CLAP checkpoint (model + feature extractor) saved at ``path``: the CLAP
     encoder's path through ``transformers`` tested without a hub (skipped without torch or
@@ -124,6 +140,24 @@ def base_run(cifar3_embeddings, tmp_path_factory) -> Path:
     from studio_helpers import make_run
 
     return make_run(cifar3_embeddings, tmp_path_factory.mktemp("base-run") / "run")
+
+
+@pytest.fixture(scope="module")
+def level_run(cifar3_embeddings, tmp_path_factory) -> Path:
+    """A studio's run folder with levels over ``cifar3_embeddings`` (``test_levels.pca_tree``,
+    the run's level the first below the top two with 6 clusters or more; a cached PCA map, no
+    saved model), one per test module; tests that edit it copy it first."""
+    from test_levels import pca_tree
+
+    from mediacluster.report.build import map_2d
+    from mediacluster.workflow import publish_run
+
+    pipe = pca_tree().fit(cifar3_embeddings.vectors)
+    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
+    run = publish_run(tmp_path_factory.mktemp("level-run") / "run", cifar3_embeddings, pipe, save_model=False)
+    with run.writing("test"):
+        map_2d(run, cifar3_embeddings.vectors, method="pca")
+    return run.path
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
-"""Helpers for the studio tests: real run folders and real server processes."""
+"""Helpers for the studio tests: real run folders, real server processes and real browsers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -98,6 +99,151 @@ class Server:
     def kill9(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+
+def quit_chromium(drv) -> None:
+    """Quit a browser of ``conftest.chromium`` (selenium stops chromedriver even when the browser
+    no longer answers), kill what is left of its processes (a browser whose chromedriver died
+    outlives it) and remove the new profile folder it was started with (``--user-data-dir``
+    under the temp folder, ~2.5 MB each, which nothing removed)."""
+    profile = (getattr(drv, "capabilities", None) or {}).get("chrome", {}).get("userDataDir")
+    try:
+        drv.quit()
+    finally:
+        if profile and Path(profile).name.startswith("mc-chrome-"):
+            for pid in processes_with(f"--user-data-dir={profile}"):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def processes_with(text: str) -> list[int]:
+    """The processes whose command line holds ``text`` (a browser's own ``--user-data-dir``: its
+    processes, not other tests' browsers)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if text.encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+    return pids
+
+
+def blank(drv, origins=()) -> None:
+    """Hand a browser back as a new one would start, for the next test to use: one window on
+    ``about:blank``; no cookies (a host's cookies reach every port of it), no cache, no console
+    log left to read; ``origins``' stored data (localStorage, sessionStorage, IndexedDB) cleared
+    (an origin is a port: a later server may be given the same one)."""
+    with contextlib.suppress(Exception):  # a dialog a test left open would refuse every command
+        drv.switch_to.alert.dismiss()
+    handles = drv.window_handles
+    seen = set(origins)
+    for h in handles:  # the pages open now: their origins' data too
+        drv.switch_to.window(h)
+        with contextlib.suppress(Exception):
+            seen.add(drv.execute_script("return location.origin"))
+    for h in handles[1:]:
+        drv.switch_to.window(h)
+        drv.close()
+    drv.switch_to.window(handles[0])
+    drv.get("about:blank")
+    for o in sorted(seen - {"null", None}):
+        drv.execute_cdp_cmd("Storage.clearDataForOrigin", {"origin": o, "storageTypes": "all"})
+    drv.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    drv.execute_cdp_cmd("Network.clearBrowserCache", {})
+    drv.get_log("browser")  # read: what the next test reads is its own
+
+
+class SharedChromium:
+    """One headless Chromium lent to the tests of a module in turn (``conftest.module_chromium``)
+    instead of a new one for each: :meth:`take` starts it the first time, :meth:`give_back`
+    blanks it (:func:`blank`); a browser that cannot be blanked is quit and the next
+    :meth:`take` starts a new one, so one test's wreck is not the next one's failure."""
+
+    def __init__(self, width: int = 1400, height: int = 1000):
+        self.size = (width, height)
+        self.drv = None
+        self.started = 0  # browsers started (tests of the helper count them)
+
+    def take(self):
+        if self.drv is None:
+            from conftest import chromium
+
+            self.drv = chromium(*self.size)
+            self.started += 1
+        return self.drv
+
+    def give_back(self, origins=()) -> None:
+        if self.drv is None:
+            return
+        try:
+            blank(self.drv, origins)
+        except Exception:  # noqa: BLE001 - a browser that cannot be blanked is not lent again
+            self.close()
+
+    def close(self) -> None:
+        drv, self.drv = self.drv, None
+        if drv is not None:
+            quit_chromium(drv)
+
+
+@contextlib.contextmanager
+def browser(width: int = 1400, height: int = 1000, shared: SharedChromium | None = None):
+    """A headless Chromium (``conftest.chromium``: skipped where there is none) of ``width`` x
+    ``height``, quit when the block ends however it ends; ``shared``: that browser instead,
+    handed back blank (its size is its own)."""
+    if shared is not None:
+        drv = shared.take()
+        try:
+            yield drv
+        finally:
+            shared.give_back()
+        return
+    from conftest import chromium
+
+    drv = chromium(width, height)
+    try:
+        yield drv
+    finally:
+        quit_chromium(drv)
+
+
+@contextlib.contextmanager
+def studio_in_chromium(run: Path, *args: str, setup: str = "", width: int = 1400, height: int = 1000,
+                       shared: SharedChromium | None = None):
+    """The browser tests' setup: ``(server, driver)``, a studio :class:`Server` on ``run``
+    (``args`` and ``setup`` as it takes them) and a headless Chromium (new, of ``width`` x
+    ``height``, or ``shared``'s). However the block ends, the browser is quit (or handed back
+    blank, the server's stored data cleared) and then the server stopped: the browser first, so
+    its open connections do not hold up the server's shutdown; and it is started first, so a
+    machine without one skips the test before a server is started."""
+    if shared is not None:
+        drv = shared.take()
+    else:
+        from conftest import chromium
+
+        drv = chromium(width, height)
+    s = None
+    try:
+        s = Server(run, *args, setup=setup)
+        yield s, drv
+    finally:
+        try:
+            if shared is not None:
+                shared.give_back([origin(s.base)] if s is not None else [])
+            else:
+                quit_chromium(drv)
+        finally:
+            if s is not None:
+                s.stop()
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` (what a browser keeps its stored data by)."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.netloc}"
 
 
 def client(server: Server, **kw):

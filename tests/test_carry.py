@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import dataset
-from studio_helpers import Server, client, copy_run, post
+from studio_helpers import Server, browser, client, copy_run, post
 
 from mediacluster.cli import main
 from mediacluster.errors import InputError
@@ -313,11 +313,9 @@ def test_the_page_marks_the_new_clusters_and_filters_them(carried, studio):
 def _page_badges_and_filters(url: str, new: list[int], note: str | None = None) -> None:
     """In Chromium, the studio page at ``url`` badges exactly the clusters ``new`` "new" and its
     filter "new" lists exactly them; ``note``: the carry's note it shows until closed."""
-    from conftest import chromium
     from test_studio_browser import loaded, wait
 
-    drv = chromium()
-    try:
+    with browser() as drv:
         drv.get(url)
         wait(lambda: loaded(drv), 60, "the page")
         if note is not None:
@@ -332,8 +330,6 @@ def _page_badges_and_filters(url: str, new: list[int], note: str | None = None) 
         drv.find_element("id", "filter").send_keys("new")
         wait(lambda: [int(li.get_attribute("data-cluster")) for li in drv.find_elements("css selector", rows)] == new,
              10, "the filter 'new'")
-    finally:
-        drv.quit()
 
 
 def _rows_by_file(run: Path, root: Path) -> dict[str, int]:

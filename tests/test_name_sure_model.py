@@ -11,7 +11,15 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import Server, client, copy_run, post, publish, start_service
+from studio_helpers import (
+    Server,
+    client,
+    copy_run,
+    post,
+    publish,
+    start_service,
+    studio_in_chromium,
+)
 
 from mediacluster.naming import support
 from mediacluster.naming.support import ImagenetSupport
@@ -236,7 +244,6 @@ def test_the_studio_measures_a_merged_name_again_and_publishes_how_sure_names_ar
 def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tree_run, tmp_path):
     """The studio's cluster panel says an unsure name is unsure (and why), also a merged
     cluster's re-measured one; the report's map legend marks the unsure names its cards mark."""
-    from conftest import chromium
     from test_studio_browser import js, loaded, open_cluster, wait
 
     from mediacluster.cli import main
@@ -247,9 +254,7 @@ def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tr
     sure = sorted(c for c, e in named.items() if e["name_sure"] is True)
     assert unsure and sure
     a, b = unsure[0], sure[0]
-    drv = chromium()
-    s = Server(run)
-    try:
+    with studio_in_chromium(run) as (s, drv):
         with client(s) as api:
             assert post(api, "/api/edits", {"kind": "merge", "clusters": [a, b]}).status_code == 200
             rows = {e["id"]: e for e in api.get("/api/clusters").json()["clusters"]}
@@ -291,9 +296,6 @@ def test_the_detail_panel_and_the_report_legend_mark_unsure_names_in_chromium(tr
         marked = js(drv, "return Array.from(document.querySelectorAll('#legend .item[data-name-sure=\"no\"]'))"
                          ".map(e => [Number(e.getAttribute('data-id')), e.querySelector('.unsure-mark').title])")
         assert sorted(map(tuple, marked)) == sorted((c, named[c]["name_why"]) for c in unsure)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 def test_a_fresh_split_part_is_measured_as_the_run_measures_its_clusters(tree_run):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import chromium
+from studio_helpers import browser
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -149,10 +149,9 @@ def test_laying_out_the_map_is_said_with_its_time(report_run, caplog):
     map_2d(run, vectors, method="umap", recompute=True)  # the report's own map back for the other tests
 
 
-def test_report_in_chromium(report_run, tmp_path):
+def test_report_in_chromium(report_run, tmp_path, module_chromium):
     html, labels = report_run["html"], report_run["labels"]
-    drv = chromium()
-    try:
+    with browser(shared=module_chromium) as drv:
         _open_and_wait_for_first_paint(drv, html)
         n_clusters = len(set(labels[labels >= 0].tolist()))
         cards = drv.find_elements("css selector", ".cards:not([hidden]) [data-cluster]")  # the run's level
@@ -195,8 +194,6 @@ def test_report_in_chromium(report_run, tmp_path):
         logs = drv.get_log("browser")
         severe = [e for e in logs if e.get("level") == "SEVERE"]
         assert not severe, severe
-    finally:
-        drv.quit()
 
 
 def test_report_cli(report_run, tmp_path, capsys):
@@ -218,7 +215,7 @@ def test_report_cli(report_run, tmp_path, capsys):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
+def test_large_report_paints_density_and_loads_names_on_demand(tmp_path, module_chromium):
     """A run of more than INLINE_MAX items: names in chunk files loaded when hovered, the map
     rasterised by density (one ImageData per frame), discs again once zoomed in."""
     from mediacluster.pipeline import Pipeline
@@ -237,8 +234,7 @@ def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
     html = build_report(res.out, progress=False)
     assert (html.parent / "paths" / "0000.js").exists()
     assert html.stat().st_size < 60 * n  # x, y, label per item (base64) and little else
-    drv = chromium()
-    try:
+    with browser(shared=module_chromium) as drv:
         _open_and_wait_for_first_paint(drv, html)
         st = drv.execute_script("return [window.mcReport.mode, window.mcReport.drawn, window.mcReport.firstPaintMs]")
         assert st[0] == "density" and st[1] == n
@@ -263,8 +259,6 @@ def test_large_report_paints_density_and_loads_names_on_demand(tmp_path):
             for (var k = 0; k < 14; k++) m.zoom(1.8, c.width / 2, c.height / 2); return m.mode;""")
         assert mode == "discs"
         assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
-    finally:
-        drv.quit()
 
 
 # ------------------------------------------------------------------------------ levels
@@ -417,11 +411,10 @@ def test_report_without_levels_has_no_switch(cifar3_embeddings, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_report_level_switch_in_chromium(level_run):
+def test_report_level_switch_in_chromium(level_run, module_chromium):
     """Switching the level recolours the map, rebuilds the legend and shows that level's cards."""
     levels, chosen, html = level_run["levels"], level_run["chosen"], level_run["html"]
-    drv = chromium()
-    try:
+    with browser(shared=module_chromium) as drv:
         _open_and_wait_for_first_paint(drv, html)
         assert drv.execute_script("return window.mcReport.level") == chosen
         n_run = len(np.unique(levels[chosen]))
@@ -456,13 +449,11 @@ def test_report_level_switch_in_chromium(level_run):
         Select(drv.find_elements("css selector", "select.level-select")[1]).select_by_value(str(chosen))
         assert _wait_for(drv, "document.querySelectorAll('#legend .item').length", n_run) == n_run
         assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
-    finally:
-        drv.quit()
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_large_report_loads_level_labels_on_demand(tmp_path):
+def test_large_report_loads_level_labels_on_demand(tmp_path, module_chromium):
     """A run of more than INLINE_MAX items with levels (the default clusterer, fitted on a
     sample): each level's labels are a script file loaded when the level is first chosen, so
     the page stays the size of a flat run's."""
@@ -489,8 +480,7 @@ def test_large_report_loads_level_labels_on_demand(tmp_path):
     assert all((html.parent / f).exists() for f in files) and not any("c16" in v or "c" in v for v in views)
     assert html.stat().st_size < 60 * n  # no per-item level labels in the page itself
     k = 0 if cur != 0 else len(views) - 1
-    drv = chromium()
-    try:
+    with browser(shared=module_chromium) as drv:
         _open_and_wait_for_first_paint(drv, html)
         _, hash0 = drv.execute_script(PIXELS_JS)
         drv.execute_script(f"window.mcReport.setLevel({k})")
@@ -503,8 +493,6 @@ def test_large_report_loads_level_labels_on_demand(tmp_path):
         _, hash1 = drv.execute_script(PIXELS_JS)
         assert hash1 != hash0
         assert not [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
-    finally:
-        drv.quit()
 
 
 def test_thumbnails_of_unchanged_files_are_found_without_reading_them(tmp_path, monkeypatch):

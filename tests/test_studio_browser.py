@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import chromium
-from studio_helpers import Server, client, copy_run, make_run, post
+from studio_helpers import client, copy_run, make_run, post, studio_in_chromium
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -74,7 +73,7 @@ def severe(drv):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_whole_loop_in_chromium(base_run, tmp_path):
+def test_the_whole_loop_in_chromium(base_run, tmp_path, module_chromium):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
@@ -84,9 +83,7 @@ def test_the_whole_loop_in_chromium(base_run, tmp_path):
     run = copy_run(base_run, tmp_path / "run")
     truth = np.array(RunDir.open(run).read_items()["label"].tolist())
     paths = RunDir.open(run).read_items()["path"].tolist()
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -245,9 +242,6 @@ def test_the_whole_loop_in_chromium(base_run, tmp_path):
             shot(drv, "studio-export.png")
             assert js(drv, "return window.mcStudio.errors") == []
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 HOSTILE = ["<!--<script>.png", '"><img src=x onerror=window.__pwned=1>.png',
@@ -272,17 +266,15 @@ def hostile_run(cifar3_dir, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path):
+def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path, module_chromium):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(hostile_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
     evil_cluster = "<img src=x onerror=window.__pwned=5>"
     evil_tag = "<script>window.__pwned=6</script>"
     evil_new = '"><svg onload=window.__pwned=7>'
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             assert post(api, "/api/edits", {"kind": "rename", "cluster": 0, "name": evil_cluster}).status_code == 200
             assert post(api, "/api/edits", {"kind": "tag", "clusters": [0], "items": [0, 1], "add": [evil_tag]}).status_code == 200
@@ -327,14 +319,11 @@ def test_hostile_names_stay_text_in_chromium(hostile_run, tmp_path):
         assert js(drv, "return Array.from(document.querySelectorAll('b')).filter(b => b.textContent === 'bold').length") == 0
         assert js(drv, "return document.scripts.length") == 1
         assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
+def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path, module_chromium):
     """Without a mouse: Tab reaches the cluster list's rows and Enter opens one; Tab reaches the
     gallery's tiles, Space selects one and Shift+Space a range; focus stays on the row / tile
     when the list is redrawn. (The rows and tiles were plain elements with click handlers: a
@@ -343,20 +332,17 @@ def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
+        def focused(attr):
+            return js(drv, f"const a = document.activeElement; return a ? a.getAttribute('{attr}') : null")
 
-    def focused(attr):
-        return js(drv, f"const a = document.activeElement; return a ? a.getAttribute('{attr}') : null")
+        def tab_until(attr, limit=400):
+            for _ in range(limit):
+                ActionChains(drv).send_keys(Keys.TAB).perform()
+                if focused(attr) is not None:
+                    return focused(attr)
+            raise AssertionError(f"Tab never reached an element with {attr}")
 
-    def tab_until(attr, limit=400):
-        for _ in range(limit):
-            ActionChains(drv).send_keys(Keys.TAB).perform()
-            if focused(attr) is not None:
-                return focused(attr)
-        raise AssertionError(f"Tab never reached an element with {attr}")
-
-    try:
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         drv.find_element("id", "filter").click()  # start in the cluster list's filter box
@@ -382,31 +368,18 @@ def test_keyboard_only_opens_clusters_and_selects_items(base_run, tmp_path):
         wait(lambda: js(drv, "return window.mcStudio.selected.size") == 4, what="a range of four tiles")
         assert js(drv, "return window.mcStudio.selected.has(Number(arguments[0]))", a)
         assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_embeddings, tmp_path):
+def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(level_run, tmp_path, module_chromium):
     """On a run with levels, choosing a coarse level in the page groups the curated clusters
     under the groups of the tree publish writes (``/api/clusters`` ``groups``), each group
     headed by its name; a junk cluster under a group of its own."""
     from selenium.webdriver.support.ui import Select
-    from test_levels import pca_tree
 
-    from mediacluster.report.build import map_2d
-    from mediacluster.workflow import publish_run
-
-    pipe = pca_tree().fit(cifar3_embeddings.vectors)
-    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
-    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
-    with run.writing("test"):
-        map_2d(run, cifar3_embeddings.vectors, method="pca")
-    s = Server(run.path)
-    drv = chromium()
-    try:
+    run = copy_run(level_run, tmp_path / "run")
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             lab = np.frombuffer(api.get("/api/labels").content, "<i4")
             smallest = int(np.argmin(np.where(np.bincount(lab[lab >= 0]) > 0, np.bincount(lab[lab >= 0]), 10**9)))
@@ -449,14 +422,11 @@ def test_the_level_switch_groups_clusters_as_the_model_will_in_chromium(cifar3_e
             wait(lambda: drv.find_element("css selector", f'#cluster-list li.group[data-group="{g}"]').text
                  .startswith(f"{level}: {names[g]} (group {g})"), what="the header after the undo")
             assert run_id >= 0 and not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_path):
+def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_path, module_chromium):
     """A large run without a 2-D map opens on a quick PCA map; when the UMAP map is laid out in
     the background, the open page draws it without a reload. The server's layout is held until
     the page has shown the PCA map (a flag file), so both states are seen."""
@@ -475,9 +445,7 @@ def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_p
         "        time.sleep(0.05)\n"
         "    return _layout(v, method, *a, **k)\n"
         "b.layout_2d = held\n")
-    s = Server(run, setup=setup)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run, setup=setup, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -493,19 +461,14 @@ def test_the_page_swaps_in_the_umap_map_laid_out_after_it_opened(base_run, tmp_p
             wait(lambda: "quick PCA map" not in drv.find_element("id", "map-info").text, what="the note gone")
             assert drv.execute_script(INK_JS) > 300, "the map is blank"
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.browser
-def test_the_name_box_is_kept_across_a_reload_and_sent_with_edits(base_run, tmp_path):
+def test_the_name_box_is_kept_across_a_reload_and_sent_with_edits(base_run, tmp_path, module_chromium):
     """The "your name" box: what a person types is kept in the browser (localStorage), shown
     again after a reload, and recorded with the page's edits (the history says who)."""
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         box = drv.find_element("id", "user-name")
@@ -521,6 +484,3 @@ def test_the_name_box_is_kept_across_a_reload_and_sent_with_edits(base_run, tmp_
             ev = api.get("/api/edits").json()["events"]
         assert [(e["kind"], e["user"]) for e in ev] == [("rename", "Zoë Ek")]
         assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from studio_helpers import Server, client, copy_run, post, split_run
+from studio_helpers import Server, client, copy_run, post, split_run, studio_in_chromium
 
 
 @pytest.fixture(scope="module")
@@ -275,16 +275,13 @@ def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
     first on request, the export's "keep copies under" folder changing the copy shown as kept, a
     group in two clusters moved to the kept copy's cluster by its button, the export sending
     prefer and split (a bad folder shown to the person), and a run without duplicates saying so."""
-    from conftest import chromium
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
     from test_studio_browser import js, loaded, severe, shot, wait
 
     run, rows = split
     run = copy_run(run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         drv.find_element("id", "show-dups").click()
@@ -359,21 +356,13 @@ def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
         # the console's only errors are the two refusals of that folder (the view and the export)
         assert all("400" in e["message"] and ("prefer=%2F" in e["message"] or "api/export" in e["message"])
                    for e in severe(drv)), severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
     # a run made without --dedup: the view says so
-    s = Server(copy_run(base_run, tmp_path / "plain"))
-    drv = chromium()
-    try:
+    with studio_in_chromium(copy_run(base_run, tmp_path / "plain")) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         drv.find_element("id", "show-dups").click()
         none = wait(lambda: drv.find_elements("id", "dups-none"), what="the no-duplicates message")
         assert "--dedup" in none[0].text and not drv.find_elements("css selector", ".dgroup")
-    finally:
-        drv.quit()
-        s.stop()
 
 
 def test_keep_copy_says_by_which_rule(tmp_path):

@@ -116,15 +116,12 @@ def test_ctrl_z_pressed_three_times_quickly_undoes_three_edits_in_chromium(png_r
     """Before: every press sent the edit the page showed before the first answer came back: one
     undo, then two 409s ("edit 3 is not the latest edit in effect any more") for the person's
     own presses."""
-    from conftest import chromium
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
-    from studio_helpers import Server, client, post
+    from studio_helpers import client, post, studio_in_chromium
     from test_studio_browser import js, loaded, wait
 
-    s = Server(png_run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(png_run) as (s, drv):
         with client(s) as api:
             for k in range(3):
                 assert post(api, "/api/edits", {"kind": "rename", "cluster": k, "name": f"name {k}"}).status_code == 200
@@ -138,9 +135,6 @@ def test_ctrl_z_pressed_three_times_quickly_undoes_three_edits_in_chromium(png_r
         with client(s) as api:
             ev = api.get("/api/edits").json()["events"]
         assert [(e["kind"], e["payload"].get("target")) for e in ev[3:]] == [("undo", 3), ("undo", 2), ("undo", 1)]
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
@@ -452,13 +446,10 @@ def test_a_duplicated_tab_takes_its_own_page_id_in_chromium(png_run):
     page id the studio keeps there: both tabs sent one id, so a 409 called the other tab's edit
     "this page"'s. The clone asks the pages of its origin whether its id is taken and takes a
     new one; a reload keeps its id."""
-    from conftest import chromium
-    from studio_helpers import Server, client
+    from studio_helpers import client, studio_in_chromium
     from test_studio_browser import js, loaded, wait
 
-    s = Server(png_run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(png_run) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         first = drv.current_window_handle
@@ -483,9 +474,6 @@ def test_a_duplicated_tab_takes_its_own_page_id_in_chromium(png_run):
         with client(s) as api:
             ev = api.get("/api/edits").json()["events"]
         assert [e["client"] for e in ev] == [theirs, mine] and theirs != mine
-    finally:
-        drv.quit()
-        s.stop()
 
 
 def test_an_edit_the_disk_refuses_is_a_507_naming_the_log_and_the_edits_before_it_are_kept(png_run):

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import chromium
-from studio_helpers import Server, client, copy_run, post
+from studio_helpers import client, copy_run, post, studio_in_chromium
 from test_studio_browser import js, loaded, open_cluster, severe, wait
+
+#: the browser the module's tests share (conftest.module_chromium)
+BROWSER_SIZE = (1400, 900)
 
 B = {"X-Mediacluster-Client": "page-b"}
 
@@ -47,11 +49,9 @@ def check(drv, cid):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
+def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path, module_chromium):
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium(1400, 900)
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             lab, sizes, (big, mid, small) = largest(api)
             assert sizes[big] > 60  # a second gallery page
@@ -144,21 +144,16 @@ def test_another_pages_edit_keeps_this_pages_place(base_run, tmp_path):
             assert drv.find_element("id", "cluster-name").get_attribute("value") == "half typed"
             assert js(drv, "return window.mcStudio.errors") == []
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, tmp_path):
+def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, tmp_path, module_chromium):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium(1400, 900)
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             lab, sizes, (big, mid, small) = largest(api)
             drv.get(s.url)
@@ -218,31 +213,18 @@ def test_a_split_preview_stays_until_another_page_changes_its_cluster(base_run, 
                        for t in js(drv, "return window.mcStudio.toasts"))
             assert js(drv, "return window.mcStudio.errors") == []
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(cifar3_embeddings, tmp_path):
+def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(level_run, tmp_path, module_chromium):
     """On a run with levels, A groups the list by a coarse level (the map coloured by its groups);
     B moves items between clusters of two groups: A's switch stays on the level and the map's
     colours are the level's groups now (``/api/levels/NAME``), not the ones before B's edit."""
     from selenium.webdriver.support.ui import Select
-    from test_levels import pca_tree
 
-    from mediacluster.report.build import map_2d
-    from mediacluster.workflow import publish_run
-
-    pipe = pca_tree().fit(cifar3_embeddings.vectors)
-    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
-    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
-    with run.writing("test"):
-        map_2d(run, cifar3_embeddings.vectors, method="pca")
-    s = Server(run.path)
-    drv = chromium(1400, 900)
-    try:
+    run = copy_run(level_run, tmp_path / "run")
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             shown = api.get("/api/clusters").json()
             level = next(iter(shown["groups"]))
@@ -266,9 +248,6 @@ def test_the_level_switch_stays_and_its_map_colours_follow_another_pages_edit(ci
             wait(lambda: np.array_equal(np.array(js(drv, "return Array.from(window.mcStudio.levelLabels)")), now),
                  timeout=5, what="the level's colours as they are now")
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 def swatch(drv, i):
@@ -284,7 +263,7 @@ def list_colour(drv, cid):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path):
+def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path, module_chromium):
     """A searches for look-alikes of an item (its panel open) in one cluster, selects a result and
     scrolls; B moves the item and two results to another cluster, renames that cluster, tags the
     item and merges the searched cluster away: A's results (their order, the query, the scroll,
@@ -293,9 +272,7 @@ def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium(1400, 900)
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             lab, sizes, (big, mid, small) = largest(api)
             drv.get(s.url)
@@ -366,6 +343,3 @@ def test_a_search_and_the_open_item_follow_another_pages_edit(base_run, tmp_path
             place()
             assert js(drv, "return window.mcStudio.errors") == []
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import chromium
-from studio_helpers import Server, client, copy_run
+from studio_helpers import client, copy_run, studio_in_chromium
 from test_studio_browser import js, loaded, severe, wait
 
 
@@ -42,7 +41,7 @@ def labels(api) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tmp_path):
+def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tmp_path, module_chromium):
     """c / arrows / Enter reach and open a cluster; g / arrows / Space select two tiles (said by
     aria-pressed); m reaches "move to", Tab and Enter move them, and the focus lands on a tile of
     the gallery, not on the body (the selection bar it was on is gone); Ctrl+Z takes the move back;
@@ -53,9 +52,7 @@ def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tm
     from selenium.webdriver.support.ui import Select
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -118,14 +115,11 @@ def test_a_curator_selects_moves_undoes_and_opens_items_by_keyboard(base_run, tm
             wait(lambda: not drv.find_element("id", "help").is_displayed(), what="Escape closing the dialog")
             assert focused(drv)["i"] == tile
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_a_curator_merges_renames_and_junks_by_keyboard(base_run, tmp_path):
+def test_a_curator_merges_renames_and_junks_by_keyboard(base_run, tmp_path, module_chromium):
     """x on two rows checks them for a merge (the row says so), Tab reaches "merge checked" and
     Enter merges; the focus goes to the merged cluster's row (the merge button it was on is
     disabled now: it went to the body before). Then Tab into the cluster's name box, a new name
@@ -133,9 +127,7 @@ def test_a_curator_merges_renames_and_junks_by_keyboard(base_run, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -182,9 +174,6 @@ def test_a_curator_merges_renames_and_junks_by_keyboard(base_run, tmp_path):
                  what="the row saying junk")
             assert not focused(drv)["body"]
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 #: every visible control the keyboard or a screen reader reaches
@@ -195,16 +184,14 @@ CONTROLS = """return Array.from(document.querySelectorAll(
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_every_control_has_an_accessible_name(base_run, tmp_path):
+def test_every_control_has_an_accessible_name(base_run, tmp_path, module_chromium):
     """Chromium's computed accessible name of every visible control, with a cluster open, a tile
     selected and an item open: none empty; a tile is named by its file (not "NAME i"), its open
     button "open NAME" and out of the Tab order; the map has a name; the selection's count is a
     live region; the item panel's neighbours are reachable by Tab and named. (Before: the map
     had none, every open button was "i", tiles were "NAME i", neighbours were mouse-only.)"""
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         drv.find_element("css selector", "#cluster-list li[data-cluster]").click()
@@ -229,9 +216,6 @@ def test_every_control_has_an_accessible_name(base_run, tmp_path):
         row = drv.find_element("css selector", "#cluster-list li.current .crow")
         assert "items" in row.accessible_name and "check to merge" not in row.accessible_name
         assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
@@ -242,9 +226,7 @@ def test_the_page_at_200_percent_zoom_keeps_the_gallery_usable(base_run, tmp_pat
     tile, with the item panel open), the header wraps instead of hiding half its controls past
     a horizontal scroll, and the selection bar fits the window (it ran past both edges)."""
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium(700, 500)
-    try:
+    with studio_in_chromium(run, width=700, height=500) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         drv.find_element("css selector", "#cluster-list li[data-cluster]").click()
@@ -265,14 +247,11 @@ def test_the_page_at_200_percent_zoom_keeps_the_gallery_usable(base_run, tmp_pat
         assert m["cut"] <= 1 and m["off"] == [], m
         assert m["selLeft"] >= 0 and m["selRight"] <= m["vw"], m
         assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_search_split_export_and_a_level_name_by_keyboard(cifar3_embeddings, tmp_path):
+def test_search_split_export_and_a_level_name_by_keyboard(level_run, tmp_path, module_chromium):
     """On a run with levels: / and a word and Enter search, Down goes from the box to the first
     result (a dozen Tabs past the header before); f, Tab to the level switch, Down groups the
     list, Tab to a group's rename, Enter, a name and Enter name it, the focus back on the group's
@@ -280,27 +259,16 @@ def test_search_split_export_and_a_level_name_by_keyboard(cifar3_embeddings, tmp
     applied by Tab and Enter, the focus on a tile afterwards (the panel it was in hides); export
     by Enter keeps the focus on its button (disabled while it ran, which dropped the focus)."""
     from selenium.webdriver.common.keys import Keys
-    from test_levels import pca_tree
 
-    from mediacluster.report.build import map_2d
-    from mediacluster.workflow import publish_run
+    run = copy_run(level_run, tmp_path / "run")
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
+        def tab_to(elem_id, limit=40):
+            for _ in range(limit):
+                if focused(drv)["id"] == elem_id or elem_id in (js(drv, "return document.activeElement.className") or ""):
+                    return
+                keys(drv, Keys.TAB)
+            raise AssertionError(f"Tab never reached {elem_id}: {focused(drv)}")
 
-    pipe = pca_tree().fit(cifar3_embeddings.vectors)
-    pipe.set_level(next(lv for lv, k in enumerate(pipe.n_clusters_per_level_.tolist()) if lv >= 2 and k >= 6))
-    run = publish_run(tmp_path / "run", cifar3_embeddings, pipe, save_model=False)
-    with run.writing("test"):
-        map_2d(run, cifar3_embeddings.vectors, method="pca")
-    s = Server(run.path)
-    drv = chromium()
-
-    def tab_to(elem_id, limit=40):
-        for _ in range(limit):
-            if focused(drv)["id"] == elem_id or elem_id in (js(drv, "return document.activeElement.className") or ""):
-                return
-            keys(drv, Keys.TAB)
-        raise AssertionError(f"Tab never reached {elem_id}: {focused(drv)}")
-
-    try:
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -349,14 +317,11 @@ def test_search_split_export_and_a_level_name_by_keyboard(cifar3_embeddings, tmp
             idle(drv)
             assert focused(drv)["id"] == "export"
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path):
+def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path, module_chromium):
     """"move to: a new cluster" asks the name in a dialog of the page (it was ``window.prompt``:
     unstyled, outside the page's keyboard help, not testable without driving a browser alert):
     the focus goes into its labelled name box; Escape cancels (nothing moved, the selection kept,
@@ -366,9 +331,7 @@ def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         with client(s) as api:
             drv.get(s.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -415,9 +378,6 @@ def test_moving_to_a_new_cluster_asks_its_name_in_the_page(base_run, tmp_path):
             f = focused(drv)
             assert f["tile"] and not f["body"], f"after the move the focus is on {f}"
             assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()
 
 
 #: controls of the cluster list that sit inside another control (a button or role=button holding a checkbox)
@@ -429,7 +389,7 @@ NESTED = """return Array.from(document.querySelectorAll('#cluster-list button, #
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_a_cluster_row_holds_its_open_button_and_merge_checkbox_side_by_side(base_run, tmp_path):
+def test_a_cluster_row_holds_its_open_button_and_merge_checkbox_side_by_side(base_run, tmp_path, module_chromium):
     """A cluster row is a list item holding two sibling controls, its merge checkbox and a button
     that opens the cluster (the row was a role=button holding the checkbox: a control inside a
     control, which the HTML spec and screen readers reject). The row looks as it did (one line,
@@ -440,9 +400,7 @@ def test_a_cluster_row_holds_its_open_button_and_merge_checkbox_side_by_side(bas
     from selenium.webdriver.common.keys import Keys
 
     run = copy_run(base_run, tmp_path / "run")
-    s = Server(run)
-    drv = chromium()
-    try:
+    with studio_in_chromium(run, shared=module_chromium) as (s, drv):
         drv.get(s.url)
         wait(lambda: loaded(drv), what="first paint")
         assert js(drv, NESTED) == []
@@ -481,6 +439,3 @@ def test_a_cluster_row_holds_its_open_button_and_merge_checkbox_side_by_side(bas
         wait(lambda: drv.find_element("id", "view-head").get_attribute("data-cluster") == a["cluster"], what="a click on the row's edge")
         assert js(drv, NESTED) == []
         assert not severe(drv)
-    finally:
-        drv.quit()
-        s.stop()

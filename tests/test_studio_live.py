@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from studio_helpers import Server, client, copy_run, make_run, post
+from studio_helpers import Server, browser, client, copy_run, make_run, post
 
 
 @pytest.fixture(scope="module")
@@ -184,13 +184,11 @@ def test_a_carry_written_while_a_studio_is_open_appears(base_run, cifar3_embeddi
 def test_the_second_page_updates_without_a_reload(pair):
     """Chromium: a page open on studio B shows a rename made through studio A within a poll,
     and a rename of a cluster A merged away answers a 409 the page shows, then shows the merge."""
-    from conftest import chromium
     from selenium.webdriver.common.keys import Keys
     from test_studio_browser import cluster_rows, loaded, open_cluster, severe, wait
 
     sa, sb = pair
-    drv = chromium()
-    try:
+    with browser() as drv:
         with client(sa) as a:
             drv.get(sb.url)
             wait(lambda: loaded(drv), what="first paint")
@@ -218,8 +216,6 @@ def test_the_second_page_updates_without_a_reload(pair):
             assert drv.execute_script("return window.mcStudio.conflicts") == 1
             assert "too late" not in cluster_rows(drv).values()
             assert not [e for e in severe(drv) if "409 (Conflict)" not in e["message"]]  # the 409 is logged
-    finally:
-        drv.quit()
 
 
 def test_the_studio_that_did_not_edit_writes_nothing_and_never_an_older_state(base_run, tmp_path):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import chromium
-from studio_helpers import Server, client
+from studio_helpers import Server, browser, client
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +66,7 @@ def test_a_sounds_excerpt_is_served_in_byte_ranges(tone_studio):
 def test_the_player_seeks_in_a_sounds_excerpt_in_chromium(tone_studio):
     """Chromium seeks a media resource only when the server answers byte ranges: before, the
     seekable range was [0, 0] and setting currentTime to 4 s played from the start."""
-    drv = chromium()
-    try:
+    with browser() as drv:
         drv.get(tone_studio.url)
         drv.set_script_timeout(30)
         got = drv.execute_async_script("""
@@ -82,8 +80,6 @@ def test_the_player_seeks_in_a_sounds_excerpt_in_chromium(tone_studio):
             a.currentTime = 4.0;
           }, {once: true});
         """)
-    finally:
-        drv.quit()
     assert "error" not in got, got
     assert got["end"] > 5 and abs(got["t"] - 4.0) < 0.1, got
 
