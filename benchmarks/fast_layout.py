@@ -10,7 +10,11 @@ is (or with the given clusterer parameters), and scores the auto level and the b
 A variant is ``name=key:value,key:value,...`` (``name`` labels its cached results); the keys
 (defaults in brackets):
 
-* ``lay``   ``umap`` (umap-learn, today's engine) or ``evoc`` (``evoc.node_embedding``) [umap]
+* ``lay``   ``umap`` (umap-learn, today's engine) or ``evoc`` (``evoc.node_embedding``) or
+  ``par`` (session 22, parlayout helper: umap-learn's fit with today's settings, its layout epochs
+  run by ``par_layout.optimize_layout_owned``, vertex-owned on every numba thread, reproducible)
+  or ``parc`` (the same, the vertices moved one colour class of the graph at a time:
+  ``par_layout.optimize_layout_colored``) [umap]
 * ``knn``   ``exact`` (faiss) | ``nndescent`` (EVoC's) | ``svd`` (faiss on 256 dims) [exact]
 * ``dim``   layout dimensions [10]; ``ep`` layout epochs [200 umap, 50 evoc]
 * ``noise`` EVoC's noise_level [0.5]; ``init`` ``lp`` (EVoC's label propagation) | ``pca`` |
@@ -166,7 +170,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
             raise SystemExit(f"unknown variant key {k!r} in {text!r}")
         v[k] = None if val == "none" else (int(val) if k in INTS else float(val) if k in FLOATS else val)
     if v["ep"] is None:
-        v["ep"] = 200 if v["lay"] in ("umap", "landmark") else 50
+        v["ep"] = 200 if v["lay"] in ("umap", "landmark", "par", "parc") else 50
     return name, v
 
 
@@ -273,10 +277,16 @@ def layout(U, knn, v, seed=0, raw=None):
                              n_epochs=int(v["ep"]), random_state=seed, init=init,
                              precomputed_knn=(np.array(idx[:, :15], np.int32), np.array(dist[:, :15], np.float32),
                                               None)).fit_transform(U)
-    if v["lay"] == "umap":
+    if v["lay"] in ("umap", "par", "parc"):
+        import contextlib
+
+        import par_layout
+
         from mediacluster.stages.reduce import UMAPReducer
 
-        with warnings.catch_warnings():
+        owned = (par_layout.owned_layout(colored=v["lay"] == "parc") if v["lay"] != "umap"
+                 else contextlib.nullcontext())
+        with warnings.catch_warnings(), owned:
             warnings.simplefilter("ignore")
             return UMAPReducer(n_neighbors=15, n_components=int(v["dim"]), min_dist=0.0,
                                metric="cosine", n_epochs=int(v["ep"]), init="pca",

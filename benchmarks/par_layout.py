@@ -1,0 +1,255 @@
+"""umap-learn's layout epochs on every numba thread, reproducibly (issue 16, parlayout helper).
+
+umap-learn sets ``parallel=False`` when ``random_state`` is set: its parallel epoch is hogwild
+(threads move shared vertices at once, in an order the scheduler picks). This is the same SGD
+(umap-learn's gradient, ``clip``, ``rdist``, ``tau_rand_int``, negative sample rate, its
+``epochs_per_sample`` schedule and learning-rate decay, a / b, its graph, start and RNG seeds,
+all handed over by umap-learn itself), made deterministic by **vertex ownership**:
+
+* each epoch starts from a copy of the layout (``prev``);
+* a vertex moves only itself: the pull along each of its out-edges (``head == v``) that is due,
+  then that edge's negative samples (v's own RNG state, as umap-learn keys it: per head vertex),
+  then, where umap-learn moves the other end too (``move_other``, its ``fit``), the pull along
+  each due in-edge (``tail == v``), which umap-learn applies when it handles the edge's head;
+* a vertex reads its own live coordinates and everybody else's from ``prev``;
+* the edges' due epochs advance in a second pass, after every vertex has moved.
+
+So no two threads write one value, each vertex's arithmetic runs in a fixed order, and nothing
+depends on which thread or how many handle it: the layout is byte-identical for a fixed seed
+whatever ``NUMBA_NUM_THREADS`` or the scheduling. It differs from the serial epoch only in what a
+vertex sees of the others: their previous epoch's positions (Jacobi) instead of the ones already
+moved this epoch (Gauss-Seidel).
+
+``optimize_layout_owned`` has umap-learn's ``optimize_layout_euclidean`` signature, so
+``owned_layout()`` puts it in that function's place for the UMAP fits inside the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numba
+import numpy as np
+from umap.layouts import clip, rdist
+from umap.utils import tau_rand_int
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _owned_epoch(emb, prev, out_ptr, out_edge, in_ptr, in_edge, head, tail, n_vertices,
+                 epochs_per_sample, a, b, rng_state_per_sample, gamma, dim, move_other, alpha,
+                 epochs_per_negative_sample, epoch_of_next_negative_sample, epoch_of_next_sample, n):
+    nv = emb.shape[0]
+    for v in numba.prange(nv):
+        for d in range(dim):
+            prev[v, d] = emb[v, d]
+    for v in numba.prange(nv):
+        current = emb[v]
+        for p in range(out_ptr[v], out_ptr[v + 1]):
+            i = out_edge[p]
+            if epoch_of_next_sample[i] > n:
+                continue
+            k = tail[i]
+            other = current if k == v else prev[k]
+            dist_squared = rdist(current, other)
+            if dist_squared > 0.0:
+                grad_coeff = -2.0 * a * b * pow(dist_squared, b - 1.0)
+                grad_coeff /= a * pow(dist_squared, b) + 1.0
+            else:
+                grad_coeff = 0.0
+            for d in range(dim):
+                current[d] += clip(grad_coeff * (current[d] - other[d])) * alpha
+            n_neg_samples = int((n - epoch_of_next_negative_sample[i]) / epochs_per_negative_sample[i])
+            for _ in range(n_neg_samples):
+                k = tau_rand_int(rng_state_per_sample[v]) % n_vertices
+                if k == v:  # umap-learn: distance 0 to itself, skipped
+                    continue
+                other = prev[k]
+                dist_squared = rdist(current, other)
+                if dist_squared > 0.0:
+                    grad_coeff = 2.0 * gamma * b
+                    grad_coeff /= (0.001 + dist_squared) * (a * pow(dist_squared, b) + 1)
+                else:
+                    grad_coeff = 0.0
+                if grad_coeff > 0.0:
+                    for d in range(dim):
+                        current[d] += clip(grad_coeff * (current[d] - other[d])) * alpha
+            epoch_of_next_negative_sample[i] += n_neg_samples * epochs_per_negative_sample[i]
+        if move_other:
+            for p in range(in_ptr[v], in_ptr[v + 1]):
+                i = in_edge[p]
+                if epoch_of_next_sample[i] > n:
+                    continue
+                j = head[i]
+                other = current if j == v else prev[j]
+                dist_squared = rdist(current, other)
+                if dist_squared > 0.0:
+                    grad_coeff = -2.0 * a * b * pow(dist_squared, b - 1.0)
+                    grad_coeff /= a * pow(dist_squared, b) + 1.0
+                else:
+                    grad_coeff = 0.0
+                for d in range(dim):
+                    current[d] += clip(grad_coeff * (current[d] - other[d])) * alpha
+    for i in numba.prange(epoch_of_next_sample.shape[0]):
+        if epoch_of_next_sample[i] <= n:
+            epoch_of_next_sample[i] += epochs_per_sample[i]
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _colored_epoch(emb, prev, color_ptr, color_vertex, out_ptr, out_edge, in_ptr, in_edge, head, tail,
+                   n_vertices, epochs_per_sample, a, b, rng_state_per_sample, gamma, dim, move_other,
+                   alpha, epochs_per_negative_sample, epoch_of_next_negative_sample,
+                   epoch_of_next_sample, n):
+    nv = emb.shape[0]
+    for v in numba.prange(nv):
+        for d in range(dim):
+            prev[v, d] = emb[v, d]
+    for c in range(color_ptr.shape[0] - 1):
+        for q in numba.prange(color_ptr[c], color_ptr[c + 1]):
+            v = color_vertex[q]
+            current = emb[v]
+            for p in range(out_ptr[v], out_ptr[v + 1]):
+                i = out_edge[p]
+                if epoch_of_next_sample[i] > n:
+                    continue
+                k = tail[i]
+                other = emb[k]  # another colour: not moving now, its latest position
+                dist_squared = rdist(current, other)
+                if dist_squared > 0.0:
+                    grad_coeff = -2.0 * a * b * pow(dist_squared, b - 1.0)
+                    grad_coeff /= a * pow(dist_squared, b) + 1.0
+                else:
+                    grad_coeff = 0.0
+                for d in range(dim):
+                    current[d] += clip(grad_coeff * (current[d] - other[d])) * alpha
+                n_neg_samples = int((n - epoch_of_next_negative_sample[i]) / epochs_per_negative_sample[i])
+                for _ in range(n_neg_samples):
+                    k = tau_rand_int(rng_state_per_sample[v]) % n_vertices
+                    if k == v:
+                        continue
+                    other = prev[k]  # may share v's colour: the epoch's start
+                    dist_squared = rdist(current, other)
+                    if dist_squared > 0.0:
+                        grad_coeff = 2.0 * gamma * b
+                        grad_coeff /= (0.001 + dist_squared) * (a * pow(dist_squared, b) + 1)
+                    else:
+                        grad_coeff = 0.0
+                    if grad_coeff > 0.0:
+                        for d in range(dim):
+                            current[d] += clip(grad_coeff * (current[d] - other[d])) * alpha
+                epoch_of_next_negative_sample[i] += n_neg_samples * epochs_per_negative_sample[i]
+            if move_other:
+                for p in range(in_ptr[v], in_ptr[v + 1]):
+                    i = in_edge[p]
+                    if epoch_of_next_sample[i] > n:
+                        continue
+                    other = emb[head[i]]
+                    dist_squared = rdist(current, other)
+                    if dist_squared > 0.0:
+                        grad_coeff = -2.0 * a * b * pow(dist_squared, b - 1.0)
+                        grad_coeff /= a * pow(dist_squared, b) + 1.0
+                    else:
+                        grad_coeff = 0.0
+                    for d in range(dim):
+                        current[d] += clip(grad_coeff * (current[d] - other[d])) * alpha
+    for i in numba.prange(epoch_of_next_sample.shape[0]):
+        if epoch_of_next_sample[i] <= n:
+            epoch_of_next_sample[i] += epochs_per_sample[i]
+
+
+@numba.njit(cache=True)
+def _greedy_colors(nv, out_ptr, out_edge, in_ptr, in_edge, head, tail):
+    """Each vertex (in index order) the smallest colour none of its neighbours (either edge
+    direction) has yet: no edge joins two vertices of one colour (self-loops aside)."""
+    color = np.full(nv, -1, np.int64)
+    mark = np.full(nv + 1, -1, np.int64)
+    for v in range(nv):
+        for p in range(out_ptr[v], out_ptr[v + 1]):
+            c = color[tail[out_edge[p]]]
+            if c >= 0:
+                mark[c] = v
+        for p in range(in_ptr[v], in_ptr[v + 1]):
+            c = color[head[in_edge[p]]]
+            if c >= 0:
+                mark[c] = v
+        c = 0
+        while mark[c] == v:
+            c += 1
+        color[v] = c
+    return color
+
+
+def _grouped(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR-style (indptr, edge ids) of the edges grouped by ``keys`` (a stable sort: each
+    vertex's edges keep umap-learn's order)."""
+    order = np.argsort(keys, kind="stable").astype(np.int64)
+    ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(keys, minlength=n), out=ptr[1:])
+    return ptr, order
+
+
+def optimize_layout_colored(*args, **kwargs):
+    """``optimize_layout_owned`` with the vertices moved one colour class at a time (a greedy
+    colouring of the graph): a vertex's pulls read its neighbours' latest positions, as umap-learn's
+    serial epoch does, its negative samples the epoch's start."""
+    return optimize_layout_owned(*args, colored=True, **kwargs)
+
+
+def optimize_layout_owned(head_embedding, tail_embedding, head, tail, n_epochs, n_vertices,
+                          epochs_per_sample, a, b, rng_state, gamma=1.0, initial_alpha=1.0,
+                          negative_sample_rate=5.0, parallel=False, verbose=False, densmap=False,
+                          densmap_kwds=None, tqdm_kwds=None, move_other=False, colored=False):
+    """umap-learn's ``optimize_layout_euclidean`` (same arguments, same schedule), each epoch
+    vertex-owned as the module says; ``parallel`` is ignored (always every numba thread, always
+    reproducible). densMAP and a list of epochs are umap-learn's alone: refused."""
+    if densmap or isinstance(n_epochs, list):
+        raise ValueError("the vertex-owned layout runs plain UMAP epochs only (no densMAP, no epoch list)")
+    if head_embedding is not tail_embedding:
+        raise ValueError("the vertex-owned layout lays out one embedding (umap-learn's fit), not a transform")
+    emb = head_embedding
+    dim = emb.shape[1]
+    head = np.ascontiguousarray(head, np.int64)
+    tail = np.ascontiguousarray(tail, np.int64)
+    nv = emb.shape[0]
+    out_ptr, out_edge = _grouped(head, nv)
+    in_ptr, in_edge = _grouped(tail, nv)
+    alpha = initial_alpha
+    epochs_per_negative_sample = epochs_per_sample / negative_sample_rate
+    epoch_of_next_negative_sample = epochs_per_negative_sample.copy()
+    epoch_of_next_sample = epochs_per_sample.copy()
+    # umap-learn's per-vertex RNG states, from its seed and the start's first coordinate
+    rng_state_per_sample = np.full((nv, len(rng_state)), rng_state, dtype=np.int64) + \
+        emb[:, 0].astype(np.float64).view(np.int64).reshape(-1, 1)
+    prev = np.empty_like(emb)
+    if colored:
+        color = _greedy_colors(nv, out_ptr, out_edge, in_ptr, in_edge, head, tail)
+        color_ptr, color_vertex = _grouped(color, int(color.max()) + 1)
+        for n in range(int(n_epochs)):
+            _colored_epoch(emb, prev, color_ptr, color_vertex, out_ptr, out_edge, in_ptr, in_edge, head,
+                           tail, n_vertices, epochs_per_sample, a, b, rng_state_per_sample, gamma, dim,
+                           bool(move_other), alpha, epochs_per_negative_sample,
+                           epoch_of_next_negative_sample, epoch_of_next_sample, n)
+            alpha = initial_alpha * (1.0 - (float(n) / float(n_epochs)))
+        return emb
+    for n in range(int(n_epochs)):
+        _owned_epoch(emb, prev, out_ptr, out_edge, in_ptr, in_edge, head, tail, n_vertices,
+                     epochs_per_sample, a, b, rng_state_per_sample, gamma, dim, bool(move_other),
+                     alpha, epochs_per_negative_sample, epoch_of_next_negative_sample,
+                     epoch_of_next_sample, n)
+        alpha = initial_alpha * (1.0 - (float(n) / float(n_epochs)))
+    return emb
+
+
+@contextlib.contextmanager
+def owned_layout(colored=False):
+    """UMAP fits inside the block run ``optimize_layout_owned`` (``colored``:
+    ``optimize_layout_colored``) in place of umap-learn's layout (a module-level swap: benchmark
+    use, one fit at a time)."""
+    from mediacluster.stages.reduce import import_umap
+
+    umap = import_umap()
+    saved = umap.umap_.optimize_layout_euclidean
+    umap.umap_.optimize_layout_euclidean = optimize_layout_colored if colored else optimize_layout_owned
+    try:
+        yield
+    finally:
+        umap.umap_.optimize_layout_euclidean = saved
