@@ -14,7 +14,8 @@ A variant is ``name=key:value,key:value,...`` (``name`` labels its cached result
   ``par`` (session 22, parlayout helper: umap-learn's fit with today's settings, its layout epochs
   run by ``par_layout.optimize_layout_owned``, vertex-owned on every numba thread, reproducible)
   or ``parc`` (the same, the vertices moved one colour class of the graph at a time:
-  ``par_layout.optimize_layout_colored``) [umap]
+  ``par_layout.optimize_layout_colored``) or ``paro`` (colour classes, each vertex's moves in
+  umap-learn's serial order: ``par_layout.optimize_layout_ordered``) [umap]
 * ``knn``   ``exact`` (faiss) | ``nndescent`` (EVoC's) | ``svd`` (faiss on 256 dims) [exact]
 * ``dim``   layout dimensions [10]; ``ep`` layout epochs [200 umap, 50 evoc]
 * ``noise`` EVoC's noise_level [0.5]; ``init`` ``lp`` (EVoC's label propagation) | ``pca`` |
@@ -170,7 +171,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
             raise SystemExit(f"unknown variant key {k!r} in {text!r}")
         v[k] = None if val == "none" else (int(val) if k in INTS else float(val) if k in FLOATS else val)
     if v["ep"] is None:
-        v["ep"] = 200 if v["lay"] in ("umap", "landmark", "par", "parc") else 50
+        v["ep"] = 200 if v["lay"] in ("umap", "landmark", "par", "parc", "paro") else 50
     return name, v
 
 
@@ -277,14 +278,15 @@ def layout(U, knn, v, seed=0, raw=None):
                              n_epochs=int(v["ep"]), random_state=seed, init=init,
                              precomputed_knn=(np.array(idx[:, :15], np.int32), np.array(dist[:, :15], np.float32),
                                               None)).fit_transform(U)
-    if v["lay"] in ("umap", "par", "parc"):
+    if v["lay"] in ("umap", "par", "parc", "paro"):
         import contextlib
 
         import par_layout
 
         from mediacluster.stages.reduce import UMAPReducer
 
-        owned = (par_layout.owned_layout(colored=v["lay"] == "parc") if v["lay"] != "umap"
+        owned = (par_layout.owned_layout(colored=v["lay"] != "par", ordered=v["lay"] == "paro")
+                 if v["lay"] != "umap"
                  else contextlib.nullcontext())
         with warnings.catch_warnings(), owned:
             warnings.simplefilter("ignore")

@@ -95,10 +95,10 @@ def _owned_epoch(emb, prev, out_ptr, out_edge, in_ptr, in_edge, head, tail, n_ve
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _colored_epoch(emb, prev, color_ptr, color_vertex, out_ptr, out_edge, in_ptr, in_edge, head, tail,
-                   n_vertices, epochs_per_sample, a, b, rng_state_per_sample, gamma, dim, move_other,
-                   alpha, epochs_per_negative_sample, epoch_of_next_negative_sample,
-                   epoch_of_next_sample, n):
+def _colored_epoch(emb, prev, color, color_ptr, color_vertex, out_ptr, out_edge, in_ptr, in_edge, head,
+                   tail, n_vertices, epochs_per_sample, a, b, rng_state_per_sample, gamma, dim,
+                   move_other, alpha, epochs_per_negative_sample, epoch_of_next_negative_sample,
+                   epoch_of_next_sample, n, ordered):
     nv = emb.shape[0]
     for v in numba.prange(nv):
         for d in range(dim):
@@ -107,6 +107,24 @@ def _colored_epoch(emb, prev, color_ptr, color_vertex, out_ptr, out_edge, in_ptr
         for q in numba.prange(color_ptr[c], color_ptr[c + 1]):
             v = color_vertex[q]
             current = emb[v]
+            # ``ordered``: the pulls umap-learn's serial epoch gives v before its own edges (those
+            # of the edges whose head comes before v) first, as it does
+            first = in_ptr[v]
+            if ordered and move_other:
+                while first < in_ptr[v + 1] and head[in_edge[first]] < v:
+                    i = in_edge[first]
+                    first += 1
+                    if epoch_of_next_sample[i] > n:
+                        continue
+                    other = emb[head[i]]
+                    dist_squared = rdist(current, other)
+                    if dist_squared > 0.0:
+                        grad_coeff = -2.0 * a * b * pow(dist_squared, b - 1.0)
+                        grad_coeff /= a * pow(dist_squared, b) + 1.0
+                    else:
+                        grad_coeff = 0.0
+                    for d in range(dim):
+                        current[d] += clip(grad_coeff * (current[d] - other[d])) * alpha
             for p in range(out_ptr[v], out_ptr[v + 1]):
                 i = out_edge[p]
                 if epoch_of_next_sample[i] > n:
@@ -126,7 +144,8 @@ def _colored_epoch(emb, prev, color_ptr, color_vertex, out_ptr, out_edge, in_ptr
                     k = tau_rand_int(rng_state_per_sample[v]) % n_vertices
                     if k == v:
                         continue
-                    other = prev[k]  # may share v's colour: the epoch's start
+                    # ``ordered``: latest where k does not move now, else the epoch's start
+                    other = emb[k] if ordered and color[k] != c else prev[k]
                     dist_squared = rdist(current, other)
                     if dist_squared > 0.0:
                         grad_coeff = 2.0 * gamma * b
@@ -138,7 +157,7 @@ def _colored_epoch(emb, prev, color_ptr, color_vertex, out_ptr, out_edge, in_ptr
                             current[d] += clip(grad_coeff * (current[d] - other[d])) * alpha
                 epoch_of_next_negative_sample[i] += n_neg_samples * epochs_per_negative_sample[i]
             if move_other:
-                for p in range(in_ptr[v], in_ptr[v + 1]):
+                for p in range(first, in_ptr[v + 1]):
                     i = in_edge[p]
                     if epoch_of_next_sample[i] > n:
                         continue
@@ -194,10 +213,18 @@ def optimize_layout_colored(*args, **kwargs):
     return optimize_layout_owned(*args, colored=True, **kwargs)
 
 
+def optimize_layout_ordered(*args, **kwargs):
+    """``optimize_layout_colored``, each vertex's moves in umap-learn's serial order (the pulls
+    of edges whose head comes before it, its own edges with their negative samples, the pulls of
+    the rest), negative samples read at their latest position unless they move in the same colour."""
+    return optimize_layout_owned(*args, colored=True, ordered=True, **kwargs)
+
+
 def optimize_layout_owned(head_embedding, tail_embedding, head, tail, n_epochs, n_vertices,
                           epochs_per_sample, a, b, rng_state, gamma=1.0, initial_alpha=1.0,
                           negative_sample_rate=5.0, parallel=False, verbose=False, densmap=False,
-                          densmap_kwds=None, tqdm_kwds=None, move_other=False, colored=False):
+                          densmap_kwds=None, tqdm_kwds=None, move_other=False, colored=False,
+                          ordered=False):
     """umap-learn's ``optimize_layout_euclidean`` (same arguments, same schedule), each epoch
     vertex-owned as the module says; ``parallel`` is ignored (always every numba thread, always
     reproducible). densMAP and a list of epochs are umap-learn's alone: refused."""
@@ -224,10 +251,10 @@ def optimize_layout_owned(head_embedding, tail_embedding, head, tail, n_epochs, 
         color = _greedy_colors(nv, out_ptr, out_edge, in_ptr, in_edge, head, tail)
         color_ptr, color_vertex = _grouped(color, int(color.max()) + 1)
         for n in range(int(n_epochs)):
-            _colored_epoch(emb, prev, color_ptr, color_vertex, out_ptr, out_edge, in_ptr, in_edge, head,
-                           tail, n_vertices, epochs_per_sample, a, b, rng_state_per_sample, gamma, dim,
-                           bool(move_other), alpha, epochs_per_negative_sample,
-                           epoch_of_next_negative_sample, epoch_of_next_sample, n)
+            _colored_epoch(emb, prev, color, color_ptr, color_vertex, out_ptr, out_edge, in_ptr, in_edge,
+                           head, tail, n_vertices, epochs_per_sample, a, b, rng_state_per_sample, gamma,
+                           dim, bool(move_other), alpha, epochs_per_negative_sample,
+                           epoch_of_next_negative_sample, epoch_of_next_sample, n, bool(ordered))
             alpha = initial_alpha * (1.0 - (float(n) / float(n_epochs)))
         return emb
     for n in range(int(n_epochs)):
@@ -240,15 +267,16 @@ def optimize_layout_owned(head_embedding, tail_embedding, head, tail, n_epochs, 
 
 
 @contextlib.contextmanager
-def owned_layout(colored=False):
+def owned_layout(colored=False, ordered=False):
     """UMAP fits inside the block run ``optimize_layout_owned`` (``colored``:
-    ``optimize_layout_colored``) in place of umap-learn's layout (a module-level swap: benchmark
+    ``optimize_layout_colored``; ``ordered``: ``optimize_layout_ordered``) in place of umap-learn's layout (a module-level swap: benchmark
     use, one fit at a time)."""
     from mediacluster.stages.reduce import import_umap
 
     umap = import_umap()
     saved = umap.umap_.optimize_layout_euclidean
-    umap.umap_.optimize_layout_euclidean = optimize_layout_colored if colored else optimize_layout_owned
+    umap.umap_.optimize_layout_euclidean = (optimize_layout_ordered if ordered else
+                                            optimize_layout_colored if colored else optimize_layout_owned)
     try:
         yield
     finally:
