@@ -176,12 +176,12 @@ def _colored_epoch(emb, prev, color, color_ptr, color_vertex, out_ptr, out_edge,
 
 
 @numba.njit(cache=True)
-def _greedy_colors(nv, out_ptr, out_edge, in_ptr, in_edge, head, tail):
-    """Each vertex (in index order) the smallest colour none of its neighbours (either edge
+def _greedy_colors(nv, out_ptr, out_edge, in_ptr, in_edge, head, tail, order):
+    """Each vertex (in ``order``) the smallest colour none of its neighbours (either edge
     direction) has yet: no edge joins two vertices of one colour (self-loops aside)."""
     color = np.full(nv, -1, np.int64)
     mark = np.full(nv + 1, -1, np.int64)
-    for v in range(nv):
+    for v in order:
         for p in range(out_ptr[v], out_ptr[v + 1]):
             c = color[tail[out_edge[p]]]
             if c >= 0:
@@ -220,11 +220,16 @@ def optimize_layout_ordered(*args, **kwargs):
     return optimize_layout_owned(*args, colored=True, ordered=True, **kwargs)
 
 
+def optimize_layout_shuffled(*args, **kwargs):
+    """``optimize_layout_ordered`` with the colours given in a seeded random vertex order."""
+    return optimize_layout_owned(*args, colored=True, ordered=True, shuffled=True, **kwargs)
+
+
 def optimize_layout_owned(head_embedding, tail_embedding, head, tail, n_epochs, n_vertices,
                           epochs_per_sample, a, b, rng_state, gamma=1.0, initial_alpha=1.0,
                           negative_sample_rate=5.0, parallel=False, verbose=False, densmap=False,
                           densmap_kwds=None, tqdm_kwds=None, move_other=False, colored=False,
-                          ordered=False):
+                          ordered=False, shuffled=False):
     """umap-learn's ``optimize_layout_euclidean`` (same arguments, same schedule), each epoch
     vertex-owned as the module says; ``parallel`` is ignored (always every numba thread, always
     reproducible). densMAP and a list of epochs are umap-learn's alone: refused."""
@@ -248,7 +253,11 @@ def optimize_layout_owned(head_embedding, tail_embedding, head, tail, n_epochs, 
         emb[:, 0].astype(np.float64).view(np.int64).reshape(-1, 1)
     prev = np.empty_like(emb)
     if colored:
-        color = _greedy_colors(nv, out_ptr, out_edge, in_ptr, in_edge, head, tail)
+        # colours given in index order, or (``shuffled``) in an order drawn from umap-learn's seed:
+        # rows sorted by class otherwise make the colour classes follow the classes
+        order = (np.random.default_rng(np.abs(np.asarray(rng_state, np.int64)).tolist()).permutation(nv)
+                 if shuffled else np.arange(nv))
+        color = _greedy_colors(nv, out_ptr, out_edge, in_ptr, in_edge, head, tail, order.astype(np.int64))
         color_ptr, color_vertex = _grouped(color, int(color.max()) + 1)
         for n in range(int(n_epochs)):
             _colored_epoch(emb, prev, color, color_ptr, color_vertex, out_ptr, out_edge, in_ptr, in_edge,
@@ -267,7 +276,7 @@ def optimize_layout_owned(head_embedding, tail_embedding, head, tail, n_epochs, 
 
 
 @contextlib.contextmanager
-def owned_layout(colored=False, ordered=False):
+def owned_layout(colored=False, ordered=False, shuffled=False):
     """UMAP fits inside the block run ``optimize_layout_owned`` (``colored``:
     ``optimize_layout_colored``; ``ordered``: ``optimize_layout_ordered``) in place of umap-learn's layout (a module-level swap: benchmark
     use, one fit at a time)."""
@@ -275,7 +284,8 @@ def owned_layout(colored=False, ordered=False):
 
     umap = import_umap()
     saved = umap.umap_.optimize_layout_euclidean
-    umap.umap_.optimize_layout_euclidean = (optimize_layout_ordered if ordered else
+    umap.umap_.optimize_layout_euclidean = (optimize_layout_shuffled if shuffled else
+                                            optimize_layout_ordered if ordered else
                                             optimize_layout_colored if colored else optimize_layout_owned)
     try:
         yield

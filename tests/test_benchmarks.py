@@ -308,9 +308,9 @@ def test_quality_scores_a_second_labelling_as_its_own_table(tmp_path, monkeypatc
     assert list(labellings) == ["digit"] and np.array_equal(X1, X)
 
 
-@pytest.mark.parametrize("colored,ordered", [(False, False), (True, False), (True, True)],
-                         ids=["owned", "colored", "ordered"])
-def test_par_layout_is_byte_identical_on_one_or_two_threads_and_keeps_two_blobs_apart(monkeypatch, colored, ordered):
+@pytest.mark.parametrize("colored,ordered,shuffled", [(False, False, False), (True, False, False), (True, True, False), (True, True, True)],
+                         ids=["owned", "colored", "ordered", "shuffled"])
+def test_par_layout_is_byte_identical_on_one_or_two_threads_and_keeps_two_blobs_apart(monkeypatch, colored, ordered, shuffled):
     """benchmarks/par_layout.py (parlayout helper): umap-learn's layout epochs run vertex-owned on
     every numba thread. The same seed gives the same bytes run to run and on 1 or 2 threads (what
     umap-learn's own parallel epoch cannot promise), and two far-apart blobs stay apart."""
@@ -333,7 +333,7 @@ def test_par_layout_is_byte_identical_on_one_or_two_threads_and_keeps_two_blobs_
     try:
         for n in (2, 1, 2):
             numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-            with warnings.catch_warnings(), pl.owned_layout(colored=colored, ordered=ordered):
+            with warnings.catch_warnings(), pl.owned_layout(colored=colored, ordered=ordered, shuffled=shuffled):
                 warnings.simplefilter("ignore")
                 outs.append(UMAPReducer(n_neighbors=15, n_components=4, min_dist=0.0, n_epochs=60, init="pca",
                                         random_state=0).fit(X).embedding_)
