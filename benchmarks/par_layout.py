@@ -22,6 +22,8 @@ moved this epoch (Gauss-Seidel).
 
 ``optimize_layout_owned`` has umap-learn's ``optimize_layout_euclidean`` signature, so
 ``owned_layout()`` puts it in that function's place for the UMAP fits inside the block.
+``lay:par`` / ``parc`` / ``paro`` / ``pars`` of ``fast_layout.py`` fit with these; run as a script,
+it times the layout alone (``python benchmarks/par_layout.py``, under the engine lock).
 """
 
 from __future__ import annotations
@@ -291,3 +293,62 @@ def owned_layout(colored=False, ordered=False, shuffled=False):
         yield
     finally:
         umap.umap_.optimize_layout_euclidean = saved
+
+
+def main(argv=None) -> int:
+    """The layout alone on one set (10k CIFAR-10 test by default): umap-learn's serial epoch
+    against ``optimize_layout_owned`` and ``optimize_layout_ordered`` on 1 and 2 numba threads
+    (the same graph and start: each a ``UMAPReducer`` fit with the engine's settings on one exact
+    kNN graph), wall and CPU seconds of the layout call; whether the vertex-owned layouts are
+    byte-identical run to run and across thread counts. Run it under the engine lock."""
+    import argparse
+    import time
+
+    from mediacluster.stages.neighbors import knn_graph
+    from mediacluster.stages.reduce import UMAPReducer, import_umap
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--vectors", default="/work/vec/cifar10-test.npz")
+    args = ap.parse_args(argv)
+    X = np.load(args.vectors)["vectors"].astype(np.float32)
+    knn = knn_graph(X, 15, metric="cosine", method="exact")
+    umap = import_umap()
+    orig = umap.umap_.optimize_layout_euclidean
+    kinds = {"serial": orig, "owned": optimize_layout_owned, "ordered": optimize_layout_ordered}
+    spent = {}
+
+    def fit(kind, threads=2):
+        def timed(*a, **k):
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                return kinds[kind](*a, **k)
+            finally:
+                spent.update(wall=time.perf_counter() - t, cpu=time.process_time() - c)
+        saved = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        umap.umap_.optimize_layout_euclidean = timed
+        try:
+            return UMAPReducer(n_neighbors=15, n_components=10, min_dist=0.0, n_epochs=200, init="pca",
+                               random_state=0).fit(X, precomputed_knn=knn).embedding_
+        finally:
+            umap.umap_.optimize_layout_euclidean = orig
+            numba.set_num_threads(saved)
+
+    print("load before", open("/proc/loadavg").read().split()[:3], flush=True)
+    for kind in kinds:  # compile / load the kernels first
+        fit(kind)
+    out = {}
+    print("| layout | numba threads | wall (s) | CPU (s) |\n|---|---|---|---|")
+    for kind, n in (("serial", 1), ("owned", 2), ("ordered", 2), ("ordered", 1), ("ordered", 2), ("owned", 1),
+                    ("serial", 1)):
+        out.setdefault((kind, n), []).append(fit(kind, n).tobytes())
+        print(f"| {kind} | {n} | {spent['wall']:.2f} | {spent['cpu']:.2f} |", flush=True)
+    a, b = out["ordered", 2]
+    print("ordered: run 1 == run 2:", a == b, "; 2 threads == 1 thread:", a == out["ordered", 1][0])
+    print("owned: 2 threads == 1 thread:", out["owned", 2][0] == out["owned", 1][0])
+    print("load after", open("/proc/loadavg").read().split()[:3])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
