@@ -10,7 +10,16 @@ is (or with the given clusterer parameters), and scores the auto level and the b
 A variant is ``name=key:value,key:value,...`` (``name`` labels its cached results); the keys
 (defaults in brackets):
 
-* ``lay``   ``umap`` (umap-learn, today's engine) or ``evoc`` (``evoc.node_embedding``) [umap]
+* ``lay``   ``umap`` (umap-learn, today's engine) or ``evoc`` (``evoc.node_embedding``) or
+  ``par`` (session 22, parlayout helper: umap-learn's fit with today's settings, its layout epochs
+  run by ``par_layout.optimize_layout_owned``, vertex-owned on every numba thread, reproducible)
+  or ``parc`` (the same, the vertices moved one colour class of the graph at a time:
+  ``par_layout.optimize_layout_colored``) or ``paro`` (colour classes, each vertex's moves in
+  umap-learn's serial order: ``par_layout.optimize_layout_ordered``) or ``pars`` (``paro`` with the
+  colours given in a seeded random vertex order: ``par_layout.optimize_layout_shuffled``) [umap]
+* ``perm``  1: the layout runs on the distinct rows in a seeded random order (then put back): the
+  development sets' rows are sorted by class, and umap-learn's serial epoch moves the vertices in
+  row order (session 22, parlayout helper) [0]
 * ``knn``   ``exact`` (faiss) | ``nndescent`` (EVoC's) | ``svd`` (faiss on 256 dims) [exact]
 * ``dim``   layout dimensions [10]; ``ep`` layout epochs [200 umap, 50 evoc]
 * ``noise`` EVoC's noise_level [0.5]; ``init`` ``lp`` (EVoC's label propagation) | ``pca`` |
@@ -102,7 +111,7 @@ DEFAULTS = {"lay": "umap", "knn": "exact", "dim": 10, "ep": None, "noise": 0.5, 
             "alpha": 0.1, "nsr": 1.0, "dist": "cos", "ms": None, "mcs": 10, "ps": 1.0,
             "nocheck": 0, "lm": "30x3000", "place": "tr", "refine": 0,
             "rep": "raw", "rdim": "v95", "wpow": 0.0, "rcheck": 0, "seed": 0,
-            "winit": "rep", "rimpl": "arrays", "rgraph": "both", "crit": "today"}
+            "winit": "rep", "rimpl": "arrays", "rgraph": "both", "crit": "today", "perm": 0}
 CLUSTER_KEYS = ("ms", "mcs", "nocheck", "crit")  # keys that leave the layout as it is
 
 
@@ -116,7 +125,7 @@ def closed_upward(forced: set, parent: dict) -> set:
     return forced
 
 
-INTS = ("dim", "ep", "ms", "mcs", "nocheck", "refine", "rcheck", "seed")
+INTS = ("dim", "ep", "ms", "mcs", "nocheck", "refine", "rcheck", "seed", "perm")
 FLOATS = ("noise", "alpha", "nsr", "ps", "wpow")
 
 
@@ -166,7 +175,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
             raise SystemExit(f"unknown variant key {k!r} in {text!r}")
         v[k] = None if val == "none" else (int(val) if k in INTS else float(val) if k in FLOATS else val)
     if v["ep"] is None:
-        v["ep"] = 200 if v["lay"] in ("umap", "landmark") else 50
+        v["ep"] = 200 if v["lay"] in ("umap", "landmark", "par", "parc", "paro", "pars") else 50
     return name, v
 
 
@@ -256,6 +265,14 @@ def landmark_layout(U, knn, v, seed=0):
 def layout(U, knn, v, seed=0, raw=None):
     """Reduced coordinates of the distinct rows ``U`` from their kNN graph, by variant ``v``
     (``raw``: the rows before ``represent``, for ``winit:raw``)."""
+    if v.get("perm"):  # the same layout of the rows in a seeded random order, put back
+        order = np.random.default_rng(seed).permutation(len(U))
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        idx, dist = knn
+        Z = layout(U[order], (back[np.asarray(idx)[order]].astype(np.int32), np.asarray(dist)[order]),
+                   dict(v, perm=0), seed, raw=None if raw is None else raw[order])
+        return np.asarray(Z)[back]
     if v["lay"] == "landmark":
         return landmark_layout(U, knn, v, seed)
     if v["lay"] == "umap" and v["winit"] == "raw" and raw is not None:
@@ -273,10 +290,18 @@ def layout(U, knn, v, seed=0, raw=None):
                              n_epochs=int(v["ep"]), random_state=seed, init=init,
                              precomputed_knn=(np.array(idx[:, :15], np.int32), np.array(dist[:, :15], np.float32),
                                               None)).fit_transform(U)
-    if v["lay"] == "umap":
+    if v["lay"] in ("umap", "par", "parc", "paro", "pars"):
+        import contextlib
+
+        import par_layout
+
         from mediacluster.stages.reduce import UMAPReducer
 
-        with warnings.catch_warnings():
+        owned = (par_layout.owned_layout(colored=v["lay"] != "par", ordered=v["lay"] in ("paro", "pars"),
+                                         shuffled=v["lay"] == "pars")
+                 if v["lay"] != "umap"
+                 else contextlib.nullcontext())
+        with warnings.catch_warnings(), owned:
             warnings.simplefilter("ignore")
             return UMAPReducer(n_neighbors=15, n_components=int(v["dim"]), min_dist=0.0,
                                metric="cosine", n_epochs=int(v["ep"]), init="pca",

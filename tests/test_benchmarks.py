@@ -306,3 +306,42 @@ def test_quality_scores_a_second_labelling_as_its_own_table(tmp_path, monkeypatc
     np.savez(vec / "fsdd.npz", vectors=X, labels=digit)
     X1, labellings, _ = q.load_labellings("fsdd", tmp_path / "out", tmp_path, vec, False)
     assert list(labellings) == ["digit"] and np.array_equal(X1, X)
+
+
+@pytest.mark.parametrize("colored,ordered,shuffled", [(False, False, False), (True, False, False), (True, True, False), (True, True, True)],
+                         ids=["owned", "colored", "ordered", "shuffled"])
+def test_par_layout_is_byte_identical_on_one_or_two_threads_and_keeps_two_blobs_apart(monkeypatch, colored, ordered, shuffled):
+    """benchmarks/par_layout.py (parlayout helper): umap-learn's layout epochs run vertex-owned on
+    every numba thread. The same seed gives the same bytes run to run and on 1 or 2 threads (what
+    umap-learn's own parallel epoch cannot promise), and two far-apart blobs stay apart."""
+    import sys
+    import warnings
+
+    import numba
+
+    from mediacluster.stages.reduce import UMAPReducer
+
+    # by its own name: numba's on-disk cache of its kernels names the module
+    monkeypatch.setattr(sys, "path", [str(BENCHMARKS)] + list(sys.path))
+    pl = importlib.import_module("par_layout")
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (200, 16)) + 8, rng.normal(0, 1, (200, 16)) - 8]).astype(np.float32)
+    X[:, 0] += 20  # cosine distances: the two blobs point two ways
+    y = np.repeat([0, 1], 200)
+    threads = numba.get_num_threads()
+    outs = []
+    try:
+        for n in (2, 1, 2):
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+            with warnings.catch_warnings(), pl.owned_layout(colored=colored, ordered=ordered, shuffled=shuffled):
+                warnings.simplefilter("ignore")
+                outs.append(UMAPReducer(n_neighbors=15, n_components=4, min_dist=0.0, n_epochs=60, init="pca",
+                                        random_state=0).fit(X).embedding_)
+    finally:
+        numba.set_num_threads(threads)
+    assert sys.modules.get("umap") is None or "owned" not in repr(sys.modules["umap"].umap_.optimize_layout_euclidean)
+    assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes()
+    Z = outs[0]
+    centres = np.array([Z[y == c].mean(0) for c in (0, 1)])
+    spread = max(np.linalg.norm(Z[y == c] - centres[c], axis=1).max() for c in (0, 1))
+    assert np.linalg.norm(centres[0] - centres[1]) > 2 * spread
