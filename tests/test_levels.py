@@ -68,6 +68,46 @@ def test_predict_path_equals_the_fit_for_training_items(fitted, blobs):
     assert (fitted.predict(X) == fitted.labels_).mean() >= 0.99
 
 
+def test_the_services_cluster_and_level_listings_count_and_name_what_they_say(fitted, blobs, one_blas_thread):
+    """``/v1/clusters`` and ``/v1/levels`` as ``serve.model`` builds them. Clusters: noise is no
+    cluster, ``size`` counts the training items labelled so and ``assigned_size`` those whose
+    nearest cluster it is (noise included: they sum to n). Levels: the chosen level is named by
+    the names in use, the others by their own level's names, and an id with no items (a curated
+    tree's finest level keeps the studio's ids, with gaps) is not listed."""
+    import copy
+
+    from mediacluster.serve.model import cluster_table, level_table
+
+    X, _ = blobs
+    rng = np.random.default_rng(0)
+    Xn = np.vstack([X, rng.uniform(X.min(), X.max(), size=(60, X.shape[1])).astype(np.float32)])
+    flat = Pipeline(reducer=registry.build("reducer", "pca", {"n_components": 10}),
+                    clusterer=registry.build("clusterer", "hdbscan", {"min_cluster_size": 20}), random_state=0).fit(Xn)
+    lab = flat.labels_
+    assert (lab < 0).any() and (flat.cluster_ >= 0).all()
+    tab = cluster_table(flat, {0: "zero"})
+    assert [r["id"] for r in tab] == sorted(set(lab[lab >= 0].tolist()))
+    assert [r["size"] for r in tab] == [int((lab == r["id"]).sum()) for r in tab]
+    assert [r["assigned_size"] for r in tab] == [int((flat.cluster_ == r["id"]).sum()) for r in tab]
+    assert sum(r["assigned_size"] for r in tab) == len(Xn) > sum(r["size"] for r in tab)
+    assert tab[0]["name"] == "zero" and tab[1]["name"] is None
+
+    tree = copy.copy(fitted)
+    k = int(tree.n_clusters_per_level_[-1])
+    tree.n_clusters_per_level_ = np.append(tree.n_clusters_per_level_[:-1], k + 1)  # id k: no items
+    tree.parents_ = [*tree.parents_[:-1], np.append(tree.parents_[-1], 0)]
+    names = {c: f"chosen {c}" for c in range(6)}
+    by_level = {lv: {c: f"L{lv} {c}" for c in range(n)} for lv, n in enumerate(tree.n_clusters_per_level_)}
+    levels = level_table(tree, names, by_level)
+    assert [t["chosen"] for t in levels].index(True) == tree.level_ and len(levels) == len(tree.levels_)
+    for t in levels:
+        row = tree.levels_[t["level"]]
+        assert [c["id"] for c in t["clusters"]] == sorted(set(row.tolist()))  # not the empty id k
+        assert [c["size"] for c in t["clusters"]] == [int((row == c["id"]).sum()) for c in t["clusters"]]
+        want = names if t["chosen"] else by_level[t["level"]]
+        assert [c["name"] for c in t["clusters"]] == [want.get(c["id"]) for c in t["clusters"]]
+
+
 def test_save_load_keeps_the_tree(fitted, blobs, tmp_path):
     X, _ = blobs
     fitted.save(tmp_path / "m")
