@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score as nmi
 from test_hierarchy import check_nested
@@ -219,12 +220,21 @@ def test_max_unclustered_bounds_noise_and_outliers(one_blas_thread):
     rng = np.random.default_rng(1)
     X = np.vstack([X, rng.uniform(X.min() - 5, X.max() + 5, size=(150, 8))]).astype(np.float32)
     hdb = Pipeline(reducer=None, clusterer=registry.build("clusterer", "hdbscan", {"min_cluster_size": 20}))
-    free = hdb.fit(X)
+    free = clone(hdb).fit(X)  # (a refit of the same object would make free and bounded one)
     assert (free.labels_ < 0).mean() > 0.1, "the setting needs noise to bound"
     bounded = hdb.set_params(max_unclustered=0.05).fit(X)
     assert 0 < (bounded.labels_ < 0).mean() <= 0.05
     kept = free.labels_ >= 0
     assert (bounded.labels_[kept] == free.labels_[kept]).all(), "clustered items keep their cluster"
+    # the noise items that get a cluster are those with the strongest pull toward one: the
+    # vote share of their 15 nearest clustered items, every rescued one's at least any left's
+    from mediacluster.stages.cluster import knn_vote
+
+    q = np.flatnonzero(~kept)
+    voted, share, _ = knn_vote(free.embedding_[kept], free.labels_[kept], free.embedding_[q], k=15)
+    rescued = bounded.labels_[q] >= 0
+    assert rescued.any() and (~rescued).any() and (bounded.labels_[q][rescued] == voted[rescued]).all()
+    assert share[rescued].min() >= share[~rescued].max()
     # outliers count too: a 10% LOF stage, at most 3% left unclustered
     tree = Pipeline(reducer=None, outliers="lof", clusterer="hierarchy", max_unclustered=0.03).fit(X)
     assert (tree.labels_ == -2).any() and (tree.labels_ < 0).mean() <= 0.03
