@@ -726,6 +726,12 @@ def test_leader_rule_sends_on_only_a_clear_new_leader():
     assert judge(study, 0.0612, 0.001) is False      # a clear lead
     assert judge(study, 0.0500, None) is True        # behind (no SE recorded: no margin)
     assert judge(study, 0.0613, None) is False       # ahead, no SE: any lead counts
+    # which trials the objective's SE is measured for (the margin's input): only one ahead of
+    # every trial sent on (0.0613 so far); none sent on yet: any
+    from mediacluster.tune.study import _may_lead
+
+    assert _may_lead(study, 0.0614, 1) and not _may_lead(study, 0.0613, 1) and not _may_lead(study, 0.05, 1)
+    assert _may_lead(optuna.create_study(direction="maximize"), -1.0, 1)
     loose = optuna.create_study(direction="maximize",
                                 pruner=rule(optuna.pruners.NopPruner(), last_step=1, rung=0, margin=0.0))
     assert judge(loose, 0.060, 0.001) is False and judge(loose, 0.0605, 0.001) is False
