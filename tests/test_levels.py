@@ -243,6 +243,15 @@ def test_max_unclustered_bounds_noise_and_outliers(one_blas_thread):
     assert (everyone.labels_ >= 0).all(), "the hierarchy alone assigns every item"
 
 
+def test_max_unclustered_with_no_cluster_at_all_leaves_everything_noise(one_blas_thread):
+    """Nothing clustered (min_cluster_size above the data's groups): no cluster to pull toward,
+    so --max-unclustered leaves every item noise instead of voting with no voters."""
+    X = np.random.default_rng(0).uniform(size=(60, 4)).astype(np.float32)
+    p = Pipeline(reducer=None, clusterer=registry.build("clusterer", "hdbscan", {"min_cluster_size": 59}),
+                 max_unclustered=0.1).fit(X)
+    assert (p.labels_ == -1).all()
+
+
 def test_identical_items_share_every_level(blobs, one_blas_thread):
     X, _ = blobs
     Xd = np.vstack([np.repeat(X[:1], 300, axis=0), X[100:400]])

@@ -160,6 +160,17 @@ def test_outlier_stages_keep_their_stated_rules(Z10):
                                    err_msg=metric)
 
 
+def test_degenerate_settings_cluster_without_an_error(Z10):
+    """k-means with one cluster (every item in it, membership 1) and HDBSCAN with min_samples
+    above the number of items (capped to n - 1) answer instead of raising."""
+    one = KMeansClusterer(n_clusters=1).fit(Z10)
+    assert (one.labels_ == 0).all() and (one.probabilities_ == 1).all()
+    assert (one.predict(Z10[:5]) == 0).all()
+    few = np.ascontiguousarray(Z10[:40])
+    h = HDBSCANClusterer(min_cluster_size=5, min_samples=1000).fit(few)
+    assert len(h.labels_) == 40 and np.all((h.probabilities_ >= 0) & (h.probabilities_ <= 1))
+
+
 def test_kmeans_membership_is_the_margin_between_the_two_nearest_centres():
     """``(d2 - d1) / (d2 + d1)``: 1 at a centre, 0 on the boundary, 0.5 at a quarter of the way."""
     from mediacluster.stages.cluster import _nearest_centre
