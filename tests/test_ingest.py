@@ -501,3 +501,20 @@ def test_a_manifest_counts_the_files_beside_it_that_no_row_names(tmp_path):
     assert collect(tmp_path / "m.csv").unlisted is None
     got = unlisted_files(tmp_path, set(), {".jpg"}, show=1, limit=3)
     assert got["complete"] is False and 1 <= got["count"] < 4 and len(got["examples"]) == 1
+
+
+def test_a_folder_mediacluster_made_inside_the_input_is_passed_over(tmp_path):
+    """An ``--out`` (or a report's / a dups page's thumbnails) inside the input folder: its
+    pictures are mediacluster's own, not the collection's, so a later scan passes over the folder
+    (marked ``fileio.MADE_HERE``, or a run folder), as the media count does."""
+    from mediacluster.fileio import MADE_HERE
+    from mediacluster.ingest.sources import detect_media
+
+    root = tmp_path / "photos"
+    (root / "thumbs").mkdir(parents=True)
+    (root / "a.jpg").write_bytes(b"\xff\xd8 not decoded at the scan")
+    (root / "thumbs" / "0001.jpg").write_bytes(b"\xff\xd8 a thumbnail")
+    (root / "thumbs" / MADE_HERE).write_text("")
+    coll = collect(root, media="image")
+    assert [os.path.basename(p) for p in coll.paths] == ["a.jpg"] and not coll.skipped
+    assert detect_media(root)[1]["image"] == 1

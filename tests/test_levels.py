@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score as nmi
 from test_hierarchy import check_nested
@@ -66,6 +67,46 @@ def test_predict_path_equals_the_fit_for_training_items(fitted, blobs):
     assert (det["labels"] == det["path"]["labels"][fitted.level_]).all()
     assert (det["cluster"] == det["labels"]).all()
     assert (fitted.predict(X) == fitted.labels_).mean() >= 0.99
+
+
+def test_the_services_cluster_and_level_listings_count_and_name_what_they_say(fitted, blobs, one_blas_thread):
+    """``/v1/clusters`` and ``/v1/levels`` as ``serve.model`` builds them. Clusters: noise is no
+    cluster, ``size`` counts the training items labelled so and ``assigned_size`` those whose
+    nearest cluster it is (noise included: they sum to n). Levels: the chosen level is named by
+    the names in use, the others by their own level's names, and an id with no items (a curated
+    tree's finest level keeps the studio's ids, with gaps) is not listed."""
+    import copy
+
+    from mediacluster.serve.model import cluster_table, level_table
+
+    X, _ = blobs
+    rng = np.random.default_rng(0)
+    Xn = np.vstack([X, rng.uniform(X.min(), X.max(), size=(60, X.shape[1])).astype(np.float32)])
+    flat = Pipeline(reducer=registry.build("reducer", "pca", {"n_components": 10}),
+                    clusterer=registry.build("clusterer", "hdbscan", {"min_cluster_size": 20}), random_state=0).fit(Xn)
+    lab = flat.labels_
+    assert (lab < 0).any() and (flat.cluster_ >= 0).all()
+    tab = cluster_table(flat, {0: "zero"})
+    assert [r["id"] for r in tab] == sorted(set(lab[lab >= 0].tolist()))
+    assert [r["size"] for r in tab] == [int((lab == r["id"]).sum()) for r in tab]
+    assert [r["assigned_size"] for r in tab] == [int((flat.cluster_ == r["id"]).sum()) for r in tab]
+    assert sum(r["assigned_size"] for r in tab) == len(Xn) > sum(r["size"] for r in tab)
+    assert tab[0]["name"] == "zero" and tab[1]["name"] is None
+
+    tree = copy.copy(fitted)
+    k = int(tree.n_clusters_per_level_[-1])
+    tree.n_clusters_per_level_ = np.append(tree.n_clusters_per_level_[:-1], k + 1)  # id k: no items
+    tree.parents_ = [*tree.parents_[:-1], np.append(tree.parents_[-1], 0)]
+    names = {c: f"chosen {c}" for c in range(6)}
+    by_level = {lv: {c: f"L{lv} {c}" for c in range(n)} for lv, n in enumerate(tree.n_clusters_per_level_)}
+    levels = level_table(tree, names, by_level)
+    assert [t["chosen"] for t in levels].index(True) == tree.level_ and len(levels) == len(tree.levels_)
+    for t in levels:
+        row = tree.levels_[t["level"]]
+        assert [c["id"] for c in t["clusters"]] == sorted(set(row.tolist()))  # not the empty id k
+        assert [c["size"] for c in t["clusters"]] == [int((row == c["id"]).sum()) for c in t["clusters"]]
+        want = names if t["chosen"] else by_level[t["level"]]
+        assert [c["name"] for c in t["clusters"]] == [want.get(c["id"]) for c in t["clusters"]]
 
 
 def test_save_load_keeps_the_tree(fitted, blobs, tmp_path):
@@ -179,18 +220,36 @@ def test_max_unclustered_bounds_noise_and_outliers(one_blas_thread):
     rng = np.random.default_rng(1)
     X = np.vstack([X, rng.uniform(X.min() - 5, X.max() + 5, size=(150, 8))]).astype(np.float32)
     hdb = Pipeline(reducer=None, clusterer=registry.build("clusterer", "hdbscan", {"min_cluster_size": 20}))
-    free = hdb.fit(X)
+    free = clone(hdb).fit(X)  # (a refit of the same object would make free and bounded one)
     assert (free.labels_ < 0).mean() > 0.1, "the setting needs noise to bound"
     bounded = hdb.set_params(max_unclustered=0.05).fit(X)
     assert 0 < (bounded.labels_ < 0).mean() <= 0.05
     kept = free.labels_ >= 0
     assert (bounded.labels_[kept] == free.labels_[kept]).all(), "clustered items keep their cluster"
+    # the noise items that get a cluster are those with the strongest pull toward one: the
+    # vote share of their 15 nearest clustered items, every rescued one's at least any left's
+    from mediacluster.stages.cluster import knn_vote
+
+    q = np.flatnonzero(~kept)
+    voted, share, _ = knn_vote(free.embedding_[kept], free.labels_[kept], free.embedding_[q], k=15)
+    rescued = bounded.labels_[q] >= 0
+    assert rescued.any() and (~rescued).any() and (bounded.labels_[q][rescued] == voted[rescued]).all()
+    assert share[rescued].min() >= share[~rescued].max()
     # outliers count too: a 10% LOF stage, at most 3% left unclustered
     tree = Pipeline(reducer=None, outliers="lof", clusterer="hierarchy", max_unclustered=0.03).fit(X)
     assert (tree.labels_ == -2).any() and (tree.labels_ < 0).mean() <= 0.03
     check_nested(tree.levels_, tree.parents_)  # outliers too have a path
     everyone = Pipeline(reducer=None, clusterer="hierarchy").fit(X)
     assert (everyone.labels_ >= 0).all(), "the hierarchy alone assigns every item"
+
+
+def test_max_unclustered_with_no_cluster_at_all_leaves_everything_noise(one_blas_thread):
+    """Nothing clustered (min_cluster_size above the data's groups): no cluster to pull toward,
+    so --max-unclustered leaves every item noise instead of voting with no voters."""
+    X = np.random.default_rng(0).uniform(size=(60, 4)).astype(np.float32)
+    p = Pipeline(reducer=None, clusterer=registry.build("clusterer", "hdbscan", {"min_cluster_size": 59}),
+                 max_unclustered=0.1).fit(X)
+    assert (p.labels_ == -1).all()
 
 
 def test_identical_items_share_every_level(blobs, one_blas_thread):

@@ -228,6 +228,15 @@ def test_dbcv_matches_hdbscan_and_ranks_clusterings(rng):
     assert d["sampled"] and d["n_used"] == 100 and d == M.dbcv_details(X, lab, sample_size=100)
 
 
+def test_dbcv_keeps_a_cluster_of_exactly_min_points_and_drops_a_smaller_one(rng):
+    """"Clusters with fewer than ``min_points`` items are treated as noise": one of exactly
+    ``min_points`` is kept, one item fewer is not."""
+    X = np.vstack([rng.normal(c, 0.3, (n, 2)) for c, n in (((0, 0), 30), ((5, 0), 30), ((0, 5), 4))])
+    lab = np.repeat([0, 1, 2], [30, 30, 4])
+    assert M.dbcv_details(X, lab, sample_size=None, min_points=4)["n_clusters_used"] == 3
+    assert M.dbcv_details(X, lab, sample_size=None, min_points=5)["n_clusters_used"] == 2
+
+
 def test_dbcv_high_dimension_falls_back_and_says_so(rng):
     X = np.vstack([rng.normal(c, 1.0, (60, 1280)) for c in (0, 3)])
     lab = np.repeat([0, 1], 60)

@@ -435,3 +435,32 @@ def test_the_agreement_view_is_made_during_the_layout_and_changes_nothing(data, 
     assert len(threads) == 1 and threads[0] is not threading.main_thread(), "made beside the layout"
     level, scores = agreement_level(h.levels_, h.modularity_level_, X, random_state=0, n_groups=h.n_groups_)
     assert level == h.auto_level_ and np.array_equal(scores, h.agreement_scores_, equal_nan=True)
+
+
+def test_run_json_summaries_and_the_assignment_columns_say_what_they_count():
+    """workflow's pieces of run.json and assignments.parquet on a hand case: noise (-1) and
+    outliers (-2) counted apart, a cluster's top ImageNet classes most likely first, the
+    ``assigned_name`` of the cluster an item was assigned to (noise included), and the level
+    columns ``level_0`` (coarsest) .. ``level_<L-1>`` in that order."""
+    from mediacluster.data import Embeddings, Skipped
+    from mediacluster.workflow import assignment_frame, cluster_summaries, run_summary
+
+    lab = np.array([0, 0, 1, -1, -2, -2, 1, -1])
+    probs = np.full((8, 1000), 1e-4, np.float32)
+    probs[:, 7], probs[:, 3] = 0.5, 0.3
+    emb = Embeddings(ids=[f"i{k}" for k in range(8)], vectors=np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32),
+                     encoder="x", extras={"imagenet_probs": probs}, skipped=[Skipped("gone.jpg", "cannot read")])
+    s = run_summary(emb, lab, {"fit": 1.23456})
+    assert (s["items"], s["clusters"], s["noise"], s["outliers"], s["skipped"]) == (8, 2, 2, 2, 1)
+    assert s["noise_share"] == 0.5 and s["coverage"] == 0.5 and s["timings_s"] == {"fit": 1.235}
+    cs = cluster_summaries(emb, lab)
+    assert [(c["cluster"], c["size"], c["share"]) for c in cs] == [(0, 2, 0.25), (1, 2, 0.25)]
+    assert [t["index"] for t in cs[0]["top_classes"][:2]] == [7, 3]
+    coarse, fine = np.array([0, 0, 0, 0, 1, 1, 1, 1]), np.array([0, 1, 2, 2, 3, 4, 5, 5])
+    df = assignment_frame(emb.ids, None, None, {"labels": lab, "probabilities": np.ones(8),
+                                                 "cluster": np.array([0, 0, 1, 1, 0, 1, 1, 0]), "confidence": np.ones(8),
+                                                 "levels": np.stack([coarse, fine], axis=1)},
+                          names={0: "zero", 1: "one"})
+    assert df["name"].fillna("-").tolist() == ["zero", "zero", "one", "-", "-", "-", "one", "-"]
+    assert df["assigned_name"].tolist() == ["zero", "zero", "one", "one", "zero", "one", "one", "zero"]
+    assert df["level_0"].tolist() == coarse.tolist() and df["level_1"].tolist() == fine.tolist()

@@ -155,6 +155,30 @@ def test_the_neighbour_predictor_on_its_own(split):
     dist = np.array([[0.0, 1.0], [pred.copy_distance_ * 2, 1.0], [float(cal[-1]) * 3, cal[-1] * 3]])
     novel, novelty = pred.novelty(dist)
     assert novelty[0] == 0.0 and not novel[0] and novelty[1] > 0 and novel[2]
+    # a new item's coordinates are its neighbours' weighted by normalised 1/d (weights summing
+    # to 1), so it lands among them on the map, not off it (unnormalised: ~|w| times farther out)
+    d = pred.predict_details(new)
+    np.testing.assert_allclose(d["weights"].sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(d["embedding"], np.einsum("qk,qkd->qd", d["weights"], train[:, :2][d["neighbors"]]),
+                               rtol=1e-4, atol=1e-5)
+    # a noise answer has probability 0 whatever membership its voters carried ("0 for noise"):
+    # votes whose noise items hold 0.7 (a caller's own scores) give noise 0, a cluster share x 0.7
+    det = pred.set_votes(**{**items, "probabilities": np.full(len(train), 0.7)}).predict_details(train)
+    assert (det["labels"] == labels).all()
+    assert (det["probabilities"][labels < 0] == 0).all() and np.allclose(det["probabilities"][labels >= 0], 0.7)
+
+
+def test_the_novelty_threshold_is_the_split_conformal_rank():
+    """``conformal_threshold``: the ceil((n + 1)(1 - alpha))-th smallest score, so a new item
+    exchangeable with the n calibration items exceeds it with probability at most alpha; too
+    few scores for that rank: the largest. Hand cases where n(1 - alpha) would give another rank."""
+    from mediacluster.predictor import conformal_threshold
+
+    s = np.arange(10, 0, -1, dtype=np.float64)  # 10..1, unsorted on purpose
+    assert conformal_threshold(s, 0.25) == 9.0  # ceil(11 * 0.75) = 9th smallest, not ceil(7.5) = 8th
+    assert conformal_threshold(s, 0.5) == 6.0  # ceil(5.5) = 6th, not the 5th
+    assert conformal_threshold(s, 0.01) == 10.0  # rank 11 > n: the largest
+    assert conformal_threshold(np.arange(1.0, 100.0), 0.01) == 99.0  # 99 scores: exactly rank 99
 
 
 def test_projection_needs_four_distinct_rows_per_axis(split):

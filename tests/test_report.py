@@ -66,6 +66,12 @@ def test_report_files(report_run):
     n_clusters = len(set(labels[labels >= 0].tolist()))
     assert n_clusters >= 2
     assert len(re.findall(r'<section class="card" data-cluster="(\d+)"', _run_cards(text))) == n_clusters
+    # the cards largest first; the noise and the outlier galleries each count their own items
+    order = [int(c) for c in re.findall(r'<section class="card" data-cluster="(\d+)"', _run_cards(text))]
+    sizes = [int((labels == c).sum()) for c in order]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) > 1, sizes
+    n_noise, n_out = int((labels == -1).sum()), int((labels == -2).sum())
+    assert f"({n_noise:,} items, label -1" in text and f"({n_out:,} items, label -2" in text
     # self-contained: nothing fetched from the network
     assert not re.search(r'(src|href)="(https?:)?//', text)
     assert "<script src" not in text and "<link" not in text

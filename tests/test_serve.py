@@ -144,6 +144,26 @@ def check_items(items: list[dict], det: dict, names: dict | None = None, atol: f
             assert it["name"] == names.get(it["cluster"])
 
 
+def test_a_tag_model_reading_vectors_of_another_size_is_refused_when_the_model_loads(tmp_path):
+    """The tag model must read the model's vectors: one trained on 8-d vectors beside a model of
+    16-d ones is refused by name when the service loads, not at its first request (where every
+    answer would fail on the classifier's shape check)."""
+    from mediacluster.errors import ParameterError
+    from mediacluster.serve.model import ModelHolder
+    from mediacluster.tags import TagClassifier, Tagger
+
+    rng = np.random.default_rng(0)
+    fast_pipeline(2).fit(rng.normal(size=(80, 16)).astype(np.float32)).save(tmp_path / "m")
+    labels = ["a", "b"] * 40
+    for dim, ok in ((16, True), (8, False)):
+        clf = TagClassifier(model="logreg", precision=0.9).fit(rng.normal(size=(80, dim)).astype(np.float32), labels)
+        if ok:
+            assert ModelHolder(tmp_path / "m", tagger=Tagger(clf, encoder=None)).current.tagger is not None
+        else:
+            with pytest.raises(ParameterError, match="reads 8-d vectors, the model 16-d"):
+                ModelHolder(tmp_path / "m", tagger=Tagger(clf, encoder=None))
+
+
 # -- endpoints -----------------------------------------------------------------------------------
 
 

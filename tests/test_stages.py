@@ -138,6 +138,49 @@ def test_isolation_forest_and_none(Z10):
     assert not NoOutliers().fit(Z10).outlier_mask_.any()
 
 
+def test_outlier_stages_keep_their_stated_rules(Z10):
+    """The fence is Tukey's (Q1 - 1.5 IQR of the forest's training scores); ``max_samples`` given
+    as a float count above 1 is that count (scikit-learn refuses a float > 1); LOF fitted with a
+    precomputed euclidean kNN graph answers as without it, and a cosine LOF ignores that graph
+    (its neighbours are not the cosine ones)."""
+    from sklearn.neighbors import kneighbors_graph
+
+    Z = np.ascontiguousarray(Z10, dtype=np.float32)
+    iso = IsolationForestOutliers(random_state=0).fit(Z)
+    q1, q3 = np.quantile(iso.forest_.score_samples(Z), [0.25, 0.75])
+    assert iso.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1))
+    as_float = IsolationForestOutliers(max_samples=64.0, random_state=0).fit(Z)
+    assert np.array_equal(as_float.scores_, IsolationForestOutliers(max_samples=64, random_state=0).fit(Z).scores_)
+    graph = kneighbors_graph(Z, n_neighbors=30, mode="distance", include_self=True)
+    for metric in ("euclidean", "cosine"):
+        plain = LOFOutliers(n_neighbors=20, metric=metric).fit(Z)
+        via = LOFOutliers(n_neighbors=20, metric=metric).fit(Z, neighbors_graph=graph)
+        np.testing.assert_allclose(via.scores_, plain.scores_, rtol=1e-5, err_msg=metric)
+        np.testing.assert_allclose(via.score_samples(Z[:20] + 0.01), plain.score_samples(Z[:20] + 0.01), rtol=1e-4,
+                                   err_msg=metric)
+
+
+def test_degenerate_settings_cluster_without_an_error(Z10):
+    """k-means with one cluster (every item in it, membership 1) and HDBSCAN with min_samples
+    above the number of items (capped to n - 1) answer instead of raising."""
+    one = KMeansClusterer(n_clusters=1).fit(Z10)
+    assert (one.labels_ == 0).all() and (one.probabilities_ == 1).all()
+    assert (one.predict(Z10[:5]) == 0).all()
+    few = np.ascontiguousarray(Z10[:40])
+    h = HDBSCANClusterer(min_cluster_size=5, min_samples=1000).fit(few)
+    assert len(h.labels_) == 40 and np.all((h.probabilities_ >= 0) & (h.probabilities_ <= 1))
+
+
+def test_kmeans_membership_is_the_margin_between_the_two_nearest_centres():
+    """``(d2 - d1) / (d2 + d1)``: 1 at a centre, 0 on the boundary, 0.5 at a quarter of the way."""
+    from mediacluster.stages.cluster import _nearest_centre
+
+    centres = np.array([[0.0, 0.0], [4.0, 0.0]], dtype=np.float32)
+    lab, p = _nearest_centre(np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.5, 0.0]], dtype=np.float32), centres)
+    assert lab.tolist()[:2] == [0, 0] and lab[3] == 1
+    np.testing.assert_allclose(p, [1.0, 0.5, 0.0, 0.75], atol=1e-6)
+
+
 def test_isolation_forest_default_flags_outliers_not_a_share_of_every_cluster():
     """scikit-learn's contamination='auto' (a score below -0.5) flagged 40-48% of four
     well-separated blobs in the pipeline's reduced space, and 54% of Imagenette (whose flagged

@@ -164,6 +164,29 @@ def test_fast_path_skips_reading_unchanged_files(folder, tmp_path, monkeypatch):
         assert h4 == h3 and len(reads) == 81
 
 
+def test_a_file_younger_than_two_seconds_is_not_recorded_and_a_stat_that_failed_is_a_change(tmp_path):
+    """git's "racily clean" rule: a hash is recorded against a file's (size, mtime, ctime, inode)
+    only when those timestamps were at least 2 s old when the bytes were hashed (a write within
+    the same timestamp tick would otherwise keep the old hash); ``changed_since`` takes a file
+    whose stat failed before hashing (None) as changed, and a rewrite of the same size as one."""
+    from mediacluster.embed.store import changed_since, stale_failure_kind
+
+    p = tmp_path / "a.bin"
+    p.write_bytes(b"x" * 100)
+    st0 = os.stat(p)
+    with EmbeddingStore(tmp_path / "cache") as st:
+        st.record_hashes([(str(p), st0, "young")], hashed_after=time.time())  # written just now
+        assert st.known_hashes([str(p)])[0] == [None]
+        st.record_hashes([(str(p), st0, "settled")], hashed_after=max(st0.st_mtime, st0.st_ctime) + 2.5)
+        assert st.known_hashes([str(p)])[0] == ["settled"]
+    assert changed_since(str(p), None) and not changed_since(str(p), st0)
+    p.write_bytes(b"y" * 100)
+    assert changed_since(str(p), st0)
+    # remembered failures: the current decoder's are read, another version's are the stale ones
+    assert not stale_failure_kind(failure_kind("enc@1")) and not stale_failure_kind("dups.signature/v1")
+    assert stale_failure_kind("failed/v0/pillow-0.0/enc@1")
+
+
 _WRITER = r"""
 import sys, numpy as np
 from mediacluster.embed.store import EmbeddingStore, failure_kind

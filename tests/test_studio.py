@@ -99,6 +99,7 @@ def test_state_replay_undo_redo_are_deterministic(tmp_path):
     names = {0: ("a", "automatic"), 1: ("b", "automatic"), 2: ("c", "person")}
     log = EditLog(tmp_path / "e.sqlite", "r")
     st = CuratedState(labels, names)
+    assert st.status().tolist()[6:] == ["clustered", "clustered", "noise", "outlier"]
 
     def do(kind, req=None):
         p = st.prepare_undo() if kind == "undo" else st.prepare_redo() if kind == "redo" else st.prepare(kind, req)
@@ -122,6 +123,8 @@ def test_state_replay_undo_redo_are_deterministic(tmp_path):
     assert not st.clusters[0].junk and st.clusters[1].tags == [] and st.item_tags == {}
     do("redo")
     assert st.clusters[1].tags == ["x", "y"] and st.item_tags == {3: ["x", "y"]}
+    do("tag", {"clusters": [1], "items": [3], "remove": ["x"]})
+    assert st.clusters[1].tags == ["y"] and st.item_tags == {3: ["y"]}
     do("rename", {"cluster": 1, "name": "B"})  # a new edit ends the redo chain
     assert not st.can_redo()
     with pytest.raises(EditConflict, match="nothing to redo"):
@@ -138,12 +141,29 @@ def test_state_replay_undo_redo_are_deterministic(tmp_path):
     assert st.labels.tolist() == labels.tolist() and st.clusters[0].name == "a"
     do("move", {"items": [0], "to": "new"})
     assert st.labels[0] == 5
+    # a new cluster's parent is the cluster most of its items came from (1: two of three)
+    do("move", {"items": [1, 3, 4], "to": "new"})
+    assert st.labels[1] == 6 and st.clusters[6].parent == 1
     for bad in ({"items": [], "to": 1}, {"items": [99], "to": 1}, {"items": ["a"], "to": 1}):
         with pytest.raises(Exception, match="item"):
             st.prepare("move", bad)
     for bad_name in ("", "   ", "a\x00b", "x" * 201, 5):
         with pytest.raises(Exception, match="name"):
             st.prepare("rename", {"cluster": 1, "name": bad_name})
+
+
+def test_changed_clusters_are_those_that_gained_or_lost_an_item():
+    """``session.changed_clusters``: which clusters' items differ from the fit's (their
+    automatic name's support no longer holds): one that only lost an item is changed as much
+    as one that gained; a cluster merged away is changed; the others are not."""
+    from mediacluster.studio.session import changed_clusters
+
+    fitted = np.array([0, 0, 1, 1, 2, 2, -1])
+    assert changed_clusters(fitted, fitted) == set()
+    assert changed_clusters(fitted, np.array([0, -1, 1, 1, 2, 2, -1])) == {0}  # lost one to noise
+    assert changed_clusters(fitted, np.array([0, 0, 1, 1, 2, 2, 2])) == {2}  # gained one
+    assert changed_clusters(fitted, np.array([0, 0, 0, 0, 2, 2, -1])) == {0, 1}  # 1 merged into 0
+    assert changed_clusters(np.array([-1, -1]), np.array([-1, -1])) == set()
 
 
 # ------------------------------------------------------------------------------ reading endpoints

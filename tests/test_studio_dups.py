@@ -387,6 +387,25 @@ def test_keep_copy_says_by_which_rule(tmp_path):
     assert split_of("/elsewhere/x/y.jpg", root) is None and split_of(None, root) is None
 
 
+def test_dropped_says_why_and_a_junk_copy_never_takes_a_groups_place():
+    """``dropped`` on a hand table: noise is "unassigned", an outlier "outlier", a junk cluster's
+    item "junk"; a duplicate group is decided among the members not dropped otherwise, so a junk
+    copy (or one a person chose, now junk) is never the kept one and the group's other copy stays."""
+    import pandas as pd
+
+    from mediacluster.studio.exports import dropped
+
+    table = pd.DataFrame({"id": list("abcdefg"), "curated_cluster": [0, 0, 1, 2, -1, -2, 0],
+                          "duplicate_group": [0, -1, 0, 1, 1, -1, 0],
+                          "duplicate_of": [None, None, "a", None, "d", None, "a"]})
+    clusters = [{"id": 0}, {"id": 1, "junk": True}, {"id": 2}]
+    why, kept = dropped(table, clusters)
+    assert why == [None, None, "junk", None, "unassigned", "outlier", "duplicate"]
+    assert kept == [None] * 6 + ["a"]  # group 0: a (the representative) over g; c is junk
+    why, kept = dropped(table, clusters, chosen={0: 2})  # a person kept c, since marked junk
+    assert why == [None, None, "junk", None, "unassigned", "outlier", "duplicate"] and kept[6] == "a"
+
+
 def test_the_clean_dataset_keeps_the_colour_scan_at_full_resolution_not_the_largest_file(tmp_path):
     """An archive's re-scans of one print: the colour JPEG, a greyscale scan saved as an
     uncompressed TIFF, a half-size PNG and a crop. By bytes the grey TIFF (and even the half-size

@@ -724,6 +724,37 @@ def test_a_study_whose_every_trial_was_pruned_runs_the_best_at_full_size(cifar3_
     assert res.best_trial == final.number
 
 
+def test_the_pruned_trial_run_at_full_size_is_the_one_that_got_furthest_and_was_best_there():
+    """``promote_best_pruned`` among several pruned trials: the furthest rung reached first, then
+    the best value at that rung (maximised); a trial stopped at an earlier rung with a higher
+    value is not it. Its parameters run once at full size, marked ``final_of``."""
+    import optuna
+
+    from mediacluster.tune.study import FINAL_OF, promote_best_pruned
+
+    class Objective:
+        multi = False
+
+        def __call__(self, trial):
+            return trial.suggest_float("x", 0.0, 1.0)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for x, reached in ((0.1, {1: 0.9}), (0.2, {1: 0.5, 2: 0.3}), (0.3, {1: 0.4, 2: 0.45}), (0.4, {1: 0.6, 2: 0.1})):
+        study.enqueue_trial({"x": x})
+        t = study.ask()
+        t.suggest_float("x", 0.0, 1.0)
+        for step, v in reached.items():
+            t.report(v, step)
+        study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    pruned = study.get_trials(deepcopy=False)
+    chosen = pruned[2]  # rung 2 reached, best there (0.45 > 0.3 > 0.1); trial 0 has 0.9 but only at rung 1
+    new = promote_best_pruned(study, Objective())
+    final = study.trials[new]
+    assert final.state.name == "COMPLETE" and final.user_attrs[FINAL_OF] == chosen.number
+    assert final.params == chosen.params == {"x": 0.3}
+
+
 def test_cli_tune_publishes_a_model_with_encoder_and_names(cifar3_dir, cifar3_embeddings, tmp_path):
     """The model `tune` publishes in OUT/models records the encoder and its clusters' names, as
     `cluster --save-model` does, so `assign` / `serve` on the tuning folder answer with names."""
@@ -794,6 +825,12 @@ def test_leader_rule_sends_on_only_a_clear_new_leader():
     assert judge(study, 0.0612, 0.001) is False      # a clear lead
     assert judge(study, 0.0500, None) is True        # behind (no SE recorded: no margin)
     assert judge(study, 0.0613, None) is False       # ahead, no SE: any lead counts
+    # which trials the objective's SE is measured for (the margin's input): only one ahead of
+    # every trial sent on (0.0613 so far); none sent on yet: any
+    from mediacluster.tune.study import _may_lead
+
+    assert _may_lead(study, 0.0614, 1) and not _may_lead(study, 0.0613, 1) and not _may_lead(study, 0.05, 1)
+    assert _may_lead(optuna.create_study(direction="maximize"), -1.0, 1)
     loose = optuna.create_study(direction="maximize",
                                 pruner=rule(optuna.pruners.NopPruner(), last_step=1, rung=0, margin=0.0))
     assert judge(loose, 0.060, 0.001) is False and judge(loose, 0.0605, 0.001) is False
