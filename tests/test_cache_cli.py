@@ -77,8 +77,11 @@ def test_forget_encoder_refuses_unknown_and_ambiguous_ids(tmp_path):
         s.put(["h1"], "imgenc@v2", {"embedding": np.ones((1, 8))})
     rc, _, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "imgenc"])
     assert rc == 2 and "matches 2 encoders (imgenc@v1, imgenc@v2)" in err
-    rc, _, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "clip"])
+    rc, _, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "cpil"])
     assert rc == 2 and "holds no vectors of such an encoder" in err and "mfcc@sr16000" in err
+    # a family it holds nothing of: nothing to forget, said with what it holds (loose11: like rm -f)
+    rc, _, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "clip"])
+    assert rc == 0 and "nothing to forget" in err and "mfcc@sr16000" in err
     with EmbeddingStore(d) as s:  # nothing was deleted by a refused request
         assert s.stats()["vectors"] == 8
 
@@ -235,3 +238,35 @@ def test_stale_encoder_versions_are_marked_and_forget_stale_drops_only_them(tmp_
     assert {r["encoder"]: r["vectors"] for r in json.loads(out)["encoders"]} == {now: 3, "imgenc@v1": 1}
     rc, out, err = run_cli(["cache", "--cache-dir", str(d), "--forget-stale"])
     assert rc == 0 and "no stale encoder version" in err, err
+
+
+def test_forgetting_an_encoder_already_forgotten_is_nothing_to_do_a_name_of_none_is_an_error(tmp_path):
+    """`cache --forget-encoder mfcc` run again after one that completed (or one killed after its
+    commit, then re-run) exited 2 "holds no vectors of such an encoder", as for a typo. Forgetting
+    what is already gone is now nothing to do (exit 0, said), like `rm -f`, for a family's name,
+    the start of one, or a whole id of a registered family; a name no encoder family has stays an
+    error listing what the cache holds. --forget-stale with nothing stale is exit 0 as well."""
+    from mediacluster.encoders import get_encoder
+
+    now = get_encoder("mfcc").id
+    d = tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    with EmbeddingStore(d) as s:
+        for enc, n in ((now, 3), ("imgenc@v1", 1)):
+            s.put([f"{enc}{i}" for i in range(n)], enc, {"embedding": rng.normal(size=(n, 4))})
+    rc, out, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "mfcc"])
+    assert rc == 0 and f"forgot 3 vectors of {now}" in err, err
+    for given in ("mfcc", "mfc", now, "efficientnet-lite0@x"):
+        rc, out, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", given, "--json"])
+        assert rc == 0 and "nothing to forget" in err and given in err and "forgot " not in err, (given, err)
+        assert [r["encoder"] for r in json.loads(out)["encoders"]] == ["imgenc@v1"]
+    for typo in ("mfccc", "nosuch", "nosuch@v1"):
+        rc, out, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", typo])
+        assert rc == 2 and "holds no vectors of such an encoder" in err and "imgenc@v1" in err, (typo, err)
+    # resolved before any is forgotten: a typo beside a real one forgets nothing
+    rc, out, err = run_cli(["cache", "--cache-dir", str(d), "--forget-encoder", "imgenc", "--forget-encoder", "nosuch"])
+    assert rc == 2
+    rc, out, err = run_cli(["cache", "--cache-dir", str(d), "--forget-stale"])
+    assert rc == 0 and "no stale encoder version" in err, err
+    with EmbeddingStore(d) as s:
+        assert [r["encoder"] for r in s.summary()["encoders"]] == ["imgenc@v1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -514,3 +515,47 @@ def test_an_edit_the_disk_refuses_is_a_507_naming_the_log_and_the_edits_before_i
         assert [e.seq for e in log.events()] == acked
     finally:
         log.close()
+
+
+def test_a_publish_or_export_record_leaves_the_written_state_current(png_run):
+    """A publish (or export) is a record in the edit log, not an edit, and ``curated.json`` kept
+    the edit before it: every studio opened on the run afterwards counted itself behind and
+    wrote the whole curated state again (assignments and ``curated.json``), once per open; a
+    second studio open meanwhile did the same when it read the record. Now a written state
+    that no edit, undo or redo followed is current, at open and on reading another's record."""
+    from mediacluster.rundir import RunDir
+    from mediacluster.studio.session import Studio
+
+    run = RunDir.open(png_run)
+
+    def stamp():  # every write replaces both files (a new inode and time)
+        return [(os.stat(p).st_ino, os.stat(p).st_mtime_ns) for p in (png_run / "curated.json", png_run / "assignments.parquet")]
+
+    st = Studio(png_run, write_delay=0.05)
+    try:
+        st.edit("rename", {"cluster": 0, "name": "dogs"})
+        st.write_state()
+        other = Studio(png_run, write_delay=0.05)  # a second studio on the run, caught up
+        try:
+            assert other.writer.written_seq == other.state.seq
+            before = stamp()
+            st.publish()
+            st.export("folders")
+            other.sync()  # reads both records; its background writer is woken
+            other.write_state()
+            assert other.writer.written_seq == other.state.seq == st.state.seq
+        finally:
+            other.close()
+        assert stamp() == before
+    finally:
+        st.close()
+    assert stamp() == before and run.read_curated()["edits_seq"] == 1
+    again = Studio(png_run, write_delay=0.05)
+    try:
+        assert again.writer.written_seq == again.state.seq == 3  # the edit, the publish, the export
+        time.sleep(0.5)  # the background writer had it written by now
+        assert stamp() == before
+        again.edit("rename", {"cluster": 1, "name": "cats"})  # an edit after the records is written
+        assert again.write_state() == 4 and run.read_curated()["edits_seq"] == 4
+    finally:
+        again.close()

@@ -37,7 +37,7 @@ def add_parser(sub):
     p.add_argument("--forget-encoder", action="append", default=[], metavar="ID",
                    help="delete the vectors of this encoder (an id as listed, or the start of one that "
                         "matches only one, e.g. 'mfcc'); repeat for several. The next run with it embeds "
-                        "its files again")
+                        "its files again. An encoder the cache no longer holds is nothing to forget (exit 0)")
     p.add_argument("--forget-stale", action="store_true",
                    help="delete the vectors of every encoder version this mediacluster no longer writes "
                         "(listed as stale, e.g. mfcc's v2 after v3): no run reads them again")
@@ -80,7 +80,19 @@ def _marked(enc: str) -> str:
     return enc if now is None else f"{enc} ({'current' if now else 'stale'})"
 
 
-def _encoder_id(store, given: str, ids: list[str]) -> str:
+def _of_a_family(given: str) -> bool:
+    """Whether ``given`` names ids an encoder family registered here writes: a whole id
+    (``family@version``) of one, or the start of a family's name."""
+    from ..encoders import available
+
+    family, sep, _ = given.partition("@")
+    return family in available() if sep else any(f.startswith(given) for f in available())
+
+
+def _encoder_id(store, given: str, ids: list[str]) -> str | None:
+    """The one id in the cache's ``ids`` that ``given`` names; None (said on stderr) when it
+    holds none but ``given`` is a registered family's: already forgotten, nothing to do (like
+    ``rm -f``; a re-run after a completed or killed forget). A name of no family is an error."""
     from ..encoders import writes_id
     from ..errors import ConfigError
 
@@ -90,6 +102,10 @@ def _encoder_id(store, given: str, ids: list[str]) -> str:
     if len(hits) == 1:
         return hits[0]
     listed = ", ".join(ids) or "none"
+    if not hits and _of_a_family(given):
+        sys.stderr.write(f"--forget-encoder {printable(given)}: the cache holds no vectors of it (any more): "
+                         f"nothing to forget (it holds: {printable(listed)})\n")
+        return None
     if not hits:
         raise ConfigError(f"--forget-encoder {given!r}: the cache {store.path} holds no vectors of such an "
                           f"encoder (it holds: {listed})")
@@ -156,7 +172,7 @@ def run(args) -> int:
         with _open_store(path, writes) as store:
             # the encoders, to resolve each --forget-encoder (the summary below is of what is left)
             ids = [r["encoder"] for r in store.summary()["encoders"]] if args.forget_encoder or args.forget_stale else []
-            chosen = [_encoder_id(store, given, ids) for given in args.forget_encoder]
+            chosen = [e for e in (_encoder_id(store, given, ids) for given in args.forget_encoder) if e is not None]
             if args.forget_stale:
                 from ..encoders import writes_id
 

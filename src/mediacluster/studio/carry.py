@@ -66,7 +66,6 @@ status most of its items had (the studio's ``carry`` / ``new`` flags).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
@@ -76,10 +75,11 @@ from pathlib import Path
 import numpy as np
 
 from ..data import NOISE
-from ..errors import InputError, MediaclusterError, RunDirError, RunLockedError
+from ..errors import InputError, MediaclusterError, RunDirError
 from ..fileio import path_to_text
 from ..naming.overrides import merge_level_names, run_level_names
 from ..rundir import NAMES_YAML, RunDir
+from .carry_write import CARRY_EVENT, record_plan, write_curated_state, write_summary
 from .matching import (
     level_name_reason,
     match_clusters,
@@ -87,13 +87,8 @@ from .matching import (
     pair_levels,
     split_continues,
 )
-from .state import EDITS, CuratedState, EditConflict, start_names
-from .writer import StateWriter
+from .state import EDITS, CuratedState, start_names
 
-log = logging.getLogger(__name__)
-
-#: the log event that records a carry (it changes no state)
-CARRY_EVENT = "carry"
 RULE = ("mutual majority over the shared items: a new cluster inherits a previous curated "
         "cluster's names, junk mark and tags when it holds more than half of that cluster's "
         "items still present and those are more than half of its own items that were in the "
@@ -840,7 +835,7 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
             remade = {e[3]["carried_cluster"] for e in plan if e[2] == "splits"}
             not_carried = _not_carried_since(o, old_run, since, remade) + not_carried
         plan, not_carried = merge_plan + plan, merge_left + not_carried
-        counts, moved, skipped, seq = _write(nw, old_run.run_id, o.state.seq, plan,
+        counts, moved, skipped, seq = record_plan(nw, old_run.run_id, o.state.seq, plan,
                                              since, done[-1].seq if done else None)
         for r in clusters:  # the names now, carried ones included
             r["name"] = nw.state.clusters[r["cluster"]].name
@@ -883,8 +878,8 @@ def carry_curation(old: str | os.PathLike | RunDir, new: str | os.PathLike | Run
         else:
             summary["message"] = (f"carried {sum(summary['carried'].values())} edit(s) from run "
                                   f"{old_run.run_id}" + (f" made since its edit {since}" if done else ""))
-        _write_summary(new_run, summary)
-        _write_state(nw)
+        write_summary(new_run, summary)
+        write_curated_state(nw)
         return summary
     finally:
         if o.log is not None:
@@ -897,97 +892,6 @@ def _open(path, what: str, collection_root) -> RunDir:
         return RunDir.open(path, collection_root=collection_root)
     except RunDirError as e:
         raise RunDirError(f"{what} {path_to_text(str(path))}: {e}") from None
-
-
-def _write_summary(run: RunDir, summary: dict, tries: int = 20) -> None:
-    """``carry.json``, under the folder's lock (a studio writing its state holds it a moment)."""
-    for k in range(tries):
-        try:
-            with run.writing("carry"):
-                run.write_carry(summary)
-            return
-        except RunLockedError:
-            if k == tries - 1:
-                raise
-            time.sleep(0.5)
-
-
-def _write(nw: _Side, from_run_id: str, from_seq: int, plan: list, since: int | None = None,
-           last: int | None = None) -> tuple[dict, int, list, int]:
-    """Record the planned edits and the ``carry`` event in one transaction of the new run's log
-    (each checked against the state as it is then, as the studio checks an edit). ``since``:
-    the previous run's edit the last carry reached, ``last``: that carry's event here (None
-    for the first); another carry from the same run meanwhile is a conflict."""
-    st, lg = nw.state, nw.log
-    client = f"carried from {from_run_id}"
-    counts: dict[str, int] = defaultdict(int)
-    moved = 0
-    skipped = []
-    with lg.writing():
-        for ev in lg.events(since=st.seq):  # a studio's edits made meanwhile first
-            st.apply(ev)
-        carries = [e.seq for e in lg.events() if e.kind == CARRY_EVENT and e.payload.get("from_run_id") == from_run_id]
-        if (carries[-1] if carries else None) != last:
-            raise EditConflict(f"run {from_run_id} was carried into this run meanwhile")
-        created = None
-        made: dict[str, int] = {}  # "made:<previous cluster>" -> the cluster a carried move made for it
-        for kind, req, what, extra in plan:
-            if req.get("clusters") == ["created"]:
-                if created is None:
-                    continue
-                req = {**req, "clusters": [created]}
-            req = _made(req, made)
-            if req is None:  # names a part a carried move did not make (its move skipped, listed)
-                continue
-            if kind == "move":
-                created = None
-            try:
-                payload = st.prepare(kind, req)
-            except (InputError, EditConflict) as e:
-                skipped.append({"what": what, "edit": kind, "reason": str(e)})
-                continue
-            ev = lg.insert(kind, {**payload, "carried_from": from_run_id, **extra}, client)
-            st.apply(ev)
-            if kind == "move":
-                created = (payload.get("create") or {}).get("id")
-                moved += len(payload["items"])
-                if created is not None and extra.get("carried_cluster") is not None:
-                    made[f"made:{extra['carried_cluster']}"] = created
-            counts[what] += 1
-        ev = lg.insert(CARRY_EVENT, {"from_run_id": from_run_id, "from_seq": from_seq, "since": since,
-                                     "events": int(sum(counts.values()))},
-                       client)
-        st.apply(ev)
-    return dict(counts), moved, skipped, st.seq
-
-
-def _made(req: dict, made: dict[str, int]) -> dict | None:
-    """``req`` with the clusters it names ``made:<previous cluster>`` (a split part a carry
-    makes again, :func:`_plan_split_parts`) replaced by the one made; None when it was not made."""
-    def one(v):
-        return made.get(v, v) if isinstance(v, str) and v.startswith("made:") else v
-
-    out = {**req, **({"to": one(req["to"])} if "to" in req else {}),
-           **({"clusters": [one(c) for c in req["clusters"]]} if req.get("clusters") else {})}
-    left = [v for v in [out.get("to"), *(out.get("clusters") or [])] if isinstance(v, str) and v.startswith("made:")]
-    return None if left else out
-
-
-def _write_state(nw: _Side) -> None:
-    """The curated state written back into the new run (``curated.json``, ``curated_*``), as
-    the studio writes it; a studio open on the run writes it itself when its folder is busy."""
-    st = nw.state
-    if not st.done:
-        return
-    writer = StateWriter(nw.run, nw.ids, nw.run.read_extra("imagenet_probs", mmap=True),
-                         write_state=lambda: st.seq, replaced=lambda: False)
-    try:
-        writer.write(st.seq, st.labels.copy(), st.cluster_table(), st.status(),
-                     {i: list(t) for i, t in st.item_tags.items()},
-                     level_names={k: dict(v) for k, v in st.level_names.items()})
-    except RunLockedError as e:
-        log.warning("carry: the curated state is in the edit log but could not be written into "
-                    "the run now (%s); the studio writes it when it opens the run", e)
 
 
 def check_previous(path: str | os.PathLike) -> str:

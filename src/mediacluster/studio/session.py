@@ -141,8 +141,9 @@ class Studio:
         self.previews = Previews()
         self.writer = StateWriter(self.run, self.ids, self.imagenet, self.write_state, self.replaced,
                                   write_delay)
-        # behind: killed before the last edits were written: write them now
-        self.writer.start(behind=self.state.seq != self.writer.written_seq)
+        # behind: killed before the last edits were written: write them now (a publish or export
+        # recorded after the written edit changes nothing to write)
+        self.writer.start(behind=not self.writer.current(self.state.seq, self.state.changed))
         self.load_seconds = time.perf_counter() - t0
         if later:
             threading.Thread(target=self._finish_map, name="studio-map", daemon=True).start()
@@ -767,7 +768,9 @@ class Studio:
             status = self.state.status()
             item_tags = {i: list(t) for i, t in self.state.item_tags.items()}
             level_names = {k: dict(v) for k, v in self.state.level_names.items()}
-        return self.writer.write(seq, labels, table, status, item_tags, force=force, level_names=level_names)
+            changed = self.state.changed
+        return self.writer.write(seq, labels, table, status, item_tags, force=force, level_names=level_names,
+                                 changed=changed)
 
     # -- search (search.py) -------------------------------------------------------------------
     @property

@@ -225,6 +225,7 @@ class CuratedState:
         self._clusters0 = {c: Cluster(c, *(names.get(c) or (f"cluster {c}", "automatic"))) for c in ids}
         self._max_id = max(ids, default=-1)
         self.seq = 0
+        self.changed = 0  # the last event that may have changed the state (an edit, undo, redo)
         self.done: list[Event] = []
         self.undone: list[Event] = []
         self._reset()
@@ -481,6 +482,8 @@ class CuratedState:
             return
         self.seq = ev.seq
         self._note_ids(ev)
+        if ev.kind in EDITS or ev.kind in ("undo", "redo"):
+            self.changed = ev.seq  # the state of every edit from here to the next such is this one
         if ev.kind in EDITS:
             self._do(ev)
             self.done.append(ev)

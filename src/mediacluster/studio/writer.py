@@ -99,8 +99,18 @@ class StateWriter:
                 log.exception("studio: writing the curated state failed (the edits are kept in the log)")
                 self._stop.wait(5.0)
 
+    def current(self, seq: int, changed: int) -> bool:
+        """Whether the state written (here or, by ``curated.json``, by another process) is that of
+        edit ``seq``, whose last event that changed the state was ``changed`` (records of publishes
+        and exports after it change nothing): then ``seq`` counts as written, and nothing is."""
+        if changed <= self.written_seq <= seq:
+            self.written_seq = seq
+            return True
+        return self._written_elsewhere(seq, changed)
+
     def write(self, seq: int, labels: np.ndarray, table: list[dict], status, item_tags: dict[int, list[str]],
-              force: bool = False, level_names: dict[int, dict[int, str]] | None = None) -> int:
+              force: bool = False, level_names: dict[int, dict[int, str]] | None = None,
+              changed: int | None = None) -> int:
         """Write the state of edit ``seq`` (the curated ``labels``, cluster ``table``, per-item
         ``status`` and ``item_tags``, the names a person gave the levels' groups, ``level_names``,
         ``curated.json``'s ``level_names``: ``naming.run_level_names``' studio layer); returns the
@@ -109,8 +119,10 @@ class StateWriter:
         The edit log is shared and append-only, so the state of edit ``seq`` is the same in every
         process: when another process (a second studio on the run, the one that made the edit)
         has already written ``seq`` or a later edit, nothing is written (that would be the same
-        work twice, or put an older state over a newer one)."""
-        if not force and self._written_elsewhere(seq):
+        work twice, or put an older state over a newer one). ``changed``: the last edit at or before
+        ``seq`` that changed the state (see :meth:`current`; None: ``seq``)."""
+        changed = seq if changed is None else changed
+        if not force and self.current(seq, changed):
             return seq
         names = {e["id"]: e["name"] for e in table}
         masses = cluster_classes(self.imagenet, labels, [e["id"] for e in table])
@@ -121,7 +133,7 @@ class StateWriter:
                 return self.written_seq  # another thread wrote it meanwhile
             if self._replaced():
                 return self.written_seq
-            if not force and self._written_elsewhere(seq):
+            if not force and self._written_elsewhere(seq, changed):
                 return seq
             df = self.run.read_assignments()
             df = df.drop(columns=[c for c in df.columns if c.startswith("curated_")])
@@ -139,12 +151,13 @@ class StateWriter:
         self.written_seq = seq
         return seq
 
-    def _written_elsewhere(self, seq: int) -> bool:
+    def _written_elsewhere(self, seq: int, changed: int | None = None) -> bool:
         """Whether the run's ``curated.json`` already reflects edit ``seq`` or a later one
-        (written by another process); then this one counts ``seq`` as written."""
+        (written by another process), or an edit from ``changed`` on (the same state, the log
+        being shared and append-only); then this one counts ``seq`` as written."""
         doc = self.run.read_curated()
         on_disk = doc.get("edits_seq") if doc else None
-        if isinstance(on_disk, int) and on_disk >= seq:
+        if isinstance(on_disk, int) and on_disk >= (seq if changed is None else changed):
             self.written_seq = max(self.written_seq, seq)
             return True
         return False

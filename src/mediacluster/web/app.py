@@ -44,7 +44,11 @@ STATUS = [(RunLockedError, 409), (RunDirError, 404), (ModelFormatError, 503), (P
 #: Storage; a read-only run folder, model store or file is 403 (the server may not write there:
 #: no retry helps until someone makes it writable; not 409, which the studio page reads as
 #: another tab's edit and refreshes on, and the service as a model switch to retry after); a
-#: file where a folder goes is 409 (the place is in another state); any other cause stays 507
+#: file where a folder goes is 409 (the place is in another state): only an export or a publish
+#: meets one (``exports/``, ``models/`` a file), and the page shows their errors' messages without
+#: a refresh; an edit writes SQLite only (full or read-only), and no service request writes a
+#: file (uploads are written after the answer), so neither reads it as a conflict. Any other
+#: cause stays 507
 OUTPUT_STATUS = {"full": 507, "readonly": 403, "in_the_way": 409}
 
 
