@@ -559,3 +559,40 @@ def test_a_publish_or_export_record_leaves_the_written_state_current(png_run):
         assert again.write_state() == 4 and run.read_curated()["edits_seq"] == 4
     finally:
         again.close()
+
+def test_an_export_leaves_the_folder_another_export_of_this_process_is_building(tmp_path):
+    """Two exports of one kind in the same second (two tabs, two people: the studio's requests
+    run on a thread pool, unserialised) got one name: an export is built in a hidden
+    ``.NAME.building-PID`` until whole, so the first's name was still free when the second
+    picked it, the second's mkdir met the first's folder and its cleanup removed it (both
+    failed). The in-progress folder is this process's (a live pid), as another thread's is."""
+    import os
+    import time
+
+    import pandas as pd
+
+    from mediacluster.studio.exports import BUILDING, export
+
+    files = []
+    for i in range(3):
+        p = tmp_path / "media" / f"{i}.jpg"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x")
+        files.append(str(p))
+    table = pd.DataFrame({"id": files, "curated_cluster": [0, 0, 1], "probability": [1.0] * 3})
+    out_root = tmp_path / "exports"
+    out_root.mkdir()
+    t0 = time.time()
+    building = []
+    for dt in range(3):  # whichever second the export below starts in
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(t0 + dt))
+        b = out_root / f".folders-{stamp}-e4{BUILDING}{os.getpid()}"
+        (b / "cats").mkdir(parents=True)
+        (b / "cats" / "0.jpg").write_bytes(b"half-way")
+        building.append(b)
+    res = export("folders", out_root, paths=files, table=table,
+                 clusters=[{"id": 0, "name": "cats"}, {"id": 1, "name": "dogs"}], seq=4)
+    assert all((b / "cats" / "0.jpg").read_bytes() == b"half-way" for b in building), \
+        "another export's folder in progress was removed"
+    assert Path(res["path"]).is_dir() and Path(res["path"]).name.endswith("-2"), res["path"]
+    assert len(list(Path(res["path"]).iterdir())) == 2  # its two cluster folders

@@ -215,18 +215,15 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
     if mode not in ("symlink", "copy"):
         raise InputError(f"mode must be 'symlink' or 'copy', got {mode!r}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    final = Path(out_root) / f"{kind}-{stamp}-e{seq}"
-    k = 1
-    while final.exists():
-        k += 1
-        final = Path(out_root) / f"{kind}-{stamp}-e{seq}-{k}"
-    # built in a hidden folder named after this process and renamed whole: an export killed
-    # half-way (no ``finally`` runs) left a folder named as a finished one, part of the files
-    # in it; the next export removes what a process no longer running left (``_drop_killed``)
-    out = final.parent / f".{final.name}{BUILDING}{os.getpid()}"
+    final, out = Path(out_root) / f"{kind}-{stamp}-e{seq}", None
     try:
         _drop_killed(final.parent)
-        out.mkdir(parents=True)
+        # built in a hidden folder named after this process and renamed whole: an export killed
+        # half-way (no ``finally`` runs) left a folder named as a finished one, part of the files
+        # in it; the next export removes what a process no longer running left (``_drop_killed``).
+        # A name is taken while another export builds it too (another thread of this process:
+        # the studio's requests are not serialised; or another process)
+        final, out = _claim(Path(out_root), f"{kind}-{stamp}-e{seq}")
         if kind == "folders":
             files, missing = _folders(out, paths, table, clusters, mode)
         elif kind == "classes":
@@ -240,10 +237,12 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
             files = _labelstudio(out, paths, table, clusters, root, media)
         os.rename(out, final)
     except OSError as e:
-        shutil.rmtree(out, ignore_errors=True)
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
         raise OutputError(f"cannot write the export to {final}: {e.strerror or e}") from e
     except BaseException:  # any other failure (a bug, Ctrl+C) leaves no half-written export either
-        shutil.rmtree(out, ignore_errors=True)
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
         raise
     res = {"kind": kind, "path": str(final), "files": files, "items": int(len(table))}
     if kind == "classes":
@@ -257,6 +256,25 @@ def export(kind: str, out_root: Path, *, paths, table, clusters: list[dict], seq
 
 #: an export being written: ``.NAME`` + this + the writer's pid, renamed to NAME when whole
 BUILDING = ".building-"
+
+
+def _claim(exports: Path, name: str) -> tuple[Path, Path]:
+    """``(final, building)``: the first of ``name``, ``name-2``, ... that is neither an export
+    nor being built, and this process's hidden folder for it, made (``mkdir``: a thread of this
+    process building the same name makes it first and this one takes the next name)."""
+    exports.mkdir(parents=True, exist_ok=True)
+    k = 1
+    while True:
+        final = exports / (name if k == 1 else f"{name}-{k}")
+        k += 1
+        if final.exists() or any(exports.glob(f".{final.name}{BUILDING}*")):
+            continue
+        out = exports / f".{final.name}{BUILDING}{os.getpid()}"
+        try:
+            out.mkdir()
+        except FileExistsError:
+            continue
+        return final, out
 
 
 def _drop_killed(exports: Path) -> None:
