@@ -206,6 +206,8 @@ def test_a_cached_input_graph_is_mapped_from_its_files_and_not_held_between_tria
     for a, b in zip(reader.graph("full", "cosine"), mem.graph("full", "cosine")):
         np.testing.assert_array_equal(a, b)
     assert reader.timings["knn"] == 0.0
+    # converted once, then the one-file copy is gone (0.8 GB at 50,000 x 2,000 left behind before)
+    assert not list(old.glob("*.npz")) and len(list(old.glob("knn-*.npy"))) == 2
 
 
 def test_a_reduced_space_graph_over_the_keep_budget_serves_its_own_trial_only(X, monkeypatch):

@@ -367,6 +367,7 @@ class Workspace:
             for p, a in zip(paths, g):  # the distances last: both present means both complete
                 write_npy(p, a)
             del g
+            old.unlink(missing_ok=True)  # converted: the one-file copy would only hold the disk
         # plain ndarray views of the maps (numba and pickle see what they saw before)
         return tuple(np.load(p, mmap_mode="c", allow_pickle=False).view(np.ndarray) for p in paths)
 
