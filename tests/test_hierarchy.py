@@ -257,6 +257,23 @@ def test_svd_graph_keeps_the_neighbours_the_projection_keeps(cifar3_embeddings):
     assert 0.5 < recall(idx, exact[0]) < 1.0
 
 
+def test_svd_projection_has_the_same_bits_on_one_or_two_blas_threads():
+    """``svd_project`` is the tuning study's graph for cosine collections above EXACT_MAX: a
+    cached graph, and every trial scored on it, must not depend on how many cores the machine
+    lends BLAS (nothing records it). Fails before: OpenBLAS split ``Y.T @ Y``'s sums by thread
+    count (20,000 x 256: differences up to 2e-7; review22 found a study's trial score moved)."""
+    from threadpoolctl import threadpool_limits
+
+    from mediacluster.stages.neighbors import svd_project
+
+    Y = np.random.default_rng(0).normal(size=(20000, 256)).astype(np.float32)
+    with threadpool_limits(limits=1):
+        one = svd_project(Y, 64)
+    with threadpool_limits(limits=2):
+        two = svd_project(Y, 64)
+    assert one.tobytes() == two.tobytes()
+
+
 @pytest.mark.parametrize("call, param", [
     (dict(metric="euclidean", method="svd"), "metric"),
     (dict(metric="euclidean", method="nndescent"), "metric"),

@@ -130,13 +130,22 @@ def knn_graph(X, k: int, metric: str = "cosine", method: str = "auto", nprobe: i
 def svd_project(Y: np.ndarray, dims: int) -> np.ndarray:
     """``Y`` (n, d) projected on its top ``dims`` right singular vectors, uncentred (the
     eigenvectors of ``Y.T @ Y``, computed in float64): inner products between rows are kept up
-    to the energy of the dropped directions. ``Y`` itself when ``dims >= d``."""
+    to the energy of the dropped directions. ``Y`` itself when ``dims >= d``.
+
+    On one BLAS thread: OpenBLAS splits ``Y.T @ Y``'s sums by its thread count, so the same
+    rows gave other bits on 2 threads than on 1 (20,000 x 256: up to 2e-7; a tuning study's
+    cached 50,000-item graph differed in a row of neighbours, and with it a trial's score), and
+    a cached graph or a study would depend on the machine's core count, which nothing records.
+    Cost: the Gram product on one core (~1-2 s at 50,000 x 1,280, once per study)."""
     if dims >= Y.shape[1]:
         return Y
+    from threadpoolctl import threadpool_limits
+
     Y64 = Y.astype(np.float64)
-    _, V = np.linalg.eigh(Y64.T @ Y64)
-    V = V[:, ::-1][:, :int(dims)]
-    return np.ascontiguousarray(Y64 @ V, dtype=np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        _, V = np.linalg.eigh(Y64.T @ Y64)
+        V = V[:, ::-1][:, :int(dims)]
+        return np.ascontiguousarray(Y64 @ V, dtype=np.float32)
 
 
 def self_first(idx: np.ndarray, dist: np.ndarray):
