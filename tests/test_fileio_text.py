@@ -67,3 +67,11 @@ def test_a_long_name_s_temporary_file_is_cut_between_characters(tmp_path):
         with open(tmp, "w") as f:
             f.write("{}")
     assert (tmp_path / name).read_text() == "{}"
+
+
+def test_a_folder_where_the_file_goes_is_named_as_such(tmp_path):
+    """EISDIR (a folder sits where the file is written) says so, as ``fileio.refusal`` reads it
+    ("in the way": 409 in the web apps). Fails before: the message was the bare strerror."""
+    (tmp_path / "summary.json").mkdir()
+    with pytest.raises(OutputError, match=r"summary\.json.*a folder is where the file goes"):
+        write_json(tmp_path / "summary.json", {})

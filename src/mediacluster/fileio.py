@@ -100,7 +100,9 @@ def output_error(e: OSError, path) -> OutputError:
         why = f"{why} (the disk or your file-size quota is full; free some space or write elsewhere)"
     elif e.errno in _DENIED:
         why = f"{why} (choose a folder you can write to)"
-    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+    elif e.errno == errno.EISDIR:
+        why = f"{why} (a folder is where the file goes; move it away)"
+    elif e.errno in _IN_THE_WAY:
         why = f"{why} (a file is in the way of a folder)"
     return OutputError(f"cannot write {path}: {why}")
 
