@@ -22,6 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDIACLUSTER_SHARED", ROOT.parent / "shared")) / "datasets"
 
 
+def sigint_default():  # pragma: no cover - runs in the child before exec
+    """``preexec_fn`` for a child a test interrupts with Ctrl-C (SIGINT): SIGINT's default
+    action. A test run started in the background by a non-interactive shell (`bash -c '... &'`,
+    as a CI runner may) has SIGINT *ignored*, a child inherits that, and Python then installs no
+    KeyboardInterrupt handler: the command runs on as if no Ctrl-C came."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def dataset(name: str) -> Path:
     """The archive of a shared labelled set. Missing: the test fails when the ``CI`` environment
     variable is set (CI must test everything, not pass having skipped it), else it is skipped."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sigint_default
 
 from mediacluster.inbox import FILES, listing, mark, summary
 from mediacluster.serve.inbox import Inbox, KeepRule
@@ -184,7 +185,8 @@ sys.argv = ["mediacluster", "report", "nowhere"]
 runpy.run_module("mediacluster", run_name="__main__")
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([sys.executable, "-c", setup], capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run([sys.executable, "-c", setup], capture_output=True, text=True, timeout=120, env=env,
+                       preexec_fn=sigint_default)  # CI's background run has SIGINT ignored
     assert r.returncode == 130 and "Traceback" not in r.stderr, (r.returncode, r.stderr[-800:])
     assert r.stderr.strip() == "interrupted"
 

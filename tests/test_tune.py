@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sigint_default
 
 from mediacluster.errors import InputError, ParameterError
 from mediacluster.pipeline import Pipeline
@@ -1005,15 +1006,6 @@ def test_a_trial_failed_by_its_parameters_keeps_its_reason_without_the_traceback
     assert not any("Traceback" in line for line in h.lines), h.lines
 
 
-def _sigint_default():  # pragma: no cover - runs in the child before exec
-    """A Ctrl-C test's child gets SIGINT's default action: a job a non-interactive shell starts
-    in the background (`bash -c '... &'`, as a CI runner may) inherits SIGINT *ignored*, and
-    Python then never raises KeyboardInterrupt: the command ran on and the test timed out."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _interrupted_tune(tmp_path, interrupt, timeout: float) -> tuple[int, str]:
     """The real CLI's `tune --jobs 2` on 200 vectors, ``interrupt(pid)`` once both processes
     have finished trials: (exit code, stderr)."""
@@ -1031,7 +1023,7 @@ def _interrupted_tune(tmp_path, interrupt, timeout: float) -> tuple[int, str]:
     p = subprocess.Popen([sys.executable, "-m", "mediacluster", "tune", str(tmp_path / "v.npy"), "--out", str(out),
                           "--space", str(tmp_path / "space.json"), "--quiet", "--no-refit", "--trials", "100000",
                           "--jobs", "2", "--sampler", "random"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True, env=env, preexec_fn=_sigint_default)
+                         text=True, start_new_session=True, env=env, preexec_fn=sigint_default)
     try:
         deadline = time.time() + 120
         pids = set()

@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 import pytest
+from conftest import sigint_default
 
 from mediacluster.web.app import StrictBody, bind
 
@@ -127,10 +128,7 @@ def test_ctrl_c_stops_a_server_cleanly(tmp_path, workers):
                              "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            # Ctrl+C as a terminal delivers it: a test runner started in the
-                            # background by a non-interactive shell has SIGINT ignored, and a child
-                            # inherits that (Python then installs no handler until uvicorn does)
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=sigint_default)  # Ctrl+C as a terminal delivers it
     try:
         lines = []
         while not any("listening on" in x for x in lines) and (line := proc.stdout.readline()):
