@@ -77,10 +77,14 @@ def chromium(width: int = 1400, height: int = 1000, extra: tuple[str, ...] = ())
 
 def remove_profile(profile: str) -> None:
     """Kill what is left of the browser started on ``profile`` (a browser whose chromedriver died
-    outlives it) and remove the folder. Idempotent."""
-    for pid in processes_with(f"--user-data-dir={profile}"):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    outlives it) and remove the folder. Idempotent. Until none is left (up to 10 s): a killed
+    process takes a moment to go, and a browser can start another while it is being killed."""
+    deadline = time.monotonic() + 10.0
+    while (pids := processes_with(f"--user-data-dir={profile}")) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
     shutil.rmtree(profile, ignore_errors=True)
 
 
