@@ -102,31 +102,16 @@ class Server:
 
 
 def quit_chromium(drv) -> None:
-    """Quit a browser of ``conftest.chromium`` (selenium stops chromedriver even when the browser
-    no longer answers), kill what is left of its processes (a browser whose chromedriver died
-    outlives it) and remove the new profile folder it was started with (``--user-data-dir``
-    under the temp folder, ~2.5 MB each, which nothing removed)."""
-    profile = (getattr(drv, "capabilities", None) or {}).get("chrome", {}).get("userDataDir")
-    try:
-        drv.quit()
-    finally:
-        if profile and Path(profile).name.startswith("mc-chrome-"):
-            for pid in processes_with(f"--user-data-dir={profile}"):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            shutil.rmtree(profile, ignore_errors=True)
+    """Quit a browser of ``conftest.chromium``: its ``quit()`` (``benchmarks/_browser.chromium``)
+    also kills what is left of its processes and removes its profile folder."""
+    drv.quit()
 
 
 def processes_with(text: str) -> list[int]:
-    """The processes whose command line holds ``text`` (a browser's own ``--user-data-dir``: its
-    processes, not other tests' browsers)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if text.encode() in (d / "cmdline").read_bytes():
-                    pids.append(int(d.name))
-    return pids
+    """The processes whose command line holds ``text`` (``benchmarks/_browser.processes_with``)."""
+    from conftest import _browser
+
+    return _browser().processes_with(text)
 
 
 def blank(drv, origins=()) -> None:

@@ -101,3 +101,27 @@ def test_a_shared_browser_is_handed_back_as_a_new_one(base_run):
     finally:
         shared.close()
     assert shared.drv is None
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_benchmarks_browser_leaves_no_profile_folder_and_no_process():
+    """``benchmarks/_browser.chromium`` (every benchmark that opens a page): its ``quit()`` removes
+    the new profile folder it was started with (they piled up in /tmp: 462 of them) and kills the
+    browser's processes even when its chromedriver died first."""
+    from conftest import _browser
+
+    launcher = _browser()
+    if launcher.missing():
+        pytest.skip(launcher.missing())
+    for driver_dies in (False, True):
+        drv = launcher.chromium(400, 300)
+        profile = drv.capabilities["chrome"]["userDataDir"]
+        drv.get("about:blank")
+        assert Path(profile).is_dir() and processes_with(f"--user-data-dir={profile}")
+        if driver_dies:
+            drv.service.process.kill()
+            drv.service.process.wait()
+        drv.quit()
+        assert not Path(profile).exists(), driver_dies
+        assert processes_with(f"--user-data-dir={profile}") == [], driver_dies

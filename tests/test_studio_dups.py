@@ -336,9 +336,15 @@ def test_the_duplicates_view_in_chromium(split, base_run, tmp_path):
         copy = rows["leak"][0]
         with client(s) as api:
             lab = np.frombuffer(api.get("/api/labels").content, "<i4")
-            assert post(api, "/api/edits", {"kind": "move", "items": [copy], "to": int((lab[copy] + 1) % 3)}).status_code == 200
-        btn = wait(lambda: drv.find_elements("css selector", ".move-to-kept"), what="the move button")
-        btn[0].click()
+            r = post(api, "/api/edits", {"kind": "move", "items": [copy], "to": int((lab[copy] + 1) % 3)})
+            assert r.status_code == 200
+        # the page has refreshed to that edit (its view drawn again) and nothing is loading: the
+        # button found then is the one the person sees (found at its first drawing, it could be
+        # replaced before the click: StaleElementReference at load 16)
+        wait(lambda: js(drv, "const S = window.mcStudio; return S.seq === arguments[0] && S.busy === 0 && "
+                             "document.querySelectorAll('.move-to-kept').length > 0", r.json()["seq"]),
+             what="the page at the other page's move, with the move button")
+        drv.find_element("css selector", ".move-to-kept").click()
         wait(lambda: js(drv, f"return window.mcStudio.L[{copy}] === {int(lab[copy])}"), what="the group moved back")
         wait(lambda: not drv.find_elements("css selector", ".move-to-kept"), what="no group in two clusters")
         # the export: prefer and split from the page; a bad folder is said to the person

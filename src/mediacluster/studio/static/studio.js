@@ -565,14 +565,21 @@
       moved: ch ? Array.from(ch.moved) : null, meta: ch ? Array.from(ch.meta) : null });
     if (S.refreshes.length > 50) S.refreshes.shift();
   }
+  // one poll at a time: setInterval does not wait for an async poll, and under load (a refresh
+  // taking longer than the interval) a second poll saw the edit the first was still refreshing to
+  // and refreshed again: the view drawn twice (a button redrawn under the pointer lost its click),
+  // each of another page's changes said twice
+  let polling = false;
   async function poll() {
+    if (polling) return;
+    polling = true;
     try {
       const v = await api("api/version");
       S.polls++;
       if (v.replaced) { $("sync").textContent = "the run folder was re-clustered: restart the studio"; return; }
       if (v.map && S.info && (v.map !== S.info.map_method || v.map_pending !== S.info.map_pending)) await loadMap(v);
       if (v.seq !== S.seq && !S.editing) await refresh(false, true);
-    } catch (e) { $("sync").textContent = "server not reachable"; }
+    } catch (e) { $("sync").textContent = "server not reachable"; } finally { polling = false; }
   }
   async function loadMap(v) {  // the UMAP map laid out in the background replaces the PCA one
     const map = await api("api/map", { binary: true });
