@@ -64,6 +64,25 @@ _DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
 _IN_THE_WAY = (errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
 
 
+def _causes(e: BaseException):
+    """``e``, then its ``__cause__`` / ``__context__`` chain (each once: a cycle ends it)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _os_refusal(e: OSError) -> str | None:
+    """:func:`refusal`'s reading of one OSError by its errno (``"full"``: also numpy's short
+    write, which has none)."""
+    if e.errno in _FULL or (e.errno is None and "requested and" in str(e)):
+        return "full"
+    if e.errno in _DENIED:
+        return "readonly"
+    return "in_the_way" if e.errno in _IN_THE_WAY else None
+
+
 def refusal(e: BaseException) -> str | None:
     """Why a write failed, read from ``e`` and its causes (an :class:`OutputError` raised
     ``from`` the OSError or SQLite error): ``"full"`` (ENOSPC, EDQUOT, EFBIG, a short write;
@@ -73,21 +92,22 @@ def refusal(e: BaseException) -> str | None:
     (a full disk is 507 Insufficient Storage, a read-only run folder is not)."""
     import sqlite3
 
-    cause, seen = e, set()
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in _causes(e):
         if isinstance(cause, sqlite3.Error):
-            if (why := sqlite_refused(cause)) is not None:
-                return why
+            why = sqlite_refused(cause)
         elif isinstance(cause, OSError):
-            if cause.errno in _FULL or (cause.errno is None and "requested and" in str(cause)):
-                return "full"
-            if cause.errno in _DENIED:
-                return "readonly"
-            if cause.errno in _IN_THE_WAY:
-                return "in_the_way"
-        cause = cause.__cause__ or cause.__context__
+            why = _os_refusal(cause)
+        else:
+            continue
+        if why is not None:
+            return why
     return None
+
+
+#: what :func:`output_error` tells a user to do, by :func:`_os_refusal`'s reading
+_OUTPUT_HINT = {"full": "the disk or your file-size quota is full; free some space or write elsewhere",
+                "readonly": "choose a folder you can write to",
+                "in_the_way": "a file is in the way of a folder"}
 
 
 def output_error(e: OSError, path) -> OutputError:
@@ -96,14 +116,10 @@ def output_error(e: OSError, path) -> OutputError:
     if isinstance(e, OutputError):
         return e
     why = e.strerror or str(e) or type(e).__name__
-    if e.errno in _FULL or (e.errno is None and "requested and" in str(e)):  # numpy: short write
-        why = f"{why} (the disk or your file-size quota is full; free some space or write elsewhere)"
-    elif e.errno in _DENIED:
-        why = f"{why} (choose a folder you can write to)"
-    elif e.errno == errno.EISDIR:
-        why = f"{why} (a folder is where the file goes; move it away)"
-    elif e.errno in _IN_THE_WAY:
-        why = f"{why} (a file is in the way of a folder)"
+    hint = ("a folder is where the file goes; move it away" if e.errno == errno.EISDIR
+            else _OUTPUT_HINT.get(_os_refusal(e)))
+    if hint:
+        why = f"{why} ({hint})"
     return OutputError(f"cannot write {path}: {why}")
 
 
@@ -127,16 +143,13 @@ def full_disk(e: BaseException) -> OutputError | None:
     :class:`~.errors.MediaclusterError` (a full disk was an "internal error (a bug)")."""
     import traceback
 
-    cause, seen = e, set()
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in _causes(e):
         if isinstance(cause, OSError) and cause.errno in _FULL:
             where = cause.filename
             if where is None and any("numba" in f.filename and "caching" in f.filename
                                      for f in traceback.extract_tb(cause.__traceback__)):
                 where = f"numba's code cache {os.environ.get('NUMBA_CACHE_DIR') or '(its default folder)'}"
             return output_error(cause, where or "a file")
-        cause = cause.__cause__ or cause.__context__
     return None
 
 
