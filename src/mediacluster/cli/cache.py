@@ -156,6 +156,7 @@ def _open_store(path: Path, writes: list[str]):
 
 def run(args) -> int:
     from ..embed.store import DB_NAME, check_place
+    from ..encoders import writes_id
     from ..errors import ConfigError
     from ..fileio import folder_usage
 
@@ -174,8 +175,6 @@ def run(args) -> int:
             ids = [r["encoder"] for r in store.summary()["encoders"]] if args.forget_encoder or args.forget_stale else []
             chosen = [e for e in (_encoder_id(store, given, ids) for given in args.forget_encoder) if e is not None]
             if args.forget_stale:
-                from ..encoders import writes_id
-
                 stale = [e for e in ids if writes_id(e) is False]
                 if not stale:
                     sys.stderr.write("no stale encoder version in the cache (none this mediacluster no longer "
@@ -191,8 +190,6 @@ def run(args) -> int:
                 sys.stderr.write(f"forgot the records of {store.forget_missing_files()} files no longer "
                                  "where they were\n")
             info = {**store.summary(), "exists": True}
-            from ..encoders import writes_id
-
             for r in info["encoders"]:  # True: what a run writes today; False: stale; None: not known
                 r["current"] = writes_id(r["encoder"])
             if args.input is not None:
