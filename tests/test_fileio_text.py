@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mediacluster.errors import OutputError
@@ -75,3 +77,19 @@ def test_a_folder_where_the_file_goes_is_named_as_such(tmp_path):
     (tmp_path / "summary.json").mkdir()
     with pytest.raises(OutputError, match=r"summary\.json.*a folder is where the file goes"):
         write_json(tmp_path / "summary.json", {})
+
+
+def test_the_temporary_names_atomic_writes_use_are_recognised(tmp_path):
+    """``is_temporary_name`` knows the names ``atomic_path`` gives its temporary files (what a
+    killed writer leaves: the inbox clears them), long and non-ASCII ones included, and no
+    stored file's or dotfile's name."""
+    import tempfile
+
+    from mediacluster.fileio import _temp_name, is_temporary_name
+
+    for name, suffix in [("a.jpg", ".jpg"), ("é" * 120 + ".png", ".png"), ("cat", "")]:
+        fd, tmp = tempfile.mkstemp(**_temp_name(name, suffix), dir=tmp_path)
+        os.close(fd)
+        assert is_temporary_name(os.path.basename(tmp)), tmp
+    for name in ["a.jpg", "photo-1a2b3c4d.jpg", ".hidden", ".purging"]:
+        assert not is_temporary_name(name), name

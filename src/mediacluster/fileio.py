@@ -22,6 +22,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, suppress
@@ -133,6 +134,17 @@ def _temp_name(name: str, suffix: str) -> dict:
     while len(os.fsencode(cut)) > 100:
         cut = cut[:-1]
     return {"prefix": f".{cut}.", "suffix": suffix if len(os.fsencode(suffix)) <= 32 else ""}
+
+
+#: :func:`_temp_name`'s names as mkstemp completes them: ``.NAME.`` + 8 random characters + the suffix
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]{1,10})?")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`atomic_path` / :func:`atomic_write` gives the temporary
+    file it writes before the rename (what a killed writer leaves): for a folder whose own
+    files never start with a dot (the inbox's ``files/``) to clear them."""
+    return name.startswith(".") and _TEMPORARY.fullmatch(name) is not None
 
 
 def full_disk(e: BaseException) -> OutputError | None:

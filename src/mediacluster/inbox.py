@@ -35,7 +35,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import re
 import sqlite3
 import time
 import unicodedata
@@ -47,8 +46,6 @@ DB_NAME = "inbox.sqlite"
 FILES = "files"
 #: where ``purge`` moves the files of the contents it removes until their rows' removal is committed
 PURGING = ".purging"
-#: ``fileio.atomic_path``'s temporary name of a stored file: ``.NAME.`` + 8 random characters + its extension
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]{1,10})?")
 #: how a content left the pending set: a person looked at it
 REVIEWED = "reviewed"
 #: how a content left the pending set: a ``cluster`` run read its file
@@ -126,10 +123,12 @@ def _restore_purged(root: Path, con: sqlite3.Connection) -> None:
     nothing else would ever remove. Under the write lock, which a purge running elsewhere holds
     from moving its first file to its commit and the service's writer from its temporary file
     to its row: ``open_db``'s schema transaction and the purge itself."""
+    from .fileio import is_temporary_name
+
     try:
         with os.scandir(root / FILES) as it:
             for e in it:
-                if e.name.startswith(".") and _TEMPORARY.fullmatch(e.name) and e.is_file(follow_symlinks=False):
+                if is_temporary_name(e.name) and e.is_file(follow_symlinks=False):
                     os.unlink(e.path)
     except FileNotFoundError:
         pass
